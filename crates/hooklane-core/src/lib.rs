@@ -1,0 +1,11 @@
+//! Domain types and pure logic shared by every hooklane crate. Nothing here does I/O,
+//! so all of it can be unit-tested and reused by receivers that only want to verify signatures.
+#![forbid(unsafe_code)]
+
+pub mod filter;
+pub mod ids;
+pub mod model;
+pub mod retry;
+pub mod signing;
+
+pub use chrono::{DateTime, Utc};

@@ -1,0 +1,89 @@
+//! When to try a failed delivery again.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+/// Delays between attempts. The first attempt is always immediate; `delays[i]` is the wait
+/// after the (i+1)-th failed attempt. When the list is exhausted the delivery has failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrySchedule {
+    pub delays: Vec<Duration>,
+    /// Fraction of each delay (0.0..=1.0) by which it is randomly moved up or down, so that
+    /// many deliveries that failed together do not all come back at the same instant.
+    pub jitter: f64,
+}
+
+impl Default for RetrySchedule {
+    /// Svix's published schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h
+    /// (eight attempts over about 28 hours).
+    fn default() -> Self {
+        let s = Duration::from_secs;
+        RetrySchedule {
+            delays: vec![s(5), s(300), s(1800), s(7200), s(18000), s(36000), s(36000)],
+            jitter: 0.2,
+        }
+    }
+}
+
+impl RetrySchedule {
+    /// Total number of attempts a delivery gets.
+    pub fn max_attempts(&self) -> u32 {
+        self.delays.len() as u32 + 1
+    }
+
+    /// The wait before the next attempt, given how many attempts have been made so far, or
+    /// `None` when no attempt is left.
+    pub fn next_delay(&self, attempts_made: u32) -> Option<Duration> {
+        let base = *self.delays.get(attempts_made.checked_sub(1)? as usize)?;
+        if self.jitter <= 0.0 || base.is_zero() {
+            return Some(base);
+        }
+        let factor = rand::thread_rng().gen_range((1.0 - self.jitter)..=(1.0 + self.jitter));
+        Some(base.mul_f64(factor))
+    }
+}
+
+/// Parses a `Retry-After` value: delta-seconds, or an HTTP date relative to `now_unix`.
+pub fn parse_retry_after(value: &str, now_unix: i64) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let delta = date.timestamp() - now_unix;
+    Some(Duration::from_secs(delta.max(0) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_schedule_is_svix_like() {
+        let s = RetrySchedule { jitter: 0.0, ..RetrySchedule::default() };
+        assert_eq!(s.max_attempts(), 8);
+        assert_eq!(s.next_delay(0), None);
+        assert_eq!(s.next_delay(1), Some(Duration::from_secs(5)));
+        assert_eq!(s.next_delay(7), Some(Duration::from_secs(36000)));
+        assert_eq!(s.next_delay(8), None);
+        let total: Duration = s.delays.iter().sum();
+        assert!(total > Duration::from_secs(24 * 3600));
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        let s = RetrySchedule::default();
+        for _ in 0..100 {
+            let d = s.next_delay(2).unwrap().as_secs_f64();
+            assert!((240.0..=360.0).contains(&d), "{d}");
+        }
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("7", 0), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412470), Some(Duration::from_secs(10)));
+        assert_eq!(parse_retry_after("soon", 0), None);
+    }
+}

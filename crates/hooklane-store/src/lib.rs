@@ -1,0 +1,116 @@
+//! Storage for hooklane: the [`Store`] trait every backend implements, and the embedded
+//! SQLite backend. The store is both the system of record and the delivery queue: pending
+//! retries live here, not in memory, so a backlog costs disk rather than RAM and survives
+//! a crash.
+#![forbid(unsafe_code)]
+
+mod error;
+mod queries_shared;
+pub mod sqlite;
+mod types;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hooklane_core::model::{Application, Attempt, Delivery, Endpoint, EventType, Message, Principal};
+use hooklane_core::{DateTime, Utc};
+
+pub use error::StoreError;
+pub use types::*;
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything hooklane persists. Every method that touches tenant data takes the
+/// application id, so no query can reach across applications by forgetting a filter.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- applications
+    async fn create_app(&self, app: Application) -> StoreResult<()>;
+    /// By id or by `uid`.
+    async fn get_app(&self, id_or_uid: &str) -> StoreResult<Option<Application>>;
+    async fn list_apps(&self, page: &PageRequest) -> StoreResult<Page<Application>>;
+    async fn update_app(&self, app: Application) -> StoreResult<()>;
+    /// Deletes the application and everything under it.
+    async fn delete_app(&self, app_id: &str) -> StoreResult<()>;
+
+    // --- event types
+    async fn create_event_type(&self, et: EventType) -> StoreResult<()>;
+    async fn get_event_type(&self, name: &str) -> StoreResult<Option<EventType>>;
+    async fn list_event_types(&self, page: &PageRequest, include_archived: bool) -> StoreResult<Page<EventType>>;
+    async fn update_event_type(&self, et: EventType) -> StoreResult<()>;
+    async fn delete_event_type(&self, name: &str) -> StoreResult<()>;
+
+    // --- endpoints
+    async fn create_endpoint(&self, ep: Endpoint) -> StoreResult<()>;
+    async fn get_endpoint(&self, app_id: &str, id_or_uid: &str) -> StoreResult<Option<Endpoint>>;
+    async fn list_endpoints(&self, app_id: &str, page: &PageRequest) -> StoreResult<Page<Endpoint>>;
+    /// Every endpoint of the application, for fan-out.
+    async fn app_endpoints(&self, app_id: &str) -> StoreResult<Vec<Endpoint>>;
+    async fn update_endpoint(&self, ep: Endpoint) -> StoreResult<()>;
+    async fn delete_endpoint(&self, app_id: &str, endpoint_id: &str) -> StoreResult<()>;
+
+    // --- messages and deliveries
+    /// Writes the message and one pending delivery per endpoint in one transaction; returns
+    /// once that is durable. When `leased_until` is given the deliveries are created already
+    /// leased to the caller, which will send them itself without waiting for a poll.
+    async fn create_message(
+        &self,
+        msg: Message,
+        endpoint_ids: Vec<String>,
+        leased_until: Option<DateTime<Utc>>,
+    ) -> StoreResult<()>;
+    /// By id or by `eventId`.
+    async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>>;
+    async fn list_messages(&self, app_id: &str, filter: &MessageFilter, page: &PageRequest) -> StoreResult<Page<Message>>;
+    /// Every delivery of a message, with its endpoint.
+    async fn message_deliveries(&self, app_id: &str, msg_id: &str) -> StoreResult<Vec<(Delivery, Endpoint)>>;
+
+    /// Leases up to `limit` deliveries whose next attempt is due at `now` and that nobody
+    /// holds (or whose lease has expired), until `now + lease`.
+    async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> StoreResult<Vec<Job>>;
+    /// When the earliest pending delivery that is not leased becomes due, if any.
+    async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>>;
+    /// Records finished attempts and moves their deliveries on, in one transaction. An
+    /// endpoint failing continuously for `disable_after` is disabled; the ids of endpoints
+    /// disabled by this call are returned.
+    async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>, disable_after: Duration) -> StoreResult<Vec<String>>;
+    /// Marks deliveries failed without an attempt (their endpoint was disabled or deleted).
+    async fn abandon_deliveries(&self, keys: Vec<DeliveryKey>) -> StoreResult<()>;
+    /// Queues one message for one endpoint again (manual trigger), returning the job.
+    async fn resend(&self, app_id: &str, msg_id: &str, endpoint_id: &str, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Queues again every failed delivery of the endpoint whose message was created in
+    /// `[since, until)`; returns how many.
+    async fn recover(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+    /// Drops every lease: used at start-up by a single-node store, where any lease left
+    /// over belongs to a previous run of this same process.
+    async fn release_all_leases(&self) -> StoreResult<u64>;
+
+    // --- attempts
+    async fn list_attempts(&self, app_id: &str, filter: &AttemptFilter, page: &PageRequest) -> StoreResult<Page<Attempt>>;
+    async fn get_attempt(&self, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>>;
+
+    // --- auth tokens (stored as SHA-256 hashes, never in clear)
+    async fn create_token(&self, token_hash: String, app_id: Option<String>, now: DateTime<Utc>) -> StoreResult<()>;
+    async fn find_token(&self, token_hash: &str) -> StoreResult<Option<Principal>>;
+
+    // --- idempotency keys
+    async fn idempotency_begin(&self, key: &str, now: DateTime<Utc>, ttl: Duration) -> StoreResult<IdempotencyState>;
+    async fn idempotency_finish(&self, key: &str, response: StoredResponse) -> StoreResult<()>;
+    async fn idempotency_abort(&self, key: &str) -> StoreResult<()>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the store named by a URL-ish string: `sqlite:PATH` or a plain file path.
+pub async fn open(location: &str) -> StoreResult<DynStore> {
+    let path = location.strip_prefix("sqlite://").or_else(|| location.strip_prefix("sqlite:")).unwrap_or(location);
+    Ok(Arc::new(sqlite::SqliteStore::open(path).await?))
+}

@@ -1,0 +1,487 @@
+//! The SQL behind each store operation, as plain functions over a connection so they can
+//! run on the writer thread or a read connection alike.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hooklane_core::model::{Application, Attempt, Delivery, Endpoint, EventType, Message};
+use hooklane_core::{DateTime, Utc};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+
+use super::db_err;
+use super::rows::{self, ms, opt_json, to_json};
+use crate::{AttemptFilter, Job, MessageFilter, NextStep, Page, PageRequest, StoreError, StoreResult};
+
+/// A SELECT under construction: conditions joined with AND, positional parameters.
+pub struct Select {
+    base: String,
+    conditions: Vec<String>,
+    params: Vec<Value>,
+}
+
+impl Select {
+    pub fn new(cols: &str, table: &str) -> Self {
+        Select { base: format!("SELECT {cols} FROM {table}"), conditions: Vec::new(), params: Vec::new() }
+    }
+
+    pub fn and(mut self, condition: &str, values: impl IntoIterator<Item = Value>) -> Self {
+        self.conditions.push(condition.to_string());
+        self.params.extend(values);
+        self
+    }
+
+    pub fn and_if<T>(self, value: Option<T>, condition: &str, to_value: impl FnOnce(T) -> Value) -> Self {
+        match value {
+            Some(v) => self.and(condition, [to_value(v)]),
+            None => self,
+        }
+    }
+
+    /// Runs the query as one page ordered by `key` (an id column, so the order is stable).
+    pub fn page<T>(
+        mut self,
+        conn: &Connection,
+        key: &str,
+        page: &PageRequest,
+        map: impl Fn(&rusqlite::Row) -> rusqlite::Result<T>,
+    ) -> StoreResult<Page<T>> {
+        if let Some(it) = &page.iterator {
+            let op = if page.descending { "<" } else { ">" };
+            self = self.and(&format!("{key} {op} ?"), [Value::Text(it.clone())]);
+        }
+        let limit = page.limit.max(1);
+        let mut sql = self.base;
+        if !self.conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&self.conditions.join(" AND "));
+        }
+        let dir = if page.descending { "DESC" } else { "ASC" };
+        sql.push_str(&format!(" ORDER BY {key} {dir} LIMIT {}", limit + 1));
+        let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+        let mut items = stmt
+            .query_map(params_from_iter(self.params), map)
+            .map_err(db_err)?
+            .collect::<rusqlite::Result<Vec<T>>>()
+            .map_err(db_err)?;
+        let done = items.len() <= limit;
+        items.truncate(limit);
+        Ok(Page { items, done })
+    }
+}
+
+fn text(s: impl Into<String>) -> Value {
+    Value::Text(s.into())
+}
+
+fn int(i: i64) -> Value {
+    Value::Integer(i)
+}
+
+/// Expects exactly one changed row; zero means the record was not there.
+fn one_row(changed: usize) -> StoreResult<()> {
+    if changed == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+// --- applications
+
+pub fn insert_app(conn: &Connection, a: &Application) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO applications (id, uid, name, rate_limit, metadata, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![a.id, a.uid, a.name, a.rate_limit, to_json(&a.metadata), ms(a.created_at), ms(a.updated_at)])
+    })
+    .map_err(db_err)?;
+    Ok(())
+}
+
+pub fn update_app(conn: &Connection, a: &Application) -> StoreResult<()> {
+    let n = conn
+        .prepare_cached("UPDATE applications SET uid = ?2, name = ?3, rate_limit = ?4, metadata = ?5, updated_at = ?6 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![a.id, a.uid, a.name, a.rate_limit, to_json(&a.metadata), ms(a.updated_at)]))
+        .map_err(db_err)?;
+    one_row(n)
+}
+
+pub fn get_app(conn: &Connection, id_or_uid: &str) -> StoreResult<Option<Application>> {
+    let sql = format!("SELECT {} FROM applications WHERE id = ?1 OR uid = ?1 ORDER BY id = ?1 DESC LIMIT 1", rows::APP_COLS);
+    conn.prepare_cached(&sql).and_then(|mut s| s.query_row([id_or_uid], rows::app).optional()).map_err(db_err)
+}
+
+pub fn delete_app(conn: &Connection, app_id: &str) -> StoreResult<()> {
+    for table in ["attempts", "deliveries", "messages", "endpoints", "tokens"] {
+        conn.execute(&format!("DELETE FROM {table} WHERE app_id = ?1"), [app_id]).map_err(db_err)?;
+    }
+    one_row(conn.execute("DELETE FROM applications WHERE id = ?1", [app_id]).map_err(db_err)?)
+}
+
+// --- event types
+
+pub fn insert_event_type(conn: &Connection, e: &EventType) -> StoreResult<()> {
+    conn.execute(
+        "INSERT INTO event_types (name, description, archived, deprecated, feature_flag, schemas, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![e.name, e.description, e.archived, e.deprecated, e.feature_flag, opt_json(&e.schemas), ms(e.created_at), ms(e.updated_at)],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+pub fn update_event_type(conn: &Connection, e: &EventType) -> StoreResult<()> {
+    let n = conn
+        .execute(
+            "UPDATE event_types SET description = ?2, archived = ?3, deprecated = ?4, feature_flag = ?5, schemas = ?6, \
+             updated_at = ?7 WHERE name = ?1",
+            params![e.name, e.description, e.archived, e.deprecated, e.feature_flag, opt_json(&e.schemas), ms(e.updated_at)],
+        )
+        .map_err(db_err)?;
+    one_row(n)
+}
+
+pub fn get_event_type(conn: &Connection, name: &str) -> StoreResult<Option<EventType>> {
+    let sql = format!("SELECT {} FROM event_types WHERE name = ?1", rows::EVENT_TYPE_COLS);
+    conn.prepare_cached(&sql).and_then(|mut s| s.query_row([name], rows::event_type).optional()).map_err(db_err)
+}
+
+// --- endpoints
+
+pub fn insert_endpoint(conn: &Connection, e: &Endpoint) -> StoreResult<()> {
+    conn.execute(
+        "INSERT INTO endpoints (id, app_id, uid, url, description, version, filter_types, channels, disabled, rate_limit, \
+         metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        params![
+            e.id,
+            e.app_id,
+            e.uid,
+            e.url,
+            e.description,
+            e.version,
+            opt_json(&e.filter_types),
+            opt_json(&e.channels),
+            e.disabled,
+            e.rate_limit,
+            to_json(&e.metadata),
+            to_json(&e.headers),
+            e.secret,
+            to_json(&e.previous_secrets),
+            e.failing_since.map(ms),
+            ms(e.created_at),
+            ms(e.updated_at)
+        ],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+pub fn update_endpoint(conn: &Connection, e: &Endpoint) -> StoreResult<()> {
+    let n = conn
+        .execute(
+            "UPDATE endpoints SET uid = ?3, url = ?4, description = ?5, version = ?6, filter_types = ?7, channels = ?8, \
+             disabled = ?9, rate_limit = ?10, metadata = ?11, headers = ?12, secret = ?13, previous_secrets = ?14, \
+             failing_since = ?15, updated_at = ?16 WHERE id = ?1 AND app_id = ?2",
+            params![
+                e.id,
+                e.app_id,
+                e.uid,
+                e.url,
+                e.description,
+                e.version,
+                opt_json(&e.filter_types),
+                opt_json(&e.channels),
+                e.disabled,
+                e.rate_limit,
+                to_json(&e.metadata),
+                to_json(&e.headers),
+                e.secret,
+                to_json(&e.previous_secrets),
+                e.failing_since.map(ms),
+                ms(e.updated_at)
+            ],
+        )
+        .map_err(db_err)?;
+    one_row(n)
+}
+
+pub fn get_endpoint(conn: &Connection, app_id: &str, id_or_uid: &str) -> StoreResult<Option<Endpoint>> {
+    let sql = format!(
+        "SELECT {} FROM endpoints WHERE app_id = ?1 AND (id = ?2 OR uid = ?2) ORDER BY id = ?2 DESC LIMIT 1",
+        rows::ENDPOINT_COLS
+    );
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| s.query_row([app_id, id_or_uid], rows::endpoint).optional())
+        .map_err(db_err)
+}
+
+pub fn app_endpoints(conn: &Connection, app_id: &str) -> StoreResult<Vec<Endpoint>> {
+    let sql = format!("SELECT {} FROM endpoints WHERE app_id = ?1 ORDER BY id", rows::ENDPOINT_COLS);
+    let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+    let out = stmt.query_map([app_id], rows::endpoint).map_err(db_err)?.collect::<rusqlite::Result<_>>().map_err(db_err);
+    out
+}
+
+pub fn delete_endpoint(conn: &Connection, app_id: &str, endpoint_id: &str) -> StoreResult<()> {
+    for table in ["attempts", "deliveries"] {
+        conn.execute(&format!("DELETE FROM {table} WHERE app_id = ?1 AND endpoint_id = ?2"), [app_id, endpoint_id])
+            .map_err(db_err)?;
+    }
+    one_row(conn.execute("DELETE FROM endpoints WHERE app_id = ?1 AND id = ?2", [app_id, endpoint_id]).map_err(db_err)?)
+}
+
+// --- messages and deliveries
+
+pub fn insert_message(
+    conn: &Connection,
+    m: &Message,
+    endpoint_ids: &[String],
+    leased_until: Option<DateTime<Utc>>,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO messages (id, app_id, event_type, event_id, payload, channels, tags, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            m.id,
+            m.app_id,
+            m.event_type,
+            m.event_id,
+            m.payload,
+            opt_json(&m.channels),
+            opt_json(&m.tags),
+            ms(m.created_at)
+        ])
+    })
+    .map_err(|e| match db_err(e) {
+        StoreError::Conflict(_) => StoreError::Conflict("a message with this eventId already exists".into()),
+        other => other,
+    })?;
+    let now = ms(m.created_at);
+    let (due, leased) = match leased_until {
+        Some(t) => (ms(t), true),
+        None => (now, false),
+    };
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, updated_at) \
+             VALUES (?1, ?2, ?3, 1, 0, ?4, ?5, 0, ?6)",
+        )
+        .map_err(db_err)?;
+    for ep in endpoint_ids {
+        stmt.execute(params![m.id, ep, m.app_id, due, leased, now]).map_err(db_err)?;
+    }
+    Ok(())
+}
+
+pub fn get_message(conn: &Connection, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {
+    let sql = format!(
+        "SELECT {} FROM messages WHERE app_id = ?1 AND (id = ?2 OR event_id = ?2) ORDER BY id = ?2 DESC LIMIT 1",
+        rows::MESSAGE_COLS
+    );
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| s.query_row([app_id, id_or_event_id], rows::message).optional())
+        .map_err(db_err)
+}
+
+pub fn list_messages(conn: &Connection, app_id: &str, f: &MessageFilter, page: &PageRequest) -> StoreResult<Page<Message>> {
+    let mut q = Select::new(rows::MESSAGE_COLS, "messages").and("app_id = ?", [text(app_id)]);
+    if let Some(types) = f.event_types.as_ref().filter(|t| !t.is_empty()) {
+        let marks = vec!["?"; types.len()].join(", ");
+        q = q.and(&format!("event_type IN ({marks})"), types.iter().map(|t| text(t.as_str())));
+    }
+    q.and_if(f.channel.clone(), "EXISTS (SELECT 1 FROM json_each(messages.channels) WHERE value = ?)", text)
+        .and_if(f.tag.clone(), "EXISTS (SELECT 1 FROM json_each(messages.tags) WHERE value = ?)", text)
+        .and_if(f.before, "created_at < ?", |t| int(ms(t)))
+        .and_if(f.after, "created_at > ?", |t| int(ms(t)))
+        .page(conn, "id", page, rows::message)
+}
+
+pub fn message_deliveries(conn: &Connection, app_id: &str, msg_id: &str) -> StoreResult<Vec<(Delivery, Endpoint)>> {
+    let sql = format!(
+        "SELECT {} FROM deliveries WHERE app_id = ?1 AND msg_id = ?2 ORDER BY endpoint_id",
+        rows::DELIVERY_COLS
+    );
+    let deliveries: Vec<Delivery> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut s| s.query_map([app_id, msg_id], rows::delivery)?.collect())
+        .map_err(db_err)?;
+    let mut out = Vec::with_capacity(deliveries.len());
+    for d in deliveries {
+        if let Some(ep) = get_endpoint(conn, app_id, &d.endpoint_id)? {
+            out.push((d, ep));
+        }
+    }
+    Ok(out)
+}
+
+pub fn claim_due(conn: &Connection, now: DateTime<Utc>, limit: usize, lease_end: DateTime<Utc>) -> StoreResult<Vec<Job>> {
+    let claimed: Vec<Delivery> = conn
+        .prepare_cached(&format!(
+            "UPDATE deliveries SET due_at = ?1, leased = 1 WHERE (msg_id, endpoint_id) IN \
+             (SELECT msg_id, endpoint_id FROM deliveries WHERE status = 1 AND due_at <= ?2 ORDER BY due_at LIMIT ?3) \
+             RETURNING {}",
+            rows::DELIVERY_COLS
+        ))
+        .and_then(|mut s| s.query_map(params![ms(lease_end), ms(now), limit as i64], rows::delivery)?.collect())
+        .map_err(db_err)?;
+    let mut endpoints: HashMap<String, Option<Arc<Endpoint>>> = HashMap::new();
+    let mut jobs = Vec::with_capacity(claimed.len());
+    for mut delivery in claimed {
+        // The row reads as leased now; what callers care about is that it is pending.
+        delivery.next_attempt_at = Some(now);
+        let endpoint = match endpoints.get(&delivery.endpoint_id) {
+            Some(e) => e.clone(),
+            None => {
+                let e = get_endpoint(conn, &delivery.app_id, &delivery.endpoint_id)?.map(Arc::new);
+                endpoints.insert(delivery.endpoint_id.clone(), e.clone());
+                e
+            }
+        };
+        let message = get_message(conn, &delivery.app_id, &delivery.msg_id)?;
+        match (endpoint, message) {
+            (Some(endpoint), Some(message)) => jobs.push(Job { delivery, message: Arc::new(message), endpoint }),
+            // Endpoint or message deleted under us: nothing to send, drop the row.
+            _ => {
+                conn.execute(
+                    "DELETE FROM deliveries WHERE msg_id = ?1 AND endpoint_id = ?2",
+                    [&delivery.msg_id, &delivery.endpoint_id],
+                )
+                .map_err(db_err)?;
+            }
+        }
+    }
+    Ok(jobs)
+}
+
+/// Records one attempt; returns the endpoint id if this failure disabled its endpoint.
+pub fn record_attempt(
+    conn: &Connection,
+    a: &Attempt,
+    next: &NextStep,
+    disable_before: DateTime<Utc>,
+) -> StoreResult<Option<String>> {
+    conn.prepare_cached(
+        "INSERT INTO attempts (id, msg_id, endpoint_id, app_id, url, status, response_status, response, duration_ms, \
+         trigger_type, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            a.id,
+            a.msg_id,
+            a.endpoint_id,
+            a.app_id,
+            a.url,
+            a.status as i64,
+            a.response_status,
+            a.response,
+            a.duration_ms,
+            a.trigger as i64,
+            ms(a.created_at)
+        ])
+    })
+    .map_err(db_err)?;
+    let now = ms(a.created_at);
+    let (status, due) = match next {
+        NextStep::Succeeded => (0, None),
+        NextStep::RetryAt(t) => (1, Some(ms(*t))),
+        NextStep::GiveUp => (2, None),
+    };
+    conn.prepare_cached(
+        "UPDATE deliveries SET status = ?3, attempts = attempts + 1, due_at = ?4, leased = 0, updated_at = ?5 \
+         WHERE msg_id = ?1 AND endpoint_id = ?2",
+    )
+    .and_then(|mut s| s.execute(params![a.msg_id, a.endpoint_id, status, due, now]))
+    .map_err(db_err)?;
+    if *next == NextStep::Succeeded {
+        conn.prepare_cached("UPDATE endpoints SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL")
+            .and_then(|mut s| s.execute([&a.endpoint_id]))
+            .map_err(db_err)?;
+        return Ok(None);
+    }
+    conn.prepare_cached("UPDATE endpoints SET failing_since = ?2 WHERE id = ?1 AND failing_since IS NULL")
+        .and_then(|mut s| s.execute(params![a.endpoint_id, now]))
+        .map_err(db_err)?;
+    let disabled = conn
+        .prepare_cached(
+            "UPDATE endpoints SET disabled = 1, updated_at = ?3 \
+             WHERE id = ?1 AND disabled = 0 AND failing_since <= ?2 RETURNING id",
+        )
+        .and_then(|mut s| s.query_row(params![a.endpoint_id, ms(disable_before), now], |r| r.get(0)).optional())
+        .map_err(db_err)?;
+    Ok(disabled)
+}
+
+pub fn abandon_delivery(conn: &Connection, msg_id: &str, endpoint_id: &str, now: i64) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE deliveries SET status = 2, due_at = NULL, leased = 0, updated_at = ?3 WHERE msg_id = ?1 AND endpoint_id = ?2",
+    )
+    .and_then(|mut s| s.execute(params![msg_id, endpoint_id, now]))
+    .map_err(db_err)?;
+    Ok(())
+}
+
+pub fn resend(conn: &Connection, app_id: &str, msg_id: &str, endpoint_id: &str, now: i64) -> StoreResult<()> {
+    let owned: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE app_id = ?1 AND id = ?2) \
+             AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = ?1 AND id = ?3)",
+            [app_id, msg_id, endpoint_id],
+            |r| r.get(0),
+        )
+        .map_err(db_err)?;
+    if !owned {
+        return Err(StoreError::NotFound);
+    }
+    conn.execute(
+        "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, updated_at) \
+         VALUES (?1, ?2, ?3, 1, 0, ?4, 0, 1, ?4) \
+         ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, due_at = ?4, leased = 0, \
+         trigger_type = 1, updated_at = ?4",
+        params![msg_id, endpoint_id, app_id, now],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+pub fn recover(
+    conn: &Connection,
+    app_id: &str,
+    endpoint_id: &str,
+    since: i64,
+    until: i64,
+    now: i64,
+) -> StoreResult<u64> {
+    let n = conn
+        .execute(
+            "UPDATE deliveries SET status = 1, attempts = 0, due_at = ?5, leased = 0, trigger_type = 1, updated_at = ?5 \
+             WHERE app_id = ?1 AND endpoint_id = ?2 AND status = 2 AND msg_id IN \
+             (SELECT id FROM messages WHERE app_id = ?1 AND created_at >= ?3 AND created_at < ?4)",
+            params![app_id, endpoint_id, since, until, now],
+        )
+        .map_err(db_err)?;
+    Ok(n as u64)
+}
+
+pub fn list_attempts(conn: &Connection, app_id: &str, f: &AttemptFilter, page: &PageRequest) -> StoreResult<Page<Attempt>> {
+    Select::new(rows::ATTEMPT_COLS, "attempts")
+        .and("app_id = ?", [text(app_id)])
+        .and_if(f.msg_id.clone(), "msg_id = ?", text)
+        .and_if(f.endpoint_id.clone(), "endpoint_id = ?", text)
+        .and_if(f.status, "status = ?", |s| int(s as i64))
+        .and_if(f.before, "created_at < ?", |t| int(ms(t)))
+        .and_if(f.after, "created_at > ?", |t| int(ms(t)))
+        .page(conn, "id", page, rows::attempt)
+}
+
+pub fn get_attempt(conn: &Connection, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>> {
+    let sql = format!("SELECT {} FROM attempts WHERE app_id = ?1 AND msg_id = ?2 AND id = ?3", rows::ATTEMPT_COLS);
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| s.query_row([app_id, msg_id, attempt_id], rows::attempt).optional())
+        .map_err(db_err)
+}

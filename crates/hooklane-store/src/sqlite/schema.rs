@@ -1,0 +1,132 @@
+//! Schema migrations for the SQLite store. Each entry runs once, in order, inside a
+//! transaction; `schema_migrations` remembers which ones ran.
+
+use rusqlite::Connection;
+
+use crate::StoreError;
+
+/// Times are unix milliseconds. JSON-valued columns hold JSON text.
+///
+/// `deliveries.due_at` is when a poller may next take the row: the next attempt time for a
+/// waiting row, the lease expiry for a leased one (`leased = 1`). One partial index over
+/// pending rows then serves both "what is due" and "whose lease ran out".
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE applications (
+    id TEXT PRIMARY KEY,
+    uid TEXT UNIQUE,
+    name TEXT NOT NULL,
+    rate_limit INTEGER,
+    metadata TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE event_types (
+    name TEXT PRIMARY KEY,
+    description TEXT NOT NULL,
+    archived INTEGER NOT NULL,
+    deprecated INTEGER NOT NULL,
+    feature_flag TEXT,
+    schemas TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE endpoints (
+    id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    uid TEXT,
+    url TEXT NOT NULL,
+    description TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    filter_types TEXT,
+    channels TEXT,
+    disabled INTEGER NOT NULL,
+    rate_limit INTEGER,
+    metadata TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    previous_secrets TEXT NOT NULL,
+    failing_since INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (app_id, uid)
+);
+CREATE INDEX endpoints_by_app ON endpoints (app_id, id);
+CREATE TABLE messages (
+    id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    event_id TEXT,
+    payload TEXT NOT NULL,
+    channels TEXT,
+    tags TEXT,
+    created_at INTEGER NOT NULL,
+    UNIQUE (app_id, event_id)
+);
+CREATE INDEX messages_by_app ON messages (app_id, id);
+CREATE TABLE deliveries (
+    msg_id TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    due_at INTEGER,
+    leased INTEGER NOT NULL DEFAULT 0,
+    trigger_type INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (msg_id, endpoint_id)
+) WITHOUT ROWID;
+CREATE INDEX deliveries_due ON deliveries (due_at) WHERE status = 1;
+CREATE INDEX deliveries_by_endpoint ON deliveries (endpoint_id, status);
+CREATE TABLE attempts (
+    id TEXT PRIMARY KEY,
+    msg_id TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    response_status INTEGER NOT NULL,
+    response TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    trigger_type INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX attempts_by_msg ON attempts (msg_id, id);
+CREATE INDEX attempts_by_endpoint ON attempts (endpoint_id, id);
+CREATE TABLE tokens (
+    hash TEXT PRIMARY KEY,
+    app_id TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE idempotency_keys (
+    key TEXT PRIMARY KEY,
+    done INTEGER NOT NULL,
+    status INTEGER,
+    body BLOB,
+    expires_at INTEGER NOT NULL
+);
+"#];
+
+pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
+    let db = |e: rusqlite::Error| StoreError::Database(e.to_string());
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+        .map_err(db)?;
+    let done: i64 =
+        conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0)).map_err(db)?;
+    let mut applied = 0;
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let version = i as i64 + 1;
+        if version <= done {
+            continue;
+        }
+        let tx = conn.transaction().map_err(db)?;
+        tx.execute_batch(sql).map_err(db)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            rusqlite::params![version, hooklane_core::Utc::now().timestamp_millis()],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        applied += 1;
+    }
+    Ok(applied)
+}

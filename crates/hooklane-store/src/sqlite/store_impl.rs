@@ -1,0 +1,290 @@
+//! [`Store`] for [`SqliteStore`]: each method sends its query to the writer thread (writes)
+//! or a read connection (reads).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hooklane_core::model::{Application, Attempt, Delivery, Endpoint, EventType, Message, Principal};
+use hooklane_core::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
+
+use super::rows::{self, ms};
+use super::{db_err, queries, SqliteStore};
+use crate::queries_shared::{ago, lease_end};
+use crate::*;
+
+fn owned(s: &str) -> String {
+    s.to_string()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_app(&self, app: Application) -> StoreResult<()> {
+        self.write(move |c| queries::insert_app(c, &app)).await
+    }
+
+    async fn get_app(&self, id_or_uid: &str) -> StoreResult<Option<Application>> {
+        let key = owned(id_or_uid);
+        self.read(move |c| queries::get_app(c, &key)).await
+    }
+
+    async fn list_apps(&self, page: &PageRequest) -> StoreResult<Page<Application>> {
+        let page = page.clone();
+        self.read(move |c| queries::Select::new(rows::APP_COLS, "applications").page(c, "id", &page, rows::app)).await
+    }
+
+    async fn update_app(&self, app: Application) -> StoreResult<()> {
+        self.write(move |c| queries::update_app(c, &app)).await
+    }
+
+    async fn delete_app(&self, app_id: &str) -> StoreResult<()> {
+        let id = owned(app_id);
+        self.write(move |c| queries::delete_app(c, &id)).await
+    }
+
+    async fn create_event_type(&self, et: EventType) -> StoreResult<()> {
+        self.write(move |c| queries::insert_event_type(c, &et)).await
+    }
+
+    async fn get_event_type(&self, name: &str) -> StoreResult<Option<EventType>> {
+        let name = owned(name);
+        self.read(move |c| queries::get_event_type(c, &name)).await
+    }
+
+    async fn list_event_types(&self, page: &PageRequest, include_archived: bool) -> StoreResult<Page<EventType>> {
+        let page = page.clone();
+        self.read(move |c| {
+            let q = queries::Select::new(rows::EVENT_TYPE_COLS, "event_types");
+            let q = if include_archived { q } else { q.and("archived = 0", []) };
+            q.page(c, "name", &page, rows::event_type)
+        })
+        .await
+    }
+
+    async fn update_event_type(&self, et: EventType) -> StoreResult<()> {
+        self.write(move |c| queries::update_event_type(c, &et)).await
+    }
+
+    async fn delete_event_type(&self, name: &str) -> StoreResult<()> {
+        let name = owned(name);
+        self.write(move |c| {
+            let n = c.execute("DELETE FROM event_types WHERE name = ?1", [&name]).map_err(db_err)?;
+            if n == 0 {
+                Err(StoreError::NotFound)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn create_endpoint(&self, ep: Endpoint) -> StoreResult<()> {
+        self.write(move |c| queries::insert_endpoint(c, &ep)).await
+    }
+
+    async fn get_endpoint(&self, app_id: &str, id_or_uid: &str) -> StoreResult<Option<Endpoint>> {
+        let (app, key) = (owned(app_id), owned(id_or_uid));
+        self.read(move |c| queries::get_endpoint(c, &app, &key)).await
+    }
+
+    async fn list_endpoints(&self, app_id: &str, page: &PageRequest) -> StoreResult<Page<Endpoint>> {
+        let (app, page) = (owned(app_id), page.clone());
+        self.read(move |c| {
+            queries::Select::new(rows::ENDPOINT_COLS, "endpoints")
+                .and("app_id = ?", [rusqlite::types::Value::Text(app)])
+                .page(c, "id", &page, rows::endpoint)
+        })
+        .await
+    }
+
+    async fn app_endpoints(&self, app_id: &str) -> StoreResult<Vec<Endpoint>> {
+        let app = owned(app_id);
+        self.read(move |c| queries::app_endpoints(c, &app)).await
+    }
+
+    async fn update_endpoint(&self, ep: Endpoint) -> StoreResult<()> {
+        self.write(move |c| queries::update_endpoint(c, &ep)).await
+    }
+
+    async fn delete_endpoint(&self, app_id: &str, endpoint_id: &str) -> StoreResult<()> {
+        let (app, ep) = (owned(app_id), owned(endpoint_id));
+        self.write(move |c| queries::delete_endpoint(c, &app, &ep)).await
+    }
+
+    async fn create_message(
+        &self,
+        msg: Message,
+        endpoint_ids: Vec<String>,
+        leased_until: Option<DateTime<Utc>>,
+    ) -> StoreResult<()> {
+        self.write(move |c| queries::insert_message(c, &msg, &endpoint_ids, leased_until)).await
+    }
+
+    async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {
+        let (app, key) = (owned(app_id), owned(id_or_event_id));
+        self.read(move |c| queries::get_message(c, &app, &key)).await
+    }
+
+    async fn list_messages(&self, app_id: &str, filter: &MessageFilter, page: &PageRequest) -> StoreResult<Page<Message>> {
+        let (app, filter, page) = (owned(app_id), filter.clone(), page.clone());
+        self.read(move |c| queries::list_messages(c, &app, &filter, &page)).await
+    }
+
+    async fn message_deliveries(&self, app_id: &str, msg_id: &str) -> StoreResult<Vec<(Delivery, Endpoint)>> {
+        let (app, msg) = (owned(app_id), owned(msg_id));
+        self.read(move |c| queries::message_deliveries(c, &app, &msg)).await
+    }
+
+    async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> StoreResult<Vec<Job>> {
+        let end = lease_end(now, lease);
+        self.write(move |c| queries::claim_due(c, now, limit, end)).await
+    }
+
+    async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        self.read(|c| {
+            let t: Option<i64> = c
+                .query_row("SELECT MIN(due_at) FROM deliveries WHERE status = 1", [], |r| r.get(0))
+                .map_err(db_err)?;
+            Ok(t.map(rows::time))
+        })
+        .await
+    }
+
+    async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>, disable_after: Duration) -> StoreResult<Vec<String>> {
+        self.write(move |c| {
+            let mut disabled = Vec::new();
+            for o in &outcomes {
+                let before = ago(o.attempt.created_at, disable_after);
+                if let Some(id) = queries::record_attempt(c, &o.attempt, &o.next, before)? {
+                    disabled.push(id);
+                }
+            }
+            Ok(disabled)
+        })
+        .await
+    }
+
+    async fn abandon_deliveries(&self, keys: Vec<DeliveryKey>) -> StoreResult<()> {
+        let now = ms(Utc::now());
+        self.write(move |c| {
+            for k in &keys {
+                queries::abandon_delivery(c, &k.msg_id, &k.endpoint_id, now)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn resend(&self, app_id: &str, msg_id: &str, endpoint_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        let (app, msg, ep) = (owned(app_id), owned(msg_id), owned(endpoint_id));
+        self.write(move |c| queries::resend(c, &app, &msg, &ep, ms(now))).await
+    }
+
+    async fn recover(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let (app, ep) = (owned(app_id), owned(endpoint_id));
+        let until = until.map(ms).unwrap_or(i64::MAX);
+        self.write(move |c| queries::recover(c, &app, &ep, ms(since), until, ms(now))).await
+    }
+
+    async fn release_all_leases(&self) -> StoreResult<u64> {
+        let now = ms(Utc::now());
+        self.write(move |c| {
+            let n = c
+                .execute("UPDATE deliveries SET leased = 0, due_at = ?1 WHERE status = 1 AND leased = 1", [now])
+                .map_err(db_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn list_attempts(&self, app_id: &str, filter: &AttemptFilter, page: &PageRequest) -> StoreResult<Page<Attempt>> {
+        let (app, filter, page) = (owned(app_id), filter.clone(), page.clone());
+        self.read(move |c| queries::list_attempts(c, &app, &filter, &page)).await
+    }
+
+    async fn get_attempt(&self, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>> {
+        let (app, msg, id) = (owned(app_id), owned(msg_id), owned(attempt_id));
+        self.read(move |c| queries::get_attempt(c, &app, &msg, &id)).await
+    }
+
+    async fn create_token(&self, token_hash: String, app_id: Option<String>, now: DateTime<Utc>) -> StoreResult<()> {
+        self.write(move |c| {
+            c.execute("INSERT INTO tokens (hash, app_id, created_at) VALUES (?1, ?2, ?3)", params![token_hash, app_id, ms(now)])
+                .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_token(&self, token_hash: &str) -> StoreResult<Option<Principal>> {
+        let hash = owned(token_hash);
+        self.read(move |c| {
+            let row: Option<Option<String>> = c
+                .prepare_cached("SELECT app_id FROM tokens WHERE hash = ?1")
+                .and_then(|mut s| s.query_row([&hash], |r| r.get(0)).optional())
+                .map_err(db_err)?;
+            Ok(row.map(|app| match app {
+                Some(id) => Principal::App(id),
+                None => Principal::Admin,
+            }))
+        })
+        .await
+    }
+
+    async fn idempotency_begin(&self, key: &str, now: DateTime<Utc>, ttl: Duration) -> StoreResult<IdempotencyState> {
+        let key = owned(key);
+        let (now, expires) = (ms(now), ms(lease_end(now, ttl)));
+        self.write(move |c| {
+            c.execute("DELETE FROM idempotency_keys WHERE key = ?1 AND expires_at <= ?2", params![key, now])
+                .map_err(db_err)?;
+            let inserted = c
+                .execute(
+                    "INSERT OR IGNORE INTO idempotency_keys (key, done, expires_at) VALUES (?1, 0, ?2)",
+                    params![key, expires],
+                )
+                .map_err(db_err)?;
+            if inserted == 1 {
+                return Ok(IdempotencyState::Started);
+            }
+            let (done, status, body): (bool, Option<u16>, Option<Vec<u8>>) = c
+                .query_row("SELECT done, status, body FROM idempotency_keys WHERE key = ?1", [&key], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .map_err(db_err)?;
+            Ok(match (done, status) {
+                (true, Some(status)) => IdempotencyState::Completed(StoredResponse { status, body: body.unwrap_or_default() }),
+                _ => IdempotencyState::InFlight,
+            })
+        })
+        .await
+    }
+
+    async fn idempotency_finish(&self, key: &str, response: StoredResponse) -> StoreResult<()> {
+        let key = owned(key);
+        self.write(move |c| {
+            c.execute(
+                "UPDATE idempotency_keys SET done = 1, status = ?2, body = ?3 WHERE key = ?1",
+                params![key, response.status, response.body],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn idempotency_abort(&self, key: &str) -> StoreResult<()> {
+        let key = owned(key);
+        self.write(move |c| {
+            c.execute("DELETE FROM idempotency_keys WHERE key = ?1 AND done = 0", [&key]).map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+}
