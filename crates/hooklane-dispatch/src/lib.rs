@@ -1,1 +1,17 @@
+//! The delivery engine: takes due deliveries from the store (or straight from ingest),
+//! signs and sends them, records every attempt and schedules retries.
+//!
+//! Each concern is its own module: `address` decides which IPs may be contacted, `sender`
+//! makes one signed HTTP request, `policy` turns a response into the next step, `limits`
+//! holds per-endpoint rate and concurrency, `engine` moves jobs between them.
 #![forbid(unsafe_code)]
+
+pub mod address;
+mod config;
+mod engine;
+mod limits;
+mod policy;
+pub mod sender;
+
+pub use config::DispatchConfig;
+pub use engine::{Dispatcher, Reservation};

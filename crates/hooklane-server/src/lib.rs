@@ -1,1 +1,80 @@
+//! hooklane's HTTP API: the Svix-compatible `/api/v1`.
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod error;
+mod extract;
+mod idempotency;
+pub mod state;
+
+use std::future::Future;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{middleware, Router, ServiceExt};
+use tokio::net::TcpListener;
+use tower::Layer;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::normalize_path::NormalizePathLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::api::{app, attempt, auth, endpoint, event_type, message};
+use crate::error::ApiError;
+pub use crate::state::{AppState, ServerSettings};
+
+/// Every route of the API.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.0.max_body_bytes;
+    let app_routes = Router::new()
+        .route("/", get(app::list).post(app::create))
+        .route("/{app_id}", get(app::get).put(app::put).patch(app::patch).delete(app::delete))
+        .route("/{app_id}/endpoint", get(endpoint::list).post(endpoint::create))
+        .route(
+            "/{app_id}/endpoint/{endpoint_id}",
+            get(endpoint::get).put(endpoint::put).patch(endpoint::patch).delete(endpoint::delete),
+        )
+        .route("/{app_id}/endpoint/{endpoint_id}/secret", get(endpoint::get_secret))
+        .route("/{app_id}/endpoint/{endpoint_id}/secret/rotate", post(endpoint::rotate_secret))
+        .route(
+            "/{app_id}/endpoint/{endpoint_id}/headers",
+            get(endpoint::get_headers).put(endpoint::put_headers).patch(endpoint::patch_headers),
+        )
+        .route("/{app_id}/endpoint/{endpoint_id}/recover", post(endpoint::recover))
+        .route("/{app_id}/msg", get(message::list).post(message::create))
+        .route("/{app_id}/msg/{msg_id}", get(message::get))
+        .route("/{app_id}/msg/{msg_id}/endpoint", get(message::destinations))
+        .route("/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend", post(message::resend))
+        .route("/{app_id}/msg/{msg_id}/attempt", get(attempt::by_message))
+        .route("/{app_id}/msg/{msg_id}/attempt/{attempt_id}", get(attempt::get))
+        .route("/{app_id}/attempt/msg/{msg_id}", get(attempt::by_message))
+        .route("/{app_id}/attempt/endpoint/{endpoint_id}", get(attempt::by_endpoint));
+    let v1 = Router::new()
+        .route("/health", get(|| async { StatusCode::NO_CONTENT }))
+        .nest("/app", app_routes)
+        .route("/event-type", get(event_type::list).post(event_type::create))
+        .route(
+            "/event-type/{name}",
+            get(event_type::get).put(event_type::put).patch(event_type::patch).delete(event_type::delete),
+        )
+        .route("/auth/app-portal-access/{app_id}", post(auth::app_portal_access))
+        .route("/auth/dashboard-access/{app_id}", post(auth::app_portal_access));
+    Router::new()
+        .nest("/api/v1", v1)
+        .route("/health", get(|| async { StatusCode::NO_CONTENT }))
+        .fallback(|| async { ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(state.clone(), idempotency::layer))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves. Paths are matched with or
+/// without a trailing slash, as Svix's SDKs use both.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let app = NormalizePathLayer::trim_trailing_slash().layer(router(state));
+    axum::serve(listener, ServiceExt::<Request>::into_make_service(app)).with_graceful_shutdown(shutdown).await
+}

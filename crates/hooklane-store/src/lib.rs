@@ -77,6 +77,9 @@ pub trait Store: Send + Sync + 'static {
     async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>, disable_after: Duration) -> StoreResult<Vec<String>>;
     /// Marks deliveries failed without an attempt (their endpoint was disabled or deleted).
     async fn abandon_deliveries(&self, keys: Vec<DeliveryKey>) -> StoreResult<()>;
+    /// Hands leased deliveries back unsent, to be taken again at `due_at` (used when one
+    /// endpoint has more work waiting in memory than it can absorb).
+    async fn defer_deliveries(&self, keys: Vec<DeliveryKey>, due_at: DateTime<Utc>) -> StoreResult<()>;
     /// Queues one message for one endpoint again (manual trigger), returning the job.
     async fn resend(&self, app_id: &str, msg_id: &str, endpoint_id: &str, now: DateTime<Utc>) -> StoreResult<()>;
     /// Queues again every failed delivery of the endpoint whose message was created in

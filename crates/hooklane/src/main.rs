@@ -1,1 +1,50 @@
-fn main() {}
+//! The `hooklane` command: one binary for the server and its tools.
+#![forbid(unsafe_code)]
+
+mod config;
+mod listen;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "hooklane", version, about = "Webhooks in and out, in one binary")]
+struct Cli {
+    /// TOML configuration file (environment variables HOOKLANE_* override it).
+    #[arg(long, short, global = true, env = "HOOKLANE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the API and the delivery engine.
+    Serve,
+    /// Creates or updates the database schema, then exits.
+    Migrate,
+    /// A local webhook receiver for development: prints each delivery and checks its signature.
+    Listen(listen::ListenArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve => {
+            let config = config::Config::load(cli.config.as_deref())?;
+            runtime.block_on(serve::run(config))
+        }
+        Command::Migrate => {
+            let config = config::Config::load(cli.config.as_deref())?;
+            runtime.block_on(async {
+                hooklane_store::open(&config.database_url).await?;
+                println!("database schema is up to date ({})", config.database_url);
+                Ok(())
+            })
+        }
+        Command::Listen(args) => runtime.block_on(listen::run(args)),
+    }
+}

@@ -418,8 +418,10 @@ pub fn record_attempt(
 }
 
 pub fn abandon_delivery(conn: &Connection, msg_id: &str, endpoint_id: &str, now: i64) -> StoreResult<()> {
+    // Only a pending delivery can be abandoned: one that already finished keeps its outcome.
     conn.prepare_cached(
-        "UPDATE deliveries SET status = 2, due_at = NULL, leased = 0, updated_at = ?3 WHERE msg_id = ?1 AND endpoint_id = ?2",
+        "UPDATE deliveries SET status = 2, due_at = NULL, leased = 0, updated_at = ?3 \
+         WHERE msg_id = ?1 AND endpoint_id = ?2 AND status = 1",
     )
     .and_then(|mut s| s.execute(params![msg_id, endpoint_id, now]))
     .map_err(db_err)?;

@@ -175,6 +175,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn defer_deliveries(&self, keys: Vec<DeliveryKey>, due_at: DateTime<Utc>) -> StoreResult<()> {
+        let due = ms(due_at);
+        self.write(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "UPDATE deliveries SET due_at = ?3, leased = 0 WHERE msg_id = ?1 AND endpoint_id = ?2 AND status = 1",
+                )
+                .map_err(db_err)?;
+            for k in &keys {
+                stmt.execute(params![k.msg_id, k.endpoint_id, due]).map_err(db_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn resend(&self, app_id: &str, msg_id: &str, endpoint_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
         let (app, msg, ep) = (owned(app_id), owned(msg_id), owned(endpoint_id));
         self.write(move |c| queries::resend(c, &app, &msg, &ep, ms(now))).await

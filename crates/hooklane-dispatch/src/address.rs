@@ -1,0 +1,175 @@
+//! SSRF protection: which IP addresses a delivery may connect to.
+//!
+//! Names are resolved once, by [`GuardedResolver`], which hands the HTTP client only the
+//! addresses that pass the policy: the connection goes to an address that was checked, so
+//! a DNS answer that changes between check and connect (DNS rebinding) cannot slip through.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+#[derive(Debug, Clone, Default)]
+pub struct AddressPolicy {
+    allow: Vec<IpNet>,
+}
+
+impl AddressPolicy {
+    pub fn new(allow: Vec<IpNet>) -> Self {
+        AddressPolicy { allow }
+    }
+
+    /// Public addresses pass; others only if an allow-listed network contains them.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        is_public(ip) || self.allow.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// IPv4 addresses hidden inside IPv6 forms (mapped `::ffff:a.b.c.d`, NAT64 `64:ff9b::/96`)
+/// are judged as the IPv4 address they reach.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let s = v6.segments();
+            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+                let o = v6.octets();
+                return IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+            }
+            IpAddr::V6(v6)
+        }
+        v4 => v4,
+    }
+}
+
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local() // includes 169.254.169.254, the cloud metadata address
+        || ip.is_broadcast()
+        || ip.is_documentation()
+        || ip.is_multicast()
+        || o[0] == 0 // "this network"
+        || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10 carrier-grade NAT
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0.0/24 protocol assignments
+        || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15 benchmarking
+        || o[0] >= 240) // reserved
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+        || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+        || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        || (s[0] == 0x2002) // 6to4 can tunnel to any IPv4, private ones included
+        || (s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0 && s[5] == 0)) // IPv4-compatible
+}
+
+/// A DNS resolver for the HTTP client that drops every address the policy refuses and
+/// fails when none is left.
+#[derive(Debug, Clone)]
+pub struct GuardedResolver {
+    policy: Arc<AddressPolicy>,
+}
+
+impl GuardedResolver {
+    pub fn new(policy: Arc<AddressPolicy>) -> Self {
+        GuardedResolver { policy }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("destination {host} resolves only to addresses that are not allowed (private, loopback or reserved)")]
+pub struct Blocked {
+    pub host: String,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = found.into_iter().filter(|a| policy.permits(a.ip())).collect();
+            if allowed.is_empty() {
+                return Err(Box::new(Blocked { host }) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn refuses_non_public_addresses() {
+        let p = AddressPolicy::default();
+        for bad in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+            "224.0.0.1",
+            "255.255.255.255",
+        ] {
+            assert!(!p.permits(ip(bad)), "{bad} should be refused");
+        }
+        for good in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8"] {
+            assert!(p.permits(ip(good)), "{good} should be allowed");
+        }
+    }
+
+    #[test]
+    fn allow_list_opens_a_network() {
+        let p = AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        assert!(p.permits(ip("127.0.0.1")));
+        assert!(p.permits(ip("::ffff:127.0.0.1")));
+        assert!(!p.permits(ip("10.0.0.1")));
+        assert!(!p.permits(ip("::1")));
+    }
+
+    #[tokio::test]
+    async fn resolver_drops_refused_addresses() {
+        let refuse = GuardedResolver::new(Arc::new(AddressPolicy::default()));
+        let err = refuse.resolve("localhost".parse().unwrap()).await.err().expect("localhost must be refused");
+        assert!(err.to_string().contains("not allowed"), "{err}");
+        let allow = GuardedResolver::new(Arc::new(AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()])));
+        let addrs: Vec<SocketAddr> = allow.resolve("localhost".parse().unwrap()).await.unwrap().collect();
+        assert!(addrs.iter().all(|a| a.ip() == ip("127.0.0.1")), "{addrs:?}");
+        assert!(!addrs.is_empty());
+    }
+}

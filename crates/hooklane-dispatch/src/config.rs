@@ -1,0 +1,58 @@
+use std::time::Duration;
+
+use hooklane_core::retry::RetrySchedule;
+use ipnet::IpNet;
+
+/// How deliveries are made. `Default` gives production values.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    pub connect_timeout: Duration,
+    /// Whole attempt, from connect to the last byte of the (capped) response body.
+    pub request_timeout: Duration,
+    pub retry: RetrySchedule,
+    /// Longest `Retry-After` honoured; longer values are cut to this.
+    pub max_retry_after: Duration,
+    /// An endpoint failing continuously for this long is disabled.
+    pub disable_after: Duration,
+    /// Deliveries held in memory (queued or in flight) at most, across all endpoints.
+    pub max_outstanding: usize,
+    /// Requests in flight at most, across all endpoints.
+    pub max_in_flight: usize,
+    /// Requests in flight at most to one endpoint.
+    pub per_endpoint_in_flight: usize,
+    /// Deliveries held in memory for one endpoint before further ones are handed back to
+    /// the store; keeps one slow endpoint from filling memory and starving the others.
+    pub per_endpoint_outstanding: usize,
+    /// How long a claimed delivery stays reserved to this node.
+    pub lease: Duration,
+    /// Longest sleep between looks at the store when nothing wakes the poller.
+    pub poll_interval: Duration,
+    pub claim_batch: usize,
+    /// Networks that may be contacted although they are not public (loopback, private…).
+    pub allow_networks: Vec<IpNet>,
+    /// Bytes of response body kept in the attempt log.
+    pub response_body_limit: usize,
+    pub user_agent: String,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(15),
+            retry: RetrySchedule::default(),
+            max_retry_after: Duration::from_secs(3600),
+            disable_after: Duration::from_secs(5 * 24 * 3600),
+            max_outstanding: 8192,
+            max_in_flight: 512,
+            per_endpoint_in_flight: 64,
+            per_endpoint_outstanding: 1024,
+            lease: Duration::from_secs(120),
+            poll_interval: Duration::from_secs(1),
+            claim_batch: 512,
+            allow_networks: Vec::new(),
+            response_body_limit: 16 * 1024,
+            user_agent: concat!("hooklane/", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+}

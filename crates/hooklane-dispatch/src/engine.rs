@@ -1,0 +1,307 @@
+//! Moves deliveries from the store (or from ingest) to the network and back.
+//!
+//! Work in memory is bounded by `max_outstanding` permits: a permit is taken when a job
+//! is claimed or handed over by ingest, and given back once its result is committed. The
+//! poller only claims what it has permits for, so a backlog of millions stays on disk.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hooklane_core::ids::{self, new_id};
+use hooklane_core::model::{Attempt, DeliveryStatus};
+use hooklane_core::{DateTime, Utc};
+use hooklane_store::{AttemptOutcome, DeliveryKey, DynStore, Job, NextStep};
+use tokio::sync::{mpsc, Notify, Semaphore};
+
+use crate::limits::{Gate, Gates};
+use crate::policy::next_step;
+use crate::sender::Sender;
+use crate::DispatchConfig;
+
+/// Results committed together at most.
+const RECORD_BATCH: usize = 1024;
+/// How long a deferred delivery waits before it may be claimed again.
+const DEFER_FOR: Duration = Duration::from_secs(1);
+
+/// Handle to the running delivery engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: DynStore,
+    cfg: DispatchConfig,
+    sender: Sender,
+    outstanding: Semaphore,
+    in_flight: Semaphore,
+    gates: Gates,
+    wake: Notify,
+    finished: mpsc::UnboundedSender<Finished>,
+    /// Endpoints disabled since start, so queued jobs for them stop at once.
+    disabled: Mutex<HashSet<String>>,
+    stopping: AtomicBool,
+}
+
+enum Finished {
+    Attempted(AttemptOutcome, Arc<Gate>),
+    Abandoned(DeliveryKey, Arc<Gate>),
+}
+
+/// Room for `n` deliveries in memory, taken by ingest before it writes them as leased.
+pub struct Reservation {
+    inner: Arc<Inner>,
+    count: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.inner.outstanding.add_permits(self.count);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct StartError(#[from] reqwest::Error);
+
+impl Dispatcher {
+    /// Starts the poller and the result recorder on the current tokio runtime.
+    pub fn start(store: DynStore, cfg: DispatchConfig) -> Result<Self, StartError> {
+        let sender = Sender::new(&cfg)?;
+        let (finished, results) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            store,
+            outstanding: Semaphore::new(cfg.max_outstanding),
+            in_flight: Semaphore::new(cfg.max_in_flight),
+            gates: Gates::new(cfg.per_endpoint_in_flight),
+            cfg,
+            sender,
+            wake: Notify::new(),
+            finished,
+            disabled: Mutex::new(HashSet::new()),
+            stopping: AtomicBool::new(false),
+        });
+        tokio::spawn(record_loop(inner.clone(), results));
+        tokio::spawn(poll_loop(inner.clone()));
+        Ok(Dispatcher { inner })
+    }
+
+    /// How long a delivery written as leased by ingest stays reserved to this process.
+    pub fn lease(&self) -> Duration {
+        self.inner.cfg.lease
+    }
+
+    /// Reserves room for `n` deliveries, or `None` when memory is full (the deliveries
+    /// are then written unleased and the poller takes them when it has room).
+    pub fn reserve(&self, n: usize) -> Option<Reservation> {
+        if self.inner.stopping.load(Ordering::Relaxed) {
+            return None;
+        }
+        let permit = self.inner.outstanding.try_acquire_many(u32::try_from(n).ok()?).ok()?;
+        permit.forget();
+        Some(Reservation { inner: self.inner.clone(), count: n })
+    }
+
+    /// Starts deliveries that ingest wrote as leased to this process.
+    pub fn submit(&self, jobs: Vec<Job>, mut reservation: Reservation) {
+        let n = jobs.len().min(reservation.count);
+        reservation.count -= n; // the rest is given back when the reservation drops
+        admit(&self.inner, jobs);
+    }
+
+    /// Makes the poller look at the store now (after a resend, a recover…).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Stops claiming work and waits (up to `grace`) for what is in flight to be recorded.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.stopping.store(true, Ordering::Relaxed);
+        self.inner.wake.notify_one();
+        let all = self.inner.cfg.max_outstanding as u32;
+        let drained = self.inner.outstanding.acquire_many(all);
+        if let Ok(Ok(permit)) = tokio::time::timeout(grace, drained).await {
+            drop(permit);
+        } else {
+            tracing::warn!("shutdown: deliveries still in flight; their leases will expire and they will be retried");
+        }
+    }
+}
+
+/// Starts jobs that already hold outstanding permits, deferring those whose endpoint
+/// already has as much work in memory as it may.
+fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
+    let mut deferred = Vec::new();
+    for job in jobs {
+        let gate = inner.gates.get(&job.endpoint.id);
+        let cap = endpoint_cap(&inner.cfg, job.endpoint.rate_limit);
+        if gate.outstanding.fetch_add(1, Ordering::AcqRel) >= cap {
+            gate.outstanding.fetch_sub(1, Ordering::AcqRel);
+            deferred.push(DeliveryKey { msg_id: job.message.id.clone(), endpoint_id: job.endpoint.id.clone() });
+            continue;
+        }
+        tokio::spawn(run_job(inner.clone(), job, gate));
+    }
+    if !deferred.is_empty() {
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let n = deferred.len();
+            let due = Utc::now() + chrono::Duration::from_std(DEFER_FOR).unwrap_or_default();
+            if let Err(e) = inner.store.defer_deliveries(deferred, due).await {
+                tracing::warn!(error = %e, "could not defer deliveries; their leases will expire instead");
+            }
+            inner.outstanding.add_permits(n);
+        });
+    }
+}
+
+/// Most jobs one endpoint may hold in memory: for a rate-limited endpoint no more than it
+/// can send in half a lease, so a queued job is never still waiting when its lease ends.
+fn endpoint_cap(cfg: &DispatchConfig, rate: Option<u32>) -> usize {
+    let by_rate = rate
+        .filter(|r| *r > 0)
+        .map(|r| (f64::from(r) * cfg.lease.as_secs_f64() / 2.0) as usize)
+        .unwrap_or(usize::MAX);
+    cfg.per_endpoint_outstanding.min(by_rate).max(1)
+}
+
+async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
+    let endpoint = &job.endpoint;
+    let key = DeliveryKey { msg_id: job.message.id.clone(), endpoint_id: endpoint.id.clone() };
+    let disabled = endpoint.disabled || inner.disabled.lock().unwrap_or_else(|p| p.into_inner()).contains(&endpoint.id);
+    if disabled {
+        let _ = inner.finished.send(Finished::Abandoned(key, gate));
+        return;
+    }
+    let wait = gate.rate_wait(endpoint.rate_limit);
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    let result = {
+        // Both permits are held only for the request itself.
+        let Ok(_endpoint_permit) = gate.in_flight.acquire().await else { return };
+        let Ok(_permit) = inner.in_flight.acquire().await else { return };
+        inner.sender.send(&job.message, endpoint).await
+    };
+    let now = Utc::now();
+    let attempts_made = job.delivery.attempts + 1;
+    let next = next_step(&inner.cfg, &result, attempts_made, now);
+    tracing::debug!(
+        msg_id = %job.message.id,
+        endpoint_id = %endpoint.id,
+        status = ?result.status,
+        attempt = attempts_made,
+        ms = result.duration.as_millis() as u64,
+        "delivery attempt"
+    );
+    let attempt = Attempt {
+        id: new_id(ids::ATTEMPT),
+        msg_id: job.message.id.clone(),
+        endpoint_id: endpoint.id.clone(),
+        app_id: job.message.app_id.clone(),
+        url: endpoint.url.clone(),
+        status: if result.succeeded() { DeliveryStatus::Success } else { DeliveryStatus::Fail },
+        response_status: result.status.map(i32::from).unwrap_or(0),
+        response: result.body,
+        duration_ms: result.duration.as_millis() as i64,
+        trigger: job.delivery.trigger,
+        created_at: now,
+    };
+    let _ = inner.finished.send(Finished::Attempted(AttemptOutcome { attempt, next }, gate));
+}
+
+/// Commits results in batches and gives their permits back.
+async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Finished>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while results.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        let mut outcomes = Vec::new();
+        let mut abandoned = Vec::new();
+        let mut gates = Vec::with_capacity(batch.len());
+        for f in batch.drain(..) {
+            match f {
+                Finished::Attempted(o, g) => {
+                    outcomes.push(o);
+                    gates.push(g);
+                }
+                Finished::Abandoned(k, g) => {
+                    abandoned.push(k);
+                    gates.push(g);
+                }
+            }
+        }
+        let soon = Utc::now() + chrono::Duration::from_std(inner.cfg.poll_interval).unwrap_or_default();
+        let retry_soon = outcomes.iter().any(|o| matches!(o.next, NextStep::RetryAt(t) if t <= soon));
+        if !outcomes.is_empty() {
+            match inner.store.record_attempts(outcomes, inner.cfg.disable_after).await {
+                Ok(disabled) => {
+                    for id in disabled {
+                        tracing::warn!(endpoint_id = %id, "endpoint disabled after failing continuously");
+                        inner.disabled.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "could not record attempts; they will be retried"),
+            }
+        }
+        if !abandoned.is_empty() {
+            if let Err(e) = inner.store.abandon_deliveries(abandoned).await {
+                tracing::error!(error = %e, "could not mark deliveries of disabled endpoints failed");
+            }
+        }
+        for g in &gates {
+            g.outstanding.fetch_sub(1, Ordering::AcqRel);
+        }
+        inner.outstanding.add_permits(gates.len());
+        if retry_soon {
+            inner.wake.notify_one();
+        }
+    }
+}
+
+async fn poll_loop(inner: Arc<Inner>) {
+    let mut rounds: u64 = 0;
+    while !inner.stopping.load(Ordering::Relaxed) {
+        rounds += 1;
+        if rounds % 64 == 0 {
+            inner.gates.prune();
+        }
+        let free = inner.outstanding.available_permits().min(inner.cfg.claim_batch);
+        if free == 0 {
+            // Memory is full; results coming back free permits.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let Ok(permits) = inner.outstanding.try_acquire_many(free as u32) else { continue };
+        permits.forget();
+        let now = Utc::now();
+        match inner.store.claim_due(now, free, inner.cfg.lease).await {
+            Ok(jobs) => {
+                let got = jobs.len();
+                inner.outstanding.add_permits(free - got);
+                admit(&inner, jobs);
+                if got == free {
+                    continue; // more may be due right now
+                }
+            }
+            Err(e) => {
+                inner.outstanding.add_permits(free);
+                tracing::error!(error = %e, "claiming due deliveries failed");
+            }
+        }
+        let pause = idle_pause(&inner, now).await;
+        tokio::select! {
+            _ = inner.wake.notified() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Sleep until the next delivery falls due, but never longer than the poll interval.
+async fn idle_pause(inner: &Inner, now: DateTime<Utc>) -> Duration {
+    let until_due = match inner.store.next_due_at().await {
+        Ok(Some(t)) => (t - now).to_std().unwrap_or(Duration::ZERO),
+        _ => inner.cfg.poll_interval,
+    };
+    until_due.clamp(Duration::from_millis(5), inner.cfg.poll_interval)
+}

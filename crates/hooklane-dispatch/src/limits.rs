@@ -1,0 +1,85 @@
+//! Per-endpoint limits held in memory: how much work an endpoint has in this process, how
+//! many requests it may have in flight, and its rate limit.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+pub struct Gate {
+    /// Jobs of this endpoint held in memory (waiting or in flight).
+    pub outstanding: AtomicUsize,
+    pub in_flight: Semaphore,
+    bucket: Mutex<Bucket>,
+}
+
+/// A token bucket that may go into debt: each send reserves a slot and learns how long to
+/// wait for it, so waiting sends queue up in order without polling.
+struct Bucket {
+    /// Earliest instant the next send may start.
+    next_free: Instant,
+}
+
+impl Gate {
+    /// How long the caller must wait before sending at `rate` per second.
+    pub fn rate_wait(&self, rate: Option<u32>) -> Duration {
+        let Some(rate) = rate.filter(|r| *r > 0) else { return Duration::ZERO };
+        let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+        let now = Instant::now();
+        let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        // Allow a burst of up to one second's worth after idling.
+        let earliest = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+        let slot = b.next_free.max(earliest);
+        b.next_free = slot + interval;
+        slot.saturating_duration_since(now)
+    }
+}
+
+pub struct Gates {
+    per_endpoint_in_flight: usize,
+    map: Mutex<HashMap<String, Arc<Gate>>>,
+}
+
+impl Gates {
+    pub fn new(per_endpoint_in_flight: usize) -> Self {
+        Gates { per_endpoint_in_flight, map: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn get(&self, endpoint_id: &str) -> Arc<Gate> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(g) = map.get(endpoint_id) {
+            return g.clone();
+        }
+        let gate = Arc::new(Gate {
+            outstanding: AtomicUsize::new(0),
+            in_flight: Semaphore::new(self.per_endpoint_in_flight.max(1)),
+            bucket: Mutex::new(Bucket { next_free: Instant::now() }),
+        });
+        map.insert(endpoint_id.to_string(), gate.clone());
+        gate
+    }
+
+    /// Forgets endpoints with nothing in memory, so the map does not grow without bound.
+    pub fn prune(&self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, g| Arc::strong_count(g) > 1 || g.outstanding.load(Ordering::Relaxed) > 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_spreads_sends() {
+        let gates = Gates::new(4);
+        let g = gates.get("ep");
+        assert_eq!(g.rate_wait(None), Duration::ZERO);
+        // 10/s: a one-second burst passes at once, then sends are 100 ms apart.
+        let waits: Vec<Duration> = (0..15).map(|_| g.rate_wait(Some(10))).collect();
+        assert!(waits[..10].iter().all(|w| *w < Duration::from_millis(5)), "{waits:?}");
+        assert!(waits[14] >= Duration::from_millis(390) && waits[14] <= Duration::from_millis(510), "{waits:?}");
+    }
+}

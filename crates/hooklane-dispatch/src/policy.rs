@@ -1,0 +1,60 @@
+//! From an attempt's result to what happens next.
+
+use hooklane_core::{DateTime, Utc};
+use hooklane_store::NextStep;
+
+use crate::sender::SendResult;
+use crate::DispatchConfig;
+
+/// Decides the next step after attempt number `attempts_made` (1 for the first).
+pub fn next_step(cfg: &DispatchConfig, result: &SendResult, attempts_made: u32, now: DateTime<Utc>) -> NextStep {
+    if result.succeeded() {
+        return NextStep::Succeeded;
+    }
+    let Some(mut delay) = cfg.retry.next_delay(attempts_made) else {
+        return NextStep::GiveUp;
+    };
+    if matches!(result.status, Some(429 | 503)) {
+        if let Some(asked) = result.retry_after {
+            delay = asked.min(cfg.max_retry_after);
+        }
+    }
+    NextStep::RetryAt(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(24)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hooklane_core::retry::RetrySchedule;
+    use std::time::Duration;
+
+    fn result(status: Option<u16>, retry_after: Option<u64>) -> SendResult {
+        SendResult {
+            status,
+            body: String::new(),
+            duration: Duration::ZERO,
+            retry_after: retry_after.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn steps() {
+        let cfg = DispatchConfig {
+            retry: RetrySchedule { delays: vec![Duration::from_secs(10)], jitter: 0.0 },
+            max_retry_after: Duration::from_secs(60),
+            ..DispatchConfig::default()
+        };
+        let now = Utc::now();
+        let s = |d: i64| NextStep::RetryAt(now + chrono::Duration::seconds(d));
+        assert_eq!(next_step(&cfg, &result(Some(204), None), 1, now), NextStep::Succeeded);
+        assert_eq!(next_step(&cfg, &result(Some(500), None), 1, now), s(10));
+        assert_eq!(next_step(&cfg, &result(None, None), 1, now), s(10));
+        assert_eq!(next_step(&cfg, &result(Some(500), None), 2, now), NextStep::GiveUp);
+        assert_eq!(next_step(&cfg, &result(Some(429), Some(3)), 1, now), s(3));
+        assert_eq!(next_step(&cfg, &result(Some(503), Some(3600)), 1, now), s(60));
+        // Retry-After only counts on 429 and 503.
+        assert_eq!(next_step(&cfg, &result(Some(500), Some(3)), 1, now), s(10));
+        // A redirect is not followed and counts as a failure.
+        assert_eq!(next_step(&cfg, &result(Some(302), None), 1, now), s(10));
+    }
+}

@@ -1,0 +1,148 @@
+//! One signed HTTP attempt.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hooklane_core::model::{Endpoint, Message};
+use hooklane_core::retry::parse_retry_after;
+use hooklane_core::signing::signature_header;
+use hooklane_core::Utc;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+
+use crate::address::{AddressPolicy, GuardedResolver};
+use crate::DispatchConfig;
+
+/// Headers hooklane sets itself; an endpoint's custom headers cannot override them.
+const RESERVED: &[&str] = &["webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host"];
+
+/// What came of one attempt.
+#[derive(Debug, Clone)]
+pub struct SendResult {
+    /// HTTP status when a response arrived.
+    pub status: Option<u16>,
+    /// The response body (capped) or a description of what went wrong.
+    pub body: String,
+    pub duration: Duration,
+    pub retry_after: Option<Duration>,
+}
+
+impl SendResult {
+    pub fn succeeded(&self) -> bool {
+        matches!(self.status, Some(200..=299))
+    }
+
+    fn failed(why: String, started: Instant) -> Self {
+        SendResult { status: None, body: why, duration: started.elapsed(), retry_after: None }
+    }
+}
+
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    policy: Arc<AddressPolicy>,
+    timeout: Duration,
+    body_limit: usize,
+}
+
+impl Sender {
+    pub fn new(cfg: &DispatchConfig) -> Result<Self, reqwest::Error> {
+        let policy = Arc::new(AddressPolicy::new(cfg.allow_networks.clone()));
+        let client = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver::new(policy.clone())))
+            .pool_max_idle_per_host(cfg.per_endpoint_in_flight)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(cfg.user_agent.clone())
+            .build()?;
+        Ok(Sender { client, policy, timeout: cfg.request_timeout, body_limit: cfg.response_body_limit })
+    }
+
+    /// Signs and POSTs the message to the endpoint. Never fails: transport errors are
+    /// reported in the result, like HTTP errors.
+    pub async fn send(&self, message: &Message, endpoint: &Endpoint) -> SendResult {
+        let started = Instant::now();
+        let url = match reqwest::Url::parse(&endpoint.url) {
+            Ok(u) => u,
+            Err(e) => return SendResult::failed(format!("invalid endpoint URL: {e}"), started),
+        };
+        // IP literals skip DNS, so the resolver never sees them: check them here.
+        if let Some(host) = url.host_str() {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = bare.parse::<IpAddr>() {
+                if !self.policy.permits(ip) {
+                    return SendResult::failed(
+                        format!("destination address {ip} is not allowed (private, loopback or reserved)"),
+                        started,
+                    );
+                }
+            }
+        }
+        let now = Utc::now();
+        let timestamp = now.timestamp();
+        let secrets = endpoint.signing_secrets(now);
+        let signature = signature_header(&secrets, &message.id, timestamp, message.payload.as_bytes());
+        let mut headers = HeaderMap::with_capacity(4 + endpoint.headers.len());
+        for (name, value) in &endpoint.headers {
+            if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
+                continue;
+            }
+            if let (Ok(n), Ok(v)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
+                headers.insert(n, v);
+            }
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut put = |name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::try_from(value) {
+                headers.insert(name, v);
+            }
+        };
+        put("webhook-id", &message.id);
+        put("webhook-timestamp", &timestamp.to_string());
+        put("webhook-signature", &signature);
+        let request = self.client.post(url).headers(headers).body(message.payload.clone()).send();
+        let exchange = async {
+            let mut response = request.await?;
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, timestamp));
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await? {
+                let room = self.body_limit - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if body.len() >= self.body_limit {
+                    break; // the rest is dropped with the connection
+                }
+            }
+            Ok::<_, reqwest::Error>((status, retry_after, body))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok((status, retry_after, body))) => SendResult {
+                status: Some(status),
+                body: String::from_utf8_lossy(&body).into_owned(),
+                duration: started.elapsed(),
+                retry_after,
+            },
+            // `without_url`: the URL may carry credentials in its query string.
+            Ok(Err(e)) => SendResult::failed(describe(e.without_url()), started),
+            Err(_) => SendResult::failed(format!("timed out after {} ms", self.timeout.as_millis()), started),
+        }
+    }
+}
+
+/// A one-line description of a transport error, with its causes.
+fn describe(e: reqwest::Error) -> String {
+    let mut out = if e.is_connect() { "connection failed".to_string() } else { e.to_string() };
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

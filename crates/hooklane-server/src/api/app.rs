@@ -1,0 +1,187 @@
+//! `/api/v1/app`: applications.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hooklane_core::ids::{self, new_id};
+use hooklane_core::model::{Application, Metadata, Principal};
+use hooklane_core::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{check_len, check_metadata, check_name, check_rate_limit, page_request, ListResponse, Patch};
+use crate::error::{conflict, ApiError, ApiResult};
+use crate::extract::{Admin, Auth, Json, Query, Tenant};
+use crate::state::AppState;
+
+const UID_TAKEN: &str = "an application with this uid already exists";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApplicationIn {
+    name: String,
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    rate_limit: Option<u32>,
+    #[serde(default)]
+    metadata: Metadata,
+    /// Accepted for Svix compatibility, not used.
+    #[serde(default, rename = "throttleRate")]
+    _throttle_rate: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApplicationPatch {
+    #[serde(default)]
+    name: Patch<String>,
+    #[serde(default)]
+    uid: Patch<String>,
+    #[serde(default)]
+    rate_limit: Patch<u32>,
+    #[serde(default)]
+    metadata: Patch<Metadata>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationOut {
+    id: String,
+    uid: Option<String>,
+    name: String,
+    rate_limit: Option<u32>,
+    metadata: Metadata,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<Application> for ApplicationOut {
+    fn from(a: Application) -> Self {
+        ApplicationOut {
+            id: a.id,
+            uid: a.uid,
+            name: a.name,
+            rate_limit: a.rate_limit,
+            metadata: a.metadata,
+            created_at: a.created_at,
+            updated_at: a.updated_at,
+        }
+    }
+}
+
+fn validate(a: &Application) -> ApiResult<()> {
+    if a.name.trim().is_empty() {
+        return Err(ApiError::validation("name", "must not be empty"));
+    }
+    check_len("name", &a.name, 256)?;
+    if let Some(uid) = &a.uid {
+        check_name("uid", uid)?;
+        if ids::has_prefix(uid, ids::APP) {
+            return Err(ApiError::validation("uid", "must not look like an application id"));
+        }
+    }
+    check_rate_limit("rateLimit", a.rate_limit)?;
+    check_metadata("metadata", &a.metadata)
+}
+
+fn build(input: ApplicationIn) -> ApiResult<Application> {
+    let now = Utc::now();
+    let app = Application {
+        id: new_id(ids::APP),
+        uid: input.uid,
+        name: input.name,
+        rate_limit: input.rate_limit,
+        metadata: input.metadata,
+        created_at: now,
+        updated_at: now,
+    };
+    validate(&app)?;
+    Ok(app)
+}
+
+pub async fn create(State(s): State<AppState>, _: Admin, q: Query, Json(input): Json<ApplicationIn>) -> ApiResult<Response> {
+    // `get_if_exists=true`: answer 200 with the existing application of this uid.
+    if q.flag("get_if_exists")?.unwrap_or(false) {
+        if let Some(uid) = &input.uid {
+            if let Some(existing) = s.0.store.get_app(uid).await? {
+                return Ok((StatusCode::OK, axum::Json(ApplicationOut::from(existing))).into_response());
+            }
+        }
+    }
+    let app = build(input)?;
+    s.0.store.create_app(app.clone()).await.map_err(conflict(UID_TAKEN))?;
+    Ok((StatusCode::CREATED, axum::Json(ApplicationOut::from(app))).into_response())
+}
+
+pub async fn list(State(s): State<AppState>, Auth(principal): Auth, q: Query) -> ApiResult<axum::Json<ListResponse<ApplicationOut>>> {
+    let page = page_request(&q, false)?;
+    match principal {
+        Principal::Admin => {
+            let page = s.0.store.list_apps(&page).await?;
+            Ok(axum::Json(ListResponse::from_page(page, |a| a.id.clone(), ApplicationOut::from)))
+        }
+        // An application token sees its own application only.
+        Principal::App(id) => {
+            let app = s.0.store.get_app(&id).await?.ok_or(ApiError::NotFound("application"))?;
+            Ok(axum::Json(ListResponse {
+                data: vec![app.into()],
+                iterator: None,
+                prev_iterator: None,
+                done: true,
+            }))
+        }
+    }
+}
+
+pub async fn get(t: Tenant) -> axum::Json<ApplicationOut> {
+    axum::Json(t.app.into())
+}
+
+/// PUT: full update; creates the application when the path names a uid that does not exist.
+pub async fn put(
+    State(s): State<AppState>,
+    Auth(principal): Auth,
+    Path(key): Path<String>,
+    Json(input): Json<ApplicationIn>,
+) -> ApiResult<Response> {
+    let existing = s.0.store.get_app(&key).await?.filter(|a| principal.can_access(&a.id));
+    let Some(mut app) = existing else {
+        if principal != Principal::Admin || ids::has_prefix(&key, ids::APP) {
+            return Err(ApiError::NotFound("application"));
+        }
+        let mut app = build(input)?;
+        app.uid = Some(key);
+        validate(&app)?;
+        s.0.store.create_app(app.clone()).await.map_err(conflict(UID_TAKEN))?;
+        return Ok((StatusCode::CREATED, axum::Json(ApplicationOut::from(app))).into_response());
+    };
+    app.name = input.name;
+    app.uid = input.uid;
+    app.rate_limit = input.rate_limit;
+    app.metadata = input.metadata;
+    save(&s, app).await.map(IntoResponse::into_response)
+}
+
+pub async fn patch(State(s): State<AppState>, t: Tenant, Json(p): Json<ApplicationPatch>) -> ApiResult<axum::Json<ApplicationOut>> {
+    let mut app = t.app;
+    p.name.apply("name", &mut app.name)?;
+    p.uid.apply_opt(&mut app.uid);
+    p.rate_limit.apply_opt(&mut app.rate_limit);
+    p.metadata.apply("metadata", &mut app.metadata)?;
+    save(&s, app).await
+}
+
+async fn save(s: &AppState, mut app: Application) -> ApiResult<axum::Json<ApplicationOut>> {
+    app.updated_at = Utc::now();
+    validate(&app)?;
+    s.0.store.update_app(app.clone()).await.map_err(conflict(UID_TAKEN))?;
+    Ok(axum::Json(app.into()))
+}
+
+pub async fn delete(State(s): State<AppState>, t: Tenant) -> ApiResult<StatusCode> {
+    if t.principal != Principal::Admin {
+        return Err(ApiError::Forbidden("only the admin token may delete an application"));
+    }
+    s.0.store.delete_app(&t.app.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,102 @@
+//! Attempts: the log of every HTTP try.
+
+use axum::extract::{Path, State};
+use hooklane_core::model::{Attempt, DeliveryStatus};
+use hooklane_core::{DateTime, Utc};
+use hooklane_store::AttemptFilter;
+use serde::Serialize;
+
+use super::endpoint::find as find_endpoint;
+use super::message::find as find_message;
+use super::{page_request, ListResponse};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Query, Tenant};
+use crate::state::AppState;
+
+/// Svix's `MessageAttemptOut`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptOut {
+    id: String,
+    url: String,
+    response: String,
+    response_status_code: i32,
+    response_duration_ms: i64,
+    status: i32,
+    trigger_type: i32,
+    msg_id: String,
+    endpoint_id: String,
+    timestamp: DateTime<Utc>,
+}
+
+impl From<Attempt> for AttemptOut {
+    fn from(a: Attempt) -> Self {
+        AttemptOut {
+            id: a.id,
+            url: a.url,
+            response: a.response,
+            response_status_code: a.response_status,
+            response_duration_ms: a.duration_ms,
+            status: a.status as i32,
+            trigger_type: a.trigger as i32,
+            msg_id: a.msg_id,
+            endpoint_id: a.endpoint_id,
+            timestamp: a.created_at,
+        }
+    }
+}
+
+fn filter(q: &Query) -> ApiResult<AttemptFilter> {
+    let status = match q.parse::<i64>("status")? {
+        Some(code) => {
+            Some(DeliveryStatus::from_code(code).ok_or_else(|| ApiError::bad_query("status", "must be 0, 1, 2 or 3"))?)
+        }
+        None => None,
+    };
+    Ok(AttemptFilter { status, before: q.time("before")?, after: q.time("after")?, ..AttemptFilter::default() })
+}
+
+async fn list(s: &AppState, t: &Tenant, q: &Query, f: AttemptFilter) -> ApiResult<axum::Json<ListResponse<AttemptOut>>> {
+    let page = page_request(q, true)?;
+    let page = s.0.store.list_attempts(&t.app.id, &f, &page).await?;
+    Ok(axum::Json(ListResponse::from_page(page, |a| a.id.clone(), AttemptOut::from)))
+}
+
+/// `GET /app/{app}/attempt/msg/{msg}` (and the older `/app/{app}/msg/{msg}/attempt`).
+pub async fn by_message(
+    State(s): State<AppState>,
+    t: Tenant,
+    q: Query,
+    Path((_, msg_key)): Path<(String, String)>,
+) -> ApiResult<axum::Json<ListResponse<AttemptOut>>> {
+    let msg = find_message(&s, &t, &msg_key).await?;
+    let mut f = filter(&q)?;
+    f.msg_id = Some(msg.id);
+    if let Some(ep) = q.get("endpoint_id") {
+        f.endpoint_id = Some(find_endpoint(&s, &t, ep).await?.id);
+    }
+    list(&s, &t, &q, f).await
+}
+
+/// `GET /app/{app}/attempt/endpoint/{endpoint}`.
+pub async fn by_endpoint(
+    State(s): State<AppState>,
+    t: Tenant,
+    q: Query,
+    Path((_, ep_key)): Path<(String, String)>,
+) -> ApiResult<axum::Json<ListResponse<AttemptOut>>> {
+    let ep = find_endpoint(&s, &t, &ep_key).await?;
+    let mut f = filter(&q)?;
+    f.endpoint_id = Some(ep.id);
+    list(&s, &t, &q, f).await
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, msg_key, attempt_id)): Path<(String, String, String)>,
+) -> ApiResult<axum::Json<AttemptOut>> {
+    let msg = find_message(&s, &t, &msg_key).await?;
+    let a = s.0.store.get_attempt(&t.app.id, &msg.id, &attempt_id).await?.ok_or(ApiError::NotFound("attempt"))?;
+    Ok(axum::Json(a.into()))
+}

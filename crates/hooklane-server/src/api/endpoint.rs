@@ -1,0 +1,409 @@
+//! `/api/v1/app/{app_id}/endpoint`: where an application's messages go.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use hooklane_core::ids::{self, new_id};
+use hooklane_core::model::{Endpoint, ExpiringSecret, Metadata};
+use hooklane_core::signing::Secret;
+use hooklane_core::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{check_len, check_metadata, check_name, check_names, check_rate_limit, page_request, ListResponse, Patch};
+use crate::error::{conflict, missing, ApiError, ApiResult};
+use crate::extract::{Json, OptionalJson, Query, Tenant};
+use crate::state::AppState;
+
+/// How long a rotated-out secret keeps signing, so receivers can switch over.
+const ROTATION_OVERLAP_HOURS: i64 = 24;
+const MAX_URL_LEN: usize = 4096;
+const UID_TAKEN: &str = "an endpoint with this uid already exists in this application";
+/// Headers hooklane sets itself or that would break the request.
+const FORBIDDEN_HEADERS: &[&str] =
+    &["webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host", "transfer-encoding", "connection"];
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointIn {
+    url: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    filter_types: Option<Vec<String>>,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    disabled: bool,
+    #[serde(default)]
+    rate_limit: Option<u32>,
+    #[serde(default)]
+    metadata: Metadata,
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    version: Option<i32>,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    headers: Option<BTreeMap<String, String>>,
+    #[serde(default, rename = "throttleRate")]
+    _throttle_rate: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointPatch {
+    #[serde(default)]
+    url: Patch<String>,
+    #[serde(default)]
+    description: Patch<String>,
+    #[serde(default)]
+    filter_types: Patch<Vec<String>>,
+    #[serde(default)]
+    channels: Patch<Vec<String>>,
+    #[serde(default)]
+    disabled: Patch<bool>,
+    #[serde(default)]
+    rate_limit: Patch<u32>,
+    #[serde(default)]
+    metadata: Patch<Metadata>,
+    #[serde(default)]
+    uid: Patch<String>,
+    #[serde(default)]
+    version: Patch<i32>,
+    #[serde(default)]
+    headers: Patch<BTreeMap<String, String>>,
+    #[serde(default, rename = "throttleRate")]
+    _throttle_rate: Patch<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointOut {
+    id: String,
+    url: String,
+    description: String,
+    filter_types: Option<Vec<String>>,
+    channels: Option<Vec<String>>,
+    disabled: bool,
+    rate_limit: Option<u32>,
+    metadata: Metadata,
+    uid: Option<String>,
+    version: i32,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<Endpoint> for EndpointOut {
+    fn from(e: Endpoint) -> Self {
+        EndpointOut {
+            id: e.id,
+            url: e.url,
+            description: e.description,
+            filter_types: e.filter_types,
+            channels: e.channels,
+            disabled: e.disabled,
+            rate_limit: e.rate_limit,
+            metadata: e.metadata,
+            uid: e.uid,
+            version: e.version,
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+pub fn check_url(field: &str, raw: &str) -> ApiResult<()> {
+    if raw.len() > MAX_URL_LEN {
+        return Err(ApiError::validation(field, format!("must be at most {MAX_URL_LEN} characters")));
+    }
+    let url = url::Url::parse(raw).map_err(|e| ApiError::validation(field, format!("not a valid URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(ApiError::validation(field, "must be an absolute http or https URL"));
+    }
+    Ok(())
+}
+
+fn check_headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
+    if headers.len() > 32 {
+        return Err(ApiError::validation("headers", "at most 32 headers"));
+    }
+    for (name, value) in headers {
+        if http::HeaderName::try_from(name.as_str()).is_err() || value.len() > 4096 {
+            return Err(ApiError::validation("headers", format!("invalid header {name:?}")));
+        }
+        if http::HeaderValue::try_from(value.as_str()).is_err() {
+            return Err(ApiError::validation("headers", format!("invalid value for header {name:?}")));
+        }
+        if FORBIDDEN_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(ApiError::validation("headers", format!("header {name:?} is set by hooklane")));
+        }
+    }
+    Ok(())
+}
+
+fn validate(e: &Endpoint) -> ApiResult<()> {
+    check_url("url", &e.url)?;
+    check_len("description", &e.description, 4096)?;
+    check_names("filterTypes", &e.filter_types, 256)?;
+    check_names("channels", &e.channels, 10)?;
+    check_rate_limit("rateLimit", e.rate_limit)?;
+    check_metadata("metadata", &e.metadata)?;
+    check_headers(&e.headers)?;
+    if let Some(uid) = &e.uid {
+        check_name("uid", uid)?;
+        if ids::has_prefix(uid, ids::ENDPOINT) {
+            return Err(ApiError::validation("uid", "must not look like an endpoint id"));
+        }
+    }
+    if e.version < 1 {
+        return Err(ApiError::validation("version", "must be at least 1"));
+    }
+    Ok(())
+}
+
+fn parse_secret(raw: &str) -> ApiResult<Secret> {
+    Secret::parse(raw).map_err(|e| ApiError::validation("secret", e.to_string()))
+}
+
+pub async fn create(State(s): State<AppState>, t: Tenant, Json(input): Json<EndpointIn>) -> ApiResult<impl IntoResponse> {
+    let secret = match &input.secret {
+        Some(raw) => parse_secret(raw)?,
+        None => Secret::generate(),
+    };
+    let now = Utc::now();
+    let ep = Endpoint {
+        id: new_id(ids::ENDPOINT),
+        app_id: t.app.id,
+        uid: input.uid,
+        url: input.url,
+        description: input.description,
+        version: input.version.unwrap_or(1),
+        filter_types: input.filter_types,
+        channels: input.channels,
+        disabled: input.disabled,
+        rate_limit: input.rate_limit,
+        metadata: input.metadata,
+        headers: input.headers.unwrap_or_default(),
+        secret: secret.expose(),
+        previous_secrets: Vec::new(),
+        failing_since: None,
+        created_at: now,
+        updated_at: now,
+    };
+    validate(&ep)?;
+    s.0.store.create_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
+    Ok((StatusCode::CREATED, axum::Json(EndpointOut::from(ep))))
+}
+
+pub async fn list(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<ListResponse<EndpointOut>>> {
+    let page = page_request(&q, false)?;
+    let page = s.0.store.list_endpoints(&t.app.id, &page).await?;
+    Ok(axum::Json(ListResponse::from_page(page, |e| e.id.clone(), EndpointOut::from)))
+}
+
+/// Loads `{endpoint_id}` (id or uid) within the tenant's application.
+pub async fn find(s: &AppState, t: &Tenant, key: &str) -> ApiResult<Endpoint> {
+    s.0.store.get_endpoint(&t.app.id, key).await?.ok_or(ApiError::NotFound("endpoint"))
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, ep)): Path<(String, String)>,
+) -> ApiResult<axum::Json<EndpointOut>> {
+    Ok(axum::Json(find(&s, &t, &ep).await?.into()))
+}
+
+/// Saves an endpoint after a change; re-enabling it starts its failure streak afresh.
+async fn save(s: &AppState, mut ep: Endpoint, was_disabled: bool) -> ApiResult<Endpoint> {
+    if was_disabled && !ep.disabled {
+        ep.failing_since = None;
+    }
+    ep.updated_at = Utc::now();
+    validate(&ep)?;
+    s.0.store.update_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
+    Ok(ep)
+}
+
+pub async fn put(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, key)): Path<(String, String)>,
+    Json(input): Json<EndpointIn>,
+) -> ApiResult<axum::Json<EndpointOut>> {
+    let mut ep = find(&s, &t, &key).await?;
+    let was_disabled = ep.disabled;
+    ep.url = input.url;
+    ep.description = input.description;
+    ep.filter_types = input.filter_types;
+    ep.channels = input.channels;
+    ep.disabled = input.disabled;
+    ep.rate_limit = input.rate_limit;
+    ep.metadata = input.metadata;
+    ep.uid = input.uid;
+    if let Some(v) = input.version {
+        ep.version = v;
+    }
+    if let Some(h) = input.headers {
+        ep.headers = h;
+    }
+    Ok(axum::Json(save(&s, ep, was_disabled).await?.into()))
+}
+
+pub async fn patch(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, key)): Path<(String, String)>,
+    Json(p): Json<EndpointPatch>,
+) -> ApiResult<axum::Json<EndpointOut>> {
+    let mut ep = find(&s, &t, &key).await?;
+    let was_disabled = ep.disabled;
+    p.url.apply("url", &mut ep.url)?;
+    p.description.apply("description", &mut ep.description)?;
+    p.filter_types.apply_opt(&mut ep.filter_types);
+    p.channels.apply_opt(&mut ep.channels);
+    p.disabled.apply("disabled", &mut ep.disabled)?;
+    p.rate_limit.apply_opt(&mut ep.rate_limit);
+    p.metadata.apply("metadata", &mut ep.metadata)?;
+    p.uid.apply_opt(&mut ep.uid);
+    p.version.apply("version", &mut ep.version)?;
+    p.headers.apply("headers", &mut ep.headers)?;
+    Ok(axum::Json(save(&s, ep, was_disabled).await?.into()))
+}
+
+pub async fn delete(State(s): State<AppState>, t: Tenant, Path((_, key)): Path<(String, String)>) -> ApiResult<StatusCode> {
+    let ep = find(&s, &t, &key).await?;
+    s.0.store.delete_endpoint(&t.app.id, &ep.id).await.map_err(missing("endpoint"))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+pub struct SecretOut {
+    key: String,
+}
+
+pub async fn get_secret(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, key)): Path<(String, String)>,
+) -> ApiResult<axum::Json<SecretOut>> {
+    Ok(axum::Json(SecretOut { key: find(&s, &t, &key).await?.secret }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateIn {
+    #[serde(default)]
+    key: Option<String>,
+}
+
+/// Replaces the secret; the old one keeps signing (alongside) for 24 hours.
+pub async fn rotate_secret(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, key)): Path<(String, String)>,
+    OptionalJson(body): OptionalJson<RotateIn>,
+) -> ApiResult<StatusCode> {
+    let mut ep = find(&s, &t, &key).await?;
+    let new = match body.and_then(|b| b.key) {
+        Some(raw) => parse_secret(&raw)?,
+        None => Secret::generate(),
+    };
+    let now = Utc::now();
+    ep.previous_secrets.retain(|p| p.expires_at > now);
+    let old = std::mem::replace(&mut ep.secret, new.expose());
+    ep.previous_secrets.push(ExpiringSecret { key: old, expires_at: now + chrono::Duration::hours(ROTATION_OVERLAP_HOURS) });
+    ep.updated_at = now;
+    s.0.store.update_endpoint(ep).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+pub struct HeadersOut {
+    headers: BTreeMap<String, String>,
+    sensitive: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersIn {
+    headers: BTreeMap<String, Option<String>>,
+}
+
+pub async fn get_headers(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, key)): Path<(String, String)>,
+) -> ApiResult<axum::Json<HeadersOut>> {
+    Ok(axum::Json(HeadersOut { headers: find(&s, &t, &key).await?.headers, sensitive: Vec::new() }))
+}
+
+/// PUT replaces all custom headers.
+pub async fn put_headers(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, key)): Path<(String, String)>,
+    Json(input): Json<HeadersIn>,
+) -> ApiResult<StatusCode> {
+    let mut ep = find(&s, &t, &key).await?;
+    ep.headers = input.headers.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+    let was_disabled = ep.disabled;
+    save(&s, ep, was_disabled).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// PATCH merges: a `null` value removes that header.
+pub async fn patch_headers(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, key)): Path<(String, String)>,
+    Json(input): Json<HeadersIn>,
+) -> ApiResult<StatusCode> {
+    let mut ep = find(&s, &t, &key).await?;
+    for (name, value) in input.headers {
+        match value {
+            Some(v) => ep.headers.insert(name, v),
+            None => ep.headers.remove(&name),
+        };
+    }
+    let was_disabled = ep.disabled;
+    save(&s, ep, was_disabled).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverIn {
+    since: DateTime<Utc>,
+    #[serde(default)]
+    until: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize)]
+pub struct RecoverOut {
+    id: String,
+    status: &'static str,
+    task: &'static str,
+    /// Deliveries queued again (hooklane extension).
+    recovered: u64,
+}
+
+/// Queues again every failed delivery to this endpoint of messages sent since `since`.
+pub async fn recover(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, key)): Path<(String, String)>,
+    Json(input): Json<RecoverIn>,
+) -> ApiResult<impl IntoResponse> {
+    let ep = find(&s, &t, &key).await?;
+    if matches!(input.until, Some(u) if u <= input.since) {
+        return Err(ApiError::validation("until", "must be after since"));
+    }
+    let recovered = s.0.store.recover(&t.app.id, &ep.id, input.since, input.until, Utc::now()).await?;
+    s.0.dispatcher.wake();
+    let out = RecoverOut { id: new_id(ids::TASK), status: "finished", task: "endpoint.recover", recovered };
+    Ok((StatusCode::ACCEPTED, axum::Json(out)))
+}

@@ -1,0 +1,196 @@
+//! `/api/v1/event-type`: the catalogue of event types.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hooklane_core::model::EventType;
+use hooklane_core::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{check_len, check_name, page_request, ListResponse, Patch};
+use crate::error::{conflict, missing, ApiError, ApiResult};
+use crate::extract::{Admin, Auth, Json, Query};
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventTypeIn {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    archived: bool,
+    #[serde(default)]
+    deprecated: bool,
+    #[serde(default)]
+    feature_flag: Option<String>,
+    #[serde(default)]
+    schemas: Option<serde_json::Value>,
+    #[serde(default, rename = "groupName")]
+    _group_name: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventTypeUpdate {
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    archived: bool,
+    #[serde(default)]
+    deprecated: bool,
+    #[serde(default)]
+    feature_flag: Option<String>,
+    #[serde(default)]
+    schemas: Option<serde_json::Value>,
+    #[serde(default, rename = "groupName")]
+    _group_name: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventTypePatch {
+    #[serde(default)]
+    description: Patch<String>,
+    #[serde(default)]
+    archived: Patch<bool>,
+    #[serde(default)]
+    deprecated: Patch<bool>,
+    #[serde(default)]
+    feature_flag: Patch<String>,
+    #[serde(default)]
+    schemas: Patch<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventTypeOut {
+    name: String,
+    description: String,
+    archived: bool,
+    deprecated: bool,
+    feature_flag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schemas: Option<serde_json::Value>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl EventTypeOut {
+    fn new(e: EventType, with_content: bool) -> Self {
+        EventTypeOut {
+            name: e.name,
+            description: e.description,
+            archived: e.archived,
+            deprecated: e.deprecated,
+            feature_flag: e.feature_flag,
+            schemas: if with_content { e.schemas } else { None },
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+fn validate(e: &EventType) -> ApiResult<()> {
+    check_name("name", &e.name)?;
+    check_len("description", &e.description, 4096)?;
+    if let Some(f) = &e.feature_flag {
+        check_name("featureFlag", f)?;
+    }
+    if matches!(&e.schemas, Some(v) if !v.is_object()) {
+        return Err(ApiError::validation("schemas", "must be an object"));
+    }
+    Ok(())
+}
+
+pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<EventTypeIn>) -> ApiResult<Response> {
+    let now = Utc::now();
+    let et = EventType {
+        name: input.name,
+        description: input.description,
+        archived: input.archived,
+        deprecated: input.deprecated,
+        feature_flag: input.feature_flag,
+        schemas: input.schemas,
+        created_at: now,
+        updated_at: now,
+    };
+    validate(&et)?;
+    s.0.store.create_event_type(et.clone()).await.map_err(conflict("an event type with this name already exists"))?;
+    Ok((StatusCode::CREATED, axum::Json(EventTypeOut::new(et, true))).into_response())
+}
+
+/// Listing is open to application tokens too: the portal shows what can be subscribed to.
+pub async fn list(State(s): State<AppState>, _: Auth, q: Query) -> ApiResult<axum::Json<ListResponse<EventTypeOut>>> {
+    let page = page_request(&q, false)?;
+    let include_archived = q.flag("include_archived")?.unwrap_or(false);
+    let with_content = q.flag("with_content")?.unwrap_or(false);
+    let page = s.0.store.list_event_types(&page, include_archived).await?;
+    Ok(axum::Json(ListResponse::from_page(page, |e| e.name.clone(), |e| EventTypeOut::new(e, with_content))))
+}
+
+pub async fn get(State(s): State<AppState>, _: Auth, Path(name): Path<String>) -> ApiResult<axum::Json<EventTypeOut>> {
+    let et = s.0.store.get_event_type(&name).await?.ok_or(ApiError::NotFound("event type"))?;
+    Ok(axum::Json(EventTypeOut::new(et, true)))
+}
+
+/// PUT: replaces the event type, creating it when missing (as Svix does).
+pub async fn put(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(name): Path<String>,
+    Json(input): Json<EventTypeUpdate>,
+) -> ApiResult<Response> {
+    let now = Utc::now();
+    let existing = s.0.store.get_event_type(&name).await?;
+    let created = existing.is_none();
+    let et = EventType {
+        name,
+        description: input.description,
+        archived: input.archived,
+        deprecated: input.deprecated,
+        feature_flag: input.feature_flag,
+        schemas: input.schemas,
+        created_at: existing.map(|e| e.created_at).unwrap_or(now),
+        updated_at: now,
+    };
+    validate(&et)?;
+    if created {
+        s.0.store.create_event_type(et.clone()).await?;
+        Ok((StatusCode::CREATED, axum::Json(EventTypeOut::new(et, true))).into_response())
+    } else {
+        s.0.store.update_event_type(et.clone()).await?;
+        Ok(axum::Json(EventTypeOut::new(et, true)).into_response())
+    }
+}
+
+pub async fn patch(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(name): Path<String>,
+    Json(p): Json<EventTypePatch>,
+) -> ApiResult<axum::Json<EventTypeOut>> {
+    let mut et = s.0.store.get_event_type(&name).await?.ok_or(ApiError::NotFound("event type"))?;
+    p.description.apply("description", &mut et.description)?;
+    p.archived.apply("archived", &mut et.archived)?;
+    p.deprecated.apply("deprecated", &mut et.deprecated)?;
+    p.feature_flag.apply_opt(&mut et.feature_flag);
+    p.schemas.apply_opt(&mut et.schemas);
+    et.updated_at = Utc::now();
+    validate(&et)?;
+    s.0.store.update_event_type(et.clone()).await?;
+    Ok(axum::Json(EventTypeOut::new(et, true)))
+}
+
+/// DELETE archives the event type; `?expunge=true` removes it for good.
+pub async fn delete(State(s): State<AppState>, _: Admin, Path(name): Path<String>, q: Query) -> ApiResult<StatusCode> {
+    if q.flag("expunge")?.unwrap_or(false) {
+        s.0.store.delete_event_type(&name).await.map_err(missing("event type"))?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let mut et = s.0.store.get_event_type(&name).await?.ok_or(ApiError::NotFound("event type"))?;
+    et.archived = true;
+    et.updated_at = Utc::now();
+    s.0.store.update_event_type(et).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

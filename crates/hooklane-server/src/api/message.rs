@@ -1,0 +1,240 @@
+//! `/api/v1/app/{app_id}/msg`: posting and reading messages.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use hooklane_core::filter::endpoint_wants;
+use hooklane_core::ids::{self, new_id};
+use hooklane_core::model::{Delivery, DeliveryStatus, Endpoint, Message, TriggerType};
+use hooklane_core::{DateTime, Utc};
+use hooklane_store::{Job, MessageFilter};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::endpoint::find as find_endpoint;
+use super::{check_name, check_names, page_request, ListResponse};
+use crate::error::{conflict, ApiError, ApiResult};
+use crate::extract::{Json, Query, Tenant};
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MessageIn {
+    event_type: String,
+    /// Kept as the exact bytes received: that is what gets signed and delivered.
+    payload: Box<RawValue>,
+    #[serde(default)]
+    event_id: Option<String>,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    // Accepted for Svix compatibility; hooklane keeps payloads until the message is deleted.
+    #[serde(default, rename = "payloadRetentionPeriod")]
+    _retention_days: Option<serde_json::Value>,
+    #[serde(default, rename = "payloadRetentionHours")]
+    _retention_hours: Option<serde_json::Value>,
+    #[serde(default, rename = "transformationsParams")]
+    _transformations: Option<serde_json::Value>,
+    #[serde(default, rename = "application")]
+    _application: Option<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageOut {
+    id: String,
+    event_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<Box<RawValue>>,
+    event_id: Option<String>,
+    channels: Option<Vec<String>>,
+    tags: Option<Vec<String>>,
+    timestamp: DateTime<Utc>,
+}
+
+impl MessageOut {
+    pub fn new(m: Message, with_content: bool) -> Self {
+        let payload = if with_content { RawValue::from_string(m.payload).ok() } else { None };
+        MessageOut {
+            id: m.id,
+            event_type: m.event_type,
+            payload,
+            event_id: m.event_id,
+            channels: m.channels,
+            tags: m.tags,
+            timestamp: m.created_at,
+        }
+    }
+}
+
+/// Posts a message: stores it with one delivery per matching endpoint, durably, then
+/// hands the deliveries straight to the dispatcher (no poll in between) and answers 202.
+pub async fn create(
+    State(s): State<AppState>,
+    t: Tenant,
+    q: Query,
+    Json(input): Json<MessageIn>,
+) -> ApiResult<impl IntoResponse> {
+    check_name("eventType", &input.event_type)?;
+    if let Some(id) = &input.event_id {
+        check_name("eventId", id)?;
+    }
+    check_names("channels", &input.channels, 10)?;
+    check_names("tags", &input.tags, 5)?;
+    if !input.payload.get().trim_start().starts_with('{') {
+        return Err(ApiError::validation("payload", "must be a JSON object"));
+    }
+    let with_content = q.flag("with_content")?.unwrap_or(true);
+    let msg = Message {
+        id: new_id(ids::MESSAGE),
+        app_id: t.app.id.clone(),
+        event_type: input.event_type,
+        event_id: input.event_id,
+        payload: input.payload.get().to_string(),
+        channels: input.channels,
+        tags: input.tags,
+        created_at: Utc::now(),
+    };
+    let endpoints: Vec<Arc<Endpoint>> = s
+        .0
+        .store
+        .app_endpoints(&t.app.id)
+        .await?
+        .into_iter()
+        .filter(|e| {
+            !e.disabled
+                && endpoint_wants(e.filter_types.as_deref(), e.channels.as_deref(), &msg.event_type, msg.channels.as_deref())
+        })
+        .map(Arc::new)
+        .collect();
+    let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
+    let dispatcher = &s.0.dispatcher;
+    let reservation = if ids.is_empty() { None } else { dispatcher.reserve(ids.len()) };
+    let leased_until = reservation
+        .as_ref()
+        .map(|_| msg.created_at + chrono::Duration::from_std(dispatcher.lease()).unwrap_or_default());
+    s.0.store
+        .create_message(msg.clone(), ids, leased_until)
+        .await
+        .map_err(conflict("a message with this eventId already exists in this application"))?;
+    let msg = Arc::new(msg);
+    match reservation {
+        Some(reservation) => {
+            let jobs = endpoints
+                .into_iter()
+                .map(|endpoint| Job {
+                    delivery: Delivery {
+                        msg_id: msg.id.clone(),
+                        endpoint_id: endpoint.id.clone(),
+                        app_id: msg.app_id.clone(),
+                        status: DeliveryStatus::Pending,
+                        attempts: 0,
+                        next_attempt_at: Some(msg.created_at),
+                        trigger: TriggerType::Scheduled,
+                        updated_at: msg.created_at,
+                    },
+                    message: msg.clone(),
+                    endpoint,
+                })
+                .collect();
+            dispatcher.submit(jobs, reservation);
+        }
+        None if !endpoints.is_empty() => dispatcher.wake(),
+        None => {}
+    }
+    let msg = Arc::unwrap_or_clone(msg);
+    Ok((StatusCode::ACCEPTED, axum::Json(MessageOut::new(msg, with_content))))
+}
+
+pub async fn list(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<ListResponse<MessageOut>>> {
+    let page = page_request(&q, true)?;
+    let with_content = q.flag("with_content")?.unwrap_or(true);
+    let mut event_types = q.all("event_types");
+    event_types.extend(q.all("event_types[]"));
+    let filter = MessageFilter {
+        event_types: (!event_types.is_empty()).then_some(event_types),
+        channel: q.get("channel").map(String::from),
+        tag: q.get("tag").map(String::from),
+        before: q.time("before")?,
+        after: q.time("after")?,
+    };
+    let page = s.0.store.list_messages(&t.app.id, &filter, &page).await?;
+    Ok(axum::Json(ListResponse::from_page(page, |m| m.id.clone(), |m| MessageOut::new(m, with_content))))
+}
+
+pub async fn find(s: &AppState, t: &Tenant, key: &str) -> ApiResult<Message> {
+    s.0.store.get_message(&t.app.id, key).await?.ok_or(ApiError::NotFound("message"))
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    t: Tenant,
+    q: Query,
+    Path((_, key)): Path<(String, String)>,
+) -> ApiResult<axum::Json<MessageOut>> {
+    let with_content = q.flag("with_content")?.unwrap_or(true);
+    Ok(axum::Json(MessageOut::new(find(&s, &t, &key).await?, with_content)))
+}
+
+/// Svix's `MessageEndpointOut`: an endpoint with the state of this message's delivery to it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageEndpointOut {
+    id: String,
+    url: String,
+    description: String,
+    disabled: bool,
+    uid: Option<String>,
+    version: i32,
+    filter_types: Option<Vec<String>>,
+    channels: Option<Vec<String>>,
+    rate_limit: Option<u32>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    status: i32,
+    next_attempt: Option<DateTime<Utc>>,
+}
+
+pub async fn destinations(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, key)): Path<(String, String)>,
+) -> ApiResult<axum::Json<ListResponse<MessageEndpointOut>>> {
+    let msg = find(&s, &t, &key).await?;
+    let rows = s.0.store.message_deliveries(&t.app.id, &msg.id).await?;
+    let data: Vec<MessageEndpointOut> = rows
+        .into_iter()
+        .map(|(d, e)| MessageEndpointOut {
+            id: e.id,
+            url: e.url,
+            description: e.description,
+            disabled: e.disabled,
+            uid: e.uid,
+            version: e.version,
+            filter_types: e.filter_types,
+            channels: e.channels,
+            rate_limit: e.rate_limit,
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+            status: d.status as i32,
+            next_attempt: d.next_attempt_at,
+        })
+        .collect();
+    Ok(axum::Json(ListResponse { data, iterator: None, prev_iterator: None, done: true }))
+}
+
+/// Sends one message to one endpoint again (a manual attempt, with retries on failure).
+pub async fn resend(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, msg_key, ep_key)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    let msg = find(&s, &t, &msg_key).await?;
+    let ep = find_endpoint(&s, &t, &ep_key).await?;
+    s.0.store.resend(&t.app.id, &msg.id, &ep.id, Utc::now()).await?;
+    s.0.dispatcher.wake();
+    Ok(StatusCode::ACCEPTED)
+}

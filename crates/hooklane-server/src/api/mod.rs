@@ -1,0 +1,138 @@
+//! The Svix-compatible REST API v1, one module per resource. JSON field names, paths and
+//! status codes follow the Svix API so that its SDKs work unchanged.
+
+pub mod app;
+pub mod attempt;
+pub mod auth;
+pub mod endpoint;
+pub mod event_type;
+pub mod message;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Query;
+use hooklane_store::{Page, PageRequest};
+
+/// Largest page a client may ask for.
+const MAX_LIMIT: usize = 250;
+
+/// Svix's `ListResponse…Out`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListResponse<T> {
+    pub data: Vec<T>,
+    pub iterator: Option<String>,
+    pub prev_iterator: Option<String>,
+    pub done: bool,
+}
+
+impl<T> ListResponse<T> {
+    /// Converts a store page, taking the cursor from each item's key.
+    pub fn from_page<R>(page: Page<R>, key: impl Fn(&R) -> String, convert: impl Fn(R) -> T) -> Self {
+        let iterator = page.items.last().map(&key);
+        let prev_iterator = page.items.first().map(&key);
+        ListResponse { data: page.items.into_iter().map(convert).collect(), iterator, prev_iterator, done: page.done }
+    }
+}
+
+/// `limit`, `iterator` and `order` from the query string; `newest_first` is the default order.
+pub fn page_request(q: &Query, newest_first: bool) -> ApiResult<PageRequest> {
+    let limit = q.parse::<usize>("limit")?.unwrap_or(50);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::bad_query("limit", format!("must be between 1 and {MAX_LIMIT}")));
+    }
+    let descending = match q.get("order") {
+        None => newest_first,
+        Some("ascending") => false,
+        Some("descending") => true,
+        Some(_) => return Err(ApiError::bad_query("order", "must be ascending or descending")),
+    };
+    Ok(PageRequest { limit, iterator: q.get("iterator").filter(|s| !s.is_empty()).map(String::from), descending })
+}
+
+/// A PATCH field: absent (leave alone), `null` (clear) or a value (set).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub enum Patch<T> {
+    #[default]
+    Absent,
+    Null,
+    Set(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Option::<T>::deserialize(d)? {
+            Some(v) => Patch::Set(v),
+            None => Patch::Null,
+        })
+    }
+}
+
+impl<T> Patch<T> {
+    /// Applies the patch to an optional field.
+    pub fn apply_opt(self, field: &mut Option<T>) {
+        match self {
+            Patch::Absent => {}
+            Patch::Null => *field = None,
+            Patch::Set(v) => *field = Some(v),
+        }
+    }
+
+    /// Applies the patch to a required field; `null` is refused.
+    pub fn apply(self, name: &str, field: &mut T) -> ApiResult<()> {
+        match self {
+            Patch::Absent => Ok(()),
+            Patch::Null => Err(ApiError::validation(name, "may not be null")),
+            Patch::Set(v) => {
+                *field = v;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Svix's rule for names, uids and event ids: 1–256 of `[a-zA-Z0-9-_.]`.
+pub fn check_name(field: &str, value: &str) -> ApiResult<()> {
+    if value.is_empty() || value.len() > 256 {
+        return Err(ApiError::validation(field, "must be between 1 and 256 characters"));
+    }
+    if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(ApiError::validation(field, "may contain only letters, digits, '-', '_' and '.'"));
+    }
+    Ok(())
+}
+
+pub fn check_len(field: &str, value: &str, max: usize) -> ApiResult<()> {
+    if value.len() > max {
+        return Err(ApiError::validation(field, format!("must be at most {max} characters")));
+    }
+    Ok(())
+}
+
+/// A list of names (event types, channels): 1–`max` items, each a valid name.
+pub fn check_names(field: &str, values: &Option<Vec<String>>, max: usize) -> ApiResult<()> {
+    let Some(values) = values else { return Ok(()) };
+    if values.is_empty() || values.len() > max {
+        return Err(ApiError::validation(field, format!("must hold between 1 and {max} items")));
+    }
+    for v in values {
+        check_name(field, v)?;
+    }
+    Ok(())
+}
+
+pub fn check_rate_limit(field: &str, value: Option<u32>) -> ApiResult<()> {
+    match value {
+        Some(0) => Err(ApiError::validation(field, "must be at least 1")),
+        Some(v) if v > 1_000_000 => Err(ApiError::validation(field, "must be at most 1000000")),
+        _ => Ok(()),
+    }
+}
+
+pub fn check_metadata(field: &str, m: &hooklane_core::model::Metadata) -> ApiResult<()> {
+    if m.len() > 64 || m.iter().any(|(k, v)| k.len() > 256 || v.len() > 4096) {
+        return Err(ApiError::validation(field, "at most 64 entries, keys up to 256 and values up to 4096 characters"));
+    }
+    Ok(())
+}

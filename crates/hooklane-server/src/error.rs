@@ -1,0 +1,135 @@
+//! One error type for the whole API: every failure becomes `{"code": …, "detail": …}` with
+//! the right status. `code` is stable and meant for programs; `detail` is for people.
+//! Validation errors (422) carry Svix's shape, `detail: [{loc, msg, type}]`, so Svix SDKs
+//! parse them, plus the same `code` field as every other error.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use hooklane_store::StoreError;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("a request with this Idempotency-Key is still being processed")]
+    IdempotencyInFlight,
+    #[error("request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("content-type must be application/json")]
+    UnsupportedMediaType,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// `location` is where the bad value was: "body", "query" or "path".
+    #[error("{field}: {msg}")]
+    Validation { location: &'static str, field: String, msg: String },
+    #[error("internal error")]
+    Internal(String),
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    /// A bad field in the JSON body.
+    pub fn validation(field: impl Into<String>, msg: impl Into<String>) -> Self {
+        ApiError::Validation { location: "body", field: field.into(), msg: msg.into() }
+    }
+
+    /// A bad query parameter.
+    pub fn bad_query(field: impl Into<String>, msg: impl Into<String>) -> Self {
+        ApiError::Validation { location: "query", field: field.into(), msg: msg.into() }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) | ApiError::IdempotencyInFlight => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::Unauthorized => "authentication_failed",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::IdempotencyInFlight => "idempotency_in_flight",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Validation { .. } => "validation",
+            ApiError::Internal(_) => "internal",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match &self {
+            ApiError::Validation { location, field, msg } => json!({
+                "code": self.code(),
+                "detail": [{ "loc": [location, field], "msg": msg, "type": "value_error" }],
+            }),
+            ApiError::Internal(why) => {
+                // The cause goes to the log only: it may name internals.
+                tracing::error!(error = %why, "internal error");
+                json!({ "code": self.code(), "detail": self.to_string() })
+            }
+            _ => json!({ "code": self.code(), "detail": self.to_string() }),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::NotFound("resource"),
+            StoreError::Conflict(why) => ApiError::Conflict(why),
+            StoreError::Closed => ApiError::Unavailable("store is shutting down".into()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Maps a store "not found" to a 404 naming `what`; other store errors as usual.
+pub fn missing(what: &'static str) -> impl FnOnce(StoreError) -> ApiError {
+    move |e| match e {
+        StoreError::NotFound => ApiError::NotFound(what),
+        other => other.into(),
+    }
+}
+
+/// Maps a store conflict to a 409 with a clearer message.
+pub fn conflict(why: &'static str) -> impl FnOnce(StoreError) -> ApiError {
+    move |e| match e {
+        StoreError::Conflict(_) => ApiError::Conflict(why.into()),
+        other => other.into(),
+    }
+}

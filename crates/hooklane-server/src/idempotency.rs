@@ -1,0 +1,89 @@
+//! `Idempotency-Key` on POST: the first response for a key is stored for 24 hours and
+//! replayed for every later request with the same key, so a client retrying after a lost
+//! answer never creates anything twice. Keys are scoped by the caller's credentials and the
+//! path, so two tenants cannot collide or read each other's responses.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hooklane_core::Utc;
+use hooklane_store::{IdempotencyState, StoredResponse};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::state::{hex, AppState};
+
+const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
+const MAX_KEY_LEN: usize = 256;
+/// Responses larger than this are not stored (API answers are far smaller).
+const MAX_STORED_BODY: usize = 1 << 20;
+
+pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let Some(key) = req.headers().get("idempotency-key") else {
+        return next.run(req).await;
+    };
+    let key = match key.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= MAX_KEY_LEN => k,
+        _ => {
+            return ApiError::BadRequest(format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"))
+                .into_response()
+        }
+    };
+    let mut scope = Sha256::new();
+    scope.update(req.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes).unwrap_or_default());
+    scope.update([0]);
+    scope.update(req.uri().path().as_bytes());
+    scope.update([0]);
+    scope.update(key.as_bytes());
+    let scope = hex(&scope.finalize());
+    let store = &s.0.store;
+    match store.idempotency_begin(&scope, Utc::now(), KEY_TTL).await {
+        Err(e) => ApiError::from(e).into_response(),
+        Ok(IdempotencyState::InFlight) => ApiError::IdempotencyInFlight.into_response(),
+        Ok(IdempotencyState::Completed(stored)) => replay(stored),
+        Ok(IdempotencyState::Started) => {
+            let response = next.run(req).await;
+            let status = response.status();
+            // Server errors and auth failures are not final: let the client try again.
+            if status.is_server_error() || status == StatusCode::UNAUTHORIZED {
+                let _ = store.idempotency_abort(&scope).await;
+                return response;
+            }
+            let (parts, body) = response.into_parts();
+            let bytes = match axum::body::to_bytes(body, MAX_STORED_BODY).await {
+                Ok(b) => b,
+                Err(_) => {
+                    let _ = store.idempotency_abort(&scope).await;
+                    return ApiError::Internal("response too large to store for idempotency".into()).into_response();
+                }
+            };
+            let stored = StoredResponse { status: status.as_u16(), body: bytes.to_vec() };
+            if let Err(e) = store.idempotency_finish(&scope, stored).await {
+                tracing::warn!(error = %e, "could not store idempotent response");
+            }
+            Response::from_parts(parts, Body::from(bytes))
+        }
+    }
+}
+
+fn replay(stored: StoredResponse) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, stored.body).into_response();
+    let headers = response.headers_mut();
+    if !response_is_empty(status) {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+fn response_is_empty(status: StatusCode) -> bool {
+    status == StatusCode::NO_CONTENT
+}

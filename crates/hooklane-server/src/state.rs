@@ -1,0 +1,50 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use hooklane_dispatch::Dispatcher;
+use hooklane_store::DynStore;
+use sha2::{Digest, Sha256};
+
+/// Server settings that handlers need.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// The admin token in clear; only its hash is kept in memory once the state is built.
+    pub admin_token: String,
+    /// Base URL printed in app-portal links.
+    pub public_url: String,
+}
+
+#[derive(Clone)]
+pub struct AppState(pub(crate) Arc<Shared>);
+
+pub(crate) struct Shared {
+    pub store: DynStore,
+    pub dispatcher: Dispatcher,
+    pub admin_token_hash: [u8; 32],
+    pub max_body_bytes: usize,
+    pub public_url: String,
+}
+
+impl AppState {
+    pub fn new(store: DynStore, dispatcher: Dispatcher, settings: ServerSettings) -> Self {
+        AppState(Arc::new(Shared {
+            store,
+            dispatcher,
+            admin_token_hash: token_hash(&settings.admin_token),
+            max_body_bytes: settings.max_body_bytes,
+            public_url: settings.public_url,
+        }))
+    }
+}
+
+/// Tokens are looked up by their SHA-256, so the database never holds a usable token.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

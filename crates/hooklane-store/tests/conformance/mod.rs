@@ -1,0 +1,1610 @@
+//! Store conformance suite: behaviour every [`Store`] backend must show, written only
+//! against the trait so each backend runs the very same cases.
+//!
+//! A backend's test file declares this module as `conformance` and hands the macro an
+//! async factory returning a fresh, empty store plus whatever must stay alive while it is
+//! used (a temporary directory, a throw-away database…):
+//!
+//! ```ignore
+//! #[macro_use]
+//! mod conformance;
+//!
+//! async fn fresh_store() -> (hooklane_store::DynStore, tempfile::TempDir) { … }
+//!
+//! store_conformance_tests!(fresh_store);
+//! ```
+//!
+//! Every case gets a store of its own, so cases may make assertions about global state
+//! (every app, every due delivery) without seeing each other's records.
+//!
+//! Times are whole milliseconds (the coarsest precision a backend may keep) so records
+//! compare equal after a round trip.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::future::Future;
+use std::time::Duration;
+
+use hooklane_core::ids::{self, new_id};
+use hooklane_core::model::{
+    Application, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, ExpiringSecret, Message, Metadata, Principal,
+    TriggerType,
+};
+use hooklane_core::{DateTime, Utc};
+use hooklane_store::{
+    AttemptFilter, AttemptOutcome, DeliveryKey, DynStore, IdempotencyState, Job, MessageFilter, NextStep, Page,
+    PageRequest, StoreError, StoreResult, StoredResponse,
+};
+
+/// Generates one `#[tokio::test]` per conformance case, each on a fresh store made by
+/// `$factory().await`, which returns `(DynStore, guard)`; the guard is kept alive for the
+/// duration of the case. The module holding the cases must be in scope as `conformance`.
+macro_rules! store_conformance_tests {
+    ($factory:path) => {
+        store_conformance_tests!(@cases $factory;
+            app_create_and_get_by_id_and_uid,
+            app_duplicate_uid_or_id_conflicts,
+            app_list_pagination,
+            app_update,
+            app_delete_cascades,
+            event_type_crud,
+            event_type_list_archived_and_pagination,
+            endpoint_crud_and_pagination,
+            endpoint_tenant_isolation,
+            endpoint_uid_unique_per_app,
+            endpoint_delete_cascades,
+            message_create_and_get,
+            message_duplicate_event_id_conflicts_atomically,
+            list_messages_filters,
+            list_messages_pagination,
+            claim_due_leases_deliveries,
+            claim_due_respects_initial_lease,
+            record_attempts_moves_deliveries,
+            next_due_at_reports_earliest,
+            endpoint_failing_since_and_disable,
+            abandon_deliveries_marks_failed,
+            defer_deliveries_hands_back,
+            resend_requeues_and_is_scoped,
+            recover_requeues_failed_in_window,
+            release_all_leases_frees_leased_only,
+            attempts_list_filters_and_get,
+            tokens_map_to_principals,
+            idempotency_lifecycle,
+            concurrent_create_message_all_durable,
+            concurrent_duplicate_event_id_single_winner,
+        );
+    };
+    (@cases $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (store, _guard) = $factory().await;
+                conformance::$case(&store).await;
+            }
+        )*
+    };
+}
+
+// ---------------------------------------------------------------------------------------
+// helpers
+
+/// The current time, truncated to whole milliseconds.
+pub fn now_ms() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("time in range")
+}
+
+pub fn secs(n: i64) -> chrono::Duration {
+    chrono::Duration::seconds(n)
+}
+
+pub fn mins(n: i64) -> chrono::Duration {
+    chrono::Duration::minutes(n)
+}
+
+pub fn hours(n: i64) -> chrono::Duration {
+    chrono::Duration::hours(n)
+}
+
+pub fn millis(n: i64) -> chrono::Duration {
+    chrono::Duration::milliseconds(n)
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+pub fn new_app(name: &str, uid: Option<&str>) -> Application {
+    let t = now_ms();
+    Application {
+        id: new_id(ids::APP),
+        uid: uid.map(str::to_string),
+        name: name.to_string(),
+        rate_limit: None,
+        metadata: Metadata::new(),
+        created_at: t,
+        updated_at: t,
+    }
+}
+
+pub fn new_event_type(name: &str) -> EventType {
+    let t = now_ms();
+    EventType {
+        name: name.to_string(),
+        description: format!("{name} happened"),
+        archived: false,
+        deprecated: false,
+        feature_flag: None,
+        schemas: None,
+        created_at: t,
+        updated_at: t,
+    }
+}
+
+pub fn new_endpoint(app_id: &str, uid: Option<&str>) -> Endpoint {
+    let t = now_ms();
+    let id = new_id(ids::ENDPOINT);
+    Endpoint {
+        url: format!("https://example.com/hooks/{id}"),
+        id,
+        app_id: app_id.to_string(),
+        uid: uid.map(str::to_string),
+        description: String::new(),
+        version: 1,
+        filter_types: None,
+        channels: None,
+        disabled: false,
+        rate_limit: None,
+        metadata: Metadata::new(),
+        headers: BTreeMap::new(),
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string(),
+        previous_secrets: Vec::new(),
+        failing_since: None,
+        created_at: t,
+        updated_at: t,
+    }
+}
+
+pub fn new_message(app_id: &str, event_type: &str, created_at: DateTime<Utc>) -> Message {
+    let id = new_id(ids::MESSAGE);
+    Message {
+        payload: format!(r#"{{"type":"{event_type}","msg":"{id}"}}"#),
+        id,
+        app_id: app_id.to_string(),
+        event_type: event_type.to_string(),
+        event_id: None,
+        channels: None,
+        tags: None,
+        created_at,
+    }
+}
+
+pub fn attempt(msg_id: &str, ep: &Endpoint, status: DeliveryStatus, at: DateTime<Utc>) -> Attempt {
+    let ok = status == DeliveryStatus::Success;
+    Attempt {
+        id: new_id(ids::ATTEMPT),
+        msg_id: msg_id.to_string(),
+        endpoint_id: ep.id.clone(),
+        app_id: ep.app_id.clone(),
+        url: ep.url.clone(),
+        status,
+        response_status: if ok { 200 } else { 503 },
+        response: if ok { "ok".into() } else { "unavailable".into() },
+        duration_ms: 17,
+        trigger: TriggerType::Scheduled,
+        created_at: at,
+    }
+}
+
+/// An attempt of `msg_id` to `ep` made at `at`, successful exactly when `next` is.
+pub fn outcome(msg_id: &str, ep: &Endpoint, at: DateTime<Utc>, next: NextStep) -> AttemptOutcome {
+    let status = if next == NextStep::Succeeded { DeliveryStatus::Success } else { DeliveryStatus::Fail };
+    AttemptOutcome { attempt: attempt(msg_id, ep, status, at), next }
+}
+
+pub fn key(msg_id: &str, endpoint_id: &str) -> DeliveryKey {
+    DeliveryKey { msg_id: msg_id.to_string(), endpoint_id: endpoint_id.to_string() }
+}
+
+pub fn job_keys(jobs: &[Job]) -> BTreeSet<(String, String)> {
+    jobs.iter().map(|j| (j.delivery.msg_id.clone(), j.delivery.endpoint_id.clone())).collect()
+}
+
+pub fn pair(msg: &Message, ep: &Endpoint) -> (String, String) {
+    (msg.id.clone(), ep.id.clone())
+}
+
+pub fn set<const N: usize>(pairs: [(String, String); N]) -> BTreeSet<(String, String)> {
+    pairs.into_iter().collect()
+}
+
+pub fn page_req(limit: usize, iterator: Option<String>, descending: bool) -> PageRequest {
+    PageRequest { limit, iterator, descending }
+}
+
+#[track_caller]
+pub fn assert_conflict<T: std::fmt::Debug>(r: StoreResult<T>, what: &str) {
+    match r {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("{what}: expected StoreError::Conflict, got {other:?}"),
+    }
+}
+
+#[track_caller]
+pub fn assert_not_found<T: std::fmt::Debug>(r: StoreResult<T>, what: &str) {
+    match r {
+        Err(StoreError::NotFound) => {}
+        other => panic!("{what}: expected StoreError::NotFound, got {other:?}"),
+    }
+}
+
+pub async fn setup_app(store: &DynStore, name: &str) -> Application {
+    let app = new_app(name, None);
+    store.create_app(app.clone()).await.expect("create app");
+    app
+}
+
+pub async fn setup_endpoint(store: &DynStore, app_id: &str) -> Endpoint {
+    let ep = new_endpoint(app_id, None);
+    store.create_endpoint(ep.clone()).await.expect("create endpoint");
+    ep
+}
+
+/// Posts a message created at `at` to `eps` (not leased).
+pub async fn post(store: &DynStore, app_id: &str, eps: &[&Endpoint], at: DateTime<Utc>) -> Message {
+    let msg = new_message(app_id, "user.created", at);
+    let ids = eps.iter().map(|e| e.id.clone()).collect();
+    store.create_message(msg.clone(), ids, None).await.expect("create message");
+    msg
+}
+
+pub async fn delivery(store: &DynStore, app_id: &str, msg_id: &str, endpoint_id: &str) -> Delivery {
+    let all = store.message_deliveries(app_id, msg_id).await.expect("message_deliveries");
+    all.into_iter()
+        .map(|(d, _)| d)
+        .find(|d| d.endpoint_id == endpoint_id)
+        .unwrap_or_else(|| panic!("no delivery of {msg_id} to {endpoint_id}"))
+}
+
+pub async fn endpoint_now(store: &DynStore, ep: &Endpoint) -> Endpoint {
+    store.get_endpoint(&ep.app_id, &ep.id).await.expect("get endpoint").expect("endpoint exists")
+}
+
+pub async fn claim(store: &DynStore, at: DateTime<Utc>) -> Vec<Job> {
+    store.claim_due(at, 1000, LEASE).await.expect("claim_due")
+}
+
+/// Follows `iterator` from the first page to the last, checking that no page is larger than
+/// `limit`, that only the last page says `done`, and that items never repeat.
+pub async fn all_pages<T, K, F, Fut>(limit: usize, descending: bool, key: K, mut fetch: F) -> Vec<T>
+where
+    K: Fn(&T) -> String,
+    F: FnMut(PageRequest) -> Fut,
+    Fut: Future<Output = StoreResult<Page<T>>>,
+{
+    let mut out = Vec::new();
+    let mut iterator = None;
+    for _ in 0..10_000 {
+        let page = fetch(page_req(limit, iterator.clone(), descending)).await.expect("list page");
+        assert!(page.items.len() <= limit, "page of {} items for limit {limit}", page.items.len());
+        if !page.done {
+            assert_eq!(page.items.len(), limit, "a page that is not the last must be full");
+        }
+        iterator = page.items.last().map(&key);
+        out.extend(page.items);
+        if page.done {
+            let keys: Vec<String> = out.iter().map(&key).collect();
+            let unique: HashSet<&String> = keys.iter().collect();
+            assert_eq!(unique.len(), keys.len(), "pagination repeated items: {keys:?}");
+            return out;
+        }
+        assert!(iterator.is_some(), "empty page that is not done");
+    }
+    panic!("pagination never finished");
+}
+
+// ---------------------------------------------------------------------------------------
+// applications
+
+pub async fn app_create_and_get_by_id_and_uid(store: &DynStore) {
+    let mut app = new_app("Acme", Some("acme"));
+    app.rate_limit = Some(25);
+    app.metadata.insert("plan".into(), "gold".into());
+    store.create_app(app.clone()).await.unwrap();
+
+    assert_eq!(store.get_app(&app.id).await.unwrap(), Some(app.clone()), "get by id");
+    assert_eq!(store.get_app("acme").await.unwrap(), Some(app.clone()), "get by uid");
+    assert_eq!(store.get_app("nope").await.unwrap(), None);
+    assert_eq!(store.get_app(&new_id(ids::APP)).await.unwrap(), None);
+
+    // Apps without uid do not collide with each other.
+    let a = new_app("No uid 1", None);
+    let b = new_app("No uid 2", None);
+    store.create_app(a.clone()).await.unwrap();
+    store.create_app(b.clone()).await.unwrap();
+    assert_eq!(store.get_app(&a.id).await.unwrap(), Some(a));
+    assert_eq!(store.get_app(&b.id).await.unwrap(), Some(b));
+}
+
+pub async fn app_duplicate_uid_or_id_conflicts(store: &DynStore) {
+    let first = new_app("First", Some("same"));
+    store.create_app(first.clone()).await.unwrap();
+
+    let dup = new_app("Second", Some("same"));
+    assert_conflict(store.create_app(dup.clone()).await, "duplicate app uid");
+    assert_eq!(store.get_app(&dup.id).await.unwrap(), None, "the conflicting app must not exist");
+    assert_eq!(store.get_app("same").await.unwrap(), Some(first.clone()));
+
+    let mut same_id = new_app("Third", Some("other"));
+    same_id.id = first.id.clone();
+    assert_conflict(store.create_app(same_id).await, "duplicate app id");
+    assert_eq!(store.get_app("other").await.unwrap(), None);
+
+    // Taking another app's uid by update conflicts too and changes nothing.
+    let mut second = new_app("Second", Some("second"));
+    store.create_app(second.clone()).await.unwrap();
+    let before = second.clone();
+    second.uid = Some("same".into());
+    second.name = "Renamed".into();
+    assert_conflict(store.update_app(second).await, "update to a taken uid");
+    assert_eq!(store.get_app(&before.id).await.unwrap(), Some(before));
+    assert_eq!(store.get_app("same").await.unwrap(), Some(first));
+}
+
+pub async fn app_list_pagination(store: &DynStore) {
+    let empty = store.list_apps(&PageRequest::default()).await.unwrap();
+    assert!(empty.items.is_empty() && empty.done, "a new store has no apps");
+
+    let mut apps = Vec::new();
+    for i in 0..7 {
+        let app = new_app(&format!("app {i}"), Some(&format!("uid-{i}")));
+        store.create_app(app.clone()).await.unwrap();
+        apps.push(app);
+    }
+    let asc_ids: Vec<String> = apps.iter().map(|a| a.id.clone()).collect();
+    let desc_ids: Vec<String> = asc_ids.iter().rev().cloned().collect();
+
+    // Explicit pages: 3 + 3 + 1.
+    let p1 = store.list_apps(&page_req(3, None, false)).await.unwrap();
+    assert_eq!(p1.items.iter().map(|a| a.id.clone()).collect::<Vec<_>>(), asc_ids[0..3]);
+    assert!(!p1.done);
+    let p2 = store.list_apps(&page_req(3, Some(asc_ids[2].clone()), false)).await.unwrap();
+    assert_eq!(p2.items.iter().map(|a| a.id.clone()).collect::<Vec<_>>(), asc_ids[3..6]);
+    assert!(!p2.done);
+    let p3 = store.list_apps(&page_req(3, Some(asc_ids[5].clone()), false)).await.unwrap();
+    assert_eq!(p3.items, vec![apps[6].clone()], "items come back whole");
+    assert!(p3.done);
+
+    // Exactly `limit` items left: done, and nothing beyond.
+    let exact = store.list_apps(&page_req(7, None, false)).await.unwrap();
+    assert_eq!(exact.items.len(), 7);
+    assert!(exact.done, "a page holding the last item is done");
+    let past_end = store.list_apps(&page_req(3, Some(asc_ids[6].clone()), false)).await.unwrap();
+    assert!(past_end.items.is_empty() && past_end.done);
+
+    // Descending: newest first, iterator moves towards older ones.
+    let d1 = store.list_apps(&page_req(3, None, true)).await.unwrap();
+    assert_eq!(d1.items.iter().map(|a| a.id.clone()).collect::<Vec<_>>(), desc_ids[0..3]);
+    assert!(!d1.done);
+    let d2 = store.list_apps(&page_req(3, Some(desc_ids[2].clone()), true)).await.unwrap();
+    assert_eq!(d2.items.iter().map(|a| a.id.clone()).collect::<Vec<_>>(), desc_ids[3..6]);
+
+    for (limit, descending, want) in [(2, false, &asc_ids), (2, true, &desc_ids), (50, false, &asc_ids)] {
+        let got = all_pages(
+            limit,
+            descending,
+            |a: &Application| a.id.clone(),
+            |p| {
+                let s = store.clone();
+                async move { s.list_apps(&p).await }
+            },
+        )
+        .await;
+        assert_eq!(&got.iter().map(|a| a.id.clone()).collect::<Vec<_>>(), want, "limit {limit} desc {descending}");
+    }
+}
+
+pub async fn app_update(store: &DynStore) {
+    let mut app = new_app("Before", Some("before"));
+    store.create_app(app.clone()).await.unwrap();
+
+    app.name = "After".into();
+    app.uid = Some("after".into());
+    app.rate_limit = Some(5);
+    app.metadata.insert("k".into(), "v".into());
+    app.updated_at += secs(10);
+    store.update_app(app.clone()).await.unwrap();
+
+    assert_eq!(store.get_app(&app.id).await.unwrap(), Some(app.clone()));
+    assert_eq!(store.get_app("after").await.unwrap(), Some(app.clone()));
+    assert_eq!(store.get_app("before").await.unwrap(), None, "the old uid no longer resolves");
+
+    // Dropping the uid.
+    app.uid = None;
+    store.update_app(app.clone()).await.unwrap();
+    assert_eq!(store.get_app("after").await.unwrap(), None);
+    assert_eq!(store.get_app(&app.id).await.unwrap(), Some(app));
+
+    assert_not_found(store.update_app(new_app("Ghost", None)).await, "update of a missing app");
+}
+
+pub async fn app_delete_cascades(store: &DynStore) {
+    let t = now_ms();
+    let a = setup_app(store, "A").await;
+    let b = setup_app(store, "B").await;
+    let a1 = setup_endpoint(store, &a.id).await;
+    let a2 = setup_endpoint(store, &a.id).await;
+    let b1 = setup_endpoint(store, &b.id).await;
+    let ma = post(store, &a.id, &[&a1, &a2], t).await;
+    let ma2 = post(store, &a.id, &[&a1], t).await;
+    let mb = post(store, &b.id, &[&b1], t).await;
+
+    let jobs = claim(store, t + secs(1)).await;
+    assert_eq!(jobs.len(), 4);
+    let oa = outcome(&ma.id, &a1, t + secs(1), NextStep::Succeeded);
+    let ob = outcome(&mb.id, &b1, t + secs(1), NextStep::Succeeded);
+    let (atmpt_a, atmpt_b) = (oa.attempt.clone(), ob.attempt.clone());
+    store.record_attempts(vec![oa, ob], HOUR).await.unwrap();
+    store.create_token("hash-a".into(), Some(a.id.clone()), t).await.unwrap();
+    store.create_token("hash-b".into(), Some(b.id.clone()), t).await.unwrap();
+
+    store.delete_app(&a.id).await.unwrap();
+
+    assert_eq!(store.get_app(&a.id).await.unwrap(), None);
+    assert_eq!(store.get_endpoint(&a.id, &a1.id).await.unwrap(), None);
+    assert_eq!(store.get_endpoint(&a.id, &a2.id).await.unwrap(), None);
+    assert!(store.app_endpoints(&a.id).await.unwrap().is_empty());
+    assert!(store.list_endpoints(&a.id, &PageRequest::default()).await.unwrap().items.is_empty());
+    assert_eq!(store.get_message(&a.id, &ma.id).await.unwrap(), None);
+    assert_eq!(store.get_message(&a.id, &ma2.id).await.unwrap(), None);
+    assert!(store
+        .list_messages(&a.id, &MessageFilter::default(), &PageRequest::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(store.message_deliveries(&a.id, &ma.id).await.unwrap().is_empty());
+    assert!(store
+        .list_attempts(&a.id, &AttemptFilter::default(), &PageRequest::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert_eq!(store.get_attempt(&a.id, &ma.id, &atmpt_a.id).await.unwrap(), None);
+    assert_eq!(store.find_token("hash-a").await.unwrap(), None, "the app's tokens go with it");
+
+    // A's leftover pending (leased) deliveries are gone from the queue; B's only one succeeded.
+    assert_eq!(store.next_due_at().await.unwrap(), None, "the deleted app's deliveries are still queued");
+    let later = claim(store, t + hours(1)).await;
+    assert!(later.is_empty(), "deleted app's deliveries still claimable: {later:?}");
+
+    // B is untouched.
+    assert_eq!(store.get_app(&b.id).await.unwrap(), Some(b.clone()));
+    assert_eq!(store.get_endpoint(&b.id, &b1.id).await.unwrap(), Some(b1.clone()));
+    assert_eq!(store.get_message(&b.id, &mb.id).await.unwrap(), Some(mb.clone()));
+    assert_eq!(delivery(store, &b.id, &mb.id, &b1.id).await.status, DeliveryStatus::Success);
+    assert_eq!(store.get_attempt(&b.id, &mb.id, &atmpt_b.id).await.unwrap(), Some(atmpt_b));
+    assert_eq!(store.find_token("hash-b").await.unwrap(), Some(Principal::App(b.id.clone())));
+
+    assert_not_found(store.delete_app(&a.id).await, "second delete");
+}
+
+// ---------------------------------------------------------------------------------------
+// event types
+
+pub async fn event_type_crud(store: &DynStore) {
+    let mut et = new_event_type("invoice.paid");
+    et.feature_flag = Some("beta".into());
+    et.schemas = Some(serde_json::json!({"1": {"type": "object", "properties": {"id": {"type": "string"}}}}));
+    store.create_event_type(et.clone()).await.unwrap();
+    assert_eq!(store.get_event_type("invoice.paid").await.unwrap(), Some(et.clone()));
+    assert_eq!(store.get_event_type("invoice.unpaid").await.unwrap(), None);
+
+    let mut dup = new_event_type("invoice.paid");
+    dup.description = "other".into();
+    assert_conflict(store.create_event_type(dup).await, "duplicate event type name");
+    assert_eq!(store.get_event_type("invoice.paid").await.unwrap(), Some(et.clone()), "unchanged by the conflict");
+
+    et.description = "An invoice was paid".into();
+    et.archived = true;
+    et.deprecated = true;
+    et.feature_flag = None;
+    et.schemas = None;
+    et.updated_at += secs(5);
+    store.update_event_type(et.clone()).await.unwrap();
+    assert_eq!(store.get_event_type("invoice.paid").await.unwrap(), Some(et.clone()));
+
+    assert_not_found(store.update_event_type(new_event_type("nope")).await, "update of a missing event type");
+    assert_eq!(store.get_event_type("nope").await.unwrap(), None, "update must not create");
+
+    store.delete_event_type("invoice.paid").await.unwrap();
+    assert_eq!(store.get_event_type("invoice.paid").await.unwrap(), None);
+    assert_not_found(store.delete_event_type("invoice.paid").await, "second delete");
+}
+
+pub async fn event_type_list_archived_and_pagination(store: &DynStore) {
+    let names = ["a.one", "b.two", "c.three", "d.four", "e.five"];
+    for (i, name) in names.iter().enumerate() {
+        let mut et = new_event_type(name);
+        et.archived = i == 1 || i == 3;
+        store.create_event_type(et).await.unwrap();
+    }
+    let names_of = |p: &Page<EventType>| p.items.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+
+    let live = store.list_event_types(&page_req(50, None, false), false).await.unwrap();
+    assert_eq!(names_of(&live), ["a.one", "c.three", "e.five"]);
+    assert!(live.done);
+    assert!(live.items.iter().all(|e| !e.archived));
+
+    let all = store.list_event_types(&page_req(50, None, false), true).await.unwrap();
+    assert_eq!(names_of(&all), names);
+    assert!(all.done);
+
+    let p1 = store.list_event_types(&page_req(2, None, false), true).await.unwrap();
+    assert_eq!(names_of(&p1), ["a.one", "b.two"]);
+    assert!(!p1.done);
+    let p2 = store.list_event_types(&page_req(2, Some("b.two".into()), false), true).await.unwrap();
+    assert_eq!(names_of(&p2), ["c.three", "d.four"]);
+    assert!(!p2.done);
+    let p3 = store.list_event_types(&page_req(2, Some("d.four".into()), false), true).await.unwrap();
+    assert_eq!(names_of(&p3), ["e.five"]);
+    assert!(p3.done);
+
+    let live_p = store.list_event_types(&page_req(2, None, false), false).await.unwrap();
+    assert_eq!(names_of(&live_p), ["a.one", "c.three"]);
+    assert!(!live_p.done);
+
+    let desc = store.list_event_types(&page_req(2, None, true), false).await.unwrap();
+    assert_eq!(names_of(&desc), ["e.five", "c.three"]);
+    assert!(!desc.done);
+    let desc2 = store.list_event_types(&page_req(2, Some("c.three".into()), true), false).await.unwrap();
+    assert_eq!(names_of(&desc2), ["a.one"]);
+    assert!(desc2.done);
+
+    // Archiving by update takes it out of the default listing; deleting takes it out of both.
+    let mut e5 = store.get_event_type("e.five").await.unwrap().unwrap();
+    e5.archived = true;
+    store.update_event_type(e5).await.unwrap();
+    store.delete_event_type("b.two").await.unwrap();
+    let live = store.list_event_types(&page_req(50, None, false), false).await.unwrap();
+    assert_eq!(names_of(&live), ["a.one", "c.three"]);
+    let all = store.list_event_types(&page_req(50, None, false), true).await.unwrap();
+    assert_eq!(names_of(&all), ["a.one", "c.three", "d.four", "e.five"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// endpoints
+
+pub async fn endpoint_crud_and_pagination(store: &DynStore) {
+    let app = setup_app(store, "A").await;
+    let t = now_ms();
+    let mut ep = new_endpoint(&app.id, Some("primary"));
+    ep.description = "main receiver".into();
+    ep.version = 3;
+    ep.filter_types = Some(vec!["user.created".into(), "user.deleted".into()]);
+    ep.channels = Some(vec!["eu".into()]);
+    ep.rate_limit = Some(100);
+    ep.metadata.insert("team".into(), "billing".into());
+    ep.headers.insert("X-Custom".into(), "1".into());
+    ep.previous_secrets =
+        vec![ExpiringSecret { key: "whsec_b2xkb2xkb2xkb2xkb2xkb2xkb2xkb2xk".into(), expires_at: t + hours(1) }];
+    ep.failing_since = Some(t - mins(5));
+    store.create_endpoint(ep.clone()).await.unwrap();
+
+    assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "by id, all fields");
+    assert_eq!(store.get_endpoint(&app.id, "primary").await.unwrap(), Some(ep.clone()), "by uid");
+    assert_eq!(store.get_endpoint(&app.id, "secondary").await.unwrap(), None);
+
+    ep.url = "https://example.org/new".into();
+    ep.uid = Some("renamed".into());
+    ep.disabled = true;
+    ep.filter_types = None;
+    ep.channels = None;
+    ep.rate_limit = None;
+    ep.headers.clear();
+    ep.previous_secrets.clear();
+    ep.secret = "whsec_bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3".into();
+    ep.failing_since = None;
+    ep.version = 4;
+    ep.updated_at += secs(3);
+    store.update_endpoint(ep.clone()).await.unwrap();
+    assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()));
+    assert_eq!(store.get_endpoint(&app.id, "renamed").await.unwrap(), Some(ep.clone()));
+    assert_eq!(store.get_endpoint(&app.id, "primary").await.unwrap(), None);
+
+    assert_not_found(store.update_endpoint(new_endpoint(&app.id, None)).await, "update of a missing endpoint");
+
+    let mut all = vec![ep.clone()];
+    for _ in 0..4 {
+        all.push(setup_endpoint(store, &app.id).await);
+    }
+    let ids: Vec<String> = all.iter().map(|e| e.id.clone()).collect();
+    let listed = store.app_endpoints(&app.id).await.unwrap();
+    assert_eq!(listed.iter().map(|e| e.id.clone()).collect::<BTreeSet<_>>(), ids.iter().cloned().collect());
+
+    let p1 = store.list_endpoints(&app.id, &page_req(2, None, false)).await.unwrap();
+    assert_eq!(p1.items, all[0..2].to_vec());
+    assert!(!p1.done);
+    let rev: Vec<String> = ids.iter().rev().cloned().collect();
+    for (desc, want) in [(false, &ids), (true, &rev)] {
+        let got = all_pages(
+            2,
+            desc,
+            |e: &Endpoint| e.id.clone(),
+            |p| {
+                let (s, app_id) = (store.clone(), app.id.clone());
+                async move { s.list_endpoints(&app_id, &p).await }
+            },
+        )
+        .await;
+        assert_eq!(&got.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), want);
+    }
+
+    store.delete_endpoint(&app.id, &ep.id).await.unwrap();
+    assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), None);
+    assert_eq!(store.get_endpoint(&app.id, "renamed").await.unwrap(), None);
+    assert_eq!(store.app_endpoints(&app.id).await.unwrap().len(), 4);
+    assert_not_found(store.delete_endpoint(&app.id, &ep.id).await, "second delete");
+}
+
+pub async fn endpoint_tenant_isolation(store: &DynStore) {
+    let a = setup_app(store, "A").await;
+    let b = setup_app(store, "B").await;
+    let ep = new_endpoint(&a.id, Some("hook"));
+    store.create_endpoint(ep.clone()).await.unwrap();
+
+    assert_eq!(store.get_endpoint(&b.id, &ep.id).await.unwrap(), None, "another app's endpoint by id");
+    assert_eq!(store.get_endpoint(&b.id, "hook").await.unwrap(), None, "another app's endpoint by uid");
+    assert!(store.app_endpoints(&b.id).await.unwrap().is_empty());
+    assert!(store.list_endpoints(&b.id, &PageRequest::default()).await.unwrap().items.is_empty());
+
+    let mut hijack = ep.clone();
+    hijack.app_id = b.id.clone();
+    hijack.url = "https://attacker.example/".into();
+    assert_not_found(store.update_endpoint(hijack).await, "update through another app");
+    assert_not_found(store.delete_endpoint(&b.id, &ep.id).await, "delete through another app");
+    assert_eq!(store.get_endpoint(&a.id, &ep.id).await.unwrap(), Some(ep.clone()), "untouched");
+    assert!(store.get_endpoint(&b.id, &ep.id).await.unwrap().is_none(), "not moved to B");
+}
+
+pub async fn endpoint_uid_unique_per_app(store: &DynStore) {
+    let a = setup_app(store, "A").await;
+    let b = setup_app(store, "B").await;
+    let first = new_endpoint(&a.id, Some("hook"));
+    store.create_endpoint(first.clone()).await.unwrap();
+
+    let dup = new_endpoint(&a.id, Some("hook"));
+    assert_conflict(store.create_endpoint(dup.clone()).await, "duplicate endpoint uid in one app");
+    assert_eq!(store.get_endpoint(&a.id, &dup.id).await.unwrap(), None);
+
+    let in_b = new_endpoint(&b.id, Some("hook"));
+    store.create_endpoint(in_b.clone()).await.expect("the same uid in another app is fine");
+    assert_eq!(store.get_endpoint(&a.id, "hook").await.unwrap(), Some(first.clone()));
+    assert_eq!(store.get_endpoint(&b.id, "hook").await.unwrap(), Some(in_b));
+
+    // Endpoints without uid never collide.
+    setup_endpoint(store, &a.id).await;
+    setup_endpoint(store, &a.id).await;
+    assert_eq!(store.app_endpoints(&a.id).await.unwrap().len(), 3);
+
+    // Renaming onto a taken uid conflicts.
+    let mut other = new_endpoint(&a.id, Some("other"));
+    store.create_endpoint(other.clone()).await.unwrap();
+    other.uid = Some("hook".into());
+    assert_conflict(store.update_endpoint(other).await, "update to a taken endpoint uid");
+    assert_eq!(store.get_endpoint(&a.id, "hook").await.unwrap(), Some(first));
+}
+
+pub async fn endpoint_delete_cascades(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let gone = setup_endpoint(store, &app.id).await;
+    let kept = setup_endpoint(store, &app.id).await;
+    let msg = post(store, &app.id, &[&gone, &kept], t).await;
+    let msg2 = post(store, &app.id, &[&gone], t).await;
+    assert_eq!(claim(store, t + secs(1)).await.len(), 3);
+    let o1 = outcome(&msg.id, &gone, t + secs(1), NextStep::RetryAt(t + mins(5)));
+    let o2 = outcome(&msg.id, &kept, t + secs(1), NextStep::Succeeded);
+    let (a1, a2) = (o1.attempt.clone(), o2.attempt.clone());
+    store.record_attempts(vec![o1, o2], HOUR).await.unwrap();
+
+    store.delete_endpoint(&app.id, &gone.id).await.unwrap();
+
+    let left = store.message_deliveries(&app.id, &msg.id).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].1, kept);
+    assert!(store.message_deliveries(&app.id, &msg2.id).await.unwrap().is_empty());
+    assert_eq!(store.get_message(&app.id, &msg.id).await.unwrap(), Some(msg.clone()), "messages stay");
+    assert_eq!(store.get_attempt(&app.id, &msg.id, &a1.id).await.unwrap(), None);
+    assert_eq!(store.get_attempt(&app.id, &msg.id, &a2.id).await.unwrap(), Some(a2));
+    let by_ep = AttemptFilter { endpoint_id: Some(gone.id.clone()), ..Default::default() };
+    assert!(store.list_attempts(&app.id, &by_ep, &PageRequest::default()).await.unwrap().items.is_empty());
+    assert_eq!(store.next_due_at().await.unwrap(), None, "the deleted endpoint's deliveries are still queued");
+    assert!(claim(store, t + hours(1)).await.is_empty(), "the deleted endpoint's retries are gone");
+}
+
+// ---------------------------------------------------------------------------------------
+// messages
+
+pub async fn message_create_and_get(store: &DynStore) {
+    let t = now_ms();
+    let a = setup_app(store, "A").await;
+    let b = setup_app(store, "B").await;
+    let e1 = setup_endpoint(store, &a.id).await;
+    let e2 = setup_endpoint(store, &a.id).await;
+    let mut msg = new_message(&a.id, "user.created", t);
+    msg.event_id = Some("evt-1".into());
+    msg.channels = Some(vec!["eu".into(), "vip".into()]);
+    msg.tags = Some(vec!["t1".into()]);
+    msg.payload = r#"{"z":1,  "a":"ünïcödé"}"#.into();
+    store.create_message(msg.clone(), vec![e1.id.clone(), e2.id.clone()], None).await.unwrap();
+
+    assert_eq!(store.get_message(&a.id, &msg.id).await.unwrap(), Some(msg.clone()), "by id, payload byte for byte");
+    assert_eq!(store.get_message(&a.id, "evt-1").await.unwrap(), Some(msg.clone()), "by eventId");
+    assert_eq!(store.get_message(&a.id, "evt-2").await.unwrap(), None);
+    assert_eq!(store.get_message(&b.id, &msg.id).await.unwrap(), None, "another app cannot read it by id");
+    assert_eq!(store.get_message(&b.id, "evt-1").await.unwrap(), None, "nor by eventId");
+    assert!(store.message_deliveries(&b.id, &msg.id).await.unwrap().is_empty());
+
+    let deliveries = store.message_deliveries(&a.id, &msg.id).await.unwrap();
+    assert_eq!(deliveries.len(), 2);
+    let by_ep: BTreeMap<String, (Delivery, Endpoint)> =
+        deliveries.into_iter().map(|(d, e)| (d.endpoint_id.clone(), (d, e))).collect();
+    for ep in [&e1, &e2] {
+        let (d, e) = &by_ep[&ep.id];
+        assert_eq!(e, ep, "delivery comes with its endpoint");
+        assert_eq!(d.msg_id, msg.id);
+        assert_eq!(d.app_id, a.id);
+        assert_eq!(d.status, DeliveryStatus::Pending);
+        assert_eq!(d.attempts, 0);
+        assert_eq!(d.trigger, TriggerType::Scheduled);
+    }
+
+    // A message with no endpoint at all is still stored.
+    let lonely = post(store, &a.id, &[], t).await;
+    assert_eq!(store.get_message(&a.id, &lonely.id).await.unwrap(), Some(lonely.clone()));
+    assert!(store.message_deliveries(&a.id, &lonely.id).await.unwrap().is_empty());
+}
+
+pub async fn message_duplicate_event_id_conflicts_atomically(store: &DynStore) {
+    let t = now_ms();
+    let a = setup_app(store, "A").await;
+    let b = setup_app(store, "B").await;
+    let e1 = setup_endpoint(store, &a.id).await;
+    let e2 = setup_endpoint(store, &a.id).await;
+    let eb = setup_endpoint(store, &b.id).await;
+
+    let mut first = new_message(&a.id, "user.created", t);
+    first.event_id = Some("order-42".into());
+    store.create_message(first.clone(), vec![e1.id.clone()], None).await.unwrap();
+
+    let mut second = new_message(&a.id, "user.created", t);
+    second.event_id = Some("order-42".into());
+    assert_conflict(
+        store.create_message(second.clone(), vec![e1.id.clone(), e2.id.clone()], None).await,
+        "duplicate eventId in one app",
+    );
+    assert_eq!(store.get_message(&a.id, &second.id).await.unwrap(), None, "the rejected message does not exist");
+    assert!(store.message_deliveries(&a.id, &second.id).await.unwrap().is_empty(), "nor do its deliveries");
+    assert_eq!(store.get_message(&a.id, "order-42").await.unwrap(), Some(first.clone()));
+    let queued = claim(store, t + secs(1)).await;
+    assert_eq!(job_keys(&queued), set([pair(&first, &e1)]), "only the first message's delivery is queued");
+
+    let mut in_b = new_message(&b.id, "user.created", t);
+    in_b.event_id = Some("order-42".into());
+    store.create_message(in_b.clone(), vec![eb.id.clone()], None).await.expect("same eventId in another app");
+    assert_eq!(store.get_message(&b.id, "order-42").await.unwrap(), Some(in_b));
+    assert_eq!(store.get_message(&a.id, "order-42").await.unwrap(), Some(first));
+
+    // Messages without eventId never collide.
+    post(store, &a.id, &[&e1], t).await;
+    post(store, &a.id, &[&e1], t).await;
+    let all = store.list_messages(&a.id, &MessageFilter::default(), &PageRequest::default()).await.unwrap();
+    assert_eq!(all.items.len(), 3);
+}
+
+pub async fn list_messages_filters(store: &DynStore) {
+    let t = now_ms() - hours(1);
+    let a = setup_app(store, "A").await;
+    let b = setup_app(store, "B").await;
+    let mk = |et: &str, ch: Option<&[&str]>, tags: Option<&[&str]>, at| {
+        let mut m = new_message(&a.id, et, at);
+        m.channels = ch.map(|c| c.iter().map(|s| s.to_string()).collect());
+        m.tags = tags.map(|c| c.iter().map(|s| s.to_string()).collect());
+        m
+    };
+    let m1 = mk("user.created", Some(&["a"]), Some(&["x"]), t);
+    let m2 = mk("user.deleted", Some(&["a", "b"]), None, t + mins(1));
+    let m3 = mk("invoice.paid", None, Some(&["x", "y"]), t + mins(2));
+    let m4 = mk("user.created", Some(&["b"]), Some(&["y"]), t + mins(3));
+    for m in [&m1, &m2, &m3, &m4] {
+        store.create_message(m.clone(), vec![], None).await.unwrap();
+    }
+    let mut other = new_message(&b.id, "user.created", t + mins(1));
+    other.channels = Some(vec!["a".into()]);
+    other.tags = Some(vec!["x".into()]);
+    store.create_message(other, vec![], None).await.unwrap();
+
+    let list = |f: MessageFilter| {
+        let (s, app_id) = (store.clone(), a.id.clone());
+        async move {
+            let page = s.list_messages(&app_id, &f, &page_req(50, None, false)).await.unwrap();
+            assert!(page.done);
+            page.items
+        }
+    };
+    let ids = |ms: &[&Message]| ms.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+    let got = |v: Vec<Message>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
+    let types = |ts: &[&str]| Some(ts.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+
+    assert_eq!(list(MessageFilter::default()).await, vec![m1.clone(), m2.clone(), m3.clone(), m4.clone()]);
+    let cases: Vec<(&str, MessageFilter, Vec<String>)> = vec![
+        ("one type", MessageFilter { event_types: types(&["user.created"]), ..Default::default() }, ids(&[&m1, &m4])),
+        (
+            "two types",
+            MessageFilter { event_types: types(&["user.created", "invoice.paid"]), ..Default::default() },
+            ids(&[&m1, &m3, &m4]),
+        ),
+        ("unknown type", MessageFilter { event_types: types(&["nope"]), ..Default::default() }, vec![]),
+        ("channel a", MessageFilter { channel: Some("a".into()), ..Default::default() }, ids(&[&m1, &m2])),
+        ("channel b", MessageFilter { channel: Some("b".into()), ..Default::default() }, ids(&[&m2, &m4])),
+        ("unknown channel", MessageFilter { channel: Some("zz".into()), ..Default::default() }, vec![]),
+        ("tag x", MessageFilter { tag: Some("x".into()), ..Default::default() }, ids(&[&m1, &m3])),
+        ("tag y", MessageFilter { tag: Some("y".into()), ..Default::default() }, ids(&[&m3, &m4])),
+        ("after", MessageFilter { after: Some(t + secs(30)), ..Default::default() }, ids(&[&m2, &m3, &m4])),
+        ("before", MessageFilter { before: Some(t + secs(150)), ..Default::default() }, ids(&[&m1, &m2, &m3])),
+        (
+            "window",
+            MessageFilter { after: Some(t + secs(30)), before: Some(t + secs(150)), ..Default::default() },
+            ids(&[&m2, &m3]),
+        ),
+        (
+            "type and channel",
+            MessageFilter { event_types: types(&["user.created"]), channel: Some("b".into()), ..Default::default() },
+            ids(&[&m4]),
+        ),
+        (
+            "tag and before",
+            MessageFilter { tag: Some("x".into()), before: Some(t + secs(90)), ..Default::default() },
+            ids(&[&m1]),
+        ),
+    ];
+    for (name, filter, want) in cases {
+        assert_eq!(got(list(filter).await), want, "filter: {name}");
+    }
+
+    // Filters and pagination together.
+    let f = MessageFilter { event_types: types(&["user.created"]), ..Default::default() };
+    let p1 = store.list_messages(&a.id, &f, &page_req(1, None, false)).await.unwrap();
+    assert_eq!(got(p1.items), ids(&[&m1]));
+    assert!(!p1.done);
+    let p2 = store.list_messages(&a.id, &f, &page_req(1, Some(m1.id.clone()), false)).await.unwrap();
+    assert_eq!(got(p2.items), ids(&[&m4]));
+    assert!(p2.done);
+}
+
+pub async fn list_messages_pagination(store: &DynStore) {
+    let t = now_ms();
+    let a = setup_app(store, "A").await;
+    let b = setup_app(store, "B").await;
+    let mut msgs = Vec::new();
+    for i in 0..5 {
+        msgs.push(post(store, &a.id, &[], t + secs(i)).await);
+        post(store, &b.id, &[], t + secs(i)).await;
+    }
+    let ids: Vec<String> = msgs.iter().map(|m| m.id.clone()).collect();
+    let rev: Vec<String> = ids.iter().rev().cloned().collect();
+
+    let p1 = store.list_messages(&a.id, &MessageFilter::default(), &page_req(2, None, true)).await.unwrap();
+    assert_eq!(p1.items.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), rev[0..2]);
+    assert!(!p1.done);
+    let p2 =
+        store.list_messages(&a.id, &MessageFilter::default(), &page_req(2, Some(rev[1].clone()), true)).await.unwrap();
+    assert_eq!(p2.items.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), rev[2..4]);
+    assert!(!p2.done);
+
+    for (limit, desc, want) in [(2, false, &ids), (2, true, &rev), (5, false, &ids), (1, true, &rev)] {
+        let got = all_pages(
+            limit,
+            desc,
+            |m: &Message| m.id.clone(),
+            |p| {
+                let (s, app_id) = (store.clone(), a.id.clone());
+                async move { s.list_messages(&app_id, &MessageFilter::default(), &p).await }
+            },
+        )
+        .await;
+        assert_eq!(&got.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), want, "limit {limit} desc {desc}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// the delivery queue
+
+pub async fn claim_due_leases_deliveries(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let e1 = setup_endpoint(store, &app.id).await;
+    let e2 = setup_endpoint(store, &app.id).await;
+    let m1 = post(store, &app.id, &[&e1, &e2], t).await;
+    let m2 = post(store, &app.id, &[&e1], t).await;
+    let all = set([pair(&m1, &e1), pair(&m1, &e2), pair(&m2, &e1)]);
+
+    assert!(store.claim_due(t - mins(1), 10, LEASE).await.unwrap().is_empty(), "nothing is due before its time");
+
+    let now = t + secs(1);
+    let first = store.claim_due(now, 2, LEASE).await.unwrap();
+    assert_eq!(first.len(), 2, "limit is respected");
+    let second = store.claim_due(now, 2, LEASE).await.unwrap();
+    assert_eq!(second.len(), 1, "only what was not leased yet");
+    let third = store.claim_due(now, 2, LEASE).await.unwrap();
+    assert!(third.is_empty(), "everything is leased");
+    let mut got = job_keys(&first);
+    got.extend(job_keys(&second));
+    assert_eq!(got, all);
+
+    for job in first.iter().chain(&second) {
+        let msg = if job.delivery.msg_id == m1.id { &m1 } else { &m2 };
+        let ep = if job.delivery.endpoint_id == e1.id { &e1 } else { &e2 };
+        assert_eq!(*job.message, *msg, "job carries its message");
+        assert_eq!(*job.endpoint, *ep, "job carries its endpoint");
+        assert_eq!(job.delivery.app_id, app.id);
+        assert_eq!(job.delivery.status, DeliveryStatus::Pending);
+        assert_eq!(job.delivery.attempts, 0);
+    }
+
+    // Still leased just before the lease ends, claimable again after.
+    assert!(claim(store, now + secs(59)).await.is_empty(), "lease still held");
+    let again = claim(store, now + secs(61)).await;
+    assert_eq!(job_keys(&again), all, "an expired lease makes the delivery claimable again");
+    assert!(claim(store, now + secs(62)).await.is_empty(), "and claiming leases it anew");
+    let far = store.claim_due(t + chrono::Duration::days(365), 1000, LEASE).await.unwrap();
+    assert_eq!(job_keys(&far), all);
+}
+
+pub async fn claim_due_respects_initial_lease(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let e1 = setup_endpoint(store, &app.id).await;
+    let e2 = setup_endpoint(store, &app.id).await;
+    let leased = new_message(&app.id, "user.created", t);
+    store.create_message(leased.clone(), vec![e1.id.clone(), e2.id.clone()], Some(t + mins(2))).await.unwrap();
+
+    let ds = store.message_deliveries(&app.id, &leased.id).await.unwrap();
+    assert_eq!(ds.len(), 2);
+    assert!(ds.iter().all(|(d, _)| d.status == DeliveryStatus::Pending && d.attempts == 0));
+
+    assert!(claim(store, t + secs(1)).await.is_empty(), "leased at creation: not claimable");
+    assert!(claim(store, t + mins(2) - secs(1)).await.is_empty(), "not before the lease ends");
+    // A poller must not be told the leased deliveries are due before their lease ends.
+    if let Some(due) = store.next_due_at().await.unwrap() {
+        assert!(due >= t + mins(2), "next_due_at {due} is inside the creation lease");
+    }
+
+    // A message created without lease next to it is claimable at once (leased here for
+    // long enough to stay out of the way below).
+    let free = post(store, &app.id, &[&e1], t).await;
+    let jobs = store.claim_due(t + secs(1), 100, HOUR).await.unwrap();
+    assert_eq!(job_keys(&jobs), set([pair(&free, &e1)]));
+
+    let after = claim(store, t + mins(2) + secs(1)).await;
+    assert_eq!(job_keys(&after), set([pair(&leased, &e1), pair(&leased, &e2)]), "claimable once the lease ran out");
+}
+
+pub async fn record_attempts_moves_deliveries(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let ok = setup_endpoint(store, &app.id).await;
+    let retry = setup_endpoint(store, &app.id).await;
+    let dead = setup_endpoint(store, &app.id).await;
+    let msg = post(store, &app.id, &[&ok, &retry, &dead], t).await;
+    assert_eq!(claim(store, t + secs(1)).await.len(), 3);
+
+    let at = t + secs(2);
+    let retry_at = t + mins(10);
+    let outcomes = vec![
+        outcome(&msg.id, &ok, at, NextStep::Succeeded),
+        outcome(&msg.id, &retry, at, NextStep::RetryAt(retry_at)),
+        outcome(&msg.id, &dead, at, NextStep::GiveUp),
+    ];
+    let attempts: Vec<Attempt> = outcomes.iter().map(|o| o.attempt.clone()).collect();
+    let disabled = store.record_attempts(outcomes, Duration::from_secs(24 * 3600)).await.unwrap();
+    assert!(disabled.is_empty(), "nothing fails long enough to be disabled");
+
+    let d = delivery(store, &app.id, &msg.id, &ok.id).await;
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Success, 1));
+    assert_eq!(d.next_attempt_at, None);
+    let d = delivery(store, &app.id, &msg.id, &retry.id).await;
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 1));
+    assert_eq!(d.next_attempt_at, Some(retry_at));
+    let d = delivery(store, &app.id, &msg.id, &dead.id).await;
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Fail, 1));
+    assert_eq!(d.next_attempt_at, None);
+
+    for a in &attempts {
+        assert_eq!(store.get_attempt(&app.id, &msg.id, &a.id).await.unwrap().as_ref(), Some(a), "attempt stored");
+    }
+
+    assert_eq!(store.next_due_at().await.unwrap(), Some(retry_at));
+    assert!(claim(store, t + mins(9)).await.is_empty(), "the retry is not due before its time");
+    let jobs = claim(store, retry_at).await;
+    assert_eq!(job_keys(&jobs), set([pair(&msg, &retry)]), "only the retry comes back, at its time");
+    assert_eq!(jobs[0].delivery.attempts, 1);
+
+    store
+        .record_attempts(vec![outcome(&msg.id, &retry, retry_at, NextStep::RetryAt(retry_at + mins(10)))], HOUR)
+        .await
+        .unwrap();
+    assert_eq!(delivery(store, &app.id, &msg.id, &retry.id).await.attempts, 2);
+    let jobs = claim(store, retry_at + mins(10)).await;
+    assert_eq!(job_keys(&jobs), set([pair(&msg, &retry)]));
+    store
+        .record_attempts(vec![outcome(&msg.id, &retry, retry_at + mins(10), NextStep::Succeeded)], HOUR)
+        .await
+        .unwrap();
+    let d = delivery(store, &app.id, &msg.id, &retry.id).await;
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Success, 3));
+
+    assert_eq!(store.next_due_at().await.unwrap(), None, "nothing pending any more");
+    assert!(claim(store, t + chrono::Duration::days(30)).await.is_empty(), "finished deliveries never come back");
+    let listed = store
+        .list_attempts(
+            &app.id,
+            &AttemptFilter { msg_id: Some(msg.id.clone()), ..Default::default() },
+            &page_req(50, None, false),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 5);
+}
+
+pub async fn next_due_at_reports_earliest(store: &DynStore) {
+    assert_eq!(store.next_due_at().await.unwrap(), None, "empty store");
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let e1 = setup_endpoint(store, &app.id).await;
+    let e2 = setup_endpoint(store, &app.id).await;
+    let msg = post(store, &app.id, &[&e1, &e2], t).await;
+
+    let due = store.next_due_at().await.unwrap().expect("a fresh delivery is due");
+    assert!(due <= now_ms() + secs(1), "a fresh delivery is due now, not at {due}");
+
+    assert_eq!(claim(store, t + secs(1)).await.len(), 2);
+    store
+        .record_attempts(
+            vec![
+                outcome(&msg.id, &e1, t + secs(1), NextStep::RetryAt(t + mins(20))),
+                outcome(&msg.id, &e2, t + secs(1), NextStep::RetryAt(t + mins(7))),
+            ],
+            HOUR,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.next_due_at().await.unwrap(), Some(t + mins(7)));
+
+    assert_eq!(job_keys(&claim(store, t + mins(7)).await), set([pair(&msg, &e2)]));
+    store.record_attempts(vec![outcome(&msg.id, &e2, t + mins(7), NextStep::Succeeded)], HOUR).await.unwrap();
+    assert_eq!(store.next_due_at().await.unwrap(), Some(t + mins(20)));
+
+    assert_eq!(claim(store, t + mins(20)).await.len(), 1);
+    store.record_attempts(vec![outcome(&msg.id, &e1, t + mins(20), NextStep::GiveUp)], HOUR).await.unwrap();
+    assert_eq!(store.next_due_at().await.unwrap(), None);
+}
+
+pub async fn endpoint_failing_since_and_disable(store: &DynStore) {
+    let t0 = now_ms();
+    let disable_after = HOUR;
+    let app = setup_app(store, "A").await;
+    let ep = setup_endpoint(store, &app.id).await;
+    let healthy = setup_endpoint(store, &app.id).await;
+    let m1 = post(store, &app.id, &[&ep], t0).await;
+
+    // First failure starts the failing run.
+    assert_eq!(job_keys(&claim(store, t0 + secs(1)).await), set([pair(&m1, &ep)]));
+    let off = store.record_attempts(vec![outcome(&m1.id, &ep, t0, NextStep::RetryAt(t0 + mins(30)))], disable_after);
+    assert!(off.await.unwrap().is_empty());
+    let e = endpoint_now(store, &ep).await;
+    assert_eq!(e.failing_since, Some(t0));
+    assert!(!e.disabled);
+
+    // Failing again within disable_after: the run keeps its start, nothing is disabled.
+    assert_eq!(claim(store, t0 + mins(30)).await.len(), 1);
+    let off = store
+        .record_attempts(vec![outcome(&m1.id, &ep, t0 + mins(30), NextStep::RetryAt(t0 + mins(40)))], disable_after);
+    assert!(off.await.unwrap().is_empty());
+    let e = endpoint_now(store, &ep).await;
+    assert_eq!(e.failing_since, Some(t0), "a later failure does not move the start of the run");
+    assert!(!e.disabled);
+
+    // A success ends the run.
+    assert_eq!(claim(store, t0 + mins(40)).await.len(), 1);
+    let off = store.record_attempts(vec![outcome(&m1.id, &ep, t0 + mins(40), NextStep::Succeeded)], disable_after);
+    assert!(off.await.unwrap().is_empty());
+    assert_eq!(endpoint_now(store, &ep).await.failing_since, None, "success clears failing_since");
+
+    // A new run starts at the next failure; the healthy endpoint succeeds alongside.
+    let m2 = post(store, &app.id, &[&ep, &healthy], t0).await;
+    let t1 = t0 + mins(50);
+    assert_eq!(job_keys(&claim(store, t1).await), set([pair(&m2, &ep), pair(&m2, &healthy)]));
+    let off = store.record_attempts(
+        vec![
+            outcome(&m2.id, &ep, t1, NextStep::RetryAt(t0 + mins(120))),
+            outcome(&m2.id, &healthy, t1, NextStep::Succeeded),
+        ],
+        disable_after,
+    );
+    assert!(off.await.unwrap().is_empty());
+    assert_eq!(endpoint_now(store, &ep).await.failing_since, Some(t1), "the run restarted after the success");
+
+    // Still failing more than disable_after after the run began: disabled, and reported.
+    let t2 = t0 + mins(120);
+    assert_eq!(job_keys(&claim(store, t2).await), set([pair(&m2, &ep)]));
+    let off = store.record_attempts(vec![outcome(&m2.id, &ep, t2, NextStep::RetryAt(t0 + mins(180)))], disable_after);
+    assert_eq!(off.await.unwrap(), vec![ep.id.clone()]);
+    let e = endpoint_now(store, &ep).await;
+    assert!(e.disabled, "endpoint failing for longer than disable_after is disabled");
+    assert_eq!(e.failing_since, Some(t1));
+
+    // Already disabled: not reported again.
+    assert_eq!(claim(store, t0 + mins(180)).await.len(), 1);
+    let off = store.record_attempts(vec![outcome(&m2.id, &ep, t0 + mins(180), NextStep::GiveUp)], disable_after);
+    assert!(off.await.unwrap().is_empty(), "an endpoint is reported disabled once");
+
+    let h = endpoint_now(store, &healthy).await;
+    assert!(!h.disabled);
+    assert_eq!(h.failing_since, None);
+}
+
+pub async fn abandon_deliveries_marks_failed(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let e1 = setup_endpoint(store, &app.id).await;
+    let e2 = setup_endpoint(store, &app.id).await;
+    let m1 = post(store, &app.id, &[&e1, &e2], t).await;
+    assert_eq!(claim(store, t + secs(1)).await.len(), 2);
+    let m2 = post(store, &app.id, &[&e1], t).await;
+
+    // One leased delivery and one that was never claimed.
+    store.abandon_deliveries(vec![key(&m1.id, &e1.id), key(&m2.id, &e1.id)]).await.unwrap();
+
+    for m in [&m1, &m2] {
+        let d = delivery(store, &app.id, &m.id, &e1.id).await;
+        assert_eq!(d.status, DeliveryStatus::Fail);
+        assert_eq!(d.attempts, 0, "abandoning makes no attempt");
+        assert_eq!(d.next_attempt_at, None);
+    }
+    assert_eq!(delivery(store, &app.id, &m1.id, &e2.id).await.status, DeliveryStatus::Pending, "others untouched");
+    let atts = store.list_attempts(&app.id, &AttemptFilter::default(), &PageRequest::default()).await.unwrap();
+    assert!(atts.items.is_empty(), "no attempt is recorded");
+
+    let later = claim(store, t + hours(1)).await;
+    assert_eq!(job_keys(&later), set([pair(&m1, &e2)]), "abandoned deliveries are never claimed");
+    store.abandon_deliveries(vec![]).await.expect("an empty batch is fine");
+
+    // A delivery that already finished keeps its outcome: abandoning only fails pending ones.
+    store.record_attempts(vec![outcome(&m1.id, &e2, t + hours(1), NextStep::Succeeded)], HOUR).await.unwrap();
+    store.abandon_deliveries(vec![key(&m1.id, &e2.id)]).await.unwrap();
+    let d = delivery(store, &app.id, &m1.id, &e2.id).await;
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Success, 1), "a succeeded delivery must not turn failed");
+    // Unknown keys are ignored.
+    store.abandon_deliveries(vec![key(&new_id(ids::MESSAGE), &e1.id)]).await.unwrap();
+}
+
+pub async fn defer_deliveries_hands_back(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let e1 = setup_endpoint(store, &app.id).await;
+    let e2 = setup_endpoint(store, &app.id).await;
+    let msg = post(store, &app.id, &[&e1, &e2], t).await;
+    assert_eq!(claim(store, t + secs(1)).await.len(), 2);
+    store.record_attempts(vec![outcome(&msg.id, &e2, t + secs(1), NextStep::Succeeded)], HOUR).await.unwrap();
+
+    // e1 is leased for LEASE; hand it back for later than the lease would have run.
+    let due = t + mins(5);
+    store.defer_deliveries(vec![key(&msg.id, &e1.id), key(&msg.id, &e2.id)], due).await.unwrap();
+
+    let d = delivery(store, &app.id, &msg.id, &e1.id).await;
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 0), "deferring makes no attempt");
+    assert_eq!(store.next_due_at().await.unwrap(), Some(due));
+    assert!(claim(store, t + mins(2)).await.is_empty(), "not claimable before the deferred time");
+    assert_eq!(job_keys(&claim(store, due).await), set([pair(&msg, &e1)]));
+    let d = delivery(store, &app.id, &msg.id, &e2.id).await;
+    assert_eq!(d.status, DeliveryStatus::Success, "a finished delivery is not revived by defer");
+}
+
+pub async fn resend_requeues_and_is_scoped(store: &DynStore) {
+    let t = now_ms();
+    let a = setup_app(store, "A").await;
+    let b = setup_app(store, "B").await;
+    let e1 = setup_endpoint(store, &a.id).await;
+    let eb = setup_endpoint(store, &b.id).await;
+    let msg = post(store, &a.id, &[&e1], t).await;
+    let mb = post(store, &b.id, &[&eb], t).await;
+    assert_eq!(claim(store, t + secs(1)).await.len(), 2);
+    store
+        .record_attempts(
+            vec![
+                outcome(&msg.id, &e1, t + secs(1), NextStep::GiveUp),
+                outcome(&mb.id, &eb, t + secs(1), NextStep::Succeeded),
+            ],
+            HOUR,
+        )
+        .await
+        .unwrap();
+    assert_eq!(delivery(store, &a.id, &msg.id, &e1.id).await.status, DeliveryStatus::Fail);
+
+    // Resending a failed delivery queues it again, as a manual one.
+    let now = t + mins(1);
+    store.resend(&a.id, &msg.id, &e1.id, now).await.unwrap();
+    let d = delivery(store, &a.id, &msg.id, &e1.id).await;
+    assert_eq!(d.status, DeliveryStatus::Pending);
+    assert_eq!(d.trigger, TriggerType::Manual);
+    let jobs = claim(store, now).await;
+    assert_eq!(job_keys(&jobs), set([pair(&msg, &e1)]));
+    assert_eq!(jobs[0].delivery.trigger, TriggerType::Manual);
+    assert_eq!(*jobs[0].message, msg);
+
+    // Resending to an endpoint created after the message creates the delivery.
+    let late = setup_endpoint(store, &a.id).await;
+    store.resend(&a.id, &msg.id, &late.id, now).await.unwrap();
+    assert_eq!(store.message_deliveries(&a.id, &msg.id).await.unwrap().len(), 2);
+    let d = delivery(store, &a.id, &msg.id, &late.id).await;
+    assert_eq!((d.status, d.trigger), (DeliveryStatus::Pending, TriggerType::Manual));
+    assert_eq!(job_keys(&claim(store, now).await), set([pair(&msg, &late)]));
+
+    // Nothing crosses applications, and unknown ids are not found.
+    assert_not_found(store.resend(&b.id, &msg.id, &eb.id, now).await, "A's message through B");
+    assert_not_found(store.resend(&a.id, &msg.id, &eb.id, now).await, "B's endpoint through A");
+    assert_not_found(store.resend(&b.id, &mb.id, &e1.id, now).await, "A's endpoint through B");
+    assert_not_found(store.resend(&b.id, &msg.id, &e1.id, now).await, "A's message and endpoint through B");
+    assert_not_found(store.resend(&a.id, &new_id(ids::MESSAGE), &e1.id, now).await, "unknown message");
+    assert_not_found(store.resend(&a.id, &msg.id, &new_id(ids::ENDPOINT), now).await, "unknown endpoint");
+    assert_eq!(store.message_deliveries(&a.id, &msg.id).await.unwrap().len(), 2);
+    let only_b = store.message_deliveries(&b.id, &mb.id).await.unwrap();
+    assert_eq!(only_b.len(), 1);
+    assert_eq!(only_b[0].0.status, DeliveryStatus::Success, "B's delivery untouched");
+    assert_eq!(claim(store, now + hours(2)).await.len(), 2, "only the two resends are queued");
+}
+
+pub async fn recover_requeues_failed_in_window(store: &DynStore) {
+    let t = now_ms();
+    let a = setup_app(store, "A").await;
+    let b = setup_app(store, "B").await;
+    let ep = setup_endpoint(store, &a.id).await;
+    let other = setup_endpoint(store, &a.id).await;
+    let m1 = post(store, &a.id, &[&ep], t - mins(180)).await; // before the window
+    let m2 = post(store, &a.id, &[&ep], t - mins(120)).await; // exactly at `since`: in
+    let m3 = post(store, &a.id, &[&ep], t - mins(60)).await; // in
+    let m4 = post(store, &a.id, &[&ep], t - mins(50)).await; // in, but succeeded
+    let m5 = post(store, &a.id, &[&ep], t - mins(40)).await; // exactly at `until`: out
+    let m6 = post(store, &a.id, &[&other], t - mins(60)).await; // in, other endpoint
+    let jobs = claim(store, t + secs(1)).await;
+    assert_eq!(jobs.len(), 6);
+    let outcomes = jobs
+        .iter()
+        .map(|j| {
+            let e = if j.delivery.endpoint_id == ep.id { &ep } else { &other };
+            let next = if j.delivery.msg_id == m4.id { NextStep::Succeeded } else { NextStep::GiveUp };
+            outcome(&j.delivery.msg_id, e, t, next)
+        })
+        .collect();
+    store.record_attempts(outcomes, Duration::from_secs(365 * 24 * 3600)).await.unwrap();
+    assert_eq!(store.next_due_at().await.unwrap(), None);
+
+    // Another application cannot recover A's endpoint.
+    match store.recover(&b.id, &ep.id, t - mins(500), None, t).await {
+        Ok(0) | Err(StoreError::NotFound) => {}
+        r => panic!("recover through another app: {r:?}"),
+    }
+    assert_eq!(store.next_due_at().await.unwrap(), None, "nothing re-queued through B");
+
+    let n = store.recover(&a.id, &ep.id, t - mins(120), Some(t - mins(40)), t).await.unwrap();
+    assert_eq!(n, 2, "m2 and m3");
+    let status = |m: &Message, e: &Endpoint| {
+        let (s, app, m, e) = (store.clone(), a.id.clone(), m.id.clone(), e.id.clone());
+        async move { delivery(&s, &app, &m, &e).await.status }
+    };
+    assert_eq!(status(&m1, &ep).await, DeliveryStatus::Fail);
+    assert_eq!(status(&m2, &ep).await, DeliveryStatus::Pending);
+    assert_eq!(status(&m3, &ep).await, DeliveryStatus::Pending);
+    assert_eq!(status(&m4, &ep).await, DeliveryStatus::Success);
+    assert_eq!(status(&m5, &ep).await, DeliveryStatus::Fail);
+    assert_eq!(status(&m6, &other).await, DeliveryStatus::Fail);
+    assert_eq!(job_keys(&claim(store, t + secs(1)).await), set([pair(&m2, &ep), pair(&m3, &ep)]));
+
+    // Open-ended: everything failed since, and only failed ones (m2, m3 are pending now).
+    let n = store.recover(&a.id, &ep.id, t - mins(240), None, t).await.unwrap();
+    assert_eq!(n, 2, "m1 and m5");
+    assert_eq!(job_keys(&claim(store, t + secs(1)).await), set([pair(&m1, &ep), pair(&m5, &ep)]));
+    assert_eq!(status(&m4, &ep).await, DeliveryStatus::Success);
+    assert_eq!(status(&m6, &other).await, DeliveryStatus::Fail);
+    assert_eq!(store.recover(&a.id, &ep.id, t - mins(240), None, t).await.unwrap(), 0, "nothing failed is left");
+}
+
+pub async fn release_all_leases_frees_leased_only(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let e1 = setup_endpoint(store, &app.id).await;
+    let e2 = setup_endpoint(store, &app.id).await;
+    let e3 = setup_endpoint(store, &app.id).await;
+    let done = setup_endpoint(store, &app.id).await;
+    let later = setup_endpoint(store, &app.id).await;
+    let msg = post(store, &app.id, &[&e1, &e2, &e3, &done, &later], t).await;
+    assert_eq!(store.claim_due(t + secs(1), 100, HOUR).await.unwrap().len(), 5);
+    let retry_at = t + chrono::Duration::days(1);
+    store
+        .record_attempts(
+            vec![
+                outcome(&msg.id, &done, t + secs(1), NextStep::Succeeded),
+                outcome(&msg.id, &later, t + secs(1), NextStep::RetryAt(retry_at)),
+            ],
+            Duration::from_secs(7 * 24 * 3600),
+        )
+        .await
+        .unwrap();
+    // Leased for an hour, so nothing is claimable soon.
+    assert!(claim(store, now_ms() + secs(2)).await.is_empty());
+    // Created already leased: released too.
+    let pre = new_message(&app.id, "user.created", t);
+    store.create_message(pre.clone(), vec![e1.id.clone()], Some(t + hours(1))).await.unwrap();
+
+    assert_eq!(store.release_all_leases().await.unwrap(), 4, "three claimed plus one created leased");
+
+    // Claimed for two days, so that only `later` comes back at its retry time.
+    let freed = store.claim_due(now_ms() + secs(2), 100, Duration::from_secs(2 * 24 * 3600)).await.unwrap();
+    assert_eq!(
+        job_keys(&freed),
+        set([pair(&msg, &e1), pair(&msg, &e2), pair(&msg, &e3), pair(&pre, &e1)]),
+        "released deliveries are due at once; waiting and finished ones are not touched"
+    );
+    assert_eq!(delivery(store, &app.id, &msg.id, &done.id).await.status, DeliveryStatus::Success);
+    let d = delivery(store, &app.id, &msg.id, &later.id).await;
+    assert_eq!((d.status, d.next_attempt_at), (DeliveryStatus::Pending, Some(retry_at)));
+    assert_eq!(job_keys(&claim(store, retry_at).await), set([pair(&msg, &later)]));
+    // All five pending deliveries are leased again by the two claims above.
+    assert_eq!(store.release_all_leases().await.unwrap(), 5);
+    store
+        .record_attempts(
+            [&e1, &e2, &e3, &later].iter().map(|e| outcome(&msg.id, e, t, NextStep::Succeeded)).collect(),
+            HOUR,
+        )
+        .await
+        .unwrap();
+    store.record_attempts(vec![outcome(&pre.id, &e1, t, NextStep::Succeeded)], HOUR).await.unwrap();
+    assert_eq!(store.release_all_leases().await.unwrap(), 0, "no lease left");
+}
+
+// ---------------------------------------------------------------------------------------
+// attempts
+
+pub async fn attempts_list_filters_and_get(store: &DynStore) {
+    let t = now_ms();
+    let a = setup_app(store, "A").await;
+    let b = setup_app(store, "B").await;
+    let e1 = setup_endpoint(store, &a.id).await;
+    let e2 = setup_endpoint(store, &a.id).await;
+    let eb = setup_endpoint(store, &b.id).await;
+    let m1 = post(store, &a.id, &[&e1, &e2], t).await;
+    let m2 = post(store, &a.id, &[&e1], t).await;
+    let mb = post(store, &b.id, &[&eb], t).await;
+    assert_eq!(claim(store, t + secs(1)).await.len(), 4);
+
+    // In id (creation) order, with increasing times.
+    let o = [
+        outcome(&m1.id, &e1, t + secs(1), NextStep::RetryAt(t + secs(10))),
+        outcome(&m1.id, &e2, t + secs(2), NextStep::GiveUp),
+        outcome(&m2.id, &e1, t + secs(3), NextStep::Succeeded),
+        outcome(&mb.id, &eb, t + secs(4), NextStep::Succeeded),
+    ];
+    store.record_attempts(o.to_vec(), HOUR).await.unwrap();
+    assert_eq!(claim(store, t + secs(10)).await.len(), 1);
+    let o5 = outcome(&m1.id, &e1, t + secs(10), NextStep::Succeeded);
+    store.record_attempts(vec![o5.clone()], HOUR).await.unwrap();
+    let [a1, a2, a3, ab] = o.map(|o| o.attempt);
+    let a5 = o5.attempt;
+
+    let list = |f: AttemptFilter| {
+        let (s, app_id) = (store.clone(), a.id.clone());
+        async move {
+            let page = s.list_attempts(&app_id, &f, &page_req(50, None, false)).await.unwrap();
+            assert!(page.done);
+            page.items.into_iter().map(|x| x.id).collect::<Vec<_>>()
+        }
+    };
+    let ids = |xs: &[&Attempt]| xs.iter().map(|x| x.id.clone()).collect::<Vec<_>>();
+
+    assert_eq!(list(AttemptFilter::default()).await, ids(&[&a1, &a2, &a3, &a5]), "only this app's attempts");
+    let m1f = AttemptFilter { msg_id: Some(m1.id.clone()), ..Default::default() };
+    assert_eq!(list(m1f.clone()).await, ids(&[&a1, &a2, &a5]));
+    let e1f = AttemptFilter { endpoint_id: Some(e1.id.clone()), ..Default::default() };
+    assert_eq!(list(e1f).await, ids(&[&a1, &a3, &a5]));
+    let ok = AttemptFilter { status: Some(DeliveryStatus::Success), ..Default::default() };
+    assert_eq!(list(ok).await, ids(&[&a3, &a5]));
+    let fail = AttemptFilter { status: Some(DeliveryStatus::Fail), ..Default::default() };
+    assert_eq!(list(fail).await, ids(&[&a1, &a2]));
+    let combo = AttemptFilter {
+        msg_id: Some(m1.id.clone()),
+        endpoint_id: Some(e1.id.clone()),
+        status: Some(DeliveryStatus::Fail),
+        ..Default::default()
+    };
+    assert_eq!(list(combo).await, ids(&[&a1]));
+    let window = AttemptFilter { after: Some(t + millis(1500)), before: Some(t + millis(3500)), ..Default::default() };
+    assert_eq!(list(window).await, ids(&[&a2, &a3]));
+    let none = AttemptFilter { msg_id: Some(mb.id.clone()), ..Default::default() };
+    assert!(list(none).await.is_empty(), "B's message is invisible through A");
+
+    // Pagination.
+    let p1 = store.list_attempts(&a.id, &m1f, &page_req(2, None, false)).await.unwrap();
+    assert_eq!(p1.items.iter().map(|x| x.id.clone()).collect::<Vec<_>>(), ids(&[&a1, &a2]));
+    assert!(!p1.done);
+    let p2 = store.list_attempts(&a.id, &m1f, &page_req(2, Some(a2.id.clone()), false)).await.unwrap();
+    assert_eq!(p2.items, vec![a5.clone()]);
+    assert!(p2.done);
+    let desc = all_pages(
+        1,
+        true,
+        |x: &Attempt| x.id.clone(),
+        |p| {
+            let (s, app_id, f) = (store.clone(), a.id.clone(), m1f.clone());
+            async move { s.list_attempts(&app_id, &f, &p).await }
+        },
+    )
+    .await;
+    assert_eq!(desc, vec![a5.clone(), a2.clone(), a1.clone()]);
+
+    // get_attempt is scoped by app and message.
+    assert_eq!(store.get_attempt(&a.id, &m1.id, &a1.id).await.unwrap(), Some(a1.clone()));
+    assert_eq!(store.get_attempt(&a.id, &m2.id, &a3.id).await.unwrap(), Some(a3));
+    assert_eq!(store.get_attempt(&b.id, &m1.id, &a1.id).await.unwrap(), None, "through another app");
+    assert_eq!(store.get_attempt(&a.id, &m2.id, &a1.id).await.unwrap(), None, "through another message");
+    assert_eq!(store.get_attempt(&a.id, &mb.id, &ab.id).await.unwrap(), None, "B's attempt through A");
+    assert_eq!(store.get_attempt(&b.id, &mb.id, &ab.id).await.unwrap(), Some(ab));
+    assert_eq!(store.get_attempt(&a.id, &m1.id, &new_id(ids::ATTEMPT)).await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------------------------------
+// tokens and idempotency keys
+
+pub async fn tokens_map_to_principals(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let admin_hash = "8c6976e5b5410415bde908bd4dee15dfb167a9c873fc4bb8a81f6f2ab448a918";
+    let app_hash = "a665a45920422f9d417e4867efdc4fb8a04a1f3fff1fa07e998e86f7f7a27ae3";
+    store.create_token(admin_hash.into(), None, t).await.unwrap();
+    store.create_token(app_hash.into(), Some(app.id.clone()), t).await.unwrap();
+
+    assert_eq!(store.find_token(admin_hash).await.unwrap(), Some(Principal::Admin));
+    assert_eq!(store.find_token(app_hash).await.unwrap(), Some(Principal::App(app.id.clone())));
+    assert_eq!(store.find_token("0000").await.unwrap(), None);
+    assert_eq!(store.find_token(&admin_hash.to_uppercase()).await.unwrap(), None, "hashes match exactly");
+
+    assert_conflict(store.create_token(admin_hash.into(), Some(app.id.clone()), t).await, "duplicate token hash");
+    assert_eq!(store.find_token(admin_hash).await.unwrap(), Some(Principal::Admin), "unchanged by the conflict");
+}
+
+pub async fn idempotency_lifecycle(store: &DynStore) {
+    let t = now_ms();
+    let ttl = Duration::from_secs(60);
+    let resp = StoredResponse { status: 202, body: vec![b'{', 0, 0xff, 0xfe, b'}'] };
+
+    assert_eq!(store.idempotency_begin("k1", t, ttl).await.unwrap(), IdempotencyState::Started);
+    assert_eq!(store.idempotency_begin("k1", t + secs(1), ttl).await.unwrap(), IdempotencyState::InFlight);
+    assert_eq!(store.idempotency_begin("k2", t, ttl).await.unwrap(), IdempotencyState::Started, "keys are independent");
+    store.idempotency_finish("k1", resp.clone()).await.unwrap();
+    assert_eq!(
+        store.idempotency_begin("k1", t + secs(2), ttl).await.unwrap(),
+        IdempotencyState::Completed(resp.clone())
+    );
+    assert_eq!(
+        store.idempotency_begin("k1", t + secs(3), ttl).await.unwrap(),
+        IdempotencyState::Completed(resp.clone()),
+        "replays as often as asked"
+    );
+    store.idempotency_abort("k1").await.unwrap();
+    assert_eq!(
+        store.idempotency_begin("k1", t + secs(4), ttl).await.unwrap(),
+        IdempotencyState::Completed(resp.clone()),
+        "abort does not forget a completed key"
+    );
+
+    // Abort frees an in-flight key for a new attempt.
+    store.idempotency_abort("k2").await.unwrap();
+    assert_eq!(store.idempotency_begin("k2", t + secs(1), ttl).await.unwrap(), IdempotencyState::Started);
+    assert_eq!(store.idempotency_begin("k2", t + secs(2), ttl).await.unwrap(), IdempotencyState::InFlight);
+
+    // Expiry: in-flight and completed keys both start afresh after their ttl.
+    assert_eq!(store.idempotency_begin("k2", t + secs(30), ttl).await.unwrap(), IdempotencyState::InFlight);
+    assert_eq!(store.idempotency_begin("k2", t + secs(62), ttl).await.unwrap(), IdempotencyState::Started);
+    assert_eq!(store.idempotency_begin("k1", t + secs(59), ttl).await.unwrap(), IdempotencyState::Completed(resp));
+    assert_eq!(store.idempotency_begin("k1", t + secs(61), ttl).await.unwrap(), IdempotencyState::Started);
+    assert_eq!(store.idempotency_begin("k1", t + secs(62), ttl).await.unwrap(), IdempotencyState::InFlight);
+
+    let empty = StoredResponse { status: 204, body: Vec::new() };
+    store.idempotency_finish("k1", empty.clone()).await.unwrap();
+    assert_eq!(store.idempotency_begin("k1", t + secs(63), ttl).await.unwrap(), IdempotencyState::Completed(empty));
+}
+
+// ---------------------------------------------------------------------------------------
+// concurrency
+
+pub async fn concurrent_create_message_all_durable(store: &DynStore) {
+    const N: usize = 200;
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let e1 = setup_endpoint(store, &app.id).await;
+    let e2 = setup_endpoint(store, &app.id).await;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let (s, app_id, e1, e2) = (store.clone(), app.id.clone(), e1.id.clone(), e2.id.clone());
+        tasks.spawn(async move {
+            let mut msg = new_message(&app_id, "user.created", t);
+            msg.event_id = Some(format!("evt-{i}"));
+            let eps = if i % 2 == 0 { vec![e1, e2] } else { vec![e1] };
+            s.create_message(msg.clone(), eps, None).await.map(|()| msg)
+        });
+    }
+    let mut created = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        created.push(r.expect("task").expect("every concurrent create_message succeeds"));
+    }
+    assert_eq!(created.len(), N);
+
+    let listed = all_pages(
+        50,
+        false,
+        |m: &Message| m.id.clone(),
+        |p| {
+            let (s, app_id) = (store.clone(), app.id.clone());
+            async move { s.list_messages(&app_id, &MessageFilter::default(), &p).await }
+        },
+    )
+    .await;
+    assert_eq!(
+        listed.iter().map(|m| m.id.clone()).collect::<BTreeSet<_>>(),
+        created.iter().map(|m| m.id.clone()).collect::<BTreeSet<_>>()
+    );
+    for (i, m) in created.iter().enumerate().step_by(7) {
+        assert_eq!(store.get_message(&app.id, &m.id).await.unwrap().as_ref(), Some(m), "message {i}");
+        let by_event = store.get_message(&app.id, m.event_id.as_deref().unwrap()).await.unwrap();
+        assert_eq!(by_event.as_ref(), Some(m));
+    }
+    let jobs = claim(store, t + secs(1)).await;
+    assert_eq!(jobs.len(), N + N / 2, "every delivery was written");
+    assert!(claim(store, t + secs(1)).await.is_empty());
+}
+
+pub async fn concurrent_duplicate_event_id_single_winner(store: &DynStore) {
+    const N: usize = 24;
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let ep = setup_endpoint(store, &app.id).await;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..N {
+        let (s, app_id, ep) = (store.clone(), app.id.clone(), ep.id.clone());
+        tasks.spawn(async move {
+            let mut msg = new_message(&app_id, "user.created", t);
+            msg.event_id = Some("same".into());
+            (msg.id.clone(), s.create_message(msg, vec![ep], None).await)
+        });
+    }
+    let (mut winners, mut losers) = (Vec::new(), Vec::new());
+    while let Some(r) = tasks.join_next().await {
+        match r.expect("task") {
+            (id, Ok(())) => winners.push(id),
+            (id, Err(StoreError::Conflict(_))) => losers.push(id),
+            (_, Err(e)) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one message with a given eventId is accepted");
+    assert_eq!(losers.len(), N - 1);
+    let stored = store.get_message(&app.id, "same").await.unwrap().expect("winner stored");
+    assert_eq!(stored.id, winners[0]);
+    for id in &losers {
+        assert_eq!(store.get_message(&app.id, id).await.unwrap(), None);
+        assert!(store.message_deliveries(&app.id, id).await.unwrap().is_empty());
+    }
+    let jobs = claim(store, t + secs(1)).await;
+    assert_eq!(job_keys(&jobs), BTreeSet::from([(winners[0].clone(), ep.id.clone())]));
+}

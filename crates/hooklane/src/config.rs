@@ -1,0 +1,205 @@
+//! Configuration: defaults, then a TOML file, then `HOOKLANE_*` environment variables
+//! (nested keys with a double underscore: `HOOKLANE_DELIVERY__REQUEST_TIMEOUT=10s`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use hooklane_core::retry::RetrySchedule;
+use hooklane_dispatch::DispatchConfig;
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Longest request timeout allowed: a worker must not be tied up for minutes.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the API listens on. Port 0 picks a free port (printed at start).
+    pub listen: SocketAddr,
+    /// `sqlite:PATH` (the default, embedded) or a file path.
+    pub database_url: String,
+    /// The admin token. When unset, one is generated on first start and kept in
+    /// `admin_token_file`.
+    pub admin_token: Option<String>,
+    /// Where a generated admin token is kept (default: beside the SQLite file).
+    pub admin_token_file: Option<String>,
+    /// Base URL of this server as clients see it (used in portal links).
+    pub public_url: Option<String>,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// A `tracing` filter, e.g. `info` or `hooklane=debug,info`.
+    pub log_level: String,
+    pub delivery: DeliveryConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Waits after each failed attempt; the first attempt is immediate.
+    #[serde(deserialize_with = "durations", serialize_with = "ser_durations")]
+    pub retry_schedule: Vec<Duration>,
+    /// Fraction by which each wait is randomly moved (0 to 1).
+    pub retry_jitter: f64,
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
+    /// An endpoint failing continuously for this long is disabled.
+    #[serde(with = "humantime_serde")]
+    pub disable_after: Duration,
+    /// Non-public networks deliveries may reach (CIDRs), e.g. `["127.0.0.0/8"]`.
+    #[serde(deserialize_with = "networks")]
+    pub allow_networks: Vec<IpNet>,
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    pub max_in_flight: usize,
+    pub per_endpoint_in_flight: usize,
+    pub max_outstanding: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8071)),
+            database_url: "sqlite:./data/hooklane.db".into(),
+            admin_token: None,
+            admin_token_file: None,
+            public_url: None,
+            max_body_bytes: 1024 * 1024,
+            log_format: "text".into(),
+            log_level: "info".into(),
+            delivery: DeliveryConfig::default(),
+        }
+    }
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        let d = DispatchConfig::default();
+        DeliveryConfig {
+            connect_timeout: d.connect_timeout,
+            request_timeout: d.request_timeout,
+            retry_schedule: d.retry.delays,
+            retry_jitter: d.retry.jitter,
+            max_retry_after: d.max_retry_after,
+            disable_after: d.disable_after,
+            allow_networks: Vec::new(),
+            lease: d.lease,
+            poll_interval: d.poll_interval,
+            max_in_flight: d.max_in_flight,
+            per_endpoint_in_flight: d.per_endpoint_in_flight,
+            max_outstanding: d.max_outstanding,
+        }
+    }
+}
+
+/// A list given either as a TOML array or as one comma-separated string (handy in env vars).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ListOrString {
+    List(Vec<String>),
+    One(String),
+}
+
+fn items<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(match ListOrString::deserialize(d)? {
+        ListOrString::List(v) => v,
+        ListOrString::One(s) => s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect(),
+    })
+}
+
+fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    items(d)?.iter().map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom)).collect()
+}
+
+fn ser_durations<S: serde::Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|d| humantime::format_duration(*d).to_string()))
+}
+
+fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    items(d)?
+        .iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a CIDR network")))
+        })
+        .collect()
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                bail!("configuration file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let config: Config =
+            figment.merge(Env::prefixed("HOOKLANE_").split("__")).extract().context("invalid configuration")?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        let d = &self.delivery;
+        if d.request_timeout.is_zero() || d.request_timeout > MAX_REQUEST_TIMEOUT {
+            bail!("delivery.request_timeout must be between 1ms and 30s");
+        }
+        if d.connect_timeout.is_zero() || d.connect_timeout > d.request_timeout {
+            bail!("delivery.connect_timeout must be positive and at most delivery.request_timeout");
+        }
+        if !(0.0..=1.0).contains(&d.retry_jitter) {
+            bail!("delivery.retry_jitter must be between 0 and 1");
+        }
+        if d.lease <= d.request_timeout {
+            bail!("delivery.lease must be longer than delivery.request_timeout");
+        }
+        if self.max_body_bytes < 1024 {
+            bail!("max_body_bytes must be at least 1024");
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!("log_format must be text or json");
+        }
+        Ok(())
+    }
+
+    pub fn dispatch(&self) -> DispatchConfig {
+        let d = &self.delivery;
+        DispatchConfig {
+            connect_timeout: d.connect_timeout,
+            request_timeout: d.request_timeout,
+            retry: RetrySchedule { delays: d.retry_schedule.clone(), jitter: d.retry_jitter },
+            max_retry_after: d.max_retry_after,
+            disable_after: d.disable_after,
+            allow_networks: d.allow_networks.clone(),
+            lease: d.lease,
+            poll_interval: d.poll_interval,
+            max_in_flight: d.max_in_flight.max(1),
+            per_endpoint_in_flight: d.per_endpoint_in_flight.max(1),
+            max_outstanding: d.max_outstanding.max(1),
+            ..DispatchConfig::default()
+        }
+    }
+
+    /// The SQLite file the database URL names, if it names one.
+    pub fn sqlite_path(&self) -> Option<&str> {
+        let u = self.database_url.as_str();
+        if u.starts_with("postgres://") || u.starts_with("postgresql://") {
+            return None;
+        }
+        Some(u.strip_prefix("sqlite://").or_else(|| u.strip_prefix("sqlite:")).unwrap_or(u))
+    }
+}

@@ -1,0 +1,132 @@
+//! `hooklane serve`: store, delivery engine and API in one process.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use hooklane_dispatch::Dispatcher;
+use hooklane_server::{AppState, ServerSettings};
+use rand::RngCore;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+
+/// How long in-flight deliveries get to finish on shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    init_logging(&config)?;
+    let store = hooklane_store::open(&config.database_url).await.context("cannot open the store")?;
+    // The embedded store has exactly one process: leases left over are this process's own,
+    // from before a crash, and can be retaken at once.
+    let released = store.release_all_leases().await?;
+    if released > 0 {
+        tracing::info!(released, "resuming deliveries that were in flight before the last stop");
+    }
+    let dispatcher = Dispatcher::start(store.clone(), config.dispatch())?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let (admin_token, shown) = admin_token(&config)?;
+    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    // stdout, not the log: the quick start needs the token, log pipelines must not see it.
+    println!("hooklane listening on http://{addr}");
+    println!("admin token: {shown}");
+    let state = AppState::new(
+        store,
+        dispatcher.clone(),
+        ServerSettings { max_body_bytes: config.max_body_bytes, admin_token, public_url },
+    );
+    tracing::info!(%addr, store = %redact_url(&config.database_url), "hooklane started");
+    hooklane_server::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("shutting down: letting in-flight deliveries finish");
+    dispatcher.shutdown(SHUTDOWN_GRACE).await;
+    Ok(())
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&config.log_level).context("invalid log_level")?;
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let result = if config.log_format == "json" { builder.json().try_init() } else { builder.try_init() };
+    result.map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))
+}
+
+/// The configured admin token, or one generated on first start and kept in a file with
+/// owner-only permissions. Returns the token and how to show it: a configured token is
+/// masked (it is already known to whoever configured it), a generated one is shown whole.
+fn admin_token(config: &Config) -> anyhow::Result<(String, String)> {
+    if let Some(t) = config.admin_token.as_ref().filter(|t| !t.is_empty()) {
+        let tail: String = t.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+        return Ok((t.clone(), format!("(from configuration, ending in …{tail})")));
+    }
+    let path = token_file(config).context("no admin_token configured and no place to keep a generated one")?;
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_string();
+        if !existing.is_empty() {
+            return Ok((existing.clone(), format!("{existing} (kept in {})", path.display())));
+        }
+    }
+    let mut raw = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let token = format!("sk_{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok((token.clone(), format!("{token} (generated, kept in {})", path.display())))
+}
+
+fn token_file(config: &Config) -> Option<PathBuf> {
+    if let Some(f) = &config.admin_token_file {
+        return Some(PathBuf::from(f));
+    }
+    let db = Path::new(config.sqlite_path()?);
+    Some(db.parent().unwrap_or(Path::new(".")).join("admin-token"))
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut f = options.open(path)?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()
+}
+
+/// Drops any password from a database URL before it is logged.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
