@@ -19,10 +19,7 @@ impl Default for RetrySchedule {
     /// (eight attempts over about 28 hours).
     fn default() -> Self {
         let s = Duration::from_secs;
-        RetrySchedule {
-            delays: vec![s(5), s(300), s(1800), s(7200), s(18000), s(36000), s(36000)],
-            jitter: 0.2,
-        }
+        RetrySchedule { delays: vec![s(5), s(300), s(1800), s(7200), s(18000), s(36000), s(36000)], jitter: 0.2 }
     }
 }
 

@@ -160,10 +160,8 @@ fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
 /// Most jobs one endpoint may hold in memory: for a rate-limited endpoint no more than it
 /// can send in half a lease, so a queued job is never still waiting when its lease ends.
 fn endpoint_cap(cfg: &DispatchConfig, rate: Option<u32>) -> usize {
-    let by_rate = rate
-        .filter(|r| *r > 0)
-        .map(|r| (f64::from(r) * cfg.lease.as_secs_f64() / 2.0) as usize)
-        .unwrap_or(usize::MAX);
+    let by_rate =
+        rate.filter(|r| *r > 0).map(|r| (f64::from(r) * cfg.lease.as_secs_f64() / 2.0) as usize).unwrap_or(usize::MAX);
     cfg.per_endpoint_outstanding.min(by_rate).max(1)
 }
 

@@ -14,7 +14,8 @@ use crate::address::{AddressPolicy, GuardedResolver};
 use crate::DispatchConfig;
 
 /// Headers hooklane sets itself; an endpoint's custom headers cannot override them.
-const RESERVED: &[&str] = &["webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host"];
+const RESERVED: &[&str] =
+    &["webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host"];
 
 /// What came of one attempt.
 #[derive(Debug, Clone)]

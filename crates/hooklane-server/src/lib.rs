@@ -74,7 +74,11 @@ pub fn router(state: AppState) -> Router {
 
 /// Serves the API on `listener` until `shutdown` resolves. Paths are matched with or
 /// without a trailing slash, as Svix's SDKs use both.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let app = NormalizePathLayer::trim_trailing_slash().layer(router(state));
     axum::serve(listener, ServiceExt::<Request>::into_make_service(app)).with_graceful_shutdown(shutdown).await
 }

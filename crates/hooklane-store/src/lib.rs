@@ -62,19 +62,26 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// By id or by `eventId`.
     async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>>;
-    async fn list_messages(&self, app_id: &str, filter: &MessageFilter, page: &PageRequest) -> StoreResult<Page<Message>>;
+    async fn list_messages(
+        &self,
+        app_id: &str,
+        filter: &MessageFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Message>>;
     /// Every delivery of a message, with its endpoint.
     async fn message_deliveries(&self, app_id: &str, msg_id: &str) -> StoreResult<Vec<(Delivery, Endpoint)>>;
 
     /// Leases up to `limit` deliveries whose next attempt is due at `now` and that nobody
     /// holds (or whose lease has expired), until `now + lease`.
     async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> StoreResult<Vec<Job>>;
-    /// When the earliest pending delivery that is not leased becomes due, if any.
+    /// When the store next has something for a poller: the earliest due time of a
+    /// waiting delivery or lease expiry of a leased one, if any delivery is pending.
     async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>>;
     /// Records finished attempts and moves their deliveries on, in one transaction. An
     /// endpoint failing continuously for `disable_after` is disabled; the ids of endpoints
     /// disabled by this call are returned.
-    async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>, disable_after: Duration) -> StoreResult<Vec<String>>;
+    async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>, disable_after: Duration)
+        -> StoreResult<Vec<String>>;
     /// Marks deliveries failed without an attempt (their endpoint was disabled or deleted).
     async fn abandon_deliveries(&self, keys: Vec<DeliveryKey>) -> StoreResult<()>;
     /// Hands leased deliveries back unsent, to be taken again at `due_at` (used when one
@@ -97,7 +104,12 @@ pub trait Store: Send + Sync + 'static {
     async fn release_all_leases(&self) -> StoreResult<u64>;
 
     // --- attempts
-    async fn list_attempts(&self, app_id: &str, filter: &AttemptFilter, page: &PageRequest) -> StoreResult<Page<Attempt>>;
+    async fn list_attempts(
+        &self,
+        app_id: &str,
+        filter: &AttemptFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Attempt>>;
     async fn get_attempt(&self, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>>;
 
     // --- auth tokens (stored as SHA-256 hashes, never in clear)

@@ -99,7 +99,12 @@ fn build(input: ApplicationIn) -> ApiResult<Application> {
     Ok(app)
 }
 
-pub async fn create(State(s): State<AppState>, _: Admin, q: Query, Json(input): Json<ApplicationIn>) -> ApiResult<Response> {
+pub async fn create(
+    State(s): State<AppState>,
+    _: Admin,
+    q: Query,
+    Json(input): Json<ApplicationIn>,
+) -> ApiResult<Response> {
     // `get_if_exists=true`: answer 200 with the existing application of this uid.
     if q.flag("get_if_exists")?.unwrap_or(false) {
         if let Some(uid) = &input.uid {
@@ -113,7 +118,11 @@ pub async fn create(State(s): State<AppState>, _: Admin, q: Query, Json(input): 
     Ok((StatusCode::CREATED, axum::Json(ApplicationOut::from(app))).into_response())
 }
 
-pub async fn list(State(s): State<AppState>, Auth(principal): Auth, q: Query) -> ApiResult<axum::Json<ListResponse<ApplicationOut>>> {
+pub async fn list(
+    State(s): State<AppState>,
+    Auth(principal): Auth,
+    q: Query,
+) -> ApiResult<axum::Json<ListResponse<ApplicationOut>>> {
     let page = page_request(&q, false)?;
     match principal {
         Principal::Admin => {
@@ -123,12 +132,7 @@ pub async fn list(State(s): State<AppState>, Auth(principal): Auth, q: Query) ->
         // An application token sees its own application only.
         Principal::App(id) => {
             let app = s.0.store.get_app(&id).await?.ok_or(ApiError::NotFound("application"))?;
-            Ok(axum::Json(ListResponse {
-                data: vec![app.into()],
-                iterator: None,
-                prev_iterator: None,
-                done: true,
-            }))
+            Ok(axum::Json(ListResponse { data: vec![app.into()], iterator: None, prev_iterator: None, done: true }))
         }
     }
 }
@@ -162,7 +166,11 @@ pub async fn put(
     save(&s, app).await.map(IntoResponse::into_response)
 }
 
-pub async fn patch(State(s): State<AppState>, t: Tenant, Json(p): Json<ApplicationPatch>) -> ApiResult<axum::Json<ApplicationOut>> {
+pub async fn patch(
+    State(s): State<AppState>,
+    t: Tenant,
+    Json(p): Json<ApplicationPatch>,
+) -> ApiResult<axum::Json<ApplicationOut>> {
     let mut app = t.app;
     p.name.apply("name", &mut app.name)?;
     p.uid.apply_opt(&mut app.uid);

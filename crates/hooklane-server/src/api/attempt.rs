@@ -56,7 +56,12 @@ fn filter(q: &Query) -> ApiResult<AttemptFilter> {
     Ok(AttemptFilter { status, before: q.time("before")?, after: q.time("after")?, ..AttemptFilter::default() })
 }
 
-async fn list(s: &AppState, t: &Tenant, q: &Query, f: AttemptFilter) -> ApiResult<axum::Json<ListResponse<AttemptOut>>> {
+async fn list(
+    s: &AppState,
+    t: &Tenant,
+    q: &Query,
+    f: AttemptFilter,
+) -> ApiResult<axum::Json<ListResponse<AttemptOut>>> {
     let page = page_request(q, true)?;
     let page = s.0.store.list_attempts(&t.app.id, &f, &page).await?;
     Ok(axum::Json(ListResponse::from_page(page, |a| a.id.clone(), AttemptOut::from)))

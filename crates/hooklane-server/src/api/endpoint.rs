@@ -21,8 +21,16 @@ const ROTATION_OVERLAP_HOURS: i64 = 24;
 const MAX_URL_LEN: usize = 4096;
 const UID_TAKEN: &str = "an endpoint with this uid already exists in this application";
 /// Headers hooklane sets itself or that would break the request.
-const FORBIDDEN_HEADERS: &[&str] =
-    &["webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host", "transfer-encoding", "connection"];
+const FORBIDDEN_HEADERS: &[&str] = &[
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "connection",
+];
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -168,7 +176,11 @@ fn parse_secret(raw: &str) -> ApiResult<Secret> {
     Secret::parse(raw).map_err(|e| ApiError::validation("secret", e.to_string()))
 }
 
-pub async fn create(State(s): State<AppState>, t: Tenant, Json(input): Json<EndpointIn>) -> ApiResult<impl IntoResponse> {
+pub async fn create(
+    State(s): State<AppState>,
+    t: Tenant,
+    Json(input): Json<EndpointIn>,
+) -> ApiResult<impl IntoResponse> {
     let secret = match &input.secret {
         Some(raw) => parse_secret(raw)?,
         None => Secret::generate(),
@@ -274,7 +286,11 @@ pub async fn patch(
     Ok(axum::Json(save(&s, ep, was_disabled).await?.into()))
 }
 
-pub async fn delete(State(s): State<AppState>, t: Tenant, Path((_, key)): Path<(String, String)>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, key)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     let ep = find(&s, &t, &key).await?;
     s.0.store.delete_endpoint(&t.app.id, &ep.id).await.map_err(missing("endpoint"))?;
     Ok(StatusCode::NO_CONTENT)
@@ -315,7 +331,8 @@ pub async fn rotate_secret(
     let now = Utc::now();
     ep.previous_secrets.retain(|p| p.expires_at > now);
     let old = std::mem::replace(&mut ep.secret, new.expose());
-    ep.previous_secrets.push(ExpiringSecret { key: old, expires_at: now + chrono::Duration::hours(ROTATION_OVERLAP_HOURS) });
+    ep.previous_secrets
+        .push(ExpiringSecret { key: old, expires_at: now + chrono::Duration::hours(ROTATION_OVERLAP_HOURS) });
     ep.updated_at = now;
     s.0.store.update_endpoint(ep).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -98,18 +98,22 @@ pub async fn create(
         tags: input.tags,
         created_at: Utc::now(),
     };
-    let endpoints: Vec<Arc<Endpoint>> = s
-        .0
-        .store
-        .app_endpoints(&t.app.id)
-        .await?
-        .into_iter()
-        .filter(|e| {
-            !e.disabled
-                && endpoint_wants(e.filter_types.as_deref(), e.channels.as_deref(), &msg.event_type, msg.channels.as_deref())
-        })
-        .map(Arc::new)
-        .collect();
+    let endpoints: Vec<Arc<Endpoint>> =
+        s.0.store
+            .app_endpoints(&t.app.id)
+            .await?
+            .into_iter()
+            .filter(|e| {
+                !e.disabled
+                    && endpoint_wants(
+                        e.filter_types.as_deref(),
+                        e.channels.as_deref(),
+                        &msg.event_type,
+                        msg.channels.as_deref(),
+                    )
+            })
+            .map(Arc::new)
+            .collect();
     let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
     let dispatcher = &s.0.dispatcher;
     let reservation = if ids.is_empty() { None } else { dispatcher.reserve(ids.len()) };

@@ -110,7 +110,8 @@ pub fn update_app(conn: &Connection, a: &Application) -> StoreResult<()> {
 }
 
 pub fn get_app(conn: &Connection, id_or_uid: &str) -> StoreResult<Option<Application>> {
-    let sql = format!("SELECT {} FROM applications WHERE id = ?1 OR uid = ?1 ORDER BY id = ?1 DESC LIMIT 1", rows::APP_COLS);
+    let sql =
+        format!("SELECT {} FROM applications WHERE id = ?1 OR uid = ?1 ORDER BY id = ?1 DESC LIMIT 1", rows::APP_COLS);
     conn.prepare_cached(&sql).and_then(|mut s| s.query_row([id_or_uid], rows::app).optional()).map_err(db_err)
 }
 
@@ -222,7 +223,8 @@ pub fn get_endpoint(conn: &Connection, app_id: &str, id_or_uid: &str) -> StoreRe
 pub fn app_endpoints(conn: &Connection, app_id: &str) -> StoreResult<Vec<Endpoint>> {
     let sql = format!("SELECT {} FROM endpoints WHERE app_id = ?1 ORDER BY id", rows::ENDPOINT_COLS);
     let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
-    let out = stmt.query_map([app_id], rows::endpoint).map_err(db_err)?.collect::<rusqlite::Result<_>>().map_err(db_err);
+    let out =
+        stmt.query_map([app_id], rows::endpoint).map_err(db_err)?.collect::<rusqlite::Result<_>>().map_err(db_err);
     out
 }
 
@@ -289,7 +291,12 @@ pub fn get_message(conn: &Connection, app_id: &str, id_or_event_id: &str) -> Sto
         .map_err(db_err)
 }
 
-pub fn list_messages(conn: &Connection, app_id: &str, f: &MessageFilter, page: &PageRequest) -> StoreResult<Page<Message>> {
+pub fn list_messages(
+    conn: &Connection,
+    app_id: &str,
+    f: &MessageFilter,
+    page: &PageRequest,
+) -> StoreResult<Page<Message>> {
     let mut q = Select::new(rows::MESSAGE_COLS, "messages").and("app_id = ?", [text(app_id)]);
     if let Some(types) = f.event_types.as_ref().filter(|t| !t.is_empty()) {
         let marks = vec!["?"; types.len()].join(", ");
@@ -320,7 +327,12 @@ pub fn message_deliveries(conn: &Connection, app_id: &str, msg_id: &str) -> Stor
     Ok(out)
 }
 
-pub fn claim_due(conn: &Connection, now: DateTime<Utc>, limit: usize, lease_end: DateTime<Utc>) -> StoreResult<Vec<Job>> {
+pub fn claim_due(
+    conn: &Connection,
+    now: DateTime<Utc>,
+    limit: usize,
+    lease_end: DateTime<Utc>,
+) -> StoreResult<Vec<Job>> {
     let claimed: Vec<Delivery> = conn
         .prepare_cached(&format!(
             "UPDATE deliveries SET due_at = ?1, leased = 1 WHERE (msg_id, endpoint_id) IN \
@@ -470,7 +482,12 @@ pub fn recover(
     Ok(n as u64)
 }
 
-pub fn list_attempts(conn: &Connection, app_id: &str, f: &AttemptFilter, page: &PageRequest) -> StoreResult<Page<Attempt>> {
+pub fn list_attempts(
+    conn: &Connection,
+    app_id: &str,
+    f: &AttemptFilter,
+    page: &PageRequest,
+) -> StoreResult<Page<Attempt>> {
     Select::new(rows::ATTEMPT_COLS, "attempts")
         .and("app_id = ?", [text(app_id)])
         .and_if(f.msg_id.clone(), "msg_id = ?", text)

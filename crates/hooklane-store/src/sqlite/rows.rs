@@ -1,8 +1,6 @@
 //! Conversions between SQLite rows and domain records.
 
-use hooklane_core::model::{
-    Application, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Message, TriggerType,
-};
+use hooklane_core::model::{Application, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Message, TriggerType};
 use hooklane_core::{DateTime, Utc};
 use rusqlite::Row;
 use serde::de::DeserializeOwned;
@@ -124,11 +122,7 @@ pub fn delivery(row: &Row) -> rusqlite::Result<Delivery> {
         app_id: row.get(2)?,
         status,
         attempts: row.get(4)?,
-        next_attempt_at: if status == DeliveryStatus::Pending {
-            row.get::<_, Option<i64>>(5)?.map(time)
-        } else {
-            None
-        },
+        next_attempt_at: if status == DeliveryStatus::Pending { row.get::<_, Option<i64>>(5)?.map(time) } else { None },
         trigger: TriggerType::from_code(row.get(6)?),
         updated_at: time(row.get(7)?),
     })

@@ -108,8 +108,10 @@ CREATE TABLE idempotency_keys (
 
 pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
     let db = |e: rusqlite::Error| StoreError::Database(e.to_string());
-    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
-        .map_err(db)?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .map_err(db)?;
     let done: i64 =
         conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0)).map_err(db)?;
     let mut applied = 0;

@@ -125,7 +125,12 @@ impl Store for SqliteStore {
         self.read(move |c| queries::get_message(c, &app, &key)).await
     }
 
-    async fn list_messages(&self, app_id: &str, filter: &MessageFilter, page: &PageRequest) -> StoreResult<Page<Message>> {
+    async fn list_messages(
+        &self,
+        app_id: &str,
+        filter: &MessageFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Message>> {
         let (app, filter, page) = (owned(app_id), filter.clone(), page.clone());
         self.read(move |c| queries::list_messages(c, &app, &filter, &page)).await
     }
@@ -142,15 +147,18 @@ impl Store for SqliteStore {
 
     async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
         self.read(|c| {
-            let t: Option<i64> = c
-                .query_row("SELECT MIN(due_at) FROM deliveries WHERE status = 1", [], |r| r.get(0))
-                .map_err(db_err)?;
+            let t: Option<i64> =
+                c.query_row("SELECT MIN(due_at) FROM deliveries WHERE status = 1", [], |r| r.get(0)).map_err(db_err)?;
             Ok(t.map(rows::time))
         })
         .await
     }
 
-    async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>, disable_after: Duration) -> StoreResult<Vec<String>> {
+    async fn record_attempts(
+        &self,
+        outcomes: Vec<AttemptOutcome>,
+        disable_after: Duration,
+    ) -> StoreResult<Vec<String>> {
         self.write(move |c| {
             let mut disabled = Vec::new();
             for o in &outcomes {
@@ -220,7 +228,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_attempts(&self, app_id: &str, filter: &AttemptFilter, page: &PageRequest) -> StoreResult<Page<Attempt>> {
+    async fn list_attempts(
+        &self,
+        app_id: &str,
+        filter: &AttemptFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Attempt>> {
         let (app, filter, page) = (owned(app_id), filter.clone(), page.clone());
         self.read(move |c| queries::list_attempts(c, &app, &filter, &page)).await
     }
@@ -232,8 +245,11 @@ impl Store for SqliteStore {
 
     async fn create_token(&self, token_hash: String, app_id: Option<String>, now: DateTime<Utc>) -> StoreResult<()> {
         self.write(move |c| {
-            c.execute("INSERT INTO tokens (hash, app_id, created_at) VALUES (?1, ?2, ?3)", params![token_hash, app_id, ms(now)])
-                .map_err(db_err)?;
+            c.execute(
+                "INSERT INTO tokens (hash, app_id, created_at) VALUES (?1, ?2, ?3)",
+                params![token_hash, app_id, ms(now)],
+            )
+            .map_err(db_err)?;
             Ok(())
         })
         .await
@@ -275,7 +291,9 @@ impl Store for SqliteStore {
                 })
                 .map_err(db_err)?;
             Ok(match (done, status) {
-                (true, Some(status)) => IdempotencyState::Completed(StoredResponse { status, body: body.unwrap_or_default() }),
+                (true, Some(status)) => {
+                    IdempotencyState::Completed(StoredResponse { status, body: body.unwrap_or_default() })
+                }
                 _ => IdempotencyState::InFlight,
             })
         })
