@@ -1,0 +1,381 @@
+//! Test harness: starts the real `hooklane` binary on 127.0.0.1 and real HTTP receivers on
+//! loopback, and talks to both over HTTP.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio::sync::Notify;
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+/// Settings every test server gets: loopback allowed, quick retries.
+const BASE_CONFIG: &str = r#"
+listen = "127.0.0.1:0"
+admin_token = "test-admin-token-0123456789"
+log_level = "info"
+[delivery]
+allow_networks = ["127.0.0.0/8"]
+retry_schedule = ["200ms", "400ms", "800ms"]
+retry_jitter = 0.0
+request_timeout = "5s"
+connect_timeout = "2s"
+lease = "30s"
+poll_interval = "100ms"
+"#;
+
+/// A running `hooklane serve` process with its own data directory.
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub dir: Arc<tempfile::TempDir>,
+    config_path: PathBuf,
+    pub client: reqwest::Client,
+    stderr_path: PathBuf,
+}
+
+impl Server {
+    /// Starts a server; `extra` is TOML merged over the base config (top-level keys first,
+    /// then `[delivery]` keys under a `[delivery]` header of its own, if any).
+    pub async fn start(extra: &str) -> Server {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        Server::start_in(dir, extra).await
+    }
+
+    /// Starts a server on an existing data directory (to restart after a kill).
+    pub async fn start_in(dir: Arc<tempfile::TempDir>, extra: &str) -> Server {
+        let config_path = dir.path().join("hooklane.toml");
+        let db = dir.path().join("data").join("hooklane.db");
+        let config = merge_config(&format!("database_url = \"sqlite:{}\"\n{BASE_CONFIG}", db.display()), extra);
+        std::fs::write(&config_path, config).expect("write config");
+        let stderr_path = dir.path().join(format!("stderr-{}.log", Instant::now().elapsed().as_nanos()));
+        let mut server = Server {
+            child: None,
+            base: String::new(),
+            dir,
+            config_path,
+            client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+            stderr_path,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
+        self.stderr_path = self.dir.path().join(format!("stderr-{n}.log"));
+        let stderr = std::fs::File::create(&self.stderr_path).expect("stderr file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hooklane"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .env_remove("HOOKLANE_CONFIG")
+            .env_remove("HOOKLANE_DATABASE_URL")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn hooklane");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut base = None;
+        while Instant::now() < deadline {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(rest) = line.strip_prefix("hooklane listening on ") {
+                        base = Some(rest.trim().to_string());
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.base = base.unwrap_or_else(|| {
+            panic!("hooklane did not start; stderr:\n{}", std::fs::read_to_string(&self.stderr_path).unwrap_or_default())
+        });
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGKILL then start again on the same data directory and configuration.
+    pub fn restart_after_kill(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Everything the server wrote to stderr so far (its log).
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with("stderr-") {
+                    out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+                }
+            }
+        }
+        out
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends a request with the admin token; returns status and JSON body (Null if empty).
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(ADMIN, method, path, body).await
+    }
+
+    pub async fn call_as(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method.parse().expect("method"), self.url(path))
+            .header("authorization", format!("Bearer {token}"));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        read(resp).await
+    }
+
+    pub async fn create_app(&self, name: &str) -> String {
+        let (status, body) = self.call("POST", "/api/v1/app/", Some(json!({ "name": name }))).await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().expect("app id").to_string()
+    }
+
+    /// Creates an endpoint; returns (endpoint id, secret).
+    pub async fn create_endpoint(&self, app: &str, spec: Value) -> (String, String) {
+        let (status, body) = self.call("POST", &format!("/api/v1/app/{app}/endpoint/"), Some(spec)).await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["id"].as_str().expect("endpoint id").to_string();
+        let (status, secret) = self.call("GET", &format!("/api/v1/app/{app}/endpoint/{id}/secret/"), None).await;
+        assert_eq!(status, 200, "{secret}");
+        (id, secret["key"].as_str().expect("secret").to_string())
+    }
+
+    pub async fn send_message(&self, app: &str, event_type: &str, payload: Value) -> String {
+        let body = json!({ "eventType": event_type, "payload": payload });
+        let (status, out) = self.call("POST", &format!("/api/v1/app/{app}/msg/"), Some(body)).await;
+        assert_eq!(status, 202, "{out}");
+        out["id"].as_str().expect("msg id").to_string()
+    }
+
+    /// Polls `GET path` until `done(body)` or the timeout; returns the last body.
+    pub async fn wait_until(&self, path: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, body) = self.call("GET", path, None).await;
+            if status == 200 && done(&body) {
+                return body;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting on {path}; last answer {status}: {body}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub async fn read(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.expect("body");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
+    (status, body)
+}
+
+/// Places `extra`'s top-level keys before the base's tables and its `[delivery]` keys in
+/// the base's `[delivery]` table, so TOML sees each table once.
+fn merge_config(base: &str, extra: &str) -> String {
+    let (extra_top, extra_delivery) = match extra.split_once("[delivery]") {
+        Some((top, delivery)) => (top, delivery),
+        None => (extra, ""),
+    };
+    let (base_top, base_delivery) = base.split_once("[delivery]").expect("base has [delivery]");
+    let override_keys = |over: &str, base: &str| -> String {
+        let keys: Vec<&str> =
+            over.lines().filter_map(|l| l.split_once('=').map(|(k, _)| k.trim())).filter(|k| !k.is_empty()).collect();
+        base.lines()
+            .filter(|l| l.split_once('=').map(|(k, _)| !keys.contains(&k.trim())).unwrap_or(true))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    format!(
+        "{}\n{}\n[delivery]\n{}\n{}\n",
+        override_keys(extra_top, base_top),
+        extra_top,
+        override_keys(extra_delivery, base_delivery),
+        extra_delivery
+    )
+}
+
+/// One request as a receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or("")
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("json body")
+    }
+}
+
+/// What a receiver answers.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Status(u16),
+    /// Status with one extra header (e.g. `Retry-After`).
+    WithHeader(u16, &'static str, String),
+    /// Wait this long before answering 200.
+    Hang(Duration),
+}
+
+type Script = Box<dyn Fn(usize, &Received) -> Reply + Send + Sync>;
+
+struct ReceiverState {
+    log: Mutex<Vec<Received>>,
+    script: Mutex<Script>,
+    arrived: Notify,
+}
+
+/// An HTTP receiver on 127.0.0.1 that records every request and answers by script.
+pub struct Receiver {
+    pub url: String,
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    /// A receiver that answers 200 to everything.
+    pub async fn start() -> Receiver {
+        Receiver::scripted(|_, _| Reply::Status(200)).await
+    }
+
+    /// A receiver that answers `script(n, request)` to its n-th request (0-based).
+    pub async fn scripted(script: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static) -> Receiver {
+        let state = Arc::new(ReceiverState {
+            log: Mutex::new(Vec::new()),
+            script: Mutex::new(Box::new(script)),
+            arrived: Notify::new(),
+        });
+        let app = axum::Router::new().fallback(receive).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver { url: format!("http://{addr}"), state }
+    }
+
+    pub fn set_script(&self, script: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static) {
+        *self.state.script.lock().unwrap() = Box::new(script);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.log.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests arrived; panics after `timeout`.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.state.arrived.notified();
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!("receiver got {} requests, expected {n}", got.len());
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), notified).await;
+        }
+    }
+}
+
+async fn receive(State(s): State<Arc<ReceiverState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let rec = Received {
+        path: uri.path().to_string(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
+        body: body.to_vec(),
+        at: Instant::now(),
+    };
+    let reply = {
+        let mut log = s.log.lock().unwrap();
+        let n = log.len();
+        let reply = (s.script.lock().unwrap())(n, &rec);
+        log.push(rec);
+        reply
+    };
+    s.arrived.notify_waiters();
+    match reply {
+        Reply::Status(code) => StatusCode::from_u16(code).unwrap().into_response(),
+        Reply::WithHeader(code, name, value) => {
+            (StatusCode::from_u16(code).unwrap(), [(name, value)], "").into_response()
+        }
+        Reply::Hang(d) => {
+            tokio::time::sleep(d).await;
+            StatusCode::OK.into_response()
+        }
+    }
+}
+
+/// An implementation of the Standard Webhooks check written from the spec, independent of
+/// hooklane's own code: HMAC-SHA256 over `id.timestamp.body` with the base64 key after
+/// `whsec_`; the header holds space-separated `v1,<base64>` signatures.
+pub fn signature_valid(secret: &str, received: &Received) -> bool {
+    let key = B64.decode(secret.trim_start_matches("whsec_")).expect("secret base64");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("hmac key");
+    mac.update(received.header("webhook-id").as_bytes());
+    mac.update(b".");
+    mac.update(received.header("webhook-timestamp").as_bytes());
+    mac.update(b".");
+    mac.update(&received.body);
+    let expected = format!("v1,{}", B64.encode(mac.finalize().into_bytes()));
+    received.header("webhook-signature").split(' ').any(|s| s == expected)
+}
