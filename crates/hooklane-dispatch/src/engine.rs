@@ -4,7 +4,7 @@
 //! is claimed or handed over by ingest, and given back once its result is committed. The
 //! poller only claims what it has permits for, so a backlog of millions stays on disk.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,8 +40,9 @@ struct Inner {
     gates: Gates,
     wake: Notify,
     finished: mpsc::UnboundedSender<Finished>,
-    /// Endpoints disabled since start, so queued jobs for them stop at once.
-    disabled: Mutex<HashSet<String>>,
+    /// Endpoints this process disabled, with when: jobs already in memory for them stop at
+    /// once, unless their endpoint snapshot was updated (re-enabled) after that moment.
+    disabled: Mutex<HashMap<String, DateTime<Utc>>>,
     stopping: AtomicBool,
 }
 
@@ -80,7 +81,7 @@ impl Dispatcher {
             sender,
             wake: Notify::new(),
             finished,
-            disabled: Mutex::new(HashSet::new()),
+            disabled: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
         });
         tokio::spawn(record_loop(inner.clone(), results));
@@ -168,7 +169,13 @@ fn endpoint_cap(cfg: &DispatchConfig, rate: Option<u32>) -> usize {
 async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
     let endpoint = &job.endpoint;
     let key = DeliveryKey { msg_id: job.message.id.clone(), endpoint_id: endpoint.id.clone() };
-    let disabled = endpoint.disabled || inner.disabled.lock().unwrap_or_else(|p| p.into_inner()).contains(&endpoint.id);
+    let disabled = endpoint.disabled
+        || inner
+            .disabled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&endpoint.id)
+            .is_some_and(|at| endpoint.updated_at <= *at);
     if disabled {
         let _ = inner.finished.send(Finished::Abandoned(key, gate));
         return;
@@ -232,11 +239,13 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
         let soon = Utc::now() + chrono::Duration::from_std(inner.cfg.poll_interval).unwrap_or_default();
         let retry_soon = outcomes.iter().any(|o| matches!(o.next, NextStep::RetryAt(t) if t <= soon));
         if !outcomes.is_empty() {
+            let latest = outcomes.iter().map(|o| o.attempt.created_at).max().unwrap_or_else(Utc::now);
             match inner.store.record_attempts(outcomes, inner.cfg.disable_after).await {
                 Ok(disabled) => {
+                    let mut map = inner.disabled.lock().unwrap_or_else(|p| p.into_inner());
                     for id in disabled {
                         tracing::warn!(endpoint_id = %id, "endpoint disabled after failing continuously");
-                        inner.disabled.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+                        map.insert(id, latest);
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "could not record attempts; they will be retried"),

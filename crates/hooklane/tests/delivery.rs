@@ -1,0 +1,331 @@
+//! Outbound delivery, end to end: the real server delivering to real loopback receivers.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn ids(received: &[Received]) -> HashSet<String> {
+    received.iter().map(|r| r.header("webhook-id").to_string()).collect()
+}
+
+/// Lets in-flight deliveries land, so "nothing more arrived" means something.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(700)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_respects_filter_types_channels_and_disabled() {
+    let server = Server::start("").await;
+    let (all, typed, eu, off) =
+        (Receiver::start().await, Receiver::start().await, Receiver::start().await, Receiver::start().await);
+    let app = server.create_app("fanout").await;
+    server.create_endpoint(&app, json!({ "url": all.url })).await;
+    server.create_endpoint(&app, json!({ "url": typed.url, "filterTypes": ["user.created"] })).await;
+    server.create_endpoint(&app, json!({ "url": eu.url, "channels": ["eu"] })).await;
+    server.create_endpoint(&app, json!({ "url": off.url, "disabled": true })).await;
+
+    let created = server.send_message(&app, "user.created", json!({ "n": 1 })).await;
+    let body = json!({ "eventType": "order.paid", "payload": { "n": 2 }, "channels": ["eu", "us"] });
+    let (status, out) = server.call("POST", &format!("/api/v1/app/{app}/msg"), Some(body)).await;
+    assert_eq!(status, 202, "{out}");
+    let paid = out["id"].as_str().unwrap().to_string();
+
+    all.wait_for(2, WAIT).await;
+    typed.wait_for(1, WAIT).await;
+    eu.wait_for(1, WAIT).await;
+    settle().await;
+    assert_eq!(ids(&all.received()), HashSet::from([created.clone(), paid.clone()]));
+    assert_eq!(ids(&typed.received()), HashSet::from([created.clone()]));
+    assert_eq!(ids(&eu.received()), HashSet::from([paid.clone()]));
+    assert!(off.received().is_empty(), "a disabled endpoint received a message");
+
+    // The message's destinations say the same.
+    let dest = server.call("GET", &format!("/api/v1/app/{app}/msg/{created}/endpoint"), None).await.1;
+    assert_eq!(dest["data"].as_array().unwrap().len(), 2, "{dest}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_is_signed_byte_exact_with_custom_headers() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("signing").await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let spec = json!({ "url": format!("{}/in/hook?x=1", rx.url), "secret": secret, "headers": { "X-Tenant": "acme" } });
+    let (_, got_secret) = server.create_endpoint(&app, spec).await;
+    assert_eq!(got_secret, secret);
+
+    // Sent as raw text, with spacing a re-serialiser would change.
+    let raw = r#"{"eventType":"user.created","payload":{"b": 2,  "a":[1, 2.50, "é"]}}"#;
+    let resp = server
+        .client
+        .post(server.url(&format!("/api/v1/app/{app}/msg/")))
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .header("content-type", "application/json")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    let (status, out) = read(resp).await;
+    assert_eq!(status, 202, "{out}");
+
+    let got = rx.wait_for(1, WAIT).await;
+    let r = &got[0];
+    assert_eq!(r.path, "/in/hook");
+    assert_eq!(std::str::from_utf8(&r.body).unwrap(), r#"{"b": 2,  "a":[1, 2.50, "é"]}"#);
+    assert_eq!(r.header("webhook-id"), out["id"].as_str().unwrap());
+    assert_eq!(r.header("content-type"), "application/json");
+    assert_eq!(r.header("x-tenant"), "acme");
+    let ts: i64 = r.header("webhook-timestamp").parse().unwrap();
+    assert!((chrono::Utc::now().timestamp() - ts).abs() < 10, "timestamp {ts} is not now");
+    assert!(signature_valid(secret, r), "signature does not verify: {:?}", r.headers);
+    // A different secret must not verify: the check above can fail.
+    assert!(!signature_valid("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_attempts_are_retried_on_schedule_with_the_same_id() {
+    let server = Server::start("").await;
+    let rx = Receiver::scripted(|n, _| Reply::Status(if n < 2 { 500 } else { 200 })).await;
+    let app = server.create_app("retry").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let msg = server.send_message(&app, "a.b", json!({})).await;
+
+    let got = rx.wait_for(3, WAIT).await;
+    assert!(got.iter().all(|r| r.header("webhook-id") == msg));
+    // Schedule in tests: 200 ms, 400 ms, 800 ms.
+    let gap1 = got[1].at - got[0].at;
+    let gap2 = got[2].at - got[1].at;
+    assert!(gap1 >= Duration::from_millis(190), "{gap1:?}");
+    assert!(gap2 >= Duration::from_millis(390), "{gap2:?}");
+
+    let attempts = server
+        .wait_until(&format!("/api/v1/app/{app}/attempt/msg/{msg}/"), WAIT, |b| {
+            b["data"].as_array().unwrap().len() == 3
+        })
+        .await;
+    let codes: Vec<i64> =
+        attempts["data"].as_array().unwrap().iter().map(|a| a["responseStatusCode"].as_i64().unwrap()).collect();
+    assert_eq!(codes, vec![200, 500, 500], "newest first");
+    let statuses: Vec<i64> =
+        attempts["data"].as_array().unwrap().iter().map(|a| a["status"].as_i64().unwrap()).collect();
+    assert_eq!(statuses, vec![0, 2, 2]);
+    let by_ep = server.call("GET", &format!("/api/v1/app/{app}/attempt/endpoint/{ep}?status=2"), None).await.1;
+    assert_eq!(by_ep["data"].as_array().unwrap().len(), 2, "{by_ep}");
+    let one = &attempts["data"][0];
+    let (status, single) =
+        server.call("GET", &format!("/api/v1/app/{app}/msg/{msg}/attempt/{}", one["id"].as_str().unwrap()), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(single["id"], one["id"]);
+    assert_eq!(single["endpointId"], ep);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gives_up_after_the_last_scheduled_attempt() {
+    let server = Server::start("").await;
+    let rx = Receiver::scripted(|_, _| Reply::Status(500)).await;
+    let app = server.create_app("giveup").await;
+    server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let msg = server.send_message(&app, "a.b", json!({})).await;
+    // One immediate attempt plus three retries.
+    rx.wait_for(4, WAIT).await;
+    let dest = server
+        .wait_until(&format!("/api/v1/app/{app}/msg/{msg}/endpoint"), WAIT, |b| b["data"][0]["status"] == 2)
+        .await;
+    assert!(dest["data"][0]["nextAttempt"].is_null(), "{dest}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rx.received().len(), 4, "attempted again after giving up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let server = Server::start("[delivery]\nretry_schedule = [\"5s\", \"5s\"]").await;
+    let rx =
+        Receiver::scripted(
+            |n, _| {
+                if n == 0 {
+                    Reply::WithHeader(429, "retry-after", "1".into())
+                } else {
+                    Reply::Status(200)
+                }
+            },
+        )
+        .await;
+    let app = server.create_app("retry-after").await;
+    server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    server.send_message(&app, "a.b", json!({})).await;
+    let got = rx.wait_for(2, WAIT).await;
+    let gap = got[1].at - got[0].at;
+    // Retry-After: 1 wins over the 5 s schedule.
+    assert!(gap >= Duration::from_millis(950) && gap < Duration::from_millis(4000), "{gap:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receiver_times_out_and_is_retried() {
+    let server = Server::start("[delivery]\nrequest_timeout = \"500ms\"\nconnect_timeout = \"500ms\"").await;
+    let rx =
+        Receiver::scripted(|n, _| if n == 0 { Reply::Hang(Duration::from_secs(3)) } else { Reply::Status(200) }).await;
+    let app = server.create_app("timeout").await;
+    server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let msg = server.send_message(&app, "a.b", json!({})).await;
+    let started = Instant::now();
+    rx.wait_for(2, WAIT).await;
+    assert!(started.elapsed() < Duration::from_millis(2500), "the retry waited for the hanging request");
+    let attempts = server
+        .wait_until(&format!("/api/v1/app/{app}/attempt/msg/{msg}"), WAIT, |b| b["data"].as_array().unwrap().len() == 2)
+        .await;
+    let first = &attempts["data"][1];
+    assert_eq!(first["responseStatusCode"], 0);
+    assert_eq!(first["status"], 2);
+    assert!(first["response"].as_str().unwrap().contains("timed out"), "{first}");
+    assert!(first["responseDurationMs"].as_i64().unwrap() >= 450);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_too_long_is_disabled_and_can_be_recovered() {
+    let extra = "[delivery]\ndisable_after = \"1s\"\nretry_schedule = [\"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\"]";
+    let server = Server::start(extra).await;
+    let rx = Receiver::scripted(|_, _| Reply::Status(500)).await;
+    let app = server.create_app("disable").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let since = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let first = server.send_message(&app, "a.b", json!({ "n": 1 })).await;
+    server.wait_until(&format!("/api/v1/app/{app}/endpoint/{ep}"), WAIT, |b| b["disabled"] == true).await;
+
+    // Disabled: the failed message is given up and new messages are not sent to it.
+    server.wait_until(&format!("/api/v1/app/{app}/msg/{first}/endpoint"), WAIT, |b| b["data"][0]["status"] == 2).await;
+    settle().await;
+    let seen = rx.received().len();
+    let second = server.send_message(&app, "a.b", json!({ "n": 2 })).await;
+    settle().await;
+    assert_eq!(rx.received().len(), seen, "a disabled endpoint was still sent to");
+
+    // Re-enable, fix the receiver, recover: the failed message arrives.
+    rx.set_script(|_, _| Reply::Status(200));
+    let (status, _) =
+        server.call("PATCH", &format!("/api/v1/app/{app}/endpoint/{ep}"), Some(json!({ "disabled": false }))).await;
+    assert_eq!(status, 200);
+    let (status, out) =
+        server.call("POST", &format!("/api/v1/app/{app}/endpoint/{ep}/recover"), Some(json!({ "since": since }))).await;
+    assert_eq!(status, 202, "{out}");
+    assert_eq!(out["recovered"], 1, "{out}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ok: Vec<_> = rx.received().into_iter().skip(seen).map(|r| r.header("webhook-id").to_string()).collect();
+        if ok.contains(&first) {
+            // The second message never matched a live endpoint, so it has no delivery to recover.
+            assert!(!ok.contains(&second));
+            break;
+        }
+        assert!(Instant::now() < deadline, "recovered message never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_delivers_again_as_a_manual_attempt() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("resend").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let msg = server.send_message(&app, "a.b", json!({})).await;
+    rx.wait_for(1, WAIT).await;
+    let (status, _) = server.call("POST", &format!("/api/v1/app/{app}/msg/{msg}/endpoint/{ep}/resend"), None).await;
+    assert_eq!(status, 202);
+    let got = rx.wait_for(2, WAIT).await;
+    assert_eq!(got[1].header("webhook-id"), msg);
+    let attempts = server
+        .wait_until(&format!("/api/v1/app/{app}/attempt/msg/{msg}"), WAIT, |b| b["data"].as_array().unwrap().len() == 2)
+        .await;
+    assert_eq!(attempts["data"][0]["triggerType"], 1);
+    assert_eq!(attempts["data"][1]["triggerType"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_secret_keeps_signing_beside_the_new_one() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("rotate").await;
+    let (ep, old) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let new = "whsec_bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldy1zZWNyZXQ=";
+    let (status, _) = server
+        .call("POST", &format!("/api/v1/app/{app}/endpoint/{ep}/secret/rotate"), Some(json!({ "key": new })))
+        .await;
+    assert_eq!(status, 204);
+    let (_, current) = server.call("GET", &format!("/api/v1/app/{app}/endpoint/{ep}/secret"), None).await;
+    assert_eq!(current["key"], new);
+    server.send_message(&app, "a.b", json!({})).await;
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("webhook-signature").split(' ').count(), 2);
+    assert!(signature_valid(new, &got[0]));
+    assert!(signature_valid(&old, &got[0]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_and_private_targets_are_refused_without_allow_list() {
+    let server = Server::start("[delivery]\nallow_networks = []\nretry_schedule = []").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("ssrf").await;
+    let port = rx.url.rsplit(':').next().unwrap().to_string();
+    let targets = [
+        rx.url.clone(),
+        format!("http://localhost:{port}"),
+        format!("http://[::ffff:127.0.0.1]:{port}"),
+        format!("http://2130706433:{port}"),
+    ];
+    for url in &targets {
+        server.create_endpoint(&app, json!({ "url": url })).await;
+    }
+    let msg = server.send_message(&app, "a.b", json!({})).await;
+    let attempts = server
+        .wait_until(&format!("/api/v1/app/{app}/attempt/msg/{msg}"), WAIT, |b| {
+            b["data"].as_array().unwrap().len() == targets.len()
+        })
+        .await;
+    for a in attempts["data"].as_array().unwrap() {
+        assert_eq!(a["responseStatusCode"], 0, "{a}");
+        assert!(a["response"].as_str().unwrap().contains("not allowed"), "{a}");
+    }
+    settle().await;
+    assert!(rx.received().is_empty(), "a refused address was contacted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_spreads_deliveries() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("rate").await;
+    server.create_endpoint(&app, json!({ "url": rx.url, "rateLimit": 5 })).await;
+    for i in 0..10 {
+        server.send_message(&app, "a.b", json!({ "i": i })).await;
+    }
+    let got = rx.wait_for(10, WAIT).await;
+    let span = got[9].at - got[0].at;
+    // 5/s: a burst of 5, then one every 200 ms.
+    assert!(span >= Duration::from_millis(750), "{span:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_endpoint_does_not_hold_up_the_others() {
+    let server = Server::start("[delivery]\nper_endpoint_in_flight = 4").await;
+    let slow = Receiver::scripted(|_, _| Reply::Hang(Duration::from_secs(4))).await;
+    let fast = Receiver::start().await;
+    let app = server.create_app("isolation").await;
+    server.create_endpoint(&app, json!({ "url": slow.url, "filterTypes": ["slow"] })).await;
+    server.create_endpoint(&app, json!({ "url": fast.url, "filterTypes": ["fast"] })).await;
+    for i in 0..40 {
+        server.send_message(&app, "slow", json!({ "i": i })).await;
+    }
+    let started = Instant::now();
+    for i in 0..40 {
+        server.send_message(&app, "fast", json!({ "i": i })).await;
+    }
+    fast.wait_for(40, WAIT).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "fast endpoint waited {:?}", started.elapsed());
+    assert!(slow.received().len() <= 4, "per-endpoint concurrency was not applied");
+}
