@@ -1,0 +1,186 @@
+//! Receivers that misbehave: each fault ends in a recorded failed attempt (and a retry), the
+//! engine never stalls, and a healthy endpoint next to the faulty one keeps receiving.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Reads the request, then resets the connection.
+    Reset,
+    /// Accepts and reads, never answers.
+    Hang,
+    /// Answers 200 with a body that trickles in one byte every 100 ms.
+    Trickle,
+    /// Answers with a 10 MB body.
+    Huge(u16),
+    /// Answers a redirect to another (healthy) receiver.
+    Redirect,
+    /// Answers bytes that are not HTTP.
+    Garbage,
+}
+
+/// A raw TCP server that misbehaves the same way on every connection.
+async fn faulty(fault: Fault, redirect_to: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let redirect_to = redirect_to.clone();
+            tokio::spawn(async move { misbehave(socket, fault, &redirect_to).await });
+        }
+    });
+    format!("http://{addr}/hook")
+}
+
+async fn read_request(socket: &mut TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut seen = Vec::new();
+    // Headers, then whatever body arrived with them: enough for these small requests.
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+}
+
+async fn misbehave(mut socket: TcpStream, fault: Fault, redirect_to: &str) {
+    read_request(&mut socket).await;
+    match fault {
+        Fault::Reset => {
+            let _ = socket.set_linger(Some(Duration::ZERO));
+            drop(socket);
+        }
+        Fault::Hang => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        Fault::Trickle => {
+            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n").await;
+            for _ in 0..1000 {
+                if socket.write_all(b"x").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Fault::Huge(status) => {
+            let size = 10 * 1024 * 1024;
+            let head = format!("HTTP/1.1 {status} X\r\ncontent-length: {size}\r\n\r\n");
+            let _ = socket.write_all(head.as_bytes()).await;
+            let chunk = vec![b'z'; 64 * 1024];
+            for _ in 0..(size / chunk.len()) {
+                if socket.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        }
+        Fault::Redirect => {
+            let head = format!("HTTP/1.1 302 Found\r\nlocation: {redirect_to}\r\ncontent-length: 0\r\n\r\n");
+            let _ = socket.write_all(head.as_bytes()).await;
+        }
+        Fault::Garbage => {
+            let _ = socket.write_all(b"this is not http at all\r\n\r\n").await;
+        }
+    }
+}
+
+/// Runs one fault against a server with short timeouts and a one-retry schedule; returns
+/// the attempts recorded for the faulty endpoint (newest first).
+async fn run(fault: Fault) -> Vec<Value> {
+    let server = Server::start("[delivery]\nrequest_timeout = \"800ms\"\nconnect_timeout = \"800ms\"\nretry_schedule = [\"300ms\"]").await;
+    let healthy = Receiver::start().await;
+    let bad_url = faulty(fault, format!("{}/redirected", healthy.url)).await;
+    let app = server.create_app("faults").await;
+    let (bad, _) = server.create_endpoint(&app, json!({ "url": bad_url, "filterTypes": ["bad"] })).await;
+    server.create_endpoint(&app, json!({ "url": healthy.url, "filterTypes": ["good"] })).await;
+
+    for i in 0..3 {
+        server.send_message(&app, "bad", json!({ "i": i })).await;
+    }
+    // The healthy endpoint is served while the faulty one misbehaves.
+    let started = Instant::now();
+    for i in 0..20 {
+        server.send_message(&app, "good", json!({ "i": i })).await;
+    }
+    healthy.wait_for(20, Duration::from_secs(10)).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "{fault:?} held up a healthy endpoint: {:?}", started.elapsed());
+
+    // Three messages, two attempts each, then given up.
+    let attempts = server
+        .wait_until(&format!("/api/v1/app/{app}/attempt/endpoint/{bad}?limit=250"), Duration::from_secs(20), |b| {
+            b["data"].as_array().unwrap().len() >= 6
+        })
+        .await;
+    let list = server.call("GET", &format!("/api/v1/app/{app}/msg/?event_types=bad"), None).await.1;
+    for m in list["data"].as_array().unwrap() {
+        let id = m["id"].as_str().unwrap();
+        server
+            .wait_until(&format!("/api/v1/app/{app}/msg/{id}/endpoint"), Duration::from_secs(10), |b| {
+                b["data"][0]["status"] == 2
+            })
+            .await;
+    }
+    assert!(
+        healthy.received().iter().all(|r| r.path != "/redirected"),
+        "{fault:?}: a redirect was followed"
+    );
+    attempts["data"].as_array().unwrap().clone()
+}
+
+fn assert_all(attempts: &[Value], what: &str, check: impl Fn(&Value) -> bool) {
+    assert_eq!(attempts.len(), 6, "{what}: {attempts:?}");
+    for a in attempts {
+        assert_eq!(a["status"], 2, "{what}: {a}");
+        assert!(check(a), "{what}: {a}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_reset() {
+    let attempts = run(Fault::Reset).await;
+    assert_all(&attempts, "reset", |a| a["responseStatusCode"] == 0 && !a["response"].as_str().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_then_hang() {
+    let attempts = run(Fault::Hang).await;
+    assert_all(&attempts, "hang", |a| {
+        a["responseStatusCode"] == 0
+            && a["response"].as_str().unwrap().contains("timed out")
+            && a["responseDurationMs"].as_i64().unwrap() < 2000
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_trickle_body() {
+    let attempts = run(Fault::Trickle).await;
+    assert_all(&attempts, "trickle", |a| a["response"].as_str().unwrap().contains("timed out"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_megabyte_response_is_capped() {
+    let attempts = run(Fault::Huge(500)).await;
+    assert_all(&attempts, "huge", |a| {
+        a["responseStatusCode"] == 500 && a["response"].as_str().unwrap().len() == 16 * 1024
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_is_not_followed() {
+    let attempts = run(Fault::Redirect).await;
+    assert_all(&attempts, "redirect", |a| a["responseStatusCode"] == 302);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_http_response() {
+    let attempts = run(Fault::Garbage).await;
+    assert_all(&attempts, "garbage", |a| a["responseStatusCode"] == 0);
+}
