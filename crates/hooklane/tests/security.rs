@@ -1,0 +1,110 @@
+//! Secrets stay secret; the development receiver rejects stale or forged deliveries.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use common::*;
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_and_tokens_never_reach_the_logs() {
+    let server = Server::start("log_level = \"trace\"\n[delivery]\nretry_schedule = [\"100ms\"]").await;
+    let ok = Receiver::start().await;
+    let failing = Receiver::scripted(|_, _| Reply::Status(500)).await;
+    let app = server.create_app("secrets").await;
+    let secret = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMw==";
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": ok.url, "secret": secret })).await;
+    server.create_endpoint(&app, json!({ "url": failing.url })).await;
+    let rotated = "whsec_cm90YXRlZC1yb3RhdGVkLXJvdGF0ZWQtcm90YXRlZA==";
+    let (status, _) = server
+        .call("POST", &format!("/api/v1/app/{app}/endpoint/{ep}/secret/rotate"), Some(json!({ "key": rotated })))
+        .await;
+    assert_eq!(status, 204);
+    let (status, portal) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), None).await;
+    assert_eq!(status, 200);
+    let app_token = portal["token"].as_str().unwrap().to_string();
+    let (status, _) = server.call_as(&app_token, "GET", &format!("/api/v1/app/{app}/endpoint/{ep}/secret"), None).await;
+    assert_eq!(status, 200);
+    // A wrong token and a bad secret go through the error paths.
+    let (status, _) = server.call_as("not-a-real-token-but-secret", "GET", "/api/v1/app/", None).await;
+    assert_eq!(status, 401);
+    let bad = "whsec_***this-secret-is-invalid***";
+    let (status, body) =
+        server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(json!({ "url": ok.url, "secret": bad }))).await;
+    assert_eq!(status, 422);
+    assert!(!body.to_string().contains("this-secret-is-invalid"), "error echoes the secret: {body}");
+    for i in 0..5 {
+        server.send_message(&app, "a.b", json!({ "i": i })).await;
+    }
+    ok.wait_for(5, Duration::from_secs(10)).await;
+    failing.wait_for(10, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let logs = server.logs();
+    assert!(logs.len() > 1000, "expected trace logs, got {} bytes", logs.len());
+    let b64 = |s: &str| s.trim_start_matches("whsec_").to_string();
+    for needle in [ADMIN.to_string(), secret.into(), b64(secret), rotated.into(), b64(rotated), app_token, "not-a-real-token-but-secret".into(), "this-secret-is-invalid".into()] {
+        assert!(!logs.contains(&needle), "the log contains a secret ({needle})");
+    }
+}
+
+fn sign(secret: &str, id: &str, ts: i64, body: &str) -> String {
+    let key = B64.decode(secret.trim_start_matches("whsec_")).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.{body}").as_bytes());
+    format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_rejects_stale_and_forged_deliveries() {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .args(["listen", "--port", &port.to_string(), "--secret", secret, "--json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let mut ready = false;
+    for _ in 0..100 {
+        if client.get(&url).send().await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "hooklane listen did not start");
+    let body = r#"{"hello":"world"}"#;
+    let now = chrono::Utc::now().timestamp();
+    let post = |ts: i64, sig: String| {
+        client
+            .post(&url)
+            .header("webhook-id", "msg_test")
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig)
+            .body(body)
+            .send()
+    };
+    assert_eq!(post(now, sign(secret, "msg_test", now, body)).await.unwrap().status(), 200);
+    // Older than the 5-minute tolerance, correctly signed: refused.
+    assert_eq!(post(now - 400, sign(secret, "msg_test", now - 400, body)).await.unwrap().status(), 401);
+    assert_eq!(post(now + 400, sign(secret, "msg_test", now + 400, body)).await.unwrap().status(), 401);
+    // Signed with another secret: refused.
+    let other = "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    assert_eq!(post(now, sign(other, "msg_test", now, body)).await.unwrap().status(), 401);
+    // No signature at all: refused.
+    assert_eq!(client.post(&url).body(body).send().await.unwrap().status(), 401);
+    let _ = child.kill();
+    let _ = child.wait();
+}
