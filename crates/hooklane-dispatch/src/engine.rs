@@ -270,7 +270,7 @@ async fn poll_loop(inner: Arc<Inner>) {
     let mut rounds: u64 = 0;
     while !inner.stopping.load(Ordering::Relaxed) {
         rounds += 1;
-        if rounds % 64 == 0 {
+        if rounds.is_multiple_of(64) {
             inner.gates.prune();
         }
         let free = inner.outstanding.available_permits().min(inner.cfg.claim_batch);

@@ -55,7 +55,10 @@ impl Gates {
         let gate = Arc::new(Gate {
             outstanding: AtomicUsize::new(0),
             in_flight: Semaphore::new(self.per_endpoint_in_flight.max(1)),
-            bucket: Mutex::new(Bucket { next_free: Instant::now() }),
+            // A new gate counts as idle: it may start with a burst.
+            bucket: Mutex::new(Bucket {
+                next_free: Instant::now().checked_sub(Duration::from_secs(1)).unwrap_or_else(Instant::now),
+            }),
         });
         map.insert(endpoint_id.to_string(), gate.clone());
         gate

@@ -3,7 +3,7 @@
 //! Validation errors (422) carry Svix's shape, `detail: [{loc, msg, type}]`, so Svix SDKs
 //! parse them, plus the same `code` field as every other error.
 
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hooklane_store::StoreError;
@@ -101,6 +101,11 @@ impl IntoResponse for ApiError {
             }
             _ => json!({ "code": self.code(), "detail": self.to_string() }),
         };
+        if let ApiError::PayloadTooLarge(_) = self {
+            // The rest of the body was never read, so the connection cannot carry another
+            // request: say so, or the client may reuse it and see its next request fail.
+            return (status, [(header::CONNECTION, "close")], Json(body)).into_response();
+        }
         (status, Json(body)).into_response()
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use hooklane_core::model::{Application, Principal};
@@ -17,16 +17,25 @@ use subtle::ConstantTimeEq;
 use crate::error::{ApiError, ApiResult};
 use crate::state::{hex, token_hash, AppState};
 
-/// `axum::Json` with hooklane's error bodies.
+/// `axum::Json` with hooklane's error bodies. Every body of the API is a JSON object: serde
+/// would also fill a struct from an array (`["name"]`), which is refused here.
 pub struct Json<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
+        let limit = state.0.max_body_bytes;
+        let raw = match axum::Json::<Box<serde_json::value::RawValue>>::from_request(req, state).await {
+            Ok(axum::Json(raw)) => raw,
+            Err(rejection) => return Err(json_rejection(rejection, limit)),
+        };
+        if !raw.get().starts_with('{') {
+            return Err(ApiError::validation("body", "must be a JSON object"));
+        }
+        match axum::Json::<T>::from_bytes(raw.get().as_bytes()) {
             Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(rejection) => Err(json_rejection(rejection, state.0.max_body_bytes)),
+            Err(rejection) => Err(json_rejection(rejection, limit)),
         }
     }
 }
@@ -51,6 +60,21 @@ fn json_rejection(r: JsonRejection, limit: usize) -> ApiError {
     }
 }
 
+/// `axum::extract::Path` with hooklane's error bodies (a segment that is not valid UTF-8
+/// after percent-decoding would otherwise get axum's plain-text 400).
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
 /// A JSON body that may be left out entirely (an empty body gives `None`).
 pub struct OptionalJson<T>(pub Option<T>);
 
@@ -58,9 +82,13 @@ impl<T: DeserializeOwned> FromRequest<AppState> for OptionalJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let empty = req.headers().get(axum::http::header::CONTENT_LENGTH).is_some_and(|v| v == "0")
-            || (!req.headers().contains_key(axum::http::header::CONTENT_TYPE)
-                && !req.headers().contains_key(axum::http::header::TRANSFER_ENCODING));
+        // A body sent without a content type is not "no body": it goes on to the JSON
+        // extractor, which answers 415, rather than being silently ignored.
+        let headers = req.headers();
+        let empty = headers.get(axum::http::header::CONTENT_LENGTH).is_some_and(|v| v == "0")
+            || (!headers.contains_key(axum::http::header::CONTENT_TYPE)
+                && !headers.contains_key(axum::http::header::CONTENT_LENGTH)
+                && !headers.contains_key(axum::http::header::TRANSFER_ENCODING));
         if empty {
             return Ok(OptionalJson(None));
         }
@@ -165,9 +193,7 @@ impl FromRequestParts<AppState> for Tenant {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Auth(principal) = Auth::from_request_parts(parts, state).await?;
-        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state).await?;
         let key = params.get("app_id").ok_or(ApiError::NotFound("application"))?;
         let app = state.0.store.get_app(key).await?.ok_or(ApiError::NotFound("application"))?;
         if !principal.can_access(&app.id) {

@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hooklane_core::Utc;
-use hooklane_store::{IdempotencyState, StoredResponse};
+use hooklane_store::{DynStore, IdempotencyState, StoredResponse};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -43,17 +43,34 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
     scope.update([0]);
     scope.update(key.as_bytes());
     let scope = hex(&scope.finalize());
+    // Receive the whole body before claiming the key: a request that never fully arrived
+    // (the client went away mid-upload) was not processed, and its retry must not be
+    // answered with the upload error for the next 24 hours.
+    let (parts, body) = req.into_parts();
+    let body = match Bytes::from_request(Request::from_parts(parts.clone(), body), &s).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::PayloadTooLarge(s.0.max_body_bytes).into_response()
+        }
+        Err(e) => return ApiError::BadRequest(e.body_text()).into_response(),
+    };
+    let req = Request::from_parts(parts, Body::from(body));
     let store = &s.0.store;
     match store.idempotency_begin(&scope, Utc::now(), KEY_TTL).await {
         Err(e) => ApiError::from(e).into_response(),
         Ok(IdempotencyState::InFlight) => ApiError::IdempotencyInFlight.into_response(),
         Ok(IdempotencyState::Completed(stored)) => replay(stored),
         Ok(IdempotencyState::Started) => {
+            // Until the answer is stored, the key is released if this future is dropped (the
+            // client disconnected), the handler panics or storing fails: a key left in flight
+            // would refuse every retry for 24 hours.
+            let mut guard = AbortOnDrop { store: Some(store.clone()), scope: scope.clone() };
             let response = next.run(req).await;
             let status = response.status();
             // Server errors and auth failures are not final: let the client try again.
             if status.is_server_error() || status == StatusCode::UNAUTHORIZED {
                 let _ = store.idempotency_abort(&scope).await;
+                guard.disarm();
                 return response;
             }
             let (parts, body) = response.into_parts();
@@ -61,14 +78,39 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
                 Ok(b) => b,
                 Err(_) => {
                     let _ = store.idempotency_abort(&scope).await;
+                    guard.disarm();
                     return ApiError::Internal("response too large to store for idempotency".into()).into_response();
                 }
             };
             let stored = StoredResponse { status: status.as_u16(), body: bytes.to_vec() };
-            if let Err(e) = store.idempotency_finish(&scope, stored).await {
-                tracing::warn!(error = %e, "could not store idempotent response");
+            match store.idempotency_finish(&scope, stored).await {
+                Ok(()) => guard.disarm(),
+                Err(e) => tracing::warn!(error = %e, "could not store idempotent response"),
             }
             Response::from_parts(parts, Body::from(bytes))
+        }
+    }
+}
+
+/// Releases an idempotency key in flight when dropped, unless disarmed.
+struct AbortOnDrop {
+    store: Option<DynStore>,
+    scope: String,
+}
+
+impl AbortOnDrop {
+    fn disarm(&mut self) {
+        self.store = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let (Some(store), Ok(rt)) = (self.store.take(), tokio::runtime::Handle::try_current()) {
+            let scope = std::mem::take(&mut self.scope);
+            rt.spawn(async move {
+                let _ = store.idempotency_abort(&scope).await;
+            });
         }
     }
 }

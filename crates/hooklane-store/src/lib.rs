@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod postgres;
 mod queries_shared;
 pub mod sqlite;
 mod types;
@@ -124,8 +125,12 @@ pub trait Store: Send + Sync + 'static {
 
 pub type DynStore = Arc<dyn Store>;
 
-/// Opens the store named by a URL-ish string: `sqlite:PATH` or a plain file path.
+/// Opens the store named by a URL-ish string: a `postgres://` or `postgresql://` URL (see
+/// [`postgres`]), `sqlite:PATH`, or a plain file path.
 pub async fn open(location: &str) -> StoreResult<DynStore> {
+    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+        return Ok(Arc::new(postgres::PgStore::open(location).await?));
+    }
     let path = location.strip_prefix("sqlite://").or_else(|| location.strip_prefix("sqlite:")).unwrap_or(location);
     Ok(Arc::new(sqlite::SqliteStore::open(path).await?))
 }

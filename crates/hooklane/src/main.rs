@@ -1,6 +1,7 @@
 //! The `hooklane` command: one binary for the server and its tools.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod config;
 mod listen;
 mod serve;
@@ -27,6 +28,9 @@ enum Command {
     Migrate,
     /// A local webhook receiver for development: prints each delivery and checks its signature.
     Listen(listen::ListenArgs),
+    /// Measures throughput and latency: a `serve` child process, a loopback receiver and
+    /// concurrent API clients; prints one JSON line.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,5 +50,6 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Command::Listen(args) => runtime.block_on(listen::run(args)),
+        Command::Bench(args) => runtime.block_on(bench::run(args)),
     }
 }

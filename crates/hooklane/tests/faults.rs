@@ -56,7 +56,7 @@ async fn misbehave(mut socket: TcpStream, fault: Fault, redirect_to: &str) {
     read_request(&mut socket).await;
     match fault {
         Fault::Reset => {
-            let _ = socket.set_linger(Some(Duration::ZERO));
+            let _ = socket.set_zero_linger();
             drop(socket);
         }
         Fault::Hang => {
@@ -95,7 +95,10 @@ async fn misbehave(mut socket: TcpStream, fault: Fault, redirect_to: &str) {
 /// Runs one fault against a server with short timeouts and a one-retry schedule; returns
 /// the attempts recorded for the faulty endpoint (newest first).
 async fn run(fault: Fault) -> Vec<Value> {
-    let server = Server::start("[delivery]\nrequest_timeout = \"800ms\"\nconnect_timeout = \"800ms\"\nretry_schedule = [\"300ms\"]").await;
+    let server = Server::start(
+        "[delivery]\nrequest_timeout = \"800ms\"\nconnect_timeout = \"800ms\"\nretry_schedule = [\"300ms\"]",
+    )
+    .await;
     let healthy = Receiver::start().await;
     let bad_url = faulty(fault, format!("{}/redirected", healthy.url)).await;
     let app = server.create_app("faults").await;
@@ -111,7 +114,11 @@ async fn run(fault: Fault) -> Vec<Value> {
         server.send_message(&app, "good", json!({ "i": i })).await;
     }
     healthy.wait_for(20, Duration::from_secs(10)).await;
-    assert!(started.elapsed() < Duration::from_secs(3), "{fault:?} held up a healthy endpoint: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{fault:?} held up a healthy endpoint: {:?}",
+        started.elapsed()
+    );
 
     // Three messages, two attempts each, then given up.
     let attempts = server
@@ -128,10 +135,7 @@ async fn run(fault: Fault) -> Vec<Value> {
             })
             .await;
     }
-    assert!(
-        healthy.received().iter().all(|r| r.path != "/redirected"),
-        "{fault:?}: a redirect was followed"
-    );
+    assert!(healthy.received().iter().all(|r| r.path != "/redirected"), "{fault:?}: a redirect was followed");
     attempts["data"].as_array().unwrap().clone()
 }
 

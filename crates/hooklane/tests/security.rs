@@ -35,8 +35,9 @@ async fn secrets_and_tokens_never_reach_the_logs() {
     let (status, _) = server.call_as("not-a-real-token-but-secret", "GET", "/api/v1/app/", None).await;
     assert_eq!(status, 401);
     let bad = "whsec_***this-secret-is-invalid***";
-    let (status, body) =
-        server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(json!({ "url": ok.url, "secret": bad }))).await;
+    let (status, body) = server
+        .call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(json!({ "url": ok.url, "secret": bad })))
+        .await;
     assert_eq!(status, 422);
     assert!(!body.to_string().contains("this-secret-is-invalid"), "error echoes the secret: {body}");
     for i in 0..5 {
@@ -49,7 +50,16 @@ async fn secrets_and_tokens_never_reach_the_logs() {
     let logs = server.logs();
     assert!(logs.len() > 1000, "expected trace logs, got {} bytes", logs.len());
     let b64 = |s: &str| s.trim_start_matches("whsec_").to_string();
-    for needle in [ADMIN.to_string(), secret.into(), b64(secret), rotated.into(), b64(rotated), app_token, "not-a-real-token-but-secret".into(), "this-secret-is-invalid".into()] {
+    for needle in [
+        ADMIN.to_string(),
+        secret.into(),
+        b64(secret),
+        rotated.into(),
+        b64(rotated),
+        app_token,
+        "not-a-real-token-but-secret".into(),
+        "this-secret-is-invalid".into(),
+    ] {
         assert!(!logs.contains(&needle), "the log contains a secret ({needle})");
     }
 }

@@ -1,6 +1,6 @@
 //! `/api/v1/app`: applications.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hooklane_core::ids::{self, new_id};
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{check_len, check_metadata, check_name, check_rate_limit, page_request, ListResponse, Patch};
 use crate::error::{conflict, ApiError, ApiResult};
-use crate::extract::{Admin, Auth, Json, Query, Tenant};
+use crate::extract::{Admin, Auth, Json, Path, Query, Tenant};
 use crate::state::AppState;
 
 const UID_TAKEN: &str = "an application with this uid already exists";
@@ -85,7 +85,7 @@ fn validate(a: &Application) -> ApiResult<()> {
 }
 
 fn build(input: ApplicationIn) -> ApiResult<Application> {
-    let now = Utc::now();
+    let now = super::now();
     let app = Application {
         id: new_id(ids::APP),
         uid: input.uid,
@@ -180,7 +180,7 @@ pub async fn patch(
 }
 
 async fn save(s: &AppState, mut app: Application) -> ApiResult<axum::Json<ApplicationOut>> {
-    app.updated_at = Utc::now();
+    app.updated_at = super::now();
     validate(&app)?;
     s.0.store.update_app(app.clone()).await.map_err(conflict(UID_TAKEN))?;
     Ok(axum::Json(app.into()))

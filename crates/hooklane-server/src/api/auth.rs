@@ -1,6 +1,6 @@
 //! `/api/v1/auth`: application-scoped tokens (Svix's app-portal access).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hooklane_core::Utc;
@@ -8,7 +8,7 @@ use rand::RngCore;
 use serde::Serialize;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Admin;
+use crate::extract::{Admin, Path};
 use crate::state::{hex, token_hash, AppState};
 
 /// Prefix of application-scoped tokens, so they are recognisable in a secret scanner.

@@ -185,7 +185,7 @@ pub async fn create(
         Some(raw) => parse_secret(raw)?,
         None => Secret::generate(),
     };
-    let now = Utc::now();
+    let now = super::now();
     let ep = Endpoint {
         id: new_id(ids::ENDPOINT),
         app_id: t.app.id,
@@ -234,7 +234,7 @@ async fn save(s: &AppState, mut ep: Endpoint, was_disabled: bool) -> ApiResult<E
     if was_disabled && !ep.disabled {
         ep.failing_since = None;
     }
-    ep.updated_at = Utc::now();
+    ep.updated_at = super::now();
     validate(&ep)?;
     s.0.store.update_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
     Ok(ep)
@@ -328,7 +328,7 @@ pub async fn rotate_secret(
         Some(raw) => parse_secret(&raw)?,
         None => Secret::generate(),
     };
-    let now = Utc::now();
+    let now = super::now();
     ep.previous_secrets.retain(|p| p.expires_at > now);
     let old = std::mem::replace(&mut ep.secret, new.expose());
     ep.previous_secrets

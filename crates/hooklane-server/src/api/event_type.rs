@@ -1,6 +1,6 @@
 //! `/api/v1/event-type`: the catalogue of event types.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hooklane_core::model::EventType;
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{check_len, check_name, page_request, ListResponse, Patch};
 use crate::error::{conflict, missing, ApiError, ApiResult};
-use crate::extract::{Admin, Auth, Json, Query};
+use crate::extract::{Admin, Auth, Json, Path, Query};
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -104,7 +104,7 @@ fn validate(e: &EventType) -> ApiResult<()> {
 }
 
 pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<EventTypeIn>) -> ApiResult<Response> {
-    let now = Utc::now();
+    let now = super::now();
     let et = EventType {
         name: input.name,
         description: input.description,
@@ -141,7 +141,7 @@ pub async fn put(
     Path(name): Path<String>,
     Json(input): Json<EventTypeUpdate>,
 ) -> ApiResult<Response> {
-    let now = Utc::now();
+    let now = super::now();
     let existing = s.0.store.get_event_type(&name).await?;
     let created = existing.is_none();
     let et = EventType {
@@ -176,7 +176,7 @@ pub async fn patch(
     p.deprecated.apply("deprecated", &mut et.deprecated)?;
     p.feature_flag.apply_opt(&mut et.feature_flag);
     p.schemas.apply_opt(&mut et.schemas);
-    et.updated_at = Utc::now();
+    et.updated_at = super::now();
     validate(&et)?;
     s.0.store.update_event_type(et.clone()).await?;
     Ok(axum::Json(EventTypeOut::new(et, true)))
@@ -190,7 +190,7 @@ pub async fn delete(State(s): State<AppState>, _: Admin, Path(name): Path<String
     }
     let mut et = s.0.store.get_event_type(&name).await?.ok_or(ApiError::NotFound("event type"))?;
     et.archived = true;
-    et.updated_at = Utc::now();
+    et.updated_at = super::now();
     s.0.store.update_event_type(et).await?;
     Ok(StatusCode::NO_CONTENT)
 }

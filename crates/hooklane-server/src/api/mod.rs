@@ -17,6 +17,13 @@ use hooklane_store::{Page, PageRequest};
 /// Largest page a client may ask for.
 const MAX_LIMIT: usize = 250;
 
+/// The time now, to the millisecond: the precision the store keeps, so a timestamp reads
+/// the same in the answer that set it as in every later read.
+pub fn now() -> hooklane_core::DateTime<hooklane_core::Utc> {
+    use chrono::SubsecRound;
+    hooklane_core::Utc::now().trunc_subsecs(3)
+}
+
 /// Svix's `ListResponse…Out`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -106,7 +106,10 @@ impl Server {
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         self.base = base.unwrap_or_else(|| {
-            panic!("hooklane did not start; stderr:\n{}", std::fs::read_to_string(&self.stderr_path).unwrap_or_default())
+            panic!(
+                "hooklane did not start; stderr:\n{}",
+                std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+            )
         });
         self.child = Some(child);
     }
@@ -338,10 +341,7 @@ impl Receiver {
 async fn receive(State(s): State<Arc<ReceiverState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let rec = Received {
         path: uri.path().to_string(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect(),
+        headers: headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect(),
         body: body.to_vec(),
         at: Instant::now(),
     };

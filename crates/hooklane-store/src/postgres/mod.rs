@@ -1,0 +1,215 @@
+//! The PostgreSQL store, for running several hooklane nodes against one database.
+//!
+//! Same tables and the same semantics as the SQLite store (times are BIGINT unix
+//! milliseconds, a delivery's lease is `due_at` + `leased`), with what sharing the tables
+//! between nodes needs:
+//!
+//! * `claim_due` takes due rows with `FOR UPDATE SKIP LOCKED`, so concurrent pollers on
+//!   different nodes never lease the same delivery and never wait for each other.
+//! * Every store operation is one transaction of its own (often a single statement): a
+//!   failed operation leaves nothing behind, exactly like the SQLite store's
+//!   savepoint-per-job. (`claim_due` is one statement; deleting the rare claimed rows whose
+//!   message or endpoint is gone is a second one.) `create_message` is one statement that inserts the message and all
+//!   its deliveries (one multi-row insert over `UNNEST`).
+//! * Unique (and other integrity) violations map to [`StoreError::Conflict`], as SQLite's
+//!   constraint violations do.
+//! * No group commit of our own: each operation commits on its own pooled connection, and
+//!   PostgreSQL already flushes the WAL once for all commits waiting at the same time
+//!   (tunable with `commit_delay` / `commit_siblings`; `synchronous_commit` is left on, so
+//!   an acknowledged write is durable, as with SQLite's `synchronous = FULL`).
+//! * `release_all_leases` releases the leases of every node sharing the database: a
+//!   multi-node deployment must not call it at start-up (see the method's docs).
+//! * Schema migrations are versioned in `schema_migrations` and run at open under an
+//!   advisory lock, so nodes starting together do not race.
+//!
+//! The connection URL is a libpq-style `postgres://` / `postgresql://` URL; TLS is not
+//! supported yet (`sslmode=require` fails to connect). One hooklane-specific query
+//! parameter is understood and removed before connecting: `pool_max_size=N`, the most
+//! connections this store keeps open (default [`DEFAULT_POOL_SIZE`]).
+//!
+//! The pool's connections run on the Tokio runtime that opened the store: open it on the
+//! runtime that will use it.
+
+mod queries;
+mod rows;
+mod schema;
+mod store_impl;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Transaction};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use crate::{StoreError, StoreResult};
+
+/// Connections kept by default; each node needs a few per concurrent request plus the
+/// dispatcher's pollers and recorders.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// How long an operation waits for a free pooled connection before failing.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+/// How long opening one new connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Tuning for [`PgStore::open_with`].
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// The most connections this store opens at once.
+    pub max_connections: usize,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions { max_connections: DEFAULT_POOL_SIZE }
+    }
+}
+
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Connects to the database named by `url`, brings its schema up to date and returns
+    /// the store. `url` may carry `pool_max_size=N` (see the module docs).
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let (url, pool_size) = take_pool_size(url)?;
+        let options = PgOptions { max_connections: pool_size.unwrap_or(DEFAULT_POOL_SIZE) };
+        Self::open_with(&url, options).await
+    }
+
+    /// Like [`PgStore::open`] with explicit options (`url` must not carry hooklane's own
+    /// parameters).
+    pub async fn open_with(url: &str, options: PgOptions) -> StoreResult<Self> {
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Database(format!("invalid PostgreSQL URL: {e}")))?;
+        if config.get_application_name().is_none() {
+            config.application_name("hooklane");
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(options.max_connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Database(format!("cannot build the connection pool: {e}")))?;
+        let mut client = pool.get().await.map_err(pool_err)?;
+        let applied = schema::migrate(&mut client).await?;
+        if applied > 0 {
+            tracing::info!(applied, "postgres schema migrated");
+        }
+        Ok(PgStore { pool })
+    }
+
+    /// A pooled connection.
+    async fn client(&self) -> StoreResult<deadpool_postgres::Client> {
+        self.pool.get().await.map_err(pool_err)
+    }
+}
+
+/// Splits hooklane's own `pool_max_size` parameter off a connection URL.
+fn take_pool_size(url: &str) -> StoreResult<(String, Option<usize>)> {
+    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), None)) };
+    let mut size = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("pool_max_size", v)) => {
+                let n = v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    StoreError::Database(format!("pool_max_size must be a positive integer, not {v:?}"))
+                })?;
+                size = Some(n);
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+    Ok((url, size))
+}
+
+fn pool_err(e: PoolError) -> StoreError {
+    match e {
+        PoolError::Closed => StoreError::Closed,
+        PoolError::Backend(e) => db_err(e),
+        other => StoreError::Database(format!("no database connection: {other}")),
+    }
+}
+
+/// Maps a driver error: integrity violations (SQLSTATE class 23: unique, not-null, check…)
+/// become [`StoreError::Conflict`], like SQLite's constraint violations.
+pub(crate) fn db_err(e: tokio_postgres::Error) -> StoreError {
+    db_error(&e)
+}
+
+/// [`db_err`] for a borrowed error.
+pub(crate) fn db_error(e: &tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) if db.code().code().starts_with("23") => StoreError::Conflict(match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_string(),
+        }),
+        Some(db) => StoreError::Database(format!("{}: {} [{}]", db.severity(), db.message(), db.code().code())),
+        None => {
+            let mut msg = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                source = s.source();
+            }
+            StoreError::Database(msg)
+        }
+    }
+}
+
+/// The constraint a failed statement broke, if any.
+pub(crate) fn violated_constraint(e: &tokio_postgres::Error) -> Option<&str> {
+    e.as_db_error().and_then(|db| db.constraint())
+}
+
+/// Whether retrying the whole transaction may succeed: it failed on a deadlock or a
+/// serialization failure (the SQLSTATE that [`db_error`] puts at the end of the message).
+pub(crate) fn is_transient(e: &StoreError) -> bool {
+    let codes = [SqlState::T_R_DEADLOCK_DETECTED, SqlState::T_R_SERIALIZATION_FAILURE];
+    matches!(e, StoreError::Database(m) if codes.iter().any(|c| m.ends_with(&format!("[{}]", c.code()))))
+}
+
+/// Commits when `result` is a success, rolls back otherwise; returns `result`.
+async fn finish<T>(tx: Transaction<'_>, result: StoreResult<T>) -> StoreResult<T> {
+    match result {
+        Ok(v) => {
+            tx.commit().await.map_err(db_err)?;
+            Ok(v)
+        }
+        Err(e) => {
+            // Dropping the transaction would roll back too; saying so keeps the connection's
+            // state obvious before it goes back to the pool.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_size_parameter_is_taken_off_the_url() {
+        let (url, n) = take_pool_size("postgres://u@h/db?pool_max_size=4&sslmode=disable").unwrap();
+        assert_eq!((url.as_str(), n), ("postgres://u@h/db?sslmode=disable", Some(4)));
+        let (url, n) = take_pool_size("postgres://u@h/db?pool_max_size=4").unwrap();
+        assert_eq!((url.as_str(), n), ("postgres://u@h/db", Some(4)));
+        let (url, n) = take_pool_size("postgres://u@h/db").unwrap();
+        assert_eq!((url.as_str(), n), ("postgres://u@h/db", None));
+        assert!(take_pool_size("postgres://u@h/db?pool_max_size=0").is_err());
+        assert!(take_pool_size("postgres://u@h/db?pool_max_size=x").is_err());
+    }
+}

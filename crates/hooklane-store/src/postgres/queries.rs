@@ -1,0 +1,761 @@
+//! The SQL behind each store operation, as functions over a pooled connection or an open
+//! transaction alike. Statements are prepared once per connection (`prepare_cached`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use deadpool_postgres::GenericClient;
+use hooklane_core::model::{Application, Attempt, Delivery, Endpoint, EventType, Message};
+use hooklane_core::{DateTime, Utc};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
+
+use super::rows::{self, ms, opt_json, opt_u32, qualified, to_json};
+use super::{db_err, db_error, violated_constraint};
+use crate::queries_shared::ago;
+use crate::{
+    AttemptFilter, AttemptOutcome, DeliveryKey, Job, MessageFilter, NextStep, Page, PageRequest, StoreError,
+    StoreResult,
+};
+
+type Param = Box<dyn ToSql + Sync + Send>;
+
+async fn prepare<C: GenericClient>(c: &C, sql: &str) -> StoreResult<Statement> {
+    c.prepare_cached(sql).await.map_err(db_err)
+}
+
+async fn execute<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+    let stmt = prepare(c, sql).await?;
+    c.execute(&stmt, params).await.map_err(db_err)
+}
+
+async fn query<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
+    let stmt = prepare(c, sql).await?;
+    c.query(&stmt, params).await.map_err(db_err)
+}
+
+async fn query_opt<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Option<Row>> {
+    let stmt = prepare(c, sql).await?;
+    c.query_opt(&stmt, params).await.map_err(db_err)
+}
+
+/// Expects at least one changed row; zero means the record was not there.
+fn one_row(changed: u64) -> StoreResult<()> {
+    if changed == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+fn limit_param(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A SELECT under construction: conditions joined with AND, `?` placeholders numbered in
+/// order (`$1`, `$2`…) as conditions are added.
+pub struct Select {
+    base: String,
+    conditions: Vec<String>,
+    params: Vec<Param>,
+}
+
+impl Select {
+    pub fn new(cols: &str, table: &str) -> Self {
+        Select { base: format!("SELECT {cols} FROM {table}"), conditions: Vec::new(), params: Vec::new() }
+    }
+
+    /// Adds `condition`, whose `?` marks stand for `values` in order.
+    pub fn and(mut self, condition: &str, values: impl IntoIterator<Item = Param>) -> Self {
+        let mut values = values.into_iter();
+        let mut numbered = String::with_capacity(condition.len() + 4);
+        for ch in condition.chars() {
+            if ch == '?' {
+                self.params.push(values.next().expect("a value for every placeholder"));
+                numbered.push_str(&format!("${}", self.params.len()));
+            } else {
+                numbered.push(ch);
+            }
+        }
+        debug_assert!(values.next().is_none(), "more values than placeholders in {condition:?}");
+        self.conditions.push(numbered);
+        self
+    }
+
+    pub fn and_if<T>(self, value: Option<T>, condition: &str, to_param: impl FnOnce(T) -> Param) -> Self {
+        match value {
+            Some(v) => self.and(condition, [to_param(v)]),
+            None => self,
+        }
+    }
+
+    /// Runs the query as one page ordered by `key` (a unique column, so the order is stable).
+    pub async fn page<C: GenericClient, T>(
+        mut self,
+        c: &C,
+        key: &str,
+        page: &PageRequest,
+        map: impl Fn(&Row, usize) -> StoreResult<T>,
+    ) -> StoreResult<Page<T>> {
+        if let Some(it) = &page.iterator {
+            let op = if page.descending { "<" } else { ">" };
+            self = self.and(&format!("{key} {op} ?"), [text(it)]);
+        }
+        let limit = page.limit.max(1);
+        let mut sql = self.base;
+        if !self.conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&self.conditions.join(" AND "));
+        }
+        let dir = if page.descending { "DESC" } else { "ASC" };
+        self.params.push(Box::new(limit_param(limit + 1)));
+        sql.push_str(&format!(" ORDER BY {key} {dir} LIMIT ${}", self.params.len()));
+        let params: Vec<&(dyn ToSql + Sync)> = self.params.iter().map(|p| p.as_ref() as _).collect();
+        let found = query(c, &sql, &params).await?;
+        let mut items = found.iter().map(|r| map(r, 0)).collect::<StoreResult<Vec<T>>>()?;
+        let done = items.len() <= limit;
+        items.truncate(limit);
+        Ok(Page { items, done })
+    }
+}
+
+pub fn text(s: impl Into<String>) -> Param {
+    Box::new(s.into())
+}
+
+fn int(i: i64) -> Param {
+    Box::new(i)
+}
+
+// --- applications
+
+pub async fn insert_app<C: GenericClient>(c: &C, a: &Application) -> StoreResult<()> {
+    execute(
+        c,
+        "INSERT INTO applications (id, uid, name, rate_limit, metadata, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[&a.id, &a.uid, &a.name, &opt_u32(a.rate_limit), &to_json(&a.metadata), &ms(a.created_at), &ms(a.updated_at)],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn update_app<C: GenericClient>(c: &C, a: &Application) -> StoreResult<()> {
+    let n = execute(
+        c,
+        "UPDATE applications SET uid = $2, name = $3, rate_limit = $4, metadata = $5, updated_at = $6 WHERE id = $1",
+        &[&a.id, &a.uid, &a.name, &opt_u32(a.rate_limit), &to_json(&a.metadata), &ms(a.updated_at)],
+    )
+    .await?;
+    one_row(n)
+}
+
+pub async fn get_app<C: GenericClient>(c: &C, id_or_uid: &str) -> StoreResult<Option<Application>> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!("SELECT {} FROM applications WHERE id = $1 OR uid = $1 ORDER BY id = $1 DESC LIMIT 1", rows::APP_COLS)
+    });
+    query_opt(c, &SQL, &[&id_or_uid]).await?.map(|r| rows::app(&r, 0)).transpose()
+}
+
+/// Deletes the application and everything under it; to run inside a transaction.
+pub async fn delete_app<C: GenericClient>(c: &C, app_id: &str) -> StoreResult<()> {
+    one_row(execute(c, "DELETE FROM applications WHERE id = $1", &[&app_id]).await?)?;
+    for sql in [
+        "DELETE FROM attempts WHERE app_id = $1",
+        "DELETE FROM deliveries WHERE app_id = $1",
+        "DELETE FROM messages WHERE app_id = $1",
+        "DELETE FROM endpoints WHERE app_id = $1",
+        "DELETE FROM tokens WHERE app_id = $1",
+    ] {
+        execute(c, sql, &[&app_id]).await?;
+    }
+    Ok(())
+}
+
+// --- event types
+
+pub async fn insert_event_type<C: GenericClient>(c: &C, e: &EventType) -> StoreResult<()> {
+    execute(
+        c,
+        "INSERT INTO event_types (name, description, archived, deprecated, feature_flag, schemas, created_at, \
+         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &e.name,
+            &e.description,
+            &e.archived,
+            &e.deprecated,
+            &e.feature_flag,
+            &opt_json(&e.schemas),
+            &ms(e.created_at),
+            &ms(e.updated_at),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn update_event_type<C: GenericClient>(c: &C, e: &EventType) -> StoreResult<()> {
+    let n = execute(
+        c,
+        "UPDATE event_types SET description = $2, archived = $3, deprecated = $4, feature_flag = $5, schemas = $6, \
+         updated_at = $7 WHERE name = $1",
+        &[
+            &e.name,
+            &e.description,
+            &e.archived,
+            &e.deprecated,
+            &e.feature_flag,
+            &opt_json(&e.schemas),
+            &ms(e.updated_at),
+        ],
+    )
+    .await?;
+    one_row(n)
+}
+
+pub async fn get_event_type<C: GenericClient>(c: &C, name: &str) -> StoreResult<Option<EventType>> {
+    static SQL: LazyLock<String> =
+        LazyLock::new(|| format!("SELECT {} FROM event_types WHERE name = $1", rows::EVENT_TYPE_COLS));
+    query_opt(c, &SQL, &[&name]).await?.map(|r| rows::event_type(&r, 0)).transpose()
+}
+
+pub async fn delete_event_type<C: GenericClient>(c: &C, name: &str) -> StoreResult<()> {
+    one_row(execute(c, "DELETE FROM event_types WHERE name = $1", &[&name]).await?)
+}
+
+// --- endpoints
+
+pub async fn insert_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResult<()> {
+    execute(
+        c,
+        "INSERT INTO endpoints (id, app_id, uid, url, description, version, filter_types, channels, disabled, \
+         rate_limit, metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+        &[
+            &e.id,
+            &e.app_id,
+            &e.uid,
+            &e.url,
+            &e.description,
+            &e.version,
+            &opt_json(&e.filter_types),
+            &opt_json(&e.channels),
+            &e.disabled,
+            &opt_u32(e.rate_limit),
+            &to_json(&e.metadata),
+            &to_json(&e.headers),
+            &e.secret,
+            &to_json(&e.previous_secrets),
+            &e.failing_since.map(ms),
+            &ms(e.created_at),
+            &ms(e.updated_at),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn update_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResult<()> {
+    let n = execute(
+        c,
+        "UPDATE endpoints SET uid = $3, url = $4, description = $5, version = $6, filter_types = $7, channels = $8, \
+         disabled = $9, rate_limit = $10, metadata = $11, headers = $12, secret = $13, previous_secrets = $14, \
+         failing_since = $15, updated_at = $16 WHERE id = $1 AND app_id = $2",
+        &[
+            &e.id,
+            &e.app_id,
+            &e.uid,
+            &e.url,
+            &e.description,
+            &e.version,
+            &opt_json(&e.filter_types),
+            &opt_json(&e.channels),
+            &e.disabled,
+            &opt_u32(e.rate_limit),
+            &to_json(&e.metadata),
+            &to_json(&e.headers),
+            &e.secret,
+            &to_json(&e.previous_secrets),
+            &e.failing_since.map(ms),
+            &ms(e.updated_at),
+        ],
+    )
+    .await?;
+    one_row(n)
+}
+
+pub async fn get_endpoint<C: GenericClient>(c: &C, app_id: &str, id_or_uid: &str) -> StoreResult<Option<Endpoint>> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {} FROM endpoints WHERE app_id = $1 AND (id = $2 OR uid = $2) ORDER BY id = $2 DESC LIMIT 1",
+            rows::ENDPOINT_COLS
+        )
+    });
+    query_opt(c, &SQL, &[&app_id, &id_or_uid]).await?.map(|r| rows::endpoint(&r, 0)).transpose()
+}
+
+pub async fn app_endpoints<C: GenericClient>(c: &C, app_id: &str) -> StoreResult<Vec<Endpoint>> {
+    static SQL: LazyLock<String> =
+        LazyLock::new(|| format!("SELECT {} FROM endpoints WHERE app_id = $1 ORDER BY id", rows::ENDPOINT_COLS));
+    query(c, &SQL, &[&app_id]).await?.iter().map(|r| rows::endpoint(r, 0)).collect()
+}
+
+/// Deletes the endpoint with its deliveries and attempts; to run inside a transaction.
+pub async fn delete_endpoint<C: GenericClient>(c: &C, app_id: &str, endpoint_id: &str) -> StoreResult<()> {
+    one_row(execute(c, "DELETE FROM endpoints WHERE app_id = $1 AND id = $2", &[&app_id, &endpoint_id]).await?)?;
+    for sql in [
+        "DELETE FROM attempts WHERE app_id = $1 AND endpoint_id = $2",
+        "DELETE FROM deliveries WHERE app_id = $1 AND endpoint_id = $2",
+    ] {
+        execute(c, sql, &[&app_id, &endpoint_id]).await?;
+    }
+    Ok(())
+}
+
+// --- messages and deliveries
+
+/// The message and one delivery per endpoint, in one statement (so one transaction): the
+/// deliveries are a single multi-row insert over `UNNEST` of the endpoint ids.
+pub async fn insert_message<C: GenericClient>(
+    c: &C,
+    m: &Message,
+    endpoint_ids: &[String],
+    leased_until: Option<DateTime<Utc>>,
+) -> StoreResult<()> {
+    let now = ms(m.created_at);
+    let (due, leased) = match leased_until {
+        Some(t) => (ms(t), true),
+        None => (now, false),
+    };
+    let stmt = prepare(
+        c,
+        "WITH m AS ( \
+             INSERT INTO messages (id, app_id, event_type, event_id, payload, channels, tags, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id, app_id \
+         ) \
+         INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
+             updated_at) \
+         SELECT m.id, ep, m.app_id, 1, 0, $9::bigint, $10::boolean, 0, $8::bigint \
+         FROM m CROSS JOIN UNNEST($11::text[]) AS ep",
+    )
+    .await?;
+    let result = c
+        .execute(
+            &stmt,
+            &[
+                &m.id,
+                &m.app_id,
+                &m.event_type,
+                &m.event_id,
+                &m.payload,
+                &m.channels,
+                &m.tags,
+                &now,
+                &due,
+                &leased,
+                &endpoint_ids,
+            ],
+        )
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) => Err(match (db_error(&e), violated_constraint(&e)) {
+            (StoreError::Conflict(_), Some("messages_pkey" | "messages_app_event_id_key")) => {
+                StoreError::Conflict("a message with this eventId already exists".into())
+            }
+            (other, _) => other,
+        }),
+    }
+}
+
+pub async fn get_message<C: GenericClient>(c: &C, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {} FROM messages WHERE app_id = $1 AND (id = $2 OR event_id = $2) ORDER BY id = $2 DESC LIMIT 1",
+            rows::MESSAGE_COLS
+        )
+    });
+    query_opt(c, &SQL, &[&app_id, &id_or_event_id]).await?.map(|r| rows::message(&r, 0)).transpose()
+}
+
+pub async fn list_messages<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    f: &MessageFilter,
+    page: &PageRequest,
+) -> StoreResult<Page<Message>> {
+    let mut q = Select::new(rows::MESSAGE_COLS, "messages").and("app_id = ?", [text(app_id)]);
+    if let Some(types) = f.event_types.as_ref().filter(|t| !t.is_empty()) {
+        q = q.and("event_type = ANY(?)", [Box::new(types.clone()) as Param]);
+    }
+    q.and_if(f.channel.clone(), "? = ANY(channels)", text)
+        .and_if(f.tag.clone(), "? = ANY(tags)", text)
+        .and_if(f.before, "created_at < ?", |t| int(ms(t)))
+        .and_if(f.after, "created_at > ?", |t| int(ms(t)))
+        .page(c, "id", page, rows::message)
+        .await
+}
+
+pub async fn message_deliveries<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    msg_id: &str,
+) -> StoreResult<Vec<(Delivery, Endpoint)>> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {}, {} FROM deliveries d JOIN endpoints e ON e.app_id = d.app_id AND e.id = d.endpoint_id \
+             WHERE d.app_id = $1 AND d.msg_id = $2 ORDER BY d.endpoint_id",
+            qualified(rows::DELIVERY_COLS, "d"),
+            qualified(rows::ENDPOINT_COLS, "e")
+        )
+    });
+    query(c, &SQL, &[&app_id, &msg_id])
+        .await?
+        .iter()
+        .map(|r| Ok((rows::delivery(r, 0)?, rows::endpoint(r, rows::DELIVERY_NCOLS)?)))
+        .collect()
+}
+
+/// Leases up to `limit` due deliveries in one statement and returns them with their
+/// message and endpoint. `FOR UPDATE SKIP LOCKED` lets pollers on several nodes claim
+/// concurrently: each takes rows no other transaction holds, without waiting.
+pub async fn claim_due<C: GenericClient>(
+    c: &C,
+    now: DateTime<Utc>,
+    limit: usize,
+    lease_end: DateTime<Utc>,
+) -> StoreResult<Vec<Job>> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH due AS ( \
+                 SELECT msg_id, endpoint_id FROM deliveries \
+                 WHERE status = 1 AND due_at <= $2 ORDER BY due_at LIMIT $3 \
+                 FOR UPDATE SKIP LOCKED \
+             ), claimed AS ( \
+                 UPDATE deliveries d SET due_at = $1, leased = true FROM due \
+                 WHERE d.msg_id = due.msg_id AND d.endpoint_id = due.endpoint_id \
+                 RETURNING {} \
+             ) \
+             SELECT {}, {}, {} FROM claimed c \
+             LEFT JOIN messages m ON m.app_id = c.app_id AND m.id = c.msg_id \
+             LEFT JOIN endpoints e ON e.app_id = c.app_id AND e.id = c.endpoint_id",
+            qualified(rows::DELIVERY_COLS, "d"),
+            qualified(rows::DELIVERY_COLS, "c"),
+            qualified(rows::MESSAGE_COLS, "m"),
+            qualified(rows::ENDPOINT_COLS, "e"),
+        )
+    });
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let found = query(c, &SQL, &[&ms(lease_end), &ms(now), &limit_param(limit)]).await?;
+    let (msg_at, ep_at) = (rows::DELIVERY_NCOLS, rows::DELIVERY_NCOLS + rows::MESSAGE_NCOLS);
+    let mut messages: HashMap<String, Arc<Message>> = HashMap::new();
+    let mut endpoints: HashMap<String, Arc<Endpoint>> = HashMap::new();
+    let mut jobs = Vec::with_capacity(found.len());
+    let mut orphans: (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    for row in &found {
+        let mut delivery = rows::delivery(row, 0)?;
+        // The row reads as leased now; what callers care about is that it is pending.
+        delivery.next_attempt_at = Some(now);
+        let has_message = rows::get::<Option<&str>>(row, msg_at)?.is_some();
+        let has_endpoint = rows::get::<Option<&str>>(row, ep_at)?.is_some();
+        if !(has_message && has_endpoint) {
+            // Endpoint or message deleted under us: nothing to send, drop the row.
+            orphans.0.push(delivery.msg_id);
+            orphans.1.push(delivery.endpoint_id);
+            continue;
+        }
+        let message = match messages.get(&delivery.msg_id) {
+            Some(m) => m.clone(),
+            None => {
+                let m = Arc::new(rows::message(row, msg_at)?);
+                messages.insert(delivery.msg_id.clone(), m.clone());
+                m
+            }
+        };
+        let endpoint = match endpoints.get(&delivery.endpoint_id) {
+            Some(e) => e.clone(),
+            None => {
+                let e = Arc::new(rows::endpoint(row, ep_at)?);
+                endpoints.insert(delivery.endpoint_id.clone(), e.clone());
+                e
+            }
+        };
+        jobs.push(Job { delivery, message, endpoint });
+    }
+    if !orphans.0.is_empty() {
+        // The claim has committed: failing here would strand the claimed jobs until their
+        // lease ends. The orphans stay leased instead, and the next claim after the lease
+        // finds and deletes them again.
+        let deleted = execute(
+            c,
+            "DELETE FROM deliveries d USING UNNEST($1::text[], $2::text[]) AS k(msg_id, endpoint_id) \
+             WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id",
+            &[&orphans.0, &orphans.1],
+        )
+        .await;
+        if let Err(e) = deleted {
+            tracing::warn!(error = %e, count = orphans.0.len(), "cannot delete deliveries of deleted messages or endpoints");
+        }
+    }
+    Ok(jobs)
+}
+
+pub async fn next_due_at<C: GenericClient>(c: &C) -> StoreResult<Option<DateTime<Utc>>> {
+    let row = query_opt(c, "SELECT MIN(due_at) FROM deliveries WHERE status = 1", &[]).await?;
+    Ok(match row {
+        Some(r) => rows::get::<Option<i64>>(&r, 0)?.map(rows::time),
+        None => None,
+    })
+}
+
+/// Records one attempt; returns the endpoint id if this failure disabled its endpoint. To
+/// run inside a transaction.
+pub async fn record_attempt<C: GenericClient>(
+    c: &C,
+    a: &Attempt,
+    next: &NextStep,
+    disable_before: DateTime<Utc>,
+) -> StoreResult<Option<String>> {
+    // PostgreSQL text cannot hold NUL, which a receiver's response body might contain.
+    let response = if a.response.contains('\0') { a.response.replace('\0', "\u{FFFD}") } else { a.response.clone() };
+    let now = ms(a.created_at);
+    execute(
+        c,
+        "INSERT INTO attempts (id, msg_id, endpoint_id, app_id, url, status, response_status, response, duration_ms, \
+         trigger_type, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        &[
+            &a.id,
+            &a.msg_id,
+            &a.endpoint_id,
+            &a.app_id,
+            &a.url,
+            &(a.status as i32),
+            &a.response_status,
+            &response,
+            &a.duration_ms,
+            &(a.trigger as i32),
+            &now,
+        ],
+    )
+    .await?;
+    let (status, due): (i32, Option<i64>) = match next {
+        NextStep::Succeeded => (0, None),
+        NextStep::RetryAt(t) => (1, Some(ms(*t))),
+        NextStep::GiveUp => (2, None),
+    };
+    execute(
+        c,
+        "UPDATE deliveries SET status = $3, attempts = attempts + 1, due_at = $4, leased = false, updated_at = $5 \
+         WHERE msg_id = $1 AND endpoint_id = $2",
+        &[&a.msg_id, &a.endpoint_id, &status, &due, &now],
+    )
+    .await?;
+    if *next == NextStep::Succeeded {
+        execute(
+            c,
+            "UPDATE endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
+            &[&a.endpoint_id],
+        )
+        .await?;
+        return Ok(None);
+    }
+    execute(
+        c,
+        "UPDATE endpoints SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL",
+        &[&a.endpoint_id, &now],
+    )
+    .await?;
+    let disabled = query_opt(
+        c,
+        "UPDATE endpoints SET disabled = true, updated_at = $3 \
+         WHERE id = $1 AND NOT disabled AND failing_since <= $2 RETURNING id",
+        &[&a.endpoint_id, &ms(disable_before), &now],
+    )
+    .await?;
+    disabled.map(|r| rows::get::<String>(&r, 0)).transpose()
+}
+
+/// Records every outcome in order (a later outcome for the same endpoint sees the earlier
+/// ones); to run inside a transaction. Returns the endpoints this disabled.
+pub async fn record_attempts<C: GenericClient>(
+    c: &C,
+    outcomes: &[AttemptOutcome],
+    disable_after: Duration,
+) -> StoreResult<Vec<String>> {
+    let mut disabled = Vec::new();
+    for o in outcomes {
+        let before = ago(o.attempt.created_at, disable_after);
+        if let Some(id) = record_attempt(c, &o.attempt, &o.next, before).await? {
+            disabled.push(id);
+        }
+    }
+    Ok(disabled)
+}
+
+fn key_columns(keys: &[DeliveryKey]) -> (Vec<&str>, Vec<&str>) {
+    keys.iter().map(|k| (k.msg_id.as_str(), k.endpoint_id.as_str())).unzip()
+}
+
+/// Fails the pending ones among `keys` without an attempt; one statement.
+pub async fn abandon_deliveries<C: GenericClient>(c: &C, keys: &[DeliveryKey], now: i64) -> StoreResult<()> {
+    // Only a pending delivery can be abandoned: one that already finished keeps its outcome.
+    let (msgs, eps) = key_columns(keys);
+    execute(
+        c,
+        "UPDATE deliveries d SET status = 2, due_at = NULL, leased = false, updated_at = $3 \
+         FROM UNNEST($1::text[], $2::text[]) AS k(msg_id, endpoint_id) \
+         WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id AND d.status = 1",
+        &[&msgs, &eps, &now],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Hands the pending ones among `keys` back, due at `due`; one statement.
+pub async fn defer_deliveries<C: GenericClient>(c: &C, keys: &[DeliveryKey], due: i64) -> StoreResult<()> {
+    let (msgs, eps) = key_columns(keys);
+    execute(
+        c,
+        "UPDATE deliveries d SET due_at = $3, leased = false \
+         FROM UNNEST($1::text[], $2::text[]) AS k(msg_id, endpoint_id) \
+         WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id AND d.status = 1",
+        &[&msgs, &eps, &due],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Queues the message for the endpoint again, both of which must belong to the app; one
+/// statement.
+pub async fn resend<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    msg_id: &str,
+    endpoint_id: &str,
+    now: i64,
+) -> StoreResult<()> {
+    let n = execute(
+        c,
+        "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
+             updated_at) \
+         SELECT $1::text, $2::text, $3::text, 1, 0, $4::bigint, false, 1, $4::bigint \
+         WHERE EXISTS (SELECT 1 FROM messages WHERE app_id = $3 AND id = $1) \
+           AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = $3 AND id = $2) \
+         ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, due_at = EXCLUDED.due_at, \
+             leased = false, trigger_type = 1, updated_at = EXCLUDED.updated_at",
+        &[&msg_id, &endpoint_id, &app_id, &now],
+    )
+    .await?;
+    one_row(n)
+}
+
+pub async fn recover<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    endpoint_id: &str,
+    since: i64,
+    until: i64,
+    now: i64,
+) -> StoreResult<u64> {
+    execute(
+        c,
+        "UPDATE deliveries SET status = 1, attempts = 0, due_at = $5, leased = false, trigger_type = 1, updated_at = $5 \
+         WHERE app_id = $1 AND endpoint_id = $2 AND status = 2 AND msg_id IN \
+         (SELECT id FROM messages WHERE app_id = $1 AND created_at >= $3 AND created_at < $4)",
+        &[&app_id, &endpoint_id, &since, &until, &now],
+    )
+    .await
+}
+
+pub async fn release_all_leases<C: GenericClient>(c: &C, now: i64) -> StoreResult<u64> {
+    execute(c, "UPDATE deliveries SET leased = false, due_at = $1 WHERE status = 1 AND leased", &[&now]).await
+}
+
+// --- attempts
+
+pub async fn list_attempts<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    f: &AttemptFilter,
+    page: &PageRequest,
+) -> StoreResult<Page<Attempt>> {
+    Select::new(rows::ATTEMPT_COLS, "attempts")
+        .and("app_id = ?", [text(app_id)])
+        .and_if(f.msg_id.clone(), "msg_id = ?", text)
+        .and_if(f.endpoint_id.clone(), "endpoint_id = ?", text)
+        .and_if(f.status, "status = ?", |s| Box::new(s as i32))
+        .and_if(f.before, "created_at < ?", |t| int(ms(t)))
+        .and_if(f.after, "created_at > ?", |t| int(ms(t)))
+        .page(c, "id", page, rows::attempt)
+        .await
+}
+
+pub async fn get_attempt<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    msg_id: &str,
+    attempt_id: &str,
+) -> StoreResult<Option<Attempt>> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!("SELECT {} FROM attempts WHERE app_id = $1 AND msg_id = $2 AND id = $3", rows::ATTEMPT_COLS)
+    });
+    query_opt(c, &SQL, &[&app_id, &msg_id, &attempt_id]).await?.map(|r| rows::attempt(&r, 0)).transpose()
+}
+
+// --- tokens
+
+pub async fn insert_token<C: GenericClient>(c: &C, hash: &str, app_id: Option<&str>, now: i64) -> StoreResult<()> {
+    execute(c, "INSERT INTO tokens (hash, app_id, created_at) VALUES ($1, $2, $3)", &[&hash, &app_id, &now]).await?;
+    Ok(())
+}
+
+/// `Some(app_id)` for a known token (`app_id` is `None` for an admin token).
+pub async fn find_token<C: GenericClient>(c: &C, hash: &str) -> StoreResult<Option<Option<String>>> {
+    query_opt(c, "SELECT app_id FROM tokens WHERE hash = $1", &[&hash]).await?.map(|r| rows::get(&r, 0)).transpose()
+}
+
+// --- idempotency keys
+
+/// Takes the key if it is free or expired (one statement); `true` when taken.
+pub async fn idempotency_take<C: GenericClient>(c: &C, key: &str, now: i64, expires: i64) -> StoreResult<bool> {
+    let taken = query_opt(
+        c,
+        "INSERT INTO idempotency_keys (key, done, status, body, expires_at) VALUES ($1, false, NULL, NULL, $3) \
+         ON CONFLICT (key) DO UPDATE SET done = false, status = NULL, body = NULL, expires_at = EXCLUDED.expires_at \
+         WHERE idempotency_keys.expires_at <= $2 \
+         RETURNING true",
+        &[&key, &now, &expires],
+    )
+    .await?;
+    Ok(taken.is_some())
+}
+
+/// `(done, status, body)` of a key, if it exists.
+#[allow(clippy::type_complexity)]
+pub async fn idempotency_get<C: GenericClient>(
+    c: &C,
+    key: &str,
+) -> StoreResult<Option<(bool, Option<i32>, Option<Vec<u8>>)>> {
+    query_opt(c, "SELECT done, status, body FROM idempotency_keys WHERE key = $1", &[&key])
+        .await?
+        .map(|r| Ok((rows::get(&r, 0)?, rows::get(&r, 1)?, rows::get(&r, 2)?)))
+        .transpose()
+}
+
+pub async fn idempotency_finish<C: GenericClient>(c: &C, key: &str, status: i32, body: &[u8]) -> StoreResult<()> {
+    execute(
+        c,
+        "UPDATE idempotency_keys SET done = true, status = $2, body = $3 WHERE key = $1",
+        &[&key, &status, &body],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn idempotency_abort<C: GenericClient>(c: &C, key: &str) -> StoreResult<()> {
+    execute(c, "DELETE FROM idempotency_keys WHERE key = $1 AND NOT done", &[&key]).await?;
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! Schema migrations for the PostgreSQL store. Pending entries run in order, in one
+//! transaction, under an advisory lock (several nodes may start at once);
+//! `schema_migrations` remembers which ones ran.
+
+use deadpool_postgres::Client;
+
+use super::db_err;
+use crate::{StoreError, StoreResult};
+
+/// `pg_advisory_xact_lock` key serializing migrations ("hooklane" in ASCII).
+const MIGRATION_LOCK: i64 = 0x686f_6f6b_6c61_6e65;
+
+/// The same tables as the SQLite store. Times are unix milliseconds (BIGINT);
+/// JSON-valued columns hold JSON text, except the message channels and tags that filters
+/// search, which are `TEXT[]`.
+///
+/// Identifier and name columns use the "C" collation: pagination orders and compares them
+/// byte-wise, as SQLite does, whatever the database's locale.
+///
+/// `deliveries.due_at` is when a poller may next take the row: the next attempt time for a
+/// waiting row, the lease expiry for a leased one (`leased`). One partial index over
+/// pending rows serves both "what is due" and "whose lease ran out".
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE applications (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    uid TEXT COLLATE "C" UNIQUE,
+    name TEXT NOT NULL,
+    rate_limit BIGINT,
+    metadata TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE event_types (
+    name TEXT COLLATE "C" PRIMARY KEY,
+    description TEXT NOT NULL,
+    archived BOOLEAN NOT NULL,
+    deprecated BOOLEAN NOT NULL,
+    feature_flag TEXT,
+    schemas TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE endpoints (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    app_id TEXT COLLATE "C" NOT NULL,
+    uid TEXT COLLATE "C",
+    url TEXT NOT NULL,
+    description TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    filter_types TEXT,
+    channels TEXT,
+    disabled BOOLEAN NOT NULL,
+    rate_limit BIGINT,
+    metadata TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    previous_secrets TEXT NOT NULL,
+    failing_since BIGINT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    CONSTRAINT endpoints_app_uid_key UNIQUE (app_id, uid)
+);
+CREATE INDEX endpoints_by_app ON endpoints (app_id, id);
+CREATE TABLE messages (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    app_id TEXT COLLATE "C" NOT NULL,
+    event_type TEXT COLLATE "C" NOT NULL,
+    event_id TEXT COLLATE "C",
+    payload TEXT NOT NULL,
+    channels TEXT[],
+    tags TEXT[],
+    created_at BIGINT NOT NULL,
+    CONSTRAINT messages_app_event_id_key UNIQUE (app_id, event_id)
+);
+CREATE INDEX messages_by_app ON messages (app_id, id);
+CREATE TABLE deliveries (
+    msg_id TEXT COLLATE "C" NOT NULL,
+    endpoint_id TEXT COLLATE "C" NOT NULL,
+    app_id TEXT COLLATE "C" NOT NULL,
+    status INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    due_at BIGINT,
+    leased BOOLEAN NOT NULL DEFAULT false,
+    trigger_type INTEGER NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (msg_id, endpoint_id)
+);
+CREATE INDEX deliveries_due ON deliveries (due_at) WHERE status = 1;
+CREATE INDEX deliveries_by_endpoint ON deliveries (endpoint_id, status);
+CREATE TABLE attempts (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    msg_id TEXT COLLATE "C" NOT NULL,
+    endpoint_id TEXT COLLATE "C" NOT NULL,
+    app_id TEXT COLLATE "C" NOT NULL,
+    url TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    response_status INTEGER NOT NULL,
+    response TEXT NOT NULL,
+    duration_ms BIGINT NOT NULL,
+    trigger_type INTEGER NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX attempts_by_msg ON attempts (msg_id, id);
+CREATE INDEX attempts_by_endpoint ON attempts (endpoint_id, id);
+CREATE TABLE tokens (
+    hash TEXT COLLATE "C" PRIMARY KEY,
+    app_id TEXT COLLATE "C",
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE idempotency_keys (
+    key TEXT COLLATE "C" PRIMARY KEY,
+    done BOOLEAN NOT NULL,
+    status INTEGER,
+    body BYTEA,
+    expires_at BIGINT NOT NULL
+);
+"#];
+
+/// Brings the schema up to date; returns how many migrations ran.
+pub async fn migrate(client: &mut Client) -> StoreResult<usize> {
+    let tx = client.transaction().await.map_err(db_err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db_err)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .await
+    .map_err(db_err)?;
+    let done: i32 =
+        tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[]).await.map_err(db_err)?.get(0);
+    if done as usize > MIGRATIONS.len() {
+        tracing::warn!(
+            database = done,
+            known = MIGRATIONS.len(),
+            "the database schema is newer than this hooklane; running anyway"
+        );
+    }
+    let mut applied = 0;
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let version = i as i32 + 1;
+        if version <= done {
+            continue;
+        }
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| StoreError::Database(format!("migration {version} failed: {}", db_err(e))))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+            &[&version, &hooklane_core::Utc::now().timestamp_millis()],
+        )
+        .await
+        .map_err(db_err)?;
+        applied += 1;
+    }
+    tx.commit().await.map_err(db_err)?;
+    Ok(applied)
+}

@@ -1,0 +1,251 @@
+//! [`Store`] for [`PgStore`]: each method takes a pooled connection and runs its query,
+//! in an explicit transaction where it needs more than one statement.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hooklane_core::model::{Application, Attempt, Delivery, Endpoint, EventType, Message, Principal};
+use hooklane_core::{DateTime, Utc};
+
+use super::rows::{self, ms};
+use super::{db_err, finish, is_transient, queries, PgStore};
+use crate::queries_shared::lease_end;
+use crate::*;
+
+/// Whole-transaction retries of `record_attempts` after a deadlock or serialization
+/// failure (two nodes recording attempts for the same endpoints in different orders).
+const TRANSIENT_RETRIES: usize = 5;
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_app(&self, app: Application) -> StoreResult<()> {
+        queries::insert_app(&self.client().await?, &app).await
+    }
+
+    async fn get_app(&self, id_or_uid: &str) -> StoreResult<Option<Application>> {
+        queries::get_app(&self.client().await?, id_or_uid).await
+    }
+
+    async fn list_apps(&self, page: &PageRequest) -> StoreResult<Page<Application>> {
+        let c = self.client().await?;
+        queries::Select::new(rows::APP_COLS, "applications").page(&c, "id", page, rows::app).await
+    }
+
+    async fn update_app(&self, app: Application) -> StoreResult<()> {
+        queries::update_app(&self.client().await?, &app).await
+    }
+
+    async fn delete_app(&self, app_id: &str) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db_err)?;
+        let result = queries::delete_app(&tx, app_id).await;
+        finish(tx, result).await
+    }
+
+    async fn create_event_type(&self, et: EventType) -> StoreResult<()> {
+        queries::insert_event_type(&self.client().await?, &et).await
+    }
+
+    async fn get_event_type(&self, name: &str) -> StoreResult<Option<EventType>> {
+        queries::get_event_type(&self.client().await?, name).await
+    }
+
+    async fn list_event_types(&self, page: &PageRequest, include_archived: bool) -> StoreResult<Page<EventType>> {
+        let c = self.client().await?;
+        let q = queries::Select::new(rows::EVENT_TYPE_COLS, "event_types");
+        let q = if include_archived { q } else { q.and("NOT archived", []) };
+        q.page(&c, "name", page, rows::event_type).await
+    }
+
+    async fn update_event_type(&self, et: EventType) -> StoreResult<()> {
+        queries::update_event_type(&self.client().await?, &et).await
+    }
+
+    async fn delete_event_type(&self, name: &str) -> StoreResult<()> {
+        queries::delete_event_type(&self.client().await?, name).await
+    }
+
+    async fn create_endpoint(&self, ep: Endpoint) -> StoreResult<()> {
+        queries::insert_endpoint(&self.client().await?, &ep).await
+    }
+
+    async fn get_endpoint(&self, app_id: &str, id_or_uid: &str) -> StoreResult<Option<Endpoint>> {
+        queries::get_endpoint(&self.client().await?, app_id, id_or_uid).await
+    }
+
+    async fn list_endpoints(&self, app_id: &str, page: &PageRequest) -> StoreResult<Page<Endpoint>> {
+        let c = self.client().await?;
+        queries::Select::new(rows::ENDPOINT_COLS, "endpoints")
+            .and("app_id = ?", [queries::text(app_id)])
+            .page(&c, "id", page, rows::endpoint)
+            .await
+    }
+
+    async fn app_endpoints(&self, app_id: &str) -> StoreResult<Vec<Endpoint>> {
+        queries::app_endpoints(&self.client().await?, app_id).await
+    }
+
+    async fn update_endpoint(&self, ep: Endpoint) -> StoreResult<()> {
+        queries::update_endpoint(&self.client().await?, &ep).await
+    }
+
+    async fn delete_endpoint(&self, app_id: &str, endpoint_id: &str) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db_err)?;
+        let result = queries::delete_endpoint(&tx, app_id, endpoint_id).await;
+        finish(tx, result).await
+    }
+
+    async fn create_message(
+        &self,
+        msg: Message,
+        endpoint_ids: Vec<String>,
+        leased_until: Option<DateTime<Utc>>,
+    ) -> StoreResult<()> {
+        queries::insert_message(&self.client().await?, &msg, &endpoint_ids, leased_until).await
+    }
+
+    async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {
+        queries::get_message(&self.client().await?, app_id, id_or_event_id).await
+    }
+
+    async fn list_messages(
+        &self,
+        app_id: &str,
+        filter: &MessageFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Message>> {
+        queries::list_messages(&self.client().await?, app_id, filter, page).await
+    }
+
+    async fn message_deliveries(&self, app_id: &str, msg_id: &str) -> StoreResult<Vec<(Delivery, Endpoint)>> {
+        queries::message_deliveries(&self.client().await?, app_id, msg_id).await
+    }
+
+    async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> StoreResult<Vec<Job>> {
+        // One statement, so one round trip on the hot path (no BEGIN/COMMIT). Rows it finds
+        // orphaned are deleted by a second statement; they stay leased meanwhile.
+        queries::claim_due(&self.client().await?, now, limit, lease_end(now, lease)).await
+    }
+
+    async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        queries::next_due_at(&self.client().await?).await
+    }
+
+    async fn record_attempts(
+        &self,
+        outcomes: Vec<AttemptOutcome>,
+        disable_after: Duration,
+    ) -> StoreResult<Vec<String>> {
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.client().await?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let tx = c.transaction().await.map_err(db_err)?;
+            let result = queries::record_attempts(&tx, &outcomes, disable_after).await;
+            match finish(tx, result).await {
+                Err(e) if is_transient(&e) && tries < TRANSIENT_RETRIES => {
+                    tracing::debug!(error = %e, tries, "record_attempts hit a deadlock or serialization failure; retrying");
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn abandon_deliveries(&self, keys: Vec<DeliveryKey>) -> StoreResult<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        queries::abandon_deliveries(&self.client().await?, &keys, ms(Utc::now())).await
+    }
+
+    async fn defer_deliveries(&self, keys: Vec<DeliveryKey>, due_at: DateTime<Utc>) -> StoreResult<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        queries::defer_deliveries(&self.client().await?, &keys, ms(due_at)).await
+    }
+
+    async fn resend(&self, app_id: &str, msg_id: &str, endpoint_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        queries::resend(&self.client().await?, app_id, msg_id, endpoint_id, ms(now)).await
+    }
+
+    async fn recover(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let until = until.map(ms).unwrap_or(i64::MAX);
+        queries::recover(&self.client().await?, app_id, endpoint_id, ms(since), until, ms(now)).await
+    }
+
+    /// Drops every lease in the database, including those held right now by other nodes
+    /// sharing it: their deliveries become due at once and may be sent twice. Only safe
+    /// when no other node is running (a single-node setup at start-up, or after stopping
+    /// them all); a multi-node deployment must not call this at start-up and should rely
+    /// on leases expiring instead. The caller decides.
+    async fn release_all_leases(&self) -> StoreResult<u64> {
+        queries::release_all_leases(&self.client().await?, ms(Utc::now())).await
+    }
+
+    async fn list_attempts(
+        &self,
+        app_id: &str,
+        filter: &AttemptFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Attempt>> {
+        queries::list_attempts(&self.client().await?, app_id, filter, page).await
+    }
+
+    async fn get_attempt(&self, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>> {
+        queries::get_attempt(&self.client().await?, app_id, msg_id, attempt_id).await
+    }
+
+    async fn create_token(&self, token_hash: String, app_id: Option<String>, now: DateTime<Utc>) -> StoreResult<()> {
+        queries::insert_token(&self.client().await?, &token_hash, app_id.as_deref(), ms(now)).await
+    }
+
+    async fn find_token(&self, token_hash: &str) -> StoreResult<Option<Principal>> {
+        let found = queries::find_token(&self.client().await?, token_hash).await?;
+        Ok(found.map(|app| match app {
+            Some(id) => Principal::App(id),
+            None => Principal::Admin,
+        }))
+    }
+
+    async fn idempotency_begin(&self, key: &str, now: DateTime<Utc>, ttl: Duration) -> StoreResult<IdempotencyState> {
+        let (now, expires) = (ms(now), ms(lease_end(now, ttl)));
+        let c = self.client().await?;
+        // Taking the key and reading who holds it are two statements: if the holder aborts
+        // in between, the key is free again and the next round takes it.
+        for _ in 0..3 {
+            if queries::idempotency_take(&c, key, now, expires).await? {
+                return Ok(IdempotencyState::Started);
+            }
+            match queries::idempotency_get(&c, key).await? {
+                Some((true, Some(status), body)) => {
+                    let status = u16::try_from(status)
+                        .map_err(|_| StoreError::Corrupt(format!("idempotency key {key}: status {status}")))?;
+                    return Ok(IdempotencyState::Completed(StoredResponse { status, body: body.unwrap_or_default() }));
+                }
+                Some(_) => return Ok(IdempotencyState::InFlight),
+                None => continue,
+            }
+        }
+        Ok(IdempotencyState::InFlight)
+    }
+
+    async fn idempotency_finish(&self, key: &str, response: StoredResponse) -> StoreResult<()> {
+        queries::idempotency_finish(&self.client().await?, key, i32::from(response.status), &response.body).await
+    }
+
+    async fn idempotency_abort(&self, key: &str) -> StoreResult<()> {
+        queries::idempotency_abort(&self.client().await?, key).await
+    }
+}

@@ -1,0 +1,185 @@
+//! The store conformance suite (`tests/conformance`) run against the PostgreSQL store, each
+//! case on a fresh database of its own, plus what only matters with several nodes sharing
+//! one database.
+//!
+//! The server is `DATABASE_URL` when set, else a throw-away cluster this test process
+//! starts (see `hooklane_store::postgres::testing`). Without PostgreSQL these tests fail,
+//! saying how to install it: they are never skipped.
+
+#[macro_use]
+mod conformance;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hooklane_core::model::DeliveryStatus;
+use hooklane_store::postgres::testing::TestDatabase;
+use hooklane_store::postgres::PgStore;
+use hooklane_store::{DynStore, NextStep, StoreError};
+use tokio_postgres::NoTls;
+
+/// A new, empty store on a database of its own, dropped with the returned guard.
+async fn fresh_store() -> (DynStore, TestDatabase) {
+    let db = TestDatabase::create().await;
+    let store = PgStore::open(db.url()).await.expect("open postgres store");
+    (Arc::new(store), db)
+}
+
+store_conformance_tests!(fresh_store);
+
+/// A plain connection to the test database, to look under the store.
+async fn sql(db: &TestDatabase) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(db.url(), NoTls).await.expect("connect");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+async fn migrations(db: &TestDatabase) -> Vec<i32> {
+    let rows = sql(db).await.query("SELECT version FROM schema_migrations ORDER BY version", &[]).await.unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+/// Reopening the same database finds what was written before, and the migrations are not
+/// run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopen_keeps_data() {
+    let db = TestDatabase::create().await;
+    let app = conformance::new_app("Persistent", Some("persist"));
+    {
+        let store: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+        store.create_app(app.clone()).await.unwrap();
+    }
+    let store: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+    assert_eq!(store.get_app("persist").await.unwrap(), Some(app));
+    assert_eq!(migrations(&db).await, vec![1]);
+}
+
+/// Several nodes starting at once on an empty database: every open succeeds and each
+/// migration runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_opens_migrate_once() {
+    let db = TestDatabase::create().await;
+    let mut opens = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let url = db.url().to_string();
+        opens.spawn(async move { PgStore::open(&url).await.map(|_| ()) });
+    }
+    while let Some(r) = opens.join_next().await {
+        r.unwrap().expect("concurrent open");
+    }
+    assert_eq!(migrations(&db).await, vec![1]);
+}
+
+/// `hooklane_store::open` recognizes both URL schemes and hooklane's `pool_max_size`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_dispatches_postgres_urls() {
+    let db = TestDatabase::create().await;
+    let app = conformance::new_app("Via open", Some("via-open"));
+    let store = hooklane_store::open(db.url()).await.expect("postgres:// URL");
+    store.create_app(app.clone()).await.unwrap();
+    let other = db.url().replacen("postgres://", "postgresql://", 1) + "?pool_max_size=2";
+    let store = hooklane_store::open(&other).await.expect("postgresql:// URL with pool_max_size");
+    assert_eq!(store.get_app("via-open").await.unwrap(), Some(app));
+    match hooklane_store::open(&format!("{}?pool_max_size=zero", db.url())).await {
+        Err(StoreError::Database(_)) => {}
+        other => panic!("a bad pool_max_size must be refused, got {:?}", other.map(|_| ())),
+    }
+}
+
+/// Pollers on two nodes (two stores, two pools) claiming at the same time never get the
+/// same delivery, and together get all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_due_is_exclusive_across_nodes() {
+    const MESSAGES: usize = 150;
+    let db = TestDatabase::create().await;
+    let node_a: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+    let node_b: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+    let t = conformance::now_ms();
+    let app = conformance::setup_app(&node_a, "A").await;
+    let e1 = conformance::setup_endpoint(&node_a, &app.id).await;
+    let e2 = conformance::setup_endpoint(&node_b, &app.id).await;
+    let mut all = BTreeSet::new();
+    for _ in 0..MESSAGES {
+        let msg = conformance::post(&node_a, &app.id, &[&e1, &e2], t).await;
+        all.insert(conformance::pair(&msg, &e1));
+        all.insert(conformance::pair(&msg, &e2));
+    }
+
+    let mut pollers = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let store = if i % 2 == 0 { node_a.clone() } else { node_b.clone() };
+        pollers.spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let jobs = store.claim_due(t + conformance::secs(1), 7, Duration::from_secs(60)).await.unwrap();
+                if jobs.is_empty() {
+                    return got;
+                }
+                got.extend(jobs.into_iter().map(|j| (j.delivery.msg_id, j.delivery.endpoint_id)));
+            }
+        });
+    }
+    let mut claimed = Vec::new();
+    while let Some(r) = pollers.join_next().await {
+        claimed.extend(r.unwrap());
+    }
+    let unique: BTreeSet<_> = claimed.iter().cloned().collect();
+    assert_eq!(unique.len(), claimed.len(), "a delivery was claimed twice");
+    assert_eq!(unique, all, "every due delivery is claimed");
+}
+
+/// A create_message that fails part-way (here: the same endpoint twice) writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_create_message_writes_nothing() {
+    let (store, _db) = fresh_store().await;
+    let t = conformance::now_ms();
+    let app = conformance::setup_app(&store, "A").await;
+    let ep = conformance::setup_endpoint(&store, &app.id).await;
+    let msg = conformance::new_message(&app.id, "user.created", t);
+    let r = store.create_message(msg.clone(), vec![ep.id.clone(), ep.id.clone()], None).await;
+    conformance::assert_conflict(r, "the same endpoint twice");
+    assert_eq!(store.get_message(&app.id, &msg.id).await.unwrap(), None);
+    assert!(store.message_deliveries(&app.id, &msg.id).await.unwrap().is_empty());
+    assert_eq!(store.next_due_at().await.unwrap(), None);
+}
+
+/// A receiver's response with NUL bytes (which PostgreSQL text cannot hold) is still
+/// recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_with_nul_is_recorded() {
+    let (store, _db) = fresh_store().await;
+    let t = conformance::now_ms();
+    let app = conformance::setup_app(&store, "A").await;
+    let ep = conformance::setup_endpoint(&store, &app.id).await;
+    let msg = conformance::post(&store, &app.id, &[&ep], t).await;
+    assert_eq!(conformance::claim(&store, t + conformance::secs(1)).await.len(), 1);
+    let mut o = conformance::outcome(&msg.id, &ep, t, NextStep::GiveUp);
+    o.attempt.response = "bad\0body".into();
+    store.record_attempts(vec![o.clone()], Duration::from_secs(3600)).await.unwrap();
+    let stored = store.get_attempt(&app.id, &msg.id, &o.attempt.id).await.unwrap().expect("attempt");
+    assert_eq!(stored.response, "bad\u{FFFD}body");
+    assert_eq!(stored.status, DeliveryStatus::Fail);
+}
+
+/// A claimed delivery whose endpoint does not exist (here: never did) is dropped, not
+/// handed out, as the SQLite store does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_drops_deliveries_without_endpoint() {
+    let (store, _db) = fresh_store().await;
+    let t = conformance::now_ms();
+    let app = conformance::setup_app(&store, "A").await;
+    let ep = conformance::setup_endpoint(&store, &app.id).await;
+    let msg = conformance::new_message(&app.id, "user.created", t);
+    let ghost = hooklane_core::ids::new_id(hooklane_core::ids::ENDPOINT);
+    store.create_message(msg.clone(), vec![ep.id.clone(), ghost], None).await.unwrap();
+    let jobs = conformance::claim(&store, t + conformance::secs(1)).await;
+    assert_eq!(conformance::job_keys(&jobs), BTreeSet::from([conformance::pair(&msg, &ep)]));
+    store
+        .record_attempts(vec![conformance::outcome(&msg.id, &ep, t, NextStep::Succeeded)], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(store.next_due_at().await.unwrap(), None, "the ghost delivery is gone");
+}

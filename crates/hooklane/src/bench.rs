@@ -1,0 +1,105 @@
+//! `hooklane bench`: a benchmark anyone can run on one machine.
+//!
+//! It starts a loopback receiver in this process, a `hooklane serve` child process on a
+//! fresh data directory (durability on: SQLite with `synchronous = FULL`), posts messages
+//! through the public API with concurrent clients and waits until the receiver has every
+//! one of them. For scale it also measures a plain HTTP client posting the same payloads
+//! straight to the same receiver. The result is one JSON line on stdout.
+
+mod child;
+mod ingest;
+mod payload;
+mod raw;
+mod receiver;
+mod report;
+
+use std::time::Duration;
+
+use anyhow::bail;
+
+use self::child::ChildServer;
+use self::receiver::Receiver;
+use self::report::{HooklaneRun, Report};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Messages to post (and raw requests to send).
+    #[arg(long, default_value_t = 10_000)]
+    pub messages: usize,
+    /// Clients posting at the same time.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Size of each message payload (the JSON object delivered), in bytes.
+    #[arg(long, default_value_t = 256)]
+    pub payload_bytes: usize,
+    /// Database of the server under test; default: an embedded SQLite file in a temporary
+    /// directory, removed afterwards.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Only measure the raw HTTP client (no hooklane server).
+    #[arg(long, conflicts_with = "skip_raw")]
+    pub raw_only: bool,
+    /// Do not measure the raw HTTP client.
+    #[arg(long)]
+    pub skip_raw: bool,
+    /// Seconds to wait for every message to be delivered once all are posted.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.messages == 0 || args.concurrency == 0 {
+        bail!("--messages and --concurrency must be at least 1");
+    }
+    let receiver = Receiver::start().await?;
+    let payloads = payload::build_all(args.messages, args.payload_bytes);
+
+    let raw = if args.skip_raw {
+        None
+    } else {
+        eprintln!("bench: raw client, {} requests, {} clients", args.messages, args.concurrency);
+        let r = raw::run(&receiver.url("/raw"), &payloads, args.concurrency).await?;
+        receiver.reset();
+        Some(r)
+    };
+
+    let hooklane = if args.raw_only {
+        None
+    } else {
+        let server = ChildServer::start(args.database_url.as_deref())?;
+        eprintln!("bench: hooklane at {}, {} messages, {} clients", server.base, args.messages, args.concurrency);
+        let result = measure_hooklane(&server, &receiver, &payloads, &args).await;
+        let peak_rss_mib = server.peak_rss_mib();
+        server.stop();
+        Some(HooklaneRun { peak_rss_mib, ..result? })
+    };
+
+    let report = Report::new(&args, hooklane.as_ref(), raw.as_ref());
+    println!("{}", report.to_json());
+    if let Some(h) = &hooklane {
+        if h.lost > 0 || h.ingest_errors > 0 {
+            bail!("{} messages lost, {} ingest errors", h.lost, h.ingest_errors);
+        }
+    }
+    Ok(())
+}
+
+async fn measure_hooklane(
+    server: &ChildServer,
+    receiver: &Receiver,
+    payloads: &[bytes::Bytes],
+    args: &BenchArgs,
+) -> anyhow::Result<HooklaneRun> {
+    let api = ingest::Api::new(&server.base, &server.admin_token)?;
+    let app = api.create_app("bench").await?;
+    api.create_endpoint(&app, &receiver.url("/hook")).await?;
+    let posts = ingest::post_all(&api, &app, payloads, args.concurrency).await;
+    let ids: Vec<&str> = posts.iter().filter_map(|p| p.accepted.as_ref().map(|(_, id)| id.as_str())).collect();
+    if !receiver.wait_for_all(&ids, Duration::from_secs(args.timeout)).await {
+        eprintln!("bench: timed out after {}s waiting for deliveries; server log:", args.timeout);
+        eprintln!("{}", server.log());
+    }
+    // A moment for late duplicates to show up.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(HooklaneRun::from_observations(posts, receiver.arrivals()))
+}

@@ -1,0 +1,128 @@
+//! The server under test: `hooklane serve` from this very binary, as a child process with
+//! its own temporary directory and generated configuration. It is killed, and the
+//! directory removed, when the handle is dropped (including on error paths).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rand::RngCore;
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+const READY_LINE: &str = "hooklane listening on ";
+
+pub struct ChildServer {
+    child: Option<Child>,
+    dir: PathBuf,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub admin_token: String,
+}
+
+impl ChildServer {
+    /// Starts the server on the embedded SQLite store in its temporary directory, or on
+    /// `database_url` when given. Durability settings are the server's defaults.
+    pub fn start(database_url: Option<&str>) -> anyhow::Result<ChildServer> {
+        let dir = std::env::temp_dir().join(format!("hooklane-bench-{}-{}", std::process::id(), random_hex(6)));
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut server = ChildServer { child: None, dir, base: String::new(), admin_token: random_hex(24) };
+        let db = match database_url {
+            Some(url) => url.to_string(),
+            None => format!("sqlite:{}", server.dir.join("hooklane.db").display()),
+        };
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = {}\nadmin_token = {}\n\n[delivery]\nallow_networks = [\"127.0.0.0/8\"]\n",
+            toml_string(&db),
+            toml_string(&server.admin_token),
+        );
+        let config_path = server.dir.join("hooklane.toml");
+        std::fs::write(&config_path, config)?;
+        let stderr_path = server.dir.join("server.log");
+        let stderr = std::fs::File::create(&stderr_path)?;
+
+        let mut command = Command::new(std::env::current_exe().context("cannot find this executable")?);
+        command.arg("serve").arg("--config").arg(&config_path);
+        // The generated configuration alone decides: no HOOKLANE_* override from outside.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("HOOKLANE_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .context("cannot start `hooklane serve`")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        server.child = Some(child);
+
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            // Keep reading to the end so the child never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix(READY_LINE) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(rest.trim().to_string());
+                    }
+                }
+            }
+        });
+        match rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(base) => server.base = base,
+            Err(_) => {
+                let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                bail!("hooklane serve did not start; its log:\n{log}");
+            }
+        }
+        Ok(server)
+    }
+
+    /// The child's peak resident memory (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Kills the server and removes its directory.
+    pub fn stop(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut raw = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut raw);
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A TOML basic string (JSON string escapes are valid TOML escapes).
+fn toml_string(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}

@@ -1,0 +1,131 @@
+//! The load generator: sets up an application and an endpoint through the public API, then
+//! posts messages with concurrent clients, recording when each POST left and when its 202
+//! came back.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::payload::message_body;
+
+/// One message post as the client saw it.
+pub struct Post {
+    pub sent: Instant,
+    /// When the 202 arrived, with the message id it gave; `None` if the post failed.
+    pub accepted: Option<(Instant, String)>,
+}
+
+pub struct Api {
+    client: reqwest::Client,
+    base: String,
+    auth: String,
+}
+
+impl Api {
+    pub fn new(base: &str, admin_token: &str) -> anyhow::Result<Api> {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).tcp_nodelay(true).build()?;
+        Ok(Api { client, base: base.trim_end_matches('/').to_string(), auth: format!("Bearer {admin_token}") })
+    }
+
+    async fn post_json(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("authorization", &self.auth)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            bail!("POST {path}: {status}: {text}");
+        }
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Creates an application; returns its id.
+    pub async fn create_app(&self, name: &str) -> anyhow::Result<String> {
+        let out = self.post_json("/api/v1/app/", json!({ "name": name })).await?;
+        Ok(out["id"].as_str().context("application id missing")?.to_string())
+    }
+
+    /// Creates an endpoint delivering to `url`; returns its id.
+    pub async fn create_endpoint(&self, app: &str, url: &str) -> anyhow::Result<String> {
+        let out = self
+            .post_json(&format!("/api/v1/app/{app}/endpoint/"), json!({ "url": url, "description": "bench" }))
+            .await?;
+        Ok(out["id"].as_str().context("endpoint id missing")?.to_string())
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct MessageOut {
+    id: String,
+}
+
+/// Posts one message per payload with `concurrency` clients; returns the posts in
+/// sequence order.
+pub async fn post_all(api: &Api, app: &str, payloads: &[Bytes], concurrency: usize) -> Vec<Post> {
+    let bodies: Arc<[Bytes]> = payloads.iter().map(|p| message_body(p)).collect();
+    let url: Arc<str> = format!("{}/api/v1/app/{app}/msg/", api.base).into();
+    let next = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, auth) = (api.client.clone(), api.auth.clone());
+            let (bodies, url, next, failures) = (bodies.clone(), url.clone(), next.clone(), failures.clone());
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let seq = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(body) = bodies.get(seq) else { break };
+                    let sent = Instant::now();
+                    let result = client
+                        .post(&*url)
+                        .header("authorization", &auth)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    let accepted = match result {
+                        Ok(resp) if resp.status().as_u16() == 202 => {
+                            let bytes = resp.bytes().await.unwrap_or_default();
+                            let acked = Instant::now();
+                            serde_json::from_slice::<MessageOut>(&bytes).ok().map(|m| (acked, m.id))
+                        }
+                        Ok(resp) => {
+                            let status = resp.status();
+                            let text = resp.text().await.unwrap_or_default();
+                            if failures.fetch_add(1, Ordering::Relaxed) < 5 {
+                                eprintln!("bench: message {seq}: {status}: {text}");
+                            }
+                            None
+                        }
+                        Err(e) => {
+                            if failures.fetch_add(1, Ordering::Relaxed) < 5 {
+                                eprintln!("bench: message {seq}: {e}");
+                            }
+                            None
+                        }
+                    };
+                    mine.push((seq, Post { sent, accepted }));
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(bodies.len());
+    for t in tasks {
+        match t.await {
+            Ok(mine) => all.extend(mine),
+            Err(e) => eprintln!("bench: a client task failed: {e}"),
+        }
+    }
+    all.sort_by_key(|(seq, _)| *seq);
+    all.into_iter().map(|(_, p)| p).collect()
+}

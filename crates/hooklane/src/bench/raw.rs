@@ -1,0 +1,57 @@
+//! The yardstick: a plain keep-alive HTTP client posting the same payloads straight to the
+//! receiver, with as many concurrent clients as the hooklane run. It is the most this
+//! machine's loopback, HTTP stack and receiver can carry.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::bail;
+use bytes::Bytes;
+
+pub struct RawRun {
+    pub posts_per_s: f64,
+}
+
+pub async fn run(url: &str, payloads: &[Bytes], concurrency: usize) -> anyhow::Result<RawRun> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?;
+    let payloads: Arc<[Bytes]> = payloads.into();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, payloads, next, url) = (client.clone(), payloads.clone(), next.clone(), url.to_string());
+            tokio::spawn(async move {
+                let mut errors = 0usize;
+                loop {
+                    let seq = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(payload) = payloads.get(seq) else { break };
+                    // The same headers a delivery carries, so the receiver does the same work.
+                    let sent = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("webhook-id", format!("raw_{seq}"))
+                        .body(payload.clone())
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    let mut errors = 0;
+    for t in tasks {
+        errors += t.await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    if errors > 0 {
+        bail!("raw client: {errors} of {} requests failed", payloads.len());
+    }
+    Ok(RawRun { posts_per_s: payloads.len() as f64 / elapsed })
+}

@@ -1,0 +1,1719 @@
+//! Integration tests of the HTTP API (`/api/v1`), run against the real binary: resource
+//! CRUD, validation, idempotency, authentication, tenant isolation and error handling.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use common::*;
+use serde_json::{json, Value};
+
+// --- helpers
+
+/// A response read as text, with its headers, for checks `Server::call` cannot make
+/// (byte-exact bodies, response headers).
+struct Resp {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    text: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().expect("ascii header"))
+    }
+}
+
+/// A request builder with the given token (or none).
+fn request(server: &Server, token: Option<&str>, method: &str, path: &str) -> reqwest::RequestBuilder {
+    let rb = server.client.request(method.parse().expect("method"), server.url(path));
+    match token {
+        Some(t) => rb.bearer_auth(t),
+        None => rb,
+    }
+}
+
+async fn send(rb: reqwest::RequestBuilder) -> Resp {
+    let resp = rb.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("body");
+    Resp { status, headers, text }
+}
+
+/// POSTs `body` exactly as given, as JSON, with the admin token.
+async fn post_text(server: &Server, path: &str, body: &str) -> Resp {
+    send(request(server, Some(ADMIN), "POST", path).header("content-type", "application/json").body(body.to_string()))
+        .await
+}
+
+/// Asserts an error answer: the status, and a body `{"code": <code>, "detail": …}`.
+#[track_caller]
+fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "unexpected status; body {body}");
+    assert!(body["code"].is_string(), "error body without a string code: {body}");
+    assert_eq!(body["code"], want_code, "{body}");
+    assert!(body.get("detail").is_some(), "error body without detail: {body}");
+}
+
+/// Asserts a 422 whose detail names `field` in the body, in Svix's shape.
+#[track_caller]
+fn assert_invalid(status: u16, body: &Value, field: &str) {
+    assert_error(status, body, 422, "validation");
+    let detail = body["detail"].as_array().unwrap_or_else(|| panic!("detail is not a list: {body}"));
+    assert_eq!(detail.len(), 1, "{body}");
+    assert_eq!(detail[0]["loc"], json!(["body", field]), "{body}");
+    assert!(detail[0]["msg"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert_eq!(detail[0]["type"], "value_error", "{body}");
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["data"].as_array().unwrap_or_else(|| panic!("not a list: {list}")).iter().map(id_of).collect()
+}
+
+fn id_of(v: &Value) -> String {
+    v["id"].as_str().unwrap_or_else(|| panic!("no id in {v}")).to_string()
+}
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object().unwrap_or_else(|| panic!("not an object: {v}")).keys().cloned().collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn secret_of(byte: u8, len: usize) -> String {
+    format!("whsec_{}", B64.encode(vec![byte; len]))
+}
+
+async fn create_app_with(server: &Server, body: Value) -> Value {
+    let (status, out) = server.call("POST", "/api/v1/app", Some(body)).await;
+    assert_eq!(status, 201, "{out}");
+    out
+}
+
+async fn list_all(server: &Server, path: &str) -> Value {
+    let (status, out) = server.call("GET", path, None).await;
+    assert_eq!(status, 200, "{out}");
+    out
+}
+
+async fn app_token(server: &Server, app: &str) -> String {
+    let (status, out) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), None).await;
+    assert_eq!(status, 200, "{out}");
+    out["token"].as_str().expect("token").to_string()
+}
+
+fn parse_time(v: &Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a time: {v}")))
+        .unwrap_or_else(|e| panic!("bad time {v}: {e}"))
+        .to_utc()
+}
+
+// --- 1. applications
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_create_has_svix_shape() {
+    let server = Server::start("").await;
+    let before = chrono::Utc::now();
+    let (status, app) = server
+        .call(
+            "POST",
+            "/api/v1/app",
+            Some(json!({"name": "Acme", "uid": "acme-1", "rateLimit": 10, "metadata": {"tier": "gold"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{app}");
+    assert_eq!(keys(&app), set(&["id", "uid", "name", "rateLimit", "metadata", "createdAt", "updatedAt"]));
+    let id = app["id"].as_str().unwrap();
+    assert!(id.starts_with("app_") && id.len() == 30, "{id}");
+    assert_eq!(app["name"], "Acme");
+    assert_eq!(app["uid"], "acme-1");
+    assert_eq!(app["rateLimit"], 10);
+    assert_eq!(app["metadata"], json!({"tier": "gold"}));
+    let created = parse_time(&app["createdAt"]);
+    assert!(created >= before - chrono::Duration::seconds(5) && created <= chrono::Utc::now());
+    assert_eq!(app["createdAt"], app["updatedAt"]);
+
+    // Optional fields default to null / {}.
+    let (status, bare) = server.call("POST", "/api/v1/app/", Some(json!({"name": "Bare"}))).await;
+    assert_eq!(status, 201, "{bare}");
+    assert_eq!(bare["uid"], Value::Null);
+    assert_eq!(bare["rateLimit"], Value::Null);
+    assert_eq!(bare["metadata"], json!({}));
+    assert_ne!(bare["id"], app["id"]);
+
+    // An empty name is refused.
+    let (status, body) = server.call("POST", "/api/v1/app", Some(json!({"name": "  "}))).await;
+    assert_invalid(status, &body, "name");
+    // A uid that looks like an application id is refused.
+    let (status, body) = server.call("POST", "/api/v1/app", Some(json!({"name": "x", "uid": id}))).await;
+    assert_invalid(status, &body, "uid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_get_by_id_and_uid_with_and_without_trailing_slash() {
+    let server = Server::start("").await;
+    let app = create_app_with(&server, json!({"name": "Getter", "uid": "getter"})).await;
+    let id = id_of(&app);
+    for path in [
+        format!("/api/v1/app/{id}"),
+        format!("/api/v1/app/{id}/"),
+        "/api/v1/app/getter".to_string(),
+        "/api/v1/app/getter/".to_string(),
+    ] {
+        let (status, got) = server.call("GET", &path, None).await;
+        assert_eq!(status, 200, "{path}: {got}");
+        assert_eq!(got, app, "{path}");
+    }
+    let (status, body) = server.call("GET", "/api/v1/app/no-such-app", None).await;
+    assert_error(status, &body, 404, "not_found");
+    let (status, body) = server.call("GET", "/api/v1/app/app_01ARZ3NDEKTSV4RRFFQ69G5FAV", None).await;
+    assert_error(status, &body, 404, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_list_paginates_with_cursor_both_orders() {
+    let server = Server::start("").await;
+    let mut created = Vec::new();
+    for i in 0..5 {
+        created.push(server.create_app(&format!("app-{i}")).await);
+    }
+
+    // Ascending (the default for applications), two at a time.
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/app?limit=2".to_string();
+    let mut pages = Vec::new();
+    loop {
+        let page = list_all(&server, &path).await;
+        let page_ids = ids(&page);
+        assert!(page_ids.len() <= 2, "{page}");
+        pages.push((page_ids.len(), page["done"].as_bool().expect("done")));
+        seen.extend(page_ids.clone());
+        if page["done"] == true {
+            break;
+        }
+        assert_eq!(page["iterator"], json!(page_ids.last().unwrap()), "{page}");
+        path = format!("/api/v1/app/?limit=2&iterator={}", page["iterator"].as_str().unwrap());
+        assert!(pages.len() < 10, "pagination does not end");
+    }
+    assert_eq!(pages, vec![(2, false), (2, false), (1, true)]);
+    assert_eq!(seen, created);
+
+    // Descending: newest first, same cursor mechanics.
+    let first = list_all(&server, "/api/v1/app?limit=2&order=descending").await;
+    assert_eq!(ids(&first), vec![created[4].clone(), created[3].clone()]);
+    assert_eq!(first["done"], false);
+    let it = first["iterator"].as_str().unwrap();
+    let second = list_all(&server, &format!("/api/v1/app?limit=2&order=descending&iterator={it}")).await;
+    assert_eq!(ids(&second), vec![created[2].clone(), created[1].clone()]);
+    let it = second["iterator"].as_str().unwrap();
+    let third = list_all(&server, &format!("/api/v1/app?limit=2&order=descending&iterator={it}")).await;
+    assert_eq!(ids(&third), vec![created[0].clone()]);
+    assert_eq!(third["done"], true);
+
+    // Everything in one page.
+    let all = list_all(&server, "/api/v1/app").await;
+    assert_eq!(ids(&all), created);
+    assert_eq!(all["done"], true);
+
+    // Bad paging parameters are query validation errors.
+    let (status, body) = server.call("GET", "/api/v1/app?limit=0", None).await;
+    assert_error(status, &body, 422, "validation");
+    assert_eq!(body["detail"][0]["loc"], json!(["query", "limit"]));
+    let (status, body) = server.call("GET", "/api/v1/app?order=sideways", None).await;
+    assert_error(status, &body, 422, "validation");
+    assert_eq!(body["detail"][0]["loc"], json!(["query", "order"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_put_updates_and_creates_unknown_uid() {
+    let server = Server::start("").await;
+    let app = create_app_with(&server, json!({"name": "Old", "uid": "old-uid", "metadata": {"a": "1"}})).await;
+    let id = id_of(&app);
+
+    let (status, put) = server
+        .call("PUT", &format!("/api/v1/app/{id}"), Some(json!({"name": "New", "uid": "new-uid", "rateLimit": 5})))
+        .await;
+    assert_eq!(status, 200, "{put}");
+    assert_eq!(put["id"], json!(id));
+    assert_eq!(put["name"], "New");
+    assert_eq!(put["uid"], "new-uid");
+    assert_eq!(put["rateLimit"], 5);
+    assert_eq!(put["metadata"], json!({}), "PUT replaces the whole application");
+    assert_eq!(put["createdAt"], app["createdAt"]);
+    assert!(parse_time(&put["updatedAt"]) >= parse_time(&app["updatedAt"]));
+
+    let (status, got) = server.call("GET", "/api/v1/app/new-uid", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(got["id"], json!(id));
+    assert_eq!(got["name"], "New");
+    let (status, _) = server.call("GET", "/api/v1/app/old-uid", None).await;
+    assert_eq!(status, 404);
+
+    // PUT by uid, with a trailing slash.
+    let (status, put) =
+        server.call("PUT", "/api/v1/app/new-uid/", Some(json!({"name": "Newer", "uid": "new-uid"}))).await;
+    assert_eq!(status, 200, "{put}");
+    assert_eq!(put["id"], json!(id));
+    assert_eq!(put["name"], "Newer");
+
+    // PUT on an unknown uid creates the application under that uid.
+    let (status, fresh) = server.call("PUT", "/api/v1/app/fresh-uid", Some(json!({"name": "Fresh"}))).await;
+    assert_eq!(status, 201, "{fresh}");
+    assert!(fresh["id"].as_str().unwrap().starts_with("app_"));
+    assert_eq!(fresh["uid"], "fresh-uid");
+    assert_eq!(fresh["name"], "Fresh");
+    let (status, got) = server.call("GET", "/api/v1/app/fresh-uid", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(got, fresh);
+    assert_eq!(ids(&list_all(&server, "/api/v1/app").await).len(), 2);
+
+    // PUT on an unknown *id* does not create anything.
+    let (status, body) =
+        server.call("PUT", "/api/v1/app/app_01ARZ3NDEKTSV4RRFFQ69G5FAV", Some(json!({"name": "Ghost"}))).await;
+    assert_error(status, &body, 404, "not_found");
+    // PUT taking another application's uid conflicts.
+    let (status, body) =
+        server.call("PUT", &format!("/api/v1/app/{id}"), Some(json!({"name": "x", "uid": "fresh-uid"}))).await;
+    assert_error(status, &body, 409, "conflict");
+    assert_eq!(ids(&list_all(&server, "/api/v1/app").await).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_patch_leaves_absent_fields_and_null_clears() {
+    let server = Server::start("").await;
+    let app =
+        create_app_with(&server, json!({"name": "P", "uid": "p-uid", "rateLimit": 7, "metadata": {"k": "v"}})).await;
+    let id = id_of(&app);
+    let path = format!("/api/v1/app/{id}");
+
+    let (status, patched) = server.call("PATCH", &path, Some(json!({"name": "P2"}))).await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["name"], "P2");
+    assert_eq!(patched["uid"], "p-uid");
+    assert_eq!(patched["rateLimit"], 7);
+    assert_eq!(patched["metadata"], json!({"k": "v"}));
+
+    let (status, patched) = server.call("PATCH", "/api/v1/app/p-uid/", Some(json!({"uid": null}))).await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["uid"], Value::Null);
+    assert_eq!(patched["name"], "P2");
+    assert_eq!(patched["rateLimit"], 7);
+
+    let (status, got) = server.call("GET", &path, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(got["uid"], Value::Null);
+    assert_eq!(got["name"], "P2");
+    assert_eq!(got["metadata"], json!({"k": "v"}));
+    let (status, _) = server.call("GET", "/api/v1/app/p-uid", None).await;
+    assert_eq!(status, 404, "the cleared uid no longer names the application");
+
+    let (status, patched) = server.call("PATCH", &path, Some(json!({"rateLimit": null, "metadata": {}}))).await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["rateLimit"], Value::Null);
+    assert_eq!(patched["metadata"], json!({}));
+
+    // A required field cannot be cleared, and a failed PATCH changes nothing.
+    let (status, body) = server.call("PATCH", &path, Some(json!({"name": null}))).await;
+    assert_invalid(status, &body, "name");
+    let (status, body) = server.call("PATCH", &path, Some(json!({"rateLimit": 0, "name": "Z"}))).await;
+    assert_invalid(status, &body, "rateLimit");
+    let (_, got) = server.call("GET", &path, None).await;
+    assert_eq!(got["name"], "P2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_delete_then_404() {
+    let server = Server::start("").await;
+    let keep = server.create_app("keep").await;
+    let gone = server.create_app("gone").await;
+    server.create_endpoint(&gone, json!({"url": "https://example.com/"})).await;
+
+    let (status, body) = server.call("DELETE", &format!("/api/v1/app/{gone}/"), None).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(body, Value::Null);
+    let (status, body) = server.call("GET", &format!("/api/v1/app/{gone}"), None).await;
+    assert_error(status, &body, 404, "not_found");
+    let (status, body) = server.call("GET", &format!("/api/v1/app/{gone}/endpoint"), None).await;
+    assert_error(status, &body, 404, "not_found");
+    let (status, body) = server.call("DELETE", &format!("/api/v1/app/{gone}"), None).await;
+    assert_error(status, &body, 404, "not_found");
+    assert_eq!(ids(&list_all(&server, "/api/v1/app").await), vec![keep.clone()]);
+    let (status, _) = server.call("GET", &format!("/api/v1/app/{keep}"), None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_get_if_exists_and_duplicate_uid() {
+    let server = Server::start("").await;
+    let first = create_app_with(&server, json!({"name": "First", "uid": "dup"})).await;
+
+    let (status, again) =
+        server.call("POST", "/api/v1/app?get_if_exists=true", Some(json!({"name": "Second", "uid": "dup"}))).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again, first, "the existing application is returned unchanged");
+
+    let (status, body) = server.call("POST", "/api/v1/app/", Some(json!({"name": "Second", "uid": "dup"}))).await;
+    assert_error(status, &body, 409, "conflict");
+
+    let (status, other) =
+        server.call("POST", "/api/v1/app/?get_if_exists=true", Some(json!({"name": "Other", "uid": "other"}))).await;
+    assert_eq!(status, 201, "{other}");
+    assert_eq!(other["uid"], "other");
+
+    let all = list_all(&server, "/api/v1/app").await;
+    assert_eq!(ids(&all), vec![id_of(&first), id_of(&other)]);
+    assert_eq!(all["data"][0]["name"], "First");
+}
+
+// --- 2. event types
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_type_lifecycle() {
+    let server = Server::start("").await;
+    let schemas = json!({"1": {"type": "object", "properties": {"id": {"type": "string"}}}});
+    let (status, et) = server
+        .call(
+            "POST",
+            "/api/v1/event-type",
+            Some(json!({"name": "user.created", "description": "A user was created", "schemas": schemas})),
+        )
+        .await;
+    assert_eq!(status, 201, "{et}");
+    assert_eq!(et["name"], "user.created");
+    assert_eq!(et["description"], "A user was created");
+    assert_eq!(et["archived"], false);
+    assert_eq!(et["deprecated"], false);
+    assert_eq!(et["featureFlag"], Value::Null);
+    assert_eq!(et["schemas"], schemas);
+    parse_time(&et["createdAt"]);
+    parse_time(&et["updatedAt"]);
+
+    let (status, body) =
+        server.call("POST", "/api/v1/event-type/", Some(json!({"name": "user.created", "description": "again"}))).await;
+    assert_error(status, &body, 409, "conflict");
+    let (status, body) = server.call("POST", "/api/v1/event-type", Some(json!({"name": "bad name"}))).await;
+    assert_invalid(status, &body, "name");
+
+    let (status, _) = server.call("POST", "/api/v1/event-type", Some(json!({"name": "user.deleted"}))).await;
+    assert_eq!(status, 201);
+    let (status, archived) =
+        server.call("POST", "/api/v1/event-type", Some(json!({"name": "old.thing", "archived": true}))).await;
+    assert_eq!(status, 201, "{archived}");
+
+    let names = |list: &Value| -> Vec<String> {
+        list["data"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect()
+    };
+    let list = list_all(&server, "/api/v1/event-type").await;
+    assert_eq!(names(&list), vec!["user.created", "user.deleted"]);
+    assert!(list["data"][0].get("schemas").is_none(), "schemas only with with_content: {list}");
+    let list = list_all(&server, "/api/v1/event-type?with_content=true").await;
+    assert_eq!(list["data"][0]["schemas"], schemas);
+    let list = list_all(&server, "/api/v1/event-type?include_archived=true").await;
+    assert_eq!(names(&list), vec!["old.thing", "user.created", "user.deleted"]);
+
+    let (status, got) = server.call("GET", "/api/v1/event-type/user.created/", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(got, et);
+    let (status, body) = server.call("GET", "/api/v1/event-type/nope", None).await;
+    assert_error(status, &body, 404, "not_found");
+
+    // PUT creates, then replaces.
+    let (status, put) = server.call("PUT", "/api/v1/event-type/order.paid", Some(json!({"description": "Paid"}))).await;
+    assert_eq!(status, 201, "{put}");
+    assert_eq!(put["name"], "order.paid");
+    assert_eq!(put["description"], "Paid");
+    let (status, put2) = server
+        .call("PUT", "/api/v1/event-type/order.paid", Some(json!({"description": "Paid v2", "deprecated": true})))
+        .await;
+    assert_eq!(status, 200, "{put2}");
+    assert_eq!(put2["description"], "Paid v2");
+    assert_eq!(put2["deprecated"], true);
+    assert_eq!(put2["createdAt"], put["createdAt"]);
+    let (_, got) = server.call("GET", "/api/v1/event-type/order.paid", None).await;
+    assert_eq!(got["description"], "Paid v2");
+
+    // PATCH changes only what it names.
+    let (status, patched) =
+        server.call("PATCH", "/api/v1/event-type/user.created", Some(json!({"featureFlag": "beta"}))).await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["featureFlag"], "beta");
+    assert_eq!(patched["description"], "A user was created");
+    assert_eq!(patched["schemas"], schemas);
+    let (status, patched) = server
+        .call("PATCH", "/api/v1/event-type/user.created", Some(json!({"description": "changed", "featureFlag": null})))
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["description"], "changed");
+    assert_eq!(patched["featureFlag"], Value::Null);
+    let (status, body) = server.call("PATCH", "/api/v1/event-type/nope", Some(json!({"description": "x"}))).await;
+    assert_error(status, &body, 404, "not_found");
+
+    // DELETE archives: gone from the default list, still there with include_archived.
+    let (status, body) = server.call("DELETE", "/api/v1/event-type/user.deleted", None).await;
+    assert_eq!(status, 204, "{body}");
+    let (status, got) = server.call("GET", "/api/v1/event-type/user.deleted", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(got["archived"], true);
+    assert_eq!(names(&list_all(&server, "/api/v1/event-type").await), vec!["order.paid", "user.created"]);
+    assert_eq!(
+        names(&list_all(&server, "/api/v1/event-type?include_archived=true").await),
+        vec!["old.thing", "order.paid", "user.created", "user.deleted"]
+    );
+
+    // expunge removes it for good.
+    let (status, body) = server.call("DELETE", "/api/v1/event-type/user.deleted?expunge=true", None).await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = server.call("GET", "/api/v1/event-type/user.deleted", None).await;
+    assert_error(status, &body, 404, "not_found");
+    assert_eq!(
+        names(&list_all(&server, "/api/v1/event-type?include_archived=true").await),
+        vec!["old.thing", "order.paid", "user.created"]
+    );
+    let (status, body) = server.call("DELETE", "/api/v1/event-type/user.deleted?expunge=true", None).await;
+    assert_error(status, &body, 404, "not_found");
+    let (status, body) = server.call("DELETE", "/api/v1/event-type/never.was", None).await;
+    assert_error(status, &body, 404, "not_found");
+}
+
+// --- 3. endpoints
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_create_with_every_field() {
+    let server = Server::start("").await;
+    let app = server.create_app("eps").await;
+    let secret = secret_of(7, 32);
+    let (status, ep) = server
+        .call(
+            "POST",
+            &format!("/api/v1/app/{app}/endpoint"),
+            Some(json!({
+                "url": "https://example.com/hook",
+                "description": "main endpoint",
+                "filterTypes": ["user.created", "user.deleted"],
+                "channels": ["project_1"],
+                "rateLimit": 100,
+                "metadata": {"team": "core"},
+                "uid": "main-ep",
+                "headers": {"X-Custom": "abc"},
+                "secret": secret,
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{ep}");
+    assert_eq!(
+        keys(&ep),
+        set(&[
+            "id",
+            "url",
+            "description",
+            "filterTypes",
+            "channels",
+            "disabled",
+            "rateLimit",
+            "metadata",
+            "uid",
+            "version",
+            "createdAt",
+            "updatedAt"
+        ]),
+        "the secret is never part of the endpoint body"
+    );
+    let id = id_of(&ep);
+    assert!(id.starts_with("ep_") && id.len() == 29, "{id}");
+    assert_eq!(ep["url"], "https://example.com/hook");
+    assert_eq!(ep["description"], "main endpoint");
+    assert_eq!(ep["filterTypes"], json!(["user.created", "user.deleted"]));
+    assert_eq!(ep["channels"], json!(["project_1"]));
+    assert_eq!(ep["disabled"], false);
+    assert_eq!(ep["rateLimit"], 100);
+    assert_eq!(ep["metadata"], json!({"team": "core"}));
+    assert_eq!(ep["uid"], "main-ep");
+    assert_eq!(ep["version"], 1);
+
+    let (status, key) = server.call("GET", &format!("/api/v1/app/{app}/endpoint/{id}/secret"), None).await;
+    assert_eq!(status, 200, "{key}");
+    assert_eq!(key, json!({"key": secret}));
+    let (status, headers) = server.call("GET", &format!("/api/v1/app/{app}/endpoint/main-ep/headers"), None).await;
+    assert_eq!(status, 200, "{headers}");
+    assert_eq!(headers["headers"], json!({"X-Custom": "abc"}));
+
+    // Without a secret one is generated: whsec_ + base64 of 24 random bytes.
+    let (id2, generated) = server.create_endpoint(&app, json!({"url": "http://example.org"})).await;
+    let (id3, generated2) = server.create_endpoint(&app, json!({"url": "http://example.org"})).await;
+    for g in [&generated, &generated2] {
+        let b64 = g.strip_prefix("whsec_").unwrap_or_else(|| panic!("{g}"));
+        assert_eq!(B64.decode(b64).expect("base64").len(), 24, "{g}");
+    }
+    assert_ne!(generated, generated2);
+    let (_, ep2) = server.call("GET", &format!("/api/v1/app/{app}/endpoint/{id2}"), None).await;
+    assert_eq!(ep2["description"], "");
+    assert_eq!(ep2["filterTypes"], Value::Null);
+    assert_eq!(ep2["channels"], Value::Null);
+    assert_eq!(ep2["uid"], Value::Null);
+    assert_eq!(ep2["metadata"], json!({}));
+
+    let list = list_all(&server, &format!("/api/v1/app/{app}/endpoint/")).await;
+    assert_eq!(ids(&list), vec![id.clone(), id2, id3]);
+    assert_eq!(list["data"][0], ep);
+
+    // A duplicate uid in the same application conflicts; in another application it is fine.
+    let (status, body) = server
+        .call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(json!({"url": "https://a.b/", "uid": "main-ep"})))
+        .await;
+    assert_error(status, &body, 409, "conflict");
+    let other = server.create_app("other").await;
+    let (status, body) = server
+        .call("POST", &format!("/api/v1/app/{other}/endpoint"), Some(json!({"url": "https://a.b/", "uid": "main-ep"})))
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_get_put_patch_delete() {
+    let server = Server::start("").await;
+    let app = server.create_app("eps").await;
+    let base = format!("/api/v1/app/{app}/endpoint");
+    let (status, ep) = server
+        .call(
+            "POST",
+            &base,
+            Some(json!({
+                "url": "https://example.com/hook",
+                "description": "d1",
+                "filterTypes": ["a.b"],
+                "channels": ["c1"],
+                "rateLimit": 10,
+                "metadata": {"m": "1"},
+                "uid": "ep-uid",
+                "headers": {"X-Keep": "yes"},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{ep}");
+    let id = id_of(&ep);
+
+    let (status, by_id) = server.call("GET", &format!("{base}/{id}"), None).await;
+    assert_eq!(status, 200);
+    let (status, by_uid) = server.call("GET", &format!("{base}/ep-uid/"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(by_id, ep);
+    assert_eq!(by_uid, ep);
+    let (status, body) = server.call("GET", &format!("{base}/nope"), None).await;
+    assert_error(status, &body, 404, "not_found");
+
+    // PUT replaces every field it carries; optional ones left out are cleared.
+    let (status, put) = server
+        .call(
+            "PUT",
+            &format!("{base}/ep-uid"),
+            Some(json!({"url": "https://example.org/new", "description": "d2", "uid": "ep-uid", "version": 2})),
+        )
+        .await;
+    assert_eq!(status, 200, "{put}");
+    assert_eq!(put["id"], json!(id));
+    assert_eq!(put["url"], "https://example.org/new");
+    assert_eq!(put["description"], "d2");
+    assert_eq!(put["filterTypes"], Value::Null);
+    assert_eq!(put["channels"], Value::Null);
+    assert_eq!(put["rateLimit"], Value::Null);
+    assert_eq!(put["metadata"], json!({}));
+    assert_eq!(put["version"], 2);
+    assert_eq!(put["createdAt"], ep["createdAt"]);
+    let (_, got) = server.call("GET", &format!("{base}/{id}"), None).await;
+    assert_eq!(got, put);
+    let (_, headers) = server.call("GET", &format!("{base}/{id}/headers"), None).await;
+    assert_eq!(headers["headers"], json!({"X-Keep": "yes"}), "PUT without headers keeps them");
+    let (status, body) = server.call("PUT", &format!("{base}/nope"), Some(json!({"url": "https://a.b/"}))).await;
+    assert_error(status, &body, 404, "not_found");
+
+    // PATCH: absent fields untouched, null clears, values set.
+    let (status, patched) = server
+        .call(
+            "PATCH",
+            &format!("{base}/{id}"),
+            Some(json!({"description": "patched", "filterTypes": ["x.y"], "rateLimit": 3})),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["description"], "patched");
+    assert_eq!(patched["filterTypes"], json!(["x.y"]));
+    assert_eq!(patched["rateLimit"], 3);
+    assert_eq!(patched["url"], "https://example.org/new");
+    assert_eq!(patched["uid"], "ep-uid");
+    let (status, patched) =
+        server.call("PATCH", &format!("{base}/ep-uid"), Some(json!({"rateLimit": null, "disabled": true}))).await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["rateLimit"], Value::Null);
+    assert_eq!(patched["disabled"], true);
+    assert_eq!(patched["filterTypes"], json!(["x.y"]));
+    let (status, body) = server.call("PATCH", &format!("{base}/{id}"), Some(json!({"url": null}))).await;
+    assert_invalid(status, &body, "url");
+    let (status, body) = server.call("PATCH", &format!("{base}/{id}"), Some(json!({"url": "ftp://x"}))).await;
+    assert_invalid(status, &body, "url");
+    let (_, got) = server.call("GET", &format!("{base}/{id}"), None).await;
+    assert_eq!(got["url"], "https://example.org/new", "a refused PATCH changes nothing");
+    assert_eq!(got["description"], "patched");
+
+    // DELETE by uid, then it is gone.
+    let (status, body) = server.call("DELETE", &format!("{base}/ep-uid/"), None).await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = server.call("GET", &format!("{base}/{id}"), None).await;
+    assert_error(status, &body, 404, "not_found");
+    let (status, body) = server.call("DELETE", &format!("{base}/{id}"), None).await;
+    assert_error(status, &body, 404, "not_found");
+    assert_eq!(ids(&list_all(&server, &base).await), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_secret_get_and_rotate() {
+    let server = Server::start("").await;
+    let app = server.create_app("secrets").await;
+    let (id, old) = server.create_endpoint(&app, json!({"url": "https://example.com/", "uid": "sec"})).await;
+    let path = format!("/api/v1/app/{app}/endpoint/{id}/secret");
+
+    let (status, body) = server.call("POST", &format!("{path}/rotate"), None).await;
+    assert_eq!(status, 204, "{body}");
+    let (status, got) = server.call("GET", &path, None).await;
+    assert_eq!(status, 200);
+    let new = got["key"].as_str().unwrap().to_string();
+    assert!(new.starts_with("whsec_"), "{new}");
+    assert_ne!(new, old);
+
+    // Rotating to a given key, by uid and with a trailing slash.
+    let given = secret_of(9, 40);
+    let (status, body) = server
+        .call("POST", &format!("/api/v1/app/{app}/endpoint/sec/secret/rotate/"), Some(json!({"key": given})))
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (_, got) = server.call("GET", &format!("/api/v1/app/{app}/endpoint/sec/secret/"), None).await;
+    assert_eq!(got, json!({"key": given}));
+
+    // A bad key is refused and changes nothing.
+    let (status, body) = server.call("POST", &format!("{path}/rotate"), Some(json!({"key": "whsec_short"}))).await;
+    assert_invalid(status, &body, "secret");
+    let (_, got) = server.call("GET", &path, None).await;
+    assert_eq!(got, json!({"key": given}));
+    let (status, body) = server.call("POST", &format!("/api/v1/app/{app}/endpoint/nope/secret/rotate"), None).await;
+    assert_error(status, &body, 404, "not_found");
+
+    // A key sent without a JSON content type is refused, not silently replaced by a random one.
+    let other = secret_of(5, 32);
+    let r = send(
+        request(&server, Some(ADMIN), "POST", &format!("{path}/rotate")).body(json!({ "key": other }).to_string()),
+    )
+    .await;
+    assert_error(r.status, &r.json(), 415, "unsupported_media_type");
+    let (_, got) = server.call("GET", &path, None).await;
+    assert_eq!(got, json!({"key": given}));
+    // An empty body with a content length of zero rotates to a generated key.
+    let r = send(request(&server, Some(ADMIN), "POST", &format!("{path}/rotate")).header("content-length", "0")).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let (_, got) = server.call("GET", &path, None).await;
+    assert_ne!(got, json!({"key": given}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_custom_headers() {
+    let server = Server::start("").await;
+    let app = server.create_app("headers").await;
+    let (id, _) = server.create_endpoint(&app, json!({"url": "https://example.com/", "headers": {"X-A": "0"}})).await;
+    let path = format!("/api/v1/app/{app}/endpoint/{id}/headers");
+
+    let (status, got) = server.call("GET", &path, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(got, json!({"headers": {"X-A": "0"}, "sensitive": []}));
+
+    let (status, body) = server.call("PUT", &path, Some(json!({"headers": {"X-A": "1", "X-B": "2"}}))).await;
+    assert_eq!(status, 204, "{body}");
+    let (_, got) = server.call("GET", &path, None).await;
+    assert_eq!(got["headers"], json!({"X-A": "1", "X-B": "2"}));
+
+    let (status, body) =
+        server.call("PATCH", &format!("{path}/"), Some(json!({"headers": {"X-A": null, "X-C": "3"}}))).await;
+    assert_eq!(status, 204, "{body}");
+    let (_, got) = server.call("GET", &path, None).await;
+    assert_eq!(got["headers"], json!({"X-B": "2", "X-C": "3"}));
+
+    // PUT replaces everything (a null value is simply left out).
+    let (status, _) = server.call("PUT", &path, Some(json!({"headers": {"X-D": "4", "X-E": null}}))).await;
+    assert_eq!(status, 204);
+    let (_, got) = server.call("GET", &path, None).await;
+    assert_eq!(got["headers"], json!({"X-D": "4"}));
+
+    // Headers hooklane sets itself, and invalid names, are refused; nothing changes.
+    for bad in [json!({"webhook-id": "x"}), json!({"Webhook-Signature": "x"}), json!({"bad header": "x"})] {
+        let (status, body) = server.call("PUT", &path, Some(json!({ "headers": bad }))).await;
+        assert_invalid(status, &body, "headers");
+        let (status, body) = server.call("PATCH", &path, Some(json!({ "headers": bad }))).await;
+        assert_invalid(status, &body, "headers");
+    }
+    let (_, got) = server.call("GET", &path, None).await;
+    assert_eq!(got["headers"], json!({"X-D": "4"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_validation_names_the_field() {
+    let server = Server::start("").await;
+    let app = server.create_app("validation").await;
+    let path = format!("/api/v1/app/{app}/endpoint");
+    let long_url = format!("https://example.com/{}", "a".repeat(4096));
+    let cases = [
+        (json!({"url": "ftp://x"}), "url"),
+        (json!({"url": "not a url"}), "url"),
+        (json!({"url": "https://"}), "url"),
+        (json!({ "url": long_url }), "url"),
+        (json!({"url": "https://example.com/", "secret": "whsec_!!!notbase64"}), "secret"),
+        (json!({"url": "https://example.com/", "secret": secret_of(1, 8)}), "secret"),
+        (json!({"url": "https://example.com/", "filterTypes": []}), "filterTypes"),
+        (json!({"url": "https://example.com/", "filterTypes": ["has space"]}), "filterTypes"),
+        (json!({"url": "https://example.com/", "channels": []}), "channels"),
+        (json!({"url": "https://example.com/", "headers": {"webhook-id": "x"}}), "headers"),
+        (json!({"url": "https://example.com/", "rateLimit": 0}), "rateLimit"),
+        (json!({"url": "https://example.com/", "uid": "no spaces allowed"}), "uid"),
+        (json!({"url": "https://example.com/", "version": 0}), "version"),
+    ];
+    for (body, field) in cases {
+        let (status, out) = server.call("POST", &path, Some(body.clone())).await;
+        assert_invalid(status, &out, field);
+    }
+    // The long URL itself is fine just under the limit.
+    let ok_url = format!("https://example.com/{}", "a".repeat(4096 - "https://example.com/".len()));
+    assert_eq!(ok_url.len(), 4096);
+    let (status, out) = server.call("POST", &path, Some(json!({ "url": ok_url }))).await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(ids(&list_all(&server, &path).await).len(), 1, "no refused endpoint was stored");
+}
+
+// --- 4. messages
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_payload_is_echoed_byte_exact() {
+    let server = Server::start("").await;
+    let app = server.create_app("msgs").await;
+    let payload = r#"{"b": 2,  "a":1, "s":"\u00e9\n", "n": 1.50}"#;
+    let body = format!(r#"{{"eventType":"user.created","eventId":"evt-1","payload":{payload}}}"#);
+    let resp = post_text(&server, &format!("/api/v1/app/{app}/msg"), &body).await;
+    assert_eq!(resp.status, 202, "{}", resp.text);
+    assert!(resp.text.contains(&format!(r#""payload":{payload}"#)), "payload not byte-exact: {}", resp.text);
+    let msg = resp.json();
+    let id = id_of(&msg);
+    assert!(id.starts_with("msg_") && id.len() == 30, "{id}");
+    assert_eq!(msg["eventType"], "user.created");
+    assert_eq!(msg["eventId"], "evt-1");
+    assert_eq!(msg["channels"], Value::Null);
+    assert_eq!(msg["payload"], json!({"b": 2, "a": 1, "s": "é\n", "n": 1.5}));
+    parse_time(&msg["timestamp"]);
+
+    for key in [id.as_str(), "evt-1"] {
+        let got = send(request(&server, Some(ADMIN), "GET", &format!("/api/v1/app/{app}/msg/{key}"))).await;
+        assert_eq!(got.status, 200, "{}", got.text);
+        assert!(got.text.contains(&format!(r#""payload":{payload}"#)), "GET {key}: {}", got.text);
+        assert_eq!(got.json()["id"], json!(id));
+    }
+    let list = send(request(&server, Some(ADMIN), "GET", &format!("/api/v1/app/{app}/msg"))).await;
+    assert!(list.text.contains(&format!(r#""payload":{payload}"#)), "{}", list.text);
+
+    // The receiver gets the same bytes.
+    let rx = Receiver::start().await;
+    server.create_endpoint(&app, json!({"url": rx.url})).await;
+    let body = format!(r#"{{"eventType":"user.created","payload":{payload}}}"#);
+    let resp = post_text(&server, &format!("/api/v1/app/{app}/msg"), &body).await;
+    assert_eq!(resp.status, 202, "{}", resp.text);
+    let got = rx.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(String::from_utf8_lossy(&got[0].body), payload);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_event_id_is_unique_per_app() {
+    let server = Server::start("").await;
+    let app = server.create_app("a").await;
+    let other = server.create_app("b").await;
+    let body = json!({"eventType": "user.created", "eventId": "evt-42", "payload": {"x": 1}});
+    let (status, first) = server.call("POST", &format!("/api/v1/app/{app}/msg"), Some(body.clone())).await;
+    assert_eq!(status, 202, "{first}");
+    let (status, dup) = server
+        .call(
+            "POST",
+            &format!("/api/v1/app/{app}/msg/"),
+            Some(json!({"eventType": "user.created", "eventId": "evt-42", "payload": {"x": 2}})),
+        )
+        .await;
+    assert_error(status, &dup, 409, "conflict");
+    let list = list_all(&server, &format!("/api/v1/app/{app}/msg")).await;
+    assert_eq!(ids(&list), vec![id_of(&first)]);
+    assert_eq!(list["data"][0]["payload"], json!({"x": 1}));
+
+    let (status, elsewhere) = server.call("POST", &format!("/api/v1/app/{other}/msg"), Some(body)).await;
+    assert_eq!(status, 202, "{elsewhere}");
+    assert_ne!(elsewhere["id"], first["id"]);
+    let (status, got) = server.call("GET", &format!("/api/v1/app/{other}/msg/evt-42"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(got["id"], elsewhere["id"]);
+    let (status, got) = server.call("GET", &format!("/api/v1/app/{app}/msg/evt-42"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(got["id"], first["id"]);
+    let (status, body) = server.call("GET", &format!("/api/v1/app/{app}/msg/evt-43"), None).await;
+    assert_error(status, &body, 404, "not_found");
+    // One application's message is not found through the other.
+    let (status, body) = server.call("GET", &format!("/api/v1/app/{other}/msg/{}", id_of(&first)), None).await;
+    assert_error(status, &body, 404, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_list_filters() {
+    let server = Server::start("").await;
+    let app = server.create_app("filters").await;
+    let base = format!("/api/v1/app/{app}/msg");
+    let mut sent = Vec::new();
+    for (event_type, channels) in
+        [("a.one", json!(["c1"])), ("a.two", json!(["c2", "c3"])), ("a.three", Value::Null), ("a.one", json!(["c3"]))]
+    {
+        let mut body = json!({"eventType": event_type, "payload": {"t": event_type}});
+        if !channels.is_null() {
+            body["channels"] = channels;
+        }
+        let (status, out) = server.call("POST", &base, Some(body)).await;
+        assert_eq!(status, 202, "{out}");
+        sent.push(id_of(&out));
+        // Distinct milliseconds, so before/after can split them.
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    let (m1, m2, m3, m4) = (&sent[0], &sent[1], &sent[2], &sent[3]);
+    let newest_first = |v: &[&String]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let all = list_all(&server, &base).await;
+    assert_eq!(ids(&all), newest_first(&[m4, m3, m2, m1]), "messages list newest first");
+    assert_eq!(all["data"][3]["payload"], json!({"t": "a.one"}));
+    let asc = list_all(&server, &format!("{base}?order=ascending")).await;
+    assert_eq!(ids(&asc), newest_first(&[m1, m2, m3, m4]));
+
+    let q = list_all(&server, &format!("{base}?event_types=a.one&event_types=a.three")).await;
+    assert_eq!(ids(&q), newest_first(&[m4, m3, m1]));
+    let q = list_all(&server, &format!("{base}?event_types=a.two")).await;
+    assert_eq!(ids(&q), newest_first(&[m2]));
+    let q = list_all(&server, &format!("{base}?event_types[]=a.two&event_types[]=a.three")).await;
+    assert_eq!(ids(&q), newest_first(&[m3, m2]));
+    let q = list_all(&server, &format!("{base}?event_types=nothing.here")).await;
+    assert_eq!(ids(&q), Vec::<String>::new());
+
+    let q = list_all(&server, &format!("{base}?channel=c3")).await;
+    assert_eq!(ids(&q), newest_first(&[m4, m2]));
+    let q = list_all(&server, &format!("{base}?channel=c1")).await;
+    assert_eq!(ids(&q), newest_first(&[m1]));
+    let q = list_all(&server, &format!("{base}?channel=c3&event_types=a.one")).await;
+    assert_eq!(ids(&q), newest_first(&[m4]));
+
+    let t2 = all["data"][2]["timestamp"].as_str().unwrap().to_string();
+    let t3 = all["data"][1]["timestamp"].as_str().unwrap().to_string();
+    assert_eq!(all["data"][2]["id"], json!(m2));
+    let q = list_all(&server, &format!("{base}?after={t2}")).await;
+    assert_eq!(ids(&q), newest_first(&[m4, m3]));
+    let q = list_all(&server, &format!("{base}?before={t2}")).await;
+    assert_eq!(ids(&q), newest_first(&[m1]));
+    let q = list_all(&server, &format!("{base}?after={t2}&before={t3}")).await;
+    assert_eq!(ids(&q), Vec::<String>::new());
+    let (status, body) = server.call("GET", &format!("{base}?before=yesterday"), None).await;
+    assert_error(status, &body, 422, "validation");
+    assert_eq!(body["detail"][0]["loc"], json!(["query", "before"]));
+
+    // Paging through messages.
+    let page = list_all(&server, &format!("{base}?limit=3")).await;
+    assert_eq!(ids(&page), newest_first(&[m4, m3, m2]));
+    assert_eq!(page["done"], false);
+    let page = list_all(&server, &format!("{base}?limit=3&iterator={}", page["iterator"].as_str().unwrap())).await;
+    assert_eq!(ids(&page), newest_first(&[m1]));
+    assert_eq!(page["done"], true);
+
+    // with_content=false leaves the payload out.
+    let q = list_all(&server, &format!("{base}?with_content=false")).await;
+    assert_eq!(ids(&q).len(), 4);
+    for m in q["data"].as_array().unwrap() {
+        assert!(m.get("payload").is_none(), "{m}");
+        assert!(m["eventType"].is_string());
+    }
+    let (_, one) = server.call("GET", &format!("{base}/{m1}?with_content=false"), None).await;
+    assert!(one.get("payload").is_none(), "{one}");
+    assert_eq!(one["id"], json!(m1));
+    let (_, one) = server.call("GET", &format!("{base}/{m1}"), None).await;
+    assert_eq!(one["payload"], json!({"t": "a.one"}));
+    assert_eq!(one["channels"], json!(["c1"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_validation() {
+    let server = Server::start("").await;
+    let app = server.create_app("v").await;
+    let base = format!("/api/v1/app/{app}/msg");
+    let cases = [
+        (json!({"eventType": "user.created", "payload": [1, 2]}), "payload"),
+        (json!({"eventType": "user.created", "payload": "text"}), "payload"),
+        (json!({"eventType": "user.created", "payload": 5}), "payload"),
+        (json!({"eventType": "user.created", "payload": null}), "payload"),
+        (json!({"eventType": "user created", "payload": {}}), "eventType"),
+        (json!({"eventType": "", "payload": {}}), "eventType"),
+        (json!({"eventType": "x".repeat(257), "payload": {}}), "eventType"),
+        (json!({"eventType": "ok", "eventId": "has space", "payload": {}}), "eventId"),
+        (json!({"eventType": "ok", "channels": [], "payload": {}}), "channels"),
+        (json!({"eventType": "ok", "tags": ["a", "b", "c", "d", "e", "f"], "payload": {}}), "tags"),
+    ];
+    for (body, field) in cases {
+        let (status, out) = server.call("POST", &base, Some(body.clone())).await;
+        assert_invalid(status, &out, field);
+    }
+    let (status, out) = server.call("POST", &base, Some(json!({"eventType": "user.created"}))).await;
+    assert_error(status, &out, 422, "validation");
+    assert!(out["detail"][0]["msg"].as_str().unwrap().contains("payload"), "{out}");
+    assert_eq!(ids(&list_all(&server, &base).await), Vec::<String>::new(), "nothing stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_destinations_list_matching_endpoints() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("dest").await;
+    let (all, _) = server.create_endpoint(&app, json!({"url": format!("{}/all", rx.url), "uid": "all"})).await;
+    let (typed, _) = server
+        .create_endpoint(&app, json!({"url": format!("{}/typed", rx.url), "filterTypes": ["user.created"]}))
+        .await;
+    let (_other, _) =
+        server.create_endpoint(&app, json!({"url": format!("{}/other", rx.url), "filterTypes": ["other.type"]})).await;
+    let (_off, _) = server.create_endpoint(&app, json!({"url": format!("{}/off", rx.url), "disabled": true})).await;
+    let (_chan, _) =
+        server.create_endpoint(&app, json!({"url": format!("{}/chan", rx.url), "channels": ["only-this"]})).await;
+
+    let msg = server.send_message(&app, "user.created", json!({"hello": "world"})).await;
+    let path = format!("/api/v1/app/{app}/msg/{msg}/endpoint");
+    let dest = server
+        .wait_until(&path, Duration::from_secs(10), |b| {
+            b["data"].as_array().is_some_and(|d| d.len() == 2 && d.iter().all(|e| e["status"] == 0))
+        })
+        .await;
+    assert_eq!(ids(&dest), vec![all.clone(), typed.clone()]);
+    assert_eq!(dest["data"][0]["url"], json!(format!("{}/all", rx.url)));
+    assert_eq!(dest["data"][0]["uid"], "all");
+    assert_eq!(dest["data"][1]["filterTypes"], json!(["user.created"]));
+    assert_eq!(dest["done"], true);
+    let mut paths: Vec<String> = rx.wait_for(2, Duration::from_secs(10)).await.into_iter().map(|r| r.path).collect();
+    paths.sort();
+    assert_eq!(paths, vec!["/all", "/typed"]);
+
+    // Attempts are visible by message, by endpoint and one by one.
+    let attempts = list_all(&server, &format!("/api/v1/app/{app}/attempt/msg/{msg}")).await;
+    assert_eq!(attempts["data"].as_array().unwrap().len(), 2, "{attempts}");
+    let a = &attempts["data"][0];
+    assert_eq!(a["msgId"], json!(msg));
+    assert_eq!(a["responseStatusCode"], 200);
+    assert_eq!(a["status"], 0);
+    let by_ep = list_all(&server, &format!("/api/v1/app/{app}/attempt/endpoint/{all}")).await;
+    assert_eq!(by_ep["data"].as_array().unwrap().len(), 1, "{by_ep}");
+    assert_eq!(by_ep["data"][0]["endpointId"], json!(all));
+    let att = by_ep["data"][0]["id"].as_str().unwrap();
+    let (status, one) = server.call("GET", &format!("/api/v1/app/{app}/msg/{msg}/attempt/{att}"), None).await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one, by_ep["data"][0]);
+
+    let (status, body) = server.call("GET", &format!("/api/v1/app/{app}/msg/msg_nope/endpoint"), None).await;
+    assert_error(status, &body, 404, "not_found");
+}
+
+// --- 5. idempotency
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_replays_the_first_answer() {
+    let server = Server::start("").await;
+    let app = server.create_app("idem").await;
+    let path = format!("/api/v1/app/{app}/msg");
+    let post = |key: &str, token: &str, payload: Value| {
+        request(&server, Some(token), "POST", &path)
+            .header("idempotency-key", key.to_string())
+            .json(&json!({"eventType": "order.paid", "payload": payload}))
+    };
+
+    let first = send(post("key-1", ADMIN, json!({"n": 1}))).await;
+    assert_eq!(first.status, 202, "{}", first.text);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let second = send(post("key-1", ADMIN, json!({"n": 1}))).await;
+    assert_eq!(second.status, 202, "{}", second.text);
+    assert_eq!(second.text, first.text, "the replay is the first answer, byte for byte");
+    assert_eq!(second.header("idempotent-replayed"), Some("true"));
+    assert_eq!(second.header("content-type"), Some("application/json"));
+    // Even with another body, the key answers with the first response.
+    let third = send(post("key-1", ADMIN, json!({"n": 99}))).await;
+    assert_eq!(third.status, 202);
+    assert_eq!(third.text, first.text);
+    // The trailing slash does not make it another request.
+    let slash = send(
+        request(&server, Some(ADMIN), "POST", &format!("{path}/"))
+            .header("idempotency-key", "key-1")
+            .json(&json!({"eventType": "order.paid", "payload": {"n": 1}})),
+    )
+    .await;
+    assert_eq!(slash.text, first.text);
+    let list = list_all(&server, &path).await;
+    assert_eq!(ids(&list), vec![id_of(&first.json())], "only one message was created");
+
+    // Another key is another request.
+    let other = send(post("key-2", ADMIN, json!({"n": 2}))).await;
+    assert_eq!(other.status, 202, "{}", other.text);
+    assert_eq!(other.header("idempotent-replayed"), None);
+    assert_ne!(other.json()["id"], first.json()["id"]);
+
+    // The same key from another credential is its own scope.
+    let token = app_token(&server, &app).await;
+    let scoped = send(post("key-1", &token, json!({"n": 3}))).await;
+    assert_eq!(scoped.status, 202, "{}", scoped.text);
+    assert_eq!(scoped.header("idempotent-replayed"), None);
+    assert_ne!(scoped.json()["id"], first.json()["id"]);
+    let scoped_again = send(post("key-1", &token, json!({"n": 3}))).await;
+    assert_eq!(scoped_again.text, scoped.text);
+    assert_eq!(scoped_again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(ids(&list_all(&server, &path).await).len(), 3);
+
+    // Keys longer than 256 characters are refused; 256 is fine.
+    let long = send(post(&"k".repeat(257), ADMIN, json!({"n": 4}))).await;
+    assert_error(long.status, &long.json(), 400, "bad_request");
+    let max = send(post(&"k".repeat(256), ADMIN, json!({"n": 5}))).await;
+    assert_eq!(max.status, 202, "{}", max.text);
+    assert_eq!(ids(&list_all(&server, &path).await).len(), 4);
+
+    // Keys work on other POSTs too: creating an application twice makes one.
+    let create = || {
+        request(&server, Some(ADMIN), "POST", "/api/v1/app")
+            .header("idempotency-key", "app-key")
+            .json(&json!({"name": "once"}))
+    };
+    let a = send(create()).await;
+    let b = send(create()).await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    assert_eq!(b.status, 201);
+    assert_eq!(a.text, b.text);
+    assert_eq!(ids(&list_all(&server, "/api/v1/app").await).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_does_not_store_auth_failures() {
+    let server = Server::start("").await;
+    let app = server.create_app("idem").await;
+    let path = format!("/api/v1/app/{app}/msg");
+    let body = json!({"eventType": "order.paid", "payload": {}});
+    let denied = send(request(&server, Some("wrong"), "POST", &path).header("idempotency-key", "k").json(&body)).await;
+    assert_error(denied.status, &denied.json(), 401, "authentication_failed");
+    let again = send(request(&server, Some("wrong"), "POST", &path).header("idempotency-key", "k").json(&body)).await;
+    assert_eq!(again.status, 401);
+    assert_eq!(again.header("idempotent-replayed"), None);
+    assert_eq!(ids(&list_all(&server, &path).await), Vec::<String>::new());
+}
+
+// --- 6. authentication and tenant isolation
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_or_wrong_token_is_401() {
+    let server = Server::start("").await;
+    let app = server.create_app("auth").await;
+    for (method, path) in [
+        ("GET", "/api/v1/app".to_string()),
+        ("POST", "/api/v1/app".to_string()),
+        ("GET", format!("/api/v1/app/{app}")),
+        ("GET", format!("/api/v1/app/{app}/endpoint")),
+        ("POST", format!("/api/v1/app/{app}/msg")),
+        ("GET", "/api/v1/event-type".to_string()),
+        ("POST", format!("/api/v1/auth/app-portal-access/{app}")),
+    ] {
+        let body = json!({"name": "x", "eventType": "x", "payload": {}});
+        let none = send(request(&server, None, method, &path).json(&body)).await;
+        assert_error(none.status, &none.json(), 401, "authentication_failed");
+        for auth in ["Bearer wrong-token", "Bearer ", "Basic dGVzdA==", ADMIN, &format!("Token {ADMIN}")] {
+            let resp = send(request(&server, None, method, &path).header("authorization", auth).json(&body)).await;
+            assert_error(resp.status, &resp.json(), 401, "authentication_failed");
+        }
+    }
+    // The lowercase scheme is accepted; health needs no token.
+    let ok =
+        send(request(&server, None, "GET", "/api/v1/app").header("authorization", format!("bearer {ADMIN}"))).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let health = send(request(&server, None, "GET", "/api/v1/health")).await;
+    assert_eq!(health.status, 204);
+    // Nothing was created by the refused requests.
+    assert_eq!(ids(&list_all(&server, "/api/v1/app").await), vec![app.clone()]);
+    assert_eq!(ids(&list_all(&server, &format!("/api/v1/app/{app}/msg")).await), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_token_works_on_its_own_app() {
+    let server = Server::start("").await;
+    let own = create_app_with(&server, json!({"name": "Own", "uid": "own"})).await;
+    let own_id = id_of(&own);
+    let _other = server.create_app("other").await;
+    server.call("POST", "/api/v1/event-type", Some(json!({"name": "user.created"}))).await;
+
+    let (status, access) = server.call("POST", "/api/v1/auth/app-portal-access/own", None).await;
+    assert_eq!(status, 200, "{access}");
+    assert_eq!(keys(&access), set(&["url", "token"]));
+    let token = access["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("appsk_") && token.len() > 30, "{token}");
+    assert!(access["url"].as_str().unwrap().ends_with(&format!("#token={token}")), "{access}");
+    let (status, body) = server.call("POST", "/api/v1/auth/app-portal-access/no-such-app", None).await;
+    assert_error(status, &body, 404, "not_found");
+
+    let (status, got) = server.call_as(&token, "GET", &format!("/api/v1/app/{own_id}"), None).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got, own);
+    let (status, got) = server.call_as(&token, "GET", "/api/v1/app/own", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(got["id"], json!(own_id));
+    let (status, list) = server.call_as(&token, "GET", "/api/v1/app", None).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(ids(&list), vec![own_id.clone()]);
+    assert_eq!(list["done"], true);
+
+    let (status, ep) = server
+        .call_as(&token, "POST", &format!("/api/v1/app/{own_id}/endpoint"), Some(json!({"url": "https://a.example/"})))
+        .await;
+    assert_eq!(status, 201, "{ep}");
+    let (status, list) = server.call_as(&token, "GET", &format!("/api/v1/app/{own_id}/endpoint"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(ids(&list), vec![id_of(&ep)]);
+    let (status, secret) =
+        server.call_as(&token, "GET", &format!("/api/v1/app/own/endpoint/{}/secret", id_of(&ep)), None).await;
+    assert_eq!(status, 200);
+    assert!(secret["key"].as_str().unwrap().starts_with("whsec_"));
+    let (status, msg) = server
+        .call_as(
+            &token,
+            "POST",
+            &format!("/api/v1/app/{own_id}/msg"),
+            Some(json!({"eventType": "user.created", "payload": {"p": 1}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{msg}");
+    let (status, got) = server.call_as(&token, "GET", &format!("/api/v1/app/own/msg/{}", id_of(&msg)), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(got["payload"], json!({"p": 1}));
+    let (status, patched) =
+        server.call_as(&token, "PATCH", &format!("/api/v1/app/{own_id}"), Some(json!({"name": "Renamed"}))).await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["name"], "Renamed");
+
+    // Event types are readable.
+    let (status, list) = server.call_as(&token, "GET", "/api/v1/event-type", None).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["data"][0]["name"], "user.created");
+    let (status, et) = server.call_as(&token, "GET", "/api/v1/event-type/user.created", None).await;
+    assert_eq!(status, 200, "{et}");
+    assert_eq!(et["name"], "user.created");
+
+    // The admin token sees the token's changes.
+    let (_, got) = server.call("GET", &format!("/api/v1/app/{own_id}"), None).await;
+    assert_eq!(got["name"], "Renamed");
+}
+
+/// Everything the admin can read about an application, to compare before and after.
+async fn snapshot(server: &Server, app: &str, ep: &str, msg: &str, attempt: &str) -> Vec<(String, u16, Value)> {
+    let mut out = Vec::new();
+    for path in [
+        "/api/v1/app".to_string(),
+        format!("/api/v1/app/{app}"),
+        format!("/api/v1/app/{app}/endpoint"),
+        format!("/api/v1/app/{app}/endpoint/{ep}"),
+        format!("/api/v1/app/{app}/endpoint/{ep}/secret"),
+        format!("/api/v1/app/{app}/endpoint/{ep}/headers"),
+        format!("/api/v1/app/{app}/msg"),
+        format!("/api/v1/app/{app}/msg/{msg}"),
+        format!("/api/v1/app/{app}/msg/{msg}/endpoint"),
+        format!("/api/v1/app/{app}/attempt/msg/{msg}"),
+        format!("/api/v1/app/{app}/attempt/endpoint/{ep}"),
+        format!("/api/v1/app/{app}/msg/{msg}/attempt/{attempt}"),
+    ] {
+        let (status, body) = server.call("GET", &path, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        out.push((path, status, body));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_token_cannot_reach_another_app() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let own = create_app_with(&server, json!({"name": "Own", "uid": "own"})).await;
+    let own_id = id_of(&own);
+    let victim = create_app_with(&server, json!({"name": "Victim", "uid": "victim"})).await;
+    let vid = id_of(&victim);
+    let (vep, _) = server
+        .create_endpoint(&vid, json!({"url": format!("{}/victim", rx.url), "uid": "vep", "headers": {"X-V": "1"}}))
+        .await;
+    let vmsg = server.send_message(&vid, "user.created", json!({"secret": "data"})).await;
+    let attempts = server
+        .wait_until(&format!("/api/v1/app/{vid}/attempt/msg/{vmsg}"), Duration::from_secs(10), |b| {
+            b["data"].as_array().is_some_and(|d| d.len() == 1)
+        })
+        .await;
+    let vatt = attempts["data"][0]["id"].as_str().unwrap().to_string();
+    server
+        .wait_until(&format!("/api/v1/app/{vid}/msg/{vmsg}/endpoint"), Duration::from_secs(10), |b| {
+            b["data"][0]["status"] == 0
+        })
+        .await;
+    let (own_ep, _) = server.create_endpoint(&own_id, json!({"url": format!("{}/own", rx.url)})).await;
+    let own_msg = server.send_message(&own_id, "user.created", json!({"mine": true})).await;
+    rx.wait_for(2, Duration::from_secs(10)).await;
+
+    let before = snapshot(&server, &vid, &vep, &vmsg, &vatt).await;
+    let token = app_token(&server, &own_id).await;
+
+    let since = json!({"since": "2000-01-01T00:00:00Z"});
+    let ep_body = json!({"url": "https://evil.example/"});
+    let msg_body = json!({"eventType": "user.created", "payload": {"evil": true}});
+    let headers = json!({"headers": {"X-Evil": "1"}});
+    let mut routes: Vec<(&str, String, Option<Value>)> = Vec::new();
+    for app in [vid.as_str(), "victim"] {
+        let a = format!("/api/v1/app/{app}");
+        for ep in [vep.as_str(), "vep"] {
+            let e = format!("{a}/endpoint/{ep}");
+            routes.extend([
+                ("GET", e.clone(), None),
+                ("PUT", e.clone(), Some(ep_body.clone())),
+                ("PATCH", e.clone(), Some(json!({"description": "pwned"}))),
+                ("GET", format!("{e}/secret"), None),
+                ("POST", format!("{e}/secret/rotate"), None),
+                ("POST", format!("{e}/secret/rotate"), Some(json!({"key": secret_of(3, 32)}))),
+                ("GET", format!("{e}/headers"), None),
+                ("PUT", format!("{e}/headers"), Some(headers.clone())),
+                ("PATCH", format!("{e}/headers"), Some(headers.clone())),
+                ("POST", format!("{e}/recover"), Some(since.clone())),
+                ("GET", format!("{a}/attempt/endpoint/{ep}"), None),
+                ("POST", format!("{a}/msg/{vmsg}/endpoint/{ep}/resend"), None),
+                ("DELETE", e.clone(), None),
+            ]);
+        }
+        routes.extend([
+            ("GET", a.clone(), None),
+            ("PUT", a.clone(), Some(json!({"name": "pwned"}))),
+            ("PATCH", a.clone(), Some(json!({"name": "pwned"}))),
+            ("GET", format!("{a}/endpoint"), None),
+            ("POST", format!("{a}/endpoint"), Some(ep_body.clone())),
+            ("GET", format!("{a}/msg"), None),
+            ("POST", format!("{a}/msg"), Some(msg_body.clone())),
+            ("GET", format!("{a}/msg/{vmsg}"), None),
+            ("GET", format!("{a}/msg/{vmsg}/endpoint"), None),
+            ("GET", format!("{a}/msg/{vmsg}/attempt"), None),
+            ("GET", format!("{a}/msg/{vmsg}/attempt/{vatt}"), None),
+            ("GET", format!("{a}/attempt/msg/{vmsg}"), None),
+            ("DELETE", a.clone(), None),
+        ]);
+    }
+    // The victim's objects named under the token's own application are not found either.
+    let o = format!("/api/v1/app/{own_id}");
+    routes.extend([
+        ("GET", format!("{o}/endpoint/{vep}"), None),
+        ("GET", format!("{o}/endpoint/vep/secret"), None),
+        ("PATCH", format!("{o}/endpoint/{vep}"), Some(json!({"description": "pwned"}))),
+        ("DELETE", format!("{o}/endpoint/{vep}"), None),
+        ("GET", format!("{o}/msg/{vmsg}"), None),
+        ("GET", format!("{o}/msg/{vmsg}/endpoint"), None),
+        ("GET", format!("{o}/attempt/msg/{vmsg}"), None),
+        ("GET", format!("{o}/attempt/endpoint/{vep}"), None),
+        ("GET", format!("{o}/msg/{vmsg}/attempt/{vatt}"), None),
+        ("POST", format!("{o}/msg/{vmsg}/endpoint/{own_ep}/resend"), None),
+        ("POST", format!("{o}/msg/{own_msg}/endpoint/{vep}/resend"), None),
+    ]);
+
+    // A foreign application answers exactly as a missing one.
+    let (_, missing) = server.call_as(&token, "GET", "/api/v1/app/app_01ARZ3NDEKTSV4RRFFQ69G5FAV", None).await;
+    for (method, path, body) in &routes {
+        let (status, out) = server.call_as(&token, method, path, body.clone()).await;
+        assert_error(status, &out, 404, "not_found");
+        if !path.starts_with(&o) {
+            assert_eq!(out, missing, "{method} {path}");
+        }
+    }
+    // Also with an Idempotency-Key, and the admin still gets the real answer afterwards.
+    let resp = send(
+        request(&server, Some(&token), "POST", &format!("/api/v1/app/{vid}/msg"))
+            .header("idempotency-key", "probe")
+            .json(&msg_body),
+    )
+    .await;
+    assert_eq!(resp.status, 404);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = snapshot(&server, &vid, &vep, &vmsg, &vatt).await;
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(b, a, "{} changed", b.0);
+    }
+    let got = rx.received();
+    assert_eq!(got.iter().filter(|r| r.path == "/victim").count(), 1, "no resend reached the victim's endpoint");
+    assert!(!got.iter().any(|r| r.path != "/victim" && r.path != "/own"), "no delivery to an evil endpoint");
+    assert_eq!(ids(&list_all(&server, "/api/v1/app").await), vec![own_id.clone(), vid.clone()]);
+    assert_eq!(ids(&list_all(&server, &format!("/api/v1/app/{own_id}/endpoint")).await), vec![own_ep]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_token_is_refused_admin_routes() {
+    let server = Server::start("").await;
+    let own = server.create_app("own").await;
+    let (status, et) =
+        server.call("POST", "/api/v1/event-type", Some(json!({"name": "user.created", "description": "orig"}))).await;
+    assert_eq!(status, 201);
+    let token = app_token(&server, &own).await;
+
+    for (method, path, body) in [
+        ("POST", "/api/v1/app".to_string(), Some(json!({"name": "new"}))),
+        ("POST", "/api/v1/app?get_if_exists=true".to_string(), Some(json!({"name": "new", "uid": "new"}))),
+        ("POST", "/api/v1/event-type".to_string(), Some(json!({"name": "new.type"}))),
+        ("PUT", "/api/v1/event-type/user.created".to_string(), Some(json!({"description": "changed"}))),
+        ("PUT", "/api/v1/event-type/brand.new".to_string(), Some(json!({"description": "changed"}))),
+        ("PATCH", "/api/v1/event-type/user.created".to_string(), Some(json!({"description": "changed"}))),
+        ("DELETE", "/api/v1/event-type/user.created".to_string(), None),
+        ("DELETE", "/api/v1/event-type/user.created?expunge=true".to_string(), None),
+        ("POST", format!("/api/v1/auth/app-portal-access/{own}"), None),
+        ("POST", format!("/api/v1/auth/dashboard-access/{own}"), None),
+        ("DELETE", format!("/api/v1/app/{own}"), None),
+    ] {
+        let (status, out) = server.call_as(&token, method, &path, body).await;
+        assert_error(status, &out, 403, "forbidden");
+    }
+    // PUT on an unknown uid would create an application: not with an application token.
+    let (status, out) = server.call_as(&token, "PUT", "/api/v1/app/brand-new", Some(json!({"name": "x"}))).await;
+    assert_error(status, &out, 404, "not_found");
+
+    // Nothing changed.
+    assert_eq!(ids(&list_all(&server, "/api/v1/app").await), vec![own.clone()]);
+    let (status, got) = server.call("GET", "/api/v1/event-type/user.created", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(got, et);
+    let list = list_all(&server, "/api/v1/event-type?include_archived=true").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
+    // Reading event types is allowed.
+    let (status, _) = server.call_as(&token, "GET", "/api/v1/event-type", None).await;
+    assert_eq!(status, 200);
+    let (status, _) = server.call_as(&token, "GET", "/api/v1/event-type/user.created", None).await;
+    assert_eq!(status, 200);
+}
+
+// --- 7. errors
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bodies_get_precise_errors() {
+    let server = Server::start("").await;
+    let app = server.create_app("errors").await;
+
+    let r = post_text(&server, "/api/v1/app", r#"{"name": "#).await;
+    assert_error(r.status, &r.json(), 400, "invalid_json");
+    let r = post_text(&server, "/api/v1/app", r#"{"name": "x",}"#).await;
+    assert_error(r.status, &r.json(), 400, "invalid_json");
+    let r = post_text(&server, "/api/v1/app", "").await;
+    assert!(r.status == 400 || r.status == 422, "{}: {}", r.status, r.text);
+    assert!(r.json()["code"].is_string());
+
+    let r = post_text(&server, "/api/v1/app", r#"{"name": 5}"#).await;
+    assert_invalid(r.status, &r.json(), "name");
+    let r = post_text(&server, "/api/v1/app", r#"{"name": "x", "rateLimit": "fast"}"#).await;
+    assert_invalid(r.status, &r.json(), "rateLimit");
+    let r = post_text(&server, "/api/v1/app", r#"{"name": "x", "rateLimit": -1}"#).await;
+    assert_invalid(r.status, &r.json(), "rateLimit");
+    let r = post_text(&server, "/api/v1/app", r#"{"name": "x", "metadata": {"k": 1}}"#).await;
+    assert_error(r.status, &r.json(), 422, "validation");
+    // Bodies are objects; serde alone would fill the struct from an array.
+    for body in [r#"["x"]"#, r#""x""#, "5", "null", r#"[{"name": "x"}]"#] {
+        let r = post_text(&server, "/api/v1/app", body).await;
+        assert_invalid(r.status, &r.json(), "body");
+    }
+    let r = post_text(&server, &format!("/api/v1/app/{app}/msg"), r#"["user.created", {"a": 1}]"#).await;
+    assert_invalid(r.status, &r.json(), "body");
+
+    // Unknown fields are refused, in every body.
+    let r = post_text(&server, "/api/v1/app", r#"{"name": "x", "bogus": 1}"#).await;
+    assert_error(r.status, &r.json(), 422, "validation");
+    assert!(r.text.contains("bogus"), "{}", r.text);
+    let r = post_text(&server, &format!("/api/v1/app/{app}/endpoint"), r#"{"url": "https://a.b/", "URL": "x"}"#).await;
+    assert_error(r.status, &r.json(), 422, "validation");
+    let r =
+        post_text(&server, &format!("/api/v1/app/{app}/msg"), r#"{"eventType": "a", "payload": {}, "extra": 1}"#).await;
+    assert_error(r.status, &r.json(), 422, "validation");
+    let (status, out) = server.call("PATCH", &format!("/api/v1/app/{app}"), Some(json!({"nmae": "typo"}))).await;
+    assert_error(status, &out, 422, "validation");
+
+    // Content type.
+    let body = r#"{"name": "x"}"#;
+    let r = send(request(&server, Some(ADMIN), "POST", "/api/v1/app").body(body)).await;
+    assert_error(r.status, &r.json(), 415, "unsupported_media_type");
+    let r = send(request(&server, Some(ADMIN), "POST", "/api/v1/app").header("content-type", "text/plain").body(body))
+        .await;
+    assert_error(r.status, &r.json(), 415, "unsupported_media_type");
+    let r = send(
+        request(&server, Some(ADMIN), "POST", "/api/v1/app")
+            .header("content-type", "application/json; charset=utf-8")
+            .body(body),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    // Invalid UTF-8, at the top level and inside the payload.
+    let r = send(
+        request(&server, Some(ADMIN), "POST", "/api/v1/app")
+            .header("content-type", "application/json")
+            .body(b"{\"name\": \"\xff\xfe\"}".to_vec()),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.json()["code"].is_string());
+    let r = send(
+        request(&server, Some(ADMIN), "POST", &format!("/api/v1/app/{app}/msg"))
+            .header("content-type", "application/json")
+            .body(b"{\"eventType\": \"a\", \"payload\": {\"k\": \"\xc3\x28\"}}".to_vec()),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.json()["code"].is_string());
+
+    // Only the one good application was created; no message was.
+    assert_eq!(ids(&list_all(&server, "/api/v1/app").await).len(), 2);
+    assert_eq!(ids(&list_all(&server, &format!("/api/v1/app/{app}/msg")).await), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_over_the_limit_is_413() {
+    let server = Server::start("max_body_bytes = 2048").await;
+    let app = server.create_app("limits").await;
+
+    let r = send(request(&server, Some(ADMIN), "POST", "/api/v1/app").json(&json!({"name": "x".repeat(3000)}))).await;
+    assert_error(r.status, &r.json(), 413, "payload_too_large");
+    assert_eq!(r.header("connection"), Some("close"), "the unread body makes the connection unusable");
+    let (status, out) = server
+        .call(
+            "POST",
+            &format!("/api/v1/app/{app}/msg"),
+            Some(json!({"eventType": "big", "payload": {"blob": "y".repeat(4000)}})),
+        )
+        .await;
+    assert_error(status, &out, 413, "payload_too_large");
+    let (status, out) =
+        server.call("PATCH", &format!("/api/v1/app/{app}"), Some(json!({"metadata": {"k": "z".repeat(2100)}}))).await;
+    assert_error(status, &out, 413, "payload_too_large");
+
+    // Chunked, without a Content-Length.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![
+        Ok(br#"{"eventType": "big", "payload": {"blob": ""#.to_vec()),
+        Ok(vec![b'q'; 3000]),
+        Ok(br#""}}"#.to_vec()),
+    ];
+    let r = send(
+        request(&server, Some(ADMIN), "POST", &format!("/api/v1/app/{app}/msg"))
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks))),
+    )
+    .await;
+    assert_error(r.status, &r.json(), 413, "payload_too_large");
+    assert_eq!(r.header("connection"), Some("close"));
+
+    // A refused upload does not use up its Idempotency-Key.
+    let post = |payload: Value| {
+        request(&server, Some(ADMIN), "POST", &format!("/api/v1/app/{app}/msg"))
+            .header("idempotency-key", "big-then-small")
+            .json(&json!({"eventType": "big", "payload": payload}))
+    };
+    let r = send(post(json!({"blob": "y".repeat(4000)}))).await;
+    assert_error(r.status, &r.json(), 413, "payload_too_large");
+    let r = send(post(json!({"blob": "small"}))).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.header("idempotent-replayed"), None);
+    let small = id_of(&r.json());
+    let list = list_all(&server, &format!("/api/v1/app/{app}/msg")).await;
+    assert_eq!(ids(&list), vec![small.clone()]);
+
+    // Nothing else was stored, and bodies under the limit still work.
+    assert_eq!(ids(&list_all(&server, "/api/v1/app").await), vec![app.clone()]);
+    assert_eq!(ids(&list_all(&server, &format!("/api/v1/app/{app}/msg")).await), vec![small]);
+    let (_, got) = server.call("GET", &format!("/api/v1/app/{app}"), None).await;
+    assert_eq!(got["metadata"], json!({}));
+    let msg = server.send_message(&app, "small", json!({"blob": "y".repeat(1500)})).await;
+    assert!(msg.starts_with("msg_"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_methods() {
+    let server = Server::start("").await;
+    let app = server.create_app("routes").await;
+    for path in [
+        "/nope",
+        "/api/v1/nope",
+        "/api/v2/app",
+        &format!("/api/v1/app/{app}/nope"),
+        &format!("/api/v1/app/{app}/msg/x/y/z"),
+    ] {
+        let (status, out) = server.call("GET", path, None).await;
+        assert_error(status, &out, 404, "not_found");
+    }
+    for (method, path) in [
+        ("DELETE", "/api/v1/app".to_string()),
+        ("PUT", "/api/v1/app/".to_string()),
+        ("POST", format!("/api/v1/app/{app}")),
+        ("PATCH", format!("/api/v1/app/{app}/msg")),
+        ("DELETE", format!("/api/v1/app/{app}/msg")),
+        ("GET", format!("/api/v1/app/{app}/endpoint/x/secret/rotate")),
+        ("GET", format!("/api/v1/auth/app-portal-access/{app}")),
+        ("POST", "/api/v1/health".to_string()),
+        ("DELETE", "/api/v1/event-type".to_string()),
+    ] {
+        let (status, out) = server.call(method, &path, None).await;
+        assert_error(status, &out, 405, "method_not_allowed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_json_is_refused_and_server_survives() {
+    let server = Server::start("").await;
+    let app = server.create_app("deep").await;
+    let depth = 10_000;
+    let nested_obj = format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth));
+    let nested_arr = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    let bodies = [
+        (format!("/api/v1/app/{app}/msg"), format!(r#"{{"eventType": "deep", "payload": {nested_obj}}}"#)),
+        (format!("/api/v1/app/{app}/msg"), format!(r#"{{"eventType": "deep", "payload": {{"a": {nested_arr}}}}}"#)),
+        (format!("/api/v1/app/{app}/msg"), nested_arr.clone()),
+        ("/api/v1/app".to_string(), format!(r#"{{"name": "x", "metadata": {nested_obj}}}"#)),
+        ("/api/v1/app".to_string(), format!(r#"{{"name": "x", "throttleRate": {nested_arr}}}"#)),
+        ("/api/v1/event-type".to_string(), format!(r#"{{"name": "deep", "schemas": {nested_obj}}}"#)),
+        (format!("/api/v1/app/{app}/endpoint"), format!(r#"{{"url": "https://a.b/", "throttleRate": {nested_obj}}}"#)),
+    ];
+    for (path, body) in &bodies {
+        let r = post_text(&server, path, body).await;
+        let short: String = r.text.chars().take(300).collect();
+        assert!((400..500).contains(&r.status), "{path}: {} {short}", r.status);
+        assert!(r.json()["code"].is_string(), "{path}: {short}");
+    }
+    let health = send(request(&server, None, "GET", "/api/v1/health")).await;
+    assert_eq!(health.status, 204);
+    assert_eq!(ids(&list_all(&server, &format!("/api/v1/app/{app}/msg")).await), Vec::<String>::new());
+    assert_eq!(ids(&list_all(&server, "/api/v1/app").await), vec![app.clone()]);
+    let (status, _) = server.call("GET", "/api/v1/event-type/deep", None).await;
+    assert_eq!(status, 404);
+    // The limit is 100 levels; brackets inside strings do not count.
+    let nest = |n: usize| format!("{}1{}", r#"{"a":"#.repeat(n), "}".repeat(n));
+    let brackets = "[{".repeat(200);
+    let ok = format!(r#"{{"eventType":"ok","payload":{{"s":"{brackets}\"{brackets}","n":{}}}}}"#, nest(99));
+    let r = post_text(&server, &format!("/api/v1/app/{app}/msg"), &ok).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let too_deep = format!(r#"{{"eventType":"ok","payload":{}}}"#, nest(101));
+    let r = post_text(&server, &format!("/api/v1/app/{app}/msg"), &too_deep).await;
+    assert_invalid(r.status, &r.json(), "payload");
+    let r = post_text(
+        &server,
+        &format!("/api/v1/app/{app}/msg"),
+        &format!(r#"{{"eventType":"ok","payload":{}}}"#, nest(100)),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(ids(&list_all(&server, &format!("/api/v1/app/{app}/msg")).await).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_looking_strings_are_stored_verbatim() {
+    let server = Server::start("").await;
+    let evil = "Robert'); DROP TABLE applications;-- \" OR 1=1 /* %_ \\";
+    let app = create_app_with(&server, json!({"name": evil, "metadata": {"q": "' OR '1'='1", evil: evil}})).await;
+    let id = id_of(&app);
+    let (status, got) = server.call("GET", &format!("/api/v1/app/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(got["name"], evil);
+    assert_eq!(got["metadata"], json!({"q": "' OR '1'='1", evil: evil}));
+
+    let (status, ep) = server
+        .call(
+            "POST",
+            &format!("/api/v1/app/{id}/endpoint"),
+            Some(json!({"url": "https://example.com/?q=';DROP TABLE endpoints;--", "description": evil})),
+        )
+        .await;
+    assert_eq!(status, 201, "{ep}");
+    let (_, got) = server.call("GET", &format!("/api/v1/app/{id}/endpoint/{}", id_of(&ep)), None).await;
+    assert_eq!(got["description"], evil);
+    assert_eq!(got["url"], "https://example.com/?q=';DROP TABLE endpoints;--");
+
+    let (status, et) =
+        server.call("POST", "/api/v1/event-type", Some(json!({"name": "sql.test", "description": evil}))).await;
+    assert_eq!(status, 201, "{et}");
+    let (_, got) = server.call("GET", "/api/v1/event-type/sql.test", None).await;
+    assert_eq!(got["description"], evil);
+
+    let msg = server.send_message(&id, "sql.test", json!({"q": evil, "k": "'; DELETE FROM messages; --"})).await;
+    let (_, got) = server.call("GET", &format!("/api/v1/app/{id}/msg/{msg}"), None).await;
+    assert_eq!(got["payload"], json!({"q": evil, "k": "'; DELETE FROM messages; --"}));
+
+    // SQL in path and query parameters matches nothing rather than everything.
+    let (status, out) = server.call("GET", "/api/v1/app/'%20OR%20'1'='1", None).await;
+    assert_error(status, &out, 404, "not_found");
+    let (status, out) = server.call("GET", &format!("/api/v1/app/{id}/msg/'%20OR%201=1%20--"), None).await;
+    assert_error(status, &out, 404, "not_found");
+    let q = list_all(&server, &format!("/api/v1/app/{id}/msg?channel='%20OR%20'1'='1")).await;
+    assert_eq!(ids(&q), Vec::<String>::new());
+    let q = list_all(&server, &format!("/api/v1/app/{id}/msg?event_types=x')%20OR%20('1'='1")).await;
+    assert_eq!(ids(&q), Vec::<String>::new());
+    let q = list_all(&server, &format!("/api/v1/app/{id}/msg?iterator='%20OR%201=1%20--")).await;
+    assert!(q["data"].is_array());
+
+    // Everything is still there.
+    assert_eq!(ids(&list_all(&server, "/api/v1/app").await), vec![id.clone()]);
+    assert_eq!(ids(&list_all(&server, &format!("/api/v1/app/{id}/msg")).await), vec![msg]);
+    assert_eq!(ids(&list_all(&server, &format!("/api/v1/app/{id}/endpoint")).await), vec![id_of(&ep)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_survives_a_dropped_upload() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start("").await;
+    let app = server.create_app("idem").await;
+    let path = format!("/api/v1/app/{app}/msg");
+    let body = json!({"eventType": "order.paid", "payload": {"n": 1}}).to_string();
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {ADMIN}\r\ncontent-type: application/json\r\n\
+         idempotency-key: dropped\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&body.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(tcp);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let retry = send(
+        request(&server, Some(ADMIN), "POST", &path)
+            .header("idempotency-key", "dropped")
+            .header("content-type", "application/json")
+            .body(body.clone()),
+    )
+    .await;
+    assert_eq!(retry.status, 202, "{}", retry.text);
+    assert_eq!(ids(&list_all(&server, &path).await).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_path_segments_get_json_errors() {
+    let server = Server::start("").await;
+    let app = server.create_app("paths").await;
+    for (method, path) in [
+        ("GET", "/api/v1/event-type/%FF".to_string()),
+        ("GET", "/api/v1/app/%FF".to_string()),
+        ("PUT", "/api/v1/app/%FF".to_string()),
+        ("GET", format!("/api/v1/app/{app}/endpoint/%FF")),
+        ("GET", format!("/api/v1/app/{app}/msg/%FF")),
+        ("POST", "/api/v1/auth/app-portal-access/%FF".to_string()),
+    ] {
+        let r = send(request(&server, Some(ADMIN), method, &path).json(&json!({"name": "x"}))).await;
+        assert_eq!(r.header("content-type"), Some("application/json"), "{method} {path}: {}", r.text);
+        assert_error(r.status, &r.json(), 400, "bad_request");
+    }
+}

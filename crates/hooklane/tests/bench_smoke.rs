@@ -1,0 +1,28 @@
+//! `hooklane bench` end to end on a small run: every message must arrive, exactly once.
+//! No timing is asserted: CI machines are too noisy for that.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn bench_delivers_every_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .args(["bench", "--messages", "300", "--concurrency", "8", "--timeout", "60"])
+        .env_remove("HOOKLANE_CONFIG")
+        .env_remove("HOOKLANE_DATABASE_URL")
+        .output()
+        .expect("run hooklane bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "hooklane bench failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).expect("a JSON line");
+    let report: Value = serde_json::from_str(line).expect("valid JSON");
+    assert_eq!(report["messages"], 300, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["delivered"], report["messages"], "{report}");
+    assert_eq!(report["ingest_errors"], 0, "{report}");
+    for key in ["delivered_msgs_per_s", "e2e_p99_ms", "raw_posts_per_s", "ratio_delivered_to_raw"] {
+        assert!(report[key].is_number(), "{key} missing: {report}");
+    }
+}
