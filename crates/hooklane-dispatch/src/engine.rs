@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hooklane_core::ids::{self, new_id};
-use hooklane_core::model::{Attempt, DeliveryStatus};
+use hooklane_core::model::{Attempt, DeliveryStatus, Endpoint};
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::{AttemptOutcome, DeliveryKey, DynStore, Job, NextStep};
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -94,12 +94,15 @@ impl Dispatcher {
         self.inner.cfg.lease
     }
 
-    /// Reserves room for `n` deliveries, or `None` when memory is full (the deliveries
-    /// are then written unleased and the poller takes them when it has room).
-    pub fn reserve(&self, n: usize) -> Option<Reservation> {
-        if self.inner.stopping.load(Ordering::Relaxed) {
+    /// Reserves room for deliveries to these endpoints, or `None` when memory is full or
+    /// one of them is saturated (the deliveries are then written unleased and a poller takes
+    /// them when there is room).
+    pub fn reserve(&self, endpoints: &[Arc<Endpoint>]) -> Option<Reservation> {
+        if self.inner.stopping.load(Ordering::Relaxed) || endpoints.iter().any(|e| self.inner.gates.is_saturated(&e.id))
+        {
             return None;
         }
+        let n = endpoints.len();
         let permit = self.inner.outstanding.try_acquire_many(u32::try_from(n).ok()?).ok()?;
         permit.forget();
         Some(Reservation { inner: self.inner.clone(), count: n })
@@ -138,6 +141,7 @@ fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
     for job in jobs {
         let gate = inner.gates.get(&job.endpoint.id);
         let cap = endpoint_cap(&inner.cfg, job.endpoint.rate_limit);
+        gate.cap.store(cap, Ordering::Relaxed);
         if gate.outstanding.fetch_add(1, Ordering::AcqRel) >= cap {
             gate.outstanding.fetch_sub(1, Ordering::AcqRel);
             deferred.push(DeliveryKey { msg_id: job.message.id.clone(), endpoint_id: job.endpoint.id.clone() });
@@ -159,10 +163,11 @@ fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
 }
 
 /// Most jobs one endpoint may hold in memory: for a rate-limited endpoint no more than it
-/// can send in half a lease, so a queued job is never still waiting when its lease ends.
+/// can send in a quarter of a lease, so a queued job is never still waiting when its lease
+/// ends even when a few nodes share the endpoint's rate.
 fn endpoint_cap(cfg: &DispatchConfig, rate: Option<u32>) -> usize {
     let by_rate =
-        rate.filter(|r| *r > 0).map(|r| (f64::from(r) * cfg.lease.as_secs_f64() / 2.0) as usize).unwrap_or(usize::MAX);
+        rate.filter(|r| *r > 0).map(|r| (f64::from(r) * cfg.lease.as_secs_f64() / 4.0) as usize).unwrap_or(usize::MAX);
     cfg.per_endpoint_outstanding.min(by_rate).max(1)
 }
 
@@ -180,7 +185,7 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
         let _ = inner.finished.send(Finished::Abandoned(key, gate));
         return;
     }
-    let wait = gate.rate_wait(endpoint.rate_limit);
+    let wait = rate_wait(&inner, &gate, endpoint).await;
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }
@@ -215,6 +220,20 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
         created_at: now,
     };
     let _ = inner.finished.send(Finished::Attempted(AttemptOutcome { attempt, next }, gate));
+}
+
+/// How long to wait before sending to a rate-limited endpoint. Slots come from the store
+/// so that the limit holds across every node sharing it; if the store cannot answer, this
+/// process's own bucket keeps the endpoint within its rate at least locally.
+async fn rate_wait(inner: &Inner, gate: &Gate, endpoint: &Endpoint) -> Duration {
+    let Some(rate) = endpoint.rate_limit.filter(|r| *r > 0) else { return Duration::ZERO };
+    match inner.store.take_rate_slot(&endpoint.id, rate, Utc::now()).await {
+        Ok(slot) => (slot - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+        Err(e) => {
+            tracing::warn!(error = %e, endpoint_id = %endpoint.id, "shared rate limit unavailable; limiting locally");
+            gate.rate_wait(Some(rate))
+        }
+    }
 }
 
 /// Commits results in batches and gives their permits back.
@@ -267,6 +286,8 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
 }
 
 async fn poll_loop(inner: Arc<Inner>) {
+    // Other nodes sharing the store announce work they wrote (PostgreSQL LISTEN/NOTIFY).
+    let external = inner.store.wakeups();
     let mut rounds: u64 = 0;
     while !inner.stopping.load(Ordering::Relaxed) {
         rounds += 1;
@@ -282,7 +303,8 @@ async fn poll_loop(inner: Arc<Inner>) {
         let Ok(permits) = inner.outstanding.try_acquire_many(free as u32) else { continue };
         permits.forget();
         let now = Utc::now();
-        match inner.store.claim_due(now, free, inner.cfg.lease).await {
+        let saturated = inner.gates.saturated();
+        match inner.store.claim_due(now, free, inner.cfg.lease, &saturated).await {
             Ok(jobs) => {
                 let got = jobs.len();
                 inner.outstanding.add_permits(free - got);
@@ -299,6 +321,12 @@ async fn poll_loop(inner: Arc<Inner>) {
         let pause = idle_pause(&inner, now).await;
         tokio::select! {
             _ = inner.wake.notified() => {}
+            _ = async {
+                match &external {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
             _ = tokio::time::sleep(pause) => {}
         }
     }

@@ -11,6 +11,8 @@ use tokio::sync::Semaphore;
 pub struct Gate {
     /// Jobs of this endpoint held in memory (waiting or in flight).
     pub outstanding: AtomicUsize,
+    /// Most jobs this endpoint may hold in memory (set from its rate limit when admitted).
+    pub cap: AtomicUsize,
     pub in_flight: Semaphore,
     bucket: Mutex<Bucket>,
 }
@@ -23,6 +25,10 @@ struct Bucket {
 }
 
 impl Gate {
+    fn saturated(&self) -> bool {
+        self.outstanding.load(Ordering::Relaxed) >= self.cap.load(Ordering::Relaxed)
+    }
+
     /// How long the caller must wait before sending at `rate` per second.
     pub fn rate_wait(&self, rate: Option<u32>) -> Duration {
         let Some(rate) = rate.filter(|r| *r > 0) else { return Duration::ZERO };
@@ -54,6 +60,7 @@ impl Gates {
         }
         let gate = Arc::new(Gate {
             outstanding: AtomicUsize::new(0),
+            cap: AtomicUsize::new(usize::MAX),
             in_flight: Semaphore::new(self.per_endpoint_in_flight.max(1)),
             // A new gate counts as idle: it may start with a burst.
             bucket: Mutex::new(Bucket {
@@ -62,6 +69,19 @@ impl Gates {
         });
         map.insert(endpoint_id.to_string(), gate.clone());
         gate
+    }
+
+    /// Whether this endpoint holds as much work in memory as it may.
+    pub fn is_saturated(&self, endpoint_id: &str) -> bool {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(endpoint_id).is_some_and(|g| g.saturated())
+    }
+
+    /// Endpoints holding as much work in memory as they may: the poller does not claim
+    /// more for them.
+    pub fn saturated(&self) -> Vec<String> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().filter(|(_, g)| g.saturated()).map(|(id, _)| id.clone()).collect()
     }
 
     /// Forgets endpoints with nothing in memory, so the map does not grow without bound.

@@ -73,8 +73,16 @@ pub trait Store: Send + Sync + 'static {
     async fn message_deliveries(&self, app_id: &str, msg_id: &str) -> StoreResult<Vec<(Delivery, Endpoint)>>;
 
     /// Leases up to `limit` deliveries whose next attempt is due at `now` and that nobody
-    /// holds (or whose lease has expired), until `now + lease`.
-    async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> StoreResult<Vec<Job>>;
+    /// holds (or whose lease has expired), until `now + lease`, leaving out deliveries to
+    /// `skip_endpoints` (endpoints that already have as much work in the caller's memory as
+    /// they can take: claiming more for them would only churn).
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+        skip_endpoints: &[String],
+    ) -> StoreResult<Vec<Job>>;
     /// When the store next has something for a poller: the earliest due time of a
     /// waiting delivery or lease expiry of a leased one, if any delivery is pending.
     async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>>;
@@ -103,6 +111,17 @@ pub trait Store: Send + Sync + 'static {
     /// Drops every lease: used at start-up by a single-node store, where any lease left
     /// over belongs to a previous run of this same process.
     async fn release_all_leases(&self) -> StoreResult<u64>;
+
+    /// Reserves the next send slot of a rate-limited endpoint, shared by every node using
+    /// this store: returns when the slot starts (in the past or now: send at once). Slots
+    /// are `1/rate` seconds apart; an endpoint idle for a second may burst `rate` sends.
+    async fn take_rate_slot(&self, endpoint_id: &str, rate: u32, now: DateTime<Utc>) -> StoreResult<DateTime<Utc>>;
+
+    /// Signalled when another process sharing this store wrote work that may be due now
+    /// (PostgreSQL `LISTEN/NOTIFY`). `None` for a store only one process uses.
+    fn wakeups(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 
     // --- attempts
     async fn list_attempts(

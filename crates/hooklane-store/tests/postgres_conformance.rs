@@ -54,7 +54,7 @@ async fn reopen_keeps_data() {
     }
     let store: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
     assert_eq!(store.get_app("persist").await.unwrap(), Some(app));
-    assert_eq!(migrations(&db).await, vec![1]);
+    assert_eq!(migrations(&db).await, vec![1, 2]);
 }
 
 /// Several nodes starting at once on an empty database: every open succeeds and each
@@ -70,7 +70,7 @@ async fn concurrent_opens_migrate_once() {
     while let Some(r) = opens.join_next().await {
         r.unwrap().expect("concurrent open");
     }
-    assert_eq!(migrations(&db).await, vec![1]);
+    assert_eq!(migrations(&db).await, vec![1, 2]);
 }
 
 /// `hooklane_store::open` recognizes both URL schemes and hooklane's `pool_max_size`.
@@ -114,7 +114,7 @@ async fn claim_due_is_exclusive_across_nodes() {
         pollers.spawn(async move {
             let mut got = Vec::new();
             loop {
-                let jobs = store.claim_due(t + conformance::secs(1), 7, Duration::from_secs(60)).await.unwrap();
+                let jobs = store.claim_due(t + conformance::secs(1), 7, Duration::from_secs(60), &[]).await.unwrap();
                 if jobs.is_empty() {
                     return got;
                 }
@@ -182,4 +182,29 @@ async fn claim_drops_deliveries_without_endpoint() {
         .await
         .unwrap();
     assert_eq!(store.next_due_at().await.unwrap(), None, "the ghost delivery is gone");
+}
+
+/// Work written by one node wakes the pollers of every node (`LISTEN/NOTIFY`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unleased_work_wakes_other_nodes() {
+    let db = TestDatabase::create().await;
+    let node_a: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+    let node_b: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+    let wake_b = node_b.wakeups().expect("PostgreSQL nodes can be woken");
+    let t = conformance::now_ms();
+    let app = conformance::setup_app(&node_a, "A").await;
+    let ep = conformance::setup_endpoint(&node_a, &app.id).await;
+    // Let B's LISTEN connection come up, then drop any wake-up left over.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = tokio::time::timeout(Duration::from_millis(50), wake_b.notified()).await;
+
+    let woken = wake_b.notified();
+    conformance::post(&node_a, &app.id, &[&ep], t).await;
+    tokio::time::timeout(Duration::from_secs(5), woken).await.expect("node B was not woken by node A's message");
+
+    // A message leased at ingest belongs to its writer: nobody else is woken.
+    let quiet = wake_b.notified();
+    let msg = conformance::new_message(&app.id, "user.created", t);
+    node_a.create_message(msg, vec![ep.id.clone()], Some(t + conformance::secs(60))).await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(500), quiet).await.is_err(), "leased work woke other nodes");
 }

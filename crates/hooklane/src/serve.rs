@@ -18,10 +18,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     init_logging(&config)?;
     let store = hooklane_store::open(&config.database_url).await.context("cannot open the store")?;
     // The embedded store has exactly one process: leases left over are this process's own,
-    // from before a crash, and can be retaken at once.
-    let released = store.release_all_leases().await?;
-    if released > 0 {
-        tracing::info!(released, "resuming deliveries that were in flight before the last stop");
+    // from before a crash, and can be retaken at once. On a shared PostgreSQL they may
+    // belong to live nodes, so they are left to expire instead.
+    if config.sqlite_path().is_some() {
+        let released = store.release_all_leases().await?;
+        if released > 0 {
+            tracing::info!(released, "resuming deliveries that were in flight before the last stop");
+        }
     }
     let dispatcher = Dispatcher::start(store.clone(), config.dispatch())?;
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -174,7 +174,7 @@ pub async fn create(
             .collect();
     let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
     let dispatcher = &s.0.dispatcher;
-    let reservation = if ids.is_empty() { None } else { dispatcher.reserve(ids.len()) };
+    let reservation = if ids.is_empty() { None } else { dispatcher.reserve(&endpoints) };
     let leased_until = reservation
         .as_ref()
         .map(|_| msg.created_at + chrono::Duration::from_std(dispatcher.lease()).unwrap_or_default());

@@ -38,11 +38,13 @@ mod store_impl;
 pub mod testing;
 
 use std::str::FromStr;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Transaction};
+use tokio::sync::Notify;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
+use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::{StoreError, StoreResult};
 
@@ -70,7 +72,14 @@ impl Default for PgOptions {
 
 pub struct PgStore {
     pool: Pool,
+    /// Signalled on every `NOTIFY hooklane_due` from any node (see [`listen_for_due`]).
+    wakeups: Arc<Notify>,
 }
+
+/// The channel nodes use to tell each other that work may be due now.
+const DUE_CHANNEL: &str = "hooklane_due";
+/// Wait before re-opening a dropped `LISTEN` connection.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
 impl PgStore {
     /// Connects to the database named by `url`, brings its schema up to date and returns
@@ -84,15 +93,20 @@ impl PgStore {
     /// Like [`PgStore::open`] with explicit options (`url` must not carry hooklane's own
     /// parameters).
     pub async fn open_with(url: &str, options: PgOptions) -> StoreResult<Self> {
-        let mut config = tokio_postgres::Config::from_str(url)
+        let config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError::Database(format!("invalid PostgreSQL URL: {e}")))?;
+        Self::open_config(config, options).await
+    }
+
+    async fn open_config(mut config: tokio_postgres::Config, options: PgOptions) -> StoreResult<Self> {
         if config.get_application_name().is_none() {
             config.application_name("hooklane");
         }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(options.max_connections.max(1))
             .runtime(Runtime::Tokio1)
@@ -105,12 +119,77 @@ impl PgStore {
         if applied > 0 {
             tracing::info!(applied, "postgres schema migrated");
         }
-        Ok(PgStore { pool })
+        let wakeups = Arc::new(Notify::new());
+        tokio::spawn(listen_for_due(config, Arc::downgrade(&wakeups)));
+        Ok(PgStore { pool, wakeups })
+    }
+
+    /// Tells every node listening (this one included) that deliveries may be due now. A
+    /// lost notification only delays work until the next poll, so failures are logged.
+    pub(crate) async fn announce_due(&self) {
+        let sent = match self.client().await {
+            Ok(c) => c.batch_execute(&format!("NOTIFY {DUE_CHANNEL}")).await.map_err(db_err),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "NOTIFY failed; pollers will find the work on their next round");
+        }
     }
 
     /// A pooled connection.
     async fn client(&self) -> StoreResult<deadpool_postgres::Client> {
         self.pool.get().await.map_err(pool_err)
+    }
+}
+
+/// Holds one connection that `LISTEN`s on [`DUE_CHANNEL`] and signals `wakeups` for each
+/// notification, reconnecting when the connection drops. Ends when the store is dropped.
+async fn listen_for_due(config: tokio_postgres::Config, wakeups: Weak<Notify>) {
+    use futures::StreamExt;
+    loop {
+        if wakeups.strong_count() == 0 {
+            return;
+        }
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let statement = format!("LISTEN {DUE_CHANNEL}");
+                let listen = client.batch_execute(&statement);
+                // The connection must be driven for LISTEN itself to complete.
+                let mut listen = std::pin::pin!(listen);
+                let mut listening = false;
+                loop {
+                    tokio::select! {
+                        done = &mut listen, if !listening => {
+                            if let Err(e) = done {
+                                tracing::warn!(error = %db_err(e), "LISTEN failed");
+                                break;
+                            }
+                            listening = true;
+                        }
+                        message = messages.next() => match message {
+                            Some(Ok(AsyncMessage::Notification(_))) => match wakeups.upgrade() {
+                                Some(w) => w.notify_one(),
+                                None => return,
+                            },
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %db_err(e), "LISTEN connection lost");
+                                break;
+                            }
+                            None => break,
+                        },
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                            if wakeups.strong_count() == 0 {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %db_err(e), "cannot open the LISTEN connection"),
+        }
+        tokio::time::sleep(LISTEN_RETRY).await;
     }
 }
 

@@ -425,12 +425,14 @@ pub async fn claim_due<C: GenericClient>(
     now: DateTime<Utc>,
     limit: usize,
     lease_end: DateTime<Utc>,
+    skip_endpoints: &[String],
 ) -> StoreResult<Vec<Job>> {
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH due AS ( \
                  SELECT msg_id, endpoint_id FROM deliveries \
-                 WHERE status = 1 AND due_at <= $2 ORDER BY due_at LIMIT $3 \
+                 WHERE status = 1 AND due_at <= $2 AND NOT (endpoint_id = ANY($4::text[])) \
+                 ORDER BY due_at LIMIT $3 \
                  FOR UPDATE SKIP LOCKED \
              ), claimed AS ( \
                  UPDATE deliveries d SET due_at = $1, leased = true FROM due \
@@ -449,7 +451,7 @@ pub async fn claim_due<C: GenericClient>(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let found = query(c, &SQL, &[&ms(lease_end), &ms(now), &limit_param(limit)]).await?;
+    let found = query(c, &SQL, &[&ms(lease_end), &ms(now), &limit_param(limit), &skip_endpoints]).await?;
     let (msg_at, ep_at) = (rows::DELIVERY_NCOLS, rows::DELIVERY_NCOLS + rows::MESSAGE_NCOLS);
     let mut messages: HashMap<String, Arc<Message>> = HashMap::new();
     let mut endpoints: HashMap<String, Arc<Endpoint>> = HashMap::new();

@@ -20,7 +20,8 @@ const MIGRATION_LOCK: i64 = 0x686f_6f6b_6c61_6e65;
 /// `deliveries.due_at` is when a poller may next take the row: the next attempt time for a
 /// waiting row, the lease expiry for a leased one (`leased`). One partial index over
 /// pending rows serves both "what is due" and "whose lease ran out".
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE applications (
     id TEXT COLLATE "C" PRIMARY KEY,
     uid TEXT COLLATE "C" UNIQUE,
@@ -114,7 +115,14 @@ CREATE TABLE idempotency_keys (
     body BYTEA,
     expires_at BIGINT NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE endpoint_rate (
+    endpoint_id TEXT COLLATE "C" PRIMARY KEY,
+    next_free BIGINT NOT NULL
+);
+"#,
+];
 
 /// Brings the schema up to date; returns how many migrations ran.
 pub async fn migrate(client: &mut Client) -> StoreResult<usize> {

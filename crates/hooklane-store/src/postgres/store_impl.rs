@@ -9,7 +9,7 @@ use hooklane_core::{DateTime, Utc};
 
 use super::rows::{self, ms};
 use super::{db_err, finish, is_transient, queries, PgStore};
-use crate::queries_shared::lease_end;
+use crate::queries_shared::{lease_end, rate_interval_ms, RATE_BURST_MS};
 use crate::*;
 
 /// Whole-transaction retries of `record_attempts` after a deadlock or serialization
@@ -102,7 +102,14 @@ impl Store for PgStore {
         endpoint_ids: Vec<String>,
         leased_until: Option<DateTime<Utc>>,
     ) -> StoreResult<()> {
-        queries::insert_message(&self.client().await?, &msg, &endpoint_ids, leased_until).await
+        let unleased = leased_until.is_none() && !endpoint_ids.is_empty();
+        queries::insert_message(&self.client().await?, &msg, &endpoint_ids, leased_until).await?;
+        // Deliveries leased at ingest are sent by the node that wrote them; others are for
+        // whichever node polls first, so wake them all.
+        if unleased {
+            self.announce_due().await;
+        }
+        Ok(())
     }
 
     async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {
@@ -122,10 +129,16 @@ impl Store for PgStore {
         queries::message_deliveries(&self.client().await?, app_id, msg_id).await
     }
 
-    async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> StoreResult<Vec<Job>> {
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+        skip_endpoints: &[String],
+    ) -> StoreResult<Vec<Job>> {
         // One statement, so one round trip on the hot path (no BEGIN/COMMIT). Rows it finds
         // orphaned are deleted by a second statement; they stay leased meanwhile.
-        queries::claim_due(&self.client().await?, now, limit, lease_end(now, lease)).await
+        queries::claim_due(&self.client().await?, now, limit, lease_end(now, lease), skip_endpoints).await
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
@@ -166,11 +179,15 @@ impl Store for PgStore {
         if keys.is_empty() {
             return Ok(());
         }
-        queries::defer_deliveries(&self.client().await?, &keys, ms(due_at)).await
+        queries::defer_deliveries(&self.client().await?, &keys, ms(due_at)).await?;
+        self.announce_due().await;
+        Ok(())
     }
 
     async fn resend(&self, app_id: &str, msg_id: &str, endpoint_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
-        queries::resend(&self.client().await?, app_id, msg_id, endpoint_id, ms(now)).await
+        queries::resend(&self.client().await?, app_id, msg_id, endpoint_id, ms(now)).await?;
+        self.announce_due().await;
+        Ok(())
     }
 
     async fn recover(
@@ -182,7 +199,11 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
         let until = until.map(ms).unwrap_or(i64::MAX);
-        queries::recover(&self.client().await?, app_id, endpoint_id, ms(since), until, ms(now)).await
+        let n = queries::recover(&self.client().await?, app_id, endpoint_id, ms(since), until, ms(now)).await?;
+        if n > 0 {
+            self.announce_due().await;
+        }
+        Ok(n)
     }
 
     /// Drops every lease in the database, including those held right now by other nodes
@@ -192,6 +213,27 @@ impl Store for PgStore {
     /// on leases expiring instead. The caller decides.
     async fn release_all_leases(&self) -> StoreResult<u64> {
         queries::release_all_leases(&self.client().await?, ms(Utc::now())).await
+    }
+
+    async fn take_rate_slot(&self, endpoint_id: &str, rate: u32, now: DateTime<Utc>) -> StoreResult<DateTime<Utc>> {
+        let interval = rate_interval_ms(rate);
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "INSERT INTO endpoint_rate (endpoint_id, next_free) VALUES ($1, $2::BIGINT - $4::BIGINT + $3::BIGINT) \
+                 ON CONFLICT (endpoint_id) DO UPDATE \
+                 SET next_free = GREATEST(endpoint_rate.next_free, $2::BIGINT - $4::BIGINT) + $3::BIGINT \
+                 RETURNING next_free - $3::BIGINT",
+                &[&endpoint_id, &ms(now), &interval, &RATE_BURST_MS],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(rows::time(row.get(0)))
+    }
+
+    fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        Some(self.wakeups.clone())
     }
 
     async fn list_attempts(

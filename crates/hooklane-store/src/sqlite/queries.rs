@@ -332,15 +332,19 @@ pub fn claim_due(
     now: DateTime<Utc>,
     limit: usize,
     lease_end: DateTime<Utc>,
+    skip_endpoints_json: &str,
 ) -> StoreResult<Vec<Job>> {
     let claimed: Vec<Delivery> = conn
         .prepare_cached(&format!(
             "UPDATE deliveries SET due_at = ?1, leased = 1 WHERE (msg_id, endpoint_id) IN \
-             (SELECT msg_id, endpoint_id FROM deliveries WHERE status = 1 AND due_at <= ?2 ORDER BY due_at LIMIT ?3) \
+             (SELECT msg_id, endpoint_id FROM deliveries WHERE status = 1 AND due_at <= ?2 \
+              AND endpoint_id NOT IN (SELECT value FROM json_each(?4)) ORDER BY due_at LIMIT ?3) \
              RETURNING {}",
             rows::DELIVERY_COLS
         ))
-        .and_then(|mut s| s.query_map(params![ms(lease_end), ms(now), limit as i64], rows::delivery)?.collect())
+        .and_then(|mut s| {
+            s.query_map(params![ms(lease_end), ms(now), limit as i64, skip_endpoints_json], rows::delivery)?.collect()
+        })
         .map_err(db_err)?;
     let mut endpoints: HashMap<String, Option<Arc<Endpoint>>> = HashMap::new();
     let mut jobs = Vec::with_capacity(claimed.len());

@@ -10,7 +10,8 @@ use crate::StoreError;
 /// `deliveries.due_at` is when a poller may next take the row: the next attempt time for a
 /// waiting row, the lease expiry for a leased one (`leased = 1`). One partial index over
 /// pending rows then serves both "what is due" and "whose lease ran out".
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE applications (
     id TEXT PRIMARY KEY,
     uid TEXT UNIQUE,
@@ -104,7 +105,14 @@ CREATE TABLE idempotency_keys (
     body BLOB,
     expires_at INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE endpoint_rate (
+    endpoint_id TEXT PRIMARY KEY,
+    next_free INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
+];
 
 pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
     let db = |e: rusqlite::Error| StoreError::Database(e.to_string());

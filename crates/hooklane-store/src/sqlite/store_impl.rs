@@ -10,7 +10,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::rows::{self, ms};
 use super::{db_err, queries, SqliteStore};
-use crate::queries_shared::{ago, lease_end};
+use crate::queries_shared::{ago, lease_end, rate_interval_ms, RATE_BURST_MS};
 use crate::*;
 
 fn owned(s: &str) -> String {
@@ -140,9 +140,16 @@ impl Store for SqliteStore {
         self.read(move |c| queries::message_deliveries(c, &app, &msg)).await
     }
 
-    async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> StoreResult<Vec<Job>> {
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+        skip_endpoints: &[String],
+    ) -> StoreResult<Vec<Job>> {
         let end = lease_end(now, lease);
-        self.write(move |c| queries::claim_due(c, now, limit, end)).await
+        let skip = rows::to_json(&skip_endpoints);
+        self.write(move |c| queries::claim_due(c, now, limit, end, &skip)).await
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
@@ -224,6 +231,22 @@ impl Store for SqliteStore {
                 .execute("UPDATE deliveries SET leased = 0, due_at = ?1 WHERE status = 1 AND leased = 1", [now])
                 .map_err(db_err)?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn take_rate_slot(&self, endpoint_id: &str, rate: u32, now: DateTime<Utc>) -> StoreResult<DateTime<Utc>> {
+        let (ep, interval, now) = (owned(endpoint_id), rate_interval_ms(rate), ms(now));
+        self.write(move |c| {
+            let slot: i64 = c
+                .prepare_cached(
+                    "INSERT INTO endpoint_rate (endpoint_id, next_free) VALUES (?1, ?2 - ?4 + ?3) \
+                     ON CONFLICT (endpoint_id) DO UPDATE SET next_free = MAX(next_free, ?2 - ?4) + ?3 \
+                     RETURNING next_free - ?3",
+                )
+                .and_then(|mut s| s.query_row(params![ep, now, interval, RATE_BURST_MS], |r| r.get(0)))
+                .map_err(db_err)?;
+            Ok(rows::time(slot))
         })
         .await
     }

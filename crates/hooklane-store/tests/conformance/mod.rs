@@ -71,6 +71,8 @@ macro_rules! store_conformance_tests {
             attempts_list_filters_and_get,
             tokens_map_to_principals,
             idempotency_lifecycle,
+            rate_slots_are_spaced_after_a_burst,
+            claim_due_skips_saturated_endpoints,
             concurrent_create_message_all_durable,
             concurrent_duplicate_event_id_single_winner,
         );
@@ -270,7 +272,7 @@ pub async fn endpoint_now(store: &DynStore, ep: &Endpoint) -> Endpoint {
 }
 
 pub async fn claim(store: &DynStore, at: DateTime<Utc>) -> Vec<Job> {
-    store.claim_due(at, 1000, LEASE).await.expect("claim_due")
+    store.claim_due(at, 1000, LEASE, &[]).await.expect("claim_due")
 }
 
 /// Follows `iterator` from the first page to the last, checking that no page is larger than
@@ -929,14 +931,14 @@ pub async fn claim_due_leases_deliveries(store: &DynStore) {
     let m2 = post(store, &app.id, &[&e1], t).await;
     let all = set([pair(&m1, &e1), pair(&m1, &e2), pair(&m2, &e1)]);
 
-    assert!(store.claim_due(t - mins(1), 10, LEASE).await.unwrap().is_empty(), "nothing is due before its time");
+    assert!(store.claim_due(t - mins(1), 10, LEASE, &[]).await.unwrap().is_empty(), "nothing is due before its time");
 
     let now = t + secs(1);
-    let first = store.claim_due(now, 2, LEASE).await.unwrap();
+    let first = store.claim_due(now, 2, LEASE, &[]).await.unwrap();
     assert_eq!(first.len(), 2, "limit is respected");
-    let second = store.claim_due(now, 2, LEASE).await.unwrap();
+    let second = store.claim_due(now, 2, LEASE, &[]).await.unwrap();
     assert_eq!(second.len(), 1, "only what was not leased yet");
-    let third = store.claim_due(now, 2, LEASE).await.unwrap();
+    let third = store.claim_due(now, 2, LEASE, &[]).await.unwrap();
     assert!(third.is_empty(), "everything is leased");
     let mut got = job_keys(&first);
     got.extend(job_keys(&second));
@@ -957,7 +959,7 @@ pub async fn claim_due_leases_deliveries(store: &DynStore) {
     let again = claim(store, now + secs(61)).await;
     assert_eq!(job_keys(&again), all, "an expired lease makes the delivery claimable again");
     assert!(claim(store, now + secs(62)).await.is_empty(), "and claiming leases it anew");
-    let far = store.claim_due(t + chrono::Duration::days(365), 1000, LEASE).await.unwrap();
+    let far = store.claim_due(t + chrono::Duration::days(365), 1000, LEASE, &[]).await.unwrap();
     assert_eq!(job_keys(&far), all);
 }
 
@@ -983,7 +985,7 @@ pub async fn claim_due_respects_initial_lease(store: &DynStore) {
     // A message created without lease next to it is claimable at once (leased here for
     // long enough to stay out of the way below).
     let free = post(store, &app.id, &[&e1], t).await;
-    let jobs = store.claim_due(t + secs(1), 100, HOUR).await.unwrap();
+    let jobs = store.claim_due(t + secs(1), 100, HOUR, &[]).await.unwrap();
     assert_eq!(job_keys(&jobs), set([pair(&free, &e1)]));
 
     let after = claim(store, t + mins(2) + secs(1)).await;
@@ -1329,7 +1331,7 @@ pub async fn release_all_leases_frees_leased_only(store: &DynStore) {
     let done = setup_endpoint(store, &app.id).await;
     let later = setup_endpoint(store, &app.id).await;
     let msg = post(store, &app.id, &[&e1, &e2, &e3, &done, &later], t).await;
-    assert_eq!(store.claim_due(t + secs(1), 100, HOUR).await.unwrap().len(), 5);
+    assert_eq!(store.claim_due(t + secs(1), 100, HOUR, &[]).await.unwrap().len(), 5);
     let retry_at = t + chrono::Duration::days(1);
     store
         .record_attempts(
@@ -1350,7 +1352,7 @@ pub async fn release_all_leases_frees_leased_only(store: &DynStore) {
     assert_eq!(store.release_all_leases().await.unwrap(), 4, "three claimed plus one created leased");
 
     // Claimed for two days, so that only `later` comes back at its retry time.
-    let freed = store.claim_due(now_ms() + secs(2), 100, Duration::from_secs(2 * 24 * 3600)).await.unwrap();
+    let freed = store.claim_due(now_ms() + secs(2), 100, Duration::from_secs(2 * 24 * 3600), &[]).await.unwrap();
     assert_eq!(
         job_keys(&freed),
         set([pair(&msg, &e1), pair(&msg, &e2), pair(&msg, &e3), pair(&pre, &e1)]),
@@ -1480,6 +1482,42 @@ pub async fn tokens_map_to_principals(store: &DynStore) {
 
     assert_conflict(store.create_token(admin_hash.into(), Some(app.id.clone()), t).await, "duplicate token hash");
     assert_eq!(store.find_token(admin_hash).await.unwrap(), Some(Principal::Admin), "unchanged by the conflict");
+}
+
+pub async fn claim_due_skips_saturated_endpoints(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "Skip").await;
+    let busy = setup_endpoint(store, &app.id).await;
+    let free = setup_endpoint(store, &app.id).await;
+    for _ in 0..3 {
+        post(store, &app.id, &[&busy, &free], t).await;
+    }
+    let lease = Duration::from_secs(60);
+    let jobs = store.claim_due(t, 100, lease, std::slice::from_ref(&busy.id)).await.unwrap();
+    assert_eq!(jobs.len(), 3);
+    assert!(jobs.iter().all(|j| j.endpoint.id == free.id));
+    // The skipped deliveries were left alone, not leased: claimable right away.
+    let rest = store.claim_due(t, 100, lease, &[]).await.unwrap();
+    assert_eq!(rest.len(), 3);
+    assert!(rest.iter().all(|j| j.endpoint.id == busy.id));
+}
+
+pub async fn rate_slots_are_spaced_after_a_burst(store: &DynStore) {
+    let t = now_ms();
+    // 10/s: an idle endpoint may burst one second's worth (10 slots already past), then
+    // slots are 100 ms apart.
+    let mut slots = Vec::new();
+    for _ in 0..12 {
+        slots.push(store.take_rate_slot("ep_rate", 10, t).await.unwrap());
+    }
+    assert!(slots[..11].iter().all(|s| *s <= t), "{slots:?}");
+    assert_eq!(slots[11], t + chrono::Duration::milliseconds(100));
+    assert!(slots.windows(2).all(|w| w[1] - w[0] == chrono::Duration::milliseconds(100)), "{slots:?}");
+    // Another endpoint has its own bucket.
+    assert!(store.take_rate_slot("ep_other", 10, t).await.unwrap() <= t);
+    // After a long idle period the bucket is full again.
+    let later = t + chrono::Duration::seconds(60);
+    assert!(store.take_rate_slot("ep_rate", 10, later).await.unwrap() <= later);
 }
 
 pub async fn idempotency_lifecycle(store: &DynStore) {

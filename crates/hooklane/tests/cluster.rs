@@ -1,0 +1,125 @@
+//! Several `hooklane serve` nodes on one PostgreSQL database: work is shared, a node killed
+//! with SIGKILL loses nothing (its leases expire and another node takes its deliveries).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use hooklane_store::postgres::testing::TestDatabase;
+use serde_json::json;
+
+const MESSAGES: usize = 10_000;
+const CLIENTS: usize = 24;
+
+fn node_config(db: &TestDatabase) -> String {
+    // A short lease so the dead node's deliveries are taken over within seconds.
+    format!(
+        "database_url = \"{}\"\n[delivery]\nlease = \"3s\"\nrequest_timeout = \"2s\"\nconnect_timeout = \"1s\"\npoll_interval = \"500ms\"",
+        db.url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_one_killed_nothing_lost() {
+    let db = TestDatabase::create().await;
+    let mut nodes = vec![
+        Server::start(&node_config(&db)).await,
+        Server::start(&node_config(&db)).await,
+        Server::start(&node_config(&db)).await,
+    ];
+    let rx = Receiver::start().await;
+    let app = nodes[0].create_app("cluster").await;
+    nodes[0].create_endpoint(&app, json!({ "url": rx.url })).await;
+
+    let bases: Arc<Vec<String>> = Arc::new(nodes.iter().map(|n| n.base.clone()).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let acked_count = Arc::new(AtomicUsize::new(0));
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let (bases, next, acked_count, client, app) =
+            (bases.clone(), next.clone(), acked_count.clone(), client.clone(), app.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= MESSAGES {
+                    return acked;
+                }
+                // Round-robin; when a node is down, the client moves on to the next one.
+                for attempt in 0..bases.len() {
+                    let base = &bases[(i + attempt) % bases.len()];
+                    let resp = client
+                        .post(format!("{base}/api/v1/app/{app}/msg/"))
+                        .header("authorization", format!("Bearer {ADMIN}"))
+                        .json(&json!({ "eventType": "cluster.test", "payload": { "i": i } }))
+                        .send()
+                        .await;
+                    if let Ok(r) = resp {
+                        if r.status().as_u16() == 202 {
+                            if let Ok(body) = r.json::<serde_json::Value>().await {
+                                acked.push(body["id"].as_str().unwrap_or_default().to_string());
+                                acked_count.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
+    // Kill one node a third of the way through.
+    let started = Instant::now();
+    while acked_count.load(Ordering::Relaxed) < MESSAGES / 3 {
+        assert!(started.elapsed() < Duration::from_secs(120), "ingest stalled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    nodes[1].kill9();
+
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    assert_eq!(acked.len(), MESSAGES, "the surviving nodes should acknowledge every message");
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let got = rx.received();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for r in &got {
+            *seen.entry(r.header("webhook-id").to_string()).or_default() += 1;
+        }
+        let missing = acked.iter().filter(|id| !seen.contains_key(*id)).count();
+        if std::env::var("CLUSTER_PROGRESS").is_ok() {
+            eprintln!("{:.1}s: {} received, {missing} missing", started.elapsed().as_secs_f64(), got.len());
+        }
+        if missing == 0 {
+            let duplicates: usize = seen.values().map(|n| n - 1).sum();
+            eprintln!(
+                "cluster: {} acknowledged, {} deliveries received, {} duplicates (at-least-once after the kill), {:.1}s",
+                acked.len(),
+                got.len(),
+                duplicates,
+                started.elapsed().as_secs_f64()
+            );
+            // Duplicates can only come from the killed node's in-flight work.
+            assert!(duplicates < MESSAGES / 3, "{duplicates} duplicates");
+            break;
+        }
+        if Instant::now() > deadline {
+            let tail = |s: String| s.chars().rev().take(3000).collect::<String>().chars().rev().collect::<String>();
+            panic!(
+                "{missing} acknowledged messages never arrived\nnode 0 log:\n{}\nnode 2 log:\n{}",
+                tail(nodes[0].logs()),
+                tail(nodes[2].logs())
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(nodes);
+}
