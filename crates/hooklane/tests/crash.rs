@@ -135,3 +135,78 @@ async fn kill9_during_delivery_resumes_every_pending_delivery() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_kill9_under_continuous_load_loses_nothing() {
+    use rand::Rng;
+    use std::sync::RwLock;
+
+    let mut server = Server::start("").await;
+    let rx = Receiver::scripted(|_, _| Reply::Hang(Duration::from_millis(5))).await;
+    let app = server.create_app("chaos").await;
+    server.create_endpoint(&app, json!({ "url": rx.url })).await;
+
+    // Clients read the current address each time: it changes with every restart.
+    let base = Arc::new(RwLock::new(server.base.clone()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let (base, stop, app) = (base.clone(), stop.clone(), app.clone());
+        clients.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+            let mut acked = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let url = format!("{}/api/v1/app/{app}/msg/", base.read().unwrap());
+                let resp = client
+                    .post(url)
+                    .header("authorization", format!("Bearer {ADMIN}"))
+                    .json(&json!({ "eventType": "chaos", "payload": { "client": c, "i": i } }))
+                    .send()
+                    .await;
+                match resp {
+                    Ok(r) if r.status().as_u16() == 202 => {
+                        if let Ok(body) = r.json::<serde_json::Value>().await {
+                            acked.push(body["id"].as_str().unwrap_or_default().to_string());
+                        }
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+            acked
+        }));
+    }
+
+    let kills = 4;
+    for _ in 0..kills {
+        let pause = rand::thread_rng().gen_range(300..1200);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        server.restart_after_kill();
+        *base.write().unwrap() = server.base.clone();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for c in clients {
+        acked.extend(c.await.unwrap());
+    }
+    assert!(acked.len() > 100, "only {} messages acknowledged", acked.len());
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = rx.received();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for r in &got {
+            *seen.entry(r.header("webhook-id").to_string()).or_default() += 1;
+        }
+        let missing = acked.iter().filter(|id| !seen.contains_key(*id)).count();
+        if missing == 0 {
+            let duplicates: usize = seen.values().map(|n| n - 1).sum();
+            eprintln!("{kills} kills: acknowledged {}, received {}, duplicates {duplicates}", acked.len(), got.len());
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{missing} of {} acknowledged messages never arrived", acked.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
