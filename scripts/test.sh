@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ -x scripts/ensure-postgres.sh ]; then
-    scripts/ensure-postgres.sh
-fi
+# PostgreSQL store and cluster tests start a throw-away cluster from these binaries.
+PG_BIN="$(scripts/ensure-postgres.sh)"
+export PG_BIN
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
