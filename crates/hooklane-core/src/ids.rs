@@ -16,6 +16,9 @@ pub const MESSAGE: &str = "msg";
 pub const ATTEMPT: &str = "atmpt";
 pub const TASK: &str = "qtask";
 pub const TOKEN: &str = "tok";
+// --- inbound sources
+pub const SOURCE: &str = "src";
+pub const INBOUND_REQUEST: &str = "req";
 
 /// A fresh id with the given prefix, e.g. `new_id(ids::MESSAGE)` → `msg_01J…`.
 pub fn new_id(prefix: &str) -> String {

@@ -4,6 +4,7 @@
 
 pub mod filter;
 pub mod ids;
+pub mod inbound;
 pub mod model;
 pub mod retry;
 pub mod signing;

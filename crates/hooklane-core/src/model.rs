@@ -89,6 +89,13 @@ pub struct Message {
     pub channels: Option<Vec<String>>,
     pub tags: Option<Vec<String>>,
     pub created_at: DateTime<Utc>,
+    /// The payload's media type; `None` is `application/json` (every message posted through
+    /// the API). Messages forwarded from an inbound source keep the type they arrived with.
+    pub content_type: Option<String>,
+    /// Headers sent with every delivery of this message (a forwarded inbound request's
+    /// informative headers, e.g. `x-github-event`); an endpoint's own headers win over them
+    /// and hooklane's (`webhook-*`, `content-type`) over both. Empty for API messages.
+    pub headers: BTreeMap<String, String>,
 }
 
 /// Status codes as in the Svix API (`MessageStatus`).
@@ -175,4 +182,94 @@ impl Principal {
             Principal::App(id) => id == app_id,
         }
     }
+}
+
+// --- inbound sources
+
+/// A webhook sender hooklane receives from (GitHub, Stripe, a Telegram bot…): requests to
+/// its public ingest URL `POST /in/{id}` are verified, deduplicated and forwarded.
+///
+/// Each source owns an application (`app_id`, whose `uid` is the source id): its URL
+/// destinations are that application's endpoints, and each accepted request becomes one
+/// message of it, so forwarding has the outbound retries, signing and attempt log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub id: String,
+    pub app_id: String,
+    pub name: String,
+    pub verification: crate::inbound::Verification,
+    /// Where the provider's delivery id is; `None`: the provider's usual place.
+    pub deduplication: Option<crate::inbound::Deduplication>,
+    /// Networks (CIDRs) requests may come from; empty: any.
+    pub allow_networks: Vec<String>,
+    /// Largest request body accepted; `None`: the server's default.
+    pub max_body_bytes: Option<u64>,
+    /// Applications the request's JSON body is also posted to, as a message of an event type.
+    pub event_destinations: Vec<EventDestination>,
+    pub metadata: Metadata,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// "Post the body into this application as a message of this event type."
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventDestination {
+    pub app_id: String,
+    pub event_type: String,
+}
+
+/// What became of one request to a source's ingest URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InboundStatus {
+    /// Verified and stored: forwarded (or being forwarded).
+    Accepted = 0,
+    /// Verified, but its delivery id was seen before: acknowledged, not forwarded again.
+    Duplicate = 1,
+    /// Refused (verification, address, size, format): never forwarded.
+    Rejected = 2,
+}
+
+impl InboundStatus {
+    pub fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            0 => Self::Accepted,
+            1 => Self::Duplicate,
+            2 => Self::Rejected,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Duplicate => "duplicate",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// The record of one request to a source's ingest URL, whatever became of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundRequest {
+    pub id: String,
+    pub source_id: String,
+    pub status: InboundStatus,
+    /// The HTTP status hooklane answered.
+    pub http_status: u16,
+    /// Why it was rejected (or what was duplicated); `None` when accepted.
+    pub reason: Option<String>,
+    /// The peer address the request came from (after trusted proxies).
+    pub remote_addr: Option<String>,
+    /// Request headers, names in lower case, with secrets (credentials, secret tokens)
+    /// masked.
+    pub headers: BTreeMap<String, String>,
+    /// The body as received, cut to a bounded size (`body_size` is the whole size).
+    pub body: Vec<u8>,
+    pub body_size: u64,
+    /// The provider's delivery id, when one was found.
+    pub dedup_key: Option<String>,
+    /// The message this request became (accepted) or was a duplicate of.
+    pub msg_id: Option<String>,
+    pub received_at: DateTime<Utc>,
 }

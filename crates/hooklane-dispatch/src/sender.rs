@@ -85,8 +85,9 @@ impl Sender {
         let timestamp = now.timestamp();
         let secrets = endpoint.signing_secrets(now);
         let signature = signature_header(&secrets, &message.id, timestamp, message.payload.as_bytes());
-        let mut headers = HeaderMap::with_capacity(4 + endpoint.headers.len());
-        for (name, value) in &endpoint.headers {
+        let mut headers = HeaderMap::with_capacity(4 + message.headers.len() + endpoint.headers.len());
+        // A forwarded inbound request's headers first, so the endpoint's own win over them.
+        for (name, value) in message.headers.iter().chain(&endpoint.headers) {
             if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
                 continue;
             }
@@ -94,7 +95,8 @@ impl Sender {
                 headers.insert(n, v);
             }
         }
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let content_type = message.content_type.as_deref().and_then(|t| HeaderValue::try_from(t).ok());
+        headers.insert(CONTENT_TYPE, content_type.unwrap_or(HeaderValue::from_static("application/json")));
         let mut put = |name: &'static str, value: &str| {
             if let Ok(v) = HeaderValue::try_from(value) {
                 headers.insert(name, v);

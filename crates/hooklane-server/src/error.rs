@@ -38,6 +38,9 @@ pub enum ApiError {
     Internal(String),
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// An inbound request that failed its source's verification.
+    #[error("verification failed: {0}")]
+    VerificationFailed(String),
 }
 
 impl ApiError {
@@ -64,6 +67,7 @@ impl ApiError {
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::VerificationFailed(_) => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -82,6 +86,7 @@ impl ApiError {
             ApiError::Validation { .. } => "validation",
             ApiError::Internal(_) => "internal",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::VerificationFailed(_) => "verification_failed",
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod error;
 mod extract;
 mod idempotency;
+pub mod inbound;
 pub mod state;
 
 use std::future::Future;
@@ -22,7 +23,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api::{app, attempt, auth, endpoint, event_type, message};
 use crate::error::ApiError;
-pub use crate::state::{AppState, ServerSettings};
+pub use crate::state::{AppState, InboundSettings, ServerSettings};
 
 /// Every route of the API.
 pub fn router(state: AppState) -> Router {
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/health", get(|| async { StatusCode::NO_CONTENT }))
         .nest("/app", app_routes)
+        .nest("/source", api::source::routes())
         .route("/event-type", get(event_type::list).post(event_type::create))
         .route(
             "/event-type/{name}",
@@ -66,6 +68,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), idempotency::layer))
+        // Public ingest URLs of inbound sources: no idempotency layer (providers' retries
+        // are deduplicated by their delivery id) and a body limit per source.
+        .merge(inbound::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
         .layer(TraceLayer::new_for_http())
@@ -80,5 +85,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = NormalizePathLayer::trim_trailing_slash().layer(router(state));
-    axum::serve(listener, ServiceExt::<Request>::into_make_service(app)).with_graceful_shutdown(shutdown).await
+    // With the peer address, which inbound sources' address allow-lists check.
+    let service = ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app);
+    axum::serve(listener, service).with_graceful_shutdown(shutdown).await
 }

@@ -15,6 +15,17 @@ pub struct ServerSettings {
     pub admin_token: String,
     /// Base URL printed in app-portal links.
     pub public_url: String,
+    /// Inbound sources (`POST /in/{source_id}`).
+    pub inbound: InboundSettings,
+}
+
+/// Settings of the inbound side.
+#[derive(Debug, Clone, Default)]
+pub struct InboundSettings {
+    /// Reverse proxies whose `X-Forwarded-For` is believed: a request from one of these
+    /// networks is taken to come from the last address in that header that is not itself
+    /// a trusted proxy (for sources' address allow-lists and the request log).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Clone)]
@@ -26,6 +37,7 @@ pub(crate) struct Shared {
     pub admin_token_hash: [u8; 32],
     pub max_body_bytes: usize,
     pub public_url: String,
+    pub inbound: InboundSettings,
 }
 
 impl AppState {
@@ -36,6 +48,7 @@ impl AppState {
             admin_token_hash: token_hash(&settings.admin_token),
             max_body_bytes: settings.max_body_bytes,
             public_url: settings.public_url,
+            inbound: settings.inbound,
         }))
     }
 }

@@ -123,6 +123,35 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    // --- inbound sources
+    /// Creates a source together with the application it owns and that application's
+    /// first endpoints (the source's URL destinations), in one transaction. Applications
+    /// owned by sources are left out of [`Store::list_apps`].
+    async fn create_source(
+        &self,
+        source: hooklane_core::model::Source,
+        app: Application,
+        endpoints: Vec<Endpoint>,
+    ) -> StoreResult<()>;
+    async fn get_source(&self, id: &str) -> StoreResult<Option<hooklane_core::model::Source>>;
+    async fn list_sources(&self, page: &PageRequest) -> StoreResult<Page<hooklane_core::model::Source>>;
+    /// Saves the source's own settings (its application's endpoints are saved as endpoints).
+    async fn update_source(&self, source: hooklane_core::model::Source) -> StoreResult<()>;
+    /// Deletes the source, its request records, and its application with everything under it.
+    async fn delete_source(&self, id: &str) -> StoreResult<()>;
+    async fn record_inbound_request(&self, request: hooklane_core::model::InboundRequest) -> StoreResult<()>;
+    async fn list_inbound_requests(
+        &self,
+        source_id: &str,
+        status: Option<hooklane_core::model::InboundStatus>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<hooklane_core::model::InboundRequest>>;
+    async fn get_inbound_request(
+        &self,
+        source_id: &str,
+        id: &str,
+    ) -> StoreResult<Option<hooklane_core::model::InboundRequest>>;
+
     // --- attempts
     async fn list_attempts(
         &self,

@@ -37,6 +37,17 @@ pub struct Config {
     /// A `tracing` filter, e.g. `info` or `hooklane=debug,info`.
     pub log_level: String,
     pub delivery: DeliveryConfig,
+    pub inbound: InboundConfig,
+}
+
+/// `[inbound]`: sources' public ingest URLs (`POST /in/{source_id}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InboundConfig {
+    /// Reverse proxies (CIDRs) whose `X-Forwarded-For` is believed when checking a source's
+    /// address allow-list, e.g. `["127.0.0.1/32"]` behind a local nginx.
+    #[serde(deserialize_with = "networks")]
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,6 +91,7 @@ impl Default for Config {
             log_format: "text".into(),
             log_level: "info".into(),
             delivery: DeliveryConfig::default(),
+            inbound: InboundConfig::default(),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hooklane_dispatch::Dispatcher;
-use hooklane_server::{AppState, ServerSettings};
+use hooklane_server::{AppState, InboundSettings, ServerSettings};
 use rand::RngCore;
 use tracing_subscriber::EnvFilter;
 
@@ -39,7 +39,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = AppState::new(
         store,
         dispatcher.clone(),
-        ServerSettings { max_body_bytes: config.max_body_bytes, admin_token, public_url },
+        ServerSettings {
+            max_body_bytes: config.max_body_bytes,
+            admin_token,
+            public_url,
+            inbound: InboundSettings { trusted_proxies: config.inbound.trusted_proxies.clone() },
+        },
     );
     tracing::info!(%addr, store = %redact_url(&config.database_url), "hooklane started");
     hooklane_server::serve(listener, state, shutdown_signal()).await?;

@@ -79,6 +79,10 @@ fn validate(a: &Application) -> ApiResult<()> {
         if ids::has_prefix(uid, ids::APP) {
             return Err(ApiError::validation("uid", "must not look like an application id"));
         }
+        // Inbound sources: the uid of a source's own application is the source id.
+        if ids::has_prefix(uid, ids::SOURCE) {
+            return Err(ApiError::validation("uid", "must not look like a source id"));
+        }
     }
     check_rate_limit("rateLimit", a.rate_limit)?;
     check_metadata("metadata", &a.metadata)
@@ -149,6 +153,9 @@ pub async fn put(
     Json(input): Json<ApplicationIn>,
 ) -> ApiResult<Response> {
     let existing = s.0.store.get_app(&key).await?.filter(|a| principal.can_access(&a.id));
+    if let Some(app) = existing.as_ref().filter(|a| super::source::owned_by_source(a)) {
+        return Err(source_owned(app));
+    }
     let Some(mut app) = existing else {
         if principal != Principal::Admin || ids::has_prefix(&key, ids::APP) {
             return Err(ApiError::NotFound("application"));
@@ -171,6 +178,9 @@ pub async fn patch(
     t: Tenant,
     Json(p): Json<ApplicationPatch>,
 ) -> ApiResult<axum::Json<ApplicationOut>> {
+    if super::source::owned_by_source(&t.app) {
+        return Err(source_owned(&t.app));
+    }
     let mut app = t.app;
     p.name.apply("name", &mut app.name)?;
     p.uid.apply_opt(&mut app.uid);
@@ -190,6 +200,17 @@ pub async fn delete(State(s): State<AppState>, t: Tenant) -> ApiResult<StatusCod
     if t.principal != Principal::Admin {
         return Err(ApiError::Forbidden("only the admin token may delete an application"));
     }
+    if super::source::owned_by_source(&t.app) {
+        return Err(source_owned(&t.app));
+    }
     s.0.store.delete_app(&t.app.id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// An inbound source's own application is changed through the source.
+fn source_owned(app: &Application) -> ApiError {
+    let source = app.uid.clone().unwrap_or_default();
+    ApiError::Conflict(format!(
+        "this application belongs to inbound source {source}: change or delete it through /api/v1/source/{source}"
+    ))
 }

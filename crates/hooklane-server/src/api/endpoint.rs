@@ -152,7 +152,7 @@ fn check_headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
     Ok(())
 }
 
-fn validate(e: &Endpoint) -> ApiResult<()> {
+pub(crate) fn validate(e: &Endpoint) -> ApiResult<()> {
     check_url("url", &e.url)?;
     check_len("description", &e.description, 4096)?;
     check_names("filterTypes", &e.filter_types, 256)?;
@@ -172,7 +172,7 @@ fn validate(e: &Endpoint) -> ApiResult<()> {
     Ok(())
 }
 
-fn parse_secret(raw: &str) -> ApiResult<Secret> {
+pub(crate) fn parse_secret(raw: &str) -> ApiResult<Secret> {
     Secret::parse(raw).map_err(|e| ApiError::validation("secret", e.to_string()))
 }
 

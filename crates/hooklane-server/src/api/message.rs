@@ -123,7 +123,14 @@ pub struct MessageOut {
 
 impl MessageOut {
     pub fn new(m: Message, with_content: bool) -> Self {
-        let payload = if with_content { RawValue::from_string(m.payload).ok() } else { None };
+        let payload = if !with_content {
+            None
+        } else if m.content_type.is_some() && serde_json::from_str::<&RawValue>(&m.payload).is_err() {
+            // A forwarded inbound body that is not JSON (a form, plain text): shown as a string.
+            serde_json::value::to_raw_value(&m.payload).ok()
+        } else {
+            RawValue::from_string(m.payload).ok()
+        };
         MessageOut {
             id: m.id,
             event_type: m.event_type,
@@ -155,10 +162,24 @@ pub async fn create(
         channels: input.channels,
         tags: input.tags,
         created_at: super::now(),
+        content_type: None,
+        headers: Default::default(),
     };
+    let msg = store_and_dispatch(&s, msg)
+        .await
+        .map_err(conflict("a message with this eventId already exists in this application"))?;
+    Ok((StatusCode::ACCEPTED, axum::Json(MessageOut::new(msg, with_content))))
+}
+
+/// Stores a message of `msg.app_id` with one delivery per enabled endpoint that wants it,
+/// in one durable write, then hands the deliveries straight to the dispatcher (or wakes
+/// it when memory is full). Every message enters here: posted through the API or
+/// forwarded from an inbound source. A duplicate `event_id` is a
+/// [`StoreError::Conflict`](hooklane_store::StoreError::Conflict) and writes nothing.
+pub async fn store_and_dispatch(s: &AppState, msg: Message) -> hooklane_store::StoreResult<Message> {
     let endpoints: Vec<Arc<Endpoint>> =
         s.0.store
-            .app_endpoints(&t.app.id)
+            .app_endpoints(&msg.app_id)
             .await?
             .into_iter()
             .filter(|e| {
@@ -178,10 +199,7 @@ pub async fn create(
     let leased_until = reservation
         .as_ref()
         .map(|_| msg.created_at + chrono::Duration::from_std(dispatcher.lease()).unwrap_or_default());
-    s.0.store
-        .create_message(msg.clone(), ids, leased_until)
-        .await
-        .map_err(conflict("a message with this eventId already exists in this application"))?;
+    s.0.store.create_message(msg.clone(), ids, leased_until).await?;
     let msg = Arc::new(msg);
     match reservation {
         Some(reservation) => {
@@ -207,8 +225,7 @@ pub async fn create(
         None if !endpoints.is_empty() => dispatcher.wake(),
         None => {}
     }
-    let msg = Arc::unwrap_or_clone(msg);
-    Ok((StatusCode::ACCEPTED, axum::Json(MessageOut::new(msg, with_content))))
+    Ok(Arc::unwrap_or_clone(msg))
 }
 
 pub async fn list(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<ListResponse<MessageOut>>> {

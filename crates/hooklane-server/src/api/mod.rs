@@ -7,6 +7,7 @@ pub mod auth;
 pub mod endpoint;
 pub mod event_type;
 pub mod message;
+pub mod source;
 
 use serde::{Deserialize, Deserializer, Serialize};
 

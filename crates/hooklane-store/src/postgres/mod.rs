@@ -30,6 +30,7 @@
 //! The pool's connections run on the Tokio runtime that opened the store: open it on the
 //! runtime that will use it.
 
+mod inbound;
 mod queries;
 mod rows;
 mod schema;

@@ -331,8 +331,9 @@ pub async fn insert_message<C: GenericClient>(
     let stmt = prepare(
         c,
         "WITH m AS ( \
-             INSERT INTO messages (id, app_id, event_type, event_id, payload, channels, tags, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id, app_id \
+             INSERT INTO messages (id, app_id, event_type, event_id, payload, channels, tags, created_at, \
+                 content_type, headers) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $12, $13) RETURNING id, app_id \
          ) \
          INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
              updated_at) \
@@ -355,6 +356,8 @@ pub async fn insert_message<C: GenericClient>(
                 &due,
                 &leased,
                 &endpoint_ids,
+                &m.content_type,
+                &(!m.headers.is_empty()).then(|| to_json(&m.headers)),
             ],
         )
         .await;

@@ -120,8 +120,9 @@ pub fn endpoint(row: &Row, at: usize) -> StoreResult<Endpoint> {
     })
 }
 
-pub const MESSAGE_COLS: &str = "id, app_id, event_type, event_id, payload, channels, tags, created_at";
-pub const MESSAGE_NCOLS: usize = 8;
+pub const MESSAGE_COLS: &str =
+    "id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers";
+pub const MESSAGE_NCOLS: usize = 10;
 
 pub fn message(row: &Row, at: usize) -> StoreResult<Message> {
     Ok(Message {
@@ -133,6 +134,8 @@ pub fn message(row: &Row, at: usize) -> StoreResult<Message> {
         channels: get(row, at + 5)?,
         tags: get(row, at + 6)?,
         created_at: time_col(row, at + 7)?,
+        content_type: get(row, at + 8)?,
+        headers: opt_json_col(row, at + 9)?.unwrap_or_default(),
     })
 }
 

@@ -122,6 +122,40 @@ CREATE TABLE endpoint_rate (
     next_free BIGINT NOT NULL
 );
 "#,
+    // --- inbound sources: the media type and extra headers of forwarded messages, the
+    // sources, and the record of every request to their ingest URLs.
+    r#"
+ALTER TABLE messages ADD COLUMN content_type TEXT;
+ALTER TABLE messages ADD COLUMN headers TEXT;
+CREATE TABLE sources (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    app_id TEXT COLLATE "C" NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    verification TEXT NOT NULL,
+    deduplication TEXT,
+    allow_networks TEXT NOT NULL,
+    max_body_bytes BIGINT,
+    event_destinations TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE inbound_requests (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    source_id TEXT COLLATE "C" NOT NULL,
+    status INTEGER NOT NULL,
+    http_status INTEGER NOT NULL,
+    reason TEXT,
+    remote_addr TEXT,
+    headers TEXT NOT NULL,
+    body BYTEA NOT NULL,
+    body_size BIGINT NOT NULL,
+    dedup_key TEXT,
+    msg_id TEXT COLLATE "C",
+    received_at BIGINT NOT NULL
+);
+CREATE INDEX inbound_requests_by_source ON inbound_requests (source_id, id);
+"#,
 ];
 
 /// Brings the schema up to date; returns how many migrations ran.

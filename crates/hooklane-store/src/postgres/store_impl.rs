@@ -28,7 +28,11 @@ impl Store for PgStore {
 
     async fn list_apps(&self, page: &PageRequest) -> StoreResult<Page<Application>> {
         let c = self.client().await?;
-        queries::Select::new(rows::APP_COLS, "applications").page(&c, "id", page, rows::app).await
+        // Applications owned by inbound sources are managed through their source.
+        queries::Select::new(rows::APP_COLS, "applications")
+            .and("id NOT IN (SELECT app_id FROM sources)", [])
+            .page(&c, "id", page, rows::app)
+            .await
     }
 
     async fn update_app(&self, app: Application) -> StoreResult<()> {
@@ -234,6 +238,59 @@ impl Store for PgStore {
 
     fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         Some(self.wakeups.clone())
+    }
+
+    // --- inbound sources
+    async fn create_source(
+        &self,
+        source: hooklane_core::model::Source,
+        app: Application,
+        endpoints: Vec<Endpoint>,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db_err)?;
+        let result = super::inbound::create_source(&tx, &source, &app, &endpoints).await;
+        finish(tx, result).await
+    }
+
+    async fn get_source(&self, id: &str) -> StoreResult<Option<hooklane_core::model::Source>> {
+        super::inbound::get_source(&self.client().await?, id).await
+    }
+
+    async fn list_sources(&self, page: &PageRequest) -> StoreResult<Page<hooklane_core::model::Source>> {
+        super::inbound::list_sources(&self.client().await?, page).await
+    }
+
+    async fn update_source(&self, source: hooklane_core::model::Source) -> StoreResult<()> {
+        super::inbound::update_source(&self.client().await?, &source).await
+    }
+
+    async fn delete_source(&self, id: &str) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db_err)?;
+        let result = super::inbound::delete_source(&tx, id).await;
+        finish(tx, result).await
+    }
+
+    async fn record_inbound_request(&self, request: hooklane_core::model::InboundRequest) -> StoreResult<()> {
+        super::inbound::insert_request(&self.client().await?, &request).await
+    }
+
+    async fn list_inbound_requests(
+        &self,
+        source_id: &str,
+        status: Option<hooklane_core::model::InboundStatus>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<hooklane_core::model::InboundRequest>> {
+        super::inbound::list_requests(&self.client().await?, source_id, status, page).await
+    }
+
+    async fn get_inbound_request(
+        &self,
+        source_id: &str,
+        id: &str,
+    ) -> StoreResult<Option<hooklane_core::model::InboundRequest>> {
+        super::inbound::get_request(&self.client().await?, source_id, id).await
     }
 
     async fn list_attempts(

@@ -6,6 +6,7 @@
 //! disk flush per batch rather than per request. Reads run on a small pool of read-only
 //! connections, which WAL lets proceed while the writer works.
 
+mod inbound;
 mod queries;
 mod rows;
 mod schema;

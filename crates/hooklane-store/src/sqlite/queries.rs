@@ -245,8 +245,8 @@ pub fn insert_message(
     leased_until: Option<DateTime<Utc>>,
 ) -> StoreResult<()> {
     conn.prepare_cached(
-        "INSERT INTO messages (id, app_id, event_type, event_id, payload, channels, tags, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO messages (id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, \
+         headers) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -257,7 +257,9 @@ pub fn insert_message(
             m.payload,
             opt_json(&m.channels),
             opt_json(&m.tags),
-            ms(m.created_at)
+            ms(m.created_at),
+            m.content_type,
+            (!m.headers.is_empty()).then(|| to_json(&m.headers))
         ])
     })
     .map_err(|e| match db_err(e) {

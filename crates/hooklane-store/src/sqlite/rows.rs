@@ -97,7 +97,8 @@ pub fn endpoint(row: &Row) -> rusqlite::Result<Endpoint> {
     })
 }
 
-pub const MESSAGE_COLS: &str = "id, app_id, event_type, event_id, payload, channels, tags, created_at";
+pub const MESSAGE_COLS: &str =
+    "id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers";
 
 pub fn message(row: &Row) -> rusqlite::Result<Message> {
     Ok(Message {
@@ -109,6 +110,8 @@ pub fn message(row: &Row) -> rusqlite::Result<Message> {
         channels: opt_json_col(row, 5)?,
         tags: opt_json_col(row, 6)?,
         created_at: time(row.get(7)?),
+        content_type: row.get(8)?,
+        headers: opt_json_col(row, 9)?.unwrap_or_default(),
     })
 }
 

@@ -112,6 +112,40 @@ CREATE TABLE endpoint_rate (
     next_free INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // --- inbound sources: the media type and extra headers of forwarded messages, the
+    // sources, and the record of every request to their ingest URLs.
+    r#"
+ALTER TABLE messages ADD COLUMN content_type TEXT;
+ALTER TABLE messages ADD COLUMN headers TEXT;
+CREATE TABLE sources (
+    id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    verification TEXT NOT NULL,
+    deduplication TEXT,
+    allow_networks TEXT NOT NULL,
+    max_body_bytes INTEGER,
+    event_destinations TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE inbound_requests (
+    id TEXT PRIMARY KEY,
+    source_id TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    http_status INTEGER NOT NULL,
+    reason TEXT,
+    remote_addr TEXT,
+    headers TEXT NOT NULL,
+    body BLOB NOT NULL,
+    body_size INTEGER NOT NULL,
+    dedup_key TEXT,
+    msg_id TEXT,
+    received_at INTEGER NOT NULL
+);
+CREATE INDEX inbound_requests_by_source ON inbound_requests (source_id, id);
+"#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {

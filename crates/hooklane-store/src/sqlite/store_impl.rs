@@ -30,7 +30,16 @@ impl Store for SqliteStore {
 
     async fn list_apps(&self, page: &PageRequest) -> StoreResult<Page<Application>> {
         let page = page.clone();
-        self.read(move |c| queries::Select::new(rows::APP_COLS, "applications").page(c, "id", &page, rows::app)).await
+        // Applications owned by inbound sources are managed through their source.
+        self.read(move |c| {
+            queries::Select::new(rows::APP_COLS, "applications").and("id NOT IN (SELECT app_id FROM sources)", []).page(
+                c,
+                "id",
+                &page,
+                rows::app,
+            )
+        })
+        .await
     }
 
     async fn update_app(&self, app: Application) -> StoreResult<()> {
@@ -249,6 +258,58 @@ impl Store for SqliteStore {
             Ok(rows::time(slot))
         })
         .await
+    }
+
+    // --- inbound sources
+    async fn create_source(
+        &self,
+        source: hooklane_core::model::Source,
+        app: Application,
+        endpoints: Vec<Endpoint>,
+    ) -> StoreResult<()> {
+        self.write(move |c| super::inbound::create_source(c, &source, &app, &endpoints)).await
+    }
+
+    async fn get_source(&self, id: &str) -> StoreResult<Option<hooklane_core::model::Source>> {
+        let id = owned(id);
+        self.read(move |c| super::inbound::get_source(c, &id)).await
+    }
+
+    async fn list_sources(&self, page: &PageRequest) -> StoreResult<Page<hooklane_core::model::Source>> {
+        let page = page.clone();
+        self.read(move |c| super::inbound::list_sources(c, &page)).await
+    }
+
+    async fn update_source(&self, source: hooklane_core::model::Source) -> StoreResult<()> {
+        self.write(move |c| super::inbound::update_source(c, &source)).await
+    }
+
+    async fn delete_source(&self, id: &str) -> StoreResult<()> {
+        let id = owned(id);
+        self.write(move |c| super::inbound::delete_source(c, &id)).await
+    }
+
+    async fn record_inbound_request(&self, request: hooklane_core::model::InboundRequest) -> StoreResult<()> {
+        self.write(move |c| super::inbound::insert_request(c, &request)).await
+    }
+
+    async fn list_inbound_requests(
+        &self,
+        source_id: &str,
+        status: Option<hooklane_core::model::InboundStatus>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<hooklane_core::model::InboundRequest>> {
+        let (id, page) = (owned(source_id), page.clone());
+        self.read(move |c| super::inbound::list_requests(c, &id, status, &page)).await
+    }
+
+    async fn get_inbound_request(
+        &self,
+        source_id: &str,
+        id: &str,
+    ) -> StoreResult<Option<hooklane_core::model::InboundRequest>> {
+        let (source, id) = (owned(source_id), owned(id));
+        self.read(move |c| super::inbound::get_request(c, &source, &id)).await
     }
 
     async fn list_attempts(

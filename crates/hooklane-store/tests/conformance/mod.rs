@@ -75,6 +75,11 @@ macro_rules! store_conformance_tests {
             claim_due_skips_saturated_endpoints,
             concurrent_create_message_all_durable,
             concurrent_duplicate_event_id_single_winner,
+            // --- inbound sources
+            source_lifecycle_and_hidden_application,
+            source_create_is_atomic,
+            inbound_requests_record_list_get,
+            message_content_type_and_headers_round_trip,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
@@ -87,6 +92,10 @@ macro_rules! store_conformance_tests {
         )*
     };
 }
+
+// --- inbound sources: cases in their own file.
+mod inbound;
+pub use inbound::*;
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -177,6 +186,8 @@ pub fn new_message(app_id: &str, event_type: &str, created_at: DateTime<Utc>) ->
         channels: None,
         tags: None,
         created_at,
+        content_type: None,
+        headers: BTreeMap::new(),
     }
 }
 

@@ -1,0 +1,484 @@
+//! Inbound webhooks: checking that a request really comes from its provider, finding the
+//! provider's delivery id (for deduplication) and event type, and choosing which of its
+//! headers travel on. No I/O: the server hands in the headers and the raw body.
+//!
+//! One module per provider family: [`hmac_body`] (an HMAC of the body in a header: GitHub,
+//! Shopify, generic), [`stripe`] and [`slack`] (an HMAC of a timestamp and the body, with a
+//! freshness window), [`standard`] (Standard Webhooks), [`token`] (a shared secret sent as
+//! is: Telegram's secret token, HTTP basic auth). Every comparison of secret material is
+//! constant-time.
+
+pub mod hmac_body;
+pub mod slack;
+pub mod standard;
+pub mod stripe;
+pub mod token;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Request headers as the checks see them: names in lower case (repeated headers joined
+/// with `", "`).
+pub type Headers = BTreeMap<String, String>;
+
+/// How long a signed timestamp (Stripe, Slack, Standard Webhooks) stays acceptable, either way.
+pub const TOLERANCE_SECS: i64 = 5 * 60;
+
+/// The value of header `name` (any case).
+pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    match headers.get(name) {
+        Some(v) => Some(v.as_str()),
+        None => headers.get(&name.to_ascii_lowercase()).map(String::as_str),
+    }
+}
+
+/// How requests of a source prove where they come from. Secrets are kept as given.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
+pub enum Verification {
+    /// No check at all (only for trusted networks: pair it with an address allow-list).
+    None,
+    /// `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>`.
+    Github { secret: String },
+    /// `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "t.body")>`.
+    Stripe { secret: String },
+    /// `X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256(secret, body)>`.
+    Shopify { secret: String },
+    /// `X-Slack-Signature: v0=<hex HMAC-SHA256(secret, "v0:ts:body")>` with
+    /// `X-Slack-Request-Timestamp: ts`.
+    Slack { signing_secret: String },
+    /// `X-Telegram-Bot-Api-Secret-Token: <secret_token>` (the `secret_token` given to
+    /// `setWebhook`).
+    Telegram { secret_token: String },
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature` with a `whsec_` secret.
+    StandardWebhooks { secret: String },
+    /// `<header>: <prefix><hex or base64 HMAC(secret, body)>`.
+    Hmac {
+        header: String,
+        algorithm: HmacAlgorithm,
+        encoding: Encoding,
+        #[serde(default)]
+        prefix: Option<String>,
+        secret: String,
+    },
+    /// `Authorization: Basic base64(username:password)`.
+    BasicAuth { username: String, password: String },
+}
+
+/// Never prints secrets: only the kind of check.
+impl std::fmt::Debug for Verification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Verification::{}(<redacted>)", self.kind())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HmacAlgorithm {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    Hex,
+    Base64,
+}
+
+/// Where the provider's delivery id is. A request whose id was seen before is acknowledged
+/// and not forwarded again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Deduplication {
+    /// A request header.
+    Header { header: String },
+    /// A field of the JSON body, as a dot-separated path (`data.object.id`).
+    JsonField { path: String },
+    /// No deduplication.
+    None,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("missing header {0}")]
+    MissingHeader(String),
+    #[error("malformed {0}")]
+    Malformed(String),
+    #[error("timestamp is too old (more than {TOLERANCE_SECS} s)")]
+    TimestampTooOld,
+    #[error("timestamp is too far in the future (more than {TOLERANCE_SECS} s)")]
+    TimestampTooNew,
+    #[error("signature does not match")]
+    SignatureMismatch,
+    #[error("wrong credentials")]
+    BadCredentials,
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {msg}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub msg: String,
+}
+
+fn config_err(field: &'static str, msg: impl Into<String>) -> ConfigError {
+    ConfigError { field, msg: msg.into() }
+}
+
+/// Checks that `t` (unix seconds, as text) is within [`TOLERANCE_SECS`] of `now`.
+pub(crate) fn fresh(t: &str, what: &str, now: i64) -> Result<i64, Rejection> {
+    let ts: i64 = t.trim().parse().map_err(|_| Rejection::Malformed(what.to_string()))?;
+    if ts < now - TOLERANCE_SECS {
+        return Err(Rejection::TimestampTooOld);
+    }
+    if ts > now + TOLERANCE_SECS {
+        return Err(Rejection::TimestampTooNew);
+    }
+    Ok(ts)
+}
+
+/// Lower-case hex to bytes; `None` if not hex.
+pub(crate) fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok())).collect()
+}
+
+impl Verification {
+    /// The check's name as in the API (`github`, `stripe`…).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Verification::None => "none",
+            Verification::Github { .. } => "github",
+            Verification::Stripe { .. } => "stripe",
+            Verification::Shopify { .. } => "shopify",
+            Verification::Slack { .. } => "slack",
+            Verification::Telegram { .. } => "telegram",
+            Verification::StandardWebhooks { .. } => "standardWebhooks",
+            Verification::Hmac { .. } => "hmac",
+            Verification::BasicAuth { .. } => "basicAuth",
+        }
+    }
+
+    /// Checks a request's headers and raw body at `now` (unix seconds).
+    pub fn verify(&self, headers: &Headers, body: &[u8], now: i64) -> Result<(), Rejection> {
+        match self {
+            Verification::None => Ok(()),
+            Verification::Github { secret } => hmac_body::github(secret, headers, body),
+            Verification::Stripe { secret } => stripe::verify(secret, headers, body, now),
+            Verification::Shopify { secret } => hmac_body::shopify(secret, headers, body),
+            Verification::Slack { signing_secret } => slack::verify(signing_secret, headers, body, now),
+            Verification::Telegram { secret_token } => token::telegram(secret_token, headers),
+            Verification::StandardWebhooks { secret } => standard::verify(secret, headers, body, now),
+            Verification::Hmac { header: name, algorithm, encoding, prefix, secret } => {
+                let spec = hmac_body::Spec {
+                    header: name,
+                    algorithm: *algorithm,
+                    encoding: *encoding,
+                    prefix: prefix.as_deref().unwrap_or(""),
+                };
+                hmac_body::verify(&spec, secret.as_bytes(), headers, body)
+            }
+            Verification::BasicAuth { username, password } => token::basic(username, password, headers),
+        }
+    }
+
+    /// Refuses configurations that could never verify anything (or would be trivially weak).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let secret = |field: &'static str, s: &str| {
+            if s.is_empty() || s.len() > 1024 {
+                return Err(config_err(field, "must be between 1 and 1024 characters"));
+            }
+            Ok(())
+        };
+        match self {
+            Verification::None => Ok(()),
+            Verification::Github { secret: s }
+            | Verification::Stripe { secret: s }
+            | Verification::Shopify { secret: s } => secret("verification.secret", s),
+            Verification::Slack { signing_secret } => secret("verification.signingSecret", signing_secret),
+            Verification::Telegram { secret_token } => {
+                // Telegram's own rule for `secret_token`.
+                let ok = (1..=256).contains(&secret_token.len())
+                    && secret_token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if ok {
+                    Ok(())
+                } else {
+                    Err(config_err("verification.secretToken", "must be 1-256 characters of A-Z, a-z, 0-9, _ and -"))
+                }
+            }
+            Verification::StandardWebhooks { secret } => crate::signing::Secret::parse(secret)
+                .map(|_| ())
+                .map_err(|e| config_err("verification.secret", e.to_string())),
+            Verification::Hmac { header, prefix, secret: s, .. } => {
+                if header.is_empty() || header.len() > 256 || !header.bytes().all(is_token_char) {
+                    return Err(config_err("verification.header", "must be a valid header name"));
+                }
+                if prefix.as_ref().is_some_and(|p| p.len() > 64) {
+                    return Err(config_err("verification.prefix", "must be at most 64 characters"));
+                }
+                secret("verification.secret", s)
+            }
+            Verification::BasicAuth { username, password } => {
+                if username.is_empty() || username.len() > 256 || username.contains(':') {
+                    return Err(config_err("verification.username", "must be 1-256 characters without ':'"));
+                }
+                secret("verification.password", password)
+            }
+        }
+    }
+
+    /// The configuration without its secrets, for API answers.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(map) = v.as_object_mut() {
+            for key in ["secret", "signingSecret", "secretToken", "password"] {
+                map.remove(key);
+            }
+        }
+        v
+    }
+
+    /// Headers this check reads: they are not forwarded to destinations.
+    pub fn headers_used(&self) -> Vec<String> {
+        let names: &[&str] = match self {
+            Verification::None => &[],
+            Verification::Github { .. } => &["x-hub-signature-256", "x-hub-signature"],
+            Verification::Stripe { .. } => &["stripe-signature"],
+            Verification::Shopify { .. } => &["x-shopify-hmac-sha256"],
+            Verification::Slack { .. } => &["x-slack-signature", "x-slack-request-timestamp"],
+            Verification::Telegram { .. } => &[token::TELEGRAM_HEADER],
+            Verification::StandardWebhooks { .. } => &["webhook-signature"],
+            Verification::Hmac { header, .. } => return vec![header.to_ascii_lowercase()],
+            Verification::BasicAuth { .. } => &["authorization"],
+        };
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Where this provider puts its delivery id, when it has one.
+    pub fn default_deduplication(&self) -> Deduplication {
+        let header = |h: &str| Deduplication::Header { header: h.to_string() };
+        let field = |p: &str| Deduplication::JsonField { path: p.to_string() };
+        match self {
+            Verification::Github { .. } => header("x-github-delivery"),
+            Verification::Stripe { .. } => field("id"),
+            Verification::Shopify { .. } => header("x-shopify-webhook-id"),
+            Verification::Slack { .. } => field("event_id"),
+            Verification::Telegram { .. } => field("update_id"),
+            Verification::StandardWebhooks { .. } => header("webhook-id"),
+            Verification::None | Verification::Hmac { .. } | Verification::BasicAuth { .. } => Deduplication::None,
+        }
+    }
+
+    /// The provider's name for what happened (`push`, `invoice.paid`, `message`…), made
+    /// into a valid event type name; `None` when the provider does not say.
+    pub fn event_type(&self, headers: &Headers, json: Option<&serde_json::Value>) -> Option<String> {
+        let field = |path: &str| json.and_then(|j| json_path(j, path));
+        let raw = match self {
+            Verification::Github { .. } => header(headers, "x-github-event").map(str::to_string),
+            Verification::Shopify { .. } => header(headers, "x-shopify-topic").map(str::to_string),
+            Verification::Stripe { .. } | Verification::StandardWebhooks { .. } => field("type"),
+            Verification::Slack { .. } => field("event.type").or_else(|| field("type")),
+            // An update carries `update_id` and exactly one other field, which says what it is.
+            Verification::Telegram { .. } => {
+                json.and_then(|j| j.as_object()).and_then(|o| o.keys().find(|k| k.as_str() != "update_id").cloned())
+            }
+            Verification::None | Verification::Hmac { .. } | Verification::BasicAuth { .. } => None,
+        }?;
+        let name: String = raw
+            .chars()
+            .take(256)
+            .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '.' })
+            .collect();
+        (!name.is_empty()).then_some(name)
+    }
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+impl Deduplication {
+    pub fn check(&self) -> Result<(), ConfigError> {
+        match self {
+            Deduplication::Header { header } if header.is_empty() || !header.bytes().all(is_token_char) => {
+                Err(config_err("deduplication.header", "must be a valid header name"))
+            }
+            Deduplication::JsonField { path }
+                if path.is_empty() || path.len() > 256 || path.split('.').any(str::is_empty) =>
+            {
+                Err(config_err("deduplication.path", "must be a dot-separated path such as data.id"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The delivery id of a request, if it carries one.
+    pub fn key(&self, headers: &Headers, json: Option<&serde_json::Value>) -> Option<String> {
+        let key = match self {
+            Deduplication::Header { header: name } => header(headers, name).map(|v| v.trim().to_string()),
+            Deduplication::JsonField { path } => json.and_then(|j| json_path(j, path)),
+            Deduplication::None => None,
+        }?;
+        (!key.is_empty()).then_some(key)
+    }
+}
+
+/// A string or number at a dot-separated path of a JSON document, as text.
+pub fn json_path(doc: &serde_json::Value, path: &str) -> Option<String> {
+    let mut at = doc;
+    for part in path.split('.') {
+        at = match at {
+            serde_json::Value::Object(o) => o.get(part)?,
+            serde_json::Value::Array(a) => a.get(part.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    match at {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Headers that carry credentials: masked in request records, never forwarded.
+pub fn is_sensitive_header(name: &str) -> bool {
+    matches!(name, "authorization" | "proxy-authorization" | "cookie" | token::TELEGRAM_HEADER)
+}
+
+/// Headers that belong to one HTTP hop (or that hooklane sets itself): never forwarded.
+fn is_hop_header(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "content-length"
+            | "content-type"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "expect"
+            | "accept-encoding"
+            | "content-encoding"
+            | "user-agent"
+            | "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-real-ip"
+    ) || name.starts_with("proxy-")
+        || name.starts_with("webhook-")
+}
+
+/// Most headers forwarded, and longest value, so a request cannot make every delivery huge.
+const MAX_FORWARDED: usize = 32;
+const MAX_FORWARDED_VALUE: usize = 1024;
+
+/// The request headers destinations receive with the body: the provider's informative
+/// headers (`x-github-event`, `x-shopify-topic`…), without credentials, without what the
+/// check read (signatures, secret tokens) and without per-hop headers.
+pub fn forwarded_headers(verification: &Verification, headers: &Headers) -> BTreeMap<String, String> {
+    let used = verification.headers_used();
+    headers
+        .iter()
+        .filter(|(name, value)| {
+            !is_sensitive_header(name)
+                && !is_hop_header(name)
+                && !used.contains(name)
+                && value.len() <= MAX_FORWARDED_VALUE
+        })
+        .take(MAX_FORWARDED)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn headers(pairs: &[(&str, &str)]) -> Headers {
+        pairs.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn configuration_round_trips_and_hides_secrets() {
+        let v: Verification = serde_json::from_str(
+            r#"{"type":"hmac","header":"X-Signature","algorithm":"sha512","encoding":"base64","prefix":"sha512=","secret":"s3cr3t"}"#,
+        )
+        .unwrap();
+        assert_eq!(v.kind(), "hmac");
+        assert!(v.check().is_ok());
+        let shown = v.redacted().to_string();
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("X-Signature"));
+        assert_eq!(format!("{v:?}"), "Verification::hmac(<redacted>)");
+        let slack: Verification = serde_json::from_str(r#"{"type":"slack","signingSecret":"abc"}"#).unwrap();
+        assert_eq!(slack, Verification::Slack { signing_secret: "abc".into() });
+        assert_eq!(slack.redacted(), serde_json::json!({"type": "slack"}));
+        assert!(serde_json::from_str::<Verification>(r#"{"type":"github","secret":"a","extra":1}"#).is_err());
+        assert!(serde_json::from_str::<Verification>(r#"{"type":"nope"}"#).is_err());
+        let basic: Verification =
+            serde_json::from_str(r#"{"type":"basicAuth","username":"u","password":"p"}"#).unwrap();
+        assert_eq!(basic.redacted(), serde_json::json!({"type": "basicAuth", "username": "u"}));
+    }
+
+    #[test]
+    fn weak_or_broken_configurations_are_refused() {
+        assert!(Verification::Github { secret: String::new() }.check().is_err());
+        assert!(Verification::Telegram { secret_token: "has space".into() }.check().is_err());
+        assert!(Verification::Telegram { secret_token: "ok_token-1".into() }.check().is_ok());
+        assert!(Verification::StandardWebhooks { secret: "whsec_short".into() }.check().is_err());
+        assert!(Verification::BasicAuth { username: "a:b".into(), password: "p".into() }.check().is_err());
+        assert!(Deduplication::JsonField { path: "a..b".into() }.check().is_err());
+        assert!(Deduplication::Header { header: "bad header".into() }.check().is_err());
+    }
+
+    #[test]
+    fn delivery_ids_and_event_types() {
+        let json: serde_json::Value = serde_json::from_str(
+            r#"{"update_id": 10000, "message": {"text": "hi"}, "data": {"items": [{"id": "x"}]}}"#,
+        )
+        .unwrap();
+        let tg = Verification::Telegram { secret_token: "t".into() };
+        assert_eq!(tg.default_deduplication().key(&Headers::new(), Some(&json)), Some("10000".into()));
+        assert_eq!(json_path(&json, "data.items.0.id"), Some("x".into()));
+        assert_eq!(json_path(&json, "message"), None);
+        let gh = Verification::Github { secret: "s".into() };
+        let h = headers(&[("X-GitHub-Delivery", "72d3162e"), ("X-GitHub-Event", "pull_request")]);
+        assert_eq!(gh.default_deduplication().key(&h, None), Some("72d3162e".into()));
+        assert_eq!(gh.event_type(&h, None), Some("pull_request".into()));
+        let shop = Verification::Shopify { secret: "s".into() };
+        assert_eq!(
+            shop.event_type(&headers(&[("X-Shopify-Topic", "orders/create")]), None),
+            Some("orders.create".into())
+        );
+        assert_eq!(Deduplication::None.key(&h, Some(&json)), None);
+    }
+
+    #[test]
+    fn forwarded_headers_leave_out_secrets_signatures_and_hop_headers() {
+        let gh = Verification::Github { secret: "s".into() };
+        let h = headers(&[
+            ("X-GitHub-Event", "push"),
+            ("X-Hub-Signature-256", "sha256=00"),
+            ("Authorization", "Bearer x"),
+            ("Content-Type", "application/json"),
+            ("Host", "hooks.example.com"),
+            ("webhook-id", "msg_1"),
+        ]);
+        let f = forwarded_headers(&gh, &h);
+        assert_eq!(f.keys().collect::<Vec<_>>(), vec!["x-github-event"]);
+        let tg = Verification::Telegram { secret_token: "t".into() };
+        let h = headers(&[("X-Telegram-Bot-Api-Secret-Token", "t")]);
+        assert!(forwarded_headers(&tg, &h).is_empty());
+    }
+}

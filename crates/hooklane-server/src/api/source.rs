@@ -1,0 +1,554 @@
+//! `/api/v1/source`: inbound sources (admin token only).
+//!
+//! A source is a webhook sender hooklane receives from. It owns an application (uid = the
+//! source id) whose endpoints are the source's URL destinations: forwarding reuses the
+//! outbound machinery (retries, Standard Webhooks signing with each destination's secret,
+//! attempt log under `/api/v1/app/{source_id}/…`). Event-type destinations post the JSON
+//! body into another application as a message of that type.
+//!
+//! Verification secrets are write-only: answers show the kind of check and its non-secret
+//! settings only. Destination secrets (hooklane's own signing secrets) are shown, as
+//! `GET …/endpoint/{id}/secret` does.
+
+use std::collections::{BTreeMap, HashSet};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use base64::Engine;
+use hooklane_core::ids::{self, new_id};
+use hooklane_core::inbound::{Deduplication, Verification};
+use hooklane_core::model::{Application, Endpoint, EventDestination, InboundRequest, InboundStatus, Metadata, Source};
+use hooklane_core::signing::Secret;
+use hooklane_core::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::endpoint::{parse_secret, validate as validate_endpoint};
+use super::{check_len, check_metadata, check_name, page_request, ListResponse, Patch};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Admin, Json, Path, Query};
+use crate::state::AppState;
+
+/// Largest body a source may be configured to accept.
+pub const MAX_SOURCE_BODY_BYTES: u64 = 10 * 1024 * 1024;
+const MAX_DESTINATIONS: usize = 20;
+const MAX_NETWORKS: usize = 64;
+
+/// The routes under `/api/v1/source`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(list).post(create))
+        .route("/{source_id}", get(get_one).put(put).patch(patch).delete(delete))
+        .route("/{source_id}/request", get(list_requests))
+        .route("/{source_id}/request/{request_id}", get(get_request))
+}
+
+/// Whether an application belongs to an inbound source (its uid is the source id): such an
+/// application is changed and deleted through its source only.
+pub fn owned_by_source(app: &Application) -> bool {
+    app.uid.as_deref().is_some_and(|uid| ids::has_prefix(uid, ids::SOURCE))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourceIn {
+    name: String,
+    verification: Verification,
+    #[serde(default)]
+    deduplication: Option<Deduplication>,
+    #[serde(default)]
+    allow_networks: Vec<String>,
+    #[serde(default)]
+    max_body_bytes: Option<u64>,
+    #[serde(default)]
+    destinations: Vec<DestinationIn>,
+    #[serde(default)]
+    metadata: Metadata,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourcePatch {
+    #[serde(default)]
+    name: Patch<String>,
+    #[serde(default)]
+    verification: Patch<Verification>,
+    #[serde(default)]
+    deduplication: Patch<Deduplication>,
+    #[serde(default)]
+    allow_networks: Patch<Vec<String>>,
+    #[serde(default)]
+    max_body_bytes: Patch<u64>,
+    #[serde(default)]
+    destinations: Patch<Vec<DestinationIn>>,
+    #[serde(default)]
+    metadata: Patch<Metadata>,
+}
+
+/// One destination: a URL (`url`, optional `headers`, `secret`, `disabled`; `id` to keep an
+/// existing one) or an event type of an application (`appId` + `eventType`). `type` is
+/// optional (answers carry it, so an answer can be sent back as is).
+#[derive(Deserialize, Clone)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DestinationIn {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    disabled: Option<bool>,
+    #[serde(default)]
+    app_id: Option<String>,
+    #[serde(default)]
+    event_type: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum DestinationOut {
+    /// An endpoint of the source's application.
+    #[serde(rename = "url", rename_all = "camelCase")]
+    Url { id: String, url: String, headers: BTreeMap<String, String>, secret: String, disabled: bool },
+    #[serde(rename = "eventType", rename_all = "camelCase")]
+    EventType { app_id: String, event_type: String },
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceOut {
+    id: String,
+    name: String,
+    /// Where the provider sends its webhooks.
+    ingest_url: String,
+    /// The source's application: its messages and attempts are under `/api/v1/app/{id}`.
+    app_id: String,
+    verification: serde_json::Value,
+    /// Where the delivery id is looked for (the provider's usual place unless configured).
+    deduplication: Deduplication,
+    allow_networks: Vec<String>,
+    max_body_bytes: u64,
+    destinations: Vec<DestinationOut>,
+    metadata: Metadata,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+async fn source_out(s: &AppState, src: Source) -> ApiResult<SourceOut> {
+    let endpoints = s.0.store.app_endpoints(&src.app_id).await?;
+    let mut destinations: Vec<DestinationOut> = endpoints
+        .into_iter()
+        .map(|e| DestinationOut::Url {
+            id: e.id,
+            url: e.url,
+            headers: e.headers,
+            secret: e.secret,
+            disabled: e.disabled,
+        })
+        .collect();
+    destinations.extend(
+        src.event_destinations
+            .iter()
+            .map(|d| DestinationOut::EventType { app_id: d.app_id.clone(), event_type: d.event_type.clone() }),
+    );
+    Ok(SourceOut {
+        ingest_url: format!("{}/in/{}", s.0.public_url.trim_end_matches('/'), src.id),
+        deduplication: src.deduplication.clone().unwrap_or_else(|| src.verification.default_deduplication()),
+        max_body_bytes: body_limit(s, &src),
+        verification: src.verification.redacted(),
+        id: src.id,
+        name: src.name,
+        app_id: src.app_id,
+        allow_networks: src.allow_networks,
+        destinations,
+        metadata: src.metadata,
+        created_at: src.created_at,
+        updated_at: src.updated_at,
+    })
+}
+
+/// The largest body the source accepts.
+pub fn body_limit(s: &AppState, src: &Source) -> u64 {
+    src.max_body_bytes.unwrap_or(s.0.max_body_bytes as u64)
+}
+
+/// A destination once checked: an endpoint to create or update, or an event type.
+enum Checked {
+    Url(DestinationIn),
+    Event(EventDestination),
+}
+
+/// Checks the source's own settings (not its destinations).
+fn validate(src: &mut Source) -> ApiResult<()> {
+    if src.name.trim().is_empty() {
+        return Err(ApiError::validation("name", "must not be empty"));
+    }
+    check_len("name", &src.name, 256)?;
+    src.verification.check().map_err(|e| ApiError::validation(e.field, e.msg))?;
+    if let Some(d) = &src.deduplication {
+        d.check().map_err(|e| ApiError::validation(e.field, e.msg))?;
+    }
+    if src.allow_networks.len() > MAX_NETWORKS {
+        return Err(ApiError::validation("allowNetworks", format!("at most {MAX_NETWORKS} networks")));
+    }
+    for net in src.allow_networks.iter_mut() {
+        let parsed = net
+            .trim()
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| net.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| ApiError::validation("allowNetworks", format!("{net:?} is not a CIDR network")))?;
+        *net = parsed.trunc().to_string();
+    }
+    if let Some(n) = src.max_body_bytes {
+        if !(1..=MAX_SOURCE_BODY_BYTES).contains(&n) {
+            return Err(ApiError::validation("maxBodyBytes", format!("must be between 1 and {MAX_SOURCE_BODY_BYTES}")));
+        }
+    }
+    check_metadata("metadata", &src.metadata)
+}
+
+/// Checks destinations; event-type destinations get their application resolved to its id.
+async fn check_destinations(s: &AppState, input: Vec<DestinationIn>) -> ApiResult<Vec<Checked>> {
+    if input.len() > MAX_DESTINATIONS {
+        return Err(ApiError::validation("destinations", format!("at most {MAX_DESTINATIONS} destinations")));
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut seen_events = HashSet::new();
+    for d in input {
+        match (&d.url, &d.app_id, &d.event_type) {
+            (Some(_), None, None) if matches!(d.kind.as_deref(), None | Some("url")) => out.push(Checked::Url(d)),
+            (None, Some(app_key), Some(event_type))
+                if matches!(d.kind.as_deref(), None | Some("eventType"))
+                    && d.id.is_none()
+                    && d.headers.is_none()
+                    && d.secret.is_none()
+                    && d.disabled.is_none() =>
+            {
+                check_name("destinations.eventType", event_type)?;
+                let app =
+                    s.0.store.get_app(app_key).await?.ok_or_else(|| {
+                        ApiError::validation("destinations.appId", format!("no application {app_key:?}"))
+                    })?;
+                if owned_by_source(&app) {
+                    return Err(ApiError::validation(
+                        "destinations.appId",
+                        "an application of an inbound source cannot be a destination",
+                    ));
+                }
+                if !seen_events.insert((app.id.clone(), event_type.clone())) {
+                    return Err(ApiError::validation("destinations", "the same event type of an application twice"));
+                }
+                out.push(Checked::Event(EventDestination { app_id: app.id, event_type: event_type.clone() }));
+            }
+            _ => {
+                return Err(ApiError::validation(
+                    "destinations",
+                    "each destination is either {\"url\", \"headers\"?, \"secret\"?} or {\"appId\", \"eventType\"}",
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A new endpoint of the source's application for a URL destination.
+fn new_endpoint(app_id: &str, d: DestinationIn, now: DateTime<Utc>) -> ApiResult<Endpoint> {
+    let secret = match &d.secret {
+        Some(raw) => parse_secret(raw)?,
+        None => Secret::generate(),
+    };
+    let ep = Endpoint {
+        id: new_id(ids::ENDPOINT),
+        app_id: app_id.to_string(),
+        uid: None,
+        url: d.url.unwrap_or_default(),
+        description: String::new(),
+        version: 1,
+        filter_types: None,
+        channels: None,
+        disabled: d.disabled.unwrap_or(false),
+        rate_limit: None,
+        metadata: Metadata::new(),
+        headers: d.headers.unwrap_or_default(),
+        secret: secret.expose(),
+        previous_secrets: Vec::new(),
+        failing_since: None,
+        created_at: now,
+        updated_at: now,
+    };
+    validate_endpoint(&ep).map_err(|e| match e {
+        ApiError::Validation { field, msg, .. } => ApiError::validation(format!("destinations.{field}"), msg),
+        other => other,
+    })?;
+    Ok(ep)
+}
+
+fn split(checked: Vec<Checked>) -> (Vec<DestinationIn>, Vec<EventDestination>) {
+    let mut urls = Vec::new();
+    let mut events = Vec::new();
+    for c in checked {
+        match c {
+            Checked::Url(d) => urls.push(d),
+            Checked::Event(e) => events.push(e),
+        }
+    }
+    (urls, events)
+}
+
+pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<SourceIn>) -> ApiResult<impl IntoResponse> {
+    let now = super::now();
+    let id = new_id(ids::SOURCE);
+    let app = Application {
+        id: new_id(ids::APP),
+        uid: Some(id.clone()),
+        name: format!("inbound source {id}"),
+        rate_limit: None,
+        metadata: Metadata::from([("hooklane.source".to_string(), id.clone())]),
+        created_at: now,
+        updated_at: now,
+    };
+    let (urls, events) = split(check_destinations(&s, input.destinations).await?);
+    let mut src = Source {
+        id,
+        app_id: app.id.clone(),
+        name: input.name,
+        verification: input.verification,
+        deduplication: input.deduplication,
+        allow_networks: input.allow_networks,
+        max_body_bytes: input.max_body_bytes,
+        event_destinations: events,
+        metadata: input.metadata,
+        created_at: now,
+        updated_at: now,
+    };
+    validate(&mut src)?;
+    let mut endpoints = Vec::with_capacity(urls.len());
+    for d in urls {
+        if d.id.is_some() {
+            return Err(ApiError::validation("destinations.id", "a new source has no destination to keep"));
+        }
+        endpoints.push(new_endpoint(&app.id, d, now)?);
+    }
+    s.0.store.create_source(src.clone(), app, endpoints).await?;
+    tracing::info!(source_id = %src.id, verification = src.verification.kind(), "inbound source created");
+    Ok((StatusCode::CREATED, axum::Json(source_out(&s, src).await?)))
+}
+
+pub async fn list(State(s): State<AppState>, _: Admin, q: Query) -> ApiResult<axum::Json<ListResponse<SourceOut>>> {
+    let page = page_request(&q, false)?;
+    let page = s.0.store.list_sources(&page).await?;
+    let iterator = page.items.last().map(|x| x.id.clone());
+    let prev_iterator = page.items.first().map(|x| x.id.clone());
+    let mut data = Vec::with_capacity(page.items.len());
+    for src in page.items {
+        data.push(source_out(&s, src).await?);
+    }
+    Ok(axum::Json(ListResponse { data, iterator, prev_iterator, done: page.done }))
+}
+
+pub async fn find(s: &AppState, id: &str) -> ApiResult<Source> {
+    s.0.store.get_source(id).await?.ok_or(ApiError::NotFound("source"))
+}
+
+pub async fn get_one(State(s): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<axum::Json<SourceOut>> {
+    let src = find(&s, &id).await?;
+    Ok(axum::Json(source_out(&s, src).await?))
+}
+
+/// Saves a changed source; `destinations`, when given, replaces them all: URL destinations
+/// with an `id` update that endpoint, those without are created, endpoints left out are
+/// deleted (with their delivery history).
+async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<DestinationIn>>) -> ApiResult<SourceOut> {
+    let now = super::now();
+    src.updated_at = now;
+    let mut plan = None;
+    if let Some(input) = destinations {
+        let (urls, events) = split(check_destinations(s, input).await?);
+        src.event_destinations = events;
+        plan = Some(urls);
+    }
+    validate(&mut src)?;
+    // Every destination is checked before anything is written.
+    let mut changes = Vec::new();
+    if let Some(urls) = plan {
+        let existing = s.0.store.app_endpoints(&src.app_id).await?;
+        let mut kept = HashSet::new();
+        for d in urls {
+            match &d.id {
+                Some(ep_id) => {
+                    let mut ep = existing.iter().find(|e| &e.id == ep_id).cloned().ok_or_else(|| {
+                        ApiError::validation("destinations.id", format!("{ep_id} is not a destination of this source"))
+                    })?;
+                    if !kept.insert(ep.id.clone()) {
+                        return Err(ApiError::validation("destinations.id", format!("{ep_id} appears twice")));
+                    }
+                    ep.url = d.url.clone().unwrap_or_default();
+                    if let Some(h) = &d.headers {
+                        ep.headers = h.clone();
+                    }
+                    if let Some(raw) = &d.secret {
+                        ep.secret = parse_secret(raw)?.expose();
+                    }
+                    if let Some(disabled) = d.disabled {
+                        if ep.disabled && !disabled {
+                            ep.failing_since = None;
+                        }
+                        ep.disabled = disabled;
+                    }
+                    ep.updated_at = now;
+                    validate_endpoint(&ep)?;
+                    changes.push((ep, false));
+                }
+                None => changes.push((new_endpoint(&src.app_id, d, now)?, true)),
+            }
+        }
+        for ep in existing.into_iter().filter(|e| !kept.contains(&e.id)) {
+            s.0.store.delete_endpoint(&ep.app_id, &ep.id).await?;
+        }
+    }
+    for (ep, is_new) in changes {
+        if is_new {
+            s.0.store.create_endpoint(ep).await?;
+        } else {
+            s.0.store.update_endpoint(ep).await?;
+        }
+    }
+    s.0.store.update_source(src.clone()).await.map_err(crate::error::missing("source"))?;
+    source_out(s, src).await
+}
+
+pub async fn put(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    Json(input): Json<SourceIn>,
+) -> ApiResult<axum::Json<SourceOut>> {
+    let mut src = find(&s, &id).await?;
+    src.name = input.name;
+    src.verification = input.verification;
+    src.deduplication = input.deduplication;
+    src.allow_networks = input.allow_networks;
+    src.max_body_bytes = input.max_body_bytes;
+    src.metadata = input.metadata;
+    Ok(axum::Json(save(&s, src, Some(input.destinations)).await?))
+}
+
+pub async fn patch(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    Json(p): Json<SourcePatch>,
+) -> ApiResult<axum::Json<SourceOut>> {
+    let mut src = find(&s, &id).await?;
+    p.name.apply("name", &mut src.name)?;
+    p.verification.apply("verification", &mut src.verification)?;
+    p.deduplication.apply_opt(&mut src.deduplication);
+    p.allow_networks.apply("allowNetworks", &mut src.allow_networks)?;
+    p.max_body_bytes.apply_opt(&mut src.max_body_bytes);
+    p.metadata.apply("metadata", &mut src.metadata)?;
+    let destinations = match p.destinations {
+        Patch::Absent => None,
+        Patch::Null => Some(Vec::new()),
+        Patch::Set(d) => Some(d),
+    };
+    Ok(axum::Json(save(&s, src, destinations).await?))
+}
+
+pub async fn delete(State(s): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    s.0.store.delete_source(&id).await.map_err(crate::error::missing("source"))?;
+    tracing::info!(source_id = %id, "inbound source deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboundRequestOut {
+    id: String,
+    source_id: String,
+    /// `accepted`, `duplicate` or `rejected`.
+    status: &'static str,
+    http_status: u16,
+    reason: Option<String>,
+    remote_addr: Option<String>,
+    headers: BTreeMap<String, String>,
+    /// The body as received (cut at the record limit), as text.
+    body: String,
+    /// The same, base64-encoded, when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_base64: Option<String>,
+    body_size: u64,
+    body_truncated: bool,
+    dedup_key: Option<String>,
+    msg_id: Option<String>,
+    received_at: DateTime<Utc>,
+}
+
+impl From<InboundRequest> for InboundRequestOut {
+    fn from(r: InboundRequest) -> Self {
+        let body_truncated = (r.body.len() as u64) < r.body_size;
+        let (body, body_base64) = match String::from_utf8(r.body) {
+            Ok(text) => (text, None),
+            Err(e) => {
+                let bytes = e.into_bytes();
+                (
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                    Some(base64::engine::general_purpose::STANDARD.encode(&bytes)),
+                )
+            }
+        };
+        InboundRequestOut {
+            body_truncated,
+            id: r.id,
+            source_id: r.source_id,
+            status: r.status.as_str(),
+            http_status: r.http_status,
+            reason: r.reason,
+            remote_addr: r.remote_addr,
+            headers: r.headers,
+            body,
+            body_base64,
+            body_size: r.body_size,
+            dedup_key: r.dedup_key,
+            msg_id: r.msg_id,
+            received_at: r.received_at,
+        }
+    }
+}
+
+/// `GET /api/v1/source/{id}/request`: every request to the source's ingest URL, newest
+/// first; `status=accepted|duplicate|rejected` filters.
+pub async fn list_requests(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    q: Query,
+) -> ApiResult<axum::Json<ListResponse<InboundRequestOut>>> {
+    let page = page_request(&q, true)?;
+    let status = match q.get("status") {
+        None => None,
+        Some("accepted") => Some(InboundStatus::Accepted),
+        Some("duplicate") => Some(InboundStatus::Duplicate),
+        Some("rejected") => Some(InboundStatus::Rejected),
+        Some(_) => return Err(ApiError::bad_query("status", "must be accepted, duplicate or rejected")),
+    };
+    let src = find(&s, &id).await?;
+    let page = s.0.store.list_inbound_requests(&src.id, status, &page).await?;
+    Ok(axum::Json(ListResponse::from_page(page, |r| r.id.clone(), InboundRequestOut::from)))
+}
+
+pub async fn get_request(
+    State(s): State<AppState>,
+    _: Admin,
+    Path((id, request_id)): Path<(String, String)>,
+) -> ApiResult<axum::Json<InboundRequestOut>> {
+    let src = find(&s, &id).await?;
+    let r = s.0.store.get_inbound_request(&src.id, &request_id).await?.ok_or(ApiError::NotFound("request"))?;
+    Ok(axum::Json(r.into()))
+}

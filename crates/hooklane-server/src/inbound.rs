@@ -1,0 +1,413 @@
+//! `POST /in/{source_id}`: the public ingest URL of an inbound source.
+//!
+//! No bearer token: the source's verification is the authentication. In order, a request
+//! is checked against the source's address allow-list, its body size limit, its
+//! verification and its format; a refused request is answered with a 4xx and recorded as
+//! rejected, and nothing of it is forwarded. An accepted request becomes one message of the
+//! source's application (the provider's delivery id as its `eventId`, so a retried
+//! delivery is a duplicate that is acknowledged and not forwarded again), written durably
+//! before the 200, then forwarded by the dispatcher like any outbound message. Every
+//! request is recorded (`GET /api/v1/source/{id}/request`).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use futures::StreamExt;
+use hooklane_core::ids::{self, new_id};
+use hooklane_core::inbound::{forwarded_headers, is_sensitive_header, Headers, Verification};
+use hooklane_core::model::{InboundRequest, InboundStatus, Message, Source};
+use hooklane_core::{DateTime, Utc};
+use hooklane_store::StoreError;
+use ipnet::IpNet;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::api::message::store_and_dispatch;
+use crate::api::source::body_limit;
+use crate::error::ApiError;
+use crate::extract::Path;
+use crate::state::{hex, AppState};
+
+/// Bytes of a request body kept in its record (the forwarded message keeps all of it).
+const RECORDED_BODY_BYTES: usize = 64 * 1024;
+/// Event type of a forwarded request whose provider does not name one.
+const DEFAULT_EVENT_TYPE: &str = "inbound";
+
+/// The public ingest route. It is served outside the API's idempotency layer: providers
+/// retry with the same delivery id, which is deduplicated here.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/in/{source_id}", post(ingest).fallback(|| async { ApiError::MethodNotAllowed }))
+}
+
+/// What is known of a request so far, to record it whatever becomes of it.
+struct Record<'a> {
+    s: &'a AppState,
+    source: &'a Source,
+    id: String,
+    received_at: DateTime<Utc>,
+    remote_addr: Option<String>,
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+    body_size: u64,
+    dedup_key: Option<String>,
+}
+
+impl Record<'_> {
+    async fn save(
+        &self,
+        status: InboundStatus,
+        http_status: StatusCode,
+        reason: Option<String>,
+        msg_id: Option<String>,
+    ) {
+        tracing::info!(
+            source_id = %self.source.id,
+            request_id = %self.id,
+            status = status.as_str(),
+            http_status = http_status.as_u16(),
+            reason = reason.as_deref().unwrap_or(""),
+            msg_id = msg_id.as_deref().unwrap_or(""),
+            "inbound request"
+        );
+        let record = InboundRequest {
+            id: self.id.clone(),
+            source_id: self.source.id.clone(),
+            status,
+            http_status: http_status.as_u16(),
+            reason,
+            remote_addr: self.remote_addr.clone(),
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            body_size: self.body_size,
+            dedup_key: self.dedup_key.clone(),
+            msg_id,
+            received_at: self.received_at,
+        };
+        // The record is a log: failing to write it never changes the answer.
+        if let Err(e) = self.s.0.store.record_inbound_request(record).await {
+            tracing::error!(error = %e, source_id = %self.source.id, "could not record an inbound request");
+        }
+    }
+
+    /// Records a refusal and turns it into the answer.
+    async fn reject(&self, error: ApiError) -> Response {
+        let status = error.status();
+        self.save(InboundStatus::Rejected, status, Some(error.to_string()), None).await;
+        let basic = matches!(self.source.verification, Verification::BasicAuth { .. });
+        let mut response = error.into_response();
+        if basic && status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"hooklane\""));
+        }
+        response
+    }
+
+    fn keep_body(&mut self, body: &[u8]) {
+        self.body_size = body.len() as u64;
+        self.body = body[..body.len().min(RECORDED_BODY_BYTES)].to_vec();
+    }
+}
+
+pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, req: Request) -> Response {
+    let received_at = crate::api::now();
+    let source = match s.0.store.get_source(&source_id).await {
+        Ok(Some(source)) => source,
+        Ok(None) => {
+            tracing::info!(%source_id, "inbound request for an unknown source");
+            return ApiError::NotFound("source").into_response();
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let client = client_addr(peer, req.headers(), &s.0.inbound.trusted_proxies);
+    let headers = header_map(req.headers());
+    let mut record = Record {
+        s: &s,
+        source: &source,
+        id: new_id(ids::INBOUND_REQUEST),
+        received_at,
+        remote_addr: client.map(|ip| ip.to_string()),
+        headers: headers.iter().map(|(k, v)| (k.clone(), mask(k, v))).collect(),
+        body: Vec::new(),
+        body_size: 0,
+        dedup_key: None,
+    };
+
+    // 1. Where it comes from.
+    if !address_allowed(client, &source.allow_networks) {
+        return record.reject(ApiError::Forbidden("this address may not send to this source")).await;
+    }
+
+    // 2. How big it is (refused before reading when the length is announced).
+    let limit = body_limit(&s, &source);
+    let announced = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(n) = announced.filter(|n| *n > limit) {
+        record.body_size = n;
+        return record.reject(too_large(limit)).await;
+    }
+    let body = match read_body(req.into_body(), limit).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge(seen)) => {
+            record.body_size = seen;
+            return record.reject(too_large(limit)).await;
+        }
+        Err(BodyError::Broken(why)) => {
+            return record.reject(ApiError::BadRequest(format!("could not read the body: {why}"))).await
+        }
+    };
+    record.keep_body(&body);
+
+    // 3. Who sent it.
+    if let Err(why) = source.verification.verify(&headers, &body, received_at.timestamp()) {
+        return record.reject(ApiError::VerificationFailed(why.to_string())).await;
+    }
+
+    // 4. What it is.
+    let Ok(text) = String::from_utf8(body) else {
+        return record.reject(ApiError::BadRequest("the body must be UTF-8 text".into())).await;
+    };
+    let looks_json = matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'['));
+    let json: Option<serde_json::Value> = if looks_json { serde_json::from_str(&text).ok() } else { None };
+    if !source.event_destinations.is_empty() && !json.as_ref().is_some_and(|j| j.is_object()) {
+        return record
+            .reject(ApiError::BadRequest("this source forwards to event types, which need a JSON object body".into()))
+            .await;
+    }
+    let dedup = source.deduplication.clone().unwrap_or_else(|| source.verification.default_deduplication());
+    record.dedup_key = dedup.key(&headers, json.as_ref());
+
+    // 5. Durable, then forwarded.
+    let msg = Message {
+        id: new_id(ids::MESSAGE),
+        app_id: source.app_id.clone(),
+        event_type: source
+            .verification
+            .event_type(&headers, json.as_ref())
+            .unwrap_or_else(|| DEFAULT_EVENT_TYPE.to_string()),
+        event_id: record.dedup_key.as_deref().map(event_id),
+        payload: text,
+        channels: None,
+        tags: None,
+        created_at: received_at,
+        content_type: Some(headers.get("content-type").cloned().unwrap_or_else(|| "application/octet-stream".into())),
+        headers: forwarded_headers(&source.verification, &headers),
+    };
+    let event_id = msg.event_id.clone();
+    match store_and_dispatch(&s, msg).await {
+        Ok(msg) => {
+            if let Err(e) = fan_out(&s, &source, &msg).await {
+                // The request is stored; the provider's retry (a duplicate) completes it.
+                let error = ApiError::from(e);
+                record
+                    .save(
+                        InboundStatus::Accepted,
+                        error.status(),
+                        Some(format!("fan-out failed: {error}")),
+                        Some(msg.id),
+                    )
+                    .await;
+                return error.into_response();
+            }
+            record.save(InboundStatus::Accepted, StatusCode::OK, None, Some(msg.id.clone())).await;
+            answer("accepted", &record.id, &msg.id)
+        }
+        Err(StoreError::Conflict(_)) => {
+            let Some(event_id) = event_id else {
+                return ApiError::Internal("conflict on a message without event id".into()).into_response();
+            };
+            let original = match s.0.store.get_message(&source.app_id, &event_id).await {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    return ApiError::Unavailable("the original delivery is being written; retry".into())
+                        .into_response()
+                }
+                Err(e) => return ApiError::from(e).into_response(),
+            };
+            // Finishes a fan-out that an earlier attempt may have left half done.
+            if let Err(e) = fan_out(&s, &source, &original).await {
+                return ApiError::from(e).into_response();
+            }
+            let reason = format!("delivery id seen before (message {})", original.id);
+            record.save(InboundStatus::Duplicate, StatusCode::OK, Some(reason), Some(original.id.clone())).await;
+            answer("duplicate", &record.id, &original.id)
+        }
+        Err(e) => {
+            let error = ApiError::from(e);
+            tracing::error!(source_id = %source.id, error = %error, "could not store an inbound request");
+            error.into_response()
+        }
+    }
+}
+
+fn answer(status: &str, request_id: &str, msg_id: &str) -> Response {
+    (StatusCode::OK, axum::Json(json!({ "status": status, "requestId": request_id, "msgId": msg_id }))).into_response()
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::PayloadTooLarge(usize::try_from(limit).unwrap_or(usize::MAX))
+}
+
+/// Posts the accepted body into every event-type destination's application. Each message's
+/// `eventId` is derived from the source's message, so doing it again is harmless.
+async fn fan_out(s: &AppState, source: &Source, msg: &Message) -> Result<(), StoreError> {
+    for d in &source.event_destinations {
+        if s.0.store.get_app(&d.app_id).await?.is_none() {
+            tracing::warn!(source_id = %source.id, app_id = %d.app_id, "event-type destination's application is gone");
+            continue;
+        }
+        let fanned = Message {
+            id: new_id(ids::MESSAGE),
+            app_id: d.app_id.clone(),
+            event_type: d.event_type.clone(),
+            event_id: Some(format!("{}.{}", msg.id, d.event_type)),
+            payload: msg.payload.clone(),
+            channels: None,
+            tags: None,
+            created_at: crate::api::now(),
+            content_type: None,
+            headers: BTreeMap::new(),
+        };
+        match store_and_dispatch(s, fanned).await {
+            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A delivery id as a message `eventId`: as it is when it is a valid one, else a digest.
+fn event_id(key: &str) -> String {
+    let valid =
+        !key.is_empty() && key.len() <= 256 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if valid {
+        key.to_string()
+    } else {
+        format!("sha256.{}", hex(&Sha256::digest(key.as_bytes())))
+    }
+}
+
+/// Request headers by lower-case name, repeated ones joined with ", ".
+fn header_map(headers: &HeaderMap) -> Headers {
+    let mut out = Headers::new();
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        out.entry(name.as_str().to_string())
+            .and_modify(|v: &mut String| {
+                v.push_str(", ");
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    out
+}
+
+/// Credentials are never kept in records (nor logged).
+fn mask(name: &str, value: &str) -> String {
+    if !is_sensitive_header(name) {
+        return value.to_string();
+    }
+    match value.split_once(' ') {
+        Some((scheme, _)) if name.ends_with("authorization") => format!("{scheme} <redacted>"),
+        _ => "<redacted>".into(),
+    }
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the last address
+/// of `X-Forwarded-For` that is not a trusted proxy.
+fn client_addr(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let mut addr = peer?.to_canonical();
+    if !is_trusted(&addr) {
+        return Some(addr);
+    }
+    let chain: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .collect();
+    for ip in chain.into_iter().rev() {
+        addr = ip.to_canonical();
+        if !is_trusted(&addr) {
+            break;
+        }
+    }
+    Some(addr)
+}
+
+/// Whether the source accepts requests from `client` (any address when it lists no network).
+fn address_allowed(client: Option<IpAddr>, networks: &[String]) -> bool {
+    if networks.is_empty() {
+        return true;
+    }
+    let Some(ip) = client else { return false };
+    networks.iter().filter_map(|n| n.parse::<IpNet>().ok()).any(|n| n.contains(&ip))
+}
+
+enum BodyError {
+    /// Bytes seen before giving up.
+    TooLarge(u64),
+    Broken(String),
+}
+
+/// Reads the whole body, refusing more than `limit` bytes.
+async fn read_body(body: Body, limit: u64) -> Result<Vec<u8>, BodyError> {
+    let mut stream = body.into_data_stream();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Broken(e.to_string()))?;
+        if (out.len() + chunk.len()) as u64 > limit {
+            return Err(BodyError::TooLarge((out.len() + chunk.len()) as u64));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_address_behind_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 198.51.100.2, 10.1.1.1"));
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        assert_eq!(client_addr(Some(proxy), &h, &trusted), Some("198.51.100.2".parse().unwrap()));
+        // An untrusted peer's header is ignored.
+        let direct: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(client_addr(Some(direct), &h, &trusted), Some(direct));
+        assert_eq!(client_addr(Some(direct), &h, &[]), Some(direct));
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(client_addr(Some(mapped), &HeaderMap::new(), &[]), Some("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn allow_lists() {
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(address_allowed(Some(local), &[]));
+        assert!(address_allowed(Some(local), &["127.0.0.0/8".into()]));
+        assert!(!address_allowed(Some(local), &["10.0.0.0/8".into()]));
+        assert!(!address_allowed(None, &["10.0.0.0/8".into()]));
+    }
+
+    #[test]
+    fn event_ids_and_masks() {
+        assert_eq!(event_id("72d3162e-cc78-11e3-81ab-4c9367dc0958"), "72d3162e-cc78-11e3-81ab-4c9367dc0958");
+        assert_eq!(event_id("10000"), "10000");
+        let hashed = event_id("a b/c");
+        assert!(hashed.starts_with("sha256.") && hashed.len() == 7 + 64, "{hashed}");
+        assert_eq!(mask("authorization", "Basic dXNlcjpwYXNz"), "Basic <redacted>");
+        assert_eq!(mask("x-telegram-bot-api-secret-token", "tok"), "<redacted>");
+        assert_eq!(mask("x-github-event", "push"), "push");
+    }
+}

@@ -1,0 +1,180 @@
+//! SQLite queries of inbound sources and their request records.
+
+use hooklane_core::inbound::{Deduplication, Verification};
+use hooklane_core::model::{Application, Endpoint, InboundRequest, InboundStatus, Source};
+use rusqlite::types::Value;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::de::DeserializeOwned;
+
+use super::db_err;
+use super::queries::{self, Select};
+use super::rows::{ms, time, to_json};
+use crate::{Page, PageRequest, StoreError, StoreResult};
+
+pub const SOURCE_COLS: &str = "id, app_id, name, verification, deduplication, allow_networks, max_body_bytes, \
+     event_destinations, metadata, created_at, updated_at";
+
+fn json<T: DeserializeOwned>(row: &Row, idx: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    serde_json::from_str(&text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+pub fn source(row: &Row) -> rusqlite::Result<Source> {
+    let dedup: Option<String> = row.get(4)?;
+    let deduplication: Option<Deduplication> = dedup
+        .map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?;
+    let verification: Verification = json(row, 3)?;
+    Ok(Source {
+        id: row.get(0)?,
+        app_id: row.get(1)?,
+        name: row.get(2)?,
+        verification,
+        deduplication,
+        allow_networks: json(row, 5)?,
+        max_body_bytes: row.get::<_, Option<i64>>(6)?.map(|v| v.max(0) as u64),
+        event_destinations: json(row, 7)?,
+        metadata: json(row, 8)?,
+        created_at: time(row.get(9)?),
+        updated_at: time(row.get(10)?),
+    })
+}
+
+pub const REQUEST_COLS: &str = "id, source_id, status, http_status, reason, remote_addr, headers, body, body_size, \
+     dedup_key, msg_id, received_at";
+
+pub fn request(row: &Row) -> rusqlite::Result<InboundRequest> {
+    Ok(InboundRequest {
+        id: row.get(0)?,
+        source_id: row.get(1)?,
+        status: InboundStatus::from_code(row.get(2)?).unwrap_or(InboundStatus::Rejected),
+        http_status: row.get(3)?,
+        reason: row.get(4)?,
+        remote_addr: row.get(5)?,
+        headers: json(row, 6)?,
+        body: row.get(7)?,
+        body_size: row.get::<_, i64>(8)?.max(0) as u64,
+        dedup_key: row.get(9)?,
+        msg_id: row.get(10)?,
+        received_at: time(row.get(11)?),
+    })
+}
+
+fn max_body(s: &Source) -> Option<i64> {
+    s.max_body_bytes.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+pub fn create_source(conn: &Connection, s: &Source, app: &Application, endpoints: &[Endpoint]) -> StoreResult<()> {
+    queries::insert_app(conn, app)?;
+    for ep in endpoints {
+        queries::insert_endpoint(conn, ep)?;
+    }
+    conn.execute(
+        &format!("INSERT INTO sources ({SOURCE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+        params![
+            s.id,
+            s.app_id,
+            s.name,
+            to_json(&s.verification),
+            s.deduplication.as_ref().map(to_json),
+            to_json(&s.allow_networks),
+            max_body(s),
+            to_json(&s.event_destinations),
+            to_json(&s.metadata),
+            ms(s.created_at),
+            ms(s.updated_at)
+        ],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+pub fn get_source(conn: &Connection, id: &str) -> StoreResult<Option<Source>> {
+    let sql = format!("SELECT {SOURCE_COLS} FROM sources WHERE id = ?1");
+    conn.prepare_cached(&sql).and_then(|mut s| s.query_row([id], source).optional()).map_err(db_err)
+}
+
+pub fn list_sources(conn: &Connection, page: &PageRequest) -> StoreResult<Page<Source>> {
+    Select::new(SOURCE_COLS, "sources").page(conn, "id", page, source)
+}
+
+pub fn update_source(conn: &Connection, s: &Source) -> StoreResult<()> {
+    let n = conn
+        .execute(
+            "UPDATE sources SET name = ?2, verification = ?3, deduplication = ?4, allow_networks = ?5, \
+             max_body_bytes = ?6, event_destinations = ?7, metadata = ?8, updated_at = ?9 WHERE id = ?1",
+            params![
+                s.id,
+                s.name,
+                to_json(&s.verification),
+                s.deduplication.as_ref().map(to_json),
+                to_json(&s.allow_networks),
+                max_body(s),
+                to_json(&s.event_destinations),
+                to_json(&s.metadata),
+                ms(s.updated_at)
+            ],
+        )
+        .map_err(db_err)?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+pub fn delete_source(conn: &Connection, id: &str) -> StoreResult<()> {
+    let app_id: Option<String> = conn
+        .query_row("DELETE FROM sources WHERE id = ?1 RETURNING app_id", [id], |r| r.get(0))
+        .optional()
+        .map_err(db_err)?;
+    let Some(app_id) = app_id else { return Err(StoreError::NotFound) };
+    conn.execute("DELETE FROM inbound_requests WHERE source_id = ?1", [id]).map_err(db_err)?;
+    match queries::delete_app(conn, &app_id) {
+        // The application is already gone: nothing else to remove.
+        Ok(()) | Err(StoreError::NotFound) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn insert_request(conn: &Connection, r: &InboundRequest) -> StoreResult<()> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO inbound_requests ({REQUEST_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            r.id,
+            r.source_id,
+            r.status as i64,
+            r.http_status,
+            r.reason,
+            r.remote_addr,
+            to_json(&r.headers),
+            r.body,
+            i64::try_from(r.body_size).unwrap_or(i64::MAX),
+            r.dedup_key,
+            r.msg_id,
+            ms(r.received_at)
+        ])
+    })
+    .map_err(db_err)?;
+    Ok(())
+}
+
+pub fn list_requests(
+    conn: &Connection,
+    source_id: &str,
+    status: Option<InboundStatus>,
+    page: &PageRequest,
+) -> StoreResult<Page<InboundRequest>> {
+    Select::new(REQUEST_COLS, "inbound_requests")
+        .and("source_id = ?", [Value::Text(source_id.to_string())])
+        .and_if(status, "status = ?", |s| Value::Integer(s as i64))
+        .page(conn, "id", page, request)
+}
+
+pub fn get_request(conn: &Connection, source_id: &str, id: &str) -> StoreResult<Option<InboundRequest>> {
+    let sql = format!("SELECT {REQUEST_COLS} FROM inbound_requests WHERE source_id = ?1 AND id = ?2");
+    conn.prepare_cached(&sql).and_then(|mut s| s.query_row([source_id, id], request).optional()).map_err(db_err)
+}

@@ -1,0 +1,229 @@
+//! Conformance cases of inbound sources: sources with the application they own, request
+//! records, and the media type and headers messages forwarded from a source carry.
+
+use std::collections::BTreeMap;
+
+use hooklane_core::ids::{self, new_id};
+use hooklane_core::inbound::{Deduplication, Verification};
+use hooklane_core::model::{EventDestination, InboundRequest, InboundStatus, Metadata, Source};
+use hooklane_store::DynStore;
+
+use super::*;
+
+pub fn new_source(name: &str) -> (Source, Application) {
+    let t = now_ms();
+    let id = new_id(ids::SOURCE);
+    let mut app = new_app(&format!("source {name}"), Some(&id));
+    app.created_at = t;
+    let source = Source {
+        id,
+        app_id: app.id.clone(),
+        name: name.to_string(),
+        verification: Verification::Github { secret: "gh-secret".into() },
+        deduplication: Some(Deduplication::Header { header: "x-github-delivery".into() }),
+        allow_networks: vec!["10.0.0.0/8".into()],
+        max_body_bytes: Some(65536),
+        event_destinations: vec![EventDestination { app_id: "app_x".into(), event_type: "github.push".into() }],
+        metadata: Metadata::from([("team".to_string(), "infra".to_string())]),
+        created_at: t,
+        updated_at: t,
+    };
+    (source, app)
+}
+
+pub fn new_request(source_id: &str, status: InboundStatus, at: DateTime<Utc>) -> InboundRequest {
+    InboundRequest {
+        id: new_id(ids::INBOUND_REQUEST),
+        source_id: source_id.to_string(),
+        status,
+        http_status: match status {
+            InboundStatus::Rejected => 401,
+            _ => 200,
+        },
+        reason: (status == InboundStatus::Rejected).then(|| "signature does not match".to_string()),
+        remote_addr: Some("192.0.2.7".into()),
+        headers: BTreeMap::from([("x-github-event".to_string(), "push".to_string())]),
+        body: b"{\"ref\":\"main\"}".to_vec(),
+        body_size: 14,
+        dedup_key: Some("72d3162e-cc78-11e3-81ab-4c9367dc0958".into()),
+        msg_id: (status != InboundStatus::Rejected).then(|| new_id(ids::MESSAGE)),
+        received_at: at,
+    }
+}
+
+pub async fn source_lifecycle_and_hidden_application(store: &DynStore) {
+    let plain = setup_app(store, "Plain").await;
+    let (mut source, app) = new_source("github");
+    let ep1 = new_endpoint(&app.id, None);
+    let ep2 = new_endpoint(&app.id, None);
+    store.create_source(source.clone(), app.clone(), vec![ep1.clone(), ep2.clone()]).await.unwrap();
+
+    assert_eq!(store.get_source(&source.id).await.unwrap(), Some(source.clone()));
+    assert_eq!(store.get_source(&new_id(ids::SOURCE)).await.unwrap(), None);
+    // The application is there, by id and by uid (the source id), with its endpoints…
+    assert_eq!(store.get_app(&app.id).await.unwrap(), Some(app.clone()));
+    assert_eq!(store.get_app(&source.id).await.unwrap(), Some(app.clone()));
+    let eps: Vec<String> = store.app_endpoints(&app.id).await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(eps, vec![ep1.id.clone(), ep2.id.clone()]);
+    // …but not listed among the applications.
+    let listed: Vec<String> =
+        store.list_apps(&PageRequest::default()).await.unwrap().items.into_iter().map(|a| a.id).collect();
+    assert_eq!(listed, vec![plain.id.clone()]);
+
+    // Several sources paginate like everything else.
+    let mut ids = vec![source.id.clone()];
+    for i in 0..4 {
+        let (s, a) = new_source(&format!("s{i}"));
+        store.create_source(s.clone(), a, Vec::new()).await.unwrap();
+        ids.push(s.id);
+    }
+    let got = all_pages(
+        2,
+        false,
+        |s: &Source| s.id.clone(),
+        |p| {
+            let st = store.clone();
+            async move { st.list_sources(&p).await }
+        },
+    )
+    .await;
+    assert_eq!(got.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), ids);
+    let newest = store.list_sources(&page_req(1, None, true)).await.unwrap();
+    assert_eq!(newest.items[0].id, ids[4]);
+
+    // Update: every setting round-trips, secrets included (the store needs them).
+    source.name = "GitHub (org)".into();
+    source.verification = Verification::Stripe { secret: "whsec_new".into() };
+    source.deduplication = None;
+    source.allow_networks.clear();
+    source.max_body_bytes = None;
+    source.event_destinations.clear();
+    source.metadata.clear();
+    source.updated_at += secs(5);
+    store.update_source(source.clone()).await.unwrap();
+    assert_eq!(store.get_source(&source.id).await.unwrap(), Some(source.clone()));
+    let (ghost, _) = new_source("ghost");
+    assert_not_found(store.update_source(ghost).await, "update of a missing source");
+
+    // Delete: the source, its application with its endpoints, messages and deliveries, and
+    // its request records all go; other applications stay.
+    let msg = post(store, &app.id, &[&ep1], now_ms()).await;
+    store.record_inbound_request(new_request(&source.id, InboundStatus::Accepted, now_ms())).await.unwrap();
+    store.delete_source(&source.id).await.unwrap();
+    assert_eq!(store.get_source(&source.id).await.unwrap(), None);
+    assert_eq!(store.get_app(&app.id).await.unwrap(), None);
+    assert!(store.app_endpoints(&app.id).await.unwrap().is_empty());
+    assert_eq!(store.get_message(&app.id, &msg.id).await.unwrap(), None);
+    assert_eq!(store.next_due_at().await.unwrap(), None, "the deleted message's delivery is gone");
+    let left = store.list_inbound_requests(&source.id, None, &PageRequest::default()).await.unwrap();
+    assert!(left.items.is_empty());
+    assert_eq!(store.get_app(&plain.id).await.unwrap(), Some(plain));
+    assert_not_found(store.delete_source(&source.id).await, "second delete");
+}
+
+pub async fn source_create_is_atomic(store: &DynStore) {
+    let (source, app) = new_source("first");
+    let ep = new_endpoint(&app.id, None);
+    store.create_source(source, app, vec![ep.clone()]).await.unwrap();
+
+    // A second source whose endpoint id is taken: nothing of it may be left behind.
+    let (second, second_app) = new_source("second");
+    let mut clash = new_endpoint(&second_app.id, None);
+    clash.id = ep.id.clone();
+    let r = store.create_source(second.clone(), second_app.clone(), vec![clash]).await;
+    assert_conflict(r, "endpoint id taken");
+    assert_eq!(store.get_source(&second.id).await.unwrap(), None);
+    assert_eq!(store.get_app(&second_app.id).await.unwrap(), None);
+
+    // Two sources cannot own the same application.
+    let (mut third, _) = new_source("third");
+    let first_app_id = store.list_sources(&PageRequest::default()).await.unwrap().items[0].app_id.clone();
+    third.app_id = first_app_id;
+    let other_app = new_app("other", None);
+    assert_conflict(store.create_source(third.clone(), other_app.clone(), Vec::new()).await, "app owned twice");
+    assert_eq!(store.get_app(&other_app.id).await.unwrap(), None);
+}
+
+pub async fn inbound_requests_record_list_get(store: &DynStore) {
+    let (a, a_app) = new_source("a");
+    let (b, b_app) = new_source("b");
+    store.create_source(a.clone(), a_app, Vec::new()).await.unwrap();
+    store.create_source(b.clone(), b_app, Vec::new()).await.unwrap();
+    let t = now_ms();
+    let mut recorded = Vec::new();
+    for (i, status) in [
+        InboundStatus::Accepted,
+        InboundStatus::Rejected,
+        InboundStatus::Duplicate,
+        InboundStatus::Rejected,
+        InboundStatus::Accepted,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = new_request(&a.id, status, t + millis(i as i64));
+        if i == 1 {
+            // Bodies are kept byte for byte, whatever they hold.
+            r.body = vec![0xff, 0x00, 0xfe, b'{'];
+            r.body_size = 1_000_000;
+            r.remote_addr = None;
+            r.dedup_key = None;
+        }
+        store.record_inbound_request(r.clone()).await.unwrap();
+        recorded.push(r);
+    }
+    store.record_inbound_request(new_request(&b.id, InboundStatus::Accepted, t)).await.unwrap();
+
+    let all = store.list_inbound_requests(&a.id, None, &page_req(50, None, false)).await.unwrap();
+    assert_eq!(all.items, recorded, "records come back whole, in order, only the source's own");
+    assert!(all.done);
+    let newest_first = all_pages(
+        2,
+        true,
+        |r: &InboundRequest| r.id.clone(),
+        |p| {
+            let (st, id) = (store.clone(), a.id.clone());
+            async move { st.list_inbound_requests(&id, None, &p).await }
+        },
+    )
+    .await;
+    assert_eq!(newest_first, recorded.iter().rev().cloned().collect::<Vec<_>>());
+    let rejected =
+        store.list_inbound_requests(&a.id, Some(InboundStatus::Rejected), &PageRequest::default()).await.unwrap();
+    assert_eq!(rejected.items, vec![recorded[1].clone(), recorded[3].clone()]);
+    let dup =
+        store.list_inbound_requests(&a.id, Some(InboundStatus::Duplicate), &PageRequest::default()).await.unwrap();
+    assert_eq!(dup.items, vec![recorded[2].clone()]);
+
+    assert_eq!(store.get_inbound_request(&a.id, &recorded[1].id).await.unwrap(), Some(recorded[1].clone()));
+    assert_eq!(store.get_inbound_request(&b.id, &recorded[1].id).await.unwrap(), None, "scoped to its source");
+    assert_conflict(store.record_inbound_request(recorded[0].clone()).await, "same request id twice");
+}
+
+pub async fn message_content_type_and_headers_round_trip(store: &DynStore) {
+    let app = setup_app(store, "A").await;
+    let ep = setup_endpoint(store, &app.id).await;
+    let t = now_ms();
+    let mut msg = new_message(&app.id, "slash.command", t);
+    msg.payload = "token=abc&text=hello+world".into();
+    msg.content_type = Some("application/x-www-form-urlencoded".into());
+    msg.headers = BTreeMap::from([
+        ("x-slack-retry-num".to_string(), "1".to_string()),
+        ("x-github-event".to_string(), "push".to_string()),
+    ]);
+    msg.event_id = Some("delivery-1".into());
+    store.create_message(msg.clone(), vec![ep.id.clone()], None).await.unwrap();
+    assert_eq!(store.get_message(&app.id, &msg.id).await.unwrap(), Some(msg.clone()));
+    assert_eq!(store.get_message(&app.id, "delivery-1").await.unwrap(), Some(msg.clone()));
+    let listed = store.list_messages(&app.id, &MessageFilter::default(), &PageRequest::default()).await.unwrap();
+    assert_eq!(listed.items, vec![msg.clone()]);
+    let jobs = claim(store, t + secs(1)).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(*jobs[0].message, msg, "the dispatcher gets the media type and headers");
+
+    // A message posted through the API has neither.
+    let plain = post(store, &app.id, &[&ep], t).await;
+    let got = store.get_message(&app.id, &plain.id).await.unwrap().unwrap();
+    assert_eq!(got.content_type, None);
+    assert!(got.headers.is_empty());
+}

@@ -1,0 +1,556 @@
+//! Inbound webhooks end to end: the real server receiving provider requests signed as each
+//! provider documents it (signatures computed here, independently of hooklane's code) and
+//! forwarding them to real loopback receivers.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use common::*;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::{Sha256, Sha512};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn hmac256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().to_vec()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Lets in-flight deliveries land, so "nothing more arrived" means something.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(700)).await;
+}
+
+/// Creates a source; returns its id and the answer.
+async fn create_source(server: &Server, spec: Value) -> (String, Value) {
+    let (status, body) = server.call("POST", "/api/v1/source", Some(spec)).await;
+    assert_eq!(status, 201, "{body}");
+    (body["id"].as_str().unwrap().to_string(), body)
+}
+
+/// A raw POST to a source's ingest URL.
+async fn ingest(server: &Server, source: &str, headers: &[(String, String)], body: &[u8]) -> (u16, Value) {
+    let mut req = server.client.post(server.url(&format!("/in/{source}"))).body(body.to_vec());
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    read(req.send().await.expect("ingest request")).await
+}
+
+/// The source's request records, newest first.
+async fn requests(server: &Server, source: &str) -> Vec<Value> {
+    let (status, body) = server.call("GET", &format!("/api/v1/source/{source}/request?limit=250"), None).await;
+    assert_eq!(status, 200, "{body}");
+    body["data"].as_array().unwrap().clone()
+}
+
+fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// How one provider signs, and where it puts its delivery id.
+#[derive(Clone, Copy, Debug)]
+enum Provider {
+    Github,
+    Stripe,
+    Shopify,
+    Slack,
+    Telegram,
+    StandardWebhooks,
+    Hmac,
+    BasicAuth,
+}
+
+const GH_SECRET: &str = "It's a Secret to Everybody";
+const STRIPE_SECRET: &str = "whsec_test_5f2b7c0a9d";
+const SHOPIFY_SECRET: &str = "shpss_0123456789abcdef";
+const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+const TG_TOKEN: &str = "tg-secret_token-42";
+const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const HMAC_SECRET: &str = "generic-hmac-secret";
+const BASIC_PASSWORD: &str = "correct horse battery staple";
+
+impl Provider {
+    /// The source's configuration (verification, and deduplication where the provider has
+    /// no delivery id of its own).
+    fn spec(self, receiver: &str) -> Value {
+        let verification = match self {
+            Provider::Github => json!({ "type": "github", "secret": GH_SECRET }),
+            Provider::Stripe => json!({ "type": "stripe", "secret": STRIPE_SECRET }),
+            Provider::Shopify => json!({ "type": "shopify", "secret": SHOPIFY_SECRET }),
+            Provider::Slack => json!({ "type": "slack", "signingSecret": SLACK_SECRET }),
+            Provider::Telegram => json!({ "type": "telegram", "secretToken": TG_TOKEN }),
+            Provider::StandardWebhooks => json!({ "type": "standardWebhooks", "secret": SW_SECRET }),
+            Provider::Hmac => json!({
+                "type": "hmac", "header": "X-Signature", "algorithm": "sha512", "encoding": "base64",
+                "prefix": "sha512=", "secret": HMAC_SECRET
+            }),
+            Provider::BasicAuth => json!({ "type": "basicAuth", "username": "hooks", "password": BASIC_PASSWORD }),
+        };
+        let mut spec = json!({
+            "name": format!("{self:?}"),
+            "verification": verification,
+            "destinations": [{ "url": format!("{receiver}/internal/hook"), "headers": { "X-Internal": "yes" } }],
+        });
+        match self {
+            Provider::Hmac => spec["deduplication"] = json!({ "type": "header", "header": "X-Request-Id" }),
+            Provider::BasicAuth => spec["deduplication"] = json!({ "type": "jsonField", "path": "data.id" }),
+            _ => {}
+        }
+        spec
+    }
+
+    /// A request as the provider sends it: delivery `id`, signed at `ts`, with the right
+    /// secret when `genuine`. Returns headers, body and its content type.
+    fn request(self, id: &str, ts: i64, genuine: bool) -> (Vec<(String, String)>, Vec<u8>, &'static str) {
+        let ts_s = ts.to_string();
+        let json_ct = "application/json";
+        match self {
+            Provider::Github => {
+                let body =
+                    format!(r#"{{"ref": "refs/heads/main", "after": "6113728f", "delivery": "{id}"}}"#).into_bytes();
+                let secret = if genuine { GH_SECRET } else { "wrong" };
+                let sig = format!("sha256={}", hex(&hmac256(secret.as_bytes(), &[&body])));
+                let headers = h(&[
+                    ("X-GitHub-Delivery", id),
+                    ("X-GitHub-Event", "push"),
+                    ("X-Hub-Signature-256", &sig),
+                    ("content-type", json_ct),
+                ]);
+                (headers, body, json_ct)
+            }
+            Provider::Stripe => {
+                let body = format!(r#"{{"id":"{id}","object":"event","type":"invoice.paid"}}"#).into_bytes();
+                let secret = if genuine { STRIPE_SECRET } else { "whsec_wrong" };
+                let sig = hex(&hmac256(secret.as_bytes(), &[ts_s.as_bytes(), b".", &body]));
+                let headers = h(&[
+                    ("Stripe-Signature", &format!("t={ts},v1={sig}")),
+                    ("content-type", "application/json; charset=utf-8"),
+                ]);
+                (headers, body, "application/json; charset=utf-8")
+            }
+            Provider::Shopify => {
+                let body = format!(r#"{{"id":820982911946154508,"note":"{id}"}}"#).into_bytes();
+                let secret = if genuine { SHOPIFY_SECRET } else { "wrong" };
+                let sig = B64.encode(hmac256(secret.as_bytes(), &[&body]));
+                let headers = h(&[
+                    ("X-Shopify-Hmac-Sha256", &sig),
+                    ("X-Shopify-Webhook-Id", id),
+                    ("X-Shopify-Topic", "orders/create"),
+                    ("content-type", json_ct),
+                ]);
+                (headers, body, json_ct)
+            }
+            Provider::Slack => {
+                let body = format!(r#"{{"type":"event_callback","event_id":"{id}","event":{{"type":"app_mention"}}}}"#)
+                    .into_bytes();
+                let secret = if genuine { SLACK_SECRET } else { "wrong" };
+                let sig = format!("v0={}", hex(&hmac256(secret.as_bytes(), &[b"v0:", ts_s.as_bytes(), b":", &body])));
+                let headers =
+                    h(&[("X-Slack-Request-Timestamp", &ts_s), ("X-Slack-Signature", &sig), ("content-type", json_ct)]);
+                (headers, body, json_ct)
+            }
+            Provider::Telegram => {
+                let update: u64 = id.bytes().map(u64::from).sum::<u64>() + 100_000;
+                let body = format!(r#"{{"update_id":{update},"message":{{"text":"/start {id}"}}}}"#).into_bytes();
+                let token = if genuine { TG_TOKEN } else { "not-the-token" };
+                (h(&[("X-Telegram-Bot-Api-Secret-Token", token), ("content-type", json_ct)]), body, json_ct)
+            }
+            Provider::StandardWebhooks => {
+                let body = format!(r#"{{"type":"user.created","id":"{id}"}}"#).into_bytes();
+                let secret = if genuine { SW_SECRET } else { "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" };
+                let key = B64.decode(secret.trim_start_matches("whsec_")).unwrap();
+                let sig =
+                    format!("v1,{}", B64.encode(hmac256(&key, &[id.as_bytes(), b".", ts_s.as_bytes(), b".", &body])));
+                let headers = h(&[
+                    ("webhook-id", id),
+                    ("webhook-timestamp", &ts_s),
+                    ("webhook-signature", &sig),
+                    ("content-type", json_ct),
+                ]);
+                (headers, body, json_ct)
+            }
+            Provider::Hmac => {
+                let body = format!("plain text event {id}\n").into_bytes();
+                let secret = if genuine { HMAC_SECRET } else { "wrong" };
+                let mut m = Hmac::<Sha512>::new_from_slice(secret.as_bytes()).unwrap();
+                m.update(&body);
+                let sig = format!("sha512={}", B64.encode(m.finalize().into_bytes()));
+                (h(&[("X-Signature", &sig), ("X-Request-Id", id), ("content-type", "text/plain")]), body, "text/plain")
+            }
+            Provider::BasicAuth => {
+                let body = format!(r#"{{"data":{{"id":"{id}"}}}}"#).into_bytes();
+                let password = if genuine { BASIC_PASSWORD } else { "wrong" };
+                let auth = format!("Basic {}", B64.encode(format!("hooks:{password}")));
+                (h(&[("Authorization", &auth), ("content-type", json_ct)]), body, json_ct)
+            }
+        }
+    }
+
+    /// Whether the provider signs a timestamp that goes stale.
+    fn timestamped(self) -> bool {
+        matches!(self, Provider::Stripe | Provider::Slack | Provider::StandardWebhooks)
+    }
+}
+
+/// The per-provider contract: a genuine request is forwarded once (byte-exact, same content
+/// type, hooklane's own signature), a forged or stale one is refused with 401 and recorded,
+/// and a redelivery of the same id is acknowledged but not forwarded again.
+async fn provider_contract(p: Provider) {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let (source, created) = create_source(&server, p.spec(&rx.url)).await;
+    let dest_secret = created["destinations"][0]["secret"].as_str().unwrap().to_string();
+    assert_eq!(created["ingestUrl"], json!(server.url(&format!("/in/{source}"))));
+
+    // Genuine: 200 once durable, then forwarded.
+    let (headers, body, content_type) = p.request("dlv-0001", now(), true);
+    let (status, out) = ingest(&server, &source, &headers, &body).await;
+    assert_eq!(status, 200, "{p:?}: {out}");
+    assert_eq!(out["status"], "accepted", "{out}");
+    let msg_id = out["msgId"].as_str().unwrap().to_string();
+    let got = rx.wait_for(1, WAIT).await;
+    let r = &got[0];
+    assert_eq!(r.path, "/internal/hook");
+    assert_eq!(r.body, body, "{p:?}: the body is forwarded byte for byte");
+    assert_eq!(r.header("content-type"), content_type);
+    assert_eq!(r.header("webhook-id"), msg_id);
+    assert_eq!(r.header("x-internal"), "yes");
+    assert!(signature_valid(&dest_secret, r), "{p:?}: destinations get hooklane's own signature");
+    for (name, _) in &headers {
+        let lower = name.to_ascii_lowercase();
+        // (`webhook-signature` is hooklane's own, checked above.)
+        if lower.starts_with("webhook-") {
+            continue;
+        }
+        if lower.contains("signature") || lower.contains("secret") || lower == "authorization" || lower.contains("hmac")
+        {
+            assert!(!r.headers.contains_key(&lower), "{p:?}: {lower} must not be forwarded");
+        }
+    }
+
+    // Forged: 401, recorded, never forwarded.
+    let (headers, body, _) = p.request("dlv-0002", now(), false);
+    let (status, out) = ingest(&server, &source, &headers, &body).await;
+    assert_eq!(status, 401, "{p:?}: {out}");
+    assert_eq!(out["code"], "verification_failed", "{out}");
+
+    // Stale: 401 as well.
+    if p.timestamped() {
+        let (headers, body, _) = p.request("dlv-0003", now() - 600, true);
+        let (status, out) = ingest(&server, &source, &headers, &body).await;
+        assert_eq!(status, 401, "{p:?}: {out}");
+        assert!(out["detail"].as_str().unwrap().contains("timestamp"), "{out}");
+    }
+
+    // Redelivered (the provider retries, a fresh signature for the same id): acknowledged,
+    // not forwarded again.
+    let (headers, body, _) = p.request("dlv-0001", now(), true);
+    let (status, out) = ingest(&server, &source, &headers, &body).await;
+    assert_eq!(status, 200, "{p:?}: {out}");
+    assert_eq!(out["status"], "duplicate", "{out}");
+    assert_eq!(out["msgId"], json!(msg_id));
+    settle().await;
+    assert_eq!(rx.received().len(), 1, "{p:?}: forwarded exactly once");
+
+    // Every request is in the log.
+    let log = requests(&server, &source).await;
+    let statuses: Vec<&str> = log.iter().rev().map(|r| r["status"].as_str().unwrap()).collect();
+    let mut want = vec!["accepted", "rejected"];
+    if p.timestamped() {
+        want.push("rejected");
+    }
+    want.push("duplicate");
+    assert_eq!(statuses, want, "{p:?}: {log:?}");
+    let accepted = log.last().unwrap();
+    assert_eq!(accepted["msgId"], json!(msg_id));
+    assert_eq!(accepted["body"].as_str().unwrap().as_bytes(), &body[..]);
+    assert_eq!(accepted["httpStatus"], 200);
+    let rejected = &log[log.len() - 2];
+    assert_eq!(rejected["httpStatus"], 401);
+    assert!(rejected["msgId"].is_null());
+    assert!(!rejected["reason"].as_str().unwrap().is_empty());
+    // The forwarded message is in the source's application, by id and by delivery id.
+    let (status, msg) = server.call("GET", &format!("/api/v1/app/{source}/msg/{msg_id}"), None).await;
+    assert_eq!(status, 200, "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github() {
+    provider_contract(Provider::Github).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripe() {
+    provider_contract(Provider::Stripe).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shopify() {
+    provider_contract(Provider::Shopify).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack() {
+    provider_contract(Provider::Slack).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram() {
+    provider_contract(Provider::Telegram).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_webhooks() {
+    provider_contract(Provider::StandardWebhooks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_hmac() {
+    provider_contract(Provider::Hmac).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth() {
+    provider_contract(Provider::BasicAuth).await;
+    // A refused basic-auth request says how to authenticate.
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let (source, _) = create_source(&server, Provider::BasicAuth.spec(&rx.url)).await;
+    let resp = server.client.post(server.url(&format!("/in/{source}"))).body("{}").send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Basic realm=\"hooklane\"");
+}
+
+/// A Slack slash command is form-encoded: forwarded as it came, with its content type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_form_body_is_forwarded_as_is() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let (source, _) = create_source(&server, Provider::Slack.spec(&rx.url)).await;
+    let body = b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&command=%2Fweather&text=94070".to_vec();
+    let ts = now().to_string();
+    let sig = format!("v0={}", hex(&hmac256(SLACK_SECRET.as_bytes(), &[b"v0:", ts.as_bytes(), b":", &body])));
+    let form = "application/x-www-form-urlencoded";
+    let headers = h(&[("X-Slack-Request-Timestamp", &ts), ("X-Slack-Signature", &sig), ("content-type", form)]);
+    let (status, out) = ingest(&server, &source, &headers, &body).await;
+    assert_eq!(status, 200, "{out}");
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!(got[0].body, body);
+    assert_eq!(got[0].header("content-type"), form);
+    // The message API shows a body that is not JSON as a string.
+    let msg_id = out["msgId"].as_str().unwrap();
+    let (_, msg) = server.call("GET", &format!("/api/v1/app/{source}/msg/{msg_id}"), None).await;
+    assert_eq!(msg["payload"], json!(String::from_utf8(body).unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_allow_list_and_body_limit() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let mut spec = Provider::Telegram.spec(&rx.url);
+    spec["allowNetworks"] = json!(["10.0.0.0/8"]);
+    spec["maxBodyBytes"] = json!(1024);
+    let (source, created) = create_source(&server, spec).await;
+    assert_eq!(created["allowNetworks"], json!(["10.0.0.0/8"]));
+    let (headers, body, _) = Provider::Telegram.request("a", now(), true);
+    let (status, out) = ingest(&server, &source, &headers, &body).await;
+    assert_eq!(status, 403, "{out}");
+    assert_eq!(out["code"], "forbidden");
+
+    // Allow loopback: accepted; then a body over the limit is refused, announced or not.
+    let (status, out) = server
+        .call("PATCH", &format!("/api/v1/source/{source}"), Some(json!({ "allowNetworks": ["127.0.0.0/8"] })))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (status, out) = ingest(&server, &source, &headers, &body).await;
+    assert_eq!(status, 200, "{out}");
+    let big = format!(r#"{{"update_id":7,"message":{{"text":"{}"}}}}"#, "x".repeat(2000));
+    let (status, out) = ingest(&server, &source, &headers, big.as_bytes()).await;
+    assert_eq!(status, 413, "{out}");
+    assert_eq!(out["code"], "payload_too_large");
+    let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(big.clone().into_bytes())]);
+    let resp = server
+        .client
+        .post(server.url(&format!("/in/{source}")))
+        .header("X-Telegram-Bot-Api-Secret-Token", TG_TOKEN)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413, "chunked body over the limit");
+
+    settle().await;
+    assert_eq!(rx.received().len(), 1);
+    let log = requests(&server, &source).await;
+    let got: Vec<(&str, u64)> =
+        log.iter().rev().map(|r| (r["status"].as_str().unwrap(), r["httpStatus"].as_u64().unwrap())).collect();
+    assert_eq!(got, vec![("rejected", 403), ("accepted", 200), ("rejected", 413), ("rejected", 413)]);
+    assert_eq!(log[0]["remoteAddr"], "127.0.0.1");
+    // The secret token never appears in the record.
+    assert_eq!(log[1]["headers"]["x-telegram-bot-api-secret-token"], "<redacted>");
+}
+
+/// A failing destination is retried like an outbound endpoint, and the attempts are in the
+/// source's application's attempt log. The provider got its 200 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_destination_is_retried() {
+    let server = Server::start("").await;
+    let rx = Receiver::scripted(|n, _| if n < 2 { Reply::Status(503) } else { Reply::Status(200) }).await;
+    let (source, _) = create_source(&server, Provider::Github.spec(&rx.url)).await;
+    let (headers, body, _) = Provider::Github.request("retry-1", now(), true);
+    let started = std::time::Instant::now();
+    let (status, out) = ingest(&server, &source, &headers, &body).await;
+    assert_eq!(status, 200, "{out}");
+    assert!(started.elapsed() < Duration::from_secs(2), "answered before forwarding finished");
+    let msg_id = out["msgId"].as_str().unwrap().to_string();
+    let got = rx.wait_for(3, WAIT).await;
+    assert!(got.iter().all(|r| r.header("webhook-id") == msg_id && r.body == body));
+    let attempts = server
+        .wait_until(&format!("/api/v1/app/{source}/attempt/msg/{msg_id}"), WAIT, |b| {
+            b["data"].as_array().is_some_and(|a| a.len() == 3)
+        })
+        .await;
+    let codes: Vec<u64> =
+        attempts["data"].as_array().unwrap().iter().map(|a| a["responseStatusCode"].as_u64().unwrap()).collect();
+    let mut sorted = codes.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![200, 503, 503], "{attempts}");
+}
+
+/// An event-type destination posts the JSON body into another application, fanning out to
+/// its endpoints; a redelivery does not fan out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_type_destination_fans_out() {
+    let server = Server::start("").await;
+    let (internal, customer) = (Receiver::start().await, Receiver::start().await);
+    let app = server.create_app("customers").await;
+    let (_, customer_secret) =
+        server.create_endpoint(&app, json!({ "url": customer.url, "filterTypes": ["github.push"] })).await;
+    let mut spec = Provider::Github.spec(&internal.url);
+    spec["destinations"].as_array_mut().unwrap().push(json!({ "appId": app, "eventType": "github.push" }));
+    let (source, created) = create_source(&server, spec).await;
+    assert_eq!(created["destinations"][1], json!({ "type": "eventType", "appId": app, "eventType": "github.push" }));
+
+    let (headers, body, _) = Provider::Github.request("fan-1", now(), true);
+    let (status, out) = ingest(&server, &source, &headers, &body).await;
+    assert_eq!(status, 200, "{out}");
+    internal.wait_for(1, WAIT).await;
+    let got = customer.wait_for(1, WAIT).await;
+    assert_eq!(got[0].body, body);
+    assert!(signature_valid(&customer_secret, &got[0]));
+    let (status, _) = ingest(&server, &source, &headers, &body).await;
+    assert_eq!(status, 200);
+    settle().await;
+    assert_eq!((internal.received().len(), customer.received().len()), (1, 1));
+    let (_, msgs) = server.call("GET", &format!("/api/v1/app/{app}/msg"), None).await;
+    assert_eq!(msgs["data"].as_array().unwrap().len(), 1, "{msgs}");
+    assert_eq!(msgs["data"][0]["eventType"], "github.push");
+
+    // A body that is not a JSON object cannot go to an event type: a clear 400, recorded.
+    let raw = b"not json".to_vec();
+    let sig = format!("sha256={}", hex(&hmac256(GH_SECRET.as_bytes(), &[&raw])));
+    let (status, out) = ingest(&server, &source, &h(&[("X-Hub-Signature-256", &sig)]), &raw).await;
+    assert_eq!(status, 400, "{out}");
+}
+
+/// The management API: secrets stay write-only, the source's application is hidden from
+/// the application list and protected, bad input is refused, deleting a source ends its URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_api_and_secrets() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let (source, created) = create_source(&server, Provider::Github.spec(&rx.url)).await;
+    let app_id = created["appId"].as_str().unwrap().to_string();
+    assert_eq!(created["verification"], json!({ "type": "github" }));
+    assert_eq!(created["deduplication"], json!({ "type": "header", "header": "x-github-delivery" }));
+    let (_, got) = server.call("GET", &format!("/api/v1/source/{source}"), None).await;
+    assert!(!got.to_string().contains(GH_SECRET), "{got}");
+    let (_, list) = server.call("GET", "/api/v1/source", None).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert!(!list.to_string().contains(GH_SECRET));
+
+    // Hidden from the application list, reachable by the source id, protected.
+    let (_, apps) = server.call("GET", "/api/v1/app", None).await;
+    assert!(apps["data"].as_array().unwrap().is_empty(), "{apps}");
+    let (status, app) = server.call("GET", &format!("/api/v1/app/{source}"), None).await;
+    assert_eq!((status, app["id"].as_str()), (200, Some(app_id.as_str())));
+    let (status, _) = server.call("DELETE", &format!("/api/v1/app/{source}"), None).await;
+    assert_eq!(status, 409);
+    let (status, _) = server.call("POST", "/api/v1/app", Some(json!({ "name": "x", "uid": source }))).await;
+    assert_eq!(status, 422, "a uid that looks like a source id");
+
+    // Bad configurations.
+    for bad in [
+        json!({ "name": "x", "verification": { "type": "nope" } }),
+        json!({ "name": "x", "verification": { "type": "github", "secret": "" } }),
+        json!({ "name": "x", "verification": { "type": "none" }, "allowNetworks": ["not a net"] }),
+        json!({ "name": "x", "verification": { "type": "none" }, "destinations": [{ "url": "ftp://x" }] }),
+        json!({ "name": "x", "verification": { "type": "none" }, "destinations": [{ "appId": "app_missing", "eventType": "a" }] }),
+        json!({ "name": "x", "verification": { "type": "none" }, "maxBodyBytes": 0 }),
+    ] {
+        let (status, out) = server.call("POST", "/api/v1/source", Some(bad.clone())).await;
+        assert!(status == 422 || status == 400, "{bad} → {status} {out}");
+    }
+    // Application tokens may not manage sources.
+    let (_, token) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{app_id}"), Some(json!({}))).await;
+    let (status, _) = server.call_as(token["token"].as_str().unwrap(), "GET", "/api/v1/source", None).await;
+    assert_eq!(status, 403);
+
+    // Replacing destinations: the kept one keeps its id and secret, a new one is added.
+    let kept = created["destinations"][0].clone();
+    let (status, updated) = server
+        .call(
+            "PATCH",
+            &format!("/api/v1/source/{source}"),
+            Some(json!({ "destinations": [kept, { "url": format!("{}/second", rx.url) }] })),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["destinations"][0]["id"], created["destinations"][0]["id"]);
+    assert_eq!(updated["destinations"][0]["secret"], created["destinations"][0]["secret"]);
+    assert_eq!(updated["destinations"][1]["url"], json!(format!("{}/second", rx.url)));
+
+    // Unknown sources, non-UTF-8 bodies, wrong methods.
+    let (status, _) = ingest(&server, "src_01JAAAAAAAAAAAAAAAAAAAAAAA", &[], b"{}").await;
+    assert_eq!(status, 404);
+    let raw = vec![0xff, 0xfe, 0x00];
+    let sig = format!("sha256={}", hex(&hmac256(GH_SECRET.as_bytes(), &[&raw])));
+    let (status, out) = ingest(&server, &source, &h(&[("X-Hub-Signature-256", &sig)]), &raw).await;
+    assert_eq!(status, 400, "{out}");
+    let resp = server.client.get(server.url(&format!("/in/{source}"))).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    let (_, log) = server.call("GET", &format!("/api/v1/source/{source}/request?status=rejected"), None).await;
+    assert_eq!(log["data"][0]["bodyBase64"], json!(B64.encode(&raw)));
+    let req_id = log["data"][0]["id"].as_str().unwrap();
+    let (status, one) = server.call("GET", &format!("/api/v1/source/{source}/request/{req_id}"), None).await;
+    assert_eq!((status, &one["status"]), (200, &json!("rejected")));
+
+    // No secret in the log, whatever happened.
+    let logs = server.logs();
+    assert!(!logs.contains(GH_SECRET), "the verification secret leaked into the log");
+
+    // Deleting the source ends its URL and its application.
+    let (status, _) = server.call("DELETE", &format!("/api/v1/source/{source}"), None).await;
+    assert_eq!(status, 204);
+    let (headers, body, _) = Provider::Github.request("after-delete", now(), true);
+    let (status, _) = ingest(&server, &source, &headers, &body).await;
+    assert_eq!(status, 404);
+    let (status, _) = server.call("GET", &format!("/api/v1/app/{app_id}"), None).await;
+    assert_eq!(status, 404);
+}
