@@ -165,6 +165,10 @@ pub struct Attempt {
     pub duration_ms: i64,
     pub trigger: TriggerType,
     pub created_at: DateTime<Utc>,
+    /// The request headers hooklane sent (`webhook-id`, `webhook-timestamp`,
+    /// `webhook-signature`, `content-type`, custom headers…; never a secret), when known:
+    /// attempts recorded before hooklane kept them have none.
+    pub request_headers: Option<BTreeMap<String, String>>,
 }
 
 /// Who a bearer token speaks for.

@@ -218,6 +218,7 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
         duration_ms: result.duration.as_millis() as i64,
         trigger: job.delivery.trigger,
         created_at: now,
+        request_headers: None,
     };
     let _ = inner.finished.send(Finished::Attempted(AttemptOutcome { attempt, next }, gate));
 }

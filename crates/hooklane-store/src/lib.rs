@@ -169,6 +169,34 @@ pub trait Store: Send + Sync + 'static {
     async fn idempotency_begin(&self, key: &str, now: DateTime<Utc>, ttl: Duration) -> StoreResult<IdempotencyState>;
     async fn idempotency_finish(&self, key: &str, response: StoredResponse) -> StoreResult<()>;
     async fn idempotency_abort(&self, key: &str) -> StoreResult<()>;
+
+    // --- statistics (operators' view: `/ready`, `/metrics`, the dashboard)
+    /// Succeeds when the store answers a trivial read.
+    async fn ping(&self) -> StoreResult<()>;
+    /// The delivery queue and endpoint health at `now`, for the gauges of `/metrics`.
+    async fn queue_stats(&self, now: DateTime<Utc>) -> StoreResult<QueueStats>;
+    /// Attempts per endpoint of the application made since `since`, with each endpoint's
+    /// pending deliveries; one entry per endpoint of the application, in id order.
+    async fn endpoint_health(&self, app_id: &str, since: DateTime<Utc>) -> StoreResult<Vec<EndpointHealth>>;
+    /// Attempts of the application made in `[since, until)`, counted per slice of `bucket`
+    /// (slices aligned on multiples of `bucket` since the epoch); only slices with attempts
+    /// appear, oldest first.
+    async fn attempt_timeline(
+        &self,
+        app_id: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        bucket: Duration,
+    ) -> StoreResult<Vec<TimelineBucket>>;
+    /// Messages as [`Store::list_messages`] lists them, each with how its deliveries stand,
+    /// optionally only those in `state`.
+    async fn message_log(
+        &self,
+        app_id: &str,
+        filter: &MessageFilter,
+        state: Option<MessageState>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<MessageSummary>>;
 }
 
 pub type DynStore = Arc<dyn Store>;

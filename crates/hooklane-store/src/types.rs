@@ -89,3 +89,150 @@ pub enum IdempotencyState {
     /// Another request with the same key is being processed right now.
     InFlight,
 }
+
+// --- statistics (operators' view: metrics, health, dashboard)
+
+/// Upper bounds, in milliseconds, of the latency buckets statistics count attempts in; one
+/// more bucket holds everything slower than the last bound.
+pub const LATENCY_BOUNDS_MS: &[i64] = &[10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000];
+
+/// Attempts counted per latency bucket ([`LATENCY_BOUNDS_MS`], plus the overflow bucket),
+/// with the slowest one seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatencyCounts {
+    pub counts: Vec<u64>,
+    pub max_ms: i64,
+}
+
+impl Default for LatencyCounts {
+    fn default() -> Self {
+        LatencyCounts { counts: vec![0; LATENCY_BOUNDS_MS.len() + 1], max_ms: 0 }
+    }
+}
+
+impl LatencyCounts {
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Adds `count` attempts in bucket `bucket` whose slowest took `max_ms`.
+    pub fn add(&mut self, bucket: usize, count: u64, max_ms: i64) {
+        let last = self.counts.len() - 1;
+        self.counts[bucket.min(last)] += count;
+        self.max_ms = self.max_ms.max(max_ms);
+    }
+
+    pub fn merge(&mut self, other: &LatencyCounts) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.max_ms = self.max_ms.max(other.max_ms);
+    }
+
+    /// The `q` quantile (0–1) in milliseconds, interpolated linearly inside its bucket (the
+    /// overflow bucket reaches up to the slowest attempt); `None` without attempts.
+    pub fn quantile(&self, q: f64) -> Option<i64> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q.clamp(0.0, 1.0) * total as f64).max(1.0);
+        let mut seen = 0u64;
+        for (i, &n) in self.counts.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            if (seen + n) as f64 >= rank {
+                let low = if i == 0 { 0 } else { LATENCY_BOUNDS_MS[i - 1] };
+                let high = LATENCY_BOUNDS_MS.get(i).copied().unwrap_or(self.max_ms).min(self.max_ms.max(low));
+                let within = (rank - seen as f64) / n as f64;
+                return Some(low + ((high - low) as f64 * within).round() as i64);
+            }
+            seen += n;
+        }
+        Some(self.max_ms)
+    }
+}
+
+/// The delivery queue and endpoint health, for the gauges of `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueStats {
+    /// Pending deliveries due now that nobody holds.
+    pub due: u64,
+    /// Pending deliveries waiting for a later time (retries).
+    pub scheduled: u64,
+    /// Pending deliveries leased to a dispatcher (being sent).
+    pub leased: u64,
+    /// Enabled endpoints whose last attempts failed, longest-failing first (at most
+    /// [`MAX_FAILING_REPORTED`]).
+    pub failing: Vec<FailingEndpoint>,
+    pub disabled_endpoints: u64,
+}
+
+/// Most failing endpoints [`QueueStats`] lists (each is one time series per gauge).
+pub const MAX_FAILING_REPORTED: usize = 500;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailingEndpoint {
+    pub app_id: String,
+    pub endpoint_id: String,
+    pub failing_since: DateTime<Utc>,
+    /// Attempts made since `failing_since` (all failed: a success ends the streak).
+    pub failed_attempts: u64,
+}
+
+/// Delivery health of one endpoint over a window of time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndpointHealth {
+    pub endpoint_id: String,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub latency: LatencyCounts,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    /// Deliveries waiting to be sent or retried now (whatever the window).
+    pub pending: u64,
+}
+
+/// Attempts that finished within one slice of time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineBucket {
+    pub start: DateTime<Utc>,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub latency: LatencyCounts,
+}
+
+/// Where a message stands over all its deliveries: failed when any delivery failed, else
+/// pending when any is still pending, else succeeded (when it had any delivery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageState {
+    Succeeded,
+    Pending,
+    Failed,
+}
+
+/// A message with how its deliveries stand.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageSummary {
+    pub message: Message,
+    pub succeeded: u64,
+    pub pending: u64,
+    pub failed: u64,
+    pub attempts: u64,
+}
+
+impl MessageSummary {
+    /// `None` when the message had no delivery (no endpoint wanted it).
+    pub fn state(&self) -> Option<MessageState> {
+        if self.failed > 0 {
+            Some(MessageState::Failed)
+        } else if self.pending > 0 {
+            Some(MessageState::Pending)
+        } else if self.succeeded > 0 {
+            Some(MessageState::Succeeded)
+        } else {
+            None
+        }
+    }
+}

@@ -265,7 +265,9 @@ pub(crate) fn is_transient(e: &StoreError) -> bool {
 async fn finish<T>(tx: Transaction<'_>, result: StoreResult<T>) -> StoreResult<T> {
     match result {
         Ok(v) => {
+            let started = std::time::Instant::now();
             tx.commit().await.map_err(db_err)?;
+            metrics::histogram!("hooklane_store_commit_seconds", "store" => "postgres").record(started.elapsed());
             Ok(v)
         }
         Err(e) => {

@@ -13,7 +13,7 @@ use tokio_postgres::{Row, Statement};
 
 use super::rows::{self, ms, opt_json, opt_u32, qualified, to_json};
 use super::{db_err, db_error, violated_constraint};
-use crate::queries_shared::ago;
+use crate::queries_shared::{ago, fold_health, fold_timeline, latency_bucket_sql, message_state_sql, AttemptGroup};
 use crate::{
     AttemptFilter, AttemptOutcome, DeliveryKey, Job, MessageFilter, NextStep, Page, PageRequest, StoreError,
     StoreResult,
@@ -388,6 +388,11 @@ pub async fn list_messages<C: GenericClient>(
     f: &MessageFilter,
     page: &PageRequest,
 ) -> StoreResult<Page<Message>> {
+    message_select(app_id, f).page(c, "id", page, rows::message).await
+}
+
+/// The messages of an application that pass a filter (shared with the message log).
+fn message_select(app_id: &str, f: &MessageFilter) -> Select {
     let mut q = Select::new(rows::MESSAGE_COLS, "messages").and("app_id = ?", [text(app_id)]);
     if let Some(types) = f.event_types.as_ref().filter(|t| !t.is_empty()) {
         q = q.and("event_type = ANY(?)", [Box::new(types.clone()) as Param]);
@@ -396,8 +401,6 @@ pub async fn list_messages<C: GenericClient>(
         .and_if(f.tag.clone(), "? = ANY(tags)", text)
         .and_if(f.before, "created_at < ?", |t| int(ms(t)))
         .and_if(f.after, "created_at > ?", |t| int(ms(t)))
-        .page(c, "id", page, rows::message)
-        .await
 }
 
 pub async fn message_deliveries<C: GenericClient>(
@@ -530,7 +533,7 @@ pub async fn record_attempt<C: GenericClient>(
     execute(
         c,
         "INSERT INTO attempts (id, msg_id, endpoint_id, app_id, url, status, response_status, response, duration_ms, \
-         trigger_type, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         trigger_type, created_at, request_headers) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         &[
             &a.id,
             &a.msg_id,
@@ -543,6 +546,7 @@ pub async fn record_attempt<C: GenericClient>(
             &a.duration_ms,
             &(a.trigger as i32),
             &now,
+            &opt_json(&a.request_headers).map(|h| h.replace('\0', "\u{FFFD}")),
         ],
     )
     .await?;
@@ -763,4 +767,165 @@ pub async fn idempotency_finish<C: GenericClient>(c: &C, key: &str, status: i32,
 pub async fn idempotency_abort<C: GenericClient>(c: &C, key: &str) -> StoreResult<()> {
     execute(c, "DELETE FROM idempotency_keys WHERE key = $1 AND NOT done", &[&key]).await?;
     Ok(())
+}
+
+// --- statistics
+
+pub async fn ping<C: GenericClient>(c: &C) -> StoreResult<()> {
+    query_opt(c, "SELECT 1", &[]).await.map(|_| ())
+}
+
+pub async fn queue_stats<C: GenericClient>(c: &C, now: i64) -> StoreResult<crate::QueueStats> {
+    let row = query_opt(
+        c,
+        "SELECT COUNT(*) FILTER (WHERE NOT leased AND due_at <= $1), COUNT(*) FILTER (WHERE NOT leased AND due_at > $1), \
+         COUNT(*) FILTER (WHERE leased) FROM deliveries WHERE status = 1",
+        &[&now],
+    )
+    .await?;
+    let (due, scheduled, leased) = match row {
+        Some(r) => (rows::get::<i64>(&r, 0)?, rows::get::<i64>(&r, 1)?, rows::get::<i64>(&r, 2)?),
+        None => (0, 0, 0),
+    };
+    let limit = limit_param(crate::MAX_FAILING_REPORTED);
+    let failing = query(
+        c,
+        "SELECT e.app_id, e.id, e.failing_since, \
+         (SELECT COUNT(*) FROM attempts a WHERE a.endpoint_id = e.id AND a.created_at >= e.failing_since) \
+         FROM endpoints e WHERE e.failing_since IS NOT NULL AND NOT e.disabled \
+         ORDER BY e.failing_since, e.id LIMIT $1",
+        &[&limit],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(crate::FailingEndpoint {
+            app_id: rows::get(r, 0)?,
+            endpoint_id: rows::get(r, 1)?,
+            failing_since: rows::time(rows::get(r, 2)?),
+            failed_attempts: rows::get::<i64>(r, 3)?.max(0) as u64,
+        })
+    })
+    .collect::<StoreResult<Vec<_>>>()?;
+    let disabled = match query_opt(c, "SELECT COUNT(*) FROM endpoints WHERE disabled", &[]).await? {
+        Some(r) => rows::get::<i64>(&r, 0)?,
+        None => 0,
+    };
+    let n = |v: i64| v.max(0) as u64;
+    Ok(crate::QueueStats {
+        due: n(due),
+        scheduled: n(scheduled),
+        leased: n(leased),
+        failing,
+        disabled_endpoints: n(disabled),
+    })
+}
+
+fn attempt_group<K>(r: &Row, key: K) -> StoreResult<AttemptGroup<K>> {
+    Ok(AttemptGroup {
+        key,
+        status: rows::get::<i32>(r, 1)?.into(),
+        bucket: rows::get::<i32>(r, 2)?.into(),
+        count: rows::get(r, 3)?,
+        last_at: rows::get(r, 4)?,
+        max_ms: rows::get(r, 5)?,
+    })
+}
+
+pub async fn endpoint_health<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    since: i64,
+) -> StoreResult<Vec<crate::EndpointHealth>> {
+    let endpoints = query(
+        c,
+        "SELECT e.id, (SELECT COUNT(*) FROM deliveries d WHERE d.endpoint_id = e.id AND d.status = 1) \
+         FROM endpoints e WHERE e.app_id = $1 ORDER BY e.id",
+        &[&app_id],
+    )
+    .await?
+    .iter()
+    .map(|r| Ok((rows::get::<String>(r, 0)?, rows::get::<i64>(r, 1)?.max(0) as u64)))
+    .collect::<StoreResult<Vec<_>>>()?;
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT endpoint_id, status, {} AS b, COUNT(*), MAX(created_at), MAX(duration_ms) FROM attempts \
+             WHERE app_id = $1 AND created_at >= $2 GROUP BY endpoint_id, status, b",
+            latency_bucket_sql("duration_ms")
+        )
+    });
+    let groups = query(c, &SQL, &[&app_id, &since])
+        .await?
+        .iter()
+        .map(|r| attempt_group(r, rows::get::<String>(r, 0)?))
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(fold_health(endpoints, groups))
+}
+
+pub async fn attempt_timeline<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    since: i64,
+    until: i64,
+    bucket: i64,
+) -> StoreResult<Vec<crate::TimelineBucket>> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT (created_at / $3::BIGINT) * $3::BIGINT AS t, status, {} AS b, COUNT(*), MAX(created_at), \
+             MAX(duration_ms) FROM attempts WHERE app_id = $1 AND created_at >= $2 AND created_at < $4 \
+             GROUP BY t, status, b",
+            latency_bucket_sql("duration_ms")
+        )
+    });
+    let groups = query(c, &SQL, &[&app_id, &since, &bucket, &until])
+        .await?
+        .iter()
+        .map(|r| attempt_group(r, rows::get::<i64>(r, 0)?))
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(fold_timeline(groups))
+}
+
+pub async fn message_log<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    f: &MessageFilter,
+    state: Option<crate::MessageState>,
+    page: &PageRequest,
+) -> StoreResult<Page<crate::MessageSummary>> {
+    let mut q = message_select(app_id, f);
+    if let Some(state) = state {
+        q = q.and(message_state_sql(state), []);
+    }
+    let messages = q.page(c, "id", page, rows::message).await?;
+    let ids: Vec<&str> = messages.items.iter().map(|m| m.id.as_str()).collect();
+    let mut deliveries: HashMap<String, (u64, u64, u64)> = HashMap::new();
+    for r in query(
+        c,
+        "SELECT msg_id, status, COUNT(*) FROM deliveries WHERE msg_id = ANY($1) GROUP BY msg_id, status",
+        &[&ids],
+    )
+    .await?
+    {
+        let n = rows::get::<i64>(&r, 2)?.max(0) as u64;
+        let e = deliveries.entry(rows::get(&r, 0)?).or_default();
+        match rows::get::<i32>(&r, 1)? {
+            0 => e.0 += n,
+            2 => e.2 += n,
+            _ => e.1 += n,
+        }
+    }
+    let mut attempts: HashMap<String, u64> = HashMap::new();
+    for r in query(c, "SELECT msg_id, COUNT(*) FROM attempts WHERE msg_id = ANY($1) GROUP BY msg_id", &[&ids]).await? {
+        attempts.insert(rows::get(&r, 0)?, rows::get::<i64>(&r, 1)?.max(0) as u64);
+    }
+    let items = messages
+        .items
+        .into_iter()
+        .map(|message| {
+            let (succeeded, pending, failed) = deliveries.get(&message.id).copied().unwrap_or_default();
+            let attempts = attempts.get(&message.id).copied().unwrap_or(0);
+            crate::MessageSummary { message, succeeded, pending, failed, attempts }
+        })
+        .collect();
+    Ok(Page { items, done: messages.done })
 }

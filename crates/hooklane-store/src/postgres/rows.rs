@@ -162,7 +162,7 @@ pub fn delivery(row: &Row, at: usize) -> StoreResult<Delivery> {
 }
 
 pub const ATTEMPT_COLS: &str = "id, msg_id, endpoint_id, app_id, url, status, response_status, response, \
-     duration_ms, trigger_type, created_at";
+     duration_ms, trigger_type, created_at, request_headers";
 
 pub fn attempt(row: &Row, at: usize) -> StoreResult<Attempt> {
     Ok(Attempt {
@@ -177,5 +177,6 @@ pub fn attempt(row: &Row, at: usize) -> StoreResult<Attempt> {
         duration_ms: get(row, at + 8)?,
         trigger: TriggerType::from_code(get::<i32>(row, at + 9)?.into()),
         created_at: time_col(row, at + 10)?,
+        request_headers: opt_json_col(row, at + 11)?,
     })
 }

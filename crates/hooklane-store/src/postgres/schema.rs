@@ -156,6 +156,12 @@ CREATE TABLE inbound_requests (
 );
 CREATE INDEX inbound_requests_by_source ON inbound_requests (source_id, id);
 "#,
+    // Operators' view: the headers each attempt was sent with (JSON text, NULL for
+    // attempts recorded before), and attempts by time for the dashboard's statistics.
+    r#"
+ALTER TABLE attempts ADD COLUMN request_headers TEXT;
+CREATE INDEX attempts_by_app_time ON attempts (app_id, created_at);
+"#,
 ];
 
 /// Brings the schema up to date; returns how many migrations ran.

@@ -107,7 +107,11 @@ impl Store for PgStore {
         leased_until: Option<DateTime<Utc>>,
     ) -> StoreResult<()> {
         let unleased = leased_until.is_none() && !endpoint_ids.is_empty();
-        queries::insert_message(&self.client().await?, &msg, &endpoint_ids, leased_until).await?;
+        let client = self.client().await?;
+        let started = std::time::Instant::now();
+        queries::insert_message(&client, &msg, &endpoint_ids, leased_until).await?;
+        metrics::histogram!("hooklane_store_commit_seconds", "store" => "postgres").record(started.elapsed());
+        drop(client);
         // Deliveries leased at ingest are sent by the node that wrote them; others are for
         // whichever node polls first, so wake them all.
         if unleased {
@@ -346,5 +350,40 @@ impl Store for PgStore {
 
     async fn idempotency_abort(&self, key: &str) -> StoreResult<()> {
         queries::idempotency_abort(&self.client().await?, key).await
+    }
+
+    // --- statistics
+
+    async fn ping(&self) -> StoreResult<()> {
+        queries::ping(&self.client().await?).await
+    }
+
+    async fn queue_stats(&self, now: DateTime<Utc>) -> StoreResult<QueueStats> {
+        queries::queue_stats(&self.client().await?, ms(now)).await
+    }
+
+    async fn endpoint_health(&self, app_id: &str, since: DateTime<Utc>) -> StoreResult<Vec<EndpointHealth>> {
+        queries::endpoint_health(&self.client().await?, app_id, ms(since)).await
+    }
+
+    async fn attempt_timeline(
+        &self,
+        app_id: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        bucket: Duration,
+    ) -> StoreResult<Vec<TimelineBucket>> {
+        let bucket = crate::queries_shared::bucket_ms(bucket);
+        queries::attempt_timeline(&self.client().await?, app_id, ms(since), ms(until), bucket).await
+    }
+
+    async fn message_log(
+        &self,
+        app_id: &str,
+        filter: &MessageFilter,
+        state: Option<MessageState>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<MessageSummary>> {
+        queries::message_log(&self.client().await?, app_id, filter, state, page).await
     }
 }

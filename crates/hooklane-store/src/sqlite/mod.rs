@@ -74,6 +74,11 @@ impl SqliteStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Fails when the writer thread is gone (it stops only if it panicked).
+    fn ensure_writer(&self) -> StoreResult<()> {
+        self.writer.send(Box::new(NoopJob)).map_err(|_| StoreError::Closed)
+    }
+
     /// Runs `f` on a pooled read connection on the blocking thread pool.
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
@@ -176,6 +181,14 @@ where
     }
 }
 
+/// A write with nothing to do: checks that the writer thread still takes work.
+struct NoopJob;
+
+impl WriteJob for NoopJob {
+    fn run(&mut self, _: &Connection) {}
+    fn finish(self: Box<Self>, _: &Result<(), String>) {}
+}
+
 fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
@@ -185,6 +198,7 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let commit = match conn.execute_batch("BEGIN IMMEDIATE") {
             Ok(()) => {
                 for job in batch.iter_mut() {
@@ -197,6 +211,7 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
             }
             Err(e) => Err(e.to_string()),
         };
+        metrics::histogram!("hooklane_store_commit_seconds", "store" => "sqlite").record(started.elapsed());
         if let Err(e) = &commit {
             tracing::error!(error = %e, jobs = batch.len(), "sqlite group commit failed");
         }

@@ -11,6 +11,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 use super::db_err;
 use super::rows::{self, ms, opt_json, to_json};
+use crate::queries_shared::{fold_health, fold_timeline, latency_bucket_sql, message_state_sql, AttemptGroup};
 use crate::{AttemptFilter, Job, MessageFilter, NextStep, Page, PageRequest, StoreError, StoreResult};
 
 /// A SELECT under construction: conditions joined with AND, positional parameters.
@@ -299,6 +300,11 @@ pub fn list_messages(
     f: &MessageFilter,
     page: &PageRequest,
 ) -> StoreResult<Page<Message>> {
+    message_select(app_id, f).page(conn, "id", page, rows::message)
+}
+
+/// The messages of an application that pass a filter (shared with the message log).
+fn message_select(app_id: &str, f: &MessageFilter) -> Select {
     let mut q = Select::new(rows::MESSAGE_COLS, "messages").and("app_id = ?", [text(app_id)]);
     if let Some(types) = f.event_types.as_ref().filter(|t| !t.is_empty()) {
         let marks = vec!["?"; types.len()].join(", ");
@@ -308,7 +314,6 @@ pub fn list_messages(
         .and_if(f.tag.clone(), "EXISTS (SELECT 1 FROM json_each(messages.tags) WHERE value = ?)", text)
         .and_if(f.before, "created_at < ?", |t| int(ms(t)))
         .and_if(f.after, "created_at > ?", |t| int(ms(t)))
-        .page(conn, "id", page, rows::message)
 }
 
 pub fn message_deliveries(conn: &Connection, app_id: &str, msg_id: &str) -> StoreResult<Vec<(Delivery, Endpoint)>> {
@@ -386,7 +391,7 @@ pub fn record_attempt(
 ) -> StoreResult<Option<String>> {
     conn.prepare_cached(
         "INSERT INTO attempts (id, msg_id, endpoint_id, app_id, url, status, response_status, response, duration_ms, \
-         trigger_type, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         trigger_type, created_at, request_headers) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -400,7 +405,8 @@ pub fn record_attempt(
             a.response,
             a.duration_ms,
             a.trigger as i64,
-            ms(a.created_at)
+            ms(a.created_at),
+            opt_json(&a.request_headers)
         ])
     })
     .map_err(db_err)?;
@@ -509,4 +515,140 @@ pub fn get_attempt(conn: &Connection, app_id: &str, msg_id: &str, attempt_id: &s
     conn.prepare_cached(&sql)
         .and_then(|mut s| s.query_row([app_id, msg_id, attempt_id], rows::attempt).optional())
         .map_err(db_err)
+}
+
+// --- statistics
+
+pub fn queue_stats(conn: &Connection, now: i64) -> StoreResult<crate::QueueStats> {
+    let (due, scheduled, leased): (i64, i64, i64) = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(leased = 0 AND due_at <= ?1), 0), COALESCE(SUM(leased = 0 AND due_at > ?1), 0), \
+             COALESCE(SUM(leased = 1), 0) FROM deliveries WHERE status = 1",
+        )
+        .and_then(|mut s| s.query_row([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+        .map_err(db_err)?;
+    let failing = conn
+        .prepare_cached(
+            "SELECT e.app_id, e.id, e.failing_since, \
+             (SELECT COUNT(*) FROM attempts a WHERE a.endpoint_id = e.id AND a.created_at >= e.failing_since) \
+             FROM endpoints e WHERE e.failing_since IS NOT NULL AND e.disabled = 0 \
+             ORDER BY e.failing_since, e.id LIMIT ?1",
+        )
+        .and_then(|mut s| {
+            s.query_map([crate::MAX_FAILING_REPORTED as i64], |r| {
+                Ok(crate::FailingEndpoint {
+                    app_id: r.get(0)?,
+                    endpoint_id: r.get(1)?,
+                    failing_since: rows::time(r.get(2)?),
+                    failed_attempts: r.get::<_, i64>(3)?.max(0) as u64,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db_err)?;
+    let disabled: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM endpoints WHERE disabled = 1")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(db_err)?;
+    let n = |v: i64| v.max(0) as u64;
+    Ok(crate::QueueStats {
+        due: n(due),
+        scheduled: n(scheduled),
+        leased: n(leased),
+        failing,
+        disabled_endpoints: n(disabled),
+    })
+}
+
+fn attempt_group<K: rusqlite::types::FromSql>(r: &rusqlite::Row) -> rusqlite::Result<AttemptGroup<K>> {
+    Ok(AttemptGroup {
+        key: r.get(0)?,
+        status: r.get(1)?,
+        bucket: r.get(2)?,
+        count: r.get(3)?,
+        last_at: r.get(4)?,
+        max_ms: r.get(5)?,
+    })
+}
+
+pub fn endpoint_health(conn: &Connection, app_id: &str, since: i64) -> StoreResult<Vec<crate::EndpointHealth>> {
+    let ids: Vec<String> = conn
+        .prepare_cached("SELECT id FROM endpoints WHERE app_id = ?1 ORDER BY id")
+        .and_then(|mut s| s.query_map([app_id], |r| r.get(0))?.collect())
+        .map_err(db_err)?;
+    let mut endpoints = Vec::with_capacity(ids.len());
+    for id in ids {
+        let pending: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM deliveries WHERE endpoint_id = ?1 AND status = 1")
+            .and_then(|mut s| s.query_row([&id], |r| r.get(0)))
+            .map_err(db_err)?;
+        endpoints.push((id, pending.max(0) as u64));
+    }
+    let sql = format!(
+        "SELECT endpoint_id, status, {} AS b, COUNT(*), MAX(created_at), MAX(duration_ms) FROM attempts \
+         WHERE app_id = ?1 AND created_at >= ?2 GROUP BY endpoint_id, status, b",
+        latency_bucket_sql("duration_ms")
+    );
+    let groups: Vec<AttemptGroup<String>> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut s| s.query_map(params![app_id, since], attempt_group)?.collect())
+        .map_err(db_err)?;
+    Ok(fold_health(endpoints, groups))
+}
+
+pub fn attempt_timeline(
+    conn: &Connection,
+    app_id: &str,
+    since: i64,
+    until: i64,
+    bucket: i64,
+) -> StoreResult<Vec<crate::TimelineBucket>> {
+    let sql = format!(
+        "SELECT (created_at / ?3) * ?3 AS t, status, {} AS b, COUNT(*), MAX(created_at), MAX(duration_ms) \
+         FROM attempts WHERE app_id = ?1 AND created_at >= ?2 AND created_at < ?4 GROUP BY t, status, b",
+        latency_bucket_sql("duration_ms")
+    );
+    let groups: Vec<AttemptGroup<i64>> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut s| s.query_map(params![app_id, since, bucket, until], attempt_group)?.collect())
+        .map_err(db_err)?;
+    Ok(fold_timeline(groups))
+}
+
+pub fn message_log(
+    conn: &Connection,
+    app_id: &str,
+    f: &MessageFilter,
+    state: Option<crate::MessageState>,
+    page: &PageRequest,
+) -> StoreResult<Page<crate::MessageSummary>> {
+    let mut q = message_select(app_id, f);
+    if let Some(state) = state {
+        q = q.and(message_state_sql(state), []);
+    }
+    let messages = q.page(conn, "id", page, rows::message)?;
+    let mut items = Vec::with_capacity(messages.items.len());
+    for message in messages.items {
+        let mut summary =
+            crate::MessageSummary { message, succeeded: 0, pending: 0, failed: 0, attempts: 0 };
+        let counts: Vec<(i64, i64)> = conn
+            .prepare_cached("SELECT status, COUNT(*) FROM deliveries WHERE msg_id = ?1 GROUP BY status")
+            .and_then(|mut s| s.query_map([&summary.message.id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(db_err)?;
+        for (status, n) in counts {
+            let n = n.max(0) as u64;
+            match status {
+                0 => summary.succeeded += n,
+                2 => summary.failed += n,
+                _ => summary.pending += n,
+            }
+        }
+        let attempts: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM attempts WHERE msg_id = ?1")
+            .and_then(|mut s| s.query_row([&summary.message.id], |r| r.get(0)))
+            .map_err(db_err)?;
+        summary.attempts = attempts.max(0) as u64;
+        items.push(summary);
+    }
+    Ok(Page { items, done: messages.done })
 }

@@ -132,7 +132,7 @@ pub fn delivery(row: &Row) -> rusqlite::Result<Delivery> {
 }
 
 pub const ATTEMPT_COLS: &str = "id, msg_id, endpoint_id, app_id, url, status, response_status, response, \
-     duration_ms, trigger_type, created_at";
+     duration_ms, trigger_type, created_at, request_headers";
 
 pub fn attempt(row: &Row) -> rusqlite::Result<Attempt> {
     Ok(Attempt {
@@ -147,5 +147,6 @@ pub fn attempt(row: &Row) -> rusqlite::Result<Attempt> {
         duration_ms: row.get(8)?,
         trigger: TriggerType::from_code(row.get(9)?),
         created_at: time(row.get(10)?),
+        request_headers: opt_json_col(row, 11)?,
     })
 }

@@ -405,4 +405,43 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    // --- statistics
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.ensure_writer()?;
+        self.read(|c| c.query_row("SELECT COUNT(*) FROM schema_migrations", [], |_| Ok(())).map_err(db_err)).await
+    }
+
+    async fn queue_stats(&self, now: DateTime<Utc>) -> StoreResult<QueueStats> {
+        self.read(move |c| queries::queue_stats(c, ms(now))).await
+    }
+
+    async fn endpoint_health(&self, app_id: &str, since: DateTime<Utc>) -> StoreResult<Vec<EndpointHealth>> {
+        let app = owned(app_id);
+        self.read(move |c| queries::endpoint_health(c, &app, ms(since))).await
+    }
+
+    async fn attempt_timeline(
+        &self,
+        app_id: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        bucket: Duration,
+    ) -> StoreResult<Vec<TimelineBucket>> {
+        let app = owned(app_id);
+        let bucket = crate::queries_shared::bucket_ms(bucket);
+        self.read(move |c| queries::attempt_timeline(c, &app, ms(since), ms(until), bucket)).await
+    }
+
+    async fn message_log(
+        &self,
+        app_id: &str,
+        filter: &MessageFilter,
+        state: Option<MessageState>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<MessageSummary>> {
+        let (app, filter, page) = (owned(app_id), filter.clone(), page.clone());
+        self.read(move |c| queries::message_log(c, &app, &filter, state, &page)).await
+    }
 }

@@ -36,6 +36,7 @@ use hooklane_store::{
     AttemptFilter, AttemptOutcome, DeliveryKey, DynStore, IdempotencyState, Job, MessageFilter, NextStep, Page,
     PageRequest, StoreError, StoreResult, StoredResponse,
 };
+use hooklane_store::{MessageState, LATENCY_BOUNDS_MS};
 
 /// Generates one `#[tokio::test]` per conformance case, each on a fresh store made by
 /// `$factory().await`, which returns `(DynStore, guard)`; the guard is kept alive for the
@@ -80,6 +81,11 @@ macro_rules! store_conformance_tests {
             source_create_is_atomic,
             inbound_requests_record_list_get,
             message_content_type_and_headers_round_trip,
+            // --- statistics
+            stats_ping_and_queue,
+            stats_endpoint_health,
+            stats_attempt_timeline,
+            stats_message_log_states,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
@@ -205,6 +211,10 @@ pub fn attempt(msg_id: &str, ep: &Endpoint, status: DeliveryStatus, at: DateTime
         duration_ms: 17,
         trigger: TriggerType::Scheduled,
         created_at: at,
+        request_headers: Some(BTreeMap::from([
+            ("content-type".to_string(), "application/json".to_string()),
+            ("webhook-id".to_string(), msg_id.to_string()),
+        ])),
     }
 }
 
@@ -1656,4 +1666,260 @@ pub async fn concurrent_duplicate_event_id_single_winner(store: &DynStore) {
     }
     let jobs = claim(store, t + secs(1)).await;
     assert_eq!(job_keys(&jobs), BTreeSet::from([(winners[0].clone(), ep.id.clone())]));
+}
+
+// ---------------------------------------------------------------------------------------
+// statistics
+
+/// An outcome like [`outcome`] whose attempt took `ms` milliseconds.
+fn timed(msg_id: &str, ep: &Endpoint, at: DateTime<Utc>, next: NextStep, ms: i64) -> AttemptOutcome {
+    let mut o = outcome(msg_id, ep, at, next);
+    o.attempt.duration_ms = ms;
+    o
+}
+
+pub async fn stats_ping_and_queue(store: &DynStore) {
+    store.ping().await.expect("ping");
+    let t = now_ms();
+    let empty = store.queue_stats(t).await.unwrap();
+    assert_eq!((empty.due, empty.scheduled, empty.leased, empty.disabled_endpoints), (0, 0, 0, 0));
+    assert!(empty.failing.is_empty());
+
+    let app = setup_app(store, "A").await;
+    let e1 = setup_endpoint(store, &app.id).await;
+    let e2 = setup_endpoint(store, &app.id).await;
+    let first = post(store, &app.id, &[&e1, &e2], t).await;
+    assert_eq!(claim(store, t).await.len(), 2);
+    // Two more due later than the first are waiting; one of them is put off to a retry.
+    let second = post(store, &app.id, &[&e1, &e2], t + secs(1)).await;
+    let retry_at = t + mins(5);
+    store
+        .record_attempts(
+            vec![
+                outcome(&first.id, &e1, t + secs(1), NextStep::RetryAt(retry_at)),
+                outcome(&first.id, &e2, t + secs(1), NextStep::Succeeded),
+            ],
+            HOUR,
+        )
+        .await
+        .unwrap();
+    let q = store.queue_stats(t + secs(2)).await.unwrap();
+    assert_eq!((q.due, q.scheduled, q.leased), (2, 1, 0), "{q:?}");
+    assert_eq!(q.failing.len(), 1, "{q:?}");
+    assert_eq!(q.failing[0].endpoint_id, e1.id);
+    assert_eq!(q.failing[0].app_id, app.id);
+    assert_eq!(q.failing[0].failing_since, t + secs(1));
+    assert_eq!(q.failing[0].failed_attempts, 1);
+
+    let jobs = claim(store, t + secs(2)).await;
+    assert_eq!(job_keys(&jobs), set([pair(&second, &e1), pair(&second, &e2)]));
+    let q = store.queue_stats(t + secs(2)).await.unwrap();
+    assert_eq!((q.due, q.scheduled, q.leased), (0, 1, 2), "{q:?}");
+    store
+        .record_attempts(
+            vec![
+                outcome(&second.id, &e1, t + secs(3), NextStep::GiveUp),
+                outcome(&second.id, &e2, t + secs(3), NextStep::Succeeded),
+            ],
+            HOUR,
+        )
+        .await
+        .unwrap();
+    let q = store.queue_stats(t + secs(4)).await.unwrap();
+    assert_eq!((q.due, q.scheduled, q.leased), (0, 1, 0), "{q:?}");
+    assert_eq!(q.failing[0].failed_attempts, 2, "a streak counts every failed attempt since it began");
+    assert_eq!(store.queue_stats(retry_at).await.unwrap().due, 1, "the retry is due at its time");
+
+    // A success ends the streak; a disabled endpoint is counted apart.
+    store.record_attempts(vec![outcome(&first.id, &e1, t + secs(5), NextStep::Succeeded)], HOUR).await.unwrap();
+    let mut off = endpoint_now(store, &e2).await;
+    off.disabled = true;
+    store.update_endpoint(off).await.unwrap();
+    let q = store.queue_stats(t + secs(6)).await.unwrap();
+    assert!(q.failing.is_empty(), "{q:?}");
+    assert_eq!(q.disabled_endpoints, 1);
+    assert_eq!((q.due, q.scheduled, q.leased), (0, 0, 0), "{q:?}");
+}
+
+pub async fn stats_endpoint_health(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let other = setup_app(store, "B").await;
+    let fast = setup_endpoint(store, &app.id).await;
+    let slow = setup_endpoint(store, &app.id).await;
+    let idle = setup_endpoint(store, &app.id).await;
+    let foreign = setup_endpoint(store, &other.id).await;
+    let mut outcomes = Vec::new();
+    for i in 0..10 {
+        let msg = post(store, &app.id, &[&fast, &slow], t + millis(i)).await;
+        outcomes.push(timed(&msg.id, &fast, t + secs(1) + millis(i), NextStep::Succeeded, 5 + i));
+        let next = if i < 8 { NextStep::Succeeded } else { NextStep::GiveUp };
+        outcomes.push(timed(&msg.id, &slow, t + secs(2) + millis(i), next, 400 + 100 * i));
+    }
+    let foreign_msg = post(store, &other.id, &[&foreign], t).await;
+    outcomes.push(timed(&foreign_msg.id, &foreign, t + secs(1), NextStep::GiveUp, 1));
+    // An old attempt outside the window is not counted.
+    let old = post(store, &app.id, &[&fast], t - hours(3)).await;
+    outcomes.push(timed(&old.id, &fast, t - hours(3), NextStep::GiveUp, 20_000));
+    assert!(!claim(store, t).await.is_empty());
+    store.record_attempts(outcomes, Duration::from_secs(30 * 24 * 3600)).await.unwrap();
+    // One delivery still waiting for the idle endpoint.
+    post(store, &app.id, &[&idle], t + secs(3)).await;
+
+    let health = store.endpoint_health(&app.id, t - hours(1)).await.unwrap();
+    let mut want: Vec<&str> = vec![&fast.id, &slow.id, &idle.id];
+    want.sort();
+    assert_eq!(health.iter().map(|h| h.endpoint_id.as_str()).collect::<Vec<_>>(), want, "every endpoint, in id order");
+    let get = |id: &str| health.iter().find(|h| h.endpoint_id == id).unwrap().clone();
+
+    let f = get(&fast.id);
+    assert_eq!((f.succeeded, f.failed, f.pending), (10, 0, 0));
+    assert_eq!(f.latency.total(), 10);
+    assert_eq!(f.latency.counts[0], 6, "5..=10 ms fall in the first bucket: {:?}", f.latency);
+    assert_eq!(f.latency.counts[1], 4, "11..=14 ms in the second: {:?}", f.latency);
+    assert_eq!(f.latency.max_ms, 14);
+    assert_eq!(f.last_attempt_at, Some(t + secs(1) + millis(9)));
+    assert_eq!(f.last_failure_at, None);
+    let p50 = f.latency.quantile(0.5).unwrap();
+    assert!((0..=10).contains(&p50), "p50 {p50}");
+    let p95 = f.latency.quantile(0.95).unwrap();
+    assert!((10..=14).contains(&p95), "p95 {p95} stays within the slowest seen");
+
+    let s = get(&slow.id);
+    assert_eq!((s.succeeded, s.failed, s.pending), (8, 2, 0));
+    assert_eq!(s.last_failure_at, Some(t + secs(2) + millis(9)));
+    assert_eq!(s.latency.max_ms, 1300);
+    assert_eq!(s.latency.total(), 10);
+    let bucket = |ms: i64| LATENCY_BOUNDS_MS.iter().position(|b| ms <= *b).unwrap_or(LATENCY_BOUNDS_MS.len());
+    assert_eq!(s.latency.counts[bucket(400)], 2, "400 and 500 ms share a bucket: {:?}", s.latency);
+    assert_eq!(s.latency.counts[bucket(1000)], 5, "600..=1000 ms: {:?}", s.latency);
+    assert_eq!(s.latency.counts[bucket(1300)], 3);
+    let p95 = s.latency.quantile(0.95).unwrap();
+    assert!((1000..=1300).contains(&p95), "p95 {p95}");
+
+    let i = get(&idle.id);
+    assert_eq!((i.succeeded, i.failed, i.pending), (0, 0, 1));
+    assert_eq!(i.latency.quantile(0.5), None);
+    assert_eq!(i.last_attempt_at, None);
+
+    let all = store.endpoint_health(&app.id, t - hours(4)).await.unwrap();
+    let f = all.iter().find(|h| h.endpoint_id == fast.id).unwrap();
+    assert_eq!((f.succeeded, f.failed, f.latency.max_ms), (10, 1, 20_000), "a wider window takes the old attempt in");
+    assert!(store.endpoint_health("app_missing", t - hours(1)).await.unwrap().is_empty());
+}
+
+pub async fn stats_attempt_timeline(store: &DynStore) {
+    // Slices of one minute, starting on a whole minute.
+    let t0 = DateTime::from_timestamp_millis((now_ms().timestamp_millis() / 60_000) * 60_000).unwrap() - mins(10);
+    let app = setup_app(store, "A").await;
+    let other = setup_app(store, "B").await;
+    let ep = setup_endpoint(store, &app.id).await;
+    let foreign = setup_endpoint(store, &other.id).await;
+    let mut outcomes = Vec::new();
+    for (minute, ok, failed) in [(0, 3, 1), (2, 0, 2), (5, 4, 0)] {
+        for k in 0..ok + failed {
+            let at = t0 + mins(minute) + secs(k);
+            let msg = post(store, &app.id, &[&ep], at).await;
+            let next = if k < ok { NextStep::Succeeded } else { NextStep::GiveUp };
+            outcomes.push(timed(&msg.id, &ep, at, next, 30 * (k + 1)));
+        }
+    }
+    let msg = post(store, &other.id, &[&foreign], t0).await;
+    outcomes.push(timed(&msg.id, &foreign, t0, NextStep::Succeeded, 1));
+    assert!(!claim(store, t0 + mins(6)).await.is_empty());
+    store.record_attempts(outcomes, Duration::from_secs(30 * 24 * 3600)).await.unwrap();
+
+    let slices = store.attempt_timeline(&app.id, t0, t0 + mins(10), Duration::from_secs(60)).await.unwrap();
+    let got: Vec<(DateTime<Utc>, u64, u64)> = slices.iter().map(|s| (s.start, s.succeeded, s.failed)).collect();
+    assert_eq!(got, vec![(t0, 3, 1), (t0 + mins(2), 0, 2), (t0 + mins(5), 4, 0)]);
+    assert_eq!(slices[0].latency.total(), 4);
+    assert_eq!(slices[0].latency.max_ms, 120);
+    assert_eq!(slices[2].latency.max_ms, 120);
+
+    let narrow = store.attempt_timeline(&app.id, t0 + mins(1), t0 + mins(5), Duration::from_secs(60)).await.unwrap();
+    assert_eq!(narrow.iter().map(|s| s.start).collect::<Vec<_>>(), vec![t0 + mins(2)], "until is exclusive");
+    let wide = store.attempt_timeline(&app.id, t0, t0 + mins(10), Duration::from_secs(600)).await.unwrap();
+    let total: u64 = wide.iter().map(|s| s.succeeded + s.failed).sum();
+    assert_eq!(total, 10, "ten-minute slices hold every attempt: {wide:?}");
+    assert!(store.attempt_timeline("app_missing", t0, t0 + mins(10), Duration::from_secs(60)).await.unwrap().is_empty());
+}
+
+pub async fn stats_message_log_states(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let e1 = setup_endpoint(store, &app.id).await;
+    let e2 = setup_endpoint(store, &app.id).await;
+    let ok = post(store, &app.id, &[&e1, &e2], t).await;
+    let failed = post(store, &app.id, &[&e1, &e2], t + millis(1)).await;
+    let pending = post(store, &app.id, &[&e1, &e2], t + millis(2)).await;
+    let nobody = new_message(&app.id, "invoice.paid", t + millis(3));
+    store.create_message(nobody.clone(), vec![], None).await.unwrap();
+    assert_eq!(claim(store, t + secs(1)).await.len(), 6);
+    let mut plain = outcome(&pending.id, &e1, t + secs(1), NextStep::RetryAt(t + mins(1)));
+    plain.attempt.request_headers = None;
+    store
+        .record_attempts(
+            vec![
+                outcome(&ok.id, &e1, t + secs(1), NextStep::Succeeded),
+                outcome(&ok.id, &e2, t + secs(1), NextStep::Succeeded),
+                outcome(&failed.id, &e1, t + secs(1), NextStep::Succeeded),
+                outcome(&failed.id, &e2, t + secs(1), NextStep::GiveUp),
+                plain.clone(),
+                outcome(&pending.id, &e2, t + secs(1), NextStep::Succeeded),
+            ],
+            HOUR,
+        )
+        .await
+        .unwrap();
+    let stored = store.get_attempt(&app.id, &pending.id, &plain.attempt.id).await.unwrap();
+    assert_eq!(stored.map(|a| a.request_headers), Some(None), "an attempt without headers reads back without");
+
+    let all = store.message_log(&app.id, &MessageFilter::default(), None, &page_req(50, None, false)).await.unwrap();
+    let summary: Vec<(String, u64, u64, u64, u64, Option<MessageState>)> = all
+        .items
+        .iter()
+        .map(|s| (s.message.id.clone(), s.succeeded, s.pending, s.failed, s.attempts, s.state()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (ok.id.clone(), 2, 0, 0, 2, Some(MessageState::Succeeded)),
+            (failed.id.clone(), 1, 0, 1, 2, Some(MessageState::Failed)),
+            (pending.id.clone(), 1, 1, 0, 2, Some(MessageState::Pending)),
+            (nobody.id.clone(), 0, 0, 0, 0, None),
+        ]
+    );
+    assert_eq!(all.items[0].message, ok, "the message itself, as stored");
+
+    let only = |state| {
+        let store = store.clone();
+        let app = app.id.clone();
+        async move {
+            let page =
+                store.message_log(&app, &MessageFilter::default(), Some(state), &page_req(50, None, true)).await.unwrap();
+            page.items.into_iter().map(|s| s.message.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(only(MessageState::Succeeded).await, vec![ok.id.clone()]);
+    assert_eq!(only(MessageState::Failed).await, vec![failed.id.clone()]);
+    assert_eq!(only(MessageState::Pending).await, vec![pending.id.clone()]);
+
+    // The message filters apply too, and pagination works as for list_messages.
+    let filter = MessageFilter { event_types: Some(vec!["invoice.paid".into()]), ..Default::default() };
+    let page = store.message_log(&app.id, &filter, None, &page_req(50, None, false)).await.unwrap();
+    assert_eq!(page.items.iter().map(|s| s.message.id.clone()).collect::<Vec<_>>(), vec![nobody.id.clone()]);
+    let filter = MessageFilter { after: Some(t), before: Some(t + millis(2)), ..Default::default() };
+    let page = store.message_log(&app.id, &filter, None, &page_req(50, None, false)).await.unwrap();
+    assert_eq!(page.items.iter().map(|s| s.message.id.clone()).collect::<Vec<_>>(), vec![failed.id.clone()]);
+    let paged = all_pages(1, true, |s: &hooklane_store::MessageSummary| s.message.id.clone(), |p| {
+        let store = store.clone();
+        let app = app.id.clone();
+        async move { store.message_log(&app, &MessageFilter::default(), None, &p).await }
+    })
+    .await;
+    assert_eq!(paged.len(), 4);
+    assert_eq!(paged[0].message.id, nobody.id, "newest first when descending");
+    let other = setup_app(store, "B").await;
+    let none = store.message_log(&other.id, &MessageFilter::default(), None, &page_req(50, None, false)).await.unwrap();
+    assert!(none.items.is_empty() && none.done);
 }
