@@ -198,16 +198,10 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
     let now = Utc::now();
     let attempts_made = job.delivery.attempts + 1;
     let next = next_step(&inner.cfg, &result, attempts_made, now);
-    tracing::debug!(
-        msg_id = %job.message.id,
-        endpoint_id = %endpoint.id,
-        status = ?result.status,
-        attempt = attempts_made,
-        ms = result.duration.as_millis() as u64,
-        "delivery attempt"
-    );
+    let attempt_id = new_id(ids::ATTEMPT);
+    crate::telemetry::log_attempt(&attempt_id, &job, &result, attempts_made);
     let attempt = Attempt {
-        id: new_id(ids::ATTEMPT),
+        id: attempt_id,
         msg_id: job.message.id.clone(),
         endpoint_id: endpoint.id.clone(),
         app_id: job.message.app_id.clone(),
@@ -218,8 +212,9 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
         duration_ms: result.duration.as_millis() as i64,
         trigger: job.delivery.trigger,
         created_at: now,
-        request_headers: None,
+        request_headers: result.request_headers,
     };
+    crate::telemetry::observe_attempt(&attempt, job.message.created_at);
     let _ = inner.finished.send(Finished::Attempted(AttemptOutcome { attempt, next }, gate));
 }
 

@@ -12,6 +12,7 @@ mod engine;
 mod limits;
 mod policy;
 pub mod sender;
+mod telemetry;
 
 pub use config::DispatchConfig;
 pub use engine::{Dispatcher, Reservation};

@@ -34,6 +34,7 @@ mod tests {
             body: String::new(),
             duration: Duration::ZERO,
             retry_after: retry_after.map(Duration::from_secs),
+            request_headers: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! One signed HTTP attempt.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +27,8 @@ pub struct SendResult {
     pub body: String,
     pub duration: Duration,
     pub retry_after: Option<Duration>,
+    /// The headers of the request sent (`None` when none was: invalid or refused URL).
+    pub request_headers: Option<BTreeMap<String, String>>,
 }
 
 impl SendResult {
@@ -34,7 +37,7 @@ impl SendResult {
     }
 
     fn failed(why: String, started: Instant) -> Self {
-        SendResult { status: None, body: why, duration: started.elapsed(), retry_after: None }
+        SendResult { status: None, body: why, duration: started.elapsed(), retry_after: None, request_headers: None }
     }
 }
 
@@ -105,6 +108,10 @@ impl Sender {
         put("webhook-id", &message.id);
         put("webhook-timestamp", &timestamp.to_string());
         put("webhook-signature", &signature);
+        let sent: BTreeMap<String, String> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+            .collect();
         let request = self.client.post(url).headers(headers).body(message.payload.clone()).send();
         let exchange = async {
             let mut response = request.await?;
@@ -124,17 +131,20 @@ impl Sender {
             }
             Ok::<_, reqwest::Error>((status, retry_after, body))
         };
-        match tokio::time::timeout(self.timeout, exchange).await {
+        let mut result = match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok((status, retry_after, body))) => SendResult {
                 status: Some(status),
                 body: String::from_utf8_lossy(&body).into_owned(),
                 duration: started.elapsed(),
                 retry_after,
+                request_headers: None,
             },
             // `without_url`: the URL may carry credentials in its query string.
             Ok(Err(e)) => SendResult::failed(describe(e.without_url()), started),
             Err(_) => SendResult::failed(format!("timed out after {} ms", self.timeout.as_millis()), started),
-        }
+        };
+        result.request_headers = Some(sent);
+        result
     }
 }
 

@@ -2,10 +2,12 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod dashboard;
 pub mod error;
 mod extract;
 mod idempotency;
 pub mod inbound;
+pub mod ops;
 pub mod state;
 
 use std::future::Future;
@@ -19,7 +21,8 @@ use tokio::net::TcpListener;
 use tower::Layer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::NormalizePathLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::api::{app, attempt, auth, endpoint, event_type, message};
 use crate::error::ApiError;
@@ -61,10 +64,18 @@ pub fn router(state: AppState) -> Router {
             get(event_type::get).put(event_type::put).patch(event_type::patch).delete(event_type::delete),
         )
         .route("/auth/app-portal-access/{app_id}", post(auth::app_portal_access))
-        .route("/auth/dashboard-access/{app_id}", post(auth::app_portal_access));
+        .route("/auth/dashboard-access/{app_id}", post(auth::app_portal_access))
+        // --- operators' view: hooklane's statistics for the dashboard and portal
+        .route("/stats/app/{app_id}/endpoint", get(api::stats::endpoints))
+        .route("/stats/app/{app_id}/timeline", get(api::stats::timeline))
+        .route("/stats/app/{app_id}/msg", get(api::stats::messages));
     Router::new()
         .nest("/api/v1", v1)
-        .route("/health", get(|| async { StatusCode::NO_CONTENT }))
+        // --- operators' view: liveness, readiness, metrics, dashboard and portal
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .merge(dashboard::routes())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), idempotency::layer))
@@ -73,7 +84,15 @@ pub fn router(state: AppState) -> Router {
         .merge(inbound::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
-        .layer(TraceLayer::new_for_http())
+        // A request id on every call: the caller's `x-request-id`, or a new one; in the log
+        // span of the request and echoed in the response.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(ops::request_span)
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::x_request_id(ops::MakeId))
         .with_state(state)
 }
 

@@ -17,6 +17,8 @@ pub struct ServerSettings {
     pub public_url: String,
     /// Inbound sources (`POST /in/{source_id}`).
     pub inbound: InboundSettings,
+    /// `/metrics`, `/health`, `/ready`.
+    pub ops: crate::ops::OpsSettings,
 }
 
 /// Settings of the inbound side.
@@ -38,6 +40,7 @@ pub(crate) struct Shared {
     pub max_body_bytes: usize,
     pub public_url: String,
     pub inbound: InboundSettings,
+    pub ops: crate::ops::OpsSettings,
 }
 
 impl AppState {
@@ -49,6 +52,7 @@ impl AppState {
             max_body_bytes: settings.max_body_bytes,
             public_url: settings.public_url,
             inbound: settings.inbound,
+            ops: settings.ops,
         }))
     }
 }

@@ -36,6 +36,9 @@ pub struct Config {
     pub log_format: String,
     /// A `tracing` filter, e.g. `info` or `hooklane=debug,info`.
     pub log_level: String,
+    /// Whether `GET /metrics` needs the admin token (default: no, as Prometheus scrapes
+    /// usually run unauthenticated on a private network).
+    pub metrics_require_token: bool,
     pub delivery: DeliveryConfig,
     pub inbound: InboundConfig,
 }
@@ -90,6 +93,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             log_format: "text".into(),
             log_level: "info".into(),
+            metrics_require_token: false,
             delivery: DeliveryConfig::default(),
             inbound: InboundConfig::default(),
         }

@@ -16,6 +16,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     init_logging(&config)?;
+    // Before the store opens, so that its first commits are measured too.
+    let metrics = hooklane_server::ops::install_recorder();
     let store = hooklane_store::open(&config.database_url).await.context("cannot open the store")?;
     // The embedded store has exactly one process: leases left over are this process's own,
     // from before a crash, and can be retaken at once. On a shared PostgreSQL they may
@@ -44,6 +46,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             admin_token,
             public_url,
             inbound: InboundSettings { trusted_proxies: config.inbound.trusted_proxies.clone() },
+            ops: hooklane_server::ops::OpsSettings { metrics, metrics_require_token: config.metrics_require_token },
         },
     );
     tracing::info!(%addr, store = %redact_url(&config.database_url), "hooklane started");

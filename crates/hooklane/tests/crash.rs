@@ -206,7 +206,11 @@ async fn repeated_kill9_under_continuous_load_loses_nothing() {
             eprintln!("{kills} kills: acknowledged {}, received {}, duplicates {duplicates}", acked.len(), got.len());
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "{missing} of {} acknowledged messages never arrived", acked.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{missing} of {} acknowledged messages never arrived",
+            acked.len()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

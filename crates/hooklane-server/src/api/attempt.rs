@@ -27,6 +27,10 @@ pub struct AttemptOut {
     msg_id: String,
     endpoint_id: String,
     timestamp: DateTime<Utc>,
+    /// hooklane extension: the headers the request was sent with (absent for attempts
+    /// recorded before hooklane kept them, and when no request could be sent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_headers: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl From<Attempt> for AttemptOut {
@@ -42,6 +46,7 @@ impl From<Attempt> for AttemptOut {
             msg_id: a.msg_id,
             endpoint_id: a.endpoint_id,
             timestamp: a.created_at,
+            request_headers: a.request_headers,
         }
     }
 }

@@ -200,6 +200,7 @@ pub async fn store_and_dispatch(s: &AppState, msg: Message) -> hooklane_store::S
         .as_ref()
         .map(|_| msg.created_at + chrono::Duration::from_std(dispatcher.lease()).unwrap_or_default());
     s.0.store.create_message(msg.clone(), ids, leased_until).await?;
+    metrics::counter!("hooklane_messages_ingested_total").increment(1);
     let msg = Arc::new(msg);
     match reservation {
         Some(reservation) => {

@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod event_type;
 pub mod message;
 pub mod source;
+pub mod stats;
 
 use serde::{Deserialize, Deserializer, Serialize};
 

@@ -629,8 +629,7 @@ pub fn message_log(
     let messages = q.page(conn, "id", page, rows::message)?;
     let mut items = Vec::with_capacity(messages.items.len());
     for message in messages.items {
-        let mut summary =
-            crate::MessageSummary { message, succeeded: 0, pending: 0, failed: 0, attempts: 0 };
+        let mut summary = crate::MessageSummary { message, succeeded: 0, pending: 0, failed: 0, attempts: 0 };
         let counts: Vec<(i64, i64)> = conn
             .prepare_cached("SELECT status, COUNT(*) FROM deliveries WHERE msg_id = ?1 GROUP BY status")
             .and_then(|mut s| s.query_map([&summary.message.id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())

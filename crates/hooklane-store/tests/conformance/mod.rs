@@ -1841,7 +1841,11 @@ pub async fn stats_attempt_timeline(store: &DynStore) {
     let wide = store.attempt_timeline(&app.id, t0, t0 + mins(10), Duration::from_secs(600)).await.unwrap();
     let total: u64 = wide.iter().map(|s| s.succeeded + s.failed).sum();
     assert_eq!(total, 10, "ten-minute slices hold every attempt: {wide:?}");
-    assert!(store.attempt_timeline("app_missing", t0, t0 + mins(10), Duration::from_secs(60)).await.unwrap().is_empty());
+    assert!(store
+        .attempt_timeline("app_missing", t0, t0 + mins(10), Duration::from_secs(60))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 pub async fn stats_message_log_states(store: &DynStore) {
@@ -1895,8 +1899,10 @@ pub async fn stats_message_log_states(store: &DynStore) {
         let store = store.clone();
         let app = app.id.clone();
         async move {
-            let page =
-                store.message_log(&app, &MessageFilter::default(), Some(state), &page_req(50, None, true)).await.unwrap();
+            let page = store
+                .message_log(&app, &MessageFilter::default(), Some(state), &page_req(50, None, true))
+                .await
+                .unwrap();
             page.items.into_iter().map(|s| s.message.id).collect::<Vec<_>>()
         }
     };
@@ -1911,11 +1917,16 @@ pub async fn stats_message_log_states(store: &DynStore) {
     let filter = MessageFilter { after: Some(t), before: Some(t + millis(2)), ..Default::default() };
     let page = store.message_log(&app.id, &filter, None, &page_req(50, None, false)).await.unwrap();
     assert_eq!(page.items.iter().map(|s| s.message.id.clone()).collect::<Vec<_>>(), vec![failed.id.clone()]);
-    let paged = all_pages(1, true, |s: &hooklane_store::MessageSummary| s.message.id.clone(), |p| {
-        let store = store.clone();
-        let app = app.id.clone();
-        async move { store.message_log(&app, &MessageFilter::default(), None, &p).await }
-    })
+    let paged = all_pages(
+        1,
+        true,
+        |s: &hooklane_store::MessageSummary| s.message.id.clone(),
+        |p| {
+            let store = store.clone();
+            let app = app.id.clone();
+            async move { store.message_log(&app, &MessageFilter::default(), None, &p).await }
+        },
+    )
     .await;
     assert_eq!(paged.len(), 4);
     assert_eq!(paged[0].message.id, nobody.id, "newest first when descending");

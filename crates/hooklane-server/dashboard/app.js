@@ -1,0 +1,448 @@
+// hooklane dashboard and application portal: a single-page app over the /api/v1 API.
+// Served at /dashboard (sign in with the admin token) and /portal (an application token
+// from the URL fragment `#token=…`, as POST /api/v1/auth/app-portal-access returns it).
+// The token is kept in sessionStorage only. No framework, no build step.
+"use strict";
+
+const PORTAL = location.pathname.replace(/\/+$/, "") === "/portal";
+const TOKEN_KEY = PORTAL ? "hooklane.portal.token" : "hooklane.admin.token";
+const API = "/api/v1";
+let portalApp = null; // the application an application token belongs to
+
+// --- DOM helpers (text always goes through textContent: no HTML injection)
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else if (k === "style") el.style.cssText = v; // CSSOM: allowed by the page's CSP, unlike a style attribute
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+function s(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
+  for (const c of children.flat()) if (c !== null && c !== undefined) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+const main = () => document.getElementById("main");
+function show(...nodes) { main().replaceChildren(...nodes); }
+
+function fmtTime(t) {
+  if (!t) return "—";
+  const d = new Date(t);
+  return d.toLocaleString(undefined, { year: "numeric", month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+function ago(t) {
+  if (!t) return "never";
+  const s = Math.round((Date.now() - new Date(t).getTime()) / 1000);
+  if (s < 60) return `${Math.max(s, 0)} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} d ago`;
+}
+function ms(v) { return v === null || v === undefined ? "—" : `${v} ms`; }
+function pct(v) { return v === null || v === undefined ? "—" : `${(v * 100).toFixed(v === 1 || v === 0 ? 0 : 1)} %`; }
+
+const STATUS_NAMES = { 0: "success", 1: "pending", 2: "fail", 3: "sending" };
+function badge(kind, text) { return h("span", { class: `badge ${kind}`, "data-testid": "badge" }, text || kind); }
+
+// --- API
+
+function token() { return sessionStorage.getItem(TOKEN_KEY); }
+
+class ApiError extends Error {
+  constructor(status, body) { super((body && (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail))) || `HTTP ${status}`); this.status = status; }
+}
+
+async function api(method, path, body) {
+  const headers = { authorization: `Bearer ${token()}` };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const resp = await fetch(API + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await resp.text();
+  const data = text ? JSON.parse(text) : null;
+  if (resp.status === 401) { signOut("Your token was not accepted."); throw new ApiError(401, data); }
+  if (!resp.ok) throw new ApiError(resp.status, data);
+  return data;
+}
+const get = (path) => api("GET", path);
+const enc = encodeURIComponent;
+
+// --- sign in / out
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  portalApp = null;
+  renderLogin(message);
+}
+
+function renderLogin(message) {
+  document.getElementById("logout").hidden = true;
+  document.getElementById("crumbs").replaceChildren();
+  if (PORTAL) {
+    show(h("div", { class: "card login" }, h("h1", {}, "Webhook portal"),
+      h("p", { class: "error", "data-testid": "login-error" }, message || "This link has no access token. Ask for a new portal link.")));
+    return;
+  }
+  const input = h("input", { type: "password", id: "token", "data-testid": "token-input", placeholder: "sk_…", autocomplete: "off" });
+  const form = h("form", {
+    onsubmit: async (e) => {
+      e.preventDefault();
+      sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+      try { await get("/app?limit=1"); } catch (err) { if (err.status !== 401) signOut(err.message); return; }
+      if (!location.hash || location.hash === "#/") location.hash = "#/apps"; else route();
+    },
+  },
+    h("h1", {}, "hooklane dashboard"),
+    h("p", { class: "muted" }, "Sign in with the admin token (printed at start, kept in ./data/admin-token)."),
+    message ? h("p", { class: "error", "data-testid": "login-error" }, message) : null,
+    input,
+    h("button", { type: "submit", "data-testid": "login" }, "Sign in"));
+  show(h("div", { class: "card login" }, form));
+  input.focus();
+}
+
+function crumbs(...parts) {
+  const nav = document.getElementById("crumbs");
+  nav.replaceChildren();
+  parts.forEach((p, i) => {
+    if (i) nav.append(h("span", { class: "sep" }, "/"));
+    nav.append(p.href ? h("a", { href: p.href }, p.text) : h("span", {}, p.text));
+  });
+}
+
+// --- router
+
+async function route() {
+  if (!token()) return renderLogin();
+  document.getElementById("logout").hidden = false;
+  const [path, query] = (location.hash.slice(1) || "/").split("?");
+  const params = new URLSearchParams(query || "");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  try {
+    if (PORTAL) {
+      if (!portalApp) {
+        const apps = await get("/app");
+        portalApp = apps.data[0];
+      }
+      if (parts[0] !== "app" || parts[1] !== portalApp.id) { location.replace(`#/app/${enc(portalApp.id)}`); return; }
+    }
+    if (parts.length === 0 || parts[0] === "apps") return await renderApps();
+    if (parts[0] === "app" && parts.length === 2) return await renderApp(parts[1]);
+    if (parts[0] === "app" && parts[2] === "messages") return await renderMessages(parts[1], params);
+    if (parts[0] === "app" && parts[2] === "msg") return await renderMessage(parts[1], parts[3]);
+    show(h("p", { class: "error" }, "Nothing here."));
+  } catch (err) {
+    if (err.status === 401) return;
+    show(h("div", { class: "card" }, h("p", { class: "error", "data-testid": "error" }, `Error: ${err.message}`)));
+  }
+}
+
+// --- applications
+
+async function renderApps() {
+  crumbs({ text: "Applications" });
+  const apps = await get("/app?limit=250");
+  const rows = apps.data.map((a) => h("tr", { class: "click", "data-testid": "app-row", onclick: () => (location.hash = `#/app/${enc(a.id)}`) },
+    h("td", {}, h("a", { href: `#/app/${enc(a.id)}` }, a.name)),
+    h("td", { class: "mono" }, a.uid || "—"),
+    h("td", { class: "mono muted" }, a.id),
+    h("td", { class: "muted" }, fmtTime(a.createdAt))));
+  show(h("h1", {}, "Applications"),
+    h("div", { class: "card" }, rows.length ? h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "uid"), h("th", {}, "id"), h("th", {}, "Created"))),
+      h("tbody", {}, rows)) : h("p", { class: "muted" }, "No applications yet: POST /api/v1/app to create one.")));
+}
+
+function appCrumbs(app, ...rest) {
+  const base = PORTAL ? [] : [{ text: "Applications", href: "#/apps" }];
+  crumbs(...base, { text: app.name, href: `#/app/${enc(app.id)}` }, ...rest);
+}
+
+function tabs(app, active) {
+  const t = (key, text, href) => h("a", { href, class: active === key ? "active" : "", "data-testid": `tab-${key}` }, text);
+  return h("div", { class: "tabs" },
+    t("overview", "Endpoints & deliveries", `#/app/${enc(app.id)}`),
+    t("messages", "Message log", `#/app/${enc(app.id)}/messages`));
+}
+
+async function renderApp(appId) {
+  const app = await get(`/app/${enc(appId)}`);
+  appCrumbs(app);
+  const [health, timeline] = await Promise.all([
+    get(`/stats/app/${enc(app.id)}/endpoint?hours=24`),
+    get(`/stats/app/${enc(app.id)}/timeline?minutes=60`),
+  ]);
+  const totals = health.data.reduce((t, e) => ({ ok: t.ok + e.succeeded, fail: t.fail + e.failed, pending: t.pending + e.pending }), { ok: 0, fail: 0, pending: 0 });
+  const stat = (v, l, id) => h("div", { class: "stat", "data-testid": id }, h("div", { class: "v" }, v), h("div", { class: "l" }, l));
+  show(
+    h("h1", { "data-testid": "app-name" }, app.name),
+    tabs(app, "overview"),
+    h("div", { class: "card" }, h("div", { class: "stats" },
+      stat(health.data.length, "endpoints", "stat-endpoints"),
+      stat(totals.ok, "delivered (24 h)", "stat-ok"),
+      stat(totals.fail, "failed attempts (24 h)", "stat-fail"),
+      stat(totals.ok + totals.fail ? pct(totals.ok / (totals.ok + totals.fail)) : "—", "success rate (24 h)", "stat-rate"),
+      stat(totals.pending, "waiting", "stat-pending"),
+      stat(health.data.filter((e) => e.disabled).length, "disabled", "stat-disabled"))),
+    h("div", { class: "row" },
+      h("div", { class: "card chart" }, h("h2", {}, "Deliveries per minute"), deliveriesChart(timeline)),
+      h("div", { class: "card chart" }, h("h2", {}, "Attempt latency"), latencyChart(timeline))),
+    h("div", { class: "card" }, h("h2", {}, "Endpoints"), endpointsTable(app, health.data)));
+}
+
+function endpointsTable(app, endpoints) {
+  if (!endpoints.length) return h("p", { class: "muted" }, "No endpoints yet.");
+  const rows = endpoints.map((e) => {
+    const state = e.disabled ? badge("disabled") : e.failingSince ? badge("failing") : badge("success", "healthy");
+    const toggle = h("button", {
+      class: e.disabled ? "secondary" : "danger", "data-testid": e.disabled ? "enable" : "disable",
+      onclick: async (ev) => {
+        ev.target.disabled = true;
+        await api("PATCH", `/app/${enc(app.id)}/endpoint/${enc(e.id)}`, { disabled: !e.disabled });
+        route();
+      },
+    }, e.disabled ? "Enable" : "Disable");
+    const recover = h("button", {
+      class: "secondary", "data-testid": "recover", title: "Send again every delivery that failed in the last 24 hours",
+      onclick: async (ev) => {
+        ev.target.disabled = true;
+        const since = new Date(Date.now() - 24 * 3600 * 1000).toISOString();
+        const out = await api("POST", `/app/${enc(app.id)}/endpoint/${enc(e.id)}/recover`, { since });
+        ev.target.textContent = `Recovering (${out && out.recovered !== undefined ? out.recovered : "…"})`;
+        setTimeout(route, 1500);
+      },
+    }, "Recover 24 h");
+    const rate = e.successRate;
+    return h("tr", { "data-testid": "endpoint-row", "data-endpoint": e.id },
+      h("td", {}, h("div", { class: "mono" }, e.url), h("div", { class: "small muted" }, e.description || e.id),
+        e.lastFailures.length ? h("ul", { class: "failures", "data-testid": "last-failures" }, e.lastFailures.map((f) =>
+          h("li", {}, h("a", { href: `#/app/${enc(app.id)}/msg/${enc(f.msgId)}` }, `${f.responseStatusCode || "no response"}`),
+            ` ${ago(f.timestamp)}`, f.response ? `: ${f.response.slice(0, 80)}` : ""))) : null),
+      h("td", {}, state, e.failingSince ? h("div", { class: "small muted" }, `failing since ${ago(e.failingSince)}`) : null),
+      h("td", { "data-testid": "success-rate" }, pct(rate), rate === null ? null : h("div", { class: "bar" }, h("div", { style: `width:${Math.round(rate * 100)}%` })),
+        h("div", { class: "small muted" }, `${e.succeeded} ok · ${e.failed} failed`)),
+      h("td", { "data-testid": "latency" }, `p50 ${ms(e.p50Ms)}`, h("div", { class: "small muted" }, `p95 ${ms(e.p95Ms)}`)),
+      h("td", {}, e.pending),
+      h("td", { class: "muted" }, ago(e.lastAttemptAt)),
+      h("td", {}, h("div", { class: "actions" }, toggle, recover)));
+  });
+  return h("table", {},
+    h("thead", {}, h("tr", {}, ["Endpoint", "State", "Success (24 h)", "Latency", "Waiting", "Last attempt", ""].map((t) => h("th", {}, t)))),
+    h("tbody", {}, rows));
+}
+
+// --- charts (inline SVG)
+
+const W = 560, H = 180, PAD_L = 40, PAD_B = 22, PAD_T = 8;
+
+function axes(max, unit, labels) {
+  const g = s("g", {});
+  for (let i = 0; i <= 4; i++) {
+    const y = PAD_T + (H - PAD_T - PAD_B) * (1 - i / 4);
+    g.append(s("line", { x1: PAD_L, x2: W, y1: y, y2: y, stroke: "#e9ecef" }));
+    g.append(s("text", { x: PAD_L - 6, y: y + 4, "text-anchor": "end", "font-size": 10, fill: "#868e96" }, `${Math.round((max * i) / 4)}${unit}`));
+  }
+  for (const [x, text] of labels) g.append(s("text", { x, y: H - 6, "text-anchor": "middle", "font-size": 10, fill: "#868e96" }, text));
+  return g;
+}
+
+function timeLabels(data, step) {
+  const out = [];
+  const n = data.length;
+  for (let i = 0; i < n; i += Math.max(1, Math.floor(n / 6))) {
+    const d = new Date(data[i].start);
+    out.push([PAD_L + step * (i + 0.5), d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" })]);
+  }
+  return out;
+}
+
+function deliveriesChart(tl) {
+  const data = tl.data;
+  const max = Math.ceil(Math.max(4, ...data.map((d) => d.succeeded + d.failed)) / 4) * 4;
+  const step = (W - PAD_L) / Math.max(1, data.length);
+  const scale = (v) => ((H - PAD_T - PAD_B) * v) / max;
+  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, "data-testid": "deliveries-chart", role: "img", "aria-label": "Deliveries per minute by outcome" },
+    axes(max, "", timeLabels(data, step)));
+  data.forEach((d, i) => {
+    const x = PAD_L + step * i + step * 0.15, w = Math.max(1, step * 0.7);
+    const ok = scale(d.succeeded), fail = scale(d.failed);
+    const base = H - PAD_B;
+    if (d.succeeded) svg.append(s("rect", { x, y: base - ok, width: w, height: ok, fill: "#40c057", "data-kind": "success" }, s("title", {}, `${fmtTime(d.start)}: ${d.succeeded} delivered`)));
+    if (d.failed) svg.append(s("rect", { x, y: base - ok - fail, width: w, height: fail, fill: "#fa5252", "data-kind": "failure" }, s("title", {}, `${fmtTime(d.start)}: ${d.failed} failed`)));
+  });
+  return h("div", {}, svg, h("div", { class: "legend" },
+    h("span", {}, h("i", { style: "background:#40c057" }), "delivered"), h("span", {}, h("i", { style: "background:#fa5252" }), "failed"),
+    h("span", {}, `per ${tl.bucketSeconds / 60} min, last hour`)));
+}
+
+function latencyChart(tl) {
+  const data = tl.data;
+  const max = Math.ceil(Math.max(8, ...data.map((d) => d.p95Ms || 0)) / 4) * 4;
+  const step = (W - PAD_L) / Math.max(1, data.length);
+  const y = (v) => H - PAD_B - ((H - PAD_T - PAD_B) * v) / max;
+  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, "data-testid": "latency-chart", role: "img", "aria-label": "Attempt latency p50 and p95" },
+    axes(max, " ms", timeLabels(data, step)));
+  for (const [key, color] of [["p95Ms", "#f08c00"], ["p50Ms", "#3b5bdb"]]) {
+    let path = "";
+    data.forEach((d, i) => {
+      if (d[key] === null || d[key] === undefined) return;
+      const x = PAD_L + step * (i + 0.5);
+      path += `${path ? "L" : "M"}${x.toFixed(1)},${y(d[key]).toFixed(1)} `;
+      svg.append(s("circle", { cx: x, cy: y(d[key]), r: 2.5, fill: color }, s("title", {}, `${fmtTime(d.start)}: ${key.slice(0, 3)} ${d[key]} ms`)));
+    });
+    if (path) svg.append(s("path", { d: path, fill: "none", stroke: color, "stroke-width": 1.8 }));
+  }
+  return h("div", {}, svg, h("div", { class: "legend" },
+    h("span", {}, h("i", { style: "background:#3b5bdb" }), "p50"), h("span", {}, h("i", { style: "background:#f08c00" }), "p95")));
+}
+
+// --- message log
+
+function localInput(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+}
+
+async function renderMessages(appId, params) {
+  const app = await get(`/app/${enc(appId)}`);
+  appCrumbs(app, { text: "Message log" });
+  const q = new URLSearchParams();
+  q.set("limit", "50");
+  if (params.get("event")) q.set("event_types", params.get("event"));
+  if (params.get("status")) q.set("status", params.get("status"));
+  if (params.get("after")) q.set("after", params.get("after"));
+  if (params.get("before")) q.set("before", params.get("before"));
+  if (params.get("iterator")) q.set("iterator", params.get("iterator"));
+  const list = await get(`/stats/app/${enc(app.id)}/msg?${q}`);
+
+  const event = h("input", { name: "event", value: params.get("event") || "", placeholder: "invoice.paid", "data-testid": "filter-event" });
+  const status = h("select", { name: "status", "data-testid": "filter-status" },
+    [["", "any"], ["success", "delivered"], ["pending", "pending"], ["fail", "failed"]].map(([v, t]) =>
+      h("option", { value: v, selected: (params.get("status") || "") === v }, t)));
+  const after = h("input", { type: "datetime-local", name: "after", value: localInput(params.get("after")), "data-testid": "filter-after" });
+  const before = h("input", { type: "datetime-local", name: "before", value: localInput(params.get("before")), "data-testid": "filter-before" });
+  const form = h("form", {
+    class: "filters", "data-testid": "message-search",
+    onsubmit: (e) => {
+      e.preventDefault();
+      const p = new URLSearchParams();
+      if (event.value.trim()) p.set("event", event.value.trim());
+      if (status.value) p.set("status", status.value);
+      if (after.value) p.set("after", new Date(after.value).toISOString());
+      if (before.value) p.set("before", new Date(before.value).toISOString());
+      location.hash = `#/app/${enc(app.id)}/messages?${p}`;
+    },
+  },
+    h("label", {}, "Event type", event), h("label", {}, "Status", status),
+    h("label", {}, "After", after), h("label", {}, "Before", before),
+    h("button", { type: "submit", "data-testid": "search" }, "Search"),
+    h("button", { type: "button", class: "secondary", onclick: () => { location.hash = `#/app/${enc(app.id)}/messages`; } }, "Clear"));
+
+  const rows = list.data.map((m) => h("tr", { class: "click", "data-testid": "message-row", "data-msg": m.id, onclick: () => (location.hash = `#/app/${enc(app.id)}/msg/${enc(m.id)}`) },
+    h("td", {}, h("a", { href: `#/app/${enc(app.id)}/msg/${enc(m.id)}`, class: "mono" }, m.id), m.eventId ? h("div", { class: "small muted" }, m.eventId) : null),
+    h("td", { "data-testid": "event-type" }, m.eventType),
+    h("td", {}, m.status ? badge(m.status) : h("span", { class: "muted" }, "no endpoint")),
+    h("td", { class: "small" }, `${m.succeeded} ok · ${m.pending} pending · ${m.failed} failed`),
+    h("td", {}, m.attempts),
+    h("td", { class: "muted" }, fmtTime(m.timestamp))));
+  const next = !list.done && list.iterator ? (() => {
+    const p = new URLSearchParams(params);
+    p.set("iterator", list.iterator);
+    return h("p", {}, h("a", { href: `#/app/${enc(app.id)}/messages?${p}`, "data-testid": "next-page" }, "Older messages →"));
+  })() : null;
+  show(h("h1", {}, app.name), tabs(app, "messages"), h("div", { class: "card" }, form,
+    rows.length ? h("table", { "data-testid": "message-table" },
+      h("thead", {}, h("tr", {}, ["Message", "Event type", "Status", "Deliveries", "Attempts", "Created"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows)) : h("p", { class: "muted", "data-testid": "no-messages" }, "No message matches."), next));
+}
+
+// --- one message: deliveries and attempts
+
+async function renderMessage(appId, msgId) {
+  const app = await get(`/app/${enc(appId)}`);
+  const [msg, dests, attempts] = await Promise.all([
+    get(`/app/${enc(app.id)}/msg/${enc(msgId)}`),
+    get(`/app/${enc(app.id)}/msg/${enc(msgId)}/endpoint`),
+    get(`/app/${enc(app.id)}/attempt/msg/${enc(msgId)}?limit=250`),
+  ]);
+  appCrumbs(app, { text: "Message log", href: `#/app/${enc(app.id)}/messages` }, { text: msg.id });
+  const destRows = dests.data.map((d) => h("tr", { "data-testid": "destination-row" },
+    h("td", { class: "mono" }, d.url), h("td", {}, badge(STATUS_NAMES[d.status])),
+    h("td", { class: "muted" }, d.nextAttempt ? `next try ${fmtTime(d.nextAttempt)}` : ""),
+    h("td", {}, h("button", {
+      class: "secondary", "data-testid": "resend",
+      onclick: async (ev) => {
+        ev.target.disabled = true;
+        await api("POST", `/app/${enc(app.id)}/msg/${enc(msg.id)}/endpoint/${enc(d.id)}/resend`);
+        ev.target.textContent = "Resent";
+        waitForAttempts(app.id, msg.id, attempts.data.length);
+      },
+    }, "Resend"))));
+  const attemptCards = attempts.data.map((a) => {
+    const headers = a.requestHeaders ? h("table", { class: "kv", "data-testid": "request-headers" },
+      Object.entries(a.requestHeaders).map(([k, v]) => h("tr", {}, h("td", { class: "mono" }, k), h("td", { class: "mono" }, v))))
+      : h("p", { class: "muted small" }, "No request headers recorded.");
+    return h("div", { class: "attempt", "data-testid": "attempt", "data-attempt": a.id },
+      h("div", { class: "head" }, badge(STATUS_NAMES[a.status]),
+        h("strong", { "data-testid": "response-status" }, a.responseStatusCode ? `HTTP ${a.responseStatusCode}` : "no response"),
+        h("span", { "data-testid": "duration" }, `${a.responseDurationMs} ms`),
+        h("span", { class: "muted" }, fmtTime(a.timestamp)),
+        a.triggerType === 1 ? h("span", { class: "badge" }, "manual") : null,
+        h("span", { class: "mono muted small" }, a.url)),
+      h("details", { open: true }, h("summary", {}, "Request headers"), headers),
+      h("details", { open: true }, h("summary", {}, "Response body"), h("pre", { "data-testid": "response-body" }, a.response || "(empty)")));
+  });
+  show(h("h1", {}, msg.eventType, " ", h("span", { class: "muted mono small" }, msg.id)),
+    h("div", { class: "row" },
+      h("div", { class: "card" }, h("h2", {}, "Message"), h("table", { class: "kv" },
+        h("tr", {}, h("td", {}, "Event type"), h("td", {}, msg.eventType)),
+        h("tr", {}, h("td", {}, "Event id"), h("td", { class: "mono" }, msg.eventId || "—")),
+        h("tr", {}, h("td", {}, "Created"), h("td", {}, fmtTime(msg.timestamp))),
+        h("tr", {}, h("td", {}, "Channels"), h("td", {}, (msg.channels || []).join(", ") || "—"))),
+        h("pre", { "data-testid": "payload" }, JSON.stringify(msg.payload, null, 2))),
+      h("div", { class: "card" }, h("h2", {}, "Deliveries"), destRows.length ? h("table", {}, h("tbody", {}, destRows)) : h("p", { class: "muted" }, "No endpoint wanted this message."))),
+    h("div", { class: "card" }, h("h2", {}, `Attempts (${attempts.data.length})`),
+      attemptCards.length ? h("div", { "data-testid": "attempts" }, attemptCards) : h("p", { class: "muted" }, "No attempt yet.")));
+}
+
+// After a resend: re-render when a new attempt shows up (for up to 15 s).
+async function waitForAttempts(appId, msgId, had) {
+  for (let i = 0; i < 30; i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    if (!location.hash.includes(`/msg/${enc(msgId)}`)) return;
+    const list = await get(`/app/${enc(appId)}/attempt/msg/${enc(msgId)}?limit=250`);
+    if (list.data.length > had) return route();
+  }
+}
+
+// --- start
+
+function start() {
+  document.getElementById("mode").textContent = PORTAL ? "portal" : "";
+  document.getElementById("logout").addEventListener("click", () => { signOut(); if (!PORTAL) location.hash = "#/"; });
+  if (PORTAL) {
+    // The portal link carries the token in its fragment (never sent to a server): keep it
+    // for this tab only and take it out of the address bar and history.
+    const m = location.hash.match(/(?:^#|&)token=([^&]+)/);
+    if (m) {
+      sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+      history.replaceState(null, "", location.pathname + "#/");
+    }
+  }
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+document.addEventListener("DOMContentLoaded", start);

@@ -1,0 +1,447 @@
+//! End-to-end tests of the web dashboard and the application portal in a real browser:
+//! headless Chromium (the system's, Debian package `chromium`; `scripts/ensure-chromium.sh`
+//! installs it) driven over the DevTools protocol, against the real `hooklane` binary.
+//!
+//! There is no skipping: without Chromium these tests fail with a message saying how to
+//! install it. Set `CHROMIUM_BIN` to use another Chromium binary.
+//!
+//! `DASHBOARD_SCREENSHOTS=docs/screenshots cargo test -p hooklane --test dashboard` also
+//! writes PNGs of the main pages into that directory (relative to the workspace root):
+//! how the README's screenshots are made.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use common::*;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+const WIDTH: u32 = 1360;
+const HEIGHT: u32 = 900;
+
+// --- a small DevTools protocol client
+
+fn chromium_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("CHROMIUM_BIN") {
+        return PathBuf::from(p);
+    }
+    for candidate in
+        ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome", "/usr/bin/google-chrome-stable"]
+    {
+        if Path::new(candidate).exists() {
+            return PathBuf::from(candidate);
+        }
+    }
+    panic!(
+        "headless Chromium is required by the dashboard tests and was not found (looked for /usr/bin/chromium, \
+         chromium-browser, google-chrome; or set CHROMIUM_BIN). Install it with scripts/ensure-chromium.sh \
+         (apt-get install chromium chromium-driver); scripts/test.sh and CI do that themselves."
+    );
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A headless Chromium with one page, killed (with its profile removed) on drop.
+struct Browser {
+    child: Child,
+    _profile: tempfile::TempDir,
+    ws: Ws,
+    session: String,
+    next_id: u64,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Browser {
+    async fn launch() -> Browser {
+        let binary = chromium_binary();
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut child = Command::new(&binary)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-extensions",
+                "--disable-dev-shm-usage",
+                "--hide-scrollbars",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                &format!("--window-size={WIDTH},{HEIGHT}"),
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        // Chromium prints its DevTools endpoint on stderr.
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut sent = false;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(url) = line.split("DevTools listening on ").nth(1) {
+                        let _ = tx.send(url.trim().to_string());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{} started but never announced its DevTools endpoint", binary.display()));
+        let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("connect to DevTools");
+        let mut browser = Browser { child, _profile: profile, ws, session: String::new(), next_id: 0 };
+        let target = browser.call(None, "Target.createTarget", json!({ "url": "about:blank" })).await;
+        let target_id = target["targetId"].as_str().expect("targetId").to_string();
+        let attached =
+            browser.call(None, "Target.attachToTarget", json!({ "targetId": target_id, "flatten": true })).await;
+        browser.session = attached["sessionId"].as_str().expect("sessionId").to_string();
+        browser.page("Page.enable", json!({})).await;
+        browser.page("Runtime.enable", json!({})).await;
+        browser
+            .page(
+                "Emulation.setDeviceMetricsOverride",
+                json!({ "width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": false }),
+            )
+            .await;
+        browser
+    }
+
+    /// Sends one command and waits for its answer (events arriving meanwhile are dropped).
+    async fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut msg = json!({ "id": id, "method": method, "params": params });
+        if let Some(s) = session {
+            msg["sessionId"] = json!(s);
+        }
+        self.ws.send(WsMessage::Text(msg.to_string().into())).await.expect("send to DevTools");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let frame = tokio::time::timeout(left, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no answer to {method}"))
+                .expect("DevTools connection closed")
+                .expect("DevTools read");
+            let WsMessage::Text(text) = frame else { continue };
+            let v: Value = serde_json::from_str(&text).expect("DevTools JSON");
+            if v["id"].as_u64() == Some(id) {
+                if let Some(err) = v.get("error") {
+                    panic!("{method} failed: {err}");
+                }
+                return v["result"].clone();
+            }
+        }
+    }
+
+    async fn page(&mut self, method: &str, params: Value) -> Value {
+        let session = self.session.clone();
+        self.call(Some(&session), method, params).await
+    }
+
+    async fn goto(&mut self, url: &str) {
+        self.page("Page.navigate", json!({ "url": url })).await;
+        self.wait_for("document.readyState === 'complete'", "the page to load").await;
+    }
+
+    /// Evaluates `expr` in the page (promises awaited) and returns its value.
+    async fn eval(&mut self, expr: &str) -> Value {
+        let r = self
+            .page("Runtime.evaluate", json!({ "expression": expr, "awaitPromise": true, "returnByValue": true }))
+            .await;
+        if let Some(e) = r.get("exceptionDetails") {
+            panic!("page script failed: {expr}\n{e}");
+        }
+        r["result"]["value"].clone()
+    }
+
+    /// Waits until `cond` (a JS expression) is true in the page.
+    async fn wait_for(&mut self, cond: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.eval(&format!("!!({cond})")).await == json!(true) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let body = self.eval("document.body ? document.body.innerText : ''").await;
+                panic!("timed out waiting for {what} ({cond}); the page shows:\n{}", body.as_str().unwrap_or(""));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Clicks the centre of the element `selector` finds, with real mouse events.
+    async fn click(&mut self, selector: &str) {
+        let sel = serde_json::to_string(selector).unwrap();
+        self.wait_for(&format!("document.querySelector({sel})"), selector).await;
+        let rect = self
+            .eval(&format!(
+                "(() => {{ const e = document.querySelector({sel}); e.scrollIntoView({{block: 'center'}}); \
+                 const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
+            ))
+            .await;
+        let (x, y) = (rect[0].as_f64().unwrap(), rect[1].as_f64().unwrap());
+        for kind in ["mouseMoved", "mousePressed", "mouseReleased"] {
+            self.page(
+                "Input.dispatchMouseEvent",
+                json!({ "type": kind, "x": x, "y": y, "button": "left", "clickCount": 1 }),
+            )
+            .await;
+        }
+    }
+
+    /// Types `text` into the field `selector` finds, replacing what it held.
+    async fn type_into(&mut self, selector: &str, text: &str) {
+        self.click(selector).await;
+        let sel = serde_json::to_string(selector).unwrap();
+        self.eval(&format!("document.querySelector({sel}).select()")).await;
+        self.page("Input.insertText", json!({ "text": text })).await;
+    }
+
+    async fn text(&mut self) -> String {
+        self.eval("document.body.innerText").await.as_str().unwrap_or("").to_string()
+    }
+
+    async fn count(&mut self, selector: &str) -> usize {
+        let sel = serde_json::to_string(selector).unwrap();
+        self.eval(&format!("document.querySelectorAll({sel}).length")).await.as_u64().unwrap_or(0) as usize
+    }
+
+    /// Saves a PNG of the page (up to 1800 px tall) when `DASHBOARD_SCREENSHOTS` names a
+    /// directory; always checks a screenshot can be taken.
+    async fn screenshot(&mut self, name: &str) {
+        let height = self.eval("document.documentElement.scrollHeight").await.as_f64().unwrap_or(HEIGHT as f64);
+        let height = height.clamp(HEIGHT as f64, 1800.0);
+        let shot = self
+            .page(
+                "Page.captureScreenshot",
+                json!({ "format": "png", "captureBeyondViewport": true,
+                        "clip": { "x": 0, "y": 0, "width": WIDTH, "height": height, "scale": 1 } }),
+            )
+            .await;
+        let png = B64.decode(shot["data"].as_str().expect("png data")).expect("base64 png");
+        assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+        if let Some(dir) = std::env::var_os("DASHBOARD_SCREENSHOTS") {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(dir);
+            std::fs::create_dir_all(&dir).expect("screenshot dir");
+            std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+        }
+    }
+}
+
+// --- the flows
+
+/// Posts a message with an `eventId`, so it reads well in screenshots.
+async fn post(server: &Server, app: &str, event_type: &str, event_id: &str, payload: Value) -> String {
+    let body = json!({ "eventType": event_type, "eventId": event_id, "payload": payload });
+    let (status, out) = server.call("POST", &format!("/api/v1/app/{app}/msg/"), Some(body)).await;
+    assert_eq!(status, 202, "{out}");
+    out["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_and_portal_main_flows() {
+    let mut browser = Browser::launch().await;
+    let server = Server::start("").await;
+
+    // Two applications with traffic: Acme has a healthy endpoint and one that always fails.
+    let ok = Receiver::start().await;
+    let broken = Receiver::scripted(|_, _| Reply::Status(503)).await;
+    let acme = {
+        let (status, body) =
+            server.call("POST", "/api/v1/app/", Some(json!({ "name": "Acme Corp", "uid": "acme" }))).await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().unwrap().to_string()
+    };
+    let globex = server.create_app("Globex Industries").await;
+    let (good, _) = server
+        .create_endpoint(
+            &acme,
+            json!({ "url": format!("{}/webhooks/acme", ok.url), "description": "Billing service",
+                    "headers": { "x-acme-tenant": "eu-1" } }),
+        )
+        .await;
+    let (bad, _) = server
+        .create_endpoint(
+            &acme,
+            json!({ "url": format!("{}/hooks/legacy", broken.url), "description": "Legacy CRM (down)",
+                    "filterTypes": ["order.shipped", "user.created"] }),
+        )
+        .await;
+    server
+        .create_endpoint(&globex, json!({ "url": format!("{}/globex", ok.url), "description": "Globex intake" }))
+        .await;
+    let mut invoices = Vec::new();
+    for i in 0..3 {
+        invoices.push(
+            post(
+                &server,
+                &acme,
+                "invoice.paid",
+                &format!("inv_{i}"),
+                json!({ "invoice": format!("in_{i}"), "amount": 4200 + i }),
+            )
+            .await,
+        );
+    }
+    for i in 0..2 {
+        post(&server, &acme, "user.created", &format!("usr_{i}"), json!({ "user": format!("u_{i}") })).await;
+    }
+    post(&server, &acme, "order.shipped", "ord_1", json!({ "order": "o_1", "carrier": "DHL" })).await;
+    post(&server, &globex, "invoice.paid", "gx_1", json!({ "invoice": "gx" })).await;
+    // 3 + 2 + 1 to the healthy endpoint and Globex's one; 3 messages × 4 attempts fail.
+    ok.wait_for(7, Duration::from_secs(20)).await;
+    broken.wait_for(12, Duration::from_secs(20)).await;
+    server
+        .wait_until(&format!("/api/v1/stats/app/{acme}/msg?status=pending"), Duration::from_secs(20), |b| {
+            b["data"].as_array().is_some_and(|d| d.is_empty())
+        })
+        .await;
+
+    // Sign in with the admin token; the applications are listed.
+    browser.goto(&server.url("/dashboard")).await;
+    browser.wait_for("document.querySelector('[data-testid=token-input]')", "the sign-in form").await;
+    browser.screenshot("login").await;
+    browser.type_into("[data-testid=token-input]", "wrong-token").await;
+    browser.click("[data-testid=login]").await;
+    browser.wait_for("document.querySelector('[data-testid=login-error]')", "a refused sign-in").await;
+    browser.type_into("[data-testid=token-input]", ADMIN).await;
+    browser.click("[data-testid=login]").await;
+    browser.wait_for("document.querySelectorAll('[data-testid=app-row]').length === 2", "both applications").await;
+    let text = browser.text().await;
+    assert!(text.contains("Acme Corp") && text.contains("Globex Industries"), "{text}");
+    browser.screenshot("applications").await;
+
+    // An application: endpoints with their health, the charts.
+    browser.click("[data-testid=app-row]").await;
+    browser.wait_for("document.querySelectorAll('[data-testid=endpoint-row]').length === 2", "Acme's endpoints").await;
+    let good_row = format!("[data-endpoint='{good}']");
+    let bad_row = format!("[data-endpoint='{bad}']");
+    let good_text = browser.eval(&format!("document.querySelector(\"{good_row}\").innerText")).await;
+    let good_text = good_text.as_str().unwrap();
+    assert!(good_text.contains("100 %") && good_text.contains("6 ok") && good_text.contains("p50"), "{good_text}");
+    let bad_text = browser.eval(&format!("document.querySelector(\"{bad_row}\").innerText")).await;
+    let bad_text = bad_text.as_str().unwrap();
+    assert!(bad_text.contains("0 %") && bad_text.contains("12 failed") && bad_text.contains("failing"), "{bad_text}");
+    assert!(bad_text.contains("503"), "the last failures are shown: {bad_text}");
+    assert!(browser.count("[data-testid=deliveries-chart] rect[data-kind=success]").await >= 1);
+    assert!(browser.count("[data-testid=deliveries-chart] rect[data-kind=failure]").await >= 1);
+    assert!(browser.count("[data-testid=latency-chart] path").await >= 1);
+    browser.screenshot("endpoints").await;
+
+    // The message log, searched by event type.
+    browser.click("[data-testid=tab-messages]").await;
+    browser.wait_for("document.querySelectorAll('[data-testid=message-row]').length === 6", "the message log").await;
+    browser.type_into("[data-testid=filter-event]", "invoice.paid").await;
+    browser.click("[data-testid=search]").await;
+    browser
+        .wait_for(
+            "(() => { const r = [...document.querySelectorAll('[data-testid=event-type]')]; \
+             return r.length === 3 && r.every(e => e.innerText === 'invoice.paid'); })()",
+            "only invoice.paid messages",
+        )
+        .await;
+    browser.screenshot("messages").await;
+    // …and by status: the failed ones are those the broken endpoint wanted.
+    browser.eval("document.querySelector('[data-testid=filter-status]').value = 'fail'").await;
+    browser.eval("document.querySelector('[data-testid=filter-event]').value = ''").await;
+    browser.click("[data-testid=search]").await;
+    browser
+        .wait_for(
+            "(() => { const r = [...document.querySelectorAll('[data-testid=event-type]')]; \
+             return r.length === 3 && r.every(e => e.innerText !== 'invoice.paid'); })()",
+            "the three failed messages",
+        )
+        .await;
+
+    // One message: its attempts with request headers, response status, body and duration.
+    let first = invoices[0].clone();
+    browser.goto(&server.url(&format!("/dashboard#/app/{acme}/msg/{first}"))).await;
+    browser.wait_for("document.querySelectorAll('[data-testid=attempt]').length === 1", "the attempt").await;
+    let attempt = browser.eval("document.querySelector('[data-testid=attempt]').innerText").await;
+    let attempt = attempt.as_str().unwrap();
+    for want in ["HTTP 200", "webhook-signature", "webhook-id", &first, "x-acme-tenant", "eu-1", " ms"] {
+        assert!(attempt.contains(want), "attempt view lacks {want:?}: {attempt}");
+    }
+    browser.screenshot("message").await;
+
+    // Resend: a new attempt appears.
+    let before = ok.received().len();
+    browser.click("[data-testid=resend]").await;
+    browser.wait_for("document.querySelectorAll('[data-testid=attempt]').length === 2", "the resent attempt").await;
+    assert_eq!(ok.received().len(), before + 1);
+    assert_eq!(ok.received().last().unwrap().header("webhook-id"), first);
+
+    // Disable, then enable, the healthy endpoint.
+    browser.goto(&server.url(&format!("/dashboard#/app/{acme}"))).await;
+    browser.click(&format!("{good_row} [data-testid=disable]")).await;
+    browser
+        .wait_for(&format!("document.querySelector(\"{good_row} [data-testid=enable]\")"), "the Enable button")
+        .await;
+    let (_, ep) = server.call("GET", &format!("/api/v1/app/{acme}/endpoint/{good}"), None).await;
+    assert_eq!(ep["disabled"], true);
+    browser.click(&format!("{good_row} [data-testid=enable]")).await;
+    browser
+        .wait_for(&format!("document.querySelector(\"{good_row} [data-testid=disable]\")"), "the Disable button")
+        .await;
+    let (_, ep) = server.call("GET", &format!("/api/v1/app/{acme}/endpoint/{good}"), None).await;
+    assert_eq!(ep["disabled"], false);
+
+    // Recover: the broken endpoint's failed deliveries are queued again.
+    let broken_before = broken.received().len();
+    browser.click(&format!("{bad_row} [data-testid=recover]")).await;
+    broken.wait_for(broken_before + 3, Duration::from_secs(20)).await;
+
+    // The portal, through the link the API hands out: Globex only.
+    let (status, access) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{globex}"), None).await;
+    assert_eq!(status, 200, "{access}");
+    let url = access["url"].as_str().unwrap();
+    assert!(url.starts_with(&server.url("/portal#token=")), "{url}");
+    browser.goto(url).await;
+    browser.wait_for("document.querySelectorAll('[data-testid=endpoint-row]').length === 1", "Globex's endpoint").await;
+    let text = browser.text().await;
+    assert!(text.contains("Globex Industries") && text.contains("Globex intake"), "{text}");
+    assert!(!text.contains("Acme") && !text.contains("Applications"), "the portal shows one application: {text}");
+    let address = browser.eval("location.href").await;
+    assert!(!address.as_str().unwrap().contains("token="), "the token leaves the address bar: {address}");
+    browser.screenshot("portal").await;
+    // Another application's pages lead back to its own; its API answers 404.
+    browser.eval(&format!("location.hash = '#/app/{acme}/messages'")).await;
+    browser.wait_for(&format!("location.hash === '#/app/{globex}'"), "a redirect to its own application").await;
+    let status = browser
+        .eval(&format!(
+            "fetch('/api/v1/app/{acme}/msg', {{headers: {{authorization: 'Bearer ' + \
+             sessionStorage.getItem('hooklane.portal.token')}}}}).then(r => r.status)"
+        ))
+        .await;
+    assert_eq!(status, json!(404));
+    browser.click("[data-testid=tab-messages]").await;
+    browser.wait_for("document.querySelectorAll('[data-testid=message-row]').length === 1", "Globex's message").await;
+
+    // Signing out forgets the token.
+    browser.click("[data-testid=logout]").await;
+    browser.wait_for("document.querySelector('[data-testid=login-error]')", "the signed-out portal").await;
+    assert_eq!(browser.eval("sessionStorage.getItem('hooklane.portal.token')").await, Value::Null);
+}

@@ -1,0 +1,162 @@
+//! The operators' view over HTTP, against the real binary: `/health`, `/ready`,
+//! `/metrics`, request ids, the request headers kept with each attempt, and the
+//! `/api/v1/stats` endpoints with their tenant scoping.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+async fn text(server: &Server, path: &str, token: Option<&str>) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut rb = server.client.get(server.url(path));
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    let resp = rb.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.expect("body"))
+}
+
+/// The value of a sample line `name{labels} value` in a Prometheus text page.
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_metrics_and_request_ids() {
+    let server = Server::start("").await;
+    let (status, _, body) = text(&server, "/health", None).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    let (status, _, body) = text(&server, "/ready", None).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ready"}"#));
+
+    let ok = Receiver::start().await;
+    let failing = Receiver::scripted(|_, _| Reply::Status(503)).await;
+    let app = server.create_app("Metrics").await;
+    let (good, _) = server
+        .create_endpoint(&app, json!({ "url": format!("{}/ok", ok.url), "headers": { "x-tenant": "acme" } }))
+        .await;
+    server.create_endpoint(&app, json!({ "url": format!("{}/fail", failing.url) })).await;
+
+    // A request id given by the caller is kept and echoed; one is made up otherwise.
+    let resp = server
+        .client
+        .post(server.url(&format!("/api/v1/app/{app}/msg/")))
+        .bearer_auth(ADMIN)
+        .header("x-request-id", "trace-me-42")
+        .json(&json!({ "eventType": "invoice.paid", "payload": { "n": 1 } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    assert_eq!(resp.headers()["x-request-id"], "trace-me-42");
+    let msg = resp.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let (_, headers, _) = text(&server, "/api/v1/app/", Some(ADMIN)).await;
+    assert!(headers["x-request-id"].to_str().unwrap().starts_with("rid_"), "{headers:?}");
+
+    ok.wait_for(1, Duration::from_secs(10)).await;
+    failing.wait_for(2, Duration::from_secs(10)).await;
+    let attempts = server
+        .wait_until(&format!("/api/v1/app/{app}/attempt/endpoint/{good}"), Duration::from_secs(10), |b| {
+            b["data"].as_array().is_some_and(|d| !d.is_empty())
+        })
+        .await;
+    let sent = &attempts["data"][0]["requestHeaders"];
+    let got = &ok.received()[0];
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "x-tenant"] {
+        assert_eq!(sent[name], got.header(name), "{name} as sent: {sent}");
+    }
+    assert_eq!(sent["webhook-id"], msg.as_str());
+
+    let (status, headers, page) = text(&server, "/metrics", None).await;
+    assert_eq!(status, 200);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert_eq!(sample(&page, "hooklane_messages_ingested_total"), Some(1.0), "{page}");
+    assert_eq!(sample(&page, r#"hooklane_attempts_total{outcome="success",status_class="2xx"}"#), Some(1.0), "{page}");
+    assert!(sample(&page, r#"hooklane_attempts_total{outcome="failure",status_class="5xx"}"#).unwrap_or(0.0) >= 2.0);
+    assert_eq!(sample(&page, "hooklane_delivery_latency_seconds_count"), Some(1.0), "{page}");
+    assert!(sample(&page, r#"hooklane_attempt_duration_seconds_count{outcome="failure"}"#).unwrap_or(0.0) >= 2.0);
+    assert!(sample(&page, r#"hooklane_store_commit_seconds_count{store="sqlite"}"#).unwrap_or(0.0) >= 1.0, "{page}");
+    assert_eq!(sample(&page, "hooklane_store_up"), Some(1.0));
+    for state in ["due", "scheduled", "leased"] {
+        assert!(sample(&page, &format!("hooklane_queue_depth{{state=\"{state}\"}}")).is_some(), "{page}");
+    }
+    assert_eq!(sample(&page, "hooklane_endpoints_failing"), Some(1.0), "{page}");
+    assert_eq!(sample(&page, "hooklane_endpoints_disabled"), Some(0.0));
+    assert!(page.contains("hooklane_endpoint_failure_streak{app_id=\""), "{page}");
+    assert!(page.contains("hooklane_endpoint_failing_seconds{app_id=\""), "{page}");
+
+    let logs = server.logs();
+    assert!(logs.contains("request_id=trace-me-42"), "the request's log span carries its id");
+    assert!(logs.contains("delivery attempt") && logs.contains("attempt_id=atmpt_"), "failed attempts are logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_require_the_admin_token() {
+    let server = Server::start("metrics_require_token = true").await;
+    assert_eq!(text(&server, "/metrics", None).await.0, 401);
+    let (status, _, page) = text(&server, "/metrics", Some(ADMIN)).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("hooklane_queue_depth"));
+    let app = server.create_app("A").await;
+    let (_, portal) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), None).await;
+    assert_eq!(text(&server, "/metrics", portal["token"].as_str()).await.0, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_endpoints_are_tenant_scoped() {
+    let server = Server::start("").await;
+    let receiver = Receiver::start().await;
+    let a = server.create_app("A").await;
+    let b = server.create_app("B").await;
+    let (ep, _) = server.create_endpoint(&a, json!({ "url": format!("{}/a", receiver.url) })).await;
+    server.send_message(&a, "invoice.paid", json!({ "n": 1 })).await;
+    server.send_message(&a, "user.created", json!({ "n": 2 })).await;
+    receiver.wait_for(2, Duration::from_secs(10)).await;
+
+    let health = server
+        .wait_until(&format!("/api/v1/stats/app/{a}/endpoint"), Duration::from_secs(10), |b| {
+            b["data"][0]["succeeded"] == 2
+        })
+        .await;
+    let h = &health["data"][0];
+    assert_eq!(
+        (h["id"].as_str(), h["failed"].as_u64(), h["successRate"].as_f64()),
+        (Some(ep.as_str()), Some(0), Some(1.0))
+    );
+    assert!(h["p50Ms"].is_i64() && h["p95Ms"].is_i64(), "{h}");
+
+    let (status, log) =
+        server.call("GET", &format!("/api/v1/stats/app/{a}/msg?status=success&event_types=invoice.paid"), None).await;
+    assert_eq!(status, 200, "{log}");
+    assert_eq!(log["data"].as_array().unwrap().len(), 1, "{log}");
+    assert_eq!(log["data"][0]["eventType"], "invoice.paid");
+    assert_eq!(log["data"][0]["status"], "success");
+    let (_, failed) = server.call("GET", &format!("/api/v1/stats/app/{a}/msg?status=fail"), None).await;
+    assert_eq!(failed["data"], json!([]));
+    let (status, _) = server.call("GET", &format!("/api/v1/stats/app/{a}/msg?status=bogus"), None).await;
+    assert_eq!(status, 422);
+
+    let (status, tl) = server.call("GET", &format!("/api/v1/stats/app/{a}/timeline?minutes=5"), None).await;
+    assert_eq!(status, 200);
+    let slices = tl["data"].as_array().unwrap();
+    assert_eq!(slices.len(), 5, "{tl}");
+    let total: u64 = slices.iter().map(|s| s["succeeded"].as_u64().unwrap()).sum();
+    assert_eq!(total, 2);
+
+    // An application token sees its own application's statistics, and nobody else's.
+    let (_, portal) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{b}"), None).await;
+    let token = portal["token"].as_str().unwrap();
+    for path in ["endpoint", "msg", "timeline"] {
+        let (status, _) = server.call_as(token, "GET", &format!("/api/v1/stats/app/{a}/{path}"), None).await;
+        assert_eq!(status, 404, "{path}");
+        let (status, _) = server.call_as(token, "GET", &format!("/api/v1/stats/app/{b}/{path}"), None).await;
+        assert_eq!(status, 200, "{path}");
+    }
+    let (status, _) = server.call_as("nope", "GET", &format!("/api/v1/stats/app/{a}/msg"), None).await;
+    assert_eq!(status, 401);
+}
