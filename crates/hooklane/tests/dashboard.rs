@@ -27,9 +27,14 @@ const HEIGHT: u32 = 900;
 
 // --- a small DevTools protocol client
 
+const INSTALL_HINT: &str = "Install it with scripts/ensure-chromium.sh (apt-get install chromium chromium-driver); \
+     scripts/test.sh and CI do that themselves.";
+
 fn chromium_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("CHROMIUM_BIN") {
-        return PathBuf::from(p);
+    if let Some(p) = std::env::var_os("CHROMIUM_BIN").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        assert!(p.exists(), "CHROMIUM_BIN names {}, which does not exist. {INSTALL_HINT}", p.display());
+        return p;
     }
     for candidate in
         ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome", "/usr/bin/google-chrome-stable"]
@@ -40,8 +45,7 @@ fn chromium_binary() -> PathBuf {
     }
     panic!(
         "headless Chromium is required by the dashboard tests and was not found (looked for /usr/bin/chromium, \
-         chromium-browser, google-chrome; or set CHROMIUM_BIN). Install it with scripts/ensure-chromium.sh \
-         (apt-get install chromium chromium-driver); scripts/test.sh and CI do that themselves."
+         chromium-browser, google-chrome; or set CHROMIUM_BIN). {INSTALL_HINT}"
     );
 }
 
