@@ -195,7 +195,7 @@ impl FromRequestParts<AppState> for Tenant {
         let Auth(principal) = Auth::from_request_parts(parts, state).await?;
         let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state).await?;
         let key = params.get("app_id").ok_or(ApiError::NotFound("application"))?;
-        let app = state.0.store.get_app(key).await?.ok_or(ApiError::NotFound("application"))?;
+        let app = state.0.cache.app(&state.0.store, key).await?.ok_or(ApiError::NotFound("application"))?;
         if !principal.can_access(&app.id) {
             return Err(ApiError::NotFound("application"));
         }

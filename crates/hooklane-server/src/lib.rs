@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod cache;
 pub mod dashboard;
 pub mod error;
 mod extract;
@@ -79,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), idempotency::layer))
+        .layer(middleware::from_fn_with_state(state.clone(), cache::clear_after_writes))
         // Public ingest URLs of inbound sources: no idempotency layer (providers' retries
         // are deduplicated by their delivery id) and a body limit per source.
         .merge(inbound::routes())

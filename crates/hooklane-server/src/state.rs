@@ -41,7 +41,11 @@ pub(crate) struct Shared {
     pub public_url: String,
     pub inbound: InboundSettings,
     pub ops: crate::ops::OpsSettings,
+    pub cache: crate::cache::TenantCache,
 }
+
+/// How long cached applications and endpoints are trusted (see [`crate::cache`]).
+const TENANT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl AppState {
     pub fn new(store: DynStore, dispatcher: Dispatcher, settings: ServerSettings) -> Self {
@@ -53,6 +57,7 @@ impl AppState {
             public_url: settings.public_url,
             inbound: settings.inbound,
             ops: settings.ops,
+            cache: crate::cache::TenantCache::new(TENANT_CACHE_TTL),
         }))
     }
 }

@@ -178,10 +178,10 @@ pub async fn create(
 /// [`StoreError::Conflict`](hooklane_store::StoreError::Conflict) and writes nothing.
 pub async fn store_and_dispatch(s: &AppState, msg: Message) -> hooklane_store::StoreResult<Message> {
     let endpoints: Vec<Arc<Endpoint>> =
-        s.0.store
-            .app_endpoints(&msg.app_id)
+        s.0.cache
+            .endpoints(&s.0.store, &msg.app_id)
             .await?
-            .into_iter()
+            .iter()
             .filter(|e| {
                 !e.disabled
                     && endpoint_wants(
@@ -191,7 +191,7 @@ pub async fn store_and_dispatch(s: &AppState, msg: Message) -> hooklane_store::S
                         msg.channels.as_deref(),
                     )
             })
-            .map(Arc::new)
+            .cloned()
             .collect();
     let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
     let dispatcher = &s.0.dispatcher;

@@ -519,89 +519,183 @@ pub async fn next_due_at<C: GenericClient>(c: &C) -> StoreResult<Option<DateTime
     })
 }
 
-/// Records one attempt; returns the endpoint id if this failure disabled its endpoint. To
-/// run inside a transaction.
-pub async fn record_attempt<C: GenericClient>(
-    c: &C,
-    a: &Attempt,
-    next: &NextStep,
-    disable_before: DateTime<Utc>,
-) -> StoreResult<Option<String>> {
-    // PostgreSQL text cannot hold NUL, which a receiver's response body might contain.
-    let response = if a.response.contains('\0') { a.response.replace('\0', "\u{FFFD}") } else { a.response.clone() };
-    let now = ms(a.created_at);
-    execute(
-        c,
-        "INSERT INTO attempts (id, msg_id, endpoint_id, app_id, url, status, response_status, response, duration_ms, \
-         trigger_type, created_at, request_headers) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        &[
-            &a.id,
-            &a.msg_id,
-            &a.endpoint_id,
-            &a.app_id,
-            &a.url,
-            &(a.status as i32),
-            &a.response_status,
-            &response,
-            &a.duration_ms,
-            &(a.trigger as i32),
-            &now,
-            &opt_json(&a.request_headers).map(|h| h.replace('\0', "\u{FFFD}")),
-        ],
-    )
-    .await?;
-    let (status, due): (i32, Option<i64>) = match next {
-        NextStep::Succeeded => (0, None),
-        NextStep::RetryAt(t) => (1, Some(ms(*t))),
-        NextStep::GiveUp => (2, None),
-    };
-    execute(
-        c,
-        "UPDATE deliveries SET status = $3, attempts = attempts + 1, due_at = $4, leased = false, updated_at = $5 \
-         WHERE msg_id = $1 AND endpoint_id = $2",
-        &[&a.msg_id, &a.endpoint_id, &status, &due, &now],
-    )
-    .await?;
-    if *next == NextStep::Succeeded {
-        execute(
-            c,
-            "UPDATE endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
-            &[&a.endpoint_id],
-        )
-        .await?;
-        return Ok(None);
-    }
-    execute(
-        c,
-        "UPDATE endpoints SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL",
-        &[&a.endpoint_id, &now],
-    )
-    .await?;
-    let disabled = query_opt(
-        c,
-        "UPDATE endpoints SET disabled = true, updated_at = $3 \
-         WHERE id = $1 AND NOT disabled AND failing_since <= $2 RETURNING id",
-        &[&a.endpoint_id, &ms(disable_before), &now],
-    )
-    .await?;
-    disabled.map(|r| rows::get::<String>(&r, 0)).transpose()
-}
-
-/// Records every outcome in order (a later outcome for the same endpoint sees the earlier
-/// ones); to run inside a transaction. Returns the endpoints this disabled.
+/// Records a batch of outcomes with a fixed number of statements, whatever the batch size
+/// (one round trip per statement, not per attempt); to run inside a transaction. The end
+/// state is the one recording the outcomes one by one, in order, would leave. Returns the
+/// endpoints this disabled.
 pub async fn record_attempts<C: GenericClient>(
     c: &C,
     outcomes: &[AttemptOutcome],
     disable_after: Duration,
 ) -> StoreResult<Vec<String>> {
-    let mut disabled = Vec::new();
+    insert_attempts(c, outcomes).await?;
+    update_deliveries(c, outcomes).await?;
+    update_endpoint_streaks(c, outcomes, disable_after).await
+}
+
+/// PostgreSQL text cannot hold NUL, which a receiver's response body might contain.
+fn no_nul(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s.to_string()
+    }
+}
+
+async fn insert_attempts<C: GenericClient>(c: &C, outcomes: &[AttemptOutcome]) -> StoreResult<()> {
+    let a = |f: fn(&Attempt) -> String| outcomes.iter().map(|o| f(&o.attempt)).collect::<Vec<String>>();
+    let (ids, msgs, eps, apps, urls) = (
+        a(|a| a.id.clone()),
+        a(|a| a.msg_id.clone()),
+        a(|a| a.endpoint_id.clone()),
+        a(|a| a.app_id.clone()),
+        a(|a| a.url.clone()),
+    );
+    let responses = a(|a| no_nul(&a.response));
+    let statuses: Vec<i32> = outcomes.iter().map(|o| o.attempt.status as i32).collect();
+    let codes: Vec<i32> = outcomes.iter().map(|o| o.attempt.response_status).collect();
+    let durations: Vec<i64> = outcomes.iter().map(|o| o.attempt.duration_ms).collect();
+    let triggers: Vec<i32> = outcomes.iter().map(|o| o.attempt.trigger as i32).collect();
+    let times: Vec<i64> = outcomes.iter().map(|o| ms(o.attempt.created_at)).collect();
+    let headers: Vec<Option<String>> =
+        outcomes.iter().map(|o| opt_json(&o.attempt.request_headers).map(|h| no_nul(&h))).collect();
+    execute(
+        c,
+        "INSERT INTO attempts (id, msg_id, endpoint_id, app_id, url, status, response_status, response, duration_ms, \
+         trigger_type, created_at, request_headers) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], \
+         $8::text[], $9::bigint[], $10::int[], $11::bigint[], $12::text[])",
+        &[&ids, &msgs, &eps, &apps, &urls, &statuses, &codes, &responses, &durations, &triggers, &times, &headers],
+    )
+    .await?;
+    Ok(())
+}
+
+/// One row per delivery: its last outcome in the batch decides its state, and every
+/// attempt in the batch counts.
+async fn update_deliveries<C: GenericClient>(c: &C, outcomes: &[AttemptOutcome]) -> StoreResult<()> {
+    let mut last: HashMap<(&str, &str), (usize, &AttemptOutcome)> = HashMap::new();
     for o in outcomes {
-        let before = ago(o.attempt.created_at, disable_after);
-        if let Some(id) = record_attempt(c, &o.attempt, &o.next, before).await? {
-            disabled.push(id);
+        let entry = last.entry((o.attempt.msg_id.as_str(), o.attempt.endpoint_id.as_str())).or_insert((0, o));
+        *entry = (entry.0 + 1, o);
+    }
+    let mut rows: Vec<_> = last.into_iter().collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0)); // a stable lock order across nodes
+    let (mut msgs, mut eps, mut counts, mut statuses, mut dues, mut times) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((msg, ep), (n, o)) in rows {
+        let (status, due): (i32, Option<i64>) = match o.next {
+            NextStep::Succeeded => (0, None),
+            NextStep::RetryAt(t) => (1, Some(ms(t))),
+            NextStep::GiveUp => (2, None),
+        };
+        msgs.push(msg);
+        eps.push(ep);
+        counts.push(n as i32);
+        statuses.push(status);
+        dues.push(due);
+        times.push(ms(o.attempt.created_at));
+    }
+    execute(
+        c,
+        "UPDATE deliveries d SET status = k.status, attempts = d.attempts + k.n, due_at = k.due, leased = false, \
+         updated_at = k.at \
+         FROM UNNEST($1::text[], $2::text[], $3::int[], $4::int[], $5::bigint[], $6::bigint[]) \
+         AS k(msg_id, endpoint_id, n, status, due, at) \
+         WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id",
+        &[&msgs, &eps, &counts, &statuses, &dues, &times],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Failure streaks and automatic disabling, per endpoint, as the outcomes in order imply:
+/// a success ends the streak; the first failure after it (or the first failure at all,
+/// when the streak was not already running) starts one; an endpoint whose streak is older
+/// than `disable_after` at its last failure is disabled.
+async fn update_endpoint_streaks<C: GenericClient>(
+    c: &C,
+    outcomes: &[AttemptOutcome],
+    disable_after: Duration,
+) -> StoreResult<Vec<String>> {
+    #[derive(Default)]
+    struct Streak {
+        succeeded: bool,
+        first_failure_after_success: Option<i64>,
+        last_failure: Option<i64>,
+    }
+    let mut per_endpoint: std::collections::BTreeMap<&str, Streak> = std::collections::BTreeMap::new();
+    for o in outcomes {
+        let s = per_endpoint.entry(o.attempt.endpoint_id.as_str()).or_default();
+        let at = ms(o.attempt.created_at);
+        if o.next == NextStep::Succeeded {
+            s.succeeded = true;
+            s.first_failure_after_success = None;
+            s.last_failure = None;
+        } else {
+            s.first_failure_after_success.get_or_insert(at);
+            s.last_failure = Some(at);
         }
     }
-    Ok(disabled)
+    let (mut cleared, mut restarted, mut restarted_at, mut continued, mut continued_at) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut failing, mut failing_before, mut failing_last) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, s) in &per_endpoint {
+        match (s.succeeded, s.first_failure_after_success) {
+            (true, None) => cleared.push(*id),
+            (true, Some(t)) => {
+                restarted.push(*id);
+                restarted_at.push(t);
+            }
+            (false, Some(t)) => {
+                continued.push(*id);
+                continued_at.push(t);
+            }
+            (false, None) => {}
+        }
+        if let Some(last) = s.last_failure {
+            failing.push(*id);
+            failing_before.push(ms(ago(rows::time(last), disable_after)));
+            failing_last.push(last);
+        }
+    }
+    if !cleared.is_empty() {
+        execute(
+            c,
+            "UPDATE endpoints SET failing_since = NULL WHERE id = ANY($1) AND failing_since IS NOT NULL",
+            &[&cleared],
+        )
+        .await?;
+    }
+    if !restarted.is_empty() {
+        execute(
+            c,
+            "UPDATE endpoints e SET failing_since = k.t FROM UNNEST($1::text[], $2::bigint[]) AS k(id, t) WHERE e.id = k.id",
+            &[&restarted, &restarted_at],
+        )
+        .await?;
+    }
+    if !continued.is_empty() {
+        execute(
+            c,
+            "UPDATE endpoints e SET failing_since = k.t FROM UNNEST($1::text[], $2::bigint[]) AS k(id, t) \
+             WHERE e.id = k.id AND e.failing_since IS NULL",
+            &[&continued, &continued_at],
+        )
+        .await?;
+    }
+    if failing.is_empty() {
+        return Ok(Vec::new());
+    }
+    let disabled = query(
+        c,
+        "UPDATE endpoints e SET disabled = true, updated_at = k.last \
+         FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS k(id, before, last) \
+         WHERE e.id = k.id AND NOT e.disabled AND e.failing_since <= k.before RETURNING e.id",
+        &[&failing, &failing_before, &failing_last],
+    )
+    .await?;
+    disabled.iter().map(|r| rows::get::<String>(r, 0)).collect()
 }
 
 fn key_columns(keys: &[DeliveryKey]) -> (Vec<&str>, Vec<&str>) {

@@ -60,10 +60,11 @@ CREATE TABLE messages (
     payload TEXT NOT NULL,
     channels TEXT,
     tags TEXT,
-    created_at INTEGER NOT NULL,
-    UNIQUE (app_id, event_id)
+    created_at INTEGER NOT NULL
 );
 CREATE INDEX messages_by_app ON messages (app_id, id);
+-- Partial: most messages have no eventId, and each index entry costs the writer time.
+CREATE UNIQUE INDEX messages_by_event_id ON messages (app_id, event_id) WHERE event_id IS NOT NULL;
 CREATE TABLE deliveries (
     msg_id TEXT NOT NULL,
     endpoint_id TEXT NOT NULL,
@@ -77,7 +78,8 @@ CREATE TABLE deliveries (
     PRIMARY KEY (msg_id, endpoint_id)
 ) WITHOUT ROWID;
 CREATE INDEX deliveries_due ON deliveries (due_at) WHERE status = 1;
-CREATE INDEX deliveries_by_endpoint ON deliveries (endpoint_id, status);
+-- Without status: a delivery changing state then leaves this index alone.
+CREATE INDEX deliveries_by_endpoint ON deliveries (endpoint_id);
 CREATE TABLE attempts (
     id TEXT PRIMARY KEY,
     msg_id TEXT NOT NULL,

@@ -74,6 +74,7 @@ macro_rules! store_conformance_tests {
             idempotency_lifecycle,
             rate_slots_are_spaced_after_a_burst,
             claim_due_skips_saturated_endpoints,
+            one_batch_records_in_order,
             concurrent_create_message_all_durable,
             concurrent_duplicate_event_id_single_winner,
             // --- inbound sources
@@ -1111,6 +1112,41 @@ pub async fn next_due_at_reports_earliest(store: &DynStore) {
     assert_eq!(claim(store, t + mins(20)).await.len(), 1);
     store.record_attempts(vec![outcome(&msg.id, &e1, t + mins(20), NextStep::GiveUp)], HOUR).await.unwrap();
     assert_eq!(store.next_due_at().await.unwrap(), None);
+}
+
+/// Outcomes of one batch leave the state recording them one by one, in order, would.
+pub async fn one_batch_records_in_order(store: &DynStore) {
+    let t0 = now_ms();
+    let app = setup_app(store, "Batch").await;
+    let a = setup_endpoint(store, &app.id).await;
+    let b = setup_endpoint(store, &app.id).await;
+    let m1 = post(store, &app.id, &[&a, &b], t0).await;
+    let m2 = post(store, &app.id, &[&a, &b], t0).await;
+    assert_eq!(claim(store, t0 + secs(1)).await.len(), 4);
+    let retry = NextStep::RetryAt(t0 + mins(5));
+    // a: fail, success, fail → a run that starts at the last failure.
+    // b: fail, success → no run.
+    let off = store
+        .record_attempts(
+            vec![
+                outcome(&m1.id, &a, t0 + secs(1), retry.clone()),
+                outcome(&m1.id, &b, t0 + secs(1), retry.clone()),
+                outcome(&m2.id, &a, t0 + secs(2), NextStep::Succeeded),
+                outcome(&m2.id, &b, t0 + secs(2), NextStep::Succeeded),
+                outcome(&m1.id, &a, t0 + secs(3), retry.clone()),
+            ],
+            HOUR,
+        )
+        .await
+        .unwrap();
+    assert!(off.is_empty());
+    assert_eq!(endpoint_now(store, &a).await.failing_since, Some(t0 + secs(3)));
+    assert_eq!(endpoint_now(store, &b).await.failing_since, None);
+    // m1 to a was attempted twice in the batch and is still pending.
+    let d = delivery(store, &app.id, &m1.id, &a.id).await;
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 2));
+    let d = delivery(store, &app.id, &m2.id, &b.id).await;
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Success, 1));
 }
 
 pub async fn endpoint_failing_since_and_disable(store: &DynStore) {

@@ -1,0 +1,89 @@
+//! A short-lived cache of applications and their endpoints for the ingest path, so posting a
+//! message does not read them from the store every time.
+//!
+//! Entries live for `ttl` (one second): changes made by another node sharing the store, or
+//! by the dispatcher disabling an endpoint, are seen within that time. Changes made through
+//! this process's API clear the cache at once (see [`clear_after_writes`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use hooklane_core::model::{Application, Endpoint};
+use hooklane_store::{DynStore, StoreResult};
+
+use crate::state::AppState;
+
+pub struct TenantCache {
+    ttl: Duration,
+    apps: Mutex<HashMap<String, (Instant, Application)>>,
+    endpoints: Mutex<HashMap<String, (Instant, Arc<Vec<Arc<Endpoint>>>)>>,
+}
+
+/// Entries kept at most; past that the cache starts afresh (cheap, and bounds memory).
+const MAX_ENTRIES: usize = 10_000;
+
+impl TenantCache {
+    pub fn new(ttl: Duration) -> Self {
+        TenantCache { ttl, apps: Mutex::new(HashMap::new()), endpoints: Mutex::new(HashMap::new()) }
+    }
+
+    /// The application with this id or uid.
+    pub async fn app(&self, store: &DynStore, key: &str) -> StoreResult<Option<Application>> {
+        if let Some((at, app)) = self.apps.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
+            if at.elapsed() < self.ttl {
+                return Ok(Some(app.clone()));
+            }
+        }
+        let found = store.get_app(key).await?;
+        if let Some(app) = &found {
+            let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+            if apps.len() >= MAX_ENTRIES {
+                apps.clear();
+            }
+            apps.insert(key.to_string(), (Instant::now(), app.clone()));
+        }
+        Ok(found)
+    }
+
+    /// Every endpoint of the application.
+    pub async fn endpoints(&self, store: &DynStore, app_id: &str) -> StoreResult<Arc<Vec<Arc<Endpoint>>>> {
+        if let Some((at, eps)) = self.endpoints.lock().unwrap_or_else(|p| p.into_inner()).get(app_id) {
+            if at.elapsed() < self.ttl {
+                return Ok(eps.clone());
+            }
+        }
+        let eps: Arc<Vec<Arc<Endpoint>>> =
+            Arc::new(store.app_endpoints(app_id).await?.into_iter().map(Arc::new).collect());
+        let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(app_id.to_string(), (Instant::now(), eps.clone()));
+        Ok(eps)
+    }
+
+    pub fn clear(&self) {
+        self.apps.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.endpoints.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// Clears the cache after every request that may have changed an application, an endpoint
+/// or a source: any API call other than a read or posting a message. Writes are rare next
+/// to messages, so starting the cache afresh costs little and cannot miss a case.
+pub async fn clear_after_writes(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let changes_tenants = req.method() != Method::GET
+        && req.method() != Method::HEAD
+        && req.uri().path().starts_with("/api/")
+        && !req.uri().path().trim_end_matches('/').ends_with("/msg");
+    let response = next.run(req).await;
+    if changes_tenants {
+        s.0.cache.clear();
+    }
+    response
+}
