@@ -18,10 +18,13 @@ use hooklane_store::{DynStore, StoreResult};
 
 use crate::state::AppState;
 
+/// An application's endpoints, shared by every message that fans out to them.
+type Endpoints = Arc<Vec<Arc<Endpoint>>>;
+
 pub struct TenantCache {
     ttl: Duration,
     apps: Mutex<HashMap<String, (Instant, Application)>>,
-    endpoints: Mutex<HashMap<String, (Instant, Arc<Vec<Arc<Endpoint>>>)>>,
+    endpoints: Mutex<HashMap<String, (Instant, Endpoints)>>,
 }
 
 /// Entries kept at most; past that the cache starts afresh (cheap, and bounds memory).
@@ -51,14 +54,13 @@ impl TenantCache {
     }
 
     /// Every endpoint of the application.
-    pub async fn endpoints(&self, store: &DynStore, app_id: &str) -> StoreResult<Arc<Vec<Arc<Endpoint>>>> {
+    pub async fn endpoints(&self, store: &DynStore, app_id: &str) -> StoreResult<Endpoints> {
         if let Some((at, eps)) = self.endpoints.lock().unwrap_or_else(|p| p.into_inner()).get(app_id) {
             if at.elapsed() < self.ttl {
                 return Ok(eps.clone());
             }
         }
-        let eps: Arc<Vec<Arc<Endpoint>>> =
-            Arc::new(store.app_endpoints(app_id).await?.into_iter().map(Arc::new).collect());
+        let eps: Endpoints = Arc::new(store.app_endpoints(app_id).await?.into_iter().map(Arc::new).collect());
         let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_ENTRIES {
             map.clear();
