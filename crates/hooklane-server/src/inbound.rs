@@ -173,6 +173,10 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
     let Ok(text) = String::from_utf8(body) else {
         return record.reject(ApiError::BadRequest("the body must be UTF-8 text".into())).await;
     };
+    // Stores keep bodies as text, and PostgreSQL text cannot hold NUL.
+    if text.contains('\0') {
+        return record.reject(ApiError::BadRequest("the body must not contain NUL characters".into())).await;
+    }
     let looks_json = matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'['));
     let json: Option<serde_json::Value> = if looks_json { serde_json::from_str(&text).ok() } else { None };
     if !source.event_destinations.is_empty() && !json.as_ref().is_some_and(|j| j.is_object()) {

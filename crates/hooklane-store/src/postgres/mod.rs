@@ -31,6 +31,7 @@
 //! runtime that will use it.
 
 mod inbound;
+mod ingest;
 mod queries;
 mod rows;
 mod schema;
@@ -73,6 +74,8 @@ impl Default for PgOptions {
 
 pub struct PgStore {
     pool: Pool,
+    /// Ingest queue, written in batches (see [`ingest`]).
+    ingest: tokio::sync::mpsc::UnboundedSender<ingest::IngestJob>,
     /// Signalled on every `NOTIFY hooklane_due` from any node (see [`listen_for_due`]).
     wakeups: Arc<Notify>,
 }
@@ -122,7 +125,8 @@ impl PgStore {
         }
         let wakeups = Arc::new(Notify::new());
         tokio::spawn(listen_for_due(config, Arc::downgrade(&wakeups)));
-        Ok(PgStore { pool, wakeups })
+        let ingest = ingest::start(pool.clone());
+        Ok(PgStore { pool, ingest, wakeups })
     }
 
     /// Tells every node listening (this one included) that deliveries may be due now. A
@@ -247,11 +251,6 @@ pub(crate) fn db_error(e: &tokio_postgres::Error) -> StoreError {
             StoreError::Database(msg)
         }
     }
-}
-
-/// The constraint a failed statement broke, if any.
-pub(crate) fn violated_constraint(e: &tokio_postgres::Error) -> Option<&str> {
-    e.as_db_error().and_then(|db| db.constraint())
 }
 
 /// Whether retrying the whole transaction may succeed: it failed on a deadlock or a

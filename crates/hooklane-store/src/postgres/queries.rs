@@ -11,8 +11,8 @@ use hooklane_core::{DateTime, Utc};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
+use super::db_err;
 use super::rows::{self, ms, opt_json, opt_u32, qualified, to_json};
-use super::{db_err, db_error, violated_constraint};
 use crate::queries_shared::{ago, fold_health, fold_timeline, latency_bucket_sql, message_state_sql, AttemptGroup};
 use crate::{
     AttemptFilter, AttemptOutcome, DeliveryKey, Job, MessageFilter, NextStep, Page, PageRequest, StoreError,
@@ -314,63 +314,6 @@ pub async fn delete_endpoint<C: GenericClient>(c: &C, app_id: &str, endpoint_id:
 }
 
 // --- messages and deliveries
-
-/// The message and one delivery per endpoint, in one statement (so one transaction): the
-/// deliveries are a single multi-row insert over `UNNEST` of the endpoint ids.
-pub async fn insert_message<C: GenericClient>(
-    c: &C,
-    m: &Message,
-    endpoint_ids: &[String],
-    leased_until: Option<DateTime<Utc>>,
-) -> StoreResult<()> {
-    let now = ms(m.created_at);
-    let (due, leased) = match leased_until {
-        Some(t) => (ms(t), true),
-        None => (now, false),
-    };
-    let stmt = prepare(
-        c,
-        "WITH m AS ( \
-             INSERT INTO messages (id, app_id, event_type, event_id, payload, channels, tags, created_at, \
-                 content_type, headers) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $12, $13) RETURNING id, app_id \
-         ) \
-         INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
-             updated_at) \
-         SELECT m.id, ep, m.app_id, 1, 0, $9::bigint, $10::boolean, 0, $8::bigint \
-         FROM m CROSS JOIN UNNEST($11::text[]) AS ep",
-    )
-    .await?;
-    let result = c
-        .execute(
-            &stmt,
-            &[
-                &m.id,
-                &m.app_id,
-                &m.event_type,
-                &m.event_id,
-                &m.payload,
-                &m.channels,
-                &m.tags,
-                &now,
-                &due,
-                &leased,
-                &endpoint_ids,
-                &m.content_type,
-                &(!m.headers.is_empty()).then(|| to_json(&m.headers)),
-            ],
-        )
-        .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(e) => Err(match (db_error(&e), violated_constraint(&e)) {
-            (StoreError::Conflict(_), Some("messages_pkey" | "messages_app_event_id_key")) => {
-                StoreError::Conflict("a message with this eventId already exists".into())
-            }
-            (other, _) => other,
-        }),
-    }
-}
 
 pub async fn get_message<C: GenericClient>(c: &C, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {
     static SQL: LazyLock<String> = LazyLock::new(|| {

@@ -106,18 +106,23 @@ impl Store for PgStore {
         endpoint_ids: Vec<String>,
         leased_until: Option<DateTime<Utc>>,
     ) -> StoreResult<()> {
-        let unleased = leased_until.is_none() && !endpoint_ids.is_empty();
-        let client = self.client().await?;
-        let started = std::time::Instant::now();
-        queries::insert_message(&client, &msg, &endpoint_ids, leased_until).await?;
-        metrics::histogram!("hooklane_store_commit_seconds", "store" => "postgres").record(started.elapsed());
-        drop(client);
-        // Deliveries leased at ingest are sent by the node that wrote them; others are for
-        // whichever node polls first, so wake them all.
-        if unleased {
-            self.announce_due().await;
+        // PostgreSQL text cannot hold NUL; refused here so it cannot fail a whole batch.
+        if msg.payload.contains('\0') {
+            return Err(StoreError::Database(
+                "the payload contains a NUL character, which PostgreSQL cannot store".into(),
+            ));
         }
-        Ok(())
+        // Within one message each endpoint gets one delivery (the same rule the primary key
+        // enforces on SQLite); checked here so a bad call cannot fail a whole batch.
+        let mut seen = std::collections::HashSet::new();
+        if !endpoint_ids.iter().all(|e| seen.insert(e.as_str())) {
+            return Err(StoreError::Conflict("the same endpoint appears twice for one message".into()));
+        }
+        // Group-committed with concurrent calls; answers once the batch is committed.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = super::ingest::IngestJob { msg, endpoint_ids, leased_until, reply };
+        self.ingest.send(job).map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {

@@ -1,0 +1,191 @@
+//! Group commit for ingest on PostgreSQL. Concurrent `create_message` calls are queued and
+//! written together: each batch is one statement (so one transaction and one WAL flush)
+//! that inserts every message and every delivery of the batch as multi-row inserts.
+//! A few workers write batches in parallel, so one slow commit does not hold up the next.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use hooklane_core::model::Message;
+use hooklane_core::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::rows::{ms, opt_json, to_json};
+use super::{db_err, pool_err, DUE_CHANNEL};
+use crate::{StoreError, StoreResult};
+
+/// Messages written together at most.
+const MAX_BATCH: usize = 256;
+/// Batches being written at the same time.
+const WORKERS: usize = 4;
+
+pub(super) struct IngestJob {
+    pub msg: Message,
+    pub endpoint_ids: Vec<String>,
+    pub leased_until: Option<DateTime<Utc>>,
+    pub reply: oneshot::Sender<StoreResult<()>>,
+}
+
+/// Starts the workers; they stop when the returned sender (the store) is dropped.
+pub(super) fn start(pool: Pool) -> mpsc::UnboundedSender<IngestJob> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let rx = Arc::new(Mutex::new(rx));
+    for _ in 0..WORKERS {
+        tokio::spawn(worker(pool.clone(), rx.clone()));
+    }
+    tx
+}
+
+async fn worker(pool: Pool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<IngestJob>>>) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            // One worker gathers at a time; the others are writing meanwhile.
+            let mut jobs = jobs.lock().await;
+            if jobs.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                return;
+            }
+        }
+        let started = std::time::Instant::now();
+        let written = write(&pool, &batch).await;
+        metrics::histogram!("hooklane_store_commit_seconds", "store" => "postgres").record(started.elapsed());
+        if written.is_err() && batch.len() > 1 {
+            // One bad message must not fail the others: write each on its own.
+            for job in batch {
+                let single = vec![job];
+                let written = write(&pool, &single).await;
+                answer(&pool, single, written).await;
+            }
+            continue;
+        }
+        answer(&pool, batch, written).await;
+    }
+}
+
+/// Answers every job of a written batch.
+async fn answer(pool: &Pool, batch: Vec<IngestJob>, written: StoreResult<HashSet<String>>) {
+    let inserted = match written {
+        Ok(inserted) => inserted,
+        Err(e) if batch.len() == 1 => {
+            if let Some(job) = batch.into_iter().next() {
+                let _ = job.reply.send(Err(e));
+            }
+            return;
+        }
+        Err(e) => {
+            let why = e.to_string();
+            for job in batch {
+                let _ = job.reply.send(Err(StoreError::Database(why.clone())));
+            }
+            return;
+        }
+    };
+    let unleased = batch.iter().any(|j| j.leased_until.is_none() && !j.endpoint_ids.is_empty());
+    for job in batch {
+        let answer = if inserted.contains(&job.msg.id) {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict("a message with this eventId already exists".into()))
+        };
+        let _ = job.reply.send(answer);
+    }
+    // Deliveries leased at ingest are sent by the node that wrote them; others are for
+    // whichever node polls first, so wake them all.
+    if unleased {
+        announce(pool).await;
+    }
+}
+
+/// Writes the batch; returns the ids of the messages inserted (the others broke a
+/// uniqueness rule: a duplicate `eventId`, also within the batch, and wrote nothing).
+async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashSet<String>> {
+    let client = pool.get().await.map_err(pool_err)?;
+    let col = |f: &dyn Fn(&Message) -> String| batch.iter().map(|j| f(&j.msg)).collect::<Vec<String>>();
+    let ids = col(&|m| m.id.clone());
+    let apps = col(&|m| m.app_id.clone());
+    let types = col(&|m| m.event_type.clone());
+    let payloads = col(&|m| m.payload.clone());
+    let event_ids: Vec<Option<&str>> = batch.iter().map(|j| j.msg.event_id.as_deref()).collect();
+    let channels: Vec<Option<String>> = batch.iter().map(|j| opt_json(&j.msg.channels)).collect();
+    let tags: Vec<Option<String>> = batch.iter().map(|j| opt_json(&j.msg.tags)).collect();
+    let created: Vec<i64> = batch.iter().map(|j| ms(j.msg.created_at)).collect();
+    let content_types: Vec<Option<&str>> = batch.iter().map(|j| j.msg.content_type.as_deref()).collect();
+    let headers: Vec<Option<String>> =
+        batch.iter().map(|j| (!j.msg.headers.is_empty()).then(|| to_json(&j.msg.headers))).collect();
+    let (mut d_msg, mut d_ep, mut d_app, mut d_due, mut d_leased, mut d_at) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for j in batch {
+        let now = ms(j.msg.created_at);
+        let (due, leased) = match j.leased_until {
+            Some(t) => (ms(t), true),
+            None => (now, false),
+        };
+        for ep in &j.endpoint_ids {
+            d_msg.push(j.msg.id.as_str());
+            d_ep.push(ep.as_str());
+            d_app.push(j.msg.app_id.as_str());
+            d_due.push(due);
+            d_leased.push(leased);
+            d_at.push(now);
+        }
+    }
+    // Data-modifying CTEs all run to completion; deliveries are written only for the
+    // messages that were (ON CONFLICT DO NOTHING skips duplicates, so a duplicate in the
+    // batch costs only itself).
+    let rows = client
+        .query(
+            "WITH input AS ( \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                     $7::text[], $8::bigint[], $9::text[], $10::text[]) \
+                 AS t(id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers) \
+             ), m AS ( \
+                 INSERT INTO messages (id, app_id, event_type, event_id, payload, channels, tags, created_at, \
+                     content_type, headers) \
+                 SELECT id, app_id, event_type, event_id, payload, \
+                     CASE WHEN channels IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(channels::jsonb)) END, \
+                     CASE WHEN tags IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(tags::jsonb)) END, \
+                     created_at, content_type, headers \
+                 FROM input ON CONFLICT DO NOTHING RETURNING id \
+             ), d AS ( \
+                 INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
+                     updated_at) \
+                 SELECT k.msg_id, k.endpoint_id, k.app_id, 1, 0, k.due, k.leased, 0, k.at \
+                 FROM UNNEST($11::text[], $12::text[], $13::text[], $14::bigint[], $15::boolean[], $16::bigint[]) \
+                     AS k(msg_id, endpoint_id, app_id, due, leased, at) \
+                 JOIN m ON m.id = k.msg_id \
+                 RETURNING 1 \
+             ) SELECT id FROM m",
+            &[
+                &ids,
+                &apps,
+                &types,
+                &event_ids,
+                &payloads,
+                &channels,
+                &tags,
+                &created,
+                &content_types,
+                &headers,
+                &d_msg,
+                &d_ep,
+                &d_app,
+                &d_due,
+                &d_leased,
+                &d_at,
+            ],
+        )
+        .await
+        .map_err(db_err)?;
+    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+}
+
+async fn announce(pool: &Pool) {
+    let sent = match pool.get().await {
+        Ok(c) => c.batch_execute(&format!("NOTIFY {DUE_CHANNEL}")).await.map_err(db_err),
+        Err(e) => Err(pool_err(e)),
+    };
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, "NOTIFY failed; pollers will find the work on their next round");
+    }
+}
