@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,18 +76,7 @@ async fn kill9_after_ack_loses_no_message() {
     server.restart_after_kill();
 
     rx.set_script(|_, _| Reply::Status(200));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let want: HashSet<&String> = acked.iter().collect();
-    loop {
-        let got = rx.received();
-        let ok: HashSet<String> = got.iter().map(|r| r.header("webhook-id").to_string()).collect();
-        let missing = want.iter().filter(|id| !ok.contains(id.as_str())).count();
-        if missing == 0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{missing} acknowledged messages never arrived");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    rx.wait_for_ids(&acked, Duration::from_secs(30)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,26 +102,8 @@ async fn kill9_during_delivery_resumes_every_pending_delivery() {
     assert!(!acked.is_empty());
     server.restart_after_kill();
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let got = rx.received();
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        for r in &got {
-            *seen.entry(r.header("webhook-id").to_string()).or_default() += 1;
-        }
-        let missing = acked.iter().filter(|id| !seen.contains_key(*id)).count();
-        if missing == 0 {
-            let duplicates: usize = seen.values().map(|n| n - 1).sum();
-            eprintln!("acknowledged {}, received {}, duplicates {duplicates}", acked.len(), got.len());
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{missing} of {} acknowledged messages never arrived",
-            acked.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (received, duplicates) = rx.wait_for_ids(&acked, Duration::from_secs(60)).await;
+    eprintln!("acknowledged {}, received {received}, duplicates {duplicates}", acked.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,24 +163,6 @@ async fn repeated_kill9_under_continuous_load_loses_nothing() {
     }
     assert!(acked.len() > 100, "only {} messages acknowledged", acked.len());
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let got = rx.received();
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        for r in &got {
-            *seen.entry(r.header("webhook-id").to_string()).or_default() += 1;
-        }
-        let missing = acked.iter().filter(|id| !seen.contains_key(*id)).count();
-        if missing == 0 {
-            let duplicates: usize = seen.values().map(|n| n - 1).sum();
-            eprintln!("{kills} kills: acknowledged {}, received {}, duplicates {duplicates}", acked.len(), got.len());
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{missing} of {} acknowledged messages never arrived",
-            acked.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (received, duplicates) = rx.wait_for_ids(&acked, Duration::from_secs(60)).await;
+    eprintln!("{kills} kills: acknowledged {}, received {received}, duplicates {duplicates}", acked.len());
 }

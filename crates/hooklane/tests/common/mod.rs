@@ -320,6 +320,26 @@ impl Receiver {
         self.state.log.lock().unwrap().clone()
     }
 
+    /// Waits until every id in `acked` arrived as a `webhook-id` (panics after `timeout`);
+    /// returns (requests received, duplicates among them).
+    pub async fn wait_for_ids(&self, acked: &[String], timeout: Duration) -> (usize, usize) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.received();
+            let mut seen: HashMap<&str, usize> = HashMap::new();
+            for r in &got {
+                *seen.entry(r.header("webhook-id")).or_default() += 1;
+            }
+            let missing = acked.iter().filter(|id| !seen.contains_key(id.as_str())).count();
+            if missing == 0 {
+                let duplicates: usize = seen.values().map(|n| n - 1).sum();
+                return (got.len(), duplicates);
+            }
+            assert!(Instant::now() < deadline, "{missing} of {} acknowledged messages never arrived", acked.len());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until at least `n` requests arrived; panics after `timeout`.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
         let deadline = Instant::now() + timeout;
