@@ -42,14 +42,21 @@ pub struct BenchArgs {
     /// Do not measure the raw HTTP client.
     #[arg(long)]
     pub skip_raw: bool,
+    /// Server processes sharing the database (needs `--database-url` to a PostgreSQL
+    /// database); clients spread their posts over them round-robin.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
     /// Seconds to wait for every message to be delivered once all are posted.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.messages == 0 || args.concurrency == 0 {
-        bail!("--messages and --concurrency must be at least 1");
+    if args.messages == 0 || args.concurrency == 0 || args.nodes == 0 {
+        bail!("--messages, --concurrency and --nodes must be at least 1");
+    }
+    if args.nodes > 1 && !args.database_url.as_deref().is_some_and(|u| u.starts_with("postgres")) {
+        bail!("--nodes above 1 needs --database-url to a PostgreSQL database (nodes share it)");
     }
     let receiver = Receiver::start().await?;
     let payloads = payload::build_all(args.messages, args.payload_bytes);
@@ -66,11 +73,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let hooklane = if args.raw_only {
         None
     } else {
-        let server = ChildServer::start(args.database_url.as_deref())?;
-        eprintln!("bench: hooklane at {}, {} messages, {} clients", server.base, args.messages, args.concurrency);
-        let result = measure_hooklane(&server, &receiver, &payloads, &args).await;
-        let peak_rss_mib = server.peak_rss_mib();
-        server.stop();
+        let first = ChildServer::start(args.database_url.as_deref())?;
+        let token = first.admin_token.clone();
+        let mut servers = vec![first];
+        for _ in 1..args.nodes {
+            servers.push(ChildServer::start_with_token(args.database_url.as_deref(), token.clone())?);
+        }
+        let bases: Vec<&str> = servers.iter().map(|s| s.base.as_str()).collect();
+        eprintln!("bench: hooklane at {}, {} messages, {} clients", bases.join(", "), args.messages, args.concurrency);
+        let result = measure_hooklane(&servers, &receiver, &payloads, &args).await;
+        // The largest node: the figure that has to fit one machine.
+        let peak_rss_mib = servers.iter().filter_map(ChildServer::peak_rss_mib).reduce(f64::max);
+        for s in servers {
+            s.stop();
+        }
         Some(HooklaneRun { peak_rss_mib, ..result? })
     };
 
@@ -85,19 +101,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn measure_hooklane(
-    server: &ChildServer,
+    servers: &[ChildServer],
     receiver: &Receiver,
     payloads: &[bytes::Bytes],
     args: &BenchArgs,
 ) -> anyhow::Result<HooklaneRun> {
-    let api = ingest::Api::new(&server.base, &server.admin_token)?;
+    let bases: Vec<&str> = servers.iter().map(|s| s.base.as_str()).collect();
+    let api = ingest::Api::new(&bases, &servers[0].admin_token)?;
     let app = api.create_app("bench").await?;
     api.create_endpoint(&app, &receiver.url("/hook")).await?;
     let posts = ingest::post_all(&api, &app, payloads, args.concurrency).await;
     let ids: Vec<&str> = posts.iter().filter_map(|p| p.accepted.as_ref().map(|(_, id)| id.as_str())).collect();
     if !receiver.wait_for_all(&ids, Duration::from_secs(args.timeout)).await {
-        eprintln!("bench: timed out after {}s waiting for deliveries; server log:", args.timeout);
-        eprintln!("{}", server.log());
+        eprintln!("bench: timed out after {}s waiting for deliveries; server logs:", args.timeout);
+        for server in servers {
+            eprintln!("{}", server.log());
+        }
     }
     // A moment for late duplicates to show up.
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -26,9 +26,14 @@ impl ChildServer {
     /// Starts the server on the embedded SQLite store in its temporary directory, or on
     /// `database_url` when given. Durability settings are the server's defaults.
     pub fn start(database_url: Option<&str>) -> anyhow::Result<ChildServer> {
+        Self::start_with_token(database_url, random_hex(24))
+    }
+
+    /// Like [`ChildServer::start`] with a given admin token (nodes of one cluster share it).
+    pub fn start_with_token(database_url: Option<&str>, admin_token: String) -> anyhow::Result<ChildServer> {
         let dir = std::env::temp_dir().join(format!("hooklane-bench-{}-{}", std::process::id(), random_hex(6)));
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let mut server = ChildServer { child: None, dir, base: String::new(), admin_token: random_hex(24) };
+        let mut server = ChildServer { child: None, dir, base: String::new(), admin_token };
         let db = match database_url {
             Some(url) => url.to_string(),
             None => format!("sqlite:{}", server.dir.join("hooklane.db").display()),

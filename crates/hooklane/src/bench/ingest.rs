@@ -21,20 +21,22 @@ pub struct Post {
 
 pub struct Api {
     client: reqwest::Client,
-    base: String,
+    /// One base URL per node; set-up goes to the first, posts are spread over all.
+    bases: Vec<String>,
     auth: String,
 }
 
 impl Api {
-    pub fn new(base: &str, admin_token: &str) -> anyhow::Result<Api> {
+    pub fn new(bases: &[&str], admin_token: &str) -> anyhow::Result<Api> {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).tcp_nodelay(true).build()?;
-        Ok(Api { client, base: base.trim_end_matches('/').to_string(), auth: format!("Bearer {admin_token}") })
+        let bases = bases.iter().map(|b| b.trim_end_matches('/').to_string()).collect();
+        Ok(Api { client, bases, auth: format!("Bearer {admin_token}") })
     }
 
     async fn post_json(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         let resp = self
             .client
-            .post(format!("{}{path}", self.base))
+            .post(format!("{}{path}", self.bases[0]))
             .header("authorization", &self.auth)
             .json(&body)
             .send()
@@ -72,13 +74,15 @@ struct MessageOut {
 /// sequence order.
 pub async fn post_all(api: &Api, app: &str, payloads: &[Bytes], concurrency: usize) -> Vec<Post> {
     let bodies: Arc<[Bytes]> = payloads.iter().map(|p| message_body(p)).collect();
-    let url: Arc<str> = format!("{}/api/v1/app/{app}/msg/", api.base).into();
+    let urls: Arc<[String]> = api.bases.iter().map(|b| format!("{b}/api/v1/app/{app}/msg/")).collect();
     let next = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
+        .map(|client_no| {
             let (client, auth) = (api.client.clone(), api.auth.clone());
-            let (bodies, url, next, failures) = (bodies.clone(), url.clone(), next.clone(), failures.clone());
+            // Each client talks to one node, clients spread round-robin over the nodes.
+            let url = urls[client_no % urls.len()].clone();
+            let (bodies, next, failures) = (bodies.clone(), next.clone(), failures.clone());
             tokio::spawn(async move {
                 let mut mine = Vec::new();
                 loop {
@@ -86,7 +90,7 @@ pub async fn post_all(api: &Api, app: &str, payloads: &[Bytes], concurrency: usi
                     let Some(body) = bodies.get(seq) else { break };
                     let sent = Instant::now();
                     let result = client
-                        .post(&*url)
+                        .post(&url)
                         .header("authorization", &auth)
                         .header("content-type", "application/json")
                         .body(body.clone())

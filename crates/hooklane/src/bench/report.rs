@@ -128,6 +128,7 @@ pub struct Report {
     raw_posts_per_s: Option<f64>,
     ratio_delivered_to_raw: Option<f64>,
     store: &'static str,
+    nodes: usize,
 }
 
 impl Report {
@@ -162,6 +163,7 @@ impl Report {
                 (Some(_), false) => "sqlite-tempdir",
                 (Some(_), true) => "database-url",
             },
+            nodes: args.nodes,
         }
     }
 
