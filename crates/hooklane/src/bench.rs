@@ -46,6 +46,11 @@ pub struct BenchArgs {
     /// database); clients spread their posts over them round-robin.
     #[arg(long, default_value_t = 1)]
     pub nodes: usize,
+    /// Messages posted first to a second endpoint that is down (connection refused), so
+    /// that they wait in the store and retry while the measured messages flow: shows
+    /// memory with a backlog and whether a dead endpoint slows a live one.
+    #[arg(long, default_value_t = 0)]
+    pub backlog: usize,
     /// Seconds to wait for every message to be delivered once all are posted.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
@@ -109,7 +114,19 @@ async fn measure_hooklane(
     let bases: Vec<&str> = servers.iter().map(|s| s.base.as_str()).collect();
     let api = ingest::Api::new(&bases, &servers[0].admin_token)?;
     let app = api.create_app("bench").await?;
-    api.create_endpoint(&app, &receiver.url("/hook")).await?;
+    api.create_endpoint(&app, &receiver.url("/hook"), payload::MEASURED).await?;
+    if args.backlog > 0 {
+        // Port 9 (discard) on loopback: nothing listens, every attempt is refused.
+        api.create_endpoint(&app, "http://127.0.0.1:9/down", payload::BACKLOG).await?;
+        let started = std::time::Instant::now();
+        let backlog = payload::build_all(args.backlog, args.payload_bytes);
+        let posted = ingest::post_typed(&api, &app, &backlog, args.concurrency, payload::BACKLOG).await;
+        let accepted = posted.iter().filter(|p| p.accepted.is_some()).count();
+        eprintln!(
+            "bench: backlog of {accepted} messages for a down endpoint posted in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
     let posts = ingest::post_all(&api, &app, payloads, args.concurrency).await;
     let ids: Vec<&str> = posts.iter().filter_map(|p| p.accepted.as_ref().map(|(_, id)| id.as_str())).collect();
     if !receiver.wait_for_all(&ids, Duration::from_secs(args.timeout)).await {

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::payload::message_body;
+use super::payload::{typed_message_body, MEASURED};
 
 /// One message post as the client saw it.
 pub struct Post {
@@ -56,11 +56,10 @@ impl Api {
         Ok(out["id"].as_str().context("application id missing")?.to_string())
     }
 
-    /// Creates an endpoint delivering to `url`; returns its id.
-    pub async fn create_endpoint(&self, app: &str, url: &str) -> anyhow::Result<String> {
-        let out = self
-            .post_json(&format!("/api/v1/app/{app}/endpoint/"), json!({ "url": url, "description": "bench" }))
-            .await?;
+    /// Creates an endpoint delivering messages of `event_type` to `url`; returns its id.
+    pub async fn create_endpoint(&self, app: &str, url: &str, event_type: &str) -> anyhow::Result<String> {
+        let spec = json!({ "url": url, "description": "bench", "filterTypes": [event_type] });
+        let out = self.post_json(&format!("/api/v1/app/{app}/endpoint/"), spec).await?;
         Ok(out["id"].as_str().context("endpoint id missing")?.to_string())
     }
 }
@@ -73,7 +72,12 @@ struct MessageOut {
 /// Posts one message per payload with `concurrency` clients; returns the posts in
 /// sequence order.
 pub async fn post_all(api: &Api, app: &str, payloads: &[Bytes], concurrency: usize) -> Vec<Post> {
-    let bodies: Arc<[Bytes]> = payloads.iter().map(|p| message_body(p)).collect();
+    post_typed(api, app, payloads, concurrency, MEASURED).await
+}
+
+/// [`post_all`] with messages of another event type.
+pub async fn post_typed(api: &Api, app: &str, payloads: &[Bytes], concurrency: usize, event_type: &str) -> Vec<Post> {
+    let bodies: Arc<[Bytes]> = payloads.iter().map(|p| typed_message_body(event_type, p)).collect();
     let urls: Arc<[String]> = api.bases.iter().map(|b| format!("{b}/api/v1/app/{app}/msg/")).collect();
     let next = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(AtomicUsize::new(0));

@@ -24,10 +24,17 @@ pub fn build_all(n: usize, size: usize) -> Vec<Bytes> {
     (0..n).map(|seq| build(seq, size)).collect()
 }
 
-/// The body of `POST /api/v1/app/{app}/msg/` carrying `payload`.
-pub fn message_body(payload: &[u8]) -> Bytes {
+/// Event type of the measured messages.
+pub const MEASURED: &str = "bench.event";
+/// Event type of the backlog messages (sent to an endpoint that is down).
+pub const BACKLOG: &str = "bench.backlog";
+
+/// The body of `POST /api/v1/app/{app}/msg/` carrying `payload` as a message of `event_type`.
+pub fn typed_message_body(event_type: &str, payload: &[u8]) -> Bytes {
     let mut body = Vec::with_capacity(payload.len() + 48);
-    body.extend_from_slice(br#"{"eventType":"bench.event","payload":"#);
+    body.extend_from_slice(br#"{"eventType":""#);
+    body.extend_from_slice(event_type.as_bytes());
+    body.extend_from_slice(br#"","payload":"#);
     body.extend_from_slice(payload);
     body.push(b'}');
     Bytes::from(body)
@@ -46,7 +53,8 @@ mod tests {
             }
             let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
             assert_eq!(v["seq"], seq);
-            let body: serde_json::Value = serde_json::from_slice(&message_body(&p)).unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&typed_message_body(MEASURED, &p)).unwrap();
+            assert_eq!(body["eventType"], MEASURED);
             assert_eq!(body["payload"]["seq"], seq);
         }
     }

@@ -129,6 +129,7 @@ pub struct Report {
     ratio_delivered_to_raw: Option<f64>,
     store: &'static str,
     nodes: usize,
+    backlog: usize,
 }
 
 impl Report {
@@ -164,6 +165,7 @@ impl Report {
                 (Some(_), true) => "database-url",
             },
             nodes: args.nodes,
+            backlog: args.backlog,
         }
     }
 
