@@ -47,8 +47,8 @@ impl SqliteStore {
         let mut conn = Connection::open(&path).map_err(db_err)?;
         // FULL makes every commit fsync the WAL: an acknowledged write survives power loss.
         // Checkpoints (copying the WAL into the database file, with an fsync of its own) are
-        // taken off the writer: run inline they stall one commit in every few hundred by
-        // milliseconds. The checkpointer thread runs them beside the writer instead.
+        // not run inside a commit, where they would stall the requests waiting on it; the
+        // writer runs them between batches, after answering (see `writer_loop`).
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
@@ -64,12 +64,7 @@ impl SqliteStore {
             .name("hooklane-sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Database(format!("cannot start writer thread: {e}")))?;
-        let readers = Arc::new(ReadPool { path: path.clone(), idle: Mutex::new(Vec::new()) });
-        let alive = Arc::downgrade(&readers);
-        std::thread::Builder::new()
-            .name("hooklane-sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(path, alive))
-            .map_err(|e| StoreError::Database(format!("cannot start checkpoint thread: {e}")))?;
+        let readers = Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) });
         Ok(SqliteStore { writer: tx, readers })
     }
 
@@ -200,29 +195,11 @@ impl WriteJob for NoopJob {
     fn finish(self: Box<Self>, _: &Result<(), String>) {}
 }
 
-/// How often the WAL is copied into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Checkpoints the WAL from a connection of its own until the store is dropped. PASSIVE
-/// never blocks the writer or readers; whatever it cannot copy now, a later round does.
-fn checkpoint_loop(path: PathBuf, alive: std::sync::Weak<ReadPool>) {
-    let conn = match Connection::open(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "sqlite checkpointer cannot open the database; the WAL will grow");
-            return;
-        }
-    };
-    let _ = conn.execute_batch("PRAGMA busy_timeout = 5000;");
-    while alive.strong_count() > 0 {
-        std::thread::sleep(CHECKPOINT_EVERY);
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "sqlite checkpoint failed");
-        }
-    }
-}
+/// How often the writer copies the WAL into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
+    let mut last_checkpoint = std::time::Instant::now();
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_GROUP {
@@ -250,6 +227,16 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
         }
         for job in batch {
             job.finish(&commit);
+        }
+        // Checkpoint here, on the writer, with nothing being written: only then can it copy
+        // the whole WAL, so that the next transaction starts the WAL over. (A checkpointer
+        // beside a busy writer never catches up with the end of the WAL, which then grows
+        // without bound.) Requests arriving meanwhile simply join the next batch.
+        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "sqlite checkpoint failed");
+            }
+            last_checkpoint = std::time::Instant::now();
         }
     }
     tracing::debug!("sqlite writer stopped");
