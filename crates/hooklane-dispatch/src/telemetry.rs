@@ -27,10 +27,13 @@ pub(crate) fn log_attempt(attempt_id: &str, job: &Job, result: &SendResult, atte
             )
         };
     }
+    // Both at debug: a dead endpoint with a large backlog fails thousands of attempts a
+    // second, which at info would flood the log. Failures are counted in /metrics, listed in
+    // the attempt log, and an endpoint being disabled is logged at warn.
     if result.succeeded() {
         event!(tracing::Level::DEBUG, "success");
     } else {
-        event!(tracing::Level::INFO, "failure");
+        event!(tracing::Level::DEBUG, "failure");
     }
 }
 

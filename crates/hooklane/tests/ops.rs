@@ -28,7 +28,7 @@ fn sample(page: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_ready_metrics_and_request_ids() {
-    let server = Server::start("").await;
+    let server = Server::start("log_level = \"info,hooklane_dispatch=debug\"").await;
     let (status, _, body) = text(&server, "/health", None).await;
     assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
     let (status, _, body) = text(&server, "/ready", None).await;
