@@ -4,7 +4,8 @@
 //! fresh data directory (durability on: SQLite with `synchronous = FULL`), posts messages
 //! through the public API with concurrent clients and waits until the receiver has every
 //! one of them. For scale it also measures a plain HTTP client posting the same payloads
-//! straight to the same receiver. The result is one JSON line on stdout.
+//! straight to the same receiver. The result is one JSON line on stdout; progress and
+//! problems go to stderr. The exit status is non-zero when a message was lost.
 
 mod child;
 mod ingest;
@@ -23,7 +24,8 @@ use self::report::{HooklaneRun, Report};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Messages to post (and raw requests to send).
+    /// Messages to post; the raw client sends as many requests, three times over, and keeps
+    /// the median rate.
     #[arg(long, default_value_t = 10_000)]
     pub messages: usize,
     /// Clients posting at the same time.
