@@ -23,7 +23,7 @@ use tower::Layer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::NormalizePathLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::api::{app, attempt, auth, endpoint, event_type, message};
 use crate::error::ApiError;
@@ -89,11 +89,7 @@ pub fn router(state: AppState) -> Router {
         // A request id on every call: the caller's `x-request-id`, or a new one; in the log
         // span of the request and echoed in the response.
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(ops::request_span)
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(ops::request_span).on_response(ops::LogResponse))
         .layer(SetRequestIdLayer::x_request_id(ops::MakeId))
         .with_state(state)
 }

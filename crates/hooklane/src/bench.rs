@@ -1,7 +1,7 @@
 //! `hooklane bench`: a benchmark anyone can run on one machine.
 //!
 //! It starts a loopback receiver in this process, a `hooklane serve` child process on a
-//! fresh data directory (durability on: SQLite with `synchronous = FULL`), posts messages
+//! fresh data directory (durability on: SQLite's write-ahead log flushed before every answer), posts messages
 //! through the public API with concurrent clients and waits until the receiver has every
 //! one of them. For scale it also measures a plain HTTP client posting the same payloads
 //! straight to the same receiver. The result is one JSON line on stdout; progress and
@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// Seconds to wait for every message to be delivered once all are posted.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// Runs this hooklane executable as the server instead of this one: compares two
+    /// builds with the same clients and receiver.
+    #[arg(long)]
+    pub server_bin: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -80,11 +84,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let hooklane = if args.raw_only {
         None
     } else {
-        let first = ChildServer::start(args.database_url.as_deref())?;
+        let first = ChildServer::start(&args)?;
         let token = first.admin_token.clone();
         let mut servers = vec![first];
         for _ in 1..args.nodes {
-            servers.push(ChildServer::start_with_token(args.database_url.as_deref(), token.clone())?);
+            servers.push(ChildServer::start_with_token(&args, token.clone())?);
         }
         let bases: Vec<&str> = servers.iter().map(|s| s.base.as_str()).collect();
         eprintln!("bench: hooklane at {}, {} messages, {} clients", bases.join(", "), args.messages, args.concurrency);
@@ -129,6 +133,11 @@ async fn measure_hooklane(
             started.elapsed().as_secs_f64()
         );
     }
+    let cpu = || {
+        let servers_cpu = servers.iter().filter_map(ChildServer::cpu_seconds).sum::<f64>();
+        (servers_cpu, child::cpu_seconds_of("self"), child::machine_cpu_jiffies())
+    };
+    let cpu_before = cpu();
     let posts = ingest::post_all(&api, &app, payloads, args.concurrency).await;
     let ids: Vec<&str> = posts.iter().filter_map(|p| p.accepted.as_ref().map(|(_, id)| id.as_str())).collect();
     if !receiver.wait_for_all(&ids, Duration::from_secs(args.timeout)).await {
@@ -137,7 +146,16 @@ async fn measure_hooklane(
             eprintln!("{}", server.log());
         }
     }
+    let cpu_after = cpu();
     // A moment for late duplicates to show up.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    Ok(HooklaneRun::from_observations(posts, receiver.arrivals()))
+    let mut run = HooklaneRun::from_observations(posts, receiver.arrivals());
+    let per_msg = |before: f64, after: f64| (run.delivered > 0).then(|| (after - before) * 1e6 / run.delivered as f64);
+    run.server_cpu_us_per_msg = per_msg(cpu_before.0, cpu_after.0);
+    run.bench_cpu_us_per_msg = cpu_before.1.zip(cpu_after.1).and_then(|(b, a)| per_msg(b, a));
+    run.machine_busy_pct = cpu_before
+        .2
+        .zip(cpu_after.2)
+        .and_then(|((b0, t0), (b1, t1))| (t1 > t0).then(|| (b1 - b0) as f64 * 100.0 / (t1 - t0) as f64));
+    Ok(run)
 }

@@ -57,6 +57,16 @@ async fn health_ready_metrics_and_request_ids() {
     let msg = resp.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
     let (_, headers, _) = text(&server, "/api/v1/app/", Some(ADMIN)).await;
     assert!(headers["x-request-id"].to_str().unwrap().starts_with("rid_"), "{headers:?}");
+    // A refused request is logged at info with its request id and status.
+    let refused = server
+        .client
+        .get(server.url("/api/v1/app/app_doesnotexist/"))
+        .bearer_auth(ADMIN)
+        .header("x-request-id", "refused-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 404);
 
     ok.wait_for(1, Duration::from_secs(10)).await;
     failing.wait_for(2, Duration::from_secs(10)).await;
@@ -91,7 +101,10 @@ async fn health_ready_metrics_and_request_ids() {
     assert!(page.contains("hooklane_endpoint_failing_seconds{app_id=\""), "{page}");
 
     let logs = server.logs();
-    assert!(logs.contains("request_id=trace-me-42"), "the request's log span carries its id");
+    let refused_line = logs.lines().find(|l| l.contains("request_id=refused-7")).unwrap_or_default();
+    assert!(refused_line.contains("request refused") && refused_line.contains("status=404"), "{logs}");
+    // Successes are logged at debug only (one line per accepted message would cost ~5 % CPU).
+    assert!(!logs.contains("request_id=trace-me-42"), "a 202 is not logged at info");
     assert!(logs.contains("delivery attempt") && logs.contains("attempt_id=atmpt_"), "failed attempts are logged");
 }
 

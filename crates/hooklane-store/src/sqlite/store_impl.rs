@@ -126,7 +126,7 @@ impl Store for SqliteStore {
         endpoint_ids: Vec<String>,
         leased_until: Option<DateTime<Utc>>,
     ) -> StoreResult<()> {
-        self.write(move |c| queries::insert_message(c, &msg, &endpoint_ids, leased_until)).await
+        self.write_unguarded(move |c| queries::insert_message(c, &msg, &endpoint_ids, leased_until)).await
     }
 
     async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {
@@ -175,7 +175,7 @@ impl Store for SqliteStore {
         outcomes: Vec<AttemptOutcome>,
         disable_after: Duration,
     ) -> StoreResult<Vec<String>> {
-        self.write(move |c| {
+        self.write_unguarded(move |c| {
             let mut disabled = Vec::new();
             for o in &outcomes {
                 let before = ago(o.attempt.created_at, disable_after);
@@ -190,7 +190,7 @@ impl Store for SqliteStore {
 
     async fn abandon_deliveries(&self, keys: Vec<DeliveryKey>) -> StoreResult<()> {
         let now = ms(Utc::now());
-        self.write(move |c| {
+        self.write_unguarded(move |c| {
             for k in &keys {
                 queries::abandon_delivery(c, &k.msg_id, &k.endpoint_id, now)?;
             }
@@ -201,7 +201,7 @@ impl Store for SqliteStore {
 
     async fn defer_deliveries(&self, keys: Vec<DeliveryKey>, due_at: DateTime<Utc>) -> StoreResult<()> {
         let due = ms(due_at);
-        self.write(move |c| {
+        self.write_unguarded(move |c| {
             let mut stmt = c
                 .prepare_cached(
                     "UPDATE deliveries SET due_at = ?3, leased = 0 WHERE msg_id = ?1 AND endpoint_id = ?2 AND status = 1",
@@ -357,22 +357,20 @@ impl Store for SqliteStore {
     async fn idempotency_begin(&self, key: &str, now: DateTime<Utc>, ttl: Duration) -> StoreResult<IdempotencyState> {
         let key = owned(key);
         let (now, expires) = (ms(now), ms(lease_end(now, ttl)));
-        self.write(move |c| {
-            c.execute("DELETE FROM idempotency_keys WHERE key = ?1 AND expires_at <= ?2", params![key, now])
+        self.write_unguarded(move |c| {
+            c.prepare_cached("DELETE FROM idempotency_keys WHERE key = ?1 AND expires_at <= ?2")
+                .and_then(|mut s| s.execute(params![key, now]))
                 .map_err(db_err)?;
             let inserted = c
-                .execute(
-                    "INSERT OR IGNORE INTO idempotency_keys (key, done, expires_at) VALUES (?1, 0, ?2)",
-                    params![key, expires],
-                )
+                .prepare_cached("INSERT OR IGNORE INTO idempotency_keys (key, done, expires_at) VALUES (?1, 0, ?2)")
+                .and_then(|mut s| s.execute(params![key, expires]))
                 .map_err(db_err)?;
             if inserted == 1 {
                 return Ok(IdempotencyState::Started);
             }
             let (done, status, body): (bool, Option<u16>, Option<Vec<u8>>) = c
-                .query_row("SELECT done, status, body FROM idempotency_keys WHERE key = ?1", [&key], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
+                .prepare_cached("SELECT done, status, body FROM idempotency_keys WHERE key = ?1")
+                .and_then(|mut s| s.query_row([&key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
                 .map_err(db_err)?;
             Ok(match (done, status) {
                 (true, Some(status)) => {
@@ -386,12 +384,10 @@ impl Store for SqliteStore {
 
     async fn idempotency_finish(&self, key: &str, response: StoredResponse) -> StoreResult<()> {
         let key = owned(key);
-        self.write(move |c| {
-            c.execute(
-                "UPDATE idempotency_keys SET done = 1, status = ?2, body = ?3 WHERE key = ?1",
-                params![key, response.status, response.body],
-            )
-            .map_err(db_err)?;
+        self.write_unguarded(move |c| {
+            c.prepare_cached("UPDATE idempotency_keys SET done = 1, status = ?2, body = ?3 WHERE key = ?1")
+                .and_then(|mut s| s.execute(params![key, response.status, response.body]))
+                .map_err(db_err)?;
             Ok(())
         })
         .await
@@ -399,8 +395,10 @@ impl Store for SqliteStore {
 
     async fn idempotency_abort(&self, key: &str) -> StoreResult<()> {
         let key = owned(key);
-        self.write(move |c| {
-            c.execute("DELETE FROM idempotency_keys WHERE key = ?1 AND done = 0", [&key]).map_err(db_err)?;
+        self.write_unguarded(move |c| {
+            c.prepare_cached("DELETE FROM idempotency_keys WHERE key = ?1 AND done = 0")
+                .and_then(|mut s| s.execute([&key]))
+                .map_err(db_err)?;
             Ok(())
         })
         .await

@@ -11,6 +11,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use rand::RngCore;
 
+use super::BenchArgs;
+
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const READY_LINE: &str = "hooklane listening on ";
 
@@ -25,12 +27,13 @@ pub struct ChildServer {
 impl ChildServer {
     /// Starts the server on the embedded SQLite store in its temporary directory, or on
     /// `database_url` when given. Durability settings are the server's defaults.
-    pub fn start(database_url: Option<&str>) -> anyhow::Result<ChildServer> {
-        Self::start_with_token(database_url, random_hex(24))
+    pub fn start(args: &BenchArgs) -> anyhow::Result<ChildServer> {
+        Self::start_with_token(args, random_hex(24))
     }
 
     /// Like [`ChildServer::start`] with a given admin token (nodes of one cluster share it).
-    pub fn start_with_token(database_url: Option<&str>, admin_token: String) -> anyhow::Result<ChildServer> {
+    pub fn start_with_token(args: &BenchArgs, admin_token: String) -> anyhow::Result<ChildServer> {
+        let database_url = args.database_url.as_deref();
         let dir = std::env::temp_dir().join(format!("hooklane-bench-{}-{}", std::process::id(), random_hex(6)));
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut server = ChildServer { child: None, dir, base: String::new(), admin_token };
@@ -48,7 +51,11 @@ impl ChildServer {
         let stderr_path = server.dir.join("server.log");
         let stderr = std::fs::File::create(&stderr_path)?;
 
-        let mut command = Command::new(std::env::current_exe().context("cannot find this executable")?);
+        let exe = match &args.server_bin {
+            Some(path) => path.clone(),
+            None => std::env::current_exe().context("cannot find this executable")?,
+        };
+        let mut command = Command::new(exe);
         command.arg("serve").arg("--config").arg(&config_path);
         // The generated configuration alone decides: no HOOKLANE_* override from outside.
         for (key, _) in std::env::vars_os() {
@@ -96,6 +103,11 @@ impl ChildServer {
         Some(kib / 1024.0)
     }
 
+    /// CPU time (user + system) the child has used so far, in seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds_of(&self.child.as_ref()?.id().to_string())
+    }
+
     /// What the server wrote to stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
@@ -130,4 +142,28 @@ fn random_hex(bytes: usize) -> String {
 /// A TOML basic string (JSON string escapes are valid TOML escapes).
 fn toml_string(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// User + system CPU time of a process from `/proc/<pid>/stat`, in seconds; `"self"` for
+/// this one. The kernel reports it in USER_HZ ticks, 100 per second on Linux.
+pub fn cpu_seconds_of(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its ')' are fixed.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// Busy and total jiffies of the whole machine (first line of `/proc/stat`): what share of
+/// every core was in use during a run, whoever used it.
+pub fn machine_cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    let total: u64 = v.iter().sum();
+    // idle and iowait are fields 4 and 5.
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
 }

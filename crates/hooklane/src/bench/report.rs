@@ -26,6 +26,14 @@ pub struct HooklaneRun {
     pub ingest_ms: Percentiles,
     pub e2e_ms: Percentiles,
     pub peak_rss_mib: Option<f64>,
+    /// CPU the hooklane server(s) used per delivered message while the measured messages
+    /// were posted and delivered; steadier across runs than rates on a shared machine.
+    pub server_cpu_us_per_msg: Option<f64>,
+    /// The same for this process: the API clients and the receiver.
+    pub bench_cpu_us_per_msg: Option<f64>,
+    /// Share of all cores in use on the machine meanwhile: near 100 means the run was
+    /// bound by CPU, not by waiting (commits, network).
+    pub machine_busy_pct: Option<f64>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -119,6 +127,9 @@ pub struct Report {
     e2e_p99_ms: Option<f64>,
     e2e_max_ms: Option<f64>,
     server_peak_rss_mib: Option<f64>,
+    server_cpu_us_per_msg: Option<f64>,
+    bench_cpu_us_per_msg: Option<f64>,
+    machine_busy_pct: Option<f64>,
     accepted: Option<usize>,
     delivered: Option<usize>,
     duplicates: Option<usize>,
@@ -151,6 +162,9 @@ impl Report {
             e2e_p99_ms: h.map(|h| round(h.e2e_ms.p99, 3)),
             e2e_max_ms: h.map(|h| round(h.e2e_ms.max, 3)),
             server_peak_rss_mib: h.and_then(|h| h.peak_rss_mib).map(|m| round(m, 1)),
+            server_cpu_us_per_msg: h.and_then(|h| h.server_cpu_us_per_msg).map(|c| round(c, 1)),
+            bench_cpu_us_per_msg: h.and_then(|h| h.bench_cpu_us_per_msg).map(|c| round(c, 1)),
+            machine_busy_pct: h.and_then(|h| h.machine_busy_pct).map(|c| round(c, 1)),
             accepted: h.map(|h| h.accepted),
             delivered: h.map(|h| h.delivered),
             duplicates: h.map(|h| h.duplicates),

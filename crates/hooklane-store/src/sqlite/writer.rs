@@ -1,0 +1,278 @@
+//! The writer thread and the sync thread of the embedded store.
+//!
+//! The writer owns the write connection. It opens a transaction, runs each write as it
+//! arrives, and commits when the sync thread is free (or the batch is full); the sync
+//! thread then flushes the write-ahead log with one `fdatasync` and only then answers the
+//! callers of that batch. While the disk works on one batch the writer is already running
+//! the next one inside a new transaction, so neither waits for the other, and a batch holds
+//! everything that arrived during one flush: few, large commits, and few WAL frames per
+//! write (each commit rewrites the last page of every B-tree it touched).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::db_err;
+use crate::{StoreError, StoreResult};
+
+/// Most writes committed together; bounds the latency one batch adds to the next.
+const MAX_GROUP: usize = 512;
+/// How often the writer copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// What the writer thread receives: writes, and word from the sync thread.
+pub(super) enum ToWriter {
+    Job(Box<dyn WriteJob>),
+    /// The sync thread finished with this many batches.
+    Synced(usize),
+}
+
+/// A write waiting for the writer thread, with its result type erased.
+pub(super) trait WriteJob: Send {
+    /// Runs the work inside the open transaction. Returns false when it failed after
+    /// changing rows that no savepoint can take back: the transaction must then be
+    /// rolled back as a whole.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the transaction's fate is known.
+    fn finish(self: Box<Self>, outcome: &Result<(), String>);
+}
+
+pub(super) struct TypedJob<T, F> {
+    work: Option<F>,
+    savepoint: bool,
+    result: Option<StoreResult<T>>,
+    reply: Option<oneshot::Sender<StoreResult<T>>>,
+}
+
+impl<T, F> TypedJob<T, F> {
+    pub(super) fn new(work: F, savepoint: bool, reply: oneshot::Sender<StoreResult<T>>) -> Self {
+        TypedJob { work: Some(work), savepoint, result: None, reply: Some(reply) }
+    }
+}
+
+impl<T, F> WriteJob for TypedJob<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(work) = self.work.take() else { return true };
+        if !self.savepoint {
+            // A failed statement takes back its own rows and does not count in
+            // `total_changes`: a job that failed with the count unchanged left nothing behind.
+            let before = conn.total_changes();
+            let result = work(conn);
+            let clean = result.is_ok() || conn.total_changes() == before;
+            self.result = Some(result);
+            return clean;
+        }
+        // One job's failure (say, a duplicate uid) rolls back only its own changes.
+        if let Err(e) = run_cached(conn, "SAVEPOINT job") {
+            self.result = Some(Err(db_err(e)));
+            return true;
+        }
+        let result = work(conn);
+        let end = match result {
+            Ok(_) => run_cached(conn, "RELEASE job"),
+            Err(_) => run_cached(conn, "ROLLBACK TO job").and_then(|()| run_cached(conn, "RELEASE job")),
+        };
+        self.result = Some(match end {
+            Ok(()) => result,
+            Err(e) => Err(db_err(e)),
+        });
+        true
+    }
+
+    fn finish(mut self: Box<Self>, outcome: &Result<(), String>) {
+        let outcome = match (outcome, self.result.take()) {
+            (Ok(()), Some(result)) => result,
+            (Err(e), _) => Err(StoreError::Database(format!("commit failed: {e}"))),
+            (Ok(()), None) => Err(StoreError::Database("write job did not run".into())),
+        };
+        if let Some(reply) = self.reply.take() {
+            // The caller may have gone away (request cancelled); the write stands anyway.
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+/// Runs a statement through the statement cache (`execute_batch` parses it every time).
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// A write with nothing to do: checks that the writer thread still takes work.
+pub(super) struct NoopJob;
+
+impl WriteJob for NoopJob {
+    fn run(&mut self, _: &Connection) -> bool {
+        true
+    }
+    fn finish(self: Box<Self>, _: &Result<(), String>) {}
+}
+
+/// Starts both threads; the returned sender takes the writes.
+pub(super) fn start(conn: Connection, db_path: &Path) -> StoreResult<mpsc::Sender<ToWriter>> {
+    let (to_writer, inbox) = mpsc::channel::<ToWriter>();
+    let (to_sync, committed) = mpsc::channel::<Vec<Box<dyn WriteJob>>>();
+    let wal = wal_path(db_path);
+    let writer_inbox = to_writer.clone();
+    std::thread::Builder::new()
+        .name("hooklane-sqlite-sync".into())
+        .spawn(move || sync_loop(&wal, committed, writer_inbox))
+        .map_err(|e| StoreError::Database(format!("cannot start sync thread: {e}")))?;
+    std::thread::Builder::new()
+        .name("hooklane-sqlite-writer".into())
+        .spawn(move || Writer::new(conn, to_sync).run(inbox))
+        .map_err(|e| StoreError::Database(format!("cannot start writer thread: {e}")))?;
+    Ok(to_writer)
+}
+
+struct Writer {
+    conn: Connection,
+    to_sync: mpsc::Sender<Vec<Box<dyn WriteJob>>>,
+    /// Writes run in the open transaction, waiting for its commit.
+    batch: Vec<Box<dyn WriteJob>>,
+    /// Time spent running the batch's writes (not waiting between them).
+    busy: Duration,
+    /// Batches handed to the sync thread and not yet flushed.
+    syncing: usize,
+    last_checkpoint: Instant,
+}
+
+impl Writer {
+    fn new(conn: Connection, to_sync: mpsc::Sender<Vec<Box<dyn WriteJob>>>) -> Self {
+        Writer { conn, to_sync, batch: Vec::new(), busy: Duration::ZERO, syncing: 0, last_checkpoint: Instant::now() }
+    }
+
+    fn run(mut self, inbox: mpsc::Receiver<ToWriter>) {
+        loop {
+            // Take everything waiting, then commit if the disk is free; otherwise block
+            // until more work or the sync thread's word arrives.
+            let mut next = inbox.try_recv().ok();
+            if next.is_none() {
+                if !self.batch.is_empty() && (self.syncing == 0 || self.batch.len() >= MAX_GROUP) {
+                    self.commit();
+                    continue;
+                }
+                match inbox.recv() {
+                    Ok(msg) => next = Some(msg),
+                    Err(_) => break,
+                }
+            }
+            match next {
+                Some(ToWriter::Job(job)) => self.run_job(job),
+                Some(ToWriter::Synced(n)) => self.syncing = self.syncing.saturating_sub(n),
+                None => {}
+            }
+            if self.batch.len() >= MAX_GROUP {
+                self.commit();
+            }
+        }
+        if !self.batch.is_empty() {
+            self.commit();
+        }
+        tracing::debug!("sqlite writer stopped");
+    }
+
+    fn run_job(&mut self, mut job: Box<dyn WriteJob>) {
+        let started = Instant::now();
+        if self.batch.is_empty() {
+            if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+                job.finish(&Err(e.to_string()));
+                return;
+            }
+        }
+        let clean = job.run(&self.conn);
+        self.batch.push(job);
+        self.busy += started.elapsed();
+        if !clean {
+            // Nothing can take back what the failed write changed but the whole transaction.
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.fail_batch("a write failed half-way; its batch was rolled back".to_string());
+        }
+    }
+
+    fn commit(&mut self) {
+        let started = Instant::now();
+        let committed = self.conn.execute_batch("COMMIT");
+        self.busy += started.elapsed();
+        metrics::histogram!("hooklane_store_commit_seconds", "store" => "sqlite").record(self.busy);
+        self.busy = Duration::ZERO;
+        if let Err(e) = committed {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.fail_batch(e.to_string());
+            return;
+        }
+        // Answered by the sync thread once the WAL is on disk.
+        let batch = std::mem::take(&mut self.batch);
+        match self.to_sync.send(batch) {
+            Ok(()) => self.syncing += 1,
+            Err(mpsc::SendError(batch)) => {
+                let gone = Err("the sync thread stopped".to_string());
+                batch.into_iter().for_each(|job| job.finish(&gone));
+            }
+        }
+        self.checkpoint_if_due();
+    }
+
+    fn fail_batch(&mut self, error: String) {
+        tracing::error!(error = %error, jobs = self.batch.len(), "sqlite group commit failed");
+        self.busy = Duration::ZERO;
+        let failed = Err(error);
+        self.batch.drain(..).for_each(|job| job.finish(&failed));
+    }
+
+    /// Runs after each commit, before the next transaction opens: only then can it copy the
+    /// whole WAL, so that the next transaction starts the WAL over. (A checkpointer beside a
+    /// busy writer never catches up with the end of the WAL, which then grows without
+    /// bound.) Writes arriving meanwhile wait in the inbox and join the next batch.
+    fn checkpoint_if_due(&mut self) {
+        if self.last_checkpoint.elapsed() < CHECKPOINT_EVERY {
+            return;
+        }
+        if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "sqlite checkpoint failed");
+        }
+        self.last_checkpoint = Instant::now();
+    }
+}
+
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// Makes committed batches durable, then answers their callers. One `fdatasync` of the WAL
+/// covers every batch committed before it, so batches that finished while the last sync
+/// ran share the next one. The file is opened for each sync: SQLite may truncate or
+/// recreate the WAL between batches, and the open costs microseconds beside the sync.
+fn sync_loop(wal: &Path, committed: mpsc::Receiver<Vec<Box<dyn WriteJob>>>, writer: mpsc::Sender<ToWriter>) {
+    while let Ok(first) = committed.recv() {
+        let mut batches = vec![first];
+        while let Ok(more) = committed.try_recv() {
+            batches.push(more);
+        }
+        let started = Instant::now();
+        let synced = std::fs::OpenOptions::new()
+            .write(true)
+            .open(wal)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| format!("cannot sync the write-ahead log {}: {e}", wal.display()));
+        metrics::histogram!("hooklane_store_sync_seconds", "store" => "sqlite").record(started.elapsed());
+        if let Err(e) = &synced {
+            // Committed but maybe not on disk: callers are told it failed and may retry.
+            tracing::error!(error = %e, "sqlite sync failed");
+        }
+        let n = batches.len();
+        for job in batches.into_iter().flatten() {
+            job.finish(&synced);
+        }
+        // The writer may commit again.
+        let _ = writer.send(ToWriter::Synced(n));
+    }
+}
