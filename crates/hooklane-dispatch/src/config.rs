@@ -30,6 +30,14 @@ pub struct DispatchConfig {
     pub claim_batch: usize,
     /// Networks that may be contacted although they are not public (loopback, private…).
     pub allow_networks: Vec<IpNet>,
+    /// Unreachable attempts in a row (connection failed, timeout, 5xx) after which an
+    /// endpoint's circuit opens: nothing is sent to it for a cool-down, then one probe.
+    /// 0 turns circuit breaking off.
+    pub circuit_failures: u32,
+    /// First cool-down of an open circuit; doubled after each failed probe.
+    pub circuit_cooldown: Duration,
+    /// Longest cool-down.
+    pub circuit_max_cooldown: Duration,
     /// Bytes of response body kept in the attempt log.
     pub response_body_limit: usize,
     pub user_agent: String,
@@ -51,6 +59,9 @@ impl Default for DispatchConfig {
             poll_interval: Duration::from_secs(1),
             claim_batch: 512,
             allow_networks: Vec::new(),
+            circuit_failures: 10,
+            circuit_cooldown: Duration::from_secs(5),
+            circuit_max_cooldown: Duration::from_secs(300),
             response_body_limit: 16 * 1024,
             user_agent: concat!("hooklane/", env!("CARGO_PKG_VERSION")).to_string(),
         }

@@ -15,6 +15,7 @@ use hooklane_core::{DateTime, Utc};
 use hooklane_store::{AttemptOutcome, DeliveryKey, DynStore, Job, NextStep};
 use tokio::sync::{mpsc, Notify, Semaphore};
 
+use crate::circuit::{Circuits, Health, Verdict};
 use crate::limits::{Gate, Gates};
 use crate::policy::next_step;
 use crate::sender::Sender;
@@ -38,6 +39,7 @@ struct Inner {
     outstanding: Semaphore,
     in_flight: Semaphore,
     gates: Gates,
+    circuits: Circuits,
     wake: Notify,
     finished: mpsc::UnboundedSender<Finished>,
     /// Endpoints this process disabled, with when: jobs already in memory for them stop at
@@ -49,6 +51,8 @@ struct Inner {
 enum Finished {
     Attempted(AttemptOutcome, Arc<Gate>),
     Abandoned(DeliveryKey, Arc<Gate>),
+    /// Not sent (its endpoint's circuit is open): back to the store, due at this time.
+    Paused(DeliveryKey, DateTime<Utc>, Arc<Gate>),
 }
 
 /// Room for `n` deliveries in memory, taken by ingest before it writes them as leased.
@@ -77,6 +81,13 @@ impl Dispatcher {
             outstanding: Semaphore::new(cfg.max_outstanding),
             in_flight: Semaphore::new(cfg.max_in_flight),
             gates: Gates::new(cfg.per_endpoint_in_flight),
+            // A probe is taken as lost once it has had twice the time an attempt may take.
+            circuits: Circuits::new(
+                cfg.circuit_failures,
+                cfg.circuit_cooldown,
+                cfg.circuit_max_cooldown,
+                (cfg.request_timeout + cfg.connect_timeout) * 2,
+            ),
             cfg,
             sender,
             wake: Notify::new(),
@@ -95,10 +106,11 @@ impl Dispatcher {
     }
 
     /// Reserves room for deliveries to these endpoints, or `None` when memory is full or
-    /// one of them is saturated (the deliveries are then written unleased and a poller takes
-    /// them when there is room).
+    /// one of them is saturated or its circuit is not closed (the deliveries are then
+    /// written unleased and a poller takes them when there is room, or the circuit closes).
     pub fn reserve(&self, endpoints: &[Arc<Endpoint>]) -> Option<Reservation> {
-        if self.inner.stopping.load(Ordering::Relaxed) || endpoints.iter().any(|e| self.inner.gates.is_saturated(&e.id))
+        if self.inner.stopping.load(Ordering::Relaxed)
+            || endpoints.iter().any(|e| self.inner.gates.is_saturated(&e.id) || !self.inner.circuits.is_closed(&e.id))
         {
             return None;
         }
@@ -135,30 +147,48 @@ impl Dispatcher {
 }
 
 /// Starts jobs that already hold outstanding permits, deferring those whose endpoint
-/// already has as much work in memory as it may.
+/// already has as much work in memory as it may, or whose circuit is open.
 fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
-    let mut deferred = Vec::new();
+    let now = Utc::now();
+    let soon = now + chrono::Duration::from_std(DEFER_FOR).unwrap_or_default();
+    let mut deferred: HashMap<DateTime<Utc>, Vec<DeliveryKey>> = HashMap::new();
+    let mut paused = 0u64;
     for job in jobs {
+        let key = || DeliveryKey { msg_id: job.message.id.clone(), endpoint_id: job.endpoint.id.clone() };
+        if let Some(until) = inner.circuits.held_until(&job.endpoint.id, now) {
+            deferred.entry(until).or_default().push(key());
+            paused += 1;
+            continue;
+        }
         let gate = inner.gates.get(&job.endpoint.id);
         let cap = endpoint_cap(&inner.cfg, job.endpoint.rate_limit);
         gate.cap.store(cap, Ordering::Relaxed);
         if gate.outstanding.fetch_add(1, Ordering::AcqRel) >= cap {
             gate.outstanding.fetch_sub(1, Ordering::AcqRel);
-            deferred.push(DeliveryKey { msg_id: job.message.id.clone(), endpoint_id: job.endpoint.id.clone() });
+            deferred.entry(soon).or_default().push(key());
             continue;
         }
         tokio::spawn(run_job(inner.clone(), job, gate));
     }
+    if paused > 0 {
+        metrics::counter!("hooklane_deliveries_paused_total").increment(paused);
+    }
     if !deferred.is_empty() {
         let inner = inner.clone();
         tokio::spawn(async move {
-            let n = deferred.len();
-            let due = Utc::now() + chrono::Duration::from_std(DEFER_FOR).unwrap_or_default();
-            if let Err(e) = inner.store.defer_deliveries(deferred, due).await {
-                tracing::warn!(error = %e, "could not defer deliveries; their leases will expire instead");
-            }
+            let n = deferred.values().map(Vec::len).sum();
+            defer_all(&inner, deferred).await;
             inner.outstanding.add_permits(n);
         });
+    }
+}
+
+/// Hands deliveries back to the store, one write per due time.
+async fn defer_all(inner: &Inner, groups: HashMap<DateTime<Utc>, Vec<DeliveryKey>>) {
+    for (due, keys) in groups {
+        if let Err(e) = inner.store.defer_deliveries(keys, due).await {
+            tracing::warn!(error = %e, "could not defer deliveries; their leases will expire instead");
+        }
     }
 }
 
@@ -185,17 +215,40 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
         let _ = inner.finished.send(Finished::Abandoned(key, gate));
         return;
     }
+    if let Some(until) = inner.circuits.held_until(&endpoint.id, Utc::now()) {
+        pause(&inner, key, until, gate);
+        return;
+    }
     let wait = rate_wait(&inner, &gate, endpoint).await;
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }
-    let result = {
+    let sent = {
         // Both permits are held only for the request itself.
         let Ok(_endpoint_permit) = gate.in_flight.acquire().await else { return };
         let Ok(_permit) = inner.in_flight.acquire().await else { return };
-        inner.sender.send(&job.message, endpoint).await
+        // Decided again at the last moment: jobs queued behind the failures that opened
+        // the circuit go back to the store instead of failing one by one.
+        match inner.circuits.verdict(&endpoint.id, Utc::now()) {
+            Verdict::Send => Ok((inner.sender.send(&job.message, endpoint).await, false)),
+            Verdict::Probe => Ok((inner.sender.send(&job.message, endpoint).await, true)),
+            Verdict::Hold(until) => Err(until),
+        }
+    };
+    let (result, probe) = match sent {
+        Ok(sent) => sent,
+        Err(until) => {
+            pause(&inner, key, until, gate);
+            return;
+        }
     };
     let now = Utc::now();
+    let health = Health::of(&result);
+    inner.circuits.record(&endpoint.id, health, probe, now);
+    if probe && health == Health::Reached {
+        // The circuit closed: its paused deliveries are due, claim them now.
+        inner.wake.notify_one();
+    }
     let attempts_made = job.delivery.attempts + 1;
     let next = next_step(&inner.cfg, &result, attempts_made, now);
     let attempt_id = new_id(ids::ATTEMPT);
@@ -218,6 +271,12 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
     let _ = inner.finished.send(Finished::Attempted(AttemptOutcome { attempt, next }, gate));
 }
 
+/// Hands a job back unsent, to be due again at `until` (its endpoint's circuit is open).
+fn pause(inner: &Inner, key: DeliveryKey, until: DateTime<Utc>, gate: Arc<Gate>) {
+    metrics::counter!("hooklane_deliveries_paused_total").increment(1);
+    let _ = inner.finished.send(Finished::Paused(key, until, gate));
+}
+
 /// How long to wait before sending to a rate-limited endpoint. Slots come from the store
 /// so that the limit holds across every node sharing it; if the store cannot answer, this
 /// process's own bucket keeps the endpoint within its rate at least locally.
@@ -238,6 +297,7 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
     while results.recv_many(&mut batch, RECORD_BATCH).await > 0 {
         let mut outcomes = Vec::new();
         let mut abandoned = Vec::new();
+        let mut paused: HashMap<DateTime<Utc>, Vec<DeliveryKey>> = HashMap::new();
         let mut gates = Vec::with_capacity(batch.len());
         for f in batch.drain(..) {
             match f {
@@ -247,6 +307,10 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
                 }
                 Finished::Abandoned(k, g) => {
                     abandoned.push(k);
+                    gates.push(g);
+                }
+                Finished::Paused(k, until, g) => {
+                    paused.entry(until).or_default().push(k);
                     gates.push(g);
                 }
             }
@@ -260,6 +324,9 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
                     let mut map = inner.disabled.lock().unwrap_or_else(|p| p.into_inner());
                     for id in disabled {
                         tracing::warn!(endpoint_id = %id, "endpoint disabled after failing continuously");
+                        // Its pending deliveries are marked failed when claimed: claims must
+                        // not skip it any longer.
+                        inner.circuits.forget(&id);
                         map.insert(id, latest);
                     }
                 }
@@ -270,6 +337,9 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
             if let Err(e) = inner.store.abandon_deliveries(abandoned).await {
                 tracing::error!(error = %e, "could not mark deliveries of disabled endpoints failed");
             }
+        }
+        if !paused.is_empty() {
+            defer_all(&inner, paused).await;
         }
         for g in &gates {
             g.outstanding.fetch_sub(1, Ordering::AcqRel);
@@ -299,8 +369,9 @@ async fn poll_loop(inner: Arc<Inner>) {
         let Ok(permits) = inner.outstanding.try_acquire_many(free as u32) else { continue };
         permits.forget();
         let now = Utc::now();
-        let saturated = inner.gates.saturated();
-        match inner.store.claim_due(now, free, inner.cfg.lease, &saturated).await {
+        let mut skip = inner.gates.saturated();
+        skip.extend(inner.circuits.blocked(now));
+        match inner.store.claim_due(now, free, inner.cfg.lease, &skip).await {
             Ok(jobs) => {
                 let got = jobs.len();
                 inner.outstanding.add_permits(free - got);
@@ -314,7 +385,7 @@ async fn poll_loop(inner: Arc<Inner>) {
                 tracing::error!(error = %e, "claiming due deliveries failed");
             }
         }
-        let pause = idle_pause(&inner, now).await;
+        let pause = idle_pause(&inner, now, &skip).await;
         tokio::select! {
             _ = inner.wake.notified() => {}
             _ = async {
@@ -328,11 +399,21 @@ async fn poll_loop(inner: Arc<Inner>) {
     }
 }
 
-/// Sleep until the next delivery falls due, but never longer than the poll interval.
-async fn idle_pause(inner: &Inner, now: DateTime<Utc>) -> Duration {
-    let until_due = match inner.store.next_due_at().await {
-        Ok(Some(t)) => (t - now).to_std().unwrap_or(Duration::ZERO),
-        _ => inner.cfg.poll_interval,
+/// Sleep until the next delivery falls due or a circuit's cool-down ends, but never longer
+/// than the poll interval. Deliveries of skipped endpoints do not count: a backlog the
+/// poller would not claim must not keep it awake.
+async fn idle_pause(inner: &Inner, now: DateTime<Utc>, skip: &[String]) -> Duration {
+    let next = match inner.store.next_due_at(skip).await {
+        Ok(t) => t,
+        Err(_) => Some(now + chrono::Duration::from_std(inner.cfg.poll_interval).unwrap_or_default()),
+    };
+    let next = match (next, inner.circuits.next_reopen(now)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let until_due = match next {
+        Some(t) => (t - now).to_std().unwrap_or(Duration::ZERO),
+        None => inner.cfg.poll_interval,
     };
     until_due.clamp(Duration::from_millis(5), inner.cfg.poll_interval)
 }

@@ -3,10 +3,12 @@
 //!
 //! Each concern is its own module: `address` decides which IPs may be contacted, `sender`
 //! makes one signed HTTP request, `policy` turns a response into the next step, `limits`
-//! holds per-endpoint rate and concurrency, `engine` moves jobs between them.
+//! holds per-endpoint rate and concurrency, `circuit` stops sending to endpoints that are
+//! down, `engine` moves jobs between them.
 #![forbid(unsafe_code)]
 
 pub mod address;
+mod circuit;
 mod config;
 mod engine;
 mod limits;

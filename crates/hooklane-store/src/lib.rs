@@ -75,7 +75,11 @@ pub trait Store: Send + Sync + 'static {
     /// Leases up to `limit` deliveries whose next attempt is due at `now` and that nobody
     /// holds (or whose lease has expired), until `now + lease`, leaving out deliveries to
     /// `skip_endpoints` (endpoints that already have as much work in the caller's memory as
-    /// they can take: claiming more for them would only churn).
+    /// they can take, or whose circuit is open: claiming more for them would only churn).
+    ///
+    /// The limit is shared between endpoints with deliveries due (the oldest due of each
+    /// first), so one endpoint's backlog cannot fill every claim. A skipped endpoint costs
+    /// the same whatever its backlog: claims walk endpoints, not the due rows of all of them.
     async fn claim_due(
         &self,
         now: DateTime<Utc>,
@@ -84,8 +88,10 @@ pub trait Store: Send + Sync + 'static {
         skip_endpoints: &[String],
     ) -> StoreResult<Vec<Job>>;
     /// When the store next has something for a poller: the earliest due time of a
-    /// waiting delivery or lease expiry of a leased one, if any delivery is pending.
-    async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>>;
+    /// waiting delivery or lease expiry of a leased one, if any delivery is pending, leaving
+    /// out deliveries to `skip_endpoints` (those the poller would not claim, so that their
+    /// backlog does not keep it awake).
+    async fn next_due_at(&self, skip_endpoints: &[String]) -> StoreResult<Option<DateTime<Utc>>>;
     /// Records finished attempts and moves their deliveries on, in one transaction. An
     /// endpoint failing continuously for `disable_after` is disabled; the ids of endpoints
     /// disabled by this call are returned.

@@ -22,6 +22,60 @@ pub fn rate_interval_ms(rate: u32) -> i64 {
 /// How far back an idle endpoint's bucket reaches: one second's worth of sends.
 pub const RATE_BURST_MS: i64 = 1000;
 
+// --- claims
+
+/// Most rounds of a fair claim: each round either fills the claim or finds at least one
+/// endpoint with nothing more due, so few are ever needed; the bound only caps the worst
+/// case (many endpoints running dry one per round) at a partly filled claim.
+pub const MAX_CLAIM_ROUNDS: usize = 4;
+
+/// Splits a claim of `limit` deliveries between endpoints that have some due, in rounds, so
+/// that an endpoint with a large backlog cannot crowd the others out of a claim: each round
+/// gives every endpoint still in the running an equal share of what is left (endpoints
+/// waiting longest get the remainder), and an endpoint that hands over less than its share
+/// has nothing more due and drops out.
+pub struct FairClaim {
+    /// Endpoints still in the running, longest waiting first, with what the current round
+    /// asked of each.
+    active: Vec<(String, usize)>,
+    left: usize,
+    rounds: usize,
+}
+
+impl FairClaim {
+    /// `candidates`: endpoints with deliveries due, with the due time of their oldest one.
+    pub fn new(mut candidates: Vec<(String, i64)>, limit: usize) -> Self {
+        candidates.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        FairClaim { active: candidates.into_iter().map(|(id, _)| (id, 0)).collect(), left: limit, rounds: 0 }
+    }
+
+    /// The next round: (endpoint, how many to take from it), or `None` when done.
+    pub fn next_round(&mut self) -> Option<Vec<(String, usize)>> {
+        if self.left == 0 || self.active.is_empty() || self.rounds >= MAX_CLAIM_ROUNDS {
+            return None;
+        }
+        self.rounds += 1;
+        let n = self.active.len();
+        let (base, extra) = (self.left / n, self.left % n);
+        for (i, (_, share)) in self.active.iter_mut().enumerate() {
+            *share = base + usize::from(i < extra);
+        }
+        self.active.retain(|(_, share)| *share > 0);
+        Some(self.active.clone())
+    }
+
+    /// What the last round took from each endpoint, in the order `next_round` gave them.
+    pub fn took(&mut self, taken: &[usize]) {
+        let mut i = 0;
+        self.active.retain(|(_, share)| {
+            let got = taken.get(i).copied().unwrap_or(0);
+            i += 1;
+            got >= *share
+        });
+        self.left = self.left.saturating_sub(taken.iter().sum());
+    }
+}
+
 // --- statistics
 
 /// SQL (the same for every backend) numbering the latency bucket of `col`, a duration in
@@ -122,4 +176,42 @@ pub fn fold_timeline(groups: impl IntoIterator<Item = AttemptGroup<i64>>) -> Vec
 /// Milliseconds in a timeline slice (at least one).
 pub fn bucket_ms(bucket: Duration) -> i64 {
     i64::try_from(bucket.as_millis()).unwrap_or(i64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(candidates: &[(&str, i64, usize)], limit: usize) -> Vec<(String, usize)> {
+        let mut claim = FairClaim::new(candidates.iter().map(|(id, due, _)| (id.to_string(), *due)).collect(), limit);
+        let available: std::collections::HashMap<&str, usize> = candidates.iter().map(|(id, _, n)| (*id, *n)).collect();
+        let mut total: std::collections::BTreeMap<String, usize> = Default::default();
+        while let Some(round) = claim.next_round() {
+            let taken: Vec<usize> = round
+                .iter()
+                .map(|(id, share)| {
+                    let had = total.entry(id.clone()).or_default();
+                    let got = (*share).min(available[id.as_str()] - *had);
+                    *had += got;
+                    got
+                })
+                .collect();
+            claim.took(&taken);
+        }
+        total.into_iter().filter(|(_, n)| *n > 0).collect()
+    }
+
+    #[test]
+    fn shares_are_even_and_leftovers_go_round() {
+        let got = |v: Vec<(String, usize)>| v.into_iter().map(|(id, n)| format!("{id}={n}")).collect::<Vec<_>>();
+        // A huge backlog next to a small one: the small one gets all it has.
+        assert_eq!(got(run(&[("big", 1, 100_000), ("small", 5, 3)], 10)), ["big=7", "small=3"]);
+        // Both large: even split, the longest waiting gets the odd one.
+        assert_eq!(got(run(&[("a", 9, 50), ("b", 1, 50)], 11)), ["a=5", "b=6"]);
+        // Fewer to take than endpoints: the longest waiting first.
+        assert_eq!(got(run(&[("a", 3, 5), ("b", 1, 5), ("c", 2, 5)], 2)), ["b=1", "c=1"]);
+        // Not enough anywhere: everything is taken.
+        assert_eq!(got(run(&[("a", 1, 2), ("b", 1, 1)], 100)), ["a=2", "b=1"]);
+        assert!(run(&[], 10).is_empty());
+    }
 }

@@ -54,7 +54,7 @@ async fn reopen_keeps_data() {
     }
     let store: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
     assert_eq!(store.get_app("persist").await.unwrap(), Some(app));
-    assert_eq!(migrations(&db).await, vec![1, 2, 3, 4]);
+    assert_eq!(migrations(&db).await, vec![1, 2, 3, 4, 5]);
 }
 
 /// Several nodes starting at once on an empty database: every open succeeds and each
@@ -70,7 +70,7 @@ async fn concurrent_opens_migrate_once() {
     while let Some(r) = opens.join_next().await {
         r.unwrap().expect("concurrent open");
     }
-    assert_eq!(migrations(&db).await, vec![1, 2, 3, 4]);
+    assert_eq!(migrations(&db).await, vec![1, 2, 3, 4, 5]);
 }
 
 /// `hooklane_store::open` recognizes both URL schemes and hooklane's `pool_max_size`.
@@ -143,7 +143,7 @@ async fn failed_create_message_writes_nothing() {
     conformance::assert_conflict(r, "the same endpoint twice");
     assert_eq!(store.get_message(&app.id, &msg.id).await.unwrap(), None);
     assert!(store.message_deliveries(&app.id, &msg.id).await.unwrap().is_empty());
-    assert_eq!(store.next_due_at().await.unwrap(), None);
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), None);
 }
 
 /// A receiver's response with NUL bytes (which PostgreSQL text cannot hold) is still
@@ -181,7 +181,7 @@ async fn claim_drops_deliveries_without_endpoint() {
         .record_attempts(vec![conformance::outcome(&msg.id, &ep, t, NextStep::Succeeded)], Duration::from_secs(60))
         .await
         .unwrap();
-    assert_eq!(store.next_due_at().await.unwrap(), None, "the ghost delivery is gone");
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), None, "the ghost delivery is gone");
 }
 
 /// Work written by one node wakes the pollers of every node (`LISTEN/NOTIFY`).

@@ -80,6 +80,15 @@ pub struct DeliveryConfig {
     pub max_in_flight: usize,
     pub per_endpoint_in_flight: usize,
     pub max_outstanding: usize,
+    /// Unreachable attempts in a row (connection failed, timeout, 5xx) that open an
+    /// endpoint's circuit; 0 turns circuit breaking off.
+    pub circuit_failures: u32,
+    /// First cool-down of an open circuit, doubled after each failed probe.
+    #[serde(with = "humantime_serde")]
+    pub circuit_cooldown: Duration,
+    /// Longest cool-down of an open circuit.
+    #[serde(with = "humantime_serde")]
+    pub circuit_max_cooldown: Duration,
 }
 
 impl Default for Config {
@@ -116,6 +125,9 @@ impl Default for DeliveryConfig {
             max_in_flight: d.max_in_flight,
             per_endpoint_in_flight: d.per_endpoint_in_flight,
             max_outstanding: d.max_outstanding,
+            circuit_failures: d.circuit_failures,
+            circuit_cooldown: d.circuit_cooldown,
+            circuit_max_cooldown: d.circuit_max_cooldown,
         }
     }
 }
@@ -206,6 +218,9 @@ impl Config {
             max_in_flight: d.max_in_flight.max(1),
             per_endpoint_in_flight: d.per_endpoint_in_flight.max(1),
             max_outstanding: d.max_outstanding.max(1),
+            circuit_failures: d.circuit_failures,
+            circuit_cooldown: d.circuit_cooldown,
+            circuit_max_cooldown: d.circuit_max_cooldown.max(d.circuit_cooldown),
             ..DispatchConfig::default()
         }
     }

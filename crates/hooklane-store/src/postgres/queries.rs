@@ -13,6 +13,7 @@ use tokio_postgres::{Row, Statement};
 
 use super::db_err;
 use super::rows::{self, ms, opt_json, opt_u32, qualified, to_json};
+use crate::queries_shared::FairClaim;
 use crate::queries_shared::{ago, fold_health, fold_timeline, latency_bucket_sql, message_state_sql, AttemptGroup};
 use crate::{
     AttemptFilter, AttemptOutcome, DeliveryKey, Job, MessageFilter, NextStep, Page, PageRequest, StoreError,
@@ -369,6 +370,36 @@ pub async fn message_deliveries<C: GenericClient>(
 /// Leases up to `limit` due deliveries in one statement and returns them with their
 /// message and endpoint. `FOR UPDATE SKIP LOCKED` lets pollers on several nodes claim
 /// concurrently: each takes rows no other transaction holds, without waiting.
+/// Endpoints with pending deliveries, except `skip_endpoints`, each with the earliest
+/// `due_at` of its pending deliveries.
+///
+/// A loose index scan (recursive CTE) over `deliveries_pending (endpoint_id, due_at) WHERE
+/// status = 1`: one index seek per endpoint finds the next endpoint id and its earliest due
+/// time together. The cost grows with the number of endpoints with pending deliveries,
+/// never with how many deliveries one of them has.
+pub async fn pending_endpoints<C: GenericClient>(c: &C, skip_endpoints: &[String]) -> StoreResult<Vec<(String, i64)>> {
+    // Ordered by (endpoint_id, due_at), which only the partial index gives without a sort:
+    // `deliveries_by_endpoint (endpoint_id, status)` would step over every finished
+    // delivery of an endpoint before reaching its pending ones.
+    const SQL: &str = "WITH RECURSIVE eps(id, due) AS ( \
+             (SELECT endpoint_id, due_at FROM deliveries WHERE status = 1 ORDER BY endpoint_id, due_at LIMIT 1) \
+             UNION ALL \
+             SELECT n.endpoint_id, n.due_at FROM eps CROSS JOIN LATERAL ( \
+                 SELECT d.endpoint_id, d.due_at FROM deliveries d WHERE d.status = 1 AND d.endpoint_id > eps.id \
+                 ORDER BY d.endpoint_id, d.due_at LIMIT 1 \
+             ) n \
+         ) \
+         SELECT id, due FROM eps WHERE NOT (id = ANY($1::text[]))";
+    let found = query(c, SQL, &[&skip_endpoints]).await?;
+    let mut out = Vec::with_capacity(found.len());
+    for row in &found {
+        if let Some(due) = rows::get::<Option<i64>>(row, 1)? {
+            out.push((rows::get::<String>(row, 0)?, due));
+        }
+    }
+    Ok(out)
+}
+
 pub async fn claim_due<C: GenericClient>(
     c: &C,
     now: DateTime<Utc>,
@@ -376,13 +407,20 @@ pub async fn claim_due<C: GenericClient>(
     lease_end: DateTime<Utc>,
     skip_endpoints: &[String],
 ) -> StoreResult<Vec<Job>> {
+    // Each endpoint's share is taken by its own LATERAL subquery on `deliveries_pending`,
+    // so one statement claims for every endpoint of a round; SKIP LOCKED leaves rows another
+    // node is claiming at this moment to that node.
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH due AS ( \
-                 SELECT msg_id, endpoint_id FROM deliveries \
-                 WHERE status = 1 AND due_at <= $2 AND NOT (endpoint_id = ANY($4::text[])) \
-                 ORDER BY due_at LIMIT $3 \
-                 FOR UPDATE SKIP LOCKED \
+                 SELECT t.msg_id, t.endpoint_id \
+                 FROM UNNEST($3::text[], $4::bigint[]) AS s(endpoint_id, share) \
+                 CROSS JOIN LATERAL ( \
+                     SELECT d.msg_id, d.endpoint_id FROM deliveries d \
+                     WHERE d.status = 1 AND d.endpoint_id = s.endpoint_id AND d.due_at <= $2 \
+                     ORDER BY d.due_at LIMIT s.share \
+                     FOR UPDATE SKIP LOCKED \
+                 ) t \
              ), claimed AS ( \
                  UPDATE deliveries d SET due_at = $1, leased = true FROM due \
                  WHERE d.msg_id = due.msg_id AND d.endpoint_id = due.endpoint_id \
@@ -400,7 +438,25 @@ pub async fn claim_due<C: GenericClient>(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let found = query(c, &SQL, &[&ms(lease_end), &ms(now), &limit_param(limit), &skip_endpoints]).await?;
+    let at = ms(now);
+    let candidates: Vec<(String, i64)> =
+        pending_endpoints(c, skip_endpoints).await?.into_iter().filter(|(_, due)| *due <= at).collect();
+    let mut fair = FairClaim::new(candidates, limit);
+    let mut found = Vec::new();
+    while let Some(round) = fair.next_round() {
+        let ids: Vec<&str> = round.iter().map(|(id, _)| id.as_str()).collect();
+        let shares: Vec<i64> = round.iter().map(|(_, n)| limit_param(*n)).collect();
+        let rows = query(c, &SQL, &[&ms(lease_end), &at, &ids, &shares]).await?;
+        let mut taken = vec![0usize; round.len()];
+        for row in &rows {
+            let endpoint_id = rows::get::<&str>(row, 1)?;
+            if let Some(i) = ids.iter().position(|id| *id == endpoint_id) {
+                taken[i] += 1;
+            }
+        }
+        fair.took(&taken);
+        found.extend(rows);
+    }
     let (msg_at, ep_at) = (rows::DELIVERY_NCOLS, rows::DELIVERY_NCOLS + rows::MESSAGE_NCOLS);
     let mut messages: HashMap<String, Arc<Message>> = HashMap::new();
     let mut endpoints: HashMap<String, Arc<Endpoint>> = HashMap::new();
@@ -454,12 +510,9 @@ pub async fn claim_due<C: GenericClient>(
     Ok(jobs)
 }
 
-pub async fn next_due_at<C: GenericClient>(c: &C) -> StoreResult<Option<DateTime<Utc>>> {
-    let row = query_opt(c, "SELECT MIN(due_at) FROM deliveries WHERE status = 1", &[]).await?;
-    Ok(match row {
-        Some(r) => rows::get::<Option<i64>>(&r, 0)?.map(rows::time),
-        None => None,
-    })
+pub async fn next_due_at<C: GenericClient>(c: &C, skip_endpoints: &[String]) -> StoreResult<Option<DateTime<Utc>>> {
+    let pending = pending_endpoints(c, skip_endpoints).await?;
+    Ok(pending.into_iter().map(|(_, due)| due).min().map(rows::time))
 }
 
 /// Records a batch of outcomes with a fixed number of statements, whatever the batch size

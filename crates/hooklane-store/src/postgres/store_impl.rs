@@ -149,13 +149,14 @@ impl Store for PgStore {
         lease: Duration,
         skip_endpoints: &[String],
     ) -> StoreResult<Vec<Job>> {
-        // One statement, so one round trip on the hot path (no BEGIN/COMMIT). Rows it finds
-        // orphaned are deleted by a second statement; they stay leased meanwhile.
+        // No BEGIN/COMMIT: a read of which endpoints have work due, then one statement per
+        // round of the fair claim (usually one). Rows it finds orphaned are deleted by a
+        // further statement; they stay leased meanwhile.
         queries::claim_due(&self.client().await?, now, limit, lease_end(now, lease), skip_endpoints).await
     }
 
-    async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        queries::next_due_at(&self.client().await?).await
+    async fn next_due_at(&self, skip_endpoints: &[String]) -> StoreResult<Option<DateTime<Utc>>> {
+        queries::next_due_at(&self.client().await?, skip_endpoints).await
     }
 
     async fn record_attempts(

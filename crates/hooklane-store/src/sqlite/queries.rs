@@ -11,7 +11,9 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 use super::db_err;
 use super::rows::{self, ms, opt_json, to_json};
-use crate::queries_shared::{fold_health, fold_timeline, latency_bucket_sql, message_state_sql, AttemptGroup};
+use crate::queries_shared::{
+    fold_health, fold_timeline, latency_bucket_sql, message_state_sql, AttemptGroup, FairClaim,
+};
 use crate::{AttemptFilter, Job, MessageFilter, NextStep, Page, PageRequest, StoreError, StoreResult};
 
 /// A SELECT under construction: conditions joined with AND, positional parameters.
@@ -334,25 +336,66 @@ pub fn message_deliveries(conn: &Connection, app_id: &str, msg_id: &str) -> Stor
     Ok(out)
 }
 
+/// Endpoints with pending deliveries, except `skip_endpoints_json` (a JSON array), each
+/// with the earliest `due_at` of its pending deliveries.
+///
+/// A loose index scan over `deliveries_pending (endpoint_id, due_at) WHERE status = 1`: one
+/// index seek per endpoint to find the next endpoint id, one to read its earliest due time.
+/// The cost grows with the number of endpoints with pending deliveries, never with how many
+/// deliveries one of them has, so a dead endpoint with a million waiting costs two seeks.
+pub fn pending_endpoints(conn: &Connection, skip_endpoints_json: &str) -> StoreResult<Vec<(String, i64)>> {
+    conn.prepare_cached(
+        "WITH RECURSIVE eps(id) AS ( \
+             SELECT (SELECT MIN(endpoint_id) FROM deliveries WHERE status = 1) \
+             UNION ALL \
+             SELECT (SELECT MIN(endpoint_id) FROM deliveries WHERE status = 1 AND endpoint_id > eps.id) \
+             FROM eps WHERE eps.id IS NOT NULL \
+         ) \
+         SELECT id, (SELECT MIN(due_at) FROM deliveries WHERE status = 1 AND endpoint_id = eps.id) FROM eps \
+         WHERE id IS NOT NULL AND id NOT IN (SELECT value FROM json_each(?1))",
+    )
+    .and_then(|mut s| {
+        s.query_map([skip_endpoints_json], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)))?
+            .filter_map(|r| r.map(|(id, due)| due.map(|d| (id, d))).transpose())
+            .collect()
+    })
+    .map_err(db_err)
+}
+
+/// Leases due deliveries of `candidates` (endpoints with something due, with their
+/// earliest due time), at most `limit`, shared fairly between the endpoints.
 pub fn claim_due(
     conn: &Connection,
     now: DateTime<Utc>,
     limit: usize,
     lease_end: DateTime<Utc>,
-    skip_endpoints_json: &str,
+    candidates: Vec<(String, i64)>,
 ) -> StoreResult<Vec<Job>> {
-    let claimed: Vec<Delivery> = conn
+    let mut take = conn
         .prepare_cached(&format!(
-            "UPDATE deliveries SET due_at = ?1, leased = 1 WHERE (msg_id, endpoint_id) IN \
-             (SELECT msg_id, endpoint_id FROM deliveries WHERE status = 1 AND due_at <= ?2 \
-              AND endpoint_id NOT IN (SELECT value FROM json_each(?4)) ORDER BY due_at LIMIT ?3) \
+            "UPDATE deliveries SET due_at = ?1, leased = 1 WHERE endpoint_id = ?3 AND msg_id IN \
+             (SELECT msg_id FROM deliveries WHERE status = 1 AND endpoint_id = ?3 AND due_at <= ?2 \
+              ORDER BY due_at LIMIT ?4) \
              RETURNING {}",
             rows::DELIVERY_COLS
         ))
-        .and_then(|mut s| {
-            s.query_map(params![ms(lease_end), ms(now), limit as i64, skip_endpoints_json], rows::delivery)?.collect()
-        })
         .map_err(db_err)?;
+    let mut claimed: Vec<Delivery> = Vec::new();
+    let mut fair = FairClaim::new(candidates, limit);
+    while let Some(round) = fair.next_round() {
+        let mut taken = Vec::with_capacity(round.len());
+        for (endpoint_id, share) in &round {
+            let before = claimed.len();
+            let rows = take
+                .query_map(params![ms(lease_end), ms(now), endpoint_id, *share as i64], rows::delivery)
+                .map_err(db_err)?;
+            for row in rows {
+                claimed.push(row.map_err(db_err)?);
+            }
+            taken.push(claimed.len() - before);
+        }
+        fair.took(&taken);
+    }
     let mut endpoints: HashMap<String, Option<Arc<Endpoint>>> = HashMap::new();
     let mut jobs = Vec::with_capacity(claimed.len());
     for mut delivery in claimed {

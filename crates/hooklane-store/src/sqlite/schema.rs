@@ -9,7 +9,8 @@ use crate::StoreError;
 ///
 /// `deliveries.due_at` is when a poller may next take the row: the next attempt time for a
 /// waiting row, the lease expiry for a leased one (`leased = 1`). One partial index over
-/// pending rows then serves both "what is due" and "whose lease ran out".
+/// pending rows then serves both "what is due" and "whose lease ran out" (since migration 5
+/// `deliveries_pending`, by endpoint then due time).
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE applications (
@@ -153,6 +154,15 @@ CREATE INDEX inbound_requests_by_source ON inbound_requests (source_id, id);
     r#"
 ALTER TABLE attempts ADD COLUMN request_headers TEXT;
 CREATE INDEX attempts_by_app_time ON attempts (app_id, created_at);
+"#,
+    // Pending deliveries by endpoint, then due time, replacing `deliveries_due (due_at)`:
+    // claims and the poller's "when next" walk it endpoint by endpoint (a loose index scan),
+    // so an endpoint the poller skips (saturated, or its circuit open) costs one seek however
+    // many deliveries it has waiting, where the scan in due order had to step over all of
+    // them. Replaced rather than added: every index is one more write per delivery.
+    r#"
+CREATE INDEX deliveries_pending ON deliveries (endpoint_id, due_at) WHERE status = 1;
+DROP INDEX deliveries_due;
 "#,
 ];
 

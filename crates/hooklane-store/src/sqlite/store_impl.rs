@@ -156,16 +156,30 @@ impl Store for SqliteStore {
         lease: Duration,
         skip_endpoints: &[String],
     ) -> StoreResult<Vec<Job>> {
-        let end = lease_end(now, lease);
+        // Which endpoints have something due is found on a read connection, so the single
+        // writer (which also commits ingest) only takes rows; an idle poll does not reach
+        // it at all. A candidate whose rows another write took meanwhile just yields none:
+        // the claim itself checks status and due time again.
         let skip = rows::to_json(&skip_endpoints);
-        self.write(move |c| queries::claim_due(c, now, limit, end, &skip)).await
+        let at = ms(now);
+        let candidates: Vec<(String, i64)> = self
+            .read(move |c| queries::pending_endpoints(c, &skip))
+            .await?
+            .into_iter()
+            .filter(|(_, due)| *due <= at)
+            .collect();
+        if candidates.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let end = lease_end(now, lease);
+        self.write(move |c| queries::claim_due(c, now, limit, end, candidates)).await
     }
 
-    async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        self.read(|c| {
-            let t: Option<i64> =
-                c.query_row("SELECT MIN(due_at) FROM deliveries WHERE status = 1", [], |r| r.get(0)).map_err(db_err)?;
-            Ok(t.map(rows::time))
+    async fn next_due_at(&self, skip_endpoints: &[String]) -> StoreResult<Option<DateTime<Utc>>> {
+        let skip = rows::to_json(&skip_endpoints);
+        self.read(move |c| {
+            let pending = queries::pending_endpoints(c, &skip)?;
+            Ok(pending.into_iter().map(|(_, due)| due).min().map(rows::time))
         })
         .await
     }

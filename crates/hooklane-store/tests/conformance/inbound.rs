@@ -114,7 +114,7 @@ pub async fn source_lifecycle_and_hidden_application(store: &DynStore) {
     assert_eq!(store.get_app(&app.id).await.unwrap(), None);
     assert!(store.app_endpoints(&app.id).await.unwrap().is_empty());
     assert_eq!(store.get_message(&app.id, &msg.id).await.unwrap(), None);
-    assert_eq!(store.next_due_at().await.unwrap(), None, "the deleted message's delivery is gone");
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), None, "the deleted message's delivery is gone");
     let left = store.list_inbound_requests(&source.id, None, &PageRequest::default()).await.unwrap();
     assert!(left.items.is_empty());
     assert_eq!(store.get_app(&plain.id).await.unwrap(), Some(plain));

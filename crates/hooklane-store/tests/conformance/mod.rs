@@ -74,6 +74,8 @@ macro_rules! store_conformance_tests {
             idempotency_lifecycle,
             rate_slots_are_spaced_after_a_burst,
             claim_due_skips_saturated_endpoints,
+            claim_due_skips_a_backlog_and_shares_fairly,
+            next_due_at_ignores_skipped_endpoints,
             one_batch_records_in_order,
             concurrent_create_message_all_durable,
             concurrent_duplicate_event_id_single_winner,
@@ -497,7 +499,7 @@ pub async fn app_delete_cascades(store: &DynStore) {
     assert_eq!(store.find_token("hash-a").await.unwrap(), None, "the app's tokens go with it");
 
     // A's leftover pending (leased) deliveries are gone from the queue; B's only one succeeded.
-    assert_eq!(store.next_due_at().await.unwrap(), None, "the deleted app's deliveries are still queued");
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), None, "the deleted app's deliveries are still queued");
     let later = claim(store, t + hours(1)).await;
     assert!(later.is_empty(), "deleted app's deliveries still claimable: {later:?}");
 
@@ -742,7 +744,7 @@ pub async fn endpoint_delete_cascades(store: &DynStore) {
     assert_eq!(store.get_attempt(&app.id, &msg.id, &a2.id).await.unwrap(), Some(a2));
     let by_ep = AttemptFilter { endpoint_id: Some(gone.id.clone()), ..Default::default() };
     assert!(store.list_attempts(&app.id, &by_ep, &PageRequest::default()).await.unwrap().items.is_empty());
-    assert_eq!(store.next_due_at().await.unwrap(), None, "the deleted endpoint's deliveries are still queued");
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), None, "the deleted endpoint's deliveries are still queued");
     assert!(claim(store, t + hours(1)).await.is_empty(), "the deleted endpoint's retries are gone");
 }
 
@@ -1000,7 +1002,7 @@ pub async fn claim_due_respects_initial_lease(store: &DynStore) {
     assert!(claim(store, t + secs(1)).await.is_empty(), "leased at creation: not claimable");
     assert!(claim(store, t + mins(2) - secs(1)).await.is_empty(), "not before the lease ends");
     // A poller must not be told the leased deliveries are due before their lease ends.
-    if let Some(due) = store.next_due_at().await.unwrap() {
+    if let Some(due) = store.next_due_at(&[]).await.unwrap() {
         assert!(due >= t + mins(2), "next_due_at {due} is inside the creation lease");
     }
 
@@ -1048,7 +1050,7 @@ pub async fn record_attempts_moves_deliveries(store: &DynStore) {
         assert_eq!(store.get_attempt(&app.id, &msg.id, &a.id).await.unwrap().as_ref(), Some(a), "attempt stored");
     }
 
-    assert_eq!(store.next_due_at().await.unwrap(), Some(retry_at));
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), Some(retry_at));
     assert!(claim(store, t + mins(9)).await.is_empty(), "the retry is not due before its time");
     let jobs = claim(store, retry_at).await;
     assert_eq!(job_keys(&jobs), set([pair(&msg, &retry)]), "only the retry comes back, at its time");
@@ -1068,7 +1070,7 @@ pub async fn record_attempts_moves_deliveries(store: &DynStore) {
     let d = delivery(store, &app.id, &msg.id, &retry.id).await;
     assert_eq!((d.status, d.attempts), (DeliveryStatus::Success, 3));
 
-    assert_eq!(store.next_due_at().await.unwrap(), None, "nothing pending any more");
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), None, "nothing pending any more");
     assert!(claim(store, t + chrono::Duration::days(30)).await.is_empty(), "finished deliveries never come back");
     let listed = store
         .list_attempts(
@@ -1082,14 +1084,14 @@ pub async fn record_attempts_moves_deliveries(store: &DynStore) {
 }
 
 pub async fn next_due_at_reports_earliest(store: &DynStore) {
-    assert_eq!(store.next_due_at().await.unwrap(), None, "empty store");
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), None, "empty store");
     let t = now_ms();
     let app = setup_app(store, "A").await;
     let e1 = setup_endpoint(store, &app.id).await;
     let e2 = setup_endpoint(store, &app.id).await;
     let msg = post(store, &app.id, &[&e1, &e2], t).await;
 
-    let due = store.next_due_at().await.unwrap().expect("a fresh delivery is due");
+    let due = store.next_due_at(&[]).await.unwrap().expect("a fresh delivery is due");
     assert!(due <= now_ms() + secs(1), "a fresh delivery is due now, not at {due}");
 
     assert_eq!(claim(store, t + secs(1)).await.len(), 2);
@@ -1103,15 +1105,15 @@ pub async fn next_due_at_reports_earliest(store: &DynStore) {
         )
         .await
         .unwrap();
-    assert_eq!(store.next_due_at().await.unwrap(), Some(t + mins(7)));
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), Some(t + mins(7)));
 
     assert_eq!(job_keys(&claim(store, t + mins(7)).await), set([pair(&msg, &e2)]));
     store.record_attempts(vec![outcome(&msg.id, &e2, t + mins(7), NextStep::Succeeded)], HOUR).await.unwrap();
-    assert_eq!(store.next_due_at().await.unwrap(), Some(t + mins(20)));
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), Some(t + mins(20)));
 
     assert_eq!(claim(store, t + mins(20)).await.len(), 1);
     store.record_attempts(vec![outcome(&msg.id, &e1, t + mins(20), NextStep::GiveUp)], HOUR).await.unwrap();
-    assert_eq!(store.next_due_at().await.unwrap(), None);
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), None);
 }
 
 /// Outcomes of one batch leave the state recording them one by one, in order, would.
@@ -1263,7 +1265,7 @@ pub async fn defer_deliveries_hands_back(store: &DynStore) {
 
     let d = delivery(store, &app.id, &msg.id, &e1.id).await;
     assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 0), "deferring makes no attempt");
-    assert_eq!(store.next_due_at().await.unwrap(), Some(due));
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), Some(due));
     assert!(claim(store, t + mins(2)).await.is_empty(), "not claimable before the deferred time");
     assert_eq!(job_keys(&claim(store, due).await), set([pair(&msg, &e1)]));
     let d = delivery(store, &app.id, &msg.id, &e2.id).await;
@@ -1347,14 +1349,14 @@ pub async fn recover_requeues_failed_in_window(store: &DynStore) {
         })
         .collect();
     store.record_attempts(outcomes, Duration::from_secs(365 * 24 * 3600)).await.unwrap();
-    assert_eq!(store.next_due_at().await.unwrap(), None);
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), None);
 
     // Another application cannot recover A's endpoint.
     match store.recover(&b.id, &ep.id, t - mins(500), None, t).await {
         Ok(0) | Err(StoreError::NotFound) => {}
         r => panic!("recover through another app: {r:?}"),
     }
-    assert_eq!(store.next_due_at().await.unwrap(), None, "nothing re-queued through B");
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), None, "nothing re-queued through B");
 
     let n = store.recover(&a.id, &ep.id, t - mins(120), Some(t - mins(40)), t).await.unwrap();
     assert_eq!(n, 2, "m2 and m3");
@@ -1557,6 +1559,85 @@ pub async fn claim_due_skips_saturated_endpoints(store: &DynStore) {
     let rest = store.claim_due(t, 100, lease, &[]).await.unwrap();
     assert_eq!(rest.len(), 3);
     assert!(rest.iter().all(|j| j.endpoint.id == busy.id));
+}
+
+/// A claim skips a listed endpoint however many of its deliveries are due, while the
+/// others are still claimed; without a skip list, one endpoint's backlog does not crowd the
+/// others out of a claim, and each endpoint's deliveries come oldest first.
+pub async fn claim_due_skips_a_backlog_and_shares_fairly(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "Backlog").await;
+    let big = setup_endpoint(store, &app.id).await;
+    let small = setup_endpoint(store, &app.id).await;
+    let mut backlog = Vec::new();
+    for i in 0..60 {
+        backlog.push(post(store, &app.id, &[&big], t - mins(10) + secs(i)).await);
+    }
+    let few: Vec<Message> = {
+        let mut v = Vec::new();
+        for _ in 0..5 {
+            v.push(post(store, &app.id, &[&small], t).await);
+        }
+        v
+    };
+    let now = t + secs(1);
+    let of = |jobs: &[Job], ep: &Endpoint| {
+        jobs.iter().filter(|j| j.endpoint.id == ep.id).map(|j| j.delivery.msg_id.clone()).collect::<BTreeSet<_>>()
+    };
+
+    // The big backlog is older, yet the small endpoint gets its share of a claim.
+    let first = store.claim_due(now, 10, LEASE, &[]).await.unwrap();
+    assert_eq!(first.len(), 10);
+    assert_eq!(of(&first, &small), few.iter().map(|m| m.id.clone()).collect(), "the small endpoint gets all it has");
+    let oldest: BTreeSet<String> = backlog[..5].iter().map(|m| m.id.clone()).collect();
+    assert_eq!(of(&first, &big), oldest, "an endpoint's oldest deliveries go first");
+
+    // Skipping the endpoint with the backlog: the other endpoint's new work is claimed,
+    // none of the backlog is, and it is left untouched.
+    let more = [post(store, &app.id, &[&small], t).await, post(store, &app.id, &[&small], t).await];
+    let skipped = store.claim_due(now, 100, LEASE, std::slice::from_ref(&big.id)).await.unwrap();
+    assert_eq!(job_keys(&skipped), set([pair(&more[0], &small), pair(&more[1], &small)]));
+    assert!(store.claim_due(now, 100, LEASE, std::slice::from_ref(&big.id)).await.unwrap().is_empty());
+    let d = delivery(store, &app.id, &backlog[59].id, &big.id).await;
+    assert_eq!((d.status, d.attempts, d.next_attempt_at), (DeliveryStatus::Pending, 0, Some(backlog[59].created_at)));
+
+    // Without the skip, the rest of the backlog is there to claim, a limit at a time.
+    let rest = store.claim_due(now, 50, LEASE, &[]).await.unwrap();
+    assert_eq!(rest.len(), 50);
+    assert!(rest.iter().all(|j| j.endpoint.id == big.id));
+    let last = store.claim_due(now, 50, LEASE, &[]).await.unwrap();
+    assert_eq!(of(&last, &big), backlog[55..].iter().map(|m| m.id.clone()).collect());
+}
+
+/// `next_due_at` leaves out the endpoints the poller skips: their backlog must not keep an
+/// idle poller awake.
+pub async fn next_due_at_ignores_skipped_endpoints(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "Idle").await;
+    let dead = setup_endpoint(store, &app.id).await;
+    let live = setup_endpoint(store, &app.id).await;
+    for i in 0..20 {
+        post(store, &app.id, &[&dead], t - mins(1) + secs(i)).await;
+    }
+    let msg = post(store, &app.id, &[&live], t).await;
+    let skip_dead = std::slice::from_ref(&dead.id);
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), Some(t - mins(1)));
+    assert_eq!(store.next_due_at(skip_dead).await.unwrap(), Some(t));
+
+    let jobs = store.claim_due(t + secs(1), 100, LEASE, skip_dead).await.unwrap();
+    assert_eq!(job_keys(&jobs), set([pair(&msg, &live)]));
+    assert_eq!(
+        store.next_due_at(skip_dead).await.unwrap(),
+        Some(t + secs(1) + chrono::Duration::from_std(LEASE).unwrap()),
+        "the lease end"
+    );
+    store
+        .record_attempts(vec![outcome(&msg.id, &live, t + secs(1), NextStep::RetryAt(t + mins(7)))], HOUR)
+        .await
+        .unwrap();
+    assert_eq!(store.next_due_at(skip_dead).await.unwrap(), Some(t + mins(7)));
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), Some(t - mins(1)));
+    assert_eq!(store.next_due_at(&[dead.id.clone(), live.id.clone()]).await.unwrap(), None);
 }
 
 pub async fn rate_slots_are_spaced_after_a_burst(store: &DynStore) {
