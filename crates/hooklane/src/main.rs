@@ -10,11 +10,6 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of the system allocator: allocation was 11 % of the server's CPU at full
-/// ingest rate (many small, short-lived buffers per request), see BENCHMARKS.md.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "hooklane", version, about = "Webhooks in and out, in one binary")]
 struct Cli {
