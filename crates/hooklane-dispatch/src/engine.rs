@@ -132,6 +132,15 @@ impl Dispatcher {
         self.inner.wake.notify_one();
     }
 
+    /// Sends to this endpoint again without waiting for its circuit's cool-down: someone
+    /// changed it or asked for its deliveries by hand (a resend, a recover), which says it
+    /// is worth trying now. Only this process's circuit is reset; other nodes probe theirs
+    /// at the end of their cool-down.
+    pub fn retry_endpoint_now(&self, endpoint_id: &str) {
+        self.inner.circuits.forget(endpoint_id);
+        self.inner.wake.notify_one();
+    }
+
     /// Stops claiming work and waits (up to `grace`) for what is in flight to be recorded.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.stopping.store(true, Ordering::Relaxed);

@@ -108,3 +108,36 @@ async fn a_dead_endpoint_is_paused_and_resumes_when_it_comes_back() {
     let first_try = dead_msgs.iter().filter(|m| all.iter().filter(|a| a["msgId"] == m.as_str()).count() == 1).count();
     assert!(first_try >= DEAD_MESSAGES - failures, "{first_try} delivered on their first attempt");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_tries_an_endpoint_with_an_open_circuit_at_once() {
+    // Cool-down and retries of an hour: nothing but the resend can reach the endpoint
+    // within the test once its circuit is open.
+    let server = Server::start(
+        "[delivery]\ncircuit_failures = 3\ncircuit_cooldown = \"1h\"\ncircuit_max_cooldown = \"1h\"\n\
+         retry_schedule = [\"1h\"]\n",
+    )
+    .await;
+    let failing = Receiver::scripted(|_, _| Reply::Status(503)).await;
+    let app = server.create_app("Flaky").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": format!("{}/hook", failing.url) })).await;
+    let mut msgs = Vec::new();
+    for i in 0..3 {
+        msgs.push(server.send_message(&app, "order.created", json!({ "n": i })).await);
+    }
+    failing.wait_for(3, WAIT).await;
+    wait_for_log(&server, "circuit open").await;
+
+    // Held: a new message waits in the store instead of failing on its own.
+    server.send_message(&app, "order.created", json!({ "n": 3 })).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(failing.received().len(), 3, "a message went out while the circuit was open");
+
+    // A resend by hand says "try now": it goes out without waiting for the cool-down, and
+    // so does the held message (the circuit starts over).
+    let path = format!("/api/v1/app/{app}/msg/{}/endpoint/{ep}/resend", msgs[0]);
+    let (status, body) = server.call("POST", &path, None).await;
+    assert_eq!(status, 202, "{body}");
+    let got = failing.wait_for(5, WAIT).await;
+    assert!(got.iter().skip(3).any(|r| r.header("webhook-id") == msgs[0]), "the resent message was sent");
+}

@@ -237,6 +237,8 @@ async fn save(s: &AppState, mut ep: Endpoint, was_disabled: bool) -> ApiResult<E
     ep.updated_at = super::now();
     validate(&ep)?;
     s.0.store.update_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
+    // A changed endpoint (a fixed URL, re-enabled) is worth trying at once.
+    s.0.dispatcher.retry_endpoint_now(&ep.id);
     Ok(ep)
 }
 
@@ -420,7 +422,7 @@ pub async fn recover(
         return Err(ApiError::validation("until", "must be after since"));
     }
     let recovered = s.0.store.recover(&t.app.id, &ep.id, input.since, input.until, Utc::now()).await?;
-    s.0.dispatcher.wake();
+    s.0.dispatcher.retry_endpoint_now(&ep.id);
     let out = RecoverOut { id: new_id(ids::TASK), status: "finished", task: "endpoint.recover", recovered };
     Ok((StatusCode::ACCEPTED, axum::Json(out)))
 }

@@ -315,6 +315,6 @@ pub async fn resend(
     let msg = find(&s, &t, &msg_key).await?;
     let ep = find_endpoint(&s, &t, &ep_key).await?;
     s.0.store.resend(&t.app.id, &msg.id, &ep.id, Utc::now()).await?;
-    s.0.dispatcher.wake();
+    s.0.dispatcher.retry_endpoint_now(&ep.id);
     Ok(StatusCode::ACCEPTED)
 }
