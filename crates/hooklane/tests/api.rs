@@ -744,6 +744,15 @@ async fn endpoint_custom_headers() {
     let (_, got) = server.call("GET", &path, None).await;
     assert_eq!(got["headers"], json!({"X-B": "2", "X-C": "3"}));
 
+    // Names ignore case: a PATCH naming `x-b` replaces `X-B`, and `x-c: null` removes `X-C`.
+    let (status, body) = server.call("PATCH", &path, Some(json!({"headers": {"x-b": "5", "x-c": null}}))).await;
+    assert_eq!(status, 204, "{body}");
+    let (_, got) = server.call("GET", &path, None).await;
+    assert_eq!(got["headers"], json!({"x-b": "5"}));
+    // One name twice in different cases is refused.
+    let (status, body) = server.call("PUT", &path, Some(json!({"headers": {"X-F": "1", "x-f": "2"}}))).await;
+    assert_invalid(status, &body, "headers");
+
     // PUT replaces everything (a null value is simply left out).
     let (status, _) = server.call("PUT", &path, Some(json!({"headers": {"X-D": "4", "X-E": null}}))).await;
     assert_eq!(status, 204);

@@ -138,7 +138,12 @@ fn check_headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
     if headers.len() > 32 {
         return Err(ApiError::validation("headers", "at most 32 headers"));
     }
+    let mut seen = std::collections::HashSet::with_capacity(headers.len());
     for (name, value) in headers {
+        // Header names are case-insensitive: `X-A` and `x-a` are one header, sent once.
+        if !seen.insert(name.to_ascii_lowercase()) {
+            return Err(ApiError::validation("headers", format!("header {name:?} is given twice (names ignore case)")));
+        }
         if http::HeaderName::try_from(name.as_str()).is_err() || value.len() > 4096 {
             return Err(ApiError::validation("headers", format!("invalid header {name:?}")));
         }
@@ -383,10 +388,11 @@ pub async fn patch_headers(
 ) -> ApiResult<StatusCode> {
     let mut ep = find(&s, &t, &key).await?;
     for (name, value) in input.headers {
-        match value {
-            Some(v) => ep.headers.insert(name, v),
-            None => ep.headers.remove(&name),
-        };
+        // A header named in any case replaces (or, with null, removes) the one stored.
+        ep.headers.retain(|stored, _| !stored.eq_ignore_ascii_case(&name));
+        if let Some(v) = value {
+            ep.headers.insert(name, v);
+        }
     }
     let was_disabled = ep.disabled;
     save(&s, ep, was_disabled).await?;
