@@ -56,6 +56,11 @@ pub struct BenchArgs {
     /// Seconds to wait for every message to be delivered once all are posted.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// The receiver answers each request after this many milliseconds, like a real
+    /// endpoint doing work: deliveries are then bound by how many requests are in flight
+    /// (per node and per endpoint), not by CPU, which is what more nodes add.
+    #[arg(long, default_value_t = 0)]
+    pub receiver_delay_ms: u64,
     /// Runs this hooklane executable as the server instead of this one: compares two
     /// builds with the same clients and receiver.
     #[arg(long)]
@@ -69,7 +74,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.nodes > 1 && !args.database_url.as_deref().is_some_and(|u| u.starts_with("postgres")) {
         bail!("--nodes above 1 needs --database-url to a PostgreSQL database (nodes share it)");
     }
-    let receiver = Receiver::start().await?;
+    let receiver = Receiver::start(Duration::from_millis(args.receiver_delay_ms)).await?;
     let payloads = payload::build_all(args.messages, args.payload_bytes);
 
     let raw = if args.skip_raw {

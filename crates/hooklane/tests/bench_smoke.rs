@@ -22,7 +22,37 @@ fn bench_delivers_every_message() {
     assert_eq!(report["lost"], 0, "{report}");
     assert_eq!(report["delivered"], report["messages"], "{report}");
     assert_eq!(report["ingest_errors"], 0, "{report}");
-    for key in ["delivered_msgs_per_s", "e2e_p99_ms", "raw_posts_per_s", "ratio_delivered_to_raw"] {
+    for key in [
+        "delivered_msgs_per_s",
+        "e2e_p99_ms",
+        "raw_posts_per_s",
+        "ratio_delivered_to_raw",
+        "server_cpu_us_per_msg",
+        "bench_cpu_us_per_msg",
+        "machine_busy_pct",
+    ] {
         assert!(report[key].is_number(), "{key} missing: {report}");
     }
+}
+
+#[test]
+fn bench_with_a_slow_receiver_still_delivers_every_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .args(["bench", "--messages", "100", "--concurrency", "4", "--receiver-delay-ms", "20", "--skip-raw"])
+        .env_remove("HOOKLANE_CONFIG")
+        .env_remove("HOOKLANE_DATABASE_URL")
+        .output()
+        .expect("run hooklane bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "hooklane bench failed: {stdout}
+{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).expect("a JSON line");
+    let report: Value = serde_json::from_str(line).expect("valid JSON");
+    assert_eq!((report["delivered"].as_u64(), report["lost"].as_u64()), (Some(100), Some(0)), "{report}");
+    assert_eq!(report["receiver_delay_ms"], 20, "{report}");
+    assert!(report["raw_posts_per_s"].is_null(), "--skip-raw: {report}");
 }

@@ -1,4 +1,4 @@
-//! The loopback receiver: answers 200 to every request at once and records, per
+//! The loopback receiver: answers 200 to every request (at once, or after a set delay) and records, per
 //! `webhook-id`, when the first copy arrived and how many copies did.
 
 use std::collections::HashMap;
@@ -24,6 +24,8 @@ struct Recorder {
     arrivals: Mutex<HashMap<String, Arrival>>,
     /// Distinct ids seen, readable without the lock.
     distinct: AtomicUsize,
+    /// How long each answer takes after the request arrived (a slow endpoint).
+    delay: Duration,
 }
 
 pub struct Receiver {
@@ -33,8 +35,9 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    pub async fn start() -> anyhow::Result<Receiver> {
-        let recorder = Arc::new(Recorder::default());
+    /// Answers after `delay` (zero: at once); arrival times are taken before the delay.
+    pub async fn start(delay: Duration) -> anyhow::Result<Receiver> {
+        let recorder = Arc::new(Recorder { delay, ..Recorder::default() });
         let app = axum::Router::new().fallback(receive).with_state(recorder.clone());
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
@@ -99,6 +102,9 @@ async fn receive(State(r): State<Arc<Recorder>>, headers: HeaderMap, _body: Byte
                 r.distinct.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+    if !r.delay.is_zero() {
+        tokio::time::sleep(r.delay).await;
     }
     StatusCode::OK
 }

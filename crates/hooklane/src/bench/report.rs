@@ -141,6 +141,7 @@ pub struct Report {
     store: &'static str,
     nodes: usize,
     backlog: usize,
+    receiver_delay_ms: u64,
 }
 
 impl Report {
@@ -180,6 +181,7 @@ impl Report {
             },
             nodes: args.nodes,
             backlog: args.backlog,
+            receiver_delay_ms: args.receiver_delay_ms,
         }
     }
 
