@@ -128,6 +128,13 @@ impl SqliteStore {
     }
 }
 
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Lets the writer and sync threads finish what is queued and end.
+        let _ = self.writer.send(ToWriter::Stop);
+    }
+}
+
 pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {
     if let rusqlite::Error::SqliteFailure(f, msg) = &e {
         if f.code == rusqlite::ErrorCode::ConstraintViolation {

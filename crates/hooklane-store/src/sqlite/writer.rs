@@ -28,6 +28,9 @@ pub(super) enum ToWriter {
     Job(Box<dyn WriteJob>),
     /// The sync thread finished with this many batches.
     Synced(usize),
+    /// The store was dropped: commit what is open and stop. (The sync thread holds a
+    /// sender too, so the writer's inbox never closes by itself.)
+    Stop,
 }
 
 /// A write waiting for the writer thread, with its result type erased.
@@ -166,6 +169,7 @@ impl Writer {
             match next {
                 Some(ToWriter::Job(job)) => self.run_job(job),
                 Some(ToWriter::Synced(n)) => self.syncing = self.syncing.saturating_sub(n),
+                Some(ToWriter::Stop) => break,
                 None => {}
             }
             if self.batch.len() >= MAX_GROUP {
