@@ -176,6 +176,17 @@ pub trait Store: Send + Sync + 'static {
     async fn idempotency_finish(&self, key: &str, response: StoredResponse) -> StoreResult<()>;
     async fn idempotency_abort(&self, key: &str) -> StoreResult<()>;
 
+    // --- housekeeping
+    /// Deletes at most `limit` idempotency keys that expired by `now`, and at most `limit`
+    /// inbound request records received before `inbound_before` (none when `None`). Callers
+    /// repeat while a count reaches `limit`, so no single statement holds the store long.
+    async fn prune(
+        &self,
+        now: DateTime<Utc>,
+        inbound_before: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> StoreResult<Pruned>;
+
     // --- statistics (operators' view: `/ready`, `/metrics`, the dashboard)
     /// Succeeds when the store answers a trivial read.
     async fn ping(&self) -> StoreResult<()>;

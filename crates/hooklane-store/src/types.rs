@@ -154,6 +154,13 @@ impl LatencyCounts {
     }
 }
 
+/// What one round of housekeeping deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub idempotency_keys: u64,
+    pub inbound_requests: u64,
+}
+
 /// The delivery queue and endpoint health, for the gauges of `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueueStats {

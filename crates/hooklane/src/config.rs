@@ -39,18 +39,31 @@ pub struct Config {
     /// Whether `GET /metrics` needs the admin token (default: no, as Prometheus scrapes
     /// usually run unauthenticated on a private network).
     pub metrics_require_token: bool,
+    /// How often expired idempotency keys and old inbound request records are deleted.
+    #[serde(with = "humantime_serde")]
+    pub housekeeping_interval: Duration,
     pub delivery: DeliveryConfig,
     pub inbound: InboundConfig,
 }
 
 /// `[inbound]`: sources' public ingest URLs (`POST /in/{source_id}`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InboundConfig {
     /// Reverse proxies (CIDRs) whose `X-Forwarded-For` is believed when checking a source's
     /// address allow-list, e.g. `["127.0.0.1/32"]` behind a local nginx.
     #[serde(deserialize_with = "networks")]
     pub trusted_proxies: Vec<IpNet>,
+    /// How long the record of each request to a source URL (headers and raw body) is kept;
+    /// `0s` keeps them forever. The messages they became are not affected.
+    #[serde(with = "humantime_serde")]
+    pub request_retention: Duration,
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        InboundConfig { trusted_proxies: Vec::new(), request_retention: Duration::from_secs(30 * 24 * 3600) }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +116,7 @@ impl Default for Config {
             log_format: "text".into(),
             log_level: "info".into(),
             metrics_require_token: false,
+            housekeeping_interval: Duration::from_secs(60),
             delivery: DeliveryConfig::default(),
             inbound: InboundConfig::default(),
         }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod config;
+mod housekeeping;
 mod listen;
 mod serve;
 

@@ -29,6 +29,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let dispatcher = Dispatcher::start(store.clone(), config.dispatch())?;
+    tokio::spawn(crate::housekeeping::run(
+        store.clone(),
+        config.housekeeping_interval.max(std::time::Duration::from_millis(10)),
+        config.inbound.request_retention,
+    ));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

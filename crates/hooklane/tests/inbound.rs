@@ -554,3 +554,25 @@ async fn source_api_and_secrets() {
     let (status, _) = server.call("GET", &format!("/api/v1/app/{app_id}"), None).await;
     assert_eq!(status, 404);
 }
+
+/// Request records older than `[inbound] request_retention` are deleted by housekeeping;
+/// newer ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_request_records_are_deleted() {
+    let server = Server::start("housekeeping_interval = \"100ms\"\n[inbound]\nrequest_retention = \"1s\"\n").await;
+    let rx = Receiver::start().await;
+    let (source, _) = create_source(&server, Provider::BasicAuth.spec(&rx.url)).await;
+    let (status, _) = ingest(&server, &source, &[], b"{}").await;
+    assert_eq!(status, 401);
+    assert_eq!(requests(&server, &source).await.len(), 1, "the refused request is recorded");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !requests(&server, &source).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the record was never deleted:\n{}", server.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(server.logs().contains("housekeeping deleted expired records"), "{}", server.logs());
+    // A fresh record is younger than the retention: it is kept.
+    ingest(&server, &source, &[], b"{}").await;
+    assert_eq!(requests(&server, &source).await.len(), 1);
+}

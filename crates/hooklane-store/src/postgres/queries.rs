@@ -1019,3 +1019,32 @@ pub async fn message_log<C: GenericClient>(
         .collect();
     Ok(Page { items, done: messages.done })
 }
+
+/// One round of housekeeping (see `Store::prune`).
+pub async fn prune<C: GenericClient>(
+    c: &C,
+    now: DateTime<Utc>,
+    inbound_before: Option<DateTime<Utc>>,
+    limit: usize,
+) -> StoreResult<crate::Pruned> {
+    let keys = execute(
+        c,
+        "DELETE FROM idempotency_keys WHERE key IN \
+         (SELECT key FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2)",
+        &[&ms(now), &limit_param(limit)],
+    )
+    .await?;
+    let requests = match inbound_before {
+        Some(before) => {
+            execute(
+                c,
+                "DELETE FROM inbound_requests WHERE id IN \
+                 (SELECT id FROM inbound_requests WHERE received_at < $1 LIMIT $2)",
+                &[&ms(before), &limit_param(limit)],
+            )
+            .await?
+        }
+        None => 0,
+    };
+    Ok(crate::Pruned { idempotency_keys: keys, inbound_requests: requests })
+}

@@ -172,6 +172,12 @@ CREATE INDEX attempts_by_app_time ON attempts (app_id, created_at);
 CREATE INDEX deliveries_pending ON deliveries (endpoint_id, due_at) WHERE status = 1;
 DROP INDEX deliveries_due;
 "#,
+    // Housekeeping: expired idempotency keys and old inbound request records are deleted
+    // in time order (Svix SDKs send a key with every POST: without this the table only grew).
+    r#"
+CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
+CREATE INDEX inbound_requests_by_time ON inbound_requests (received_at);
+"#,
 ];
 
 /// Brings the schema up to date; returns how many migrations ran.

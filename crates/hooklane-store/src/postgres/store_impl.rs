@@ -360,6 +360,15 @@ impl Store for PgStore {
 
     // --- statistics
 
+    async fn prune(
+        &self,
+        now: DateTime<Utc>,
+        inbound_before: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> StoreResult<Pruned> {
+        queries::prune(&self.client().await?, now, inbound_before, limit).await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         queries::ping(&self.client().await?).await
     }

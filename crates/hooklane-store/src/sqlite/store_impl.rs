@@ -420,6 +420,36 @@ impl Store for SqliteStore {
 
     // --- statistics
 
+    async fn prune(
+        &self,
+        now: DateTime<Utc>,
+        inbound_before: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> StoreResult<Pruned> {
+        let (now, before, limit) = (ms(now), inbound_before.map(ms), limit as i64);
+        self.write(move |c| {
+            let keys = c
+                .prepare_cached(
+                    "DELETE FROM idempotency_keys WHERE rowid IN \
+                     (SELECT rowid FROM idempotency_keys WHERE expires_at <= ?1 LIMIT ?2)",
+                )
+                .and_then(|mut s| s.execute(params![now, limit]))
+                .map_err(db_err)?;
+            let requests = match before {
+                Some(before) => c
+                    .prepare_cached(
+                        "DELETE FROM inbound_requests WHERE rowid IN \
+                         (SELECT rowid FROM inbound_requests WHERE received_at < ?1 LIMIT ?2)",
+                    )
+                    .and_then(|mut s| s.execute(params![before, limit]))
+                    .map_err(db_err)?,
+                None => 0,
+            };
+            Ok(Pruned { idempotency_keys: keys as u64, inbound_requests: requests as u64 })
+        })
+        .await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.ensure_writer()?;
         self.read(|c| c.query_row("SELECT COUNT(*) FROM schema_migrations", [], |_| Ok(())).map_err(db_err)).await

@@ -227,3 +227,37 @@ pub async fn message_content_type_and_headers_round_trip(store: &DynStore) {
     assert_eq!(got.content_type, None);
     assert!(got.headers.is_empty());
 }
+
+pub async fn prune_deletes_expired_keys_and_old_requests(store: &DynStore) {
+    let t = now_ms();
+    let ttl = Duration::from_secs(60);
+    // Five keys that expire at t+60s, two at t+120s.
+    for i in 0..5 {
+        store.idempotency_begin(&format!("old-{i}"), t, ttl).await.unwrap();
+    }
+    for i in 0..2 {
+        store.idempotency_begin(&format!("new-{i}"), t + secs(60), ttl).await.unwrap();
+    }
+    let (src, app) = new_source("pruned");
+    store.create_source(src.clone(), app, Vec::new()).await.unwrap();
+    let mut requests = Vec::new();
+    for i in 0..4 {
+        let r = new_request(&src.id, InboundStatus::Accepted, t + secs(i * 10));
+        store.record_inbound_request(r.clone()).await.unwrap();
+        requests.push(r);
+    }
+
+    // Nothing is due yet: no key expired, no retention asked for.
+    assert_eq!(store.prune(t, None, 100).await.unwrap(), Pruned::default());
+    // At t+61s the five old keys have expired; at most `limit` go per call.
+    let first = store.prune(t + secs(61), Some(t + secs(15)), 3).await.unwrap();
+    assert_eq!(first, Pruned { idempotency_keys: 3, inbound_requests: 2 });
+    let second = store.prune(t + secs(61), Some(t + secs(15)), 3).await.unwrap();
+    assert_eq!(second, Pruned { idempotency_keys: 2, inbound_requests: 0 });
+    // An expired key is gone; one still alive keeps its state.
+    assert_eq!(store.idempotency_begin("old-0", t + secs(62), ttl).await.unwrap(), IdempotencyState::Started);
+    assert_eq!(store.idempotency_begin("new-0", t + secs(62), ttl).await.unwrap(), IdempotencyState::InFlight);
+    // Only requests received before the cut-off were deleted.
+    let left = store.list_inbound_requests(&src.id, None, &PageRequest::default()).await.unwrap();
+    assert_eq!(left.items, requests[2..].to_vec());
+}

@@ -34,7 +34,7 @@ use hooklane_core::model::{
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::{
     AttemptFilter, AttemptOutcome, DeliveryKey, DynStore, IdempotencyState, Job, MessageFilter, NextStep, Page,
-    PageRequest, StoreError, StoreResult, StoredResponse,
+    PageRequest, Pruned, StoreError, StoreResult, StoredResponse,
 };
 use hooklane_store::{MessageState, LATENCY_BOUNDS_MS};
 
@@ -83,6 +83,7 @@ macro_rules! store_conformance_tests {
             source_lifecycle_and_hidden_application,
             source_create_is_atomic,
             inbound_requests_record_list_get,
+            prune_deletes_expired_keys_and_old_requests,
             message_content_type_and_headers_round_trip,
             // --- statistics
             stats_ping_and_queue,
