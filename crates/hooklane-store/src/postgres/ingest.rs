@@ -17,8 +17,11 @@ use crate::{StoreError, StoreResult};
 
 /// Messages written together at most.
 const MAX_BATCH: usize = 256;
-/// Batches being written at the same time.
-const WORKERS: usize = 4;
+/// Batches being written at the same time. Fewer writers make larger batches (fewer
+/// statements and commits per message); two keep one slow commit from holding up all
+/// ingest. Measured on 2 cores (BENCHMARKS.md): 4 writers 4,350 msg/s, 2 writers 4,727,
+/// 1 writer about the same as 2 with less CPU but every commit in series.
+const WORKERS: usize = 2;
 
 pub(super) struct IngestJob {
     pub msg: Message,
