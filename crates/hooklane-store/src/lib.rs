@@ -177,13 +177,16 @@ pub trait Store: Send + Sync + 'static {
     async fn idempotency_abort(&self, key: &str) -> StoreResult<()>;
 
     // --- housekeeping
-    /// Deletes at most `limit` idempotency keys that expired by `now`, and at most `limit`
-    /// inbound request records received before `inbound_before` (none when `None`). Callers
-    /// repeat while a count reaches `limit`, so no single statement holds the store long.
+    /// Deletes at most `limit` idempotency keys that expired by `now`, at most `limit`
+    /// inbound request records received before `inbound_before`, and at most `limit`
+    /// messages created before `messages_before` that have no pending delivery, with their
+    /// deliveries and attempts (`None`: keep them all). Callers repeat while a count reaches
+    /// `limit`, so no single statement holds the store long.
     async fn prune(
         &self,
         now: DateTime<Utc>,
         inbound_before: Option<DateTime<Utc>>,
+        messages_before: Option<DateTime<Utc>>,
         limit: usize,
     ) -> StoreResult<Pruned>;
 

@@ -159,6 +159,8 @@ impl LatencyCounts {
 pub struct Pruned {
     pub idempotency_keys: u64,
     pub inbound_requests: u64,
+    /// Messages deleted, each with its deliveries and attempts.
+    pub messages: u64,
 }
 
 /// The delivery queue and endpoint health, for the gauges of `/metrics`.

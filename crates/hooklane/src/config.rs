@@ -39,9 +39,14 @@ pub struct Config {
     /// Whether `GET /metrics` needs the admin token (default: no, as Prometheus scrapes
     /// usually run unauthenticated on a private network).
     pub metrics_require_token: bool,
-    /// How often expired idempotency keys and old inbound request records are deleted.
+    /// How often expired idempotency keys, old inbound request records and old messages are
+    /// deleted.
     #[serde(with = "humantime_serde")]
     pub housekeeping_interval: Duration,
+    /// How long a message (its payload, deliveries and attempt log) is kept once none of its
+    /// deliveries is pending; `0s` keeps them forever. Svix's default is 90 days too.
+    #[serde(with = "humantime_serde")]
+    pub message_retention: Duration,
     pub delivery: DeliveryConfig,
     pub inbound: InboundConfig,
 }
@@ -117,6 +122,7 @@ impl Default for Config {
             log_level: "info".into(),
             metrics_require_token: false,
             housekeeping_interval: Duration::from_secs(60),
+            message_retention: Duration::from_secs(90 * 24 * 3600),
             delivery: DeliveryConfig::default(),
             inbound: InboundConfig::default(),
         }

@@ -1,6 +1,7 @@
 //! Deletes what the store need not keep: idempotency keys past their expiry (Svix SDKs
-//! send one with every POST, so the table would otherwise only grow) and inbound request
-//! records older than `[inbound] request_retention`.
+//! send one with every POST, so the table would otherwise only grow), inbound request
+//! records older than `[inbound] request_retention`, and messages older than
+//! `message_retention` (with their deliveries and attempts) once none is pending.
 
 use std::time::Duration;
 
@@ -10,15 +11,23 @@ use hooklane_store::{DynStore, Pruned};
 /// Rows deleted per statement, so that no single delete holds the store's writer long.
 const CHUNK: usize = 1000;
 
-pub async fn run(store: DynStore, every: Duration, request_retention: Duration) {
+/// How long records are kept; zero keeps them forever.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub inbound_requests: Duration,
+    pub messages: Duration,
+}
+
+pub async fn run(store: DynStore, every: Duration, retention: Retention) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match prune_all(&store, request_retention).await {
+        match prune_all(&store, retention).await {
             Ok(total) if total != Pruned::default() => tracing::info!(
                 idempotency_keys = total.idempotency_keys,
                 inbound_requests = total.inbound_requests,
+                messages = total.messages,
                 "housekeeping deleted expired records"
             ),
             Ok(_) => {}
@@ -27,22 +36,31 @@ pub async fn run(store: DynStore, every: Duration, request_retention: Duration) 
     }
 }
 
-/// Deletes chunk after chunk until a round finds less than a chunk of either kind.
-async fn prune_all(store: &DynStore, request_retention: Duration) -> hooklane_store::StoreResult<Pruned> {
+/// `now - keep`, or `None` to keep everything.
+fn cutoff(now: hooklane_core::DateTime<Utc>, keep: Duration) -> Option<hooklane_core::DateTime<Utc>> {
+    if keep.is_zero() {
+        return None;
+    }
+    chrono::Duration::from_std(keep).ok().map(|d| now - d)
+}
+
+/// Deletes chunk after chunk until a round finds less than a chunk of every kind.
+async fn prune_all(store: &DynStore, retention: Retention) -> hooklane_store::StoreResult<Pruned> {
     let mut total = Pruned::default();
     loop {
         let now = Utc::now();
-        let before = (!request_retention.is_zero())
-            .then(|| chrono::Duration::from_std(request_retention).ok().map(|d| now - d))
-            .flatten();
-        let round = store.prune(now, before, CHUNK).await?;
+        let round =
+            store.prune(now, cutoff(now, retention.inbound_requests), cutoff(now, retention.messages), CHUNK).await?;
         total.idempotency_keys += round.idempotency_keys;
         total.inbound_requests += round.inbound_requests;
+        total.messages += round.messages;
         metrics::counter!("hooklane_housekeeping_deleted_total", "kind" => "idempotency_key")
             .increment(round.idempotency_keys);
         metrics::counter!("hooklane_housekeeping_deleted_total", "kind" => "inbound_request")
             .increment(round.inbound_requests);
-        if round.idempotency_keys < CHUNK as u64 && round.inbound_requests < CHUNK as u64 {
+        metrics::counter!("hooklane_housekeeping_deleted_total", "kind" => "message").increment(round.messages);
+        let chunk = CHUNK as u64;
+        if round.idempotency_keys < chunk && round.inbound_requests < chunk && round.messages < chunk {
             return Ok(total);
         }
         // Let other writes through between chunks.

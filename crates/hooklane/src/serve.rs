@@ -32,7 +32,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(crate::housekeeping::run(
         store.clone(),
         config.housekeeping_interval.max(std::time::Duration::from_millis(10)),
-        config.inbound.request_retention,
+        crate::housekeeping::Retention {
+            inbound_requests: config.inbound.request_retention,
+            messages: config.message_retention,
+        },
     ));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -329,3 +329,39 @@ async fn a_slow_endpoint_does_not_hold_up_the_others() {
     assert!(started.elapsed() < Duration::from_secs(3), "fast endpoint waited {:?}", started.elapsed());
     assert!(slow.received().len() <= 4, "per-endpoint concurrency was not applied");
 }
+
+/// Messages older than `message_retention` whose deliveries are finished are deleted with
+/// their attempts; a message whose delivery is still pending is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_messages_are_deleted_after_their_retention() {
+    let server = Server::start(
+        "housekeeping_interval = \"100ms\"\nmessage_retention = \"1s\"\n[delivery]\nretry_schedule = [\"1h\"]\n",
+    )
+    .await;
+    let ok = Receiver::start().await;
+    let failing = Receiver::scripted(|_, _| Reply::Status(500)).await;
+    let app = server.create_app("retained").await;
+    server.create_endpoint(&app, json!({ "url": format!("{}/ok", ok.url), "filterTypes": ["done"] })).await;
+    server.create_endpoint(&app, json!({ "url": format!("{}/fail", failing.url), "filterTypes": ["waits"] })).await;
+    let done = server.send_message(&app, "done", json!({ "n": 1 })).await;
+    let waits = server.send_message(&app, "waits", json!({ "n": 2 })).await;
+    ok.wait_for_ids(&[done.clone()], Duration::from_secs(20)).await;
+    failing.wait_for(1, Duration::from_secs(20)).await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _) = server.call("GET", &format!("/api/v1/app/{app}/msg/{done}"), None).await;
+        if status == 404 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the delivered message was never deleted:\n{}", server.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, attempts) = server.call("GET", &format!("/api/v1/app/{app}/attempt/msg/{done}"), None).await;
+    assert!(status == 404 || attempts["data"] == json!([]), "its attempts went with it: {status} {attempts}");
+    // The other waits for its retry in an hour: kept, with its failed attempt.
+    let (status, kept) = server.call("GET", &format!("/api/v1/app/{app}/msg/{waits}"), None).await;
+    assert_eq!(status, 200, "{kept}");
+    let (_, attempts) = server.call("GET", &format!("/api/v1/app/{app}/attempt/msg/{waits}"), None).await;
+    assert_eq!(attempts["data"].as_array().map(Vec::len), Some(1), "{attempts}");
+}

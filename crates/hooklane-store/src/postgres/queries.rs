@@ -1025,6 +1025,7 @@ pub async fn prune<C: GenericClient>(
     c: &C,
     now: DateTime<Utc>,
     inbound_before: Option<DateTime<Utc>>,
+    messages_before: Option<DateTime<Utc>>,
     limit: usize,
 ) -> StoreResult<crate::Pruned> {
     let keys = execute(
@@ -1046,5 +1047,24 @@ pub async fn prune<C: GenericClient>(
         }
         None => 0,
     };
-    Ok(crate::Pruned { idempotency_keys: keys, inbound_requests: requests })
+    // Messages in id order (their primary key; ids begin with the creation time), each with
+    // its deliveries and attempts, in one statement.
+    let messages = match messages_before {
+        Some(before) => {
+            execute(
+                c,
+                "WITH doomed AS ( \
+                     SELECT id FROM messages m WHERE created_at < $1 AND NOT EXISTS \
+                         (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.status = 1) \
+                     ORDER BY id LIMIT $2 \
+                 ), a AS (DELETE FROM attempts WHERE msg_id IN (SELECT id FROM doomed)), \
+                 d AS (DELETE FROM deliveries WHERE msg_id IN (SELECT id FROM doomed)) \
+                 DELETE FROM messages WHERE id IN (SELECT id FROM doomed)",
+                &[&ms(before), &limit_param(limit)],
+            )
+            .await?
+        }
+        None => 0,
+    };
+    Ok(crate::Pruned { idempotency_keys: keys, inbound_requests: requests, messages })
 }

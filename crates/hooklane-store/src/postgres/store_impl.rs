@@ -364,9 +364,10 @@ impl Store for PgStore {
         &self,
         now: DateTime<Utc>,
         inbound_before: Option<DateTime<Utc>>,
+        messages_before: Option<DateTime<Utc>>,
         limit: usize,
     ) -> StoreResult<Pruned> {
-        queries::prune(&self.client().await?, now, inbound_before, limit).await
+        queries::prune(&self.client().await?, now, inbound_before, messages_before, limit).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

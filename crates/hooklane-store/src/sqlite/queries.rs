@@ -537,6 +537,29 @@ pub fn recover(
     Ok(n as u64)
 }
 
+/// Deletes up to `limit` messages created before `before` that have no pending delivery,
+/// with their deliveries and attempts. Walks messages in id order (the primary key's index):
+/// ids begin with their creation time, so the oldest come first.
+pub fn prune_messages(conn: &Connection, before: i64, limit: i64) -> StoreResult<u64> {
+    let doomed: Vec<String> = conn
+        .prepare_cached(
+            "SELECT id FROM messages m WHERE created_at < ?1 AND NOT EXISTS \
+             (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.status = 1) ORDER BY id LIMIT ?2",
+        )
+        .and_then(|mut s| s.query_map(params![before, limit], |r| r.get(0))?.collect())
+        .map_err(db_err)?;
+    for id in &doomed {
+        for sql in [
+            "DELETE FROM attempts WHERE msg_id = ?1",
+            "DELETE FROM deliveries WHERE msg_id = ?1",
+            "DELETE FROM messages WHERE id = ?1",
+        ] {
+            conn.prepare_cached(sql).and_then(|mut s| s.execute([id])).map_err(db_err)?;
+        }
+    }
+    Ok(doomed.len() as u64)
+}
+
 pub fn list_attempts(
     conn: &Connection,
     app_id: &str,

@@ -424,9 +424,11 @@ impl Store for SqliteStore {
         &self,
         now: DateTime<Utc>,
         inbound_before: Option<DateTime<Utc>>,
+        messages_before: Option<DateTime<Utc>>,
         limit: usize,
     ) -> StoreResult<Pruned> {
         let (now, before, limit) = (ms(now), inbound_before.map(ms), limit as i64);
+        let messages_before = messages_before.map(ms);
         self.write(move |c| {
             let keys = c
                 .prepare_cached(
@@ -445,7 +447,11 @@ impl Store for SqliteStore {
                     .map_err(db_err)?,
                 None => 0,
             };
-            Ok(Pruned { idempotency_keys: keys as u64, inbound_requests: requests as u64 })
+            let messages = match messages_before {
+                Some(before) => queries::prune_messages(c, before, limit)?,
+                None => 0,
+            };
+            Ok(Pruned { idempotency_keys: keys as u64, inbound_requests: requests as u64, messages })
         })
         .await
     }

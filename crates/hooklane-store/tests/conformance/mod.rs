@@ -84,6 +84,7 @@ macro_rules! store_conformance_tests {
             source_create_is_atomic,
             inbound_requests_record_list_get,
             prune_deletes_expired_keys_and_old_requests,
+            prune_deletes_old_finished_messages,
             message_content_type_and_headers_round_trip,
             // --- statistics
             stats_ping_and_queue,
@@ -1015,6 +1016,38 @@ pub async fn claim_due_respects_initial_lease(store: &DynStore) {
 
     let after = claim(store, t + mins(2) + secs(1)).await;
     assert_eq!(job_keys(&after), set([pair(&leased, &e1), pair(&leased, &e2)]), "claimable once the lease ran out");
+}
+
+pub async fn prune_deletes_old_finished_messages(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "Retained").await;
+    let ep = setup_endpoint(store, &app.id).await;
+    let old_done = post(store, &app.id, &[&ep], t - hours(3)).await;
+    let old_pending = post(store, &app.id, &[&ep], t - hours(2)).await;
+    let recent = post(store, &app.id, &[&ep], t).await;
+    // The first old message and the recent one are delivered; the other old one waits.
+    assert_eq!(claim(store, t + secs(1)).await.len(), 3);
+    let outcomes = vec![
+        outcome(&old_done.id, &ep, t + secs(2), NextStep::Succeeded),
+        outcome(&old_pending.id, &ep, t + secs(2), NextStep::RetryAt(t + hours(1))),
+        outcome(&recent.id, &ep, t + secs(2), NextStep::Succeeded),
+    ];
+    store.record_attempts(outcomes, Duration::from_secs(24 * 3600)).await.unwrap();
+
+    let cutoff = Some(t - hours(1));
+    let pruned = store.prune(t, None, cutoff, 100).await.unwrap();
+    assert_eq!(pruned, Pruned { idempotency_keys: 0, inbound_requests: 0, messages: 1 });
+    assert_eq!(store.get_message(&app.id, &old_done.id).await.unwrap(), None, "the old delivered message is gone");
+    assert!(store.message_deliveries(&app.id, &old_done.id).await.unwrap().is_empty(), "with its deliveries");
+    let filter = AttemptFilter { msg_id: Some(old_done.id.clone()), ..AttemptFilter::default() };
+    let left = store.list_attempts(&app.id, &filter, &PageRequest::default()).await.unwrap();
+    assert!(left.items.is_empty(), "and its attempts: {:?}", left.items);
+    // A message still waiting for a delivery, and a recent one, stay whole.
+    for kept in [&old_pending, &recent] {
+        assert_eq!(store.get_message(&app.id, &kept.id).await.unwrap().as_ref(), Some(kept));
+        assert_eq!(store.message_deliveries(&app.id, &kept.id).await.unwrap().len(), 1);
+    }
+    assert_eq!(store.prune(t, None, cutoff, 100).await.unwrap(), Pruned::default(), "nothing more to delete");
 }
 
 pub async fn record_attempts_moves_deliveries(store: &DynStore) {
