@@ -345,7 +345,7 @@ async fn old_messages_are_deleted_after_their_retention() {
     server.create_endpoint(&app, json!({ "url": format!("{}/fail", failing.url), "filterTypes": ["waits"] })).await;
     let done = server.send_message(&app, "done", json!({ "n": 1 })).await;
     let waits = server.send_message(&app, "waits", json!({ "n": 2 })).await;
-    ok.wait_for_ids(&[done.clone()], Duration::from_secs(20)).await;
+    ok.wait_for_ids(std::slice::from_ref(&done), Duration::from_secs(20)).await;
     failing.wait_for(1, Duration::from_secs(20)).await;
 
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
