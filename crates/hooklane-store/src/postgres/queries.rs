@@ -1047,20 +1047,22 @@ pub async fn prune<C: GenericClient>(
         }
         None => 0,
     };
-    // Messages in id order (their primary key; ids begin with the creation time), each with
-    // its deliveries and attempts, in one statement.
+    // Messages in id order (their primary key; ids begin with the creation time, so the
+    // oldest come first), each with its deliveries and attempts, in one statement. Only the
+    // oldest few are looked at: when those are not old enough, no message is.
     let messages = match messages_before {
         Some(before) => {
             execute(
                 c,
                 "WITH doomed AS ( \
-                     SELECT id FROM messages m WHERE created_at < $1 AND NOT EXISTS \
+                     SELECT id FROM (SELECT id, created_at FROM messages ORDER BY id LIMIT $3) m \
+                     WHERE created_at < $1 AND NOT EXISTS \
                          (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.status = 1) \
-                     ORDER BY id LIMIT $2 \
+                     LIMIT $2 \
                  ), a AS (DELETE FROM attempts WHERE msg_id IN (SELECT id FROM doomed)), \
                  d AS (DELETE FROM deliveries WHERE msg_id IN (SELECT id FROM doomed)) \
                  DELETE FROM messages WHERE id IN (SELECT id FROM doomed)",
-                &[&ms(before), &limit_param(limit)],
+                &[&ms(before), &limit_param(limit), &limit_param(limit.saturating_mul(2))],
             )
             .await?
         }

@@ -538,15 +538,17 @@ pub fn recover(
 }
 
 /// Deletes up to `limit` messages created before `before` that have no pending delivery,
-/// with their deliveries and attempts. Walks messages in id order (the primary key's index):
-/// ids begin with their creation time, so the oldest come first.
+/// with their deliveries and attempts. Looks only at the oldest few messages (ids begin with
+/// their creation time, so the primary key's index lists the oldest first): when those are
+/// not old enough, no message is, and a table of millions is not read every round.
 pub fn prune_messages(conn: &Connection, before: i64, limit: i64) -> StoreResult<u64> {
     let doomed: Vec<String> = conn
         .prepare_cached(
-            "SELECT id FROM messages m WHERE created_at < ?1 AND NOT EXISTS \
-             (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.status = 1) ORDER BY id LIMIT ?2",
+            "SELECT id FROM (SELECT id, created_at FROM messages ORDER BY id LIMIT ?3) m \
+             WHERE created_at < ?1 AND NOT EXISTS \
+             (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.status = 1) LIMIT ?2",
         )
-        .and_then(|mut s| s.query_map(params![before, limit], |r| r.get(0))?.collect())
+        .and_then(|mut s| s.query_map(params![before, limit, limit.saturating_mul(2)], |r| r.get(0))?.collect())
         .map_err(db_err)?;
     for id in &doomed {
         for sql in [
