@@ -81,6 +81,12 @@ fn int(i: i64) -> Value {
     Value::Integer(i)
 }
 
+/// Runs a statement through the statement cache; returns the rows it changed (the twin of
+/// the PostgreSQL store's `execute`).
+pub(super) fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<usize> {
+    conn.prepare_cached(sql).and_then(|mut s| s.execute(params)).map_err(db_err)
+}
+
 /// Expects exactly one changed row; zero means the record was not there.
 fn one_row(changed: usize) -> StoreResult<()> {
     if changed == 0 {
@@ -537,11 +543,43 @@ pub fn recover(
     Ok(n as u64)
 }
 
+// --- housekeeping
+
+/// One round of housekeeping (see `Store::prune`).
+pub fn prune(
+    conn: &Connection,
+    now: i64,
+    inbound_before: Option<i64>,
+    messages_before: Option<i64>,
+    limit: i64,
+) -> StoreResult<crate::Pruned> {
+    let keys = execute(
+        conn,
+        "DELETE FROM idempotency_keys WHERE rowid IN \
+         (SELECT rowid FROM idempotency_keys WHERE expires_at <= ?1 LIMIT ?2)",
+        params![now, limit],
+    )?;
+    let requests = match inbound_before {
+        Some(before) => execute(
+            conn,
+            "DELETE FROM inbound_requests WHERE rowid IN \
+             (SELECT rowid FROM inbound_requests WHERE received_at < ?1 LIMIT ?2)",
+            params![before, limit],
+        )?,
+        None => 0,
+    };
+    let messages = match messages_before {
+        Some(before) => prune_messages(conn, before, limit)?,
+        None => 0,
+    };
+    Ok(crate::Pruned { idempotency_keys: keys as u64, inbound_requests: requests as u64, messages })
+}
+
 /// Deletes up to `limit` messages created before `before` that have no pending delivery,
 /// with their deliveries and attempts. Looks only at the oldest few messages (ids begin with
 /// their creation time, so the primary key's index lists the oldest first): when those are
 /// not old enough, no message is, and a table of millions is not read every round.
-pub fn prune_messages(conn: &Connection, before: i64, limit: i64) -> StoreResult<u64> {
+fn prune_messages(conn: &Connection, before: i64, limit: i64) -> StoreResult<u64> {
     let doomed: Vec<String> = conn
         .prepare_cached(
             "SELECT id FROM (SELECT id, created_at FROM messages ORDER BY id LIMIT ?3) m \
@@ -551,13 +589,9 @@ pub fn prune_messages(conn: &Connection, before: i64, limit: i64) -> StoreResult
         .and_then(|mut s| s.query_map(params![before, limit, limit.saturating_mul(2)], |r| r.get(0))?.collect())
         .map_err(db_err)?;
     for id in &doomed {
-        for sql in [
-            "DELETE FROM attempts WHERE msg_id = ?1",
-            "DELETE FROM deliveries WHERE msg_id = ?1",
-            "DELETE FROM messages WHERE id = ?1",
-        ] {
-            conn.prepare_cached(sql).and_then(|mut s| s.execute([id])).map_err(db_err)?;
-        }
+        execute(conn, "DELETE FROM attempts WHERE msg_id = ?1", [id])?;
+        execute(conn, "DELETE FROM deliveries WHERE msg_id = ?1", [id])?;
+        execute(conn, "DELETE FROM messages WHERE id = ?1", [id])?;
     }
     Ok(doomed.len() as u64)
 }

@@ -372,13 +372,12 @@ impl Store for SqliteStore {
         let key = owned(key);
         let (now, expires) = (ms(now), ms(lease_end(now, ttl)));
         self.write_unguarded(move |c| {
-            c.prepare_cached("DELETE FROM idempotency_keys WHERE key = ?1 AND expires_at <= ?2")
-                .and_then(|mut s| s.execute(params![key, now]))
-                .map_err(db_err)?;
-            let inserted = c
-                .prepare_cached("INSERT OR IGNORE INTO idempotency_keys (key, done, expires_at) VALUES (?1, 0, ?2)")
-                .and_then(|mut s| s.execute(params![key, expires]))
-                .map_err(db_err)?;
+            queries::execute(c, "DELETE FROM idempotency_keys WHERE key = ?1 AND expires_at <= ?2", params![key, now])?;
+            let inserted = queries::execute(
+                c,
+                "INSERT OR IGNORE INTO idempotency_keys (key, done, expires_at) VALUES (?1, 0, ?2)",
+                params![key, expires],
+            )?;
             if inserted == 1 {
                 return Ok(IdempotencyState::Started);
             }
@@ -399,9 +398,11 @@ impl Store for SqliteStore {
     async fn idempotency_finish(&self, key: &str, response: StoredResponse) -> StoreResult<()> {
         let key = owned(key);
         self.write_unguarded(move |c| {
-            c.prepare_cached("UPDATE idempotency_keys SET done = 1, status = ?2, body = ?3 WHERE key = ?1")
-                .and_then(|mut s| s.execute(params![key, response.status, response.body]))
-                .map_err(db_err)?;
+            queries::execute(
+                c,
+                "UPDATE idempotency_keys SET done = 1, status = ?2, body = ?3 WHERE key = ?1",
+                params![key, response.status, response.body],
+            )?;
             Ok(())
         })
         .await
@@ -410,15 +411,13 @@ impl Store for SqliteStore {
     async fn idempotency_abort(&self, key: &str) -> StoreResult<()> {
         let key = owned(key);
         self.write_unguarded(move |c| {
-            c.prepare_cached("DELETE FROM idempotency_keys WHERE key = ?1 AND done = 0")
-                .and_then(|mut s| s.execute([&key]))
-                .map_err(db_err)?;
+            queries::execute(c, "DELETE FROM idempotency_keys WHERE key = ?1 AND done = 0", [&key])?;
             Ok(())
         })
         .await
     }
 
-    // --- statistics
+    // --- housekeeping
 
     async fn prune(
         &self,
@@ -427,34 +426,11 @@ impl Store for SqliteStore {
         messages_before: Option<DateTime<Utc>>,
         limit: usize,
     ) -> StoreResult<Pruned> {
-        let (now, before, limit) = (ms(now), inbound_before.map(ms), limit as i64);
-        let messages_before = messages_before.map(ms);
-        self.write(move |c| {
-            let keys = c
-                .prepare_cached(
-                    "DELETE FROM idempotency_keys WHERE rowid IN \
-                     (SELECT rowid FROM idempotency_keys WHERE expires_at <= ?1 LIMIT ?2)",
-                )
-                .and_then(|mut s| s.execute(params![now, limit]))
-                .map_err(db_err)?;
-            let requests = match before {
-                Some(before) => c
-                    .prepare_cached(
-                        "DELETE FROM inbound_requests WHERE rowid IN \
-                         (SELECT rowid FROM inbound_requests WHERE received_at < ?1 LIMIT ?2)",
-                    )
-                    .and_then(|mut s| s.execute(params![before, limit]))
-                    .map_err(db_err)?,
-                None => 0,
-            };
-            let messages = match messages_before {
-                Some(before) => queries::prune_messages(c, before, limit)?,
-                None => 0,
-            };
-            Ok(Pruned { idempotency_keys: keys as u64, inbound_requests: requests as u64, messages })
-        })
-        .await
+        let (now, inbound_before, messages_before) = (ms(now), inbound_before.map(ms), messages_before.map(ms));
+        self.write(move |c| queries::prune(c, now, inbound_before, messages_before, limit as i64)).await
     }
+
+    // --- statistics
 
     async fn ping(&self) -> StoreResult<()> {
         self.ensure_writer()?;

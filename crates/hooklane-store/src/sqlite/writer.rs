@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::db_err;
+use super::queries::execute;
 use crate::{StoreError, StoreResult};
 
 /// Most writes committed together; bounds the latency one batch adds to the next.
@@ -72,20 +72,18 @@ where
             self.result = Some(result);
             return clean;
         }
-        // One job's failure (say, a duplicate uid) rolls back only its own changes.
-        if let Err(e) = run_cached(conn, "SAVEPOINT job") {
-            self.result = Some(Err(db_err(e)));
+        // One job's failure (say, a duplicate uid) rolls back only its own changes. The
+        // statements go through the statement cache (`execute_batch` parses them every time).
+        if let Err(e) = execute(conn, "SAVEPOINT job", []) {
+            self.result = Some(Err(e));
             return true;
         }
         let result = work(conn);
         let end = match result {
-            Ok(_) => run_cached(conn, "RELEASE job"),
-            Err(_) => run_cached(conn, "ROLLBACK TO job").and_then(|()| run_cached(conn, "RELEASE job")),
+            Ok(_) => execute(conn, "RELEASE job", []),
+            Err(_) => execute(conn, "ROLLBACK TO job", []).and_then(|_| execute(conn, "RELEASE job", [])),
         };
-        self.result = Some(match end {
-            Ok(()) => result,
-            Err(e) => Err(db_err(e)),
-        });
+        self.result = Some(end.and(result));
         true
     }
 
@@ -100,11 +98,6 @@ where
             let _ = reply.send(outcome);
         }
     }
-}
-
-/// Runs a statement through the statement cache (`execute_batch` parses it every time).
-fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 /// A write with nothing to do: checks that the writer thread still takes work.
