@@ -57,7 +57,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             ops: hooklane_server::ops::OpsSettings { metrics, metrics_require_token: config.metrics_require_token },
         },
     );
-    tracing::info!(%addr, store = %redact_url(&config.database_url), "hooklane started");
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(%addr, store = %redact_url(&config.database_url), workers, "hooklane started");
     hooklane_server::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("shutting down: letting in-flight deliveries finish");
     dispatcher.shutdown(SHUTDOWN_GRACE).await;

@@ -173,3 +173,30 @@ async fn stats_endpoints_are_tenant_scoped() {
     let (status, _) = server.call_as("nope", "GET", &format!("/api/v1/stats/app/{a}/msg"), None).await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test]
+async fn worker_threads_follow_the_configuration() {
+    // The count the runtime reports at start (its blocking-pool threads carry the same
+    // thread name, so `/proc` cannot tell workers apart).
+    async fn workers(server: &Server) -> (Option<usize>, String) {
+        let mut line = String::new();
+        for _ in 0..100 {
+            let logs = server.logs();
+            if let Some(l) = logs.lines().find(|l| l.contains("hooklane started")) {
+                line = l.to_string();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let n = line.split("workers=").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok());
+        (n, line)
+    }
+    let three = Server::start("worker_threads = 3").await;
+    let (n, line) = workers(&three).await;
+    assert_eq!(n, Some(3), "start line: {line}");
+    // The default leaves one CPU to the store's writer: one fewer worker than CPUs.
+    let default = Server::start("").await;
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let (n, line) = workers(&default).await;
+    assert_eq!(n, Some(cpus.saturating_sub(1).max(1)), "start line: {line}");
+}
