@@ -3,11 +3,10 @@
 use hooklane_core::inbound::{Deduplication, Verification};
 use hooklane_core::model::{Application, Endpoint, InboundRequest, InboundStatus, Source};
 use rusqlite::types::Value;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, Row};
 use serde::de::DeserializeOwned;
 
-use super::db_err;
-use super::queries::{self, Select};
+use super::queries::{self, execute, query_opt, Select};
 use super::rows::{ms, time, to_json};
 use crate::{Page, PageRequest, StoreError, StoreResult};
 
@@ -71,7 +70,8 @@ pub fn create_source(conn: &Connection, s: &Source, app: &Application, endpoints
     for ep in endpoints {
         queries::insert_endpoint(conn, ep)?;
     }
-    conn.execute(
+    execute(
+        conn,
         &format!("INSERT INTO sources ({SOURCE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
         params![
             s.id,
@@ -86,14 +86,13 @@ pub fn create_source(conn: &Connection, s: &Source, app: &Application, endpoints
             ms(s.created_at),
             ms(s.updated_at)
         ],
-    )
-    .map_err(db_err)?;
+    )?;
     Ok(())
 }
 
 pub fn get_source(conn: &Connection, id: &str) -> StoreResult<Option<Source>> {
     let sql = format!("SELECT {SOURCE_COLS} FROM sources WHERE id = ?1");
-    conn.prepare_cached(&sql).and_then(|mut s| s.query_row([id], source).optional()).map_err(db_err)
+    query_opt(conn, &sql, [id], source)
 }
 
 pub fn list_sources(conn: &Connection, page: &PageRequest) -> StoreResult<Page<Source>> {
@@ -101,23 +100,22 @@ pub fn list_sources(conn: &Connection, page: &PageRequest) -> StoreResult<Page<S
 }
 
 pub fn update_source(conn: &Connection, s: &Source) -> StoreResult<()> {
-    let n = conn
-        .execute(
-            "UPDATE sources SET name = ?2, verification = ?3, deduplication = ?4, allow_networks = ?5, \
-             max_body_bytes = ?6, event_destinations = ?7, metadata = ?8, updated_at = ?9 WHERE id = ?1",
-            params![
-                s.id,
-                s.name,
-                to_json(&s.verification),
-                s.deduplication.as_ref().map(to_json),
-                to_json(&s.allow_networks),
-                max_body(s),
-                to_json(&s.event_destinations),
-                to_json(&s.metadata),
-                ms(s.updated_at)
-            ],
-        )
-        .map_err(db_err)?;
+    let n = execute(
+        conn,
+        "UPDATE sources SET name = ?2, verification = ?3, deduplication = ?4, allow_networks = ?5, \
+         max_body_bytes = ?6, event_destinations = ?7, metadata = ?8, updated_at = ?9 WHERE id = ?1",
+        params![
+            s.id,
+            s.name,
+            to_json(&s.verification),
+            s.deduplication.as_ref().map(to_json),
+            to_json(&s.allow_networks),
+            max_body(s),
+            to_json(&s.event_destinations),
+            to_json(&s.metadata),
+            ms(s.updated_at)
+        ],
+    )?;
     if n == 0 {
         return Err(StoreError::NotFound);
     }
@@ -125,12 +123,10 @@ pub fn update_source(conn: &Connection, s: &Source) -> StoreResult<()> {
 }
 
 pub fn delete_source(conn: &Connection, id: &str) -> StoreResult<()> {
-    let app_id: Option<String> = conn
-        .query_row("DELETE FROM sources WHERE id = ?1 RETURNING app_id", [id], |r| r.get(0))
-        .optional()
-        .map_err(db_err)?;
+    let app_id: Option<String> =
+        query_opt(conn, "DELETE FROM sources WHERE id = ?1 RETURNING app_id", [id], |r| r.get(0))?;
     let Some(app_id) = app_id else { return Err(StoreError::NotFound) };
-    conn.execute("DELETE FROM inbound_requests WHERE source_id = ?1", [id]).map_err(db_err)?;
+    execute(conn, "DELETE FROM inbound_requests WHERE source_id = ?1", [id])?;
     match queries::delete_app(conn, &app_id) {
         // The application is already gone: nothing else to remove.
         Ok(()) | Err(StoreError::NotFound) => Ok(()),
@@ -139,11 +135,12 @@ pub fn delete_source(conn: &Connection, id: &str) -> StoreResult<()> {
 }
 
 pub fn insert_request(conn: &Connection, r: &InboundRequest) -> StoreResult<()> {
-    conn.prepare_cached(&format!(
-        "INSERT INTO inbound_requests ({REQUEST_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
-    ))
-    .and_then(|mut s| {
-        s.execute(params![
+    execute(
+        conn,
+        &format!(
+            "INSERT INTO inbound_requests ({REQUEST_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        ),
+        params![
             r.id,
             r.source_id,
             r.status as i64,
@@ -156,9 +153,8 @@ pub fn insert_request(conn: &Connection, r: &InboundRequest) -> StoreResult<()> 
             r.dedup_key,
             r.msg_id,
             ms(r.received_at)
-        ])
-    })
-    .map_err(db_err)?;
+        ],
+    )?;
     Ok(())
 }
 
@@ -176,5 +172,5 @@ pub fn list_requests(
 
 pub fn get_request(conn: &Connection, source_id: &str, id: &str) -> StoreResult<Option<InboundRequest>> {
     let sql = format!("SELECT {REQUEST_COLS} FROM inbound_requests WHERE source_id = ?1 AND id = ?2");
-    conn.prepare_cached(&sql).and_then(|mut s| s.query_row([source_id, id], request).optional()).map_err(db_err)
+    query_opt(conn, &sql, [source_id, id], request)
 }

@@ -180,9 +180,7 @@ mod tests {
     }
 
     fn insert(conn: &Connection, hash: &str) -> StoreResult<()> {
-        conn.execute("INSERT INTO tokens (hash, app_id, created_at) VALUES (?1, NULL, 0)", [hash])
-            .map(|_| ())
-            .map_err(db_err)
+        queries::execute(conn, "INSERT INTO tokens (hash, app_id, created_at) VALUES (?1, NULL, 0)", [hash]).map(|_| ())
     }
 
     #[tokio::test]
@@ -212,11 +210,7 @@ mod tests {
         assert!(matches!(guarded, Err(StoreError::Conflict(_))), "{guarded:?}");
 
         let hashes: Vec<String> = store
-            .read(|c| {
-                let mut s = c.prepare("SELECT hash FROM tokens ORDER BY hash").map_err(db_err)?;
-                let rows = s.query_map([], |r| r.get(0)).map_err(db_err)?;
-                rows.collect::<Result<_, _>>().map_err(db_err)
-            })
+            .read(|c| queries::query_all(c, "SELECT hash FROM tokens ORDER BY hash", [], |r| r.get(0)))
             .await
             .expect("read");
         assert_eq!(hashes, vec!["kept".to_string()]);

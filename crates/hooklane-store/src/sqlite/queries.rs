@@ -61,12 +61,7 @@ impl Select {
         }
         let dir = if page.descending { "DESC" } else { "ASC" };
         sql.push_str(&format!(" ORDER BY {key} {dir} LIMIT {}", limit + 1));
-        let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
-        let mut items = stmt
-            .query_map(params_from_iter(self.params), map)
-            .map_err(db_err)?
-            .collect::<rusqlite::Result<Vec<T>>>()
-            .map_err(db_err)?;
+        let mut items = query_all(conn, &sql, params_from_iter(self.params), map)?;
         let done = items.len() <= limit;
         items.truncate(limit);
         Ok(Page { items, done })
@@ -87,6 +82,27 @@ pub(super) fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Param
     conn.prepare_cached(sql).and_then(|mut s| s.execute(params)).map_err(db_err)
 }
 
+/// Runs a cached query expected to return at most one row (the twin of the PostgreSQL
+/// store's `query_opt`).
+pub(super) fn query_opt<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Option<T>> {
+    conn.prepare_cached(sql).and_then(|mut s| s.query_row(params, f).optional()).map_err(db_err)
+}
+
+/// Runs a cached query and collects every row it returns.
+pub(super) fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<T>> {
+    conn.prepare_cached(sql).and_then(|mut s| s.query_map(params, f)?.collect()).map_err(db_err)
+}
+
 /// Expects exactly one changed row; zero means the record was not there.
 fn one_row(changed: usize) -> StoreResult<()> {
     if changed == 0 {
@@ -99,70 +115,77 @@ fn one_row(changed: usize) -> StoreResult<()> {
 // --- applications
 
 pub fn insert_app(conn: &Connection, a: &Application) -> StoreResult<()> {
-    conn.prepare_cached(
+    execute(
+        conn,
         "INSERT INTO applications (id, uid, name, rate_limit, metadata, created_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![a.id, a.uid, a.name, a.rate_limit, to_json(&a.metadata), ms(a.created_at), ms(a.updated_at)])
-    })
-    .map_err(db_err)?;
+        params![a.id, a.uid, a.name, a.rate_limit, to_json(&a.metadata), ms(a.created_at), ms(a.updated_at)],
+    )?;
     Ok(())
 }
 
 pub fn update_app(conn: &Connection, a: &Application) -> StoreResult<()> {
-    let n = conn
-        .prepare_cached("UPDATE applications SET uid = ?2, name = ?3, rate_limit = ?4, metadata = ?5, updated_at = ?6 WHERE id = ?1")
-        .and_then(|mut s| s.execute(params![a.id, a.uid, a.name, a.rate_limit, to_json(&a.metadata), ms(a.updated_at)]))
-        .map_err(db_err)?;
+    let n = execute(
+        conn,
+        "UPDATE applications SET uid = ?2, name = ?3, rate_limit = ?4, metadata = ?5, updated_at = ?6 WHERE id = ?1",
+        params![a.id, a.uid, a.name, a.rate_limit, to_json(&a.metadata), ms(a.updated_at)],
+    )?;
     one_row(n)
 }
 
 pub fn get_app(conn: &Connection, id_or_uid: &str) -> StoreResult<Option<Application>> {
     let sql =
         format!("SELECT {} FROM applications WHERE id = ?1 OR uid = ?1 ORDER BY id = ?1 DESC LIMIT 1", rows::APP_COLS);
-    conn.prepare_cached(&sql).and_then(|mut s| s.query_row([id_or_uid], rows::app).optional()).map_err(db_err)
+    query_opt(conn, &sql, [id_or_uid], rows::app)
 }
 
 pub fn delete_app(conn: &Connection, app_id: &str) -> StoreResult<()> {
     for table in ["attempts", "deliveries", "messages", "endpoints", "tokens"] {
-        conn.execute(&format!("DELETE FROM {table} WHERE app_id = ?1"), [app_id]).map_err(db_err)?;
+        execute(conn, &format!("DELETE FROM {table} WHERE app_id = ?1"), [app_id])?;
     }
-    one_row(conn.execute("DELETE FROM applications WHERE id = ?1", [app_id]).map_err(db_err)?)
+    one_row(execute(conn, "DELETE FROM applications WHERE id = ?1", [app_id])?)
 }
 
 // --- event types
 
 pub fn insert_event_type(conn: &Connection, e: &EventType) -> StoreResult<()> {
-    conn.execute(
+    execute(
+        conn,
         "INSERT INTO event_types (name, description, archived, deprecated, feature_flag, schemas, created_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![e.name, e.description, e.archived, e.deprecated, e.feature_flag, opt_json(&e.schemas), ms(e.created_at), ms(e.updated_at)],
-    )
-    .map_err(db_err)?;
+    )?;
     Ok(())
 }
 
 pub fn update_event_type(conn: &Connection, e: &EventType) -> StoreResult<()> {
-    let n = conn
-        .execute(
-            "UPDATE event_types SET description = ?2, archived = ?3, deprecated = ?4, feature_flag = ?5, schemas = ?6, \
-             updated_at = ?7 WHERE name = ?1",
-            params![e.name, e.description, e.archived, e.deprecated, e.feature_flag, opt_json(&e.schemas), ms(e.updated_at)],
-        )
-        .map_err(db_err)?;
+    let n = execute(
+        conn,
+        "UPDATE event_types SET description = ?2, archived = ?3, deprecated = ?4, feature_flag = ?5, schemas = ?6, \
+         updated_at = ?7 WHERE name = ?1",
+        params![
+            e.name,
+            e.description,
+            e.archived,
+            e.deprecated,
+            e.feature_flag,
+            opt_json(&e.schemas),
+            ms(e.updated_at)
+        ],
+    )?;
     one_row(n)
 }
 
 pub fn get_event_type(conn: &Connection, name: &str) -> StoreResult<Option<EventType>> {
     let sql = format!("SELECT {} FROM event_types WHERE name = ?1", rows::EVENT_TYPE_COLS);
-    conn.prepare_cached(&sql).and_then(|mut s| s.query_row([name], rows::event_type).optional()).map_err(db_err)
+    query_opt(conn, &sql, [name], rows::event_type)
 }
 
 // --- endpoints
 
 pub fn insert_endpoint(conn: &Connection, e: &Endpoint) -> StoreResult<()> {
-    conn.execute(
+    execute(
+        conn,
         "INSERT INTO endpoints (id, app_id, uid, url, description, version, filter_types, channels, disabled, rate_limit, \
          metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
@@ -185,37 +208,35 @@ pub fn insert_endpoint(conn: &Connection, e: &Endpoint) -> StoreResult<()> {
             ms(e.created_at),
             ms(e.updated_at)
         ],
-    )
-    .map_err(db_err)?;
+    )?;
     Ok(())
 }
 
 pub fn update_endpoint(conn: &Connection, e: &Endpoint) -> StoreResult<()> {
-    let n = conn
-        .execute(
-            "UPDATE endpoints SET uid = ?3, url = ?4, description = ?5, version = ?6, filter_types = ?7, channels = ?8, \
-             disabled = ?9, rate_limit = ?10, metadata = ?11, headers = ?12, secret = ?13, previous_secrets = ?14, \
-             failing_since = ?15, updated_at = ?16 WHERE id = ?1 AND app_id = ?2",
-            params![
-                e.id,
-                e.app_id,
-                e.uid,
-                e.url,
-                e.description,
-                e.version,
-                opt_json(&e.filter_types),
-                opt_json(&e.channels),
-                e.disabled,
-                e.rate_limit,
-                to_json(&e.metadata),
-                to_json(&e.headers),
-                e.secret,
-                to_json(&e.previous_secrets),
-                e.failing_since.map(ms),
-                ms(e.updated_at)
-            ],
-        )
-        .map_err(db_err)?;
+    let n = execute(
+        conn,
+        "UPDATE endpoints SET uid = ?3, url = ?4, description = ?5, version = ?6, filter_types = ?7, channels = ?8, \
+         disabled = ?9, rate_limit = ?10, metadata = ?11, headers = ?12, secret = ?13, previous_secrets = ?14, \
+         failing_since = ?15, updated_at = ?16 WHERE id = ?1 AND app_id = ?2",
+        params![
+            e.id,
+            e.app_id,
+            e.uid,
+            e.url,
+            e.description,
+            e.version,
+            opt_json(&e.filter_types),
+            opt_json(&e.channels),
+            e.disabled,
+            e.rate_limit,
+            to_json(&e.metadata),
+            to_json(&e.headers),
+            e.secret,
+            to_json(&e.previous_secrets),
+            e.failing_since.map(ms),
+            ms(e.updated_at)
+        ],
+    )?;
     one_row(n)
 }
 
@@ -224,25 +245,19 @@ pub fn get_endpoint(conn: &Connection, app_id: &str, id_or_uid: &str) -> StoreRe
         "SELECT {} FROM endpoints WHERE app_id = ?1 AND (id = ?2 OR uid = ?2) ORDER BY id = ?2 DESC LIMIT 1",
         rows::ENDPOINT_COLS
     );
-    conn.prepare_cached(&sql)
-        .and_then(|mut s| s.query_row([app_id, id_or_uid], rows::endpoint).optional())
-        .map_err(db_err)
+    query_opt(conn, &sql, [app_id, id_or_uid], rows::endpoint)
 }
 
 pub fn app_endpoints(conn: &Connection, app_id: &str) -> StoreResult<Vec<Endpoint>> {
     let sql = format!("SELECT {} FROM endpoints WHERE app_id = ?1 ORDER BY id", rows::ENDPOINT_COLS);
-    let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
-    let out =
-        stmt.query_map([app_id], rows::endpoint).map_err(db_err)?.collect::<rusqlite::Result<_>>().map_err(db_err);
-    out
+    query_all(conn, &sql, [app_id], rows::endpoint)
 }
 
 pub fn delete_endpoint(conn: &Connection, app_id: &str, endpoint_id: &str) -> StoreResult<()> {
     for table in ["attempts", "deliveries"] {
-        conn.execute(&format!("DELETE FROM {table} WHERE app_id = ?1 AND endpoint_id = ?2"), [app_id, endpoint_id])
-            .map_err(db_err)?;
+        execute(conn, &format!("DELETE FROM {table} WHERE app_id = ?1 AND endpoint_id = ?2"), [app_id, endpoint_id])?;
     }
-    one_row(conn.execute("DELETE FROM endpoints WHERE app_id = ?1 AND id = ?2", [app_id, endpoint_id]).map_err(db_err)?)
+    one_row(execute(conn, "DELETE FROM endpoints WHERE app_id = ?1 AND id = ?2", [app_id, endpoint_id])?)
 }
 
 // --- messages and deliveries
@@ -297,9 +312,7 @@ pub fn get_message(conn: &Connection, app_id: &str, id_or_event_id: &str) -> Sto
         "SELECT {} FROM messages WHERE app_id = ?1 AND (id = ?2 OR event_id = ?2) ORDER BY id = ?2 DESC LIMIT 1",
         rows::MESSAGE_COLS
     );
-    conn.prepare_cached(&sql)
-        .and_then(|mut s| s.query_row([app_id, id_or_event_id], rows::message).optional())
-        .map_err(db_err)
+    query_opt(conn, &sql, [app_id, id_or_event_id], rows::message)
 }
 
 pub fn list_messages(
@@ -329,10 +342,7 @@ pub fn message_deliveries(conn: &Connection, app_id: &str, msg_id: &str) -> Stor
         "SELECT {} FROM deliveries WHERE app_id = ?1 AND msg_id = ?2 ORDER BY endpoint_id",
         rows::DELIVERY_COLS
     );
-    let deliveries: Vec<Delivery> = conn
-        .prepare_cached(&sql)
-        .and_then(|mut s| s.query_map([app_id, msg_id], rows::delivery)?.collect())
-        .map_err(db_err)?;
+    let deliveries: Vec<Delivery> = query_all(conn, &sql, [app_id, msg_id], rows::delivery)?;
     let mut out = Vec::with_capacity(deliveries.len());
     for d in deliveries {
         if let Some(ep) = get_endpoint(conn, app_id, &d.endpoint_id)? {
@@ -420,11 +430,11 @@ pub fn claim_due(
             (Some(endpoint), Some(message)) => jobs.push(Job { delivery, message: Arc::new(message), endpoint }),
             // Endpoint or message deleted under us: nothing to send, drop the row.
             _ => {
-                conn.execute(
+                execute(
+                    conn,
                     "DELETE FROM deliveries WHERE msg_id = ?1 AND endpoint_id = ?2",
                     [&delivery.msg_id, &delivery.endpoint_id],
-                )
-                .map_err(db_err)?;
+                )?;
             }
         }
     }
@@ -438,12 +448,11 @@ pub fn record_attempt(
     next: &NextStep,
     disable_before: DateTime<Utc>,
 ) -> StoreResult<Option<String>> {
-    conn.prepare_cached(
+    execute(
+        conn,
         "INSERT INTO attempts (id, msg_id, endpoint_id, app_id, url, status, response_status, response, duration_ms, \
          trigger_type, created_at, request_headers) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
+        params![
             a.id,
             a.msg_id,
             a.endpoint_id,
@@ -456,48 +465,50 @@ pub fn record_attempt(
             a.trigger as i64,
             ms(a.created_at),
             opt_json(&a.request_headers)
-        ])
-    })
-    .map_err(db_err)?;
+        ],
+    )?;
     let now = ms(a.created_at);
     let (status, due) = match next {
         NextStep::Succeeded => (0, None),
         NextStep::RetryAt(t) => (1, Some(ms(*t))),
         NextStep::GiveUp => (2, None),
     };
-    conn.prepare_cached(
+    execute(
+        conn,
         "UPDATE deliveries SET status = ?3, attempts = attempts + 1, due_at = ?4, leased = 0, updated_at = ?5 \
          WHERE msg_id = ?1 AND endpoint_id = ?2",
-    )
-    .and_then(|mut s| s.execute(params![a.msg_id, a.endpoint_id, status, due, now]))
-    .map_err(db_err)?;
+        params![a.msg_id, a.endpoint_id, status, due, now],
+    )?;
     if *next == NextStep::Succeeded {
-        conn.prepare_cached("UPDATE endpoints SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL")
-            .and_then(|mut s| s.execute([&a.endpoint_id]))
-            .map_err(db_err)?;
+        execute(
+            conn,
+            "UPDATE endpoints SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL",
+            [&a.endpoint_id],
+        )?;
         return Ok(None);
     }
-    conn.prepare_cached("UPDATE endpoints SET failing_since = ?2 WHERE id = ?1 AND failing_since IS NULL")
-        .and_then(|mut s| s.execute(params![a.endpoint_id, now]))
-        .map_err(db_err)?;
-    let disabled = conn
-        .prepare_cached(
-            "UPDATE endpoints SET disabled = 1, updated_at = ?3 \
-             WHERE id = ?1 AND disabled = 0 AND failing_since <= ?2 RETURNING id",
-        )
-        .and_then(|mut s| s.query_row(params![a.endpoint_id, ms(disable_before), now], |r| r.get(0)).optional())
-        .map_err(db_err)?;
-    Ok(disabled)
+    execute(
+        conn,
+        "UPDATE endpoints SET failing_since = ?2 WHERE id = ?1 AND failing_since IS NULL",
+        params![a.endpoint_id, now],
+    )?;
+    query_opt(
+        conn,
+        "UPDATE endpoints SET disabled = 1, updated_at = ?3 \
+         WHERE id = ?1 AND disabled = 0 AND failing_since <= ?2 RETURNING id",
+        params![a.endpoint_id, ms(disable_before), now],
+        |r| r.get(0),
+    )
 }
 
 pub fn abandon_delivery(conn: &Connection, msg_id: &str, endpoint_id: &str, now: i64) -> StoreResult<()> {
     // Only a pending delivery can be abandoned: one that already finished keeps its outcome.
-    conn.prepare_cached(
+    execute(
+        conn,
         "UPDATE deliveries SET status = 2, due_at = NULL, leased = 0, updated_at = ?3 \
          WHERE msg_id = ?1 AND endpoint_id = ?2 AND status = 1",
-    )
-    .and_then(|mut s| s.execute(params![msg_id, endpoint_id, now]))
-    .map_err(db_err)?;
+        params![msg_id, endpoint_id, now],
+    )?;
     Ok(())
 }
 
@@ -513,14 +524,14 @@ pub fn resend(conn: &Connection, app_id: &str, msg_id: &str, endpoint_id: &str, 
     if !owned {
         return Err(StoreError::NotFound);
     }
-    conn.execute(
+    execute(
+        conn,
         "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, updated_at) \
          VALUES (?1, ?2, ?3, 1, 0, ?4, 0, 1, ?4) \
          ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, due_at = ?4, leased = 0, \
          trigger_type = 1, updated_at = ?4",
         params![msg_id, endpoint_id, app_id, now],
-    )
-    .map_err(db_err)?;
+    )?;
     Ok(())
 }
 
@@ -532,14 +543,13 @@ pub fn recover(
     until: i64,
     now: i64,
 ) -> StoreResult<u64> {
-    let n = conn
-        .execute(
-            "UPDATE deliveries SET status = 1, attempts = 0, due_at = ?5, leased = 0, trigger_type = 1, updated_at = ?5 \
-             WHERE app_id = ?1 AND endpoint_id = ?2 AND status = 2 AND msg_id IN \
-             (SELECT id FROM messages WHERE app_id = ?1 AND created_at >= ?3 AND created_at < ?4)",
-            params![app_id, endpoint_id, since, until, now],
-        )
-        .map_err(db_err)?;
+    let n = execute(
+        conn,
+        "UPDATE deliveries SET status = 1, attempts = 0, due_at = ?5, leased = 0, trigger_type = 1, updated_at = ?5 \
+         WHERE app_id = ?1 AND endpoint_id = ?2 AND status = 2 AND msg_id IN \
+         (SELECT id FROM messages WHERE app_id = ?1 AND created_at >= ?3 AND created_at < ?4)",
+        params![app_id, endpoint_id, since, until, now],
+    )?;
     Ok(n as u64)
 }
 
@@ -580,14 +590,14 @@ pub fn prune(
 /// their creation time, so the primary key's index lists the oldest first): when those are
 /// not old enough, no message is, and a table of millions is not read every round.
 fn prune_messages(conn: &Connection, before: i64, limit: i64) -> StoreResult<u64> {
-    let doomed: Vec<String> = conn
-        .prepare_cached(
-            "SELECT id FROM (SELECT id, created_at FROM messages ORDER BY id LIMIT ?3) m \
-             WHERE created_at < ?1 AND NOT EXISTS \
-             (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.status = 1) LIMIT ?2",
-        )
-        .and_then(|mut s| s.query_map(params![before, limit, limit.saturating_mul(2)], |r| r.get(0))?.collect())
-        .map_err(db_err)?;
+    let doomed: Vec<String> = query_all(
+        conn,
+        "SELECT id FROM (SELECT id, created_at FROM messages ORDER BY id LIMIT ?3) m \
+         WHERE created_at < ?1 AND NOT EXISTS \
+         (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.status = 1) LIMIT ?2",
+        params![before, limit, limit.saturating_mul(2)],
+        |r| r.get(0),
+    )?;
     for id in &doomed {
         execute(conn, "DELETE FROM attempts WHERE msg_id = ?1", [id])?;
         execute(conn, "DELETE FROM deliveries WHERE msg_id = ?1", [id])?;
@@ -614,9 +624,7 @@ pub fn list_attempts(
 
 pub fn get_attempt(conn: &Connection, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>> {
     let sql = format!("SELECT {} FROM attempts WHERE app_id = ?1 AND msg_id = ?2 AND id = ?3", rows::ATTEMPT_COLS);
-    conn.prepare_cached(&sql)
-        .and_then(|mut s| s.query_row([app_id, msg_id, attempt_id], rows::attempt).optional())
-        .map_err(db_err)
+    query_opt(conn, &sql, [app_id, msg_id, attempt_id], rows::attempt)
 }
 
 // --- statistics
@@ -629,25 +637,22 @@ pub fn queue_stats(conn: &Connection, now: i64) -> StoreResult<crate::QueueStats
         )
         .and_then(|mut s| s.query_row([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
         .map_err(db_err)?;
-    let failing = conn
-        .prepare_cached(
-            "SELECT e.app_id, e.id, e.failing_since, \
-             (SELECT COUNT(*) FROM attempts a WHERE a.endpoint_id = e.id AND a.created_at >= e.failing_since) \
-             FROM endpoints e WHERE e.failing_since IS NOT NULL AND e.disabled = 0 \
-             ORDER BY e.failing_since, e.id LIMIT ?1",
-        )
-        .and_then(|mut s| {
-            s.query_map([crate::MAX_FAILING_REPORTED as i64], |r| {
-                Ok(crate::FailingEndpoint {
-                    app_id: r.get(0)?,
-                    endpoint_id: r.get(1)?,
-                    failing_since: rows::time(r.get(2)?),
-                    failed_attempts: r.get::<_, i64>(3)?.max(0) as u64,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()
-        })
-        .map_err(db_err)?;
+    let failing = query_all(
+        conn,
+        "SELECT e.app_id, e.id, e.failing_since, \
+         (SELECT COUNT(*) FROM attempts a WHERE a.endpoint_id = e.id AND a.created_at >= e.failing_since) \
+         FROM endpoints e WHERE e.failing_since IS NOT NULL AND e.disabled = 0 \
+         ORDER BY e.failing_since, e.id LIMIT ?1",
+        [crate::MAX_FAILING_REPORTED as i64],
+        |r| {
+            Ok(crate::FailingEndpoint {
+                app_id: r.get(0)?,
+                endpoint_id: r.get(1)?,
+                failing_since: rows::time(r.get(2)?),
+                failed_attempts: r.get::<_, i64>(3)?.max(0) as u64,
+            })
+        },
+    )?;
     let disabled: i64 = conn
         .prepare_cached("SELECT COUNT(*) FROM endpoints WHERE disabled = 1")
         .and_then(|mut s| s.query_row([], |r| r.get(0)))
@@ -674,10 +679,8 @@ fn attempt_group<K: rusqlite::types::FromSql>(r: &rusqlite::Row) -> rusqlite::Re
 }
 
 pub fn endpoint_health(conn: &Connection, app_id: &str, since: i64) -> StoreResult<Vec<crate::EndpointHealth>> {
-    let ids: Vec<String> = conn
-        .prepare_cached("SELECT id FROM endpoints WHERE app_id = ?1 ORDER BY id")
-        .and_then(|mut s| s.query_map([app_id], |r| r.get(0))?.collect())
-        .map_err(db_err)?;
+    let ids: Vec<String> =
+        query_all(conn, "SELECT id FROM endpoints WHERE app_id = ?1 ORDER BY id", [app_id], |r| r.get(0))?;
     let mut endpoints = Vec::with_capacity(ids.len());
     for id in ids {
         let pending: i64 = conn
@@ -691,10 +694,7 @@ pub fn endpoint_health(conn: &Connection, app_id: &str, since: i64) -> StoreResu
          WHERE app_id = ?1 AND created_at >= ?2 GROUP BY endpoint_id, status, b",
         latency_bucket_sql("duration_ms")
     );
-    let groups: Vec<AttemptGroup<String>> = conn
-        .prepare_cached(&sql)
-        .and_then(|mut s| s.query_map(params![app_id, since], attempt_group)?.collect())
-        .map_err(db_err)?;
+    let groups: Vec<AttemptGroup<String>> = query_all(conn, &sql, params![app_id, since], attempt_group)?;
     Ok(fold_health(endpoints, groups))
 }
 
@@ -710,10 +710,7 @@ pub fn attempt_timeline(
          FROM attempts WHERE app_id = ?1 AND created_at >= ?2 AND created_at < ?4 GROUP BY t, status, b",
         latency_bucket_sql("duration_ms")
     );
-    let groups: Vec<AttemptGroup<i64>> = conn
-        .prepare_cached(&sql)
-        .and_then(|mut s| s.query_map(params![app_id, since, bucket, until], attempt_group)?.collect())
-        .map_err(db_err)?;
+    let groups: Vec<AttemptGroup<i64>> = query_all(conn, &sql, params![app_id, since, bucket, until], attempt_group)?;
     Ok(fold_timeline(groups))
 }
 
@@ -732,10 +729,12 @@ pub fn message_log(
     let mut items = Vec::with_capacity(messages.items.len());
     for message in messages.items {
         let mut summary = crate::MessageSummary { message, succeeded: 0, pending: 0, failed: 0, attempts: 0 };
-        let counts: Vec<(i64, i64)> = conn
-            .prepare_cached("SELECT status, COUNT(*) FROM deliveries WHERE msg_id = ?1 GROUP BY status")
-            .and_then(|mut s| s.query_map([&summary.message.id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-            .map_err(db_err)?;
+        let counts: Vec<(i64, i64)> = query_all(
+            conn,
+            "SELECT status, COUNT(*) FROM deliveries WHERE msg_id = ?1 GROUP BY status",
+            [&summary.message.id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         for (status, n) in counts {
             let n = n.max(0) as u64;
             match status {
