@@ -32,6 +32,10 @@ use crate::{StoreError, StoreResult};
 
 /// Read connections kept open for reuse.
 const MAX_IDLE_READERS: usize = 8;
+/// Prepared statements kept per connection. rusqlite's default of 16 is fewer than the
+/// writer's hot set (ingest, results, claims, leases, keys, housekeeping…): an admin
+/// write or a housekeeping round pushed hot statements out, to be prepared again.
+const STATEMENT_CACHE: usize = 128;
 
 pub struct SqliteStore {
     writer: mpsc::Sender<ToWriter>,
@@ -53,6 +57,7 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
         }
         let mut conn = Connection::open(&path).map_err(db_err)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // NORMAL: a commit writes the WAL but does not fsync it; the syncer thread does,
         // before any caller of the batch is answered (see `sync_loop`), so an acknowledged
         // write survives power loss as with FULL, while the writer goes on with the next
@@ -160,6 +165,7 @@ impl ReadPool {
         )
         .map_err(db_err)?;
         conn.execute_batch("PRAGMA busy_timeout = 5000;").map_err(db_err)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(conn)
     }
 
