@@ -208,3 +208,50 @@ async fn unleased_work_wakes_other_nodes() {
     node_a.create_message(msg, vec![ep.id.clone()], Some(t + conformance::secs(60))).await.unwrap();
     assert!(tokio::time::timeout(Duration::from_millis(500), quiet).await.is_err(), "leased work woke other nodes");
 }
+
+/// `sslmode=require` (and stricter) connects over TLS only, and only to a server whose
+/// certificate chains to a trusted root and names the host: against a database whose role
+/// the server admits over TLS only, with a certificate issued to 127.0.0.1 by a test CA.
+#[tokio::test]
+async fn tls_is_required_and_verified() {
+    use hooklane_store::postgres::testing::TlsDatabase;
+    let db = TlsDatabase::create().await;
+    let ca = format!("sslrootcert={}", db.root_cert().display());
+    let open_err = |url: String| async move {
+        match PgStore::open(&url).await {
+            Ok(_) => panic!("{url} opened"),
+            Err(e) => e.to_string(),
+        }
+    };
+
+    // Without TLS the server turns the role away (proof that the successful open below
+    // did use TLS).
+    let plain = open_err(db.url("127.0.0.1", "")).await;
+    assert!(plain.contains("no encryption") || plain.contains("pg_hba"), "{plain}");
+    // A certificate from an unknown CA is refused.
+    let unknown_ca = open_err(db.url("127.0.0.1", "sslmode=require")).await;
+    assert!(unknown_ca.to_lowercase().contains("certificate"), "{unknown_ca}");
+    // The right CA, but a host name the certificate does not carry.
+    let wrong_name = open_err(db.url("localhost", &format!("sslmode=verify-full&{ca}"))).await;
+    assert!(wrong_name.to_lowercase().contains("certificate"), "{wrong_name}");
+
+    // The right CA and host: the store works over TLS, the LISTEN connection included.
+    let store: DynStore =
+        Arc::new(PgStore::open(&db.url("127.0.0.1", &format!("sslmode=require&{ca}"))).await.expect("open over TLS"));
+    store.ping().await.expect("ping over TLS");
+    let app = conformance::setup_app(&store, "tls").await;
+    assert_eq!(store.get_app(&app.id).await.expect("read back").map(|a| a.name), Some("tls".to_string()));
+    let wakeups = store.wakeups().expect("PostgreSQL announces due work");
+    let ep = conformance::setup_endpoint(&store, &app.id).await;
+    let msg = conformance::post(&store, &app.id, &[&ep], conformance::now_ms()).await;
+    // Each resend announces due work; the LISTEN connection comes up in the background.
+    let heard = async {
+        loop {
+            store.resend(&app.id, &msg.id, &ep.id, conformance::now_ms()).await.expect("resend over TLS");
+            if tokio::time::timeout(Duration::from_millis(500), wakeups.notified()).await.is_ok() {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), heard).await.expect("NOTIFY arrives over the TLS LISTEN connection");
+}

@@ -22,10 +22,11 @@
 //! * Schema migrations are versioned in `schema_migrations` and run at open under an
 //!   advisory lock, so nodes starting together do not race.
 //!
-//! The connection URL is a libpq-style `postgres://` / `postgresql://` URL; TLS is not
-//! supported yet (`sslmode=require` fails to connect). One hooklane-specific query
-//! parameter is understood and removed before connecting: `pool_max_size=N`, the most
-//! connections this store keeps open (default [`DEFAULT_POOL_SIZE`]).
+//! The connection URL is a libpq-style `postgres://` / `postgresql://` URL. `sslmode` and
+//! `sslrootcert` choose TLS (see [`tls`]: `require` and stricter always verify the server's
+//! certificate); one hooklane-specific query parameter is understood too: `pool_max_size=N`,
+//! the most connections this store keeps open (default [`DEFAULT_POOL_SIZE`]). These are
+//! taken off the URL before the driver parses the rest.
 //!
 //! The pool's connections run on the Tokio runtime that opened the store: open it on the
 //! runtime that will use it.
@@ -38,6 +39,7 @@ mod schema;
 mod store_impl;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 
 use std::str::FromStr;
 use std::sync::{Arc, Weak};
@@ -46,8 +48,10 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Transaction};
 use tokio::sync::Notify;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
+pub use self::tls::PgTls;
 use crate::{StoreError, StoreResult};
 
 /// Connections kept by default; each node needs a few per concurrent request plus the
@@ -64,11 +68,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct PgOptions {
     /// The most connections this store opens at once.
     pub max_connections: usize,
+    /// Whether connections use TLS.
+    pub tls: PgTls,
 }
 
 impl Default for PgOptions {
     fn default() -> Self {
-        PgOptions { max_connections: DEFAULT_POOL_SIZE }
+        PgOptions { max_connections: DEFAULT_POOL_SIZE, tls: PgTls::Off }
     }
 }
 
@@ -87,15 +93,15 @@ const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
 impl PgStore {
     /// Connects to the database named by `url`, brings its schema up to date and returns
-    /// the store. `url` may carry `pool_max_size=N` (see the module docs).
+    /// the store. `url` may carry `pool_max_size=N`, `sslmode` and `sslrootcert` (see the
+    /// module docs).
     pub async fn open(url: &str) -> StoreResult<Self> {
-        let (url, pool_size) = take_pool_size(url)?;
-        let options = PgOptions { max_connections: pool_size.unwrap_or(DEFAULT_POOL_SIZE) };
+        let (url, options) = take_own_params(url)?;
         Self::open_with(&url, options).await
     }
 
-    /// Like [`PgStore::open`] with explicit options (`url` must not carry hooklane's own
-    /// parameters).
+    /// Like [`PgStore::open`] with explicit options (`url` must not carry `pool_max_size`,
+    /// `sslmode` or `sslrootcert`: they are in `options`).
     pub async fn open_with(url: &str, options: PgOptions) -> StoreResult<Self> {
         let config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError::Database(format!("invalid PostgreSQL URL: {e}")))?;
@@ -109,8 +115,13 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        let manager =
-            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        config.ssl_mode(options.tls.ssl_mode());
+        let tls = options.tls.connector()?;
+        let manager = Manager::from_config(
+            config.clone(),
+            tls.clone(),
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let pool = Pool::builder(manager)
             .max_size(options.max_connections.max(1))
             .runtime(Runtime::Tokio1)
@@ -124,7 +135,7 @@ impl PgStore {
             tracing::info!(applied, "postgres schema migrated");
         }
         let wakeups = Arc::new(Notify::new());
-        tokio::spawn(listen_for_due(config, Arc::downgrade(&wakeups)));
+        tokio::spawn(listen_for_due(config, tls, Arc::downgrade(&wakeups)));
         let ingest = ingest::start(pool.clone());
         Ok(PgStore { pool, ingest, wakeups })
     }
@@ -149,13 +160,13 @@ impl PgStore {
 
 /// Holds one connection that `LISTEN`s on [`DUE_CHANNEL`] and signals `wakeups` for each
 /// notification, reconnecting when the connection drops. Ends when the store is dropped.
-async fn listen_for_due(config: tokio_postgres::Config, wakeups: Weak<Notify>) {
+async fn listen_for_due(config: tokio_postgres::Config, tls: MakeRustlsConnect, wakeups: Weak<Notify>) {
     use futures::StreamExt;
     loop {
         if wakeups.strong_count() == 0 {
             return;
         }
-        match config.connect(NoTls).await {
+        match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
                 let statement = format!("LISTEN {DUE_CHANNEL}");
@@ -198,24 +209,50 @@ async fn listen_for_due(config: tokio_postgres::Config, wakeups: Weak<Notify>) {
     }
 }
 
-/// Splits hooklane's own `pool_max_size` parameter off a connection URL.
-fn take_pool_size(url: &str) -> StoreResult<(String, Option<usize>)> {
-    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), None)) };
-    let mut size = None;
+/// Splits the parameters this store handles itself (`pool_max_size`, `sslmode`,
+/// `sslrootcert`) off a connection URL; the driver gets the rest.
+fn take_own_params(url: &str) -> StoreResult<(String, PgOptions)> {
+    let mut options = PgOptions::default();
+    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), options)) };
+    let (mut sslmode, mut root_cert) = (None, None);
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("pool_max_size", v)) => {
-                let n = v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                options.max_connections = v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
                     StoreError::Database(format!("pool_max_size must be a positive integer, not {v:?}"))
                 })?;
-                size = Some(n);
             }
+            Some(("sslmode", v)) => sslmode = Some(percent_decode(v)),
+            Some(("sslrootcert", v)) => root_cert = Some(std::path::PathBuf::from(percent_decode(v))),
             _ => kept.push(pair),
         }
     }
+    options.tls = PgTls::from_sslmode(sslmode.as_deref(), root_cert)?;
     let url = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
-    Ok((url, size))
+    Ok((url, options))
+}
+
+/// Decodes `%XX` escapes of a URL query value (a path may need them); anything malformed
+/// is kept as written.
+fn percent_decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = || std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex()) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn pool_err(e: PoolError) -> StoreError {
@@ -283,14 +320,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pool_size_parameter_is_taken_off_the_url() {
-        let (url, n) = take_pool_size("postgres://u@h/db?pool_max_size=4&sslmode=disable").unwrap();
-        assert_eq!((url.as_str(), n), ("postgres://u@h/db?sslmode=disable", Some(4)));
-        let (url, n) = take_pool_size("postgres://u@h/db?pool_max_size=4").unwrap();
-        assert_eq!((url.as_str(), n), ("postgres://u@h/db", Some(4)));
-        let (url, n) = take_pool_size("postgres://u@h/db").unwrap();
-        assert_eq!((url.as_str(), n), ("postgres://u@h/db", None));
-        assert!(take_pool_size("postgres://u@h/db?pool_max_size=0").is_err());
-        assert!(take_pool_size("postgres://u@h/db?pool_max_size=x").is_err());
+    fn own_parameters_are_taken_off_the_url() {
+        let (url, o) = take_own_params("postgres://u@h/db?pool_max_size=4&application_name=x").unwrap();
+        assert_eq!((url.as_str(), o.max_connections, o.tls), ("postgres://u@h/db?application_name=x", 4, PgTls::Off));
+        let (url, o) = take_own_params("postgres://u@h/db?pool_max_size=4").unwrap();
+        assert_eq!((url.as_str(), o.max_connections), ("postgres://u@h/db", 4));
+        let (url, o) = take_own_params("postgres://u@h/db").unwrap();
+        assert_eq!((url.as_str(), o.max_connections, o.tls), ("postgres://u@h/db", DEFAULT_POOL_SIZE, PgTls::Off));
+        assert!(take_own_params("postgres://u@h/db?pool_max_size=0").is_err());
+        assert!(take_own_params("postgres://u@h/db?pool_max_size=x").is_err());
+        let (url, o) =
+            take_own_params("postgres://u@h/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fca%20certs.pem").unwrap();
+        let root = Some(std::path::PathBuf::from("/etc/ca certs.pem"));
+        assert_eq!((url.as_str(), o.tls), ("postgres://u@h/db", PgTls::Verified { root_cert: root }));
+        let (_, o) = take_own_params("postgres://u@h/db?sslmode=disable&sslrootcert=/ca.pem").unwrap();
+        assert_eq!(o.tls, PgTls::Off);
+        assert!(take_own_params("postgres://u@h/db?sslmode=bogus").is_err());
     }
 }

@@ -22,6 +22,9 @@
 //!    then `pg_config --bindir`, then the newest `/usr/lib/postgresql/*/bin`. initdb
 //!    refuses to run as root, so when the process is root the cluster is created and run
 //!    as the `postgres` system user (via `runuser`, else `su`), owning the directory.
+//!    It serves TLS too, with a certificate for 127.0.0.1 from a CA made at start, and
+//!    admits one role ([`TlsDatabase`]'s) over TLS only. [`private_server`] gives this
+//!    cluster even when `DATABASE_URL` is set (TLS tests need it).
 //!
 //! Stopping the private cluster: Rust runs no destructor for statics at process exit, and
 //! an `atexit` hook would need `unsafe` (this crate forbids it) and would not run when the
@@ -49,18 +52,21 @@ const DEBIAN_PG15_BIN: &str = "/usr/lib/postgresql/15/bin";
 const START_ATTEMPTS: usize = 3;
 
 /// The PostgreSQL server the tests of this process create their databases on.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PgServer {
     admin_url: String,
     /// The private cluster, when this process started one.
     cluster: Option<Cluster>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Cluster {
     dir: PathBuf,
     port: u16,
 }
+
+/// The role that may connect to the private cluster only over TLS (see [`TlsDatabase`]).
+const TLS_ROLE: &str = "hooklane_tls";
 
 impl PgServer {
     /// A URL to a maintenance database of the server, for `CREATE DATABASE` and the like.
@@ -76,6 +82,12 @@ impl PgServer {
         }
     }
 
+    /// The PEM file of the CA that signed the private cluster's TLS certificate (issued to
+    /// 127.0.0.1 only), or `None` when the server came from `DATABASE_URL`.
+    pub fn tls_root_cert(&self) -> Option<PathBuf> {
+        self.cluster.as_ref().map(|c| c.dir.join(TLS_CA_FILE))
+    }
+
     /// The temporary directory of the private cluster (data, socket and `postgres.log`),
     /// or `None` when the server came from `DATABASE_URL`.
     pub fn cluster_dir(&self) -> Option<&Path> {
@@ -88,6 +100,16 @@ impl PgServer {
 pub fn server() -> &'static PgServer {
     static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
     match SERVER.get_or_init(find_or_start_server) {
+        Ok(server) => server,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// This process's private cluster (the one [`server`] returns when `DATABASE_URL` is not
+/// set, otherwise one more, for the tests that need what only it has: TLS).
+pub fn private_server() -> &'static PgServer {
+    static PRIVATE: OnceLock<Result<PgServer, String>> = OnceLock::new();
+    match PRIVATE.get_or_init(start_private_cluster) {
         Ok(server) => server,
         Err(e) => panic!("{e}"),
     }
@@ -184,6 +206,10 @@ fn find_or_start_server() -> Result<PgServer, String> {
         }
         return Ok(PgServer { admin_url: url, cluster: None });
     }
+    Ok(private_server().clone())
+}
+
+fn start_private_cluster() -> Result<PgServer, String> {
     let bin = find_bin_dir().map_err(|looked| {
         let mut msg = format!(
             "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found; looked in: {}. Install them with \
@@ -372,11 +398,15 @@ fn start_cluster(bin: &Path, runner: &Runner) -> Result<PgServer, String> {
         ),
         "initdb",
     )?;
+    let (cert, key) = write_tls_files(&dir, runner)?;
+    tls_only_role_rules(&data.join("pg_hba.conf"))?;
     let port = free_port()?;
     let options = format!(
         "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} -c max_connections=300 \
-         -c fsync=on -c synchronous_commit=on",
-        sh_quote(&s(&sock))
+         -c fsync=on -c synchronous_commit=on -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+        sh_quote(&s(&sock)),
+        sh_quote(&s(&cert)),
+        sh_quote(&s(&key)),
     );
     let started = run(
         runner.command(&pg_ctl, &args(&["-D", &s(&data), "-l", &s(&log), "-w", "-t", "60", "-o", &options, "start"])),
@@ -395,6 +425,91 @@ fn start_cluster(bin: &Path, runner: &Runner) -> Result<PgServer, String> {
         admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
         cluster: Some(Cluster { dir, port }),
     })
+}
+
+/// The CA certificate's file in the cluster directory.
+const TLS_CA_FILE: &str = "ca.pem";
+
+/// Makes a CA and a server certificate it signs for 127.0.0.1 (not `localhost`: a test
+/// connecting by that name sees the host name check fail), and writes `ca.pem`,
+/// `server.crt` and `server.key` (0600, owned by the server's user, as PostgreSQL demands)
+/// into `dir`. Returns the certificate's and key's paths.
+fn write_tls_files(dir: &Path, runner: &Runner) -> Result<(PathBuf, PathBuf), String> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let err = |e: rcgen::Error| format!("cannot make the test TLS certificates: {e}");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "hooklane test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(err)?).map_err(err)?;
+    let server_key = KeyPair::generate().map_err(err)?;
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).map_err(err)?;
+    params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    let cert = params.signed_by(&server_key, &ca).map_err(err)?;
+    let (ca_path, cert_path, key_path) = (dir.join(TLS_CA_FILE), dir.join("server.crt"), dir.join("server.key"));
+    let write = |path: &Path, text: &str| {
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    write(&ca_path, &ca.pem())?;
+    write(&cert_path, &cert.pem())?;
+    write(&key_path, &server_key.serialize_pem())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot restrict {}: {e}", key_path.display()))?;
+    runner.give(&cert_path)?;
+    runner.give(&key_path)?;
+    Ok((cert_path, key_path))
+}
+
+/// Lets [`TLS_ROLE`] in over TLS only (first matching line wins in `pg_hba.conf`); every
+/// other role keeps initdb's rules (trust, with or without TLS).
+fn tls_only_role_rules(hba: &Path) -> Result<(), String> {
+    let rules = std::fs::read_to_string(hba).map_err(|e| format!("cannot read {}: {e}", hba.display()))?;
+    let ours = format!("hostnossl all {TLS_ROLE} 127.0.0.1/32 reject\nhostssl all {TLS_ROLE} 127.0.0.1/32 trust\n");
+    std::fs::write(hba, ours + &rules).map_err(|e| format!("cannot write {}: {e}", hba.display()))
+}
+
+/// A fresh database on [`private_server`] owned by a role that may connect only over TLS,
+/// for testing the store's TLS (left for the cluster's removal at exit).
+pub struct TlsDatabase {
+    name: String,
+    port: u16,
+    root_cert: PathBuf,
+}
+
+impl TlsDatabase {
+    /// Creates the database (and the role, the first time). Panics (failing the calling
+    /// test) when no private cluster can be had.
+    pub async fn create() -> TlsDatabase {
+        let server = tokio::task::spawn_blocking(private_server)
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        let (Some(cluster), Some(root_cert)) = (&server.cluster, server.tls_root_cert()) else {
+            panic!("the private PostgreSQL cluster has no TLS set-up")
+        };
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let name = format!("hooklane_tls_{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let admin = admin_connect(server.admin_url()).await.unwrap_or_else(|e| panic!("{e}"));
+        let create_role = format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{TLS_ROLE}') THEN \
+             CREATE ROLE {TLS_ROLE} LOGIN; END IF; END $$"
+        );
+        for sql in [create_role, format!("CREATE DATABASE \"{name}\" OWNER {TLS_ROLE}")] {
+            admin.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {}", super::db_error(&e)));
+        }
+        TlsDatabase { name, port: cluster.port, root_cert }
+    }
+
+    /// The database's URL through `host` (`127.0.0.1`, which the certificate names, or
+    /// another name for the same server), with `params` appended as the query.
+    pub fn url(&self, host: &str, params: &str) -> String {
+        let query = if params.is_empty() { String::new() } else { format!("?{params}") };
+        format!("postgres://{TLS_ROLE}@{host}:{}/{}{query}", self.port, self.name)
+    }
+
+    /// The PEM file of the CA that signed the server's certificate.
+    pub fn root_cert(&self) -> &Path {
+        &self.root_cert
+    }
 }
 
 fn args(a: &[&str]) -> Vec<String> {
