@@ -46,6 +46,26 @@ struct Inner {
     /// once, unless their endpoint snapshot was updated (re-enabled) after that moment.
     disabled: Mutex<HashMap<String, DateTime<Utc>>>,
     stopping: AtomicBool,
+    /// Where [`EngineEvent`]s go, once someone asked for them ([`Dispatcher::events`]).
+    events: Mutex<Option<mpsc::UnboundedSender<EngineEvent>>>,
+}
+
+/// Something the engine did that operators may want to be told about (hooklane's
+/// operational webhooks). Sent once the store has recorded it, by the node that did it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineEvent {
+    /// The endpoint kept failing for `disable_after` and this node disabled it.
+    EndpointDisabled { app_id: String, endpoint_id: String },
+    /// A delivery failed its last attempt: no retry is left.
+    Exhausted {
+        app_id: String,
+        msg_id: String,
+        endpoint_id: String,
+        attempt_id: String,
+        attempted_at: DateTime<Utc>,
+        /// The last attempt's HTTP status, 0 when no response arrived.
+        response_status: i32,
+    },
 }
 
 enum Finished {
@@ -94,6 +114,7 @@ impl Dispatcher {
             finished,
             disabled: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
+            events: Mutex::new(None),
         });
         tokio::spawn(record_loop(inner.clone(), results));
         tokio::spawn(poll_loop(inner.clone()));
@@ -125,6 +146,14 @@ impl Dispatcher {
         let n = jobs.len().min(reservation.count);
         reservation.count -= n; // the rest is given back when the reservation drops
         admit(&self.inner, jobs);
+    }
+
+    /// The engine's events from now on (a later call takes them over from an earlier one).
+    /// Until this is called none are produced.
+    pub fn events(&self) -> mpsc::UnboundedReceiver<EngineEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.inner.events.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
     }
 
     /// Makes the poller look at the store now (after a resend, a recover…).
@@ -328,6 +357,7 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
         let retry_soon = outcomes.iter().any(|o| matches!(o.next, NextStep::RetryAt(t) if t <= soon));
         if !outcomes.is_empty() {
             let latest = outcomes.iter().map(|o| o.attempt.created_at).max().unwrap_or_else(Utc::now);
+            let mut events = EventsOf::new(&inner, &outcomes);
             match inner.store.record_attempts(outcomes, inner.cfg.disable_after).await {
                 Ok(disabled) => {
                     let mut map = inner.disabled.lock().unwrap_or_else(|p| p.into_inner());
@@ -336,8 +366,11 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
                         // Its pending deliveries are marked failed when claimed: claims must
                         // not skip it any longer.
                         inner.circuits.forget(&id);
+                        events.disabled(&id);
                         map.insert(id, latest);
                     }
+                    drop(map);
+                    events.send(&inner);
                 }
                 Err(e) => tracing::error!(error = %e, "could not record attempts; they will be retried"),
             }
@@ -356,6 +389,58 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
         inner.outstanding.add_permits(gates.len());
         if retry_soon {
             inner.wake.notify_one();
+        }
+    }
+}
+
+/// The [`EngineEvent`]s of one batch of results, gathered before the batch goes to the
+/// store and sent once it is recorded. Nothing is gathered while no one listens.
+struct EventsOf {
+    ready: Vec<EngineEvent>,
+    /// Application of each endpoint with a failed attempt in the batch (only those can
+    /// have been disabled).
+    apps: HashMap<String, String>,
+}
+
+impl EventsOf {
+    fn new(inner: &Inner, outcomes: &[AttemptOutcome]) -> Self {
+        let mut events = EventsOf { ready: Vec::new(), apps: HashMap::new() };
+        if inner.events.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+            return events;
+        }
+        for o in outcomes.iter().filter(|o| o.next != NextStep::Succeeded) {
+            let a = &o.attempt;
+            events.apps.insert(a.endpoint_id.clone(), a.app_id.clone());
+            if o.next == NextStep::GiveUp {
+                events.ready.push(EngineEvent::Exhausted {
+                    app_id: a.app_id.clone(),
+                    msg_id: a.msg_id.clone(),
+                    endpoint_id: a.endpoint_id.clone(),
+                    attempt_id: a.id.clone(),
+                    attempted_at: a.created_at,
+                    response_status: a.response_status,
+                });
+            }
+        }
+        events
+    }
+
+    fn disabled(&mut self, endpoint_id: &str) {
+        if let Some(app_id) = self.apps.get(endpoint_id) {
+            self.ready.push(EngineEvent::EndpointDisabled { app_id: app_id.clone(), endpoint_id: endpoint_id.into() });
+        }
+    }
+
+    fn send(self, inner: &Inner) {
+        if self.ready.is_empty() {
+            return;
+        }
+        let mut sink = inner.events.lock().unwrap_or_else(|p| p.into_inner());
+        for event in self.ready {
+            if sink.as_ref().is_some_and(|tx| tx.send(event).is_err()) {
+                *sink = None; // the listener is gone
+                break;
+            }
         }
     }
 }

@@ -19,6 +19,9 @@ pub struct ServerSettings {
     pub inbound: InboundSettings,
     /// `/metrics`, `/health`, `/ready`.
     pub ops: crate::ops::OpsSettings,
+    /// The application (id or uid) operational webhooks are posted into; none when unset
+    /// (see [`crate::operational`]).
+    pub operational_app: Option<String>,
 }
 
 /// Settings of the inbound side.
@@ -41,6 +44,7 @@ pub(crate) struct Shared {
     pub public_url: String,
     pub inbound: InboundSettings,
     pub ops: crate::ops::OpsSettings,
+    pub operational_app: Option<String>,
     pub cache: crate::cache::TenantCache,
 }
 
@@ -57,6 +61,7 @@ impl AppState {
             public_url: settings.public_url,
             inbound: settings.inbound,
             ops: settings.ops,
+            operational_app: settings.operational_app.filter(|a| !a.is_empty()),
             cache: crate::cache::TenantCache::new(TENANT_CACHE_TTL),
         }))
     }

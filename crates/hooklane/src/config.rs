@@ -53,6 +53,10 @@ pub struct Config {
     /// worker delivered 15-20 % more than two, each message costing less CPU (fewer thread
     /// wake-ups and cross-core hand-offs). See BENCHMARKS.md.
     pub worker_threads: usize,
+    /// The application (id or uid) hooklane posts its operational webhooks into
+    /// (`endpoint.created`/`updated`/`deleted`/`disabled`, `message.attempt.exhausted`);
+    /// unset: none are posted.
+    pub operational_app: Option<String>,
     pub delivery: DeliveryConfig,
     pub inbound: InboundConfig,
 }
@@ -130,6 +134,7 @@ impl Default for Config {
             housekeeping_interval: Duration::from_secs(60),
             message_retention: Duration::from_secs(90 * 24 * 3600),
             worker_threads: 0,
+            operational_app: None,
             delivery: DeliveryConfig::default(),
             inbound: InboundConfig::default(),
         }

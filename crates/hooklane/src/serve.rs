@@ -55,8 +55,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             public_url,
             inbound: InboundSettings { trusted_proxies: config.inbound.trusted_proxies.clone() },
             ops: hooklane_server::ops::OpsSettings { metrics, metrics_require_token: config.metrics_require_token },
+            operational_app: config.operational_app.clone(),
         },
     );
+    if config.operational_app.is_some() {
+        tokio::spawn(hooklane_server::operational::forward_engine_events(state.clone(), dispatcher.events()));
+    }
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     tracing::info!(%addr, store = %redact_url(&config.database_url), workers, "hooklane started");
     hooklane_server::serve(listener, state, shutdown_signal()).await?;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{check_len, check_metadata, check_name, check_names, check_rate_limit, page_request, ListResponse, Patch};
 use crate::error::{conflict, missing, ApiError, ApiResult};
 use crate::extract::{Json, OptionalJson, Query, Tenant};
+use crate::operational;
 use crate::state::AppState;
 
 /// How long a rotated-out secret keeps signing, so receivers can switch over.
@@ -193,7 +194,7 @@ pub async fn create(
     let now = super::now();
     let ep = Endpoint {
         id: new_id(ids::ENDPOINT),
-        app_id: t.app.id,
+        app_id: t.app.id.clone(),
         uid: input.uid,
         url: input.url,
         description: input.description,
@@ -212,6 +213,7 @@ pub async fn create(
     };
     validate(&ep)?;
     s.0.store.create_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
+    operational::endpoint_changed(&s, operational::ENDPOINT_CREATED, &t.app, &ep);
     Ok((StatusCode::CREATED, axum::Json(EndpointOut::from(ep))))
 }
 
@@ -235,7 +237,7 @@ pub async fn get(
 }
 
 /// Saves an endpoint after a change; re-enabling it starts its failure streak afresh.
-async fn save(s: &AppState, mut ep: Endpoint, was_disabled: bool) -> ApiResult<Endpoint> {
+async fn save(s: &AppState, t: &Tenant, mut ep: Endpoint, was_disabled: bool) -> ApiResult<Endpoint> {
     if was_disabled && !ep.disabled {
         ep.failing_since = None;
     }
@@ -244,6 +246,7 @@ async fn save(s: &AppState, mut ep: Endpoint, was_disabled: bool) -> ApiResult<E
     s.0.store.update_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
     // A changed endpoint (a fixed URL, re-enabled) is worth trying at once.
     s.0.dispatcher.retry_endpoint_now(&ep.id);
+    operational::endpoint_changed(s, operational::ENDPOINT_UPDATED, &t.app, &ep);
     Ok(ep)
 }
 
@@ -269,7 +272,7 @@ pub async fn put(
     if let Some(h) = input.headers {
         ep.headers = h;
     }
-    Ok(axum::Json(save(&s, ep, was_disabled).await?.into()))
+    Ok(axum::Json(save(&s, &t, ep, was_disabled).await?.into()))
 }
 
 pub async fn patch(
@@ -290,7 +293,7 @@ pub async fn patch(
     p.uid.apply_opt(&mut ep.uid);
     p.version.apply("version", &mut ep.version)?;
     p.headers.apply("headers", &mut ep.headers)?;
-    Ok(axum::Json(save(&s, ep, was_disabled).await?.into()))
+    Ok(axum::Json(save(&s, &t, ep, was_disabled).await?.into()))
 }
 
 pub async fn delete(
@@ -300,6 +303,7 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let ep = find(&s, &t, &key).await?;
     s.0.store.delete_endpoint(&t.app.id, &ep.id).await.map_err(missing("endpoint"))?;
+    operational::endpoint_changed(&s, operational::ENDPOINT_DELETED, &t.app, &ep);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -375,7 +379,7 @@ pub async fn put_headers(
     let mut ep = find(&s, &t, &key).await?;
     ep.headers = input.headers.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
     let was_disabled = ep.disabled;
-    save(&s, ep, was_disabled).await?;
+    save(&s, &t, ep, was_disabled).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -395,7 +399,7 @@ pub async fn patch_headers(
         }
     }
     let was_disabled = ep.disabled;
-    save(&s, ep, was_disabled).await?;
+    save(&s, &t, ep, was_disabled).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

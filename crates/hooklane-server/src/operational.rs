@@ -1,0 +1,132 @@
+//! Operational webhooks: hooklane telling the operator's own systems what happened to
+//! their customers' endpoints, with Svix's event types and payloads
+//! (`endpoint.created`, `endpoint.updated`, `endpoint.deleted`, `endpoint.disabled`,
+//! `message.attempt.exhausted`).
+//!
+//! The events are ordinary messages posted into one application the operator names
+//! (`operational_app`, by id or uid), so its endpoints receive them signed, retried and
+//! logged like any other webhook, and can filter them by event type. Nothing is posted
+//! while the setting is unset. Events about that application itself are not posted: one of
+//! its own endpoints failing would otherwise feed on itself.
+
+use hooklane_core::ids::{self, new_id};
+use hooklane_core::model::{Application, Endpoint, Message};
+use hooklane_core::{DateTime, Utc};
+use hooklane_dispatch::EngineEvent;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::state::AppState;
+
+/// Event types hooklane posts.
+pub const ENDPOINT_CREATED: &str = "endpoint.created";
+pub const ENDPOINT_UPDATED: &str = "endpoint.updated";
+pub const ENDPOINT_DELETED: &str = "endpoint.deleted";
+pub const ENDPOINT_DISABLED: &str = "endpoint.disabled";
+pub const ATTEMPT_EXHAUSTED: &str = "message.attempt.exhausted";
+
+/// Posts the delivery engine's events (endpoints disabled, deliveries out of retries)
+/// until the engine stops sending them.
+pub async fn forward_engine_events(state: AppState, mut events: mpsc::UnboundedReceiver<EngineEvent>) {
+    while let Some(event) = events.recv().await {
+        let (event_type, app_id, data) = match engine_event_data(&state, event).await {
+            Ok(Some(parts)) => parts,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "operational webhook: cannot read what the event is about; not posted");
+                continue;
+            }
+        };
+        publish(&state, event_type, &app_id, data).await;
+    }
+}
+
+/// Posts `endpoint.created`/`updated`/`deleted` about `endpoint` of `app`, in the
+/// background (the API answer does not wait for it).
+pub(crate) fn endpoint_changed(state: &AppState, event_type: &'static str, app: &Application, endpoint: &Endpoint) {
+    if state.0.operational_app.is_none() {
+        return;
+    }
+    let data = endpoint_data(app, endpoint);
+    let (state, app_id) = (state.clone(), app.id.clone());
+    tokio::spawn(async move { publish(&state, event_type, &app_id, data).await });
+}
+
+fn endpoint_data(app: &Application, endpoint: &Endpoint) -> Value {
+    json!({ "appId": app.id, "appUid": app.uid, "endpointId": endpoint.id, "endpointUid": endpoint.uid })
+}
+
+/// The event type, subject application and `data` of an engine event; `None` when what it
+/// is about is gone already.
+async fn engine_event_data(
+    state: &AppState,
+    event: EngineEvent,
+) -> hooklane_store::StoreResult<Option<(&'static str, String, Value)>> {
+    let store = &state.0.store;
+    match event {
+        EngineEvent::EndpointDisabled { app_id, endpoint_id } => {
+            let (Some(app), Some(endpoint)) =
+                (store.get_app(&app_id).await?, store.get_endpoint(&app_id, &endpoint_id).await?)
+            else {
+                return Ok(None);
+            };
+            let mut data = endpoint_data(&app, &endpoint);
+            data["failSince"] = json!(endpoint.failing_since);
+            data["trigger"] = json!("automatic");
+            Ok(Some((ENDPOINT_DISABLED, app_id, data)))
+        }
+        EngineEvent::Exhausted { app_id, msg_id, endpoint_id, attempt_id, attempted_at, response_status } => {
+            let Some(app) = store.get_app(&app_id).await? else { return Ok(None) };
+            let event_id = store.get_message(&app_id, &msg_id).await?.and_then(|m| m.event_id);
+            let data = json!({
+                "appId": app.id,
+                "appUid": app.uid,
+                "msgId": msg_id,
+                "msgEventId": event_id,
+                "endpointId": endpoint_id,
+                "lastAttempt": last_attempt(&attempt_id, attempted_at, response_status),
+            });
+            Ok(Some((ATTEMPT_EXHAUSTED, app_id, data)))
+        }
+    }
+}
+
+fn last_attempt(id: &str, at: DateTime<Utc>, status: i32) -> Value {
+    json!({ "id": id, "timestamp": at, "responseStatusCode": status })
+}
+
+/// Posts `{"type": event_type, "data": data}` into the operational application, unless
+/// none is configured or `subject_app_id` is that application. Failures are logged: an
+/// operational webhook never fails the operation it reports.
+async fn publish(state: &AppState, event_type: &'static str, subject_app_id: &str, data: Value) {
+    let Some(key) = state.0.operational_app.as_deref() else { return };
+    let app = match state.0.store.get_app(key).await {
+        Ok(Some(app)) => app,
+        Ok(None) => {
+            tracing::warn!(operational_app = %key, event_type, "operational webhook: no such application; not posted");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, event_type, "operational webhook: cannot read the operational application");
+            return;
+        }
+    };
+    if app.id == subject_app_id {
+        return;
+    }
+    let msg = Message {
+        id: new_id(ids::MESSAGE),
+        app_id: app.id,
+        event_type: event_type.to_string(),
+        event_id: None,
+        payload: json!({ "type": event_type, "data": data }).to_string(),
+        channels: None,
+        tags: None,
+        created_at: crate::api::now(),
+        content_type: None,
+        headers: Default::default(),
+    };
+    if let Err(e) = crate::api::message::store_and_dispatch(state, msg).await {
+        tracing::warn!(error = %e, event_type, "operational webhook: cannot post the event");
+    }
+}

@@ -1,0 +1,115 @@
+//! Operational webhooks, end to end: hooklane posts Svix's operational events into the
+//! application named by `operational_app`, whose endpoints receive them signed like any
+//! other webhook.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// The operational events a receiver got so far, as `(type, data)`, each checked to be
+/// signed with `secret`.
+fn events(rx: &Receiver, secret: &str) -> Vec<(String, Value)> {
+    rx.received()
+        .iter()
+        .map(|r| {
+            assert!(signature_valid(secret, r), "unsigned operational webhook: {:?}", r.headers);
+            let body = r.json();
+            (body["type"].as_str().unwrap_or_default().to_string(), body["data"].clone())
+        })
+        .collect()
+}
+
+async fn wait_for_event(rx: &Receiver, secret: &str, event_type: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some((_, data)) = events(rx, secret).into_iter().find(|(t, _)| t == event_type) {
+            return data;
+        }
+        assert!(Instant::now() < deadline, "no {event_type} event; got {:?}", events(rx, secret));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_changes_exhausted_deliveries_and_disabling_are_reported() {
+    // Two attempts (the first and one retry), disabled at the second failure; the circuit
+    // breaker off so that the retry is attempted rather than paused.
+    let extra = "operational_app = \"ops\"\n[delivery]\ndisable_after = \"1ms\"\nretry_schedule = [\"100ms\"]\n\
+                 circuit_failures = 0";
+    let server = Server::start(extra).await;
+    let (status, ops) = server.call("POST", "/api/v1/app/", Some(json!({ "name": "operations", "uid": "ops" }))).await;
+    assert_eq!(status, 201, "{ops}");
+    let ops_app = ops["id"].as_str().expect("ops app id").to_string();
+    let ops_rx = Receiver::start().await;
+    let (ops_ep, ops_secret) = server.create_endpoint(&ops_app, json!({ "url": ops_rx.url })).await;
+
+    let customer = server.create_app("customer").await;
+    let failing = Receiver::scripted(|_, _| Reply::Status(500)).await;
+    let (ep, _) = server.create_endpoint(&customer, json!({ "url": failing.url, "uid": "their-ep" })).await;
+    let created = wait_for_event(&ops_rx, &ops_secret, "endpoint.created").await;
+    assert_eq!(created, json!({ "appId": customer, "appUid": null, "endpointId": ep, "endpointUid": "their-ep" }));
+
+    let msg = server.send_message(&customer, "invoice.paid", json!({ "n": 1 })).await;
+    let exhausted = wait_for_event(&ops_rx, &ops_secret, "message.attempt.exhausted").await;
+    assert_eq!(exhausted["appId"], customer.as_str());
+    assert_eq!(exhausted["msgId"], msg.as_str());
+    assert_eq!(exhausted["endpointId"], ep.as_str());
+    assert_eq!(exhausted["lastAttempt"]["responseStatusCode"], 500);
+    let attempt_id = exhausted["lastAttempt"]["id"].as_str().expect("attempt id");
+    let (status, attempt) =
+        server.call("GET", &format!("/api/v1/app/{customer}/msg/{msg}/attempt/{attempt_id}"), None).await;
+    assert_eq!(status, 200, "the reported attempt is in the log: {attempt}");
+    assert_eq!(failing.received().len(), 2, "two attempts, then no retry left");
+
+    let disabled = wait_for_event(&ops_rx, &ops_secret, "endpoint.disabled").await;
+    assert_eq!(disabled["endpointId"], ep.as_str());
+    assert_eq!(disabled["trigger"], "automatic");
+    assert!(disabled["failSince"].is_string(), "{disabled}");
+
+    let (status, _) = server
+        .call("PATCH", &format!("/api/v1/app/{customer}/endpoint/{ep}"), Some(json!({ "disabled": false })))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(wait_for_event(&ops_rx, &ops_secret, "endpoint.updated").await["endpointId"], ep.as_str());
+    let (status, _) = server.call("DELETE", &format!("/api/v1/app/{customer}/endpoint/{ep}"), None).await;
+    assert_eq!(status, 204);
+    assert_eq!(wait_for_event(&ops_rx, &ops_secret, "endpoint.deleted").await["endpointId"], ep.as_str());
+
+    // Nothing about the operational application itself (its own endpoint's creation).
+    let about_ops: Vec<_> =
+        events(&ops_rx, &ops_secret).into_iter().filter(|(_, d)| d["endpointId"] == ops_ep.as_str()).collect();
+    assert!(about_ops.is_empty(), "{about_ops:?}");
+    // The events are messages of the operational application, listed like any other.
+    let (status, list) = server.call("GET", &format!("/api/v1/app/{ops_app}/msg/"), None).await;
+    assert_eq!(status, 200);
+    let types: Vec<&str> =
+        list["data"].as_array().expect("messages").iter().filter_map(|m| m["eventType"].as_str()).collect();
+    for t in
+        ["endpoint.created", "message.attempt.exhausted", "endpoint.disabled", "endpoint.updated", "endpoint.deleted"]
+    {
+        assert!(types.contains(&t), "{t} not in {types:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_posted_without_an_operational_app() {
+    let server = Server::start("").await;
+    let app = server.create_app("watcher").await;
+    let rx = Receiver::start().await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let other = server.create_app("other").await;
+    server.create_endpoint(&other, json!({ "url": rx.url })).await;
+    let (status, _) = server.call("DELETE", &format!("/api/v1/app/{app}/endpoint/{ep}"), None).await;
+    assert_eq!(status, 204);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(rx.received().is_empty(), "posted: {:?}", rx.received().iter().map(Received::json).collect::<Vec<_>>());
+    for a in [&app, &other] {
+        let (_, list) = server.call("GET", &format!("/api/v1/app/{a}/msg/"), None).await;
+        assert_eq!(list["data"], json!([]), "{list}");
+    }
+}
