@@ -163,10 +163,26 @@ impl Dispatcher {
 
     /// Sends to this endpoint again without waiting for its circuit's cool-down: someone
     /// changed it or asked for its deliveries by hand (a resend, a recover), which says it
-    /// is worth trying now. Only this process's circuit is reset; other nodes probe theirs
-    /// at the end of their cool-down.
+    /// is worth trying now. This process's circuit is reset, and when it was open the
+    /// deliveries waiting in the store that fall due within the longest cool-down (those
+    /// paused by any node's circuit among them) are made due now. Other nodes' circuits
+    /// stay as they are; this node takes the work.
     pub fn retry_endpoint_now(&self, endpoint_id: &str) {
+        let now = Utc::now();
+        let was_open = !self.inner.circuits.is_closed(endpoint_id);
         self.inner.circuits.forget(endpoint_id);
+        if was_open {
+            let window = chrono::Duration::from_std(self.inner.cfg.circuit_max_cooldown).unwrap_or_default();
+            let (inner, endpoint_id) = (self.inner.clone(), endpoint_id.to_string());
+            tokio::spawn(async move {
+                match inner.store.hasten_deliveries(&endpoint_id, now + window, now).await {
+                    Ok(n) if n > 0 => tracing::info!(%endpoint_id, deliveries = n, "paused deliveries due now"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, %endpoint_id, "paused deliveries keep their cool-down"),
+                }
+                inner.wake.notify_one();
+            });
+        }
         self.inner.wake.notify_one();
     }
 

@@ -102,6 +102,11 @@ pub trait Store: Send + Sync + 'static {
     /// Hands leased deliveries back unsent, to be taken again at `due_at` (used when one
     /// endpoint has more work waiting in memory than it can absorb).
     async fn defer_deliveries(&self, keys: Vec<DeliveryKey>, due_at: DateTime<Utc>) -> StoreResult<()>;
+    /// Makes the endpoint's waiting (not leased) pending deliveries that fall due after
+    /// `now` but no later than `until` due at `now`; returns how many. Used when an
+    /// endpoint's circuit is reset by someone who changed the endpoint or asked for its
+    /// deliveries: those paused for its cool-down need not wait it out.
+    async fn hasten_deliveries(&self, endpoint_id: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64>;
     /// Queues one message for one endpoint again (manual trigger), returning the job.
     async fn resend(&self, app_id: &str, msg_id: &str, endpoint_id: &str, now: DateTime<Utc>) -> StoreResult<()>;
     /// Queues again every failed delivery of the endpoint whose message was created in

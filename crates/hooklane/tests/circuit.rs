@@ -109,24 +109,31 @@ async fn a_dead_endpoint_is_paused_and_resumes_when_it_comes_back() {
     assert!(first_try >= DEAD_MESSAGES - failures, "{first_try} delivered on their first attempt");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resend_tries_an_endpoint_with_an_open_circuit_at_once() {
-    // Cool-down and retries of an hour: nothing but the resend can reach the endpoint
-    // within the test once its circuit is open.
-    let server = Server::start(
+/// A server whose circuits open after 3 failures and whose cool-downs and retries last an
+/// hour (nothing but the test's own action can reach the endpoint again within the test),
+/// an endpoint answering 503, and `n` messages posted to it; returns once its circuit is
+/// open. `extra` adds `[delivery]` settings.
+async fn open_circuit(extra: &str, n: usize) -> (Server, Receiver, String, String, Vec<String>) {
+    let server = Server::start(&format!(
         "[delivery]\ncircuit_failures = 3\ncircuit_cooldown = \"1h\"\ncircuit_max_cooldown = \"1h\"\n\
-         retry_schedule = [\"1h\"]\n",
-    )
+         retry_schedule = [\"1h\"]\n{extra}"
+    ))
     .await;
     let failing = Receiver::scripted(|_, _| Reply::Status(503)).await;
     let app = server.create_app("Flaky").await;
     let (ep, _) = server.create_endpoint(&app, json!({ "url": format!("{}/hook", failing.url) })).await;
     let mut msgs = Vec::new();
-    for i in 0..3 {
+    for i in 0..n {
         msgs.push(server.send_message(&app, "order.created", json!({ "n": i })).await);
     }
     failing.wait_for(3, WAIT).await;
     wait_for_log(&server, "circuit open").await;
+    (server, failing, app, ep, msgs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_tries_an_endpoint_with_an_open_circuit_at_once() {
+    let (server, failing, app, ep, msgs) = open_circuit("", 3).await;
 
     // Held: a new message waits in the store instead of failing on its own.
     server.send_message(&app, "order.created", json!({ "n": 3 })).await;
@@ -140,4 +147,34 @@ async fn a_resend_tries_an_endpoint_with_an_open_circuit_at_once() {
     assert_eq!(status, 202, "{body}");
     let got = failing.wait_for(5, WAIT).await;
     assert!(got.iter().skip(3).any(|r| r.header("webhook-id") == msgs[0]), "the resent message was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixing_an_endpoint_sends_what_its_open_circuit_paused_at_once() {
+    // One request at a time, so that the deliveries queued behind the first failures are
+    // still in memory when the circuit opens: they are paused, due again after the
+    // cool-down (an hour), and the failed ones are due for their retry in an hour too.
+    let (server, rx, app, ep, msgs) = open_circuit("per_endpoint_in_flight = 1\n", 10).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let failed = rx.received().len();
+    assert!(failed < msgs.len(), "{failed} attempts: nothing was paused");
+
+    // The owner fixes the endpoint and says so with an update: everything waiting for it
+    // goes out now, not in an hour.
+    rx.set_script(|_, _| Reply::Status(200));
+    let (status, body) = server
+        .call("PATCH", &format!("/api/v1/app/{app}/endpoint/{ep}"), Some(json!({ "description": "fixed" })))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let after: HashSet<String> =
+            rx.received().iter().skip(failed).map(|r| r.header("webhook-id").to_string()).collect();
+        if msgs.iter().all(|m| after.contains(m)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {} of {} delivered after the fix", after.len(), msgs.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for_log(&server, "paused deliveries due now").await;
 }

@@ -727,6 +727,17 @@ pub async fn defer_deliveries<C: GenericClient>(c: &C, keys: &[DeliveryKey], due
     Ok(())
 }
 
+/// See [`crate::Store::hasten_deliveries`].
+pub async fn hasten_deliveries<C: GenericClient>(c: &C, endpoint_id: &str, until: i64, now: i64) -> StoreResult<u64> {
+    execute(
+        c,
+        "UPDATE deliveries SET due_at = $3 \
+         WHERE endpoint_id = $1 AND status = 1 AND NOT leased AND due_at > $3 AND due_at <= $2",
+        &[&endpoint_id, &until, &now],
+    )
+    .await
+}
+
 /// Queues the message for the endpoint again, both of which must belong to the app; one
 /// statement.
 pub async fn resend<C: GenericClient>(

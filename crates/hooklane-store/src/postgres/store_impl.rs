@@ -198,6 +198,14 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn hasten_deliveries(&self, endpoint_id: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64> {
+        let n = queries::hasten_deliveries(&self.client().await?, endpoint_id, ms(until), ms(now)).await?;
+        if n > 0 {
+            self.announce_due().await;
+        }
+        Ok(n)
+    }
+
     async fn resend(&self, app_id: &str, msg_id: &str, endpoint_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
         queries::resend(&self.client().await?, app_id, msg_id, endpoint_id, ms(now)).await?;
         self.announce_due().await;

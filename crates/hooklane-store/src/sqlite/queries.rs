@@ -512,6 +512,17 @@ pub fn abandon_delivery(conn: &Connection, msg_id: &str, endpoint_id: &str, now:
     Ok(())
 }
 
+/// See [`crate::Store::hasten_deliveries`]; walks `deliveries_pending` (endpoint, due time).
+pub fn hasten_deliveries(conn: &Connection, endpoint_id: &str, until: i64, now: i64) -> StoreResult<u64> {
+    let n = execute(
+        conn,
+        "UPDATE deliveries SET due_at = ?3 \
+         WHERE endpoint_id = ?1 AND status = 1 AND leased = 0 AND due_at > ?3 AND due_at <= ?2",
+        params![endpoint_id, until, now],
+    )?;
+    Ok(n as u64)
+}
+
 pub fn resend(conn: &Connection, app_id: &str, msg_id: &str, endpoint_id: &str, now: i64) -> StoreResult<()> {
     let owned: bool = conn
         .query_row(

@@ -229,6 +229,11 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn hasten_deliveries(&self, endpoint_id: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64> {
+        let ep = owned(endpoint_id);
+        self.write_unguarded(move |c| queries::hasten_deliveries(c, &ep, ms(until), ms(now))).await
+    }
+
     async fn resend(&self, app_id: &str, msg_id: &str, endpoint_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
         let (app, msg, ep) = (owned(app_id), owned(msg_id), owned(endpoint_id));
         self.write(move |c| queries::resend(c, &app, &msg, &ep, ms(now))).await

@@ -66,6 +66,7 @@ macro_rules! store_conformance_tests {
             endpoint_failing_since_and_disable,
             abandon_deliveries_marks_failed,
             defer_deliveries_hands_back,
+            hasten_deliveries_makes_paused_ones_due,
             resend_requeues_and_is_scoped,
             recover_requeues_failed_in_window,
             release_all_leases_frees_leased_only,
@@ -1304,6 +1305,31 @@ pub async fn defer_deliveries_hands_back(store: &DynStore) {
     assert_eq!(job_keys(&claim(store, due).await), set([pair(&msg, &e1)]));
     let d = delivery(store, &app.id, &msg.id, &e2.id).await;
     assert_eq!(d.status, DeliveryStatus::Success, "a finished delivery is not revived by defer");
+}
+
+pub async fn hasten_deliveries_makes_paused_ones_due(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let e1 = setup_endpoint(store, &app.id).await;
+    let e2 = setup_endpoint(store, &app.id).await;
+    let soon = post(store, &app.id, &[&e1], t).await;
+    let late = post(store, &app.id, &[&e1], t).await;
+    let leased = post(store, &app.id, &[&e1], t).await;
+    let other = post(store, &app.id, &[&e2], t).await;
+    assert_eq!(claim(store, t + secs(1)).await.len(), 4);
+    // Paused: `soon` and `other` until t+2m, `late` until t+10m; `leased` stays leased.
+    let keys = |m: &[(&Message, &Endpoint)]| m.iter().map(|(m, e)| key(&m.id, &e.id)).collect::<Vec<_>>();
+    store.defer_deliveries(keys(&[(&soon, &e1), (&other, &e2)]), t + mins(2)).await.unwrap();
+    store.defer_deliveries(keys(&[(&late, &e1)]), t + mins(10)).await.unwrap();
+
+    let now = t + secs(2);
+    assert_eq!(store.hasten_deliveries(&e1.id, t + mins(5), now).await.unwrap(), 1, "only `soon`");
+    assert_eq!(job_keys(&claim(store, now).await), set([pair(&soon, &e1)]), "due now; the rest keep their times");
+    assert_eq!(delivery(store, &app.id, &late.id, &e1.id).await.next_attempt_at, Some(t + mins(10)));
+    assert_eq!(delivery(store, &app.id, &other.id, &e2.id).await.next_attempt_at, Some(t + mins(2)));
+    let d = delivery(store, &app.id, &leased.id, &e1.id).await;
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 0), "a leased delivery is left to its lease");
+    assert_eq!(store.hasten_deliveries(&e1.id, t + mins(5), now).await.unwrap(), 0, "nothing left to hasten");
 }
 
 pub async fn resend_requeues_and_is_scoped(store: &DynStore) {
