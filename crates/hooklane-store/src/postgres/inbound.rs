@@ -6,8 +6,7 @@ use serde::de::DeserializeOwned;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::db_err;
-use super::queries::{self, Select};
+use super::queries::{self, execute, query_opt, Select};
 use super::rows::{get, ms, time, to_json};
 use crate::{Page, PageRequest, StoreError, StoreResult};
 
@@ -16,16 +15,6 @@ pub const SOURCE_COLS: &str = "id, app_id, name, verification, deduplication, al
 
 pub const REQUEST_COLS: &str = "id, source_id, status, http_status, reason, remote_addr, headers, body, body_size, \
      dedup_key, msg_id, received_at";
-
-async fn execute<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
-    let stmt = c.prepare_cached(sql).await.map_err(db_err)?;
-    c.execute(&stmt, params).await.map_err(db_err)
-}
-
-async fn query_opt<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Option<Row>> {
-    let stmt = c.prepare_cached(sql).await.map_err(db_err)?;
-    c.query_opt(&stmt, params).await.map_err(db_err)
-}
 
 fn json<T: DeserializeOwned>(row: &Row, idx: usize) -> StoreResult<T> {
     let text: &str = get(row, idx)?;

@@ -26,7 +26,7 @@ async fn prepare<C: GenericClient>(c: &C, sql: &str) -> StoreResult<Statement> {
     c.prepare_cached(sql).await.map_err(db_err)
 }
 
-async fn execute<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+pub(super) async fn execute<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
     let stmt = prepare(c, sql).await?;
     c.execute(&stmt, params).await.map_err(db_err)
 }
@@ -36,7 +36,11 @@ async fn query<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)
     c.query(&stmt, params).await.map_err(db_err)
 }
 
-async fn query_opt<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Option<Row>> {
+pub(super) async fn query_opt<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> StoreResult<Option<Row>> {
     let stmt = prepare(c, sql).await?;
     c.query_opt(&stmt, params).await.map_err(db_err)
 }
