@@ -56,20 +56,48 @@ struct Inner {
 pub enum EngineEvent {
     /// The endpoint kept failing for `disable_after` and this node disabled it.
     EndpointDisabled { app_id: String, endpoint_id: String },
-    /// A delivery failed its last attempt: no retry is left.
-    Exhausted {
+    /// An attempt worth telling about (which one: [`AttemptNews`]).
+    Attempt {
+        news: AttemptNews,
         app_id: String,
         msg_id: String,
         endpoint_id: String,
         attempt_id: String,
         attempted_at: DateTime<Utc>,
-        /// The last attempt's HTTP status, 0 when no response arrived.
+        /// The attempt's HTTP status, 0 when no response arrived.
         response_status: i32,
     },
 }
 
+/// Which attempts of a delivery are news (Svix's `message.attempt.*` operational events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptNews {
+    /// The [`FAILING_AT`]th attempt in a row failed, and retries are left.
+    Failing,
+    /// The last attempt failed: no retry is left.
+    Exhausted,
+    /// Delivered after [`AttemptNews::Failing`] was told.
+    Recovered,
+}
+
+/// The failed attempt that makes a delivery "failing" (Svix: the fourth).
+pub const FAILING_AT: u32 = 4;
+
+impl AttemptNews {
+    /// What attempt number `attempts_made` of a delivery, leading to `next`, is news of.
+    fn of(next: &NextStep, attempts_made: u32) -> Option<AttemptNews> {
+        match next {
+            NextStep::GiveUp => Some(AttemptNews::Exhausted),
+            NextStep::RetryAt(_) if attempts_made == FAILING_AT => Some(AttemptNews::Failing),
+            NextStep::Succeeded if attempts_made > FAILING_AT => Some(AttemptNews::Recovered),
+            _ => None,
+        }
+    }
+}
+
 enum Finished {
-    Attempted(AttemptOutcome, Arc<Gate>),
+    /// With the number of attempts made so far, this one included.
+    Attempted(AttemptOutcome, u32, Arc<Gate>),
     Abandoned(DeliveryKey, Arc<Gate>),
     /// Not sent (its endpoint's circuit is open): back to the store, due at this time.
     Paused(DeliveryKey, DateTime<Utc>, Arc<Gate>),
@@ -322,7 +350,7 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
         request_headers: result.request_headers,
     };
     crate::telemetry::observe_attempt(&attempt, job.message.created_at);
-    let _ = inner.finished.send(Finished::Attempted(AttemptOutcome { attempt, next }, gate));
+    let _ = inner.finished.send(Finished::Attempted(AttemptOutcome { attempt, next }, attempts_made, gate));
 }
 
 /// Hands a job back unsent, to be due again at `until` (its endpoint's circuit is open).
@@ -350,13 +378,15 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while results.recv_many(&mut batch, RECORD_BATCH).await > 0 {
         let mut outcomes = Vec::new();
+        let mut attempts_made = Vec::new();
         let mut abandoned = Vec::new();
         let mut paused: HashMap<DateTime<Utc>, Vec<DeliveryKey>> = HashMap::new();
         let mut gates = Vec::with_capacity(batch.len());
         for f in batch.drain(..) {
             match f {
-                Finished::Attempted(o, g) => {
+                Finished::Attempted(o, n, g) => {
                     outcomes.push(o);
+                    attempts_made.push(n);
                     gates.push(g);
                 }
                 Finished::Abandoned(k, g) => {
@@ -373,7 +403,7 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
         let retry_soon = outcomes.iter().any(|o| matches!(o.next, NextStep::RetryAt(t) if t <= soon));
         if !outcomes.is_empty() {
             let latest = outcomes.iter().map(|o| o.attempt.created_at).max().unwrap_or_else(Utc::now);
-            let mut events = EventsOf::new(&inner, &outcomes);
+            let mut events = EventsOf::new(&inner, &outcomes, &attempts_made);
             match inner.store.record_attempts(outcomes, inner.cfg.disable_after).await {
                 Ok(disabled) => {
                     let mut map = inner.disabled.lock().unwrap_or_else(|p| p.into_inner());
@@ -419,16 +449,19 @@ struct EventsOf {
 }
 
 impl EventsOf {
-    fn new(inner: &Inner, outcomes: &[AttemptOutcome]) -> Self {
+    fn new(inner: &Inner, outcomes: &[AttemptOutcome], attempts_made: &[u32]) -> Self {
         let mut events = EventsOf { ready: Vec::new(), apps: HashMap::new() };
         if inner.events.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
             return events;
         }
-        for o in outcomes.iter().filter(|o| o.next != NextStep::Succeeded) {
+        for (o, n) in outcomes.iter().zip(attempts_made) {
             let a = &o.attempt;
-            events.apps.insert(a.endpoint_id.clone(), a.app_id.clone());
-            if o.next == NextStep::GiveUp {
-                events.ready.push(EngineEvent::Exhausted {
+            if o.next != NextStep::Succeeded {
+                events.apps.insert(a.endpoint_id.clone(), a.app_id.clone());
+            }
+            if let Some(news) = AttemptNews::of(&o.next, *n) {
+                events.ready.push(EngineEvent::Attempt {
+                    news,
                     app_id: a.app_id.clone(),
                     msg_id: a.msg_id.clone(),
                     endpoint_id: a.endpoint_id.clone(),
@@ -526,4 +559,23 @@ async fn idle_pause(inner: &Inner, now: DateTime<Utc>, skip: &[String]) -> Durat
         None => inner.cfg.poll_interval,
     };
     until_due.clamp(Duration::from_millis(5), inner.cfg.poll_interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempt_news_follows_svix() {
+        let retry = NextStep::RetryAt(Utc::now());
+        let news = |next: &NextStep, n| AttemptNews::of(next, n);
+        assert_eq!(news(&retry, 1), None);
+        assert_eq!(news(&retry, FAILING_AT - 1), None);
+        assert_eq!(news(&retry, FAILING_AT), Some(AttemptNews::Failing));
+        assert_eq!(news(&retry, FAILING_AT + 1), None, "told once");
+        assert_eq!(news(&NextStep::GiveUp, 2), Some(AttemptNews::Exhausted));
+        assert_eq!(news(&NextStep::Succeeded, 1), None);
+        assert_eq!(news(&NextStep::Succeeded, FAILING_AT), None, "no failing event was sent");
+        assert_eq!(news(&NextStep::Succeeded, FAILING_AT + 1), Some(AttemptNews::Recovered));
+    }
 }

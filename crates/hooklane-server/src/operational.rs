@@ -1,7 +1,7 @@
 //! Operational webhooks: hooklane telling the operator's own systems what happened to
 //! their customers' endpoints, with Svix's event types and payloads
 //! (`endpoint.created`, `endpoint.updated`, `endpoint.deleted`, `endpoint.disabled`,
-//! `message.attempt.exhausted`).
+//! `message.attempt.failing`, `message.attempt.exhausted`, `message.attempt.recovered`).
 //!
 //! The events are ordinary messages posted into one application the operator names
 //! (`operational_app`, by id or uid), so its endpoints receive them signed, retried and
@@ -12,7 +12,7 @@
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::model::{Application, Endpoint, Message};
 use hooklane_core::{DateTime, Utc};
-use hooklane_dispatch::EngineEvent;
+use hooklane_dispatch::{AttemptNews, EngineEvent};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -23,10 +23,12 @@ pub const ENDPOINT_CREATED: &str = "endpoint.created";
 pub const ENDPOINT_UPDATED: &str = "endpoint.updated";
 pub const ENDPOINT_DELETED: &str = "endpoint.deleted";
 pub const ENDPOINT_DISABLED: &str = "endpoint.disabled";
+pub const ATTEMPT_FAILING: &str = "message.attempt.failing";
 pub const ATTEMPT_EXHAUSTED: &str = "message.attempt.exhausted";
+pub const ATTEMPT_RECOVERED: &str = "message.attempt.recovered";
 
-/// Posts the delivery engine's events (endpoints disabled, deliveries out of retries)
-/// until the engine stops sending them.
+/// Posts the delivery engine's events (endpoints disabled; deliveries failing, out of
+/// retries or recovered) until the engine stops sending them.
 pub async fn forward_engine_events(state: AppState, mut events: mpsc::UnboundedReceiver<EngineEvent>) {
     while let Some(event) = events.recv().await {
         let (event_type, app_id, data) = match engine_event_data(&state, event).await {
@@ -75,7 +77,7 @@ async fn engine_event_data(
             data["trigger"] = json!("automatic");
             Ok(Some((ENDPOINT_DISABLED, app_id, data)))
         }
-        EngineEvent::Exhausted { app_id, msg_id, endpoint_id, attempt_id, attempted_at, response_status } => {
+        EngineEvent::Attempt { news, app_id, msg_id, endpoint_id, attempt_id, attempted_at, response_status } => {
             let Some(app) = store.get_app(&app_id).await? else { return Ok(None) };
             let event_id = store.get_message(&app_id, &msg_id).await?.and_then(|m| m.event_id);
             let data = json!({
@@ -86,7 +88,12 @@ async fn engine_event_data(
                 "endpointId": endpoint_id,
                 "lastAttempt": last_attempt(&attempt_id, attempted_at, response_status),
             });
-            Ok(Some((ATTEMPT_EXHAUSTED, app_id, data)))
+            let event_type = match news {
+                AttemptNews::Failing => ATTEMPT_FAILING,
+                AttemptNews::Exhausted => ATTEMPT_EXHAUSTED,
+                AttemptNews::Recovered => ATTEMPT_RECOVERED,
+            };
+            Ok(Some((event_type, app_id, data)))
         }
     }
 }

@@ -54,8 +54,8 @@ pub struct Config {
     /// wake-ups and cross-core hand-offs). See BENCHMARKS.md.
     pub worker_threads: usize,
     /// The application (id or uid) hooklane posts its operational webhooks into
-    /// (`endpoint.created`/`updated`/`deleted`/`disabled`, `message.attempt.exhausted`);
-    /// unset: none are posted.
+    /// (`endpoint.created`/`updated`/`deleted`/`disabled`, `message.attempt.failing`/
+    /// `exhausted`/`recovered`); unset: none are posted.
     pub operational_app: Option<String>,
     pub delivery: DeliveryConfig,
     pub inbound: InboundConfig,

@@ -97,6 +97,33 @@ async fn endpoint_changes_exhausted_deliveries_and_disabling_are_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_delivery_and_its_recovery_are_reported() {
+    let extra =
+        "operational_app = \"ops\"\n[delivery]\nretry_schedule = [\"50ms\", \"50ms\", \"50ms\", \"50ms\", \"50ms\"]\n\
+                 circuit_failures = 0";
+    let server = Server::start(extra).await;
+    let (status, ops) = server.call("POST", "/api/v1/app/", Some(json!({ "name": "operations", "uid": "ops" }))).await;
+    assert_eq!(status, 201, "{ops}");
+    let ops_rx = Receiver::start().await;
+    let (_, ops_secret) = server.create_endpoint(ops["id"].as_str().expect("id"), json!({ "url": ops_rx.url })).await;
+    let customer = server.create_app("customer").await;
+    // Four failures, then the endpoint answers.
+    let flaky = Receiver::scripted(|n, _| Reply::Status(if n < 4 { 500 } else { 200 })).await;
+    let (ep, _) = server.create_endpoint(&customer, json!({ "url": flaky.url })).await;
+    let msg = server.send_message(&customer, "invoice.paid", json!({})).await;
+
+    let failing = wait_for_event(&ops_rx, &ops_secret, "message.attempt.failing").await;
+    assert_eq!((failing["msgId"].as_str(), failing["endpointId"].as_str()), (Some(msg.as_str()), Some(ep.as_str())));
+    assert_eq!(failing["lastAttempt"]["responseStatusCode"], 500);
+    let recovered = wait_for_event(&ops_rx, &ops_secret, "message.attempt.recovered").await;
+    assert_eq!(recovered["msgId"], msg.as_str());
+    assert_eq!(recovered["lastAttempt"]["responseStatusCode"], 200);
+    assert_eq!(flaky.received().len(), 5);
+    let types: Vec<String> = events(&ops_rx, &ops_secret).into_iter().map(|(t, _)| t).collect();
+    assert_eq!(types.iter().filter(|t| t.starts_with("message.attempt.")).count(), 2, "{types:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_posted_without_an_operational_app() {
     let server = Server::start("").await;
     let app = server.create_app("watcher").await;
