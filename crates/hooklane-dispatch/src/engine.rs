@@ -21,6 +21,8 @@ use crate::policy::next_step;
 use crate::sender::Sender;
 use crate::DispatchConfig;
 
+/// Engine events waiting to be read at most (see [`Dispatcher::events`]).
+pub const EVENT_BACKLOG: usize = 10_000;
 /// Results committed together at most.
 const RECORD_BATCH: usize = 1024;
 /// How long a deferred delivery waits before it may be claimed again.
@@ -47,7 +49,7 @@ struct Inner {
     disabled: Mutex<HashMap<String, DateTime<Utc>>>,
     stopping: AtomicBool,
     /// Where [`EngineEvent`]s go, once someone asked for them ([`Dispatcher::events`]).
-    events: Mutex<Option<mpsc::UnboundedSender<EngineEvent>>>,
+    events: Mutex<Option<mpsc::Sender<EngineEvent>>>,
 }
 
 /// Something the engine did that operators may want to be told about (hooklane's
@@ -177,9 +179,11 @@ impl Dispatcher {
     }
 
     /// The engine's events from now on (a later call takes them over from an earlier one).
-    /// Until this is called none are produced.
-    pub fn events(&self) -> mpsc::UnboundedReceiver<EngineEvent> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// Until this is called none are produced. At most [`EVENT_BACKLOG`] wait unread; past
+    /// that, new ones are dropped and counted (`hooklane_engine_events_dropped_total`)
+    /// rather than grow memory without bound during a mass failure.
+    pub fn events(&self) -> mpsc::Receiver<EngineEvent> {
+        let (tx, rx) = mpsc::channel(EVENT_BACKLOG);
         *self.inner.events.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         rx
     }
@@ -191,26 +195,23 @@ impl Dispatcher {
 
     /// Sends to this endpoint again without waiting for its circuit's cool-down: someone
     /// changed it or asked for its deliveries by hand (a resend, a recover), which says it
-    /// is worth trying now. This process's circuit is reset, and when it was open the
-    /// deliveries waiting in the store that fall due within the longest cool-down (those
-    /// paused by any node's circuit among them) are made due now. Other nodes' circuits
-    /// stay as they are; this node takes the work.
+    /// is worth trying now. This process's circuit is reset, and the deliveries waiting in
+    /// the store that fall due within the longest cool-down (those paused by any node's
+    /// circuit among them, and retries due that soon) are made due now. Other nodes'
+    /// circuits stay as they are; this node takes the work.
     pub fn retry_endpoint_now(&self, endpoint_id: &str) {
         let now = Utc::now();
-        let was_open = !self.inner.circuits.is_closed(endpoint_id);
         self.inner.circuits.forget(endpoint_id);
-        if was_open {
-            let window = chrono::Duration::from_std(self.inner.cfg.circuit_max_cooldown).unwrap_or_default();
-            let (inner, endpoint_id) = (self.inner.clone(), endpoint_id.to_string());
-            tokio::spawn(async move {
-                match inner.store.hasten_deliveries(&endpoint_id, now + window, now).await {
-                    Ok(n) if n > 0 => tracing::info!(%endpoint_id, deliveries = n, "paused deliveries due now"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, %endpoint_id, "paused deliveries keep their cool-down"),
-                }
-                inner.wake.notify_one();
-            });
-        }
+        let window = chrono::Duration::from_std(self.inner.cfg.circuit_max_cooldown).unwrap_or_default();
+        let (inner, endpoint_id) = (self.inner.clone(), endpoint_id.to_string());
+        tokio::spawn(async move {
+            match inner.store.hasten_deliveries(&endpoint_id, now + window, now).await {
+                Ok(n) if n > 0 => tracing::info!(%endpoint_id, deliveries = n, "paused deliveries due now"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, %endpoint_id, "paused deliveries keep their cool-down"),
+            }
+            inner.wake.notify_one();
+        });
         self.inner.wake.notify_one();
     }
 
@@ -234,12 +235,11 @@ fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
     let now = Utc::now();
     let soon = now + chrono::Duration::from_std(DEFER_FOR).unwrap_or_default();
     let mut deferred: HashMap<DateTime<Utc>, Vec<DeliveryKey>> = HashMap::new();
-    let mut paused = 0u64;
+    let mut paused: HashMap<DateTime<Utc>, Vec<DeliveryKey>> = HashMap::new();
     for job in jobs {
         let key = || DeliveryKey { msg_id: job.message.id.clone(), endpoint_id: job.endpoint.id.clone() };
         if let Some(until) = inner.circuits.held_until(&job.endpoint.id, now) {
-            deferred.entry(until).or_default().push(key());
-            paused += 1;
+            paused.entry(until).or_default().push(key());
             continue;
         }
         let gate = inner.gates.get(&job.endpoint.id);
@@ -252,16 +252,47 @@ fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
         }
         tokio::spawn(run_job(inner.clone(), job, gate));
     }
-    if paused > 0 {
-        metrics::counter!("hooklane_deliveries_paused_total").increment(paused);
+    let n_paused: usize = paused.values().map(Vec::len).sum();
+    if n_paused > 0 {
+        metrics::counter!("hooklane_deliveries_paused_total").increment(n_paused as u64);
     }
-    if !deferred.is_empty() {
+    if !deferred.is_empty() || n_paused > 0 {
         let inner = inner.clone();
         tokio::spawn(async move {
-            let n = deferred.values().map(Vec::len).sum();
+            let n = deferred.values().map(Vec::len).sum::<usize>() + n_paused;
+            defer_paused(&inner, paused).await;
             defer_all(&inner, deferred).await;
             inner.outstanding.add_permits(n);
         });
+    }
+}
+
+/// Hands paused deliveries back, due at the end of their circuit's cool-down, or now for
+/// an endpoint whose circuit was reset meanwhile ([`Dispatcher::retry_endpoint_now`]
+/// racing the pause): looked at before the write and again after it, so a reset that
+/// hastened the store's rows just before this write is not undone by it.
+async fn defer_paused(inner: &Inner, groups: HashMap<DateTime<Utc>, Vec<DeliveryKey>>) {
+    if groups.is_empty() {
+        return;
+    }
+    let now = Utc::now();
+    let mut by_due: HashMap<DateTime<Utc>, Vec<DeliveryKey>> = HashMap::new();
+    let mut held = Vec::new();
+    for (until, keys) in groups {
+        for key in keys {
+            if inner.circuits.is_closed(&key.endpoint_id) {
+                by_due.entry(now).or_default().push(key);
+            } else {
+                held.push(key.clone());
+                by_due.entry(until).or_default().push(key);
+            }
+        }
+    }
+    defer_all(inner, by_due).await;
+    let reset: Vec<DeliveryKey> = held.into_iter().filter(|k| inner.circuits.is_closed(&k.endpoint_id)).collect();
+    if !reset.is_empty() {
+        defer_all(inner, HashMap::from([(Utc::now(), reset)])).await;
+        inner.wake.notify_one();
     }
 }
 
@@ -426,9 +457,7 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
                 tracing::error!(error = %e, "could not mark deliveries of disabled endpoints failed");
             }
         }
-        if !paused.is_empty() {
-            defer_all(&inner, paused).await;
-        }
+        defer_paused(&inner, paused).await;
         for g in &gates {
             g.outstanding.fetch_sub(1, Ordering::AcqRel);
         }
@@ -485,11 +514,21 @@ impl EventsOf {
             return;
         }
         let mut sink = inner.events.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tx) = sink.as_ref() else { return };
+        let mut dropped = 0u64;
         for event in self.ready {
-            if sink.as_ref().is_some_and(|tx| tx.send(event).is_err()) {
-                *sink = None; // the listener is gone
-                break;
+            match tx.try_send(event) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => dropped += 1,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    *sink = None; // the listener is gone
+                    break;
+                }
             }
+        }
+        if dropped > 0 {
+            metrics::counter!("hooklane_engine_events_dropped_total").increment(dropped);
+            tracing::warn!(dropped, "engine events dropped: their reader is behind");
         }
     }
 }

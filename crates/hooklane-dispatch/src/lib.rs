@@ -17,4 +17,4 @@ pub mod sender;
 mod telemetry;
 
 pub use config::DispatchConfig;
-pub use engine::{AttemptNews, Dispatcher, EngineEvent, Reservation, FAILING_AT};
+pub use engine::{AttemptNews, Dispatcher, EngineEvent, Reservation, EVENT_BACKLOG, FAILING_AT};

@@ -29,17 +29,22 @@ pub const ATTEMPT_RECOVERED: &str = "message.attempt.recovered";
 
 /// Posts the delivery engine's events (endpoints disabled; deliveries failing, out of
 /// retries or recovered) until the engine stops sending them.
-pub async fn forward_engine_events(state: AppState, mut events: mpsc::UnboundedReceiver<EngineEvent>) {
+pub async fn forward_engine_events(state: AppState, mut events: mpsc::Receiver<EngineEvent>) {
     while let Some(event) = events.recv().await {
-        let (event_type, app_id, data) = match engine_event_data(&state, event).await {
-            Ok(Some(parts)) => parts,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "operational webhook: cannot read what the event is about; not posted");
-                continue;
-            }
+        let Some(ops) = operational_app(&state).await else { continue };
+        let subject = match &event {
+            EngineEvent::EndpointDisabled { app_id, .. } | EngineEvent::Attempt { app_id, .. } => app_id,
         };
-        publish(&state, event_type, &app_id, data).await;
+        if *subject == ops.id {
+            continue; // about the operational application itself: never posted
+        }
+        match engine_event_data(&state, event).await {
+            Ok(Some((event_type, data))) => post(&state, &ops, event_type, data).await,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "operational webhook: cannot read what the event is about; not posted")
+            }
+        }
     }
 }
 
@@ -49,9 +54,18 @@ pub(crate) fn endpoint_changed(state: &AppState, event_type: &'static str, app: 
     if state.0.operational_app.is_none() {
         return;
     }
-    let data = endpoint_data(app, endpoint);
+    let mut data = endpoint_data(app, endpoint);
+    if event_type == ENDPOINT_DISABLED {
+        data["failSince"] = json!(endpoint.failing_since);
+        data["trigger"] = json!("manual");
+    }
     let (state, app_id) = (state.clone(), app.id.clone());
-    tokio::spawn(async move { publish(&state, event_type, &app_id, data).await });
+    tokio::spawn(async move {
+        match operational_app(&state).await {
+            Some(ops) if ops.id != app_id => post(&state, &ops, event_type, data).await,
+            _ => {}
+        }
+    });
 }
 
 fn endpoint_data(app: &Application, endpoint: &Endpoint) -> Value {
@@ -63,7 +77,7 @@ fn endpoint_data(app: &Application, endpoint: &Endpoint) -> Value {
 async fn engine_event_data(
     state: &AppState,
     event: EngineEvent,
-) -> hooklane_store::StoreResult<Option<(&'static str, String, Value)>> {
+) -> hooklane_store::StoreResult<Option<(&'static str, Value)>> {
     let store = &state.0.store;
     match event {
         EngineEvent::EndpointDisabled { app_id, endpoint_id } => {
@@ -75,7 +89,7 @@ async fn engine_event_data(
             let mut data = endpoint_data(&app, &endpoint);
             data["failSince"] = json!(endpoint.failing_since);
             data["trigger"] = json!("automatic");
-            Ok(Some((ENDPOINT_DISABLED, app_id, data)))
+            Ok(Some((ENDPOINT_DISABLED, data)))
         }
         EngineEvent::Attempt { news, app_id, msg_id, endpoint_id, attempt_id, attempted_at, response_status } => {
             let Some(app) = store.get_app(&app_id).await? else { return Ok(None) };
@@ -93,7 +107,7 @@ async fn engine_event_data(
                 AttemptNews::Exhausted => ATTEMPT_EXHAUSTED,
                 AttemptNews::Recovered => ATTEMPT_RECOVERED,
             };
-            Ok(Some((event_type, app_id, data)))
+            Ok(Some((event_type, data)))
         }
     }
 }
@@ -102,28 +116,29 @@ fn last_attempt(id: &str, at: DateTime<Utc>, status: i32) -> Value {
     json!({ "id": id, "timestamp": at, "responseStatusCode": status })
 }
 
-/// Posts `{"type": event_type, "data": data}` into the operational application, unless
-/// none is configured or `subject_app_id` is that application. Failures are logged: an
-/// operational webhook never fails the operation it reports.
-async fn publish(state: &AppState, event_type: &'static str, subject_app_id: &str, data: Value) {
-    let Some(key) = state.0.operational_app.as_deref() else { return };
-    let app = match state.0.store.get_app(key).await {
-        Ok(Some(app)) => app,
+/// The operational application, looked up by id or uid each time (it may be created,
+/// or replaced, while hooklane runs); `None`, with a warning, when unset or missing.
+async fn operational_app(state: &AppState) -> Option<Application> {
+    let key = state.0.operational_app.as_deref()?;
+    match state.0.store.get_app(key).await {
+        Ok(Some(app)) => Some(app),
         Ok(None) => {
-            tracing::warn!(operational_app = %key, event_type, "operational webhook: no such application; not posted");
-            return;
+            tracing::warn!(operational_app = %key, "operational webhook: no such application; event not posted");
+            None
         }
         Err(e) => {
-            tracing::warn!(error = %e, event_type, "operational webhook: cannot read the operational application");
-            return;
+            tracing::warn!(error = %e, "operational webhook: cannot read the operational application");
+            None
         }
-    };
-    if app.id == subject_app_id {
-        return;
     }
+}
+
+/// Posts `{"type": event_type, "data": data}` into the operational application `ops`.
+/// Failures are logged: an operational webhook never fails the operation it reports.
+async fn post(state: &AppState, ops: &Application, event_type: &'static str, data: Value) {
     let msg = Message {
         id: new_id(ids::MESSAGE),
-        app_id: app.id,
+        app_id: ops.id.clone(),
         event_type: event_type.to_string(),
         event_id: None,
         payload: json!({ "type": event_type, "data": data }).to_string(),

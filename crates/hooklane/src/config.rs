@@ -267,6 +267,29 @@ impl Config {
         cpus.saturating_sub(1).max(1)
     }
 
+    /// The database URL without its password (in the user part or a `password=`
+    /// parameter), for logs and messages.
+    pub fn database_url_for_display(&self) -> String {
+        let url = self.database_url.as_str();
+        let url = match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let user = url[scheme + 3..at].split(':').next().unwrap_or_default();
+                format!("{}://{user}@{}", &url[..scheme], &url[at + 1..])
+            }
+            _ => url.to_string(),
+        };
+        match url.split_once('?') {
+            Some((base, query)) => {
+                let params: Vec<&str> = query
+                    .split('&')
+                    .map(|p| if p.to_ascii_lowercase().starts_with("password=") { "password=…" } else { p })
+                    .collect();
+                format!("{base}?{}", params.join("&"))
+            }
+            None => url,
+        }
+    }
+
     /// The SQLite file the database URL names, if it names one.
     pub fn sqlite_path(&self) -> Option<&str> {
         let u = self.database_url.as_str();
@@ -274,5 +297,25 @@ impl Config {
             return None;
         }
         Some(u.strip_prefix("sqlite://").or_else(|| u.strip_prefix("sqlite:")).unwrap_or(u))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_for_display_hides_passwords() {
+        let shown = |url: &str| Config { database_url: url.into(), ..Config::default() }.database_url_for_display();
+        assert_eq!(
+            shown("postgres://hooklane:s3cret@db:5432/h?sslmode=require"),
+            "postgres://hooklane@db:5432/h?sslmode=require"
+        );
+        assert_eq!(
+            shown("postgres://db/h?user=u&password=s3cret&sslmode=require"),
+            "postgres://db/h?user=u&password=…&sslmode=require"
+        );
+        assert_eq!(shown("postgres://u@db/h"), "postgres://u@db/h");
+        assert_eq!(shown("sqlite:./data/hooklane.db"), "sqlite:./data/hooklane.db");
     }
 }

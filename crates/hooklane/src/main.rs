@@ -36,23 +36,29 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
     match cli.command {
         Command::Serve => {
             let config = config::Config::load(cli.config.as_deref())?;
-            let runtime =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(config.workers()).enable_all().build()?;
-            runtime.block_on(serve::run(config))
+            runtime(Some(config.workers()))?.block_on(serve::run(config))
         }
         Command::Migrate => {
             let config = config::Config::load(cli.config.as_deref())?;
-            runtime()?.block_on(async {
+            runtime(None)?.block_on(async {
                 hooklane_store::open(&config.database_url).await?;
-                println!("database schema is up to date ({})", config.database_url);
+                println!("database schema is up to date ({})", config.database_url_for_display());
                 Ok(())
             })
         }
-        Command::Listen(args) => runtime()?.block_on(listen::run(args)),
-        Command::Bench(args) => runtime()?.block_on(bench::run(args)),
+        Command::Listen(args) => runtime(None)?.block_on(listen::run(args)),
+        Command::Bench(args) => runtime(None)?.block_on(bench::run(args)),
     }
+}
+
+/// A multi-threaded runtime with `workers` threads (tokio's default: one per CPU).
+fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build()
 }

@@ -58,11 +58,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             operational_app: config.operational_app.clone(),
         },
     );
-    if config.operational_app.is_some() {
+    if config.operational_app.as_deref().is_some_and(|a| !a.is_empty()) {
         tokio::spawn(hooklane_server::operational::forward_engine_events(state.clone(), dispatcher.events()));
     }
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
-    tracing::info!(%addr, store = %redact_url(&config.database_url), workers, "hooklane started");
+    tracing::info!(%addr, store = %config.database_url_for_display(), workers, "hooklane started");
     hooklane_server::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("shutting down: letting in-flight deliveries finish");
     dispatcher.shutdown(SHUTDOWN_GRACE).await;
@@ -124,14 +124,6 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     let mut f = options.open(path)?;
     f.write_all(content.as_bytes())?;
     f.sync_all()
-}
-
-/// Drops any password from a database URL before it is logged.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
-        _ => url.to_string(),
-    }
 }
 
 async fn shutdown_signal() {

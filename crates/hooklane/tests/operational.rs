@@ -24,13 +24,32 @@ fn events(rx: &Receiver, secret: &str) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// A server posting operational events into the application with uid `ops` (created here,
+/// with one endpoint at `ops_url`), its circuit breaker off so that every retry is made;
+/// `delivery` adds `[delivery]` settings. Returns the server, the application's id, and
+/// the endpoint's id and secret.
+async fn with_operations(delivery: &str, ops_url: &str) -> (Server, String, String, String) {
+    let server =
+        Server::start(&format!("operational_app = \"ops\"\n[delivery]\ncircuit_failures = 0\n{delivery}")).await;
+    let (status, ops) = server.call("POST", "/api/v1/app/", Some(json!({ "name": "operations", "uid": "ops" }))).await;
+    assert_eq!(status, 201, "{ops}");
+    let ops_app = ops["id"].as_str().expect("ops app id").to_string();
+    let (ops_ep, secret) = server.create_endpoint(&ops_app, json!({ "url": ops_url })).await;
+    (server, ops_app, ops_ep, secret)
+}
+
 async fn wait_for_event(rx: &Receiver, secret: &str, event_type: &str) -> Value {
+    wait_for_matching(rx, secret, event_type, |_| true).await
+}
+
+/// The data of the first `event_type` event whose data passes `wanted`.
+async fn wait_for_matching(rx: &Receiver, secret: &str, event_type: &str, wanted: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + WAIT;
     loop {
-        if let Some((_, data)) = events(rx, secret).into_iter().find(|(t, _)| t == event_type) {
+        if let Some((_, data)) = events(rx, secret).into_iter().find(|(t, d)| t == event_type && wanted(d)) {
             return data;
         }
-        assert!(Instant::now() < deadline, "no {event_type} event; got {:?}", events(rx, secret));
+        assert!(Instant::now() < deadline, "no such {event_type} event; got {:?}", events(rx, secret));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -39,14 +58,9 @@ async fn wait_for_event(rx: &Receiver, secret: &str, event_type: &str) -> Value 
 async fn endpoint_changes_exhausted_deliveries_and_disabling_are_reported() {
     // Two attempts (the first and one retry), disabled at the second failure; the circuit
     // breaker off so that the retry is attempted rather than paused.
-    let extra = "operational_app = \"ops\"\n[delivery]\ndisable_after = \"1ms\"\nretry_schedule = [\"100ms\"]\n\
-                 circuit_failures = 0";
-    let server = Server::start(extra).await;
-    let (status, ops) = server.call("POST", "/api/v1/app/", Some(json!({ "name": "operations", "uid": "ops" }))).await;
-    assert_eq!(status, 201, "{ops}");
-    let ops_app = ops["id"].as_str().expect("ops app id").to_string();
     let ops_rx = Receiver::start().await;
-    let (ops_ep, ops_secret) = server.create_endpoint(&ops_app, json!({ "url": ops_rx.url })).await;
+    let (server, ops_app, ops_ep, ops_secret) =
+        with_operations("disable_after = \"1ms\"\nretry_schedule = [\"100ms\"]", &ops_rx.url).await;
 
     let customer = server.create_app("customer").await;
     let failing = Receiver::scripted(|_, _| Reply::Status(500)).await;
@@ -76,6 +90,12 @@ async fn endpoint_changes_exhausted_deliveries_and_disabling_are_reported() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(wait_for_event(&ops_rx, &ops_secret, "endpoint.updated").await["endpointId"], ep.as_str());
+    // Disabled by hand: reported as such, besides the update.
+    let (status, _) =
+        server.call("PATCH", &format!("/api/v1/app/{customer}/endpoint/{ep}"), Some(json!({ "disabled": true }))).await;
+    assert_eq!(status, 200);
+    let manual = wait_for_matching(&ops_rx, &ops_secret, "endpoint.disabled", |d| d["trigger"] == "manual").await;
+    assert_eq!(manual["endpointId"], ep.as_str());
     let (status, _) = server.call("DELETE", &format!("/api/v1/app/{customer}/endpoint/{ep}"), None).await;
     assert_eq!(status, 204);
     assert_eq!(wait_for_event(&ops_rx, &ops_secret, "endpoint.deleted").await["endpointId"], ep.as_str());
@@ -98,14 +118,9 @@ async fn endpoint_changes_exhausted_deliveries_and_disabling_are_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_delivery_and_its_recovery_are_reported() {
-    let extra =
-        "operational_app = \"ops\"\n[delivery]\nretry_schedule = [\"50ms\", \"50ms\", \"50ms\", \"50ms\", \"50ms\"]\n\
-                 circuit_failures = 0";
-    let server = Server::start(extra).await;
-    let (status, ops) = server.call("POST", "/api/v1/app/", Some(json!({ "name": "operations", "uid": "ops" }))).await;
-    assert_eq!(status, 201, "{ops}");
     let ops_rx = Receiver::start().await;
-    let (_, ops_secret) = server.create_endpoint(ops["id"].as_str().expect("id"), json!({ "url": ops_rx.url })).await;
+    let retries = "retry_schedule = [\"50ms\", \"50ms\", \"50ms\", \"50ms\", \"50ms\"]";
+    let (server, _, _, ops_secret) = with_operations(retries, &ops_rx.url).await;
     let customer = server.create_app("customer").await;
     // Four failures, then the endpoint answers.
     let flaky = Receiver::scripted(|n, _| Reply::Status(if n < 4 { 500 } else { 200 })).await;
@@ -121,6 +136,25 @@ async fn a_failing_delivery_and_its_recovery_are_reported() {
     assert_eq!(flaky.received().len(), 5);
     let types: Vec<String> = events(&ops_rx, &ops_secret).into_iter().map(|(t, _)| t).collect();
     assert_eq!(types.iter().filter(|t| t.starts_with("message.attempt.")).count(), 2, "{types:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operational_apps_own_failures_are_not_reported_to_it() {
+    // The operator's own endpoint is down: its deliveries of operational events fail, run
+    // out of retries and get it disabled, none of which may become an event of its own.
+    let down = Receiver::scripted(|_, _| Reply::Status(500)).await;
+    let (server, ops_app, ops_ep, _) =
+        with_operations("disable_after = \"1ms\"\nretry_schedule = [\"50ms\"]", &down.url).await;
+    let customer = server.create_app("customer").await;
+    let rx = Receiver::start().await;
+    server.create_endpoint(&customer, json!({ "url": rx.url })).await;
+    server.wait_until(&format!("/api/v1/app/{ops_app}/endpoint/{ops_ep}"), WAIT, |e| e["disabled"] == true).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, list) = server.call("GET", &format!("/api/v1/app/{ops_app}/msg/"), None).await;
+    let types: Vec<&str> =
+        list["data"].as_array().expect("messages").iter().filter_map(|m| m["eventType"].as_str()).collect();
+    assert_eq!(types, ["endpoint.created"], "only the customer's endpoint creation");
+    assert_eq!(down.received().len(), 2, "the one event, tried twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -247,6 +247,9 @@ async fn save(s: &AppState, t: &Tenant, mut ep: Endpoint, was_disabled: bool) ->
     // A changed endpoint (a fixed URL, re-enabled) is worth trying at once.
     s.0.dispatcher.retry_endpoint_now(&ep.id);
     operational::endpoint_changed(s, operational::ENDPOINT_UPDATED, &t.app, &ep);
+    if ep.disabled && !was_disabled {
+        operational::endpoint_changed(s, operational::ENDPOINT_DISABLED, &t.app, &ep);
+    }
     Ok(ep)
 }
 

@@ -115,6 +115,13 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        // `sslmode` belongs in `options` (see `open_with`); one left in the URL would be
+        // overridden here, and TLS must never be switched off silently.
+        if config.get_ssl_mode() != tokio_postgres::config::SslMode::Prefer {
+            return Err(StoreError::Database(
+                "give sslmode through the store's options (PgStore::open takes it from the URL)".into(),
+            ));
+        }
         config.ssl_mode(options.tls.ssl_mode());
         let tls = options.tls.connector()?;
         let manager = Manager::from_config(

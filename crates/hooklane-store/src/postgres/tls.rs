@@ -8,9 +8,10 @@
 //! * `require`, `verify-ca` or `verify-full`: TLS or no connection, and the server's
 //!   certificate is always verified: its chain must end at a trusted root and it must name
 //!   the host connected to. (Stricter than libpq's `require` and `verify-ca`, which check
-//!   less: an unverified certificate lets anyone on the path read the traffic.) Trusted roots
-//!   are the Mozilla set (`webpki-roots`, compiled in) plus the certificates of the PEM file
-//!   that `sslrootcert` names, e.g. a cloud provider's CA bundle or a private CA.
+//!   less: an unverified certificate lets anyone on the path read the traffic.) The trusted
+//!   roots are, as with libpq, only the certificates of the PEM file that `sslrootcert`
+//!   names (a cloud provider's CA bundle, a private CA); without `sslrootcert`, or with
+//!   `sslrootcert=system`, the Mozilla set (`webpki-roots`, compiled in).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,8 +29,8 @@ pub enum PgTls {
     /// No TLS.
     #[default]
     Off,
-    /// TLS required, the server's certificate verified against the built-in roots plus
-    /// those in `root_cert` (a PEM file).
+    /// TLS required, the server's certificate verified against the certificates of
+    /// `root_cert` (a PEM file), or the built-in roots when it is `None` or `system`.
     Verified { root_cert: Option<PathBuf> },
 }
 
@@ -55,14 +56,7 @@ impl PgTls {
 
     /// The connector handed to the driver (used only when [`PgTls::ssl_mode`] asks for TLS).
     pub(super) fn connector(&self) -> StoreResult<MakeRustlsConnect> {
-        let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        if let PgTls::Verified { root_cert: Some(path) } = self {
-            for cert in read_certificates(path)? {
-                roots.add(cert).map_err(|e| {
-                    StoreError::Database(format!("sslrootcert {}: unusable certificate: {e}", path.display()))
-                })?;
-            }
-        }
+        let roots = self.roots()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -70,6 +64,23 @@ impl PgTls {
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(MakeRustlsConnect::new(config))
+    }
+}
+
+impl PgTls {
+    /// The certificates a server's chain must end at.
+    fn roots(&self) -> StoreResult<rustls::RootCertStore> {
+        let path = match self {
+            PgTls::Verified { root_cert: Some(path) } if path.as_os_str() != "system" => path,
+            _ => return Ok(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }),
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in read_certificates(path)? {
+            roots.add(cert).map_err(|e| {
+                StoreError::Database(format!("sslrootcert {}: unusable certificate: {e}", path.display()))
+            })?;
+        }
+        Ok(roots)
     }
 }
 
@@ -101,6 +112,20 @@ mod tests {
             assert_eq!(PgTls::from_sslmode(Some(on), root.clone()).unwrap(), PgTls::Verified { root_cert: root });
         }
         assert!(PgTls::from_sslmode(Some("required"), None).is_err());
+    }
+
+    #[cfg(feature = "testing")]
+    #[test]
+    fn a_root_file_replaces_the_built_in_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.example".to_string()]).unwrap();
+        std::fs::write(&path, ca.cert.pem()).unwrap();
+        let own = PgTls::Verified { root_cert: Some(path) }.roots().unwrap();
+        assert_eq!(own.len(), 1, "only the file's certificate is trusted");
+        let system = PgTls::Verified { root_cert: Some(PathBuf::from("system")) }.roots().unwrap();
+        assert_eq!(system.len(), webpki_roots::TLS_SERVER_ROOTS.len());
+        assert_eq!(PgTls::Verified { root_cert: None }.roots().unwrap().len(), system.len());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use hooklane_core::model::{Application, Attempt, Delivery, Endpoint, EventType, Message, Principal};
 use hooklane_core::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 
 use super::rows::{self, ms};
 use super::{db_err, queries, SqliteStore};
@@ -361,10 +361,8 @@ impl Store for SqliteStore {
     async fn find_token(&self, token_hash: &str) -> StoreResult<Option<Principal>> {
         let hash = owned(token_hash);
         self.read(move |c| {
-            let row: Option<Option<String>> = c
-                .prepare_cached("SELECT app_id FROM tokens WHERE hash = ?1")
-                .and_then(|mut s| s.query_row([&hash], |r| r.get(0)).optional())
-                .map_err(db_err)?;
+            let row: Option<Option<String>> =
+                queries::query_opt(c, "SELECT app_id FROM tokens WHERE hash = ?1", [&hash], |r| r.get(0))?;
             Ok(row.map(|app| match app {
                 Some(id) => Principal::App(id),
                 None => Principal::Admin,

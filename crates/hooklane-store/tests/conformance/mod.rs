@@ -1316,7 +1316,9 @@ pub async fn hasten_deliveries_makes_paused_ones_due(store: &DynStore) {
     let late = post(store, &app.id, &[&e1], t).await;
     let leased = post(store, &app.id, &[&e1], t).await;
     let other = post(store, &app.id, &[&e2], t).await;
-    assert_eq!(claim(store, t + secs(1)).await.len(), 4);
+    let done = post(store, &app.id, &[&e1], t).await;
+    assert_eq!(claim(store, t + secs(1)).await.len(), 5);
+    store.record_attempts(vec![outcome(&done.id, &e1, t + secs(1), NextStep::Succeeded)], HOUR).await.unwrap();
     // Paused: `soon` and `other` until t+2m, `late` until t+10m; `leased` stays leased.
     let keys = |m: &[(&Message, &Endpoint)]| m.iter().map(|(m, e)| key(&m.id, &e.id)).collect::<Vec<_>>();
     store.defer_deliveries(keys(&[(&soon, &e1), (&other, &e2)]), t + mins(2)).await.unwrap();
@@ -1330,6 +1332,8 @@ pub async fn hasten_deliveries_makes_paused_ones_due(store: &DynStore) {
     let d = delivery(store, &app.id, &leased.id, &e1.id).await;
     assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 0), "a leased delivery is left to its lease");
     assert_eq!(store.hasten_deliveries(&e1.id, t + mins(5), now).await.unwrap(), 0, "nothing left to hasten");
+    let d = delivery(store, &app.id, &done.id, &e1.id).await;
+    assert_eq!((d.status, d.next_attempt_at), (DeliveryStatus::Success, None), "a finished delivery stays finished");
 }
 
 pub async fn resend_requeues_and_is_scoped(store: &DynStore) {
