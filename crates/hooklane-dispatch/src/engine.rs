@@ -194,14 +194,22 @@ impl Dispatcher {
     }
 
     /// Sends to this endpoint again without waiting for its circuit's cool-down: someone
-    /// changed it or asked for its deliveries by hand (a resend, a recover), which says it
-    /// is worth trying now. This process's circuit is reset, and the deliveries waiting in
-    /// the store that fall due within the longest cool-down (those paused by any node's
-    /// circuit among them, and retries due that soon) are made due now. Other nodes'
-    /// circuits stay as they are; this node takes the work.
+    /// asked for one of its deliveries by hand (a resend), which says it is worth trying
+    /// now. Only this process's circuit is reset; other nodes probe theirs at the end of
+    /// their cool-down.
     pub fn retry_endpoint_now(&self, endpoint_id: &str) {
-        let now = Utc::now();
         self.inner.circuits.forget(endpoint_id);
+        self.inner.wake.notify_one();
+    }
+
+    /// The endpoint was changed (a new URL, re-enabled…) or its failed deliveries recovered:
+    /// as [`Dispatcher::retry_endpoint_now`], and the deliveries waiting in the store that
+    /// fall due within the longest cool-down (those paused by any node's circuit among
+    /// them, and retries due that soon) are made due now, rather than wait out a pause
+    /// that the fix made pointless.
+    pub fn endpoint_fixed(&self, endpoint_id: &str) {
+        let now = Utc::now();
+        self.retry_endpoint_now(endpoint_id);
         let window = chrono::Duration::from_std(self.inner.cfg.circuit_max_cooldown).unwrap_or_default();
         let (inner, endpoint_id) = (self.inner.clone(), endpoint_id.to_string());
         tokio::spawn(async move {
@@ -212,7 +220,6 @@ impl Dispatcher {
             }
             inner.wake.notify_one();
         });
-        self.inner.wake.notify_one();
     }
 
     /// Stops claiming work and waits (up to `grace`) for what is in flight to be recorded.
@@ -268,8 +275,8 @@ fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
 }
 
 /// Hands paused deliveries back, due at the end of their circuit's cool-down, or now for
-/// an endpoint whose circuit was reset meanwhile ([`Dispatcher::retry_endpoint_now`]
-/// racing the pause): looked at before the write and again after it, so a reset that
+/// an endpoint whose circuit was reset meanwhile ([`Dispatcher::endpoint_fixed`] racing
+/// the pause): looked at before the write and again after it, so a reset that
 /// hastened the store's rows just before this write is not undone by it.
 async fn defer_paused(inner: &Inner, groups: HashMap<DateTime<Utc>, Vec<DeliveryKey>>) {
     if groups.is_empty() {

@@ -245,7 +245,7 @@ async fn save(s: &AppState, t: &Tenant, mut ep: Endpoint, was_disabled: bool) ->
     validate(&ep)?;
     s.0.store.update_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
     // A changed endpoint (a fixed URL, re-enabled) is worth trying at once.
-    s.0.dispatcher.retry_endpoint_now(&ep.id);
+    s.0.dispatcher.endpoint_fixed(&ep.id);
     operational::endpoint_changed(s, operational::ENDPOINT_UPDATED, &t.app, &ep);
     if ep.disabled && !was_disabled {
         operational::endpoint_changed(s, operational::ENDPOINT_DISABLED, &t.app, &ep);
@@ -435,7 +435,7 @@ pub async fn recover(
         return Err(ApiError::validation("until", "must be after since"));
     }
     let recovered = s.0.store.recover(&t.app.id, &ep.id, input.since, input.until, Utc::now()).await?;
-    s.0.dispatcher.retry_endpoint_now(&ep.id);
+    s.0.dispatcher.endpoint_fixed(&ep.id);
     let out = RecoverOut { id: new_id(ids::TASK), status: "finished", task: "endpoint.recover", recovered };
     Ok((StatusCode::ACCEPTED, axum::Json(out)))
 }
