@@ -433,6 +433,40 @@ async fn failing_destination_is_retried() {
     assert_eq!(sorted, vec![200, 503, 503], "{attempts}");
 }
 
+/// A destination whose circuit opened gets its paused deliveries at once when the source
+/// is updated with its new URL, not after the cool-down (an hour here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixing_a_destination_sends_its_paused_deliveries_at_once() {
+    let server = Server::start(
+        "[delivery]\ncircuit_failures = 3\ncircuit_cooldown = \"1h\"\ncircuit_max_cooldown = \"1h\"\n\
+         retry_schedule = [\"1h\"]\nper_endpoint_in_flight = 1\n",
+    )
+    .await;
+    let broken = Receiver::scripted(|_, _| Reply::Status(503)).await;
+    let (source, created) = create_source(&server, Provider::Github.spec(&broken.url)).await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let (headers, body, _) = Provider::Github.request(&format!("paused-{i}"), now(), true);
+        let (status, out) = ingest(&server, &source, &headers, &body).await;
+        assert_eq!(status, 200, "{out}");
+        ids.push(out["msgId"].as_str().unwrap().to_string());
+    }
+    broken.wait_for(3, WAIT).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !server.logs().contains("circuit open") {
+        assert!(std::time::Instant::now() < deadline, "the circuit never opened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fixed = Receiver::start().await;
+    let mut dest = created["destinations"][0].clone();
+    dest["url"] = json!(fixed.url);
+    let (status, out) =
+        server.call("PATCH", &format!("/api/v1/source/{source}"), Some(json!({ "destinations": [dest] }))).await;
+    assert_eq!(status, 200, "{out}");
+    let (got, _) = fixed.wait_for_ids(&ids, Duration::from_secs(20)).await;
+    assert!(got >= ids.len());
+}
+
 /// An event-type destination posts the JSON body into another application, fanning out to
 /// its endpoints; a redelivery does not fan out again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -417,7 +417,10 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
         if is_new {
             s.0.store.create_endpoint(ep).await?;
         } else {
+            let id = ep.id.clone();
             s.0.store.update_endpoint(ep).await?;
+            // As for any endpoint changed through the API: worth trying at once.
+            s.0.dispatcher.endpoint_fixed(&id);
         }
     }
     s.0.store.update_source(src.clone()).await.map_err(crate::error::missing("source"))?;
