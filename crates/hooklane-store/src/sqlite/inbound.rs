@@ -3,7 +3,7 @@
 use hooklane_core::inbound::{Deduplication, Verification};
 use hooklane_core::model::{Application, Endpoint, InboundRequest, InboundStatus, Source};
 use rusqlite::types::Value;
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, params_from_iter, Connection, Row, ToSql};
 use serde::de::DeserializeOwned;
 
 use super::queries::{self, execute, query_opt, Select};
@@ -61,8 +61,21 @@ pub fn request(row: &Row) -> rusqlite::Result<InboundRequest> {
     })
 }
 
-fn max_body(s: &Source) -> Option<i64> {
-    s.max_body_bytes.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+/// A source's columns in [`SOURCE_COLS`] order, as `?1`…`?11` of the statements below.
+fn source_values(s: &Source) -> [Box<dyn ToSql + '_>; 11] {
+    [
+        Box::new(&s.id),
+        Box::new(&s.app_id),
+        Box::new(&s.name),
+        Box::new(to_json(&s.verification)),
+        Box::new(s.deduplication.as_ref().map(to_json)),
+        Box::new(to_json(&s.allow_networks)),
+        Box::new(s.max_body_bytes.map(|v| i64::try_from(v).unwrap_or(i64::MAX))),
+        Box::new(to_json(&s.event_destinations)),
+        Box::new(to_json(&s.metadata)),
+        Box::new(ms(s.created_at)),
+        Box::new(ms(s.updated_at)),
+    ]
 }
 
 pub fn create_source(conn: &Connection, s: &Source, app: &Application, endpoints: &[Endpoint]) -> StoreResult<()> {
@@ -73,19 +86,7 @@ pub fn create_source(conn: &Connection, s: &Source, app: &Application, endpoints
     execute(
         conn,
         &format!("INSERT INTO sources ({SOURCE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
-        params![
-            s.id,
-            s.app_id,
-            s.name,
-            to_json(&s.verification),
-            s.deduplication.as_ref().map(to_json),
-            to_json(&s.allow_networks),
-            max_body(s),
-            to_json(&s.event_destinations),
-            to_json(&s.metadata),
-            ms(s.created_at),
-            ms(s.updated_at)
-        ],
+        params_from_iter(source_values(s)),
     )?;
     Ok(())
 }
@@ -100,21 +101,12 @@ pub fn list_sources(conn: &Connection, page: &PageRequest) -> StoreResult<Page<S
 }
 
 pub fn update_source(conn: &Connection, s: &Source) -> StoreResult<()> {
+    // ?2 (app_id) and ?10 (created_at) are bound but not used: they never change.
     let n = execute(
         conn,
-        "UPDATE sources SET name = ?2, verification = ?3, deduplication = ?4, allow_networks = ?5, \
-         max_body_bytes = ?6, event_destinations = ?7, metadata = ?8, updated_at = ?9 WHERE id = ?1",
-        params![
-            s.id,
-            s.name,
-            to_json(&s.verification),
-            s.deduplication.as_ref().map(to_json),
-            to_json(&s.allow_networks),
-            max_body(s),
-            to_json(&s.event_destinations),
-            to_json(&s.metadata),
-            ms(s.updated_at)
-        ],
+        "UPDATE sources SET name = ?3, verification = ?4, deduplication = ?5, allow_networks = ?6, \
+         max_body_bytes = ?7, event_destinations = ?8, metadata = ?9, updated_at = ?11 WHERE id = ?1",
+        params_from_iter(source_values(s)),
     )?;
     if n == 0 {
         return Err(StoreError::NotFound);

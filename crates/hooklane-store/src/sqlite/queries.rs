@@ -7,7 +7,7 @@ use std::sync::Arc;
 use hooklane_core::model::{Application, Attempt, Delivery, Endpoint, EventType, Message};
 use hooklane_core::{DateTime, Utc};
 use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql};
 
 use super::db_err;
 use super::rows::{self, ms, opt_json, to_json};
@@ -183,59 +183,49 @@ pub fn get_event_type(conn: &Connection, name: &str) -> StoreResult<Option<Event
 
 // --- endpoints
 
+/// An endpoint's columns in table order, as `?1`…`?17` of the statements below (each uses
+/// the ones it needs).
+fn endpoint_values(e: &Endpoint) -> [Box<dyn ToSql + '_>; 17] {
+    [
+        Box::new(&e.id),
+        Box::new(&e.app_id),
+        Box::new(&e.uid),
+        Box::new(&e.url),
+        Box::new(&e.description),
+        Box::new(e.version),
+        Box::new(opt_json(&e.filter_types)),
+        Box::new(opt_json(&e.channels)),
+        Box::new(e.disabled),
+        Box::new(e.rate_limit),
+        Box::new(to_json(&e.metadata)),
+        Box::new(to_json(&e.headers)),
+        Box::new(&e.secret),
+        Box::new(to_json(&e.previous_secrets)),
+        Box::new(e.failing_since.map(ms)),
+        Box::new(ms(e.created_at)),
+        Box::new(ms(e.updated_at)),
+    ]
+}
+
 pub fn insert_endpoint(conn: &Connection, e: &Endpoint) -> StoreResult<()> {
     execute(
         conn,
         "INSERT INTO endpoints (id, app_id, uid, url, description, version, filter_types, channels, disabled, rate_limit, \
          metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-        params![
-            e.id,
-            e.app_id,
-            e.uid,
-            e.url,
-            e.description,
-            e.version,
-            opt_json(&e.filter_types),
-            opt_json(&e.channels),
-            e.disabled,
-            e.rate_limit,
-            to_json(&e.metadata),
-            to_json(&e.headers),
-            e.secret,
-            to_json(&e.previous_secrets),
-            e.failing_since.map(ms),
-            ms(e.created_at),
-            ms(e.updated_at)
-        ],
+        params_from_iter(endpoint_values(e)),
     )?;
     Ok(())
 }
 
 pub fn update_endpoint(conn: &Connection, e: &Endpoint) -> StoreResult<()> {
+    // ?16 (created_at) is bound but not used: it never changes.
     let n = execute(
         conn,
         "UPDATE endpoints SET uid = ?3, url = ?4, description = ?5, version = ?6, filter_types = ?7, channels = ?8, \
          disabled = ?9, rate_limit = ?10, metadata = ?11, headers = ?12, secret = ?13, previous_secrets = ?14, \
-         failing_since = ?15, updated_at = ?16 WHERE id = ?1 AND app_id = ?2",
-        params![
-            e.id,
-            e.app_id,
-            e.uid,
-            e.url,
-            e.description,
-            e.version,
-            opt_json(&e.filter_types),
-            opt_json(&e.channels),
-            e.disabled,
-            e.rate_limit,
-            to_json(&e.metadata),
-            to_json(&e.headers),
-            e.secret,
-            to_json(&e.previous_secrets),
-            e.failing_since.map(ms),
-            ms(e.updated_at)
-        ],
+         failing_since = ?15, updated_at = ?17 WHERE id = ?1 AND app_id = ?2",
+        params_from_iter(endpoint_values(e)),
     )?;
     one_row(n)
 }
