@@ -3,11 +3,12 @@
 //! No bearer token: the source's verification is the authentication. In order, a request
 //! is checked against the source's address allow-list, its body size limit, its
 //! verification and its format; a refused request is answered with a 4xx and recorded as
-//! rejected, and nothing of it is forwarded. An accepted request becomes one message of the
+//! rejected (up to a budget per source: [`crate::inbound_budget`]), and nothing of it is
+//! forwarded. An accepted request becomes one message of the
 //! source's application (the provider's delivery id as its `eventId`, so a retried
 //! delivery is a duplicate that is acknowledged and not forwarded again), written durably
 //! before the 200, then forwarded by the dispatcher like any outbound message. Every
-//! request is recorded (`GET /api/v1/source/{id}/request`).
+//! request is recorded (`GET /api/v1/source/{id}/request`), refusals within a budget.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -95,10 +96,16 @@ impl Record<'_> {
         }
     }
 
-    /// Records a refusal and turns it into the answer.
+    /// Records a refusal (within the source's budget, see [`crate::inbound_budget`]) and
+    /// turns it into the answer.
     async fn reject(&self, error: ApiError) -> Response {
         let status = error.status();
-        self.save(InboundStatus::Rejected, status, Some(error.to_string()), None).await;
+        if self.s.0.rejections.take(&self.source.id) {
+            self.save(InboundStatus::Rejected, status, Some(error.to_string()), None).await;
+        } else {
+            metrics::counter!("hooklane_inbound_rejections_unrecorded_total").increment(1);
+            tracing::debug!(source_id = %self.source.id, http_status = status.as_u16(), "inbound request refused, not recorded: over the source's budget");
+        }
         let basic = matches!(self.source.verification, Verification::BasicAuth { .. });
         let mut response = error.into_response();
         if basic && status == StatusCode::UNAUTHORIZED {

@@ -8,6 +8,7 @@ pub mod error;
 mod extract;
 mod idempotency;
 pub mod inbound;
+mod inbound_budget;
 pub mod operational;
 pub mod ops;
 pub mod state;

@@ -46,6 +46,7 @@ pub(crate) struct Shared {
     pub ops: crate::ops::OpsSettings,
     pub operational_app: Option<String>,
     pub cache: crate::cache::TenantCache,
+    pub rejections: crate::inbound_budget::RejectionBudget,
 }
 
 /// How long cached applications and endpoints are trusted (see [`crate::cache`]).
@@ -63,6 +64,7 @@ impl AppState {
             ops: settings.ops,
             operational_app: settings.operational_app.filter(|a| !a.is_empty()),
             cache: crate::cache::TenantCache::new(TENANT_CACHE_TTL),
+            rejections: Default::default(),
         }))
     }
 }

@@ -433,6 +433,37 @@ async fn failing_destination_is_retried() {
     assert_eq!(sorted, vec![200, 503, 503], "{attempts}");
 }
 
+/// A flood of forged requests is refused one by one, but only a budget of them is written
+/// to the request log (it would otherwise fill the disk); genuine requests are still
+/// accepted and recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_forged_requests_is_refused_without_filling_the_log() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let (source, _) = create_source(&server, Provider::Github.spec(&rx.url)).await;
+    let started = std::time::Instant::now();
+    for i in 0..100 {
+        let (headers, body, _) = Provider::Github.request(&format!("forged-{i}"), now(), false);
+        let (status, out) = ingest(&server, &source, &headers, &body).await;
+        assert_eq!(status, 401, "{out}");
+    }
+    let seconds = started.elapsed().as_secs();
+    let recorded = requests(&server, &source).await.len() as u64;
+    // 60 at once, then one a second.
+    assert!(recorded >= 60 && recorded <= 61 + seconds, "{recorded} refusals recorded in {seconds} s");
+    let (headers, body, _) = Provider::Github.request("genuine", now(), true);
+    let (status, out) = ingest(&server, &source, &headers, &body).await;
+    assert_eq!(status, 200, "{out}");
+    let log = requests(&server, &source).await;
+    assert_eq!(log[0]["status"], "accepted", "{}", log[0]);
+    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let unrecorded = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hooklane_inbound_rejections_unrecorded_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(unrecorded, Some((100 - recorded) as f64), "{metrics}");
+}
+
 /// A destination whose circuit opened gets its paused deliveries at once when the source
 /// is updated with its new URL, not after the cool-down (an hour here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
