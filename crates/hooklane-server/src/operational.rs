@@ -54,11 +54,10 @@ pub(crate) fn endpoint_changed(state: &AppState, event_type: &'static str, app: 
     if state.0.operational_app.is_none() {
         return;
     }
-    let mut data = endpoint_data(app, endpoint);
-    if event_type == ENDPOINT_DISABLED {
-        data["failSince"] = json!(endpoint.failing_since);
-        data["trigger"] = json!("manual");
-    }
+    let data = match event_type {
+        ENDPOINT_DISABLED => disabled_data(app, endpoint, "manual"),
+        _ => endpoint_data(app, endpoint),
+    };
     let (state, app_id) = (state.clone(), app.id.clone());
     tokio::spawn(async move {
         match operational_app(&state).await {
@@ -70,6 +69,15 @@ pub(crate) fn endpoint_changed(state: &AppState, event_type: &'static str, app: 
 
 fn endpoint_data(app: &Application, endpoint: &Endpoint) -> Value {
     json!({ "appId": app.id, "appUid": app.uid, "endpointId": endpoint.id, "endpointUid": endpoint.uid })
+}
+
+/// `endpoint.disabled`'s data: the endpoint's, with since when it failed and what disabled
+/// it (`automatic` or `manual`).
+fn disabled_data(app: &Application, endpoint: &Endpoint, trigger: &str) -> Value {
+    let mut data = endpoint_data(app, endpoint);
+    data["failSince"] = json!(endpoint.failing_since);
+    data["trigger"] = json!(trigger);
+    data
 }
 
 /// The event type, subject application and `data` of an engine event; `None` when what it
@@ -86,10 +94,7 @@ async fn engine_event_data(
             else {
                 return Ok(None);
             };
-            let mut data = endpoint_data(&app, &endpoint);
-            data["failSince"] = json!(endpoint.failing_since);
-            data["trigger"] = json!("automatic");
-            Ok(Some((ENDPOINT_DISABLED, data)))
+            Ok(Some((ENDPOINT_DISABLED, disabled_data(&app, &endpoint, "automatic"))))
         }
         EngineEvent::Attempt { news, app_id, msg_id, endpoint_id, attempt_id, attempted_at, response_status } => {
             let Some(app) = store.get_app(&app_id).await? else { return Ok(None) };

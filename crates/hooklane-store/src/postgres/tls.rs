@@ -65,9 +65,7 @@ impl PgTls {
             .with_no_client_auth();
         Ok(MakeRustlsConnect::new(config))
     }
-}
 
-impl PgTls {
     /// The certificates a server's chain must end at.
     fn roots(&self) -> StoreResult<rustls::RootCertStore> {
         let path = match self {
