@@ -27,7 +27,7 @@ use tower_http::normalize_path::NormalizePathLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::api::{app, attempt, auth, endpoint, event_type, message};
+use crate::api::{app, attempt, auth, endpoint, event_type, events, message};
 use crate::error::ApiError;
 pub use crate::state::{AppState, InboundSettings, ServerSettings};
 
@@ -56,7 +56,11 @@ pub fn router(state: AppState) -> Router {
         .route("/{app_id}/msg/{msg_id}/attempt", get(attempt::by_message))
         .route("/{app_id}/msg/{msg_id}/attempt/{attempt_id}", get(attempt::get))
         .route("/{app_id}/attempt/msg/{msg_id}", get(attempt::by_message))
-        .route("/{app_id}/attempt/endpoint/{endpoint_id}", get(attempt::by_endpoint));
+        .route("/{app_id}/attempt/endpoint/{endpoint_id}", get(attempt::by_endpoint))
+        // --- pulling instead of pushes: polling, long-polling, Server-Sent Events
+        .route("/{app_id}/events", get(events::poll))
+        .route("/{app_id}/events/stream", get(events::stream))
+        .route("/{app_id}/events/subscription/{subscription_id}", get(events::subscription));
     let v1 = Router::new()
         .route("/health", get(|| async { StatusCode::NO_CONTENT }))
         .nest("/app", app_routes)
@@ -103,6 +107,11 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let closing = state.0.closing.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.send_replace(true);
+    };
     let app = NormalizePathLayer::trim_trailing_slash().layer(router(state));
     // With the peer address, which inbound sources' address allow-lists check.
     let service = ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app);

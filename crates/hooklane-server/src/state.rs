@@ -47,6 +47,9 @@ pub(crate) struct Shared {
     pub operational_app: Option<String>,
     pub cache: crate::cache::TenantCache,
     pub rejections: crate::inbound_budget::RejectionBudget,
+    /// Turns true when the server starts shutting down: long-polls and event streams,
+    /// which would otherwise hold the graceful shutdown up, end then.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// How long cached applications and endpoints are trusted (see [`crate::cache`]).
@@ -65,6 +68,7 @@ impl AppState {
             operational_app: settings.operational_app.filter(|a| !a.is_empty()),
             cache: crate::cache::TenantCache::new(TENANT_CACHE_TTL),
             rejections: Default::default(),
+            closing: tokio::sync::watch::Sender::new(false),
         }))
     }
 }

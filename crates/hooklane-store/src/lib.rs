@@ -134,6 +134,27 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    // --- pulling: the stream of an application's messages, for consumers that poll,
+    // long-poll or listen to Server-Sent Events instead of receiving pushes.
+    /// Up to `query.limit` messages of the application after `query.after`, in the order
+    /// they became durable: a message is never read before it is durable, and a reader
+    /// that carries `next` from one read to the next sees every message once, whatever
+    /// the order in which concurrent writes committed.
+    async fn read_message_events(&self, app_id: &str, query: &EventsQuery) -> StoreResult<EventsPage>;
+    /// Changes whenever messages may have joined the stream (on a shared store, written by
+    /// any node): long-polls and streams wait on it, then read again.
+    fn message_events_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// The position a server-side subscription (`GET .../events/subscription/{id}`) reached.
+    async fn get_events_subscription(&self, app_id: &str, id: &str) -> StoreResult<Option<EventPosition>>;
+    /// Creates or moves a server-side subscription.
+    async fn set_events_subscription(
+        &self,
+        app_id: &str,
+        id: &str,
+        position: EventPosition,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
     // --- inbound sources
     /// Creates a source together with the application it owns and that application's
     /// first endpoints (the source's URL destinations), in one transaction. Applications

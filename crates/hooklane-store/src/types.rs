@@ -245,3 +245,62 @@ impl MessageSummary {
         }
     }
 }
+
+/// A place in an application's stream of messages (what consumers pulling instead of
+/// receiving pushes read). Positions follow the order in which messages became durable,
+/// not their ids: ids are made before the write, and two writes can commit out of id
+/// order, so a reader walking ids could pass over one committed a moment later.
+///
+/// What the two numbers hold is the store's business (SQLite: `0` and the message's
+/// sequence number; PostgreSQL: the writing transaction's id and the sequence number).
+/// Positions are ordered; [`EventPosition::START`] lies before every message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct EventPosition {
+    pub major: i64,
+    pub minor: i64,
+}
+
+impl EventPosition {
+    pub const START: EventPosition = EventPosition { major: 0, minor: 0 };
+}
+
+/// The text form clients carry as an iterator (and SSE `id`): `major.minor`.
+impl std::fmt::Display for EventPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+impl std::str::FromStr for EventPosition {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (major, minor) = s.split_once('.').ok_or(())?;
+        let parse = |n: &str| n.parse::<i64>().ok().filter(|v| *v >= 0 && !n.starts_with('+'));
+        Ok(EventPosition { major: parse(major).ok_or(())?, minor: parse(minor).ok_or(())? })
+    }
+}
+
+/// What [`crate::Store::read_message_events`] reads.
+#[derive(Debug, Clone)]
+pub struct EventsQuery {
+    /// Messages after this position.
+    pub after: EventPosition,
+    /// Only messages created after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only messages of these event types.
+    pub event_types: Option<Vec<String>>,
+    /// Only messages on at least one of these channels.
+    pub channels: Option<Vec<String>>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventsPage {
+    /// In stream order, each with its position.
+    pub messages: Vec<(EventPosition, Message)>,
+    /// Where the next read starts: the last message's position, or, when `done`, the
+    /// stream's durable end as of this read (so filtered-out messages are not read again).
+    pub next: EventPosition,
+    /// Nothing that passes the filter lies between the last message and `next`.
+    pub done: bool,
+}

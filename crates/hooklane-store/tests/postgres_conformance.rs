@@ -13,10 +13,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hooklane_core::model::DeliveryStatus;
+use hooklane_core::model::{DeliveryStatus, Message};
 use hooklane_store::postgres::testing::TestDatabase;
 use hooklane_store::postgres::PgStore;
-use hooklane_store::{DynStore, NextStep, StoreError};
+use hooklane_store::{DynStore, EventPosition, EventsQuery, NextStep, StoreError};
 use tokio_postgres::NoTls;
 
 /// A new, empty store on a database of its own, dropped with the returned guard.
@@ -54,7 +54,7 @@ async fn reopen_keeps_data() {
     }
     let store: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
     assert_eq!(store.get_app("persist").await.unwrap(), Some(app));
-    assert_eq!(migrations(&db).await, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(migrations(&db).await, vec![1, 2, 3, 4, 5, 6, 7]);
 }
 
 /// Several nodes starting at once on an empty database: every open succeeds and each
@@ -70,7 +70,7 @@ async fn concurrent_opens_migrate_once() {
     while let Some(r) = opens.join_next().await {
         r.unwrap().expect("concurrent open");
     }
-    assert_eq!(migrations(&db).await, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(migrations(&db).await, vec![1, 2, 3, 4, 5, 6, 7]);
 }
 
 /// `hooklane_store::open` recognizes both URL schemes and hooklane's `pool_max_size`.
@@ -207,6 +207,118 @@ async fn unleased_work_wakes_other_nodes() {
     let msg = conformance::new_message(&app.id, "user.created", t);
     node_a.create_message(msg, vec![ep.id.clone()], Some(t + conformance::secs(60))).await.unwrap();
     assert!(tokio::time::timeout(Duration::from_millis(500), quiet).await.is_err(), "leased work woke other nodes");
+}
+
+/// The stream of an application's messages never passes over a write still in flight: a
+/// message whose transaction began first (a smaller transaction id, and here a smaller
+/// message id too) but commits after a later one is read, in its place, once it commits.
+/// Messages written through the store announce themselves to every node (`NOTIFY` in the
+/// ingest statement), and a write that inserts nothing announces nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_never_pass_over_a_write_in_flight() {
+    let db = TestDatabase::create().await;
+    let node_a: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+    let node_b: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+    let t = conformance::now_ms();
+    let app = conformance::setup_app(&node_a, "A").await;
+    // B's LISTEN connection bumps the signal once when it comes up; from then on only
+    // notifications do.
+    let mut signal = node_b.message_events_signal();
+    tokio::time::timeout(Duration::from_secs(10), signal.wait_for(|v| *v > 0))
+        .await
+        .expect("B's LISTEN connection comes up")
+        .unwrap();
+    let read = |after: EventPosition| {
+        let (store, app_id) = (node_a.clone(), app.id.clone());
+        async move {
+            let q = EventsQuery { after, since: None, event_types: None, channels: None, limit: 10 };
+            store.read_message_events(&app_id, &q).await.expect("read_message_events")
+        }
+    };
+
+    // A writer that began first and is still open.
+    let mut raw = sql(&db).await;
+    let tx = raw.transaction().await.unwrap();
+    let mut early = conformance::new_message(&app.id, "user.created", t);
+    early.channels = Some(vec!["eu".into()]);
+    tx.execute(
+        "INSERT INTO messages (id, app_id, event_type, payload, channels, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&early.id, &early.app_id, &early.event_type, &early.payload, &early.channels, &t.timestamp_millis()],
+    )
+    .await
+    .unwrap();
+    // A later write, through the store, commits first.
+    let later = conformance::post(&node_a, &app.id, &[], t).await;
+    assert!(early.id < later.id);
+    tokio::time::timeout(Duration::from_secs(5), signal.changed())
+        .await
+        .expect("node B was not told of node A's message")
+        .unwrap();
+    assert_eq!(node_b.get_message(&app.id, &later.id).await.unwrap(), Some(later.clone()), "committed");
+    let first = read(EventPosition::START).await;
+    assert!(first.messages.is_empty(), "read past a write in flight: {:?}", first.messages);
+    assert!(first.done);
+
+    tx.commit().await.unwrap();
+    // Both become readable once every transaction begun before them (in the whole cluster,
+    // which other tests share) has finished: read on, carrying `next`, until they are.
+    let (mut got, mut next) = (Vec::new(), first.next);
+    for _ in 0..500 {
+        let page = read(next).await;
+        assert!(page.next >= next, "positions never go back");
+        got.extend(page.messages);
+        next = page.next;
+        if got.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let messages: Vec<&Message> = got.iter().map(|(_, m)| m).collect();
+    assert_eq!(messages, vec![&early, &later], "the earlier writer's message first, nothing passed over");
+    assert!(first.next < got[0].0 && got[0].0 < got[1].0 && got[1].0 <= next, "{got:?}");
+    let rest = read(next).await;
+    assert!(rest.messages.is_empty(), "each message once: {:?}", rest.messages);
+    assert!(rest.done && rest.next >= next);
+
+    // A write that inserts nothing (a duplicate eventId) notifies nothing.
+    let mut dup = conformance::new_message(&app.id, "user.created", t);
+    dup.event_id = Some("evt-1".into());
+    node_a.create_message(dup, vec![], None).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), signal.changed()).await.expect("told of the first").unwrap();
+    let mut again = conformance::new_message(&app.id, "user.created", t);
+    again.event_id = Some("evt-1".into());
+    conformance::assert_conflict(node_a.create_message(again, vec![], None).await, "a duplicate eventId");
+    assert!(tokio::time::timeout(Duration::from_millis(500), signal.changed()).await.is_err(), "told of nothing");
+}
+
+/// Stream order compares transaction ids as numbers (9 before 10), whatever the order of
+/// the sequence numbers: here two rows written with old transaction ids, the larger first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_order_transaction_ids_as_numbers() {
+    let (store, db) = fresh_store().await;
+    let t = conformance::now_ms();
+    let app = conformance::setup_app(&store, "A").await;
+    let (ten, nine) =
+        (conformance::new_message(&app.id, "user.created", t), conformance::new_message(&app.id, "user.created", t));
+    for (m, xid) in [(&ten, "10"), (&nine, "9")] {
+        sql(&db)
+            .await
+            .execute(
+                "INSERT INTO messages (id, app_id, event_type, payload, created_at, xid) \
+                 VALUES ($1, $2, $3, $4, $5, $6::text::xid8)",
+                &[&m.id, &m.app_id, &m.event_type, &m.payload, &t.timestamp_millis(), &xid],
+            )
+            .await
+            .unwrap();
+    }
+    let q = EventsQuery { after: EventPosition::START, since: None, event_types: None, channels: None, limit: 1 };
+    let first = store.read_message_events(&app.id, &q).await.unwrap();
+    assert_eq!(first.messages.iter().map(|(p, m)| (p.major, &m.id)).collect::<Vec<_>>(), vec![(9, &nine.id)]);
+    assert!(!first.done);
+    let q = EventsQuery { after: first.next, limit: 10, ..q };
+    let rest = store.read_message_events(&app.id, &q).await.unwrap();
+    assert_eq!(rest.messages.iter().map(|(p, m)| (p.major, &m.id)).collect::<Vec<_>>(), vec![(10, &ten.id)]);
+    assert!(rest.done && rest.next > rest.messages[0].0);
 }
 
 /// `sslmode=require` (and stricter) connects over TLS only, and only to a server whose

@@ -123,3 +123,57 @@ async fn three_nodes_one_killed_nothing_lost() {
     }
     drop(nodes);
 }
+
+/// Pulling on a cluster: a node's stream holds every node's messages, each once, and a
+/// long-poll on one node is answered by a message posted to another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulling_sees_every_nodes_messages() {
+    let db = TestDatabase::create().await;
+    let nodes = [Server::start(&node_config(&db)).await, Server::start(&node_config(&db)).await];
+    let app = nodes[0].create_app("pull-cluster").await;
+
+    // Posted to both nodes at once, so their writes interleave.
+    let app_id = app.as_str();
+    let posts = (0..40).map(|i| {
+        let node = &nodes[i % 2];
+        let body = json!({ "eventType": "cluster.pull", "payload": { "i": i } });
+        async move {
+            let (status, out) = node.call("POST", &format!("/api/v1/app/{app_id}/msg/"), Some(body)).await;
+            assert_eq!(status, 202, "{out}");
+            out["id"].as_str().unwrap().to_string()
+        }
+    });
+    let mut posted: Vec<String> = futures::future::join_all(posts).await;
+    let mut seen = Vec::new();
+    let mut iterator = String::from("0.0");
+    for _ in 0..50 {
+        let (status, page) =
+            nodes[1].call("GET", &format!("/api/v1/app/{app}/events?limit=7&iterator={iterator}"), None).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(page["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()));
+        iterator = page["iterator"].as_str().unwrap().to_string();
+        if seen.len() >= posted.len() && page["done"] == true {
+            break;
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "a message was read twice");
+    posted.sort();
+    assert_eq!(sorted, posted);
+
+    // A long-poll on node 1, answered by a message posted to node 0.
+    let waiting = {
+        let client = nodes[1].client.clone();
+        let url = nodes[1].url(&format!("/api/v1/app/{app}/events?iterator={iterator}&wait=30"));
+        tokio::spawn(async move {
+            read(client.get(url).header("authorization", format!("Bearer {ADMIN}")).send().await.unwrap()).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = nodes[0].send_message(&app, "cluster.pull", json!({ "late": true })).await;
+    let (status, page) = waiting.await.unwrap();
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["data"][0]["id"], json!(id), "{page}");
+}

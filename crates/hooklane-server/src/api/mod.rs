@@ -6,6 +6,7 @@ pub mod attempt;
 pub mod auth;
 pub mod endpoint;
 pub mod event_type;
+pub mod events;
 pub mod message;
 pub mod source;
 pub mod stats;

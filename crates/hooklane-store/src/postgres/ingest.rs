@@ -12,7 +12,7 @@ use hooklane_core::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::rows::{ms, opt_json, to_json};
-use super::{db_err, pool_err, DUE_CHANNEL};
+use super::{db_err, pool_err, DUE_CHANNEL, MESSAGES_CHANNEL};
 use crate::{StoreError, StoreResult};
 
 /// Messages written together at most.
@@ -135,7 +135,10 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashSet<String>>
     }
     // Data-modifying CTEs all run to completion; deliveries are written only for the
     // messages that were (ON CONFLICT DO NOTHING skips duplicates, so a duplicate in the
-    // batch costs only itself).
+    // batch costs only itself). When any message was written, the transaction notifies
+    // MESSAGES_CHANNEL (delivered at commit, to every node): the uncorrelated subquery is an
+    // InitPlan, run once, and only when the first row is returned; its `EXISTS` keeps a batch
+    // of duplicates quiet even if it ran earlier. Its column is not read.
     let rows = client
         .query(
             "WITH input AS ( \
@@ -158,7 +161,7 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashSet<String>>
                      AS k(msg_id, endpoint_id, app_id, due, leased, at) \
                  JOIN m ON m.id = k.msg_id \
                  RETURNING 1 \
-             ) SELECT id FROM m",
+             ) SELECT id, (SELECT pg_notify($17, '') WHERE EXISTS (SELECT 1 FROM m)) FROM m",
             &[
                 &ids,
                 &apps,
@@ -176,6 +179,7 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashSet<String>>
                 &d_due,
                 &d_leased,
                 &d_at,
+                &MESSAGES_CHANNEL,
             ],
         )
         .await

@@ -19,6 +19,10 @@
 //!   an acknowledged write is durable, as with SQLite's `synchronous = FULL`).
 //! * `release_all_leases` releases the leases of every node sharing the database: a
 //!   multi-node deployment must not call it at start-up (see the method's docs).
+//! * An application's stream of messages (for consumers that pull) is ordered by the
+//!   writing transaction's id, then a sequence number, and read only below the reading
+//!   snapshot's xmin, so a write still in flight is never passed over; every transaction that
+//!   wrote messages notifies `hooklane_messages` at commit, which every node listens to.
 //! * Schema migrations are versioned in `schema_migrations` and run at open under an
 //!   advisory lock, so nodes starting together do not race.
 //!
@@ -84,10 +88,16 @@ pub struct PgStore {
     ingest: tokio::sync::mpsc::UnboundedSender<ingest::IngestJob>,
     /// Signalled on every `NOTIFY hooklane_due` from any node (see [`listen_for_due`]).
     wakeups: Arc<Notify>,
+    /// Counts every `NOTIFY hooklane_messages` from any node (see [`listen_for_due`]):
+    /// what [`crate::Store::message_events_signal`] hands out.
+    events: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// The channel nodes use to tell each other that work may be due now.
 const DUE_CHANNEL: &str = "hooklane_due";
+/// The channel every transaction that wrote messages notifies at commit (see [`ingest`]),
+/// for readers of the messages' stream waiting for more.
+const MESSAGES_CHANNEL: &str = "hooklane_messages";
 /// Wait before re-opening a dropped `LISTEN` connection.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
@@ -142,9 +152,10 @@ impl PgStore {
             tracing::info!(applied, "postgres schema migrated");
         }
         let wakeups = Arc::new(Notify::new());
-        tokio::spawn(listen_for_due(config, tls, Arc::downgrade(&wakeups)));
+        let events = Arc::new(tokio::sync::watch::Sender::new(0));
+        tokio::spawn(listen_for_due(config, tls, Arc::downgrade(&wakeups), Arc::downgrade(&events)));
         let ingest = ingest::start(pool.clone());
-        Ok(PgStore { pool, ingest, wakeups })
+        Ok(PgStore { pool, ingest, wakeups, events })
     }
 
     /// Tells every node listening (this one included) that deliveries may be due now. A
@@ -165,10 +176,24 @@ impl PgStore {
     }
 }
 
-/// Holds one connection that `LISTEN`s on [`DUE_CHANNEL`] and signals `wakeups` for each
-/// notification, reconnecting when the connection drops. Ends when the store is dropped.
-async fn listen_for_due(config: tokio_postgres::Config, tls: MakeRustlsConnect, wakeups: Weak<Notify>) {
+/// Holds one connection that `LISTEN`s on [`DUE_CHANNEL`] and [`MESSAGES_CHANNEL`]: signals
+/// `wakeups` for each notification on the first, bumps `events` for each on the second (and
+/// once the connection is listening, for messages written while it was down), reconnecting
+/// when the connection drops. Ends when the store is dropped.
+async fn listen_for_due(
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    wakeups: Weak<Notify>,
+    events: Weak<tokio::sync::watch::Sender<u64>>,
+) {
     use futures::StreamExt;
+    let bump = |events: &Weak<tokio::sync::watch::Sender<u64>>| match events.upgrade() {
+        Some(e) => {
+            e.send_modify(|v| *v = v.wrapping_add(1));
+            true
+        }
+        None => false,
+    };
     loop {
         if wakeups.strong_count() == 0 {
             return;
@@ -176,7 +201,7 @@ async fn listen_for_due(config: tokio_postgres::Config, tls: MakeRustlsConnect, 
         match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-                let statement = format!("LISTEN {DUE_CHANNEL}");
+                let statement = format!("LISTEN {DUE_CHANNEL}; LISTEN {MESSAGES_CHANNEL}");
                 let listen = client.batch_execute(&statement);
                 // The connection must be driven for LISTEN itself to complete.
                 let mut listen = std::pin::pin!(listen);
@@ -189,8 +214,16 @@ async fn listen_for_due(config: tokio_postgres::Config, tls: MakeRustlsConnect, 
                                 break;
                             }
                             listening = true;
+                            if !bump(&events) {
+                                return;
+                            }
                         }
                         message = messages.next() => match message {
+                            Some(Ok(AsyncMessage::Notification(n))) if n.channel() == MESSAGES_CHANNEL => {
+                                if !bump(&events) {
+                                    return;
+                                }
+                            }
                             Some(Ok(AsyncMessage::Notification(_))) => match wakeups.upgrade() {
                                 Some(w) => w.notify_one(),
                                 None => return,

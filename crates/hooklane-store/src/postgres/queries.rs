@@ -16,8 +16,8 @@ use super::rows::{self, ms, opt_json, opt_u32, qualified, to_json};
 use crate::queries_shared::FairClaim;
 use crate::queries_shared::{ago, fold_health, fold_timeline, latency_bucket_sql, message_state_sql, AttemptGroup};
 use crate::{
-    AttemptFilter, AttemptOutcome, DeliveryKey, Job, MessageFilter, NextStep, Page, PageRequest, StoreError,
-    StoreResult,
+    AttemptFilter, AttemptOutcome, DeliveryKey, EventPosition, EventsPage, EventsQuery, Job, MessageFilter, NextStep,
+    Page, PageRequest, StoreError, StoreResult,
 };
 
 type Param = Box<dyn ToSql + Sync + Send>;
@@ -95,6 +95,15 @@ impl Select {
         }
     }
 
+    /// The statement so far: the SELECT with its conditions.
+    fn sql(&self) -> String {
+        if self.conditions.is_empty() {
+            self.base.clone()
+        } else {
+            format!("{} WHERE {}", self.base, self.conditions.join(" AND "))
+        }
+    }
+
     /// Runs the query as one page ordered by `key` (a unique column, so the order is stable).
     pub async fn page<C: GenericClient, T>(
         mut self,
@@ -108,11 +117,7 @@ impl Select {
             self = self.and(&format!("{key} {op} ?"), [text(it)]);
         }
         let limit = page.limit.max(1);
-        let mut sql = self.base;
-        if !self.conditions.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&self.conditions.join(" AND "));
-        }
+        let mut sql = self.sql();
         let dir = if page.descending { "DESC" } else { "ASC" };
         self.params.push(Box::new(limit_param(limit + 1)));
         sql.push_str(&format!(" ORDER BY {key} {dir} LIMIT ${}", self.params.len()));
@@ -172,6 +177,7 @@ pub async fn delete_app<C: GenericClient>(c: &C, app_id: &str) -> StoreResult<()
         "DELETE FROM messages WHERE app_id = $1",
         "DELETE FROM endpoints WHERE app_id = $1",
         "DELETE FROM tokens WHERE app_id = $1",
+        "DELETE FROM events_subscriptions WHERE app_id = $1",
     ] {
         execute(c, sql, &[&app_id]).await?;
     }
@@ -786,6 +792,89 @@ pub async fn recover<C: GenericClient>(
 
 pub async fn release_all_leases<C: GenericClient>(c: &C, now: i64) -> StoreResult<u64> {
     execute(c, "UPDATE deliveries SET leased = false, due_at = $1 WHERE status = 1 AND leased", &[&now]).await
+}
+
+// --- pulling
+
+/// Up to `q.limit` messages of the application after `q.after`, in stream order: by
+/// `(xid, seq)`, the writing transaction's id then the sequence number (see the schema's
+/// pulling migration). Only rows written by transactions below the statement's snapshot
+/// xmin are read: every transaction below it has finished, so no message can appear there
+/// later, and a reader carrying `next` passes over none whatever the order in which
+/// concurrent writes commit. The xmin and the rows come from one snapshot (one statement);
+/// the lateral join still yields the xmin when no row does. `xid8` values travel as text
+/// (the driver has no binary mapping for them).
+pub async fn read_message_events<C: GenericClient>(c: &C, app_id: &str, q: &EventsQuery) -> StoreResult<EventsPage> {
+    let limit = q.limit.max(1);
+    // Named apart from the columns: `ORDER BY xid` must sort the xid8 column, not its text.
+    let mut select = Select::new(&format!("xid::text AS major, seq AS minor, {}", rows::MESSAGE_COLS), "messages")
+        .and("app_id = ?", [text(app_id)])
+        .and("(xid, seq) > (?::text::xid8, ?)", [text(q.after.major.to_string()), int(q.after.minor)])
+        .and("xid < h.xmin", [])
+        .and_if(q.since, "created_at > ?", |t| int(ms(t)));
+    if let Some(types) = q.event_types.as_ref().filter(|t| !t.is_empty()) {
+        select = select.and("event_type = ANY(?)", [Box::new(types.clone()) as Param]);
+    }
+    if let Some(channels) = q.channels.as_ref().filter(|c| !c.is_empty()) {
+        select = select.and("channels && ?::text[]", [Box::new(channels.clone()) as Param]);
+    }
+    select.params.push(int(limit_param(limit)));
+    let sql = format!(
+        "WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
+         SELECT h.xmin::text, m.* FROM h LEFT JOIN LATERAL ({} ORDER BY xid, seq LIMIT ${}) m ON true",
+        select.sql(),
+        select.params.len()
+    );
+    let params: Vec<&(dyn ToSql + Sync)> = select.params.iter().map(|p| p.as_ref() as _).collect();
+    let found = query(c, &sql, &params).await?;
+    let xid = |row: &Row, idx: usize| -> StoreResult<Option<i64>> {
+        let v: Option<&str> = rows::get(row, idx)?;
+        v.map(|v| v.parse().map_err(|_| StoreError::Corrupt(format!("column {idx}: transaction id {v}")))).transpose()
+    };
+    let mut xmin = 0;
+    let mut messages = Vec::with_capacity(found.len());
+    for row in &found {
+        xmin = xid(row, 0)?.unwrap_or_default();
+        if let Some(major) = xid(row, 1)? {
+            let position = EventPosition { major, minor: rows::get(row, 2)? };
+            messages.push((position, rows::message(row, 3)?));
+        }
+    }
+    let done = messages.len() < limit;
+    let next = match messages.last() {
+        Some((last, _)) if !done => *last,
+        _ => q.after.max(EventPosition { major: xmin, minor: 0 }),
+    };
+    Ok(EventsPage { messages, next, done })
+}
+
+pub async fn get_events_subscription<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    id: &str,
+) -> StoreResult<Option<EventPosition>> {
+    let row =
+        query_opt(c, "SELECT major, minor FROM events_subscriptions WHERE app_id = $1 AND id = $2", &[&app_id, &id])
+            .await?;
+    row.map(|r| Ok(EventPosition { major: rows::get(&r, 0)?, minor: rows::get(&r, 1)? })).transpose()
+}
+
+pub async fn set_events_subscription<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    id: &str,
+    position: EventPosition,
+    now: i64,
+) -> StoreResult<()> {
+    execute(
+        c,
+        "INSERT INTO events_subscriptions (app_id, id, major, minor, updated_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (app_id, id) DO UPDATE \
+         SET major = excluded.major, minor = excluded.minor, updated_at = excluded.updated_at",
+        &[&app_id, &id, &position.major, &position.minor, &now],
+    )
+    .await?;
+    Ok(())
 }
 
 // --- attempts

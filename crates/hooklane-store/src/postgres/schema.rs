@@ -178,6 +178,30 @@ DROP INDEX deliveries_due;
 CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
 CREATE INDEX inbound_requests_by_time ON inbound_requests (received_at);
 "#,
+    // Pulling (polling, long-polling, Server-Sent Events): consumers walk an application's
+    // messages in the order they became durable, which ids do not give (an id is made before
+    // its write, and writes can commit out of id order). A message's place is `(xid, seq)`:
+    // the id of the transaction that wrote it, then a sequence number (in write order within
+    // that transaction). Sequence numbers alone would not do either: they are taken at
+    // insert, not at commit, so a smaller one can commit after a larger one is read. Readers
+    // take only rows whose `xid` lies below their snapshot's xmin: every transaction below it
+    // has finished, so nothing can ever appear there later (see `read_message_events`).
+    // `xid8` (64 bits, epoch included) never wraps around; existing messages all get this
+    // migration's transaction id, in `seq` order. Server-side subscriptions keep their
+    // position.
+    r#"
+ALTER TABLE messages ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY,
+    ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id();
+CREATE INDEX messages_events ON messages (app_id, xid, seq);
+CREATE TABLE events_subscriptions (
+    app_id TEXT COLLATE "C" NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
+    major BIGINT NOT NULL,
+    minor BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (app_id, id)
+);
+"#,
 ];
 
 /// Brings the schema up to date; returns how many migrations ran.

@@ -258,6 +258,29 @@ impl Store for PgStore {
         Some(self.wakeups.clone())
     }
 
+    // --- pulling
+    async fn read_message_events(&self, app_id: &str, query: &EventsQuery) -> StoreResult<EventsPage> {
+        queries::read_message_events(&self.client().await?, app_id, query).await
+    }
+
+    fn message_events_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events.subscribe()
+    }
+
+    async fn get_events_subscription(&self, app_id: &str, id: &str) -> StoreResult<Option<EventPosition>> {
+        queries::get_events_subscription(&self.client().await?, app_id, id).await
+    }
+
+    async fn set_events_subscription(
+        &self,
+        app_id: &str,
+        id: &str,
+        position: EventPosition,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        queries::set_events_subscription(&self.client().await?, app_id, id, position, ms(now)).await
+    }
+
     // --- inbound sources
     async fn create_source(
         &self,

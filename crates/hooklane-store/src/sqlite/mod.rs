@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use self::writer::{NoopJob, ToWriter, TypedJob};
 
@@ -40,6 +40,9 @@ const STATEMENT_CACHE: usize = 128;
 pub struct SqliteStore {
     writer: mpsc::Sender<ToWriter>,
     readers: Arc<ReadPool>,
+    /// The highest message sequence number on disk: the end of the stream pull readers
+    /// may see (a commit is visible to readers before the sync thread flushed it).
+    durable_seq: watch::Receiver<u64>,
 }
 
 impl SqliteStore {
@@ -74,9 +77,16 @@ impl SqliteStore {
         )
         .map_err(db_err)?;
         schema::migrate(&mut conn)?;
-        let tx = writer::start(conn, &path)?;
+        // Whatever the last run committed is what readers may now see: make sure it is on
+        // disk (a crash between its commit and its flush left it in the OS cache only).
+        match writer::sync_wal(&writer::wal_path(&path)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(StoreError::Database(e.to_string())),
+            _ => {}
+        }
+        let (durable_seq, durable_seen) = watch::channel(writer::last_message_seq(&conn));
+        let tx = writer::start(conn, &path, durable_seq)?;
         let readers = Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) });
-        Ok(SqliteStore { writer: tx, readers })
+        Ok(SqliteStore { writer: tx, readers, durable_seq: durable_seen })
     }
 
     /// Runs `f` in a savepoint of its own inside the next group-committed transaction;

@@ -14,7 +14,10 @@ use super::rows::{self, ms, opt_json, to_json};
 use crate::queries_shared::{
     fold_health, fold_timeline, latency_bucket_sql, message_state_sql, AttemptGroup, FairClaim,
 };
-use crate::{AttemptFilter, Job, MessageFilter, NextStep, Page, PageRequest, StoreError, StoreResult};
+use crate::{
+    AttemptFilter, EventPosition, EventsPage, EventsQuery, Job, MessageFilter, NextStep, Page, PageRequest, StoreError,
+    StoreResult,
+};
 
 /// A SELECT under construction: conditions joined with AND, positional parameters.
 pub struct Select {
@@ -41,6 +44,16 @@ impl Select {
         }
     }
 
+    /// The statement so far (`SELECT … WHERE …`), without order or limit.
+    pub fn sql(&self) -> String {
+        let mut sql = self.base.clone();
+        if !self.conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&self.conditions.join(" AND "));
+        }
+        sql
+    }
+
     /// Runs the query as one page ordered by `key` (an id column, so the order is stable).
     pub fn page<T>(
         mut self,
@@ -54,11 +67,7 @@ impl Select {
             self = self.and(&format!("{key} {op} ?"), [Value::Text(it.clone())]);
         }
         let limit = page.limit.max(1);
-        let mut sql = self.base;
-        if !self.conditions.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&self.conditions.join(" AND "));
-        }
+        let mut sql = self.sql();
         let dir = if page.descending { "DESC" } else { "ASC" };
         sql.push_str(&format!(" ORDER BY {key} {dir} LIMIT {}", limit + 1));
         let mut items = query_all(conn, &sql, params_from_iter(self.params), map)?;
@@ -140,7 +149,7 @@ pub fn get_app(conn: &Connection, id_or_uid: &str) -> StoreResult<Option<Applica
 }
 
 pub fn delete_app(conn: &Connection, app_id: &str) -> StoreResult<()> {
-    for table in ["attempts", "deliveries", "messages", "endpoints", "tokens"] {
+    for table in ["attempts", "deliveries", "messages", "endpoints", "tokens", "events_subscriptions"] {
         execute(conn, &format!("DELETE FROM {table} WHERE app_id = ?1"), [app_id])?;
     }
     one_row(execute(conn, "DELETE FROM applications WHERE id = ?1", [app_id])?)
@@ -325,6 +334,64 @@ fn message_select(app_id: &str, f: &MessageFilter) -> Select {
         .and_if(f.tag.clone(), "EXISTS (SELECT 1 FROM json_each(messages.tags) WHERE value = ?)", text)
         .and_if(f.before, "created_at < ?", |t| int(ms(t)))
         .and_if(f.after, "created_at > ?", |t| int(ms(t)))
+}
+
+/// The application's messages after `q.after` up to sequence number `durable_seq`, in
+/// sequence order (the writer's commit order). Positions are `(0, seq)`.
+pub fn read_message_events(
+    conn: &Connection,
+    app_id: &str,
+    q: &EventsQuery,
+    durable_seq: i64,
+) -> StoreResult<EventsPage> {
+    let mut select = Select::new(&format!("{}, seq", rows::MESSAGE_COLS), "messages")
+        .and("app_id = ?", [text(app_id)])
+        .and("seq > ? AND seq <= ?", [int(q.after.minor), int(durable_seq)])
+        .and_if(q.since, "created_at > ?", |t| int(ms(t)));
+    if let Some(types) = q.event_types.as_ref().filter(|t| !t.is_empty()) {
+        let marks = vec!["?"; types.len()].join(", ");
+        select = select.and(&format!("event_type IN ({marks})"), types.iter().map(|t| text(t.as_str())));
+    }
+    if let Some(channels) = q.channels.as_ref().filter(|c| !c.is_empty()) {
+        let marks = vec!["?"; channels.len()].join(", ");
+        select = select.and(
+            &format!("EXISTS (SELECT 1 FROM json_each(messages.channels) WHERE value IN ({marks}))"),
+            channels.iter().map(|c| text(c.as_str())),
+        );
+    }
+    let limit = q.limit.max(1);
+    let sql = format!("{} ORDER BY seq LIMIT {limit}", select.sql());
+    let messages: Vec<(EventPosition, Message)> = query_all(conn, &sql, params_from_iter(select.params), |r| {
+        Ok((EventPosition { major: 0, minor: r.get(10)? }, rows::message(r)?))
+    })?;
+    let done = messages.len() < limit;
+    let next = match messages.last() {
+        Some((last, _)) if !done => *last,
+        _ => q.after.max(EventPosition { major: 0, minor: durable_seq }),
+    };
+    Ok(EventsPage { messages, next, done })
+}
+
+pub fn get_events_subscription(conn: &Connection, app_id: &str, id: &str) -> StoreResult<Option<EventPosition>> {
+    query_opt(conn, "SELECT position FROM events_subscriptions WHERE app_id = ?1 AND id = ?2", [app_id, id], |r| {
+        Ok(EventPosition { major: 0, minor: r.get(0)? })
+    })
+}
+
+pub fn set_events_subscription(
+    conn: &Connection,
+    app_id: &str,
+    id: &str,
+    position: EventPosition,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    execute(
+        conn,
+        "INSERT INTO events_subscriptions (app_id, id, position, updated_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (app_id, id) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+        params![app_id, id, position.minor, ms(now)],
+    )?;
+    Ok(())
 }
 
 pub fn message_deliveries(conn: &Connection, app_id: &str, msg_id: &str) -> StoreResult<Vec<(Delivery, Endpoint)>> {

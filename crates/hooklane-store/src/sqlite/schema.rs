@@ -170,6 +170,44 @@ DROP INDEX deliveries_due;
 CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
 CREATE INDEX inbound_requests_by_time ON inbound_requests (received_at);
 "#,
+    // Pulling (polling, long-polling, Server-Sent Events): consumers walk an application's
+    // messages in the order they were written, which ids do not give (an id is made before
+    // its write, and writes can land out of id order). The table is rebuilt so that its
+    // rowid becomes `seq INTEGER PRIMARY KEY AUTOINCREMENT`: a plain rowid is given again
+    // after the newest rows are deleted (a deleted application, retention), and a reader
+    // holding that position would then pass over the new messages. The single writer gives
+    // sequence numbers in commit order. `messages_events (app_id)` is `(app_id, seq)`: every
+    // index ends with the rowid. Server-side subscriptions keep their position.
+    r#"
+CREATE TABLE messages_seq (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    app_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    event_id TEXT,
+    payload TEXT NOT NULL,
+    channels TEXT,
+    tags TEXT,
+    created_at INTEGER NOT NULL,
+    content_type TEXT,
+    headers TEXT
+);
+INSERT INTO messages_seq (id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers)
+    SELECT id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers
+    FROM messages ORDER BY rowid;
+DROP TABLE messages;
+ALTER TABLE messages_seq RENAME TO messages;
+CREATE INDEX messages_by_app ON messages (app_id, id);
+CREATE UNIQUE INDEX messages_by_event_id ON messages (app_id, event_id) WHERE event_id IS NOT NULL;
+CREATE INDEX messages_events ON messages (app_id);
+CREATE TABLE events_subscriptions (
+    app_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (app_id, id)
+) WITHOUT ROWID;
+"#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {

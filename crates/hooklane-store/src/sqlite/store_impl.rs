@@ -461,6 +461,33 @@ impl Store for SqliteStore {
         self.read(move |c| queries::attempt_timeline(c, &app, ms(since), ms(until), bucket)).await
     }
 
+    async fn read_message_events(&self, app_id: &str, query: &EventsQuery) -> StoreResult<EventsPage> {
+        let (app, query) = (owned(app_id), query.clone());
+        // Read before the query: a message made durable meanwhile waits for the next read.
+        let durable = i64::try_from(*self.durable_seq.borrow()).unwrap_or(i64::MAX);
+        self.read(move |c| queries::read_message_events(c, &app, &query, durable)).await
+    }
+
+    fn message_events_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.durable_seq.clone()
+    }
+
+    async fn get_events_subscription(&self, app_id: &str, id: &str) -> StoreResult<Option<EventPosition>> {
+        let (app, id) = (owned(app_id), owned(id));
+        self.read(move |c| queries::get_events_subscription(c, &app, &id)).await
+    }
+
+    async fn set_events_subscription(
+        &self,
+        app_id: &str,
+        id: &str,
+        position: EventPosition,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (app, id) = (owned(app_id), owned(id));
+        self.write(move |c| queries::set_events_subscription(c, &app, &id, position, now)).await
+    }
+
     async fn message_log(
         &self,
         app_id: &str,

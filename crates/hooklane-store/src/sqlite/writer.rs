@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::queries::execute;
 use crate::{StoreError, StoreResult};
@@ -110,15 +110,28 @@ impl WriteJob for NoopJob {
     fn finish(self: Box<Self>, _: &Result<(), String>) {}
 }
 
-/// Starts both threads; the returned sender takes the writes.
-pub(super) fn start(conn: Connection, db_path: &Path) -> StoreResult<mpsc::Sender<ToWriter>> {
+/// A committed batch on its way to the disk, with the highest message sequence number
+/// given out when it committed: once the batch is on disk every message up to that number
+/// is (the writer gives them in commit order), and readers of the message stream may see it.
+pub(super) struct Committed {
+    jobs: Vec<Box<dyn WriteJob>>,
+    last_message_seq: u64,
+}
+
+/// Starts both threads; the returned sender takes the writes. `durable_seq` is raised to
+/// the highest message sequence number on disk after each flush.
+pub(super) fn start(
+    conn: Connection,
+    db_path: &Path,
+    durable_seq: watch::Sender<u64>,
+) -> StoreResult<mpsc::Sender<ToWriter>> {
     let (to_writer, inbox) = mpsc::channel::<ToWriter>();
-    let (to_sync, committed) = mpsc::channel::<Vec<Box<dyn WriteJob>>>();
+    let (to_sync, committed) = mpsc::channel::<Committed>();
     let wal = wal_path(db_path);
     let writer_inbox = to_writer.clone();
     std::thread::Builder::new()
         .name("hooklane-sqlite-sync".into())
-        .spawn(move || sync_loop(&wal, committed, writer_inbox))
+        .spawn(move || sync_loop(&wal, committed, writer_inbox, durable_seq))
         .map_err(|e| StoreError::Database(format!("cannot start sync thread: {e}")))?;
     std::thread::Builder::new()
         .name("hooklane-sqlite-writer".into())
@@ -129,7 +142,7 @@ pub(super) fn start(conn: Connection, db_path: &Path) -> StoreResult<mpsc::Sende
 
 struct Writer {
     conn: Connection,
-    to_sync: mpsc::Sender<Vec<Box<dyn WriteJob>>>,
+    to_sync: mpsc::Sender<Committed>,
     /// Writes run in the open transaction, waiting for its commit.
     batch: Vec<Box<dyn WriteJob>>,
     /// Time spent running the batch's writes (not waiting between them).
@@ -140,7 +153,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(conn: Connection, to_sync: mpsc::Sender<Vec<Box<dyn WriteJob>>>) -> Self {
+    fn new(conn: Connection, to_sync: mpsc::Sender<Committed>) -> Self {
         Writer { conn, to_sync, batch: Vec::new(), busy: Duration::ZERO, syncing: 0, last_checkpoint: Instant::now() }
     }
 
@@ -195,6 +208,8 @@ impl Writer {
 
     fn commit(&mut self) {
         let started = Instant::now();
+        // Read inside the transaction, so it counts this batch's messages and no later ones.
+        let last_message_seq = last_message_seq(&self.conn);
         let committed = self.conn.execute_batch("COMMIT");
         self.busy += started.elapsed();
         metrics::histogram!("hooklane_store_commit_seconds", "store" => "sqlite").record(self.busy);
@@ -205,12 +220,12 @@ impl Writer {
             return;
         }
         // Answered by the sync thread once the WAL is on disk.
-        let batch = std::mem::take(&mut self.batch);
-        match self.to_sync.send(batch) {
+        let jobs = std::mem::take(&mut self.batch);
+        match self.to_sync.send(Committed { jobs, last_message_seq }) {
             Ok(()) => self.syncing += 1,
             Err(mpsc::SendError(batch)) => {
                 let gone = Err("the sync thread stopped".to_string());
-                batch.into_iter().for_each(|job| job.finish(&gone));
+                batch.jobs.into_iter().for_each(|job| job.finish(&gone));
             }
         }
         self.checkpoint_if_due();
@@ -238,7 +253,16 @@ impl Writer {
     }
 }
 
-fn wal_path(db: &Path) -> PathBuf {
+/// The highest message sequence number given out so far (`AUTOINCREMENT` keeps it in
+/// `sqlite_sequence`, and never gives a number twice); 0 before the first message.
+pub(super) fn last_message_seq(conn: &Connection) -> u64 {
+    conn.prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'messages'")
+        .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+        .map(|seq| seq.max(0) as u64)
+        .unwrap_or(0)
+}
+
+pub(super) fn wal_path(db: &Path) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
     name.push("-wal");
     PathBuf::from(name)
@@ -248,28 +272,42 @@ fn wal_path(db: &Path) -> PathBuf {
 /// covers every batch committed before it, so batches that finished while the last sync
 /// ran share the next one. The file is opened for each sync: SQLite may truncate or
 /// recreate the WAL between batches, and the open costs microseconds beside the sync.
-fn sync_loop(wal: &Path, committed: mpsc::Receiver<Vec<Box<dyn WriteJob>>>, writer: mpsc::Sender<ToWriter>) {
+fn sync_loop(
+    wal: &Path,
+    committed: mpsc::Receiver<Committed>,
+    writer: mpsc::Sender<ToWriter>,
+    durable_seq: watch::Sender<u64>,
+) {
     while let Ok(first) = committed.recv() {
         let mut batches = vec![first];
         while let Ok(more) = committed.try_recv() {
             batches.push(more);
         }
         let started = Instant::now();
-        let synced = std::fs::OpenOptions::new()
-            .write(true)
-            .open(wal)
-            .and_then(|f| f.sync_data())
-            .map_err(|e| format!("cannot sync the write-ahead log {}: {e}", wal.display()));
+        let synced = sync_wal(wal).map_err(|e| format!("cannot sync the write-ahead log {}: {e}", wal.display()));
         metrics::histogram!("hooklane_store_sync_seconds", "store" => "sqlite").record(started.elapsed());
         if let Err(e) = &synced {
             // Committed but maybe not on disk: callers are told it failed and may retry.
             tracing::error!(error = %e, "sqlite sync failed");
         }
         let n = batches.len();
-        for job in batches.into_iter().flatten() {
+        if synced.is_ok() {
+            let seq = batches.iter().map(|b| b.last_message_seq).max().unwrap_or(0);
+            durable_seq.send_if_modified(|durable| {
+                let raised = seq > *durable;
+                *durable = (*durable).max(seq);
+                raised
+            });
+        }
+        for job in batches.into_iter().flat_map(|b| b.jobs) {
             job.finish(&synced);
         }
         // The writer may commit again.
         let _ = writer.send(ToWriter::Synced(n));
     }
+}
+
+/// Flushes the write-ahead log to disk.
+pub(super) fn sync_wal(wal: &Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new().write(true).open(wal).and_then(|f| f.sync_data())
 }

@@ -33,8 +33,8 @@ use hooklane_core::model::{
 };
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::{
-    AttemptFilter, AttemptOutcome, DeliveryKey, DynStore, IdempotencyState, Job, MessageFilter, NextStep, Page,
-    PageRequest, Pruned, StoreError, StoreResult, StoredResponse,
+    AttemptFilter, AttemptOutcome, DeliveryKey, DynStore, EventPosition, EventsQuery, IdempotencyState, Job,
+    MessageFilter, NextStep, Page, PageRequest, Pruned, StoreError, StoreResult, StoredResponse,
 };
 use hooklane_store::{MessageState, LATENCY_BOUNDS_MS};
 
@@ -58,6 +58,8 @@ macro_rules! store_conformance_tests {
             message_create_and_get,
             message_duplicate_event_id_conflicts_atomically,
             list_messages_filters,
+            message_events_follow_write_order,
+            message_events_subscriptions,
             list_messages_pagination,
             claim_due_leases_deliveries,
             claim_due_respects_initial_lease,
@@ -829,6 +831,134 @@ pub async fn message_duplicate_event_id_conflicts_atomically(store: &DynStore) {
     post(store, &a.id, &[&e1], t).await;
     let all = store.list_messages(&a.id, &MessageFilter::default(), &PageRequest::default()).await.unwrap();
     assert_eq!(all.items.len(), 3);
+}
+
+/// The pull stream: write order (not id order), paging with `next`, filters, tenants, the
+/// durable end as `next` once done, and the signal.
+pub async fn message_events_follow_write_order(store: &DynStore) {
+    let t = now_ms() - hours(1);
+    let a = setup_app(store, "A").await;
+    let b = setup_app(store, "B").await;
+    let mk = |et: &str, ch: Option<&[&str]>, at| {
+        let mut m = new_message(&a.id, et, at);
+        m.channels = ch.map(|c| c.iter().map(|s| s.to_string()).collect());
+        m
+    };
+    // Ids are made in time order; `written_first` gets the later id but is written first.
+    let written_second = mk("user.created", Some(&["x"]), t);
+    let written_first = mk("user.deleted", None, t + mins(1));
+    assert!(written_second.id < written_first.id);
+    let third = mk("user.created", Some(&["x", "y"]), t + mins(2));
+    let mut signal = store.message_events_signal();
+    signal.borrow_and_update();
+    for m in [&written_first, &written_second] {
+        store.create_message(m.clone(), vec![], None).await.unwrap();
+    }
+    store.create_message(new_message(&b.id, "user.created", t), vec![], None).await.unwrap();
+    store.create_message(third.clone(), vec![], None).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), signal.changed())
+        .await
+        .expect("the signal changes when messages are written")
+        .unwrap();
+
+    let query = |after: EventPosition, limit: usize| EventsQuery {
+        after,
+        since: None,
+        event_types: None,
+        channels: None,
+        limit,
+    };
+    let ids = |page: &hooklane_store::EventsPage| page.messages.iter().map(|(_, m)| m.id.clone()).collect::<Vec<_>>();
+
+    // PostgreSQL shows a message once every older transaction of the cluster has finished
+    // (another test's `CREATE DATABASE` holds that up for a moment): read until all are there.
+    let mut all = store.read_message_events(&a.id, &query(EventPosition::START, 10)).await.unwrap();
+    for _ in 0..250 {
+        if all.messages.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        all = store.read_message_events(&a.id, &query(EventPosition::START, 10)).await.unwrap();
+    }
+    assert_eq!(ids(&all), vec![written_first.id.clone(), written_second.id.clone(), third.id.clone()]);
+    assert!(all.done);
+    let positions: Vec<EventPosition> = all.messages.iter().map(|(p, _)| *p).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "positions rise: {positions:?}");
+    assert!(all.next >= positions[2]);
+    assert_eq!(all.messages[2].1, third, "messages come back whole");
+
+    // Paging: `next` is the last message read until the stream is done.
+    let first_two = store.read_message_events(&a.id, &query(EventPosition::START, 2)).await.unwrap();
+    assert_eq!(ids(&first_two), ids(&all)[..2].to_vec());
+    assert!(!first_two.done);
+    assert_eq!(first_two.next, positions[1]);
+    let rest = store.read_message_events(&a.id, &query(first_two.next, 2)).await.unwrap();
+    assert_eq!(ids(&rest), vec![third.id.clone()]);
+    assert!(rest.done);
+
+    // Caught up: nothing more, and the position stays put.
+    let empty = store.read_message_events(&a.id, &query(all.next, 10)).await.unwrap();
+    assert!(empty.messages.is_empty() && empty.done);
+    // (PostgreSQL's end of the stream moves on with the cluster's oldest open transaction.)
+    assert!(empty.next >= all.next);
+
+    // Filters; a filtered read that is done still moves past what it skipped.
+    let mut q = query(EventPosition::START, 10);
+    q.event_types = Some(vec!["user.created".into()]);
+    let created = store.read_message_events(&a.id, &q).await.unwrap();
+    assert_eq!(ids(&created), vec![written_second.id.clone(), third.id.clone()]);
+    let mut q = query(EventPosition::START, 10);
+    q.channels = Some(vec!["y".into(), "z".into()]);
+    let on_y = store.read_message_events(&a.id, &q).await.unwrap();
+    assert_eq!(ids(&on_y), vec![third.id.clone()]);
+    assert!(on_y.done && on_y.next >= positions[2]);
+    let mut q = query(EventPosition::START, 10);
+    q.since = Some(t + mins(1) - chrono::Duration::milliseconds(1));
+    let recent = store.read_message_events(&a.id, &q).await.unwrap();
+    assert_eq!(ids(&recent), vec![written_first.id.clone(), third.id.clone()]);
+
+    // Another tenant's stream holds only its own message.
+    let other = store.read_message_events(&b.id, &query(EventPosition::START, 10)).await.unwrap();
+    assert_eq!(other.messages.len(), 1);
+    assert!(other.messages.iter().all(|(_, m)| m.app_id == b.id));
+
+    // A message written later comes after everything read so far.
+    let fourth = mk("user.created", None, t + mins(3));
+    store.create_message(fourth.clone(), vec![], None).await.unwrap();
+    let mut after = query(all.next, 10);
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        let page = store.read_message_events(&a.id, &after).await.unwrap();
+        found.extend(ids(&page));
+        after.after = page.next;
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(found, vec![fourth.id]);
+}
+
+pub async fn message_events_subscriptions(store: &DynStore) {
+    let a = setup_app(store, "A").await;
+    let b = setup_app(store, "B").await;
+    assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), None);
+    let p1 = EventPosition { major: 0, minor: 7 };
+    store.set_events_subscription(&a.id, "sub", p1, now_ms()).await.unwrap();
+    assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p1));
+    assert_eq!(store.get_events_subscription(&b.id, "sub").await.unwrap(), None, "per application");
+    store.set_events_subscription(&b.id, "sub", p1, now_ms()).await.unwrap();
+    // Positions are the store's own: only those it hands out need to round-trip.
+    let moved = store.read_message_events(
+        &a.id,
+        &EventsQuery { after: EventPosition::START, since: None, event_types: None, channels: None, limit: 1 },
+    );
+    let next = moved.await.unwrap().next;
+    store.set_events_subscription(&a.id, "sub", next, now_ms()).await.unwrap();
+    assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(next));
+    store.delete_app(&a.id).await.unwrap();
+    assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), None, "deleted with the application");
+    assert_eq!(store.get_events_subscription(&b.id, "sub").await.unwrap(), Some(p1));
 }
 
 pub async fn list_messages_filters(store: &DynStore) {

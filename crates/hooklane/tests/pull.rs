@@ -1,0 +1,279 @@
+//! Pulling instead of pushes: polling, long-polling, server-side subscriptions and
+//! Server-Sent Events on `/api/v1/app/{app_id}/events`, against the real binary.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+/// Posts a message with channels; returns its id.
+async fn post(server: &Server, app: &str, event_type: &str, channels: &[&str], n: u32) -> String {
+    let mut body = json!({ "eventType": event_type, "payload": { "n": n } });
+    if !channels.is_empty() {
+        body["channels"] = json!(channels);
+    }
+    let (status, out) = server.call("POST", &format!("/api/v1/app/{app}/msg/"), Some(body)).await;
+    assert_eq!(status, 202, "{out}");
+    out["id"].as_str().expect("msg id").to_string()
+}
+
+fn data_ids(page: &Value) -> Vec<String> {
+    page["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no data: {page}"))
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Reads `path` (which has a query string) page by page until `done`.
+async fn read_all(server: &Server, path: &str) -> (Vec<String>, String) {
+    let (mut ids, mut iterator) = (Vec::new(), None::<String>);
+    for _ in 0..100 {
+        let url = match &iterator {
+            Some(it) => format!("{path}&iterator={it}"),
+            None => path.to_string(),
+        };
+        let (status, page) = server.call("GET", &url, None).await;
+        assert_eq!(status, 200, "{page}");
+        ids.extend(data_ids(&page));
+        iterator = Some(page["iterator"].as_str().expect("iterator").to_string());
+        if page["done"] == true {
+            return (ids, iterator.unwrap_or_default());
+        }
+    }
+    panic!("never done");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_reads_each_message_once_in_order() {
+    let server = Server::start("").await;
+    // No endpoint at all: pulling needs none.
+    let app = server.create_app("puller").await;
+    let other = server.create_app("other").await;
+    let mut posted = Vec::new();
+    for n in 0..5 {
+        let (et, ch): (&str, &[&str]) = if n % 2 == 0 { ("user.created", &["eu"]) } else { ("user.deleted", &[]) };
+        posted.push(post(&server, &app, et, ch, n).await);
+    }
+    post(&server, &other, "user.created", &[], 99).await;
+
+    // Two at a time, carrying the iterator: every message once, in the order posted.
+    let (ids, end) = read_all(&server, &format!("/api/v1/app/{app}/events?limit=2")).await;
+    assert_eq!(ids, posted);
+    let (status, page) = server.call("GET", &format!("/api/v1/app/{app}/events?limit=2"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["done"], false);
+    assert_eq!(page["data"][0]["payload"], json!({ "n": 0 }), "{page}");
+    assert_eq!(page["data"][0]["eventType"], "user.created");
+    assert_eq!(page["data"][0]["channels"], json!(["eu"]));
+
+    // Caught up: nothing, same iterator; then only what came after.
+    let (_, page) = server.call("GET", &format!("/api/v1/app/{app}/events?iterator={end}"), None).await;
+    assert_eq!(data_ids(&page), Vec::<String>::new());
+    assert_eq!(page["done"], true);
+    assert_eq!(page["iterator"], json!(end));
+    let later = post(&server, &app, "user.created", &[], 5).await;
+    let (_, page) = server.call("GET", &format!("/api/v1/app/{app}/events?iterator={end}"), None).await;
+    assert_eq!(data_ids(&page), vec![later.clone()]);
+
+    // Filters, in both spellings SDKs use.
+    let (ids, _) = read_all(&server, &format!("/api/v1/app/{app}/events?event_types=user.deleted")).await;
+    assert_eq!(ids, vec![posted[1].clone(), posted[3].clone()]);
+    let (ids, _) = read_all(&server, &format!("/api/v1/app/{app}/events?channels[]=eu&limit=1")).await;
+    assert_eq!(ids, vec![posted[0].clone(), posted[2].clone(), posted[4].clone()]);
+    let (_, page) = server.call("GET", &format!("/api/v1/app/{app}/events?with_content=false"), None).await;
+    assert!(page["data"][0].get("payload").is_none(), "{page}");
+
+    // Another application's stream, and its token, see only their own.
+    let (ids, _) = read_all(&server, &format!("/api/v1/app/{other}/events?limit=10")).await;
+    assert_eq!(ids.len(), 1);
+    let (status, access) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{other}"), None).await;
+    assert_eq!(status, 200, "{access}");
+    let token = access["token"].as_str().unwrap();
+    let (status, body) = server.call_as(token, "GET", &format!("/api/v1/app/{app}/events"), None).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+    let (status, body) = server.call_as(token, "GET", &format!("/api/v1/app/{other}/events"), None).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Bad input: a clear 4xx with a code, never a 500.
+    for query in ["iterator=nonsense", "iterator=1", "iterator=-1.2", "limit=0", "limit=251", "wait=61", "wait=x"] {
+        let (status, body) = server.call("GET", &format!("/api/v1/app/{app}/events?{query}"), None).await;
+        assert_eq!(status, 422, "{query}: {body}");
+        assert_eq!(body["code"], "validation", "{query}: {body}");
+    }
+    let (status, body) = server.call("GET", "/api/v1/app/no-such-app/events", None).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_answers_when_a_message_arrives() {
+    let server = Server::start("").await;
+    let app = server.create_app("long-poller").await;
+    post(&server, &app, "user.created", &[], 0).await;
+    let (_, end) = read_all(&server, &format!("/api/v1/app/{app}/events?limit=10")).await;
+
+    // Nothing comes: the poll answers empty when its wait is over, iterator unchanged.
+    let started = Instant::now();
+    let (status, page) = server.call("GET", &format!("/api/v1/app/{app}/events?iterator={end}&wait=1"), None).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(started.elapsed() >= Duration::from_millis(900), "answered before its wait: {:?}", started.elapsed());
+    assert_eq!(data_ids(&page), Vec::<String>::new());
+    assert_eq!(page["iterator"], json!(end));
+
+    // A message posted while the poll waits is its answer, long before the wait is over.
+    let waiting = {
+        let (client, url) =
+            (server.client.clone(), server.url(&format!("/api/v1/app/{app}/events?iterator={end}&wait=30")));
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let resp = client.get(url).header("authorization", format!("Bearer {ADMIN}")).send().await.unwrap();
+            (read(resp).await, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = post(&server, &app, "user.created", &[], 1).await;
+    let ((status, page), took) = waiting.await.unwrap();
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(data_ids(&page), vec![id]);
+    assert!(took < Duration::from_secs(30), "the poll waited out its whole wait: {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_keeps_the_position_on_the_server() {
+    let server = Server::start("").await;
+    let app = server.create_app("subscriber").await;
+    let mut posted = Vec::new();
+    for n in 0..3 {
+        posted.push(post(&server, &app, "user.created", &[], n).await);
+    }
+    let path = format!("/api/v1/app/{app}/events/subscription/billing");
+    let (status, page) = server.call("GET", &path, None).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(data_ids(&page), posted);
+    let (_, page) = server.call("GET", &path, None).await;
+    assert_eq!(data_ids(&page), Vec::<String>::new(), "the subscription moved past what it answered");
+    let fourth = post(&server, &app, "user.created", &[], 3).await;
+    let (_, page) = server.call("GET", &path, None).await;
+    assert_eq!(data_ids(&page), vec![fourth.clone()]);
+    // Subscriptions are independent; `limit` pages them as polls.
+    let other = format!("/api/v1/app/{app}/events/subscription/audit?limit=3");
+    let (_, page) = server.call("GET", &other, None).await;
+    assert_eq!(data_ids(&page), posted);
+    let (_, page) = server.call("GET", &other, None).await;
+    assert_eq!(data_ids(&page), vec![fourth]);
+    let (status, body) = server.call("GET", &format!("/api/v1/app/{app}/events/subscription/bad%20name"), None).await;
+    assert_eq!(status, 422, "{body}");
+}
+
+/// One Server-Sent Event: its `id` and its `data` as JSON.
+struct SseEvent {
+    id: String,
+    data: Value,
+}
+
+/// Reads a Server-Sent Events response until `n` events arrived (comments skipped).
+async fn read_events(resp: reqwest::Response, n: usize) -> Vec<SseEvent> {
+    let mut body = resp.bytes_stream();
+    let (mut buffer, mut events) = (String::new(), Vec::new());
+    while events.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), body.next())
+            .await
+            .expect("an event within 20 s")
+            .expect("the stream stays open")
+            .expect("chunk");
+        buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut id, mut data) = (None, String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_string());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if let Some(id) = id {
+                events.push(SseEvent { id, data: serde_json::from_str(&data).expect("data is JSON") });
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sent_events_stream_and_resume() {
+    let server = Server::start("").await;
+    let app = server.create_app("streamer").await;
+    let first = post(&server, &app, "user.created", &[], 0).await;
+    let stream_req = |last_event_id: Option<&str>| {
+        let mut req = server
+            .client
+            .get(server.url(&format!("/api/v1/app/{app}/events/stream?event_types=user.created")))
+            .header("authorization", format!("Bearer {ADMIN}"))
+            // The harness client's overall timeout would cut a stream; this one has none.
+            .timeout(Duration::from_secs(3600));
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        req.send()
+    };
+    let resp = stream_req(None).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    // Posted while the stream is open: they arrive on it; the filtered-out one does not.
+    let second = post(&server, &app, "user.created", &[], 1).await;
+    post(&server, &app, "user.deleted", &[], 2).await;
+    let third = post(&server, &app, "user.created", &[], 3).await;
+    let events = read_events(resp, 3).await;
+    let ids: Vec<&str> = events.iter().map(|e| e.data["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![first.as_str(), second.as_str(), third.as_str()]);
+    assert_eq!(events[1].data["payload"], json!({ "n": 1 }));
+
+    // Reconnecting with the last id seen resumes after it.
+    let fourth = post(&server, &app, "user.created", &[], 4).await;
+    let resumed = read_events(stream_req(Some(&events[1].id)).await.unwrap(), 2).await;
+    let ids: Vec<&str> = resumed.iter().map(|e| e.data["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![third.as_str(), fourth.as_str()]);
+    assert_eq!(resumed[0].id, events[2].id, "an event keeps its id");
+
+    let resp = stream_req(Some("garbage")).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let (_, body) = read(resp).await;
+    assert_eq!(body["code"], "bad_request", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_and_long_polls_do_not_hold_up_shutdown() {
+    let mut server = Server::start("").await;
+    let app = server.create_app("closing").await;
+    let client = reqwest::Client::new();
+    let stream = client
+        .get(server.url(&format!("/api/v1/app/{app}/events/stream")))
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let poll = {
+        let req = client
+            .get(server.url(&format!("/api/v1/app/{app}/events?wait=60")))
+            .header("authorization", format!("Bearer {ADMIN}"));
+        tokio::spawn(async move { read(req.send().await.unwrap()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = server.pid().expect("running");
+    let started = Instant::now();
+    let status = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+    assert!(status.success());
+    // The waiting poll is answered (empty) and the process exits, well before its 60 s wait.
+    let (status, page) = tokio::time::timeout(Duration::from_secs(30), poll).await.expect("poll answered").unwrap();
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(data_ids(&page), Vec::<String>::new());
+    assert!(server.wait_exit(Duration::from_secs(30)), "the server did not exit; log:\n{}", server.logs());
+    assert!(started.elapsed() < Duration::from_secs(30));
+    drop(stream);
+}
