@@ -256,7 +256,7 @@ async fn rotated_secret_keeps_signing_beside_the_new_one() {
     let (status, _) = server
         .call("POST", &format!("/api/v1/app/{app}/endpoint/{ep}/secret/rotate"), Some(json!({ "key": new })))
         .await;
-    assert_eq!(status, 204);
+    assert_eq!(status, 200);
     let (_, current) = server.call("GET", &format!("/api/v1/app/{app}/endpoint/{ep}/secret"), None).await;
     assert_eq!(current["key"], new);
     server.send_message(&app, "a.b", json!({})).await;
@@ -264,6 +264,25 @@ async fn rotated_secret_keeps_signing_beside_the_new_one() {
     assert_eq!(got[0].header("webhook-signature").split(' ').count(), 2);
     assert!(signature_valid(new, &got[0]));
     assert!(signature_valid(&old, &got[0]));
+
+    // With no grace period (Svix's `gracePeriodSeconds: 0`) only the new secret signs;
+    // secrets still within an earlier grace period keep signing.
+    let newest = "whsec_bmV3ZXN0LW5ld2VzdC1uZXdlc3QtbmV3ZXN0LW5ld2VzdA==";
+    let (status, body) = server
+        .call(
+            "POST",
+            &format!("/api/v1/app/{app}/endpoint/{ep}/secret/rotate"),
+            Some(json!({ "key": newest, "gracePeriodSeconds": 0 })),
+        )
+        .await;
+    assert_eq!((status, &body["key"]), (200, &json!(newest)), "{body}");
+    server.send_message(&app, "a.b", json!({})).await;
+    let got = rx.wait_for(2, WAIT).await;
+    let signatures = got[1].header("webhook-signature");
+    assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
+    assert!(signature_valid(newest, &got[1]));
+    assert!(signature_valid(&old, &got[1]), "the first rotation's grace period still runs");
+    assert!(!signature_valid(new, &got[1]), "rotated away without grace");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,8 @@ pub struct AttemptOut {
     response_status_code: i32,
     response_duration_ms: i64,
     status: i32,
+    /// `status` as a word (`success`, `pending`, `fail`, `sending`), as Svix answers it.
+    status_text: &'static str,
     trigger_type: i32,
     msg_id: String,
     endpoint_id: String,
@@ -42,6 +44,12 @@ impl From<Attempt> for AttemptOut {
             response_status_code: a.response_status,
             response_duration_ms: a.duration_ms,
             status: a.status as i32,
+            status_text: match a.status {
+                DeliveryStatus::Success => "success",
+                DeliveryStatus::Pending => "pending",
+                DeliveryStatus::Fail => "fail",
+                DeliveryStatus::Sending => "sending",
+            },
             trigger_type: a.trigger as i32,
             msg_id: a.msg_id,
             endpoint_id: a.endpoint_id,

@@ -39,13 +39,15 @@ pub struct EndpointIn {
     url: String,
     #[serde(default)]
     description: String,
-    #[serde(default)]
+    // Svix's newer names (`eventTypes`, `throttleRate`; the SDKs since v1.7x send them) are
+    // the same settings as the older `filterTypes` and `rateLimit`.
+    #[serde(default, alias = "eventTypes")]
     filter_types: Option<Vec<String>>,
     #[serde(default)]
     channels: Option<Vec<String>>,
     #[serde(default)]
     disabled: bool,
-    #[serde(default)]
+    #[serde(default, alias = "throttleRate")]
     rate_limit: Option<u32>,
     #[serde(default)]
     metadata: Metadata,
@@ -57,8 +59,6 @@ pub struct EndpointIn {
     secret: Option<String>,
     #[serde(default)]
     headers: Option<BTreeMap<String, String>>,
-    #[serde(default, rename = "throttleRate")]
-    _throttle_rate: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -68,13 +68,13 @@ pub struct EndpointPatch {
     url: Patch<String>,
     #[serde(default)]
     description: Patch<String>,
-    #[serde(default)]
+    #[serde(default, alias = "eventTypes")]
     filter_types: Patch<Vec<String>>,
     #[serde(default)]
     channels: Patch<Vec<String>>,
     #[serde(default)]
     disabled: Patch<bool>,
-    #[serde(default)]
+    #[serde(default, alias = "throttleRate")]
     rate_limit: Patch<u32>,
     #[serde(default)]
     metadata: Patch<Metadata>,
@@ -84,8 +84,6 @@ pub struct EndpointPatch {
     version: Patch<i32>,
     #[serde(default)]
     headers: Patch<BTreeMap<String, String>>,
-    #[serde(default, rename = "throttleRate")]
-    _throttle_rate: Patch<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -95,9 +93,14 @@ pub struct EndpointOut {
     url: String,
     description: String,
     filter_types: Option<Vec<String>>,
+    /// `filterTypes` under Svix's newer name, which newer SDKs read.
+    event_types: Option<Vec<String>>,
     channels: Option<Vec<String>>,
     disabled: bool,
     rate_limit: Option<u32>,
+    /// `rateLimit` under Svix's newer name (a 16-bit number in the SDKs: left out above that).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    throttle_rate: Option<u16>,
     metadata: Metadata,
     uid: Option<String>,
     version: i32,
@@ -111,9 +114,11 @@ impl From<Endpoint> for EndpointOut {
             id: e.id,
             url: e.url,
             description: e.description,
+            event_types: e.filter_types.clone(),
             filter_types: e.filter_types,
             channels: e.channels,
             disabled: e.disabled,
+            throttle_rate: e.rate_limit.and_then(|r| u16::try_from(r).ok()),
             rate_limit: e.rate_limit,
             metadata: e.metadata,
             uid: e.uid,
@@ -328,28 +333,37 @@ pub async fn get_secret(
 pub struct RotateIn {
     #[serde(default)]
     key: Option<String>,
+    /// How long the old secret keeps signing beside the new one (default 24 hours; 0: not
+    /// at all).
+    #[serde(default, rename = "gracePeriodSeconds")]
+    grace_period_seconds: Option<u32>,
 }
 
-/// Replaces the secret; the old one keeps signing (alongside) for 24 hours.
+/// Replaces the secret; the old one keeps signing (alongside) for the grace period.
+/// Answers the new secret, as Svix does (older SDKs ignore the body).
 pub async fn rotate_secret(
     State(s): State<AppState>,
     t: Tenant,
     Path((_, key)): Path<(String, String)>,
     OptionalJson(body): OptionalJson<RotateIn>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<axum::Json<SecretOut>> {
     let mut ep = find(&s, &t, &key).await?;
-    let new = match body.and_then(|b| b.key) {
+    let (given, grace_seconds) = body.map_or((None, None), |b| (b.key, b.grace_period_seconds));
+    let new = match given {
         Some(raw) => parse_secret(&raw)?,
         None => Secret::generate(),
     };
+    let grace = grace_seconds
+        .map_or(chrono::Duration::hours(ROTATION_OVERLAP_HOURS), |s| chrono::Duration::seconds(i64::from(s)));
     let now = super::now();
     ep.previous_secrets.retain(|p| p.expires_at > now);
     let old = std::mem::replace(&mut ep.secret, new.expose());
-    ep.previous_secrets
-        .push(ExpiringSecret { key: old, expires_at: now + chrono::Duration::hours(ROTATION_OVERLAP_HOURS) });
+    if grace > chrono::Duration::zero() {
+        ep.previous_secrets.push(ExpiringSecret { key: old, expires_at: now + grace });
+    }
     ep.updated_at = now;
     s.0.store.update_endpoint(ep).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(axum::Json(SecretOut { key: new.expose() }))
 }
 
 #[derive(Serialize)]
@@ -421,6 +435,8 @@ pub struct RecoverOut {
     task: &'static str,
     /// Deliveries queued again (hooklane extension).
     recovered: u64,
+    #[serde(rename = "updatedAt")]
+    updated_at: DateTime<Utc>,
 }
 
 /// Queues again every failed delivery to this endpoint of messages sent since `since`.
@@ -434,8 +450,10 @@ pub async fn recover(
     if matches!(input.until, Some(u) if u <= input.since) {
         return Err(ApiError::validation("until", "must be after since"));
     }
-    let recovered = s.0.store.recover(&t.app.id, &ep.id, input.since, input.until, Utc::now()).await?;
+    let now = Utc::now();
+    let recovered = s.0.store.recover(&t.app.id, &ep.id, input.since, input.until, now).await?;
     s.0.dispatcher.endpoint_fixed(&ep.id);
-    let out = RecoverOut { id: new_id(ids::TASK), status: "finished", task: "endpoint.recover", recovered };
+    let out =
+        RecoverOut { id: new_id(ids::TASK), status: "finished", task: "endpoint.recover", recovered, updated_at: now };
     Ok((StatusCode::ACCEPTED, axum::Json(out)))
 }

@@ -29,8 +29,8 @@ use hooklane_store::{DynStore, EventPosition, EventsPage, EventsQuery, StoreResu
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::check_name;
 use super::message::MessageOut;
+use super::{check_name, query_names};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Query, Tenant};
 use crate::state::AppState;
@@ -89,8 +89,8 @@ impl Pull {
         let query = EventsQuery {
             after,
             since: q.time("after")?,
-            event_types: names(q, "event_types")?,
-            channels: names(q, "channels")?,
+            event_types: query_names(q, "event_types")?,
+            channels: query_names(q, "channels")?,
             limit,
         };
         Ok(Pull { query, wait, with_content: q.flag("with_content")?.unwrap_or(true) })
@@ -99,16 +99,6 @@ impl Pull {
 
 fn parse_position(field: &str, text: &str) -> ApiResult<EventPosition> {
     text.parse().map_err(|_| ApiError::bad_query(field, "is not a position this server gave out"))
-}
-
-/// A repeatable filter (`name=a&name=b`, or `name[]=…` as some SDKs send it).
-fn names(q: &Query, name: &str) -> ApiResult<Option<Vec<String>>> {
-    let mut values = q.all(name);
-    values.extend(q.all(&format!("{name}[]")));
-    for v in &values {
-        check_name(name, v)?;
-    }
-    Ok((!values.is_empty()).then_some(values))
 }
 
 /// Reads once; when that finds nothing and `wait` is set, waits for new messages (or the

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::endpoint::find as find_endpoint;
-use super::{check_name, check_names, page_request, ListResponse};
+use super::{check_name, check_names, page_request, query_names, ListResponse};
 use crate::error::{conflict, ApiError, ApiResult};
 use crate::extract::{Json, Query, Tenant};
 use crate::state::AppState;
@@ -113,12 +113,21 @@ fn nesting_depth(json: &str) -> usize {
 pub struct MessageOut {
     id: String,
     event_type: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<Box<RawValue>>,
+    payload: PayloadOut,
     event_id: Option<String>,
     channels: Option<Vec<String>>,
     tags: Option<Vec<String>>,
     timestamp: DateTime<Utc>,
+}
+
+/// A message's payload as answered: `{}` when the caller asked for no content
+/// (`with_content=false`), as Svix answers: its SDKs require the field, and since v2 ask
+/// for no content by default.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PayloadOut {
+    Raw(Box<RawValue>),
+    Omitted(serde_json::Map<String, serde_json::Value>),
 }
 
 impl MessageOut {
@@ -131,6 +140,7 @@ impl MessageOut {
         } else {
             RawValue::from_string(m.payload).ok()
         };
+        let payload = payload.map_or(PayloadOut::Omitted(serde_json::Map::new()), PayloadOut::Raw);
         MessageOut {
             id: m.id,
             event_type: m.event_type,
@@ -229,19 +239,21 @@ pub async fn store_and_dispatch(s: &AppState, msg: Message) -> hooklane_store::S
     Ok(Arc::unwrap_or_clone(msg))
 }
 
+/// The filters of message lists (`event_types`, `channel`, `tag`, `before`, `after`).
+pub fn message_filter(q: &Query) -> ApiResult<MessageFilter> {
+    Ok(MessageFilter {
+        event_types: query_names(q, "event_types")?,
+        channel: q.get("channel").filter(|c| !c.is_empty()).map(String::from),
+        tag: q.get("tag").filter(|c| !c.is_empty()).map(String::from),
+        before: q.time("before")?,
+        after: q.time("after")?,
+    })
+}
+
 pub async fn list(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<ListResponse<MessageOut>>> {
     let page = page_request(&q, true)?;
     let with_content = q.flag("with_content")?.unwrap_or(true);
-    let mut event_types = q.all("event_types");
-    event_types.extend(q.all("event_types[]"));
-    let filter = MessageFilter {
-        event_types: (!event_types.is_empty()).then_some(event_types),
-        channel: q.get("channel").map(String::from),
-        tag: q.get("tag").map(String::from),
-        before: q.time("before")?,
-        after: q.time("after")?,
-    };
-    let page = s.0.store.list_messages(&t.app.id, &filter, &page).await?;
+    let page = s.0.store.list_messages(&t.app.id, &message_filter(&q)?, &page).await?;
     Ok(axum::Json(ListResponse::from_page(page, |m| m.id.clone(), |m| MessageOut::new(m, with_content))))
 }
 
@@ -307,14 +319,15 @@ pub async fn destinations(
 }
 
 /// Sends one message to one endpoint again (a manual attempt, with retries on failure).
+/// Answers 202 with `{}`, as Svix does (its SDKs parse the body).
 pub async fn resend(
     State(s): State<AppState>,
     t: Tenant,
     Path((_, msg_key, ep_key)): Path<(String, String, String)>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<impl IntoResponse> {
     let msg = find(&s, &t, &msg_key).await?;
     let ep = find_endpoint(&s, &t, &ep_key).await?;
     s.0.store.resend(&t.app.id, &msg.id, &ep.id, Utc::now()).await?;
     s.0.dispatcher.retry_endpoint_now(&ep.id);
-    Ok(StatusCode::ACCEPTED)
+    Ok((StatusCode::ACCEPTED, axum::Json(serde_json::Map::new())))
 }

@@ -104,13 +104,40 @@ impl<T> Patch<T> {
 
 /// Svix's rule for names, uids and event ids: 1–256 of `[a-zA-Z0-9-_.]`.
 pub fn check_name(field: &str, value: &str) -> ApiResult<()> {
+    name_problem(value).map_or(Ok(()), |msg| Err(ApiError::validation(field, msg)))
+}
+
+/// What is wrong with a name (event type, channel, uid…), if anything.
+fn name_problem(value: &str) -> Option<&'static str> {
     if value.is_empty() || value.len() > 256 {
-        return Err(ApiError::validation(field, "must be between 1 and 256 characters"));
+        return Some("must be between 1 and 256 characters");
     }
     if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-        return Err(ApiError::validation(field, "may contain only letters, digits, '-', '_' and '.'"));
+        return Some("may contain only letters, digits, '-', '_' and '.'");
     }
-    Ok(())
+    None
+}
+
+/// Most names one repeatable query filter takes.
+const MAX_QUERY_NAMES: usize = 100;
+
+/// A repeatable filter of names from the query string: `name=a&name=b`, `name[]=a`, or
+/// `name=a,b` (Svix's SDKs send one comma-joined value; names cannot hold commas). `None`
+/// when absent or empty.
+pub fn query_names(q: &Query, name: &str) -> ApiResult<Option<Vec<String>>> {
+    let mut names = Vec::new();
+    for value in q.all(name).into_iter().chain(q.all(&format!("{name}[]"))) {
+        for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if let Some(msg) = name_problem(part) {
+                return Err(ApiError::bad_query(name, msg));
+            }
+            names.push(part.to_string());
+        }
+    }
+    if names.len() > MAX_QUERY_NAMES {
+        return Err(ApiError::bad_query(name, format!("must hold at most {MAX_QUERY_NAMES} names")));
+    }
+    Ok((!names.is_empty()).then_some(names))
 }
 
 pub fn check_len(field: &str, value: &str, max: usize) -> ApiResult<()> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::extract::State;
 use hooklane_core::model::DeliveryStatus;
 use hooklane_core::{DateTime, Utc};
-use hooklane_store::{AttemptFilter, EndpointHealth, LatencyCounts, MessageFilter, MessageState, PageRequest};
+use hooklane_store::{AttemptFilter, EndpointHealth, LatencyCounts, MessageState, PageRequest};
 use serde::Serialize;
 
 use super::message::MessageOut;
@@ -207,16 +207,7 @@ pub async fn messages(
     q: Query,
 ) -> ApiResult<axum::Json<ListResponse<MessageLogOut>>> {
     let page = page_request(&q, true)?;
-    let mut event_types: Vec<String> = q.all("event_types");
-    event_types.extend(q.all("event_types[]"));
-    event_types.retain(|e| !e.is_empty());
-    let filter = MessageFilter {
-        event_types: (!event_types.is_empty()).then_some(event_types),
-        channel: q.get("channel").filter(|c| !c.is_empty()).map(String::from),
-        tag: q.get("tag").filter(|c| !c.is_empty()).map(String::from),
-        before: q.time("before")?,
-        after: q.time("after")?,
-    };
+    let filter = super::message::message_filter(&q)?;
     let state = match q.get("status").filter(|v| !v.is_empty()) {
         None => None,
         Some("success" | "0") => Some(MessageState::Succeeded),

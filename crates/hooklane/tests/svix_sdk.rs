@@ -1,0 +1,253 @@
+//! The official Svix SDK (the `svix` crate from crates.io), pointed at a real hooklane: every
+//! call below goes through the SDK's own request building and response parsing, so a field
+//! hooklane names, shapes or omits differently from Svix fails here. The webhook the
+//! receiver gets is checked with the SDK's own Standard Webhooks verifier.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use svix::api::{
+    ApplicationListOptions, EndpointListOptions, MessageAttemptListByEndpointOptions, MessageAttemptListByMsgOptions,
+    MessageListOptions, Svix, SvixOptions, V1MessageEventsParams,
+};
+use svix::models::{
+    AppPortalAccessIn, ApplicationIn, ApplicationPatch, EndpointHeadersIn, EndpointIn, EndpointPatch,
+    EndpointSecretRotateIn, EventTypeIn, EventTypePatch, MessageIn, MessageStatus, RecoverIn,
+};
+
+fn sdk(server: &Server) -> Svix {
+    let options = SvixOptions { server_url: Some(server.base.clone()), ..SvixOptions::default() };
+    Svix::new(ADMIN.to_string(), Some(options))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_svix_sdk_works_unchanged() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let svix = sdk(&server);
+
+    // Event types and applications.
+    let et = svix
+        .event_type()
+        .create(EventTypeIn::new("invoice.paid".into(), "An invoice was paid".into()), None)
+        .await
+        .expect("event type create");
+    assert_eq!(et.name, "invoice.paid");
+    assert_eq!(svix.event_type().get("invoice.paid".into()).await.expect("event type get").description, et.description);
+    let app = svix
+        .application()
+        .create(ApplicationIn { uid: Some("customer-1".into()), ..ApplicationIn::new("Customer 1".into()) }, None)
+        .await
+        .expect("application create");
+    assert_eq!(app.uid.as_deref(), Some("customer-1"));
+    let got = svix.application().get("customer-1".into()).await.expect("application get by uid");
+    assert_eq!(got.id, app.id);
+    let again = svix
+        .application()
+        .get_or_create(ApplicationIn { uid: Some("customer-1".into()), ..ApplicationIn::new("ignored".into()) }, None)
+        .await
+        .expect("application get_or_create");
+    assert_eq!(again.id, app.id);
+    let patched = svix
+        .application()
+        .patch(app.id.clone(), ApplicationPatch { name: Some("Customer One".into()), ..ApplicationPatch::default() })
+        .await
+        .expect("application patch");
+    assert_eq!(patched.name, "Customer One");
+    let apps = svix.application().list(Some(ApplicationListOptions::default())).await.expect("application list");
+    assert!(apps.data.iter().any(|a| a.id == app.id));
+
+    // An endpoint, and its secret.
+    let ep = svix
+        .endpoint()
+        .create(
+            app.id.clone(),
+            EndpointIn {
+                event_types: Some(["invoice.paid".to_string()].into()),
+                throttle_rate: Some(50),
+                ..EndpointIn::new(rx.url.clone())
+            },
+            None,
+        )
+        .await
+        .expect("endpoint create");
+    assert_eq!(ep.url, rx.url);
+    assert_eq!(ep.event_types, Some(["invoice.paid".to_string()].into()));
+    assert_eq!(ep.throttle_rate, Some(50));
+    let secret = svix.endpoint().get_secret(app.id.clone(), ep.id.clone()).await.expect("endpoint secret").key;
+    assert!(secret.starts_with("whsec_"));
+    let eps = svix.endpoint().list(app.id.clone(), Some(EndpointListOptions::default())).await.expect("endpoint list");
+    assert_eq!(eps.data.len(), 1);
+    let ep = svix
+        .endpoint()
+        .patch(
+            app.id.clone(),
+            ep.id.clone(),
+            EndpointPatch { description: Some("billing".into()), ..EndpointPatch::default() },
+        )
+        .await
+        .expect("endpoint patch");
+    assert_eq!(ep.description, "billing");
+
+    // A message, as the SDK sends it by default (v2 asks for no content back).
+    let msg = svix
+        .message()
+        .create(
+            app.id.clone(),
+            MessageIn {
+                event_id: Some("evt-1".into()),
+                ..MessageIn::new("invoice.paid".into(), json!({ "invoice": 42 }))
+            },
+            None,
+        )
+        .await
+        .expect("message create");
+    assert_eq!(msg.event_type, "invoice.paid");
+    let delivered = rx.wait_for(1, Duration::from_secs(10)).await;
+    let received = &delivered[0];
+    assert_eq!(received.header("webhook-id"), msg.id);
+    // The SDK's own verifier accepts hooklane's signature.
+    let verifier = svix::webhooks::Webhook::new(&secret).expect("secret parses");
+    let mut headers = http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(name, received.header(name).parse().unwrap());
+    }
+    verifier.verify(&received.body, &headers).expect("the SDK verifies hooklane's signature");
+
+    let got = svix.message().get(app.id.clone(), "evt-1".into(), None).await.expect("message get by eventId");
+    assert_eq!(got.id, msg.id);
+    let with_content = svix
+        .message()
+        .get(app.id.clone(), msg.id.clone(), Some(svix::api::MessageGetOptions { with_content: Some(true) }))
+        .await
+        .expect("message get with content");
+    assert_eq!(with_content.payload, json!({ "invoice": 42 }));
+    let list = svix.message().list(app.id.clone(), Some(MessageListOptions::default())).await.expect("message list");
+    assert_eq!(list.data.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), vec![msg.id.clone()]);
+
+    // Attempts, once recorded.
+    let mut attempts = None;
+    for _ in 0..100 {
+        let page = svix
+            .message_attempt()
+            .list_by_msg(app.id.clone(), msg.id.clone(), Some(MessageAttemptListByMsgOptions::default()))
+            .await
+            .expect("attempts by message");
+        if !page.data.is_empty() {
+            attempts = Some(page);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let attempts = attempts.expect("an attempt is recorded");
+    assert_eq!(attempts.data[0].status, MessageStatus::Success);
+    assert_eq!(attempts.data[0].response_status_code, 200);
+    let by_endpoint = svix
+        .message_attempt()
+        .list_by_endpoint(app.id.clone(), ep.id.clone(), Some(MessageAttemptListByEndpointOptions::default()))
+        .await
+        .expect("attempts by endpoint");
+    assert_eq!(by_endpoint.data[0].id, attempts.data[0].id);
+
+    let attempt = svix
+        .message_attempt()
+        .get(app.id.clone(), msg.id.clone(), attempts.data[0].id.clone(), None)
+        .await
+        .expect("attempt get");
+    assert_eq!(attempt.msg_id, msg.id);
+    svix.message_attempt().resend(app.id.clone(), msg.id.clone(), ep.id.clone(), None).await.expect("resend");
+    rx.wait_for(2, Duration::from_secs(10)).await;
+    svix.endpoint()
+        .recover(app.id.clone(), ep.id.clone(), RecoverIn::new(chrono::Utc::now() - chrono::Duration::hours(1)), None)
+        .await
+        .expect("recover");
+
+    // The rest of an endpoint's life.
+    assert_eq!(svix.endpoint().get(app.id.clone(), ep.id.clone()).await.expect("endpoint get").id, ep.id);
+    svix.endpoint()
+        .set_headers(app.id.clone(), ep.id.clone(), EndpointHeadersIn::new([("x-tenant".into(), "1".into())].into()))
+        .await
+        .expect("set headers");
+    let headers = svix.endpoint().get_headers(app.id.clone(), ep.id.clone()).await.expect("get headers");
+    assert_eq!(headers.headers.get("x-tenant").map(String::as_str), Some("1"));
+    svix.endpoint()
+        .rotate_secret(app.id.clone(), ep.id.clone(), EndpointSecretRotateIn::new(), None)
+        .await
+        .expect("rotate secret");
+    let rotated = svix.endpoint().get_secret(app.id.clone(), ep.id.clone()).await.expect("new secret").key;
+    assert_ne!(rotated, secret);
+
+    // Event types: list and patch; an application replaced with PUT.
+    let types = svix.event_type().list(None).await.expect("event type list");
+    assert!(types.data.iter().any(|t| t.name == "invoice.paid"));
+    let et = svix
+        .event_type()
+        .patch("invoice.paid".into(), EventTypePatch { description: Some("Paid".into()), ..EventTypePatch::new() })
+        .await
+        .expect("event type patch");
+    assert_eq!(et.description, "Paid");
+    let replaced = svix
+        .application()
+        .upsert(app.id.clone(), ApplicationIn { uid: Some("customer-1".into()), ..ApplicationIn::new("C1".into()) })
+        .await
+        .expect("application upsert");
+    assert_eq!(replaced.name, "C1");
+
+    // Pulling (Svix's message.events), with the SDK's comma-joined filter.
+    svix.message()
+        .create(app.id.clone(), MessageIn::new("user.created".into(), json!({ "user": 1 })), None)
+        .await
+        .expect("second message");
+    let events = svix
+        .message()
+        .events(V1MessageEventsParams {
+            app_id: app.id.clone(),
+            limit: Some(10),
+            iterator: None,
+            event_types: Some(vec!["invoice.paid".into(), "user.created".into()]),
+            channels: None,
+            after: None,
+        })
+        .await
+        .expect("message events");
+    assert_eq!(events.data.len(), 2);
+    assert!(events.done);
+    let only_invoices = svix
+        .message()
+        .events(V1MessageEventsParams {
+            app_id: app.id.clone(),
+            limit: Some(10),
+            iterator: None,
+            event_types: Some(vec!["invoice.paid".into()]),
+            channels: None,
+            after: None,
+        })
+        .await
+        .expect("message events, filtered");
+    assert_eq!(only_invoices.data.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), vec![msg.id.clone()]);
+    // The endpoint's `eventTypes` kept the `user.created` message from it: it got the
+    // invoice and its resend only.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(rx.received().iter().all(|r| r.header("webhook-id") == msg.id), "only the invoice was delivered");
+
+    // An application-scoped token, used through the SDK.
+    let access = svix
+        .authentication()
+        .app_portal_access(app.id.clone(), AppPortalAccessIn::new(), None)
+        .await
+        .expect("app portal access");
+    let scoped =
+        Svix::new(access.token, Some(SvixOptions { server_url: Some(server.base.clone()), ..SvixOptions::default() }));
+    assert_eq!(scoped.application().get(app.id.clone()).await.expect("scoped get").id, app.id);
+
+    // Errors come back as the SDK's typed errors.
+    let missing = svix.application().get("no-such-app".into()).await.expect_err("unknown app");
+    assert!(format!("{missing:?}").contains("404"), "{missing:?}");
+
+    svix.endpoint().delete(app.id.clone(), ep.id.clone()).await.expect("endpoint delete");
+    svix.application().delete(app.id.clone()).await.expect("application delete");
+    assert!(svix.application().get(app.id.clone()).await.is_err());
+}
