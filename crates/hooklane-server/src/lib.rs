@@ -108,6 +108,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let closing = state.0.closing.clone();
+    let mut closed = closing.subscribe();
     let shutdown = async move {
         shutdown.await;
         closing.send_replace(true);
@@ -115,5 +116,21 @@ pub async fn serve(
     let app = NormalizePathLayer::trim_trailing_slash().layer(router(state));
     // With the peer address, which inbound sources' address allow-lists check.
     let service = ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app);
-    axum::serve(listener, service).with_graceful_shutdown(shutdown).await
+    let serving = axum::serve(listener, service).with_graceful_shutdown(shutdown);
+    // Requests in flight get a while to finish; a connection still open after that (an
+    // event stream whose client stopped reading, which never sees the shutdown) is dropped.
+    let deadline = async move {
+        let _ = closed.wait_for(|c| *c).await;
+        tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+    };
+    tokio::select! {
+        served = serving => served,
+        () = deadline => {
+            tracing::warn!(after = ?SHUTDOWN_DEADLINE, "connections still open at shutdown; closing them");
+            Ok(())
+        }
+    }
 }
+
+/// How long open connections get to finish once shutdown begins.
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);

@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     /// Turns true when the server starts shutting down: long-polls and event streams,
     /// which would otherwise hold the graceful shutdown up, end then.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// Places for long-polls and event streams waiting at once (see [`crate::api::events`]).
+    pub pull_waiters: Arc<tokio::sync::Semaphore>,
 }
 
 /// How long cached applications and endpoints are trusted (see [`crate::cache`]).
@@ -69,6 +71,7 @@ impl AppState {
             cache: crate::cache::TenantCache::new(TENANT_CACHE_TTL),
             rejections: Default::default(),
             closing: tokio::sync::watch::Sender::new(false),
+            pull_waiters: Arc::new(tokio::sync::Semaphore::new(crate::api::events::MAX_WAITING_READERS)),
         }))
     }
 }

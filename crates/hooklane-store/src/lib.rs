@@ -141,17 +141,27 @@ pub trait Store: Send + Sync + 'static {
     /// that carries `next` from one read to the next sees every message once, whatever
     /// the order in which concurrent writes committed.
     async fn read_message_events(&self, app_id: &str, query: &EventsQuery) -> StoreResult<EventsPage>;
+    /// Whether `position` can be one this store hands out (readers' iterators come from
+    /// clients; one from another store would read the wrong messages).
+    fn is_event_position(&self, position: EventPosition) -> bool;
     /// Changes whenever messages may have joined the stream (on a shared store, written by
     /// any node): long-polls and streams wait on it, then read again.
     fn message_events_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// How often a waiting reader should read again without a signal: `None` when the
+    /// signal announces every message (a store one process writes), a period when messages
+    /// can become readable unannounced (PostgreSQL: when an older transaction ends).
+    fn message_events_recheck(&self) -> Option<Duration>;
     /// The position a server-side subscription (`GET .../events/subscription/{id}`) reached.
     async fn get_events_subscription(&self, app_id: &str, id: &str) -> StoreResult<Option<EventPosition>>;
-    /// Creates or moves a server-side subscription.
+    /// Creates or moves a server-side subscription; with `forward_only`, a position before
+    /// the stored one leaves it where it is (two readers of one subscription answering out
+    /// of order must not move it back).
     async fn set_events_subscription(
         &self,
         app_id: &str,
         id: &str,
         position: EventPosition,
+        forward_only: bool,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
 

@@ -294,7 +294,7 @@ pub struct EventsQuery {
     pub limit: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EventsPage {
     /// In stream order, each with its position.
     pub messages: Vec<(EventPosition, Message)>,
@@ -303,4 +303,19 @@ pub struct EventsPage {
     pub next: EventPosition,
     /// Nothing that passes the filter lies between the last message and `next`.
     pub done: bool,
+}
+
+impl EventsPage {
+    /// The answer to `query` from the messages a store read after `query.after` (at most
+    /// `query.limit`, in stream order) and `end`, the stream's durable end as of that read:
+    /// once a read comes back short, a reader may move past everything before `end`.
+    /// Positions never move backwards.
+    pub fn new(query: &EventsQuery, messages: Vec<(EventPosition, Message)>, end: EventPosition) -> EventsPage {
+        let done = messages.len() < query.limit.max(1);
+        let next = match messages.last() {
+            Some((last, _)) if !done => *last,
+            _ => query.after.max(end),
+        };
+        EventsPage { messages, next, done }
+    }
 }

@@ -33,3 +33,35 @@ async fn reopen_keeps_data() {
     let store: DynStore = Arc::new(SqliteStore::open(&path).await.unwrap());
     assert_eq!(store.get_app("persist").await.unwrap(), Some(app));
 }
+
+/// SQLite positions are `0.seq`: a position with another first number is not one of its own.
+#[tokio::test]
+async fn sqlite_event_positions_start_with_zero() {
+    let (store, _dir) = fresh_store().await;
+    assert!(store.is_event_position(hooklane_store::EventPosition { major: 0, minor: 5 }));
+    assert!(!store.is_event_position(hooklane_store::EventPosition { major: 1, minor: 0 }));
+    assert_eq!(store.message_events_recheck(), None, "the signal announces every flushed message");
+}
+
+/// A failed flush of the write-ahead log stops the store taking writes for good: the
+/// kernel may have dropped what it could not write, and a later flush that succeeds would
+/// not bring it back. Reads go on; `ping` (behind `/ready`) fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_flush_stops_writes_until_reopened() {
+    let (store, dir) = fresh_store().await;
+    let app = conformance::new_app("before", None);
+    store.create_app(app.clone()).await.expect("a write before the failure");
+    store.ping().await.expect("ready");
+    let wal = dir.path().join("hooklane.db-wal");
+    // The sync thread opens the log by name for each flush: without it, the flush fails.
+    std::fs::rename(&wal, dir.path().join("moved-wal")).expect("move the write-ahead log away");
+    let failed = store.create_app(conformance::new_app("during", None)).await;
+    assert!(failed.is_err(), "the write whose flush failed is reported failed");
+    // Put a file back: flushes would succeed now, but nothing since the failure is known
+    // to be on disk.
+    std::fs::write(&wal, b"").expect("a file where the log was");
+    let after = store.create_app(conformance::new_app("after", None)).await;
+    assert!(format!("{after:?}").contains("restarted"), "{after:?}");
+    assert!(store.ping().await.is_err(), "not ready");
+    assert_eq!(store.get_app(&app.id).await.expect("reads go on").map(|a| a.id), Some(app.id));
+}

@@ -100,7 +100,18 @@ async fn polling_reads_each_message_once_in_order() {
     assert_eq!(status, 200, "{body}");
 
     // Bad input: a clear 4xx with a code, never a 500.
-    for query in ["iterator=nonsense", "iterator=1", "iterator=-1.2", "limit=0", "limit=251", "wait=61", "wait=x"] {
+    // (`1.0`: a well-formed position, but not one SQLite hands out: it would read from the
+    // wrong place.)
+    for query in [
+        "iterator=nonsense",
+        "iterator=1",
+        "iterator=-1.2",
+        "iterator=1.0",
+        "limit=0",
+        "limit=251",
+        "wait=61",
+        "wait=x",
+    ] {
         let (status, body) = server.call("GET", &format!("/api/v1/app/{app}/events?{query}"), None).await;
         assert_eq!(status, 422, "{query}: {body}");
         assert_eq!(body["code"], "validation", "{query}: {body}");
@@ -240,10 +251,13 @@ async fn server_sent_events_stream_and_resume() {
     assert_eq!(ids, vec![third.as_str(), fourth.as_str()]);
     assert_eq!(resumed[0].id, events[2].id, "an event keeps its id");
 
-    let resp = stream_req(Some("garbage")).await.unwrap();
-    assert_eq!(resp.status(), 400);
-    let (_, body) = read(resp).await;
-    assert_eq!(body["code"], "bad_request", "{body}");
+    for bad in ["garbage", "1.0"] {
+        let resp = stream_req(Some(bad)).await.unwrap();
+        let (status, body) = read(resp).await;
+        assert_eq!((status, body["code"].as_str()), (422, Some("validation")), "{bad}: {body}");
+    }
+    let (status, body) = server.call("GET", &format!("/api/v1/app/{app}/events/stream?wait=5"), None).await;
+    assert_eq!(status, 422, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

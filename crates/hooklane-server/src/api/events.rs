@@ -1,5 +1,5 @@
 //! `/api/v1/app/{app_id}/events`: an application's messages for consumers that pull them
-//! instead of receiving pushes (a consumer behind a firewall, a batch job, a browser).
+//! instead of receiving pushes (a consumer behind a firewall, a batch job).
 //!
 //! - `GET /events`: polling, as Svix's `message.events` (`limit`, `iterator`, `event_types`,
 //!   `channels`, `after`), answering `{data, iterator, done}`. With hooklane's `wait=N`
@@ -27,7 +27,8 @@ use hooklane_core::model::Message;
 use hooklane_core::Utc;
 use hooklane_store::{DynStore, EventPosition, EventsPage, EventsQuery, StoreResult};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::time::Instant;
 
 use super::message::MessageOut;
 use super::{check_name, query_names};
@@ -37,13 +38,16 @@ use crate::state::AppState;
 
 /// Longest `wait` a long-poll may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Long-polls and streams waiting at once on one node. Each holds a connection and reads
+/// the store whenever messages arrive; beyond this, long-polls answer without waiting and
+/// streams are refused (503), so waiting readers cannot take the node down.
+pub const MAX_WAITING_READERS: usize = 1000;
+/// A stream ends after this long (the client reconnects with `Last-Event-ID`), so a
+/// stream does not outlive its token's access, or its application, for long.
+const STREAM_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// Messages read per store query (polls: at most 250, as every list of the API).
 const MAX_LIMIT: usize = 250;
 const DEFAULT_LIMIT: usize = 50;
-/// A waiting reader reads again at least this often even without a signal: on PostgreSQL
-/// a message becomes readable only once every older transaction has finished, which no
-/// notification announces.
-const RECHECK: Duration = Duration::from_secs(1);
 
 /// Svix's `MessageEventsOut`.
 #[derive(Serialize)]
@@ -69,11 +73,13 @@ struct Pull {
     query: EventsQuery,
     wait: Duration,
     with_content: bool,
+    /// The query named its own `iterator`.
+    seek: bool,
 }
 
 impl Pull {
     /// `position` is where to start when the query names no `iterator`.
-    fn parse(q: &Query, position: Option<EventPosition>) -> ApiResult<Pull> {
+    fn parse(s: &AppState, q: &Query, position: Option<EventPosition>) -> ApiResult<Pull> {
         let limit = q.parse::<usize>("limit")?.unwrap_or(DEFAULT_LIMIT);
         if limit == 0 || limit > MAX_LIMIT {
             return Err(ApiError::bad_query("limit", format!("must be between 1 and {MAX_LIMIT}")));
@@ -82,8 +88,9 @@ impl Pull {
         if wait > MAX_WAIT {
             return Err(ApiError::bad_query("wait", format!("must be at most {} seconds", MAX_WAIT.as_secs())));
         }
-        let after = match q.get("iterator").filter(|s| !s.is_empty()) {
-            Some(it) => parse_position("iterator", it)?,
+        let iterator = q.get("iterator").filter(|s| !s.is_empty());
+        let after = match iterator {
+            Some(it) => parse_position(s, it).ok_or_else(|| ApiError::bad_query("iterator", NOT_A_POSITION))?,
             None => position.unwrap_or(EventPosition::START),
         };
         let query = EventsQuery {
@@ -93,60 +100,89 @@ impl Pull {
             channels: query_names(q, "channels")?,
             limit,
         };
-        Ok(Pull { query, wait, with_content: q.flag("with_content")?.unwrap_or(true) })
+        Ok(Pull { query, wait, with_content: q.flag("with_content")?.unwrap_or(true), seek: iterator.is_some() })
     }
 }
 
-fn parse_position(field: &str, text: &str) -> ApiResult<EventPosition> {
-    text.parse().map_err(|_| ApiError::bad_query(field, "is not a position this server gave out"))
+const NOT_A_POSITION: &str = "is not a position this server gave out";
+
+fn parse_position(s: &AppState, text: &str) -> Option<EventPosition> {
+    text.parse().ok().filter(|p| s.0.store.is_event_position(*p))
 }
 
-/// Reads once; when that finds nothing and `wait` is set, waits for new messages (or the
-/// server's shutdown) up to `wait`, reading again on every signal.
-async fn read_waiting(s: &AppState, app_id: &str, mut query: EventsQuery, wait: Duration) -> StoreResult<EventsPage> {
-    let store = &s.0.store;
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut signal = store.message_events_signal();
-    let mut closing = s.0.closing.subscribe();
-    loop {
-        // Marked seen before the read, so a message arriving during it is not waited past.
-        signal.borrow_and_update();
-        let page = store.read_message_events(app_id, &query).await?;
-        let now = tokio::time::Instant::now();
-        if !page.messages.is_empty() || now >= deadline || *closing.borrow() {
-            return Ok(page);
+/// Reads an application's stream from a position, waiting for messages when asked to.
+struct Follower {
+    store: DynStore,
+    app_id: String,
+    query: EventsQuery,
+    signal: watch::Receiver<u64>,
+    closing: watch::Receiver<bool>,
+    recheck: Option<Duration>,
+}
+
+impl Follower {
+    fn new(s: &AppState, app_id: &str, query: EventsQuery) -> Follower {
+        Follower {
+            store: s.0.store.clone(),
+            app_id: app_id.to_string(),
+            query,
+            signal: s.0.store.message_events_signal(),
+            closing: s.0.closing.subscribe(),
+            recheck: s.0.store.message_events_recheck(),
         }
-        query.after = page.next;
-        let pause = (deadline - now).min(RECHECK);
-        wait_for_news(&mut signal, &mut closing, pause).await;
+    }
+
+    /// Reads once; while that finds nothing, waits for the store's signal (or its recheck
+    /// period) and reads again, until `deadline` or the server's shutdown. Moves the
+    /// follower's position past what it returns.
+    async fn read(&mut self, deadline: Instant) -> StoreResult<EventsPage> {
+        loop {
+            // Marked seen before the read, so a message arriving during it is not waited past.
+            self.signal.borrow_and_update();
+            let page = self.store.read_message_events(&self.app_id, &self.query).await?;
+            self.query.after = page.next;
+            let now = Instant::now();
+            if !page.messages.is_empty() || now >= deadline || *self.closing.borrow() {
+                return Ok(page);
+            }
+            let pause = self.recheck.map_or(deadline - now, |r| r.min(deadline - now));
+            tokio::select! {
+                // A signal whose sender is gone (the store is closing) would answer at once
+                // for ever: the pause is then waited out instead.
+                Ok(()) = self.signal.changed() => {}
+                Ok(()) = self.closing.changed() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
     }
 }
 
-/// Returns when the store signals new messages, the server starts shutting down, or after
-/// `pause`, whichever comes first.
-async fn wait_for_news(signal: &mut watch::Receiver<u64>, closing: &mut watch::Receiver<bool>, pause: Duration) {
-    let sleep = tokio::time::sleep(pause);
-    tokio::pin!(sleep);
-    tokio::select! {
-        // A signal whose sender is gone (the store is closing) would answer at once for
-        // ever: the pause is then waited out instead.
-        Ok(()) = signal.changed() => {}
-        Ok(()) = closing.changed() => {}
-        _ = &mut sleep => {}
-    }
+/// A place among the node's waiting readers, if one is free.
+fn waiting_place(s: &AppState) -> Option<OwnedSemaphorePermit> {
+    s.0.pull_waiters.clone().try_acquire_owned().ok()
+}
+
+/// Reads for a poll: waits up to `wait` for messages when it has a place among the
+/// waiting readers, else answers what there is at once.
+async fn poll_once(s: &AppState, app_id: &str, pull: &Pull) -> ApiResult<EventsPage> {
+    let mut follower = Follower::new(s, app_id, pull.query.clone());
+    let place = if pull.wait.is_zero() { None } else { waiting_place(s) };
+    let wait = if place.is_some() { pull.wait } else { Duration::ZERO };
+    Ok(follower.read(Instant::now() + wait).await?)
 }
 
 /// `GET /api/v1/app/{app_id}/events`
 pub async fn poll(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<MessageEventsOut>> {
-    let pull = Pull::parse(&q, None)?;
-    let page = read_waiting(&s, &t.app.id, pull.query, pull.wait).await?;
+    let pull = Pull::parse(&s, &q, None)?;
+    let page = poll_once(&s, &t.app.id, &pull).await?;
     Ok(axum::Json(MessageEventsOut::new(page, pull.with_content)))
 }
 
 /// `GET /api/v1/app/{app_id}/events/subscription/{subscription_id}`: reads from where the
-/// subscription stands (or from `iterator`, which moves it) and moves it past what it
+/// subscription stands (or from `iterator`, which moves it there) and moves it past what it
 /// answers. The position moves before the answer reaches the consumer: a consumer that
-/// must not miss a message it failed to receive keeps its own iterator instead.
+/// must not miss a message it failed to receive keeps its own iterator instead. Two readers
+/// of one subscription answered out of order never move it back.
 pub async fn subscription(
     State(s): State<AppState>,
     t: Tenant,
@@ -155,14 +191,14 @@ pub async fn subscription(
 ) -> ApiResult<axum::Json<MessageEventsOut>> {
     check_name("subscription_id", &subscription_id)?;
     let stored = s.0.store.get_events_subscription(&t.app.id, &subscription_id).await?;
-    let pull = Pull::parse(&q, stored)?;
-    let page = read_waiting(&s, &t.app.id, pull.query, pull.wait).await?;
-    s.0.store.set_events_subscription(&t.app.id, &subscription_id, page.next, Utc::now()).await?;
+    let pull = Pull::parse(&s, &q, stored)?;
+    let page = poll_once(&s, &t.app.id, &pull).await?;
+    s.0.store.set_events_subscription(&t.app.id, &subscription_id, page.next, !pull.seek, Utc::now()).await?;
     Ok(axum::Json(MessageEventsOut::new(page, pull.with_content)))
 }
 
 /// `GET /api/v1/app/{app_id}/events/stream`: Server-Sent Events from `Last-Event-ID` (a
-/// reconnecting `EventSource` sends it), else `iterator`, else the start of the stream. The
+/// reconnecting client sends it), else `iterator`, else the start of the stream. The
 /// filters of a poll apply; a comment every 15 s keeps proxies from closing a quiet stream.
 pub async fn stream(
     State(s): State<AppState>,
@@ -171,22 +207,25 @@ pub async fn stream(
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let resume = match headers.get("last-event-id").map(|v| v.to_str()) {
-        Some(Ok(id)) if !id.is_empty() => Some(id.parse().map_err(|_| bad_last_event_id())?),
+        Some(Ok("")) | None => None,
+        Some(Ok(id)) => Some(parse_position(&s, id).ok_or_else(bad_last_event_id)?),
         Some(Err(_)) => return Err(bad_last_event_id()),
-        _ => None,
     };
-    let mut pull = Pull::parse(&q, None)?;
+    let mut pull = Pull::parse(&s, &q, None)?;
+    if !pull.wait.is_zero() {
+        return Err(ApiError::bad_query("wait", "applies to polls; a stream waits for as long as it is open"));
+    }
     if let Some(position) = resume {
         pull.query.after = position;
     }
+    let place = waiting_place(&s)
+        .ok_or_else(|| ApiError::Unavailable("too many streams and long-polls are open on this node".into()))?;
     let reader = StreamReader {
-        store: s.0.store.clone(),
-        app_id: t.app.id.clone(),
-        query: pull.query,
+        follower: Follower::new(&s, &t.app.id, pull.query),
         with_content: pull.with_content,
-        signal: s.0.store.message_events_signal(),
-        closing: s.0.closing.subscribe(),
         ready: VecDeque::new(),
+        ends_at: Instant::now() + STREAM_LIFETIME,
+        _place: place,
     };
     let events = futures::stream::unfold(reader, |mut reader| async move {
         let (position, message) = reader.next().await?;
@@ -199,45 +238,38 @@ pub async fn stream(
 }
 
 fn bad_last_event_id() -> ApiError {
-    ApiError::BadRequest("the Last-Event-ID header is not a position this server gave out".into())
+    ApiError::Validation { location: "header", field: "Last-Event-ID".into(), msg: NOT_A_POSITION.into() }
 }
 
 /// The state of one Server-Sent Events stream between two events.
 struct StreamReader {
-    store: DynStore,
-    app_id: String,
-    query: EventsQuery,
+    follower: Follower,
     with_content: bool,
-    signal: watch::Receiver<u64>,
-    closing: watch::Receiver<bool>,
     /// Read from the store and not yet sent.
     ready: VecDeque<(EventPosition, Message)>,
+    ends_at: Instant,
+    /// Held for the stream's life.
+    _place: OwnedSemaphorePermit,
 }
 
 impl StreamReader {
-    /// The next message, waiting for one as long as it takes; `None` ends the stream (the
-    /// server is shutting down, or the store failed: the client reconnects and resumes).
+    /// The next message, waiting for one as long as the stream lives; `None` ends the
+    /// stream (its lifetime is over, the server is shutting down, or the store failed: the
+    /// client reconnects and resumes).
     async fn next(&mut self) -> Option<(EventPosition, Message)> {
         loop {
             if let Some(next) = self.ready.pop_front() {
                 return Some(next);
             }
-            if *self.closing.borrow() {
+            if *self.follower.closing.borrow() || Instant::now() >= self.ends_at {
                 return None;
             }
-            self.signal.borrow_and_update();
-            match self.store.read_message_events(&self.app_id, &self.query).await {
-                Ok(page) => {
-                    self.query.after = page.next;
-                    self.ready.extend(page.messages);
-                }
+            match self.follower.read(self.ends_at).await {
+                Ok(page) => self.ready.extend(page.messages),
                 Err(e) => {
-                    tracing::warn!(error = %e, app_id = %self.app_id, "event stream read failed; closing the stream");
+                    tracing::warn!(error = %e, app_id = %self.follower.app_id, "event stream read failed; closing it");
                     return None;
                 }
-            }
-            if self.ready.is_empty() {
-                wait_for_news(&mut self.signal, &mut self.closing, RECHECK).await;
             }
         }
     }

@@ -30,17 +30,41 @@ pub(super) struct IngestJob {
     pub reply: oneshot::Sender<StoreResult<()>>,
 }
 
-/// Starts the workers; they stop when the returned sender (the store) is dropped.
+/// Starts the workers and their announcer; they stop when the returned sender (the store)
+/// is dropped.
 pub(super) fn start(pool: Pool) -> mpsc::UnboundedSender<IngestJob> {
     let (tx, rx) = mpsc::unbounded_channel();
     let rx = Arc::new(Mutex::new(rx));
+    // One slot: writes while an announcement is pending or under way share the next one.
+    let (written, announce) = mpsc::channel(1);
     for _ in 0..WORKERS {
-        tokio::spawn(worker(pool.clone(), rx.clone()));
+        tokio::spawn(worker(pool.clone(), rx.clone(), written.clone()));
     }
+    tokio::spawn(announce_messages(pool, announce));
     tx
 }
 
-async fn worker(pool: Pool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<IngestJob>>>) {
+/// Tells every node (this one included) that messages were written, for readers of the
+/// messages' stream waiting for more: once per write, or once for all the writes made
+/// while the last announcement was under way. A `NOTIFY` inside the ingest transaction
+/// would serialise every ingest commit of the database server (PostgreSQL holds a global
+/// lock from a notifying transaction's pre-commit until its commit is flushed), so it goes
+/// in a transaction of its own after the commit, not waiting for its own flush: a lost
+/// announcement only delays readers until their next periodic look.
+async fn announce_messages(pool: Pool, mut written: mpsc::Receiver<()>) {
+    let statement = format!("BEGIN; SET LOCAL synchronous_commit = off; NOTIFY {MESSAGES_CHANNEL}; COMMIT");
+    while written.recv().await.is_some() {
+        let sent = match pool.get().await {
+            Ok(c) => c.batch_execute(&statement).await.map_err(db_err),
+            Err(e) => Err(pool_err(e)),
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "NOTIFY of new messages failed; readers find them on their next look");
+        }
+    }
+}
+
+async fn worker(pool: Pool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<IngestJob>>>, announcer: mpsc::Sender<()>) {
     loop {
         let mut batch = Vec::new();
         {
@@ -58,16 +82,21 @@ async fn worker(pool: Pool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<IngestJob>>>
             for job in batch {
                 let single = vec![job];
                 let written = write(&pool, &single).await;
-                answer(&pool, single, written).await;
+                answer(&pool, single, written, &announcer).await;
             }
             continue;
         }
-        answer(&pool, batch, written).await;
+        answer(&pool, batch, written, &announcer).await;
     }
 }
 
-/// Answers every job of a written batch.
-async fn answer(pool: &Pool, batch: Vec<IngestJob>, written: StoreResult<HashSet<String>>) {
+/// Answers every job of a written batch, and has new messages announced.
+async fn answer(
+    pool: &Pool,
+    batch: Vec<IngestJob>,
+    written: StoreResult<HashSet<String>>,
+    announcer: &mpsc::Sender<()>,
+) {
     let inserted = match written {
         Ok(inserted) => inserted,
         Err(e) if batch.len() == 1 => {
@@ -84,6 +113,10 @@ async fn answer(pool: &Pool, batch: Vec<IngestJob>, written: StoreResult<HashSet
             return;
         }
     };
+    if !inserted.is_empty() {
+        // Full: an announcement is pending already, and will cover these messages too.
+        let _ = announcer.try_send(());
+    }
     let unleased = batch.iter().any(|j| j.leased_until.is_none() && !j.endpoint_ids.is_empty());
     for job in batch {
         let answer = if inserted.contains(&job.msg.id) {
@@ -135,10 +168,7 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashSet<String>>
     }
     // Data-modifying CTEs all run to completion; deliveries are written only for the
     // messages that were (ON CONFLICT DO NOTHING skips duplicates, so a duplicate in the
-    // batch costs only itself). When any message was written, the transaction notifies
-    // MESSAGES_CHANNEL (delivered at commit, to every node): the uncorrelated subquery is an
-    // InitPlan, run once, and only when the first row is returned; its `EXISTS` keeps a batch
-    // of duplicates quiet even if it ran earlier. Its column is not read.
+    // batch costs only itself).
     let rows = client
         .query(
             "WITH input AS ( \
@@ -161,7 +191,7 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashSet<String>>
                      AS k(msg_id, endpoint_id, app_id, due, leased, at) \
                  JOIN m ON m.id = k.msg_id \
                  RETURNING 1 \
-             ) SELECT id, (SELECT pg_notify($17, '') WHERE EXISTS (SELECT 1 FROM m)) FROM m",
+             ) SELECT id FROM m",
             &[
                 &ids,
                 &apps,
@@ -179,7 +209,6 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashSet<String>>
                 &d_due,
                 &d_leased,
                 &d_at,
-                &MESSAGES_CHANNEL,
             ],
         )
         .await

@@ -840,12 +840,7 @@ pub async fn read_message_events<C: GenericClient>(c: &C, app_id: &str, q: &Even
             messages.push((position, rows::message(row, 3)?));
         }
     }
-    let done = messages.len() < limit;
-    let next = match messages.last() {
-        Some((last, _)) if !done => *last,
-        _ => q.after.max(EventPosition { major: xmin, minor: 0 }),
-    };
-    Ok(EventsPage { messages, next, done })
+    Ok(EventsPage::new(q, messages, EventPosition { major: xmin, minor: 0 }))
 }
 
 pub async fn get_events_subscription<C: GenericClient>(
@@ -864,14 +859,20 @@ pub async fn set_events_subscription<C: GenericClient>(
     app_id: &str,
     id: &str,
     position: EventPosition,
+    forward_only: bool,
     now: i64,
 ) -> StoreResult<()> {
+    // With `forward_only`, a position not after the stored one keeps the stored one.
     execute(
         c,
-        "INSERT INTO events_subscriptions (app_id, id, major, minor, updated_at) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (app_id, id) DO UPDATE \
-         SET major = excluded.major, minor = excluded.minor, updated_at = excluded.updated_at",
-        &[&app_id, &id, &position.major, &position.minor, &now],
+        "INSERT INTO events_subscriptions AS s (app_id, id, major, minor, updated_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (app_id, id) DO UPDATE SET \
+             major = CASE WHEN $6 AND (s.major, s.minor) > (excluded.major, excluded.minor) \
+                 THEN s.major ELSE excluded.major END, \
+             minor = CASE WHEN $6 AND (s.major, s.minor) > (excluded.major, excluded.minor) \
+                 THEN s.minor ELSE excluded.minor END, \
+             updated_at = excluded.updated_at",
+        &[&app_id, &id, &position.major, &position.minor, &now, &forward_only],
     )
     .await?;
     Ok(())

@@ -263,8 +263,19 @@ impl Store for PgStore {
         queries::read_message_events(&self.client().await?, app_id, query).await
     }
 
+    fn is_event_position(&self, _position: EventPosition) -> bool {
+        // Any pair of non-negative numbers is a transaction id and a sequence number.
+        true
+    }
+
     fn message_events_signal(&self) -> tokio::sync::watch::Receiver<u64> {
         self.events.subscribe()
+    }
+
+    fn message_events_recheck(&self) -> Option<Duration> {
+        // A message committed behind an older transaction becomes readable when that one
+        // ends, which nothing announces.
+        Some(Duration::from_millis(500))
     }
 
     async fn get_events_subscription(&self, app_id: &str, id: &str) -> StoreResult<Option<EventPosition>> {
@@ -276,9 +287,10 @@ impl Store for PgStore {
         app_id: &str,
         id: &str,
         position: EventPosition,
+        forward_only: bool,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        queries::set_events_subscription(&self.client().await?, app_id, id, position, ms(now)).await
+        queries::set_events_subscription(&self.client().await?, app_id, id, position, forward_only, ms(now)).await
     }
 
     // --- inbound sources

@@ -43,6 +43,8 @@ pub struct SqliteStore {
     /// The highest message sequence number on disk: the end of the stream pull readers
     /// may see (a commit is visible to readers before the sync thread flushed it).
     durable_seq: watch::Receiver<u64>,
+    /// A flush failed: no more writes (`/ready` says so).
+    flush_failed: writer::FlushFailed,
 }
 
 impl SqliteStore {
@@ -84,9 +86,10 @@ impl SqliteStore {
             _ => {}
         }
         let (durable_seq, durable_seen) = watch::channel(writer::last_message_seq(&conn));
-        let tx = writer::start(conn, &path, durable_seq)?;
+        let flush_failed = writer::FlushFailed::default();
+        let tx = writer::start(conn, &path, durable_seq, flush_failed.clone())?;
         let readers = Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) });
-        Ok(SqliteStore { writer: tx, readers, durable_seq: durable_seen })
+        Ok(SqliteStore { writer: tx, readers, durable_seq: durable_seen, flush_failed })
     }
 
     /// Runs `f` in a savepoint of its own inside the next group-committed transaction;
@@ -120,8 +123,12 @@ impl SqliteStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Fails when the writer thread is gone (it stops only if it panicked).
+    /// Fails when the writer thread is gone (it stops only if it panicked), or once a flush
+    /// of the write-ahead log failed.
     fn ensure_writer(&self) -> StoreResult<()> {
+        if self.flush_failed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StoreError::Database("a flush of the write-ahead log failed; restart hooklane".into()));
+        }
         self.writer.send(ToWriter::Job(Box::new(NoopJob))).map_err(|_| StoreError::Closed)
     }
 

@@ -325,12 +325,9 @@ pub fn list_messages(
 
 /// The messages of an application that pass a filter (shared with the message log).
 fn message_select(app_id: &str, f: &MessageFilter) -> Select {
-    let mut q = Select::new(rows::MESSAGE_COLS, "messages").and("app_id = ?", [text(app_id)]);
-    if let Some(types) = f.event_types.as_ref().filter(|t| !t.is_empty()) {
-        let marks = vec!["?"; types.len()].join(", ");
-        q = q.and(&format!("event_type IN ({marks})"), types.iter().map(|t| text(t.as_str())));
-    }
-    q.and_if(f.channel.clone(), "EXISTS (SELECT 1 FROM json_each(messages.channels) WHERE value = ?)", text)
+    let q = Select::new(rows::MESSAGE_COLS, "messages").and("app_id = ?", [text(app_id)]);
+    event_types_in(q, f.event_types.as_deref())
+        .and_if(f.channel.clone(), "EXISTS (SELECT 1 FROM json_each(messages.channels) WHERE value = ?)", text)
         .and_if(f.tag.clone(), "EXISTS (SELECT 1 FROM json_each(messages.tags) WHERE value = ?)", text)
         .and_if(f.before, "created_at < ?", |t| int(ms(t)))
         .and_if(f.after, "created_at > ?", |t| int(ms(t)))
@@ -348,10 +345,7 @@ pub fn read_message_events(
         .and("app_id = ?", [text(app_id)])
         .and("seq > ? AND seq <= ?", [int(q.after.minor), int(durable_seq)])
         .and_if(q.since, "created_at > ?", |t| int(ms(t)));
-    if let Some(types) = q.event_types.as_ref().filter(|t| !t.is_empty()) {
-        let marks = vec!["?"; types.len()].join(", ");
-        select = select.and(&format!("event_type IN ({marks})"), types.iter().map(|t| text(t.as_str())));
-    }
+    select = event_types_in(select, q.event_types.as_deref());
     if let Some(channels) = q.channels.as_ref().filter(|c| !c.is_empty()) {
         let marks = vec!["?"; channels.len()].join(", ");
         select = select.and(
@@ -364,12 +358,18 @@ pub fn read_message_events(
     let messages: Vec<(EventPosition, Message)> = query_all(conn, &sql, params_from_iter(select.params), |r| {
         Ok((EventPosition { major: 0, minor: r.get(10)? }, rows::message(r)?))
     })?;
-    let done = messages.len() < limit;
-    let next = match messages.last() {
-        Some((last, _)) if !done => *last,
-        _ => q.after.max(EventPosition { major: 0, minor: durable_seq }),
-    };
-    Ok(EventsPage { messages, next, done })
+    Ok(EventsPage::new(q, messages, EventPosition { major: 0, minor: durable_seq }))
+}
+
+/// `event_type IN (…)` when `types` names any.
+fn event_types_in(select: Select, types: Option<&[String]>) -> Select {
+    match types.filter(|t| !t.is_empty()) {
+        Some(types) => {
+            let marks = vec!["?"; types.len()].join(", ");
+            select.and(&format!("event_type IN ({marks})"), types.iter().map(|t| text(t.as_str())))
+        }
+        None => select,
+    }
 }
 
 pub fn get_events_subscription(conn: &Connection, app_id: &str, id: &str) -> StoreResult<Option<EventPosition>> {
@@ -383,13 +383,16 @@ pub fn set_events_subscription(
     app_id: &str,
     id: &str,
     position: EventPosition,
+    forward_only: bool,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
     execute(
         conn,
         "INSERT INTO events_subscriptions (app_id, id, position, updated_at) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (app_id, id) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-        params![app_id, id, position.minor, ms(now)],
+         ON CONFLICT (app_id, id) DO UPDATE SET \
+             position = CASE WHEN ?5 THEN max(position, excluded.position) ELSE excluded.position END, \
+             updated_at = excluded.updated_at",
+        params![app_id, id, position.minor, ms(now), forward_only],
     )?;
     Ok(())
 }

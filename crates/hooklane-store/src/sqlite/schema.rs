@@ -236,3 +236,65 @@ pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
     }
     Ok(applied)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database made before the pull stream (migrations 1–6) with messages in it: the
+    /// messages table is rebuilt with sequence numbers in the old rowid order, and keeps
+    /// its rows, its uniqueness rules and its indexes.
+    #[test]
+    fn messages_of_an_older_database_get_sequence_numbers() {
+        let mut conn = Connection::open_in_memory().expect("database");
+        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            .expect("migrations table");
+        for (i, sql) in MIGRATIONS[..6].iter().enumerate() {
+            conn.execute_batch(sql).expect("old migration");
+            conn.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [i as i64 + 1]).expect("record");
+        }
+        for (id, app, event_id) in [("msg_b", "app_1", Some("e1")), ("msg_a", "app_1", None), ("msg_c", "app_2", None)]
+        {
+            conn.execute(
+                "INSERT INTO messages (id, app_id, event_type, event_id, payload, created_at) \
+                 VALUES (?1, ?2, 't', ?3, '{}', 0)",
+                rusqlite::params![id, app, event_id],
+            )
+            .expect("old message");
+        }
+        assert_eq!(migrate(&mut conn).expect("migrate"), 1);
+        let rows: Vec<(i64, String)> = conn
+            .prepare("SELECT seq, id FROM messages ORDER BY seq")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .expect("rows");
+        assert_eq!(rows, vec![(1, "msg_b".into()), (2, "msg_a".into()), (3, "msg_c".into())]);
+        // Uniqueness of ids and of event ids per application survives the rebuild.
+        let dup_id = conn.execute(
+            "INSERT INTO messages (id, app_id, event_type, payload, created_at) VALUES ('msg_a', 'x', 't', '{}', 0)",
+            [],
+        );
+        assert!(dup_id.is_err());
+        let dup_event = conn.execute(
+            "INSERT INTO messages (id, app_id, event_type, event_id, payload, created_at) \
+             VALUES ('msg_d', 'app_1', 't', 'e1', '{}', 0)",
+            [],
+        );
+        assert!(dup_event.is_err());
+        // New messages continue the sequence; a deleted newest number is never given again.
+        conn.execute("DELETE FROM messages WHERE id = 'msg_c'", []).expect("delete");
+        conn.execute(
+            "INSERT INTO messages (id, app_id, event_type, payload, created_at) VALUES ('msg_e', 'app_1', 't', '{}', 0)",
+            [],
+        )
+        .expect("new message");
+        let seq: i64 = conn.query_row("SELECT seq FROM messages WHERE id = 'msg_e'", [], |r| r.get(0)).expect("seq");
+        assert_eq!(seq, 4);
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' ORDER BY name")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("indexes");
+        for wanted in ["messages_by_app", "messages_by_event_id", "messages_events"] {
+            assert!(indexes.iter().any(|i| i == wanted), "{wanted} missing: {indexes:?}");
+        }
+    }
+}

@@ -468,8 +468,17 @@ impl Store for SqliteStore {
         self.read(move |c| queries::read_message_events(c, &app, &query, durable)).await
     }
 
+    fn is_event_position(&self, position: EventPosition) -> bool {
+        position.major == 0
+    }
+
     fn message_events_signal(&self) -> tokio::sync::watch::Receiver<u64> {
         self.durable_seq.clone()
+    }
+
+    fn message_events_recheck(&self) -> Option<Duration> {
+        // The sync thread raises the signal for every flushed batch.
+        None
     }
 
     async fn get_events_subscription(&self, app_id: &str, id: &str) -> StoreResult<Option<EventPosition>> {
@@ -482,10 +491,11 @@ impl Store for SqliteStore {
         app_id: &str,
         id: &str,
         position: EventPosition,
+        forward_only: bool,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
         let (app, id) = (owned(app_id), owned(id));
-        self.write(move |c| queries::set_events_subscription(c, &app, &id, position, now)).await
+        self.write(move |c| queries::set_events_subscription(c, &app, &id, position, forward_only, now)).await
     }
 
     async fn message_log(

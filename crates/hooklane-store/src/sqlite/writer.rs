@@ -9,7 +9,8 @@
 //! write (each commit rewrites the last page of every B-tree it touched).
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -118,24 +119,33 @@ pub(super) struct Committed {
     last_message_seq: u64,
 }
 
+/// Set for good when a flush of the write-ahead log failed. Linux may then have dropped
+/// the pages it could not write, so nothing committed since the last good flush is known
+/// to be on disk, and a later flush succeeding would not make it so: the store takes no
+/// more writes (and readers of the message stream see nothing more) until it is reopened,
+/// when SQLite reads back what the disk really holds.
+pub(super) type FlushFailed = Arc<AtomicBool>;
+
 /// Starts both threads; the returned sender takes the writes. `durable_seq` is raised to
 /// the highest message sequence number on disk after each flush.
 pub(super) fn start(
     conn: Connection,
     db_path: &Path,
     durable_seq: watch::Sender<u64>,
+    flush_failed: FlushFailed,
 ) -> StoreResult<mpsc::Sender<ToWriter>> {
     let (to_writer, inbox) = mpsc::channel::<ToWriter>();
     let (to_sync, committed) = mpsc::channel::<Committed>();
     let wal = wal_path(db_path);
     let writer_inbox = to_writer.clone();
+    let sync_failed = flush_failed.clone();
     std::thread::Builder::new()
         .name("hooklane-sqlite-sync".into())
-        .spawn(move || sync_loop(&wal, committed, writer_inbox, durable_seq))
+        .spawn(move || sync_loop(&wal, committed, writer_inbox, durable_seq, sync_failed))
         .map_err(|e| StoreError::Database(format!("cannot start sync thread: {e}")))?;
     std::thread::Builder::new()
         .name("hooklane-sqlite-writer".into())
-        .spawn(move || Writer::new(conn, to_sync).run(inbox))
+        .spawn(move || Writer::new(conn, to_sync, flush_failed).run(inbox))
         .map_err(|e| StoreError::Database(format!("cannot start writer thread: {e}")))?;
     Ok(to_writer)
 }
@@ -150,11 +160,20 @@ struct Writer {
     /// Batches handed to the sync thread and not yet flushed.
     syncing: usize,
     last_checkpoint: Instant,
+    flush_failed: FlushFailed,
 }
 
 impl Writer {
-    fn new(conn: Connection, to_sync: mpsc::Sender<Committed>) -> Self {
-        Writer { conn, to_sync, batch: Vec::new(), busy: Duration::ZERO, syncing: 0, last_checkpoint: Instant::now() }
+    fn new(conn: Connection, to_sync: mpsc::Sender<Committed>, flush_failed: FlushFailed) -> Self {
+        Writer {
+            conn,
+            to_sync,
+            batch: Vec::new(),
+            busy: Duration::ZERO,
+            syncing: 0,
+            last_checkpoint: Instant::now(),
+            flush_failed,
+        }
     }
 
     fn run(mut self, inbox: mpsc::Receiver<ToWriter>) {
@@ -189,6 +208,10 @@ impl Writer {
     }
 
     fn run_job(&mut self, mut job: Box<dyn WriteJob>) {
+        if self.flush_failed.load(Ordering::Acquire) {
+            job.finish(&Err(FLUSH_FAILED.to_string()));
+            return;
+        }
         let started = Instant::now();
         if self.batch.is_empty() {
             if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
@@ -253,6 +276,9 @@ impl Writer {
     }
 }
 
+const FLUSH_FAILED: &str =
+    "a flush of the write-ahead log failed earlier: the store takes no more writes until hooklane is restarted";
+
 /// The highest message sequence number given out so far (`AUTOINCREMENT` keeps it in
 /// `sqlite_sequence`, and never gives a number twice); 0 before the first message.
 pub(super) fn last_message_seq(conn: &Connection) -> u64 {
@@ -277,6 +303,7 @@ fn sync_loop(
     committed: mpsc::Receiver<Committed>,
     writer: mpsc::Sender<ToWriter>,
     durable_seq: watch::Sender<u64>,
+    flush_failed: FlushFailed,
 ) {
     while let Ok(first) = committed.recv() {
         let mut batches = vec![first];
@@ -286,10 +313,17 @@ fn sync_loop(
         let started = Instant::now();
         let synced = sync_wal(wal).map_err(|e| format!("cannot sync the write-ahead log {}: {e}", wal.display()));
         metrics::histogram!("hooklane_store_sync_seconds", "store" => "sqlite").record(started.elapsed());
-        if let Err(e) = &synced {
-            // Committed but maybe not on disk: callers are told it failed and may retry.
-            tracing::error!(error = %e, "sqlite sync failed");
-        }
+        // After one failure no later flush proves anything (see `FlushFailed`).
+        let synced = match synced {
+            Ok(()) if flush_failed.load(Ordering::Acquire) => Err(FLUSH_FAILED.to_string()),
+            Err(e) => {
+                // Committed but maybe not on disk: callers are told it failed and may retry.
+                tracing::error!(error = %e, "sqlite sync failed; the store takes no more writes until restarted");
+                flush_failed.store(true, Ordering::Release);
+                Err(e)
+            }
+            ok => ok,
+        };
         let n = batches.len();
         if synced.is_ok() {
             let seq = batches.iter().map(|b| b.last_message_seq).max().unwrap_or(0);

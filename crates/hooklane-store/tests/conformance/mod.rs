@@ -944,17 +944,26 @@ pub async fn message_events_subscriptions(store: &DynStore) {
     let b = setup_app(store, "B").await;
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), None);
     let p1 = EventPosition { major: 0, minor: 7 };
-    store.set_events_subscription(&a.id, "sub", p1, now_ms()).await.unwrap();
+    let p0 = EventPosition { major: 0, minor: 3 };
+    assert!(store.is_event_position(p1) && store.is_event_position(EventPosition::START));
+    store.set_events_subscription(&a.id, "sub", p1, true, now_ms()).await.unwrap();
+    assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p1));
+    // Forward only: an earlier position (a reader answering late) leaves it; a seek moves it.
+    store.set_events_subscription(&a.id, "sub", p0, true, now_ms()).await.unwrap();
+    assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p1));
+    store.set_events_subscription(&a.id, "sub", p0, false, now_ms()).await.unwrap();
+    assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p0));
+    store.set_events_subscription(&a.id, "sub", p1, true, now_ms()).await.unwrap();
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p1));
     assert_eq!(store.get_events_subscription(&b.id, "sub").await.unwrap(), None, "per application");
-    store.set_events_subscription(&b.id, "sub", p1, now_ms()).await.unwrap();
+    store.set_events_subscription(&b.id, "sub", p1, false, now_ms()).await.unwrap();
     // Positions are the store's own: only those it hands out need to round-trip.
     let moved = store.read_message_events(
         &a.id,
         &EventsQuery { after: EventPosition::START, since: None, event_types: None, channels: None, limit: 1 },
     );
     let next = moved.await.unwrap().next;
-    store.set_events_subscription(&a.id, "sub", next, now_ms()).await.unwrap();
+    store.set_events_subscription(&a.id, "sub", next, false, now_ms()).await.unwrap();
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(next));
     store.delete_app(&a.id).await.unwrap();
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), None, "deleted with the application");
