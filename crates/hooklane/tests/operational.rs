@@ -174,3 +174,44 @@ async fn nothing_is_posted_without_an_operational_app() {
         assert_eq!(list["data"], json!([]), "{list}");
     }
 }
+
+/// An inbound source's URL destinations are endpoints of its application: their creation,
+/// change, disabling and removal through the source API are reported like any endpoint's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_source_destination_changes_are_reported() {
+    let ops_rx = Receiver::start().await;
+    let (server, _, _, ops_secret) = with_operations("", &ops_rx.url).await;
+    let spec = json!({
+        "name": "github",
+        "verification": { "type": "none" },
+        "destinations": [{ "url": "https://a.example/hook" }],
+    });
+    let (status, created) = server.call("POST", "/api/v1/source", Some(spec)).await;
+    assert_eq!(status, 201, "{created}");
+    let (source, app) = (created["id"].as_str().unwrap(), created["appId"].as_str().unwrap());
+    let first = created["destinations"][0]["id"].as_str().unwrap().to_string();
+    let about = |ep: &str| {
+        let ep = ep.to_string();
+        move |d: &Value| d["endpointId"] == ep.as_str()
+    };
+    let data = wait_for_matching(&ops_rx, &ops_secret, "endpoint.created", about(&first)).await;
+    assert_eq!(data["appId"], app);
+
+    // The first destination disabled, a second one added.
+    let mut kept = created["destinations"][0].clone();
+    kept["disabled"] = json!(true);
+    let patch = json!({ "destinations": [kept, { "url": "https://b.example/hook" }] });
+    let (status, out) = server.call("PATCH", &format!("/api/v1/source/{source}"), Some(patch)).await;
+    assert_eq!(status, 200, "{out}");
+    let second = out["destinations"][1]["id"].as_str().unwrap().to_string();
+    wait_for_matching(&ops_rx, &ops_secret, "endpoint.updated", about(&first)).await;
+    let disabled = wait_for_matching(&ops_rx, &ops_secret, "endpoint.disabled", about(&first)).await;
+    assert_eq!(disabled["trigger"], "manual");
+    wait_for_matching(&ops_rx, &ops_secret, "endpoint.created", about(&second)).await;
+
+    // Left out of the list: deleted.
+    let only_second = json!({ "destinations": [out["destinations"][1].clone()] });
+    let (status, out) = server.call("PATCH", &format!("/api/v1/source/{source}"), Some(only_second)).await;
+    assert_eq!(status, 200, "{out}");
+    wait_for_matching(&ops_rx, &ops_secret, "endpoint.deleted", about(&first)).await;
+}

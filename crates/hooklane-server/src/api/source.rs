@@ -29,6 +29,7 @@ use super::endpoint::{parse_secret, validate as validate_endpoint};
 use super::{check_len, check_metadata, check_name, page_request, ListResponse, Patch};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Admin, Json, Path, Query};
+use crate::operational;
 use crate::state::AppState;
 
 /// Largest body a source may be configured to accept.
@@ -336,8 +337,12 @@ pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<Sourc
         }
         endpoints.push(new_endpoint(&app.id, d, now)?);
     }
-    s.0.store.create_source(src.clone(), app, endpoints).await?;
+    s.0.store.create_source(src.clone(), app.clone(), endpoints.clone()).await?;
     tracing::info!(source_id = %src.id, verification = src.verification.kind(), "inbound source created");
+    // Destinations are endpoints: operational webhooks tell of them as of any other.
+    for ep in &endpoints {
+        operational::endpoint_changed(&s, operational::ENDPOINT_CREATED, &app, ep);
+    }
     Ok((StatusCode::CREATED, axum::Json(source_out(&s, src).await?)))
 }
 
@@ -375,8 +380,10 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
         plan = Some(urls);
     }
     validate(&mut src)?;
-    // Every destination is checked before anything is written.
-    let mut changes = Vec::new();
+    // Every destination is checked before anything is written. Each change: the endpoint,
+    // and whether it was disabled before (`None`: it is new).
+    let mut changes: Vec<(Endpoint, Option<bool>)> = Vec::new();
+    let mut news: Vec<(&'static str, Endpoint)> = Vec::new();
     if let Some(urls) = plan {
         let existing = s.0.store.app_endpoints(&src.app_id).await?;
         let mut kept = HashSet::new();
@@ -396,6 +403,7 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                     if let Some(raw) = &d.secret {
                         ep.secret = parse_secret(raw)?.expose();
                     }
+                    let was_disabled = ep.disabled;
                     if let Some(disabled) = d.disabled {
                         if ep.disabled && !disabled {
                             ep.failing_since = None;
@@ -404,23 +412,40 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                     }
                     ep.updated_at = now;
                     validate_endpoint(&ep)?;
-                    changes.push((ep, false));
+                    changes.push((ep, Some(was_disabled)));
                 }
-                None => changes.push((new_endpoint(&src.app_id, d, now)?, true)),
+                None => changes.push((new_endpoint(&src.app_id, d, now)?, None)),
             }
         }
         for ep in existing.into_iter().filter(|e| !kept.contains(&e.id)) {
             s.0.store.delete_endpoint(&ep.app_id, &ep.id).await?;
+            news.push((operational::ENDPOINT_DELETED, ep));
         }
     }
-    for (ep, is_new) in changes {
-        if is_new {
-            s.0.store.create_endpoint(ep).await?;
-        } else {
-            let id = ep.id.clone();
-            s.0.store.update_endpoint(ep).await?;
-            // As for any endpoint changed through the API: worth trying at once.
-            s.0.dispatcher.endpoint_fixed(&id);
+    for (ep, before) in changes {
+        match before {
+            None => {
+                s.0.store.create_endpoint(ep.clone()).await?;
+                news.push((operational::ENDPOINT_CREATED, ep));
+            }
+            Some(was_disabled) => {
+                s.0.store.update_endpoint(ep.clone()).await?;
+                // As for any endpoint changed through the API: worth trying at once.
+                s.0.dispatcher.endpoint_fixed(&ep.id);
+                let disabled_now = ep.disabled && !was_disabled;
+                news.push((operational::ENDPOINT_UPDATED, ep.clone()));
+                if disabled_now {
+                    news.push((operational::ENDPOINT_DISABLED, ep));
+                }
+            }
+        }
+    }
+    // Destinations are endpoints: operational webhooks tell of their changes as of any other.
+    if s.0.operational_app.is_some() && !news.is_empty() {
+        if let Some(app) = s.0.store.get_app(&src.app_id).await? {
+            for (event_type, ep) in &news {
+                operational::endpoint_changed(s, *event_type, &app, ep);
+            }
         }
     }
     s.0.store.update_source(src.clone()).await.map_err(crate::error::missing("source"))?;
