@@ -444,7 +444,7 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
     if s.0.operational_app.is_some() && !news.is_empty() {
         if let Some(app) = s.0.store.get_app(&src.app_id).await? {
             for (event_type, ep) in &news {
-                operational::endpoint_changed(s, *event_type, &app, ep);
+                operational::endpoint_changed(s, event_type, &app, ep);
             }
         }
     }
