@@ -45,8 +45,9 @@ pub(super) fn start(pool: Pool) -> mpsc::UnboundedSender<IngestJob> {
 }
 
 /// Tells every node (this one included) that messages were written, for readers of the
-/// messages' stream waiting for more: once per write, or once for all the writes made
-/// while the last announcement was under way. A `NOTIFY` inside the ingest transaction
+/// messages' stream waiting for more: at most once per [`ANNOUNCE_EVERY`], covering every
+/// write made meanwhile (a busy node writes a batch every few milliseconds; announcing
+/// each would cost a round trip and a transaction per batch). A `NOTIFY` inside the ingest transaction
 /// would serialise every ingest commit of the database server (PostgreSQL holds a global
 /// lock from a notifying transaction's pre-commit until its commit is flushed), so it goes
 /// in a transaction of its own after the commit, not waiting for its own flush: a lost
@@ -61,8 +62,12 @@ async fn announce_messages(pool: Pool, mut written: mpsc::Receiver<()>) {
         if let Err(e) = sent {
             tracing::debug!(error = %e, "NOTIFY of new messages failed; readers find them on their next look");
         }
+        tokio::time::sleep(ANNOUNCE_EVERY).await;
     }
 }
+
+/// Least time between two announcements of new messages by one node.
+const ANNOUNCE_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 async fn worker(pool: Pool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<IngestJob>>>, announcer: mpsc::Sender<()>) {
     loop {
