@@ -49,7 +49,10 @@ pub fn router(state: AppState) -> Router {
             get(endpoint::get_headers).put(endpoint::put_headers).patch(endpoint::patch_headers),
         )
         .route("/{app_id}/endpoint/{endpoint_id}/recover", post(endpoint::recover))
+        .route("/{app_id}/endpoint/{endpoint_id}/stats", get(endpoint::stats))
+        .route("/{app_id}/endpoint/{endpoint_id}/msg", get(attempt::endpoint_messages))
         .route("/{app_id}/msg", get(message::list).post(message::create))
+        .route("/{app_id}/msg/precheck/active", post(message::precheck))
         .route("/{app_id}/msg/{msg_id}", get(message::get))
         .route("/{app_id}/msg/{msg_id}/endpoint", get(message::destinations))
         .route("/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend", post(message::resend))

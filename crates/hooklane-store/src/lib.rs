@@ -71,6 +71,25 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Page<Message>>;
     /// Every delivery of a message, with its endpoint.
     async fn message_deliveries(&self, app_id: &str, msg_id: &str) -> StoreResult<Vec<(Delivery, Endpoint)>>;
+    /// The messages with a delivery to the endpoint that pass `filter` (and whose delivery
+    /// is in `status`, when given), paged as [`Store::list_messages`], each with that delivery.
+    async fn endpoint_messages(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        filter: &MessageFilter,
+        status: Option<hooklane_core::model::DeliveryStatus>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<(Message, Delivery)>>;
+    /// The endpoint's deliveries counted by how they stand, only those last changed in
+    /// `[since, until)` when given.
+    async fn endpoint_stats(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> StoreResult<EndpointStats>;
 
     /// Leases up to `limit` deliveries whose next attempt is due at `now` and that nobody
     /// holds (or whose lease has expired), until `now + lease`, leaving out deliveries to

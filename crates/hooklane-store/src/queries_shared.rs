@@ -178,6 +178,13 @@ pub fn bucket_ms(bucket: Duration) -> i64 {
     i64::try_from(bucket.as_millis()).unwrap_or(i64::MAX).max(1)
 }
 
+/// Messages with a delivery to an endpoint (`?`: the endpoint id), for `endpoint_messages`.
+pub const ENDPOINT_DELIVERY: &str =
+    "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ?)";
+/// The same, the delivery in a status (`?`, `?`: the endpoint id, the status code).
+pub const ENDPOINT_DELIVERY_WITH_STATUS: &str =
+    "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ? AND d.status = ?)";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -319,3 +319,26 @@ impl EventsPage {
         EventsPage { messages, next, done }
     }
 }
+
+/// How an endpoint's deliveries stand (Svix's `EndpointStats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    pub success: u64,
+    /// Waiting for their next attempt.
+    pub pending: u64,
+    /// Leased by a node that is sending them.
+    pub sending: u64,
+    pub fail: u64,
+}
+
+impl EndpointStats {
+    /// Counts one group of deliveries: their status code, whether they are leased, how many.
+    pub fn add(&mut self, status: i64, leased: bool, n: u64) {
+        match status {
+            0 => self.success += n,
+            2 => self.fail += n,
+            1 if !leased => self.pending += n,
+            _ => self.sending += n,
+        }
+    }
+}

@@ -15,7 +15,7 @@ use svix::api::{
 };
 use svix::models::{
     AppPortalAccessIn, ApplicationIn, ApplicationPatch, EndpointHeadersIn, EndpointIn, EndpointPatch,
-    EndpointSecretRotateIn, EventTypeIn, EventTypePatch, MessageIn, MessageStatus, RecoverIn,
+    EndpointSecretRotateIn, EventTypeIn, EventTypePatch, MessageIn, MessagePrecheckIn, MessageStatus, RecoverIn,
 };
 
 fn sdk(server: &Server) -> Svix {
@@ -195,6 +195,30 @@ async fn the_official_svix_sdk_works_unchanged() {
         .await
         .expect("application upsert");
     assert_eq!(replaced.name, "C1");
+
+    // Which messages went to the endpoint, how its deliveries stand, and whether anyone
+    // listens for an event type.
+    let sent = svix
+        .message_attempt()
+        .list_attempted_messages(app.id.clone(), ep.id.clone(), None)
+        .await
+        .expect("attempted messages");
+    assert_eq!(sent.data.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), vec![msg.id.clone()]);
+    assert_eq!(sent.data[0].status, MessageStatus::Success);
+    let stats = svix.endpoint().get_stats(app.id.clone(), ep.id.clone(), None).await.expect("endpoint stats");
+    assert_eq!((stats.success, stats.fail, stats.pending), (1, 0, 0));
+    let wanted = svix
+        .message()
+        .precheck(app.id.clone(), MessagePrecheckIn::new("invoice.paid".into()), None)
+        .await
+        .expect("precheck");
+    assert!(wanted.active);
+    let unwanted = svix
+        .message()
+        .precheck(app.id.clone(), MessagePrecheckIn::new("user.created".into()), None)
+        .await
+        .expect("precheck, unwanted");
+    assert!(!unwanted.active, "the only endpoint filters user.created out");
 
     // Pulling (Svix's message.events), with the SDK's comma-joined filter.
     svix.message()

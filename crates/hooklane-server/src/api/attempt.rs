@@ -7,7 +7,7 @@ use hooklane_store::AttemptFilter;
 use serde::Serialize;
 
 use super::endpoint::find as find_endpoint;
-use super::message::find as find_message;
+use super::message::{find as find_message, message_filter, MessageOut};
 use super::{page_request, ListResponse};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Query, Tenant};
@@ -44,12 +44,7 @@ impl From<Attempt> for AttemptOut {
             response_status_code: a.response_status,
             response_duration_ms: a.duration_ms,
             status: a.status as i32,
-            status_text: match a.status {
-                DeliveryStatus::Success => "success",
-                DeliveryStatus::Pending => "pending",
-                DeliveryStatus::Fail => "fail",
-                DeliveryStatus::Sending => "sending",
-            },
+            status_text: status_text(a.status),
             trigger_type: a.trigger as i32,
             msg_id: a.msg_id,
             endpoint_id: a.endpoint_id,
@@ -59,14 +54,65 @@ impl From<Attempt> for AttemptOut {
     }
 }
 
+/// A status as Svix writes it out beside its number.
+fn status_text(status: DeliveryStatus) -> &'static str {
+    match status {
+        DeliveryStatus::Success => "success",
+        DeliveryStatus::Pending => "pending",
+        DeliveryStatus::Fail => "fail",
+        DeliveryStatus::Sending => "sending",
+    }
+}
+
+/// The `status` filter (0 success, 1 pending, 2 fail, 3 sending).
+fn status_filter(q: &Query) -> ApiResult<Option<DeliveryStatus>> {
+    q.parse::<i64>("status")?
+        .map(|code| {
+            DeliveryStatus::from_code(code).ok_or_else(|| ApiError::bad_query("status", "must be 0, 1, 2 or 3"))
+        })
+        .transpose()
+}
+
 fn filter(q: &Query) -> ApiResult<AttemptFilter> {
-    let status = match q.parse::<i64>("status")? {
-        Some(code) => {
-            Some(DeliveryStatus::from_code(code).ok_or_else(|| ApiError::bad_query("status", "must be 0, 1, 2 or 3"))?)
-        }
-        None => None,
-    };
+    let status = status_filter(q)?;
     Ok(AttemptFilter { status, before: q.time("before")?, after: q.time("after")?, ..AttemptFilter::default() })
+}
+
+/// Svix's `EndpointMessageOut`: a message with how its delivery to one endpoint stands.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointMessageOut {
+    #[serde(flatten)]
+    message: MessageOut,
+    status: i32,
+    status_text: &'static str,
+    next_attempt: Option<DateTime<Utc>>,
+}
+
+/// `GET /app/{app}/endpoint/{endpoint}/msg` (Svix's `list_attempted_messages`): the
+/// messages sent (or to be sent) to the endpoint, newest first, each with its delivery's
+/// status; the filters of message lists, and `status`.
+pub async fn endpoint_messages(
+    State(s): State<AppState>,
+    t: Tenant,
+    q: Query,
+    Path((_, ep_key)): Path<(String, String)>,
+) -> ApiResult<axum::Json<ListResponse<EndpointMessageOut>>> {
+    let ep = find_endpoint(&s, &t, &ep_key).await?;
+    let page = page_request(&q, true)?;
+    let with_content = q.flag("with_content")?.unwrap_or(true);
+    let (filter, status) = (message_filter(&q)?, status_filter(&q)?);
+    let page = s.0.store.endpoint_messages(&t.app.id, &ep.id, &filter, status, &page).await?;
+    Ok(axum::Json(ListResponse::from_page(
+        page,
+        |(m, _)| m.id.clone(),
+        |(m, d)| EndpointMessageOut {
+            message: MessageOut::new(m, with_content),
+            status: d.status as i32,
+            status_text: status_text(d.status),
+            next_attempt: d.next_attempt_at.filter(|_| d.status == DeliveryStatus::Pending),
+        },
+    )))
 }
 
 async fn list(

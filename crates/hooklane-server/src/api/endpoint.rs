@@ -328,6 +328,36 @@ pub async fn get_secret(
     Ok(axum::Json(SecretOut { key: find(&s, &t, &key).await?.secret }))
 }
 
+/// Svix's `EndpointStats`: the endpoint's deliveries by how they stand.
+#[derive(Serialize)]
+pub struct EndpointStatsOut {
+    success: u64,
+    pending: u64,
+    sending: u64,
+    fail: u64,
+    /// Svix's; hooklane cancels nothing, so always 0.
+    canceled: u64,
+}
+
+/// `GET /app/{app}/endpoint/{endpoint}/stats`: deliveries counted by status, only those
+/// last changed in `[since, until)` when given.
+pub async fn stats(
+    State(s): State<AppState>,
+    t: Tenant,
+    q: Query,
+    Path((_, key)): Path<(String, String)>,
+) -> ApiResult<axum::Json<EndpointStatsOut>> {
+    let ep = find(&s, &t, &key).await?;
+    let st = s.0.store.endpoint_stats(&t.app.id, &ep.id, q.time("since")?, q.time("until")?).await?;
+    Ok(axum::Json(EndpointStatsOut {
+        success: st.success,
+        pending: st.pending,
+        sending: st.sending,
+        fail: st.fail,
+        canceled: 0,
+    }))
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RotateIn {

@@ -181,28 +181,59 @@ pub async fn create(
     Ok((StatusCode::ACCEPTED, axum::Json(MessageOut::new(msg, with_content))))
 }
 
+/// The enabled endpoints of the application that want a message of `event_type` on
+/// `channels`.
+async fn wanting_endpoints(
+    s: &AppState,
+    app_id: &str,
+    event_type: &str,
+    channels: Option<&[String]>,
+) -> hooklane_store::StoreResult<Vec<Arc<Endpoint>>> {
+    let endpoints = s.0.cache.endpoints(&s.0.store, app_id).await?;
+    Ok(endpoints
+        .iter()
+        .filter(|e| {
+            !e.disabled && endpoint_wants(e.filter_types.as_deref(), e.channels.as_deref(), event_type, channels)
+        })
+        .cloned()
+        .collect())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrecheckIn {
+    event_type: String,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+}
+
+#[derive(Serialize)]
+pub struct PrecheckOut {
+    active: bool,
+}
+
+/// `POST /app/{app_id}/msg/precheck/active` (Svix's `message.precheck`): whether a message
+/// of this event type on these channels would go to any endpoint now, so that a sender can
+/// skip building payloads nobody receives. (Pulling readers see every message whatever
+/// this answers.)
+pub async fn precheck(
+    State(s): State<AppState>,
+    t: Tenant,
+    Json(input): Json<PrecheckIn>,
+) -> ApiResult<axum::Json<PrecheckOut>> {
+    check_name("eventType", &input.event_type)?;
+    check_names("channels", &input.channels, 10)?;
+    let wanting = wanting_endpoints(&s, &t.app.id, &input.event_type, input.channels.as_deref()).await?;
+    Ok(axum::Json(PrecheckOut { active: !wanting.is_empty() }))
+}
+
 /// Stores a message of `msg.app_id` with one delivery per enabled endpoint that wants it,
 /// in one durable write, then hands the deliveries straight to the dispatcher (or wakes
 /// it when memory is full). Every message enters here: posted through the API or
 /// forwarded from an inbound source. A duplicate `event_id` is a
 /// [`StoreError::Conflict`](hooklane_store::StoreError::Conflict) and writes nothing.
 pub async fn store_and_dispatch(s: &AppState, msg: Message) -> hooklane_store::StoreResult<Message> {
-    let endpoints: Vec<Arc<Endpoint>> =
-        s.0.cache
-            .endpoints(&s.0.store, &msg.app_id)
-            .await?
-            .iter()
-            .filter(|e| {
-                !e.disabled
-                    && endpoint_wants(
-                        e.filter_types.as_deref(),
-                        e.channels.as_deref(),
-                        &msg.event_type,
-                        msg.channels.as_deref(),
-                    )
-            })
-            .cloned()
-            .collect();
+    let endpoints = wanting_endpoints(s, &msg.app_id, &msg.event_type, msg.channels.as_deref()).await?;
     let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
     let dispatcher = &s.0.dispatcher;
     let reservation = if ids.is_empty() { None } else { dispatcher.reserve(&endpoints) };

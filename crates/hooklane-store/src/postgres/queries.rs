@@ -6,7 +6,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
-use hooklane_core::model::{Application, Attempt, Delivery, Endpoint, EventType, Message};
+use hooklane_core::model::{Application, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Message};
 use hooklane_core::{DateTime, Utc};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
@@ -14,10 +14,13 @@ use tokio_postgres::{Row, Statement};
 use super::db_err;
 use super::rows::{self, ms, opt_json, opt_u32, qualified, to_json};
 use crate::queries_shared::FairClaim;
-use crate::queries_shared::{ago, fold_health, fold_timeline, latency_bucket_sql, message_state_sql, AttemptGroup};
+use crate::queries_shared::{
+    ago, fold_health, fold_timeline, latency_bucket_sql, message_state_sql, AttemptGroup, ENDPOINT_DELIVERY,
+    ENDPOINT_DELIVERY_WITH_STATUS,
+};
 use crate::{
-    AttemptFilter, AttemptOutcome, DeliveryKey, EventPosition, EventsPage, EventsQuery, Job, MessageFilter, NextStep,
-    Page, PageRequest, StoreError, StoreResult,
+    AttemptFilter, AttemptOutcome, DeliveryKey, EndpointStats, EventPosition, EventsPage, EventsQuery, Job,
+    MessageFilter, NextStep, Page, PageRequest, StoreError, StoreResult,
 };
 
 type Param = Box<dyn ToSql + Sync + Send>;
@@ -792,6 +795,61 @@ pub async fn recover<C: GenericClient>(
 
 pub async fn release_all_leases<C: GenericClient>(c: &C, now: i64) -> StoreResult<u64> {
     execute(c, "UPDATE deliveries SET leased = false, due_at = $1 WHERE status = 1 AND leased", &[&now]).await
+}
+
+/// The messages with a delivery to the endpoint (in `status`, when given) that pass the
+/// filter, each with that delivery.
+pub async fn endpoint_messages<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    endpoint_id: &str,
+    f: &MessageFilter,
+    status: Option<DeliveryStatus>,
+    page: &PageRequest,
+) -> StoreResult<Page<(Message, Delivery)>> {
+    let q = match status {
+        Some(status) => message_select(app_id, f)
+            .and(ENDPOINT_DELIVERY_WITH_STATUS, [text(endpoint_id), Box::new(status as i32) as Param]),
+        None => message_select(app_id, f).and(ENDPOINT_DELIVERY, [text(endpoint_id)]),
+    };
+    let messages = q.page(c, "id", page, rows::message).await?;
+    let ids: Vec<&str> = messages.items.iter().map(|m| m.id.as_str()).collect();
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {} FROM deliveries WHERE app_id = $1 AND endpoint_id = $2 AND msg_id = ANY($3)",
+            rows::DELIVERY_COLS
+        )
+    });
+    let mut deliveries: HashMap<String, Delivery> = HashMap::new();
+    for row in query(c, &SQL, &[&app_id, &endpoint_id, &ids]).await? {
+        let d = rows::delivery(&row, 0)?;
+        deliveries.insert(d.msg_id.clone(), d);
+    }
+    let items = messages.items.into_iter().filter_map(|m| deliveries.remove(&m.id).map(|d| (m, d))).collect();
+    Ok(Page { items, done: messages.done })
+}
+
+pub async fn endpoint_stats<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    endpoint_id: &str,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> StoreResult<EndpointStats> {
+    let (since, until) = (since.map_or(i64::MIN, ms), until.map_or(i64::MAX, ms));
+    let groups = query(
+        c,
+        "SELECT status, leased, COUNT(*) FROM deliveries WHERE app_id = $1 AND endpoint_id = $2 \
+         AND updated_at >= $3 AND updated_at < $4 GROUP BY status, leased",
+        &[&app_id, &endpoint_id, &since, &until],
+    )
+    .await?;
+    let mut stats = EndpointStats::default();
+    for row in &groups {
+        let n = rows::get::<i64>(row, 2)?.max(0) as u64;
+        stats.add(i64::from(rows::get::<i32>(row, 0)?), rows::get(row, 1)?, n);
+    }
+    Ok(stats)
 }
 
 // --- pulling

@@ -142,6 +142,27 @@ impl Store for PgStore {
         queries::message_deliveries(&self.client().await?, app_id, msg_id).await
     }
 
+    async fn endpoint_messages(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        filter: &MessageFilter,
+        status: Option<hooklane_core::model::DeliveryStatus>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<(Message, Delivery)>> {
+        queries::endpoint_messages(&self.client().await?, app_id, endpoint_id, filter, status, page).await
+    }
+
+    async fn endpoint_stats(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> StoreResult<EndpointStats> {
+        queries::endpoint_stats(&self.client().await?, app_id, endpoint_id, since, until).await
+    }
+
     async fn claim_due(
         &self,
         now: DateTime<Utc>,

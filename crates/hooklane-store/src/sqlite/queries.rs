@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use hooklane_core::model::{Application, Attempt, Delivery, Endpoint, EventType, Message};
+use hooklane_core::model::{Application, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Message};
 use hooklane_core::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql};
@@ -12,11 +12,12 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql};
 use super::db_err;
 use super::rows::{self, ms, opt_json, to_json};
 use crate::queries_shared::{
-    fold_health, fold_timeline, latency_bucket_sql, message_state_sql, AttemptGroup, FairClaim,
+    fold_health, fold_timeline, latency_bucket_sql, message_state_sql, AttemptGroup, FairClaim, ENDPOINT_DELIVERY,
+    ENDPOINT_DELIVERY_WITH_STATUS,
 };
 use crate::{
-    AttemptFilter, EventPosition, EventsPage, EventsQuery, Job, MessageFilter, NextStep, Page, PageRequest, StoreError,
-    StoreResult,
+    AttemptFilter, EndpointStats, EventPosition, EventsPage, EventsQuery, Job, MessageFilter, NextStep, Page,
+    PageRequest, StoreError, StoreResult,
 };
 
 /// A SELECT under construction: conditions joined with AND, positional parameters.
@@ -331,6 +332,57 @@ fn message_select(app_id: &str, f: &MessageFilter) -> Select {
         .and_if(f.tag.clone(), "EXISTS (SELECT 1 FROM json_each(messages.tags) WHERE value = ?)", text)
         .and_if(f.before, "created_at < ?", |t| int(ms(t)))
         .and_if(f.after, "created_at > ?", |t| int(ms(t)))
+}
+
+/// The messages with a delivery to the endpoint (in `status`, when given) that pass the
+/// filter, each with that delivery.
+pub fn endpoint_messages(
+    conn: &Connection,
+    app_id: &str,
+    endpoint_id: &str,
+    f: &MessageFilter,
+    status: Option<DeliveryStatus>,
+    page: &PageRequest,
+) -> StoreResult<Page<(Message, Delivery)>> {
+    let q = match status {
+        Some(status) => {
+            message_select(app_id, f).and(ENDPOINT_DELIVERY_WITH_STATUS, [text(endpoint_id), int(status as i64)])
+        }
+        None => message_select(app_id, f).and(ENDPOINT_DELIVERY, [text(endpoint_id)]),
+    };
+    let messages = q.page(conn, "id", page, rows::message)?;
+    let sql = format!(
+        "SELECT {} FROM deliveries WHERE app_id = ?1 AND msg_id = ?2 AND endpoint_id = ?3",
+        rows::DELIVERY_COLS
+    );
+    let mut items = Vec::with_capacity(messages.items.len());
+    for message in messages.items {
+        if let Some(delivery) = query_opt(conn, &sql, [app_id, &message.id, endpoint_id], rows::delivery)? {
+            items.push((message, delivery));
+        }
+    }
+    Ok(Page { items, done: messages.done })
+}
+
+pub fn endpoint_stats(
+    conn: &Connection,
+    app_id: &str,
+    endpoint_id: &str,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> StoreResult<EndpointStats> {
+    let groups: Vec<(i64, bool, i64)> = query_all(
+        conn,
+        "SELECT status, leased, COUNT(*) FROM deliveries WHERE app_id = ?1 AND endpoint_id = ?2 \
+         AND updated_at >= ?3 AND updated_at < ?4 GROUP BY status, leased",
+        params![app_id, endpoint_id, since.map_or(i64::MIN, ms), until.map_or(i64::MAX, ms)],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let mut stats = EndpointStats::default();
+    for (status, leased, n) in groups {
+        stats.add(status, leased, n.max(0) as u64);
+    }
+    Ok(stats)
 }
 
 /// The application's messages after `q.after` up to sequence number `durable_seq`, in

@@ -149,6 +149,29 @@ impl Store for SqliteStore {
         self.read(move |c| queries::message_deliveries(c, &app, &msg)).await
     }
 
+    async fn endpoint_messages(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        filter: &MessageFilter,
+        status: Option<hooklane_core::model::DeliveryStatus>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<(Message, Delivery)>> {
+        let (app, ep, filter, page) = (owned(app_id), owned(endpoint_id), filter.clone(), page.clone());
+        self.read(move |c| queries::endpoint_messages(c, &app, &ep, &filter, status, &page)).await
+    }
+
+    async fn endpoint_stats(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> StoreResult<EndpointStats> {
+        let (app, ep) = (owned(app_id), owned(endpoint_id));
+        self.read(move |c| queries::endpoint_stats(c, &app, &ep, since, until)).await
+    }
+
     async fn claim_due(
         &self,
         now: DateTime<Utc>,

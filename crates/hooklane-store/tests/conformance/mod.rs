@@ -59,6 +59,7 @@ macro_rules! store_conformance_tests {
             message_duplicate_event_id_conflicts_atomically,
             list_messages_filters,
             message_events_follow_write_order,
+            endpoint_messages_and_stats,
             message_events_subscriptions,
             list_messages_pagination,
             claim_due_leases_deliveries,
@@ -831,6 +832,63 @@ pub async fn message_duplicate_event_id_conflicts_atomically(store: &DynStore) {
     post(store, &a.id, &[&e1], t).await;
     let all = store.list_messages(&a.id, &MessageFilter::default(), &PageRequest::default()).await.unwrap();
     assert_eq!(all.items.len(), 3);
+}
+
+/// An endpoint's messages (each with its delivery) and its delivery counts.
+pub async fn endpoint_messages_and_stats(store: &DynStore) {
+    let t = now_ms() - hours(1);
+    let a = setup_app(store, "A").await;
+    let (e1, e2) = (setup_endpoint(store, &a.id).await, setup_endpoint(store, &a.id).await);
+    let m1 = post(store, &a.id, &[&e1, &e2], t).await;
+    let mut m2 = new_message(&a.id, "invoice.paid", t + mins(1));
+    m2.channels = Some(vec!["billing".into()]);
+    store.create_message(m2.clone(), vec![e1.id.clone()], None).await.unwrap();
+    let m3 = post(store, &a.id, &[&e2], t + mins(2)).await;
+    // Leased at ingest: being sent.
+    let m4 = new_message(&a.id, "user.created", t + mins(3));
+    store.create_message(m4.clone(), vec![e1.id.clone()], Some(now_ms() + mins(1))).await.unwrap();
+    store.abandon_deliveries(vec![key(&m2.id, &e1.id)]).await.unwrap();
+    let b = setup_app(store, "B").await;
+    let eb = setup_endpoint(store, &b.id).await;
+    post(store, &b.id, &[&eb], t).await;
+
+    let list = |ep: &Endpoint, filter: MessageFilter, status: Option<DeliveryStatus>| {
+        let (store, app, ep) = (store.clone(), a.id.clone(), ep.id.clone());
+        async move {
+            let page = store.endpoint_messages(&app, &ep, &filter, status, &page_req(50, None, true)).await.unwrap();
+            assert!(page.done);
+            assert!(page.items.iter().all(|(m, d)| d.msg_id == m.id && d.endpoint_id == ep));
+            page.items.into_iter().map(|(m, d)| (m.id, d.status)).collect::<Vec<_>>()
+        }
+    };
+    use DeliveryStatus::*;
+    assert_eq!(
+        list(&e1, MessageFilter::default(), None).await,
+        vec![(m4.id.clone(), Pending), (m2.id.clone(), Fail), (m1.id.clone(), Pending)]
+    );
+    assert_eq!(
+        list(&e2, MessageFilter::default(), None).await,
+        vec![(m3.id.clone(), Pending), (m1.id.clone(), Pending)]
+    );
+    assert_eq!(list(&e1, MessageFilter::default(), Some(Fail)).await, vec![(m2.id.clone(), Fail)]);
+    let billing = MessageFilter { channel: Some("billing".into()), ..MessageFilter::default() };
+    assert_eq!(list(&e1, billing, None).await, vec![(m2.id.clone(), Fail)]);
+    // Paging, oldest first.
+    let none = MessageFilter::default();
+    let first = store.endpoint_messages(&a.id, &e1.id, &none, None, &page_req(2, None, false)).await.unwrap();
+    assert_eq!(first.items.iter().map(|(m, _)| m.id.clone()).collect::<Vec<_>>(), vec![m1.id.clone(), m2.id.clone()]);
+    assert!(!first.done);
+    // Another application's endpoint is not reachable through this one.
+    let other = store.endpoint_messages(&a.id, &eb.id, &none, None, &page_req(50, None, true)).await.unwrap();
+    assert!(other.items.is_empty());
+
+    let stats = store.endpoint_stats(&a.id, &e1.id, None, None).await.unwrap();
+    assert_eq!(stats, hooklane_store::EndpointStats { success: 0, pending: 1, sending: 1, fail: 1 });
+    let stats = store.endpoint_stats(&a.id, &e2.id, None, None).await.unwrap();
+    assert_eq!(stats.pending, 2);
+    let later = store.endpoint_stats(&a.id, &e1.id, Some(now_ms() + hours(1)), None).await.unwrap();
+    assert_eq!(later, hooklane_store::EndpointStats::default(), "nothing changed after `since`");
+    assert_eq!(store.endpoint_stats(&a.id, &eb.id, None, None).await.unwrap(), Default::default(), "per application");
 }
 
 /// The pull stream: write order (not id order), paging with `next`, filters, tenants, the
