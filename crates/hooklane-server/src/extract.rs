@@ -159,7 +159,7 @@ impl FromRequestParts<AppState> for Auth {
         if bool::from(hash.ct_eq(&state.0.admin_token_hash)) {
             return Ok(Auth(Principal::Admin));
         }
-        match state.0.store.find_token(&hex(&hash)).await? {
+        match state.0.store.find_token(&hex(&hash), hooklane_core::Utc::now()).await? {
             Some(p) => Ok(Auth(p)),
             None => Err(ApiError::Unauthorized),
         }

@@ -223,8 +223,21 @@ pub trait Store: Send + Sync + 'static {
     async fn get_attempt(&self, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>>;
 
     // --- auth tokens (stored as SHA-256 hashes, never in clear)
-    async fn create_token(&self, token_hash: String, app_id: Option<String>, now: DateTime<Utc>) -> StoreResult<()>;
-    async fn find_token(&self, token_hash: &str) -> StoreResult<Option<Principal>>;
+    /// Stores a token's hash; from `expires_at` on (when given) it is no longer found.
+    async fn create_token(
+        &self,
+        token_hash: String,
+        app_id: Option<String>,
+        now: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<()>;
+    /// Who holds the token, if it exists and has not expired at `now`.
+    async fn find_token(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Principal>>;
+    /// Forgets a token (a logout); false when there was none.
+    async fn delete_token(&self, token_hash: &str) -> StoreResult<bool>;
+    /// Makes every token of the application expire at `at` at the latest; returns how many
+    /// tokens it had.
+    async fn expire_app_tokens(&self, app_id: &str, at: DateTime<Utc>) -> StoreResult<u64>;
 
     // --- idempotency keys
     async fn idempotency_begin(&self, key: &str, now: DateTime<Utc>, ttl: Duration) -> StoreResult<IdempotencyState>;

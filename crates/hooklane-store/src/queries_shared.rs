@@ -178,6 +178,14 @@ pub fn bucket_ms(bucket: Duration) -> i64 {
     i64::try_from(bucket.as_millis()).unwrap_or(i64::MAX).max(1)
 }
 
+/// Who a stored token belongs to: an application, or (no application) the admin.
+pub fn principal(app_id: Option<String>) -> hooklane_core::model::Principal {
+    match app_id {
+        Some(id) => hooklane_core::model::Principal::App(id),
+        None => hooklane_core::model::Principal::Admin,
+    }
+}
+
 /// Messages with a delivery to an endpoint (`?`: the endpoint id), for `endpoint_messages`.
 pub const ENDPOINT_DELIVERY: &str =
     "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ?)";

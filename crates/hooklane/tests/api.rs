@@ -1733,3 +1733,49 @@ async fn undecodable_path_segments_get_json_errors() {
         assert_error(r.status, &r.json(), 400, "bad_request");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_tokens_expire_and_can_be_revoked() {
+    let server = Server::start("").await;
+    let app = server.create_app("tokens").await;
+    let other = server.create_app("others").await;
+    let server = &server;
+    let access = |app: &str, body: Option<Value>| {
+        let path = format!("/api/v1/auth/app-portal-access/{app}");
+        async move { server.call("POST", &path, body).await }
+    };
+    let (status, body) = access(&app, Some(json!({ "expiry": 30 }))).await;
+    assert_invalid(status, &body, "expiry");
+    let (status, body) = access(&app, Some(json!({ "expiry": 8 * 24 * 3600 }))).await;
+    assert_invalid(status, &body, "expiry");
+    let (status, body) = access(&app, Some(json!({ "readOnly": true }))).await;
+    assert_invalid(status, &body, "readOnly");
+    let token = |out: &Value| out["token"].as_str().expect("token").to_string();
+    let (status, out) = access(&app, Some(json!({ "expiry": 3600, "featureFlags": [] }))).await;
+    assert_eq!(status, 200, "{out}");
+    let first = token(&out);
+    let get_app = |token: String, app: String| async move {
+        server.call_as(&token, "GET", &format!("/api/v1/app/{app}"), None).await.0
+    };
+    assert_eq!(get_app(first.clone(), app.clone()).await, 200);
+
+    // Logout: that token stops working; the admin token cannot log out.
+    let (status, body) = server.call_as(&first, "POST", "/api/v1/auth/logout", None).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(get_app(first.clone(), app.clone()).await, 401);
+    let (status, body) = server.call("POST", "/api/v1/auth/logout", None).await;
+    assert_error(status, &body, 403, "forbidden");
+
+    // Expire all of an application's tokens: another application's keep working.
+    let (second, third) = (token(&access(&app, None).await.1), token(&access(&app, None).await.1));
+    let others = token(&access(&other, None).await.1);
+    let (status, body) = server.call_as(&second, "POST", &format!("/api/v1/auth/app/{app}/expire-all"), None).await;
+    assert_error(status, &body, 403, "forbidden");
+    let (status, body) = server.call("POST", &format!("/api/v1/auth/app/{app}/expire-all"), Some(json!({}))).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(get_app(second, app.clone()).await, 401);
+    assert_eq!(get_app(third, app.clone()).await, 401);
+    assert_eq!(get_app(others, other.clone()).await, 200);
+    let (status, body) = server.call("POST", "/api/v1/auth/app/no-such-app/expire-all", None).await;
+    assert_error(status, &body, 404, "not_found");
+}

@@ -14,13 +14,19 @@ use svix::api::{
     MessageListOptions, Svix, SvixOptions, V1MessageEventsParams,
 };
 use svix::models::{
-    AppPortalAccessIn, ApplicationIn, ApplicationPatch, EndpointHeadersIn, EndpointIn, EndpointPatch,
-    EndpointSecretRotateIn, EventTypeIn, EventTypePatch, MessageIn, MessagePrecheckIn, MessageStatus, RecoverIn,
+    AppPortalAccessIn, ApplicationIn, ApplicationPatch, ApplicationTokenExpireIn, EndpointHeadersIn, EndpointIn,
+    EndpointPatch, EndpointSecretRotateIn, EventTypeIn, EventTypePatch, MessageIn, MessagePrecheckIn, MessageStatus,
+    RecoverIn,
 };
 
 fn sdk(server: &Server) -> Svix {
+    sdk_with(server, ADMIN.to_string())
+}
+
+/// The SDK pointed at `server`, calling with `token`.
+fn sdk_with(server: &Server, token: String) -> Svix {
     let options = SvixOptions { server_url: Some(server.base.clone()), ..SvixOptions::default() };
-    Svix::new(ADMIN.to_string(), Some(options))
+    Svix::new(token, Some(options))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,9 +269,19 @@ async fn the_official_svix_sdk_works_unchanged() {
         .app_portal_access(app.id.clone(), AppPortalAccessIn::new(), None)
         .await
         .expect("app portal access");
-    let scoped =
-        Svix::new(access.token, Some(SvixOptions { server_url: Some(server.base.clone()), ..SvixOptions::default() }));
+    let scoped = sdk_with(&server, access.token);
     assert_eq!(scoped.application().get(app.id.clone()).await.expect("scoped get").id, app.id);
+    scoped.authentication().logout(None).await.expect("logout");
+    assert!(scoped.application().get(app.id.clone()).await.is_err(), "a logged-out token is refused");
+    let access = svix
+        .authentication()
+        .app_portal_access(app.id.clone(), AppPortalAccessIn { expiry: Some(3600), ..AppPortalAccessIn::new() }, None)
+        .await
+        .expect("app portal access with an expiry");
+    let scoped = sdk_with(&server, access.token);
+    assert!(scoped.application().get(app.id.clone()).await.is_ok());
+    svix.authentication().expire_all(app.id.clone(), ApplicationTokenExpireIn::new(), None).await.expect("expire all");
+    assert!(scoped.application().get(app.id.clone()).await.is_err(), "expired with all of the application's");
 
     // Errors come back as the SDK's typed errors.
     let missing = svix.application().get("no-such-app".into()).await.expect_err("unknown app");

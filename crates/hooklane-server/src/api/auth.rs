@@ -1,18 +1,38 @@
-//! `/api/v1/auth`: application-scoped tokens (Svix's app-portal access).
+//! `/api/v1/auth`: application-scoped tokens (Svix's app-portal access): issued with an
+//! expiry, revoked one by one (logout) or all of an application's at once.
 
 use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use hooklane_core::model::Principal;
 use hooklane_core::Utc;
 use rand::RngCore;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Admin, Path};
+use crate::extract::{Admin, Auth, OptionalJson, Path};
 use crate::state::{hex, token_hash, AppState};
 
 /// Prefix of application-scoped tokens, so they are recognisable in a secret scanner.
 const APP_TOKEN_PREFIX: &str = "appsk_";
+/// A token's life unless asked otherwise, and the range one may ask for (Svix's: an hour
+/// to a week, a week by default).
+const DEFAULT_EXPIRY_SECONDS: u64 = 7 * 24 * 3600;
+const MIN_EXPIRY_SECONDS: u64 = 3600;
+const MAX_EXPIRY_SECONDS: u64 = 7 * 24 * 3600;
+
+/// Svix's `AppPortalAccessIn`: hooklane reads `expiry` and refuses `readOnly` (it has no
+/// read-only tokens, and silently issuing a writing one would be worse); the portal's
+/// display options are accepted and ignored.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AppPortalAccessIn {
+    #[serde(default)]
+    expiry: Option<u64>,
+    #[serde(default)]
+    read_only: Option<bool>,
+}
 
 #[derive(Serialize)]
 pub struct AppPortalAccessOut {
@@ -20,18 +40,75 @@ pub struct AppPortalAccessOut {
     token: String,
 }
 
-/// Issues a token that can see and change only this application. The token is shown once;
-/// only its hash is stored.
+/// Issues a token that can see and change only this application, for `expiry` seconds
+/// (a week unless given). The token is shown once; only its hash is stored.
 pub async fn app_portal_access(
     State(s): State<AppState>,
     _: Admin,
     Path(app_key): Path<String>,
+    OptionalJson(input): OptionalJson<AppPortalAccessIn>,
 ) -> ApiResult<axum::Json<AppPortalAccessOut>> {
+    let input = input.unwrap_or_default();
+    if input.read_only == Some(true) {
+        return Err(ApiError::validation("readOnly", "read-only tokens are not supported"));
+    }
+    let expiry = input.expiry.unwrap_or(DEFAULT_EXPIRY_SECONDS);
+    if !(MIN_EXPIRY_SECONDS..=MAX_EXPIRY_SECONDS).contains(&expiry) {
+        return Err(ApiError::validation(
+            "expiry",
+            format!("must be between {MIN_EXPIRY_SECONDS} and {MAX_EXPIRY_SECONDS} seconds"),
+        ));
+    }
     let app = s.0.store.get_app(&app_key).await?.ok_or(ApiError::NotFound("application"))?;
     let mut raw = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut raw);
     let token = format!("{APP_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
-    s.0.store.create_token(hex(&token_hash(&token)), Some(app.id), Utc::now()).await?;
+    let now = Utc::now();
+    let expires_at = now + chrono::Duration::seconds(expiry as i64);
+    s.0.store.create_token(hex(&token_hash(&token)), Some(app.id), now, Some(expires_at)).await?;
     let url = format!("{}/portal#token={token}", s.0.public_url.trim_end_matches('/'));
     Ok(axum::Json(AppPortalAccessOut { url, token }))
+}
+
+/// `POST /auth/logout`: the application token that calls it stops working. (The admin
+/// token comes from the configuration: change it there.)
+pub async fn logout(State(s): State<AppState>, Auth(principal): Auth, headers: HeaderMap) -> ApiResult<StatusCode> {
+    if principal == Principal::Admin {
+        return Err(ApiError::Forbidden("the admin token is set in the configuration; it cannot log out"));
+    }
+    // `Auth` accepted the header, so it holds a bearer token.
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .map(|(_, t)| t.trim())
+        .ok_or(ApiError::Unauthorized)?;
+    s.0.store.delete_token(&hex(&token_hash(token))).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Svix's `ApplicationTokenExpireIn`: `expiry`, seconds the tokens still work (0 unless
+/// given); `sessionIds` are accepted and ignored (every token of the application expires).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpireAllIn {
+    #[serde(default)]
+    expiry: Option<u64>,
+}
+
+/// `POST /auth/app/{app_id}/expire-all`: every token of the application stops working,
+/// at once or after `expiry` seconds (never later than it would have).
+pub async fn expire_all(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(app_key): Path<String>,
+    OptionalJson(input): OptionalJson<ExpireAllIn>,
+) -> ApiResult<StatusCode> {
+    let expiry = input.unwrap_or_default().expiry.unwrap_or(0);
+    if expiry > MAX_EXPIRY_SECONDS {
+        return Err(ApiError::validation("expiry", format!("must be at most {MAX_EXPIRY_SECONDS} seconds")));
+    }
+    let app = s.0.store.get_app(&app_key).await?.ok_or(ApiError::NotFound("application"))?;
+    s.0.store.expire_app_tokens(&app.id, Utc::now() + chrono::Duration::seconds(expiry as i64)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

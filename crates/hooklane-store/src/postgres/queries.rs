@@ -969,14 +969,32 @@ pub async fn get_attempt<C: GenericClient>(
 
 // --- tokens
 
-pub async fn insert_token<C: GenericClient>(c: &C, hash: &str, app_id: Option<&str>, now: i64) -> StoreResult<()> {
-    execute(c, "INSERT INTO tokens (hash, app_id, created_at) VALUES ($1, $2, $3)", &[&hash, &app_id, &now]).await?;
+pub async fn insert_token<C: GenericClient>(
+    c: &C,
+    hash: &str,
+    app_id: Option<&str>,
+    now: i64,
+    expires_at: Option<i64>,
+) -> StoreResult<()> {
+    execute(
+        c,
+        "INSERT INTO tokens (hash, app_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        &[&hash, &app_id, &now, &expires_at],
+    )
+    .await?;
     Ok(())
 }
 
-/// `Some(app_id)` for a known token (`app_id` is `None` for an admin token).
-pub async fn find_token<C: GenericClient>(c: &C, hash: &str) -> StoreResult<Option<Option<String>>> {
-    query_opt(c, "SELECT app_id FROM tokens WHERE hash = $1", &[&hash]).await?.map(|r| rows::get(&r, 0)).transpose()
+/// `Some(app_id)` for a known token not expired at `now` (`app_id` is `None` for an admin token).
+pub async fn find_token<C: GenericClient>(c: &C, hash: &str, now: i64) -> StoreResult<Option<Option<String>>> {
+    query_opt(
+        c,
+        "SELECT app_id FROM tokens WHERE hash = $1 AND (expires_at IS NULL OR expires_at > $2)",
+        &[&hash, &now],
+    )
+    .await?
+    .map(|r| rows::get(&r, 0))
+    .transpose()
 }
 
 // --- idempotency keys

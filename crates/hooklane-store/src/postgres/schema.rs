@@ -202,6 +202,11 @@ CREATE TABLE events_subscriptions (
     PRIMARY KEY (app_id, id)
 );
 "#,
+    // Application tokens expire (Svix's app-portal `expiry`, 7 days by default) and can be
+    // revoked; tokens made before have none and stay valid until revoked.
+    r#"
+ALTER TABLE tokens ADD COLUMN expires_at BIGINT;
+"#,
 ];
 
 /// Brings the schema up to date; returns how many migrations ran.

@@ -9,7 +9,7 @@ use hooklane_core::{DateTime, Utc};
 
 use super::rows::{self, ms};
 use super::{db_err, finish, is_transient, queries, PgStore};
-use crate::queries_shared::{lease_end, rate_interval_ms, RATE_BURST_MS};
+use crate::queries_shared::{lease_end, principal, rate_interval_ms, RATE_BURST_MS};
 use crate::*;
 
 /// Whole-transaction retries of `record_attempts` after a deadlock or serialization
@@ -380,16 +380,34 @@ impl Store for PgStore {
         queries::get_attempt(&self.client().await?, app_id, msg_id, attempt_id).await
     }
 
-    async fn create_token(&self, token_hash: String, app_id: Option<String>, now: DateTime<Utc>) -> StoreResult<()> {
-        queries::insert_token(&self.client().await?, &token_hash, app_id.as_deref(), ms(now)).await
+    async fn create_token(
+        &self,
+        token_hash: String,
+        app_id: Option<String>,
+        now: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<()> {
+        let c = self.client().await?;
+        queries::insert_token(&c, &token_hash, app_id.as_deref(), ms(now), expires_at.map(ms)).await
     }
 
-    async fn find_token(&self, token_hash: &str) -> StoreResult<Option<Principal>> {
-        let found = queries::find_token(&self.client().await?, token_hash).await?;
-        Ok(found.map(|app| match app {
-            Some(id) => Principal::App(id),
-            None => Principal::Admin,
-        }))
+    async fn find_token(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Principal>> {
+        Ok(queries::find_token(&self.client().await?, token_hash, ms(now)).await?.map(principal))
+    }
+
+    async fn delete_token(&self, token_hash: &str) -> StoreResult<bool> {
+        let c = self.client().await?;
+        Ok(queries::execute(&c, "DELETE FROM tokens WHERE hash = $1", &[&token_hash]).await? > 0)
+    }
+
+    async fn expire_app_tokens(&self, app_id: &str, at: DateTime<Utc>) -> StoreResult<u64> {
+        let c = self.client().await?;
+        queries::execute(
+            &c,
+            "UPDATE tokens SET expires_at = LEAST(COALESCE(expires_at, $2), $2) WHERE app_id = $1",
+            &[&app_id, &ms(at)],
+        )
+        .await
     }
 
     async fn idempotency_begin(&self, key: &str, now: DateTime<Utc>, ttl: Duration) -> StoreResult<IdempotencyState> {

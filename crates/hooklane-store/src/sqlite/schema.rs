@@ -208,6 +208,11 @@ CREATE TABLE events_subscriptions (
     PRIMARY KEY (app_id, id)
 ) WITHOUT ROWID;
 "#,
+    // Application tokens expire (Svix's app-portal `expiry`, 7 days by default) and can be
+    // revoked; tokens made before have none and stay valid until revoked.
+    r#"
+ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+"#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
@@ -262,7 +267,7 @@ mod tests {
             )
             .expect("old message");
         }
-        assert_eq!(migrate(&mut conn).expect("migrate"), 1);
+        assert_eq!(migrate(&mut conn).expect("migrate"), MIGRATIONS.len() - 6);
         let rows: Vec<(i64, String)> = conn
             .prepare("SELECT seq, id FROM messages ORDER BY seq")
             .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())

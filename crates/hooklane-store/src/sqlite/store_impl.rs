@@ -10,7 +10,7 @@ use rusqlite::params;
 
 use super::rows::{self, ms};
 use super::{db_err, queries, SqliteStore};
-use crate::queries_shared::{ago, lease_end, rate_interval_ms, RATE_BURST_MS};
+use crate::queries_shared::{ago, lease_end, principal, rate_interval_ms, RATE_BURST_MS};
 use crate::*;
 
 fn owned(s: &str) -> String {
@@ -369,11 +369,17 @@ impl Store for SqliteStore {
         self.read(move |c| queries::get_attempt(c, &app, &msg, &id)).await
     }
 
-    async fn create_token(&self, token_hash: String, app_id: Option<String>, now: DateTime<Utc>) -> StoreResult<()> {
+    async fn create_token(
+        &self,
+        token_hash: String,
+        app_id: Option<String>,
+        now: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<()> {
         self.write(move |c| {
             c.execute(
-                "INSERT INTO tokens (hash, app_id, created_at) VALUES (?1, ?2, ?3)",
-                params![token_hash, app_id, ms(now)],
+                "INSERT INTO tokens (hash, app_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![token_hash, app_id, ms(now), expires_at.map(ms)],
             )
             .map_err(db_err)?;
             Ok(())
@@ -381,15 +387,34 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn find_token(&self, token_hash: &str) -> StoreResult<Option<Principal>> {
+    async fn find_token(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Principal>> {
         let hash = owned(token_hash);
         self.read(move |c| {
-            let row: Option<Option<String>> =
-                queries::query_opt(c, "SELECT app_id FROM tokens WHERE hash = ?1", [&hash], |r| r.get(0))?;
-            Ok(row.map(|app| match app {
-                Some(id) => Principal::App(id),
-                None => Principal::Admin,
-            }))
+            let row: Option<Option<String>> = queries::query_opt(
+                c,
+                "SELECT app_id FROM tokens WHERE hash = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                params![hash, ms(now)],
+                |r| r.get(0),
+            )?;
+            Ok(row.map(principal))
+        })
+        .await
+    }
+
+    async fn delete_token(&self, token_hash: &str) -> StoreResult<bool> {
+        let hash = owned(token_hash);
+        self.write(move |c| Ok(queries::execute(c, "DELETE FROM tokens WHERE hash = ?1", [&hash])? > 0)).await
+    }
+
+    async fn expire_app_tokens(&self, app_id: &str, at: DateTime<Utc>) -> StoreResult<u64> {
+        let app = owned(app_id);
+        self.write(move |c| {
+            let n = queries::execute(
+                c,
+                "UPDATE tokens SET expires_at = min(coalesce(expires_at, ?2), ?2) WHERE app_id = ?1",
+                params![app, ms(at)],
+            )?;
+            Ok(n as u64)
         })
         .await
     }
