@@ -245,7 +245,8 @@ pub trait Store: Send + Sync + 'static {
     async fn idempotency_abort(&self, key: &str) -> StoreResult<()>;
 
     // --- housekeeping
-    /// Deletes at most `limit` idempotency keys that expired by `now`, at most `limit`
+    /// Deletes at most `limit` idempotency keys and at most `limit` tokens that expired by
+    /// `now`, at most `limit`
     /// inbound request records received before `inbound_before`, and at most `limit`
     /// messages created before `messages_before` that have no pending delivery, with their
     /// deliveries and attempts (`None`: keep them all). Callers repeat while a count reaches

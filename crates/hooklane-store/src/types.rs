@@ -161,6 +161,8 @@ pub struct Pruned {
     pub inbound_requests: u64,
     /// Messages deleted, each with its deliveries and attempts.
     pub messages: u64,
+    /// Application tokens past their expiry.
+    pub tokens: u64,
 }
 
 /// The delivery queue and endpoint health, for the gauges of `/metrics`.

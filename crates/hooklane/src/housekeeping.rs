@@ -54,13 +54,15 @@ async fn prune_all(store: &DynStore, retention: Retention) -> hooklane_store::St
         total.idempotency_keys += round.idempotency_keys;
         total.inbound_requests += round.inbound_requests;
         total.messages += round.messages;
+        total.tokens += round.tokens;
         metrics::counter!("hooklane_housekeeping_deleted_total", "kind" => "idempotency_key")
             .increment(round.idempotency_keys);
         metrics::counter!("hooklane_housekeeping_deleted_total", "kind" => "inbound_request")
             .increment(round.inbound_requests);
         metrics::counter!("hooklane_housekeeping_deleted_total", "kind" => "message").increment(round.messages);
+        metrics::counter!("hooklane_housekeeping_deleted_total", "kind" => "token").increment(round.tokens);
         let chunk = CHUNK as u64;
-        if round.idempotency_keys < chunk && round.inbound_requests < chunk && round.messages < chunk {
+        if [round.idempotency_keys, round.inbound_requests, round.messages, round.tokens].iter().all(|n| *n < chunk) {
             return Ok(total);
         }
         // Let other writes through between chunks.

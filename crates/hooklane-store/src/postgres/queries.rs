@@ -1249,5 +1249,11 @@ pub async fn prune<C: GenericClient>(
         }
         None => 0,
     };
-    Ok(crate::Pruned { idempotency_keys: keys, inbound_requests: requests, messages })
+    let tokens = execute(
+        c,
+        "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens WHERE expires_at <= $1 LIMIT $2)",
+        &[&ms(now), &limit_param(limit)],
+    )
+    .await?;
+    Ok(crate::Pruned { idempotency_keys: keys, inbound_requests: requests, messages, tokens })
 }

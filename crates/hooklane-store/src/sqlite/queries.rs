@@ -705,7 +705,17 @@ pub fn prune(
         Some(before) => prune_messages(conn, before, limit)?,
         None => 0,
     };
-    Ok(crate::Pruned { idempotency_keys: keys as u64, inbound_requests: requests as u64, messages })
+    let tokens = execute(
+        conn,
+        "DELETE FROM tokens WHERE rowid IN (SELECT rowid FROM tokens WHERE expires_at <= ?1 LIMIT ?2)",
+        params![now, limit],
+    )?;
+    Ok(crate::Pruned {
+        idempotency_keys: keys as u64,
+        inbound_requests: requests as u64,
+        messages,
+        tokens: tokens as u64,
+    })
 }
 
 /// Deletes up to `limit` messages created before `before` that have no pending delivery,

@@ -1234,7 +1234,7 @@ pub async fn prune_deletes_old_finished_messages(store: &DynStore) {
 
     let cutoff = Some(t - hours(1));
     let pruned = store.prune(t, None, cutoff, 100).await.unwrap();
-    assert_eq!(pruned, Pruned { idempotency_keys: 0, inbound_requests: 0, messages: 1 });
+    assert_eq!(pruned, Pruned { idempotency_keys: 0, inbound_requests: 0, messages: 1, tokens: 0 });
     assert_eq!(store.get_message(&app.id, &old_done.id).await.unwrap(), None, "the old delivered message is gone");
     assert!(store.message_deliveries(&app.id, &old_done.id).await.unwrap().is_empty(), "with its deliveries");
     let filter = AttemptFilter { msg_id: Some(old_done.id.clone()), ..AttemptFilter::default() };
@@ -1827,6 +1827,11 @@ pub async fn tokens_map_to_principals(store: &DynStore) {
     assert!(store.delete_token("b0b0").await.unwrap());
     assert_eq!(store.find_token("b0b0", now_ms()).await.unwrap(), None);
     assert!(!store.delete_token("b0b0").await.unwrap());
+    // Housekeeping deletes expired tokens, and only those.
+    let pruned = store.prune(t + hours(2), None, None, 100).await.unwrap();
+    assert_eq!(pruned.tokens, 3, "{pruned:?}");
+    assert_eq!(store.prune(t + hours(2), None, None, 100).await.unwrap().tokens, 0);
+    assert_eq!(store.find_token(admin_hash, t + hours(2)).await.unwrap(), Some(Principal::Admin));
 }
 
 pub async fn claim_due_skips_saturated_endpoints(store: &DynStore) {
