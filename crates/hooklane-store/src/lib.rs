@@ -138,6 +138,28 @@ pub trait Store: Send + Sync + 'static {
         until: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> StoreResult<u64>;
+    /// Up to `limit` messages of the application created in `[since, until)` that have no
+    /// delivery to the endpoint, in id order after `after_id` (a replay of what an
+    /// endpoint missed: created before it was, or filtered out then).
+    async fn messages_without_delivery(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>>;
+    /// Queues the application's messages `msg_ids` for the endpoint (a manual trigger, due
+    /// at `now`), leaving any that already have a delivery to it; returns how many were
+    /// queued. Messages or an endpoint of another application are never touched.
+    async fn add_deliveries(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        msg_ids: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
     /// Drops every lease: used at start-up by a single-node store, where any lease left
     /// over belongs to a previous run of this same process.
     async fn release_all_leases(&self) -> StoreResult<u64>;

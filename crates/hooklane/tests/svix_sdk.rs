@@ -16,7 +16,7 @@ use svix::api::{
 use svix::models::{
     AppPortalAccessIn, ApplicationIn, ApplicationPatch, ApplicationTokenExpireIn, EndpointHeadersIn, EndpointIn,
     EndpointPatch, EndpointSecretRotateIn, EventTypeIn, EventTypePatch, MessageIn, MessagePrecheckIn, MessageStatus,
-    RecoverIn,
+    RecoverIn, ReplayIn,
 };
 
 fn sdk(server: &Server) -> Svix {
@@ -227,7 +227,8 @@ async fn the_official_svix_sdk_works_unchanged() {
     assert!(!unwanted.active, "the only endpoint filters user.created out");
 
     // Pulling (Svix's message.events), with the SDK's comma-joined filter.
-    svix.message()
+    let second = svix
+        .message()
         .create(app.id.clone(), MessageIn::new("user.created".into(), json!({ "user": 1 })), None)
         .await
         .expect("second message");
@@ -262,6 +263,25 @@ async fn the_official_svix_sdk_works_unchanged() {
     // invoice and its resend only.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(rx.received().iter().all(|r| r.header("webhook-id") == msg.id), "only the invoice was delivered");
+
+    // An endpoint created afterwards gets what it missed, once.
+    let late_rx = Receiver::start().await;
+    let late = svix.endpoint().create(app.id.clone(), EndpointIn::new(late_rx.url.clone()), None).await.expect("late");
+    let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    for _ in 0..2 {
+        svix.endpoint()
+            .replay_missing(app.id.clone(), late.id.clone(), ReplayIn::new(hour_ago), None)
+            .await
+            .expect("replay missing");
+    }
+    let got = late_rx.wait_for(2, Duration::from_secs(10)).await;
+    let mut ids: Vec<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
+    ids.sort();
+    let mut want = vec![msg.id.as_str(), second.id.as_str()];
+    want.sort();
+    assert_eq!(ids, want);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(late_rx.received().len(), 2, "replayed once, not twice");
 
     // An application-scoped token, used through the SDK.
     let access = svix

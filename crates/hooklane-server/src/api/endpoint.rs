@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use hooklane_core::filter::endpoint_wants;
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::model::{Endpoint, ExpiringSecret, Metadata};
 use hooklane_core::signing::Secret;
@@ -458,15 +459,36 @@ pub struct RecoverIn {
     until: Option<DateTime<Utc>>,
 }
 
+impl RecoverIn {
+    fn check(&self) -> ApiResult<()> {
+        if matches!(self.until, Some(u) if u <= self.since) {
+            return Err(ApiError::validation("until", "must be after since"));
+        }
+        Ok(())
+    }
+}
+
+/// Svix's background-task answers (`RecoverOut`, `ReplayOut`): hooklane does the work
+/// before answering, so the task is `finished`.
 #[derive(Serialize)]
-pub struct RecoverOut {
+#[serde(rename_all = "camelCase")]
+pub struct TaskOut {
     id: String,
     status: &'static str,
     task: &'static str,
-    /// Deliveries queued again (hooklane extension).
-    recovered: u64,
-    #[serde(rename = "updatedAt")]
+    /// Deliveries queued again by a recovery (hooklane extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovered: Option<u64>,
+    /// Deliveries queued by a replay (hooklane extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replayed: Option<u64>,
     updated_at: DateTime<Utc>,
+}
+
+impl TaskOut {
+    fn finished(task: &'static str, now: DateTime<Utc>) -> TaskOut {
+        TaskOut { id: new_id(ids::TASK), status: "finished", task, recovered: None, replayed: None, updated_at: now }
+    }
 }
 
 /// Queues again every failed delivery to this endpoint of messages sent since `since`.
@@ -477,13 +499,56 @@ pub async fn recover(
     Json(input): Json<RecoverIn>,
 ) -> ApiResult<impl IntoResponse> {
     let ep = find(&s, &t, &key).await?;
-    if matches!(input.until, Some(u) if u <= input.since) {
-        return Err(ApiError::validation("until", "must be after since"));
-    }
+    input.check()?;
     let now = Utc::now();
     let recovered = s.0.store.recover(&t.app.id, &ep.id, input.since, input.until, now).await?;
     s.0.dispatcher.endpoint_fixed(&ep.id);
-    let out =
-        RecoverOut { id: new_id(ids::TASK), status: "finished", task: "endpoint.recover", recovered, updated_at: now };
+    let out = TaskOut { recovered: Some(recovered), ..TaskOut::finished("endpoint.recover", now) };
+    Ok((StatusCode::ACCEPTED, axum::Json(out)))
+}
+
+/// Messages looked at per round of a replay.
+const REPLAY_CHUNK: usize = 500;
+
+/// `POST …/endpoint/{id}/replay-missing` (Svix's `replay_missing`): sends the endpoint
+/// every message of the application created in `[since, until)` (until now unless given)
+/// that it never got but would get now (created before the endpoint was, or before its
+/// filters let it through). Messages it did get are not sent again.
+pub async fn replay_missing(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, key)): Path<(String, String)>,
+    Json(input): Json<RecoverIn>,
+) -> ApiResult<impl IntoResponse> {
+    let ep = find(&s, &t, &key).await?;
+    input.check()?;
+    let now = Utc::now();
+    let until = input.until.unwrap_or(now);
+    let (mut replayed, mut after) = (0, None::<String>);
+    loop {
+        let store = &s.0.store;
+        let batch = store
+            .messages_without_delivery(&t.app.id, &ep.id, input.since, until, after.as_deref(), REPLAY_CHUNK)
+            .await?;
+        let Some(last) = batch.last() else { break };
+        after = Some(last.id.clone());
+        let wanted: Vec<String> = batch
+            .iter()
+            .filter(|m| {
+                endpoint_wants(ep.filter_types.as_deref(), ep.channels.as_deref(), &m.event_type, m.channels.as_deref())
+            })
+            .map(|m| m.id.clone())
+            .collect();
+        if !wanted.is_empty() {
+            replayed += store.add_deliveries(&t.app.id, &ep.id, wanted, now).await?;
+        }
+        if batch.len() < REPLAY_CHUNK {
+            break;
+        }
+    }
+    if replayed > 0 {
+        s.0.dispatcher.wake();
+    }
+    let out = TaskOut { replayed: Some(replayed), ..TaskOut::finished("endpoint.replay", now) };
     Ok((StatusCode::ACCEPTED, axum::Json(out)))
 }

@@ -793,6 +793,52 @@ pub async fn recover<C: GenericClient>(
     .await
 }
 
+pub async fn messages_without_delivery<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    endpoint_id: &str,
+    since: i64,
+    until: i64,
+    after_id: &str,
+    limit: usize,
+) -> StoreResult<Vec<Message>> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {} FROM messages WHERE app_id = $1 AND id > $2 AND created_at >= $3 AND created_at < $4 \
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = $5) \
+             ORDER BY id LIMIT $6",
+            rows::MESSAGE_COLS
+        )
+    });
+    query(c, &SQL, &[&app_id, &after_id, &since, &until, &endpoint_id, &limit_param(limit)])
+        .await?
+        .iter()
+        .map(|r| rows::message(r, 0))
+        .collect()
+}
+
+/// One statement for the whole list: the messages must be the application's, as must the
+/// endpoint; those with a delivery to it already are left as they are.
+pub async fn add_deliveries<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    endpoint_id: &str,
+    msg_ids: &[String],
+    now: i64,
+) -> StoreResult<u64> {
+    execute(
+        c,
+        "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
+             updated_at) \
+         SELECT m.id, $2::text, $3::text, 1, 0, $4::bigint, false, 1, $4::bigint FROM messages m \
+         WHERE m.app_id = $3 AND m.id = ANY($1) \
+           AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = $3 AND id = $2) \
+         ON CONFLICT (msg_id, endpoint_id) DO NOTHING",
+        &[&msg_ids, &endpoint_id, &app_id, &now],
+    )
+    .await
+}
+
 pub async fn release_all_leases<C: GenericClient>(c: &C, now: i64) -> StoreResult<u64> {
     execute(c, "UPDATE deliveries SET leased = false, due_at = $1 WHERE status = 1 AND leased", &[&now]).await
 }

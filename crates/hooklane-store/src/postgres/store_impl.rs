@@ -254,6 +254,34 @@ impl Store for PgStore {
     /// when no other node is running (a single-node setup at start-up, or after stopping
     /// them all); a multi-node deployment must not call this at start-up and should rely
     /// on leases expiring instead. The caller decides.
+    async fn messages_without_delivery(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>> {
+        let c = self.client().await?;
+        let after = after_id.unwrap_or_default();
+        queries::messages_without_delivery(&c, app_id, endpoint_id, ms(since), ms(until), after, limit).await
+    }
+
+    async fn add_deliveries(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        msg_ids: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let added = queries::add_deliveries(&self.client().await?, app_id, endpoint_id, &msg_ids, ms(now)).await?;
+        if added > 0 {
+            self.announce_due().await;
+        }
+        Ok(added)
+    }
+
     async fn release_all_leases(&self) -> StoreResult<u64> {
         queries::release_all_leases(&self.client().await?, ms(Utc::now())).await
     }

@@ -658,6 +658,47 @@ pub fn resend(conn: &Connection, app_id: &str, msg_id: &str, endpoint_id: &str, 
     Ok(())
 }
 
+pub fn messages_without_delivery(
+    conn: &Connection,
+    app_id: &str,
+    endpoint_id: &str,
+    since: i64,
+    until: i64,
+    after_id: &str,
+    limit: usize,
+) -> StoreResult<Vec<Message>> {
+    let sql = format!(
+        "SELECT {} FROM messages WHERE app_id = ?1 AND id > ?2 AND created_at >= ?3 AND created_at < ?4 \
+         AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ?5) \
+         ORDER BY id LIMIT ?6",
+        rows::MESSAGE_COLS
+    );
+    query_all(conn, &sql, params![app_id, after_id, since, until, endpoint_id, limit as i64], rows::message)
+}
+
+pub fn add_deliveries(
+    conn: &Connection,
+    app_id: &str,
+    endpoint_id: &str,
+    msg_ids: &[String],
+    now: i64,
+) -> StoreResult<u64> {
+    let mut added = 0;
+    for msg_id in msg_ids {
+        added += execute(
+            conn,
+            "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
+                 updated_at) \
+             SELECT ?1, ?2, ?3, 1, 0, ?4, 0, 1, ?4 \
+             WHERE EXISTS (SELECT 1 FROM messages WHERE app_id = ?3 AND id = ?1) \
+               AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = ?3 AND id = ?2) \
+             ON CONFLICT (msg_id, endpoint_id) DO NOTHING",
+            params![msg_id, endpoint_id, app_id, now],
+        )?;
+    }
+    Ok(added as u64)
+}
+
 pub fn recover(
     conn: &Connection,
     app_id: &str,

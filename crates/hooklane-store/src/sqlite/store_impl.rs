@@ -275,6 +275,30 @@ impl Store for SqliteStore {
         self.write(move |c| queries::recover(c, &app, &ep, ms(since), until, ms(now))).await
     }
 
+    async fn messages_without_delivery(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>> {
+        let (app, ep, after) = (owned(app_id), owned(endpoint_id), after_id.unwrap_or_default().to_string());
+        self.read(move |c| queries::messages_without_delivery(c, &app, &ep, ms(since), ms(until), &after, limit)).await
+    }
+
+    async fn add_deliveries(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        msg_ids: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let (app, ep) = (owned(app_id), owned(endpoint_id));
+        self.write(move |c| queries::add_deliveries(c, &app, &ep, &msg_ids, ms(now))).await
+    }
+
     async fn release_all_leases(&self) -> StoreResult<u64> {
         let now = ms(Utc::now());
         self.write(move |c| {

@@ -60,6 +60,7 @@ macro_rules! store_conformance_tests {
             list_messages_filters,
             message_events_follow_write_order,
             endpoint_messages_and_stats,
+            replay_missing_building_blocks,
             message_events_subscriptions,
             list_messages_pagination,
             claim_due_leases_deliveries,
@@ -832,6 +833,48 @@ pub async fn message_duplicate_event_id_conflicts_atomically(store: &DynStore) {
     post(store, &a.id, &[&e1], t).await;
     let all = store.list_messages(&a.id, &MessageFilter::default(), &PageRequest::default()).await.unwrap();
     assert_eq!(all.items.len(), 3);
+}
+
+/// What a replay of an endpoint's missed messages uses: the messages without a delivery
+/// to it, and queuing deliveries for some of them.
+pub async fn replay_missing_building_blocks(store: &DynStore) {
+    let t = now_ms() - hours(1);
+    let a = setup_app(store, "A").await;
+    let e1 = setup_endpoint(store, &a.id).await;
+    let m1 = post(store, &a.id, &[], t).await;
+    let m2 = post(store, &a.id, &[&e1], t + mins(1)).await;
+    let m3 = post(store, &a.id, &[], t + mins(2)).await;
+    post(store, &a.id, &[], t + mins(10)).await;
+    let b = setup_app(store, "B").await;
+    let eb = setup_endpoint(store, &b.id).await;
+    let mb = post(store, &b.id, &[], t).await;
+
+    let missing = |after: Option<String>, limit: usize| {
+        let (store, app, ep) = (store.clone(), a.id.clone(), e1.id.clone());
+        async move {
+            let found =
+                store.messages_without_delivery(&app, &ep, t - mins(1), t + mins(5), after.as_deref(), limit).await;
+            found.unwrap().into_iter().map(|m| m.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(missing(None, 10).await, vec![m1.id.clone(), m3.id.clone()], "m2 has one; the last is too late");
+    assert_eq!(missing(None, 1).await, vec![m1.id.clone()]);
+    assert_eq!(missing(Some(m1.id.clone()), 10).await, vec![m3.id.clone()]);
+
+    let ids = vec![m1.id.clone(), m2.id.clone(), m3.id.clone(), mb.id.clone()];
+    let now = now_ms();
+    assert_eq!(store.add_deliveries(&a.id, &e1.id, ids, now).await.unwrap(), 2, "m2 had one; mb is not A's");
+    assert!(missing(None, 10).await.is_empty());
+    let d = delivery(store, &a.id, &m1.id, &e1.id).await;
+    assert_eq!((d.status, d.trigger, d.attempts), (DeliveryStatus::Pending, TriggerType::Manual, 0));
+    assert_eq!(d.next_attempt_at, Some(now));
+    // Not through another application's endpoint, nor onto it.
+    assert_eq!(store.add_deliveries(&b.id, &e1.id, vec![mb.id.clone()], now).await.unwrap(), 0);
+    assert_eq!(store.add_deliveries(&a.id, &eb.id, vec![m1.id.clone()], now).await.unwrap(), 0);
+    // Queued for the poller, due now (beside m2's own delivery, due since it was posted).
+    let jobs = store.claim_due(now, 10, Duration::from_secs(30), &[]).await.unwrap();
+    let queued = [&m1, &m2, &m3].map(|m| (m.id.clone(), e1.id.clone()));
+    assert_eq!(job_keys(&jobs), queued.into());
 }
 
 /// An endpoint's messages (each with its delivery) and its delivery counts.
