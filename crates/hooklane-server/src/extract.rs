@@ -146,15 +146,7 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or(ApiError::Unauthorized)?;
-        let value = header.to_str().map_err(|_| ApiError::Unauthorized)?;
-        let token = match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => return Err(ApiError::Unauthorized),
-        };
-        if token.is_empty() {
-            return Err(ApiError::Unauthorized);
-        }
+        let token = bearer_token(&parts.headers).ok_or(ApiError::Unauthorized)?;
         let hash = token_hash(token);
         if bool::from(hash.ct_eq(&state.0.admin_token_hash)) {
             return Ok(Auth(Principal::Admin));
@@ -163,6 +155,17 @@ impl FromRequestParts<AppState> for Auth {
             Some(p) => Ok(Auth(p)),
             None => Err(ApiError::Unauthorized),
         }
+    }
+}
+
+/// The token of an `Authorization: Bearer …` header, if there is a non-empty one.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            Some(token.trim())
+        }
+        _ => None,
     }
 }
 

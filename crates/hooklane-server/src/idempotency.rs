@@ -22,8 +22,15 @@ const MAX_KEY_LEN: usize = 256;
 /// Responses larger than this are not stored (API answers are far smaller).
 const MAX_STORED_BODY: usize = 1 << 20;
 
+/// Requests whose answer holds a secret (a new token, a rotated endpoint secret): their
+/// answers are never stored (the store keeps tokens as hashes only), so a retry with the
+/// same key makes another token or rotation rather than replaying the first.
+fn answers_a_secret(path: &str) -> bool {
+    path.starts_with("/api/v1/auth/") || path.ends_with("/secret/rotate")
+}
+
 pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if req.method() != Method::POST {
+    if req.method() != Method::POST || answers_a_secret(req.uri().path()) {
         return next.run(req).await;
     }
     let Some(key) = req.headers().get("idempotency-key") else {

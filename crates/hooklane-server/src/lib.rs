@@ -124,7 +124,8 @@ pub async fn serve(
     let service = ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app);
     let serving = axum::serve(listener, service).with_graceful_shutdown(shutdown);
     // Requests in flight get a while to finish; a connection still open after that (an
-    // event stream whose client stopped reading, which never sees the shutdown) is dropped.
+    // event stream whose client stopped reading, which never sees the shutdown) is no
+    // longer waited for: serving returns, and the process goes on to stop.
     let deadline = async move {
         let _ = closed.wait_for(|c| *c).await;
         tokio::time::sleep(SHUTDOWN_DEADLINE).await;
@@ -132,7 +133,7 @@ pub async fn serve(
     tokio::select! {
         served = serving => served,
         () = deadline => {
-            tracing::warn!(after = ?SHUTDOWN_DEADLINE, "connections still open at shutdown; closing them");
+            tracing::warn!(after = ?SHUTDOWN_DEADLINE, "connections still open at shutdown; no longer waiting for them");
             Ok(())
         }
     }

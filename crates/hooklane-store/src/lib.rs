@@ -268,11 +268,10 @@ pub trait Store: Send + Sync + 'static {
 
     // --- housekeeping
     /// Deletes at most `limit` idempotency keys and at most `limit` tokens that expired by
-    /// `now`, at most `limit`
-    /// inbound request records received before `inbound_before`, and at most `limit`
-    /// messages created before `messages_before` that have no pending delivery, with their
-    /// deliveries and attempts (`None`: keep them all). Callers repeat while a count reaches
-    /// `limit`, so no single statement holds the store long.
+    /// `now`, at most `limit` inbound request records received before `inbound_before`, and
+    /// at most `limit` messages created before `messages_before` that have no pending
+    /// delivery, with their deliveries and attempts (`None`: keep them all). Callers repeat
+    /// while a count reaches `limit`, so no single statement holds the store long.
     async fn prune(
         &self,
         now: DateTime<Utc>,

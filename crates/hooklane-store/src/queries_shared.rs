@@ -186,12 +186,35 @@ pub fn principal(app_id: Option<String>) -> hooklane_core::model::Principal {
     }
 }
 
-/// Messages with a delivery to an endpoint (`?`: the endpoint id), for `endpoint_messages`.
-pub const ENDPOINT_DELIVERY: &str =
-    "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ?)";
-/// The same, the delivery in a status (`?`, `?`: the endpoint id, the status code).
-pub const ENDPOINT_DELIVERY_WITH_STATUS: &str =
-    "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ? AND d.status = ?)";
+/// The condition that a message has a delivery to an endpoint (`?`: the endpoint id) in
+/// `status` when given, for `endpoint_messages`. A pending delivery a node has leased is
+/// being sent (`Sending`); one nobody holds waits (`Pending`).
+pub fn endpoint_delivery_sql(status: Option<hooklane_core::model::DeliveryStatus>) -> &'static str {
+    use hooklane_core::model::DeliveryStatus::*;
+    match status {
+        None => "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ?)",
+        Some(Success) => {
+            "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ? AND d.status = 0)"
+        }
+        Some(Fail) => {
+            "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ? AND d.status = 2)"
+        }
+        Some(Pending) => {
+            "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ? \
+             AND d.status = 1 AND NOT d.leased)"
+        }
+        Some(Sending) => {
+            "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ? \
+             AND d.status = 1 AND d.leased)"
+        }
+    }
+}
+
+/// A delivery's columns as `rows::delivery` reads them (`DELIVERY_COLS`), its status as
+/// an API reader sees it: a leased pending delivery is being sent.
+pub fn delivery_cols_seen(delivery_cols: &str) -> String {
+    delivery_cols.replacen("status", "CASE WHEN status = 1 AND leased THEN 3 ELSE status END", 1)
+}
 
 #[cfg(test)]
 mod tests {

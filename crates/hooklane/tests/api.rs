@@ -704,6 +704,13 @@ async fn endpoint_secret_get_and_rotate() {
     let (_, got) = server.call("GET", &format!("/api/v1/app/{app}/endpoint/sec/secret/"), None).await;
     assert_eq!(got, json!({"key": given}));
 
+    // A grace period beyond a week is refused.
+    let (status, body) =
+        server.call("POST", &format!("{path}/rotate"), Some(json!({"gracePeriodSeconds": 604801}))).await;
+    assert_invalid(status, &body, "gracePeriodSeconds");
+    let (_, got) = server.call("GET", &path, None).await;
+    assert_eq!(got, json!({"key": given}));
+
     // A bad key is refused and changes nothing.
     let (status, body) = server.call("POST", &format!("{path}/rotate"), Some(json!({"key": "whsec_short"}))).await;
     assert_invalid(status, &body, "secret");
@@ -1750,6 +1757,19 @@ async fn app_tokens_expire_and_can_be_revoked() {
     assert_invalid(status, &body, "expiry");
     let (status, body) = access(&app, Some(json!({ "readOnly": true }))).await;
     assert_invalid(status, &body, "readOnly");
+    let (status, body) = access(&app, Some(json!({ "capabilities": ["ViewBase"] }))).await;
+    assert_invalid(status, &body, "capabilities");
+    // A token is a secret: its answer is never stored for an Idempotency-Key replay.
+    let with_key = || {
+        send(
+            request(server, Some(ADMIN), "POST", &format!("/api/v1/auth/app-portal-access/{app}"))
+                .header("idempotency-key", "same-key"),
+        )
+    };
+    let (one, two) = (with_key().await, with_key().await);
+    assert_eq!((one.status, two.status), (200, 200));
+    assert_ne!(one.json()["token"], two.json()["token"], "not a replay of the first answer");
+    assert!(two.headers.get("idempotent-replayed").is_none());
     let token = |out: &Value| out["token"].as_str().expect("token").to_string();
     let (status, out) = access(&app, Some(json!({ "expiry": 3600, "featureFlags": [] }))).await;
     assert_eq!(status, 200, "{out}");

@@ -11,7 +11,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Admin, Auth, OptionalJson, Path};
+use crate::extract::{bearer_token, Admin, Auth, OptionalJson, Path};
 use crate::state::{hex, token_hash, AppState};
 
 /// Prefix of application-scoped tokens, so they are recognisable in a secret scanner.
@@ -22,9 +22,10 @@ const DEFAULT_EXPIRY_SECONDS: u64 = 7 * 24 * 3600;
 const MIN_EXPIRY_SECONDS: u64 = 3600;
 const MAX_EXPIRY_SECONDS: u64 = 7 * 24 * 3600;
 
-/// Svix's `AppPortalAccessIn`: hooklane reads `expiry` and refuses `readOnly` (it has no
-/// read-only tokens, and silently issuing a writing one would be worse); the portal's
-/// display options are accepted and ignored.
+/// Svix's `AppPortalAccessIn`: hooklane reads `expiry` and refuses `readOnly` and
+/// `capabilities` (its application tokens have full access to their application, and
+/// silently issuing more than was asked for would be worse than refusing); the portal's
+/// display options and `sessionId` are accepted and ignored.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct AppPortalAccessIn {
@@ -32,6 +33,8 @@ pub struct AppPortalAccessIn {
     expiry: Option<u64>,
     #[serde(default)]
     read_only: Option<bool>,
+    #[serde(default)]
+    capabilities: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Serialize)]
@@ -51,6 +54,12 @@ pub async fn app_portal_access(
     let input = input.unwrap_or_default();
     if input.read_only == Some(true) {
         return Err(ApiError::validation("readOnly", "read-only tokens are not supported"));
+    }
+    if input.capabilities.is_some() {
+        return Err(ApiError::validation(
+            "capabilities",
+            "not supported: an application token has full access to its application",
+        ));
     }
     let expiry = input.expiry.unwrap_or(DEFAULT_EXPIRY_SECONDS);
     if !(MIN_EXPIRY_SECONDS..=MAX_EXPIRY_SECONDS).contains(&expiry) {
@@ -77,12 +86,7 @@ pub async fn logout(State(s): State<AppState>, Auth(principal): Auth, headers: H
         return Err(ApiError::Forbidden("the admin token is set in the configuration; it cannot log out"));
     }
     // `Auth` accepted the header, so it holds a bearer token.
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .map(|(_, t)| t.trim())
-        .ok_or(ApiError::Unauthorized)?;
+    let token = bearer_token(&headers).ok_or(ApiError::Unauthorized)?;
     s.0.store.delete_token(&hex(&token_hash(token))).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -104,10 +108,8 @@ pub async fn expire_all(
     Path(app_key): Path<String>,
     OptionalJson(input): OptionalJson<ExpireAllIn>,
 ) -> ApiResult<StatusCode> {
-    let expiry = input.unwrap_or_default().expiry.unwrap_or(0);
-    if expiry > MAX_EXPIRY_SECONDS {
-        return Err(ApiError::validation("expiry", format!("must be at most {MAX_EXPIRY_SECONDS} seconds")));
-    }
+    // No token lives longer than MAX_EXPIRY_SECONDS: a longer grace changes nothing.
+    let expiry = input.unwrap_or_default().expiry.unwrap_or(0).min(MAX_EXPIRY_SECONDS);
     let app = s.0.store.get_app(&app_key).await?.ok_or(ApiError::NotFound("application"))?;
     s.0.store.expire_app_tokens(&app.id, Utc::now() + chrono::Duration::seconds(expiry as i64)).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use hooklane_core::filter::endpoint_wants;
 use hooklane_core::ids::{self, new_id};
-use hooklane_core::model::{Endpoint, ExpiringSecret, Metadata};
+use hooklane_core::model::{Application, Endpoint, ExpiringSecret, Metadata};
 use hooklane_core::signing::Secret;
 use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,10 @@ use crate::state::AppState;
 
 /// How long a rotated-out secret keeps signing, so receivers can switch over.
 const ROTATION_OVERLAP_HOURS: i64 = 24;
+/// Longest grace period a rotation may give the old secret (Svix's: a week).
+const MAX_GRACE_SECONDS: u32 = 7 * 24 * 3600;
+/// Rotated-away secrets still signing at most (each adds a signature to every delivery).
+const MAX_PREVIOUS_SECRETS: usize = 5;
 const MAX_URL_LEN: usize = 4096;
 const UID_TAKEN: &str = "an endpoint with this uid already exists in this application";
 /// Headers hooklane sets itself or that would break the request.
@@ -244,19 +248,31 @@ pub async fn get(
 
 /// Saves an endpoint after a change; re-enabling it starts its failure streak afresh.
 async fn save(s: &AppState, t: &Tenant, mut ep: Endpoint, was_disabled: bool) -> ApiResult<Endpoint> {
+    touch(&mut ep, was_disabled, super::now());
+    validate(&ep)?;
+    s.0.store.update_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
+    after_update(s, Some(&t.app), &ep, was_disabled);
+    Ok(ep)
+}
+
+/// Readies a changed endpoint to be saved: re-enabling it forgets since when it failed.
+pub(crate) fn touch(ep: &mut Endpoint, was_disabled: bool, now: DateTime<Utc>) {
     if was_disabled && !ep.disabled {
         ep.failing_since = None;
     }
-    ep.updated_at = super::now();
-    validate(&ep)?;
-    s.0.store.update_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
-    // A changed endpoint (a fixed URL, re-enabled) is worth trying at once.
+    ep.updated_at = now;
+}
+
+/// What follows every saved change to an endpoint (through its own routes, or as an
+/// inbound source's destination): its waiting deliveries are worth trying at once (a fixed
+/// URL, re-enabled), and operational webhooks of `app` tell of the change.
+pub(crate) fn after_update(s: &AppState, app: Option<&Application>, ep: &Endpoint, was_disabled: bool) {
     s.0.dispatcher.endpoint_fixed(&ep.id);
-    operational::endpoint_changed(s, operational::ENDPOINT_UPDATED, &t.app, &ep);
+    let Some(app) = app else { return };
+    operational::endpoint_changed(s, operational::ENDPOINT_UPDATED, app, ep);
     if ep.disabled && !was_disabled {
-        operational::endpoint_changed(s, operational::ENDPOINT_DISABLED, &t.app, &ep);
+        operational::endpoint_changed(s, operational::ENDPOINT_DISABLED, app, ep);
     }
-    Ok(ep)
 }
 
 pub async fn put(
@@ -384,10 +400,17 @@ pub async fn rotate_secret(
         Some(raw) => parse_secret(&raw)?,
         None => Secret::generate(),
     };
+    if grace_seconds.is_some_and(|g| g > MAX_GRACE_SECONDS) {
+        return Err(ApiError::validation("gracePeriodSeconds", format!("must be at most {MAX_GRACE_SECONDS}")));
+    }
     let grace = grace_seconds
         .map_or(chrono::Duration::hours(ROTATION_OVERLAP_HOURS), |s| chrono::Duration::seconds(i64::from(s)));
     let now = super::now();
     ep.previous_secrets.retain(|p| p.expires_at > now);
+    // Every live secret signs every delivery: the oldest go first beyond a few.
+    while ep.previous_secrets.len() >= MAX_PREVIOUS_SECRETS {
+        ep.previous_secrets.remove(0);
+    }
     let old = std::mem::replace(&mut ep.secret, new.expose());
     if grace > chrono::Duration::zero() {
         ep.previous_secrets.push(ExpiringSecret { key: old, expires_at: now + grace });

@@ -25,7 +25,7 @@ use hooklane_core::signing::Secret;
 use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{parse_secret, validate as validate_endpoint};
+use super::endpoint::{after_update, parse_secret, touch, validate as validate_endpoint};
 use super::{check_len, check_metadata, check_name, page_request, ListResponse, Patch};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Admin, Json, Path, Query};
@@ -381,7 +381,8 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
     }
     validate(&mut src)?;
     // Every destination is checked before anything is written. Each change: the endpoint,
-    // and whether it was disabled before (`None`: it is new).
+    // and whether it was disabled before (`None`: it is new). `news`: endpoints created or
+    // deleted, for operational webhooks.
     let mut changes: Vec<(Endpoint, Option<bool>)> = Vec::new();
     let mut news: Vec<(&'static str, Endpoint)> = Vec::new();
     if let Some(urls) = plan {
@@ -405,12 +406,9 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                     }
                     let was_disabled = ep.disabled;
                     if let Some(disabled) = d.disabled {
-                        if ep.disabled && !disabled {
-                            ep.failing_since = None;
-                        }
                         ep.disabled = disabled;
                     }
-                    ep.updated_at = now;
+                    touch(&mut ep, was_disabled, now);
                     validate_endpoint(&ep)?;
                     changes.push((ep, Some(was_disabled)));
                 }
@@ -422,6 +420,9 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
             news.push((operational::ENDPOINT_DELETED, ep));
         }
     }
+    // Destinations are endpoints: changed, they are handled as any endpoint changed through
+    // its own routes (operational webhooks included).
+    let app = if changes.is_empty() && news.is_empty() { None } else { s.0.store.get_app(&src.app_id).await? };
     for (ep, before) in changes {
         match before {
             None => {
@@ -430,22 +431,13 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
             }
             Some(was_disabled) => {
                 s.0.store.update_endpoint(ep.clone()).await?;
-                // As for any endpoint changed through the API: worth trying at once.
-                s.0.dispatcher.endpoint_fixed(&ep.id);
-                let disabled_now = ep.disabled && !was_disabled;
-                news.push((operational::ENDPOINT_UPDATED, ep.clone()));
-                if disabled_now {
-                    news.push((operational::ENDPOINT_DISABLED, ep));
-                }
+                after_update(s, app.as_ref(), &ep, was_disabled);
             }
         }
     }
-    // Destinations are endpoints: operational webhooks tell of their changes as of any other.
-    if s.0.operational_app.is_some() && !news.is_empty() {
-        if let Some(app) = s.0.store.get_app(&src.app_id).await? {
-            for (event_type, ep) in &news {
-                operational::endpoint_changed(s, event_type, &app, ep);
-            }
+    if let Some(app) = &app {
+        for (event_type, ep) in &news {
+            operational::endpoint_changed(s, event_type, app, ep);
         }
     }
     s.0.store.update_source(src.clone()).await.map_err(crate::error::missing("source"))?;

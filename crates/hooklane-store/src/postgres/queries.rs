@@ -15,8 +15,8 @@ use super::db_err;
 use super::rows::{self, ms, opt_json, opt_u32, qualified, to_json};
 use crate::queries_shared::FairClaim;
 use crate::queries_shared::{
-    ago, fold_health, fold_timeline, latency_bucket_sql, message_state_sql, AttemptGroup, ENDPOINT_DELIVERY,
-    ENDPOINT_DELIVERY_WITH_STATUS,
+    ago, delivery_cols_seen, endpoint_delivery_sql, fold_health, fold_timeline, latency_bucket_sql, message_state_sql,
+    AttemptGroup,
 };
 use crate::{
     AttemptFilter, AttemptOutcome, DeliveryKey, EndpointStats, EventPosition, EventsPage, EventsQuery, Job,
@@ -853,17 +853,13 @@ pub async fn endpoint_messages<C: GenericClient>(
     status: Option<DeliveryStatus>,
     page: &PageRequest,
 ) -> StoreResult<Page<(Message, Delivery)>> {
-    let q = match status {
-        Some(status) => message_select(app_id, f)
-            .and(ENDPOINT_DELIVERY_WITH_STATUS, [text(endpoint_id), Box::new(status as i32) as Param]),
-        None => message_select(app_id, f).and(ENDPOINT_DELIVERY, [text(endpoint_id)]),
-    };
+    let q = message_select(app_id, f).and(endpoint_delivery_sql(status), [text(endpoint_id)]);
     let messages = q.page(c, "id", page, rows::message).await?;
     let ids: Vec<&str> = messages.items.iter().map(|m| m.id.as_str()).collect();
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
             "SELECT {} FROM deliveries WHERE app_id = $1 AND endpoint_id = $2 AND msg_id = ANY($3)",
-            rows::DELIVERY_COLS
+            delivery_cols_seen(rows::DELIVERY_COLS)
         )
     });
     let mut deliveries: HashMap<String, Delivery> = HashMap::new();
@@ -1041,6 +1037,16 @@ pub async fn find_token<C: GenericClient>(c: &C, hash: &str, now: i64) -> StoreR
     .await?
     .map(|r| rows::get(&r, 0))
     .transpose()
+}
+
+pub async fn delete_token<C: GenericClient>(c: &C, hash: &str) -> StoreResult<bool> {
+    Ok(execute(c, "DELETE FROM tokens WHERE hash = $1", &[&hash]).await? > 0)
+}
+
+/// Every token of the application expires at `at` at the latest.
+pub async fn expire_app_tokens<C: GenericClient>(c: &C, app_id: &str, at: i64) -> StoreResult<u64> {
+    execute(c, "UPDATE tokens SET expires_at = LEAST(COALESCE(expires_at, $2), $2) WHERE app_id = $1", &[&app_id, &at])
+        .await
 }
 
 // --- idempotency keys

@@ -424,18 +424,11 @@ impl Store for PgStore {
     }
 
     async fn delete_token(&self, token_hash: &str) -> StoreResult<bool> {
-        let c = self.client().await?;
-        Ok(queries::execute(&c, "DELETE FROM tokens WHERE hash = $1", &[&token_hash]).await? > 0)
+        queries::delete_token(&self.client().await?, token_hash).await
     }
 
     async fn expire_app_tokens(&self, app_id: &str, at: DateTime<Utc>) -> StoreResult<u64> {
-        let c = self.client().await?;
-        queries::execute(
-            &c,
-            "UPDATE tokens SET expires_at = LEAST(COALESCE(expires_at, $2), $2) WHERE app_id = $1",
-            &[&app_id, &ms(at)],
-        )
-        .await
+        queries::expire_app_tokens(&self.client().await?, app_id, ms(at)).await
     }
 
     async fn idempotency_begin(&self, key: &str, now: DateTime<Utc>, ttl: Duration) -> StoreResult<IdempotencyState> {

@@ -12,8 +12,8 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql};
 use super::db_err;
 use super::rows::{self, ms, opt_json, to_json};
 use crate::queries_shared::{
-    fold_health, fold_timeline, latency_bucket_sql, message_state_sql, AttemptGroup, FairClaim, ENDPOINT_DELIVERY,
-    ENDPOINT_DELIVERY_WITH_STATUS,
+    delivery_cols_seen, endpoint_delivery_sql, fold_health, fold_timeline, latency_bucket_sql, message_state_sql,
+    AttemptGroup, FairClaim,
 };
 use crate::{
     AttemptFilter, EndpointStats, EventPosition, EventsPage, EventsQuery, Job, MessageFilter, NextStep, Page,
@@ -344,23 +344,20 @@ pub fn endpoint_messages(
     status: Option<DeliveryStatus>,
     page: &PageRequest,
 ) -> StoreResult<Page<(Message, Delivery)>> {
-    let q = match status {
-        Some(status) => {
-            message_select(app_id, f).and(ENDPOINT_DELIVERY_WITH_STATUS, [text(endpoint_id), int(status as i64)])
-        }
-        None => message_select(app_id, f).and(ENDPOINT_DELIVERY, [text(endpoint_id)]),
-    };
+    let q = message_select(app_id, f).and(endpoint_delivery_sql(status), [text(endpoint_id)]);
     let messages = q.page(conn, "id", page, rows::message)?;
+    // The page's deliveries in one query (the ids as a JSON array).
     let sql = format!(
-        "SELECT {} FROM deliveries WHERE app_id = ?1 AND msg_id = ?2 AND endpoint_id = ?3",
-        rows::DELIVERY_COLS
+        "SELECT {} FROM deliveries WHERE app_id = ?1 AND endpoint_id = ?2 AND msg_id IN (SELECT value FROM json_each(?3))",
+        delivery_cols_seen(rows::DELIVERY_COLS)
     );
-    let mut items = Vec::with_capacity(messages.items.len());
-    for message in messages.items {
-        if let Some(delivery) = query_opt(conn, &sql, [app_id, &message.id, endpoint_id], rows::delivery)? {
-            items.push((message, delivery));
-        }
-    }
+    let ids = to_json(&messages.items.iter().map(|m| m.id.as_str()).collect::<Vec<_>>());
+    let mut deliveries: HashMap<String, Delivery> =
+        query_all(conn, &sql, params![app_id, endpoint_id, ids], rows::delivery)?
+            .into_iter()
+            .map(|d| (d.msg_id.clone(), d))
+            .collect();
+    let items = messages.items.into_iter().filter_map(|m| deliveries.remove(&m.id).map(|d| (m, d))).collect();
     Ok(Page { items, done: messages.done })
 }
 

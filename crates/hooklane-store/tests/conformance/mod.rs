@@ -905,10 +905,14 @@ pub async fn endpoint_messages_and_stats(store: &DynStore) {
         }
     };
     use DeliveryStatus::*;
+    // m4's delivery is leased: being sent.
     assert_eq!(
         list(&e1, MessageFilter::default(), None).await,
-        vec![(m4.id.clone(), Pending), (m2.id.clone(), Fail), (m1.id.clone(), Pending)]
+        vec![(m4.id.clone(), Sending), (m2.id.clone(), Fail), (m1.id.clone(), Pending)]
     );
+    assert_eq!(list(&e1, MessageFilter::default(), Some(Sending)).await, vec![(m4.id.clone(), Sending)]);
+    assert_eq!(list(&e1, MessageFilter::default(), Some(Pending)).await, vec![(m1.id.clone(), Pending)]);
+    assert!(list(&e1, MessageFilter::default(), Some(Success)).await.is_empty());
     assert_eq!(
         list(&e2, MessageFilter::default(), None).await,
         vec![(m3.id.clone(), Pending), (m1.id.clone(), Pending)]
