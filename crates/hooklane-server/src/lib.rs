@@ -18,7 +18,7 @@ use std::future::Future;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{middleware, Router, ServiceExt};
 use tokio::net::TcpListener;
 use tower::Layer;
@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend", post(message::resend))
         .route("/{app_id}/msg/{msg_id}/attempt", get(attempt::by_message))
         .route("/{app_id}/msg/{msg_id}/attempt/{attempt_id}", get(attempt::get))
+        .route("/{app_id}/msg/{msg_id}/attempt/{attempt_id}/content", delete(attempt::expunge_content))
         .route("/{app_id}/attempt/msg/{msg_id}", get(attempt::by_message))
         .route("/{app_id}/attempt/endpoint/{endpoint_id}", get(attempt::by_endpoint))
         // --- pulling instead of pushes: polling, long-polling, Server-Sent Events

@@ -243,6 +243,10 @@ pub trait Store: Send + Sync + 'static {
         page: &PageRequest,
     ) -> StoreResult<Page<Attempt>>;
     async fn get_attempt(&self, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>>;
+    /// Deletes what the endpoint answered to an attempt (its response body, which may hold
+    /// data the customer's endpoint should not have echoed); [`StoreError::NotFound`] when
+    /// the application has no such attempt.
+    async fn expunge_attempt_content(&self, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<()>;
 
     // --- auth tokens (stored as SHA-256 hashes, never in clear)
     /// Stores a token's hash; from `expires_at` on (when given) it is no longer found.

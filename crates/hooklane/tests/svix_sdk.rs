@@ -164,6 +164,13 @@ async fn the_official_svix_sdk_works_unchanged() {
         .await
         .expect("attempt get");
     assert_eq!(attempt.msg_id, msg.id);
+    svix.message_attempt()
+        .expunge_content(app.id.clone(), msg.id.clone(), attempt.id.clone())
+        .await
+        .expect("attempt content expunged");
+    let expunged =
+        svix.message_attempt().get(app.id.clone(), msg.id.clone(), attempt.id.clone(), None).await.expect("get");
+    assert_eq!(expunged.response, "");
     svix.message_attempt().resend(app.id.clone(), msg.id.clone(), ep.id.clone(), None).await.expect("resend");
     rx.wait_for(2, Duration::from_secs(10)).await;
     svix.endpoint()

@@ -1,6 +1,7 @@
 //! Attempts: the log of every HTTP try.
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use hooklane_core::model::{Attempt, DeliveryStatus};
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::AttemptFilter;
@@ -9,7 +10,7 @@ use serde::Serialize;
 use super::endpoint::find as find_endpoint;
 use super::message::{find as find_message, message_filter, MessageOut};
 use super::{page_request, ListResponse};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{missing, ApiError, ApiResult};
 use crate::extract::{Query, Tenant};
 use crate::state::AppState;
 
@@ -153,6 +154,18 @@ pub async fn by_endpoint(
     let mut f = filter(&q)?;
     f.endpoint_id = Some(ep.id);
     list(&s, &t, &q, f).await
+}
+
+/// `DELETE /app/{app}/msg/{msg}/attempt/{attempt}/content` (Svix's
+/// `message_attempt.expunge_content`): forgets what the endpoint answered.
+pub async fn expunge_content(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, msg_key, attempt_id)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    let msg = find_message(&s, &t, &msg_key).await?;
+    s.0.store.expunge_attempt_content(&t.app.id, &msg.id, &attempt_id).await.map_err(missing("attempt"))?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn get(

@@ -408,6 +408,20 @@ impl Store for PgStore {
         queries::get_attempt(&self.client().await?, app_id, msg_id, attempt_id).await
     }
 
+    async fn expunge_attempt_content(&self, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<()> {
+        let c = self.client().await?;
+        let n = queries::execute(
+            &c,
+            "UPDATE attempts SET response = '' WHERE app_id = $1 AND msg_id = $2 AND id = $3",
+            &[&app_id, &msg_id, &attempt_id],
+        )
+        .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     async fn create_token(
         &self,
         token_hash: String,

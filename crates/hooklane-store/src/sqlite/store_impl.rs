@@ -393,6 +393,22 @@ impl Store for SqliteStore {
         self.read(move |c| queries::get_attempt(c, &app, &msg, &id)).await
     }
 
+    async fn expunge_attempt_content(&self, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<()> {
+        let (app, msg, id) = (owned(app_id), owned(msg_id), owned(attempt_id));
+        self.write(move |c| {
+            let n = queries::execute(
+                c,
+                "UPDATE attempts SET response = '' WHERE app_id = ?1 AND msg_id = ?2 AND id = ?3",
+                [&app, &msg, &id],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn create_token(
         &self,
         token_hash: String,

@@ -61,6 +61,7 @@ macro_rules! store_conformance_tests {
             message_events_follow_write_order,
             endpoint_messages_and_stats,
             replay_missing_building_blocks,
+            attempt_content_can_be_expunged,
             message_events_subscriptions,
             list_messages_pagination,
             claim_due_leases_deliveries,
@@ -833,6 +834,25 @@ pub async fn message_duplicate_event_id_conflicts_atomically(store: &DynStore) {
     post(store, &a.id, &[&e1], t).await;
     let all = store.list_messages(&a.id, &MessageFilter::default(), &PageRequest::default()).await.unwrap();
     assert_eq!(all.items.len(), 3);
+}
+
+/// An attempt's response body can be deleted; the rest of the attempt stays; another
+/// application's attempt cannot be reached.
+pub async fn attempt_content_can_be_expunged(store: &DynStore) {
+    let t = now_ms();
+    let a = setup_app(store, "A").await;
+    let ep = setup_endpoint(store, &a.id).await;
+    let m = post(store, &a.id, &[&ep], t).await;
+    let o = outcome(&m.id, &ep, t, NextStep::Succeeded);
+    let id = o.attempt.id.clone();
+    store.record_attempts(vec![o], Duration::from_secs(3600)).await.unwrap();
+    let b = setup_app(store, "B").await;
+    assert!(matches!(store.expunge_attempt_content(&b.id, &m.id, &id).await, Err(StoreError::NotFound)));
+    assert_eq!(store.get_attempt(&a.id, &m.id, &id).await.unwrap().unwrap().response, "ok");
+    store.expunge_attempt_content(&a.id, &m.id, &id).await.unwrap();
+    let after = store.get_attempt(&a.id, &m.id, &id).await.unwrap().unwrap();
+    assert_eq!((after.response.as_str(), after.response_status, after.status), ("", 200, DeliveryStatus::Success));
+    assert!(matches!(store.expunge_attempt_content(&a.id, &m.id, "atmpt_nope").await, Err(StoreError::NotFound)));
 }
 
 /// What a replay of an endpoint's missed messages uses: the messages without a delivery
