@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{app_id}/msg", get(message::list).post(message::create))
         .route("/{app_id}/msg/precheck/active", post(message::precheck))
         .route("/{app_id}/msg/{msg_id}", get(message::get))
+        .route("/{app_id}/msg/{msg_id}/content", delete(message::expunge_content))
         .route("/{app_id}/msg/{msg_id}/endpoint", get(message::destinations))
         .route("/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend", post(message::resend))
         .route("/{app_id}/msg/{msg_id}/attempt", get(attempt::by_message))

@@ -69,6 +69,11 @@ pub trait Store: Send + Sync + 'static {
         filter: &MessageFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<Message>>;
+    /// Deletes a message's content (Svix's `expunge_content`: sent by mistake with data it
+    /// should not hold): its payload becomes `{}`, its extra headers go, its pending
+    /// deliveries fail, and it can no longer be resent, recovered or replayed.
+    /// [`StoreError::NotFound`] when the application has no such message.
+    async fn expunge_message_content(&self, app_id: &str, msg_id: &str, now: DateTime<Utc>) -> StoreResult<()>;
     /// Every delivery of a message, with its endpoint.
     async fn message_deliveries(&self, app_id: &str, msg_id: &str) -> StoreResult<Vec<(Delivery, Endpoint)>>;
     /// The messages with a delivery to the endpoint that pass `filter` (and whose delivery

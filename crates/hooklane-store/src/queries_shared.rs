@@ -178,6 +178,9 @@ pub fn bucket_ms(bucket: Duration) -> i64 {
     i64::try_from(bucket.as_millis()).unwrap_or(i64::MAX).max(1)
 }
 
+/// Why a message whose content was deleted cannot be sent again.
+pub const EXPUNGED: &str = "the message's content was deleted: it cannot be sent again";
+
 /// Who a stored token belongs to: an application, or (no application) the admin.
 pub fn principal(app_id: Option<String>) -> hooklane_core::model::Principal {
     match app_id {

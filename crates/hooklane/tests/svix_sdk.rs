@@ -314,6 +314,17 @@ async fn the_official_svix_sdk_works_unchanged() {
     let missing = svix.application().get("no-such-app".into()).await.expect_err("unknown app");
     assert!(format!("{missing:?}").contains("404"), "{missing:?}");
 
+    // A message's content deleted: answered as `{}`, and not sent again.
+    svix.message().expunge_content(app.id.clone(), second.id.clone()).await.expect("message content expunged");
+    let emptied = svix
+        .message()
+        .get(app.id.clone(), second.id.clone(), Some(svix::api::MessageGetOptions { with_content: Some(true) }))
+        .await
+        .expect("get after expunge");
+    assert_eq!(emptied.payload, json!({}));
+    let refused = svix.message_attempt().resend(app.id.clone(), second.id.clone(), late.id.clone(), None).await;
+    assert!(format!("{refused:?}").contains("409"), "{refused:?}");
+
     svix.endpoint().delete(app.id.clone(), ep.id.clone()).await.expect("endpoint delete");
     svix.application().delete(app.id.clone()).await.expect("application delete");
     assert!(svix.application().get(app.id.clone()).await.is_err());

@@ -302,6 +302,18 @@ pub async fn get(
     Ok(axum::Json(MessageOut::new(find(&s, &t, &key).await?, with_content)))
 }
 
+/// `DELETE /app/{app_id}/msg/{msg_id}/content` (Svix's `message.expunge_content`): the
+/// message's payload becomes `{}`, its pending deliveries fail, and it cannot be sent again.
+pub async fn expunge_content(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, key)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let msg = find(&s, &t, &key).await?;
+    s.0.store.expunge_message_content(&t.app.id, &msg.id, Utc::now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Svix's `MessageEndpointOut`: an endpoint with the state of this message's delivery to it.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -13,11 +13,11 @@ use tokio_postgres::{Row, Statement};
 
 use super::db_err;
 use super::rows::{self, ms, opt_json, opt_u32, qualified, to_json};
-use crate::queries_shared::FairClaim;
 use crate::queries_shared::{
     ago, delivery_cols_seen, endpoint_delivery_sql, fold_health, fold_timeline, latency_bucket_sql, message_state_sql,
     AttemptGroup,
 };
+use crate::queries_shared::{FairClaim, EXPUNGED};
 use crate::{
     AttemptFilter, AttemptOutcome, DeliveryKey, EndpointStats, EventPosition, EventsPage, EventsQuery, Job,
     MessageFilter, NextStep, Page, PageRequest, StoreError, StoreResult,
@@ -765,14 +765,44 @@ pub async fn resend<C: GenericClient>(
         "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
              updated_at) \
          SELECT $1::text, $2::text, $3::text, 1, 0, $4::bigint, false, 1, $4::bigint \
-         WHERE EXISTS (SELECT 1 FROM messages WHERE app_id = $3 AND id = $1) \
+         WHERE EXISTS (SELECT 1 FROM messages WHERE app_id = $3 AND id = $1 AND NOT expunged) \
            AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = $3 AND id = $2) \
          ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, due_at = EXCLUDED.due_at, \
              leased = false, trigger_type = 1, updated_at = EXCLUDED.updated_at",
         &[&msg_id, &endpoint_id, &app_id, &now],
     )
     .await?;
+    if n == 0 {
+        // Nothing queued: tell a deleted content from a missing message or endpoint.
+        let expunged =
+            query_opt(c, "SELECT 1 FROM messages WHERE app_id = $1 AND id = $2 AND expunged", &[&app_id, &msg_id])
+                .await?;
+        if expunged.is_some() {
+            return Err(StoreError::Conflict(EXPUNGED.into()));
+        }
+    }
     one_row(n)
+}
+
+/// See `Store::expunge_message_content`.
+pub async fn expunge_message_content<C: GenericClient>(c: &C, app_id: &str, msg_id: &str, now: i64) -> StoreResult<()> {
+    one_row(
+        execute(
+            c,
+            "UPDATE messages SET payload = '{}', headers = NULL, content_type = NULL, expunged = true \
+             WHERE app_id = $1 AND id = $2",
+            &[&app_id, &msg_id],
+        )
+        .await?,
+    )?;
+    execute(
+        c,
+        "UPDATE deliveries SET status = 2, due_at = NULL, leased = false, updated_at = $3 \
+         WHERE app_id = $1 AND msg_id = $2 AND status = 1",
+        &[&app_id, &msg_id, &now],
+    )
+    .await?;
+    Ok(())
 }
 
 pub async fn recover<C: GenericClient>(
@@ -787,7 +817,7 @@ pub async fn recover<C: GenericClient>(
         c,
         "UPDATE deliveries SET status = 1, attempts = 0, due_at = $5, leased = false, trigger_type = 1, updated_at = $5 \
          WHERE app_id = $1 AND endpoint_id = $2 AND status = 2 AND msg_id IN \
-         (SELECT id FROM messages WHERE app_id = $1 AND created_at >= $3 AND created_at < $4)",
+         (SELECT id FROM messages WHERE app_id = $1 AND created_at >= $3 AND created_at < $4 AND NOT expunged)",
         &[&app_id, &endpoint_id, &since, &until, &now],
     )
     .await
@@ -805,7 +835,7 @@ pub async fn messages_without_delivery<C: GenericClient>(
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
             "SELECT {} FROM messages WHERE app_id = $1 AND id > $2 AND created_at >= $3 AND created_at < $4 \
-             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = $5) \
+             AND NOT expunged AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = $5) \
              ORDER BY id LIMIT $6",
             rows::MESSAGE_COLS
         )
@@ -831,7 +861,7 @@ pub async fn add_deliveries<C: GenericClient>(
         "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
              updated_at) \
          SELECT m.id, $2::text, $3::text, 1, 0, $4::bigint, false, 1, $4::bigint FROM messages m \
-         WHERE m.app_id = $3 AND m.id = ANY($1) \
+         WHERE m.app_id = $3 AND m.id = ANY($1) AND NOT m.expunged \
            AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = $3 AND id = $2) \
          ON CONFLICT (msg_id, endpoint_id) DO NOTHING",
         &[&msg_ids, &endpoint_id, &app_id, &now],

@@ -207,6 +207,10 @@ CREATE TABLE events_subscriptions (
     r#"
 ALTER TABLE tokens ADD COLUMN expires_at BIGINT;
 "#,
+    // A message whose content was deleted (`DELETE …/msg/{id}/content`) is never sent again.
+    r#"
+ALTER TABLE messages ADD COLUMN expunged BOOLEAN NOT NULL DEFAULT false;
+"#,
 ];
 
 /// Brings the schema up to date; returns how many migrations ran.

@@ -142,6 +142,10 @@ impl Store for PgStore {
         queries::message_deliveries(&self.client().await?, app_id, msg_id).await
     }
 
+    async fn expunge_message_content(&self, app_id: &str, msg_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        queries::expunge_message_content(&self.client().await?, app_id, msg_id, ms(now)).await
+    }
+
     async fn endpoint_messages(
         &self,
         app_id: &str,

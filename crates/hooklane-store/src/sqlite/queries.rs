@@ -13,7 +13,7 @@ use super::db_err;
 use super::rows::{self, ms, opt_json, to_json};
 use crate::queries_shared::{
     delivery_cols_seen, endpoint_delivery_sql, fold_health, fold_timeline, latency_bucket_sql, message_state_sql,
-    AttemptGroup, FairClaim,
+    AttemptGroup, FairClaim, EXPUNGED,
 };
 use crate::{
     AttemptFilter, EndpointStats, EventPosition, EventsPage, EventsQuery, Job, MessageFilter, NextStep, Page,
@@ -644,6 +644,12 @@ pub fn resend(conn: &Connection, app_id: &str, msg_id: &str, endpoint_id: &str, 
     if !owned {
         return Err(StoreError::NotFound);
     }
+    let expunged: bool = conn
+        .query_row("SELECT expunged FROM messages WHERE app_id = ?1 AND id = ?2", [app_id, msg_id], |r| r.get(0))
+        .map_err(db_err)?;
+    if expunged {
+        return Err(StoreError::Conflict(EXPUNGED.into()));
+    }
     execute(
         conn,
         "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, updated_at) \
@@ -666,7 +672,7 @@ pub fn messages_without_delivery(
 ) -> StoreResult<Vec<Message>> {
     let sql = format!(
         "SELECT {} FROM messages WHERE app_id = ?1 AND id > ?2 AND created_at >= ?3 AND created_at < ?4 \
-         AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ?5) \
+         AND NOT expunged AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ?5) \
          ORDER BY id LIMIT ?6",
         rows::MESSAGE_COLS
     );
@@ -687,13 +693,30 @@ pub fn add_deliveries(
             "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
                  updated_at) \
              SELECT ?1, ?2, ?3, 1, 0, ?4, 0, 1, ?4 \
-             WHERE EXISTS (SELECT 1 FROM messages WHERE app_id = ?3 AND id = ?1) \
+             WHERE EXISTS (SELECT 1 FROM messages WHERE app_id = ?3 AND id = ?1 AND NOT expunged) \
                AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = ?3 AND id = ?2) \
              ON CONFLICT (msg_id, endpoint_id) DO NOTHING",
             params![msg_id, endpoint_id, app_id, now],
         )?;
     }
     Ok(added as u64)
+}
+
+/// See `Store::expunge_message_content`.
+pub fn expunge_message_content(conn: &Connection, app_id: &str, msg_id: &str, now: i64) -> StoreResult<()> {
+    one_row(execute(
+        conn,
+        "UPDATE messages SET payload = '{}', headers = NULL, content_type = NULL, expunged = 1 \
+         WHERE app_id = ?1 AND id = ?2",
+        [app_id, msg_id],
+    )?)?;
+    execute(
+        conn,
+        "UPDATE deliveries SET status = 2, due_at = NULL, leased = 0, updated_at = ?3 \
+         WHERE app_id = ?1 AND msg_id = ?2 AND status = 1",
+        params![app_id, msg_id, now],
+    )?;
+    Ok(())
 }
 
 pub fn recover(
@@ -708,7 +731,7 @@ pub fn recover(
         conn,
         "UPDATE deliveries SET status = 1, attempts = 0, due_at = ?5, leased = 0, trigger_type = 1, updated_at = ?5 \
          WHERE app_id = ?1 AND endpoint_id = ?2 AND status = 2 AND msg_id IN \
-         (SELECT id FROM messages WHERE app_id = ?1 AND created_at >= ?3 AND created_at < ?4)",
+         (SELECT id FROM messages WHERE app_id = ?1 AND created_at >= ?3 AND created_at < ?4 AND NOT expunged)",
         params![app_id, endpoint_id, since, until, now],
     )?;
     Ok(n as u64)

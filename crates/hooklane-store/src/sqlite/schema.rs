@@ -213,6 +213,10 @@ CREATE TABLE events_subscriptions (
     r#"
 ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
 "#,
+    // A message whose content was deleted (`DELETE …/msg/{id}/content`) is never sent again.
+    r#"
+ALTER TABLE messages ADD COLUMN expunged INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {

@@ -149,6 +149,11 @@ impl Store for SqliteStore {
         self.read(move |c| queries::message_deliveries(c, &app, &msg)).await
     }
 
+    async fn expunge_message_content(&self, app_id: &str, msg_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        let (app, msg) = (owned(app_id), owned(msg_id));
+        self.write(move |c| queries::expunge_message_content(c, &app, &msg, ms(now))).await
+    }
+
     async fn endpoint_messages(
         &self,
         app_id: &str,

@@ -62,6 +62,7 @@ macro_rules! store_conformance_tests {
             endpoint_messages_and_stats,
             replay_missing_building_blocks,
             attempt_content_can_be_expunged,
+            message_content_can_be_expunged,
             message_events_subscriptions,
             list_messages_pagination,
             claim_due_leases_deliveries,
@@ -834,6 +835,29 @@ pub async fn message_duplicate_event_id_conflicts_atomically(store: &DynStore) {
     post(store, &a.id, &[&e1], t).await;
     let all = store.list_messages(&a.id, &MessageFilter::default(), &PageRequest::default()).await.unwrap();
     assert_eq!(all.items.len(), 3);
+}
+
+/// A message's content can be deleted: its payload is `{}`, its pending deliveries fail,
+/// and neither a resend, a recovery nor a replay sends it again.
+pub async fn message_content_can_be_expunged(store: &DynStore) {
+    let t = now_ms() - mins(5);
+    let a = setup_app(store, "A").await;
+    let (e1, e2) = (setup_endpoint(store, &a.id).await, setup_endpoint(store, &a.id).await);
+    let m = post(store, &a.id, &[&e1], t).await;
+    let kept = post(store, &a.id, &[&e1], t).await;
+    let b = setup_app(store, "B").await;
+    assert!(matches!(store.expunge_message_content(&b.id, &m.id, now_ms()).await, Err(StoreError::NotFound)));
+    store.expunge_message_content(&a.id, &m.id, now_ms()).await.unwrap();
+    let got = store.get_message(&a.id, &m.id).await.unwrap().unwrap();
+    assert_eq!((got.payload.as_str(), &got.event_type), ("{}", &m.event_type));
+    assert_eq!(delivery(store, &a.id, &m.id, &e1.id).await.status, DeliveryStatus::Fail);
+    assert_eq!(delivery(store, &a.id, &kept.id, &e1.id).await.status, DeliveryStatus::Pending, "only that message");
+    assert_conflict(store.resend(&a.id, &m.id, &e1.id, now_ms()).await, "resend of deleted content");
+    assert_eq!(store.recover(&a.id, &e1.id, t - mins(1), None, now_ms()).await.unwrap(), 0);
+    assert_eq!(delivery(store, &a.id, &m.id, &e1.id).await.status, DeliveryStatus::Fail);
+    let missing = store.messages_without_delivery(&a.id, &e2.id, t - mins(1), now_ms(), None, 10).await.unwrap();
+    assert_eq!(missing.into_iter().map(|m| m.id).collect::<Vec<_>>(), vec![kept.id.clone()], "not replayed");
+    assert_eq!(store.add_deliveries(&a.id, &e2.id, vec![m.id.clone()], now_ms()).await.unwrap(), 0);
 }
 
 /// An attempt's response body can be deleted; the rest of the attempt stays; another
