@@ -607,8 +607,11 @@ async fn update_deliveries<C: GenericClient>(c: &C, outcomes: &[AttemptOutcome])
     }
     execute(
         c,
-        "UPDATE deliveries d SET status = k.status, attempts = d.attempts + k.n, due_at = k.due, leased = false, \
-         updated_at = k.at \
+        // A retry does not bring back a delivery failed while its attempt was under way (its
+        // message's content was deleted meanwhile): it stays failed.
+        "UPDATE deliveries d SET status = CASE WHEN k.status = 1 AND d.status = 2 THEN 2 ELSE k.status END, \
+         attempts = d.attempts + k.n, due_at = CASE WHEN k.status = 1 AND d.status = 2 THEN NULL ELSE k.due END, \
+         leased = false, updated_at = k.at \
          FROM UNNEST($1::text[], $2::text[], $3::int[], $4::int[], $5::bigint[], $6::bigint[]) \
          AS k(msg_id, endpoint_id, n, status, due, at) \
          WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id",

@@ -582,10 +582,13 @@ pub fn record_attempt(
         NextStep::RetryAt(t) => (1, Some(ms(*t))),
         NextStep::GiveUp => (2, None),
     };
+    // A retry does not bring back a delivery failed while its attempt was under way (its
+    // message's content was deleted), as on PostgreSQL.
     execute(
         conn,
-        "UPDATE deliveries SET status = ?3, attempts = attempts + 1, due_at = ?4, leased = 0, updated_at = ?5 \
-         WHERE msg_id = ?1 AND endpoint_id = ?2",
+        "UPDATE deliveries SET status = CASE WHEN ?3 = 1 AND status = 2 THEN 2 ELSE ?3 END, \
+         attempts = attempts + 1, due_at = CASE WHEN ?3 = 1 AND status = 2 THEN NULL ELSE ?4 END, leased = 0, \
+         updated_at = ?5 WHERE msg_id = ?1 AND endpoint_id = ?2",
         params![a.msg_id, a.endpoint_id, status, due, now],
     )?;
     if *next == NextStep::Succeeded {

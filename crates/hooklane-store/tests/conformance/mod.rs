@@ -858,6 +858,20 @@ pub async fn message_content_can_be_expunged(store: &DynStore) {
     let missing = store.messages_without_delivery(&a.id, &e2.id, t - mins(1), now_ms(), None, 10).await.unwrap();
     assert_eq!(missing.into_iter().map(|m| m.id).collect::<Vec<_>>(), vec![kept.id.clone()], "not replayed");
     assert_eq!(store.add_deliveries(&a.id, &e2.id, vec![m.id.clone()], now_ms()).await.unwrap(), 0);
+
+    // A delivery under way when the content goes stays failed even if its attempt asks for
+    // a retry.
+    let in_flight = new_message(&a.id, "user.created", t);
+    store.create_message(in_flight.clone(), vec![e1.id.clone()], Some(now_ms() + mins(1))).await.unwrap();
+    store.expunge_message_content(&a.id, &in_flight.id, now_ms()).await.unwrap();
+    let retry = outcome(&in_flight.id, &e1, now_ms(), NextStep::RetryAt(now_ms() + mins(1)));
+    store.record_attempts(vec![retry], Duration::from_secs(3600)).await.unwrap();
+    let d = delivery(store, &a.id, &in_flight.id, &e1.id).await;
+    assert_eq!((d.status, d.next_attempt_at), (DeliveryStatus::Fail, None));
+    // Other retries still schedule as ever.
+    let retry = outcome(&kept.id, &e1, now_ms(), NextStep::RetryAt(now_ms() + mins(1)));
+    store.record_attempts(vec![retry], Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(delivery(store, &a.id, &kept.id, &e1.id).await.status, DeliveryStatus::Pending);
 }
 
 /// An attempt's response body can be deleted; the rest of the attempt stays; another
