@@ -53,7 +53,10 @@ pub(super) fn start(pool: Pool) -> mpsc::UnboundedSender<IngestJob> {
 /// in a transaction of its own after the commit, not waiting for its own flush: a lost
 /// announcement only delays readers until their next periodic look.
 async fn announce_messages(pool: Pool, mut written: mpsc::Receiver<()>) {
-    let statement = format!("BEGIN; SET LOCAL synchronous_commit = off; NOTIFY {MESSAGES_CHANNEL}; COMMIT");
+    // One statement, so its own transaction: nothing can be left open on a pooled connection
+    // if it fails. `set_config(…, true)` holds until that transaction's commit.
+    let statement =
+        format!("SELECT set_config('synchronous_commit', 'off', true), pg_notify('{MESSAGES_CHANNEL}', '')");
     while written.recv().await.is_some() {
         let sent = match pool.get().await {
             Ok(c) => c.batch_execute(&statement).await.map_err(db_err),
