@@ -421,8 +421,10 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
         }
     }
     // Destinations are endpoints: changed, they are handled as any endpoint changed through
-    // its own routes (operational webhooks included).
-    let app = if changes.is_empty() && news.is_empty() { None } else { s.0.store.get_app(&src.app_id).await? };
+    // its own routes. The application is read only for operational webhooks, when there
+    // are any to post.
+    let reported = s.0.operational_app.is_some() && !(changes.is_empty() && news.is_empty());
+    let app = if reported { s.0.store.get_app(&src.app_id).await? } else { None };
     for (ep, before) in changes {
         match before {
             None => {

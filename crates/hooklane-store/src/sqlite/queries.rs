@@ -636,22 +636,21 @@ pub fn hasten_deliveries(conn: &Connection, endpoint_id: &str, until: i64, now: 
 }
 
 pub fn resend(conn: &Connection, app_id: &str, msg_id: &str, endpoint_id: &str, now: i64) -> StoreResult<()> {
-    let owned: bool = conn
+    // The message's `expunged` flag (NULL: no such message of this application), and whether
+    // the endpoint is the application's, in one read.
+    let (expunged, endpoint_owned): (Option<bool>, bool) = conn
         .query_row(
-            "SELECT EXISTS (SELECT 1 FROM messages WHERE app_id = ?1 AND id = ?2) \
-             AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = ?1 AND id = ?3)",
+            "SELECT (SELECT expunged FROM messages WHERE app_id = ?1 AND id = ?2), \
+             EXISTS (SELECT 1 FROM endpoints WHERE app_id = ?1 AND id = ?3)",
             [app_id, msg_id, endpoint_id],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .map_err(db_err)?;
-    if !owned {
-        return Err(StoreError::NotFound);
-    }
-    let expunged: bool = conn
-        .query_row("SELECT expunged FROM messages WHERE app_id = ?1 AND id = ?2", [app_id, msg_id], |r| r.get(0))
-        .map_err(db_err)?;
-    if expunged {
-        return Err(StoreError::Conflict(EXPUNGED.into()));
+    match expunged {
+        None => return Err(StoreError::NotFound),
+        _ if !endpoint_owned => return Err(StoreError::NotFound),
+        Some(true) => return Err(StoreError::Conflict(EXPUNGED.into())),
+        Some(false) => {}
     }
     execute(
         conn,
