@@ -39,11 +39,28 @@ async fn faulty(fault: Fault, redirect_to: String) -> String {
     format!("http://{addr}/hook")
 }
 
+/// Reads one whole request: headers and the `content-length` body. Closing a socket with
+/// unread bytes makes the kernel send a reset, which can destroy a response already written
+/// before the client reads it, so every byte the client sent is consumed first.
 async fn read_request(socket: &mut TcpStream) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut seen = Vec::new();
-    // Headers, then whatever body arrived with them: enough for these small requests.
-    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+    let header_end = loop {
+        if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&seen[..header_end]).to_ascii_lowercase();
+    let body_len = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    while seen.len() < header_end + body_len {
         match socket.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => seen.extend_from_slice(&buf[..n]),
@@ -83,7 +100,9 @@ async fn misbehave(mut socket: TcpStream, fault: Fault, redirect_to: &str) {
             }
         }
         Fault::Redirect => {
-            let head = format!("HTTP/1.1 302 Found\r\nlocation: {redirect_to}\r\ncontent-length: 0\r\n\r\n");
+            let head = format!(
+                "HTTP/1.1 302 Found\r\nlocation: {redirect_to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
             let _ = socket.write_all(head.as_bytes()).await;
         }
         Fault::Garbage => {
