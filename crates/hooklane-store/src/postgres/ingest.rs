@@ -174,32 +174,12 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashSet<String>>
             d_at.push(now);
         }
     }
-    // Data-modifying CTEs all run to completion; deliveries are written only for the
-    // messages that were (ON CONFLICT DO NOTHING skips duplicates, so a duplicate in the
-    // batch costs only itself).
+    // Prepared once per connection: parsing and analysing this statement again for every
+    // batch cost the database more than running it (BENCHMARKS.md, session 5).
+    let statement = client.prepare_cached(INGEST_SQL).await.map_err(db_err)?;
     let rows = client
         .query(
-            "WITH input AS ( \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                     $7::text[], $8::bigint[], $9::text[], $10::text[]) \
-                 AS t(id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers) \
-             ), m AS ( \
-                 INSERT INTO messages (id, app_id, event_type, event_id, payload, channels, tags, created_at, \
-                     content_type, headers) \
-                 SELECT id, app_id, event_type, event_id, payload, \
-                     CASE WHEN channels IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(channels::jsonb)) END, \
-                     CASE WHEN tags IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(tags::jsonb)) END, \
-                     created_at, content_type, headers \
-                 FROM input ON CONFLICT DO NOTHING RETURNING id \
-             ), d AS ( \
-                 INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
-                     updated_at) \
-                 SELECT k.msg_id, k.endpoint_id, k.app_id, 1, 0, k.due, k.leased, 0, k.at \
-                 FROM UNNEST($11::text[], $12::text[], $13::text[], $14::bigint[], $15::boolean[], $16::bigint[]) \
-                     AS k(msg_id, endpoint_id, app_id, due, leased, at) \
-                 JOIN m ON m.id = k.msg_id \
-                 RETURNING 1 \
-             ) SELECT id FROM m",
+            &statement,
             &[
                 &ids,
                 &apps,
@@ -223,6 +203,31 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashSet<String>>
         .map_err(db_err)?;
     Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
 }
+
+/// Inserts a batch: its messages and, for each one inserted, its deliveries. Data-modifying
+/// CTEs all run to completion; deliveries are written only for the messages that were (ON
+/// CONFLICT DO NOTHING skips duplicates, so a duplicate in the batch costs only itself).
+const INGEST_SQL: &str = "WITH input AS ( \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                     $7::text[], $8::bigint[], $9::text[], $10::text[]) \
+                 AS t(id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers) \
+             ), m AS ( \
+                 INSERT INTO messages (id, app_id, event_type, event_id, payload, channels, tags, created_at, \
+                     content_type, headers) \
+                 SELECT id, app_id, event_type, event_id, payload, \
+                     CASE WHEN channels IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(channels::jsonb)) END, \
+                     CASE WHEN tags IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(tags::jsonb)) END, \
+                     created_at, content_type, headers \
+                 FROM input ON CONFLICT DO NOTHING RETURNING id \
+             ), d AS ( \
+                 INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
+                     updated_at) \
+                 SELECT k.msg_id, k.endpoint_id, k.app_id, 1, 0, k.due, k.leased, 0, k.at \
+                 FROM UNNEST($11::text[], $12::text[], $13::text[], $14::bigint[], $15::boolean[], $16::bigint[]) \
+                     AS k(msg_id, endpoint_id, app_id, due, leased, at) \
+                 JOIN m ON m.id = k.msg_id \
+                 RETURNING 1 \
+             ) SELECT id FROM m";
 
 async fn announce(pool: &Pool) {
     let sent = match pool.get().await {

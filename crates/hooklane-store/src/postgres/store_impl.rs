@@ -193,12 +193,18 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let mut c = self.client().await?;
+        let all_succeeded = outcomes.iter().all(|o| o.next == NextStep::Succeeded);
         let mut tries = 0;
         loop {
             tries += 1;
-            let tx = c.transaction().await.map_err(db_err)?;
-            let result = queries::record_attempts(&tx, &outcomes, disable_after).await;
-            match finish(tx, result).await {
+            let result = if all_succeeded {
+                queries::record_successes(&c, &outcomes).await.map(|()| Vec::new())
+            } else {
+                let tx = c.transaction().await.map_err(db_err)?;
+                let result = queries::record_attempts(&tx, &outcomes, disable_after).await;
+                finish(tx, result).await
+            };
+            match result {
                 Err(e) if is_transient(&e) && tries < TRANSIENT_RETRIES => {
                     tracing::debug!(error = %e, tries, "record_attempts hit a deadlock or serialization failure; retrying");
                 }
