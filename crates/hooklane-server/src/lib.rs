@@ -19,6 +19,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
+use axum::serve::ListenerExt;
 use axum::{middleware, Router, ServiceExt};
 use tokio::net::TcpListener;
 use tower::Layer;
@@ -124,6 +125,12 @@ pub async fn serve(
     let app = NormalizePathLayer::trim_trailing_slash().layer(router(state));
     // With the peer address, which inbound sources' address allow-lists check.
     let service = ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app);
+    // No Nagle delay: a response, an event-stream frame, goes out as soon as it is written.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an API connection");
+        }
+    });
     let serving = axum::serve(listener, service).with_graceful_shutdown(shutdown);
     // Requests in flight get a while to finish; a connection still open after that (an
     // event stream whose client stopped reading, which never sees the shutdown) is no
