@@ -1186,6 +1186,26 @@ async fn app_token_works_on_its_own_app() {
     assert!(access["url"].as_str().unwrap().ends_with(&format!("#token={token}")), "{access}");
     let (status, body) = server.call("POST", "/api/v1/auth/app-portal-access/no-such-app", None).await;
     assert_error(status, &body, 404, "not_found");
+    // With `application`, a missing application is created under the path's uid (Svix's
+    // behaviour); an existing one is left as it is.
+    let (status, access) = server
+        .call("POST", "/api/v1/auth/app-portal-access/new-app", Some(json!({"application": {"name": "New"}})))
+        .await;
+    assert_eq!(status, 200, "{access}");
+    let (status, created) = server.call("GET", "/api/v1/app/new-app", None).await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!((&created["name"], &created["uid"]), (&json!("New"), &json!("new-app")));
+    let new_token = access["token"].as_str().unwrap();
+    let (status, got) = server.call_as(new_token, "GET", "/api/v1/app/new-app", None).await;
+    assert_eq!((status, &got["id"]), (200, &created["id"]));
+    let (status, access) = server
+        .call("POST", "/api/v1/auth/app-portal-access/own", Some(json!({"application": {"name": "Ignored"}})))
+        .await;
+    assert_eq!(status, 200, "{access}");
+    assert_eq!(server.call("GET", "/api/v1/app/own", None).await.1["name"], "Own");
+    let (status, body) =
+        server.call("POST", "/api/v1/auth/app-portal-access/bad", Some(json!({"application": {"name": ""}}))).await;
+    assert_error(status, &body, 422, "validation");
 
     let (status, got) = server.call_as(&token, "GET", &format!("/api/v1/app/{own_id}"), None).await;
     assert_eq!(status, 200, "{got}");

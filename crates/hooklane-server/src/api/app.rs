@@ -157,13 +157,10 @@ pub async fn put(
         return Err(source_owned(app));
     }
     let Some(mut app) = existing else {
-        if principal != Principal::Admin || ids::has_prefix(&key, ids::APP) {
+        if principal != Principal::Admin {
             return Err(ApiError::NotFound("application"));
         }
-        let mut app = build(input)?;
-        app.uid = Some(key);
-        validate(&app)?;
-        s.0.store.create_app(app.clone()).await.map_err(conflict(UID_TAKEN))?;
+        let app = create_under_uid(&s, key, input).await?;
         return Ok((StatusCode::CREATED, axum::Json(ApplicationOut::from(app))).into_response());
     };
     app.name = input.name;
@@ -171,6 +168,19 @@ pub async fn put(
     app.rate_limit = input.rate_limit;
     app.metadata = input.metadata;
     save(&s, app).await.map(IntoResponse::into_response)
+}
+
+/// Creates the application `input` describes with the uid `key`, a path that names no
+/// application (an application id cannot be chosen: it is not found).
+pub(super) async fn create_under_uid(s: &AppState, key: String, input: ApplicationIn) -> ApiResult<Application> {
+    if ids::has_prefix(&key, ids::APP) {
+        return Err(ApiError::NotFound("application"));
+    }
+    let mut app = build(input)?;
+    app.uid = Some(key);
+    validate(&app)?;
+    s.0.store.create_app(app.clone()).await.map_err(conflict(UID_TAKEN))?;
+    Ok(app)
 }
 
 pub async fn patch(

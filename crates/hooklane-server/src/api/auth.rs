@@ -10,6 +10,7 @@ use hooklane_core::Utc;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use super::app::ApplicationIn;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{bearer_token, Admin, Auth, OptionalJson, Path};
 use crate::state::{hex, token_hash, AppState};
@@ -22,15 +23,18 @@ const DEFAULT_EXPIRY_SECONDS: u64 = 7 * 24 * 3600;
 const MIN_EXPIRY_SECONDS: u64 = 3600;
 const MAX_EXPIRY_SECONDS: u64 = 7 * 24 * 3600;
 
-/// Svix's `AppPortalAccessIn`: hooklane reads `expiry` and refuses `readOnly` and
-/// `capabilities` (its application tokens have full access to their application, and
-/// silently issuing more than was asked for would be worse than refusing); the portal's
-/// display options and `sessionId` are accepted and ignored.
+/// Svix's `AppPortalAccessIn`: hooklane reads `expiry` and `application` (created when the
+/// path names no application, as Svix does) and refuses `readOnly` and `capabilities` (its
+/// application tokens have full access to their application, and silently issuing more
+/// than was asked for would be worse than refusing); the portal's display options and
+/// `sessionId` are accepted and ignored.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct AppPortalAccessIn {
     #[serde(default)]
     expiry: Option<u64>,
+    #[serde(default)]
+    application: Option<ApplicationIn>,
     #[serde(default)]
     read_only: Option<bool>,
     #[serde(default)]
@@ -68,7 +72,17 @@ pub async fn app_portal_access(
             format!("must be between {MIN_EXPIRY_SECONDS} and {MAX_EXPIRY_SECONDS} seconds"),
         ));
     }
-    let app = s.0.store.get_app(&app_key).await?.ok_or(ApiError::NotFound("application"))?;
+    let app = match (s.0.store.get_app(&app_key).await?, input.application) {
+        (Some(app), _) => app,
+        // Two callers creating it at once: the one that lost the race uses the winner's.
+        (None, Some(application)) => match super::app::create_under_uid(&s, app_key.clone(), application).await {
+            Err(ApiError::Conflict(_)) => {
+                s.0.store.get_app(&app_key).await?.ok_or(ApiError::NotFound("application"))?
+            }
+            created => created?,
+        },
+        (None, None) => return Err(ApiError::NotFound("application")),
+    };
     let mut raw = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut raw);
     let token = format!("{APP_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
