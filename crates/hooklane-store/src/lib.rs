@@ -7,6 +7,7 @@
 mod error;
 pub mod postgres;
 mod queries_shared;
+mod signals;
 pub mod sqlite;
 mod types;
 
@@ -190,9 +191,10 @@ pub trait Store: Send + Sync + 'static {
     /// Whether `position` can be one this store hands out (readers' iterators come from
     /// clients; one from another store would read the wrong messages).
     fn is_event_position(&self, position: EventPosition) -> bool;
-    /// Changes whenever messages may have joined the stream (on a shared store, written by
-    /// any node): long-polls and streams wait on it, then read again.
-    fn message_events_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Changes whenever messages of the application may have joined its stream (on a shared
+    /// store, written by any node): long-polls and streams wait on it, then read again.
+    /// Writes to other applications leave it alone, as far as the store can tell.
+    fn message_events_signal(&self, app_id: &str) -> tokio::sync::watch::Receiver<u64>;
     /// How often a waiting reader should read again without a signal: `None` when the
     /// signal announces every message (a store one process writes), a period when messages
     /// can become readable unannounced (PostgreSQL: when an older transaction ends).

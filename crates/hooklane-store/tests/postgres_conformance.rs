@@ -223,11 +223,14 @@ async fn events_never_pass_over_a_write_in_flight() {
     let app = conformance::setup_app(&node_a, "A").await;
     // B's LISTEN connection bumps the signal once when it comes up; from then on only
     // notifications do.
-    let mut signal = node_b.message_events_signal();
+    let mut signal = node_b.message_events_signal(&app.id);
     tokio::time::timeout(Duration::from_secs(10), signal.wait_for(|v| *v > 0))
         .await
         .expect("B's LISTEN connection comes up")
         .unwrap();
+    // Announcements name the applications written: readers of another one sleep on.
+    let other = conformance::setup_app(&node_a, "Other").await;
+    let other_signal = node_b.message_events_signal(&other.id);
     let read = |after: EventPosition| {
         let (store, app_id) = (node_a.clone(), app.id.clone());
         async move {
@@ -254,6 +257,7 @@ async fn events_never_pass_over_a_write_in_flight() {
         .await
         .expect("node B was not told of node A's message")
         .unwrap();
+    assert!(!other_signal.has_changed().unwrap(), "another application's readers were woken");
     assert_eq!(node_b.get_message(&app.id, &later.id).await.unwrap(), Some(later.clone()), "committed");
     let first = read(EventPosition::START).await;
     assert!(first.messages.is_empty(), "read past a write in flight: {:?}", first.messages);

@@ -65,3 +65,22 @@ async fn a_failed_flush_stops_writes_until_reopened() {
     assert!(store.ping().await.is_err(), "not ready");
     assert_eq!(store.get_app(&app.id).await.expect("reads go on").map(|a| a.id), Some(app.id));
 }
+
+/// A write wakes the stream readers of the applications it wrote to, once it is on disk,
+/// and no others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_signals_are_per_application() {
+    let (store, _dir) = fresh_store().await;
+    let t = conformance::now_ms();
+    let a = conformance::setup_app(&store, "A").await;
+    let b = conformance::setup_app(&store, "B").await;
+    let mut signal_a = store.message_events_signal(&a.id);
+    let signal_b = store.message_events_signal(&b.id);
+    store.create_message(conformance::new_message(&a.id, "user.created", t), vec![], None).await.unwrap();
+    // The answer comes after the flush, and the signal is raised before the answer.
+    assert!(signal_a.has_changed().unwrap(), "A's readers are woken by A's message");
+    assert!(!signal_b.has_changed().unwrap(), "B's readers slept through A's message");
+    signal_a.borrow_and_update();
+    store.create_message(conformance::new_message(&b.id, "user.created", t), vec![], None).await.unwrap();
+    assert!(signal_b.has_changed().unwrap() && !signal_a.has_changed().unwrap());
+}

@@ -126,7 +126,7 @@ impl Follower {
             store: s.0.store.clone(),
             app_id: app_id.to_string(),
             query,
-            signal: s.0.store.message_events_signal(),
+            signal: s.0.store.message_events_signal(app_id),
             closing: s.0.closing.subscribe(),
             recheck: s.0.store.message_events_recheck(),
         }

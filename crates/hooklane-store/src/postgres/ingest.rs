@@ -35,31 +35,75 @@ pub(super) struct IngestJob {
 pub(super) fn start(pool: Pool) -> mpsc::UnboundedSender<IngestJob> {
     let (tx, rx) = mpsc::unbounded_channel();
     let rx = Arc::new(Mutex::new(rx));
-    // One slot: writes while an announcement is pending or under way share the next one.
-    let (written, announce) = mpsc::channel(1);
+    let announcer = Announcer::default();
     for _ in 0..WORKERS {
-        tokio::spawn(worker(pool.clone(), rx.clone(), written.clone()));
+        tokio::spawn(worker(pool.clone(), rx.clone(), announcer.clone()));
     }
-    tokio::spawn(announce_messages(pool, announce));
+    tokio::spawn(announce_messages(pool, announcer));
     tx
 }
 
-/// Tells every node (this one included) that messages were written, for readers of the
-/// messages' stream waiting for more: at most once per [`ANNOUNCE_EVERY`], covering every
-/// write made meanwhile (a busy node writes a batch every few milliseconds; announcing
+/// The applications written since the last announcement, and a wake-up for the task that
+/// announces them.
+#[derive(Clone, Default)]
+struct Announcer {
+    written: Arc<std::sync::Mutex<HashSet<String>>>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Announcer {
+    fn written<'a>(&self, apps: impl IntoIterator<Item = &'a str>) {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        for app in apps {
+            if !written.contains(app) {
+                written.insert(app.to_string());
+            }
+        }
+        // Stored if the announcer is busy: it announces these on its next round.
+        self.wake.notify_one();
+    }
+
+    /// The payload announcing what was written since the last call, if anything was: the
+    /// applications' ids, comma-separated, or nothing (every application) past what a
+    /// notification holds.
+    fn take_payload(&self) -> Option<String> {
+        let written = std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()));
+        if written.is_empty() {
+            return None;
+        }
+        let payload = written.into_iter().collect::<Vec<_>>().join(",");
+        Some(if payload.len() > MAX_PAYLOAD { String::new() } else { payload })
+    }
+}
+
+/// PostgreSQL refuses notification payloads of 8,000 bytes or more.
+const MAX_PAYLOAD: usize = 7_000;
+
+/// Tells every node (this one included) which applications messages were written to, for
+/// readers of their streams waiting for more: at most once per [`ANNOUNCE_EVERY`], covering
+/// every write made meanwhile (a busy node writes a batch every few milliseconds; announcing
 /// each would cost a round trip and a transaction per batch). A `NOTIFY` inside the ingest transaction
 /// would serialise every ingest commit of the database server (PostgreSQL holds a global
 /// lock from a notifying transaction's pre-commit until its commit is flushed), so it goes
 /// in a transaction of its own after the commit, not waiting for its own flush: a lost
 /// announcement only delays readers until their next periodic look.
-async fn announce_messages(pool: Pool, mut written: mpsc::Receiver<()>) {
+async fn announce_messages(pool: Pool, announcer: Announcer) {
     // One statement, so its own transaction: nothing can be left open on a pooled connection
     // if it fails. `set_config(…, true)` holds until that transaction's commit.
     let statement =
-        format!("SELECT set_config('synchronous_commit', 'off', true), pg_notify('{MESSAGES_CHANNEL}', '')");
-    while written.recv().await.is_some() {
+        format!("SELECT set_config('synchronous_commit', 'off', true), pg_notify('{MESSAGES_CHANNEL}', $1)");
+    // Ends with the store: the workers, the only other holders, stop when it is dropped.
+    while Arc::strong_count(&announcer.wake) > 1 {
+        if tokio::time::timeout(ANNOUNCER_IDLE_CHECK, announcer.wake.notified()).await.is_err() {
+            continue;
+        }
+        // A wake-up whose writes the last announcement already covered.
+        let Some(payload) = announcer.take_payload() else { continue };
         let sent = match pool.get().await {
-            Ok(c) => c.batch_execute(&statement).await.map_err(db_err),
+            Ok(c) => match c.prepare_cached(&statement).await {
+                Ok(s) => c.execute(&s, &[&payload]).await.map(|_| ()).map_err(db_err),
+                Err(e) => Err(db_err(e)),
+            },
             Err(e) => Err(pool_err(e)),
         };
         if let Err(e) = sent {
@@ -71,8 +115,10 @@ async fn announce_messages(pool: Pool, mut written: mpsc::Receiver<()>) {
 
 /// Least time between two announcements of new messages by one node.
 const ANNOUNCE_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+/// How often an idle announcer looks whether its store is gone.
+const ANNOUNCER_IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
-async fn worker(pool: Pool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<IngestJob>>>, announcer: mpsc::Sender<()>) {
+async fn worker(pool: Pool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<IngestJob>>>, announcer: Announcer) {
     loop {
         let mut batch = Vec::new();
         {
@@ -99,12 +145,7 @@ async fn worker(pool: Pool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<IngestJob>>>
 }
 
 /// Answers every job of a written batch, and has new messages announced.
-async fn answer(
-    pool: &Pool,
-    batch: Vec<IngestJob>,
-    written: StoreResult<HashSet<String>>,
-    announcer: &mpsc::Sender<()>,
-) {
+async fn answer(pool: &Pool, batch: Vec<IngestJob>, written: StoreResult<HashSet<String>>, announcer: &Announcer) {
     let inserted = match written {
         Ok(inserted) => inserted,
         Err(e) if batch.len() == 1 => {
@@ -122,8 +163,7 @@ async fn answer(
         }
     };
     if !inserted.is_empty() {
-        // Full: an announcement is pending already, and will cover these messages too.
-        let _ = announcer.try_send(());
+        announcer.written(batch.iter().filter(|j| inserted.contains(&j.msg.id)).map(|j| j.msg.app_id.as_str()));
     }
     let unleased = batch.iter().any(|j| j.leased_until.is_none() && !j.endpoint_ids.is_empty());
     for job in batch {

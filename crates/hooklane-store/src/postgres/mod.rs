@@ -56,6 +56,7 @@ use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use self::tls::PgTls;
+use crate::signals::StreamSignals;
 use crate::{StoreError, StoreResult};
 
 /// Connections kept by default; each node needs a few per concurrent request plus the
@@ -88,9 +89,9 @@ pub struct PgStore {
     ingest: tokio::sync::mpsc::UnboundedSender<ingest::IngestJob>,
     /// Signalled on every `NOTIFY hooklane_due` from any node (see [`listen_for_due`]).
     wakeups: Arc<Notify>,
-    /// Counts every `NOTIFY hooklane_messages` from any node (see [`listen_for_due`]):
-    /// what [`crate::Store::message_events_signal`] hands out.
-    events: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Raised by every `NOTIFY hooklane_messages` from any node, for the applications it
+    /// names (see [`listen_for_due`]): what [`crate::Store::message_events_signal`] hands out.
+    events: Arc<StreamSignals>,
 }
 
 /// The channel nodes use to tell each other that work may be due now.
@@ -152,7 +153,7 @@ impl PgStore {
             tracing::info!(applied, "postgres schema migrated");
         }
         let wakeups = Arc::new(Notify::new());
-        let events = Arc::new(tokio::sync::watch::Sender::new(0));
+        let events = Arc::new(StreamSignals::default());
         tokio::spawn(listen_for_due(config, tls, Arc::downgrade(&wakeups), Arc::downgrade(&events)));
         let ingest = ingest::start(pool.clone());
         Ok(PgStore { pool, ingest, wakeups, events })
@@ -177,19 +178,25 @@ impl PgStore {
 }
 
 /// Holds one connection that `LISTEN`s on [`DUE_CHANNEL`] and [`MESSAGES_CHANNEL`]: signals
-/// `wakeups` for each notification on the first, bumps `events` for each on the second (and
-/// once the connection is listening, for messages written while it was down), reconnecting
-/// when the connection drops. Ends when the store is dropped.
+/// `wakeups` for each notification on the first, raises `events` for the applications each
+/// one on the second names (and every application's once the connection is listening, for
+/// messages written while it was down), reconnecting when the connection drops. Ends when
+/// the store is dropped.
 async fn listen_for_due(
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
     wakeups: Weak<Notify>,
-    events: Weak<tokio::sync::watch::Sender<u64>>,
+    events: Weak<StreamSignals>,
 ) {
     use futures::StreamExt;
-    let bump = |events: &Weak<tokio::sync::watch::Sender<u64>>| match events.upgrade() {
+    // An empty payload stands for every application (see `ingest::announce_messages`).
+    let bump = |events: &Weak<StreamSignals>, apps: &str| match events.upgrade() {
+        Some(e) if apps.is_empty() => {
+            e.raise_all();
+            true
+        }
         Some(e) => {
-            e.send_modify(|v| *v = v.wrapping_add(1));
+            e.raise(apps.split(','));
             true
         }
         None => false,
@@ -214,13 +221,13 @@ async fn listen_for_due(
                                 break;
                             }
                             listening = true;
-                            if !bump(&events) {
+                            if !bump(&events, "") {
                                 return;
                             }
                         }
                         message = messages.next() => match message {
                             Some(Ok(AsyncMessage::Notification(n))) if n.channel() == MESSAGES_CHANNEL => {
-                                if !bump(&events) {
+                                if !bump(&events, n.payload()) {
                                     return;
                                 }
                             }

@@ -327,8 +327,8 @@ impl Store for PgStore {
         true
     }
 
-    fn message_events_signal(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.events.subscribe()
+    fn message_events_signal(&self, app_id: &str) -> tokio::sync::watch::Receiver<u64> {
+        self.events.subscribe(app_id)
     }
 
     fn message_events_recheck(&self) -> Option<Duration> {

@@ -28,6 +28,7 @@ use tokio::sync::{oneshot, watch};
 
 use self::writer::{NoopJob, ToWriter, TypedJob};
 
+use crate::signals::StreamSignals;
 use crate::{StoreError, StoreResult};
 
 /// Read connections kept open for reuse.
@@ -43,6 +44,8 @@ pub struct SqliteStore {
     /// The highest message sequence number on disk: the end of the stream pull readers
     /// may see (a commit is visible to readers before the sync thread flushed it).
     durable_seq: watch::Receiver<u64>,
+    /// Wakes an application's stream readers when its messages are on disk.
+    signals: Arc<StreamSignals>,
     /// A flush failed: no more writes (`/ready` says so).
     flush_failed: writer::FlushFailed,
 }
@@ -87,9 +90,10 @@ impl SqliteStore {
         }
         let (durable_seq, durable_seen) = watch::channel(writer::last_message_seq(&conn));
         let flush_failed = writer::FlushFailed::default();
-        let tx = writer::start(conn, &path, durable_seq, flush_failed.clone())?;
+        let signals = Arc::new(StreamSignals::default());
+        let tx = writer::start(conn, &path, durable_seq, signals.clone(), flush_failed.clone())?;
         let readers = Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) });
-        Ok(SqliteStore { writer: tx, readers, durable_seq: durable_seen, flush_failed })
+        Ok(SqliteStore { writer: tx, readers, durable_seq: durable_seen, signals, flush_failed })
     }
 
     /// Runs `f` in a savepoint of its own inside the next group-committed transaction;

@@ -565,8 +565,8 @@ impl Store for SqliteStore {
         position.major == 0
     }
 
-    fn message_events_signal(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.durable_seq.clone()
+    fn message_events_signal(&self, app_id: &str) -> tokio::sync::watch::Receiver<u64> {
+        self.signals.subscribe(app_id)
     }
 
     fn message_events_recheck(&self) -> Option<Duration> {

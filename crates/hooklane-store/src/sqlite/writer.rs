@@ -17,6 +17,7 @@ use rusqlite::Connection;
 use tokio::sync::{oneshot, watch};
 
 use super::queries::execute;
+use crate::signals::StreamSignals;
 use crate::{StoreError, StoreResult};
 
 /// Most writes committed together; bounds the latency one batch adds to the next.
@@ -117,6 +118,9 @@ impl WriteJob for NoopJob {
 pub(super) struct Committed {
     jobs: Vec<Box<dyn WriteJob>>,
     last_message_seq: u64,
+    /// Applications with messages in the batch, whose stream readers are woken once it is
+    /// on disk.
+    apps: Vec<String>,
 }
 
 /// Set for good when a flush of the write-ahead log failed. Linux may then have dropped
@@ -127,11 +131,13 @@ pub(super) struct Committed {
 pub(super) type FlushFailed = Arc<AtomicBool>;
 
 /// Starts both threads; the returned sender takes the writes. `durable_seq` is raised to
-/// the highest message sequence number on disk after each flush.
+/// the highest message sequence number on disk after each flush, and the `signals` of the
+/// applications written are raised then.
 pub(super) fn start(
     conn: Connection,
     db_path: &Path,
     durable_seq: watch::Sender<u64>,
+    signals: Arc<StreamSignals>,
     flush_failed: FlushFailed,
 ) -> StoreResult<mpsc::Sender<ToWriter>> {
     let (to_writer, inbox) = mpsc::channel::<ToWriter>();
@@ -141,7 +147,7 @@ pub(super) fn start(
     let sync_failed = flush_failed.clone();
     std::thread::Builder::new()
         .name("hooklane-sqlite-sync".into())
-        .spawn(move || sync_loop(&wal, committed, writer_inbox, durable_seq, sync_failed))
+        .spawn(move || sync_loop(&wal, committed, writer_inbox, (durable_seq, signals), sync_failed))
         .map_err(|e| StoreError::Database(format!("cannot start sync thread: {e}")))?;
     std::thread::Builder::new()
         .name("hooklane-sqlite-writer".into())
@@ -161,10 +167,13 @@ struct Writer {
     syncing: usize,
     last_checkpoint: Instant,
     flush_failed: FlushFailed,
+    /// The highest message sequence number committed so far.
+    last_message_seq: u64,
 }
 
 impl Writer {
     fn new(conn: Connection, to_sync: mpsc::Sender<Committed>, flush_failed: FlushFailed) -> Self {
+        let last_message_seq = last_message_seq(&conn);
         Writer {
             conn,
             to_sync,
@@ -173,6 +182,7 @@ impl Writer {
             syncing: 0,
             last_checkpoint: Instant::now(),
             flush_failed,
+            last_message_seq,
         }
     }
 
@@ -233,6 +243,11 @@ impl Writer {
         let started = Instant::now();
         // Read inside the transaction, so it counts this batch's messages and no later ones.
         let last_message_seq = last_message_seq(&self.conn);
+        let apps = if last_message_seq > self.last_message_seq {
+            apps_written_after(&self.conn, self.last_message_seq)
+        } else {
+            Vec::new()
+        };
         let committed = self.conn.execute_batch("COMMIT");
         self.busy += started.elapsed();
         metrics::histogram!("hooklane_store_commit_seconds", "store" => "sqlite").record(self.busy);
@@ -242,9 +257,11 @@ impl Writer {
             self.fail_batch(e.to_string());
             return;
         }
+        // A rolled-back batch gave its sequence numbers back; a committed one keeps them.
+        self.last_message_seq = last_message_seq;
         // Answered by the sync thread once the WAL is on disk.
         let jobs = std::mem::take(&mut self.batch);
-        match self.to_sync.send(Committed { jobs, last_message_seq }) {
+        match self.to_sync.send(Committed { jobs, last_message_seq, apps }) {
             Ok(()) => self.syncing += 1,
             Err(mpsc::SendError(batch)) => {
                 let gone = Err("the sync thread stopped".to_string());
@@ -288,6 +305,22 @@ pub(super) fn last_message_seq(conn: &Connection) -> u64 {
         .unwrap_or(0)
 }
 
+/// The applications of the messages after sequence number `seq` (the batch being
+/// committed: a range of the table's rowid, so a few rows read from cached pages). A
+/// failed read wakes every reader instead.
+fn apps_written_after(conn: &Connection, seq: u64) -> Vec<String> {
+    let read = conn
+        .prepare_cached("SELECT DISTINCT app_id FROM messages WHERE seq > ?1")
+        .and_then(|mut s| s.query_map([i64::try_from(seq).unwrap_or(i64::MAX)], |r| r.get::<_, String>(0))?.collect());
+    read.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot tell which applications a batch wrote; waking every stream reader");
+        vec![ALL_APPS.to_string()]
+    })
+}
+
+/// Stands for every application in [`Committed::apps`] (no application id has this form).
+const ALL_APPS: &str = "*";
+
 pub(super) fn wal_path(db: &Path) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
     name.push("-wal");
@@ -302,7 +335,7 @@ fn sync_loop(
     wal: &Path,
     committed: mpsc::Receiver<Committed>,
     writer: mpsc::Sender<ToWriter>,
-    durable_seq: watch::Sender<u64>,
+    (durable_seq, signals): (watch::Sender<u64>, Arc<StreamSignals>),
     flush_failed: FlushFailed,
 ) {
     while let Ok(first) = committed.recv() {
@@ -332,6 +365,12 @@ fn sync_loop(
                 *durable = (*durable).max(seq);
                 raised
             });
+            let apps = || batches.iter().flat_map(|b| b.apps.iter().map(String::as_str));
+            if apps().any(|a| a == ALL_APPS) {
+                signals.raise_all();
+            } else {
+                signals.raise(apps());
+            }
         }
         for job in batches.into_iter().flat_map(|b| b.jobs) {
             job.finish(&synced);

@@ -1012,7 +1012,7 @@ pub async fn message_events_follow_write_order(store: &DynStore) {
     let written_first = mk("user.deleted", None, t + mins(1));
     assert!(written_second.id < written_first.id);
     let third = mk("user.created", Some(&["x", "y"]), t + mins(2));
-    let mut signal = store.message_events_signal();
+    let mut signal = store.message_events_signal(&a.id);
     signal.borrow_and_update();
     for m in [&written_first, &written_second] {
         store.create_message(m.clone(), vec![], None).await.unwrap();
