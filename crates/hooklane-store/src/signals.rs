@@ -42,6 +42,15 @@ impl StreamSignals {
         receiver
     }
 
+    /// Whether any reader waits on a signal now (dropping the signals nobody waits on): a
+    /// writer need not find out which applications it wrote to when nobody would be told.
+    pub(crate) fn watched(&self) -> bool {
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        apps.signals.retain(|_, s| s.receiver_count() > 0);
+        apps.swept = apps.signals.len();
+        !apps.signals.is_empty()
+    }
+
     /// Wakes the readers of these applications.
     pub(crate) fn raise<'a>(&self, app_ids: impl IntoIterator<Item = &'a str>) {
         let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
@@ -80,6 +89,9 @@ mod tests {
         signals.raise_all();
         assert!(a.has_changed().unwrap() && a2.has_changed().unwrap() && b.has_changed().unwrap());
         assert_eq!(*signals.subscribe("late").borrow(), 1, "a late reader sees that every reader was woken");
+        assert!(signals.watched());
+        drop((a, a2, b));
+        assert!(!signals.watched(), "nobody waits once every reader is gone");
     }
 
     #[test]

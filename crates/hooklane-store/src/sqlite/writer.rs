@@ -119,8 +119,9 @@ pub(super) struct Committed {
     jobs: Vec<Box<dyn WriteJob>>,
     last_message_seq: u64,
     /// Applications with messages in the batch, whose stream readers are woken once it is
-    /// on disk.
-    apps: Vec<String>,
+    /// on disk; `None`: not looked up (nobody was waiting when it committed, or the lookup
+    /// failed), so whoever waits by the time it is on disk is woken.
+    apps: Option<Vec<String>>,
 }
 
 /// Set for good when a flush of the write-ahead log failed. Linux may then have dropped
@@ -145,13 +146,14 @@ pub(super) fn start(
     let wal = wal_path(db_path);
     let writer_inbox = to_writer.clone();
     let sync_failed = flush_failed.clone();
+    let sync_signals = signals.clone();
     std::thread::Builder::new()
         .name("hooklane-sqlite-sync".into())
-        .spawn(move || sync_loop(&wal, committed, writer_inbox, (durable_seq, signals), sync_failed))
+        .spawn(move || sync_loop(&wal, committed, writer_inbox, (durable_seq, sync_signals), sync_failed))
         .map_err(|e| StoreError::Database(format!("cannot start sync thread: {e}")))?;
     std::thread::Builder::new()
         .name("hooklane-sqlite-writer".into())
-        .spawn(move || Writer::new(conn, to_sync, flush_failed).run(inbox))
+        .spawn(move || Writer::new(conn, to_sync, flush_failed, signals).run(inbox))
         .map_err(|e| StoreError::Database(format!("cannot start writer thread: {e}")))?;
     Ok(to_writer)
 }
@@ -169,10 +171,16 @@ struct Writer {
     flush_failed: FlushFailed,
     /// The highest message sequence number committed so far.
     last_message_seq: u64,
+    signals: Arc<StreamSignals>,
 }
 
 impl Writer {
-    fn new(conn: Connection, to_sync: mpsc::Sender<Committed>, flush_failed: FlushFailed) -> Self {
+    fn new(
+        conn: Connection,
+        to_sync: mpsc::Sender<Committed>,
+        flush_failed: FlushFailed,
+        signals: Arc<StreamSignals>,
+    ) -> Self {
         let last_message_seq = last_message_seq(&conn);
         Writer {
             conn,
@@ -183,6 +191,7 @@ impl Writer {
             last_checkpoint: Instant::now(),
             flush_failed,
             last_message_seq,
+            signals,
         }
     }
 
@@ -243,10 +252,12 @@ impl Writer {
         let started = Instant::now();
         // Read inside the transaction, so it counts this batch's messages and no later ones.
         let last_message_seq = last_message_seq(&self.conn);
-        let apps = if last_message_seq > self.last_message_seq {
+        let apps = if last_message_seq <= self.last_message_seq {
+            Some(Vec::new())
+        } else if self.signals.watched() {
             apps_written_after(&self.conn, self.last_message_seq)
         } else {
-            Vec::new()
+            None
         };
         let committed = self.conn.execute_batch("COMMIT");
         self.busy += started.elapsed();
@@ -308,18 +319,15 @@ pub(super) fn last_message_seq(conn: &Connection) -> u64 {
 /// The applications of the messages after sequence number `seq` (the batch being
 /// committed: a range of the table's rowid, so a few rows read from cached pages). A
 /// failed read wakes every reader instead.
-fn apps_written_after(conn: &Connection, seq: u64) -> Vec<String> {
+fn apps_written_after(conn: &Connection, seq: u64) -> Option<Vec<String>> {
     let read = conn
         .prepare_cached("SELECT DISTINCT app_id FROM messages WHERE seq > ?1")
         .and_then(|mut s| s.query_map([i64::try_from(seq).unwrap_or(i64::MAX)], |r| r.get::<_, String>(0))?.collect());
-    read.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "cannot tell which applications a batch wrote; waking every stream reader");
-        vec![ALL_APPS.to_string()]
-    })
+    read.map_err(
+        |e| tracing::warn!(error = %e, "cannot tell which applications a batch wrote; waking every stream reader"),
+    )
+    .ok()
 }
-
-/// Stands for every application in [`Committed::apps`] (no application id has this form).
-const ALL_APPS: &str = "*";
 
 pub(super) fn wal_path(db: &Path) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
@@ -365,11 +373,10 @@ fn sync_loop(
                 *durable = (*durable).max(seq);
                 raised
             });
-            let apps = || batches.iter().flat_map(|b| b.apps.iter().map(String::as_str));
-            if apps().any(|a| a == ALL_APPS) {
+            if batches.iter().any(|b| b.apps.is_none()) {
                 signals.raise_all();
             } else {
-                signals.raise(apps());
+                signals.raise(batches.iter().flat_map(|b| b.apps.iter().flatten().map(String::as_str)));
             }
         }
         for job in batches.into_iter().flat_map(|b| b.jobs) {
