@@ -121,10 +121,17 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound("resource"),
             StoreError::Conflict(why) => ApiError::Conflict(why),
             StoreError::Closed => ApiError::Unavailable("store is shutting down".into()),
+            StoreError::PositionAhead(_) => {
+                ApiError::Validation { location: "query", field: "iterator".into(), msg: POSITION_AHEAD.into() }
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
 }
+
+/// Why a stream position past the stream's end is refused.
+pub const POSITION_AHEAD: &str = "is ahead of this server's stream (it comes from another database, or from this one \
+     before a restore from backup); read again from an earlier position";
 
 pub type ApiResult<T> = Result<T, ApiError>;
 

@@ -11,4 +11,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store is shut down")]
     Closed,
+    /// A stream position past anything this store has handed out: it came from another
+    /// database, or from this one before it was restored from a backup. Reading from it
+    /// would pass over every message until the stream caught up, so it is refused.
+    #[error("position {0} is ahead of the stream")]
+    PositionAhead(crate::EventPosition),
 }

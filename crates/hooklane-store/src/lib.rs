@@ -186,7 +186,8 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `query.limit` messages of the application after `query.after`, in the order
     /// they became durable: a message is never read before it is durable, and a reader
     /// that carries `next` from one read to the next sees every message once, whatever
-    /// the order in which concurrent writes committed.
+    /// the order in which concurrent writes committed. A `query.after` past every position
+    /// the store can have handed out is [`StoreError::PositionAhead`].
     async fn read_message_events(&self, app_id: &str, query: &EventsQuery) -> StoreResult<EventsPage>;
     /// Whether `position` can be one this store hands out (readers' iterators come from
     /// clients; one from another store would read the wrong messages).

@@ -107,6 +107,8 @@ async fn polling_reads_each_message_once_in_order() {
         "iterator=1",
         "iterator=-1.2",
         "iterator=1.0",
+        // Well-formed and SQLite's, but past the end: from a restored or another database.
+        "iterator=0.999999",
         "limit=0",
         "limit=251",
         "wait=61",
@@ -251,10 +253,11 @@ async fn server_sent_events_stream_and_resume() {
     assert_eq!(ids, vec![third.as_str(), fourth.as_str()]);
     assert_eq!(resumed[0].id, events[2].id, "an event keeps its id");
 
-    for bad in ["garbage", "1.0"] {
+    for bad in ["garbage", "1.0", "0.999999"] {
         let resp = stream_req(Some(bad)).await.unwrap();
         let (status, body) = read(resp).await;
         assert_eq!((status, body["code"].as_str()), (422, Some("validation")), "{bad}: {body}");
+        assert!(body.to_string().contains("Last-Event-ID"), "{bad}: {body}");
     }
     let (status, body) = server.call("GET", &format!("/api/v1/app/{app}/events/stream?wait=5"), None).await;
     assert_eq!(status, 422, "{body}");

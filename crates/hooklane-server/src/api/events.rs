@@ -25,14 +25,14 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use hooklane_core::model::Message;
 use hooklane_core::Utc;
-use hooklane_store::{DynStore, EventPosition, EventsPage, EventsQuery, StoreResult};
+use hooklane_store::{DynStore, EventPosition, EventsPage, EventsQuery, StoreError, StoreResult};
 use serde::Serialize;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::message::MessageOut;
 use super::{check_name, query_names};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, POSITION_AHEAD};
 use crate::extract::{Query, Tenant};
 use crate::state::AppState;
 
@@ -220,10 +220,19 @@ pub async fn stream(
     }
     let place = waiting_place(&s)
         .ok_or_else(|| ApiError::Unavailable("too many streams and long-polls are open on this node".into()))?;
+    let mut follower = Follower::new(&s, &t.app.id, pull.query);
+    // The first read answers before the stream opens, so a position the store refuses is
+    // an error response, not a stream that closes at once (and is reopened for ever).
+    let first = follower.read(Instant::now()).await.map_err(|e| match e {
+        StoreError::PositionAhead(_) if resume.is_some() => {
+            ApiError::Validation { location: "header", field: "Last-Event-ID".into(), msg: POSITION_AHEAD.into() }
+        }
+        other => other.into(),
+    })?;
     let reader = StreamReader {
-        follower: Follower::new(&s, &t.app.id, pull.query),
+        follower,
         with_content: pull.with_content,
-        ready: VecDeque::new(),
+        ready: first.messages.into(),
         ends_at: Instant::now() + STREAM_LIFETIME,
         _place: place,
     };

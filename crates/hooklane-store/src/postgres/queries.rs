@@ -1076,6 +1076,11 @@ pub async fn read_message_events<C: GenericClient>(c: &C, app_id: &str, q: &Even
             messages.push((position, rows::message(row, 3)?));
         }
     }
+    // Every position handed out lies below the snapshot's xmin of its read (or is that
+    // xmin), and xmin never goes back in a cluster.
+    if q.after.major > xmin {
+        return Err(StoreError::PositionAhead(q.after));
+    }
     Ok(EventsPage::new(q, messages, EventPosition { major: xmin, minor: 0 }))
 }
 

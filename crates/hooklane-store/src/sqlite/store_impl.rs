@@ -558,6 +558,11 @@ impl Store for SqliteStore {
         let (app, query) = (owned(app_id), query.clone());
         // Read before the query: a message made durable meanwhile waits for the next read.
         let durable = i64::try_from(*self.durable_seq.borrow()).unwrap_or(i64::MAX);
+        // Every position handed out is at most the durable end, which never goes back (it
+        // starts, at open, from the highest sequence number ever given).
+        if query.after.minor > durable {
+            return Err(StoreError::PositionAhead(query.after));
+        }
         self.read(move |c| queries::read_message_events(c, &app, &query, durable)).await
     }
 

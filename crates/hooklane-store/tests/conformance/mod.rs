@@ -1058,6 +1058,12 @@ pub async fn message_events_follow_write_order(store: &DynStore) {
     let rest = store.read_message_events(&a.id, &query(first_two.next, 2)).await.unwrap();
     assert_eq!(ids(&rest), vec![third.id.clone()]);
     assert!(rest.done);
+    // A position past every one the store handed out (from another database, or from this
+    // one before a restore) is refused: reading from it would pass over messages.
+    let ahead = EventPosition { major: rest.next.major + 1_000_000_000, minor: rest.next.minor + 1_000_000_000 };
+    let refused = store.read_message_events(&a.id, &query(ahead, 2)).await;
+    assert!(matches!(refused, Err(hooklane_store::StoreError::PositionAhead(p)) if p == ahead), "{refused:?}");
+    assert!(store.read_message_events(&a.id, &query(rest.next, 2)).await.is_ok(), "the end itself is a position");
 
     // Caught up: nothing more, and the position stays put.
     let empty = store.read_message_events(&a.id, &query(all.next, 10)).await.unwrap();
