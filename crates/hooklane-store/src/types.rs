@@ -305,6 +305,11 @@ pub struct EventsPage {
     pub next: EventPosition,
     /// Nothing that passes the filter lies between the last message and `next`.
     pub done: bool,
+    /// The application has messages written but not readable yet (PostgreSQL: committed
+    /// behind an older transaction still open, of any application): a waiting reader
+    /// should look again soon, as no announcement of its own application may come when they
+    /// become readable.
+    pub held_back: bool,
 }
 
 impl EventsPage {
@@ -318,7 +323,7 @@ impl EventsPage {
             Some((last, _)) if !done => *last,
             _ => query.after.max(end),
         };
-        EventsPage { messages, next, done }
+        EventsPage { messages, next, done, held_back: false }
     }
 }
 

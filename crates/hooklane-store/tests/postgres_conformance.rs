@@ -262,6 +262,13 @@ async fn events_never_pass_over_a_write_in_flight() {
     let first = read(EventPosition::START).await;
     assert!(first.messages.is_empty(), "read past a write in flight: {:?}", first.messages);
     assert!(first.done);
+    assert!(first.held_back, "the reader is told its committed message is held back");
+    // Another application's message is held back by this application's open write too, and
+    // its readers hear of nothing when that write ends: they are told to look again soon.
+    let other_message = conformance::post(&node_a, &other.id, &[], t).await;
+    let q = EventsQuery { after: EventPosition::START, since: None, event_types: None, channels: None, limit: 10 };
+    let held = node_b.read_message_events(&other.id, &q).await.unwrap();
+    assert!(held.messages.is_empty() && held.held_back, "{held:?}");
 
     tx.commit().await.unwrap();
     // Both become readable once every transaction begun before them (in the whole cluster,
@@ -283,6 +290,15 @@ async fn events_never_pass_over_a_write_in_flight() {
     let rest = read(next).await;
     assert!(rest.messages.is_empty(), "each message once: {:?}", rest.messages);
     assert!(rest.done && rest.next >= next);
+    let mut released = node_b.read_message_events(&other.id, &q).await.unwrap();
+    for _ in 0..500 {
+        if !released.messages.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        released = node_b.read_message_events(&other.id, &q).await.unwrap();
+    }
+    assert_eq!(released.messages.iter().map(|(_, m)| m).collect::<Vec<_>>(), vec![&other_message]);
 
     // A write that inserts nothing (a duplicate eventId) notifies nothing.
     let mut dup = conformance::new_message(&app.id, "user.created", t);

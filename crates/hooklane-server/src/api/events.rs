@@ -104,6 +104,9 @@ impl Pull {
     }
 }
 
+/// How soon a waiting reader looks again when its application's messages are held back.
+const HELD_BACK_RECHECK: Duration = Duration::from_millis(20);
+
 const NOT_A_POSITION: &str = "is not a position this server gave out";
 
 fn parse_position(s: &AppState, text: &str) -> Option<EventPosition> {
@@ -145,7 +148,10 @@ impl Follower {
             if !page.messages.is_empty() || now >= deadline || *self.closing.borrow() {
                 return Ok(page);
             }
-            let pause = self.recheck.map_or(deadline - now, |r| r.min(deadline - now));
+            // Messages of this application held back behind another's open transaction
+            // become readable when that one ends, which only its own application hears of.
+            let recheck = if page.held_back { Some(HELD_BACK_RECHECK) } else { self.recheck };
+            let pause = recheck.map_or(deadline - now, |r| r.min(deadline - now));
             tokio::select! {
                 // A signal whose sender is gone (the store is closing) would answer at once
                 // for ever: the pause is then waited out instead.

@@ -549,26 +549,26 @@ pub async fn record_attempts<C: GenericClient>(
 /// healthy system records almost only such batches; one round trip instead of the five of
 /// [`record_attempts`] in a transaction cut the database's CPU per message (BENCHMARKS.md).
 pub async fn record_successes<C: GenericClient>(c: &C, outcomes: &[AttemptOutcome]) -> StoreResult<()> {
-    static SQL: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "WITH a AS ({}), d AS ({}) {}",
-            attempts_insert_sql(1),
-            deliveries_update_sql(1 + ATTEMPT_PARAMS),
-            streak_clear_sql(1 + ATTEMPT_PARAMS + DELIVERY_PARAMS)
-        )
-    });
     let attempts = AttemptColumns::new(outcomes);
     let deliveries = DeliveryColumns::new(outcomes);
-    let mut endpoints: Vec<&str> = outcomes.iter().map(|o| o.attempt.endpoint_id.as_str()).collect();
-    endpoints.sort_unstable();
-    endpoints.dedup();
-    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(ATTEMPT_PARAMS + DELIVERY_PARAMS + 1);
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(ATTEMPT_PARAMS + DELIVERY_PARAMS);
     params.extend(attempts.params());
     params.extend(deliveries.params());
-    params.push(&endpoints);
-    execute(c, &SQL, &params).await?;
+    execute(c, &RECORD_SUCCESSES, &params).await?;
     Ok(())
 }
+
+/// The statement of [`record_successes`]. The endpoints' update reads the deliveries'
+/// update, so it runs after it: rows are locked deliveries first, then endpoints, as in
+/// [`record_attempts`] (data-modifying CTEs nobody reads run in no set order).
+static RECORD_SUCCESSES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH a AS ({}), d AS ({} RETURNING d.endpoint_id) \
+         UPDATE endpoints SET failing_since = NULL WHERE id IN (SELECT endpoint_id FROM d) AND failing_since IS NOT NULL",
+        attempts_insert_sql(1),
+        deliveries_update_sql(1 + ATTEMPT_PARAMS),
+    )
+});
 
 /// PostgreSQL text cannot hold NUL, which a receiver's response body might contain.
 fn no_nul(s: &str) -> String {
@@ -1057,7 +1057,8 @@ pub async fn read_message_events<C: GenericClient>(c: &C, app_id: &str, q: &Even
     select.params.push(int(limit_param(limit)));
     let sql = format!(
         "WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
-         SELECT h.xmin::text, m.* FROM h LEFT JOIN LATERAL ({} ORDER BY xid, seq LIMIT ${}) m ON true",
+         SELECT h.xmin::text, EXISTS (SELECT 1 FROM messages WHERE app_id = $1 AND xid >= h.xmin), m.* \
+         FROM h LEFT JOIN LATERAL ({} ORDER BY xid, seq LIMIT ${}) m ON true",
         select.sql(),
         select.params.len()
     );
@@ -1067,13 +1068,14 @@ pub async fn read_message_events<C: GenericClient>(c: &C, app_id: &str, q: &Even
         let v: Option<&str> = rows::get(row, idx)?;
         v.map(|v| v.parse().map_err(|_| StoreError::Corrupt(format!("column {idx}: transaction id {v}")))).transpose()
     };
-    let mut xmin = 0;
+    let (mut xmin, mut held_back) = (0, false);
     let mut messages = Vec::with_capacity(found.len());
     for row in &found {
         xmin = xid(row, 0)?.unwrap_or_default();
-        if let Some(major) = xid(row, 1)? {
-            let position = EventPosition { major, minor: rows::get(row, 2)? };
-            messages.push((position, rows::message(row, 3)?));
+        held_back = rows::get(row, 1)?;
+        if let Some(major) = xid(row, 2)? {
+            let position = EventPosition { major, minor: rows::get(row, 3)? };
+            messages.push((position, rows::message(row, 4)?));
         }
     }
     // Every position handed out lies below the snapshot's xmin of its read (or is that
@@ -1081,7 +1083,9 @@ pub async fn read_message_events<C: GenericClient>(c: &C, app_id: &str, q: &Even
     if q.after.major > xmin {
         return Err(StoreError::PositionAhead(q.after));
     }
-    Ok(EventsPage::new(q, messages, EventPosition { major: xmin, minor: 0 }))
+    let mut page = EventsPage::new(q, messages, EventPosition { major: xmin, minor: 0 });
+    page.held_back = held_back;
+    Ok(page)
 }
 
 pub async fn get_events_subscription<C: GenericClient>(
@@ -1449,4 +1453,25 @@ pub async fn prune<C: GenericClient>(
     )
     .await?;
     Ok(crate::Pruned { idempotency_keys: keys, inbound_requests: requests, messages, tokens })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every parameter of the combined statement is numbered once, in order, with its type.
+    #[test]
+    fn record_successes_numbers_every_parameter() {
+        let sql = RECORD_SUCCESSES.as_str();
+        for n in 1..=ATTEMPT_PARAMS + DELIVERY_PARAMS {
+            assert_eq!(sql.matches(&format!("${n}::")).count(), 1, "${n} in {sql}");
+        }
+        assert!(!sql.contains(&format!("${}", ATTEMPT_PARAMS + DELIVERY_PARAMS + 1)), "{sql}");
+        let single_colon = sql.match_indices('$').any(|(i, _)| {
+            let rest = &sql[i + 1..];
+            let digits = rest.chars().take_while(char::is_ascii_digit).count();
+            !rest[digits..].starts_with("::")
+        });
+        assert!(!single_colon, "a placeholder left unrewritten: {sql}");
+    }
 }
