@@ -190,27 +190,27 @@ pub fn principal(app_id: Option<String>) -> hooklane_core::model::Principal {
 }
 
 /// The condition that a message has a delivery to an endpoint (`?`: the endpoint id) in
-/// `status` when given, for `endpoint_messages`. A pending delivery a node has leased is
-/// being sent (`Sending`); one nobody holds waits (`Pending`).
-pub fn endpoint_delivery_sql(status: Option<hooklane_core::model::DeliveryStatus>) -> &'static str {
+/// `status` when given, for `endpoint_messages`.
+pub fn endpoint_delivery_sql(status: Option<hooklane_core::model::DeliveryStatus>) -> String {
+    let status = delivery_status_sql(status).map(|s| format!(" AND {s}")).unwrap_or_default();
+    format!("EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ?{status})")
+}
+
+/// The condition on a delivery `d` that it is in `status` (none when not given). A pending
+/// delivery a node has leased is being sent (`Sending`); one nobody holds waits (`Pending`).
+pub fn delivery_status_sql(status: Option<hooklane_core::model::DeliveryStatus>) -> Option<&'static str> {
     use hooklane_core::model::DeliveryStatus::*;
-    match status {
-        None => "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ?)",
-        Some(Success) => {
-            "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ? AND d.status = 0)"
-        }
-        Some(Fail) => {
-            "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ? AND d.status = 2)"
-        }
-        Some(Pending) => {
-            "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ? \
-             AND d.status = 1 AND NOT d.leased)"
-        }
-        Some(Sending) => {
-            "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ? \
-             AND d.status = 1 AND d.leased)"
-        }
-    }
+    Some(match status? {
+        Success => "d.status = 0",
+        Fail => "d.status = 2",
+        Pending => "d.status = 1 AND NOT d.leased",
+        Sending => "d.status = 1 AND d.leased",
+    })
+}
+
+/// `cols` (a comma-separated column list) with every column qualified by `alias`.
+pub fn qualified(cols: &str, alias: &str) -> String {
+    cols.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
 }
 
 /// A delivery's columns as `rows::delivery` reads them (`DELIVERY_COLS`), its status as

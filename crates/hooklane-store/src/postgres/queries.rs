@@ -12,12 +12,12 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
 use super::db_err;
-use super::rows::{self, ms, opt_json, opt_u32, qualified, to_json};
+use super::rows::{self, ms, opt_json, opt_u32, to_json};
 use crate::queries_shared::{
     ago, delivery_cols_seen, endpoint_delivery_sql, fold_health, fold_timeline, latency_bucket_sql, message_state_sql,
     AttemptGroup,
 };
-use crate::queries_shared::{FairClaim, EXPUNGED};
+use crate::queries_shared::{qualified, FairClaim, EXPUNGED};
 use crate::{
     AttemptFilter, AttemptOutcome, DeliveryKey, EndpointStats, EventPosition, EventsPage, EventsQuery, Job,
     MessageFilter, NextStep, Page, PageRequest, StoreError, StoreResult,
@@ -989,7 +989,7 @@ pub async fn endpoint_messages<C: GenericClient>(
     status: Option<DeliveryStatus>,
     page: &PageRequest,
 ) -> StoreResult<Page<(Message, Delivery)>> {
-    let q = message_select(app_id, f).and(endpoint_delivery_sql(status), [text(endpoint_id)]);
+    let q = message_select(app_id, f).and(&endpoint_delivery_sql(status), [text(endpoint_id)]);
     let messages = q.page(c, "id", page, rows::message).await?;
     let ids: Vec<&str> = messages.items.iter().map(|m| m.id.as_str()).collect();
     static SQL: LazyLock<String> = LazyLock::new(|| {

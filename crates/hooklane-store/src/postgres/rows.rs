@@ -60,11 +60,6 @@ fn status(code: i32) -> DeliveryStatus {
     DeliveryStatus::from_code(code.into()).unwrap_or(DeliveryStatus::Pending)
 }
 
-/// `cols` (a comma-separated column list) with every column qualified by `alias`.
-pub fn qualified(cols: &str, alias: &str) -> String {
-    cols.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
-}
-
 pub const APP_COLS: &str = "id, uid, name, rate_limit, metadata, created_at, updated_at";
 
 pub fn app(row: &Row, at: usize) -> StoreResult<Application> {

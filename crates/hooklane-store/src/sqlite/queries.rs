@@ -12,8 +12,8 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql};
 use super::db_err;
 use super::rows::{self, ms, opt_json, to_json};
 use crate::queries_shared::{
-    delivery_cols_seen, endpoint_delivery_sql, fold_health, fold_timeline, latency_bucket_sql, message_state_sql,
-    AttemptGroup, FairClaim, EXPUNGED,
+    delivery_cols_seen, delivery_status_sql, fold_health, fold_timeline, latency_bucket_sql, message_state_sql,
+    qualified, AttemptGroup, FairClaim, EXPUNGED,
 };
 use crate::{
     AttemptFilter, EndpointStats, EventPosition, EventsPage, EventsQuery, Job, MessageFilter, NextStep, Page,
@@ -327,6 +327,32 @@ pub fn list_messages(
 /// The messages of an application that pass a filter (shared with the message log).
 fn message_select(app_id: &str, f: &MessageFilter) -> Select {
     let q = Select::new(rows::MESSAGE_COLS, "messages").and("app_id = ?", [text(app_id)]);
+    message_filter(q, f)
+}
+
+/// The messages with a delivery to the endpoint, driven by the endpoint's deliveries in
+/// message id order (`deliveries_by_endpoint` ends with the primary key), not by the
+/// application's messages: an endpoint that receives few of a large application's messages
+/// made a page scan all of them. `CROSS JOIN` holds SQLite's planner to that order.
+fn endpoint_message_select(
+    app_id: &str,
+    endpoint_id: &str,
+    f: &MessageFilter,
+    status: Option<DeliveryStatus>,
+) -> Select {
+    let from = "deliveries d CROSS JOIN messages ON messages.id = d.msg_id";
+    let q = Select::new(&qualified(rows::MESSAGE_COLS, "messages"), from)
+        .and("d.endpoint_id = ?", [text(endpoint_id)])
+        .and("d.app_id = ?", [text(app_id)]);
+    let q = match delivery_status_sql(status) {
+        Some(condition) => q.and(condition, []),
+        None => q,
+    };
+    message_filter(q, f)
+}
+
+/// Adds the conditions of `f` on the `messages` table.
+fn message_filter(q: Select, f: &MessageFilter) -> Select {
     event_types_in(q, f.event_types.as_deref())
         .and_if(f.channel.clone(), "EXISTS (SELECT 1 FROM json_each(messages.channels) WHERE value = ?)", text)
         .and_if(f.tag.clone(), "EXISTS (SELECT 1 FROM json_each(messages.tags) WHERE value = ?)", text)
@@ -344,8 +370,8 @@ pub fn endpoint_messages(
     status: Option<DeliveryStatus>,
     page: &PageRequest,
 ) -> StoreResult<Page<(Message, Delivery)>> {
-    let q = message_select(app_id, f).and(endpoint_delivery_sql(status), [text(endpoint_id)]);
-    let messages = q.page(conn, "id", page, rows::message)?;
+    let messages =
+        endpoint_message_select(app_id, endpoint_id, f, status).page(conn, "d.msg_id", page, rows::message)?;
     // The page's deliveries in one query (the ids as a JSON array).
     let sql = format!(
         "SELECT {} FROM deliveries WHERE app_id = ?1 AND endpoint_id = ?2 AND msg_id IN (SELECT value FROM json_each(?3))",
@@ -947,4 +973,35 @@ pub fn message_log(
         items.push(summary);
     }
     Ok(Page { items, done: messages.done })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page of an endpoint's messages walks that endpoint's deliveries in message id order
+    /// (no scan of the application's messages, no sort), whatever the filters.
+    #[test]
+    fn endpoint_messages_are_read_through_the_endpoints_deliveries() {
+        let mut conn = Connection::open_in_memory().expect("database");
+        super::super::schema::migrate(&mut conn).expect("schema");
+        let filter = MessageFilter {
+            event_types: Some(vec!["user.created".into()]),
+            channel: Some("eu".into()),
+            ..MessageFilter::default()
+        };
+        for (f, status) in [(MessageFilter::default(), None), (filter, Some(DeliveryStatus::Fail))] {
+            let select = endpoint_message_select("app_1", "ep_1", &f, status);
+            let sql = format!("EXPLAIN QUERY PLAN {} AND d.msg_id < ? ORDER BY d.msg_id DESC LIMIT 51", select.sql());
+            let mut params = select.params.clone();
+            params.push(text("msg_z"));
+            let plan: Vec<String> = conn
+                .prepare(&sql)
+                .and_then(|mut s| s.query_map(params_from_iter(params), |r| r.get::<_, String>(3))?.collect())
+                .expect("plan");
+            let plan = plan.join(" | ");
+            assert!(plan.contains("SEARCH d USING") && plan.contains("deliveries_by_endpoint"), "{plan}");
+            assert!(!plan.contains("messages_by_app") && !plan.contains("TEMP B-TREE"), "{plan}");
+        }
+    }
 }
