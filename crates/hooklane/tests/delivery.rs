@@ -244,6 +244,25 @@ async fn resend_delivers_again_as_a_manual_attempt() {
         .await;
     assert_eq!(attempts["data"][0]["triggerType"], 1);
     assert_eq!(attempts["data"][1]["triggerType"], 0);
+
+    // A disabled endpoint takes no resend, recovery or replay: each would be given up at
+    // once and leave the delivered message recorded as failed.
+    let (status, _) =
+        server.call("PATCH", &format!("/api/v1/app/{app}/endpoint/{ep}"), Some(json!({ "disabled": true }))).await;
+    assert_eq!(status, 200);
+    let since = json!({ "since": chrono::Utc::now() - chrono::Duration::hours(1) });
+    for (path, body) in [
+        (format!("/api/v1/app/{app}/msg/{msg}/endpoint/{ep}/resend"), None),
+        (format!("/api/v1/app/{app}/endpoint/{ep}/recover"), Some(since.clone())),
+        (format!("/api/v1/app/{app}/endpoint/{ep}/replay-missing"), Some(since)),
+    ] {
+        let (status, body) = server.call("POST", &path, body).await;
+        assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "{path}: {body}");
+    }
+    settle().await;
+    let (_, deliveries) = server.call("GET", &format!("/api/v1/app/{app}/msg/{msg}/endpoint"), None).await;
+    assert_eq!(deliveries["data"][0]["status"], 0, "the delivered message stays delivered: {deliveries}");
+    assert_eq!(rx.received().len(), 2, "nothing more was sent");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

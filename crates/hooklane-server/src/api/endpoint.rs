@@ -234,6 +234,15 @@ pub async fn list(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<a
 }
 
 /// Loads `{endpoint_id}` (id or uid) within the tenant's application.
+/// An endpoint that takes deliveries: a resend, recovery or replay to a disabled one would
+/// be given up at once and recorded failed (a delivered message then showing as failed).
+pub fn require_enabled(ep: &Endpoint) -> ApiResult<()> {
+    if ep.disabled {
+        return Err(ApiError::Conflict("the endpoint is disabled: enable it first".into()));
+    }
+    Ok(())
+}
+
 pub async fn find(s: &AppState, t: &Tenant, key: &str) -> ApiResult<Endpoint> {
     s.0.store.get_endpoint(&t.app.id, key).await?.ok_or(ApiError::NotFound("endpoint"))
 }
@@ -522,6 +531,7 @@ pub async fn recover(
     Json(input): Json<RecoverIn>,
 ) -> ApiResult<impl IntoResponse> {
     let ep = find(&s, &t, &key).await?;
+    require_enabled(&ep)?;
     input.check()?;
     let now = Utc::now();
     let recovered = s.0.store.recover(&t.app.id, &ep.id, input.since, input.until, now).await?;
@@ -544,6 +554,7 @@ pub async fn replay_missing(
     Json(input): Json<RecoverIn>,
 ) -> ApiResult<impl IntoResponse> {
     let ep = find(&s, &t, &key).await?;
+    require_enabled(&ep)?;
     input.check()?;
     let now = Utc::now();
     let until = input.until.unwrap_or(now);

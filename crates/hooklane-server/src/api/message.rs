@@ -370,6 +370,7 @@ pub async fn resend(
 ) -> ApiResult<impl IntoResponse> {
     let msg = find(&s, &t, &msg_key).await?;
     let ep = find_endpoint(&s, &t, &ep_key).await?;
+    super::endpoint::require_enabled(&ep)?;
     s.0.store.resend(&t.app.id, &msg.id, &ep.id, Utc::now()).await?;
     s.0.dispatcher.retry_endpoint_now(&ep.id);
     Ok((StatusCode::ACCEPTED, axum::Json(serde_json::Map::new())))
