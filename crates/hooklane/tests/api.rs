@@ -276,6 +276,21 @@ async fn app_put_updates_and_creates_unknown_uid() {
     assert_eq!(status, 200);
     assert_eq!(got, fresh);
     assert_eq!(ids(&list_all(&server, "/api/v1/app").await).len(), 2);
+    // The same PUT again updates that application and keeps its uid (a body without a uid
+    // does not clear the uid it was addressed by), however often it is repeated, and also
+    // when several arrive at once.
+    for _ in 0..2 {
+        let (status, again) = server.call("PUT", "/api/v1/app/fresh-uid", Some(json!({"name": "Fresh"}))).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!((&again["id"], &again["uid"]), (&fresh["id"], &json!("fresh-uid")));
+    }
+    let racing = (0..8).map(|_| server.call("PUT", "/api/v1/app/racer", Some(json!({"name": "Racer"}))));
+    let answers = futures::future::join_all(racing).await;
+    assert_eq!(answers.iter().filter(|(status, _)| *status == 201).count(), 1, "{answers:?}");
+    assert!(answers.iter().all(|(status, body)| (*status == 201 || *status == 200) && body["uid"] == "racer"));
+    assert_eq!(ids(&list_all(&server, "/api/v1/app").await).len(), 3, "one application per uid");
+    let (_, racer) = server.call("DELETE", "/api/v1/app/racer", None).await;
+    assert!(racer.is_null() || racer == json!({}), "{racer}");
 
     // PUT on an unknown *id* does not create anything.
     let (status, body) =
@@ -640,6 +655,20 @@ async fn endpoint_get_put_patch_delete() {
     assert_eq!(headers["headers"], json!({"X-Keep": "yes"}), "PUT without headers keeps them");
     let (status, body) = server.call("PUT", &format!("{base}/nope"), Some(json!({"url": "https://a.b/"}))).await;
     assert_error(status, &body, 404, "not_found");
+    // Addressed by its uid, a PUT without one keeps it, so the same PUT can be repeated;
+    // addressed by id, it clears it.
+    for _ in 0..2 {
+        let (status, again) =
+            server.call("PUT", &format!("{base}/ep-uid"), Some(json!({"url": "https://example.org/new"}))).await;
+        assert_eq!((status, &again["uid"]), (200, &json!("ep-uid")), "{again}");
+    }
+    let (status, cleared) =
+        server.call("PUT", &format!("{base}/{id}"), Some(json!({"url": "https://example.org/new"}))).await;
+    assert_eq!((status, &cleared["uid"]), (200, &Value::Null), "{cleared}");
+    let body = json!({"url": "https://example.org/new", "description": "d2", "uid": "ep-uid", "version": 2});
+    let (status, mut restored) = server.call("PUT", &format!("{base}/{id}"), Some(body)).await;
+    restored["updatedAt"] = put["updatedAt"].clone();
+    assert_eq!((status, restored), (200, put.clone()));
 
     // PATCH: absent fields untouched, null clears, values set.
     let (status, patched) = server

@@ -15,7 +15,7 @@ use crate::state::AppState;
 
 const UID_TAKEN: &str = "an application with this uid already exists";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApplicationIn {
     name: String,
@@ -152,19 +152,25 @@ pub async fn put(
     Path(key): Path<String>,
     Json(input): Json<ApplicationIn>,
 ) -> ApiResult<Response> {
-    let existing = s.0.store.get_app(&key).await?.filter(|a| principal.can_access(&a.id));
-    if let Some(app) = existing.as_ref().filter(|a| super::source::owned_by_source(a)) {
-        return Err(source_owned(app));
-    }
-    let Some(mut app) = existing else {
-        if principal != Principal::Admin {
-            return Err(ApiError::NotFound("application"));
+    let mut existing = s.0.store.get_app(&key).await?.filter(|a| principal.can_access(&a.id));
+    if existing.is_none() && principal == Principal::Admin {
+        match create_under_uid(&s, key.clone(), input.clone()).await {
+            Ok(app) => return Ok((StatusCode::CREATED, axum::Json(ApplicationOut::from(app))).into_response()),
+            // A concurrent PUT created it first: this one updates it, as if it came second.
+            Err(ApiError::Conflict(_)) => existing = s.0.store.get_app(&key).await?,
+            Err(e) => return Err(e),
         }
-        let app = create_under_uid(&s, key, input).await?;
-        return Ok((StatusCode::CREATED, axum::Json(ApplicationOut::from(app))).into_response());
-    };
+    }
+    let Some(mut app) = existing else { return Err(ApiError::NotFound("application")) };
+    if super::source::owned_by_source(&app) {
+        return Err(source_owned(&app));
+    }
     app.name = input.name;
-    app.uid = input.uid;
+    // Addressed by its uid, a body without one keeps it: PUT stays repeatable, where
+    // clearing it would make the same request create a second application next time.
+    if input.uid.is_some() || app.uid.as_deref() != Some(key.as_str()) {
+        app.uid = input.uid;
+    }
     app.rate_limit = input.rate_limit;
     app.metadata = input.metadata;
     save(&s, app).await.map(IntoResponse::into_response)

@@ -299,7 +299,10 @@ pub async fn put(
     ep.disabled = input.disabled;
     ep.rate_limit = input.rate_limit;
     ep.metadata = input.metadata;
-    ep.uid = input.uid;
+    // Addressed by its uid, a body without one keeps it (PUT stays repeatable).
+    if input.uid.is_some() || ep.uid.as_deref() != Some(key.as_str()) {
+        ep.uid = input.uid;
+    }
     if let Some(v) = input.version {
         ep.version = v;
     }
