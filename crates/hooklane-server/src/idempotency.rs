@@ -37,7 +37,7 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
         return next.run(req).await;
     };
     let key = match key.to_str() {
-        Ok(k) if !k.is_empty() && k.len() <= MAX_KEY_LEN => k,
+        Ok(k) if !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()) => k,
         _ => {
             return ApiError::BadRequest(format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"))
                 .into_response()

@@ -1133,6 +1133,11 @@ async fn idempotency_key_replays_the_first_answer() {
     // Keys longer than 256 characters are refused; 256 is fine.
     let long = send(post(&"k".repeat(257), ADMIN, json!({"n": 4}))).await;
     assert_error(long.status, &long.json(), 400, "bad_request");
+    // Visible characters only: a space or a tab is refused, as the error says.
+    for spaced in ["a b", "a\tb"] {
+        let refused = send(post(spaced, ADMIN, json!({"n": 4}))).await;
+        assert_error(refused.status, &refused.json(), 400, "bad_request");
+    }
     let max = send(post(&"k".repeat(256), ADMIN, json!({"n": 5}))).await;
     assert_eq!(max.status, 202, "{}", max.text);
     assert_eq!(ids(&list_all(&server, &path).await).len(), 4);
