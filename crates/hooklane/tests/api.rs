@@ -802,7 +802,17 @@ async fn endpoint_custom_headers() {
     assert_eq!(got["headers"], json!({"X-D": "4"}));
 
     // Headers hooklane sets itself, and invalid names, are refused; nothing changes.
-    for bad in [json!({"webhook-id": "x"}), json!({"Webhook-Signature": "x"}), json!({"bad header": "x"})] {
+    for bad in [
+        json!({"webhook-id": "x"}),
+        json!({"Webhook-Signature": "x"}),
+        json!({"bad header": "x"}),
+        // Hop-by-hop and connection-control headers.
+        json!({"TE": "trailers"}),
+        json!({"Upgrade": "h2c"}),
+        json!({"Keep-Alive": "timeout=5"}),
+        json!({"Expect": "100-continue"}),
+        json!({"Proxy-Authorization": "Basic eDp5"}),
+    ] {
         let (status, body) = server.call("PUT", &path, Some(json!({ "headers": bad }))).await;
         assert_invalid(status, &body, "headers");
         let (status, body) = server.call("PATCH", &path, Some(json!({ "headers": bad }))).await;
@@ -822,6 +832,12 @@ async fn endpoint_validation_names_the_field() {
         (json!({"url": "ftp://x"}), "url"),
         (json!({"url": "not a url"}), "url"),
         (json!({"url": "https://"}), "url"),
+        // What the URL parser would quietly change: the URL stored must be the one called.
+        (json!({"url": " https://example.com/"}), "url"),
+        (json!({"url": "https://example.com/\n"}), "url"),
+        (json!({"url": "https://exa\tmple.com/"}), "url"),
+        (json!({"url": "http:/example.com"}), "url"),
+        (json!({"url": "http://example.com:0/"}), "url"),
         (json!({ "url": long_url }), "url"),
         (json!({"url": "https://example.com/", "secret": "whsec_!!!notbase64"}), "secret"),
         (json!({"url": "https://example.com/", "secret": secret_of(1, 8)}), "secret"),

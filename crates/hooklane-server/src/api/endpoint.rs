@@ -36,6 +36,15 @@ const FORBIDDEN_HEADERS: &[&str] = &[
     "host",
     "transfer-encoding",
     "connection",
+    // Hop-by-hop and connection-control headers: they speak to the connection, not the
+    // receiver, and a stray `Expect` or `Upgrade` changes how the request is exchanged.
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+    "expect",
+    "proxy-connection",
+    "proxy-authorization",
 ];
 
 #[derive(Deserialize)]
@@ -138,9 +147,18 @@ pub fn check_url(field: &str, raw: &str) -> ApiResult<()> {
     if raw.len() > MAX_URL_LEN {
         return Err(ApiError::validation(field, format!("must be at most {MAX_URL_LEN} characters")));
     }
+    // The URL parser drops surrounding spaces and inner tabs and newlines, and reads
+    // `http:/x` as `http://x/`: the URL stored must be the one that is called.
+    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ApiError::validation(field, "must not contain spaces or control characters"));
+    }
     let url = url::Url::parse(raw).map_err(|e| ApiError::validation(field, format!("not a valid URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+    let absolute = raw.get(url.scheme().len()..).is_some_and(|rest| rest.starts_with("://"));
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) || !absolute {
         return Err(ApiError::validation(field, "must be an absolute http or https URL"));
+    }
+    if url.port() == Some(0) {
+        return Err(ApiError::validation(field, "port 0 cannot be called"));
     }
     Ok(())
 }
@@ -162,7 +180,10 @@ fn check_headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
             return Err(ApiError::validation("headers", format!("invalid value for header {name:?}")));
         }
         if FORBIDDEN_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-            return Err(ApiError::validation("headers", format!("header {name:?} is set by hooklane")));
+            return Err(ApiError::validation(
+                "headers",
+                format!("header {name:?} cannot be set: hooklane sets it, or it controls the connection"),
+            ));
         }
     }
     Ok(())
