@@ -154,6 +154,17 @@ async fn app_create_has_svix_shape() {
     // An empty name is refused.
     let (status, body) = server.call("POST", "/api/v1/app", Some(json!({"name": "  "}))).await;
     assert_invalid(status, &body, "name");
+    // NUL cannot be stored by PostgreSQL: refused on every store, in names and metadata.
+    let (status, body) = server.call("POST", "/api/v1/app", Some(json!({"name": "a\u{0}b"}))).await;
+    assert_invalid(status, &body, "name");
+    let (status, body) =
+        server.call("POST", "/api/v1/app", Some(json!({"name": "x", "metadata": {"k": "v\u{0}"}}))).await;
+    assert_invalid(status, &body, "metadata");
+    // Lengths count characters, not bytes: 256 three-byte characters make a valid name.
+    let (status, wide) = server.call("POST", "/api/v1/app", Some(json!({"name": "名".repeat(256)}))).await;
+    assert_eq!(status, 201, "{wide}");
+    let (status, body) = server.call("POST", "/api/v1/app", Some(json!({"name": "名".repeat(257)}))).await;
+    assert_invalid(status, &body, "name");
     // A uid that looks like an application id is refused.
     let (status, body) = server.call("POST", "/api/v1/app", Some(json!({"name": "x", "uid": id}))).await;
     assert_invalid(status, &body, "uid");

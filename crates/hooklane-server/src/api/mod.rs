@@ -141,8 +141,16 @@ pub fn query_names(q: &Query, name: &str) -> ApiResult<Option<Vec<String>>> {
 }
 
 pub fn check_len(field: &str, value: &str, max: usize) -> ApiResult<()> {
-    if value.len() > max {
+    if value.chars().count() > max {
         return Err(ApiError::validation(field, format!("must be at most {max} characters")));
+    }
+    no_nul(field, value)
+}
+
+/// PostgreSQL text cannot hold NUL: refused on every store alike, before it reaches one.
+fn no_nul(field: &str, value: &str) -> ApiResult<()> {
+    if value.contains('\0') {
+        return Err(ApiError::validation(field, "must not contain NUL characters"));
     }
     Ok(())
 }
@@ -168,8 +176,8 @@ pub fn check_rate_limit(field: &str, value: Option<u32>) -> ApiResult<()> {
 }
 
 pub fn check_metadata(field: &str, m: &hooklane_core::model::Metadata) -> ApiResult<()> {
-    if m.len() > 64 || m.iter().any(|(k, v)| k.len() > 256 || v.len() > 4096) {
+    if m.len() > 64 || m.iter().any(|(k, v)| k.chars().count() > 256 || v.chars().count() > 4096) {
         return Err(ApiError::validation(field, "at most 64 entries, keys up to 256 and values up to 4096 characters"));
     }
-    Ok(())
+    m.iter().try_for_each(|(k, v)| no_nul(field, k).and_then(|()| no_nul(field, v)))
 }
