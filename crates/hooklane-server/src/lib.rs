@@ -12,6 +12,7 @@ mod inbound_budget;
 pub mod operational;
 pub mod ops;
 pub mod state;
+pub mod waiting;
 
 use std::future::Future;
 

@@ -51,7 +51,7 @@ pub(crate) struct Shared {
     /// which would otherwise hold the graceful shutdown up, end then.
     pub closing: tokio::sync::watch::Sender<bool>,
     /// Places for long-polls and event streams waiting at once (see [`crate::api::events`]).
-    pub pull_waiters: Arc<tokio::sync::Semaphore>,
+    pub pull_waiters: Arc<crate::waiting::WaitingPlaces>,
 }
 
 /// How long cached applications and endpoints are trusted (see [`crate::cache`]).
@@ -71,7 +71,7 @@ impl AppState {
             cache: crate::cache::TenantCache::new(TENANT_CACHE_TTL),
             rejections: Default::default(),
             closing: tokio::sync::watch::Sender::new(false),
-            pull_waiters: Arc::new(tokio::sync::Semaphore::new(crate::api::events::MAX_WAITING_READERS)),
+            pull_waiters: Arc::default(),
         }))
     }
 }

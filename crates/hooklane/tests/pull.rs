@@ -294,3 +294,41 @@ async fn open_streams_and_long_polls_do_not_hold_up_shutdown() {
     assert!(started.elapsed() < Duration::from_secs(30));
     drop(stream);
 }
+
+/// One application may hold only a share of the node's waiting places: streams beyond it
+/// are refused for that application, while another application still gets a stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_application_cannot_take_every_waiting_place() {
+    let server = Server::start("").await;
+    let greedy = server.create_app("greedy").await;
+    let other = server.create_app("other").await;
+    let client = reqwest::Client::new();
+    let open = |app: &str| {
+        client
+            .get(server.url(&format!("/api/v1/app/{app}/events/stream")))
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .send()
+    };
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let resp = open(&greedy).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        held.push(resp);
+    }
+    let (status, body) = read(open(&greedy).await.unwrap()).await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("unavailable")), "{body}");
+    let resp = open(&other).await.unwrap();
+    assert_eq!(resp.status(), 200, "another application still gets a stream");
+    // A stream that closes gives its place back.
+    held.pop();
+    let mut reopened = None;
+    for _ in 0..100 {
+        let resp = open(&greedy).await.unwrap();
+        if resp.status() == 200 {
+            reopened = Some(resp);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reopened.is_some(), "the place of a closed stream never came back");
+}

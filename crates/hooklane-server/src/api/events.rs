@@ -27,7 +27,7 @@ use hooklane_core::model::Message;
 use hooklane_core::Utc;
 use hooklane_store::{DynStore, EventPosition, EventsPage, EventsQuery, StoreError, StoreResult};
 use serde::Serialize;
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::message::MessageOut;
@@ -35,13 +35,14 @@ use super::{check_name, query_names};
 use crate::error::{ApiError, ApiResult, POSITION_AHEAD};
 use crate::extract::{Query, Tenant};
 use crate::state::AppState;
+// Long-polls and streams waiting at once hold places (see `crate::waiting`): each holds a
+// connection and reads the store whenever messages arrive; beyond the limits, long-polls
+// answer without waiting and streams are refused (503), so waiting readers cannot take the
+// node down, nor one application every other's places.
+use crate::waiting::{NoPlace, WaitingPlace, MAX_WAITING_PER_APP};
 
 /// Longest `wait` a long-poll may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
-/// Long-polls and streams waiting at once on one node. Each holds a connection and reads
-/// the store whenever messages arrive; beyond this, long-polls answer without waiting and
-/// streams are refused (503), so waiting readers cannot take the node down.
-pub const MAX_WAITING_READERS: usize = 1000;
 /// A stream ends after this long (the client reconnects with `Last-Event-ID`), so a
 /// stream does not outlive its token's access, or its application, for long.
 const STREAM_LIFETIME: Duration = Duration::from_secs(30 * 60);
@@ -163,16 +164,16 @@ impl Follower {
     }
 }
 
-/// A place among the node's waiting readers, if one is free.
-fn waiting_place(s: &AppState) -> Option<OwnedSemaphorePermit> {
-    s.0.pull_waiters.clone().try_acquire_owned().ok()
+/// A place among the node's waiting readers, if one is free for this application.
+fn waiting_place(s: &AppState, app_id: &str) -> Result<WaitingPlace, NoPlace> {
+    s.0.pull_waiters.take(app_id)
 }
 
 /// Reads for a poll: waits up to `wait` for messages when it has a place among the
 /// waiting readers, else answers what there is at once.
 async fn poll_once(s: &AppState, app_id: &str, pull: &Pull) -> ApiResult<EventsPage> {
     let mut follower = Follower::new(s, app_id, pull.query.clone());
-    let place = if pull.wait.is_zero() { None } else { waiting_place(s) };
+    let place = if pull.wait.is_zero() { None } else { waiting_place(s, app_id).ok() };
     let wait = if place.is_some() { pull.wait } else { Duration::ZERO };
     Ok(follower.read(Instant::now() + wait).await?)
 }
@@ -224,8 +225,14 @@ pub async fn stream(
     if let Some(position) = resume {
         pull.query.after = position;
     }
-    let place = waiting_place(&s)
-        .ok_or_else(|| ApiError::Unavailable("too many streams and long-polls are open on this node".into()))?;
+    let place = waiting_place(&s, &t.app.id).map_err(|no| {
+        ApiError::Unavailable(match no {
+            NoPlace::Node => "too many streams and long-polls are open on this node".into(),
+            NoPlace::Application => {
+                format!("this application has {MAX_WAITING_PER_APP} streams and long-polls open on this node already")
+            }
+        })
+    })?;
     let mut follower = Follower::new(&s, &t.app.id, pull.query);
     // The first read answers before the stream opens, so a position the store refuses is
     // an error response, not a stream that closes at once (and is reopened for ever).
@@ -264,7 +271,7 @@ struct StreamReader {
     ready: VecDeque<(EventPosition, Message)>,
     ends_at: Instant,
     /// Held for the stream's life.
-    _place: OwnedSemaphorePermit,
+    _place: WaitingPlace,
 }
 
 impl StreamReader {
