@@ -16,17 +16,20 @@ pub mod waiting;
 
 use std::future::Future;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
-use axum::serve::ListenerExt;
-use axum::{middleware, Router, ServiceExt};
+use axum::{middleware, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tower::Layer;
+use tower::{Layer, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::NormalizePathLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{app, attempt, auth, endpoint, event_type, events, message};
@@ -111,43 +114,82 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves. Paths are matched with or
-/// without a trailing slash, as Svix's SDKs use both.
+/// without a trailing slash, as Svix's SDKs use both. A client gets `read_timeout` to send
+/// a request's headers, and as long again between two pieces of its body: a connection
+/// that trickles bytes (slowloris) is closed instead of being held open for ever.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    read_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let closing = state.0.closing.clone();
-    let mut closed = closing.subscribe();
-    let shutdown = async move {
-        shutdown.await;
-        closing.send_replace(true);
-    };
-    let app = NormalizePathLayer::trim_trailing_slash().layer(router(state));
-    // With the peer address, which inbound sources' address allow-lists check.
-    let service = ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app);
-    // No Nagle delay: a response, an event-stream frame, goes out as soon as it is written.
-    let listener = listener.tap_io(|tcp| {
+    let app = NormalizePathLayer::trim_trailing_slash()
+        .layer(router(state).layer(RequestBodyTimeoutLayer::new(read_timeout)));
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.timer(TokioTimer::new()).header_read_timeout(read_timeout);
+    // Every connection holds a receiver: once all are dropped, every connection has ended.
+    let (connections, connection) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: wait for some to be given back.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // No Nagle delay: a response, an event-stream frame, goes out as soon as it is written.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY on an API connection");
         }
-    });
-    let serving = axum::serve(listener, service).with_graceful_shutdown(shutdown);
+        let app = app.clone();
+        // With the peer address, which inbound sources' address allow-lists check.
+        let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let mut req = req.map(axum::body::Body::new);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(req)
+        });
+        let conn = http1.serve_connection(TokioIo::new(tcp), service);
+        let (mut stopping, held) = (closing.subscribe(), connection.clone());
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            // The `Ref` the wait gives is dropped at once: it must not live across an await.
+            let stop = async move {
+                let _ = stopping.wait_for(|c| *c).await.map(drop);
+            };
+            let served = tokio::select! {
+                served = conn.as_mut() => served,
+                () = stop => {
+                    // Answers what it is doing, then closes (an idle connection at once).
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(error = %e, %peer, "API connection ended with an error");
+            }
+            drop(held);
+        });
+    }
+    closing.send_replace(true);
+    drop(connection);
     // Requests in flight get a while to finish; a connection still open after that (an
     // event stream whose client stopped reading, which never sees the shutdown) is no
     // longer waited for: serving returns, and the process goes on to stop.
-    let deadline = async move {
-        let _ = closed.wait_for(|c| *c).await;
-        tokio::time::sleep(SHUTDOWN_DEADLINE).await;
-    };
-    tokio::select! {
-        served = serving => served,
-        () = deadline => {
-            tracing::warn!(after = ?SHUTDOWN_DEADLINE, "connections still open at shutdown; no longer waiting for them");
-            Ok(())
-        }
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, connections.closed()).await.is_err() {
+        tracing::warn!(after = ?SHUTDOWN_DEADLINE, "connections still open at shutdown; no longer waiting for them");
     }
+    Ok(())
 }
 
+/// Wait before accepting again after a failed accept.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// How long open connections get to finish once shutdown begins.
-const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);

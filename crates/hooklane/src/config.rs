@@ -32,6 +32,10 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// Time a client gets to send a request's headers, and between two pieces of its body:
+    /// a connection that trickles bytes is closed.
+    #[serde(with = "humantime_serde")]
+    pub request_read_timeout: Duration,
     /// `text` or `json`.
     pub log_format: String,
     /// A `tracing` filter, e.g. `info` or `hooklane=debug,info`.
@@ -128,6 +132,7 @@ impl Default for Config {
             admin_token_file: None,
             public_url: None,
             max_body_bytes: 1024 * 1024,
+            request_read_timeout: Duration::from_secs(30),
             log_format: "text".into(),
             log_level: "info".into(),
             metrics_require_token: false,
@@ -229,6 +234,9 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024");
+        }
+        if self.request_read_timeout.is_zero() {
+            bail!("request_read_timeout must be more than 0s");
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format must be text or json");

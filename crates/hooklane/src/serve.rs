@@ -63,7 +63,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     tracing::info!(%addr, store = %config.database_url_for_display(), workers, "hooklane started");
-    hooklane_server::serve(listener, state, shutdown_signal()).await?;
+    hooklane_server::serve(listener, state, config.request_read_timeout, shutdown_signal()).await?;
     tracing::info!("shutting down: letting in-flight deliveries finish");
     dispatcher.shutdown(SHUTDOWN_GRACE).await;
     Ok(())

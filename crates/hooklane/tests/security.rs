@@ -3,7 +3,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -117,4 +117,45 @@ async fn listen_rejects_stale_and_forged_deliveries() {
     assert_eq!(client.post(&url).body(body).send().await.unwrap().status(), 401);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Slow clients (slowloris) cannot hold connections open: a request whose headers, or
+/// whose body, stop arriving is cut off after `request_read_timeout`, on the API and on
+/// the public inbound route alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start("request_read_timeout = \"1s\"").await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let spec = json!({
+        "name": "slow", "verification": { "type": "none" },
+        "destinations": [{ "url": "https://example.com/hook" }],
+    });
+    let (status, source) = server.call("POST", "/api/v1/source", Some(spec)).await;
+    assert_eq!(status, 201, "{source}");
+    let source = source["id"].as_str().unwrap();
+    let stalls = [
+        // Headers that never end.
+        "POST /api/v1/app HTTP/1.1\r\nhost: x\r\nx-slow: ".to_string(),
+        // A body that stops after one of its 100 bytes, on the API and on an inbound source.
+        format!("POST /api/v1/app HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{"),
+        format!("POST /in/{source} HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{{"),
+    ];
+    for stall in stalls {
+        let started = Instant::now();
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        tcp.write_all(stall.as_bytes()).await.unwrap();
+        // Whatever the server says before closing (a 408 or a 400), it closes: the read
+        // reaches the end of the stream.
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "{stall:?}: the connection was still open after 10 s");
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(900), "{stall:?}: cut off before its time: {took:?}");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 4"), "{stall:?}: {answer}");
+    }
+    // A client that sends its request in time is served as usual.
+    let (status, _) = server.call("GET", "/api/v1/app", None).await;
+    assert_eq!(status, 200);
 }
