@@ -49,6 +49,14 @@ impl ApiError {
         ApiError::Validation { location: "body", field: field.into(), msg: msg.into() }
     }
 
+    /// The same validation error, about a path segment rather than the body.
+    pub fn in_path(self) -> Self {
+        match self {
+            ApiError::Validation { field, msg, .. } => ApiError::Validation { location: "path", field, msg },
+            other => other,
+        }
+    }
+
     /// A bad query parameter.
     pub fn bad_query(field: impl Into<String>, msg: impl Into<String>) -> Self {
         ApiError::Validation { location: "query", field: field.into(), msg: msg.into() }

@@ -753,7 +753,7 @@ async fn endpoint_secret_get_and_rotate() {
 
     // A bad key is refused and changes nothing.
     let (status, body) = server.call("POST", &format!("{path}/rotate"), Some(json!({"key": "whsec_short"}))).await;
-    assert_invalid(status, &body, "secret");
+    assert_invalid(status, &body, "key");
     let (_, got) = server.call("GET", &path, None).await;
     assert_eq!(got, json!({"key": given}));
     let (status, body) = server.call("POST", &format!("/api/v1/app/{app}/endpoint/nope/secret/rotate"), None).await;

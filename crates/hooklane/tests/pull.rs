@@ -180,6 +180,7 @@ async fn subscription_keeps_the_position_on_the_server() {
     assert_eq!(data_ids(&page), vec![fourth]);
     let (status, body) = server.call("GET", &format!("/api/v1/app/{app}/events/subscription/bad%20name"), None).await;
     assert_eq!(status, 422, "{body}");
+    assert_eq!(body["detail"][0]["loc"], json!(["path", "subscription_id"]), "{body}");
 }
 
 /// One Server-Sent Event: its `id` and its `data` as JSON.

@@ -148,9 +148,10 @@ pub fn check_url(field: &str, raw: &str) -> ApiResult<()> {
         return Err(ApiError::validation(field, format!("must be at most {MAX_URL_LEN} characters")));
     }
     // The URL parser drops surrounding spaces and inner tabs and newlines, and reads
-    // `http:/x` as `http://x/`: the URL stored must be the one that is called.
-    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ApiError::validation(field, "must not contain spaces or control characters"));
+    // `http:/x` as `http://x/`: the URL stored must be the one that is called. (A space
+    // inside is sent percent-encoded, which is the same URL.)
+    if raw.trim() != raw || raw.chars().any(char::is_control) {
+        return Err(ApiError::validation(field, "must not start or end with spaces, nor contain control characters"));
     }
     let url = url::Url::parse(raw).map_err(|e| ApiError::validation(field, format!("not a valid URL: {e}")))?;
     let absolute = raw.get(url.scheme().len()..).is_some_and(|rest| rest.starts_with("://"));
@@ -209,8 +210,9 @@ pub(crate) fn validate(e: &Endpoint) -> ApiResult<()> {
     Ok(())
 }
 
-pub(crate) fn parse_secret(raw: &str) -> ApiResult<Secret> {
-    Secret::parse(raw).map_err(|e| ApiError::validation("secret", e.to_string()))
+/// A `whsec_` secret given in the body's `field`.
+pub(crate) fn parse_secret(field: &str, raw: &str) -> ApiResult<Secret> {
+    Secret::parse(raw).map_err(|e| ApiError::validation(field, e.to_string()))
 }
 
 pub async fn create(
@@ -219,7 +221,7 @@ pub async fn create(
     Json(input): Json<EndpointIn>,
 ) -> ApiResult<impl IntoResponse> {
     let secret = match &input.secret {
-        Some(raw) => parse_secret(raw)?,
+        Some(raw) => parse_secret("secret", raw)?,
         None => Secret::generate(),
     };
     let now = super::now();
@@ -430,7 +432,7 @@ pub async fn rotate_secret(
     let mut ep = find(&s, &t, &key).await?;
     let (given, grace_seconds) = body.map_or((None, None), |b| (b.key, b.grace_period_seconds));
     let new = match given {
-        Some(raw) => parse_secret(&raw)?,
+        Some(raw) => parse_secret("key", &raw)?,
         None => Secret::generate(),
     };
     if grace_seconds.is_some_and(|g| g > MAX_GRACE_SECONDS) {

@@ -196,7 +196,7 @@ pub async fn subscription(
     q: Query,
     Path((_, subscription_id)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<MessageEventsOut>> {
-    check_name("subscription_id", &subscription_id)?;
+    check_name("subscription_id", &subscription_id).map_err(ApiError::in_path)?;
     let stored = s.0.store.get_events_subscription(&t.app.id, &subscription_id).await?;
     let pull = Pull::parse(&s, &q, stored)?;
     let page = poll_once(&s, &t.app.id, &pull).await?;

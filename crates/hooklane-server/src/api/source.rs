@@ -262,7 +262,7 @@ async fn check_destinations(s: &AppState, input: Vec<DestinationIn>) -> ApiResul
 /// A new endpoint of the source's application for a URL destination.
 fn new_endpoint(app_id: &str, d: DestinationIn, now: DateTime<Utc>) -> ApiResult<Endpoint> {
     let secret = match &d.secret {
-        Some(raw) => parse_secret(raw)?,
+        Some(raw) => parse_secret("secret", raw)?,
         None => Secret::generate(),
     };
     let ep = Endpoint {
@@ -402,7 +402,7 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                         ep.headers = h.clone();
                     }
                     if let Some(raw) = &d.secret {
-                        ep.secret = parse_secret(raw)?.expose();
+                        ep.secret = parse_secret("secret", raw)?.expose();
                     }
                     let was_disabled = ep.disabled;
                     if let Some(disabled) = d.disabled {
