@@ -29,7 +29,7 @@ use ipnet::IpNet;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::api::message::store_and_dispatch;
+use crate::api::message::{nesting_depth, store_and_dispatch, MAX_PAYLOAD_DEPTH};
 use crate::api::source::body_limit;
 use crate::error::ApiError;
 use crate::extract::Path;
@@ -190,6 +190,11 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
         return record
             .reject(ApiError::BadRequest("this source forwards to event types, which need a JSON object body".into()))
             .await;
+    }
+    // Forwarded to event types, the body becomes a message's payload: the API's limit holds.
+    if !source.event_destinations.is_empty() && nesting_depth(&text) > MAX_PAYLOAD_DEPTH {
+        let why = format!("this source forwards to event types, whose payloads nest at most {MAX_PAYLOAD_DEPTH} deep");
+        return record.reject(ApiError::BadRequest(why)).await;
     }
     let dedup = source.deduplication.clone().unwrap_or_else(|| source.verification.default_deduplication());
     record.dedup_key = dedup.key(&headers, json.as_ref());

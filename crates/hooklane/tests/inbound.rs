@@ -532,6 +532,13 @@ async fn event_type_destination_fans_out() {
     let sig = format!("sha256={}", hex(&hmac256(GH_SECRET.as_bytes(), &[&raw])));
     let (status, out) = ingest(&server, &source, &h(&[("X-Hub-Signature-256", &sig)]), &raw).await;
     assert_eq!(status, 400, "{out}");
+    // Nor one nested deeper than a message payload may be (the API's limit, 100).
+    let deep = format!("{{\"a\":{}1{}}}", "[".repeat(110), "]".repeat(110)).into_bytes();
+    let sig = format!("sha256={}", hex(&hmac256(GH_SECRET.as_bytes(), &[&deep])));
+    let (status, out) = ingest(&server, &source, &h(&[("X-Hub-Signature-256", &sig)]), &deep).await;
+    assert_eq!(status, 400, "{out}");
+    let (_, msgs) = server.call("GET", &format!("/api/v1/app/{app}/msg"), None).await;
+    assert_eq!(msgs["data"].as_array().unwrap().len(), 1, "nothing more reached the application: {msgs}");
 }
 
 /// The management API: secrets stay write-only, the source's application is hidden from

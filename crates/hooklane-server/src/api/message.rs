@@ -80,10 +80,10 @@ impl MessageIn {
 /// text, which serde parses without a depth limit; receivers and API clients do have one
 /// (serde_json's is 128, counting the envelope of list answers), so deeper payloads could
 /// be accepted here and then be unreadable everywhere else.
-const MAX_PAYLOAD_DEPTH: usize = 100;
+pub(crate) const MAX_PAYLOAD_DEPTH: usize = 100;
 
 /// How deeply objects and arrays nest in a JSON text (brackets inside strings not counted).
-fn nesting_depth(json: &str) -> usize {
+pub(crate) fn nesting_depth(json: &str) -> usize {
     let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
     for b in json.bytes() {
         if in_string {
