@@ -40,6 +40,13 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     }
 }
 
+/// The field a serde message names between backticks after "field", if any.
+fn named_field(msg: &str) -> Option<&str> {
+    let (_, rest) = msg.split_once("field `")?;
+    let (field, _) = rest.split_once('`')?;
+    (!field.is_empty()).then_some(field)
+}
+
 fn json_rejection(r: JsonRejection, limit: usize) -> ApiError {
     match r {
         JsonRejection::JsonDataError(e) => {
@@ -48,7 +55,9 @@ fn json_rejection(r: JsonRejection, limit: usize) -> ApiError {
             let detail = text.split_once("target type: ").map(|(_, d)| d).unwrap_or(&text);
             match detail.split_once(": ") {
                 Some((field, msg)) if !field.contains(' ') => ApiError::validation(field, msg),
-                _ => ApiError::validation("body", detail),
+                // serde names a missing, duplicate or unknown field in its message:
+                // "missing field `url` at line 1 column 2".
+                _ => ApiError::validation(named_field(detail).unwrap_or("body"), detail),
             }
         }
         JsonRejection::JsonSyntaxError(e) => ApiError::InvalidJson(e.body_text()),
