@@ -453,6 +453,14 @@ async fn event_type_lifecycle() {
     let (status, body) = server.call("GET", "/api/v1/event-type/nope", None).await;
     assert_error(status, &body, 404, "not_found");
 
+    // Concurrent PUTs of a new event type: one creates it, the others update it.
+    let racing = (0..8).map(|_| server.call("PUT", "/api/v1/event-type/race.et", Some(json!({"description": "R"}))));
+    let answers = futures::future::join_all(racing).await;
+    assert_eq!(answers.iter().filter(|(status, _)| *status == 201).count(), 1, "{answers:?}");
+    assert!(answers.iter().all(|(status, _)| *status == 201 || *status == 200), "{answers:?}");
+    let (status, _) = server.call("DELETE", "/api/v1/event-type/race.et?expunge=true", None).await;
+    assert_eq!(status, 204);
+
     // PUT creates, then replaces.
     let (status, put) = server.call("PUT", "/api/v1/event-type/order.paid", Some(json!({"description": "Paid"}))).await;
     assert_eq!(status, 201, "{put}");

@@ -155,13 +155,21 @@ pub async fn put(
         updated_at: now,
     };
     validate(&et)?;
+    let mut et = et;
     if created {
-        s.0.store.create_event_type(et.clone()).await?;
-        Ok((StatusCode::CREATED, axum::Json(EventTypeOut::new(et, true))).into_response())
-    } else {
-        s.0.store.update_event_type(et.clone()).await?;
-        Ok(axum::Json(EventTypeOut::new(et, true)).into_response())
+        match s.0.store.create_event_type(et.clone()).await {
+            Ok(()) => return Ok((StatusCode::CREATED, axum::Json(EventTypeOut::new(et, true))).into_response()),
+            // A concurrent PUT created it first: this one updates it, as if it came second.
+            Err(hooklane_store::StoreError::Conflict(_)) => {
+                if let Some(winner) = s.0.store.get_event_type(&et.name).await? {
+                    et.created_at = winner.created_at;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
+    s.0.store.update_event_type(et.clone()).await?;
+    Ok(axum::Json(EventTypeOut::new(et, true)).into_response())
 }
 
 pub async fn patch(
