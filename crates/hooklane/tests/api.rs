@@ -1049,6 +1049,7 @@ async fn message_validation() {
         (json!({"eventType": "", "payload": {}}), "eventType"),
         (json!({"eventType": "x".repeat(257), "payload": {}}), "eventType"),
         (json!({"eventType": "ok", "eventId": "has space", "payload": {}}), "eventId"),
+        (json!({"eventType": "ok", "eventId": "msg_01ARZ3NDEKTSV4RRFFQ69G5FAV", "payload": {}}), "eventId"),
         (json!({"eventType": "ok", "channels": [], "payload": {}}), "channels"),
         (json!({"eventType": "ok", "tags": ["a", "b", "c", "d", "e", "f"], "payload": {}}), "tags"),
     ];

@@ -55,6 +55,11 @@ impl MessageIn {
         check_name("eventType", &self.event_type)?;
         if let Some(id) = &self.event_id {
             check_name("eventId", id)?;
+            // A message is fetched by id or eventId: one shaped like a message id would hide
+            // the message it names, or be hidden by it.
+            if ids::has_prefix(id, ids::MESSAGE) {
+                return Err(ApiError::validation("eventId", "must not look like a message id"));
+            }
         }
         check_names("channels", &self.channels, 10)?;
         check_names("tags", &self.tags, 5)?;
