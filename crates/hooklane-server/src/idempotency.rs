@@ -1,5 +1,5 @@
-//! `Idempotency-Key` on POST: the first response for a key is stored for 24 hours and
-//! replayed for every later request with the same key, so a client retrying after a lost
+//! `Idempotency-Key` on POST: the first successful response for a key is stored for 24
+//! hours and replayed for every later request with the same key, so a client retrying after a lost
 //! answer never creates anything twice. Keys are scoped by the caller's credentials and the
 //! path, so two tenants cannot collide or read each other's responses.
 
@@ -74,8 +74,10 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
             let mut guard = AbortOnDrop { store: Some(store.clone()), scope: scope.clone() };
             let response = next.run(req).await;
             let status = response.status();
-            // Server errors and auth failures are not final: let the client try again.
-            if status.is_server_error() || status == StatusCode::UNAUTHORIZED {
+            // Only a success is final. A refusal (bad input, not found, a conflict) changed
+            // nothing, and a server error may be passing: the key is released, so that the
+            // corrected or later retry runs instead of replaying the refusal for 24 hours.
+            if !status.is_success() {
                 let _ = store.idempotency_abort(&scope).await;
                 guard.disarm();
                 return response;

@@ -1190,6 +1190,18 @@ async fn idempotency_key_replays_the_first_answer() {
     assert_eq!(b.status, 201);
     assert_eq!(a.text, b.text);
     assert_eq!(ids(&list_all(&server, "/api/v1/app").await).len(), 2);
+    // A refusal is not kept: the corrected retry with the same key runs.
+    let refused = send(
+        request(&server, Some(ADMIN), "POST", &path)
+            .header("idempotency-key", "key-fix")
+            .json(&json!({"eventType": "bad type!", "payload": {}})),
+    )
+    .await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    let fixed = send(post("key-fix", ADMIN, json!({"n": 0}))).await;
+    assert_eq!((fixed.status, fixed.header("idempotent-replayed")), (202, None), "{}", fixed.text);
+    let again = send(post("key-fix", ADMIN, json!({"n": 0}))).await;
+    assert_eq!((&again.text, again.header("idempotent-replayed")), (&fixed.text, Some("true")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
