@@ -25,6 +25,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("a request with this Idempotency-Key is still being processed")]
     IdempotencyInFlight,
+    #[error("this Idempotency-Key was used for a request with another body; use a new key for a new request")]
+    IdempotencyMismatch,
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
     #[error("content-type must be application/json")]
@@ -72,7 +74,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Validation { .. } | ApiError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::VerificationFailed(_) => StatusCode::UNAUTHORIZED,
@@ -88,6 +90,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::IdempotencyInFlight => "idempotency_in_flight",
+            ApiError::IdempotencyMismatch => "idempotency_mismatch",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::MethodNotAllowed => "method_not_allowed",

@@ -61,11 +61,14 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
         }
         Err(e) => return ApiError::BadRequest(e.body_text()).into_response(),
     };
+    // The same request sent again has the same body; another body is another request.
+    let fingerprint = hex(&Sha256::digest(&body));
     let req = Request::from_parts(parts, Body::from(body));
     let store = &s.0.store;
-    match store.idempotency_begin(&scope, Utc::now(), KEY_TTL).await {
+    match store.idempotency_begin(&scope, &fingerprint, Utc::now(), KEY_TTL).await {
         Err(e) => ApiError::from(e).into_response(),
         Ok(IdempotencyState::InFlight) => ApiError::IdempotencyInFlight.into_response(),
+        Ok(IdempotencyState::Mismatch) => ApiError::IdempotencyMismatch.into_response(),
         Ok(IdempotencyState::Completed(stored)) => replay(stored),
         Ok(IdempotencyState::Started) => {
             // Until the answer is stored, the key is released if this future is dropped (the

@@ -274,7 +274,16 @@ pub trait Store: Send + Sync + 'static {
     async fn expire_app_tokens(&self, app_id: &str, at: DateTime<Utc>) -> StoreResult<u64>;
 
     // --- idempotency keys
-    async fn idempotency_begin(&self, key: &str, now: DateTime<Utc>, ttl: Duration) -> StoreResult<IdempotencyState>;
+    /// Takes `key` for a request identified by `fingerprint` (the same request sent again has
+    /// the same one), or says who holds it; a key taken for another fingerprint is
+    /// [`IdempotencyState::Mismatch`].
+    async fn idempotency_begin(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<IdempotencyState>;
     async fn idempotency_finish(&self, key: &str, response: StoredResponse) -> StoreResult<()>;
     async fn idempotency_abort(&self, key: &str) -> StoreResult<()>;
 

@@ -88,6 +88,8 @@ pub enum IdempotencyState {
     Completed(StoredResponse),
     /// Another request with the same key is being processed right now.
     InFlight,
+    /// The key was used for a request with another fingerprint (another body).
+    Mismatch,
 }
 
 // --- statistics (operators' view: metrics, health, dashboard)

@@ -54,7 +54,7 @@ async fn reopen_keeps_data() {
     }
     let store: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
     assert_eq!(store.get_app("persist").await.unwrap(), Some(app));
-    assert_eq!(migrations(&db).await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(migrations(&db).await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
 }
 
 /// Several nodes starting at once on an empty database: every open succeeds and each
@@ -70,7 +70,7 @@ async fn concurrent_opens_migrate_once() {
     while let Some(r) = opens.join_next().await {
         r.unwrap().expect("concurrent open");
     }
-    assert_eq!(migrations(&db).await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(migrations(&db).await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
 }
 
 /// `hooklane_store::open` recognizes both URL schemes and hooklane's `pool_max_size`.

@@ -1197,28 +1197,36 @@ pub async fn expire_app_tokens<C: GenericClient>(c: &C, app_id: &str, at: i64) -
 // --- idempotency keys
 
 /// Takes the key if it is free or expired (one statement); `true` when taken.
-pub async fn idempotency_take<C: GenericClient>(c: &C, key: &str, now: i64, expires: i64) -> StoreResult<bool> {
+pub async fn idempotency_take<C: GenericClient>(
+    c: &C,
+    key: &str,
+    fingerprint: &str,
+    now: i64,
+    expires: i64,
+) -> StoreResult<bool> {
     let taken = query_opt(
         c,
-        "INSERT INTO idempotency_keys (key, done, status, body, expires_at) VALUES ($1, false, NULL, NULL, $3) \
-         ON CONFLICT (key) DO UPDATE SET done = false, status = NULL, body = NULL, expires_at = EXCLUDED.expires_at \
+        "INSERT INTO idempotency_keys (key, done, status, body, expires_at, fingerprint) \
+         VALUES ($1, false, NULL, NULL, $3, $4) \
+         ON CONFLICT (key) DO UPDATE SET done = false, status = NULL, body = NULL, expires_at = EXCLUDED.expires_at, \
+         fingerprint = EXCLUDED.fingerprint \
          WHERE idempotency_keys.expires_at <= $2 \
          RETURNING true",
-        &[&key, &now, &expires],
+        &[&key, &now, &expires, &fingerprint],
     )
     .await?;
     Ok(taken.is_some())
 }
 
-/// `(done, status, body)` of a key, if it exists.
+/// `(done, status, body, fingerprint)` of a key, if it exists.
 #[allow(clippy::type_complexity)]
 pub async fn idempotency_get<C: GenericClient>(
     c: &C,
     key: &str,
-) -> StoreResult<Option<(bool, Option<i32>, Option<Vec<u8>>)>> {
-    query_opt(c, "SELECT done, status, body FROM idempotency_keys WHERE key = $1", &[&key])
+) -> StoreResult<Option<(bool, Option<i32>, Option<Vec<u8>>, Option<String>)>> {
+    query_opt(c, "SELECT done, status, body, fingerprint FROM idempotency_keys WHERE key = $1", &[&key])
         .await?
-        .map(|r| Ok((rows::get(&r, 0)?, rows::get(&r, 1)?, rows::get(&r, 2)?)))
+        .map(|r| Ok((rows::get(&r, 0)?, rows::get(&r, 1)?, rows::get(&r, 2)?, rows::get(&r, 3)?)))
         .transpose()
 }
 

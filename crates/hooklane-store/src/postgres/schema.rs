@@ -211,6 +211,12 @@ ALTER TABLE tokens ADD COLUMN expires_at BIGINT;
     r#"
 ALTER TABLE messages ADD COLUMN expunged BOOLEAN NOT NULL DEFAULT false;
 "#,
+    // An idempotency key remembers the request it was first used for (a SHA-256 of its
+    // body): the same key with another body is refused rather than answered with the first
+    // request's response. Keys taken before have none and are not checked.
+    r#"
+ALTER TABLE idempotency_keys ADD COLUMN fingerprint TEXT;
+"#,
 ];
 
 /// Brings the schema up to date; returns how many migrations ran.

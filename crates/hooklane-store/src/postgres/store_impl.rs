@@ -455,17 +455,24 @@ impl Store for PgStore {
         queries::expire_app_tokens(&self.client().await?, app_id, ms(at)).await
     }
 
-    async fn idempotency_begin(&self, key: &str, now: DateTime<Utc>, ttl: Duration) -> StoreResult<IdempotencyState> {
+    async fn idempotency_begin(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<IdempotencyState> {
         let (now, expires) = (ms(now), ms(lease_end(now, ttl)));
         let c = self.client().await?;
         // Taking the key and reading who holds it are two statements: if the holder aborts
         // in between, the key is free again and the next round takes it.
         for _ in 0..3 {
-            if queries::idempotency_take(&c, key, now, expires).await? {
+            if queries::idempotency_take(&c, key, fingerprint, now, expires).await? {
                 return Ok(IdempotencyState::Started);
             }
             match queries::idempotency_get(&c, key).await? {
-                Some((true, Some(status), body)) => {
+                Some((_, _, _, Some(held_for))) if held_for != fingerprint => return Ok(IdempotencyState::Mismatch),
+                Some((true, Some(status), body, _)) => {
                     let status = u16::try_from(status)
                         .map_err(|_| StoreError::Corrupt(format!("idempotency key {key}: status {status}")))?;
                     return Ok(IdempotencyState::Completed(StoredResponse { status, body: body.unwrap_or_default() }));

@@ -217,6 +217,12 @@ ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
     r#"
 ALTER TABLE messages ADD COLUMN expunged INTEGER NOT NULL DEFAULT 0;
 "#,
+    // An idempotency key remembers the request it was first used for (a SHA-256 of its
+    // body): the same key with another body is refused rather than answered with the first
+    // request's response. Keys taken before have none and are not checked.
+    r#"
+ALTER TABLE idempotency_keys ADD COLUMN fingerprint TEXT;
+"#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {

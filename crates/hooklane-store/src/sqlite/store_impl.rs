@@ -464,23 +464,32 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn idempotency_begin(&self, key: &str, now: DateTime<Utc>, ttl: Duration) -> StoreResult<IdempotencyState> {
-        let key = owned(key);
+    async fn idempotency_begin(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<IdempotencyState> {
+        let (key, fingerprint) = (owned(key), owned(fingerprint));
         let (now, expires) = (ms(now), ms(lease_end(now, ttl)));
         self.write_unguarded(move |c| {
             queries::execute(c, "DELETE FROM idempotency_keys WHERE key = ?1 AND expires_at <= ?2", params![key, now])?;
             let inserted = queries::execute(
                 c,
-                "INSERT OR IGNORE INTO idempotency_keys (key, done, expires_at) VALUES (?1, 0, ?2)",
-                params![key, expires],
+                "INSERT OR IGNORE INTO idempotency_keys (key, done, expires_at, fingerprint) VALUES (?1, 0, ?2, ?3)",
+                params![key, expires, fingerprint],
             )?;
             if inserted == 1 {
                 return Ok(IdempotencyState::Started);
             }
-            let (done, status, body): (bool, Option<u16>, Option<Vec<u8>>) = c
-                .prepare_cached("SELECT done, status, body FROM idempotency_keys WHERE key = ?1")
-                .and_then(|mut s| s.query_row([&key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+            let (done, status, body, held_for): (bool, Option<u16>, Option<Vec<u8>>, Option<String>) = c
+                .prepare_cached("SELECT done, status, body, fingerprint FROM idempotency_keys WHERE key = ?1")
+                .and_then(|mut s| s.query_row([&key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))))
                 .map_err(db_err)?;
+            if held_for.is_some_and(|f| f != fingerprint) {
+                return Ok(IdempotencyState::Mismatch);
+            }
             Ok(match (done, status) {
                 (true, Some(status)) => {
                     IdempotencyState::Completed(StoredResponse { status, body: body.unwrap_or_default() })

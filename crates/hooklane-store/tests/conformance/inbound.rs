@@ -233,10 +233,10 @@ pub async fn prune_deletes_expired_keys_and_old_requests(store: &DynStore) {
     let ttl = Duration::from_secs(60);
     // Five keys that expire at t+60s, two at t+120s.
     for i in 0..5 {
-        store.idempotency_begin(&format!("old-{i}"), t, ttl).await.unwrap();
+        store.idempotency_begin(&format!("old-{i}"), "f", t, ttl).await.unwrap();
     }
     for i in 0..2 {
-        store.idempotency_begin(&format!("new-{i}"), t + secs(60), ttl).await.unwrap();
+        store.idempotency_begin(&format!("new-{i}"), "f", t + secs(60), ttl).await.unwrap();
     }
     let (src, app) = new_source("pruned");
     store.create_source(src.clone(), app, Vec::new()).await.unwrap();
@@ -255,8 +255,8 @@ pub async fn prune_deletes_expired_keys_and_old_requests(store: &DynStore) {
     let second = store.prune(t + secs(61), Some(t + secs(15)), None, 3).await.unwrap();
     assert_eq!(second, Pruned { idempotency_keys: 2, inbound_requests: 0, messages: 0, tokens: 0 });
     // An expired key is gone; one still alive keeps its state.
-    assert_eq!(store.idempotency_begin("old-0", t + secs(62), ttl).await.unwrap(), IdempotencyState::Started);
-    assert_eq!(store.idempotency_begin("new-0", t + secs(62), ttl).await.unwrap(), IdempotencyState::InFlight);
+    assert_eq!(store.idempotency_begin("old-0", "f", t + secs(62), ttl).await.unwrap(), IdempotencyState::Started);
+    assert_eq!(store.idempotency_begin("new-0", "f", t + secs(62), ttl).await.unwrap(), IdempotencyState::InFlight);
     // Only requests received before the cut-off were deleted.
     let left = store.list_inbound_requests(&src.id, None, &PageRequest::default()).await.unwrap();
     assert_eq!(left.items, requests[2..].to_vec());

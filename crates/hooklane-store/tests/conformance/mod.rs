@@ -2065,41 +2065,60 @@ pub async fn idempotency_lifecycle(store: &DynStore) {
     let ttl = Duration::from_secs(60);
     let resp = StoredResponse { status: 202, body: vec![b'{', 0, 0xff, 0xfe, b'}'] };
 
-    assert_eq!(store.idempotency_begin("k1", t, ttl).await.unwrap(), IdempotencyState::Started);
-    assert_eq!(store.idempotency_begin("k1", t + secs(1), ttl).await.unwrap(), IdempotencyState::InFlight);
-    assert_eq!(store.idempotency_begin("k2", t, ttl).await.unwrap(), IdempotencyState::Started, "keys are independent");
+    assert_eq!(store.idempotency_begin("k1", "f1", t, ttl).await.unwrap(), IdempotencyState::Started);
+    assert_eq!(store.idempotency_begin("k1", "f1", t + secs(1), ttl).await.unwrap(), IdempotencyState::InFlight);
+    assert_eq!(
+        store.idempotency_begin("k2", "f1", t, ttl).await.unwrap(),
+        IdempotencyState::Started,
+        "keys are independent"
+    );
     store.idempotency_finish("k1", resp.clone()).await.unwrap();
     assert_eq!(
-        store.idempotency_begin("k1", t + secs(2), ttl).await.unwrap(),
+        store.idempotency_begin("k1", "f1", t + secs(2), ttl).await.unwrap(),
         IdempotencyState::Completed(resp.clone())
     );
     assert_eq!(
-        store.idempotency_begin("k1", t + secs(3), ttl).await.unwrap(),
+        store.idempotency_begin("k1", "f1", t + secs(3), ttl).await.unwrap(),
         IdempotencyState::Completed(resp.clone()),
         "replays as often as asked"
     );
     store.idempotency_abort("k1").await.unwrap();
     assert_eq!(
-        store.idempotency_begin("k1", t + secs(4), ttl).await.unwrap(),
+        store.idempotency_begin("k1", "f1", t + secs(4), ttl).await.unwrap(),
         IdempotencyState::Completed(resp.clone()),
         "abort does not forget a completed key"
     );
 
     // Abort frees an in-flight key for a new attempt.
     store.idempotency_abort("k2").await.unwrap();
-    assert_eq!(store.idempotency_begin("k2", t + secs(1), ttl).await.unwrap(), IdempotencyState::Started);
-    assert_eq!(store.idempotency_begin("k2", t + secs(2), ttl).await.unwrap(), IdempotencyState::InFlight);
+    assert_eq!(store.idempotency_begin("k2", "f1", t + secs(1), ttl).await.unwrap(), IdempotencyState::Started);
+    assert_eq!(store.idempotency_begin("k2", "f1", t + secs(2), ttl).await.unwrap(), IdempotencyState::InFlight);
 
     // Expiry: in-flight and completed keys both start afresh after their ttl.
-    assert_eq!(store.idempotency_begin("k2", t + secs(30), ttl).await.unwrap(), IdempotencyState::InFlight);
-    assert_eq!(store.idempotency_begin("k2", t + secs(62), ttl).await.unwrap(), IdempotencyState::Started);
-    assert_eq!(store.idempotency_begin("k1", t + secs(59), ttl).await.unwrap(), IdempotencyState::Completed(resp));
-    assert_eq!(store.idempotency_begin("k1", t + secs(61), ttl).await.unwrap(), IdempotencyState::Started);
-    assert_eq!(store.idempotency_begin("k1", t + secs(62), ttl).await.unwrap(), IdempotencyState::InFlight);
+    assert_eq!(store.idempotency_begin("k2", "f1", t + secs(30), ttl).await.unwrap(), IdempotencyState::InFlight);
+    assert_eq!(store.idempotency_begin("k2", "f1", t + secs(62), ttl).await.unwrap(), IdempotencyState::Started);
+    assert_eq!(
+        store.idempotency_begin("k1", "f1", t + secs(59), ttl).await.unwrap(),
+        IdempotencyState::Completed(resp)
+    );
+    assert_eq!(store.idempotency_begin("k1", "f1", t + secs(61), ttl).await.unwrap(), IdempotencyState::Started);
+    assert_eq!(store.idempotency_begin("k1", "f1", t + secs(62), ttl).await.unwrap(), IdempotencyState::InFlight);
 
     let empty = StoredResponse { status: 204, body: Vec::new() };
     store.idempotency_finish("k1", empty.clone()).await.unwrap();
-    assert_eq!(store.idempotency_begin("k1", t + secs(63), ttl).await.unwrap(), IdempotencyState::Completed(empty));
+    assert_eq!(
+        store.idempotency_begin("k1", "f1", t + secs(63), ttl).await.unwrap(),
+        IdempotencyState::Completed(empty)
+    );
+
+    // A key held for one request is refused to another, done or in flight; once the key
+    // expires, the other request may take it.
+    assert_eq!(store.idempotency_begin("k1", "f2", t + secs(64), ttl).await.unwrap(), IdempotencyState::Mismatch);
+    assert_eq!(store.idempotency_begin("k3", "f1", t, ttl).await.unwrap(), IdempotencyState::Started);
+    assert_eq!(store.idempotency_begin("k3", "f2", t + secs(1), ttl).await.unwrap(), IdempotencyState::Mismatch);
+    assert_eq!(store.idempotency_begin("k3", "f1", t + secs(1), ttl).await.unwrap(), IdempotencyState::InFlight);
+    assert_eq!(store.idempotency_begin("k3", "f2", t + secs(61), ttl).await.unwrap(), IdempotencyState::Started);
+    assert_eq!(store.idempotency_begin("k3", "f2", t + secs(62), ttl).await.unwrap(), IdempotencyState::InFlight);
 }
 
 // ---------------------------------------------------------------------------------------
