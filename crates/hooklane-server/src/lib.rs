@@ -15,7 +15,6 @@ pub mod state;
 pub mod waiting;
 
 use std::future::Future;
-
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit};

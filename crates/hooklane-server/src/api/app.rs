@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::model::{Application, Metadata, Principal};
 use hooklane_core::{DateTime, Utc};
+use hooklane_store::StoreError;
 use serde::{Deserialize, Serialize};
 
 use super::{check_len, check_metadata, check_name, check_rate_limit, page_request, ListResponse, Patch};
@@ -152,16 +153,16 @@ pub async fn put(
     Path(key): Path<String>,
     Json(input): Json<ApplicationIn>,
 ) -> ApiResult<Response> {
-    let mut existing = s.0.store.get_app(&key).await?.filter(|a| principal.can_access(&a.id));
-    if existing.is_none() && principal == Principal::Admin {
-        match create_under_uid(&s, key.clone(), input.clone()).await {
-            Ok(app) => return Ok((StatusCode::CREATED, axum::Json(ApplicationOut::from(app))).into_response()),
+    let existing = s.0.store.get_app(&key).await?.filter(|a| principal.can_access(&a.id));
+    let mut app = match existing {
+        Some(app) => app,
+        None if principal == Principal::Admin => match create_under_uid(&s, &key, input.clone()).await? {
+            (app, true) => return Ok((StatusCode::CREATED, axum::Json(ApplicationOut::from(app))).into_response()),
             // A concurrent PUT created it first: this one updates it, as if it came second.
-            Err(ApiError::Conflict(_)) => existing = s.0.store.get_app(&key).await?,
-            Err(e) => return Err(e),
-        }
-    }
-    let Some(mut app) = existing else { return Err(ApiError::NotFound("application")) };
+            (app, false) => app,
+        },
+        None => return Err(ApiError::NotFound("application")),
+    };
     if super::source::owned_by_source(&app) {
         return Err(source_owned(&app));
     }
@@ -176,17 +177,24 @@ pub async fn put(
     save(&s, app).await.map(IntoResponse::into_response)
 }
 
-/// Creates the application `input` describes with the uid `key`, a path that names no
-/// application (an application id cannot be chosen: it is not found).
-pub(super) async fn create_under_uid(s: &AppState, key: String, input: ApplicationIn) -> ApiResult<Application> {
-    if ids::has_prefix(&key, ids::APP) {
+/// Creates the application `input` describes with the uid `key`, a path that named no
+/// application (an application id cannot be chosen: it is not found); true when this call
+/// created it. When a concurrent caller created it first, that application, and false.
+pub(super) async fn create_under_uid(s: &AppState, key: &str, input: ApplicationIn) -> ApiResult<(Application, bool)> {
+    if ids::has_prefix(key, ids::APP) {
         return Err(ApiError::NotFound("application"));
     }
     let mut app = build(input)?;
-    app.uid = Some(key);
+    app.uid = Some(key.to_string());
     validate(&app)?;
-    s.0.store.create_app(app.clone()).await.map_err(conflict(UID_TAKEN))?;
-    Ok(app)
+    match s.0.store.create_app(app.clone()).await {
+        Ok(()) => Ok((app, true)),
+        Err(StoreError::Conflict(_)) => match s.0.store.get_app(key).await? {
+            Some(winner) => Ok((winner, false)),
+            None => Err(ApiError::Conflict(UID_TAKEN.into())),
+        },
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub async fn patch(

@@ -74,13 +74,7 @@ pub async fn app_portal_access(
     }
     let app = match (s.0.store.get_app(&app_key).await?, input.application) {
         (Some(app), _) => app,
-        // Two callers creating it at once: the one that lost the race uses the winner's.
-        (None, Some(application)) => match super::app::create_under_uid(&s, app_key.clone(), application).await {
-            Err(ApiError::Conflict(_)) => {
-                s.0.store.get_app(&app_key).await?.ok_or(ApiError::NotFound("application"))?
-            }
-            created => created?,
-        },
+        (None, Some(application)) => super::app::create_under_uid(&s, &app_key, application).await?.0,
         (None, None) => return Err(ApiError::NotFound("application")),
     };
     let mut raw = [0u8; 32];

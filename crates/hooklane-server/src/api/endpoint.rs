@@ -256,7 +256,6 @@ pub async fn list(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<a
     Ok(axum::Json(ListResponse::from_page(page, |e| e.id.clone(), EndpointOut::from)))
 }
 
-/// Loads `{endpoint_id}` (id or uid) within the tenant's application.
 /// An endpoint that takes deliveries: a resend, recovery or replay to a disabled one would
 /// be given up at once and recorded failed (a delivered message then showing as failed).
 pub fn require_enabled(ep: &Endpoint) -> ApiResult<()> {
@@ -266,6 +265,7 @@ pub fn require_enabled(ep: &Endpoint) -> ApiResult<()> {
     Ok(())
 }
 
+/// Loads `{endpoint_id}` (id or uid) within the tenant's application.
 pub async fn find(s: &AppState, t: &Tenant, key: &str) -> ApiResult<Endpoint> {
     s.0.store.get_endpoint(&t.app.id, key).await?.ok_or(ApiError::NotFound("endpoint"))
 }

@@ -144,7 +144,7 @@ pub async fn put(
     let now = super::now();
     let existing = s.0.store.get_event_type(&name).await?;
     let created = existing.is_none();
-    let et = EventType {
+    let mut et = EventType {
         name,
         description: input.description,
         archived: input.archived,
@@ -155,7 +155,6 @@ pub async fn put(
         updated_at: now,
     };
     validate(&et)?;
-    let mut et = et;
     if created {
         match s.0.store.create_event_type(et.clone()).await {
             Ok(()) => return Ok((StatusCode::CREATED, axum::Json(EventTypeOut::new(et, true))).into_response()),

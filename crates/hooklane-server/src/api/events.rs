@@ -35,10 +35,6 @@ use super::{check_name, query_names};
 use crate::error::{ApiError, ApiResult, POSITION_AHEAD};
 use crate::extract::{Query, Tenant};
 use crate::state::AppState;
-// Long-polls and streams waiting at once hold places (see `crate::waiting`): each holds a
-// connection and reads the store whenever messages arrive; beyond the limits, long-polls
-// answer without waiting and streams are refused (503), so waiting readers cannot take the
-// node down, nor one application every other's places.
 use crate::waiting::{NoPlace, WaitingPlace, MAX_WAITING_PER_APP};
 
 /// Longest `wait` a long-poll may ask for.
@@ -164,7 +160,11 @@ impl Follower {
     }
 }
 
-/// A place among the node's waiting readers, if one is free for this application.
+/// A place among the node's waiting readers, if one is free for this application. Each
+/// waiting long-poll or stream holds a connection and reads the store whenever messages
+/// arrive; beyond the limits (see [`crate::waiting`]) long-polls answer without waiting and
+/// streams are refused (503), so waiting readers cannot take the node down, nor one
+/// application every other's places.
 fn waiting_place(s: &AppState, app_id: &str) -> Result<WaitingPlace, NoPlace> {
     s.0.pull_waiters.take(app_id)
 }
@@ -215,8 +215,8 @@ pub async fn stream(
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let resume = match headers.get("last-event-id").map(|v| v.to_str()) {
         Some(Ok("")) | None => None,
-        Some(Ok(id)) => Some(parse_position(&s, id).ok_or_else(bad_last_event_id)?),
-        Some(Err(_)) => return Err(bad_last_event_id()),
+        Some(Ok(id)) => Some(parse_position(&s, id).ok_or_else(|| bad_last_event_id(NOT_A_POSITION))?),
+        Some(Err(_)) => return Err(bad_last_event_id(NOT_A_POSITION)),
     };
     let mut pull = Pull::parse(&s, &q, None)?;
     if !pull.wait.is_zero() {
@@ -237,9 +237,7 @@ pub async fn stream(
     // The first read answers before the stream opens, so a position the store refuses is
     // an error response, not a stream that closes at once (and is reopened for ever).
     let first = follower.read(Instant::now()).await.map_err(|e| match e {
-        StoreError::PositionAhead(_) if resume.is_some() => {
-            ApiError::Validation { location: "header", field: "Last-Event-ID".into(), msg: POSITION_AHEAD.into() }
-        }
+        StoreError::PositionAhead(_) if resume.is_some() => bad_last_event_id(POSITION_AHEAD),
         other => other.into(),
     })?;
     let reader = StreamReader {
@@ -259,8 +257,8 @@ pub async fn stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
-fn bad_last_event_id() -> ApiError {
-    ApiError::Validation { location: "header", field: "Last-Event-ID".into(), msg: NOT_A_POSITION.into() }
+fn bad_last_event_id(why: &str) -> ApiError {
+    ApiError::Validation { location: "header", field: "Last-Event-ID".into(), msg: why.into() }
 }
 
 /// The state of one Server-Sent Events stream between two events.

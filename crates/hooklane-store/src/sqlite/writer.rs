@@ -147,13 +147,15 @@ pub(super) fn start(
     let writer_inbox = to_writer.clone();
     let sync_failed = flush_failed.clone();
     let sync_signals = signals.clone();
+    // The durable end at open is the highest sequence number committed so far.
+    let last_message_seq = *durable_seq.borrow();
     std::thread::Builder::new()
         .name("hooklane-sqlite-sync".into())
         .spawn(move || sync_loop(&wal, committed, writer_inbox, (durable_seq, sync_signals), sync_failed))
         .map_err(|e| StoreError::Database(format!("cannot start sync thread: {e}")))?;
     std::thread::Builder::new()
         .name("hooklane-sqlite-writer".into())
-        .spawn(move || Writer::new(conn, to_sync, flush_failed, signals).run(inbox))
+        .spawn(move || Writer::new(conn, to_sync, flush_failed, signals, last_message_seq).run(inbox))
         .map_err(|e| StoreError::Database(format!("cannot start writer thread: {e}")))?;
     Ok(to_writer)
 }
@@ -180,8 +182,8 @@ impl Writer {
         to_sync: mpsc::Sender<Committed>,
         flush_failed: FlushFailed,
         signals: Arc<StreamSignals>,
+        last_message_seq: u64,
     ) -> Self {
-        let last_message_seq = last_message_seq(&conn);
         Writer {
             conn,
             to_sync,
