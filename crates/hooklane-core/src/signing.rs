@@ -44,9 +44,7 @@ impl std::fmt::Debug for Secret {
 impl Secret {
     /// A new random secret.
     pub fn generate() -> Self {
-        let mut key = vec![0u8; GENERATED_SECRET_BYTES];
-        rand::thread_rng().fill_bytes(&mut key);
-        Secret { key }
+        Secret { key: random_bytes::<GENERATED_SECRET_BYTES>().to_vec() }
     }
 
     /// Parses `whsec_<base64>` (or bare base64).
@@ -83,6 +81,14 @@ fn feed(mac: &mut HmacSha256, msg_id: &str, timestamp: i64, payload: &[u8]) {
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(payload);
+}
+
+/// `N` bytes from a cryptographically secure generator (the thread's ChaCha generator,
+/// seeded by the operating system): for secrets and keys.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes
 }
 
 /// The `webhook-signature` header value: one signature per currently valid secret.

@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub closing: tokio::sync::watch::Sender<bool>,
     /// Places for long-polls and event streams waiting at once (see [`crate::api::events`]).
     pub pull_waiters: Arc<crate::waiting::WaitingPlaces>,
+    /// Turns stream positions into the opaque iterators clients carry, and back.
+    pub position_tokens: crate::api::position_tokens::PositionTokens,
 }
 
 /// How long cached applications and endpoints are trusted (see [`crate::cache`]).
@@ -60,6 +62,7 @@ const TENANT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 impl AppState {
     pub fn new(store: DynStore, dispatcher: Dispatcher, settings: ServerSettings) -> Self {
         AppState(Arc::new(Shared {
+            position_tokens: crate::api::position_tokens::PositionTokens::new(&store.instance_secret()),
             store,
             dispatcher,
             admin_token_hash: token_hash(&settings.admin_token),

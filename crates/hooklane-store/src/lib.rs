@@ -181,6 +181,11 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// A random secret made when the database was created: the same for every node that
+    /// shares the database, kept across restarts, never logged nor sent anywhere. The API
+    /// derives from it the key that makes stream positions opaque to clients.
+    fn instance_secret(&self) -> [u8; 32];
+
     // --- pulling: the stream of an application's messages, for consumers that poll,
     // long-poll or listen to Server-Sent Events instead of receiving pushes.
     /// Up to `query.limit` messages of the application after `query.after`, in the order
@@ -189,9 +194,6 @@ pub trait Store: Send + Sync + 'static {
     /// the order in which concurrent writes committed. A `query.after` past every position
     /// the store can have handed out is [`StoreError::PositionAhead`].
     async fn read_message_events(&self, app_id: &str, query: &EventsQuery) -> StoreResult<EventsPage>;
-    /// Whether `position` can be one this store hands out (readers' iterators come from
-    /// clients; one from another store would read the wrong messages).
-    fn is_event_position(&self, position: EventPosition) -> bool;
     /// Changes whenever messages of the application may have joined its stream (on a shared
     /// store, written by any node): long-polls and streams wait on it, then read again.
     /// Writes to other applications leave it alone, as far as the store can tell.

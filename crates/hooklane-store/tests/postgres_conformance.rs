@@ -52,25 +52,35 @@ async fn reopen_keeps_data() {
         let store: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
         store.create_app(app.clone()).await.unwrap();
     }
+    let secret = {
+        let store: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+        store.instance_secret()
+    };
     let store: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
     assert_eq!(store.get_app("persist").await.unwrap(), Some(app));
-    assert_eq!(migrations(&db).await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(migrations(&db).await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    assert_eq!(store.instance_secret(), secret, "the instance secret is kept");
+    let (other, _other_db) = fresh_store().await;
+    assert_ne!(other.instance_secret(), secret, "each database has its own");
 }
 
-/// Several nodes starting at once on an empty database: every open succeeds and each
-/// migration runs once.
+/// Several nodes starting at once on an empty database: every open succeeds, each
+/// migration runs once, and all nodes hold the same instance secret.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_opens_migrate_once() {
     let db = TestDatabase::create().await;
     let mut opens = tokio::task::JoinSet::new();
     for _ in 0..4 {
         let url = db.url().to_string();
-        opens.spawn(async move { PgStore::open(&url).await.map(|_| ()) });
+        opens.spawn(async move { PgStore::open(&url).await.map(|s| hooklane_store::Store::instance_secret(&s)) });
     }
+    let mut secrets = Vec::new();
     while let Some(r) = opens.join_next().await {
-        r.unwrap().expect("concurrent open");
+        secrets.push(r.unwrap().expect("concurrent open"));
     }
-    assert_eq!(migrations(&db).await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(migrations(&db).await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    assert!(secrets.iter().all(|s| *s == secrets[0]), "one secret for every node");
+    assert_ne!(secrets[0], [0; 32]);
 }
 
 /// `hooklane_store::open` recognizes both URL schemes and hooklane's `pool_max_size`.

@@ -7,7 +7,7 @@ mod conformance;
 use std::sync::Arc;
 
 use hooklane_store::sqlite::SqliteStore;
-use hooklane_store::DynStore;
+use hooklane_store::{DynStore, Store};
 use tempfile::TempDir;
 
 /// A new, empty store in a temporary directory that lives as long as the returned guard.
@@ -34,13 +34,22 @@ async fn reopen_keeps_data() {
     assert_eq!(store.get_app("persist").await.unwrap(), Some(app));
 }
 
-/// SQLite positions are `0.seq`: a position with another first number is not one of its own.
 #[tokio::test]
-async fn sqlite_event_positions_start_with_zero() {
+async fn sqlite_needs_no_recheck_of_event_streams() {
     let (store, _dir) = fresh_store().await;
-    assert!(store.is_event_position(hooklane_store::EventPosition { major: 0, minor: 5 }));
-    assert!(!store.is_event_position(hooklane_store::EventPosition { major: 1, minor: 0 }));
     assert_eq!(store.message_events_recheck(), None, "the signal announces every flushed message");
+}
+
+/// The instance secret is made once per database file and kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_secret_is_kept_per_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hooklane.db");
+    let secret = SqliteStore::open(&path).await.unwrap().instance_secret();
+    assert_ne!(secret, [0; 32]);
+    assert_eq!(SqliteStore::open(&path).await.unwrap().instance_secret(), secret);
+    let (other, _other_dir) = fresh_store().await;
+    assert_ne!(other.instance_secret(), secret, "each database has its own");
 }
 
 /// A failed flush of the write-ahead log stops the store taking writes for good: the

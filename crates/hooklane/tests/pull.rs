@@ -99,16 +99,21 @@ async fn polling_reads_each_message_once_in_order() {
     let (status, body) = server.call_as(token, "GET", &format!("/api/v1/app/{other}/events"), None).await;
     assert_eq!(status, 200, "{body}");
 
+    // Iterators are opaque, and bound to their application: another application's is
+    // refused rather than read from (its position would tell that stream's length).
+    assert!(end.len() >= 40 && !end.contains('.'), "an opaque iterator: {end}");
+    let (status, body) = server.call("GET", &format!("/api/v1/app/{other}/events?iterator={end}"), None).await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("validation")), "{body}");
+    let altered = format!("{}{}", if end.starts_with('A') { "B" } else { "A" }, &end[1..]);
+
     // Bad input: a clear 4xx with a code, never a 500.
-    // (`1.0`: a well-formed position, but not one SQLite hands out: it would read from the
-    // wrong place.)
+    // (`0.5`: how positions looked before they were opaque; a client cannot make one up.)
     for query in [
         "iterator=nonsense",
         "iterator=1",
         "iterator=-1.2",
-        "iterator=1.0",
-        // Well-formed and SQLite's, but past the end: from a restored or another database.
-        "iterator=0.999999",
+        "iterator=0.5",
+        &format!("iterator={altered}"),
         "limit=0",
         "limit=251",
         "wait=61",
@@ -254,7 +259,11 @@ async fn server_sent_events_stream_and_resume() {
     assert_eq!(ids, vec![third.as_str(), fourth.as_str()]);
     assert_eq!(resumed[0].id, events[2].id, "an event keeps its id");
 
-    for bad in ["garbage", "1.0", "0.999999"] {
+    // Another application's event id, a made-up one, an old-style position.
+    let other = server.create_app("other").await;
+    post(&server, &other, "user.created", &[], 0).await;
+    let (_, other_end) = read_all(&server, &format!("/api/v1/app/{other}/events?limit=10")).await;
+    for bad in ["garbage", "0.1", other_end.as_str()] {
         let resp = stream_req(Some(bad)).await.unwrap();
         let (status, body) = read(resp).await;
         assert_eq!((status, body["code"].as_str()), (422, Some("validation")), "{bad}: {body}");
@@ -262,6 +271,54 @@ async fn server_sent_events_stream_and_resume() {
     }
     let (status, body) = server.call("GET", &format!("/api/v1/app/{app}/events/stream?wait=5"), None).await;
     assert_eq!(status, 422, "{body}");
+}
+
+/// An iterator handed out before the database was restored from an older backup points
+/// past the restored stream's end: refused with 422 (reading from it would silently pass
+/// over every message until the stream caught up), for polls and streams alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iterator_from_before_a_restore_is_refused() {
+    let mut server = Server::start("").await;
+    let app = server.create_app("restored").await;
+    post(&server, &app, "user.created", &[], 0).await;
+    let data = server.data_dir().join("data");
+    let backup = server.data_dir().join("backup");
+    // SIGKILL leaves the files as a crash would: what the WAL holds is the backup's too.
+    server.kill9();
+    std::fs::create_dir_all(&backup).unwrap();
+    for file in ["hooklane.db", "hooklane.db-wal"] {
+        if data.join(file).exists() {
+            std::fs::copy(data.join(file), backup.join(file)).unwrap();
+        }
+    }
+    server.restart_after_kill();
+    for n in 1..4 {
+        post(&server, &app, "user.created", &[], n).await;
+    }
+    let (ids, ahead) = read_all(&server, &format!("/api/v1/app/{app}/events?limit=10")).await;
+    assert_eq!(ids.len(), 4);
+    server.kill9();
+    for file in ["hooklane.db", "hooklane.db-wal", "hooklane.db-shm"] {
+        let _ = std::fs::remove_file(data.join(file));
+        if backup.join(file).exists() {
+            std::fs::copy(backup.join(file), data.join(file)).unwrap();
+        }
+    }
+    server.restart_after_kill();
+    let (ids, _) = read_all(&server, &format!("/api/v1/app/{app}/events?limit=10")).await;
+    assert_eq!(ids.len(), 1, "the restored database has the first message only");
+    let (status, body) = server.call("GET", &format!("/api/v1/app/{app}/events?iterator={ahead}"), None).await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("validation")), "{body}");
+    let resp = server
+        .client
+        .get(server.url(&format!("/api/v1/app/{app}/events/stream")))
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .header("last-event-id", &ahead)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read(resp).await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("validation")), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::message::MessageOut;
+use super::position_tokens::PositionTokens;
 use super::{check_name, query_names};
 use crate::error::{ApiError, ApiResult, POSITION_AHEAD};
 use crate::extract::{Query, Tenant};
@@ -56,10 +57,10 @@ pub struct MessageEventsOut {
 }
 
 impl MessageEventsOut {
-    fn new(page: EventsPage, with_content: bool) -> Self {
+    fn new(s: &AppState, app_id: &str, page: EventsPage, with_content: bool) -> Self {
         MessageEventsOut {
             data: page.messages.into_iter().map(|(_, m)| MessageOut::new(m, with_content)).collect(),
-            iterator: page.next.to_string(),
+            iterator: s.0.position_tokens.encode(app_id, page.next),
             done: page.done,
         }
     }
@@ -76,7 +77,7 @@ struct Pull {
 
 impl Pull {
     /// `position` is where to start when the query names no `iterator`.
-    fn parse(s: &AppState, q: &Query, position: Option<EventPosition>) -> ApiResult<Pull> {
+    fn parse(s: &AppState, app_id: &str, q: &Query, position: Option<EventPosition>) -> ApiResult<Pull> {
         let limit = q.parse::<usize>("limit")?.unwrap_or(DEFAULT_LIMIT);
         if limit == 0 || limit > MAX_LIMIT {
             return Err(ApiError::bad_query("limit", format!("must be between 1 and {MAX_LIMIT}")));
@@ -87,7 +88,7 @@ impl Pull {
         }
         let iterator = q.get("iterator").filter(|s| !s.is_empty());
         let after = match iterator {
-            Some(it) => parse_position(s, it).ok_or_else(|| ApiError::bad_query("iterator", NOT_A_POSITION))?,
+            Some(it) => parse_position(s, app_id, it).ok_or_else(|| ApiError::bad_query("iterator", NOT_A_POSITION))?,
             None => position.unwrap_or(EventPosition::START),
         };
         let query = EventsQuery {
@@ -104,10 +105,12 @@ impl Pull {
 /// How soon a waiting reader looks again when its application's messages are held back.
 const HELD_BACK_RECHECK: Duration = Duration::from_millis(20);
 
-const NOT_A_POSITION: &str = "is not a position this server gave out";
+const NOT_A_POSITION: &str = "is not a position this server gave out for this application";
 
-fn parse_position(s: &AppState, text: &str) -> Option<EventPosition> {
-    text.parse().ok().filter(|p| s.0.store.is_event_position(*p))
+/// The position an iterator (or `Last-Event-ID`) of this application's stream holds (see
+/// [`super::position_tokens`]).
+fn parse_position(s: &AppState, app_id: &str, text: &str) -> Option<EventPosition> {
+    s.0.position_tokens.decode(app_id, text)
 }
 
 /// Reads an application's stream from a position, waiting for messages when asked to.
@@ -180,9 +183,9 @@ async fn poll_once(s: &AppState, app_id: &str, pull: &Pull) -> ApiResult<EventsP
 
 /// `GET /api/v1/app/{app_id}/events`
 pub async fn poll(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<MessageEventsOut>> {
-    let pull = Pull::parse(&s, &q, None)?;
+    let pull = Pull::parse(&s, &t.app.id, &q, None)?;
     let page = poll_once(&s, &t.app.id, &pull).await?;
-    Ok(axum::Json(MessageEventsOut::new(page, pull.with_content)))
+    Ok(axum::Json(MessageEventsOut::new(&s, &t.app.id, page, pull.with_content)))
 }
 
 /// `GET /api/v1/app/{app_id}/events/subscription/{subscription_id}`: reads from where the
@@ -198,10 +201,10 @@ pub async fn subscription(
 ) -> ApiResult<axum::Json<MessageEventsOut>> {
     check_name("subscription_id", &subscription_id).map_err(ApiError::in_path)?;
     let stored = s.0.store.get_events_subscription(&t.app.id, &subscription_id).await?;
-    let pull = Pull::parse(&s, &q, stored)?;
+    let pull = Pull::parse(&s, &t.app.id, &q, stored)?;
     let page = poll_once(&s, &t.app.id, &pull).await?;
     s.0.store.set_events_subscription(&t.app.id, &subscription_id, page.next, !pull.seek, Utc::now()).await?;
-    Ok(axum::Json(MessageEventsOut::new(page, pull.with_content)))
+    Ok(axum::Json(MessageEventsOut::new(&s, &t.app.id, page, pull.with_content)))
 }
 
 /// `GET /api/v1/app/{app_id}/events/stream`: Server-Sent Events from `Last-Event-ID` (a
@@ -215,10 +218,10 @@ pub async fn stream(
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let resume = match headers.get("last-event-id").map(|v| v.to_str()) {
         Some(Ok("")) | None => None,
-        Some(Ok(id)) => Some(parse_position(&s, id).ok_or_else(|| bad_last_event_id(NOT_A_POSITION))?),
+        Some(Ok(id)) => Some(parse_position(&s, &t.app.id, id).ok_or_else(|| bad_last_event_id(NOT_A_POSITION))?),
         Some(Err(_)) => return Err(bad_last_event_id(NOT_A_POSITION)),
     };
-    let mut pull = Pull::parse(&s, &q, None)?;
+    let mut pull = Pull::parse(&s, &t.app.id, &q, None)?;
     if !pull.wait.is_zero() {
         return Err(ApiError::bad_query("wait", "applies to polls; a stream waits for as long as it is open"));
     }
@@ -241,6 +244,7 @@ pub async fn stream(
         other => other.into(),
     })?;
     let reader = StreamReader {
+        tokens: s.0.position_tokens.clone(),
         follower,
         with_content: pull.with_content,
         ready: first.messages.into(),
@@ -249,7 +253,8 @@ pub async fn stream(
     };
     let events = futures::stream::unfold(reader, |mut reader| async move {
         let (position, message) = reader.next().await?;
-        let event = Event::default().id(position.to_string()).json_data(MessageOut::new(message, reader.with_content));
+        let id = reader.tokens.encode(&reader.follower.app_id, position);
+        let event = Event::default().id(id).json_data(MessageOut::new(message, reader.with_content));
         // Serializing a message cannot fail (its payload is JSON text already); should it,
         // the stream ends and the client resumes from the last id it got.
         Some((Ok(event.ok()?), reader))
@@ -263,6 +268,8 @@ fn bad_last_event_id(why: &str) -> ApiError {
 
 /// The state of one Server-Sent Events stream between two events.
 struct StreamReader {
+    /// For the events' ids.
+    tokens: PositionTokens,
     follower: Follower,
     with_content: bool,
     /// Read from the store and not yet sent.

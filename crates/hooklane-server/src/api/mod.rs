@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod event_type;
 pub mod events;
 pub mod message;
+pub mod position_tokens;
 pub mod source;
 pub mod stats;
 

@@ -92,6 +92,8 @@ pub struct PgStore {
     /// Raised by every `NOTIFY hooklane_messages` from any node, for the applications it
     /// names (see [`listen_for_due`]): what [`crate::Store::message_events_signal`] hands out.
     events: Arc<StreamSignals>,
+    /// See [`crate::Store::instance_secret`].
+    instance_secret: [u8; 32],
 }
 
 /// The channel nodes use to tell each other that work may be due now.
@@ -152,11 +154,12 @@ impl PgStore {
         if applied > 0 {
             tracing::info!(applied, "postgres schema migrated");
         }
+        let instance_secret = schema::instance_secret(&client).await?;
         let wakeups = Arc::new(Notify::new());
         let events = Arc::new(StreamSignals::default());
         tokio::spawn(listen_for_due(config, tls, Arc::downgrade(&wakeups), Arc::downgrade(&events)));
         let ingest = ingest::start(pool.clone());
-        Ok(PgStore { pool, ingest, wakeups, events })
+        Ok(PgStore { pool, ingest, wakeups, events, instance_secret })
     }
 
     /// Tells every node listening (this one included) that deliveries may be due now. A

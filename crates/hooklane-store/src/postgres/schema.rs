@@ -217,7 +217,36 @@ ALTER TABLE messages ADD COLUMN expunged BOOLEAN NOT NULL DEFAULT false;
     r#"
 ALTER TABLE idempotency_keys ADD COLUMN fingerprint TEXT;
 "#,
+    // The database's instance secret, shared by every node (see `instance_secret`).
+    r#"
+CREATE TABLE instance_secrets (
+    name TEXT COLLATE "C" PRIMARY KEY,
+    value BYTEA NOT NULL
+);
+"#,
 ];
+
+/// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.
+const INSTANCE_SECRET: &str = "instance";
+
+/// The database's instance secret, made (from the operating system's randomness) by the
+/// first node that asks for it; nodes starting at once all read the one that won.
+pub async fn instance_secret(client: &Client) -> StoreResult<[u8; 32]> {
+    let fresh = hooklane_core::signing::random_bytes::<32>();
+    client
+        .execute(
+            "INSERT INTO instance_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[&INSTANCE_SECRET, &&fresh[..]],
+        )
+        .await
+        .map_err(db_err)?;
+    let row = client
+        .query_one("SELECT value FROM instance_secrets WHERE name = $1", &[&INSTANCE_SECRET])
+        .await
+        .map_err(db_err)?;
+    let value: Vec<u8> = row.try_get(0).map_err(db_err)?;
+    value.try_into().map_err(|_| StoreError::Database("the instance secret is not 32 bytes long".into()))
+}
 
 /// Brings the schema up to date; returns how many migrations ran.
 pub async fn migrate(client: &mut Client) -> StoreResult<usize> {

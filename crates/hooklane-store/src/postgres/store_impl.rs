@@ -322,9 +322,8 @@ impl Store for PgStore {
         queries::read_message_events(&self.client().await?, app_id, query).await
     }
 
-    fn is_event_position(&self, _position: EventPosition) -> bool {
-        // Any pair of non-negative numbers is a transaction id and a sequence number.
-        true
+    fn instance_secret(&self) -> [u8; 32] {
+        self.instance_secret
     }
 
     fn message_events_signal(&self, app_id: &str) -> tokio::sync::watch::Receiver<u64> {

@@ -48,6 +48,8 @@ pub struct SqliteStore {
     signals: Arc<StreamSignals>,
     /// A flush failed: no more writes (`/ready` says so).
     flush_failed: writer::FlushFailed,
+    /// See [`crate::Store::instance_secret`].
+    instance_secret: [u8; 32],
 }
 
 impl SqliteStore {
@@ -82,6 +84,8 @@ impl SqliteStore {
         )
         .map_err(db_err)?;
         schema::migrate(&mut conn)?;
+        // Made durable by the flush below, before anything encrypted with it is handed out.
+        let instance_secret = schema::instance_secret(&conn)?;
         // Whatever the last run committed is what readers may now see: make sure it is on
         // disk (a crash between its commit and its flush left it in the OS cache only).
         match writer::sync_wal(&writer::wal_path(&path)) {
@@ -93,7 +97,7 @@ impl SqliteStore {
         let signals = Arc::new(StreamSignals::default());
         let tx = writer::start(conn, &path, durable_seq, signals.clone(), flush_failed.clone())?;
         let readers = Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) });
-        Ok(SqliteStore { writer: tx, readers, durable_seq: durable_seen, signals, flush_failed })
+        Ok(SqliteStore { writer: tx, readers, durable_seq: durable_seen, signals, flush_failed, instance_secret })
     }
 
     /// Runs `f` in a savepoint of its own inside the next group-committed transaction;

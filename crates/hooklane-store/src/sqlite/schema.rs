@@ -223,7 +223,34 @@ ALTER TABLE messages ADD COLUMN expunged INTEGER NOT NULL DEFAULT 0;
     r#"
 ALTER TABLE idempotency_keys ADD COLUMN fingerprint TEXT;
 "#,
+    // The database's instance secret (see `instance_secret`).
+    r#"
+CREATE TABLE instance_secrets (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+"#,
 ];
+
+/// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.
+const INSTANCE_SECRET: &str = "instance";
+
+/// The database's instance secret, made (from the operating system's randomness) the first
+/// time it is asked for. The caller makes the write durable before handing anything out
+/// that depends on it: a secret lost in a crash would invalidate what was handed out.
+pub fn instance_secret(conn: &Connection) -> Result<[u8; 32], StoreError> {
+    let db = |e: rusqlite::Error| StoreError::Database(e.to_string());
+    let fresh = hooklane_core::signing::random_bytes::<32>();
+    conn.execute(
+        "INSERT OR IGNORE INTO instance_secrets (name, value) VALUES (?1, ?2)",
+        rusqlite::params![INSTANCE_SECRET, &fresh[..]],
+    )
+    .map_err(db)?;
+    let value: Vec<u8> = conn
+        .query_row("SELECT value FROM instance_secrets WHERE name = ?1", [INSTANCE_SECRET], |r| r.get(0))
+        .map_err(db)?;
+    value.try_into().map_err(|_| StoreError::Database("the instance secret is not 32 bytes long".into()))
+}
 
 pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
     let db = |e: rusqlite::Error| StoreError::Database(e.to_string());

@@ -575,8 +575,8 @@ impl Store for SqliteStore {
         self.read(move |c| queries::read_message_events(c, &app, &query, durable)).await
     }
 
-    fn is_event_position(&self, position: EventPosition) -> bool {
-        position.major == 0
+    fn instance_secret(&self) -> [u8; 32] {
+        self.instance_secret
     }
 
     fn message_events_signal(&self, app_id: &str) -> tokio::sync::watch::Receiver<u64> {
