@@ -31,6 +31,9 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("content-type must be application/json")]
     UnsupportedMediaType,
+    /// A body in a `Content-Encoding` hooklane does not decode (the header's value).
+    #[error("content-encoding {0:?} is not supported: send the body as it is, or gzip or deflate it")]
+    UnsupportedContentEncoding(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     /// `location` is where the bad value was: "body", "query" or "path".
@@ -72,7 +75,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::IdempotencyInFlight => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedContentEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Validation { .. } | ApiError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -93,6 +98,7 @@ impl ApiError {
             ApiError::IdempotencyMismatch => "idempotency_mismatch",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UnsupportedContentEncoding(_) => "unsupported_content_encoding",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Validation { .. } => "validation",
             ApiError::Internal(_) => "internal",
@@ -117,7 +123,7 @@ impl IntoResponse for ApiError {
             }
             _ => json!({ "code": self.code(), "detail": self.to_string() }),
         };
-        if let ApiError::PayloadTooLarge(_) = self {
+        if let ApiError::PayloadTooLarge(_) | ApiError::UnsupportedContentEncoding(_) = self {
             // The rest of the body was never read, so the connection cannot carry another
             // request: say so, or the client may reuse it and see its next request fail.
             return (status, [(header::CONNECTION, "close")], Json(body)).into_response();

@@ -3,6 +3,7 @@
 
 pub mod api;
 mod cache;
+mod content_encoding;
 pub mod dashboard;
 pub mod error;
 mod extract;
@@ -103,6 +104,9 @@ pub fn router(state: AppState) -> Router {
         // are deduplicated by their delivery id) and a body limit per source.
         .merge(inbound::routes())
         .layer(DefaultBodyLimit::max(max_body))
+        // Compressed bodies are decoded here, below every reader of a body (see the module).
+        .layer(content_encoding::decoder())
+        .layer(middleware::from_fn(content_encoding::check_coding))
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
         // A request id on every call: the caller's `x-request-id`, or a new one; in the log
         // span of the request and echoed in the response.

@@ -1610,6 +1610,98 @@ async fn bad_bodies_get_precise_errors() {
     assert_eq!(ids(&list_all(&server, &format!("/api/v1/app/{app}/msg")).await), Vec::<String>::new());
 }
 
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn zlib(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// Bodies in `Content-Encoding: gzip` or `deflate` are decoded, with the size limit on the
+/// decoded bytes; other codings, and a body that is not what its coding says, are refused
+/// with JSON errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_bodies_are_decoded_within_the_limit() {
+    let server = Server::start("max_body_bytes = 2048").await;
+    let app = server.create_app("compressed").await;
+    let path = format!("/api/v1/app/{app}/msg");
+    let post = |coding: &str, body: Vec<u8>| {
+        send(
+            request(&server, Some(ADMIN), "POST", &path)
+                .header("content-type", "application/json")
+                .header("content-encoding", coding)
+                .body(body),
+        )
+    };
+    let message = |n: u32| format!(r#"{{"eventType": "zipped", "payload": {{"n": {n}, "text": "hello"}}}}"#);
+    for (n, (coding, body)) in [
+        ("gzip", gzip(message(0).as_bytes())),
+        ("deflate", zlib(message(1).as_bytes())),
+        (" GZip ", gzip(message(2).as_bytes())),
+        ("x-gzip", gzip(message(3).as_bytes())),
+        ("identity", message(4).into_bytes()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = post(coding, body).await;
+        assert_eq!(r.status, 202, "{coding}: {}", r.text);
+        let id = r.json()["id"].as_str().unwrap().to_string();
+        let (status, got) = server.call("GET", &format!("{path}/{id}"), None).await;
+        assert_eq!(status, 200, "{got}");
+        assert_eq!(got["payload"], json!({"n": n, "text": "hello"}), "{coding}");
+    }
+
+    // Small when compressed, over the limit once decoded: refused, chunked or not.
+    let bomb = format!(r#"{{"eventType": "zipped", "payload": {{"pad": "{}"}}}}"#, " ".repeat(200_000));
+    let compressed = gzip(bomb.as_bytes());
+    assert!(compressed.len() < 2048, "{} bytes", compressed.len());
+    let r = post("gzip", compressed.clone()).await;
+    assert_error(r.status, &r.json(), 413, "payload_too_large");
+    let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(compressed)]);
+    let r = send(
+        request(&server, Some(ADMIN), "POST", &path)
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(reqwest::Body::wrap_stream(stream)),
+    )
+    .await;
+    assert_error(r.status, &r.json(), 413, "payload_too_large");
+
+    // Codings hooklane does not decode, several codings, or a body that is not gzip.
+    for coding in ["br", "zstd", "compress", "gzip, br", "gzip,gzip"] {
+        let r = post(coding, gzip(message(9).as_bytes())).await;
+        assert_error(r.status, &r.json(), 415, "unsupported_content_encoding");
+        assert_eq!(r.header("connection"), Some("close"), "{coding}: the body was left unread");
+    }
+    let r = send(
+        request(&server, Some(ADMIN), "POST", &path)
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .header("content-encoding", "gzip")
+            .body(gzip(&gzip(message(9).as_bytes()))),
+    )
+    .await;
+    assert_error(r.status, &r.json(), 415, "unsupported_content_encoding");
+    let r = post("gzip", message(9).into_bytes()).await;
+    assert_error(r.status, &r.json(), 400, "bad_request");
+    let truncated = gzip(message(9).as_bytes());
+    let r = post("gzip", truncated[..truncated.len() / 2].to_vec()).await;
+    assert_error(r.status, &r.json(), 400, "bad_request");
+
+    // Nothing refused was stored: the five accepted messages only.
+    let (status, list) = server.call("GET", &format!("{path}?limit=50"), None).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["data"].as_array().unwrap().len(), 5, "{list}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_over_the_limit_is_413() {
     let server = Server::start("max_body_bytes = 2048").await;

@@ -406,6 +406,57 @@ async fn address_allow_list_and_body_limit() {
     assert_eq!(log[1]["headers"]["x-telegram-bot-api-secret-token"], "<redacted>");
 }
 
+/// A provider's gzip-compressed request: its signature (over the body, as providers sign
+/// before their HTTP client compresses) is checked against the decoded body, and the
+/// decoded body is what is recorded and forwarded. The source's size limit holds for the
+/// decoded bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_requests_are_decoded_before_verification() {
+    use std::io::Write;
+    let gzip = |bytes: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    };
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let mut spec = Provider::Github.spec(&rx.url);
+    spec["maxBodyBytes"] = json!(4096);
+    let (source, _) = create_source(&server, spec).await;
+    let (mut headers, body, _) = Provider::Github.request("gz-1", now(), true);
+    headers.push(("content-encoding".into(), "gzip".into()));
+    let (status, out) = ingest(&server, &source, &headers, &gzip(&body)).await;
+    assert_eq!(status, 200, "{out}");
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!(got[0].body, body, "the decoded body is forwarded");
+    assert!(!got[0].headers.contains_key("content-encoding"), "{:?}", got[0].headers);
+
+    // Over the source's limit once decoded (however small compressed): 413, recorded.
+    let big = format!(r#"{{"zen":"{}"}}"#, "z".repeat(50_000));
+    let sig = format!("sha256={}", hex(&hmac256(GH_SECRET.as_bytes(), &[big.as_bytes()])));
+    let big_headers = h(&[
+        ("X-GitHub-Delivery", "gz-2"),
+        ("X-GitHub-Event", "push"),
+        ("X-Hub-Signature-256", &sig),
+        ("content-type", "application/json"),
+        ("content-encoding", "gzip"),
+    ]);
+    let (status, out) = ingest(&server, &source, &big_headers, &gzip(big.as_bytes())).await;
+    assert_eq!((status, out["code"].as_str()), (413, Some("payload_too_large")), "{out}");
+    // A coding hooklane does not decode: refused before anything is read.
+    let mut br = headers.clone();
+    br.retain(|(k, _)| k != "content-encoding");
+    br.push(("content-encoding".into(), "br".into()));
+    let (status, out) = ingest(&server, &source, &br, &body).await;
+    assert_eq!((status, out["code"].as_str()), (415, Some("unsupported_content_encoding")), "{out}");
+    settle().await;
+    assert_eq!(rx.received().len(), 1);
+    let log = requests(&server, &source).await;
+    let got: Vec<(&str, u64)> =
+        log.iter().rev().map(|r| (r["status"].as_str().unwrap(), r["httpStatus"].as_u64().unwrap())).collect();
+    assert_eq!(got, vec![("accepted", 200), ("rejected", 413)]);
+}
+
 /// A failing destination is retried like an outbound endpoint, and the attempts are in the
 /// source's application's attempt log. The provider got its 200 at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
