@@ -23,6 +23,36 @@ pub fn endpoint_wants(
     true
 }
 
+/// A message's payload, parsed on first use: most endpoints have no payload filter, and
+/// the ones that do share one parse.
+pub struct LazyPayload<'a> {
+    text: &'a str,
+    parsed: Option<serde_json::Value>,
+}
+
+impl<'a> LazyPayload<'a> {
+    pub fn new(text: &'a str) -> Self {
+        LazyPayload { text, parsed: None }
+    }
+
+    /// The payload as JSON (see [`payload_json`]).
+    pub fn json(&mut self) -> &serde_json::Value {
+        self.parsed.get_or_insert_with(|| payload_json(self.text))
+    }
+}
+
+/// A message's payload as JSON for payload filters and transforms: `null` for a body that
+/// is not JSON (a forwarded form or text), which has no fields to match or copy.
+pub fn payload_json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
+}
+
+/// Whether an endpoint's payload filter, if it has one, lets the payload through (see
+/// [`crate::rules::payload_filter`]).
+pub fn payload_wanted(filter: Option<&serde_json::Value>, payload: &mut LazyPayload) -> bool {
+    filter.is_none_or(|f| crate::rules::payload_filter::matches(f, payload.json()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

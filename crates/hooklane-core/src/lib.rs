@@ -7,6 +7,7 @@ pub mod ids;
 pub mod inbound;
 pub mod model;
 pub mod retry;
+pub mod rules;
 pub mod signing;
 
 pub use chrono::{DateTime, Utc};

@@ -63,6 +63,12 @@ pub struct Endpoint {
     pub failing_since: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// hooklane's own: conditions on the JSON payload that a message must meet to be sent
+    /// here, beside `filter_types` and `channels` ([`crate::rules::payload_filter`]).
+    pub payload_filter: Option<serde_json::Value>,
+    /// hooklane's own: the body sent here instead of the payload, made from it
+    /// ([`crate::rules::transform`]).
+    pub transform: Option<serde_json::Value>,
 }
 
 impl Endpoint {

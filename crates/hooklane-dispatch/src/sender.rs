@@ -5,8 +5,10 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hooklane_core::filter::payload_json;
 use hooklane_core::model::{Endpoint, Message};
 use hooklane_core::retry::parse_retry_after;
+use hooklane_core::rules::transform;
 use hooklane_core::signing::signature_header;
 use hooklane_core::Utc;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
@@ -113,8 +115,9 @@ impl Sender {
         }
         let now = Utc::now();
         let timestamp = now.timestamp();
+        let body = request_body(message, endpoint);
         let secrets = endpoint.signing_secrets(now);
-        let signature = signature_header(&secrets, &message.id, timestamp, message.payload.as_bytes());
+        let signature = signature_header(&secrets, &message.id, timestamp, body.as_bytes());
         let mut headers = HeaderMap::with_capacity(4 + message.headers.len() + endpoint.headers.len());
         // A forwarded inbound request's headers first, so the endpoint's own win over them.
         for (name, value) in message.headers.iter().chain(&endpoint.headers) {
@@ -125,7 +128,11 @@ impl Sender {
                 headers.insert(n, v);
             }
         }
-        let content_type = message.content_type.as_deref().and_then(|t| HeaderValue::try_from(t).ok());
+        // A transformed body is JSON, whatever the message's own content type was.
+        let content_type = match endpoint.transform {
+            Some(_) => None,
+            None => message.content_type.as_deref().and_then(|t| HeaderValue::try_from(t).ok()),
+        };
         headers.insert(CONTENT_TYPE, content_type.unwrap_or(HeaderValue::from_static("application/json")));
         let mut put = |name: &'static str, value: &str| {
             if let Ok(v) = HeaderValue::try_from(value) {
@@ -139,7 +146,7 @@ impl Sender {
             .iter()
             .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
             .collect();
-        let request = self.client.post(url).headers(headers).body(message.payload.clone()).send();
+        let request = self.client.post(url).headers(headers).body(body).send();
         let exchange = async {
             let mut response = request.await?;
             let status = response.status().as_u16();
@@ -172,6 +179,18 @@ impl Sender {
         };
         result.request_headers = Some(sent);
         result
+    }
+}
+
+/// What the endpoint is sent: the payload, or what the endpoint's transform makes of it
+/// (the same for every attempt, so a retry is the same request and its signature holds).
+fn request_body(message: &Message, endpoint: &Endpoint) -> String {
+    match &endpoint.transform {
+        None => message.payload.clone(),
+        Some(template) => {
+            let body = transform::apply(template, &payload_json(&message.payload));
+            serde_json::to_string(&body).unwrap_or_else(|_| "null".into())
+        }
     }
 }
 

@@ -50,6 +50,94 @@ async fn fan_out_respects_filter_types_channels_and_disabled() {
     assert_eq!(dest["data"].as_array().unwrap().len(), 2, "{dest}");
 }
 
+/// hooklane's payload filters and transforms: an endpoint gets only the messages whose
+/// payload passes its filter, and is sent what its template makes of each, signed as sent;
+/// both can be changed and cleared through the API, and bad ones are refused with the
+/// place of the problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_filters_and_transforms_shape_what_each_endpoint_gets() {
+    let server = Server::start("").await;
+    let (big, chat) = (Receiver::start().await, Receiver::start().await);
+    let app = server.create_app("rules").await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let (big_id, _) = server
+        .create_endpoint(
+            &app,
+            json!({ "url": big.url, "payloadFilter": { "order": { "total": { "$gte": 100 } }, "status": { "$in": ["paid", "refunded"] } } }),
+        )
+        .await;
+    let template = json!({
+        "text": "Order {{ order.id }} by {{customer.name}}: {{ order.total }} {{ currency }}",
+        "order": "{{ order }}",
+        "first_item": "{{ order.items.0.sku }}",
+        "missing": "{{ no.such.field }}",
+        "fixed": [1, true, null],
+    });
+    let (chat_id, _) =
+        server.create_endpoint(&app, json!({ "url": chat.url, "transform": template, "secret": secret })).await;
+    let (status, ep) = server.call("GET", &format!("/api/v1/app/{app}/endpoint/{chat_id}"), None).await;
+    assert_eq!(status, 200, "{ep}");
+    assert_eq!(ep["transform"], template);
+    assert!(ep.get("payloadFilter").is_none(), "unset rules are left out of answers: {ep}");
+
+    let order = |id: u32, total: u32, status: &str| {
+        json!({ "order": { "id": id, "total": total, "items": [{ "sku": format!("sku-{id}") }] }, "status": status,
+                "customer": { "name": "Ada" }, "currency": "EUR" })
+    };
+    let small = server.send_message(&app, "order.updated", order(1, 20, "paid")).await;
+    let large = server.send_message(&app, "order.updated", order(2, 250, "paid")).await;
+    let pending = server.send_message(&app, "order.updated", order(3, 500, "pending")).await;
+    let refunded = server.send_message(&app, "order.updated", order(4, 100, "refunded")).await;
+
+    chat.wait_for(4, WAIT).await;
+    big.wait_for(2, WAIT).await;
+    settle().await;
+    assert_eq!(ids(&big.received()), HashSet::from([large.clone(), refunded.clone()]));
+    // The unfiltered endpoint gets every message, each transformed and signed as sent.
+    let got = chat.received();
+    assert_eq!(ids(&got), HashSet::from([small.clone(), large.clone(), pending.clone(), refunded.clone()]));
+    let r = got.iter().find(|r| r.header("webhook-id") == large).unwrap();
+    assert_eq!(
+        r.json(),
+        json!({
+            "text": "Order 2 by Ada: 250 EUR",
+            "order": { "id": 2, "total": 250, "items": [{ "sku": "sku-2" }] },
+            "first_item": "sku-2",
+            "missing": null,
+            "fixed": [1, true, null],
+        })
+    );
+    assert_eq!(r.header("content-type"), "application/json");
+    assert!(signature_valid(secret, r), "the transformed body is what is signed");
+    // The message itself keeps its payload.
+    let (_, msg) = server.call("GET", &format!("/api/v1/app/{app}/msg/{large}"), None).await;
+    assert_eq!(msg["payload"], order(2, 250, "paid"));
+
+    // Cleared by PATCH with null: everything again, as posted.
+    let path = format!("/api/v1/app/{app}/endpoint/{big_id}");
+    let (status, out) = server.call("PATCH", &path, Some(json!({ "payloadFilter": null }))).await;
+    assert_eq!(status, 200, "{out}");
+    assert!(out.get("payloadFilter").is_none(), "{out}");
+    let cheap = server.send_message(&app, "order.updated", order(5, 1, "paid")).await;
+    let got = big.wait_for(3, WAIT).await;
+    let r = got.iter().find(|r| r.header("webhook-id") == cheap).expect("the unfiltered endpoint got it");
+    assert_eq!(r.json(), order(5, 1, "paid"));
+
+    // Bad rules: 422 naming where the problem is; nothing changed.
+    for (body, field) in [
+        (json!({ "payloadFilter": { "total": { "$between": [1, 2] } } }), "payloadFilter.total.$between"),
+        (json!({ "payloadFilter": ["not", "an", "object"] }), "payloadFilter"),
+        (json!({ "transform": { "text": "{{ order.id" } }), "transform.text"),
+    ] {
+        let (status, out) = server.call("PATCH", &path, Some(body.clone())).await;
+        assert_eq!(status, 422, "{body}: {out}");
+        assert_eq!(out["code"], "validation", "{out}");
+        assert_eq!(out["detail"][0]["loc"], json!(["body", field]), "{body}: {out}");
+    }
+    let (_, ep) = server.call("GET", &path, None).await;
+    assert!(ep.get("payloadFilter").is_none() && ep.get("transform").is_none(), "{ep}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_is_signed_byte_exact_with_custom_headers() {
     let server = Server::start("").await;

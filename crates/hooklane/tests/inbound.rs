@@ -406,6 +406,70 @@ async fn address_allow_list_and_body_limit() {
     assert_eq!(log[1]["headers"]["x-telegram-bot-api-secret-token"], "<redacted>");
 }
 
+/// Filtered and transformed: a GitHub source whose destinations each take only some
+/// pushes (`payloadFilter`) and get a body of their own (`transform`), e.g. a chat message
+/// for pushes to main; the request record keeps the provider's body as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destinations_filter_and_transform_what_they_are_sent() {
+    let server = Server::start("").await;
+    let (chat, all) = (Receiver::start().await, Receiver::start().await);
+    let spec = json!({
+        "name": "github to chat",
+        "verification": { "type": "github", "secret": GH_SECRET },
+        "destinations": [
+            { "url": format!("{}/chat", chat.url),
+              "payloadFilter": { "ref": "refs/heads/main" },
+              "transform": { "text": "{{ pusher }} pushed {{ after }} to {{ ref }}", "delivery": "{{ delivery }}" } },
+            { "url": format!("{}/all", all.url) },
+        ],
+    });
+    let (source, created) = create_source(&server, spec).await;
+    assert_eq!(created["destinations"][0]["payloadFilter"], json!({ "ref": "refs/heads/main" }), "{created}");
+    assert!(created["destinations"][1].get("transform").is_none(), "{created}");
+    let push = |id: &str, git_ref: &str| {
+        let body = format!(r#"{{"ref": "{git_ref}", "after": "6113728f", "pusher": "octocat", "delivery": "{id}"}}"#);
+        let sig = format!("sha256={}", hex(&hmac256(GH_SECRET.as_bytes(), &[body.as_bytes()])));
+        let headers = h(&[
+            ("X-GitHub-Delivery", id),
+            ("X-GitHub-Event", "push"),
+            ("X-Hub-Signature-256", &sig),
+            ("content-type", "application/json"),
+        ]);
+        (headers, body)
+    };
+    for (id, git_ref) in [("d-main", "refs/heads/main"), ("d-topic", "refs/heads/topic")] {
+        let (headers, body) = push(id, git_ref);
+        let (status, out) = ingest(&server, &source, &headers, body.as_bytes()).await;
+        assert_eq!(status, 200, "{out}");
+    }
+    let to_chat = chat.wait_for(1, WAIT).await;
+    all.wait_for(2, WAIT).await;
+    settle().await;
+    assert_eq!(chat.received().len(), 1, "only the push to main reaches the chat");
+    assert_eq!(
+        to_chat[0].json(),
+        json!({ "text": "octocat pushed 6113728f to refs/heads/main", "delivery": "d-main" })
+    );
+    let raw: Vec<Value> = all.received().iter().map(|r| r.json()).collect();
+    assert!(raw.iter().any(|b| b["ref"] == "refs/heads/topic"), "{raw:?}");
+    assert!(raw.iter().all(|b| b.get("text").is_none()), "the other destination gets the body as it came");
+
+    // Sent back as answered, the source keeps its rules; `null` clears one.
+    let mut dests = created["destinations"].clone();
+    dests[0]["transform"] = Value::Null;
+    let (status, out) =
+        server.call("PATCH", &format!("/api/v1/source/{source}"), Some(json!({ "destinations": dests }))).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["destinations"][0]["payloadFilter"], json!({ "ref": "refs/heads/main" }), "{out}");
+    assert!(out["destinations"][0].get("transform").is_none(), "{out}");
+    // A bad filter on a destination is refused with its place.
+    let mut bad = out["destinations"].clone();
+    bad[0]["payloadFilter"] = json!({ "ref": { "$startsWith": 7 } });
+    let (status, out) =
+        server.call("PATCH", &format!("/api/v1/source/{source}"), Some(json!({ "destinations": bad }))).await;
+    assert_eq!((status, out["code"].as_str()), (422, Some("validation")), "{out}");
+}
+
 /// A provider's gzip-compressed request: its signature (over the body, as providers sign
 /// before their HTTP client compresses) is checked against the decoded body, and the
 /// decoded body is what is recorded and forwarded. The source's size limit holds for the

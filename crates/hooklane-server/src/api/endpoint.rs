@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use hooklane_core::filter::endpoint_wants;
+use hooklane_core::filter::{endpoint_wants, payload_wanted, LazyPayload};
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::model::{Application, Endpoint, ExpiringSecret, Metadata};
 use hooklane_core::signing::Secret;
@@ -73,6 +73,11 @@ pub struct EndpointIn {
     secret: Option<String>,
     #[serde(default)]
     headers: Option<BTreeMap<String, String>>,
+    /// hooklane's own (see [`hooklane_core::rules`]).
+    #[serde(default)]
+    payload_filter: Option<serde_json::Value>,
+    #[serde(default)]
+    transform: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -98,6 +103,10 @@ pub struct EndpointPatch {
     version: Patch<i32>,
     #[serde(default)]
     headers: Patch<BTreeMap<String, String>>,
+    #[serde(default)]
+    payload_filter: Patch<serde_json::Value>,
+    #[serde(default)]
+    transform: Patch<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -120,6 +129,11 @@ pub struct EndpointOut {
     version: i32,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// hooklane's own; left out when unset, so that answers stay Svix's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_filter: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transform: Option<serde_json::Value>,
 }
 
 impl From<Endpoint> for EndpointOut {
@@ -139,6 +153,8 @@ impl From<Endpoint> for EndpointOut {
             version: e.version,
             created_at: e.created_at,
             updated_at: e.updated_at,
+            payload_filter: e.payload_filter,
+            transform: e.transform,
         }
     }
 }
@@ -198,6 +214,7 @@ pub(crate) fn validate(e: &Endpoint) -> ApiResult<()> {
     check_rate_limit("rateLimit", e.rate_limit)?;
     check_metadata("metadata", &e.metadata)?;
     check_headers(&e.headers)?;
+    check_rules("payloadFilter", "transform", e.payload_filter.as_ref(), e.transform.as_ref())?;
     if let Some(uid) = &e.uid {
         check_name("uid", uid)?;
         if ids::has_prefix(uid, ids::ENDPOINT) {
@@ -206,6 +223,27 @@ pub(crate) fn validate(e: &Endpoint) -> ApiResult<()> {
     }
     if e.version < 1 {
         return Err(ApiError::validation("version", "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// An endpoint's (or a destination's) payload filter and transform, checked once when set;
+/// the fields are named as the body names them.
+pub(crate) fn check_rules(
+    filter_field: &str,
+    transform_field: &str,
+    filter: Option<&serde_json::Value>,
+    transform: Option<&serde_json::Value>,
+) -> ApiResult<()> {
+    let at = |field: &str, e: hooklane_core::rules::RuleError| {
+        let place = if e.path.is_empty() { field.to_string() } else { format!("{field}.{}", e.path) };
+        ApiError::validation(place, e.msg)
+    };
+    if let Some(f) = filter {
+        hooklane_core::rules::payload_filter::validate(f).map_err(|e| at(filter_field, e))?;
+    }
+    if let Some(t) = transform {
+        hooklane_core::rules::transform::validate(t).map_err(|e| at(transform_field, e))?;
     }
     Ok(())
 }
@@ -243,6 +281,8 @@ pub async fn create(
         failing_since: None,
         created_at: now,
         updated_at: now,
+        payload_filter: input.payload_filter,
+        transform: input.transform,
     };
     validate(&ep)?;
     s.0.store.create_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
@@ -332,6 +372,8 @@ pub async fn put(
     if let Some(h) = input.headers {
         ep.headers = h;
     }
+    ep.payload_filter = input.payload_filter;
+    ep.transform = input.transform;
     Ok(axum::Json(save(&s, &t, ep, was_disabled).await?.into()))
 }
 
@@ -353,6 +395,8 @@ pub async fn patch(
     p.uid.apply_opt(&mut ep.uid);
     p.version.apply("version", &mut ep.version)?;
     p.headers.apply("headers", &mut ep.headers)?;
+    p.payload_filter.apply_opt(&mut ep.payload_filter);
+    p.transform.apply_opt(&mut ep.transform);
     Ok(axum::Json(save(&s, &t, ep, was_disabled).await?.into()))
 }
 
@@ -596,6 +640,7 @@ pub async fn replay_missing(
             .iter()
             .filter(|m| {
                 endpoint_wants(ep.filter_types.as_deref(), ep.channels.as_deref(), &m.event_type, m.channels.as_deref())
+                    && payload_wanted(ep.payload_filter.as_ref(), &mut LazyPayload::new(&m.payload))
             })
             .map(|m| m.id.clone())
             .collect();

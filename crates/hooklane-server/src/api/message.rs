@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use hooklane_core::filter::endpoint_wants;
+use hooklane_core::filter::{endpoint_wants, payload_wanted, LazyPayload};
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::model::{Delivery, DeliveryStatus, Endpoint, Message, TriggerType};
 use hooklane_core::{DateTime, Utc};
@@ -187,18 +187,23 @@ pub async fn create(
 }
 
 /// The enabled endpoints of the application that want a message of `event_type` on
-/// `channels`.
+/// `channels` with this `payload`. Without a payload (a precheck, which has none), an
+/// endpoint with a payload filter counts as wanting it: it may.
 async fn wanting_endpoints(
     s: &AppState,
     app_id: &str,
     event_type: &str,
     channels: Option<&[String]>,
+    payload: Option<&str>,
 ) -> hooklane_store::StoreResult<Vec<Arc<Endpoint>>> {
     let endpoints = s.0.cache.endpoints(&s.0.store, app_id).await?;
+    let mut payload = payload.map(LazyPayload::new);
     Ok(endpoints
         .iter()
         .filter(|e| {
-            !e.disabled && endpoint_wants(e.filter_types.as_deref(), e.channels.as_deref(), event_type, channels)
+            !e.disabled
+                && endpoint_wants(e.filter_types.as_deref(), e.channels.as_deref(), event_type, channels)
+                && payload.as_mut().is_none_or(|p| payload_wanted(e.payload_filter.as_ref(), p))
         })
         .cloned()
         .collect())
@@ -228,7 +233,7 @@ pub async fn precheck(
 ) -> ApiResult<axum::Json<PrecheckOut>> {
     check_name("eventType", &input.event_type)?;
     check_names("channels", &input.channels, 10)?;
-    let wanting = wanting_endpoints(&s, &t.app.id, &input.event_type, input.channels.as_deref()).await?;
+    let wanting = wanting_endpoints(&s, &t.app.id, &input.event_type, input.channels.as_deref(), None).await?;
     Ok(axum::Json(PrecheckOut { active: !wanting.is_empty() }))
 }
 
@@ -238,7 +243,8 @@ pub async fn precheck(
 /// forwarded from an inbound source. A duplicate `event_id` is a
 /// [`StoreError::Conflict`](hooklane_store::StoreError::Conflict) and writes nothing.
 pub async fn store_and_dispatch(s: &AppState, msg: Message) -> hooklane_store::StoreResult<Message> {
-    let endpoints = wanting_endpoints(s, &msg.app_id, &msg.event_type, msg.channels.as_deref()).await?;
+    let endpoints =
+        wanting_endpoints(s, &msg.app_id, &msg.event_type, msg.channels.as_deref(), Some(&msg.payload)).await?;
     let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
     let dispatcher = &s.0.dispatcher;
     let reservation = if ids.is_empty() { None } else { dispatcher.reserve(&endpoints) };

@@ -88,9 +88,10 @@ pub struct SourcePatch {
     metadata: Patch<Metadata>,
 }
 
-/// One destination: a URL (`url`, optional `headers`, `secret`, `disabled`; `id` to keep an
-/// existing one) or an event type of an application (`appId` + `eventType`). `type` is
-/// optional (answers carry it, so an answer can be sent back as is).
+/// One destination: a URL (`url`, optional `headers`, `secret`, `disabled`, `payloadFilter`,
+/// `transform`; `id` to keep an existing one, whose settings left out stay as they are, and
+/// `null` clears a payload filter or transform) or an event type of an application (`appId`
+/// + `eventType`). `type` is optional (answers carry it, so an answer can be sent back as is).
 #[derive(Deserialize, Clone)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationIn {
@@ -110,6 +111,10 @@ pub struct DestinationIn {
     app_id: Option<String>,
     #[serde(default)]
     event_type: Option<String>,
+    #[serde(default)]
+    payload_filter: Patch<serde_json::Value>,
+    #[serde(default)]
+    transform: Patch<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -117,7 +122,17 @@ pub struct DestinationIn {
 pub enum DestinationOut {
     /// An endpoint of the source's application.
     #[serde(rename = "url", rename_all = "camelCase")]
-    Url { id: String, url: String, headers: BTreeMap<String, String>, secret: String, disabled: bool },
+    Url {
+        id: String,
+        url: String,
+        headers: BTreeMap<String, String>,
+        secret: String,
+        disabled: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        payload_filter: Option<serde_json::Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        transform: Option<serde_json::Value>,
+    },
     #[serde(rename = "eventType", rename_all = "camelCase")]
     EventType { app_id: String, event_type: String },
 }
@@ -152,6 +167,8 @@ async fn source_out(s: &AppState, src: Source) -> ApiResult<SourceOut> {
             headers: e.headers,
             secret: e.secret,
             disabled: e.disabled,
+            payload_filter: e.payload_filter,
+            transform: e.transform,
         })
         .collect();
     destinations.extend(
@@ -230,7 +247,9 @@ async fn check_destinations(s: &AppState, input: Vec<DestinationIn>) -> ApiResul
                     && d.id.is_none()
                     && d.headers.is_none()
                     && d.secret.is_none()
-                    && d.disabled.is_none() =>
+                    && d.disabled.is_none()
+                    && d.payload_filter == Patch::Absent
+                    && d.transform == Patch::Absent =>
             {
                 check_name("destinations.eventType", event_type)?;
                 let app =
@@ -265,7 +284,7 @@ fn new_endpoint(app_id: &str, d: DestinationIn, now: DateTime<Utc>) -> ApiResult
         Some(raw) => parse_secret("secret", raw)?,
         None => Secret::generate(),
     };
-    let ep = Endpoint {
+    let mut ep = Endpoint {
         id: new_id(ids::ENDPOINT),
         app_id: app_id.to_string(),
         uid: None,
@@ -277,13 +296,17 @@ fn new_endpoint(app_id: &str, d: DestinationIn, now: DateTime<Utc>) -> ApiResult
         disabled: d.disabled.unwrap_or(false),
         rate_limit: None,
         metadata: Metadata::new(),
-        headers: d.headers.unwrap_or_default(),
+        headers: d.headers.clone().unwrap_or_default(),
         secret: secret.expose(),
         previous_secrets: Vec::new(),
         failing_since: None,
         created_at: now,
         updated_at: now,
+        payload_filter: None,
+        transform: None,
     };
+    d.payload_filter.apply_opt(&mut ep.payload_filter);
+    d.transform.apply_opt(&mut ep.transform);
     validate_endpoint(&ep).map_err(|e| match e {
         ApiError::Validation { field, msg, .. } => ApiError::validation(format!("destinations.{field}"), msg),
         other => other,
@@ -408,6 +431,8 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                     if let Some(disabled) = d.disabled {
                         ep.disabled = disabled;
                     }
+                    d.payload_filter.clone().apply_opt(&mut ep.payload_filter);
+                    d.transform.clone().apply_opt(&mut ep.transform);
                     touch(&mut ep, was_disabled, now);
                     validate_endpoint(&ep)?;
                     changes.push((ep, Some(was_disabled)));

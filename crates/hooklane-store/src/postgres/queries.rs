@@ -244,8 +244,9 @@ pub async fn insert_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
     execute(
         c,
         "INSERT INTO endpoints (id, app_id, uid, url, description, version, filter_types, channels, disabled, \
-         rate_limit, metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+         rate_limit, metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at, \
+         payload_filter, transform) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
         &[
             &e.id,
             &e.app_id,
@@ -264,6 +265,8 @@ pub async fn insert_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
             &e.failing_since.map(ms),
             &ms(e.created_at),
             &ms(e.updated_at),
+            &opt_json(&e.payload_filter),
+            &opt_json(&e.transform),
         ],
     )
     .await?;
@@ -275,7 +278,7 @@ pub async fn update_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
         c,
         "UPDATE endpoints SET uid = $3, url = $4, description = $5, version = $6, filter_types = $7, channels = $8, \
          disabled = $9, rate_limit = $10, metadata = $11, headers = $12, secret = $13, previous_secrets = $14, \
-         failing_since = $15, updated_at = $16 WHERE id = $1 AND app_id = $2",
+         failing_since = $15, updated_at = $16, payload_filter = $17, transform = $18 WHERE id = $1 AND app_id = $2",
         &[
             &e.id,
             &e.app_id,
@@ -293,6 +296,8 @@ pub async fn update_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
             &to_json(&e.previous_secrets),
             &e.failing_since.map(ms),
             &ms(e.updated_at),
+            &opt_json(&e.payload_filter),
+            &opt_json(&e.transform),
         ],
     )
     .await?;

@@ -91,7 +91,8 @@ pub fn event_type(row: &Row, at: usize) -> StoreResult<EventType> {
 }
 
 pub const ENDPOINT_COLS: &str = "id, app_id, uid, url, description, version, filter_types, channels, disabled, \
-     rate_limit, metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at";
+     rate_limit, metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at, payload_filter, \
+     transform";
 
 pub fn endpoint(row: &Row, at: usize) -> StoreResult<Endpoint> {
     Ok(Endpoint {
@@ -112,6 +113,8 @@ pub fn endpoint(row: &Row, at: usize) -> StoreResult<Endpoint> {
         failing_since: get::<Option<i64>>(row, at + 14)?.map(time),
         created_at: time_col(row, at + 15)?,
         updated_at: time_col(row, at + 16)?,
+        payload_filter: opt_json_col(row, at + 17)?,
+        transform: opt_json_col(row, at + 18)?,
     })
 }
 

@@ -224,6 +224,10 @@ CREATE TABLE instance_secrets (
     value BYTEA NOT NULL
 );
 "#,
+    // An endpoint's payload filter and transform (JSON text, as the other JSON columns).
+    r#"
+ALTER TABLE endpoints ADD COLUMN payload_filter TEXT, ADD COLUMN transform TEXT;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

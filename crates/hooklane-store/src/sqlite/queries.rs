@@ -193,9 +193,9 @@ pub fn get_event_type(conn: &Connection, name: &str) -> StoreResult<Option<Event
 
 // --- endpoints
 
-/// An endpoint's columns in table order, as `?1`…`?17` of the statements below (each uses
+/// An endpoint's columns in table order, as `?1`…`?19` of the statements below (each uses
 /// the ones it needs).
-fn endpoint_values(e: &Endpoint) -> [Box<dyn ToSql + '_>; 17] {
+fn endpoint_values(e: &Endpoint) -> [Box<dyn ToSql + '_>; 19] {
     [
         Box::new(&e.id),
         Box::new(&e.app_id),
@@ -214,6 +214,8 @@ fn endpoint_values(e: &Endpoint) -> [Box<dyn ToSql + '_>; 17] {
         Box::new(e.failing_since.map(ms)),
         Box::new(ms(e.created_at)),
         Box::new(ms(e.updated_at)),
+        Box::new(opt_json(&e.payload_filter)),
+        Box::new(opt_json(&e.transform)),
     ]
 }
 
@@ -221,8 +223,8 @@ pub fn insert_endpoint(conn: &Connection, e: &Endpoint) -> StoreResult<()> {
     execute(
         conn,
         "INSERT INTO endpoints (id, app_id, uid, url, description, version, filter_types, channels, disabled, rate_limit, \
-         metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+         metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at, payload_filter, \
+         transform) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         params_from_iter(endpoint_values(e)),
     )?;
     Ok(())
@@ -234,7 +236,7 @@ pub fn update_endpoint(conn: &Connection, e: &Endpoint) -> StoreResult<()> {
         conn,
         "UPDATE endpoints SET uid = ?3, url = ?4, description = ?5, version = ?6, filter_types = ?7, channels = ?8, \
          disabled = ?9, rate_limit = ?10, metadata = ?11, headers = ?12, secret = ?13, previous_secrets = ?14, \
-         failing_since = ?15, updated_at = ?17 WHERE id = ?1 AND app_id = ?2",
+         failing_since = ?15, updated_at = ?17, payload_filter = ?18, transform = ?19 WHERE id = ?1 AND app_id = ?2",
         params_from_iter(endpoint_values(e)),
     )?;
     one_row(n)

@@ -73,7 +73,8 @@ pub fn event_type(row: &Row) -> rusqlite::Result<EventType> {
 }
 
 pub const ENDPOINT_COLS: &str = "id, app_id, uid, url, description, version, filter_types, channels, disabled, \
-     rate_limit, metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at";
+     rate_limit, metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at, payload_filter, \
+     transform";
 
 pub fn endpoint(row: &Row) -> rusqlite::Result<Endpoint> {
     Ok(Endpoint {
@@ -94,6 +95,8 @@ pub fn endpoint(row: &Row) -> rusqlite::Result<Endpoint> {
         failing_since: row.get::<_, Option<i64>>(14)?.map(time),
         created_at: time(row.get(15)?),
         updated_at: time(row.get(16)?),
+        payload_filter: opt_json_col(row, 17)?,
+        transform: opt_json_col(row, 18)?,
     })
 }
 

@@ -230,6 +230,11 @@ CREATE TABLE instance_secrets (
     value BLOB NOT NULL
 );
 "#,
+    // An endpoint's payload filter and transform (JSON documents).
+    r#"
+ALTER TABLE endpoints ADD COLUMN payload_filter TEXT;
+ALTER TABLE endpoints ADD COLUMN transform TEXT;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

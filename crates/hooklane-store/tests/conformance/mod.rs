@@ -190,6 +190,8 @@ pub fn new_endpoint(app_id: &str, uid: Option<&str>) -> Endpoint {
         failing_since: None,
         created_at: t,
         updated_at: t,
+        payload_filter: None,
+        transform: None,
     }
 }
 
@@ -623,6 +625,8 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     ep.previous_secrets =
         vec![ExpiringSecret { key: "whsec_b2xkb2xkb2xkb2xkb2xkb2xkb2xkb2xk".into(), expires_at: t + hours(1) }];
     ep.failing_since = Some(t - mins(5));
+    ep.payload_filter = Some(serde_json::json!({"ref": "refs/heads/main", "n": {"$gt": 1.5}}));
+    ep.transform = Some(serde_json::json!({"text": "{{ head_commit.message }}", "list": [1, null]}));
     store.create_endpoint(ep.clone()).await.unwrap();
 
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "by id, all fields");
@@ -639,6 +643,8 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     ep.previous_secrets.clear();
     ep.secret = "whsec_bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3".into();
     ep.failing_since = None;
+    ep.payload_filter = None;
+    ep.transform = Some(serde_json::json!("{{ $ }}"));
     ep.version = 4;
     ep.updated_at += secs(3);
     store.update_endpoint(ep.clone()).await.unwrap();

@@ -1,0 +1,383 @@
+//! What body an endpoint is sent: a template is the JSON body itself, with placeholders in
+//! its strings, so that what is written is what is sent and no template language has to be
+//! learnt or sandboxed.
+//!
+//! ```json
+//! {"text": "Invoice {{ data.id }} paid", "amount": "{{ data.amount }}", "raw": "{{ $ }}"}
+//! ```
+//!
+//! - Objects and arrays are copied with their members rendered (object keys are copied as
+//!   they are); numbers, bools and null are copied.
+//! - A string that is exactly one placeholder becomes the value found, whatever its JSON
+//!   type (`null` when nothing is found), so numbers and objects keep their type.
+//! - Any other string stays a string, each placeholder replaced by the value's text: a
+//!   string as it is, null or nothing as the empty string, anything else as compact JSON.
+//! - A placeholder `{{ path }}` (spaces optional) reads the payload: `$` is all of it,
+//!   otherwise dot-separated segments from its root, optionally after `$.`. A segment is an
+//!   object's key, or on an array an index (digits, no leading zero). There is no escape:
+//!   `{{` always opens a placeholder.
+
+use serde_json::Value;
+
+use super::payload_filter::{check_depth, fail, within, MAX_DEPTH};
+use super::RuleError;
+
+/// Checks a template; the first problem found, with its location.
+pub fn validate(template: &Value) -> Result<(), RuleError> {
+    check(template, 1)
+}
+
+/// The body made from `template` for `payload`.
+///
+/// Meant for a validated template; for any other, a string that cannot be read is sent as
+/// written, and what lies deeper than [`MAX_DEPTH`] becomes `null` (so that rendering never
+/// recurses deeper than a valid template would). The payload is only walked along the
+/// placeholders' paths; values found are copied whole.
+pub fn apply(template: &Value, payload: &Value) -> Value {
+    render(template, payload, 1)
+}
+
+/// `depth` is the level `value` has if it is an object or array (the root is level 1).
+fn check(value: &Value, depth: usize) -> Result<(), RuleError> {
+    match value {
+        Value::String(text) => parse(text).map(|_| ()).map_err(fail),
+        Value::Array(items) => {
+            check_depth(depth)?;
+            items.iter().enumerate().try_for_each(|(i, item)| check(item, depth + 1).map_err(within(i)))
+        }
+        Value::Object(members) => {
+            check_depth(depth)?;
+            members.iter().try_for_each(|(key, member)| check(member, depth + 1).map_err(within(key)))
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
+    }
+}
+
+fn render(value: &Value, payload: &Value, depth: usize) -> Value {
+    match value {
+        Value::String(text) => render_string(text, payload),
+        Value::Array(_) | Value::Object(_) if depth > MAX_DEPTH => Value::Null,
+        Value::Array(items) => items.iter().map(|item| render(item, payload, depth + 1)).collect(),
+        Value::Object(members) => {
+            members.iter().map(|(key, member)| (key.clone(), render(member, payload, depth + 1))).collect()
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => value.clone(),
+    }
+}
+
+fn render_string(text: &str, payload: &Value) -> Value {
+    let Ok(parts) = parse(text) else { return Value::String(text.to_owned()) };
+    if let [Part::Placeholder(path)] = parts.as_slice() {
+        return resolve(payload, path).cloned().unwrap_or(Value::Null);
+    }
+    let mut out = String::with_capacity(text.len());
+    for part in parts {
+        match part {
+            Part::Text(literal) => out.push_str(literal),
+            Part::Placeholder(path) => match resolve(payload, path) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(found)) => out.push_str(found),
+                Some(found) => out.push_str(&found.to_string()),
+            },
+        }
+    }
+    Value::String(out)
+}
+
+/// A template string, cut into literal text and placeholders (their trimmed paths).
+enum Part<'a> {
+    Text(&'a str),
+    Placeholder(&'a str),
+}
+
+/// Cuts a template string into its parts, or says why it cannot be. Shared by checking and
+/// rendering so that both read a string the same way.
+fn parse(text: &str) -> Result<Vec<Part<'_>>, String> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some((before, after)) = rest.split_once("{{") {
+        // `{{` always opens a placeholder, so one inside another leaves the outer unclosed.
+        let Some((inner, after)) = after.split_once("}}").filter(|(inner, _)| !inner.contains("{{")) else {
+            return Err("`{{` without a closing `}}`".to_string());
+        };
+        if !before.is_empty() {
+            parts.push(Part::Text(before));
+        }
+        let path = inner.trim();
+        check_path(path)?;
+        parts.push(Part::Placeholder(path));
+        rest = after;
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Text(rest));
+    }
+    Ok(parts)
+}
+
+fn check_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("empty placeholder path".to_string());
+    }
+    if segments(path).any(str::is_empty) {
+        return Err(format!("empty segment in placeholder path `{path}`"));
+    }
+    Ok(())
+}
+
+/// The segments of a path other than `$`, without the optional leading `$.`.
+fn segments(path: &str) -> std::str::Split<'_, char> {
+    path.strip_prefix("$.").unwrap_or(path).split('.')
+}
+
+/// The value at `path` in `payload`, if there is one. Walks as many levels as the path has
+/// segments, in a loop: the payload may be deeper than any template.
+fn resolve<'v>(payload: &'v Value, path: &str) -> Option<&'v Value> {
+    if path == "$" {
+        return Some(payload);
+    }
+    segments(path).try_fold(payload, |value, segment| match value {
+        Value::Object(members) => members.get(segment),
+        Value::Array(items) => index(segment).and_then(|i| items.get(i)),
+        _ => None,
+    })
+}
+
+/// An array index as written in a path: decimal digits without sign or leading zero (as in a
+/// JSON Pointer), so that each element has exactly one spelling.
+fn index(segment: &str) -> Option<usize> {
+    let canonical = segment.bytes().all(|b| b.is_ascii_digit()) && (segment == "0" || !segment.starts_with('0'));
+    if !canonical {
+        return None;
+    }
+    segment.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn payload() -> Value {
+        json!({
+            "id": "evt_1",
+            "n": 42,
+            "f": 1.5,
+            "t": true,
+            "z": null,
+            "o": {"a": {"b": "deep"}, "0": "zero-key"},
+            "list": [10, {"name": "x"}, [7]],
+            "empty": "",
+            "é": "accent",
+            "$": "dollar-key",
+        })
+    }
+
+    /// `apply`, after making sure the template is valid.
+    fn ap(template: Value) -> Value {
+        assert_eq!(validate(&template), Ok(()), "test template {template} should be valid");
+        apply(&template, &payload())
+    }
+
+    /// The validation error of `template`, as `(path, msg)`.
+    fn invalid(template: Value) -> (String, String) {
+        let err = validate(&template).expect_err("template should be invalid");
+        (err.path, err.msg)
+    }
+
+    /// `{"k": {"k": ... leaf}}` with `levels` objects. (Not with `json!`: it would copy
+    /// `inner` through `serde_json::to_value`, recursively, at every level.)
+    fn nest(levels: usize, leaf: Value) -> Value {
+        (0..levels).fold(leaf, |inner, _| Value::Object([("k".to_string(), inner)].into_iter().collect()))
+    }
+
+    #[test]
+    fn copies_everything_without_placeholders() {
+        let template = json!({"a": [1, 2.5, true, null, "text", {"b": {}}], "c": "}} { } }{", "{{ id }}": 1});
+        assert_eq!(ap(template.clone()), template);
+        for scalar in [json!(null), json!(false), json!(-3), json!("plain")] {
+            assert_eq!(ap(scalar.clone()), scalar);
+        }
+    }
+
+    #[test]
+    fn a_lone_placeholder_keeps_the_type() {
+        assert_eq!(ap(json!("{{ id }}")), json!("evt_1"));
+        assert_eq!(ap(json!("{{n}}")), json!(42));
+        assert_eq!(ap(json!("{{ f }}")), json!(1.5));
+        assert_eq!(ap(json!("{{ t}}")), json!(true));
+        assert_eq!(ap(json!("{{z }}")), json!(null));
+        assert_eq!(ap(json!("{{ o }}")), json!({"a": {"b": "deep"}, "0": "zero-key"}));
+        assert_eq!(ap(json!("{{ list }}")), json!([10, {"name": "x"}, [7]]));
+        assert_eq!(ap(json!("{{ empty }}")), json!(""));
+        assert_eq!(ap(json!("{{\t o.a \n}}")), json!({"b": "deep"}));
+    }
+
+    #[test]
+    fn a_missing_value_is_null_alone_and_empty_in_text() {
+        assert_eq!(ap(json!("{{ nope }}")), json!(null));
+        assert_eq!(ap(json!("{{ id.x }}")), json!(null));
+        assert_eq!(ap(json!("{{ n.0 }}")), json!(null));
+        assert_eq!(ap(json!("{{ o.a.b.c }}")), json!(null));
+        assert_eq!(ap(json!("[{{ nope }}]")), json!("[]"));
+        assert_eq!(ap(json!("[{{ z }}]")), json!("[]"));
+    }
+
+    #[test]
+    fn whole_payload_and_dollar_prefix() {
+        assert_eq!(ap(json!("{{ $ }}")), payload());
+        assert_eq!(ap(json!("{{$}}")), payload());
+        assert_eq!(ap(json!("{{ $.o.a.b }}")), json!("deep"));
+        assert_eq!(ap(json!("{{ $.id }}")), ap(json!("{{ id }}")));
+        // Only `$` alone or `$.` is special: other segments are keys, `$` included.
+        assert_eq!(ap(json!("{{ $.$ }}")), json!("dollar-key"));
+        assert_eq!(ap(json!("{{ $id }}")), json!(null));
+        assert_eq!(apply(&json!("{{ $ }}"), &json!([1, "x"])), json!([1, "x"]));
+        assert_eq!(apply(&json!("<{{ $ }}>"), &json!("text")), json!("<text>"));
+    }
+
+    #[test]
+    fn indices_on_arrays_keys_on_objects() {
+        assert_eq!(ap(json!("{{ list.0 }}")), json!(10));
+        assert_eq!(ap(json!("{{ list.1.name }}")), json!("x"));
+        assert_eq!(ap(json!("{{ list.2.0 }}")), json!(7));
+        assert_eq!(ap(json!("{{ list.3 }}")), json!(null));
+        assert_eq!(ap(json!("{{ list.name }}")), json!(null));
+        assert_eq!(ap(json!("{{ o.0 }}")), json!("zero-key"));
+        for odd in ["01", "+1", "-1", " 1", "1.0", "18446744073709551616"] {
+            let template = Value::String(format!("{{{{ list.{odd} }}}}"));
+            assert_eq!(apply(&template, &payload()), json!(null), "index {odd:?}");
+        }
+        assert_eq!(apply(&json!("{{ 00 }}"), &json!({"00": "key"})), json!("key"));
+        assert_eq!(apply(&json!("{{ 0 }}"), &json!(["first"])), json!("first"));
+    }
+
+    #[test]
+    fn placeholders_in_text_are_rendered_as_text() {
+        assert_eq!(ap(json!("id={{ id }}")), json!("id=evt_1"));
+        assert_eq!(ap(json!("n={{ n }} f={{f}} t={{ t }} z={{ z }}.")), json!("n=42 f=1.5 t=true z=."));
+        assert_eq!(ap(json!("o={{ o.a }}")), json!(r#"o={"b":"deep"}"#));
+        assert_eq!(ap(json!("l={{ list }}")), json!(r#"l=[10,{"name":"x"},[7]]"#));
+        assert_eq!(ap(json!("{{ id }}{{ n }}")), json!("evt_142"));
+        assert_eq!(ap(json!(" {{ n }}")), json!(" 42"));
+        assert_eq!(ap(json!("{{ n }} ")), json!("42 "));
+        assert_eq!(ap(json!("{{ empty }}{{ empty }}")), json!(""));
+        assert_eq!(ap(json!("quote: {{ $.q }}")), json!("quote: "));
+        assert_eq!(apply(&json!("say {{ q }}"), &json!({"q": "\"hi\"\n"})), json!("say \"hi\"\n"));
+    }
+
+    #[test]
+    fn renders_inside_objects_and_arrays() {
+        let template = json!({
+            "event": "{{ id }}",
+            "blocks": [{"text": "n is {{ n }}"}, "{{ list.1 }}", 3],
+            "same": {"{{ n }}": "{{ t }}"},
+        });
+        let expected = json!({
+            "event": "evt_1",
+            "blocks": [{"text": "n is 42"}, {"name": "x"}, 3],
+            "same": {"{{ n }}": true},
+        });
+        assert_eq!(ap(template), expected);
+    }
+
+    #[test]
+    fn multibyte_text_next_to_braces() {
+        assert_eq!(ap(json!("é{{ é }}ü")), json!("éaccentü"));
+        assert_eq!(ap(json!("{{é}}")), json!("accent"));
+        assert_eq!(ap(json!("日本{{ n }}語")), json!("日本42語"));
+        assert_eq!(ap(json!("🦀}}🦀{🦀")), json!("🦀}}🦀{🦀"));
+        assert_eq!(invalid(json!("🦀{{🦀")).1, "`{{` without a closing `}}`");
+        assert_eq!(invalid(json!("{{ é..ü }}")).1, "empty segment in placeholder path `é..ü`");
+    }
+
+    #[test]
+    fn braces_that_are_not_placeholders() {
+        assert_eq!(ap(json!("{ id }")), json!("{ id }"));
+        assert_eq!(ap(json!("}}")), json!("}}"));
+        assert_eq!(ap(json!("{{ n }}}")), json!("42}"));
+        assert_eq!(ap(json!("{ {{ n }} }")), json!("{ 42 }"));
+    }
+
+    #[test]
+    fn validation_of_unclosed_placeholders() {
+        let msg = "`{{` without a closing `}}`".to_string();
+        for text in ["{{", "{{ id", "}}{{", "{{ id }} {{", "{{ id {{ n }}", "{{ id }{{ n }}", "a {{ b }"] {
+            let err = validate(&json!(text)).expect_err(text);
+            assert_eq!((err.path, err.msg), (String::new(), msg.clone()), "{text:?}");
+        }
+        // The first `{{` opens, the first `}}` closes: what is between is the path.
+        assert_eq!(ap(json!("{{{ n }}")), json!(null));
+        assert_eq!(apply(&json!("{{{ n }}"), &json!({"{ n": 1})), json!(1));
+        assert_eq!(apply(&json!("{{ a } }}"), &json!({"a }": 2})), json!(2));
+    }
+
+    #[test]
+    fn validation_of_paths() {
+        assert_eq!(invalid(json!("{{}}")).1, "empty placeholder path");
+        assert_eq!(invalid(json!("x {{   }} y")).1, "empty placeholder path");
+        for path in ["a..b", "a.", ".a", ".", "$.", "$..a", "list.0."] {
+            let template = Value::String(format!("{{{{ {path} }}}}"));
+            assert_eq!(invalid(template), (String::new(), format!("empty segment in placeholder path `{path}`")));
+        }
+        for path in ["$", "$.a", "a", "a.b.0", "$$", "a.$", " spaced key "] {
+            let template = Value::String(format!("{{{{{path}}}}}"));
+            assert_eq!(validate(&template), Ok(()), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn validation_errors_say_where() {
+        let template = json!({"blocks": [{"text": "ok {{ id }}"}, {"text": "bad {{ id"}]});
+        assert_eq!(invalid(template).0, "blocks.1.text");
+        assert_eq!(invalid(json!([1, ["{{a..b}}"]])).0, "1.0");
+        assert_eq!(invalid(json!({"a.b": ["{{}}"]})).0, "a.b.0");
+        let err = validate(&json!({"x": "{{"})).expect_err("invalid");
+        assert_eq!(err.to_string(), "x: `{{` without a closing `}}`");
+    }
+
+    #[test]
+    fn validation_of_depth() {
+        let too_deep = "nested deeper than 32 levels".to_string();
+        assert_eq!(validate(&nest(32, json!("{{ id }}"))), Ok(()));
+        assert_eq!(invalid(nest(33, json!(1))), (vec!["k"; 32].join("."), too_deep.clone()));
+        let arrays = (0..33).fold(json!([]), |inner, _| Value::Array(vec![inner]));
+        assert_eq!(invalid(arrays), (vec!["0"; 32].join("."), too_deep));
+        assert_eq!(validate(&(0..31).fold(json!([]), |inner, _| Value::Array(vec![inner]))), Ok(()));
+    }
+
+    #[test]
+    fn deep_payloads_are_walked_only_along_the_path() {
+        let deep = nest(300, json!("bottom"));
+        let path = vec!["k"; 300].join(".");
+        let template = Value::String(format!("{{{{ {path} }}}}"));
+        assert_eq!(validate(&template), Ok(()));
+        assert_eq!(apply(&template, &deep), json!("bottom"));
+        assert_eq!(apply(&json!("{{ k.k.k.x }}"), &deep), json!(null));
+    }
+
+    #[test]
+    fn invalid_templates_render_without_panicking() {
+        let odd = ["{{", "}}{{", "{{{{", "{{ a", "{{}}", "{{ . }}", "x{{ a..b }}y", "é{{", "{{ é", "{{ {{ n }}"];
+        for text in odd {
+            let template = json!(text);
+            assert!(validate(&template).is_err(), "{text:?} should be invalid");
+            assert_eq!(apply(&template, &payload()), template, "{text:?} is sent as written");
+        }
+        // Too deep: the part beyond the limit is dropped, what is above it still rendered.
+        let template = nest(33, json!("{{ n }}"));
+        let rendered = apply(&template, &payload());
+        let level_32 = (0..31).fold(&rendered, |level, _| &level["k"]);
+        assert!(level_32.is_object(), "the 32nd level is kept");
+        assert_eq!(level_32["k"], Value::Null);
+        let shallow = apply(&nest(32, json!("{{ n }}")), &payload());
+        assert_eq!((0..32).fold(&shallow, |level, _| &level["k"]), &json!(42));
+        // A very deep unvalidated template: refused, and rendered without deep recursion.
+        let very_deep = nest(1_000, json!("{{ n }}"));
+        assert!(validate(&very_deep).is_err());
+        let rendered = apply(&very_deep, &payload());
+        let level_32 = (0..31).fold(&rendered, |level, _| &level["k"]);
+        assert!(level_32.is_object(), "the 32nd level is kept");
+        assert_eq!(level_32["k"], Value::Null);
+    }
+}
