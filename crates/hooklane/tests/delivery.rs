@@ -136,6 +136,21 @@ async fn payload_filters_and_transforms_shape_what_each_endpoint_gets() {
     }
     let (_, ep) = server.call("GET", &path, None).await;
     assert!(ep.get("payloadFilter").is_none() && ep.get("transform").is_none(), "{ep}");
+
+    // A template whose placeholders could blow a payload up past 4 MiB is not rendered: the
+    // attempt fails, saying why, and nothing is sent.
+    let blowup = Receiver::start().await;
+    let copies = serde_json::Value::Array(vec![json!("{{ $ }}"); 100]);
+    let (blowup_id, _) = server.create_endpoint(&app, json!({ "url": blowup.url, "transform": copies })).await;
+    server.send_message(&app, "order.updated", json!({ "pad": "p".repeat(100_000) })).await;
+    let attempts = server
+        .wait_until(&format!("/api/v1/app/{app}/attempt/endpoint/{blowup_id}"), WAIT, |page| {
+            page["data"].as_array().is_some_and(|d| !d.is_empty())
+        })
+        .await;
+    let response = attempts["data"][0]["response"].as_str().unwrap_or_default();
+    assert!(response.contains("transform could make a body over 4 MiB"), "{attempts}");
+    assert!(blowup.received().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

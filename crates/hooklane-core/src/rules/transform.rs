@@ -37,6 +37,37 @@ pub fn apply(template: &Value, payload: &Value) -> Value {
     render(template, payload, 1)
 }
 
+/// The most a body made from `template` can weigh, in bytes, for a payload of
+/// `payload_len` bytes of JSON text: every placeholder may copy the whole payload (its
+/// compact form is at most twice as long as any text it was read from, escapes included),
+/// so a template of many placeholders can make a body far larger than its payload. Senders
+/// check this bound before rendering.
+pub fn size_bound(template: &Value, payload_len: usize) -> usize {
+    let per_placeholder = payload_len.saturating_mul(2).saturating_add(16);
+    let mut total = 0usize;
+    let mut pending = vec![template];
+    // A loop, not recursion: the template need not have been validated.
+    while let Some(value) = pending.pop() {
+        let own = match value {
+            Value::String(text) => {
+                let placeholders = text.matches("{{").count();
+                text.len().saturating_add(2).saturating_add(placeholders.saturating_mul(per_placeholder))
+            }
+            Value::Array(items) => {
+                pending.extend(items);
+                items.len().saturating_add(2)
+            }
+            Value::Object(members) => {
+                pending.extend(members.values());
+                members.keys().fold(2usize, |n, k| n.saturating_add(k.len()).saturating_add(4))
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => 24,
+        };
+        total = total.saturating_add(own);
+    }
+    total
+}
+
 /// `depth` is the level `value` has if it is an object or array (the root is level 1).
 fn check(value: &Value, depth: usize) -> Result<(), RuleError> {
     match value {
@@ -189,6 +220,25 @@ mod tests {
     /// `inner` through `serde_json::to_value`, recursively, at every level.)
     fn nest(levels: usize, leaf: Value) -> Value {
         (0..levels).fold(leaf, |inner, _| Value::Object([("k".to_string(), inner)].into_iter().collect()))
+    }
+
+    #[test]
+    fn the_size_bound_holds_and_grows_with_placeholders() {
+        let payload = payload();
+        let len = payload.to_string().len();
+        for template in [
+            json!("{{ $ }}"),
+            json!({"a": ["{{ $ }}", "{{ $ }} and {{ o }}", 1.5, null], "long key name": {"x": "{{ list }}"}}),
+            json!(["plain text", true, -3]),
+        ] {
+            let made = apply(&template, &payload).to_string().len();
+            assert!(made <= size_bound(&template, len), "{template}: {made} > {}", size_bound(&template, len));
+        }
+        let one = size_bound(&json!(["{{ $ }}"]), 1000);
+        let many = size_bound(&Value::Array(vec![json!("{{ $ }}"); 100]), 1000);
+        assert!(many >= 100 * 1000 && many > one * 50, "{one} / {many}");
+        // A hostile depth does not overflow the stack.
+        assert!(size_bound(&nest(10_000, json!("{{ $ }}")), 10) > 10);
     }
 
     #[test]
