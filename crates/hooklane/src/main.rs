@@ -6,6 +6,7 @@ mod config;
 mod housekeeping;
 mod listen;
 mod serve;
+mod sign_tools;
 
 use std::path::PathBuf;
 
@@ -32,6 +33,11 @@ enum Command {
     /// Measures throughput and latency: a `serve` child process, a loopback receiver and
     /// concurrent API clients; prints one JSON line.
     Bench(bench::BenchArgs),
+    /// Signs a payload as hooklane signs deliveries (Standard Webhooks) and POSTs it to a
+    /// URL: for trying a receiver. Exits 1 unless it answers 2xx.
+    Send(sign_tools::SendArgs),
+    /// Checks a Standard Webhooks signature as a receiver must. Exits 1 when it does not hold.
+    Verify(sign_tools::VerifyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,7 +57,17 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Listen(args) => runtime(None)?.block_on(listen::run(args)),
         Command::Bench(args) => runtime(None)?.block_on(bench::run(args)),
+        Command::Send(args) => exit_with(runtime(None)?.block_on(sign_tools::send(args))?),
+        Command::Verify(args) => exit_with(sign_tools::verify(args)?),
     }
+}
+
+/// Exit status 1 for a check that did not pass (0 otherwise), after what was printed.
+fn exit_with(passed: bool) -> anyhow::Result<()> {
+    if !passed {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// A multi-threaded runtime with `workers` threads (tokio's default: one per CPU).

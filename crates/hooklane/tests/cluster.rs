@@ -148,7 +148,9 @@ async fn pulling_sees_every_nodes_messages() {
     // on a busy machine that can take a moment, so the reader long-polls (and gives up
     // after a minute).
     let mut seen = Vec::new();
-    let mut iterator = String::from("0.0");
+    // From the start (no iterator), then from each answer's: a node reads the iterators
+    // of another (they are encrypted with the database's secret, which both share).
+    let mut iterator = String::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while seen.len() < posted.len() && Instant::now() < deadline {
         let (status, page) =
@@ -164,16 +166,17 @@ async fn pulling_sees_every_nodes_messages() {
     posted.sort();
     assert_eq!(sorted, posted);
 
-    // A long-poll on node 1, answered by a message posted to node 0.
+    // A long-poll on node 0 carrying node 1's iterator, answered by a message posted to
+    // node 1.
     let waiting = {
-        let client = nodes[1].client.clone();
-        let url = nodes[1].url(&format!("/api/v1/app/{app}/events?iterator={iterator}&wait=30"));
+        let client = nodes[0].client.clone();
+        let url = nodes[0].url(&format!("/api/v1/app/{app}/events?iterator={iterator}&wait=30"));
         tokio::spawn(async move {
             read(client.get(url).header("authorization", format!("Bearer {ADMIN}")).send().await.unwrap()).await
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let id = nodes[0].send_message(&app, "cluster.pull", json!({ "late": true })).await;
+    let id = nodes[1].send_message(&app, "cluster.pull", json!({ "late": true })).await;
     let (status, page) = waiting.await.unwrap();
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["data"][0]["id"], json!(id), "{page}");
