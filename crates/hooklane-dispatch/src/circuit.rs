@@ -184,12 +184,14 @@ impl Circuits {
     }
 
     /// Forgets the endpoint's circuit (it was disabled: its deliveries must be claimed to be
-    /// marked failed, not skipped).
-    pub fn forget(&self, endpoint_id: &str) {
+    /// marked failed, not skipped; or it was reset). Returns whether it was open (or
+    /// probing).
+    pub fn forget(&self, endpoint_id: &str) -> bool {
         let mut map = self.lock();
-        map.remove(endpoint_id);
+        let was_open = map.remove(endpoint_id).is_some_and(|c| c.state != State::Closed);
         let open = map.values().filter(|c| c.state != State::Closed).count();
         metrics::gauge!("hooklane_circuits_open").set(open as f64);
+        was_open
     }
 
     /// Endpoints whose deliveries claims must leave in the store now.

@@ -97,6 +97,28 @@ impl AttemptNews {
     }
 }
 
+/// Starts over the circuits whose reset any node announced (its own announcements too,
+/// which find them reset already). Ends with the engine or the store.
+async fn follow_circuit_resets(inner: std::sync::Weak<Inner>, mut resets: tokio::sync::broadcast::Receiver<String>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let endpoint_id = match resets.recv().await {
+            Ok(id) => id,
+            // Fell behind: the resets missed leave those circuits to their cool-down.
+            Err(RecvError::Lagged(missed)) => {
+                tracing::debug!(missed, "circuit resets missed");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.circuits.forget(&endpoint_id) {
+            tracing::info!(%endpoint_id, "circuit reset by another node");
+        }
+        inner.wake.notify_one();
+    }
+}
+
 enum Finished {
     /// With the number of attempts made so far, this one included.
     Attempted(AttemptOutcome, u32, Arc<Gate>),
@@ -148,6 +170,9 @@ impl Dispatcher {
         });
         tokio::spawn(record_loop(inner.clone(), results));
         tokio::spawn(poll_loop(inner.clone()));
+        if let Some(resets) = inner.store.circuit_resets() {
+            tokio::spawn(follow_circuit_resets(Arc::downgrade(&inner), resets));
+        }
         Ok(Dispatcher { inner })
     }
 
@@ -200,6 +225,9 @@ impl Dispatcher {
     pub fn retry_endpoint_now(&self, endpoint_id: &str) {
         self.inner.circuits.forget(endpoint_id);
         self.inner.wake.notify_one();
+        // Other nodes sharing the store start the endpoint's circuit over too.
+        let (store, endpoint_id) = (self.inner.store.clone(), endpoint_id.to_string());
+        tokio::spawn(async move { store.announce_circuit_reset(&endpoint_id).await });
     }
 
     /// The endpoint was changed (a new URL, re-enabled…) or its failed deliveries recovered:

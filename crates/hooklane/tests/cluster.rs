@@ -124,6 +124,56 @@ async fn three_nodes_one_killed_nothing_lost() {
     drop(nodes);
 }
 
+/// Waits until the node's log has `needle`.
+async fn wait_for_log(node: &Server, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !node.logs().contains(needle) {
+        assert!(Instant::now() < deadline, "no log line with {needle:?}:\n{}", node.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Circuits are kept by each node, and their resets reach every node: a resend on one
+/// node (which says "try this endpoint now") starts the endpoint's circuit over on the
+/// others too, so that they deliver to it at once instead of waiting out their cool-down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_reset_reaches_every_node() {
+    let db = TestDatabase::create().await;
+    // Circuits open after 3 failures for an hour, and failed deliveries retry in an hour:
+    // nothing but the reset can make a node send to the endpoint again within the test.
+    let config = format!(
+        "{}\ncircuit_failures = 3\ncircuit_cooldown = \"1h\"\ncircuit_max_cooldown = \"1h\"\nretry_schedule = [\"1h\"]",
+        node_config(&db)
+    );
+    let mut nodes = [Server::start(&config).await, Server::start(&config).await];
+    let rx = Receiver::scripted(|_, _| Reply::Status(503)).await;
+    let app = nodes[0].create_app("circuits").await;
+    let (ep, _) = nodes[0].create_endpoint(&app, json!({ "url": rx.url })).await;
+    // Each node sends what was posted to it: three failures each open both circuits.
+    let mut first = Vec::new();
+    for node in &nodes {
+        for i in 0..3 {
+            first.push(node.send_message(&app, "order.created", json!({ "i": i })).await);
+        }
+        wait_for_log(node, "circuit open").await;
+    }
+
+    // The endpoint is fixed; its owner resends a message through node 0.
+    rx.set_script(|_, _| Reply::Status(200));
+    let path = format!("/api/v1/app/{app}/msg/{}/endpoint/{ep}/resend", first[0]);
+    let (status, body) = nodes[0].call("POST", &path, None).await;
+    assert_eq!(status, 202, "{body}");
+    wait_for_log(&nodes[1], "circuit reset by another node").await;
+    assert!(nodes[1].logs().contains(&ep), "the reset names the endpoint:\n{}", nodes[1].logs());
+
+    // Node 0 gone, node 1 alone delivers a new message at once: its circuit was closed by
+    // node 0's reset (open, it would hold the message for an hour).
+    nodes[0].kill9();
+    let late = nodes[1].send_message(&app, "order.created", json!({ "late": true })).await;
+    // (Panics if it does not arrive within 10 s.)
+    rx.wait_for_ids(std::slice::from_ref(&late), Duration::from_secs(10)).await;
+}
+
 /// Pulling on a cluster: a node's stream holds every node's messages, each once, and a
 /// long-poll on one node is answered by a message posted to another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

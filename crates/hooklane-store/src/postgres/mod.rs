@@ -94,10 +94,19 @@ pub struct PgStore {
     events: Arc<StreamSignals>,
     /// See [`crate::Store::instance_secret`].
     instance_secret: [u8; 32],
+    /// Every `NOTIFY hooklane_circuits` from any node: what [`crate::Store::circuit_resets`]
+    /// hands out.
+    circuit_resets: tokio::sync::broadcast::Sender<String>,
 }
 
 /// The channel nodes use to tell each other that work may be due now.
 const DUE_CHANNEL: &str = "hooklane_due";
+/// The channel nodes announce circuit resets on, with the endpoint id as payload.
+const CIRCUITS_CHANNEL: &str = "hooklane_circuits";
+/// Circuit resets a slow dispatcher may fall behind by before it misses some (each one
+/// missed only leaves that node's circuit to its cool-down).
+const CIRCUIT_RESETS_BACKLOG: usize = 1024;
+
 /// The channel every transaction that wrote messages notifies at commit (see [`ingest`]),
 /// for readers of the messages' stream waiting for more.
 const MESSAGES_CHANNEL: &str = "hooklane_messages";
@@ -157,9 +166,15 @@ impl PgStore {
         let instance_secret = schema::instance_secret(&client).await?;
         let wakeups = Arc::new(Notify::new());
         let events = Arc::new(StreamSignals::default());
-        tokio::spawn(listen_for_due(config, tls, Arc::downgrade(&wakeups), Arc::downgrade(&events)));
+        let (circuit_resets, _) = tokio::sync::broadcast::channel(CIRCUIT_RESETS_BACKLOG);
+        let listen = Listening {
+            wakeups: Arc::downgrade(&wakeups),
+            events: Arc::downgrade(&events),
+            circuit_resets: circuit_resets.clone(),
+        };
+        tokio::spawn(listen_for_due(config, tls, listen));
         let ingest = ingest::start(pool.clone());
-        Ok(PgStore { pool, ingest, wakeups, events, instance_secret })
+        Ok(PgStore { pool, ingest, wakeups, events, instance_secret, circuit_resets })
     }
 
     /// Tells every node listening (this one included) that deliveries may be due now. A
@@ -174,23 +189,38 @@ impl PgStore {
         }
     }
 
+    /// Announces a circuit reset to every node (see [`crate::Store::announce_circuit_reset`]).
+    pub(crate) async fn announce_circuit_reset(&self, endpoint_id: &str) {
+        let sent = match self.client().await {
+            Ok(c) => c.execute("SELECT pg_notify($1, $2)", &[&CIRCUITS_CHANNEL, &endpoint_id]).await.map_err(db_err),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, %endpoint_id, "circuit reset not announced; other nodes wait out their cool-down");
+        }
+    }
+
     /// A pooled connection.
     async fn client(&self) -> StoreResult<deadpool_postgres::Client> {
         self.pool.get().await.map_err(pool_err)
     }
 }
 
-/// Holds one connection that `LISTEN`s on [`DUE_CHANNEL`] and [`MESSAGES_CHANNEL`]: signals
-/// `wakeups` for each notification on the first, raises `events` for the applications each
-/// one on the second names (and every application's once the connection is listening, for
-/// messages written while it was down), reconnecting when the connection drops. Ends when
-/// the store is dropped.
-async fn listen_for_due(
-    config: tokio_postgres::Config,
-    tls: MakeRustlsConnect,
+/// Where [`listen_for_due`] passes on what it hears.
+struct Listening {
     wakeups: Weak<Notify>,
     events: Weak<StreamSignals>,
-) {
+    circuit_resets: tokio::sync::broadcast::Sender<String>,
+}
+
+/// Holds one connection that `LISTEN`s on [`DUE_CHANNEL`], [`MESSAGES_CHANNEL`] and
+/// [`CIRCUITS_CHANNEL`]: signals `wakeups` for each notification on the first, raises
+/// `events` for the applications each one on the second names (and every application's
+/// once the connection is listening, for messages written while it was down), passes each
+/// endpoint id of the third to `circuit_resets`, and reconnects when the connection drops.
+/// Ends when the store is dropped.
+async fn listen_for_due(config: tokio_postgres::Config, tls: MakeRustlsConnect, listen: Listening) {
+    let Listening { wakeups, events, circuit_resets } = listen;
     use futures::StreamExt;
     // An empty payload stands for every application (see `ingest::announce_messages`).
     let bump = |events: &Weak<StreamSignals>, apps: &str| match events.upgrade() {
@@ -211,7 +241,7 @@ async fn listen_for_due(
         match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-                let statement = format!("LISTEN {DUE_CHANNEL}; LISTEN {MESSAGES_CHANNEL}");
+                let statement = format!("LISTEN {DUE_CHANNEL}; LISTEN {MESSAGES_CHANNEL}; LISTEN {CIRCUITS_CHANNEL}");
                 let listen = client.batch_execute(&statement);
                 // The connection must be driven for LISTEN itself to complete.
                 let mut listen = std::pin::pin!(listen);
@@ -233,6 +263,10 @@ async fn listen_for_due(
                                 if !bump(&events, n.payload()) {
                                     return;
                                 }
+                            }
+                            Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CIRCUITS_CHANNEL => {
+                                // No dispatcher subscribed (yet): nobody to tell.
+                                let _ = circuit_resets.send(n.payload().to_string());
                             }
                             Some(Ok(AsyncMessage::Notification(_))) => match wakeups.upgrade() {
                                 Some(w) => w.notify_one(),

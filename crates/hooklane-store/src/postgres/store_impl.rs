@@ -313,6 +313,14 @@ impl Store for PgStore {
         Ok(rows::time(row.get(0)))
     }
 
+    async fn announce_circuit_reset(&self, endpoint_id: &str) {
+        self.announce_circuit_reset(endpoint_id).await;
+    }
+
+    fn circuit_resets(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        Some(self.circuit_resets.subscribe())
+    }
+
     fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         Some(self.wakeups.clone())
     }
