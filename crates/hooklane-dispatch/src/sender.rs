@@ -20,10 +20,6 @@ use crate::DispatchConfig;
 const RESERVED: &[&str] =
     &["webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host"];
 
-/// Largest body a transform may make (a template's placeholders can each copy the whole
-/// payload, so without a bound one endpoint could make every attempt gigabytes large).
-const MAX_TRANSFORMED_BYTES: usize = 4 << 20;
-
 /// Parsed endpoint URLs kept at most; past this the cache starts again (endpoints are
 /// few next to attempts, so it rarely fills).
 const PARSED_URLS: usize = 10_000;
@@ -191,17 +187,12 @@ impl Sender {
 
 /// What the endpoint is sent: the payload, or what the endpoint's transform makes of it
 /// (the same for every attempt, so a retry is the same request and its signature holds).
-/// A transform that could make a body over [`MAX_TRANSFORMED_BYTES`] is not rendered.
+/// A transform that could make too large a body ([`transform::check_size`]) is not rendered.
 fn request_body(message: &Message, endpoint: &Endpoint) -> Result<String, String> {
     match &endpoint.transform {
         None => Ok(message.payload.clone()),
-        Some(template) if transform::size_bound(template, message.payload.len()) > MAX_TRANSFORMED_BYTES => {
-            Err(format!(
-                "the endpoint's transform could make a body over {} MiB of this payload",
-                MAX_TRANSFORMED_BYTES >> 20
-            ))
-        }
         Some(template) => {
+            transform::check_size(template, message.payload.len())?;
             let body = transform::apply(template, &payload_json(&message.payload));
             Ok(serde_json::to_string(&body).unwrap_or_else(|_| "null".into()))
         }

@@ -84,6 +84,35 @@ async fn payload_filters_and_transforms_shape_what_each_endpoint_gets() {
         json!({ "order": { "id": id, "total": total, "items": [{ "sku": format!("sku-{id}") }] }, "status": status,
                 "customer": { "name": "Ada" }, "currency": "EUR" })
     };
+    // Tried first without posting anything: the endpoint's own rules, or others given.
+    let server_ref = &server;
+    let preview = |ep: &str, body: serde_json::Value| {
+        let path = format!("/api/v1/app/{app}/endpoint/{ep}/preview");
+        async move { server_ref.call("POST", &path, Some(body)).await }
+    };
+    let (status, out) = preview(&big_id, json!({ "payload": order(1, 20, "paid") })).await;
+    assert_eq!((status, out["wanted"].clone()), (200, json!(false)), "{out}");
+    assert_eq!(out["body"], order(1, 20, "paid"));
+    let (_, out) = preview(&big_id, json!({ "payload": order(2, 250, "paid") })).await;
+    assert_eq!(out["wanted"], true, "{out}");
+    let (_, out) =
+        preview(&big_id, json!({ "payload": order(3, 5, "new"), "payloadFilter": { "status": "new" } })).await;
+    assert_eq!(out["wanted"], true, "a filter given is tried instead: {out}");
+    let (_, out) = preview(&big_id, json!({ "payload": order(3, 5, "new"), "payloadFilter": null })).await;
+    assert_eq!(out["wanted"], true, "null: no filter: {out}");
+    let (_, out) = preview(&chat_id, json!({ "payload": order(7, 9, "paid") })).await;
+    assert_eq!(out["body"]["text"], "Order 7 by Ada: 9 EUR", "{out}");
+    let (_, out) = preview(&chat_id, json!({ "payload": { "a": 1 }, "transform": ["{{ a }}", "{{ b }}"] })).await;
+    assert_eq!(out["body"], json!([1, null]), "{out}");
+    let (status, out) = preview(&big_id, json!({ "payload": {}, "payloadFilter": { "x": { "$between": 1 } } })).await;
+    assert_eq!((status, out["detail"][0]["loc"].clone()), (422, json!(["body", "payloadFilter.x.$between"])), "{out}");
+    let copies = serde_json::Value::Array(vec![json!("{{ $ }}"); 100]);
+    let (status, out) =
+        preview(&chat_id, json!({ "payload": { "pad": "p".repeat(100_000) }, "transform": copies })).await;
+    assert_eq!((status, out["detail"][0]["loc"].clone()), (422, json!(["body", "transform"])), "{out}");
+    let (status, _) = preview("ep_unknown", json!({ "payload": {} })).await;
+    assert_eq!(status, 404);
+
     let small = server.send_message(&app, "order.updated", order(1, 20, "paid")).await;
     let large = server.send_message(&app, "order.updated", order(2, 250, "paid")).await;
     let pending = server.send_message(&app, "order.updated", order(3, 500, "pending")).await;

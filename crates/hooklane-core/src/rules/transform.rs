@@ -37,6 +37,20 @@ pub fn apply(template: &Value, payload: &Value) -> Value {
     render(template, payload, 1)
 }
 
+/// Largest body a transform may make, by [`size_bound`]: a template's placeholders can
+/// each copy the whole payload, so without a bound one endpoint could make every attempt
+/// gigabytes large.
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+
+/// Whether `template` may be rendered for a payload of `payload_len` bytes (see
+/// [`MAX_BODY_BYTES`]); the error says why not.
+pub fn check_size(template: &Value, payload_len: usize) -> Result<(), String> {
+    if size_bound(template, payload_len) > MAX_BODY_BYTES {
+        return Err(format!("the transform could make a body over {} MiB of this payload", MAX_BODY_BYTES >> 20));
+    }
+    Ok(())
+}
+
 /// The most a body made from `template` can weigh, in bytes, for a payload of
 /// `payload_len` bytes of JSON text: every placeholder may copy the whole payload (its
 /// compact form is at most twice as long as any text it was read from, escapes included),

@@ -9,6 +9,7 @@ pub mod event_type;
 pub mod events;
 pub mod message;
 pub mod position_tokens;
+pub mod preview;
 pub mod source;
 pub mod stats;
 
