@@ -142,6 +142,17 @@ async fn payload_filters_and_transforms_shape_what_each_endpoint_gets() {
     let (_, msg) = server.call("GET", &format!("/api/v1/app/{app}/msg/{large}"), None).await;
     assert_eq!(msg["payload"], order(2, 250, "paid"));
 
+    // A PUT that does not name them (as Svix's SDKs send it) keeps them.
+    let (status, out) = server
+        .call(
+            "PUT",
+            &format!("/api/v1/app/{app}/endpoint/{chat_id}"),
+            Some(json!({ "url": chat.url, "description": "x" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!((out["transform"].clone(), out["description"].clone()), (template.clone(), json!("x")), "{out}");
+
     // Cleared by PATCH with null: everything again, as posted.
     let path = format!("/api/v1/app/{app}/endpoint/{big_id}");
     let (status, out) = server.call("PATCH", &path, Some(json!({ "payloadFilter": null }))).await;

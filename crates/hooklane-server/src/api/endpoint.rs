@@ -73,11 +73,13 @@ pub struct EndpointIn {
     secret: Option<String>,
     #[serde(default)]
     headers: Option<BTreeMap<String, String>>,
-    /// hooklane's own (see [`hooklane_core::rules`]).
+    /// hooklane's own (see [`hooklane_core::rules`]). A `PUT` without them keeps them, as
+    /// it keeps `headers`: Svix's SDKs know nothing of them and would clear them otherwise;
+    /// `null` clears one.
     #[serde(default)]
-    payload_filter: Option<serde_json::Value>,
+    payload_filter: Patch<serde_json::Value>,
     #[serde(default)]
-    transform: Option<serde_json::Value>,
+    transform: Patch<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -263,7 +265,7 @@ pub async fn create(
         None => Secret::generate(),
     };
     let now = super::now();
-    let ep = Endpoint {
+    let mut ep = Endpoint {
         id: new_id(ids::ENDPOINT),
         app_id: t.app.id.clone(),
         uid: input.uid,
@@ -281,9 +283,11 @@ pub async fn create(
         failing_since: None,
         created_at: now,
         updated_at: now,
-        payload_filter: input.payload_filter,
-        transform: input.transform,
+        payload_filter: None,
+        transform: None,
     };
+    input.payload_filter.apply_opt(&mut ep.payload_filter);
+    input.transform.apply_opt(&mut ep.transform);
     validate(&ep)?;
     s.0.store.create_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
     operational::endpoint_changed(&s, operational::ENDPOINT_CREATED, &t.app, &ep);
@@ -372,8 +376,8 @@ pub async fn put(
     if let Some(h) = input.headers {
         ep.headers = h;
     }
-    ep.payload_filter = input.payload_filter;
-    ep.transform = input.transform;
+    input.payload_filter.apply_opt(&mut ep.payload_filter);
+    input.transform.apply_opt(&mut ep.transform);
     Ok(axum::Json(save(&s, &t, ep, was_disabled).await?.into()))
 }
 
