@@ -35,11 +35,15 @@ pub enum Health {
     Reached,
     /// Connection failed, timed out, or a 5xx.
     Unreachable,
+    /// Nothing was sent, through no fault of the endpoint's (see [`SendResult::unsendable`]):
+    /// it tells nothing of the endpoint.
+    Untried,
 }
 
 impl Health {
     pub fn of(result: &SendResult) -> Self {
         match result.status {
+            _ if result.unsendable => Health::Untried,
             None | Some(500..=599) => Health::Unreachable,
             Some(_) => Health::Reached,
         }
@@ -145,6 +149,7 @@ impl Circuits {
         }
         let mut map = self.lock();
         match health {
+            Health::Untried => {}
             Health::Reached => {
                 // Any answer, even one from a request sent before the circuit opened,
                 // shows the endpoint is back.
@@ -313,10 +318,12 @@ mod tests {
             duration: SEC,
             retry_after: None,
             request_headers: None,
+            unsendable: false,
         };
         assert_eq!(Health::of(&r(None)), Health::Unreachable);
         assert_eq!(Health::of(&r(Some(503))), Health::Unreachable);
         assert_eq!(Health::of(&r(Some(404))), Health::Reached);
+        assert_eq!(Health::of(&SendResult { unsendable: true, ..r(None) }), Health::Untried);
         assert_eq!(Health::of(&r(Some(429))), Health::Reached);
         assert_eq!(Health::of(&r(Some(204))), Health::Reached);
     }

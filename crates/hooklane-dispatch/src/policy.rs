@@ -11,6 +11,9 @@ pub fn next_step(cfg: &DispatchConfig, result: &SendResult, attempts_made: u32, 
     if result.succeeded() {
         return NextStep::Succeeded;
     }
+    if result.unsendable {
+        return NextStep::GiveUp;
+    }
     let Some(mut delay) = cfg.retry.next_delay(attempts_made) else {
         return NextStep::GiveUp;
     };
@@ -35,6 +38,7 @@ mod tests {
             duration: Duration::ZERO,
             retry_after: retry_after.map(Duration::from_secs),
             request_headers: None,
+            unsendable: false,
         }
     }
 
@@ -57,5 +61,8 @@ mod tests {
         assert_eq!(next_step(&cfg, &result(Some(500), Some(3)), 1, now), s(10));
         // A redirect is not followed and counts as a failure.
         assert_eq!(next_step(&cfg, &result(Some(302), None), 1, now), s(10));
+        // A request that cannot be made for this message: no retry.
+        let unsendable = SendResult { unsendable: true, ..result(None, None) };
+        assert_eq!(next_step(&cfg, &unsendable, 1, now), NextStep::GiveUp);
     }
 }

@@ -35,6 +35,9 @@ pub struct SendResult {
     pub retry_after: Option<Duration>,
     /// The headers of the request sent (`None` when none was: invalid or refused URL).
     pub request_headers: Option<BTreeMap<String, String>>,
+    /// hooklane could not make this message's request (the endpoint's transform makes too
+    /// large a body of it): no retry can do better, and the endpoint is not at fault.
+    pub unsendable: bool,
 }
 
 impl SendResult {
@@ -43,7 +46,14 @@ impl SendResult {
     }
 
     fn failed(why: String, started: Instant) -> Self {
-        SendResult { status: None, body: why, duration: started.elapsed(), retry_after: None, request_headers: None }
+        SendResult {
+            status: None,
+            body: why,
+            duration: started.elapsed(),
+            retry_after: None,
+            request_headers: None,
+            unsendable: false,
+        }
     }
 }
 
@@ -117,7 +127,9 @@ impl Sender {
         let timestamp = now.timestamp();
         let body = match request_body(message, endpoint) {
             Ok(body) => body,
-            Err(why) => return SendResult::failed(why, started),
+            Err(too_large) => {
+                return SendResult { unsendable: true, ..SendResult::failed(too_large.to_string(), started) };
+            }
         };
         let secrets = endpoint.signing_secrets(now);
         let signature = signature_header(&secrets, &message.id, timestamp, body.as_bytes());
@@ -175,6 +187,7 @@ impl Sender {
                 duration: started.elapsed(),
                 retry_after,
                 request_headers: None,
+                unsendable: false,
             },
             // `without_url`: the URL may carry credentials in its query string.
             Ok(Err(e)) => SendResult::failed(describe(e.without_url()), started),
@@ -187,13 +200,13 @@ impl Sender {
 
 /// What the endpoint is sent: the payload, or what the endpoint's transform makes of it
 /// (the same for every attempt, so a retry is the same request and its signature holds).
-/// A transform that could make too large a body ([`transform::check_size`]) is not rendered.
-fn request_body(message: &Message, endpoint: &Endpoint) -> Result<String, String> {
+/// A transform stops making a body past its limit ([`transform::body_limit`]).
+fn request_body(message: &Message, endpoint: &Endpoint) -> Result<String, transform::TooLarge> {
     match &endpoint.transform {
         None => Ok(message.payload.clone()),
         Some(template) => {
-            transform::check_size(template, message.payload.len())?;
-            let body = transform::apply(template, &payload_json(&message.payload));
+            let limit = transform::body_limit(message.payload.len());
+            let body = transform::apply(template, &payload_json(&message.payload), limit)?;
             Ok(serde_json::to_string(&body).unwrap_or_else(|_| "null".into()))
         }
     }

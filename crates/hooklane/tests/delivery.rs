@@ -177,20 +177,32 @@ async fn payload_filters_and_transforms_shape_what_each_endpoint_gets() {
     let (_, ep) = server.call("GET", &path, None).await;
     assert!(ep.get("payloadFilter").is_none() && ep.get("transform").is_none(), "{ep}");
 
-    // A template whose placeholders could blow a payload up past 4 MiB is not rendered: the
-    // attempt fails, saying why, and nothing is sent.
+    // A template that would blow a payload up by more than 4 MiB (a hundred copies of a
+    // 100 kB payload) stops making the body: the delivery fails at once, saying why, with no
+    // retry, and nothing is sent. Ten copies go out.
     let blowup = Receiver::start().await;
-    let copies = serde_json::Value::Array(vec![json!("{{ $ }}"); 100]);
-    let (blowup_id, _) = server.create_endpoint(&app, json!({ "url": blowup.url, "transform": copies })).await;
-    server.send_message(&app, "order.updated", json!({ "pad": "p".repeat(100_000) })).await;
+    let copies = |n: usize| serde_json::Value::Array(vec![json!("{{ $ }}"); n]);
+    let (blowup_id, _) = server.create_endpoint(&app, json!({ "url": blowup.url, "transform": copies(100) })).await;
+    let padded = json!({ "pad": "p".repeat(100_000) });
+    let too_big = server.send_message(&app, "padded", padded.clone()).await;
     let attempts = server
         .wait_until(&format!("/api/v1/app/{app}/attempt/endpoint/{blowup_id}"), WAIT, |page| {
             page["data"].as_array().is_some_and(|d| !d.is_empty())
         })
         .await;
     let response = attempts["data"][0]["response"].as_str().unwrap_or_default();
-    assert!(response.contains("transform could make a body over 4 MiB"), "{attempts}");
+    assert!(response.contains("more than 4 MiB larger than the payload"), "{attempts}");
+    let (_, dest) = server.call("GET", &format!("/api/v1/app/{app}/msg/{too_big}/endpoint"), None).await;
+    let dest = dest["data"].as_array().unwrap().iter().find(|d| d["id"] == blowup_id.as_str()).unwrap().clone();
+    assert_eq!((dest["status"].clone(), dest["nextAttempt"].clone()), (json!(2), json!(null)), "given up: {dest}");
     assert!(blowup.received().is_empty());
+    let (status, out) = server
+        .call("PATCH", &format!("/api/v1/app/{app}/endpoint/{blowup_id}"), Some(json!({ "transform": copies(10) })))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let fits = server.send_message(&app, "padded", padded).await;
+    blowup.wait_for_ids(std::slice::from_ref(&fits), WAIT).await;
+    assert_eq!(blowup.received()[0].json().as_array().map(Vec::len), Some(10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

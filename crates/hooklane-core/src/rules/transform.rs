@@ -27,59 +27,71 @@ pub fn validate(template: &Value) -> Result<(), RuleError> {
     check(template, 1)
 }
 
-/// The body made from `template` for `payload`.
+/// How much larger than its payload a transformed body may be, in bytes. Every placeholder
+/// can copy the whole payload, so without a limit a template of many could make each
+/// attempt gigabytes large.
+pub const MAX_GROWTH_BYTES: usize = 4 << 20;
+
+/// The most a body made for a payload of `payload_len` bytes may weigh.
+pub fn body_limit(payload_len: usize) -> usize {
+    payload_len.saturating_add(MAX_GROWTH_BYTES)
+}
+
+/// A body that would weigh more than its limit; nothing larger was built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the transform makes a body more than {} MiB larger than the payload", MAX_GROWTH_BYTES >> 20)]
+pub struct TooLarge;
+
+/// The body made from `template` for `payload`, or [`TooLarge`] as soon as what it is
+/// making would weigh more than `limit` bytes as JSON (counted as it is made, so a body
+/// over the limit is never built).
 ///
 /// Meant for a validated template; for any other, a string that cannot be read is sent as
 /// written, and what lies deeper than [`MAX_DEPTH`] becomes `null` (so that rendering never
 /// recurses deeper than a valid template would). The payload is only walked along the
 /// placeholders' paths; values found are copied whole.
-pub fn apply(template: &Value, payload: &Value) -> Value {
-    render(template, payload, 1)
+pub fn apply(template: &Value, payload: &Value, limit: usize) -> Result<Value, TooLarge> {
+    render(template, payload, 1, &mut Budget { left: limit }).ok_or(TooLarge)
 }
 
-/// Largest body a transform may make, by [`size_bound`]: a template's placeholders can
-/// each copy the whole payload, so without a bound one endpoint could make every attempt
-/// gigabytes large.
-pub const MAX_BODY_BYTES: usize = 4 << 20;
-
-/// Whether `template` may be rendered for a payload of `payload_len` bytes (see
-/// [`MAX_BODY_BYTES`]); the error says why not.
-pub fn check_size(template: &Value, payload_len: usize) -> Result<(), String> {
-    if size_bound(template, payload_len) > MAX_BODY_BYTES {
-        return Err(format!("the transform could make a body over {} MiB of this payload", MAX_BODY_BYTES >> 20));
-    }
-    Ok(())
+/// What is left of a body's limit while it is made.
+struct Budget {
+    left: usize,
 }
 
-/// The most a body made from `template` can weigh, in bytes, for a payload of
-/// `payload_len` bytes of JSON text: every placeholder may copy the whole payload (its
-/// compact form is at most twice as long as any text it was read from, escapes included),
-/// so a template of many placeholders can make a body far larger than its payload. Senders
-/// check this bound before rendering.
-pub fn size_bound(template: &Value, payload_len: usize) -> usize {
-    let per_placeholder = payload_len.saturating_mul(2).saturating_add(16);
-    let mut total = 0usize;
-    let mut pending = vec![template];
-    // A loop, not recursion: the template need not have been validated.
-    while let Some(value) = pending.pop() {
-        let own = match value {
-            Value::String(text) => {
-                let placeholders = text.matches("{{").count();
-                text.len().saturating_add(2).saturating_add(placeholders.saturating_mul(per_placeholder))
-            }
-            Value::Array(items) => {
-                pending.extend(items);
-                items.len().saturating_add(2)
-            }
-            Value::Object(members) => {
-                pending.extend(members.values());
-                members.keys().fold(2usize, |n, k| n.saturating_add(k.len()).saturating_add(4))
-            }
-            Value::Null | Value::Bool(_) | Value::Number(_) => 24,
-        };
-        total = total.saturating_add(own);
+impl Budget {
+    fn take_bytes(&mut self, n: usize) -> Option<()> {
+        self.left = self.left.checked_sub(n)?;
+        Some(())
     }
-    total
+
+    /// Takes the JSON size of `value`, counted by writing it out, which stops as soon as it
+    /// would not fit.
+    fn take(&mut self, value: &Value) -> Option<()> {
+        let mut counter = Counter { written: 0, left: self.left };
+        serde_json::to_writer(&mut counter, value).ok()?;
+        self.take_bytes(counter.written)
+    }
+}
+
+/// A writer that only counts, and fails past `left` bytes.
+struct Counter {
+    written: usize,
+    left: usize,
+}
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.written = self.written.saturating_add(buf.len());
+        if self.written > self.left {
+            return Err(std::io::Error::other("over the limit"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// `depth` is the level `value` has if it is an object or array (the root is level 1).
@@ -98,35 +110,57 @@ fn check(value: &Value, depth: usize) -> Result<(), RuleError> {
     }
 }
 
-fn render(value: &Value, payload: &Value, depth: usize) -> Value {
+/// Renders `value`, taking what it makes from `budget` (`None`: the budget ran out). The
+/// count is of the JSON text (strings without their escapes: close enough for a limit).
+fn render(value: &Value, payload: &Value, depth: usize, budget: &mut Budget) -> Option<Value> {
     match value {
-        Value::String(text) => render_string(text, payload),
-        Value::Array(_) | Value::Object(_) if depth > MAX_DEPTH => Value::Null,
-        Value::Array(items) => items.iter().map(|item| render(item, payload, depth + 1)).collect(),
-        Value::Object(members) => {
-            members.iter().map(|(key, member)| (key.clone(), render(member, payload, depth + 1))).collect()
+        Value::String(text) => render_string(text, payload, budget),
+        Value::Array(_) | Value::Object(_) if depth > MAX_DEPTH => budget.take_bytes(4).map(|_| Value::Null),
+        Value::Array(items) => {
+            budget.take_bytes(items.len().saturating_add(2))?;
+            items.iter().map(|item| render(item, payload, depth + 1, budget)).collect()
         }
-        Value::Null | Value::Bool(_) | Value::Number(_) => value.clone(),
+        Value::Object(members) => {
+            budget.take_bytes(2)?;
+            let mut out = serde_json::Map::new();
+            for (key, member) in members {
+                budget.take_bytes(key.len().saturating_add(4))?;
+                out.insert(key.clone(), render(member, payload, depth + 1, budget)?);
+            }
+            Some(Value::Object(out))
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => budget.take(value).map(|_| value.clone()),
     }
 }
 
-fn render_string(text: &str, payload: &Value) -> Value {
-    let Ok(parts) = parse(text) else { return Value::String(text.to_owned()) };
+fn render_string(text: &str, payload: &Value, budget: &mut Budget) -> Option<Value> {
+    let Ok(parts) = parse(text) else {
+        budget.take_bytes(text.len().saturating_add(2))?;
+        return Some(Value::String(text.to_owned()));
+    };
     if let [Part::Placeholder(path)] = parts.as_slice() {
-        return resolve(payload, path).cloned().unwrap_or(Value::Null);
+        let found = resolve(payload, path).unwrap_or(&Value::Null);
+        budget.take(found)?;
+        return Some(found.clone());
     }
+    budget.take_bytes(2)?;
     let mut out = String::with_capacity(text.len());
     for part in parts {
-        match part {
-            Part::Text(literal) => out.push_str(literal),
+        let piece = match part {
+            Part::Text(literal) => std::borrow::Cow::Borrowed(literal),
             Part::Placeholder(path) => match resolve(payload, path) {
-                None | Some(Value::Null) => {}
-                Some(Value::String(found)) => out.push_str(found),
-                Some(found) => out.push_str(&found.to_string()),
+                None | Some(Value::Null) => continue,
+                Some(Value::String(found)) => std::borrow::Cow::Borrowed(found.as_str()),
+                Some(found) => {
+                    budget.take(found)?;
+                    std::borrow::Cow::Owned(found.to_string())
+                }
             },
-        }
+        };
+        budget.take_bytes(piece.len())?;
+        out.push_str(&piece);
     }
-    Value::String(out)
+    Some(Value::String(out))
 }
 
 /// A template string, cut into literal text and placeholders (their trimmed paths).
@@ -236,23 +270,39 @@ mod tests {
         (0..levels).fold(leaf, |inner, _| Value::Object([("k".to_string(), inner)].into_iter().collect()))
     }
 
+    /// Renders without a limit (the limit has tests of its own).
+    fn apply(template: &Value, payload: &Value) -> Value {
+        super::apply(template, payload, usize::MAX).expect("no limit")
+    }
+
     #[test]
-    fn the_size_bound_holds_and_grows_with_placeholders() {
+    fn a_body_over_its_limit_is_refused_and_the_count_is_close() {
         let payload = payload();
-        let len = payload.to_string().len();
         for template in [
             json!("{{ $ }}"),
             json!({"a": ["{{ $ }}", "{{ $ }} and {{ o }}", 1.5, null], "long key name": {"x": "{{ list }}"}}),
-            json!(["plain text", true, -3]),
+            json!(["plain text", true, -3, "x{{ n }}y{{ id }}"]),
         ] {
             let made = apply(&template, &payload).to_string().len();
-            assert!(made <= size_bound(&template, len), "{template}: {made} > {}", size_bound(&template, len));
+            // Enough room: made. A little less than the body's own size: refused.
+            assert_eq!(super::apply(&template, &payload, made * 2), Ok(apply(&template, &payload)), "{template}");
+            assert_eq!(super::apply(&template, &payload, made / 2), Err(TooLarge), "{template}");
         }
-        let one = size_bound(&json!(["{{ $ }}"]), 1000);
-        let many = size_bound(&Value::Array(vec![json!("{{ $ }}"); 100]), 1000);
-        assert!(many >= 100 * 1000 && many > one * 50, "{one} / {many}");
-        // A hostile depth does not overflow the stack.
-        assert!(size_bound(&nest(10_000, json!("{{ $ }}")), 10) > 10);
+        // Numbers whose JSON is longer than the text they were read from count as written
+        // (1e15 is written 1000000000000000.0).
+        let numbers: Value = serde_json::from_str(&format!("[{}]", vec!["1e15"; 1000].join(","))).unwrap();
+        let ten = Value::Array(vec![json!("{{ $ }}"); 10]);
+        let made = apply(&ten, &numbers).to_string().len();
+        assert!(made > 180_000, "{made}");
+        assert!(super::apply(&ten, &numbers, 100_000) == Err(TooLarge));
+        // Ten copies of a 100 kB payload fit its limit (4 MiB more than the payload); a
+        // hundred stop at the limit instead of being made (no 10 MB body is built).
+        let big = json!({"pad": "p".repeat(100_000)});
+        let copies = |n: usize, of: &str| Value::Array(vec![json!(of); n]);
+        assert!(super::apply(&copies(10, "{{ $ }}"), &big, body_limit(100_000)).is_ok());
+        assert!(super::apply(&copies(100, "{{ $ }}"), &big, body_limit(100_000)) == Err(TooLarge));
+        // Interpolated text counts too.
+        assert!(super::apply(&copies(100, "<{{ pad }}>"), &big, body_limit(100_000)) == Err(TooLarge));
     }
 
     #[test]

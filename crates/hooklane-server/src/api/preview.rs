@@ -49,10 +49,8 @@ pub async fn preview(
     let wanted = payload_wanted(ep.payload_filter.as_ref(), &mut payload);
     let body = match &ep.transform {
         None => payload.json().clone(),
-        Some(template) => {
-            transform::check_size(template, text.len()).map_err(|why| ApiError::validation("transform", why))?;
-            transform::apply(template, payload.json())
-        }
+        Some(template) => transform::apply(template, payload.json(), transform::body_limit(text.len()))
+            .map_err(|too_large| ApiError::validation("transform", too_large.to_string()))?,
     };
     Ok(axum::Json(PreviewOut { wanted, body }))
 }
