@@ -97,8 +97,8 @@ impl AttemptNews {
     }
 }
 
-/// Starts over the circuits whose reset any node announced (its own announcements too,
-/// which find them reset already). Ends with the engine or the store.
+/// Starts over the circuits whose reset another node announced. Ends with the engine or the
+/// store.
 async fn follow_circuit_resets(inner: std::sync::Weak<Inner>, mut resets: tokio::sync::broadcast::Receiver<String>) {
     use tokio::sync::broadcast::error::RecvError;
     loop {
@@ -220,8 +220,8 @@ impl Dispatcher {
 
     /// Sends to this endpoint again without waiting for its circuit's cool-down: someone
     /// asked for one of its deliveries by hand (a resend), which says it is worth trying
-    /// now. Only this process's circuit is reset; other nodes probe theirs at the end of
-    /// their cool-down.
+    /// now. Every node sharing the store resets its circuit too (announced through the
+    /// store: [`hooklane_store::Store::announce_circuit_reset`]).
     pub fn retry_endpoint_now(&self, endpoint_id: &str) {
         self.inner.circuits.forget(endpoint_id);
         self.inner.wake.notify_one();

@@ -38,14 +38,33 @@ pub async fn check_coding(mut req: Request, next: Next) -> Response {
         req.headers_mut().remove(header::CONTENT_ENCODING);
         return next.run(req).await;
     }
+    // HTTP/1.1: a request with neither a length nor chunks has no body.
+    let headers = req.headers();
+    let empty = match headers.get(header::CONTENT_LENGTH) {
+        Some(length) => length == "0",
+        None => !headers.contains_key(header::TRANSFER_ENCODING),
+    };
     match DECODED.iter().find(|(spelled, _)| *spelled == name) {
+        // Nothing to decode: the body is empty, whatever its coding says.
+        Some(_) if empty => {
+            req.headers_mut().remove(header::CONTENT_ENCODING);
+            next.run(req).await
+        }
         Some((_, canonical)) => {
             req.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static(canonical));
+            // The decoder drops the length (the decoded one is not known yet): readers that
+            // tell a missing body from a present one look for this mark instead.
+            req.extensions_mut().insert(CompressedBody);
             next.run(req).await
         }
         None => ApiError::UnsupportedContentEncoding(joined(&req)).into_response(),
     }
 }
+
+/// Marks a request whose body is being decoded: it has one, though it no longer says how
+/// long.
+#[derive(Debug, Clone, Copy)]
+pub struct CompressedBody;
 
 /// Every `Content-Encoding` value of the request, for the error message.
 fn joined(req: &Request) -> String {

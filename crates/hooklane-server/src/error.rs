@@ -147,8 +147,8 @@ impl From<StoreError> for ApiError {
 }
 
 /// Why a stream position past the stream's end is refused.
-pub const POSITION_AHEAD: &str = "is ahead of this server's stream (it comes from another database, or from this one \
-     before a restore from backup); read again from an earlier position";
+pub const POSITION_AHEAD: &str = "is ahead of this server's stream (it was given out before the database was restored \
+     from a backup); read again from an earlier position";
 
 pub type ApiResult<T> = Result<T, ApiError>;
 

@@ -94,10 +94,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for OptionalJson<T> {
         // A body sent without a content type is not "no body": it goes on to the JSON
         // extractor, which answers 415, rather than being silently ignored.
         let headers = req.headers();
-        let empty = headers.get(axum::http::header::CONTENT_LENGTH).is_some_and(|v| v == "0")
-            || (!headers.contains_key(axum::http::header::CONTENT_TYPE)
-                && !headers.contains_key(axum::http::header::CONTENT_LENGTH)
-                && !headers.contains_key(axum::http::header::TRANSFER_ENCODING));
+        let compressed = req.extensions().get::<crate::content_encoding::CompressedBody>().is_some();
+        let empty = !compressed
+            && (headers.get(axum::http::header::CONTENT_LENGTH).is_some_and(|v| v == "0")
+                || (!headers.contains_key(axum::http::header::CONTENT_TYPE)
+                    && !headers.contains_key(axum::http::header::CONTENT_LENGTH)
+                    && !headers.contains_key(axum::http::header::TRANSFER_ENCODING)));
         if empty {
             return Ok(OptionalJson(None));
         }

@@ -181,14 +181,14 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    /// Tells every process sharing this store (this one too, through
-    /// [`Store::circuit_resets`]) that an endpoint's circuit should start over: the endpoint
+    /// Tells every other process sharing this store (through [`Store::circuit_resets`]) that
+    /// an endpoint's circuit should start over: the endpoint
     /// was changed or recovered, or a delivery to it was asked for by hand. Best effort (a
     /// lost announcement leaves another node's circuit to its cool-down). A store only one
     /// process uses has nobody to tell.
     async fn announce_circuit_reset(&self, _endpoint_id: &str) {}
 
-    /// The endpoint ids of circuit resets announced by any process
+    /// The endpoint ids of circuit resets announced by other processes
     /// ([`Store::announce_circuit_reset`]); `None` for a store only one process uses.
     fn circuit_resets(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
         None

@@ -268,19 +268,11 @@ impl EventPosition {
     pub const START: EventPosition = EventPosition { major: 0, minor: 0 };
 }
 
-/// The text form clients carry as an iterator (and SSE `id`): `major.minor`.
+/// Shown as `major.minor` (in logs and tests; clients get positions as opaque tokens, see
+/// `hooklane_server::api::position_tokens`).
 impl std::fmt::Display for EventPosition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}.{}", self.major, self.minor)
-    }
-}
-
-impl std::str::FromStr for EventPosition {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        let (major, minor) = s.split_once('.').ok_or(())?;
-        let parse = |n: &str| n.parse::<i64>().ok().filter(|v| *v >= 0 && !n.starts_with('+'));
-        Ok(EventPosition { major: parse(major).ok_or(())?, minor: parse(minor).ok_or(())? })
     }
 }
 

@@ -1696,6 +1696,31 @@ async fn compressed_bodies_are_decoded_within_the_limit() {
     let r = post("gzip", truncated[..truncated.len() / 2].to_vec()).await;
     assert_error(r.status, &r.json(), 400, "bad_request");
 
+    // A compressed body is a body, even without a length: sent without a content type to a
+    // route whose body is optional, it is refused (415), not taken for no body at all (a
+    // rotation would then make up a key); an empty one is no body, whatever its coding.
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": "https://example.com/hook" })).await;
+    let rotate = format!("/api/v1/app/{app}/endpoint/{ep}/secret/rotate");
+    let key = json!({ "key": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }).to_string();
+    let r = send(
+        request(&server, Some(ADMIN), "POST", &rotate).header("content-encoding", "gzip").body(gzip(key.as_bytes())),
+    )
+    .await;
+    assert_error(r.status, &r.json(), 415, "unsupported_media_type");
+    let r = send(
+        request(&server, Some(ADMIN), "POST", &rotate)
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(gzip(key.as_bytes())),
+    )
+    .await;
+    assert!(r.status == 200 || r.status == 204, "{}: {}", r.status, r.text);
+    let (_, secret) = server.call("GET", &format!("/api/v1/app/{app}/endpoint/{ep}/secret"), None).await;
+    assert_eq!(secret["key"], "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "the decoded key was used");
+    let r =
+        send(request(&server, Some(ADMIN), "POST", &rotate).header("content-encoding", "gzip").body(Vec::new())).await;
+    assert!(r.status == 200 || r.status == 204, "an empty body is no body: {}: {}", r.status, r.text);
+
     // Nothing refused was stored: the five accepted messages only.
     let (status, list) = server.call("GET", &format!("{path}?limit=50"), None).await;
     assert_eq!(status, 200, "{list}");

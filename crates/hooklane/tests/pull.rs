@@ -104,6 +104,7 @@ async fn polling_reads_each_message_once_in_order() {
     assert!(end.len() >= 40 && !end.contains('.'), "an opaque iterator: {end}");
     let (status, body) = server.call("GET", &format!("/api/v1/app/{other}/events?iterator={end}"), None).await;
     assert_eq!((status, body["code"].as_str()), (422, Some("validation")), "{body}");
+    assert!(body["detail"][0]["msg"].as_str().unwrap().contains("not a position"), "{body}");
     let altered = format!("{}{}", if end.starts_with('A') { "B" } else { "A" }, &end[1..]);
 
     // Bad input: a clear 4xx with a code, never a 500.
@@ -307,8 +308,11 @@ async fn an_iterator_from_before_a_restore_is_refused() {
     server.restart_after_kill();
     let (ids, _) = read_all(&server, &format!("/api/v1/app/{app}/events?limit=10")).await;
     assert_eq!(ids.len(), 1, "the restored database has the first message only");
+    // Refused as ahead of the stream (the database kept its secret through the restore: the
+    // iterator is still one of its own), not as a position it never gave out.
     let (status, body) = server.call("GET", &format!("/api/v1/app/{app}/events?iterator={ahead}"), None).await;
     assert_eq!((status, body["code"].as_str()), (422, Some("validation")), "{body}");
+    assert!(body["detail"][0]["msg"].as_str().unwrap().contains("is ahead of this server's stream"), "{body}");
     let resp = server
         .client
         .get(server.url(&format!("/api/v1/app/{app}/events/stream")))
@@ -319,6 +323,7 @@ async fn an_iterator_from_before_a_restore_is_refused() {
         .unwrap();
     let (status, body) = read(resp).await;
     assert_eq!((status, body["code"].as_str()), (422, Some("validation")), "{body}");
+    assert!(body["detail"][0]["msg"].as_str().unwrap().contains("is ahead of this server's stream"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,9 +94,12 @@ pub struct PgStore {
     events: Arc<StreamSignals>,
     /// See [`crate::Store::instance_secret`].
     instance_secret: [u8; 32],
-    /// Every `NOTIFY hooklane_circuits` from any node: what [`crate::Store::circuit_resets`]
-    /// hands out.
+    /// Every `NOTIFY hooklane_circuits` from another node: what
+    /// [`crate::Store::circuit_resets`] hands out.
     circuit_resets: tokio::sync::broadcast::Sender<String>,
+    /// Tags this process's circuit announcements, so that it does not hear its own: by the
+    /// time one came back, the circuit it reset may have opened again, for good reason.
+    node_tag: String,
 }
 
 /// The channel nodes use to tell each other that work may be due now.
@@ -167,14 +170,16 @@ impl PgStore {
         let wakeups = Arc::new(Notify::new());
         let events = Arc::new(StreamSignals::default());
         let (circuit_resets, _) = tokio::sync::broadcast::channel(CIRCUIT_RESETS_BACKLOG);
+        let node_tag: String = hooklane_core::signing::random_bytes::<8>().iter().map(|b| format!("{b:02x}")).collect();
         let listen = Listening {
             wakeups: Arc::downgrade(&wakeups),
             events: Arc::downgrade(&events),
             circuit_resets: circuit_resets.clone(),
+            node_tag: node_tag.clone(),
         };
         tokio::spawn(listen_for_due(config, tls, listen));
         let ingest = ingest::start(pool.clone());
-        Ok(PgStore { pool, ingest, wakeups, events, instance_secret, circuit_resets })
+        Ok(PgStore { pool, ingest, wakeups, events, instance_secret, circuit_resets, node_tag })
     }
 
     /// Tells every node listening (this one included) that deliveries may be due now. A
@@ -192,7 +197,10 @@ impl PgStore {
     /// Announces a circuit reset to every node (see [`crate::Store::announce_circuit_reset`]).
     pub(crate) async fn announce_circuit_reset(&self, endpoint_id: &str) {
         let sent = match self.client().await {
-            Ok(c) => c.execute("SELECT pg_notify($1, $2)", &[&CIRCUITS_CHANNEL, &endpoint_id]).await.map_err(db_err),
+            Ok(c) => {
+                let payload = format!("{} {endpoint_id}", self.node_tag);
+                c.execute("SELECT pg_notify($1, $2)", &[&CIRCUITS_CHANNEL, &payload]).await.map_err(db_err)
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = sent {
@@ -211,16 +219,18 @@ struct Listening {
     wakeups: Weak<Notify>,
     events: Weak<StreamSignals>,
     circuit_resets: tokio::sync::broadcast::Sender<String>,
+    /// This process's announcements carry it (`<tag> <endpoint id>`): they are not passed on.
+    node_tag: String,
 }
 
 /// Holds one connection that `LISTEN`s on [`DUE_CHANNEL`], [`MESSAGES_CHANNEL`] and
 /// [`CIRCUITS_CHANNEL`]: signals `wakeups` for each notification on the first, raises
 /// `events` for the applications each one on the second names (and every application's
 /// once the connection is listening, for messages written while it was down), passes each
-/// endpoint id of the third to `circuit_resets`, and reconnects when the connection drops.
+/// endpoint id of the third that another node announced to `circuit_resets`, and reconnects when the connection drops.
 /// Ends when the store is dropped.
 async fn listen_for_due(config: tokio_postgres::Config, tls: MakeRustlsConnect, listen: Listening) {
-    let Listening { wakeups, events, circuit_resets } = listen;
+    let Listening { wakeups, events, circuit_resets, node_tag } = listen;
     use futures::StreamExt;
     // An empty payload stands for every application (see `ingest::announce_messages`).
     let bump = |events: &Weak<StreamSignals>, apps: &str| match events.upgrade() {
@@ -265,8 +275,12 @@ async fn listen_for_due(config: tokio_postgres::Config, tls: MakeRustlsConnect, 
                                 }
                             }
                             Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CIRCUITS_CHANNEL => {
-                                // No dispatcher subscribed (yet): nobody to tell.
-                                let _ = circuit_resets.send(n.payload().to_string());
+                                match n.payload().split_once(' ') {
+                                    Some((tag, _)) if tag == node_tag => {}
+                                    // No dispatcher subscribed (yet): nobody to tell.
+                                    Some((_, endpoint_id)) => drop(circuit_resets.send(endpoint_id.to_string())),
+                                    None => {}
+                                }
                             }
                             Some(Ok(AsyncMessage::Notification(_))) => match wakeups.upgrade() {
                                 Some(w) => w.notify_one(),
