@@ -69,6 +69,9 @@ pub struct SendArgs {
     timeout: u64,
 }
 
+/// Headers `send` sets from its own options; `--header` may not add a second one.
+const SET_BY_SEND: &[&str] = &["webhook-id", "webhook-timestamp", "webhook-signature", "content-type"];
+
 /// The payload `send` posts when given none.
 const TEST_PAYLOAD: &str = r#"{"type":"hooklane.test","data":{"hello":"world"}}"#;
 
@@ -91,7 +94,11 @@ pub async fn send(args: SendArgs) -> anyhow::Result<bool> {
         let Some((name, value)) = header.split_once(':') else {
             bail!("--header {header:?}: write it as `Name: value`")
         };
-        request = request.header(name.trim(), value.trim());
+        let name = name.trim();
+        if SET_BY_SEND.contains(&name.to_ascii_lowercase().as_str()) {
+            bail!("--header {name}: send sets it (use --id, --timestamp or --content-type)");
+        }
+        request = request.header(name, value.trim());
     }
     let response = request.body(body).send().await.with_context(|| format!("cannot POST to {}", args.url))?;
     let status = response.status();

@@ -142,7 +142,19 @@ async fn payload_filters_and_transforms_shape_what_each_endpoint_gets() {
     let (_, msg) = server.call("GET", &format!("/api/v1/app/{app}/msg/{large}"), None).await;
     assert_eq!(msg["payload"], order(2, 250, "paid"));
 
-    // A PUT that does not name them (as Svix's SDKs send it) keeps them.
+    // A late endpoint replaying what it missed gets only what its filter lets through.
+    let late_rx = Receiver::start().await;
+    let (late_ep, _) =
+        server.create_endpoint(&app, json!({ "url": late_rx.url, "payloadFilter": { "status": "refunded" } })).await;
+    let since = json!({ "since": chrono::Utc::now() - chrono::Duration::hours(1) });
+    let (status, out) =
+        server.call("POST", &format!("/api/v1/app/{app}/endpoint/{late_ep}/replay-missing"), Some(since)).await;
+    assert_eq!((status, out["replayed"].clone()), (202, json!(1)), "{out}");
+    late_rx.wait_for_ids(std::slice::from_ref(&refunded), WAIT).await;
+    settle().await;
+    assert_eq!(ids(&late_rx.received()), HashSet::from([refunded.clone()]));
+
+    // A PUT that does not name them (as Svix's SDKs send it) keeps them; null clears one.
     let (status, out) = server
         .call(
             "PUT",
@@ -152,6 +164,14 @@ async fn payload_filters_and_transforms_shape_what_each_endpoint_gets() {
         .await;
     assert_eq!(status, 200, "{out}");
     assert_eq!((out["transform"].clone(), out["description"].clone()), (template.clone(), json!("x")), "{out}");
+    let (_, out) = server
+        .call(
+            "PUT",
+            &format!("/api/v1/app/{app}/endpoint/{late_ep}"),
+            Some(json!({ "url": late_rx.url, "payloadFilter": null })),
+        )
+        .await;
+    assert!(out.get("payloadFilter").is_none(), "{out}");
 
     // Cleared by PATCH with null: everything again, as posted.
     let path = format!("/api/v1/app/{app}/endpoint/{big_id}");
@@ -168,6 +188,7 @@ async fn payload_filters_and_transforms_shape_what_each_endpoint_gets() {
         (json!({ "payloadFilter": { "total": { "$between": [1, 2] } } }), "payloadFilter.total.$between"),
         (json!({ "payloadFilter": ["not", "an", "object"] }), "payloadFilter"),
         (json!({ "transform": { "text": "{{ order.id" } }), "transform.text"),
+        (json!({ "transform": { "text": "x".repeat(70_000) } }), "transform"),
     ] {
         let (status, out) = server.call("PATCH", &path, Some(body.clone())).await;
         assert_eq!(status, 422, "{body}: {out}");

@@ -468,6 +468,12 @@ async fn destinations_filter_and_transform_what_they_are_sent() {
     let (status, out) =
         server.call("PATCH", &format!("/api/v1/source/{source}"), Some(json!({ "destinations": bad }))).await;
     assert_eq!((status, out["code"].as_str()), (422, Some("validation")), "{out}");
+    assert_eq!(out["detail"][0]["loc"], json!(["body", "destinations.payloadFilter.ref.$startsWith"]), "{out}");
+    // On an event-type destination (which fans out to its application's own endpoints): refused.
+    let with_filter = json!([{ "appId": "nope", "eventType": "x", "payloadFilter": {} }]);
+    let (status, out) =
+        server.call("PATCH", &format!("/api/v1/source/{source}"), Some(json!({ "destinations": with_filter }))).await;
+    assert_eq!((status, out["code"].as_str()), (422, Some("validation")), "{out}");
 }
 
 /// A provider's gzip-compressed request: its signature (over the body, as providers sign

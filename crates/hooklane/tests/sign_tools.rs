@@ -120,6 +120,12 @@ async fn send_signs_as_deliveries_are_signed() {
     assert!(signature_valid(SECRET, r), "{:?}", r.headers);
     assert!(!signature_valid("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", r));
 
+    // The headers send sets itself cannot be given twice.
+    let (code, out) = hooklane(&["send", &url, "--secret", SECRET, "-H", "Webhook-Id: other"], b"").await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("--id"), "{out}");
+    assert_eq!(rx.received().len(), 1, "nothing was sent");
+
     // From standard input, with a default id; a receiver answering non-2xx makes it exit 1.
     rx.set_script(|_, _| Reply::Status(500));
     let (code, out) =

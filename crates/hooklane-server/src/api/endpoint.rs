@@ -216,7 +216,7 @@ pub(crate) fn validate(e: &Endpoint) -> ApiResult<()> {
     check_rate_limit("rateLimit", e.rate_limit)?;
     check_metadata("metadata", &e.metadata)?;
     check_headers(&e.headers)?;
-    check_rules("payloadFilter", "transform", e.payload_filter.as_ref(), e.transform.as_ref())?;
+    check_rules(e.payload_filter.as_ref(), e.transform.as_ref())?;
     if let Some(uid) = &e.uid {
         check_name("uid", uid)?;
         if ids::has_prefix(uid, ids::ENDPOINT) {
@@ -229,23 +229,27 @@ pub(crate) fn validate(e: &Endpoint) -> ApiResult<()> {
     Ok(())
 }
 
-/// An endpoint's (or a destination's) payload filter and transform, checked once when set;
-/// the fields are named as the body names them.
-pub(crate) fn check_rules(
-    filter_field: &str,
-    transform_field: &str,
-    filter: Option<&serde_json::Value>,
-    transform: Option<&serde_json::Value>,
-) -> ApiResult<()> {
-    let at = |field: &str, e: hooklane_core::rules::RuleError| {
+/// Largest payload filter or transform, as JSON text: both are read for every message that
+/// fans out to the endpoint (or is sent to it), so they stay small.
+const MAX_RULE_BYTES: usize = 64 * 1024;
+
+/// An endpoint's (or a destination's) payload filter and transform, checked when set.
+pub(crate) fn check_rules(filter: Option<&serde_json::Value>, transform: Option<&serde_json::Value>) -> ApiResult<()> {
+    use hooklane_core::rules::{payload_filter, transform, RuleError};
+    let at = |field: &str, e: RuleError| {
         let place = if e.path.is_empty() { field.to_string() } else { format!("{field}.{}", e.path) };
         ApiError::validation(place, e.msg)
     };
-    if let Some(f) = filter {
-        hooklane_core::rules::payload_filter::validate(f).map_err(|e| at(filter_field, e))?;
-    }
-    if let Some(t) = transform {
-        hooklane_core::rules::transform::validate(t).map_err(|e| at(transform_field, e))?;
+    let documents = [
+        ("payloadFilter", filter, payload_filter::validate as fn(&serde_json::Value) -> Result<(), RuleError>),
+        ("transform", transform, transform::validate),
+    ];
+    for (field, document, validate) in documents {
+        let Some(document) = document else { continue };
+        if serde_json::to_string(document).map_or(0, |text| text.len()) > MAX_RULE_BYTES {
+            return Err(ApiError::validation(field, format!("at most {} KiB of JSON", MAX_RULE_BYTES / 1024)));
+        }
+        validate(document).map_err(|e| at(field, e))?;
     }
     Ok(())
 }

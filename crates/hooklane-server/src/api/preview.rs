@@ -43,7 +43,7 @@ pub async fn preview(
     let mut ep = find(&s, &t, &key).await?;
     input.payload_filter.apply_opt(&mut ep.payload_filter);
     input.transform.apply_opt(&mut ep.transform);
-    check_rules("payloadFilter", "transform", ep.payload_filter.as_ref(), ep.transform.as_ref())?;
+    check_rules(ep.payload_filter.as_ref(), ep.transform.as_ref())?;
     let text = input.payload.get();
     let mut payload = LazyPayload::new(text);
     let wanted = payload_wanted(ep.payload_filter.as_ref(), &mut payload);

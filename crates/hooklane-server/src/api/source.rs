@@ -267,12 +267,11 @@ async fn check_destinations(s: &AppState, input: Vec<DestinationIn>) -> ApiResul
                 }
                 out.push(Checked::Event(EventDestination { app_id: app.id, event_type: event_type.clone() }));
             }
-            _ => {
-                return Err(ApiError::validation(
-                    "destinations",
-                    "each destination is either {\"url\", \"headers\"?, \"secret\"?} or {\"appId\", \"eventType\"}",
-                ))
-            }
+            _ => return Err(ApiError::validation(
+                "destinations",
+                "each destination is either {\"url\", \"headers\"?, \"secret\"?, \"disabled\"?, \"payloadFilter\"?, \
+                     \"transform\"?} or {\"appId\", \"eventType\"}",
+            )),
         }
     }
     Ok(out)
@@ -296,7 +295,7 @@ fn new_endpoint(app_id: &str, d: DestinationIn, now: DateTime<Utc>) -> ApiResult
         disabled: d.disabled.unwrap_or(false),
         rate_limit: None,
         metadata: Metadata::new(),
-        headers: d.headers.clone().unwrap_or_default(),
+        headers: d.headers.unwrap_or_default(),
         secret: secret.expose(),
         previous_secrets: Vec::new(),
         failing_since: None,
@@ -307,11 +306,17 @@ fn new_endpoint(app_id: &str, d: DestinationIn, now: DateTime<Utc>) -> ApiResult
     };
     d.payload_filter.apply_opt(&mut ep.payload_filter);
     d.transform.apply_opt(&mut ep.transform);
-    validate_endpoint(&ep).map_err(|e| match e {
+    validate_destination(&ep)?;
+    Ok(ep)
+}
+
+/// Checks a URL destination as the endpoint it is, naming a bad field as the body does
+/// (`destinations.<field>`).
+fn validate_destination(ep: &Endpoint) -> ApiResult<()> {
+    validate_endpoint(ep).map_err(|e| match e {
         ApiError::Validation { field, msg, .. } => ApiError::validation(format!("destinations.{field}"), msg),
         other => other,
-    })?;
-    Ok(ep)
+    })
 }
 
 fn split(checked: Vec<Checked>) -> (Vec<DestinationIn>, Vec<EventDestination>) {
@@ -434,7 +439,7 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                     d.payload_filter.clone().apply_opt(&mut ep.payload_filter);
                     d.transform.clone().apply_opt(&mut ep.transform);
                     touch(&mut ep, was_disabled, now);
-                    validate_endpoint(&ep)?;
+                    validate_destination(&ep)?;
                     changes.push((ep, Some(was_disabled)));
                 }
                 None => changes.push((new_endpoint(&src.app_id, d, now)?, None)),
