@@ -15,8 +15,8 @@ use svix::api::{
 };
 use svix::models::{
     AppPortalAccessIn, ApplicationIn, ApplicationPatch, ApplicationTokenExpireIn, EndpointHeadersIn, EndpointIn,
-    EndpointPatch, EndpointSecretRotateIn, EventTypeIn, EventTypePatch, MessageIn, MessagePrecheckIn, MessageStatus,
-    RecoverIn, ReplayIn,
+    EndpointPatch, EndpointSecretRotateIn, EndpointUpsertIn, EventTypeIn, EventTypePatch, MessageIn, MessagePrecheckIn,
+    MessageStatus, RecoverIn, ReplayIn,
 };
 
 fn sdk(server: &Server) -> Svix {
@@ -97,6 +97,34 @@ async fn the_official_svix_sdk_works_unchanged() {
         .await
         .expect("endpoint patch");
     assert_eq!(ep.description, "billing");
+
+    // hooklane's own endpoint fields: the SDK reads an endpoint that has them, and its
+    // upsert (a PUT that knows nothing of them) keeps them.
+    let (status, out) = server
+        .call(
+            "PATCH",
+            &format!("/api/v1/app/{}/endpoint/{}", app.id, ep.id),
+            Some(json!({ "payloadFilter": {}, "transform": "{{ $ }}" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(svix.endpoint().get(app.id.clone(), ep.id.clone()).await.expect("endpoint get").description, "billing");
+    let upserted = svix
+        .endpoint()
+        .upsert(
+            app.id.clone(),
+            ep.id.clone(),
+            EndpointUpsertIn {
+                description: Some("billing".into()),
+                event_types: Some(["invoice.paid".to_string()].into()),
+                ..EndpointUpsertIn::new(rx.url.clone())
+            },
+        )
+        .await
+        .expect("endpoint upsert");
+    assert_eq!(upserted.id, ep.id);
+    let (_, out) = server.call("GET", &format!("/api/v1/app/{}/endpoint/{}", app.id, ep.id), None).await;
+    assert_eq!((out["payloadFilter"].clone(), out["transform"].clone()), (json!({}), json!("{{ $ }}")), "{out}");
 
     // A message, as the SDK sends it by default (v2 asks for no content back).
     let msg = svix
