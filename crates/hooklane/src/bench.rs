@@ -61,10 +61,21 @@ pub struct BenchArgs {
     /// (per node and per endpoint), not by CPU, which is what more nodes add.
     #[arg(long, default_value_t = 0)]
     pub receiver_delay_ms: u64,
+    /// The measured endpoint's `transform` (a JSON template): what a transform costs.
+    #[arg(long, value_parser = parse_json)]
+    pub transform: Option<serde_json::Value>,
+    /// The measured endpoint's `payloadFilter` (JSON; it must let the bench's payloads,
+    /// `{"seq": n, "pad": "…"}`, through, or they count as lost): what a filter costs.
+    #[arg(long, value_parser = parse_json)]
+    pub payload_filter: Option<serde_json::Value>,
     /// Runs this hooklane executable as the server instead of this one: compares two
     /// builds with the same clients and receiver.
     #[arg(long)]
     pub server_bin: Option<std::path::PathBuf>,
+}
+
+fn parse_json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -125,7 +136,8 @@ async fn measure_hooklane(
     let bases: Vec<&str> = servers.iter().map(|s| s.base.as_str()).collect();
     let api = ingest::Api::new(&bases, &servers[0].admin_token)?;
     let app = api.create_app("bench").await?;
-    api.create_endpoint(&app, &receiver.url("/hook"), payload::MEASURED).await?;
+    let rules = serde_json::json!({ "transform": args.transform, "payloadFilter": args.payload_filter });
+    api.create_endpoint_with(&app, &receiver.url("/hook"), payload::MEASURED, rules).await?;
     if args.backlog > 0 {
         // Port 9 (discard) on loopback: nothing listens, every attempt is refused.
         api.create_endpoint(&app, "http://127.0.0.1:9/down", payload::BACKLOG).await?;

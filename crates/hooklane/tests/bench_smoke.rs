@@ -56,3 +56,33 @@ fn bench_with_a_slow_receiver_still_delivers_every_message() {
     assert_eq!(report["receiver_delay_ms"], 20, "{report}");
     assert!(report["raw_posts_per_s"].is_null(), "--skip-raw: {report}");
 }
+
+/// Runs `hooklane bench` with `args`; its exit status and its JSON line.
+fn bench(args: &[&str]) -> (bool, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .arg("bench")
+        .args(args)
+        .env_remove("HOOKLANE_CONFIG")
+        .env_remove("HOOKLANE_DATABASE_URL")
+        .output()
+        .expect("run hooklane bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or_else(|| {
+        panic!("no JSON line: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    });
+    (out.status.success(), serde_json::from_str(line).expect("valid JSON"))
+}
+
+/// `--transform` and `--payload-filter` reach the measured endpoint: a filter every payload
+/// passes loses nothing, one that half of them fail loses that half (and the run fails).
+#[test]
+fn bench_measures_an_endpoint_with_a_transform_and_a_filter() {
+    let common = ["--messages", "100", "--concurrency", "4", "--skip-raw", "--transform", r#"{"n":"{{ seq }}"}"#];
+    let (ok, report) = bench(&[&common[..], &["--payload-filter", r#"{"seq":{"$gte":0}}"#]].concat());
+    assert!(ok, "{report}");
+    assert_eq!((report["delivered"].as_u64(), report["lost"].as_u64()), (Some(100), Some(0)), "{report}");
+    assert_eq!((report["transform"].as_bool(), report["payload_filter"].as_bool()), (Some(true), Some(true)));
+    let (ok, report) = bench(&[&common[..], &["--payload-filter", r#"{"seq":{"$lt":50}}"#, "--timeout", "2"]].concat());
+    assert!(!ok, "messages the filter kept out count as lost: {report}");
+    assert_eq!((report["delivered"].as_u64(), report["lost"].as_u64()), (Some(50), Some(50)), "{report}");
+}

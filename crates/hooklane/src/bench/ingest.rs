@@ -58,7 +58,21 @@ impl Api {
 
     /// Creates an endpoint delivering messages of `event_type` to `url`; returns its id.
     pub async fn create_endpoint(&self, app: &str, url: &str, event_type: &str) -> anyhow::Result<String> {
-        let spec = json!({ "url": url, "description": "bench", "filterTypes": [event_type] });
+        self.create_endpoint_with(app, url, event_type, json!({})).await
+    }
+
+    /// [`Api::create_endpoint`] with more settings (`extra`'s fields; nulls left out).
+    pub async fn create_endpoint_with(
+        &self,
+        app: &str,
+        url: &str,
+        event_type: &str,
+        extra: serde_json::Value,
+    ) -> anyhow::Result<String> {
+        let mut spec = json!({ "url": url, "description": "bench", "filterTypes": [event_type] });
+        if let (Some(spec), serde_json::Value::Object(extra)) = (spec.as_object_mut(), extra) {
+            spec.extend(extra.into_iter().filter(|(_, v)| !v.is_null()));
+        }
         let out = self.post_json(&format!("/api/v1/app/{app}/endpoint/"), spec).await?;
         Ok(out["id"].as_str().context("endpoint id missing")?.to_string())
     }

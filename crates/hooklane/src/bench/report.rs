@@ -142,6 +142,9 @@ pub struct Report {
     nodes: usize,
     backlog: usize,
     receiver_delay_ms: u64,
+    /// Whether the measured endpoint had a transform, and a payload filter.
+    transform: bool,
+    payload_filter: bool,
 }
 
 impl Report {
@@ -182,6 +185,8 @@ impl Report {
             nodes: args.nodes,
             backlog: args.backlog,
             receiver_delay_ms: args.receiver_delay_ms,
+            transform: args.transform.is_some(),
+            payload_filter: args.payload_filter.is_some(),
         }
     }
 
