@@ -1,9 +1,10 @@
 //! A short-lived cache of applications and their endpoints for the ingest path, so posting a
 //! message does not read them from the store every time.
 //!
-//! Entries live for `ttl` (one second): changes made by another node sharing the store, or
-//! by the dispatcher disabling an endpoint, are seen within that time. Changes made through
-//! this process's API clear the cache at once (see [`clear_after_writes`]).
+//! Entries live for `ttl` (`tenant_cache_ttl`, one second by default). Changes made through
+//! this process's API clear the cache at once and are announced to the other nodes sharing
+//! the store, whose caches clear too (see [`clear_after_writes`], [`follow_other_nodes`]);
+//! other changes (the dispatcher disabling an endpoint) are seen within `ttl`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -86,6 +87,28 @@ pub async fn clear_after_writes(State(s): State<AppState>, req: Request, next: N
     let response = next.run(req).await;
     if changes_tenants {
         s.0.cache.clear();
+        let store = s.0.store.clone();
+        tokio::spawn(async move { store.announce_tenant_change().await });
     }
     response
+}
+
+/// Clears the cache whenever another node sharing the store announces a change (a store
+/// only this process uses has none to announce). Ends with the state.
+pub fn follow_other_nodes(s: &AppState) {
+    let Some(mut changes) = s.0.store.tenant_changes() else { return };
+    let shared = std::sync::Arc::downgrade(&s.0);
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            // Lagged: some announcements were missed, which one clearing covers.
+            if let Err(RecvError::Closed) = changes.recv().await {
+                return;
+            }
+            match shared.upgrade() {
+                Some(shared) => shared.cache.clear(),
+                None => return,
+            }
+        }
+    });
 }

@@ -128,6 +128,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let closing = state.0.closing.clone();
+    cache::follow_other_nodes(&state);
     let app = NormalizePathLayer::trim_trailing_slash()
         .layer(router(state).layer(RequestBodyTimeoutLayer::new(read_timeout)));
     let mut http1 = hyper::server::conn::http1::Builder::new();

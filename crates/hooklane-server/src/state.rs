@@ -22,6 +22,8 @@ pub struct ServerSettings {
     /// The application (id or uid) operational webhooks are posted into; none when unset
     /// (see [`crate::operational`]).
     pub operational_app: Option<String>,
+    /// How long cached applications and endpoints are trusted (see [`crate::cache`]).
+    pub tenant_cache_ttl: std::time::Duration,
 }
 
 /// Settings of the inbound side.
@@ -56,9 +58,6 @@ pub(crate) struct Shared {
     pub position_tokens: crate::api::position_tokens::PositionTokens,
 }
 
-/// How long cached applications and endpoints are trusted (see [`crate::cache`]).
-const TENANT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
-
 impl AppState {
     pub fn new(store: DynStore, dispatcher: Dispatcher, settings: ServerSettings) -> Self {
         AppState(Arc::new(Shared {
@@ -71,7 +70,7 @@ impl AppState {
             inbound: settings.inbound,
             ops: settings.ops,
             operational_app: settings.operational_app.filter(|a| !a.is_empty()),
-            cache: crate::cache::TenantCache::new(TENANT_CACHE_TTL),
+            cache: crate::cache::TenantCache::new(settings.tenant_cache_ttl),
             rejections: Default::default(),
             closing: tokio::sync::watch::Sender::new(false),
             pull_waiters: Arc::default(),

@@ -194,6 +194,17 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Tells every other process sharing this store (through [`Store::tenant_changes`])
+    /// that applications, endpoints or sources may have changed, so that they drop what
+    /// they cached of them. Best effort, as [`Store::announce_circuit_reset`].
+    async fn announce_tenant_change(&self) {}
+
+    /// A tick for each [`Store::announce_tenant_change`] of another process; `None` for a
+    /// store only one process uses.
+    fn tenant_changes(&self) -> Option<tokio::sync::broadcast::Receiver<()>> {
+        None
+    }
+
     /// A random secret made when the database was created: the same for every node that
     /// shares the database, kept across restarts, never logged nor sent anywhere. The API
     /// derives from it the key that makes stream positions opaque to clients.

@@ -36,6 +36,12 @@ pub struct Config {
     /// a connection that trickles bytes is closed.
     #[serde(with = "humantime_serde")]
     pub request_read_timeout: Duration,
+    /// How long the ingest path trusts what it cached of an application and its endpoints.
+    /// Changes through this node's API, or (on PostgreSQL) another node's, clear the cache
+    /// at once; this bounds how late other changes (the dispatcher disabling an endpoint,
+    /// an announcement lost) are seen.
+    #[serde(with = "humantime_serde")]
+    pub tenant_cache_ttl: Duration,
     /// `text` or `json`.
     pub log_format: String,
     /// A `tracing` filter, e.g. `info` or `hooklane=debug,info`.
@@ -133,6 +139,7 @@ impl Default for Config {
             public_url: None,
             max_body_bytes: 1024 * 1024,
             request_read_timeout: Duration::from_secs(30),
+            tenant_cache_ttl: Duration::from_secs(1),
             log_format: "text".into(),
             log_level: "info".into(),
             metrics_require_token: false,
@@ -237,6 +244,9 @@ impl Config {
         }
         if self.request_read_timeout.is_zero() {
             bail!("request_read_timeout must be more than 0s");
+        }
+        if self.tenant_cache_ttl > Duration::from_secs(3600) {
+            bail!("tenant_cache_ttl must be at most 1h");
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format must be text or json");

@@ -56,6 +56,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             inbound: InboundSettings { trusted_proxies: config.inbound.trusted_proxies.clone() },
             ops: hooklane_server::ops::OpsSettings { metrics, metrics_require_token: config.metrics_require_token },
             operational_app: config.operational_app.clone(),
+            tenant_cache_ttl: config.tenant_cache_ttl,
         },
     );
     if config.operational_app.as_deref().is_some_and(|a| !a.is_empty()) {

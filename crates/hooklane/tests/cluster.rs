@@ -174,6 +174,38 @@ async fn a_circuit_reset_reaches_every_node() {
     rx.wait_for_ids(std::slice::from_ref(&late), Duration::from_secs(10)).await;
 }
 
+/// Nodes cache applications and endpoints for the ingest path; a change through one node
+/// clears every node's cache at once (announced through the database), not after the
+/// cache's time to live: an endpoint disabled on node 0 gets nothing more posted to node 1,
+/// and re-enabled, gets the next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_change_on_one_node_reaches_every_nodes_cache() {
+    let db = TestDatabase::create().await;
+    // A time to live longer than the test: only the announcement can clear node 1's cache.
+    let config = format!("tenant_cache_ttl = \"10m\"\n{}", node_config(&db));
+    let nodes = [Server::start(&config).await, Server::start(&config).await];
+    let rx = Receiver::start().await;
+    let app = nodes[0].create_app("cache").await;
+    let (ep, _) = nodes[0].create_endpoint(&app, json!({ "url": rx.url })).await;
+    let first = nodes[1].send_message(&app, "order.created", json!({ "n": 1 })).await;
+    rx.wait_for_ids(std::slice::from_ref(&first), Duration::from_secs(10)).await;
+
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}");
+    let (status, out) = nodes[0].call("PATCH", &path, Some(json!({ "disabled": true }))).await;
+    assert_eq!(status, 200, "{out}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = nodes[1].send_message(&app, "order.created", json!({ "n": 2 })).await;
+    let (_, dest) = nodes[1].call("GET", &format!("/api/v1/app/{app}/msg/{second}/endpoint"), None).await;
+    assert_eq!(dest["data"], json!([]), "node 1 fanned out to the disabled endpoint: {dest}");
+
+    let (status, out) = nodes[0].call("PATCH", &path, Some(json!({ "disabled": false }))).await;
+    assert_eq!(status, 200, "{out}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let third = nodes[1].send_message(&app, "order.created", json!({ "n": 3 })).await;
+    rx.wait_for_ids(std::slice::from_ref(&third), Duration::from_secs(10)).await;
+    assert!(!rx.received().iter().any(|r| r.header("webhook-id") == second), "the disabled endpoint got a message");
+}
+
 /// Pulling on a cluster: a node's stream holds every node's messages, each once, and a
 /// long-poll on one node is answered by a message posted to another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -97,8 +97,11 @@ pub struct PgStore {
     /// Every `NOTIFY hooklane_circuits` from another node: what
     /// [`crate::Store::circuit_resets`] hands out.
     circuit_resets: tokio::sync::broadcast::Sender<String>,
-    /// Tags this process's circuit announcements, so that it does not hear its own: by the
-    /// time one came back, the circuit it reset may have opened again, for good reason.
+    /// Every `NOTIFY hooklane_tenants` from another node: what
+    /// [`crate::Store::tenant_changes`] hands out.
+    tenant_changes: tokio::sync::broadcast::Sender<()>,
+    /// Tags this process's announcements, so that it does not hear its own: by the time a
+    /// circuit reset came back, the circuit may have opened again, for good reason.
     node_tag: String,
 }
 
@@ -106,6 +109,8 @@ pub struct PgStore {
 const DUE_CHANNEL: &str = "hooklane_due";
 /// The channel nodes announce circuit resets on, with the endpoint id as payload.
 const CIRCUITS_CHANNEL: &str = "hooklane_circuits";
+/// The channel nodes announce changes to applications, endpoints and sources on.
+pub(crate) const TENANTS_CHANNEL: &str = "hooklane_tenants";
 /// Circuit resets a slow dispatcher may fall behind by before it misses some (each one
 /// missed only leaves that node's circuit to its cool-down).
 const CIRCUIT_RESETS_BACKLOG: usize = 1024;
@@ -170,16 +175,19 @@ impl PgStore {
         let wakeups = Arc::new(Notify::new());
         let events = Arc::new(StreamSignals::default());
         let (circuit_resets, _) = tokio::sync::broadcast::channel(CIRCUIT_RESETS_BACKLOG);
+        // A reader that falls behind has missed some ticks; it clears its cache all the same.
+        let (tenant_changes, _) = tokio::sync::broadcast::channel(16);
         let node_tag: String = hooklane_core::signing::random_bytes::<8>().iter().map(|b| format!("{b:02x}")).collect();
         let listen = Listening {
             wakeups: Arc::downgrade(&wakeups),
             events: Arc::downgrade(&events),
             circuit_resets: circuit_resets.clone(),
+            tenant_changes: tenant_changes.clone(),
             node_tag: node_tag.clone(),
         };
         tokio::spawn(listen_for_due(config, tls, listen));
         let ingest = ingest::start(pool.clone());
-        Ok(PgStore { pool, ingest, wakeups, events, instance_secret, circuit_resets, node_tag })
+        Ok(PgStore { pool, ingest, wakeups, events, instance_secret, circuit_resets, tenant_changes, node_tag })
     }
 
     /// Tells every node listening (this one included) that deliveries may be due now. A
@@ -196,15 +204,21 @@ impl PgStore {
 
     /// Announces a circuit reset to every node (see [`crate::Store::announce_circuit_reset`]).
     pub(crate) async fn announce_circuit_reset(&self, endpoint_id: &str) {
+        self.announce(CIRCUITS_CHANNEL, endpoint_id.to_string()).await;
+    }
+
+    /// `NOTIFY channel, '<node tag> <detail>'`: best effort (a lost announcement leaves the
+    /// other nodes to find out later: a cool-down, a cache's time to live).
+    pub(crate) async fn announce(&self, channel: &str, detail: String) {
         let sent = match self.client().await {
             Ok(c) => {
-                let payload = format!("{} {endpoint_id}", self.node_tag);
-                c.execute("SELECT pg_notify($1, $2)", &[&CIRCUITS_CHANNEL, &payload]).await.map_err(db_err)
+                let payload = format!("{} {detail}", self.node_tag);
+                c.execute("SELECT pg_notify($1, $2)", &[&channel, &payload]).await.map_err(db_err)
             }
             Err(e) => Err(e),
         };
         if let Err(e) = sent {
-            tracing::debug!(error = %e, %endpoint_id, "circuit reset not announced; other nodes wait out their cool-down");
+            tracing::debug!(error = %e, channel, %detail, "not announced to the other nodes");
         }
     }
 
@@ -219,18 +233,25 @@ struct Listening {
     wakeups: Weak<Notify>,
     events: Weak<StreamSignals>,
     circuit_resets: tokio::sync::broadcast::Sender<String>,
-    /// This process's announcements carry it (`<tag> <endpoint id>`): they are not passed on.
+    tenant_changes: tokio::sync::broadcast::Sender<()>,
+    /// This process's announcements carry it (`<tag> <detail>`): they are not passed on.
     node_tag: String,
 }
 
-/// Holds one connection that `LISTEN`s on [`DUE_CHANNEL`], [`MESSAGES_CHANNEL`] and
-/// [`CIRCUITS_CHANNEL`]: signals `wakeups` for each notification on the first, raises
-/// `events` for the applications each one on the second names (and every application's
-/// once the connection is listening, for messages written while it was down), passes each
-/// endpoint id of the third that another node announced to `circuit_resets`, and reconnects when the connection drops.
-/// Ends when the store is dropped.
+/// Holds one connection that `LISTEN`s on [`DUE_CHANNEL`], [`MESSAGES_CHANNEL`],
+/// [`CIRCUITS_CHANNEL`] and [`TENANTS_CHANNEL`]: signals `wakeups` for each notification on
+/// the first, raises `events` for the applications each one on the second names (and every
+/// application's once the connection is listening, for messages written while it was down),
+/// passes what another node announced on the last two to `circuit_resets` (endpoint ids) and
+/// `tenant_changes`, and reconnects when the connection drops. Ends when the store is
+/// dropped.
 async fn listen_for_due(config: tokio_postgres::Config, tls: MakeRustlsConnect, listen: Listening) {
-    let Listening { wakeups, events, circuit_resets, node_tag } = listen;
+    let Listening { wakeups, events, circuit_resets, tenant_changes, node_tag } = listen;
+    // Another node's announcement on a tagged channel: its detail.
+    let foreign = |payload: &str| -> Option<String> {
+        let (tag, detail) = payload.split_once(' ')?;
+        (tag != node_tag).then(|| detail.to_string())
+    };
     use futures::StreamExt;
     // An empty payload stands for every application (see `ingest::announce_messages`).
     let bump = |events: &Weak<StreamSignals>, apps: &str| match events.upgrade() {
@@ -251,7 +272,9 @@ async fn listen_for_due(config: tokio_postgres::Config, tls: MakeRustlsConnect, 
         match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-                let statement = format!("LISTEN {DUE_CHANNEL}; LISTEN {MESSAGES_CHANNEL}; LISTEN {CIRCUITS_CHANNEL}");
+                let statement = format!(
+                    "LISTEN {DUE_CHANNEL}; LISTEN {MESSAGES_CHANNEL}; LISTEN {CIRCUITS_CHANNEL}; LISTEN {TENANTS_CHANNEL}"
+                );
                 let listen = client.batch_execute(&statement);
                 // The connection must be driven for LISTEN itself to complete.
                 let mut listen = std::pin::pin!(listen);
@@ -274,12 +297,15 @@ async fn listen_for_due(config: tokio_postgres::Config, tls: MakeRustlsConnect, 
                                     return;
                                 }
                             }
+                            // Nobody subscribed (yet) to what these carry: nobody to tell.
                             Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CIRCUITS_CHANNEL => {
-                                match n.payload().split_once(' ') {
-                                    Some((tag, _)) if tag == node_tag => {}
-                                    // No dispatcher subscribed (yet): nobody to tell.
-                                    Some((_, endpoint_id)) => drop(circuit_resets.send(endpoint_id.to_string())),
-                                    None => {}
+                                if let Some(endpoint_id) = foreign(n.payload()) {
+                                    let _ = circuit_resets.send(endpoint_id);
+                                }
+                            }
+                            Some(Ok(AsyncMessage::Notification(n))) if n.channel() == TENANTS_CHANNEL => {
+                                if foreign(n.payload()).is_some() {
+                                    let _ = tenant_changes.send(());
                                 }
                             }
                             Some(Ok(AsyncMessage::Notification(_))) => match wakeups.upgrade() {

@@ -8,7 +8,7 @@ use hooklane_core::model::{Application, Attempt, Delivery, Endpoint, EventType, 
 use hooklane_core::{DateTime, Utc};
 
 use super::rows::{self, ms};
-use super::{db_err, finish, is_transient, queries, PgStore};
+use super::{db_err, finish, is_transient, queries, PgStore, TENANTS_CHANNEL};
 use crate::queries_shared::{lease_end, principal, rate_interval_ms, RATE_BURST_MS};
 use crate::*;
 
@@ -319,6 +319,14 @@ impl Store for PgStore {
 
     fn circuit_resets(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
         Some(self.circuit_resets.subscribe())
+    }
+
+    async fn announce_tenant_change(&self) {
+        self.announce(TENANTS_CHANNEL, String::new()).await;
+    }
+
+    fn tenant_changes(&self) -> Option<tokio::sync::broadcast::Receiver<()>> {
+        Some(self.tenant_changes.subscribe())
     }
 
     fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
