@@ -243,7 +243,8 @@ struct Listening {
 /// the first, raises `events` for the applications each one on the second names (and every
 /// application's once the connection is listening, for messages written while it was down),
 /// passes what another node announced on the last two to `circuit_resets` (endpoint ids) and
-/// `tenant_changes`, and reconnects when the connection drops. Ends when the store is
+/// `tenant_changes` (which also ticks once the connection is listening, for changes made
+/// while it was down), and reconnects when the connection drops. Ends when the store is
 /// dropped.
 async fn listen_for_due(config: tokio_postgres::Config, tls: MakeRustlsConnect, listen: Listening) {
     let Listening { wakeups, events, circuit_resets, tenant_changes, node_tag } = listen;
@@ -290,6 +291,9 @@ async fn listen_for_due(config: tokio_postgres::Config, tls: MakeRustlsConnect, 
                             if !bump(&events, "") {
                                 return;
                             }
+                            // Changes announced while the connection was down went unheard:
+                            // whatever was cached then is dropped.
+                            let _ = tenant_changes.send(());
                         }
                         message = messages.next() => match message {
                             Some(Ok(AsyncMessage::Notification(n))) if n.channel() == MESSAGES_CHANNEL => {
