@@ -69,6 +69,29 @@ pub struct Endpoint {
     /// hooklane's own: the body sent here instead of the payload, made from it
     /// ([`crate::rules::transform`]).
     pub transform: Option<serde_json::Value>,
+    /// hooklane's own: whether messages may be sent here side by side, or one after the
+    /// other in the order they were created ([`DeliveryOrder`]).
+    pub order: DeliveryOrder,
+}
+
+/// How an endpoint's deliveries are sent (hooklane's own `ordering` setting).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryOrder {
+    /// Several at once, in no promised order (what Svix and every peer do): a slow or
+    /// failing message holds up nothing behind it.
+    #[default]
+    Concurrent,
+    /// A strict FIFO lane: a message is not sent before every message created before it for
+    /// this endpoint has succeeded or been given up. One is in flight at a time, and a
+    /// failing one holds the lane until it succeeds or its retries run out.
+    Fifo,
+}
+
+impl DeliveryOrder {
+    pub fn is_fifo(self) -> bool {
+        self == DeliveryOrder::Fifo
+    }
 }
 
 impl Endpoint {

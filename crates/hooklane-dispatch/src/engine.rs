@@ -120,9 +120,10 @@ async fn follow_circuit_resets(inner: std::sync::Weak<Inner>, mut resets: tokio:
 }
 
 enum Finished {
-    /// With the number of attempts made so far, this one included.
-    Attempted(AttemptOutcome, u32, Arc<Gate>),
-    Abandoned(DeliveryKey, Arc<Gate>),
+    /// With the number of attempts made so far, this one included, and whether its endpoint
+    /// is FIFO (the next of its lane may be due once this is recorded).
+    Attempted(AttemptOutcome, u32, Arc<Gate>, bool),
+    Abandoned(DeliveryKey, Arc<Gate>, bool),
     /// Not sent (its endpoint's circuit is open): back to the store, due at this time.
     Paused(DeliveryKey, DateTime<Utc>, Arc<Gate>),
 }
@@ -184,9 +185,13 @@ impl Dispatcher {
     /// Reserves room for deliveries to these endpoints, or `None` when memory is full or
     /// one of them is saturated or its circuit is not closed (the deliveries are then
     /// written unleased and a poller takes them when there is room, or the circuit closes).
+    /// A FIFO endpoint's deliveries always go through the store: only its lane's claim
+    /// knows whether the one before has finished.
     pub fn reserve(&self, endpoints: &[Arc<Endpoint>]) -> Option<Reservation> {
         if self.inner.stopping.load(Ordering::Relaxed)
-            || endpoints.iter().any(|e| self.inner.gates.is_saturated(&e.id) || !self.inner.circuits.is_closed(&e.id))
+            || endpoints.iter().any(|e| {
+                e.order.is_fifo() || self.inner.gates.is_saturated(&e.id) || !self.inner.circuits.is_closed(&e.id)
+            })
         {
             return None;
         }
@@ -360,7 +365,7 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
             .get(&endpoint.id)
             .is_some_and(|at| endpoint.updated_at <= *at);
     if disabled {
-        let _ = inner.finished.send(Finished::Abandoned(key, gate));
+        let _ = inner.finished.send(Finished::Abandoned(key, gate, endpoint.order.is_fifo()));
         return;
     }
     if let Some(until) = inner.circuits.held_until(&endpoint.id, Utc::now()) {
@@ -416,7 +421,8 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
         request_headers: result.request_headers,
     };
     crate::telemetry::observe_attempt(&attempt, job.message.created_at);
-    let _ = inner.finished.send(Finished::Attempted(AttemptOutcome { attempt, next }, attempts_made, gate));
+    let lane = endpoint.order.is_fifo();
+    let _ = inner.finished.send(Finished::Attempted(AttemptOutcome { attempt, next }, attempts_made, gate, lane));
 }
 
 /// Hands a job back unsent, to be due again at `until` (its endpoint's circuit is open).
@@ -448,14 +454,18 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
         let mut abandoned = Vec::new();
         let mut paused: HashMap<DateTime<Utc>, Vec<DeliveryKey>> = HashMap::new();
         let mut gates = Vec::with_capacity(batch.len());
+        // A FIFO lane's next delivery becomes due when this batch is recorded: claim it then.
+        let mut lane_moved = false;
         for f in batch.drain(..) {
             match f {
-                Finished::Attempted(o, n, g) => {
+                Finished::Attempted(o, n, g, lane) => {
+                    lane_moved |= lane && !matches!(o.next, NextStep::RetryAt(_));
                     outcomes.push(o);
                     attempts_made.push(n);
                     gates.push(g);
                 }
-                Finished::Abandoned(k, g) => {
+                Finished::Abandoned(k, g, lane) => {
+                    lane_moved |= lane;
                     abandoned.push(k);
                     gates.push(g);
                 }
@@ -497,7 +507,7 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
             g.outstanding.fetch_sub(1, Ordering::AcqRel);
         }
         inner.outstanding.add_permits(gates.len());
-        if retry_soon {
+        if retry_soon || lane_moved {
             inner.wake.notify_one();
         }
     }

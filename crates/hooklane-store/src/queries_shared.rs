@@ -76,6 +76,13 @@ impl FairClaim {
     }
 }
 
+/// The `lane_seq` of a delivery of message `{msg}` to endpoint `{ep}` (SQL expressions) that
+/// becomes pending: its message's place when the endpoint is FIFO at this write, else NULL
+/// (FIFO lanes: `sqlite::lanes`, `postgres::lanes`). The same SQL on both stores.
+pub fn lane_seq_sql(ep: &str, msg: &str) -> String {
+    format!("CASE WHEN (SELECT fifo FROM endpoints WHERE id = {ep}) THEN (SELECT seq FROM messages WHERE id = {msg}) END")
+}
+
 // --- statistics
 
 /// SQL (the same for every backend) numbering the latency bucket of `col`, a duration in

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use hooklane_core::filter::{endpoint_wants, payload_wanted, LazyPayload};
 use hooklane_core::ids::{self, new_id};
-use hooklane_core::model::{Application, Endpoint, ExpiringSecret, Metadata};
+use hooklane_core::model::{Application, DeliveryOrder, Endpoint, ExpiringSecret, Metadata};
 use hooklane_core::signing::Secret;
 use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -80,6 +80,10 @@ pub struct EndpointIn {
     payload_filter: Patch<serde_json::Value>,
     #[serde(default)]
     transform: Patch<serde_json::Value>,
+    /// hooklane's own, kept by a `PUT` without it like the two above: `"concurrent"` (the
+    /// default) or `"fifo"` ([`DeliveryOrder`]).
+    #[serde(default)]
+    ordering: Patch<DeliveryOrder>,
 }
 
 #[derive(Deserialize)]
@@ -109,6 +113,8 @@ pub struct EndpointPatch {
     payload_filter: Patch<serde_json::Value>,
     #[serde(default)]
     transform: Patch<serde_json::Value>,
+    #[serde(default)]
+    ordering: Patch<DeliveryOrder>,
 }
 
 #[derive(Serialize)]
@@ -136,6 +142,9 @@ pub struct EndpointOut {
     payload_filter: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     transform: Option<serde_json::Value>,
+    /// Left out when concurrent (the default), for the same reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ordering: Option<DeliveryOrder>,
 }
 
 impl From<Endpoint> for EndpointOut {
@@ -157,6 +166,7 @@ impl From<Endpoint> for EndpointOut {
             updated_at: e.updated_at,
             payload_filter: e.payload_filter,
             transform: e.transform,
+            ordering: e.order.is_fifo().then_some(e.order),
         }
     }
 }
@@ -289,9 +299,11 @@ pub async fn create(
         updated_at: now,
         payload_filter: None,
         transform: None,
+        order: DeliveryOrder::default(),
     };
     input.payload_filter.apply_opt(&mut ep.payload_filter);
     input.transform.apply_opt(&mut ep.transform);
+    input.ordering.apply_or_default(&mut ep.order);
     validate(&ep)?;
     s.0.store.create_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
     operational::endpoint_changed(&s, operational::ENDPOINT_CREATED, &t.app, &ep);
@@ -382,6 +394,7 @@ pub async fn put(
     }
     input.payload_filter.apply_opt(&mut ep.payload_filter);
     input.transform.apply_opt(&mut ep.transform);
+    input.ordering.apply_or_default(&mut ep.order);
     Ok(axum::Json(save(&s, &t, ep, was_disabled).await?.into()))
 }
 
@@ -405,6 +418,7 @@ pub async fn patch(
     p.headers.apply("headers", &mut ep.headers)?;
     p.payload_filter.apply_opt(&mut ep.payload_filter);
     p.transform.apply_opt(&mut ep.transform);
+    p.ordering.apply_or_default(&mut ep.order);
     Ok(axum::Json(save(&s, &t, ep, was_disabled).await?.into()))
 }
 

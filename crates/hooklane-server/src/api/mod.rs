@@ -91,6 +91,18 @@ impl<T> Patch<T> {
         }
     }
 
+    /// Applies the patch to a field with a default, which `null` sets.
+    pub fn apply_or_default(self, field: &mut T)
+    where
+        T: Default,
+    {
+        match self {
+            Patch::Absent => {}
+            Patch::Null => *field = T::default(),
+            Patch::Set(v) => *field = v,
+        }
+    }
+
     /// Applies the patch to a required field; `null` is refused.
     pub fn apply(self, name: &str, field: &mut T) -> ApiResult<()> {
         match self {

@@ -20,7 +20,9 @@ use axum::Router;
 use base64::Engine;
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::inbound::{Deduplication, Verification};
-use hooklane_core::model::{Application, Endpoint, EventDestination, InboundRequest, InboundStatus, Metadata, Source};
+use hooklane_core::model::{
+    Application, DeliveryOrder, Endpoint, EventDestination, InboundRequest, InboundStatus, Metadata, Source,
+};
 use hooklane_core::signing::Secret;
 use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -89,7 +91,7 @@ pub struct SourcePatch {
 }
 
 /// One destination: a URL (`url`, optional `headers`, `secret`, `disabled`, `payloadFilter`,
-/// `transform`; `id` to keep an existing one, whose settings left out stay as they are, and
+/// `transform`, `ordering`; `id` to keep an existing one, whose settings left out stay as they are, and
 /// `null` clears a payload filter or transform) or an event type of an application (`appId`
 /// + `eventType`). `type` is optional (answers carry it, so an answer can be sent back as is).
 #[derive(Deserialize, Clone)]
@@ -115,6 +117,9 @@ pub struct DestinationIn {
     payload_filter: Patch<serde_json::Value>,
     #[serde(default)]
     transform: Patch<serde_json::Value>,
+    /// `"fifo"` forwards the source's requests one at a time, in the order they came in.
+    #[serde(default)]
+    ordering: Patch<DeliveryOrder>,
 }
 
 #[derive(Serialize)]
@@ -132,6 +137,8 @@ pub enum DestinationOut {
         payload_filter: Option<serde_json::Value>,
         #[serde(skip_serializing_if = "Option::is_none")]
         transform: Option<serde_json::Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ordering: Option<DeliveryOrder>,
     },
     #[serde(rename = "eventType", rename_all = "camelCase")]
     EventType { app_id: String, event_type: String },
@@ -169,6 +176,7 @@ async fn source_out(s: &AppState, src: Source) -> ApiResult<SourceOut> {
             disabled: e.disabled,
             payload_filter: e.payload_filter,
             transform: e.transform,
+            ordering: e.order.is_fifo().then_some(e.order),
         })
         .collect();
     destinations.extend(
@@ -249,7 +257,8 @@ async fn check_destinations(s: &AppState, input: Vec<DestinationIn>) -> ApiResul
                     && d.secret.is_none()
                     && d.disabled.is_none()
                     && d.payload_filter == Patch::Absent
-                    && d.transform == Patch::Absent =>
+                    && d.transform == Patch::Absent
+                    && d.ordering == Patch::Absent =>
             {
                 check_name("destinations.eventType", event_type)?;
                 let app =
@@ -270,7 +279,7 @@ async fn check_destinations(s: &AppState, input: Vec<DestinationIn>) -> ApiResul
             _ => return Err(ApiError::validation(
                 "destinations",
                 "each destination is either {\"url\", \"headers\"?, \"secret\"?, \"disabled\"?, \"payloadFilter\"?, \
-                     \"transform\"?} or {\"appId\", \"eventType\"}",
+                     \"transform\"?, \"ordering\"?} or {\"appId\", \"eventType\"}",
             )),
         }
     }
@@ -303,9 +312,11 @@ fn new_endpoint(app_id: &str, d: DestinationIn, now: DateTime<Utc>) -> ApiResult
         updated_at: now,
         payload_filter: None,
         transform: None,
+        order: DeliveryOrder::default(),
     };
     d.payload_filter.apply_opt(&mut ep.payload_filter);
     d.transform.apply_opt(&mut ep.transform);
+    d.ordering.apply_or_default(&mut ep.order);
     validate_destination(&ep)?;
     Ok(ep)
 }
@@ -438,6 +449,7 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                     }
                     d.payload_filter.clone().apply_opt(&mut ep.payload_filter);
                     d.transform.clone().apply_opt(&mut ep.transform);
+                    d.ordering.clone().apply_or_default(&mut ep.order);
                     touch(&mut ep, was_disabled, now);
                     validate_destination(&ep)?;
                     changes.push((ep, Some(was_disabled)));

@@ -258,11 +258,12 @@ const INGEST_SQL: &str = "WITH input AS ( \
                      CASE WHEN channels IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(channels::jsonb)) END, \
                      CASE WHEN tags IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(tags::jsonb)) END, \
                      created_at, content_type, headers \
-                 FROM input ON CONFLICT DO NOTHING RETURNING id \
+                 FROM input ON CONFLICT DO NOTHING RETURNING id, seq \
              ), d AS ( \
                  INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
-                     updated_at) \
-                 SELECT k.msg_id, k.endpoint_id, k.app_id, 1, 0, k.due, k.leased, 0, k.at \
+                     updated_at, lane_seq) \
+                 SELECT k.msg_id, k.endpoint_id, k.app_id, 1, 0, k.due, k.leased, 0, k.at, \
+                     CASE WHEN (SELECT fifo FROM endpoints WHERE id = k.endpoint_id) THEN m.seq END \
                  FROM UNNEST($11::text[], $12::text[], $13::text[], $14::bigint[], $15::boolean[], $16::bigint[]) \
                      AS k(msg_id, endpoint_id, app_id, due, leased, at) \
                  JOIN m ON m.id = k.msg_id \

@@ -37,6 +37,7 @@
 
 mod inbound;
 mod ingest;
+mod lanes;
 mod queries;
 mod rows;
 mod schema;

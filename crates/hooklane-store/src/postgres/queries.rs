@@ -17,7 +17,8 @@ use crate::queries_shared::{
     ago, delivery_cols_seen, endpoint_delivery_sql, fold_health, fold_timeline, latency_bucket_sql, message_state_sql,
     AttemptGroup,
 };
-use crate::queries_shared::{qualified, FairClaim, EXPUNGED};
+use super::lanes;
+use crate::queries_shared::{lane_seq_sql, qualified, FairClaim, EXPUNGED};
 use crate::{
     AttemptFilter, AttemptOutcome, DeliveryKey, EndpointStats, EventPosition, EventsPage, EventsQuery, Job,
     MessageFilter, NextStep, Page, PageRequest, StoreError, StoreResult,
@@ -34,7 +35,7 @@ pub(super) async fn execute<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn 
     c.execute(&stmt, params).await.map_err(db_err)
 }
 
-async fn query<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
+pub(super) async fn query<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
     let stmt = prepare(c, sql).await?;
     c.query(&stmt, params).await.map_err(db_err)
 }
@@ -245,8 +246,8 @@ pub async fn insert_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
         c,
         "INSERT INTO endpoints (id, app_id, uid, url, description, version, filter_types, channels, disabled, \
          rate_limit, metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at, \
-         payload_filter, transform) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+         payload_filter, transform, fifo) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
         &[
             &e.id,
             &e.app_id,
@@ -267,18 +268,27 @@ pub async fn insert_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
             &ms(e.updated_at),
             &opt_json(&e.payload_filter),
             &opt_json(&e.transform),
+            &e.order.is_fifo(),
         ],
     )
     .await?;
     Ok(())
 }
 
+/// Saves the endpoint, and moves its pending deliveries into or out of a FIFO lane when its
+/// ordering changed; to run inside a transaction (the old ordering is read under the
+/// endpoint's row lock).
 pub async fn update_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResult<()> {
+    let was_fifo = query_opt(c, "SELECT fifo FROM endpoints WHERE id = $1 AND app_id = $2 FOR UPDATE", &[&e.id, &e.app_id])
+        .await?
+        .map(|r| rows::get::<bool>(&r, 0))
+        .transpose()?;
     let n = execute(
         c,
         "UPDATE endpoints SET uid = $3, url = $4, description = $5, version = $6, filter_types = $7, channels = $8, \
          disabled = $9, rate_limit = $10, metadata = $11, headers = $12, secret = $13, previous_secrets = $14, \
-         failing_since = $15, updated_at = $16, payload_filter = $17, transform = $18 WHERE id = $1 AND app_id = $2",
+         failing_since = $15, updated_at = $16, payload_filter = $17, transform = $18, fifo = $19 \
+         WHERE id = $1 AND app_id = $2",
         &[
             &e.id,
             &e.app_id,
@@ -298,10 +308,15 @@ pub async fn update_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
             &ms(e.updated_at),
             &opt_json(&e.payload_filter),
             &opt_json(&e.transform),
+            &e.order.is_fifo(),
         ],
     )
     .await?;
-    one_row(n)
+    one_row(n)?;
+    if was_fifo.is_some_and(|was| was != e.order.is_fifo()) {
+        super::lanes::reorder(c, &e.id, e.order.is_fifo(), ms(e.updated_at)).await?;
+    }
+    Ok(())
 }
 
 pub async fn get_endpoint<C: GenericClient>(c: &C, app_id: &str, id_or_uid: &str) -> StoreResult<Option<Endpoint>> {
@@ -395,7 +410,12 @@ pub async fn message_deliveries<C: GenericClient>(
 /// status = 1`: one index seek per endpoint finds the next endpoint id and its earliest due
 /// time together. The cost grows with the number of endpoints with pending deliveries,
 /// never with how many deliveries one of them has.
-pub async fn pending_endpoints<C: GenericClient>(c: &C, skip_endpoints: &[String]) -> StoreResult<Vec<(String, i64)>> {
+/// Endpoints with something pending that may fall due (parked rows of FIFO lanes do not),
+/// each with its earliest due time and whether it is FIFO.
+pub async fn pending_endpoints<C: GenericClient>(
+    c: &C,
+    skip_endpoints: &[String],
+) -> StoreResult<Vec<(String, i64, bool)>> {
     // Ordered by (endpoint_id, due_at), which only the partial index gives without a sort:
     // `deliveries_by_endpoint (endpoint_id, status)` would step over every finished
     // delivery of an endpoint before reaching its pending ones.
@@ -407,19 +427,20 @@ pub async fn pending_endpoints<C: GenericClient>(c: &C, skip_endpoints: &[String
                  ORDER BY d.endpoint_id, d.due_at LIMIT 1 \
              ) n \
          ) \
-         SELECT id, due FROM eps WHERE NOT (id = ANY($1::text[]))";
+         SELECT id, due, coalesce((SELECT fifo FROM endpoints WHERE endpoints.id = eps.id), false) FROM eps \
+         WHERE NOT (id = ANY($1::text[]))";
     let found = query(c, SQL, &[&skip_endpoints]).await?;
     let mut out = Vec::with_capacity(found.len());
     for row in &found {
         if let Some(due) = rows::get::<Option<i64>>(row, 1)? {
-            out.push((rows::get::<String>(row, 0)?, due));
+            out.push((rows::get::<String>(row, 0)?, due, rows::get::<bool>(row, 2)?));
         }
     }
     Ok(out)
 }
 
-pub async fn claim_due<C: GenericClient>(
-    c: &C,
+pub async fn claim_due(
+    c: &mut deadpool_postgres::Client,
     now: DateTime<Utc>,
     limit: usize,
     lease_end: DateTime<Utc>,
@@ -436,6 +457,7 @@ pub async fn claim_due<C: GenericClient>(
                  CROSS JOIN LATERAL ( \
                      SELECT d.msg_id, d.endpoint_id FROM deliveries d \
                      WHERE d.status = 1 AND d.endpoint_id = s.endpoint_id AND d.due_at <= $2 \
+                         AND d.lane_seq IS NULL \
                      ORDER BY d.due_at LIMIT s.share \
                      FOR UPDATE SKIP LOCKED \
                  ) t \
@@ -457,10 +479,19 @@ pub async fn claim_due<C: GenericClient>(
         return Ok(Vec::new());
     }
     let at = ms(now);
-    let candidates: Vec<(String, i64)> =
-        pending_endpoints(c, skip_endpoints).await?.into_iter().filter(|(_, due)| *due <= at).collect();
-    let mut fair = FairClaim::new(candidates, limit);
+    let candidates: Vec<(String, i64, bool)> =
+        pending_endpoints(&*c, skip_endpoints).await?.into_iter().filter(|(_, due, _)| *due <= at).collect();
+    // FIFO lanes first, each its head at most; rows in lanes are left out of the rest.
     let mut found = Vec::new();
+    for (endpoint_id, _, _) in candidates.iter().filter(|(_, _, fifo)| *fifo) {
+        if found.len() >= limit {
+            break;
+        }
+        found.extend(lanes::claim(c, endpoint_id, at, ms(lease_end)).await?);
+    }
+    let c = &*c;
+    let candidates = candidates.into_iter().map(|(id, due, _)| (id, due)).collect();
+    let mut fair = FairClaim::new(candidates, limit - found.len());
     while let Some(round) = fair.next_round() {
         let ids: Vec<&str> = round.iter().map(|(id, _)| id.as_str()).collect();
         let shares: Vec<i64> = round.iter().map(|(_, n)| limit_param(*n)).collect();
@@ -530,7 +561,7 @@ pub async fn claim_due<C: GenericClient>(
 
 pub async fn next_due_at<C: GenericClient>(c: &C, skip_endpoints: &[String]) -> StoreResult<Option<DateTime<Utc>>> {
     let pending = pending_endpoints(c, skip_endpoints).await?;
-    Ok(pending.into_iter().map(|(_, due)| due).min().map(rows::time))
+    Ok(pending.into_iter().map(|(_, due, _)| due).min().map(rows::time))
 }
 
 /// Records a batch of outcomes with a fixed number of statements, whatever the batch size
@@ -545,7 +576,10 @@ pub async fn record_attempts<C: GenericClient>(
     let attempts = AttemptColumns::new(outcomes);
     execute(c, &INSERT_ATTEMPTS, &attempts.params()).await?;
     let deliveries = DeliveryColumns::new(outcomes);
-    execute(c, &UPDATE_DELIVERIES, &deliveries.params()).await?;
+    let now = latest_attempt(outcomes);
+    let mut params: Vec<&(dyn ToSql + Sync)> = deliveries.params().to_vec();
+    params.push(&now);
+    execute(c, &UPDATE_DELIVERIES, &params).await?;
     update_endpoint_streaks(c, outcomes, disable_after).await
 }
 
@@ -556,11 +590,18 @@ pub async fn record_attempts<C: GenericClient>(
 pub async fn record_successes<C: GenericClient>(c: &C, outcomes: &[AttemptOutcome]) -> StoreResult<()> {
     let attempts = AttemptColumns::new(outcomes);
     let deliveries = DeliveryColumns::new(outcomes);
-    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(ATTEMPT_PARAMS + DELIVERY_PARAMS);
+    let now = latest_attempt(outcomes);
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(ATTEMPT_PARAMS + DELIVERY_PARAMS + 1);
     params.extend(attempts.params());
     params.extend(deliveries.params());
+    params.push(&now);
     execute(c, &RECORD_SUCCESSES, &params).await?;
     Ok(())
+}
+
+/// When the last attempt of a batch was made: the time a lane it moves on is due again.
+fn latest_attempt(outcomes: &[AttemptOutcome]) -> i64 {
+    outcomes.iter().map(|o| ms(o.attempt.created_at)).max().unwrap_or_else(|| ms(Utc::now()))
 }
 
 /// The statement of [`record_successes`]. The endpoints' update reads the deliveries'
@@ -568,10 +609,11 @@ pub async fn record_successes<C: GenericClient>(c: &C, outcomes: &[AttemptOutcom
 /// [`record_attempts`] (data-modifying CTEs nobody reads run in no set order).
 static RECORD_SUCCESSES: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH a AS ({}), d AS ({} RETURNING d.endpoint_id) \
+        "WITH a AS ({}), d AS ({} {FINISHED}), {} \
          UPDATE endpoints SET failing_since = NULL WHERE id IN (SELECT endpoint_id FROM d) AND failing_since IS NOT NULL",
         attempts_insert_sql(1),
         deliveries_update_sql(1 + ATTEMPT_PARAMS),
+        lanes::advance_cte("d", &format!("${}::bigint", 1 + ATTEMPT_PARAMS + DELIVERY_PARAMS)),
     )
 });
 
@@ -588,7 +630,18 @@ const ATTEMPT_PARAMS: usize = 12;
 const DELIVERY_PARAMS: usize = 6;
 
 static INSERT_ATTEMPTS: LazyLock<String> = LazyLock::new(|| attempts_insert_sql(1));
-static UPDATE_DELIVERIES: LazyLock<String> = LazyLock::new(|| deliveries_update_sql(1));
+/// The deliveries' update of [`record_attempts`], which also moves FIFO lanes on (the time
+/// now is the last parameter).
+static UPDATE_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH d AS ({} {FINISHED}), {} SELECT count(*) FROM d",
+        deliveries_update_sql(1),
+        lanes::advance_cte("d", &format!("${}::bigint", DELIVERY_PARAMS + 1)),
+    )
+});
+
+/// What an update of deliveries returns for [`lanes::advance_cte`].
+const FINISHED: &str = "RETURNING d.msg_id, d.endpoint_id, d.status, d.lane_seq";
 
 /// `$first`, `$first+1`, … as the statement's parameter names.
 fn numbered(first: usize, sql: &str) -> String {
@@ -826,14 +879,16 @@ fn key_columns(keys: &[DeliveryKey]) -> (Vec<&str>, Vec<&str>) {
 pub async fn abandon_deliveries<C: GenericClient>(c: &C, keys: &[DeliveryKey], now: i64) -> StoreResult<()> {
     // Only a pending delivery can be abandoned: one that already finished keeps its outcome.
     let (msgs, eps) = key_columns(keys);
-    execute(
-        c,
-        "UPDATE deliveries d SET status = 2, due_at = NULL, leased = false, updated_at = $3 \
-         FROM UNNEST($1::text[], $2::text[]) AS k(msg_id, endpoint_id) \
-         WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id AND d.status = 1",
-        &[&msgs, &eps, &now],
-    )
-    .await?;
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH d AS (UPDATE deliveries d SET status = 2, due_at = NULL, leased = false, updated_at = $3 \
+             FROM UNNEST($1::text[], $2::text[]) AS k(msg_id, endpoint_id) \
+             WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id AND d.status = 1 {FINISHED}), {} \
+             SELECT count(*) FROM d",
+            lanes::advance_cte("d", "$3")
+        )
+    });
+    execute(c, &SQL, &[&msgs, &eps, &now]).await?;
     Ok(())
 }
 
@@ -873,13 +928,16 @@ pub async fn resend<C: GenericClient>(
 ) -> StoreResult<()> {
     let n = execute(
         c,
-        "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
-             updated_at) \
-         SELECT $1::text, $2::text, $3::text, 1, 0, $4::bigint, false, 1, $4::bigint \
-         WHERE EXISTS (SELECT 1 FROM messages WHERE app_id = $3 AND id = $1 AND NOT expunged) \
-           AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = $3 AND id = $2) \
-         ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, due_at = EXCLUDED.due_at, \
-             leased = false, trigger_type = 1, updated_at = EXCLUDED.updated_at",
+        &format!(
+            "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
+                 updated_at, lane_seq) \
+             SELECT $1::text, $2::text, $3::text, 1, 0, $4::bigint, false, 1, $4::bigint, {} \
+             WHERE EXISTS (SELECT 1 FROM messages WHERE app_id = $3 AND id = $1 AND NOT expunged) \
+               AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = $3 AND id = $2) \
+             ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, due_at = EXCLUDED.due_at, \
+                 leased = false, trigger_type = 1, updated_at = EXCLUDED.updated_at, lane_seq = EXCLUDED.lane_seq",
+            lane_seq_sql("$2::text", "$1::text")
+        ),
         &[&msg_id, &endpoint_id, &app_id, &now],
     )
     .await?;
@@ -906,13 +964,14 @@ pub async fn expunge_message_content<C: GenericClient>(c: &C, app_id: &str, msg_
         )
         .await?,
     )?;
-    execute(
-        c,
-        "UPDATE deliveries SET status = 2, due_at = NULL, leased = false, updated_at = $3 \
-         WHERE app_id = $1 AND msg_id = $2 AND status = 1",
-        &[&app_id, &msg_id, &now],
-    )
-    .await?;
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH d AS (UPDATE deliveries d SET status = 2, due_at = NULL, leased = false, updated_at = $3 \
+             WHERE d.app_id = $1 AND d.msg_id = $2 AND d.status = 1 {FINISHED}), {} SELECT count(*) FROM d",
+            lanes::advance_cte("d", "$3")
+        )
+    });
+    execute(c, &SQL, &[&app_id, &msg_id, &now]).await?;
     Ok(())
 }
 
@@ -926,9 +985,13 @@ pub async fn recover<C: GenericClient>(
 ) -> StoreResult<u64> {
     execute(
         c,
-        "UPDATE deliveries SET status = 1, attempts = 0, due_at = $5, leased = false, trigger_type = 1, updated_at = $5 \
-         WHERE app_id = $1 AND endpoint_id = $2 AND status = 2 AND msg_id IN \
-         (SELECT id FROM messages WHERE app_id = $1 AND created_at >= $3 AND created_at < $4 AND NOT expunged)",
+        &format!(
+            "UPDATE deliveries SET status = 1, attempts = 0, due_at = $5, leased = false, trigger_type = 1, \
+             updated_at = $5, lane_seq = {} \
+             WHERE app_id = $1 AND endpoint_id = $2 AND status = 2 AND msg_id IN \
+             (SELECT id FROM messages WHERE app_id = $1 AND created_at >= $3 AND created_at < $4 AND NOT expunged)",
+            lane_seq_sql("$2", "deliveries.msg_id")
+        ),
         &[&app_id, &endpoint_id, &since, &until, &now],
     )
     .await
@@ -970,8 +1033,9 @@ pub async fn add_deliveries<C: GenericClient>(
     execute(
         c,
         "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
-             updated_at) \
-         SELECT m.id, $2::text, $3::text, 1, 0, $4::bigint, false, 1, $4::bigint FROM messages m \
+             updated_at, lane_seq) \
+         SELECT m.id, $2::text, $3::text, 1, 0, $4::bigint, false, 1, $4::bigint, \
+             CASE WHEN (SELECT fifo FROM endpoints WHERE id = $2) THEN m.seq END FROM messages m \
          WHERE m.app_id = $3 AND m.id = ANY($1) AND NOT m.expunged \
            AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = $3 AND id = $2) \
          ON CONFLICT (msg_id, endpoint_id) DO NOTHING",

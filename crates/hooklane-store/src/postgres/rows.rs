@@ -2,7 +2,9 @@
 //! the record's first column, so one row can carry several records (a claimed delivery
 //! with its message and endpoint).
 
-use hooklane_core::model::{Application, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Message, TriggerType};
+use hooklane_core::model::{
+    Application, Attempt, Delivery, DeliveryOrder, DeliveryStatus, Endpoint, EventType, Message, TriggerType,
+};
 use hooklane_core::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -92,7 +94,7 @@ pub fn event_type(row: &Row, at: usize) -> StoreResult<EventType> {
 
 pub const ENDPOINT_COLS: &str = "id, app_id, uid, url, description, version, filter_types, channels, disabled, \
      rate_limit, metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at, payload_filter, \
-     transform";
+     transform, fifo";
 
 pub fn endpoint(row: &Row, at: usize) -> StoreResult<Endpoint> {
     Ok(Endpoint {
@@ -115,6 +117,7 @@ pub fn endpoint(row: &Row, at: usize) -> StoreResult<Endpoint> {
         updated_at: time_col(row, at + 16)?,
         payload_filter: opt_json_col(row, at + 17)?,
         transform: opt_json_col(row, at + 18)?,
+        order: if get(row, at + 19)? { DeliveryOrder::Fifo } else { DeliveryOrder::Concurrent },
     })
 }
 

@@ -90,7 +90,10 @@ impl Store for PgStore {
     }
 
     async fn update_endpoint(&self, ep: Endpoint) -> StoreResult<()> {
-        queries::update_endpoint(&self.client().await?, &ep).await
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db_err)?;
+        let result = queries::update_endpoint(&tx, &ep).await;
+        finish(tx, result).await
     }
 
     async fn delete_endpoint(&self, app_id: &str, endpoint_id: &str) -> StoreResult<()> {
@@ -175,9 +178,9 @@ impl Store for PgStore {
         skip_endpoints: &[String],
     ) -> StoreResult<Vec<Job>> {
         // No BEGIN/COMMIT: a read of which endpoints have work due, then one statement per
-        // round of the fair claim (usually one). Rows it finds orphaned are deleted by a
-        // further statement; they stay leased meanwhile.
-        queries::claim_due(&self.client().await?, now, limit, lease_end(now, lease), skip_endpoints).await
+        // round of the fair claim (usually one), and a short transaction per FIFO lane. Rows
+        // it finds orphaned are deleted by a further statement; they stay leased meanwhile.
+        queries::claim_due(&mut self.client().await?, now, limit, lease_end(now, lease), skip_endpoints).await
     }
 
     async fn next_due_at(&self, skip_endpoints: &[String]) -> StoreResult<Option<DateTime<Utc>>> {

@@ -9,10 +9,11 @@ use hooklane_core::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql};
 
-use super::db_err;
+use super::{db_err, lanes};
 use super::rows::{self, ms, opt_json, to_json};
 use crate::queries_shared::{
-    delivery_cols_seen, delivery_status_sql, fold_health, fold_timeline, latency_bucket_sql, message_state_sql,
+    delivery_cols_seen, delivery_status_sql, fold_health, fold_timeline, lane_seq_sql, latency_bucket_sql,
+    message_state_sql,
     qualified, AttemptGroup, FairClaim, EXPUNGED,
 };
 use crate::{
@@ -195,7 +196,7 @@ pub fn get_event_type(conn: &Connection, name: &str) -> StoreResult<Option<Event
 
 /// An endpoint's columns in table order, as `?1`…`?19` of the statements below (each uses
 /// the ones it needs).
-fn endpoint_values(e: &Endpoint) -> [Box<dyn ToSql + '_>; 19] {
+fn endpoint_values(e: &Endpoint) -> [Box<dyn ToSql + '_>; 20] {
     [
         Box::new(&e.id),
         Box::new(&e.app_id),
@@ -216,6 +217,7 @@ fn endpoint_values(e: &Endpoint) -> [Box<dyn ToSql + '_>; 19] {
         Box::new(ms(e.updated_at)),
         Box::new(opt_json(&e.payload_filter)),
         Box::new(opt_json(&e.transform)),
+        Box::new(e.order.is_fifo()),
     ]
 }
 
@@ -224,22 +226,30 @@ pub fn insert_endpoint(conn: &Connection, e: &Endpoint) -> StoreResult<()> {
         conn,
         "INSERT INTO endpoints (id, app_id, uid, url, description, version, filter_types, channels, disabled, rate_limit, \
          metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at, payload_filter, \
-         transform) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+         transform, fifo) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+         ?20)",
         params_from_iter(endpoint_values(e)),
     )?;
     Ok(())
 }
 
 pub fn update_endpoint(conn: &Connection, e: &Endpoint) -> StoreResult<()> {
+    let was_fifo: Option<bool> =
+        query_opt(conn, "SELECT fifo FROM endpoints WHERE id = ?1 AND app_id = ?2", [&e.id, &e.app_id], |r| r.get(0))?;
     // ?16 (created_at) is bound but not used: it never changes.
     let n = execute(
         conn,
         "UPDATE endpoints SET uid = ?3, url = ?4, description = ?5, version = ?6, filter_types = ?7, channels = ?8, \
          disabled = ?9, rate_limit = ?10, metadata = ?11, headers = ?12, secret = ?13, previous_secrets = ?14, \
-         failing_since = ?15, updated_at = ?17, payload_filter = ?18, transform = ?19 WHERE id = ?1 AND app_id = ?2",
+         failing_since = ?15, updated_at = ?17, payload_filter = ?18, transform = ?19, fifo = ?20 \
+         WHERE id = ?1 AND app_id = ?2",
         params_from_iter(endpoint_values(e)),
     )?;
-    one_row(n)
+    one_row(n)?;
+    if was_fifo.is_some_and(|was| was != e.order.is_fifo()) {
+        super::lanes::reorder(conn, &e.id, e.order.is_fifo(), ms(e.updated_at))?;
+    }
+    Ok(())
 }
 
 pub fn get_endpoint(conn: &Connection, app_id: &str, id_or_uid: &str) -> StoreResult<Option<Endpoint>> {
@@ -297,14 +307,19 @@ pub fn insert_message(
         Some(t) => (ms(t), true),
         None => (now, false),
     };
+    // The message's `seq` (its rowid) is its place in the lane of a FIFO endpoint; looked up
+    // here, in the writer, rather than taken from the caller's cached endpoint, so that a
+    // delivery joins a lane exactly when its endpoint is FIFO at the write.
+    let seq = conn.last_insert_rowid();
     let mut stmt = conn
         .prepare_cached(
-            "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, updated_at) \
-             VALUES (?1, ?2, ?3, 1, 0, ?4, ?5, 0, ?6)",
+            "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
+             updated_at, lane_seq) \
+             VALUES (?1, ?2, ?3, 1, 0, ?4, ?5, 0, ?6, CASE WHEN (SELECT fifo FROM endpoints WHERE id = ?2) THEN ?7 END)",
         )
         .map_err(db_err)?;
     for ep in endpoint_ids {
-        stmt.execute(params![m.id, ep, m.app_id, due, leased, now]).map_err(db_err)?;
+        stmt.execute(params![m.id, ep, m.app_id, due, leased, now, seq]).map_err(db_err)?;
     }
     Ok(())
 }
@@ -496,7 +511,9 @@ pub fn message_deliveries(conn: &Connection, app_id: &str, msg_id: &str) -> Stor
 /// index seek per endpoint to find the next endpoint id, one to read its earliest due time.
 /// The cost grows with the number of endpoints with pending deliveries, never with how many
 /// deliveries one of them has, so a dead endpoint with a million waiting costs two seeks.
-pub fn pending_endpoints(conn: &Connection, skip_endpoints_json: &str) -> StoreResult<Vec<(String, i64)>> {
+/// Endpoints with something pending that may fall due (parked rows of FIFO lanes do not),
+/// each with its earliest due time and whether it is FIFO.
+pub fn pending_endpoints(conn: &Connection, skip_endpoints_json: &str) -> StoreResult<Vec<(String, i64, bool)>> {
     conn.prepare_cached(
         "WITH RECURSIVE eps(id) AS ( \
              SELECT (SELECT MIN(endpoint_id) FROM deliveries WHERE status = 1) \
@@ -504,13 +521,16 @@ pub fn pending_endpoints(conn: &Connection, skip_endpoints_json: &str) -> StoreR
              SELECT (SELECT MIN(endpoint_id) FROM deliveries WHERE status = 1 AND endpoint_id > eps.id) \
              FROM eps WHERE eps.id IS NOT NULL \
          ) \
-         SELECT id, (SELECT MIN(due_at) FROM deliveries WHERE status = 1 AND endpoint_id = eps.id) FROM eps \
+         SELECT id, (SELECT MIN(due_at) FROM deliveries WHERE status = 1 AND endpoint_id = eps.id), \
+             coalesce((SELECT fifo FROM endpoints WHERE id = eps.id), 0) FROM eps \
          WHERE id IS NOT NULL AND id NOT IN (SELECT value FROM json_each(?1))",
     )
     .and_then(|mut s| {
-        s.query_map([skip_endpoints_json], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)))?
-            .filter_map(|r| r.map(|(id, due)| due.map(|d| (id, d))).transpose())
-            .collect()
+        s.query_map([skip_endpoints_json], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, bool>(2)?))
+        })?
+        .filter_map(|r| r.map(|(id, due, fifo)| due.map(|d| (id, d, fifo))).transpose())
+        .collect()
     })
     .map_err(db_err)
 }
@@ -522,19 +542,31 @@ pub fn claim_due(
     now: DateTime<Utc>,
     limit: usize,
     lease_end: DateTime<Utc>,
-    candidates: Vec<(String, i64)>,
+    candidates: Vec<(String, i64, bool)>,
 ) -> StoreResult<Vec<Job>> {
+    // Rows in FIFO lanes are left to their lane's own claim (at most its head).
     let mut take = conn
         .prepare_cached(&format!(
             "UPDATE deliveries SET due_at = ?1, leased = 1 WHERE endpoint_id = ?3 AND msg_id IN \
              (SELECT msg_id FROM deliveries WHERE status = 1 AND endpoint_id = ?3 AND due_at <= ?2 \
-              ORDER BY due_at LIMIT ?4) \
+              AND lane_seq IS NULL ORDER BY due_at LIMIT ?4) \
              RETURNING {}",
             rows::DELIVERY_COLS
         ))
         .map_err(db_err)?;
     let mut claimed: Vec<Delivery> = Vec::new();
-    let mut fair = FairClaim::new(candidates, limit);
+    let mut room = limit;
+    for (endpoint_id, _, _) in candidates.iter().filter(|(_, _, fifo)| *fifo) {
+        if room == 0 {
+            break;
+        }
+        if let Some(head) = lanes::claim(conn, endpoint_id, ms(now), ms(lease_end))? {
+            claimed.push(head);
+            room -= 1;
+        }
+    }
+    let candidates = candidates.into_iter().map(|(id, due, _)| (id, due)).collect();
+    let mut fair = FairClaim::new(candidates, room);
     while let Some(round) = fair.next_round() {
         let mut taken = Vec::with_capacity(round.len());
         for (endpoint_id, share) in &round {
@@ -612,13 +644,18 @@ pub fn record_attempt(
     };
     // A retry does not bring back a delivery failed while its attempt was under way (its
     // message's content was deleted), as on PostgreSQL.
-    execute(
+    let in_lane: Option<bool> = query_opt(
         conn,
         "UPDATE deliveries SET status = CASE WHEN ?3 = 1 AND status = 2 THEN 2 ELSE ?3 END, \
          attempts = attempts + 1, due_at = CASE WHEN ?3 = 1 AND status = 2 THEN NULL ELSE ?4 END, leased = 0, \
-         updated_at = ?5 WHERE msg_id = ?1 AND endpoint_id = ?2",
+         updated_at = ?5 WHERE msg_id = ?1 AND endpoint_id = ?2 RETURNING lane_seq IS NOT NULL",
         params![a.msg_id, a.endpoint_id, status, due, now],
+        |r| r.get(0),
     )?;
+    // A retry keeps its lane's head where it is; anything else moves the lane on.
+    if in_lane == Some(true) && status != 1 {
+        lanes::advance(conn, &a.endpoint_id, now)?;
+    }
     if *next == NextStep::Succeeded {
         execute(
             conn,
@@ -643,12 +680,16 @@ pub fn record_attempt(
 
 pub fn abandon_delivery(conn: &Connection, msg_id: &str, endpoint_id: &str, now: i64) -> StoreResult<()> {
     // Only a pending delivery can be abandoned: one that already finished keeps its outcome.
-    execute(
+    let in_lane: Option<bool> = query_opt(
         conn,
         "UPDATE deliveries SET status = 2, due_at = NULL, leased = 0, updated_at = ?3 \
-         WHERE msg_id = ?1 AND endpoint_id = ?2 AND status = 1",
+         WHERE msg_id = ?1 AND endpoint_id = ?2 AND status = 1 RETURNING lane_seq IS NOT NULL",
         params![msg_id, endpoint_id, now],
+        |r| r.get(0),
     )?;
+    if in_lane == Some(true) {
+        lanes::advance(conn, endpoint_id, now)?;
+    }
     Ok(())
 }
 
@@ -682,10 +723,13 @@ pub fn resend(conn: &Connection, app_id: &str, msg_id: &str, endpoint_id: &str, 
     }
     execute(
         conn,
-        "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, updated_at) \
-         VALUES (?1, ?2, ?3, 1, 0, ?4, 0, 1, ?4) \
-         ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, due_at = ?4, leased = 0, \
-         trigger_type = 1, updated_at = ?4",
+        &format!(
+            "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
+             updated_at, lane_seq) VALUES (?1, ?2, ?3, 1, 0, ?4, 0, 1, ?4, {lane}) \
+             ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, due_at = ?4, leased = 0, \
+             trigger_type = 1, updated_at = ?4, lane_seq = excluded.lane_seq",
+            lane = lane_seq_sql("?2", "?1")
+        ),
         params![msg_id, endpoint_id, app_id, now],
     )?;
     Ok(())
@@ -720,12 +764,15 @@ pub fn add_deliveries(
     for msg_id in msg_ids {
         added += execute(
             conn,
-            "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
-                 updated_at) \
-             SELECT ?1, ?2, ?3, 1, 0, ?4, 0, 1, ?4 \
-             WHERE EXISTS (SELECT 1 FROM messages WHERE app_id = ?3 AND id = ?1 AND NOT expunged) \
-               AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = ?3 AND id = ?2) \
-             ON CONFLICT (msg_id, endpoint_id) DO NOTHING",
+            &format!(
+                "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
+                     updated_at, lane_seq) \
+                 SELECT ?1, ?2, ?3, 1, 0, ?4, 0, 1, ?4, {lane} \
+                 WHERE EXISTS (SELECT 1 FROM messages WHERE app_id = ?3 AND id = ?1 AND NOT expunged) \
+                   AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = ?3 AND id = ?2) \
+                 ON CONFLICT (msg_id, endpoint_id) DO NOTHING",
+                lane = lane_seq_sql("?2", "?1")
+            ),
             params![msg_id, endpoint_id, app_id, now],
         )?;
     }
@@ -740,12 +787,16 @@ pub fn expunge_message_content(conn: &Connection, app_id: &str, msg_id: &str, no
          WHERE app_id = ?1 AND id = ?2",
         [app_id, msg_id],
     )?)?;
-    execute(
+    let failed: Vec<(String, bool)> = query_all(
         conn,
         "UPDATE deliveries SET status = 2, due_at = NULL, leased = 0, updated_at = ?3 \
-         WHERE app_id = ?1 AND msg_id = ?2 AND status = 1",
+         WHERE app_id = ?1 AND msg_id = ?2 AND status = 1 RETURNING endpoint_id, lane_seq IS NOT NULL",
         params![app_id, msg_id, now],
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
+    for (endpoint_id, _) in failed.iter().filter(|(_, in_lane)| *in_lane) {
+        lanes::advance(conn, endpoint_id, now)?;
+    }
     Ok(())
 }
 
@@ -759,9 +810,13 @@ pub fn recover(
 ) -> StoreResult<u64> {
     let n = execute(
         conn,
-        "UPDATE deliveries SET status = 1, attempts = 0, due_at = ?5, leased = 0, trigger_type = 1, updated_at = ?5 \
-         WHERE app_id = ?1 AND endpoint_id = ?2 AND status = 2 AND msg_id IN \
-         (SELECT id FROM messages WHERE app_id = ?1 AND created_at >= ?3 AND created_at < ?4 AND NOT expunged)",
+        &format!(
+            "UPDATE deliveries SET status = 1, attempts = 0, due_at = ?5, leased = 0, trigger_type = 1, \
+             updated_at = ?5, lane_seq = {lane} \
+             WHERE app_id = ?1 AND endpoint_id = ?2 AND status = 2 AND msg_id IN \
+             (SELECT id FROM messages WHERE app_id = ?1 AND created_at >= ?3 AND created_at < ?4 AND NOT expunged)",
+            lane = lane_seq_sql("?2", "deliveries.msg_id")
+        ),
         params![app_id, endpoint_id, since, until, now],
     )?;
     Ok(n as u64)

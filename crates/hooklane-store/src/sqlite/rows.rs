@@ -1,6 +1,8 @@
 //! Conversions between SQLite rows and domain records.
 
-use hooklane_core::model::{Application, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Message, TriggerType};
+use hooklane_core::model::{
+    Application, Attempt, Delivery, DeliveryOrder, DeliveryStatus, Endpoint, EventType, Message, TriggerType,
+};
 use hooklane_core::{DateTime, Utc};
 use rusqlite::Row;
 use serde::de::DeserializeOwned;
@@ -74,7 +76,7 @@ pub fn event_type(row: &Row) -> rusqlite::Result<EventType> {
 
 pub const ENDPOINT_COLS: &str = "id, app_id, uid, url, description, version, filter_types, channels, disabled, \
      rate_limit, metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at, payload_filter, \
-     transform";
+     transform, fifo";
 
 pub fn endpoint(row: &Row) -> rusqlite::Result<Endpoint> {
     Ok(Endpoint {
@@ -97,6 +99,7 @@ pub fn endpoint(row: &Row) -> rusqlite::Result<Endpoint> {
         updated_at: time(row.get(16)?),
         payload_filter: opt_json_col(row, 17)?,
         transform: opt_json_col(row, 18)?,
+        order: if row.get(19)? { DeliveryOrder::Fifo } else { DeliveryOrder::Concurrent },
     })
 }
 

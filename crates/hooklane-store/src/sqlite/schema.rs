@@ -235,6 +235,18 @@ CREATE TABLE instance_secrets (
 ALTER TABLE endpoints ADD COLUMN payload_filter TEXT;
 ALTER TABLE endpoints ADD COLUMN transform TEXT;
 "#,
+    // FIFO lanes (`crate::sqlite::lanes`): an endpoint's ordering, and each delivery's place
+    // in its endpoint's lane (its message's `seq`; NULL outside lanes). Both indexes hold
+    // lane rows only, so concurrent endpoints' deliveries pay nothing for them: the first
+    // finds a lane's head, the second its rows not parked (the head, new arrivals, the one
+    // in flight), which stay few however long the lane grows.
+    r#"
+ALTER TABLE endpoints ADD COLUMN fifo INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE deliveries ADD COLUMN lane_seq INTEGER;
+CREATE INDEX deliveries_lane ON deliveries (endpoint_id, lane_seq) WHERE status = 1 AND lane_seq IS NOT NULL;
+CREATE INDEX deliveries_lane_awake ON deliveries (endpoint_id, lane_seq)
+    WHERE status = 1 AND lane_seq IS NOT NULL AND due_at IS NOT NULL;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

@@ -86,6 +86,9 @@ macro_rules! store_conformance_tests {
             one_batch_records_in_order,
             concurrent_create_message_all_durable,
             concurrent_duplicate_event_id_single_winner,
+            // --- FIFO lanes
+            fifo_lane_sends_one_at_a_time_in_order,
+            fifo_lane_replays_keep_message_order_and_ordering_can_change,
             // --- inbound sources
             source_lifecycle_and_hidden_application,
             source_create_is_atomic,
@@ -111,9 +114,11 @@ macro_rules! store_conformance_tests {
     };
 }
 
-// --- inbound sources: cases in their own file.
+// --- inbound sources and FIFO lanes: cases in their own files.
 mod inbound;
+mod lanes;
 pub use inbound::*;
+pub use lanes::*;
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -192,6 +197,7 @@ pub fn new_endpoint(app_id: &str, uid: Option<&str>) -> Endpoint {
         updated_at: t,
         payload_filter: None,
         transform: None,
+        order: Default::default(),
     }
 }
 

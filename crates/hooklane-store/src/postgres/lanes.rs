@@ -1,0 +1,123 @@
+//! FIFO lanes on PostgreSQL: the rules of `sqlite::lanes` (read them there), with nodes
+//! claiming at once.
+//!
+//! * A lane's claim runs in its own transaction under `pg_try_advisory_xact_lock` of the
+//!   endpoint, taken in a statement of its own so that the claim's snapshot sees everything
+//!   the previous claimer of the lane committed. A node that finds the lock taken leaves the
+//!   lane to the node holding it.
+//! * The claim is one statement: which row heads the lane, whether one is in flight, the
+//!   lease and the parking are all read from one snapshot, and a row leased meanwhile by a
+//!   commit the snapshot missed fails the update's re-check instead of being leased twice.
+//! * A finishing lane row wakes its lane's new head in the very statement that records it
+//!   ([`advance_cte`]): a claim that read the lane before that commit saw the row in flight
+//!   and parked only rows it saw awake, so it cannot put the new head back to sleep.
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+use super::db_err;
+use super::queries::{execute, query};
+use super::rows;
+use crate::queries_shared::qualified;
+use crate::StoreResult;
+
+/// Takes the advisory lock of an endpoint's lane if free (its key a hash of the endpoint id:
+/// a collision only makes two lanes take turns).
+const LOCK_LANE: &str = "SELECT pg_try_advisory_xact_lock(hashtextextended('hooklane.lane:' || $1::text, 0))";
+
+/// A data-modifying CTE named `lanes` that wakes the new head of every lane a row of
+/// `finished` (a CTE returning `msg_id, endpoint_id, status, lane_seq` of updated
+/// deliveries, `status` the new one) left, due at `now` (a parameter). The rows `finished`
+/// updated still read as pending in this statement's snapshot, so they are passed over.
+pub fn advance_cte(finished: &str, now: &str) -> String {
+    format!(
+        "lanes AS ( \
+             UPDATE deliveries w SET due_at = {now} FROM ( \
+                 SELECT nx.endpoint_id, nx.msg_id \
+                 FROM (SELECT DISTINCT endpoint_id FROM {finished} WHERE lane_seq IS NOT NULL AND status <> 1) l \
+                 CROSS JOIN LATERAL ( \
+                     SELECT x.endpoint_id, x.msg_id FROM deliveries x \
+                     WHERE x.endpoint_id = l.endpoint_id AND x.status = 1 AND x.lane_seq IS NOT NULL \
+                       AND NOT EXISTS (SELECT 1 FROM {finished} f \
+                           WHERE f.msg_id = x.msg_id AND f.endpoint_id = x.endpoint_id AND f.status <> 1) \
+                     ORDER BY x.lane_seq LIMIT 1 \
+                 ) nx \
+             ) h \
+             WHERE w.endpoint_id = h.endpoint_id AND w.msg_id = h.msg_id AND w.status = 1 AND w.due_at IS NULL \
+         )"
+    )
+}
+
+/// Leases the head of the endpoint's lane (see `sqlite::lanes::claim`), returning its row
+/// with its message's and endpoint's columns as `queries::claim_due` reads them; nothing
+/// when another node is claiming the lane right now.
+pub async fn claim(
+    client: &mut deadpool_postgres::Client,
+    endpoint_id: &str,
+    now: i64,
+    lease_end: i64,
+) -> StoreResult<Vec<Row>> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH head AS ( \
+                 SELECT msg_id, due_at FROM deliveries \
+                 WHERE endpoint_id = $1 AND status = 1 AND lane_seq IS NOT NULL ORDER BY lane_seq LIMIT 1 \
+             ), busy AS ( \
+                 SELECT EXISTS (SELECT 1 FROM deliveries WHERE endpoint_id = $1 AND status = 1 \
+                     AND lane_seq IS NOT NULL AND due_at IS NOT NULL AND leased AND due_at > $2) AS b \
+             ), parked AS ( \
+                 UPDATE deliveries d SET due_at = NULL FROM head \
+                 WHERE d.endpoint_id = $1 AND d.status = 1 AND d.lane_seq IS NOT NULL AND d.due_at IS NOT NULL \
+                   AND NOT d.leased AND d.msg_id <> head.msg_id \
+             ), claimed AS ( \
+                 UPDATE deliveries d SET due_at = $3, leased = true FROM head, busy \
+                 WHERE NOT busy.b AND d.endpoint_id = $1 AND d.msg_id = head.msg_id AND d.status = 1 \
+                   AND (d.due_at IS NULL OR d.due_at <= $2) \
+                 RETURNING {} \
+             ) \
+             SELECT {}, {}, {} FROM claimed c \
+             LEFT JOIN messages m ON m.app_id = c.app_id AND m.id = c.msg_id \
+             LEFT JOIN endpoints e ON e.app_id = c.app_id AND e.id = c.endpoint_id",
+            qualified(rows::DELIVERY_COLS, "d"),
+            qualified(rows::DELIVERY_COLS, "c"),
+            qualified(rows::MESSAGE_COLS, "m"),
+            qualified(rows::ENDPOINT_COLS, "e"),
+        )
+    });
+    let tx = client.transaction().await.map_err(db_err)?;
+    let locked: bool = query(&tx, LOCK_LANE, &[&endpoint_id])
+        .await?
+        .first()
+        .map(|r| r.get(0))
+        .unwrap_or(false);
+    if !locked {
+        return Ok(Vec::new()); // the transaction rolls back on drop
+    }
+    let params: [&(dyn ToSql + Sync); 3] = [&endpoint_id, &now, &lease_end];
+    let found = query(&tx, &SQL, &params).await?;
+    tx.commit().await.map_err(db_err)?;
+    Ok(found)
+}
+
+/// The endpoint's ordering changed (see `sqlite::lanes::reorder`).
+pub async fn reorder<C: GenericClient>(c: &C, endpoint_id: &str, fifo: bool, now: i64) -> StoreResult<()> {
+    if fifo {
+        execute(
+            c,
+            "UPDATE deliveries SET lane_seq = (SELECT seq FROM messages WHERE id = deliveries.msg_id) \
+             WHERE endpoint_id = $1 AND status = 1",
+            &[&endpoint_id],
+        )
+        .await?;
+    } else {
+        execute(
+            c,
+            "UPDATE deliveries SET lane_seq = NULL, due_at = COALESCE(due_at, $2) \
+             WHERE endpoint_id = $1 AND status = 1 AND lane_seq IS NOT NULL",
+            &[&endpoint_id, &now],
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! FIFO lanes (an endpoint's `DeliveryOrder::Fifo`): its deliveries are sent one at a time,
+//! in the order their messages were stored.
+//!
+//! A delivery is in a lane when it has a `lane_seq`: its message's `seq`, given when the
+//! delivery becomes pending for an endpoint that is FIFO then (so a replayed old message
+//! takes its place before newer ones). The writer is the only one to touch lanes, so every
+//! function here runs inside one of its transactions and needs no lock.
+//!
+//! Only a lane's head (its lowest `lane_seq`) is ever leased, and only while no other row of
+//! the lane is leased. Rows behind the head are *parked* (`due_at` NULL) by the claim that
+//! finds them waiting, so pollers do not see a blocked backlog as due and spin on it; when a
+//! lane row finishes, [`advance`] wakes the new head. A parked head is claimable as it is,
+//! so a lane can never be left with every row asleep and nothing to wake it.
+
+use hooklane_core::model::Delivery;
+use rusqlite::{params, Connection};
+
+use super::queries::{execute, query_opt};
+use super::rows;
+use crate::StoreResult;
+
+/// Leases the head of the endpoint's lane until `lease_end` if nothing of the lane is in
+/// flight and the head is due at `now`, and parks every other waiting row of the lane.
+pub fn claim(conn: &Connection, endpoint_id: &str, now: i64, lease_end: i64) -> StoreResult<Option<Delivery>> {
+    let busy: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE endpoint_id = ?1 AND status = 1 AND lane_seq IS NOT NULL \
+             AND due_at IS NOT NULL AND leased = 1 AND due_at > ?2)",
+        )
+        .and_then(|mut s| s.query_row(params![endpoint_id, now], |r| r.get(0)))
+        .map_err(super::db_err)?;
+    let head: Option<(String, Option<i64>)> = query_opt(
+        conn,
+        "SELECT msg_id, due_at FROM deliveries WHERE endpoint_id = ?1 AND status = 1 AND lane_seq IS NOT NULL \
+         ORDER BY lane_seq LIMIT 1",
+        [endpoint_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let Some((head_id, head_due)) = head else { return Ok(None) };
+    // Whatever else waits is behind the head (or behind what is in flight): asleep until
+    // the lane moves on. The head keeps its due time (a scheduled retry stays scheduled).
+    execute(
+        conn,
+        "UPDATE deliveries SET due_at = NULL WHERE endpoint_id = ?1 AND status = 1 AND lane_seq IS NOT NULL \
+         AND due_at IS NOT NULL AND leased = 0 AND msg_id <> ?2",
+        params![endpoint_id, head_id],
+    )?;
+    if busy || head_due.is_some_and(|due| due > now) {
+        return Ok(None);
+    }
+    query_opt(
+        conn,
+        &format!(
+            "UPDATE deliveries SET due_at = ?3, leased = 1 WHERE msg_id = ?1 AND endpoint_id = ?2 AND status = 1 \
+             RETURNING {}",
+            rows::DELIVERY_COLS
+        ),
+        params![head_id, endpoint_id, lease_end],
+        rows::delivery,
+    )
+}
+
+/// A row of the endpoint's lane finished (or left it): the new head, if parked, is due at
+/// `now`.
+pub fn advance(conn: &Connection, endpoint_id: &str, now: i64) -> StoreResult<()> {
+    execute(
+        conn,
+        "UPDATE deliveries SET due_at = ?2 WHERE endpoint_id = ?1 AND status = 1 AND due_at IS NULL AND lane_seq = \
+         (SELECT MIN(lane_seq) FROM deliveries WHERE endpoint_id = ?1 AND status = 1 AND lane_seq IS NOT NULL)",
+        params![endpoint_id, now],
+    )?;
+    Ok(())
+}
+
+/// The endpoint's ordering changed: its pending deliveries join a lane in message order, or
+/// leave it (parked ones due at `now`). Deliveries in flight at the change finish as they
+/// were sent; a new lane's head waits for them.
+pub fn reorder(conn: &Connection, endpoint_id: &str, fifo: bool, now: i64) -> StoreResult<()> {
+    if fifo {
+        execute(
+            conn,
+            "UPDATE deliveries SET lane_seq = (SELECT seq FROM messages WHERE id = deliveries.msg_id) \
+             WHERE endpoint_id = ?1 AND status = 1",
+            [endpoint_id],
+        )?;
+    } else {
+        execute(
+            conn,
+            "UPDATE deliveries SET lane_seq = NULL, due_at = COALESCE(due_at, ?2) \
+             WHERE endpoint_id = ?1 AND status = 1 AND lane_seq IS NOT NULL",
+            params![endpoint_id, now],
+        )?;
+    }
+    Ok(())
+}

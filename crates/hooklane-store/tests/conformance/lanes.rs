@@ -1,0 +1,135 @@
+//! Conformance cases of FIFO lanes: an endpoint whose ordering is FIFO has one delivery in
+//! flight at a time, the oldest message first, and a failing one holds the lane.
+
+use hooklane_core::model::DeliveryOrder;
+
+use super::*;
+
+async fn setup_fifo_endpoint(store: &DynStore, app_id: &str) -> Endpoint {
+    let mut ep = new_endpoint(app_id, None);
+    ep.order = DeliveryOrder::Fifo;
+    store.create_endpoint(ep.clone()).await.expect("create endpoint");
+    ep
+}
+
+/// Posts `n` messages to `eps`, one millisecond apart from `t`.
+async fn post_many(store: &DynStore, app_id: &str, eps: &[&Endpoint], t: DateTime<Utc>, n: i64) -> Vec<Message> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(post(store, app_id, eps, t + millis(i)).await);
+    }
+    out
+}
+
+/// The messages of the claimed jobs to `ep`, in claim order.
+fn to(jobs: &[Job], ep: &Endpoint) -> Vec<String> {
+    jobs.iter().filter(|j| j.endpoint.id == ep.id).map(|j| j.message.id.clone()).collect()
+}
+
+fn ids(msgs: &[&Message]) -> Vec<String> {
+    msgs.iter().map(|m| m.id.clone()).collect()
+}
+
+async fn record(store: &DynStore, msg: &Message, ep: &Endpoint, at: DateTime<Utc>, next: NextStep) {
+    store.record_attempts(vec![outcome(&msg.id, ep, at, next)], HOUR).await.expect("record");
+}
+
+pub async fn fifo_lane_sends_one_at_a_time_in_order(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let fifo = setup_fifo_endpoint(store, &app.id).await;
+    let side = setup_endpoint(store, &app.id).await;
+    let m = post_many(store, &app.id, &[&fifo, &side], t, 4).await;
+    assert_eq!(endpoint_now(store, &fifo).await.order, DeliveryOrder::Fifo, "the ordering is kept");
+
+    let now = t + secs(1);
+    let jobs = claim(store, now).await;
+    assert_eq!(to(&jobs, &fifo), ids(&[&m[0]]), "only the oldest of the lane");
+    assert_eq!(to(&jobs, &side).len(), 4, "a concurrent endpoint gets everything at once");
+    for msg in &m {
+        record(store, msg, &side, now, NextStep::Succeeded).await;
+    }
+    assert!(claim(store, now).await.is_empty(), "nothing while the head is in flight");
+    let next = store.next_due_at(&[]).await.unwrap().expect("the head's lease ends");
+    assert!(next > now, "rows waiting behind the head are not due (a poller would spin): {next} <= {now}");
+
+    record(store, &m[0], &fifo, now, NextStep::Succeeded).await;
+    assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&m[1]]), "the next one once the head succeeded");
+
+    // A failing head holds the lane until its retry, then until it is given up.
+    let retry = now + secs(10);
+    record(store, &m[1], &fifo, now, NextStep::RetryAt(retry)).await;
+    assert!(claim(store, now).await.is_empty(), "nothing passes a failing head");
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), Some(retry), "the poller sleeps until the retry");
+    let later = retry + secs(1);
+    assert_eq!(to(&claim(store, later).await, &fifo), ids(&[&m[1]]), "the retry of the head");
+    record(store, &m[1], &fifo, later, NextStep::GiveUp).await;
+    assert_eq!(delivery(store, &app.id, &m[1].id, &fifo.id).await.status, DeliveryStatus::Fail);
+    assert_eq!(to(&claim(store, later).await, &fifo), ids(&[&m[2]]), "a head given up lets the next go");
+
+    // The lease of a node that died ends: the same head again, not the one behind it.
+    let expired = later + secs(61);
+    assert_eq!(to(&claim(store, expired).await, &fifo), ids(&[&m[2]]), "an expired head is taken over");
+    record(store, &m[2], &fifo, expired, NextStep::Succeeded).await;
+    assert_eq!(to(&claim(store, expired).await, &fifo), ids(&[&m[3]]));
+    record(store, &m[3], &fifo, expired, NextStep::Succeeded).await;
+    assert!(claim(store, expired).await.is_empty());
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), None, "the lane is empty");
+    for (msg, status) in m.iter().zip([DeliveryStatus::Success, DeliveryStatus::Fail]) {
+        assert_eq!(delivery(store, &app.id, &msg.id, &fifo.id).await.status, status);
+    }
+}
+
+pub async fn fifo_lane_replays_keep_message_order_and_ordering_can_change(store: &DynStore) {
+    let t = now_ms() - mins(1);
+    let app = setup_app(store, "A").await;
+    let fifo = setup_fifo_endpoint(store, &app.id).await;
+    let m = post_many(store, &app.id, &[&fifo], t, 3).await;
+    let now = t + secs(1);
+    assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&m[0]]));
+    record(store, &m[0], &fifo, now, NextStep::GiveUp).await;
+    assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&m[1]]));
+
+    // A recovered old message waits for the one in flight, then goes before newer ones.
+    assert_eq!(store.recover(&app.id, &fifo.id, t - mins(1), None, now).await.unwrap(), 1);
+    assert!(claim(store, now).await.is_empty(), "the one in flight finishes first");
+    record(store, &m[1], &fifo, now, NextStep::Succeeded).await;
+    assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&m[0]]), "the recovered message takes its place");
+    record(store, &m[0], &fifo, now, NextStep::Succeeded).await;
+    assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&m[2]]));
+    record(store, &m[2], &fifo, now, NextStep::Succeeded).await;
+
+    // A resend of a delivered message is a lane row like the others.
+    store.resend(&app.id, &m[1].id, &fifo.id, now).await.unwrap();
+    let more = post_many(store, &app.id, &[&fifo], t + millis(100), 3).await;
+    assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&m[1]]), "the resent (older) message first");
+    record(store, &m[1], &fifo, now, NextStep::Succeeded).await;
+    assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&more[0]]));
+
+    // Concurrent again: what waited in the lane is due at once, beside the one in flight.
+    let mut ep = endpoint_now(store, &fifo).await;
+    ep.order = DeliveryOrder::Concurrent;
+    ep.updated_at = now;
+    store.update_endpoint(ep.clone()).await.unwrap();
+    let rest: BTreeSet<String> = to(&claim(store, now).await, &fifo).into_iter().collect();
+    assert_eq!(rest, ids(&[&more[1], &more[2]]).into_iter().collect(), "parked rows are due again");
+
+    // FIFO again, with three in flight: the lane waits for all of them.
+    ep.order = DeliveryOrder::Fifo;
+    store.update_endpoint(ep.clone()).await.unwrap();
+    let last = post_many(store, &app.id, &[&fifo], t + millis(200), 2).await;
+    assert!(claim(store, now).await.is_empty(), "deliveries in flight at the change hold the new lane");
+    for msg in &more {
+        record(store, msg, &fifo, now, NextStep::Succeeded).await;
+    }
+    assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&last[0]]));
+
+    // A head abandoned (its endpoint was disabled) or whose message's content was deleted
+    // moves the lane on too (abandoning happens at the clock's time).
+    store.abandon_deliveries(vec![key(&last[0].id, &fifo.id)]).await.unwrap();
+    let now = now_ms() + secs(1);
+    assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&last[1]]));
+    let tail = post_many(store, &app.id, &[&fifo], t + millis(300), 1).await;
+    store.expunge_message_content(&app.id, &last[1].id, now).await.unwrap();
+    assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&tail[0]]), "an expunged head lets the next go");
+}
