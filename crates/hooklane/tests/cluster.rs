@@ -263,3 +263,26 @@ async fn pulling_sees_every_nodes_messages() {
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["data"][0]["id"], json!(id), "{page}");
 }
+
+/// A FIFO endpoint on a cluster: messages posted to both nodes in turn reach it one at a
+/// time and in order, whichever node claims each (the lane's claim is shared through the
+/// database, not held in one node's memory), and a failing one holds the lane on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_lane_holds_across_nodes() {
+    const COUNT: usize = 16;
+    let db = TestDatabase::create().await;
+    let nodes = [Server::start(&node_config(&db)).await, Server::start(&node_config(&db)).await];
+    let lane = lane_receiver().await;
+    let app = nodes[0].create_app("fifo").await;
+    nodes[0].create_endpoint(&app, json!({ "url": lane.url, "ordering": "fifo" })).await;
+    post_in_turn(&[&nodes[0], &nodes[1]], &app, COUNT).await;
+    let got = lane.wait_for(COUNT + 2, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (order, overlaps) = lane_log(&lane.received());
+    assert_eq!(got.len(), order.len(), "nothing more arrived: {order:?}");
+    let mut distinct = order.clone();
+    distinct.dedup();
+    assert_eq!(distinct, (0..COUNT as i64).collect::<Vec<_>>(), "in order: {order:?}");
+    assert_eq!(order.iter().filter(|n| **n == 2).count(), 3, "{order:?}");
+    assert_eq!(overlaps, 0, "two nodes sent at once: {order:?}");
+}

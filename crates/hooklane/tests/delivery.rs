@@ -579,3 +579,58 @@ async fn old_messages_are_deleted_after_their_retention() {
     let (_, attempts) = server.call("GET", &format!("/api/v1/app/{app}/attempt/msg/{waits}"), None).await;
     assert_eq!(attempts["data"].as_array().map(Vec::len), Some(1), "{attempts}");
 }
+
+/// Collapses repeats in a row (the retries of one message).
+fn distinct_in_a_row(order: &[i64]) -> Vec<i64> {
+    let mut out: Vec<i64> = order.to_vec();
+    out.dedup();
+    out
+}
+
+/// hooklane's `ordering: "fifo"`: an endpoint gets its messages one at a time, in the order
+/// they were posted, and a failing one holds back those behind it until it succeeds. A
+/// concurrent endpoint beside it, with the same receiver behaviour, shows what the checks
+/// catch: requests overlapping, and later messages passing a failing one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_endpoint_gets_one_message_at_a_time_in_order() {
+    const COUNT: usize = 12;
+    let server = Server::start("").await;
+    let (lane, side) = (lane_receiver().await, lane_receiver().await);
+    let app = server.create_app("fifo").await;
+    let (status, out) =
+        server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(json!({ "url": lane.url, "ordering": "fifo" }))).await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["ordering"], "fifo");
+    let fifo = out["id"].as_str().unwrap().to_string();
+    let (_, out) = server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(json!({ "url": side.url }))).await;
+    assert!(out.get("ordering").is_none(), "a concurrent endpoint's answer stays Svix's: {out}");
+
+    post_in_turn(&[&server], &app, COUNT).await;
+    let got = lane.wait_for(COUNT + 2, WAIT).await;
+    side.wait_for(COUNT + 2, WAIT).await;
+    settle().await;
+    let (order, overlaps) = lane_log(&got);
+    assert_eq!(order.len(), COUNT + 2, "two retries, no duplicate: {order:?}");
+    assert_eq!(distinct_in_a_row(&order), (0..COUNT as i64).collect::<Vec<_>>(), "in order: {order:?}");
+    assert_eq!(order.iter().filter(|n| **n == 2).count(), 3, "{order:?}");
+    assert_eq!(overlaps, 0, "a request came before the previous one was answered: {order:?}");
+
+    let (side_order, side_overlaps) = lane_log(&side.received());
+    assert_ne!(distinct_in_a_row(&side_order), (0..COUNT as i64).collect::<Vec<_>>(), "{side_order:?}");
+    assert!(side_overlaps > 0, "the concurrent endpoint was sent one at a time: {side_order:?}");
+
+    // The setting through the API: kept by a PUT that does not name it (as Svix's SDKs
+    // send them), changed by PATCH, null back to the default, refused when unknown.
+    let path = format!("/api/v1/app/{app}/endpoint/{fifo}");
+    let (status, out) = server.call("PUT", &path, Some(json!({ "url": lane.url }))).await;
+    assert_eq!((status, &out["ordering"]), (200, &json!("fifo")), "{out}");
+    let (status, out) = server.call("PATCH", &path, Some(json!({ "ordering": "concurrent" }))).await;
+    assert_eq!(status, 200, "{out}");
+    assert!(out.get("ordering").is_none(), "{out}");
+    let (_, out) = server.call("PATCH", &path, Some(json!({ "ordering": "fifo" }))).await;
+    assert_eq!(out["ordering"], "fifo");
+    let (_, out) = server.call("PATCH", &path, Some(json!({ "ordering": null }))).await;
+    assert!(out.get("ordering").is_none(), "null is the default: {out}");
+    let (status, out) = server.call("PATCH", &path, Some(json!({ "ordering": "random" }))).await;
+    assert_eq!(status, 422, "{out}");
+}

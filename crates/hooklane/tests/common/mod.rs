@@ -429,3 +429,50 @@ pub fn signature_valid(secret: &str, received: &Received) -> bool {
     let expected = format!("v1,{}", B64.encode(mac.finalize().into_bytes()));
     received.header("webhook-signature").split(' ').any(|s| s == expected)
 }
+
+// --- FIFO lanes
+
+/// How long [`lane_receiver`] takes to answer a request it accepts.
+pub const LANE_HANG: Duration = Duration::from_millis(40);
+
+/// A receiver for ordering tests: it fails the first two attempts of the message whose
+/// payload has `"n": 2` at once, and takes [`LANE_HANG`] to accept every other request.
+pub async fn lane_receiver() -> Receiver {
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    Receiver::scripted(move |_, r| {
+        if r.json()["n"] == 2 && failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+            Reply::Status(500)
+        } else {
+            Reply::Hang(LANE_HANG)
+        }
+    })
+    .await
+}
+
+/// Posts messages `{"n": 0}` … `{"n": count-1}` one after the other (each acknowledged
+/// before the next is posted), to the nodes in turn.
+pub async fn post_in_turn(nodes: &[&Server], app: &str, count: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(count);
+    for n in 0..count {
+        ids.push(nodes[n % nodes.len()].send_message(app, "order.updated", json!({ "n": n })).await);
+    }
+    ids
+}
+
+/// What a [`lane_receiver`] saw: the payloads' `n` in arrival order, and how many requests
+/// arrived before the one before them was answered.
+pub fn lane_log(received: &[Received]) -> (Vec<i64>, usize) {
+    let order: Vec<i64> = received.iter().map(|r| r.json()["n"].as_i64().unwrap_or(-1)).collect();
+    let mut failures_seen = 0;
+    let mut overlaps = 0;
+    for (i, pair) in received.windows(2).enumerate() {
+        let failed = order[i] == 2 && failures_seen < 2;
+        failures_seen += usize::from(order[i] == 2);
+        // An accepted request is answered LANE_HANG after it arrived (a little slack for
+        // timer granularity); the next one may only come after that.
+        if !failed && pair[1].at.duration_since(pair[0].at) < LANE_HANG - Duration::from_millis(3) {
+            overlaps += 1;
+        }
+    }
+    (order, overlaps)
+}
