@@ -80,7 +80,9 @@ impl FairClaim {
 /// becomes pending: its message's place when the endpoint is FIFO at this write, else NULL
 /// (FIFO lanes: `sqlite::lanes`, `postgres::lanes`). The same SQL on both stores.
 pub fn lane_seq_sql(ep: &str, msg: &str) -> String {
-    format!("CASE WHEN (SELECT fifo FROM endpoints WHERE id = {ep}) THEN (SELECT seq FROM messages WHERE id = {msg}) END")
+    format!(
+        "CASE WHEN (SELECT fifo FROM endpoints WHERE id = {ep}) THEN (SELECT seq FROM messages WHERE id = {msg}) END"
+    )
 }
 
 // --- statistics

@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// `{"seq": n, "pad": "…"}`, through, or they count as lost): what a filter costs.
     #[arg(long, value_parser = parse_json)]
     pub payload_filter: Option<serde_json::Value>,
+    /// The measured endpoint's `ordering` (`concurrent` or `fifo`): what a FIFO lane
+    /// delivers (one message in flight at a time).
+    #[arg(long, default_value = "concurrent", value_parser = ["concurrent", "fifo"])]
+    pub ordering: String,
     /// Runs this hooklane executable as the server instead of this one: compares two
     /// builds with the same clients and receiver.
     #[arg(long)]
@@ -136,7 +140,11 @@ async fn measure_hooklane(
     let bases: Vec<&str> = servers.iter().map(|s| s.base.as_str()).collect();
     let api = ingest::Api::new(&bases, &servers[0].admin_token)?;
     let app = api.create_app("bench").await?;
-    let rules = serde_json::json!({ "transform": args.transform, "payloadFilter": args.payload_filter });
+    let rules = serde_json::json!({
+        "transform": args.transform,
+        "payloadFilter": args.payload_filter,
+        "ordering": args.ordering,
+    });
     api.create_endpoint_with(&app, &receiver.url("/hook"), payload::MEASURED, rules).await?;
     if args.backlog > 0 {
         // Port 9 (discard) on loopback: nothing listens, every attempt is refused.

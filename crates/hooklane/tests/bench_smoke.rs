@@ -74,7 +74,8 @@ fn bench(args: &[&str]) -> (bool, Value) {
 }
 
 /// `--transform` and `--payload-filter` reach the measured endpoint: a filter every payload
-/// passes loses nothing, one that half of them fail loses that half (and the run fails).
+/// passes loses nothing, one that half of them fail loses that half (and the run fails); a
+/// FIFO endpoint (`--ordering fifo`) gets everything too.
 #[test]
 fn bench_measures_an_endpoint_with_a_transform_and_a_filter() {
     let common = ["--messages", "100", "--concurrency", "4", "--skip-raw", "--transform", r#"{"n":"{{ seq }}"}"#];
@@ -82,6 +83,9 @@ fn bench_measures_an_endpoint_with_a_transform_and_a_filter() {
     assert!(ok, "{report}");
     assert_eq!((report["delivered"].as_u64(), report["lost"].as_u64()), (Some(100), Some(0)), "{report}");
     assert_eq!((report["transform"].as_bool(), report["payload_filter"].as_bool()), (Some(true), Some(true)));
+    let (ok, report) = bench(&["--messages", "50", "--concurrency", "4", "--skip-raw", "--ordering", "fifo"]);
+    assert!(ok, "{report}");
+    assert_eq!((report["delivered"].as_u64(), report["ordering"].as_str()), (Some(50), Some("fifo")), "{report}");
     let (ok, report) = bench(&[&common[..], &["--payload-filter", r#"{"seq":{"$lt":50}}"#, "--timeout", "2"]].concat());
     assert!(!ok, "messages the filter kept out count as lost: {report}");
     assert_eq!((report["delivered"].as_u64(), report["lost"].as_u64()), (Some(50), Some(50)), "{report}");

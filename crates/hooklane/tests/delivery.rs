@@ -597,8 +597,9 @@ async fn a_fifo_endpoint_gets_one_message_at_a_time_in_order() {
     let server = Server::start("").await;
     let (lane, side) = (lane_receiver().await, lane_receiver().await);
     let app = server.create_app("fifo").await;
-    let (status, out) =
-        server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(json!({ "url": lane.url, "ordering": "fifo" }))).await;
+    let (status, out) = server
+        .call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(json!({ "url": lane.url, "ordering": "fifo" })))
+        .await;
     assert_eq!(status, 201, "{out}");
     assert_eq!(out["ordering"], "fifo");
     let fifo = out["id"].as_str().unwrap().to_string();

@@ -86,11 +86,7 @@ pub async fn claim(
         )
     });
     let tx = client.transaction().await.map_err(db_err)?;
-    let locked: bool = query(&tx, LOCK_LANE, &[&endpoint_id])
-        .await?
-        .first()
-        .map(|r| r.get(0))
-        .unwrap_or(false);
+    let locked: bool = query(&tx, LOCK_LANE, &[&endpoint_id]).await?.first().map(|r| r.get(0)).unwrap_or(false);
     if !locked {
         return Ok(Vec::new()); // the transaction rolls back on drop
     }

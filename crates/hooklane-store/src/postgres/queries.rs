@@ -12,12 +12,12 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
 use super::db_err;
+use super::lanes;
 use super::rows::{self, ms, opt_json, opt_u32, to_json};
 use crate::queries_shared::{
     ago, delivery_cols_seen, endpoint_delivery_sql, fold_health, fold_timeline, latency_bucket_sql, message_state_sql,
     AttemptGroup,
 };
-use super::lanes;
 use crate::queries_shared::{lane_seq_sql, qualified, FairClaim, EXPUNGED};
 use crate::{
     AttemptFilter, AttemptOutcome, DeliveryKey, EndpointStats, EventPosition, EventsPage, EventsQuery, Job,
@@ -279,10 +279,11 @@ pub async fn insert_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
 /// ordering changed; to run inside a transaction (the old ordering is read under the
 /// endpoint's row lock).
 pub async fn update_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResult<()> {
-    let was_fifo = query_opt(c, "SELECT fifo FROM endpoints WHERE id = $1 AND app_id = $2 FOR UPDATE", &[&e.id, &e.app_id])
-        .await?
-        .map(|r| rows::get::<bool>(&r, 0))
-        .transpose()?;
+    let was_fifo =
+        query_opt(c, "SELECT fifo FROM endpoints WHERE id = $1 AND app_id = $2 FOR UPDATE", &[&e.id, &e.app_id])
+            .await?
+            .map(|r| rows::get::<bool>(&r, 0))
+            .transpose()?;
     let n = execute(
         c,
         "UPDATE endpoints SET uid = $3, url = $4, description = $5, version = $6, filter_types = $7, channels = $8, \

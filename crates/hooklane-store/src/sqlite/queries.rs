@@ -9,12 +9,11 @@ use hooklane_core::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql};
 
-use super::{db_err, lanes};
 use super::rows::{self, ms, opt_json, to_json};
+use super::{db_err, lanes};
 use crate::queries_shared::{
     delivery_cols_seen, delivery_status_sql, fold_health, fold_timeline, lane_seq_sql, latency_bucket_sql,
-    message_state_sql,
-    qualified, AttemptGroup, FairClaim, EXPUNGED,
+    message_state_sql, qualified, AttemptGroup, FairClaim, EXPUNGED,
 };
 use crate::{
     AttemptFilter, EndpointStats, EventPosition, EventsPage, EventsQuery, Job, MessageFilter, NextStep, Page,
