@@ -769,3 +769,48 @@ async fn old_request_records_are_deleted() {
     ingest(&server, &source, &[], b"{}").await;
     assert_eq!(requests(&server, &source).await.len(), 1);
 }
+
+/// A destination with `"ordering": "fifo"` is forwarded the provider's requests one at a
+/// time, in the order they came in, a failing one holding back the rest; the setting is
+/// kept when the destinations are sent back as answered, and refused on an event-type one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_destination_is_forwarded_requests_in_order() {
+    const COUNT: usize = 8;
+    let server = Server::start("").await;
+    let lane = lane_receiver().await;
+    let spec = json!({
+        "name": "github in order",
+        "verification": { "type": "github", "secret": GH_SECRET },
+        "destinations": [{ "url": lane.url, "ordering": "fifo" }],
+    });
+    let (source, created) = create_source(&server, spec).await;
+    assert_eq!(created["destinations"][0]["ordering"], "fifo", "{created}");
+    for n in 0..COUNT {
+        let body = format!(r#"{{"n": {n}, "ref": "refs/heads/main"}}"#);
+        let sig = format!("sha256={}", hex(&hmac256(GH_SECRET.as_bytes(), &[body.as_bytes()])));
+        let id = format!("delivery-{n}");
+        let headers = h(&[
+            ("X-GitHub-Delivery", &id),
+            ("X-GitHub-Event", "push"),
+            ("X-Hub-Signature-256", &sig),
+            ("content-type", "application/json"),
+        ]);
+        let (status, out) = ingest(&server, &source, &headers, body.as_bytes()).await;
+        assert_eq!(status, 200, "{out}");
+    }
+    lane.wait_for(COUNT + 2, WAIT).await;
+    settle().await;
+    let (order, overlaps) = lane_log(&lane.received());
+    let mut distinct = order.clone();
+    distinct.dedup();
+    assert_eq!(distinct, (0..COUNT as i64).collect::<Vec<_>>(), "in order: {order:?}");
+    assert_eq!((order.len(), overlaps), (COUNT + 2, 0), "{order:?}");
+
+    let dests = created["destinations"].clone();
+    let path = format!("/api/v1/source/{source}");
+    let (status, out) = server.call("PATCH", &path, Some(json!({ "destinations": dests }))).await;
+    assert_eq!((status, &out["destinations"][0]["ordering"]), (200, &json!("fifo")), "{out}");
+    let on_event = json!([{ "appId": "nope", "eventType": "x", "ordering": "fifo" }]);
+    let (status, out) = server.call("PATCH", &path, Some(json!({ "destinations": on_event }))).await;
+    assert_eq!((status, out["code"].as_str()), (422, Some("validation")), "{out}");
+}
