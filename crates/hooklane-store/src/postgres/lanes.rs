@@ -17,9 +17,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::db_err;
-use super::queries::{execute, query};
-use super::rows;
-use crate::queries_shared::qualified;
+use super::queries::{claimed_jobs_sql, execute, query};
 use crate::StoreResult;
 
 /// Takes the advisory lock of an endpoint's lane if free (its key a hash of the endpoint id:
@@ -70,19 +68,12 @@ pub async fn claim(
                  UPDATE deliveries d SET due_at = NULL FROM head \
                  WHERE d.endpoint_id = $1 AND d.status = 1 AND d.lane_seq IS NOT NULL AND d.due_at IS NOT NULL \
                    AND NOT d.leased AND d.msg_id <> head.msg_id \
-             ), claimed AS ( \
-                 UPDATE deliveries d SET due_at = $3, leased = true FROM head, busy \
+             ), {}",
+            claimed_jobs_sql(
+                "UPDATE deliveries d SET due_at = $3, leased = true FROM head, busy \
                  WHERE NOT busy.b AND d.endpoint_id = $1 AND d.msg_id = head.msg_id AND d.status = 1 \
-                   AND (d.due_at IS NULL OR d.due_at <= $2) \
-                 RETURNING {} \
-             ) \
-             SELECT {}, {}, {} FROM claimed c \
-             LEFT JOIN messages m ON m.app_id = c.app_id AND m.id = c.msg_id \
-             LEFT JOIN endpoints e ON e.app_id = c.app_id AND e.id = c.endpoint_id",
-            qualified(rows::DELIVERY_COLS, "d"),
-            qualified(rows::DELIVERY_COLS, "c"),
-            qualified(rows::MESSAGE_COLS, "m"),
-            qualified(rows::ENDPOINT_COLS, "e"),
+                   AND (d.due_at IS NULL OR d.due_at <= $2)"
+            )
         )
     });
     let tx = client.transaction().await.map_err(db_err)?;

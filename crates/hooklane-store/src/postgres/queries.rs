@@ -440,6 +440,22 @@ pub async fn pending_endpoints<C: GenericClient>(
     Ok(out)
 }
 
+/// The end of a claim statement: a CTE `claimed` running `update` (an UPDATE of deliveries
+/// aliased `d` that leases rows), and the leased rows with their message's and endpoint's
+/// columns, as [`claim_due`] reads them into jobs.
+pub(super) fn claimed_jobs_sql(update: &str) -> String {
+    format!(
+        "claimed AS ({update} RETURNING {}) \
+         SELECT {}, {}, {} FROM claimed c \
+         LEFT JOIN messages m ON m.app_id = c.app_id AND m.id = c.msg_id \
+         LEFT JOIN endpoints e ON e.app_id = c.app_id AND e.id = c.endpoint_id",
+        qualified(rows::DELIVERY_COLS, "d"),
+        qualified(rows::DELIVERY_COLS, "c"),
+        qualified(rows::MESSAGE_COLS, "m"),
+        qualified(rows::ENDPOINT_COLS, "e"),
+    )
+}
+
 pub async fn claim_due(
     c: &mut deadpool_postgres::Client,
     now: DateTime<Utc>,
@@ -462,18 +478,11 @@ pub async fn claim_due(
                      ORDER BY d.due_at LIMIT s.share \
                      FOR UPDATE SKIP LOCKED \
                  ) t \
-             ), claimed AS ( \
-                 UPDATE deliveries d SET due_at = $1, leased = true FROM due \
-                 WHERE d.msg_id = due.msg_id AND d.endpoint_id = due.endpoint_id \
-                 RETURNING {} \
-             ) \
-             SELECT {}, {}, {} FROM claimed c \
-             LEFT JOIN messages m ON m.app_id = c.app_id AND m.id = c.msg_id \
-             LEFT JOIN endpoints e ON e.app_id = c.app_id AND e.id = c.endpoint_id",
-            qualified(rows::DELIVERY_COLS, "d"),
-            qualified(rows::DELIVERY_COLS, "c"),
-            qualified(rows::MESSAGE_COLS, "m"),
-            qualified(rows::ENDPOINT_COLS, "e"),
+             ), {}",
+            claimed_jobs_sql(
+                "UPDATE deliveries d SET due_at = $1, leased = true FROM due \
+                 WHERE d.msg_id = due.msg_id AND d.endpoint_id = due.endpoint_id"
+            ),
         )
     });
     if limit == 0 {
