@@ -143,7 +143,8 @@ async fn measure_hooklane(
     let rules = serde_json::json!({
         "transform": args.transform,
         "payloadFilter": args.payload_filter,
-        "ordering": args.ordering,
+        // Named only when not the default, so that `--server-bin` may run a build without it.
+        "ordering": (args.ordering != "concurrent").then_some(&args.ordering),
     });
     api.create_endpoint_with(&app, &receiver.url("/hook"), payload::MEASURED, rules).await?;
     if args.backlog > 0 {

@@ -244,9 +244,11 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashSet<String>>
     Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
 }
 
-/// Inserts a batch: its messages and, for each one inserted, its deliveries. Data-modifying
-/// CTEs all run to completion; deliveries are written only for the messages that were (ON
-/// CONFLICT DO NOTHING skips duplicates, so a duplicate in the batch costs only itself).
+/// Inserts a batch: its messages and, for each one inserted, its deliveries (those leased to
+/// the writing node are never in a FIFO lane, see `Dispatcher::reserve`, so their lane is
+/// not looked up). Data-modifying CTEs all run to completion; deliveries are written only
+/// for the messages that were (ON CONFLICT DO NOTHING skips duplicates, so a duplicate in
+/// the batch costs only itself).
 const INGEST_SQL: &str = "WITH input AS ( \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
                      $7::text[], $8::bigint[], $9::text[], $10::text[]) \
@@ -263,7 +265,7 @@ const INGEST_SQL: &str = "WITH input AS ( \
                  INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
                      updated_at, lane_seq) \
                  SELECT k.msg_id, k.endpoint_id, k.app_id, 1, 0, k.due, k.leased, 0, k.at, \
-                     CASE WHEN (SELECT fifo FROM endpoints WHERE id = k.endpoint_id) THEN m.seq END \
+                     CASE WHEN k.leased THEN NULL WHEN (SELECT fifo FROM endpoints WHERE id = k.endpoint_id) THEN m.seq END \
                  FROM UNNEST($11::text[], $12::text[], $13::text[], $14::bigint[], $15::boolean[], $16::bigint[]) \
                      AS k(msg_id, endpoint_id, app_id, due, leased, at) \
                  JOIN m ON m.id = k.msg_id \

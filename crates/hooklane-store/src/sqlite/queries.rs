@@ -306,6 +306,20 @@ pub fn insert_message(
         Some(t) => (ms(t), true),
         None => (now, false),
     };
+    if leased {
+        // Handed to the caller's dispatcher, which never takes deliveries to FIFO endpoints
+        // this way (`Dispatcher::reserve`): no lane to look up on the hot path.
+        let mut stmt = conn
+            .prepare_cached(
+                "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
+                 updated_at) VALUES (?1, ?2, ?3, 1, 0, ?4, 1, 0, ?5)",
+            )
+            .map_err(db_err)?;
+        for ep in endpoint_ids {
+            stmt.execute(params![m.id, ep, m.app_id, due, now]).map_err(db_err)?;
+        }
+        return Ok(());
+    }
     // The message's `seq` (its rowid) is its place in the lane of a FIFO endpoint; looked up
     // here, in the writer, rather than taken from the caller's cached endpoint, so that a
     // delivery joins a lane exactly when its endpoint is FIFO at the write.
@@ -314,11 +328,11 @@ pub fn insert_message(
         .prepare_cached(
             "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
              updated_at, lane_seq) \
-             VALUES (?1, ?2, ?3, 1, 0, ?4, ?5, 0, ?6, CASE WHEN (SELECT fifo FROM endpoints WHERE id = ?2) THEN ?7 END)",
+             VALUES (?1, ?2, ?3, 1, 0, ?4, 0, 0, ?5, CASE WHEN (SELECT fifo FROM endpoints WHERE id = ?2) THEN ?6 END)",
         )
         .map_err(db_err)?;
     for ep in endpoint_ids {
-        stmt.execute(params![m.id, ep, m.app_id, due, leased, now, seq]).map_err(db_err)?;
+        stmt.execute(params![m.id, ep, m.app_id, due, now, seq]).map_err(db_err)?;
     }
     Ok(())
 }
