@@ -82,9 +82,10 @@ pub enum DeliveryOrder {
     /// failing message holds up nothing behind it.
     #[default]
     Concurrent,
-    /// A strict FIFO lane: a message is not sent before every message created before it for
-    /// this endpoint has succeeded or been given up. One is in flight at a time, and a
-    /// failing one holds the lane until it succeeds or its retries run out.
+    /// Strict FIFO lanes: a message is not sent before every message created before it for
+    /// this endpoint with the same ordering key ([`Message::ordering_key`]; messages without
+    /// one share a lane) has succeeded or been given up. One per lane is in flight at a time,
+    /// and a failing one holds its lane until it succeeds or its retries run out.
     Fifo,
 }
 
@@ -125,6 +126,10 @@ pub struct Message {
     /// informative headers, e.g. `x-github-event`); an endpoint's own headers win over them
     /// and hooklane's (`webhook-*`, `content-type`) over both. Empty for API messages.
     pub headers: BTreeMap<String, String>,
+    /// hooklane's own: the message's FIFO lane within each FIFO endpoint. Messages with
+    /// different keys are sent to such an endpoint side by side, those with the same key
+    /// (or none) one after the other ([`DeliveryOrder::Fifo`]).
+    pub ordering_key: Option<String>,
 }
 
 /// Status codes as in the Svix API (`MessageStatus`).

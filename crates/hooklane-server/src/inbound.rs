@@ -214,6 +214,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
         created_at: received_at,
         content_type: Some(headers.get("content-type").cloned().unwrap_or_else(|| "application/octet-stream".into())),
         headers: forwarded_headers(&source.verification, &headers),
+        ordering_key: None,
     };
     let event_id = msg.event_id.clone();
     match store_and_dispatch(&s, msg).await {
@@ -289,6 +290,7 @@ async fn fan_out(s: &AppState, source: &Source, msg: &Message) -> Result<(), Sto
             created_at: crate::api::now(),
             content_type: None,
             headers: BTreeMap::new(),
+            ordering_key: msg.ordering_key.clone(),
         };
         match store_and_dispatch(s, fanned).await {
             Ok(_) | Err(StoreError::Conflict(_)) => {}

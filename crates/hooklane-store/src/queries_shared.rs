@@ -85,6 +85,11 @@ pub fn lane_seq_sql(ep: &str, msg: &str) -> String {
     )
 }
 
+/// The `lane_key` of a delivery of message `{msg}`: the message's ordering key, or `''`.
+pub fn lane_key_sql(msg: &str) -> String {
+    format!("COALESCE((SELECT ordering_key FROM messages WHERE id = {msg}), '')")
+}
+
 // --- statistics
 
 /// SQL (the same for every backend) numbering the latency bucket of `col`, a duration in

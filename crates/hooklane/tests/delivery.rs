@@ -635,3 +635,37 @@ async fn a_fifo_endpoint_gets_one_message_at_a_time_in_order() {
     let (status, out) = server.call("PATCH", &path, Some(json!({ "ordering": "random" }))).await;
     assert_eq!(status, 422, "{out}");
 }
+
+/// hooklane's `orderingKey` on a message: at a FIFO endpoint each key is a lane of its own,
+/// so messages keep their order within a key while a failing one holds back only its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_endpoint_keeps_order_per_ordering_key() {
+    const COUNT: i64 = 10;
+    let server = Server::start("").await;
+    let lane = lane_receiver().await;
+    let app = server.create_app("fifo-keys").await;
+    server.create_endpoint(&app, json!({ "url": lane.url, "ordering": "fifo" })).await;
+    for n in 0..COUNT {
+        let key = if n % 2 == 0 { "even" } else { "odd" };
+        let body = json!({ "eventType": "order.updated", "payload": { "n": n }, "orderingKey": key });
+        let (status, out) = server.call("POST", &format!("/api/v1/app/{app}/msg"), Some(body)).await;
+        assert_eq!((status, out["orderingKey"].as_str()), (202, Some(key)), "{out}");
+    }
+    lane.wait_for(COUNT as usize + 2, WAIT).await;
+    settle().await;
+    let (order, _) = lane_log(&lane.received());
+    assert_eq!(order.len(), COUNT as usize + 2, "{order:?}");
+    for parity in [0, 1] {
+        let within: Vec<i64> = distinct_in_a_row(&order.iter().copied().filter(|n| n % 2 == parity).collect::<Vec<_>>());
+        let expected: Vec<i64> = (0..COUNT).filter(|n| n % 2 == parity).collect();
+        assert_eq!(within, expected, "order within a key: {order:?}");
+    }
+    // The failing message (2, key "even") held back 4, 6 and 8, not the odd ones.
+    let last_of_two = order.iter().rposition(|n| *n == 2).unwrap();
+    assert!(order[..last_of_two].contains(&(COUNT - 1)), "the other key waited for the failing one: {order:?}");
+
+    let (status, out) = server
+        .call("POST", &format!("/api/v1/app/{app}/msg"), Some(json!({ "eventType": "a", "payload": {}, "orderingKey": "" })))
+        .await;
+    assert_eq!((status, out["code"].as_str()), (422, Some("validation")), "{out}");
+}

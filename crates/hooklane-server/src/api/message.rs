@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::endpoint::find as find_endpoint;
-use super::{check_name, check_names, page_request, query_names, ListResponse};
+use super::{check_len, check_name, check_names, page_request, query_names, ListResponse};
 use crate::error::{conflict, ApiError, ApiResult};
 use crate::extract::{Json, Query, Tenant};
 use crate::state::AppState;
@@ -31,6 +31,9 @@ pub struct MessageIn {
     channels: Option<Vec<String>>,
     #[serde(default)]
     tags: Option<Vec<String>>,
+    /// hooklane's own: the message's lane at FIFO endpoints (see `DeliveryOrder::Fifo`).
+    #[serde(default)]
+    ordering_key: Option<String>,
     // Accepted for Svix compatibility; hooklane keeps payloads until the message is deleted.
     #[serde(default, rename = "payloadRetentionPeriod")]
     _retention_days: Option<serde_json::Value>,
@@ -63,6 +66,12 @@ impl MessageIn {
         }
         check_names("channels", &self.channels, 10)?;
         check_names("tags", &self.tags, 5)?;
+        if let Some(key) = &self.ordering_key {
+            if key.is_empty() {
+                return Err(ApiError::validation("orderingKey", "must not be empty (leave it out for none)"));
+            }
+            check_len("orderingKey", key, 256)?;
+        }
         if !self.payload.get().trim_start().starts_with('{') {
             return Err(ApiError::validation("payload", "must be a JSON object"));
         }
@@ -123,6 +132,9 @@ pub struct MessageOut {
     channels: Option<Vec<String>>,
     tags: Option<Vec<String>>,
     timestamp: DateTime<Utc>,
+    /// hooklane's own; left out when unset, so that answers stay Svix's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ordering_key: Option<String>,
 }
 
 /// A message's payload as answered: `{}` when the caller asked for no content
@@ -154,6 +166,7 @@ impl MessageOut {
             channels: m.channels,
             tags: m.tags,
             timestamp: m.created_at,
+            ordering_key: m.ordering_key,
         }
     }
 }
@@ -179,6 +192,7 @@ pub async fn create(
         created_at: super::now(),
         content_type: None,
         headers: Default::default(),
+        ordering_key: input.ordering_key,
     };
     let msg = store_and_dispatch(&s, msg)
         .await

@@ -197,6 +197,7 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashSet<String>>
     let content_types: Vec<Option<&str>> = batch.iter().map(|j| j.msg.content_type.as_deref()).collect();
     let headers: Vec<Option<String>> =
         batch.iter().map(|j| (!j.msg.headers.is_empty()).then(|| to_json(&j.msg.headers))).collect();
+    let ordering_keys: Vec<Option<&str>> = batch.iter().map(|j| j.msg.ordering_key.as_deref()).collect();
     let (mut d_msg, mut d_ep, mut d_app, mut d_due, mut d_leased, mut d_at) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for j in batch {
@@ -231,6 +232,7 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashSet<String>>
                 &created,
                 &content_types,
                 &headers,
+                &ordering_keys,
                 &d_msg,
                 &d_ep,
                 &d_app,
@@ -251,22 +253,24 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashSet<String>>
 /// the batch costs only itself).
 const INGEST_SQL: &str = "WITH input AS ( \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                     $7::text[], $8::bigint[], $9::text[], $10::text[]) \
-                 AS t(id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers) \
+                     $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[]) \
+                 AS t(id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers, \
+                     ordering_key) \
              ), m AS ( \
                  INSERT INTO messages (id, app_id, event_type, event_id, payload, channels, tags, created_at, \
-                     content_type, headers) \
+                     content_type, headers, ordering_key) \
                  SELECT id, app_id, event_type, event_id, payload, \
                      CASE WHEN channels IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(channels::jsonb)) END, \
                      CASE WHEN tags IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(tags::jsonb)) END, \
-                     created_at, content_type, headers \
-                 FROM input ON CONFLICT DO NOTHING RETURNING id, seq \
+                     created_at, content_type, headers, ordering_key \
+                 FROM input ON CONFLICT DO NOTHING RETURNING id, seq, ordering_key \
              ), d AS ( \
                  INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
-                     updated_at, lane_seq) \
+                     updated_at, lane_seq, lane_key) \
                  SELECT k.msg_id, k.endpoint_id, k.app_id, 1, 0, k.due, k.leased, 0, k.at, \
-                     CASE WHEN k.leased THEN NULL WHEN (SELECT fifo FROM endpoints WHERE id = k.endpoint_id) THEN m.seq END \
-                 FROM UNNEST($11::text[], $12::text[], $13::text[], $14::bigint[], $15::boolean[], $16::bigint[]) \
+                     CASE WHEN k.leased THEN NULL WHEN (SELECT fifo FROM endpoints WHERE id = k.endpoint_id) THEN m.seq END, \
+                     COALESCE(m.ordering_key, '') \
+                 FROM UNNEST($12::text[], $13::text[], $14::text[], $15::bigint[], $16::boolean[], $17::bigint[]) \
                      AS k(msg_id, endpoint_id, app_id, due, leased, at) \
                  JOIN m ON m.id = k.msg_id \
                  RETURNING 1 \

@@ -1,8 +1,8 @@
 //! FIFO lanes on PostgreSQL: the rules of `sqlite::lanes` (read them there), with nodes
-//! claiming at once.
+//! claiming at once. A lane is `(endpoint_id, lane_key)`.
 //!
 //! * A lane's claim runs in its own transaction under `pg_try_advisory_xact_lock` of the
-//!   endpoint, taken in a statement of its own so that the claim's snapshot sees everything
+//!   lane, taken in a statement of its own so that the claim's snapshot sees everything
 //!   the previous claimer of the lane committed. A node that finds the lock taken leaves the
 //!   lane to the node holding it.
 //! * The claim is one statement: which row heads the lane, whether one is in flight, the
@@ -18,14 +18,19 @@ use tokio_postgres::Row;
 
 use super::db_err;
 use super::queries::{claimed_jobs_sql, execute, query};
+use crate::queries_shared::lane_key_sql;
 use crate::StoreResult;
 
-/// Takes the advisory lock of an endpoint's lane if free (its key a hash of the endpoint id:
+/// Takes the advisory lock of a lane if free (its key a hash of the endpoint id and lane key:
 /// a collision only makes two lanes take turns).
-const LOCK_LANE: &str = "SELECT pg_try_advisory_xact_lock(hashtextextended('hooklane.lane:' || $1::text, 0))";
+const LOCK_LANE: &str =
+    "SELECT pg_try_advisory_xact_lock(hashtextextended('hooklane.lane:' || $1::text || ':' || $2::text, 0))";
+
+/// Lanes of one endpoint looked at by one claim at most (as on SQLite).
+const MAX_LANES_PER_CLAIM: i64 = 1000;
 
 /// A data-modifying CTE named `lanes` that wakes the new head of every lane a row of
-/// `finished` (a CTE returning `msg_id, endpoint_id, status, lane_seq` of updated
+/// `finished` (a CTE returning `msg_id, endpoint_id, status, lane_seq, lane_key` of updated
 /// deliveries, `status` the new one) left, due at `now` (a parameter). The rows `finished`
 /// updated still read as pending in this statement's snapshot, so they are passed over.
 pub fn advance_cte(finished: &str, now: &str) -> String {
@@ -33,10 +38,12 @@ pub fn advance_cte(finished: &str, now: &str) -> String {
         "lanes AS ( \
              UPDATE deliveries w SET due_at = {now} FROM ( \
                  SELECT nx.endpoint_id, nx.msg_id \
-                 FROM (SELECT DISTINCT endpoint_id FROM {finished} WHERE lane_seq IS NOT NULL AND status <> 1) l \
+                 FROM (SELECT DISTINCT endpoint_id, lane_key FROM {finished} \
+                       WHERE lane_seq IS NOT NULL AND status <> 1) l \
                  CROSS JOIN LATERAL ( \
                      SELECT x.endpoint_id, x.msg_id FROM deliveries x \
-                     WHERE x.endpoint_id = l.endpoint_id AND x.status = 1 AND x.lane_seq IS NOT NULL \
+                     WHERE x.endpoint_id = l.endpoint_id AND x.lane_key = l.lane_key AND x.status = 1 \
+                       AND x.lane_seq IS NOT NULL \
                        AND NOT EXISTS (SELECT 1 FROM {finished} f \
                            WHERE f.msg_id = x.msg_id AND f.endpoint_id = x.endpoint_id AND f.status <> 1) \
                      ORDER BY x.lane_seq LIMIT 1 \
@@ -47,12 +54,40 @@ pub fn advance_cte(finished: &str, now: &str) -> String {
     )
 }
 
-/// Leases the head of the endpoint's lane (see `sqlite::lanes::claim`), returning its row
-/// with its message's and endpoint's columns as `queries::claim_due` reads them; nothing
-/// when another node is claiming the lane right now.
+/// Leases the heads of the endpoint's lanes that have something due at `now`, at most
+/// `room`, returning their rows with their message's and endpoint's columns as
+/// `queries::claim_due` reads them (see [`claim_lane`]).
 pub async fn claim(
     client: &mut deadpool_postgres::Client,
     endpoint_id: &str,
+    now: i64,
+    lease_end: i64,
+    room: usize,
+) -> StoreResult<Vec<Row>> {
+    let keys = query(
+        &*client,
+        "SELECT DISTINCT lane_key FROM deliveries WHERE endpoint_id = $1 AND status = 1 AND lane_seq IS NOT NULL \
+         AND due_at IS NOT NULL AND due_at <= $2 LIMIT $3",
+        &[&endpoint_id, &now, &MAX_LANES_PER_CLAIM],
+    )
+    .await?;
+    let mut heads = Vec::new();
+    for key in &keys {
+        if heads.len() >= room {
+            break;
+        }
+        let key: &str = super::rows::get(key, 0)?;
+        heads.extend(claim_lane(client, endpoint_id, key, now, lease_end).await?);
+    }
+    Ok(heads)
+}
+
+/// Leases the head of the lane `(endpoint_id, lane_key)` (see `sqlite::lanes`); nothing
+/// when another node is claiming the lane right now.
+async fn claim_lane(
+    client: &mut deadpool_postgres::Client,
+    endpoint_id: &str,
+    lane_key: &str,
     now: i64,
     lease_end: i64,
 ) -> StoreResult<Vec<Row>> {
@@ -60,14 +95,14 @@ pub async fn claim(
         format!(
             "WITH head AS ( \
                  SELECT msg_id, due_at FROM deliveries \
-                 WHERE endpoint_id = $1 AND status = 1 AND lane_seq IS NOT NULL ORDER BY lane_seq LIMIT 1 \
+                 WHERE endpoint_id = $1 AND lane_key = $4 AND status = 1 AND lane_seq IS NOT NULL ORDER BY lane_seq LIMIT 1 \
              ), busy AS ( \
-                 SELECT EXISTS (SELECT 1 FROM deliveries WHERE endpoint_id = $1 AND status = 1 \
+                 SELECT EXISTS (SELECT 1 FROM deliveries WHERE endpoint_id = $1 AND lane_key = $4 AND status = 1 \
                      AND lane_seq IS NOT NULL AND due_at IS NOT NULL AND leased AND due_at > $2) AS b \
              ), parked AS ( \
                  UPDATE deliveries d SET due_at = NULL FROM head \
-                 WHERE d.endpoint_id = $1 AND d.status = 1 AND d.lane_seq IS NOT NULL AND d.due_at IS NOT NULL \
-                   AND NOT d.leased AND d.msg_id <> head.msg_id \
+                 WHERE d.endpoint_id = $1 AND d.lane_key = $4 AND d.status = 1 AND d.lane_seq IS NOT NULL \
+                   AND d.due_at IS NOT NULL AND NOT d.leased AND d.msg_id <> head.msg_id \
              ), {}",
             claimed_jobs_sql(
                 "UPDATE deliveries d SET due_at = $3, leased = true FROM head, busy \
@@ -77,11 +112,12 @@ pub async fn claim(
         )
     });
     let tx = client.transaction().await.map_err(db_err)?;
-    let locked: bool = query(&tx, LOCK_LANE, &[&endpoint_id]).await?.first().map(|r| r.get(0)).unwrap_or(false);
+    let locked: bool =
+        query(&tx, LOCK_LANE, &[&endpoint_id, &lane_key]).await?.first().map(|r| r.get(0)).unwrap_or(false);
     if !locked {
         return Ok(Vec::new()); // the transaction rolls back on drop
     }
-    let params: [&(dyn ToSql + Sync); 3] = [&endpoint_id, &now, &lease_end];
+    let params: [&(dyn ToSql + Sync); 4] = [&endpoint_id, &now, &lease_end, &lane_key];
     let found = query(&tx, &SQL, &params).await?;
     tx.commit().await.map_err(db_err)?;
     Ok(found)
@@ -92,8 +128,11 @@ pub async fn reorder<C: GenericClient>(c: &C, endpoint_id: &str, fifo: bool, now
     if fifo {
         execute(
             c,
-            "UPDATE deliveries SET lane_seq = (SELECT seq FROM messages WHERE id = deliveries.msg_id) \
-             WHERE endpoint_id = $1 AND status = 1",
+            &format!(
+                "UPDATE deliveries SET lane_seq = (SELECT seq FROM messages WHERE id = deliveries.msg_id), \
+                 lane_key = {} WHERE endpoint_id = $1 AND status = 1",
+                lane_key_sql("deliveries.msg_id")
+            ),
             &[&endpoint_id],
         )
         .await?;

@@ -18,7 +18,7 @@ use crate::queries_shared::{
     ago, delivery_cols_seen, endpoint_delivery_sql, fold_health, fold_timeline, latency_bucket_sql, message_state_sql,
     AttemptGroup,
 };
-use crate::queries_shared::{lane_seq_sql, qualified, FairClaim, EXPUNGED};
+use crate::queries_shared::{lane_key_sql, lane_seq_sql, qualified, FairClaim, EXPUNGED};
 use crate::{
     AttemptFilter, AttemptOutcome, DeliveryKey, EndpointStats, EventPosition, EventsPage, EventsQuery, Job,
     MessageFilter, NextStep, Page, PageRequest, StoreError, StoreResult,
@@ -497,7 +497,8 @@ pub async fn claim_due(
         if found.len() >= limit {
             break;
         }
-        found.extend(lanes::claim(c, endpoint_id, at, ms(lease_end)).await?);
+        let room = limit - found.len();
+        found.extend(lanes::claim(c, endpoint_id, at, ms(lease_end), room).await?);
     }
     let c = &*c;
     let candidates = candidates.into_iter().map(|(id, due, _)| (id, due)).collect();
@@ -651,7 +652,7 @@ static UPDATE_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// What an update of deliveries returns for [`lanes::advance_cte`].
-const FINISHED: &str = "RETURNING d.msg_id, d.endpoint_id, d.status, d.lane_seq";
+const FINISHED: &str = "RETURNING d.msg_id, d.endpoint_id, d.status, d.lane_seq, d.lane_key";
 
 /// `$first`, `$first+1`, … as the statement's parameter names.
 fn numbered(first: usize, sql: &str) -> String {
@@ -940,13 +941,15 @@ pub async fn resend<C: GenericClient>(
         c,
         &format!(
             "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
-                 updated_at, lane_seq) \
-             SELECT $1::text, $2::text, $3::text, 1, 0, $4::bigint, false, 1, $4::bigint, {} \
+                 updated_at, lane_seq, lane_key) \
+             SELECT $1::text, $2::text, $3::text, 1, 0, $4::bigint, false, 1, $4::bigint, {}, {} \
              WHERE EXISTS (SELECT 1 FROM messages WHERE app_id = $3 AND id = $1 AND NOT expunged) \
                AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = $3 AND id = $2) \
              ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, due_at = EXCLUDED.due_at, \
-                 leased = false, trigger_type = 1, updated_at = EXCLUDED.updated_at, lane_seq = EXCLUDED.lane_seq",
-            lane_seq_sql("$2::text", "$1::text")
+                 leased = false, trigger_type = 1, updated_at = EXCLUDED.updated_at, lane_seq = EXCLUDED.lane_seq, \
+                 lane_key = EXCLUDED.lane_key",
+            lane_seq_sql("$2::text", "$1::text"),
+            lane_key_sql("$1::text")
         ),
         &[&msg_id, &endpoint_id, &app_id, &now],
     )
@@ -997,10 +1000,11 @@ pub async fn recover<C: GenericClient>(
         c,
         &format!(
             "UPDATE deliveries SET status = 1, attempts = 0, due_at = $5, leased = false, trigger_type = 1, \
-             updated_at = $5, lane_seq = {} \
+             updated_at = $5, lane_seq = {}, lane_key = {} \
              WHERE app_id = $1 AND endpoint_id = $2 AND status = 2 AND msg_id IN \
              (SELECT id FROM messages WHERE app_id = $1 AND created_at >= $3 AND created_at < $4 AND NOT expunged)",
-            lane_seq_sql("$2", "deliveries.msg_id")
+            lane_seq_sql("$2", "deliveries.msg_id"),
+            lane_key_sql("deliveries.msg_id")
         ),
         &[&app_id, &endpoint_id, &since, &until, &now],
     )
@@ -1043,9 +1047,10 @@ pub async fn add_deliveries<C: GenericClient>(
     execute(
         c,
         "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
-             updated_at, lane_seq) \
+             updated_at, lane_seq, lane_key) \
          SELECT m.id, $2::text, $3::text, 1, 0, $4::bigint, false, 1, $4::bigint, \
-             CASE WHEN (SELECT fifo FROM endpoints WHERE id = $2) THEN m.seq END FROM messages m \
+             CASE WHEN (SELECT fifo FROM endpoints WHERE id = $2) THEN m.seq END, COALESCE(m.ordering_key, '') \
+         FROM messages m \
          WHERE m.app_id = $3 AND m.id = ANY($1) AND NOT m.expunged \
            AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = $3 AND id = $2) \
          ON CONFLICT (msg_id, endpoint_id) DO NOTHING",
@@ -1550,10 +1555,12 @@ mod tests {
     #[test]
     fn record_successes_numbers_every_parameter() {
         let sql = RECORD_SUCCESSES.as_str();
-        for n in 1..=ATTEMPT_PARAMS + DELIVERY_PARAMS {
+        // The last one is the time a FIFO lane moved on is due again.
+        let all = ATTEMPT_PARAMS + DELIVERY_PARAMS + 1;
+        for n in 1..=all {
             assert_eq!(sql.matches(&format!("${n}::")).count(), 1, "${n} in {sql}");
         }
-        assert!(!sql.contains(&format!("${}", ATTEMPT_PARAMS + DELIVERY_PARAMS + 1)), "{sql}");
+        assert!(!sql.contains(&format!("${}", all + 1)), "{sql}");
         let single_colon = sql.match_indices('$').any(|(i, _)| {
             let rest = &sql[i + 1..];
             let digits = rest.chars().take_while(char::is_ascii_digit).count();

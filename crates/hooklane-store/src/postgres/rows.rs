@@ -122,8 +122,8 @@ pub fn endpoint(row: &Row, at: usize) -> StoreResult<Endpoint> {
 }
 
 pub const MESSAGE_COLS: &str =
-    "id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers";
-pub const MESSAGE_NCOLS: usize = 10;
+    "id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers, ordering_key";
+pub const MESSAGE_NCOLS: usize = 11;
 
 pub fn message(row: &Row, at: usize) -> StoreResult<Message> {
     Ok(Message {
@@ -137,6 +137,7 @@ pub fn message(row: &Row, at: usize) -> StoreResult<Message> {
         created_at: time_col(row, at + 7)?,
         content_type: get(row, at + 8)?,
         headers: opt_json_col(row, at + 9)?.unwrap_or_default(),
+        ordering_key: get(row, at + 10)?,
     })
 }
 

@@ -231,9 +231,11 @@ ALTER TABLE endpoints ADD COLUMN payload_filter TEXT, ADD COLUMN transform TEXT;
     // FIFO lanes (`postgres::lanes`; the SQLite migration says why these indexes).
     r#"
 ALTER TABLE endpoints ADD COLUMN fifo BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE messages ADD COLUMN ordering_key TEXT;
 ALTER TABLE deliveries ADD COLUMN lane_seq BIGINT;
-CREATE INDEX deliveries_lane ON deliveries (endpoint_id, lane_seq) WHERE status = 1 AND lane_seq IS NOT NULL;
-CREATE INDEX deliveries_lane_awake ON deliveries (endpoint_id, lane_seq)
+ALTER TABLE deliveries ADD COLUMN lane_key TEXT NOT NULL DEFAULT '';
+CREATE INDEX deliveries_lane ON deliveries (endpoint_id, lane_key, lane_seq) WHERE status = 1 AND lane_seq IS NOT NULL;
+CREATE INDEX deliveries_lane_awake ON deliveries (endpoint_id, lane_key, lane_seq)
     WHERE status = 1 AND lane_seq IS NOT NULL AND due_at IS NOT NULL;
 "#,
 ];

@@ -1,10 +1,12 @@
-//! FIFO lanes (an endpoint's `DeliveryOrder::Fifo`): its deliveries are sent one at a time,
-//! in the order their messages were stored.
+//! FIFO lanes (an endpoint's `DeliveryOrder::Fifo`): its deliveries with one ordering key
+//! (`lane_key`, the message's; `''` for none) are sent one at a time, in the order their
+//! messages were stored; deliveries with different keys go side by side.
 //!
 //! A delivery is in a lane when it has a `lane_seq`: its message's `seq`, given when the
 //! delivery becomes pending for an endpoint that is FIFO then (so a replayed old message
-//! takes its place before newer ones). The writer is the only one to touch lanes, so every
-//! function here runs inside one of its transactions and needs no lock.
+//! takes its place before newer ones). A lane is `(endpoint_id, lane_key)`. The writer is
+//! the only one to touch lanes, so every function here runs inside one of its transactions
+//! and needs no lock.
 //!
 //! Only a lane's head (its lowest `lane_seq`) is ever leased, and only while no other row of
 //! the lane is leased. Rows behind the head are *parked* (`due_at` NULL) by the claim that
@@ -15,25 +17,56 @@
 use hooklane_core::model::Delivery;
 use rusqlite::{params, Connection};
 
-use super::queries::{execute, query_opt};
+use super::queries::{execute, query_all, query_opt};
 use super::rows;
+use crate::queries_shared::lane_key_sql;
 use crate::StoreResult;
 
-/// Leases the head of the endpoint's lane until `lease_end` if nothing of the lane is in
-/// flight and the head is due at `now`, and parks every other waiting row of the lane.
-pub fn claim(conn: &Connection, endpoint_id: &str, now: i64, lease_end: i64) -> StoreResult<Option<Delivery>> {
+/// Keys of one endpoint's lanes looked at by one claim at most (the others wait for the
+/// next claim, which a short claim is followed by at once).
+const MAX_LANES_PER_CLAIM: i64 = 1000;
+
+/// Leases the heads of the endpoint's lanes that have something due at `now`, at most
+/// `room` of them, until `lease_end` (see [`claim_lane`]).
+pub fn claim(conn: &Connection, endpoint_id: &str, now: i64, lease_end: i64, room: usize) -> StoreResult<Vec<Delivery>> {
+    let keys: Vec<String> = query_all(
+        conn,
+        "SELECT DISTINCT lane_key FROM deliveries WHERE endpoint_id = ?1 AND status = 1 AND lane_seq IS NOT NULL \
+         AND due_at IS NOT NULL AND due_at <= ?2 LIMIT ?3",
+        params![endpoint_id, now, MAX_LANES_PER_CLAIM],
+        |r| r.get(0),
+    )?;
+    let mut heads = Vec::new();
+    for key in keys {
+        if heads.len() >= room {
+            break;
+        }
+        heads.extend(claim_lane(conn, endpoint_id, &key, now, lease_end)?);
+    }
+    Ok(heads)
+}
+
+/// Leases the head of the lane `(endpoint_id, lane_key)` until `lease_end` if nothing of the
+/// lane is in flight and the head is due at `now`, and parks every other waiting row of it.
+fn claim_lane(
+    conn: &Connection,
+    endpoint_id: &str,
+    lane_key: &str,
+    now: i64,
+    lease_end: i64,
+) -> StoreResult<Option<Delivery>> {
     let busy: bool = conn
         .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE endpoint_id = ?1 AND status = 1 AND lane_seq IS NOT NULL \
-             AND due_at IS NOT NULL AND leased = 1 AND due_at > ?2)",
+            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE endpoint_id = ?1 AND lane_key = ?2 AND status = 1 \
+             AND lane_seq IS NOT NULL AND due_at IS NOT NULL AND leased = 1 AND due_at > ?3)",
         )
-        .and_then(|mut s| s.query_row(params![endpoint_id, now], |r| r.get(0)))
+        .and_then(|mut s| s.query_row(params![endpoint_id, lane_key, now], |r| r.get(0)))
         .map_err(super::db_err)?;
     let head: Option<(String, Option<i64>)> = query_opt(
         conn,
-        "SELECT msg_id, due_at FROM deliveries WHERE endpoint_id = ?1 AND status = 1 AND lane_seq IS NOT NULL \
-         ORDER BY lane_seq LIMIT 1",
-        [endpoint_id],
+        "SELECT msg_id, due_at FROM deliveries WHERE endpoint_id = ?1 AND lane_key = ?2 AND status = 1 \
+         AND lane_seq IS NOT NULL ORDER BY lane_seq LIMIT 1",
+        params![endpoint_id, lane_key],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let Some((head_id, head_due)) = head else { return Ok(None) };
@@ -41,9 +74,9 @@ pub fn claim(conn: &Connection, endpoint_id: &str, now: i64, lease_end: i64) -> 
     // the lane moves on. The head keeps its due time (a scheduled retry stays scheduled).
     execute(
         conn,
-        "UPDATE deliveries SET due_at = NULL WHERE endpoint_id = ?1 AND status = 1 AND lane_seq IS NOT NULL \
-         AND due_at IS NOT NULL AND leased = 0 AND msg_id <> ?2",
-        params![endpoint_id, head_id],
+        "UPDATE deliveries SET due_at = NULL WHERE endpoint_id = ?1 AND lane_key = ?2 AND status = 1 \
+         AND lane_seq IS NOT NULL AND due_at IS NOT NULL AND leased = 0 AND msg_id <> ?3",
+        params![endpoint_id, lane_key, head_id],
     )?;
     if busy || head_due.is_some_and(|due| due > now) {
         return Ok(None);
@@ -60,27 +93,31 @@ pub fn claim(conn: &Connection, endpoint_id: &str, now: i64, lease_end: i64) -> 
     )
 }
 
-/// A row of the endpoint's lane finished (or left it): the new head, if parked, is due at
-/// `now`.
-pub fn advance(conn: &Connection, endpoint_id: &str, now: i64) -> StoreResult<()> {
+/// A row of the lane `(endpoint_id, lane_key)` finished (or left it): the new head, if
+/// parked, is due at `now`.
+pub fn advance(conn: &Connection, endpoint_id: &str, lane_key: &str, now: i64) -> StoreResult<()> {
     execute(
         conn,
-        "UPDATE deliveries SET due_at = ?2 WHERE endpoint_id = ?1 AND status = 1 AND due_at IS NULL AND lane_seq = \
-         (SELECT MIN(lane_seq) FROM deliveries WHERE endpoint_id = ?1 AND status = 1 AND lane_seq IS NOT NULL)",
-        params![endpoint_id, now],
+        "UPDATE deliveries SET due_at = ?3 WHERE endpoint_id = ?1 AND lane_key = ?2 AND status = 1 \
+         AND due_at IS NULL AND lane_seq = (SELECT MIN(lane_seq) FROM deliveries \
+         WHERE endpoint_id = ?1 AND lane_key = ?2 AND status = 1 AND lane_seq IS NOT NULL)",
+        params![endpoint_id, lane_key, now],
     )?;
     Ok(())
 }
 
-/// The endpoint's ordering changed: its pending deliveries join a lane in message order, or
-/// leave it (parked ones due at `now`). Deliveries in flight at the change finish as they
-/// were sent; a new lane's head waits for them.
+/// The endpoint's ordering changed: its pending deliveries join lanes in message order, or
+/// leave them (parked ones due at `now`). Deliveries in flight at the change finish as they
+/// were sent; a new lane's head waits for those of its lane.
 pub fn reorder(conn: &Connection, endpoint_id: &str, fifo: bool, now: i64) -> StoreResult<()> {
     if fifo {
         execute(
             conn,
-            "UPDATE deliveries SET lane_seq = (SELECT seq FROM messages WHERE id = deliveries.msg_id) \
-             WHERE endpoint_id = ?1 AND status = 1",
+            &format!(
+                "UPDATE deliveries SET lane_seq = (SELECT seq FROM messages WHERE id = deliveries.msg_id), \
+                 lane_key = {} WHERE endpoint_id = ?1 AND status = 1",
+                lane_key_sql("deliveries.msg_id")
+            ),
             [endpoint_id],
         )?;
     } else {

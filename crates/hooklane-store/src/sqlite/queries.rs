@@ -12,7 +12,8 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql};
 use super::rows::{self, ms, opt_json, to_json};
 use super::{db_err, lanes};
 use crate::queries_shared::{
-    delivery_cols_seen, delivery_status_sql, fold_health, fold_timeline, lane_seq_sql, latency_bucket_sql,
+    delivery_cols_seen, delivery_status_sql, fold_health, fold_timeline, lane_key_sql, lane_seq_sql,
+    latency_bucket_sql,
     message_state_sql, qualified, AttemptGroup, FairClaim, EXPUNGED,
 };
 use crate::{
@@ -281,7 +282,7 @@ pub fn insert_message(
 ) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO messages (id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, \
-         headers) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         headers, ordering_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -294,7 +295,8 @@ pub fn insert_message(
             opt_json(&m.tags),
             ms(m.created_at),
             m.content_type,
-            (!m.headers.is_empty()).then(|| to_json(&m.headers))
+            (!m.headers.is_empty()).then(|| to_json(&m.headers)),
+            m.ordering_key
         ])
     })
     .map_err(|e| match db_err(e) {
@@ -327,12 +329,13 @@ pub fn insert_message(
     let mut stmt = conn
         .prepare_cached(
             "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
-             updated_at, lane_seq) \
-             VALUES (?1, ?2, ?3, 1, 0, ?4, 0, 0, ?5, CASE WHEN (SELECT fifo FROM endpoints WHERE id = ?2) THEN ?6 END)",
+             updated_at, lane_seq, lane_key) \
+             VALUES (?1, ?2, ?3, 1, 0, ?4, 0, 0, ?5, CASE WHEN (SELECT fifo FROM endpoints WHERE id = ?2) THEN ?6 END, ?7)",
         )
         .map_err(db_err)?;
+    let lane_key = m.ordering_key.as_deref().unwrap_or_default();
     for ep in endpoint_ids {
-        stmt.execute(params![m.id, ep, m.app_id, due, now, seq]).map_err(db_err)?;
+        stmt.execute(params![m.id, ep, m.app_id, due, now, seq, lane_key]).map_err(db_err)?;
     }
     Ok(())
 }
@@ -461,7 +464,7 @@ pub fn read_message_events(
     let limit = q.limit.max(1);
     let sql = format!("{} ORDER BY seq LIMIT {limit}", select.sql());
     let messages: Vec<(EventPosition, Message)> = query_all(conn, &sql, params_from_iter(select.params), |r| {
-        Ok((EventPosition { major: 0, minor: r.get(10)? }, rows::message(r)?))
+        Ok((EventPosition { major: 0, minor: r.get(11)? }, rows::message(r)?))
     })?;
     Ok(EventsPage::new(q, messages, EventPosition { major: 0, minor: durable_seq }))
 }
@@ -573,10 +576,9 @@ pub fn claim_due(
         if room == 0 {
             break;
         }
-        if let Some(head) = lanes::claim(conn, endpoint_id, ms(now), ms(lease_end))? {
-            claimed.push(head);
-            room -= 1;
-        }
+        let heads = lanes::claim(conn, endpoint_id, ms(now), ms(lease_end), room)?;
+        room -= heads.len();
+        claimed.extend(heads);
     }
     let candidates = candidates.into_iter().map(|(id, due, _)| (id, due)).collect();
     let mut fair = FairClaim::new(candidates, room);
@@ -657,17 +659,17 @@ pub fn record_attempt(
     };
     // A retry does not bring back a delivery failed while its attempt was under way (its
     // message's content was deleted), as on PostgreSQL.
-    let in_lane: Option<bool> = query_opt(
+    let lane: Option<Option<String>> = query_opt(
         conn,
         "UPDATE deliveries SET status = CASE WHEN ?3 = 1 AND status = 2 THEN 2 ELSE ?3 END, \
          attempts = attempts + 1, due_at = CASE WHEN ?3 = 1 AND status = 2 THEN NULL ELSE ?4 END, leased = 0, \
-         updated_at = ?5 WHERE msg_id = ?1 AND endpoint_id = ?2 RETURNING lane_seq IS NOT NULL",
+         updated_at = ?5 WHERE msg_id = ?1 AND endpoint_id = ?2 RETURNING CASE WHEN lane_seq IS NOT NULL THEN lane_key END",
         params![a.msg_id, a.endpoint_id, status, due, now],
         |r| r.get(0),
     )?;
     // A retry keeps its lane's head where it is; anything else moves the lane on.
-    if in_lane == Some(true) && status != 1 {
-        lanes::advance(conn, &a.endpoint_id, now)?;
+    if let (Some(Some(lane_key)), false) = (lane, status == 1) {
+        lanes::advance(conn, &a.endpoint_id, &lane_key, now)?;
     }
     if *next == NextStep::Succeeded {
         execute(
@@ -693,15 +695,15 @@ pub fn record_attempt(
 
 pub fn abandon_delivery(conn: &Connection, msg_id: &str, endpoint_id: &str, now: i64) -> StoreResult<()> {
     // Only a pending delivery can be abandoned: one that already finished keeps its outcome.
-    let in_lane: Option<bool> = query_opt(
+    let lane: Option<Option<String>> = query_opt(
         conn,
         "UPDATE deliveries SET status = 2, due_at = NULL, leased = 0, updated_at = ?3 \
-         WHERE msg_id = ?1 AND endpoint_id = ?2 AND status = 1 RETURNING lane_seq IS NOT NULL",
+         WHERE msg_id = ?1 AND endpoint_id = ?2 AND status = 1 RETURNING CASE WHEN lane_seq IS NOT NULL THEN lane_key END",
         params![msg_id, endpoint_id, now],
         |r| r.get(0),
     )?;
-    if in_lane == Some(true) {
-        lanes::advance(conn, endpoint_id, now)?;
+    if let Some(Some(lane_key)) = lane {
+        lanes::advance(conn, endpoint_id, &lane_key, now)?;
     }
     Ok(())
 }
@@ -738,10 +740,11 @@ pub fn resend(conn: &Connection, app_id: &str, msg_id: &str, endpoint_id: &str, 
         conn,
         &format!(
             "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
-             updated_at, lane_seq) VALUES (?1, ?2, ?3, 1, 0, ?4, 0, 1, ?4, {lane}) \
+             updated_at, lane_seq, lane_key) VALUES (?1, ?2, ?3, 1, 0, ?4, 0, 1, ?4, {lane}, {key}) \
              ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, due_at = ?4, leased = 0, \
-             trigger_type = 1, updated_at = ?4, lane_seq = excluded.lane_seq",
-            lane = lane_seq_sql("?2", "?1")
+             trigger_type = 1, updated_at = ?4, lane_seq = excluded.lane_seq, lane_key = excluded.lane_key",
+            lane = lane_seq_sql("?2", "?1"),
+            key = lane_key_sql("?1")
         ),
         params![msg_id, endpoint_id, app_id, now],
     )?;
@@ -779,12 +782,13 @@ pub fn add_deliveries(
             conn,
             &format!(
                 "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
-                     updated_at, lane_seq) \
-                 SELECT ?1, ?2, ?3, 1, 0, ?4, 0, 1, ?4, {lane} \
+                     updated_at, lane_seq, lane_key) \
+                 SELECT ?1, ?2, ?3, 1, 0, ?4, 0, 1, ?4, {lane}, {key} \
                  WHERE EXISTS (SELECT 1 FROM messages WHERE app_id = ?3 AND id = ?1 AND NOT expunged) \
                    AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = ?3 AND id = ?2) \
                  ON CONFLICT (msg_id, endpoint_id) DO NOTHING",
-                lane = lane_seq_sql("?2", "?1")
+                lane = lane_seq_sql("?2", "?1"),
+                key = lane_key_sql("?1")
             ),
             params![msg_id, endpoint_id, app_id, now],
         )?;
@@ -800,15 +804,15 @@ pub fn expunge_message_content(conn: &Connection, app_id: &str, msg_id: &str, no
          WHERE app_id = ?1 AND id = ?2",
         [app_id, msg_id],
     )?)?;
-    let failed: Vec<(String, bool)> = query_all(
+    let failed: Vec<(String, String, bool)> = query_all(
         conn,
         "UPDATE deliveries SET status = 2, due_at = NULL, leased = 0, updated_at = ?3 \
-         WHERE app_id = ?1 AND msg_id = ?2 AND status = 1 RETURNING endpoint_id, lane_seq IS NOT NULL",
+         WHERE app_id = ?1 AND msg_id = ?2 AND status = 1 RETURNING endpoint_id, lane_key, lane_seq IS NOT NULL",
         params![app_id, msg_id, now],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    for (endpoint_id, _) in failed.iter().filter(|(_, in_lane)| *in_lane) {
-        lanes::advance(conn, endpoint_id, now)?;
+    for (endpoint_id, lane_key, _) in failed.iter().filter(|(_, _, in_lane)| *in_lane) {
+        lanes::advance(conn, endpoint_id, lane_key, now)?;
     }
     Ok(())
 }
@@ -825,10 +829,11 @@ pub fn recover(
         conn,
         &format!(
             "UPDATE deliveries SET status = 1, attempts = 0, due_at = ?5, leased = 0, trigger_type = 1, \
-             updated_at = ?5, lane_seq = {lane} \
+             updated_at = ?5, lane_seq = {lane}, lane_key = {key} \
              WHERE app_id = ?1 AND endpoint_id = ?2 AND status = 2 AND msg_id IN \
              (SELECT id FROM messages WHERE app_id = ?1 AND created_at >= ?3 AND created_at < ?4 AND NOT expunged)",
-            lane = lane_seq_sql("?2", "deliveries.msg_id")
+            lane = lane_seq_sql("?2", "deliveries.msg_id"),
+            key = lane_key_sql("deliveries.msg_id")
         ),
         params![app_id, endpoint_id, since, until, now],
     )?;

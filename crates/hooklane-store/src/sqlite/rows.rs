@@ -104,7 +104,7 @@ pub fn endpoint(row: &Row) -> rusqlite::Result<Endpoint> {
 }
 
 pub const MESSAGE_COLS: &str =
-    "id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers";
+    "id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers, ordering_key";
 
 pub fn message(row: &Row) -> rusqlite::Result<Message> {
     Ok(Message {
@@ -118,6 +118,7 @@ pub fn message(row: &Row) -> rusqlite::Result<Message> {
         created_at: time(row.get(7)?),
         content_type: row.get(8)?,
         headers: opt_json_col(row, 9)?.unwrap_or_default(),
+        ordering_key: row.get(10)?,
     })
 }
 

@@ -235,16 +235,19 @@ CREATE TABLE instance_secrets (
 ALTER TABLE endpoints ADD COLUMN payload_filter TEXT;
 ALTER TABLE endpoints ADD COLUMN transform TEXT;
 "#,
-    // FIFO lanes (`crate::sqlite::lanes`): an endpoint's ordering, and each delivery's place
-    // in its endpoint's lane (its message's `seq`; NULL outside lanes). Both indexes hold
-    // lane rows only, so concurrent endpoints' deliveries pay nothing for them: the first
-    // finds a lane's head, the second its rows not parked (the head, new arrivals, the one
-    // in flight), which stay few however long the lane grows.
+    // FIFO lanes (`crate::sqlite::lanes`): an endpoint's ordering, a message's ordering key,
+    // and each delivery's lane (its message's key) and place in it (its message's `seq`;
+    // NULL outside lanes). Both indexes hold lane rows only, so concurrent endpoints'
+    // deliveries pay nothing for them: the first finds a lane's head, the second its rows
+    // not parked (heads, new arrivals, those in flight), which stay few however long the
+    // lanes grow.
     r#"
 ALTER TABLE endpoints ADD COLUMN fifo INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN ordering_key TEXT;
 ALTER TABLE deliveries ADD COLUMN lane_seq INTEGER;
-CREATE INDEX deliveries_lane ON deliveries (endpoint_id, lane_seq) WHERE status = 1 AND lane_seq IS NOT NULL;
-CREATE INDEX deliveries_lane_awake ON deliveries (endpoint_id, lane_seq)
+ALTER TABLE deliveries ADD COLUMN lane_key TEXT NOT NULL DEFAULT '';
+CREATE INDEX deliveries_lane ON deliveries (endpoint_id, lane_key, lane_seq) WHERE status = 1 AND lane_seq IS NOT NULL;
+CREATE INDEX deliveries_lane_awake ON deliveries (endpoint_id, lane_key, lane_seq)
     WHERE status = 1 AND lane_seq IS NOT NULL AND due_at IS NOT NULL;
 "#,
 ];

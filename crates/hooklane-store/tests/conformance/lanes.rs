@@ -133,3 +133,42 @@ pub async fn fifo_lane_replays_keep_message_order_and_ordering_can_change(store:
     store.expunge_message_content(&app.id, &last[1].id, now).await.unwrap();
     assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&tail[0]]), "an expunged head lets the next go");
 }
+
+/// Posts a message with an ordering key (`None`: the endpoint's keyless lane).
+async fn post_keyed(store: &DynStore, app_id: &str, ep: &Endpoint, at: DateTime<Utc>, key: Option<&str>) -> Message {
+    let mut msg = new_message(app_id, "order.updated", at);
+    msg.ordering_key = key.map(String::from);
+    store.create_message(msg.clone(), vec![ep.id.clone()], None).await.expect("create message");
+    msg
+}
+
+pub async fn fifo_lanes_by_ordering_key_go_side_by_side(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let fifo = setup_fifo_endpoint(store, &app.id).await;
+    let a0 = post_keyed(store, &app.id, &fifo, t, Some("order-a")).await;
+    let b0 = post_keyed(store, &app.id, &fifo, t, Some("order-b")).await;
+    let a1 = post_keyed(store, &app.id, &fifo, t, Some("order-a")).await;
+    let none = post_keyed(store, &app.id, &fifo, t, None).await;
+    let b1 = post_keyed(store, &app.id, &fifo, t, Some("order-b")).await;
+    let read = store.get_message(&app.id, &a0.id).await.unwrap().expect("stored");
+    assert_eq!(read.ordering_key.as_deref(), Some("order-a"), "the key is kept");
+
+    let now = t + secs(1);
+    let heads: BTreeSet<String> = to(&claim(store, now).await, &fifo).into_iter().collect();
+    assert_eq!(heads, ids(&[&a0, &b0, &none]).into_iter().collect(), "the head of each lane at once");
+    assert!(claim(store, now).await.is_empty(), "every lane has its head in flight");
+
+    // A failing head holds its own lane only.
+    let retry = now + secs(10);
+    record(store, &a0, &fifo, now, NextStep::RetryAt(retry)).await;
+    record(store, &b0, &fifo, now, NextStep::Succeeded).await;
+    assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&b1]), "lane b moves on past lane a's failure");
+    record(store, &b1, &fifo, now, NextStep::Succeeded).await;
+    record(store, &none, &fifo, now, NextStep::Succeeded).await;
+    assert!(claim(store, now).await.is_empty(), "a1 waits behind a0");
+    let later = retry + secs(1);
+    assert_eq!(to(&claim(store, later).await, &fifo), ids(&[&a0]));
+    record(store, &a0, &fifo, later, NextStep::Succeeded).await;
+    assert_eq!(to(&claim(store, later).await, &fifo), ids(&[&a1]));
+}

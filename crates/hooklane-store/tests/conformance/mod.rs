@@ -89,6 +89,7 @@ macro_rules! store_conformance_tests {
             // --- FIFO lanes
             fifo_lane_sends_one_at_a_time_in_order,
             fifo_lane_replays_keep_message_order_and_ordering_can_change,
+            fifo_lanes_by_ordering_key_go_side_by_side,
             // --- inbound sources
             source_lifecycle_and_hidden_application,
             source_create_is_atomic,
@@ -214,6 +215,7 @@ pub fn new_message(app_id: &str, event_type: &str, created_at: DateTime<Utc>) ->
         created_at,
         content_type: None,
         headers: BTreeMap::new(),
+        ordering_key: None,
     }
 }
 
