@@ -656,7 +656,8 @@ async fn a_fifo_endpoint_keeps_order_per_ordering_key() {
     let (order, _) = lane_log(&lane.received());
     assert_eq!(order.len(), COUNT as usize + 2, "{order:?}");
     for parity in [0, 1] {
-        let within: Vec<i64> = distinct_in_a_row(&order.iter().copied().filter(|n| n % 2 == parity).collect::<Vec<_>>());
+        let within: Vec<i64> =
+            distinct_in_a_row(&order.iter().copied().filter(|n| n % 2 == parity).collect::<Vec<_>>());
         let expected: Vec<i64> = (0..COUNT).filter(|n| n % 2 == parity).collect();
         assert_eq!(within, expected, "order within a key: {order:?}");
     }
@@ -665,7 +666,11 @@ async fn a_fifo_endpoint_keeps_order_per_ordering_key() {
     assert!(order[..last_of_two].contains(&(COUNT - 1)), "the other key waited for the failing one: {order:?}");
 
     let (status, out) = server
-        .call("POST", &format!("/api/v1/app/{app}/msg"), Some(json!({ "eventType": "a", "payload": {}, "orderingKey": "" })))
+        .call(
+            "POST",
+            &format!("/api/v1/app/{app}/msg"),
+            Some(json!({ "eventType": "a", "payload": {}, "orderingKey": "" })),
+        )
         .await;
     assert_eq!((status, out["code"].as_str()), (422, Some("validation")), "{out}");
 }

@@ -28,7 +28,13 @@ const MAX_LANES_PER_CLAIM: i64 = 1000;
 
 /// Leases the heads of the endpoint's lanes that have something due at `now`, at most
 /// `room` of them, until `lease_end` (see [`claim_lane`]).
-pub fn claim(conn: &Connection, endpoint_id: &str, now: i64, lease_end: i64, room: usize) -> StoreResult<Vec<Delivery>> {
+pub fn claim(
+    conn: &Connection,
+    endpoint_id: &str,
+    now: i64,
+    lease_end: i64,
+    room: usize,
+) -> StoreResult<Vec<Delivery>> {
     let keys: Vec<String> = query_all(
         conn,
         "SELECT DISTINCT lane_key FROM deliveries WHERE endpoint_id = ?1 AND status = 1 AND lane_seq IS NOT NULL \

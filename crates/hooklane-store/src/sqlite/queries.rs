@@ -13,8 +13,7 @@ use super::rows::{self, ms, opt_json, to_json};
 use super::{db_err, lanes};
 use crate::queries_shared::{
     delivery_cols_seen, delivery_status_sql, fold_health, fold_timeline, lane_key_sql, lane_seq_sql,
-    latency_bucket_sql,
-    message_state_sql, qualified, AttemptGroup, FairClaim, EXPUNGED,
+    latency_bucket_sql, message_state_sql, qualified, AttemptGroup, FairClaim, EXPUNGED,
 };
 use crate::{
     AttemptFilter, EndpointStats, EventPosition, EventsPage, EventsQuery, Job, MessageFilter, NextStep, Page,
