@@ -50,6 +50,8 @@ struct Inner {
     stopping: AtomicBool,
     /// Where [`EngineEvent`]s go, once someone asked for them ([`Dispatcher::events`]).
     events: Mutex<Option<mpsc::Sender<EngineEvent>>>,
+    /// Counts the batches in which this process disabled endpoints ([`Dispatcher::disablings`]).
+    disablings: tokio::sync::watch::Sender<u64>,
 }
 
 /// Something the engine did that operators may want to be told about (hooklane's
@@ -168,6 +170,7 @@ impl Dispatcher {
             disabled: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             events: Mutex::new(None),
+            disablings: tokio::sync::watch::channel(0).0,
         });
         tokio::spawn(record_loop(inner.clone(), results));
         tokio::spawn(poll_loop(inner.clone()));
@@ -216,6 +219,12 @@ impl Dispatcher {
         let (tx, rx) = mpsc::channel(EVENT_BACKLOG);
         *self.inner.events.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         rx
+    }
+
+    /// Changes each time this process disables endpoints that kept failing, so that what
+    /// caches endpoints drops them at once (other nodes are told through the store).
+    pub fn disablings(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.disablings.subscribe()
     }
 
     /// Makes the poller look at the store now (after a resend, a recover…).
@@ -482,6 +491,14 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
             let mut events = EventsOf::new(&inner, &outcomes, &attempts_made);
             match inner.store.record_attempts(outcomes, inner.cfg.disable_after).await {
                 Ok(disabled) => {
+                    if !disabled.is_empty() {
+                        // Caches drop the endpoint at once rather than fan out to it for their
+                        // lifetime: this process's through `disablings`, other nodes' through
+                        // the store.
+                        inner.disablings.send_modify(|n| *n += 1);
+                        let store = inner.store.clone();
+                        tokio::spawn(async move { store.announce_tenant_change().await });
+                    }
                     let mut map = inner.disabled.lock().unwrap_or_else(|p| p.into_inner());
                     for id in disabled {
                         tracing::warn!(endpoint_id = %id, "endpoint disabled after failing continuously");

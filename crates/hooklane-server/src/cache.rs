@@ -2,9 +2,9 @@
 //! message does not read them from the store every time.
 //!
 //! Entries live for `ttl` (`tenant_cache_ttl`, one second by default). Changes made through
-//! this process's API clear the cache at once and are announced to the other nodes sharing
-//! the store, whose caches clear too (see [`clear_after_writes`], [`follow_other_nodes`]);
-//! other changes (the dispatcher disabling an endpoint) are seen within `ttl`.
+//! this process's API, and endpoints its dispatcher disables, clear the cache at once and
+//! are announced to the other nodes sharing the store, whose caches clear too (see
+//! [`clear_after_writes`], [`follow_disablings`], [`follow_other_nodes`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -77,13 +77,11 @@ impl TenantCache {
 }
 
 /// Clears the cache after every request that may have changed an application, an endpoint
-/// or a source: any API call other than a read or posting a message. Writes are rare next
-/// to messages, so starting the cache afresh costs little and cannot miss a case.
+/// or a source: any API call other than a read, posting a message, or asking what one would
+/// do (a precheck, a preview). Writes are rare next to messages, so starting the cache
+/// afresh costs little and cannot miss a case.
 pub async fn clear_after_writes(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let changes_tenants = req.method() != Method::GET
-        && req.method() != Method::HEAD
-        && req.uri().path().starts_with("/api/")
-        && !req.uri().path().trim_end_matches('/').ends_with("/msg");
+    let changes_tenants = may_change_tenants(req.method(), req.uri().path());
     let response = next.run(req).await;
     if changes_tenants {
         s.0.cache.clear();
@@ -91,6 +89,27 @@ pub async fn clear_after_writes(State(s): State<AppState>, req: Request, next: N
         tokio::spawn(async move { store.announce_tenant_change().await });
     }
     response
+}
+
+fn may_change_tenants(method: &Method, path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    let asks_only = path.ends_with("/msg") || path.ends_with("/msg/precheck/active") || path.ends_with("/preview");
+    method != Method::GET && method != Method::HEAD && path.starts_with("/api/") && !asks_only
+}
+
+/// Clears the cache whenever this process's dispatcher disables endpoints (it announces
+/// that to the other nodes itself). Ends with the state.
+pub fn follow_disablings(s: &AppState) {
+    let mut disablings = s.0.dispatcher.disablings();
+    let shared = std::sync::Arc::downgrade(&s.0);
+    tokio::spawn(async move {
+        while disablings.changed().await.is_ok() {
+            match shared.upgrade() {
+                Some(shared) => shared.cache.clear(),
+                None => return,
+            }
+        }
+    });
 }
 
 /// Clears the cache whenever another node sharing the store announces a change (a store
@@ -111,4 +130,31 @@ pub fn follow_other_nodes(s: &AppState) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_writes_to_tenants_clear_the_cache() {
+        for (method, path) in [
+            (Method::POST, "/api/v1/app/app_1/endpoint"),
+            (Method::PATCH, "/api/v1/app/app_1/endpoint/ep_1"),
+            (Method::DELETE, "/api/v1/app/app_1"),
+            (Method::POST, "/api/v1/source/src_1"),
+        ] {
+            assert!(may_change_tenants(&method, path), "{method} {path}");
+        }
+        for (method, path) in [
+            (Method::GET, "/api/v1/app/app_1/endpoint"),
+            (Method::POST, "/api/v1/app/app_1/msg"),
+            (Method::POST, "/api/v1/app/app_1/msg/"),
+            (Method::POST, "/api/v1/app/app_1/msg/precheck/active"),
+            (Method::POST, "/api/v1/app/app_1/endpoint/ep_1/preview"),
+            (Method::POST, "/in/src_1"),
+        ] {
+            assert!(!may_change_tenants(&method, path), "{method} {path}");
+        }
+    }
 }

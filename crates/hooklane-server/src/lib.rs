@@ -129,6 +129,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let closing = state.0.closing.clone();
     cache::follow_other_nodes(&state);
+    cache::follow_disablings(&state);
     let app = NormalizePathLayer::trim_trailing_slash()
         .layer(router(state).layer(RequestBodyTimeoutLayer::new(read_timeout)));
     let mut http1 = hyper::server::conn::http1::Builder::new();

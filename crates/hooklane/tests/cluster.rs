@@ -286,3 +286,31 @@ async fn a_fifo_lane_holds_across_nodes() {
     assert_eq!(order.iter().filter(|n| **n == 2).count(), 3, "{order:?}");
     assert_eq!(overlaps, 0, "two nodes sent at once: {order:?}");
 }
+
+/// An endpoint the dispatcher disables (failing for `disable_after`) is dropped from every
+/// node's cache at once, as an API change is: neither the node that disabled it nor another
+/// one, both with a long cache lifetime, fans out to it any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_disabled_by_failures_leaves_every_nodes_cache() {
+    let db = TestDatabase::create().await;
+    let config = format!("tenant_cache_ttl = \"10m\"\n{}\ndisable_after = \"500ms\"", node_config(&db));
+    let nodes = [Server::start(&config).await, Server::start(&config).await];
+    let rx = Receiver::scripted(|_, _| Reply::Status(500)).await;
+    let app = nodes[0].create_app("disabled").await;
+    let (ep, _) = nodes[0].create_endpoint(&app, json!({ "url": rx.url })).await;
+    // Node 1 caches the endpoint without sending anything to it (a precheck fans out on
+    // paper); only node 0 makes attempts, so node 0 is the one that disables it.
+    let precheck = json!({ "eventType": "order.created" });
+    let (_, out) = nodes[1].call("POST", &format!("/api/v1/app/{app}/msg/precheck/active"), Some(precheck)).await;
+    assert_eq!(out["active"], true, "{out}");
+    nodes[0].send_message(&app, "order.created", json!({ "n": 1 })).await;
+    nodes[0]
+        .wait_until(&format!("/api/v1/app/{app}/endpoint/{ep}"), Duration::from_secs(15), |e| e["disabled"] == true)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (i, node) in nodes.iter().enumerate() {
+        let msg = node.send_message(&app, "order.created", json!({ "n": 2 })).await;
+        let (_, dest) = node.call("GET", &format!("/api/v1/app/{app}/msg/{msg}/endpoint"), None).await;
+        assert_eq!(dest["data"], json!([]), "node {i} fanned out to the endpoint disabled by failures: {dest}");
+    }
+}
