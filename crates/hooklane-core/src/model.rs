@@ -244,6 +244,10 @@ pub struct Source {
     pub max_body_bytes: Option<u64>,
     /// Applications the request's JSON body is also posted to, as a message of an event type.
     pub event_destinations: Vec<EventDestination>,
+    /// hooklane's own: a template (a transform's syntax, e.g. `{{ repository.full_name }}`)
+    /// made from the request's JSON body into the ordering key of its message
+    /// ([`Message::ordering_key`]), so that FIFO destinations keep order per key.
+    pub ordering_key: Option<String>,
     pub metadata: Metadata,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -214,7 +214,11 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
         created_at: received_at,
         content_type: Some(headers.get("content-type").cloned().unwrap_or_else(|| "application/octet-stream".into())),
         headers: forwarded_headers(&source.verification, &headers),
-        ordering_key: None,
+        ordering_key: source
+            .ordering_key
+            .as_deref()
+            .zip(json.as_ref())
+            .and_then(|(template, body)| hooklane_core::rules::transform::ordering_key(template, body)),
     };
     let event_id = msg.event_id.clone();
     match store_and_dispatch(&s, msg).await {

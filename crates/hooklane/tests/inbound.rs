@@ -771,22 +771,26 @@ async fn old_request_records_are_deleted() {
 }
 
 /// A destination with `"ordering": "fifo"` is forwarded the provider's requests one at a
-/// time, in the order they came in, a failing one holding back the rest; the setting is
-/// kept when the destinations are sent back as answered, and refused on an event-type one.
+/// time, in the order they came in, per ordering key (the source's `orderingKey` template,
+/// here the repository), a failing one holding back only its repository's; the settings are
+/// kept when sent back as answered, and `ordering` is refused on an event-type destination.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fifo_destination_is_forwarded_requests_in_order() {
-    const COUNT: usize = 8;
+async fn a_fifo_destination_is_forwarded_requests_in_order_per_key() {
+    const COUNT: i64 = 8;
     let server = Server::start("").await;
     let lane = lane_receiver().await;
     let spec = json!({
         "name": "github in order",
         "verification": { "type": "github", "secret": GH_SECRET },
+        "orderingKey": "{{ repository.full_name }}",
         "destinations": [{ "url": lane.url, "ordering": "fifo" }],
     });
     let (source, created) = create_source(&server, spec).await;
     assert_eq!(created["destinations"][0]["ordering"], "fifo", "{created}");
+    assert_eq!(created["orderingKey"], "{{ repository.full_name }}", "{created}");
     for n in 0..COUNT {
-        let body = format!(r#"{{"n": {n}, "ref": "refs/heads/main"}}"#);
+        let repo = if n % 2 == 0 { "octo/even" } else { "octo/odd" };
+        let body = format!(r#"{{"n": {n}, "repository": {{"full_name": "{repo}"}}}}"#);
         let sig = format!("sha256={}", hex(&hmac256(GH_SECRET.as_bytes(), &[body.as_bytes()])));
         let id = format!("delivery-{n}");
         let headers = h(&[
@@ -798,13 +802,19 @@ async fn a_fifo_destination_is_forwarded_requests_in_order() {
         let (status, out) = ingest(&server, &source, &headers, body.as_bytes()).await;
         assert_eq!(status, 200, "{out}");
     }
-    lane.wait_for(COUNT + 2, WAIT).await;
+    lane.wait_for(COUNT as usize + 2, WAIT).await;
     settle().await;
-    let (order, overlaps) = lane_log(&lane.received());
-    let mut distinct = order.clone();
-    distinct.dedup();
-    assert_eq!(distinct, (0..COUNT as i64).collect::<Vec<_>>(), "in order: {order:?}");
-    assert_eq!((order.len(), overlaps), (COUNT + 2, 0), "{order:?}");
+    let (order, _) = lane_log(&lane.received());
+    assert_eq!(order.len(), COUNT as usize + 2, "{order:?}");
+    for parity in [0, 1] {
+        let mut within: Vec<i64> = order.iter().copied().filter(|n| n % 2 == parity).collect();
+        within.dedup();
+        assert_eq!(within, (0..COUNT).filter(|n| n % 2 == parity).collect::<Vec<_>>(), "per key: {order:?}");
+    }
+    let last_of_two = order.iter().rposition(|n| *n == 2).unwrap();
+    assert!(order[..last_of_two].contains(&(COUNT - 1)), "the other repository waited: {order:?}");
+    let (_, msgs) = server.call("GET", &format!("/api/v1/app/{source}/msg"), None).await;
+    assert!(msgs["data"].as_array().unwrap().iter().any(|m| m["orderingKey"] == "octo/odd"), "{msgs}");
 
     let dests = created["destinations"].clone();
     let path = format!("/api/v1/source/{source}");
@@ -813,4 +823,8 @@ async fn a_fifo_destination_is_forwarded_requests_in_order() {
     let on_event = json!([{ "appId": "nope", "eventType": "x", "ordering": "fifo" }]);
     let (status, out) = server.call("PATCH", &path, Some(json!({ "destinations": on_event }))).await;
     assert_eq!((status, out["code"].as_str()), (422, Some("validation")), "{out}");
+    let (status, out) = server.call("PATCH", &path, Some(json!({ "orderingKey": "{{ a..b }}" }))).await;
+    assert_eq!((status, &out["detail"][0]["loc"]), (422, &json!(["body", "orderingKey"])), "{out}");
+    let (status, out) = server.call("PATCH", &path, Some(json!({ "orderingKey": null }))).await;
+    assert!(status == 200 && out.get("orderingKey").is_none(), "{out}");
 }

@@ -54,6 +54,30 @@ pub fn apply(template: &Value, payload: &Value, limit: usize) -> Result<Value, T
     render(template, payload, 1, &mut Budget { left: limit }).ok_or(TooLarge)
 }
 
+/// Longest ordering key ([`ordering_key`]) kept, in bytes; longer ones are cut there.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// The text `template` (one string of the template language, e.g.
+/// `"{{ repository.full_name }}"`) makes of `payload`, as an ordering key: a string as it
+/// is, another value as compact JSON, at most [`MAX_KEY_BYTES`] (cut at a character's
+/// boundary). `None` when it makes nothing: a missing or null value, an empty string.
+pub fn ordering_key(template: &str, payload: &Value) -> Option<String> {
+    let made = apply(&Value::String(template.to_string()), payload, MAX_KEY_BYTES * 4).ok()?;
+    let mut key = match made {
+        Value::Null => return None,
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    if key.len() > MAX_KEY_BYTES {
+        let mut end = MAX_KEY_BYTES;
+        while !key.is_char_boundary(end) {
+            end -= 1;
+        }
+        key.truncate(end);
+    }
+    (!key.is_empty()).then_some(key)
+}
+
 /// What is left of a body's limit while it is made.
 struct Budget {
     left: usize,
@@ -493,5 +517,18 @@ mod tests {
         let level_32 = (0..31).fold(&rendered, |level, _| &level["k"]);
         assert!(level_32.is_object(), "the 32nd level is kept");
         assert_eq!(level_32["k"], Value::Null);
+    }
+
+    #[test]
+    fn ordering_keys_are_text_made_from_the_payload() {
+        let payload = json!({"repo": {"name": "hooklane", "id": 7}, "empty": "", "long": "é".repeat(200)});
+        assert_eq!(ordering_key("{{ repo.name }}", &payload).as_deref(), Some("hooklane"));
+        assert_eq!(ordering_key("{{ repo.id }}", &payload).as_deref(), Some("7"));
+        assert_eq!(ordering_key("repo-{{ repo.id }}", &payload).as_deref(), Some("repo-7"));
+        assert_eq!(ordering_key("{{ repo }}", &payload).as_deref(), Some(r#"{"id":7,"name":"hooklane"}"#));
+        assert_eq!(ordering_key("{{ missing }}", &payload), None);
+        assert_eq!(ordering_key("{{ empty }}", &payload), None);
+        let long = ordering_key("{{ long }}", &payload).expect("a key");
+        assert_eq!(long.len(), MAX_KEY_BYTES, "cut at a character boundary (é is two bytes)");
     }
 }

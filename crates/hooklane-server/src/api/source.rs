@@ -67,6 +67,9 @@ pub struct SourceIn {
     max_body_bytes: Option<u64>,
     #[serde(default)]
     destinations: Vec<DestinationIn>,
+    /// hooklane's own: a template of the ordering key of each request's message.
+    #[serde(default)]
+    ordering_key: Option<String>,
     #[serde(default)]
     metadata: Metadata,
 }
@@ -86,6 +89,8 @@ pub struct SourcePatch {
     max_body_bytes: Patch<u64>,
     #[serde(default)]
     destinations: Patch<Vec<DestinationIn>>,
+    #[serde(default)]
+    ordering_key: Patch<String>,
     #[serde(default)]
     metadata: Patch<Metadata>,
 }
@@ -159,6 +164,8 @@ pub struct SourceOut {
     allow_networks: Vec<String>,
     max_body_bytes: u64,
     destinations: Vec<DestinationOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ordering_key: Option<String>,
     metadata: Metadata,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -194,6 +201,7 @@ async fn source_out(s: &AppState, src: Source) -> ApiResult<SourceOut> {
         app_id: src.app_id,
         allow_networks: src.allow_networks,
         destinations,
+        ordering_key: src.ordering_key,
         metadata: src.metadata,
         created_at: src.created_at,
         updated_at: src.updated_at,
@@ -236,6 +244,12 @@ fn validate(src: &mut Source) -> ApiResult<()> {
         if !(1..=MAX_SOURCE_BODY_BYTES).contains(&n) {
             return Err(ApiError::validation("maxBodyBytes", format!("must be between 1 and {MAX_SOURCE_BODY_BYTES}")));
         }
+    }
+    if let Some(template) = &src.ordering_key {
+        check_len("orderingKey", template, 1024)?;
+        let as_template = serde_json::Value::String(template.clone());
+        hooklane_core::rules::transform::validate(&as_template)
+            .map_err(|e| ApiError::validation("orderingKey", e.msg))?;
     }
     check_metadata("metadata", &src.metadata)
 }
@@ -364,6 +378,7 @@ pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<Sourc
         allow_networks: input.allow_networks,
         max_body_bytes: input.max_body_bytes,
         event_destinations: events,
+        ordering_key: input.ordering_key,
         metadata: input.metadata,
         created_at: now,
         updated_at: now,
@@ -500,6 +515,7 @@ pub async fn put(
     src.deduplication = input.deduplication;
     src.allow_networks = input.allow_networks;
     src.max_body_bytes = input.max_body_bytes;
+    src.ordering_key = input.ordering_key;
     src.metadata = input.metadata;
     Ok(axum::Json(save(&s, src, Some(input.destinations)).await?))
 }
@@ -516,6 +532,7 @@ pub async fn patch(
     p.deduplication.apply_opt(&mut src.deduplication);
     p.allow_networks.apply("allowNetworks", &mut src.allow_networks)?;
     p.max_body_bytes.apply_opt(&mut src.max_body_bytes);
+    p.ordering_key.apply_opt(&mut src.ordering_key);
     p.metadata.apply("metadata", &mut src.metadata)?;
     let destinations = match p.destinations {
         Patch::Absent => None,

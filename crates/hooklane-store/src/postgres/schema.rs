@@ -232,6 +232,7 @@ ALTER TABLE endpoints ADD COLUMN payload_filter TEXT, ADD COLUMN transform TEXT;
     r#"
 ALTER TABLE endpoints ADD COLUMN fifo BOOLEAN NOT NULL DEFAULT false;
 ALTER TABLE messages ADD COLUMN ordering_key TEXT;
+ALTER TABLE sources ADD COLUMN ordering_key TEXT;
 ALTER TABLE deliveries ADD COLUMN lane_seq BIGINT;
 ALTER TABLE deliveries ADD COLUMN lane_key TEXT NOT NULL DEFAULT '';
 CREATE INDEX deliveries_lane ON deliveries (endpoint_id, lane_key, lane_seq) WHERE status = 1 AND lane_seq IS NOT NULL;

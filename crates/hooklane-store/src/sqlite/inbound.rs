@@ -11,7 +11,7 @@ use super::rows::{ms, time, to_json};
 use crate::{Page, PageRequest, StoreError, StoreResult};
 
 pub const SOURCE_COLS: &str = "id, app_id, name, verification, deduplication, allow_networks, max_body_bytes, \
-     event_destinations, metadata, created_at, updated_at";
+     event_destinations, metadata, created_at, updated_at, ordering_key";
 
 fn json<T: DeserializeOwned>(row: &Row, idx: usize) -> rusqlite::Result<T> {
     let text: String = row.get(idx)?;
@@ -38,6 +38,7 @@ pub fn source(row: &Row) -> rusqlite::Result<Source> {
         metadata: json(row, 8)?,
         created_at: time(row.get(9)?),
         updated_at: time(row.get(10)?),
+        ordering_key: row.get(11)?,
     })
 }
 
@@ -61,8 +62,8 @@ pub fn request(row: &Row) -> rusqlite::Result<InboundRequest> {
     })
 }
 
-/// A source's columns in [`SOURCE_COLS`] order, as `?1`…`?11` of the statements below.
-fn source_values(s: &Source) -> [Box<dyn ToSql + '_>; 11] {
+/// A source's columns in [`SOURCE_COLS`] order, as `?1`…`?12` of the statements below.
+fn source_values(s: &Source) -> [Box<dyn ToSql + '_>; 12] {
     [
         Box::new(&s.id),
         Box::new(&s.app_id),
@@ -75,6 +76,7 @@ fn source_values(s: &Source) -> [Box<dyn ToSql + '_>; 11] {
         Box::new(to_json(&s.metadata)),
         Box::new(ms(s.created_at)),
         Box::new(ms(s.updated_at)),
+        Box::new(&s.ordering_key),
     ]
 }
 
@@ -85,7 +87,7 @@ pub fn create_source(conn: &Connection, s: &Source, app: &Application, endpoints
     }
     execute(
         conn,
-        &format!("INSERT INTO sources ({SOURCE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+        &format!("INSERT INTO sources ({SOURCE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
         params_from_iter(source_values(s)),
     )?;
     Ok(())
@@ -105,7 +107,8 @@ pub fn update_source(conn: &Connection, s: &Source) -> StoreResult<()> {
     let n = execute(
         conn,
         "UPDATE sources SET name = ?3, verification = ?4, deduplication = ?5, allow_networks = ?6, \
-         max_body_bytes = ?7, event_destinations = ?8, metadata = ?9, updated_at = ?11 WHERE id = ?1",
+         max_body_bytes = ?7, event_destinations = ?8, metadata = ?9, updated_at = ?11, ordering_key = ?12 \
+         WHERE id = ?1",
         params_from_iter(source_values(s)),
     )?;
     if n == 0 {

@@ -244,6 +244,7 @@ ALTER TABLE endpoints ADD COLUMN transform TEXT;
     r#"
 ALTER TABLE endpoints ADD COLUMN fifo INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN ordering_key TEXT;
+ALTER TABLE sources ADD COLUMN ordering_key TEXT;
 ALTER TABLE deliveries ADD COLUMN lane_seq INTEGER;
 ALTER TABLE deliveries ADD COLUMN lane_key TEXT NOT NULL DEFAULT '';
 CREATE INDEX deliveries_lane ON deliveries (endpoint_id, lane_key, lane_seq) WHERE status = 1 AND lane_seq IS NOT NULL;

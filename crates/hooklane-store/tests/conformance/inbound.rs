@@ -24,6 +24,7 @@ pub fn new_source(name: &str) -> (Source, Application) {
         allow_networks: vec!["10.0.0.0/8".into()],
         max_body_bytes: Some(65536),
         event_destinations: vec![EventDestination { app_id: "app_x".into(), event_type: "github.push".into() }],
+        ordering_key: Some("{{ repository.full_name }}".into()),
         metadata: Metadata::from([("team".to_string(), "infra".to_string())]),
         created_at: t,
         updated_at: t,
