@@ -224,8 +224,14 @@ function endpointsTable(app, endpoints) {
       },
     }, "Recover 24 h");
     const rate = e.successRate;
+    const settings = [
+      e.fifo && h("span", { class: "tag", title: "One message at a time, in order (per ordering key)" }, "FIFO"),
+      e.filtered && h("span", { class: "tag", title: "Only messages whose payload passes its filter" }, "filtered"),
+      e.transformed && h("span", { class: "tag", title: "Sent a body made from the payload by its template" }, "transformed"),
+    ].filter(Boolean);
     return h("tr", { "data-testid": "endpoint-row", "data-endpoint": e.id },
       h("td", {}, h("div", { class: "mono" }, e.url), h("div", { class: "small muted" }, e.description || e.id),
+        settings.length ? h("div", { class: "tags", "data-testid": "endpoint-settings" }, settings) : null,
         e.lastFailures.length ? h("ul", { class: "failures", "data-testid": "last-failures" }, e.lastFailures.map((f) =>
           h("li", {}, h("a", { href: `#/app/${enc(app.id)}/msg/${enc(f.msgId)}` }, `${f.responseStatusCode || "no response"}`),
             ` ${ago(f.timestamp)}`, f.response ? `: ${f.response.slice(0, 80)}` : ""))) : null),

@@ -284,14 +284,14 @@ async fn dashboard_and_portal_main_flows() {
         .create_endpoint(
             &acme,
             json!({ "url": format!("{}/webhooks/acme", ok.url), "description": "Billing service",
-                    "headers": { "x-acme-tenant": "eu-1" } }),
+                    "headers": { "x-acme-tenant": "eu-1" }, "ordering": "fifo", "payloadFilter": {} }),
         )
         .await;
     let (bad, _) = server
         .create_endpoint(
             &acme,
             json!({ "url": format!("{}/hooks/legacy", broken.url), "description": "Legacy CRM (down)",
-                    "filterTypes": ["order.shipped", "user.created"] }),
+                    "filterTypes": ["order.shipped", "user.created"], "transform": { "event": "{{ $ }}" } }),
         )
         .await;
     server
@@ -350,6 +350,9 @@ async fn dashboard_and_portal_main_flows() {
     let bad_text = bad_text.as_str().unwrap();
     assert!(bad_text.contains("0 %") && bad_text.contains("12 failed") && bad_text.contains("failing"), "{bad_text}");
     assert!(bad_text.contains("503"), "the last failures are shown: {bad_text}");
+    // hooklane's own settings, shown on each endpoint that has them.
+    assert!(good_text.contains("FIFO") && good_text.contains("filtered"), "{good_text}");
+    assert!(bad_text.contains("transformed") && !bad_text.contains("FIFO"), "{bad_text}");
     assert!(browser.count("[data-testid=deliveries-chart] rect[data-kind=success]").await >= 1);
     assert!(browser.count("[data-testid=deliveries-chart] rect[data-kind=failure]").await >= 1);
     assert!(browser.count("[data-testid=latency-chart] path").await >= 1);

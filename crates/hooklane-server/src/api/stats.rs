@@ -59,6 +59,11 @@ pub struct EndpointHealthOut {
     last_failure_at: Option<DateTime<Utc>>,
     pending: u64,
     last_failures: Vec<FailureOut>,
+    /// hooklane's own settings the dashboard shows: a FIFO endpoint, one with a payload
+    /// filter, one with a transform.
+    fifo: bool,
+    filtered: bool,
+    transformed: bool,
 }
 
 #[derive(Serialize)]
@@ -112,6 +117,9 @@ pub async fn endpoints(State(s): State<AppState>, t: Tenant, q: Query) -> ApiRes
         let total = h.succeeded + h.failed;
         let (p50_ms, p95_ms) = quantiles(&h.latency);
         data.push(EndpointHealthOut {
+            fifo: e.order.is_fifo(),
+            filtered: e.payload_filter.is_some(),
+            transformed: e.transform.is_some(),
             id: e.id,
             uid: e.uid,
             url: e.url,
