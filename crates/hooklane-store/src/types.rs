@@ -172,7 +172,8 @@ pub struct Pruned {
 pub struct QueueStats {
     /// Pending deliveries due now that nobody holds.
     pub due: u64,
-    /// Pending deliveries waiting for a later time (retries).
+    /// Pending deliveries waiting for a later time (retries), or for the one before them in
+    /// their FIFO lane.
     pub scheduled: u64,
     /// Pending deliveries leased to a dispatcher (being sent).
     pub leased: u64,

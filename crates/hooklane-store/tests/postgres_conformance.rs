@@ -397,3 +397,103 @@ async fn tls_is_required_and_verified() {
     };
     tokio::time::timeout(Duration::from_secs(20), heard).await.expect("NOTIFY arrives over the TLS LISTEN connection");
 }
+
+/// REVIEW: a lane claim racing the record of the lane's head. Node B's record of the head's
+/// success takes its snapshot while the head is still pending (held here by a row lock, as a
+/// slower statement would), node A's claim runs meanwhile (its snapshot sees the head in
+/// flight, so it parks the awake row behind it), then the record commits: its advance saw
+/// that row awake and left it alone. The lane is left with every row parked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_claim_racing_a_record_does_not_stall_the_lane() {
+    use hooklane_core::model::DeliveryOrder;
+    let db = TestDatabase::create().await;
+    let node_a: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+    let node_b: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+    let t = conformance::now_ms();
+    let app = conformance::setup_app(&node_a, "A").await;
+    let mut ep = conformance::new_endpoint(&app.id, None);
+    ep.order = DeliveryOrder::Fifo;
+    node_a.create_endpoint(ep.clone()).await.unwrap();
+    let head = conformance::post(&node_a, &app.id, &[&ep], t).await;
+    let now = t + conformance::secs(1);
+    let jobs = conformance::claim(&node_a, now).await;
+    assert_eq!(jobs.len(), 1, "the head is in flight");
+    // The next message arrives while the head is in flight: awake (due now), not parked yet.
+    let next = conformance::post(&node_a, &app.id, &[&ep], t + conformance::millis(1)).await;
+
+    // Something holds the head's row for a moment (any concurrent writer of it would do).
+    let mut raw = sql(&db).await;
+    let hold = raw.transaction().await.unwrap();
+    hold.execute("SELECT 1 FROM deliveries WHERE msg_id = $1 FOR UPDATE", &[&head.id]).await.unwrap();
+    let (b, ep_b, head_id) = (node_b.clone(), ep.clone(), head.id.clone());
+    let record = tokio::spawn(async move {
+        b.record_attempts(
+            vec![conformance::outcome(&head_id, &ep_b, now, NextStep::Succeeded)],
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await; // the record is waiting on the row
+    assert!(!record.is_finished());
+    assert!(conformance::claim(&node_a, now).await.is_empty(), "the head reads as in flight");
+    hold.commit().await.unwrap();
+    record.await.unwrap();
+
+    assert_eq!(conformance::delivery(&node_a, &app.id, &head.id, &ep.id).await.status, DeliveryStatus::Success);
+    assert_eq!(conformance::delivery(&node_a, &app.id, &next.id, &ep.id).await.status, DeliveryStatus::Pending);
+    let later = now + conformance::secs(5);
+    let got: Vec<String> = conformance::claim(&node_a, later).await.into_iter().map(|j| j.message.id.clone()).collect();
+    assert_eq!(
+        got,
+        vec![next.id.clone()],
+        "the next message of the lane is sent (next_due_at: {:?})",
+        node_a.next_due_at(&[]).await.unwrap()
+    );
+}
+
+/// REVIEW: ingest racing a change of ordering to concurrent. The ingest statement's snapshot
+/// predates the change (it waits here on a unique index, as it may on any lock or just on
+/// being slow), so it reads the endpoint as FIFO and writes a lane row; the change's
+/// `reorder` ran before that row existed. A row in a lane of a concurrent endpoint is never
+/// claimed (the lane claim runs for FIFO endpoints only, the other claim skips lane rows),
+/// yet it reads as due: the delivery is stuck and every poller spins on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_racing_fifo_off_strands_no_delivery() {
+    use hooklane_core::model::DeliveryOrder;
+    let db = TestDatabase::create().await;
+    let store: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+    let t = conformance::now_ms();
+    let app = conformance::setup_app(&store, "A").await;
+    let mut ep = conformance::new_endpoint(&app.id, None);
+    ep.order = DeliveryOrder::Fifo;
+    store.create_endpoint(ep.clone()).await.unwrap();
+
+    let mut raw = sql(&db).await;
+    let other = raw.transaction().await.unwrap();
+    other
+        .execute(
+            "INSERT INTO messages (id, app_id, event_type, event_id, payload, created_at) \
+             VALUES ('msg_other', $1, 'x', 'evt-1', '{}', 0)",
+            &[&app.id],
+        )
+        .await
+        .unwrap();
+    let mut msg = conformance::new_message(&app.id, "user.created", t);
+    msg.event_id = Some("evt-1".into());
+    let (s, m, e) = (store.clone(), msg.clone(), ep.id.clone());
+    let ingest = tokio::spawn(async move { s.create_message(m, vec![e], None).await });
+    tokio::time::sleep(Duration::from_millis(500)).await; // waiting on the other writer
+    assert!(!ingest.is_finished());
+    let mut changed = conformance::endpoint_now(&store, &ep).await;
+    changed.order = DeliveryOrder::Concurrent;
+    changed.updated_at = t;
+    store.update_endpoint(changed).await.unwrap();
+    other.rollback().await.unwrap();
+    ingest.await.unwrap().unwrap();
+
+    let now = t + conformance::secs(1);
+    let next = store.next_due_at(&[]).await.unwrap();
+    let got = conformance::claim(&store, now).await;
+    assert_eq!(got.len(), 1, "the message is sent (it reads as due at {next:?}, and nobody claims it)");
+}

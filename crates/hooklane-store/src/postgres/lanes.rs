@@ -9,8 +9,11 @@
 //!   lease and the parking are all read from one snapshot, and a row leased meanwhile by a
 //!   commit the snapshot missed fails the update's re-check instead of being leased twice.
 //! * A finishing lane row wakes its lane's new head in the very statement that records it
-//!   ([`advance_cte`]): a claim that read the lane before that commit saw the row in flight
-//!   and parked only rows it saw awake, so it cannot put the new head back to sleep.
+//!   ([`advance_cte`]), and once more afterwards under the lane's lock ([`settle`]): a claim
+//!   whose snapshot was taken before the record committed saw the row still in flight and
+//!   may have held the new head back until that row's lease end, which the second wake-up,
+//!   reading after that claim committed, undoes. (Were it lost, in a crash, the lease's end
+//!   still moves the lane on.)
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
@@ -21,10 +24,9 @@ use super::queries::{claimed_jobs_sql, execute, query};
 use crate::queries_shared::lane_key_sql;
 use crate::StoreResult;
 
-/// Takes the advisory lock of a lane if free (its key a hash of the endpoint id and lane key:
-/// a collision only makes two lanes take turns).
-const LOCK_LANE: &str =
-    "SELECT pg_try_advisory_xact_lock(hashtextextended('hooklane.lane:' || $1::text || ':' || $2::text, 0))";
+/// The advisory lock key of the lane `($1, $2)`: a hash of the endpoint id and lane key (a
+/// collision only makes two lanes take turns).
+const LANE_KEY: &str = "hashtextextended('hooklane.lane:' || $1::text || ':' || $2::text, 0)";
 
 /// Lanes of one endpoint looked at by one claim at most (as on SQLite).
 const MAX_LANES_PER_CLAIM: i64 = 1000;
@@ -43,13 +45,14 @@ pub fn advance_cte(finished: &str, now: &str) -> String {
                  CROSS JOIN LATERAL ( \
                      SELECT x.endpoint_id, x.msg_id FROM deliveries x \
                      WHERE x.endpoint_id = l.endpoint_id AND x.lane_key = l.lane_key AND x.status = 1 \
-                       AND x.lane_seq IS NOT NULL \
+                       AND x.lane_seq IS NOT NULL AND NOT (x.leased AND x.due_at > {now}) \
                        AND NOT EXISTS (SELECT 1 FROM {finished} f \
                            WHERE f.msg_id = x.msg_id AND f.endpoint_id = x.endpoint_id AND f.status <> 1) \
                      ORDER BY x.lane_seq LIMIT 1 \
                  ) nx \
              ) h \
-             WHERE w.endpoint_id = h.endpoint_id AND w.msg_id = h.msg_id AND w.status = 1 AND w.due_at IS NULL \
+             WHERE w.endpoint_id = h.endpoint_id AND w.msg_id = h.msg_id AND w.status = 1 AND NOT w.leased \
+               AND (w.due_at IS NULL OR w.due_at > {now}) \
          )"
     )
 }
@@ -91,29 +94,41 @@ async fn claim_lane(
     now: i64,
     lease_end: i64,
 ) -> StoreResult<Vec<Row>> {
+    // Three updates of the head, at most one of which matches: lease it (nothing in flight,
+    // due), hold it back until the lease in flight ends, or leave it (a scheduled retry).
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
-            "WITH head AS ( \
+            "WITH flight AS ( \
+                 SELECT MAX(due_at) AS until FROM deliveries WHERE endpoint_id = $1 AND lane_key = $4 AND status = 1 \
+                     AND lane_seq IS NOT NULL AND due_at IS NOT NULL AND leased AND due_at > $2 \
+             ), head AS ( \
                  SELECT msg_id, due_at FROM deliveries \
-                 WHERE endpoint_id = $1 AND lane_key = $4 AND status = 1 AND lane_seq IS NOT NULL ORDER BY lane_seq LIMIT 1 \
-             ), busy AS ( \
-                 SELECT EXISTS (SELECT 1 FROM deliveries WHERE endpoint_id = $1 AND lane_key = $4 AND status = 1 \
-                     AND lane_seq IS NOT NULL AND due_at IS NOT NULL AND leased AND due_at > $2) AS b \
+                 WHERE endpoint_id = $1 AND lane_key = $4 AND status = 1 AND lane_seq IS NOT NULL \
+                   AND NOT (leased AND due_at > $2) \
+                 ORDER BY lane_seq LIMIT 1 \
              ), parked AS ( \
                  UPDATE deliveries d SET due_at = NULL FROM head \
                  WHERE d.endpoint_id = $1 AND d.lane_key = $4 AND d.status = 1 AND d.lane_seq IS NOT NULL \
                    AND d.due_at IS NOT NULL AND NOT d.leased AND d.msg_id <> head.msg_id \
+             ), held AS ( \
+                 UPDATE deliveries d SET due_at = GREATEST(COALESCE(d.due_at, 0), flight.until), leased = false \
+                 FROM head, flight \
+                 WHERE flight.until IS NOT NULL AND d.endpoint_id = $1 AND d.msg_id = head.msg_id AND d.status = 1 \
              ), {}",
             claimed_jobs_sql(
-                "UPDATE deliveries d SET due_at = $3, leased = true FROM head, busy \
-                 WHERE NOT busy.b AND d.endpoint_id = $1 AND d.msg_id = head.msg_id AND d.status = 1 \
+                "UPDATE deliveries d SET due_at = $3, leased = true FROM head, flight \
+                 WHERE flight.until IS NULL AND d.endpoint_id = $1 AND d.msg_id = head.msg_id AND d.status = 1 \
                    AND (d.due_at IS NULL OR d.due_at <= $2)"
             )
         )
     });
     let tx = client.transaction().await.map_err(db_err)?;
-    let locked: bool =
-        query(&tx, LOCK_LANE, &[&endpoint_id, &lane_key]).await?.first().map(|r| r.get(0)).unwrap_or(false);
+    let lock = format!("SELECT pg_try_advisory_xact_lock({LANE_KEY})");
+    let locked = query(&tx, &lock, &[&endpoint_id, &lane_key]).await?;
+    let locked: bool = match locked.first() {
+        Some(row) => super::rows::get(row, 0)?,
+        None => false,
+    };
     if !locked {
         return Ok(Vec::new()); // the transaction rolls back on drop
     }
@@ -121,6 +136,47 @@ async fn claim_lane(
     let found = query(&tx, &SQL, &params).await?;
     tx.commit().await.map_err(db_err)?;
     Ok(found)
+}
+
+/// Wakes the new head of each of `lanes` (`(endpoint_id, lane_key)`, whose rows were just
+/// recorded as finished) due at `now`, under each lane's lock, taken in lane order before a
+/// statement of its own: the wake-up then reads past any claim of the lane that had read
+/// the finished row as still in flight (see the module).
+pub async fn settle(
+    client: &mut deadpool_postgres::Client,
+    mut lanes: Vec<(String, String)>,
+    now: i64,
+) -> StoreResult<()> {
+    const WAKE: &str = "UPDATE deliveries w SET due_at = $3 FROM ( \
+             SELECT msg_id FROM deliveries x WHERE x.endpoint_id = $1 AND x.lane_key = $2 AND x.status = 1 \
+               AND x.lane_seq IS NOT NULL AND NOT (x.leased AND x.due_at > $3) ORDER BY x.lane_seq LIMIT 1 \
+         ) h WHERE w.endpoint_id = $1 AND w.msg_id = h.msg_id AND w.status = 1 AND NOT w.leased \
+           AND (w.due_at IS NULL OR w.due_at > $3)";
+    if lanes.is_empty() {
+        return Ok(());
+    }
+    lanes.sort();
+    lanes.dedup();
+    let tx = client.transaction().await.map_err(db_err)?;
+    let lock = format!("SELECT pg_advisory_xact_lock({LANE_KEY})");
+    for (endpoint_id, lane_key) in &lanes {
+        query(&tx, &lock, &[endpoint_id, lane_key]).await?;
+    }
+    for (endpoint_id, lane_key) in &lanes {
+        execute(&tx, WAKE, &[endpoint_id, lane_key, &now]).await?;
+    }
+    tx.commit().await.map_err(db_err)
+}
+
+/// The lanes the rows of a finishing statement's result left (`endpoint_id, lane_key`).
+pub fn finished_lanes(rows: &[Row]) -> StoreResult<Vec<(String, String)>> {
+    rows.iter().map(|r| Ok((super::rows::get(r, 0)?, super::rows::get(r, 1)?))).collect()
+}
+
+/// The end of a finishing statement: the lanes its rows (the CTE `finished`, as
+/// [`advance_cte`] reads it) left, for [`settle`].
+pub fn select_finished_lanes(finished: &str) -> String {
+    format!("SELECT DISTINCT endpoint_id, lane_key FROM {finished} WHERE lane_seq IS NOT NULL AND status <> 1")
 }
 
 /// The endpoint's ordering changed (see `sqlite::lanes::reorder`).

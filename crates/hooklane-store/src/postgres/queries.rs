@@ -465,16 +465,18 @@ pub async fn claim_due(
 ) -> StoreResult<Vec<Job>> {
     // Each endpoint's share is taken by its own LATERAL subquery on `deliveries_pending`,
     // so one statement claims for every endpoint of a round; SKIP LOCKED leaves rows another
-    // node is claiming at this moment to that node.
+    // node is claiming at this moment to that node. At a FIFO endpoint ($5), rows in lanes
+    // are left to their lane's own claim; whether it is FIFO is read now, not from the row,
+    // so a row given a lane by a write that raced a change back to concurrent is taken too.
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH due AS ( \
                  SELECT t.msg_id, t.endpoint_id \
-                 FROM UNNEST($3::text[], $4::bigint[]) AS s(endpoint_id, share) \
+                 FROM UNNEST($3::text[], $4::bigint[], $5::boolean[]) AS s(endpoint_id, share, fifo) \
                  CROSS JOIN LATERAL ( \
                      SELECT d.msg_id, d.endpoint_id FROM deliveries d \
                      WHERE d.status = 1 AND d.endpoint_id = s.endpoint_id AND d.due_at <= $2 \
-                         AND d.lane_seq IS NULL \
+                         AND (NOT s.fifo OR d.lane_seq IS NULL) \
                      ORDER BY d.due_at LIMIT s.share \
                      FOR UPDATE SKIP LOCKED \
                  ) t \
@@ -491,14 +493,27 @@ pub async fn claim_due(
     let at = ms(now);
     let candidates: Vec<(String, i64, bool)> =
         pending_endpoints(&*c, skip_endpoints).await?.into_iter().filter(|(_, due, _)| *due <= at).collect();
-    // FIFO lanes first, each its head at most; rows in lanes are left out of the rest.
+    // FIFO lanes first (the longest due first), each its head at most.
     let mut found = Vec::new();
-    for (endpoint_id, _, _) in candidates.iter().filter(|(_, _, fifo)| *fifo) {
+    let fifo: std::collections::HashSet<String> =
+        candidates.iter().filter(|(_, _, fifo)| *fifo).map(|(id, _, _)| id.clone()).collect();
+    let mut lanes_first: Vec<&(String, i64, bool)> = candidates.iter().filter(|(_, _, fifo)| *fifo).collect();
+    lanes_first.sort_by_key(|(_, due, _)| *due);
+    for (endpoint_id, _, _) in lanes_first {
         if found.len() >= limit {
             break;
         }
         let room = limit - found.len();
-        found.extend(lanes::claim(c, endpoint_id, at, ms(lease_end), room).await?);
+        match lanes::claim(c, endpoint_id, at, ms(lease_end), room).await {
+            Ok(heads) => found.extend(heads),
+            // Heads already claimed stay claimed (their transactions committed): hand them
+            // over rather than strand them until their lease ends.
+            Err(e) if !found.is_empty() => {
+                tracing::warn!(error = %e, %endpoint_id, "claiming a FIFO lane failed");
+                break;
+            }
+            Err(e) => return Err(e),
+        }
     }
     let c = &*c;
     let candidates = candidates.into_iter().map(|(id, due, _)| (id, due)).collect();
@@ -506,7 +521,15 @@ pub async fn claim_due(
     while let Some(round) = fair.next_round() {
         let ids: Vec<&str> = round.iter().map(|(id, _)| id.as_str()).collect();
         let shares: Vec<i64> = round.iter().map(|(_, n)| limit_param(*n)).collect();
-        let rows = query(c, &SQL, &[&ms(lease_end), &at, &ids, &shares]).await?;
+        let flags: Vec<bool> = round.iter().map(|(id, _)| fifo.contains(id)).collect();
+        let rows = match query(c, &SQL, &[&ms(lease_end), &at, &ids, &shares, &flags]).await {
+            Ok(rows) => rows,
+            Err(e) if !found.is_empty() => {
+                tracing::warn!(error = %e, "claiming due deliveries failed after some were claimed");
+                break;
+            }
+            Err(e) => return Err(e),
+        };
         let mut taken = vec![0usize; round.len()];
         for row in &rows {
             let endpoint_id = rows::get::<&str>(row, 1)?;
@@ -578,27 +601,31 @@ pub async fn next_due_at<C: GenericClient>(c: &C, skip_endpoints: &[String]) -> 
 /// Records a batch of outcomes with a fixed number of statements, whatever the batch size
 /// (one round trip per statement, not per attempt); to run inside a transaction. The end
 /// state is the one recording the outcomes one by one, in order, would leave. Returns the
-/// endpoints this disabled.
+/// endpoints this disabled, and the FIFO lanes it moved on (for [`lanes::settle`]).
 pub async fn record_attempts<C: GenericClient>(
     c: &C,
     outcomes: &[AttemptOutcome],
     disable_after: Duration,
-) -> StoreResult<Vec<String>> {
+) -> StoreResult<(Vec<String>, Vec<(String, String)>)> {
     let attempts = AttemptColumns::new(outcomes);
     execute(c, &INSERT_ATTEMPTS, &attempts.params()).await?;
     let deliveries = DeliveryColumns::new(outcomes);
     let now = latest_attempt(outcomes);
     let mut params: Vec<&(dyn ToSql + Sync)> = deliveries.params().to_vec();
     params.push(&now);
-    execute(c, &UPDATE_DELIVERIES, &params).await?;
-    update_endpoint_streaks(c, outcomes, disable_after).await
+    let moved = lanes::finished_lanes(&query(c, &UPDATE_DELIVERIES, &params).await?)?;
+    Ok((update_endpoint_streaks(c, outcomes, disable_after).await?, moved))
 }
 
 /// Records a batch in which every attempt succeeded, in one statement (its own transaction):
 /// the attempts, their deliveries, and the end of their endpoints' failure streaks. A
 /// healthy system records almost only such batches; one round trip instead of the five of
 /// [`record_attempts`] in a transaction cut the database's CPU per message (BENCHMARKS.md).
-pub async fn record_successes<C: GenericClient>(c: &C, outcomes: &[AttemptOutcome]) -> StoreResult<()> {
+/// Returns the FIFO lanes it moved on.
+pub async fn record_successes<C: GenericClient>(
+    c: &C,
+    outcomes: &[AttemptOutcome],
+) -> StoreResult<Vec<(String, String)>> {
     let attempts = AttemptColumns::new(outcomes);
     let deliveries = DeliveryColumns::new(outcomes);
     let now = latest_attempt(outcomes);
@@ -606,8 +633,7 @@ pub async fn record_successes<C: GenericClient>(c: &C, outcomes: &[AttemptOutcom
     params.extend(attempts.params());
     params.extend(deliveries.params());
     params.push(&now);
-    execute(c, &RECORD_SUCCESSES, &params).await?;
-    Ok(())
+    lanes::finished_lanes(&query(c, &RECORD_SUCCESSES, &params).await?)
 }
 
 /// When the last attempt of a batch was made: the time a lane it moves on is due again.
@@ -620,11 +646,14 @@ fn latest_attempt(outcomes: &[AttemptOutcome]) -> i64 {
 /// [`record_attempts`] (data-modifying CTEs nobody reads run in no set order).
 static RECORD_SUCCESSES: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH a AS ({}), d AS ({} {FINISHED}), {} \
-         UPDATE endpoints SET failing_since = NULL WHERE id IN (SELECT endpoint_id FROM d) AND failing_since IS NOT NULL",
+        "WITH a AS ({}), d AS ({} {FINISHED}), {}, streaks AS ( \
+             UPDATE endpoints SET failing_since = NULL WHERE id IN (SELECT endpoint_id FROM d) \
+             AND failing_since IS NOT NULL \
+         ) {}",
         attempts_insert_sql(1),
         deliveries_update_sql(1 + ATTEMPT_PARAMS),
         lanes::advance_cte("d", &format!("${}::bigint", 1 + ATTEMPT_PARAMS + DELIVERY_PARAMS)),
+        lanes::select_finished_lanes("d"),
     )
 });
 
@@ -645,9 +674,10 @@ static INSERT_ATTEMPTS: LazyLock<String> = LazyLock::new(|| attempts_insert_sql(
 /// now is the last parameter).
 static UPDATE_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH d AS ({} {FINISHED}), {} SELECT count(*) FROM d",
+        "WITH d AS ({} {FINISHED}), {} {}",
         deliveries_update_sql(1),
         lanes::advance_cte("d", &format!("${}::bigint", DELIVERY_PARAMS + 1)),
+        lanes::select_finished_lanes("d"),
     )
 });
 
@@ -887,20 +917,24 @@ fn key_columns(keys: &[DeliveryKey]) -> (Vec<&str>, Vec<&str>) {
 }
 
 /// Fails the pending ones among `keys` without an attempt; one statement.
-pub async fn abandon_deliveries<C: GenericClient>(c: &C, keys: &[DeliveryKey], now: i64) -> StoreResult<()> {
+/// Returns the FIFO lanes it moved on.
+pub async fn abandon_deliveries<C: GenericClient>(
+    c: &C,
+    keys: &[DeliveryKey],
+    now: i64,
+) -> StoreResult<Vec<(String, String)>> {
     // Only a pending delivery can be abandoned: one that already finished keeps its outcome.
     let (msgs, eps) = key_columns(keys);
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH d AS (UPDATE deliveries d SET status = 2, due_at = NULL, leased = false, updated_at = $3 \
              FROM UNNEST($1::text[], $2::text[]) AS k(msg_id, endpoint_id) \
-             WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id AND d.status = 1 {FINISHED}), {} \
-             SELECT count(*) FROM d",
-            lanes::advance_cte("d", "$3")
+             WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id AND d.status = 1 {FINISHED}), {} {}",
+            lanes::advance_cte("d", "$3"),
+            lanes::select_finished_lanes("d"),
         )
     });
-    execute(c, &SQL, &[&msgs, &eps, &now]).await?;
-    Ok(())
+    lanes::finished_lanes(&query(c, &SQL, &[&msgs, &eps, &now]).await?)
 }
 
 /// Hands the pending ones among `keys` back, due at `due`; one statement.
@@ -945,11 +979,14 @@ pub async fn resend<C: GenericClient>(
              SELECT $1::text, $2::text, $3::text, 1, 0, $4::bigint, false, 1, $4::bigint, {}, {} \
              WHERE EXISTS (SELECT 1 FROM messages WHERE app_id = $3 AND id = $1 AND NOT expunged) \
                AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = $3 AND id = $2) \
-             ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, due_at = EXCLUDED.due_at, \
-                 leased = false, trigger_type = 1, updated_at = EXCLUDED.updated_at, lane_seq = EXCLUDED.lane_seq, \
-                 lane_key = EXCLUDED.lane_key",
+             ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, \
+                 due_at = CASE WHEN {in_flight} THEN deliveries.due_at ELSE EXCLUDED.due_at END, \
+                 leased = {in_flight}, trigger_type = 1, updated_at = EXCLUDED.updated_at, \
+                 lane_seq = EXCLUDED.lane_seq, lane_key = EXCLUDED.lane_key",
             lane_seq_sql("$2::text", "$1::text"),
-            lane_key_sql("$1::text")
+            lane_key_sql("$1::text"),
+            // A lane's delivery being sent right now is not sent a second time beside it.
+            in_flight = "(deliveries.lane_seq IS NOT NULL AND deliveries.leased AND deliveries.due_at > $4::bigint)",
         ),
         &[&msg_id, &endpoint_id, &app_id, &now],
     )
@@ -966,8 +1003,15 @@ pub async fn resend<C: GenericClient>(
     one_row(n)
 }
 
-/// See `Store::expunge_message_content`.
-pub async fn expunge_message_content<C: GenericClient>(c: &C, app_id: &str, msg_id: &str, now: i64) -> StoreResult<()> {
+/// See `Store::expunge_message_content`. Returns the FIFO lanes it moved on: not those of
+/// deliveries being sent right now, which move their lane on when their attempt is recorded
+/// (the next one of the lane must not go while this one is still on the wire).
+pub async fn expunge_message_content<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    msg_id: &str,
+    now: i64,
+) -> StoreResult<Vec<(String, String)>> {
     one_row(
         execute(
             c,
@@ -979,13 +1023,17 @@ pub async fn expunge_message_content<C: GenericClient>(c: &C, app_id: &str, msg_
     )?;
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "WITH d AS (UPDATE deliveries d SET status = 2, due_at = NULL, leased = false, updated_at = $3 \
-             WHERE d.app_id = $1 AND d.msg_id = $2 AND d.status = 1 {FINISHED}), {} SELECT count(*) FROM d",
-            lanes::advance_cte("d", "$3")
+            "WITH flying AS ( \
+                 SELECT endpoint_id FROM deliveries WHERE app_id = $1 AND msg_id = $2 AND status = 1 \
+                 AND leased AND due_at > $3 \
+             ), d AS (UPDATE deliveries d SET status = 2, due_at = NULL, leased = false, updated_at = $3 \
+             WHERE d.app_id = $1 AND d.msg_id = $2 AND d.status = 1 {FINISHED}), \
+             f AS (SELECT * FROM d WHERE endpoint_id NOT IN (SELECT endpoint_id FROM flying)), {} {}",
+            lanes::advance_cte("f", "$3"),
+            lanes::select_finished_lanes("f"),
         )
     });
-    execute(c, &SQL, &[&app_id, &msg_id, &now]).await?;
-    Ok(())
+    lanes::finished_lanes(&query(c, &SQL, &[&app_id, &msg_id, &now]).await?)
 }
 
 pub async fn recover<C: GenericClient>(
@@ -1338,7 +1386,7 @@ pub async fn ping<C: GenericClient>(c: &C) -> StoreResult<()> {
 pub async fn queue_stats<C: GenericClient>(c: &C, now: i64) -> StoreResult<crate::QueueStats> {
     let row = query_opt(
         c,
-        "SELECT COUNT(*) FILTER (WHERE NOT leased AND due_at <= $1), COUNT(*) FILTER (WHERE NOT leased AND due_at > $1), \
+        "SELECT COUNT(*) FILTER (WHERE NOT leased AND due_at <= $1), COUNT(*) FILTER (WHERE NOT leased AND (due_at > $1 OR due_at IS NULL)), \
          COUNT(*) FILTER (WHERE leased) FROM deliveries WHERE status = 1",
         &[&now],
     )

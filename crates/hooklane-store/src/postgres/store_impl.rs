@@ -146,7 +146,10 @@ impl Store for PgStore {
     }
 
     async fn expunge_message_content(&self, app_id: &str, msg_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
-        queries::expunge_message_content(&self.client().await?, app_id, msg_id, ms(now)).await
+        let mut c = self.client().await?;
+        let moved = queries::expunge_message_content(&c, app_id, msg_id, ms(now)).await?;
+        settle_lanes(&mut c, moved, ms(now)).await;
+        Ok(())
     }
 
     async fn endpoint_messages(
@@ -201,7 +204,7 @@ impl Store for PgStore {
         loop {
             tries += 1;
             let result = if all_succeeded {
-                queries::record_successes(&c, &outcomes).await.map(|()| Vec::new())
+                queries::record_successes(&c, &outcomes).await.map(|moved| (Vec::new(), moved))
             } else {
                 let tx = c.transaction().await.map_err(db_err)?;
                 let result = queries::record_attempts(&tx, &outcomes, disable_after).await;
@@ -211,7 +214,12 @@ impl Store for PgStore {
                 Err(e) if is_transient(&e) && tries < TRANSIENT_RETRIES => {
                     tracing::debug!(error = %e, tries, "record_attempts hit a deadlock or serialization failure; retrying");
                 }
-                result => return result,
+                Err(e) => return Err(e),
+                Ok((disabled, moved)) => {
+                    let at = outcomes.iter().map(|o| ms(o.attempt.created_at)).max().unwrap_or_default();
+                    settle_lanes(&mut c, moved, at).await;
+                    return Ok(disabled);
+                }
             }
         }
     }
@@ -220,7 +228,10 @@ impl Store for PgStore {
         if keys.is_empty() {
             return Ok(());
         }
-        queries::abandon_deliveries(&self.client().await?, &keys, ms(Utc::now())).await
+        let (mut c, now) = (self.client().await?, ms(Utc::now()));
+        let moved = queries::abandon_deliveries(&c, &keys, now).await?;
+        settle_lanes(&mut c, moved, now).await;
+        Ok(())
     }
 
     async fn defer_deliveries(&self, keys: Vec<DeliveryKey>, due_at: DateTime<Utc>) -> StoreResult<()> {
@@ -553,5 +564,17 @@ impl Store for PgStore {
         page: &PageRequest,
     ) -> StoreResult<Page<MessageSummary>> {
         queries::message_log(&self.client().await?, app_id, filter, state, page).await
+    }
+}
+
+/// Wakes the FIFO lanes a committed write moved on once more, under their locks
+/// ([`super::lanes::settle`]). The write stands whatever happens here: a failure leaves a
+/// lane to its in-flight lease's end, so it is only logged.
+async fn settle_lanes(c: &mut deadpool_postgres::Client, moved: Vec<(String, String)>, now: i64) {
+    if moved.is_empty() {
+        return;
+    }
+    if let Err(e) = super::lanes::settle(c, moved, now).await {
+        tracing::warn!(error = %e, "FIFO lanes not woken again; they move on when their lease ends");
     }
 }

@@ -8,11 +8,13 @@
 //! the only one to touch lanes, so every function here runs inside one of its transactions
 //! and needs no lock.
 //!
-//! Only a lane's head (its lowest `lane_seq`) is ever leased, and only while no other row of
-//! the lane is leased. Rows behind the head are *parked* (`due_at` NULL) by the claim that
-//! finds them waiting, so pollers do not see a blocked backlog as due and spin on it; when a
-//! lane row finishes, [`advance`] wakes the new head. A parked head is claimable as it is,
-//! so a lane can never be left with every row asleep and nothing to wake it.
+//! A lane's *head* is its lowest row not in flight (leased, lease not over). It is leased
+//! only while nothing of the lane is in flight. The claim that finds rows waiting *parks*
+//! every other one (`due_at` NULL), so pollers do not see a blocked backlog as due and spin
+//! on it; a head held back by a row in flight is made due when that row's lease ends, not
+//! parked: when a lane row finishes, [`advance`] makes the new head due at once, and should
+//! that wake-up be lost (on PostgreSQL, a claim racing the record; a crash between them)
+//! the lane still moves on at the lease's end. A parked head is claimable as it is.
 
 use hooklane_core::model::Delivery;
 use rusqlite::{params, Connection};
@@ -61,31 +63,42 @@ fn claim_lane(
     now: i64,
     lease_end: i64,
 ) -> StoreResult<Option<Delivery>> {
-    let busy: bool = conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE endpoint_id = ?1 AND lane_key = ?2 AND status = 1 \
-             AND lane_seq IS NOT NULL AND due_at IS NOT NULL AND leased = 1 AND due_at > ?3)",
-        )
-        .and_then(|mut s| s.query_row(params![endpoint_id, lane_key, now], |r| r.get(0)))
-        .map_err(super::db_err)?;
+    let in_flight_until: Option<i64> = query_opt(
+        conn,
+        "SELECT MAX(due_at) FROM deliveries WHERE endpoint_id = ?1 AND lane_key = ?2 AND status = 1 \
+         AND lane_seq IS NOT NULL AND due_at IS NOT NULL AND leased = 1 AND due_at > ?3",
+        params![endpoint_id, lane_key, now],
+        |r| r.get(0),
+    )?
+    .flatten();
     let head: Option<(String, Option<i64>)> = query_opt(
         conn,
         "SELECT msg_id, due_at FROM deliveries WHERE endpoint_id = ?1 AND lane_key = ?2 AND status = 1 \
-         AND lane_seq IS NOT NULL ORDER BY lane_seq LIMIT 1",
-        params![endpoint_id, lane_key],
+         AND lane_seq IS NOT NULL AND NOT (leased = 1 AND due_at > ?3) ORDER BY lane_seq LIMIT 1",
+        params![endpoint_id, lane_key, now],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let Some((head_id, head_due)) = head else { return Ok(None) };
-    // Whatever else waits is behind the head (or behind what is in flight): asleep until
-    // the lane moves on. The head keeps its due time (a scheduled retry stays scheduled).
+    // Whatever else waits is behind the head: asleep until the lane moves on.
     execute(
         conn,
         "UPDATE deliveries SET due_at = NULL WHERE endpoint_id = ?1 AND lane_key = ?2 AND status = 1 \
          AND lane_seq IS NOT NULL AND due_at IS NOT NULL AND leased = 0 AND msg_id <> ?3",
         params![endpoint_id, lane_key, head_id],
     )?;
-    if busy || head_due.is_some_and(|due| due > now) {
+    if let Some(until) = in_flight_until {
+        // The head waits for what is in flight: due when that lease ends at the latest (or
+        // at its own retry, if later), so it is neither due meanwhile nor forgotten.
+        execute(
+            conn,
+            "UPDATE deliveries SET due_at = MAX(COALESCE(due_at, 0), ?3), leased = 0 \
+             WHERE msg_id = ?1 AND endpoint_id = ?2 AND status = 1",
+            params![head_id, endpoint_id, until],
+        )?;
         return Ok(None);
+    }
+    if head_due.is_some_and(|due| due > now) {
+        return Ok(None); // a scheduled retry stays scheduled
     }
     query_opt(
         conn,
@@ -99,14 +112,15 @@ fn claim_lane(
     )
 }
 
-/// A row of the lane `(endpoint_id, lane_key)` finished (or left it): the new head, if
-/// parked, is due at `now`.
+/// A row of the lane `(endpoint_id, lane_key)` finished (or left it): the new head is due at
+/// `now`, if it was parked or held back.
 pub fn advance(conn: &Connection, endpoint_id: &str, lane_key: &str, now: i64) -> StoreResult<()> {
     execute(
         conn,
-        "UPDATE deliveries SET due_at = ?3 WHERE endpoint_id = ?1 AND lane_key = ?2 AND status = 1 \
-         AND due_at IS NULL AND lane_seq = (SELECT MIN(lane_seq) FROM deliveries \
-         WHERE endpoint_id = ?1 AND lane_key = ?2 AND status = 1 AND lane_seq IS NOT NULL)",
+        "UPDATE deliveries SET due_at = ?3 WHERE endpoint_id = ?1 AND lane_key = ?2 AND status = 1 AND leased = 0 \
+         AND (due_at IS NULL OR due_at > ?3) AND msg_id = (SELECT msg_id FROM deliveries \
+         WHERE endpoint_id = ?1 AND lane_key = ?2 AND status = 1 AND lane_seq IS NOT NULL \
+         AND NOT (leased = 1 AND due_at > ?3) ORDER BY lane_seq LIMIT 1)",
         params![endpoint_id, lane_key, now],
     )?;
     Ok(())

@@ -193,7 +193,7 @@ pub fn get_event_type(conn: &Connection, name: &str) -> StoreResult<Option<Event
 
 // --- endpoints
 
-/// An endpoint's columns in table order, as `?1`…`?19` of the statements below (each uses
+/// An endpoint's columns in table order, as `?1`…`?20` of the statements below (each uses
 /// the ones it needs).
 fn endpoint_values(e: &Endpoint) -> [Box<dyn ToSql + '_>; 20] {
     [
@@ -321,9 +321,9 @@ pub fn insert_message(
         }
         return Ok(());
     }
-    // The message's `seq` (its rowid) is its place in the lane of a FIFO endpoint; looked up
-    // here, in the writer, rather than taken from the caller's cached endpoint, so that a
-    // delivery joins a lane exactly when its endpoint is FIFO at the write.
+    // The message's `seq` (its rowid) is its place in the lane of a FIFO endpoint; whether the
+    // endpoint is FIFO is looked up here, in the writer, rather than taken from the caller's
+    // cached endpoint (which only decided that these deliveries are not handed over leased).
     let seq = conn.last_insert_rowid();
     let mut stmt = conn
         .prepare_cached(
@@ -551,7 +551,8 @@ pub fn pending_endpoints(conn: &Connection, skip_endpoints_json: &str) -> StoreR
 }
 
 /// Leases due deliveries of `candidates` (endpoints with something due, with their
-/// earliest due time), at most `limit`, shared fairly between the endpoints.
+/// earliest due time and whether they are FIFO), at most `limit`: the heads of FIFO lanes
+/// first, then the rest shared fairly between the endpoints.
 pub fn claim_due(
     conn: &Connection,
     now: DateTime<Utc>,
@@ -559,19 +560,25 @@ pub fn claim_due(
     lease_end: DateTime<Utc>,
     candidates: Vec<(String, i64, bool)>,
 ) -> StoreResult<Vec<Job>> {
-    // Rows in FIFO lanes are left to their lane's own claim (at most its head).
+    // At a FIFO endpoint, rows in lanes are left to their lane's own claim (at most its
+    // head). Whether an endpoint is FIFO is read now, not from the row: a row given a lane
+    // by a write that raced the endpoint's change back to concurrent is taken like the rest.
     let mut take = conn
         .prepare_cached(&format!(
             "UPDATE deliveries SET due_at = ?1, leased = 1 WHERE endpoint_id = ?3 AND msg_id IN \
              (SELECT msg_id FROM deliveries WHERE status = 1 AND endpoint_id = ?3 AND due_at <= ?2 \
-              AND lane_seq IS NULL ORDER BY due_at LIMIT ?4) \
+              AND (?5 = 0 OR lane_seq IS NULL) ORDER BY due_at LIMIT ?4) \
              RETURNING {}",
             rows::DELIVERY_COLS
         ))
         .map_err(db_err)?;
     let mut claimed: Vec<Delivery> = Vec::new();
     let mut room = limit;
-    for (endpoint_id, _, _) in candidates.iter().filter(|(_, _, fifo)| *fifo) {
+    let fifo: std::collections::HashSet<String> =
+        candidates.iter().filter(|(_, _, fifo)| *fifo).map(|(id, _, _)| id.clone()).collect();
+    let mut lanes_first: Vec<&(String, i64, bool)> = candidates.iter().filter(|(_, _, fifo)| *fifo).collect();
+    lanes_first.sort_by_key(|(_, due, _)| *due);
+    for (endpoint_id, _, _) in lanes_first {
         if room == 0 {
             break;
         }
@@ -586,7 +593,10 @@ pub fn claim_due(
         for (endpoint_id, share) in &round {
             let before = claimed.len();
             let rows = take
-                .query_map(params![ms(lease_end), ms(now), endpoint_id, *share as i64], rows::delivery)
+                .query_map(
+                    params![ms(lease_end), ms(now), endpoint_id, *share as i64, fifo.contains(endpoint_id)],
+                    rows::delivery,
+                )
                 .map_err(db_err)?;
             for row in rows {
                 claimed.push(row.map_err(db_err)?);
@@ -658,17 +668,21 @@ pub fn record_attempt(
     };
     // A retry does not bring back a delivery failed while its attempt was under way (its
     // message's content was deleted), as on PostgreSQL.
-    let lane: Option<Option<String>> = query_opt(
+    let lane: Option<(Option<String>, i64)> = query_opt(
         conn,
         "UPDATE deliveries SET status = CASE WHEN ?3 = 1 AND status = 2 THEN 2 ELSE ?3 END, \
          attempts = attempts + 1, due_at = CASE WHEN ?3 = 1 AND status = 2 THEN NULL ELSE ?4 END, leased = 0, \
-         updated_at = ?5 WHERE msg_id = ?1 AND endpoint_id = ?2 RETURNING CASE WHEN lane_seq IS NOT NULL THEN lane_key END",
+         updated_at = ?5 WHERE msg_id = ?1 AND endpoint_id = ?2 \
+         RETURNING CASE WHEN lane_seq IS NOT NULL THEN lane_key END, status",
         params![a.msg_id, a.endpoint_id, status, due, now],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    // A retry keeps its lane's head where it is; anything else moves the lane on.
-    if let (Some(Some(lane_key)), false) = (lane, status == 1) {
-        lanes::advance(conn, &a.endpoint_id, &lane_key, now)?;
+    // A retry keeps its lane's head where it is; a delivery that finished (or had failed
+    // while this attempt was under way: its content was deleted) moves the lane on.
+    if let Some((Some(lane_key), stored_status)) = lane {
+        if stored_status != 1 {
+            lanes::advance(conn, &a.endpoint_id, &lane_key, now)?;
+        }
     }
     if *next == NextStep::Succeeded {
         execute(
@@ -740,8 +754,12 @@ pub fn resend(conn: &Connection, app_id: &str, msg_id: &str, endpoint_id: &str, 
         &format!(
             "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
              updated_at, lane_seq, lane_key) VALUES (?1, ?2, ?3, 1, 0, ?4, 0, 1, ?4, {lane}, {key}) \
-             ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, due_at = ?4, leased = 0, \
+             ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, \
+             due_at = CASE WHEN {in_flight} THEN due_at ELSE ?4 END, leased = CASE WHEN {in_flight} THEN 1 ELSE 0 END, \
              trigger_type = 1, updated_at = ?4, lane_seq = excluded.lane_seq, lane_key = excluded.lane_key",
+            // A lane's delivery being sent right now is not sent a second time beside it
+            // (the lane would move on when the first attempt is recorded).
+            in_flight = "(lane_seq IS NOT NULL AND leased = 1 AND due_at > ?4)",
             lane = lane_seq_sql("?2", "?1"),
             key = lane_key_sql("?1")
         ),
@@ -803,6 +821,15 @@ pub fn expunge_message_content(conn: &Connection, app_id: &str, msg_id: &str, no
          WHERE app_id = ?1 AND id = ?2",
         [app_id, msg_id],
     )?)?;
+    // A delivery being sent right now moves its lane on when its attempt is recorded, not
+    // before: the next one of the lane must not go while this one is still on the wire.
+    let in_flight: Vec<String> = query_all(
+        conn,
+        "SELECT endpoint_id FROM deliveries WHERE app_id = ?1 AND msg_id = ?2 AND status = 1 AND leased = 1 \
+         AND due_at > ?3",
+        params![app_id, msg_id, now],
+        |r| r.get(0),
+    )?;
     let failed: Vec<(String, String, bool)> = query_all(
         conn,
         "UPDATE deliveries SET status = 2, due_at = NULL, leased = 0, updated_at = ?3 \
@@ -810,7 +837,7 @@ pub fn expunge_message_content(conn: &Connection, app_id: &str, msg_id: &str, no
         params![app_id, msg_id, now],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    for (endpoint_id, lane_key, _) in failed.iter().filter(|(_, _, in_lane)| *in_lane) {
+    for (endpoint_id, lane_key, _) in failed.iter().filter(|(ep, _, in_lane)| *in_lane && !in_flight.contains(ep)) {
         lanes::advance(conn, endpoint_id, lane_key, now)?;
     }
     Ok(())
@@ -928,7 +955,7 @@ pub fn get_attempt(conn: &Connection, app_id: &str, msg_id: &str, attempt_id: &s
 pub fn queue_stats(conn: &Connection, now: i64) -> StoreResult<crate::QueueStats> {
     let (due, scheduled, leased): (i64, i64, i64) = conn
         .prepare_cached(
-            "SELECT COALESCE(SUM(leased = 0 AND due_at <= ?1), 0), COALESCE(SUM(leased = 0 AND due_at > ?1), 0), \
+            "SELECT COALESCE(SUM(leased = 0 AND due_at <= ?1), 0), COALESCE(SUM(leased = 0 AND (due_at > ?1 OR due_at IS NULL)), 0), \
              COALESCE(SUM(leased = 1), 0) FROM deliveries WHERE status = 1",
         )
         .and_then(|mut s| s.query_row([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))

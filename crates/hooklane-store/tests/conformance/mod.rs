@@ -90,6 +90,9 @@ macro_rules! store_conformance_tests {
             fifo_lane_sends_one_at_a_time_in_order,
             fifo_lane_replays_keep_message_order_and_ordering_can_change,
             fifo_lanes_by_ordering_key_go_side_by_side,
+            fifo_lane_head_held_back_is_not_due,
+            fifo_lane_parked_rows_are_counted,
+            fifo_lane_resend_of_head_in_flight_is_not_sent_twice,
             // --- inbound sources
             source_lifecycle_and_hidden_application,
             source_create_is_atomic,
