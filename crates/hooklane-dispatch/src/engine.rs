@@ -188,13 +188,11 @@ impl Dispatcher {
     /// Reserves room for deliveries to these endpoints, or `None` when memory is full or
     /// one of them is saturated or its circuit is not closed (the deliveries are then
     /// written unleased and a poller takes them when there is room, or the circuit closes).
-    /// A FIFO endpoint's deliveries always go through the store: only its lane's claim
-    /// knows whether the one before has finished.
+    /// (Deliveries to FIFO endpoints are then still written unleased by the store, which
+    /// alone knows whether the one before has finished; their room is given back.)
     pub fn reserve(&self, endpoints: &[Arc<Endpoint>]) -> Option<Reservation> {
         if self.inner.stopping.load(Ordering::Relaxed)
-            || endpoints.iter().any(|e| {
-                e.order.is_fifo() || self.inner.gates.is_saturated(&e.id) || !self.inner.circuits.is_closed(&e.id)
-            })
+            || endpoints.iter().any(|e| self.inner.gates.is_saturated(&e.id) || !self.inner.circuits.is_closed(&e.id))
         {
             return None;
         }

@@ -55,13 +55,15 @@ pub trait Store: Send + Sync + 'static {
     // --- messages and deliveries
     /// Writes the message and one pending delivery per endpoint in one transaction; returns
     /// once that is durable. When `leased_until` is given the deliveries are created already
-    /// leased to the caller, which will send them itself without waiting for a poll.
+    /// leased to the caller, which will send them itself without waiting for a poll, except
+    /// those to endpoints that are FIFO at this write (they join their lane for a claim to
+    /// take). Returns the endpoints whose deliveries were written leased.
     async fn create_message(
         &self,
         msg: Message,
         endpoint_ids: Vec<String>,
         leased_until: Option<DateTime<Utc>>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<Vec<String>>;
     /// By id or by `eventId`.
     async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>>;
     async fn list_messages(

@@ -265,32 +265,35 @@ pub async fn store_and_dispatch(s: &AppState, msg: Message) -> hooklane_store::S
     let leased_until = reservation
         .as_ref()
         .map(|_| msg.created_at + chrono::Duration::from_std(dispatcher.lease()).unwrap_or_default());
-    s.0.store.create_message(msg.clone(), ids, leased_until).await?;
+    let wanted = ids.len();
+    let leased = s.0.store.create_message(msg.clone(), ids, leased_until).await?;
     metrics::counter!("hooklane_messages_ingested_total").increment(1);
     let msg = Arc::new(msg);
-    match reservation {
-        Some(reservation) => {
-            let jobs = endpoints
-                .into_iter()
-                .map(|endpoint| Job {
-                    delivery: Delivery {
-                        msg_id: msg.id.clone(),
-                        endpoint_id: endpoint.id.clone(),
-                        app_id: msg.app_id.clone(),
-                        status: DeliveryStatus::Pending,
-                        attempts: 0,
-                        next_attempt_at: Some(msg.created_at),
-                        trigger: TriggerType::Scheduled,
-                        updated_at: msg.created_at,
-                    },
-                    message: msg.clone(),
-                    endpoint,
-                })
-                .collect();
-            dispatcher.submit(jobs, reservation);
-        }
-        None if !endpoints.is_empty() => dispatcher.wake(),
-        None => {}
+    // Deliveries to FIFO endpoints are written unleased even when asked (the store knows
+    // whether their lane is free): they are the poller's.
+    if leased.len() < wanted {
+        dispatcher.wake();
+    }
+    if let Some(reservation) = reservation {
+        let jobs = endpoints
+            .into_iter()
+            .filter(|endpoint| leased.contains(&endpoint.id))
+            .map(|endpoint| Job {
+                delivery: Delivery {
+                    msg_id: msg.id.clone(),
+                    endpoint_id: endpoint.id.clone(),
+                    app_id: msg.app_id.clone(),
+                    status: DeliveryStatus::Pending,
+                    attempts: 0,
+                    next_attempt_at: Some(msg.created_at),
+                    trigger: TriggerType::Scheduled,
+                    updated_at: msg.created_at,
+                },
+                message: msg.clone(),
+                endpoint,
+            })
+            .collect();
+        dispatcher.submit(jobs, reservation);
     }
     Ok(Arc::unwrap_or_clone(msg))
 }

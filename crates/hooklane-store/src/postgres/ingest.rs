@@ -3,7 +3,7 @@
 //! that inserts every message and every delivery of the batch as multi-row inserts.
 //! A few workers write batches in parallel, so one slow commit does not hold up the next.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
@@ -27,7 +27,8 @@ pub(super) struct IngestJob {
     pub msg: Message,
     pub endpoint_ids: Vec<String>,
     pub leased_until: Option<DateTime<Utc>>,
-    pub reply: oneshot::Sender<StoreResult<()>>,
+    /// Answered with the endpoints whose deliveries were written leased.
+    pub reply: oneshot::Sender<StoreResult<Vec<String>>>,
 }
 
 /// Starts the workers and their announcer; they stop when the returned sender (the store)
@@ -145,7 +146,12 @@ async fn worker(pool: Pool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<IngestJob>>>
 }
 
 /// Answers every job of a written batch, and has new messages announced.
-async fn answer(pool: &Pool, batch: Vec<IngestJob>, written: StoreResult<HashSet<String>>, announcer: &Announcer) {
+async fn answer(
+    pool: &Pool,
+    batch: Vec<IngestJob>,
+    written: StoreResult<HashMap<String, Vec<String>>>,
+    announcer: &Announcer,
+) {
     let inserted = match written {
         Ok(inserted) => inserted,
         Err(e) if batch.len() == 1 => {
@@ -163,14 +169,16 @@ async fn answer(pool: &Pool, batch: Vec<IngestJob>, written: StoreResult<HashSet
         }
     };
     if !inserted.is_empty() {
-        announcer.written(batch.iter().filter(|j| inserted.contains(&j.msg.id)).map(|j| j.msg.app_id.as_str()));
+        announcer.written(batch.iter().filter(|j| inserted.contains_key(&j.msg.id)).map(|j| j.msg.app_id.as_str()));
     }
-    let unleased = batch.iter().any(|j| j.leased_until.is_none() && !j.endpoint_ids.is_empty());
+    let mut unleased = false;
     for job in batch {
-        let answer = if inserted.contains(&job.msg.id) {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict("a message with this eventId already exists".into()))
+        let answer = match inserted.get(&job.msg.id) {
+            Some(leased) => {
+                unleased |= leased.len() < job.endpoint_ids.len();
+                Ok(leased.clone())
+            }
+            None => Err(StoreError::Conflict("a message with this eventId already exists".into())),
         };
         let _ = job.reply.send(answer);
     }
@@ -182,8 +190,9 @@ async fn answer(pool: &Pool, batch: Vec<IngestJob>, written: StoreResult<HashSet
 }
 
 /// Writes the batch; returns the ids of the messages inserted (the others broke a
-/// uniqueness rule: a duplicate `eventId`, also within the batch, and wrote nothing).
-async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashSet<String>> {
+/// uniqueness rule: a duplicate `eventId`, also within the batch, and wrote nothing), each
+/// with the endpoints whose deliveries were written leased.
+async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashMap<String, Vec<String>>> {
     let client = pool.get().await.map_err(pool_err)?;
     let col = |f: &dyn Fn(&Message) -> String| batch.iter().map(|j| f(&j.msg)).collect::<Vec<String>>();
     let ids = col(&|m| m.id.clone());
@@ -243,12 +252,12 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashSet<String>>
         )
         .await
         .map_err(db_err)?;
-    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    rows.iter().map(|r| Ok((super::rows::get::<String>(r, 0)?, super::rows::get::<Vec<String>>(r, 1)?))).collect()
 }
 
-/// Inserts a batch: its messages and, for each one inserted, its deliveries (those leased to
-/// the writing node are never in a FIFO lane, see `Dispatcher::reserve`, so their lane is
-/// not looked up). Data-modifying CTEs all run to completion; deliveries are written only
+/// Inserts a batch: its messages and, for each one inserted, its deliveries: leased to the
+/// writing node when asked, except those to FIFO endpoints (read here, not from the node's
+/// cache), which join their lane instead. Data-modifying CTEs all run to completion; deliveries are written only
 /// for the messages that were (ON CONFLICT DO NOTHING skips duplicates, so a duplicate in
 /// the batch costs only itself).
 const INGEST_SQL: &str = "WITH input AS ( \
@@ -267,14 +276,14 @@ const INGEST_SQL: &str = "WITH input AS ( \
              ), d AS ( \
                  INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
                      updated_at, lane_seq, lane_key) \
-                 SELECT k.msg_id, k.endpoint_id, k.app_id, 1, 0, k.due, k.leased, 0, k.at, \
-                     CASE WHEN k.leased THEN NULL WHEN (SELECT fifo FROM endpoints WHERE id = k.endpoint_id) THEN m.seq END, \
-                     COALESCE(m.ordering_key, '') \
+                 SELECT k.msg_id, k.endpoint_id, k.app_id, 1, 0, CASE WHEN k.leased AND NOT f.fifo THEN k.due ELSE k.at END, \
+                     k.leased AND NOT f.fifo, 0, k.at, CASE WHEN f.fifo THEN m.seq END, COALESCE(m.ordering_key, '') \
                  FROM UNNEST($12::text[], $13::text[], $14::text[], $15::bigint[], $16::boolean[], $17::bigint[]) \
                      AS k(msg_id, endpoint_id, app_id, due, leased, at) \
                  JOIN m ON m.id = k.msg_id \
-                 RETURNING 1 \
-             ) SELECT id FROM m";
+                 CROSS JOIN LATERAL (SELECT COALESCE((SELECT fifo FROM endpoints WHERE id = k.endpoint_id), false) AS fifo) f \
+                 RETURNING msg_id, endpoint_id, leased \
+             ) SELECT m.id, ARRAY(SELECT d.endpoint_id FROM d WHERE d.msg_id = m.id AND d.leased) FROM m";
 
 async fn announce(pool: &Pool) {
     let sent = match pool.get().await {

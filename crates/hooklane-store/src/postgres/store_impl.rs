@@ -108,7 +108,7 @@ impl Store for PgStore {
         msg: Message,
         endpoint_ids: Vec<String>,
         leased_until: Option<DateTime<Utc>>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<String>> {
         // PostgreSQL text cannot hold NUL; refused here so it cannot fail a whole batch.
         if msg.payload.contains('\0') {
             return Err(StoreError::Database(

@@ -278,7 +278,7 @@ pub fn insert_message(
     m: &Message,
     endpoint_ids: &[String],
     leased_until: Option<DateTime<Utc>>,
-) -> StoreResult<()> {
+) -> StoreResult<Vec<String>> {
     conn.prepare_cached(
         "INSERT INTO messages (id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, \
          headers, ordering_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -303,40 +303,34 @@ pub fn insert_message(
         other => other,
     })?;
     let now = ms(m.created_at);
-    let (due, leased) = match leased_until {
-        Some(t) => (ms(t), true),
-        None => (now, false),
-    };
-    if leased {
-        // Handed to the caller's dispatcher, which never takes deliveries to FIFO endpoints
-        // this way (`Dispatcher::reserve`): no lane to look up on the hot path.
-        let mut stmt = conn
-            .prepare_cached(
-                "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
-                 updated_at) VALUES (?1, ?2, ?3, 1, 0, ?4, 1, 0, ?5)",
-            )
-            .map_err(db_err)?;
-        for ep in endpoint_ids {
-            stmt.execute(params![m.id, ep, m.app_id, due, now]).map_err(db_err)?;
-        }
-        return Ok(());
-    }
-    // The message's `seq` (its rowid) is its place in the lane of a FIFO endpoint; whether the
-    // endpoint is FIFO is looked up here, in the writer, rather than taken from the caller's
-    // cached endpoint (which only decided that these deliveries are not handed over leased).
+    // The message's `seq` (its rowid) is its place in the lane of a FIFO endpoint. Whether
+    // the endpoint is FIFO is read here, in the writer, not taken from the caller's cached
+    // endpoint: a delivery joins a lane (and is not leased) exactly when its endpoint is FIFO
+    // at this write.
     let seq = conn.last_insert_rowid();
     let mut stmt = conn
         .prepare_cached(
             "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
              updated_at, lane_seq, lane_key) \
-             VALUES (?1, ?2, ?3, 1, 0, ?4, 0, 0, ?5, CASE WHEN (SELECT fifo FROM endpoints WHERE id = ?2) THEN ?6 END, ?7)",
+             SELECT ?1, ?2, ?3, 1, 0, CASE WHEN l.leased THEN ?4 ELSE ?5 END, l.leased, 0, ?5, \
+                 CASE WHEN l.fifo THEN ?6 END, ?7 \
+             FROM (SELECT f.fifo, ?8 AND NOT f.fifo AS leased \
+                   FROM (SELECT COALESCE((SELECT fifo FROM endpoints WHERE id = ?2), 0) AS fifo) f) l \
+             RETURNING leased",
         )
         .map_err(db_err)?;
     let lane_key = m.ordering_key.as_deref().unwrap_or_default();
+    let lease_end = leased_until.map(ms).unwrap_or(now);
+    let mut leased = Vec::new();
     for ep in endpoint_ids {
-        stmt.execute(params![m.id, ep, m.app_id, due, now, seq, lane_key]).map_err(db_err)?;
+        let was_leased: bool = stmt
+            .query_row(params![m.id, ep, m.app_id, lease_end, now, seq, lane_key, leased_until.is_some()], |r| r.get(0))
+            .map_err(db_err)?;
+        if was_leased {
+            leased.push(ep.clone());
+        }
     }
-    Ok(())
+    Ok(leased)
 }
 
 pub fn get_message(conn: &Connection, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {

@@ -125,7 +125,7 @@ impl Store for SqliteStore {
         msg: Message,
         endpoint_ids: Vec<String>,
         leased_until: Option<DateTime<Utc>>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<String>> {
         self.write_unguarded(move |c| queries::insert_message(c, &msg, &endpoint_ids, leased_until)).await
     }
 

@@ -221,3 +221,22 @@ pub async fn fifo_lane_resend_of_head_in_flight_is_not_sent_twice(store: &DynSto
     let after = to(&claim(store, now).await, &fifo);
     assert!(again.is_empty() || after.is_empty(), "m0 re-sent ({again:?}) and then {after:?} while it is in flight");
 }
+
+/// A message posted with its deliveries leased to the poster (ingest's hand-over) leases
+/// those to concurrent endpoints only: the FIFO one joins its lane, whatever the poster's
+/// cache believed, and is claimed from it.
+pub async fn fifo_deliveries_are_never_handed_over_leased(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let fifo = setup_fifo_endpoint(store, &app.id).await;
+    let side = setup_endpoint(store, &app.id).await;
+    let first = post(store, &app.id, &[&fifo], t).await;
+    let msg = new_message(&app.id, "user.created", t);
+    let leased =
+        store.create_message(msg.clone(), vec![fifo.id.clone(), side.id.clone()], Some(t + mins(1))).await.unwrap();
+    assert_eq!(leased, vec![side.id.clone()], "only the concurrent endpoint's delivery is handed over");
+    let now = t + secs(1);
+    assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&first]), "the lane's head; the new one waits behind it");
+    record(store, &first, &fifo, now, NextStep::Succeeded).await;
+    assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&msg]), "then the message posted leased");
+}

@@ -91,6 +91,7 @@ macro_rules! store_conformance_tests {
             fifo_lane_replays_keep_message_order_and_ordering_can_change,
             fifo_lanes_by_ordering_key_go_side_by_side,
             fifo_lane_head_held_back_is_not_due,
+            fifo_deliveries_are_never_handed_over_leased,
             fifo_lane_parked_rows_are_counted,
             fifo_lane_resend_of_head_in_flight_is_not_sent_twice,
             // --- inbound sources
@@ -2154,7 +2155,7 @@ pub async fn concurrent_create_message_all_durable(store: &DynStore) {
             let mut msg = new_message(&app_id, "user.created", t);
             msg.event_id = Some(format!("evt-{i}"));
             let eps = if i % 2 == 0 { vec![e1, e2] } else { vec![e1] };
-            s.create_message(msg.clone(), eps, None).await.map(|()| msg)
+            s.create_message(msg.clone(), eps, None).await.map(|_| msg)
         });
     }
     let mut created = Vec::new();
@@ -2205,7 +2206,7 @@ pub async fn concurrent_duplicate_event_id_single_winner(store: &DynStore) {
     let (mut winners, mut losers) = (Vec::new(), Vec::new());
     while let Some(r) = tasks.join_next().await {
         match r.expect("task") {
-            (id, Ok(())) => winners.push(id),
+            (id, Ok(_)) => winners.push(id),
             (id, Err(StoreError::Conflict(_))) => losers.push(id),
             (_, Err(e)) => panic!("unexpected error: {e:?}"),
         }
