@@ -252,14 +252,21 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashMap<String, 
         )
         .await
         .map_err(db_err)?;
-    rows.iter().map(|r| Ok((super::rows::get::<String>(r, 0)?, super::rows::get::<Vec<String>>(r, 1)?))).collect()
+    // One row per message inserted (endpoint NULL), and one per delivery written leased.
+    let mut inserted: HashMap<String, Vec<String>> = HashMap::new();
+    for row in &rows {
+        let msg_id: String = super::rows::get(row, 0)?;
+        let endpoint_id: Option<String> = super::rows::get(row, 1)?;
+        inserted.entry(msg_id).or_default().extend(endpoint_id);
+    }
+    Ok(inserted)
 }
 
 /// Inserts a batch: its messages and, for each one inserted, its deliveries: leased to the
 /// writing node when asked, except those to FIFO endpoints (read here, not from the node's
-/// cache), which join their lane instead. Data-modifying CTEs all run to completion; deliveries are written only
-/// for the messages that were (ON CONFLICT DO NOTHING skips duplicates, so a duplicate in
-/// the batch costs only itself).
+/// cache), which join their lane instead. Data-modifying CTEs all run to completion;
+/// deliveries are written only for the messages that were (ON CONFLICT DO NOTHING skips
+/// duplicates, so a duplicate in the batch costs only itself).
 const INGEST_SQL: &str = "WITH input AS ( \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
                      $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[]) \
@@ -276,14 +283,14 @@ const INGEST_SQL: &str = "WITH input AS ( \
              ), d AS ( \
                  INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
                      updated_at, lane_seq, lane_key) \
-                 SELECT k.msg_id, k.endpoint_id, k.app_id, 1, 0, CASE WHEN k.leased AND NOT f.fifo THEN k.due ELSE k.at END, \
-                     k.leased AND NOT f.fifo, 0, k.at, CASE WHEN f.fifo THEN m.seq END, COALESCE(m.ordering_key, '') \
+                 SELECT k.msg_id, k.endpoint_id, k.app_id, 1, 0, CASE WHEN k.leased AND e.fifo IS NOT TRUE THEN k.due ELSE k.at END, \
+                     k.leased AND e.fifo IS NOT TRUE, 0, k.at, CASE WHEN e.fifo THEN m.seq END, COALESCE(m.ordering_key, '') \
                  FROM UNNEST($12::text[], $13::text[], $14::text[], $15::bigint[], $16::boolean[], $17::bigint[]) \
                      AS k(msg_id, endpoint_id, app_id, due, leased, at) \
                  JOIN m ON m.id = k.msg_id \
-                 CROSS JOIN LATERAL (SELECT COALESCE((SELECT fifo FROM endpoints WHERE id = k.endpoint_id), false) AS fifo) f \
+                 LEFT JOIN endpoints e ON e.id = k.endpoint_id \
                  RETURNING msg_id, endpoint_id, leased \
-             ) SELECT m.id, ARRAY(SELECT d.endpoint_id FROM d WHERE d.msg_id = m.id AND d.leased) FROM m";
+             ) SELECT id, NULL FROM m UNION ALL SELECT msg_id, endpoint_id FROM d WHERE leased";
 
 async fn announce(pool: &Pool) {
     let sent = match pool.get().await {
