@@ -452,6 +452,61 @@ async fn fifo_claim_racing_a_record_does_not_stall_the_lane() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_racing_fifo_on_keeps_retries_in_the_lane() {
+    // An ingest whose snapshot predates a change to FIFO writes its delivery leased and
+    // outside the lane (it is sent at once); should that send fail, the retry waits its turn
+    // in the lane instead of going beside the lane's head.
+    use hooklane_core::model::DeliveryOrder;
+    let db = TestDatabase::create().await;
+    let store: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+    let t = conformance::now_ms();
+    let app = conformance::setup_app(&store, "A").await;
+    let ep = conformance::setup_endpoint(&store, &app.id).await;
+
+    let mut raw = sql(&db).await;
+    let other = raw.transaction().await.unwrap();
+    other
+        .execute(
+            "INSERT INTO messages (id, app_id, event_type, event_id, payload, created_at) \
+             VALUES ('msg_other', $1, 'x', 'evt-1', '{}', 0)",
+            &[&app.id],
+        )
+        .await
+        .unwrap();
+    let mut first = conformance::new_message(&app.id, "user.created", t);
+    first.event_id = Some("evt-1".into());
+    let (s, m, e) = (store.clone(), first.clone(), ep.id.clone());
+    let ingest = tokio::spawn(async move { s.create_message(m, vec![e], Some(t + conformance::mins(2))).await });
+    tokio::time::sleep(Duration::from_millis(500)).await; // waiting on the other writer
+    assert!(!ingest.is_finished());
+    let mut changed = conformance::endpoint_now(&store, &ep).await;
+    changed.order = DeliveryOrder::Fifo;
+    changed.updated_at = t;
+    store.update_endpoint(changed).await.unwrap();
+    other.rollback().await.unwrap();
+    let leased = ingest.await.unwrap().unwrap();
+    assert_eq!(leased, vec![ep.id.clone()], "the racing ingest still read the endpoint as concurrent");
+
+    let second = conformance::post(&store, &app.id, &[&ep], t + conformance::millis(1)).await;
+    let retry = NextStep::RetryAt(t + conformance::secs(1));
+    store
+        .record_attempts(vec![conformance::outcome(&first.id, &ep, t, retry)], Duration::from_secs(3600))
+        .await
+        .unwrap();
+
+    let got = conformance::claim(&store, t + conformance::secs(2)).await;
+    assert_eq!(
+        conformance::job_keys(&got),
+        conformance::set([conformance::pair(&first, &ep)]),
+        "the retry heads the lane and the later message waits behind it"
+    );
+    let done = conformance::outcome(&first.id, &ep, t + conformance::secs(2), NextStep::Succeeded);
+    store.record_attempts(vec![done], Duration::from_secs(3600)).await.unwrap();
+    let got = conformance::claim(&store, t + conformance::secs(3)).await;
+    assert_eq!(conformance::job_keys(&got), conformance::set([conformance::pair(&second, &ep)]));
+}
+
 /// REVIEW: ingest racing a change of ordering to concurrent. The ingest statement's snapshot
 /// predates the change (it waits here on a unique index, as it may on any lock or just on
 /// being slow), so it reads the endpoint as FIFO and writes a lane row; the change's

@@ -617,6 +617,7 @@ async fn a_fifo_endpoint_gets_one_message_at_a_time_in_order() {
     assert_eq!(overlaps, 0, "a request came before the previous one was answered: {order:?}");
 
     let (side_order, side_overlaps) = lane_log(&side.received());
+    assert_eq!(side_order.len(), COUNT + 2, "two retries, no duplicate: {side_order:?}");
     assert_ne!(distinct_in_a_row(&side_order), (0..COUNT as i64).collect::<Vec<_>>(), "{side_order:?}");
     assert!(side_overlaps > 0, "the concurrent endpoint was sent one at a time: {side_order:?}");
 

@@ -465,18 +465,17 @@ pub async fn claim_due(
 ) -> StoreResult<Vec<Job>> {
     // Each endpoint's share is taken by its own LATERAL subquery on `deliveries_pending`,
     // so one statement claims for every endpoint of a round; SKIP LOCKED leaves rows another
-    // node is claiming at this moment to that node. At a FIFO endpoint ($5), rows in lanes
-    // are left to their lane's own claim; whether it is FIFO is read now, not from the row,
-    // so a row given a lane by a write that raced a change back to concurrent is taken too.
+    // node is claiming at this moment to that node. Only endpoints that are concurrent now
+    // come here, rows in lanes or not: a row given a lane by a write that raced a change
+    // back to concurrent is taken too. (FIFO endpoints' rows are all their lanes' own.)
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH due AS ( \
                  SELECT t.msg_id, t.endpoint_id \
-                 FROM UNNEST($3::text[], $4::bigint[], $5::boolean[]) AS s(endpoint_id, share, fifo) \
+                 FROM UNNEST($3::text[], $4::bigint[]) AS s(endpoint_id, share) \
                  CROSS JOIN LATERAL ( \
                      SELECT d.msg_id, d.endpoint_id FROM deliveries d \
                      WHERE d.status = 1 AND d.endpoint_id = s.endpoint_id AND d.due_at <= $2 \
-                         AND (NOT s.fifo OR d.lane_seq IS NULL) \
                      ORDER BY d.due_at LIMIT s.share \
                      FOR UPDATE SKIP LOCKED \
                  ) t \
@@ -495,11 +494,9 @@ pub async fn claim_due(
         pending_endpoints(&*c, skip_endpoints).await?.into_iter().filter(|(_, due, _)| *due <= at).collect();
     // FIFO lanes first (the longest due first), each its head at most.
     let mut found = Vec::new();
-    let fifo: std::collections::HashSet<String> =
-        candidates.iter().filter(|(_, _, fifo)| *fifo).map(|(id, _, _)| id.clone()).collect();
-    let mut lanes_first: Vec<&(String, i64, bool)> = candidates.iter().filter(|(_, _, fifo)| *fifo).collect();
+    let (mut lanes_first, candidates): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|(_, _, fifo)| *fifo);
     lanes_first.sort_by_key(|(_, due, _)| *due);
-    for (endpoint_id, _, _) in lanes_first {
+    for (endpoint_id, _, _) in &lanes_first {
         if found.len() >= limit {
             break;
         }
@@ -521,8 +518,7 @@ pub async fn claim_due(
     while let Some(round) = fair.next_round() {
         let ids: Vec<&str> = round.iter().map(|(id, _)| id.as_str()).collect();
         let shares: Vec<i64> = round.iter().map(|(_, n)| limit_param(*n)).collect();
-        let flags: Vec<bool> = round.iter().map(|(id, _)| fifo.contains(id)).collect();
-        let rows = match query(c, &SQL, &[&ms(lease_end), &at, &ids, &shares, &flags]).await {
+        let rows = match query(c, &SQL, &[&ms(lease_end), &at, &ids, &shares]).await {
             Ok(rows) => rows,
             Err(e) if !found.is_empty() => {
                 tracing::warn!(error = %e, "claiming due deliveries failed after some were claimed");

@@ -1321,7 +1321,10 @@ pub async fn claim_due_respects_initial_lease(store: &DynStore) {
     let e1 = setup_endpoint(store, &app.id).await;
     let e2 = setup_endpoint(store, &app.id).await;
     let leased = new_message(&app.id, "user.created", t);
-    store.create_message(leased.clone(), vec![e1.id.clone(), e2.id.clone()], Some(t + mins(2))).await.unwrap();
+    let handed =
+        store.create_message(leased.clone(), vec![e1.id.clone(), e2.id.clone()], Some(t + mins(2))).await.unwrap();
+    // Answered so that the caller sends them itself: left out, they would wait for the lease.
+    assert_eq!(handed.into_iter().collect::<BTreeSet<_>>(), BTreeSet::from([e1.id.clone(), e2.id.clone()]));
 
     let ds = store.message_deliveries(&app.id, &leased.id).await.unwrap();
     assert_eq!(ds.len(), 2);
