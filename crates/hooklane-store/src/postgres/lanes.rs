@@ -35,14 +35,6 @@ use crate::StoreResult;
 /// collision only makes two lanes take turns).
 const LANE_KEY: &str = "hashtextextended('hooklane.lane:' || $1::text || ':' || $2::text, 0)";
 
-/// Said in the lock statement of a lane's claim and of [`settle`]: their commits are not
-/// waited for on disk. Nothing acknowledged rests on them (the record before a settle was
-/// flushed, and woke the lane itself), and what a database crash could take back is only a
-/// lease or a wake-up, which the lease's end makes good (a send again, as after any lease
-/// expiry); any later flushed commit flushes them too. Two disk flushes fewer for each
-/// message of a lane, whose messages go one after another.
-const NOT_FLUSHED: &str = "set_config('synchronous_commit', 'off', true)";
-
 /// Lanes of one endpoint looked at by one claim at most (as on SQLite).
 const MAX_LANES_PER_CLAIM: i64 = 1000;
 
@@ -151,7 +143,7 @@ async fn claim_lane(
         )
     });
     let tx = client.transaction().await.map_err(db_err)?;
-    let lock = format!("SELECT pg_try_advisory_xact_lock({LANE_KEY}), {NOT_FLUSHED}");
+    let lock = format!("SELECT pg_try_advisory_xact_lock({LANE_KEY})");
     let locked = query(&tx, &lock, &[&endpoint_id, &lane_key]).await?;
     let locked: bool = match locked.first() {
         Some(row) => super::rows::get(row, 0)?,
@@ -185,7 +177,7 @@ pub async fn settle(
     lanes.sort();
     lanes.dedup();
     let tx = client.transaction().await.map_err(db_err)?;
-    let lock = format!("SELECT pg_advisory_xact_lock({LANE_KEY}), {NOT_FLUSHED}");
+    let lock = format!("SELECT pg_advisory_xact_lock({LANE_KEY})");
     for (endpoint_id, lane_key) in &lanes {
         query(&tx, &lock, &[endpoint_id, lane_key]).await?;
     }
