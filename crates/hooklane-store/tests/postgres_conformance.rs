@@ -452,6 +452,42 @@ async fn fifo_claim_racing_a_record_does_not_stall_the_lane() {
     );
 }
 
+/// Creates `msg` (to `ep`, leased until `lease`) with an ingest statement whose snapshot
+/// predates a change of `ep`'s ordering to `order`: the ingest waits on a unique index (an
+/// uncommitted message with the same `eventId`) while the change commits, as it may wait on
+/// any lock or just be slow. Returns what the ingest answered.
+async fn ingest_across_change(
+    db: &TestDatabase,
+    store: &DynStore,
+    msg: &Message,
+    ep: &hooklane_core::model::Endpoint,
+    lease: Option<chrono::DateTime<chrono::Utc>>,
+    order: hooklane_core::model::DeliveryOrder,
+) -> Vec<String> {
+    let mut raw = sql(db).await;
+    let other = raw.transaction().await.unwrap();
+    other
+        .execute(
+            "INSERT INTO messages (id, app_id, event_type, event_id, payload, created_at) \
+             VALUES ('msg_other', $1, 'x', 'evt-1', '{}', 0)",
+            &[&msg.app_id],
+        )
+        .await
+        .unwrap();
+    let mut m = msg.clone();
+    m.event_id = Some("evt-1".into());
+    let (s, e) = (store.clone(), ep.id.clone());
+    let ingest = tokio::spawn(async move { s.create_message(m, vec![e], lease).await });
+    tokio::time::sleep(Duration::from_millis(500)).await; // waiting on the other writer
+    assert!(!ingest.is_finished());
+    let mut changed = conformance::endpoint_now(store, ep).await;
+    changed.order = order;
+    changed.updated_at = msg.created_at;
+    store.update_endpoint(changed).await.unwrap();
+    other.rollback().await.unwrap();
+    ingest.await.unwrap().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_racing_fifo_on_keeps_retries_in_the_lane() {
     // An ingest whose snapshot predates a change to FIFO writes its delivery leased and
@@ -464,28 +500,9 @@ async fn ingest_racing_fifo_on_keeps_retries_in_the_lane() {
     let app = conformance::setup_app(&store, "A").await;
     let ep = conformance::setup_endpoint(&store, &app.id).await;
 
-    let mut raw = sql(&db).await;
-    let other = raw.transaction().await.unwrap();
-    other
-        .execute(
-            "INSERT INTO messages (id, app_id, event_type, event_id, payload, created_at) \
-             VALUES ('msg_other', $1, 'x', 'evt-1', '{}', 0)",
-            &[&app.id],
-        )
-        .await
-        .unwrap();
-    let mut first = conformance::new_message(&app.id, "user.created", t);
-    first.event_id = Some("evt-1".into());
-    let (s, m, e) = (store.clone(), first.clone(), ep.id.clone());
-    let ingest = tokio::spawn(async move { s.create_message(m, vec![e], Some(t + conformance::mins(2))).await });
-    tokio::time::sleep(Duration::from_millis(500)).await; // waiting on the other writer
-    assert!(!ingest.is_finished());
-    let mut changed = conformance::endpoint_now(&store, &ep).await;
-    changed.order = DeliveryOrder::Fifo;
-    changed.updated_at = t;
-    store.update_endpoint(changed).await.unwrap();
-    other.rollback().await.unwrap();
-    let leased = ingest.await.unwrap().unwrap();
+    let first = conformance::new_message(&app.id, "user.created", t);
+    let leased =
+        ingest_across_change(&db, &store, &first, &ep, Some(t + conformance::mins(2)), DeliveryOrder::Fifo).await;
     assert_eq!(leased, vec![ep.id.clone()], "the racing ingest still read the endpoint as concurrent");
 
     let second = conformance::post(&store, &app.id, &[&ep], t + conformance::millis(1)).await;
@@ -524,28 +541,8 @@ async fn ingest_racing_fifo_off_strands_no_delivery() {
     ep.order = DeliveryOrder::Fifo;
     store.create_endpoint(ep.clone()).await.unwrap();
 
-    let mut raw = sql(&db).await;
-    let other = raw.transaction().await.unwrap();
-    other
-        .execute(
-            "INSERT INTO messages (id, app_id, event_type, event_id, payload, created_at) \
-             VALUES ('msg_other', $1, 'x', 'evt-1', '{}', 0)",
-            &[&app.id],
-        )
-        .await
-        .unwrap();
-    let mut msg = conformance::new_message(&app.id, "user.created", t);
-    msg.event_id = Some("evt-1".into());
-    let (s, m, e) = (store.clone(), msg.clone(), ep.id.clone());
-    let ingest = tokio::spawn(async move { s.create_message(m, vec![e], None).await });
-    tokio::time::sleep(Duration::from_millis(500)).await; // waiting on the other writer
-    assert!(!ingest.is_finished());
-    let mut changed = conformance::endpoint_now(&store, &ep).await;
-    changed.order = DeliveryOrder::Concurrent;
-    changed.updated_at = t;
-    store.update_endpoint(changed).await.unwrap();
-    other.rollback().await.unwrap();
-    ingest.await.unwrap().unwrap();
+    let msg = conformance::new_message(&app.id, "user.created", t);
+    ingest_across_change(&db, &store, &msg, &ep, None, DeliveryOrder::Concurrent).await;
 
     let now = t + conformance::secs(1);
     let next = store.next_due_at(&[]).await.unwrap();
