@@ -136,7 +136,7 @@ async fn worker(pool: Pool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<IngestJob>>>
             // One bad message must not fail the others: write each on its own.
             for job in batch {
                 let single = vec![job];
-                let written = write(&pool, &single).await;
+                let written = rewrite(&pool, &single).await;
                 answer(&pool, single, written, &announcer).await;
             }
             continue;
@@ -262,6 +262,33 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashMap<String, 
     Ok(inserted)
 }
 
+/// Writes again, on its own, a job of a batch whose statement failed. That statement may
+/// have committed all the same (the connection lost after the commit, before its answer):
+/// a message then found under its own id (which this node made up) is this job's, answered
+/// as written, with its deliveries still leased to this node, rather than as a duplicate
+/// `eventId` (a 409 for a message that was stored).
+async fn rewrite(pool: &Pool, single: &[IngestJob]) -> StoreResult<HashMap<String, Vec<String>>> {
+    let mut inserted = write(pool, single).await?;
+    for job in single {
+        if inserted.contains_key(&job.msg.id) {
+            continue;
+        }
+        let client = pool.get().await.map_err(pool_err)?;
+        let found = client
+            .query_opt(
+                "SELECT ARRAY(SELECT endpoint_id FROM deliveries WHERE msg_id = $1 AND status = 1 AND leased) \
+                 FROM messages WHERE id = $1 AND app_id = $2",
+                &[&job.msg.id, &job.msg.app_id],
+            )
+            .await
+            .map_err(db_err)?;
+        if let Some(row) = found {
+            inserted.insert(job.msg.id.clone(), super::rows::get(&row, 0)?);
+        }
+    }
+    Ok(inserted)
+}
+
 /// Inserts a batch: its messages and, for each one inserted, its deliveries: leased to the
 /// writing node when asked, except those to FIFO endpoints (read here, not from the node's
 /// cache), which join their lane instead. Data-modifying CTEs all run to completion;
@@ -299,5 +326,97 @@ async fn announce(pool: &Pool) {
     };
     if let Err(e) = sent {
         tracing::debug!(error = %e, "NOTIFY failed; pollers will find the work on their next round");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use hooklane_core::ids::{new_id, APP, ENDPOINT, MESSAGE};
+    use hooklane_core::model::{Application, Endpoint};
+
+    use super::*;
+    use crate::postgres::testing::TestDatabase;
+    use crate::postgres::PgStore;
+    use crate::Store;
+
+    fn job(msg: &Message, endpoint_id: &str, leased_until: DateTime<Utc>) -> IngestJob {
+        let (reply, _) = oneshot::channel();
+        IngestJob {
+            msg: msg.clone(),
+            endpoint_ids: vec![endpoint_id.to_string()],
+            leased_until: Some(leased_until),
+            reply,
+        }
+    }
+
+    /// A batch committed but its answer was lost (say, the connection dropped): each of its
+    /// jobs is written again alone, finds its message there, and is answered as written.
+    #[tokio::test]
+    async fn a_batch_committed_unanswered_is_answered_as_written() {
+        let db = TestDatabase::create().await;
+        let store = PgStore::open(db.url()).await.unwrap();
+        let now = Utc::now();
+        let app = Application {
+            id: new_id(APP),
+            uid: None,
+            name: "A".into(),
+            rate_limit: None,
+            metadata: BTreeMap::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        store.create_app(app.clone()).await.unwrap();
+        let id = new_id(ENDPOINT);
+        let ep = Endpoint {
+            url: format!("https://example.com/{id}"),
+            id,
+            app_id: app.id.clone(),
+            uid: None,
+            description: String::new(),
+            version: 1,
+            filter_types: None,
+            channels: None,
+            disabled: false,
+            rate_limit: None,
+            metadata: BTreeMap::new(),
+            headers: BTreeMap::new(),
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            previous_secrets: Vec::new(),
+            failing_since: None,
+            created_at: now,
+            updated_at: now,
+            payload_filter: None,
+            transform: None,
+            order: Default::default(),
+        };
+        store.create_endpoint(ep.clone()).await.unwrap();
+        let msg = Message {
+            id: new_id(MESSAGE),
+            app_id: app.id.clone(),
+            event_type: "user.created".into(),
+            event_id: Some("evt-1".into()),
+            payload: "{}".into(),
+            channels: None,
+            tags: None,
+            created_at: now,
+            content_type: None,
+            headers: BTreeMap::new(),
+            ordering_key: None,
+        };
+        let lease = now + chrono::Duration::minutes(2);
+
+        let committed = write(&store.pool, &[job(&msg, &ep.id, lease)]).await.unwrap();
+        assert_eq!(committed.get(&msg.id), Some(&vec![ep.id.clone()]));
+        let plain = write(&store.pool, &[job(&msg, &ep.id, lease)]).await.unwrap();
+        assert!(plain.is_empty(), "written again, the message reads as a duplicate: {plain:?}");
+        let again = rewrite(&store.pool, &[job(&msg, &ep.id, lease)]).await.unwrap();
+        assert_eq!(again.get(&msg.id), Some(&vec![ep.id.clone()]), "answered as written, still leased");
+
+        // Another message with the same eventId is still a duplicate.
+        let other = Message { id: new_id(MESSAGE), ..msg.clone() };
+        let dup = rewrite(&store.pool, &[job(&other, &ep.id, lease)]).await.unwrap();
+        assert!(dup.is_empty(), "{dup:?}");
     }
 }
