@@ -240,3 +240,50 @@ pub async fn fifo_deliveries_are_never_handed_over_leased(store: &DynStore) {
     record(store, &first, &fifo, now, NextStep::Succeeded).await;
     assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&msg]), "then the message posted leased");
 }
+
+/// Many leased posts at once (batched together where the store batches ingest), to a FIFO
+/// endpoint and two concurrent ones, half of them duplicating another's `eventId`: each
+/// accepted message answers exactly its concurrent endpoints as handed over, each duplicate
+/// is refused, and the lane still gets every accepted message in turn.
+pub async fn fifo_concurrent_leased_posts_hand_over_their_own_concurrent_deliveries(store: &DynStore) {
+    const N: usize = 40;
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let fifo = setup_fifo_endpoint(store, &app.id).await;
+    let (a, b) = (setup_endpoint(store, &app.id).await, setup_endpoint(store, &app.id).await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let (s, app_id) = (store.clone(), app.id.clone());
+        let eps = vec![fifo.id.clone(), a.id.clone(), b.id.clone()];
+        tasks.spawn(async move {
+            let mut msg = new_message(&app_id, "user.created", t);
+            msg.event_id = Some(format!("evt-{}", i / 2));
+            (msg.id.clone(), s.create_message(msg, eps, Some(t + mins(1))).await)
+        });
+    }
+    let mut accepted = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        match r.expect("task") {
+            (id, Ok(handed)) => {
+                let handed: BTreeSet<String> = handed.into_iter().collect();
+                assert_eq!(handed, BTreeSet::from([a.id.clone(), b.id.clone()]), "{id}");
+                accepted.push(id);
+            }
+            (_, Err(StoreError::Conflict(_))) => {}
+            (_, Err(e)) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    assert_eq!(accepted.len(), N / 2, "one message per eventId");
+    let mut sent = Vec::new();
+    let mut now = t + secs(1);
+    while let Some(job) = claim(store, now).await.into_iter().next() {
+        assert_eq!(job.endpoint.id, fifo.id, "the concurrent deliveries stay leased to their writer");
+        sent.push(job.message.id.clone());
+        record(store, &job.message, &fifo, now, NextStep::Succeeded).await;
+        now += millis(1);
+        assert!(sent.len() <= N / 2, "{sent:?}");
+    }
+    sent.sort();
+    accepted.sort();
+    assert_eq!(sent, accepted, "the lane sends each accepted message once");
+}
