@@ -108,7 +108,18 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        self.send_write(f, true).await
+        self.send_write(f, true, true).await
+    }
+
+    /// Like [`Self::write`], answered at the commit instead of once it is on disk: for
+    /// writes whose loss in a crash of the machine (not of the process: the WAL is in the
+    /// page cache then) costs nothing but a repeat, such as a claim's leases.
+    async fn write_unflushed<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.send_write(f, true, false).await
     }
 
     /// Like [`Self::write`] without the savepoint, for hot writes whose expected failures
@@ -118,16 +129,16 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        self.send_write(f, false).await
+        self.send_write(f, false, true).await
     }
 
-    async fn send_write<T, F>(&self, f: F, savepoint: bool) -> StoreResult<T>
+    async fn send_write<T, F>(&self, f: F, savepoint: bool, flushed: bool) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = TypedJob::new(f, savepoint, reply);
+        let job = TypedJob::new(f, savepoint, flushed, reply);
         self.writer.send(ToWriter::Job(Box::new(job))).map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }

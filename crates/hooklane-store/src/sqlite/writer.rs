@@ -7,6 +7,10 @@
 //! the next one inside a new transaction, so neither waits for the other, and a batch holds
 //! everything that arrived during one flush: few, large commits, and few WAL frames per
 //! write (each commit rewrites the last page of every B-tree it touched).
+//!
+//! A claim's leases are answered at the commit instead, unless its batch wrote messages
+//! or follows one still being flushed: a lease lost with the machine only means a send
+//! again, and a claim never hands over a delivery of a message that is not on disk.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,18 +47,25 @@ pub(super) trait WriteJob: Send {
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller once the transaction's fate is known.
     fn finish(self: Box<Self>, outcome: &Result<(), String>);
+    /// Whether the caller waits until the commit is on disk (most writes), or is answered
+    /// at the commit itself.
+    fn waits_for_flush(&self) -> bool {
+        true
+    }
 }
 
 pub(super) struct TypedJob<T, F> {
     work: Option<F>,
     savepoint: bool,
+    flushed: bool,
     result: Option<StoreResult<T>>,
     reply: Option<oneshot::Sender<StoreResult<T>>>,
 }
 
 impl<T, F> TypedJob<T, F> {
-    pub(super) fn new(work: F, savepoint: bool, reply: oneshot::Sender<StoreResult<T>>) -> Self {
-        TypedJob { work: Some(work), savepoint, result: None, reply: Some(reply) }
+    /// `flushed`: answered once the commit is on disk, not at the commit.
+    pub(super) fn new(work: F, savepoint: bool, flushed: bool, reply: oneshot::Sender<StoreResult<T>>) -> Self {
+        TypedJob { work: Some(work), savepoint, flushed, result: None, reply: Some(reply) }
     }
 }
 
@@ -87,6 +98,10 @@ where
         };
         self.result = Some(end.and(result));
         true
+    }
+
+    fn waits_for_flush(&self) -> bool {
+        self.flushed
     }
 
     fn finish(mut self: Box<Self>, outcome: &Result<(), String>) {
@@ -270,10 +285,21 @@ impl Writer {
             self.fail_batch(e.to_string());
             return;
         }
+        // Writes that need not wait for the disk are answered now, the rest by the sync
+        // thread once the WAL is on disk (a batch of the former only is flushed along with
+        // the next one: every flush covers all that was committed before it). Not when the
+        // batch wrote messages, or follows one still on its way to the disk: a claim may
+        // have taken their deliveries, and no message is sent before it is durable.
+        let settled_before = last_message_seq <= self.last_message_seq && self.syncing == 0;
         // A rolled-back batch gave its sequence numbers back; a committed one keeps them.
         self.last_message_seq = last_message_seq;
-        // Answered by the sync thread once the WAL is on disk.
-        let jobs = std::mem::take(&mut self.batch);
+        let batch = std::mem::take(&mut self.batch);
+        let (jobs, now): (Vec<_>, Vec<_>) = batch.into_iter().partition(|j| j.waits_for_flush() || !settled_before);
+        now.into_iter().for_each(|job| job.finish(&Ok(())));
+        if jobs.is_empty() {
+            self.checkpoint_if_due();
+            return;
+        }
         match self.to_sync.send(Committed { jobs, last_message_seq, apps }) {
             Ok(()) => self.syncing += 1,
             Err(mpsc::SendError(batch)) => {
@@ -392,4 +418,65 @@ fn sync_loop(
 /// Flushes the write-ahead log to disk.
 pub(super) fn sync_wal(wal: &Path) -> std::io::Result<()> {
     std::fs::OpenOptions::new().write(true).open(wal).and_then(|f| f.sync_data())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Answer = oneshot::Receiver<StoreResult<()>>;
+
+    /// A write of one row into `table`, answered on the disk's flush or at the commit.
+    fn insert(table: &'static str, flushed: bool) -> (Box<dyn WriteJob>, Answer) {
+        let (reply, answer) = oneshot::channel();
+        let work = move |c: &Connection| execute(c, &format!("INSERT INTO {table} (x) VALUES (1)"), []).map(|_| ());
+        (Box::new(TypedJob::new(work, true, flushed, reply)), answer)
+    }
+
+    fn answered(answer: &mut Answer) -> bool {
+        std::thread::sleep(Duration::from_millis(200));
+        matches!(answer.try_recv(), Ok(Ok(())))
+    }
+
+    /// The sync thread is played by the test: batches handed to it are never flushed
+    /// until it says so.
+    #[test]
+    fn writes_that_need_no_flush_are_answered_at_the_commit_unless_messages_came_with_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = Connection::open(dir.path().join("w.db")).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE leases (x INTEGER); CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, x INTEGER);",
+        )
+        .expect("schema");
+        let (to_sync, committed) = mpsc::channel::<Committed>();
+        let (to_writer, inbox) = mpsc::channel::<ToWriter>();
+        let signals = Arc::new(StreamSignals::default());
+        std::thread::spawn(move || Writer::new(conn, to_sync, FlushFailed::default(), signals, 0).run(inbox));
+        let send = |job| to_writer.send(ToWriter::Job(job)).expect("writer");
+
+        let (job, mut lease) = insert("leases", false);
+        send(job);
+        assert!(answered(&mut lease), "answered at its commit");
+        assert!(committed.try_recv().is_err(), "and nothing handed over to be flushed");
+
+        let (job, mut durable) = insert("leases", true);
+        send(job);
+        assert!(!answered(&mut durable), "a write that waits for the disk is not answered before the flush");
+        assert_eq!(committed.recv().expect("batch").jobs.len(), 1);
+
+        // While that batch is being flushed the writer gathers the next one: a message and
+        // a lease that could have read it, which then waits for the flush too.
+        let (job, mut message) = insert("messages", true);
+        send(job);
+        let (job, mut lease) = insert("leases", false);
+        send(job);
+        to_writer.send(ToWriter::Synced(1)).expect("writer");
+        assert!(!answered(&mut lease), "committed with a message: answered on the flush only");
+        assert!(!answered(&mut message));
+        let batch = committed.recv().expect("batch");
+        assert_eq!(batch.jobs.len(), 2);
+        batch.jobs.into_iter().for_each(|job| job.finish(&Ok(())));
+        assert!(answered(&mut lease) && answered(&mut message), "both answered by the flush");
+        let _ = to_writer.send(ToWriter::Stop);
+    }
 }
