@@ -135,9 +135,8 @@ async fn worker(pool: Pool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<IngestJob>>>
         if written.is_err() && batch.len() > 1 {
             // One bad message must not fail the others: write each on its own.
             for job in batch {
-                let single = vec![job];
-                let written = rewrite(&pool, &single).await;
-                answer(&pool, single, written, &announcer).await;
+                let written = rewrite(&pool, &job).await;
+                answer(&pool, vec![job], written, &announcer).await;
             }
             continue;
         }
@@ -267,24 +266,22 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashMap<String, 
 /// a message then found under its own id (which this node made up) is this job's, answered
 /// as written, with its deliveries still leased to this node, rather than as a duplicate
 /// `eventId` (a 409 for a message that was stored).
-async fn rewrite(pool: &Pool, single: &[IngestJob]) -> StoreResult<HashMap<String, Vec<String>>> {
-    let mut inserted = write(pool, single).await?;
-    for job in single {
-        if inserted.contains_key(&job.msg.id) {
-            continue;
-        }
-        let client = pool.get().await.map_err(pool_err)?;
-        let found = client
-            .query_opt(
-                "SELECT ARRAY(SELECT endpoint_id FROM deliveries WHERE msg_id = $1 AND status = 1 AND leased) \
-                 FROM messages WHERE id = $1 AND app_id = $2",
-                &[&job.msg.id, &job.msg.app_id],
-            )
-            .await
-            .map_err(db_err)?;
-        if let Some(row) = found {
-            inserted.insert(job.msg.id.clone(), super::rows::get(&row, 0)?);
-        }
+async fn rewrite(pool: &Pool, job: &IngestJob) -> StoreResult<HashMap<String, Vec<String>>> {
+    let mut inserted = write(pool, std::slice::from_ref(job)).await?;
+    if inserted.contains_key(&job.msg.id) {
+        return Ok(inserted);
+    }
+    let client = pool.get().await.map_err(pool_err)?;
+    let found = client
+        .query_opt(
+            "SELECT ARRAY(SELECT endpoint_id FROM deliveries WHERE msg_id = $1 AND status = 1 AND leased) \
+             FROM messages WHERE id = $1 AND app_id = $2",
+            &[&job.msg.id, &job.msg.app_id],
+        )
+        .await
+        .map_err(db_err)?;
+    if let Some(row) = found {
+        inserted.insert(job.msg.id.clone(), super::rows::get(&row, 0)?);
     }
     Ok(inserted)
 }
@@ -411,12 +408,12 @@ mod tests {
         assert_eq!(committed.get(&msg.id), Some(&vec![ep.id.clone()]));
         let plain = write(&store.pool, &[job(&msg, &ep.id, lease)]).await.unwrap();
         assert!(plain.is_empty(), "written again, the message reads as a duplicate: {plain:?}");
-        let again = rewrite(&store.pool, &[job(&msg, &ep.id, lease)]).await.unwrap();
+        let again = rewrite(&store.pool, &job(&msg, &ep.id, lease)).await.unwrap();
         assert_eq!(again.get(&msg.id), Some(&vec![ep.id.clone()]), "answered as written, still leased");
 
         // Another message with the same eventId is still a duplicate.
         let other = Message { id: new_id(MESSAGE), ..msg.clone() };
-        let dup = rewrite(&store.pool, &[job(&other, &ep.id, lease)]).await.unwrap();
+        let dup = rewrite(&store.pool, &job(&other, &ep.id, lease)).await.unwrap();
         assert!(dup.is_empty(), "{dup:?}");
     }
 }

@@ -296,15 +296,13 @@ impl Writer {
         let batch = std::mem::take(&mut self.batch);
         let (jobs, now): (Vec<_>, Vec<_>) = batch.into_iter().partition(|j| j.waits_for_flush() || !settled_before);
         now.into_iter().for_each(|job| job.finish(&Ok(())));
-        if jobs.is_empty() {
-            self.checkpoint_if_due();
-            return;
-        }
-        match self.to_sync.send(Committed { jobs, last_message_seq, apps }) {
-            Ok(()) => self.syncing += 1,
-            Err(mpsc::SendError(batch)) => {
-                let gone = Err("the sync thread stopped".to_string());
-                batch.jobs.into_iter().for_each(|job| job.finish(&gone));
+        if !jobs.is_empty() {
+            match self.to_sync.send(Committed { jobs, last_message_seq, apps }) {
+                Ok(()) => self.syncing += 1,
+                Err(mpsc::SendError(batch)) => {
+                    let gone = Err("the sync thread stopped".to_string());
+                    batch.jobs.into_iter().for_each(|job| job.finish(&gone));
+                }
             }
         }
         self.checkpoint_if_due();
