@@ -291,7 +291,7 @@ async fn rewrite(pool: &Pool, job: &IngestJob) -> StoreResult<HashMap<String, Ve
 /// cache), which join their lane instead. Data-modifying CTEs all run to completion;
 /// deliveries are written only for the messages that were (ON CONFLICT DO NOTHING skips
 /// duplicates, so a duplicate in the batch costs only itself).
-const INGEST_SQL: &str = "WITH input AS ( \
+pub(super) const INGEST_SQL: &str = "WITH input AS ( \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
                      $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[]) \
                  AS t(id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers, \

@@ -69,6 +69,28 @@ const POOL_WAIT: Duration = Duration::from_secs(30);
 /// How long opening one new connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Planner settings of every connection hooklane opens: no hash joins and no merge joins.
+///
+/// hooklane's statements look rows up by key, a batch of at most a thousand keys at a time,
+/// or read index-ordered pages. PostgreSQL plans a prepared statement generically after its
+/// fifth run, with the table sizes of that moment, and keeps the plan until the table is next
+/// analysed: on a new or fast-growing table it planned "update these deliveries by key" as a
+/// hash join over a sequential scan of the whole table. Recording a batch of attempts then
+/// read every delivery ever written (`auto_explain`: 40,000 rows scanned for a batch of 13,
+/// up to 23 ms a statement), and a node's share of the database's CPU per message nearly
+/// doubled (BENCHMARKS.md, session 8). With these joins off, a batch of keys is joined by a
+/// nested loop over the primary key's index whatever the statistics say.
+const PLANNER_SETTINGS: &str = "-c enable_hashjoin=off -c enable_mergejoin=off";
+
+/// The connection's `options` with [`PLANNER_SETTINGS`] put first: PostgreSQL applies the
+/// last of a repeated setting, so `options` given in the URL still have the last word.
+fn with_planner_settings(given: Option<&str>) -> String {
+    match given.map(str::trim).filter(|o| !o.is_empty()) {
+        Some(given) => format!("{PLANNER_SETTINGS} {given}"),
+        None => PLANNER_SETTINGS.to_string(),
+    }
+}
+
 /// Tuning for [`PgStore::open_with`].
 #[derive(Debug, Clone)]
 pub struct PgOptions {
@@ -146,6 +168,8 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        let planner = with_planner_settings(config.get_options());
+        config.options(&planner);
         // `sslmode` belongs in `options` (see `open_with`); one left in the URL would be
         // overridden here, and TLS must never be switched off silently.
         if config.get_ssl_mode() != tokio_postgres::config::SslMode::Prefer {
@@ -465,5 +489,65 @@ mod tests {
         let (_, o) = take_own_params("postgres://u@h/db?sslmode=disable&sslrootcert=/ca.pem").unwrap();
         assert_eq!(o.tls, PgTls::Off);
         assert!(take_own_params("postgres://u@h/db?sslmode=bogus").is_err());
+    }
+}
+
+/// The planner settings against the statements they are for: generic plans (what a prepared
+/// statement runs after its fifth time) made on a new, empty database, as a new install or a
+/// benchmark runs them, while the tables are still too small for statistics to favour an index.
+#[cfg(test)]
+mod planner_tests {
+    use super::testing::TestDatabase;
+    use super::*;
+
+    #[test]
+    fn planner_settings_come_first_so_the_url_has_the_last_word() {
+        assert_eq!(with_planner_settings(None), PLANNER_SETTINGS);
+        assert_eq!(with_planner_settings(Some("  ")), PLANNER_SETTINGS);
+        assert_eq!(
+            with_planner_settings(Some("-c enable_hashjoin=on")),
+            format!("{PLANNER_SETTINGS} -c enable_hashjoin=on")
+        );
+    }
+
+    /// The generic plan of `sql`, each parameter NULL (a generic plan does not look at them).
+    async fn generic_plan(client: &tokio_postgres::Client, name: &str, sql: &str) -> String {
+        let params = (1..).take_while(|n| sql.contains(&format!("${n}::"))).count();
+        client
+            .batch_execute(&format!("SET plan_cache_mode = force_generic_plan; PREPARE {name} AS {sql}"))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {sql}", db_error(&e)));
+        let nulls = vec!["NULL"; params].join(", ");
+        let rows = client.query(&format!("EXPLAIN EXECUTE {name}({nulls})"), &[]).await.expect("explain");
+        rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
+    }
+
+    #[tokio::test]
+    async fn batches_of_keys_are_looked_up_by_index_whatever_the_statistics() {
+        let db = TestDatabase::create().await;
+        let store = PgStore::open(db.url()).await.expect("open");
+        let client = store.pool.get().await.expect("connection");
+        let statements = [
+            ("record_successes", queries::RECORD_SUCCESSES.as_str()),
+            ("update_deliveries", queries::UPDATE_DELIVERIES.as_str()),
+            ("ingest", ingest::INGEST_SQL),
+        ];
+        for (name, sql) in statements {
+            let plan = generic_plan(&client, name, sql).await;
+            for bad in ["Hash Join", "Merge Join", "Seq Scan on deliveries", "Seq Scan on messages"] {
+                assert!(!plan.contains(bad), "{name} plans a {bad}:\n{plan}");
+            }
+            assert!(plan.contains("Nested Loop"), "{name}:\n{plan}");
+        }
+        // `options` in the URL still have the last word.
+        let sep = if db.url().contains('?') { '&' } else { '?' };
+        let url = format!("{}{sep}options=-c%20enable_hashjoin%3Don", db.url());
+        let store = PgStore::open(&url).await.expect("open with options");
+        let client = store.pool.get().await.expect("connection");
+        let setting = |name: &'static str| {
+            let client = &client;
+            async move { client.query_one(&format!("SHOW {name}"), &[]).await.expect("show").get::<_, String>(0) }
+        };
+        assert_eq!((setting("enable_hashjoin").await, setting("enable_mergejoin").await), ("on".into(), "off".into()));
     }
 }

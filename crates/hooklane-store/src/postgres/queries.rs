@@ -640,7 +640,7 @@ fn latest_attempt(outcomes: &[AttemptOutcome]) -> i64 {
 /// The statement of [`record_successes`]. The endpoints' update reads the deliveries'
 /// update, so it runs after it: rows are locked deliveries first, then endpoints, as in
 /// [`record_attempts`] (data-modifying CTEs nobody reads run in no set order).
-static RECORD_SUCCESSES: LazyLock<String> = LazyLock::new(|| {
+pub(super) static RECORD_SUCCESSES: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH a AS ({}), d AS ({} {FINISHED}), {}, streaks AS ( \
              UPDATE endpoints SET failing_since = NULL WHERE id IN (SELECT endpoint_id FROM d) \
@@ -668,7 +668,7 @@ const DELIVERY_PARAMS: usize = 6;
 static INSERT_ATTEMPTS: LazyLock<String> = LazyLock::new(|| attempts_insert_sql(1));
 /// The deliveries' update of [`record_attempts`], which also moves FIFO lanes on (the time
 /// now is the last parameter).
-static UPDATE_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
+pub(super) static UPDATE_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH d AS ({} {FINISHED}), {} {}",
         deliveries_update_sql(1),
