@@ -50,7 +50,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Transaction};
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Transaction,
+};
 use tokio::sync::Notify;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::AsyncMessage;
@@ -81,6 +83,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// doubled (BENCHMARKS.md, session 8). With these joins off, a batch of keys is joined by a
 /// nested loop over the primary key's index whatever the statistics say.
 const PLANNER_SETTINGS: &str = "-c enable_hashjoin=off -c enable_mergejoin=off";
+
+/// A pooled connection forgets its cached plans (`DISCARD PLANS`) every this many times it
+/// is taken from the pool. A generic plan keeps the table sizes of the moment it was made
+/// until the table is next analysed, which autovacuum may leave for a minute or more: one made
+/// while a table held a few hundred rows scans it whole (a nested loop over all of it, for
+/// every key of a batch), however large it has grown since. Made again, a plan reads the
+/// table's present size, and a busy connection, the kind whose tables grow, is taken from the
+/// pool hundreds of times a minute; the cost is a round trip and a few plans every so often.
+const REPLAN_EVERY: usize = 256;
 
 /// The connection's `options` with [`PLANNER_SETTINGS`] put first: PostgreSQL applies the
 /// last of a repeated setting, so `options` given in the URL still have the last word.
@@ -189,6 +200,16 @@ impl PgStore {
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(POOL_WAIT))
             .create_timeout(Some(CONNECT_TIMEOUT))
+            .post_recycle(Hook::async_fn(|client, metrics| {
+                // `recycle_count` counts the takes before this one.
+                let due = (metrics.recycle_count + 1) % REPLAN_EVERY == 0;
+                Box::pin(async move {
+                    if due {
+                        client.batch_execute("DISCARD PLANS").await.map_err(HookError::Backend)?;
+                    }
+                    Ok(())
+                })
+            }))
             .build()
             .map_err(|e| StoreError::Database(format!("cannot build the connection pool: {e}")))?;
         let mut client = pool.get().await.map_err(pool_err)?;
@@ -510,16 +531,35 @@ mod planner_tests {
         );
     }
 
-    /// The generic plan of `sql`, each parameter NULL (a generic plan does not look at them).
+    /// Prepares `sql` as `name` and answers its generic plan.
     async fn generic_plan(client: &tokio_postgres::Client, name: &str, sql: &str) -> String {
-        let params = (1..).take_while(|n| sql.contains(&format!("${n}::"))).count();
         client
             .batch_execute(&format!("SET plan_cache_mode = force_generic_plan; PREPARE {name} AS {sql}"))
             .await
             .unwrap_or_else(|e| panic!("{}: {sql}", db_error(&e)));
+        plan_of(client, name, sql).await
+    }
+
+    /// The plan the statement `name` (prepared from `sql`) runs now, each parameter NULL (a
+    /// generic plan does not look at them).
+    async fn plan_of(client: &tokio_postgres::Client, name: &str, sql: &str) -> String {
+        let params = (1..).take_while(|n| sql.contains(&format!("${n}::"))).count();
         let nulls = vec!["NULL"; params].join(", ");
         let rows = client.query(&format!("EXPLAIN EXECUTE {name}({nulls})"), &[]).await.expect("explain");
         rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
+    }
+
+    /// `n` pending deliveries more, written straight to the table.
+    async fn add_deliveries(admin: &tokio_postgres::Client, from: usize, n: usize) {
+        admin
+            .execute(
+                "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, trigger_type, updated_at) \
+                 SELECT 'msg_01JF8Z7Q0000000000000' || i, 'ep_01JF8Z7Q000000000000000000', \
+                 'app_01JF8Z7Q000000000000000000', 1, 0, 0, 0 FROM generate_series($1::bigint, $2::bigint) i",
+                &[&(from as i64), &((from + n - 1) as i64)],
+            )
+            .await
+            .expect("insert");
     }
 
     #[tokio::test]
@@ -549,5 +589,33 @@ mod planner_tests {
             async move { client.query_one(&format!("SHOW {name}"), &[]).await.expect("show").get::<_, String>(0) }
         };
         assert_eq!((setting("enable_hashjoin").await, setting("enable_mergejoin").await), ("on".into(), "off".into()));
+    }
+
+    /// A plan made while `deliveries` held a few dozen rows reads all of them for every key;
+    /// after the connection has been taken from the pool `REPLAN_EVERY` times it is made
+    /// again, from the table's present size, and looks each key up by the primary key.
+    #[tokio::test]
+    async fn plans_made_on_a_small_table_are_made_again_as_it_grows() {
+        let db = TestDatabase::create().await;
+        let (admin, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        // One connection, so every take is of the same one.
+        let sep = if db.url().contains('?') { '&' } else { '?' };
+        let store = PgStore::open(&format!("{}{sep}pool_max_size=1", db.url())).await.expect("open");
+        admin.batch_execute("ALTER TABLE deliveries SET (autovacuum_enabled = false)").await.expect("alter");
+        add_deliveries(&admin, 0, 60).await;
+        admin.batch_execute("VACUUM ANALYZE deliveries").await.expect("analyze");
+        let (name, sql) = ("update_deliveries", queries::UPDATE_DELIVERIES.as_str());
+        let small = generic_plan(&*store.pool.get().await.expect("connection"), name, sql).await;
+        assert!(small.contains("Seq Scan on deliveries"), "a plan made on 60 rows reads them all:\n{small}");
+        add_deliveries(&admin, 60, 100_000).await;
+        let stale = plan_of(&*store.pool.get().await.expect("connection"), name, sql).await;
+        assert!(stale.contains("Seq Scan on deliveries"), "the plan is kept as the table grows:\n{stale}");
+        for _ in 0..REPLAN_EVERY {
+            drop(store.pool.get().await.expect("connection"));
+        }
+        let fresh = plan_of(&*store.pool.get().await.expect("connection"), name, sql).await;
+        assert!(!fresh.contains("Seq Scan on deliveries"), "made again from the present size:\n{fresh}");
+        assert!(fresh.contains("Index Scan using deliveries_pkey on deliveries"), "{fresh}");
     }
 }
