@@ -606,15 +606,15 @@ mod planner_tests {
         add_deliveries(&admin, 0, 60).await;
         admin.batch_execute("VACUUM ANALYZE deliveries").await.expect("analyze");
         let (name, sql) = ("update_deliveries", queries::UPDATE_DELIVERIES.as_str());
-        let small = generic_plan(&*store.pool.get().await.expect("connection"), name, sql).await;
+        let small = generic_plan(&store.pool.get().await.expect("connection"), name, sql).await;
         assert!(small.contains("Seq Scan on deliveries"), "a plan made on 60 rows reads them all:\n{small}");
         add_deliveries(&admin, 60, 100_000).await;
-        let stale = plan_of(&*store.pool.get().await.expect("connection"), name, sql).await;
+        let stale = plan_of(&store.pool.get().await.expect("connection"), name, sql).await;
         assert!(stale.contains("Seq Scan on deliveries"), "the plan is kept as the table grows:\n{stale}");
         for _ in 0..REPLAN_EVERY {
             drop(store.pool.get().await.expect("connection"));
         }
-        let fresh = plan_of(&*store.pool.get().await.expect("connection"), name, sql).await;
+        let fresh = plan_of(&store.pool.get().await.expect("connection"), name, sql).await;
         assert!(!fresh.contains("Seq Scan on deliveries"), "made again from the present size:\n{fresh}");
         assert!(fresh.contains("Index Scan using deliveries_pkey on deliveries"), "{fresh}");
     }
