@@ -81,7 +81,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// read every delivery ever written (`auto_explain`: 40,000 rows scanned for a batch of 13,
 /// up to 23 ms a statement), and a node's share of the database's CPU per message nearly
 /// doubled (BENCHMARKS.md, session 8). With these joins off, a batch of keys is joined by a
-/// nested loop over the primary key's index whatever the statistics say.
+/// nested loop over the primary key's index, unless the plan was made while the table held
+/// only a few pages (see [`REPLAN_EVERY`] for that case).
 const PLANNER_SETTINGS: &str = "-c enable_hashjoin=off -c enable_mergejoin=off";
 
 /// A pooled connection forgets its cached plans (`DISCARD PLANS`) every this many times it
@@ -513,9 +514,9 @@ mod tests {
     }
 }
 
-/// The planner settings against the statements they are for: generic plans (what a prepared
-/// statement runs after its fifth time) made on a new, empty database, as a new install or a
-/// benchmark runs them, while the tables are still too small for statistics to favour an index.
+/// The planner settings and the periodic re-planning against the statements they are for:
+/// generic plans (what a prepared statement runs after its fifth time) made on a new, empty
+/// database, as a new install or a benchmark makes them, and made on a small table that grew.
 #[cfg(test)]
 mod planner_tests {
     use super::testing::TestDatabase;
@@ -529,6 +530,12 @@ mod planner_tests {
             with_planner_settings(Some("-c enable_hashjoin=on")),
             format!("{PLANNER_SETTINGS} -c enable_hashjoin=on")
         );
+    }
+
+    /// The test database's URL with one more query parameter.
+    fn url_with(db: &TestDatabase, param: &str) -> String {
+        let sep = if db.url().contains('?') { '&' } else { '?' };
+        format!("{}{sep}{param}", db.url())
     }
 
     /// Prepares `sql` as `name` and answers its generic plan.
@@ -580,8 +587,7 @@ mod planner_tests {
             assert!(plan.contains("Nested Loop"), "{name}:\n{plan}");
         }
         // `options` in the URL still have the last word.
-        let sep = if db.url().contains('?') { '&' } else { '?' };
-        let url = format!("{}{sep}options=-c%20enable_hashjoin%3Don", db.url());
+        let url = url_with(&db, "options=-c%20enable_hashjoin%3Don");
         let store = PgStore::open(&url).await.expect("open with options");
         let client = store.pool.get().await.expect("connection");
         let setting = |name: &'static str| {
@@ -600,8 +606,7 @@ mod planner_tests {
         let (admin, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await.expect("connect");
         tokio::spawn(connection);
         // One connection, so every take is of the same one.
-        let sep = if db.url().contains('?') { '&' } else { '?' };
-        let store = PgStore::open(&format!("{}{sep}pool_max_size=1", db.url())).await.expect("open");
+        let store = PgStore::open(&url_with(&db, "pool_max_size=1")).await.expect("open");
         admin.batch_execute("ALTER TABLE deliveries SET (autovacuum_enabled = false)").await.expect("alter");
         add_deliveries(&admin, 0, 60).await;
         admin.batch_execute("VACUUM ANALYZE deliveries").await.expect("analyze");
