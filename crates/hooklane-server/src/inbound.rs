@@ -122,6 +122,48 @@ impl Record<'_> {
     }
 }
 
+/// Receives a provider's webhook at a source's public ingest URL.
+///
+/// No bearer token: the source's verification is the authentication. Checked in order
+/// against the source's address allow-list, its body size limit, its verification and its
+/// format; an accepted request is stored durably as a message of the source's application
+/// before the 200, then forwarded to the destinations. A delivery id seen before is
+/// acknowledged (200, `duplicate`) and not forwarded again.
+#[utoipa::path(
+    post,
+    path = "/in/{source_id}",
+    tag = "Source",
+    operation_id = "v1.source.ingest",
+    security(()),
+    params(("source_id" = String, Path, description = "The source's id")),
+    request_body(
+        content = inline(RawBody),
+        content_type = "*/*",
+        description = "The provider's request as it sends it, in any content type (JSON, a form, text…), \
+                       with the headers its signature scheme uses; gzip and deflate `Content-Encoding` are \
+                       decoded first. Forwarded as received; a source with event-type destinations takes \
+                       JSON objects only."
+    ),
+    responses(
+        (status = 200, description = "Accepted, or a duplicate of a delivery accepted before", body = IngestOut),
+        (status = 400, description = "The body could not be read, is not UTF-8 text or holds NUL characters, or is not \
+            the JSON object a source with event-type destinations needs (or nests more than 100 deep)",
+            body = crate::openapi::ErrorBody),
+        (status = 401, description = "The request failed the source's verification (`verification_failed`): a missing \
+            or wrong signature, a stale timestamp, wrong credentials. A `basicAuth` source also answers \
+            `WWW-Authenticate: Basic realm=\"hooklane\"`", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The client's address is not in the source's allow-list",
+            body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such source", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body (decoded) is larger than the source's `maxBodyBytes`",
+            body = crate::openapi::ErrorBody),
+        (status = 415, description = "A `Content-Encoding` other than gzip, deflate or identity",
+            body = crate::openapi::ErrorBody),
+        (status = 500, description = "The request could not be stored", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The server is shutting down, or the first delivery with this id is still being \
+            written: retry", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, req: Request) -> Response {
     let received_at = crate::api::now();
     let source = match s.0.store.get_source(&source_id).await {
@@ -266,6 +308,29 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
         }
     }
 }
+
+/// The answer to an accepted request, or to a duplicate of one.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "camelCase")]
+#[allow(dead_code)] // Describes what `answer` writes; never built.
+pub(crate) struct IngestOut {
+    /// `accepted`, or `duplicate` for a delivery id seen before (not forwarded again).
+    #[schema(example = "accepted")]
+    status: String,
+    /// The request's record (`GET /api/v1/source/{source_id}/request/{request_id}`).
+    #[schema(example = "req_1srOrx2ZWZBpBUvZwXKQmoEYga2")]
+    request_id: String,
+    /// The message the request became (for a duplicate, the first delivery's), in the
+    /// source's application.
+    #[schema(example = "msg_1srOrx2ZWZBpBUvZwXKQmoEYga2")]
+    msg_id: String,
+}
+
+/// A provider's request body: bytes of any content type.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // Describes the body `ingest` reads as bytes; never built.
+struct RawBody(Vec<u8>);
 
 fn answer(status: &str, request_id: &str, msg_id: &str) -> Response {
     (StatusCode::OK, axum::Json(json!({ "status": status, "requestId": request_id, "msgId": msg_id }))).into_response()
@@ -433,3 +498,8 @@ mod tests {
         assert_eq!(mask("x-github-event", "push"), "push");
     }
 }
+
+/// This module's part of the OpenAPI document (see `crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(ingest), components(schemas(IngestOut)))]
+pub(crate) struct Doc;

@@ -10,6 +10,7 @@ mod extract;
 mod idempotency;
 pub mod inbound;
 mod inbound_budget;
+pub mod openapi;
 pub mod operational;
 pub mod ops;
 pub mod state;
@@ -19,7 +20,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit};
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{middleware, Router};
@@ -67,14 +67,15 @@ pub fn router(state: AppState) -> Router {
         .route("/{app_id}/msg/{msg_id}/attempt", get(attempt::by_message))
         .route("/{app_id}/msg/{msg_id}/attempt/{attempt_id}", get(attempt::get))
         .route("/{app_id}/msg/{msg_id}/attempt/{attempt_id}/content", delete(attempt::expunge_content))
-        .route("/{app_id}/attempt/msg/{msg_id}", get(attempt::by_message))
+        .route("/{app_id}/attempt/msg/{msg_id}", get(attempt::list_by_msg))
         .route("/{app_id}/attempt/endpoint/{endpoint_id}", get(attempt::by_endpoint))
         // --- pulling instead of pushes: polling, long-polling, Server-Sent Events
         .route("/{app_id}/events", get(events::poll))
         .route("/{app_id}/events/stream", get(events::stream))
         .route("/{app_id}/events/subscription/{subscription_id}", get(events::subscription));
     let v1 = Router::new()
-        .route("/health", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/health", get(openapi::health))
+        .route("/openapi.json", get(openapi::openapi_json))
         .nest("/app", app_routes)
         .nest("/source", api::source::routes())
         .route("/event-type", get(event_type::list).post(event_type::create))
@@ -83,7 +84,7 @@ pub fn router(state: AppState) -> Router {
             get(event_type::get).put(event_type::put).patch(event_type::patch).delete(event_type::delete),
         )
         .route("/auth/app-portal-access/{app_id}", post(auth::app_portal_access))
-        .route("/auth/dashboard-access/{app_id}", post(auth::app_portal_access))
+        .route("/auth/dashboard-access/{app_id}", post(auth::dashboard_access))
         .route("/auth/logout", post(auth::logout))
         .route("/auth/app/{app_id}/expire-all", post(auth::expire_all))
         // --- operators' view: hooklane's statistics for the dashboard and portal

@@ -38,6 +38,8 @@ enum Command {
     Send(sign_tools::SendArgs),
     /// Checks a Standard Webhooks signature as a receiver must. Exits 1 when it does not hold.
     Verify(sign_tools::VerifyArgs),
+    /// Prints the OpenAPI document of the API (the one served at `/api/v1/openapi.json`).
+    Openapi,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +61,10 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => runtime(None)?.block_on(bench::run(args)),
         Command::Send(args) => exit_with(runtime(None)?.block_on(sign_tools::send(args))?),
         Command::Verify(args) => exit_with(sign_tools::verify(args)?),
+        Command::Openapi => {
+            println!("{}", hooklane_server::openapi::document().to_pretty_json()?);
+            Ok(())
+        }
     }
 }
 

@@ -2022,3 +2022,103 @@ async fn app_tokens_expire_and_can_be_revoked() {
     let (status, body) = server.call("POST", "/api/v1/auth/app/no-such-app/expire-all", None).await;
     assert_error(status, &body, 404, "not_found");
 }
+
+// --- the OpenAPI document
+
+/// The schema a documented answer has, `$ref`s followed.
+fn answer_schema<'a>(doc: &'a Value, method: &str, path: &str, status: &str) -> &'a Value {
+    let schema = &doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"];
+    assert!(!schema.is_null(), "{method} {path} documents no JSON answer for {status}");
+    resolve(doc, schema)
+}
+
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => {
+            let name = r.strip_prefix("#/components/schemas/").expect("a components $ref");
+            resolve(doc, &doc["components"]["schemas"][name])
+        }
+        None => schema,
+    }
+}
+
+/// A real answer has the properties its schema documents: none that is not documented,
+/// and every one documented as required.
+fn assert_matches(schema: &Value, answer: &Value, what: &str) {
+    let documented: BTreeSet<&str> = schema["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: no properties in {schema}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let required: BTreeSet<&str> =
+        schema["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let present: BTreeSet<&str> = answer.as_object().expect("an object").keys().map(String::as_str).collect();
+    let undocumented: Vec<_> = present.difference(&documented).collect();
+    let absent: Vec<_> = required.difference(&present).collect();
+    assert!(undocumented.is_empty(), "{what}: answered but not documented: {undocumented:?}");
+    assert!(absent.is_empty(), "{what}: documented as required but not answered: {absent:?}");
+}
+
+/// `/api/v1/openapi.json` is served without a token; every operation it lists reaches a
+/// route of the server (an authenticated one answers 401 without a token, never the
+/// router's 404 or 405), and the answers of the main resources have the documented shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_is_served_and_matches_the_server() {
+    let server = Server::start("").await;
+    let resp = send(request(&server, None, "GET", "/api/v1/openapi.json")).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    let doc = resp.json();
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", doc["openapi"]);
+
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut operations = 0;
+    for (path, item) in paths {
+        let concrete: String = path
+            .split('/')
+            .map(|segment| if segment.starts_with('{') { "x" } else { segment })
+            .collect::<Vec<_>>()
+            .join("/");
+        for (method, op) in item.as_object().expect("path item") {
+            operations += 1;
+            let public = op["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|r| r.as_object().is_some_and(|o| o.is_empty())));
+            let resp = send(request(&server, None, &method.to_uppercase(), &concrete)).await;
+            assert_ne!(resp.status, 405, "{method} {path} is documented but not routed: {}", resp.text);
+            if resp.status == 404 {
+                assert_ne!(resp.json()["detail"], "route not found", "{method} {path} is documented but not routed");
+            }
+            if !public {
+                assert_eq!(resp.status, 401, "{method} {path} answered without a token: {}", resp.text);
+            }
+        }
+    }
+    assert!(operations > 60, "only {operations} operations documented");
+
+    // The main resources, answered for real, against their documented schemas.
+    let receiver = Receiver::start().await;
+    let app = create_app_with(&server, json!({ "name": "OpenAPI", "uid": "openapi-app" })).await;
+    assert_matches(answer_schema(&doc, "post", "/api/v1/app", "201"), &app, "ApplicationOut");
+    let (status, endpoint) = server
+        .call("POST", "/api/v1/app/openapi-app/endpoint", Some(json!({ "url": receiver.url, "uid": "ep" })))
+        .await;
+    assert_eq!(status, 201, "{endpoint}");
+    assert_matches(answer_schema(&doc, "post", "/api/v1/app/{app_id}/endpoint", "201"), &endpoint, "EndpointOut");
+    let (status, msg) = server
+        .call("POST", "/api/v1/app/openapi-app/msg", Some(json!({ "eventType": "a.b", "payload": { "n": 1 } })))
+        .await;
+    assert_eq!(status, 202, "{msg}");
+    assert_matches(answer_schema(&doc, "post", "/api/v1/app/{app_id}/msg", "202"), &msg, "MessageOut");
+    let msg_id = msg["id"].as_str().expect("msg id");
+    let attempts = server
+        .wait_until(&format!("/api/v1/app/openapi-app/attempt/msg/{msg_id}"), Duration::from_secs(10), |b| {
+            b["data"].as_array().is_some_and(|d| !d.is_empty())
+        })
+        .await;
+    let list = answer_schema(&doc, "get", "/api/v1/app/{app_id}/attempt/msg/{msg_id}", "200");
+    assert_matches(list, &attempts, "ListResponse of attempts");
+    let item = resolve(&doc, &list["properties"]["data"]["items"]);
+    assert_matches(item, &attempts["data"][0], "MessageAttemptOut");
+}

@@ -12,45 +12,66 @@ use serde::{Deserialize, Serialize};
 use super::{check_len, check_metadata, check_name, check_rate_limit, page_request, ListResponse, Patch};
 use crate::error::{conflict, ApiError, ApiResult};
 use crate::extract::{Admin, Auth, Json, Path, Query, Tenant};
+use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
 const UID_TAKEN: &str = "an application with this uid already exists";
 
-#[derive(Deserialize, Clone)]
+/// A new application, or the whole of an existing one (PUT).
+#[derive(Deserialize, Clone, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApplicationIn {
+    /// Up to 256 characters, not blank.
+    #[schema(example = "Acme Inc.")]
     name: String,
+    /// Your own unique key for the application, usable wherever its id is: 1–256 of
+    /// `[a-zA-Z0-9-_.]`, not shaped like an application id.
     #[serde(default)]
+    #[schema(example = "customer-42")]
     uid: Option<String>,
+    /// 1–1000000; stored and answered for Svix compatibility, not enforced: deliveries are
+    /// limited per endpoint, by the endpoint's `rateLimit`.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     rate_limit: Option<u32>,
+    /// Up to 64 entries of your own.
     #[serde(default)]
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
     metadata: Metadata,
     /// Accepted for Svix compatibility, not used.
     #[serde(default, rename = "throttleRate")]
     _throttle_rate: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize, Default)]
+/// Changes to an application: absent fields stay as they are, `null` clears one.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApplicationPatch {
+    // `Patch<T>` is not a schema: absent or set for required fields (null is refused),
+    // nullable for the ones `null` clears.
     #[serde(default)]
+    #[schema(value_type = String)]
     name: Patch<String>,
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     uid: Patch<String>,
     #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
     rate_limit: Patch<u32>,
     #[serde(default)]
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
     metadata: Patch<Metadata>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationOut {
+    #[schema(example = "app_01JQ8Z3K5W6X7Y8Z9A0B1C2D3E")]
     id: String,
     uid: Option<String>,
     name: String,
     rate_limit: Option<u32>,
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
     metadata: Metadata,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -104,6 +125,26 @@ fn build(input: ApplicationIn) -> ApiResult<Application> {
     Ok(app)
 }
 
+/// Create an application.
+///
+/// With `get_if_exists=true` and a `uid` that is taken, answers 200 with that application
+/// instead of 409.
+#[utoipa::path(
+    post,
+    path = "/api/v1/app",
+    tag = "Application",
+    operation_id = "v1.application.create",
+    params(("get_if_exists" = Option<bool>, Query, description = "Answer the existing application of this `uid`, if any, instead of 409.")),
+    request_body = ApplicationIn,
+    responses(
+        (status = 201, description = "Created", body = ApplicationOut),
+        (status = 200, description = "`get_if_exists=true`: the existing application of this `uid`", body = ApplicationOut),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 409, description = "The `uid` is taken", body = ErrorBody),
+        (status = 422, description = "Invalid body or query", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(s): State<AppState>,
     _: Admin,
@@ -123,6 +164,26 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(ApplicationOut::from(app))).into_response())
 }
 
+/// List applications.
+///
+/// The admin token lists them all (but inbound sources' own applications); an application
+/// token, its own application only, in one page.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app",
+    tag = "Application",
+    operation_id = "v1.application.list",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most applications to answer (default 50)."),
+        ("iterator" = Option<String>, Query, description = "The `iterator` of the previous page, to continue after it."),
+        ("order" = Option<String>, Query, description = "`ascending` (the default, oldest first) or `descending`."),
+    ),
+    responses(
+        (status = 200, description = "A page of applications", body = ListResponse<ApplicationOut>),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 422, description = "Invalid query", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(s): State<AppState>,
     Auth(principal): Auth,
@@ -142,11 +203,43 @@ pub async fn list(
     }
 }
 
+/// Get an application.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}",
+    tag = "Application",
+    operation_id = "v1.application.get",
+    params(("app_id" = String, Path, description = "The application's id or its uid.")),
+    responses(
+        (status = 200, description = "The application", body = ApplicationOut),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such application, or not this token's", body = ErrorBody),
+    )
+)]
 pub async fn get(t: Tenant) -> axum::Json<ApplicationOut> {
     axum::Json(t.app.into())
 }
 
-/// PUT: full update; creates the application when the path names a uid that does not exist.
+/// Update an application, or create it.
+///
+/// PUT: full update; creates the application when the path names a uid that does not exist
+/// (admin token only).
+#[utoipa::path(
+    put,
+    path = "/api/v1/app/{app_id}",
+    tag = "Application",
+    operation_id = "v1.application.update",
+    params(("app_id" = String, Path, description = "The application's id or its uid.")),
+    request_body = ApplicationIn,
+    responses(
+        (status = 200, description = "Updated", body = ApplicationOut),
+        (status = 201, description = "Created under the uid of the path", body = ApplicationOut),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such application (or not this token's) and none can be created", body = ErrorBody),
+        (status = 409, description = "The `uid` is taken, or the application belongs to an inbound source", body = ErrorBody),
+        (status = 422, description = "Invalid body", body = ErrorBody),
+    )
+)]
 pub async fn put(
     State(s): State<AppState>,
     Auth(principal): Auth,
@@ -197,6 +290,22 @@ pub(super) async fn create_under_uid(s: &AppState, key: &str, input: Application
     }
 }
 
+/// Partly update an application.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/app/{app_id}",
+    tag = "Application",
+    operation_id = "v1.application.patch",
+    params(("app_id" = String, Path, description = "The application's id or its uid.")),
+    request_body = ApplicationPatch,
+    responses(
+        (status = 200, description = "Updated", body = ApplicationOut),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such application, or not this token's", body = ErrorBody),
+        (status = 409, description = "The `uid` is taken, or the application belongs to an inbound source", body = ErrorBody),
+        (status = 422, description = "Invalid body", body = ErrorBody),
+    )
+)]
 pub async fn patch(
     State(s): State<AppState>,
     t: Tenant,
@@ -220,6 +329,21 @@ async fn save(s: &AppState, mut app: Application) -> ApiResult<axum::Json<Applic
     Ok(axum::Json(app.into()))
 }
 
+/// Delete an application, with its endpoints, messages and attempts.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/app/{app_id}",
+    tag = "Application",
+    operation_id = "v1.application.delete",
+    params(("app_id" = String, Path, description = "The application's id or its uid.")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "No such application, or not this token's", body = ErrorBody),
+        (status = 409, description = "The application belongs to an inbound source: delete the source", body = ErrorBody),
+    )
+)]
 pub async fn delete(State(s): State<AppState>, t: Tenant) -> ApiResult<StatusCode> {
     if t.principal != Principal::Admin {
         return Err(ApiError::Forbidden("only the admin token may delete an application"));
@@ -238,3 +362,11 @@ fn source_owned(app: &Application) -> ApiError {
         "this application belongs to inbound source {source}: change or delete it through /api/v1/source/{source}"
     ))
 }
+
+/// This module's part of the OpenAPI document (see `crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list, create, get, put, patch, delete),
+    components(schemas(ApplicationIn, ApplicationPatch, ApplicationOut))
+)]
+pub(crate) struct Doc;

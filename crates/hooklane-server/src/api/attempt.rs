@@ -14,21 +14,34 @@ use crate::error::{missing, ApiError, ApiResult};
 use crate::extract::{Query, Tenant};
 use crate::state::AppState;
 
-/// Svix's `MessageAttemptOut`.
-#[derive(Serialize)]
+/// Svix's `MessageAttemptOut`: one HTTP try of a message to an endpoint.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttemptOut {
+    #[schema(example = "atmpt_01J8ZK6X4Q9M2V7T3B5N8R1W0C")]
     id: String,
+    /// The URL the request was sent to.
     url: String,
+    /// The response body (cut short when long), or what went wrong when there was no
+    /// response; empty once expunged.
     response: String,
+    /// The HTTP status of the response; 0 when none was received (timeout, refused, blocked).
     response_status_code: i32,
     response_duration_ms: i64,
+    /// 0 success, 1 pending, 2 fail, 3 sending (Svix's `MessageStatus`).
+    #[schema(minimum = 0, maximum = 3)]
     status: i32,
     /// `status` as a word (`success`, `pending`, `fail`, `sending`), as Svix answers it.
+    #[schema(value_type = String, example = "success")]
     status_text: &'static str,
+    /// 0 scheduled, 1 manual (a resend).
+    #[schema(minimum = 0, maximum = 1)]
     trigger_type: i32,
+    #[schema(example = "msg_01J8ZK6X4Q9M2V7T3B5N8R1W0C")]
     msg_id: String,
+    #[schema(example = "ep_01J8ZK6X4Q9M2V7T3B5N8R1W0C")]
     endpoint_id: String,
+    /// When the attempt was made.
     timestamp: DateTime<Utc>,
     /// hooklane extension: the headers the request was sent with (absent for attempts
     /// recorded before hooklane kept them, and when no request could be sent).
@@ -80,19 +93,51 @@ fn filter(q: &Query) -> ApiResult<AttemptFilter> {
 }
 
 /// Svix's `EndpointMessageOut`: a message with how its delivery to one endpoint stands.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointMessageOut {
     #[serde(flatten)]
     message: MessageOut,
+    /// The delivery's status: 0 success, 1 pending, 2 fail, 3 sending.
+    #[schema(minimum = 0, maximum = 3)]
     status: i32,
+    /// `status` as a word (`success`, `pending`, `fail`, `sending`).
+    #[schema(value_type = String, example = "pending")]
     status_text: &'static str,
+    /// When the next try is due; only for a pending delivery.
     next_attempt: Option<DateTime<Utc>>,
 }
 
-/// `GET /app/{app}/endpoint/{endpoint}/msg` (Svix's `list_attempted_messages`): the
-/// messages sent (or to be sent) to the endpoint, newest first, each with its delivery's
-/// status; the filters of message lists, and `status`.
+/// List the messages sent (or to be sent) to an endpoint, each with its delivery's status.
+///
+/// Newest first unless asked otherwise; filtered as message lists are, and by the
+/// delivery's `status`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/msg",
+    tag = "Message Attempt",
+    operation_id = "v1.message-attempt.list-attempted-messages",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most items in the page, 1 to 250 (default 50)"),
+        ("iterator" = Option<String>, Query, description = "Where the page starts: the `iterator` of the page before (the items after it)"),
+        ("order" = Option<String>, Query, description = "`descending` (the default: newest first) or `ascending`"),
+        ("with_content" = Option<bool>, Query, description = "Whether payloads are included (default true; `false` answers `{}` for each)"),
+        ("event_types" = Option<Vec<String>>, Query, description = "Only messages of these event types (repeated, or comma-separated)"),
+        ("channel" = Option<String>, Query, description = "Only messages sent on this channel"),
+        ("tag" = Option<String>, Query, description = "Only messages with this tag"),
+        ("before" = Option<DateTime<Utc>>, Query, description = "Only those created before this time (RFC 3339)"),
+        ("after" = Option<DateTime<Utc>>, Query, description = "Only those created after this time (RFC 3339)"),
+        ("status" = Option<u8>, Query, minimum = 0, maximum = 3, description = "Only messages whose delivery has this status: 0 success, 1 pending, 2 fail, 3 sending"),
+    ),
+    responses(
+        (status = 200, description = "A page of messages", body = ListResponse<EndpointMessageOut>),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A query parameter is not valid", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn endpoint_messages(
     State(s): State<AppState>,
     t: Tenant,
@@ -127,7 +172,32 @@ async fn list(
     Ok(axum::Json(ListResponse::from_page(page, |a| a.id.clone(), AttemptOut::from)))
 }
 
-/// `GET /app/{app}/attempt/msg/{msg}` (and the older `/app/{app}/msg/{msg}/attempt`).
+/// List a message's attempts (the older path of the list-by-msg operation).
+///
+/// Newest first unless asked otherwise. The same as `GET /api/v1/app/{app_id}/attempt/msg/{msg_id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/msg/{msg_id}/attempt",
+    tag = "Message Attempt",
+    operation_id = "v1.message-attempt.list-by-msg-deprecated",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("msg_id" = String, Path, description = "The message's id or its `eventId`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most items in the page, 1 to 250 (default 50)"),
+        ("iterator" = Option<String>, Query, description = "Where the page starts: the `iterator` of the page before (the items after it)"),
+        ("order" = Option<String>, Query, description = "`descending` (the default: newest first) or `ascending`"),
+        ("status" = Option<u8>, Query, minimum = 0, maximum = 3, description = "Only those with this status: 0 success, 1 pending, 2 fail, 3 sending"),
+        ("before" = Option<DateTime<Utc>>, Query, description = "Only those created before this time (RFC 3339)"),
+        ("after" = Option<DateTime<Utc>>, Query, description = "Only those created after this time (RFC 3339)"),
+        ("endpoint_id" = Option<String>, Query, description = "Only attempts to this endpoint (its id or uid)"),
+    ),
+    responses(
+        (status = 200, description = "A page of attempts", body = ListResponse<AttemptOut>),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application, message, or endpoint given in `endpoint_id`", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A query parameter is not valid", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn by_message(
     State(s): State<AppState>,
     t: Tenant,
@@ -143,7 +213,65 @@ pub async fn by_message(
     list(&s, &t, &q, f).await
 }
 
-/// `GET /app/{app}/attempt/endpoint/{endpoint}`.
+/// List a message's attempts, newest first unless asked otherwise.
+///
+/// Svix's `v1.message-attempt.list-by-msg` path; answered by the same code as the older
+/// `GET /api/v1/app/{app_id}/msg/{msg_id}/attempt`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/attempt/msg/{msg_id}",
+    tag = "Message Attempt",
+    operation_id = "v1.message-attempt.list-by-msg",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("msg_id" = String, Path, description = "The message's id or its `eventId`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most items in the page, 1 to 250 (default 50)"),
+        ("iterator" = Option<String>, Query, description = "Where the page starts: the `iterator` of the page before (the items after it)"),
+        ("order" = Option<String>, Query, description = "`descending` (the default: newest first) or `ascending`"),
+        ("status" = Option<u8>, Query, minimum = 0, maximum = 3, description = "Only those with this status: 0 success, 1 pending, 2 fail, 3 sending"),
+        ("before" = Option<DateTime<Utc>>, Query, description = "Only those created before this time (RFC 3339)"),
+        ("after" = Option<DateTime<Utc>>, Query, description = "Only those created after this time (RFC 3339)"),
+        ("endpoint_id" = Option<String>, Query, description = "Only attempts to this endpoint (its id or uid)"),
+    ),
+    responses(
+        (status = 200, description = "A page of attempts", body = ListResponse<AttemptOut>),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application, message, or endpoint given in `endpoint_id`", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A query parameter is not valid", body = crate::openapi::ErrorBody),
+    )
+)]
+pub async fn list_by_msg(
+    state: State<AppState>,
+    t: Tenant,
+    q: Query,
+    path: Path<(String, String)>,
+) -> ApiResult<axum::Json<ListResponse<AttemptOut>>> {
+    by_message(state, t, q, path).await
+}
+
+/// List the attempts made to an endpoint, newest first unless asked otherwise.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/attempt/endpoint/{endpoint_id}",
+    tag = "Message Attempt",
+    operation_id = "v1.message-attempt.list-by-endpoint",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most items in the page, 1 to 250 (default 50)"),
+        ("iterator" = Option<String>, Query, description = "Where the page starts: the `iterator` of the page before (the items after it)"),
+        ("order" = Option<String>, Query, description = "`descending` (the default: newest first) or `ascending`"),
+        ("status" = Option<u8>, Query, minimum = 0, maximum = 3, description = "Only those with this status: 0 success, 1 pending, 2 fail, 3 sending"),
+        ("before" = Option<DateTime<Utc>>, Query, description = "Only those created before this time (RFC 3339)"),
+        ("after" = Option<DateTime<Utc>>, Query, description = "Only those created after this time (RFC 3339)"),
+    ),
+    responses(
+        (status = 200, description = "A page of attempts", body = ListResponse<AttemptOut>),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A query parameter is not valid", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn by_endpoint(
     State(s): State<AppState>,
     t: Tenant,
@@ -156,8 +284,23 @@ pub async fn by_endpoint(
     list(&s, &t, &q, f).await
 }
 
-/// `DELETE /app/{app}/msg/{msg}/attempt/{attempt}/content` (Svix's
-/// `message_attempt.expunge_content`): forgets what the endpoint answered.
+/// Delete an attempt's response body: forget what the endpoint answered.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}/content",
+    tag = "Message Attempt",
+    operation_id = "v1.message-attempt.expunge-content",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("msg_id" = String, Path, description = "The message's id or its `eventId`"),
+        ("attempt_id" = String, Path, description = "The attempt's id"),
+    ),
+    responses(
+        (status = 204, description = "Expunged"),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application, message or attempt", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn expunge_content(
     State(s): State<AppState>,
     t: Tenant,
@@ -168,6 +311,23 @@ pub async fn expunge_content(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Get one attempt of a message.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}",
+    tag = "Message Attempt",
+    operation_id = "v1.message-attempt.get",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("msg_id" = String, Path, description = "The message's id or its `eventId`"),
+        ("attempt_id" = String, Path, description = "The attempt's id"),
+    ),
+    responses(
+        (status = 200, description = "The attempt", body = AttemptOut),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application, message or attempt", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn get(
     State(s): State<AppState>,
     t: Tenant,
@@ -177,3 +337,11 @@ pub async fn get(
     let a = s.0.store.get_attempt(&t.app.id, &msg.id, &attempt_id).await?.ok_or(ApiError::NotFound("attempt"))?;
     Ok(axum::Json(a.into()))
 }
+
+/// This module's part of the OpenAPI document (see `crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(endpoint_messages, by_message, list_by_msg, get, expunge_content, by_endpoint),
+    components(schemas(AttemptOut, EndpointMessageOut))
+)]
+pub(crate) struct Doc;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::app::ApplicationIn;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{bearer_token, Admin, Auth, OptionalJson, Path};
+use crate::openapi::ErrorBody;
 use crate::state::{hex, token_hash, AppState};
 
 /// Prefix of application-scoped tokens, so they are recognisable in a secret scanner.
@@ -28,27 +29,52 @@ const MAX_EXPIRY_SECONDS: u64 = 7 * 24 * 3600;
 /// application tokens have full access to their application, and silently issuing more
 /// than was asked for would be worse than refusing); the portal's display options and
 /// `sessionId` are accepted and ignored.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppPortalAccessIn {
+    /// Seconds the token works, 3600 to 604800 (a week, the default).
     #[serde(default)]
+    #[schema(minimum = 3600, maximum = 604800)]
     expiry: Option<u64>,
+    /// Created, under the uid of the path, when the path names no application.
     #[serde(default)]
     application: Option<ApplicationIn>,
+    /// Only `false` is accepted: read-only tokens are not supported.
     #[serde(default)]
     read_only: Option<bool>,
+    /// Not supported: any value but `null` is refused (an application token has full
+    /// access to its application).
     #[serde(default)]
     capabilities: Option<Vec<serde_json::Value>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AppPortalAccessOut {
+    /// The consumer portal, logged in with the token.
     url: String,
+    /// The application token (`appsk_…`), shown only this once.
     token: String,
 }
 
+/// Get a token for the consumer portal of an application.
+///
 /// Issues a token that can see and change only this application, for `expiry` seconds
 /// (a week unless given). The token is shown once; only its hash is stored.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/app-portal-access/{app_id}",
+    tag = "Authentication",
+    operation_id = "v1.authentication.app-portal-access",
+    params(("app_id" = String, Path, description = "The application's id or its uid.")),
+    request_body(content = AppPortalAccessIn, description = "Optional: without it, a token for a week, for an existing application."),
+    responses(
+        (status = 200, description = "The token, and the portal's URL", body = AppPortalAccessOut),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "No such application, and no `application` to create", body = ErrorBody),
+        (status = 422, description = "Invalid body", body = ErrorBody),
+    )
+)]
 pub async fn app_portal_access(
     State(s): State<AppState>,
     _: Admin,
@@ -87,8 +113,49 @@ pub async fn app_portal_access(
     Ok(axum::Json(AppPortalAccessOut { url, token }))
 }
 
+/// Svix's older name for app-portal-access: the same operation.
+///
+/// Issues a token that can see and change only this application, for `expiry` seconds
+/// (a week unless given).
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/dashboard-access/{app_id}",
+    tag = "Authentication",
+    operation_id = "v1.authentication.dashboard-access",
+    params(("app_id" = String, Path, description = "The application's id or its uid.")),
+    request_body(content = AppPortalAccessIn, description = "Optional: without it, a token for a week, for an existing application."),
+    responses(
+        (status = 200, description = "The token, and the portal's URL", body = AppPortalAccessOut),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "No such application, and no `application` to create", body = ErrorBody),
+        (status = 422, description = "Invalid body", body = ErrorBody),
+    )
+)]
+pub async fn dashboard_access(
+    state: State<AppState>,
+    admin: Admin,
+    path: Path<String>,
+    body: OptionalJson<AppPortalAccessIn>,
+) -> ApiResult<axum::Json<AppPortalAccessOut>> {
+    app_portal_access(state, admin, path, body).await
+}
+
+/// Log out: the application token that calls it stops working.
+///
 /// `POST /auth/logout`: the application token that calls it stops working. (The admin
 /// token comes from the configuration: change it there.)
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    tag = "Authentication",
+    operation_id = "v1.authentication.logout",
+    responses(
+        (status = 204, description = "The token no longer works"),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "The admin token cannot log out", body = ErrorBody),
+    )
+)]
 pub async fn logout(State(s): State<AppState>, Auth(principal): Auth, headers: HeaderMap) -> ApiResult<StatusCode> {
     if principal == Principal::Admin {
         return Err(ApiError::Forbidden("the admin token is set in the configuration; it cannot log out"));
@@ -101,15 +168,34 @@ pub async fn logout(State(s): State<AppState>, Auth(principal): Auth, headers: H
 
 /// Svix's `ApplicationTokenExpireIn`: `expiry`, seconds the tokens still work (0 unless
 /// given); `sessionIds` are accepted and ignored (every token of the application expires).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExpireAllIn {
+    /// Seconds the tokens still work (0, the default: at once). Over 604800 counts as
+    /// 604800, the longest a token lives.
     #[serde(default)]
     expiry: Option<u64>,
 }
 
+/// Expire all of an application's tokens.
+///
 /// `POST /auth/app/{app_id}/expire-all`: every token of the application stops working,
 /// at once or after `expiry` seconds (never later than it would have).
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/app/{app_id}/expire-all",
+    tag = "Authentication",
+    operation_id = "v1.authentication.expire-all",
+    params(("app_id" = String, Path, description = "The application's id or its uid.")),
+    request_body(content = ExpireAllIn, description = "Optional: without it, the tokens stop working at once."),
+    responses(
+        (status = 204, description = "The tokens expire"),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "No such application", body = ErrorBody),
+        (status = 422, description = "Invalid body", body = ErrorBody),
+    )
+)]
 pub async fn expire_all(
     State(s): State<AppState>,
     _: Admin,
@@ -121,4 +207,38 @@ pub async fn expire_all(
     let app = s.0.store.get_app(&app_key).await?.ok_or(ApiError::NotFound("application"))?;
     s.0.store.expire_app_tokens(&app.id, Utc::now() + chrono::Duration::seconds(expiry as i64)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// This module's part of the OpenAPI document (see `crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(app_portal_access, dashboard_access, logout, expire_all),
+    components(schemas(AppPortalAccessIn, AppPortalAccessOut, ExpireAllIn)),
+    modifiers(&Adjust)
+)]
+pub(crate) struct Doc;
+
+/// What `#[utoipa::path]` cannot say here.
+struct Adjust;
+
+impl utoipa::Modify for Adjust {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        for (path, deprecated) in [
+            ("/api/v1/auth/app-portal-access/{app_id}", false),
+            // Deprecated as in Svix's document. `#[deprecated]` on the handler would say so
+            // too, but would warn where the router uses it.
+            ("/api/v1/auth/dashboard-access/{app_id}", true),
+            ("/api/v1/auth/app/{app_id}/expire-all", false),
+        ] {
+            let Some(op) = doc.paths.paths.get_mut(path).and_then(|item| item.post.as_mut()) else { continue };
+            if deprecated {
+                op.deprecated = Some(utoipa::openapi::Deprecated::True);
+            }
+            // `OptionalJson`: the body may be left out, but not sent as `null` (which
+            // `request_body = Option<…>` would allow), so it is an object, not required.
+            if let Some(body) = op.request_body.as_mut() {
+                body.required = Some(utoipa::openapi::Required::False);
+            }
+        }
+    }
 }

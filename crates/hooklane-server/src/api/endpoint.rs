@@ -47,103 +47,186 @@ const FORBIDDEN_HEADERS: &[&str] = &[
     "proxy-authorization",
 ];
 
-#[derive(Deserialize)]
+/// Svix's `EndpointIn`: a new endpoint (`POST`), or all of one (`PUT`).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EndpointIn {
+    /// Where messages are posted: an absolute `http` or `https` URL.
+    #[schema(format = "uri", max_length = 4096, example = "https://example.com/webhook")]
     url: String,
     #[serde(default)]
+    #[schema(max_length = 4096)]
     description: String,
     // Svix's newer names (`eventTypes`, `throttleRate`; the SDKs since v1.7x send them) are
     // the same settings as the older `filterTypes` and `rateLimit`.
+    /// The event types the endpoint gets (all when absent or `null`). Also accepted under
+    /// Svix's newer name `eventTypes`.
     #[serde(default, alias = "eventTypes")]
+    #[schema(min_items = 1, max_items = 256)]
     filter_types: Option<Vec<String>>,
+    /// The channels the endpoint gets (all when absent or `null`).
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 10)]
     channels: Option<Vec<String>>,
     #[serde(default)]
     disabled: bool,
+    /// Most deliveries per second to this endpoint (no limit when absent). Also accepted
+    /// under Svix's newer name `throttleRate`.
     #[serde(default, alias = "throttleRate")]
+    #[schema(minimum = 1, maximum = 1000000)]
     rate_limit: Option<u32>,
+    /// Up to 64 string entries.
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
     metadata: Metadata,
+    /// A unique name of the endpoint within its application, usable instead of its id
+    /// (1–256 of `[a-zA-Z0-9-_.]`, not shaped like an endpoint id). On `PUT` to the endpoint
+    /// addressed by its uid, leaving it out keeps it; otherwise leaving it out clears it.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[a-zA-Z0-9\-_.]+$")]
     uid: Option<String>,
+    /// At least 1; 1 on creation when absent, unchanged by a `PUT` without it.
     #[serde(default)]
+    #[schema(minimum = 1)]
     version: Option<i32>,
+    /// The signing secret, `whsec_` and the base64 of 24 to 64 bytes; generated when absent.
+    /// Only read on creation: a `PUT` ignores it (use the rotate operation to change it).
     #[serde(default)]
+    #[schema(example = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")]
     secret: Option<String>,
+    /// Custom headers sent with every delivery (at most 32). A `PUT` without them keeps them.
     #[serde(default)]
     headers: Option<BTreeMap<String, String>>,
-    /// hooklane's own (see [`hooklane_core::rules`]). A `PUT` without them keeps them, as
-    /// it keeps `headers`: Svix's SDKs know nothing of them and would clear them otherwise;
-    /// `null` clears one.
+    // hooklane's own (see [`hooklane_core::rules`]). A `PUT` without them keeps them, as
+    // it keeps `headers`: Svix's SDKs know nothing of them and would clear them otherwise;
+    // `null` clears one.
+    /// hooklane extension: which messages the endpoint gets, by their payload, as a JSON
+    /// object in a subset of MongoDB's query language (e.g. `{"type": {"$in": ["a", "b"]}}`;
+    /// operators `$eq`, `$neq`, `$in`, `$nin`, `$exists`, `$gt`, `$gte`, `$lt`, `$lte`,
+    /// `$startsWith`, `$endsWith`, `$contains`, `$not`, `$and`, `$or`); at most 64 KiB.
+    /// Left out, it is kept (on `PUT`); `null` removes it.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     payload_filter: Patch<serde_json::Value>,
+    /// hooklane extension: the body the endpoint is sent instead of the payload, a JSON
+    /// template whose strings may hold `{{ path }}` placeholders read from the payload
+    /// (`{{ $ }}` is all of it); at most 64 KiB. Left out, it is kept (on `PUT`); `null`
+    /// removes it.
     #[serde(default)]
+    #[schema(value_type = Option<serde_json::Value>)]
     transform: Patch<serde_json::Value>,
-    /// hooklane's own, kept by a `PUT` without it like the two above: `"concurrent"` (the
-    /// default) or `"fifo"` ([`DeliveryOrder`]).
+    // hooklane's own, kept by a `PUT` without it like the two above ([`DeliveryOrder`]).
+    /// hooklane extension: how deliveries are sent, `concurrent` (the default) or `fifo`.
+    /// Left out, it is kept (on `PUT`); `null` sets `concurrent`.
     #[serde(default)]
+    #[schema(value_type = Option<EndpointOrdering>)]
     ordering: Patch<DeliveryOrder>,
 }
 
-#[derive(Deserialize)]
+/// How an endpoint's deliveries are sent (hooklane extension): `concurrent`, several at once
+/// in no promised order, or `fifo`, in strict order per ordering key, one at a time, a
+/// failing message holding up those behind it until it succeeds or its retries run out.
+// Describes `DeliveryOrder` (hooklane-core, which has no schema) in the document; never built.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub(crate) enum EndpointOrdering {
+    Concurrent,
+    Fifo,
+}
+
+/// Svix's `EndpointPatch`: only the fields given change; `null` clears a field that may be
+/// unset and is refused for the others.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EndpointPatch {
     #[serde(default)]
+    #[schema(value_type = String, format = "uri", max_length = 4096)]
     url: Patch<String>,
     #[serde(default)]
+    #[schema(value_type = String, max_length = 4096)]
     description: Patch<String>,
+    /// Also accepted as `eventTypes`; `null`: all event types.
     #[serde(default, alias = "eventTypes")]
+    #[schema(value_type = Option<Vec<String>>, min_items = 1, max_items = 256)]
     filter_types: Patch<Vec<String>>,
+    /// `null`: all channels.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>, min_items = 1, max_items = 10)]
     channels: Patch<Vec<String>>,
     #[serde(default)]
+    #[schema(value_type = bool)]
     disabled: Patch<bool>,
+    /// Also accepted as `throttleRate`; `null`: no limit.
     #[serde(default, alias = "throttleRate")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000000)]
     rate_limit: Patch<u32>,
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
     metadata: Patch<Metadata>,
     #[serde(default)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 256, pattern = r"^[a-zA-Z0-9\-_.]+$")]
     uid: Patch<String>,
     #[serde(default)]
+    #[schema(value_type = i32, minimum = 1)]
     version: Patch<i32>,
+    /// Replaces all custom headers.
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
     headers: Patch<BTreeMap<String, String>>,
+    /// hooklane extension, as in `EndpointIn`; `null` removes it.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     payload_filter: Patch<serde_json::Value>,
+    /// hooklane extension, as in `EndpointIn`; `null` removes it.
     #[serde(default)]
+    #[schema(value_type = Option<serde_json::Value>)]
     transform: Patch<serde_json::Value>,
+    /// hooklane extension, as in `EndpointIn`; `null` sets `concurrent`.
     #[serde(default)]
+    #[schema(value_type = Option<EndpointOrdering>)]
     ordering: Patch<DeliveryOrder>,
 }
 
-#[derive(Serialize)]
+/// Svix's `EndpointOut`. The signing secret is never part of it: it is read with the
+/// get-secret operation.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointOut {
+    #[schema(example = "ep_01J8ZK6X4Q9M2V7T3B5N8R1W0C")]
     id: String,
     url: String,
     description: String,
+    /// The event types the endpoint gets (`null`: all).
     filter_types: Option<Vec<String>>,
     /// `filterTypes` under Svix's newer name, which newer SDKs read.
     event_types: Option<Vec<String>>,
+    /// The channels the endpoint gets (`null`: all).
     channels: Option<Vec<String>>,
     disabled: bool,
+    /// Most deliveries per second (`null`: no limit).
     rate_limit: Option<u32>,
     /// `rateLimit` under Svix's newer name (a 16-bit number in the SDKs: left out above that).
     #[serde(skip_serializing_if = "Option::is_none")]
     throttle_rate: Option<u16>,
+    #[schema(value_type = BTreeMap<String, String>)]
     metadata: Metadata,
     uid: Option<String>,
     version: i32,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
-    /// hooklane's own; left out when unset, so that answers stay Svix's.
+    // hooklane's own; left out when unset, so that answers stay Svix's.
+    /// hooklane extension: the payload filter (see `EndpointIn`); left out when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     payload_filter: Option<serde_json::Value>,
+    /// hooklane extension: the transform template (see `EndpointIn`); left out when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     transform: Option<serde_json::Value>,
-    /// Left out when concurrent (the default), for the same reason.
+    // Left out when concurrent (the default), for the same reason.
+    /// hooklane extension: `fifo` when set so; left out when `concurrent` (the default).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<EndpointOrdering>)]
     ordering: Option<DeliveryOrder>,
 }
 
@@ -269,6 +352,27 @@ pub(crate) fn parse_secret(field: &str, raw: &str) -> ApiResult<Secret> {
     Secret::parse(raw).map_err(|e| ApiError::validation(field, e.to_string()))
 }
 
+/// Create an endpoint.
+///
+/// Its signing secret is the one given, or a new one; the answer does not hold it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/app/{app_id}/endpoint",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.create",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+    ),
+    request_body = EndpointIn,
+    responses(
+        (status = 201, description = "The endpoint created", body = EndpointOut),
+        (status = 400, description = "The body is not valid JSON", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application", body = crate::openapi::ErrorBody),
+        (status = 409, description = "An endpoint with this uid already exists in this application", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A field is not valid", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn create(
     State(s): State<AppState>,
     t: Tenant,
@@ -310,6 +414,25 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(EndpointOut::from(ep))))
 }
 
+/// List the application's endpoints, oldest first unless asked otherwise.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/endpoint",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.list",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most items in the page, 1 to 250 (default 50)"),
+        ("iterator" = Option<String>, Query, description = "Where the page starts: the `iterator` of the page before (the items after it)"),
+        ("order" = Option<String>, Query, description = "`ascending` (the default: oldest first) or `descending`"),
+    ),
+    responses(
+        (status = 200, description = "A page of endpoints", body = ListResponse<EndpointOut>),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A query parameter is not valid", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn list(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<ListResponse<EndpointOut>>> {
     let page = page_request(&q, false)?;
     let page = s.0.store.list_endpoints(&t.app.id, &page).await?;
@@ -330,6 +453,22 @@ pub async fn find(s: &AppState, t: &Tenant, key: &str) -> ApiResult<Endpoint> {
     s.0.store.get_endpoint(&t.app.id, key).await?.ok_or(ApiError::NotFound("endpoint"))
 }
 
+/// Get an endpoint.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.get",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+    ),
+    responses(
+        (status = 200, description = "The endpoint", body = EndpointOut),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn get(
     State(s): State<AppState>,
     t: Tenant,
@@ -367,6 +506,29 @@ pub(crate) fn after_update(s: &AppState, app: Option<&Application>, ep: &Endpoin
     }
 }
 
+/// Update an endpoint: replace its settings with the body's.
+///
+/// `headers`, `version`, `payloadFilter`, `transform` and `ordering` left out are kept, and
+/// so is `uid` when the endpoint is addressed by it; `secret` is ignored.
+#[utoipa::path(
+    put,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.update",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+    ),
+    request_body = EndpointIn,
+    responses(
+        (status = 200, description = "The endpoint updated", body = EndpointOut),
+        (status = 400, description = "The body is not valid JSON", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
+        (status = 409, description = "An endpoint with this uid already exists in this application", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A field is not valid", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn put(
     State(s): State<AppState>,
     t: Tenant,
@@ -398,6 +560,26 @@ pub async fn put(
     Ok(axum::Json(save(&s, &t, ep, was_disabled).await?.into()))
 }
 
+/// Partially update an endpoint: change only the fields given.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.patch",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+    ),
+    request_body = EndpointPatch,
+    responses(
+        (status = 200, description = "The endpoint updated", body = EndpointOut),
+        (status = 400, description = "The body is not valid JSON", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
+        (status = 409, description = "An endpoint with this uid already exists in this application", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A field is not valid, or `null` for one that cannot be unset", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn patch(
     State(s): State<AppState>,
     t: Tenant,
@@ -422,6 +604,22 @@ pub async fn patch(
     Ok(axum::Json(save(&s, &t, ep, was_disabled).await?.into()))
 }
 
+/// Delete an endpoint.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.delete",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn delete(
     State(s): State<AppState>,
     t: Tenant,
@@ -433,11 +631,30 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize)]
+/// Svix's `EndpointSecretOut`.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct SecretOut {
+    /// `whsec_` and the base64 of the key.
+    #[schema(example = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")]
     key: String,
 }
 
+/// Get the endpoint's signing secret (`whsec_…`), the one deliveries are signed with.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.get-secret",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+    ),
+    responses(
+        (status = 200, description = "The current secret", body = SecretOut),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn get_secret(
     State(s): State<AppState>,
     t: Tenant,
@@ -447,7 +664,7 @@ pub async fn get_secret(
 }
 
 /// Svix's `EndpointStats`: the endpoint's deliveries by how they stand.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EndpointStatsOut {
     success: u64,
     pending: u64,
@@ -457,8 +674,27 @@ pub struct EndpointStatsOut {
     canceled: u64,
 }
 
-/// `GET /app/{app}/endpoint/{endpoint}/stats`: deliveries counted by status, only those
-/// last changed in `[since, until)` when given.
+/// Get the endpoint's delivery statistics: its deliveries counted by status.
+///
+/// Only deliveries last changed in `[since, until)` are counted when those are given.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/stats",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.get-stats",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+        ("since" = Option<DateTime<Utc>>, Query, description = "Count only deliveries last changed at or after this time (RFC 3339)"),
+        ("until" = Option<DateTime<Utc>>, Query, description = "Count only deliveries last changed before this time (RFC 3339)"),
+    ),
+    responses(
+        (status = 200, description = "The counts", body = EndpointStatsOut),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`since` or `until` is not an RFC 3339 time", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn stats(
     State(s): State<AppState>,
     t: Tenant,
@@ -476,19 +712,46 @@ pub async fn stats(
     }))
 }
 
-#[derive(Deserialize, Default)]
+/// Svix's `EndpointSecretRotateIn`.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateIn {
+    /// The new secret, `whsec_` and the base64 of 24 to 64 bytes; generated when absent.
     #[serde(default)]
     key: Option<String>,
     /// How long the old secret keeps signing beside the new one (default 24 hours; 0: not
     /// at all).
     #[serde(default, rename = "gracePeriodSeconds")]
+    #[schema(maximum = 604800)]
     grace_period_seconds: Option<u32>,
 }
 
-/// Replaces the secret; the old one keeps signing (alongside) for the grace period.
-/// Answers the new secret, as Svix does (older SDKs ignore the body).
+/// Rotate the endpoint's signing secret.
+///
+/// The new secret is the one given, or a new one. The old one keeps signing every delivery
+/// beside it for the grace period (24 hours by default), so that receivers can switch over.
+/// Answers the new secret, as Svix does (older SDKs ignore the body). The body may be left out.
+#[utoipa::path(
+    post,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret/rotate",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.rotate-secret",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+    ),
+    request_body(
+        content = RotateIn,
+        description = "May be left out: a new secret is generated, and the old one signs for 24 hours"
+    ),
+    responses(
+        (status = 200, description = "The new secret", body = SecretOut),
+        (status = 400, description = "The body is not valid JSON", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`key` is not a valid secret, or the grace period is too long", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn rotate_secret(
     State(s): State<AppState>,
     t: Tenant,
@@ -521,18 +784,39 @@ pub async fn rotate_secret(
     Ok(axum::Json(SecretOut { key: new.expose() }))
 }
 
-#[derive(Serialize)]
+/// Svix's `EndpointHeadersOut`.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct HeadersOut {
     headers: BTreeMap<String, String>,
+    /// Svix's; hooklane hides no header, so always empty.
     sensitive: Vec<String>,
 }
 
-#[derive(Deserialize)]
+/// Svix's `EndpointHeadersIn` and `EndpointHeadersPatchIn`: at most 32 headers in all, none
+/// of those hooklane sets itself (`webhook-*`, `content-type`, …) or that control the
+/// connection.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeadersIn {
     headers: BTreeMap<String, Option<String>>,
 }
 
+/// Get the custom headers sent with every delivery to the endpoint.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/headers",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.get-headers",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+    ),
+    responses(
+        (status = 200, description = "The custom headers", body = HeadersOut),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn get_headers(
     State(s): State<AppState>,
     t: Tenant,
@@ -541,7 +825,27 @@ pub async fn get_headers(
     Ok(axum::Json(HeadersOut { headers: find(&s, &t, &key).await?.headers, sensitive: Vec::new() }))
 }
 
-/// PUT replaces all custom headers.
+/// Set the endpoint's custom headers, replacing all of them.
+///
+/// A header whose value is `null` is left out.
+#[utoipa::path(
+    put,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/headers",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.update-headers",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+    ),
+    request_body = HeadersIn,
+    responses(
+        (status = 204, description = "Headers replaced"),
+        (status = 400, description = "The body is not valid JSON", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A header is not valid, or is one hooklane sets itself", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn put_headers(
     State(s): State<AppState>,
     t: Tenant,
@@ -555,7 +859,28 @@ pub async fn put_headers(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// PATCH merges: a `null` value removes that header.
+/// Change some of the endpoint's custom headers.
+///
+/// Each header given replaces the one of the same name (in any case); a `null` value removes
+/// it. Headers not named are kept.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/headers",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.patch-headers",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+    ),
+    request_body = HeadersIn,
+    responses(
+        (status = 204, description = "Headers changed"),
+        (status = 400, description = "The body is not valid JSON", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A header is not valid, or is one hooklane sets itself", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn patch_headers(
     State(s): State<AppState>,
     t: Tenant,
@@ -575,10 +900,13 @@ pub async fn patch_headers(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// Svix's `RecoverIn` and `ReplayIn`: the messages concerned are those created in
+/// `[since, until)`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecoverIn {
     since: DateTime<Utc>,
+    /// Now when left out; must be after `since`.
     #[serde(default)]
     until: Option<DateTime<Utc>>,
 }
@@ -594,11 +922,16 @@ impl RecoverIn {
 
 /// Svix's background-task answers (`RecoverOut`, `ReplayOut`): hooklane does the work
 /// before answering, so the task is `finished`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskOut {
+    #[schema(example = "qtask_01J8ZK6X4Q9M2V7T3B5N8R1W0C")]
     id: String,
+    /// Always `finished`.
+    #[schema(value_type = String, example = "finished")]
     status: &'static str,
+    /// `endpoint.recover` or `endpoint.replay`.
+    #[schema(value_type = String, example = "endpoint.recover")]
     task: &'static str,
     /// Deliveries queued again by a recovery (hooklane extension).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -615,7 +948,29 @@ impl TaskOut {
     }
 }
 
-/// Queues again every failed delivery to this endpoint of messages sent since `since`.
+/// Recover failed messages: queue again every failed delivery to the endpoint.
+///
+/// Only deliveries of messages created in `[since, until)` (until now when `until` is left
+/// out) are queued. The work is done before the answer, whose task is already `finished`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/recover",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.recover",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+    ),
+    request_body = RecoverIn,
+    responses(
+        (status = 202, description = "Deliveries queued again; `recovered` says how many", body = TaskOut),
+        (status = 400, description = "The body is not valid JSON", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The endpoint is disabled", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`since` is missing, or `until` is not after it", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn recover(
     State(s): State<AppState>,
     t: Tenant,
@@ -635,10 +990,31 @@ pub async fn recover(
 /// Messages looked at per round of a replay.
 const REPLAY_CHUNK: usize = 500;
 
-/// `POST …/endpoint/{id}/replay-missing` (Svix's `replay_missing`): sends the endpoint
-/// every message of the application created in `[since, until)` (until now unless given)
-/// that it never got but would get now (created before the endpoint was, or before its
-/// filters let it through). Messages it did get are not sent again.
+/// Replay missing messages: send the endpoint the messages it never got.
+///
+/// Sends every message of the application created in `[since, until)` (until now unless
+/// given) that the endpoint never got but would get now (created before the endpoint was,
+/// or before its filters let it through). Messages it did get are not sent again. The work
+/// is done before the answer, whose task is already `finished`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/replay-missing",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.replay-missing",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+    ),
+    request_body = RecoverIn,
+    responses(
+        (status = 202, description = "Messages queued; `replayed` says how many", body = TaskOut),
+        (status = 400, description = "The body is not valid JSON", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The endpoint is disabled", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`since` is missing, or `until` is not after it", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn replay_missing(
     State(s): State<AppState>,
     t: Tenant,
@@ -678,4 +1054,53 @@ pub async fn replay_missing(
     }
     let out = TaskOut { replayed: Some(replayed), ..TaskOut::finished("endpoint.replay", now) };
     Ok((StatusCode::ACCEPTED, axum::Json(out)))
+}
+
+/// This module's part of the OpenAPI document (see `crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        list,
+        create,
+        get,
+        put,
+        patch,
+        delete,
+        get_secret,
+        rotate_secret,
+        get_headers,
+        put_headers,
+        patch_headers,
+        recover,
+        replay_missing,
+        stats
+    ),
+    components(schemas(
+        EndpointIn,
+        EndpointPatch,
+        EndpointOut,
+        EndpointOrdering,
+        SecretOut,
+        RotateIn,
+        HeadersOut,
+        HeadersIn,
+        RecoverIn,
+        TaskOut,
+        EndpointStatsOut
+    )),
+    modifiers(&RotateBodyOptional)
+)]
+pub(crate) struct Doc;
+
+/// Marks the rotate operation's body as optional, as `OptionalJson` takes it: `request_body`
+/// can only say so with `Option<RotateIn>`, which also allows a JSON `null`, which is refused.
+struct RotateBodyOptional;
+
+impl utoipa::Modify for RotateBodyOptional {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let rotate = doc.paths.paths.get_mut("/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret/rotate");
+        if let Some(body) = rotate.and_then(|item| item.post.as_mut()).and_then(|op| op.request_body.as_mut()) {
+            body.required = Some(utoipa::openapi::Required::False);
+        }
+    }
 }

@@ -10,67 +10,93 @@ use serde::{Deserialize, Serialize};
 use super::{check_len, check_name, page_request, ListResponse, Patch};
 use crate::error::{conflict, missing, ApiError, ApiResult};
 use crate::extract::{Admin, Auth, Json, Path, Query};
+use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+/// A new event type.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventTypeIn {
+    /// 1–256 of `[a-zA-Z0-9-_.]`; the event type's key, unique.
+    #[schema(example = "invoice.paid")]
     name: String,
+    /// Up to 4096 characters.
     #[serde(default)]
     description: String,
     #[serde(default)]
     archived: bool,
     #[serde(default)]
     deprecated: bool,
+    /// 1–256 of `[a-zA-Z0-9-_.]`.
     #[serde(default)]
     feature_flag: Option<String>,
+    /// JSON Schemas of the payload, by version (an object).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     schemas: Option<serde_json::Value>,
+    /// Accepted for Svix compatibility, not used.
     #[serde(default, rename = "groupName")]
     _group_name: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
+/// The whole of an event type but its name, which the path gives (PUT).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventTypeUpdate {
+    /// Up to 4096 characters.
     #[serde(default)]
     description: String,
     #[serde(default)]
     archived: bool,
     #[serde(default)]
     deprecated: bool,
+    /// 1–256 of `[a-zA-Z0-9-_.]`.
     #[serde(default)]
     feature_flag: Option<String>,
+    /// JSON Schemas of the payload, by version (an object).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     schemas: Option<serde_json::Value>,
+    /// Accepted for Svix compatibility, not used.
     #[serde(default, rename = "groupName")]
     _group_name: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
+/// Changes to an event type: absent fields stay as they are, `null` clears one.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventTypePatch {
+    // `Patch<T>` is not a schema: absent or set for required fields (null is refused),
+    // nullable for the ones `null` clears.
     #[serde(default)]
+    #[schema(value_type = String)]
     description: Patch<String>,
     #[serde(default)]
+    #[schema(value_type = bool)]
     archived: Patch<bool>,
     #[serde(default)]
+    #[schema(value_type = bool)]
     deprecated: Patch<bool>,
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     feature_flag: Patch<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     schemas: Patch<serde_json::Value>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventTypeOut {
+    #[schema(example = "invoice.paid")]
     name: String,
     description: String,
     archived: bool,
     deprecated: bool,
     feature_flag: Option<String>,
+    /// Left out of lists unless `with_content=true`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     schemas: Option<serde_json::Value>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -103,6 +129,21 @@ fn validate(e: &EventType) -> ApiResult<()> {
     Ok(())
 }
 
+/// Create an event type.
+#[utoipa::path(
+    post,
+    path = "/api/v1/event-type",
+    tag = "Event Type",
+    operation_id = "v1.event-type.create",
+    request_body = EventTypeIn,
+    responses(
+        (status = 201, description = "Created", body = EventTypeOut),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 409, description = "An event type of this name exists", body = ErrorBody),
+        (status = 422, description = "Invalid body", body = ErrorBody),
+    )
+)]
 pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<EventTypeIn>) -> ApiResult<Response> {
     let now = super::now();
     let et = EventType {
@@ -120,7 +161,27 @@ pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<Event
     Ok((StatusCode::CREATED, axum::Json(EventTypeOut::new(et, true))).into_response())
 }
 
+/// List event types.
+///
 /// Listing is open to application tokens too: the portal shows what can be subscribed to.
+#[utoipa::path(
+    get,
+    path = "/api/v1/event-type",
+    tag = "Event Type",
+    operation_id = "v1.event-type.list",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most event types to answer (default 50)."),
+        ("iterator" = Option<String>, Query, description = "The `iterator` of the previous page, to continue after it."),
+        ("order" = Option<String>, Query, description = "`ascending` (the default, by name) or `descending`."),
+        ("include_archived" = Option<bool>, Query, description = "Include archived event types (default false)."),
+        ("with_content" = Option<bool>, Query, description = "Include each event type's `schemas` (default false)."),
+    ),
+    responses(
+        (status = 200, description = "A page of event types", body = ListResponse<EventTypeOut>),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 422, description = "Invalid query", body = ErrorBody),
+    )
+)]
 pub async fn list(State(s): State<AppState>, _: Auth, q: Query) -> ApiResult<axum::Json<ListResponse<EventTypeOut>>> {
     let page = page_request(&q, false)?;
     let include_archived = q.flag("include_archived")?.unwrap_or(false);
@@ -129,12 +190,42 @@ pub async fn list(State(s): State<AppState>, _: Auth, q: Query) -> ApiResult<axu
     Ok(axum::Json(ListResponse::from_page(page, |e| e.name.clone(), |e| EventTypeOut::new(e, with_content))))
 }
 
+/// Get an event type.
+#[utoipa::path(
+    get,
+    path = "/api/v1/event-type/{name}",
+    tag = "Event Type",
+    operation_id = "v1.event-type.get",
+    params(("name" = String, Path, description = "The event type's name.")),
+    responses(
+        (status = 200, description = "The event type", body = EventTypeOut),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such event type", body = ErrorBody),
+    )
+)]
 pub async fn get(State(s): State<AppState>, _: Auth, Path(name): Path<String>) -> ApiResult<axum::Json<EventTypeOut>> {
     let et = s.0.store.get_event_type(&name).await?.ok_or(ApiError::NotFound("event type"))?;
     Ok(axum::Json(EventTypeOut::new(et, true)))
 }
 
+/// Update an event type, or create it.
+///
 /// PUT: replaces the event type, creating it when missing (as Svix does).
+#[utoipa::path(
+    put,
+    path = "/api/v1/event-type/{name}",
+    tag = "Event Type",
+    operation_id = "v1.event-type.update",
+    params(("name" = String, Path, description = "The event type's name.")),
+    request_body = EventTypeUpdate,
+    responses(
+        (status = 200, description = "Updated", body = EventTypeOut),
+        (status = 201, description = "Created", body = EventTypeOut),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 422, description = "Invalid name or body", body = ErrorBody),
+    )
+)]
 pub async fn put(
     State(s): State<AppState>,
     _: Admin,
@@ -171,6 +262,22 @@ pub async fn put(
     Ok(axum::Json(EventTypeOut::new(et, true)).into_response())
 }
 
+/// Partly update an event type.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/event-type/{name}",
+    tag = "Event Type",
+    operation_id = "v1.event-type.patch",
+    params(("name" = String, Path, description = "The event type's name.")),
+    request_body = EventTypePatch,
+    responses(
+        (status = 200, description = "Updated", body = EventTypeOut),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "No such event type", body = ErrorBody),
+        (status = 422, description = "Invalid body", body = ErrorBody),
+    )
+)]
 pub async fn patch(
     State(s): State<AppState>,
     _: Admin,
@@ -189,7 +296,26 @@ pub async fn patch(
     Ok(axum::Json(EventTypeOut::new(et, true)))
 }
 
+/// Archive an event type, or delete it.
+///
 /// DELETE archives the event type; `?expunge=true` removes it for good.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/event-type/{name}",
+    tag = "Event Type",
+    operation_id = "v1.event-type.delete",
+    params(
+        ("name" = String, Path, description = "The event type's name."),
+        ("expunge" = Option<bool>, Query, description = "Delete it for good instead of archiving it (default false)."),
+    ),
+    responses(
+        (status = 204, description = "Archived, or deleted"),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "No such event type", body = ErrorBody),
+        (status = 422, description = "Invalid query", body = ErrorBody),
+    )
+)]
 pub async fn delete(State(s): State<AppState>, _: Admin, Path(name): Path<String>, q: Query) -> ApiResult<StatusCode> {
     if q.flag("expunge")?.unwrap_or(false) {
         s.0.store.delete_event_type(&name).await.map_err(missing("event type"))?;
@@ -201,3 +327,11 @@ pub async fn delete(State(s): State<AppState>, _: Admin, Path(name): Path<String
     s.0.store.update_event_type(et).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// This module's part of the OpenAPI document (see `crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list, create, get, put, patch, delete),
+    components(schemas(EventTypeIn, EventTypeUpdate, EventTypePatch, EventTypeOut))
+)]
+pub(crate) struct Doc;

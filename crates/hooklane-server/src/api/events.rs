@@ -48,11 +48,15 @@ const MAX_LIMIT: usize = 250;
 const DEFAULT_LIMIT: usize = 50;
 
 /// Svix's `MessageEventsOut`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageEventsOut {
+    /// The messages, in the order they became durable.
     data: Vec<MessageOut>,
+    /// Where this read stopped: the next read's `iterator`. An opaque token, valid for this
+    /// application only.
     iterator: String,
+    /// Whether this read reached the end of the stream (for now).
     done: bool,
 }
 
@@ -181,18 +185,89 @@ async fn poll_once(s: &AppState, app_id: &str, pull: &Pull) -> ApiResult<EventsP
     Ok(follower.read(Instant::now() + wait).await?)
 }
 
-/// `GET /api/v1/app/{app_id}/events`
+/// Reads an application's messages in order: polling and long-polling.
+///
+/// `GET /api/v1/app/{app_id}/events` (Svix's `message.events`): messages come in the order
+/// they became durable, and a reader that passes each answer's `iterator` to its next read
+/// sees every message once, whether or not it has endpoints. With `wait`, a long-poll.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/events",
+    tag = "Events",
+    operation_id = "v1.message.events",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("limit" = Option<u32>, Query, description = "Messages per read, 1–250 (default 50)",
+            minimum = 1, maximum = 250),
+        ("iterator" = Option<String>, Query, description = "The `iterator` of the previous read (default: the start of \
+            the stream)"),
+        ("event_types" = Option<Vec<String>>, Query, description = "Only messages of these event types: repeat the \
+            parameter, use `event_types[]`, or join names with commas"),
+        ("channels" = Option<Vec<String>>, Query, description = "Only messages on one of these channels: repeat the \
+            parameter, use `channels[]`, or join names with commas"),
+        ("after" = Option<hooklane_core::DateTime<Utc>>, Query, description = "Only messages created after this time \
+            (RFC 3339)"),
+        ("with_content" = Option<bool>, Query, description = "Whether messages carry their payloads (default true; \
+            `false` answers `payload: {}`)"),
+        ("wait" = Option<u64>, Query, description = "hooklane's own long-polling: when nothing is there to read, wait \
+            up to this many seconds (at most 60, default 0) for a message. Past the node's limits on waiting readers \
+            the read answers at once", maximum = 60),
+    ),
+    responses(
+        (status = 200, description = "The next messages, and the iterator to read on from", body = MessageEventsOut),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application (or not the token's)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A query parameter is invalid, or `iterator` is not a position of this \
+            application's stream", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn poll(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<MessageEventsOut>> {
     let pull = Pull::parse(&s, &t.app.id, &q, None)?;
     let page = poll_once(&s, &t.app.id, &pull).await?;
     Ok(axum::Json(MessageEventsOut::new(&s, &t.app.id, page, pull.with_content)))
 }
 
+/// Reads an application's messages from where a server-side subscription stands.
+///
 /// `GET /api/v1/app/{app_id}/events/subscription/{subscription_id}`: reads from where the
 /// subscription stands (or from `iterator`, which moves it there) and moves it past what it
 /// answers. The position moves before the answer reaches the consumer: a consumer that
 /// must not miss a message it failed to receive keeps its own iterator instead. Two readers
 /// of one subscription answered out of order never move it back.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/events/subscription/{subscription_id}",
+    tag = "Events",
+    operation_id = "v1.message.events-subscription",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("subscription_id" = String, Path, description = "The subscription's name, chosen by the consumer: 1–256 of \
+            `[a-zA-Z0-9-_.]`. A new name starts at the beginning of the stream"),
+        ("limit" = Option<u32>, Query, description = "Messages per read, 1–250 (default 50)",
+            minimum = 1, maximum = 250),
+        ("iterator" = Option<String>, Query, description = "Read from here instead of where the subscription stands \
+            (an `iterator` of an earlier answer); the subscription moves there"),
+        ("event_types" = Option<Vec<String>>, Query, description = "Only messages of these event types: repeat the \
+            parameter, use `event_types[]`, or join names with commas"),
+        ("channels" = Option<Vec<String>>, Query, description = "Only messages on one of these channels: repeat the \
+            parameter, use `channels[]`, or join names with commas"),
+        ("after" = Option<hooklane_core::DateTime<Utc>>, Query, description = "Only messages created after this time \
+            (RFC 3339)"),
+        ("with_content" = Option<bool>, Query, description = "Whether messages carry their payloads (default true; \
+            `false` answers `payload: {}`)"),
+        ("wait" = Option<u64>, Query, description = "hooklane's own long-polling: when nothing is there to read, wait \
+            up to this many seconds (at most 60, default 0) for a message. Past the node's limits on waiting readers \
+            the read answers at once", maximum = 60),
+    ),
+    responses(
+        (status = 200, description = "The next messages; the subscription now stands past them",
+            body = MessageEventsOut),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application (or not the token's)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "The subscription id or a query parameter is invalid, or `iterator` is not a \
+            position of this application's stream", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn subscription(
     State(s): State<AppState>,
     t: Tenant,
@@ -207,9 +282,52 @@ pub async fn subscription(
     Ok(axum::Json(MessageEventsOut::new(&s, &t.app.id, page, pull.with_content)))
 }
 
+/// Streams an application's messages as Server-Sent Events.
+///
 /// `GET /api/v1/app/{app_id}/events/stream`: Server-Sent Events from `Last-Event-ID` (a
 /// reconnecting client sends it), else `iterator`, else the start of the stream. The
 /// filters of a poll apply; a comment every 15 s keeps proxies from closing a quiet stream.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/events/stream",
+    tag = "Events",
+    operation_id = "v1.message.events-stream",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("limit" = Option<u32>, Query, description = "Messages per read, 1–250 (default 50)",
+            minimum = 1, maximum = 250),
+        ("iterator" = Option<String>, Query, description = "Where to start when no `Last-Event-ID` is sent: the \
+            `iterator` of a poll or the `id` of an event (default: the start of the stream)"),
+        ("event_types" = Option<Vec<String>>, Query, description = "Only messages of these event types: repeat the \
+            parameter, use `event_types[]`, or join names with commas"),
+        ("channels" = Option<Vec<String>>, Query, description = "Only messages on one of these channels: repeat the \
+            parameter, use `channels[]`, or join names with commas"),
+        ("after" = Option<hooklane_core::DateTime<Utc>>, Query, description = "Only messages created after this time \
+            (RFC 3339)"),
+        ("with_content" = Option<bool>, Query, description = "Whether messages carry their payloads (default true; \
+            `false` answers `payload: {}`)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The `id` of the last event received: the stream \
+            resumes after it (browsers' `EventSource` sends it when reconnecting). Takes precedence over `iterator`"),
+    ),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String,
+         description = "Server-Sent Events, one per message, in the order messages became durable: no `event:` \
+                        field (the default type, `message`), `id:` the message's position (an opaque token to \
+                        resume from) and `data:` the message as JSON, a `MessageOut`. An empty comment line \
+                        (`:`) every 15 s keeps a quiet stream open. The server ends a stream after 30 minutes \
+                        or when it shuts down: reconnect with `Last-Event-ID` to go on.",
+         example = "id: 9mQl4c6R0qz2Hbq1Wm0Gd3v9o8PBz0n1vXk3cT5YpJw\ndata: \
+             {\"id\":\"msg_1srOrx2ZWZBpBUvZwXKQmoEYga2\",\
+             \"eventType\":\"invoice.paid\",\"payload\":{\"amount\":100},\
+             \"eventId\":null,\"channels\":null,\"tags\":null,\"timestamp\":\"2025-01-01T12:00:00.000Z\"}\n\n"),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application (or not the token's)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A query parameter is invalid (`wait` applies to polls only), or `iterator` or \
+            `Last-Event-ID` is not a position of this application's stream", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Too many streams and long-polls are open on this node, or for this application",
+            body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn stream(
     State(s): State<AppState>,
     t: Tenant,
@@ -301,3 +419,8 @@ impl StreamReader {
         }
     }
 }
+
+/// This module's part of the OpenAPI document (see `crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(poll, stream, subscription), components(schemas(MessageEventsOut)))]
+pub(crate) struct Doc;

@@ -19,28 +19,43 @@ use crate::error::{conflict, ApiError, ApiResult};
 use crate::extract::{Json, Query, Tenant};
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+/// Svix's `MessageIn`: a message to post.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MessageIn {
+    /// The event type: 1–256 of `[a-zA-Z0-9-_.]`.
+    #[schema(example = "invoice.paid")]
     event_type: String,
-    /// Kept as the exact bytes received: that is what gets signed and delivered.
+    /// The JSON object to deliver. Kept as the exact bytes received: that is what gets
+    /// signed and delivered. At most 100 levels of nesting.
+    #[schema(value_type = Object)]
     payload: Box<RawValue>,
+    /// Unique within the application: a second message with the same `eventId` is refused
+    /// (409). 1–256 of `[a-zA-Z0-9-_.]`, and not shaped like a message id (`msg_…`).
     #[serde(default)]
+    #[schema(example = "unique-msg-identifier")]
     event_id: Option<String>,
+    /// Only endpoints listening on one of these channels (or on none) receive it; 1–10 names.
     #[serde(default)]
     channels: Option<Vec<String>>,
+    /// 1–5 names, for filtering message lists.
     #[serde(default)]
     tags: Option<Vec<String>>,
-    /// hooklane's own: the message's lane at FIFO endpoints (see `DeliveryOrder::Fifo`).
+    /// hooklane's own: the message's lane at FIFO endpoints (`ordering: "fifo"`, see
+    /// `DeliveryOrder::Fifo`): one message of a lane is sent at a time, in order; 1–256
+    /// characters.
     #[serde(default)]
     ordering_key: Option<String>,
-    // Accepted for Svix compatibility; hooklane keeps payloads until the message is deleted.
+    /// Accepted for Svix compatibility and ignored: payloads are kept until the message is deleted.
     #[serde(default, rename = "payloadRetentionPeriod")]
     _retention_days: Option<serde_json::Value>,
+    /// Accepted for Svix compatibility and ignored.
     #[serde(default, rename = "payloadRetentionHours")]
     _retention_hours: Option<serde_json::Value>,
+    /// Accepted for Svix compatibility and ignored.
     #[serde(default, rename = "transformationsParams")]
     _transformations: Option<serde_json::Value>,
+    /// Accepted for Svix compatibility and ignored (the application is the one in the path).
     #[serde(default, rename = "application")]
     _application: Option<serde_json::Value>,
 }
@@ -122,15 +137,21 @@ pub(crate) fn nesting_depth(json: &str) -> usize {
     deepest
 }
 
-#[derive(Serialize)]
+/// Svix's `MessageOut`.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageOut {
+    #[schema(example = "msg_1srOrx2ZWZBpBUvZwXKQmoEYga2")]
     id: String,
     event_type: String,
+    /// The payload as posted; `{}` when asked for without content (`with_content=false`) or
+    /// once expunged; a string for a forwarded inbound body that is not JSON.
+    #[schema(value_type = serde_json::Value)]
     payload: PayloadOut,
     event_id: Option<String>,
     channels: Option<Vec<String>>,
     tags: Option<Vec<String>>,
+    /// When the message was created.
     timestamp: DateTime<Utc>,
     /// hooklane's own; left out when unset, so that answers stay Svix's.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -171,8 +192,38 @@ impl MessageOut {
     }
 }
 
-/// Posts a message: stores it with one delivery per matching endpoint, durably, then
-/// hands the deliveries straight to the dispatcher (no poll in between) and answers 202.
+/// Posts a message to the application's endpoints.
+///
+/// Stores it with one delivery per matching endpoint, durably, then hands the deliveries
+/// straight to the dispatcher (no poll in between) and answers 202.
+#[utoipa::path(
+    post,
+    path = "/api/v1/app/{app_id}/msg",
+    tag = "Message",
+    operation_id = "v1.message.create",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("with_content" = Option<bool>, Query, description = "Whether the answer carries the payload (default true; \
+            `false` answers `payload: {}`)"),
+        IdempotencyKey,
+    ),
+    request_body = MessageIn,
+    responses(
+        (status = 202, description = "Stored durably and queued for every enabled endpoint that wants it",
+            body = MessageOut,
+         headers(("idempotent-replayed" = String, description = "`true` when this is the stored answer to an earlier \
+             request with the same `idempotency-key`"))),
+        (status = 400, description = "Malformed JSON, or an invalid `idempotency-key`",
+            body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application (or not the token's)", body = crate::openapi::ErrorBody),
+        (status = 409, description = "A message with this `eventId` exists in the application, or a request with this \
+            `idempotency-key` is still being processed", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is larger than the server's limit", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A field is invalid, or the `idempotency-key` was used with another body",
+            body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn create(
     State(s): State<AppState>,
     t: Tenant,
@@ -223,23 +274,46 @@ async fn wanting_endpoints(
         .collect())
 }
 
-#[derive(Deserialize)]
+/// Svix's `MessagePrecheckIn`: the message that would be posted, without its payload.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PrecheckIn {
+    #[schema(example = "invoice.paid")]
     event_type: String,
+    /// 1–10 channel names.
     #[serde(default)]
     channels: Option<Vec<String>>,
 }
 
-#[derive(Serialize)]
+/// Svix's `MessagePrecheckOut`.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PrecheckOut {
+    /// Whether any enabled endpoint would receive the message now (an endpoint with a
+    /// payload filter counts, as the payload is not known).
     active: bool,
 }
 
+/// Tells whether a message would be sent to any endpoint.
+///
 /// `POST /app/{app_id}/msg/precheck/active` (Svix's `message.precheck`): whether a message
 /// of this event type on these channels would go to any endpoint now, so that a sender can
 /// skip building payloads nobody receives. (Pulling readers see every message whatever
 /// this answers.)
+#[utoipa::path(
+    post,
+    path = "/api/v1/app/{app_id}/msg/precheck/active",
+    tag = "Message",
+    operation_id = "v1.message.precheck",
+    params(("app_id" = String, Path, description = "The application's id or uid")),
+    request_body = PrecheckIn,
+    responses(
+        (status = 200, description = "Whether a message would be sent to any endpoint", body = PrecheckOut),
+        (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application (or not the token's)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A field is invalid", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn precheck(
     State(s): State<AppState>,
     t: Tenant,
@@ -309,6 +383,35 @@ pub fn message_filter(q: &Query) -> ApiResult<MessageFilter> {
     })
 }
 
+/// Lists the application's messages, newest first unless `order=ascending`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/msg",
+    tag = "Message",
+    operation_id = "v1.message.list",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("limit" = Option<u32>, Query, description = "Messages per page, 1–250 (default 50)",
+            minimum = 1, maximum = 250),
+        ("iterator" = Option<String>, Query, description = "The `iterator` of the previous page: this page goes on \
+            after it"),
+        ("order" = Option<String>, Query, description = "`descending` (newest first, the default) or `ascending`"),
+        ("with_content" = Option<bool>, Query, description = "Whether messages carry their payloads (default true; \
+            `false` answers `payload: {}`)"),
+        ("event_types" = Option<Vec<String>>, Query, description = "Only messages of these event types: repeat the \
+            parameter, use `event_types[]`, or join names with commas"),
+        ("channel" = Option<String>, Query, description = "Only messages on this channel"),
+        ("tag" = Option<String>, Query, description = "Only messages with this tag"),
+        ("before" = Option<DateTime<Utc>>, Query, description = "Only messages created before this time (RFC 3339)"),
+        ("after" = Option<DateTime<Utc>>, Query, description = "Only messages created after this time (RFC 3339)"),
+    ),
+    responses(
+        (status = 200, description = "A page of messages", body = ListResponse<MessageOut>),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application (or not the token's)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A query parameter is invalid", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn list(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<ListResponse<MessageOut>>> {
     let page = page_request(&q, true)?;
     let with_content = q.flag("with_content")?.unwrap_or(true);
@@ -320,6 +423,25 @@ pub async fn find(s: &AppState, t: &Tenant, key: &str) -> ApiResult<Message> {
     s.0.store.get_message(&t.app.id, key).await?.ok_or(ApiError::NotFound("message"))
 }
 
+/// Gets a message by id or `eventId`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/msg/{msg_id}",
+    tag = "Message",
+    operation_id = "v1.message.get",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("msg_id" = String, Path, description = "The message's id or its `eventId`"),
+        ("with_content" = Option<bool>, Query, description = "Whether the answer carries the payload (default true; \
+            `false` answers `payload: {}`)"),
+    ),
+    responses(
+        (status = 200, description = "The message", body = MessageOut),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application or message", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`with_content` is not a boolean", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn get(
     State(s): State<AppState>,
     t: Tenant,
@@ -330,8 +452,25 @@ pub async fn get(
     Ok(axum::Json(MessageOut::new(find(&s, &t, &key).await?, with_content)))
 }
 
+/// Deletes a message's payload.
+///
 /// `DELETE /app/{app_id}/msg/{msg_id}/content` (Svix's `message.expunge_content`): the
 /// message's payload becomes `{}`, its pending deliveries fail, and it cannot be sent again.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/app/{app_id}/msg/{msg_id}/content",
+    tag = "Message",
+    operation_id = "v1.message.expunge-content",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("msg_id" = String, Path, description = "The message's id or its `eventId`"),
+    ),
+    responses(
+        (status = 204, description = "The payload is deleted"),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application or message", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn expunge_content(
     State(s): State<AppState>,
     t: Tenant,
@@ -343,9 +482,10 @@ pub async fn expunge_content(
 }
 
 /// Svix's `MessageEndpointOut`: an endpoint with the state of this message's delivery to it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageEndpointOut {
+    #[schema(example = "ep_1srOrx2ZWZBpBUvZwXKQmoEYga2")]
     id: String,
     url: String,
     description: String,
@@ -357,10 +497,32 @@ pub struct MessageEndpointOut {
     rate_limit: Option<u32>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// The delivery's state, as Svix's `MessageStatus`: 0 success, 1 pending, 2 failed, 3 sending.
+    #[schema(maximum = 3, minimum = 0)]
     status: i32,
+    /// When the next attempt is due, while one is.
     next_attempt: Option<DateTime<Utc>>,
 }
 
+/// Lists the endpoints a message is (or was) sent to.
+///
+/// Each with the state of the message's delivery to it; one page (`done` is always true).
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/msg/{msg_id}/endpoint",
+    tag = "Message",
+    operation_id = "v1.message-attempt.list-attempted-destinations",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("msg_id" = String, Path, description = "The message's id or its `eventId`"),
+    ),
+    responses(
+        (status = 200, description = "Every endpoint with a delivery of the message",
+            body = ListResponse<MessageEndpointOut>),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application or message", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn destinations(
     State(s): State<AppState>,
     t: Tenant,
@@ -389,8 +551,32 @@ pub async fn destinations(
     Ok(axum::Json(ListResponse { data, iterator: None, prev_iterator: None, done: true }))
 }
 
-/// Sends one message to one endpoint again (a manual attempt, with retries on failure).
-/// Answers 202 with `{}`, as Svix does (its SDKs parse the body).
+/// Sends a message to an endpoint again.
+///
+/// A manual attempt, with retries on failure. Answers 202 with `{}`, as Svix does (its SDKs
+/// parse the body).
+#[utoipa::path(
+    post,
+    path = "/api/v1/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend",
+    tag = "Message",
+    operation_id = "v1.message-attempt.resend",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("msg_id" = String, Path, description = "The message's id or its `eventId`"),
+        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+        IdempotencyKey,
+    ),
+    responses(
+        (status = 202, description = "Queued for sending now", body = Object, example = json!({})),
+        (status = 400, description = "An invalid `idempotency-key`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application, message or endpoint", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The endpoint is disabled, the message's content was expunged, or a request with \
+            this `idempotency-key` is still being processed", body = crate::openapi::ErrorBody),
+        (status = 422, description = "The `idempotency-key` was used with another body",
+            body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn resend(
     State(s): State<AppState>,
     t: Tenant,
@@ -403,3 +589,23 @@ pub async fn resend(
     s.0.dispatcher.retry_endpoint_now(&ep.id);
     Ok((StatusCode::ACCEPTED, axum::Json(serde_json::Map::new())))
 }
+
+/// The `idempotency-key` header, which every POST of the API takes (see `crate::idempotency`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Describes a header the idempotency layer reads; never built.
+pub(crate) struct IdempotencyKey {
+    /// Makes a retry safe: the first successful answer for a key is stored for 24 hours and
+    /// answered again to every request with the same key, path and token (a refusal is not
+    /// stored, so a corrected retry runs). 1–256 visible ASCII characters.
+    #[param(rename = "idempotency-key")]
+    idempotency_key: Option<String>,
+}
+
+/// This module's part of the OpenAPI document (see `crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list, create, precheck, get, expunge_content, destinations, resend),
+    components(schemas(MessageIn, MessageOut, PrecheckIn, PrecheckOut, MessageEndpointOut))
+)]
+pub(crate) struct Doc;

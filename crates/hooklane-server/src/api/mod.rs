@@ -30,7 +30,7 @@ pub fn now() -> hooklane_core::DateTime<hooklane_core::Utc> {
 }
 
 /// Svix's `ListResponse…Out`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListResponse<T> {
     pub data: Vec<T>,

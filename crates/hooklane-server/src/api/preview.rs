@@ -15,18 +15,27 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Tenant};
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+/// A payload to try an endpoint's rules on, and optionally rules to try instead of its own.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PreviewIn {
     /// A message payload, as it would be posted.
+    #[schema(value_type = serde_json::Value)]
     payload: Box<RawValue>,
+    /// A payload filter to try instead of the endpoint's (as `payloadFilter` in
+    /// `EndpointIn`); `null`: none. Left out, the endpoint's own is used.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     payload_filter: Patch<serde_json::Value>,
+    /// A transform to try instead of the endpoint's (as `transform` in `EndpointIn`);
+    /// `null`: none. Left out, the endpoint's own is used.
     #[serde(default)]
+    #[schema(value_type = Option<serde_json::Value>)]
     transform: Patch<serde_json::Value>,
 }
 
-#[derive(Serialize)]
+/// What the endpoint would make of the payload.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PreviewOut {
     /// Whether the filter lets the payload through (with no filter: true).
     wanted: bool,
@@ -34,6 +43,28 @@ pub struct PreviewOut {
     body: serde_json::Value,
 }
 
+/// Preview what an endpoint's payload filter and transform make of a payload.
+///
+/// Nothing is sent. Rules given in the body are tried instead of the endpoint's own and
+/// checked as they would be when set; the endpoint is not changed.
+#[utoipa::path(
+    post,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/preview",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.preview",
+    params(
+        ("app_id" = String, Path, description = "The application's id or uid"),
+        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+    ),
+    request_body = PreviewIn,
+    responses(
+        (status = 200, description = "Whether the payload passes the filter, and the body that would be sent", body = PreviewOut),
+        (status = 400, description = "The body is not valid JSON", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A rule is not valid, or the transform makes too large a body", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn preview(
     State(s): State<AppState>,
     t: Tenant,
@@ -54,3 +85,8 @@ pub async fn preview(
     };
     Ok(axum::Json(PreviewOut { wanted, body }))
 }
+
+/// This module's part of the OpenAPI document (see `crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(preview), components(schemas(PreviewIn, PreviewOut)))]
+pub(crate) struct Doc;

@@ -54,44 +54,81 @@ pub fn owned_by_source(app: &Application) -> bool {
     app.uid.as_deref().is_some_and(|uid| ids::has_prefix(uid, ids::SOURCE))
 }
 
-#[derive(Deserialize)]
+/// An inbound source, as created or replaced (PUT).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SourceIn {
+    /// 1–256 characters.
+    #[schema(example = "GitHub")]
     name: String,
+    /// How the source's requests prove where they come from: `{"type": …}` with `none`,
+    /// `github` (`secret`), `stripe` (`secret`), `shopify` (`secret`), `slack`
+    /// (`signingSecret`), `telegram` (`secretToken`), `standardWebhooks` (`secret`, `whsec_…`),
+    /// `hmac` (`header`, `algorithm`: `sha1`|`sha256`|`sha512`, `encoding`: `hex`|`base64`,
+    /// `prefix`?, `secret`) or `basicAuth` (`username`, `password`).
+    /// Secrets are write-only: answers leave them out.
+    #[schema(value_type = Object)]
     verification: Verification,
+    /// Where the provider's delivery id is, so that a retried delivery is not forwarded twice:
+    /// `{"type": "header", "header": …}`, `{"type": "jsonField", "path": "data.id"}` (a
+    /// dot-separated path into the JSON body) or `{"type": "none"}`. Default: where the
+    /// provider puts it.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     deduplication: Option<Deduplication>,
+    /// Only requests from these networks (CIDR, or single addresses) are accepted; none: any
+    /// address. At most 64.
     #[serde(default)]
+    #[schema(example = json!(["192.30.252.0/22"]))]
     allow_networks: Vec<String>,
+    /// The largest body accepted, 1–10485760 bytes (default: the server's body limit).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10485760)]
     max_body_bytes: Option<u64>,
+    /// Where accepted requests are forwarded; at most 20.
     #[serde(default)]
     destinations: Vec<DestinationIn>,
     /// hooklane's own: a template of the ordering key of each request's message.
     #[serde(default)]
     ordering_key: Option<String>,
+    /// Up to 64 entries (keys up to 256, values up to 4096 characters).
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
     metadata: Metadata,
 }
 
-#[derive(Deserialize, Default)]
+/// Changes to a source: a field left out stays as it is; `null` resets `deduplication`,
+/// `maxBodyBytes` and `orderingKey` to their defaults and removes every destination, and is
+/// refused for the other fields.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SourcePatch {
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     name: Patch<String>,
+    /// As in `SourceIn`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     verification: Patch<Verification>,
+    /// As in `SourceIn`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     deduplication: Patch<Deduplication>,
     #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
     allow_networks: Patch<Vec<String>>,
     #[serde(default)]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 10485760)]
     max_body_bytes: Patch<u64>,
+    /// Replaces every destination, as in PUT.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<DestinationIn>>)]
     destinations: Patch<Vec<DestinationIn>>,
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     ordering_key: Patch<String>,
     #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
     metadata: Patch<Metadata>,
 }
 
@@ -99,73 +136,104 @@ pub struct SourcePatch {
 /// `transform`, `ordering`; `id` to keep an existing one, whose settings left out stay as they are, and
 /// `null` clears a payload filter or transform) or an event type of an application (`appId`
 /// + `eventType`). `type` is optional (answers carry it, so an answer can be sent back as is).
-#[derive(Deserialize, Clone)]
+#[derive(Deserialize, Clone, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationIn {
+    /// `url` or `eventType`.
     #[serde(default, rename = "type")]
+    #[schema(example = "url")]
     kind: Option<String>,
+    /// A URL destination's id, to keep that destination (PUT and PATCH).
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
+    #[schema(example = "https://example.com/hooks/github")]
     url: Option<String>,
+    /// Headers added to each forwarded request.
     #[serde(default)]
     headers: Option<BTreeMap<String, String>>,
+    /// The `whsec_…` secret forwarded requests are signed with (Standard Webhooks); default:
+    /// a new one.
     #[serde(default)]
     secret: Option<String>,
     #[serde(default)]
     disabled: Option<bool>,
+    /// An event-type destination's application (id or uid).
     #[serde(default)]
     app_id: Option<String>,
+    /// An event-type destination's event type.
     #[serde(default)]
     event_type: Option<String>,
+    /// Forwards only requests whose JSON body matches, as an endpoint's `payloadFilter`.
     #[serde(default)]
+    #[schema(value_type = Option<serde_json::Value>)]
     payload_filter: Patch<serde_json::Value>,
+    /// Rewrites the forwarded body, as an endpoint's `transform`.
     #[serde(default)]
+    #[schema(value_type = Option<serde_json::Value>)]
     transform: Patch<serde_json::Value>,
-    /// `"fifo"` forwards the source's requests one at a time, in the order they came in.
+    /// `"fifo"` forwards the source's requests one at a time, in the order they came in;
+    /// `"concurrent"` (the default) several at once.
     #[serde(default)]
+    #[schema(value_type = Option<String>, example = "fifo")]
     ordering: Patch<DeliveryOrder>,
 }
 
-#[derive(Serialize)]
+/// Where a source forwards accepted requests.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", tag = "type")]
 pub enum DestinationOut {
     /// An endpoint of the source's application.
     #[serde(rename = "url", rename_all = "camelCase")]
     Url {
+        #[schema(example = "ep_1srOrx2ZWZBpBUvZwXKQmoEYga2")]
         id: String,
         url: String,
         headers: BTreeMap<String, String>,
+        /// The `whsec_…` secret forwarded requests are signed with.
         secret: String,
         disabled: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         payload_filter: Option<serde_json::Value>,
         #[serde(skip_serializing_if = "Option::is_none")]
         transform: Option<serde_json::Value>,
+        /// `"fifo"` when set; left out for the default, `"concurrent"`.
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = Option<String>, example = "fifo")]
         ordering: Option<DeliveryOrder>,
     },
+    /// An event type of another application: the JSON body is posted there as a message.
     #[serde(rename = "eventType", rename_all = "camelCase")]
     EventType { app_id: String, event_type: String },
 }
 
-#[derive(Serialize)]
+/// An inbound source.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceOut {
+    #[schema(example = "src_1srOrx2ZWZBpBUvZwXKQmoEYga2")]
     id: String,
     name: String,
     /// Where the provider sends its webhooks.
+    #[schema(example = "https://hooks.example.com/in/src_1srOrx2ZWZBpBUvZwXKQmoEYga2")]
     ingest_url: String,
     /// The source's application: its messages and attempts are under `/api/v1/app/{id}`.
     app_id: String,
+    /// The kind of check (`type`) and its settings, without its secrets.
+    #[schema(value_type = Object)]
     verification: serde_json::Value,
-    /// Where the delivery id is looked for (the provider's usual place unless configured).
+    /// Where the delivery id is looked for (the provider's usual place unless configured):
+    /// `{"type": "header", "header": …}`, `{"type": "jsonField", "path": "data.id"}` (a
+    /// dot-separated path into the JSON body) or `{"type": "none"}`.
+    #[schema(value_type = Object)]
     deduplication: Deduplication,
     allow_networks: Vec<String>,
+    /// The largest body accepted.
     max_body_bytes: u64,
     destinations: Vec<DestinationOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ordering_key: Option<String>,
+    #[schema(value_type = BTreeMap<String, String>)]
     metadata: Metadata,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -356,6 +424,26 @@ fn split(checked: Vec<Checked>) -> (Vec<DestinationIn>, Vec<EventDestination>) {
     (urls, events)
 }
 
+/// Creates an inbound source, with its application and its destinations (admin token only).
+#[utoipa::path(
+    post,
+    path = "/api/v1/source",
+    tag = "Source",
+    operation_id = "v1.source.create",
+    params(super::message::IdempotencyKey),
+    request_body = SourceIn,
+    responses(
+        (status = 201, description = "The new source", body = SourceOut),
+        (status = 400, description = "Malformed JSON, or an invalid `idempotency-key`",
+            body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not the admin token", body = crate::openapi::ErrorBody),
+        (status = 409, description = "A request with this `idempotency-key` is still being processed",
+            body = crate::openapi::ErrorBody),
+        (status = 422, description = "A field is invalid, or the `idempotency-key` was used with another body",
+            body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<SourceIn>) -> ApiResult<impl IntoResponse> {
     let now = super::now();
     let id = new_id(ids::SOURCE);
@@ -400,6 +488,28 @@ pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<Sourc
     Ok((StatusCode::CREATED, axum::Json(source_out(&s, src).await?)))
 }
 
+/// Lists the inbound sources (admin token only).
+///
+/// Oldest first unless `order=descending`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/source",
+    tag = "Source",
+    operation_id = "v1.source.list",
+    params(
+        ("limit" = Option<u32>, Query, description = "Sources per page, 1–250 (default 50)",
+            minimum = 1, maximum = 250),
+        ("iterator" = Option<String>, Query, description = "The `iterator` of the previous page: this page goes on \
+            after it"),
+        ("order" = Option<String>, Query, description = "`ascending` (oldest first, the default) or `descending`"),
+    ),
+    responses(
+        (status = 200, description = "A page of sources", body = ListResponse<SourceOut>),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not the admin token", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A query parameter is invalid", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn list(State(s): State<AppState>, _: Admin, q: Query) -> ApiResult<axum::Json<ListResponse<SourceOut>>> {
     let page = page_request(&q, false)?;
     let page = s.0.store.list_sources(&page).await?;
@@ -416,6 +526,20 @@ pub async fn find(s: &AppState, id: &str) -> ApiResult<Source> {
     s.0.store.get_source(id).await?.ok_or(ApiError::NotFound("source"))
 }
 
+/// Gets an inbound source (admin token only).
+#[utoipa::path(
+    get,
+    path = "/api/v1/source/{source_id}",
+    tag = "Source",
+    operation_id = "v1.source.get",
+    params(("source_id" = String, Path, description = "The source's id")),
+    responses(
+        (status = 200, description = "The source", body = SourceOut),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not the admin token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such source", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn get_one(State(s): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<axum::Json<SourceOut>> {
     let src = find(&s, &id).await?;
     Ok(axum::Json(source_out(&s, src).await?))
@@ -503,6 +627,26 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
     source_out(s, src).await
 }
 
+/// Replaces an inbound source's settings and destinations (admin token only).
+///
+/// URL destinations with an `id` update that destination, those without are created, and
+/// destinations left out are deleted with their delivery history.
+#[utoipa::path(
+    put,
+    path = "/api/v1/source/{source_id}",
+    tag = "Source",
+    operation_id = "v1.source.update",
+    params(("source_id" = String, Path, description = "The source's id")),
+    request_body = SourceIn,
+    responses(
+        (status = 200, description = "The source as saved", body = SourceOut),
+        (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not the admin token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such source", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A field is invalid", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn put(
     State(s): State<AppState>,
     _: Admin,
@@ -520,6 +664,26 @@ pub async fn put(
     Ok(axum::Json(save(&s, src, Some(input.destinations)).await?))
 }
 
+/// Changes some of an inbound source's settings (admin token only).
+///
+/// `destinations`, when given, replaces them all as PUT does.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/source/{source_id}",
+    tag = "Source",
+    operation_id = "v1.source.patch",
+    params(("source_id" = String, Path, description = "The source's id")),
+    request_body = SourcePatch,
+    responses(
+        (status = 200, description = "The source as saved", body = SourceOut),
+        (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not the admin token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such source", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A field is invalid, or `null` for a field that cannot be reset",
+            body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn patch(
     State(s): State<AppState>,
     _: Admin,
@@ -542,22 +706,46 @@ pub async fn patch(
     Ok(axum::Json(save(&s, src, destinations).await?))
 }
 
+/// Deletes an inbound source (admin token only).
+///
+/// With its request records and its application, with everything under it. Its ingest URL
+/// answers 404 from then on.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/source/{source_id}",
+    tag = "Source",
+    operation_id = "v1.source.delete",
+    params(("source_id" = String, Path, description = "The source's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not the admin token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such source", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn delete(State(s): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<StatusCode> {
     s.0.store.delete_source(&id).await.map_err(crate::error::missing("source"))?;
     tracing::info!(source_id = %id, "inbound source deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize)]
+/// One request to a source's ingest URL, as recorded.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InboundRequestOut {
+    #[schema(example = "req_1srOrx2ZWZBpBUvZwXKQmoEYga2")]
     id: String,
     source_id: String,
     /// `accepted`, `duplicate` or `rejected`.
+    #[schema(value_type = String, example = "accepted")]
     status: &'static str,
+    /// The status hooklane answered the provider with.
     http_status: u16,
+    /// Why it was refused, or which message it duplicated.
     reason: Option<String>,
+    /// The client's address (behind a trusted proxy, from `X-Forwarded-For`).
     remote_addr: Option<String>,
+    /// The request's headers by lower-case name; credentials are redacted.
     headers: BTreeMap<String, String>,
     /// The body as received (cut at the record limit), as text.
     body: String,
@@ -603,8 +791,33 @@ impl From<InboundRequest> for InboundRequestOut {
     }
 }
 
+/// Lists the requests made to a source's ingest URL (admin token only).
+///
 /// `GET /api/v1/source/{id}/request`: every request to the source's ingest URL, newest
-/// first; `status=accepted|duplicate|rejected` filters.
+/// first; `status=accepted|duplicate|rejected` filters. Refused requests are recorded up to
+/// a budget per source.
+#[utoipa::path(
+    get,
+    path = "/api/v1/source/{source_id}/request",
+    tag = "Source",
+    operation_id = "v1.source.list-requests",
+    params(
+        ("source_id" = String, Path, description = "The source's id"),
+        ("status" = Option<String>, Query, description = "Only requests `accepted`, `duplicate` or `rejected`"),
+        ("limit" = Option<u32>, Query, description = "Requests per page, 1–250 (default 50)",
+            minimum = 1, maximum = 250),
+        ("iterator" = Option<String>, Query, description = "The `iterator` of the previous page: this page goes on \
+            after it"),
+        ("order" = Option<String>, Query, description = "`descending` (newest first, the default) or `ascending`"),
+    ),
+    responses(
+        (status = 200, description = "A page of request records", body = ListResponse<InboundRequestOut>),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not the admin token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such source", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A query parameter is invalid", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn list_requests(
     State(s): State<AppState>,
     _: Admin,
@@ -624,6 +837,23 @@ pub async fn list_requests(
     Ok(axum::Json(ListResponse::from_page(page, |r| r.id.clone(), InboundRequestOut::from)))
 }
 
+/// Gets one recorded request to a source's ingest URL (admin token only).
+#[utoipa::path(
+    get,
+    path = "/api/v1/source/{source_id}/request/{request_id}",
+    tag = "Source",
+    operation_id = "v1.source.get-request",
+    params(
+        ("source_id" = String, Path, description = "The source's id"),
+        ("request_id" = String, Path, description = "The request record's id"),
+    ),
+    responses(
+        (status = 200, description = "The request record", body = InboundRequestOut),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not the admin token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such source, or no such request of it", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn get_request(
     State(s): State<AppState>,
     _: Admin,
@@ -633,3 +863,11 @@ pub async fn get_request(
     let r = s.0.store.get_inbound_request(&src.id, &request_id).await?.ok_or(ApiError::NotFound("request"))?;
     Ok(axum::Json(r.into()))
 }
+
+/// This module's part of the OpenAPI document (see `crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list, create, get_one, put, patch, delete, list_requests, get_request),
+    components(schemas(SourceIn, SourcePatch, DestinationIn, DestinationOut, SourceOut, InboundRequestOut))
+)]
+pub(crate) struct Doc;

@@ -15,6 +15,7 @@ use super::message::MessageOut;
 use super::{page_request, ListResponse};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Query, Tenant};
+use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
 /// Failed attempts shown per endpoint.
@@ -28,17 +29,19 @@ fn quantiles(l: &LatencyCounts) -> (Option<i64>, Option<i64>) {
     (l.quantile(0.5), l.quantile(0.95))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailureOut {
+    #[schema(example = "atmpt_01JQ8Z3K5W6X7Y8Z9A0B1C2D3E")]
     attempt_id: String,
     msg_id: String,
     timestamp: DateTime<Utc>,
     response_status_code: i32,
+    /// The first 300 characters of the response body.
     response: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointHealthOut {
     id: String,
@@ -48,16 +51,23 @@ pub struct EndpointHealthOut {
     disabled: bool,
     /// Start of the current run of failures, if the last attempt failed.
     failing_since: Option<DateTime<Utc>>,
+    /// Attempts of the window that succeeded.
     succeeded: u64,
+    /// Attempts of the window that failed.
     failed: u64,
     /// Succeeded attempts over all attempts of the window (0–1), `null` without attempts.
     success_rate: Option<f64>,
+    /// Median response time of the window's attempts, in milliseconds (estimated).
     p50_ms: Option<i64>,
+    /// 95th percentile of the response times, in milliseconds (estimated).
     p95_ms: Option<i64>,
+    /// Slowest attempt of the window, in milliseconds.
     max_ms: Option<i64>,
     last_attempt_at: Option<DateTime<Utc>>,
     last_failure_at: Option<DateTime<Utc>>,
+    /// Deliveries waiting to be sent or retried now (whatever the window).
     pending: u64,
+    /// The latest failed attempts of the window, newest first (at most 3).
     last_failures: Vec<FailureOut>,
     /// hooklane's own settings the dashboard shows: a FIFO endpoint, one with a payload
     /// filter, one with a transform.
@@ -66,9 +76,10 @@ pub struct EndpointHealthOut {
     transformed: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthListOut {
+    /// Start of the window the counts cover.
     since: DateTime<Utc>,
     data: Vec<EndpointHealthOut>,
 }
@@ -81,7 +92,25 @@ fn hours(q: &Query) -> ApiResult<i64> {
     Ok(h)
 }
 
+/// Get the delivery health of each endpoint of an application.
+///
 /// `GET /stats/app/{app}/endpoint?hours=24`: every endpoint with its delivery health.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stats/app/{app_id}/endpoint",
+    tag = "Statistics",
+    operation_id = "v1.statistics.endpoint-health",
+    params(
+        ("app_id" = String, Path, description = "The application's id or its uid."),
+        ("hours" = Option<i64>, Query, minimum = 1, maximum = 744, description = "Hours the window looks back over (default 24)."),
+    ),
+    responses(
+        (status = 200, description = "Each endpoint with its counts over the window", body = HealthListOut),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such application, or not this token's", body = ErrorBody),
+        (status = 422, description = "Invalid query", body = ErrorBody),
+    )
+)]
 pub async fn endpoints(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<HealthListOut>> {
     let since = super::now() - chrono::Duration::hours(hours(&q)?);
     let endpoints = s.0.store.app_endpoints(&t.app.id).await?;
@@ -141,19 +170,24 @@ pub async fn endpoints(State(s): State<AppState>, t: Tenant, q: Query) -> ApiRes
     Ok(axum::Json(HealthListOut { since, data }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SliceOut {
     start: DateTime<Utc>,
+    /// Attempts that finished in the slice and succeeded.
     succeeded: u64,
+    /// Attempts that finished in the slice and failed.
     failed: u64,
+    /// Median response time of the slice's attempts, in milliseconds (estimated).
     p50_ms: Option<i64>,
+    /// 95th percentile of the response times, in milliseconds (estimated).
     p95_ms: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TimelineOut {
+    /// Length of each slice.
     bucket_seconds: i64,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
@@ -161,8 +195,26 @@ pub struct TimelineOut {
     data: Vec<SliceOut>,
 }
 
+/// Get an application's delivery attempts over time.
+///
 /// `GET /stats/app/{app}/timeline?minutes=60`: attempts per slice of time (one minute, or
 /// longer for windows over six hours) by outcome, with latency quantiles.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stats/app/{app_id}/timeline",
+    tag = "Statistics",
+    operation_id = "v1.statistics.timeline",
+    params(
+        ("app_id" = String, Path, description = "The application's id or its uid."),
+        ("minutes" = Option<i64>, Query, minimum = 1, maximum = 44640, description = "Minutes the window looks back over (default 60)."),
+    ),
+    responses(
+        (status = 200, description = "The window's slices", body = TimelineOut),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such application, or not this token's", body = ErrorBody),
+        (status = 422, description = "Invalid query", body = ErrorBody),
+    )
+)]
 pub async fn timeline(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<TimelineOut>> {
     let minutes = q.parse::<i64>("minutes")?.unwrap_or(60);
     if !(1..=MAX_HOURS * 60).contains(&minutes) {
@@ -193,22 +245,68 @@ pub async fn timeline(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResu
     Ok(axum::Json(TimelineOut { bucket_seconds, since, until, data }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageLogOut {
     #[serde(flatten)]
     message: MessageOut,
     /// `success`, `pending`, `fail`, or `null` when no endpoint wanted the message.
+    #[schema(schema_with = message_status_schema)]
     status: Option<&'static str>,
+    /// The message's deliveries that succeeded.
     succeeded: u64,
+    /// The message's deliveries still to be made.
     pending: u64,
+    /// The message's deliveries that failed.
     failed: u64,
+    /// Attempts made over all its deliveries.
     attempts: u64,
 }
 
+/// `status`'s schema: a `&'static str` field says nothing of the three values it takes.
+fn message_status_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .enum_values(Some(
+            ["success", "pending", "fail"].map(serde_json::Value::from).into_iter().chain([serde_json::Value::Null]),
+        ))
+        .description(Some(
+            "`fail` when any delivery failed, else `pending` when any is pending, else `success`; \
+             `null` when no endpoint wanted the message.",
+        ))
+        .build()
+}
+
+/// List an application's messages with how their deliveries stand.
+///
 /// `GET /stats/app/{app}/msg`: the message log, with the filters of `GET …/msg`
 /// (`event_types`, `channel`, `tag`, `before`, `after`, pagination) and `status`
 /// (`success`, `pending` or `fail`: how the message's deliveries stand).
+#[utoipa::path(
+    get,
+    path = "/api/v1/stats/app/{app_id}/msg",
+    tag = "Statistics",
+    operation_id = "v1.statistics.message-log",
+    params(
+        ("app_id" = String, Path, description = "The application's id or its uid."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most messages to answer (default 50)."),
+        ("iterator" = Option<String>, Query, description = "The `iterator` of the previous page, to continue after it."),
+        ("order" = Option<String>, Query, description = "`descending` (the default, newest first) or `ascending`."),
+        ("event_types" = Option<Vec<String>>, Query, description = "Only messages of these event types (repeated, or comma-separated; at most 100)."),
+        ("channel" = Option<String>, Query, description = "Only messages sent on this channel."),
+        ("tag" = Option<String>, Query, description = "Only messages with this tag."),
+        ("before" = Option<DateTime<Utc>>, Query, description = "Only messages sent before this time (RFC 3339)."),
+        ("after" = Option<DateTime<Utc>>, Query, description = "Only messages sent after this time (RFC 3339)."),
+        ("status" = Option<String>, Query, description = "Only messages whose deliveries stand so: `success`, `pending` or `fail` (or 0, 1, 2)."),
+    ),
+    responses(
+        (status = 200, description = "A page of messages", body = ListResponse<MessageLogOut>),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such application, or not this token's", body = ErrorBody),
+        (status = 422, description = "Invalid query", body = ErrorBody),
+    )
+)]
 pub async fn messages(
     State(s): State<AppState>,
     t: Tenant,
@@ -244,3 +342,11 @@ pub async fn messages(
         },
     )))
 }
+
+/// This module's part of the OpenAPI document (see `crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(endpoints, timeline, messages),
+    components(schemas(HealthListOut, EndpointHealthOut, FailureOut, TimelineOut, SliceOut, MessageLogOut))
+)]
+pub(crate) struct Doc;

@@ -1,0 +1,194 @@
+//! The OpenAPI 3.1 document of the API, served at `/api/v1/openapi.json` and printed by
+//! `hooklane openapi`. Each API module describes its own operations and types (its `Doc`);
+//! this module puts them together with what they share: the bearer token, the error body and
+//! the tags.
+
+use std::sync::LazyLock;
+
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::OpenApi;
+
+use crate::api;
+
+/// Every error answer of the API: a stable `code` and a human-readable `detail` (for
+/// `validation` errors, a list of what was wrong where, as Svix's `HTTPValidationError`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `ApiError::into_response` writes; never built.
+pub struct ErrorBody {
+    /// Stable machine-readable code, such as `not_found`, `validation` or `conflict`.
+    #[schema(example = "not_found")]
+    code: String,
+    /// A sentence, or for `validation` a list of `{loc, msg, type}` objects.
+    #[schema(value_type = Object)]
+    detail: serde_json::Value,
+}
+
+/// What the document says about the API as a whole; the operations come from the modules.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "hooklane",
+        description = "Webhooks in and out. The outbound API (`/api/v1/app`, `/api/v1/event-type`, \
+                       `/api/v1/auth`) is wire-compatible with the Svix API v1, so Svix's SDKs work unchanged.",
+        license(name = "Apache-2.0")
+    ),
+    paths(health, openapi_json),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerToken),
+    security(("HTTPBearer" = [])),
+    tags(
+        (name = "Application", description = "The sending SaaS's customers."),
+        (name = "Event Type", description = "The kinds of events messages carry."),
+        (name = "Endpoint", description = "An application's URLs, their secrets, filters and limits."),
+        (name = "Message", description = "Events posted once and sent to every subscribed endpoint."),
+        (name = "Message Attempt", description = "Each HTTP try of a message to an endpoint."),
+        (name = "Events", description = "Pulling an application's messages: polling, long-polling, Server-Sent Events."),
+        (name = "Authentication", description = "Application-scoped tokens for the consumer portal."),
+        (name = "Statistics", description = "Counts for the dashboard and the portal."),
+        (name = "Source", description = "Inbound: URLs that providers post to, verified and forwarded."),
+        (name = "Health", description = "Whether the server answers."),
+    )
+)]
+struct Base;
+
+/// The admin token or an application token, sent as `Authorization: Bearer …`.
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "HTTPBearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The whole document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = Base::openapi();
+    for part in [
+        api::app::Doc::openapi(),
+        api::event_type::Doc::openapi(),
+        api::auth::Doc::openapi(),
+        api::stats::Doc::openapi(),
+        api::endpoint::Doc::openapi(),
+        api::attempt::Doc::openapi(),
+        api::preview::Doc::openapi(),
+        api::message::Doc::openapi(),
+        api::events::Doc::openapi(),
+        api::source::Doc::openapi(),
+        crate::inbound::Doc::openapi(),
+    ] {
+        doc.merge(part);
+    }
+    doc
+}
+
+/// The document as JSON, made once.
+static DOCUMENT: LazyLock<String> =
+    LazyLock::new(|| document().to_json().unwrap_or_else(|e| format!(r#"{{"error":"{e}"}}"#)));
+
+/// The OpenAPI document of this API.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "Health",
+    security(()),
+    responses((status = 200, description = "This document", content_type = "application/json", body = Object))
+)]
+pub async fn openapi_json() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], DOCUMENT.as_str())
+}
+
+/// Answers when the server is up (Svix's health check).
+#[utoipa::path(get, path = "/api/v1/health", tag = "Health", security(()), responses((status = 204, description = "Up")))]
+pub async fn health() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::document;
+
+    /// The routes declared in a router's source: `(method, full path)` for every
+    /// `.route("path", get(…).post(…))` between `start` and the end of that statement.
+    fn declared(source: &str, start: &str, prefix: &str) -> BTreeSet<(String, String)> {
+        let from = source.find(start).unwrap_or_else(|| panic!("{start} not found"));
+        let block = &source[from..];
+        let block = &block[..block.find(";\n").unwrap_or(block.len())];
+        let mut routes = BTreeSet::new();
+        for call in block.split(".route(").skip(1) {
+            let path = call.split('"').nth(1).expect("a route's path is a string literal");
+            let full = format!("{prefix}{path}");
+            let full = if full.len() > 1 { full.trim_end_matches('/').to_string() } else { full };
+            for method in ["get", "post", "put", "patch", "delete"] {
+                // `get(handler)` or `.get(handler)`, not `get_secret` or a path segment.
+                let called = call.match_indices(&format!("{method}(")).any(|(i, _)| {
+                    i == 0 || !call.as_bytes()[i - 1].is_ascii_alphanumeric() && call.as_bytes()[i - 1] != b'_'
+                });
+                if called {
+                    routes.insert((method.to_string(), full.clone()));
+                }
+            }
+        }
+        routes
+    }
+
+    fn documented() -> BTreeSet<(String, String)> {
+        let doc = serde_json::to_value(document()).expect("the document serialises");
+        let paths = doc["paths"].as_object().expect("paths");
+        paths
+            .iter()
+            .flat_map(|(path, item)| {
+                let methods = item.as_object().expect("path item").keys();
+                methods
+                    .filter(|m| ["get", "post", "put", "patch", "delete"].contains(&m.as_str()))
+                    .map(|m| (m.clone(), path.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Every route of the API is in the document, and the document has nothing else: a route
+    /// added without its description, or a description left behind, fails here.
+    #[test]
+    fn the_document_describes_every_route_and_nothing_else() {
+        let lib = include_str!("lib.rs");
+        let mut routes = declared(lib, "let app_routes = Router::new()", "/api/v1/app");
+        routes.extend(declared(lib, "let v1 = Router::new()", "/api/v1"));
+        routes.extend(declared(include_str!("api/source.rs"), "pub fn routes()", "/api/v1/source"));
+        routes.extend(declared(include_str!("inbound.rs"), "pub fn routes()", ""));
+        assert!(routes.len() > 60, "the source scan found too few routes: {routes:?}");
+        let documented = documented();
+        let missing: Vec<_> = routes.difference(&documented).collect();
+        let extra: Vec<_> = documented.difference(&routes).collect();
+        assert!(missing.is_empty(), "routes without a description: {missing:?}");
+        assert!(extra.is_empty(), "described but not routed: {extra:?}");
+    }
+
+    /// Every operation can be told apart by SDK generators, and every `$ref` leads somewhere.
+    #[test]
+    fn operation_ids_are_unique_and_references_resolve() {
+        let doc = serde_json::to_value(document()).expect("the document serialises");
+        let mut ids = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+                assert!(ids.insert(id.to_string()), "operationId {id} used twice");
+                assert!(op["tags"].as_array().is_some_and(|t| !t.is_empty()), "{method} {path} has no tag");
+            }
+        }
+        let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+        let text = doc.to_string();
+        for reference in text.split("\"$ref\":\"").skip(1) {
+            let target = &reference[..reference.find('"').expect("a closing quote")];
+            let name = target.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("odd $ref {target}"));
+            assert!(schemas.contains_key(name), "$ref to a missing schema: {target}");
+        }
+    }
+}
