@@ -33,6 +33,7 @@ use crate::api::message::{nesting_depth, store_and_dispatch, MAX_PAYLOAD_DEPTH};
 use crate::api::source::body_limit;
 use crate::error::ApiError;
 use crate::extract::Path;
+use crate::openapi::{ErrorBody, SourcePath};
 use crate::state::{hex, AppState};
 
 /// Bytes of a request body kept in its record (the forwarded message keeps all of it).
@@ -135,7 +136,7 @@ impl Record<'_> {
     tag = "Source",
     operation_id = "v1.source.ingest",
     security(()),
-    params(("source_id" = String, Path, description = "The source's id")),
+    params(SourcePath),
     request_body(
         content = inline(RawBody),
         content_type = "*/*",
@@ -148,20 +149,17 @@ impl Record<'_> {
         (status = 200, description = "Accepted, or a duplicate of a delivery accepted before", body = IngestOut),
         (status = 400, description = "The body could not be read, is not UTF-8 text or holds NUL characters, or is not \
             the JSON object a source with event-type destinations needs (or nests more than 100 deep)",
-            body = crate::openapi::ErrorBody),
+            body = ErrorBody),
         (status = 401, description = "The request failed the source's verification (`verification_failed`): a missing \
             or wrong signature, a stale timestamp, wrong credentials. A `basicAuth` source also answers \
-            `WWW-Authenticate: Basic realm=\"hooklane\"`", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The client's address is not in the source's allow-list",
-            body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such source", body = crate::openapi::ErrorBody),
-        (status = 413, description = "The body (decoded) is larger than the source's `maxBodyBytes`",
-            body = crate::openapi::ErrorBody),
-        (status = 415, description = "A `Content-Encoding` other than gzip, deflate or identity",
-            body = crate::openapi::ErrorBody),
-        (status = 500, description = "The request could not be stored", body = crate::openapi::ErrorBody),
+            `WWW-Authenticate: Basic realm=\"hooklane\"`", body = ErrorBody),
+        (status = 403, description = "The client's address is not in the source's allow-list", body = ErrorBody),
+        (status = 404, description = "No such source", body = ErrorBody),
+        (status = 413, description = "The body (decoded) is larger than the source's `maxBodyBytes`", body = ErrorBody),
+        (status = 415, description = "A `Content-Encoding` other than gzip, deflate or identity", body = ErrorBody),
+        (status = 500, description = "The request could not be stored", body = ErrorBody),
         (status = 503, description = "The server is shutting down, or the first delivery with this id is still being \
-            written: retry", body = crate::openapi::ErrorBody),
+            written: retry", body = ErrorBody),
     )
 )]
 pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, req: Request) -> Response {

@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document of the API, served at `/api/v1/openapi.json` and printed by
 //! `hooklane openapi`. Each API module describes its own operations and types (its `Doc`);
-//! this module puts them together with what they share: the bearer token, the error body and
-//! the tags.
+//! this module puts them together with what they share: the bearer token, the error body, the
+//! path parameters, the error answers most operations give and the tags.
 
 use std::sync::LazyLock;
 
@@ -25,6 +25,141 @@ pub struct ErrorBody {
     detail: serde_json::Value,
 }
 
+// The path parameters of the operations, one struct per combination, in the order of the
+// path: `params(EndpointPath, …)` in `#[utoipa::path]` describes them all alike.
+
+/// `{app_id}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Only describes paths; the handlers read them with `Path` or `Tenant`.
+pub struct AppPath {
+    /// The application's id or uid
+    app_id: String,
+}
+
+/// `{app_id}/…/{endpoint_id}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Only describes paths.
+pub struct EndpointPath {
+    /// The application's id or uid
+    app_id: String,
+    /// The endpoint's id or uid
+    endpoint_id: String,
+}
+
+/// `{app_id}/…/{msg_id}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Only describes paths.
+pub struct MessagePath {
+    /// The application's id or uid
+    app_id: String,
+    /// The message's id or its `eventId`
+    msg_id: String,
+}
+
+/// `{app_id}/msg/{msg_id}/attempt/{attempt_id}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Only describes paths.
+pub struct AttemptPath {
+    /// The application's id or uid
+    app_id: String,
+    /// The message's id or its `eventId`
+    msg_id: String,
+    /// The attempt's id
+    attempt_id: String,
+}
+
+/// `{app_id}/msg/{msg_id}/endpoint/{endpoint_id}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Only describes paths.
+pub struct MessageEndpointPath {
+    /// The application's id or uid
+    app_id: String,
+    /// The message's id or its `eventId`
+    msg_id: String,
+    /// The endpoint's id or uid
+    endpoint_id: String,
+}
+
+/// `{app_id}/events/subscription/{subscription_id}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Only describes paths.
+pub struct SubscriptionPath {
+    /// The application's id or uid
+    app_id: String,
+    #[doc = "The subscription's name, chosen by the consumer: 1–256 of `[a-zA-Z0-9-_.]`. A new name starts at \
+             the beginning of the stream"]
+    subscription_id: String,
+}
+
+/// `/event-type/{name}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Only describes paths.
+pub struct EventTypePath {
+    /// The event type's name
+    name: String,
+}
+
+/// `/source/{source_id}` and `/in/{source_id}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Only describes paths.
+pub struct SourcePath {
+    /// The source's id
+    source_id: String,
+}
+
+/// `/source/{source_id}/request/{request_id}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Only describes paths.
+pub struct SourceRequestPath {
+    /// The source's id
+    source_id: String,
+    /// The request record's id
+    request_id: String,
+}
+
+// The error answers most operations share, as `#/components/responses/…`:
+// `(status = 401, response = Unauthorized)` in `#[utoipa::path]`. An operation whose error
+// means something of its own (which resource is missing, which field) says so inline.
+
+/// 401 of every operation that needs a token.
+#[derive(utoipa::ToResponse)]
+#[response(description = "Missing or invalid bearer token")]
+#[allow(dead_code)] // Only describes answers, as `ErrorBody` does.
+pub struct Unauthorized(ErrorBody);
+
+/// 403 of the operations only the admin token may use.
+#[derive(utoipa::ToResponse)]
+#[response(description = "Not the admin token")]
+#[allow(dead_code)]
+pub struct NotAdmin(ErrorBody);
+
+/// 400 where the body's JSON syntax is all that can be wrong before its fields are read.
+#[derive(utoipa::ToResponse)]
+#[response(description = "The body is not valid JSON")]
+#[allow(dead_code)]
+pub struct InvalidJson(ErrorBody);
+
+/// 422 where a field of the body is all that can be wrong.
+#[derive(utoipa::ToResponse)]
+#[response(description = "A field is invalid")]
+#[allow(dead_code)]
+pub struct InvalidBody(ErrorBody);
+
+/// 422 where a query parameter is all that can be wrong.
+#[derive(utoipa::ToResponse)]
+#[response(description = "A query parameter is invalid")]
+#[allow(dead_code)]
+pub struct InvalidQuery(ErrorBody);
+
 /// What the document says about the API as a whole; the operations come from the modules.
 #[derive(OpenApi)]
 #[openapi(
@@ -35,7 +170,10 @@ pub struct ErrorBody {
         license(name = "Apache-2.0")
     ),
     paths(health, openapi_json),
-    components(schemas(ErrorBody)),
+    components(
+        schemas(ErrorBody),
+        responses(Unauthorized, NotAdmin, InvalidJson, InvalidBody, InvalidQuery)
+    ),
     modifiers(&BearerToken),
     security(("HTTPBearer" = [])),
     tags(
@@ -183,12 +321,15 @@ mod tests {
                 assert!(op["tags"].as_array().is_some_and(|t| !t.is_empty()), "{method} {path} has no tag");
             }
         }
-        let schemas = doc["components"]["schemas"].as_object().expect("schemas");
         let text = doc.to_string();
         for reference in text.split("\"$ref\":\"").skip(1) {
             let target = &reference[..reference.find('"').expect("a closing quote")];
-            let name = target.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("odd $ref {target}"));
-            assert!(schemas.contains_key(name), "$ref to a missing schema: {target}");
+            let (kind, name) = target
+                .strip_prefix("#/components/")
+                .and_then(|r| r.split_once('/'))
+                .filter(|(kind, _)| ["schemas", "responses"].contains(kind))
+                .unwrap_or_else(|| panic!("odd $ref {target}"));
+            assert!(doc["components"][kind].get(name).is_some(), "$ref to a missing component: {target}");
         }
     }
 }

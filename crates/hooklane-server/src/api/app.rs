@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{check_len, check_metadata, check_name, check_rate_limit, page_request, ListResponse, Patch};
 use crate::error::{conflict, ApiError, ApiResult};
 use crate::extract::{Admin, Auth, Json, Path, Query, Tenant};
-use crate::openapi::ErrorBody;
+use crate::openapi::{AppPath, ErrorBody, InvalidBody, InvalidQuery, NotAdmin, Unauthorized};
 use crate::state::AppState;
 
 const UID_TAKEN: &str = "an application with this uid already exists";
@@ -139,8 +139,8 @@ fn build(input: ApplicationIn) -> ApiResult<Application> {
     responses(
         (status = 201, description = "Created", body = ApplicationOut),
         (status = 200, description = "`get_if_exists=true`: the existing application of this `uid`", body = ApplicationOut),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotAdmin),
         (status = 409, description = "The `uid` is taken", body = ErrorBody),
         (status = 422, description = "Invalid body or query", body = ErrorBody),
     )
@@ -180,8 +180,8 @@ pub async fn create(
     ),
     responses(
         (status = 200, description = "A page of applications", body = ListResponse<ApplicationOut>),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 422, description = "Invalid query", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = InvalidQuery),
     )
 )]
 pub async fn list(
@@ -209,10 +209,10 @@ pub async fn list(
     path = "/api/v1/app/{app_id}",
     tag = "Application",
     operation_id = "v1.application.get",
-    params(("app_id" = String, Path, description = "The application's id or its uid.")),
+    params(AppPath),
     responses(
         (status = 200, description = "The application", body = ApplicationOut),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 401, response = Unauthorized),
         (status = 404, description = "No such application, or not this token's", body = ErrorBody),
     )
 )]
@@ -229,15 +229,15 @@ pub async fn get(t: Tenant) -> axum::Json<ApplicationOut> {
     path = "/api/v1/app/{app_id}",
     tag = "Application",
     operation_id = "v1.application.update",
-    params(("app_id" = String, Path, description = "The application's id or its uid.")),
+    params(AppPath),
     request_body = ApplicationIn,
     responses(
         (status = 200, description = "Updated", body = ApplicationOut),
         (status = 201, description = "Created under the uid of the path", body = ApplicationOut),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 401, response = Unauthorized),
         (status = 404, description = "No such application (or not this token's) and none can be created", body = ErrorBody),
         (status = 409, description = "The `uid` is taken, or the application belongs to an inbound source", body = ErrorBody),
-        (status = 422, description = "Invalid body", body = ErrorBody),
+        (status = 422, response = InvalidBody),
     )
 )]
 pub async fn put(
@@ -296,14 +296,14 @@ pub(super) async fn create_under_uid(s: &AppState, key: &str, input: Application
     path = "/api/v1/app/{app_id}",
     tag = "Application",
     operation_id = "v1.application.patch",
-    params(("app_id" = String, Path, description = "The application's id or its uid.")),
+    params(AppPath),
     request_body = ApplicationPatch,
     responses(
         (status = 200, description = "Updated", body = ApplicationOut),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 401, response = Unauthorized),
         (status = 404, description = "No such application, or not this token's", body = ErrorBody),
         (status = 409, description = "The `uid` is taken, or the application belongs to an inbound source", body = ErrorBody),
-        (status = 422, description = "Invalid body", body = ErrorBody),
+        (status = 422, response = InvalidBody),
     )
 )]
 pub async fn patch(
@@ -335,11 +335,11 @@ async fn save(s: &AppState, mut app: Application) -> ApiResult<axum::Json<Applic
     path = "/api/v1/app/{app_id}",
     tag = "Application",
     operation_id = "v1.application.delete",
-    params(("app_id" = String, Path, description = "The application's id or its uid.")),
+    params(AppPath),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotAdmin),
         (status = 404, description = "No such application, or not this token's", body = ErrorBody),
         (status = 409, description = "The application belongs to an inbound source: delete the source", body = ErrorBody),
     )

@@ -12,6 +12,7 @@ use super::message::{find as find_message, message_filter, MessageOut};
 use super::{page_request, ListResponse};
 use crate::error::{missing, ApiError, ApiResult};
 use crate::extract::{Query, Tenant};
+use crate::openapi::{AttemptPath, EndpointPath, ErrorBody, InvalidQuery, MessagePath, Unauthorized};
 use crate::state::AppState;
 
 /// Svix's `MessageAttemptOut`: one HTTP try of a message to an endpoint.
@@ -118,8 +119,7 @@ pub struct EndpointMessageOut {
     tag = "Message Attempt",
     operation_id = "v1.message-attempt.list-attempted-messages",
     params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+        EndpointPath,
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most items in the page, 1 to 250 (default 50)"),
         ("iterator" = Option<String>, Query, description = "Where the page starts: the `iterator` of the page before (the items after it)"),
         ("order" = Option<String>, Query, description = "`descending` (the default: newest first) or `ascending`"),
@@ -133,9 +133,9 @@ pub struct EndpointMessageOut {
     ),
     responses(
         (status = 200, description = "A page of messages", body = ListResponse<EndpointMessageOut>),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A query parameter is not valid", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
+        (status = 422, response = InvalidQuery),
     )
 )]
 pub async fn endpoint_messages(
@@ -181,8 +181,7 @@ async fn list(
     tag = "Message Attempt",
     operation_id = "v1.message-attempt.list-by-msg-deprecated",
     params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("msg_id" = String, Path, description = "The message's id or its `eventId`"),
+        MessagePath,
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most items in the page, 1 to 250 (default 50)"),
         ("iterator" = Option<String>, Query, description = "Where the page starts: the `iterator` of the page before (the items after it)"),
         ("order" = Option<String>, Query, description = "`descending` (the default: newest first) or `ascending`"),
@@ -193,9 +192,9 @@ async fn list(
     ),
     responses(
         (status = 200, description = "A page of attempts", body = ListResponse<AttemptOut>),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application, message, or endpoint given in `endpoint_id`", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A query parameter is not valid", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application, message, or endpoint given in `endpoint_id`", body = ErrorBody),
+        (status = 422, response = InvalidQuery),
     )
 )]
 pub async fn by_message(
@@ -223,8 +222,7 @@ pub async fn by_message(
     tag = "Message Attempt",
     operation_id = "v1.message-attempt.list-by-msg",
     params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("msg_id" = String, Path, description = "The message's id or its `eventId`"),
+        MessagePath,
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most items in the page, 1 to 250 (default 50)"),
         ("iterator" = Option<String>, Query, description = "Where the page starts: the `iterator` of the page before (the items after it)"),
         ("order" = Option<String>, Query, description = "`descending` (the default: newest first) or `ascending`"),
@@ -235,9 +233,9 @@ pub async fn by_message(
     ),
     responses(
         (status = 200, description = "A page of attempts", body = ListResponse<AttemptOut>),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application, message, or endpoint given in `endpoint_id`", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A query parameter is not valid", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application, message, or endpoint given in `endpoint_id`", body = ErrorBody),
+        (status = 422, response = InvalidQuery),
     )
 )]
 pub async fn list_by_msg(
@@ -256,8 +254,7 @@ pub async fn list_by_msg(
     tag = "Message Attempt",
     operation_id = "v1.message-attempt.list-by-endpoint",
     params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+        EndpointPath,
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most items in the page, 1 to 250 (default 50)"),
         ("iterator" = Option<String>, Query, description = "Where the page starts: the `iterator` of the page before (the items after it)"),
         ("order" = Option<String>, Query, description = "`descending` (the default: newest first) or `ascending`"),
@@ -267,9 +264,9 @@ pub async fn list_by_msg(
     ),
     responses(
         (status = 200, description = "A page of attempts", body = ListResponse<AttemptOut>),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A query parameter is not valid", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
+        (status = 422, response = InvalidQuery),
     )
 )]
 pub async fn by_endpoint(
@@ -290,15 +287,11 @@ pub async fn by_endpoint(
     path = "/api/v1/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}/content",
     tag = "Message Attempt",
     operation_id = "v1.message-attempt.expunge-content",
-    params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("msg_id" = String, Path, description = "The message's id or its `eventId`"),
-        ("attempt_id" = String, Path, description = "The attempt's id"),
-    ),
+    params(AttemptPath),
     responses(
         (status = 204, description = "Expunged"),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application, message or attempt", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application, message or attempt", body = ErrorBody),
     )
 )]
 pub async fn expunge_content(
@@ -317,15 +310,11 @@ pub async fn expunge_content(
     path = "/api/v1/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}",
     tag = "Message Attempt",
     operation_id = "v1.message-attempt.get",
-    params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("msg_id" = String, Path, description = "The message's id or its `eventId`"),
-        ("attempt_id" = String, Path, description = "The attempt's id"),
-    ),
+    params(AttemptPath),
     responses(
         (status = 200, description = "The attempt", body = AttemptOut),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application, message or attempt", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application, message or attempt", body = ErrorBody),
     )
 )]
 pub async fn get(

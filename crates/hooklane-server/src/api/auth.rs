@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::app::ApplicationIn;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{bearer_token, Admin, Auth, OptionalJson, Path};
-use crate::openapi::ErrorBody;
+use crate::openapi::{AppPath, ErrorBody, InvalidBody, NotAdmin, Unauthorized};
 use crate::state::{hex, token_hash, AppState};
 
 /// Prefix of application-scoped tokens, so they are recognisable in a secret scanner.
@@ -65,14 +65,14 @@ pub struct AppPortalAccessOut {
     path = "/api/v1/auth/app-portal-access/{app_id}",
     tag = "Authentication",
     operation_id = "v1.authentication.app-portal-access",
-    params(("app_id" = String, Path, description = "The application's id or its uid.")),
+    params(AppPath),
     request_body(content = AppPortalAccessIn, description = "Optional: without it, a token for a week, for an existing application."),
     responses(
         (status = 200, description = "The token, and the portal's URL", body = AppPortalAccessOut),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotAdmin),
         (status = 404, description = "No such application, and no `application` to create", body = ErrorBody),
-        (status = 422, description = "Invalid body", body = ErrorBody),
+        (status = 422, response = InvalidBody),
     )
 )]
 pub async fn app_portal_access(
@@ -122,14 +122,14 @@ pub async fn app_portal_access(
     path = "/api/v1/auth/dashboard-access/{app_id}",
     tag = "Authentication",
     operation_id = "v1.authentication.dashboard-access",
-    params(("app_id" = String, Path, description = "The application's id or its uid.")),
+    params(AppPath),
     request_body(content = AppPortalAccessIn, description = "Optional: without it, a token for a week, for an existing application."),
     responses(
         (status = 200, description = "The token, and the portal's URL", body = AppPortalAccessOut),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotAdmin),
         (status = 404, description = "No such application, and no `application` to create", body = ErrorBody),
-        (status = 422, description = "Invalid body", body = ErrorBody),
+        (status = 422, response = InvalidBody),
     )
 )]
 pub async fn dashboard_access(
@@ -152,7 +152,7 @@ pub async fn dashboard_access(
     operation_id = "v1.authentication.logout",
     responses(
         (status = 204, description = "The token no longer works"),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 401, response = Unauthorized),
         (status = 403, description = "The admin token cannot log out", body = ErrorBody),
     )
 )]
@@ -186,14 +186,14 @@ pub struct ExpireAllIn {
     path = "/api/v1/auth/app/{app_id}/expire-all",
     tag = "Authentication",
     operation_id = "v1.authentication.expire-all",
-    params(("app_id" = String, Path, description = "The application's id or its uid.")),
+    params(AppPath),
     request_body(content = ExpireAllIn, description = "Optional: without it, the tokens stop working at once."),
     responses(
         (status = 204, description = "The tokens expire"),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotAdmin),
         (status = 404, description = "No such application", body = ErrorBody),
-        (status = 422, description = "Invalid body", body = ErrorBody),
+        (status = 422, response = InvalidBody),
     )
 )]
 pub async fn expire_all(

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::{check_len, check_metadata, check_name, check_names, check_rate_limit, page_request, ListResponse, Patch};
 use crate::error::{conflict, missing, ApiError, ApiResult};
 use crate::extract::{Json, OptionalJson, Query, Tenant};
+use crate::openapi::{AppPath, EndpointPath, ErrorBody, InvalidBody, InvalidJson, InvalidQuery, Unauthorized};
 use crate::operational;
 use crate::state::AppState;
 
@@ -360,17 +361,15 @@ pub(crate) fn parse_secret(field: &str, raw: &str) -> ApiResult<Secret> {
     path = "/api/v1/app/{app_id}/endpoint",
     tag = "Endpoint",
     operation_id = "v1.endpoint.create",
-    params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-    ),
+    params(AppPath),
     request_body = EndpointIn,
     responses(
         (status = 201, description = "The endpoint created", body = EndpointOut),
-        (status = 400, description = "The body is not valid JSON", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application", body = crate::openapi::ErrorBody),
-        (status = 409, description = "An endpoint with this uid already exists in this application", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A field is not valid", body = crate::openapi::ErrorBody),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application", body = ErrorBody),
+        (status = 409, description = "An endpoint with this uid already exists in this application", body = ErrorBody),
+        (status = 422, response = InvalidBody),
     )
 )]
 pub async fn create(
@@ -421,16 +420,16 @@ pub async fn create(
     tag = "Endpoint",
     operation_id = "v1.endpoint.list",
     params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
+        AppPath,
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most items in the page, 1 to 250 (default 50)"),
         ("iterator" = Option<String>, Query, description = "Where the page starts: the `iterator` of the page before (the items after it)"),
         ("order" = Option<String>, Query, description = "`ascending` (the default: oldest first) or `descending`"),
     ),
     responses(
         (status = 200, description = "A page of endpoints", body = ListResponse<EndpointOut>),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A query parameter is not valid", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application", body = ErrorBody),
+        (status = 422, response = InvalidQuery),
     )
 )]
 pub async fn list(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<ListResponse<EndpointOut>>> {
@@ -459,14 +458,11 @@ pub async fn find(s: &AppState, t: &Tenant, key: &str) -> ApiResult<Endpoint> {
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}",
     tag = "Endpoint",
     operation_id = "v1.endpoint.get",
-    params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
-    ),
+    params(EndpointPath),
     responses(
         (status = 200, description = "The endpoint", body = EndpointOut),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
     )
 )]
 pub async fn get(
@@ -515,18 +511,15 @@ pub(crate) fn after_update(s: &AppState, app: Option<&Application>, ep: &Endpoin
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}",
     tag = "Endpoint",
     operation_id = "v1.endpoint.update",
-    params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
-    ),
+    params(EndpointPath),
     request_body = EndpointIn,
     responses(
         (status = 200, description = "The endpoint updated", body = EndpointOut),
-        (status = 400, description = "The body is not valid JSON", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
-        (status = 409, description = "An endpoint with this uid already exists in this application", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A field is not valid", body = crate::openapi::ErrorBody),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
+        (status = 409, description = "An endpoint with this uid already exists in this application", body = ErrorBody),
+        (status = 422, response = InvalidBody),
     )
 )]
 pub async fn put(
@@ -566,18 +559,15 @@ pub async fn put(
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}",
     tag = "Endpoint",
     operation_id = "v1.endpoint.patch",
-    params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
-    ),
+    params(EndpointPath),
     request_body = EndpointPatch,
     responses(
         (status = 200, description = "The endpoint updated", body = EndpointOut),
-        (status = 400, description = "The body is not valid JSON", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
-        (status = 409, description = "An endpoint with this uid already exists in this application", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A field is not valid, or `null` for one that cannot be unset", body = crate::openapi::ErrorBody),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
+        (status = 409, description = "An endpoint with this uid already exists in this application", body = ErrorBody),
+        (status = 422, description = "A field is not valid, or `null` for one that cannot be unset", body = ErrorBody),
     )
 )]
 pub async fn patch(
@@ -610,14 +600,11 @@ pub async fn patch(
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}",
     tag = "Endpoint",
     operation_id = "v1.endpoint.delete",
-    params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
-    ),
+    params(EndpointPath),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
     )
 )]
 pub async fn delete(
@@ -645,14 +632,11 @@ pub struct SecretOut {
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret",
     tag = "Endpoint",
     operation_id = "v1.endpoint.get-secret",
-    params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
-    ),
+    params(EndpointPath),
     responses(
         (status = 200, description = "The current secret", body = SecretOut),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
     )
 )]
 pub async fn get_secret(
@@ -683,16 +667,15 @@ pub struct EndpointStatsOut {
     tag = "Endpoint",
     operation_id = "v1.endpoint.get-stats",
     params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+        EndpointPath,
         ("since" = Option<DateTime<Utc>>, Query, description = "Count only deliveries last changed at or after this time (RFC 3339)"),
         ("until" = Option<DateTime<Utc>>, Query, description = "Count only deliveries last changed before this time (RFC 3339)"),
     ),
     responses(
         (status = 200, description = "The counts", body = EndpointStatsOut),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
-        (status = 422, description = "`since` or `until` is not an RFC 3339 time", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
+        (status = 422, description = "`since` or `until` is not an RFC 3339 time", body = ErrorBody),
     )
 )]
 pub async fn stats(
@@ -736,20 +719,17 @@ pub struct RotateIn {
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret/rotate",
     tag = "Endpoint",
     operation_id = "v1.endpoint.rotate-secret",
-    params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
-    ),
+    params(EndpointPath),
     request_body(
         content = RotateIn,
         description = "May be left out: a new secret is generated, and the old one signs for 24 hours"
     ),
     responses(
         (status = 200, description = "The new secret", body = SecretOut),
-        (status = 400, description = "The body is not valid JSON", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
-        (status = 422, description = "`key` is not a valid secret, or the grace period is too long", body = crate::openapi::ErrorBody),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
+        (status = 422, description = "`key` is not a valid secret, or the grace period is too long", body = ErrorBody),
     )
 )]
 pub async fn rotate_secret(
@@ -807,14 +787,11 @@ pub struct HeadersIn {
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/headers",
     tag = "Endpoint",
     operation_id = "v1.endpoint.get-headers",
-    params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
-    ),
+    params(EndpointPath),
     responses(
         (status = 200, description = "The custom headers", body = HeadersOut),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
     )
 )]
 pub async fn get_headers(
@@ -833,17 +810,14 @@ pub async fn get_headers(
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/headers",
     tag = "Endpoint",
     operation_id = "v1.endpoint.update-headers",
-    params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
-    ),
+    params(EndpointPath),
     request_body = HeadersIn,
     responses(
         (status = 204, description = "Headers replaced"),
-        (status = 400, description = "The body is not valid JSON", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A header is not valid, or is one hooklane sets itself", body = crate::openapi::ErrorBody),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
+        (status = 422, description = "A header is not valid, or is one hooklane sets itself", body = ErrorBody),
     )
 )]
 pub async fn put_headers(
@@ -868,17 +842,14 @@ pub async fn put_headers(
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/headers",
     tag = "Endpoint",
     operation_id = "v1.endpoint.patch-headers",
-    params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
-    ),
+    params(EndpointPath),
     request_body = HeadersIn,
     responses(
         (status = 204, description = "Headers changed"),
-        (status = 400, description = "The body is not valid JSON", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A header is not valid, or is one hooklane sets itself", body = crate::openapi::ErrorBody),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
+        (status = 422, description = "A header is not valid, or is one hooklane sets itself", body = ErrorBody),
     )
 )]
 pub async fn patch_headers(
@@ -957,18 +928,15 @@ impl TaskOut {
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/recover",
     tag = "Endpoint",
     operation_id = "v1.endpoint.recover",
-    params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
-    ),
+    params(EndpointPath),
     request_body = RecoverIn,
     responses(
         (status = 202, description = "Deliveries queued again; `recovered` says how many", body = TaskOut),
-        (status = 400, description = "The body is not valid JSON", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
-        (status = 409, description = "The endpoint is disabled", body = crate::openapi::ErrorBody),
-        (status = 422, description = "`since` is missing, or `until` is not after it", body = crate::openapi::ErrorBody),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
+        (status = 409, description = "The endpoint is disabled", body = ErrorBody),
+        (status = 422, description = "`since` is missing, or `until` is not after it", body = ErrorBody),
     )
 )]
 pub async fn recover(
@@ -1001,18 +969,15 @@ const REPLAY_CHUNK: usize = 500;
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/replay-missing",
     tag = "Endpoint",
     operation_id = "v1.endpoint.replay-missing",
-    params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
-    ),
+    params(EndpointPath),
     request_body = RecoverIn,
     responses(
         (status = 202, description = "Messages queued; `replayed` says how many", body = TaskOut),
-        (status = 400, description = "The body is not valid JSON", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
-        (status = 409, description = "The endpoint is disabled", body = crate::openapi::ErrorBody),
-        (status = 422, description = "`since` is missing, or `until` is not after it", body = crate::openapi::ErrorBody),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
+        (status = 409, description = "The endpoint is disabled", body = ErrorBody),
+        (status = 422, description = "`since` is missing, or `until` is not after it", body = ErrorBody),
     )
 )]
 pub async fn replay_missing(

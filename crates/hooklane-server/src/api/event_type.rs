@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{check_len, check_name, page_request, ListResponse, Patch};
 use crate::error::{conflict, missing, ApiError, ApiResult};
 use crate::extract::{Admin, Auth, Json, Path, Query};
-use crate::openapi::ErrorBody;
+use crate::openapi::{ErrorBody, EventTypePath, InvalidBody, InvalidQuery, NotAdmin, Unauthorized};
 use crate::state::AppState;
 
 /// A new event type.
@@ -138,10 +138,10 @@ fn validate(e: &EventType) -> ApiResult<()> {
     request_body = EventTypeIn,
     responses(
         (status = 201, description = "Created", body = EventTypeOut),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotAdmin),
         (status = 409, description = "An event type of this name exists", body = ErrorBody),
-        (status = 422, description = "Invalid body", body = ErrorBody),
+        (status = 422, response = InvalidBody),
     )
 )]
 pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<EventTypeIn>) -> ApiResult<Response> {
@@ -178,8 +178,8 @@ pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<Event
     ),
     responses(
         (status = 200, description = "A page of event types", body = ListResponse<EventTypeOut>),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 422, description = "Invalid query", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = InvalidQuery),
     )
 )]
 pub async fn list(State(s): State<AppState>, _: Auth, q: Query) -> ApiResult<axum::Json<ListResponse<EventTypeOut>>> {
@@ -196,10 +196,10 @@ pub async fn list(State(s): State<AppState>, _: Auth, q: Query) -> ApiResult<axu
     path = "/api/v1/event-type/{name}",
     tag = "Event Type",
     operation_id = "v1.event-type.get",
-    params(("name" = String, Path, description = "The event type's name.")),
+    params(EventTypePath),
     responses(
         (status = 200, description = "The event type", body = EventTypeOut),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 401, response = Unauthorized),
         (status = 404, description = "No such event type", body = ErrorBody),
     )
 )]
@@ -216,13 +216,13 @@ pub async fn get(State(s): State<AppState>, _: Auth, Path(name): Path<String>) -
     path = "/api/v1/event-type/{name}",
     tag = "Event Type",
     operation_id = "v1.event-type.update",
-    params(("name" = String, Path, description = "The event type's name.")),
+    params(EventTypePath),
     request_body = EventTypeUpdate,
     responses(
         (status = 200, description = "Updated", body = EventTypeOut),
         (status = 201, description = "Created", body = EventTypeOut),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotAdmin),
         (status = 422, description = "Invalid name or body", body = ErrorBody),
     )
 )]
@@ -268,14 +268,14 @@ pub async fn put(
     path = "/api/v1/event-type/{name}",
     tag = "Event Type",
     operation_id = "v1.event-type.patch",
-    params(("name" = String, Path, description = "The event type's name.")),
+    params(EventTypePath),
     request_body = EventTypePatch,
     responses(
         (status = 200, description = "Updated", body = EventTypeOut),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotAdmin),
         (status = 404, description = "No such event type", body = ErrorBody),
-        (status = 422, description = "Invalid body", body = ErrorBody),
+        (status = 422, response = InvalidBody),
     )
 )]
 pub async fn patch(
@@ -305,15 +305,15 @@ pub async fn patch(
     tag = "Event Type",
     operation_id = "v1.event-type.delete",
     params(
-        ("name" = String, Path, description = "The event type's name."),
+        EventTypePath,
         ("expunge" = Option<bool>, Query, description = "Delete it for good instead of archiving it (default false)."),
     ),
     responses(
         (status = 204, description = "Archived, or deleted"),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotAdmin),
         (status = 404, description = "No such event type", body = ErrorBody),
-        (status = 422, description = "Invalid query", body = ErrorBody),
+        (status = 422, response = InvalidQuery),
     )
 )]
 pub async fn delete(State(s): State<AppState>, _: Admin, Path(name): Path<String>, q: Query) -> ApiResult<StatusCode> {

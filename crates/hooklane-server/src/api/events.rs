@@ -35,6 +35,7 @@ use super::position_tokens::PositionTokens;
 use super::{check_name, query_names};
 use crate::error::{ApiError, ApiResult, POSITION_AHEAD};
 use crate::extract::{Query, Tenant};
+use crate::openapi::{AppPath, ErrorBody, SubscriptionPath, Unauthorized};
 use crate::state::AppState;
 use crate::waiting::{NoPlace, WaitingPlace, MAX_WAITING_PER_APP};
 
@@ -196,7 +197,7 @@ async fn poll_once(s: &AppState, app_id: &str, pull: &Pull) -> ApiResult<EventsP
     tag = "Events",
     operation_id = "v1.message.events",
     params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
+        AppPath,
         ("limit" = Option<u32>, Query, description = "Messages per read, 1–250 (default 50)",
             minimum = 1, maximum = 250),
         ("iterator" = Option<String>, Query, description = "The `iterator` of the previous read (default: the start of \
@@ -215,10 +216,10 @@ async fn poll_once(s: &AppState, app_id: &str, pull: &Pull) -> ApiResult<EventsP
     ),
     responses(
         (status = 200, description = "The next messages, and the iterator to read on from", body = MessageEventsOut),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application (or not the token's)", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application (or not the token's)", body = ErrorBody),
         (status = 422, description = "A query parameter is invalid, or `iterator` is not a position of this \
-            application's stream", body = crate::openapi::ErrorBody),
+            application's stream", body = ErrorBody),
     )
 )]
 pub async fn poll(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<MessageEventsOut>> {
@@ -240,9 +241,7 @@ pub async fn poll(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<a
     tag = "Events",
     operation_id = "v1.message.events-subscription",
     params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("subscription_id" = String, Path, description = "The subscription's name, chosen by the consumer: 1–256 of \
-            `[a-zA-Z0-9-_.]`. A new name starts at the beginning of the stream"),
+        SubscriptionPath,
         ("limit" = Option<u32>, Query, description = "Messages per read, 1–250 (default 50)",
             minimum = 1, maximum = 250),
         ("iterator" = Option<String>, Query, description = "Read from here instead of where the subscription stands \
@@ -262,10 +261,10 @@ pub async fn poll(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<a
     responses(
         (status = 200, description = "The next messages; the subscription now stands past them",
             body = MessageEventsOut),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application (or not the token's)", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application (or not the token's)", body = ErrorBody),
         (status = 422, description = "The subscription id or a query parameter is invalid, or `iterator` is not a \
-            position of this application's stream", body = crate::openapi::ErrorBody),
+            position of this application's stream", body = ErrorBody),
     )
 )]
 pub async fn subscription(
@@ -293,7 +292,7 @@ pub async fn subscription(
     tag = "Events",
     operation_id = "v1.message.events-stream",
     params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
+        AppPath,
         ("limit" = Option<u32>, Query, description = "Messages per read, 1–250 (default 50)",
             minimum = 1, maximum = 250),
         ("iterator" = Option<String>, Query, description = "Where to start when no `Last-Event-ID` is sent: the \
@@ -320,12 +319,12 @@ pub async fn subscription(
              {\"id\":\"msg_1srOrx2ZWZBpBUvZwXKQmoEYga2\",\
              \"eventType\":\"invoice.paid\",\"payload\":{\"amount\":100},\
              \"eventId\":null,\"channels\":null,\"tags\":null,\"timestamp\":\"2025-01-01T12:00:00.000Z\"}\n\n"),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application (or not the token's)", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application (or not the token's)", body = ErrorBody),
         (status = 422, description = "A query parameter is invalid (`wait` applies to polls only), or `iterator` or \
-            `Last-Event-ID` is not a position of this application's stream", body = crate::openapi::ErrorBody),
+            `Last-Event-ID` is not a position of this application's stream", body = ErrorBody),
         (status = 503, description = "Too many streams and long-polls are open on this node, or for this application",
-            body = crate::openapi::ErrorBody),
+            body = ErrorBody),
     )
 )]
 pub async fn stream(

@@ -17,6 +17,9 @@ use super::endpoint::find as find_endpoint;
 use super::{check_len, check_name, check_names, page_request, query_names, ListResponse};
 use crate::error::{conflict, ApiError, ApiResult};
 use crate::extract::{Json, Query, Tenant};
+use crate::openapi::{
+    AppPath, ErrorBody, InvalidBody, InvalidJson, InvalidQuery, MessageEndpointPath, MessagePath, Unauthorized,
+};
 use crate::state::AppState;
 
 /// Svix's `MessageIn`: a message to post.
@@ -202,7 +205,7 @@ impl MessageOut {
     tag = "Message",
     operation_id = "v1.message.create",
     params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
+        AppPath,
         ("with_content" = Option<bool>, Query, description = "Whether the answer carries the payload (default true; \
             `false` answers `payload: {}`)"),
         IdempotencyKey,
@@ -213,15 +216,14 @@ impl MessageOut {
             body = MessageOut,
          headers(("idempotent-replayed" = String, description = "`true` when this is the stored answer to an earlier \
              request with the same `idempotency-key`"))),
-        (status = 400, description = "Malformed JSON, or an invalid `idempotency-key`",
-            body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application (or not the token's)", body = crate::openapi::ErrorBody),
+        (status = 400, description = "Malformed JSON, or an invalid `idempotency-key`", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application (or not the token's)", body = ErrorBody),
         (status = 409, description = "A message with this `eventId` exists in the application, or a request with this \
-            `idempotency-key` is still being processed", body = crate::openapi::ErrorBody),
-        (status = 413, description = "The body is larger than the server's limit", body = crate::openapi::ErrorBody),
+            `idempotency-key` is still being processed", body = ErrorBody),
+        (status = 413, description = "The body is larger than the server's limit", body = ErrorBody),
         (status = 422, description = "A field is invalid, or the `idempotency-key` was used with another body",
-            body = crate::openapi::ErrorBody),
+            body = ErrorBody),
     )
 )]
 pub async fn create(
@@ -304,14 +306,14 @@ pub struct PrecheckOut {
     path = "/api/v1/app/{app_id}/msg/precheck/active",
     tag = "Message",
     operation_id = "v1.message.precheck",
-    params(("app_id" = String, Path, description = "The application's id or uid")),
+    params(AppPath),
     request_body = PrecheckIn,
     responses(
         (status = 200, description = "Whether a message would be sent to any endpoint", body = PrecheckOut),
-        (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application (or not the token's)", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A field is invalid", body = crate::openapi::ErrorBody),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application (or not the token's)", body = ErrorBody),
+        (status = 422, response = InvalidBody),
     )
 )]
 pub async fn precheck(
@@ -390,7 +392,7 @@ pub fn message_filter(q: &Query) -> ApiResult<MessageFilter> {
     tag = "Message",
     operation_id = "v1.message.list",
     params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
+        AppPath,
         ("limit" = Option<u32>, Query, description = "Messages per page, 1–250 (default 50)",
             minimum = 1, maximum = 250),
         ("iterator" = Option<String>, Query, description = "The `iterator` of the previous page: this page goes on \
@@ -407,9 +409,9 @@ pub fn message_filter(q: &Query) -> ApiResult<MessageFilter> {
     ),
     responses(
         (status = 200, description = "A page of messages", body = ListResponse<MessageOut>),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application (or not the token's)", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A query parameter is invalid", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application (or not the token's)", body = ErrorBody),
+        (status = 422, response = InvalidQuery),
     )
 )]
 pub async fn list(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<ListResponse<MessageOut>>> {
@@ -430,16 +432,15 @@ pub async fn find(s: &AppState, t: &Tenant, key: &str) -> ApiResult<Message> {
     tag = "Message",
     operation_id = "v1.message.get",
     params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("msg_id" = String, Path, description = "The message's id or its `eventId`"),
+        MessagePath,
         ("with_content" = Option<bool>, Query, description = "Whether the answer carries the payload (default true; \
             `false` answers `payload: {}`)"),
     ),
     responses(
         (status = 200, description = "The message", body = MessageOut),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application or message", body = crate::openapi::ErrorBody),
-        (status = 422, description = "`with_content` is not a boolean", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or message", body = ErrorBody),
+        (status = 422, description = "`with_content` is not a boolean", body = ErrorBody),
     )
 )]
 pub async fn get(
@@ -461,14 +462,11 @@ pub async fn get(
     path = "/api/v1/app/{app_id}/msg/{msg_id}/content",
     tag = "Message",
     operation_id = "v1.message.expunge-content",
-    params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("msg_id" = String, Path, description = "The message's id or its `eventId`"),
-    ),
+    params(MessagePath),
     responses(
         (status = 204, description = "The payload is deleted"),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application or message", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or message", body = ErrorBody),
     )
 )]
 pub async fn expunge_content(
@@ -512,15 +510,12 @@ pub struct MessageEndpointOut {
     path = "/api/v1/app/{app_id}/msg/{msg_id}/endpoint",
     tag = "Message",
     operation_id = "v1.message-attempt.list-attempted-destinations",
-    params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("msg_id" = String, Path, description = "The message's id or its `eventId`"),
-    ),
+    params(MessagePath),
     responses(
         (status = 200, description = "Every endpoint with a delivery of the message",
             body = ListResponse<MessageEndpointOut>),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application or message", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or message", body = ErrorBody),
     )
 )]
 pub async fn destinations(
@@ -561,20 +556,17 @@ pub async fn destinations(
     tag = "Message",
     operation_id = "v1.message-attempt.resend",
     params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("msg_id" = String, Path, description = "The message's id or its `eventId`"),
-        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
+        MessageEndpointPath,
         IdempotencyKey,
     ),
     responses(
         (status = 202, description = "Queued for sending now", body = Object, example = json!({})),
-        (status = 400, description = "An invalid `idempotency-key`", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application, message or endpoint", body = crate::openapi::ErrorBody),
+        (status = 400, description = "An invalid `idempotency-key`", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application, message or endpoint", body = ErrorBody),
         (status = 409, description = "The endpoint is disabled, the message's content was expunged, or a request with \
-            this `idempotency-key` is still being processed", body = crate::openapi::ErrorBody),
-        (status = 422, description = "The `idempotency-key` was used with another body",
-            body = crate::openapi::ErrorBody),
+            this `idempotency-key` is still being processed", body = ErrorBody),
+        (status = 422, description = "The `idempotency-key` was used with another body", body = ErrorBody),
     )
 )]
 pub async fn resend(

@@ -13,6 +13,7 @@ use super::endpoint::{check_rules, find};
 use super::Patch;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Tenant};
+use crate::openapi::{EndpointPath, ErrorBody, InvalidJson, Unauthorized};
 use crate::state::AppState;
 
 /// A payload to try an endpoint's rules on, and optionally rules to try instead of its own.
@@ -52,17 +53,14 @@ pub struct PreviewOut {
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/preview",
     tag = "Endpoint",
     operation_id = "v1.endpoint.preview",
-    params(
-        ("app_id" = String, Path, description = "The application's id or uid"),
-        ("endpoint_id" = String, Path, description = "The endpoint's id or uid"),
-    ),
+    params(EndpointPath),
     request_body = PreviewIn,
     responses(
         (status = 200, description = "Whether the payload passes the filter, and the body that would be sent", body = PreviewOut),
-        (status = 400, description = "The body is not valid JSON", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such application or endpoint", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A rule is not valid, or the transform makes too large a body", body = crate::openapi::ErrorBody),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
+        (status = 422, description = "A rule is not valid, or the transform makes too large a body", body = ErrorBody),
     )
 )]
 pub async fn preview(

@@ -31,6 +31,9 @@ use super::endpoint::{after_update, parse_secret, touch, validate as validate_en
 use super::{check_len, check_metadata, check_name, page_request, ListResponse, Patch};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Admin, Json, Path, Query};
+use crate::openapi::{
+    ErrorBody, InvalidBody, InvalidJson, InvalidQuery, NotAdmin, SourcePath, SourceRequestPath, Unauthorized,
+};
 use crate::operational;
 use crate::state::AppState;
 
@@ -434,14 +437,13 @@ fn split(checked: Vec<Checked>) -> (Vec<DestinationIn>, Vec<EventDestination>) {
     request_body = SourceIn,
     responses(
         (status = 201, description = "The new source", body = SourceOut),
-        (status = 400, description = "Malformed JSON, or an invalid `idempotency-key`",
-            body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "Not the admin token", body = crate::openapi::ErrorBody),
+        (status = 400, description = "Malformed JSON, or an invalid `idempotency-key`", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotAdmin),
         (status = 409, description = "A request with this `idempotency-key` is still being processed",
-            body = crate::openapi::ErrorBody),
+            body = ErrorBody),
         (status = 422, description = "A field is invalid, or the `idempotency-key` was used with another body",
-            body = crate::openapi::ErrorBody),
+            body = ErrorBody),
     )
 )]
 pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<SourceIn>) -> ApiResult<impl IntoResponse> {
@@ -505,9 +507,9 @@ pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<Sourc
     ),
     responses(
         (status = 200, description = "A page of sources", body = ListResponse<SourceOut>),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "Not the admin token", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A query parameter is invalid", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotAdmin),
+        (status = 422, response = InvalidQuery),
     )
 )]
 pub async fn list(State(s): State<AppState>, _: Admin, q: Query) -> ApiResult<axum::Json<ListResponse<SourceOut>>> {
@@ -532,12 +534,12 @@ pub async fn find(s: &AppState, id: &str) -> ApiResult<Source> {
     path = "/api/v1/source/{source_id}",
     tag = "Source",
     operation_id = "v1.source.get",
-    params(("source_id" = String, Path, description = "The source's id")),
+    params(SourcePath),
     responses(
         (status = 200, description = "The source", body = SourceOut),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "Not the admin token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such source", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotAdmin),
+        (status = 404, description = "No such source", body = ErrorBody),
     )
 )]
 pub async fn get_one(State(s): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<axum::Json<SourceOut>> {
@@ -636,15 +638,15 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
     path = "/api/v1/source/{source_id}",
     tag = "Source",
     operation_id = "v1.source.update",
-    params(("source_id" = String, Path, description = "The source's id")),
+    params(SourcePath),
     request_body = SourceIn,
     responses(
         (status = 200, description = "The source as saved", body = SourceOut),
-        (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "Not the admin token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such source", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A field is invalid", body = crate::openapi::ErrorBody),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotAdmin),
+        (status = 404, description = "No such source", body = ErrorBody),
+        (status = 422, response = InvalidBody),
     )
 )]
 pub async fn put(
@@ -672,16 +674,16 @@ pub async fn put(
     path = "/api/v1/source/{source_id}",
     tag = "Source",
     operation_id = "v1.source.patch",
-    params(("source_id" = String, Path, description = "The source's id")),
+    params(SourcePath),
     request_body = SourcePatch,
     responses(
         (status = 200, description = "The source as saved", body = SourceOut),
-        (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "Not the admin token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such source", body = crate::openapi::ErrorBody),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotAdmin),
+        (status = 404, description = "No such source", body = ErrorBody),
         (status = 422, description = "A field is invalid, or `null` for a field that cannot be reset",
-            body = crate::openapi::ErrorBody),
+            body = ErrorBody),
     )
 )]
 pub async fn patch(
@@ -715,12 +717,12 @@ pub async fn patch(
     path = "/api/v1/source/{source_id}",
     tag = "Source",
     operation_id = "v1.source.delete",
-    params(("source_id" = String, Path, description = "The source's id")),
+    params(SourcePath),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "Not the admin token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such source", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotAdmin),
+        (status = 404, description = "No such source", body = ErrorBody),
     )
 )]
 pub async fn delete(State(s): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<StatusCode> {
@@ -802,7 +804,7 @@ impl From<InboundRequest> for InboundRequestOut {
     tag = "Source",
     operation_id = "v1.source.list-requests",
     params(
-        ("source_id" = String, Path, description = "The source's id"),
+        SourcePath,
         ("status" = Option<String>, Query, description = "Only requests `accepted`, `duplicate` or `rejected`"),
         ("limit" = Option<u32>, Query, description = "Requests per page, 1–250 (default 50)",
             minimum = 1, maximum = 250),
@@ -812,10 +814,10 @@ impl From<InboundRequest> for InboundRequestOut {
     ),
     responses(
         (status = 200, description = "A page of request records", body = ListResponse<InboundRequestOut>),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "Not the admin token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such source", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A query parameter is invalid", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotAdmin),
+        (status = 404, description = "No such source", body = ErrorBody),
+        (status = 422, response = InvalidQuery),
     )
 )]
 pub async fn list_requests(
@@ -843,15 +845,12 @@ pub async fn list_requests(
     path = "/api/v1/source/{source_id}/request/{request_id}",
     tag = "Source",
     operation_id = "v1.source.get-request",
-    params(
-        ("source_id" = String, Path, description = "The source's id"),
-        ("request_id" = String, Path, description = "The request record's id"),
-    ),
+    params(SourceRequestPath),
     responses(
         (status = 200, description = "The request record", body = InboundRequestOut),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "Not the admin token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such source, or no such request of it", body = crate::openapi::ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotAdmin),
+        (status = 404, description = "No such source, or no such request of it", body = ErrorBody),
     )
 )]
 pub async fn get_request(

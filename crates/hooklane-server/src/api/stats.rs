@@ -15,7 +15,7 @@ use super::message::MessageOut;
 use super::{page_request, ListResponse};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Query, Tenant};
-use crate::openapi::ErrorBody;
+use crate::openapi::{AppPath, ErrorBody, InvalidQuery, Unauthorized};
 use crate::state::AppState;
 
 /// Failed attempts shown per endpoint.
@@ -101,14 +101,14 @@ fn hours(q: &Query) -> ApiResult<i64> {
     tag = "Statistics",
     operation_id = "v1.statistics.endpoint-health",
     params(
-        ("app_id" = String, Path, description = "The application's id or its uid."),
+        AppPath,
         ("hours" = Option<i64>, Query, minimum = 1, maximum = 744, description = "Hours the window looks back over (default 24)."),
     ),
     responses(
         (status = 200, description = "Each endpoint with its counts over the window", body = HealthListOut),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 401, response = Unauthorized),
         (status = 404, description = "No such application, or not this token's", body = ErrorBody),
-        (status = 422, description = "Invalid query", body = ErrorBody),
+        (status = 422, response = InvalidQuery),
     )
 )]
 pub async fn endpoints(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<HealthListOut>> {
@@ -205,14 +205,14 @@ pub struct TimelineOut {
     tag = "Statistics",
     operation_id = "v1.statistics.timeline",
     params(
-        ("app_id" = String, Path, description = "The application's id or its uid."),
+        AppPath,
         ("minutes" = Option<i64>, Query, minimum = 1, maximum = 44640, description = "Minutes the window looks back over (default 60)."),
     ),
     responses(
         (status = 200, description = "The window's slices", body = TimelineOut),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 401, response = Unauthorized),
         (status = 404, description = "No such application, or not this token's", body = ErrorBody),
-        (status = 422, description = "Invalid query", body = ErrorBody),
+        (status = 422, response = InvalidQuery),
     )
 )]
 pub async fn timeline(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<TimelineOut>> {
@@ -289,7 +289,7 @@ fn message_status_schema() -> utoipa::openapi::Object {
     tag = "Statistics",
     operation_id = "v1.statistics.message-log",
     params(
-        ("app_id" = String, Path, description = "The application's id or its uid."),
+        AppPath,
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most messages to answer (default 50)."),
         ("iterator" = Option<String>, Query, description = "The `iterator` of the previous page, to continue after it."),
         ("order" = Option<String>, Query, description = "`descending` (the default, newest first) or `ascending`."),
@@ -302,9 +302,9 @@ fn message_status_schema() -> utoipa::openapi::Object {
     ),
     responses(
         (status = 200, description = "A page of messages", body = ListResponse<MessageLogOut>),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 401, response = Unauthorized),
         (status = 404, description = "No such application, or not this token's", body = ErrorBody),
-        (status = 422, description = "Invalid query", body = ErrorBody),
+        (status = 422, response = InvalidQuery),
     )
 )]
 pub async fn messages(
