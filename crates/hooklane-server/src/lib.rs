@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{app_id}/endpoint/{endpoint_id}/replay-missing", post(endpoint::replay_missing))
         .route("/{app_id}/endpoint/{endpoint_id}/stats", get(endpoint::stats))
         .route("/{app_id}/endpoint/{endpoint_id}/preview", post(api::preview::preview))
+        .route("/{app_id}/endpoint/{endpoint_id}/send-example", post(api::example::send_example))
         .route("/{app_id}/endpoint/{endpoint_id}/msg", get(attempt::endpoint_messages))
         .route("/{app_id}/msg", get(message::list).post(message::create))
         .route("/{app_id}/msg/precheck/active", post(message::precheck))

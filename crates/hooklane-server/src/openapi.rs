@@ -215,6 +215,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         api::endpoint::Doc::openapi(),
         api::attempt::Doc::openapi(),
         api::preview::Doc::openapi(),
+        api::example::Doc::openapi(),
         api::message::Doc::openapi(),
         api::events::Doc::openapi(),
         api::source::Doc::openapi(),

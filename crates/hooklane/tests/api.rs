@@ -2250,3 +2250,67 @@ async fn every_documented_operation_refuses_bad_input_cleanly() {
     let (status, _) = server.call("GET", "/api/v1/health", None).await;
     assert_eq!(status, 204, "the server is still up");
 }
+
+/// `send-example` sends the event type's example (from its latest schema version) to that
+/// endpoint alone, whatever its filters, signed like any delivery; `svix.ping` needs no event
+/// type; an unknown event type, a missing example and a disabled endpoint are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_example_goes_to_that_endpoint_only() {
+    let server = Server::start("").await;
+    let (tried, other) = (Receiver::start().await, Receiver::start().await);
+    let schemas = json!({
+        "1": { "type": "object", "examples": [{ "old": true }] },
+        "2": { "type": "object", "examples": [{ "id": "in_1", "amount": 5 }, { "id": "in_2", "amount": 7 }] },
+    });
+    let (status, body) = server
+        .call(
+            "POST",
+            "/api/v1/event-type",
+            Some(json!({ "name": "invoice.paid", "description": "d", "schemas": schemas })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    create_app_with(&server, json!({ "name": "Examples", "uid": "ex" })).await;
+    // The tried endpoint's filter does not let this event type through: an example goes all the same.
+    let (ep, secret) = server
+        .create_endpoint("ex", json!({ "url": tried.url, "uid": "tried", "filterTypes": ["user.created"] }))
+        .await;
+    server.create_endpoint("ex", json!({ "url": other.url })).await;
+
+    let path = "/api/v1/app/ex/endpoint/tried/send-example";
+    let (status, msg) =
+        server.call("POST", path, Some(json!({ "eventType": "invoice.paid", "exampleIndex": 1 }))).await;
+    assert_eq!(status, 202, "{msg}");
+    assert_eq!(msg["eventType"], "invoice.paid");
+    assert_eq!(msg["payload"], json!({ "id": "in_2", "amount": 7 }));
+    let got = tried.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].json(), json!({ "id": "in_2", "amount": 7 }));
+    assert_eq!(got[0].header("webhook-id"), msg["id"].as_str().expect("msg id"));
+    assert!(signature_valid(&secret, &got[0]), "signed with the endpoint's secret");
+
+    let (status, ping) = server.call("POST", path, Some(json!({ "eventType": "svix.ping" }))).await;
+    assert_eq!(status, 202, "{ping}");
+    assert_eq!(tried.wait_for(2, Duration::from_secs(10)).await[1].json(), json!({ "success": true }));
+    // The message log has them, each delivered to the tried endpoint only.
+    let destinations = list_all(&server, &format!("/api/v1/app/ex/msg/{}/endpoint", msg["id"].as_str().unwrap())).await;
+    let ids: Vec<&str> = destinations["data"].as_array().unwrap().iter().filter_map(|d| d["id"].as_str()).collect();
+    assert_eq!(ids, [ep.as_str()]);
+
+    for (body, code, why) in [
+        (json!({ "eventType": "no.such" }), 404, "an unknown event type"),
+        (json!({ "eventType": "invoice.paid", "exampleIndex": 2 }), 422, "an example past the last"),
+        (json!({ "eventType": "invoice.paid", "payload": [1] }), 422, "a payload that is not an object"),
+        (json!({ "eventType": "bad type!" }), 422, "an invalid event type name"),
+    ] {
+        let (status, err) = server.call("POST", path, Some(body)).await;
+        assert_eq!(status, code, "{why}: {err}");
+    }
+    let (status, _) = server.call("PATCH", "/api/v1/app/ex/endpoint/tried", Some(json!({ "disabled": true }))).await;
+    assert_eq!(status, 200);
+    let (status, err) = server.call("POST", path, Some(json!({ "eventType": "svix.ping" }))).await;
+    assert_eq!(status, 409, "a disabled endpoint: {err}");
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(other.received().is_empty(), "the other endpoint got nothing: {:?}", other.received());
+    assert_eq!(tried.received().len(), 2);
+}

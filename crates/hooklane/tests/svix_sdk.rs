@@ -15,8 +15,8 @@ use svix::api::{
 };
 use svix::models::{
     AppPortalAccessIn, ApplicationIn, ApplicationPatch, ApplicationTokenExpireIn, EndpointHeadersIn, EndpointIn,
-    EndpointPatch, EndpointSecretRotateIn, EndpointUpsertIn, EventTypeIn, EventTypePatch, MessageIn, MessagePrecheckIn,
-    MessageStatus, RecoverIn, ReplayIn,
+    EndpointPatch, EndpointSecretRotateIn, EndpointUpsertIn, EventExampleIn, EventTypeIn, EventTypePatch, MessageIn,
+    MessagePrecheckIn, MessageStatus, RecoverIn, ReplayIn,
 };
 
 fn sdk(server: &Server) -> Svix {
@@ -352,6 +352,16 @@ async fn the_official_svix_sdk_works_unchanged() {
     assert_eq!(emptied.payload, json!({}));
     let refused = svix.message_attempt().resend(app.id.clone(), second.id.clone(), late.id.clone(), None).await;
     assert!(format!("{refused:?}").contains("409"), "{refused:?}");
+
+    // An example sent to the late endpoint only.
+    let example = svix
+        .endpoint()
+        .send_example(app.id.clone(), late.id.clone(), EventExampleIn::new("invoice.paid".into()), None)
+        .await
+        .expect("send example");
+    assert_eq!(example.event_type, "invoice.paid");
+    let got = late_rx.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(got[2].header("webhook-id"), example.id, "the example was delivered");
 
     svix.endpoint().delete(app.id.clone(), ep.id.clone()).await.expect("endpoint delete");
     svix.application().delete(app.id.clone()).await.expect("application delete");

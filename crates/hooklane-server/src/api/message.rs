@@ -330,11 +330,22 @@ pub async fn precheck(
 /// Stores a message of `msg.app_id` with one delivery per enabled endpoint that wants it,
 /// in one durable write, then hands the deliveries straight to the dispatcher (or wakes
 /// it when memory is full). Every message enters here: posted through the API or
-/// forwarded from an inbound source. A duplicate `event_id` is a
+/// forwarded from an inbound source (an endpoint's example goes to that endpoint only,
+/// through [`store_and_dispatch_to`]). A duplicate `event_id` is a
 /// [`StoreError::Conflict`](hooklane_store::StoreError::Conflict) and writes nothing.
 pub async fn store_and_dispatch(s: &AppState, msg: Message) -> hooklane_store::StoreResult<Message> {
     let endpoints =
         wanting_endpoints(s, &msg.app_id, &msg.event_type, msg.channels.as_deref(), Some(&msg.payload)).await?;
+    store_and_dispatch_to(s, msg, endpoints).await
+}
+
+/// Stores a message for these endpoints only (whatever their filters say) and hands its
+/// deliveries to the engine as [`store_and_dispatch`] does.
+pub async fn store_and_dispatch_to(
+    s: &AppState,
+    msg: Message,
+    endpoints: Vec<Arc<Endpoint>>,
+) -> hooklane_store::StoreResult<Message> {
     let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
     let dispatcher = &s.0.dispatcher;
     let reservation = if ids.is_empty() { None } else { dispatcher.reserve(&endpoints) };

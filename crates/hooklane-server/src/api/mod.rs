@@ -7,6 +7,7 @@ pub mod auth;
 pub mod endpoint;
 pub mod event_type;
 pub mod events;
+pub mod example;
 pub mod message;
 pub mod position_tokens;
 pub mod preview;
