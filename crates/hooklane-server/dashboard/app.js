@@ -223,6 +223,20 @@ function endpointsTable(app, endpoints) {
         setTimeout(route, 1500);
       },
     }, "Recover 24 h");
+    // Svix's "send example" with its ping event: whether the endpoint takes a signed message now.
+    const sendTest = e.disabled ? null : h("button", {
+      class: "secondary", "data-testid": "send-test", title: "Send this endpoint a svix.ping message: {\"success\": true}",
+      onclick: async (ev) => {
+        ev.target.disabled = true;
+        try {
+          await api("POST", `/app/${enc(app.id)}/endpoint/${enc(e.id)}/send-example`, { eventType: "svix.ping" });
+          ev.target.textContent = "Test sent";
+        } catch (err) {
+          ev.target.textContent = "Not sent";
+          ev.target.title = err.message || String(err);
+        }
+      },
+    }, "Send test");
     const rate = e.successRate;
     const settings = [
       e.fifo && h("span", { class: "tag", title: "One message at a time, in order (per ordering key)" }, "FIFO"),
@@ -241,7 +255,7 @@ function endpointsTable(app, endpoints) {
       h("td", { "data-testid": "latency" }, `p50 ${ms(e.p50Ms)}`, h("div", { class: "small muted" }, `p95 ${ms(e.p95Ms)}`)),
       h("td", {}, e.pending),
       h("td", { class: "muted" }, ago(e.lastAttemptAt)),
-      h("td", {}, h("div", { class: "actions" }, toggle, recover)));
+      h("td", {}, h("div", { class: "actions" }, toggle, recover, sendTest)));
   });
   return h("table", {},
     h("thead", {}, h("tr", {}, ["Endpoint", "State", "Success (24 h)", "Latency", "Waiting", "Last attempt", ""].map((t) => h("th", {}, t)))),

@@ -416,6 +416,18 @@ async fn dashboard_and_portal_main_flows() {
     let (_, ep) = server.call("GET", &format!("/api/v1/app/{acme}/endpoint/{good}"), None).await;
     assert_eq!(ep["disabled"], false);
 
+    // Send test: a signed `svix.ping` reaches the healthy endpoint at once.
+    let before = ok.received().len();
+    browser.click(&format!("{good_row} [data-testid=send-test]")).await;
+    let got = ok.wait_for(before + 1, Duration::from_secs(10)).await;
+    assert_eq!(got[before].json(), json!({ "success": true }));
+    browser
+        .wait_for(
+            &format!("document.querySelector(\"{good_row} [data-testid=send-test]\").textContent === 'Test sent'"),
+            "the test sent",
+        )
+        .await;
+
     // Recover: the broken endpoint's failed deliveries are queued again.
     let broken_before = broken.received().len();
     browser.click(&format!("{bad_row} [data-testid=recover]")).await;
