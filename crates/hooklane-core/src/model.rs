@@ -315,3 +315,20 @@ pub struct InboundRequest {
     pub msg_id: Option<String>,
     pub received_at: DateTime<Utc>,
 }
+
+/// A piece of work the API did for a request, on one endpoint (Svix's background task:
+/// `endpoint.recover`, `endpoint.replay`). hooklane does the work before it answers, so a
+/// task is recorded `finished`, with what it did in `data`; it is kept (90 days) so that a
+/// client that looks it up, as Svix's SDKs let it, finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackgroundTask {
+    pub id: String,
+    pub app_id: String,
+    /// Svix's task type: `endpoint.recover` or `endpoint.replay`.
+    pub task: String,
+    /// `running`, `finished` or `failed`.
+    pub status: String,
+    /// What the task did (a JSON object).
+    pub data: serde_json::Value,
+    pub updated_at: DateTime<Utc>,
+}

@@ -87,6 +87,8 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/app-portal-access/{app_id}", post(auth::app_portal_access))
         .route("/auth/dashboard-access/{app_id}", post(auth::dashboard_access))
         .route("/auth/logout", post(auth::logout))
+        .route("/background-task", get(api::background_task::list))
+        .route("/background-task/{task_id}", get(api::background_task::get))
         .route("/auth/app/{app_id}/expire-all", post(auth::expire_all))
         // --- operators' view: hooklane's statistics for the dashboard and portal
         .route("/stats/app/{app_id}/endpoint", get(api::stats::endpoints))

@@ -115,6 +115,15 @@ pub struct SourcePath {
     source_id: String,
 }
 
+/// `/background-task/{task_id}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Only describes paths.
+pub struct TaskPath {
+    /// The task's id (`qtask_…`), as a recovery or a replay answered it
+    task_id: String,
+}
+
 /// `/source/{source_id}/request/{request_id}`.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -186,6 +195,7 @@ pub struct InvalidQuery(ErrorBody);
         (name = "Authentication", description = "Application-scoped tokens for the consumer portal."),
         (name = "Statistics", description = "Counts for the dashboard and the portal."),
         (name = "Source", description = "Inbound: URLs that providers post to, verified and forwarded."),
+        (name = "Background Task", description = "What recoveries and replays did."),
         (name = "Health", description = "Whether the server answers."),
     )
 )]
@@ -216,6 +226,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         api::attempt::Doc::openapi(),
         api::preview::Doc::openapi(),
         api::example::Doc::openapi(),
+        api::background_task::Doc::openapi(),
         api::message::Doc::openapi(),
         api::events::Doc::openapi(),
         api::source::Doc::openapi(),

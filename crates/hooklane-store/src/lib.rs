@@ -271,6 +271,20 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
     ) -> StoreResult<Option<hooklane_core::model::InboundRequest>>;
 
+    // --- background tasks
+    async fn record_task(&self, task: hooklane_core::model::BackgroundTask) -> StoreResult<()>;
+    /// The task, if it exists and (when `app_id` is given) is that application's.
+    async fn get_task(
+        &self,
+        app_id: Option<&str>,
+        id: &str,
+    ) -> StoreResult<Option<hooklane_core::model::BackgroundTask>>;
+    async fn list_tasks(
+        &self,
+        filter: &TaskFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<hooklane_core::model::BackgroundTask>>;
+
     // --- attempts
     async fn list_attempts(
         &self,
@@ -319,7 +333,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes at most `limit` idempotency keys and at most `limit` tokens that expired by
     /// `now`, at most `limit` inbound request records received before `inbound_before`, and
     /// at most `limit` messages created before `messages_before` that have no pending
-    /// delivery, with their deliveries and attempts (`None`: keep them all). Callers repeat
+    /// delivery, with their deliveries and attempts (`None`: keep them all), and at most
+    /// `limit` background tasks older than [`TASK_RETENTION`]. Callers repeat
     /// while a count reaches `limit`, so no single statement holds the store long.
     async fn prune(
         &self,

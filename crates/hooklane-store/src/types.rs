@@ -27,6 +27,15 @@ pub struct Page<T> {
     pub done: bool,
 }
 
+/// Which background tasks a list holds: `None` fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    /// Only this application's (an application token's view).
+    pub app_id: Option<String>,
+    pub status: Option<String>,
+    pub task: Option<String>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct MessageFilter {
     pub event_types: Option<Vec<String>>,
@@ -165,7 +174,12 @@ pub struct Pruned {
     pub messages: u64,
     /// Application tokens past their expiry.
     pub tokens: u64,
+    /// Background tasks recorded more than [`TASK_RETENTION`] ago.
+    pub tasks: u64,
 }
+
+/// How long background tasks are kept (Svix lists those of the past 90 days).
+pub const TASK_RETENTION: std::time::Duration = std::time::Duration::from_secs(90 * 24 * 3600);
 
 /// The delivery queue and endpoint health, for the gauges of `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq)]

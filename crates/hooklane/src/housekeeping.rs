@@ -28,6 +28,8 @@ pub async fn run(store: DynStore, every: Duration, retention: Retention) {
                 idempotency_keys = total.idempotency_keys,
                 inbound_requests = total.inbound_requests,
                 messages = total.messages,
+                tokens = total.tokens,
+                background_tasks = total.tasks,
                 "housekeeping deleted expired records"
             ),
             Ok(_) => {}
@@ -55,14 +57,17 @@ async fn prune_all(store: &DynStore, retention: Retention) -> hooklane_store::St
         total.inbound_requests += round.inbound_requests;
         total.messages += round.messages;
         total.tokens += round.tokens;
+        total.tasks += round.tasks;
         metrics::counter!("hooklane_housekeeping_deleted_total", "kind" => "idempotency_key")
             .increment(round.idempotency_keys);
         metrics::counter!("hooklane_housekeeping_deleted_total", "kind" => "inbound_request")
             .increment(round.inbound_requests);
         metrics::counter!("hooklane_housekeeping_deleted_total", "kind" => "message").increment(round.messages);
         metrics::counter!("hooklane_housekeeping_deleted_total", "kind" => "token").increment(round.tokens);
+        metrics::counter!("hooklane_housekeeping_deleted_total", "kind" => "background_task").increment(round.tasks);
         let chunk = CHUNK as u64;
-        if [round.idempotency_keys, round.inbound_requests, round.messages, round.tokens].iter().all(|n| *n < chunk) {
+        let counts = [round.idempotency_keys, round.inbound_requests, round.messages, round.tokens, round.tasks];
+        if counts.iter().all(|n| *n < chunk) {
             return Ok(total);
         }
         // Let other writes through between chunks.

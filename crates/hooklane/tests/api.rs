@@ -2314,3 +2314,57 @@ async fn send_example_goes_to_that_endpoint_only() {
     assert!(other.received().is_empty(), "the other endpoint got nothing: {:?}", other.received());
     assert_eq!(tried.received().len(), 2);
 }
+
+/// Recoveries and replays are recorded as background tasks (Svix's flow: start one, then
+/// look its task up): found by the id they answered, `finished`, with what they did; lists
+/// filter by type and state; an application token sees its own application's tasks only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recoveries_and_replays_are_found_as_background_tasks() {
+    let server = Server::start("").await;
+    let receiver = Receiver::start().await;
+    for app in ["bt1", "bt2"] {
+        create_app_with(&server, json!({ "name": app, "uid": app })).await;
+        server.create_endpoint(app, json!({ "url": receiver.url, "uid": "ep" })).await;
+    }
+    let since = "2020-01-01T00:00:00Z";
+    let (status, recovery) =
+        server.call("POST", "/api/v1/app/bt1/endpoint/ep/recover", Some(json!({ "since": since }))).await;
+    assert_eq!(status, 202, "{recovery}");
+    let (status, replay) =
+        server.call("POST", "/api/v1/app/bt2/endpoint/ep/replay-missing", Some(json!({ "since": since }))).await;
+    assert_eq!(status, 202, "{replay}");
+
+    let (status, task) =
+        server.call("GET", &format!("/api/v1/background-task/{}", recovery["id"].as_str().unwrap()), None).await;
+    assert_eq!(status, 200, "{task}");
+    assert_eq!(task["id"], recovery["id"]);
+    assert_eq!(task["status"], "finished");
+    assert_eq!(task["task"], "endpoint.recover");
+    assert_eq!(task["updatedAt"], recovery["updatedAt"]);
+    let (_, ep) = server.call("GET", "/api/v1/app/bt1/endpoint/ep", None).await;
+    assert_eq!(task["data"], json!({ "endpointId": ep["id"], "recovered": 0 }));
+
+    let all = list_all(&server, "/api/v1/background-task").await;
+    let ids: Vec<&Value> = all["data"].as_array().unwrap().iter().map(|t| &t["id"]).collect();
+    assert_eq!(ids, [&replay["id"], &recovery["id"]], "newest first");
+    let replays = list_all(&server, "/api/v1/background-task?task=endpoint.replay").await;
+    assert_eq!(replays["data"].as_array().unwrap().len(), 1);
+    assert_eq!(replays["data"][0]["data"]["replayed"], 0);
+    let running = list_all(&server, "/api/v1/background-task?status=running").await;
+    assert!(running["data"].as_array().unwrap().is_empty());
+    let (status, _) = server.call("GET", "/api/v1/background-task?status=lost", None).await;
+    assert_eq!(status, 422);
+
+    // An application token: its own application's tasks only.
+    let token = app_token(&server, "bt1").await;
+    let (status, own) = server.call_as(&token, "GET", "/api/v1/background-task", None).await;
+    assert_eq!(status, 200, "{own}");
+    let ids: Vec<&Value> = own["data"].as_array().unwrap().iter().map(|t| &t["id"]).collect();
+    assert_eq!(ids, [&recovery["id"]]);
+    let (status, _) = server
+        .call_as(&token, "GET", &format!("/api/v1/background-task/{}", replay["id"].as_str().unwrap()), None)
+        .await;
+    assert_eq!(status, 404, "another application's task");
+    let (status, _) = server.call("GET", "/api/v1/background-task/qtask_nope", None).await;
+    assert_eq!(status, 404);
+}

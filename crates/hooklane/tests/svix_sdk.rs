@@ -14,9 +14,9 @@ use svix::api::{
     MessageListOptions, Svix, SvixOptions, V1MessageEventsParams,
 };
 use svix::models::{
-    AppPortalAccessIn, ApplicationIn, ApplicationPatch, ApplicationTokenExpireIn, EndpointHeadersIn, EndpointIn,
-    EndpointPatch, EndpointSecretRotateIn, EndpointUpsertIn, EventExampleIn, EventTypeIn, EventTypePatch, MessageIn,
-    MessagePrecheckIn, MessageStatus, RecoverIn, ReplayIn,
+    AppPortalAccessIn, ApplicationIn, ApplicationPatch, ApplicationTokenExpireIn, BackgroundTaskStatus,
+    BackgroundTaskType, EndpointHeadersIn, EndpointIn, EndpointPatch, EndpointSecretRotateIn, EndpointUpsertIn,
+    EventExampleIn, EventTypeIn, EventTypePatch, MessageIn, MessagePrecheckIn, MessageStatus, RecoverIn, ReplayIn,
 };
 
 fn sdk(server: &Server) -> Svix {
@@ -201,10 +201,15 @@ async fn the_official_svix_sdk_works_unchanged() {
     assert_eq!(expunged.response, "");
     svix.message_attempt().resend(app.id.clone(), msg.id.clone(), ep.id.clone(), None).await.expect("resend");
     rx.wait_for(2, Duration::from_secs(10)).await;
-    svix.endpoint()
+    let recovery = svix
+        .endpoint()
         .recover(app.id.clone(), ep.id.clone(), RecoverIn::new(chrono::Utc::now() - chrono::Duration::hours(1)), None)
         .await
         .expect("recover");
+    // Svix's flow: look the recovery's task up until it is finished (it is at once here).
+    let task = svix.background_task().get(recovery.id.clone()).await.expect("background task get");
+    assert_eq!((task.id.as_str(), task.status), (recovery.id.as_str(), BackgroundTaskStatus::Finished));
+    assert_eq!(task.task, BackgroundTaskType::EndpointRecover);
 
     // The rest of an endpoint's life.
     assert_eq!(svix.endpoint().get(app.id.clone(), ep.id.clone()).await.expect("endpoint get").id, ep.id);

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use hooklane_core::filter::{endpoint_wants, payload_wanted, LazyPayload};
 use hooklane_core::ids::{self, new_id};
-use hooklane_core::model::{Application, DeliveryOrder, Endpoint, ExpiringSecret, Metadata};
+use hooklane_core::model::{Application, BackgroundTask, DeliveryOrder, Endpoint, ExpiringSecret, Metadata};
 use hooklane_core::signing::Secret;
 use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -917,6 +917,27 @@ impl TaskOut {
     fn finished(task: &'static str, now: DateTime<Utc>) -> TaskOut {
         TaskOut { id: new_id(ids::TASK), status: "finished", task, recovered: None, replayed: None, updated_at: now }
     }
+
+    /// Records the task, so that `/background-task` finds it, then answers it.
+    async fn recorded(self, s: &AppState, app_id: &str, endpoint_id: &str) -> ApiResult<TaskOut> {
+        let mut data = serde_json::json!({ "endpointId": endpoint_id });
+        if let Some(n) = self.recovered {
+            data["recovered"] = n.into();
+        }
+        if let Some(n) = self.replayed {
+            data["replayed"] = n.into();
+        }
+        let task = BackgroundTask {
+            id: self.id.clone(),
+            app_id: app_id.to_string(),
+            task: self.task.to_string(),
+            status: self.status.to_string(),
+            data,
+            updated_at: self.updated_at,
+        };
+        s.0.store.record_task(task).await?;
+        Ok(self)
+    }
 }
 
 /// Recover failed messages: queue again every failed delivery to the endpoint.
@@ -948,10 +969,12 @@ pub async fn recover(
     let ep = find(&s, &t, &key).await?;
     require_enabled(&ep)?;
     input.check()?;
-    let now = Utc::now();
+    let now = super::now();
     let recovered = s.0.store.recover(&t.app.id, &ep.id, input.since, input.until, now).await?;
     s.0.dispatcher.endpoint_fixed(&ep.id);
-    let out = TaskOut { recovered: Some(recovered), ..TaskOut::finished("endpoint.recover", now) };
+    let out = TaskOut { recovered: Some(recovered), ..TaskOut::finished("endpoint.recover", now) }
+        .recorded(&s, &t.app.id, &ep.id)
+        .await?;
     Ok((StatusCode::ACCEPTED, axum::Json(out)))
 }
 
@@ -989,7 +1012,7 @@ pub async fn replay_missing(
     let ep = find(&s, &t, &key).await?;
     require_enabled(&ep)?;
     input.check()?;
-    let now = Utc::now();
+    let now = super::now();
     let until = input.until.unwrap_or(now);
     let (mut replayed, mut after) = (0, None::<String>);
     loop {
@@ -1017,7 +1040,9 @@ pub async fn replay_missing(
     if replayed > 0 {
         s.0.dispatcher.wake();
     }
-    let out = TaskOut { replayed: Some(replayed), ..TaskOut::finished("endpoint.replay", now) };
+    let out = TaskOut { replayed: Some(replayed), ..TaskOut::finished("endpoint.replay", now) }
+        .recorded(&s, &t.app.id, &ep.id)
+        .await?;
     Ok((StatusCode::ACCEPTED, axum::Json(out)))
 }
 

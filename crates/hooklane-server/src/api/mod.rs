@@ -4,6 +4,7 @@
 pub mod app;
 pub mod attempt;
 pub mod auth;
+pub mod background_task;
 pub mod endpoint;
 pub mod event_type;
 pub mod events;

@@ -42,6 +42,7 @@ mod queries;
 mod rows;
 mod schema;
 mod store_impl;
+mod tasks;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;

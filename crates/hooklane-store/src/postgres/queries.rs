@@ -182,6 +182,7 @@ pub async fn delete_app<C: GenericClient>(c: &C, app_id: &str) -> StoreResult<()
         "DELETE FROM endpoints WHERE app_id = $1",
         "DELETE FROM tokens WHERE app_id = $1",
         "DELETE FROM events_subscriptions WHERE app_id = $1",
+        "DELETE FROM background_tasks WHERE app_id = $1",
     ] {
         execute(c, sql, &[&app_id]).await?;
     }
@@ -1588,7 +1589,14 @@ pub async fn prune<C: GenericClient>(
         &[&ms(now), &limit_param(limit)],
     )
     .await?;
-    Ok(crate::Pruned { idempotency_keys: keys, inbound_requests: requests, messages, tokens })
+    let tasks = execute(
+        c,
+        "DELETE FROM background_tasks WHERE id IN \
+         (SELECT id FROM background_tasks WHERE updated_at < $1 LIMIT $2)",
+        &[&(ms(now) - crate::TASK_RETENTION.as_millis() as i64), &limit_param(limit)],
+    )
+    .await?;
+    Ok(crate::Pruned { idempotency_keys: keys, inbound_requests: requests, messages, tokens, tasks })
 }
 
 #[cfg(test)]

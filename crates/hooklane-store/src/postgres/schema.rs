@@ -239,6 +239,19 @@ CREATE INDEX deliveries_lane ON deliveries (endpoint_id, lane_key, lane_seq) WHE
 CREATE INDEX deliveries_lane_awake ON deliveries (endpoint_id, lane_key, lane_seq)
     WHERE status = 1 AND lane_seq IS NOT NULL AND due_at IS NOT NULL;
 "#,
+    // Background tasks (the SQLite migration says what for).
+    r#"
+CREATE TABLE background_tasks (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    app_id TEXT COLLATE "C" NOT NULL,
+    task TEXT NOT NULL,
+    status TEXT NOT NULL,
+    data TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX background_tasks_by_app ON background_tasks (app_id, id);
+CREATE INDEX background_tasks_by_time ON background_tasks (updated_at);
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

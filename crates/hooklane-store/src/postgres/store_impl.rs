@@ -434,6 +434,26 @@ impl Store for PgStore {
         super::inbound::get_request(&self.client().await?, source_id, id).await
     }
 
+    async fn record_task(&self, task: hooklane_core::model::BackgroundTask) -> StoreResult<()> {
+        super::tasks::insert(&self.client().await?, &task).await
+    }
+
+    async fn get_task(
+        &self,
+        app_id: Option<&str>,
+        id: &str,
+    ) -> StoreResult<Option<hooklane_core::model::BackgroundTask>> {
+        super::tasks::get_task(&self.client().await?, app_id, id).await
+    }
+
+    async fn list_tasks(
+        &self,
+        filter: &TaskFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<hooklane_core::model::BackgroundTask>> {
+        super::tasks::list(&self.client().await?, filter, page).await
+    }
+
     async fn list_attempts(
         &self,
         app_id: &str,

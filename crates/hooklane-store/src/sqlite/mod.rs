@@ -19,6 +19,7 @@ mod queries;
 mod rows;
 mod schema;
 mod store_impl;
+mod tasks;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -150,7 +150,9 @@ pub fn get_app(conn: &Connection, id_or_uid: &str) -> StoreResult<Option<Applica
 }
 
 pub fn delete_app(conn: &Connection, app_id: &str) -> StoreResult<()> {
-    for table in ["attempts", "deliveries", "messages", "endpoints", "tokens", "events_subscriptions"] {
+    for table in
+        ["attempts", "deliveries", "messages", "endpoints", "tokens", "events_subscriptions", "background_tasks"]
+    {
         execute(conn, &format!("DELETE FROM {table} WHERE app_id = ?1"), [app_id])?;
     }
     one_row(execute(conn, "DELETE FROM applications WHERE id = ?1", [app_id])?)
@@ -894,11 +896,18 @@ pub fn prune(
         "DELETE FROM tokens WHERE rowid IN (SELECT rowid FROM tokens WHERE expires_at <= ?1 LIMIT ?2)",
         params![now, limit],
     )?;
+    let tasks = execute(
+        conn,
+        "DELETE FROM background_tasks WHERE rowid IN \
+         (SELECT rowid FROM background_tasks WHERE updated_at < ?1 LIMIT ?2)",
+        params![now - crate::TASK_RETENTION.as_millis() as i64, limit],
+    )?;
     Ok(crate::Pruned {
         idempotency_keys: keys as u64,
         inbound_requests: requests as u64,
         messages,
         tokens: tokens as u64,
+        tasks: tasks as u64,
     })
 }
 

@@ -387,6 +387,28 @@ impl Store for SqliteStore {
         self.read(move |c| super::inbound::get_request(c, &source, &id)).await
     }
 
+    async fn record_task(&self, task: hooklane_core::model::BackgroundTask) -> StoreResult<()> {
+        self.write(move |c| super::tasks::insert(c, &task)).await
+    }
+
+    async fn get_task(
+        &self,
+        app_id: Option<&str>,
+        id: &str,
+    ) -> StoreResult<Option<hooklane_core::model::BackgroundTask>> {
+        let (app_id, id) = (app_id.map(owned), owned(id));
+        self.read(move |c| super::tasks::get(c, app_id.as_deref(), &id)).await
+    }
+
+    async fn list_tasks(
+        &self,
+        filter: &TaskFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<hooklane_core::model::BackgroundTask>> {
+        let (filter, page) = (filter.clone(), page.clone());
+        self.read(move |c| super::tasks::list(c, &filter, &page)).await
+    }
+
     async fn list_attempts(
         &self,
         app_id: &str,

@@ -102,6 +102,8 @@ macro_rules! store_conformance_tests {
             prune_deletes_expired_keys_and_old_requests,
             prune_deletes_old_finished_messages,
             message_content_type_and_headers_round_trip,
+            // --- background tasks
+            background_tasks_record_get_list_isolate_and_prune,
             // --- statistics
             stats_ping_and_queue,
             stats_endpoint_health,
@@ -120,11 +122,13 @@ macro_rules! store_conformance_tests {
     };
 }
 
-// --- inbound sources and FIFO lanes: cases in their own files.
+// --- inbound sources, FIFO lanes and background tasks: cases in their own files.
 mod inbound;
 mod lanes;
+mod tasks;
 pub use inbound::*;
 pub use lanes::*;
+pub use tasks::*;
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -1366,7 +1370,7 @@ pub async fn prune_deletes_old_finished_messages(store: &DynStore) {
 
     let cutoff = Some(t - hours(1));
     let pruned = store.prune(t, None, cutoff, 100).await.unwrap();
-    assert_eq!(pruned, Pruned { idempotency_keys: 0, inbound_requests: 0, messages: 1, tokens: 0 });
+    assert_eq!(pruned, Pruned { idempotency_keys: 0, inbound_requests: 0, messages: 1, tokens: 0, tasks: 0 });
     assert_eq!(store.get_message(&app.id, &old_done.id).await.unwrap(), None, "the old delivered message is gone");
     assert!(store.message_deliveries(&app.id, &old_done.id).await.unwrap().is_empty(), "with its deliveries");
     let filter = AttemptFilter { msg_id: Some(old_done.id.clone()), ..AttemptFilter::default() };

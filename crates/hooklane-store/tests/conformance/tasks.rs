@@ -1,0 +1,83 @@
+//! Conformance case of background tasks: recorded, found by id within an application or
+//! across all, listed with filters and pages, deleted with their application and by age.
+
+use hooklane_core::model::BackgroundTask;
+use hooklane_store::{DynStore, TaskFilter, TASK_RETENTION};
+use serde_json::json;
+
+use super::*;
+
+fn new_task(app_id: &str, task: &str, data: serde_json::Value, at: DateTime<Utc>) -> BackgroundTask {
+    BackgroundTask {
+        id: new_id(ids::TASK),
+        app_id: app_id.to_string(),
+        task: task.to_string(),
+        status: "finished".to_string(),
+        data,
+        updated_at: at,
+    }
+}
+
+fn ids_of(page: &Page<BackgroundTask>) -> Vec<String> {
+    page.items.iter().map(|t| t.id.clone()).collect()
+}
+
+pub async fn background_tasks_record_get_list_isolate_and_prune(store: &DynStore) {
+    let t = now_ms();
+    let (a, b) = (new_app("A", None), new_app("B", None));
+    store.create_app(a.clone()).await.unwrap();
+    store.create_app(b.clone()).await.unwrap();
+    let mut of_a = vec![
+        new_task(&a.id, "endpoint.recover", json!({ "recovered": 3 }), t),
+        new_task(&a.id, "endpoint.replay", json!({ "replayed": 1 }), t + secs(1)),
+        new_task(&a.id, "endpoint.recover", json!({ "recovered": 0 }), t + secs(2)),
+    ];
+    let of_b = new_task(&b.id, "endpoint.replay", json!({ "replayed": 9 }), t);
+    for task in of_a.iter().chain([&of_b]) {
+        store.record_task(task.clone()).await.unwrap();
+    }
+    of_a.sort_by(|x, y| x.id.cmp(&y.id));
+
+    // By id: as recorded; within an application, only its own.
+    assert_eq!(store.get_task(None, &of_b.id).await.unwrap().as_ref(), Some(&of_b));
+    assert_eq!(store.get_task(Some(&b.id), &of_b.id).await.unwrap().as_ref(), Some(&of_b));
+    assert_eq!(store.get_task(Some(&a.id), &of_b.id).await.unwrap(), None, "another application's task");
+    assert_eq!(store.get_task(None, "qtask_nope").await.unwrap(), None);
+
+    // Lists: everything, one application's, filtered by type and status, in id order.
+    let all = store.list_tasks(&TaskFilter::default(), &PageRequest::default()).await.unwrap();
+    assert_eq!(all.items.len(), 4);
+    let only_a = TaskFilter { app_id: Some(a.id.clone()), ..TaskFilter::default() };
+    let listed = store.list_tasks(&only_a, &PageRequest::default()).await.unwrap();
+    assert_eq!(listed.items, of_a);
+    assert!(listed.done);
+    let recoveries = TaskFilter { task: Some("endpoint.recover".into()), ..only_a.clone() };
+    let listed = store.list_tasks(&recoveries, &PageRequest::default()).await.unwrap();
+    assert!(listed.items.iter().all(|t| t.task == "endpoint.recover") && listed.items.len() == 2, "{listed:?}");
+    let running = TaskFilter { status: Some("running".into()), ..TaskFilter::default() };
+    assert!(store.list_tasks(&running, &PageRequest::default()).await.unwrap().items.is_empty());
+    // Pages of two, newest first, through the iterator.
+    let first = PageRequest { limit: 2, iterator: None, descending: true };
+    let page1 = store.list_tasks(&only_a, &first).await.unwrap();
+    assert_eq!(ids_of(&page1), [of_a[2].id.clone(), of_a[1].id.clone()]);
+    assert!(!page1.done);
+    let next = PageRequest { iterator: page1.items.last().map(|t| t.id.clone()), ..first };
+    let page2 = store.list_tasks(&only_a, &next).await.unwrap();
+    assert_eq!(ids_of(&page2), [of_a[0].id.clone()]);
+    assert!(page2.done);
+
+    // Deleting an application deletes its tasks.
+    store.delete_app(&b.id).await.unwrap();
+    assert_eq!(store.get_task(None, &of_b.id).await.unwrap(), None);
+
+    // Housekeeping deletes tasks older than the retention, not younger ones.
+    let retention = chrono::Duration::from_std(TASK_RETENTION).unwrap();
+    let old = new_task(&a.id, "endpoint.recover", json!({}), t - retention - secs(60));
+    let kept = new_task(&a.id, "endpoint.recover", json!({}), t - retention + secs(60));
+    store.record_task(old.clone()).await.unwrap();
+    store.record_task(kept.clone()).await.unwrap();
+    let pruned = store.prune(t, None, None, 100).await.unwrap();
+    assert_eq!(pruned, Pruned { tasks: 1, ..Pruned::default() });
+    assert_eq!(store.get_task(None, &old.id).await.unwrap(), None);
+    assert_eq!(store.get_task(None, &kept.id).await.unwrap(), Some(kept));
+}
