@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::check_name;
 use super::endpoint::{find, require_enabled};
-use super::message::{store_and_dispatch_to, MessageOut};
+use super::message::{check_payload, store_and_dispatch_to, MessageOut};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Tenant};
 use crate::openapi::{EndpointPath, ErrorBody, InvalidJson, Unauthorized};
@@ -79,15 +79,14 @@ pub async fn send_example(
             example(event_type.schemas.as_ref(), input.example_index)?
         }
     };
-    if !payload.is_object() {
-        return Err(ApiError::validation("payload", "the example must be a JSON object"));
-    }
+    let payload = payload.to_string();
+    check_payload(&payload)?;
     let msg = Message {
         id: new_id(ids::MESSAGE),
         app_id: t.app.id.clone(),
         event_type: input.event_type,
         event_id: None,
-        payload: payload.to_string(),
+        payload,
         channels: None,
         tags: None,
         created_at: super::now(),

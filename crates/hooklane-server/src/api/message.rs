@@ -90,16 +90,7 @@ impl MessageIn {
             }
             check_len("orderingKey", key, 256)?;
         }
-        if !self.payload.get().trim_start().starts_with('{') {
-            return Err(ApiError::validation("payload", "must be a JSON object"));
-        }
-        if nesting_depth(self.payload.get()) > MAX_PAYLOAD_DEPTH {
-            return Err(ApiError::validation(
-                "payload",
-                format!("must not nest objects and arrays more than {MAX_PAYLOAD_DEPTH} deep"),
-            ));
-        }
-        Ok(())
+        check_payload(self.payload.get())
     }
 
     /// The payload exactly as received.
@@ -113,6 +104,20 @@ impl MessageIn {
 /// (serde_json's is 128, counting the envelope of list answers), so deeper payloads could
 /// be accepted here and then be unreadable everywhere else.
 pub(crate) const MAX_PAYLOAD_DEPTH: usize = 100;
+
+/// A message's payload (valid JSON text) must be an object no deeper than [`MAX_PAYLOAD_DEPTH`].
+pub(crate) fn check_payload(json: &str) -> ApiResult<()> {
+    if !json.trim_start().starts_with('{') {
+        return Err(ApiError::validation("payload", "must be a JSON object"));
+    }
+    if nesting_depth(json) > MAX_PAYLOAD_DEPTH {
+        return Err(ApiError::validation(
+            "payload",
+            format!("must not nest objects and arrays more than {MAX_PAYLOAD_DEPTH} deep"),
+        ));
+    }
+    Ok(())
+}
 
 /// How deeply objects and arrays nest in a JSON text (brackets inside strings not counted).
 pub(crate) fn nesting_depth(json: &str) -> usize {
