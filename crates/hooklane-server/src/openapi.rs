@@ -1,12 +1,14 @@
 //! The OpenAPI 3.1 document of the API, served at `/api/v1/openapi.json` and printed by
 //! `hooklane openapi`. Each API module describes its own operations and types (its `Doc`);
 //! this module puts them together with what they share: the bearer token, the error body, the
-//! path parameters, the error answers most operations give and the tags.
+//! path parameters, the query parameters several operations read alike, the error answers most
+//! operations give and the tags.
 
 use std::sync::LazyLock;
 
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
+use hooklane_core::{DateTime, Utc};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
@@ -133,6 +135,91 @@ pub struct SourceRequestPath {
     source_id: String,
     /// The request record's id
     request_id: String,
+}
+
+// The query parameters that several operations read alike, one struct per set, named in
+// `params(…)` after the path struct: `params(AppPath, PageNewestFirst, MessageFilters, …)`.
+// Each set is what one function reads (`api::page_request`, `api::message::message_filter`,
+// the attempt filter, `Pull::parse` of the events); an operation's own parameters stay inline.
+
+/// `limit`, `iterator`, `order` of a list whose default order is newest first.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Only describes queries; the handlers read them with `page_request`.
+pub struct PageNewestFirst {
+    /// Most items in the page, 1 to 250 (default 50)
+    #[param(minimum = 1, maximum = 250)]
+    limit: Option<u32>,
+    /// The `iterator` of the previous page: this page goes on after it (absent or empty: the first page)
+    iterator: Option<String>,
+    /// `descending` (the default: newest first) or `ascending`
+    order: Option<String>,
+}
+
+/// `limit`, `iterator`, `order` of a list whose default order is oldest first.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Only describes queries.
+pub struct PageOldestFirst {
+    /// Most items in the page, 1 to 250 (default 50)
+    #[param(minimum = 1, maximum = 250)]
+    limit: Option<u32>,
+    /// The `iterator` of the previous page: this page goes on after it (absent or empty: the first page)
+    iterator: Option<String>,
+    /// `ascending` (the default: oldest first; event types by name) or `descending`
+    order: Option<String>,
+}
+
+/// The filters of message lists, as `message_filter` reads them.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Only describes queries.
+pub struct MessageFilters {
+    #[doc = "Only messages of these event types: repeat the parameter, use `event_types[]`, or join names with \
+             commas (at most 100 names)"]
+    event_types: Option<Vec<String>>,
+    /// Only messages on this channel
+    channel: Option<String>,
+    /// Only messages with this tag
+    tag: Option<String>,
+    /// Only messages created before this time (RFC 3339)
+    before: Option<DateTime<Utc>>,
+    /// Only messages created after this time (RFC 3339)
+    after: Option<DateTime<Utc>>,
+}
+
+/// The filters of attempt lists (`status`, `before`, `after`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Only describes queries.
+pub struct AttemptFilters {
+    /// Only attempts with this status: 0 success, 1 pending, 2 fail, 3 sending
+    #[param(minimum = 0, maximum = 3)]
+    status: Option<u8>,
+    /// Only attempts made before this time (RFC 3339)
+    before: Option<DateTime<Utc>>,
+    /// Only attempts made after this time (RFC 3339)
+    after: Option<DateTime<Utc>>,
+}
+
+/// What every read of an application's events takes, besides where it starts (`iterator`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Only describes queries.
+pub struct EventsRead {
+    /// Most messages in one read, 1 to 250 (default 50)
+    #[param(minimum = 1, maximum = 250)]
+    limit: Option<u32>,
+    #[doc = "Only messages of these event types: repeat the parameter, use `event_types[]`, or join names with \
+             commas (at most 100 names)"]
+    event_types: Option<Vec<String>>,
+    #[doc = "Only messages on one of these channels: repeat the parameter, use `channels[]`, or join names with \
+             commas (at most 100 names)"]
+    channels: Option<Vec<String>>,
+    /// Only messages created after this time (RFC 3339)
+    after: Option<DateTime<Utc>>,
+    /// Whether messages carry their payloads (default true; `false` answers `payload: {}`)
+    with_content: Option<bool>,
 }
 
 // The error answers most operations share, as `#/components/responses/…`:

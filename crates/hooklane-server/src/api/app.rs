@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{check_len, check_metadata, check_name, check_rate_limit, page_request, ListResponse, Patch};
 use crate::error::{conflict, ApiError, ApiResult};
 use crate::extract::{Admin, Auth, Json, Path, Query, Tenant};
-use crate::openapi::{AppPath, ErrorBody, InvalidBody, InvalidQuery, NotAdmin, Unauthorized};
+use crate::openapi::{AppPath, ErrorBody, InvalidBody, InvalidQuery, NotAdmin, PageOldestFirst, Unauthorized};
 use crate::state::AppState;
 
 const UID_TAKEN: &str = "an application with this uid already exists";
@@ -173,11 +173,7 @@ pub async fn create(
     path = "/api/v1/app",
     tag = "Application",
     operation_id = "v1.application.list",
-    params(
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most applications to answer (default 50)."),
-        ("iterator" = Option<String>, Query, description = "The `iterator` of the previous page, to continue after it."),
-        ("order" = Option<String>, Query, description = "`ascending` (the default, oldest first) or `descending`."),
-    ),
+    params(PageOldestFirst),
     responses(
         (status = 200, description = "A page of applications", body = ListResponse<ApplicationOut>),
         (status = 401, response = Unauthorized),

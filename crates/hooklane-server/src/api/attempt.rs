@@ -12,7 +12,10 @@ use super::message::{find as find_message, message_filter, MessageOut};
 use super::{page_request, ListResponse};
 use crate::error::{missing, ApiError, ApiResult};
 use crate::extract::{Query, Tenant};
-use crate::openapi::{AttemptPath, EndpointPath, ErrorBody, InvalidQuery, MessagePath, Unauthorized};
+use crate::openapi::{
+    AttemptFilters, AttemptPath, EndpointPath, ErrorBody, InvalidQuery, MessageFilters, MessagePath, PageNewestFirst,
+    Unauthorized,
+};
 use crate::state::AppState;
 
 /// Svix's `MessageAttemptOut`: one HTTP try of a message to an endpoint.
@@ -120,15 +123,10 @@ pub struct EndpointMessageOut {
     operation_id = "v1.message-attempt.list-attempted-messages",
     params(
         EndpointPath,
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most items in the page, 1 to 250 (default 50)"),
-        ("iterator" = Option<String>, Query, description = "Where the page starts: the `iterator` of the page before (the items after it)"),
-        ("order" = Option<String>, Query, description = "`descending` (the default: newest first) or `ascending`"),
-        ("with_content" = Option<bool>, Query, description = "Whether payloads are included (default true; `false` answers `{}` for each)"),
-        ("event_types" = Option<Vec<String>>, Query, description = "Only messages of these event types (repeated, or comma-separated)"),
-        ("channel" = Option<String>, Query, description = "Only messages sent on this channel"),
-        ("tag" = Option<String>, Query, description = "Only messages with this tag"),
-        ("before" = Option<DateTime<Utc>>, Query, description = "Only those created before this time (RFC 3339)"),
-        ("after" = Option<DateTime<Utc>>, Query, description = "Only those created after this time (RFC 3339)"),
+        PageNewestFirst,
+        MessageFilters,
+        ("with_content" = Option<bool>, Query, description = "Whether messages carry their payloads (default true; \
+            `false` answers `payload: {}`)"),
         ("status" = Option<u8>, Query, minimum = 0, maximum = 3, description = "Only messages whose delivery has this status: 0 success, 1 pending, 2 fail, 3 sending"),
     ),
     responses(
@@ -182,12 +180,8 @@ async fn list(
     operation_id = "v1.message-attempt.list-by-msg-deprecated",
     params(
         MessagePath,
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most items in the page, 1 to 250 (default 50)"),
-        ("iterator" = Option<String>, Query, description = "Where the page starts: the `iterator` of the page before (the items after it)"),
-        ("order" = Option<String>, Query, description = "`descending` (the default: newest first) or `ascending`"),
-        ("status" = Option<u8>, Query, minimum = 0, maximum = 3, description = "Only those with this status: 0 success, 1 pending, 2 fail, 3 sending"),
-        ("before" = Option<DateTime<Utc>>, Query, description = "Only those created before this time (RFC 3339)"),
-        ("after" = Option<DateTime<Utc>>, Query, description = "Only those created after this time (RFC 3339)"),
+        PageNewestFirst,
+        AttemptFilters,
         ("endpoint_id" = Option<String>, Query, description = "Only attempts to this endpoint (its id or uid)"),
     ),
     responses(
@@ -223,12 +217,8 @@ pub async fn by_message(
     operation_id = "v1.message-attempt.list-by-msg",
     params(
         MessagePath,
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most items in the page, 1 to 250 (default 50)"),
-        ("iterator" = Option<String>, Query, description = "Where the page starts: the `iterator` of the page before (the items after it)"),
-        ("order" = Option<String>, Query, description = "`descending` (the default: newest first) or `ascending`"),
-        ("status" = Option<u8>, Query, minimum = 0, maximum = 3, description = "Only those with this status: 0 success, 1 pending, 2 fail, 3 sending"),
-        ("before" = Option<DateTime<Utc>>, Query, description = "Only those created before this time (RFC 3339)"),
-        ("after" = Option<DateTime<Utc>>, Query, description = "Only those created after this time (RFC 3339)"),
+        PageNewestFirst,
+        AttemptFilters,
         ("endpoint_id" = Option<String>, Query, description = "Only attempts to this endpoint (its id or uid)"),
     ),
     responses(
@@ -255,12 +245,8 @@ pub async fn list_by_msg(
     operation_id = "v1.message-attempt.list-by-endpoint",
     params(
         EndpointPath,
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most items in the page, 1 to 250 (default 50)"),
-        ("iterator" = Option<String>, Query, description = "Where the page starts: the `iterator` of the page before (the items after it)"),
-        ("order" = Option<String>, Query, description = "`descending` (the default: newest first) or `ascending`"),
-        ("status" = Option<u8>, Query, minimum = 0, maximum = 3, description = "Only those with this status: 0 success, 1 pending, 2 fail, 3 sending"),
-        ("before" = Option<DateTime<Utc>>, Query, description = "Only those created before this time (RFC 3339)"),
-        ("after" = Option<DateTime<Utc>>, Query, description = "Only those created after this time (RFC 3339)"),
+        PageNewestFirst,
+        AttemptFilters,
     ),
     responses(
         (status = 200, description = "A page of attempts", body = ListResponse<AttemptOut>),

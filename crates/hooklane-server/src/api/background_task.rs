@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::{page_request, ListResponse};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Path, Query};
-use crate::openapi::{ErrorBody, InvalidQuery, TaskPath, Unauthorized};
+use crate::openapi::{ErrorBody, InvalidQuery, PageNewestFirst, TaskPath, Unauthorized};
 use crate::state::AppState;
 
 /// Svix's `BackgroundTaskOut`.
@@ -54,11 +54,9 @@ fn scope(principal: Principal) -> Option<String> {
     tag = "Background Task",
     operation_id = "v1.background-task.list",
     params(
+        PageNewestFirst,
         ("status" = Option<String>, Query, description = "Only tasks in this state: `running`, `finished` or `failed`"),
         ("task" = Option<String>, Query, description = "Only tasks of this type: `endpoint.recover` or `endpoint.replay`"),
-        ("limit" = Option<u32>, Query, description = "Most tasks in the page, 1 to 250 (default 50)"),
-        ("iterator" = Option<String>, Query, description = "The `iterator` of the previous page"),
-        ("order" = Option<String>, Query, description = "`descending` (default) or `ascending`"),
     ),
     responses(
         (status = 200, description = "A page of tasks", body = ListResponse<BackgroundTaskOut>),

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use super::{check_len, check_metadata, check_name, check_names, check_rate_limit, page_request, ListResponse, Patch};
 use crate::error::{conflict, missing, ApiError, ApiResult};
 use crate::extract::{Json, OptionalJson, Query, Tenant};
-use crate::openapi::{AppPath, EndpointPath, ErrorBody, InvalidBody, InvalidJson, InvalidQuery, Unauthorized};
+use crate::openapi::{
+    AppPath, EndpointPath, ErrorBody, InvalidBody, InvalidJson, InvalidQuery, PageOldestFirst, Unauthorized,
+};
 use crate::operational;
 use crate::state::AppState;
 
@@ -421,9 +423,7 @@ pub async fn create(
     operation_id = "v1.endpoint.list",
     params(
         AppPath,
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most items in the page, 1 to 250 (default 50)"),
-        ("iterator" = Option<String>, Query, description = "Where the page starts: the `iterator` of the page before (the items after it)"),
-        ("order" = Option<String>, Query, description = "`ascending` (the default: oldest first) or `descending`"),
+        PageOldestFirst,
     ),
     responses(
         (status = 200, description = "A page of endpoints", body = ListResponse<EndpointOut>),

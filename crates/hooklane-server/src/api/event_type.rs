@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{check_len, check_name, page_request, ListResponse, Patch};
 use crate::error::{conflict, missing, ApiError, ApiResult};
 use crate::extract::{Admin, Auth, Json, Path, Query};
-use crate::openapi::{ErrorBody, EventTypePath, InvalidBody, InvalidQuery, NotAdmin, Unauthorized};
+use crate::openapi::{ErrorBody, EventTypePath, InvalidBody, InvalidQuery, NotAdmin, PageOldestFirst, Unauthorized};
 use crate::state::AppState;
 
 /// A new event type.
@@ -170,9 +170,7 @@ pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<Event
     tag = "Event Type",
     operation_id = "v1.event-type.list",
     params(
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most event types to answer (default 50)."),
-        ("iterator" = Option<String>, Query, description = "The `iterator` of the previous page, to continue after it."),
-        ("order" = Option<String>, Query, description = "`ascending` (the default, by name) or `descending`."),
+        PageOldestFirst,
         ("include_archived" = Option<bool>, Query, description = "Include archived event types (default false)."),
         ("with_content" = Option<bool>, Query, description = "Include each event type's `schemas` (default false)."),
     ),

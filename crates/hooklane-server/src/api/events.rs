@@ -35,7 +35,7 @@ use super::position_tokens::PositionTokens;
 use super::{check_name, query_names};
 use crate::error::{ApiError, ApiResult, POSITION_AHEAD};
 use crate::extract::{Query, Tenant};
-use crate::openapi::{AppPath, ErrorBody, SubscriptionPath, Unauthorized};
+use crate::openapi::{AppPath, ErrorBody, EventsRead, SubscriptionPath, Unauthorized};
 use crate::state::AppState;
 use crate::waiting::{NoPlace, WaitingPlace, MAX_WAITING_PER_APP};
 
@@ -198,18 +198,9 @@ async fn poll_once(s: &AppState, app_id: &str, pull: &Pull) -> ApiResult<EventsP
     operation_id = "v1.message.events",
     params(
         AppPath,
-        ("limit" = Option<u32>, Query, description = "Messages per read, 1–250 (default 50)",
-            minimum = 1, maximum = 250),
+        EventsRead,
         ("iterator" = Option<String>, Query, description = "The `iterator` of the previous read (default: the start of \
             the stream)"),
-        ("event_types" = Option<Vec<String>>, Query, description = "Only messages of these event types: repeat the \
-            parameter, use `event_types[]`, or join names with commas"),
-        ("channels" = Option<Vec<String>>, Query, description = "Only messages on one of these channels: repeat the \
-            parameter, use `channels[]`, or join names with commas"),
-        ("after" = Option<hooklane_core::DateTime<Utc>>, Query, description = "Only messages created after this time \
-            (RFC 3339)"),
-        ("with_content" = Option<bool>, Query, description = "Whether messages carry their payloads (default true; \
-            `false` answers `payload: {}`)"),
         ("wait" = Option<u64>, Query, description = "hooklane's own long-polling: when nothing is there to read, wait \
             up to this many seconds (at most 60, default 0) for a message. Past the node's limits on waiting readers \
             the read answers at once", maximum = 60),
@@ -242,18 +233,9 @@ pub async fn poll(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<a
     operation_id = "v1.message.events-subscription",
     params(
         SubscriptionPath,
-        ("limit" = Option<u32>, Query, description = "Messages per read, 1–250 (default 50)",
-            minimum = 1, maximum = 250),
+        EventsRead,
         ("iterator" = Option<String>, Query, description = "Read from here instead of where the subscription stands \
             (an `iterator` of an earlier answer); the subscription moves there"),
-        ("event_types" = Option<Vec<String>>, Query, description = "Only messages of these event types: repeat the \
-            parameter, use `event_types[]`, or join names with commas"),
-        ("channels" = Option<Vec<String>>, Query, description = "Only messages on one of these channels: repeat the \
-            parameter, use `channels[]`, or join names with commas"),
-        ("after" = Option<hooklane_core::DateTime<Utc>>, Query, description = "Only messages created after this time \
-            (RFC 3339)"),
-        ("with_content" = Option<bool>, Query, description = "Whether messages carry their payloads (default true; \
-            `false` answers `payload: {}`)"),
         ("wait" = Option<u64>, Query, description = "hooklane's own long-polling: when nothing is there to read, wait \
             up to this many seconds (at most 60, default 0) for a message. Past the node's limits on waiting readers \
             the read answers at once", maximum = 60),
@@ -293,18 +275,9 @@ pub async fn subscription(
     operation_id = "v1.message.events-stream",
     params(
         AppPath,
-        ("limit" = Option<u32>, Query, description = "Messages per read, 1–250 (default 50)",
-            minimum = 1, maximum = 250),
+        EventsRead,
         ("iterator" = Option<String>, Query, description = "Where to start when no `Last-Event-ID` is sent: the \
             `iterator` of a poll or the `id` of an event (default: the start of the stream)"),
-        ("event_types" = Option<Vec<String>>, Query, description = "Only messages of these event types: repeat the \
-            parameter, use `event_types[]`, or join names with commas"),
-        ("channels" = Option<Vec<String>>, Query, description = "Only messages on one of these channels: repeat the \
-            parameter, use `channels[]`, or join names with commas"),
-        ("after" = Option<hooklane_core::DateTime<Utc>>, Query, description = "Only messages created after this time \
-            (RFC 3339)"),
-        ("with_content" = Option<bool>, Query, description = "Whether messages carry their payloads (default true; \
-            `false` answers `payload: {}`)"),
         ("Last-Event-ID" = Option<String>, Header, description = "The `id` of the last event received: the stream \
             resumes after it (browsers' `EventSource` sends it when reconnecting). Takes precedence over `iterator`"),
     ),

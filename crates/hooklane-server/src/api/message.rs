@@ -18,7 +18,8 @@ use super::{check_len, check_name, check_names, page_request, query_names, ListR
 use crate::error::{conflict, ApiError, ApiResult};
 use crate::extract::{Json, Query, Tenant};
 use crate::openapi::{
-    AppPath, ErrorBody, InvalidBody, InvalidJson, InvalidQuery, MessageEndpointPath, MessagePath, Unauthorized,
+    AppPath, ErrorBody, InvalidBody, InvalidJson, InvalidQuery, MessageEndpointPath, MessageFilters, MessagePath,
+    PageNewestFirst, Unauthorized,
 };
 use crate::state::AppState;
 
@@ -409,19 +410,10 @@ pub fn message_filter(q: &Query) -> ApiResult<MessageFilter> {
     operation_id = "v1.message.list",
     params(
         AppPath,
-        ("limit" = Option<u32>, Query, description = "Messages per page, 1–250 (default 50)",
-            minimum = 1, maximum = 250),
-        ("iterator" = Option<String>, Query, description = "The `iterator` of the previous page: this page goes on \
-            after it"),
-        ("order" = Option<String>, Query, description = "`descending` (newest first, the default) or `ascending`"),
+        PageNewestFirst,
+        MessageFilters,
         ("with_content" = Option<bool>, Query, description = "Whether messages carry their payloads (default true; \
             `false` answers `payload: {}`)"),
-        ("event_types" = Option<Vec<String>>, Query, description = "Only messages of these event types: repeat the \
-            parameter, use `event_types[]`, or join names with commas"),
-        ("channel" = Option<String>, Query, description = "Only messages on this channel"),
-        ("tag" = Option<String>, Query, description = "Only messages with this tag"),
-        ("before" = Option<DateTime<Utc>>, Query, description = "Only messages created before this time (RFC 3339)"),
-        ("after" = Option<DateTime<Utc>>, Query, description = "Only messages created after this time (RFC 3339)"),
     ),
     responses(
         (status = 200, description = "A page of messages", body = ListResponse<MessageOut>),

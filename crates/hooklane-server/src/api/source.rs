@@ -32,7 +32,8 @@ use super::{check_len, check_metadata, check_name, page_request, ListResponse, P
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Admin, Json, Path, Query};
 use crate::openapi::{
-    ErrorBody, InvalidBody, InvalidJson, InvalidQuery, NotAdmin, SourcePath, SourceRequestPath, Unauthorized,
+    ErrorBody, InvalidBody, InvalidJson, InvalidQuery, NotAdmin, PageNewestFirst, PageOldestFirst, SourcePath,
+    SourceRequestPath, Unauthorized,
 };
 use crate::operational;
 use crate::state::AppState;
@@ -498,13 +499,7 @@ pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<Sourc
     path = "/api/v1/source",
     tag = "Source",
     operation_id = "v1.source.list",
-    params(
-        ("limit" = Option<u32>, Query, description = "Sources per page, 1–250 (default 50)",
-            minimum = 1, maximum = 250),
-        ("iterator" = Option<String>, Query, description = "The `iterator` of the previous page: this page goes on \
-            after it"),
-        ("order" = Option<String>, Query, description = "`ascending` (oldest first, the default) or `descending`"),
-    ),
+    params(PageOldestFirst),
     responses(
         (status = 200, description = "A page of sources", body = ListResponse<SourceOut>),
         (status = 401, response = Unauthorized),
@@ -805,12 +800,8 @@ impl From<InboundRequest> for InboundRequestOut {
     operation_id = "v1.source.list-requests",
     params(
         SourcePath,
+        PageNewestFirst,
         ("status" = Option<String>, Query, description = "Only requests `accepted`, `duplicate` or `rejected`"),
-        ("limit" = Option<u32>, Query, description = "Requests per page, 1–250 (default 50)",
-            minimum = 1, maximum = 250),
-        ("iterator" = Option<String>, Query, description = "The `iterator` of the previous page: this page goes on \
-            after it"),
-        ("order" = Option<String>, Query, description = "`descending` (newest first, the default) or `ascending`"),
     ),
     responses(
         (status = 200, description = "A page of request records", body = ListResponse<InboundRequestOut>),

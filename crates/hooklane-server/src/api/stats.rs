@@ -15,7 +15,7 @@ use super::message::MessageOut;
 use super::{page_request, ListResponse};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Query, Tenant};
-use crate::openapi::{AppPath, ErrorBody, InvalidQuery, Unauthorized};
+use crate::openapi::{AppPath, ErrorBody, InvalidQuery, MessageFilters, PageNewestFirst, Unauthorized};
 use crate::state::AppState;
 
 /// Failed attempts shown per endpoint.
@@ -290,14 +290,8 @@ fn message_status_schema() -> utoipa::openapi::Object {
     operation_id = "v1.statistics.message-log",
     params(
         AppPath,
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 250, description = "Most messages to answer (default 50)."),
-        ("iterator" = Option<String>, Query, description = "The `iterator` of the previous page, to continue after it."),
-        ("order" = Option<String>, Query, description = "`descending` (the default, newest first) or `ascending`."),
-        ("event_types" = Option<Vec<String>>, Query, description = "Only messages of these event types (repeated, or comma-separated; at most 100)."),
-        ("channel" = Option<String>, Query, description = "Only messages sent on this channel."),
-        ("tag" = Option<String>, Query, description = "Only messages with this tag."),
-        ("before" = Option<DateTime<Utc>>, Query, description = "Only messages sent before this time (RFC 3339)."),
-        ("after" = Option<DateTime<Utc>>, Query, description = "Only messages sent after this time (RFC 3339)."),
+        PageNewestFirst,
+        MessageFilters,
         ("status" = Option<String>, Query, description = "Only messages whose deliveries stand so: `success`, `pending` or `fail` (or 0, 1, 2)."),
     ),
     responses(
