@@ -325,8 +325,10 @@ pub fn document() -> utoipa::openapi::OpenApi {
 }
 
 /// The document as JSON, made once.
-static DOCUMENT: LazyLock<String> =
-    LazyLock::new(|| document().to_json().unwrap_or_else(|e| format!(r#"{{"error":"{e}"}}"#)));
+static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+    // Serialising the document does not fail; if it ever did, the answer is still JSON.
+    document().to_json().unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
+});
 
 /// The OpenAPI document of this API.
 #[utoipa::path(
