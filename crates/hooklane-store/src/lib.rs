@@ -122,6 +122,11 @@ pub trait Store: Send + Sync + 'static {
     /// Records finished attempts and moves their deliveries on, in one transaction. An
     /// endpoint failing continuously for `disable_after` is disabled; the ids of endpoints
     /// disabled by this call are returned.
+    ///
+    /// An attempt's outcome moves its delivery on only while the delivery is still leased
+    /// (or already finished): a delivery found pending and not leased was queued again while
+    /// the attempt was on the wire, by a resend or by another node after the lease ran out,
+    /// and keeps that newer state. The attempt itself is always logged.
     async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>, disable_after: Duration)
         -> StoreResult<Vec<String>>;
     /// Marks deliveries failed without an attempt (their endpoint was disabled or deleted).

@@ -704,6 +704,8 @@ fn attempts_insert_sql(first: usize) -> String {
 /// One row per delivery: its last outcome in the batch decides its state, and every
 /// attempt in the batch counts. A retry does not bring back a delivery failed while its
 /// attempt was under way (its message's content was deleted meanwhile): it stays failed.
+/// A delivery pending and no longer leased was queued again while its attempt was under
+/// way (a resend): it is left as it is (`Store::record_attempts`).
 fn deliveries_update_sql(first: usize) -> String {
     numbered(
         first,
@@ -712,7 +714,7 @@ fn deliveries_update_sql(first: usize) -> String {
          leased = false, updated_at = k.at \
          FROM UNNEST($1:text[], $2:text[], $3:int[], $4:int[], $5:bigint[], $6:bigint[]) \
          AS k(msg_id, endpoint_id, n, status, due, at) \
-         WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id",
+         WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id AND NOT (d.status = 1 AND NOT d.leased)",
     )
 }
 

@@ -630,13 +630,25 @@ pub fn claim_due(
     Ok(jobs)
 }
 
-/// Records one attempt; returns the endpoint id if this failure disabled its endpoint.
+/// What [`record_attempt`] did.
+pub struct Recorded {
+    /// The attempt's outcome moved its delivery on (it had not been queued again meanwhile).
+    pub moved_delivery: bool,
+    /// The endpoint this failure disabled.
+    pub disabled: Option<String>,
+}
+
+/// Records one attempt. With `guard`, a delivery queued again while the attempt was on
+/// the wire is left alone (`Store::record_attempts`); a batch guards each delivery's first
+/// outcome only, since a retry recorded before it in the batch leaves the row pending and
+/// not leased too.
 pub fn record_attempt(
     conn: &Connection,
     a: &Attempt,
     next: &NextStep,
     disable_before: DateTime<Utc>,
-) -> StoreResult<Option<String>> {
+    guard: bool,
+) -> StoreResult<Recorded> {
     execute(
         conn,
         "INSERT INTO attempts (id, msg_id, endpoint_id, app_id, url, status, response_status, response, duration_ms, \
@@ -668,11 +680,12 @@ pub fn record_attempt(
         conn,
         "UPDATE deliveries SET status = CASE WHEN ?3 = 1 AND status = 2 THEN 2 ELSE ?3 END, \
          attempts = attempts + 1, due_at = CASE WHEN ?3 = 1 AND status = 2 THEN NULL ELSE ?4 END, leased = 0, \
-         updated_at = ?5 WHERE msg_id = ?1 AND endpoint_id = ?2 \
+         updated_at = ?5 WHERE msg_id = ?1 AND endpoint_id = ?2 AND NOT (?6 AND status = 1 AND leased = 0) \
          RETURNING CASE WHEN lane_seq IS NOT NULL THEN lane_key END, status",
-        params![a.msg_id, a.endpoint_id, status, due, now],
+        params![a.msg_id, a.endpoint_id, status, due, now, guard],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
+    let moved_delivery = lane.is_some();
     // A retry keeps its lane's head where it is; a delivery that finished (or had failed
     // while this attempt was under way: its content was deleted) moves the lane on.
     if let Some((Some(lane_key), stored_status)) = lane {
@@ -686,20 +699,21 @@ pub fn record_attempt(
             "UPDATE endpoints SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL",
             [&a.endpoint_id],
         )?;
-        return Ok(None);
+        return Ok(Recorded { moved_delivery, disabled: None });
     }
     execute(
         conn,
         "UPDATE endpoints SET failing_since = ?2 WHERE id = ?1 AND failing_since IS NULL",
         params![a.endpoint_id, now],
     )?;
-    query_opt(
+    let disabled = query_opt(
         conn,
         "UPDATE endpoints SET disabled = 1, updated_at = ?3 \
          WHERE id = ?1 AND disabled = 0 AND failing_since <= ?2 RETURNING id",
         params![a.endpoint_id, ms(disable_before), now],
         |r| r.get(0),
-    )
+    )?;
+    Ok(Recorded { moved_delivery, disabled })
 }
 
 pub fn abandon_delivery(conn: &Connection, msg_id: &str, endpoint_id: &str, now: i64) -> StoreResult<()> {

@@ -1,6 +1,7 @@
 //! [`Store`] for [`SqliteStore`]: each method sends its query to the writer thread (writes)
 //! or a read connection (reads).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -223,11 +224,17 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<String>> {
         self.write_unguarded(move |c| {
             let mut disabled = Vec::new();
+            // The deliveries this batch has already moved on: their later outcomes in the
+            // batch follow unguarded, as PostgreSQL applies a batch per delivery at once.
+            let mut moved: HashSet<(&str, &str)> = HashSet::new();
             for o in &outcomes {
                 let before = ago(o.attempt.created_at, disable_after);
-                if let Some(id) = queries::record_attempt(c, &o.attempt, &o.next, before)? {
-                    disabled.push(id);
+                let key = (o.attempt.msg_id.as_str(), o.attempt.endpoint_id.as_str());
+                let recorded = queries::record_attempt(c, &o.attempt, &o.next, before, !moved.contains(&key))?;
+                if recorded.moved_delivery {
+                    moved.insert(key);
                 }
+                disabled.extend(recorded.disabled);
             }
             Ok(disabled)
         })

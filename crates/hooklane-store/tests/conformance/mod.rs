@@ -74,6 +74,7 @@ macro_rules! store_conformance_tests {
             defer_deliveries_hands_back,
             hasten_deliveries_makes_paused_ones_due,
             resend_requeues_and_is_scoped,
+            resend_during_an_attempt_survives_its_outcome,
             recover_requeues_failed_in_window,
             release_all_leases_frees_leased_only,
             attempts_list_filters_and_get,
@@ -1723,6 +1724,62 @@ pub async fn resend_requeues_and_is_scoped(store: &DynStore) {
     assert_eq!(claim(store, now + hours(2)).await.len(), 2, "only the two resends are queued");
 }
 
+/// A resend made while the delivery's attempt is on the wire: the late outcome of that
+/// attempt is logged but must not finish the delivery, or the resend would never be sent.
+pub async fn resend_during_an_attempt_survives_its_outcome(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let (e1, e2, e3) = (
+        setup_endpoint(store, &app.id).await,
+        setup_endpoint(store, &app.id).await,
+        setup_endpoint(store, &app.id).await,
+    );
+    let msg = post(store, &app.id, &[&e1, &e2, &e3], t).await;
+    assert_eq!(claim(store, t + secs(1)).await.len(), 3, "all three on the wire");
+    let resent_at = t + secs(2);
+    store.resend(&app.id, &msg.id, &e1.id, resent_at).await.unwrap();
+    store.resend(&app.id, &msg.id, &e2.id, resent_at).await.unwrap();
+
+    // Successes only (PostgreSQL records these with its one-statement path), then a failure.
+    let late = [
+        outcome(&msg.id, &e1, t + secs(3), NextStep::Succeeded),
+        outcome(&msg.id, &e3, t + secs(3), NextStep::Succeeded),
+    ];
+    store.record_attempts(late.to_vec(), HOUR).await.unwrap();
+    let failed = outcome(&msg.id, &e2, t + secs(3), NextStep::RetryAt(t + hours(1)));
+    store.record_attempts(vec![failed.clone()], HOUR).await.unwrap();
+
+    for ep in [&e1, &e2] {
+        let d = delivery(store, &app.id, &msg.id, &ep.id).await;
+        assert_eq!(
+            (d.status, d.attempts, d.trigger, d.next_attempt_at),
+            (DeliveryStatus::Pending, 0, TriggerType::Manual, Some(resent_at)),
+            "the resend stands after the late outcome"
+        );
+    }
+    let d = delivery(store, &app.id, &msg.id, &e3.id).await;
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Success, 1), "a delivery not resent is recorded as ever");
+    for a in late.iter().chain([&failed]) {
+        let logged = store.get_attempt(&app.id, &msg.id, &a.attempt.id).await.unwrap();
+        assert_eq!(logged.as_ref(), Some(&a.attempt), "the late attempt is still logged");
+    }
+
+    // The resends go out, and their own outcomes finish the deliveries.
+    let jobs = claim(store, t + secs(3)).await;
+    assert_eq!(job_keys(&jobs), set([pair(&msg, &e1), pair(&msg, &e2)]));
+    assert!(jobs.iter().all(|j| j.delivery.trigger == TriggerType::Manual));
+    let sent = vec![
+        outcome(&msg.id, &e1, t + secs(4), NextStep::Succeeded),
+        outcome(&msg.id, &e2, t + secs(4), NextStep::GiveUp),
+    ];
+    store.record_attempts(sent, HOUR).await.unwrap();
+    let d = delivery(store, &app.id, &msg.id, &e1.id).await;
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Success, 1));
+    let d = delivery(store, &app.id, &msg.id, &e2.id).await;
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Fail, 1));
+    assert!(claim(store, t + hours(2)).await.is_empty(), "nothing left to send");
+}
+
 pub async fn recover_requeues_failed_in_window(store: &DynStore) {
     let t = now_ms();
     let a = setup_app(store, "A").await;
@@ -2294,6 +2351,7 @@ pub async fn stats_ping_and_queue(store: &DynStore) {
     assert_eq!(store.queue_stats(retry_at).await.unwrap().due, 1, "the retry is due at its time");
 
     // A success ends the streak; a disabled endpoint is counted apart.
+    assert_eq!(job_keys(&claim(store, retry_at).await), set([pair(&first, &e1)]));
     store.record_attempts(vec![outcome(&first.id, &e1, t + secs(5), NextStep::Succeeded)], HOUR).await.unwrap();
     let mut off = endpoint_now(store, &e2).await;
     off.disabled = true;
@@ -2324,7 +2382,7 @@ pub async fn stats_endpoint_health(store: &DynStore) {
     // An old attempt outside the window is not counted.
     let old = post(store, &app.id, &[&fast], t - hours(3)).await;
     outcomes.push(timed(&old.id, &fast, t - hours(3), NextStep::GiveUp, 20_000));
-    assert!(!claim(store, t).await.is_empty());
+    assert_eq!(claim(store, t + secs(1)).await.len(), outcomes.len(), "every delivery recorded was on the wire");
     store.record_attempts(outcomes, Duration::from_secs(30 * 24 * 3600)).await.unwrap();
     // One delivery still waiting for the idle endpoint.
     post(store, &app.id, &[&idle], t + secs(3)).await;
