@@ -640,11 +640,14 @@ fn latest_attempt(outcomes: &[AttemptOutcome]) -> i64 {
 
 /// The statement of [`record_successes`]. The endpoints' update reads the deliveries'
 /// update, so it runs after it: rows are locked deliveries first, then endpoints, as in
-/// [`record_attempts`] (data-modifying CTEs nobody reads run in no set order).
+/// [`record_attempts`] (data-modifying CTEs nobody reads run in no set order). It ends the
+/// streaks of the attempts' endpoints, also of those whose delivery the update left alone
+/// (queued again meanwhile): the attempt succeeded all the same.
 pub(super) static RECORD_SUCCESSES: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH a AS ({}), d AS ({} {FINISHED}), {}, streaks AS ( \
-             UPDATE endpoints SET failing_since = NULL WHERE id IN (SELECT endpoint_id FROM d) \
+        "WITH a AS ({} RETURNING endpoint_id), d AS ({} {FINISHED}), {}, streaks AS ( \
+             UPDATE endpoints SET failing_since = NULL \
+             WHERE id IN (SELECT endpoint_id FROM d UNION SELECT endpoint_id FROM a) \
              AND failing_since IS NOT NULL \
          ) {}",
         attempts_insert_sql(1),

@@ -1734,6 +1734,11 @@ pub async fn resend_during_an_attempt_survives_its_outcome(store: &DynStore) {
         setup_endpoint(store, &app.id).await,
         setup_endpoint(store, &app.id).await,
     );
+    // e1 starts out failing: the late success ends its streak, whatever happens to the delivery.
+    let earlier = post(store, &app.id, &[&e1], t - secs(10)).await;
+    assert_eq!(claim(store, t - secs(9)).await.len(), 1);
+    store.record_attempts(vec![outcome(&earlier.id, &e1, t - secs(9), NextStep::GiveUp)], HOUR).await.unwrap();
+    assert_eq!(endpoint_now(store, &e1).await.failing_since, Some(t - secs(9)));
     let msg = post(store, &app.id, &[&e1, &e2, &e3], t).await;
     assert_eq!(claim(store, t + secs(1)).await.len(), 3, "all three on the wire");
     let resent_at = t + secs(2);
@@ -1759,6 +1764,7 @@ pub async fn resend_during_an_attempt_survives_its_outcome(store: &DynStore) {
     }
     let d = delivery(store, &app.id, &msg.id, &e3.id).await;
     assert_eq!((d.status, d.attempts), (DeliveryStatus::Success, 1), "a delivery not resent is recorded as ever");
+    assert_eq!(endpoint_now(store, &e1).await.failing_since, None, "the late success still counts for its endpoint");
     for a in late.iter().chain([&failed]) {
         let logged = store.get_attempt(&app.id, &msg.id, &a.attempt.id).await.unwrap();
         assert_eq!(logged.as_ref(), Some(&a.attempt), "the late attempt is still logged");
