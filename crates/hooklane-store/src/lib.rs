@@ -357,12 +357,13 @@ pub trait Store: Send + Sync + 'static {
     /// Attempts per endpoint of the application made since `since`, with each endpoint's
     /// pending deliveries; one entry per endpoint of the application, in id order.
     async fn endpoint_health(&self, app_id: &str, since: DateTime<Utc>) -> StoreResult<Vec<EndpointHealth>>;
-    /// Attempts of the application made in `[since, until)`, counted per slice of `bucket`
-    /// (slices aligned on multiples of `bucket` since the epoch); only slices with attempts
-    /// appear, oldest first.
+    /// Attempts of the application (to one endpoint when `endpoint_id` is given) made in
+    /// `[since, until)`, counted per slice of `bucket` (slices aligned on multiples of
+    /// `bucket` since the epoch); only slices with attempts appear, oldest first.
     async fn attempt_timeline(
         &self,
         app_id: &str,
+        endpoint_id: Option<&str>,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
         bucket: Duration,

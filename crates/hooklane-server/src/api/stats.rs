@@ -228,7 +228,7 @@ pub async fn timeline(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResu
     let at = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap_or_default();
     let (since, until) = (at(since_ms), at(until_ms));
     let slices =
-        s.0.store.attempt_timeline(&t.app.id, since, until, Duration::from_secs(bucket_seconds as u64)).await?;
+        s.0.store.attempt_timeline(&t.app.id, None, since, until, Duration::from_secs(bucket_seconds as u64)).await?;
     let mut by_start: BTreeMap<i64, _> = slices.into_iter().map(|b| (b.start.timestamp_millis(), b)).collect();
     let mut data = Vec::new();
     let mut start = since_ms;

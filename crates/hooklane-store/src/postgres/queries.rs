@@ -1475,6 +1475,7 @@ pub async fn endpoint_health<C: GenericClient>(
 pub async fn attempt_timeline<C: GenericClient>(
     c: &C,
     app_id: &str,
+    endpoint_id: Option<&str>,
     since: i64,
     until: i64,
     bucket: i64,
@@ -1483,11 +1484,11 @@ pub async fn attempt_timeline<C: GenericClient>(
         format!(
             "SELECT (created_at / $3::BIGINT) * $3::BIGINT AS t, status, {} AS b, COUNT(*), MAX(created_at), \
              MAX(duration_ms) FROM attempts WHERE app_id = $1 AND created_at >= $2 AND created_at < $4 \
-             GROUP BY t, status, b",
+             AND ($5::text IS NULL OR endpoint_id = $5::text) GROUP BY t, status, b",
             latency_bucket_sql("duration_ms")
         )
     });
-    let groups = query(c, &SQL, &[&app_id, &since, &bucket, &until])
+    let groups = query(c, &SQL, &[&app_id, &since, &bucket, &until, &endpoint_id])
         .await?
         .iter()
         .map(|r| attempt_group(r, rows::get::<i64>(r, 0)?))

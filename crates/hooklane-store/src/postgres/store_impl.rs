@@ -568,12 +568,13 @@ impl Store for PgStore {
     async fn attempt_timeline(
         &self,
         app_id: &str,
+        endpoint_id: Option<&str>,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
         bucket: Duration,
     ) -> StoreResult<Vec<TimelineBucket>> {
         let bucket = crate::queries_shared::bucket_ms(bucket);
-        queries::attempt_timeline(&self.client().await?, app_id, ms(since), ms(until), bucket).await
+        queries::attempt_timeline(&self.client().await?, app_id, endpoint_id, ms(since), ms(until), bucket).await
     }
 
     async fn message_log(

@@ -1041,16 +1041,19 @@ pub fn endpoint_health(conn: &Connection, app_id: &str, since: i64) -> StoreResu
 pub fn attempt_timeline(
     conn: &Connection,
     app_id: &str,
+    endpoint_id: Option<&str>,
     since: i64,
     until: i64,
     bucket: i64,
 ) -> StoreResult<Vec<crate::TimelineBucket>> {
     let sql = format!(
         "SELECT (created_at / ?3) * ?3 AS t, status, {} AS b, COUNT(*), MAX(created_at), MAX(duration_ms) \
-         FROM attempts WHERE app_id = ?1 AND created_at >= ?2 AND created_at < ?4 GROUP BY t, status, b",
+         FROM attempts WHERE app_id = ?1 AND created_at >= ?2 AND created_at < ?4 \
+         AND (?5 IS NULL OR endpoint_id = ?5) GROUP BY t, status, b",
         latency_bucket_sql("duration_ms")
     );
-    let groups: Vec<AttemptGroup<i64>> = query_all(conn, &sql, params![app_id, since, bucket, until], attempt_group)?;
+    let groups: Vec<AttemptGroup<i64>> =
+        query_all(conn, &sql, params![app_id, since, bucket, until, endpoint_id], attempt_group)?;
     Ok(fold_timeline(groups))
 }
 

@@ -587,13 +587,14 @@ impl Store for SqliteStore {
     async fn attempt_timeline(
         &self,
         app_id: &str,
+        endpoint_id: Option<&str>,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
         bucket: Duration,
     ) -> StoreResult<Vec<TimelineBucket>> {
-        let app = owned(app_id);
+        let (app, ep) = (owned(app_id), endpoint_id.map(owned));
         let bucket = crate::queries_shared::bucket_ms(bucket);
-        self.read(move |c| queries::attempt_timeline(c, &app, ms(since), ms(until), bucket)).await
+        self.read(move |c| queries::attempt_timeline(c, &app, ep.as_deref(), ms(since), ms(until), bucket)).await
     }
 
     async fn read_message_events(&self, app_id: &str, query: &EventsQuery) -> StoreResult<EventsPage> {

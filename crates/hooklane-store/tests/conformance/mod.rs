@@ -2453,23 +2453,33 @@ pub async fn stats_attempt_timeline(store: &DynStore) {
     }
     let msg = post(store, &other.id, &[&foreign], t0).await;
     outcomes.push(timed(&msg.id, &foreign, t0, NextStep::Succeeded, 1));
+    // A second endpoint of the application: one failure at minute 2.
+    let second = setup_endpoint(store, &app.id).await;
+    let msg = post(store, &app.id, &[&second], t0 + mins(2)).await;
+    outcomes.push(timed(&msg.id, &second, t0 + mins(2), NextStep::GiveUp, 1));
     assert!(!claim(store, t0 + mins(6)).await.is_empty());
     store.record_attempts(outcomes, Duration::from_secs(30 * 24 * 3600)).await.unwrap();
 
-    let slices = store.attempt_timeline(&app.id, t0, t0 + mins(10), Duration::from_secs(60)).await.unwrap();
+    let slices = store.attempt_timeline(&app.id, None, t0, t0 + mins(10), Duration::from_secs(60)).await.unwrap();
     let got: Vec<(DateTime<Utc>, u64, u64)> = slices.iter().map(|s| (s.start, s.succeeded, s.failed)).collect();
-    assert_eq!(got, vec![(t0, 3, 1), (t0 + mins(2), 0, 2), (t0 + mins(5), 4, 0)]);
+    assert_eq!(got, vec![(t0, 3, 1), (t0 + mins(2), 0, 3), (t0 + mins(5), 4, 0)]);
+    let one = store.attempt_timeline(&app.id, Some(&ep.id), t0, t0 + mins(10), Duration::from_secs(60)).await.unwrap();
+    let got: Vec<(DateTime<Utc>, u64, u64)> = one.iter().map(|s| (s.start, s.succeeded, s.failed)).collect();
+    assert_eq!(got, vec![(t0, 3, 1), (t0 + mins(2), 0, 2), (t0 + mins(5), 4, 0)], "one endpoint's attempts only");
+    let theirs = store.attempt_timeline(&app.id, Some(&foreign.id), t0, t0 + mins(10), Duration::from_secs(60));
+    assert!(theirs.await.unwrap().is_empty(), "another application's endpoint is not seen through this one");
     assert_eq!(slices[0].latency.total(), 4);
     assert_eq!(slices[0].latency.max_ms, 120);
     assert_eq!(slices[2].latency.max_ms, 120);
 
-    let narrow = store.attempt_timeline(&app.id, t0 + mins(1), t0 + mins(5), Duration::from_secs(60)).await.unwrap();
+    let narrow =
+        store.attempt_timeline(&app.id, None, t0 + mins(1), t0 + mins(5), Duration::from_secs(60)).await.unwrap();
     assert_eq!(narrow.iter().map(|s| s.start).collect::<Vec<_>>(), vec![t0 + mins(2)], "until is exclusive");
-    let wide = store.attempt_timeline(&app.id, t0, t0 + mins(10), Duration::from_secs(600)).await.unwrap();
+    let wide = store.attempt_timeline(&app.id, None, t0, t0 + mins(10), Duration::from_secs(600)).await.unwrap();
     let total: u64 = wide.iter().map(|s| s.succeeded + s.failed).sum();
-    assert_eq!(total, 10, "ten-minute slices hold every attempt: {wide:?}");
+    assert_eq!(total, 11, "ten-minute slices hold every attempt: {wide:?}");
     assert!(store
-        .attempt_timeline("app_missing", t0, t0 + mins(10), Duration::from_secs(60))
+        .attempt_timeline("app_missing", None, t0, t0 + mins(10), Duration::from_secs(60))
         .await
         .unwrap()
         .is_empty());
