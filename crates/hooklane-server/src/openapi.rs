@@ -314,6 +314,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         api::preview::Doc::openapi(),
         api::example::Doc::openapi(),
         api::background_task::Doc::openapi(),
+        api::bulk::Doc::openapi(),
         api::message::Doc::openapi(),
         api::events::Doc::openapi(),
         api::source::Doc::openapi(),

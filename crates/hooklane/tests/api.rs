@@ -2368,3 +2368,80 @@ async fn recoveries_and_replays_are_found_as_background_tasks() {
     let (status, _) = server.call("GET", "/api/v1/background-task/qtask_nope", None).await;
     assert_eq!(status, 404);
 }
+
+/// Svix's bulk expunge and expunge-all-contents: payloads emptied, other applications'
+/// messages untouched, unknown ids reported, and the purge recorded as a task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_expunged_in_bulk_and_all_at_once() {
+    let server = Server::start("").await;
+    let app = server.create_app("purge").await;
+    let other = server.create_app("kept").await;
+    let mut sent = Vec::new();
+    for n in 0..3 {
+        let body = json!({ "eventType": "a.b", "eventId": format!("evt-{n}"), "payload": { "secret": n } });
+        let (status, out) = server.call("POST", &format!("/api/v1/app/{app}/msg"), Some(body)).await;
+        assert_eq!(status, 202, "{out}");
+        sent.push(id_of(&out));
+    }
+    let theirs = server.send_message(&other, "a.b", json!({ "secret": "theirs" })).await;
+    let payload = |app: String, msg: String| {
+        let server = &server;
+        async move {
+            let (status, out) = server.call("GET", &format!("/api/v1/app/{app}/msg/{msg}"), None).await;
+            assert_eq!(status, 200, "{out}");
+            out["payload"].clone()
+        }
+    };
+
+    // By id and by eventId; another application's message is not found through this one.
+    let ids = json!({ "ids": [sent[0], "evt-1", theirs, "msg_nothing"] });
+    let (status, out) = server.call("POST", &format!("/api/v1/app/{app}/msg/bulk-expunge"), Some(ids)).await;
+    assert_eq!(status, 200, "{out}");
+    let want = json!({ sent[0].clone(): "expunged", "evt-1": "expunged", theirs.clone(): "not-found", "msg_nothing": "not-found" });
+    assert_eq!(out["results"], want);
+    assert_eq!(payload(app.clone(), sent[0].clone()).await, json!({}));
+    assert_eq!(payload(app.clone(), sent[1].clone()).await, json!({}));
+    assert_eq!(payload(app.clone(), sent[2].clone()).await, json!({ "secret": 2 }), "not named, kept");
+    assert_eq!(payload(other.clone(), theirs.clone()).await, json!({ "secret": "theirs" }));
+    for body in [json!({ "ids": [] }), json!({ "ids": (0..1001).map(|i| format!("msg_{i}")).collect::<Vec<_>>() })] {
+        let (status, err) = server.call("POST", &format!("/api/v1/app/{app}/msg/bulk-expunge"), Some(body)).await;
+        assert_invalid(status, &err, "ids");
+    }
+    let (status, err) = server.call("POST", &format!("/api/v1/app/{app}/msg/bulk-expunge"), Some(json!({}))).await;
+    assert_eq!(status, 422, "ids are required: {err}");
+
+    // Everything, through an application token: its own application only.
+    let token = app_token(&server, &app).await;
+    let (status, err) =
+        server.call_as(&token, "POST", &format!("/api/v1/app/{other}/msg/expunge-all-contents"), None).await;
+    assert!(matches!(status, 403 | 404), "another application's purge: {status} {err}");
+    let (status, task) =
+        server.call_as(&token, "POST", &format!("/api/v1/app/{app}/msg/expunge-all-contents"), None).await;
+    assert_eq!(status, 202, "{task}");
+    assert_eq!((task["task"].as_str(), task["status"].as_str()), (Some("application.purge_content"), Some("finished")));
+    assert_eq!(task["expunged"], 3);
+    assert_eq!(payload(app.clone(), sent[2].clone()).await, json!({}));
+    assert_eq!(
+        payload(other.clone(), theirs.clone()).await,
+        json!({ "secret": "theirs" }),
+        "another application's kept"
+    );
+    let (status, found) = server
+        .call_as(&token, "GET", &format!("/api/v1/background-task/{}", task["id"].as_str().unwrap_or("")), None)
+        .await;
+    assert_eq!((status, &found["task"]), (200, &json!("application.purge_content")), "{found}");
+    assert_eq!(found["data"]["expunged"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whoami_names_the_principal() {
+    let server = Server::start("").await;
+    let app = server.create_app("me").await;
+    let (status, me) = server.call("GET", "/api/v1/auth/whoami", None).await;
+    assert_eq!((status, me), (200, json!({ "permissionSource": "GlobalAuthToken" })));
+    let token = app_token(&server, &app).await;
+    let (status, me) = server.call_as(&token, "GET", "/api/v1/auth/whoami", None).await;
+    assert_eq!((status, me), (200, json!({ "appId": app, "permissionSource": "SvixJwt" })));
+    let (status, err) = server.call_as("sk_wrong", "GET", "/api/v1/auth/whoami", None).await;
+    assert_error(status, &err, 401, "authentication_failed");
+}

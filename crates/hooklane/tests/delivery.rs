@@ -441,6 +441,86 @@ async fn resend_delivers_again_as_a_manual_attempt() {
     assert_eq!(rx.received().len(), 2, "nothing more was sent");
 }
 
+/// Svix's bulk replay: the messages an endpoint had in a window go out again, narrowed by
+/// event type, delivery status and the class of the last answer; and its attempt counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_replay_resends_the_chosen_messages_and_attempt_stats_count_them() {
+    let server = Server::start("[delivery]\nretry_schedule = []").await;
+    // Message 3 is refused with a 500 every time (no retries: it fails at once).
+    let rx = Receiver::scripted(|_, r| Reply::Status(if r.json()["n"] == 3 { 500 } else { 200 })).await;
+    let app = server.create_app("bulk-replay").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let since = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let m1 = server.send_message(&app, "a.b", json!({ "n": 1 })).await;
+    let m2 = server.send_message(&app, "c.d", json!({ "n": 2 })).await;
+    let m3 = server.send_message(&app, "a.b", json!({ "n": 3 })).await;
+    let stats_path = format!("/api/v1/app/{app}/endpoint/{ep}/attempt-stats");
+    let stats = server.wait_until(&stats_path, WAIT, |b| b["success"] == 2 && b["fail"] == 1).await;
+    assert_eq!(stats, json!({ "success": 2, "fail": 1, "canceled": 0 }));
+    let before = (since - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (status, old) = server.call("GET", &format!("{stats_path}?until={}", urlencode(&before)), None).await;
+    assert_eq!((status, &old["success"], &old["fail"]), (200, &json!(0), &json!(0)), "nothing that early: {old}");
+
+    let replay = format!("/api/v1/app/{app}/endpoint/{ep}/bulk-replay");
+    let (status, task) = server.call("POST", &replay, Some(json!({ "since": since, "eventTypes": ["a.b"] }))).await;
+    assert_eq!(status, 202, "{task}");
+    assert_eq!(
+        (task["task"].as_str(), task["status"].as_str(), &task["replayed"]),
+        (Some("endpoint.bulk-replay"), Some("finished"), &json!(2))
+    );
+    let got = rx.wait_for(5, WAIT).await;
+    assert_eq!(ids(&got[3..]), [m1.clone(), m3.clone()].into_iter().collect(), "the two a.b messages, again");
+    let stats = server.wait_until(&stats_path, WAIT, |b| b["success"] == 3 && b["fail"] == 2).await;
+    assert_eq!(stats["canceled"], 0);
+
+    // By delivery status (failed), then by the class of the last answer (2xx).
+    let (status, task) = server.call("POST", &replay, Some(json!({ "since": since, "status": 2 }))).await;
+    assert_eq!((status, &task["replayed"]), (202, &json!(1)), "{task}");
+    assert_eq!(rx.wait_for(6, WAIT).await[5].header("webhook-id"), m3);
+    server.wait_until(&stats_path, WAIT, |b| b["fail"] == 3).await;
+    let (status, task) = server.call("POST", &replay, Some(json!({ "since": since, "statusCodeClass": 200 }))).await;
+    assert_eq!((status, &task["replayed"]), (202, &json!(2)), "{task}");
+    assert_eq!(ids(&rx.wait_for(8, WAIT).await[6..]), [m1.clone(), m2.clone()].into_iter().collect());
+    // A window before everything replays nothing.
+    let window = json!({ "since": since - chrono::Duration::hours(2), "until": since - chrono::Duration::hours(1) });
+    let (status, task) = server.call("POST", &replay, Some(window)).await;
+    assert_eq!((status, &task["replayed"]), (202, &json!(0)), "{task}");
+    settle().await;
+    assert_eq!(rx.received().len(), 8, "nothing else was sent");
+
+    // Each replay is a task of its own.
+    let (_, tasks) = server.call("GET", "/api/v1/background-task?task=endpoint.bulk-replay", None).await;
+    assert_eq!(tasks["data"].as_array().map(Vec::len), Some(4), "{tasks}");
+    assert_eq!(tasks["data"][0]["data"]["endpointId"], ep.as_str());
+
+    // Bad input, and a disabled endpoint.
+    for (body, field) in [
+        (json!({ "since": since, "status": 7 }), "status"),
+        (json!({ "since": since, "statusCodeClass": 250 }), "statusCodeClass"),
+        (json!({ "since": since, "until": since }), "until"),
+        (json!({ "since": since, "eventTypes": ["no spaces"] }), "eventTypes"),
+    ] {
+        let (status, err) = server.call("POST", &replay, Some(body)).await;
+        assert_eq!(status, 422, "{err}");
+        assert!(err.to_string().contains(field), "{field}: {err}");
+    }
+    let (status, err) = server.call("POST", &replay, Some(json!({ "until": since }))).await;
+    assert_eq!(status, 422, "since is required: {err}");
+    let (status, err) = server
+        .call("GET", &format!("{stats_path}?since={}&until={}", urlencode(&before), urlencode(&before)), None)
+        .await;
+    assert_eq!(status, 422, "an empty window: {err}");
+    let (status, _) =
+        server.call("PATCH", &format!("/api/v1/app/{app}/endpoint/{ep}"), Some(json!({ "disabled": true }))).await;
+    assert_eq!(status, 200);
+    let (status, err) = server.call("POST", &replay, Some(json!({ "since": since }))).await;
+    assert_eq!((status, err["code"].as_str()), (409, Some("conflict")), "{err}");
+}
+
+fn urlencode(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_secret_keeps_signing_beside_the_new_one() {
     let server = Server::start("").await;

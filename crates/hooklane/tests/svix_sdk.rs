@@ -14,9 +14,10 @@ use svix::api::{
     MessageListOptions, Svix, SvixOptions, V1MessageEventsParams,
 };
 use svix::models::{
-    AppPortalAccessIn, ApplicationIn, ApplicationPatch, ApplicationTokenExpireIn, BackgroundTaskStatus,
-    BackgroundTaskType, EndpointHeadersIn, EndpointIn, EndpointPatch, EndpointSecretRotateIn, EndpointUpsertIn,
-    EventExampleIn, EventTypeIn, EventTypePatch, MessageIn, MessagePrecheckIn, MessageStatus, RecoverIn, ReplayIn,
+    AppPortalAccessIn, ApplicationIn, ApplicationPatch, ApplicationTokenExpireIn, AuthenticationSource,
+    BackgroundTaskStatus, BackgroundTaskType, BulkExpungeContentsIn, BulkExpungeStatus, BulkReplayIn,
+    EndpointHeadersIn, EndpointIn, EndpointPatch, EndpointSecretRotateIn, EndpointUpsertIn, EventExampleIn,
+    EventTypeIn, EventTypePatch, MessageIn, MessagePrecheckIn, MessageStatus, RecoverIn, ReplayIn,
 };
 
 fn sdk(server: &Server) -> Svix {
@@ -371,4 +372,59 @@ async fn the_official_svix_sdk_works_unchanged() {
     svix.endpoint().delete(app.id.clone(), ep.id.clone()).await.expect("endpoint delete");
     svix.application().delete(app.id.clone()).await.expect("application delete");
     assert!(svix.application().get(app.id.clone()).await.is_err());
+}
+
+/// The SDK's bulk operations, attempt statistics and `whoami`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_svix_sdk_bulk_operations_work_unchanged() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let svix = sdk(&server);
+    let me = svix.authentication().whoami().await.expect("whoami");
+    assert_eq!((me.app_id, me.permission_source), (None, AuthenticationSource::GlobalAuthToken));
+    let app = svix.application().create(ApplicationIn::new("Bulk".into()), None).await.expect("application create");
+    let ep = svix.endpoint().create(app.id.clone(), EndpointIn::new(rx.url.clone()), None).await.expect("endpoint");
+    let since = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let mut sent = Vec::new();
+    for n in 0..2 {
+        let msg = MessageIn::new("invoice.paid".into(), json!({ "n": n }));
+        sent.push(svix.message().create(app.id.clone(), msg, None).await.expect("message create").id);
+    }
+    rx.wait_for(2, Duration::from_secs(10)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats =
+            svix.endpoint().get_attempt_stats(app.id.clone(), ep.id.clone(), None).await.expect("attempt stats");
+        if stats.success == 2 {
+            assert_eq!((stats.fail, stats.canceled), (0, 0));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "attempts never counted: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let replay = svix
+        .endpoint()
+        .bulk_replay(
+            app.id.clone(),
+            ep.id.clone(),
+            BulkReplayIn { status: Some(MessageStatus::Success), ..BulkReplayIn::new(since) },
+            None,
+        )
+        .await
+        .expect("bulk replay");
+    assert_eq!((replay.status, replay.task), (BackgroundTaskStatus::Finished, BackgroundTaskType::EndpointBulkReplay));
+    assert_eq!(rx.wait_for(4, Duration::from_secs(10)).await.len(), 4, "both sent again");
+
+    let expunge = BulkExpungeContentsIn { ids: Some([sent[0].clone(), "msg_missing".to_string()].into()) };
+    let out = svix.message().bulk_expunge_content(app.id.clone(), expunge, None).await.expect("bulk expunge");
+    assert_eq!(out.results.get(&sent[0]), Some(&BulkExpungeStatus::Expunged));
+    assert_eq!(out.results.get("msg_missing"), Some(&BulkExpungeStatus::NotFound));
+    let purge = svix.message().expunge_all_contents(app.id.clone(), None).await.expect("expunge all");
+    assert_eq!(
+        (purge.status, purge.task),
+        (BackgroundTaskStatus::Finished, BackgroundTaskType::ApplicationPurgeContent)
+    );
+    let last = svix.message().get(app.id.clone(), sent[1].clone(), None).await.expect("message get");
+    assert_eq!(last.payload, json!({}), "purged");
 }

@@ -166,6 +166,40 @@ pub async fn logout(State(s): State<AppState>, Auth(principal): Auth, headers: H
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Svix's `WhoamiOut`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WhoamiOut {
+    /// The application an application token speaks for; absent for the admin token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "app_1srOrx2ZWZBpBUvZwXKQmoEYga2")]
+    app_id: Option<String>,
+    /// `GlobalAuthToken` for the admin token, `SvixJwt` for an application token (Svix's
+    /// name for the tokens its app portal uses; hooklane's are opaque, not JWTs).
+    #[schema(example = "GlobalAuthToken")]
+    permission_source: &'static str,
+}
+
+/// Who the token speaks for.
+///
+/// The admin token, or the application an application token was issued for.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/whoami",
+    tag = "Authentication",
+    operation_id = "v1.authentication.whoami",
+    responses(
+        (status = 200, description = "The token's principal", body = WhoamiOut),
+        (status = 401, response = Unauthorized),
+    )
+)]
+pub async fn whoami(Auth(principal): Auth) -> axum::Json<WhoamiOut> {
+    axum::Json(match principal {
+        Principal::Admin => WhoamiOut { app_id: None, permission_source: "GlobalAuthToken" },
+        Principal::App(app_id) => WhoamiOut { app_id: Some(app_id), permission_source: "SvixJwt" },
+    })
+}
+
 /// Svix's `ApplicationTokenExpireIn`: `expiry`, seconds the tokens still work (0 unless
 /// given); `sessionIds` are accepted and ignored (every token of the application expires).
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -212,8 +246,8 @@ pub async fn expire_all(
 /// This module's part of the OpenAPI document (see `crate::openapi`).
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(app_portal_access, dashboard_access, logout, expire_all),
-    components(schemas(AppPortalAccessIn, AppPortalAccessOut, ExpireAllIn)),
+    paths(app_portal_access, dashboard_access, logout, whoami, expire_all),
+    components(schemas(AppPortalAccessIn, AppPortalAccessOut, WhoamiOut, ExpireAllIn)),
     modifiers(&Adjust)
 )]
 pub(crate) struct Doc;

@@ -1,4 +1,4 @@
-//! `/api/v1/background-task`: the tasks recoveries and replays recorded (Svix's background
+//! `/api/v1/background-task`: the tasks recoveries, replays and purges recorded (Svix's background
 //! tasks). hooklane does that work before answering, so every task here is `finished`; they
 //! are kept 90 days so that clients following Svix's flow (start a recovery, then look its
 //! task up) find them. The admin token sees every task, an application token its own.
@@ -24,10 +24,11 @@ pub struct BackgroundTaskOut {
     /// `finished` (hooklane finishes a task before answering the request that made it).
     #[schema(example = "finished")]
     status: String,
-    /// `endpoint.recover` or `endpoint.replay`.
+    /// `endpoint.recover`, `endpoint.replay`, `endpoint.bulk-replay` or `application.purge_content`.
     #[schema(example = "endpoint.recover")]
     task: String,
-    /// What the task did: `endpointId`, and `recovered` or `replayed` (deliveries queued).
+    /// What the task did: `endpointId` (an endpoint's task), and `recovered` or `replayed`
+    /// (deliveries queued) or `expunged` (messages emptied).
     #[schema(value_type = Object)]
     data: serde_json::Value,
     updated_at: DateTime<Utc>,
@@ -56,7 +57,7 @@ fn scope(principal: Principal) -> Option<String> {
     params(
         PageNewestFirst,
         ("status" = Option<String>, Query, description = "Only tasks in this state: `running`, `finished` or `failed`"),
-        ("task" = Option<String>, Query, description = "Only tasks of this type: `endpoint.recover` or `endpoint.replay`"),
+        ("task" = Option<String>, Query, description = "Only tasks of this type: `endpoint.recover`, `endpoint.replay`, `endpoint.bulk-replay` or `application.purge_content`"),
     ),
     responses(
         (status = 200, description = "A page of tasks", body = ListResponse<BackgroundTaskOut>),

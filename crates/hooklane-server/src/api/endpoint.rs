@@ -695,6 +695,56 @@ pub async fn stats(
     }))
 }
 
+/// Svix's `EndpointAttemptStats`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AttemptStatsOut {
+    success: u64,
+    fail: u64,
+    /// Svix's; hooklane cancels nothing, so always 0.
+    canceled: u64,
+}
+
+/// Get the endpoint's attempt statistics: its attempts that succeeded and failed.
+///
+/// Counts the attempts made in `[since, until)`: by default the 28 days up to now. Unlike
+/// Svix, hooklane does not round the window to whole hours.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/attempt-stats",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.get-attempt-stats",
+    params(
+        EndpointPath,
+        ("since" = Option<DateTime<Utc>>, Query, description = "Count attempts made at or after this time (RFC 3339); 28 days before `until` by default"),
+        ("until" = Option<DateTime<Utc>>, Query, description = "Count attempts made before this time (RFC 3339); now by default"),
+    ),
+    responses(
+        (status = 200, description = "The counts", body = AttemptStatsOut),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
+        (status = 422, description = "`since` or `until` is not an RFC 3339 time, or `until` is not after `since`", body = ErrorBody),
+    )
+)]
+pub async fn attempt_stats(
+    State(s): State<AppState>,
+    t: Tenant,
+    q: Query,
+    Path((_, key)): Path<(String, String)>,
+) -> ApiResult<axum::Json<AttemptStatsOut>> {
+    let ep = find(&s, &t, &key).await?;
+    let until = q.time("until")?.unwrap_or_else(Utc::now);
+    let since = q.time("since")?.unwrap_or(until - chrono::Duration::days(28));
+    let window = (until - since).to_std().ok().filter(|w| !w.is_zero());
+    let Some(window) = window else { return Err(ApiError::bad_query("until", "must be after since")) };
+    // One slice as long as the window: at most two slices, whatever their alignment.
+    let slices = s.0.store.attempt_timeline(&t.app.id, Some(&ep.id), since, until, window).await?;
+    Ok(axum::Json(AttemptStatsOut {
+        success: slices.iter().map(|b| b.succeeded).sum(),
+        fail: slices.iter().map(|b| b.failed).sum(),
+        canceled: 0,
+    }))
+}
+
 /// Svix's `EndpointSecretRotateIn`.
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -901,7 +951,8 @@ pub struct TaskOut {
     /// Always `finished`.
     #[schema(value_type = String, example = "finished")]
     status: &'static str,
-    /// `endpoint.recover` or `endpoint.replay`.
+    /// `endpoint.recover`, `endpoint.replay`, `endpoint.bulk-replay` or
+    /// `application.purge_content`.
     #[schema(value_type = String, example = "endpoint.recover")]
     task: &'static str,
     /// Deliveries queued again by a recovery (hooklane extension).
@@ -910,22 +961,44 @@ pub struct TaskOut {
     /// Deliveries queued by a replay (hooklane extension).
     #[serde(skip_serializing_if = "Option::is_none")]
     replayed: Option<u64>,
+    /// Messages whose content was deleted (hooklane extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expunged: Option<u64>,
     updated_at: DateTime<Utc>,
 }
 
 impl TaskOut {
-    fn finished(task: &'static str, now: DateTime<Utc>) -> TaskOut {
-        TaskOut { id: new_id(ids::TASK), status: "finished", task, recovered: None, replayed: None, updated_at: now }
+    pub(crate) fn finished(task: &'static str, now: DateTime<Utc>) -> TaskOut {
+        TaskOut {
+            id: new_id(ids::TASK),
+            status: "finished",
+            task,
+            recovered: None,
+            replayed: None,
+            expunged: None,
+            updated_at: now,
+        }
     }
 
-    /// Records the task, so that `/background-task` finds it, then answers it.
-    async fn recorded(self, s: &AppState, app_id: &str, endpoint_id: &str) -> ApiResult<TaskOut> {
-        let mut data = serde_json::json!({ "endpointId": endpoint_id });
-        if let Some(n) = self.recovered {
-            data["recovered"] = n.into();
+    pub(crate) fn replayed(self, n: u64) -> TaskOut {
+        TaskOut { replayed: Some(n), ..self }
+    }
+
+    pub(crate) fn expunged(self, n: u64) -> TaskOut {
+        TaskOut { expunged: Some(n), ..self }
+    }
+
+    /// Records the task, so that `/background-task` finds it, then answers it. `endpoint_id`
+    /// is that of an endpoint's task.
+    pub(crate) async fn recorded(self, s: &AppState, app_id: &str, endpoint_id: Option<&str>) -> ApiResult<TaskOut> {
+        let mut data = serde_json::json!({});
+        if let Some(id) = endpoint_id {
+            data["endpointId"] = id.into();
         }
-        if let Some(n) = self.replayed {
-            data["replayed"] = n.into();
+        for (key, n) in [("recovered", self.recovered), ("replayed", self.replayed), ("expunged", self.expunged)] {
+            if let Some(n) = n {
+                data[key] = n.into();
+            }
         }
         let task = BackgroundTask {
             id: self.id.clone(),
@@ -973,7 +1046,7 @@ pub async fn recover(
     let recovered = s.0.store.recover(&t.app.id, &ep.id, input.since, input.until, now).await?;
     s.0.dispatcher.endpoint_fixed(&ep.id);
     let out = TaskOut { recovered: Some(recovered), ..TaskOut::finished("endpoint.recover", now) }
-        .recorded(&s, &t.app.id, &ep.id)
+        .recorded(&s, &t.app.id, Some(&ep.id))
         .await?;
     Ok((StatusCode::ACCEPTED, axum::Json(out)))
 }
@@ -1040,9 +1113,8 @@ pub async fn replay_missing(
     if replayed > 0 {
         s.0.dispatcher.wake();
     }
-    let out = TaskOut { replayed: Some(replayed), ..TaskOut::finished("endpoint.replay", now) }
-        .recorded(&s, &t.app.id, &ep.id)
-        .await?;
+    let out =
+        TaskOut::finished("endpoint.replay", now).replayed(replayed).recorded(&s, &t.app.id, Some(&ep.id)).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(out)))
 }
 
@@ -1063,7 +1135,8 @@ pub async fn replay_missing(
         patch_headers,
         recover,
         replay_missing,
-        stats
+        stats,
+        attempt_stats
     ),
     components(schemas(
         EndpointIn,
@@ -1076,7 +1149,8 @@ pub async fn replay_missing(
         HeadersIn,
         RecoverIn,
         TaskOut,
-        EndpointStatsOut
+        EndpointStatsOut,
+        AttemptStatsOut
     )),
     modifiers(&RotateBodyOptional)
 )]

@@ -5,6 +5,7 @@ pub mod app;
 pub mod attempt;
 pub mod auth;
 pub mod background_task;
+pub mod bulk;
 pub mod endpoint;
 pub mod event_type;
 pub mod events;

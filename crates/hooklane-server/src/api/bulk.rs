@@ -1,0 +1,286 @@
+//! Svix's bulk operations: replaying an endpoint's messages in a time window
+//! (`…/endpoint/{endpoint_id}/bulk-replay`), and deleting the content of many messages
+//! (`…/msg/bulk-expunge`) or of all of them (`…/msg/expunge-all-contents`). Like recover
+//! and replay-missing, hooklane does the work before answering: the background task the
+//! answer names is already `finished`, and `/background-task` finds it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use futures::{StreamExt, TryStreamExt};
+use hooklane_core::model::DeliveryStatus;
+use hooklane_core::{DateTime, Utc};
+use hooklane_store::{AttemptFilter, MessageFilter, PageRequest, StoreError};
+use serde::{Deserialize, Serialize};
+
+use super::check_names;
+use super::endpoint::{find, require_enabled, TaskOut};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path, Tenant};
+use crate::openapi::{AppPath, EndpointPath, ErrorBody, InvalidJson, Unauthorized};
+use crate::state::AppState;
+
+/// Messages read per page while walking an application's or an endpoint's messages.
+const CHUNK: usize = 250;
+/// Store writes a bulk operation keeps in flight: enough for the embedded store to commit
+/// them in groups, few enough to leave the writer to everyone else.
+const IN_FLIGHT: usize = 16;
+/// Most messages one `bulk-expunge` names.
+const MAX_EXPUNGE_IDS: usize = 1000;
+
+/// Svix's `BulkReplayIn`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BulkReplayIn {
+    /// Messages created at or after this time.
+    since: DateTime<Utc>,
+    /// Messages created before this time; now when left out. Must be after `since`.
+    #[serde(default)]
+    until: Option<DateTime<Utc>>,
+    /// Only messages of these event types.
+    #[serde(default)]
+    event_types: Option<Vec<String>>,
+    /// Only messages sent on this channel.
+    #[serde(default)]
+    channel: Option<String>,
+    /// Only messages with this tag.
+    #[serde(default)]
+    tag: Option<String>,
+    /// Only messages whose delivery to the endpoint is in this state: 0 success, 1 pending,
+    /// 2 fail, 3 sending.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 3)]
+    status: Option<i64>,
+    /// Only messages whose last attempt to the endpoint got an answer of this class: 100,
+    /// 200, 300, 400 or 500, or 0 for none (a timeout or a refused connection).
+    #[serde(default)]
+    status_code_class: Option<i32>,
+}
+
+/// Replay the messages an endpoint was sent in a time window.
+///
+/// Sends the endpoint again every message created in `[since, until)` that it has a
+/// delivery of (whatever became of it), narrowed by the message filters, the delivery's
+/// `status` and the class of its last answer. Messages it never got are not sent (that is
+/// `replay-missing`). The work is done before the answer, whose task is already `finished`;
+/// `replayed` says how many were queued.
+#[utoipa::path(
+    post,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/bulk-replay",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.bulk-replay",
+    params(EndpointPath),
+    request_body = BulkReplayIn,
+    responses(
+        (status = 202, description = "Messages queued again; `replayed` says how many", body = TaskOut),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
+        (status = 409, description = "The endpoint is disabled", body = ErrorBody),
+        (status = 422, description = "`since` is missing, `until` is not after it, or a filter is invalid", body = ErrorBody),
+    )
+)]
+pub async fn bulk_replay(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, key)): Path<(String, String)>,
+    Json(input): Json<BulkReplayIn>,
+) -> ApiResult<impl IntoResponse> {
+    let ep = find(&s, &t, &key).await?;
+    require_enabled(&ep)?;
+    let now = super::now();
+    let until = input.until.unwrap_or(now);
+    if until <= input.since {
+        return Err(ApiError::validation("until", "must be after since"));
+    }
+    check_names("eventTypes", &input.event_types, 256)?;
+    let status = match input.status {
+        None => None,
+        Some(code) => Some(
+            DeliveryStatus::from_code(code).ok_or_else(|| ApiError::validation("status", "must be 0, 1, 2 or 3"))?,
+        ),
+    };
+    if input.status_code_class.is_some_and(|c| ![0, 100, 200, 300, 400, 500].contains(&c)) {
+        return Err(ApiError::validation("statusCodeClass", "must be 0, 100, 200, 300, 400 or 500"));
+    }
+    let filter = MessageFilter {
+        event_types: input.event_types,
+        channel: input.channel.filter(|c| !c.is_empty()),
+        tag: input.tag.filter(|c| !c.is_empty()),
+        before: Some(until),
+        // The store's `after` is exclusive; `since` is not.
+        after: Some(input.since - chrono::Duration::milliseconds(1)),
+    };
+    let store = &s.0.store;
+    let mut page = PageRequest { limit: CHUNK, iterator: None, descending: false };
+    let mut replayed = 0u64;
+    loop {
+        let found = store.endpoint_messages(&t.app.id, &ep.id, &filter, status, &page).await?;
+        let mut chosen = Vec::with_capacity(found.items.len());
+        for (m, _) in &found.items {
+            if let Some(class) = input.status_code_class {
+                if last_answer_class(&s, &t.app.id, &m.id, &ep.id).await? != Some(class) {
+                    continue;
+                }
+            }
+            chosen.push(m.id.clone());
+        }
+        let (app_id, endpoint_id) = (&t.app.id, &ep.id);
+        replayed += futures::stream::iter(chosen)
+            .map(|msg_id| async move {
+                match store.resend(app_id, &msg_id, endpoint_id, now).await {
+                    Ok(()) => Ok(1),
+                    // Its content was deleted (or the message itself) since the page was read.
+                    Err(StoreError::Conflict(_) | StoreError::NotFound) => Ok(0),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .try_fold(0u64, |n, one| async move { Ok(n + one) })
+            .await?;
+        match found.items.last().filter(|_| !found.done) {
+            Some((last, _)) => page.iterator = Some(last.id.clone()),
+            None => break,
+        }
+    }
+    if replayed > 0 {
+        s.0.dispatcher.retry_endpoint_now(&ep.id);
+    }
+    let out =
+        TaskOut::finished("endpoint.bulk-replay", now).replayed(replayed).recorded(&s, &t.app.id, Some(&ep.id)).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(out)))
+}
+
+/// The class (100, 200, … or 0 for no answer) of the last attempt of a message to an endpoint.
+async fn last_answer_class(s: &AppState, app_id: &str, msg_id: &str, endpoint_id: &str) -> ApiResult<Option<i32>> {
+    let filter = AttemptFilter {
+        msg_id: Some(msg_id.to_string()),
+        endpoint_id: Some(endpoint_id.to_string()),
+        ..Default::default()
+    };
+    let last =
+        s.0.store.list_attempts(app_id, &filter, &PageRequest { limit: 1, iterator: None, descending: true }).await?;
+    Ok(last.items.first().map(|a| a.response_status / 100 * 100))
+}
+
+/// Svix's `BulkExpungeContentsIn`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkExpungeIn {
+    /// The messages (ids or `eventId`s), at most 1,000.
+    ids: BTreeSet<String>,
+}
+
+/// Svix's `BulkExpungeContentsOut`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BulkExpungeOut {
+    /// For each id asked for: `expunged` or `not-found`.
+    #[schema(example = json!({"msg_2KWPBgLlAfxdpx2AI54pPJ85f4W": "expunged"}))]
+    results: BTreeMap<String, &'static str>,
+}
+
+/// Delete the content of several messages.
+///
+/// Each named message is expunged as by `DELETE …/msg/{msg_id}/content`: its payload
+/// becomes `{}`, its pending deliveries fail, and it cannot be sent again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/app/{app_id}/msg/bulk-expunge",
+    tag = "Message",
+    operation_id = "v1.message.bulk-expunge",
+    params(AppPath),
+    request_body = BulkExpungeIn,
+    responses(
+        (status = 200, description = "What became of each message", body = BulkExpungeOut),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application", body = ErrorBody),
+        (status = 422, description = "No ids, or more than 1,000", body = ErrorBody),
+    )
+)]
+pub async fn bulk_expunge(
+    State(s): State<AppState>,
+    t: Tenant,
+    Json(input): Json<BulkExpungeIn>,
+) -> ApiResult<axum::Json<BulkExpungeOut>> {
+    if input.ids.is_empty() || input.ids.len() > MAX_EXPUNGE_IDS {
+        return Err(ApiError::validation("ids", "must name 1 to 1000 messages"));
+    }
+    let now = Utc::now();
+    let results = futures::stream::iter(input.ids)
+        .map(|key| {
+            let (s, app_id) = (&s, &t.app.id);
+            async move {
+                let Some(msg) = s.0.store.get_message(app_id, &key).await? else { return Ok((key, "not-found")) };
+                match s.0.store.expunge_message_content(app_id, &msg.id, now).await {
+                    Ok(()) => Ok((key, "expunged")),
+                    Err(StoreError::NotFound) => Ok((key, "not-found")),
+                    Err(e) => Err(ApiError::from(e)),
+                }
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect()
+        .await?;
+    Ok(axum::Json(BulkExpungeOut { results }))
+}
+
+/// Delete the content of every message of the application.
+///
+/// Every message is expunged as by `DELETE …/msg/{msg_id}/content`. The work is done
+/// before the answer, whose `application.purge_content` task is already `finished`;
+/// `expunged` says how many messages it went through.
+#[utoipa::path(
+    post,
+    path = "/api/v1/app/{app_id}/msg/expunge-all-contents",
+    tag = "Message",
+    operation_id = "v1.message.expunge-all-contents",
+    params(AppPath),
+    responses(
+        (status = 202, description = "Every message's content is deleted", body = TaskOut),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application", body = ErrorBody),
+    )
+)]
+pub async fn expunge_all_contents(State(s): State<AppState>, t: Tenant) -> ApiResult<impl IntoResponse> {
+    let now = super::now();
+    let store = &s.0.store;
+    let mut page = PageRequest { limit: CHUNK, iterator: None, descending: false };
+    // Only what exists now: messages posted while this runs keep their content.
+    let filter = MessageFilter { before: Some(now + chrono::Duration::milliseconds(1)), ..Default::default() };
+    let mut expunged = 0u64;
+    loop {
+        let found = store.list_messages(&t.app.id, &filter, &page).await?;
+        let ids: Vec<String> = found.items.into_iter().map(|m| m.id).collect();
+        let next = ids.last().filter(|_| !found.done).cloned();
+        let app_id = &t.app.id;
+        expunged += futures::stream::iter(ids)
+            .map(|msg_id| async move {
+                match store.expunge_message_content(app_id, &msg_id, now).await {
+                    Ok(()) => Ok(1),
+                    Err(StoreError::NotFound) => Ok(0), // deleted meanwhile
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .try_fold(0u64, |n, one| async move { Ok(n + one) })
+            .await?;
+        match next {
+            Some(last) => page.iterator = Some(last),
+            None => break,
+        }
+    }
+    let out =
+        TaskOut::finished("application.purge_content", now).expunged(expunged).recorded(&s, &t.app.id, None).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(out)))
+}
+
+/// This module's part of the OpenAPI document (see `crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(bulk_replay, bulk_expunge, expunge_all_contents),
+    components(schemas(BulkReplayIn, BulkExpungeIn, BulkExpungeOut))
+)]
+pub(crate) struct Doc;
