@@ -206,13 +206,37 @@ impl FromRequestParts<AppState> for Tenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match AppRef::from_request_parts(parts, state).await? {
+            AppRef::Found(tenant) => Ok(tenant),
+            AppRef::Missing { .. } => Err(ApiError::NotFound("application")),
+        }
+    }
+}
+
+/// As [`Tenant`], but an application that does not exist is not a rejection: for the one
+/// route that may create it (a message posted with Svix's `application` body).
+pub enum AppRef {
+    Found(Tenant),
+    /// No application has this id or uid (`key`, from the path).
+    Missing {
+        principal: Principal,
+        key: String,
+    },
+}
+
+impl FromRequestParts<AppState> for AppRef {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Auth(principal) = Auth::from_request_parts(parts, state).await?;
-        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state).await?;
-        let key = params.get("app_id").ok_or(ApiError::NotFound("application"))?;
-        let app = state.0.cache.app(&state.0.store, key).await?.ok_or(ApiError::NotFound("application"))?;
+        let Path(mut params) = Path::<HashMap<String, String>>::from_request_parts(parts, state).await?;
+        let key = params.remove("app_id").ok_or(ApiError::NotFound("application"))?;
+        let Some(app) = state.0.cache.app(&state.0.store, &key).await? else {
+            return Ok(AppRef::Missing { principal, key });
+        };
         if !principal.can_access(&app.id) {
             return Err(ApiError::NotFound("application"));
         }
-        Ok(Tenant { principal, app })
+        Ok(AppRef::Found(Tenant { principal, app }))
     }
 }

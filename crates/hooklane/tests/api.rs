@@ -2445,3 +2445,58 @@ async fn whoami_names_the_principal() {
     let (status, err) = server.call_as("sk_wrong", "GET", "/api/v1/auth/whoami", None).await;
     assert_error(status, &err, 401, "authentication_failed");
 }
+
+/// Svix's `application` in a message body: the application named in the path is created
+/// with it when none exists (once, even by concurrent posts), and it is ignored otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_can_create_its_application() {
+    let server = Server::start("").await;
+    let post = |key: &str, body: Value| {
+        let (server, path) = (&server, format!("/api/v1/app/{key}/msg"));
+        async move { server.call("POST", &path, Some(body)).await }
+    };
+    let msg = |app: Value| json!({ "eventType": "a.b", "payload": { "k": 1 }, "application": app });
+
+    let (status, out) = post("customer-7", msg(json!({ "name": "Customer 7", "metadata": { "tier": "gold" } }))).await;
+    assert_eq!(status, 202, "{out}");
+    let (status, app) = server.call("GET", "/api/v1/app/customer-7", None).await;
+    assert_eq!(status, 200, "{app}");
+    assert_eq!(
+        (&app["uid"], &app["name"], &app["metadata"]["tier"]),
+        (&json!("customer-7"), &json!("Customer 7"), &json!("gold"))
+    );
+    let (status, got) = server.call("GET", &format!("/api/v1/app/customer-7/msg/{}", id_of(&out)), None).await;
+    assert_eq!((status, &got["payload"]), (200, &json!({ "k": 1 })), "{got}");
+
+    // Once it exists, the body's application is ignored.
+    let (status, _) = post("customer-7", msg(json!({ "name": "Renamed" }))).await;
+    assert_eq!(status, 202);
+    assert_eq!(server.call("GET", "/api/v1/app/customer-7", None).await.1["name"], "Customer 7");
+
+    // Without one, or with a uid other than the path's, nothing is created.
+    let (status, err) = post("customer-8", json!({ "eventType": "a.b", "payload": {} })).await;
+    assert_error(status, &err, 404, "not_found");
+    let (status, err) = post("customer-8", msg(json!({ "name": "C8", "uid": "customer-9" }))).await;
+    assert_invalid(status, &err, "application.uid");
+    let (status, err) = post("customer-8", msg(json!({ "name": "" }))).await;
+    assert_eq!(status, 422, "an invalid application: {err}");
+    assert_eq!(server.call("GET", "/api/v1/app/customer-8", None).await.0, 404);
+
+    // An application token cannot create applications.
+    let token = app_token(&server, "customer-7").await;
+    let (status, err) =
+        server.call_as(&token, "POST", "/api/v1/app/customer-10/msg", Some(msg(json!({ "name": "C10" })))).await;
+    assert_error(status, &err, 404, "not_found");
+    assert_eq!(server.call("GET", "/api/v1/app/customer-10", None).await.0, 404);
+
+    // Concurrent first messages create one application and keep every message.
+    let posts = (0..8).map(|_| post("customer-11", msg(json!({ "name": "C11" }))));
+    for (status, out) in futures::future::join_all(posts).await {
+        assert_eq!(status, 202, "{out}");
+    }
+    let apps = list_all(&server, "/api/v1/app?limit=250").await;
+    let named: Vec<_> = apps["data"].as_array().into_iter().flatten().filter(|a| a["uid"] == "customer-11").collect();
+    assert_eq!(named.len(), 1, "{apps}");
+    let msgs = list_all(&server, "/api/v1/app/customer-11/msg").await;
+    assert_eq!(msgs["data"].as_array().map(Vec::len), Some(8));
+}

@@ -382,7 +382,12 @@ async fn the_svix_sdk_bulk_operations_work_unchanged() {
     let svix = sdk(&server);
     let me = svix.authentication().whoami().await.expect("whoami");
     assert_eq!((me.app_id, me.permission_source), (None, AuthenticationSource::GlobalAuthToken));
-    let app = svix.application().create(ApplicationIn::new("Bulk".into()), None).await.expect("application create");
+    // The application created by its first message (Svix's `MessageIn.application`).
+    let first =
+        MessageIn { application: Some(ApplicationIn::new("Bulk".into())), ..MessageIn::new("a.b".into(), json!({})) };
+    svix.message().create("bulk-customer".into(), first, None).await.expect("message creating its application");
+    let app = svix.application().get("bulk-customer".into()).await.expect("the application the message created");
+    assert_eq!((app.name.as_str(), app.uid.as_deref()), ("Bulk", Some("bulk-customer")));
     let ep = svix.endpoint().create(app.id.clone(), EndpointIn::new(rx.url.clone()), None).await.expect("endpoint");
     let since = chrono::Utc::now() - chrono::Duration::seconds(1);
     let mut sent = Vec::new();

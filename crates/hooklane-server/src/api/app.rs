@@ -125,6 +125,25 @@ fn build(input: ApplicationIn) -> ApiResult<Application> {
     Ok(app)
 }
 
+/// The application a message is posted with (Svix's `MessageIn.application`) when the
+/// path names none: created under the path's key as its uid. A uid in the body must be
+/// that key. Two messages creating the same application at once get the same one.
+pub(crate) async fn create_for_message(s: &AppState, key: &str, mut input: ApplicationIn) -> ApiResult<Application> {
+    match &input.uid {
+        Some(uid) if uid != key => {
+            return Err(ApiError::validation("application.uid", "must be the application named in the path"))
+        }
+        _ => input.uid = Some(key.to_string()),
+    }
+    let app = build(input)?;
+    match s.0.store.create_app(app.clone()).await {
+        Ok(()) => Ok(app),
+        // Created meanwhile by another request.
+        Err(StoreError::Conflict(_)) => s.0.store.get_app(key).await?.ok_or(ApiError::NotFound("application")),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Create an application.
 ///
 /// With `get_if_exists=true` and a `uid` that is taken, answers 200 with that application

@@ -7,16 +7,17 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use hooklane_core::filter::{endpoint_wants, payload_wanted, LazyPayload};
 use hooklane_core::ids::{self, new_id};
-use hooklane_core::model::{Delivery, DeliveryStatus, Endpoint, Message, TriggerType};
+use hooklane_core::model::{Delivery, DeliveryStatus, Endpoint, Message, Principal, TriggerType};
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::{Job, MessageFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::app::ApplicationIn;
 use super::endpoint::find as find_endpoint;
 use super::{check_len, check_name, check_names, page_request, query_names, ListResponse};
 use crate::error::{conflict, ApiError, ApiResult};
-use crate::extract::{Json, Query, Tenant};
+use crate::extract::{AppRef, Json, Query, Tenant};
 use crate::openapi::{
     AppPath, ErrorBody, InvalidBody, InvalidJson, InvalidQuery, MessageEndpointPath, MessageFilters, MessagePath,
     PageNewestFirst, Unauthorized,
@@ -59,9 +60,10 @@ pub struct MessageIn {
     /// Accepted for Svix compatibility and ignored.
     #[serde(default, rename = "transformationsParams")]
     _transformations: Option<serde_json::Value>,
-    /// Accepted for Svix compatibility and ignored (the application is the one in the path).
-    #[serde(default, rename = "application")]
-    _application: Option<serde_json::Value>,
+    /// Creates the application named in the path, with this as its body and the path's
+    /// key as its `uid`, when none exists (admin token only); ignored when it exists.
+    #[serde(default)]
+    application: Option<ApplicationIn>,
 }
 
 impl MessageIn {
@@ -234,15 +236,22 @@ impl MessageOut {
 )]
 pub async fn create(
     State(s): State<AppState>,
-    t: Tenant,
+    app: AppRef,
     q: Query,
-    Json(input): Json<MessageIn>,
+    Json(mut input): Json<MessageIn>,
 ) -> ApiResult<impl IntoResponse> {
     input.validate()?;
     let with_content = q.flag("with_content")?.unwrap_or(true);
+    let app_id = match (app, input.application.take()) {
+        (AppRef::Found(t), _) => t.app.id,
+        (AppRef::Missing { principal: Principal::Admin, key }, Some(body)) => {
+            super::app::create_for_message(&s, &key, body).await?.id
+        }
+        (AppRef::Missing { .. }, _) => return Err(ApiError::NotFound("application")),
+    };
     let msg = Message {
         id: new_id(ids::MESSAGE),
-        app_id: t.app.id.clone(),
+        app_id,
         event_type: input.event_type,
         event_id: input.event_id,
         payload: input.payload.get().to_string(),
