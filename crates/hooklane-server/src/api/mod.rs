@@ -7,6 +7,7 @@ pub mod auth;
 pub mod background_task;
 pub mod endpoint;
 pub mod event_type;
+pub mod event_type_import;
 pub mod events;
 pub mod example;
 pub mod message;
