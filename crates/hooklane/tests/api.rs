@@ -2388,6 +2388,13 @@ components:
     assert_eq!(new["schemas"], pet_schemas);
     assert_eq!(to_modify[2]["deprecated"], true);
     assert_eq!(everything().await, before, "a dry run changes nothing");
+    // The answer is as documented, Svix's snake_case `to_modify` included.
+    let doc = send(request(&server, None, "GET", "/api/v1/openapi.json")).await.json();
+    let out = answer_schema(&doc, "post", path, "200");
+    assert_matches(out, &dry, "EventTypeImportOpenApiOut");
+    let data = resolve(&doc, &out["properties"]["data"]);
+    assert_matches(data, &dry["data"], "EventTypeImportOpenApiOutData");
+    assert_matches(resolve(&doc, &data["properties"]["to_modify"]["items"]), new, "EventTypeFromOpenApi");
 
     // The import: created, updated, unarchived; the one outside the document kept.
     let (status, out) = server.call("POST", path, Some(json!({ "specRaw": yaml }))).await;
