@@ -125,9 +125,10 @@ pub struct EventTypeImportOpenApiOut {
 ///
 /// Creates an event type for each webhook of the document (`webhooks` in OpenAPI 3.1,
 /// `x-webhooks` in 3.0), named by the webhook's key, or updates it if it exists, unarchiving
-/// an archived one. `description` comes from the operation (`description`, else `summary`),
-/// `deprecated` from the operation, and `schemas` (`{"1": …}`) from the request body's JSON
-/// schema with its `$ref`s inlined and the media type's examples first in its `examples`.
+/// an archived one. `description` comes from the operation (`description`, else `summary`,
+/// else the request body's), `deprecated` from the operation, and `schemas` (`{"1": …}`)
+/// from the request body's JSON schema with its `$ref`s inlined and the media type's examples
+/// first in its `examples`.
 /// `replaceAll` also archives every event type the document does not define; `dryRun`
 /// changes nothing and answers what would change. A webhook whose key is not a valid event
 /// type name fails the whole import.
