@@ -84,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/app", app_routes)
         .nest("/source", api::source::routes())
         .route("/event-type", get(event_type::list).post(event_type::create))
+        .route("/event-type/import/openapi", post(api::event_type_import::import_openapi))
         .route(
             "/event-type/{name}",
             get(event_type::get).put(event_type::put).patch(event_type::patch).delete(event_type::delete),

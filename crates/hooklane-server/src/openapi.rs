@@ -307,6 +307,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     for part in [
         api::app::Doc::openapi(),
         api::event_type::Doc::openapi(),
+        api::event_type_import::Doc::openapi(),
         api::auth::Doc::openapi(),
         api::stats::Doc::openapi(),
         api::endpoint::Doc::openapi(),

@@ -2315,6 +2315,187 @@ async fn send_example_goes_to_that_endpoint_only() {
     assert_eq!(tried.received().len(), 2);
 }
 
+/// `POST /event-type/import/openapi` (Svix's `import_openapi`): a YAML document's webhooks
+/// become event types named by their keys, with their `$ref`s inlined and the document's
+/// example, which `send-example` then sends; a dry run changes nothing and says what would
+/// change; an import creates, updates and unarchives, and names only what it changed;
+/// `replaceAll` archives the rest; only the admin token may import; bad input is refused
+/// with a JSON error and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_types_import_from_an_openapi_document() {
+    let server = Server::start("").await;
+    let path = "/api/v1/event-type/import/openapi";
+    for body in [
+        json!({ "name": "pet.sold", "description": "old words" }),
+        json!({ "name": "pet.gone", "description": "A pet left", "archived": true }),
+        json!({ "name": "legacy.thing", "description": "not in the document" }),
+    ] {
+        let (status, out) = server.call("POST", "/api/v1/event-type", Some(body)).await;
+        assert_eq!(status, 201, "{out}");
+    }
+    let yaml = r#"
+openapi: 3.1.0
+info: { title: Pets, version: "1" }
+webhooks:
+  pet.new:
+    post:
+      operationId: petAdded
+      summary: A pet was added
+      requestBody:
+        content:
+          application/json:
+            schema: { $ref: '#/components/schemas/Pet' }
+            examples:
+              rex: { value: { id: 7, name: Rex } }
+      responses:
+        200: { description: ok }
+  pet.sold:
+    post: { description: A pet was sold, deprecated: true }
+  pet.gone:
+    post: { description: A pet left }
+components:
+  schemas:
+    Pet:
+      type: object
+      required: [id]
+      properties:
+        id: { type: integer }
+        name: { type: string }
+"#;
+    let pet_schemas = json!({ "1": {
+        "type": "object",
+        "required": ["id"],
+        "properties": { "id": { "type": "integer" }, "name": { "type": "string" } },
+        "examples": [{ "id": 7, "name": "Rex" }],
+    } });
+    let everything = || async {
+        let list = list_all(&server, "/api/v1/event-type?include_archived=true&with_content=true").await;
+        list["data"].as_array().expect("a list").clone()
+    };
+    let before = everything().await;
+
+    // A dry run: what would change, and nothing changed.
+    let (status, dry) =
+        server.call("POST", path, Some(json!({ "specRaw": yaml, "dryRun": true, "replaceAll": true }))).await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["data"]["modified"], json!(["legacy.thing", "pet.gone", "pet.new", "pet.sold"]), "{dry}");
+    let to_modify = dry["data"]["to_modify"].as_array().unwrap_or_else(|| panic!("to_modify, snake_case: {dry}"));
+    let names: Vec<&str> = to_modify.iter().map(|t| t["name"].as_str().expect("name")).collect();
+    assert_eq!(names, ["pet.gone", "pet.new", "pet.sold"], "the archived one is not the document's");
+    let new = &to_modify[1];
+    assert_eq!(new["description"], "A pet was added");
+    assert_eq!(new["deprecated"], false);
+    assert_eq!(new["schemas"], pet_schemas);
+    assert_eq!(to_modify[2]["deprecated"], true);
+    assert_eq!(everything().await, before, "a dry run changes nothing");
+    // The answer is as documented, Svix's snake_case `to_modify` included.
+    let doc = send(request(&server, None, "GET", "/api/v1/openapi.json")).await.json();
+    let out = answer_schema(&doc, "post", path, "200");
+    assert_matches(out, &dry, "EventTypeImportOpenApiOut");
+    let data = resolve(&doc, &out["properties"]["data"]);
+    assert_matches(data, &dry["data"], "EventTypeImportOpenApiOutData");
+    assert_matches(resolve(&doc, &data["properties"]["to_modify"]["items"]), new, "EventTypeFromOpenApi");
+
+    // The import: created, updated, unarchived; the one outside the document kept.
+    let (status, out) = server.call("POST", path, Some(json!({ "specRaw": yaml }))).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out, json!({ "data": { "modified": ["pet.gone", "pet.new", "pet.sold"] } }));
+    let (status, pet) = server.call("GET", "/api/v1/event-type/pet.new", None).await;
+    assert_eq!(status, 200, "{pet}");
+    assert_eq!(
+        (&pet["description"], &pet["archived"], &pet["schemas"]),
+        (&json!("A pet was added"), &json!(false), &pet_schemas)
+    );
+    let (_, sold) = server.call("GET", "/api/v1/event-type/pet.sold", None).await;
+    assert_eq!((&sold["description"], &sold["deprecated"]), (&json!("A pet was sold"), &json!(true)));
+    let (_, gone) = server.call("GET", "/api/v1/event-type/pet.gone", None).await;
+    assert_eq!(gone["archived"], false, "unarchived: {gone}");
+    let active = list_all(&server, "/api/v1/event-type").await;
+    let names: Vec<&str> = active["data"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["legacy.thing", "pet.gone", "pet.new", "pet.sold"]);
+
+    // The same document again, as a parsed object: nothing to change.
+    let spec: Value = {
+        let (status, dry) = server.call("POST", path, Some(json!({ "specRaw": yaml, "dryRun": true }))).await;
+        assert_eq!((status, &dry["data"]["modified"]), (200, &json!([])), "{dry}");
+        json!({
+            "openapi": "3.1.0",
+            "webhooks": {
+                "pet.new": { "post": { "summary": "A pet was added", "requestBody": { "content": { "application/json": {
+                    "schema": { "$ref": "#/components/schemas/Pet" },
+                    "examples": { "rex": { "value": { "id": 7, "name": "Rex" } } },
+                } } } } },
+                "pet.sold": { "post": { "description": "A pet was sold", "deprecated": true } },
+                "pet.gone": { "post": { "description": "A pet left" } },
+            },
+            "components": { "schemas": { "Pet": {
+                "type": "object",
+                "required": ["id"],
+                "properties": { "id": { "type": "integer" }, "name": { "type": "string" } },
+            } } },
+        })
+    };
+    let (status, out) = server.call("POST", path, Some(json!({ "spec": spec }))).await;
+    assert_eq!((status, &out), (200, &json!({ "data": { "modified": [] } })));
+
+    // replaceAll: the event type outside the document is archived.
+    let (status, out) = server.call("POST", path, Some(json!({ "spec": spec, "replaceAll": true }))).await;
+    assert_eq!((status, &out), (200, &json!({ "data": { "modified": ["legacy.thing"] } })));
+    let (_, legacy) = server.call("GET", "/api/v1/event-type/legacy.thing", None).await;
+    assert_eq!(legacy["archived"], true, "{legacy}");
+
+    // send-example sends the imported example.
+    let receiver = Receiver::start().await;
+    create_app_with(&server, json!({ "name": "Pets", "uid": "pets" })).await;
+    server.create_endpoint("pets", json!({ "url": receiver.url, "uid": "hook" })).await;
+    let (status, msg) = server
+        .call("POST", "/api/v1/app/pets/endpoint/hook/send-example", Some(json!({ "eventType": "pet.new" })))
+        .await;
+    assert_eq!(status, 202, "{msg}");
+    assert_eq!(msg["payload"], json!({ "id": 7, "name": "Rex" }));
+    assert_eq!(receiver.wait_for(1, Duration::from_secs(10)).await[0].json(), json!({ "id": 7, "name": "Rex" }));
+
+    // Only the admin token imports.
+    let token = app_token(&server, "pets").await;
+    let (status, body) = server.call_as(&token, "POST", path, Some(json!({ "spec": spec }))).await;
+    assert_error(status, &body, 403, "forbidden");
+    let resp = send(request(&server, None, "POST", path).json(&json!({ "spec": spec }))).await;
+    assert_error(resp.status, &resp.json(), 401, "authentication_failed");
+
+    // Bad input: a JSON error, and nothing changed.
+    let before = everything().await;
+    for (body, want_status, want_code, why) in [
+        (json!({}), 400, "bad_request", "neither spec nor specRaw"),
+        (json!({ "spec": spec, "specRaw": yaml }), 400, "bad_request", "both"),
+        (json!({ "spec": null, "specRaw": null }), 400, "bad_request", "both null"),
+        (json!({ "spec": spec, "replace_all": true }), 422, "validation", "an unknown field"),
+    ] {
+        let (status, err) = server.call("POST", path, Some(body)).await;
+        assert_error(status, &err, want_status, want_code);
+        assert!(err["detail"].to_string().len() > 10, "{why}: {err}");
+    }
+    let bad_name = json!({ "webhooks": { "pet.new": { "post": {} }, "pet new!": { "post": {} } } });
+    for (body, field, says) in [
+        (json!({ "specRaw": "webhooks: [unclosed" }), "specRaw", "neither valid JSON nor valid YAML"),
+        (json!({ "specRaw": "just words" }), "specRaw", "must be an OpenAPI document"),
+        (json!({ "spec": [1, 2] }), "spec", "must be an OpenAPI document"),
+        (json!({ "spec": { "openapi": "3.1.0", "paths": {} } }), "spec", "has no webhooks"),
+        (json!({ "spec": bad_name, "replaceAll": true }), "spec", "webhook \"pet new!\""),
+        (json!({ "specRaw": bad_name.to_string() }), "specRaw", "webhook \"pet new!\""),
+        (
+            json!({ "spec": { "webhooks": { "x": { "post": { "requestBody": { "$ref": "#/nope" } } } } } }),
+            "spec",
+            "#/nope",
+        ),
+    ] {
+        let (status, err) = server.call("POST", path, Some(body)).await;
+        assert_invalid(status, &err, field);
+        let msg = err["detail"][0]["msg"].as_str().unwrap_or_default();
+        assert!(msg.contains(says), "{msg:?} should say {says:?}");
+    }
+    assert_eq!(everything().await, before, "refused imports change nothing");
+}
+
 /// Recoveries and replays are recorded as background tasks (Svix's flow: start one, then
 /// look its task up): found by the id they answered, `finished`, with what they did; lists
 /// filter by type and state; an application token sees its own application's tasks only.

@@ -17,7 +17,8 @@ use svix::models::{
     AppPortalAccessIn, ApplicationIn, ApplicationPatch, ApplicationTokenExpireIn, AuthenticationSource,
     BackgroundTaskStatus, BackgroundTaskType, BulkExpungeContentsIn, BulkExpungeStatus, BulkReplayIn,
     EndpointHeadersIn, EndpointIn, EndpointPatch, EndpointSecretRotateIn, EndpointUpsertIn, EventExampleIn,
-    EventTypeIn, EventTypePatch, MessageIn, MessagePrecheckIn, MessageStatus, RecoverIn, ReplayIn,
+    EventTypeImportOpenApiIn, EventTypeIn, EventTypePatch, MessageIn, MessagePrecheckIn, MessageStatus, RecoverIn,
+    ReplayIn,
 };
 
 fn sdk(server: &Server) -> Svix {
@@ -242,6 +243,63 @@ async fn the_official_svix_sdk_works_unchanged() {
         .await
         .expect("application upsert");
     assert_eq!(replaced.name, "C1");
+
+    // Event types from an OpenAPI document: a dry run answers what would change, then the
+    // import (of the same document as YAML) makes it so.
+    let pet_schemas = json!({ "1": {
+        "type": "object",
+        "properties": { "id": { "type": "integer" } },
+        "examples": [{ "id": 1 }],
+    } });
+    let spec = json!({
+        "openapi": "3.1.0",
+        "webhooks": { "pet.new": { "post": {
+            "description": "A new pet",
+            "requestBody": { "content": { "application/json": {
+                "schema": { "type": "object", "properties": { "id": { "type": "integer" } } },
+                "example": { "id": 1 },
+            } } },
+        } } },
+    });
+    let dry = svix
+        .event_type()
+        .import_openapi(
+            EventTypeImportOpenApiIn { spec: Some(spec), dry_run: Some(true), ..EventTypeImportOpenApiIn::new() },
+            None,
+        )
+        .await
+        .expect("event type import, dry run");
+    assert_eq!(dry.data.modified, ["pet.new"]);
+    let to_modify = dry.data.to_modify.expect("a dry run lists what would change");
+    assert_eq!(to_modify.len(), 1);
+    assert_eq!((to_modify[0].name.as_str(), to_modify[0].description.as_str()), ("pet.new", "A new pet"));
+    assert_eq!(to_modify[0].schemas, Some(pet_schemas.clone()));
+    assert!(!to_modify[0].deprecated);
+    assert!(svix.event_type().get("pet.new".into()).await.is_err(), "a dry run creates nothing");
+    let yaml = r#"openapi: 3.1.0
+webhooks:
+  pet.new:
+    post:
+      description: A new pet
+      requestBody:
+        content:
+          application/json:
+            schema: { type: object, properties: { id: { type: integer } } }
+            example: { id: 1 }
+"#;
+    let imported = svix
+        .event_type()
+        .import_openapi(
+            EventTypeImportOpenApiIn { spec_raw: Some(yaml.into()), ..EventTypeImportOpenApiIn::new() },
+            None,
+        )
+        .await
+        .expect("event type import");
+    assert_eq!((imported.data.modified, imported.data.to_modify), (vec!["pet.new".to_string()], None));
+    let pet = svix.event_type().get("pet.new".into()).await.expect("the imported event type");
+    assert_eq!((pet.description.as_str(), pet.schemas), ("A new pet", Some(pet_schemas)));
+    let neither = svix.event_type().import_openapi(EventTypeImportOpenApiIn::new(), None).await;
+    assert!(format!("{neither:?}").contains("400"), "{neither:?}");
 
     // Which messages went to the endpoint, how its deliveries stand, and whether anyone
     // listens for an event type.

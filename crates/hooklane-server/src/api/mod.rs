@@ -8,6 +8,7 @@ pub mod background_task;
 pub mod bulk;
 pub mod endpoint;
 pub mod event_type;
+pub mod event_type_import;
 pub mod events;
 pub mod example;
 pub mod message;
