@@ -93,6 +93,8 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/dashboard-access/{app_id}", post(auth::dashboard_access))
         .route("/auth/logout", post(auth::logout))
         .route("/auth/whoami", get(auth::whoami))
+        .route("/environment/export", post(api::environment::export))
+        .route("/environment/import", post(api::environment::import))
         .route("/background-task", get(api::background_task::list))
         .route("/background-task/{task_id}", get(api::background_task::get))
         .route("/auth/app/{app_id}/expire-all", post(auth::expire_all))

@@ -282,7 +282,8 @@ pub struct InvalidQuery(ErrorBody);
         (name = "Authentication", description = "Application-scoped tokens for the consumer portal."),
         (name = "Statistics", description = "Counts for the dashboard and the portal."),
         (name = "Source", description = "Inbound: URLs that providers post to, verified and forwarded."),
-        (name = "Background Task", description = "What recoveries and replays did."),
+        (name = "Background Task", description = "What recoveries, replays and purges did."),
+        (name = "Environment", description = "The event catalogue, exported and imported whole."),
         (name = "Health", description = "Whether the server answers."),
     )
 )]
@@ -316,6 +317,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         api::example::Doc::openapi(),
         api::background_task::Doc::openapi(),
         api::bulk::Doc::openapi(),
+        api::environment::Doc::openapi(),
         api::message::Doc::openapi(),
         api::events::Doc::openapi(),
         api::source::Doc::openapi(),

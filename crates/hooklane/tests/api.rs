@@ -2681,3 +2681,67 @@ async fn a_message_can_create_its_application() {
     let msgs = list_all(&server, "/api/v1/app/customer-11/msg").await;
     assert_eq!(msgs["data"].as_array().map(Vec::len), Some(8));
 }
+
+/// Svix's environment export and import: one installation's event catalogue copied to
+/// another as it stands (archived types, schemas and flags included); an invalid import
+/// writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_export_imports_into_another_installation() {
+    let source = Server::start("").await;
+    let target = Server::start("").await;
+    let schemas = json!({ "1": { "type": "object", "examples": [{ "id": 1 }] } });
+    for body in [
+        json!({ "name": "invoice.paid", "description": "Paid", "schemas": schemas, "featureFlags": ["beta"] }),
+        json!({ "name": "user.old", "description": "Old", "archived": true }),
+        json!({ "name": "user.new", "deprecated": true }),
+    ] {
+        let (status, out) = source.call("POST", "/api/v1/event-type", Some(body)).await;
+        assert_eq!(status, 201, "{out}");
+    }
+    assert_eq!(source.call("GET", "/api/v1/event-type/invoice.paid", None).await.1["featureFlag"], "beta");
+
+    let (status, export) = source.call("POST", "/api/v1/environment/export", None).await;
+    assert_eq!(status, 200, "{export}");
+    assert_eq!((&export["version"], &export["settings"], &export["connectors"]), (&json!(1), &Value::Null, &json!([])));
+    let names: Vec<&str> =
+        export["eventTypes"].as_array().into_iter().flatten().filter_map(|e| e["name"].as_str()).collect();
+    assert_eq!(names, ["invoice.paid", "user.new", "user.old"], "every one, archived too: {export}");
+
+    // The export, as it stands, is the import.
+    let (status, out) = target.call("POST", "/api/v1/environment/import", Some(export.clone())).await;
+    assert_eq!(status, 204, "{out}");
+    let fields = |e: &Value| {
+        json!([e["name"], e["description"], e["archived"], e["deprecated"], e["featureFlag"], e["schemas"]])
+    };
+    for original in export["eventTypes"].as_array().into_iter().flatten() {
+        let name = original["name"].as_str().unwrap_or_default();
+        let (status, copy) = target.call("GET", &format!("/api/v1/event-type/{name}"), None).await;
+        assert_eq!(status, 200, "{copy}");
+        assert_eq!(fields(&copy), fields(original));
+    }
+
+    // An import replaces the types it names; one invalid type and nothing is written.
+    let changed = json!({ "eventTypes": [{ "name": "user.new", "description": "Now documented" }] });
+    assert_eq!(target.call("POST", "/api/v1/environment/import", Some(changed)).await.0, 204);
+    let (_, now) = target.call("GET", "/api/v1/event-type/user.new", None).await;
+    assert_eq!((&now["description"], &now["deprecated"]), (&json!("Now documented"), &json!(false)));
+    let mixed = json!({ "eventTypes": [{ "name": "brand.new" }, { "name": "bad name" }] });
+    let (status, err) = target.call("POST", "/api/v1/environment/import", Some(mixed)).await;
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(target.call("GET", "/api/v1/event-type/brand.new", None).await.0, 404, "nothing written");
+    let (status, err) = target
+        .call("POST", "/api/v1/environment/import", Some(json!({ "eventTypes": [{ "name": "x.y", "color": 1 }] })))
+        .await;
+    assert_invalid(status, &err, "eventTypes[0]");
+    let two_flags = json!({ "name": "flagged", "featureFlags": ["a", "b"] });
+    let (status, err) = target.call("POST", "/api/v1/event-type", Some(two_flags)).await;
+    assert_invalid(status, &err, "featureFlags");
+
+    // Admin only.
+    let app = target.create_app("env").await;
+    let token = app_token(&target, &app).await;
+    let (status, _) = target.call_as(&token, "POST", "/api/v1/environment/export", None).await;
+    assert_eq!(status, 403);
+    let (status, _) = target.call_as(&token, "POST", "/api/v1/environment/import", Some(json!({}))).await;
+    assert_eq!(status, 403);
+}

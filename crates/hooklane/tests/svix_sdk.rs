@@ -16,9 +16,9 @@ use svix::api::{
 use svix::models::{
     AppPortalAccessIn, ApplicationIn, ApplicationPatch, ApplicationTokenExpireIn, AuthenticationSource,
     BackgroundTaskStatus, BackgroundTaskType, BulkExpungeContentsIn, BulkExpungeStatus, BulkReplayIn,
-    EndpointHeadersIn, EndpointIn, EndpointPatch, EndpointSecretRotateIn, EndpointUpsertIn, EventExampleIn,
-    EventTypeImportOpenApiIn, EventTypeIn, EventTypePatch, MessageIn, MessagePrecheckIn, MessageStatus, RecoverIn,
-    ReplayIn,
+    EndpointHeadersIn, EndpointIn, EndpointPatch, EndpointSecretRotateIn, EndpointUpsertIn, EnvironmentIn,
+    EventExampleIn, EventTypeImportOpenApiIn, EventTypeIn, EventTypePatch, MessageIn, MessagePrecheckIn, MessageStatus,
+    RecoverIn, ReplayIn,
 };
 
 fn sdk(server: &Server) -> Svix {
@@ -490,4 +490,14 @@ async fn the_svix_sdk_bulk_operations_work_unchanged() {
     );
     let last = svix.message().get(app.id.clone(), sent[1].clone(), None).await.expect("message get");
     assert_eq!(last.payload, json!({}), "purged");
+
+    // The environment: event types imported, then exported.
+    let flagged =
+        EventTypeIn { feature_flags: Some(["beta".to_string()].into()), ..EventTypeIn::new("a.b".into(), "A".into()) };
+    let env = EnvironmentIn { event_types: Some(vec![flagged]), ..EnvironmentIn::new() };
+    svix.environment().import(env, None).await.expect("environment import");
+    let export = svix.environment().export(None).await.expect("environment export");
+    let imported = export.event_types.iter().find(|e| e.name == "a.b").expect("imported event type exported");
+    assert_eq!((imported.description.as_str(), imported.feature_flag.as_deref()), ("A", Some("beta")));
+    assert!(export.connectors.is_empty());
 }

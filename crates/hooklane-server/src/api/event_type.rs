@@ -30,6 +30,10 @@ pub struct EventTypeIn {
     /// 1–256 of `[a-zA-Z0-9-_.]`.
     #[serde(default)]
     feature_flag: Option<String>,
+    /// Svix's newer list form of `featureFlag`: hooklane keeps one flag, so at most one
+    /// item (the same as `featureFlag` when both are given).
+    #[serde(default)]
+    feature_flags: Option<Vec<String>>,
     /// JSON Schemas of the payload, by version (an object).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
@@ -37,6 +41,34 @@ pub struct EventTypeIn {
     /// Accepted for Svix compatibility, not used.
     #[serde(default, rename = "groupName")]
     _group_name: Option<serde_json::Value>,
+}
+
+impl EventTypeIn {
+    /// The event type this describes, validated, as created at `now`.
+    pub(crate) fn build(self, now: DateTime<Utc>) -> ApiResult<EventType> {
+        let mut flags = self.feature_flags.unwrap_or_default();
+        if flags.len() > 1 {
+            return Err(ApiError::validation("featureFlags", "hooklane keeps one feature flag per event type"));
+        }
+        let feature_flag = match (self.feature_flag, flags.pop()) {
+            (Some(one), Some(other)) if one != other => {
+                return Err(ApiError::validation("featureFlags", "must be the same flag as featureFlag"))
+            }
+            (one, other) => one.or(other),
+        };
+        let et = EventType {
+            name: self.name,
+            description: self.description,
+            archived: self.archived,
+            deprecated: self.deprecated,
+            feature_flag,
+            schemas: self.schemas,
+            created_at: now,
+            updated_at: now,
+        };
+        validate(&et)?;
+        Ok(et)
+    }
 }
 
 /// The whole of an event type but its name, which the path gives (PUT).
@@ -103,7 +135,7 @@ pub struct EventTypeOut {
 }
 
 impl EventTypeOut {
-    fn new(e: EventType, with_content: bool) -> Self {
+    pub(crate) fn new(e: EventType, with_content: bool) -> Self {
         EventTypeOut {
             name: e.name,
             description: e.description,
@@ -145,18 +177,7 @@ fn validate(e: &EventType) -> ApiResult<()> {
     )
 )]
 pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<EventTypeIn>) -> ApiResult<Response> {
-    let now = super::now();
-    let et = EventType {
-        name: input.name,
-        description: input.description,
-        archived: input.archived,
-        deprecated: input.deprecated,
-        feature_flag: input.feature_flag,
-        schemas: input.schemas,
-        created_at: now,
-        updated_at: now,
-    };
-    validate(&et)?;
+    let et = input.build(super::now())?;
     s.0.store.create_event_type(et.clone()).await.map_err(conflict("an event type with this name already exists"))?;
     Ok((StatusCode::CREATED, axum::Json(EventTypeOut::new(et, true))).into_response())
 }
@@ -231,23 +252,32 @@ pub async fn put(
     Json(input): Json<EventTypeUpdate>,
 ) -> ApiResult<Response> {
     let now = super::now();
-    let existing = s.0.store.get_event_type(&name).await?;
-    let created = existing.is_none();
-    let mut et = EventType {
+    let et = EventType {
         name,
         description: input.description,
         archived: input.archived,
         deprecated: input.deprecated,
         feature_flag: input.feature_flag,
         schemas: input.schemas,
-        created_at: existing.map(|e| e.created_at).unwrap_or(now),
+        created_at: now,
         updated_at: now,
     };
     validate(&et)?;
-    if created {
+    let (et, created) = replace(&s, et).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, axum::Json(EventTypeOut::new(et, true))).into_response())
+}
+
+/// Stores `et` in place of the event type of its name, or as a new one; answers what was
+/// stored (keeping the replaced one's creation time) and whether it was created.
+pub(crate) async fn replace(s: &AppState, mut et: EventType) -> ApiResult<(EventType, bool)> {
+    let existing = s.0.store.get_event_type(&et.name).await?;
+    if let Some(old) = existing {
+        et.created_at = old.created_at;
+    } else {
         match s.0.store.create_event_type(et.clone()).await {
-            Ok(()) => return Ok((StatusCode::CREATED, axum::Json(EventTypeOut::new(et, true))).into_response()),
-            // A concurrent PUT created it first: this one updates it, as if it came second.
+            Ok(()) => return Ok((et, true)),
+            // Created concurrently: replaced in turn, as if this request came second.
             Err(hooklane_store::StoreError::Conflict(_)) => {
                 if let Some(winner) = s.0.store.get_event_type(&et.name).await? {
                     et.created_at = winner.created_at;
@@ -257,7 +287,7 @@ pub async fn put(
         }
     }
     s.0.store.update_event_type(et.clone()).await?;
-    Ok(axum::Json(EventTypeOut::new(et, true)).into_response())
+    Ok((et, false))
 }
 
 /// Partly update an event type.
