@@ -64,6 +64,10 @@ pub trait Store: Send + Sync + 'static {
         endpoint_ids: Vec<String>,
         leased_until: Option<DateTime<Utc>>,
     ) -> StoreResult<Vec<String>>;
+    /// Writes the message as [`Store::create_message`] does, with its deliveries first due
+    /// at `due_at` (none leased): Svix's `deliverAt`.
+    async fn schedule_message(&self, msg: Message, endpoint_ids: Vec<String>, due_at: DateTime<Utc>)
+        -> StoreResult<()>;
     /// By id or by `eventId`.
     async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>>;
     async fn list_messages(

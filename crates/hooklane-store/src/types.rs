@@ -54,6 +54,25 @@ pub struct AttemptFilter {
     pub after: Option<DateTime<Utc>>,
 }
 
+/// When a new message's deliveries are first due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstSend {
+    /// At once, for a poller to claim.
+    Now,
+    /// Leased to the writer until then: it sends them itself, without waiting for a poll
+    /// (but those to endpoints that are FIFO at the write, which join their lane).
+    LeasedUntil(DateTime<Utc>),
+    /// At this time, for a poller to claim then (a scheduled message).
+    At(DateTime<Utc>),
+}
+
+impl FirstSend {
+    /// What `create_message`'s `leased_until` asks for.
+    pub fn leased(leased_until: Option<DateTime<Utc>>) -> FirstSend {
+        leased_until.map_or(FirstSend::Now, FirstSend::LeasedUntil)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DeliveryKey {
     pub msg_id: String,

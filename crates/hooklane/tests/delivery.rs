@@ -517,6 +517,52 @@ async fn bulk_replay_resends_the_chosen_messages_and_attempt_stats_count_them() 
     assert_eq!((status, err["code"].as_str()), (409, Some("conflict")), "{err}");
 }
 
+/// Svix's `deliverAt`: a scheduled message is stored and listed at once, and sent at its
+/// time, not before; a time already past sends at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_message_is_sent_at_its_time() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("scheduled").await;
+    let (_ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let body = json!({ "eventType": "a.b", "payload": { "later": true }, "deliverAt": at });
+    let (status, scheduled) = server.call("POST", &format!("/api/v1/app/{app}/msg"), Some(body)).await;
+    assert_eq!(status, 202, "{scheduled}");
+    let scheduled = scheduled["id"].as_str().unwrap_or_default().to_string();
+    let past =
+        json!({ "eventType": "a.b", "payload": {}, "deliverAt": chrono::Utc::now() - chrono::Duration::hours(1) });
+    let (status, now) = server.call("POST", &format!("/api/v1/app/{app}/msg"), Some(past)).await;
+    assert_eq!(status, 202, "{now}");
+    let first = rx.wait_for(1, WAIT).await;
+    assert_eq!(first[0].header("webhook-id"), now["id"].as_str().unwrap_or_default(), "the past one at once");
+    let (_, listed) = server.call("GET", &format!("/api/v1/app/{app}/msg/{scheduled}/endpoint"), None).await;
+    assert_eq!(listed["data"][0]["status"], 1, "pending meanwhile: {listed}");
+
+    let got = rx.wait_for(2, WAIT).await;
+    assert_eq!(got[1].header("webhook-id"), scheduled);
+    let sent_at = chrono::Utc::now();
+    assert!(sent_at >= at, "sent before its time: {sent_at} < {at}");
+    let timestamp: i64 = got[1].header("webhook-timestamp").parse().unwrap_or_default();
+    assert!(timestamp >= at.timestamp(), "signed before its time");
+
+    // Too far ahead, or to a FIFO endpoint: refused, nothing stored.
+    let far =
+        json!({ "eventType": "a.b", "payload": {}, "deliverAt": chrono::Utc::now() + chrono::Duration::days(31) });
+    let (status, err) = server.call("POST", &format!("/api/v1/app/{app}/msg"), Some(far)).await;
+    assert_eq!(status, 422, "{err}");
+    assert!(err.to_string().contains("deliverAt"), "{err}");
+    let lane_app = server.create_app("scheduled-fifo").await;
+    server.create_endpoint(&lane_app, json!({ "url": rx.url, "ordering": "fifo" })).await;
+    let lane =
+        json!({ "eventType": "a.b", "payload": {}, "deliverAt": chrono::Utc::now() + chrono::Duration::hours(1) });
+    let (status, err) = server.call("POST", &format!("/api/v1/app/{lane_app}/msg"), Some(lane)).await;
+    assert_eq!(status, 422, "{err}");
+    assert!(err.to_string().contains("FIFO"), "{err}");
+    let (_, msgs) = server.call("GET", &format!("/api/v1/app/{lane_app}/msg"), None).await;
+    assert_eq!(msgs["data"].as_array().map(Vec::len), Some(0), "nothing stored: {msgs}");
+}
+
 fn urlencode(s: &str) -> String {
     s.replace('+', "%2B").replace(':', "%3A")
 }

@@ -491,6 +491,14 @@ async fn the_svix_sdk_bulk_operations_work_unchanged() {
     let last = svix.message().get(app.id.clone(), sent[1].clone(), None).await.expect("message get");
     assert_eq!(last.payload, json!({}), "purged");
 
+    // A scheduled message (`deliverAt`).
+    let at = chrono::Utc::now() + chrono::Duration::milliseconds(800);
+    let later = MessageIn { deliver_at: Some(at), ..MessageIn::new("invoice.paid".into(), json!({ "n": 9 })) };
+    let later = svix.message().create(app.id.clone(), later, None).await.expect("scheduled message");
+    let got = rx.wait_for(5, Duration::from_secs(10)).await;
+    assert_eq!(got[4].header("webhook-id"), later.id);
+    assert!(chrono::Utc::now() >= at, "sent before its time");
+
     // The environment: event types imported, then exported.
     let flagged =
         EventTypeIn { feature_flags: Some(["beta".to_string()].into()), ..EventTypeIn::new("a.b".into(), "A".into()) };

@@ -57,6 +57,11 @@ pub struct MessageIn {
     /// Accepted for Svix compatibility and ignored.
     #[serde(default, rename = "payloadRetentionHours")]
     _retention_hours: Option<serde_json::Value>,
+    /// When to send the message: its deliveries wait until then (at most 30 days ahead; a
+    /// time already past sends at once). Not for messages to FIFO endpoints, whose order
+    /// comes first. The message is stored, listed and pulled at once.
+    #[serde(default)]
+    deliver_at: Option<DateTime<Utc>>,
     /// Accepted for Svix compatibility and ignored.
     #[serde(default, rename = "transformationsParams")]
     _transformations: Option<serde_json::Value>,
@@ -93,6 +98,9 @@ impl MessageIn {
             }
             check_len("orderingKey", key, 256)?;
         }
+        if self.deliver_at.is_some_and(|at| at > Utc::now() + chrono::Duration::days(MAX_SCHEDULE_DAYS)) {
+            return Err(ApiError::validation("deliverAt", format!("must be at most {MAX_SCHEDULE_DAYS} days ahead")));
+        }
         check_payload(self.payload.get())
     }
 
@@ -101,6 +109,9 @@ impl MessageIn {
         self.payload.get()
     }
 }
+
+/// Furthest ahead a message may be scheduled (`deliverAt`).
+const MAX_SCHEDULE_DAYS: i64 = 30;
 
 /// Deepest nesting of objects and arrays accepted in a payload. The payload is kept as raw
 /// text, which serde parses without a depth limit; receivers and API clients do have one
@@ -262,10 +273,35 @@ pub async fn create(
         headers: Default::default(),
         ordering_key: input.ordering_key,
     };
-    let msg = store_and_dispatch(&s, msg)
-        .await
-        .map_err(conflict("a message with this eventId already exists in this application"))?;
+    let msg = match input.deliver_at.filter(|at| *at > msg.created_at) {
+        None => store_and_dispatch(&s, msg).await,
+        Some(at) => schedule(&s, msg, at).await?,
+    }
+    .map_err(conflict("a message with this eventId already exists in this application"))?;
     Ok((StatusCode::ACCEPTED, axum::Json(MessageOut::new(msg, with_content))))
+}
+
+/// Stores a message whose deliveries are first due at `at` (Svix's `deliverAt`): nothing is
+/// handed to the dispatcher now; its poller claims them when they fall due.
+async fn schedule(s: &AppState, msg: Message, at: DateTime<Utc>) -> ApiResult<hooklane_store::StoreResult<Message>> {
+    let endpoints =
+        wanting_endpoints(s, &msg.app_id, &msg.event_type, msg.channels.as_deref(), Some(&msg.payload)).await?;
+    // A lane's order comes before any schedule: a scheduled message would hold up the lane
+    // behind it, or be sent as soon as its turn comes, before its time.
+    if let Some(fifo) = endpoints.iter().find(|e| e.order.is_fifo()) {
+        return Err(ApiError::validation(
+            "deliverAt",
+            format!("cannot be used for a message to a FIFO endpoint ({}): their order comes first", fifo.id),
+        ));
+    }
+    let ids = endpoints.iter().map(|e| e.id.clone()).collect();
+    let written = s.0.store.schedule_message(msg.clone(), ids, at).await;
+    if written.is_ok() {
+        metrics::counter!("hooklane_messages_ingested_total").increment(1);
+        // The poller looks again for the earliest due time, which may now be this one.
+        s.0.dispatcher.wake();
+    }
+    Ok(written.map(|()| msg))
 }
 
 /// The enabled endpoints of the application that want a message of `event_type` on

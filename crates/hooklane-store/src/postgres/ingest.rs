@@ -8,12 +8,11 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use hooklane_core::model::Message;
-use hooklane_core::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::rows::{ms, opt_json, to_json};
 use super::{db_err, pool_err, DUE_CHANNEL, MESSAGES_CHANNEL};
-use crate::{StoreError, StoreResult};
+use crate::{FirstSend, StoreError, StoreResult};
 
 /// Messages written together at most.
 const MAX_BATCH: usize = 256;
@@ -26,7 +25,7 @@ const WORKERS: usize = 2;
 pub(super) struct IngestJob {
     pub msg: Message,
     pub endpoint_ids: Vec<String>,
-    pub leased_until: Option<DateTime<Utc>>,
+    pub start: FirstSend,
     /// Answered with the endpoints whose deliveries were written leased.
     pub reply: oneshot::Sender<StoreResult<Vec<String>>>,
 }
@@ -210,9 +209,10 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashMap<String, 
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for j in batch {
         let now = ms(j.msg.created_at);
-        let (due, leased) = match j.leased_until {
-            Some(t) => (ms(t), true),
-            None => (now, false),
+        let (due, leased) = match j.start {
+            FirstSend::Now => (now, false),
+            FirstSend::LeasedUntil(t) => (ms(t), true),
+            FirstSend::At(t) => (ms(t), false),
         };
         for ep in &j.endpoint_ids {
             d_msg.push(j.msg.id.as_str());
@@ -307,7 +307,7 @@ pub(super) const INGEST_SQL: &str = "WITH input AS ( \
              ), d AS ( \
                  INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
                      updated_at, lane_seq, lane_key) \
-                 SELECT k.msg_id, k.endpoint_id, k.app_id, 1, 0, CASE WHEN k.leased AND e.fifo IS NOT TRUE THEN k.due ELSE k.at END, \
+                 SELECT k.msg_id, k.endpoint_id, k.app_id, 1, 0, CASE WHEN k.leased AND e.fifo IS TRUE THEN k.at ELSE k.due END, \
                      k.leased AND e.fifo IS NOT TRUE, 0, k.at, CASE WHEN e.fifo THEN m.seq END, COALESCE(m.ordering_key, '') \
                  FROM UNNEST($12::text[], $13::text[], $14::text[], $15::bigint[], $16::boolean[], $17::bigint[]) \
                      AS k(msg_id, endpoint_id, app_id, due, leased, at) \
@@ -332,6 +332,7 @@ mod tests {
 
     use hooklane_core::ids::{new_id, APP, ENDPOINT, MESSAGE};
     use hooklane_core::model::{Application, Endpoint};
+    use hooklane_core::{DateTime, Utc};
 
     use super::*;
     use crate::postgres::testing::TestDatabase;
@@ -343,7 +344,7 @@ mod tests {
         IngestJob {
             msg: msg.clone(),
             endpoint_ids: vec![endpoint_id.to_string()],
-            leased_until: Some(leased_until),
+            start: FirstSend::LeasedUntil(leased_until),
             reply,
         }
     }

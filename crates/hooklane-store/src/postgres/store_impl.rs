@@ -16,6 +16,34 @@ use crate::*;
 /// failure (two nodes recording attempts for the same endpoints in different orders).
 const TRANSIENT_RETRIES: usize = 5;
 
+impl PgStore {
+    /// Queues a message for the ingest workers; answers once its batch is committed.
+    async fn queue_ingest(
+        &self,
+        msg: Message,
+        endpoint_ids: Vec<String>,
+        start: FirstSend,
+    ) -> StoreResult<Vec<String>> {
+        // PostgreSQL text cannot hold NUL; refused here so it cannot fail a whole batch.
+        if msg.payload.contains('\0') {
+            return Err(StoreError::Database(
+                "the payload contains a NUL character, which PostgreSQL cannot store".into(),
+            ));
+        }
+        // Within one message each endpoint gets one delivery (the same rule the primary key
+        // enforces on SQLite); checked here so a bad call cannot fail a whole batch.
+        let mut seen = std::collections::HashSet::new();
+        if !endpoint_ids.iter().all(|e| seen.insert(e.as_str())) {
+            return Err(StoreError::Conflict("the same endpoint appears twice for one message".into()));
+        }
+        // Group-committed with concurrent calls; answers once the batch is committed.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = super::ingest::IngestJob { msg, endpoint_ids, start, reply };
+        self.ingest.send(job).map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn create_app(&self, app: Application) -> StoreResult<()> {
@@ -109,23 +137,16 @@ impl Store for PgStore {
         endpoint_ids: Vec<String>,
         leased_until: Option<DateTime<Utc>>,
     ) -> StoreResult<Vec<String>> {
-        // PostgreSQL text cannot hold NUL; refused here so it cannot fail a whole batch.
-        if msg.payload.contains('\0') {
-            return Err(StoreError::Database(
-                "the payload contains a NUL character, which PostgreSQL cannot store".into(),
-            ));
-        }
-        // Within one message each endpoint gets one delivery (the same rule the primary key
-        // enforces on SQLite); checked here so a bad call cannot fail a whole batch.
-        let mut seen = std::collections::HashSet::new();
-        if !endpoint_ids.iter().all(|e| seen.insert(e.as_str())) {
-            return Err(StoreError::Conflict("the same endpoint appears twice for one message".into()));
-        }
-        // Group-committed with concurrent calls; answers once the batch is committed.
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = super::ingest::IngestJob { msg, endpoint_ids, leased_until, reply };
-        self.ingest.send(job).map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        self.queue_ingest(msg, endpoint_ids, FirstSend::leased(leased_until)).await
+    }
+
+    async fn schedule_message(
+        &self,
+        msg: Message,
+        endpoint_ids: Vec<String>,
+        due_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.queue_ingest(msg, endpoint_ids, FirstSend::At(due_at)).await.map(drop)
     }
 
     async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {

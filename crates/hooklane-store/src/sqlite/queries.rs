@@ -16,8 +16,8 @@ use crate::queries_shared::{
     latency_bucket_sql, message_state_sql, qualified, AttemptGroup, FairClaim, EXPUNGED,
 };
 use crate::{
-    AttemptFilter, EndpointStats, EventPosition, EventsPage, EventsQuery, Job, MessageFilter, NextStep, Page,
-    PageRequest, StoreError, StoreResult,
+    AttemptFilter, EndpointStats, EventPosition, EventsPage, EventsQuery, FirstSend, Job, MessageFilter, NextStep,
+    Page, PageRequest, StoreError, StoreResult,
 };
 
 /// A SELECT under construction: conditions joined with AND, positional parameters.
@@ -279,7 +279,7 @@ pub fn insert_message(
     conn: &Connection,
     m: &Message,
     endpoint_ids: &[String],
-    leased_until: Option<DateTime<Utc>>,
+    start: FirstSend,
 ) -> StoreResult<Vec<String>> {
     conn.prepare_cached(
         "INSERT INTO messages (id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, \
@@ -310,11 +310,13 @@ pub fn insert_message(
     // endpoint: a delivery joins a lane (and is not leased) exactly when its endpoint is FIFO
     // at this write.
     let seq = conn.last_insert_rowid();
+    // ?4: the lease's end when leasing is asked (a FIFO endpoint's delivery is due now
+    // instead), else when the deliveries are first due.
     let mut stmt = conn
         .prepare_cached(
             "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
              updated_at, lane_seq, lane_key) \
-             SELECT ?1, ?2, ?3, 1, 0, CASE WHEN l.leased THEN ?4 ELSE ?5 END, l.leased, 0, ?5, \
+             SELECT ?1, ?2, ?3, 1, 0, CASE WHEN l.leased OR NOT ?8 THEN ?4 ELSE ?5 END, l.leased, 0, ?5, \
                  CASE WHEN l.fifo THEN ?6 END, ?7 \
              FROM (SELECT f.fifo, ?8 AND NOT f.fifo AS leased \
                    FROM (SELECT COALESCE((SELECT fifo FROM endpoints WHERE id = ?2), 0) AS fifo) f) l \
@@ -322,11 +324,15 @@ pub fn insert_message(
         )
         .map_err(db_err)?;
     let lane_key = m.ordering_key.as_deref().unwrap_or_default();
-    let lease_end = leased_until.map(ms).unwrap_or(now);
+    let (due, lease) = match start {
+        FirstSend::Now => (now, false),
+        FirstSend::LeasedUntil(end) => (ms(end), true),
+        FirstSend::At(at) => (ms(at), false),
+    };
     let mut leased = Vec::new();
     for ep in endpoint_ids {
         let was_leased: bool = stmt
-            .query_row(params![m.id, ep, m.app_id, lease_end, now, seq, lane_key, leased_until.is_some()], |r| r.get(0))
+            .query_row(params![m.id, ep, m.app_id, due, now, seq, lane_key, lease], |r| r.get(0))
             .map_err(db_err)?;
         if was_leased {
             leased.push(ep.clone());

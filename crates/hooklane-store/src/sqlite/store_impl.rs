@@ -127,7 +127,18 @@ impl Store for SqliteStore {
         endpoint_ids: Vec<String>,
         leased_until: Option<DateTime<Utc>>,
     ) -> StoreResult<Vec<String>> {
-        self.write_unguarded(move |c| queries::insert_message(c, &msg, &endpoint_ids, leased_until)).await
+        let start = FirstSend::leased(leased_until);
+        self.write_unguarded(move |c| queries::insert_message(c, &msg, &endpoint_ids, start)).await
+    }
+
+    async fn schedule_message(
+        &self,
+        msg: Message,
+        endpoint_ids: Vec<String>,
+        due_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let start = FirstSend::At(due_at);
+        self.write_unguarded(move |c| queries::insert_message(c, &msg, &endpoint_ids, start).map(drop)).await
     }
 
     async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {

@@ -67,6 +67,7 @@ macro_rules! store_conformance_tests {
             list_messages_pagination,
             claim_due_leases_deliveries,
             claim_due_respects_initial_lease,
+            scheduled_message_is_due_at_its_time,
             record_attempts_moves_deliveries,
             next_due_at_reports_earliest,
             endpoint_failing_since_and_disable,
@@ -1319,6 +1320,30 @@ pub async fn claim_due_leases_deliveries(store: &DynStore) {
     assert!(claim(store, now + secs(62)).await.is_empty(), "and claiming leases it anew");
     let far = store.claim_due(t + chrono::Duration::days(365), 1000, LEASE, &[]).await.unwrap();
     assert_eq!(job_keys(&far), all);
+}
+
+/// A scheduled message (Svix's `deliverAt`): stored at once, its deliveries due at their time.
+pub async fn scheduled_message_is_due_at_its_time(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let (e1, e2) = (setup_endpoint(store, &app.id).await, setup_endpoint(store, &app.id).await);
+    let at = t + mins(10);
+    let msg = new_message(&app.id, "user.created", t);
+    store.schedule_message(msg.clone(), vec![e1.id.clone(), e2.id.clone()], at).await.unwrap();
+    assert_eq!(store.get_message(&app.id, &msg.id).await.unwrap().as_ref(), Some(&msg), "stored at once");
+    let d = delivery(store, &app.id, &msg.id, &e1.id).await;
+    assert_eq!((d.status, d.next_attempt_at, d.attempts), (DeliveryStatus::Pending, Some(at), 0));
+    assert!(claim(store, t + secs(1)).await.is_empty(), "not due before its time");
+    assert!(claim(store, at - millis(1)).await.is_empty());
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), Some(at));
+    let jobs = claim(store, at).await;
+    assert_eq!(job_keys(&jobs), set([pair(&msg, &e1), pair(&msg, &e2)]));
+    assert!(jobs.iter().all(|j| j.delivery.trigger == TriggerType::Scheduled && *j.message == msg));
+    // Scheduled and immediate messages keep their order in the application's message list.
+    let now = new_message(&app.id, "user.created", t + millis(1));
+    store.create_message(now.clone(), vec![e1.id.clone()], None).await.unwrap();
+    let listed = store.list_messages(&app.id, &MessageFilter::default(), &page_req(10, None, false)).await.unwrap();
+    assert_eq!(listed.items.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), [msg.id.as_str(), now.id.as_str()]);
 }
 
 pub async fn claim_due_respects_initial_lease(store: &DynStore) {
