@@ -5,6 +5,7 @@
 //! answer names is already `finished`, and `/background-task` finds it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,7 +13,7 @@ use axum::response::IntoResponse;
 use futures::{StreamExt, TryStreamExt};
 use hooklane_core::model::DeliveryStatus;
 use hooklane_core::{DateTime, Utc};
-use hooklane_store::{AttemptFilter, MessageFilter, PageRequest, StoreError};
+use hooklane_store::{AttemptFilter, MessageFilter, PageRequest, StoreError, StoreResult};
 use serde::{Deserialize, Serialize};
 
 use super::check_names;
@@ -128,18 +129,15 @@ pub async fn bulk_replay(
             chosen.push(m.id.clone());
         }
         let (app_id, endpoint_id) = (&t.app.id, &ep.id);
-        replayed += futures::stream::iter(chosen)
-            .map(|msg_id| async move {
-                match store.resend(app_id, &msg_id, endpoint_id, now).await {
-                    Ok(()) => Ok(1),
-                    // Its content was deleted (or the message itself) since the page was read.
-                    Err(StoreError::Conflict(_) | StoreError::NotFound) => Ok(0),
-                    Err(e) => Err(e),
-                }
-            })
-            .buffer_unordered(IN_FLIGHT)
-            .try_fold(0u64, |n, one| async move { Ok(n + one) })
-            .await?;
+        replayed += count_done(chosen, |msg_id| async move {
+            match store.resend(app_id, &msg_id, endpoint_id, now).await {
+                Ok(()) => Ok(true),
+                // Its content was deleted (or the message itself) since the page was read.
+                Err(StoreError::Conflict(_) | StoreError::NotFound) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
         match found.items.last().filter(|_| !found.done) {
             Some((last, _)) => page.iterator = Some(last.id.clone()),
             None => break,
@@ -151,6 +149,20 @@ pub async fn bulk_replay(
     let out =
         TaskOut::finished("endpoint.bulk-replay", now).replayed(replayed).recorded(&s, &t.app.id, Some(&ep.id)).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(out)))
+}
+
+/// Does `one` for each message id, [`IN_FLIGHT`] at a time; answers how many it did
+/// (`Ok(true)`), or the first error.
+async fn count_done<F, Fut>(msg_ids: Vec<String>, one: F) -> StoreResult<u64>
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = StoreResult<bool>>,
+{
+    futures::stream::iter(msg_ids)
+        .map(one)
+        .buffer_unordered(IN_FLIGHT)
+        .try_fold(0u64, |n, done| async move { Ok(n + u64::from(done)) })
+        .await
 }
 
 /// The class (100, 200, … or 0 for no answer) of the last attempt of a message to an endpoint.
@@ -256,17 +268,14 @@ pub async fn expunge_all_contents(State(s): State<AppState>, t: Tenant) -> ApiRe
         let ids: Vec<String> = found.items.into_iter().map(|m| m.id).collect();
         let next = ids.last().filter(|_| !found.done).cloned();
         let app_id = &t.app.id;
-        expunged += futures::stream::iter(ids)
-            .map(|msg_id| async move {
-                match store.expunge_message_content(app_id, &msg_id, now).await {
-                    Ok(()) => Ok(1),
-                    Err(StoreError::NotFound) => Ok(0), // deleted meanwhile
-                    Err(e) => Err(e),
-                }
-            })
-            .buffer_unordered(IN_FLIGHT)
-            .try_fold(0u64, |n, one| async move { Ok(n + one) })
-            .await?;
+        expunged += count_done(ids, |msg_id| async move {
+            match store.expunge_message_content(app_id, &msg_id, now).await {
+                Ok(()) => Ok(true),
+                Err(StoreError::NotFound) => Ok(false), // deleted meanwhile
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
         match next {
             Some(last) => page.iterator = Some(last),
             None => break,
