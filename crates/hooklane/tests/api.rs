@@ -481,6 +481,7 @@ async fn event_type_lifecycle() {
         server.call("PATCH", "/api/v1/event-type/user.created", Some(json!({"featureFlag": "beta"}))).await;
     assert_eq!(status, 200, "{patched}");
     assert_eq!(patched["featureFlag"], "beta");
+    assert_eq!(patched["featureFlags"], json!(["beta"]), "Svix's list form too");
     assert_eq!(patched["description"], "A user was created");
     assert_eq!(patched["schemas"], schemas);
     let (status, patched) = server
@@ -489,6 +490,7 @@ async fn event_type_lifecycle() {
     assert_eq!(status, 200, "{patched}");
     assert_eq!(patched["description"], "changed");
     assert_eq!(patched["featureFlag"], Value::Null);
+    assert_eq!(patched["featureFlags"], Value::Null);
     let (status, body) = server.call("PATCH", "/api/v1/event-type/nope", Some(json!({"description": "x"}))).await;
     assert_error(status, &body, 404, "not_found");
 

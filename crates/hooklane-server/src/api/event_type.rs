@@ -126,6 +126,8 @@ pub struct EventTypeOut {
     archived: bool,
     deprecated: bool,
     feature_flag: Option<String>,
+    /// Svix's newer list form of `featureFlag`: the same flag, as a list (`null` without one).
+    feature_flags: Option<Vec<String>>,
     /// Left out of lists unless `with_content=true`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -141,6 +143,7 @@ impl EventTypeOut {
             description: e.description,
             archived: e.archived,
             deprecated: e.deprecated,
+            feature_flags: e.feature_flag.clone().map(|f| vec![f]),
             feature_flag: e.feature_flag,
             schemas: if with_content { e.schemas } else { None },
             created_at: e.created_at,
