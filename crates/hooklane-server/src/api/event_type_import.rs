@@ -46,8 +46,18 @@ use crate::state::AppState;
 
 /// Most JSON values one import may build: the parsed YAML (its aliases expanded) and, apart,
 /// the event types' schemas once `$ref`s are inlined. A document within the body limit holds
-/// far fewer; only multiplication (aliases, `$ref`s used many times) reaches this.
+/// far fewer; only multiplication (aliases, `$ref`s used many times) reaches this. Text
+/// counts too: a string (or key) counts one value more per [`TEXT_PER_VALUE`] bytes, so an
+/// alias or `$ref` copying a long text many times is bounded in bytes, not only in values.
 const MAX_VALUES: usize = 1_000_000;
+
+/// Bytes of text that count as one value against [`MAX_VALUES`] (so at most 16 MiB of text).
+const TEXT_PER_VALUE: usize = 16;
+
+/// What a string (or key) of `len` bytes counts against [`MAX_VALUES`].
+fn text_weight(len: usize) -> usize {
+    1 + len / TEXT_PER_VALUE
+}
 
 /// Deepest nesting of a schema once its `$ref`s are inlined. Stored schemas are read back
 /// with serde_json, which stops at 128 levels; this leaves room for `{"1": …}` and `$defs`.
@@ -329,7 +339,7 @@ pub(crate) enum SpecError {
     WebhooksNotAnObject(&'static str),
     #[error("webhook {name:?}: {msg}")]
     Webhook { name: String, msg: String },
-    #[error("is too large once its $refs are inlined: more than {MAX_VALUES} JSON values in all")]
+    #[error("is too large once its $refs are inlined: more than {MAX_VALUES} JSON values (or 16 MiB of text) in all")]
     TooLarge,
 }
 
@@ -358,12 +368,18 @@ struct Budgeted<'b> {
 
 impl Budgeted<'_> {
     fn take<E: de::Error>(&self) -> Result<(), E> {
-        match self.left.get().checked_sub(1) {
+        self.take_n(1)
+    }
+
+    fn take_n<E: de::Error>(&self, n: usize) -> Result<(), E> {
+        match self.left.get().checked_sub(n) {
             Some(left) => {
                 self.left.set(left);
                 Ok(())
             }
-            None => Err(E::custom(format_args!("more than {MAX_VALUES} values once its aliases are expanded"))),
+            None => Err(E::custom(format_args!(
+                "more than {MAX_VALUES} values (or 16 MiB of text) once its aliases are expanded"
+            ))),
         }
     }
 }
@@ -406,12 +422,12 @@ impl<'de> Visitor<'de> for Budgeted<'_> {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        self.take()?;
+        self.take_n(text_weight(v.len()))?;
         Ok(Value::String(v.to_owned()))
     }
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        self.take()?;
+        self.take_n(text_weight(v.len()))?;
         Ok(Value::String(v))
     }
 
@@ -492,7 +508,7 @@ impl<'de> Visitor<'de> for Key<'_> {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-        Budgeted { left: self.left }.take()?;
+        Budgeted { left: self.left }.take_n(text_weight(v.len()))?;
         Ok(v.to_owned())
     }
 }
@@ -668,18 +684,24 @@ impl<'a> Resolver<'a> {
         Ok(root)
     }
 
-    /// Counts one value at `depth` (the schema's root is at 0).
-    fn charge(&mut self, depth: usize) -> Result<(), Fault> {
+    /// Counts `value` at `depth` (the schema's root is at 0): one value, and its text (a
+    /// string's, an object's keys'); what it holds is counted as it is copied.
+    fn charge(&mut self, value: &Value, depth: usize) -> Result<(), Fault> {
         if depth > MAX_DEPTH {
             return Err(fault(format!("its schema nests deeper than {MAX_DEPTH} levels once its $refs are inlined")));
         }
-        self.left = self.left.checked_sub(1).ok_or(Fault::TooLarge)?;
+        let weight = match value {
+            Value::String(s) => text_weight(s.len()),
+            Value::Object(map) => 1 + map.keys().map(|k| text_weight(k.len())).sum::<usize>(),
+            _ => 1,
+        };
+        self.left = self.left.checked_sub(weight).ok_or(Fault::TooLarge)?;
         Ok(())
     }
 
     /// A schema (or a part of one) with its `$ref`s inlined.
     fn schema(&mut self, value: &'a Value, depth: usize) -> Result<Value, Fault> {
-        self.charge(depth)?;
+        self.charge(value, depth)?;
         match value {
             Value::Object(map) => {
                 if let Some(Value::String(reference)) = map.get("$ref") {
@@ -706,7 +728,7 @@ impl<'a> Resolver<'a> {
         }
         match value {
             Value::Object(named) if SCHEMA_MAPS.contains(&key) => {
-                self.charge(depth)?;
+                self.charge(value, depth)?;
                 let mut out = Map::new();
                 for (name, schema) in named {
                     let schema = self.schema(schema, depth + 1)?;
@@ -753,7 +775,7 @@ impl<'a> Resolver<'a> {
 
     /// A copy of data (an example, a default) counted against the budget.
     fn data(&mut self, value: &Value, depth: usize) -> Result<Value, Fault> {
-        self.charge(depth)?;
+        self.charge(value, depth)?;
         Ok(match value {
             Value::Object(map) => {
                 let mut out = Map::new();
@@ -1041,6 +1063,16 @@ mod tests {
         });
         assert_eq!(refused(spec), SpecError::TooLarge);
 
+        // Few values but long text: a 200 KB description used by 1,000 properties.
+        let big = json!({ "type": "string", "description": "x".repeat(200_000) });
+        let props: serde_json::Map<String, Value> =
+            (0..1_000).map(|i| (format!("p{i}"), json!({ "$ref": "#/components/schemas/Big" }))).collect();
+        let spec = json!({
+            "webhooks": { "wordy": posting(json!({ "type": "object", "properties": props })) },
+            "components": { "schemas": { "Big": big } },
+        });
+        assert_eq!(refused(spec), SpecError::TooLarge);
+
         // A chain of distinct schemas, each holding the next as a property: two levels each.
         let mut schemas = serde_json::Map::new();
         let levels = MAX_DEPTH / 2 + 1;
@@ -1194,8 +1226,17 @@ components:
         let aliases = vec!["*l"; 5_000].join(", ");
         let quadratic = format!("l: &l [{list}]\nm: [{aliases}]\n");
         match parse_raw(&quadratic) {
-            Err(SpecError::Unparsable(msg)) => assert!(msg.contains("values once its aliases"), "{msg}"),
+            Err(SpecError::Unparsable(msg)) => assert!(msg.contains("once its aliases are expanded"), "{msg}"),
             other => panic!("{:?}", other.map(|_| "parsed")),
         }
+        // Few values but long text: one 200 KB string aliased 1,000 times would be 200 MB.
+        let text = format!("t: &t \"{}\"\nm: [{}]\n", "x".repeat(200_000), vec!["*t"; 1_000].join(", "));
+        match parse_raw(&text) {
+            Err(SpecError::Unparsable(msg)) => assert!(msg.contains("16 MiB of text"), "{msg}"),
+            other => panic!("{:?}", other.map(|_| "parsed")),
+        }
+        // The same text aliased a few times is fine.
+        let few = format!("t: &t \"{}\"\nm: [*t, *t]\n", "x".repeat(200_000));
+        assert!(parse_raw(&few).is_ok());
     }
 }
