@@ -129,8 +129,9 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// An attempt's outcome moves its delivery on only while the delivery is still leased
     /// (or already finished): a delivery found pending and not leased was queued again while
-    /// the attempt was on the wire, by a resend or by another node after the lease ran out,
-    /// and keeps that newer state. The attempt itself is always logged.
+    /// the attempt was on the wire (a resend, or its lease handed back), and keeps that newer
+    /// state. The attempt itself is always logged. (A delivery leased again by another node
+    /// after the lease ran out does take the late outcome: at-least-once, as before.)
     async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>, disable_after: Duration)
         -> StoreResult<Vec<String>>;
     /// Marks deliveries failed without an attempt (their endpoint was disabled or deleted).

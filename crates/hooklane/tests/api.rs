@@ -491,6 +491,22 @@ async fn event_type_lifecycle() {
     assert_eq!(patched["description"], "changed");
     assert_eq!(patched["featureFlag"], Value::Null);
     assert_eq!(patched["featureFlags"], Value::Null);
+    // Svix's list form, on PATCH and PUT: one flag sets it, an empty list clears it.
+    for (method, body, want) in [
+        ("PATCH", json!({"featureFlags": ["gamma"]}), json!("gamma")),
+        ("PATCH", json!({"featureFlags": []}), Value::Null),
+        ("PUT", json!({"description": "put", "featureFlags": ["delta"]}), json!("delta")),
+    ] {
+        let (status, out) = server.call(method, "/api/v1/event-type/user.created", Some(body)).await;
+        assert_eq!((status, &out["featureFlag"]), (200, &want), "{method}: {out}");
+    }
+    let (status, err) =
+        server.call("PATCH", "/api/v1/event-type/user.created", Some(json!({"featureFlags": ["a", "b"]}))).await;
+    assert_invalid(status, &err, "featureFlags");
+    let (status, err) = server
+        .call("PATCH", "/api/v1/event-type/user.created", Some(json!({"featureFlag": "a", "featureFlags": ["b"]})))
+        .await;
+    assert_invalid(status, &err, "featureFlags");
     let (status, body) = server.call("PATCH", "/api/v1/event-type/nope", Some(json!({"description": "x"}))).await;
     assert_error(status, &body, 404, "not_found");
 

@@ -485,12 +485,15 @@ async fn bulk_replay_resends_the_chosen_messages_and_attempt_stats_count_them() 
     let window = json!({ "since": since - chrono::Duration::hours(2), "until": since - chrono::Duration::hours(1) });
     let (status, task) = server.call("POST", &replay, Some(window)).await;
     assert_eq!((status, &task["replayed"]), (202, &json!(0)), "{task}");
+    // Svix's "canceled" status: hooklane cancels nothing, so nothing matches.
+    let (status, task) = server.call("POST", &replay, Some(json!({ "since": since, "status": 4 }))).await;
+    assert_eq!((status, &task["replayed"]), (202, &json!(0)), "{task}");
     settle().await;
     assert_eq!(rx.received().len(), 8, "nothing else was sent");
 
     // Each replay is a task of its own.
     let (_, tasks) = server.call("GET", "/api/v1/background-task?task=endpoint.bulk-replay", None).await;
-    assert_eq!(tasks["data"].as_array().map(Vec::len), Some(4), "{tasks}");
+    assert_eq!(tasks["data"].as_array().map(Vec::len), Some(5), "{tasks}");
     assert_eq!(tasks["data"][0]["data"]["endpointId"], ep.as_str());
 
     // Bad input, and a disabled endpoint.

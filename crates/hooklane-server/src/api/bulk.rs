@@ -50,9 +50,9 @@ pub struct BulkReplayIn {
     #[serde(default)]
     tag: Option<String>,
     /// Only messages whose delivery to the endpoint is in this state: 0 success, 1 pending,
-    /// 2 fail, 3 sending.
+    /// 2 fail, 3 sending; Svix's 4 (canceled) matches nothing, as hooklane cancels nothing.
     #[serde(default)]
-    #[schema(minimum = 0, maximum = 3)]
+    #[schema(minimum = 0, maximum = 4)]
     status: Option<i64>,
     /// Only messages whose last attempt to the endpoint got an answer of this class: 100,
     /// 200, 300, 400 or 500, or 0 for none (a timeout or a refused connection).
@@ -97,12 +97,14 @@ pub async fn bulk_replay(
         return Err(ApiError::validation("until", "must be after since"));
     }
     check_names("eventTypes", &input.event_types, 256)?;
+    const CANCELED: i64 = 4;
     let status = match input.status {
-        None => None,
+        None | Some(CANCELED) => None,
         Some(code) => Some(
-            DeliveryStatus::from_code(code).ok_or_else(|| ApiError::validation("status", "must be 0, 1, 2 or 3"))?,
+            DeliveryStatus::from_code(code).ok_or_else(|| ApiError::validation("status", "must be 0, 1, 2, 3 or 4"))?,
         ),
     };
+    let nothing_matches = input.status == Some(CANCELED);
     if input.status_code_class.is_some_and(|c| ![0, 100, 200, 300, 400, 500].contains(&c)) {
         return Err(ApiError::validation("statusCodeClass", "must be 0, 100, 200, 300, 400 or 500"));
     }
@@ -114,22 +116,40 @@ pub async fn bulk_replay(
         // The store's `after` is exclusive; `since` is not.
         after: Some(input.since - chrono::Duration::milliseconds(1)),
     };
+    let chosen = Chosen { filter, status, status_code_class: input.status_code_class };
+    let replayed = if nothing_matches { 0 } else { replay(&s, &t.app.id, &ep.id, &chosen, now).await? };
+    if replayed > 0 {
+        s.0.dispatcher.retry_endpoint_now(&ep.id);
+    }
+    let out =
+        TaskOut::finished("endpoint.bulk-replay", now).replayed(replayed).recorded(&s, &t.app.id, Some(&ep.id)).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(out)))
+}
+
+/// Which of an endpoint's messages a bulk replay sends again.
+struct Chosen {
+    filter: MessageFilter,
+    status: Option<DeliveryStatus>,
+    status_code_class: Option<i32>,
+}
+
+/// Queues again, as resends, the endpoint's messages that `chosen` picks; answers how many.
+async fn replay(s: &AppState, app_id: &str, endpoint_id: &str, chosen: &Chosen, now: DateTime<Utc>) -> ApiResult<u64> {
     let store = &s.0.store;
     let mut page = PageRequest { limit: CHUNK, iterator: None, descending: false };
     let mut replayed = 0u64;
     loop {
-        let found = store.endpoint_messages(&t.app.id, &ep.id, &filter, status, &page).await?;
-        let mut chosen = Vec::with_capacity(found.items.len());
+        let found = store.endpoint_messages(app_id, endpoint_id, &chosen.filter, chosen.status, &page).await?;
+        let mut picked = Vec::with_capacity(found.items.len());
         for (m, _) in &found.items {
-            if let Some(class) = input.status_code_class {
-                if last_answer_class(&s, &t.app.id, &m.id, &ep.id).await? != Some(class) {
+            if let Some(class) = chosen.status_code_class {
+                if last_answer_class(s, app_id, &m.id, endpoint_id).await? != Some(class) {
                     continue;
                 }
             }
-            chosen.push(m.id.clone());
+            picked.push(m.id.clone());
         }
-        let (app_id, endpoint_id) = (&t.app.id, &ep.id);
-        replayed += count_done(chosen, |msg_id| async move {
+        replayed += count_done(picked, |msg_id| async move {
             match store.resend(app_id, &msg_id, endpoint_id, now).await {
                 Ok(()) => Ok(true),
                 // Its content was deleted (or the message itself) since the page was read.
@@ -140,15 +160,9 @@ pub async fn bulk_replay(
         .await?;
         match found.items.last().filter(|_| !found.done) {
             Some((last, _)) => page.iterator = Some(last.id.clone()),
-            None => break,
+            None => return Ok(replayed),
         }
     }
-    if replayed > 0 {
-        s.0.dispatcher.retry_endpoint_now(&ep.id);
-    }
-    let out =
-        TaskOut::finished("endpoint.bulk-replay", now).replayed(replayed).recorded(&s, &t.app.id, Some(&ep.id)).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(out)))
 }
 
 /// Does `one` for each message id, [`IN_FLIGHT`] at a time; answers how many it did

@@ -46,16 +46,7 @@ pub struct EventTypeIn {
 impl EventTypeIn {
     /// The event type this describes, validated, as created at `now`.
     pub(crate) fn build(self, now: DateTime<Utc>) -> ApiResult<EventType> {
-        let mut flags = self.feature_flags.unwrap_or_default();
-        if flags.len() > 1 {
-            return Err(ApiError::validation("featureFlags", "hooklane keeps one feature flag per event type"));
-        }
-        let feature_flag = match (self.feature_flag, flags.pop()) {
-            (Some(one), Some(other)) if one != other => {
-                return Err(ApiError::validation("featureFlags", "must be the same flag as featureFlag"))
-            }
-            (one, other) => one.or(other),
-        };
+        let feature_flag = one_flag(self.feature_flag, self.feature_flags)?;
         let et = EventType {
             name: self.name,
             description: self.description,
@@ -85,6 +76,9 @@ pub struct EventTypeUpdate {
     /// 1–256 of `[a-zA-Z0-9-_.]`.
     #[serde(default)]
     feature_flag: Option<String>,
+    /// Svix's list form of `featureFlag` (at most one item, as for `POST`).
+    #[serde(default)]
+    feature_flags: Option<Vec<String>>,
     /// JSON Schemas of the payload, by version (an object).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
@@ -92,6 +86,20 @@ pub struct EventTypeUpdate {
     /// Accepted for Svix compatibility, not used.
     #[serde(default, rename = "groupName")]
     _group_name: Option<serde_json::Value>,
+}
+
+/// The one flag hooklane keeps, from `featureFlag` and Svix's list form `featureFlags`.
+fn one_flag(flag: Option<String>, flags: Option<Vec<String>>) -> ApiResult<Option<String>> {
+    let mut flags = flags.unwrap_or_default();
+    if flags.len() > 1 {
+        return Err(ApiError::validation("featureFlags", "hooklane keeps one feature flag per event type"));
+    }
+    match (flag, flags.pop()) {
+        (Some(one), Some(other)) if one != other => {
+            Err(ApiError::validation("featureFlags", "must be the same flag as featureFlag"))
+        }
+        (one, other) => Ok(one.or(other)),
+    }
 }
 
 /// Changes to an event type: absent fields stay as they are, `null` clears one.
@@ -112,9 +120,16 @@ pub struct EventTypePatch {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     feature_flag: Patch<String>,
+    /// Svix's list form of `featureFlag`: one flag sets it, `[]` or `null` clears it.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    feature_flags: Patch<Vec<String>>,
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     schemas: Patch<serde_json::Value>,
+    /// Accepted for Svix compatibility, not used.
+    #[serde(default, rename = "groupName")]
+    _group_name: Option<serde_json::Value>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -260,7 +275,7 @@ pub async fn put(
         description: input.description,
         archived: input.archived,
         deprecated: input.deprecated,
-        feature_flag: input.feature_flag,
+        feature_flag: one_flag(input.feature_flag, input.feature_flags)?,
         schemas: input.schemas,
         created_at: now,
         updated_at: now,
@@ -319,7 +334,17 @@ pub async fn patch(
     p.description.apply("description", &mut et.description)?;
     p.archived.apply("archived", &mut et.archived)?;
     p.deprecated.apply("deprecated", &mut et.deprecated)?;
-    p.feature_flag.apply_opt(&mut et.feature_flag);
+    let flags = match p.feature_flags {
+        Patch::Absent => Patch::Absent,
+        Patch::Null => Patch::Null,
+        Patch::Set(list) => one_flag(None, Some(list))?.map_or(Patch::Null, Patch::Set),
+    };
+    let flag = match (p.feature_flag, flags) {
+        (Patch::Absent, other) | (other, Patch::Absent) => other,
+        (one, other) if one == other => one,
+        _ => return Err(ApiError::validation("featureFlags", "must be the same flag as featureFlag")),
+    };
+    flag.apply_opt(&mut et.feature_flag);
     p.schemas.apply_opt(&mut et.schemas);
     et.updated_at = super::now();
     validate(&et)?;

@@ -746,6 +746,10 @@ impl<'a> Resolver<'a> {
         if self.stack.iter().any(|r| r == reference) {
             return Ok(json!({ "$ref": self.def_ref(reference) }));
         }
+        // A chain of distinct `$ref`s to `$ref`s adds no depth of its own, but a frame each.
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(fault(format!("its schema nests more than {MAX_DEPTH} $refs inside one another")));
+        }
         let target = self.lookup(reference)?;
         self.stack.push(reference.to_owned());
         let resolved = self.schema(target, depth);
@@ -1062,6 +1066,22 @@ mod tests {
             "components": { "schemas": schemas },
         });
         assert_eq!(refused(spec), SpecError::TooLarge);
+
+        // A long chain of distinct `$ref`s each only pointing at the next: no depth, no size,
+        // but a frame per link (a 1 MiB document holds tens of thousands).
+        let mut schemas = serde_json::Map::new();
+        for link in 0..20_000 {
+            schemas.insert(format!("R{link}"), json!({ "$ref": format!("#/components/schemas/R{}", link + 1) }));
+        }
+        schemas.insert("R20000".into(), json!({ "type": "string" }));
+        let spec = json!({
+            "webhooks": { "chain": posting(json!({ "$ref": "#/components/schemas/R0" })) },
+            "components": { "schemas": schemas },
+        });
+        match refused(spec) {
+            SpecError::Webhook { name, msg } => assert!(name == "chain" && msg.contains("$refs inside"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
 
         // Few values but long text: a 200 KB description used by 1,000 properties.
         let big = json!({ "type": "string", "description": "x".repeat(200_000) });
