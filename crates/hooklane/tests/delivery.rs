@@ -527,11 +527,15 @@ async fn a_scheduled_message_is_sent_at_its_time() {
     let server = Server::start("").await;
     let rx = Receiver::start().await;
     let app = server.create_app("scheduled").await;
-    let (_ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
     let at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
     let body = json!({ "eventType": "a.b", "payload": { "later": true }, "deliverAt": at });
     let (status, scheduled) = server.call("POST", &format!("/api/v1/app/{app}/msg"), Some(body)).await;
     assert_eq!(status, 202, "{scheduled}");
+    // Changing the endpoint makes its paused deliveries due at once: not a scheduled one.
+    let (status, _) =
+        server.call("PATCH", &format!("/api/v1/app/{app}/endpoint/{ep}"), Some(json!({ "description": "x" }))).await;
+    assert_eq!(status, 200);
     let scheduled = scheduled["id"].as_str().unwrap_or_default().to_string();
     let past =
         json!({ "eventType": "a.b", "payload": {}, "deliverAt": chrono::Utc::now() - chrono::Duration::hours(1) });

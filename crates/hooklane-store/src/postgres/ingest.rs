@@ -306,9 +306,11 @@ pub(super) const INGEST_SQL: &str = "WITH input AS ( \
                  FROM input ON CONFLICT DO NOTHING RETURNING id, seq, ordering_key \
              ), d AS ( \
                  INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
-                     updated_at, lane_seq, lane_key) \
+                     updated_at, lane_seq, lane_key, not_before) \
                  SELECT k.msg_id, k.endpoint_id, k.app_id, 1, 0, CASE WHEN k.leased AND e.fifo IS TRUE THEN k.at ELSE k.due END, \
-                     k.leased AND e.fifo IS NOT TRUE, 0, k.at, CASE WHEN e.fifo THEN m.seq END, COALESCE(m.ordering_key, '') \
+                     k.leased AND e.fifo IS NOT TRUE, 0, k.at, \
+                     CASE WHEN e.fifo AND (k.leased OR k.due <= k.at) THEN m.seq END, COALESCE(m.ordering_key, ''), \
+                     CASE WHEN NOT k.leased AND k.due > k.at THEN k.due END \
                  FROM UNNEST($12::text[], $13::text[], $14::text[], $15::bigint[], $16::boolean[], $17::bigint[]) \
                      AS k(msg_id, endpoint_id, app_id, due, leased, at) \
                  JOIN m ON m.id = k.msg_id \

@@ -205,10 +205,10 @@ pub async fn reorder<C: GenericClient>(c: &C, endpoint_id: &str, fifo: bool, now
             c,
             &format!(
                 "UPDATE deliveries SET lane_seq = (SELECT seq FROM messages WHERE id = deliveries.msg_id), \
-                 lane_key = {} WHERE endpoint_id = $1 AND status = 1",
+                 lane_key = {} WHERE endpoint_id = $1 AND status = 1 AND (not_before IS NULL OR not_before <= $2)",
                 lane_key_sql("deliveries.msg_id")
             ),
-            &[&endpoint_id],
+            &[&endpoint_id, &now],
         )
         .await?;
     } else {

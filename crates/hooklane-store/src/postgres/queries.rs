@@ -958,7 +958,8 @@ pub async fn hasten_deliveries<C: GenericClient>(c: &C, endpoint_id: &str, until
     execute(
         c,
         "UPDATE deliveries SET due_at = $3 \
-         WHERE endpoint_id = $1 AND status = 1 AND NOT leased AND due_at > $3 AND due_at <= $2",
+         WHERE endpoint_id = $1 AND status = 1 AND NOT leased AND due_at > $3 AND due_at <= $2 \
+         AND (not_before IS NULL OR not_before <= $3)",
         &[&endpoint_id, &until, &now],
     )
     .await
@@ -984,7 +985,7 @@ pub async fn resend<C: GenericClient>(
              ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, \
                  due_at = CASE WHEN {in_flight} THEN deliveries.due_at ELSE EXCLUDED.due_at END, \
                  leased = {in_flight}, trigger_type = 1, updated_at = EXCLUDED.updated_at, \
-                 lane_seq = EXCLUDED.lane_seq, lane_key = EXCLUDED.lane_key",
+                 lane_seq = EXCLUDED.lane_seq, lane_key = EXCLUDED.lane_key, not_before = NULL",
             lane_seq_sql("$2::text", "$1::text"),
             lane_key_sql("$1::text"),
             // A lane's delivery being sent right now is not sent a second time beside it.

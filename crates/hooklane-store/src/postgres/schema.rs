@@ -252,6 +252,10 @@ CREATE TABLE background_tasks (
 CREATE INDEX background_tasks_by_app ON background_tasks (app_id, id);
 CREATE INDEX background_tasks_by_time ON background_tasks (updated_at);
 "#,
+    // Scheduled messages (the SQLite migration says what for).
+    r#"
+ALTER TABLE deliveries ADD COLUMN not_before BIGINT;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

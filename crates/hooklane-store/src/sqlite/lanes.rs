@@ -135,10 +135,10 @@ pub fn reorder(conn: &Connection, endpoint_id: &str, fifo: bool, now: i64) -> St
             conn,
             &format!(
                 "UPDATE deliveries SET lane_seq = (SELECT seq FROM messages WHERE id = deliveries.msg_id), \
-                 lane_key = {} WHERE endpoint_id = ?1 AND status = 1",
+                 lane_key = {} WHERE endpoint_id = ?1 AND status = 1 AND (not_before IS NULL OR not_before <= ?2)",
                 lane_key_sql("deliveries.msg_id")
             ),
-            [endpoint_id],
+            params![endpoint_id, now],
         )?;
     } else {
         execute(

@@ -311,14 +311,16 @@ pub fn insert_message(
     // at this write.
     let seq = conn.last_insert_rowid();
     // ?4: the lease's end when leasing is asked (a FIFO endpoint's delivery is due now
-    // instead), else when the deliveries are first due.
+    // instead), else when the deliveries are first due: later than now for a scheduled
+    // message, whose deliveries are not sent before then and join no lane (its order would
+    // hold the lane up, or the lane send it early).
     let mut stmt = conn
         .prepare_cached(
             "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
-             updated_at, lane_seq, lane_key) \
+             updated_at, lane_seq, lane_key, not_before) \
              SELECT ?1, ?2, ?3, 1, 0, CASE WHEN l.leased OR NOT ?8 THEN ?4 ELSE ?5 END, l.leased, 0, ?5, \
-                 CASE WHEN l.fifo THEN ?6 END, ?7 \
-             FROM (SELECT f.fifo, ?8 AND NOT f.fifo AS leased \
+                 CASE WHEN l.fifo AND NOT l.scheduled THEN ?6 END, ?7, CASE WHEN l.scheduled THEN ?4 END \
+             FROM (SELECT f.fifo, ?8 AND NOT f.fifo AS leased, NOT ?8 AND ?4 > ?5 AS scheduled \
                    FROM (SELECT COALESCE((SELECT fifo FROM endpoints WHERE id = ?2), 0) AS fifo) f) l \
              RETURNING leased",
         )
@@ -742,7 +744,8 @@ pub fn hasten_deliveries(conn: &Connection, endpoint_id: &str, until: i64, now: 
     let n = execute(
         conn,
         "UPDATE deliveries SET due_at = ?3 \
-         WHERE endpoint_id = ?1 AND status = 1 AND leased = 0 AND due_at > ?3 AND due_at <= ?2",
+         WHERE endpoint_id = ?1 AND status = 1 AND leased = 0 AND due_at > ?3 AND due_at <= ?2 \
+         AND (not_before IS NULL OR not_before <= ?3)",
         params![endpoint_id, until, now],
     )?;
     Ok(n as u64)
@@ -772,7 +775,8 @@ pub fn resend(conn: &Connection, app_id: &str, msg_id: &str, endpoint_id: &str, 
              updated_at, lane_seq, lane_key) VALUES (?1, ?2, ?3, 1, 0, ?4, 0, 1, ?4, {lane}, {key}) \
              ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, \
              due_at = CASE WHEN {in_flight} THEN due_at ELSE ?4 END, leased = CASE WHEN {in_flight} THEN 1 ELSE 0 END, \
-             trigger_type = 1, updated_at = ?4, lane_seq = excluded.lane_seq, lane_key = excluded.lane_key",
+             trigger_type = 1, updated_at = ?4, lane_seq = excluded.lane_seq, lane_key = excluded.lane_key, \
+             not_before = NULL",
             // A lane's delivery being sent right now is not sent a second time beside it
             // (the lane would move on when the first attempt is recorded).
             in_flight = "(lane_seq IS NOT NULL AND leased = 1 AND due_at > ?4)",

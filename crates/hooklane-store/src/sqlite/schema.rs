@@ -266,6 +266,13 @@ CREATE TABLE background_tasks (
 CREATE INDEX background_tasks_by_app ON background_tasks (app_id, id);
 CREATE INDEX background_tasks_by_time ON background_tasks (updated_at);
 "#,
+    // Scheduled messages (Svix's `deliverAt`): a delivery is not sent before `not_before`.
+    // Kept apart from `due_at`, which pauses, retries and lanes move: making paused
+    // deliveries due at once (a fixed endpoint) must not send a scheduled one early. NULL
+    // for every delivery not scheduled.
+    r#"
+ALTER TABLE deliveries ADD COLUMN not_before INTEGER;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

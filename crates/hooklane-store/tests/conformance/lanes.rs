@@ -287,3 +287,26 @@ pub async fn fifo_concurrent_leased_posts_hand_over_their_own_concurrent_deliver
     accepted.sort();
     assert_eq!(sent, accepted, "the lane sends each accepted message once");
 }
+
+/// A scheduled message's delivery to a FIFO endpoint (the API refuses one; an endpoint made
+/// FIFO meanwhile can get one) joins no lane: the lane neither waits for it nor sends it early.
+pub async fn scheduled_message_joins_no_lane(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let fifo = setup_fifo_endpoint(store, &app.id).await;
+    let head = post(store, &app.id, &[&fifo], t).await;
+    let at = t + mins(10);
+    let msg = new_message(&app.id, "user.created", t + millis(1));
+    store.schedule_message(msg.clone(), vec![fifo.id.clone()], at).await.unwrap();
+    let behind = post(store, &app.id, &[&fifo], t + millis(2)).await;
+    assert_eq!(job_keys(&claim(store, t + secs(1)).await), set([pair(&head, &fifo)]), "the lane's head only");
+    record(store, &head, &fifo, t + secs(1), NextStep::Succeeded).await;
+    assert_eq!(
+        job_keys(&claim(store, t + secs(2)).await),
+        set([pair(&behind, &fifo)]),
+        "the lane does not wait for it"
+    );
+    record(store, &behind, &fifo, t + secs(2), NextStep::Succeeded).await;
+    assert!(claim(store, at - millis(1)).await.is_empty(), "nor sends it early");
+    assert_eq!(job_keys(&claim(store, at).await), set([pair(&msg, &fifo)]), "at its time");
+}

@@ -68,6 +68,7 @@ macro_rules! store_conformance_tests {
             claim_due_leases_deliveries,
             claim_due_respects_initial_lease,
             scheduled_message_is_due_at_its_time,
+            scheduled_message_joins_no_lane,
             record_attempts_moves_deliveries,
             next_due_at_reports_earliest,
             endpoint_failing_since_and_disable,
@@ -1334,6 +1335,8 @@ pub async fn scheduled_message_is_due_at_its_time(store: &DynStore) {
     let d = delivery(store, &app.id, &msg.id, &e1.id).await;
     assert_eq!((d.status, d.next_attempt_at, d.attempts), (DeliveryStatus::Pending, Some(at), 0));
     assert!(claim(store, t + secs(1)).await.is_empty(), "not due before its time");
+    // Making an endpoint's paused deliveries due at once (it was fixed) leaves the schedule.
+    assert_eq!(store.hasten_deliveries(&e1.id, at + hours(1), t + secs(1)).await.unwrap(), 0);
     assert!(claim(store, at - millis(1)).await.is_empty());
     assert_eq!(store.next_due_at(&[]).await.unwrap(), Some(at));
     let jobs = claim(store, at).await;
