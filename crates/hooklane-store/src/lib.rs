@@ -65,7 +65,8 @@ pub trait Store: Send + Sync + 'static {
         leased_until: Option<DateTime<Utc>>,
     ) -> StoreResult<Vec<String>>;
     /// Writes the message as [`Store::create_message`] does, with its deliveries first due
-    /// at `due_at` (none leased): Svix's `deliverAt`.
+    /// at `due_at` (none leased) and never sent before it (a resend excepted): Svix's
+    /// `deliverAt`. They join no FIFO lane, whose order would hold them or hurry them.
     async fn schedule_message(&self, msg: Message, endpoint_ids: Vec<String>, due_at: DateTime<Utc>)
         -> StoreResult<()>;
     /// By id or by `eventId`.
@@ -142,7 +143,8 @@ pub trait Store: Send + Sync + 'static {
     /// Makes the endpoint's waiting (not leased) pending deliveries that fall due after
     /// `now` but no later than `until` due at `now`; returns how many. Used when an
     /// endpoint's circuit is reset by someone who changed the endpoint or asked for its
-    /// deliveries: those paused for its cool-down need not wait it out.
+    /// deliveries: those paused for its cool-down need not wait it out. A scheduled delivery
+    /// is not made due before its time ([`Store::schedule_message`]).
     async fn hasten_deliveries(&self, endpoint_id: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64>;
     /// Queues one message for one endpoint again (manual trigger), returning the job.
     async fn resend(&self, app_id: &str, msg_id: &str, endpoint_id: &str, now: DateTime<Utc>) -> StoreResult<()>;
