@@ -93,6 +93,25 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/dashboard-access/{app_id}", post(auth::dashboard_access))
         .route("/auth/logout", post(auth::logout))
         .route("/auth/whoami", get(auth::whoami))
+        .route(
+            "/operational-webhook/endpoint",
+            get(api::operational_endpoint::list).post(api::operational_endpoint::create),
+        )
+        .route(
+            "/operational-webhook/endpoint/{endpoint_id}",
+            get(api::operational_endpoint::get)
+                .put(api::operational_endpoint::put)
+                .delete(api::operational_endpoint::delete),
+        )
+        .route("/operational-webhook/endpoint/{endpoint_id}/secret", get(api::operational_endpoint::get_secret))
+        .route(
+            "/operational-webhook/endpoint/{endpoint_id}/secret/rotate",
+            post(api::operational_endpoint::rotate_secret),
+        )
+        .route(
+            "/operational-webhook/endpoint/{endpoint_id}/headers",
+            get(api::operational_endpoint::get_headers).put(api::operational_endpoint::put_headers),
+        )
         .route("/environment/export", post(api::environment::export))
         .route("/environment/import", post(api::environment::import))
         .route("/background-task", get(api::background_task::list))

@@ -284,6 +284,7 @@ pub struct InvalidQuery(ErrorBody);
         (name = "Source", description = "Inbound: URLs that providers post to, verified and forwarded."),
         (name = "Background Task", description = "What recoveries, replays and purges did."),
         (name = "Environment", description = "The event catalogue, exported and imported whole."),
+        (name = "Operational Webhook", description = "The endpoints that hear what happens to your customers' endpoints."),
         (name = "Health", description = "Whether the server answers."),
     )
 )]
@@ -318,6 +319,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         api::background_task::Doc::openapi(),
         api::bulk::Doc::openapi(),
         api::environment::Doc::openapi(),
+        api::operational_endpoint::Doc::openapi(),
         api::message::Doc::openapi(),
         api::events::Doc::openapi(),
         api::source::Doc::openapi(),

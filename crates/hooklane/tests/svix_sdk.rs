@@ -18,7 +18,8 @@ use svix::models::{
     BackgroundTaskStatus, BackgroundTaskType, BulkExpungeContentsIn, BulkExpungeStatus, BulkReplayIn,
     EndpointHeadersIn, EndpointIn, EndpointPatch, EndpointSecretRotateIn, EndpointUpsertIn, EnvironmentIn,
     EventExampleIn, EventTypeImportOpenApiIn, EventTypeIn, EventTypePatch, MessageIn, MessagePrecheckIn, MessageStatus,
-    RecoverIn, ReplayIn,
+    OperationalWebhookEndpointHeadersIn, OperationalWebhookEndpointIn, OperationalWebhookEndpointSecretIn,
+    OperationalWebhookEndpointUpsertIn, RecoverIn, ReplayIn,
 };
 
 fn sdk(server: &Server) -> Svix {
@@ -508,4 +509,80 @@ async fn the_svix_sdk_bulk_operations_work_unchanged() {
     let imported = export.event_types.iter().find(|e| e.name == "a.b").expect("imported event type exported");
     assert_eq!((imported.description.as_str(), imported.feature_flag.as_deref()), ("A", Some("beta")));
     assert!(export.connectors.is_empty());
+}
+
+/// Operational webhook endpoints through the SDK: the endpoints of the operational
+/// application, created with it, and hearing about another application's endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_svix_sdk_manages_operational_webhook_endpoints() {
+    let server = Server::start("operational_app = \"ops-hooks\"").await;
+    let rx = Receiver::start().await;
+    let svix = sdk(&server);
+    let ops = svix.operational_webhook().endpoint();
+    let created = ops
+        .create(
+            OperationalWebhookEndpointIn {
+                uid: Some("pager".into()),
+                ..OperationalWebhookEndpointIn::new(rx.url.clone())
+            },
+            None,
+        )
+        .await
+        .expect("operational endpoint create");
+    assert_eq!(
+        svix.application().get("ops-hooks".into()).await.expect("the operational application made").name,
+        "Operational webhooks"
+    );
+    let listed = ops.list(None).await.expect("list");
+    assert_eq!(listed.data.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), [created.id.as_str()]);
+    assert_eq!(ops.get("pager".into()).await.expect("get by uid").id, created.id);
+    let updated = ops
+        .upsert(
+            created.id.clone(),
+            OperationalWebhookEndpointUpsertIn {
+                description: Some("pager duty".into()),
+                ..OperationalWebhookEndpointUpsertIn::new(rx.url.clone())
+            },
+        )
+        .await
+        .expect("update");
+    assert_eq!(updated.description, "pager duty");
+    ops.set_headers(
+        created.id.clone(),
+        OperationalWebhookEndpointHeadersIn::new([("x-team".into(), "ops".into())].into()),
+    )
+    .await
+    .expect("set headers");
+    assert_eq!(
+        ops.get_headers(created.id.clone()).await.expect("get headers").headers.get("x-team").map(String::as_str),
+        Some("ops")
+    );
+    let old = ops.get_secret(created.id.clone()).await.expect("get secret").key;
+    ops.rotate_secret(created.id.clone(), OperationalWebhookEndpointSecretIn::new(), None).await.expect("rotate");
+    let secret = ops.get_secret(created.id.clone()).await.expect("new secret").key;
+    assert_ne!(secret, old);
+
+    // An endpoint created in a customer's application is announced to it, signed.
+    let customer = svix.application().create(ApplicationIn::new("Customer".into()), None).await.expect("app");
+    svix.endpoint()
+        .create(customer.id.clone(), EndpointIn::new("https://example.com/hook".into()), None)
+        .await
+        .expect("endpoint");
+    let got = rx.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].json()["type"], "endpoint.created");
+    assert_eq!(got[0].header("x-team"), "ops");
+    let verifier = svix::webhooks::Webhook::new(&secret).expect("secret parses");
+    let mut headers = http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(name, got[0].header(name).parse().expect("header"));
+    }
+    verifier.verify(&got[0].body, &headers).expect("signed with the rotated secret");
+
+    ops.delete(created.id.clone()).await.expect("delete");
+    assert!(ops.get(created.id.clone()).await.is_err(), "deleted");
+
+    // Without `operational_app`, the operations are refused (409), not silently kept.
+    let plain = Server::start("").await;
+    let refused = sdk(&plain).operational_webhook().endpoint().list(None).await;
+    assert!(format!("{refused:?}").contains("409"), "{refused:?}");
 }

@@ -144,6 +144,19 @@ pub(crate) async fn create_for_message(s: &AppState, key: &str, mut input: Appli
     }
 }
 
+/// The application of uid `key`, named `name`, created as [`create_for_message`] does (for
+/// one hooklane needs, such as the operational webhooks' own).
+pub(crate) async fn create_named(s: &AppState, key: &str, name: &str) -> ApiResult<Application> {
+    let input = ApplicationIn {
+        name: name.to_string(),
+        uid: Some(key.to_string()),
+        rate_limit: None,
+        metadata: Metadata::default(),
+        _throttle_rate: None,
+    };
+    create_for_message(s, key, input).await
+}
+
 /// Create an application.
 ///
 /// With `get_if_exists=true` and a `uid` that is taken, answers 200 with that application

@@ -13,6 +13,7 @@ pub mod event_type_import;
 pub mod events;
 pub mod example;
 pub mod message;
+pub mod operational_endpoint;
 pub mod position_tokens;
 pub mod preview;
 pub mod source;
