@@ -17,6 +17,21 @@ use crate::extract::{Admin, Json, OptionalJson, Query, Tenant};
 use crate::openapi::{ErrorBody, InvalidBody, InvalidJson, NotAdmin, PageOldestFirst, Unauthorized};
 use crate::state::AppState;
 
+/// `/operational-webhook/endpoint/{endpoint_id}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Only describes paths.
+struct OperationalEndpointPath {
+    /// The endpoint's id or uid
+    endpoint_id: String,
+}
+
+/// 409 of every operation here while `operational_app` is unset.
+#[derive(utoipa::ToResponse)]
+#[response(description = "`operational_app` is not configured")]
+#[allow(dead_code)] // Only describes answers.
+struct OperationalOff(ErrorBody);
+
 /// The operational application, as the tenant its endpoints belong to.
 async fn operational(s: &AppState) -> ApiResult<Tenant> {
     let Some(key) = s.0.operational_app.as_deref() else {
@@ -50,7 +65,7 @@ fn endpoint_path(endpoint_id: String) -> Path<(String, String)> {
         (status = 200, description = "A page of endpoints", body = ListResponse<EndpointOut>),
         (status = 401, response = Unauthorized),
         (status = 403, response = NotAdmin),
-        (status = 409, description = "`operational_app` is not configured", body = ErrorBody),
+        (status = 409, response = OperationalOff),
     )
 )]
 pub async fn list(State(s): State<AppState>, _: Admin, q: Query) -> ApiResult<axum::Json<ListResponse<EndpointOut>>> {
@@ -86,13 +101,13 @@ pub async fn create(State(s): State<AppState>, _: Admin, body: Json<EndpointIn>)
     path = "/api/v1/operational-webhook/endpoint/{endpoint_id}",
     tag = "Operational Webhook",
     operation_id = "v1.operational-webhook.endpoint.get",
-    params(("endpoint_id" = String, Path, description = "The endpoint's id or uid")),
+    params(OperationalEndpointPath),
     responses(
         (status = 200, description = "The endpoint", body = EndpointOut),
         (status = 401, response = Unauthorized),
         (status = 403, response = NotAdmin),
         (status = 404, description = "No such endpoint", body = ErrorBody),
-        (status = 409, description = "`operational_app` is not configured", body = ErrorBody),
+        (status = 409, response = OperationalOff),
     )
 )]
 pub async fn get(State(s): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<axum::Json<EndpointOut>> {
@@ -106,7 +121,7 @@ pub async fn get(State(s): State<AppState>, _: Admin, Path(id): Path<String>) ->
     path = "/api/v1/operational-webhook/endpoint/{endpoint_id}",
     tag = "Operational Webhook",
     operation_id = "v1.operational-webhook.endpoint.update",
-    params(("endpoint_id" = String, Path, description = "The endpoint's id or uid")),
+    params(OperationalEndpointPath),
     request_body = EndpointIn,
     responses(
         (status = 200, description = "Updated", body = EndpointOut),
@@ -114,7 +129,7 @@ pub async fn get(State(s): State<AppState>, _: Admin, Path(id): Path<String>) ->
         (status = 401, response = Unauthorized),
         (status = 403, response = NotAdmin),
         (status = 404, description = "No such endpoint", body = ErrorBody),
-        (status = 409, description = "`operational_app` is not configured", body = ErrorBody),
+        (status = 409, response = OperationalOff),
         (status = 422, response = InvalidBody),
     )
 )]
@@ -134,13 +149,13 @@ pub async fn put(
     path = "/api/v1/operational-webhook/endpoint/{endpoint_id}",
     tag = "Operational Webhook",
     operation_id = "v1.operational-webhook.endpoint.delete",
-    params(("endpoint_id" = String, Path, description = "The endpoint's id or uid")),
+    params(OperationalEndpointPath),
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, response = Unauthorized),
         (status = 403, response = NotAdmin),
         (status = 404, description = "No such endpoint", body = ErrorBody),
-        (status = 409, description = "`operational_app` is not configured", body = ErrorBody),
+        (status = 409, response = OperationalOff),
     )
 )]
 pub async fn delete(State(s): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<StatusCode> {
@@ -154,13 +169,13 @@ pub async fn delete(State(s): State<AppState>, _: Admin, Path(id): Path<String>)
     path = "/api/v1/operational-webhook/endpoint/{endpoint_id}/secret",
     tag = "Operational Webhook",
     operation_id = "v1.operational-webhook.endpoint.get-secret",
-    params(("endpoint_id" = String, Path, description = "The endpoint's id or uid")),
+    params(OperationalEndpointPath),
     responses(
         (status = 200, description = "The secret", body = SecretOut),
         (status = 401, response = Unauthorized),
         (status = 403, response = NotAdmin),
         (status = 404, description = "No such endpoint", body = ErrorBody),
-        (status = 409, description = "`operational_app` is not configured", body = ErrorBody),
+        (status = 409, response = OperationalOff),
     )
 )]
 pub async fn get_secret(
@@ -178,14 +193,14 @@ pub async fn get_secret(
     path = "/api/v1/operational-webhook/endpoint/{endpoint_id}/secret/rotate",
     tag = "Operational Webhook",
     operation_id = "v1.operational-webhook.endpoint.rotate-secret",
-    params(("endpoint_id" = String, Path, description = "The endpoint's id or uid")),
+    params(OperationalEndpointPath),
     request_body(content = RotateIn, description = "Optional: without it, a new secret is generated."),
     responses(
         (status = 200, description = "The new secret", body = SecretOut),
         (status = 401, response = Unauthorized),
         (status = 403, response = NotAdmin),
         (status = 404, description = "No such endpoint", body = ErrorBody),
-        (status = 409, description = "`operational_app` is not configured", body = ErrorBody),
+        (status = 409, response = OperationalOff),
         (status = 422, response = InvalidBody),
     )
 )]
@@ -205,13 +220,13 @@ pub async fn rotate_secret(
     path = "/api/v1/operational-webhook/endpoint/{endpoint_id}/headers",
     tag = "Operational Webhook",
     operation_id = "v1.operational-webhook.endpoint.get-headers",
-    params(("endpoint_id" = String, Path, description = "The endpoint's id or uid")),
+    params(OperationalEndpointPath),
     responses(
         (status = 200, description = "The custom headers", body = HeadersOut),
         (status = 401, response = Unauthorized),
         (status = 403, response = NotAdmin),
         (status = 404, description = "No such endpoint", body = ErrorBody),
-        (status = 409, description = "`operational_app` is not configured", body = ErrorBody),
+        (status = 409, response = OperationalOff),
     )
 )]
 pub async fn get_headers(
@@ -229,7 +244,7 @@ pub async fn get_headers(
     path = "/api/v1/operational-webhook/endpoint/{endpoint_id}/headers",
     tag = "Operational Webhook",
     operation_id = "v1.operational-webhook.endpoint.update-headers",
-    params(("endpoint_id" = String, Path, description = "The endpoint's id or uid")),
+    params(OperationalEndpointPath),
     request_body = HeadersIn,
     responses(
         (status = 204, description = "Headers replaced"),
@@ -237,7 +252,7 @@ pub async fn get_headers(
         (status = 401, response = Unauthorized),
         (status = 403, response = NotAdmin),
         (status = 404, description = "No such endpoint", body = ErrorBody),
-        (status = 409, description = "`operational_app` is not configured", body = ErrorBody),
+        (status = 409, response = OperationalOff),
         (status = 422, description = "A header is not valid, or is one hooklane sets itself", body = ErrorBody),
     )
 )]
@@ -253,5 +268,8 @@ pub async fn put_headers(
 
 /// This module's part of the OpenAPI document (see `crate::openapi`).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(list, create, get, put, delete, get_secret, rotate_secret, get_headers, put_headers))]
+#[openapi(
+    paths(list, create, get, put, delete, get_secret, rotate_secret, get_headers, put_headers),
+    components(responses(OperationalOff))
+)]
 pub(crate) struct Doc;
