@@ -12,7 +12,7 @@ use std::time::Duration;
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::model::{Attempt, DeliveryStatus, Endpoint};
 use hooklane_core::{DateTime, Utc};
-use hooklane_store::{AttemptOutcome, DeliveryKey, DynStore, Job, NextStep};
+use hooklane_store::{AttemptOutcome, DeliveryKey, DynStore, Job, NextStep, Recorded};
 use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::circuit::{Circuits, Health, Verdict};
@@ -488,7 +488,10 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
             let latest = outcomes.iter().map(|o| o.attempt.created_at).max().unwrap_or_else(Utc::now);
             let mut events = EventsOf::new(&inner, &outcomes, &attempts_made);
             match inner.store.record_attempts(outcomes, inner.cfg.disable_after).await {
-                Ok(disabled) => {
+                Ok(Recorded { disabled, set_aside }) => {
+                    // An outcome the store set aside (its delivery was queued again while the
+                    // attempt was on the wire) tells nothing about the delivery any more.
+                    events.forget(&set_aside);
                     if !disabled.is_empty() {
                         // Caches drop the endpoint at once rather than fan out to it for their
                         // lifetime: this process's through `disablings`, other nodes' through
@@ -561,6 +564,19 @@ impl EventsOf {
             }
         }
         events
+    }
+
+    /// Drops the attempt events of these deliveries.
+    fn forget(&mut self, keys: &[DeliveryKey]) {
+        if keys.is_empty() || self.ready.is_empty() {
+            return;
+        }
+        self.ready.retain(|e| match e {
+            EngineEvent::Attempt { msg_id, endpoint_id, .. } => {
+                !keys.iter().any(|k| k.msg_id == *msg_id && k.endpoint_id == *endpoint_id)
+            }
+            EngineEvent::EndpointDisabled { .. } => true,
+        });
     }
 
     fn disabled(&mut self, endpoint_id: &str) {
@@ -676,5 +692,35 @@ mod tests {
         assert_eq!(news(&NextStep::Succeeded, 1), None);
         assert_eq!(news(&NextStep::Succeeded, FAILING_AT), None, "no failing event was sent");
         assert_eq!(news(&NextStep::Succeeded, FAILING_AT + 1), Some(AttemptNews::Recovered));
+    }
+
+    /// The news of an outcome the store set aside (a resend raced its attempt) is not told.
+    #[test]
+    fn set_aside_outcomes_tell_nothing() {
+        let event = |msg: &str, ep: &str| EngineEvent::Attempt {
+            news: AttemptNews::Exhausted,
+            app_id: "app".into(),
+            msg_id: msg.into(),
+            endpoint_id: ep.into(),
+            attempt_id: "atmpt".into(),
+            attempted_at: Utc::now(),
+            response_status: 500,
+        };
+        let disabled = EngineEvent::EndpointDisabled { app_id: "app".into(), endpoint_id: "e1".into() };
+        let mut events = EventsOf {
+            ready: vec![event("m1", "e1"), event("m1", "e2"), event("m2", "e1"), disabled],
+            apps: HashMap::new(),
+        };
+        events.forget(&[DeliveryKey::new("m1", "e1")]);
+        let left: Vec<(String, String)> = events
+            .ready
+            .iter()
+            .map(|e| match e {
+                EngineEvent::Attempt { msg_id, endpoint_id, .. } => (msg_id.clone(), endpoint_id.clone()),
+                EngineEvent::EndpointDisabled { endpoint_id, .. } => ("disabled".into(), endpoint_id.clone()),
+            })
+            .collect();
+        let want = [("m1", "e2"), ("m2", "e1"), ("disabled", "e1")].map(|(a, b)| (a.to_string(), b.to_string()));
+        assert_eq!(left, want);
     }
 }

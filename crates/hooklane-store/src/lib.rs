@@ -125,16 +125,15 @@ pub trait Store: Send + Sync + 'static {
     /// backlog does not keep it awake).
     async fn next_due_at(&self, skip_endpoints: &[String]) -> StoreResult<Option<DateTime<Utc>>>;
     /// Records finished attempts and moves their deliveries on, in one transaction. An
-    /// endpoint failing continuously for `disable_after` is disabled; the ids of endpoints
-    /// disabled by this call are returned.
+    /// endpoint failing continuously for `disable_after` is disabled; the answer names the
+    /// endpoints this call disabled, and the deliveries whose outcome it set aside.
     ///
     /// An attempt's outcome moves its delivery on only while the delivery is still leased
     /// (or already finished): a delivery found pending and not leased was queued again while
     /// the attempt was on the wire (a resend, or its lease handed back), and keeps that newer
     /// state. The attempt itself is always logged. (A delivery leased again by another node
     /// after the lease ran out does take the late outcome: at-least-once, as before.)
-    async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>, disable_after: Duration)
-        -> StoreResult<Vec<String>>;
+    async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>, disable_after: Duration) -> StoreResult<Recorded>;
     /// Marks deliveries failed without an attempt (their endpoint was disabled or deleted).
     async fn abandon_deliveries(&self, keys: Vec<DeliveryKey>) -> StoreResult<()>;
     /// Hands leased deliveries back unsent, to be taken again at `due_at` (used when one

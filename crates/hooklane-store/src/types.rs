@@ -54,6 +54,16 @@ pub struct AttemptFilter {
     pub after: Option<DateTime<Utc>>,
 }
 
+/// What [`crate::Store::record_attempts`] did beyond recording the attempts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Endpoints this batch's failures disabled.
+    pub disabled: Vec<String>,
+    /// Deliveries whose outcome was set aside: queued again while the attempt was on the
+    /// wire (a resend), or gone. Nothing should be told about their outcome.
+    pub set_aside: Vec<DeliveryKey>,
+}
+
 /// When a new message's deliveries are first due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FirstSend {
@@ -73,10 +83,16 @@ impl FirstSend {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeliveryKey {
     pub msg_id: String,
     pub endpoint_id: String,
+}
+
+impl DeliveryKey {
+    pub fn new(msg_id: &str, endpoint_id: &str) -> Self {
+        DeliveryKey { msg_id: msg_id.to_string(), endpoint_id: endpoint_id.to_string() }
+    }
 }
 
 /// A delivery that is due, with what is needed to send it.

@@ -21,7 +21,7 @@ use crate::queries_shared::{
 use crate::queries_shared::{lane_key_sql, lane_seq_sql, qualified, FairClaim, EXPUNGED};
 use crate::{
     AttemptFilter, AttemptOutcome, DeliveryKey, EndpointStats, EventPosition, EventsPage, EventsQuery, Job,
-    MessageFilter, NextStep, Page, PageRequest, StoreError, StoreResult,
+    MessageFilter, NextStep, Page, PageRequest, Recorded, StoreError, StoreResult,
 };
 
 type Param = Box<dyn ToSql + Sync + Send>;
@@ -598,31 +598,30 @@ pub async fn next_due_at<C: GenericClient>(c: &C, skip_endpoints: &[String]) -> 
 /// Records a batch of outcomes with a fixed number of statements, whatever the batch size
 /// (one round trip per statement, not per attempt); to run inside a transaction. The end
 /// state is the one recording the outcomes one by one, in order, would leave. Returns the
-/// endpoints this disabled, and the FIFO lanes it moved on (for [`lanes::settle`]).
+/// endpoints this disabled, the deliveries it set aside, and the FIFO lanes it moved on
+/// (for [`lanes::settle`]).
 pub async fn record_attempts<C: GenericClient>(
     c: &C,
     outcomes: &[AttemptOutcome],
     disable_after: Duration,
-) -> StoreResult<(Vec<String>, Vec<(String, String)>)> {
+) -> StoreResult<(Recorded, Vec<(String, String)>)> {
     let attempts = AttemptColumns::new(outcomes);
     execute(c, &INSERT_ATTEMPTS, &attempts.params()).await?;
     let deliveries = DeliveryColumns::new(outcomes);
     let now = latest_attempt(outcomes);
     let mut params: Vec<&(dyn ToSql + Sync)> = deliveries.params().to_vec();
     params.push(&now);
-    let moved = lanes::finished_lanes(&query(c, &UPDATE_DELIVERIES, &params).await?)?;
-    Ok((update_endpoint_streaks(c, outcomes, disable_after).await?, moved))
+    let (moved, set_aside) = lanes_and_set_aside(&query(c, &UPDATE_DELIVERIES, &params).await?)?;
+    let disabled = update_endpoint_streaks(c, outcomes, disable_after).await?;
+    Ok((Recorded { disabled, set_aside }, moved))
 }
 
 /// Records a batch in which every attempt succeeded, in one statement (its own transaction):
 /// the attempts, their deliveries, and the end of their endpoints' failure streaks. A
 /// healthy system records almost only such batches; one round trip instead of the five of
 /// [`record_attempts`] in a transaction cut the database's CPU per message (BENCHMARKS.md).
-/// Returns the FIFO lanes it moved on.
-pub async fn record_successes<C: GenericClient>(
-    c: &C,
-    outcomes: &[AttemptOutcome],
-) -> StoreResult<Vec<(String, String)>> {
+/// Returns the FIFO lanes it moved on, and the deliveries it set aside.
+pub async fn record_successes<C: GenericClient>(c: &C, outcomes: &[AttemptOutcome]) -> StoreResult<LanesAndSetAside> {
     let attempts = AttemptColumns::new(outcomes);
     let deliveries = DeliveryColumns::new(outcomes);
     let now = latest_attempt(outcomes);
@@ -630,7 +629,39 @@ pub async fn record_successes<C: GenericClient>(
     params.extend(attempts.params());
     params.extend(deliveries.params());
     params.push(&now);
-    lanes::finished_lanes(&query(c, &RECORD_SUCCESSES, &params).await?)
+    lanes_and_set_aside(&query(c, &RECORD_SUCCESSES, &params).await?)
+}
+
+/// The end of a statement recording outcomes, after its deliveries' update `d`: one row per
+/// FIFO lane a finished row left (`lane`, endpoint, lane key, as
+/// [`lanes::select_finished_lanes`] gives them), and one per delivery of `outcomes` (a
+/// relation `o(msg_id, endpoint_id)`) that `d` left alone (`aside`, message, endpoint):
+/// queued again while its attempt was on the wire, or gone. Usually none of the latter.
+fn select_lanes_and_set_aside(outcomes: &str) -> String {
+    format!(
+        "SELECT DISTINCT 'lane' AS kind, endpoint_id AS a, lane_key AS b FROM d \
+         WHERE lane_seq IS NOT NULL AND status <> 1 \
+         UNION ALL SELECT DISTINCT 'aside', o.msg_id, o.endpoint_id FROM {outcomes} \
+         WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.msg_id = o.msg_id AND d.endpoint_id = o.endpoint_id)"
+    )
+}
+
+/// The FIFO lanes a statement recording outcomes moved on (endpoint, lane key), and the
+/// deliveries it set aside.
+type LanesAndSetAside = (Vec<(String, String)>, Vec<DeliveryKey>);
+
+/// The rows of [`select_lanes_and_set_aside`].
+fn lanes_and_set_aside(rows: &[tokio_postgres::Row]) -> StoreResult<LanesAndSetAside> {
+    let (mut lanes, mut set_aside) = (Vec::new(), Vec::new());
+    for r in rows {
+        let (kind, a, b): (String, String, String) = (rows::get(r, 0)?, rows::get(r, 1)?, rows::get(r, 2)?);
+        if kind == "lane" {
+            lanes.push((a, b));
+        } else {
+            set_aside.push(DeliveryKey { msg_id: a, endpoint_id: b });
+        }
+    }
+    Ok((lanes, set_aside))
 }
 
 /// When the last attempt of a batch was made: the time a lane it moves on is due again.
@@ -645,7 +676,7 @@ fn latest_attempt(outcomes: &[AttemptOutcome]) -> i64 {
 /// (queued again meanwhile): the attempt succeeded all the same.
 pub(super) static RECORD_SUCCESSES: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH a AS ({} RETURNING endpoint_id), d AS ({} {FINISHED}), {}, streaks AS ( \
+        "WITH a AS ({} RETURNING msg_id, endpoint_id), d AS ({} {FINISHED}), {}, streaks AS ( \
              UPDATE endpoints SET failing_since = NULL \
              WHERE id IN (SELECT endpoint_id FROM d UNION SELECT endpoint_id FROM a) \
              AND failing_since IS NOT NULL \
@@ -653,7 +684,7 @@ pub(super) static RECORD_SUCCESSES: LazyLock<String> = LazyLock::new(|| {
         attempts_insert_sql(1),
         deliveries_update_sql(1 + ATTEMPT_PARAMS),
         lanes::advance_cte("d", &format!("${}::bigint", 1 + ATTEMPT_PARAMS + DELIVERY_PARAMS)),
-        lanes::select_finished_lanes("d"),
+        select_lanes_and_set_aside("a o"),
     )
 });
 
@@ -677,7 +708,7 @@ pub(super) static UPDATE_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
         "WITH d AS ({} {FINISHED}), {} {}",
         deliveries_update_sql(1),
         lanes::advance_cte("d", &format!("${}::bigint", DELIVERY_PARAMS + 1)),
-        lanes::select_finished_lanes("d"),
+        select_lanes_and_set_aside("UNNEST($1::text[], $2::text[]) AS o(msg_id, endpoint_id)"),
     )
 });
 

@@ -211,13 +211,9 @@ impl Store for PgStore {
         queries::next_due_at(&self.client().await?, skip_endpoints).await
     }
 
-    async fn record_attempts(
-        &self,
-        outcomes: Vec<AttemptOutcome>,
-        disable_after: Duration,
-    ) -> StoreResult<Vec<String>> {
+    async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>, disable_after: Duration) -> StoreResult<Recorded> {
         if outcomes.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Recorded::default());
         }
         let mut c = self.client().await?;
         let all_succeeded = outcomes.iter().all(|o| o.next == NextStep::Succeeded);
@@ -225,7 +221,9 @@ impl Store for PgStore {
         loop {
             tries += 1;
             let result = if all_succeeded {
-                queries::record_successes(&c, &outcomes).await.map(|moved| (Vec::new(), moved))
+                queries::record_successes(&c, &outcomes)
+                    .await
+                    .map(|(moved, set_aside)| (Recorded { disabled: Vec::new(), set_aside }, moved))
             } else {
                 let tx = c.transaction().await.map_err(db_err)?;
                 let result = queries::record_attempts(&tx, &outcomes, disable_after).await;
@@ -236,10 +234,10 @@ impl Store for PgStore {
                     tracing::debug!(error = %e, tries, "record_attempts hit a deadlock or serialization failure; retrying");
                 }
                 Err(e) => return Err(e),
-                Ok((disabled, moved)) => {
+                Ok((recorded, moved)) => {
                     let at = outcomes.iter().map(|o| ms(o.attempt.created_at)).max().unwrap_or_default();
                     settle_lanes(&mut c, moved, at).await;
-                    return Ok(disabled);
+                    return Ok(recorded);
                 }
             }
         }

@@ -639,7 +639,7 @@ pub fn claim_due(
 }
 
 /// What [`record_attempt`] did.
-pub struct Recorded {
+pub struct AttemptRecorded {
     /// The attempt's outcome moved its delivery on (it had not been queued again meanwhile).
     pub moved_delivery: bool,
     /// The endpoint this failure disabled.
@@ -656,7 +656,7 @@ pub fn record_attempt(
     next: &NextStep,
     disable_before: DateTime<Utc>,
     guard: bool,
-) -> StoreResult<Recorded> {
+) -> StoreResult<AttemptRecorded> {
     execute(
         conn,
         "INSERT INTO attempts (id, msg_id, endpoint_id, app_id, url, status, response_status, response, duration_ms, \
@@ -707,7 +707,7 @@ pub fn record_attempt(
             "UPDATE endpoints SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL",
             [&a.endpoint_id],
         )?;
-        return Ok(Recorded { moved_delivery, disabled: None });
+        return Ok(AttemptRecorded { moved_delivery, disabled: None });
     }
     execute(
         conn,
@@ -721,7 +721,7 @@ pub fn record_attempt(
         params![a.endpoint_id, ms(disable_before), now],
         |r| r.get(0),
     )?;
-    Ok(Recorded { moved_delivery, disabled })
+    Ok(AttemptRecorded { moved_delivery, disabled })
 }
 
 pub fn abandon_delivery(conn: &Connection, msg_id: &str, endpoint_id: &str, now: i64) -> StoreResult<()> {

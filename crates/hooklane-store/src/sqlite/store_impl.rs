@@ -228,26 +228,26 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_attempts(
-        &self,
-        outcomes: Vec<AttemptOutcome>,
-        disable_after: Duration,
-    ) -> StoreResult<Vec<String>> {
+    async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>, disable_after: Duration) -> StoreResult<Recorded> {
         self.write_unguarded(move |c| {
-            let mut disabled = Vec::new();
+            let mut out = Recorded::default();
             // The deliveries this batch has already moved on: their later outcomes in the
             // batch follow unguarded, as PostgreSQL applies a batch per delivery at once.
             let mut moved: HashSet<(&str, &str)> = HashSet::new();
+            let mut set_aside: HashSet<(&str, &str)> = HashSet::new();
             for o in &outcomes {
                 let before = ago(o.attempt.created_at, disable_after);
                 let key = (o.attempt.msg_id.as_str(), o.attempt.endpoint_id.as_str());
                 let recorded = queries::record_attempt(c, &o.attempt, &o.next, before, !moved.contains(&key))?;
                 if recorded.moved_delivery {
                     moved.insert(key);
+                } else {
+                    set_aside.insert(key);
                 }
-                disabled.extend(recorded.disabled);
+                out.disabled.extend(recorded.disabled);
             }
-            Ok(disabled)
+            out.set_aside = set_aside.into_iter().map(|(m, e)| DeliveryKey::new(m, e)).collect();
+            Ok(out)
         })
         .await
     }

@@ -1431,7 +1431,11 @@ pub async fn record_attempts_moves_deliveries(store: &DynStore) {
     ];
     let attempts: Vec<Attempt> = outcomes.iter().map(|o| o.attempt.clone()).collect();
     let disabled = store.record_attempts(outcomes, Duration::from_secs(24 * 3600)).await.unwrap();
-    assert!(disabled.is_empty(), "nothing fails long enough to be disabled");
+    assert_eq!(
+        disabled,
+        hooklane_store::Recorded::default(),
+        "nothing fails long enough to be disabled, nothing set aside"
+    );
 
     let d = delivery(store, &app.id, &msg.id, &ok.id).await;
     assert_eq!((d.status, d.attempts), (DeliveryStatus::Success, 1));
@@ -1538,7 +1542,7 @@ pub async fn one_batch_records_in_order(store: &DynStore) {
         )
         .await
         .unwrap();
-    assert!(off.is_empty());
+    assert_eq!(off, hooklane_store::Recorded::default());
     assert_eq!(endpoint_now(store, &a).await.failing_since, Some(t0 + secs(3)));
     assert_eq!(endpoint_now(store, &b).await.failing_since, None);
     // m1 to a was attempted twice in the batch and is still pending.
@@ -1559,7 +1563,7 @@ pub async fn endpoint_failing_since_and_disable(store: &DynStore) {
     // First failure starts the failing run.
     assert_eq!(job_keys(&claim(store, t0 + secs(1)).await), set([pair(&m1, &ep)]));
     let off = store.record_attempts(vec![outcome(&m1.id, &ep, t0, NextStep::RetryAt(t0 + mins(30)))], disable_after);
-    assert!(off.await.unwrap().is_empty());
+    assert!(off.await.unwrap().disabled.is_empty());
     let e = endpoint_now(store, &ep).await;
     assert_eq!(e.failing_since, Some(t0));
     assert!(!e.disabled);
@@ -1568,7 +1572,7 @@ pub async fn endpoint_failing_since_and_disable(store: &DynStore) {
     assert_eq!(claim(store, t0 + mins(30)).await.len(), 1);
     let off = store
         .record_attempts(vec![outcome(&m1.id, &ep, t0 + mins(30), NextStep::RetryAt(t0 + mins(40)))], disable_after);
-    assert!(off.await.unwrap().is_empty());
+    assert!(off.await.unwrap().disabled.is_empty());
     let e = endpoint_now(store, &ep).await;
     assert_eq!(e.failing_since, Some(t0), "a later failure does not move the start of the run");
     assert!(!e.disabled);
@@ -1576,7 +1580,7 @@ pub async fn endpoint_failing_since_and_disable(store: &DynStore) {
     // A success ends the run.
     assert_eq!(claim(store, t0 + mins(40)).await.len(), 1);
     let off = store.record_attempts(vec![outcome(&m1.id, &ep, t0 + mins(40), NextStep::Succeeded)], disable_after);
-    assert!(off.await.unwrap().is_empty());
+    assert!(off.await.unwrap().disabled.is_empty());
     assert_eq!(endpoint_now(store, &ep).await.failing_since, None, "success clears failing_since");
 
     // A new run starts at the next failure; the healthy endpoint succeeds alongside.
@@ -1590,14 +1594,14 @@ pub async fn endpoint_failing_since_and_disable(store: &DynStore) {
         ],
         disable_after,
     );
-    assert!(off.await.unwrap().is_empty());
+    assert!(off.await.unwrap().disabled.is_empty());
     assert_eq!(endpoint_now(store, &ep).await.failing_since, Some(t1), "the run restarted after the success");
 
     // Still failing more than disable_after after the run began: disabled, and reported.
     let t2 = t0 + mins(120);
     assert_eq!(job_keys(&claim(store, t2).await), set([pair(&m2, &ep)]));
     let off = store.record_attempts(vec![outcome(&m2.id, &ep, t2, NextStep::RetryAt(t0 + mins(180)))], disable_after);
-    assert_eq!(off.await.unwrap(), vec![ep.id.clone()]);
+    assert_eq!(off.await.unwrap().disabled, vec![ep.id.clone()]);
     let e = endpoint_now(store, &ep).await;
     assert!(e.disabled, "endpoint failing for longer than disable_after is disabled");
     assert_eq!(e.failing_since, Some(t1));
@@ -1605,7 +1609,7 @@ pub async fn endpoint_failing_since_and_disable(store: &DynStore) {
     // Already disabled: not reported again.
     assert_eq!(claim(store, t0 + mins(180)).await.len(), 1);
     let off = store.record_attempts(vec![outcome(&m2.id, &ep, t0 + mins(180), NextStep::GiveUp)], disable_after);
-    assert!(off.await.unwrap().is_empty(), "an endpoint is reported disabled once");
+    assert!(off.await.unwrap().disabled.is_empty(), "an endpoint is reported disabled once");
 
     let h = endpoint_now(store, &healthy).await;
     assert!(!h.disabled);
@@ -1778,9 +1782,11 @@ pub async fn resend_during_an_attempt_survives_its_outcome(store: &DynStore) {
         outcome(&msg.id, &e1, t + secs(3), NextStep::Succeeded),
         outcome(&msg.id, &e3, t + secs(3), NextStep::Succeeded),
     ];
-    store.record_attempts(late.to_vec(), HOUR).await.unwrap();
+    let recorded = store.record_attempts(late.to_vec(), HOUR).await.unwrap();
+    assert_eq!(recorded.set_aside, vec![key(&msg.id, &e1.id)], "e1's outcome is set aside, e3's is not");
     let failed = outcome(&msg.id, &e2, t + secs(3), NextStep::RetryAt(t + hours(1)));
-    store.record_attempts(vec![failed.clone()], HOUR).await.unwrap();
+    let recorded = store.record_attempts(vec![failed.clone()], HOUR).await.unwrap();
+    assert_eq!(recorded.set_aside, vec![key(&msg.id, &e2.id)], "on the path that records failures too");
 
     for ep in [&e1, &e2] {
         let d = delivery(store, &app.id, &msg.id, &ep.id).await;
