@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use hooklane_core::model::EventType;
 use hooklane_core::{DateTime, Utc};
-use hooklane_store::PageRequest;
 use serde::{Deserialize, Serialize};
 
 use super::event_type::{replace, EventTypeIn, EventTypeOut};
@@ -80,17 +79,7 @@ pub struct EnvironmentIn {
     )
 )]
 pub async fn export(State(s): State<AppState>, _: Admin) -> ApiResult<axum::Json<EnvironmentOut>> {
-    let mut event_types = Vec::new();
-    let mut page = PageRequest { limit: 250, iterator: None, descending: false };
-    loop {
-        let found = s.0.store.list_event_types(&page, true).await?;
-        let next = found.items.last().filter(|_| !found.done).map(|e| e.name.clone());
-        event_types.extend(found.items.into_iter().map(|e| EventTypeOut::new(e, true)));
-        match next {
-            Some(name) => page.iterator = Some(name),
-            None => break,
-        }
-    }
+    let event_types = super::event_type::all(&s, true).await?.into_iter().map(|e| EventTypeOut::new(e, true)).collect();
     Ok(axum::Json(EnvironmentOut {
         version: VERSION,
         created_at: super::now(),

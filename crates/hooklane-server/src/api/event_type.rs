@@ -286,6 +286,21 @@ pub async fn put(
     Ok((status, axum::Json(EventTypeOut::new(et, true))).into_response())
 }
 
+/// Every event type, in name order; archived ones too when `include_archived`.
+pub(crate) async fn all(s: &AppState, include_archived: bool) -> ApiResult<Vec<EventType>> {
+    let mut all = Vec::new();
+    let mut page = hooklane_store::PageRequest { limit: 250, iterator: None, descending: false };
+    loop {
+        let found = s.0.store.list_event_types(&page, include_archived).await?;
+        let next = found.items.last().filter(|_| !found.done).map(|e| e.name.clone());
+        all.extend(found.items);
+        match next {
+            Some(name) => page.iterator = Some(name),
+            None => return Ok(all),
+        }
+    }
+}
+
 /// Stores `et` in place of the event type of its name, or as a new one; answers what was
 /// stored (keeping the replaced one's creation time) and whether it was created.
 pub(crate) async fn replace(s: &AppState, mut et: EventType) -> ApiResult<(EventType, bool)> {

@@ -33,7 +33,7 @@ use std::fmt;
 use axum::extract::State;
 use hooklane_core::model::EventType;
 use hooklane_core::{DateTime, Utc};
-use hooklane_store::{PageRequest, StoreError};
+use hooklane_store::StoreError;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -192,7 +192,7 @@ pub async fn import_openapi(
     let mut archived = Vec::new();
     if input.replace_all.unwrap_or(false) {
         let defined: BTreeSet<&str> = imported.iter().map(|i| i.name.as_str()).collect();
-        for mut et in active_event_types(&s).await? {
+        for mut et in super::event_type::all(&s, false).await? {
             if !defined.contains(et.name.as_str()) {
                 et.archived = true;
                 et.updated_at = now;
@@ -282,22 +282,6 @@ async fn save(s: &AppState, mut et: EventType, new: bool) -> ApiResult<()> {
         Ok(()) => Ok(()),
         Err(StoreError::NotFound) => Ok(s.0.store.create_event_type(et).await?),
         Err(e) => Err(e.into()),
-    }
-}
-
-/// Every event type that is not archived.
-async fn active_event_types(s: &AppState) -> ApiResult<Vec<EventType>> {
-    let mut all = Vec::new();
-    let mut iterator = None;
-    loop {
-        let request = PageRequest { limit: 250, iterator, descending: false };
-        let page = s.0.store.list_event_types(&request, false).await?;
-        iterator = page.items.last().map(|e| e.name.clone());
-        let done = page.done || page.items.is_empty();
-        all.extend(page.items);
-        if done {
-            return Ok(all);
-        }
     }
 }
 

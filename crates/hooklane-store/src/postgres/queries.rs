@@ -639,10 +639,10 @@ pub async fn record_successes<C: GenericClient>(c: &C, outcomes: &[AttemptOutcom
 /// queued again while its attempt was on the wire, or gone. Usually none of the latter.
 fn select_lanes_and_set_aside(outcomes: &str) -> String {
     format!(
-        "SELECT DISTINCT 'lane' AS kind, endpoint_id AS a, lane_key AS b FROM d \
-         WHERE lane_seq IS NOT NULL AND status <> 1 \
+        "SELECT 'lane' AS kind, l.* FROM ({}) l \
          UNION ALL SELECT DISTINCT 'aside', o.msg_id, o.endpoint_id FROM {outcomes} \
-         WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.msg_id = o.msg_id AND d.endpoint_id = o.endpoint_id)"
+         WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.msg_id = o.msg_id AND d.endpoint_id = o.endpoint_id)",
+        lanes::select_finished_lanes("d")
     )
 }
 
