@@ -16,6 +16,7 @@ pub const MESSAGE: &str = "msg";
 pub const ATTEMPT: &str = "atmpt";
 pub const TASK: &str = "qtask";
 pub const TOKEN: &str = "tok";
+pub const INTEGRATION: &str = "integ";
 // --- inbound sources
 pub const SOURCE: &str = "src";
 pub const INBOUND_REQUEST: &str = "req";

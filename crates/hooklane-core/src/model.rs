@@ -316,19 +316,35 @@ pub struct InboundRequest {
     pub received_at: DateTime<Utc>,
 }
 
-/// A piece of work the API did for a request, on one endpoint (Svix's background task:
-/// `endpoint.recover`, `endpoint.replay`). hooklane does the work before it answers, so a
-/// task is recorded `finished`, with what it did in `data`; it is kept (90 days) so that a
-/// client that looks it up, as Svix's SDKs let it, finds it.
+/// A piece of work the API did for a request (Svix's background task: `endpoint.recover`,
+/// `application.stats`…). hooklane does the work before it answers, so a task is recorded
+/// `finished`, with what it did in `data`; it is kept (90 days) so that a client that looks
+/// it up, as Svix's SDKs let it, finds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackgroundTask {
     pub id: String,
+    /// The application the task worked on; empty for a task of the whole environment (usage
+    /// statistics), which no application token sees.
     pub app_id: String,
-    /// Svix's task type: `endpoint.recover` or `endpoint.replay`.
+    /// Svix's task type: `endpoint.recover`, `endpoint.replay`, `application.stats`…
     pub task: String,
     /// `running`, `finished` or `failed`.
     pub status: String,
     /// What the task did (a JSON object).
     pub data: serde_json::Value,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A named credential an application's owner hands to a third party (Svix's integration,
+/// e.g. for a no-code automation tool). Its key is a token of the application, stored like
+/// every token only as a hash; the key is made, and replaced, by rotating it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Integration {
+    pub id: String,
+    pub app_id: String,
+    pub name: String,
+    /// Svix's feature flags of the integration, kept and answered as given.
+    pub feature_flags: Vec<String>,
+    pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit};
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{middleware, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -75,6 +75,12 @@ pub fn router(state: AppState) -> Router {
         .route("/{app_id}/attempt/msg/{msg_id}", get(attempt::list_by_msg))
         .route("/{app_id}/attempt/endpoint/{endpoint_id}", get(attempt::by_endpoint))
         // --- pulling instead of pushes: polling, long-polling, Server-Sent Events
+        .route("/{app_id}/integration", get(api::integration::list).post(api::integration::create))
+        .route(
+            "/{app_id}/integration/{integ_id}",
+            get(api::integration::get).put(api::integration::update).delete(api::integration::delete),
+        )
+        .route("/{app_id}/integration/{integ_id}/key/rotate", post(api::integration::rotate_key))
         .route("/{app_id}/events", get(events::poll))
         .route("/{app_id}/events/stream", get(events::stream))
         .route("/{app_id}/events/subscription/{subscription_id}", get(events::subscription));
@@ -117,6 +123,8 @@ pub fn router(state: AppState) -> Router {
         .route("/background-task", get(api::background_task::list))
         .route("/background-task/{task_id}", get(api::background_task::get))
         .route("/auth/app/{app_id}/expire-all", post(auth::expire_all))
+        .route("/stats/usage/app", post(api::usage::aggregate_app_stats))
+        .route("/stats/usage/event-types", put(api::usage::aggregate_event_types))
         // --- operators' view: hooklane's statistics for the dashboard and portal
         .route("/stats/app/{app_id}/endpoint", get(api::stats::endpoints))
         .route("/stats/app/{app_id}/timeline", get(api::stats::timeline))

@@ -326,6 +326,32 @@ pub trait Store: Send + Sync + 'static {
     /// tokens it had.
     async fn expire_app_tokens(&self, app_id: &str, at: DateTime<Utc>) -> StoreResult<u64>;
 
+    // --- integrations (Svix's: named credentials of an application for third parties)
+    async fn create_integration(&self, integration: hooklane_core::model::Integration) -> StoreResult<()>;
+    /// The integration, if it exists and is that application's.
+    async fn get_integration(&self, app_id: &str, id: &str) -> StoreResult<Option<hooklane_core::model::Integration>>;
+    async fn list_integrations(
+        &self,
+        app_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<hooklane_core::model::Integration>>;
+    /// Saves the integration's name, feature flags and `updated_at`; [`StoreError::NotFound`]
+    /// when the application has no such integration.
+    async fn update_integration(&self, integration: hooklane_core::model::Integration) -> StoreResult<()>;
+    /// Deletes the integration and its key; [`StoreError::NotFound`] when the application
+    /// has no such integration.
+    async fn delete_integration(&self, app_id: &str, id: &str) -> StoreResult<()>;
+    /// Makes the token of hash `key_hash` the integration's key, an application token that
+    /// does not expire; the key it had stops working in the same write. Moves `updated_at`
+    /// to `now`. [`StoreError::NotFound`] when the application has no such integration.
+    async fn set_integration_key(
+        &self,
+        app_id: &str,
+        id: &str,
+        key_hash: String,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
     // --- idempotency keys
     /// Takes `key` for a request identified by `fingerprint` (the same request sent again has
     /// the same one), or says who holds it; a key taken for another fingerprint is
@@ -374,6 +400,15 @@ pub trait Store: Send + Sync + 'static {
         until: DateTime<Utc>,
         bucket: Duration,
     ) -> StoreResult<Vec<TimelineBucket>>;
+    /// How many deliveries (one message to one endpoint: Svix's "message destinations",
+    /// what usage is billed by) the application's messages created in `[since, until)`
+    /// have, however they went. Messages already pruned are not counted.
+    async fn count_message_destinations(
+        &self,
+        app_id: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<u64>;
     /// Messages as [`Store::list_messages`] lists them, each with how its deliveries stand,
     /// optionally only those in `state`.
     async fn message_log(

@@ -10,16 +10,17 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 use svix::api::{
-    ApplicationListOptions, EndpointListOptions, MessageAttemptListByEndpointOptions, MessageAttemptListByMsgOptions,
-    MessageListOptions, Svix, SvixOptions, V1MessageEventsParams,
+    ApplicationListOptions, EndpointListOptions, IntegrationListOptions, MessageAttemptListByEndpointOptions,
+    MessageAttemptListByMsgOptions, MessageListOptions, Svix, SvixOptions, V1MessageEventsParams,
 };
 use svix::models::{
-    AppPortalAccessIn, ApplicationIn, ApplicationPatch, ApplicationTokenExpireIn, AuthenticationSource,
-    BackgroundTaskStatus, BackgroundTaskType, BulkExpungeContentsIn, BulkExpungeStatus, BulkReplayIn,
-    EndpointHeadersIn, EndpointIn, EndpointPatch, EndpointSecretRotateIn, EndpointUpsertIn, EnvironmentIn,
-    EventExampleIn, EventTypeImportOpenApiIn, EventTypeIn, EventTypePatch, MessageIn, MessagePrecheckIn, MessageStatus,
-    OperationalWebhookEndpointHeadersIn, OperationalWebhookEndpointIn, OperationalWebhookEndpointSecretIn,
-    OperationalWebhookEndpointUpsertIn, RecoverIn, ReplayIn,
+    AppPortalAccessIn, AppUsageStatsIn, ApplicationIn, ApplicationPatch, ApplicationTokenExpireIn,
+    AuthenticationSource, BackgroundTaskStatus, BackgroundTaskType, BulkExpungeContentsIn, BulkExpungeStatus,
+    BulkReplayIn, EndpointHeadersIn, EndpointIn, EndpointPatch, EndpointSecretRotateIn, EndpointUpsertIn,
+    EnvironmentIn, EventExampleIn, EventTypeImportOpenApiIn, EventTypeIn, EventTypePatch, IntegrationIn,
+    IntegrationUpdate, MessageIn, MessagePrecheckIn, MessageStatus, OperationalWebhookEndpointHeadersIn,
+    OperationalWebhookEndpointIn, OperationalWebhookEndpointSecretIn, OperationalWebhookEndpointUpsertIn, RecoverIn,
+    ReplayIn,
 };
 
 fn sdk(server: &Server) -> Svix {
@@ -585,4 +586,172 @@ async fn the_svix_sdk_manages_operational_webhook_endpoints() {
     let plain = Server::start("").await;
     let refused = sdk(&plain).operational_webhook().endpoint().list(None).await;
     assert!(format!("{refused:?}").contains("409"), "{refused:?}");
+}
+
+/// Svix's usage statistics through the SDK: the tasks it starts and the figures their
+/// `data` holds, for every application and for some, and who may see them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_svix_sdk_aggregates_usage_statistics() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let svix = sdk(&server);
+    let endpoint = |types: Option<&[&str]>| EndpointIn {
+        event_types: types.map(|t| t.iter().map(|s| s.to_string()).collect()),
+        ..EndpointIn::new(rx.url.clone())
+    };
+    let billed = ApplicationIn { uid: Some("billed".into()), ..ApplicationIn::new("Billed".into()) };
+    let billed = svix.application().create(billed, None).await.expect("application");
+    let quiet = svix.application().create(ApplicationIn::new("Quiet".into()), None).await.expect("application");
+    let idle = svix.application().create(ApplicationIn::new("Idle".into()), None).await.expect("application");
+    for ep in [endpoint(Some(&["invoice.paid", "user.created"])), endpoint(None)] {
+        svix.endpoint().create(billed.id.clone(), ep, None).await.expect("endpoint");
+    }
+    svix.endpoint().create(quiet.id.clone(), endpoint(Some(&["invoice.paid"])), None).await.expect("endpoint");
+
+    let since = chrono::Utc::now() - chrono::Duration::seconds(1);
+    // To "billed": two messages to both endpoints and one to the catch-all only (5); to
+    // "quiet": one message to its endpoint and one that none subscribes to (1).
+    for (app, event_type) in [
+        (&billed, "invoice.paid"),
+        (&billed, "invoice.paid"),
+        (&billed, "user.deleted"),
+        (&quiet, "invoice.paid"),
+        (&quiet, "user.deleted"),
+    ] {
+        let msg = MessageIn::new(event_type.into(), json!({}));
+        svix.message().create(app.id.clone(), msg, None).await.expect("message");
+    }
+    let until = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let counts = |data: &serde_json::Value| -> Vec<(String, Option<String>, u64)> {
+        let stats = data["appStats"].as_array().expect("appStats");
+        let mut all: Vec<_> = stats
+            .iter()
+            .map(|s| {
+                let uid = s["appUid"].as_str().map(String::from);
+                (s["appId"].as_str().expect("appId").to_string(), uid, s["messageDestinations"].as_u64().expect("n"))
+            })
+            .collect();
+        all.sort();
+        all
+    };
+
+    let every = svix.statistics().aggregate_app_stats(AppUsageStatsIn::new(since, until), None).await.expect("stats");
+    assert_eq!((every.status, every.task), (BackgroundTaskStatus::Finished, BackgroundTaskType::ApplicationStats));
+    assert!(every.unresolved_app_ids.is_empty());
+    let task = svix.background_task().get(every.id.clone()).await.expect("the stats task");
+    assert_eq!((task.status, task.task), (BackgroundTaskStatus::Finished, BackgroundTaskType::ApplicationStats));
+    let mut want = vec![
+        (billed.id.clone(), Some("billed".to_string()), 5),
+        (quiet.id.clone(), None, 1),
+        (idle.id.clone(), None, 0),
+    ];
+    want.sort();
+    assert_eq!(counts(&task.data), want);
+
+    // Some applications, by uid and by id, one named twice, one missing.
+    let some = AppUsageStatsIn {
+        app_ids: Some(["billed".to_string(), billed.id.clone(), quiet.id.clone(), "app_missing".to_string()].into()),
+        ..AppUsageStatsIn::new(since, until)
+    };
+    let some = svix.statistics().aggregate_app_stats(some, None).await.expect("stats of some");
+    assert_eq!(some.unresolved_app_ids, ["app_missing".to_string()].into());
+    let task = svix.background_task().get(some.id.clone()).await.expect("the stats task");
+    let mut want = vec![(billed.id.clone(), Some("billed".to_string()), 5), (quiet.id.clone(), None, 1)];
+    want.sort();
+    assert_eq!(counts(&task.data), want);
+    // A window before the messages counts none of them.
+    let before = AppUsageStatsIn::new(since - chrono::Duration::hours(1), since);
+    let before = svix.statistics().aggregate_app_stats(before, None).await.expect("stats of the hour before");
+    let task = svix.background_task().get(before.id.clone()).await.expect("the stats task");
+    assert!(counts(&task.data).iter().all(|(_, _, n)| *n == 0), "{:?}", task.data);
+    // Nothing found, or a window that ends before it starts: 422.
+    let none = AppUsageStatsIn { app_ids: Some(["nope".to_string()].into()), ..AppUsageStatsIn::new(since, until) };
+    let err = svix.statistics().aggregate_app_stats(none, None).await.expect_err("no application found");
+    assert!(format!("{err:?}").contains("422"), "{err:?}");
+    let err =
+        svix.statistics().aggregate_app_stats(AppUsageStatsIn::new(until, since), None).await.expect_err("backwards");
+    assert!(format!("{err:?}").contains("422"), "{err:?}");
+
+    let aggregate = svix.statistics().aggregate_event_types().await.expect("aggregate event types");
+    assert_eq!(
+        (aggregate.status, aggregate.task),
+        (BackgroundTaskStatus::Finished, BackgroundTaskType::EventTypeAggregate)
+    );
+    let task = svix.background_task().get(aggregate.id.clone()).await.expect("the aggregate task");
+    let per_app = task.data["event_types"].as_array().expect("event_types").clone();
+    let of = |id: &str| per_app.iter().find(|a| a["appId"] == id).cloned().expect("the application's entry");
+    assert_eq!(of(&billed.id)["explicitlySubscribedEventTypes"], json!(["invoice.paid", "user.created"]));
+    assert_eq!(of(&billed.id)["hasCatchAllEndpoint"], json!(true));
+    assert_eq!(of(&quiet.id)["explicitlySubscribedEventTypes"], json!(["invoice.paid"]));
+    assert_eq!(of(&quiet.id)["hasCatchAllEndpoint"], json!(false));
+    assert_eq!(of(&idle.id)["explicitlySubscribedEventTypes"], json!([]));
+
+    // The tasks are the environment's: an application token neither starts nor sees them.
+    let access = svix.authentication().app_portal_access(billed.id.clone(), AppPortalAccessIn::new(), None).await;
+    let scoped = sdk_with(&server, access.expect("app portal access").token);
+    let err = scoped.statistics().aggregate_event_types().await.expect_err("an application token");
+    assert!(format!("{err:?}").contains("403"), "{err:?}");
+    assert!(scoped.background_task().get(aggregate.id.clone()).await.is_err(), "not the application's task");
+    let listed = scoped.background_task().list(None).await.expect("the application's tasks");
+    assert!(listed.data.iter().all(|t| t.id != aggregate.id && t.id != every.id));
+}
+
+/// Integrations through the SDK: created without a key, given one by rotating, the key
+/// working as a token of its application only, and revoked by rotating again or deleting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_svix_sdk_manages_integrations_and_their_keys() {
+    let server = Server::start("").await;
+    let svix = sdk(&server);
+    let app = svix.application().create(ApplicationIn::new("Integrated".into()), None).await.expect("application");
+    let other = svix.application().create(ApplicationIn::new("Other".into()), None).await.expect("application");
+    let input =
+        IntegrationIn { feature_flags: Some(["beta".to_string()].into()), ..IntegrationIn::new("Zapier".into()) };
+    let zapier = svix.integration().create(app.id.clone(), input, None).await.expect("integration create");
+    assert_eq!((zapier.name.as_str(), zapier.feature_flags.clone()), ("Zapier", Some(["beta".to_string()].into())));
+    let make =
+        svix.integration().create(app.id.clone(), IntegrationIn::new("Make".into()), None).await.expect("second");
+    let page = IntegrationListOptions { limit: Some(1), ..Default::default() };
+    let first = svix.integration().list(app.id.clone(), Some(page)).await.expect("integration list");
+    assert_eq!((first.data.len(), first.done), (1, false));
+    let rest = IntegrationListOptions { limit: Some(1), iterator: first.iterator.clone(), ..Default::default() };
+    let second = svix.integration().list(app.id.clone(), Some(rest)).await.expect("second page");
+    let mut listed = vec![first.data[0].id.clone(), second.data[0].id.clone()];
+    listed.sort();
+    let mut want = vec![zapier.id.clone(), make.id.clone()];
+    want.sort();
+    assert_eq!(listed, want);
+    let none = svix.integration().list(other.id.clone(), None).await.expect("another application's");
+    assert!(none.data.is_empty(), "another application's integrations are its own");
+    let err = svix.integration().get(other.id.clone(), zapier.id.clone()).await.expect_err("wrong application");
+    assert!(format!("{err:?}").contains("404"), "{err:?}");
+
+    let update = IntegrationUpdate { feature_flags: None, ..IntegrationUpdate::new("Zapier EU".into()) };
+    let updated = svix.integration().update(app.id.clone(), zapier.id.clone(), update).await.expect("update");
+    assert_eq!(updated.name, "Zapier EU");
+    assert_eq!(svix.integration().get(app.id.clone(), zapier.id.clone()).await.expect("get").name, "Zapier EU");
+
+    // The key is a token of the application, and of that application only.
+    let key = svix.integration().rotate_key(app.id.clone(), zapier.id.clone(), None).await.expect("rotate").key;
+    assert!(key.starts_with("integsk_"), "{key}");
+    let as_zapier = sdk_with(&server, key.clone());
+    let me = as_zapier.authentication().whoami().await.expect("whoami with the key");
+    assert_eq!(me.app_id.as_deref(), Some(app.id.as_str()));
+    as_zapier.endpoint().list(app.id.clone(), None).await.expect("its application's endpoints");
+    assert!(as_zapier.application().get(other.id.clone()).await.is_err(), "not another application");
+    let err = as_zapier.integration().rotate_key(app.id.clone(), zapier.id.clone(), None).await.expect_err("mint");
+    assert!(format!("{err:?}").contains("403"), "a key cannot mint keys: {err:?}");
+
+    // Rotating again: the old key stops working, the new one works.
+    let newer = svix.integration().rotate_key(app.id.clone(), zapier.id.clone(), None).await.expect("rotate").key;
+    assert_ne!(newer, key);
+    assert!(as_zapier.authentication().whoami().await.is_err(), "the old key is revoked");
+    let as_zapier = sdk_with(&server, newer);
+    as_zapier.authentication().whoami().await.expect("the new key works");
+
+    // Deleting the integration revokes its key.
+    svix.integration().delete(app.id.clone(), zapier.id.clone()).await.expect("delete");
+    assert!(as_zapier.authentication().whoami().await.is_err(), "revoked with its integration");
+    assert!(svix.integration().get(app.id.clone(), zapier.id.clone()).await.is_err());
+    let err = svix.integration().rotate_key(app.id.clone(), zapier.id.clone(), None).await.expect_err("gone");
+    assert!(format!("{err:?}").contains("404"), "{err:?}");
 }

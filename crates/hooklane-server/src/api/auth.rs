@@ -103,14 +103,19 @@ pub async fn app_portal_access(
         (None, Some(application)) => super::app::create_under_uid(&s, &app_key, application).await?.0,
         (None, None) => return Err(ApiError::NotFound("application")),
     };
-    let mut raw = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut raw);
-    let token = format!("{APP_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
+    let token = random_token(APP_TOKEN_PREFIX);
     let now = Utc::now();
     let expires_at = now + chrono::Duration::seconds(expiry as i64);
     s.0.store.create_token(hex(&token_hash(&token)), Some(app.id), now, Some(expires_at)).await?;
     let url = format!("{}/portal#token={token}", s.0.public_url.trim_end_matches('/'));
     Ok(axum::Json(AppPortalAccessOut { url, token }))
+}
+
+/// A new token: `prefix` then 256 random bits, base64url.
+pub(crate) fn random_token(prefix: &str) -> String {
+    let mut raw = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut raw);
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(raw))
 }
 
 /// Svix's older name for app-portal-access: the same operation.

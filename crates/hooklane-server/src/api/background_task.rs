@@ -1,7 +1,8 @@
-//! `/api/v1/background-task`: the tasks recoveries, replays and purges recorded (Svix's background
-//! tasks). hooklane does that work before answering, so every task here is `finished`; they
-//! are kept 90 days so that clients following Svix's flow (start a recovery, then look its
-//! task up) find them. The admin token sees every task, an application token its own.
+//! `/api/v1/background-task`: the tasks recoveries, replays, purges and usage statistics
+//! recorded (Svix's background tasks). hooklane does that work before answering, so every
+//! task here is `finished`; they are kept 90 days so that clients following Svix's flow
+//! (start a recovery, then look its task up) find them. The admin token sees every task,
+//! an application token its own application's (not those of the whole environment).
 
 use axum::extract::State;
 use hooklane_core::model::{BackgroundTask, Principal};
@@ -24,11 +25,13 @@ pub struct BackgroundTaskOut {
     /// `finished` (hooklane finishes a task before answering the request that made it).
     #[schema(example = "finished")]
     status: String,
-    /// `endpoint.recover`, `endpoint.replay`, `endpoint.bulk-replay` or `application.purge_content`.
+    /// `endpoint.recover`, `endpoint.replay`, `endpoint.bulk-replay`,
+    /// `application.purge_content`, `application.stats` or `event-type.aggregate`.
     #[schema(example = "endpoint.recover")]
     task: String,
     /// What the task did: `endpointId` (an endpoint's task), and `recovered` or `replayed`
-    /// (deliveries queued) or `expunged` (messages emptied).
+    /// (deliveries queued) or `expunged` (messages emptied); `appStats` (an
+    /// `application.stats` task) or `event_types` (an `event-type.aggregate` task).
     #[schema(value_type = Object)]
     data: serde_json::Value,
     updated_at: DateTime<Utc>,
@@ -57,7 +60,7 @@ fn scope(principal: Principal) -> Option<String> {
     params(
         PageNewestFirst,
         ("status" = Option<String>, Query, description = "Only tasks in this state: `running`, `finished` or `failed`"),
-        ("task" = Option<String>, Query, description = "Only tasks of this type: `endpoint.recover`, `endpoint.replay`, `endpoint.bulk-replay` or `application.purge_content`"),
+        ("task" = Option<String>, Query, description = "Only tasks of this type: `endpoint.recover`, `endpoint.replay`, `endpoint.bulk-replay`, `application.purge_content`, `application.stats` or `event-type.aggregate`"),
     ),
     responses(
         (status = 200, description = "A page of tasks", body = ListResponse<BackgroundTaskOut>),

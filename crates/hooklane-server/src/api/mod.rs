@@ -12,12 +12,14 @@ pub mod event_type;
 pub mod event_type_import;
 pub mod events;
 pub mod example;
+pub mod integration;
 pub mod message;
 pub mod operational_endpoint;
 pub mod position_tokens;
 pub mod preview;
 pub mod source;
 pub mod stats;
+pub mod usage;
 
 use serde::{Deserialize, Deserializer, Serialize};
 

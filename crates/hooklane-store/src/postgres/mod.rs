@@ -37,6 +37,7 @@
 
 mod inbound;
 mod ingest;
+mod integrations;
 mod lanes;
 mod queries;
 mod rows;

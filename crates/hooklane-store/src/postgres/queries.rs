@@ -50,7 +50,7 @@ pub(super) async fn query_opt<C: GenericClient>(
 }
 
 /// Expects at least one changed row; zero means the record was not there.
-fn one_row(changed: u64) -> StoreResult<()> {
+pub(super) fn one_row(changed: u64) -> StoreResult<()> {
     if changed == 0 {
         Err(StoreError::NotFound)
     } else {
@@ -183,6 +183,7 @@ pub async fn delete_app<C: GenericClient>(c: &C, app_id: &str) -> StoreResult<()
         "DELETE FROM tokens WHERE app_id = $1",
         "DELETE FROM events_subscriptions WHERE app_id = $1",
         "DELETE FROM background_tasks WHERE app_id = $1",
+        "DELETE FROM integrations WHERE app_id = $1",
     ] {
         execute(c, sql, &[&app_id]).await?;
     }
@@ -1526,6 +1527,26 @@ pub async fn attempt_timeline<C: GenericClient>(
         .map(|r| attempt_group(r, rows::get::<i64>(r, 0)?))
         .collect::<StoreResult<Vec<_>>>()?;
     Ok(fold_timeline(groups))
+}
+
+pub async fn count_message_destinations<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    since: i64,
+    until: i64,
+) -> StoreResult<u64> {
+    let row = query_opt(
+        c,
+        "SELECT COUNT(*) FROM messages m JOIN deliveries d ON d.msg_id = m.id \
+         WHERE m.app_id = $1 AND m.created_at >= $2 AND m.created_at < $3",
+        &[&app_id, &since, &until],
+    )
+    .await?;
+    let n: i64 = match row {
+        Some(r) => rows::get(&r, 0)?,
+        None => 0,
+    };
+    Ok(n.max(0) as u64)
 }
 
 pub async fn message_log<C: GenericClient>(

@@ -256,6 +256,20 @@ CREATE INDEX background_tasks_by_time ON background_tasks (updated_at);
     r#"
 ALTER TABLE deliveries ADD COLUMN not_before BIGINT;
 "#,
+    // Integrations (the SQLite migration says what for).
+    r#"
+CREATE TABLE integrations (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    app_id TEXT COLLATE "C" NOT NULL,
+    name TEXT NOT NULL,
+    feature_flags TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX integrations_by_app ON integrations (app_id, id);
+ALTER TABLE tokens ADD COLUMN integration_id TEXT COLLATE "C";
+CREATE INDEX tokens_by_integration ON tokens (integration_id) WHERE integration_id IS NOT NULL;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

@@ -511,6 +511,46 @@ impl Store for PgStore {
         queries::insert_token(&c, &token_hash, app_id.as_deref(), ms(now), expires_at.map(ms)).await
     }
 
+    async fn create_integration(&self, integration: hooklane_core::model::Integration) -> StoreResult<()> {
+        super::integrations::insert(&self.client().await?, &integration).await
+    }
+
+    async fn get_integration(&self, app_id: &str, id: &str) -> StoreResult<Option<hooklane_core::model::Integration>> {
+        super::integrations::get_integration(&self.client().await?, app_id, id).await
+    }
+
+    async fn list_integrations(
+        &self,
+        app_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<hooklane_core::model::Integration>> {
+        super::integrations::list(&self.client().await?, app_id, page).await
+    }
+
+    async fn update_integration(&self, integration: hooklane_core::model::Integration) -> StoreResult<()> {
+        super::integrations::update(&self.client().await?, &integration).await
+    }
+
+    async fn delete_integration(&self, app_id: &str, id: &str) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db_err)?;
+        let result = super::integrations::delete(&tx, app_id, id).await;
+        finish(tx, result).await
+    }
+
+    async fn set_integration_key(
+        &self,
+        app_id: &str,
+        id: &str,
+        key_hash: String,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db_err)?;
+        let result = super::integrations::set_key(&tx, app_id, id, &key_hash, ms(now)).await;
+        finish(tx, result).await
+    }
+
     async fn find_token(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Principal>> {
         Ok(queries::find_token(&self.client().await?, token_hash, ms(now)).await?.map(principal))
     }
@@ -594,6 +634,15 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<TimelineBucket>> {
         let bucket = crate::queries_shared::bucket_ms(bucket);
         queries::attempt_timeline(&self.client().await?, app_id, endpoint_id, ms(since), ms(until), bucket).await
+    }
+
+    async fn count_message_destinations(
+        &self,
+        app_id: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        queries::count_message_destinations(&self.client().await?, app_id, ms(since), ms(until)).await
     }
 
     async fn message_log(

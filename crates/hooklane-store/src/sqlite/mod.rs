@@ -14,6 +14,7 @@
 //! so, which loses nothing that was acknowledged.
 
 mod inbound;
+mod integrations;
 mod lanes;
 mod queries;
 mod rows;

@@ -114,7 +114,7 @@ pub(super) fn query_all<T>(
 }
 
 /// Expects exactly one changed row; zero means the record was not there.
-fn one_row(changed: usize) -> StoreResult<()> {
+pub(super) fn one_row(changed: usize) -> StoreResult<()> {
     if changed == 0 {
         Err(StoreError::NotFound)
     } else {
@@ -150,9 +150,16 @@ pub fn get_app(conn: &Connection, id_or_uid: &str) -> StoreResult<Option<Applica
 }
 
 pub fn delete_app(conn: &Connection, app_id: &str) -> StoreResult<()> {
-    for table in
-        ["attempts", "deliveries", "messages", "endpoints", "tokens", "events_subscriptions", "background_tasks"]
-    {
+    for table in [
+        "attempts",
+        "deliveries",
+        "messages",
+        "endpoints",
+        "tokens",
+        "events_subscriptions",
+        "background_tasks",
+        "integrations",
+    ] {
         execute(conn, &format!("DELETE FROM {table} WHERE app_id = ?1"), [app_id])?;
     }
     one_row(execute(conn, "DELETE FROM applications WHERE id = ?1", [app_id])?)
@@ -1065,6 +1072,17 @@ pub fn attempt_timeline(
     let groups: Vec<AttemptGroup<i64>> =
         query_all(conn, &sql, params![app_id, since, bucket, until, endpoint_id], attempt_group)?;
     Ok(fold_timeline(groups))
+}
+
+pub fn count_message_destinations(conn: &Connection, app_id: &str, since: i64, until: i64) -> StoreResult<u64> {
+    let n: Option<i64> = query_opt(
+        conn,
+        "SELECT COUNT(*) FROM messages m JOIN deliveries d ON d.msg_id = m.id \
+         WHERE m.app_id = ?1 AND m.created_at >= ?2 AND m.created_at < ?3",
+        params![app_id, since, until],
+        |r| r.get(0),
+    )?;
+    Ok(n.unwrap_or(0).max(0) as u64)
 }
 
 pub fn message_log(

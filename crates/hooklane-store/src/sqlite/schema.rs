@@ -273,6 +273,22 @@ CREATE INDEX background_tasks_by_time ON background_tasks (updated_at);
     r#"
 ALTER TABLE deliveries ADD COLUMN not_before INTEGER;
 "#,
+    // Integrations (Svix's): named credentials of an application for third parties. An
+    // integration's key is a row of `tokens` that names it, so every token lookup finds it
+    // and rotating the key replaces that row.
+    r#"
+CREATE TABLE integrations (
+    id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    feature_flags TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX integrations_by_app ON integrations (app_id, id);
+ALTER TABLE tokens ADD COLUMN integration_id TEXT;
+CREATE INDEX tokens_by_integration ON tokens (integration_id) WHERE integration_id IS NOT NULL;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

@@ -476,6 +476,44 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn create_integration(&self, integration: hooklane_core::model::Integration) -> StoreResult<()> {
+        self.write(move |c| super::integrations::insert(c, &integration)).await
+    }
+
+    async fn get_integration(&self, app_id: &str, id: &str) -> StoreResult<Option<hooklane_core::model::Integration>> {
+        let (app_id, id) = (owned(app_id), owned(id));
+        self.read(move |c| super::integrations::get(c, &app_id, &id)).await
+    }
+
+    async fn list_integrations(
+        &self,
+        app_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<hooklane_core::model::Integration>> {
+        let (app_id, page) = (owned(app_id), page.clone());
+        self.read(move |c| super::integrations::list(c, &app_id, &page)).await
+    }
+
+    async fn update_integration(&self, integration: hooklane_core::model::Integration) -> StoreResult<()> {
+        self.write(move |c| super::integrations::update(c, &integration)).await
+    }
+
+    async fn delete_integration(&self, app_id: &str, id: &str) -> StoreResult<()> {
+        let (app_id, id) = (owned(app_id), owned(id));
+        self.write(move |c| super::integrations::delete(c, &app_id, &id)).await
+    }
+
+    async fn set_integration_key(
+        &self,
+        app_id: &str,
+        id: &str,
+        key_hash: String,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (app_id, id) = (owned(app_id), owned(id));
+        self.write(move |c| super::integrations::set_key(c, &app_id, &id, &key_hash, ms(now))).await
+    }
+
     async fn find_token(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Principal>> {
         let hash = owned(token_hash);
         self.read(move |c| {
@@ -606,6 +644,16 @@ impl Store for SqliteStore {
         let (app, ep) = (owned(app_id), endpoint_id.map(owned));
         let bucket = crate::queries_shared::bucket_ms(bucket);
         self.read(move |c| queries::attempt_timeline(c, &app, ep.as_deref(), ms(since), ms(until), bucket)).await
+    }
+
+    async fn count_message_destinations(
+        &self,
+        app_id: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let app = owned(app_id);
+        self.read(move |c| queries::count_message_destinations(c, &app, ms(since), ms(until))).await
     }
 
     async fn read_message_events(&self, app_id: &str, query: &EventsQuery) -> StoreResult<EventsPage> {

@@ -107,10 +107,13 @@ macro_rules! store_conformance_tests {
             message_content_type_and_headers_round_trip,
             // --- background tasks
             background_tasks_record_get_list_isolate_and_prune,
+            // --- integrations
+            integrations_keep_one_key_each_within_their_application,
             // --- statistics
             stats_ping_and_queue,
             stats_endpoint_health,
             stats_attempt_timeline,
+            stats_message_destinations,
             stats_message_log_states,
         );
     };
@@ -125,11 +128,13 @@ macro_rules! store_conformance_tests {
     };
 }
 
-// --- inbound sources, FIFO lanes and background tasks: cases in their own files.
+// --- inbound sources, FIFO lanes, background tasks and integrations: cases in their own files.
 mod inbound;
+mod integrations;
 mod lanes;
 mod tasks;
 pub use inbound::*;
+pub use integrations::*;
 pub use lanes::*;
 pub use tasks::*;
 
@@ -2467,6 +2472,32 @@ pub async fn stats_endpoint_health(store: &DynStore) {
     let f = all.iter().find(|h| h.endpoint_id == fast.id).unwrap();
     assert_eq!((f.succeeded, f.failed, f.latency.max_ms), (10, 1, 20_000), "a wider window takes the old attempt in");
     assert!(store.endpoint_health("app_missing", t - hours(1)).await.unwrap().is_empty());
+}
+
+pub async fn stats_message_destinations(store: &DynStore) {
+    let t0 = now_ms() - mins(30);
+    let app = setup_app(store, "A").await;
+    let other = setup_app(store, "B").await;
+    let (one, two) = (setup_endpoint(store, &app.id).await, setup_endpoint(store, &app.id).await);
+    let foreign = setup_endpoint(store, &other.id).await;
+    post(store, &app.id, &[&one, &two], t0).await; // 2, at the window's first instant
+    let failed = post(store, &app.id, &[&one], t0 + mins(1)).await; // 1, however it goes
+    post(store, &app.id, &[&one, &two], t0 + mins(5)).await; // 2, at the window's end: out
+    post(store, &app.id, &[&two], t0 - secs(1)).await; // 1, before the window
+    post(store, &other.id, &[&foreign], t0 + mins(2)).await; // another application's
+    assert!(!claim(store, t0 + mins(6)).await.is_empty());
+    let outcome = timed(&failed.id, &one, t0 + mins(6), NextStep::GiveUp, 5);
+    store.record_attempts(vec![outcome], Duration::from_secs(30 * 24 * 3600)).await.unwrap();
+
+    let count = |app_id: String, since, until| async move {
+        store.count_message_destinations(&app_id, since, until).await.expect("count_message_destinations")
+    };
+    assert_eq!(count(app.id.clone(), t0, t0 + mins(5)).await, 3, "since is in, until is out");
+    assert_eq!(count(app.id.clone(), t0 - secs(1), t0 + mins(5) + secs(1)).await, 6);
+    assert_eq!(count(app.id.clone(), t0 + mins(1), t0 + mins(2)).await, 1, "a failed delivery counts");
+    assert_eq!(count(other.id.clone(), t0, t0 + mins(5)).await, 1, "only the application's own");
+    assert_eq!(count(app.id.clone(), t0 + mins(10), t0 + mins(20)).await, 0);
+    assert_eq!(count("app_missing".into(), t0, t0 + mins(5)).await, 0);
 }
 
 pub async fn stats_attempt_timeline(store: &DynStore) {
