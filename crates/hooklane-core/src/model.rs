@@ -209,15 +209,35 @@ pub struct Attempt {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     Admin,
-    App(String),
+    /// A token of one application (an app-portal token or an integration key).
+    App {
+        app_id: String,
+        /// Svix's feature flags of the token: an event type behind a flag (its
+        /// `feature_flag`) is visible to the tokens that have that flag only.
+        feature_flags: Vec<String>,
+    },
 }
 
 impl Principal {
+    /// A token of the application, with no feature flags.
+    pub fn app(app_id: impl Into<String>) -> Principal {
+        Principal::App { app_id: app_id.into(), feature_flags: Vec::new() }
+    }
+
     /// Whether this principal may touch the application with this id.
     pub fn can_access(&self, app_id: &str) -> bool {
         match self {
             Principal::Admin => true,
-            Principal::App(id) => id == app_id,
+            Principal::App { app_id: id, .. } => id == app_id,
+        }
+    }
+
+    /// Whether this principal may see an event type behind `flag` (`None`: an event type
+    /// without a flag, which everyone sees). The admin token sees them all.
+    pub fn sees_flag(&self, flag: Option<&str>) -> bool {
+        match (self, flag) {
+            (Principal::Admin, _) | (_, None) => true,
+            (Principal::App { feature_flags, .. }, Some(flag)) => feature_flags.iter().any(|f| f == flag),
         }
     }
 }

@@ -189,7 +189,7 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match Auth::from_request_parts(parts, state).await?.0 {
             Principal::Admin => Ok(Admin),
-            Principal::App(_) => Err(ApiError::Forbidden("this operation needs the admin token")),
+            Principal::App { .. } => Err(ApiError::Forbidden("this operation needs the admin token")),
         }
     }
 }

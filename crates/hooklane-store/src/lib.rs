@@ -310,11 +310,13 @@ pub trait Store: Send + Sync + 'static {
     async fn expunge_attempt_content(&self, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<()>;
 
     // --- auth tokens (stored as SHA-256 hashes, never in clear)
-    /// Stores a token's hash; from `expires_at` on (when given) it is no longer found.
+    /// Stores a token's hash, with the feature flags of an application's token; from
+    /// `expires_at` on (when given) it is no longer found.
     async fn create_token(
         &self,
         token_hash: String,
         app_id: Option<String>,
+        feature_flags: Vec<String>,
         now: DateTime<Utc>,
         expires_at: Option<DateTime<Utc>>,
     ) -> StoreResult<()>;
@@ -335,14 +337,15 @@ pub trait Store: Send + Sync + 'static {
         app_id: &str,
         page: &PageRequest,
     ) -> StoreResult<Page<hooklane_core::model::Integration>>;
-    /// Saves the integration's name, feature flags and `updated_at`; [`StoreError::NotFound`]
-    /// when the application has no such integration.
+    /// Saves the integration's name, feature flags and `updated_at`, and gives its key the
+    /// new flags; [`StoreError::NotFound`] when the application has no such integration.
     async fn update_integration(&self, integration: hooklane_core::model::Integration) -> StoreResult<()>;
     /// Deletes the integration and its key; [`StoreError::NotFound`] when the application
     /// has no such integration.
     async fn delete_integration(&self, app_id: &str, id: &str) -> StoreResult<()>;
     /// Makes the token of hash `key_hash` the integration's key, an application token that
-    /// does not expire; the key it had stops working in the same write. Moves `updated_at`
+    /// does not expire, with the integration's feature flags; the key it had stops working
+    /// in the same write. Moves `updated_at`
     /// to `now`. [`StoreError::NotFound`] when the application has no such integration.
     async fn set_integration_key(
         &self,

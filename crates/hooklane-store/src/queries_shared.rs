@@ -196,11 +196,21 @@ pub fn bucket_ms(bucket: Duration) -> i64 {
 pub const EXPUNGED: &str = "the message's content was deleted: it cannot be sent again";
 
 /// Who a stored token belongs to: an application, or (no application) the admin.
-pub fn principal(app_id: Option<String>) -> hooklane_core::model::Principal {
+/// `feature_flags` is the token's JSON list of flags; one that does not parse gives none,
+/// so flagged event types stay hidden rather than shown.
+pub fn principal(app_id: Option<String>, feature_flags: Option<String>) -> hooklane_core::model::Principal {
     match app_id {
-        Some(id) => hooklane_core::model::Principal::App(id),
+        Some(app_id) => hooklane_core::model::Principal::App {
+            app_id,
+            feature_flags: feature_flags.and_then(|f| serde_json::from_str(&f).ok()).unwrap_or_default(),
+        },
         None => hooklane_core::model::Principal::Admin,
     }
+}
+
+/// A token's feature flags as stored: a JSON list, or NULL for none.
+pub fn feature_flags_column(flags: &[String]) -> Option<String> {
+    (!flags.is_empty()).then(|| serde_json::Value::from(flags.to_vec()).to_string())
 }
 
 /// The condition that a message has a delivery to an endpoint (`?`: the endpoint id) in

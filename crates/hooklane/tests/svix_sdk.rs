@@ -10,8 +10,9 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 use svix::api::{
-    ApplicationListOptions, EndpointListOptions, IntegrationListOptions, MessageAttemptListByEndpointOptions,
-    MessageAttemptListByMsgOptions, MessageListOptions, Svix, SvixOptions, V1MessageEventsParams,
+    ApplicationListOptions, EndpointListOptions, EventTypeListOptions, IntegrationListOptions,
+    MessageAttemptListByEndpointOptions, MessageAttemptListByMsgOptions, MessageListOptions, Svix, SvixOptions,
+    V1MessageEventsParams,
 };
 use svix::models::{
     AppPortalAccessIn, AppUsageStatsIn, ApplicationIn, ApplicationPatch, ApplicationTokenExpireIn,
@@ -754,4 +755,75 @@ async fn the_svix_sdk_manages_integrations_and_their_keys() {
     assert!(svix.integration().get(app.id.clone(), zapier.id.clone()).await.is_err());
     let err = svix.integration().rotate_key(app.id.clone(), zapier.id.clone(), None).await.expect_err("gone");
     assert!(format!("{err:?}").contains("404"), "{err:?}");
+}
+
+/// Svix's feature flags through the SDK: an event type behind a flag is listed, read and
+/// sent as an example only by tokens given that flag, whether app-portal tokens or
+/// integration keys (whose flags follow their integration's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_svix_sdk_sees_flagged_event_types_only_with_their_flag() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let svix = sdk(&server);
+    for (name, flag) in
+        [("beta.b", Some("beta")), ("internal.c", Some("internal")), ("public.a", None), ("public.d", None)]
+    {
+        let flags = flag.map(|f| [f.to_string()].into());
+        let et = EventTypeIn { feature_flags: flags, ..EventTypeIn::new(name.into(), "d".into()) };
+        svix.event_type().create(et, None).await.expect("event type create");
+    }
+    let app = svix.application().create(ApplicationIn::new("Flags".into()), None).await.expect("application");
+    let ep = svix.endpoint().create(app.id.clone(), EndpointIn::new(rx.url.clone()), None).await.expect("endpoint");
+    let names = |svix: Svix, limit: Option<u64>| async move {
+        let mut names = Vec::new();
+        let mut iterator = None;
+        loop {
+            let options = EventTypeListOptions { limit, iterator: iterator.clone(), ..Default::default() };
+            let page = svix.event_type().list(Some(options)).await.expect("event type list");
+            if let Some(limit) = limit {
+                assert!(page.done || page.data.len() as u64 == limit, "a short page that is not the last");
+            }
+            names.extend(page.data.into_iter().map(|e| e.name));
+            if page.done {
+                return names;
+            }
+            iterator = page.iterator;
+        }
+    };
+    let token = |flags: &[&str]| {
+        let input = AppPortalAccessIn {
+            feature_flags: Some(flags.iter().map(|f| f.to_string()).collect()),
+            ..AppPortalAccessIn::new()
+        };
+        let svix = &svix;
+        let app_id = app.id.clone();
+        async move { svix.authentication().app_portal_access(app_id, input, None).await.expect("token").token }
+    };
+
+    assert_eq!(names(sdk(&server), None).await, ["beta.b", "internal.c", "public.a", "public.d"], "the admin");
+    let plain = sdk_with(&server, token(&[]).await);
+    assert_eq!(names(sdk_with(&server, token(&[]).await), Some(1)).await, ["public.a", "public.d"]);
+    assert!(plain.event_type().get("beta.b".into()).await.is_err(), "hidden without its flag");
+    let example = EventExampleIn::new("beta.b".into());
+    let err = plain.endpoint().send_example(app.id.clone(), ep.id.clone(), example, None).await.expect_err("hidden");
+    assert!(format!("{err:?}").contains("404"), "{err:?}");
+    let beta = sdk_with(&server, token(&["beta"]).await);
+    assert_eq!(names(sdk_with(&server, token(&["beta"]).await), Some(1)).await, ["beta.b", "public.a", "public.d"]);
+    assert_eq!(beta.event_type().get("beta.b".into()).await.expect("seen with its flag").name, "beta.b");
+    assert!(beta.event_type().get("internal.c".into()).await.is_err());
+    let example = EventExampleIn::new("beta.b".into());
+    beta.endpoint().send_example(app.id.clone(), ep.id.clone(), example, None).await.expect("example with its flag");
+    rx.wait_for(1, Duration::from_secs(10)).await;
+
+    // An integration key has its integration's flags, and follows them.
+    let input =
+        IntegrationIn { feature_flags: Some(["internal".to_string()].into()), ..IntegrationIn::new("I".into()) };
+    let integ = svix.integration().create(app.id.clone(), input, None).await.expect("integration");
+    let key = svix.integration().rotate_key(app.id.clone(), integ.id.clone(), None).await.expect("key").key;
+    assert_eq!(names(sdk_with(&server, key.clone()), Some(2)).await, ["internal.c", "public.a", "public.d"]);
+    svix.integration()
+        .update(app.id.clone(), integ.id.clone(), IntegrationUpdate::new("I".into()))
+        .await
+        .expect("integration update");
+    assert_eq!(names(sdk_with(&server, key), Some(2)).await, ["public.a", "public.d"], "its flags taken away");
 }

@@ -46,6 +46,10 @@ pub struct AppPortalAccessIn {
     /// access to its application).
     #[serde(default)]
     capabilities: Option<Vec<serde_json::Value>>,
+    /// The flags whose event types the token sees: an event type behind a feature flag is
+    /// hidden from tokens without it. At most 64, each 1–256 of `[a-zA-Z0-9-_.]`.
+    #[serde(default)]
+    feature_flags: Option<std::collections::BTreeSet<String>>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -91,6 +95,7 @@ pub async fn app_portal_access(
             "not supported: an application token has full access to its application",
         ));
     }
+    let feature_flags = super::feature_flags(input.feature_flags)?;
     let expiry = input.expiry.unwrap_or(DEFAULT_EXPIRY_SECONDS);
     if !(MIN_EXPIRY_SECONDS..=MAX_EXPIRY_SECONDS).contains(&expiry) {
         return Err(ApiError::validation(
@@ -106,7 +111,7 @@ pub async fn app_portal_access(
     let token = random_token(APP_TOKEN_PREFIX);
     let now = Utc::now();
     let expires_at = now + chrono::Duration::seconds(expiry as i64);
-    s.0.store.create_token(hex(&token_hash(&token)), Some(app.id), now, Some(expires_at)).await?;
+    s.0.store.create_token(hex(&token_hash(&token)), Some(app.id), feature_flags, now, Some(expires_at)).await?;
     let url = format!("{}/portal#token={token}", s.0.public_url.trim_end_matches('/'));
     Ok(axum::Json(AppPortalAccessOut { url, token }))
 }
@@ -201,7 +206,7 @@ pub struct WhoamiOut {
 pub async fn whoami(Auth(principal): Auth) -> axum::Json<WhoamiOut> {
     axum::Json(match principal {
         Principal::Admin => WhoamiOut { app_id: None, permission_source: "GlobalAuthToken" },
-        Principal::App(app_id) => WhoamiOut { app_id: Some(app_id), permission_source: "SvixJwt" },
+        Principal::App { app_id, .. } => WhoamiOut { app_id: Some(app_id), permission_source: "SvixJwt" },
     })
 }
 

@@ -203,6 +203,8 @@ pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<Event
 /// List event types.
 ///
 /// Listing is open to application tokens too: the portal shows what can be subscribed to.
+/// An application token does not see the event types behind a feature flag it was not
+/// given (`featureFlags` of its app-portal access or integration).
 #[utoipa::path(
     get,
     path = "/api/v1/event-type",
@@ -219,11 +221,29 @@ pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<Event
         (status = 422, response = InvalidQuery),
     )
 )]
-pub async fn list(State(s): State<AppState>, _: Auth, q: Query) -> ApiResult<axum::Json<ListResponse<EventTypeOut>>> {
-    let page = page_request(&q, false)?;
+pub async fn list(
+    State(s): State<AppState>,
+    Auth(principal): Auth,
+    q: Query,
+) -> ApiResult<axum::Json<ListResponse<EventTypeOut>>> {
+    let mut page = page_request(&q, false)?;
     let include_archived = q.flag("include_archived")?.unwrap_or(false);
     let with_content = q.flag("with_content")?.unwrap_or(false);
-    let page = s.0.store.list_event_types(&page, include_archived).await?;
+    // Event types hidden from the caller are skipped, and the page filled from those after
+    // them, so a page is short only when it is the last.
+    let limit = page.limit;
+    let mut visible = Vec::with_capacity(limit);
+    let done = loop {
+        let found = s.0.store.list_event_types(&page, include_archived).await?;
+        let Some(last) = found.items.last().map(|e| e.name.clone()) else { break true };
+        page.iterator = Some(last);
+        visible.extend(found.items.into_iter().filter(|e| principal.sees_flag(e.feature_flag.as_deref())));
+        if found.done || visible.len() >= limit {
+            break found.done;
+        }
+        page.limit = limit - visible.len();
+    };
+    let page = hooklane_store::Page { items: visible, done };
     Ok(axum::Json(ListResponse::from_page(page, |e| e.name.clone(), |e| EventTypeOut::new(e, with_content))))
 }
 
@@ -237,11 +257,17 @@ pub async fn list(State(s): State<AppState>, _: Auth, q: Query) -> ApiResult<axu
     responses(
         (status = 200, description = "The event type", body = EventTypeOut),
         (status = 401, response = Unauthorized),
-        (status = 404, description = "No such event type", body = ErrorBody),
+        (status = 404, description = "No such event type (or one behind a feature flag the token lacks)", body = ErrorBody),
     )
 )]
-pub async fn get(State(s): State<AppState>, _: Auth, Path(name): Path<String>) -> ApiResult<axum::Json<EventTypeOut>> {
-    let et = s.0.store.get_event_type(&name).await?.ok_or(ApiError::NotFound("event type"))?;
+pub async fn get(
+    State(s): State<AppState>,
+    Auth(principal): Auth,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<EventTypeOut>> {
+    let et = s.0.store.get_event_type(&name).await?;
+    // One behind a feature flag the caller lacks is not there for it.
+    let et = et.filter(|et| principal.sees_flag(et.feature_flag.as_deref())).ok_or(ApiError::NotFound("event type"))?;
     Ok(axum::Json(EventTypeOut::new(et, true)))
 }
 

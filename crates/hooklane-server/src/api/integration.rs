@@ -20,7 +20,7 @@ use hooklane_core::model::Integration;
 use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{check_len, check_name, page_request, ListResponse};
+use super::{check_len, feature_flags, page_request, ListResponse};
 use crate::error::{missing, ApiError, ApiResult};
 use crate::extract::{Admin, Json, Path, Query, Tenant};
 use crate::openapi::{
@@ -31,7 +31,6 @@ use crate::state::{hex, token_hash, AppState};
 /// Prefix of integration keys, so a secret scanner recognises them.
 const KEY_PREFIX: &str = "integsk_";
 const MAX_NAME: usize = 256;
-const MAX_FLAGS: usize = 64;
 
 /// Svix's `IntegrationIn` (and `IntegrationUpdate`, the same fields).
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -40,8 +39,9 @@ pub struct IntegrationIn {
     /// 1–256 characters.
     #[schema(example = "Zapier")]
     name: String,
-    /// Kept and answered as given (at most 64, each 1–256 of `[a-zA-Z0-9-_.]`); hooklane's
-    /// keys do not vary by them.
+    /// The flags whose event types the integration's key sees (an event type behind a
+    /// feature flag is hidden from tokens without it); at most 64, each 1–256 of
+    /// `[a-zA-Z0-9-_.]`.
     #[serde(default)]
     feature_flags: Option<BTreeSet<String>>,
 }
@@ -95,14 +95,7 @@ impl IntegrationIn {
             return Err(ApiError::validation("name", "may not be empty"));
         }
         check_len("name", &self.name, MAX_NAME)?;
-        let flags = self.feature_flags.unwrap_or_default();
-        if flags.len() > MAX_FLAGS {
-            return Err(ApiError::validation("featureFlags", format!("must hold at most {MAX_FLAGS} flags")));
-        }
-        for flag in &flags {
-            check_name("featureFlags", flag)?;
-        }
-        Ok((self.name, flags.into_iter().collect()))
+        Ok((self.name, feature_flags(self.feature_flags)?))
     }
 }
 

@@ -162,6 +162,21 @@ pub fn query_names(q: &Query, name: &str) -> ApiResult<Option<Vec<String>>> {
     Ok((!names.is_empty()).then_some(names))
 }
 
+/// Most feature flags one token or integration carries.
+const MAX_FEATURE_FLAGS: usize = 64;
+
+/// Svix's `featureFlags` of a token or an integration, checked (at most 64 names), in order.
+pub fn feature_flags(given: Option<std::collections::BTreeSet<String>>) -> ApiResult<Vec<String>> {
+    let flags = given.unwrap_or_default();
+    if flags.len() > MAX_FEATURE_FLAGS {
+        return Err(ApiError::validation("featureFlags", format!("must hold at most {MAX_FEATURE_FLAGS} flags")));
+    }
+    for flag in &flags {
+        check_name("featureFlags", flag)?;
+    }
+    Ok(flags.into_iter().collect())
+}
+
 pub fn check_len(field: &str, value: &str, max: usize) -> ApiResult<()> {
     if value.chars().count() > max {
         return Err(ApiError::validation(field, format!("must be at most {max} characters")));

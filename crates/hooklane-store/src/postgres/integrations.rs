@@ -6,6 +6,7 @@ use tokio_postgres::Row;
 
 use super::queries::{self, execute, one_row, query_opt, Select};
 use super::rows::{get, ms, time};
+use crate::queries_shared::feature_flags_column;
 use crate::{Page, PageRequest, StoreError, StoreResult};
 
 const COLS: &str = "id, app_id, name, feature_flags, created_at, updated_at";
@@ -48,7 +49,8 @@ pub async fn list<C: GenericClient>(c: &C, app_id: &str, page: &PageRequest) -> 
     Select::new(COLS, "integrations").and("app_id = ?", [queries::text(app_id)]).page(c, "id", page, integration).await
 }
 
-/// Saves the name and the feature flags (the rest never changes).
+/// Saves the name and the feature flags (the rest never changes); its key gets the flags
+/// (in the caller's transaction).
 pub async fn update<C: GenericClient>(c: &C, i: &Integration) -> StoreResult<()> {
     let changed = execute(
         c,
@@ -56,7 +58,14 @@ pub async fn update<C: GenericClient>(c: &C, i: &Integration) -> StoreResult<()>
         &[&i.id, &i.app_id, &i.name, &flags(i), &ms(i.updated_at)],
     )
     .await?;
-    one_row(changed)
+    one_row(changed)?;
+    execute(
+        c,
+        "UPDATE tokens SET feature_flags = $2 WHERE integration_id = $1",
+        &[&i.id, &feature_flags_column(&i.feature_flags)],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Deletes the integration and its key (in the caller's transaction).
@@ -75,9 +84,12 @@ pub async fn set_key<C: GenericClient>(c: &C, app_id: &str, id: &str, key_hash: 
             .await?;
     one_row(changed)?;
     execute(c, "DELETE FROM tokens WHERE integration_id = $1", &[&id]).await?;
+    // The key has the integration's flags (NULL for none, as every token without flags).
     execute(
         c,
-        "INSERT INTO tokens (hash, app_id, created_at, expires_at, integration_id) VALUES ($1, $2, $3, NULL, $4)",
+        "INSERT INTO tokens (hash, app_id, created_at, expires_at, integration_id, feature_flags) \
+         SELECT $1, app_id, $3, NULL, id, CASE WHEN feature_flags = '[]' THEN NULL ELSE feature_flags END \
+         FROM integrations WHERE id = $4 AND app_id = $2",
         &[&key_hash, &app_id, &now, &id],
     )
     .await?;

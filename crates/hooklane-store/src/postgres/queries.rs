@@ -1327,28 +1327,33 @@ pub async fn insert_token<C: GenericClient>(
     c: &C,
     hash: &str,
     app_id: Option<&str>,
+    feature_flags: Option<&str>,
     now: i64,
     expires_at: Option<i64>,
 ) -> StoreResult<()> {
     execute(
         c,
-        "INSERT INTO tokens (hash, app_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-        &[&hash, &app_id, &now, &expires_at],
+        "INSERT INTO tokens (hash, app_id, created_at, expires_at, feature_flags) VALUES ($1, $2, $3, $4, $5)",
+        &[&hash, &app_id, &now, &expires_at, &feature_flags],
     )
     .await?;
     Ok(())
 }
 
-/// `Some(app_id)` for a known token not expired at `now` (`app_id` is `None` for an admin token).
-pub async fn find_token<C: GenericClient>(c: &C, hash: &str, now: i64) -> StoreResult<Option<Option<String>>> {
-    query_opt(
+/// `Some((app_id, feature_flags))` for a known token not expired at `now` (`app_id` is
+/// `None` for an admin token; `feature_flags`, a JSON list, `None` for none).
+pub async fn find_token<C: GenericClient>(
+    c: &C,
+    hash: &str,
+    now: i64,
+) -> StoreResult<Option<(Option<String>, Option<String>)>> {
+    let row = query_opt(
         c,
-        "SELECT app_id FROM tokens WHERE hash = $1 AND (expires_at IS NULL OR expires_at > $2)",
+        "SELECT app_id, feature_flags FROM tokens WHERE hash = $1 AND (expires_at IS NULL OR expires_at > $2)",
         &[&hash, &now],
     )
-    .await?
-    .map(|r| rows::get(&r, 0))
-    .transpose()
+    .await?;
+    row.map(|r| Ok((rows::get(&r, 0)?, rows::get(&r, 1)?))).transpose()
 }
 
 pub async fn delete_token<C: GenericClient>(c: &C, hash: &str) -> StoreResult<bool> {

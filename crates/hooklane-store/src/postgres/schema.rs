@@ -270,6 +270,10 @@ CREATE INDEX integrations_by_app ON integrations (app_id, id);
 ALTER TABLE tokens ADD COLUMN integration_id TEXT COLLATE "C";
 CREATE INDEX tokens_by_integration ON tokens (integration_id) WHERE integration_id IS NOT NULL;
 "#,
+    // Feature flags of application tokens (the SQLite migration says what for).
+    r#"
+ALTER TABLE tokens ADD COLUMN feature_flags TEXT;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

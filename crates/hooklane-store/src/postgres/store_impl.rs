@@ -504,11 +504,13 @@ impl Store for PgStore {
         &self,
         token_hash: String,
         app_id: Option<String>,
+        feature_flags: Vec<String>,
         now: DateTime<Utc>,
         expires_at: Option<DateTime<Utc>>,
     ) -> StoreResult<()> {
         let c = self.client().await?;
-        queries::insert_token(&c, &token_hash, app_id.as_deref(), ms(now), expires_at.map(ms)).await
+        let flags = crate::queries_shared::feature_flags_column(&feature_flags);
+        queries::insert_token(&c, &token_hash, app_id.as_deref(), flags.as_deref(), ms(now), expires_at.map(ms)).await
     }
 
     async fn create_integration(&self, integration: hooklane_core::model::Integration) -> StoreResult<()> {
@@ -528,7 +530,10 @@ impl Store for PgStore {
     }
 
     async fn update_integration(&self, integration: hooklane_core::model::Integration) -> StoreResult<()> {
-        super::integrations::update(&self.client().await?, &integration).await
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db_err)?;
+        let result = super::integrations::update(&tx, &integration).await;
+        finish(tx, result).await
     }
 
     async fn delete_integration(&self, app_id: &str, id: &str) -> StoreResult<()> {
@@ -552,7 +557,8 @@ impl Store for PgStore {
     }
 
     async fn find_token(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Principal>> {
-        Ok(queries::find_token(&self.client().await?, token_hash, ms(now)).await?.map(principal))
+        let found = queries::find_token(&self.client().await?, token_hash, ms(now)).await?;
+        Ok(found.map(|(app_id, flags)| principal(app_id, flags)))
     }
 
     async fn delete_token(&self, token_hash: &str) -> StoreResult<bool> {

@@ -6,6 +6,7 @@ use rusqlite::{params, Connection, Row};
 
 use super::queries::{execute, one_row, query_opt, Select};
 use super::rows::{ms, time};
+use crate::queries_shared::feature_flags_column;
 use crate::{Page, PageRequest, StoreResult};
 
 const COLS: &str = "id, app_id, name, feature_flags, created_at, updated_at";
@@ -50,14 +51,20 @@ pub fn list(conn: &Connection, app_id: &str, page: &PageRequest) -> StoreResult<
     )
 }
 
-/// Saves the name and the feature flags (the rest never changes).
+/// Saves the name and the feature flags (the rest never changes); its key gets the flags.
 pub fn update(conn: &Connection, i: &Integration) -> StoreResult<()> {
     let changed = execute(
         conn,
         "UPDATE integrations SET name = ?3, feature_flags = ?4, updated_at = ?5 WHERE id = ?1 AND app_id = ?2",
         params![i.id, i.app_id, i.name, flags(i), ms(i.updated_at)],
     )?;
-    one_row(changed)
+    one_row(changed)?;
+    execute(
+        conn,
+        "UPDATE tokens SET feature_flags = ?2 WHERE integration_id = ?1",
+        params![i.id, feature_flags_column(&i.feature_flags)],
+    )?;
+    Ok(())
 }
 
 /// Deletes the integration and its key.
@@ -75,9 +82,12 @@ pub fn set_key(conn: &Connection, app_id: &str, id: &str, key_hash: &str, now: i
         params![id, app_id, now],
     )?)?;
     execute(conn, "DELETE FROM tokens WHERE integration_id = ?1", [id])?;
+    // The key has the integration's flags (NULL for none, as every token without flags).
     execute(
         conn,
-        "INSERT INTO tokens (hash, app_id, created_at, expires_at, integration_id) VALUES (?1, ?2, ?3, NULL, ?4)",
+        "INSERT INTO tokens (hash, app_id, created_at, expires_at, integration_id, feature_flags) \
+         SELECT ?1, app_id, ?3, NULL, id, CASE WHEN feature_flags = '[]' THEN NULL ELSE feature_flags END \
+         FROM integrations WHERE id = ?4 AND app_id = ?2",
         params![key_hash, app_id, now, id],
     )?;
     Ok(())

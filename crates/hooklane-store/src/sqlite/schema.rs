@@ -289,6 +289,11 @@ CREATE INDEX integrations_by_app ON integrations (app_id, id);
 ALTER TABLE tokens ADD COLUMN integration_id TEXT;
 CREATE INDEX tokens_by_integration ON tokens (integration_id) WHERE integration_id IS NOT NULL;
 "#,
+    // Svix's feature flags of application tokens (app-portal tokens, integration keys): a
+    // JSON list of the flags whose event types the token sees; NULL for none.
+    r#"
+ALTER TABLE tokens ADD COLUMN feature_flags TEXT;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

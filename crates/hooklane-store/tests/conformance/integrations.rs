@@ -66,17 +66,27 @@ pub async fn integrations_keep_one_key_each_within_their_application(store: &Dyn
 
     // A key is a token of the application; rotating replaces it.
     store.set_integration_key(&a.id, &zapier.id, hash(1), t + secs(2)).await.expect("first key");
-    assert_eq!(store.find_token(&hash(1), t + secs(3)).await.unwrap(), Some(Principal::App(a.id.clone())));
+    assert_eq!(store.find_token(&hash(1), t + secs(3)).await.unwrap(), Some(Principal::app(a.id.clone())));
     store.set_integration_key(&a.id, &zapier.id, hash(2), t + secs(4)).await.expect("rotated key");
     assert_eq!(store.find_token(&hash(1), t + secs(5)).await.unwrap(), None, "the old key stops working");
-    assert_eq!(store.find_token(&hash(2), t + hours(24 * 400)).await.unwrap(), Some(Principal::App(a.id.clone())));
+    assert_eq!(store.find_token(&hash(2), t + hours(24 * 400)).await.unwrap(), Some(Principal::app(a.id.clone())));
     let got = store.get_integration(&a.id, &zapier.id).await.unwrap().expect("integration");
     assert_eq!(got.updated_at, t + secs(4), "rotating moves updated_at");
     assert!(matches!(store.set_integration_key(&b.id, &zapier.id, hash(3), t).await, Err(StoreError::NotFound)));
     assert_eq!(store.find_token(&hash(3), t).await.unwrap(), None, "no key made for a missing integration");
-    // Keys of two integrations are kept apart.
+    // Keys of two integrations are kept apart; a key has its integration's feature flags,
+    // and follows them when they change.
     store.set_integration_key(&a.id, &make.id, hash(4), t + secs(4)).await.expect("key of another");
     assert!(store.find_token(&hash(2), t + secs(5)).await.unwrap().is_some());
+    let flagged = |flags: &[&str]| Principal::App {
+        app_id: a.id.clone(),
+        feature_flags: flags.iter().map(|f| f.to_string()).collect(),
+    };
+    assert_eq!(store.find_token(&hash(4), t + secs(5)).await.unwrap(), Some(flagged(&["beta"])));
+    let more = Integration { feature_flags: vec!["beta".into(), "gamma".into()], ..make.clone() };
+    store.update_integration(more).await.expect("update flags");
+    assert_eq!(store.find_token(&hash(4), t + secs(5)).await.unwrap(), Some(flagged(&["beta", "gamma"])));
+    assert_eq!(store.find_token(&hash(2), t + secs(5)).await.unwrap(), Some(flagged(&[])), "not the other key");
 
     // Deleted with its key; another application cannot delete it.
     assert!(matches!(store.delete_integration(&b.id, &zapier.id).await, Err(StoreError::NotFound)));

@@ -506,8 +506,8 @@ pub async fn app_delete_cascades(store: &DynStore) {
     let ob = outcome(&mb.id, &b1, t + secs(1), NextStep::Succeeded);
     let (atmpt_a, atmpt_b) = (oa.attempt.clone(), ob.attempt.clone());
     store.record_attempts(vec![oa, ob], HOUR).await.unwrap();
-    store.create_token("hash-a".into(), Some(a.id.clone()), t, None).await.unwrap();
-    store.create_token("hash-b".into(), Some(b.id.clone()), t, None).await.unwrap();
+    store.create_token("hash-a".into(), Some(a.id.clone()), vec![], t, None).await.unwrap();
+    store.create_token("hash-b".into(), Some(b.id.clone()), vec![], t, None).await.unwrap();
 
     store.delete_app(&a.id).await.unwrap();
 
@@ -545,7 +545,7 @@ pub async fn app_delete_cascades(store: &DynStore) {
     assert_eq!(store.get_message(&b.id, &mb.id).await.unwrap(), Some(mb.clone()));
     assert_eq!(delivery(store, &b.id, &mb.id, &b1.id).await.status, DeliveryStatus::Success);
     assert_eq!(store.get_attempt(&b.id, &mb.id, &atmpt_b.id).await.unwrap(), Some(atmpt_b));
-    assert_eq!(store.find_token("hash-b", now_ms()).await.unwrap(), Some(Principal::App(b.id.clone())));
+    assert_eq!(store.find_token("hash-b", now_ms()).await.unwrap(), Some(Principal::app(b.id.clone())));
 
     assert_not_found(store.delete_app(&a.id).await, "second delete");
 }
@@ -2030,15 +2030,18 @@ pub async fn tokens_map_to_principals(store: &DynStore) {
     let app = setup_app(store, "A").await;
     let admin_hash = "8c6976e5b5410415bde908bd4dee15dfb167a9c873fc4bb8a81f6f2ab448a918";
     let app_hash = "a665a45920422f9d417e4867efdc4fb8a04a1f3fff1fa07e998e86f7f7a27ae3";
-    store.create_token(admin_hash.into(), None, t, None).await.unwrap();
-    store.create_token(app_hash.into(), Some(app.id.clone()), t, None).await.unwrap();
+    store.create_token(admin_hash.into(), None, vec![], t, None).await.unwrap();
+    store.create_token(app_hash.into(), Some(app.id.clone()), vec![], t, None).await.unwrap();
 
     assert_eq!(store.find_token(admin_hash, now_ms()).await.unwrap(), Some(Principal::Admin));
-    assert_eq!(store.find_token(app_hash, now_ms()).await.unwrap(), Some(Principal::App(app.id.clone())));
+    assert_eq!(store.find_token(app_hash, now_ms()).await.unwrap(), Some(Principal::app(app.id.clone())));
     assert_eq!(store.find_token("0000", now_ms()).await.unwrap(), None);
     assert_eq!(store.find_token(&admin_hash.to_uppercase(), now_ms()).await.unwrap(), None, "hashes match exactly");
 
-    assert_conflict(store.create_token(admin_hash.into(), Some(app.id.clone()), t, None).await, "duplicate token hash");
+    assert_conflict(
+        store.create_token(admin_hash.into(), Some(app.id.clone()), vec![], t, None).await,
+        "duplicate token hash",
+    );
     assert_eq!(
         store.find_token(admin_hash, now_ms()).await.unwrap(),
         Some(Principal::Admin),
@@ -2047,19 +2050,24 @@ pub async fn tokens_map_to_principals(store: &DynStore) {
 
     // Expiry, and expiring an application's tokens early (never later than they would).
     let (short, long) = ("5e5e", "7a7a");
-    store.create_token(short.into(), Some(app.id.clone()), t, Some(t + mins(5))).await.unwrap();
-    store.create_token(long.into(), Some(app.id.clone()), t, Some(t + hours(5))).await.unwrap();
-    assert_eq!(store.find_token(short, t + mins(4)).await.unwrap(), Some(Principal::App(app.id.clone())));
+    store.create_token(short.into(), Some(app.id.clone()), vec![], t, Some(t + mins(5))).await.unwrap();
+    store.create_token(long.into(), Some(app.id.clone()), vec![], t, Some(t + hours(5))).await.unwrap();
+    assert_eq!(store.find_token(short, t + mins(4)).await.unwrap(), Some(Principal::app(app.id.clone())));
     assert_eq!(store.find_token(short, t + mins(5)).await.unwrap(), None, "expired");
     let other = setup_app(store, "B").await;
-    store.create_token("b0b0".into(), Some(other.id.clone()), t, None).await.unwrap();
+    store.create_token("b0b0".into(), Some(other.id.clone()), vec![], t, None).await.unwrap();
+    // Feature flags are kept with the token.
+    let flags = vec!["beta".to_string(), "internal".to_string()];
+    store.create_token("f1a9".into(), Some(other.id.clone()), flags.clone(), t, None).await.unwrap();
+    let flagged = Principal::App { app_id: other.id.clone(), feature_flags: flags };
+    assert_eq!(store.find_token("f1a9", t).await.unwrap(), Some(flagged));
     assert_eq!(store.expire_app_tokens(&app.id, t + hours(1)).await.unwrap(), 3);
-    assert_eq!(store.find_token(app_hash, t + mins(59)).await.unwrap(), Some(Principal::App(app.id.clone())));
+    assert_eq!(store.find_token(app_hash, t + mins(59)).await.unwrap(), Some(Principal::app(app.id.clone())));
     assert_eq!(store.find_token(app_hash, t + hours(1)).await.unwrap(), None, "expired early");
     assert_eq!(store.find_token(long, t + hours(1)).await.unwrap(), None, "expired early");
     assert!(store.find_token(short, t + mins(4)).await.unwrap().is_some(), "not moved earlier than asked");
     assert_eq!(store.find_token(short, t + mins(6)).await.unwrap(), None, "not extended");
-    assert_eq!(store.find_token("b0b0", t + hours(2)).await.unwrap(), Some(Principal::App(other.id.clone())));
+    assert_eq!(store.find_token("b0b0", t + hours(2)).await.unwrap(), Some(Principal::app(other.id.clone())));
     assert_eq!(store.find_token(admin_hash, t + hours(2)).await.unwrap(), Some(Principal::Admin));
     // Logout.
     assert!(store.delete_token("b0b0").await.unwrap());
