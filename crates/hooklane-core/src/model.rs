@@ -215,13 +215,58 @@ pub enum Principal {
         /// Svix's feature flags of the token: an event type behind a flag (its
         /// `feature_flag`) is visible to the tokens that have that flag only.
         feature_flags: Vec<String>,
+        /// What the token may do in its application; `None`: everything.
+        capabilities: Option<Vec<Capability>>,
     },
 }
 
+/// What an application token may do in its application (Svix's app-portal capabilities).
+/// A token issued without any list of them may do everything there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Capability {
+    /// Read everything but endpoint secrets. Every list of capabilities holds it.
+    ViewBase,
+    /// Read endpoint secrets.
+    ViewEndpointSecret,
+    /// Read and rotate endpoint secrets.
+    ManageEndpointSecret,
+    /// Change endpoints' transformations (hooklane's `transform`, part of the endpoint).
+    ManageTransformations,
+    /// Send messages again: recover, replay, resend, send an example.
+    CreateAttempts,
+    /// Create, change and delete endpoints, their headers and secrets.
+    ManageEndpoint,
+}
+
+impl Capability {
+    /// Whether holding `self` gives what `need` asks for.
+    pub fn implies(self, need: Capability) -> bool {
+        use Capability::*;
+        self == need
+            || matches!(
+                (self, need),
+                (ManageEndpointSecret, ViewEndpointSecret)
+                    | (ManageEndpoint, ViewEndpointSecret | ManageEndpointSecret | ManageTransformations)
+            )
+    }
+}
+
 impl Principal {
-    /// A token of the application, with no feature flags.
+    /// A token of the application, with no feature flags, that may do everything there.
     pub fn app(app_id: impl Into<String>) -> Principal {
-        Principal::App { app_id: app_id.into(), feature_flags: Vec::new() }
+        Principal::App { app_id: app_id.into(), feature_flags: Vec::new(), capabilities: None }
+    }
+
+    /// Whether this principal may do an operation that needs `need`; `None` names an
+    /// operation outside every capability (posting a message, say), which only the admin
+    /// and tokens that may do everything may do.
+    pub fn allows(&self, need: Option<Capability>) -> bool {
+        match self {
+            Principal::Admin | Principal::App { capabilities: None, .. } => true,
+            Principal::App { capabilities: Some(held), .. } => {
+                need.is_some_and(|need| held.iter().any(|c| c.implies(need)))
+            }
+        }
     }
 
     /// Whether this principal may touch the application with this id.
@@ -363,7 +408,7 @@ pub struct Integration {
     pub id: String,
     pub app_id: String,
     pub name: String,
-    /// Svix's feature flags of the integration, kept and answered as given.
+    /// Svix's feature flags of the integration (sorted, no repeats), which its key has.
     pub feature_flags: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -1,13 +1,15 @@
 //! Request extractors that turn every kind of bad input into an [`ApiError`], and the
 //! authentication extractors. Tenant scoping lives here: handlers under
 //! `/api/v1/app/{app_id}` take a [`Tenant`], which loads the application and checks the
-//! caller may see it before the handler runs, so no handler can forget the check.
+//! caller may see it before the handler runs, so no handler can forget the check; it also
+//! checks that the caller's token has the capability the route needs
+//! ([`crate::capability`]).
 
 use std::collections::HashMap;
 use std::str::FromStr;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use hooklane_core::model::{Application, Principal};
@@ -236,6 +238,11 @@ impl FromRequestParts<AppState> for AppRef {
         };
         if !principal.can_access(&app.id) {
             return Err(ApiError::NotFound("application"));
+        }
+        // Without a matched route (none here) nothing but full access passes.
+        let route = parts.extensions.get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or_default();
+        if !principal.allows(crate::capability::required(&parts.method, route)) {
+            return Err(ApiError::Forbidden("this token's capabilities do not allow this operation"));
         }
         Ok(AppRef::Found(Tenant { principal, app }))
     }

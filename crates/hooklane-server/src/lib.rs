@@ -3,6 +3,7 @@
 
 pub mod api;
 mod cache;
+mod capability;
 mod content_encoding;
 pub mod dashboard;
 pub mod error;

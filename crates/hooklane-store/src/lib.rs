@@ -310,13 +310,13 @@ pub trait Store: Send + Sync + 'static {
     async fn expunge_attempt_content(&self, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<()>;
 
     // --- auth tokens (stored as SHA-256 hashes, never in clear)
-    /// Stores a token's hash, with the feature flags of an application's token; from
-    /// `expires_at` on (when given) it is no longer found.
+    /// Stores a token's hash for `holder` (the admin, or an application with the token's
+    /// feature flags and capabilities); from `expires_at` on (when given) it is no longer
+    /// found.
     async fn create_token(
         &self,
         token_hash: String,
-        app_id: Option<String>,
-        feature_flags: Vec<String>,
+        holder: Principal,
         now: DateTime<Utc>,
         expires_at: Option<DateTime<Utc>>,
     ) -> StoreResult<()>;
@@ -329,6 +329,8 @@ pub trait Store: Send + Sync + 'static {
     async fn expire_app_tokens(&self, app_id: &str, at: DateTime<Utc>) -> StoreResult<u64>;
 
     // --- integrations (Svix's: named credentials of an application for third parties)
+    /// Stores a new integration; [`StoreError::NotFound`] when its application does not
+    /// exist (a deletion of the application never leaves one behind).
     async fn create_integration(&self, integration: hooklane_core::model::Integration) -> StoreResult<()>;
     /// The integration, if it exists and is that application's.
     async fn get_integration(&self, app_id: &str, id: &str) -> StoreResult<Option<hooklane_core::model::Integration>>;
@@ -405,7 +407,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<TimelineBucket>>;
     /// How many deliveries (one message to one endpoint: Svix's "message destinations",
     /// what usage is billed by) the application's messages created in `[since, until)`
-    /// have, however they went. Messages already pruned are not counted.
+    /// have, however they went. Messages already pruned, and deliveries to endpoints since
+    /// deleted (which go with them), are not counted. Reads every message the application
+    /// has kept (no index by time: it would cost every ingest), for an operator's occasional
+    /// question, not for a hot path.
     async fn count_message_destinations(
         &self,
         app_id: &str,

@@ -1996,10 +1996,17 @@ async fn app_tokens_expire_and_can_be_revoked() {
     assert_invalid(status, &body, "expiry");
     let (status, body) = access(&app, Some(json!({ "expiry": 8 * 24 * 3600 }))).await;
     assert_invalid(status, &body, "expiry");
-    let (status, body) = access(&app, Some(json!({ "readOnly": true }))).await;
-    assert_invalid(status, &body, "readOnly");
-    let (status, body) = access(&app, Some(json!({ "capabilities": ["ViewBase"] }))).await;
-    assert_invalid(status, &body, "capabilities");
+    // Capabilities hold ViewBase, name only known ones, and a read-only token only reads.
+    for body in [
+        json!({ "capabilities": ["CreateAttempts"] }),
+        json!({ "capabilities": [] }),
+        json!({ "readOnly": true, "capabilities": ["ViewBase", "ManageEndpoint"] }),
+    ] {
+        let (status, answer) = access(&app, Some(body.clone())).await;
+        assert_invalid(status, &answer, "capabilities");
+    }
+    let (status, body) = access(&app, Some(json!({ "capabilities": ["ViewBase", "Everything"] }))).await;
+    assert_eq!(status, 422, "an unknown capability: {body}");
     // A token is a secret: its answer is never stored for an Idempotency-Key replay.
     let with_key = || {
         send(
@@ -2762,4 +2769,70 @@ async fn environment_export_imports_into_another_installation() {
     assert_eq!(status, 403);
     let (status, _) = target.call_as(&token, "POST", "/api/v1/environment/import", Some(json!({}))).await;
     assert_eq!(status, 403);
+}
+
+/// A read-only token (`readOnly: true`, i.e. `ViewBase`) goes through every documented
+/// operation of its application: it reads everything but endpoint secrets, and whatever
+/// would change something answers 403 before doing anything, so no route escapes the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_token_reads_and_changes_nothing() {
+    let server = Server::start("").await;
+    let doc = send(request(&server, None, "GET", "/api/v1/openapi.json")).await.json();
+    let receiver = Receiver::start().await;
+    create_app_with(&server, json!({ "name": "Read only", "uid": "ro" })).await;
+    let (status, _) =
+        server.call("POST", "/api/v1/app/ro/endpoint", Some(json!({ "url": receiver.url, "uid": "ep" }))).await;
+    assert_eq!(status, 201);
+    let msg_id = server.send_message("ro", "a.b", json!({ "n": 1 })).await;
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    let (status, access) =
+        server.call("POST", "/api/v1/auth/app-portal-access/ro", Some(json!({ "readOnly": true }))).await;
+    assert_eq!(status, 200, "{access}");
+    let token = access["token"].as_str().expect("token").to_string();
+    let attempts = server.call("GET", &format!("/api/v1/app/ro/attempt/msg/{msg_id}"), None).await.1;
+    let attempt_id = attempts["data"][0]["id"].as_str().expect("attempt id").to_string();
+    let value = |name: &str| -> String {
+        match name {
+            "app_id" => "ro".to_string(),
+            "endpoint_id" => "ep".to_string(),
+            "msg_id" => msg_id.clone(),
+            "attempt_id" => attempt_id.clone(),
+            _ => "x".to_string(),
+        }
+    };
+    let mut refused = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        if !(path.starts_with("/api/v1/app/{app_id}") || path.starts_with("/api/v1/stats/app/{app_id}"))
+            || path.ends_with("/events/stream")
+        {
+            continue;
+        }
+        for method in item.as_object().expect("path item").keys() {
+            let url = fill_path(path, value);
+            let mut rb = request(&server, Some(&token), &method.to_uppercase(), &url);
+            if method != "get" {
+                rb = rb.header("content-type", "application/json").body("{}");
+            }
+            let resp = send(rb).await;
+            // Integrations are the admin token's only, reads included.
+            let reads = (method == "get" && !path.ends_with("/secret")
+                || path.ends_with("/preview")
+                || path.ends_with("/precheck/active"))
+                && !path.contains("/integration");
+            if reads {
+                assert_ne!(resp.status, 403, "{method} {path} is a read: {}", resp.text);
+            } else {
+                assert_eq!(resp.status, 403, "{method} {path} with a read-only token: {}", resp.text);
+                assert_eq!(resp.json()["code"], "forbidden", "{method} {path}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused >= 20, "only {refused} operations tried");
+    // Nothing changed: the application, its endpoint and its one message are as they were.
+    let (status, ep) = server.call("GET", "/api/v1/app/ro/endpoint/ep", None).await;
+    assert_eq!((status, ep["disabled"].as_bool()), (200, Some(false)), "{ep}");
+    let messages = server.call("GET", "/api/v1/app/ro/msg", None).await.1;
+    assert_eq!(messages["data"].as_array().map(Vec::len), Some(1), "{messages}");
+    assert_eq!(receiver.received().len(), 1, "nothing was sent again");
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{check_len, check_metadata, check_name, check_rate_limit, page_request, ListResponse, Patch};
 use crate::error::{conflict, ApiError, ApiResult};
-use crate::extract::{Admin, Auth, Json, Path, Query, Tenant};
+use crate::extract::{Admin, AppRef, Auth, Json, Path, Query, Tenant};
 use crate::openapi::{AppPath, ErrorBody, InvalidBody, InvalidQuery, NotAdmin, PageOldestFirst, Unauthorized};
 use crate::state::AppState;
 
@@ -270,19 +270,18 @@ pub async fn get(t: Tenant) -> axum::Json<ApplicationOut> {
 )]
 pub async fn put(
     State(s): State<AppState>,
-    Auth(principal): Auth,
+    app: AppRef,
     Path(key): Path<String>,
     Json(input): Json<ApplicationIn>,
 ) -> ApiResult<Response> {
-    let existing = s.0.store.get_app(&key).await?.filter(|a| principal.can_access(&a.id));
-    let mut app = match existing {
-        Some(app) => app,
-        None if principal == Principal::Admin => match create_under_uid(&s, &key, input.clone()).await? {
+    let mut app = match app {
+        AppRef::Found(t) => t.app,
+        AppRef::Missing { principal: Principal::Admin, .. } => match create_under_uid(&s, &key, input.clone()).await? {
             (app, true) => return Ok((StatusCode::CREATED, axum::Json(ApplicationOut::from(app))).into_response()),
             // A concurrent PUT created it first: this one updates it, as if it came second.
             (app, false) => app,
         },
-        None => return Err(ApiError::NotFound("application")),
+        AppRef::Missing { .. } => return Err(ApiError::NotFound("application")),
     };
     if super::source::owned_by_source(&app) {
         return Err(source_owned(&app));

@@ -1,11 +1,13 @@
 //! `/api/v1/auth`: application-scoped tokens (Svix's app-portal access): issued with an
 //! expiry, revoked one by one (logout) or all of an application's at once.
 
+use std::collections::BTreeSet;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use hooklane_core::model::Principal;
+use hooklane_core::model::{Capability, Principal};
 use hooklane_core::Utc;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -24,11 +26,9 @@ const DEFAULT_EXPIRY_SECONDS: u64 = 7 * 24 * 3600;
 const MIN_EXPIRY_SECONDS: u64 = 3600;
 const MAX_EXPIRY_SECONDS: u64 = 7 * 24 * 3600;
 
-/// Svix's `AppPortalAccessIn`: hooklane reads `expiry` and `application` (created when the
-/// path names no application, as Svix does) and refuses `readOnly` and `capabilities` (its
-/// application tokens have full access to their application, and silently issuing more
-/// than was asked for would be worse than refusing); the portal's display options and
-/// `sessionId` are accepted and ignored.
+/// Svix's `AppPortalAccessIn`: hooklane reads `expiry`, `application` (created when the
+/// path names no application, as Svix does), `featureFlags`, `readOnly` and
+/// `capabilities`; the portal's display options and `sessionId` are accepted and ignored.
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppPortalAccessIn {
@@ -39,13 +39,20 @@ pub struct AppPortalAccessIn {
     /// Created, under the uid of the path, when the path names no application.
     #[serde(default)]
     application: Option<ApplicationIn>,
-    /// Only `false` is accepted: read-only tokens are not supported.
+    /// A token that only reads (capabilities `ViewBase`, plus `ViewEndpointSecret` when
+    /// `capabilities` names it); `capabilities` naming anything more is refused.
     #[serde(default)]
     read_only: Option<bool>,
-    /// Not supported: any value but `null` is refused (an application token has full
-    /// access to its application).
+    /// What the token may do: `ViewBase` (always needed: read everything but endpoint
+    /// secrets), `ViewEndpointSecret`, `ManageEndpointSecret` (read and rotate secrets),
+    /// `ManageTransformations` (hooklane's transforms are part of the endpoint, changed with
+    /// `ManageEndpoint`), `CreateAttempts` (recover, replay, resend, send examples),
+    /// `ManageEndpoint` (create, change and delete endpoints, their headers and secrets).
+    /// Without it the token may do everything in its application, posting messages and
+    /// changing the application included, which no capability grants.
     #[serde(default)]
-    capabilities: Option<Vec<serde_json::Value>>,
+    #[schema(value_type = Option<Vec<String>>, example = json!(["ViewBase", "CreateAttempts"]))]
+    capabilities: Option<BTreeSet<Capability>>,
     /// The flags whose event types the token sees: an event type behind a feature flag is
     /// hidden from tokens without it. At most 64, each 1–256 of `[a-zA-Z0-9-_.]`.
     #[serde(default)]
@@ -86,15 +93,7 @@ pub async fn app_portal_access(
     OptionalJson(input): OptionalJson<AppPortalAccessIn>,
 ) -> ApiResult<axum::Json<AppPortalAccessOut>> {
     let input = input.unwrap_or_default();
-    if input.read_only == Some(true) {
-        return Err(ApiError::validation("readOnly", "read-only tokens are not supported"));
-    }
-    if input.capabilities.is_some() {
-        return Err(ApiError::validation(
-            "capabilities",
-            "not supported: an application token has full access to its application",
-        ));
-    }
+    let capabilities = capabilities(input.read_only.unwrap_or(false), input.capabilities)?;
     let feature_flags = super::feature_flags(input.feature_flags)?;
     let expiry = input.expiry.unwrap_or(DEFAULT_EXPIRY_SECONDS);
     if !(MIN_EXPIRY_SECONDS..=MAX_EXPIRY_SECONDS).contains(&expiry) {
@@ -111,9 +110,29 @@ pub async fn app_portal_access(
     let token = random_token(APP_TOKEN_PREFIX);
     let now = Utc::now();
     let expires_at = now + chrono::Duration::seconds(expiry as i64);
-    s.0.store.create_token(hex(&token_hash(&token)), Some(app.id), feature_flags, now, Some(expires_at)).await?;
+    let holder = Principal::App { app_id: app.id, feature_flags, capabilities };
+    s.0.store.create_token(hex(&token_hash(&token)), holder, now, Some(expires_at)).await?;
     let url = format!("{}/portal#token={token}", s.0.public_url.trim_end_matches('/'));
     Ok(axum::Json(AppPortalAccessOut { url, token }))
+}
+
+/// The capabilities of a new token (`None`: everything), from `readOnly` and `capabilities`.
+fn capabilities(read_only: bool, given: Option<BTreeSet<Capability>>) -> ApiResult<Option<Vec<Capability>>> {
+    let given = match (read_only, given) {
+        (false, None) => return Ok(None),
+        (true, None) => return Ok(Some(vec![Capability::ViewBase])),
+        (_, Some(given)) => given,
+    };
+    if !given.contains(&Capability::ViewBase) {
+        return Err(ApiError::validation("capabilities", "must hold ViewBase"));
+    }
+    if read_only && given.iter().any(|c| !matches!(c, Capability::ViewBase | Capability::ViewEndpointSecret)) {
+        return Err(ApiError::validation(
+            "capabilities",
+            "a read-only token may hold only ViewBase and ViewEndpointSecret",
+        ));
+    }
+    Ok(Some(given.into_iter().collect()))
 }
 
 /// A new token: `prefix` then 256 random bits, base64url.
@@ -215,8 +234,8 @@ pub async fn whoami(Auth(principal): Auth) -> axum::Json<WhoamiOut> {
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExpireAllIn {
-    /// Seconds the tokens still work (0, the default: at once). Over 604800 counts as
-    /// 604800, the longest a token lives.
+    /// Seconds the tokens still work (0, the default: at once). Over 604800 (a week, the
+    /// longest an app-portal token lives) counts as 604800, integration keys included.
     #[serde(default)]
     expiry: Option<u64>,
 }
@@ -246,7 +265,8 @@ pub async fn expire_all(
     Path(app_key): Path<String>,
     OptionalJson(input): OptionalJson<ExpireAllIn>,
 ) -> ApiResult<StatusCode> {
-    // No token lives longer than MAX_EXPIRY_SECONDS: a longer grace changes nothing.
+    // A grace is at most MAX_EXPIRY_SECONDS, the longest an app-portal token lives;
+    // integration keys, which do not expire otherwise, get no more than that either.
     let expiry = input.unwrap_or_default().expiry.unwrap_or(0).min(MAX_EXPIRY_SECONDS);
     let app = s.0.store.get_app(&app_key).await?.ok_or(ApiError::NotFound("application"))?;
     s.0.store.expire_app_tokens(&app.id, Utc::now() + chrono::Duration::seconds(expiry as i64)).await?;

@@ -230,7 +230,8 @@ pub async fn list(
     let include_archived = q.flag("include_archived")?.unwrap_or(false);
     let with_content = q.flag("with_content")?.unwrap_or(false);
     // Event types hidden from the caller are skipped, and the page filled from those after
-    // them, so a page is short only when it is the last.
+    // them (read a whole page at a time), so a page is short only when it is the last. The
+    // next page starts after the last one answered, which is what the iterator says.
     let limit = page.limit;
     let mut visible = Vec::with_capacity(limit);
     let done = loop {
@@ -238,10 +239,13 @@ pub async fn list(
         let Some(last) = found.items.last().map(|e| e.name.clone()) else { break true };
         page.iterator = Some(last);
         visible.extend(found.items.into_iter().filter(|e| principal.sees_flag(e.feature_flag.as_deref())));
-        if found.done || visible.len() >= limit {
+        if visible.len() > limit {
+            visible.truncate(limit);
+            break false;
+        }
+        if found.done || visible.len() == limit {
             break found.done;
         }
-        page.limit = limit - visible.len();
     };
     let page = hooklane_store::Page { items: visible, done };
     Ok(axum::Json(ListResponse::from_page(page, |e| e.name.clone(), |e| EventTypeOut::new(e, with_content))))

@@ -165,7 +165,8 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    s.0.store.create_integration(integration.clone()).await?;
+    // The application may have been deleted since the path was read.
+    s.0.store.create_integration(integration.clone()).await.map_err(missing("application"))?;
     Ok((StatusCode::CREATED, axum::Json(integration.into())))
 }
 

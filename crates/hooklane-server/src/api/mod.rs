@@ -165,7 +165,8 @@ pub fn query_names(q: &Query, name: &str) -> ApiResult<Option<Vec<String>>> {
 /// Most feature flags one token or integration carries.
 const MAX_FEATURE_FLAGS: usize = 64;
 
-/// Svix's `featureFlags` of a token or an integration, checked (at most 64 names), in order.
+/// Svix's `featureFlags` of a token or an integration, checked (at most 64 names), sorted
+/// and without repeats (a set, as Svix's).
 pub fn feature_flags(given: Option<std::collections::BTreeSet<String>>) -> ApiResult<Vec<String>> {
     let flags = given.unwrap_or_default();
     if flags.len() > MAX_FEATURE_FLAGS {

@@ -37,8 +37,9 @@ pub struct AppUsageStatsIn {
     since: DateTime<Utc>,
     /// End of the window: messages created before it are counted.
     until: DateTime<Utc>,
-    /// Only these applications (ids or uids, at most 1000); every application when absent.
-    /// Those not found are answered in `unresolvedAppIds`; 422 when none is found.
+    /// Only these applications (ids or uids, at most 1000); when absent, every application
+    /// but those that inbound sources own. Those not found are answered in
+    /// `unresolvedAppIds`; 422 when none is found.
     #[serde(default)]
     app_ids: Option<BTreeSet<String>>,
 }
@@ -78,8 +79,9 @@ pub struct AggregateEventTypesOut {
 /// For each application, `messageDestinations` is the number of deliveries (one message to
 /// one endpoint, however it went, retries not counted) of the messages created in
 /// `[since, until)`. The figures are in the `data.appStats` of the `application.stats` task
-/// answered, which is already finished. Messages removed by the retention period are not
-/// counted.
+/// answered, which is already finished. Messages removed by the retention period, and
+/// deliveries to endpoints deleted since, are not counted. Without `appIds`, every
+/// application is counted but those that inbound sources own (`appIds` may name them).
 #[utoipa::path(
     post,
     path = "/api/v1/stats/usage/app",

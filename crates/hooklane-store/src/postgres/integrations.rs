@@ -28,14 +28,20 @@ fn flags(i: &Integration) -> String {
     serde_json::Value::from(i.feature_flags.clone()).to_string()
 }
 
+/// Stores a new integration of an existing application ([`StoreError::NotFound`] when the
+/// application is gone). The application's row is share-locked until the insert commits, so
+/// a deletion of the application waits for it, and then deletes the integration too.
 pub async fn insert<C: GenericClient>(c: &C, i: &Integration) -> StoreResult<()> {
-    execute(
+    let inserted = execute(
         c,
-        &format!("INSERT INTO integrations ({COLS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+        &format!(
+            "INSERT INTO integrations ({COLS}) \
+             SELECT $1, id, $3, $4, $5, $6 FROM applications WHERE id = $2 FOR SHARE"
+        ),
         &[&i.id, &i.app_id, &i.name, &flags(i), &ms(i.created_at), &ms(i.updated_at)],
     )
     .await?;
-    Ok(())
+    one_row(inserted)
 }
 
 pub async fn get_integration<C: GenericClient>(c: &C, app_id: &str, id: &str) -> StoreResult<Option<Integration>> {

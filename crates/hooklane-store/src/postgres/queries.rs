@@ -180,10 +180,12 @@ pub async fn delete_app<C: GenericClient>(c: &C, app_id: &str) -> StoreResult<()
         "DELETE FROM deliveries WHERE app_id = $1",
         "DELETE FROM messages WHERE app_id = $1",
         "DELETE FROM endpoints WHERE app_id = $1",
+        // Integrations before tokens: deleting an integration waits for a rotation of its
+        // key under way, whose new key the tokens statement then sees and deletes.
+        "DELETE FROM integrations WHERE app_id = $1",
         "DELETE FROM tokens WHERE app_id = $1",
         "DELETE FROM events_subscriptions WHERE app_id = $1",
         "DELETE FROM background_tasks WHERE app_id = $1",
-        "DELETE FROM integrations WHERE app_id = $1",
     ] {
         execute(c, sql, &[&app_id]).await?;
     }
@@ -1326,34 +1328,36 @@ pub async fn get_attempt<C: GenericClient>(
 pub async fn insert_token<C: GenericClient>(
     c: &C,
     hash: &str,
-    app_id: Option<&str>,
-    feature_flags: Option<&str>,
+    holder: &hooklane_core::model::Principal,
     now: i64,
     expires_at: Option<i64>,
 ) -> StoreResult<()> {
+    let (app_id, feature_flags, capabilities) = crate::queries_shared::holder_columns(holder);
     execute(
         c,
-        "INSERT INTO tokens (hash, app_id, created_at, expires_at, feature_flags) VALUES ($1, $2, $3, $4, $5)",
-        &[&hash, &app_id, &now, &expires_at, &feature_flags],
+        "INSERT INTO tokens (hash, app_id, created_at, expires_at, feature_flags, capabilities) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&hash, &app_id, &now, &expires_at, &feature_flags, &capabilities],
     )
     .await?;
     Ok(())
 }
 
-/// `Some((app_id, feature_flags))` for a known token not expired at `now` (`app_id` is
-/// `None` for an admin token; `feature_flags`, a JSON list, `None` for none).
+/// Who holds the token, if it is known and not expired at `now`.
 pub async fn find_token<C: GenericClient>(
     c: &C,
     hash: &str,
     now: i64,
-) -> StoreResult<Option<(Option<String>, Option<String>)>> {
+) -> StoreResult<Option<hooklane_core::model::Principal>> {
     let row = query_opt(
         c,
-        "SELECT app_id, feature_flags FROM tokens WHERE hash = $1 AND (expires_at IS NULL OR expires_at > $2)",
+        "SELECT app_id, feature_flags, capabilities FROM tokens \
+         WHERE hash = $1 AND (expires_at IS NULL OR expires_at > $2)",
         &[&hash, &now],
     )
     .await?;
-    row.map(|r| Ok((rows::get(&r, 0)?, rows::get(&r, 1)?))).transpose()
+    row.map(|r| Ok(crate::queries_shared::principal(rows::get(&r, 0)?, rows::get(&r, 1)?, rows::get(&r, 2)?)))
+        .transpose()
 }
 
 pub async fn delete_token<C: GenericClient>(c: &C, hash: &str) -> StoreResult<bool> {

@@ -274,6 +274,10 @@ CREATE INDEX tokens_by_integration ON tokens (integration_id) WHERE integration_
     r#"
 ALTER TABLE tokens ADD COLUMN feature_flags TEXT;
 "#,
+    // Capabilities of application tokens (the SQLite migration says what for).
+    r#"
+ALTER TABLE tokens ADD COLUMN capabilities TEXT;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

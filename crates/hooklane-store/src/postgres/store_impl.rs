@@ -9,7 +9,7 @@ use hooklane_core::{DateTime, Utc};
 
 use super::rows::{self, ms};
 use super::{db_err, finish, is_transient, queries, PgStore, TENANTS_CHANNEL};
-use crate::queries_shared::{lease_end, principal, rate_interval_ms, RATE_BURST_MS};
+use crate::queries_shared::{lease_end, rate_interval_ms, RATE_BURST_MS};
 use crate::*;
 
 /// Whole-transaction retries of `record_attempts` after a deadlock or serialization
@@ -503,14 +503,12 @@ impl Store for PgStore {
     async fn create_token(
         &self,
         token_hash: String,
-        app_id: Option<String>,
-        feature_flags: Vec<String>,
+        holder: Principal,
         now: DateTime<Utc>,
         expires_at: Option<DateTime<Utc>>,
     ) -> StoreResult<()> {
         let c = self.client().await?;
-        let flags = crate::queries_shared::feature_flags_column(&feature_flags);
-        queries::insert_token(&c, &token_hash, app_id.as_deref(), flags.as_deref(), ms(now), expires_at.map(ms)).await
+        queries::insert_token(&c, &token_hash, &holder, ms(now), expires_at.map(ms)).await
     }
 
     async fn create_integration(&self, integration: hooklane_core::model::Integration) -> StoreResult<()> {
@@ -557,8 +555,7 @@ impl Store for PgStore {
     }
 
     async fn find_token(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Principal>> {
-        let found = queries::find_token(&self.client().await?, token_hash, ms(now)).await?;
-        Ok(found.map(|(app_id, flags)| principal(app_id, flags)))
+        queries::find_token(&self.client().await?, token_hash, ms(now)).await
     }
 
     async fn delete_token(&self, token_hash: &str) -> StoreResult<bool> {

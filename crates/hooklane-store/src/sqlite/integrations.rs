@@ -28,13 +28,15 @@ fn flags(i: &Integration) -> String {
     serde_json::Value::from(i.feature_flags.clone()).to_string()
 }
 
+/// Stores a new integration of an existing application ([`crate::StoreError::NotFound`]
+/// when the application is gone).
 pub fn insert(conn: &Connection, i: &Integration) -> StoreResult<()> {
-    execute(
+    let inserted = execute(
         conn,
-        &format!("INSERT INTO integrations ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+        &format!("INSERT INTO integrations ({COLS}) SELECT ?1, id, ?3, ?4, ?5, ?6 FROM applications WHERE id = ?2"),
         params![i.id, i.app_id, i.name, flags(i), ms(i.created_at), ms(i.updated_at)],
     )?;
-    Ok(())
+    one_row(inserted)
 }
 
 pub fn get(conn: &Connection, app_id: &str, id: &str) -> StoreResult<Option<Integration>> {

@@ -155,10 +155,10 @@ pub fn delete_app(conn: &Connection, app_id: &str) -> StoreResult<()> {
         "deliveries",
         "messages",
         "endpoints",
+        "integrations",
         "tokens",
         "events_subscriptions",
         "background_tasks",
-        "integrations",
     ] {
         execute(conn, &format!("DELETE FROM {table} WHERE app_id = ?1"), [app_id])?;
     }

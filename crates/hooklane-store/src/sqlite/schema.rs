@@ -294,6 +294,11 @@ CREATE INDEX tokens_by_integration ON tokens (integration_id) WHERE integration_
     r#"
 ALTER TABLE tokens ADD COLUMN feature_flags TEXT;
 "#,
+    // Svix's app-portal capabilities of application tokens: a JSON list of what the token
+    // may do; NULL for a token that may do everything in its application.
+    r#"
+ALTER TABLE tokens ADD COLUMN capabilities TEXT;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

@@ -461,16 +461,16 @@ impl Store for SqliteStore {
     async fn create_token(
         &self,
         token_hash: String,
-        app_id: Option<String>,
-        feature_flags: Vec<String>,
+        holder: Principal,
         now: DateTime<Utc>,
         expires_at: Option<DateTime<Utc>>,
     ) -> StoreResult<()> {
-        let flags = crate::queries_shared::feature_flags_column(&feature_flags);
+        let (app_id, flags, capabilities) = crate::queries_shared::holder_columns(&holder);
         self.write(move |c| {
             c.execute(
-                "INSERT INTO tokens (hash, app_id, created_at, expires_at, feature_flags) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![token_hash, app_id, ms(now), expires_at.map(ms), flags],
+                "INSERT INTO tokens (hash, app_id, created_at, expires_at, feature_flags, capabilities) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![token_hash, app_id, ms(now), expires_at.map(ms), flags, capabilities],
             )
             .map_err(db_err)?;
             Ok(())
@@ -519,13 +519,14 @@ impl Store for SqliteStore {
     async fn find_token(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Principal>> {
         let hash = owned(token_hash);
         self.read(move |c| {
-            let row: Option<(Option<String>, Option<String>)> = queries::query_opt(
+            let row: Option<(Option<String>, Option<String>, Option<String>)> = queries::query_opt(
                 c,
-                "SELECT app_id, feature_flags FROM tokens WHERE hash = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                "SELECT app_id, feature_flags, capabilities FROM tokens \
+                 WHERE hash = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
                 params![hash, ms(now)],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
-            Ok(row.map(|(app_id, flags)| principal(app_id, flags)))
+            Ok(row.map(|(app_id, flags, capabilities)| principal(app_id, flags, capabilities)))
         })
         .await
     }

@@ -33,6 +33,9 @@ pub async fn integrations_keep_one_key_each_within_their_application(store: &Dyn
         store.create_integration(i.clone()).await.expect("create integration");
     }
     assert!(matches!(store.create_integration(zapier.clone()).await, Err(StoreError::Conflict(_))), "same id twice");
+    let orphan = new_integration("app_missing", "Orphan", t);
+    assert!(matches!(store.create_integration(orphan.clone()).await, Err(StoreError::NotFound)), "no application");
+    assert_eq!(store.get_integration("app_missing", &orphan.id).await.unwrap(), None);
 
     // Found within their application only.
     assert_eq!(store.get_integration(&a.id, &zapier.id).await.unwrap(), Some(zapier.clone()));
@@ -81,6 +84,7 @@ pub async fn integrations_keep_one_key_each_within_their_application(store: &Dyn
     let flagged = |flags: &[&str]| Principal::App {
         app_id: a.id.clone(),
         feature_flags: flags.iter().map(|f| f.to_string()).collect(),
+        capabilities: None,
     };
     assert_eq!(store.find_token(&hash(4), t + secs(5)).await.unwrap(), Some(flagged(&["beta"])));
     let more = Integration { feature_flags: vec!["beta".into(), "gamma".into()], ..make.clone() };

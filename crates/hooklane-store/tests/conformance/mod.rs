@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::model::{
-    Application, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, ExpiringSecret, Message, Metadata, Principal,
-    TriggerType,
+    Application, Attempt, Capability, Delivery, DeliveryStatus, Endpoint, EventType, ExpiringSecret, Message, Metadata,
+    Principal, TriggerType,
 };
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::{
@@ -506,8 +506,8 @@ pub async fn app_delete_cascades(store: &DynStore) {
     let ob = outcome(&mb.id, &b1, t + secs(1), NextStep::Succeeded);
     let (atmpt_a, atmpt_b) = (oa.attempt.clone(), ob.attempt.clone());
     store.record_attempts(vec![oa, ob], HOUR).await.unwrap();
-    store.create_token("hash-a".into(), Some(a.id.clone()), vec![], t, None).await.unwrap();
-    store.create_token("hash-b".into(), Some(b.id.clone()), vec![], t, None).await.unwrap();
+    store.create_token("hash-a".into(), Principal::app(a.id.clone()), t, None).await.unwrap();
+    store.create_token("hash-b".into(), Principal::app(b.id.clone()), t, None).await.unwrap();
 
     store.delete_app(&a.id).await.unwrap();
 
@@ -2030,8 +2030,8 @@ pub async fn tokens_map_to_principals(store: &DynStore) {
     let app = setup_app(store, "A").await;
     let admin_hash = "8c6976e5b5410415bde908bd4dee15dfb167a9c873fc4bb8a81f6f2ab448a918";
     let app_hash = "a665a45920422f9d417e4867efdc4fb8a04a1f3fff1fa07e998e86f7f7a27ae3";
-    store.create_token(admin_hash.into(), None, vec![], t, None).await.unwrap();
-    store.create_token(app_hash.into(), Some(app.id.clone()), vec![], t, None).await.unwrap();
+    store.create_token(admin_hash.into(), Principal::Admin, t, None).await.unwrap();
+    store.create_token(app_hash.into(), Principal::app(app.id.clone()), t, None).await.unwrap();
 
     assert_eq!(store.find_token(admin_hash, now_ms()).await.unwrap(), Some(Principal::Admin));
     assert_eq!(store.find_token(app_hash, now_ms()).await.unwrap(), Some(Principal::app(app.id.clone())));
@@ -2039,7 +2039,7 @@ pub async fn tokens_map_to_principals(store: &DynStore) {
     assert_eq!(store.find_token(&admin_hash.to_uppercase(), now_ms()).await.unwrap(), None, "hashes match exactly");
 
     assert_conflict(
-        store.create_token(admin_hash.into(), Some(app.id.clone()), vec![], t, None).await,
+        store.create_token(admin_hash.into(), Principal::app(app.id.clone()), t, None).await,
         "duplicate token hash",
     );
     assert_eq!(
@@ -2050,17 +2050,23 @@ pub async fn tokens_map_to_principals(store: &DynStore) {
 
     // Expiry, and expiring an application's tokens early (never later than they would).
     let (short, long) = ("5e5e", "7a7a");
-    store.create_token(short.into(), Some(app.id.clone()), vec![], t, Some(t + mins(5))).await.unwrap();
-    store.create_token(long.into(), Some(app.id.clone()), vec![], t, Some(t + hours(5))).await.unwrap();
+    store.create_token(short.into(), Principal::app(app.id.clone()), t, Some(t + mins(5))).await.unwrap();
+    store.create_token(long.into(), Principal::app(app.id.clone()), t, Some(t + hours(5))).await.unwrap();
     assert_eq!(store.find_token(short, t + mins(4)).await.unwrap(), Some(Principal::app(app.id.clone())));
     assert_eq!(store.find_token(short, t + mins(5)).await.unwrap(), None, "expired");
     let other = setup_app(store, "B").await;
-    store.create_token("b0b0".into(), Some(other.id.clone()), vec![], t, None).await.unwrap();
-    // Feature flags are kept with the token.
-    let flags = vec!["beta".to_string(), "internal".to_string()];
-    store.create_token("f1a9".into(), Some(other.id.clone()), flags.clone(), t, None).await.unwrap();
-    let flagged = Principal::App { app_id: other.id.clone(), feature_flags: flags };
-    assert_eq!(store.find_token("f1a9", t).await.unwrap(), Some(flagged));
+    store.create_token("b0b0".into(), Principal::app(other.id.clone()), t, None).await.unwrap();
+    // Feature flags and capabilities are kept with the token.
+    let limited = Principal::App {
+        app_id: other.id.clone(),
+        feature_flags: vec!["beta".to_string(), "internal".to_string()],
+        capabilities: Some(vec![Capability::ViewBase, Capability::CreateAttempts]),
+    };
+    store.create_token("f1a9".into(), limited.clone(), t, None).await.unwrap();
+    assert_eq!(store.find_token("f1a9", t).await.unwrap(), Some(limited));
+    let none = Principal::App { app_id: other.id.clone(), feature_flags: vec![], capabilities: Some(vec![]) };
+    store.create_token("f1aa".into(), none.clone(), t, None).await.unwrap();
+    assert_eq!(store.find_token("f1aa", t).await.unwrap(), Some(none), "no capability is not every capability");
     assert_eq!(store.expire_app_tokens(&app.id, t + hours(1)).await.unwrap(), 3);
     assert_eq!(store.find_token(app_hash, t + mins(59)).await.unwrap(), Some(Principal::app(app.id.clone())));
     assert_eq!(store.find_token(app_hash, t + hours(1)).await.unwrap(), None, "expired early");

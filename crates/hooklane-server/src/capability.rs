@@ -1,0 +1,66 @@
+//! Which capability (Svix's app-portal capabilities) each operation under an application
+//! needs, so that an application token issued with a list of them (`readOnly`,
+//! `capabilities`) does only what they allow. [`crate::extract::Tenant`] checks it for
+//! every route under `/api/v1/app/{app_id}` and `/api/v1/stats/app/{app_id}`, by the
+//! route's pattern, so no handler can forget it.
+
+use axum::http::Method;
+use hooklane_core::model::Capability;
+
+/// What `method` on the route `pattern` (as axum matched it, e.g.
+/// `/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret`) needs; `None`: no capability
+/// grants it (changing the application, posting or deleting messages), so only tokens
+/// that may do everything may.
+pub fn required(method: &Method, pattern: &str) -> Option<Capability> {
+    let read = method == Method::GET || method == Method::HEAD;
+    let Some(tail) = pattern.strip_prefix("/api/v1/app/{app_id}") else {
+        // The statistics of `/api/v1/stats/app/{app_id}` are all reads.
+        return read.then_some(Capability::ViewBase);
+    };
+    match tail {
+        "/endpoint/{endpoint_id}/secret" if read => Some(Capability::ViewEndpointSecret),
+        _ if read => Some(Capability::ViewBase),
+        // Reads sent as POST: they change nothing.
+        "/endpoint/{endpoint_id}/preview" | "/msg/precheck/active" => Some(Capability::ViewBase),
+        "/endpoint/{endpoint_id}/secret/rotate" => Some(Capability::ManageEndpointSecret),
+        "/endpoint/{endpoint_id}/recover"
+        | "/endpoint/{endpoint_id}/replay-missing"
+        | "/endpoint/{endpoint_id}/bulk-replay"
+        | "/endpoint/{endpoint_id}/send-example"
+        | "/msg/{msg_id}/endpoint/{endpoint_id}/resend" => Some(Capability::CreateAttempts),
+        t if t == "/endpoint" || t.starts_with("/endpoint/") => Some(Capability::ManageEndpoint),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APP: &str = "/api/v1/app/{app_id}";
+
+    #[test]
+    fn reads_need_view_base_but_secrets() {
+        for tail in ["", "/endpoint", "/msg", "/endpoint/{endpoint_id}/headers", "/events/stream"] {
+            assert_eq!(required(&Method::GET, &format!("{APP}{tail}")), Some(Capability::ViewBase), "{tail}");
+        }
+        let secret = format!("{APP}/endpoint/{{endpoint_id}}/secret");
+        assert_eq!(required(&Method::GET, &secret), Some(Capability::ViewEndpointSecret));
+        assert_eq!(required(&Method::GET, "/api/v1/stats/app/{app_id}/timeline"), Some(Capability::ViewBase));
+        assert_eq!(required(&Method::POST, &format!("{APP}/msg/precheck/active")), Some(Capability::ViewBase));
+    }
+
+    #[test]
+    fn writes_need_their_capability_or_full_access() {
+        let need = |m: Method, tail: &str| required(&m, &format!("{APP}{tail}"));
+        assert_eq!(need(Method::POST, "/endpoint/{endpoint_id}/secret/rotate"), Some(Capability::ManageEndpointSecret));
+        assert_eq!(need(Method::POST, "/msg/{msg_id}/endpoint/{endpoint_id}/resend"), Some(Capability::CreateAttempts));
+        assert_eq!(need(Method::POST, "/endpoint/{endpoint_id}/recover"), Some(Capability::CreateAttempts));
+        assert_eq!(need(Method::POST, "/endpoint"), Some(Capability::ManageEndpoint));
+        assert_eq!(need(Method::PATCH, "/endpoint/{endpoint_id}/headers"), Some(Capability::ManageEndpoint));
+        assert_eq!(need(Method::DELETE, "/endpoint/{endpoint_id}"), Some(Capability::ManageEndpoint));
+        assert_eq!(need(Method::POST, "/msg"), None);
+        assert_eq!(need(Method::DELETE, ""), None);
+        assert_eq!(need(Method::POST, "/msg/expunge-all-contents"), None);
+    }
+}
