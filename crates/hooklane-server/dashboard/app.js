@@ -201,6 +201,19 @@ async function renderApp(appId) {
     h("div", { class: "card" }, h("h2", {}, "Endpoints"), endpointsTable(app, health.data)));
 }
 
+// Runs a button's action. A refusal (a read-only portal token, say) or a failure shows on
+// the button, rather than leaving it disabled with nothing said.
+async function act(button, run) {
+  button.disabled = true;
+  try {
+    return { ok: true, value: await run() };
+  } catch (err) {
+    button.textContent = err.status === 403 ? "Not allowed" : "Failed";
+    button.title = err.message || String(err);
+    return { ok: false };
+  }
+}
+
 function endpointsTable(app, endpoints) {
   if (!endpoints.length) return h("p", { class: "muted" }, "No endpoints yet.");
   const rows = endpoints.map((e) => {
@@ -208,17 +221,17 @@ function endpointsTable(app, endpoints) {
     const toggle = h("button", {
       class: e.disabled ? "secondary" : "danger", "data-testid": e.disabled ? "enable" : "disable",
       onclick: async (ev) => {
-        ev.target.disabled = true;
-        await api("PATCH", `/app/${enc(app.id)}/endpoint/${enc(e.id)}`, { disabled: !e.disabled });
-        route();
+        const done = await act(ev.target, () => api("PATCH", `/app/${enc(app.id)}/endpoint/${enc(e.id)}`, { disabled: !e.disabled }));
+        if (done.ok) route();
       },
     }, e.disabled ? "Enable" : "Disable");
     const recover = h("button", {
       class: "secondary", "data-testid": "recover", title: "Send again every delivery that failed in the last 24 hours",
       onclick: async (ev) => {
-        ev.target.disabled = true;
         const since = new Date(Date.now() - 24 * 3600 * 1000).toISOString();
-        const out = await api("POST", `/app/${enc(app.id)}/endpoint/${enc(e.id)}/recover`, { since });
+        const done = await act(ev.target, () => api("POST", `/app/${enc(app.id)}/endpoint/${enc(e.id)}/recover`, { since }));
+        if (!done.ok) return;
+        const out = done.value;
         ev.target.textContent = `Recovering (${out && out.recovered !== undefined ? out.recovered : "…"})`;
         setTimeout(route, 1500);
       },
@@ -227,14 +240,8 @@ function endpointsTable(app, endpoints) {
     const sendTest = e.disabled ? null : h("button", {
       class: "secondary", "data-testid": "send-test", title: "Send this endpoint a svix.ping message: {\"success\": true}",
       onclick: async (ev) => {
-        ev.target.disabled = true;
-        try {
-          await api("POST", `/app/${enc(app.id)}/endpoint/${enc(e.id)}/send-example`, { eventType: "svix.ping" });
-          ev.target.textContent = "Test sent";
-        } catch (err) {
-          ev.target.textContent = "Not sent";
-          ev.target.title = err.message || String(err);
-        }
+        const done = await act(ev.target, () => api("POST", `/app/${enc(app.id)}/endpoint/${enc(e.id)}/send-example`, { eventType: "svix.ping" }));
+        if (done.ok) ev.target.textContent = "Test sent";
       },
     }, "Send test");
     const rate = e.successRate;
@@ -404,8 +411,8 @@ async function renderMessage(appId, msgId) {
     h("td", {}, h("button", {
       class: "secondary", "data-testid": "resend",
       onclick: async (ev) => {
-        ev.target.disabled = true;
-        await api("POST", `/app/${enc(app.id)}/msg/${enc(msg.id)}/endpoint/${enc(d.id)}/resend`);
+        const done = await act(ev.target, () => api("POST", `/app/${enc(app.id)}/msg/${enc(msg.id)}/endpoint/${enc(d.id)}/resend`));
+        if (!done.ok) return;
         ev.target.textContent = "Resent";
         waitForAttempts(app.id, msg.id, attempts.data.length);
       },
@@ -449,19 +456,26 @@ async function waitForAttempts(appId, msgId, had) {
 
 // --- start
 
+// The portal link carries the token in its fragment (never sent to a server): keep it for
+// this tab only and take it out of the address bar and history. A link opened in a tab
+// that already shows the portal (only the fragment changes, so the page does not load
+// again) replaces the token, and the application shown with it.
+function takeLinkToken() {
+  const m = location.hash.match(/(?:^#|&)token=([^&]+)/);
+  if (!m) return;
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+  portalApp = null;
+  history.replaceState(null, "", location.pathname + "#/");
+}
+
 function start() {
   document.getElementById("mode").textContent = PORTAL ? "portal" : "";
   document.getElementById("logout").addEventListener("click", () => { signOut(); if (!PORTAL) location.hash = "#/"; });
-  if (PORTAL) {
-    // The portal link carries the token in its fragment (never sent to a server): keep it
-    // for this tab only and take it out of the address bar and history.
-    const m = location.hash.match(/(?:^#|&)token=([^&]+)/);
-    if (m) {
-      sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
-      history.replaceState(null, "", location.pathname + "#/");
-    }
-  }
-  window.addEventListener("hashchange", route);
+  if (PORTAL) takeLinkToken();
+  window.addEventListener("hashchange", () => {
+    if (PORTAL) takeLinkToken();
+    route();
+  });
   route();
 }
 

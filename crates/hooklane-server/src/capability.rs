@@ -9,16 +9,23 @@ use hooklane_core::model::Capability;
 
 /// What `method` on the route `pattern` (as axum matched it, e.g.
 /// `/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret`) needs; `None`: no capability
-/// grants it (changing the application, posting or deleting messages), so only tokens
-/// that may do everything may.
+/// grants it (changing the application, posting or deleting messages, a route this table
+/// does not know), so only tokens that may do everything may.
 pub fn required(method: &Method, pattern: &str) -> Option<Capability> {
     let read = method == Method::GET || method == Method::HEAD;
-    let Some(tail) = pattern.strip_prefix("/api/v1/app/{app_id}") else {
-        // The statistics of `/api/v1/stats/app/{app_id}` are all reads.
+    if pattern.starts_with("/api/v1/stats/app/{app_id}/") {
+        // The statistics are all reads.
         return read.then_some(Capability::ViewBase);
-    };
+    }
+    let tail = pattern.strip_prefix("/api/v1/app/{app_id}")?;
     match tail {
-        "/endpoint/{endpoint_id}/secret" if read => Some(Capability::ViewEndpointSecret),
+        // Secrets, and custom headers, which often carry a credential of the receiver.
+        "/endpoint/{endpoint_id}/secret" | "/endpoint/{endpoint_id}/headers" if read => {
+            Some(Capability::ViewEndpointSecret)
+        }
+        // A read that moves the stored position of a named subscription, which its other
+        // readers share: a write.
+        "/events/subscription/{subscription_id}" => None,
         _ if read => Some(Capability::ViewBase),
         // Reads sent as POST: they change nothing.
         "/endpoint/{endpoint_id}/preview" | "/msg/precheck/active" => Some(Capability::ViewBase),
@@ -41,11 +48,15 @@ mod tests {
 
     #[test]
     fn reads_need_view_base_but_secrets() {
-        for tail in ["", "/endpoint", "/msg", "/endpoint/{endpoint_id}/headers", "/events/stream"] {
+        for tail in ["", "/endpoint", "/msg", "/endpoint/{endpoint_id}/stats", "/events/stream"] {
             assert_eq!(required(&Method::GET, &format!("{APP}{tail}")), Some(Capability::ViewBase), "{tail}");
         }
-        let secret = format!("{APP}/endpoint/{{endpoint_id}}/secret");
-        assert_eq!(required(&Method::GET, &secret), Some(Capability::ViewEndpointSecret));
+        for tail in ["secret", "headers"] {
+            let path = format!("{APP}/endpoint/{{endpoint_id}}/{tail}");
+            assert_eq!(required(&Method::GET, &path), Some(Capability::ViewEndpointSecret), "{tail}");
+        }
+        let subscription = format!("{APP}/events/subscription/{{subscription_id}}");
+        assert_eq!(required(&Method::GET, &subscription), None, "it moves a shared position");
         assert_eq!(required(&Method::GET, "/api/v1/stats/app/{app_id}/timeline"), Some(Capability::ViewBase));
         assert_eq!(required(&Method::POST, &format!("{APP}/msg/precheck/active")), Some(Capability::ViewBase));
     }
@@ -62,5 +73,12 @@ mod tests {
         assert_eq!(need(Method::POST, "/msg"), None);
         assert_eq!(need(Method::DELETE, ""), None);
         assert_eq!(need(Method::POST, "/msg/expunge-all-contents"), None);
+    }
+
+    #[test]
+    fn unknown_routes_need_full_access() {
+        for pattern in ["", "/api/v1/event-type", "/api/v1/source/{source_id}", "/api/v1/stats/usage/app"] {
+            assert_eq!(required(&Method::GET, pattern), None, "{pattern:?}");
+        }
     }
 }

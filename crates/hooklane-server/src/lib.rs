@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod operational;
 pub mod ops;
 pub mod state;
+pub mod tasks;
 pub mod waiting;
 
 use std::future::Future;

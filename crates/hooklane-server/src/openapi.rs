@@ -238,6 +238,14 @@ pub struct Unauthorized(ErrorBody);
 #[allow(dead_code)]
 pub struct NotAdmin(ErrorBody);
 
+/// 403 of an operation under an application, for a token whose capabilities (`readOnly`,
+/// `capabilities` of its app-portal access) do not allow it; added to every such operation
+/// by [`document`].
+#[derive(utoipa::ToResponse)]
+#[response(description = "The token's capabilities do not allow this operation, or it needs the admin token")]
+#[allow(dead_code)]
+pub struct NotAllowed(ErrorBody);
+
 /// 400 where the body's JSON syntax is all that can be wrong before its fields are read.
 #[derive(utoipa::ToResponse)]
 #[response(description = "The body is not valid JSON")]
@@ -268,7 +276,7 @@ pub struct InvalidQuery(ErrorBody);
     paths(health, openapi_json),
     components(
         schemas(ErrorBody),
-        responses(Unauthorized, NotAdmin, InvalidJson, InvalidBody, InvalidQuery)
+        responses(Unauthorized, NotAdmin, NotAllowed, InvalidJson, InvalidBody, InvalidQuery)
     ),
     modifiers(&BearerToken),
     security(("HTTPBearer" = [])),
@@ -330,7 +338,28 @@ pub fn document() -> utoipa::openapi::OpenApi {
     ] {
         doc.merge(part);
     }
+    with_capability_refusals(&mut doc);
     doc
+}
+
+/// Every operation under an application may be refused (403) to a token whose
+/// capabilities do not allow it ([`crate::capability`]): says so where the operation does
+/// not already document a 403.
+fn with_capability_refusals(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{Ref, RefOr};
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !(path.starts_with("/api/v1/app/{app_id}") || path.starts_with("/api/v1/stats/app/{app_id}")) {
+            continue;
+        }
+        let operations =
+            [&mut item.get, &mut item.put, &mut item.post, &mut item.patch, &mut item.delete, &mut item.head];
+        for op in operations.into_iter().flatten() {
+            op.responses
+                .responses
+                .entry("403".to_string())
+                .or_insert_with(|| RefOr::Ref(Ref::from_response_name("NotAllowed")));
+        }
+    }
 }
 
 /// The document as JSON, made once.

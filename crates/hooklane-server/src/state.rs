@@ -24,6 +24,9 @@ pub struct ServerSettings {
     pub operational_app: Option<String>,
     /// How long cached applications and endpoints are trusted (see [`crate::cache`]).
     pub tenant_cache_ttl: std::time::Duration,
+    /// How long a request that starts a background task waits for it before answering it
+    /// `running` (see [`crate::tasks`]).
+    pub task_wait: std::time::Duration,
 }
 
 /// Settings of the inbound side.
@@ -48,6 +51,7 @@ pub(crate) struct Shared {
     pub ops: crate::ops::OpsSettings,
     pub operational_app: Option<String>,
     pub cache: crate::cache::TenantCache,
+    pub task_wait: std::time::Duration,
     pub rejections: crate::inbound_budget::RejectionBudget,
     /// Turns true when the server starts shutting down: long-polls and event streams,
     /// which would otherwise hold the graceful shutdown up, end then.
@@ -71,6 +75,7 @@ impl AppState {
             ops: settings.ops,
             operational_app: settings.operational_app.filter(|a| !a.is_empty()),
             cache: crate::cache::TenantCache::new(settings.tenant_cache_ttl),
+            task_wait: settings.task_wait,
             rejections: Default::default(),
             closing: tokio::sync::watch::Sender::new(false),
             pull_waiters: Arc::default(),

@@ -295,6 +295,13 @@ pub trait Store: Send + Sync + 'static {
         filter: &TaskFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<hooklane_core::model::BackgroundTask>>;
+    /// Saves a task's status, data and `updated_at` (its progress, or its end);
+    /// [`StoreError::NotFound`] when there is no such task.
+    async fn update_task(&self, task: hooklane_core::model::BackgroundTask) -> StoreResult<()>;
+    /// Marks `failed`, with `reason` as the `error` of its data, every task still `running`
+    /// whose `updated_at` is before `before` (its node stopped beating for it); returns how
+    /// many.
+    async fn fail_stale_tasks(&self, before: DateTime<Utc>, reason: &str, now: DateTime<Utc>) -> StoreResult<u64>;
 
     // --- attempts
     async fn list_attempts(

@@ -49,8 +49,14 @@ pub struct Config {
     /// Whether `GET /metrics` needs the admin token (default: no, as Prometheus scrapes
     /// usually run unauthenticated on a private network).
     pub metrics_require_token: bool,
+    /// How long a request that starts a background task (a recovery, a replay, a purge,
+    /// usage statistics) waits for its work before answering the task `running`; the work
+    /// goes on either way, and `GET /api/v1/background-task/{id}` follows it. `0s` answers
+    /// at once.
+    #[serde(with = "humantime_serde")]
+    pub task_wait: Duration,
     /// How often expired idempotency keys, old inbound request records and old messages are
-    /// deleted.
+    /// deleted, and tasks whose node stopped while they ran are marked failed.
     #[serde(with = "humantime_serde")]
     pub housekeeping_interval: Duration,
     /// How long a message (its payload, deliveries and attempt log) is kept once none of its
@@ -143,6 +149,7 @@ impl Default for Config {
             log_format: "text".into(),
             log_level: "info".into(),
             metrics_require_token: false,
+            task_wait: Duration::from_secs(5),
             housekeeping_interval: Duration::from_secs(60),
             message_retention: Duration::from_secs(90 * 24 * 3600),
             worker_threads: 0,
@@ -244,6 +251,9 @@ impl Config {
         }
         if self.request_read_timeout.is_zero() {
             bail!("request_read_timeout must be more than 0s");
+        }
+        if self.task_wait > Duration::from_secs(300) {
+            bail!("task_wait must be at most 5m");
         }
         if self.tenant_cache_ttl > Duration::from_secs(3600) {
             bail!("tenant_cache_ttl must be at most 1h");

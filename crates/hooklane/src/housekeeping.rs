@@ -1,7 +1,8 @@
 //! Deletes what the store need not keep: idempotency keys past their expiry (Svix SDKs
 //! send one with every POST, so the table would otherwise only grow), inbound request
 //! records older than `[inbound] request_retention`, and messages older than
-//! `message_retention` (with their deliveries and attempts) once none is pending.
+//! `message_retention` (with their deliveries and attempts) once none is pending; and
+//! marks failed the background tasks whose node stopped while they ran.
 
 use std::time::Duration;
 
@@ -23,6 +24,11 @@ pub async fn run(store: DynStore, every: Duration, retention: Retention) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        match hooklane_server::tasks::fail_interrupted(&store).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(tasks = n, "background tasks whose node stopped while they ran are marked failed"),
+            Err(e) => tracing::warn!(error = %e, "could not mark interrupted background tasks; will try again"),
+        }
         match prune_all(&store, retention).await {
             Ok(total) if total != Pruned::default() => tracing::info!(
                 idempotency_keys = total.idempotency_keys,

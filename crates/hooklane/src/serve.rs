@@ -57,6 +57,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             ops: hooklane_server::ops::OpsSettings { metrics, metrics_require_token: config.metrics_require_token },
             operational_app: config.operational_app.clone(),
             tenant_cache_ttl: config.tenant_cache_ttl,
+            task_wait: config.task_wait,
         },
     );
     if config.operational_app.as_deref().is_some_and(|a| !a.is_empty()) {

@@ -2780,8 +2780,9 @@ async fn a_read_only_token_reads_and_changes_nothing() {
     let doc = send(request(&server, None, "GET", "/api/v1/openapi.json")).await.json();
     let receiver = Receiver::start().await;
     create_app_with(&server, json!({ "name": "Read only", "uid": "ro" })).await;
-    let (status, _) =
-        server.call("POST", "/api/v1/app/ro/endpoint", Some(json!({ "url": receiver.url, "uid": "ep" }))).await;
+    // A custom header carrying the receiver's credential, which a read-only token must not see.
+    let endpoint = json!({ "url": receiver.url, "uid": "ep", "headers": { "X-Api-Key": "s3cr3t-key" } });
+    let (status, _) = server.call("POST", "/api/v1/app/ro/endpoint", Some(endpoint)).await;
     assert_eq!(status, 201);
     let msg_id = server.send_message("ro", "a.b", json!({ "n": 1 })).await;
     receiver.wait_for(1, Duration::from_secs(10)).await;
@@ -2814,11 +2815,14 @@ async fn a_read_only_token_reads_and_changes_nothing() {
                 rb = rb.header("content-type", "application/json").body("{}");
             }
             let resp = send(rb).await;
-            // Integrations are the admin token's only, reads included.
-            let reads = (method == "get" && !path.ends_with("/secret")
-                || path.ends_with("/preview")
-                || path.ends_with("/precheck/active"))
-                && !path.contains("/integration");
+            // Integrations are the admin token's only, reads included; secrets and custom
+            // headers need ViewEndpointSecret; reading a named subscription moves its position.
+            let reads = (method == "get" || path.ends_with("/preview") || path.ends_with("/precheck/active"))
+                && !path.contains("/integration")
+                && !path.ends_with("/secret")
+                && !path.ends_with("/headers")
+                && !path.contains("/events/subscription/");
+            assert!(!resp.text.contains("s3cr3t-key"), "{method} {path} shows a credential: {}", resp.text);
             if reads {
                 assert_ne!(resp.status, 403, "{method} {path} is a read: {}", resp.text);
             } else {
@@ -2829,10 +2833,49 @@ async fn a_read_only_token_reads_and_changes_nothing() {
         }
     }
     assert!(refused >= 20, "only {refused} operations tried");
+    // The attempt's custom header is shown redacted to it, and as sent to the admin.
+    let path = format!("/api/v1/app/ro/attempt/msg/{msg_id}");
+    let (status, seen) = server.call_as(&token, "GET", &path, None).await;
+    assert_eq!((status, &seen["data"][0]["requestHeaders"]["x-api-key"]), (200, &json!("[redacted]")), "{seen}");
+    assert!(seen["data"][0]["requestHeaders"]["webhook-signature"].as_str().is_some(), "{seen}");
+    let (_, full) = server.call("GET", &path, None).await;
+    assert_eq!(full["data"][0]["requestHeaders"]["x-api-key"], "s3cr3t-key", "{full}");
     // Nothing changed: the application, its endpoint and its one message are as they were.
     let (status, ep) = server.call("GET", "/api/v1/app/ro/endpoint/ep", None).await;
     assert_eq!((status, ep["disabled"].as_bool()), (200, Some(false)), "{ep}");
     let messages = server.call("GET", "/api/v1/app/ro/msg", None).await.1;
     assert_eq!(messages["data"].as_array().map(Vec::len), Some(1), "{messages}");
     assert_eq!(receiver.received().len(), 1, "nothing was sent again");
+}
+
+/// With `task_wait = "0s"` a bulk replay answers its task `running` at once; the work goes
+/// on apart from the request, and the task ends `finished` with what it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_task_work_goes_on_after_its_answer() {
+    let server = Server::start("task_wait = \"0s\"").await;
+    let receiver = Receiver::start().await;
+    create_app_with(&server, json!({ "name": "Tasks", "uid": "tasks" })).await;
+    let (status, _) =
+        server.call("POST", "/api/v1/app/tasks/endpoint", Some(json!({ "url": receiver.url, "uid": "ep" }))).await;
+    assert_eq!(status, 201);
+    let since = chrono::Utc::now() - chrono::Duration::seconds(1);
+    const N: usize = 300;
+    for n in 0..N {
+        server.send_message("tasks", "a.b", json!({ "n": n })).await;
+    }
+    receiver.wait_for(N, Duration::from_secs(30)).await;
+    // Narrowed by the class of each message's last answer: one lookup per message, so the
+    // work takes far longer than the answer.
+    let body = json!({ "since": since, "statusCodeClass": 200 });
+    let (status, task) = server.call("POST", "/api/v1/app/tasks/endpoint/ep/bulk-replay", Some(body)).await;
+    assert_eq!((status, task["status"].as_str()), (202, Some("running")), "{task}");
+    assert!(task.get("replayed").is_none(), "no count before the end: {task}");
+    let id = task["id"].as_str().expect("task id");
+    let done = server
+        .wait_until(&format!("/api/v1/background-task/{id}"), Duration::from_secs(30), |t| t["status"] != "running")
+        .await;
+    assert_eq!(done["status"], "finished", "{done}");
+    assert_eq!(done["data"]["replayed"], N, "{done}");
+    assert_eq!(done["data"]["endpointId"].as_str().map(|e| e.starts_with("ep_")), Some(true), "{done}");
+    assert_eq!(receiver.wait_for(2 * N, Duration::from_secs(30)).await.len(), 2 * N, "every message sent again");
 }

@@ -463,4 +463,19 @@ async fn dashboard_and_portal_main_flows() {
     browser.click("[data-testid=logout]").await;
     browser.wait_for("document.querySelector('[data-testid=login-error]')", "the signed-out portal").await;
     assert_eq!(browser.eval("sessionStorage.getItem('hooklane.portal.token')").await, Value::Null);
+
+    // A read-only portal shows everything, and says so when an action is refused.
+    let body = json!({ "readOnly": true });
+    let (status, access) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{globex}"), Some(body)).await;
+    assert_eq!(status, 200, "{access}");
+    browser.goto(access["url"].as_str().unwrap()).await;
+    browser
+        .wait_for("document.querySelectorAll('[data-testid=endpoint-row]').length === 1", "the read-only portal")
+        .await;
+    browser.click("[data-testid=disable]").await;
+    browser
+        .wait_for("document.querySelector('[data-testid=disable]').textContent === 'Not allowed'", "the refusal shown")
+        .await;
+    let (_, endpoints) = server.call("GET", &format!("/api/v1/app/{globex}/endpoint"), None).await;
+    assert_eq!(endpoints["data"][0]["disabled"], false, "the endpoint is still enabled: {endpoints}");
 }

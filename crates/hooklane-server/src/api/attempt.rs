@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use hooklane_core::model::{Attempt, DeliveryStatus};
+use hooklane_core::model::{Attempt, Capability, DeliveryStatus, Principal};
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::AttemptFilter;
 use serde::Serialize;
@@ -68,6 +68,31 @@ impl From<Attempt> for AttemptOut {
             endpoint_id: a.endpoint_id,
             timestamp: a.created_at,
             request_headers: a.request_headers,
+        }
+    }
+}
+
+/// The request headers hooklane sets itself, which hold no secret of the receiver.
+const OWN_HEADERS: [&str; 5] = ["content-type", "user-agent", "webhook-id", "webhook-signature", "webhook-timestamp"];
+/// What a token without `ViewEndpointSecret` sees of an endpoint's custom header.
+const REDACTED: &str = "[redacted]";
+
+impl AttemptOut {
+    /// Attempts as `principal` may see them: the values of an endpoint's custom headers,
+    /// which often carry a credential of its receiver, only with `ViewEndpointSecret` (as
+    /// `GET …/headers` needs it).
+    pub(crate) fn seen_by(principal: &Principal) -> impl Fn(Attempt) -> AttemptOut {
+        let secrets = principal.allows(Some(Capability::ViewEndpointSecret));
+        move |a| {
+            let mut out = AttemptOut::from(a);
+            if let (false, Some(headers)) = (secrets, out.request_headers.as_mut()) {
+                for (name, value) in headers.iter_mut() {
+                    if !OWN_HEADERS.contains(&name.as_str()) {
+                        *value = REDACTED.to_string();
+                    }
+                }
+            }
+            out
         }
     }
 }
@@ -167,7 +192,7 @@ async fn list(
 ) -> ApiResult<axum::Json<ListResponse<AttemptOut>>> {
     let page = page_request(q, true)?;
     let page = s.0.store.list_attempts(&t.app.id, &f, &page).await?;
-    Ok(axum::Json(ListResponse::from_page(page, |a| a.id.clone(), AttemptOut::from)))
+    Ok(axum::Json(ListResponse::from_page(page, |a| a.id.clone(), AttemptOut::seen_by(&t.principal))))
 }
 
 /// List a message's attempts (the older path of the list-by-msg operation).
@@ -310,7 +335,7 @@ pub async fn get(
 ) -> ApiResult<axum::Json<AttemptOut>> {
     let msg = find_message(&s, &t, &msg_key).await?;
     let a = s.0.store.get_attempt(&t.app.id, &msg.id, &attempt_id).await?.ok_or(ApiError::NotFound("attempt"))?;
-    Ok(axum::Json(a.into()))
+    Ok(axum::Json(AttemptOut::seen_by(&t.principal)(a)))
 }
 
 /// This module's part of the OpenAPI document (see `crate::openapi`).

@@ -69,8 +69,10 @@ pub struct AppPortalAccessOut {
 
 /// Get a token for the consumer portal of an application.
 ///
-/// Issues a token that can see and change only this application, for `expiry` seconds
-/// (a week unless given). The token is shown once; only its hash is stored.
+/// Issues a token that can see and change only this application (only what its
+/// `capabilities` or `readOnly` allow, when given; the event types behind its
+/// `featureFlags`), for `expiry` seconds (a week unless given). The token is shown once;
+/// only its hash is stored.
 #[utoipa::path(
     post,
     path = "/api/v1/auth/app-portal-access/{app_id}",

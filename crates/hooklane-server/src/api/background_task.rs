@@ -1,8 +1,9 @@
-//! `/api/v1/background-task`: the tasks recoveries, replays, purges and usage statistics
-//! recorded (Svix's background tasks). hooklane does that work before answering, so every
-//! task here is `finished`; they are kept 90 days so that clients following Svix's flow
-//! (start a recovery, then look its task up) find them. The admin token sees every task,
-//! an application token its own application's (not those of the whole environment).
+//! `/api/v1/background-task`: the tasks of recoveries, replays, purges and usage statistics
+//! (Svix's background tasks; see [`crate::tasks`] for how they run): `running` while their
+//! work goes on, then `finished` or `failed`. They are kept 90 days, so that clients
+//! following Svix's flow (start a recovery, then look its task up) find them. The admin
+//! token sees every task, an application token its own application's (not those of the
+//! whole environment).
 
 use axum::extract::State;
 use hooklane_core::model::{BackgroundTask, Principal};
@@ -22,7 +23,8 @@ use crate::state::AppState;
 pub struct BackgroundTaskOut {
     #[schema(example = "qtask_01J8ZK6X4Q9M2V7T3B5N8R1W0C")]
     id: String,
-    /// `finished` (hooklane finishes a task before answering the request that made it).
+    /// `running`, `finished`, or `failed` (with the `error` in `data`; a task whose node
+    /// stopped before it ended fails as "interrupted").
     #[schema(example = "finished")]
     status: String,
     /// `endpoint.recover`, `endpoint.replay`, `endpoint.bulk-replay`,

@@ -1,14 +1,14 @@
 //! Svix's bulk operations: replaying an endpoint's messages in a time window
 //! (`…/endpoint/{endpoint_id}/bulk-replay`), and deleting the content of many messages
 //! (`…/msg/bulk-expunge`) or of all of them (`…/msg/expunge-all-contents`). Like recover
-//! and replay-missing, hooklane does the work before answering: the background task the
-//! answer names is already `finished`, and `/background-task` finds it.
+//! and replay-missing, the replay and the purge are background tasks (see
+//! [`crate::tasks`]): answered `finished` unless their work outlasts the server's
+//! `task_wait`, and followed through `/background-task` either way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use futures::{StreamExt, TryStreamExt};
 use hooklane_core::model::DeliveryStatus;
@@ -65,8 +65,9 @@ pub struct BulkReplayIn {
 /// Sends the endpoint again every message created in `[since, until)` that it has a
 /// delivery of (whatever became of it), narrowed by the message filters, the delivery's
 /// `status` and the class of its last answer. Messages it never got are not sent (that is
-/// `replay-missing`). The work is done before the answer, whose task is already `finished`;
-/// `replayed` says how many were queued.
+/// `replay-missing`). The answer is the task, `finished` unless the work outlasts the
+/// server's `task_wait` (then `running`, and it goes on); `replayed` says how many were
+/// queued.
 #[utoipa::path(
     post,
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/bulk-replay",
@@ -117,13 +118,15 @@ pub async fn bulk_replay(
         after: Some(input.since - chrono::Duration::milliseconds(1)),
     };
     let chosen = Chosen { filter, status, status_code_class: input.status_code_class };
-    let replayed = if nothing_matches { 0 } else { replay(&s, &t.app.id, &ep.id, &chosen, now).await? };
-    if replayed > 0 {
-        s.0.dispatcher.retry_endpoint_now(&ep.id);
-    }
-    let out =
-        TaskOut::finished("endpoint.bulk-replay", now).replayed(replayed).recorded(&s, &t.app.id, Some(&ep.id)).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(out)))
+    let (state, app_id, ep_id) = (s.clone(), t.app.id.clone(), ep.id.clone());
+    let work = async move {
+        let replayed = if nothing_matches { 0 } else { replay(&state, &app_id, &ep_id, &chosen, now).await? };
+        if replayed > 0 {
+            state.0.dispatcher.retry_endpoint_now(&ep_id);
+        }
+        Ok(replayed)
+    };
+    TaskOut::start(&s, &t.app.id, "endpoint.bulk-replay", Some(&ep.id), "replayed", work).await
 }
 
 /// Which of an endpoint's messages a bulk replay sends again.
@@ -255,9 +258,10 @@ pub async fn bulk_expunge(
 
 /// Delete the content of every message of the application.
 ///
-/// Every message is expunged as by `DELETE …/msg/{msg_id}/content`. The work is done
-/// before the answer, whose `application.purge_content` task is already `finished`;
-/// `expunged` says how many messages it went through.
+/// Every message that exists when asked is expunged as by `DELETE …/msg/{msg_id}/content`.
+/// The answer is the `application.purge_content` task, `finished` unless the work
+/// outlasts the server's `task_wait` (then `running`, and it goes on); `expunged` says how
+/// many messages it went through.
 #[utoipa::path(
     post,
     path = "/api/v1/app/{app_id}/msg/expunge-all-contents",
@@ -271,17 +275,23 @@ pub async fn bulk_expunge(
     )
 )]
 pub async fn expunge_all_contents(State(s): State<AppState>, t: Tenant) -> ApiResult<impl IntoResponse> {
+    let (state, app_id) = (s.clone(), t.app.id.clone());
     let now = super::now();
+    let work = async move { expunge_all(&state, &app_id, now).await };
+    TaskOut::start(&s, &t.app.id, "application.purge_content", None, "expunged", work).await
+}
+
+/// Expunges every message of the application created by `now`; answers how many.
+async fn expunge_all(s: &AppState, app_id: &str, now: DateTime<Utc>) -> ApiResult<u64> {
     let store = &s.0.store;
     let mut page = PageRequest { limit: CHUNK, iterator: None, descending: false };
     // Only what exists now: messages posted while this runs keep their content.
     let filter = MessageFilter { before: Some(now + chrono::Duration::milliseconds(1)), ..Default::default() };
     let mut expunged = 0u64;
     loop {
-        let found = store.list_messages(&t.app.id, &filter, &page).await?;
+        let found = store.list_messages(app_id, &filter, &page).await?;
         let ids: Vec<String> = found.items.into_iter().map(|m| m.id).collect();
         let next = ids.last().filter(|_| !found.done).cloned();
-        let app_id = &t.app.id;
         expunged += count_done(ids, |msg_id| async move {
             match store.expunge_message_content(app_id, &msg_id, now).await {
                 Ok(()) => Ok(true),
@@ -292,12 +302,9 @@ pub async fn expunge_all_contents(State(s): State<AppState>, t: Tenant) -> ApiRe
         .await?;
         match next {
             Some(last) => page.iterator = Some(last),
-            None => break,
+            None => return Ok(expunged),
         }
     }
-    let out =
-        TaskOut::finished("application.purge_content", now).expunged(expunged).recorded(&s, &t.app.id, None).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(out)))
 }
 
 /// This module's part of the OpenAPI document (see `crate::openapi`).

@@ -941,82 +941,78 @@ impl RecoverIn {
     }
 }
 
-/// Svix's background-task answers (`RecoverOut`, `ReplayOut`): hooklane does the work
-/// before answering, so the task is `finished`.
+/// Svix's background-task answers (`RecoverOut`, `ReplayOut`, …): the task as it stood
+/// when answered (see [`crate::tasks`]).
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskOut {
     #[schema(example = "qtask_01J8ZK6X4Q9M2V7T3B5N8R1W0C")]
     id: String,
-    /// Always `finished`.
-    #[schema(value_type = String, example = "finished")]
-    status: &'static str,
+    /// `finished`, `failed`, or `running` when the work took longer than the server waits
+    /// (`task_wait`): `GET /background-task/{task_id}` then follows it.
+    #[schema(example = "finished")]
+    status: String,
     /// `endpoint.recover`, `endpoint.replay`, `endpoint.bulk-replay` or
     /// `application.purge_content`.
-    #[schema(value_type = String, example = "endpoint.recover")]
-    task: &'static str,
-    /// Deliveries queued again by a recovery (hooklane extension).
+    #[schema(example = "endpoint.recover")]
+    task: String,
+    /// Deliveries queued again by a finished recovery (hooklane extension).
     #[serde(skip_serializing_if = "Option::is_none")]
     recovered: Option<u64>,
-    /// Deliveries queued by a replay (hooklane extension).
+    /// Deliveries queued by a finished replay (hooklane extension).
     #[serde(skip_serializing_if = "Option::is_none")]
     replayed: Option<u64>,
-    /// Messages whose content was deleted (hooklane extension).
+    /// Messages whose content was deleted by a finished purge (hooklane extension).
     #[serde(skip_serializing_if = "Option::is_none")]
     expunged: Option<u64>,
     updated_at: DateTime<Utc>,
 }
 
-impl TaskOut {
-    pub(crate) fn finished(task: &'static str, now: DateTime<Utc>) -> TaskOut {
+impl From<BackgroundTask> for TaskOut {
+    fn from(t: BackgroundTask) -> Self {
+        let count = |key: &str| t.data.get(key).and_then(serde_json::Value::as_u64);
         TaskOut {
-            id: new_id(ids::TASK),
-            status: "finished",
-            task,
-            recovered: None,
-            replayed: None,
-            expunged: None,
-            updated_at: now,
+            recovered: count("recovered"),
+            replayed: count("replayed"),
+            expunged: count("expunged"),
+            id: t.id,
+            status: t.status,
+            task: t.task,
+            updated_at: t.updated_at,
         }
     }
+}
 
-    pub(crate) fn replayed(self, n: u64) -> TaskOut {
-        TaskOut { replayed: Some(n), ..self }
-    }
-
-    pub(crate) fn expunged(self, n: u64) -> TaskOut {
-        TaskOut { expunged: Some(n), ..self }
-    }
-
-    /// Records the task, so that `/background-task` finds it, then answers it. `endpoint_id`
-    /// is that of an endpoint's task.
-    pub(crate) async fn recorded(self, s: &AppState, app_id: &str, endpoint_id: Option<&str>) -> ApiResult<TaskOut> {
-        let mut data = serde_json::json!({});
+impl TaskOut {
+    /// Starts the application's task `kind` (on the endpoint `endpoint_id`, for an
+    /// endpoint's task) doing `work`, whose count is recorded under `counted`, and answers
+    /// it as it stands (see [`crate::tasks::run`]).
+    pub(crate) async fn start<F>(
+        s: &AppState,
+        app_id: &str,
+        kind: &str,
+        endpoint_id: Option<&str>,
+        counted: &'static str,
+        work: F,
+    ) -> ApiResult<(StatusCode, axum::Json<TaskOut>)>
+    where
+        F: std::future::Future<Output = ApiResult<u64>> + Send + 'static,
+    {
+        let mut data = serde_json::Map::new();
         if let Some(id) = endpoint_id {
-            data["endpointId"] = id.into();
+            data.insert("endpointId".to_string(), id.into());
         }
-        for (key, n) in [("recovered", self.recovered), ("replayed", self.replayed), ("expunged", self.expunged)] {
-            if let Some(n) = n {
-                data[key] = n.into();
-            }
-        }
-        let task = BackgroundTask {
-            id: self.id.clone(),
-            app_id: app_id.to_string(),
-            task: self.task.to_string(),
-            status: self.status.to_string(),
-            data,
-            updated_at: self.updated_at,
-        };
-        s.0.store.record_task(task).await?;
-        Ok(self)
+        let work = async move { work.await.map(|n| serde_json::Map::from_iter([(counted.to_string(), n.into())])) };
+        let task = crate::tasks::run(s, app_id, kind, data, work).await?;
+        Ok((StatusCode::ACCEPTED, axum::Json(task.into())))
     }
 }
 
 /// Recover failed messages: queue again every failed delivery to the endpoint.
 ///
 /// Only deliveries of messages created in `[since, until)` (until now when `until` is left
-/// out) are queued. The work is done before the answer, whose task is already `finished`.
+/// out) are queued. The answer is the task, `finished` unless the work outlasts the
+/// server's `task_wait` (then `running`, and it goes on).
 #[utoipa::path(
     post,
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/recover",
@@ -1042,13 +1038,13 @@ pub async fn recover(
     let ep = find(&s, &t, &key).await?;
     require_enabled(&ep)?;
     input.check()?;
-    let now = super::now();
-    let recovered = s.0.store.recover(&t.app.id, &ep.id, input.since, input.until, now).await?;
-    s.0.dispatcher.endpoint_fixed(&ep.id);
-    let out = TaskOut { recovered: Some(recovered), ..TaskOut::finished("endpoint.recover", now) }
-        .recorded(&s, &t.app.id, Some(&ep.id))
-        .await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(out)))
+    let (state, app_id, ep_id) = (s.clone(), t.app.id.clone(), ep.id.clone());
+    let work = async move {
+        let recovered = state.0.store.recover(&app_id, &ep_id, input.since, input.until, super::now()).await?;
+        state.0.dispatcher.endpoint_fixed(&ep_id);
+        Ok(recovered)
+    };
+    TaskOut::start(&s, &t.app.id, "endpoint.recover", Some(&ep.id), "recovered", work).await
 }
 
 /// Messages looked at per round of a replay.
@@ -1058,8 +1054,9 @@ const REPLAY_CHUNK: usize = 500;
 ///
 /// Sends every message of the application created in `[since, until)` (until now unless
 /// given) that the endpoint never got but would get now (created before the endpoint was,
-/// or before its filters let it through). Messages it did get are not sent again. The work
-/// is done before the answer, whose task is already `finished`.
+/// or before its filters let it through). Messages it did get are not sent again. The answer
+/// is the task, `finished` unless the work outlasts the server's `task_wait` (then
+/// `running`, and it goes on).
 #[utoipa::path(
     post,
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/replay-missing",
@@ -1085,14 +1082,21 @@ pub async fn replay_missing(
     let ep = find(&s, &t, &key).await?;
     require_enabled(&ep)?;
     input.check()?;
+    let (state, app_id, endpoint_id) = (s.clone(), t.app.id.clone(), ep.id.clone());
+    let work = async move { replay_missing_work(&state, &app_id, &ep, input).await };
+    TaskOut::start(&s, &t.app.id, "endpoint.replay", Some(&endpoint_id), "replayed", work).await
+}
+
+/// Queues the messages of `input`'s window that `ep` never got but would get now; answers
+/// how many.
+async fn replay_missing_work(s: &AppState, app_id: &str, ep: &Endpoint, input: RecoverIn) -> ApiResult<u64> {
     let now = super::now();
     let until = input.until.unwrap_or(now);
     let (mut replayed, mut after) = (0, None::<String>);
     loop {
         let store = &s.0.store;
-        let batch = store
-            .messages_without_delivery(&t.app.id, &ep.id, input.since, until, after.as_deref(), REPLAY_CHUNK)
-            .await?;
+        let batch =
+            store.messages_without_delivery(app_id, &ep.id, input.since, until, after.as_deref(), REPLAY_CHUNK).await?;
         let Some(last) = batch.last() else { break };
         after = Some(last.id.clone());
         let wanted: Vec<String> = batch
@@ -1104,7 +1108,7 @@ pub async fn replay_missing(
             .map(|m| m.id.clone())
             .collect();
         if !wanted.is_empty() {
-            replayed += store.add_deliveries(&t.app.id, &ep.id, wanted, now).await?;
+            replayed += store.add_deliveries(app_id, &ep.id, wanted, now).await?;
         }
         if batch.len() < REPLAY_CHUNK {
             break;
@@ -1113,9 +1117,7 @@ pub async fn replay_missing(
     if replayed > 0 {
         s.0.dispatcher.wake();
     }
-    let out =
-        TaskOut::finished("endpoint.replay", now).replayed(replayed).recorded(&s, &t.app.id, Some(&ep.id)).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(out)))
+    Ok(replayed)
 }
 
 /// This module's part of the OpenAPI document (see `crate::openapi`).

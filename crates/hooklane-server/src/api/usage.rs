@@ -1,20 +1,19 @@
 //! `/api/v1/stats/usage`: Svix's usage statistics, for billing an application's owner by
 //! what was sent to it, and for seeing which event types applications listen to.
 //!
-//! Svix computes them in background tasks that the client then polls. hooklane computes
-//! them before answering, as it does its other tasks: the answer names a task that is
-//! already `finished`, and `GET /background-task/{id}` gives its figures in `data`. These
-//! tasks belong to the whole environment, not to one application, so only the admin token
-//! sees them.
+//! Both are background tasks (see [`crate::tasks`]), as in Svix: the answer names the task,
+//! `finished` unless the work outlasts the server's `task_wait`, and
+//! `GET /background-task/{id}` gives its figures in `data`. These tasks belong to the whole
+//! environment, not to one application, so only the admin token sees them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::extract::State;
-use hooklane_core::ids::{self, new_id};
-use hooklane_core::model::{Application, BackgroundTask};
+use hooklane_core::model::Application;
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::PageRequest;
 use serde::{Deserialize, Serialize};
+use serde_json::Map;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Admin, Json};
@@ -50,9 +49,9 @@ pub struct AppUsageStatsIn {
 pub struct AppUsageStatsOut {
     #[schema(example = "qtask_01J8ZK6X4Q9M2V7T3B5N8R1W0C")]
     id: String,
-    /// Always `finished`.
+    /// `finished`, `failed`, or `running` when the work outlasts the server's `task_wait`.
     #[schema(example = "finished")]
-    status: &'static str,
+    status: String,
     #[schema(example = "application.stats")]
     task: &'static str,
     updated_at: DateTime<Utc>,
@@ -66,9 +65,9 @@ pub struct AppUsageStatsOut {
 pub struct AggregateEventTypesOut {
     #[schema(example = "qtask_01J8ZK6X4Q9M2V7T3B5N8R1W0C")]
     id: String,
-    /// Always `finished`.
+    /// `finished`, `failed`, or `running` when the work outlasts the server's `task_wait`.
     #[schema(example = "finished")]
-    status: &'static str,
+    status: String,
     #[schema(example = "event-type.aggregate")]
     task: &'static str,
     updated_at: DateTime<Utc>,
@@ -79,7 +78,7 @@ pub struct AggregateEventTypesOut {
 /// For each application, `messageDestinations` is the number of deliveries (one message to
 /// one endpoint, however it went, retries not counted) of the messages created in
 /// `[since, until)`. The figures are in the `data.appStats` of the `application.stats` task
-/// answered, which is already finished. Messages removed by the retention period, and
+/// answered, once it is finished. Messages removed by the retention period, and
 /// deliveries to endpoints deleted since, are not counted. Without `appIds`, every
 /// application is counted but those that inbound sources own (`appIds` may name them).
 #[utoipa::path(
@@ -89,7 +88,7 @@ pub struct AggregateEventTypesOut {
     operation_id = "v1.statistics.aggregate-app-stats",
     request_body = AppUsageStatsIn,
     responses(
-        (status = 202, description = "The finished task; its figures are in `GET /background-task/{task_id}`", body = AppUsageStatsOut),
+        (status = 202, description = "The task; its figures are in `GET /background-task/{task_id}` once it is finished", body = AppUsageStatsOut),
         (status = 400, response = InvalidJson),
         (status = 401, response = Unauthorized),
         (status = 403, response = NotAdmin),
@@ -129,15 +128,19 @@ pub async fn aggregate_app_stats(
             found.into_values().collect()
         }
     };
-    let mut app_stats = Vec::with_capacity(apps.len());
-    for app in apps {
-        let n = s.0.store.count_message_destinations(&app.id, input.since, input.until).await?;
-        app_stats.push(serde_json::json!({ "messageDestinations": n, "appId": app.id, "appUid": app.uid }));
-    }
-    let task = record(&s, APP_STATS, serde_json::json!({ "appStats": app_stats })).await?;
+    let state = s.clone();
+    let work = async move {
+        let mut app_stats = Vec::with_capacity(apps.len());
+        for app in apps {
+            let n = state.0.store.count_message_destinations(&app.id, input.since, input.until).await?;
+            app_stats.push(serde_json::json!({ "messageDestinations": n, "appId": app.id, "appUid": app.uid }));
+        }
+        Ok(Map::from_iter([("appStats".to_string(), app_stats.into())]))
+    };
+    let task = crate::tasks::run(&s, ENVIRONMENT_TASK, APP_STATS, Map::new(), work).await?;
     let out = AppUsageStatsOut {
         id: task.id,
-        status: "finished",
+        status: task.status,
         task: APP_STATS,
         updated_at: task.updated_at,
         unresolved_app_ids: unresolved,
@@ -150,14 +153,14 @@ pub async fn aggregate_app_stats(
 /// For each application: `explicitlySubscribedEventTypes`, the event types its endpoints
 /// (enabled or not) name in `filterTypes`, and `hasCatchAllEndpoint`, whether one of them
 /// takes every event type. The figures are in the `data.event_types` of the
-/// `event-type.aggregate` task answered, which is already finished.
+/// `event-type.aggregate` task answered, once it is finished.
 #[utoipa::path(
     put,
     path = "/api/v1/stats/usage/event-types",
     tag = "Statistics",
     operation_id = "v1.statistics.aggregate-event-types",
     responses(
-        (status = 202, description = "The finished task; its figures are in `GET /background-task/{task_id}`", body = AggregateEventTypesOut),
+        (status = 202, description = "The task; its figures are in `GET /background-task/{task_id}` once it is finished", body = AggregateEventTypesOut),
         (status = 401, response = Unauthorized),
         (status = 403, response = NotAdmin),
     )
@@ -166,27 +169,31 @@ pub async fn aggregate_event_types(
     State(s): State<AppState>,
     _: Admin,
 ) -> ApiResult<(axum::http::StatusCode, axum::Json<AggregateEventTypesOut>)> {
-    let mut per_app = Vec::new();
-    for app in all_apps(&s).await? {
-        let mut names = BTreeSet::new();
-        let mut catch_all = false;
-        for ep in s.0.store.app_endpoints(&app.id).await? {
-            match ep.filter_types {
-                Some(types) if !types.is_empty() => names.extend(types),
-                _ => catch_all = true,
+    let state = s.clone();
+    let work = async move {
+        let mut per_app = Vec::new();
+        for app in all_apps(&state).await? {
+            let mut names = BTreeSet::new();
+            let mut catch_all = false;
+            for ep in state.0.store.app_endpoints(&app.id).await? {
+                match ep.filter_types {
+                    Some(types) if !types.is_empty() => names.extend(types),
+                    _ => catch_all = true,
+                }
             }
+            per_app.push(serde_json::json!({
+                "appId": app.id,
+                "explicitlySubscribedEventTypes": names,
+                "hasCatchAllEndpoint": catch_all,
+            }));
         }
-        per_app.push(serde_json::json!({
-            "appId": app.id,
-            "explicitlySubscribedEventTypes": names,
-            "hasCatchAllEndpoint": catch_all,
-        }));
-    }
-    // Svix's name for this list is in snake case, unlike the rest of its API.
-    let task = record(&s, EVENT_TYPE_AGGREGATE, serde_json::json!({ "event_types": per_app })).await?;
+        // Svix's name for this list is in snake case, unlike the rest of its API.
+        Ok(Map::from_iter([("event_types".to_string(), per_app.into())]))
+    };
+    let task = crate::tasks::run(&s, ENVIRONMENT_TASK, EVENT_TYPE_AGGREGATE, Map::new(), work).await?;
     let out = AggregateEventTypesOut {
         id: task.id,
-        status: "finished",
+        status: task.status,
         task: EVENT_TYPE_AGGREGATE,
         updated_at: task.updated_at,
     };
@@ -206,20 +213,6 @@ async fn all_apps(s: &AppState) -> ApiResult<Vec<Application>> {
             None => return Ok(all),
         }
     }
-}
-
-/// Records a finished task of the whole environment.
-async fn record(s: &AppState, task: &str, data: serde_json::Value) -> ApiResult<BackgroundTask> {
-    let task = BackgroundTask {
-        id: new_id(ids::TASK),
-        app_id: ENVIRONMENT_TASK.to_string(),
-        task: task.to_string(),
-        status: "finished".to_string(),
-        data,
-        updated_at: super::now(),
-    };
-    s.0.store.record_task(task.clone()).await?;
-    Ok(task)
 }
 
 /// This module's part of the OpenAPI document (see `crate::openapi`).

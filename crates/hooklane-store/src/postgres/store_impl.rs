@@ -473,6 +473,14 @@ impl Store for PgStore {
         super::tasks::list(&self.client().await?, filter, page).await
     }
 
+    async fn update_task(&self, task: hooklane_core::model::BackgroundTask) -> StoreResult<()> {
+        super::tasks::update(&self.client().await?, &task).await
+    }
+
+    async fn fail_stale_tasks(&self, before: DateTime<Utc>, reason: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+        super::tasks::fail_stale(&self.client().await?, ms(before), reason, ms(now)).await
+    }
+
     async fn list_attempts(
         &self,
         app_id: &str,

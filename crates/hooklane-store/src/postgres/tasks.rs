@@ -4,7 +4,7 @@ use deadpool_postgres::GenericClient;
 use hooklane_core::model::BackgroundTask;
 use tokio_postgres::Row;
 
-use super::queries::{self, execute, query_opt, Select};
+use super::queries::{self, execute, one_row, query_opt, Select};
 use super::rows::{get, ms, time};
 use crate::{Page, PageRequest, StoreError, StoreResult, TaskFilter};
 
@@ -30,6 +30,27 @@ pub async fn insert<C: GenericClient>(c: &C, t: &BackgroundTask) -> StoreResult<
     )
     .await?;
     Ok(())
+}
+
+pub async fn update<C: GenericClient>(c: &C, t: &BackgroundTask) -> StoreResult<()> {
+    let changed = execute(
+        c,
+        "UPDATE background_tasks SET status = $2, data = $3, updated_at = $4 WHERE id = $1",
+        &[&t.id, &t.status, &t.data.to_string(), &ms(t.updated_at)],
+    )
+    .await?;
+    one_row(changed)
+}
+
+pub async fn fail_stale<C: GenericClient>(c: &C, before: i64, reason: &str, now: i64) -> StoreResult<u64> {
+    execute(
+        c,
+        "UPDATE background_tasks SET status = 'failed', \
+         data = (data::jsonb || jsonb_build_object('error', $2::text))::text, updated_at = $3 \
+         WHERE status = 'running' AND updated_at < $1",
+        &[&before, &reason, &now],
+    )
+    .await
 }
 
 pub async fn get_task<C: GenericClient>(c: &C, app_id: Option<&str>, id: &str) -> StoreResult<Option<BackgroundTask>> {

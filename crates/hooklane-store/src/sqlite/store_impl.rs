@@ -427,6 +427,15 @@ impl Store for SqliteStore {
         self.read(move |c| super::tasks::list(c, &filter, &page)).await
     }
 
+    async fn update_task(&self, task: hooklane_core::model::BackgroundTask) -> StoreResult<()> {
+        self.write(move |c| super::tasks::update(c, &task)).await
+    }
+
+    async fn fail_stale_tasks(&self, before: DateTime<Utc>, reason: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+        let reason = owned(reason);
+        self.write(move |c| super::tasks::fail_stale(c, ms(before), &reason, ms(now))).await
+    }
+
     async fn list_attempts(
         &self,
         app_id: &str,

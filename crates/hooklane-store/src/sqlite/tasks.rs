@@ -4,7 +4,7 @@ use hooklane_core::model::BackgroundTask;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, Row};
 
-use super::queries::{execute, query_opt, Select};
+use super::queries::{execute, one_row, query_opt, Select};
 use super::rows::{ms, time};
 use crate::{Page, PageRequest, StoreResult, TaskFilter};
 
@@ -30,6 +30,25 @@ pub fn insert(conn: &Connection, t: &BackgroundTask) -> StoreResult<()> {
         params![t.id, t.app_id, t.task, t.status, t.data.to_string(), ms(t.updated_at)],
     )?;
     Ok(())
+}
+
+pub fn update(conn: &Connection, t: &BackgroundTask) -> StoreResult<()> {
+    let changed = execute(
+        conn,
+        "UPDATE background_tasks SET status = ?2, data = ?3, updated_at = ?4 WHERE id = ?1",
+        params![t.id, t.status, t.data.to_string(), ms(t.updated_at)],
+    )?;
+    one_row(changed)
+}
+
+pub fn fail_stale(conn: &Connection, before: i64, reason: &str, now: i64) -> StoreResult<u64> {
+    let changed = execute(
+        conn,
+        "UPDATE background_tasks SET status = 'failed', data = json_set(data, '$.error', ?2), updated_at = ?3 \
+         WHERE status = 'running' AND updated_at < ?1",
+        params![before, reason, now],
+    )?;
+    Ok(changed as u64)
 }
 
 pub fn get(conn: &Connection, app_id: Option<&str>, id: &str) -> StoreResult<Option<BackgroundTask>> {

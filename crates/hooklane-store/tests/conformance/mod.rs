@@ -107,6 +107,7 @@ macro_rules! store_conformance_tests {
             message_content_type_and_headers_round_trip,
             // --- background tasks
             background_tasks_record_get_list_isolate_and_prune,
+            background_tasks_progress_and_stale_ones_fail,
             // --- integrations
             integrations_keep_one_key_each_within_their_application,
             // --- statistics

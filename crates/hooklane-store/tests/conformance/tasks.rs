@@ -81,3 +81,38 @@ pub async fn background_tasks_record_get_list_isolate_and_prune(store: &DynStore
     assert_eq!(store.get_task(None, &old.id).await.unwrap(), None);
     assert_eq!(store.get_task(None, &kept.id).await.unwrap(), Some(kept));
 }
+
+pub async fn background_tasks_progress_and_stale_ones_fail(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let running =
+        |data, at| BackgroundTask { status: "running".into(), ..new_task(&app.id, "endpoint.replay", data, at) };
+    let mut live = running(json!({ "endpointId": "ep_1" }), t - secs(120));
+    let stale = running(json!({ "endpointId": "ep_2" }), t - secs(120));
+    let done = new_task(&app.id, "endpoint.replay", json!({ "replayed": 3 }), t - secs(120));
+    for task in [&live, &stale, &done] {
+        store.record_task(task.clone()).await.unwrap();
+    }
+    // A heartbeat moves `updated_at`; the end sets the status and data.
+    live.updated_at = t - secs(5);
+    store.update_task(live.clone()).await.expect("heartbeat");
+    assert_eq!(store.get_task(None, &live.id).await.unwrap().as_ref(), Some(&live));
+    let missing = new_task(&app.id, "endpoint.replay", json!({}), t);
+    assert!(matches!(store.update_task(missing).await, Err(hooklane_store::StoreError::NotFound)));
+
+    // Only running tasks not updated since `before` fail, keeping their data beside the error.
+    let n = store.fail_stale_tasks(t - secs(60), "interrupted", t).await.unwrap();
+    assert_eq!(n, 1);
+    let failed = store.get_task(None, &stale.id).await.unwrap().expect("task");
+    assert_eq!((failed.status.as_str(), failed.updated_at), ("failed", t));
+    assert_eq!(failed.data, json!({ "endpointId": "ep_2", "error": "interrupted" }));
+    assert_eq!(store.get_task(None, &live.id).await.unwrap().map(|x| x.status), Some("running".to_string()));
+    assert_eq!(store.get_task(None, &done.id).await.unwrap(), Some(done), "a finished task stays finished");
+    assert_eq!(store.fail_stale_tasks(t - secs(60), "interrupted", t).await.unwrap(), 0, "once");
+
+    live.status = "finished".into();
+    live.data = json!({ "endpointId": "ep_1", "replayed": 7 });
+    live.updated_at = t;
+    store.update_task(live.clone()).await.expect("end");
+    assert_eq!(store.get_task(Some(&app.id), &live.id).await.unwrap(), Some(live));
+}
