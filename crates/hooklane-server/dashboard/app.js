@@ -232,6 +232,11 @@ function endpointsTable(app, endpoints) {
         const done = await act(ev.target, () => api("POST", `/app/${enc(app.id)}/endpoint/${enc(e.id)}/recover`, { since }));
         if (!done.ok) return;
         const out = done.value;
+        if (out && out.status === "failed") {
+          ev.target.textContent = "Failed";
+          ev.target.title = out.error || "";
+          return;
+        }
         ev.target.textContent = `Recovering (${out && out.recovered !== undefined ? out.recovered : "…"})`;
         setTimeout(route, 1500);
       },

@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub operational_app: Option<String>,
     pub cache: crate::cache::TenantCache,
     pub task_wait: std::time::Duration,
+    /// The background tasks this node works on (see [`crate::tasks`]).
+    pub tasks: crate::tasks::Running,
     pub rejections: crate::inbound_budget::RejectionBudget,
     /// Turns true when the server starts shutting down: long-polls and event streams,
     /// which would otherwise hold the graceful shutdown up, end then.
@@ -76,6 +78,7 @@ impl AppState {
             operational_app: settings.operational_app.filter(|a| !a.is_empty()),
             cache: crate::cache::TenantCache::new(settings.tenant_cache_ttl),
             task_wait: settings.task_wait,
+            tasks: Default::default(),
             rejections: Default::default(),
             closing: tokio::sync::watch::Sender::new(false),
             pull_waiters: Arc::default(),

@@ -4,22 +4,30 @@
 //! The task is recorded `running` first, then its work runs on a task of its own, so a
 //! client that gives up waiting (or drops the connection) does not cut the work short. The
 //! request waits for it up to `task_wait` and answers the task as it then stands: `finished`
-//! (with what it did), `failed` (with the error), or still `running`, to be followed through
-//! `GET /background-task/{id}`, as Svix's clients do.
+//! (with what it did), or still `running`, to be followed through
+//! `GET /background-task/{id}`, as Svix's clients do; work that fails within the wait is
+//! answered with its error. A node works on [`AT_ONCE`] tasks at a time; the others wait
+//! their turn, `running`.
 //!
 //! While it runs, the work's node writes the task's `updated_at` every [`HEARTBEAT`]; a task
-//! left `running` with no beat for [`INTERRUPTED_AFTER`] (its node stopped or crashed) is
-//! marked `failed` by the housekeeping of any node ([`fail_interrupted`]). The work itself
-//! is not taken over: a replay cut short has queued part of its messages, and running it
-//! again from the start is the caller's choice.
+//! left `running` with no beat for [`INTERRUPTED_AFTER`] (its node crashed) is marked
+//! `failed` by the housekeeping of any node ([`fail_interrupted`]), and a node shutting down
+//! marks those it still runs ([`fail_unfinished`]). The work itself is not taken over: a
+//! replay cut short has queued part of its messages, and running it again from the start
+//! is the caller's choice. When a late beat lost that race, the real end is still recorded.
 
+use std::collections::HashSet;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::model::BackgroundTask;
 use hooklane_store::{DynStore, StoreResult};
 use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -28,12 +36,43 @@ use crate::state::AppState;
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 /// How long without a beat before a running task counts as interrupted.
 pub const INTERRUPTED_AFTER: Duration = Duration::from_secs(60);
+/// Tasks one node works on at once; later ones wait (`running`, beating) for a turn, so
+/// no caller can load the store with unbounded replays and purges.
+pub const AT_ONCE: usize = 4;
+/// Tries at recording how a task ended, a second apart.
+const END_TRIES: u32 = 5;
 /// The `error` of a task whose node stopped while it ran.
 const INTERRUPTED: &str = "interrupted: the node running this task stopped before it finished";
+/// The `error` of a task still running when its node shut down.
+const SHUT_DOWN: &str = "interrupted: the node running this task shut down before it finished";
+
+/// The tasks this node works on.
+pub(crate) struct Running {
+    turns: Arc<Semaphore>,
+    ids: Mutex<HashSet<String>>,
+}
+
+impl Default for Running {
+    fn default() -> Self {
+        Running { turns: Arc::new(Semaphore::new(AT_ONCE)), ids: Mutex::default() }
+    }
+}
+
+impl Running {
+    fn ids(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // A panic elsewhere while holding it leaves a set that is still valid.
+        self.ids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How a task's work ended: the task as recorded, and the error when the work failed.
+type Ended = (BackgroundTask, Option<ApiError>);
 
 /// Records a `running` task of `kind` with `data`, runs `work` apart from the request, and
 /// answers the task as it stands after at most the server's `task_wait`. What `work`
-/// answers joins the task's data when it finishes; its error becomes the data's `error`.
+/// answers joins the task's data when it finishes. Work that failed within the wait is
+/// answered with its error (a retry with the same `Idempotency-Key` then runs again); work
+/// that fails later leaves the error in the task's data.
 pub(crate) async fn run<F>(
     s: &AppState,
     app_id: &str,
@@ -53,39 +92,58 @@ where
         updated_at: crate::api::now(),
     };
     s.0.store.record_task(task.clone()).await?;
-    let handle = tokio::spawn(drive(s.0.store.clone(), task.clone(), work));
+    s.0.tasks.ids().insert(task.id.clone());
+    let turns = s.0.tasks.turns.clone();
+    let work = async move {
+        // Waiting for a turn counts as running: the task beats meanwhile.
+        let _turn = turns.acquire_owned().await;
+        work.await
+    };
+    let (state, running) = (s.clone(), task.clone());
+    let handle = tokio::spawn(async move {
+        let ended = drive(state.0.store.clone(), running, work).await;
+        state.0.tasks.ids().remove(&ended.0.id);
+        ended
+    });
     match tokio::time::timeout(s.0.task_wait, handle).await {
-        Ok(Ok(ended)) => Ok(ended),
-        Ok(Err(e)) => Err(ApiError::Internal(format!("background task {} panicked: {e}", task.id))),
+        Ok(Ok((_, Some(error)))) => Err(error),
+        Ok(Ok((ended, None))) => Ok(ended),
+        Ok(Err(e)) => Err(ApiError::Internal(format!("the driver of background task {} ended: {e}", task.id))),
         // Still running: the work goes on, and the answer says so.
         Err(_) => Ok(task),
     }
 }
 
-/// Runs `work` to its end, beating for the task meanwhile, and records how it ended.
-async fn drive<F>(store: DynStore, mut task: BackgroundTask, work: F) -> BackgroundTask
+/// Runs `work` to its end, beating for the task meanwhile, and records how it ended. A
+/// panic in the work ends the task `failed` too.
+async fn drive<F>(store: DynStore, mut task: BackgroundTask, work: F) -> Ended
 where
     F: Future<Output = ApiResult<Map<String, Value>>>,
 {
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let work = AssertUnwindSafe(work).catch_unwind();
     tokio::pin!(work);
     let outcome = loop {
         tokio::select! {
             outcome = &mut work => break outcome,
             _ = beat.tick() => {
-                task.updated_at = crate::api::now();
-                if let Err(e) = store.update_task(task.clone()).await {
+                if let Err(e) = store.beat_task(&task.id, hooklane_core::Utc::now()).await {
                     tracing::warn!(task = %task.id, error = %e, "could not record a background task's heartbeat");
                 }
             }
         }
     };
-    let (status, found) = match outcome {
-        Ok(found) => ("finished", found),
-        Err(e) => {
+    let (status, found, error) = match outcome {
+        Ok(Ok(found)) => ("finished", found, None),
+        Ok(Err(e)) => {
             tracing::warn!(task = %task.id, kind = %task.task, error = %e, "a background task failed");
-            ("failed", Map::from_iter([("error".to_string(), Value::String(e.to_string()))]))
+            ("failed", error_data(&e.to_string()), Some(e))
+        }
+        Err(_) => {
+            tracing::error!(task = %task.id, kind = %task.task, "a background task's work panicked");
+            let e = ApiError::Internal(format!("background task {} panicked", task.id));
+            ("failed", error_data("the task's work failed unexpectedly"), Some(e))
         }
     };
     task.status = status.to_string();
@@ -93,11 +151,26 @@ where
         data.extend(found);
     }
     task.updated_at = crate::api::now();
-    // Unrecorded, the task would read `running` until housekeeping calls it interrupted.
-    if let Err(e) = store.update_task(task.clone()).await {
-        tracing::warn!(task = %task.id, error = %e, "could not record the end of a background task");
+    record_end(&store, &task).await;
+    (task, error)
+}
+
+fn error_data(message: &str) -> Map<String, Value> {
+    Map::from_iter([("error".to_string(), Value::String(message.to_string()))])
+}
+
+/// Records how a task ended, trying again a few times: unrecorded, the task would read
+/// `running` until housekeeping called it interrupted.
+async fn record_end(store: &DynStore, task: &BackgroundTask) {
+    for attempt in 1..=END_TRIES {
+        match store.update_task(task.clone()).await {
+            Ok(()) => return,
+            Err(e) if attempt == END_TRIES => {
+                tracing::error!(task = %task.id, error = %e, "could not record the end of a background task");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
     }
-    task
 }
 
 /// Marks `failed` the tasks left `running` by a node that stopped beating for them.
@@ -105,6 +178,30 @@ pub async fn fail_interrupted(store: &DynStore) -> StoreResult<u64> {
     let now = hooklane_core::Utc::now();
     let before = now - chrono::Duration::from_std(INTERRUPTED_AFTER).unwrap_or(chrono::Duration::minutes(1));
     store.fail_stale_tasks(before, INTERRUPTED, now).await
+}
+
+/// At shutdown: marks `failed` the tasks this node still works on (their work stops with
+/// the process), rather than leaving them to look alive until housekeeping notices.
+pub async fn fail_unfinished(s: &AppState) {
+    mark_unfinished(&s.0.store, &s.0.tasks).await;
+}
+
+async fn mark_unfinished(store: &DynStore, running: &Running) {
+    let ids: Vec<String> = running.ids().drain().collect();
+    for id in ids {
+        let Ok(Some(mut task)) = store.get_task(None, &id).await else { continue };
+        if task.status != "running" {
+            continue;
+        }
+        task.status = "failed".to_string();
+        if let Some(data) = task.data.as_object_mut() {
+            data.extend(error_data(SHUT_DOWN));
+        }
+        task.updated_at = crate::api::now();
+        if let Err(e) = store.update_task(task).await {
+            tracing::warn!(task = %id, error = %e, "could not mark an unfinished background task at shutdown");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -140,8 +237,9 @@ mod tests {
     async fn finished_work_joins_its_data_and_failed_work_its_error() {
         let (store, _dir) = store().await;
         let task = running(&store, chrono::Duration::zero()).await;
-        let done =
+        let (done, error) =
             drive(store.clone(), task.clone(), async { Ok(Map::from_iter([("replayed".into(), 7.into())])) }).await;
+        assert!(error.is_none());
         assert_eq!(done.status, "finished");
         assert_eq!(done.data, serde_json::json!({ "endpointId": "ep_1", "replayed": 7 }));
         assert_eq!(stored(&store, &task).await, done);
@@ -149,9 +247,23 @@ mod tests {
         let task = running(&store, chrono::Duration::zero()).await;
         let failed =
             drive(store.clone(), task.clone(), async { Err(ApiError::Conflict("the endpoint is gone".into())) });
-        let failed = failed.await;
+        let (failed, error) = failed.await;
+        assert!(matches!(error, Some(ApiError::Conflict(_))), "{error:?}");
         assert_eq!(failed.status, "failed");
         assert_eq!(failed.data, serde_json::json!({ "endpointId": "ep_1", "error": "the endpoint is gone" }));
+        assert_eq!(stored(&store, &task).await, failed);
+    }
+
+    #[tokio::test]
+    async fn panicking_work_fails_its_task() {
+        let (store, _dir) = store().await;
+        let task = running(&store, chrono::Duration::zero()).await;
+        let (failed, error) = drive(store.clone(), task.clone(), async { panic!("a bug in the work") }).await;
+        assert!(matches!(error, Some(ApiError::Internal(_))), "{error:?}");
+        assert_eq!(
+            (failed.status.as_str(), failed.data["error"].as_str()),
+            ("failed", Some("the task's work failed unexpectedly"))
+        );
         assert_eq!(stored(&store, &task).await, failed);
     }
 
@@ -166,8 +278,28 @@ mod tests {
             let now = reader.get_task(None, &seen.id).await.expect("get").expect("task");
             Ok(Map::from_iter([("beat".into(), (now.updated_at > seen.updated_at).into())]))
         };
-        let done = drive(store.clone(), task, work).await;
+        let (done, _) = drive(store.clone(), task, work).await;
         assert_eq!(done.data["beat"], true, "no heartbeat was written while the work ran");
+    }
+
+    #[tokio::test]
+    async fn a_node_shutting_down_fails_the_tasks_it_still_runs() {
+        let (store, _dir) = store().await;
+        let (mine, ended, elsewhere) = (
+            running(&store, chrono::Duration::zero()).await,
+            running(&store, chrono::Duration::zero()).await,
+            running(&store, chrono::Duration::zero()).await,
+        );
+        let done = BackgroundTask { status: "finished".into(), ..ended.clone() };
+        store.update_task(done.clone()).await.expect("ended meanwhile");
+        let tasks = Running::default();
+        tasks.ids().extend([mine.id.clone(), ended.id.clone()]);
+        mark_unfinished(&store, &tasks).await;
+        let failed = stored(&store, &mine).await;
+        assert_eq!((failed.status.as_str(), failed.data["error"].as_str()), ("failed", Some(SHUT_DOWN)));
+        assert_eq!(stored(&store, &ended).await, done, "a task that ended keeps its end");
+        assert_eq!(stored(&store, &elsewhere).await.status, "running", "another node's task is its own");
+        assert!(tasks.ids().is_empty());
     }
 
     #[tokio::test]

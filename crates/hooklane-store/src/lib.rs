@@ -295,9 +295,12 @@ pub trait Store: Send + Sync + 'static {
         filter: &TaskFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<hooklane_core::model::BackgroundTask>>;
-    /// Saves a task's status, data and `updated_at` (its progress, or its end);
-    /// [`StoreError::NotFound`] when there is no such task.
+    /// Saves a task's status, data and `updated_at` (its end); [`StoreError::NotFound`] when
+    /// there is no such task.
     async fn update_task(&self, task: hooklane_core::model::BackgroundTask) -> StoreResult<()>;
+    /// A running task's heartbeat: moves its `updated_at` to `at` if it is still `running`
+    /// (a task another node already called interrupted stays as it is); answers whether it was.
+    async fn beat_task(&self, id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
     /// Marks `failed`, with `reason` as the `error` of its data, every task still `running`
     /// whose `updated_at` is before `before` (its node stopped beating for it); returns how
     /// many.

@@ -52,7 +52,7 @@ pub struct Config {
     /// How long a request that starts a background task (a recovery, a replay, a purge,
     /// usage statistics) waits for its work before answering the task `running`; the work
     /// goes on either way, and `GET /api/v1/background-task/{id}` follows it. `0s` answers
-    /// at once.
+    /// at once; at most 30 s, to stay under clients' timeouts.
     #[serde(with = "humantime_serde")]
     pub task_wait: Duration,
     /// How often expired idempotency keys, old inbound request records and old messages are
@@ -252,8 +252,10 @@ impl Config {
         if self.request_read_timeout.is_zero() {
             bail!("request_read_timeout must be more than 0s");
         }
-        if self.task_wait > Duration::from_secs(300) {
-            bail!("task_wait must be at most 5m");
+        // Longer than a client's timeout, the request would be given up and retried with
+        // its Idempotency-Key while the first task still runs.
+        if self.task_wait > Duration::from_secs(30) {
+            bail!("task_wait must be at most 30s");
         }
         if self.tenant_cache_ttl > Duration::from_secs(3600) {
             bail!("tenant_cache_ttl must be at most 1h");

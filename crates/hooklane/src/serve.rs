@@ -65,9 +65,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     tracing::info!(%addr, store = %config.database_url_for_display(), workers, "hooklane started");
-    hooklane_server::serve(listener, state, config.request_read_timeout, shutdown_signal()).await?;
+    hooklane_server::serve(listener, state.clone(), config.request_read_timeout, shutdown_signal()).await?;
     tracing::info!("shutting down: letting in-flight deliveries finish");
     dispatcher.shutdown(SHUTDOWN_GRACE).await;
+    hooklane_server::tasks::fail_unfinished(&state).await;
     Ok(())
 }
 

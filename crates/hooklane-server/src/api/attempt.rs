@@ -73,7 +73,7 @@ impl From<Attempt> for AttemptOut {
 }
 
 /// The request headers hooklane sets itself, which hold no secret of the receiver.
-const OWN_HEADERS: [&str; 5] = ["content-type", "user-agent", "webhook-id", "webhook-signature", "webhook-timestamp"];
+const OWN_HEADERS: [&str; 4] = ["content-type", "webhook-id", "webhook-signature", "webhook-timestamp"];
 /// What a token without `ViewEndpointSecret` sees of an endpoint's custom header.
 const REDACTED: &str = "[redacted]";
 

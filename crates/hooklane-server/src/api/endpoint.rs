@@ -965,6 +965,9 @@ pub struct TaskOut {
     /// Messages whose content was deleted by a finished purge (hooklane extension).
     #[serde(skip_serializing_if = "Option::is_none")]
     expunged: Option<u64>,
+    /// Why a failed task failed (hooklane extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
     updated_at: DateTime<Utc>,
 }
 
@@ -975,6 +978,7 @@ impl From<BackgroundTask> for TaskOut {
             recovered: count("recovered"),
             replayed: count("replayed"),
             expunged: count("expunged"),
+            error: t.data.get("error").and_then(serde_json::Value::as_str).map(String::from),
             id: t.id,
             status: t.status,
             task: t.task,
@@ -1021,7 +1025,7 @@ impl TaskOut {
     params(EndpointPath),
     request_body = RecoverIn,
     responses(
-        (status = 202, description = "Deliveries queued again; `recovered` says how many", body = TaskOut),
+        (status = 202, description = "The task: `finished` with `recovered` (deliveries queued again), `failed`, or `running` past `task_wait`", body = TaskOut),
         (status = 400, response = InvalidJson),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such application or endpoint", body = ErrorBody),
@@ -1065,7 +1069,7 @@ const REPLAY_CHUNK: usize = 500;
     params(EndpointPath),
     request_body = RecoverIn,
     responses(
-        (status = 202, description = "Messages queued; `replayed` says how many", body = TaskOut),
+        (status = 202, description = "The task: `finished` with `replayed` (messages queued), `failed`, or `running` past `task_wait`", body = TaskOut),
         (status = 400, response = InvalidJson),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such application or endpoint", body = ErrorBody),

@@ -477,6 +477,10 @@ impl Store for PgStore {
         super::tasks::update(&self.client().await?, &task).await
     }
 
+    async fn beat_task(&self, id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        super::tasks::beat(&self.client().await?, id, ms(at)).await
+    }
+
     async fn fail_stale_tasks(&self, before: DateTime<Utc>, reason: &str, now: DateTime<Utc>) -> StoreResult<u64> {
         super::tasks::fail_stale(&self.client().await?, ms(before), reason, ms(now)).await
     }

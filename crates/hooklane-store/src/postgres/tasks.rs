@@ -42,6 +42,11 @@ pub async fn update<C: GenericClient>(c: &C, t: &BackgroundTask) -> StoreResult<
     one_row(changed)
 }
 
+pub async fn beat<C: GenericClient>(c: &C, id: &str, at: i64) -> StoreResult<bool> {
+    let sql = "UPDATE background_tasks SET updated_at = $2 WHERE id = $1 AND status = 'running'";
+    Ok(execute(c, sql, &[&id, &at]).await? > 0)
+}
+
 pub async fn fail_stale<C: GenericClient>(c: &C, before: i64, reason: &str, now: i64) -> StoreResult<u64> {
     execute(
         c,

@@ -431,6 +431,11 @@ impl Store for SqliteStore {
         self.write(move |c| super::tasks::update(c, &task)).await
     }
 
+    async fn beat_task(&self, id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        let id = owned(id);
+        self.write(move |c| super::tasks::beat(c, &id, ms(at))).await
+    }
+
     async fn fail_stale_tasks(&self, before: DateTime<Utc>, reason: &str, now: DateTime<Utc>) -> StoreResult<u64> {
         let reason = owned(reason);
         self.write(move |c| super::tasks::fail_stale(c, ms(before), &reason, ms(now))).await

@@ -41,6 +41,11 @@ pub fn update(conn: &Connection, t: &BackgroundTask) -> StoreResult<()> {
     one_row(changed)
 }
 
+pub fn beat(conn: &Connection, id: &str, at: i64) -> StoreResult<bool> {
+    let sql = "UPDATE background_tasks SET updated_at = ?2 WHERE id = ?1 AND status = 'running'";
+    Ok(execute(conn, sql, params![id, at])? > 0)
+}
+
 pub fn fail_stale(conn: &Connection, before: i64, reason: &str, now: i64) -> StoreResult<u64> {
     let changed = execute(
         conn,

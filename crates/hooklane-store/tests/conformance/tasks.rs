@@ -95,8 +95,9 @@ pub async fn background_tasks_progress_and_stale_ones_fail(store: &DynStore) {
     }
     // A heartbeat moves `updated_at`; the end sets the status and data.
     live.updated_at = t - secs(5);
-    store.update_task(live.clone()).await.expect("heartbeat");
+    assert!(store.beat_task(&live.id, live.updated_at).await.expect("heartbeat"));
     assert_eq!(store.get_task(None, &live.id).await.unwrap().as_ref(), Some(&live));
+    assert!(!store.beat_task("qtask_missing", t).await.unwrap());
     let missing = new_task(&app.id, "endpoint.replay", json!({}), t);
     assert!(matches!(store.update_task(missing).await, Err(hooklane_store::StoreError::NotFound)));
 
@@ -109,6 +110,9 @@ pub async fn background_tasks_progress_and_stale_ones_fail(store: &DynStore) {
     assert_eq!(store.get_task(None, &live.id).await.unwrap().map(|x| x.status), Some("running".to_string()));
     assert_eq!(store.get_task(None, &done.id).await.unwrap(), Some(done), "a finished task stays finished");
     assert_eq!(store.fail_stale_tasks(t - secs(60), "interrupted", t).await.unwrap(), 0, "once");
+    // A late beat of the failed task leaves it failed.
+    assert!(!store.beat_task(&stale.id, t + secs(1)).await.unwrap());
+    assert_eq!(store.get_task(None, &stale.id).await.unwrap(), Some(failed));
 
     live.status = "finished".into();
     live.data = json!({ "endpointId": "ep_1", "replayed": 7 });
