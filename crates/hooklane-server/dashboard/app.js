@@ -8,6 +8,7 @@ const PORTAL = location.pathname.replace(/\/+$/, "") === "/portal";
 const TOKEN_KEY = PORTAL ? "hooklane.portal.token" : "hooklane.admin.token";
 const API = "/api/v1";
 let portalApp = null; // the application an application token belongs to
+let portalCaps = null; // what the portal's token may do (`null`: everything), from whoami
 
 // --- DOM helpers (text always goes through textContent: no HTML injection)
 
@@ -83,6 +84,7 @@ const enc = encodeURIComponent;
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   portalApp = null;
+  portalCaps = null;
   renderLogin(message);
 }
 
@@ -132,8 +134,9 @@ async function route() {
   try {
     if (PORTAL) {
       if (!portalApp) {
-        const apps = await get("/app");
+        const [apps, me] = await Promise.all([get("/app"), get("/auth/whoami")]);
         portalApp = apps.data[0];
+        portalCaps = me.capabilities || null;
       }
       if (parts[0] !== "app" || parts[1] !== portalApp.id) { location.replace(`#/app/${enc(portalApp.id)}`); return; }
     }
@@ -201,6 +204,14 @@ async function renderApp(appId) {
     h("div", { class: "card" }, h("h2", {}, "Endpoints"), endpointsTable(app, health.data)));
 }
 
+// Whether the token may do what needs `cap` (Svix's app-portal capabilities); the admin
+// dashboard and full-access portal tokens may do everything. Actions a token may not take
+// are not offered.
+const IMPLIED = { ManageEndpoint: ["ManageEndpointSecret", "ViewEndpointSecret", "ManageTransformations"], ManageEndpointSecret: ["ViewEndpointSecret"] };
+function can(cap) {
+  return portalCaps === null || portalCaps.some((c) => c === cap || (IMPLIED[c] || []).includes(cap));
+}
+
 // Runs a button's action. A refusal (a read-only portal token, say) or a failure shows on
 // the button, rather than leaving it disabled with nothing said.
 async function act(button, run) {
@@ -218,14 +229,14 @@ function endpointsTable(app, endpoints) {
   if (!endpoints.length) return h("p", { class: "muted" }, "No endpoints yet.");
   const rows = endpoints.map((e) => {
     const state = e.disabled ? badge("disabled") : e.failingSince ? badge("failing") : badge("success", "healthy");
-    const toggle = h("button", {
+    const toggle = !can("ManageEndpoint") ? null : h("button", {
       class: e.disabled ? "secondary" : "danger", "data-testid": e.disabled ? "enable" : "disable",
       onclick: async (ev) => {
         const done = await act(ev.target, () => api("PATCH", `/app/${enc(app.id)}/endpoint/${enc(e.id)}`, { disabled: !e.disabled }));
         if (done.ok) route();
       },
     }, e.disabled ? "Enable" : "Disable");
-    const recover = h("button", {
+    const recover = !can("CreateAttempts") ? null : h("button", {
       class: "secondary", "data-testid": "recover", title: "Send again every delivery that failed in the last 24 hours",
       onclick: async (ev) => {
         const since = new Date(Date.now() - 24 * 3600 * 1000).toISOString();
@@ -242,7 +253,7 @@ function endpointsTable(app, endpoints) {
       },
     }, "Recover 24 h");
     // Svix's "send example" with its ping event: whether the endpoint takes a signed message now.
-    const sendTest = e.disabled ? null : h("button", {
+    const sendTest = e.disabled || !can("CreateAttempts") ? null : h("button", {
       class: "secondary", "data-testid": "send-test", title: "Send this endpoint a svix.ping message: {\"success\": true}",
       onclick: async (ev) => {
         const done = await act(ev.target, () => api("POST", `/app/${enc(app.id)}/endpoint/${enc(e.id)}/send-example`, { eventType: "svix.ping" }));
@@ -413,7 +424,7 @@ async function renderMessage(appId, msgId) {
   const destRows = dests.data.map((d) => h("tr", { "data-testid": "destination-row" },
     h("td", { class: "mono" }, d.url), h("td", {}, badge(STATUS_NAMES[d.status])),
     h("td", { class: "muted" }, d.nextAttempt ? `next try ${fmtTime(d.nextAttempt)}` : ""),
-    h("td", {}, h("button", {
+    h("td", {}, !can("CreateAttempts") ? null : h("button", {
       class: "secondary", "data-testid": "resend",
       onclick: async (ev) => {
         const done = await act(ev.target, () => api("POST", `/app/${enc(app.id)}/msg/${enc(msg.id)}/endpoint/${enc(d.id)}/resend`));
@@ -470,6 +481,7 @@ function takeLinkToken() {
   if (!m) return;
   sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
   portalApp = null;
+  portalCaps = null;
   history.replaceState(null, "", location.pathname + "#/");
 }
 

@@ -2790,6 +2790,10 @@ async fn a_read_only_token_reads_and_changes_nothing() {
         server.call("POST", "/api/v1/auth/app-portal-access/ro", Some(json!({ "readOnly": true }))).await;
     assert_eq!(status, 200, "{access}");
     let token = access["token"].as_str().expect("token").to_string();
+    let (status, me) = server.call_as(&token, "GET", "/api/v1/auth/whoami", None).await;
+    assert_eq!((status, &me["capabilities"]), (200, &json!(["ViewBase"])), "{me}");
+    let (_, admin) = server.call("GET", "/api/v1/auth/whoami", None).await;
+    assert!(admin.get("capabilities").is_none(), "the admin token may do everything: {admin}");
     let attempts = server.call("GET", &format!("/api/v1/app/ro/attempt/msg/{msg_id}"), None).await.1;
     let attempt_id = attempts["data"][0]["id"].as_str().expect("attempt id").to_string();
     let value = |name: &str| -> String {

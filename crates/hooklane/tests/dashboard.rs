@@ -464,18 +464,30 @@ async fn dashboard_and_portal_main_flows() {
     browser.wait_for("document.querySelector('[data-testid=login-error]')", "the signed-out portal").await;
     assert_eq!(browser.eval("sessionStorage.getItem('hooklane.portal.token')").await, Value::Null);
 
-    // A read-only portal shows everything, and says so when an action is refused.
-    let body = json!({ "readOnly": true });
-    let (status, access) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{globex}"), Some(body)).await;
-    assert_eq!(status, 200, "{access}");
-    browser.goto(access["url"].as_str().unwrap()).await;
-    browser
-        .wait_for("document.querySelectorAll('[data-testid=endpoint-row]').length === 1", "the read-only portal")
-        .await;
-    browser.click("[data-testid=disable]").await;
-    browser
-        .wait_for("document.querySelector('[data-testid=disable]').textContent === 'Not allowed'", "the refusal shown")
-        .await;
-    let (_, endpoints) = server.call("GET", &format!("/api/v1/app/{globex}/endpoint"), None).await;
-    assert_eq!(endpoints["data"][0]["disabled"], false, "the endpoint is still enabled: {endpoints}");
+    // A portal link opened in the same tab takes its new token. A read-only portal shows
+    // everything but offers no action; one that may send attempts offers those only.
+    for (body, actions) in [
+        (json!({ "readOnly": true }), vec![]),
+        (json!({ "capabilities": ["ViewBase", "CreateAttempts"] }), vec!["recover", "send-test"]),
+    ] {
+        let path = format!("/api/v1/auth/app-portal-access/{globex}");
+        let (status, access) = server.call("POST", &path, Some(body.clone())).await;
+        assert_eq!(status, 200, "{access}");
+        browser.goto(access["url"].as_str().unwrap()).await;
+        // Rendered for this token: the row, with as many of each action as it may take.
+        let rendered = ["disable", "recover", "send-test"]
+            .iter()
+            .map(|a| {
+                let n = usize::from(actions.contains(a));
+                format!("document.querySelectorAll('[data-testid=endpoint-row] [data-testid={a}]').length === {n}")
+            })
+            .collect::<Vec<_>>()
+            .join(" && ");
+        let row = "document.querySelectorAll('[data-testid=endpoint-row]').length === 1";
+        browser.wait_for(&format!("{row} && {rendered}"), &format!("the portal for {body}")).await;
+        for action in ["disable", "recover", "send-test"] {
+            let shown = browser.count(&format!("[data-testid=endpoint-row] [data-testid={action}]")).await;
+            assert_eq!(shown, usize::from(actions.contains(&action)), "{action} with {body}");
+        }
+    }
 }

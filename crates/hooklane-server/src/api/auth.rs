@@ -209,6 +209,14 @@ pub struct WhoamiOut {
     /// name for the tokens its app portal uses; hooklane's are opaque, not JWTs).
     #[schema(example = "GlobalAuthToken")]
     permission_source: &'static str,
+    /// hooklane extension: what an application token issued with `capabilities` (or
+    /// `readOnly`) may do; absent for a token that may do everything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>, example = json!(["ViewBase"]))]
+    capabilities: Option<Vec<Capability>>,
+    /// hooklane extension: the feature flags of an application token; absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    feature_flags: Vec<String>,
 }
 
 /// Who the token speaks for.
@@ -226,8 +234,15 @@ pub struct WhoamiOut {
 )]
 pub async fn whoami(Auth(principal): Auth) -> axum::Json<WhoamiOut> {
     axum::Json(match principal {
-        Principal::Admin => WhoamiOut { app_id: None, permission_source: "GlobalAuthToken" },
-        Principal::App { app_id, .. } => WhoamiOut { app_id: Some(app_id), permission_source: "SvixJwt" },
+        Principal::Admin => WhoamiOut {
+            app_id: None,
+            permission_source: "GlobalAuthToken",
+            capabilities: None,
+            feature_flags: Vec::new(),
+        },
+        Principal::App { app_id, feature_flags, capabilities } => {
+            WhoamiOut { app_id: Some(app_id), permission_source: "SvixJwt", capabilities, feature_flags }
+        }
     })
 }
 
