@@ -318,17 +318,9 @@ pub async fn put(
 
 /// Every event type, in name order; archived ones too when `include_archived`.
 pub(crate) async fn all(s: &AppState, include_archived: bool) -> ApiResult<Vec<EventType>> {
-    let mut all = Vec::new();
-    let mut page = hooklane_store::PageRequest { limit: 250, iterator: None, descending: false };
-    loop {
-        let found = s.0.store.list_event_types(&page, include_archived).await?;
-        let next = found.items.last().filter(|_| !found.done).map(|e| e.name.clone());
-        all.extend(found.items);
-        match next {
-            Some(name) => page.iterator = Some(name),
-            None => return Ok(all),
-        }
-    }
+    let list =
+        |page: hooklane_store::PageRequest| async move { s.0.store.list_event_types(&page, include_archived).await };
+    super::every(|e: &EventType| e.name.clone(), list).await
 }
 
 /// Stores `et` in place of the event type of its name, or as a new one; answers what was

@@ -57,6 +57,28 @@ impl<T> ListResponse<T> {
 }
 
 /// `limit`, `iterator` and `order` from the query string; `newest_first` is the default order.
+/// Every item of a paged store listing, in its order, read `MAX_LIMIT` at a time; `key`
+/// is what the listing's iterator is (an id, a name).
+pub(crate) async fn every<T, Fut>(
+    key: impl Fn(&T) -> String,
+    mut fetch: impl FnMut(PageRequest) -> Fut,
+) -> ApiResult<Vec<T>>
+where
+    Fut: std::future::Future<Output = hooklane_store::StoreResult<Page<T>>>,
+{
+    let mut all = Vec::new();
+    let mut page = PageRequest { limit: MAX_LIMIT, iterator: None, descending: false };
+    loop {
+        let found = fetch(page.clone()).await?;
+        let next = found.items.last().filter(|_| !found.done).map(&key);
+        all.extend(found.items);
+        match next {
+            Some(last) => page.iterator = Some(last),
+            None => return Ok(all),
+        }
+    }
+}
+
 pub fn page_request(q: &Query, newest_first: bool) -> ApiResult<PageRequest> {
     let limit = q.parse::<usize>("limit")?.unwrap_or(50);
     if limit == 0 || limit > MAX_LIMIT {

@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use axum::extract::State;
 use hooklane_core::model::Application;
 use hooklane_core::{DateTime, Utc};
-use hooklane_store::PageRequest;
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
@@ -202,17 +201,7 @@ pub async fn aggregate_event_types(
 
 /// Every application, oldest first (those that inbound sources own are not listed).
 async fn all_apps(s: &AppState) -> ApiResult<Vec<Application>> {
-    let mut all = Vec::new();
-    let mut page = PageRequest { limit: 250, iterator: None, descending: false };
-    loop {
-        let found = s.0.store.list_apps(&page).await?;
-        let next = found.items.last().filter(|_| !found.done).map(|a| a.id.clone());
-        all.extend(found.items);
-        match next {
-            Some(id) => page.iterator = Some(id),
-            None => return Ok(all),
-        }
-    }
+    super::every(|a: &Application| a.id.clone(), |page| async move { s.0.store.list_apps(&page).await }).await
 }
 
 /// This module's part of the OpenAPI document (see `crate::openapi`).
