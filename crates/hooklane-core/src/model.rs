@@ -239,6 +239,20 @@ pub enum Capability {
 }
 
 impl Capability {
+    pub const ALL: [Capability; 6] = [
+        Capability::ViewBase,
+        Capability::ViewEndpointSecret,
+        Capability::ManageEndpointSecret,
+        Capability::ManageTransformations,
+        Capability::CreateAttempts,
+        Capability::ManageEndpoint,
+    ];
+
+    /// Every capability that holding `held` gives, those they imply included, in order.
+    pub fn expanded(held: &[Capability]) -> Vec<Capability> {
+        Capability::ALL.into_iter().filter(|need| held.iter().any(|c| c.implies(*need))).collect()
+    }
+
     /// Whether holding `self` gives what `need` asks for.
     pub fn implies(self, need: Capability) -> bool {
         use Capability::*;
@@ -381,10 +395,10 @@ pub struct InboundRequest {
     pub received_at: DateTime<Utc>,
 }
 
-/// A piece of work the API did for a request (Svix's background task: `endpoint.recover`,
-/// `application.stats`…). hooklane does the work before it answers, so a task is recorded
-/// `finished`, with what it did in `data`; it is kept (90 days) so that a client that looks
-/// it up, as Svix's SDKs let it, finds it.
+/// A piece of work the API started for a request (Svix's background task:
+/// `endpoint.recover`, `application.stats`…): recorded `running`, then `finished` with what
+/// it did in `data`, or `failed` with an `error` there. It is kept (90 days) so that a client
+/// that looks it up, as Svix's SDKs let it, finds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackgroundTask {
     pub id: String,

@@ -17,7 +17,7 @@ use crate::address::{AddressPolicy, GuardedResolver};
 use crate::DispatchConfig;
 
 /// Headers hooklane sets itself; an endpoint's custom headers cannot override them.
-const RESERVED: &[&str] =
+pub const RESERVED: &[&str] =
     &["webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host"];
 
 /// Parsed endpoint URLs kept at most; past this the cache starts again (endpoints are

@@ -204,12 +204,11 @@ async function renderApp(appId) {
     h("div", { class: "card" }, h("h2", {}, "Endpoints"), endpointsTable(app, health.data)));
 }
 
-// Whether the token may do what needs `cap` (Svix's app-portal capabilities); the admin
-// dashboard and full-access portal tokens may do everything. Actions a token may not take
-// are not offered.
-const IMPLIED = { ManageEndpoint: ["ManageEndpointSecret", "ViewEndpointSecret", "ManageTransformations"], ManageEndpointSecret: ["ViewEndpointSecret"] };
+// Whether the token may do what needs `cap` (Svix's app-portal capabilities, as whoami
+// answers them, implied ones included); the admin dashboard and full-access portal tokens
+// may do everything. Actions a token may not take are not offered.
 function can(cap) {
-  return portalCaps === null || portalCaps.some((c) => c === cap || (IMPLIED[c] || []).includes(cap));
+  return portalCaps === null || portalCaps.includes(cap);
 }
 
 // Runs a button's action. A refusal (a read-only portal token, say) or a failure shows on
@@ -243,11 +242,6 @@ function endpointsTable(app, endpoints) {
         const done = await act(ev.target, () => api("POST", `/app/${enc(app.id)}/endpoint/${enc(e.id)}/recover`, { since }));
         if (!done.ok) return;
         const out = done.value;
-        if (out && out.status === "failed") {
-          ev.target.textContent = "Failed";
-          ev.target.title = out.error || "";
-          return;
-        }
         ev.target.textContent = `Recovering (${out && out.recovered !== undefined ? out.recovered : "…"})`;
         setTimeout(route, 1500);
       },

@@ -23,10 +23,27 @@ pub fn required(method: &Method, pattern: &str) -> Option<Capability> {
         "/endpoint/{endpoint_id}/secret" | "/endpoint/{endpoint_id}/headers" if read => {
             Some(Capability::ViewEndpointSecret)
         }
-        // A read that moves the stored position of a named subscription, which its other
-        // readers share: a write.
-        "/events/subscription/{subscription_id}" => None,
-        _ if read => Some(Capability::ViewBase),
+        // The reads, each named: a read route this table does not know needs full access,
+        // so that a new one cannot show a read-only token what it should not.
+        ""
+        | "/endpoint"
+        | "/endpoint/{endpoint_id}"
+        | "/endpoint/{endpoint_id}/stats"
+        | "/endpoint/{endpoint_id}/attempt-stats"
+        | "/endpoint/{endpoint_id}/msg"
+        | "/msg"
+        | "/msg/{msg_id}"
+        | "/msg/{msg_id}/endpoint"
+        | "/msg/{msg_id}/attempt"
+        | "/msg/{msg_id}/attempt/{attempt_id}"
+        | "/attempt/msg/{msg_id}"
+        | "/attempt/endpoint/{endpoint_id}"
+        | "/events"
+        | "/events/stream"
+            if read =>
+        {
+            Some(Capability::ViewBase)
+        }
         // Reads sent as POST: they change nothing.
         "/endpoint/{endpoint_id}/preview" | "/msg/precheck/active" => Some(Capability::ViewBase),
         "/endpoint/{endpoint_id}/secret/rotate" => Some(Capability::ManageEndpointSecret),
@@ -77,8 +94,11 @@ mod tests {
 
     #[test]
     fn unknown_routes_need_full_access() {
-        for pattern in ["", "/api/v1/event-type", "/api/v1/source/{source_id}", "/api/v1/stats/usage/app"] {
+        let under_app = format!("{APP}/something/new");
+        for pattern in ["", "/api/v1/event-type", "/api/v1/source/{source_id}", "/api/v1/stats/usage/app", &under_app] {
             assert_eq!(required(&Method::GET, pattern), None, "{pattern:?}");
         }
+        // A named subscription's read moves its shared position: a write.
+        assert_eq!(required(&Method::GET, &format!("{APP}/events/subscription/{{subscription_id}}")), None);
     }
 }

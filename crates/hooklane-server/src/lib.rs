@@ -76,13 +76,14 @@ pub fn router(state: AppState) -> Router {
         .route("/{app_id}/msg/{msg_id}/attempt/{attempt_id}/content", delete(attempt::expunge_content))
         .route("/{app_id}/attempt/msg/{msg_id}", get(attempt::list_by_msg))
         .route("/{app_id}/attempt/endpoint/{endpoint_id}", get(attempt::by_endpoint))
-        // --- pulling instead of pushes: polling, long-polling, Server-Sent Events
+        // --- integrations: named keys of an application, for third parties
         .route("/{app_id}/integration", get(api::integration::list).post(api::integration::create))
         .route(
             "/{app_id}/integration/{integ_id}",
             get(api::integration::get).put(api::integration::update).delete(api::integration::delete),
         )
         .route("/{app_id}/integration/{integ_id}/key/rotate", post(api::integration::rotate_key))
+        // --- pulling instead of pushes: polling, long-polling, Server-Sent Events
         .route("/{app_id}/events", get(events::poll))
         .route("/{app_id}/events/stream", get(events::stream))
         .route("/{app_id}/events/subscription/{subscription_id}", get(events::subscription));

@@ -165,6 +165,8 @@ async fn record_end(store: &DynStore, task: &BackgroundTask) {
     for attempt in 1..=END_TRIES {
         match store.update_task(task.clone()).await {
             Ok(()) => return,
+            // Deleted meanwhile, with its application: nothing left to record.
+            Err(hooklane_store::StoreError::NotFound) => return,
             Err(e) if attempt == END_TRIES => {
                 tracing::error!(task = %task.id, error = %e, "could not record the end of a background task");
             }

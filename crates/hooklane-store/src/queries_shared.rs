@@ -227,9 +227,15 @@ pub fn holder_columns(holder: &hooklane_core::model::Principal) -> (Option<Strin
     }
 }
 
-/// A token's feature flags as stored: a JSON list, or NULL for none.
+/// Feature flags as stored: a JSON list (`[]` for none).
+pub fn flags_json(flags: &[String]) -> String {
+    serde_json::Value::from(flags.to_vec()).to_string()
+}
+
+/// A token's feature flags as stored: a JSON list, or NULL for none (a token's `[]`, as an
+/// integration key copies it from its integration, reads the same).
 pub fn feature_flags_column(flags: &[String]) -> Option<String> {
-    (!flags.is_empty()).then(|| serde_json::Value::from(flags.to_vec()).to_string())
+    (!flags.is_empty()).then(|| flags_json(flags))
 }
 
 /// The condition that a message has a delivery to an endpoint (`?`: the endpoint id) in

@@ -72,22 +72,22 @@ impl From<Attempt> for AttemptOut {
     }
 }
 
-/// The request headers hooklane sets itself, which hold no secret of the receiver.
-const OWN_HEADERS: [&str; 4] = ["content-type", "webhook-id", "webhook-signature", "webhook-timestamp"];
-/// What a token without `ViewEndpointSecret` sees of an endpoint's custom header.
+/// What a token without `ViewEndpointSecret` sees of a custom header (an endpoint's, or a
+/// forwarded request's).
 const REDACTED: &str = "[redacted]";
 
 impl AttemptOut {
-    /// Attempts as `principal` may see them: the values of an endpoint's custom headers,
-    /// which often carry a credential of its receiver, only with `ViewEndpointSecret` (as
-    /// `GET …/headers` needs it).
+    /// Attempts as `principal` may see them: the values of custom headers (an endpoint's,
+    /// or a forwarded request's), which often carry a credential, only with
+    /// `ViewEndpointSecret` (as `GET …/headers` needs it); the headers hooklane sets itself
+    /// hold none.
     pub(crate) fn seen_by(principal: &Principal) -> impl Fn(Attempt) -> AttemptOut {
         let secrets = principal.allows(Some(Capability::ViewEndpointSecret));
         move |a| {
             let mut out = AttemptOut::from(a);
             if let (false, Some(headers)) = (secrets, out.request_headers.as_mut()) {
                 for (name, value) in headers.iter_mut() {
-                    if !OWN_HEADERS.contains(&name.as_str()) {
+                    if !hooklane_dispatch::sender::RESERVED.contains(&name.as_str()) {
                         *value = REDACTED.to_string();
                     }
                 }

@@ -210,7 +210,8 @@ pub struct WhoamiOut {
     #[schema(example = "GlobalAuthToken")]
     permission_source: &'static str,
     /// hooklane extension: what an application token issued with `capabilities` (or
-    /// `readOnly`) may do; absent for a token that may do everything.
+    /// `readOnly`) may do, the capabilities they imply included (`ManageEndpoint` gives
+    /// `ViewEndpointSecret`…); absent for a token that may do everything.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<String>>, example = json!(["ViewBase"]))]
     capabilities: Option<Vec<Capability>>,
@@ -241,6 +242,7 @@ pub async fn whoami(Auth(principal): Auth) -> axum::Json<WhoamiOut> {
             feature_flags: Vec::new(),
         },
         Principal::App { app_id, feature_flags, capabilities } => {
+            let capabilities = capabilities.map(|held| Capability::expanded(&held));
             WhoamiOut { app_id: Some(app_id), permission_source: "SvixJwt", capabilities, feature_flags }
         }
     })

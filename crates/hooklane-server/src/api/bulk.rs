@@ -76,7 +76,7 @@ pub struct BulkReplayIn {
     params(EndpointPath),
     request_body = BulkReplayIn,
     responses(
-        (status = 202, description = "The task: `finished` with `replayed` (messages queued again), `failed`, or `running` past `task_wait`", body = TaskOut),
+        (status = 202, description = "The task: `finished` with `replayed` (messages queued again), or `running` past `task_wait`", body = TaskOut),
         (status = 400, response = InvalidJson),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such application or endpoint", body = ErrorBody),
@@ -269,7 +269,7 @@ pub async fn bulk_expunge(
     operation_id = "v1.message.expunge-all-contents",
     params(AppPath),
     responses(
-        (status = 202, description = "The task: `finished` with `expunged` (messages emptied), `failed`, or `running` past `task_wait`", body = TaskOut),
+        (status = 202, description = "The task: `finished` with `expunged` (messages emptied), or `running` past `task_wait`", body = TaskOut),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such application", body = ErrorBody),
     )

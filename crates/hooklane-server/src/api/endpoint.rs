@@ -948,8 +948,9 @@ impl RecoverIn {
 pub struct TaskOut {
     #[schema(example = "qtask_01J8ZK6X4Q9M2V7T3B5N8R1W0C")]
     id: String,
-    /// `finished`, `failed`, or `running` when the work took longer than the server waits
-    /// (`task_wait`): `GET /background-task/{task_id}` then follows it.
+    /// `finished`, or `running` when the work took longer than the server waits
+    /// (`task_wait`): `GET /background-task/{task_id}` then follows it. Work that fails
+    /// within the wait answers its error instead.
     #[schema(example = "finished")]
     status: String,
     /// `endpoint.recover`, `endpoint.replay`, `endpoint.bulk-replay` or
@@ -965,9 +966,6 @@ pub struct TaskOut {
     /// Messages whose content was deleted by a finished purge (hooklane extension).
     #[serde(skip_serializing_if = "Option::is_none")]
     expunged: Option<u64>,
-    /// Why a failed task failed (hooklane extension).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
     updated_at: DateTime<Utc>,
 }
 
@@ -978,7 +976,6 @@ impl From<BackgroundTask> for TaskOut {
             recovered: count("recovered"),
             replayed: count("replayed"),
             expunged: count("expunged"),
-            error: t.data.get("error").and_then(serde_json::Value::as_str).map(String::from),
             id: t.id,
             status: t.status,
             task: t.task,
@@ -1025,7 +1022,7 @@ impl TaskOut {
     params(EndpointPath),
     request_body = RecoverIn,
     responses(
-        (status = 202, description = "The task: `finished` with `recovered` (deliveries queued again), `failed`, or `running` past `task_wait`", body = TaskOut),
+        (status = 202, description = "The task: `finished` with `recovered` (deliveries queued again), or `running` past `task_wait`", body = TaskOut),
         (status = 400, response = InvalidJson),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such application or endpoint", body = ErrorBody),
@@ -1069,7 +1066,7 @@ const REPLAY_CHUNK: usize = 500;
     params(EndpointPath),
     request_body = RecoverIn,
     responses(
-        (status = 202, description = "The task: `finished` with `replayed` (messages queued), `failed`, or `running` past `task_wait`", body = TaskOut),
+        (status = 202, description = "The task: `finished` with `replayed` (messages queued), or `running` past `task_wait`", body = TaskOut),
         (status = 400, response = InvalidJson),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such application or endpoint", body = ErrorBody),

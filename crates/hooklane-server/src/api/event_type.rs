@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use hooklane_core::model::EventType;
+use hooklane_core::model::{EventType, Principal};
 use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -269,10 +269,14 @@ pub async fn get(
     Auth(principal): Auth,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<EventTypeOut>> {
-    let et = s.0.store.get_event_type(&name).await?;
-    // One behind a feature flag the caller lacks is not there for it.
-    let et = et.filter(|et| principal.sees_flag(et.feature_flag.as_deref())).ok_or(ApiError::NotFound("event type"))?;
-    Ok(axum::Json(EventTypeOut::new(et, true)))
+    Ok(axum::Json(EventTypeOut::new(visible(&s, &principal, &name).await?, true)))
+}
+
+/// The event type `name` as `principal` may see it: one behind a feature flag the caller
+/// lacks is not there for it (404, as a missing one).
+pub(crate) async fn visible(s: &AppState, principal: &Principal, name: &str) -> ApiResult<EventType> {
+    let et = s.0.store.get_event_type(name).await?;
+    et.filter(|et| principal.sees_flag(et.feature_flag.as_deref())).ok_or(ApiError::NotFound("event type"))
 }
 
 /// Update an event type, or create it.

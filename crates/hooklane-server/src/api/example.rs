@@ -74,11 +74,7 @@ pub async fn send_example(
         Some(payload) => payload,
         None if input.event_type == PING => serde_json::json!({ "success": true }),
         None => {
-            // One behind a feature flag the caller lacks is not there for it.
-            let event_type = s.0.store.get_event_type(&input.event_type).await?;
-            let event_type = event_type
-                .filter(|et| t.principal.sees_flag(et.feature_flag.as_deref()))
-                .ok_or(ApiError::NotFound("event type"))?;
+            let event_type = super::event_type::visible(&s, &t.principal, &input.event_type).await?;
             example(event_type.schemas.as_ref(), input.example_index)?
         }
     };

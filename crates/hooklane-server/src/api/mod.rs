@@ -56,7 +56,6 @@ impl<T> ListResponse<T> {
     }
 }
 
-/// `limit`, `iterator` and `order` from the query string; `newest_first` is the default order.
 /// Every item of a paged store listing, in its order, read `MAX_LIMIT` at a time; `key`
 /// is what the listing's iterator is (an id, a name).
 pub(crate) async fn every<T, Fut>(
@@ -79,6 +78,7 @@ where
     }
 }
 
+/// `limit`, `iterator` and `order` from the query string; `newest_first` is the default order.
 pub fn page_request(q: &Query, newest_first: bool) -> ApiResult<PageRequest> {
     let limit = q.parse::<usize>("limit")?.unwrap_or(50);
     if limit == 0 || limit > MAX_LIMIT {

@@ -48,11 +48,11 @@ pub struct AppUsageStatsIn {
 pub struct AppUsageStatsOut {
     #[schema(example = "qtask_01J8ZK6X4Q9M2V7T3B5N8R1W0C")]
     id: String,
-    /// `finished`, `failed`, or `running` when the work outlasts the server's `task_wait`.
+    /// `finished`, or `running` when the work outlasts the server's `task_wait`.
     #[schema(example = "finished")]
     status: String,
     #[schema(example = "application.stats")]
-    task: &'static str,
+    task: String,
     updated_at: DateTime<Utc>,
     /// Ids or uids of `appIds` that name no application; the others are counted.
     unresolved_app_ids: BTreeSet<String>,
@@ -64,11 +64,11 @@ pub struct AppUsageStatsOut {
 pub struct AggregateEventTypesOut {
     #[schema(example = "qtask_01J8ZK6X4Q9M2V7T3B5N8R1W0C")]
     id: String,
-    /// `finished`, `failed`, or `running` when the work outlasts the server's `task_wait`.
+    /// `finished`, or `running` when the work outlasts the server's `task_wait`.
     #[schema(example = "finished")]
     status: String,
     #[schema(example = "event-type.aggregate")]
-    task: &'static str,
+    task: String,
     updated_at: DateTime<Utc>,
 }
 
@@ -103,8 +103,9 @@ pub async fn aggregate_app_stats(
         return Err(ApiError::validation("until", "must be after since"));
     }
     let mut unresolved = BTreeSet::new();
-    let apps = match input.app_ids {
-        None => all_apps(&s).await?,
+    // `None`: every application, listed by the work.
+    let named = match input.app_ids {
+        None => None,
         Some(keys) => {
             if keys.len() > MAX_APP_IDS {
                 return Err(ApiError::validation("appIds", format!("must hold at most {MAX_APP_IDS} ids")));
@@ -124,11 +125,15 @@ pub async fn aggregate_app_stats(
             if found.is_empty() {
                 return Err(ApiError::validation("appIds", "none of these applications exists"));
             }
-            found.into_values().collect()
+            Some(found.into_values().collect())
         }
     };
     let state = s.clone();
     let work = async move {
+        let apps = match named {
+            Some(apps) => apps,
+            None => all_apps(&state).await?,
+        };
         let mut app_stats = Vec::with_capacity(apps.len());
         for app in apps {
             let n = state.0.store.count_message_destinations(&app.id, input.since, input.until).await?;
@@ -140,7 +145,7 @@ pub async fn aggregate_app_stats(
     let out = AppUsageStatsOut {
         id: task.id,
         status: task.status,
-        task: APP_STATS,
+        task: task.task,
         updated_at: task.updated_at,
         unresolved_app_ids: unresolved,
     };
@@ -190,12 +195,7 @@ pub async fn aggregate_event_types(
         Ok(Map::from_iter([("event_types".to_string(), per_app.into())]))
     };
     let task = crate::tasks::run(&s, ENVIRONMENT_TASK, EVENT_TYPE_AGGREGATE, Map::new(), work).await?;
-    let out = AggregateEventTypesOut {
-        id: task.id,
-        status: task.status,
-        task: EVENT_TYPE_AGGREGATE,
-        updated_at: task.updated_at,
-    };
+    let out = AggregateEventTypesOut { id: task.id, status: task.status, task: task.task, updated_at: task.updated_at };
     Ok((axum::http::StatusCode::ACCEPTED, axum::Json(out)))
 }
 

@@ -6,7 +6,7 @@ use tokio_postgres::Row;
 
 use super::queries::{self, execute, one_row, query_opt, Select};
 use super::rows::{get, ms, time};
-use crate::queries_shared::feature_flags_column;
+use crate::queries_shared::{feature_flags_column, flags_json};
 use crate::{Page, PageRequest, StoreError, StoreResult};
 
 const COLS: &str = "id, app_id, name, feature_flags, created_at, updated_at";
@@ -24,10 +24,6 @@ fn integration(row: &Row, at: usize) -> StoreResult<Integration> {
     })
 }
 
-fn flags(i: &Integration) -> String {
-    serde_json::Value::from(i.feature_flags.clone()).to_string()
-}
-
 /// Stores a new integration of an existing application ([`StoreError::NotFound`] when the
 /// application is gone). The application's row is share-locked until the insert commits, so
 /// a deletion of the application waits for it, and then deletes the integration too.
@@ -38,7 +34,7 @@ pub async fn insert<C: GenericClient>(c: &C, i: &Integration) -> StoreResult<()>
             "INSERT INTO integrations ({COLS}) \
              SELECT $1, id, $3, $4, $5, $6 FROM applications WHERE id = $2 FOR SHARE"
         ),
-        &[&i.id, &i.app_id, &i.name, &flags(i), &ms(i.created_at), &ms(i.updated_at)],
+        &[&i.id, &i.app_id, &i.name, &flags_json(&i.feature_flags), &ms(i.created_at), &ms(i.updated_at)],
     )
     .await?;
     one_row(inserted)
@@ -61,7 +57,7 @@ pub async fn update<C: GenericClient>(c: &C, i: &Integration) -> StoreResult<()>
     let changed = execute(
         c,
         "UPDATE integrations SET name = $3, feature_flags = $4, updated_at = $5 WHERE id = $1 AND app_id = $2",
-        &[&i.id, &i.app_id, &i.name, &flags(i), &ms(i.updated_at)],
+        &[&i.id, &i.app_id, &i.name, &flags_json(&i.feature_flags), &ms(i.updated_at)],
     )
     .await?;
     one_row(changed)?;
@@ -90,11 +86,11 @@ pub async fn set_key<C: GenericClient>(c: &C, app_id: &str, id: &str, key_hash: 
             .await?;
     one_row(changed)?;
     execute(c, "DELETE FROM tokens WHERE integration_id = $1", &[&id]).await?;
-    // The key has the integration's flags (NULL for none, as every token without flags).
+    // The key has the integration's flags.
     execute(
         c,
         "INSERT INTO tokens (hash, app_id, created_at, expires_at, integration_id, feature_flags) \
-         SELECT $1, app_id, $3, NULL, id, CASE WHEN feature_flags = '[]' THEN NULL ELSE feature_flags END \
+         SELECT $1, app_id, $3, NULL, id, feature_flags \
          FROM integrations WHERE id = $4 AND app_id = $2",
         &[&key_hash, &app_id, &now, &id],
     )

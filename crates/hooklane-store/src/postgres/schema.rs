@@ -278,6 +278,10 @@ ALTER TABLE tokens ADD COLUMN feature_flags TEXT;
     r#"
 ALTER TABLE tokens ADD COLUMN capabilities TEXT;
 "#,
+    // Running background tasks (the SQLite migration says what for).
+    r#"
+CREATE INDEX background_tasks_running ON background_tasks (updated_at) WHERE status = 'running';
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, Row};
 
 use super::queries::{execute, one_row, query_opt, Select};
 use super::rows::{ms, time};
-use crate::queries_shared::feature_flags_column;
+use crate::queries_shared::{feature_flags_column, flags_json};
 use crate::{Page, PageRequest, StoreResult};
 
 const COLS: &str = "id, app_id, name, feature_flags, created_at, updated_at";
@@ -24,17 +24,13 @@ fn integration(row: &Row) -> rusqlite::Result<Integration> {
     })
 }
 
-fn flags(i: &Integration) -> String {
-    serde_json::Value::from(i.feature_flags.clone()).to_string()
-}
-
 /// Stores a new integration of an existing application ([`crate::StoreError::NotFound`]
 /// when the application is gone).
 pub fn insert(conn: &Connection, i: &Integration) -> StoreResult<()> {
     let inserted = execute(
         conn,
         &format!("INSERT INTO integrations ({COLS}) SELECT ?1, id, ?3, ?4, ?5, ?6 FROM applications WHERE id = ?2"),
-        params![i.id, i.app_id, i.name, flags(i), ms(i.created_at), ms(i.updated_at)],
+        params![i.id, i.app_id, i.name, flags_json(&i.feature_flags), ms(i.created_at), ms(i.updated_at)],
     )?;
     one_row(inserted)
 }
@@ -58,7 +54,7 @@ pub fn update(conn: &Connection, i: &Integration) -> StoreResult<()> {
     let changed = execute(
         conn,
         "UPDATE integrations SET name = ?3, feature_flags = ?4, updated_at = ?5 WHERE id = ?1 AND app_id = ?2",
-        params![i.id, i.app_id, i.name, flags(i), ms(i.updated_at)],
+        params![i.id, i.app_id, i.name, flags_json(&i.feature_flags), ms(i.updated_at)],
     )?;
     one_row(changed)?;
     execute(
@@ -84,11 +80,11 @@ pub fn set_key(conn: &Connection, app_id: &str, id: &str, key_hash: &str, now: i
         params![id, app_id, now],
     )?)?;
     execute(conn, "DELETE FROM tokens WHERE integration_id = ?1", [id])?;
-    // The key has the integration's flags (NULL for none, as every token without flags).
+    // The key has the integration's flags.
     execute(
         conn,
         "INSERT INTO tokens (hash, app_id, created_at, expires_at, integration_id, feature_flags) \
-         SELECT ?1, app_id, ?3, NULL, id, CASE WHEN feature_flags = '[]' THEN NULL ELSE feature_flags END \
+         SELECT ?1, app_id, ?3, NULL, id, feature_flags \
          FROM integrations WHERE id = ?4 AND app_id = ?2",
         params![key_hash, app_id, now, id],
     )?;

@@ -299,6 +299,11 @@ ALTER TABLE tokens ADD COLUMN feature_flags TEXT;
     r#"
 ALTER TABLE tokens ADD COLUMN capabilities TEXT;
 "#,
+    // Background tasks still running, for the housekeeping that looks for those whose node
+    // stopped beating for them (every node, every minute) among 90 days of finished ones.
+    r#"
+CREATE INDEX background_tasks_running ON background_tasks (updated_at) WHERE status = 'running';
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.
