@@ -68,6 +68,7 @@ fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 enum Provider {
     Github,
     Stripe,
+    Paddle,
     Shopify,
     Slack,
     Telegram,
@@ -78,6 +79,7 @@ enum Provider {
 
 const GH_SECRET: &str = "It's a Secret to Everybody";
 const STRIPE_SECRET: &str = "whsec_test_5f2b7c0a9d";
+const PADDLE_SECRET: &str = "pdl_ntfset_01h8bkrwk9_secret";
 const SHOPIFY_SECRET: &str = "shpss_0123456789abcdef";
 const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const TG_TOKEN: &str = "tg-secret_token-42";
@@ -92,6 +94,7 @@ impl Provider {
         let verification = match self {
             Provider::Github => json!({ "type": "github", "secret": GH_SECRET }),
             Provider::Stripe => json!({ "type": "stripe", "secret": STRIPE_SECRET }),
+            Provider::Paddle => json!({ "type": "paddle", "secret": PADDLE_SECRET }),
             Provider::Shopify => json!({ "type": "shopify", "secret": SHOPIFY_SECRET }),
             Provider::Slack => json!({ "type": "slack", "signingSecret": SLACK_SECRET }),
             Provider::Telegram => json!({ "type": "telegram", "secretToken": TG_TOKEN }),
@@ -143,6 +146,15 @@ impl Provider {
                     ("content-type", "application/json; charset=utf-8"),
                 ]);
                 (headers, body, "application/json; charset=utf-8")
+            }
+            Provider::Paddle => {
+                let body = format!(
+                    r#"{{"event_id":"evt_{id}","event_type":"transaction.completed","notification_id":"{id}","data":{{}}}}"#
+                )
+                .into_bytes();
+                let secret = if genuine { PADDLE_SECRET } else { "pdl_ntfset_wrong" };
+                let sig = hex(&hmac256(secret.as_bytes(), &[ts_s.as_bytes(), b":", &body]));
+                (h(&[("Paddle-Signature", &format!("ts={ts};h1={sig}")), ("content-type", json_ct)]), body, json_ct)
             }
             Provider::Shopify => {
                 let body = format!(r#"{{"id":820982911946154508,"note":"{id}"}}"#).into_bytes();
@@ -202,9 +214,23 @@ impl Provider {
         }
     }
 
+    /// The event type the forwarded message gets: the provider's name for what happened.
+    fn event_type(self) -> &'static str {
+        match self {
+            Provider::Github => "push",
+            Provider::Stripe => "invoice.paid",
+            Provider::Paddle => "transaction.completed",
+            Provider::Shopify => "orders.create",
+            Provider::Slack => "app_mention",
+            Provider::Telegram => "message",
+            Provider::StandardWebhooks => "user.created",
+            Provider::Hmac | Provider::BasicAuth => "inbound",
+        }
+    }
+
     /// Whether the provider signs a timestamp that goes stale.
     fn timestamped(self) -> bool {
-        matches!(self, Provider::Stripe | Provider::Slack | Provider::StandardWebhooks)
+        matches!(self, Provider::Stripe | Provider::Paddle | Provider::Slack | Provider::StandardWebhooks)
     }
 }
 
@@ -288,6 +314,7 @@ async fn provider_contract(p: Provider) {
     // The forwarded message is in the source's application, by id and by delivery id.
     let (status, msg) = server.call("GET", &format!("/api/v1/app/{source}/msg/{msg_id}"), None).await;
     assert_eq!(status, 200, "{msg}");
+    assert_eq!(msg["eventType"], p.event_type(), "{p:?}: {msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,6 +325,11 @@ async fn github() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stripe() {
     provider_contract(Provider::Stripe).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paddle() {
+    provider_contract(Provider::Paddle).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@
 //! constant-time.
 
 pub mod hmac_body;
+pub mod paddle;
 pub mod slack;
 pub mod standard;
 pub mod stripe;
@@ -22,7 +23,8 @@ use serde::{Deserialize, Serialize};
 /// with `", "`).
 pub type Headers = BTreeMap<String, String>;
 
-/// How long a signed timestamp (Stripe, Slack, Standard Webhooks) stays acceptable, either way.
+/// How long a signed timestamp (Stripe, Paddle, Slack, Standard Webhooks) stays acceptable,
+/// either way.
 pub const TOLERANCE_SECS: i64 = 5 * 60;
 
 /// The value of header `name` (any case).
@@ -43,6 +45,8 @@ pub enum Verification {
     Github { secret: String },
     /// `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "t.body")>`.
     Stripe { secret: String },
+    /// `Paddle-Signature: ts=<unix>;h1=<hex HMAC-SHA256(secret, "ts:body")>` (Paddle Billing).
+    Paddle { secret: String },
     /// `X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256(secret, body)>`.
     Shopify { secret: String },
     /// `X-Slack-Signature: v0=<hex HMAC-SHA256(secret, "v0:ts:body")>` with
@@ -158,6 +162,7 @@ impl Verification {
             Verification::None => "none",
             Verification::Github { .. } => "github",
             Verification::Stripe { .. } => "stripe",
+            Verification::Paddle { .. } => "paddle",
             Verification::Shopify { .. } => "shopify",
             Verification::Slack { .. } => "slack",
             Verification::Telegram { .. } => "telegram",
@@ -173,6 +178,7 @@ impl Verification {
             Verification::None => Ok(()),
             Verification::Github { secret } => hmac_body::github(secret, headers, body),
             Verification::Stripe { secret } => stripe::verify(secret, headers, body, now),
+            Verification::Paddle { secret } => paddle::verify(secret, headers, body, now),
             Verification::Shopify { secret } => hmac_body::shopify(secret, headers, body),
             Verification::Slack { signing_secret } => slack::verify(signing_secret, headers, body, now),
             Verification::Telegram { secret_token } => token::telegram(secret_token, headers),
@@ -202,6 +208,7 @@ impl Verification {
             Verification::None => Ok(()),
             Verification::Github { secret: s }
             | Verification::Stripe { secret: s }
+            | Verification::Paddle { secret: s }
             | Verification::Shopify { secret: s } => secret("verification.secret", s),
             Verification::Slack { signing_secret } => secret("verification.signingSecret", signing_secret),
             Verification::Telegram { secret_token } => {
@@ -251,7 +258,8 @@ impl Verification {
         let names: &[&str] = match self {
             Verification::None => &[],
             Verification::Github { .. } => &["x-hub-signature-256", "x-hub-signature"],
-            Verification::Stripe { .. } => &["stripe-signature"],
+            Verification::Stripe { .. } => &[stripe::HEADER],
+            Verification::Paddle { .. } => &[paddle::HEADER],
             Verification::Shopify { .. } => &["x-shopify-hmac-sha256"],
             Verification::Slack { .. } => &["x-slack-signature", "x-slack-request-timestamp"],
             Verification::Telegram { .. } => &[token::TELEGRAM_HEADER],
@@ -269,6 +277,9 @@ impl Verification {
         match self {
             Verification::Github { .. } => header("x-github-delivery"),
             Verification::Stripe { .. } => field("id"),
+            // A notification retried keeps its id; the same event sent to another
+            // destination would have its own.
+            Verification::Paddle { .. } => field("notification_id"),
             Verification::Shopify { .. } => header("x-shopify-webhook-id"),
             Verification::Slack { .. } => field("event_id"),
             Verification::Telegram { .. } => field("update_id"),
@@ -285,6 +296,7 @@ impl Verification {
             Verification::Github { .. } => header(headers, "x-github-event").map(str::to_string),
             Verification::Shopify { .. } => header(headers, "x-shopify-topic").map(str::to_string),
             Verification::Stripe { .. } | Verification::StandardWebhooks { .. } => field("type"),
+            Verification::Paddle { .. } => field("event_type"),
             Verification::Slack { .. } => field("event.type").or_else(|| field("type")),
             // An update carries `update_id` and exactly one other field, which says what it is.
             Verification::Telegram { .. } => {
