@@ -236,6 +236,12 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
         let why = format!("this source forwards to event types, whose payloads nest at most {MAX_PAYLOAD_DEPTH} deep");
         return record.reject(ApiError::BadRequest(why)).await;
     }
+    // The provider checking the URL (Slack, Zoom): answered as it asks, not forwarded.
+    if let Some(reply) = source.verification.handshake(json.as_ref()) {
+        let why = "the provider's URL check, answered; not forwarded".to_string();
+        record.save(InboundStatus::Accepted, StatusCode::OK, Some(why), None).await;
+        return (StatusCode::OK, axum::Json(reply)).into_response();
+    }
     let dedup = source.deduplication.clone().unwrap_or_else(|| source.verification.default_deduplication());
     record.dedup_key = dedup.key(&headers, json.as_ref());
 

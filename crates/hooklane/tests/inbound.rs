@@ -71,6 +71,7 @@ enum Provider {
     Paddle,
     Shopify,
     Slack,
+    Zoom,
     Telegram,
     StandardWebhooks,
     Hmac,
@@ -83,6 +84,7 @@ const PADDLE_SECRET: &str = "pdl_ntfset_01h8bkrwk9_secret";
 const SHOPIFY_SECRET: &str = "shpss_0123456789abcdef";
 const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const TG_TOKEN: &str = "tg-secret_token-42";
+const ZOOM_SECRET: &str = "zoom-secret-token-qvC2";
 const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const HMAC_SECRET: &str = "generic-hmac-secret";
 const BASIC_PASSWORD: &str = "correct horse battery staple";
@@ -98,6 +100,7 @@ impl Provider {
             Provider::Shopify => json!({ "type": "shopify", "secret": SHOPIFY_SECRET }),
             Provider::Slack => json!({ "type": "slack", "signingSecret": SLACK_SECRET }),
             Provider::Telegram => json!({ "type": "telegram", "secretToken": TG_TOKEN }),
+            Provider::Zoom => json!({ "type": "zoom", "secret": ZOOM_SECRET }),
             Provider::StandardWebhooks => json!({ "type": "standardWebhooks", "secret": SW_SECRET }),
             Provider::Hmac => json!({
                 "type": "hmac", "header": "X-Signature", "algorithm": "sha512", "encoding": "base64",
@@ -113,6 +116,8 @@ impl Provider {
         match self {
             Provider::Hmac => spec["deduplication"] = json!({ "type": "header", "header": "X-Request-Id" }),
             Provider::BasicAuth => spec["deduplication"] = json!({ "type": "jsonField", "path": "data.id" }),
+            // Zoom's events carry no delivery id; the payload's own object id serves.
+            Provider::Zoom => spec["deduplication"] = json!({ "type": "jsonField", "path": "payload.object.uuid" }),
             _ => {}
         }
         spec
@@ -177,6 +182,15 @@ impl Provider {
                     h(&[("X-Slack-Request-Timestamp", &ts_s), ("X-Slack-Signature", &sig), ("content-type", json_ct)]);
                 (headers, body, json_ct)
             }
+            Provider::Zoom => {
+                let body =
+                    format!(r#"{{"event":"meeting.started","payload":{{"object":{{"uuid":"{id}"}}}}}}"#).into_bytes();
+                let secret = if genuine { ZOOM_SECRET } else { "wrong" };
+                let sig = format!("v0={}", hex(&hmac256(secret.as_bytes(), &[b"v0:", ts_s.as_bytes(), b":", &body])));
+                let headers =
+                    h(&[("x-zm-request-timestamp", &ts_s), ("x-zm-signature", &sig), ("content-type", json_ct)]);
+                (headers, body, json_ct)
+            }
             Provider::Telegram => {
                 let update: u64 = id.bytes().map(u64::from).sum::<u64>() + 100_000;
                 let body = format!(r#"{{"update_id":{update},"message":{{"text":"/start {id}"}}}}"#).into_bytes();
@@ -222,6 +236,7 @@ impl Provider {
             Provider::Paddle => "transaction.completed",
             Provider::Shopify => "orders.create",
             Provider::Slack => "app_mention",
+            Provider::Zoom => "meeting.started",
             Provider::Telegram => "message",
             Provider::StandardWebhooks => "user.created",
             Provider::Hmac | Provider::BasicAuth => "inbound",
@@ -230,7 +245,10 @@ impl Provider {
 
     /// Whether the provider signs a timestamp that goes stale.
     fn timestamped(self) -> bool {
-        matches!(self, Provider::Stripe | Provider::Paddle | Provider::Slack | Provider::StandardWebhooks)
+        matches!(
+            self,
+            Provider::Stripe | Provider::Paddle | Provider::Slack | Provider::Zoom | Provider::StandardWebhooks
+        )
     }
 }
 
@@ -340,6 +358,50 @@ async fn shopify() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slack() {
     provider_contract(Provider::Slack).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zoom() {
+    provider_contract(Provider::Zoom).await;
+}
+
+/// Slack's and Zoom's checks of a new URL are answered as they ask, once verified, and not
+/// forwarded; a forged one is refused like any forged request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_url_checks_are_answered_not_forwarded() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let ts = now().to_string();
+    let v0 = |secret: &str, body: &[u8]| {
+        format!("v0={}", hex(&hmac256(secret.as_bytes(), &[b"v0:", ts.as_bytes(), b":", body])))
+    };
+
+    let (slack, _) = create_source(&server, Provider::Slack.spec(&rx.url)).await;
+    let body = br#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    let signed = h(&[("X-Slack-Request-Timestamp", &ts), ("X-Slack-Signature", &v0(SLACK_SECRET, body))]);
+    let (status, answer) = ingest(&server, &slack, &signed, body).await;
+    assert_eq!((status, answer), (200, json!({ "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" })));
+    let forged = h(&[("X-Slack-Request-Timestamp", &ts), ("X-Slack-Signature", &v0("wrong", body))]);
+    let (status, answer) = ingest(&server, &slack, &forged, body).await;
+    assert_eq!(status, 401, "{answer}");
+
+    let (zoom, _) = create_source(&server, Provider::Zoom.spec(&rx.url)).await;
+    let body = br#"{"payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"},"event_ts":1654503849680,"event":"endpoint.url_validation"}"#;
+    let signed = h(&[("x-zm-request-timestamp", &ts), ("x-zm-signature", &v0(ZOOM_SECRET, body))]);
+    let (status, answer) = ingest(&server, &zoom, &signed, body).await;
+    let encrypted = hex(&hmac256(ZOOM_SECRET.as_bytes(), &[b"qgg8vlvZRS6UYooatFL8Aw"]));
+    assert_eq!((status, answer), (200, json!({ "plainToken": "qgg8vlvZRS6UYooatFL8Aw", "encryptedToken": encrypted })));
+
+    settle().await;
+    assert!(rx.received().is_empty(), "a URL check is not forwarded");
+    for source in [&slack, &zoom] {
+        let log = requests(&server, source).await;
+        let first = log.last().expect("the check is in the log");
+        assert_eq!((first["status"].as_str(), first["httpStatus"].as_u64()), (Some("accepted"), Some(200)), "{first}");
+        assert!(first["msgId"].is_null(), "{first}");
+        let (status, messages) = server.call("GET", &format!("/api/v1/app/{source}/msg"), None).await;
+        assert_eq!((status, messages["data"].as_array().map(Vec::len)), (200, Some(0)), "{messages}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

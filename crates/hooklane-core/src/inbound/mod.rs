@@ -14,6 +14,7 @@ pub mod slack;
 pub mod standard;
 pub mod stripe;
 pub mod token;
+pub mod zoom;
 
 use std::collections::BTreeMap;
 
@@ -52,6 +53,9 @@ pub enum Verification {
     /// `X-Slack-Signature: v0=<hex HMAC-SHA256(secret, "v0:ts:body")>` with
     /// `X-Slack-Request-Timestamp: ts`.
     Slack { signing_secret: String },
+    /// `x-zm-signature: v0=<hex HMAC-SHA256(secret, "v0:ts:body")>` with
+    /// `x-zm-request-timestamp: ts` (Zoom's secret token).
+    Zoom { secret: String },
     /// `X-Telegram-Bot-Api-Secret-Token: <secret_token>` (the `secret_token` given to
     /// `setWebhook`).
     Telegram { secret_token: String },
@@ -165,6 +169,7 @@ impl Verification {
             Verification::Paddle { .. } => "paddle",
             Verification::Shopify { .. } => "shopify",
             Verification::Slack { .. } => "slack",
+            Verification::Zoom { .. } => "zoom",
             Verification::Telegram { .. } => "telegram",
             Verification::StandardWebhooks { .. } => "standardWebhooks",
             Verification::Hmac { .. } => "hmac",
@@ -181,6 +186,7 @@ impl Verification {
             Verification::Paddle { secret } => paddle::verify(secret, headers, body, now),
             Verification::Shopify { secret } => hmac_body::shopify(secret, headers, body),
             Verification::Slack { signing_secret } => slack::verify(signing_secret, headers, body, now),
+            Verification::Zoom { secret } => zoom::verify(secret, headers, body, now),
             Verification::Telegram { secret_token } => token::telegram(secret_token, headers),
             Verification::StandardWebhooks { secret } => standard::verify(secret, headers, body, now),
             Verification::Hmac { header: name, algorithm, encoding, prefix, secret } => {
@@ -209,6 +215,7 @@ impl Verification {
             Verification::Github { secret: s }
             | Verification::Stripe { secret: s }
             | Verification::Paddle { secret: s }
+            | Verification::Zoom { secret: s }
             | Verification::Shopify { secret: s } => secret("verification.secret", s),
             Verification::Slack { signing_secret } => secret("verification.signingSecret", signing_secret),
             Verification::Telegram { secret_token } => {
@@ -261,7 +268,8 @@ impl Verification {
             Verification::Stripe { .. } => &[stripe::HEADER],
             Verification::Paddle { .. } => &[paddle::HEADER],
             Verification::Shopify { .. } => &["x-shopify-hmac-sha256"],
-            Verification::Slack { .. } => &["x-slack-signature", "x-slack-request-timestamp"],
+            Verification::Slack { .. } => &[slack::SIGNATURE, slack::TIMESTAMP],
+            Verification::Zoom { .. } => &[zoom::SIGNATURE, zoom::TIMESTAMP],
             Verification::Telegram { .. } => &[token::TELEGRAM_HEADER],
             Verification::StandardWebhooks { .. } => &["webhook-signature"],
             Verification::Hmac { header, .. } => return vec![header.to_ascii_lowercase()],
@@ -284,7 +292,23 @@ impl Verification {
             Verification::Slack { .. } => field("event_id"),
             Verification::Telegram { .. } => field("update_id"),
             Verification::StandardWebhooks { .. } => header("webhook-id"),
-            Verification::None | Verification::Hmac { .. } | Verification::BasicAuth { .. } => Deduplication::None,
+            // Zoom's events carry no delivery id.
+            Verification::None
+            | Verification::Hmac { .. }
+            | Verification::BasicAuth { .. }
+            | Verification::Zoom { .. } => Deduplication::None,
+        }
+    }
+
+    /// What to answer, instead of forwarding it, to a verified request that is the
+    /// provider's check of the URL (Slack's `url_verification`, Zoom's
+    /// `endpoint.url_validation`); `None` for every other request.
+    pub fn handshake(&self, json: Option<&serde_json::Value>) -> Option<serde_json::Value> {
+        let json = json?;
+        match self {
+            Verification::Slack { .. } => slack::handshake(json),
+            Verification::Zoom { secret } => zoom::handshake(secret, json),
+            _ => None,
         }
     }
 
@@ -298,6 +322,7 @@ impl Verification {
             Verification::Stripe { .. } | Verification::StandardWebhooks { .. } => field("type"),
             Verification::Paddle { .. } => field("event_type"),
             Verification::Slack { .. } => field("event.type").or_else(|| field("type")),
+            Verification::Zoom { .. } => field("event"),
             // An update carries `update_id` and exactly one other field, which says what it is.
             Verification::Telegram { .. } => {
                 json.and_then(|j| j.as_object()).and_then(|o| o.keys().find(|k| k.as_str() != "update_id").cloned())

@@ -1,6 +1,11 @@
 //! Slack: `X-Slack-Signature: v0=<hex HMAC-SHA256(signing secret, "v0:{ts}:{body}")>` with
 //! `X-Slack-Request-Timestamp: {ts}`, refused when the timestamp is more than five minutes
-//! away (replays).
+//! away (replays). Zoom signs the same way under other header names (see [`super::zoom`]);
+//! both go through [`verify_v0`].
+//!
+//! When a Request URL is set in Slack, Slack first sends a signed
+//! `{"type": "url_verification", "challenge": …}` and expects the challenge back
+//! ([`handshake`]).
 
 use super::hmac_body::{mac, matches};
 use super::{fresh, header, Encoding, Headers, HmacAlgorithm, Rejection};
@@ -9,14 +14,43 @@ pub const SIGNATURE: &str = "x-slack-signature";
 pub const TIMESTAMP: &str = "x-slack-request-timestamp";
 
 pub fn verify(signing_secret: &str, headers: &Headers, body: &[u8], now: i64) -> Result<(), Rejection> {
-    let ts = header(headers, TIMESTAMP).ok_or_else(|| Rejection::MissingHeader(TIMESTAMP.into()))?.trim();
-    let sig = header(headers, SIGNATURE).ok_or_else(|| Rejection::MissingHeader(SIGNATURE.into()))?;
-    let given = sig.trim().strip_prefix("v0=").ok_or_else(|| Rejection::Malformed("X-Slack-Signature".into()))?;
-    let expected = mac(HmacAlgorithm::Sha256, signing_secret.as_bytes(), &[b"v0:", ts.as_bytes(), b":", body]);
+    verify_v0(
+        ("X-Slack-Signature", SIGNATURE),
+        ("X-Slack-Request-Timestamp", TIMESTAMP),
+        signing_secret,
+        headers,
+        body,
+        now,
+    )
+}
+
+/// Checks `signature: v0=<hex HMAC-SHA256(secret, "v0:{ts}:{body}")>` with `timestamp: ts`
+/// within the tolerance; each header is given as (name to show, name in lower case).
+pub(crate) fn verify_v0(
+    signature: (&str, &str),
+    timestamp: (&str, &str),
+    secret: &str,
+    headers: &Headers,
+    body: &[u8],
+    now: i64,
+) -> Result<(), Rejection> {
+    let ts = header(headers, timestamp.1).ok_or_else(|| Rejection::MissingHeader(timestamp.1.into()))?.trim();
+    let sig = header(headers, signature.1).ok_or_else(|| Rejection::MissingHeader(signature.1.into()))?;
+    let given = sig.trim().strip_prefix("v0=").ok_or_else(|| Rejection::Malformed(signature.0.into()))?;
+    let expected = mac(HmacAlgorithm::Sha256, secret.as_bytes(), &[b"v0:", ts.as_bytes(), b":", body]);
     if !matches(given, Encoding::Hex, &expected) {
         return Err(Rejection::SignatureMismatch);
     }
-    fresh(ts, "X-Slack-Request-Timestamp", now).map(|_| ())
+    fresh(ts, timestamp.0, now).map(|_| ())
+}
+
+/// The answer to Slack's URL verification: its challenge, when `json` is one.
+pub fn handshake(json: &serde_json::Value) -> Option<serde_json::Value> {
+    if json.get("type")?.as_str()? != "url_verification" {
+        return None;
+    }
+    let challenge = json.get("challenge")?.as_str()?;
+    Some(serde_json::json!({ "challenge": challenge }))
 }
 
 #[cfg(test)]
@@ -46,5 +80,14 @@ mod tests {
         assert!(matches!(verify(SECRET, &h("1531420618", "a45771c0"), BODY, 0), Err(Rejection::Malformed(_))));
         let no_ts = headers(&[("X-Slack-Signature", SIG)]);
         assert_eq!(verify(SECRET, &no_ts, BODY, 0), Err(Rejection::MissingHeader(TIMESTAMP.into())));
+    }
+
+    #[test]
+    fn url_verification_is_answered_with_its_challenge() {
+        let challenge = serde_json::json!({ "token": "x", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P", "type": "url_verification" });
+        let answer = handshake(&challenge).expect("a handshake");
+        assert_eq!(answer, serde_json::json!({ "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" }));
+        assert_eq!(handshake(&serde_json::json!({ "type": "event_callback", "challenge": "c" })), None);
+        assert_eq!(handshake(&serde_json::json!({ "type": "url_verification" })), None);
     }
 }
