@@ -67,6 +67,7 @@ fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 #[derive(Clone, Copy, Debug)]
 enum Provider {
     Github,
+    Gitlab,
     Stripe,
     Paddle,
     Shopify,
@@ -79,6 +80,7 @@ enum Provider {
 }
 
 const GH_SECRET: &str = "It's a Secret to Everybody";
+const GITLAB_TOKEN: &str = "glwht-secret-token-7";
 const STRIPE_SECRET: &str = "whsec_test_5f2b7c0a9d";
 const PADDLE_SECRET: &str = "pdl_ntfset_01h8bkrwk9_secret";
 const SHOPIFY_SECRET: &str = "shpss_0123456789abcdef";
@@ -95,6 +97,7 @@ impl Provider {
     fn spec(self, receiver: &str) -> Value {
         let verification = match self {
             Provider::Github => json!({ "type": "github", "secret": GH_SECRET }),
+            Provider::Gitlab => json!({ "type": "gitlab", "secretToken": GITLAB_TOKEN }),
             Provider::Stripe => json!({ "type": "stripe", "secret": STRIPE_SECRET }),
             Provider::Paddle => json!({ "type": "paddle", "secret": PADDLE_SECRET }),
             Provider::Shopify => json!({ "type": "shopify", "secret": SHOPIFY_SECRET }),
@@ -138,6 +141,18 @@ impl Provider {
                     ("X-GitHub-Delivery", id),
                     ("X-GitHub-Event", "push"),
                     ("X-Hub-Signature-256", &sig),
+                    ("content-type", json_ct),
+                ]);
+                (headers, body, json_ct)
+            }
+            Provider::Gitlab => {
+                let body =
+                    format!(r#"{{"object_kind":"push","event_name":"push","checkout_sha":"{id}"}}"#).into_bytes();
+                let token = if genuine { GITLAB_TOKEN } else { "not-the-token" };
+                let headers = h(&[
+                    ("X-Gitlab-Event", "Push Hook"),
+                    ("X-Gitlab-Token", token),
+                    ("Idempotency-Key", id),
                     ("content-type", json_ct),
                 ]);
                 (headers, body, json_ct)
@@ -231,7 +246,7 @@ impl Provider {
     /// The event type the forwarded message gets: the provider's name for what happened.
     fn event_type(self) -> &'static str {
         match self {
-            Provider::Github => "push",
+            Provider::Github | Provider::Gitlab => "push",
             Provider::Stripe => "invoice.paid",
             Provider::Paddle => "transaction.completed",
             Provider::Shopify => "orders.create",
@@ -282,7 +297,11 @@ async fn provider_contract(p: Provider) {
         if lower.starts_with("webhook-") {
             continue;
         }
-        if lower.contains("signature") || lower.contains("secret") || lower == "authorization" || lower.contains("hmac")
+        if lower.contains("signature")
+            || lower.contains("secret")
+            || lower.contains("token")
+            || lower == "authorization"
+            || lower.contains("hmac")
         {
             assert!(!r.headers.contains_key(&lower), "{p:?}: {lower} must not be forwarded");
         }
@@ -338,6 +357,11 @@ async fn provider_contract(p: Provider) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn github() {
     provider_contract(Provider::Github).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitlab() {
+    provider_contract(Provider::Gitlab).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

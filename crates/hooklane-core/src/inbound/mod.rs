@@ -44,6 +44,8 @@ pub enum Verification {
     None,
     /// `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>`.
     Github { secret: String },
+    /// `X-Gitlab-Token: <secret token>` (GitLab sends the webhook's secret token as it is).
+    Gitlab { secret_token: String },
     /// `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "t.body")>`.
     Stripe { secret: String },
     /// `Paddle-Signature: ts=<unix>;h1=<hex HMAC-SHA256(secret, "ts:body")>` (Paddle Billing).
@@ -165,6 +167,7 @@ impl Verification {
         match self {
             Verification::None => "none",
             Verification::Github { .. } => "github",
+            Verification::Gitlab { .. } => "gitlab",
             Verification::Stripe { .. } => "stripe",
             Verification::Paddle { .. } => "paddle",
             Verification::Shopify { .. } => "shopify",
@@ -182,6 +185,7 @@ impl Verification {
         match self {
             Verification::None => Ok(()),
             Verification::Github { secret } => hmac_body::github(secret, headers, body),
+            Verification::Gitlab { secret_token } => token::gitlab(secret_token, headers),
             Verification::Stripe { secret } => stripe::verify(secret, headers, body, now),
             Verification::Paddle { secret } => paddle::verify(secret, headers, body, now),
             Verification::Shopify { secret } => hmac_body::shopify(secret, headers, body),
@@ -218,6 +222,7 @@ impl Verification {
             | Verification::Zoom { secret: s }
             | Verification::Shopify { secret: s } => secret("verification.secret", s),
             Verification::Slack { signing_secret } => secret("verification.signingSecret", signing_secret),
+            Verification::Gitlab { secret_token } => secret("verification.secretToken", secret_token),
             Verification::Telegram { secret_token } => {
                 // Telegram's own rule for `secret_token`.
                 let ok = (1..=256).contains(&secret_token.len())
@@ -265,6 +270,7 @@ impl Verification {
         let names: &[&str] = match self {
             Verification::None => &[],
             Verification::Github { .. } => &["x-hub-signature-256", "x-hub-signature"],
+            Verification::Gitlab { .. } => &[token::GITLAB_HEADER],
             Verification::Stripe { .. } => &[stripe::HEADER],
             Verification::Paddle { .. } => &[paddle::HEADER],
             Verification::Shopify { .. } => &["x-shopify-hmac-sha256"],
@@ -284,6 +290,9 @@ impl Verification {
         let field = |p: &str| Deduplication::JsonField { path: p.to_string() };
         match self {
             Verification::Github { .. } => header("x-github-delivery"),
+            // The same for every retry of one delivery (GitLab 17.4 and later; older ones
+            // send none, and their retries are not recognised).
+            Verification::Gitlab { .. } => header("idempotency-key"),
             Verification::Stripe { .. } => field("id"),
             // A notification retried keeps its id; the same event sent to another
             // destination would have its own.
@@ -318,6 +327,8 @@ impl Verification {
         let field = |path: &str| json.and_then(|j| json_path(j, path));
         let raw = match self {
             Verification::Github { .. } => header(headers, "x-github-event").map(str::to_string),
+            // `push`, `merge_request`… (the header's `Push Hook` is for people).
+            Verification::Gitlab { .. } => field("object_kind").or_else(|| field("event_name")),
             Verification::Shopify { .. } => header(headers, "x-shopify-topic").map(str::to_string),
             Verification::Stripe { .. } | Verification::StandardWebhooks { .. } => field("type"),
             Verification::Paddle { .. } => field("event_type"),

@@ -1,5 +1,6 @@
 //! Shared secrets sent as they are: Telegram's `X-Telegram-Bot-Api-Secret-Token` (the
-//! `secret_token` given to `setWebhook`) and HTTP basic auth.
+//! `secret_token` given to `setWebhook`), GitLab's `X-Gitlab-Token` (a webhook's secret
+//! token) and HTTP basic auth.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -8,14 +9,24 @@ use subtle::ConstantTimeEq;
 use super::{header, Headers, Rejection};
 
 pub const TELEGRAM_HEADER: &str = "x-telegram-bot-api-secret-token";
+pub const GITLAB_HEADER: &str = "x-gitlab-token";
 
 fn same(a: &[u8], b: &[u8]) -> bool {
     bool::from(a.ct_eq(b))
 }
 
 pub fn telegram(secret_token: &str, headers: &Headers) -> Result<(), Rejection> {
-    let given = header(headers, TELEGRAM_HEADER).ok_or_else(|| Rejection::MissingHeader(TELEGRAM_HEADER.into()))?;
-    if same(given.as_bytes(), secret_token.as_bytes()) {
+    header_equals(TELEGRAM_HEADER, secret_token, headers)
+}
+
+pub fn gitlab(secret_token: &str, headers: &Headers) -> Result<(), Rejection> {
+    header_equals(GITLAB_HEADER, secret_token, headers)
+}
+
+/// Header `name` (lower case) holds exactly `expected`, compared in constant time.
+fn header_equals(name: &str, expected: &str, headers: &Headers) -> Result<(), Rejection> {
+    let given = header(headers, name).ok_or_else(|| Rejection::MissingHeader(name.into()))?;
+    if same(given.as_bytes(), expected.as_bytes()) {
         Ok(())
     } else {
         Err(Rejection::BadCredentials)
@@ -55,6 +66,15 @@ mod tests {
         assert_eq!(telegram("tg_secret-124", &h), Err(Rejection::BadCredentials));
         assert_eq!(telegram("tg_secret-12", &h), Err(Rejection::BadCredentials));
         assert_eq!(telegram("x", &headers(&[])), Err(Rejection::MissingHeader(TELEGRAM_HEADER.into())));
+    }
+
+    #[test]
+    fn gitlab_token() {
+        let h = headers(&[("X-Gitlab-Token", "gl-hook-secret")]);
+        assert_eq!(gitlab("gl-hook-secret", &h), Ok(()));
+        assert_eq!(gitlab("gl-hook-secreT", &h), Err(Rejection::BadCredentials));
+        let telegram_named = headers(&[("X-Telegram-Bot-Api-Secret-Token", "gl-hook-secret")]);
+        assert_eq!(gitlab("gl-hook-secret", &telegram_named), Err(Rejection::MissingHeader(GITLAB_HEADER.into())));
     }
 
     #[test]
