@@ -72,6 +72,30 @@ pub struct Endpoint {
     /// hooklane's own: whether messages may be sent here side by side, or one after the
     /// other in the order they were created ([`DeliveryOrder`]).
     pub order: DeliveryOrder,
+    /// Svix's endpoint transformation: JavaScript that may change each request's method,
+    /// URL, body and headers, or cancel it; `None` until one is set.
+    pub transformation: Option<Transformation>,
+}
+
+/// An endpoint's JavaScript transformation (Svix's `EndpointTransformationOut`): a
+/// `handler(webhook)` function run before each attempt. Stored as one JSON document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Transformation {
+    pub code: Option<String>,
+    pub enabled: bool,
+    /// Values the code reads as `webhook.variables`, so that a credential need not be
+    /// written into the code.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Transformation {
+    /// The code to run before each attempt: set and enabled.
+    pub fn active_code(&self) -> Option<&str> {
+        self.code.as_deref().filter(|_| self.enabled)
+    }
 }
 
 /// How an endpoint's deliveries are sent (hooklane's own `ordering` setting).
@@ -230,7 +254,8 @@ pub enum Capability {
     ViewEndpointSecret,
     /// Read and rotate endpoint secrets.
     ManageEndpointSecret,
-    /// Change endpoints' transformations (hooklane's `transform`, part of the endpoint).
+    /// Change endpoints' JavaScript transformations (hooklane's `transform` templates are
+    /// part of the endpoint: `ManageEndpoint`).
     ManageTransformations,
     /// Send messages again: recover, replay, resend, send an example.
     CreateAttempts,

@@ -35,15 +35,15 @@ pub enum Health {
     Reached,
     /// Connection failed, timed out, or a 5xx.
     Unreachable,
-    /// Nothing was sent, through no fault of the endpoint's (see [`SendResult::unsendable`]):
-    /// it tells nothing of the endpoint.
+    /// Nothing was sent, through no fault of the endpoint's (see [`SendResult::unsendable`]),
+    /// or its transformation cancelled the request: it tells nothing of the endpoint.
     Untried,
 }
 
 impl Health {
     pub fn of(result: &SendResult) -> Self {
         match result.status {
-            _ if result.unsendable => Health::Untried,
+            _ if result.unsendable || result.cancelled => Health::Untried,
             None | Some(500..=599) => Health::Unreachable,
             Some(_) => Health::Reached,
         }
@@ -319,11 +319,14 @@ mod tests {
             retry_after: None,
             request_headers: None,
             unsendable: false,
+            cancelled: false,
+            url: None,
         };
         assert_eq!(Health::of(&r(None)), Health::Unreachable);
         assert_eq!(Health::of(&r(Some(503))), Health::Unreachable);
         assert_eq!(Health::of(&r(Some(404))), Health::Reached);
         assert_eq!(Health::of(&SendResult { unsendable: true, ..r(None) }), Health::Untried);
+        assert_eq!(Health::of(&SendResult { cancelled: true, ..r(None) }), Health::Untried);
         assert_eq!(Health::of(&r(Some(429))), Health::Reached);
         assert_eq!(Health::of(&r(Some(204))), Health::Reached);
     }

@@ -418,8 +418,9 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
         msg_id: job.message.id.clone(),
         endpoint_id: endpoint.id.clone(),
         app_id: job.message.app_id.clone(),
-        url: endpoint.url.clone(),
-        status: if result.succeeded() { DeliveryStatus::Success } else { DeliveryStatus::Fail },
+        url: result.url.clone().unwrap_or_else(|| endpoint.url.clone()),
+        // A cancelled request ends its delivery as a success would (nothing is owed).
+        status: if result.succeeded() || result.cancelled { DeliveryStatus::Success } else { DeliveryStatus::Fail },
         response_status: result.status.map(i32::from).unwrap_or(0),
         response: result.body,
         duration_ms: result.duration.as_millis() as i64,
@@ -548,7 +549,7 @@ impl EventsOf {
         }
         for (o, n) in outcomes.iter().zip(attempts_made) {
             let a = &o.attempt;
-            if o.next != NextStep::Succeeded {
+            if !matches!(o.next, NextStep::Succeeded | NextStep::Cancelled) {
                 events.apps.insert(a.endpoint_id.clone(), a.app_id.clone());
             }
             if let Some(news) = AttemptNews::of(&o.next, *n) {

@@ -13,6 +13,7 @@ mod config;
 mod engine;
 mod limits;
 mod policy;
+pub mod script;
 pub mod sender;
 mod telemetry;
 

@@ -11,6 +11,9 @@ pub fn next_step(cfg: &DispatchConfig, result: &SendResult, attempts_made: u32, 
     if result.succeeded() {
         return NextStep::Succeeded;
     }
+    if result.cancelled {
+        return NextStep::Cancelled;
+    }
     if result.unsendable {
         return NextStep::GiveUp;
     }
@@ -39,6 +42,8 @@ mod tests {
             retry_after: retry_after.map(Duration::from_secs),
             request_headers: None,
             unsendable: false,
+            cancelled: false,
+            url: None,
         }
     }
 
@@ -64,5 +69,7 @@ mod tests {
         // A request that cannot be made for this message: no retry.
         let unsendable = SendResult { unsendable: true, ..result(None, None) };
         assert_eq!(next_step(&cfg, &unsendable, 1, now), NextStep::GiveUp);
+        let cancelled = SendResult { cancelled: true, ..result(None, None) };
+        assert_eq!(next_step(&cfg, &cancelled, 1, now), NextStep::Cancelled);
     }
 }

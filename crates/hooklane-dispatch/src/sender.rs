@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hooklane_core::filter::payload_json;
-use hooklane_core::model::{Endpoint, Message};
+use hooklane_core::model::{Endpoint, Message, Transformation};
 use hooklane_core::retry::parse_retry_after;
 use hooklane_core::rules::transform;
 use hooklane_core::signing::signature_header;
@@ -14,6 +14,7 @@ use hooklane_core::Utc;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 
 use crate::address::{AddressPolicy, GuardedResolver};
+use crate::script;
 use crate::DispatchConfig;
 
 /// Headers hooklane sets itself; an endpoint's custom headers cannot override them.
@@ -36,8 +37,13 @@ pub struct SendResult {
     /// The headers of the request sent (`None` when none was: invalid or refused URL).
     pub request_headers: Option<BTreeMap<String, String>>,
     /// hooklane could not make this message's request (the endpoint's transform makes too
-    /// large a body of it): no retry can do better, and the endpoint is not at fault.
+    /// large a body of it, or its transformation fails): no retry can do better, and the
+    /// endpoint is not at fault.
     pub unsendable: bool,
+    /// The endpoint's transformation cancelled the request: nothing was sent, on purpose.
+    pub cancelled: bool,
+    /// Where the request went when the endpoint's transformation changed the URL.
+    pub url: Option<String>,
 }
 
 impl SendResult {
@@ -53,8 +59,24 @@ impl SendResult {
             retry_after: None,
             request_headers: None,
             unsendable: false,
+            cancelled: false,
+            url: None,
         }
     }
+
+    fn unsendable(why: String, started: Instant) -> Self {
+        SendResult { unsendable: true, ..SendResult::failed(why, started) }
+    }
+}
+
+/// The request to make, once the endpoint's rules have had their say.
+struct Planned {
+    method: reqwest::Method,
+    /// `None`: the endpoint's own URL.
+    url: Option<String>,
+    body: String,
+    /// The transformation's headers, which win over the endpoint's.
+    headers: BTreeMap<String, String>,
 }
 
 #[derive(Clone)]
@@ -103,13 +125,43 @@ impl Sender {
         Ok(url)
     }
 
-    /// Signs and POSTs the message to the endpoint. Never fails: transport errors are
+    /// Signs and sends the message to the endpoint (a POST, unless its transformation asks for PUT). Never fails: transport errors are
     /// reported in the result, like HTTP errors.
     pub async fn send(&self, message: &Message, endpoint: &Endpoint) -> SendResult {
         let started = Instant::now();
-        let url = match self.url(&endpoint.url) {
+        let body = match request_body(message, endpoint) {
+            Ok(body) => body,
+            Err(too_large) => return SendResult::unsendable(too_large.to_string(), started),
+        };
+        let scripted = endpoint.transformation.as_ref().and_then(|t| t.active_code().map(|code| (t, code)));
+        let planned = match scripted {
+            None => Planned { method: reqwest::Method::POST, url: None, body, headers: BTreeMap::new() },
+            Some((t, code)) => match transformed(message, endpoint, t, code, body).await {
+                Ok(Some(planned)) => planned,
+                Ok(None) => {
+                    return SendResult {
+                        cancelled: true,
+                        ..SendResult::failed("not sent: the endpoint's transformation cancelled it".into(), started)
+                    }
+                }
+                Err(why) => return SendResult::unsendable(why, started),
+            },
+        };
+        let url = match &planned.url {
+            None => self.url(&endpoint.url).map_err(|e| format!("invalid endpoint URL: {e}")),
+            Some(changed) => reqwest::Url::parse(changed)
+                .map_err(|e| format!("the transformation's URL is not valid: {e}"))
+                .and_then(|u| match u.scheme() {
+                    "http" | "https" => Ok(u),
+                    other => Err(format!("the transformation's URL must be http or https, not {other}")),
+                }),
+        };
+        let url = match url {
             Ok(u) => u,
-            Err(e) => return SendResult::failed(format!("invalid endpoint URL: {e}"), started),
+            // The endpoint's own URL was checked when it was set: one that fails now is its
+            // fault; a transformation's is not retried.
+            Err(e) if planned.url.is_some() => return SendResult::unsendable(e, started),
+            Err(e) => return SendResult::failed(e, started),
         };
         // IP literals skip DNS, so the resolver never sees them: check them here.
         if let Some(host) = url.host_str() {
@@ -125,17 +177,13 @@ impl Sender {
         }
         let now = Utc::now();
         let timestamp = now.timestamp();
-        let body = match request_body(message, endpoint) {
-            Ok(body) => body,
-            Err(too_large) => {
-                return SendResult { unsendable: true, ..SendResult::failed(too_large.to_string(), started) };
-            }
-        };
+        let Planned { method, url: changed_url, body, headers: scripted_headers } = planned;
         let secrets = endpoint.signing_secrets(now);
         let signature = signature_header(&secrets, &message.id, timestamp, body.as_bytes());
         let mut headers = HeaderMap::with_capacity(4 + message.headers.len() + endpoint.headers.len());
-        // A forwarded inbound request's headers first, so the endpoint's own win over them.
-        for (name, value) in message.headers.iter().chain(&endpoint.headers) {
+        // A forwarded inbound request's headers first, so the endpoint's own win over them,
+        // and the transformation's over both.
+        for (name, value) in message.headers.iter().chain(&endpoint.headers).chain(&scripted_headers) {
             if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
                 continue;
             }
@@ -144,9 +192,9 @@ impl Sender {
             }
         }
         // A transformed body is JSON, whatever the message's own content type was.
-        let content_type = match endpoint.transform {
-            Some(_) => None,
-            None => message.content_type.as_deref().and_then(|t| HeaderValue::try_from(t).ok()),
+        let content_type = match (&endpoint.transform, scripted) {
+            (None, None) => message.content_type.as_deref().and_then(|t| HeaderValue::try_from(t).ok()),
+            _ => None,
         };
         headers.insert(CONTENT_TYPE, content_type.unwrap_or(HeaderValue::from_static("application/json")));
         let mut put = |name: &'static str, value: &str| {
@@ -161,7 +209,7 @@ impl Sender {
             .iter()
             .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
             .collect();
-        let request = self.client.post(url).headers(headers).body(body).send();
+        let request = self.client.request(method, url).headers(headers).body(body).send();
         let exchange = async {
             let mut response = request.await?;
             let status = response.status().as_u16();
@@ -188,14 +236,51 @@ impl Sender {
                 retry_after,
                 request_headers: None,
                 unsendable: false,
+                cancelled: false,
+                url: None,
             },
             // `without_url`: the URL may carry credentials in its query string.
             Ok(Err(e)) => SendResult::failed(describe(e.without_url()), started),
             Err(_) => SendResult::failed(format!("timed out after {} ms", self.timeout.as_millis()), started),
         };
         result.request_headers = Some(sent);
+        result.url = changed_url;
         result
     }
+}
+
+/// Runs the endpoint's transformation on the request about to be made (on a blocking
+/// thread: it may take up to [`script::TIME_LIMIT`]); `None` when it cancels it, and the
+/// attempt's error when it fails or makes too large a body.
+async fn transformed(
+    message: &Message,
+    endpoint: &Endpoint,
+    transformation: &Transformation,
+    code: &str,
+    body: String,
+) -> Result<Option<Planned>, String> {
+    // The body so far is the payload (JSON, or `null` when it is not) or a template's JSON.
+    let input = script::Input {
+        code: code.to_string(),
+        variables: transformation.variables.clone(),
+        url: endpoint.url.clone(),
+        event_type: message.event_type.clone(),
+        payload: payload_json(&body),
+    };
+    let request = match input.run_blocking().await {
+        Ok(script::Outcome::Send(request)) => request,
+        Ok(script::Outcome::Cancel) => return Ok(None),
+        Err(e) => return Err(format!("the endpoint's transformation failed: {e}")),
+    };
+    let body = serde_json::to_string(&request.body).unwrap_or_else(|_| "null".into());
+    if body.len() > transform::body_limit(message.payload.len()) {
+        return Err(format!(
+            "the endpoint's transformation makes a body more than {} MiB larger than the payload",
+            transform::MAX_GROWTH_BYTES >> 20
+        ));
+    }
+    let url = (request.url != endpoint.url).then_some(request.url);
+    Ok(Some(Planned { method: request.method, url, body, headers: request.headers }))
 }
 
 /// What the endpoint is sent: the payload, or what the endpoint's transform makes of it

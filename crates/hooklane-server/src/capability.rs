@@ -40,6 +40,8 @@ pub fn required(method: &Method, pattern: &str) -> Option<Capability> {
         | "/attempt/endpoint/{endpoint_id}"
         | "/events"
         | "/events/stream"
+        // Variables' values are hidden without `ViewEndpointSecret`.
+        | "/endpoint/{endpoint_id}/transformation"
             if read =>
         {
             Some(Capability::ViewBase)
@@ -47,6 +49,7 @@ pub fn required(method: &Method, pattern: &str) -> Option<Capability> {
         // Reads sent as POST: they change nothing.
         "/endpoint/{endpoint_id}/preview" | "/msg/precheck/active" => Some(Capability::ViewBase),
         "/endpoint/{endpoint_id}/secret/rotate" => Some(Capability::ManageEndpointSecret),
+        "/endpoint/{endpoint_id}/transformation" => Some(Capability::ManageTransformations),
         "/endpoint/{endpoint_id}/recover"
         | "/endpoint/{endpoint_id}/replay-missing"
         | "/endpoint/{endpoint_id}/bulk-replay"
@@ -82,6 +85,11 @@ mod tests {
     fn writes_need_their_capability_or_full_access() {
         let need = |m: Method, tail: &str| required(&m, &format!("{APP}{tail}"));
         assert_eq!(need(Method::POST, "/endpoint/{endpoint_id}/secret/rotate"), Some(Capability::ManageEndpointSecret));
+        assert_eq!(
+            need(Method::PATCH, "/endpoint/{endpoint_id}/transformation"),
+            Some(Capability::ManageTransformations)
+        );
+        assert_eq!(need(Method::GET, "/endpoint/{endpoint_id}/transformation"), Some(Capability::ViewBase));
         assert_eq!(need(Method::POST, "/msg/{msg_id}/endpoint/{endpoint_id}/resend"), Some(Capability::CreateAttempts));
         assert_eq!(need(Method::POST, "/endpoint/{endpoint_id}/recover"), Some(Capability::CreateAttempts));
         assert_eq!(need(Method::POST, "/endpoint"), Some(Capability::ManageEndpoint));

@@ -55,6 +55,10 @@ pub fn router(state: AppState) -> Router {
             "/{app_id}/endpoint/{endpoint_id}/headers",
             get(endpoint::get_headers).put(endpoint::put_headers).patch(endpoint::patch_headers),
         )
+        .route(
+            "/{app_id}/endpoint/{endpoint_id}/transformation",
+            get(api::transformation::get).patch(api::transformation::patch),
+        )
         .route("/{app_id}/endpoint/{endpoint_id}/recover", post(endpoint::recover))
         .route("/{app_id}/endpoint/{endpoint_id}/replay-missing", post(endpoint::replay_missing))
         .route("/{app_id}/endpoint/{endpoint_id}/bulk-replay", post(api::bulk::bulk_replay))

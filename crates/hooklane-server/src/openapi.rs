@@ -323,6 +323,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         api::stats::Doc::openapi(),
         api::usage::Doc::openapi(),
         api::endpoint::Doc::openapi(),
+        api::transformation::Doc::openapi(),
         api::attempt::Doc::openapi(),
         api::preview::Doc::openapi(),
         api::example::Doc::openapi(),

@@ -110,6 +110,10 @@ pub enum NextStep {
     RetryAt(DateTime<Utc>),
     /// No attempt left: the delivery has failed for good.
     GiveUp,
+    /// The endpoint's transformation cancelled the request, which was not sent: the
+    /// delivery is over, as a success would end it, but says nothing of the endpoint's
+    /// health (its failure streak is neither ended nor extended).
+    Cancelled,
 }
 
 #[derive(Debug, Clone)]

@@ -2786,6 +2786,10 @@ async fn a_read_only_token_reads_and_changes_nothing() {
     assert_eq!(status, 201);
     let msg_id = server.send_message("ro", "a.b", json!({ "n": 1 })).await;
     receiver.wait_for(1, Duration::from_secs(10)).await;
+    // And a transformation variable carrying it (the transformation is off: nothing changes).
+    let transformation = json!({ "code": "function handler(w) { return w }", "variables": { "apiKey": "s3cr3t-key" } });
+    let (status, _) = server.call("PATCH", "/api/v1/app/ro/endpoint/ep/transformation", Some(transformation)).await;
+    assert_eq!(status, 204);
     let (status, access) =
         server.call("POST", "/api/v1/auth/app-portal-access/ro", Some(json!({ "readOnly": true }))).await;
     assert_eq!(status, 200, "{access}");

@@ -112,6 +112,32 @@ async fn payload_filters_and_transforms_shape_what_each_endpoint_gets() {
     assert_eq!((status, out["detail"][0]["loc"].clone()), (422, json!(["body", "transform"])), "{out}");
     let (status, _) = preview("ep_unknown", json!({ "payload": {} })).await;
     assert_eq!(status, 404);
+    // A JavaScript transformation is tried the same way, after the transform.
+    let code = "function handler(w) { w.method = 'PUT'; w.url += '/x'; w.headers.T = w.eventType; \
+                w.payload = { got: w.payload.text }; w.cancel = w.payload.got === undefined; return w }";
+    let (status, out) =
+        preview(&chat_id, json!({ "payload": order(7, 9, "paid"), "transformation": code, "eventType": "o.u" })).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(
+        (&out["body"], &out["method"], &out["url"], &out["headers"], &out["cancelled"]),
+        (
+            &json!({ "got": "Order 7 by Ada: 9 EUR" }),
+            &json!("PUT"),
+            &json!(format!("{}/x", chat.url)),
+            &json!({ "T": "o.u" }),
+            &json!(false)
+        ),
+        "{out}"
+    );
+    let (_, out) = preview(&big_id, json!({ "payload": { "a": 1 }, "transformation": code })).await;
+    assert_eq!((&out["cancelled"], &out["body"]), (&json!(true), &json!({ "a": 1 })), "{out}");
+    let (_, out) = preview(&big_id, json!({ "payload": { "a": 1 } })).await;
+    assert_eq!((&out["method"], &out["url"], &out["cancelled"]), (&json!("POST"), &json!(big.url), &json!(false)));
+    let (status, out) =
+        preview(&big_id, json!({ "payload": {}, "transformation": "function handler(w) { throw new Error('no') }" }))
+            .await;
+    assert_eq!((status, out["detail"][0]["loc"].clone()), (422, json!(["body", "transformation"])), "{out}");
+    assert!(out["detail"][0]["msg"].as_str().unwrap().contains("Error: no"), "{out}");
 
     let small = server.send_message(&app, "order.updated", order(1, 20, "paid")).await;
     let large = server.send_message(&app, "order.updated", order(2, 250, "paid")).await;
@@ -639,6 +665,48 @@ async fn loopback_and_private_targets_are_refused_without_allow_list() {
         assert!(a["response"].as_str().unwrap().contains("not allowed"), "{a}");
     }
     settle().await;
+    assert!(rx.received().is_empty(), "a refused address was contacted");
+}
+
+/// An endpoint's transformation may change the URL, but not past the address checks: the
+/// URL it makes is refused as an endpoint's own would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transformation_cannot_reach_refused_addresses() {
+    let server = Server::start("[delivery]\nretry_schedule = [\"50ms\"]").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("ssrf-script").await;
+    let port = rx.url.rsplit(':').next().unwrap().to_string();
+    let targets = [
+        ("http://169.254.169.254/latest/meta-data".to_string(), "not allowed"),
+        (format!("http://[::1]:{port}/"), "not allowed"),
+        ("file:///etc/passwd".to_string(), "must be http or https"),
+        ("not a url".to_string(), "not valid"),
+    ];
+    for (target, _) in &targets {
+        let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+        let code = format!("function handler(w) {{ w.url = {}; return w }}", json!(target));
+        let (status, body) = server
+            .call(
+                "PATCH",
+                &format!("/api/v1/app/{app}/endpoint/{ep}/transformation"),
+                Some(json!({ "code": code, "enabled": true })),
+            )
+            .await;
+        assert_eq!(status, 204, "{body}");
+    }
+    let msg = server.send_message(&app, "a.b", json!({})).await;
+    let attempts = server
+        .wait_until(&format!("/api/v1/app/{app}/attempt/msg/{msg}"), WAIT, |b| b["data"].as_array().unwrap().len() >= 5)
+        .await;
+    let responses: Vec<&str> =
+        attempts["data"].as_array().unwrap().iter().map(|a| a["response"].as_str().unwrap()).collect();
+    for (target, why) in &targets {
+        assert!(responses.iter().any(|r| r.contains(why)), "{target}: {responses:?}");
+    }
+    // The refused addresses are retried as an endpoint's own would be; bad URLs are not.
+    settle().await;
+    let attempts = server.call("GET", &format!("/api/v1/app/{app}/attempt/msg/{msg}"), None).await.1;
+    assert_eq!(attempts["data"].as_array().unwrap().len(), 6, "{attempts}");
     assert!(rx.received().is_empty(), "a refused address was contacted");
 }
 

@@ -26,6 +26,16 @@ async fn secrets_and_tokens_never_reach_the_logs() {
         .call("POST", &format!("/api/v1/app/{app}/endpoint/{ep}/secret/rotate"), Some(json!({ "key": rotated })))
         .await;
     assert_eq!(status, 200);
+    // A transformation variable is a credential too: it goes into a header sent, never a log.
+    let variable = "var-secret-var-secret-var-secret";
+    let transformation = json!({
+        "code": "function handler(w) { w.headers['X-Token'] = w.variables.token; return w }",
+        "enabled": true,
+        "variables": { "token": variable },
+    });
+    let (status, _) =
+        server.call("PATCH", &format!("/api/v1/app/{app}/endpoint/{ep}/transformation"), Some(transformation)).await;
+    assert_eq!(status, 204);
     let (status, portal) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), None).await;
     assert_eq!(status, 200);
     let app_token = portal["token"].as_str().unwrap().to_string();
@@ -43,7 +53,8 @@ async fn secrets_and_tokens_never_reach_the_logs() {
     for i in 0..5 {
         server.send_message(&app, "a.b", json!({ "i": i })).await;
     }
-    ok.wait_for(5, Duration::from_secs(10)).await;
+    let got = ok.wait_for(5, Duration::from_secs(10)).await;
+    assert_eq!(got[0].header("x-token"), variable, "the transformation ran");
     failing.wait_for(10, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -59,6 +70,7 @@ async fn secrets_and_tokens_never_reach_the_logs() {
         app_token,
         "not-a-real-token-but-secret".into(),
         "this-secret-is-invalid".into(),
+        variable.into(),
     ] {
         assert!(!logs.contains(&needle), "the log contains a secret ({needle})");
     }

@@ -17,9 +17,9 @@ use svix::api::{
 use svix::models::{
     AppPortalAccessIn, AppPortalCapability, AppUsageStatsIn, ApplicationIn, ApplicationPatch, ApplicationTokenExpireIn,
     AuthenticationSource, BackgroundTaskStatus, BackgroundTaskType, BulkExpungeContentsIn, BulkExpungeStatus,
-    BulkReplayIn, EndpointHeadersIn, EndpointIn, EndpointPatch, EndpointSecretRotateIn, EndpointUpsertIn,
-    EnvironmentIn, EventExampleIn, EventTypeImportOpenApiIn, EventTypeIn, EventTypePatch, IntegrationIn,
-    IntegrationUpdate, MessageIn, MessagePrecheckIn, MessageStatus, OperationalWebhookEndpointHeadersIn,
+    BulkReplayIn, EndpointHeadersIn, EndpointIn, EndpointPatch, EndpointSecretRotateIn, EndpointTransformationPatch,
+    EndpointUpsertIn, EnvironmentIn, EventExampleIn, EventTypeImportOpenApiIn, EventTypeIn, EventTypePatch,
+    IntegrationIn, IntegrationUpdate, MessageIn, MessagePrecheckIn, MessageStatus, OperationalWebhookEndpointHeadersIn,
     OperationalWebhookEndpointIn, OperationalWebhookEndpointSecretIn, OperationalWebhookEndpointUpsertIn, RecoverIn,
     ReplayIn,
 };
@@ -894,4 +894,143 @@ async fn the_svix_sdk_limits_tokens_to_their_capabilities() {
         let err = issue(read_only, Some(caps)).await.expect_err("refused");
         assert!(format!("{err:?}").contains("422"), "{err:?}");
     }
+}
+
+/// The message's attempts, once there are `n` (panics after 10 s).
+async fn attempts_of(svix: &Svix, app_id: &str, msg_id: &str, n: usize) -> Vec<svix::models::MessageAttemptOut> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = svix
+            .message_attempt()
+            .list_by_msg(app_id.to_string(), msg_id.to_string(), None)
+            .await
+            .expect("attempts of the message");
+        if list.data.len() >= n {
+            return list.data;
+        }
+        assert!(std::time::Instant::now() < deadline, "{msg_id} has {} attempts, expected {n}", list.data.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_svix_sdk_sets_endpoint_transformations_that_run_before_each_attempt() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let svix = sdk(&server);
+    let app = svix.application().create(ApplicationIn::new("Scripted".into()), None).await.expect("application");
+    let ep = svix.endpoint().create(app.id.clone(), EndpointIn::new(rx.url.clone()), None).await.expect("endpoint");
+    let (app_id, ep_id) = (app.id.clone(), ep.id.clone());
+    let none = svix.endpoint().transformation().get(app_id.clone(), ep_id.clone()).await.expect("get, none set");
+    assert_eq!((none.code, none.enabled, none.updated_at), (None, Some(false), None));
+
+    let code = r#"
+        function handler(webhook) {
+            if (webhook.payload.internal) { webhook.cancel = true; return webhook; }
+            webhook.method = "PUT";
+            webhook.url = webhook.url + "/moved";
+            webhook.payload = { type: webhook.eventType, wrapped: webhook.payload };
+            webhook.headers["X-Api-Key"] = webhook.variables.apiKey;
+            return webhook;
+        }"#;
+    let patch = EndpointTransformationPatch {
+        code: js_option::JsOption::Some(code.to_string()),
+        enabled: Some(true),
+        variables: js_option::JsOption::Some([("apiKey".to_string(), "k-123".to_string())].into()),
+    };
+    svix.endpoint().transformation().patch(app_id.clone(), ep_id.clone(), patch).await.expect("set");
+    let set = svix.endpoint().transformation().get(app_id.clone(), ep_id.clone()).await.expect("get");
+    assert_eq!((set.code.as_deref(), set.enabled), (Some(code), Some(true)));
+    assert_eq!(set.variables, Some([("apiKey".to_string(), "k-123".to_string())].into()));
+    assert!(set.updated_at.is_some());
+
+    // Sent as the handler made it, and signed as sent: the SDK's verifier accepts it.
+    let msg = svix
+        .message()
+        .create(app_id.clone(), MessageIn::new("invoice.paid".into(), json!({"amount": 7})), None)
+        .await
+        .expect("message");
+    let got = rx.wait_for(1, Duration::from_secs(10)).await;
+    let received = &got[0];
+    assert_eq!((received.method.as_str(), received.path.as_str()), ("PUT", "/moved"));
+    assert_eq!(received.json(), json!({"type": "invoice.paid", "wrapped": {"amount": 7}}));
+    assert_eq!(received.header("x-api-key"), "k-123");
+    let secret = svix.endpoint().get_secret(app_id.clone(), ep_id.clone()).await.expect("secret").key;
+    let mut headers = http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(name, received.header(name).parse().unwrap());
+    }
+    svix::webhooks::Webhook::new(&secret).unwrap().verify(&received.body, &headers).expect("signed as sent");
+    let attempt = &attempts_of(&svix, &app_id, &msg.id, 1).await[0];
+    assert_eq!((attempt.url.clone(), attempt.status), (format!("{}/moved", rx.url), MessageStatus::Success));
+
+    // Cancelled: nothing is sent, and the delivery is over without counting as a failure.
+    let internal = svix
+        .message()
+        .create(app_id.clone(), MessageIn::new("invoice.paid".into(), json!({"internal": true})), None)
+        .await
+        .expect("message");
+    let attempt = &attempts_of(&svix, &app_id, &internal.id, 1).await[0];
+    assert_eq!((attempt.status, attempt.response_status_code), (MessageStatus::Success, 0));
+    assert!(attempt.response.contains("cancelled"), "{}", attempt.response);
+    assert_eq!(rx.received().len(), 1, "nothing was sent for the cancelled message");
+
+    // Code that fails at run time fails the attempt, once: no retry can do better.
+    let failing = EndpointTransformationPatch {
+        code: js_option::JsOption::Some("function handler(w) { return w.payload.missing.field }".into()),
+        ..EndpointTransformationPatch::new()
+    };
+    svix.endpoint().transformation().patch(app_id.clone(), ep_id.clone(), failing).await.expect("set failing code");
+    let broken = svix
+        .message()
+        .create(app_id.clone(), MessageIn::new("invoice.paid".into(), json!({})), None)
+        .await
+        .expect("message");
+    let attempts = attempts_of(&svix, &app_id, &broken.id, 1).await;
+    assert_eq!(attempts[0].status, MessageStatus::Fail);
+    assert!(attempts[0].response.contains("TypeError"), "{}", attempts[0].response);
+    let out = svix.message().get(app_id.clone(), broken.id.clone(), None).await.expect("message");
+    assert_eq!(out.id, broken.id);
+    let dest = server.call("GET", &format!("/api/v1/app/{app_id}/msg/{}/endpoint", broken.id), None).await;
+    assert_eq!(dest.1["data"][0]["status"], json!(2), "failed for good, no retry: {}", dest.1);
+
+    // Code that does not compile, or declares no handler, is refused when set: 422.
+    for bad in ["function handler(w) {", "function other(w) { return w }"] {
+        let patch = EndpointTransformationPatch {
+            code: js_option::JsOption::Some(bad.into()),
+            ..EndpointTransformationPatch::new()
+        };
+        let err = svix.endpoint().transformation().patch(app_id.clone(), ep_id.clone(), patch).await.expect_err(bad);
+        assert!(format!("{err:?}").contains("422"), "{bad}: {err:?}");
+    }
+
+    // Disabled, the endpoint gets the message as posted.
+    let off = EndpointTransformationPatch { enabled: Some(false), ..EndpointTransformationPatch::new() };
+    svix.endpoint().transformation().patch(app_id.clone(), ep_id.clone(), off).await.expect("disable");
+    svix.message()
+        .create(app_id.clone(), MessageIn::new("invoice.paid".into(), json!({"plain": true})), None)
+        .await
+        .expect("message");
+    let got = rx.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!((got[1].method.as_str(), got[1].path.as_str(), got[1].json()), ("POST", "/", json!({"plain": true})));
+
+    // A token that may only read sees the variables' names, not their values, and cannot
+    // change the code; `ManageTransformations` can.
+    let issue = |caps: std::collections::BTreeSet<AppPortalCapability>| {
+        let input = AppPortalAccessIn { capabilities: Some(caps), ..AppPortalAccessIn::new() };
+        let (svix, app_id) = (&svix, app_id.clone());
+        async move { svix.authentication().app_portal_access(app_id, input, None).await.expect("token").token }
+    };
+    let viewer = sdk_with(&server, issue([AppPortalCapability::ViewBase].into()).await);
+    let seen = viewer.endpoint().transformation().get(app_id.clone(), ep_id.clone()).await.expect("reads");
+    assert_eq!(seen.variables, Some([("apiKey".to_string(), "[redacted]".to_string())].into()));
+    let patch = EndpointTransformationPatch { enabled: Some(true), ..EndpointTransformationPatch::new() };
+    let err = viewer.endpoint().transformation().patch(app_id.clone(), ep_id.clone(), patch.clone()).await;
+    assert!(format!("{:?}", err.expect_err("refused")).contains("403"));
+    let editor = sdk_with(
+        &server,
+        issue([AppPortalCapability::ViewBase, AppPortalCapability::ManageTransformations].into()).await,
+    );
+    editor.endpoint().transformation().patch(app_id.clone(), ep_id.clone(), patch).await.expect("may change it");
+    assert_eq!(svix.endpoint().transformation().get(app_id, ep_id).await.expect("get").enabled, Some(true));
 }

@@ -45,8 +45,9 @@ pub struct AppPortalAccessIn {
     read_only: Option<bool>,
     /// What the token may do: `ViewBase` (always needed: read everything but endpoint
     /// secrets), `ViewEndpointSecret`, `ManageEndpointSecret` (read and rotate secrets),
-    /// `ManageTransformations` (hooklane's transforms are part of the endpoint, changed with
-    /// `ManageEndpoint`), `CreateAttempts` (recover, replay, resend, send examples),
+    /// `ManageTransformations` (set endpoints' JavaScript transformations; hooklane's
+    /// `transform` templates are part of the endpoint, changed with `ManageEndpoint`),
+    /// `CreateAttempts` (recover, replay, resend, send examples),
     /// `ManageEndpoint` (create, change and delete endpoints, their headers and secrets).
     /// Without it the token may do everything in its application, posting messages and
     /// changing the application included, which no capability grants.

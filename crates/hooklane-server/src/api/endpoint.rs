@@ -405,6 +405,7 @@ pub async fn create(
         payload_filter: None,
         transform: None,
         order: DeliveryOrder::default(),
+        transformation: None,
     };
     input.payload_filter.apply_opt(&mut ep.payload_filter);
     input.transform.apply_opt(&mut ep.transform);
@@ -474,7 +475,7 @@ pub async fn get(
 }
 
 /// Saves an endpoint after a change; re-enabling it starts its failure streak afresh.
-async fn save(s: &AppState, t: &Tenant, mut ep: Endpoint, was_disabled: bool) -> ApiResult<Endpoint> {
+pub(crate) async fn save(s: &AppState, t: &Tenant, mut ep: Endpoint, was_disabled: bool) -> ApiResult<Endpoint> {
     touch(&mut ep, was_disabled, super::now());
     validate(&ep)?;
     s.0.store.update_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;

@@ -19,6 +19,7 @@ pub mod position_tokens;
 pub mod preview;
 pub mod source;
 pub mod stats;
+pub mod transformation;
 pub mod usage;
 
 use serde::{Deserialize, Deserializer, Serialize};

@@ -1,11 +1,15 @@
 //! `POST /api/v1/app/{app_id}/endpoint/{endpoint_id}/preview`: what an endpoint's payload
-//! filter and transform make of a payload, without posting anything, so that rules can be
-//! tried before they meet real messages. A rule given in the body is tried instead of the
-//! endpoint's own (`null`: none), and is checked as it would be when set.
+//! filter, transform and JavaScript transformation make of a payload, without posting
+//! anything, so that rules can be tried before they meet real messages. A rule given in the
+//! body is tried instead of the endpoint's own (`null`: none), and is checked as it would be
+//! when set.
+
+use std::collections::BTreeMap;
 
 use axum::extract::State;
 use hooklane_core::filter::{payload_wanted, LazyPayload};
 use hooklane_core::rules::transform;
+use hooklane_dispatch::script;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -33,6 +37,15 @@ pub struct PreviewIn {
     #[serde(default)]
     #[schema(value_type = Option<serde_json::Value>)]
     transform: Patch<serde_json::Value>,
+    /// JavaScript to try instead of the endpoint's transformation (as `code` of its
+    /// transformation), whether that is enabled or not; `null`: none. Left out, the
+    /// endpoint's own runs if it is enabled. It reads the endpoint's variables.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    transformation: Patch<String>,
+    /// The event type the transformation sees (`webhook.eventType`); empty when left out.
+    #[serde(default)]
+    event_type: String,
 }
 
 /// What the endpoint would make of the payload.
@@ -42,9 +55,17 @@ pub struct PreviewOut {
     wanted: bool,
     /// What the endpoint would be sent (whether or not the filter lets the payload through).
     body: serde_json::Value,
+    /// Whether the transformation cancels the request (`body` is then what it was given).
+    cancelled: bool,
+    /// The request's method: `POST`, or what the transformation asks for.
+    method: String,
+    /// Where the request would go: the endpoint's URL, or what the transformation makes.
+    url: String,
+    /// Headers the transformation adds (beside the endpoint's own and hooklane's).
+    headers: BTreeMap<String, String>,
 }
 
-/// Preview what an endpoint's payload filter and transform make of a payload.
+/// Preview what an endpoint's payload filter, transform and transformation make of a payload.
 ///
 /// Nothing is sent. Rules given in the body are tried instead of the endpoint's own and
 /// checked as they would be when set; the endpoint is not changed.
@@ -60,7 +81,7 @@ pub struct PreviewOut {
         (status = 400, response = InvalidJson),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such application or endpoint", body = ErrorBody),
-        (status = 422, description = "A rule is not valid, or the transform makes too large a body", body = ErrorBody),
+        (status = 422, description = "A rule is not valid, the transform makes too large a body, or the transformation fails", body = ErrorBody),
     )
 )]
 pub async fn preview(
@@ -81,7 +102,32 @@ pub async fn preview(
         Some(template) => transform::apply(template, payload.json(), transform::body_limit(text.len()))
             .map_err(|too_large| ApiError::validation("transform", too_large.to_string()))?,
     };
-    Ok(axum::Json(PreviewOut { wanted, body }))
+    let (code, variables) = match ep.transformation {
+        Some(tr) => (tr.active_code().map(str::to_string), tr.variables),
+        None => (None, BTreeMap::new()),
+    };
+    let mut code = code;
+    input.transformation.apply_opt(&mut code);
+    let mut out = PreviewOut {
+        wanted,
+        body,
+        cancelled: false,
+        method: "POST".into(),
+        url: ep.url.clone(),
+        headers: BTreeMap::new(),
+    };
+    let Some(code) = code else { return Ok(axum::Json(out)) };
+    let run = script::Input { code, variables, url: ep.url, event_type: input.event_type, payload: out.body.clone() };
+    match run.run_blocking().await.map_err(|e| ApiError::validation("transformation", e.to_string()))? {
+        script::Outcome::Cancel => out.cancelled = true,
+        script::Outcome::Send(request) => {
+            out.body = request.body;
+            out.method = request.method.to_string();
+            out.url = request.url;
+            out.headers = request.headers;
+        }
+    }
+    Ok(axum::Json(out))
 }
 
 /// This module's part of the OpenAPI document (see `crate::openapi`).

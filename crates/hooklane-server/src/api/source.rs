@@ -399,6 +399,7 @@ fn new_endpoint(app_id: &str, d: DestinationIn, now: DateTime<Utc>) -> ApiResult
         payload_filter: None,
         transform: None,
         order: DeliveryOrder::default(),
+        transformation: None,
     };
     d.payload_filter.apply_opt(&mut ep.payload_filter);
     d.transform.apply_opt(&mut ep.transform);

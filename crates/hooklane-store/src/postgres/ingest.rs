@@ -390,6 +390,7 @@ mod tests {
             payload_filter: None,
             transform: None,
             order: Default::default(),
+            transformation: None,
         };
         store.create_endpoint(ep.clone()).await.unwrap();
         let msg = Message {

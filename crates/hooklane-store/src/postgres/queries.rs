@@ -250,8 +250,8 @@ pub async fn insert_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
         c,
         "INSERT INTO endpoints (id, app_id, uid, url, description, version, filter_types, channels, disabled, \
          rate_limit, metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at, \
-         payload_filter, transform, fifo) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+         payload_filter, transform, fifo, transformation) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
         &[
             &e.id,
             &e.app_id,
@@ -273,6 +273,7 @@ pub async fn insert_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
             &opt_json(&e.payload_filter),
             &opt_json(&e.transform),
             &e.order.is_fifo(),
+            &opt_json(&e.transformation),
         ],
     )
     .await?;
@@ -292,8 +293,8 @@ pub async fn update_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
         c,
         "UPDATE endpoints SET uid = $3, url = $4, description = $5, version = $6, filter_types = $7, channels = $8, \
          disabled = $9, rate_limit = $10, metadata = $11, headers = $12, secret = $13, previous_secrets = $14, \
-         failing_since = $15, updated_at = $16, payload_filter = $17, transform = $18, fifo = $19 \
-         WHERE id = $1 AND app_id = $2",
+         failing_since = $15, updated_at = $16, payload_filter = $17, transform = $18, fifo = $19, \
+         transformation = $20 WHERE id = $1 AND app_id = $2",
         &[
             &e.id,
             &e.app_id,
@@ -314,6 +315,7 @@ pub async fn update_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
             &opt_json(&e.payload_filter),
             &opt_json(&e.transform),
             &e.order.is_fifo(),
+            &opt_json(&e.transformation),
         ],
     )
     .await?;
@@ -843,7 +845,7 @@ impl<'a> DeliveryColumns<'a> {
         };
         for ((msg, ep), (n, o)) in rows {
             let (status, due): (i32, Option<i64>) = match o.next {
-                NextStep::Succeeded => (0, None),
+                NextStep::Succeeded | NextStep::Cancelled => (0, None),
                 NextStep::RetryAt(t) => (1, Some(ms(t))),
                 NextStep::GiveUp => (2, None),
             };
@@ -880,6 +882,9 @@ async fn update_endpoint_streaks<C: GenericClient>(
     }
     let mut per_endpoint: std::collections::BTreeMap<&str, Streak> = std::collections::BTreeMap::new();
     for o in outcomes {
+        if o.next == NextStep::Cancelled {
+            continue; // nothing was sent: no news of the endpoint
+        }
         let s = per_endpoint.entry(o.attempt.endpoint_id.as_str()).or_default();
         let at = ms(o.attempt.created_at);
         if o.next == NextStep::Succeeded {

@@ -76,7 +76,7 @@ pub fn event_type(row: &Row) -> rusqlite::Result<EventType> {
 
 pub const ENDPOINT_COLS: &str = "id, app_id, uid, url, description, version, filter_types, channels, disabled, \
      rate_limit, metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at, payload_filter, \
-     transform, fifo";
+     transform, fifo, transformation";
 
 pub fn endpoint(row: &Row) -> rusqlite::Result<Endpoint> {
     Ok(Endpoint {
@@ -100,6 +100,7 @@ pub fn endpoint(row: &Row) -> rusqlite::Result<Endpoint> {
         payload_filter: opt_json_col(row, 17)?,
         transform: opt_json_col(row, 18)?,
         order: if row.get(19)? { DeliveryOrder::Fifo } else { DeliveryOrder::Concurrent },
+        transformation: opt_json_col(row, 20)?,
     })
 }
 

@@ -304,6 +304,10 @@ ALTER TABLE tokens ADD COLUMN capabilities TEXT;
     r#"
 CREATE INDEX background_tasks_running ON background_tasks (updated_at) WHERE status = 'running';
 "#,
+    // An endpoint's JavaScript transformation (Svix's): code, enabled, variables, as JSON.
+    r#"
+ALTER TABLE endpoints ADD COLUMN transformation TEXT;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

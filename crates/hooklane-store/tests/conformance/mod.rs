@@ -29,7 +29,7 @@ use std::time::Duration;
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::model::{
     Application, Attempt, Capability, Delivery, DeliveryStatus, Endpoint, EventType, ExpiringSecret, Message, Metadata,
-    Principal, TriggerType,
+    Principal, Transformation, TriggerType,
 };
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::{
@@ -72,6 +72,7 @@ macro_rules! store_conformance_tests {
             record_attempts_moves_deliveries,
             next_due_at_reports_earliest,
             endpoint_failing_since_and_disable,
+            cancelled_attempts_end_deliveries_and_leave_streaks,
             abandon_deliveries_marks_failed,
             defer_deliveries_hands_back,
             hasten_deliveries_makes_paused_ones_due,
@@ -217,6 +218,7 @@ pub fn new_endpoint(app_id: &str, uid: Option<&str>) -> Endpoint {
         payload_filter: None,
         transform: None,
         order: Default::default(),
+        transformation: None,
     }
 }
 
@@ -653,6 +655,12 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     ep.failing_since = Some(t - mins(5));
     ep.payload_filter = Some(serde_json::json!({"ref": "refs/heads/main", "n": {"$gt": 1.5}}));
     ep.transform = Some(serde_json::json!({"text": "{{ head_commit.message }}", "list": [1, null]}));
+    ep.transformation = Some(Transformation {
+        code: Some("function handler(webhook) { return webhook }".into()),
+        enabled: true,
+        variables: [("token".to_string(), "s3cret".to_string())].into(),
+        updated_at: t,
+    });
     store.create_endpoint(ep.clone()).await.unwrap();
 
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "by id, all fields");
@@ -671,6 +679,8 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     ep.failing_since = None;
     ep.payload_filter = None;
     ep.transform = Some(serde_json::json!("{{ $ }}"));
+    ep.transformation =
+        Some(Transformation { code: None, enabled: false, variables: Default::default(), updated_at: t });
     ep.version = 4;
     ep.updated_at += secs(3);
     store.update_endpoint(ep.clone()).await.unwrap();
@@ -1620,6 +1630,34 @@ pub async fn endpoint_failing_since_and_disable(store: &DynStore) {
     let h = endpoint_now(store, &healthy).await;
     assert!(!h.disabled);
     assert_eq!(h.failing_since, None);
+}
+
+/// An attempt its endpoint's transformation cancelled ends the delivery as a success would,
+/// but leaves the endpoint's failure streak as it was: running, or not.
+pub async fn cancelled_attempts_end_deliveries_and_leave_streaks(store: &DynStore) {
+    let t0 = now_ms();
+    let app = setup_app(store, "A").await;
+    let (failing, healthy) = (setup_endpoint(store, &app.id).await, setup_endpoint(store, &app.id).await);
+    let m1 = post(store, &app.id, &[&failing], t0).await;
+    assert_eq!(claim(store, t0 + secs(1)).await.len(), 1);
+    let retry = NextStep::RetryAt(t0 + mins(30));
+    store.record_attempts(vec![outcome(&m1.id, &failing, t0, retry)], HOUR).await.unwrap();
+    assert_eq!(endpoint_now(store, &failing).await.failing_since, Some(t0));
+
+    let m2 = post(store, &app.id, &[&failing, &healthy], t0).await;
+    assert_eq!(job_keys(&claim(store, t0 + secs(2)).await), set([pair(&m2, &failing), pair(&m2, &healthy)]));
+    let cancelled = |ep: &Endpoint| AttemptOutcome {
+        attempt: attempt(&m2.id, ep, DeliveryStatus::Success, t0 + secs(2)),
+        next: NextStep::Cancelled,
+    };
+    let off = store.record_attempts(vec![cancelled(&failing), cancelled(&healthy)], HOUR).await.unwrap();
+    assert!(off.disabled.is_empty());
+    for ep in [&failing, &healthy] {
+        let d = delivery(store, &app.id, &m2.id, &ep.id).await;
+        assert_eq!((d.status, d.attempts), (DeliveryStatus::Success, 1), "the delivery is over");
+    }
+    assert_eq!(endpoint_now(store, &failing).await.failing_since, Some(t0), "the streak still runs");
+    assert_eq!(endpoint_now(store, &healthy).await.failing_since, None, "and none was started");
 }
 
 pub async fn abandon_deliveries_marks_failed(store: &DynStore) {

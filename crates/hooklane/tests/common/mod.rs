@@ -270,6 +270,7 @@ fn merge_config(base: &str, extra: &str) -> String {
 /// One request as a receiver saw it.
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub method: String,
     pub path: String,
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
@@ -388,8 +389,15 @@ impl Receiver {
     }
 }
 
-async fn receive(State(s): State<Arc<ReceiverState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(
+    State(s): State<Arc<ReceiverState>>,
+    method: axum::http::Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let rec = Received {
+        method: method.to_string(),
         path: uri.path().to_string(),
         headers: headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect(),
         body: body.to_vec(),

@@ -1,0 +1,181 @@
+//! Svix's endpoint transformation: JavaScript run before each attempt to the endpoint
+//! (`hooklane_dispatch::script` says what it may change). Read and set on its own route,
+//! as Svix does; the code is checked (compiled and run to find `handler`) when it is set.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use hooklane_core::model::{Capability, Transformation};
+use hooklane_dispatch::script;
+use serde::{Deserialize, Serialize};
+
+use super::attempt::REDACTED;
+use super::endpoint::{find, save};
+use super::Patch;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Tenant};
+use crate::openapi::{EndpointPath, ErrorBody, InvalidJson, Unauthorized};
+use crate::state::AppState;
+
+/// Most variables a transformation may have.
+const MAX_VARIABLES: usize = 32;
+/// Longest variable value, in bytes.
+const MAX_VARIABLE_BYTES: usize = 4096;
+
+/// Svix's `EndpointTransformationOut`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransformationOut {
+    /// The JavaScript, which declares `function handler(webhook)`; `null` when none is set.
+    code: Option<String>,
+    /// Whether the code runs before each attempt.
+    enabled: bool,
+    /// Values the code reads as `webhook.variables`. Shown as `[redacted]` to a token
+    /// without `ViewEndpointSecret`: they often hold a credential.
+    variables: BTreeMap<String, String>,
+    /// When the transformation last changed; `null` when it never was set.
+    updated_at: Option<DateTime<Utc>>,
+}
+
+/// Svix's `EndpointTransformationPatch` (and the older `EndpointTransformationIn`): what is
+/// left out is kept.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransformationPatch {
+    /// The JavaScript (at most 64 KiB); `null` removes it. It must declare a function
+    /// `handler`, and compile and run its top level within the limits.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    code: Patch<String>,
+    #[serde(default)]
+    enabled: Option<bool>,
+    /// Replaces all variables (at most 32; names of letters, digits and `_`); `null`
+    /// removes them.
+    #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    variables: Patch<BTreeMap<String, String>>,
+}
+
+/// Get the endpoint's transformation.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/transformation",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.transformation-get",
+    params(EndpointPath),
+    responses(
+        (status = 200, description = "The transformation", body = TransformationOut),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
+    )
+)]
+pub async fn get(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, key)): Path<(String, String)>,
+) -> ApiResult<axum::Json<TransformationOut>> {
+    let ep = find(&s, &t, &key).await?;
+    let secrets = t.principal.allows(Some(Capability::ViewEndpointSecret));
+    let out = match ep.transformation {
+        None => TransformationOut { code: None, enabled: false, variables: BTreeMap::new(), updated_at: None },
+        Some(tr) => TransformationOut {
+            code: tr.code,
+            enabled: tr.enabled,
+            variables: if secrets {
+                tr.variables
+            } else {
+                tr.variables.into_keys().map(|k| (k, REDACTED.to_string())).collect()
+            },
+            updated_at: Some(tr.updated_at),
+        },
+    };
+    Ok(axum::Json(out))
+}
+
+/// Set or change the endpoint's transformation.
+///
+/// The JavaScript declares `function handler(webhook)`, which gets `method`, `url`,
+/// `eventType`, `payload`, `headers`, `cancel` and `variables`, and returns the webhook
+/// with `method` (`POST` or `PUT`), `url`, `payload` and `headers` changed as it likes, or
+/// `cancel: true` to send nothing. Each run has 250 ms and 32 MiB, and no I/O.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/transformation",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.patch-transformation",
+    params(EndpointPath),
+    request_body = TransformationPatch,
+    responses(
+        (status = 204, description = "Transformation changed"),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
+        (status = 422, description = "The code does not compile, fails, or declares no handler; or a variable is not valid", body = ErrorBody),
+    )
+)]
+pub async fn patch(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, key)): Path<(String, String)>,
+    Json(input): Json<TransformationPatch>,
+) -> ApiResult<StatusCode> {
+    let mut ep = find(&s, &t, &key).await?;
+    let now = super::now();
+    let mut tr = ep.transformation.take().unwrap_or(Transformation {
+        code: None,
+        enabled: false,
+        variables: BTreeMap::new(),
+        updated_at: now,
+    });
+    if let Patch::Set(code) = &input.code {
+        check_code(code.clone()).await?;
+    }
+    input.code.apply_opt(&mut tr.code);
+    input.variables.apply_or_default(&mut tr.variables);
+    check_variables(&tr.variables)?;
+    if let Some(enabled) = input.enabled {
+        tr.enabled = enabled;
+    }
+    tr.updated_at = now;
+    ep.transformation = Some(tr);
+    let was_disabled = ep.disabled;
+    save(&s, &t, ep, was_disabled).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Compiles the code and runs its top level (on a blocking thread: up to the script's
+/// time limit) to find its handler.
+async fn check_code(code: String) -> ApiResult<()> {
+    let checked = tokio::task::spawn_blocking(move || script::check(&code))
+        .await
+        .map_err(|e| ApiError::validation("code", format!("the code could not be checked: {e}")))?;
+    checked.map_err(|e| ApiError::validation("code", e.to_string()))
+}
+
+fn check_variables(variables: &BTreeMap<String, String>) -> ApiResult<()> {
+    if variables.len() > MAX_VARIABLES {
+        return Err(ApiError::validation("variables", format!("at most {MAX_VARIABLES} variables")));
+    }
+    for (name, value) in variables {
+        if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(ApiError::validation(
+                "variables",
+                format!("variable name {name:?} must be 1 to 64 letters, digits or _"),
+            ));
+        }
+        if value.len() > MAX_VARIABLE_BYTES {
+            return Err(ApiError::validation(
+                "variables",
+                format!("variable {name:?} is longer than {MAX_VARIABLE_BYTES} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// This module's part of the OpenAPI document (see `crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(get, patch), components(schemas(TransformationOut, TransformationPatch)))]
+pub struct Doc;
