@@ -75,6 +75,9 @@ enum Provider {
     Zoom,
     Telegram,
     StandardWebhooks,
+    /// A Standard Webhooks source fed by a provider that sends through Svix (Clerk, Resend…):
+    /// the same signature under `svix-id`, `svix-timestamp` and `svix-signature`.
+    SvixSent,
     Hmac,
     BasicAuth,
 }
@@ -104,7 +107,9 @@ impl Provider {
             Provider::Slack => json!({ "type": "slack", "signingSecret": SLACK_SECRET }),
             Provider::Telegram => json!({ "type": "telegram", "secretToken": TG_TOKEN }),
             Provider::Zoom => json!({ "type": "zoom", "secret": ZOOM_SECRET }),
-            Provider::StandardWebhooks => json!({ "type": "standardWebhooks", "secret": SW_SECRET }),
+            Provider::StandardWebhooks | Provider::SvixSent => {
+                json!({ "type": "standardWebhooks", "secret": SW_SECRET })
+            }
             Provider::Hmac => json!({
                 "type": "hmac", "header": "X-Signature", "algorithm": "sha512", "encoding": "base64",
                 "prefix": "sha512=", "secret": HMAC_SECRET
@@ -212,18 +217,16 @@ impl Provider {
                 let token = if genuine { TG_TOKEN } else { "not-the-token" };
                 (h(&[("X-Telegram-Bot-Api-Secret-Token", token), ("content-type", json_ct)]), body, json_ct)
             }
-            Provider::StandardWebhooks => {
+            Provider::StandardWebhooks | Provider::SvixSent => {
                 let body = format!(r#"{{"type":"user.created","id":"{id}"}}"#).into_bytes();
                 let secret = if genuine { SW_SECRET } else { "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" };
                 let key = B64.decode(secret.trim_start_matches("whsec_")).unwrap();
                 let sig =
                     format!("v1,{}", B64.encode(hmac256(&key, &[id.as_bytes(), b".", ts_s.as_bytes(), b".", &body])));
-                let headers = h(&[
-                    ("webhook-id", id),
-                    ("webhook-timestamp", &ts_s),
-                    ("webhook-signature", &sig),
-                    ("content-type", json_ct),
-                ]);
+                let prefix = if matches!(self, Provider::SvixSent) { "svix" } else { "webhook" };
+                let (id_h, ts_h, sig_h) =
+                    (format!("{prefix}-id"), format!("{prefix}-timestamp"), format!("{prefix}-signature"));
+                let headers = h(&[(&id_h, id), (&ts_h, &ts_s), (&sig_h, &sig), ("content-type", json_ct)]);
                 (headers, body, json_ct)
             }
             Provider::Hmac => {
@@ -253,7 +256,7 @@ impl Provider {
             Provider::Slack => "app_mention",
             Provider::Zoom => "meeting.started",
             Provider::Telegram => "message",
-            Provider::StandardWebhooks => "user.created",
+            Provider::StandardWebhooks | Provider::SvixSent => "user.created",
             Provider::Hmac | Provider::BasicAuth => "inbound",
         }
     }
@@ -262,7 +265,12 @@ impl Provider {
     fn timestamped(self) -> bool {
         matches!(
             self,
-            Provider::Stripe | Provider::Paddle | Provider::Slack | Provider::Zoom | Provider::StandardWebhooks
+            Provider::Stripe
+                | Provider::Paddle
+                | Provider::Slack
+                | Provider::Zoom
+                | Provider::StandardWebhooks
+                | Provider::SvixSent
         )
     }
 }
@@ -436,6 +444,11 @@ async fn telegram() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standard_webhooks() {
     provider_contract(Provider::StandardWebhooks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_webhooks_sent_through_svix() {
+    provider_contract(Provider::SvixSent).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -277,7 +277,7 @@ impl Verification {
             Verification::Slack { .. } => &[slack::SIGNATURE, slack::TIMESTAMP],
             Verification::Zoom { .. } => &[zoom::SIGNATURE, zoom::TIMESTAMP],
             Verification::Telegram { .. } => &[token::TELEGRAM_HEADER],
-            Verification::StandardWebhooks { .. } => &["webhook-signature"],
+            Verification::StandardWebhooks { .. } => &["webhook-signature", "svix-signature"],
             Verification::Hmac { header, .. } => return vec![header.to_ascii_lowercase()],
             Verification::BasicAuth { .. } => &["authorization"],
         };
@@ -371,7 +371,10 @@ impl Deduplication {
     /// The delivery id of a request, if it carries one.
     pub fn key(&self, headers: &Headers, json: Option<&serde_json::Value>) -> Option<String> {
         let key = match self {
-            Deduplication::Header { header: name } => header(headers, name).map(|v| v.trim().to_string()),
+            // `webhook-id` (the Standard Webhooks default) is `svix-id` on a Svix-sent request.
+            Deduplication::Header { header: name } => {
+                standard::standard_header(headers, name).map(|v| v.trim().to_string())
+            }
             Deduplication::JsonField { path } => json.and_then(|j| json_path(j, path)),
             Deduplication::None => None,
         }?;
