@@ -163,6 +163,8 @@ pub enum DeliveryStatus {
     Pending = 1,
     Fail = 2,
     Sending = 3,
+    /// Not sent on purpose: the endpoint's transformation cancelled it.
+    Canceled = 4,
 }
 
 impl DeliveryStatus {
@@ -172,6 +174,7 @@ impl DeliveryStatus {
             1 => Self::Pending,
             2 => Self::Fail,
             3 => Self::Sending,
+            4 => Self::Canceled,
             _ => return None,
         })
     }

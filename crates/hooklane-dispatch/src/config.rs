@@ -41,6 +41,11 @@ pub struct DispatchConfig {
     /// Bytes of response body kept in the attempt log.
     pub response_body_limit: usize,
     pub user_agent: String,
+    /// Where endpoints' JavaScript transformations run ([`crate::scripts`]); the `hooklane`
+    /// binary runs them in worker processes of its own.
+    pub scripts: crate::scripts::Isolation,
+    /// Transformations run at once at most (each in its own worker).
+    pub script_workers: usize,
 }
 
 impl Default for DispatchConfig {
@@ -64,6 +69,8 @@ impl Default for DispatchConfig {
             circuit_max_cooldown: Duration::from_secs(300),
             response_body_limit: 16 * 1024,
             user_agent: concat!("hooklane/", env!("CARGO_PKG_VERSION")).to_string(),
+            scripts: crate::scripts::Isolation::InProcess,
+            script_workers: 2,
         }
     }
 }

@@ -226,6 +226,11 @@ impl Dispatcher {
     }
 
     /// Makes the poller look at the store now (after a resend, a recover…).
+    /// Where transformations run (see [`crate::scripts`]).
+    pub fn scripts(&self) -> Arc<crate::scripts::Scripts> {
+        self.inner.sender.scripts()
+    }
+
     pub fn wake(&self) {
         self.inner.wake.notify_one();
     }
@@ -419,8 +424,13 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
         endpoint_id: endpoint.id.clone(),
         app_id: job.message.app_id.clone(),
         url: result.url.clone().unwrap_or_else(|| endpoint.url.clone()),
-        // A cancelled request ends its delivery as a success would (nothing is owed).
-        status: if result.succeeded() || result.cancelled { DeliveryStatus::Success } else { DeliveryStatus::Fail },
+        status: if result.succeeded() {
+            DeliveryStatus::Success
+        } else if result.cancelled {
+            DeliveryStatus::Canceled
+        } else {
+            DeliveryStatus::Fail
+        },
         response_status: result.status.map(i32::from).unwrap_or(0),
         response: result.body,
         duration_ms: result.duration.as_millis() as i64,

@@ -2,7 +2,8 @@
 //! signs and sends them, records every attempt and schedules retries.
 //!
 //! Each concern is its own module: `address` decides which IPs may be contacted, `sender`
-//! makes one signed HTTP request, `policy` turns a response into the next step, `limits`
+//! makes one signed HTTP request (running the endpoint's JavaScript transformation, `script`,
+//! in a worker process, `scripts`), `policy` turns a response into the next step, `limits`
 //! holds per-endpoint rate and concurrency, `circuit` stops sending to endpoints that are
 //! down, `engine` moves jobs between them.
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@ mod engine;
 mod limits;
 mod policy;
 pub mod script;
+pub mod scripts;
 pub mod sender;
 mod telemetry;
 

@@ -32,81 +32,67 @@ pub const STACK_LIMIT: usize = 256 << 10;
 pub const TIME_LIMIT: Duration = Duration::from_millis(250);
 
 /// What went wrong with a transformation, as the attempt's log will say it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{0}")]
 pub struct ScriptError(pub String);
 
 /// What the handler is given.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Webhook<'a> {
-    pub method: &'a str,
-    pub url: &'a str,
-    pub event_type: &'a str,
-    pub payload: &'a Value,
+pub struct Webhook {
+    pub method: String,
+    pub url: String,
+    pub event_type: String,
+    pub payload: Value,
     pub headers: BTreeMap<String, String>,
     pub cancel: bool,
-    pub variables: &'a BTreeMap<String, String>,
+    pub variables: BTreeMap<String, String>,
+}
+
+impl Webhook {
+    /// The webhook about to be sent to `url`, before any change.
+    pub fn new(url: String, event_type: String, payload: Value, variables: BTreeMap<String, String>) -> Self {
+        Webhook { method: "POST".into(), url, event_type, payload, headers: BTreeMap::new(), cancel: false, variables }
+    }
 }
 
 /// The request the handler asked for.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     Send(Request),
     /// `cancel` was set: nothing is sent.
     Cancel,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A request as the handler left it, checked: `method` is `POST` or `PUT`, `url` an
+/// `http`/`https` URL without credentials, `headers` valid and not ones that control the
+/// connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
-    pub method: reqwest::Method,
+    pub method: String,
     pub url: String,
     pub body: Value,
     pub headers: BTreeMap<String, String>,
 }
 
-/// The object the handler returned, as far as hooklane reads it.
-#[derive(Deserialize)]
-struct Returned {
-    method: Option<String>,
-    url: Option<String>,
-    #[serde(default)]
-    payload: Value,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-    #[serde(default)]
-    cancel: bool,
-}
-
-/// One run's code and what its handler is given, owned, to be moved to a blocking thread.
-#[derive(Debug, Clone)]
-pub struct Input {
-    pub code: String,
-    pub variables: BTreeMap<String, String>,
-    pub url: String,
-    pub event_type: String,
-    pub payload: Value,
-}
-
-impl Input {
-    /// [`run`] on a blocking thread: a run may take up to [`TIME_LIMIT`] of CPU, which
-    /// must not hold up the async workers.
-    pub async fn run_blocking(self) -> Result<Outcome, ScriptError> {
-        let run = tokio::task::spawn_blocking(move || {
-            let webhook = Webhook {
-                method: "POST",
-                url: &self.url,
-                event_type: &self.event_type,
-                payload: &self.payload,
-                headers: BTreeMap::new(),
-                cancel: false,
-                variables: &self.variables,
-            };
-            run(&self.code, &webhook)
-        });
-        run.await.map_err(|e| ScriptError(format!("the run was lost: {e}")))?
-    }
-}
+/// Most headers a transformation may set, and the longest value.
+pub const MAX_HEADERS: usize = 32;
+const MAX_HEADER_VALUE: usize = 4096;
+/// Longest URL a transformation may make.
+const MAX_URL: usize = 4096;
+/// Headers that speak to the connection, not to the receiver; HTTP/2 refuses them.
+const CONNECTION_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+];
 
 /// Checks code before it is saved: it must compile, run its top level within the limits
 /// and declare a function `handler`.
@@ -114,13 +100,15 @@ pub fn check(code: &str) -> Result<(), ScriptError> {
     within_limits(code, |_ctx, _handler| Ok(()))
 }
 
-/// Runs the code's handler on `webhook`, within the limits.
-pub fn run(code: &str, webhook: &Webhook<'_>) -> Result<Outcome, ScriptError> {
+/// Runs the code's handler on `webhook`, within the limits; what it returns may weigh at
+/// most `max_output` bytes as JSON (checked before hooklane reads it, so a small object
+/// that stringifies large cannot make hooklane allocate much).
+pub fn run(code: &str, webhook: &Webhook, max_output: usize) -> Result<Outcome, ScriptError> {
     let input = serde_json::to_string(webhook).map_err(|e| ScriptError(e.to_string()))?;
     let output = within_limits(code, |ctx, handler| {
         let arg = ctx.json_parse(input).catch(ctx)?;
         let returned: rquickjs::Value = handler.call((arg,)).catch(ctx)?;
-        if !returned.is_object() {
+        if !returned.is_object() || returned.is_function() || returned.is_promise() {
             return Ok(None);
         }
         ctx.json_stringify(returned).catch(ctx)?.map(|s| s.to_string()).transpose().catch(ctx)
@@ -128,18 +116,131 @@ pub fn run(code: &str, webhook: &Webhook<'_>) -> Result<Outcome, ScriptError> {
     let Some(output) = output else {
         return Err(ScriptError("handler must return the webhook object".into()));
     };
-    let returned: Returned =
-        serde_json::from_str(&output).map_err(|e| ScriptError(format!("the webhook returned is not valid: {e}")))?;
-    if returned.cancel {
-        return Ok(Outcome::Cancel);
+    if output.len() > max_output {
+        return Err(ScriptError(format!("the webhook returned is larger than {max_output} bytes")));
     }
-    let method = match returned.method.as_deref().unwrap_or("POST").to_ascii_uppercase().as_str() {
-        "POST" => reqwest::Method::POST,
-        "PUT" => reqwest::Method::PUT,
-        other => return Err(ScriptError(format!("method must be POST or PUT, not {other:?}"))),
+    let returned: serde_json::Map<String, Value> =
+        serde_json::from_str(&output).map_err(|e| ScriptError(format!("the webhook returned is not valid: {e}")))?;
+    read_returned(returned, webhook)
+}
+
+/// The request the returned webhook asks for, checked.
+fn read_returned(mut returned: serde_json::Map<String, Value>, sent: &Webhook) -> Result<Outcome, ScriptError> {
+    let invalid = |what: String| Err(ScriptError(format!("the webhook returned is not valid: {what}")));
+    match returned.get("cancel") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+        Some(Value::Bool(true)) => return Ok(Outcome::Cancel),
+        Some(_) => return invalid("cancel must be true or false".into()),
+    }
+    let method = match returned.get("method") {
+        None | Some(Value::Null) => "POST".to_string(),
+        Some(Value::String(m)) if m.eq_ignore_ascii_case("POST") || m.eq_ignore_ascii_case("PUT") => {
+            m.to_ascii_uppercase()
+        }
+        Some(other) => return Err(ScriptError(format!("method must be POST or PUT, not {other}"))),
     };
-    let url = returned.url.unwrap_or_else(|| webhook.url.to_string());
-    Ok(Outcome::Send(Request { method, url, body: returned.payload, headers: returned.headers }))
+    let url = match returned.remove("url") {
+        None | Some(Value::Null) => sent.url.clone(),
+        Some(Value::String(u)) => u,
+        Some(_) => return invalid("url must be a string".into()),
+    };
+    if url != sent.url {
+        check_url(&url)?;
+    }
+    let Some(body) = returned.remove("payload") else {
+        return invalid("it has no payload".into());
+    };
+    let headers = match returned.remove("headers") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(Value::Object(h)) => {
+            let mut headers = BTreeMap::new();
+            for (name, value) in h {
+                let Value::String(value) = value else { return invalid(format!("header {name:?} is not a string")) };
+                headers.insert(name, value);
+            }
+            headers
+        }
+        Some(_) => return invalid("headers must be an object".into()),
+    };
+    check_headers(&headers)?;
+    Ok(Outcome::Send(Request { method, url, body, headers }))
+}
+
+fn check_url(url: &str) -> Result<(), ScriptError> {
+    let refuse = |why: String| Err(ScriptError(format!("the transformation's URL {why}")));
+    if url.len() > MAX_URL {
+        return refuse(format!("is longer than {MAX_URL} bytes"));
+    }
+    let parsed = match reqwest::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => return refuse(format!("is not valid: {e}")),
+    };
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return refuse(format!("must be http or https, not {}", parsed.scheme()));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return refuse("may not carry credentials before the host".into());
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return refuse("has no host".into());
+    }
+    Ok(())
+}
+
+fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), ScriptError> {
+    if headers.len() > MAX_HEADERS {
+        return Err(ScriptError(format!("the transformation sets more than {MAX_HEADERS} headers")));
+    }
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+            && reqwest::header::HeaderValue::from_str(value).is_ok()
+            && value.len() <= MAX_HEADER_VALUE;
+        if !valid || CONNECTION_HEADERS.contains(&lower.as_str()) {
+            return Err(ScriptError(format!("the transformation's header {name:?} is not one it may set")));
+        }
+    }
+    Ok(())
+}
+
+/// One request to a script worker: check `code`, or run it on `webhook`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub code: String,
+    /// `None`: only check the code ([`check`]).
+    pub webhook: Option<Webhook>,
+    pub max_output: usize,
+}
+
+impl Job {
+    /// Does the job here, in this thread.
+    pub fn answer(&self) -> Result<Option<Outcome>, ScriptError> {
+        match &self.webhook {
+            None => check(&self.code).map(|()| None),
+            Some(webhook) => run(&self.code, webhook, self.max_output).map(Some),
+        }
+    }
+}
+
+/// The script worker process (`hooklane script-worker`): reads one [`Job`] per line on
+/// stdin, answers each with one line of JSON on stdout, until stdin closes. The parent
+/// kills it when a job outlives its deadline, which code can make it do through built-in
+/// functions QuickJS does not interrupt (a search in a long string).
+pub fn serve_worker() -> std::io::Result<()> {
+    use std::io::{BufRead, Write};
+    let stdin = std::io::stdin().lock();
+    let mut stdout = std::io::stdout().lock();
+    for line in stdin.lines() {
+        let answer = match serde_json::from_str::<Job>(&line?) {
+            Ok(job) => job.answer(),
+            Err(e) => Err(ScriptError(format!("the worker could not read its job: {e}"))),
+        };
+        let mut out = serde_json::to_vec(&answer).unwrap_or_else(|_| b"{\"Err\":\"unanswerable\"}".to_vec());
+        out.push(b'\n');
+        stdout.write_all(&out)?;
+        stdout.flush()?;
+    }
+    Ok(())
 }
 
 /// Compiles and runs `code` in a fresh runtime with the limits set, then calls `then` with
@@ -208,21 +309,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn webhook<'a>(payload: &'a Value, variables: &'a BTreeMap<String, String>) -> Webhook<'a> {
-        Webhook {
-            method: "POST",
-            url: "https://example.com/hook",
-            event_type: "invoice.paid",
-            payload,
-            headers: BTreeMap::new(),
-            cancel: false,
-            variables,
-        }
-    }
-
     fn run_on(code: &str, payload: Value) -> Result<Outcome, ScriptError> {
         let vars = BTreeMap::from([("token".to_string(), "t0k".to_string())]);
-        run(code, &webhook(&payload, &vars))
+        let webhook = Webhook::new("https://example.com/hook".into(), "invoice.paid".into(), payload, vars);
+        run(code, &webhook, 1 << 20)
     }
 
     #[test]
@@ -237,7 +327,7 @@ mod tests {
             }"#;
         let outcome = run_on(code, json!({"amount": 12})).expect("runs");
         let Outcome::Send(req) = outcome else { panic!("not cancelled") };
-        assert_eq!(req.method, reqwest::Method::PUT);
+        assert_eq!(req.method, "PUT");
         assert_eq!(req.url, "https://example.com/hook?type=invoice.paid");
         assert_eq!(req.body, json!({"text": "paid 12", "was": {"amount": 12}}));
         assert_eq!(req.headers, BTreeMap::from([("Authorization".to_string(), "Bearer t0k".to_string())]));
@@ -249,7 +339,7 @@ mod tests {
         assert_eq!(
             outcome,
             Outcome::Send(Request {
-                method: reqwest::Method::POST,
+                method: "POST".into(),
                 url: "https://example.com/hook".into(),
                 body: json!({"a": [1, 2]}),
                 headers: BTreeMap::new(),
@@ -279,6 +369,26 @@ mod tests {
         assert!(err("function handler(w) { w.headers = {a: 1}; return w }")
             .starts_with("the webhook returned is not valid"));
         assert!(err("function handler(w) { throw 'text' }").contains("not an Error"));
+        assert_eq!(
+            err("function handler(w) { delete w.payload; return w }"),
+            "the webhook returned is not valid: it has no payload"
+        );
+        assert_eq!(err("async function handler(w) { return w }"), "handler must return the webhook object");
+        assert!(err("function handler(w) { w.cancel = 'yes'; return w }").contains("cancel must be true or false"));
+        for (url, why) in [
+            ("ftp://example.com/", "must be http or https"),
+            ("https://user:pw@example.com/", "credentials"),
+            ("not a url", "is not valid"),
+        ] {
+            let code = format!("function handler(w) {{ w.url = {}; return w }}", json!(url));
+            assert!(err(&code).contains(why), "{url}: {}", err(&code));
+        }
+        for header in ["Transfer-Encoding", "connection", "bad header"] {
+            let code = format!("function handler(w) {{ w.headers[{}] = 'x'; return w }}", json!(header));
+            assert!(err(&code).contains("not one it may set"), "{header}: {}", err(&code));
+        }
+        let many = "function handler(w) { for (let i = 0; i < 33; i++) w.headers['x-' + i] = 'v'; return w }";
+        assert!(err(many).contains("more than 32 headers"));
     }
 
     #[test]
@@ -297,6 +407,33 @@ mod tests {
         assert!(stack.starts_with("RangeError"), "{stack}");
         assert!(err(&format!("// {}\nfunction handler(w) {{ return w }}", "x".repeat(MAX_CODE_BYTES)))
             .contains("longer than"));
+    }
+
+    #[test]
+    fn output_is_weighed_before_it_is_read() {
+        // Cheap for QuickJS (one array, referenced many times), large as JSON.
+        let code = "function handler(w) { const a = [0, 0, 0, 0]; w.payload = Array(200000).fill(a); return w }";
+        let vars = BTreeMap::new();
+        let webhook = Webhook::new("https://example.com/".into(), "t".into(), Value::Null, vars);
+        let err = run(code, &webhook, 1 << 20).expect_err("too large");
+        assert!(err.0.contains("larger than 1048576 bytes"), "{err}");
+        assert!(run(code, &webhook, 8 << 20).is_ok(), "within a larger allowance");
+    }
+
+    #[test]
+    fn jobs_travel_as_json_lines() {
+        let webhook = Webhook::new("https://example.com/".into(), "t".into(), json!({"a": 1}), BTreeMap::new());
+        let job = Job {
+            code: "function handler(w) { w.cancel = true; return w }".into(),
+            webhook: Some(webhook),
+            max_output: 1024,
+        };
+        let line = serde_json::to_string(&job).unwrap();
+        assert!(!line.contains('\n'));
+        let back: Job = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.answer(), Ok(Some(Outcome::Cancel)));
+        let check = Job { webhook: None, ..back };
+        assert_eq!(check.answer(), Ok(None));
     }
 
     #[test]

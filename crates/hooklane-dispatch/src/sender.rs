@@ -15,6 +15,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AF
 
 use crate::address::{AddressPolicy, GuardedResolver};
 use crate::script;
+use crate::scripts::Scripts;
 use crate::DispatchConfig;
 
 /// Headers hooklane sets itself; an endpoint's custom headers cannot override them.
@@ -77,6 +78,8 @@ struct Planned {
     body: String,
     /// The transformation's headers, which win over the endpoint's.
     headers: BTreeMap<String, String>,
+    /// The body is JSON made by a transformation (not the message's own content).
+    json: bool,
 }
 
 #[derive(Clone)]
@@ -88,6 +91,7 @@ pub struct Sender {
     /// Endpoint URLs already parsed: parsing one on every attempt was about 2 % of the
     /// server's CPU at full rate.
     parsed: Arc<Mutex<HashMap<String, reqwest::Url>>>,
+    scripts: Arc<Scripts>,
 }
 
 impl Sender {
@@ -108,7 +112,13 @@ impl Sender {
             timeout: cfg.request_timeout,
             body_limit: cfg.response_body_limit,
             parsed: Arc::default(),
+            scripts: Arc::new(Scripts::new(cfg.scripts.clone(), cfg.script_workers)),
         })
+    }
+
+    /// Where this sender runs transformations; the API checks and previews code there too.
+    pub fn scripts(&self) -> Arc<Scripts> {
+        self.scripts.clone()
     }
 
     /// The endpoint's URL, parsed (once per distinct URL).
@@ -135,8 +145,8 @@ impl Sender {
         };
         let scripted = endpoint.transformation.as_ref().and_then(|t| t.active_code().map(|code| (t, code)));
         let planned = match scripted {
-            None => Planned { method: reqwest::Method::POST, url: None, body, headers: BTreeMap::new() },
-            Some((t, code)) => match transformed(message, endpoint, t, code, body).await {
+            None => Planned { method: reqwest::Method::POST, url: None, body, headers: BTreeMap::new(), json: false },
+            Some((t, code)) => match transformed(&self.scripts, message, endpoint, t, code, body).await {
                 Ok(Some(planned)) => planned,
                 Ok(None) => {
                     return SendResult {
@@ -147,37 +157,31 @@ impl Sender {
                 Err(why) => return SendResult::unsendable(why, started),
             },
         };
+        // A failure from here on names the URL it was about, the transformation's included.
+        let failed = |why: String| SendResult { url: planned.url.clone(), ..SendResult::failed(why, started) };
         let url = match &planned.url {
             None => self.url(&endpoint.url).map_err(|e| format!("invalid endpoint URL: {e}")),
-            Some(changed) => reqwest::Url::parse(changed)
-                .map_err(|e| format!("the transformation's URL is not valid: {e}"))
-                .and_then(|u| match u.scheme() {
-                    "http" | "https" => Ok(u),
-                    other => Err(format!("the transformation's URL must be http or https, not {other}")),
-                }),
+            // Checked by the script already (scheme, length, no credentials).
+            Some(changed) => {
+                reqwest::Url::parse(changed).map_err(|e| format!("the transformation's URL is not valid: {e}"))
+            }
         };
         let url = match url {
             Ok(u) => u,
-            // The endpoint's own URL was checked when it was set: one that fails now is its
-            // fault; a transformation's is not retried.
-            Err(e) if planned.url.is_some() => return SendResult::unsendable(e, started),
-            Err(e) => return SendResult::failed(e, started),
+            Err(e) => return failed(e),
         };
         // IP literals skip DNS, so the resolver never sees them: check them here.
         if let Some(host) = url.host_str() {
             let bare = host.trim_start_matches('[').trim_end_matches(']');
             if let Ok(ip) = bare.parse::<IpAddr>() {
                 if !self.policy.permits(ip) {
-                    return SendResult::failed(
-                        format!("destination address {ip} is not allowed (private, loopback or reserved)"),
-                        started,
-                    );
+                    return failed(format!("destination address {ip} is not allowed (private, loopback or reserved)"));
                 }
             }
         }
         let now = Utc::now();
         let timestamp = now.timestamp();
-        let Planned { method, url: changed_url, body, headers: scripted_headers } = planned;
+        let Planned { method, url: changed_url, body, headers: scripted_headers, json } = planned;
         let secrets = endpoint.signing_secrets(now);
         let signature = signature_header(&secrets, &message.id, timestamp, body.as_bytes());
         let mut headers = HeaderMap::with_capacity(4 + message.headers.len() + endpoint.headers.len());
@@ -192,8 +196,8 @@ impl Sender {
             }
         }
         // A transformed body is JSON, whatever the message's own content type was.
-        let content_type = match (&endpoint.transform, scripted) {
-            (None, None) => message.content_type.as_deref().and_then(|t| HeaderValue::try_from(t).ok()),
+        let content_type = match (&endpoint.transform, json) {
+            (None, false) => message.content_type.as_deref().and_then(|t| HeaderValue::try_from(t).ok()),
             _ => None,
         };
         headers.insert(CONTENT_TYPE, content_type.unwrap_or(HeaderValue::from_static("application/json")));
@@ -249,38 +253,50 @@ impl Sender {
     }
 }
 
-/// Runs the endpoint's transformation on the request about to be made (on a blocking
-/// thread: it may take up to [`script::TIME_LIMIT`]); `None` when it cancels it, and the
-/// attempt's error when it fails or makes too large a body.
+/// Runs the endpoint's transformation on the request about to be made (in a script
+/// worker: it may take up to [`crate::scripts::HARD_LIMIT`]); `None` when it cancels it,
+/// and the attempt's error when it fails.
 async fn transformed(
+    scripts: &Scripts,
     message: &Message,
     endpoint: &Endpoint,
     transformation: &Transformation,
     code: &str,
     body: String,
 ) -> Result<Option<Planned>, String> {
-    // The body so far is the payload (JSON, or `null` when it is not) or a template's JSON.
-    let input = script::Input {
+    // The body so far is the payload or a template's JSON; a body that is not JSON (a
+    // forwarded form) is `null` to the code, and sent as it was if the code leaves it so.
+    let parsed: Option<serde_json::Value> = serde_json::from_str(&body).ok();
+    let limit = transform::body_limit(message.payload.len());
+    let job = script::Job {
         code: code.to_string(),
-        variables: transformation.variables.clone(),
-        url: endpoint.url.clone(),
-        event_type: message.event_type.clone(),
-        payload: payload_json(&body),
+        webhook: Some(script::Webhook::new(
+            endpoint.url.clone(),
+            message.event_type.clone(),
+            parsed.clone().unwrap_or_default(),
+            transformation.variables.clone(),
+        )),
+        // The body, plus room for the URL, headers and the rest of the webhook object.
+        max_output: limit.saturating_add(64 << 10),
     };
-    let request = match input.run_blocking().await {
+    let request = match scripts.run(job).await {
         Ok(script::Outcome::Send(request)) => request,
         Ok(script::Outcome::Cancel) => return Ok(None),
         Err(e) => return Err(format!("the endpoint's transformation failed: {e}")),
     };
-    let body = serde_json::to_string(&request.body).unwrap_or_else(|_| "null".into());
-    if body.len() > transform::body_limit(message.payload.len()) {
+    let url = (request.url != endpoint.url).then_some(request.url);
+    let method = if request.method == "PUT" { reqwest::Method::PUT } else { reqwest::Method::POST };
+    let (body, json) = match parsed {
+        None if request.body.is_null() => (body, false),
+        _ => (serde_json::to_string(&request.body).unwrap_or_else(|_| "null".into()), true),
+    };
+    if body.len() > limit {
         return Err(format!(
             "the endpoint's transformation makes a body more than {} MiB larger than the payload",
             transform::MAX_GROWTH_BYTES >> 20
         ));
     }
-    let url = (request.url != endpoint.url).then_some(request.url);
-    Ok(Some(Planned { method: request.method, url, body, headers: request.headers }))
+    Ok(Some(Planned { method, url, body, headers: request.headers, json }))
 }
 
 /// What the endpoint is sent: the payload, or what the endpoint's transform makes of it

@@ -55,7 +55,7 @@ function ago(t) {
 function ms(v) { return v === null || v === undefined ? "—" : `${v} ms`; }
 function pct(v) { return v === null || v === undefined ? "—" : `${(v * 100).toFixed(v === 1 || v === 0 ? 0 : 1)} %`; }
 
-const STATUS_NAMES = { 0: "success", 1: "pending", 2: "fail", 3: "sending" };
+const STATUS_NAMES = { 0: "success", 1: "pending", 2: "fail", 3: "sending", 4: "canceled" };
 function badge(kind, text) { return h("span", { class: `badge ${kind}`, "data-testid": "badge" }, text || kind); }
 
 // --- API

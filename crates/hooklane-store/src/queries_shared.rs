@@ -154,6 +154,9 @@ pub fn fold_health(
         let h = &mut out[i];
         let n = u64::try_from(g.count).unwrap_or(0);
         let at = Some(time(g.last_at));
+        if g.status == CANCELED {
+            continue; // nothing was sent: it tells nothing of the endpoint's health
+        }
         if g.status == 0 {
             h.succeeded += n;
         } else {
@@ -167,6 +170,9 @@ pub fn fold_health(
 }
 
 /// Folds attempt groups keyed by slice start (unix ms) into time-ordered slices.
+/// An attempt's (and a delivery's) status when the endpoint's transformation cancelled it.
+const CANCELED: i64 = hooklane_core::model::DeliveryStatus::Canceled as i64;
+
 pub fn fold_timeline(groups: impl IntoIterator<Item = AttemptGroup<i64>>) -> Vec<crate::TimelineBucket> {
     let mut slices: std::collections::BTreeMap<i64, crate::TimelineBucket> = std::collections::BTreeMap::new();
     for g in groups {
@@ -174,13 +180,17 @@ pub fn fold_timeline(groups: impl IntoIterator<Item = AttemptGroup<i64>>) -> Vec
             start: time(g.key),
             succeeded: 0,
             failed: 0,
+            canceled: 0,
             latency: Default::default(),
         });
         let n = u64::try_from(g.count).unwrap_or(0);
-        if g.status == 0 {
-            s.succeeded += n;
-        } else {
-            s.failed += n;
+        match g.status {
+            0 => s.succeeded += n,
+            CANCELED => {
+                s.canceled += n;
+                continue; // nothing was sent: no latency
+            }
+            _ => s.failed += n,
         }
         s.latency.add(usize::try_from(g.bucket).unwrap_or(0), n, g.max_ms);
     }
@@ -254,6 +264,7 @@ pub fn delivery_status_sql(status: Option<hooklane_core::model::DeliveryStatus>)
         Fail => "d.status = 2",
         Pending => "d.status = 1 AND NOT d.leased",
         Sending => "d.status = 1 AND d.leased",
+        Canceled => "d.status = 4",
     })
 }
 

@@ -111,7 +111,7 @@ pub enum NextStep {
     /// No attempt left: the delivery has failed for good.
     GiveUp,
     /// The endpoint's transformation cancelled the request, which was not sent: the
-    /// delivery is over, as a success would end it, but says nothing of the endpoint's
+    /// delivery is over (Svix's status 4, canceled), and it says nothing of the endpoint's
     /// health (its failure streak is neither ended nor extended).
     Cancelled,
 }
@@ -267,6 +267,8 @@ pub struct TimelineBucket {
     pub start: DateTime<Utc>,
     pub succeeded: u64,
     pub failed: u64,
+    /// Cancelled by the endpoint's transformation: not sent, so not in `latency`.
+    pub canceled: u64,
     pub latency: LatencyCounts,
 }
 
@@ -384,6 +386,8 @@ pub struct EndpointStats {
     /// Leased by a node that is sending them.
     pub sending: u64,
     pub fail: u64,
+    /// Cancelled by the endpoint's transformation.
+    pub canceled: u64,
 }
 
 impl EndpointStats {
@@ -392,6 +396,7 @@ impl EndpointStats {
         match status {
             0 => self.success += n,
             2 => self.fail += n,
+            4 => self.canceled += n,
             1 if !leased => self.pending += n,
             _ => self.sending += n,
         }

@@ -64,6 +64,11 @@ pub struct BenchArgs {
     /// The measured endpoint's `transform` (a JSON template): what a transform costs.
     #[arg(long, value_parser = parse_json)]
     pub transform: Option<serde_json::Value>,
+    /// The measured endpoint's JavaScript transformation (code declaring `handler(webhook)`;
+    /// it must not cancel, or those messages count as lost): what a transformation costs,
+    /// worker processes included.
+    #[arg(long)]
+    pub transformation: Option<String>,
     /// The measured endpoint's `payloadFilter` (JSON; it must let the bench's payloads,
     /// `{"seq": n, "pad": "…"}`, through, or they count as lost): what a filter costs.
     #[arg(long, value_parser = parse_json)]
@@ -146,7 +151,10 @@ async fn measure_hooklane(
         // Named only when not the default, so that `--server-bin` may run a build without it.
         "ordering": (args.ordering != "concurrent").then_some(&args.ordering),
     });
-    api.create_endpoint_with(&app, &receiver.url("/hook"), payload::MEASURED, rules).await?;
+    let endpoint = api.create_endpoint_with(&app, &receiver.url("/hook"), payload::MEASURED, rules).await?;
+    if let Some(code) = &args.transformation {
+        api.set_transformation(&app, &endpoint, code).await?;
+    }
     if args.backlog > 0 {
         // Port 9 (discard) on loopback: nothing listens, every attempt is refused.
         api.create_endpoint(&app, "http://127.0.0.1:9/down", payload::BACKLOG).await?;

@@ -133,6 +133,8 @@ pub struct DeliveryConfig {
     /// Longest cool-down of an open circuit.
     #[serde(with = "humantime_serde")]
     pub circuit_max_cooldown: Duration,
+    /// Endpoints' JavaScript transformations run at once at most, each in a worker process.
+    pub script_workers: usize,
 }
 
 impl Default for Config {
@@ -179,6 +181,7 @@ impl Default for DeliveryConfig {
             circuit_failures: d.circuit_failures,
             circuit_cooldown: d.circuit_cooldown,
             circuit_max_cooldown: d.circuit_max_cooldown,
+            script_workers: d.script_workers,
         }
     }
 }
@@ -283,6 +286,8 @@ impl Config {
             circuit_failures: d.circuit_failures,
             circuit_cooldown: d.circuit_cooldown,
             circuit_max_cooldown: d.circuit_max_cooldown.max(d.circuit_cooldown),
+            scripts: script_isolation(),
+            script_workers: d.script_workers.max(1),
             ..DispatchConfig::default()
         }
     }
@@ -327,6 +332,20 @@ impl Config {
             return None;
         }
         Some(u.strip_prefix("sqlite://").or_else(|| u.strip_prefix("sqlite:")).unwrap_or(u))
+    }
+}
+
+/// Transformations run in worker processes of this same program (`hooklane
+/// script-worker`), which `serve` can kill; in this process only when the program cannot
+/// be found.
+fn script_isolation() -> hooklane_dispatch::scripts::Isolation {
+    use hooklane_dispatch::scripts::Isolation;
+    match std::env::current_exe() {
+        Ok(program) => Isolation::Workers { program, args: vec!["script-worker".into()] },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find this program; transformations run in process");
+            Isolation::InProcess
+        }
     }
 }
 

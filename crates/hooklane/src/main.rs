@@ -40,6 +40,10 @@ enum Command {
     Verify(sign_tools::VerifyArgs),
     /// Prints the OpenAPI document of the API (the one served at `/api/v1/openapi.json`).
     Openapi,
+    /// Runs endpoints' JavaScript transformations for `serve`, one job per line on stdin
+    /// (started by `serve` itself, never by hand).
+    #[command(hide = true)]
+    ScriptWorker,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => runtime(None)?.block_on(bench::run(args)),
         Command::Send(args) => exit_with(runtime(None)?.block_on(sign_tools::send(args))?),
         Command::Verify(args) => exit_with(sign_tools::verify(args)?),
+        Command::ScriptWorker => Ok(hooklane_dispatch::script::serve_worker()?),
         Command::Openapi => {
             println!("{}", hooklane_server::openapi::document().to_pretty_json()?);
             Ok(())

@@ -83,6 +83,11 @@ fn bench_measures_an_endpoint_with_a_transform_and_a_filter() {
     assert!(ok, "{report}");
     assert_eq!((report["delivered"].as_u64(), report["lost"].as_u64()), (Some(100), Some(0)), "{report}");
     assert_eq!((report["transform"].as_bool(), report["payload_filter"].as_bool()), (Some(true), Some(true)));
+    // A JavaScript transformation (in the server's script workers) loses nothing either.
+    let code = "function handler(w) { w.payload = { n: w.payload.seq }; w.method = 'PUT'; return w }";
+    let (ok, report) = bench(&["--messages", "100", "--concurrency", "4", "--skip-raw", "--transformation", code]);
+    assert!(ok, "{report}");
+    assert_eq!((report["delivered"].as_u64(), report["transformation"].as_bool()), (Some(100), Some(true)), "{report}");
     let (ok, report) = bench(&["--messages", "50", "--concurrency", "4", "--skip-raw", "--ordering", "fifo"]);
     assert!(ok, "{report}");
     assert_eq!((report["delivered"].as_u64(), report["ordering"].as_str()), (Some(50), Some("fifo")), "{report}");

@@ -710,6 +710,45 @@ async fn a_transformation_cannot_reach_refused_addresses() {
     assert!(rx.received().is_empty(), "a refused address was contacted");
 }
 
+/// Code that hides its work in a built-in function QuickJS does not interrupt (a naive
+/// search of a long needle in a long string) cannot hold the server: its worker process is
+/// killed at the deadline, the delivery fails saying so, and the next run gets a new worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_transformation_is_killed_at_its_deadline() {
+    let server = Server::start("[delivery]\nretry_schedule = []").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("runaway").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}/transformation");
+    let slow = "'a'.repeat(4e6).indexOf('a'.repeat(2e6) + 'b')";
+    // At the top level, the check that runs when code is set is stopped the same way.
+    let started = std::time::Instant::now();
+    let (status, body) = server
+        .call("PATCH", &path, Some(json!({ "code": format!("{slow}; function handler(w) {{ return w }}") })))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["detail"][0]["msg"].as_str().unwrap().contains("(stopped after 2 s)"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    let code = format!("function handler(w) {{ if (w.payload.slow) {{ w.payload.n = {slow}; }} return w }}");
+    let (status, body) = server.call("PATCH", &path, Some(json!({ "code": code, "enabled": true }))).await;
+    assert_eq!(status, 204, "{body}");
+    let stuck = server.send_message(&app, "a.b", json!({ "slow": true })).await;
+    // The API answers meanwhile.
+    let (status, _) = server.call("GET", &format!("/api/v1/app/{app}"), None).await;
+    assert_eq!(status, 200);
+    let attempts = server
+        .wait_until(&format!("/api/v1/app/{app}/attempt/msg/{stuck}"), WAIT, |b| {
+            !b["data"].as_array().unwrap().is_empty()
+        })
+        .await;
+    let response = attempts["data"][0]["response"].as_str().unwrap();
+    assert!(response.contains("(stopped after 2 s)"), "killed, not interrupted: {response}");
+    let fine = server.send_message(&app, "a.b", json!({ "slow": false })).await;
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("webhook-id"), fine);
+    assert_eq!(got.len(), 1, "the stuck message was never sent");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_spreads_deliveries() {
     let server = Server::start("").await;

@@ -971,9 +971,12 @@ async fn the_svix_sdk_sets_endpoint_transformations_that_run_before_each_attempt
         .await
         .expect("message");
     let attempt = &attempts_of(&svix, &app_id, &internal.id, 1).await[0];
-    assert_eq!((attempt.status, attempt.response_status_code), (MessageStatus::Success, 0));
+    assert_eq!((attempt.status, attempt.response_status_code), (MessageStatus::Canceled, 0));
+    assert_eq!(attempt.status_text, svix::models::MessageStatusText::Canceled);
     assert!(attempt.response.contains("cancelled"), "{}", attempt.response);
     assert_eq!(rx.received().len(), 1, "nothing was sent for the cancelled message");
+    let stats = svix.endpoint().get_stats(app_id.clone(), ep_id.clone(), None).await.expect("stats");
+    assert_eq!((stats.success, stats.fail, stats.canceled), (1, 0, 1));
 
     // Code that fails at run time fails the attempt, once: no retry can do better.
     let failing = EndpointTransformationPatch {
@@ -1021,9 +1024,17 @@ async fn the_svix_sdk_sets_endpoint_transformations_that_run_before_each_attempt
         let (svix, app_id) = (&svix, app_id.clone());
         async move { svix.authentication().app_portal_access(app_id, input, None).await.expect("token").token }
     };
-    let viewer = sdk_with(&server, issue([AppPortalCapability::ViewBase].into()).await);
+    let viewer_token = issue([AppPortalCapability::ViewBase].into()).await;
+    let viewer = sdk_with(&server, viewer_token.clone());
     let seen = viewer.endpoint().transformation().get(app_id.clone(), ep_id.clone()).await.expect("reads");
     assert_eq!(seen.variables, Some([("apiKey".to_string(), "[redacted]".to_string())].into()));
+    // Nor can it get them back through a preview's output, of its own code or the endpoint's.
+    let preview = format!("/api/v1/app/{app_id}/endpoint/{ep_id}/preview");
+    let leak = json!({ "payload": {}, "transformation": "function handler(w) { w.payload = w.variables; return w }" });
+    let (status, out) = server.call_as(&viewer_token, "POST", &preview, Some(leak.clone())).await;
+    assert_eq!((status, &out["body"]), (200, &json!({ "apiKey": "[redacted]" })), "{out}");
+    let (status, out) = server.call("POST", &preview, Some(leak)).await;
+    assert_eq!((status, &out["body"]), (200, &json!({ "apiKey": "k-123" })), "the admin sees them: {out}");
     let patch = EndpointTransformationPatch { enabled: Some(true), ..EndpointTransformationPatch::new() };
     let err = viewer.endpoint().transformation().patch(app_id.clone(), ep_id.clone(), patch.clone()).await;
     assert!(format!("{:?}", err.expect_err("refused")).contains("403"));

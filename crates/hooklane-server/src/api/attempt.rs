@@ -104,14 +104,15 @@ fn status_text(status: DeliveryStatus) -> &'static str {
         DeliveryStatus::Pending => "pending",
         DeliveryStatus::Fail => "fail",
         DeliveryStatus::Sending => "sending",
+        DeliveryStatus::Canceled => "canceled",
     }
 }
 
-/// The `status` filter (0 success, 1 pending, 2 fail, 3 sending).
+/// The `status` filter (0 success, 1 pending, 2 fail, 3 sending, 4 canceled).
 fn status_filter(q: &Query) -> ApiResult<Option<DeliveryStatus>> {
     q.parse::<i64>("status")?
         .map(|code| {
-            DeliveryStatus::from_code(code).ok_or_else(|| ApiError::bad_query("status", "must be 0, 1, 2 or 3"))
+            DeliveryStatus::from_code(code).ok_or_else(|| ApiError::bad_query("status", "must be 0, 1, 2, 3 or 4"))
         })
         .transpose()
 }

@@ -50,7 +50,7 @@ pub struct BulkReplayIn {
     #[serde(default)]
     tag: Option<String>,
     /// Only messages whose delivery to the endpoint is in this state: 0 success, 1 pending,
-    /// 2 fail, 3 sending; Svix's 4 (canceled) matches nothing, as hooklane cancels nothing.
+    /// 2 fail, 3 sending, 4 canceled (by the endpoint's transformation).
     #[serde(default)]
     #[schema(minimum = 0, maximum = 4)]
     status: Option<i64>,
@@ -98,14 +98,12 @@ pub async fn bulk_replay(
         return Err(ApiError::validation("until", "must be after since"));
     }
     check_names("eventTypes", &input.event_types, 256)?;
-    const CANCELED: i64 = 4;
     let status = match input.status {
-        None | Some(CANCELED) => None,
+        None => None,
         Some(code) => Some(
             DeliveryStatus::from_code(code).ok_or_else(|| ApiError::validation("status", "must be 0, 1, 2, 3 or 4"))?,
         ),
     };
-    let nothing_matches = input.status == Some(CANCELED);
     if input.status_code_class.is_some_and(|c| ![0, 100, 200, 300, 400, 500].contains(&c)) {
         return Err(ApiError::validation("statusCodeClass", "must be 0, 100, 200, 300, 400 or 500"));
     }
@@ -120,7 +118,7 @@ pub async fn bulk_replay(
     let chosen = Chosen { filter, status, status_code_class: input.status_code_class };
     let (state, app_id, ep_id) = (s.clone(), t.app.id.clone(), ep.id.clone());
     let work = async move {
-        let replayed = if nothing_matches { 0 } else { replay(&state, &app_id, &ep_id, &chosen, now).await? };
+        let replayed = replay(&state, &app_id, &ep_id, &chosen, now).await?;
         if replayed > 0 {
             state.0.dispatcher.retry_endpoint_now(&ep_id);
         }

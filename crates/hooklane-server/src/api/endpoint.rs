@@ -655,7 +655,7 @@ pub struct EndpointStatsOut {
     pending: u64,
     sending: u64,
     fail: u64,
-    /// Svix's; hooklane cancels nothing, so always 0.
+    /// Not sent on purpose: cancelled by the endpoint's transformation.
     canceled: u64,
 }
 
@@ -692,7 +692,7 @@ pub async fn stats(
         pending: st.pending,
         sending: st.sending,
         fail: st.fail,
-        canceled: 0,
+        canceled: st.canceled,
     }))
 }
 
@@ -701,7 +701,7 @@ pub async fn stats(
 pub struct AttemptStatsOut {
     success: u64,
     fail: u64,
-    /// Svix's; hooklane cancels nothing, so always 0.
+    /// Cancelled by the endpoint's transformation (nothing was sent).
     canceled: u64,
 }
 
@@ -742,7 +742,7 @@ pub async fn attempt_stats(
     Ok(axum::Json(AttemptStatsOut {
         success: slices.iter().map(|b| b.succeeded).sum(),
         fail: slices.iter().map(|b| b.failed).sum(),
-        canceled: 0,
+        canceled: slices.iter().map(|b| b.canceled).sum(),
     }))
 }
 

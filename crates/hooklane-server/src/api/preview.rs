@@ -8,11 +8,13 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use hooklane_core::filter::{payload_wanted, LazyPayload};
+use hooklane_core::model::Capability;
 use hooklane_core::rules::transform;
 use hooklane_dispatch::script;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::attempt::REDACTED;
 use super::endpoint::{check_rules, find};
 use super::Patch;
 use crate::error::{ApiError, ApiResult};
@@ -102,10 +104,15 @@ pub async fn preview(
         Some(template) => transform::apply(template, payload.json(), transform::body_limit(text.len()))
             .map_err(|too_large| ApiError::validation("transform", too_large.to_string()))?,
     };
-    let (code, variables) = match ep.transformation {
+    let (code, mut variables) = match ep.transformation {
         Some(tr) => (tr.active_code().map(str::to_string), tr.variables),
         None => (None, BTreeMap::new()),
     };
+    // The code runs on the endpoint's variables, which a token that may not see secrets
+    // must not get back through what the code makes of them (or through code of its own).
+    if !t.principal.allows(Some(Capability::ViewEndpointSecret)) {
+        variables.values_mut().for_each(|v| *v = REDACTED.to_string());
+    }
     let mut code = code;
     input.transformation.apply_opt(&mut code);
     let mut out = PreviewOut {
@@ -117,12 +124,14 @@ pub async fn preview(
         headers: BTreeMap::new(),
     };
     let Some(code) = code else { return Ok(axum::Json(out)) };
-    let run = script::Input { code, variables, url: ep.url, event_type: input.event_type, payload: out.body.clone() };
-    match run.run_blocking().await.map_err(|e| ApiError::validation("transformation", e.to_string()))? {
+    let webhook = script::Webhook::new(ep.url, input.event_type, out.body.clone(), variables);
+    let max_output = transform::body_limit(text.len()).saturating_add(64 << 10);
+    let ran = s.0.dispatcher.scripts().run(script::Job { code, webhook: Some(webhook), max_output }).await;
+    match ran.map_err(|e| ApiError::validation("transformation", e.to_string()))? {
         script::Outcome::Cancel => out.cancelled = true,
         script::Outcome::Send(request) => {
             out.body = request.body;
-            out.method = request.method.to_string();
+            out.method = request.method;
             out.url = request.url;
             out.headers = request.headers;
         }

@@ -8,7 +8,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use hooklane_core::model::{Capability, Transformation};
-use hooklane_dispatch::script;
 use serde::{Deserialize, Serialize};
 
 use super::attempt::REDACTED;
@@ -130,7 +129,8 @@ pub async fn patch(
         updated_at: now,
     });
     if let Patch::Set(code) = &input.code {
-        check_code(code.clone()).await?;
+        let checked = s.0.dispatcher.scripts().check(code.clone()).await;
+        checked.map_err(|e| ApiError::validation("code", e.to_string()))?;
     }
     input.code.apply_opt(&mut tr.code);
     input.variables.apply_or_default(&mut tr.variables);
@@ -143,15 +143,6 @@ pub async fn patch(
     let was_disabled = ep.disabled;
     save(&s, &t, ep, was_disabled).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Compiles the code and runs its top level (on a blocking thread: up to the script's
-/// time limit) to find its handler.
-async fn check_code(code: String) -> ApiResult<()> {
-    let checked = tokio::task::spawn_blocking(move || script::check(&code))
-        .await
-        .map_err(|e| ApiError::validation("code", format!("the code could not be checked: {e}")))?;
-    checked.map_err(|e| ApiError::validation("code", e.to_string()))
 }
 
 fn check_variables(variables: &BTreeMap<String, String>) -> ApiResult<()> {

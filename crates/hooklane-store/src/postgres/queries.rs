@@ -845,7 +845,8 @@ impl<'a> DeliveryColumns<'a> {
         };
         for ((msg, ep), (n, o)) in rows {
             let (status, due): (i32, Option<i64>) = match o.next {
-                NextStep::Succeeded | NextStep::Cancelled => (0, None),
+                NextStep::Succeeded => (0, None),
+                NextStep::Cancelled => (4, None),
                 NextStep::RetryAt(t) => (1, Some(ms(t))),
                 NextStep::GiveUp => (2, None),
             };

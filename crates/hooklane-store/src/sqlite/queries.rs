@@ -686,7 +686,8 @@ pub fn record_attempt(
     )?;
     let now = ms(a.created_at);
     let (status, due) = match next {
-        NextStep::Succeeded | NextStep::Cancelled => (0, None),
+        NextStep::Succeeded => (0, None),
+        NextStep::Cancelled => (4, None),
         NextStep::RetryAt(t) => (1, Some(ms(*t))),
         NextStep::GiveUp => (2, None),
     };

@@ -1030,7 +1030,7 @@ pub async fn endpoint_messages_and_stats(store: &DynStore) {
     assert!(other.items.is_empty());
 
     let stats = store.endpoint_stats(&a.id, &e1.id, None, None).await.unwrap();
-    assert_eq!(stats, hooklane_store::EndpointStats { success: 0, pending: 1, sending: 1, fail: 1 });
+    assert_eq!(stats, hooklane_store::EndpointStats { success: 0, pending: 1, sending: 1, fail: 1, canceled: 0 });
     let stats = store.endpoint_stats(&a.id, &e2.id, None, None).await.unwrap();
     assert_eq!(stats.pending, 2);
     let later = store.endpoint_stats(&a.id, &e1.id, Some(now_ms() + hours(1)), None).await.unwrap();
@@ -1632,8 +1632,8 @@ pub async fn endpoint_failing_since_and_disable(store: &DynStore) {
     assert_eq!(h.failing_since, None);
 }
 
-/// An attempt its endpoint's transformation cancelled ends the delivery as a success would,
-/// but leaves the endpoint's failure streak as it was: running, or not.
+/// An attempt its endpoint's transformation cancelled ends the delivery (canceled, Svix's
+/// status 4), and leaves the endpoint's failure streak as it was: running, or not.
 pub async fn cancelled_attempts_end_deliveries_and_leave_streaks(store: &DynStore) {
     let t0 = now_ms();
     let app = setup_app(store, "A").await;
@@ -1647,15 +1647,22 @@ pub async fn cancelled_attempts_end_deliveries_and_leave_streaks(store: &DynStor
     let m2 = post(store, &app.id, &[&failing, &healthy], t0).await;
     assert_eq!(job_keys(&claim(store, t0 + secs(2)).await), set([pair(&m2, &failing), pair(&m2, &healthy)]));
     let cancelled = |ep: &Endpoint| AttemptOutcome {
-        attempt: attempt(&m2.id, ep, DeliveryStatus::Success, t0 + secs(2)),
+        attempt: attempt(&m2.id, ep, DeliveryStatus::Canceled, t0 + secs(2)),
         next: NextStep::Cancelled,
     };
     let off = store.record_attempts(vec![cancelled(&failing), cancelled(&healthy)], HOUR).await.unwrap();
     assert!(off.disabled.is_empty());
     for ep in [&failing, &healthy] {
         let d = delivery(store, &app.id, &m2.id, &ep.id).await;
-        assert_eq!((d.status, d.attempts), (DeliveryStatus::Success, 1), "the delivery is over");
+        assert_eq!((d.status, d.attempts), (DeliveryStatus::Canceled, 1), "the delivery is over");
     }
+    let stats = store.endpoint_stats(&app.id, &healthy.id, None, None).await.unwrap();
+    assert_eq!((stats.success, stats.fail, stats.canceled), (0, 0, 1));
+    let canceled = AttemptFilter { status: Some(DeliveryStatus::Canceled), ..Default::default() };
+    let listed = store.list_attempts(&app.id, &canceled, &PageRequest::default()).await.unwrap();
+    assert_eq!(listed.items.len(), 2, "attempts keep their status");
+    let t = store.attempt_timeline(&app.id, Some(&healthy.id), t0, t0 + hours(1), HOUR).await.unwrap();
+    assert_eq!(t.iter().map(|b| (b.succeeded, b.failed, b.canceled)).collect::<Vec<_>>(), vec![(0, 0, 1)]);
     assert_eq!(endpoint_now(store, &failing).await.failing_since, Some(t0), "the streak still runs");
     assert_eq!(endpoint_now(store, &healthy).await.failing_since, None, "and none was started");
 }

@@ -34,20 +34,35 @@ impl Api {
     }
 
     async fn post_json(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path, body).await
+    }
+
+    /// `method` on `path` of the first server with a JSON body; its JSON answer (`null`
+    /// when it has none).
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> anyhow::Result<Value> {
         let resp = self
             .client
-            .post(format!("{}{path}", self.bases[0]))
+            .request(method.clone(), format!("{}{path}", self.bases[0]))
             .header("authorization", &self.auth)
             .json(&body)
             .send()
             .await
-            .with_context(|| format!("POST {path}"))?;
+            .with_context(|| format!("{method} {path}"))?;
         let status = resp.status();
         let text = resp.text().await?;
         if !status.is_success() {
-            bail!("POST {path}: {status}: {text}");
+            bail!("{method} {path}: {status}: {text}");
+        }
+        if text.is_empty() {
+            return Ok(Value::Null);
         }
         Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Sets and enables the endpoint's JavaScript transformation.
+    pub async fn set_transformation(&self, app: &str, endpoint: &str, code: &str) -> anyhow::Result<()> {
+        let path = format!("/api/v1/app/{app}/endpoint/{endpoint}/transformation");
+        self.call(reqwest::Method::PATCH, &path, json!({ "code": code, "enabled": true })).await.map(drop)
     }
 
     /// Creates an application; returns its id.

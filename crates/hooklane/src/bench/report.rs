@@ -145,6 +145,8 @@ pub struct Report {
     /// Whether the measured endpoint had a transform, and a payload filter.
     transform: bool,
     payload_filter: bool,
+    /// Whether the measured endpoint had a JavaScript transformation.
+    transformation: bool,
     /// The measured endpoint's ordering.
     ordering: String,
 }
@@ -189,6 +191,7 @@ impl Report {
             receiver_delay_ms: args.receiver_delay_ms,
             transform: args.transform.is_some(),
             payload_filter: args.payload_filter.is_some(),
+            transformation: args.transformation.is_some(),
             ordering: args.ordering.clone(),
         }
     }
