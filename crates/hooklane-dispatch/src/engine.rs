@@ -225,12 +225,12 @@ impl Dispatcher {
         self.inner.disablings.subscribe()
     }
 
-    /// Makes the poller look at the store now (after a resend, a recover…).
     /// Where transformations run (see [`crate::scripts`]).
     pub fn scripts(&self) -> Arc<crate::scripts::Scripts> {
         self.inner.sender.scripts()
     }
 
+    /// Makes the poller look at the store now (after a resend, a recover…).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
     }
@@ -388,6 +388,8 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }
+    // Before the permits: a transformation may wait for a worker.
+    let prepared = inner.sender.prepare(&job.message, endpoint).await;
     let sent = {
         // Both permits are held only for the request itself.
         let Ok(_endpoint_permit) = gate.in_flight.acquire().await else { return };
@@ -395,8 +397,8 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
         // Decided again at the last moment: jobs queued behind the failures that opened
         // the circuit go back to the store instead of failing one by one.
         match inner.circuits.verdict(&endpoint.id, Utc::now()) {
-            Verdict::Send => Ok((inner.sender.send(&job.message, endpoint).await, false)),
-            Verdict::Probe => Ok((inner.sender.send(&job.message, endpoint).await, true)),
+            Verdict::Send => Ok((inner.sender.send(&job.message, endpoint, prepared).await, false)),
+            Verdict::Probe => Ok((inner.sender.send(&job.message, endpoint, prepared).await, true)),
             Verdict::Hold(until) => Err(until),
         }
     };

@@ -43,6 +43,7 @@ mod tests {
             request_headers: None,
             unsendable: false,
             cancelled: false,
+            deferred: false,
             url: None,
         }
     }

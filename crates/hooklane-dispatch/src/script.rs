@@ -36,23 +36,23 @@ pub const TIME_LIMIT: Duration = Duration::from_millis(250);
 #[error("{0}")]
 pub struct ScriptError(pub String);
 
-/// What the handler is given.
+/// What the handler is given: the webhook about to be sent (`method` is `POST`, `headers`
+/// empty and `cancel` false to begin with).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Webhook {
-    pub method: String,
     pub url: String,
     pub event_type: String,
-    pub payload: Value,
-    pub headers: BTreeMap<String, String>,
-    pub cancel: bool,
+    /// The body so far, as text: JSON (parsed by QuickJS, never by serde, so that no
+    /// nesting depth of a payload is refused), or anything else, which the code sees as
+    /// `null`.
+    pub payload: String,
     pub variables: BTreeMap<String, String>,
 }
 
 impl Webhook {
-    /// The webhook about to be sent to `url`, before any change.
-    pub fn new(url: String, event_type: String, payload: Value, variables: BTreeMap<String, String>) -> Self {
-        Webhook { method: "POST".into(), url, event_type, payload, headers: BTreeMap::new(), cancel: false, variables }
+    pub fn new(url: String, event_type: String, payload: String, variables: BTreeMap<String, String>) -> Self {
+        Webhook { url, event_type, payload, variables }
     }
 }
 
@@ -71,9 +71,17 @@ pub enum Outcome {
 pub struct Request {
     pub method: String,
     pub url: String,
-    pub body: Value,
+    /// The payload as JSON text; `None`: the body given was not JSON and the code left the
+    /// payload `null`, so the body goes as it came.
+    pub body: Option<String>,
     pub headers: BTreeMap<String, String>,
 }
+
+/// Longest error text kept: an exception's message is the code's to make, and it is stored
+/// with every attempt.
+const MAX_ERROR_BYTES: usize = 1024;
+/// Most bytes of the webhook returned, beside its payload, as JSON (URL, headers…).
+const MAX_REST_BYTES: usize = 64 << 10;
 
 /// Most headers a transformation may set, and the longest value.
 pub const MAX_HEADERS: usize = 32;
@@ -100,32 +108,73 @@ pub fn check(code: &str) -> Result<(), ScriptError> {
     within_limits(code, |_ctx, _handler| Ok(()))
 }
 
-/// Runs the code's handler on `webhook`, within the limits; what it returns may weigh at
-/// most `max_output` bytes as JSON (checked before hooklane reads it, so a small object
+/// Runs the code's handler on `webhook`, within the limits; the payload it returns may weigh
+/// at most `max_output` bytes as JSON (checked before hooklane reads it, so a small object
 /// that stringifies large cannot make hooklane allocate much).
 pub fn run(code: &str, webhook: &Webhook, max_output: usize) -> Result<Outcome, ScriptError> {
-    let input = serde_json::to_string(webhook).map_err(|e| ScriptError(e.to_string()))?;
-    let output = within_limits(code, |ctx, handler| {
-        let arg = ctx.json_parse(input).catch(ctx)?;
+    let start = serde_json::json!({
+        "method": "POST",
+        "url": webhook.url,
+        "eventType": webhook.event_type,
+        "headers": {},
+        "cancel": false,
+        "variables": webhook.variables,
+    })
+    .to_string();
+    let (payload_text, rest) = within_limits(code, |ctx, handler| {
+        let Some(arg) = ctx.json_parse(start).catch(ctx)?.into_object() else { return Ok(None) };
+        // A body that is not JSON is `null` to the code (and a parse error is no error).
+        let payload = match ctx.json_parse(webhook.payload.as_str()) {
+            Ok(v) => v,
+            Err(_) => {
+                let _ = ctx.catch();
+                rquickjs::Value::new_null(ctx.clone())
+            }
+        };
+        arg.set("payload", payload).catch(ctx)?;
         let returned: rquickjs::Value = handler.call((arg,)).catch(ctx)?;
-        if !returned.is_object() || returned.is_function() || returned.is_promise() {
+        let Some(returned) = returned.as_object().filter(|_| !returned.is_function() && !returned.is_promise()) else {
             return Ok(None);
+        };
+        if !returned.contains_key("payload").catch(ctx)? {
+            return Ok(Some((None, None)));
         }
-        ctx.json_stringify(returned).catch(ctx)?.map(|s| s.to_string()).transpose().catch(ctx)
-    })?;
-    let Some(output) = output else {
-        return Err(ScriptError("handler must return the webhook object".into()));
+        let payload: rquickjs::Value = returned.get("payload").catch(ctx)?;
+        let payload_text = ctx.json_stringify(payload).catch(ctx)?.map(|s| s.to_string()).transpose().catch(ctx)?;
+        // The rest is small: read by serde.
+        returned.set("payload", rquickjs::Value::new_null(ctx.clone())).catch(ctx)?;
+        let rest = ctx.json_stringify(returned.clone()).catch(ctx)?.map(|s| s.to_string()).transpose().catch(ctx)?;
+        Ok(Some((Some(payload_text.unwrap_or_else(|| "null".into())), rest)))
+    })?
+    .ok_or_else(|| ScriptError("handler must return the webhook object".into()))?;
+    let Some(payload_text) = payload_text else {
+        return Err(ScriptError("the webhook returned is not valid: it has no payload".into()));
     };
-    if output.len() > max_output {
-        return Err(ScriptError(format!("the webhook returned is larger than {max_output} bytes")));
+    if payload_text.len() > max_output {
+        return Err(ScriptError(format!("the payload returned is larger than {max_output} bytes")));
+    }
+    let rest = rest.unwrap_or_default();
+    if rest.len() > MAX_REST_BYTES {
+        return Err(ScriptError(format!(
+            "the webhook returned is larger than {} KiB beside its payload",
+            MAX_REST_BYTES >> 10
+        )));
     }
     let returned: serde_json::Map<String, Value> =
-        serde_json::from_str(&output).map_err(|e| ScriptError(format!("the webhook returned is not valid: {e}")))?;
-    read_returned(returned, webhook)
+        serde_json::from_str(&rest).map_err(|e| ScriptError(format!("the webhook returned is not valid: {e}")))?;
+    // Left `null` on a body that was not JSON: that body goes as it came.
+    let was_json =
+        serde_json::from_str::<serde::de::IgnoredAny>(&webhook.payload).is_ok() || webhook.payload.trim() == "null";
+    let body = (payload_text != "null" || was_json).then_some(payload_text);
+    read_returned(returned, webhook, body)
 }
 
 /// The request the returned webhook asks for, checked.
-fn read_returned(mut returned: serde_json::Map<String, Value>, sent: &Webhook) -> Result<Outcome, ScriptError> {
+fn read_returned(
+    mut returned: serde_json::Map<String, Value>,
+    sent: &Webhook,
+    body: Option<String>,
+) -> Result<Outcome, ScriptError> {
     let invalid = |what: String| Err(ScriptError(format!("the webhook returned is not valid: {what}")));
     match returned.get("cancel") {
         None | Some(Value::Null) | Some(Value::Bool(false)) => {}
@@ -137,7 +186,7 @@ fn read_returned(mut returned: serde_json::Map<String, Value>, sent: &Webhook) -
         Some(Value::String(m)) if m.eq_ignore_ascii_case("POST") || m.eq_ignore_ascii_case("PUT") => {
             m.to_ascii_uppercase()
         }
-        Some(other) => return Err(ScriptError(format!("method must be POST or PUT, not {other}"))),
+        Some(_) => return Err(ScriptError("method must be POST or PUT".into())),
     };
     let url = match returned.remove("url") {
         None | Some(Value::Null) => sent.url.clone(),
@@ -147,15 +196,12 @@ fn read_returned(mut returned: serde_json::Map<String, Value>, sent: &Webhook) -
     if url != sent.url {
         check_url(&url)?;
     }
-    let Some(body) = returned.remove("payload") else {
-        return invalid("it has no payload".into());
-    };
     let headers = match returned.remove("headers") {
         None | Some(Value::Null) => BTreeMap::new(),
         Some(Value::Object(h)) => {
             let mut headers = BTreeMap::new();
             for (name, value) in h {
-                let Value::String(value) = value else { return invalid(format!("header {name:?} is not a string")) };
+                let Value::String(value) = value else { return invalid(format!("header {name:.64?} is not a string")) };
                 headers.insert(name, value);
             }
             headers
@@ -197,7 +243,7 @@ fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), ScriptError> 
             && reqwest::header::HeaderValue::from_str(value).is_ok()
             && value.len() <= MAX_HEADER_VALUE;
         if !valid || CONNECTION_HEADERS.contains(&lower.as_str()) {
-            return Err(ScriptError(format!("the transformation's header {name:?} is not one it may set")));
+            return Err(ScriptError(format!("the transformation's header {name:.64?} is not one it may set")));
         }
     }
     Ok(())
@@ -213,28 +259,57 @@ pub struct Job {
 }
 
 impl Job {
-    /// Does the job here, in this thread.
+    /// Does the job here, in this thread; an error's text is cut to [`MAX_ERROR_BYTES`].
     pub fn answer(&self) -> Result<Option<Outcome>, ScriptError> {
-        match &self.webhook {
+        let answer = match &self.webhook {
             None => check(&self.code).map(|()| None),
             Some(webhook) => run(&self.code, webhook, self.max_output).map(Some),
-        }
+        };
+        answer.map_err(|mut e| {
+            if e.0.len() > MAX_ERROR_BYTES {
+                let mut end = MAX_ERROR_BYTES;
+                while !e.0.is_char_boundary(end) {
+                    end -= 1;
+                }
+                e.0.truncate(end);
+                e.0.push('…');
+            }
+            e
+        })
     }
 }
 
 /// The script worker process (`hooklane script-worker`): reads one [`Job`] per line on
 /// stdin, answers each with one line of JSON on stdout, until stdin closes. The parent
 /// kills it when a job outlives its deadline, which code can make it do through built-in
-/// functions QuickJS does not interrupt (a search in a long string).
+/// functions QuickJS does not interrupt (a search in a long string); should the parent be
+/// gone, the worker ends itself a little later ([`WORKER_WATCHDOG`]).
 pub fn serve_worker() -> std::io::Result<()> {
     use std::io::{BufRead, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    // When the job under way started, in milliseconds since the worker did; 0: none.
+    let busy_since = Arc::new(AtomicU64::new(0));
+    let began = Instant::now();
+    let watched = busy_since.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let since = watched.load(Ordering::Relaxed);
+        let now = began.elapsed().as_millis() as u64;
+        if since != 0 && now.saturating_sub(since) > WORKER_WATCHDOG.as_millis() as u64 {
+            std::process::exit(2);
+        }
+    });
     let stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
     for line in stdin.lines() {
-        let answer = match serde_json::from_str::<Job>(&line?) {
+        let line = line?;
+        busy_since.store((began.elapsed().as_millis() as u64).max(1), Ordering::Relaxed);
+        let answer = match serde_json::from_str::<Job>(&line) {
             Ok(job) => job.answer(),
             Err(e) => Err(ScriptError(format!("the worker could not read its job: {e}"))),
         };
+        busy_since.store(0, Ordering::Relaxed);
         let mut out = serde_json::to_vec(&answer).unwrap_or_else(|_| b"{\"Err\":\"unanswerable\"}".to_vec());
         out.push(b'\n');
         stdout.write_all(&out)?;
@@ -242,6 +317,10 @@ pub fn serve_worker() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// How long a worker lets one job run before it ends itself: past the parent's own
+/// deadline (2 s), for when the parent is gone and cannot kill it.
+const WORKER_WATCHDOG: Duration = Duration::from_secs(3);
 
 /// Compiles and runs `code` in a fresh runtime with the limits set, then calls `then` with
 /// its `handler` function; every JavaScript error becomes a [`ScriptError`] that says what
@@ -309,9 +388,45 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn body_json(req: &Request) -> Value {
+        serde_json::from_str(req.body.as_deref().expect("a JSON body")).expect("JSON")
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_null_to_the_code_and_kept_if_left_so() {
+        let form = "a=1&b=2";
+        let webhook = Webhook::new("https://example.com/".into(), "t".into(), form.into(), BTreeMap::new());
+        let keep = "function handler(w) { w.headers['X-Was'] = String(w.payload); return w }";
+        let Ok(Outcome::Send(req)) = run(keep, &webhook, 1 << 20) else { panic!("runs") };
+        assert_eq!((req.body, req.headers["X-Was"].as_str()), (None, "null"), "sent as it came");
+        let replace = "function handler(w) { w.payload = { form: true }; return w }";
+        let Ok(Outcome::Send(req)) = run(replace, &webhook, 1 << 20) else { panic!("runs") };
+        assert_eq!(req.body.as_deref(), Some(r#"{"form":true}"#));
+    }
+
+    #[test]
+    fn payloads_nested_deeper_than_serde_reads_pass_through() {
+        let deep = format!("{}1{}", "[".repeat(500), "]".repeat(500));
+        let webhook = Webhook::new("https://example.com/".into(), "t".into(), deep.clone(), BTreeMap::new());
+        let Ok(Outcome::Send(req)) = run("function handler(w) { return w }", &webhook, 1 << 20) else { panic!("runs") };
+        assert_eq!(req.body, Some(deep));
+    }
+
+    #[test]
+    fn error_text_is_cut() {
+        let webhook = Webhook::new("https://example.com/".into(), "t".into(), "{}".into(), BTreeMap::new());
+        let job = Job {
+            code: "function handler(w) { throw new Error('x'.repeat(100000)) }".into(),
+            webhook: Some(webhook),
+            max_output: 1024,
+        };
+        let err = job.answer().expect_err("throws");
+        assert!(err.0.len() <= MAX_ERROR_BYTES + 3 && err.0.ends_with('…'), "{}", err.0.len());
+    }
+
     fn run_on(code: &str, payload: Value) -> Result<Outcome, ScriptError> {
         let vars = BTreeMap::from([("token".to_string(), "t0k".to_string())]);
-        let webhook = Webhook::new("https://example.com/hook".into(), "invoice.paid".into(), payload, vars);
+        let webhook = Webhook::new("https://example.com/hook".into(), "invoice.paid".into(), payload.to_string(), vars);
         run(code, &webhook, 1 << 20)
     }
 
@@ -329,7 +444,7 @@ mod tests {
         let Outcome::Send(req) = outcome else { panic!("not cancelled") };
         assert_eq!(req.method, "PUT");
         assert_eq!(req.url, "https://example.com/hook?type=invoice.paid");
-        assert_eq!(req.body, json!({"text": "paid 12", "was": {"amount": 12}}));
+        assert_eq!(body_json(&req), json!({"text": "paid 12", "was": {"amount": 12}}));
         assert_eq!(req.headers, BTreeMap::from([("Authorization".to_string(), "Bearer t0k".to_string())]));
     }
 
@@ -341,7 +456,7 @@ mod tests {
             Outcome::Send(Request {
                 method: "POST".into(),
                 url: "https://example.com/hook".into(),
-                body: json!({"a": [1, 2]}),
+                body: Some(r#"{"a":[1,2]}"#.into()),
                 headers: BTreeMap::new(),
             })
         );
@@ -362,10 +477,7 @@ mod tests {
         assert!(err("function handler(w) {").starts_with("SyntaxError"), "{}", err("function handler(w) {"));
         assert_eq!(err("var handler = 3"), "the code must declare a function named handler");
         assert_eq!(err("function handler(w) { return 1 }"), "handler must return the webhook object");
-        assert_eq!(
-            err("function handler(w) { w.method = 'DELETE'; return w }"),
-            "method must be POST or PUT, not \"DELETE\""
-        );
+        assert_eq!(err("function handler(w) { w.method = 'DELETE'; return w }"), "method must be POST or PUT");
         assert!(err("function handler(w) { w.headers = {a: 1}; return w }")
             .starts_with("the webhook returned is not valid"));
         assert!(err("function handler(w) { throw 'text' }").contains("not an Error"));
@@ -414,7 +526,7 @@ mod tests {
         // Cheap for QuickJS (one array, referenced many times), large as JSON.
         let code = "function handler(w) { const a = [0, 0, 0, 0]; w.payload = Array(200000).fill(a); return w }";
         let vars = BTreeMap::new();
-        let webhook = Webhook::new("https://example.com/".into(), "t".into(), Value::Null, vars);
+        let webhook = Webhook::new("https://example.com/".into(), "t".into(), "null".into(), vars);
         let err = run(code, &webhook, 1 << 20).expect_err("too large");
         assert!(err.0.contains("larger than 1048576 bytes"), "{err}");
         assert!(run(code, &webhook, 8 << 20).is_ok(), "within a larger allowance");
@@ -422,7 +534,7 @@ mod tests {
 
     #[test]
     fn jobs_travel_as_json_lines() {
-        let webhook = Webhook::new("https://example.com/".into(), "t".into(), json!({"a": 1}), BTreeMap::new());
+        let webhook = Webhook::new("https://example.com/".into(), "t".into(), r#"{"a": 1}"#.into(), BTreeMap::new());
         let job = Job {
             code: "function handler(w) { w.cancel = true; return w }".into(),
             webhook: Some(webhook),
@@ -441,7 +553,7 @@ mod tests {
         let code = "var n = (typeof n === 'number' ? n : 0) + 1; function handler(w) { w.payload = n; return w }";
         for _ in 0..2 {
             let Ok(Outcome::Send(req)) = run_on(code, Value::Null) else { panic!("runs") };
-            assert_eq!(req.body, json!(1));
+            assert_eq!(body_json(&req), json!(1));
         }
     }
 

@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Semaphore;
 
@@ -23,6 +23,13 @@ use crate::script::{Job, Outcome, ScriptError, TIME_LIMIT};
 /// How long a run may take, as the caller sees it (the worker's own limit, [`TIME_LIMIT`],
 /// stops ordinary runaway code well before).
 pub const HARD_LIMIT: Duration = Duration::from_secs(2);
+/// How long a delivery waits for a free worker before it is retried later instead.
+const DELIVERY_WAIT: Duration = Duration::from_secs(30);
+/// How long an API call (a preview, or the check of code being set) waits for the API's
+/// own worker.
+const API_WAIT: Duration = Duration::from_secs(5);
+/// Bytes of an answer beyond its payload allowance (URL, headers, error text, framing).
+const ANSWER_MARGIN: usize = 256 << 10;
 
 /// How transformations are run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,10 +41,25 @@ pub enum Isolation {
     InProcess,
 }
 
-/// Runs transformation jobs, at most `workers` at once.
+/// Why a run gave no outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScriptFailure {
+    /// The code failed (an exception, a limit, what it returned): running it again on the
+    /// same message would fail again.
+    #[error("{0}")]
+    Code(ScriptError),
+    /// No worker could run it now (none free in time, or one could not be started or
+    /// died): worth trying again later, and no fault of the code or the endpoint.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Runs transformation jobs: deliveries' at most `workers` at once, the API's (previews,
+/// checks of code being set) one at a time on top, so that neither can hold up the other.
 pub struct Scripts {
     isolation: Isolation,
-    slots: Semaphore,
+    delivery_slots: Semaphore,
+    api_slots: Semaphore,
     idle: Mutex<Vec<Worker>>,
 }
 
@@ -50,55 +72,83 @@ struct Worker {
 
 impl Scripts {
     pub fn new(isolation: Isolation, workers: usize) -> Self {
-        Scripts { isolation, slots: Semaphore::new(workers.max(1)), idle: Mutex::new(Vec::new()) }
-    }
-
-    /// Checks code before it is saved ([`crate::script::check`]).
-    pub async fn check(&self, code: String) -> Result<(), ScriptError> {
-        self.call(Job { code, webhook: None, max_output: 0 }).await.map(drop)
-    }
-
-    /// Runs a transformation ([`crate::script::run`]).
-    pub async fn run(&self, job: Job) -> Result<Outcome, ScriptError> {
-        match self.call(job).await? {
-            Some(outcome) => Ok(outcome),
-            None => Err(ScriptError("the worker answered a run as a check".into())),
+        Scripts {
+            isolation,
+            delivery_slots: Semaphore::new(workers.max(1)),
+            api_slots: Semaphore::new(1),
+            idle: Mutex::new(Vec::new()),
         }
     }
 
-    async fn call(&self, job: Job) -> Result<Option<Outcome>, ScriptError> {
-        let _slot = self.slots.acquire().await.map_err(|_| ScriptError("scripts are shutting down".into()))?;
-        match &self.isolation {
+    /// Checks code before it is saved ([`crate::script::check`]), on the API's worker.
+    pub async fn check(&self, code: String) -> Result<(), ScriptFailure> {
+        self.call(Job { code, webhook: None, max_output: 0 }, &self.api_slots, API_WAIT).await.map(drop)
+    }
+
+    /// Runs a transformation for a delivery ([`crate::script::run`]).
+    pub async fn run(&self, job: Job) -> Result<Outcome, ScriptFailure> {
+        Self::outcome(self.call(job, &self.delivery_slots, DELIVERY_WAIT).await)
+    }
+
+    /// Runs a transformation for the API (a preview), on the API's worker.
+    pub async fn run_for_api(&self, job: Job) -> Result<Outcome, ScriptFailure> {
+        Self::outcome(self.call(job, &self.api_slots, API_WAIT).await)
+    }
+
+    fn outcome(answer: Result<Option<Outcome>, ScriptFailure>) -> Result<Outcome, ScriptFailure> {
+        answer?.ok_or_else(|| ScriptFailure::Unavailable("the worker answered a run as a check".into()))
+    }
+
+    async fn call(&self, job: Job, slots: &Semaphore, wait: Duration) -> Result<Option<Outcome>, ScriptFailure> {
+        let _slot = match tokio::time::timeout(wait, slots.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => return Err(ScriptFailure::Unavailable("scripts are shutting down".into())),
+            Err(_) => {
+                return Err(ScriptFailure::Unavailable(format!(
+                    "no transformation worker was free within {} s",
+                    wait.as_secs()
+                )))
+            }
+        };
+        let (program, args) = match &self.isolation {
+            Isolation::Workers { program, args } => (program, args),
             Isolation::InProcess => {
                 let run = tokio::task::spawn_blocking(move || job.answer());
-                match tokio::time::timeout(HARD_LIMIT, run).await {
-                    Ok(Ok(answer)) => answer,
-                    Ok(Err(e)) => Err(ScriptError(format!("the run was lost: {e}"))),
-                    Err(_) => Err(too_long()),
-                }
-            }
-            Isolation::Workers { program, args } => {
-                let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-                let mut worker = match idle {
-                    Some(w) => w,
-                    None => Worker::start(program, args)
-                        .map_err(|e| ScriptError(format!("could not start a script worker: {e}")))?,
+                return match tokio::time::timeout(HARD_LIMIT, run).await {
+                    Ok(Ok(answer)) => answer.map_err(ScriptFailure::Code),
+                    Ok(Err(e)) => Err(ScriptFailure::Unavailable(format!("the run was lost: {e}"))),
+                    Err(_) => Err(ScriptFailure::Code(too_long())),
                 };
-                let line = serde_json::to_string(&job).map_err(|e| ScriptError(e.to_string()))?;
-                match tokio::time::timeout(HARD_LIMIT, worker.exchange(line)).await {
-                    Ok(Ok(answer)) => {
-                        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(worker);
-                        answer
-                    }
-                    // The worker is dropped, which kills it.
-                    Ok(Err(e)) => Err(ScriptError(format!("the script worker failed: {e}"))),
-                    Err(_) => {
-                        metrics::counter!("hooklane_transformation_workers_killed_total").increment(1);
-                        Err(too_long())
-                    }
+            }
+        };
+        // Serialised before a worker is taken: a job that cannot be written costs none.
+        let line = serde_json::to_string(&job).map_err(|e| ScriptFailure::Unavailable(e.to_string()))?;
+        let answer_limit = job.max_output.saturating_add(ANSWER_MARGIN);
+        // An idle worker may have died since its last job (killed from outside): then the
+        // job goes once more to a new one.
+        for attempt in 0..2 {
+            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let reused = idle.is_some();
+            let mut worker = match idle {
+                Some(w) => w,
+                None => Worker::start(program, args)
+                    .map_err(|e| ScriptFailure::Unavailable(format!("could not start a transformation worker: {e}")))?,
+            };
+            match tokio::time::timeout(HARD_LIMIT, worker.exchange(&line, answer_limit)).await {
+                Ok(Ok(answer)) => {
+                    self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(worker);
+                    return answer.map_err(ScriptFailure::Code);
+                }
+                // The worker is dropped, which kills it.
+                Ok(Err(_)) if reused && attempt == 0 => continue,
+                Ok(Err(e)) => return Err(ScriptFailure::Unavailable(format!("the transformation worker failed: {e}"))),
+                Err(_) => {
+                    metrics::counter!("hooklane_transformation_workers_killed_total").increment(1);
+                    return Err(ScriptFailure::Code(too_long()));
                 }
             }
         }
+        Err(ScriptFailure::Unavailable("the transformation worker failed twice".into()))
     }
 }
 
@@ -117,6 +167,9 @@ impl Worker {
             // Nothing of the server's environment (its configuration, credentials) is
             // the worker's business.
             .env_clear()
+            // Its own process group: a Ctrl-C or a service manager's stop signal meant for
+            // the server does not end the workers of the deliveries it is finishing.
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -128,16 +181,18 @@ impl Worker {
         Ok(Worker { _child: child, stdin, stdout: BufReader::new(stdout) })
     }
 
-    /// Sends one job line and reads its answer line.
-    async fn exchange(&mut self, mut line: String) -> std::io::Result<Result<Option<Outcome>, ScriptError>> {
-        line.push('\n');
+    /// Sends one job line and reads its answer line, of at most `limit` bytes.
+    async fn exchange(&mut self, line: &str, limit: usize) -> std::io::Result<Result<Option<Outcome>, ScriptError>> {
         self.stdin.write_all(line.as_bytes()).await?;
+        self.stdin.write_all(b"\n").await?;
         self.stdin.flush().await?;
-        let mut answer = String::new();
-        if self.stdout.read_line(&mut answer).await? == 0 {
-            return Err(std::io::Error::other("the worker exited"));
+        let mut answer = Vec::new();
+        (&mut self.stdout).take(limit as u64).read_until(b'\n', &mut answer).await?;
+        if answer.last() != Some(&b'\n') {
+            let why = if answer.is_empty() { "the worker exited" } else { "the worker's answer is too long" };
+            return Err(std::io::Error::other(why));
         }
-        serde_json::from_str(&answer).map_err(std::io::Error::other)
+        serde_json::from_slice(&answer).map_err(std::io::Error::other)
     }
 }
 
@@ -148,7 +203,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn job(code: &str) -> Job {
-        let webhook = Webhook::new("https://example.com/".into(), "t".into(), serde_json::json!({}), BTreeMap::new());
+        let webhook = Webhook::new("https://example.com/".into(), "t".into(), "{}".into(), BTreeMap::new());
         Job { code: code.into(), webhook: Some(webhook), max_output: 1 << 20 }
     }
 
@@ -157,21 +212,39 @@ mod tests {
         let scripts = Scripts::new(Isolation::InProcess, 1);
         assert_eq!(scripts.run(job("function handler(w) { w.cancel = true; return w }")).await, Ok(Outcome::Cancel));
         assert!(scripts.check("function handler(w) { return w }".into()).await.is_ok());
-        assert!(scripts.check("nothing here".into()).await.is_err());
+        let failed = scripts.check("nothing here".into()).await;
+        assert!(matches!(failed, Err(ScriptFailure::Code(_))), "{failed:?}");
     }
 
-    /// A worker that never answers (`sleep`) is killed at the deadline and replaced.
+    /// A worker that never answers (`sleep`) is killed at the deadline: the code's fault.
     #[tokio::test]
     async fn a_worker_that_misses_its_deadline_is_killed() {
         let scripts = Scripts::new(Isolation::Workers { program: "sleep".into(), args: vec!["30".into()] }, 1);
         let started = std::time::Instant::now();
         let err = scripts.run(job("function handler(w) { return w }")).await.expect_err("no answer");
-        assert!(err.0.contains("ran longer"), "{err}");
+        assert!(matches!(&err, ScriptFailure::Code(e) if e.0.contains("ran longer")), "{err}");
         assert!(started.elapsed() < HARD_LIMIT + Duration::from_secs(2));
         assert!(scripts.idle.lock().unwrap().is_empty(), "the worker was not kept");
-        // A program that exits at once fails the run, and is not kept either.
-        let scripts = Scripts::new(Isolation::Workers { program: "true".into(), args: Vec::new() }, 1);
-        let err = scripts.run(job("function handler(w) { return w }")).await.expect_err("exited");
-        assert!(err.0.contains("worker"), "{err}");
+    }
+
+    /// A worker that cannot run (exits at once, or cannot be started) is nobody's fault:
+    /// the delivery is worth trying again.
+    #[tokio::test]
+    async fn a_worker_that_cannot_run_is_unavailable_not_the_codes_fault() {
+        for program in ["true", "/nonexistent/hooklane"] {
+            let scripts = Scripts::new(Isolation::Workers { program: program.into(), args: Vec::new() }, 1);
+            let err = scripts.run(job("function handler(w) { return w }")).await.expect_err("no worker");
+            assert!(matches!(&err, ScriptFailure::Unavailable(e) if e.contains("worker")), "{program}: {err}");
+        }
+    }
+
+    /// Deliveries wait for their slots, previews for theirs: a busy API does not hold up
+    /// deliveries.
+    #[tokio::test]
+    async fn the_api_has_its_own_slot() {
+        let scripts = Scripts::new(Isolation::InProcess, 1);
+        let _api_busy = scripts.api_slots.acquire().await.unwrap();
+        let ran = scripts.run(job("function handler(w) { return w }")).await;
+        assert!(matches!(ran, Ok(Outcome::Send(_))), "{ran:?}");
     }
 }

@@ -15,7 +15,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AF
 
 use crate::address::{AddressPolicy, GuardedResolver};
 use crate::script;
-use crate::scripts::Scripts;
+use crate::scripts::{ScriptFailure, Scripts};
 use crate::DispatchConfig;
 
 /// Headers hooklane sets itself; an endpoint's custom headers cannot override them.
@@ -43,6 +43,9 @@ pub struct SendResult {
     pub unsendable: bool,
     /// The endpoint's transformation cancelled the request: nothing was sent, on purpose.
     pub cancelled: bool,
+    /// hooklane could not make the request now (no transformation worker was free, or one
+    /// failed): retried on the schedule, and no news of the endpoint.
+    pub deferred: bool,
     /// Where the request went when the endpoint's transformation changed the URL.
     pub url: Option<String>,
 }
@@ -61,6 +64,7 @@ impl SendResult {
             request_headers: None,
             unsendable: false,
             cancelled: false,
+            deferred: false,
             url: None,
         }
     }
@@ -69,6 +73,9 @@ impl SendResult {
         SendResult { unsendable: true, ..SendResult::failed(why, started) }
     }
 }
+
+/// What [`Sender::prepare`] made: the request to send, or the attempt's result already.
+pub struct Prepared(Result<Planned, SendResult>);
 
 /// The request to make, once the endpoint's rules have had their say.
 struct Planned {
@@ -135,28 +142,51 @@ impl Sender {
         Ok(url)
     }
 
-    /// Signs and sends the message to the endpoint (a POST, unless its transformation asks for PUT). Never fails: transport errors are
-    /// reported in the result, like HTTP errors.
-    pub async fn send(&self, message: &Message, endpoint: &Endpoint) -> SendResult {
+    /// Makes the request the endpoint is to get: its body (the endpoint's transform), and
+    /// what its transformation makes of it, which may take a while (a worker to wait for),
+    /// so the engine does it before it takes a place among the requests in flight. Or
+    /// the attempt's result already, when there is nothing to send.
+    pub async fn prepare(&self, message: &Message, endpoint: &Endpoint) -> Prepared {
         let started = Instant::now();
         let body = match request_body(message, endpoint) {
             Ok(body) => body,
-            Err(too_large) => return SendResult::unsendable(too_large.to_string(), started),
+            Err(too_large) => return Prepared(Err(SendResult::unsendable(too_large.to_string(), started))),
         };
         let scripted = endpoint.transformation.as_ref().and_then(|t| t.active_code().map(|code| (t, code)));
-        let planned = match scripted {
-            None => Planned { method: reqwest::Method::POST, url: None, body, headers: BTreeMap::new(), json: false },
-            Some((t, code)) => match transformed(&self.scripts, message, endpoint, t, code, body).await {
-                Ok(Some(planned)) => planned,
-                Ok(None) => {
-                    return SendResult {
-                        cancelled: true,
-                        ..SendResult::failed("not sent: the endpoint's transformation cancelled it".into(), started)
-                    }
-                }
-                Err(why) => return SendResult::unsendable(why, started),
-            },
+        let Some((t, code)) = scripted else {
+            return Prepared(Ok(Planned {
+                method: reqwest::Method::POST,
+                url: None,
+                body,
+                headers: BTreeMap::new(),
+                json: false,
+            }));
         };
+        Prepared(match transformed(&self.scripts, message, endpoint, t, code, body).await {
+            Ok(Some(planned)) => Ok(planned),
+            Ok(None) => Err(SendResult {
+                cancelled: true,
+                ..SendResult::failed("not sent: the endpoint's transformation cancelled it".into(), started)
+            }),
+            Err(ScriptFailure::Code(e)) => {
+                Err(SendResult::unsendable(format!("the endpoint's transformation failed: {e}"), started))
+            }
+            Err(ScriptFailure::Unavailable(why)) => Err(SendResult {
+                deferred: true,
+                ..SendResult::failed(format!("the endpoint's transformation could not run now: {why}"), started)
+            }),
+        })
+    }
+
+    /// Signs and sends the prepared request to the endpoint (a POST, unless its
+    /// transformation asks for PUT). Never fails: transport errors are reported in the
+    /// result, like HTTP errors.
+    pub async fn send(&self, message: &Message, endpoint: &Endpoint, prepared: Prepared) -> SendResult {
+        let planned = match prepared.0 {
+            Ok(planned) => planned,
+            Err(done) => return done,
+        };
+        let started = Instant::now();
         // A failure from here on names the URL it was about, the transformation's included.
         let failed = |why: String| SendResult { url: planned.url.clone(), ..SendResult::failed(why, started) };
         let url = match &planned.url {
@@ -241,6 +271,7 @@ impl Sender {
                 request_headers: None,
                 unsendable: false,
                 cancelled: false,
+                deferred: false,
                 url: None,
             },
             // `without_url`: the URL may carry credentials in its query string.
@@ -254,8 +285,7 @@ impl Sender {
 }
 
 /// Runs the endpoint's transformation on the request about to be made (in a script
-/// worker: it may take up to [`crate::scripts::HARD_LIMIT`]); `None` when it cancels it,
-/// and the attempt's error when it fails.
+/// worker: it may take up to [`crate::scripts::HARD_LIMIT`]); `None` when it cancels it.
 async fn transformed(
     scripts: &Scripts,
     message: &Message,
@@ -263,39 +293,29 @@ async fn transformed(
     transformation: &Transformation,
     code: &str,
     body: String,
-) -> Result<Option<Planned>, String> {
-    // The body so far is the payload or a template's JSON; a body that is not JSON (a
-    // forwarded form) is `null` to the code, and sent as it was if the code leaves it so.
-    let parsed: Option<serde_json::Value> = serde_json::from_str(&body).ok();
+) -> Result<Option<Planned>, ScriptFailure> {
     let limit = transform::body_limit(message.payload.len());
     let job = script::Job {
         code: code.to_string(),
         webhook: Some(script::Webhook::new(
             endpoint.url.clone(),
             message.event_type.clone(),
-            parsed.clone().unwrap_or_default(),
+            body.clone(),
             transformation.variables.clone(),
         )),
-        // The body, plus room for the URL, headers and the rest of the webhook object.
-        max_output: limit.saturating_add(64 << 10),
+        max_output: limit,
     };
-    let request = match scripts.run(job).await {
-        Ok(script::Outcome::Send(request)) => request,
-        Ok(script::Outcome::Cancel) => return Ok(None),
-        Err(e) => return Err(format!("the endpoint's transformation failed: {e}")),
+    let request = match scripts.run(job).await? {
+        script::Outcome::Send(request) => request,
+        script::Outcome::Cancel => return Ok(None),
     };
     let url = (request.url != endpoint.url).then_some(request.url);
     let method = if request.method == "PUT" { reqwest::Method::PUT } else { reqwest::Method::POST };
-    let (body, json) = match parsed {
-        None if request.body.is_null() => (body, false),
-        _ => (serde_json::to_string(&request.body).unwrap_or_else(|_| "null".into()), true),
+    // `None`: a body that was not JSON, left as it was.
+    let (body, json) = match request.body {
+        Some(made) => (made, true),
+        None => (body, false),
     };
-    if body.len() > limit {
-        return Err(format!(
-            "the endpoint's transformation makes a body more than {} MiB larger than the payload",
-            transform::MAX_GROWTH_BYTES >> 20
-        ));
-    }
     Ok(Some(Planned { method, url, body, headers: request.headers, json }))
 }
 

@@ -32,6 +32,8 @@ pub(crate) fn log_attempt(attempt_id: &str, job: &Job, result: &SendResult, atte
     // the attempt log, and an endpoint being disabled is logged at warn.
     if result.succeeded() {
         event!(tracing::Level::DEBUG, "success");
+    } else if result.cancelled {
+        event!(tracing::Level::DEBUG, "canceled");
     } else {
         event!(tracing::Level::DEBUG, "failure");
     }
@@ -40,7 +42,11 @@ pub(crate) fn log_attempt(attempt_id: &str, job: &Job, result: &SendResult, atte
 /// Counts the attempt by outcome and status class, and records how long it took and (when
 /// it delivered) how long after its message was accepted.
 pub(crate) fn observe_attempt(a: &Attempt, message_created: DateTime<Utc>) {
-    let outcome = if a.status == DeliveryStatus::Success { "success" } else { "failure" };
+    let outcome = match a.status {
+        DeliveryStatus::Success => "success",
+        DeliveryStatus::Canceled => "canceled",
+        _ => "failure",
+    };
     let class = match a.response_status {
         0 => "none",
         100..=199 => "1xx",

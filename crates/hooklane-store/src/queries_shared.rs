@@ -114,7 +114,7 @@ pub fn message_state_sql(state: crate::MessageState) -> &'static str {
              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.status = 2)"
         }
         Succeeded => {
-            "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.status = 0) \
+            "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.status IN (0, 4)) \
              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.status IN (1, 2, 3))"
         }
     }
@@ -124,7 +124,7 @@ pub fn message_state_sql(state: crate::MessageState) -> &'static str {
 /// or the start of a time slice), outcome and latency bucket.
 pub struct AttemptGroup<K> {
     pub key: K,
-    /// The attempt status code (0 succeeded; anything else failed).
+    /// The attempt status code (0 succeeded, 4 cancelled by a transformation; anything else failed).
     pub status: i64,
     pub bucket: i64,
     pub count: i64,
@@ -169,10 +169,10 @@ pub fn fold_health(
     out
 }
 
-/// Folds attempt groups keyed by slice start (unix ms) into time-ordered slices.
 /// An attempt's (and a delivery's) status when the endpoint's transformation cancelled it.
 const CANCELED: i64 = hooklane_core::model::DeliveryStatus::Canceled as i64;
 
+/// Folds attempt groups keyed by slice start (unix ms) into time-ordered slices.
 pub fn fold_timeline(groups: impl IntoIterator<Item = AttemptGroup<i64>>) -> Vec<crate::TimelineBucket> {
     let mut slices: std::collections::BTreeMap<i64, crate::TimelineBucket> = std::collections::BTreeMap::new();
     for g in groups {

@@ -288,17 +288,21 @@ pub struct MessageSummary {
     pub succeeded: u64,
     pub pending: u64,
     pub failed: u64,
+    /// Deliveries the endpoints' transformations cancelled.
+    pub canceled: u64,
     pub attempts: u64,
 }
 
 impl MessageSummary {
-    /// `None` when the message had no delivery (no endpoint wanted it).
+    /// `None` when the message had no delivery (no endpoint wanted it). Deliveries that
+    /// were cancelled are over without failing: a message whose deliveries all succeeded
+    /// or were cancelled has succeeded.
     pub fn state(&self) -> Option<MessageState> {
         if self.failed > 0 {
             Some(MessageState::Failed)
         } else if self.pending > 0 {
             Some(MessageState::Pending)
-        } else if self.succeeded > 0 {
+        } else if self.succeeded > 0 || self.canceled > 0 {
             Some(MessageState::Succeeded)
         } else {
             None

@@ -337,9 +337,14 @@ impl Config {
 
 /// Transformations run in worker processes of this same program (`hooklane
 /// script-worker`), which `serve` can kill; in this process only when the program cannot
-/// be found.
+/// be found. On Linux the program is `/proc/self/exe`: the very binary running, even once
+/// an upgrade has replaced the file, so a worker always speaks its parent's protocol.
 fn script_isolation() -> hooklane_dispatch::scripts::Isolation {
     use hooklane_dispatch::scripts::Isolation;
+    let own = std::path::Path::new("/proc/self/exe");
+    if own.exists() {
+        return Isolation::Workers { program: own.to_path_buf(), args: vec!["script-worker".into()] };
+    }
     match std::env::current_exe() {
         Ok(program) => Isolation::Workers { program, args: vec!["script-worker".into()] },
         Err(e) => {

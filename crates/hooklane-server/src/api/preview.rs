@@ -124,13 +124,21 @@ pub async fn preview(
         headers: BTreeMap::new(),
     };
     let Some(code) = code else { return Ok(axum::Json(out)) };
-    let webhook = script::Webhook::new(ep.url, input.event_type, out.body.clone(), variables);
-    let max_output = transform::body_limit(text.len()).saturating_add(64 << 10);
-    let ran = s.0.dispatcher.scripts().run(script::Job { code, webhook: Some(webhook), max_output }).await;
-    match ran.map_err(|e| ApiError::validation("transformation", e.to_string()))? {
+    // The body as the endpoint would get it: the payload as posted, or the transform's.
+    let body_text = match &ep.transform {
+        None => text.to_string(),
+        Some(_) => out.body.to_string(),
+    };
+    let webhook = script::Webhook::new(ep.url, input.event_type, body_text, variables);
+    let max_output = transform::body_limit(text.len());
+    let ran = s.0.dispatcher.scripts().run_for_api(script::Job { code, webhook: Some(webhook), max_output }).await;
+    match ran.map_err(|e| super::transformation::script_error("transformation", e))? {
         script::Outcome::Cancel => out.cancelled = true,
         script::Outcome::Send(request) => {
-            out.body = request.body;
+            // JSON the code made (shown as text if serde cannot read it: nested too deep).
+            if let Some(made) = request.body {
+                out.body = serde_json::from_str(&made).unwrap_or(serde_json::Value::String(made));
+            }
             out.method = request.method;
             out.url = request.url;
             out.headers = request.headers;

@@ -259,6 +259,8 @@ pub struct MessageLogOut {
     pending: u64,
     /// The message's deliveries that failed.
     failed: u64,
+    /// The message's deliveries that endpoints' transformations cancelled (not sent).
+    canceled: u64,
     /// Attempts made over all its deliveries.
     attempts: u64,
 }
@@ -330,6 +332,7 @@ pub async fn messages(
                 succeeded: m.succeeded,
                 pending: m.pending,
                 failed: m.failed,
+                canceled: m.canceled,
                 attempts: m.attempts,
                 message: MessageOut::new(m.message, false),
             }

@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use hooklane_core::model::{Capability, Transformation};
+use hooklane_dispatch::scripts::ScriptFailure;
 use serde::{Deserialize, Serialize};
 
 use super::attempt::REDACTED;
@@ -130,7 +131,7 @@ pub async fn patch(
     });
     if let Patch::Set(code) = &input.code {
         let checked = s.0.dispatcher.scripts().check(code.clone()).await;
-        checked.map_err(|e| ApiError::validation("code", e.to_string()))?;
+        checked.map_err(|e| script_error("code", e))?;
     }
     input.code.apply_opt(&mut tr.code);
     input.variables.apply_or_default(&mut tr.variables);
@@ -143,6 +144,15 @@ pub async fn patch(
     let was_disabled = ep.disabled;
     save(&s, &t, ep, was_disabled).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What the API answers when code could not be run: 422 for the code's own failure, 503
+/// when no worker could run it now.
+pub(crate) fn script_error(field: &str, failure: ScriptFailure) -> ApiError {
+    match failure {
+        ScriptFailure::Code(e) => ApiError::validation(field, e.to_string()),
+        ScriptFailure::Unavailable(why) => ApiError::Unavailable(why),
+    }
 }
 
 fn check_variables(variables: &BTreeMap<String, String>) -> ApiResult<()> {

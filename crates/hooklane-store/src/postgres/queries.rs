@@ -1577,7 +1577,7 @@ pub async fn message_log<C: GenericClient>(
     }
     let messages = q.page(c, "id", page, rows::message).await?;
     let ids: Vec<&str> = messages.items.iter().map(|m| m.id.as_str()).collect();
-    let mut deliveries: HashMap<String, (u64, u64, u64)> = HashMap::new();
+    let mut deliveries: HashMap<String, (u64, u64, u64, u64)> = HashMap::new();
     for r in query(
         c,
         "SELECT msg_id, status, COUNT(*) FROM deliveries WHERE msg_id = ANY($1) GROUP BY msg_id, status",
@@ -1590,6 +1590,7 @@ pub async fn message_log<C: GenericClient>(
         match rows::get::<i32>(&r, 1)? {
             0 => e.0 += n,
             2 => e.2 += n,
+            4 => e.3 += n,
             _ => e.1 += n,
         }
     }
@@ -1601,9 +1602,9 @@ pub async fn message_log<C: GenericClient>(
         .items
         .into_iter()
         .map(|message| {
-            let (succeeded, pending, failed) = deliveries.get(&message.id).copied().unwrap_or_default();
+            let (succeeded, pending, failed, canceled) = deliveries.get(&message.id).copied().unwrap_or_default();
             let attempts = attempts.get(&message.id).copied().unwrap_or(0);
-            crate::MessageSummary { message, succeeded, pending, failed, attempts }
+            crate::MessageSummary { message, succeeded, pending, failed, canceled, attempts }
         })
         .collect();
     Ok(Page { items, done: messages.done })

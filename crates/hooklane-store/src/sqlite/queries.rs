@@ -1104,7 +1104,8 @@ pub fn message_log(
     let messages = q.page(conn, "id", page, rows::message)?;
     let mut items = Vec::with_capacity(messages.items.len());
     for message in messages.items {
-        let mut summary = crate::MessageSummary { message, succeeded: 0, pending: 0, failed: 0, attempts: 0 };
+        let mut summary =
+            crate::MessageSummary { message, succeeded: 0, pending: 0, failed: 0, canceled: 0, attempts: 0 };
         let counts: Vec<(i64, i64)> = query_all(
             conn,
             "SELECT status, COUNT(*) FROM deliveries WHERE msg_id = ?1 GROUP BY status",
@@ -1116,6 +1117,7 @@ pub fn message_log(
             match status {
                 0 => summary.succeeded += n,
                 2 => summary.failed += n,
+                4 => summary.canceled += n,
                 _ => summary.pending += n,
             }
         }
