@@ -144,6 +144,9 @@ async function route() {
     if (parts[0] === "app" && parts.length === 2) return await renderApp(parts[1]);
     if (parts[0] === "app" && parts[2] === "messages") return await renderMessages(parts[1], params);
     if (parts[0] === "app" && parts[2] === "msg") return await renderMessage(parts[1], parts[3]);
+    if (parts[0] === "app" && parts[2] === "endpoint" && parts[4] === "transformation") {
+      return await renderTransformation(parts[1], parts[3]);
+    }
     show(h("p", { class: "error" }, "Nothing here."));
   } catch (err) {
     if (err.status === 401) return;
@@ -262,6 +265,7 @@ function endpointsTable(app, endpoints) {
     ].filter(Boolean);
     return h("tr", { "data-testid": "endpoint-row", "data-endpoint": e.id },
       h("td", {}, h("div", { class: "mono" }, e.url), h("div", { class: "small muted" }, e.description || e.id),
+        h("div", { class: "small" }, h("a", { href: `#/app/${enc(app.id)}/endpoint/${enc(e.id)}/transformation`, "data-testid": "transformation-link" }, "Transformation")),
         settings.length ? h("div", { class: "tags", "data-testid": "endpoint-settings" }, settings) : null,
         e.lastFailures.length ? h("ul", { class: "failures", "data-testid": "last-failures" }, e.lastFailures.map((f) =>
           h("li", {}, h("a", { href: `#/app/${enc(app.id)}/msg/${enc(f.msgId)}` }, `${f.responseStatusCode || "no response"}`),
@@ -277,6 +281,71 @@ function endpointsTable(app, endpoints) {
   return h("table", {},
     h("thead", {}, h("tr", {}, ["Endpoint", "State", "Success (24 h)", "Latency", "Waiting", "Last attempt", ""].map((t) => h("th", {}, t)))),
     h("tbody", {}, rows));
+}
+
+// --- an endpoint's JavaScript transformation (Svix's): see it, try it on a payload, change it
+
+const EXAMPLE_CODE = `/**
+ * Runs before each attempt. Return the webhook, changed:
+ * method ("POST" or "PUT"), url, payload, headers, or cancel = true to send nothing.
+ */
+function handler(webhook) {
+  return webhook;
+}`;
+
+async function renderTransformation(appId, epId) {
+  const app = await get(`/app/${enc(appId)}`);
+  const path = `/app/${enc(app.id)}/endpoint/${enc(epId)}`;
+  const [ep, tr] = await Promise.all([get(path), get(`${path}/transformation`)]);
+  appCrumbs(app, { text: "Transformation" });
+  const editable = can("ManageTransformations");
+  const code = h("textarea", { class: "code mono", rows: 14, spellcheck: "false", readonly: !editable, "data-testid": "transformation-code" });
+  code.value = tr.code || EXAMPLE_CODE;
+  const enabled = h("input", { type: "checkbox", disabled: !editable, "data-testid": "transformation-enabled" });
+  enabled.checked = !!tr.enabled;
+  const vars = Object.keys(tr.variables || {});
+  const eventType = h("input", { value: "invoice.paid", "data-testid": "sample-event-type" });
+  const payload = h("textarea", { class: "code mono", rows: 6, spellcheck: "false", "data-testid": "sample-payload" });
+  payload.value = JSON.stringify({ id: "evt_1", amount: 100 }, null, 2);
+  const result = h("pre", { class: "mono result", "data-testid": "transformation-result" });
+  const test = h("button", {
+    class: "secondary", "data-testid": "transformation-test",
+    onclick: async (ev) => {
+      let sample;
+      try { sample = JSON.parse(payload.value); } catch (err) { result.textContent = `The sample payload is not JSON: ${err.message}`; return; }
+      ev.target.disabled = true;
+      try {
+        const out = await api("POST", `${path}/preview`, { payload: sample, transformation: code.value, eventType: eventType.value });
+        const headers = Object.entries(out.headers).map(([k, v]) => `${k}: ${v}`);
+        result.textContent = out.cancelled ? "Cancelled: nothing would be sent."
+          : [`${out.method} ${out.url}`, ...headers, "", JSON.stringify(out.body, null, 2)].join("\n");
+      } catch (err) {
+        result.textContent = `Error: ${err.message}`;
+      } finally {
+        ev.target.disabled = false;
+      }
+    },
+  }, "Test");
+  const save = !editable ? null : h("button", {
+    "data-testid": "transformation-save",
+    onclick: async (ev) => {
+      const done = await act(ev.target, () => api("PATCH", `${path}/transformation`, { code: code.value, enabled: enabled.checked }));
+      if (done.ok) { ev.target.textContent = "Saved"; setTimeout(() => { ev.target.textContent = "Save"; ev.target.disabled = false; }, 1500); }
+    },
+  }, "Save");
+  show(
+    h("h1", {}, "Transformation"),
+    h("p", { class: "mono small muted" }, ep.url),
+    h("div", { class: "card" },
+      h("label", { class: "check" }, enabled, " Enabled: runs before each attempt to this endpoint"),
+      code,
+      vars.length ? h("p", { class: "small muted" }, `Variables (webhook.variables): ${vars.join(", ")}`) : null,
+      h("div", { class: "actions" }, save)),
+    h("div", { class: "card" }, h("h2", {}, "Try it"),
+      h("label", {}, "Event type ", eventType),
+      payload,
+      h("div", { class: "actions" }, test),
+      result));
 }
 
 // --- charts (inline SVG)

@@ -433,6 +433,47 @@ async fn dashboard_and_portal_main_flows() {
     browser.click(&format!("{bad_row} [data-testid=recover]")).await;
     broken.wait_for(broken_before + 3, Duration::from_secs(20)).await;
 
+    // An endpoint's JavaScript transformation: tried on a sample payload, then saved and
+    // enabled; the next message reaches the endpoint as the code made it.
+    browser.goto(&server.url(&format!("/dashboard#/app/{acme}"))).await;
+    browser.click(&format!("{good_row} [data-testid=transformation-link]")).await;
+    browser.wait_for("document.querySelector('[data-testid=transformation-code]')", "the transformation page").await;
+    let code =
+        "function handler(w) { w.method = 'PUT'; w.payload = { wrapped: w.payload, type: w.eventType }; return w }";
+    browser.eval(&format!("document.querySelector('[data-testid=transformation-code]').value = {}", json!(code))).await;
+    browser.click("[data-testid=transformation-test]").await;
+    browser
+        .wait_for(
+            "document.querySelector('[data-testid=transformation-result]').textContent.includes('\"wrapped\"')",
+            "the tried transformation",
+        )
+        .await;
+    let tried = browser.eval("document.querySelector('[data-testid=transformation-result]').textContent").await;
+    let tried = tried.as_str().unwrap();
+    assert!(
+        tried.starts_with("PUT ") && tried.contains("\"type\": \"invoice.paid\"") && tried.contains("evt_1"),
+        "{tried}"
+    );
+    browser.screenshot("transformation").await;
+    browser.click("[data-testid=transformation-enabled]").await;
+    browser.click("[data-testid=transformation-save]").await;
+    browser
+        .wait_for("document.querySelector('[data-testid=transformation-save]').textContent === 'Saved'", "saved")
+        .await;
+    let (_, saved) = server.call("GET", &format!("/api/v1/app/{acme}/endpoint/{good}/transformation"), None).await;
+    assert_eq!((saved["code"].as_str(), saved["enabled"].as_bool()), (Some(code), Some(true)), "{saved}");
+    let before = ok.received().len();
+    post(&server, &acme, "user.created", "usr_js", json!({ "user": "u_js" })).await;
+    let got = ok.wait_for(before + 1, Duration::from_secs(10)).await;
+    assert_eq!(
+        (got[before].method.as_str(), got[before].json()),
+        ("PUT", json!({ "wrapped": { "user": "u_js" }, "type": "user.created" }))
+    );
+    let off = json!({ "enabled": false });
+    let (status, _) =
+        server.call("PATCH", &format!("/api/v1/app/{acme}/endpoint/{good}/transformation"), Some(off)).await;
+    assert_eq!(status, 204);
+
     // The portal, through the link the API hands out: Globex only.
     let (status, access) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{globex}"), None).await;
     assert_eq!(status, 200, "{access}");
@@ -489,5 +530,15 @@ async fn dashboard_and_portal_main_flows() {
             let shown = browser.count(&format!("[data-testid=endpoint-row] [data-testid={action}]")).await;
             assert_eq!(shown, usize::from(actions.contains(&action)), "{action} with {body}");
         }
+        // The transformation can be seen and tried, but not saved, without ManageTransformations.
+        browser.click("[data-testid=transformation-link]").await;
+        browser
+            .wait_for("document.querySelector('[data-testid=transformation-code]')", "the transformation page")
+            .await;
+        assert_eq!(browser.count("[data-testid=transformation-save]").await, 0, "{body}");
+        assert_eq!(
+            browser.eval("document.querySelector('[data-testid=transformation-code]').readOnly").await,
+            json!(true)
+        );
     }
 }
