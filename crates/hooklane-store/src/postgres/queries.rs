@@ -847,7 +847,7 @@ impl<'a> DeliveryColumns<'a> {
             let (status, due): (i32, Option<i64>) = match o.next {
                 NextStep::Succeeded => (0, None),
                 NextStep::Cancelled => (4, None),
-                NextStep::RetryAt(t) => (1, Some(ms(t))),
+                NextStep::RetryAt(t) | NextStep::Deferred(t) => (1, Some(ms(t))),
                 NextStep::GiveUp => (2, None),
             };
             cols.msgs.push(msg);
@@ -883,7 +883,7 @@ async fn update_endpoint_streaks<C: GenericClient>(
     }
     let mut per_endpoint: std::collections::BTreeMap<&str, Streak> = std::collections::BTreeMap::new();
     for o in outcomes {
-        if o.next == NextStep::Cancelled {
+        if o.next.tells_nothing() {
             continue; // nothing was sent: no news of the endpoint
         }
         let s = per_endpoint.entry(o.attempt.endpoint_id.as_str()).or_default();

@@ -688,7 +688,7 @@ pub fn record_attempt(
     let (status, due) = match next {
         NextStep::Succeeded => (0, None),
         NextStep::Cancelled => (4, None),
-        NextStep::RetryAt(t) => (1, Some(ms(*t))),
+        NextStep::RetryAt(t) | NextStep::Deferred(t) => (1, Some(ms(*t))),
         NextStep::GiveUp => (2, None),
     };
     // A retry does not bring back a delivery failed while its attempt was under way (its
@@ -710,7 +710,7 @@ pub fn record_attempt(
             lanes::advance(conn, &a.endpoint_id, &lane_key, now)?;
         }
     }
-    if *next == NextStep::Cancelled {
+    if next.tells_nothing() {
         return Ok(AttemptRecorded { moved_delivery, disabled: None });
     }
     if *next == NextStep::Succeeded {
