@@ -9,9 +9,10 @@
 //! killed, and the next run starts a new one. At most `workers` runs go at once, so
 //! transformations never take more than that many CPUs from deliveries and the API.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -54,11 +55,15 @@ pub enum ScriptFailure {
     Unavailable(String),
 }
 
-/// Runs transformation jobs: deliveries' at most `workers` at once, the API's (previews,
-/// checks of code being set) one at a time on top, so that neither can hold up the other.
+/// Runs transformation jobs: deliveries' at most `workers` at once, and one endpoint's at
+/// most `workers - 1` (at least one) of those, so that an endpoint with slow code cannot
+/// keep every other endpoint's transformations waiting; the API's (previews, checks of
+/// code being set) one at a time on top, so that neither can hold up the other.
 pub struct Scripts {
     isolation: Isolation,
     delivery_slots: Semaphore,
+    per_endpoint: usize,
+    endpoints: Mutex<HashMap<String, Arc<Semaphore>>>,
     api_slots: Semaphore,
     idle: Mutex<Vec<Worker>>,
 }
@@ -72,9 +77,12 @@ struct Worker {
 
 impl Scripts {
     pub fn new(isolation: Isolation, workers: usize) -> Self {
+        let workers = workers.max(1);
         Scripts {
             isolation,
-            delivery_slots: Semaphore::new(workers.max(1)),
+            delivery_slots: Semaphore::new(workers),
+            per_endpoint: (workers - 1).max(1),
+            endpoints: Mutex::new(HashMap::new()),
             api_slots: Semaphore::new(1),
             idle: Mutex::new(Vec::new()),
         }
@@ -85,9 +93,32 @@ impl Scripts {
         self.call(Job { code, webhook: None, max_output: 0 }, &self.api_slots, API_WAIT).await.map(drop)
     }
 
-    /// Runs a transformation for a delivery ([`crate::script::run`]).
-    pub async fn run(&self, job: Job) -> Result<Outcome, ScriptFailure> {
-        Self::outcome(self.call(job, &self.delivery_slots, DELIVERY_WAIT).await)
+    /// Runs a transformation for a delivery to `endpoint_id` ([`crate::script::run`]).
+    pub async fn run(&self, endpoint_id: &str, job: Job) -> Result<Outcome, ScriptFailure> {
+        let endpoint = {
+            let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+            endpoints
+                .entry(endpoint_id.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_endpoint)))
+                .clone()
+        };
+        let waited = tokio::time::Instant::now();
+        let answer = match tokio::time::timeout(DELIVERY_WAIT, endpoint.acquire()).await {
+            Ok(Ok(_own)) => {
+                let left = DELIVERY_WAIT.saturating_sub(waited.elapsed());
+                self.call(job, &self.delivery_slots, left).await
+            }
+            _ => Err(ScriptFailure::Unavailable(format!(
+                "this endpoint's earlier transformations kept its workers busy for {} s",
+                DELIVERY_WAIT.as_secs()
+            ))),
+        };
+        // The endpoint's entry goes once nobody holds or waits for it.
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::strong_count(&endpoint) == 2 && endpoint.available_permits() == self.per_endpoint {
+            endpoints.remove(endpoint_id);
+        }
+        Self::outcome(answer)
     }
 
     /// Runs a transformation for the API (a preview), on the API's worker.
@@ -210,7 +241,10 @@ mod tests {
     #[tokio::test]
     async fn in_process_runs_and_checks() {
         let scripts = Scripts::new(Isolation::InProcess, 1);
-        assert_eq!(scripts.run(job("function handler(w) { w.cancel = true; return w }")).await, Ok(Outcome::Cancel));
+        assert_eq!(
+            scripts.run("ep", job("function handler(w) { w.cancel = true; return w }")).await,
+            Ok(Outcome::Cancel)
+        );
         assert!(scripts.check("function handler(w) { return w }".into()).await.is_ok());
         let failed = scripts.check("nothing here".into()).await;
         assert!(matches!(failed, Err(ScriptFailure::Code(_))), "{failed:?}");
@@ -221,7 +255,7 @@ mod tests {
     async fn a_worker_that_misses_its_deadline_is_killed() {
         let scripts = Scripts::new(Isolation::Workers { program: "sleep".into(), args: vec!["30".into()] }, 1);
         let started = std::time::Instant::now();
-        let err = scripts.run(job("function handler(w) { return w }")).await.expect_err("no answer");
+        let err = scripts.run("ep", job("function handler(w) { return w }")).await.expect_err("no answer");
         assert!(matches!(&err, ScriptFailure::Code(e) if e.0.contains("ran longer")), "{err}");
         assert!(started.elapsed() < HARD_LIMIT + Duration::from_secs(2));
         assert!(scripts.idle.lock().unwrap().is_empty(), "the worker was not kept");
@@ -233,7 +267,7 @@ mod tests {
     async fn a_worker_that_cannot_run_is_unavailable_not_the_codes_fault() {
         for program in ["true", "/nonexistent/hooklane"] {
             let scripts = Scripts::new(Isolation::Workers { program: program.into(), args: Vec::new() }, 1);
-            let err = scripts.run(job("function handler(w) { return w }")).await.expect_err("no worker");
+            let err = scripts.run("ep", job("function handler(w) { return w }")).await.expect_err("no worker");
             assert!(matches!(&err, ScriptFailure::Unavailable(e) if e.contains("worker")), "{program}: {err}");
         }
     }
@@ -244,7 +278,30 @@ mod tests {
     async fn the_api_has_its_own_slot() {
         let scripts = Scripts::new(Isolation::InProcess, 1);
         let _api_busy = scripts.api_slots.acquire().await.unwrap();
-        let ran = scripts.run(job("function handler(w) { return w }")).await;
+        let ran = scripts.run("ep", job("function handler(w) { return w }")).await;
         assert!(matches!(ran, Ok(Outcome::Send(_))), "{ran:?}");
+    }
+
+    /// With two workers, one endpoint holds at most one: another endpoint's run goes on
+    /// while the first endpoint's next one waits.
+    #[tokio::test]
+    async fn one_endpoint_cannot_take_every_worker() {
+        let scripts = Scripts::new(Isolation::InProcess, 2);
+        let busy = scripts
+            .endpoints
+            .lock()
+            .unwrap()
+            .entry("slow".into())
+            .or_insert_with(|| Arc::new(Semaphore::new(1)))
+            .clone();
+        let held = busy.acquire().await.unwrap();
+        let other = scripts.run("other", job("function handler(w) { return w }")).await;
+        assert!(matches!(other, Ok(Outcome::Send(_))), "{other:?}");
+        let waiting = scripts.run("slow", job("function handler(w) { return w }"));
+        tokio::pin!(waiting);
+        assert!(tokio::time::timeout(Duration::from_millis(200), &mut waiting).await.is_err(), "it waits its turn");
+        drop(held);
+        assert!(matches!(waiting.await, Ok(Outcome::Send(_))));
+        assert!(scripts.endpoints.lock().unwrap().get("other").is_none(), "entries do not pile up");
     }
 }

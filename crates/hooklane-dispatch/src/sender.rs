@@ -305,7 +305,7 @@ async fn transformed(
         )),
         max_output: limit,
     };
-    let request = match scripts.run(job).await? {
+    let request = match scripts.run(&endpoint.id, job).await? {
         script::Outcome::Send(request) => request,
         script::Outcome::Cancel => return Ok(None),
     };
