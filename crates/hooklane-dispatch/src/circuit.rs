@@ -43,7 +43,7 @@ pub enum Health {
 impl Health {
     pub fn of(result: &SendResult) -> Self {
         match result.status {
-            _ if result.unsendable || result.cancelled || result.deferred => Health::Untried,
+            _ if result.unsendable || result.cancelled => Health::Untried,
             None | Some(500..=599) => Health::Unreachable,
             Some(_) => Health::Reached,
         }
@@ -320,7 +320,6 @@ mod tests {
             request_headers: None,
             unsendable: false,
             cancelled: false,
-            deferred: false,
             url: None,
         };
         assert_eq!(Health::of(&r(None)), Health::Unreachable);
@@ -328,7 +327,6 @@ mod tests {
         assert_eq!(Health::of(&r(Some(404))), Health::Reached);
         assert_eq!(Health::of(&SendResult { unsendable: true, ..r(None) }), Health::Untried);
         assert_eq!(Health::of(&SendResult { cancelled: true, ..r(None) }), Health::Untried);
-        assert_eq!(Health::of(&SendResult { deferred: true, ..r(None) }), Health::Untried);
         assert_eq!(Health::of(&r(Some(429))), Health::Reached);
         assert_eq!(Health::of(&r(Some(204))), Health::Reached);
     }

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use crate::circuit::{Circuits, Health, Verdict};
 use crate::limits::{Gate, Gates};
 use crate::policy::next_step;
-use crate::sender::Sender;
+use crate::sender::{Prepared, Sender};
 use crate::DispatchConfig;
 
 /// Engine events waiting to be read at most (see [`Dispatcher::events`]).
@@ -27,6 +27,8 @@ pub const EVENT_BACKLOG: usize = 10_000;
 const RECORD_BATCH: usize = 1024;
 /// How long a deferred delivery waits before it may be claimed again.
 const DEFER_FOR: Duration = Duration::from_secs(1);
+/// How long a delivery whose transformation found no worker waits before it is tried again.
+const SCRIPT_RETRY: chrono::Duration = chrono::Duration::seconds(10);
 
 /// Handle to the running delivery engine. Cheap to clone.
 #[derive(Clone)]
@@ -389,17 +391,28 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
         tokio::time::sleep(wait).await;
     }
     // Before the permits: a transformation may wait for a worker.
-    let prepared = inner.sender.prepare(&job.message, endpoint).await;
-    let sent = {
-        // Both permits are held only for the request itself.
-        let Ok(_endpoint_permit) = gate.in_flight.acquire().await else { return };
-        let Ok(_permit) = inner.in_flight.acquire().await else { return };
-        // Decided again at the last moment: jobs queued behind the failures that opened
-        // the circuit go back to the store instead of failing one by one.
-        match inner.circuits.verdict(&endpoint.id, Utc::now()) {
-            Verdict::Send => Ok((inner.sender.send(&job.message, endpoint, prepared).await, false)),
-            Verdict::Probe => Ok((inner.sender.send(&job.message, endpoint, prepared).await, true)),
-            Verdict::Hold(until) => Err(until),
+    let sent = match inner.sender.prepare(&job.message, endpoint).await {
+        // Nothing to send: no permit, and no circuit verdict (it could be a probe that
+        // this result would tell nothing).
+        Prepared::Done(result) => Ok((result, false)),
+        Prepared::Later(why) => {
+            // Not an attempt: no worker could run the transformation (nothing was tried).
+            tracing::warn!(endpoint_id = %endpoint.id, why = %why, "transformation could not run; delivery handed back");
+            metrics::counter!("hooklane_transformations_unavailable_total").increment(1);
+            let _ = inner.finished.send(Finished::Paused(key, Utc::now() + SCRIPT_RETRY, gate));
+            return;
+        }
+        Prepared::Ready(ready) => {
+            // Both permits are held only for the request itself.
+            let Ok(_endpoint_permit) = gate.in_flight.acquire().await else { return };
+            let Ok(_permit) = inner.in_flight.acquire().await else { return };
+            // Decided again at the last moment: jobs queued behind the failures that opened
+            // the circuit go back to the store instead of failing one by one.
+            match inner.circuits.verdict(&endpoint.id, Utc::now()) {
+                Verdict::Send => Ok((inner.sender.send(&job.message, endpoint, ready).await, false)),
+                Verdict::Probe => Ok((inner.sender.send(&job.message, endpoint, ready).await, true)),
+                Verdict::Hold(until) => Err(until),
+            }
         }
     };
     let (result, probe) = match sent {

@@ -20,9 +20,6 @@ pub fn next_step(cfg: &DispatchConfig, result: &SendResult, attempts_made: u32, 
     let Some(mut delay) = cfg.retry.next_delay(attempts_made) else {
         return NextStep::GiveUp;
     };
-    if result.deferred {
-        return NextStep::Deferred(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(24)));
-    }
     if matches!(result.status, Some(429 | 503)) {
         if let Some(asked) = result.retry_after {
             delay = asked.min(cfg.max_retry_after);
@@ -46,7 +43,6 @@ mod tests {
             request_headers: None,
             unsendable: false,
             cancelled: false,
-            deferred: false,
             url: None,
         }
     }
@@ -75,7 +71,5 @@ mod tests {
         assert_eq!(next_step(&cfg, &unsendable, 1, now), NextStep::GiveUp);
         let cancelled = SendResult { cancelled: true, ..result(None, None) };
         assert_eq!(next_step(&cfg, &cancelled, 1, now), NextStep::Cancelled);
-        let deferred = SendResult { deferred: true, ..result(None, None) };
-        assert!(matches!(next_step(&cfg, &deferred, 1, now), NextStep::Deferred(t) if t > now));
     }
 }

@@ -121,14 +121,14 @@ pub fn run(code: &str, webhook: &Webhook, max_output: usize) -> Result<Outcome, 
         "variables": webhook.variables,
     })
     .to_string();
-    let (payload_text, rest) = within_limits(code, |ctx, handler| {
+    let (payload_text, rest, was_json) = within_limits(code, |ctx, handler| {
         let Some(arg) = ctx.json_parse(start).catch(ctx)?.into_object() else { return Ok(None) };
         // A body that is not JSON is `null` to the code (and a parse error is no error).
-        let payload = match ctx.json_parse(webhook.payload.as_str()) {
-            Ok(v) => v,
+        let (payload, was_json) = match ctx.json_parse(webhook.payload.as_str()) {
+            Ok(v) => (v, true),
             Err(_) => {
                 let _ = ctx.catch();
-                rquickjs::Value::new_null(ctx.clone())
+                (rquickjs::Value::new_null(ctx.clone()), false)
             }
         };
         arg.set("payload", payload).catch(ctx)?;
@@ -137,14 +137,14 @@ pub fn run(code: &str, webhook: &Webhook, max_output: usize) -> Result<Outcome, 
             return Ok(None);
         };
         if !returned.contains_key("payload").catch(ctx)? {
-            return Ok(Some((None, None)));
+            return Ok(Some((None, None, was_json)));
         }
         let payload: rquickjs::Value = returned.get("payload").catch(ctx)?;
         let payload_text = ctx.json_stringify(payload).catch(ctx)?.map(|s| s.to_string()).transpose().catch(ctx)?;
         // The rest is small: read by serde.
         returned.set("payload", rquickjs::Value::new_null(ctx.clone())).catch(ctx)?;
         let rest = ctx.json_stringify(returned.clone()).catch(ctx)?.map(|s| s.to_string()).transpose().catch(ctx)?;
-        Ok(Some((Some(payload_text.unwrap_or_else(|| "null".into())), rest)))
+        Ok(Some((Some(payload_text.unwrap_or_else(|| "null".into())), rest, was_json)))
     })?
     .ok_or_else(|| ScriptError("handler must return the webhook object".into()))?;
     let Some(payload_text) = payload_text else {
@@ -163,8 +163,6 @@ pub fn run(code: &str, webhook: &Webhook, max_output: usize) -> Result<Outcome, 
     let returned: serde_json::Map<String, Value> =
         serde_json::from_str(&rest).map_err(|e| ScriptError(format!("the webhook returned is not valid: {e}")))?;
     // Left `null` on a body that was not JSON: that body goes as it came.
-    let was_json =
-        serde_json::from_str::<serde::de::IgnoredAny>(&webhook.payload).is_ok() || webhook.payload.trim() == "null";
     let body = (payload_text != "null" || was_json).then_some(payload_text);
     read_returned(returned, webhook, body)
 }

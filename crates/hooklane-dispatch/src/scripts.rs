@@ -113,9 +113,11 @@ impl Scripts {
                 DELIVERY_WAIT.as_secs()
             ))),
         };
-        // The endpoint's entry goes once nobody holds or waits for it.
+        // The endpoint's entry goes once nobody holds or waits for it (this run's share is
+        // let go under the lock, so that of two runs ending together the last removes it).
         let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        if Arc::strong_count(&endpoint) == 2 && endpoint.available_permits() == self.per_endpoint {
+        drop(endpoint);
+        if endpoints.get(endpoint_id).is_some_and(|e| Arc::strong_count(e) == 1) {
             endpoints.remove(endpoint_id);
         }
         Self::outcome(answer)
@@ -134,12 +136,7 @@ impl Scripts {
         let _slot = match tokio::time::timeout(wait, slots.acquire()).await {
             Ok(Ok(slot)) => slot,
             Ok(Err(_)) => return Err(ScriptFailure::Unavailable("scripts are shutting down".into())),
-            Err(_) => {
-                return Err(ScriptFailure::Unavailable(format!(
-                    "no transformation worker was free within {} s",
-                    wait.as_secs()
-                )))
-            }
+            Err(_) => return Err(ScriptFailure::Unavailable("no transformation worker was free in time".into())),
         };
         let (program, args) = match &self.isolation {
             Isolation::Workers { program, args } => (program, args),
@@ -154,7 +151,9 @@ impl Scripts {
         };
         // Serialised before a worker is taken: a job that cannot be written costs none.
         let line = serde_json::to_string(&job).map_err(|e| ScriptFailure::Unavailable(e.to_string()))?;
-        let answer_limit = job.max_output.saturating_add(ANSWER_MARGIN);
+        // The payload travels as a JSON string inside the answer, where every `"` and `\`
+        // doubles.
+        let answer_limit = job.max_output.saturating_mul(2).saturating_add(ANSWER_MARGIN);
         // An idle worker may have died since its last job (killed from outside): then the
         // job goes once more to a new one.
         for attempt in 0..2 {

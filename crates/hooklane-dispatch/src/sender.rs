@@ -43,9 +43,6 @@ pub struct SendResult {
     pub unsendable: bool,
     /// The endpoint's transformation cancelled the request: nothing was sent, on purpose.
     pub cancelled: bool,
-    /// hooklane could not make the request now (no transformation worker was free, or one
-    /// failed): retried on the schedule, and no news of the endpoint.
-    pub deferred: bool,
     /// Where the request went when the endpoint's transformation changed the URL.
     pub url: Option<String>,
 }
@@ -64,7 +61,6 @@ impl SendResult {
             request_headers: None,
             unsendable: false,
             cancelled: false,
-            deferred: false,
             url: None,
         }
     }
@@ -74,8 +70,19 @@ impl SendResult {
     }
 }
 
-/// What [`Sender::prepare`] made: the request to send, or the attempt's result already.
-pub struct Prepared(Result<Planned, SendResult>);
+/// What [`Sender::prepare`] made.
+pub enum Prepared {
+    /// The request to send ([`Sender::send`]).
+    Ready(Ready),
+    /// Nothing to send: the attempt's result already (cancelled, or unsendable).
+    Done(SendResult),
+    /// The endpoint's transformation could not run now (no worker free, or one failed):
+    /// nothing was tried, so the delivery is handed back unsent, as a paused one is.
+    Later(String),
+}
+
+/// A request ready to be sent.
+pub struct Ready(Planned);
 
 /// The request to make, once the endpoint's rules have had their say.
 struct Planned {
@@ -150,11 +157,11 @@ impl Sender {
         let started = Instant::now();
         let body = match request_body(message, endpoint) {
             Ok(body) => body,
-            Err(too_large) => return Prepared(Err(SendResult::unsendable(too_large.to_string(), started))),
+            Err(too_large) => return Prepared::Done(SendResult::unsendable(too_large.to_string(), started)),
         };
         let scripted = endpoint.transformation.as_ref().and_then(|t| t.active_code().map(|code| (t, code)));
         let Some((t, code)) = scripted else {
-            return Prepared(Ok(Planned {
+            return Prepared::Ready(Ready(Planned {
                 method: reqwest::Method::POST,
                 url: None,
                 body,
@@ -162,30 +169,24 @@ impl Sender {
                 json: false,
             }));
         };
-        Prepared(match transformed(&self.scripts, message, endpoint, t, code, body).await {
-            Ok(Some(planned)) => Ok(planned),
-            Ok(None) => Err(SendResult {
+        match transformed(&self.scripts, message, endpoint, t, code, body).await {
+            Ok(Some(planned)) => Prepared::Ready(Ready(planned)),
+            Ok(None) => Prepared::Done(SendResult {
                 cancelled: true,
                 ..SendResult::failed("not sent: the endpoint's transformation cancelled it".into(), started)
             }),
             Err(ScriptFailure::Code(e)) => {
-                Err(SendResult::unsendable(format!("the endpoint's transformation failed: {e}"), started))
+                Prepared::Done(SendResult::unsendable(format!("the endpoint's transformation failed: {e}"), started))
             }
-            Err(ScriptFailure::Unavailable(why)) => Err(SendResult {
-                deferred: true,
-                ..SendResult::failed(format!("the endpoint's transformation could not run now: {why}"), started)
-            }),
-        })
+            Err(ScriptFailure::Unavailable(why)) => Prepared::Later(why),
+        }
     }
 
     /// Signs and sends the prepared request to the endpoint (a POST, unless its
     /// transformation asks for PUT). Never fails: transport errors are reported in the
     /// result, like HTTP errors.
-    pub async fn send(&self, message: &Message, endpoint: &Endpoint, prepared: Prepared) -> SendResult {
-        let planned = match prepared.0 {
-            Ok(planned) => planned,
-            Err(done) => return done,
-        };
+    pub async fn send(&self, message: &Message, endpoint: &Endpoint, ready: Ready) -> SendResult {
+        let Ready(planned) = ready;
         let started = Instant::now();
         // A failure from here on names the URL it was about, the transformation's included.
         let failed = |why: String| SendResult { url: planned.url.clone(), ..SendResult::failed(why, started) };
@@ -271,7 +272,6 @@ impl Sender {
                 request_headers: None,
                 unsendable: false,
                 cancelled: false,
-                deferred: false,
                 url: None,
             },
             // `without_url`: the URL may carry credentials in its query string.

@@ -317,8 +317,9 @@ async function renderTransformation(appId, epId) {
       try {
         const out = await api("POST", `${path}/preview`, { payload: sample, transformation: code.value, eventType: eventType.value });
         const headers = Object.entries(out.headers).map(([k, v]) => `${k}: ${v}`);
+        const filtered = out.wanted ? [] : ["The endpoint's payload filter keeps this payload out: nothing would be sent. Were it let through:", ""];
         result.textContent = out.cancelled ? "Cancelled: nothing would be sent."
-          : [`${out.method} ${out.url}`, ...headers, "", JSON.stringify(out.body, null, 2)].join("\n");
+          : [...filtered, `${out.method} ${out.url}`, ...headers, "", JSON.stringify(out.body, null, 2)].join("\n");
       } catch (err) {
         result.textContent = `Error: ${err.message}`;
       } finally {
@@ -326,11 +327,23 @@ async function renderTransformation(appId, epId) {
       }
     },
   }, "Test");
+  const saved = h("span", { class: "small", "data-testid": "transformation-status" },
+    tr.code ? "" : "No transformation is set: the code above is an example.");
+  // Not `act`: a refusal (code that does not compile) is shown in full, and the button
+  // stays usable so that the code can be fixed and saved again.
   const save = !editable ? null : h("button", {
     "data-testid": "transformation-save",
     onclick: async (ev) => {
-      const done = await act(ev.target, () => api("PATCH", `${path}/transformation`, { code: code.value, enabled: enabled.checked }));
-      if (done.ok) { ev.target.textContent = "Saved"; setTimeout(() => { ev.target.textContent = "Save"; ev.target.disabled = false; }, 1500); }
+      const button = ev.target;
+      button.disabled = true;
+      try {
+        await api("PATCH", `${path}/transformation`, { code: code.value, enabled: enabled.checked });
+        saved.textContent = `Saved${enabled.checked ? " and enabled" : " (not enabled)"}.`;
+      } catch (err) {
+        saved.textContent = `Not saved: ${err.message}`;
+      } finally {
+        button.disabled = false;
+      }
     },
   }, "Save");
   show(
@@ -340,7 +353,7 @@ async function renderTransformation(appId, epId) {
       h("label", { class: "check" }, enabled, " Enabled: runs before each attempt to this endpoint"),
       code,
       vars.length ? h("p", { class: "small muted" }, `Variables (webhook.variables): ${vars.join(", ")}`) : null,
-      h("div", { class: "actions" }, save)),
+      h("div", { class: "actions" }, save, saved)),
     h("div", { class: "card" }, h("h2", {}, "Try it"),
       h("label", {}, "Event type ", eventType),
       payload,

@@ -114,24 +114,20 @@ pub enum NextStep {
     /// delivery is over (Svix's status 4, canceled), and it says nothing of the endpoint's
     /// health (its failure streak is neither ended nor extended).
     Cancelled,
-    /// Nothing was sent, through no fault of the endpoint (its transformation found no
-    /// worker to run on): tried again at this time, as a retry would be, without extending
-    /// the endpoint's failure streak.
-    Deferred(DateTime<Utc>),
 }
 
 impl NextStep {
     /// When the delivery is to be tried again, if it is.
     pub fn retry_at(&self) -> Option<DateTime<Utc>> {
         match self {
-            NextStep::RetryAt(t) | NextStep::Deferred(t) => Some(*t),
+            NextStep::RetryAt(t) => Some(*t),
             _ => None,
         }
     }
 
     /// Whether the attempt says nothing of the endpoint's health (nothing was sent).
     pub fn tells_nothing(&self) -> bool {
-        matches!(self, NextStep::Cancelled | NextStep::Deferred(_))
+        matches!(self, NextStep::Cancelled)
     }
 }
 

@@ -438,6 +438,13 @@ async fn dashboard_and_portal_main_flows() {
     browser.goto(&server.url(&format!("/dashboard#/app/{acme}"))).await;
     browser.click(&format!("{good_row} [data-testid=transformation-link]")).await;
     browser.wait_for("document.querySelector('[data-testid=transformation-code]')", "the transformation page").await;
+    let status = "document.querySelector('[data-testid=transformation-status]').textContent";
+    assert!(browser.eval(status).await.as_str().unwrap().contains("No transformation is set"));
+    // Code that does not compile is refused with the reason; the page stays usable.
+    browser.eval("document.querySelector('[data-testid=transformation-code]').value = 'function handler(w) {'").await;
+    browser.click("[data-testid=transformation-save]").await;
+    browser.wait_for(&format!("{status}.startsWith('Not saved')"), "the refusal").await;
+    assert!(browser.eval(status).await.as_str().unwrap().contains("SyntaxError"));
     let code =
         "function handler(w) { w.method = 'PUT'; w.payload = { wrapped: w.payload, type: w.eventType }; return w }";
     browser.eval(&format!("document.querySelector('[data-testid=transformation-code]').value = {}", json!(code))).await;
@@ -457,9 +464,7 @@ async fn dashboard_and_portal_main_flows() {
     browser.screenshot("transformation").await;
     browser.click("[data-testid=transformation-enabled]").await;
     browser.click("[data-testid=transformation-save]").await;
-    browser
-        .wait_for("document.querySelector('[data-testid=transformation-save]').textContent === 'Saved'", "saved")
-        .await;
+    browser.wait_for(&format!("{status} === 'Saved and enabled.'"), "saved").await;
     let (_, saved) = server.call("GET", &format!("/api/v1/app/{acme}/endpoint/{good}/transformation"), None).await;
     assert_eq!((saved["code"].as_str(), saved["enabled"].as_bool()), (Some(code), Some(true)), "{saved}");
     let before = ok.received().len();

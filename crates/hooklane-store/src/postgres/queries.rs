@@ -847,7 +847,7 @@ impl<'a> DeliveryColumns<'a> {
             let (status, due): (i32, Option<i64>) = match o.next {
                 NextStep::Succeeded => (0, None),
                 NextStep::Cancelled => (4, None),
-                NextStep::RetryAt(t) | NextStep::Deferred(t) => (1, Some(ms(t))),
+                NextStep::RetryAt(t) => (1, Some(ms(t))),
                 NextStep::GiveUp => (2, None),
             };
             cols.msgs.push(msg);

@@ -688,7 +688,7 @@ pub fn record_attempt(
     let (status, due) = match next {
         NextStep::Succeeded => (0, None),
         NextStep::Cancelled => (4, None),
-        NextStep::RetryAt(t) | NextStep::Deferred(t) => (1, Some(ms(*t))),
+        NextStep::RetryAt(t) => (1, Some(ms(*t))),
         NextStep::GiveUp => (2, None),
     };
     // A retry does not bring back a delivery failed while its attempt was under way (its

@@ -1669,24 +1669,6 @@ pub async fn cancelled_attempts_end_deliveries_and_leave_streaks(store: &DynStor
     let ids: Vec<&str> = log.items.iter().map(|m| m.message.id.as_str()).collect();
     assert_eq!(ids, vec![m2.id.as_str()]);
     assert_eq!((log.items[0].canceled, log.items[0].state()), (2, done));
-
-    // Deferred (no worker ran its transformation): pending again at its time, and no news
-    // of either endpoint's health.
-    let m3 = post(store, &app.id, &[&failing, &healthy], t0).await;
-    assert_eq!(job_keys(&claim(store, t0 + secs(3)).await), set([pair(&m3, &failing), pair(&m3, &healthy)]));
-    let later = t0 + mins(5);
-    let deferred = |ep: &Endpoint| AttemptOutcome {
-        attempt: attempt(&m3.id, ep, DeliveryStatus::Fail, t0 + secs(3)),
-        next: NextStep::Deferred(later),
-    };
-    let off = store.record_attempts(vec![deferred(&failing), deferred(&healthy)], HOUR).await.unwrap();
-    assert!(off.disabled.is_empty());
-    for ep in [&failing, &healthy] {
-        let d = delivery(store, &app.id, &m3.id, &ep.id).await;
-        assert_eq!((d.status, d.attempts, d.next_attempt_at), (DeliveryStatus::Pending, 1, Some(later)));
-    }
-    assert_eq!(endpoint_now(store, &failing).await.failing_since, Some(t0));
-    assert_eq!(endpoint_now(store, &healthy).await.failing_since, None);
     assert_eq!(endpoint_now(store, &failing).await.failing_since, Some(t0), "the streak still runs");
     assert_eq!(endpoint_now(store, &healthy).await.failing_since, None, "and none was started");
 }
