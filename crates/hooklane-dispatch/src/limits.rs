@@ -2,15 +2,19 @@
 //! many requests it may have in flight, and its rate limit.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
 pub struct Gate {
+    pub endpoint_id: String,
     /// Jobs of this endpoint held in memory (waiting or in flight).
     pub outstanding: AtomicUsize,
+    /// Some of its jobs were handed back to the store for being past its cap: worth
+    /// claiming again as soon as it has room, not a whole deferral later.
+    pub overflowed: AtomicBool,
     /// Most jobs this endpoint may hold in memory (set from its rate limit when admitted).
     pub cap: AtomicUsize,
     pub in_flight: Semaphore,
@@ -25,6 +29,15 @@ struct Bucket {
 }
 
 impl Gate {
+    /// Whether it handed work back for being full and has since drained to a quarter of
+    /// its cap (then forgets that it did): its handed-back jobs should be claimed now.
+    pub fn drained_after_overflow(&self) -> bool {
+        let cap = self.cap.load(Ordering::Relaxed);
+        self.overflowed.load(Ordering::Relaxed)
+            && self.outstanding.load(Ordering::Relaxed) <= cap / 4
+            && self.overflowed.swap(false, Ordering::AcqRel)
+    }
+
     fn saturated(&self) -> bool {
         self.outstanding.load(Ordering::Relaxed) >= self.cap.load(Ordering::Relaxed)
     }
@@ -59,7 +72,9 @@ impl Gates {
             return g.clone();
         }
         let gate = Arc::new(Gate {
+            endpoint_id: endpoint_id.to_string(),
             outstanding: AtomicUsize::new(0),
+            overflowed: AtomicBool::new(false),
             cap: AtomicUsize::new(usize::MAX),
             in_flight: Semaphore::new(self.per_endpoint_in_flight.max(1)),
             // A new gate counts as idle: it may start with a burst.
@@ -94,6 +109,21 @@ impl Gates {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gate that handed work back asks for it again once, when down to a quarter of its cap.
+    #[test]
+    fn a_gate_that_overflowed_asks_for_its_work_back_once_drained() {
+        let g = Gates::new(4).get("ep");
+        g.cap.store(8, Ordering::Relaxed);
+        g.outstanding.store(3, Ordering::Relaxed);
+        assert!(!g.drained_after_overflow(), "it never overflowed");
+        g.overflowed.store(true, Ordering::Relaxed);
+        assert!(!g.drained_after_overflow(), "3 of 8 is more than a quarter");
+        g.outstanding.store(2, Ordering::Relaxed);
+        assert!(g.drained_after_overflow());
+        assert!(!g.drained_after_overflow(), "once per overflow");
+        assert_eq!(g.endpoint_id, "ep");
+    }
 
     #[test]
     fn rate_spreads_sends() {
