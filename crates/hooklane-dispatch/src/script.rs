@@ -19,6 +19,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rquickjs::{CatchResultExt, CaughtError, Context, Function, Runtime};
+
+use crate::sender;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -83,24 +85,8 @@ const MAX_ERROR_BYTES: usize = 1024;
 /// Most bytes of the webhook returned, beside its payload, as JSON (URL, headers…).
 const MAX_REST_BYTES: usize = 64 << 10;
 
-/// Most headers a transformation may set, and the longest value.
-pub const MAX_HEADERS: usize = 32;
-const MAX_HEADER_VALUE: usize = 4096;
 /// Longest URL a transformation may make.
 const MAX_URL: usize = 4096;
-/// Headers that speak to the connection, not to the receiver; HTTP/2 refuses them.
-const CONNECTION_HEADERS: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "expect",
-];
 
 /// Checks code before it is saved: it must compile, run its top level within the limits
 /// and declare a function `handler`.
@@ -231,17 +217,18 @@ fn check_url(url: &str) -> Result<(), ScriptError> {
     Ok(())
 }
 
+/// The same rules as an endpoint's custom headers ([`sender::custom_header_fault`]), but
+/// that hooklane's own (`webhook-*`, content headers) are left out when sent, not refused.
 fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), ScriptError> {
-    if headers.len() > MAX_HEADERS {
-        return Err(ScriptError(format!("the transformation sets more than {MAX_HEADERS} headers")));
+    if headers.len() > sender::MAX_CUSTOM_HEADERS {
+        return Err(ScriptError(format!("the transformation sets more than {} headers", sender::MAX_CUSTOM_HEADERS)));
     }
     for (name, value) in headers {
-        let lower = name.to_ascii_lowercase();
-        let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
-            && reqwest::header::HeaderValue::from_str(value).is_ok()
-            && value.len() <= MAX_HEADER_VALUE;
-        if !valid || CONNECTION_HEADERS.contains(&lower.as_str()) {
-            return Err(ScriptError(format!("the transformation's header {name:.64?} is not one it may set")));
+        match sender::custom_header_fault(name, value) {
+            None | Some(sender::HeaderFault::Reserved) => {}
+            Some(_) => {
+                return Err(ScriptError(format!("the transformation's header {name:.64?} is not one it may set")))
+            }
         }
     }
     Ok(())

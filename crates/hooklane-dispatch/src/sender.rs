@@ -22,6 +22,54 @@ use crate::DispatchConfig;
 pub const RESERVED: &[&str] =
     &["webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host"];
 
+/// Hop-by-hop and connection-control headers: they speak to the connection, not the
+/// receiver (HTTP/2 refuses them), and a stray `Expect` or `Upgrade` changes how the
+/// request is exchanged. Neither an endpoint nor its transformation may set them.
+pub const CONNECTION_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+];
+
+/// Most custom headers an endpoint (or its transformation) may set, and the longest value.
+pub const MAX_CUSTOM_HEADERS: usize = 32;
+pub const MAX_HEADER_VALUE: usize = 4096;
+
+/// Why a custom header cannot be sent as given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderFault {
+    /// Not a header name, or more than [`MAX_HEADER_VALUE`] bytes of value.
+    Name,
+    /// A value a header cannot carry (control characters).
+    Value,
+    /// One of hooklane's own ([`RESERVED`]).
+    Reserved,
+    /// One of [`CONNECTION_HEADERS`].
+    Connection,
+}
+
+/// What is wrong with a custom header (an endpoint's, or its transformation's), if anything.
+pub fn custom_header_fault(name: &str, value: &str) -> Option<HeaderFault> {
+    if HeaderName::try_from(name).is_err() || value.len() > MAX_HEADER_VALUE {
+        return Some(HeaderFault::Name);
+    }
+    if HeaderValue::try_from(value).is_err() {
+        return Some(HeaderFault::Value);
+    }
+    let lower = name.to_ascii_lowercase();
+    if RESERVED.contains(&lower.as_str()) {
+        return Some(HeaderFault::Reserved);
+    }
+    CONNECTION_HEADERS.contains(&lower.as_str()).then_some(HeaderFault::Connection)
+}
+
 /// Parsed endpoint URLs kept at most; past this the cache starts again (endpoints are
 /// few next to attempts, so it rarely fills).
 const PARSED_URLS: usize = 10_000;

@@ -29,26 +29,6 @@ const MAX_GRACE_SECONDS: u32 = 7 * 24 * 3600;
 const MAX_PREVIOUS_SECRETS: usize = 5;
 const MAX_URL_LEN: usize = 4096;
 const UID_TAKEN: &str = "an endpoint with this uid already exists in this application";
-/// Headers hooklane sets itself or that would break the request.
-const FORBIDDEN_HEADERS: &[&str] = &[
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "content-type",
-    "content-length",
-    "host",
-    "transfer-encoding",
-    "connection",
-    // Hop-by-hop and connection-control headers: they speak to the connection, not the
-    // receiver, and a stray `Expect` or `Upgrade` changes how the request is exchanged.
-    "te",
-    "trailer",
-    "upgrade",
-    "keep-alive",
-    "expect",
-    "proxy-connection",
-    "proxy-authorization",
-];
 
 /// Svix's `EndpointIn`: a new endpoint (`POST`), or all of one (`PUT`).
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -279,8 +259,9 @@ pub fn check_url(field: &str, raw: &str) -> ApiResult<()> {
 }
 
 fn check_headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
-    if headers.len() > 32 {
-        return Err(ApiError::validation("headers", "at most 32 headers"));
+    use hooklane_dispatch::sender::{custom_header_fault, HeaderFault, MAX_CUSTOM_HEADERS};
+    if headers.len() > MAX_CUSTOM_HEADERS {
+        return Err(ApiError::validation("headers", format!("at most {MAX_CUSTOM_HEADERS} headers")));
     }
     let mut seen = std::collections::HashSet::with_capacity(headers.len());
     for (name, value) in headers {
@@ -288,18 +269,15 @@ fn check_headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
         if !seen.insert(name.to_ascii_lowercase()) {
             return Err(ApiError::validation("headers", format!("header {name:?} is given twice (names ignore case)")));
         }
-        if http::HeaderName::try_from(name.as_str()).is_err() || value.len() > 4096 {
-            return Err(ApiError::validation("headers", format!("invalid header {name:?}")));
-        }
-        if http::HeaderValue::try_from(value.as_str()).is_err() {
-            return Err(ApiError::validation("headers", format!("invalid value for header {name:?}")));
-        }
-        if FORBIDDEN_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-            return Err(ApiError::validation(
-                "headers",
-                format!("header {name:?} cannot be set: hooklane sets it, or it controls the connection"),
-            ));
-        }
+        let why = match custom_header_fault(name, value) {
+            None => continue,
+            Some(HeaderFault::Name) => format!("invalid header {name:?}"),
+            Some(HeaderFault::Value) => format!("invalid value for header {name:?}"),
+            Some(HeaderFault::Reserved | HeaderFault::Connection) => {
+                format!("header {name:?} cannot be set: hooklane sets it, or it controls the connection")
+            }
+        };
+        return Err(ApiError::validation("headers", why));
     }
     Ok(())
 }
