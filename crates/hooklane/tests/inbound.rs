@@ -70,6 +70,7 @@ enum Provider {
     Gitlab,
     Stripe,
     Paddle,
+    Mailgun,
     Shopify,
     Slack,
     Zoom,
@@ -86,6 +87,7 @@ const GH_SECRET: &str = "It's a Secret to Everybody";
 const GITLAB_TOKEN: &str = "glwht-secret-token-7";
 const STRIPE_SECRET: &str = "whsec_test_5f2b7c0a9d";
 const PADDLE_SECRET: &str = "pdl_ntfset_01h8bkrwk9_secret";
+const MAILGUN_KEY: &str = "key-mailgun-signing-0a1b2c";
 const SHOPIFY_SECRET: &str = "shpss_0123456789abcdef";
 const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const TG_TOKEN: &str = "tg-secret_token-42";
@@ -103,6 +105,7 @@ impl Provider {
             Provider::Gitlab => json!({ "type": "gitlab", "secretToken": GITLAB_TOKEN }),
             Provider::Stripe => json!({ "type": "stripe", "secret": STRIPE_SECRET }),
             Provider::Paddle => json!({ "type": "paddle", "secret": PADDLE_SECRET }),
+            Provider::Mailgun => json!({ "type": "mailgun", "signingKey": MAILGUN_KEY }),
             Provider::Shopify => json!({ "type": "shopify", "secret": SHOPIFY_SECRET }),
             Provider::Slack => json!({ "type": "slack", "signingSecret": SLACK_SECRET }),
             Provider::Telegram => json!({ "type": "telegram", "secretToken": TG_TOKEN }),
@@ -181,6 +184,17 @@ impl Provider {
                 let sig = hex(&hmac256(secret.as_bytes(), &[ts_s.as_bytes(), b":", &body]));
                 (h(&[("Paddle-Signature", &format!("ts={ts};h1={sig}")), ("content-type", json_ct)]), body, json_ct)
             }
+            Provider::Mailgun => {
+                // The signature is in the body; each delivery has its own token.
+                let key = if genuine { MAILGUN_KEY } else { "key-wrong" };
+                let token = format!("tok-{id}-{ts}");
+                let sig = hex(&hmac256(key.as_bytes(), &[ts_s.as_bytes(), token.as_bytes()]));
+                let body = format!(
+                    r#"{{"signature":{{"timestamp":"{ts}","token":"{token}","signature":"{sig}"}},"event-data":{{"event":"delivered","id":"{id}"}}}}"#
+                )
+                .into_bytes();
+                (h(&[("content-type", json_ct)]), body, json_ct)
+            }
             Provider::Shopify => {
                 let body = format!(r#"{{"id":820982911946154508,"note":"{id}"}}"#).into_bytes();
                 let secret = if genuine { SHOPIFY_SECRET } else { "wrong" };
@@ -252,6 +266,7 @@ impl Provider {
             Provider::Github | Provider::Gitlab => "push",
             Provider::Stripe => "invoice.paid",
             Provider::Paddle => "transaction.completed",
+            Provider::Mailgun => "delivered",
             Provider::Shopify => "orders.create",
             Provider::Slack => "app_mention",
             Provider::Zoom => "meeting.started",
@@ -267,6 +282,7 @@ impl Provider {
             self,
             Provider::Stripe
                 | Provider::Paddle
+                | Provider::Mailgun
                 | Provider::Slack
                 | Provider::Zoom
                 | Provider::StandardWebhooks
@@ -380,6 +396,11 @@ async fn stripe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paddle() {
     provider_contract(Provider::Paddle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailgun() {
+    provider_contract(Provider::Mailgun).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@
 //! constant-time.
 
 pub mod hmac_body;
+pub mod mailgun;
 pub mod paddle;
 pub mod slack;
 pub mod standard;
@@ -50,6 +51,9 @@ pub enum Verification {
     Stripe { secret: String },
     /// `Paddle-Signature: ts=<unix>;h1=<hex HMAC-SHA256(secret, "ts:body")>` (Paddle Billing).
     Paddle { secret: String },
+    /// Mailgun: `signature.signature` of the JSON body is the hex HMAC-SHA256 of
+    /// `signature.timestamp` followed by `signature.token`, keyed with the signing key.
+    Mailgun { signing_key: String },
     /// `X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256(secret, body)>`.
     Shopify { secret: String },
     /// `X-Slack-Signature: v0=<hex HMAC-SHA256(secret, "v0:ts:body")>` with
@@ -170,6 +174,7 @@ impl Verification {
             Verification::Gitlab { .. } => "gitlab",
             Verification::Stripe { .. } => "stripe",
             Verification::Paddle { .. } => "paddle",
+            Verification::Mailgun { .. } => "mailgun",
             Verification::Shopify { .. } => "shopify",
             Verification::Slack { .. } => "slack",
             Verification::Zoom { .. } => "zoom",
@@ -188,6 +193,7 @@ impl Verification {
             Verification::Gitlab { secret_token } => token::gitlab(secret_token, headers),
             Verification::Stripe { secret } => stripe::verify(secret, headers, body, now),
             Verification::Paddle { secret } => paddle::verify(secret, headers, body, now),
+            Verification::Mailgun { signing_key } => mailgun::verify(signing_key, body, now),
             Verification::Shopify { secret } => hmac_body::shopify(secret, headers, body),
             Verification::Slack { signing_secret } => slack::verify(signing_secret, headers, body, now),
             Verification::Zoom { secret } => zoom::verify(secret, headers, body, now),
@@ -222,6 +228,7 @@ impl Verification {
             | Verification::Zoom { secret: s }
             | Verification::Shopify { secret: s } => secret("verification.secret", s),
             Verification::Slack { signing_secret } => secret("verification.signingSecret", signing_secret),
+            Verification::Mailgun { signing_key } => secret("verification.signingKey", signing_key),
             Verification::Gitlab { secret_token } => secret("verification.secretToken", secret_token),
             Verification::Telegram { secret_token } => {
                 // Telegram's own rule for `secret_token`.
@@ -258,7 +265,7 @@ impl Verification {
     pub fn redacted(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
         if let Some(map) = v.as_object_mut() {
-            for key in ["secret", "signingSecret", "secretToken", "password"] {
+            for key in ["secret", "signingSecret", "signingKey", "secretToken", "password"] {
                 map.remove(key);
             }
         }
@@ -273,6 +280,8 @@ impl Verification {
             Verification::Gitlab { .. } => &[token::GITLAB_HEADER],
             Verification::Stripe { .. } => &[stripe::HEADER],
             Verification::Paddle { .. } => &[paddle::HEADER],
+            // Its signature is in the body, which goes as it came.
+            Verification::Mailgun { .. } => &[],
             Verification::Shopify { .. } => &["x-shopify-hmac-sha256"],
             Verification::Slack { .. } => &[slack::SIGNATURE, slack::TIMESTAMP],
             Verification::Zoom { .. } => &[zoom::SIGNATURE, zoom::TIMESTAMP],
@@ -297,6 +306,7 @@ impl Verification {
             // A notification retried keeps its id; the same event sent to another
             // destination would have its own.
             Verification::Paddle { .. } => field("notification_id"),
+            Verification::Mailgun { .. } => field("event-data.id"),
             Verification::Shopify { .. } => header("x-shopify-webhook-id"),
             Verification::Slack { .. } => field("event_id"),
             Verification::Telegram { .. } => field("update_id"),
@@ -332,6 +342,7 @@ impl Verification {
             Verification::Shopify { .. } => header(headers, "x-shopify-topic").map(str::to_string),
             Verification::Stripe { .. } | Verification::StandardWebhooks { .. } => field("type"),
             Verification::Paddle { .. } => field("event_type"),
+            Verification::Mailgun { .. } => field("event-data.event"),
             Verification::Slack { .. } => field("event.type").or_else(|| field("type")),
             Verification::Zoom { .. } => field("event"),
             // An update carries `update_id` and exactly one other field, which says what it is.
@@ -480,6 +491,10 @@ mod tests {
         let basic: Verification =
             serde_json::from_str(r#"{"type":"basicAuth","username":"u","password":"p"}"#).unwrap();
         assert_eq!(basic.redacted(), serde_json::json!({"type": "basicAuth", "username": "u"}));
+        let mailgun: Verification = serde_json::from_str(r#"{"type":"mailgun","signingKey":"k"}"#).unwrap();
+        assert_eq!(mailgun, Verification::Mailgun { signing_key: "k".into() });
+        assert_eq!(mailgun.redacted(), serde_json::json!({"type": "mailgun"}));
+        assert!(Verification::Mailgun { signing_key: String::new() }.check().is_err());
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub struct SourceIn {
     #[schema(example = "GitHub")]
     name: String,
     /// How the source's requests prove where they come from: `{"type": …}` with `none`,
-    /// `github` (`secret`), `gitlab` (`secretToken`), `stripe` (`secret`), `paddle` (`secret`), `shopify` (`secret`), `slack`
+    /// `github` (`secret`), `gitlab` (`secretToken`), `stripe` (`secret`), `paddle` (`secret`), `mailgun` (`signingKey`), `shopify` (`secret`), `slack`
     /// (`signingSecret`), `zoom` (`secret`), `telegram` (`secretToken`), `standardWebhooks` (`secret`, `whsec_…`),
     /// `hmac` (`header`, `algorithm`: `sha1`|`sha256`|`sha512`, `encoding`: `hex`|`base64`,
     /// `prefix`?, `secret`) or `basicAuth` (`username`, `password`).
