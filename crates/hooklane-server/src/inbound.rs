@@ -175,6 +175,13 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let client = client_addr(peer, req.headers(), &s.0.inbound.trusted_proxies);
     let headers = header_map(req.headers());
+    // The URL as the provider called it (Twilio signs it): where hooklane is reachable
+    // (`public_url`), and the path and query received.
+    let called_url = format!(
+        "{}{}",
+        s.0.public_url.trim_end_matches('/'),
+        req.uri().path_and_query().map(|p| p.as_str()).unwrap_or_default()
+    );
     let mut record = Record {
         s: &s,
         source: &source,
@@ -212,7 +219,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
     record.keep_body(&body);
 
     // 3. Who sent it.
-    if let Err(why) = source.verification.verify(&headers, &body, received_at.timestamp()) {
+    if let Err(why) = source.verification.verify(&headers, &body, &called_url, received_at.timestamp()) {
         return record.reject(ApiError::VerificationFailed(why.to_string())).await;
     }
 

@@ -11,6 +11,7 @@ use base64::Engine;
 use common::*;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
+use sha1::Sha1;
 use sha2::{Sha256, Sha512};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -75,6 +76,7 @@ enum Provider {
     Slack,
     Zoom,
     Telegram,
+    Twilio,
     StandardWebhooks,
     /// A Standard Webhooks source fed by a provider that sends through Svix (Clerk, Resend…):
     /// the same signature under `svix-id`, `svix-timestamp` and `svix-signature`.
@@ -91,6 +93,7 @@ const MAILGUN_KEY: &str = "key-mailgun-signing-0a1b2c";
 const SHOPIFY_SECRET: &str = "shpss_0123456789abcdef";
 const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const TG_TOKEN: &str = "tg-secret_token-42";
+const TWILIO_TOKEN: &str = "twilio-auth-token-9f8e";
 const ZOOM_SECRET: &str = "zoom-secret-token-qvC2";
 const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const HMAC_SECRET: &str = "generic-hmac-secret";
@@ -109,6 +112,7 @@ impl Provider {
             Provider::Shopify => json!({ "type": "shopify", "secret": SHOPIFY_SECRET }),
             Provider::Slack => json!({ "type": "slack", "signingSecret": SLACK_SECRET }),
             Provider::Telegram => json!({ "type": "telegram", "secretToken": TG_TOKEN }),
+            Provider::Twilio => json!({ "type": "twilio", "authToken": TWILIO_TOKEN }),
             Provider::Zoom => json!({ "type": "zoom", "secret": ZOOM_SECRET }),
             Provider::StandardWebhooks | Provider::SvixSent => {
                 json!({ "type": "standardWebhooks", "secret": SW_SECRET })
@@ -137,6 +141,11 @@ impl Provider {
     /// A request as the provider sends it: delivery `id`, signed at `ts`, with the right
     /// secret when `genuine`. Returns headers, body and its content type.
     fn request(self, id: &str, ts: i64, genuine: bool) -> (Vec<(String, String)>, Vec<u8>, &'static str) {
+        self.request_to("", id, ts, genuine)
+    }
+
+    /// [`Provider::request`] to the source URL `url` (Twilio signs it).
+    fn request_to(self, url: &str, id: &str, ts: i64, genuine: bool) -> (Vec<(String, String)>, Vec<u8>, &'static str) {
         let ts_s = ts.to_string();
         let json_ct = "application/json";
         match self {
@@ -231,6 +240,21 @@ impl Provider {
                 let token = if genuine { TG_TOKEN } else { "not-the-token" };
                 (h(&[("X-Telegram-Bot-Api-Secret-Token", token), ("content-type", json_ct)]), body, json_ct)
             }
+            Provider::Twilio => {
+                // A form, signed with the URL and its parameters sorted by name.
+                let body = format!("MessageSid=SM{id}&Body=hello+{id}&From=%2B15005550006").into_bytes();
+                let token = if genuine { TWILIO_TOKEN } else { "wrong" };
+                let signed = format!("{url}Bodyhello {id}From+15005550006MessageSidSM{id}");
+                let mut m = Hmac::<Sha1>::new_from_slice(token.as_bytes()).unwrap();
+                m.update(signed.as_bytes());
+                let sig = B64.encode(m.finalize().into_bytes());
+                let form = "application/x-www-form-urlencoded";
+                (
+                    h(&[("X-Twilio-Signature", &sig), ("I-Twilio-Idempotency-Token", id), ("content-type", form)]),
+                    body,
+                    form,
+                )
+            }
             Provider::StandardWebhooks | Provider::SvixSent => {
                 let body = format!(r#"{{"type":"user.created","id":"{id}"}}"#).into_bytes();
                 let secret = if genuine { SW_SECRET } else { "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" };
@@ -272,7 +296,7 @@ impl Provider {
             Provider::Zoom => "meeting.started",
             Provider::Telegram => "message",
             Provider::StandardWebhooks | Provider::SvixSent => "user.created",
-            Provider::Hmac | Provider::BasicAuth => "inbound",
+            Provider::Hmac | Provider::BasicAuth | Provider::Twilio => "inbound",
         }
     }
 
@@ -299,10 +323,11 @@ async fn provider_contract(p: Provider) {
     let rx = Receiver::start().await;
     let (source, created) = create_source(&server, p.spec(&rx.url)).await;
     let dest_secret = created["destinations"][0]["secret"].as_str().unwrap().to_string();
-    assert_eq!(created["ingestUrl"], json!(server.url(&format!("/in/{source}"))));
+    let url = server.url(&format!("/in/{source}"));
+    assert_eq!(created["ingestUrl"], json!(url));
 
     // Genuine: 200 once durable, then forwarded.
-    let (headers, body, content_type) = p.request("dlv-0001", now(), true);
+    let (headers, body, content_type) = p.request_to(&url, "dlv-0001", now(), true);
     let (status, out) = ingest(&server, &source, &headers, &body).await;
     assert_eq!(status, 200, "{p:?}: {out}");
     assert_eq!(out["status"], "accepted", "{out}");
@@ -317,8 +342,9 @@ async fn provider_contract(p: Provider) {
     assert!(signature_valid(&dest_secret, r), "{p:?}: destinations get hooklane's own signature");
     for (name, _) in &headers {
         let lower = name.to_ascii_lowercase();
-        // (`webhook-signature` is hooklane's own, checked above.)
-        if lower.starts_with("webhook-") {
+        // (`webhook-signature` is hooklane's own, checked above; Twilio's idempotency token
+        // is its delivery id, informative like `X-GitHub-Delivery`, not a credential.)
+        if lower.starts_with("webhook-") || lower == "i-twilio-idempotency-token" {
             continue;
         }
         if lower.contains("signature")
@@ -332,14 +358,14 @@ async fn provider_contract(p: Provider) {
     }
 
     // Forged: 401, recorded, never forwarded.
-    let (headers, body, _) = p.request("dlv-0002", now(), false);
+    let (headers, body, _) = p.request_to(&url, "dlv-0002", now(), false);
     let (status, out) = ingest(&server, &source, &headers, &body).await;
     assert_eq!(status, 401, "{p:?}: {out}");
     assert_eq!(out["code"], "verification_failed", "{out}");
 
     // Stale: 401 as well.
     if p.timestamped() {
-        let (headers, body, _) = p.request("dlv-0003", now() - 600, true);
+        let (headers, body, _) = p.request_to(&url, "dlv-0003", now() - 600, true);
         let (status, out) = ingest(&server, &source, &headers, &body).await;
         assert_eq!(status, 401, "{p:?}: {out}");
         assert!(out["detail"].as_str().unwrap().contains("timestamp"), "{out}");
@@ -347,7 +373,7 @@ async fn provider_contract(p: Provider) {
 
     // Redelivered (the provider retries, a fresh signature for the same id): acknowledged,
     // not forwarded again.
-    let (headers, body, _) = p.request("dlv-0001", now(), true);
+    let (headers, body, _) = p.request_to(&url, "dlv-0001", now(), true);
     let (status, out) = ingest(&server, &source, &headers, &body).await;
     assert_eq!(status, 200, "{p:?}: {out}");
     assert_eq!(out["status"], "duplicate", "{out}");
@@ -460,6 +486,11 @@ async fn provider_url_checks_are_answered_not_forwarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telegram() {
     provider_contract(Provider::Telegram).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio() {
+    provider_contract(Provider::Twilio).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

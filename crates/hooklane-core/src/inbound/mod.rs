@@ -15,6 +15,7 @@ pub mod slack;
 pub mod standard;
 pub mod stripe;
 pub mod token;
+pub mod twilio;
 pub mod zoom;
 
 use std::collections::BTreeMap;
@@ -65,6 +66,8 @@ pub enum Verification {
     /// `X-Telegram-Bot-Api-Secret-Token: <secret_token>` (the `secret_token` given to
     /// `setWebhook`).
     Telegram { secret_token: String },
+    /// `X-Twilio-Signature: <base64 HMAC-SHA1(auth token, URL + sorted form parameters)>`.
+    Twilio { auth_token: String },
     /// `webhook-id`, `webhook-timestamp`, `webhook-signature` with a `whsec_` secret.
     StandardWebhooks { secret: String },
     /// `<header>: <prefix><hex or base64 HMAC(secret, body)>`.
@@ -179,14 +182,16 @@ impl Verification {
             Verification::Slack { .. } => "slack",
             Verification::Zoom { .. } => "zoom",
             Verification::Telegram { .. } => "telegram",
+            Verification::Twilio { .. } => "twilio",
             Verification::StandardWebhooks { .. } => "standardWebhooks",
             Verification::Hmac { .. } => "hmac",
             Verification::BasicAuth { .. } => "basicAuth",
         }
     }
 
-    /// Checks a request's headers and raw body at `now` (unix seconds).
-    pub fn verify(&self, headers: &Headers, body: &[u8], now: i64) -> Result<(), Rejection> {
+    /// Checks a request's headers and raw body at `now` (unix seconds); `url` is the URL
+    /// as the provider called it (Twilio signs it).
+    pub fn verify(&self, headers: &Headers, body: &[u8], url: &str, now: i64) -> Result<(), Rejection> {
         match self {
             Verification::None => Ok(()),
             Verification::Github { secret } => hmac_body::github(secret, headers, body),
@@ -198,6 +203,7 @@ impl Verification {
             Verification::Slack { signing_secret } => slack::verify(signing_secret, headers, body, now),
             Verification::Zoom { secret } => zoom::verify(secret, headers, body, now),
             Verification::Telegram { secret_token } => token::telegram(secret_token, headers),
+            Verification::Twilio { auth_token } => twilio::verify(auth_token, headers, body, url),
             Verification::StandardWebhooks { secret } => standard::verify(secret, headers, body, now),
             Verification::Hmac { header: name, algorithm, encoding, prefix, secret } => {
                 let spec = hmac_body::Spec {
@@ -229,6 +235,7 @@ impl Verification {
             | Verification::Shopify { secret: s } => secret("verification.secret", s),
             Verification::Slack { signing_secret } => secret("verification.signingSecret", signing_secret),
             Verification::Mailgun { signing_key } => secret("verification.signingKey", signing_key),
+            Verification::Twilio { auth_token } => secret("verification.authToken", auth_token),
             Verification::Gitlab { secret_token } => secret("verification.secretToken", secret_token),
             Verification::Telegram { secret_token } => {
                 // Telegram's own rule for `secret_token`.
@@ -265,7 +272,7 @@ impl Verification {
     pub fn redacted(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
         if let Some(map) = v.as_object_mut() {
-            for key in ["secret", "signingSecret", "signingKey", "secretToken", "password"] {
+            for key in ["secret", "signingSecret", "signingKey", "secretToken", "authToken", "password"] {
                 map.remove(key);
             }
         }
@@ -286,6 +293,7 @@ impl Verification {
             Verification::Slack { .. } => &[slack::SIGNATURE, slack::TIMESTAMP],
             Verification::Zoom { .. } => &[zoom::SIGNATURE, zoom::TIMESTAMP],
             Verification::Telegram { .. } => &[token::TELEGRAM_HEADER],
+            Verification::Twilio { .. } => &[twilio::HEADER],
             Verification::StandardWebhooks { .. } => &["webhook-signature", "svix-signature"],
             Verification::Hmac { header, .. } => return vec![header.to_ascii_lowercase()],
             Verification::BasicAuth { .. } => &["authorization"],
@@ -310,6 +318,8 @@ impl Verification {
             Verification::Shopify { .. } => header("x-shopify-webhook-id"),
             Verification::Slack { .. } => field("event_id"),
             Verification::Telegram { .. } => field("update_id"),
+            // Sent again with each retry of one request.
+            Verification::Twilio { .. } => header("i-twilio-idempotency-token"),
             Verification::StandardWebhooks { .. } => header("webhook-id"),
             // Zoom's events carry no delivery id.
             Verification::None
@@ -349,7 +359,11 @@ impl Verification {
             Verification::Telegram { .. } => {
                 json.and_then(|j| j.as_object()).and_then(|o| o.keys().find(|k| k.as_str() != "update_id").cloned())
             }
-            Verification::None | Verification::Hmac { .. } | Verification::BasicAuth { .. } => None,
+            // Twilio's requests say what they are in fields that differ by product.
+            Verification::None
+            | Verification::Hmac { .. }
+            | Verification::BasicAuth { .. }
+            | Verification::Twilio { .. } => None,
         }?;
         let name: String = raw
             .chars()
