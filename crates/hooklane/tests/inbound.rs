@@ -488,6 +488,39 @@ async fn telegram() {
     provider_contract(Provider::Telegram).await;
 }
 
+/// Where the signature does not cover the whole request (Mailgun's covers a timestamp and
+/// a token, not the body; Twilio's carries no timestamp), a signature serves once: a seen
+/// one carrying another event is acknowledged as a duplicate and never forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seen_signature_cannot_carry_another_event() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let (mailgun, _) = create_source(&server, Provider::Mailgun.spec(&rx.url)).await;
+    let (headers, body, _) = Provider::Mailgun.request("ev-1", now(), true);
+    let (status, out) = ingest(&server, &mailgun, &headers, &body).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("accepted")), "{out}");
+    let forged = String::from_utf8(body).unwrap().replace("\"ev-1\"", "\"ev-2\"").replace("delivered", "complained");
+    let (status, out) = ingest(&server, &mailgun, &headers, forged.as_bytes()).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("duplicate")), "{out}");
+
+    let (twilio, _) = create_source(&server, Provider::Twilio.spec(&rx.url)).await;
+    let url = server.url(&format!("/in/{twilio}"));
+    let (headers, body, _) = Provider::Twilio.request_to(&url, "SM1", now(), true);
+    let (status, out) = ingest(&server, &twilio, &headers, &body).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("accepted")), "{out}");
+    // The same parameters in another order verify too: still the same request.
+    let reordered = body.split(|b| *b == b'&').rev().collect::<Vec<_>>().join(&b'&');
+    assert_ne!(reordered, body);
+    let mut headers = headers.clone();
+    headers.retain(|(k, _)| k != "I-Twilio-Idempotency-Token");
+    let (status, out) = ingest(&server, &twilio, &headers, &reordered).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("duplicate")), "{out}");
+
+    rx.wait_for(2, WAIT).await;
+    settle().await;
+    assert_eq!(rx.received().len(), 2, "only the two genuine requests were forwarded");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twilio() {
     provider_contract(Provider::Twilio).await;

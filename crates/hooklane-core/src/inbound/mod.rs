@@ -314,12 +314,17 @@ impl Verification {
             // A notification retried keeps its id; the same event sent to another
             // destination would have its own.
             Verification::Paddle { .. } => field("notification_id"),
-            Verification::Mailgun { .. } => field("event-data.id"),
+            // The signature covers the timestamp and token, not the body: a token may serve
+            // once, or a seen delivery's signature would carry any other event for five
+            // minutes (Mailgun's retries carry new tokens, and are forwarded again).
+            Verification::Mailgun { .. } => field("signature.token"),
             Verification::Shopify { .. } => header("x-shopify-webhook-id"),
             Verification::Slack { .. } => field("event_id"),
             Verification::Telegram { .. } => field("update_id"),
-            // Sent again with each retry of one request.
-            Verification::Twilio { .. } => header("i-twilio-idempotency-token"),
+            // Twilio signs no timestamp: a signature may serve once, or a seen request could
+            // be sent again forever. A retry carries the same signature (the same URL and
+            // parameters), so it is recognised too.
+            Verification::Twilio { .. } => header(twilio::HEADER),
             Verification::StandardWebhooks { .. } => header("webhook-id"),
             // Zoom's events carry no delivery id.
             Verification::None
