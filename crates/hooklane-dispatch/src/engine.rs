@@ -301,7 +301,7 @@ fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
         gate.cap.store(cap, Ordering::Relaxed);
         if gate.outstanding.fetch_add(1, Ordering::AcqRel) >= cap {
             gate.outstanding.fetch_sub(1, Ordering::AcqRel);
-            gate.overflowed.store(true, Ordering::Relaxed);
+            gate.handed_back_at(soon);
             deferred.entry(soon).or_default().push(key());
             continue;
         }
@@ -555,20 +555,17 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
         // An endpoint slower than what arrives for it, but faster than its cap a deferral
         // (a transformation, a receiver taking tens of milliseconds), would otherwise sit
         // idle between draining what it holds and its handed-back jobs falling due.
-        let mut refill: Vec<String> =
-            gates.iter().filter(|g| g.drained_after_overflow()).map(|g| g.endpoint_id.clone()).collect();
-        refill.dedup();
+        let refill: Vec<(String, Vec<DateTime<Utc>>)> =
+            gates.iter().filter_map(|g| Some((g.endpoint_id.clone(), g.drained_after_overflow()?))).collect();
         if !refill.is_empty() {
             let inner = inner.clone();
             tokio::spawn(async move {
-                let now = Utc::now();
-                let until = now + chrono::Duration::from_std(DEFER_FOR).unwrap_or_default();
-                for endpoint_id in refill {
-                    if let Err(e) = inner.store.hasten_deliveries(&endpoint_id, until, now).await {
+                for (endpoint_id, due_at) in refill {
+                    if let Err(e) = inner.store.undefer_deliveries(&endpoint_id, due_at, Utc::now()).await {
                         tracing::debug!(error = %e, %endpoint_id, "handed-back deliveries keep their deferral");
                     }
+                    inner.wake.notify_one();
                 }
-                inner.wake.notify_one();
             });
         }
         if retry_soon || lane_moved {

@@ -15,6 +15,9 @@ pub struct Gate {
     /// Some of its jobs were handed back to the store for being past its cap: worth
     /// claiming again as soon as it has room, not a whole deferral later.
     pub overflowed: AtomicBool,
+    /// When those handed-back jobs fall due (one instant per batch handed back), so that
+    /// exactly they, and no retry, are made due early.
+    pub handed_back: Mutex<Vec<chrono::DateTime<chrono::Utc>>>,
     /// Most jobs this endpoint may hold in memory (set from its rate limit when admitted).
     pub cap: AtomicUsize,
     pub in_flight: Semaphore,
@@ -29,13 +32,23 @@ struct Bucket {
 }
 
 impl Gate {
-    /// Whether it handed work back for being full and has since drained to a quarter of
-    /// its cap (then forgets that it did): its handed-back jobs should be claimed now.
-    pub fn drained_after_overflow(&self) -> bool {
+    /// Notes that jobs were handed back for being full, due at `due`.
+    pub fn handed_back_at(&self, due: chrono::DateTime<chrono::Utc>) {
+        let mut at = self.handed_back.lock().unwrap_or_else(|p| p.into_inner());
+        if at.last() != Some(&due) {
+            at.push(due);
+        }
+        self.overflowed.store(true, Ordering::Release);
+    }
+
+    /// When it has handed work back for being full and has since drained to a quarter of
+    /// its cap: the instants that work falls due at (then forgotten), to be made due now.
+    pub fn drained_after_overflow(&self) -> Option<Vec<chrono::DateTime<chrono::Utc>>> {
         let cap = self.cap.load(Ordering::Relaxed);
-        self.overflowed.load(Ordering::Relaxed)
+        let drained = self.overflowed.load(Ordering::Acquire)
             && self.outstanding.load(Ordering::Relaxed) <= cap / 4
-            && self.overflowed.swap(false, Ordering::AcqRel)
+            && self.overflowed.swap(false, Ordering::AcqRel);
+        drained.then(|| std::mem::take(&mut *self.handed_back.lock().unwrap_or_else(|p| p.into_inner())))
     }
 
     fn saturated(&self) -> bool {
@@ -75,6 +88,7 @@ impl Gates {
             endpoint_id: endpoint_id.to_string(),
             outstanding: AtomicUsize::new(0),
             overflowed: AtomicBool::new(false),
+            handed_back: Mutex::new(Vec::new()),
             cap: AtomicUsize::new(usize::MAX),
             in_flight: Semaphore::new(self.per_endpoint_in_flight.max(1)),
             // A new gate counts as idle: it may start with a burst.
@@ -116,12 +130,15 @@ mod tests {
         let g = Gates::new(4).get("ep");
         g.cap.store(8, Ordering::Relaxed);
         g.outstanding.store(3, Ordering::Relaxed);
-        assert!(!g.drained_after_overflow(), "it never overflowed");
-        g.overflowed.store(true, Ordering::Relaxed);
-        assert!(!g.drained_after_overflow(), "3 of 8 is more than a quarter");
+        assert_eq!(g.drained_after_overflow(), None, "it never overflowed");
+        let (t1, t2) = (chrono::Utc::now(), chrono::Utc::now() + chrono::Duration::seconds(1));
+        g.handed_back_at(t1);
+        g.handed_back_at(t1);
+        g.handed_back_at(t2);
+        assert_eq!(g.drained_after_overflow(), None, "3 of 8 is more than a quarter");
         g.outstanding.store(2, Ordering::Relaxed);
-        assert!(g.drained_after_overflow());
-        assert!(!g.drained_after_overflow(), "once per overflow");
+        assert_eq!(g.drained_after_overflow(), Some(vec![t1, t2]));
+        assert_eq!(g.drained_after_overflow(), None, "once per overflow");
         assert_eq!(g.endpoint_id, "ep");
     }
 

@@ -145,6 +145,17 @@ pub trait Store: Send + Sync + 'static {
     /// deliveries: those paused for its cool-down need not wait it out. A scheduled delivery
     /// is not made due before its time ([`Store::schedule_message`]).
     async fn hasten_deliveries(&self, endpoint_id: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64>;
+    /// Makes the endpoint's waiting (not leased) pending deliveries due exactly at one of
+    /// `due_at` due at `now`; returns how many. Used by a node for the deliveries it handed
+    /// back ([`Store::defer_deliveries`]) for having more of the endpoint's work in memory
+    /// than it may, once it has room again: nothing else, such as a retry after a
+    /// `Retry-After`, is made due early (one due at the very same millisecond aside).
+    async fn undefer_deliveries(
+        &self,
+        endpoint_id: &str,
+        due_at: Vec<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
     /// Queues one message for one endpoint again (manual trigger), returning the job.
     async fn resend(&self, app_id: &str, msg_id: &str, endpoint_id: &str, now: DateTime<Utc>) -> StoreResult<()>;
     /// Queues again every failed delivery of the endpoint whose message was created in

@@ -1005,6 +1005,17 @@ pub async fn hasten_deliveries<C: GenericClient>(c: &C, endpoint_id: &str, until
     .await
 }
 
+/// See [`crate::Store::undefer_deliveries`].
+pub async fn undefer_deliveries<C: GenericClient>(c: &C, endpoint_id: &str, due: &[i64], now: i64) -> StoreResult<u64> {
+    execute(
+        c,
+        "UPDATE deliveries SET due_at = $3 \
+         WHERE endpoint_id = $1 AND status = 1 AND NOT leased AND due_at = ANY($2::bigint[])",
+        &[&endpoint_id, &due, &now],
+    )
+    .await
+}
+
 /// Queues the message for the endpoint again, both of which must belong to the app; one
 /// statement.
 pub async fn resend<C: GenericClient>(

@@ -270,6 +270,20 @@ impl Store for PgStore {
         Ok(n)
     }
 
+    async fn undefer_deliveries(
+        &self,
+        endpoint_id: &str,
+        due_at: Vec<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let due: Vec<i64> = due_at.into_iter().map(ms).collect();
+        let n = queries::undefer_deliveries(&self.client().await?, endpoint_id, &due, ms(now)).await?;
+        if n > 0 {
+            self.announce_due().await;
+        }
+        Ok(n)
+    }
+
     async fn resend(&self, app_id: &str, msg_id: &str, endpoint_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
         queries::resend(&self.client().await?, app_id, msg_id, endpoint_id, ms(now)).await?;
         self.announce_due().await;

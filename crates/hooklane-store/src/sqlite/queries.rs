@@ -763,6 +763,20 @@ pub fn hasten_deliveries(conn: &Connection, endpoint_id: &str, until: i64, now: 
     Ok(n as u64)
 }
 
+/// See [`crate::Store::undefer_deliveries`]; one indexed update per instant.
+pub fn undefer_deliveries(conn: &Connection, endpoint_id: &str, due: &[i64], now: i64) -> StoreResult<u64> {
+    let mut stmt = conn
+        .prepare_cached(
+            "UPDATE deliveries SET due_at = ?3 WHERE endpoint_id = ?1 AND status = 1 AND leased = 0 AND due_at = ?2",
+        )
+        .map_err(db_err)?;
+    let mut n = 0;
+    for at in due {
+        n += stmt.execute(params![endpoint_id, at, now]).map_err(db_err)? as u64;
+    }
+    Ok(n)
+}
+
 pub fn resend(conn: &Connection, app_id: &str, msg_id: &str, endpoint_id: &str, now: i64) -> StoreResult<()> {
     // The message's `expunged` flag (NULL: no such message of this application), and whether
     // the endpoint is the application's, in one read.

@@ -284,6 +284,18 @@ impl Store for SqliteStore {
         self.write_unguarded(move |c| queries::hasten_deliveries(c, &ep, ms(until), ms(now))).await
     }
 
+    async fn undefer_deliveries(
+        &self,
+        endpoint_id: &str,
+        due_at: Vec<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let ep = owned(endpoint_id);
+        let due: Vec<i64> = due_at.into_iter().map(ms).collect();
+        // A lost write costs only the wait it would have saved: not flushed on its own.
+        self.write_unflushed(move |c| queries::undefer_deliveries(c, &ep, &due, ms(now))).await
+    }
+
     async fn resend(&self, app_id: &str, msg_id: &str, endpoint_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
         let (app, msg, ep) = (owned(app_id), owned(msg_id), owned(endpoint_id));
         self.write(move |c| queries::resend(c, &app, &msg, &ep, ms(now))).await

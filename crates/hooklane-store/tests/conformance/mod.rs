@@ -76,6 +76,7 @@ macro_rules! store_conformance_tests {
             abandon_deliveries_marks_failed,
             defer_deliveries_hands_back,
             hasten_deliveries_makes_paused_ones_due,
+            undefer_deliveries_takes_back_only_what_was_handed_back,
             resend_requeues_and_is_scoped,
             resend_during_an_attempt_survives_its_outcome,
             recover_requeues_failed_in_window,
@@ -1757,6 +1758,38 @@ pub async fn hasten_deliveries_makes_paused_ones_due(store: &DynStore) {
     assert_eq!(store.hasten_deliveries(&e1.id, t + mins(5), now).await.unwrap(), 0, "nothing left to hasten");
     let d = delivery(store, &app.id, &done.id, &e1.id).await;
     assert_eq!((d.status, d.next_attempt_at), (DeliveryStatus::Success, None), "a finished delivery stays finished");
+}
+
+/// Handed back at two instants for the endpoint's cap, and a retry due between them: only
+/// the handed-back ones are made due; the retry keeps its time.
+pub async fn undefer_deliveries_takes_back_only_what_was_handed_back(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let (e1, e2) = (setup_endpoint(store, &app.id).await, setup_endpoint(store, &app.id).await);
+    let a = post(store, &app.id, &[&e1], t).await;
+    let b = post(store, &app.id, &[&e1], t).await;
+    let retry = post(store, &app.id, &[&e1], t).await;
+    let other = post(store, &app.id, &[&e2], t).await;
+    let leased = post(store, &app.id, &[&e1], t).await;
+    assert_eq!(claim(store, t + secs(1)).await.len(), 5);
+    let (first, second) = (t + secs(2), t + secs(2) + chrono::Duration::milliseconds(300));
+    store.defer_deliveries(vec![key(&a.id, &e1.id), key(&other.id, &e2.id)], first).await.unwrap();
+    store.defer_deliveries(vec![key(&b.id, &e1.id)], second).await.unwrap();
+    let between = t + secs(2) + chrono::Duration::milliseconds(100);
+    store.record_attempts(vec![outcome(&retry.id, &e1, t + secs(1), NextStep::RetryAt(between))], HOUR).await.unwrap();
+
+    let now = t + secs(1) + chrono::Duration::milliseconds(500);
+    assert_eq!(store.undefer_deliveries(&e1.id, vec![first, second], now).await.unwrap(), 2);
+    assert_eq!(job_keys(&claim(store, now).await), set([pair(&a, &e1), pair(&b, &e1)]));
+    assert_eq!(
+        delivery(store, &app.id, &retry.id, &e1.id).await.next_attempt_at,
+        Some(between),
+        "the retry keeps its time"
+    );
+    assert_eq!(delivery(store, &app.id, &other.id, &e2.id).await.next_attempt_at, Some(first), "another endpoint's");
+    let d = delivery(store, &app.id, &leased.id, &e1.id).await;
+    assert_eq!(d.status, DeliveryStatus::Pending, "a leased one is left to its lease");
+    assert_eq!(store.undefer_deliveries(&e1.id, vec![first, second], now).await.unwrap(), 0);
 }
 
 pub async fn resend_requeues_and_is_scoped(store: &DynStore) {
