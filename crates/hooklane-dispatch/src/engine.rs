@@ -493,7 +493,7 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
         for f in batch.drain(..) {
             match f {
                 Finished::Attempted(o, n, g, lane) => {
-                    lane_moved |= lane && o.next.retry_at().is_none();
+                    lane_moved |= lane && !matches!(o.next, NextStep::RetryAt(_));
                     outcomes.push(o);
                     attempts_made.push(n);
                     gates.push(g);
@@ -510,7 +510,7 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
             }
         }
         let soon = Utc::now() + chrono::Duration::from_std(inner.cfg.poll_interval).unwrap_or_default();
-        let retry_soon = outcomes.iter().any(|o| o.next.retry_at().is_some_and(|t| t <= soon));
+        let retry_soon = outcomes.iter().any(|o| matches!(o.next, NextStep::RetryAt(t) if t <= soon));
         if !outcomes.is_empty() {
             let latest = outcomes.iter().map(|o| o.attempt.created_at).max().unwrap_or_else(Utc::now);
             let mut events = EventsOf::new(&inner, &outcomes, &attempts_made);
@@ -591,7 +591,7 @@ impl EventsOf {
         }
         for (o, n) in outcomes.iter().zip(attempts_made) {
             let a = &o.attempt;
-            if !matches!(o.next, NextStep::Succeeded) && !o.next.tells_nothing() {
+            if !matches!(o.next, NextStep::Succeeded | NextStep::Cancelled) {
                 events.apps.insert(a.endpoint_id.clone(), a.app_id.clone());
             }
             if let Some(news) = AttemptNews::of(&o.next, *n) {

@@ -129,11 +129,8 @@ pub enum Prepared {
     Later(String),
 }
 
-/// A request ready to be sent.
-pub struct Ready(Planned);
-
-/// The request to make, once the endpoint's rules have had their say.
-struct Planned {
+/// The request to make, once the endpoint's rules have had their say: ready to be sent.
+pub struct Ready {
     method: reqwest::Method,
     /// `None`: the endpoint's own URL.
     url: Option<String>,
@@ -209,16 +206,16 @@ impl Sender {
         };
         let scripted = endpoint.transformation.as_ref().and_then(|t| t.active_code().map(|code| (t, code)));
         let Some((t, code)) = scripted else {
-            return Prepared::Ready(Ready(Planned {
+            return Prepared::Ready(Ready {
                 method: reqwest::Method::POST,
                 url: None,
                 body,
                 headers: BTreeMap::new(),
                 json: false,
-            }));
+            });
         };
         match transformed(&self.scripts, message, endpoint, t, code, body).await {
-            Ok(Some(planned)) => Prepared::Ready(Ready(planned)),
+            Ok(Some(ready)) => Prepared::Ready(ready),
             Ok(None) => Prepared::Done(SendResult {
                 cancelled: true,
                 ..SendResult::failed("not sent: the endpoint's transformation cancelled it".into(), started)
@@ -234,11 +231,10 @@ impl Sender {
     /// transformation asks for PUT). Never fails: transport errors are reported in the
     /// result, like HTTP errors.
     pub async fn send(&self, message: &Message, endpoint: &Endpoint, ready: Ready) -> SendResult {
-        let Ready(planned) = ready;
         let started = Instant::now();
         // A failure from here on names the URL it was about, the transformation's included.
-        let failed = |why: String| SendResult { url: planned.url.clone(), ..SendResult::failed(why, started) };
-        let url = match &planned.url {
+        let failed = |why: String| SendResult { url: ready.url.clone(), ..SendResult::failed(why, started) };
+        let url = match &ready.url {
             None => self.url(&endpoint.url).map_err(|e| format!("invalid endpoint URL: {e}")),
             // Checked by the script already (scheme, length, no credentials).
             Some(changed) => {
@@ -260,7 +256,7 @@ impl Sender {
         }
         let now = Utc::now();
         let timestamp = now.timestamp();
-        let Planned { method, url: changed_url, body, headers: scripted_headers, json } = planned;
+        let Ready { method, url: changed_url, body, headers: scripted_headers, json } = ready;
         let secrets = endpoint.signing_secrets(now);
         let signature = signature_header(&secrets, &message.id, timestamp, body.as_bytes());
         let mut headers = HeaderMap::with_capacity(4 + message.headers.len() + endpoint.headers.len());
@@ -341,7 +337,7 @@ async fn transformed(
     transformation: &Transformation,
     code: &str,
     body: String,
-) -> Result<Option<Planned>, ScriptFailure> {
+) -> Result<Option<Ready>, ScriptFailure> {
     let limit = transform::body_limit(message.payload.len());
     let job = script::Job {
         code: code.to_string(),
@@ -364,7 +360,7 @@ async fn transformed(
         Some(made) => (made, true),
         None => (body, false),
     };
-    Ok(Some(Planned { method, url, body, headers: request.headers, json }))
+    Ok(Some(Ready { method, url, body, headers: request.headers, json }))
 }
 
 /// What the endpoint is sent: the payload, or what the endpoint's transform makes of it

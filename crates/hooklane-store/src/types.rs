@@ -116,21 +116,6 @@ pub enum NextStep {
     Cancelled,
 }
 
-impl NextStep {
-    /// When the delivery is to be tried again, if it is.
-    pub fn retry_at(&self) -> Option<DateTime<Utc>> {
-        match self {
-            NextStep::RetryAt(t) => Some(*t),
-            _ => None,
-        }
-    }
-
-    /// Whether the attempt says nothing of the endpoint's health (nothing was sent).
-    pub fn tells_nothing(&self) -> bool {
-        matches!(self, NextStep::Cancelled)
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct AttemptOutcome {
     pub attempt: Attempt,

@@ -710,7 +710,7 @@ pub fn record_attempt(
             lanes::advance(conn, &a.endpoint_id, &lane_key, now)?;
         }
     }
-    if next.tells_nothing() {
+    if *next == NextStep::Cancelled {
         return Ok(AttemptRecorded { moved_delivery, disabled: None });
     }
     if *next == NextStep::Succeeded {
