@@ -642,19 +642,8 @@ async fn destinations_filter_and_transform_what_they_are_sent() {
     let (source, created) = create_source(&server, spec).await;
     assert_eq!(created["destinations"][0]["payloadFilter"], json!({ "ref": "refs/heads/main" }), "{created}");
     assert!(created["destinations"][1].get("transform").is_none(), "{created}");
-    let push = |id: &str, git_ref: &str| {
-        let body = format!(r#"{{"ref": "{git_ref}", "after": "6113728f", "pusher": "octocat", "delivery": "{id}"}}"#);
-        let sig = format!("sha256={}", hex(&hmac256(GH_SECRET.as_bytes(), &[body.as_bytes()])));
-        let headers = h(&[
-            ("X-GitHub-Delivery", id),
-            ("X-GitHub-Event", "push"),
-            ("X-Hub-Signature-256", &sig),
-            ("content-type", "application/json"),
-        ]);
-        (headers, body)
-    };
     for (id, git_ref) in [("d-main", "refs/heads/main"), ("d-topic", "refs/heads/topic")] {
-        let (headers, body) = push(id, git_ref);
+        let (headers, body) = github_push(id, git_ref);
         let (status, out) = ingest(&server, &source, &headers, body.as_bytes()).await;
         assert_eq!(status, 200, "{out}");
     }
@@ -690,6 +679,100 @@ async fn destinations_filter_and_transform_what_they_are_sent() {
     let (status, out) =
         server.call("PATCH", &format!("/api/v1/source/{source}"), Some(json!({ "destinations": with_filter }))).await;
     assert_eq!((status, out["code"].as_str()), (422, Some("validation")), "{out}");
+}
+
+/// A push as GitHub signs and sends it.
+fn github_push(id: &str, git_ref: &str) -> (Vec<(String, String)>, String) {
+    let body = format!(r#"{{"ref": "{git_ref}", "after": "6113728f", "pusher": "octocat", "delivery": "{id}"}}"#);
+    let sig = format!("sha256={}", hex(&hmac256(GH_SECRET.as_bytes(), &[body.as_bytes()])));
+    let headers = h(&[
+        ("X-GitHub-Delivery", id),
+        ("X-GitHub-Event", "push"),
+        ("X-Hub-Signature-256", &sig),
+        ("content-type", "application/json"),
+    ]);
+    (headers, body)
+}
+
+/// A destination's JavaScript transformation (what Hookdeck calls a transformation): the
+/// code reshapes a GitHub push, adds a header from its variables and cancels pushes to
+/// other branches; the answer can be sent back as it is; bad code is refused with its
+/// place; `null` removes the transformation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_runs_its_javascript_transformation() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let code = "function handler(webhook) {
+        if (webhook.payload.ref !== 'refs/heads/main') { webhook.cancel = true; return webhook; }
+        webhook.payload = { text: webhook.payload.pusher + ' pushed to main', event: webhook.eventType };
+        webhook.headers['x-chat-token'] = webhook.variables.token;
+        return webhook;
+    }";
+    let spec = json!({
+        "name": "github to chat",
+        "verification": { "type": "github", "secret": GH_SECRET },
+        "destinations": [{ "url": rx.url, "transformation": { "code": code, "variables": { "token": "t0k" } } }],
+    });
+    let (source, created) = create_source(&server, spec).await;
+    let tr = &created["destinations"][0]["transformation"];
+    assert_eq!(
+        (tr["code"].as_str(), &tr["enabled"], &tr["variables"]),
+        (Some(code), &json!(true), &json!({"token": "t0k"}))
+    );
+    assert!(tr["updatedAt"].is_string(), "{created}");
+
+    for (id, git_ref) in [("d-topic", "refs/heads/topic"), ("d-main", "refs/heads/main")] {
+        let (headers, body) = github_push(id, git_ref);
+        let (status, out) = ingest(&server, &source, &headers, body.as_bytes()).await;
+        assert_eq!(status, 200, "{out}");
+    }
+    let got = rx.wait_for(1, WAIT).await;
+    settle().await;
+    assert_eq!(rx.received().len(), 1, "the push to another branch is cancelled");
+    assert_eq!(got[0].json(), json!({ "text": "octocat pushed to main", "event": "push" }));
+    assert_eq!(got[0].header("x-chat-token"), "t0k");
+    assert!(got[0].header("webhook-signature").starts_with("v1,"));
+    // The cancelled one is on record as Svix's status 4, canceled.
+    let endpoint = created["destinations"][0]["id"].as_str().unwrap();
+    let (_, attempts) = server.call("GET", &format!("/api/v1/app/{source}/attempt/endpoint/{endpoint}"), None).await;
+    let mut statuses: Vec<u64> =
+        attempts["data"].as_array().unwrap().iter().map(|a| a["status"].as_u64().unwrap()).collect();
+    statuses.sort();
+    assert_eq!(statuses, vec![0, 4], "{attempts}");
+
+    // Sent back as answered, the transformation stays as it was.
+    let (status, out) = server
+        .call("PATCH", &format!("/api/v1/source/{source}"), Some(json!({ "destinations": created["destinations"] })))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["destinations"][0]["transformation"], *tr, "{out}");
+    // Code that does not compile is refused with its place, and changes nothing.
+    let mut bad = out["destinations"].clone();
+    bad[0]["transformation"] = json!({ "code": "function handler( {" });
+    let (status, out) =
+        server.call("PATCH", &format!("/api/v1/source/{source}"), Some(json!({ "destinations": bad }))).await;
+    assert_eq!((status, out["code"].as_str()), (422, Some("validation")), "{out}");
+    assert_eq!(out["detail"][0]["loc"], json!(["body", "destinations.transformation.code"]), "{out}");
+    let (_, kept) = server.call("GET", &format!("/api/v1/source/{source}"), None).await;
+    assert_eq!(kept["destinations"][0]["transformation"], *tr, "{kept}");
+    // An event-type destination has none of its own.
+    let on_event = json!([{ "appId": "nope", "eventType": "x", "transformation": { "code": code } }]);
+    let (status, out) =
+        server.call("PATCH", &format!("/api/v1/source/{source}"), Some(json!({ "destinations": on_event }))).await;
+    assert_eq!((status, out["code"].as_str()), (422, Some("validation")), "{out}");
+
+    // `null` removes it: the next push goes as it came.
+    let mut cleared = kept["destinations"].clone();
+    cleared[0]["transformation"] = Value::Null;
+    let (status, out) =
+        server.call("PATCH", &format!("/api/v1/source/{source}"), Some(json!({ "destinations": cleared }))).await;
+    assert_eq!(status, 200, "{out}");
+    assert!(out["destinations"][0].get("transformation").is_none(), "{out}");
+    let (headers, body) = github_push("d-main-2", "refs/heads/main");
+    let (status, out) = ingest(&server, &source, &headers, body.as_bytes()).await;
+    assert_eq!(status, 200, "{out}");
+    let got = rx.wait_for(2, WAIT).await;
+    assert_eq!(got[1].body, body.as_bytes());
 }
 
 /// A provider's gzip-compressed request: its signature (over the body, as providers sign

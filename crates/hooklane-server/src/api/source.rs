@@ -28,6 +28,7 @@ use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::endpoint::{after_update, parse_secret, touch, validate as validate_endpoint};
+use super::transformation::{replace as replace_transformation, TransformationIn, TransformationOut};
 use super::{check_len, check_metadata, check_name, page_request, ListResponse, Patch};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Admin, Json, Path, Query};
@@ -181,6 +182,12 @@ pub struct DestinationIn {
     #[serde(default)]
     #[schema(value_type = Option<String>, example = "fifo")]
     ordering: Patch<DeliveryOrder>,
+    /// JavaScript run before each forwarded request, as an endpoint's transformation
+    /// (`{"code": "function handler(webhook) {…}", "enabled"?, "variables"?}`); `null`
+    /// removes it.
+    #[serde(default)]
+    #[schema(value_type = Option<TransformationIn>)]
+    transformation: Patch<TransformationIn>,
 }
 
 /// Where a source forwards accepted requests.
@@ -205,6 +212,9 @@ pub enum DestinationOut {
         #[serde(skip_serializing_if = "Option::is_none")]
         #[schema(value_type = Option<String>, example = "fifo")]
         ordering: Option<DeliveryOrder>,
+        /// The JavaScript run before each forwarded request; left out when none is set.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        transformation: Option<TransformationOut>,
     },
     /// An event type of another application: the JSON body is posted there as a message.
     #[serde(rename = "eventType", rename_all = "camelCase")]
@@ -256,6 +266,8 @@ async fn source_out(s: &AppState, src: Source) -> ApiResult<SourceOut> {
             payload_filter: e.payload_filter,
             transform: e.transform,
             ordering: e.order.is_fifo().then_some(e.order),
+            // The source API is the admin's: variables are shown as secrets are.
+            transformation: e.transformation.map(|tr| TransformationOut::of(Some(tr), true)),
         })
         .collect();
     destinations.extend(
@@ -283,12 +295,6 @@ async fn source_out(s: &AppState, src: Source) -> ApiResult<SourceOut> {
 /// The largest body the source accepts.
 pub fn body_limit(s: &AppState, src: &Source) -> u64 {
     src.max_body_bytes.unwrap_or(s.0.max_body_bytes as u64)
-}
-
-/// A destination once checked: an endpoint to create or update, or an event type.
-enum Checked {
-    Url(DestinationIn),
-    Event(EventDestination),
 }
 
 /// Checks the source's own settings (not its destinations).
@@ -326,16 +332,20 @@ fn validate(src: &mut Source) -> ApiResult<()> {
     check_metadata("metadata", &src.metadata)
 }
 
-/// Checks destinations; event-type destinations get their application resolved to its id.
-async fn check_destinations(s: &AppState, input: Vec<DestinationIn>) -> ApiResult<Vec<Checked>> {
+/// Checks destinations and splits them into URL destinations (endpoints to create or
+/// update) and event-type destinations, whose application is resolved to its id.
+async fn check_destinations(
+    s: &AppState,
+    input: Vec<DestinationIn>,
+) -> ApiResult<(Vec<DestinationIn>, Vec<EventDestination>)> {
     if input.len() > MAX_DESTINATIONS {
         return Err(ApiError::validation("destinations", format!("at most {MAX_DESTINATIONS} destinations")));
     }
-    let mut out = Vec::with_capacity(input.len());
+    let (mut urls, mut events) = (Vec::new(), Vec::new());
     let mut seen_events = HashSet::new();
     for d in input {
         match (&d.url, &d.app_id, &d.event_type) {
-            (Some(_), None, None) if matches!(d.kind.as_deref(), None | Some("url")) => out.push(Checked::Url(d)),
+            (Some(_), None, None) if matches!(d.kind.as_deref(), None | Some("url")) => urls.push(d),
             (None, Some(app_key), Some(event_type))
                 if matches!(d.kind.as_deref(), None | Some("eventType"))
                     && d.id.is_none()
@@ -344,7 +354,8 @@ async fn check_destinations(s: &AppState, input: Vec<DestinationIn>) -> ApiResul
                     && d.disabled.is_none()
                     && d.payload_filter == Patch::Absent
                     && d.transform == Patch::Absent
-                    && d.ordering == Patch::Absent =>
+                    && d.ordering == Patch::Absent
+                    && d.transformation == Patch::Absent =>
             {
                 check_name("destinations.eventType", event_type)?;
                 let app =
@@ -360,16 +371,16 @@ async fn check_destinations(s: &AppState, input: Vec<DestinationIn>) -> ApiResul
                 if !seen_events.insert((app.id.clone(), event_type.clone())) {
                     return Err(ApiError::validation("destinations", "the same event type of an application twice"));
                 }
-                out.push(Checked::Event(EventDestination { app_id: app.id, event_type: event_type.clone() }));
+                events.push(EventDestination { app_id: app.id, event_type: event_type.clone() });
             }
             _ => return Err(ApiError::validation(
                 "destinations",
                 "each destination is either {\"url\", \"headers\"?, \"secret\"?, \"disabled\"?, \"payloadFilter\"?, \
-                     \"transform\"?, \"ordering\"?} or {\"appId\", \"eventType\"}",
+                     \"transform\"?, \"ordering\"?, \"transformation\"?} or {\"appId\", \"eventType\"}",
             )),
         }
     }
-    Ok(out)
+    Ok((urls, events))
 }
 
 /// A new endpoint of the source's application for a URL destination.
@@ -408,6 +419,25 @@ fn new_endpoint(app_id: &str, d: DestinationIn, now: DateTime<Utc>) -> ApiResult
     Ok(ep)
 }
 
+/// Applies a destination's `transformation` to its endpoint (the code checked when new).
+async fn apply_transformation(
+    s: &AppState,
+    ep: &mut Endpoint,
+    transformation: Patch<TransformationIn>,
+    now: DateTime<Utc>,
+) -> ApiResult<()> {
+    match transformation {
+        Patch::Absent => Ok(()),
+        Patch::Null => {
+            ep.transformation = None;
+            Ok(())
+        }
+        Patch::Set(input) => {
+            replace_transformation(s, &mut ep.transformation, input, "destinations.transformation", now).await
+        }
+    }
+}
+
 /// Checks a URL destination as the endpoint it is, naming a bad field as the body does
 /// (`destinations.<field>`).
 fn validate_destination(ep: &Endpoint) -> ApiResult<()> {
@@ -415,18 +445,6 @@ fn validate_destination(ep: &Endpoint) -> ApiResult<()> {
         ApiError::Validation { field, msg, .. } => ApiError::validation(format!("destinations.{field}"), msg),
         other => other,
     })
-}
-
-fn split(checked: Vec<Checked>) -> (Vec<DestinationIn>, Vec<EventDestination>) {
-    let mut urls = Vec::new();
-    let mut events = Vec::new();
-    for c in checked {
-        match c {
-            Checked::Url(d) => urls.push(d),
-            Checked::Event(e) => events.push(e),
-        }
-    }
-    (urls, events)
 }
 
 /// Creates an inbound source, with its application and its destinations (admin token only).
@@ -460,7 +478,7 @@ pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<Sourc
         created_at: now,
         updated_at: now,
     };
-    let (urls, events) = split(check_destinations(&s, input.destinations).await?);
+    let (urls, events) = check_destinations(&s, input.destinations).await?;
     let mut src = Source {
         id,
         app_id: app.id.clone(),
@@ -477,11 +495,14 @@ pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<Sourc
     };
     validate(&mut src)?;
     let mut endpoints = Vec::with_capacity(urls.len());
-    for d in urls {
+    for mut d in urls {
         if d.id.is_some() {
             return Err(ApiError::validation("destinations.id", "a new source has no destination to keep"));
         }
-        endpoints.push(new_endpoint(&app.id, d, now)?);
+        let transformation = std::mem::take(&mut d.transformation);
+        let mut ep = new_endpoint(&app.id, d, now)?;
+        apply_transformation(&s, &mut ep, transformation, now).await?;
+        endpoints.push(ep);
     }
     s.0.store.create_source(src.clone(), app.clone(), endpoints.clone()).await?;
     tracing::info!(source_id = %src.id, verification = src.verification.kind(), "inbound source created");
@@ -551,7 +572,7 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
     src.updated_at = now;
     let mut plan = None;
     if let Some(input) = destinations {
-        let (urls, events) = split(check_destinations(s, input).await?);
+        let (urls, events) = check_destinations(s, input).await?;
         src.event_destinations = events;
         plan = Some(urls);
     }
@@ -564,8 +585,9 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
     if let Some(urls) = plan {
         let existing = s.0.store.app_endpoints(&src.app_id).await?;
         let mut kept = HashSet::new();
-        for d in urls {
-            match &d.id {
+        for mut d in urls {
+            let transformation = std::mem::take(&mut d.transformation);
+            let (mut ep, before) = match &d.id {
                 Some(ep_id) => {
                     let mut ep = existing.iter().find(|e| &e.id == ep_id).cloned().ok_or_else(|| {
                         ApiError::validation("destinations.id", format!("{ep_id} is not a destination of this source"))
@@ -589,10 +611,12 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                     d.ordering.clone().apply_or_default(&mut ep.order);
                     touch(&mut ep, was_disabled, now);
                     validate_destination(&ep)?;
-                    changes.push((ep, Some(was_disabled)));
+                    (ep, Some(was_disabled))
                 }
-                None => changes.push((new_endpoint(&src.app_id, d, now)?, None)),
-            }
+                None => (new_endpoint(&src.app_id, d, now)?, None),
+            };
+            apply_transformation(s, &mut ep, transformation, now).await?;
+            changes.push((ep, before));
         }
         for ep in existing.into_iter().filter(|e| !kept.contains(&e.id)) {
             s.0.store.delete_endpoint(&ep.app_id, &ep.id).await?;

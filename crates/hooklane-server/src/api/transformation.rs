@@ -78,20 +78,72 @@ pub async fn get(
 ) -> ApiResult<axum::Json<TransformationOut>> {
     let ep = find(&s, &t, &key).await?;
     let secrets = t.principal.allows(Some(Capability::ViewEndpointSecret));
-    let out = match ep.transformation {
-        None => TransformationOut { code: None, enabled: false, variables: BTreeMap::new(), updated_at: None },
-        Some(tr) => TransformationOut {
-            code: tr.code,
-            enabled: tr.enabled,
-            variables: if secrets {
-                tr.variables
-            } else {
-                tr.variables.into_keys().map(|k| (k, REDACTED.to_string())).collect()
+    Ok(axum::Json(TransformationOut::of(ep.transformation, secrets)))
+}
+
+impl TransformationOut {
+    /// The answer for an endpoint's transformation (`None`: never set); `secrets`: whether
+    /// the variables may be shown.
+    pub(crate) fn of(tr: Option<Transformation>, secrets: bool) -> Self {
+        match tr {
+            None => TransformationOut { code: None, enabled: false, variables: BTreeMap::new(), updated_at: None },
+            Some(tr) => TransformationOut {
+                code: tr.code,
+                enabled: tr.enabled,
+                variables: if secrets {
+                    tr.variables
+                } else {
+                    tr.variables.into_keys().map(|k| (k, REDACTED.to_string())).collect()
+                },
+                updated_at: Some(tr.updated_at),
             },
-            updated_at: Some(tr.updated_at),
-        },
-    };
-    Ok(axum::Json(out))
+        }
+    }
+}
+
+/// A transformation given whole: an inbound destination's `transformation`. It has the
+/// shape [`TransformationOut`] answers, so that an answer can be sent back as it is.
+#[derive(Deserialize, Clone, Debug, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TransformationIn {
+    /// The JavaScript, which declares `function handler(webhook)` (at most 64 KiB).
+    code: Option<String>,
+    /// Whether the code runs before each attempt; default `true`.
+    #[serde(default)]
+    enabled: Option<bool>,
+    /// Values the code reads as `webhook.variables` (at most 32).
+    #[serde(default)]
+    variables: Option<BTreeMap<String, String>>,
+    /// Ignored: answers carry it.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    updated_at: Option<serde_json::Value>,
+}
+
+/// Sets `current` to `input`. New code is checked as `PATCH …/transformation` checks it;
+/// given back unchanged, the transformation keeps its `updatedAt` and is not run again.
+/// `field` is where `input` is in the request body, for errors.
+pub(crate) async fn replace(
+    s: &AppState,
+    current: &mut Option<Transformation>,
+    input: TransformationIn,
+    field: &str,
+    now: DateTime<Utc>,
+) -> ApiResult<()> {
+    let enabled = input.enabled.unwrap_or(true);
+    let variables = input.variables.unwrap_or_default();
+    check_variables(&format!("{field}.variables"), &variables)?;
+    let old_code = current.as_ref().and_then(|tr| tr.code.as_deref());
+    if let Some(code) = input.code.as_deref().filter(|code| old_code != Some(*code)) {
+        let checked = s.0.dispatcher.scripts().check(code.to_string()).await;
+        checked.map_err(|e| script_error(&format!("{field}.code"), e))?;
+    }
+    let unchanged =
+        current.as_ref().is_some_and(|tr| tr.code == input.code && tr.enabled == enabled && tr.variables == variables);
+    if !unchanged {
+        *current = Some(Transformation { code: input.code, enabled, variables, updated_at: now });
+    }
+    Ok(())
 }
 
 /// Set or change the endpoint's transformation.
@@ -135,7 +187,7 @@ pub async fn patch(
     }
     input.code.apply_opt(&mut tr.code);
     input.variables.apply_or_default(&mut tr.variables);
-    check_variables(&tr.variables)?;
+    check_variables("variables", &tr.variables)?;
     if let Some(enabled) = input.enabled {
         tr.enabled = enabled;
     }
@@ -155,20 +207,20 @@ pub(crate) fn script_error(field: &str, failure: ScriptFailure) -> ApiError {
     }
 }
 
-fn check_variables(variables: &BTreeMap<String, String>) -> ApiResult<()> {
+fn check_variables(field: &str, variables: &BTreeMap<String, String>) -> ApiResult<()> {
     if variables.len() > MAX_VARIABLES {
-        return Err(ApiError::validation("variables", format!("at most {MAX_VARIABLES} variables")));
+        return Err(ApiError::validation(field, format!("at most {MAX_VARIABLES} variables")));
     }
     for (name, value) in variables {
         if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(ApiError::validation(
-                "variables",
+                field,
                 format!("variable name {name:?} must be 1 to 64 letters, digits or _"),
             ));
         }
         if value.len() > MAX_VARIABLE_BYTES {
             return Err(ApiError::validation(
-                "variables",
+                field,
                 format!("variable {name:?} is longer than {MAX_VARIABLE_BYTES} bytes"),
             ));
         }
@@ -178,5 +230,5 @@ fn check_variables(variables: &BTreeMap<String, String>) -> ApiResult<()> {
 
 /// This module's part of the OpenAPI document (see `crate::openapi`).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(get, patch), components(schemas(TransformationOut, TransformationPatch)))]
+#[openapi(paths(get, patch), components(schemas(TransformationOut, TransformationPatch, TransformationIn)))]
 pub struct Doc;
