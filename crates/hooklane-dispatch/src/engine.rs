@@ -553,19 +553,20 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
         }
         inner.outstanding.add_permits(gates.len());
         // An endpoint slower than what arrives for it, but faster than its cap a deferral
-        // (a transformation, a receiver taking tens of milliseconds), would otherwise sit
-        // idle between draining what it holds and its handed-back jobs falling due.
+        // or a poll interval (a transformation, a receiver taking tens of milliseconds),
+        // would otherwise sit idle between draining what it holds and the poller's next
+        // look at it.
         let refill: Vec<(String, Vec<DateTime<Utc>>)> =
             gates.iter().filter_map(|g| Some((g.endpoint_id.clone(), g.drained_after_overflow()?))).collect();
         if !refill.is_empty() {
             let inner = inner.clone();
             tokio::spawn(async move {
-                for (endpoint_id, due_at) in refill {
+                for (endpoint_id, due_at) in refill.into_iter().filter(|(_, due_at)| !due_at.is_empty()) {
                     if let Err(e) = inner.store.undefer_deliveries(&endpoint_id, due_at, Utc::now()).await {
                         tracing::debug!(error = %e, %endpoint_id, "handed-back deliveries keep their deferral");
                     }
-                    inner.wake.notify_one();
                 }
+                inner.wake.notify_one();
             });
         }
         if retry_soon || lane_moved {

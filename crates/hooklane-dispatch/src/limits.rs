@@ -12,8 +12,9 @@ pub struct Gate {
     pub endpoint_id: String,
     /// Jobs of this endpoint held in memory (waiting or in flight).
     pub outstanding: AtomicUsize,
-    /// Some of its jobs were handed back to the store for being past its cap: worth
-    /// claiming again as soon as it has room, not a whole deferral later.
+    /// Due work of this endpoint was left in the store for its being full (jobs handed
+    /// back past its cap, or claims that passed it over): worth claiming again as soon as
+    /// it has room, not a deferral or a poll interval later.
     pub overflowed: AtomicBool,
     /// When those handed-back jobs fall due (one instant per batch handed back), so that
     /// exactly they, and no retry, are made due early.
@@ -41,8 +42,9 @@ impl Gate {
         self.overflowed.store(true, Ordering::Release);
     }
 
-    /// When it has handed work back for being full and has since drained to a quarter of
-    /// its cap: the instants that work falls due at (then forgotten), to be made due now.
+    /// When it has left work in the store for being full and has since drained to a quarter
+    /// of its cap: the instants the jobs it handed back fall due at (then forgotten; none
+    /// when claims only passed it over), to be made due now before claiming again.
     pub fn drained_after_overflow(&self) -> Option<Vec<chrono::DateTime<chrono::Utc>>> {
         let cap = self.cap.load(Ordering::Relaxed);
         let drained = self.overflowed.load(Ordering::Acquire)
@@ -110,7 +112,13 @@ impl Gates {
     /// more for them.
     pub fn saturated(&self) -> Vec<String> {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter().filter(|(_, g)| g.saturated()).map(|(id, _)| id.clone()).collect()
+        let full = map.iter().filter(|(_, g)| g.saturated());
+        // Passed over, they are to be claimed again when they drain (see `drained_after_overflow`).
+        full.map(|(id, g)| {
+            g.overflowed.store(true, Ordering::Release);
+            id.clone()
+        })
+        .collect()
     }
 
     /// Forgets endpoints with nothing in memory, so the map does not grow without bound.
@@ -140,6 +148,25 @@ mod tests {
         assert_eq!(g.drained_after_overflow(), Some(vec![t1, t2]));
         assert_eq!(g.drained_after_overflow(), None, "once per overflow");
         assert_eq!(g.endpoint_id, "ep");
+    }
+
+    /// A full gate that claims passed over (its due work left in the store) asks to be
+    /// claimed again once drained, with nothing to make due.
+    #[test]
+    fn a_gate_passed_over_asks_to_be_claimed_once_drained() {
+        let gates = Gates::new(4);
+        let (full, idle) = (gates.get("full"), gates.get("idle"));
+        for g in [&full, &idle] {
+            g.cap.store(8, Ordering::Relaxed);
+        }
+        full.outstanding.store(8, Ordering::Relaxed);
+        idle.outstanding.store(1, Ordering::Relaxed);
+        assert_eq!(gates.saturated(), vec!["full".to_string()]);
+        assert_eq!(full.drained_after_overflow(), None, "still full");
+        assert_eq!(idle.drained_after_overflow(), None, "never passed over");
+        full.outstanding.store(2, Ordering::Relaxed);
+        assert_eq!(full.drained_after_overflow(), Some(vec![]));
+        assert_eq!(full.drained_after_overflow(), None, "once per time passed over");
     }
 
     #[test]
