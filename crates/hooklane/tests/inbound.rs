@@ -755,13 +755,51 @@ async fn a_destination_runs_its_javascript_transformation() {
     assert_eq!(out["detail"][0]["loc"], json!(["body", "destinations.transformation.code"]), "{out}");
     let (_, kept) = server.call("GET", &format!("/api/v1/source/{source}"), None).await;
     assert_eq!(kept["destinations"][0]["transformation"], *tr, "{kept}");
-    // An event-type destination has none of its own.
+    // So are variables that are not valid.
+    let mut bad = kept["destinations"].clone();
+    bad[0]["transformation"] = json!({ "variables": { "not a name": "x" } });
+    let (status, out) =
+        server.call("PATCH", &format!("/api/v1/source/{source}"), Some(json!({ "destinations": bad }))).await;
+    assert_eq!(status, 422, "{out}");
+    assert_eq!(out["detail"][0]["loc"], json!(["body", "destinations.transformation.variables"]), "{out}");
+    // An event-type destination has none of its own (refused by the shape of the
+    // destination, before its application is looked up).
     let on_event = json!([{ "appId": "nope", "eventType": "x", "transformation": { "code": code } }]);
     let (status, out) =
         server.call("PATCH", &format!("/api/v1/source/{source}"), Some(json!({ "destinations": on_event }))).await;
     assert_eq!((status, out["code"].as_str()), (422, Some("validation")), "{out}");
+    assert_eq!(out["detail"][0]["loc"], json!(["body", "destinations"]), "{out}");
 
-    // `null` removes it: the next push goes as it came.
+    // What is left out stays: a PUT of the destination without its transformation keeps
+    // it, and `{"enabled": false}` switches it off and keeps its code and variables.
+    let dest = json!({ "id": endpoint, "url": rx.url });
+    let put = json!({ "name": "github to chat", "verification": { "type": "github", "secret": GH_SECRET },
+                      "destinations": [dest] });
+    let (status, out) = server.call("PUT", &format!("/api/v1/source/{source}"), Some(put)).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["destinations"][0]["transformation"], *tr, "{out}");
+    let off = json!([{ "id": endpoint, "url": rx.url, "transformation": { "enabled": false } }]);
+    let (status, out) =
+        server.call("PATCH", &format!("/api/v1/source/{source}"), Some(json!({ "destinations": off }))).await;
+    assert_eq!(status, 200, "{out}");
+    let now_off = &out["destinations"][0]["transformation"];
+    assert_eq!(
+        (now_off["code"].as_str(), &now_off["enabled"], &now_off["variables"]),
+        (Some(code), &json!(false), &tr["variables"])
+    );
+    // A new destination's transformation needs its code.
+    let no_code = json!([{ "url": rx.url, "transformation": { "enabled": true } }]);
+    let (status, out) =
+        server.call("PATCH", &format!("/api/v1/source/{source}"), Some(json!({ "destinations": no_code }))).await;
+    assert_eq!(status, 422, "{out}");
+    assert_eq!(out["detail"][0]["loc"], json!(["body", "destinations.transformation.code"]), "{out}");
+
+    // Switched off, the next push goes as it came; so with the transformation removed (`null`).
+    let (headers, body) = github_push("d-main-off", "refs/heads/main");
+    let (status, out) = ingest(&server, &source, &headers, body.as_bytes()).await;
+    assert_eq!(status, 200, "{out}");
+    let got = rx.wait_for(2, WAIT).await;
+    assert_eq!(got[1].body, body.as_bytes());
     let mut cleared = kept["destinations"].clone();
     cleared[0]["transformation"] = Value::Null;
     let (status, out) =
@@ -771,8 +809,8 @@ async fn a_destination_runs_its_javascript_transformation() {
     let (headers, body) = github_push("d-main-2", "refs/heads/main");
     let (status, out) = ingest(&server, &source, &headers, body.as_bytes()).await;
     assert_eq!(status, 200, "{out}");
-    let got = rx.wait_for(2, WAIT).await;
-    assert_eq!(got[1].body, body.as_bytes());
+    let got = rx.wait_for(3, WAIT).await;
+    assert_eq!(got[2].body, body.as_bytes());
 }
 
 /// A provider's gzip-compressed request: its signature (over the body, as providers sign

@@ -28,7 +28,7 @@ use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::endpoint::{after_update, parse_secret, touch, validate as validate_endpoint};
-use super::transformation::{replace as replace_transformation, TransformationIn, TransformationOut};
+use super::transformation::{apply as apply_transformation_in, TransformationIn, TransformationOut};
 use super::{check_len, check_metadata, check_name, page_request, ListResponse, Patch};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Admin, Json, Path, Query};
@@ -138,8 +138,8 @@ pub struct SourcePatch {
 }
 
 /// One destination: a URL (`url`, optional `headers`, `secret`, `disabled`, `payloadFilter`,
-/// `transform`, `ordering`; `id` to keep an existing one, whose settings left out stay as they are, and
-/// `null` clears a payload filter or transform) or an event type of an application (`appId`
+/// `transform`, `ordering`, `transformation`; `id` to keep an existing one, whose settings
+/// left out stay as they are, and `null` clears a payload filter, transform or transformation) or an event type of an application (`appId`
 /// + `eventType`). `type` is optional (answers carry it, so an answer can be sent back as is).
 #[derive(Deserialize, Clone, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -386,7 +386,7 @@ async fn check_destinations(
 /// A new endpoint of the source's application for a URL destination.
 fn new_endpoint(app_id: &str, d: DestinationIn, now: DateTime<Utc>) -> ApiResult<Endpoint> {
     let secret = match &d.secret {
-        Some(raw) => parse_secret("secret", raw)?,
+        Some(raw) => parse_secret("destinations.secret", raw)?,
         None => Secret::generate(),
     };
     let mut ep = Endpoint {
@@ -433,7 +433,7 @@ async fn apply_transformation(
             Ok(())
         }
         Patch::Set(input) => {
-            replace_transformation(s, &mut ep.transformation, input, "destinations.transformation", now).await
+            apply_transformation_in(s, &mut ep.transformation, input, "destinations.transformation", now).await
         }
     }
 }
@@ -600,7 +600,7 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                         ep.headers = h.clone();
                     }
                     if let Some(raw) = &d.secret {
-                        ep.secret = parse_secret("secret", raw)?.expose();
+                        ep.secret = parse_secret("destinations.secret", raw)?.expose();
                     }
                     let was_disabled = ep.disabled;
                     if let Some(disabled) = d.disabled {

@@ -101,47 +101,67 @@ impl TransformationOut {
     }
 }
 
-/// A transformation given whole: an inbound destination's `transformation`. It has the
-/// shape [`TransformationOut`] answers, so that an answer can be sent back as it is.
+/// An inbound destination's `transformation`. It has the shape [`TransformationOut`]
+/// answers, so that an answer can be sent back as it is; what is left out stays as it was.
 #[derive(Deserialize, Clone, Debug, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TransformationIn {
-    /// The JavaScript, which declares `function handler(webhook)` (at most 64 KiB).
-    code: Option<String>,
-    /// Whether the code runs before each attempt; default `true`.
+    /// The JavaScript, which declares `function handler(webhook)` (at most 64 KiB); needed
+    /// when the destination has no transformation yet. `null` removes the code only.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    code: Patch<String>,
+    /// Whether the code runs before each forwarded request; `true` for a new transformation.
     #[serde(default)]
     enabled: Option<bool>,
-    /// Values the code reads as `webhook.variables` (at most 32).
+    /// Values the code reads as `webhook.variables` (at most 32); replaces them all, `null`
+    /// removes them.
     #[serde(default)]
-    variables: Option<BTreeMap<String, String>>,
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    variables: Patch<BTreeMap<String, String>>,
     /// Ignored: answers carry it.
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     updated_at: Option<serde_json::Value>,
 }
 
-/// Sets `current` to `input`. New code is checked as `PATCH …/transformation` checks it;
+/// Applies `input` to `current`. New code is checked as `PATCH …/transformation` checks it;
 /// given back unchanged, the transformation keeps its `updatedAt` and is not run again.
 /// `field` is where `input` is in the request body, for errors.
-pub(crate) async fn replace(
+pub(crate) async fn apply(
     s: &AppState,
     current: &mut Option<Transformation>,
     input: TransformationIn,
     field: &str,
     now: DateTime<Utc>,
 ) -> ApiResult<()> {
-    let enabled = input.enabled.unwrap_or(true);
-    let variables = input.variables.unwrap_or_default();
-    check_variables(&format!("{field}.variables"), &variables)?;
-    let old_code = current.as_ref().and_then(|tr| tr.code.as_deref());
-    if let Some(code) = input.code.as_deref().filter(|code| old_code != Some(*code)) {
-        let checked = s.0.dispatcher.scripts().check(code.to_string()).await;
-        checked.map_err(|e| script_error(&format!("{field}.code"), e))?;
+    if current.is_none() && input.code == Patch::Absent {
+        return Err(ApiError::validation(format!("{field}.code"), "a new transformation needs its code"));
     }
-    let unchanged =
-        current.as_ref().is_some_and(|tr| tr.code == input.code && tr.enabled == enabled && tr.variables == variables);
+    let mut tr = current.clone().unwrap_or(Transformation {
+        code: None,
+        enabled: true,
+        variables: BTreeMap::new(),
+        updated_at: now,
+    });
+    if let Patch::Set(code) = &input.code {
+        if tr.code.as_ref() != Some(code) {
+            let checked = s.0.dispatcher.scripts().check(code.clone()).await;
+            checked.map_err(|e| script_error(&format!("{field}.code"), e))?;
+        }
+    }
+    input.code.apply_opt(&mut tr.code);
+    input.variables.apply_or_default(&mut tr.variables);
+    check_variables(&format!("{field}.variables"), &tr.variables)?;
+    if let Some(enabled) = input.enabled {
+        tr.enabled = enabled;
+    }
+    let unchanged = current
+        .as_ref()
+        .is_some_and(|old| old.code == tr.code && old.enabled == tr.enabled && old.variables == tr.variables);
     if !unchanged {
-        *current = Some(Transformation { code: input.code, enabled, variables, updated_at: now });
+        tr.updated_at = now;
+        *current = Some(tr);
     }
     Ok(())
 }
