@@ -6,31 +6,43 @@
 //! string, sorting many long equal strings): a few lines of code can keep a thread busy
 //! for minutes, and a thread cannot be stopped from outside. A process can. So every run
 //! goes to a worker process with a hard deadline ([`HARD_LIMIT`]); one that misses it is
-//! killed, and the next run starts a new one. At most `workers` runs go at once, so
+//! killed, and a new one takes the jobs it had not started. At most `workers` runs go at once, so
 //! transformations never take more than that many CPUs from deliveries and the API.
+//!
+//! One endpoint's deliveries queue up, and whoever takes a worker for the endpoint sends
+//! it up to [`PIPELINE`] of them at once: the worker runs one after another without
+//! waiting for the server to read each answer and write the next job, which took longer
+//! than the run itself on a busy machine. The worker still runs one job at a time, each
+//! with its own deadline, counted from when the server read the previous answer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
+use tokio::time::Instant;
 
 use crate::script::{Job, Outcome, ScriptError, TIME_LIMIT};
 
 /// How long a run may take, as the caller sees it (the worker's own limit, [`TIME_LIMIT`],
 /// stops ordinary runaway code well before).
 pub const HARD_LIMIT: Duration = Duration::from_secs(2);
-/// How long a delivery waits for a free worker before it is retried later instead.
+/// How long a delivery's job may wait in its endpoint's queue before it is retried later
+/// instead (once a run has taken it, it waits for its turn in that run's batch).
 const DELIVERY_WAIT: Duration = Duration::from_secs(30);
 /// How long an API call (a preview, or the check of code being set) waits for the API's
 /// own worker.
 const API_WAIT: Duration = Duration::from_secs(5);
 /// Bytes of an answer beyond its payload allowance (URL, headers, error text, framing).
 const ANSWER_MARGIN: usize = 256 << 10;
+/// Most jobs of one endpoint sent to a worker at once. Small, as a batch holds its worker
+/// until each job is answered: slow code keeps it at most this many runs.
+pub const PIPELINE: usize = 4;
 
 /// How transformations are run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,9 +75,72 @@ pub struct Scripts {
     isolation: Isolation,
     delivery_slots: Semaphore,
     per_endpoint: usize,
-    endpoints: Mutex<HashMap<String, Arc<Semaphore>>>,
+    lanes: Mutex<HashMap<String, Lane>>,
     api_slots: Semaphore,
     idle: Mutex<Vec<Worker>>,
+    /// Numbers queued jobs, so that one given up on can be found and taken out.
+    next_job: AtomicU64,
+}
+
+/// One endpoint's share of the workers, and its jobs waiting for one.
+struct Lane {
+    share: Arc<Semaphore>,
+    queue: VecDeque<Queued>,
+}
+
+/// What a run answers: an outcome, `None` for a check, or why there is none.
+type Answer = Result<Option<Outcome>, ScriptFailure>;
+
+/// A delivery's job waiting for a worker of its endpoint.
+struct Queued {
+    id: u64,
+    /// The job as the worker reads it, newline included.
+    line: Vec<u8>,
+    /// The longest answer read for it.
+    limit: usize,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// A run's use of its endpoint's lane, given up however the run ends (cancelled too): its
+/// job taken out of the queue if still there, and the lane removed once nobody holds,
+/// waits for or queued in it.
+struct LaneUse<'a> {
+    scripts: &'a Scripts,
+    endpoint_id: &'a str,
+    share: Option<Arc<Semaphore>>,
+    queued: Option<u64>,
+}
+
+impl LaneUse<'_> {
+    /// Takes the run's job out of the queue; false when a run had taken it already.
+    fn take_out_queued(&mut self) -> bool {
+        let Some(id) = self.queued.take() else { return false };
+        let mut lanes = self.scripts.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(lane) = lanes.get_mut(self.endpoint_id) else { return false };
+        let at = lane.queue.iter().position(|q| q.id == id);
+        at.and_then(|at| lane.queue.remove(at)).is_some()
+    }
+}
+
+impl Drop for LaneUse<'_> {
+    fn drop(&mut self) {
+        self.take_out_queued();
+        // The share is let go under the lock, so that of two runs ending together the last
+        // removes the lane.
+        let mut lanes = self.scripts.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        self.share = None;
+        if lanes.get(self.endpoint_id).is_some_and(|l| Arc::strong_count(&l.share) == 1 && l.queue.is_empty()) {
+            lanes.remove(self.endpoint_id);
+        }
+    }
+}
+
+/// Why a worker stopped before answering every job sent to it.
+enum Stopped {
+    /// The job under way missed its deadline.
+    Deadline,
+    /// The pipes failed, or the worker's answer could not be read.
+    Broken(std::io::Error),
 }
 
 struct Worker {
@@ -82,9 +157,10 @@ impl Scripts {
             isolation,
             delivery_slots: Semaphore::new(workers),
             per_endpoint: (workers - 1).max(1),
-            endpoints: Mutex::new(HashMap::new()),
+            lanes: Mutex::new(HashMap::new()),
             api_slots: Semaphore::new(1),
             idle: Mutex::new(Vec::new()),
+            next_job: AtomicU64::new(0),
         }
     }
 
@@ -95,32 +171,136 @@ impl Scripts {
 
     /// Runs a transformation for a delivery to `endpoint_id` ([`crate::script::run`]).
     pub async fn run(&self, endpoint_id: &str, job: Job) -> Result<Outcome, ScriptFailure> {
-        let endpoint = {
-            let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-            endpoints
-                .entry(endpoint_id.to_string())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.per_endpoint)))
-                .clone()
-        };
-        let waited = tokio::time::Instant::now();
-        let answer = match tokio::time::timeout(DELIVERY_WAIT, endpoint.acquire()).await {
-            Ok(Ok(_own)) => {
-                let left = DELIVERY_WAIT.saturating_sub(waited.elapsed());
-                self.call(job, &self.delivery_slots, left).await
+        let mut lane = LaneUse { scripts: self, endpoint_id, share: None, queued: None };
+        let share = lane.share.insert(self.lane(endpoint_id, |lane| lane.share.clone())).clone();
+        let answer = match &self.isolation {
+            Isolation::Workers { .. } => self.run_queued(&mut lane, &share, job).await,
+            Isolation::InProcess => {
+                let waited = Instant::now();
+                match tokio::time::timeout(DELIVERY_WAIT, share.acquire()).await {
+                    Ok(Ok(_own)) => {
+                        let left = DELIVERY_WAIT.saturating_sub(waited.elapsed());
+                        self.call(job, &self.delivery_slots, left).await
+                    }
+                    _ => Err(kept_busy()),
+                }
             }
-            _ => Err(ScriptFailure::Unavailable(format!(
-                "this endpoint's earlier transformations kept its workers busy for {} s",
-                DELIVERY_WAIT.as_secs()
-            ))),
         };
-        // The endpoint's entry goes once nobody holds or waits for it (this run's share is
-        // let go under the lock, so that of two runs ending together the last removes it).
-        let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        drop(endpoint);
-        if endpoints.get(endpoint_id).is_some_and(|e| Arc::strong_count(e) == 1) {
-            endpoints.remove(endpoint_id);
-        }
         Self::outcome(answer)
+    }
+
+    /// Reads or changes the endpoint's lane, made if it has none.
+    fn lane<T>(&self, endpoint_id: &str, f: impl FnOnce(&mut Lane) -> T) -> T {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let lane = lanes
+            .entry(endpoint_id.to_string())
+            .or_insert_with(|| Lane { share: Arc::new(Semaphore::new(self.per_endpoint)), queue: VecDeque::new() });
+        f(lane)
+    }
+
+    /// Queues the job in its endpoint's lane, then waits for its answer, or for a share of
+    /// the workers to run the lane's queued jobs itself (its own among them, unless another
+    /// run took it first).
+    async fn run_queued(&self, lane: &mut LaneUse<'_>, share: &Semaphore, job: Job) -> Answer {
+        let Isolation::Workers { program, args } = &self.isolation else {
+            return Err(ScriptFailure::Unavailable("no transformation workers".into()));
+        };
+        // Serialised before it is queued: a job that cannot be written costs no worker, and
+        // the queue holds one copy of it.
+        let mut line = serde_json::to_vec(&job).map_err(|e| ScriptFailure::Unavailable(e.to_string()))?;
+        line.push(b'\n');
+        // The payload travels as a JSON string inside the answer, where every `"` and `\`
+        // doubles.
+        let limit = job.max_output.saturating_mul(2).saturating_add(ANSWER_MARGIN);
+        drop(job);
+        let id = self.next_job.fetch_add(1, Ordering::Relaxed);
+        let (reply, mut answer) = oneshot::channel();
+        self.lane(lane.endpoint_id, |l| l.queue.push_back(Queued { id, line, limit, reply }));
+        lane.queued = Some(id);
+        let given_up = Instant::now() + DELIVERY_WAIT;
+        let lost = || Err(ScriptFailure::Unavailable("the run was lost".into()));
+        loop {
+            tokio::select! {
+                biased;
+                got = &mut answer => return got.unwrap_or_else(|_| lost()),
+                own = share.acquire() => {
+                    let Ok(own) = own else { return Err(shutting_down()) };
+                    // Nothing queued: another run took this job, and answers every job it takes.
+                    if self.lane(lane.endpoint_id, |l| l.queue.is_empty()) {
+                        drop(own);
+                        return answer.await.unwrap_or_else(|_| lost());
+                    }
+                    let slot = tokio::select! {
+                        biased;
+                        got = &mut answer => return got.unwrap_or_else(|_| lost()),
+                        slot = tokio::time::timeout_at(given_up, self.delivery_slots.acquire()) => slot,
+                    };
+                    let Ok(Ok(slot)) = slot else { break };
+                    let batch: VecDeque<Queued> = self.lane(lane.endpoint_id, |l| {
+                        let n = l.queue.len().min(PIPELINE);
+                        l.queue.drain(..n).collect()
+                    });
+                    if batch.is_empty() {
+                        drop((slot, own));
+                        return answer.await.unwrap_or_else(|_| lost());
+                    }
+                    self.drive(batch, program, args).await;
+                }
+                _ = tokio::time::sleep_until(given_up) => break,
+            }
+        }
+        // Given up: taken out unless a run has it already (the guard would take it out too,
+        // but the caller is to hear why).
+        if lane.take_out_queued() {
+            return Err(kept_busy());
+        }
+        answer.await.unwrap_or_else(|_| lost())
+    }
+
+    /// Runs every job of `batch` on workers and answers each: sent to one worker together,
+    /// answered in order; after a worker is killed or breaks, the jobs it had not started go
+    /// to a new one. Should the caller be cancelled meanwhile (at shutdown), the jobs not
+    /// yet answered are dropped, and their runs told the run was lost.
+    async fn drive(&self, mut batch: VecDeque<Queued>, program: &PathBuf, args: &[String]) {
+        let mut retried = false;
+        while !batch.is_empty() {
+            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let reused = idle.is_some();
+            let mut worker = match idle.map(Ok).unwrap_or_else(|| Worker::start(program, args)) {
+                Ok(worker) => worker,
+                Err(e) => {
+                    let why = format!("could not start a transformation worker: {e}");
+                    batch.into_iter().for_each(|q| drop(q.reply.send(Err(ScriptFailure::Unavailable(why.clone())))));
+                    return;
+                }
+            };
+            let before = batch.len();
+            let stopped = match worker.pipeline(&mut batch).await {
+                Ok(()) => {
+                    self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(worker);
+                    continue;
+                }
+                Err(stopped) => stopped,
+            };
+            // The worker is dropped, which kills it. An idle worker may have died since its
+            // last job (killed from outside): then its jobs go once more to a new one.
+            drop(worker);
+            let failure = match stopped {
+                Stopped::Broken(_) if reused && !retried && batch.len() == before => {
+                    retried = true;
+                    continue;
+                }
+                Stopped::Broken(e) => ScriptFailure::Unavailable(format!("the transformation worker failed: {e}")),
+                Stopped::Deadline => {
+                    metrics::counter!("hooklane_transformation_workers_killed_total").increment(1);
+                    ScriptFailure::Code(too_long())
+                }
+            };
+            // The job under way gets the failure; those behind it were not started.
+            if let Some(q) = batch.pop_front() {
+                let _ = q.reply.send(Err(failure));
+            }
+        }
     }
 
     /// Runs a transformation for the API (a preview), on the API's worker.
@@ -132,10 +312,10 @@ impl Scripts {
         answer?.ok_or_else(|| ScriptFailure::Unavailable("the worker answered a run as a check".into()))
     }
 
-    async fn call(&self, job: Job, slots: &Semaphore, wait: Duration) -> Result<Option<Outcome>, ScriptFailure> {
+    async fn call(&self, job: Job, slots: &Semaphore, wait: Duration) -> Answer {
         let _slot = match tokio::time::timeout(wait, slots.acquire()).await {
             Ok(Ok(slot)) => slot,
-            Ok(Err(_)) => return Err(ScriptFailure::Unavailable("scripts are shutting down".into())),
+            Ok(Err(_)) => return Err(shutting_down()),
             Err(_) => return Err(ScriptFailure::Unavailable("no transformation worker was free in time".into())),
         };
         let (program, args) = match &self.isolation {
@@ -182,6 +362,17 @@ impl Scripts {
     }
 }
 
+fn kept_busy() -> ScriptFailure {
+    ScriptFailure::Unavailable(format!(
+        "this endpoint's earlier transformations kept its workers busy for {} s",
+        DELIVERY_WAIT.as_secs()
+    ))
+}
+
+fn shutting_down() -> ScriptFailure {
+    ScriptFailure::Unavailable("scripts are shutting down".into())
+}
+
 fn too_long() -> ScriptError {
     ScriptError(format!(
         "the transformation ran longer than {} ms (stopped after {} s)",
@@ -216,14 +407,62 @@ impl Worker {
         self.stdin.write_all(line.as_bytes()).await?;
         self.stdin.write_all(b"\n").await?;
         self.stdin.flush().await?;
-        let mut answer = Vec::new();
-        (&mut self.stdout).take(limit as u64).read_until(b'\n', &mut answer).await?;
-        if answer.last() != Some(&b'\n') {
-            let why = if answer.is_empty() { "the worker exited" } else { "the worker's answer is too long" };
-            return Err(std::io::Error::other(why));
-        }
-        serde_json::from_slice(&answer).map_err(std::io::Error::other)
+        read_answer(&mut self.stdout, limit).await
     }
+
+    /// Sends every job of `batch` at once and answers them in order as the worker does,
+    /// taking each off `batch`; each has [`HARD_LIMIT`] from when the previous answer was
+    /// read (the first, from when sending began). Jobs left in `batch` when it stops were
+    /// not answered (the first of them was under way).
+    async fn pipeline(&mut self, batch: &mut VecDeque<Queued>) -> Result<(), Stopped> {
+        let lines: Vec<u8> = batch.iter().flat_map(|q| q.line.iter().copied()).collect();
+        let limits: Vec<usize> = batch.iter().map(|q| q.limit).collect();
+        let Worker { stdin, stdout, .. } = self;
+        // Written while answers are read: a worker blocked on a full answer pipe would
+        // otherwise never read the rest of its jobs.
+        let write = async {
+            stdin.write_all(&lines).await?;
+            stdin.flush().await
+        };
+        let read = async {
+            for limit in limits {
+                let answer = match tokio::time::timeout(HARD_LIMIT, read_answer(stdout, limit)).await {
+                    Err(_) => return Err(Stopped::Deadline),
+                    Ok(Err(e)) => return Err(Stopped::Broken(e)),
+                    Ok(Ok(answer)) => answer,
+                };
+                if let Some(q) = batch.pop_front() {
+                    let _ = q.reply.send(answer.map_err(ScriptFailure::Code));
+                }
+            }
+            Ok(())
+        };
+        tokio::pin!(write, read);
+        let mut written = false;
+        loop {
+            tokio::select! {
+                // A write that fails (the worker died) ends nothing by itself: the answers
+                // it gave before are read first, so that the job it died on is the one that
+                // fails.
+                _ = &mut write, if !written => written = true,
+                answered = &mut read => return answered,
+            }
+        }
+    }
+}
+
+/// Reads one answer line of at most `limit` bytes.
+async fn read_answer(
+    stdout: &mut BufReader<ChildStdout>,
+    limit: usize,
+) -> std::io::Result<Result<Option<Outcome>, ScriptError>> {
+    let mut answer = Vec::new();
+    stdout.take(limit as u64).read_until(b'\n', &mut answer).await?;
+    if answer.last() != Some(&b'\n') {
+        let why = if answer.is_empty() { "the worker exited" } else { "the worker's answer is too long" };
+        return Err(std::io::Error::other(why));
+    }
+    serde_json::from_slice(&answer).map_err(std::io::Error::other)
 }
 
 #[cfg(test)]
@@ -286,13 +525,7 @@ mod tests {
     #[tokio::test]
     async fn one_endpoint_cannot_take_every_worker() {
         let scripts = Scripts::new(Isolation::InProcess, 2);
-        let busy = scripts
-            .endpoints
-            .lock()
-            .unwrap()
-            .entry("slow".into())
-            .or_insert_with(|| Arc::new(Semaphore::new(1)))
-            .clone();
+        let busy = scripts.lane("slow", |lane| lane.share.clone());
         let held = busy.acquire().await.unwrap();
         let other = scripts.run("other", job("function handler(w) { return w }")).await;
         assert!(matches!(other, Ok(Outcome::Send(_))), "{other:?}");
@@ -301,6 +534,79 @@ mod tests {
         assert!(tokio::time::timeout(Duration::from_millis(200), &mut waiting).await.is_err(), "it waits its turn");
         drop(held);
         assert!(matches!(waiting.await, Ok(Outcome::Send(_))));
-        assert!(scripts.endpoints.lock().unwrap().get("other").is_none(), "entries do not pile up");
+        assert!(scripts.lanes.lock().unwrap().get("other").is_none(), "entries do not pile up");
+    }
+
+    /// Workers played by `sh`, running `script` (which reads job lines from stdin).
+    fn shell_workers(script: &str) -> Scripts {
+        let args = vec!["-c".to_string(), script.to_string()];
+        Scripts::new(Isolation::Workers { program: "sh".into(), args }, 2)
+    }
+
+    /// Queues `codes` as jobs of endpoint `ep` while its share is held, so that they go to
+    /// a worker together, then answers them.
+    async fn run_together(scripts: &Scripts, codes: &[&str]) -> Vec<Result<Outcome, ScriptFailure>> {
+        // Owned: the share goes with the permit, as a run's does, so the lane can go.
+        let held = scripts.lane("ep", |lane| lane.share.clone()).acquire_owned().await.unwrap();
+        let runs = futures::future::join_all(codes.iter().map(|code| scripts.run("ep", job(code))));
+        tokio::pin!(runs);
+        while scripts.lane("ep", |lane| lane.queue.len()) < codes.len() {
+            assert!(tokio::time::timeout(Duration::from_millis(5), &mut runs).await.is_err());
+        }
+        drop(held);
+        runs.await
+    }
+
+    /// Jobs queued for one endpoint reach one worker together: this one reads two job
+    /// lines before it answers the first, which one job at a time would never give it.
+    #[tokio::test]
+    async fn an_endpoints_queued_jobs_go_to_a_worker_together() {
+        let scripts = shell_workers(
+            r#"while IFS= read -r a && IFS= read -r b; do echo '{"Ok":"Cancel"}'; echo '{"Err":"second"}'; done"#,
+        );
+        let started = std::time::Instant::now();
+        let answers = run_together(&scripts, &["one", "two"]).await;
+        assert_eq!(answers[0], Ok(Outcome::Cancel));
+        assert_eq!(answers[1], Err(ScriptFailure::Code(ScriptError("second".into()))));
+        assert!(started.elapsed() < HARD_LIMIT, "answered without a deadline passing");
+        assert_eq!(scripts.idle.lock().unwrap().len(), 1, "the worker is kept");
+        assert!(scripts.lanes.lock().unwrap().is_empty(), "lanes do not pile up");
+    }
+
+    /// A job that outlives its deadline is the only one that fails: the worker is killed,
+    /// and the jobs sent with it that it had not started run on a new one.
+    #[tokio::test]
+    async fn jobs_behind_a_killed_one_run_on_a_new_worker() {
+        let scripts = shell_workers(
+            r#"while IFS= read -r l; do case "$l" in *hang*) exec sleep 30;; esac; echo '{"Ok":"Cancel"}'; done"#,
+        );
+        let answers = run_together(&scripts, &["first", "hang", "third", "fourth"]).await;
+        assert_eq!(answers[0], Ok(Outcome::Cancel));
+        assert!(matches!(&answers[1], Err(ScriptFailure::Code(e)) if e.0.contains("ran longer")), "{answers:?}");
+        assert_eq!(answers[2..], [Ok(Outcome::Cancel), Ok(Outcome::Cancel)]);
+    }
+
+    /// A worker that dies after answering fails only the job it died on; the job before
+    /// keeps its answer, and the one after runs on a new worker.
+    #[tokio::test]
+    async fn a_worker_that_dies_fails_only_the_job_it_died_on() {
+        let scripts = shell_workers(r#"IFS= read -r l; echo '{"Ok":"Cancel"}'; exit 1"#);
+        let answers = run_together(&scripts, &["first", "second", "third"]).await;
+        assert_eq!(answers[0], Ok(Outcome::Cancel));
+        assert!(matches!(&answers[1], Err(ScriptFailure::Unavailable(e)) if e.contains("exited")), "{answers:?}");
+        assert_eq!(answers[2], Ok(Outcome::Cancel));
+    }
+
+    /// A run given up by its caller while queued takes its job out of the queue: no later
+    /// run sends it to a worker for nobody.
+    #[tokio::test]
+    async fn a_cancelled_run_leaves_nothing_queued() {
+        let scripts = shell_workers(r#"while IFS= read -r l; do echo '{"Ok":"Cancel"}'; done"#);
+        let held = scripts.lane("ep", |lane| lane.share.clone()).acquire_owned().await.unwrap();
+        let run = scripts.run("ep", job("function handler(w) { return w }"));
+        assert!(tokio::time::timeout(Duration::from_millis(50), run).await.is_err(), "waits for the held share");
+        let queued = scripts.lanes.lock().unwrap().get("ep").map(|lane| lane.queue.len());
+        assert_eq!(queued, Some(0), "its job is gone (the lane stays while the test holds its share)");
+        drop(held);
     }
 }
