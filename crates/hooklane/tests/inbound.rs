@@ -679,6 +679,8 @@ async fn destinations_filter_and_transform_what_they_are_sent() {
     let (status, out) =
         server.call("PATCH", &format!("/api/v1/source/{source}"), Some(json!({ "destinations": with_filter }))).await;
     assert_eq!((status, out["code"].as_str()), (422, Some("validation")), "{out}");
+    // Refused for its shape, before its application is looked up.
+    assert_eq!(out["detail"][0]["loc"], json!(["body", "destinations"]), "{out}");
 }
 
 /// A push as GitHub signs and sends it.
@@ -811,6 +813,42 @@ async fn a_destination_runs_its_javascript_transformation() {
     assert_eq!(status, 200, "{out}");
     let got = rx.wait_for(3, WAIT).await;
     assert_eq!(got[2].body, body.as_bytes());
+}
+
+/// A destination's `rateLimit` is its endpoint's: shown, kept when left out, checked with
+/// its place, cleared by `null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_has_a_rate_limit() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let spec = json!({
+        "name": "limited",
+        "verification": { "type": "none" },
+        "destinations": [{ "url": rx.url, "rateLimit": 5 }],
+    });
+    let (source, created) = create_source(&server, spec).await;
+    assert_eq!(created["destinations"][0]["rateLimit"], 5, "{created}");
+    let id = created["destinations"][0]["id"].as_str().unwrap().to_string();
+    let endpoint_limit = || async {
+        let (status, ep) = server.call("GET", &format!("/api/v1/app/{source}/endpoint/{id}"), None).await;
+        assert_eq!(status, 200, "{ep}");
+        ep["rateLimit"].clone()
+    };
+    assert_eq!(endpoint_limit().await, 5);
+    let path = format!("/api/v1/source/{source}");
+    let patch = |dest: Value| server.call("PATCH", &path, Some(json!({ "destinations": [dest] })));
+    let (status, out) = patch(json!({ "id": id, "url": rx.url })).await;
+    assert_eq!((status, &out["destinations"][0]["rateLimit"]), (200, &json!(5)), "{out}");
+    let (status, out) = patch(json!({ "id": id, "url": rx.url, "rateLimit": 0 })).await;
+    assert_eq!(status, 422, "{out}");
+    assert_eq!(out["detail"][0]["loc"], json!(["body", "destinations.rateLimit"]), "{out}");
+    let (status, out) = patch(json!({ "id": id, "url": rx.url, "rateLimit": null })).await;
+    assert_eq!(status, 200, "{out}");
+    assert!(out["destinations"][0].get("rateLimit").is_none(), "{out}");
+    assert_eq!(endpoint_limit().await, Value::Null);
+    let (status, out) = ingest(&server, &source, &[], br#"{"n": 1}"#).await;
+    assert_eq!(status, 200, "{out}");
+    rx.wait_for(1, WAIT).await;
 }
 
 /// A provider's gzip-compressed request: its signature (over the body, as providers sign

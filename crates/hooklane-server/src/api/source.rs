@@ -138,8 +138,9 @@ pub struct SourcePatch {
 }
 
 /// One destination: a URL (`url`, optional `headers`, `secret`, `disabled`, `payloadFilter`,
-/// `transform`, `ordering`, `transformation`; `id` to keep an existing one, whose settings
-/// left out stay as they are, and `null` clears a payload filter, transform or transformation) or an event type of an application (`appId`
+/// `transform`, `ordering`, `transformation`, `rateLimit`; `id` to keep an existing one, whose
+/// settings left out stay as they are, and `null` clears a payload filter, transform,
+/// transformation or rate limit) or an event type of an application (`appId`
 /// + `eventType`). `type` is optional (answers carry it, so an answer can be sent back as is).
 #[derive(Deserialize, Clone, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -188,6 +189,11 @@ pub struct DestinationIn {
     #[serde(default)]
     #[schema(value_type = Option<TransformationIn>)]
     transformation: Patch<TransformationIn>,
+    /// Most requests forwarded a second (1 to 1,000,000), across every node; `null`: no
+    /// limit. Requests beyond it wait in the store, as an endpoint's.
+    #[serde(default)]
+    #[schema(value_type = Option<u32>, example = 10)]
+    rate_limit: Patch<u32>,
 }
 
 /// Where a source forwards accepted requests.
@@ -215,6 +221,9 @@ pub enum DestinationOut {
         /// The JavaScript run before each forwarded request; left out when none is set.
         #[serde(skip_serializing_if = "Option::is_none")]
         transformation: Option<TransformationOut>,
+        /// Most requests forwarded a second; left out when there is no limit.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rate_limit: Option<u32>,
     },
     /// An event type of another application: the JSON body is posted there as a message.
     #[serde(rename = "eventType", rename_all = "camelCase")]
@@ -268,6 +277,7 @@ async fn source_out(s: &AppState, src: Source) -> ApiResult<SourceOut> {
             ordering: e.order.is_fifo().then_some(e.order),
             // The source API is the admin's: variables are shown as secrets are.
             transformation: e.transformation.map(|tr| TransformationOut::of(Some(tr), true)),
+            rate_limit: e.rate_limit,
         })
         .collect();
     destinations.extend(
@@ -355,7 +365,8 @@ async fn check_destinations(
                     && d.payload_filter == Patch::Absent
                     && d.transform == Patch::Absent
                     && d.ordering == Patch::Absent
-                    && d.transformation == Patch::Absent =>
+                    && d.transformation == Patch::Absent
+                    && d.rate_limit == Patch::Absent =>
             {
                 check_name("destinations.eventType", event_type)?;
                 let app =
@@ -376,7 +387,7 @@ async fn check_destinations(
             _ => return Err(ApiError::validation(
                 "destinations",
                 "each destination is either {\"url\", \"headers\"?, \"secret\"?, \"disabled\"?, \"payloadFilter\"?, \
-                     \"transform\"?, \"ordering\"?, \"transformation\"?} or {\"appId\", \"eventType\"}",
+                     \"transform\"?, \"ordering\"?, \"transformation\"?, \"rateLimit\"?} or {\"appId\", \"eventType\"}",
             )),
         }
     }
@@ -415,6 +426,7 @@ fn new_endpoint(app_id: &str, d: DestinationIn, now: DateTime<Utc>) -> ApiResult
     d.payload_filter.apply_opt(&mut ep.payload_filter);
     d.transform.apply_opt(&mut ep.transform);
     d.ordering.apply_or_default(&mut ep.order);
+    d.rate_limit.apply_opt(&mut ep.rate_limit);
     validate_destination(&ep)?;
     Ok(ep)
 }
@@ -609,6 +621,7 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                     d.payload_filter.clone().apply_opt(&mut ep.payload_filter);
                     d.transform.clone().apply_opt(&mut ep.transform);
                     d.ordering.clone().apply_or_default(&mut ep.order);
+                    d.rate_limit.clone().apply_opt(&mut ep.rate_limit);
                     touch(&mut ep, was_disabled, now);
                     validate_destination(&ep)?;
                     (ep, Some(was_disabled))
