@@ -28,7 +28,7 @@ use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::endpoint::{after_update, parse_secret, touch, validate as validate_endpoint};
-use super::transformation::{apply as apply_transformation_in, TransformationIn, TransformationOut};
+use super::transformation::{apply as apply_transformation_patch, Fresh, TransformationOut, TransformationPatch};
 use super::{check_len, check_metadata, check_name, page_request, ListResponse, Patch};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Admin, Json, Path, Query};
@@ -187,8 +187,8 @@ pub struct DestinationIn {
     /// (`{"code": "function handler(webhook) {…}", "enabled"?, "variables"?}`); `null`
     /// removes it.
     #[serde(default)]
-    #[schema(value_type = Option<TransformationIn>)]
-    transformation: Patch<TransformationIn>,
+    #[schema(value_type = Option<TransformationPatch>)]
+    transformation: Patch<TransformationPatch>,
     /// Most requests forwarded a second (1 to 1,000,000), across every node; `null`: no
     /// limit. Requests beyond it wait in the store, as an endpoint's.
     #[serde(default)]
@@ -435,7 +435,7 @@ fn new_endpoint(app_id: &str, d: DestinationIn, now: DateTime<Utc>) -> ApiResult
 async fn apply_transformation(
     s: &AppState,
     ep: &mut Endpoint,
-    transformation: Patch<TransformationIn>,
+    transformation: Patch<TransformationPatch>,
     now: DateTime<Utc>,
 ) -> ApiResult<()> {
     match transformation {
@@ -445,7 +445,8 @@ async fn apply_transformation(
             Ok(())
         }
         Patch::Set(input) => {
-            apply_transformation_in(s, &mut ep.transformation, input, "destinations.transformation", now).await
+            let within = ("destinations.transformation", Fresh::OnWithCode);
+            apply_transformation_patch(s, &mut ep.transformation, input, within, now).await
         }
     }
 }

@@ -40,9 +40,10 @@ pub struct TransformationOut {
 }
 
 /// Svix's `EndpointTransformationPatch` (and the older `EndpointTransformationIn`): what is
-/// left out is kept.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+/// left out is kept. Also an inbound destination's `transformation`, where it has the shape
+/// [`TransformationOut`] answers, so that an answer can be sent back as it is.
+#[derive(Deserialize, Clone, Debug, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TransformationPatch {
     /// The JavaScript (at most 64 KiB); `null` removes it. It must declare a function
     /// `handler`, and compile and run its top level within the limits.
@@ -56,6 +57,19 @@ pub struct TransformationPatch {
     #[serde(default)]
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     variables: Patch<BTreeMap<String, String>>,
+    /// Ignored: answers carry it.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    updated_at: Option<serde_json::Value>,
+}
+
+/// How a transformation starts when there is none yet.
+#[derive(Clone, Copy)]
+pub(crate) enum Fresh {
+    /// Svix's: off until `enabled` says otherwise, code optional.
+    Off,
+    /// An inbound destination's: on unless `enabled: false`, and it needs its code.
+    OnWithCode,
 }
 
 /// Get the endpoint's transformation.
@@ -101,58 +115,36 @@ impl TransformationOut {
     }
 }
 
-/// An inbound destination's `transformation`. It has the shape [`TransformationOut`]
-/// answers, so that an answer can be sent back as it is; what is left out stays as it was.
-#[derive(Deserialize, Clone, Debug, PartialEq, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TransformationIn {
-    /// The JavaScript, which declares `function handler(webhook)` (at most 64 KiB); needed
-    /// when the destination has no transformation yet. `null` removes the code only.
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    code: Patch<String>,
-    /// Whether the code runs before each forwarded request; `true` for a new transformation.
-    #[serde(default)]
-    enabled: Option<bool>,
-    /// Values the code reads as `webhook.variables` (at most 32); replaces them all, `null`
-    /// removes them.
-    #[serde(default)]
-    #[schema(value_type = Option<BTreeMap<String, String>>)]
-    variables: Patch<BTreeMap<String, String>>,
-    /// Ignored: answers carry it.
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    updated_at: Option<serde_json::Value>,
-}
-
-/// Applies `input` to `current`. New code is checked as `PATCH …/transformation` checks it;
-/// given back unchanged, the transformation keeps its `updatedAt` and is not run again.
-/// `field` is where `input` is in the request body, for errors.
+/// Applies `input` to `current` (starting as `fresh` says when there is none). New code is
+/// checked (compiled and run to find `handler`); given back unchanged, the transformation
+/// keeps its `updatedAt` and is not run again. `within` is where `input` is in the request
+/// body (empty: it is the body), for errors.
 pub(crate) async fn apply(
     s: &AppState,
     current: &mut Option<Transformation>,
-    input: TransformationIn,
-    field: &str,
+    input: TransformationPatch,
+    (within, fresh): (&str, Fresh),
     now: DateTime<Utc>,
 ) -> ApiResult<()> {
-    if current.is_none() && input.code == Patch::Absent {
-        return Err(ApiError::validation(format!("{field}.code"), "a new transformation needs its code"));
+    let field = |name: &str| if within.is_empty() { name.to_string() } else { format!("{within}.{name}") };
+    if current.is_none() && matches!(fresh, Fresh::OnWithCode) && input.code == Patch::Absent {
+        return Err(ApiError::validation(field("code"), "a new transformation needs its code"));
     }
     let mut tr = current.clone().unwrap_or(Transformation {
         code: None,
-        enabled: true,
+        enabled: matches!(fresh, Fresh::OnWithCode),
         variables: BTreeMap::new(),
         updated_at: now,
     });
     if let Patch::Set(code) = &input.code {
         if tr.code.as_ref() != Some(code) {
             let checked = s.0.dispatcher.scripts().check(code.clone()).await;
-            checked.map_err(|e| script_error(&format!("{field}.code"), e))?;
+            checked.map_err(|e| script_error(&field("code"), e))?;
         }
     }
     input.code.apply_opt(&mut tr.code);
     input.variables.apply_or_default(&mut tr.variables);
-    check_variables(&format!("{field}.variables"), &tr.variables)?;
+    check_variables(&field("variables"), &tr.variables)?;
     if let Some(enabled) = input.enabled {
         tr.enabled = enabled;
     }
@@ -194,25 +186,7 @@ pub async fn patch(
     Json(input): Json<TransformationPatch>,
 ) -> ApiResult<StatusCode> {
     let mut ep = find(&s, &t, &key).await?;
-    let now = super::now();
-    let mut tr = ep.transformation.take().unwrap_or(Transformation {
-        code: None,
-        enabled: false,
-        variables: BTreeMap::new(),
-        updated_at: now,
-    });
-    if let Patch::Set(code) = &input.code {
-        let checked = s.0.dispatcher.scripts().check(code.clone()).await;
-        checked.map_err(|e| script_error("code", e))?;
-    }
-    input.code.apply_opt(&mut tr.code);
-    input.variables.apply_or_default(&mut tr.variables);
-    check_variables("variables", &tr.variables)?;
-    if let Some(enabled) = input.enabled {
-        tr.enabled = enabled;
-    }
-    tr.updated_at = now;
-    ep.transformation = Some(tr);
+    apply(&s, &mut ep.transformation, input, ("", Fresh::Off), super::now()).await?;
     let was_disabled = ep.disabled;
     save(&s, &t, ep, was_disabled).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -250,5 +224,5 @@ fn check_variables(field: &str, variables: &BTreeMap<String, String>) -> ApiResu
 
 /// This module's part of the OpenAPI document (see `crate::openapi`).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(get, patch), components(schemas(TransformationOut, TransformationPatch, TransformationIn)))]
+#[openapi(paths(get, patch), components(schemas(TransformationOut, TransformationPatch)))]
 pub struct Doc;
