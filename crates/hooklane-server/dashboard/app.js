@@ -141,6 +141,8 @@ async function route() {
       if (parts[0] !== "app" || parts[1] !== portalApp.id) { location.replace(`#/app/${enc(portalApp.id)}`); return; }
     }
     if (parts.length === 0 || parts[0] === "apps") return await renderApps();
+    if (!PORTAL && parts[0] === "sources") return await renderSources();
+    if (!PORTAL && parts[0] === "source" && parts.length === 2) return await renderSource(parts[1], params);
     if (parts[0] === "app" && parts.length === 2) return await renderApp(parts[1]);
     if (parts[0] === "app" && parts[2] === "messages") return await renderMessages(parts[1], params);
     if (parts[0] === "app" && parts[2] === "msg") return await renderMessage(parts[1], parts[3]);
@@ -164,10 +166,16 @@ async function renderApps() {
     h("td", { class: "mono" }, a.uid || "—"),
     h("td", { class: "mono muted" }, a.id),
     h("td", { class: "muted" }, fmtTime(a.createdAt))));
-  show(h("h1", {}, "Applications"),
+  show(h("h1", {}, "Applications"), topTabs("apps"),
     h("div", { class: "card" }, rows.length ? h("table", {},
       h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "uid"), h("th", {}, "id"), h("th", {}, "Created"))),
       h("tbody", {}, rows)) : h("p", { class: "muted" }, "No applications yet: POST /api/v1/app to create one.")));
+}
+
+// The admin dashboard's two lists: applications (outbound) and inbound sources.
+function topTabs(active) {
+  const t = (key, text, href) => h("a", { href, class: active === key ? "active" : "", "data-testid": `tab-${key}` }, text);
+  return h("div", { class: "tabs" }, t("apps", "Applications", "#/apps"), t("sources", "Inbound sources", "#/sources"));
 }
 
 function appCrumbs(app, ...rest) {
@@ -485,6 +493,97 @@ async function renderMessages(appId, params) {
     rows.length ? h("table", { "data-testid": "message-table" },
       h("thead", {}, h("tr", {}, ["Message", "Event type", "Status", "Deliveries", "Attempts", "Created"].map((t) => h("th", {}, t)))),
       h("tbody", {}, rows)) : h("p", { class: "muted", "data-testid": "no-messages" }, "No message matches."), next));
+}
+
+// --- inbound sources (admin only): what providers sent, and what became of it
+
+const REQUEST_BADGES = { accepted: "success", duplicate: "canceled", rejected: "fail" };
+
+async function renderSources() {
+  crumbs({ text: "Inbound sources" });
+  const list = await get("/source?limit=250");
+  const rows = list.data.map((src) => h("tr", { class: "click", "data-testid": "source-row", onclick: () => (location.hash = `#/source/${enc(src.id)}`) },
+    h("td", {}, h("a", { href: `#/source/${enc(src.id)}` }, src.name)),
+    h("td", {}, src.verification.type),
+    h("td", { class: "mono small" }, src.ingestUrl),
+    h("td", {}, src.destinations.length),
+    h("td", { class: "muted" }, fmtTime(src.createdAt))));
+  show(h("h1", {}, "Inbound sources"), topTabs("sources"),
+    h("div", { class: "card" }, rows.length ? h("table", {},
+      h("thead", {}, h("tr", {}, ["Name", "Verification", "Ingest URL", "Destinations", "Created"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows)) : h("p", { class: "muted" }, "No sources yet: POST /api/v1/source to create one.")));
+}
+
+function dedupText(d) {
+  if (d.type === "header") return `header ${d.header}`;
+  if (d.type === "jsonField") return `body field ${d.path}`;
+  return "none";
+}
+
+// What a destination does beyond forwarding, as tags.
+function destinationRules(d) {
+  return [
+    d.disabled ? "disabled" : null,
+    d.payloadFilter ? "filtered" : null,
+    d.transform ? "transformed" : null,
+    d.transformation && d.transformation.enabled ? "JavaScript" : null,
+    d.ordering === "fifo" ? "FIFO" : null,
+    d.rateLimit ? `at most ${d.rateLimit}/s` : null,
+  ].filter(Boolean);
+}
+
+async function renderSource(srcId, params) {
+  const q = new URLSearchParams({ limit: "50" });
+  if (params.get("status")) q.set("status", params.get("status"));
+  if (params.get("iterator")) q.set("iterator", params.get("iterator"));
+  const [src, reqs] = await Promise.all([get(`/source/${enc(srcId)}`), get(`/source/${enc(srcId)}/request?${q}`)]);
+  crumbs({ text: "Inbound sources", href: "#/sources" }, { text: src.name });
+  const kv = (k, ...v) => h("tr", {}, h("td", {}, k), h("td", {}, ...v));
+  const destRows = src.destinations.map((d) => h("tr", { "data-testid": "source-destination" },
+    h("td", {}, d.type === "url" ? "URL" : "event type"),
+    h("td", { class: "mono" }, d.type === "url" ? d.url : `${d.appId} · ${d.eventType}`),
+    h("td", {}, h("div", { class: "tags" }, destinationRules(d).map((r) => h("span", { class: "tag" }, r))))));
+  const status = h("select", {
+    "data-testid": "request-status",
+    onchange: () => {
+      const p = new URLSearchParams();
+      if (status.value) p.set("status", status.value);
+      location.hash = `#/source/${enc(src.id)}?${p}`;
+    },
+  }, [["", "any"], ["accepted", "accepted"], ["duplicate", "duplicate"], ["rejected", "rejected"]].map(([v, t]) =>
+    h("option", { value: v, selected: (params.get("status") || "") === v }, t)));
+  const rows = reqs.data.map((r) => [
+    h("tr", { class: "request", "data-testid": "request-row", "data-status": r.status },
+      h("td", { class: "muted" }, fmtTime(r.receivedAt)),
+      h("td", {}, badge(REQUEST_BADGES[r.status], r.status)),
+      h("td", {}, r.httpStatus),
+      h("td", { class: "small", "data-testid": "request-reason" }, r.reason || ""),
+      h("td", { class: "mono small" }, r.remoteAddr || "—"),
+      h("td", {}, r.msgId ? h("a", { href: `#/app/${enc(src.appId)}/msg/${enc(r.msgId)}`, class: "mono small", "data-testid": "request-message" }, r.msgId) : "—")),
+    h("tr", {}, h("td", { colspan: 6 }, h("details", { "data-testid": "request-detail" },
+      h("summary", { class: "small muted" }, `Headers and body (${r.bodySize} bytes${r.bodyTruncated ? ", shown in part" : ""})`),
+      h("table", { class: "kv" }, Object.entries(r.headers).map(([k, v]) => h("tr", {}, h("td", { class: "mono" }, k), h("td", { class: "mono" }, v)))),
+      h("pre", { "data-testid": "request-body" }, r.body || "(empty)")))),
+  ]);
+  const next = !reqs.done && reqs.iterator ? (() => {
+    const p = new URLSearchParams(params);
+    p.set("iterator", reqs.iterator);
+    return h("p", {}, h("a", { href: `#/source/${enc(src.id)}?${p}`, "data-testid": "next-page" }, "Older requests →"));
+  })() : null;
+  show(h("h1", {}, src.name),
+    h("div", { class: "row" },
+      h("div", { class: "card" }, h("h2", {}, "Source"), h("table", { class: "kv" },
+        kv("Ingest URL", h("span", { class: "mono", "data-testid": "ingest-url" }, src.ingestUrl)),
+        kv("Verification", src.verification.type),
+        kv("Deduplication", dedupText(src.deduplication)),
+        kv("Forwarded", h("a", { href: `#/app/${enc(src.appId)}`, "data-testid": "source-deliveries" }, "deliveries and charts"),
+          " · ", h("a", { href: `#/app/${enc(src.appId)}/messages` }, "message log")))),
+      h("div", { class: "card" }, h("h2", {}, "Destinations"), destRows.length
+        ? h("table", {}, h("tbody", {}, destRows)) : h("p", { class: "muted" }, "No destination: requests are recorded only."))),
+    h("div", { class: "card" }, h("h2", {}, "Requests"), h("div", { class: "filters" }, h("label", {}, "Status", status)),
+      rows.length ? h("table", { "data-testid": "request-table" },
+        h("thead", {}, h("tr", {}, ["Received", "Status", "HTTP", "Reason", "From", "Message"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, rows.flat())) : h("p", { class: "muted", "data-testid": "no-requests" }, "No request matches."), next));
 }
 
 // --- one message: deliveries and attempts

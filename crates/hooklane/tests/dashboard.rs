@@ -547,3 +547,87 @@ async fn dashboard_and_portal_main_flows() {
         );
     }
 }
+
+/// The inbound side in the admin dashboard: the sources, and for one its destinations and
+/// the requests providers sent (accepted, duplicate, refused), with headers, body and the
+/// message each became.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_inbound_sources_and_their_requests() {
+    use hmac::{Hmac, Mac};
+    let mut browser = Browser::launch().await;
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let secret = "gh-webhook-secret";
+    let spec = json!({
+        "name": "GitHub pushes",
+        "verification": { "type": "github", "secret": secret },
+        "destinations": [{ "url": format!("{}/ci", rx.url), "payloadFilter": { "ref": "refs/heads/main" }, "rateLimit": 20 }],
+    });
+    let (status, source) = server.call("POST", "/api/v1/source", Some(spec)).await;
+    assert_eq!(status, 201, "{source}");
+    let source_id = source["id"].as_str().unwrap().to_string();
+    let push = |delivery: &str, key: &str| {
+        let body =
+            json!({ "ref": "refs/heads/main", "after": "6113728f", "pusher": { "name": "octocat" } }).to_string();
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        let sig: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        server
+            .client
+            .post(server.url(&format!("/in/{source_id}")))
+            .header("X-GitHub-Delivery", delivery)
+            .header("X-GitHub-Event", "push")
+            .header("X-Hub-Signature-256", format!("sha256={sig}"))
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    for (delivery, key, want) in [("d-1", secret, 200), ("d-1", secret, 200), ("d-2", "forged", 401)] {
+        let resp = push(delivery, key).send().await.unwrap();
+        assert_eq!(resp.status(), want);
+    }
+    rx.wait_for(1, Duration::from_secs(10)).await;
+
+    browser.goto(&server.url("/dashboard")).await;
+    browser.type_into("[data-testid=token-input]", ADMIN).await;
+    browser.click("[data-testid=login]").await;
+    browser.click("[data-testid=tab-sources]").await;
+    browser.wait_for("document.querySelectorAll('[data-testid=source-row]').length === 1", "the source").await;
+    let text = browser.text().await;
+    assert!(text.contains("GitHub pushes") && text.contains(&format!("/in/{source_id}")), "{text}");
+    browser.click("[data-testid=source-row]").await;
+    browser.wait_for("document.querySelectorAll('[data-testid=request-row]').length === 3", "three requests").await;
+    let statuses = browser
+        .eval("[...document.querySelectorAll('[data-testid=request-row]')].map(r => r.dataset.status).join(' ')")
+        .await;
+    assert_eq!(statuses, json!("rejected duplicate accepted"), "newest first");
+    let destination = browser.eval("document.querySelector('[data-testid=source-destination]').innerText").await;
+    let destination = destination.as_str().unwrap();
+    assert!(
+        destination.contains("/ci") && destination.contains("filtered") && destination.contains("20/s"),
+        "{destination}"
+    );
+    // The refused one says why; each shows its headers and body.
+    let reason =
+        browser.eval("document.querySelector('[data-status=rejected] [data-testid=request-reason]').innerText").await;
+    assert!(reason.as_str().unwrap().contains("signature"), "{reason}");
+    browser.eval("document.querySelectorAll('[data-testid=request-detail]').forEach(d => d.open = true)").await;
+    let text = browser.text().await;
+    assert!(text.contains("x-github-event") && text.contains("octocat"), "{text}");
+    browser.screenshot("source").await;
+
+    // Only the refused ones.
+    browser.eval("(() => { const f = document.querySelector('[data-testid=request-status]'); f.value = 'rejected'; f.dispatchEvent(new Event('change')); })()").await;
+    browser
+        .wait_for(
+            "(() => { const r = document.querySelectorAll('[data-testid=request-row]'); \
+             return r.length === 1 && r[0].dataset.status === 'rejected'; })()",
+            "the refused request only",
+        )
+        .await;
+    // The accepted one leads to the message it became, delivered to the destination.
+    browser.eval(&format!("location.hash = '#/source/{source_id}'")).await;
+    browser.click("[data-status=accepted] [data-testid=request-message]").await;
+    browser.wait_for("document.querySelectorAll('[data-testid=attempt]').length === 1", "the forwarded attempt").await;
+    let payload = browser.eval("document.querySelector('[data-testid=payload]').innerText").await;
+    assert!(payload.as_str().unwrap().contains("octocat"), "{payload}");
+}
