@@ -141,7 +141,7 @@ async function route() {
       if (parts[0] !== "app" || parts[1] !== portalApp.id) { location.replace(`#/app/${enc(portalApp.id)}`); return; }
     }
     if (parts.length === 0 || parts[0] === "apps") return await renderApps();
-    if (!PORTAL && parts[0] === "sources") return await renderSources();
+    if (!PORTAL && parts[0] === "sources") return await renderSources(params);
     if (!PORTAL && parts[0] === "source" && parts.length === 2) return await renderSource(parts[1], params);
     if (parts[0] === "app" && parts.length === 2) return await renderApp(parts[1]);
     if (parts[0] === "app" && parts[2] === "messages") return await renderMessages(parts[1], params);
@@ -499,9 +499,11 @@ async function renderMessages(appId, params) {
 
 const REQUEST_BADGES = { accepted: "success", duplicate: "canceled", rejected: "fail" };
 
-async function renderSources() {
+async function renderSources(params) {
   crumbs({ text: "Inbound sources" });
-  const list = await get("/source?limit=250");
+  const q = new URLSearchParams({ limit: "100" });
+  if (params.get("iterator")) q.set("iterator", params.get("iterator"));
+  const list = await get(`/source?${q}`);
   const rows = list.data.map((src) => h("tr", { class: "click", "data-testid": "source-row", onclick: () => (location.hash = `#/source/${enc(src.id)}`) },
     h("td", {}, h("a", { href: `#/source/${enc(src.id)}` }, src.name)),
     h("td", {}, src.verification.type),
@@ -511,7 +513,8 @@ async function renderSources() {
   show(h("h1", {}, "Inbound sources"), topTabs("sources"),
     h("div", { class: "card" }, rows.length ? h("table", {},
       h("thead", {}, h("tr", {}, ["Name", "Verification", "Ingest URL", "Destinations", "Created"].map((t) => h("th", {}, t)))),
-      h("tbody", {}, rows)) : h("p", { class: "muted" }, "No sources yet: POST /api/v1/source to create one.")));
+      h("tbody", {}, rows)) : h("p", { class: "muted" }, "No sources yet: POST /api/v1/source to create one."),
+      !list.done && list.iterator ? h("p", {}, h("a", { href: `#/sources?iterator=${enc(list.iterator)}`, "data-testid": "next-page" }, "More sources →")) : null));
 }
 
 function dedupText(d) {
@@ -541,7 +544,8 @@ async function renderSource(srcId, params) {
   const kv = (k, ...v) => h("tr", {}, h("td", {}, k), h("td", {}, ...v));
   const destRows = src.destinations.map((d) => h("tr", { "data-testid": "source-destination" },
     h("td", {}, d.type === "url" ? "URL" : "event type"),
-    h("td", { class: "mono" }, d.type === "url" ? d.url : `${d.appId} · ${d.eventType}`),
+    h("td", { class: "mono" }, d.type === "url" ? d.url
+      : [h("a", { href: `#/app/${enc(d.appId)}` }, d.appId), ` · ${d.eventType}`]),
     h("td", {}, h("div", { class: "tags" }, destinationRules(d).map((r) => h("span", { class: "tag" }, r))))));
   const status = h("select", {
     "data-testid": "request-status",
@@ -563,7 +567,9 @@ async function renderSource(srcId, params) {
     h("tr", {}, h("td", { colspan: 6 }, h("details", { "data-testid": "request-detail" },
       h("summary", { class: "small muted" }, `Headers and body (${r.bodySize} bytes${r.bodyTruncated ? ", shown in part" : ""})`),
       h("table", { class: "kv" }, Object.entries(r.headers).map(([k, v]) => h("tr", {}, h("td", { class: "mono" }, k), h("td", { class: "mono" }, v)))),
-      h("pre", { "data-testid": "request-body" }, r.body || "(empty)")))),
+      h("pre", { "data-testid": "request-body" }, r.body || "(empty)"),
+      r.bodyBase64 ? h("div", {}, h("p", { class: "small muted" }, "Not UTF-8 text: the bytes as received, in base64"),
+        h("pre", { "data-testid": "request-body-base64" }, r.bodyBase64)) : null))),
   ]);
   const next = !reqs.done && reqs.iterator ? (() => {
     const p = new URLSearchParams(params);

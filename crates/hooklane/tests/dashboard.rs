@@ -585,6 +585,15 @@ async fn dashboard_shows_inbound_sources_and_their_requests() {
         let resp = push(delivery, key).send().await.unwrap();
         assert_eq!(resp.status(), want);
     }
+    // What anyone may post: markup in a header, a body that is not UTF-8 (and markup).
+    let hostile = "<img src=x onerror=window.pwned=1>";
+    let resp = push("d-3", "forged")
+        .header("X-GitHub-Event", hostile)
+        .body(b"\xff\xfe<script>window.pwned=2</script>".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
     rx.wait_for(1, Duration::from_secs(10)).await;
 
     browser.goto(&server.url("/dashboard")).await;
@@ -595,11 +604,11 @@ async fn dashboard_shows_inbound_sources_and_their_requests() {
     let text = browser.text().await;
     assert!(text.contains("GitHub pushes") && text.contains(&format!("/in/{source_id}")), "{text}");
     browser.click("[data-testid=source-row]").await;
-    browser.wait_for("document.querySelectorAll('[data-testid=request-row]').length === 3", "three requests").await;
+    browser.wait_for("document.querySelectorAll('[data-testid=request-row]').length === 4", "four requests").await;
     let statuses = browser
         .eval("[...document.querySelectorAll('[data-testid=request-row]')].map(r => r.dataset.status).join(' ')")
         .await;
-    assert_eq!(statuses, json!("rejected duplicate accepted"), "newest first");
+    assert_eq!(statuses, json!("rejected rejected duplicate accepted"), "newest first");
     let destination = browser.eval("document.querySelector('[data-testid=source-destination]').innerText").await;
     let destination = destination.as_str().unwrap();
     assert!(
@@ -613,15 +622,22 @@ async fn dashboard_shows_inbound_sources_and_their_requests() {
     browser.eval("document.querySelectorAll('[data-testid=request-detail]').forEach(d => d.open = true)").await;
     let text = browser.text().await;
     assert!(text.contains("x-github-event") && text.contains("octocat"), "{text}");
+    // Shown as text, never as markup; the bytes that are not UTF-8 also as base64.
+    assert!(text.contains(hostile) && text.contains("<script>window.pwned=2</script>"), "{text}");
+    assert_eq!(browser.count("#main img, #main script").await, 0);
+    assert_eq!(browser.eval("typeof window.pwned").await, json!("undefined"));
+    let raw = browser.eval("document.querySelector('[data-testid=request-body-base64]').innerText").await;
+    assert_eq!(B64.decode(raw.as_str().unwrap().trim()).unwrap(), b"\xff\xfe<script>window.pwned=2</script>");
+    browser.eval("document.querySelectorAll('[data-testid=request-detail]').forEach((d, i) => d.open = i === 1)").await;
     browser.screenshot("source").await;
 
     // Only the refused ones.
     browser.eval("(() => { const f = document.querySelector('[data-testid=request-status]'); f.value = 'rejected'; f.dispatchEvent(new Event('change')); })()").await;
     browser
         .wait_for(
-            "(() => { const r = document.querySelectorAll('[data-testid=request-row]'); \
-             return r.length === 1 && r[0].dataset.status === 'rejected'; })()",
-            "the refused request only",
+            "(() => { const r = [...document.querySelectorAll('[data-testid=request-row]')]; \
+             return r.length === 2 && r.every(e => e.dataset.status === 'rejected'); })()",
+            "the refused requests only",
         )
         .await;
     // The accepted one leads to the message it became, delivered to the destination.
@@ -630,4 +646,14 @@ async fn dashboard_shows_inbound_sources_and_their_requests() {
     browser.wait_for("document.querySelectorAll('[data-testid=attempt]').length === 1", "the forwarded attempt").await;
     let payload = browser.eval("document.querySelector('[data-testid=payload]').innerText").await;
     assert!(payload.as_str().unwrap().contains("octocat"), "{payload}");
+
+    // The portal (an application's token) has no sources: no tab, and the route leads back.
+    let app = server.create_app("Portal app").await;
+    let (status, access) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), None).await;
+    assert_eq!(status, 200, "{access}");
+    browser.goto(access["url"].as_str().unwrap()).await;
+    browser.wait_for("document.querySelector('[data-testid=tab-messages]')", "the portal").await;
+    assert_eq!(browser.count("[data-testid=tab-sources]").await, 0);
+    browser.eval("location.hash = '#/sources'").await;
+    browser.wait_for(&format!("location.hash === '#/app/{app}'"), "a redirect to its own application").await;
 }
