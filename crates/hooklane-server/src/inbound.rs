@@ -21,7 +21,7 @@ use axum::routing::post;
 use axum::Router;
 use futures::StreamExt;
 use hooklane_core::ids::{self, new_id};
-use hooklane_core::inbound::{forwarded_headers, is_sensitive_header, Headers, Verification};
+use hooklane_core::inbound::{forwarded_headers, is_sensitive_header, Handshake, Headers, Verification};
 use hooklane_core::model::{InboundRequest, InboundStatus, Message, Source};
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::StoreError;
@@ -243,11 +243,16 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
         let why = format!("this source forwards to event types, whose payloads nest at most {MAX_PAYLOAD_DEPTH} deep");
         return record.reject(ApiError::BadRequest(why)).await;
     }
-    // The provider checking the URL (Slack, Zoom): answered as it asks, not forwarded.
-    if let Some(reply) = source.verification.handshake(json.as_ref()) {
+    // The provider checking the URL (Slack, Zoom, Twitch): answered as it asks, not forwarded.
+    if let Some(reply) = source.verification.handshake(&headers, json.as_ref()) {
         let why = "the provider's URL check, answered; not forwarded".to_string();
         record.save(InboundStatus::Accepted, StatusCode::OK, Some(why), None).await;
-        return (StatusCode::OK, axum::Json(reply)).into_response();
+        return match reply {
+            Handshake::Json(doc) => (StatusCode::OK, axum::Json(doc)).into_response(),
+            Handshake::Text(text) => {
+                (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+            }
+        };
     }
     let dedup = source.deduplication.clone().unwrap_or_else(|| source.verification.default_deduplication());
     record.dedup_key = dedup.key(&headers, json.as_ref());

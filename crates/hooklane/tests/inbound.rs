@@ -77,6 +77,7 @@ enum Provider {
     Zoom,
     Telegram,
     Twilio,
+    Twitch,
     StandardWebhooks,
     /// A Standard Webhooks source fed by a provider that sends through Svix (Clerk, Resend…):
     /// the same signature under `svix-id`, `svix-timestamp` and `svix-signature`.
@@ -94,6 +95,7 @@ const SHOPIFY_SECRET: &str = "shpss_0123456789abcdef";
 const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const TG_TOKEN: &str = "tg-secret_token-42";
 const TWILIO_TOKEN: &str = "twilio-auth-token-9f8e";
+const TWITCH_SECRET: &str = "twitch-eventsub-secret-5c";
 const ZOOM_SECRET: &str = "zoom-secret-token-qvC2";
 const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const HMAC_SECRET: &str = "generic-hmac-secret";
@@ -113,6 +115,7 @@ impl Provider {
             Provider::Slack => json!({ "type": "slack", "signingSecret": SLACK_SECRET }),
             Provider::Telegram => json!({ "type": "telegram", "secretToken": TG_TOKEN }),
             Provider::Twilio => json!({ "type": "twilio", "authToken": TWILIO_TOKEN }),
+            Provider::Twitch => json!({ "type": "twitch", "secret": TWITCH_SECRET }),
             Provider::Zoom => json!({ "type": "zoom", "secret": ZOOM_SECRET }),
             Provider::StandardWebhooks | Provider::SvixSent => {
                 json!({ "type": "standardWebhooks", "secret": SW_SECRET })
@@ -255,6 +258,28 @@ impl Provider {
                     form,
                 )
             }
+            Provider::Twitch => {
+                let body = format!(
+                    r#"{{"subscription":{{"id":"sub-1","type":"channel.follow","version":"2"}},"event":{{"user_login":"{id}"}}}}"#
+                )
+                .into_bytes();
+                let at = chrono::DateTime::from_timestamp(ts, 123_456_789).unwrap();
+                let at = at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+                let secret = if genuine { TWITCH_SECRET } else { "wrong-secret-0123" };
+                let sig =
+                    format!("sha256={}", hex(&hmac256(secret.as_bytes(), &[id.as_bytes(), at.as_bytes(), &body])));
+                let headers = h(&[
+                    ("Twitch-Eventsub-Message-Id", id),
+                    ("Twitch-Eventsub-Message-Retry", "0"),
+                    ("Twitch-Eventsub-Message-Type", "notification"),
+                    ("Twitch-Eventsub-Message-Signature", &sig),
+                    ("Twitch-Eventsub-Message-Timestamp", &at),
+                    ("Twitch-Eventsub-Subscription-Type", "channel.follow"),
+                    ("Twitch-Eventsub-Subscription-Version", "2"),
+                    ("content-type", json_ct),
+                ]);
+                (headers, body, json_ct)
+            }
             Provider::StandardWebhooks | Provider::SvixSent => {
                 let body = format!(r#"{{"type":"user.created","id":"{id}"}}"#).into_bytes();
                 let secret = if genuine { SW_SECRET } else { "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" };
@@ -295,6 +320,7 @@ impl Provider {
             Provider::Slack => "app_mention",
             Provider::Zoom => "meeting.started",
             Provider::Telegram => "message",
+            Provider::Twitch => "channel.follow",
             Provider::StandardWebhooks | Provider::SvixSent => "user.created",
             Provider::Hmac | Provider::BasicAuth | Provider::Twilio => "inbound",
         }
@@ -311,7 +337,17 @@ impl Provider {
                 | Provider::Zoom
                 | Provider::StandardWebhooks
                 | Provider::SvixSent
+                | Provider::Twitch
         )
+    }
+
+    /// How old a request must be to be stale: Twitch allows 10 minutes, the others 5.
+    fn stale_age(self) -> i64 {
+        if matches!(self, Provider::Twitch) {
+            11 * 60
+        } else {
+            10 * 60
+        }
     }
 }
 
@@ -365,7 +401,7 @@ async fn provider_contract(p: Provider) {
 
     // Stale: 401 as well.
     if p.timestamped() {
-        let (headers, body, _) = p.request_to(&url, "dlv-0003", now() - 600, true);
+        let (headers, body, _) = p.request_to(&url, "dlv-0003", now() - p.stale_age(), true);
         let (status, out) = ingest(&server, &source, &headers, &body).await;
         assert_eq!(status, 401, "{p:?}: {out}");
         assert!(out["detail"].as_str().unwrap().contains("timestamp"), "{out}");
@@ -444,8 +480,8 @@ async fn zoom() {
     provider_contract(Provider::Zoom).await;
 }
 
-/// Slack's and Zoom's checks of a new URL are answered as they ask, once verified, and not
-/// forwarded; a forged one is refused like any forged request.
+/// Slack's, Zoom's and Twitch's checks of a new URL are answered as they ask, once
+/// verified, and not forwarded; a forged one is refused like any forged request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_url_checks_are_answered_not_forwarded() {
     let server = Server::start("").await;
@@ -471,9 +507,30 @@ async fn provider_url_checks_are_answered_not_forwarded() {
     let encrypted = hex(&hmac256(ZOOM_SECRET.as_bytes(), &[b"qgg8vlvZRS6UYooatFL8Aw"]));
     assert_eq!((status, answer), (200, json!({ "plainToken": "qgg8vlvZRS6UYooatFL8Aw", "encryptedToken": encrypted })));
 
+    // Twitch's check of a new subscription: its challenge back, as the whole body, in text.
+    let (twitch, _) = create_source(&server, Provider::Twitch.spec(&rx.url)).await;
+    let body = br#"{"challenge":"pogchamp-kappa-360noscope-vohiyo","subscription":{"id":"sub-1","status":"webhook_callback_verification_pending","type":"channel.follow","version":"2"}}"#;
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let sig = format!("sha256={}", hex(&hmac256(TWITCH_SECRET.as_bytes(), &[b"msg-v1", at.as_bytes(), body])));
+    let resp = server
+        .client
+        .post(server.url(&format!("/in/{twitch}")))
+        .header("Twitch-Eventsub-Message-Id", "msg-v1")
+        .header("Twitch-Eventsub-Message-Type", "webhook_callback_verification")
+        .header("Twitch-Eventsub-Message-Timestamp", &at)
+        .header("Twitch-Eventsub-Message-Signature", sig)
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert_eq!(resp.text().await.unwrap(), "pogchamp-kappa-360noscope-vohiyo");
+
     settle().await;
     assert!(rx.received().is_empty(), "a URL check is not forwarded");
-    for source in [&slack, &zoom] {
+    for source in [&slack, &zoom, &twitch] {
         let log = requests(&server, source).await;
         let first = log.last().expect("the check is in the log");
         assert_eq!((first["status"].as_str(), first["httpStatus"].as_u64()), (Some("accepted"), Some(200)), "{first}");
@@ -486,6 +543,11 @@ async fn provider_url_checks_are_answered_not_forwarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telegram() {
     provider_contract(Provider::Telegram).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twitch() {
+    provider_contract(Provider::Twitch).await;
 }
 
 /// Where the signature does not cover the whole request (Mailgun's covers a timestamp and
