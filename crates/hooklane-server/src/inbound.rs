@@ -247,13 +247,10 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
     if let Some(reply) = source.verification.handshake(&headers, json.as_ref()) {
         let why = "the provider's URL check, answered; not forwarded".to_string();
         record.save(InboundStatus::Accepted, StatusCode::OK, Some(why), None).await;
-        return match reply {
-            Handshake::Json(doc) => (StatusCode::OK, axum::Json(doc)).into_response(),
-            Handshake::Text(text) => {
-                (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
-            }
-        };
+        return provider_answer(reply);
     }
+    // Some providers want their own answer to what is forwarded (Discord).
+    let acknowledgement = source.verification.acknowledgement(json.as_ref());
     let dedup = source.deduplication.clone().unwrap_or_else(|| source.verification.default_deduplication());
     record.dedup_key = dedup.key(&headers, json.as_ref());
 
@@ -295,7 +292,10 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
                 return error.into_response();
             }
             record.save(InboundStatus::Accepted, StatusCode::OK, None, Some(msg.id.clone())).await;
-            answer("accepted", &record.id, &msg.id)
+            match acknowledgement {
+                Some(reply) => provider_answer(reply),
+                None => answer("accepted", &record.id, &msg.id),
+            }
         }
         Err(StoreError::Conflict(_)) => {
             let Some(event_id) = event_id else {
@@ -315,13 +315,27 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
             }
             let reason = format!("delivery id seen before (message {})", original.id);
             record.save(InboundStatus::Duplicate, StatusCode::OK, Some(reason), Some(original.id.clone())).await;
-            answer("duplicate", &record.id, &original.id)
+            match acknowledgement {
+                Some(reply) => provider_answer(reply),
+                None => answer("duplicate", &record.id, &original.id),
+            }
         }
         Err(e) => {
             let error = ApiError::from(e);
             tracing::error!(source_id = %source.id, error = %error, "could not store an inbound request");
             error.into_response()
         }
+    }
+}
+
+/// An answer in the form the provider asks for.
+fn provider_answer(reply: Handshake) -> Response {
+    match reply {
+        Handshake::Json(doc) => (StatusCode::OK, axum::Json(doc)).into_response(),
+        Handshake::Text(text) => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+        }
+        Handshake::NoContent => StatusCode::NO_CONTENT.into_response(),
     }
 }
 

@@ -550,6 +550,76 @@ async fn twitch() {
     provider_contract(Provider::Twitch).await;
 }
 
+/// Discord signs with Ed25519, and wants each kind of request answered its own way: an
+/// interaction's PING with `{"type": 1}`, a slash command with a deferred response (and
+/// forwarded), a webhook event (or its PING) with 204. Forged, stale and replayed requests
+/// are refused or acknowledged without being forwarded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord() {
+    use ed25519_dalek::{Signer, SigningKey};
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let spec = json!({
+        "name": "discord",
+        "verification": { "type": "discord", "publicKey": hex(key.verifying_key().as_bytes()) },
+        "destinations": [{ "url": format!("{}/bot", rx.url) }],
+    });
+    let (source, created) = create_source(&server, spec).await;
+    assert_eq!(created["verification"]["publicKey"], json!(hex(key.verifying_key().as_bytes())));
+    let sign = |signer: &SigningKey, ts: i64, body: &str| {
+        let sig = signer.sign(&[ts.to_string().as_bytes(), body.as_bytes()].concat());
+        h(&[
+            ("X-Signature-Ed25519", &hex(&sig.to_bytes())),
+            ("X-Signature-Timestamp", &ts.to_string()),
+            ("content-type", "application/json"),
+        ])
+    };
+    let ping = r#"{"application_id":"11","id":"21","token":"cGluZw","type":1,"version":1}"#;
+    assert_eq!(ingest(&server, &source, &sign(&key, now(), ping), ping.as_bytes()).await, (200, json!({ "type": 1 })));
+    let command =
+        r#"{"application_id":"11","id":"22","token":"Y29tbWFuZA","type":2,"data":{"name":"deploy"},"version":1}"#;
+    let signed = sign(&key, now(), command);
+    assert_eq!(ingest(&server, &source, &signed, command.as_bytes()).await, (200, json!({ "type": 5 })));
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!(got[0].body, command.as_bytes());
+    assert!(!got[0].headers.contains_key("x-signature-ed25519"));
+    // The same request again: answered, not forwarded again.
+    assert_eq!(ingest(&server, &source, &signed, command.as_bytes()).await, (200, json!({ "type": 5 })));
+    // Webhook events: the PING and an event, both 204; the event is forwarded.
+    let event_ping = r#"{"version":1,"application_id":"11","type":0}"#;
+    let (status, _) = ingest(&server, &source, &sign(&key, now(), event_ping), event_ping.as_bytes()).await;
+    assert_eq!(status, 204);
+    let event = r#"{"version":1,"application_id":"11","type":1,"event":{"type":"APPLICATION_AUTHORIZED","data":{"user":{"id":"31"}}}}"#;
+    let (status, _) = ingest(&server, &source, &sign(&key, now(), event), event.as_bytes()).await;
+    assert_eq!(status, 204);
+    rx.wait_for(2, WAIT).await;
+    // Signed by another key, or too old: refused.
+    let other = SigningKey::from_bytes(&[8; 32]);
+    let (status, out) = ingest(&server, &source, &sign(&other, now(), command), command.as_bytes()).await;
+    assert_eq!((status, out["code"].as_str()), (401, Some("verification_failed")), "{out}");
+    let (status, _) = ingest(&server, &source, &sign(&key, now() - 600, command), command.as_bytes()).await;
+    assert_eq!(status, 401);
+    settle().await;
+    assert_eq!(rx.received().len(), 2, "the command and the event, once each");
+
+    let log = requests(&server, &source).await;
+    let statuses: Vec<&str> = log.iter().rev().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["accepted", "accepted", "duplicate", "accepted", "accepted", "rejected", "rejected"]);
+    let mut types = Vec::new();
+    for r in log.iter().filter(|r| !r["msgId"].is_null() && r["status"] == "accepted") {
+        let path = format!("/api/v1/app/{source}/msg/{}", r["msgId"].as_str().unwrap());
+        let (_, msg) = server.call("GET", &path, None).await;
+        types.push(msg["eventType"].as_str().unwrap().to_string());
+    }
+    types.sort();
+    assert_eq!(types, ["APPLICATION_AUTHORIZED", "application_command"]);
+    // A key that is not one is refused when the source is saved.
+    let bad = json!({ "name": "d", "verification": { "type": "discord", "publicKey": "abcd" } });
+    let (status, out) = server.call("POST", "/api/v1/source", Some(bad)).await;
+    assert_eq!(status, 422, "{out}");
+}
+
 /// Where the signature does not cover the whole request (Mailgun's covers a timestamp and
 /// a token, not the body; Twilio's carries no timestamp), a signature serves once: a seen
 /// one carrying another event is acknowledged as a duplicate and never forwarded.

@@ -8,6 +8,7 @@
 //! is: Telegram's secret token, HTTP basic auth). Every comparison of secret material is
 //! constant-time.
 
+pub mod discord;
 pub mod hmac_body;
 pub mod mailgun;
 pub mod paddle;
@@ -72,6 +73,9 @@ pub enum Verification {
     /// Twitch EventSub: `Twitch-Eventsub-Message-Signature: sha256=<hex HMAC-SHA256(secret,
     /// id + timestamp + body)>`.
     Twitch { secret: String },
+    /// Discord: `X-Signature-Ed25519: <hex Ed25519 signature of timestamp + body>` with
+    /// `X-Signature-Timestamp`, checked with the application's public key (hex).
+    Discord { public_key: String },
     /// `webhook-id`, `webhook-timestamp`, `webhook-signature` with a `whsec_` secret.
     StandardWebhooks { secret: String },
     /// `<header>: <prefix><hex or base64 HMAC(secret, body)>`.
@@ -129,6 +133,8 @@ pub enum Handshake {
     Json(serde_json::Value),
     /// Plain text, the whole body.
     Text(String),
+    /// 204, no body.
+    NoContent,
 }
 
 /// Why a request was refused.
@@ -197,6 +203,7 @@ impl Verification {
             Verification::Telegram { .. } => "telegram",
             Verification::Twilio { .. } => "twilio",
             Verification::Twitch { .. } => "twitch",
+            Verification::Discord { .. } => "discord",
             Verification::StandardWebhooks { .. } => "standardWebhooks",
             Verification::Hmac { .. } => "hmac",
             Verification::BasicAuth { .. } => "basicAuth",
@@ -219,6 +226,7 @@ impl Verification {
             Verification::Telegram { secret_token } => token::telegram(secret_token, headers),
             Verification::Twilio { auth_token } => twilio::verify(auth_token, headers, body, url),
             Verification::Twitch { secret } => twitch::verify(secret, headers, body, now),
+            Verification::Discord { public_key } => discord::verify(public_key, headers, body, now),
             Verification::StandardWebhooks { secret } => standard::verify(secret, headers, body, now),
             Verification::Hmac { header: name, algorithm, encoding, prefix, secret } => {
                 let spec = hmac_body::Spec {
@@ -256,6 +264,10 @@ impl Verification {
                 Err(config_err("verification.secret", "must be 10-100 ASCII characters"))
             }
             Verification::Twitch { .. } => Ok(()),
+            Verification::Discord { public_key } => match discord::public_key(public_key) {
+                Some(_) => Ok(()),
+                None => Err(config_err("verification.publicKey", "must be an Ed25519 public key in 64 hex characters")),
+            },
             Verification::Gitlab { secret_token } => secret("verification.secretToken", secret_token),
             Verification::Telegram { secret_token } => {
                 // Telegram's own rule for `secret_token`.
@@ -315,6 +327,7 @@ impl Verification {
             Verification::Telegram { .. } => &[token::TELEGRAM_HEADER],
             Verification::Twilio { .. } => &[twilio::HEADER],
             Verification::Twitch { .. } => &[twitch::SIGNATURE],
+            Verification::Discord { .. } => &[discord::SIGNATURE, discord::TIMESTAMP],
             Verification::StandardWebhooks { .. } => &["webhook-signature", "svix-signature"],
             Verification::Hmac { header, .. } => return vec![header.to_ascii_lowercase()],
             Verification::BasicAuth { .. } => &["authorization"],
@@ -348,6 +361,9 @@ impl Verification {
             Verification::Twilio { .. } => header(twilio::HEADER),
             // A retry keeps its message id.
             Verification::Twitch { .. } => header(twitch::ID),
+            // Webhook events carry no id: a signature serves once (interactions are never
+            // sent twice).
+            Verification::Discord { .. } => header(discord::SIGNATURE),
             Verification::StandardWebhooks { .. } => header("webhook-id"),
             // Zoom's events carry no delivery id.
             Verification::None
@@ -367,6 +383,16 @@ impl Verification {
             Verification::Slack { .. } => slack::handshake(json).map(Handshake::Json),
             Verification::Zoom { secret } => zoom::handshake(secret, json).map(Handshake::Json),
             Verification::Twitch { .. } => twitch::handshake(headers, json).map(Handshake::Text),
+            Verification::Discord { .. } => discord::handshake(json),
+            _ => None,
+        }
+    }
+
+    /// What to answer a request that is forwarded, when the provider wants something
+    /// other than hooklane's own answer (Discord: a deferred interaction response, or 204).
+    pub fn acknowledgement(&self, json: Option<&serde_json::Value>) -> Option<Handshake> {
+        match self {
+            Verification::Discord { .. } => discord::acknowledgement(json?),
             _ => None,
         }
     }
@@ -386,6 +412,7 @@ impl Verification {
             Verification::Slack { .. } => field("event.type").or_else(|| field("type")),
             Verification::Zoom { .. } => field("event"),
             Verification::Twitch { .. } => twitch::event_type(headers),
+            Verification::Discord { .. } => json.and_then(discord::event_type),
             // An update carries `update_id` and exactly one other field, which says what it is.
             Verification::Telegram { .. } => {
                 json.and_then(|j| j.as_object()).and_then(|o| o.keys().find(|k| k.as_str() != "update_id").cloned())
