@@ -146,7 +146,10 @@ impl Record<'_> {
                        JSON objects only."
     ),
     responses(
-        (status = 200, description = "Accepted, or a duplicate of a delivery accepted before", body = IngestOut),
+        (status = 200, description = "Accepted, or a duplicate of a delivery accepted before; or, for providers \
+            that ask for an answer of their own, that answer: the challenge of Slack's, Zoom's (JSON) or Twitch's \
+            (plain text) URL check, Discord's interaction responses", body = IngestOut),
+        (status = 204, description = "Discord webhook events (and their PING): accepted, answered as Discord asks"),
         (status = 400, description = "The body could not be read, is not UTF-8 text or holds NUL characters, or is not \
             the JSON object a source with event-type destinations needs (or nests more than 100 deep)",
             body = ErrorBody),
@@ -246,7 +249,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
     // The provider checking the URL (Slack, Zoom, Twitch): answered as it asks, not forwarded.
     if let Some(reply) = source.verification.handshake(&headers, json.as_ref()) {
         let why = "the provider's URL check, answered; not forwarded".to_string();
-        record.save(InboundStatus::Accepted, StatusCode::OK, Some(why), None).await;
+        record.save(InboundStatus::Accepted, answer_status(&reply), Some(why), None).await;
         return provider_answer(reply);
     }
     // Some providers want their own answer to what is forwarded (Discord).
@@ -279,8 +282,16 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
     match store_and_dispatch(&s, msg).await {
         Ok(msg) => {
             if let Err(e) = fan_out(&s, &source, &msg).await {
-                // The request is stored; the provider's retry (a duplicate) completes it.
                 let error = ApiError::from(e);
+                if let Some(reply) = acknowledgement {
+                    // A provider that wants its own answer does not send again (Discord):
+                    // it gets its answer, and the fan-out is tried again here.
+                    let why = format!("fan-out failed: {error}; tried again in the background");
+                    record.save(InboundStatus::Accepted, answer_status(&reply), Some(why), Some(msg.id.clone())).await;
+                    retry_fan_out(s.clone(), source.clone(), msg);
+                    return provider_answer(reply);
+                }
+                // The request is stored; the provider's retry (a duplicate) completes it.
                 record
                     .save(
                         InboundStatus::Accepted,
@@ -291,7 +302,8 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
                     .await;
                 return error.into_response();
             }
-            record.save(InboundStatus::Accepted, StatusCode::OK, None, Some(msg.id.clone())).await;
+            let status = acknowledgement.as_ref().map_or(StatusCode::OK, answer_status);
+            record.save(InboundStatus::Accepted, status, None, Some(msg.id.clone())).await;
             match acknowledgement {
                 Some(reply) => provider_answer(reply),
                 None => answer("accepted", &record.id, &msg.id),
@@ -314,7 +326,8 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
                 return ApiError::from(e).into_response();
             }
             let reason = format!("delivery id seen before (message {})", original.id);
-            record.save(InboundStatus::Duplicate, StatusCode::OK, Some(reason), Some(original.id.clone())).await;
+            let status = acknowledgement.as_ref().map_or(StatusCode::OK, answer_status);
+            record.save(InboundStatus::Duplicate, status, Some(reason), Some(original.id.clone())).await;
             match acknowledgement {
                 Some(reply) => provider_answer(reply),
                 None => answer("duplicate", &record.id, &original.id),
@@ -325,6 +338,31 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
             tracing::error!(source_id = %source.id, error = %error, "could not store an inbound request");
             error.into_response()
         }
+    }
+}
+
+/// Tries a failed fan-out again a few times, a second apart and more (it finishes what is
+/// left: messages already posted are not posted twice).
+fn retry_fan_out(s: AppState, source: Source, msg: Message) {
+    tokio::spawn(async move {
+        for attempt in 1..=3u64 {
+            tokio::time::sleep(std::time::Duration::from_secs(attempt)).await;
+            match fan_out(&s, &source, &msg).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(source_id = %source.id, msg_id = %msg.id, error = %e, attempt, "fan-out failed again")
+                }
+            }
+        }
+        tracing::error!(source_id = %source.id, msg_id = %msg.id, "fan-out given up: the event-type destinations miss this request");
+    });
+}
+
+/// The status of an answer in the provider's form.
+fn answer_status(reply: &Handshake) -> StatusCode {
+    match reply {
+        Handshake::NoContent => StatusCode::NO_CONTENT,
+        Handshake::Json(_) | Handshake::Text(_) => StatusCode::OK,
     }
 }
 

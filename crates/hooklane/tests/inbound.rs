@@ -586,6 +586,11 @@ async fn discord() {
     assert!(!got[0].headers.contains_key("x-signature-ed25519"));
     // The same request again: answered, not forwarded again.
     assert_eq!(ingest(&server, &source, &signed, command.as_bytes()).await, (200, json!({ "type": 5 })));
+    // An autocomplete can be answered only at once: with no choices, and not forwarded.
+    let autocomplete =
+        r#"{"application_id":"11","id":"23","token":"YXV0bw","type":4,"data":{"name":"deploy"},"version":1}"#;
+    let (status, answer) = ingest(&server, &source, &sign(&key, now(), autocomplete), autocomplete.as_bytes()).await;
+    assert_eq!((status, answer), (200, json!({ "type": 8, "data": { "choices": [] } })));
     // Webhook events: the PING and an event, both 204; the event is forwarded.
     let event_ping = r#"{"version":1,"application_id":"11","type":0}"#;
     let (status, _) = ingest(&server, &source, &sign(&key, now(), event_ping), event_ping.as_bytes()).await;
@@ -605,7 +610,13 @@ async fn discord() {
 
     let log = requests(&server, &source).await;
     let statuses: Vec<&str> = log.iter().rev().map(|r| r["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["accepted", "accepted", "duplicate", "accepted", "accepted", "rejected", "rejected"]);
+    assert_eq!(
+        statuses,
+        ["accepted", "accepted", "duplicate", "accepted", "accepted", "accepted", "rejected", "rejected"]
+    );
+    // Each as answered: the webhook event and its PING with 204.
+    let answered: Vec<u64> = log.iter().rev().map(|r| r["httpStatus"].as_u64().unwrap()).collect();
+    assert_eq!(answered, [200, 200, 200, 200, 204, 204, 401, 401]);
     let mut types = Vec::new();
     for r in log.iter().filter(|r| !r["msgId"].is_null() && r["status"] == "accepted") {
         let path = format!("/api/v1/app/{source}/msg/{}", r["msgId"].as_str().unwrap());

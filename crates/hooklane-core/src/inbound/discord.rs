@@ -5,10 +5,11 @@
 //! Two kinds of requests arrive this way, and Discord wants each answered its own way
 //! within 3 seconds:
 //! - **Interactions** (slash commands, buttons, modals): a `PING` (type 1) is answered
-//!   `{"type": 1}` and not forwarded ([`handshake`]); the others are forwarded and answered
-//!   with a deferred response ([`acknowledgement`]): Discord shows the user that the app is
-//!   working, and the service that receives the interaction answers through Discord's API
-//!   with the interaction's token (valid 15 minutes).
+//!   `{"type": 1}` and not forwarded ([`handshake`]), as is an autocomplete (with no
+//!   choices: it can be answered only at once); commands, components and modals are
+//!   forwarded and answered with a deferred response ([`acknowledgement`]): Discord shows
+//!   the user that the app is working, and the service that receives the interaction
+//!   answers through Discord's API with the interaction's token (valid 15 minutes).
 //! - **Webhook events** (`APPLICATION_AUTHORIZED`, `ENTITLEMENT_CREATE`…): a `PING` (type 0)
 //!   is answered 204 and not forwarded; an event (type 1, with `event`) is forwarded and
 //!   answered 204.
@@ -31,6 +32,11 @@ pub fn verify(key: &str, headers: &Headers, body: &[u8], now: i64) -> Result<(),
     let get = |name: &str| header(headers, name).ok_or_else(|| Rejection::MissingHeader(name.to_string()));
     let (signature, timestamp) = (get(SIGNATURE)?, get(TIMESTAMP)?);
     fresh(timestamp, TIMESTAMP, now)?;
+    // Lower-case only, as Discord writes it: the header is the deduplication key, and one
+    // signature written two ways would pass twice.
+    if signature.trim().bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(Rejection::Malformed(SIGNATURE.to_string()));
+    }
     let signature: [u8; 64] = decode_hex(signature)
         .and_then(|s| s.try_into().ok())
         .ok_or_else(|| Rejection::Malformed(SIGNATURE.to_string()))?;
@@ -46,11 +52,13 @@ fn is_webhook_event(json: &Value) -> bool {
     json.get("type").and_then(Value::as_u64) == Some(0) || json.get("event").is_some()
 }
 
-/// The answer to a `PING`, which is not forwarded.
+/// The answer to a request that is not forwarded: a `PING`, or an autocomplete (which can
+/// be answered only at once, so no service could answer it later): no choices.
 pub fn handshake(json: &Value) -> Option<Handshake> {
     match json.get("type")?.as_u64()? {
         0 if is_webhook_event(json) => Some(Handshake::NoContent),
         1 if !is_webhook_event(json) => Some(Handshake::Json(json!({ "type": 1 }))),
+        4 if !is_webhook_event(json) => Some(Handshake::Json(json!({ "type": 8, "data": { "choices": [] } }))),
         _ => None,
     }
 }
@@ -65,15 +73,13 @@ pub fn acknowledgement(json: &Value) -> Option<Handshake> {
         2 | 5 => json!({ "type": 5 }),
         // A button or a select menu: the message is left as it is until the service edits it.
         3 => json!({ "type": 6 }),
-        // Autocomplete cannot wait: no choices.
-        4 => json!({ "type": 8, "data": { "choices": [] } }),
         _ => return None,
     };
     Some(Handshake::Json(answer))
 }
 
-/// `APPLICATION_AUTHORIZED`… for a webhook event; `application_command`, `message_component`,
-/// `application_command_autocomplete` or `modal_submit` for an interaction.
+/// `APPLICATION_AUTHORIZED`… for a webhook event; `application_command`, `message_component`
+/// or `modal_submit` for an interaction.
 pub fn event_type(json: &Value) -> Option<String> {
     if is_webhook_event(json) {
         return json.get("event")?.get("type")?.as_str().map(str::to_string);
@@ -81,7 +87,6 @@ pub fn event_type(json: &Value) -> Option<String> {
     let name = match json.get("type")?.as_u64()? {
         2 => "application_command",
         3 => "message_component",
-        4 => "application_command_autocomplete",
         5 => "modal_submit",
         _ => return None,
     };
@@ -116,6 +121,13 @@ mod tests {
         assert_eq!(verify(KEY, &signed(SIG), BODY, 1_700_000_000 + 301), Err(Rejection::TimestampTooOld));
         assert!(matches!(verify(KEY, &signed(&SIG[2..]), BODY, 1_700_000_000), Err(Rejection::Malformed(_))));
         assert_eq!(verify(KEY, &headers(&[]), BODY, 0), Err(Rejection::MissingHeader(SIGNATURE.into())));
+        // One signature has one spelling: upper case or a sign is refused, not a second key.
+        let upper = SIG.to_ascii_uppercase();
+        assert!(matches!(verify(KEY, &signed(&upper), BODY, 1_700_000_000), Err(Rejection::Malformed(_))));
+        // "0a" written "+a" decodes to the same byte.
+        let at = (0..SIG.len()).step_by(2).find(|&i| SIG.as_bytes()[i] == b'0').expect("a 0x byte");
+        let signed_plus = format!("{}+{}", &SIG[..at], &SIG[at + 1..]);
+        assert!(matches!(verify(KEY, &signed(&signed_plus), BODY, 1_700_000_000), Err(Rejection::Malformed(_))));
         assert!(
             public_key(KEY).is_some() && public_key("abcd").is_none() && public_key(&KEY.replace('7', "x")).is_none()
         );
@@ -131,6 +143,8 @@ mod tests {
         assert_eq!(event_type(&command), Some("application_command".into()));
         let button = json!({ "type": 3, "id": "1", "token": "t" });
         assert_eq!(acknowledgement(&button), Some(Handshake::Json(json!({ "type": 6 }))));
+        let autocomplete = json!({ "type": 4, "id": "1", "token": "t" });
+        assert_eq!(handshake(&autocomplete), Some(Handshake::Json(json!({ "type": 8, "data": { "choices": [] } }))));
         let event_ping = json!({ "version": 1, "application_id": "1", "type": 0 });
         assert_eq!(handshake(&event_ping), Some(Handshake::NoContent));
         let event = json!({ "version": 1, "application_id": "1", "type": 1,

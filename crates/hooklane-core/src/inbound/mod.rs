@@ -178,10 +178,11 @@ pub(crate) fn fresh(t: &str, what: &str, now: i64) -> Result<i64, Rejection> {
     Ok(ts)
 }
 
-/// Lower-case hex to bytes; `None` if not hex.
+/// Hex (either case) to bytes; `None` if not hex.
 pub(crate) fn decode_hex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
-    if !s.len().is_multiple_of(2) {
+    // (`from_str_radix` alone would also take a sign: "+a".)
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok())).collect()
