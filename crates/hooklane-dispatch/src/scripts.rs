@@ -393,12 +393,15 @@ impl Worker {
             .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(std::io::Error::other("the worker's pipes are missing"));
         };
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(log_stderr(stderr));
+        }
         Ok(Worker { _child: child, stdin, stdout: BufReader::new(stdout) })
     }
 
@@ -449,6 +452,24 @@ impl Worker {
             }
         }
     }
+}
+
+/// Most bytes of a worker's stderr logged: enough for a panic's message and place.
+const STDERR_LOGGED: u64 = 2048;
+
+/// Logs what a worker writes to stderr (nothing, unless it panics: the code it runs has no
+/// way to write there), as warnings, up to [`STDERR_LOGGED`] bytes; the rest is read and
+/// dropped, so the worker never blocks on a full pipe.
+async fn log_stderr(stderr: tokio::process::ChildStderr) {
+    let mut stderr = BufReader::new(stderr);
+    let mut head = Vec::new();
+    if (&mut stderr).take(STDERR_LOGGED).read_to_end(&mut head).await.is_err() {
+        return;
+    }
+    for line in String::from_utf8_lossy(&head).lines().filter(|l| !l.trim().is_empty()) {
+        tracing::warn!(line = %line, "transformation worker wrote to stderr");
+    }
+    let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
 }
 
 /// Reads one answer line of at most `limit` bytes.
@@ -595,6 +616,40 @@ mod tests {
         assert_eq!(answers[0], Ok(Outcome::Cancel));
         assert!(matches!(&answers[1], Err(ScriptFailure::Unavailable(e)) if e.contains("exited")), "{answers:?}");
         assert_eq!(answers[2], Ok(Outcome::Cancel));
+    }
+
+    /// What a worker writes to stderr (a panic's message) is logged, and a worker that
+    /// writes much there is not held up by a full pipe.
+    #[tokio::test]
+    async fn a_workers_stderr_is_logged_and_never_blocks_it() {
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let dies = shell_workers(r#"IFS= read -r l; echo "panicked at worker.rs:7: boom" >&2; exit 101"#);
+        let err = dies.run("ep", job("function handler(w) { return w }")).await.expect_err("it died");
+        assert!(matches!(&err, ScriptFailure::Unavailable(_)), "{err}");
+        // 1 MiB on stderr before answering: far more than a pipe holds.
+        let loud = shell_workers(
+            r#"head -c 1048576 /dev/zero | tr '\0' x >&2; while IFS= read -r l; do echo '{"Ok":"Cancel"}'; done"#,
+        );
+        assert_eq!(loud.run("ep", job("function handler(w) { return w }")).await, Ok(Outcome::Cancel));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        assert!(logged.contains("panicked at worker.rs:7: boom"), "{logged}");
+        assert!(logged.len() < 8 << 10, "at most {STDERR_LOGGED} bytes of a worker's stderr are logged");
     }
 
     /// A run given up by its caller while queued takes its job out of the queue: no later
