@@ -532,6 +532,7 @@ function destinationRules(d) {
     d.transformation && d.transformation.enabled ? "JavaScript" : null,
     d.ordering === "fifo" ? "FIFO" : null,
     d.rateLimit ? `at most ${d.rateLimit}/s` : null,
+    d.filterTypes ? `only ${d.filterTypes.join(", ")}` : null,
   ].filter(Boolean);
 }
 

@@ -959,7 +959,8 @@ async fn a_destination_runs_its_javascript_transformation() {
 }
 
 /// A destination's `rateLimit` is its endpoint's: shown, kept when left out, checked with
-/// its place, cleared by `null`.
+/// its place, cleared by `null`. So is its `filterTypes`, which forwards only the provider's
+/// events of those types.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_has_a_rate_limit() {
     let server = Server::start("").await;
@@ -992,6 +993,33 @@ async fn a_destination_has_a_rate_limit() {
     let (status, out) = ingest(&server, &source, &[], br#"{"n": 1}"#).await;
     assert_eq!(status, 200, "{out}");
     rx.wait_for(1, WAIT).await;
+
+    // Only pushes: a GitHub source whose destination takes `push` and not `issues`.
+    let spec = json!({
+        "name": "pushes only",
+        "verification": { "type": "github", "secret": GH_SECRET },
+        "destinations": [{ "url": format!("{}/pushes", rx.url), "filterTypes": ["push"] }],
+    });
+    let (github, created) = create_source(&server, spec).await;
+    assert_eq!(created["destinations"][0]["filterTypes"], json!(["push"]), "{created}");
+    let (headers, body) = github_push("p-1", "refs/heads/main");
+    let issue: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.clone(), if k == "X-GitHub-Event" { "issues".to_string() } else { v.replace("p-1", "i-1") }))
+        .collect();
+    for h in [&issue, &headers] {
+        let (status, out) = ingest(&server, &github, h, body.as_bytes()).await;
+        assert_eq!(status, 200, "{out}");
+    }
+    let got = rx.wait_for(2, WAIT).await;
+    settle().await;
+    let to_pushes: Vec<_> = rx.received().into_iter().filter(|r| r.path == "/pushes").collect();
+    assert_eq!(to_pushes.len(), 1, "only the push: {got:?}");
+    assert_eq!(to_pushes[0].header("x-github-event"), "push");
+    let bad = json!({ "destinations": [{ "id": created["destinations"][0]["id"], "url": rx.url, "filterTypes": ["not a name"] }] });
+    let (status, out) = server.call("PATCH", &format!("/api/v1/source/{github}"), Some(bad)).await;
+    assert_eq!(status, 422, "{out}");
+    assert_eq!(out["detail"][0]["loc"], json!(["body", "destinations.filterTypes"]), "{out}");
 }
 
 /// A provider's gzip-compressed request: its signature (over the body, as providers sign

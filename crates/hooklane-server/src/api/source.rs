@@ -138,9 +138,9 @@ pub struct SourcePatch {
 }
 
 /// One destination: a URL (`url`, optional `headers`, `secret`, `disabled`, `payloadFilter`,
-/// `transform`, `ordering`, `transformation`, `rateLimit`; `id` to keep an existing one, whose
-/// settings left out stay as they are, and `null` clears a payload filter, transform,
-/// transformation or rate limit) or an event type of an application (`appId`
+/// `transform`, `ordering`, `transformation`, `rateLimit`, `filterTypes`; `id` to keep an
+/// existing one, whose settings left out stay as they are, and `null` clears a payload
+/// filter, transform, transformation, rate limit or event-type filter) or an event type of an application (`appId`
 /// + `eventType`). `type` is optional (answers carry it, so an answer can be sent back as is).
 #[derive(Deserialize, Clone, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -194,6 +194,11 @@ pub struct DestinationIn {
     #[serde(default)]
     #[schema(value_type = Option<u32>, example = 10)]
     rate_limit: Patch<u32>,
+    /// Forwards only requests of these event types (the provider's: `push`,
+    /// `invoice.paid`…; at most 256); `null`: all.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>, example = json!(["push"]))]
+    filter_types: Patch<Vec<String>>,
 }
 
 /// Where a source forwards accepted requests.
@@ -224,6 +229,9 @@ pub enum DestinationOut {
         /// Most requests forwarded a second; left out when there is no limit.
         #[serde(skip_serializing_if = "Option::is_none")]
         rate_limit: Option<u32>,
+        /// The event types forwarded; left out when all are.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        filter_types: Option<Vec<String>>,
     },
     /// An event type of another application: the JSON body is posted there as a message.
     #[serde(rename = "eventType", rename_all = "camelCase")]
@@ -278,6 +286,7 @@ async fn source_out(s: &AppState, src: Source) -> ApiResult<SourceOut> {
             // The source API is the admin's: variables are shown as secrets are.
             transformation: e.transformation.map(|tr| TransformationOut::of(Some(tr), true)),
             rate_limit: e.rate_limit,
+            filter_types: e.filter_types,
         })
         .collect();
     destinations.extend(
@@ -366,7 +375,8 @@ async fn check_destinations(
                     && d.transform == Patch::Absent
                     && d.ordering == Patch::Absent
                     && d.transformation == Patch::Absent
-                    && d.rate_limit == Patch::Absent =>
+                    && d.rate_limit == Patch::Absent
+                    && d.filter_types == Patch::Absent =>
             {
                 check_name("destinations.eventType", event_type)?;
                 let app =
@@ -387,7 +397,7 @@ async fn check_destinations(
             _ => return Err(ApiError::validation(
                 "destinations",
                 "each destination is either {\"url\", \"headers\"?, \"secret\"?, \"disabled\"?, \"payloadFilter\"?, \
-                     \"transform\"?, \"ordering\"?, \"transformation\"?, \"rateLimit\"?} or {\"appId\", \"eventType\"}",
+                     \"transform\"?, \"ordering\"?, \"transformation\"?, \"rateLimit\"?, \"filterTypes\"?} or {\"appId\", \"eventType\"}",
             )),
         }
     }
@@ -427,6 +437,7 @@ fn new_endpoint(app_id: &str, d: DestinationIn, now: DateTime<Utc>) -> ApiResult
     d.transform.apply_opt(&mut ep.transform);
     d.ordering.apply_or_default(&mut ep.order);
     d.rate_limit.apply_opt(&mut ep.rate_limit);
+    d.filter_types.apply_opt(&mut ep.filter_types);
     validate_destination(&ep)?;
     Ok(ep)
 }
@@ -623,6 +634,7 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                     d.transform.clone().apply_opt(&mut ep.transform);
                     d.ordering.clone().apply_or_default(&mut ep.order);
                     d.rate_limit.clone().apply_opt(&mut ep.rate_limit);
+                    d.filter_types.clone().apply_opt(&mut ep.filter_types);
                     touch(&mut ep, was_disabled, now);
                     validate_destination(&ep)?;
                     (ep, Some(was_disabled))
