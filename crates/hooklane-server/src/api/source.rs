@@ -202,6 +202,9 @@ pub struct DestinationIn {
 }
 
 /// Where a source forwards accepted requests.
+// Built only to be serialised into an answer, a few per request: the size of the larger
+// variant costs nothing worth boxing it for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", tag = "type")]
 pub enum DestinationOut {
