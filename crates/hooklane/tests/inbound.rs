@@ -78,6 +78,8 @@ enum Provider {
     Telegram,
     Twilio,
     Twitch,
+    Calendly,
+    Square,
     StandardWebhooks,
     /// A Standard Webhooks source fed by a provider that sends through Svix (Clerk, Resend…):
     /// the same signature under `svix-id`, `svix-timestamp` and `svix-signature`.
@@ -96,6 +98,8 @@ const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const TG_TOKEN: &str = "tg-secret_token-42";
 const TWILIO_TOKEN: &str = "twilio-auth-token-9f8e";
 const TWITCH_SECRET: &str = "twitch-eventsub-secret-5c";
+const CALENDLY_KEY: &str = "calendly-signing-key-77";
+const SQUARE_KEY: &str = "square-signature-key-Qx";
 const ZOOM_SECRET: &str = "zoom-secret-token-qvC2";
 const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const HMAC_SECRET: &str = "generic-hmac-secret";
@@ -116,6 +120,8 @@ impl Provider {
             Provider::Telegram => json!({ "type": "telegram", "secretToken": TG_TOKEN }),
             Provider::Twilio => json!({ "type": "twilio", "authToken": TWILIO_TOKEN }),
             Provider::Twitch => json!({ "type": "twitch", "secret": TWITCH_SECRET }),
+            Provider::Calendly => json!({ "type": "calendly", "signingKey": CALENDLY_KEY }),
+            Provider::Square => json!({ "type": "square", "signatureKey": SQUARE_KEY }),
             Provider::Zoom => json!({ "type": "zoom", "secret": ZOOM_SECRET }),
             Provider::StandardWebhooks | Provider::SvixSent => {
                 json!({ "type": "standardWebhooks", "secret": SW_SECRET })
@@ -280,6 +286,29 @@ impl Provider {
                 ]);
                 (headers, body, json_ct)
             }
+            Provider::Calendly => {
+                // No delivery id: the signature serves once, so a redelivery is the same request.
+                let body = format!(
+                    r#"{{"event":"invitee.created","created_at":"2023-11-14T22:13:20Z","payload":{{"uri":"https://api.calendly.com/invitees/{id}"}}}}"#
+                )
+                .into_bytes();
+                let key = if genuine { CALENDLY_KEY } else { "calendly-wrong" };
+                let sig = hex(&hmac256(key.as_bytes(), &[ts_s.as_bytes(), b".", &body]));
+                (
+                    h(&[("Calendly-Webhook-Signature", &format!("t={ts},v1={sig}")), ("content-type", json_ct)]),
+                    body,
+                    json_ct,
+                )
+            }
+            Provider::Square => {
+                let body = format!(
+                    r#"{{"merchant_id":"6SSW7HV8K2ST5","type":"payment.created","event_id":"{id}","data":{{}}}}"#
+                )
+                .into_bytes();
+                let key = if genuine { SQUARE_KEY } else { "square-wrong" };
+                let sig = B64.encode(hmac256(key.as_bytes(), &[url.as_bytes(), &body]));
+                (h(&[("x-square-hmacsha256-signature", &sig), ("content-type", json_ct)]), body, json_ct)
+            }
             Provider::StandardWebhooks | Provider::SvixSent => {
                 let body = format!(r#"{{"type":"user.created","id":"{id}"}}"#).into_bytes();
                 let secret = if genuine { SW_SECRET } else { "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" };
@@ -321,6 +350,8 @@ impl Provider {
             Provider::Zoom => "meeting.started",
             Provider::Telegram => "message",
             Provider::Twitch => "channel.follow",
+            Provider::Calendly => "invitee.created",
+            Provider::Square => "payment.created",
             Provider::StandardWebhooks | Provider::SvixSent => "user.created",
             Provider::Hmac | Provider::BasicAuth | Provider::Twilio => "inbound",
         }
@@ -338,6 +369,7 @@ impl Provider {
                 | Provider::StandardWebhooks
                 | Provider::SvixSent
                 | Provider::Twitch
+                | Provider::Calendly
         )
     }
 
@@ -364,6 +396,7 @@ async fn provider_contract(p: Provider) {
 
     // Genuine: 200 once durable, then forwarded.
     let (headers, body, content_type) = p.request_to(&url, "dlv-0001", now(), true);
+    let first = (headers.clone(), body.clone());
     let (status, out) = ingest(&server, &source, &headers, &body).await;
     assert_eq!(status, 200, "{p:?}: {out}");
     assert_eq!(out["status"], "accepted", "{out}");
@@ -407,9 +440,15 @@ async fn provider_contract(p: Provider) {
         assert!(out["detail"].as_str().unwrap().contains("timestamp"), "{out}");
     }
 
-    // Redelivered (the provider retries, a fresh signature for the same id): acknowledged,
-    // not forwarded again.
-    let (headers, body, _) = p.request_to(&url, "dlv-0001", now(), true);
+    // Redelivered (the provider retries, a fresh signature for the same id; where the
+    // signature is the delivery id, the same request again): acknowledged, not forwarded again.
+    let (headers, body) = match p {
+        Provider::Calendly => first,
+        _ => {
+            let (headers, body, _) = p.request_to(&url, "dlv-0001", now(), true);
+            (headers, body)
+        }
+    };
     let (status, out) = ingest(&server, &source, &headers, &body).await;
     assert_eq!(status, 200, "{p:?}: {out}");
     assert_eq!(out["status"], "duplicate", "{out}");
@@ -548,6 +587,16 @@ async fn telegram() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twitch() {
     provider_contract(Provider::Twitch).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendly() {
+    provider_contract(Provider::Calendly).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn square() {
+    provider_contract(Provider::Square).await;
 }
 
 /// Discord signs with Ed25519, and wants each kind of request answered its own way: an

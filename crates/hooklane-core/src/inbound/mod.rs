@@ -8,11 +8,13 @@
 //! is: Telegram's secret token, HTTP basic auth). Every comparison of secret material is
 //! constant-time.
 
+pub mod calendly;
 pub mod discord;
 pub mod hmac_body;
 pub mod mailgun;
 pub mod paddle;
 pub mod slack;
+pub mod square;
 pub mod standard;
 pub mod stripe;
 pub mod token;
@@ -76,6 +78,10 @@ pub enum Verification {
     /// Discord: `X-Signature-Ed25519: <hex Ed25519 signature of timestamp + body>` with
     /// `X-Signature-Timestamp`, checked with the application's public key (hex).
     Discord { public_key: String },
+    /// `Calendly-Webhook-Signature: t=<unix>,v1=<hex HMAC-SHA256(signing key, "t.body")>`.
+    Calendly { signing_key: String },
+    /// `x-square-hmacsha256-signature: <base64 HMAC-SHA256(signature key, URL + body)>`.
+    Square { signature_key: String },
     /// `webhook-id`, `webhook-timestamp`, `webhook-signature` with a `whsec_` secret.
     StandardWebhooks { secret: String },
     /// `<header>: <prefix><hex or base64 HMAC(secret, body)>`.
@@ -205,6 +211,8 @@ impl Verification {
             Verification::Twilio { .. } => "twilio",
             Verification::Twitch { .. } => "twitch",
             Verification::Discord { .. } => "discord",
+            Verification::Calendly { .. } => "calendly",
+            Verification::Square { .. } => "square",
             Verification::StandardWebhooks { .. } => "standardWebhooks",
             Verification::Hmac { .. } => "hmac",
             Verification::BasicAuth { .. } => "basicAuth",
@@ -228,6 +236,8 @@ impl Verification {
             Verification::Twilio { auth_token } => twilio::verify(auth_token, headers, body, url),
             Verification::Twitch { secret } => twitch::verify(secret, headers, body, now),
             Verification::Discord { public_key } => discord::verify(public_key, headers, body, now),
+            Verification::Calendly { signing_key } => calendly::verify(signing_key, headers, body, now),
+            Verification::Square { signature_key } => square::verify(signature_key, headers, body, url),
             Verification::StandardWebhooks { secret } => standard::verify(secret, headers, body, now),
             Verification::Hmac { header: name, algorithm, encoding, prefix, secret } => {
                 let spec = hmac_body::Spec {
@@ -258,7 +268,10 @@ impl Verification {
             | Verification::Zoom { secret: s }
             | Verification::Shopify { secret: s } => secret("verification.secret", s),
             Verification::Slack { signing_secret } => secret("verification.signingSecret", signing_secret),
-            Verification::Mailgun { signing_key } => secret("verification.signingKey", signing_key),
+            Verification::Mailgun { signing_key } | Verification::Calendly { signing_key } => {
+                secret("verification.signingKey", signing_key)
+            }
+            Verification::Square { signature_key } => secret("verification.signatureKey", signature_key),
             Verification::Twilio { auth_token } => secret("verification.authToken", auth_token),
             // Twitch's own rule for a subscription's secret.
             Verification::Twitch { secret: s } if !(10..=100).contains(&s.len()) || !s.is_ascii() => {
@@ -305,7 +318,8 @@ impl Verification {
     pub fn redacted(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
         if let Some(map) = v.as_object_mut() {
-            for key in ["secret", "signingSecret", "signingKey", "secretToken", "authToken", "password"] {
+            for key in ["secret", "signingSecret", "signingKey", "signatureKey", "secretToken", "authToken", "password"]
+            {
                 map.remove(key);
             }
         }
@@ -329,6 +343,8 @@ impl Verification {
             Verification::Twilio { .. } => &[twilio::HEADER],
             Verification::Twitch { .. } => &[twitch::SIGNATURE],
             Verification::Discord { .. } => &[discord::SIGNATURE, discord::TIMESTAMP],
+            Verification::Calendly { .. } => &[calendly::HEADER],
+            Verification::Square { .. } => &[square::HEADER],
             Verification::StandardWebhooks { .. } => &["webhook-signature", "svix-signature"],
             Verification::Hmac { header, .. } => return vec![header.to_ascii_lowercase()],
             Verification::BasicAuth { .. } => &["authorization"],
@@ -365,12 +381,17 @@ impl Verification {
             // Webhook events carry no id: a signature serves once (interactions are never
             // sent twice).
             Verification::Discord { .. } => header(discord::SIGNATURE),
+            // In the signed body.
+            Verification::Square { .. } => field("event_id"),
             Verification::StandardWebhooks { .. } => header("webhook-id"),
             // Zoom's events carry no delivery id.
             Verification::None
             | Verification::Hmac { .. }
             | Verification::BasicAuth { .. }
             | Verification::Zoom { .. } => Deduplication::None,
+            // Calendly's events carry no delivery id: a signature (its timestamp and MAC)
+            // serves once, so a captured request cannot be sent again within the window.
+            Verification::Calendly { .. } => header(calendly::HEADER),
         }
     }
 
@@ -414,6 +435,8 @@ impl Verification {
             Verification::Zoom { .. } => field("event"),
             Verification::Twitch { .. } => twitch::event_type(headers),
             Verification::Discord { .. } => json.and_then(discord::event_type),
+            Verification::Calendly { .. } => field("event"),
+            Verification::Square { .. } => field("type"),
             // An update carries `update_id` and exactly one other field, which says what it is.
             Verification::Telegram { .. } => {
                 json.and_then(|j| j.as_object()).and_then(|o| o.keys().find(|k| k.as_str() != "update_id").cloned())

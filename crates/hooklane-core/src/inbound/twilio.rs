@@ -35,15 +35,20 @@ pub fn verify(auth_token: &str, headers: &Headers, body: &[u8], url: &str) -> Re
         let expected = mac(HmacAlgorithm::Sha1, auth_token.as_bytes(), &[url.as_bytes(), signed_params.as_bytes()]);
         matches(given, Encoding::Base64, &expected)
     };
-    // hooklane takes a trailing slash off paths before it routes them; Twilio signs the URL
-    // as configured, with or without one.
-    let variants = [Some(url.to_string()), slash_variant(url)];
-    let any = variants.iter().flatten().any(|u| signed(u) || port_variant(u).is_some_and(|other| signed(&other)));
-    if any {
+    if any_url_variant(url, signed) {
         Ok(())
     } else {
         Err(Rejection::SignatureMismatch)
     }
+}
+
+/// Whether `signed` holds for the URL as hooklane rebuilt it or as the provider may have
+/// written it: hooklane takes a trailing slash off paths before it routes them, and a
+/// provider signs the URL as configured, with or without one, and with or without the
+/// default port.
+pub(crate) fn any_url_variant(url: &str, signed: impl Fn(&str) -> bool) -> bool {
+    let variants = [Some(url.to_string()), slash_variant(url)];
+    variants.iter().flatten().any(|u| signed(u) || port_variant(u).is_some_and(|other| signed(&other)))
 }
 
 /// The URL with a `/` at the end of its path, when it has none.
