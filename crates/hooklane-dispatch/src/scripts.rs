@@ -400,7 +400,7 @@ impl Worker {
             return Err(std::io::Error::other("the worker's pipes are missing"));
         };
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(log_stderr(stderr));
+            tokio::spawn(log_stderr(stderr, child.id()));
         }
         Ok(Worker { _child: child, stdin, stdout: BufReader::new(stdout) })
     }
@@ -460,14 +460,14 @@ const STDERR_LOGGED: u64 = 2048;
 /// Logs what a worker writes to stderr (nothing, unless it panics: the code it runs has no
 /// way to write there), as warnings, up to [`STDERR_LOGGED`] bytes; the rest is read and
 /// dropped, so the worker never blocks on a full pipe.
-async fn log_stderr(stderr: tokio::process::ChildStderr) {
+async fn log_stderr(stderr: tokio::process::ChildStderr, pid: Option<u32>) {
     let mut stderr = BufReader::new(stderr);
     let mut head = Vec::new();
     if (&mut stderr).take(STDERR_LOGGED).read_to_end(&mut head).await.is_err() {
         return;
     }
     for line in String::from_utf8_lossy(&head).lines().filter(|l| !l.trim().is_empty()) {
-        tracing::warn!(line = %line, "transformation worker wrote to stderr");
+        tracing::warn!(pid = pid.unwrap_or_default(), line = %line, "transformation worker wrote to stderr");
     }
     let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
 }

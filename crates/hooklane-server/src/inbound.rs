@@ -283,13 +283,20 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
         Ok(msg) => {
             if let Err(e) = fan_out(&s, &source, &msg).await {
                 let error = ApiError::from(e);
-                if let Some(reply) = acknowledgement {
-                    // A provider that wants its own answer does not send again (Discord):
-                    // it gets its answer, and the fan-out is tried again here.
+                // A provider whose sending again would not be recognised as a duplicate (its
+                // delivery id is in the signature, which a retry renews: Mailgun, Calendly), or
+                // which never sends again (Discord), would have its request forwarded twice,
+                // or not completed: it is answered, and the fan-out is tried again here.
+                let recognised = source.deduplication.is_some() || source.verification.redelivery_recognised();
+                if acknowledgement.is_some() || !recognised {
                     let why = format!("fan-out failed: {error}; tried again in the background");
-                    record.save(InboundStatus::Accepted, answer_status(&reply), Some(why), Some(msg.id.clone())).await;
-                    retry_fan_out(s.clone(), source.clone(), msg);
-                    return provider_answer(reply);
+                    let status = acknowledgement.as_ref().map_or(StatusCode::OK, answer_status);
+                    record.save(InboundStatus::Accepted, status, Some(why), Some(msg.id.clone())).await;
+                    retry_fan_out(s.clone(), source.clone(), msg.clone());
+                    return match acknowledgement {
+                        Some(reply) => provider_answer(reply),
+                        None => answer("accepted", &record.id, &msg.id),
+                    };
                 }
                 // The request is stored; the provider's retry (a duplicate) completes it.
                 record

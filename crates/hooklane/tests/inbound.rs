@@ -1065,7 +1065,16 @@ async fn a_destination_has_a_rate_limit() {
     let to_pushes: Vec<_> = rx.received().into_iter().filter(|r| r.path == "/pushes").collect();
     assert_eq!(to_pushes.len(), 1, "only the push: {got:?}");
     assert_eq!(to_pushes[0].header("x-github-event"), "push");
-    let bad = json!({ "destinations": [{ "id": created["destinations"][0]["id"], "url": rx.url, "filterTypes": ["not a name"] }] });
+    let id = &created["destinations"][0]["id"];
+    let path = format!("/api/v1/source/{github}");
+    let kept = json!({ "destinations": [{ "id": id, "url": format!("{}/pushes", rx.url) }] });
+    let (status, out) = server.call("PATCH", &path, Some(kept)).await;
+    assert_eq!((status, &out["destinations"][0]["filterTypes"]), (200, &json!(["push"])), "kept: {out}");
+    let cleared = json!({ "destinations": [{ "id": id, "url": format!("{}/pushes", rx.url), "filterTypes": null }] });
+    let (status, out) = server.call("PATCH", &path, Some(cleared)).await;
+    assert_eq!(status, 200, "{out}");
+    assert!(out["destinations"][0].get("filterTypes").is_none(), "cleared: {out}");
+    let bad = json!({ "destinations": [{ "id": id, "url": rx.url, "filterTypes": ["not a name"] }] });
     let (status, out) = server.call("PATCH", &format!("/api/v1/source/{github}"), Some(bad)).await;
     assert_eq!(status, 422, "{out}");
     assert_eq!(out["detail"][0]["loc"], json!(["body", "destinations.filterTypes"]), "{out}");

@@ -344,7 +344,8 @@ impl Verification {
             Verification::Twitch { .. } => &[twitch::SIGNATURE],
             Verification::Discord { .. } => &[discord::SIGNATURE, discord::TIMESTAMP],
             Verification::Calendly { .. } => &[calendly::HEADER],
-            Verification::Square { .. } => &[square::HEADER],
+            // (and the SHA-1 signature Square sent before, should it still come)
+            Verification::Square { .. } => &[square::HEADER, "x-square-signature"],
             Verification::StandardWebhooks { .. } => &["webhook-signature", "svix-signature"],
             Verification::Hmac { header, .. } => return vec![header.to_ascii_lowercase()],
             Verification::BasicAuth { .. } => &["authorization"],
@@ -408,6 +409,22 @@ impl Verification {
             Verification::Discord { .. } => discord::handshake(json),
             _ => None,
         }
+    }
+
+    /// Whether the provider's sending a request again is recognised as a duplicate by the
+    /// default deduplication: not where the delivery id is part of a signature that a retry
+    /// renews (Mailgun's token, Calendly's signature), nor where there is none.
+    pub fn redelivery_recognised(&self) -> bool {
+        !matches!(
+            self,
+            Verification::Mailgun { .. }
+                | Verification::Calendly { .. }
+                | Verification::Discord { .. }
+                | Verification::None
+                | Verification::Hmac { .. }
+                | Verification::BasicAuth { .. }
+                | Verification::Zoom { .. }
+        )
     }
 
     /// What to answer a request that is forwarded, when the provider wants something
