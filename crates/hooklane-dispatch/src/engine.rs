@@ -549,7 +549,8 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
         }
         defer_paused(&inner, paused).await;
         for g in &gates {
-            g.outstanding.fetch_sub(1, Ordering::AcqRel);
+            // SeqCst: see `Gates::saturated`.
+            g.outstanding.fetch_sub(1, Ordering::SeqCst);
         }
         inner.outstanding.add_permits(gates.len());
         // An endpoint slower than what arrives for it, but faster than its cap a deferral
@@ -560,6 +561,8 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
             gates.iter().filter_map(|g| Some((g.endpoint_id.clone(), g.drained_after_overflow()?))).collect();
         if !refill.is_empty() {
             let inner = inner.clone();
+            // Woken at once for what is due already, and again once handed-back work is.
+            inner.wake.notify_one();
             tokio::spawn(async move {
                 for (endpoint_id, due_at) in refill.into_iter().filter(|(_, due_at)| !due_at.is_empty()) {
                     if let Err(e) = inner.store.undefer_deliveries(&endpoint_id, due_at, Utc::now()).await {

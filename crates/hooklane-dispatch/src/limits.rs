@@ -12,9 +12,9 @@ pub struct Gate {
     pub endpoint_id: String,
     /// Jobs of this endpoint held in memory (waiting or in flight).
     pub outstanding: AtomicUsize,
-    /// Due work of this endpoint was left in the store for its being full (jobs handed
-    /// back past its cap, or claims that passed it over): worth claiming again as soon as
-    /// it has room, not a deferral or a poll interval later.
+    /// Due work of this endpoint may have been left in the store for its being full (jobs
+    /// handed back past its cap, or claims that passed it over): worth claiming again as
+    /// soon as it has room, not a deferral or a poll interval later.
     pub overflowed: AtomicBool,
     /// When those handed-back jobs fall due (one instant per batch handed back), so that
     /// exactly they, and no retry, are made due early.
@@ -36,6 +36,10 @@ impl Gate {
     /// Notes that jobs were handed back for being full, due at `due`.
     pub fn handed_back_at(&self, due: chrono::DateTime<chrono::Utc>) {
         let mut at = self.handed_back.lock().unwrap_or_else(|p| p.into_inner());
+        // Instants already past need no making due: an endpoint that never drains does not
+        // gather one per claim round.
+        let now = chrono::Utc::now();
+        at.retain(|t| *t > now);
         if at.last() != Some(&due) {
             at.push(due);
         }
@@ -47,8 +51,10 @@ impl Gate {
     /// when claims only passed it over), to be made due now before claiming again.
     pub fn drained_after_overflow(&self) -> Option<Vec<chrono::DateTime<chrono::Utc>>> {
         let cap = self.cap.load(Ordering::Relaxed);
-        let drained = self.overflowed.load(Ordering::Acquire)
-            && self.outstanding.load(Ordering::Relaxed) <= cap / 4
+        // SeqCst, paired with the poller's in `Gates::saturated` and the recorder's decrement:
+        // of a drain and a pass-over racing, one side sees the other.
+        let drained = self.overflowed.load(Ordering::SeqCst)
+            && self.outstanding.load(Ordering::SeqCst) <= cap / 4
             && self.overflowed.swap(false, Ordering::AcqRel);
         drained.then(|| std::mem::take(&mut *self.handed_back.lock().unwrap_or_else(|p| p.into_inner())))
     }
@@ -109,16 +115,21 @@ impl Gates {
     }
 
     /// Endpoints holding as much work in memory as they may: the poller does not claim
-    /// more for them.
+    /// more for them. Marks them passed over, so that they ask to be claimed again when
+    /// they drain (see [`Gate::drained_after_overflow`]).
     pub fn saturated(&self) -> Vec<String> {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let full = map.iter().filter(|(_, g)| g.saturated());
-        // Passed over, they are to be claimed again when they drain (see `drained_after_overflow`).
-        full.map(|(id, g)| {
-            g.overflowed.store(true, Ordering::Release);
-            id.clone()
-        })
-        .collect()
+        map.iter()
+            .filter(|(_, g)| g.saturated())
+            .filter(|(_, g)| {
+                // Marked first, then looked at again (both SeqCst, as the recorder's decrement
+                // and its look at the mark): either this sees a drain that raced it and the
+                // endpoint is claimed now, or the recorder sees the mark and wakes the poller.
+                g.overflowed.store(true, Ordering::SeqCst);
+                g.outstanding.load(Ordering::SeqCst) >= g.cap.load(Ordering::Relaxed)
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Forgets endpoints with nothing in memory, so the map does not grow without bound.
@@ -139,7 +150,10 @@ mod tests {
         g.cap.store(8, Ordering::Relaxed);
         g.outstanding.store(3, Ordering::Relaxed);
         assert_eq!(g.drained_after_overflow(), None, "it never overflowed");
-        let (t1, t2) = (chrono::Utc::now(), chrono::Utc::now() + chrono::Duration::seconds(1));
+        let now = chrono::Utc::now();
+        let (t1, t2) = (now + chrono::Duration::seconds(1), now + chrono::Duration::seconds(2));
+        // An instant already past is dropped when another comes: nothing to make due.
+        g.handed_back_at(now - chrono::Duration::seconds(1));
         g.handed_back_at(t1);
         g.handed_back_at(t1);
         g.handed_back_at(t2);

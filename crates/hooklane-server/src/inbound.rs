@@ -44,7 +44,8 @@ const DEFAULT_EVENT_TYPE: &str = "inbound";
 /// The public ingest route. It is served outside the API's idempotency layer: providers
 /// retry with the same delivery id, which is deduplicated here.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/in/{source_id}", post(ingest).fallback(|| async { ApiError::MethodNotAllowed }))
+    Router::new()
+        .route("/in/{source_id}", post(ingest).get(url_check).fallback(|| async { ApiError::MethodNotAllowed }))
 }
 
 /// What is known of a request so far, to record it whatever becomes of it.
@@ -60,7 +61,7 @@ struct Record<'a> {
     dedup_key: Option<String>,
 }
 
-impl Record<'_> {
+impl<'a> Record<'a> {
     async fn save(
         &self,
         status: InboundStatus,
@@ -117,9 +118,89 @@ impl Record<'_> {
         response
     }
 
+    fn new(
+        s: &'a AppState,
+        source: &'a Source,
+        received_at: DateTime<Utc>,
+        client: Option<IpAddr>,
+        headers: &Headers,
+    ) -> Self {
+        Record {
+            s,
+            source,
+            id: new_id(ids::INBOUND_REQUEST),
+            received_at,
+            remote_addr: client.map(|ip| ip.to_string()),
+            headers: headers.iter().map(|(k, v)| (k.clone(), mask(k, v))).collect(),
+            body: Vec::new(),
+            body_size: 0,
+            dedup_key: None,
+        }
+    }
+
     fn keep_body(&mut self, body: &[u8]) {
         self.body_size = body.len() as u64;
         self.body = body[..body.len().min(RECORDED_BODY_BYTES)].to_vec();
+    }
+}
+
+/// The source a request is for, or the answer when there is none.
+async fn find_source(s: &AppState, source_id: &str) -> Result<Source, Box<Response>> {
+    match s.0.store.get_source(source_id).await {
+        Ok(Some(source)) => Ok(source),
+        Ok(None) => {
+            tracing::info!(%source_id, "inbound request for an unknown source");
+            Err(Box::new(ApiError::NotFound("source").into_response()))
+        }
+        Err(e) => Err(Box::new(ApiError::from(e).into_response())),
+    }
+}
+
+/// The client's address: the peer's, or behind a trusted proxy the one it names.
+fn client_of(s: &AppState, req: &Request) -> Option<IpAddr> {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    client_addr(peer, req.headers(), &s.0.inbound.trusted_proxies)
+}
+
+/// Answers a provider's check of the URL made with a `GET` (Meta's: `hub.mode=subscribe`,
+/// `hub.verify_token`, `hub.challenge`), recorded like any request and never forwarded.
+/// Sources of other providers take no `GET` (405).
+#[utoipa::path(
+    get,
+    path = "/in/{source_id}",
+    tag = "Source",
+    operation_id = "v1.source.url-check",
+    security(()),
+    params(SourcePath),
+    responses(
+        (status = 200, description = "The challenge, as the whole body (text/plain)", body = String),
+        (status = 403, description = "The token is not the source's, or the address is not in its allow-list", body = ErrorBody),
+        (status = 404, description = "No such source", body = ErrorBody),
+        (status = 405, description = "This source's provider makes no such check", body = ErrorBody),
+    )
+)]
+pub async fn url_check(State(s): State<AppState>, Path(source_id): Path<String>, req: Request) -> Response {
+    let received_at = crate::api::now();
+    let source = match find_source(&s, &source_id).await {
+        Ok(source) => source,
+        Err(answer) => return *answer,
+    };
+    let Some(check) = source.verification.url_check(req.uri().query().unwrap_or_default()) else {
+        return ApiError::MethodNotAllowed.into_response();
+    };
+    let client = client_of(&s, &req);
+    let headers = header_map(req.headers());
+    let record = Record::new(&s, &source, received_at, client, &headers);
+    if !address_allowed(client, &source.allow_networks) {
+        return record.reject(ApiError::Forbidden("this address may not send to this source")).await;
+    }
+    match check {
+        Ok(challenge) => {
+            let why = "the provider's URL check, answered; not forwarded".to_string();
+            record.save(InboundStatus::Accepted, StatusCode::OK, Some(why), None).await;
+            provider_answer(Handshake::Text(challenge))
+        }
+        Err(_) => record.reject(ApiError::Forbidden("the verify token is not this source's")).await,
     }
 }
 
@@ -167,16 +248,11 @@ impl Record<'_> {
 )]
 pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, req: Request) -> Response {
     let received_at = crate::api::now();
-    let source = match s.0.store.get_source(&source_id).await {
-        Ok(Some(source)) => source,
-        Ok(None) => {
-            tracing::info!(%source_id, "inbound request for an unknown source");
-            return ApiError::NotFound("source").into_response();
-        }
-        Err(e) => return ApiError::from(e).into_response(),
+    let source = match find_source(&s, &source_id).await {
+        Ok(source) => source,
+        Err(answer) => return *answer,
     };
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let client = client_addr(peer, req.headers(), &s.0.inbound.trusted_proxies);
+    let client = client_of(&s, &req);
     let headers = header_map(req.headers());
     // The URL as the provider called it (Twilio signs it): where hooklane is reachable
     // (`public_url`), and the path and query received.
@@ -185,17 +261,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
         s.0.public_url.trim_end_matches('/'),
         req.uri().path_and_query().map(|p| p.as_str()).unwrap_or_default()
     );
-    let mut record = Record {
-        s: &s,
-        source: &source,
-        id: new_id(ids::INBOUND_REQUEST),
-        received_at,
-        remote_addr: client.map(|ip| ip.to_string()),
-        headers: headers.iter().map(|(k, v)| (k.clone(), mask(k, v))).collect(),
-        body: Vec::new(),
-        body_size: 0,
-        dedup_key: None,
-    };
+    let mut record = Record::new(&s, &source, received_at, client, &headers);
 
     // 1. Where it comes from.
     if !address_allowed(client, &source.allow_networks) {
@@ -576,5 +642,5 @@ mod tests {
 
 /// This module's part of the OpenAPI document (see `crate::openapi`).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(ingest), components(schemas(IngestOut)))]
+#[openapi(paths(ingest, url_check), components(schemas(IngestOut)))]
 pub(crate) struct Doc;

@@ -80,6 +80,7 @@ enum Provider {
     Twitch,
     Calendly,
     Square,
+    Meta,
     StandardWebhooks,
     /// A Standard Webhooks source fed by a provider that sends through Svix (Clerk, Resend…):
     /// the same signature under `svix-id`, `svix-timestamp` and `svix-signature`.
@@ -100,6 +101,8 @@ const TWILIO_TOKEN: &str = "twilio-auth-token-9f8e";
 const TWITCH_SECRET: &str = "twitch-eventsub-secret-5c";
 const CALENDLY_KEY: &str = "calendly-signing-key-77";
 const SQUARE_KEY: &str = "square-signature-key-Qx";
+const META_SECRET: &str = "meta-app-secret-31";
+const META_TOKEN: &str = "meta-verify-token-77";
 const ZOOM_SECRET: &str = "zoom-secret-token-qvC2";
 const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const HMAC_SECRET: &str = "generic-hmac-secret";
@@ -122,6 +125,7 @@ impl Provider {
             Provider::Twitch => json!({ "type": "twitch", "secret": TWITCH_SECRET }),
             Provider::Calendly => json!({ "type": "calendly", "signingKey": CALENDLY_KEY }),
             Provider::Square => json!({ "type": "square", "signatureKey": SQUARE_KEY }),
+            Provider::Meta => json!({ "type": "meta", "appSecret": META_SECRET, "verifyToken": META_TOKEN }),
             Provider::Zoom => json!({ "type": "zoom", "secret": ZOOM_SECRET }),
             Provider::StandardWebhooks | Provider::SvixSent => {
                 json!({ "type": "standardWebhooks", "secret": SW_SECRET })
@@ -309,6 +313,16 @@ impl Provider {
                 let sig = B64.encode(hmac256(key.as_bytes(), &[url.as_bytes(), &body]));
                 (h(&[("x-square-hmacsha256-signature", &sig), ("content-type", json_ct)]), body, json_ct)
             }
+            Provider::Meta => {
+                // No delivery id: the signature, an HMAC of the body alone, is the same for a retry.
+                let body = format!(
+                    r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1022","changes":[{{"value":{{"messages":[{{"id":"wamid.{id}"}}]}},"field":"messages"}}]}}]}}"#
+                )
+                .into_bytes();
+                let secret = if genuine { META_SECRET } else { "meta-wrong" };
+                let sig = format!("sha256={}", hex(&hmac256(secret.as_bytes(), &[&body])));
+                (h(&[("X-Hub-Signature-256", &sig), ("content-type", json_ct)]), body, json_ct)
+            }
             Provider::StandardWebhooks | Provider::SvixSent => {
                 let body = format!(r#"{{"type":"user.created","id":"{id}"}}"#).into_bytes();
                 let secret = if genuine { SW_SECRET } else { "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" };
@@ -352,6 +366,7 @@ impl Provider {
             Provider::Twitch => "channel.follow",
             Provider::Calendly => "invitee.created",
             Provider::Square => "payment.created",
+            Provider::Meta => "whatsapp_business_account.messages",
             Provider::StandardWebhooks | Provider::SvixSent => "user.created",
             Provider::Hmac | Provider::BasicAuth | Provider::Twilio => "inbound",
         }
@@ -519,7 +534,7 @@ async fn zoom() {
     provider_contract(Provider::Zoom).await;
 }
 
-/// Slack's, Zoom's and Twitch's checks of a new URL are answered as they ask, once
+/// Slack's, Zoom's, Twitch's and Meta's checks of a new URL are answered as they ask, once
 /// verified, and not forwarded; a forged one is refused like any forged request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_url_checks_are_answered_not_forwarded() {
@@ -567,9 +582,24 @@ async fn provider_url_checks_are_answered_not_forwarded() {
     assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     assert_eq!(resp.text().await.unwrap(), "pogchamp-kappa-360noscope-vohiyo");
 
+    // Meta's check is a GET with its verify token: the challenge back, in text.
+    let (meta, _) = create_source(&server, Provider::Meta.spec(&rx.url)).await;
+    let check = |token: &str| {
+        let query = format!("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={token}");
+        server.client.get(server.url(&format!("/in/{meta}?{query}"))).send()
+    };
+    let resp = check(META_TOKEN).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert_eq!(resp.text().await.unwrap(), "1158201444");
+    assert_eq!(check("not-the-token").await.unwrap().status(), 403);
+    // A source of another provider takes no GET.
+    let resp = server.client.get(server.url(&format!("/in/{slack}?hub.mode=subscribe"))).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+
     settle().await;
     assert!(rx.received().is_empty(), "a URL check is not forwarded");
-    for source in [&slack, &zoom, &twitch] {
+    for source in [&slack, &zoom, &twitch, &meta] {
         let log = requests(&server, source).await;
         let first = log.last().expect("the check is in the log");
         assert_eq!((first["status"].as_str(), first["httpStatus"].as_u64()), (Some("accepted"), Some(200)), "{first}");
@@ -597,6 +627,11 @@ async fn calendly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn square() {
     provider_contract(Provider::Square).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta() {
+    provider_contract(Provider::Meta).await;
 }
 
 /// Discord signs with Ed25519, and wants each kind of request answered its own way: an

@@ -12,6 +12,7 @@ pub mod calendly;
 pub mod discord;
 pub mod hmac_body;
 pub mod mailgun;
+pub mod meta;
 pub mod paddle;
 pub mod slack;
 pub mod square;
@@ -82,6 +83,9 @@ pub enum Verification {
     Calendly { signing_key: String },
     /// `x-square-hmacsha256-signature: <base64 HMAC-SHA256(signature key, URL + body)>`.
     Square { signature_key: String },
+    /// Meta (WhatsApp, Messenger, Instagram): `X-Hub-Signature-256: sha256=<hex
+    /// HMAC-SHA256(app secret, body)>`; `verify_token` answers its `GET` check of the URL.
+    Meta { app_secret: String, verify_token: String },
     /// `webhook-id`, `webhook-timestamp`, `webhook-signature` with a `whsec_` secret.
     StandardWebhooks { secret: String },
     /// `<header>: <prefix><hex or base64 HMAC(secret, body)>`.
@@ -213,6 +217,7 @@ impl Verification {
             Verification::Discord { .. } => "discord",
             Verification::Calendly { .. } => "calendly",
             Verification::Square { .. } => "square",
+            Verification::Meta { .. } => "meta",
             Verification::StandardWebhooks { .. } => "standardWebhooks",
             Verification::Hmac { .. } => "hmac",
             Verification::BasicAuth { .. } => "basicAuth",
@@ -238,6 +243,7 @@ impl Verification {
             Verification::Discord { public_key } => discord::verify(public_key, headers, body, now),
             Verification::Calendly { signing_key } => calendly::verify(signing_key, headers, body, now),
             Verification::Square { signature_key } => square::verify(signature_key, headers, body, url),
+            Verification::Meta { app_secret, .. } => meta::verify(app_secret, headers, body),
             Verification::StandardWebhooks { secret } => standard::verify(secret, headers, body, now),
             Verification::Hmac { header: name, algorithm, encoding, prefix, secret } => {
                 let spec = hmac_body::Spec {
@@ -272,6 +278,10 @@ impl Verification {
                 secret("verification.signingKey", signing_key)
             }
             Verification::Square { signature_key } => secret("verification.signatureKey", signature_key),
+            Verification::Meta { app_secret, verify_token } => {
+                secret("verification.appSecret", app_secret)?;
+                secret("verification.verifyToken", verify_token)
+            }
             Verification::Twilio { auth_token } => secret("verification.authToken", auth_token),
             // Twitch's own rule for a subscription's secret.
             Verification::Twitch { secret: s } if !(10..=100).contains(&s.len()) || !s.is_ascii() => {
@@ -318,8 +328,17 @@ impl Verification {
     pub fn redacted(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
         if let Some(map) = v.as_object_mut() {
-            for key in ["secret", "signingSecret", "signingKey", "signatureKey", "secretToken", "authToken", "password"]
-            {
+            for key in [
+                "secret",
+                "signingSecret",
+                "signingKey",
+                "signatureKey",
+                "secretToken",
+                "authToken",
+                "password",
+                "appSecret",
+                "verifyToken",
+            ] {
                 map.remove(key);
             }
         }
@@ -346,6 +365,7 @@ impl Verification {
             Verification::Calendly { .. } => &[calendly::HEADER],
             // (and the SHA-1 signature Square sent before, should it still come)
             Verification::Square { .. } => &[square::HEADER, "x-square-signature"],
+            Verification::Meta { .. } => &[meta::SIGNATURE, "x-hub-signature"],
             Verification::StandardWebhooks { .. } => &["webhook-signature", "svix-signature"],
             Verification::Hmac { header, .. } => return vec![header.to_ascii_lowercase()],
             Verification::BasicAuth { .. } => &["authorization"],
@@ -384,6 +404,9 @@ impl Verification {
             Verification::Discord { .. } => header(discord::SIGNATURE),
             // In the signed body.
             Verification::Square { .. } => field("event_id"),
+            // Meta's notifications carry no delivery id; the signature is an HMAC of the body
+            // alone, so a retry (the same body) has the same one, and a replay is recognised.
+            Verification::Meta { .. } => header(meta::SIGNATURE),
             Verification::StandardWebhooks { .. } => header("webhook-id"),
             // Zoom's events carry no delivery id.
             Verification::None
@@ -407,6 +430,18 @@ impl Verification {
             Verification::Zoom { secret } => zoom::handshake(secret, json).map(Handshake::Json),
             Verification::Twitch { .. } => twitch::handshake(headers, json).map(Handshake::Text),
             Verification::Discord { .. } => discord::handshake(json),
+            _ => None,
+        }
+    }
+
+    /// The answer to a provider's check of the URL made with a `GET` (Meta's): `Some(Ok)`
+    /// with the challenge to send back, `Some(Err)` when the check fails (a wrong token),
+    /// `None` when this provider makes no such check.
+    pub fn url_check(&self, query: &str) -> Option<Result<String, Rejection>> {
+        match self {
+            Verification::Meta { verify_token, .. } => {
+                Some(meta::subscription_challenge(verify_token, query).ok_or(Rejection::BadCredentials))
+            }
             _ => None,
         }
     }
@@ -454,6 +489,7 @@ impl Verification {
             Verification::Discord { .. } => json.and_then(discord::event_type),
             Verification::Calendly { .. } => field("event"),
             Verification::Square { .. } => field("type"),
+            Verification::Meta { .. } => json.and_then(meta::event_type),
             // An update carries `update_id` and exactly one other field, which says what it is.
             Verification::Telegram { .. } => {
                 json.and_then(|j| j.as_object()).and_then(|o| o.keys().find(|k| k.as_str() != "update_id").cloned())
