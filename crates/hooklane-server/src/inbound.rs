@@ -21,7 +21,7 @@ use axum::routing::post;
 use axum::Router;
 use futures::StreamExt;
 use hooklane_core::ids::{self, new_id};
-use hooklane_core::inbound::{forwarded_headers, is_sensitive_header, Handshake, Headers, Verification};
+use hooklane_core::inbound::{forwarded_headers, is_sensitive_header, Handshake, Headers, Rejection, Verification};
 use hooklane_core::model::{InboundRequest, InboundStatus, Message, Source};
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::StoreError;
@@ -200,7 +200,10 @@ pub async fn url_check(State(s): State<AppState>, Path(source_id): Path<String>,
             record.save(InboundStatus::Accepted, StatusCode::OK, Some(why), None).await;
             provider_answer(Handshake::Text(challenge))
         }
-        Err(_) => record.reject(ApiError::Forbidden("the verify token is not this source's")).await,
+        Err(Rejection::BadCredentials) => {
+            record.reject(ApiError::Forbidden("the verify token is not this source's")).await
+        }
+        Err(why) => record.reject(ApiError::BadRequest(format!("not Meta's check of the URL: {why}"))).await,
     }
 }
 

@@ -583,7 +583,8 @@ async fn provider_url_checks_are_answered_not_forwarded() {
     assert_eq!(resp.text().await.unwrap(), "pogchamp-kappa-360noscope-vohiyo");
 
     // Meta's check is a GET with its verify token: the challenge back, in text.
-    let (meta, _) = create_source(&server, Provider::Meta.spec(&rx.url)).await;
+    let (meta, created) = create_source(&server, Provider::Meta.spec(&rx.url)).await;
+    assert_eq!(created["verification"], json!({ "type": "meta" }), "the app secret and verify token are not shown");
     let check = |token: &str| {
         let query = format!("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={token}");
         server.client.get(server.url(&format!("/in/{meta}?{query}"))).send()
@@ -593,6 +594,8 @@ async fn provider_url_checks_are_answered_not_forwarded() {
     assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     assert_eq!(resp.text().await.unwrap(), "1158201444");
     assert_eq!(check("not-the-token").await.unwrap().status(), 403);
+    let not_a_check = server.client.get(server.url(&format!("/in/{meta}"))).send().await.unwrap();
+    assert_eq!(not_a_check.status(), 400);
     // A source of another provider takes no GET.
     let resp = server.client.get(server.url(&format!("/in/{slack}?hub.mode=subscribe"))).send().await.unwrap();
     assert_eq!(resp.status(), 405);

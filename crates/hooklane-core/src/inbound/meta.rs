@@ -28,8 +28,8 @@ pub fn verify(app_secret: &str, headers: &Headers, body: &[u8]) -> Result<(), Re
 }
 
 /// The challenge to answer to Meta's check of a new webhook (the query of a `GET`), when
-/// its token is `verify_token`; `None` when it is not such a check or the token differs.
-pub fn subscription_challenge(verify_token: &str, query: &str) -> Option<String> {
+/// its token is `verify_token`.
+pub fn subscription_challenge(verify_token: &str, query: &str) -> Result<String, Rejection> {
     let (mut mode, mut token, mut challenge) = (None, None, None);
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match k.as_ref() {
@@ -39,8 +39,16 @@ pub fn subscription_challenge(verify_token: &str, query: &str) -> Option<String>
             _ => {}
         }
     }
-    let token_matches = bool::from(token?.as_bytes().ct_eq(verify_token.as_bytes()));
-    (mode? == "subscribe" && token_matches).then(|| challenge.map(|c| c.into_owned())).flatten()
+    if mode.as_deref() != Some("subscribe") {
+        return Err(Rejection::Malformed("hub.mode (not subscribe)".into()));
+    }
+    let challenge = challenge.ok_or_else(|| Rejection::Malformed("hub.challenge (missing)".into()))?;
+    let token = token.ok_or_else(|| Rejection::Malformed("hub.verify_token (missing)".into()))?;
+    if bool::from(token.as_bytes().ct_eq(verify_token.as_bytes())) {
+        Ok(challenge.into_owned())
+    } else {
+        Err(Rejection::BadCredentials)
+    }
 }
 
 /// `whatsapp_business_account.messages`, `page.feed`…: the object and the field of its
@@ -82,16 +90,12 @@ mod tests {
     #[test]
     fn the_subscription_check_needs_the_token() {
         let q = "hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=meatyhamhock";
-        assert_eq!(subscription_challenge("meatyhamhock", q), Some("1158201444".into()));
-        assert_eq!(subscription_challenge("another-token", q), None);
-        assert_eq!(
-            subscription_challenge(
-                "meatyhamhock",
-                "hub.mode=unsubscribe&hub.challenge=1&hub.verify_token=meatyhamhock"
-            ),
-            None
-        );
-        assert_eq!(subscription_challenge("meatyhamhock", "hub.mode=subscribe&hub.verify_token=meatyhamhock"), None);
-        assert_eq!(subscription_challenge("meatyhamhock", ""), None);
+        assert_eq!(subscription_challenge("meatyhamhock", q), Ok("1158201444".into()));
+        assert_eq!(subscription_challenge("another-token", q), Err(Rejection::BadCredentials));
+        let malformed = |q: &str| matches!(subscription_challenge("meatyhamhock", q), Err(Rejection::Malformed(_)));
+        assert!(malformed("hub.mode=unsubscribe&hub.challenge=1&hub.verify_token=meatyhamhock"));
+        assert!(malformed("hub.mode=subscribe&hub.verify_token=meatyhamhock"));
+        assert!(malformed("hub.mode=subscribe&hub.challenge=1"));
+        assert!(malformed(""));
     }
 }

@@ -439,9 +439,7 @@ impl Verification {
     /// `None` when this provider makes no such check.
     pub fn url_check(&self, query: &str) -> Option<Result<String, Rejection>> {
         match self {
-            Verification::Meta { verify_token, .. } => {
-                Some(meta::subscription_challenge(verify_token, query).ok_or(Rejection::BadCredentials))
-            }
+            Verification::Meta { verify_token, .. } => Some(meta::subscription_challenge(verify_token, query)),
             _ => None,
         }
     }
@@ -455,6 +453,9 @@ impl Verification {
             Verification::Mailgun { .. }
                 | Verification::Calendly { .. }
                 | Verification::Discord { .. }
+                // A retry is recognised only when it is the same bytes, which Meta, batching
+                // notifications, does not promise.
+                | Verification::Meta { .. }
                 | Verification::None
                 | Verification::Hmac { .. }
                 | Verification::BasicAuth { .. }
