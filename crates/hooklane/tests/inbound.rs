@@ -718,6 +718,43 @@ async fn discord() {
     assert_eq!(status, 422, "{out}");
 }
 
+/// A fan-out to an event type that fails, for a source whose provider's sending again
+/// would not be recognised (here: no delivery id), is answered and finished in the
+/// background. PostgreSQL refuses the write (a trigger) until the test lets it through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fan_out_is_finished_in_the_background() {
+    let db = hooklane_store::postgres::testing::TestDatabase::create().await;
+    let server = Server::start(&format!("database_url = \"{}\"", db.url())).await;
+    let target = server.create_app("Fan-out target").await;
+    let spec = json!({
+        "name": "unrecognised retries",
+        "verification": { "type": "none" },
+        "destinations": [{ "appId": target, "eventType": "inbound.forwarded" }],
+    });
+    let (source, _) = create_source(&server, spec).await;
+    let (pg, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    let refuse = format!(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.app_id = '{target}' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse();"
+    );
+    pg.batch_execute(&refuse).await.expect("trigger");
+
+    let (status, out) = ingest(&server, &source, &h(&[("content-type", "application/json")]), br#"{"n": 1}"#).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("accepted")), "{out}");
+    let log = requests(&server, &source).await;
+    assert!(log[0]["reason"].as_str().unwrap().contains("fan-out failed"), "{log:?}");
+    let (_, messages) = server.call("GET", &format!("/api/v1/app/{target}/msg"), None).await;
+    assert_eq!(messages["data"].as_array().map(Vec::len), Some(0), "{messages}");
+
+    pg.batch_execute("DROP TRIGGER refuse ON messages").await.expect("drop trigger");
+    let path = format!("/api/v1/app/{target}/msg");
+    let done = server.wait_until(&path, WAIT, |b| b["data"].as_array().is_some_and(|d| d.len() == 1)).await;
+    assert_eq!(done["data"][0]["eventType"], "inbound.forwarded", "{done}");
+    assert_eq!(done["data"][0]["payload"], json!({ "n": 1 }), "{done}");
+}
+
 /// Where the signature does not cover the whole request (Mailgun's covers a timestamp and
 /// a token, not the body; Twilio's carries no timestamp), a signature serves once: a seen
 /// one carrying another event is acknowledged as a duplicate and never forwarded.
