@@ -456,7 +456,7 @@ async function renderMessages(appId, params) {
 
   const event = h("input", { name: "event", value: params.get("event") || "", placeholder: "invoice.paid", "data-testid": "filter-event" });
   const status = h("select", { name: "status", "data-testid": "filter-status" },
-    [["", "any"], ["success", "delivered"], ["pending", "pending"], ["fail", "failed"]].map(([v, t]) =>
+    [["", "any"], ["success", "delivered"], ["pending", "pending"], ["fail", "failed"], ["canceled", "canceled"]].map(([v, t]) =>
       h("option", { value: v, selected: (params.get("status") || "") === v }, t)));
   const after = h("input", { type: "datetime-local", name: "after", value: localInput(params.get("after")), "data-testid": "filter-after" });
   const before = h("input", { type: "datetime-local", name: "before", value: localInput(params.get("before")), "data-testid": "filter-before" });

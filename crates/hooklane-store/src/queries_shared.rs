@@ -114,8 +114,12 @@ pub fn message_state_sql(state: crate::MessageState) -> &'static str {
              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.status = 2)"
         }
         Succeeded => {
-            "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.status IN (0, 4)) \
+            "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.status = 0) \
              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.status IN (1, 2, 3))"
+        }
+        Canceled => {
+            "EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.status = 4) \
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.status IN (0, 1, 2, 3))"
         }
     }
 }

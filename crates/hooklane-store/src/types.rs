@@ -279,6 +279,8 @@ pub enum MessageState {
     Succeeded,
     Pending,
     Failed,
+    /// Every delivery was cancelled by its endpoint's transformation (Svix's status 4).
+    Canceled,
 }
 
 /// A message with how its deliveries stand.
@@ -295,15 +297,18 @@ pub struct MessageSummary {
 
 impl MessageSummary {
     /// `None` when the message had no delivery (no endpoint wanted it). Deliveries that
-    /// were cancelled are over without failing: a message whose deliveries all succeeded
-    /// or were cancelled has succeeded.
+    /// were cancelled are over without failing: a message some of whose deliveries
+    /// succeeded and the rest were cancelled has succeeded; one all of whose deliveries
+    /// were cancelled is canceled.
     pub fn state(&self) -> Option<MessageState> {
         if self.failed > 0 {
             Some(MessageState::Failed)
         } else if self.pending > 0 {
             Some(MessageState::Pending)
-        } else if self.succeeded > 0 || self.canceled > 0 {
+        } else if self.succeeded > 0 {
             Some(MessageState::Succeeded)
+        } else if self.canceled > 0 {
+            Some(MessageState::Canceled)
         } else {
             None
         }

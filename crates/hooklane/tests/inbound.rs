@@ -1008,6 +1008,14 @@ async fn a_destination_runs_its_javascript_transformation() {
         attempts["data"].as_array().unwrap().iter().map(|a| a["status"].as_u64().unwrap()).collect();
     statuses.sort();
     assert_eq!(statuses, vec![0, 4], "{attempts}");
+    // In the message log the cancelled message is `canceled`, not among those that succeeded.
+    let (_, log) = server.call("GET", &format!("/api/v1/stats/app/{source}/msg?status=canceled"), None).await;
+    let canceled: Vec<&str> = log["data"].as_array().unwrap().iter().map(|m| m["eventId"].as_str().unwrap()).collect();
+    assert_eq!(canceled, ["d-topic"], "{log}");
+    assert_eq!(log["data"][0]["status"], "canceled");
+    let (_, log) = server.call("GET", &format!("/api/v1/stats/app/{source}/msg?status=success"), None).await;
+    let succeeded: Vec<&str> = log["data"].as_array().unwrap().iter().map(|m| m["eventId"].as_str().unwrap()).collect();
+    assert_eq!(succeeded, ["d-main"], "{log}");
 
     // Sent back as answered, the transformation stays as it was.
     let (status, out) = server

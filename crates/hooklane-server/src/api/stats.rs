@@ -271,11 +271,15 @@ fn message_status_schema() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
         .enum_values(Some(
-            ["success", "pending", "fail"].map(serde_json::Value::from).into_iter().chain([serde_json::Value::Null]),
+            ["success", "pending", "fail", "canceled"]
+                .map(serde_json::Value::from)
+                .into_iter()
+                .chain([serde_json::Value::Null]),
         ))
         .description(Some(
-            "`fail` when any delivery failed, else `pending` when any is pending, else `success`; \
-             `null` when no endpoint wanted the message.",
+            "`fail` when any delivery failed, else `pending` when any is pending, else `success` when any \
+             succeeded, else `canceled` (every delivery cancelled by a transformation); `null` when no \
+             endpoint wanted the message.",
         ))
         .build()
 }
@@ -284,7 +288,7 @@ fn message_status_schema() -> utoipa::openapi::Object {
 ///
 /// `GET /stats/app/{app}/msg`: the message log, with the filters of `GET …/msg`
 /// (`event_types`, `channel`, `tag`, `before`, `after`, pagination) and `status`
-/// (`success`, `pending` or `fail`: how the message's deliveries stand).
+/// (`success`, `pending`, `fail` or `canceled`: how the message's deliveries stand).
 #[utoipa::path(
     get,
     path = "/api/v1/stats/app/{app_id}/msg",
@@ -294,7 +298,7 @@ fn message_status_schema() -> utoipa::openapi::Object {
         AppPath,
         PageNewestFirst,
         MessageFilters,
-        ("status" = Option<String>, Query, description = "Only messages whose deliveries stand so: `success`, `pending` or `fail` (or 0, 1, 2)."),
+        ("status" = Option<String>, Query, description = "Only messages whose deliveries stand so: `success`, `pending`, `fail` or `canceled` (or 0, 1, 2, 4)."),
     ),
     responses(
         (status = 200, description = "A page of messages", body = ListResponse<MessageLogOut>),
@@ -315,7 +319,8 @@ pub async fn messages(
         Some("success" | "0") => Some(MessageState::Succeeded),
         Some("pending" | "1") => Some(MessageState::Pending),
         Some("fail" | "2") => Some(MessageState::Failed),
-        Some(_) => return Err(ApiError::bad_query("status", "must be success, pending or fail")),
+        Some("canceled" | "4") => Some(MessageState::Canceled),
+        Some(_) => return Err(ApiError::bad_query("status", "must be success, pending, fail or canceled")),
     };
     let page = s.0.store.message_log(&t.app.id, &filter, state, &page).await?;
     Ok(axum::Json(ListResponse::from_page(
@@ -326,6 +331,7 @@ pub async fn messages(
                 MessageState::Succeeded => "success",
                 MessageState::Pending => "pending",
                 MessageState::Failed => "fail",
+                MessageState::Canceled => "canceled",
             });
             MessageLogOut {
                 status,

@@ -1664,12 +1664,16 @@ pub async fn cancelled_attempts_end_deliveries_and_leave_streaks(store: &DynStor
     assert_eq!(listed.items.len(), 2, "attempts keep their status");
     let t = store.attempt_timeline(&app.id, Some(&healthy.id), t0, t0 + hours(1), HOUR).await.unwrap();
     assert_eq!(t.iter().map(|b| (b.succeeded, b.failed, b.canceled)).collect::<Vec<_>>(), vec![(0, 0, 1)]);
-    // A message whose deliveries were all cancelled is over without failing.
-    let done = Some(hooklane_store::MessageState::Succeeded);
+    // A message whose deliveries were all cancelled is over without failing: canceled, and
+    // not among the messages that succeeded.
+    let done = Some(hooklane_store::MessageState::Canceled);
     let log = store.message_log(&app.id, &Default::default(), done, &PageRequest::default()).await.unwrap();
     let ids: Vec<&str> = log.items.iter().map(|m| m.message.id.as_str()).collect();
     assert_eq!(ids, vec![m2.id.as_str()]);
     assert_eq!((log.items[0].canceled, log.items[0].state()), (2, done));
+    let succeeded = Some(hooklane_store::MessageState::Succeeded);
+    let log = store.message_log(&app.id, &Default::default(), succeeded, &PageRequest::default()).await.unwrap();
+    assert!(log.items.iter().all(|m| m.message.id != m2.id), "a cancelled message did not succeed");
     assert_eq!(endpoint_now(store, &failing).await.failing_since, Some(t0), "the streak still runs");
     assert_eq!(endpoint_now(store, &healthy).await.failing_since, None, "and none was started");
 }
