@@ -174,6 +174,8 @@ fn client_of(s: &AppState, req: &Request) -> Option<IpAddr> {
     params(SourcePath),
     responses(
         (status = 200, description = "The challenge, as the whole body (text/plain)", body = String),
+        (status = 400, description = "Not Meta's check of the URL: `hub.mode` is not `subscribe`, or the challenge or \
+            token is missing", body = ErrorBody),
         (status = 403, description = "The token is not the source's, or the address is not in its allow-list", body = ErrorBody),
         (status = 404, description = "No such source", body = ErrorBody),
         (status = 405, description = "This source's provider makes no such check", body = ErrorBody),
@@ -257,7 +259,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
     };
     let client = client_of(&s, &req);
     let headers = header_map(req.headers());
-    // The URL as the provider called it (Twilio signs it): where hooklane is reachable
+    // The URL as the provider called it (Twilio and Square sign it): where hooklane is reachable
     // (`public_url`), and the path and query received.
     let called_url = format!(
         "{}{}",

@@ -3,10 +3,13 @@
 //! headers travel on. No I/O: the server hands in the headers and the raw body.
 //!
 //! One module per provider family: [`hmac_body`] (an HMAC of the body in a header: GitHub,
-//! Shopify, generic), [`stripe`] and [`slack`] (an HMAC of a timestamp and the body, with a
-//! freshness window), [`standard`] (Standard Webhooks), [`token`] (a shared secret sent as
-//! is: Telegram's secret token, HTTP basic auth). Every comparison of secret material is
-//! constant-time.
+//! Shopify, generic) and [`meta`] (the same, with Meta's `GET` check of the URL);
+//! [`stripe`], [`paddle`], [`calendly`], [`slack`] and [`zoom`] (an HMAC of a timestamp and
+//! the body, with a freshness window); [`twitch`] (of an id, a timestamp and the body);
+//! [`standard`] (Standard Webhooks); [`mailgun`] (a signature in the body); [`twilio`] and
+//! [`square`] (an HMAC over the URL called); [`discord`] (Ed25519); [`token`] (a shared
+//! secret sent as is: GitLab's and Telegram's tokens, HTTP basic auth). Every comparison of
+//! secret material is constant-time.
 
 pub mod calendly;
 pub mod discord;
@@ -31,8 +34,8 @@ use serde::{Deserialize, Serialize};
 /// with `", "`).
 pub type Headers = BTreeMap<String, String>;
 
-/// How long a signed timestamp (Stripe, Paddle, Slack, Standard Webhooks) stays acceptable,
-/// either way.
+/// How long a signed timestamp stays acceptable, either way (Stripe, Paddle, Calendly, Slack,
+/// Zoom, Mailgun, Discord, Standard Webhooks; Twitch has its own, [`twitch::TOLERANCE_SECS`]).
 pub const TOLERANCE_SECS: i64 = 5 * 60;
 
 /// The value of header `name` (any case).
@@ -421,8 +424,8 @@ impl Verification {
 
     /// What to answer, instead of forwarding it, to a verified request that is the
     /// provider's check of the URL (Slack's `url_verification`, Zoom's
-    /// `endpoint.url_validation`, Twitch's `webhook_callback_verification`); `None` for
-    /// every other request.
+    /// `endpoint.url_validation`, Twitch's `webhook_callback_verification`, Discord's
+    /// `PING`s and autocompletes); `None` for every other request.
     pub fn handshake(&self, headers: &Headers, json: Option<&serde_json::Value>) -> Option<Handshake> {
         let json = json?;
         match self {
