@@ -81,6 +81,7 @@ enum Provider {
     Calendly,
     Square,
     Meta,
+    Hubspot,
     StandardWebhooks,
     /// A Standard Webhooks source fed by a provider that sends through Svix (Clerk, Resend…):
     /// the same signature under `svix-id`, `svix-timestamp` and `svix-signature`.
@@ -103,6 +104,7 @@ const CALENDLY_KEY: &str = "calendly-signing-key-77";
 const SQUARE_KEY: &str = "square-signature-key-Qx";
 const META_SECRET: &str = "meta-app-secret-31";
 const META_TOKEN: &str = "meta-verify-token-77";
+const HUBSPOT_SECRET: &str = "hubspot-app-secret-c4";
 const ZOOM_SECRET: &str = "zoom-secret-token-qvC2";
 const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const HMAC_SECRET: &str = "generic-hmac-secret";
@@ -126,6 +128,7 @@ impl Provider {
             Provider::Calendly => json!({ "type": "calendly", "signingKey": CALENDLY_KEY }),
             Provider::Square => json!({ "type": "square", "signatureKey": SQUARE_KEY }),
             Provider::Meta => json!({ "type": "meta", "appSecret": META_SECRET, "verifyToken": META_TOKEN }),
+            Provider::Hubspot => json!({ "type": "hubspot", "appSecret": HUBSPOT_SECRET }),
             Provider::Zoom => json!({ "type": "zoom", "secret": ZOOM_SECRET }),
             Provider::StandardWebhooks | Provider::SvixSent => {
                 json!({ "type": "standardWebhooks", "secret": SW_SECRET })
@@ -323,6 +326,23 @@ impl Provider {
                 let sig = format!("sha256={}", hex(&hmac256(secret.as_bytes(), &[&body])));
                 (h(&[("X-Hub-Signature-256", &sig), ("content-type", json_ct)]), body, json_ct)
             }
+            Provider::Hubspot => {
+                // A batch of events; the URL, the body and a millisecond timestamp are signed.
+                let event: u64 = id.bytes().map(u64::from).sum::<u64>() + 1_000_000;
+                let body = format!(
+                    r#"[{{"eventId":{event},"subscriptionType":"contact.creation","portalId":62515,"objectId":123}}]"#
+                )
+                .into_bytes();
+                let millis = (ts * 1000 + 123).to_string();
+                let secret = if genuine { HUBSPOT_SECRET } else { "hubspot-wrong" };
+                let sig = B64.encode(hmac256(secret.as_bytes(), &[b"POST", url.as_bytes(), &body, millis.as_bytes()]));
+                let headers = h(&[
+                    ("X-HubSpot-Signature-v3", &sig),
+                    ("X-HubSpot-Request-Timestamp", &millis),
+                    ("content-type", json_ct),
+                ]);
+                (headers, body, json_ct)
+            }
             Provider::StandardWebhooks | Provider::SvixSent => {
                 let body = format!(r#"{{"type":"user.created","id":"{id}"}}"#).into_bytes();
                 let secret = if genuine { SW_SECRET } else { "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" };
@@ -367,6 +387,7 @@ impl Provider {
             Provider::Calendly => "invitee.created",
             Provider::Square => "payment.created",
             Provider::Meta => "whatsapp_business_account.messages",
+            Provider::Hubspot => "contact.creation",
             Provider::StandardWebhooks | Provider::SvixSent => "user.created",
             Provider::Hmac | Provider::BasicAuth | Provider::Twilio => "inbound",
         }
@@ -385,6 +406,7 @@ impl Provider {
                 | Provider::SvixSent
                 | Provider::Twitch
                 | Provider::Calendly
+                | Provider::Hubspot
         )
     }
 
@@ -635,6 +657,11 @@ async fn square() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meta() {
     provider_contract(Provider::Meta).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubspot() {
+    provider_contract(Provider::Hubspot).await;
 }
 
 /// Discord signs with Ed25519, and wants each kind of request answered its own way: an

@@ -6,14 +6,15 @@
 //! Shopify, generic) and [`meta`] (the same, with Meta's `GET` check of the URL);
 //! [`stripe`], [`paddle`], [`calendly`], [`slack`] and [`zoom`] (an HMAC of a timestamp and
 //! the body, with a freshness window); [`twitch`] (of an id, a timestamp and the body);
-//! [`standard`] (Standard Webhooks); [`mailgun`] (a signature in the body); [`twilio`] and
-//! [`square`] (an HMAC over the URL called); [`discord`] (Ed25519); [`token`] (a shared
+//! [`standard`] (Standard Webhooks); [`mailgun`] (a signature in the body); [`twilio`],
+//! [`square`] and [`hubspot`] (an HMAC over the URL called); [`discord`] (Ed25519); [`token`] (a shared
 //! secret sent as is: GitLab's and Telegram's tokens, HTTP basic auth). Every comparison of
 //! secret material is constant-time.
 
 pub mod calendly;
 pub mod discord;
 pub mod hmac_body;
+pub mod hubspot;
 pub mod mailgun;
 pub mod meta;
 pub mod paddle;
@@ -35,7 +36,7 @@ use serde::{Deserialize, Serialize};
 pub type Headers = BTreeMap<String, String>;
 
 /// How long a signed timestamp stays acceptable, either way (Stripe, Paddle, Calendly, Slack,
-/// Zoom, Mailgun, Discord, Standard Webhooks; Twitch has its own, [`twitch::TOLERANCE_SECS`]).
+/// Zoom, Mailgun, Discord, HubSpot, Standard Webhooks; Twitch has its own, [`twitch::TOLERANCE_SECS`]).
 pub const TOLERANCE_SECS: i64 = 5 * 60;
 
 /// The value of header `name` (any case).
@@ -89,6 +90,9 @@ pub enum Verification {
     /// Meta (WhatsApp, Messenger, Instagram): `X-Hub-Signature-256: sha256=<hex
     /// HMAC-SHA256(app secret, body)>`; `verify_token` answers its `GET` check of the URL.
     Meta { app_secret: String, verify_token: String },
+    /// HubSpot (v3): `X-HubSpot-Signature-v3: <base64 HMAC-SHA256(app secret, "POST" + URL +
+    /// body + timestamp)>` with `X-HubSpot-Request-Timestamp` (milliseconds).
+    Hubspot { app_secret: String },
     /// `webhook-id`, `webhook-timestamp`, `webhook-signature` with a `whsec_` secret.
     StandardWebhooks { secret: String },
     /// `<header>: <prefix><hex or base64 HMAC(secret, body)>`.
@@ -221,6 +225,7 @@ impl Verification {
             Verification::Calendly { .. } => "calendly",
             Verification::Square { .. } => "square",
             Verification::Meta { .. } => "meta",
+            Verification::Hubspot { .. } => "hubspot",
             Verification::StandardWebhooks { .. } => "standardWebhooks",
             Verification::Hmac { .. } => "hmac",
             Verification::BasicAuth { .. } => "basicAuth",
@@ -247,6 +252,7 @@ impl Verification {
             Verification::Calendly { signing_key } => calendly::verify(signing_key, headers, body, now),
             Verification::Square { signature_key } => square::verify(signature_key, headers, body, url),
             Verification::Meta { app_secret, .. } => meta::verify(app_secret, headers, body),
+            Verification::Hubspot { app_secret } => hubspot::verify(app_secret, headers, body, url, now),
             Verification::StandardWebhooks { secret } => standard::verify(secret, headers, body, now),
             Verification::Hmac { header: name, algorithm, encoding, prefix, secret } => {
                 let spec = hmac_body::Spec {
@@ -281,6 +287,7 @@ impl Verification {
                 secret("verification.signingKey", signing_key)
             }
             Verification::Square { signature_key } => secret("verification.signatureKey", signature_key),
+            Verification::Hubspot { app_secret } => secret("verification.appSecret", app_secret),
             Verification::Meta { app_secret, verify_token } => {
                 secret("verification.appSecret", app_secret)?;
                 secret("verification.verifyToken", verify_token)
@@ -369,6 +376,7 @@ impl Verification {
             // (and the SHA-1 signature Square sent before, should it still come)
             Verification::Square { .. } => &[square::HEADER, "x-square-signature"],
             Verification::Meta { .. } => &[meta::SIGNATURE, "x-hub-signature"],
+            Verification::Hubspot { .. } => &[hubspot::SIGNATURE, "x-hubspot-signature"],
             Verification::StandardWebhooks { .. } => &["webhook-signature", "svix-signature"],
             Verification::Hmac { header, .. } => return vec![header.to_ascii_lowercase()],
             Verification::BasicAuth { .. } => &["authorization"],
@@ -410,6 +418,8 @@ impl Verification {
             // Meta's notifications carry no delivery id; the signature is an HMAC of the body
             // alone, so a retry (the same body) has the same one, and a replay is recognised.
             Verification::Meta { .. } => header(meta::SIGNATURE),
+            // A batch of events, retried whole: its first event's id.
+            Verification::Hubspot { .. } => field("0.eventId"),
             Verification::StandardWebhooks { .. } => header("webhook-id"),
             // Zoom's events carry no delivery id.
             Verification::None
@@ -494,6 +504,7 @@ impl Verification {
             Verification::Calendly { .. } => field("event"),
             Verification::Square { .. } => field("type"),
             Verification::Meta { .. } => json.and_then(meta::event_type),
+            Verification::Hubspot { .. } => field("0.subscriptionType"),
             // An update carries `update_id` and exactly one other field, which says what it is.
             Verification::Telegram { .. } => {
                 json.and_then(|j| j.as_object()).and_then(|o| o.keys().find(|k| k.as_str() != "update_id").cloned())

@@ -68,7 +68,7 @@ pub struct SourceIn {
     name: String,
     /// How the source's requests prove where they come from: `{"type": …}` with `none`,
     /// `github` (`secret`), `gitlab` (`secretToken`), `stripe` (`secret`), `paddle` (`secret`), `mailgun` (`signingKey`), `shopify` (`secret`), `slack`
-    /// (`signingSecret`), `zoom` (`secret`), `telegram` (`secretToken`), `twilio` (`authToken`), `twitch` (`secret`), `discord` (`publicKey`), `calendly` (`signingKey`), `square` (`signatureKey`), `meta` (`appSecret`, `verifyToken`), `standardWebhooks` (`secret`, `whsec_…`),
+    /// (`signingSecret`), `zoom` (`secret`), `telegram` (`secretToken`), `twilio` (`authToken`), `twitch` (`secret`), `discord` (`publicKey`), `calendly` (`signingKey`), `square` (`signatureKey`), `meta` (`appSecret`, `verifyToken`), `hubspot` (`appSecret`), `standardWebhooks` (`secret`, `whsec_…`),
     /// `hmac` (`header`, `algorithm`: `sha1`|`sha256`|`sha512`, `encoding`: `hex`|`base64`,
     /// `prefix`?, `secret`) or `basicAuth` (`username`, `password`).
     /// Secrets are write-only: answers leave them out.
