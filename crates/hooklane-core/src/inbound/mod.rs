@@ -418,8 +418,9 @@ impl Verification {
             // Meta's notifications carry no delivery id; the signature is an HMAC of the body
             // alone, so a retry (the same body) has the same one, and a replay is recognised.
             Verification::Meta { .. } => header(meta::SIGNATURE),
-            // A batch of events, retried whole: its first event's id.
-            Verification::Hubspot { .. } => field("0.eventId"),
+            // HubSpot's event ids are not unique, and a retry may batch events otherwise: a
+            // signature (over a timestamp) serves once, which refuses replays.
+            Verification::Hubspot { .. } => header(hubspot::SIGNATURE),
             Verification::StandardWebhooks { .. } => header("webhook-id"),
             // Zoom's events carry no delivery id.
             Verification::None
@@ -469,6 +470,7 @@ impl Verification {
                 // A retry is recognised only when it is the same bytes, which Meta, batching
                 // notifications, does not promise.
                 | Verification::Meta { .. }
+                | Verification::Hubspot { .. }
                 | Verification::None
                 | Verification::Hmac { .. }
                 | Verification::BasicAuth { .. }
