@@ -187,8 +187,10 @@ pub async fn url_check(State(s): State<AppState>, Path(source_id): Path<String>,
         Ok(source) => source,
         Err(answer) => return *answer,
     };
-    let Some(check) = source.verification.url_check(req.uri().query().unwrap_or_default()) else {
-        return ApiError::MethodNotAllowed.into_response();
+    // (axum also routes HEAD here: a check with nothing to read the answer is none.)
+    let check = match source.verification.url_check(req.uri().query().unwrap_or_default()) {
+        Some(check) if req.method() == axum::http::Method::GET => check,
+        _ => return ApiError::MethodNotAllowed.into_response(),
     };
     let client = client_of(&s, &req);
     let headers = header_map(req.headers());

@@ -618,6 +618,9 @@ async fn provider_url_checks_are_answered_not_forwarded() {
     assert_eq!(check("not-the-token").await.unwrap().status(), 403);
     let not_a_check = server.client.get(server.url(&format!("/in/{meta}"))).send().await.unwrap();
     assert_eq!(not_a_check.status(), 400);
+    let query = format!("hub.mode=subscribe&hub.challenge=1&hub.verify_token={META_TOKEN}");
+    let head = server.client.head(server.url(&format!("/in/{meta}?{query}"))).send().await.unwrap();
+    assert_eq!(head.status(), 405, "a HEAD is not the check");
     // A source of another provider takes no GET.
     let resp = server.client.get(server.url(&format!("/in/{slack}?hub.mode=subscribe"))).send().await.unwrap();
     assert_eq!(resp.status(), 405);
@@ -775,11 +778,31 @@ async fn a_failed_fan_out_is_finished_in_the_background() {
     let (_, messages) = server.call("GET", &format!("/api/v1/app/{target}/msg"), None).await;
     assert_eq!(messages["data"].as_array().map(Vec::len), Some(0), "{messages}");
 
+    // Discord, which sends nothing twice, gets its own answer on that path too.
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let spec = json!({
+        "name": "discord to an event type",
+        "verification": { "type": "discord", "publicKey": hex(key.verifying_key().as_bytes()) },
+        "destinations": [{ "appId": target, "eventType": "inbound.forwarded" }],
+    });
+    let (discord, _) = create_source(&server, spec).await;
+    let command = r#"{"application_id":"11","id":"41","token":"dA","type":2,"data":{"name":"deploy"},"version":1}"#;
+    let ts = now().to_string();
+    let sig = ed25519_dalek::Signer::sign(&key, &[ts.as_bytes(), command.as_bytes()].concat());
+    let headers = h(&[
+        ("X-Signature-Ed25519", &hex(&sig.to_bytes())),
+        ("X-Signature-Timestamp", &ts),
+        ("content-type", "application/json"),
+    ]);
+    assert_eq!(ingest(&server, &discord, &headers, command.as_bytes()).await, (200, json!({ "type": 5 })));
+
     pg.batch_execute("DROP TRIGGER refuse ON messages").await.expect("drop trigger");
     let path = format!("/api/v1/app/{target}/msg");
-    let done = server.wait_until(&path, WAIT, |b| b["data"].as_array().is_some_and(|d| d.len() == 1)).await;
-    assert_eq!(done["data"][0]["eventType"], "inbound.forwarded", "{done}");
-    assert_eq!(done["data"][0]["payload"], json!({ "n": 1 }), "{done}");
+    let done = server.wait_until(&path, WAIT, |b| b["data"].as_array().is_some_and(|d| d.len() == 2)).await;
+    let payloads: Vec<&Value> = done["data"].as_array().unwrap().iter().map(|m| &m["payload"]).collect();
+    let command: Value = serde_json::from_str(command).unwrap();
+    assert!(payloads.contains(&&command) && payloads.contains(&&json!({ "n": 1 })), "{done}");
+    assert!(done["data"].as_array().unwrap().iter().all(|m| m["eventType"] == "inbound.forwarded"), "{done}");
 }
 
 /// Where the signature does not cover the whole request (Mailgun's covers a timestamp and
