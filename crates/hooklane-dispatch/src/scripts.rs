@@ -207,11 +207,7 @@ impl Scripts {
         };
         // Serialised before it is queued: a job that cannot be written costs no worker, and
         // the queue holds one copy of it.
-        let mut line = serde_json::to_vec(&job).map_err(|e| ScriptFailure::Unavailable(e.to_string()))?;
-        line.push(b'\n');
-        // The payload travels as a JSON string inside the answer, where every `"` and `\`
-        // doubles.
-        let limit = job.max_output.saturating_mul(2).saturating_add(ANSWER_MARGIN);
+        let (line, limit) = wire(&job)?;
         drop(job);
         let id = self.next_job.fetch_add(1, Ordering::Relaxed);
         let (reply, mut answer) = oneshot::channel();
@@ -329,37 +325,22 @@ impl Scripts {
                 };
             }
         };
-        // Serialised before a worker is taken: a job that cannot be written costs none.
-        let line = serde_json::to_string(&job).map_err(|e| ScriptFailure::Unavailable(e.to_string()))?;
-        // The payload travels as a JSON string inside the answer, where every `"` and `\`
-        // doubles.
-        let answer_limit = job.max_output.saturating_mul(2).saturating_add(ANSWER_MARGIN);
-        // An idle worker may have died since its last job (killed from outside): then the
-        // job goes once more to a new one.
-        for attempt in 0..2 {
-            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let reused = idle.is_some();
-            let mut worker = match idle {
-                Some(w) => w,
-                None => Worker::start(program, args)
-                    .map_err(|e| ScriptFailure::Unavailable(format!("could not start a transformation worker: {e}")))?,
-            };
-            match tokio::time::timeout(HARD_LIMIT, worker.exchange(&line, answer_limit)).await {
-                Ok(Ok(answer)) => {
-                    self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(worker);
-                    return answer.map_err(ScriptFailure::Code);
-                }
-                // The worker is dropped, which kills it.
-                Ok(Err(_)) if reused && attempt == 0 => continue,
-                Ok(Err(e)) => return Err(ScriptFailure::Unavailable(format!("the transformation worker failed: {e}"))),
-                Err(_) => {
-                    metrics::counter!("hooklane_transformation_workers_killed_total").increment(1);
-                    return Err(ScriptFailure::Code(too_long()));
-                }
-            }
-        }
-        Err(ScriptFailure::Unavailable("the transformation worker failed twice".into()))
+        // A batch of one, on the workers deliveries use (the slot taken above keeps the
+        // API's runs to its own share).
+        let (line, limit) = wire(&job)?;
+        let (reply, answer) = oneshot::channel();
+        self.drive(VecDeque::from([Queued { id: 0, line, limit, reply }]), program, args).await;
+        answer.await.unwrap_or_else(|_| Err(ScriptFailure::Unavailable("the run was lost".into())))
     }
+}
+
+/// A job as a worker reads it (one line, newline included), and the longest answer read
+/// for it: the payload travels as a JSON string inside the answer, where every `"` and `\`
+/// doubles.
+fn wire(job: &Job) -> Result<(Vec<u8>, usize), ScriptFailure> {
+    let mut line = serde_json::to_vec(job).map_err(|e| ScriptFailure::Unavailable(e.to_string()))?;
+    line.push(b'\n');
+    Ok((line, job.max_output.saturating_mul(2).saturating_add(ANSWER_MARGIN)))
 }
 
 fn kept_busy() -> ScriptFailure {
@@ -403,14 +384,6 @@ impl Worker {
             tokio::spawn(log_stderr(stderr, child.id()));
         }
         Ok(Worker { _child: child, stdin, stdout: BufReader::new(stdout) })
-    }
-
-    /// Sends one job line and reads its answer line, of at most `limit` bytes.
-    async fn exchange(&mut self, line: &str, limit: usize) -> std::io::Result<Result<Option<Outcome>, ScriptError>> {
-        self.stdin.write_all(line.as_bytes()).await?;
-        self.stdin.write_all(b"\n").await?;
-        self.stdin.flush().await?;
-        read_answer(&mut self.stdout, limit).await
     }
 
     /// Sends every job of `batch` at once and answers them in order as the worker does,
