@@ -417,7 +417,7 @@ fn new_endpoint(app_id: &str, d: DestinationIn, now: DateTime<Utc>) -> ApiResult
         id: new_id(ids::ENDPOINT),
         app_id: app_id.to_string(),
         uid: None,
-        url: d.url.unwrap_or_default(),
+        url: d.url.clone().unwrap_or_default(),
         description: String::new(),
         version: 1,
         filter_types: None,
@@ -425,7 +425,7 @@ fn new_endpoint(app_id: &str, d: DestinationIn, now: DateTime<Utc>) -> ApiResult
         disabled: d.disabled.unwrap_or(false),
         rate_limit: None,
         metadata: Metadata::new(),
-        headers: d.headers.unwrap_or_default(),
+        headers: d.headers.clone().unwrap_or_default(),
         secret: secret.expose(),
         previous_secrets: Vec::new(),
         failing_since: None,
@@ -436,13 +436,19 @@ fn new_endpoint(app_id: &str, d: DestinationIn, now: DateTime<Utc>) -> ApiResult
         order: DeliveryOrder::default(),
         transformation: None,
     };
-    d.payload_filter.apply_opt(&mut ep.payload_filter);
-    d.transform.apply_opt(&mut ep.transform);
-    d.ordering.apply_or_default(&mut ep.order);
-    d.rate_limit.apply_opt(&mut ep.rate_limit);
-    d.filter_types.apply_opt(&mut ep.filter_types);
+    apply_rules(&d, &mut ep);
     validate_destination(&ep)?;
     Ok(ep)
+}
+
+/// Applies what a destination says of its endpoint's delivery rules (left out: kept; `null`:
+/// cleared), for a new endpoint and a kept one alike.
+fn apply_rules(d: &DestinationIn, ep: &mut Endpoint) {
+    d.payload_filter.clone().apply_opt(&mut ep.payload_filter);
+    d.transform.clone().apply_opt(&mut ep.transform);
+    d.ordering.clone().apply_or_default(&mut ep.order);
+    d.rate_limit.clone().apply_opt(&mut ep.rate_limit);
+    d.filter_types.clone().apply_opt(&mut ep.filter_types);
 }
 
 /// Applies a destination's `transformation` to its endpoint (the code checked when new).
@@ -633,11 +639,7 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                     if let Some(disabled) = d.disabled {
                         ep.disabled = disabled;
                     }
-                    d.payload_filter.clone().apply_opt(&mut ep.payload_filter);
-                    d.transform.clone().apply_opt(&mut ep.transform);
-                    d.ordering.clone().apply_or_default(&mut ep.order);
-                    d.rate_limit.clone().apply_opt(&mut ep.rate_limit);
-                    d.filter_types.clone().apply_opt(&mut ep.filter_types);
+                    apply_rules(&d, &mut ep);
                     touch(&mut ep, was_disabled, now);
                     validate_destination(&ep)?;
                     (ep, Some(was_disabled))
