@@ -118,6 +118,24 @@ impl<'a> Record<'a> {
         response
     }
 
+    /// Records an accepted (or duplicate) request, which is message `msg_id`, and answers it:
+    /// as its provider asks (`acknowledgement`), else with hooklane's own answer.
+    async fn acknowledge(
+        &self,
+        status: InboundStatus,
+        reason: Option<String>,
+        msg_id: &str,
+        acknowledgement: Option<Handshake>,
+    ) -> Response {
+        let http_status = acknowledgement.as_ref().map_or(StatusCode::OK, answer_status);
+        self.save(status, http_status, reason, Some(msg_id.to_string())).await;
+        match acknowledgement {
+            Some(reply) => provider_answer(reply),
+            None if status == InboundStatus::Duplicate => answer("duplicate", &self.id, msg_id),
+            None => answer("accepted", &self.id, msg_id),
+        }
+    }
+
     fn new(
         s: &'a AppState,
         source: &'a Source,
@@ -363,13 +381,8 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
                 let recognised = source.deduplication.is_some() || source.verification.redelivery_recognised();
                 if acknowledgement.is_some() || !recognised {
                     let why = format!("fan-out failed: {error}; tried again in the background");
-                    let status = acknowledgement.as_ref().map_or(StatusCode::OK, answer_status);
-                    record.save(InboundStatus::Accepted, status, Some(why), Some(msg.id.clone())).await;
                     retry_fan_out(s.clone(), source.clone(), msg.clone());
-                    return match acknowledgement {
-                        Some(reply) => provider_answer(reply),
-                        None => answer("accepted", &record.id, &msg.id),
-                    };
+                    return record.acknowledge(InboundStatus::Accepted, Some(why), &msg.id, acknowledgement).await;
                 }
                 // The request is stored; the provider's retry (a duplicate) completes it.
                 record
@@ -382,12 +395,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
                     .await;
                 return error.into_response();
             }
-            let status = acknowledgement.as_ref().map_or(StatusCode::OK, answer_status);
-            record.save(InboundStatus::Accepted, status, None, Some(msg.id.clone())).await;
-            match acknowledgement {
-                Some(reply) => provider_answer(reply),
-                None => answer("accepted", &record.id, &msg.id),
-            }
+            record.acknowledge(InboundStatus::Accepted, None, &msg.id, acknowledgement).await
         }
         Err(StoreError::Conflict(_)) => {
             let Some(event_id) = event_id else {
@@ -406,12 +414,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
                 return ApiError::from(e).into_response();
             }
             let reason = format!("delivery id seen before (message {})", original.id);
-            let status = acknowledgement.as_ref().map_or(StatusCode::OK, answer_status);
-            record.save(InboundStatus::Duplicate, status, Some(reason), Some(original.id.clone())).await;
-            match acknowledgement {
-                Some(reply) => provider_answer(reply),
-                None => answer("duplicate", &record.id, &original.id),
-            }
+            record.acknowledge(InboundStatus::Duplicate, Some(reason), &original.id, acknowledgement).await
         }
         Err(e) => {
             let error = ApiError::from(e);
