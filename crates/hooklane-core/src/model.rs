@@ -56,7 +56,8 @@ pub struct Endpoint {
     pub rate_limit: Option<u32>,
     pub metadata: Metadata,
     pub headers: BTreeMap<String, String>,
-    /// `whsec_…` form. Kept as text so the store does not need the signing code.
+    /// `whsec_…`, or a `whsk_…` Ed25519 key pair (shown as its `whpk_…` public key). Kept as
+    /// text so the store does not need the signing code.
     pub secret: String,
     pub previous_secrets: Vec<ExpiringSecret>,
     /// Start of the current run of failed attempts; cleared by a success.
@@ -120,14 +121,17 @@ impl DeliveryOrder {
 }
 
 impl Endpoint {
-    /// Every secret that signs a delivery made at `now`: the current one, then rotated-out
-    /// ones that have not expired yet. Secrets that fail to parse are skipped (they were
+    /// Every secret that signs a delivery made at `now`, as stored: the current one, then
+    /// rotated-out ones that have not expired yet.
+    pub fn live_secrets(&self, now: DateTime<Utc>) -> impl Iterator<Item = &str> {
+        std::iter::once(self.secret.as_str())
+            .chain(self.previous_secrets.iter().filter(move |s| s.expires_at > now).map(|s| s.key.as_str()))
+    }
+
+    /// [`Endpoint::live_secrets`], parsed. Secrets that fail to parse are skipped (they were
     /// validated on the way in, so this only guards against a hand-edited database).
     pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<Secret> {
-        std::iter::once(self.secret.as_str())
-            .chain(self.previous_secrets.iter().filter(|s| s.expires_at > now).map(|s| s.key.as_str()))
-            .filter_map(|k| Secret::parse(k).ok())
-            .collect()
+        self.live_secrets(now).filter_map(|k| Secret::parse(k).ok()).collect()
     }
 }
 

@@ -1,38 +1,79 @@
-//! Standard Webhooks signatures (the scheme Svix uses).
+//! Standard Webhooks signatures (the scheme Svix uses), symmetric and asymmetric.
 //!
-//! signed content = `{webhook-id}.{webhook-timestamp}.{body}`; key = base64-decoded secret
-//! (after the `whsec_` prefix); signature = `v1,` + base64(HMAC-SHA256(key, content)).
-//! During secret rotation several signatures are sent, space-separated, and a receiver
-//! accepts the request if any of them matches one of its secrets.
+//! signed content = `{webhook-id}.{webhook-timestamp}.{body}`. A symmetric secret
+//! (`whsec_` + base64 key) signs it as `v1,` + base64(HMAC-SHA256(key, content)); an
+//! asymmetric one (`whsk_` + base64 Ed25519 key pair) as `v1a,` + base64(Ed25519
+//! signature), checked by whoever holds its public key (`whpk_` + base64), which cannot
+//! sign: the spec's advice where the consumer's copy of the key should not be able to forge
+//! webhooks. During secret rotation several signatures are sent, space-separated, and a
+//! receiver accepts the request if any of them matches one of its keys.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
 pub const SECRET_PREFIX: &str = "whsec_";
+/// An asymmetric signing key: Standard Webhooks' prefix for an Ed25519 secret key.
+pub const SIGNING_KEY_PREFIX: &str = "whsk_";
+/// An asymmetric verifying key: Standard Webhooks' prefix for an Ed25519 public key.
+pub const PUBLIC_KEY_PREFIX: &str = "whpk_";
 /// Bytes of key material in a generated secret (Svix uses 24: 32 base64 characters).
 const GENERATED_SECRET_BYTES: usize = 24;
 /// Default tolerance between `webhook-timestamp` and the receiver's clock.
 pub const DEFAULT_TOLERANCE_SECS: i64 = 5 * 60;
+/// Signatures of a `webhook-signature` header that are looked at; the rest are ignored.
+/// hooklane sends at most six (the current secret and five rotated out); the bound keeps a
+/// forged header of thousands of `v1a` entries, each an Ed25519 check hashing the whole
+/// body, from costing seconds of CPU.
+pub const MAX_SIGNATURES_CHECKED: usize = 8;
+
+/// Which kind of secret a new endpoint gets when none is given (Svix's
+/// `default_signature_type`, with its names).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureType {
+    /// `whsec_` secrets, `v1` signatures: what every Standard Webhooks verifier checks.
+    #[default]
+    Hmac256,
+    /// `whsk_` key pairs, `v1a` signatures, the public key (`whpk_`) given to consumers.
+    Ed25519,
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SecretError {
-    #[error("secret must be base64 (optionally prefixed with whsec_)")]
+    #[error("secret must be base64, optionally prefixed with whsec_ (or an Ed25519 key pair prefixed with whsk_)")]
     NotBase64,
     #[error("secret must decode to between 24 and 64 bytes")]
     BadLength,
+    #[error("a whsk_ key must be base64 of a 32-byte Ed25519 seed or a 64-byte key pair (seed, then its public key)")]
+    BadSigningKey,
+    #[error("a whpk_ key must be base64 of a 32-byte Ed25519 public key")]
+    BadPublicKey,
+    #[error("a whpk_ key is a public key, which only verifies: signing needs the whsk_ key of the pair (or a whsec_ secret)")]
+    PublicKeyCannotSign,
+    #[error("a whsk_ key is the sender's secret key: a receiver checks with its whpk_ public key (hooklane keygen prints both)")]
+    SecretKeyToVerify,
 }
 
-/// A webhook signing secret. `Debug` never prints the key material, so a secret that ends
-/// up in a log line or an error stays secret.
+#[derive(Clone, PartialEq, Eq)]
+enum SigningMaterial {
+    Hmac(Vec<u8>),
+    Ed25519(Box<SigningKey>),
+}
+
+/// A webhook signing secret: symmetric (`whsec_`) or an Ed25519 key pair (`whsk_`). `Debug`
+/// never prints the key material, so a secret that ends up in a log line or an error stays
+/// secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret {
-    key: Vec<u8>,
+    key: SigningMaterial,
 }
 
 impl std::fmt::Debug for Secret {
@@ -42,37 +83,94 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Secret {
-    /// A new random secret.
-    pub fn generate() -> Self {
-        Secret { key: random_bytes::<GENERATED_SECRET_BYTES>().to_vec() }
+    /// A new random secret of the given type.
+    pub fn generate(kind: SignatureType) -> Self {
+        let key = match kind {
+            SignatureType::Hmac256 => SigningMaterial::Hmac(random_bytes::<GENERATED_SECRET_BYTES>().to_vec()),
+            SignatureType::Ed25519 => SigningMaterial::Ed25519(Box::new(SigningKey::from_bytes(&random_bytes::<32>()))),
+        };
+        Secret { key }
     }
 
-    /// Parses `whsec_<base64>` (or bare base64).
+    /// Parses `whsec_<base64>` (or bare base64), or `whsk_<base64>`: an Ed25519 seed (32
+    /// bytes) or key pair (64 bytes: the seed, then its public key, as Svix and libsodium
+    /// write it; a public key that is not the seed's is refused).
     pub fn parse(s: &str) -> Result<Self, SecretError> {
+        if let Some(b64) = s.strip_prefix(SIGNING_KEY_PREFIX) {
+            let bytes = B64.decode(b64).map_err(|_| SecretError::BadSigningKey)?;
+            let key = if let Ok(seed) = <[u8; 32]>::try_from(bytes.as_slice()) {
+                SigningKey::from_bytes(&seed)
+            } else if let Ok(pair) = <[u8; 64]>::try_from(bytes.as_slice()) {
+                SigningKey::from_keypair_bytes(&pair).map_err(|_| SecretError::BadSigningKey)?
+            } else {
+                return Err(SecretError::BadSigningKey);
+            };
+            return Ok(Secret { key: SigningMaterial::Ed25519(Box::new(key)) });
+        }
+        if s.starts_with(PUBLIC_KEY_PREFIX) {
+            return Err(SecretError::PublicKeyCannotSign);
+        }
         let b64 = s.strip_prefix(SECRET_PREFIX).unwrap_or(s);
         let key = B64.decode(b64).map_err(|_| SecretError::NotBase64)?;
         if !(24..=64).contains(&key.len()) {
             return Err(SecretError::BadLength);
         }
-        Ok(Secret { key })
+        Ok(Secret { key: SigningMaterial::Hmac(key) })
     }
 
-    /// The `whsec_…` form shown to users.
+    pub fn signature_type(&self) -> SignatureType {
+        match self.key {
+            SigningMaterial::Hmac(_) => SignatureType::Hmac256,
+            SigningMaterial::Ed25519(_) => SignatureType::Ed25519,
+        }
+    }
+
+    /// The whole secret (`whsec_…`, or the `whsk_…` key pair): what is stored, and what
+    /// signs.
     pub fn expose(&self) -> String {
-        format!("{SECRET_PREFIX}{}", B64.encode(&self.key))
+        match &self.key {
+            SigningMaterial::Hmac(key) => format!("{SECRET_PREFIX}{}", B64.encode(key)),
+            SigningMaterial::Ed25519(key) => format!("{SIGNING_KEY_PREFIX}{}", B64.encode(key.to_keypair_bytes())),
+        }
     }
 
-    fn mac(&self) -> HmacSha256 {
-        // HMAC accepts keys of any length, so this cannot fail.
-        HmacSha256::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
+    /// What a receiver needs to check this secret's signatures: the `whsec_` secret itself,
+    /// or the `whpk_` public key of a key pair (which cannot sign).
+    pub fn verification_key(&self) -> String {
+        match &self.key {
+            SigningMaterial::Hmac(_) => self.expose(),
+            SigningMaterial::Ed25519(key) => {
+                format!("{PUBLIC_KEY_PREFIX}{}", B64.encode(key.verifying_key().as_bytes()))
+            }
+        }
     }
 
-    /// `v1,<base64 signature>` for one message.
+    /// `v1,<base64 signature>` (or `v1a,…`) for one message.
     pub fn sign(&self, msg_id: &str, timestamp: i64, payload: &[u8]) -> String {
-        let mut mac = self.mac();
-        feed(&mut mac, msg_id, timestamp, payload);
-        format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
+        match &self.key {
+            SigningMaterial::Hmac(key) => {
+                let mut mac = hmac_sha256(key);
+                feed(&mut mac, msg_id, timestamp, payload);
+                format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
+            }
+            SigningMaterial::Ed25519(key) => {
+                let signature = key.sign(&signed_content(msg_id, timestamp, payload));
+                format!("v1a,{}", B64.encode(signature.to_bytes()))
+            }
+        }
     }
+}
+
+/// The stored secret `stored` as receivers are shown it ([`Secret::verification_key`]);
+/// a stored value that does not parse (only a hand-edited database holds one) is shown as
+/// it is.
+pub fn published_key(stored: &str) -> String {
+    Secret::parse(stored).map_or_else(|_| stored.to_string(), |s| s.verification_key())
+}
+
+fn hmac_sha256(key: &[u8]) -> HmacSha256 {
+    // HMAC accepts keys of any length, so this cannot fail.
+    HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
 }
 
 fn feed(mac: &mut HmacSha256, msg_id: &str, timestamp: i64, payload: &[u8]) {
@@ -81,6 +179,17 @@ fn feed(mac: &mut HmacSha256, msg_id: &str, timestamp: i64, payload: &[u8]) {
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(payload);
+}
+
+/// The content an Ed25519 signature covers, in one piece (the signature hashes it twice).
+fn signed_content(msg_id: &str, timestamp: i64, payload: &[u8]) -> Vec<u8> {
+    let mut content = Vec::with_capacity(msg_id.len() + 22 + payload.len());
+    content.extend_from_slice(msg_id.as_bytes());
+    content.push(b'.');
+    content.extend_from_slice(timestamp.to_string().as_bytes());
+    content.push(b'.');
+    content.extend_from_slice(payload);
+    content
 }
 
 /// `N` bytes from a cryptographically secure generator (the thread's ChaCha generator,
@@ -122,16 +231,68 @@ pub enum VerifyError {
     NoMatch,
 }
 
-/// Checks a received webhook against one or more secrets.
+/// A key a receiver checks signatures with: a `whsec_` secret (`v1` signatures) or an
+/// Ed25519 public key (`v1a`), given as `whpk_`, or derived from a `whsk_` key pair.
+#[derive(Clone, PartialEq, Eq)]
+pub enum VerifyKey {
+    Hmac(Vec<u8>),
+    Ed25519(VerifyingKey),
+}
+
+impl std::fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VerifyKey::Hmac(_) => f.write_str("VerifyKey::Hmac(<redacted>)"),
+            VerifyKey::Ed25519(key) => {
+                write!(f, "VerifyKey::Ed25519({PUBLIC_KEY_PREFIX}{})", B64.encode(key.as_bytes()))
+            }
+        }
+    }
+}
+
+impl VerifyKey {
+    /// Parses `whpk_<base64>`, or a `whsec_` secret. A `whsk_` key is refused: a receiver
+    /// holding the sender's secret key is what asymmetric signatures exist to avoid.
+    pub fn parse(s: &str) -> Result<Self, SecretError> {
+        if s.starts_with(SIGNING_KEY_PREFIX) {
+            return Err(SecretError::SecretKeyToVerify);
+        }
+        match s.strip_prefix(PUBLIC_KEY_PREFIX) {
+            Some(b64) => {
+                let bytes = B64.decode(b64).map_err(|_| SecretError::BadPublicKey)?;
+                let bytes = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| SecretError::BadPublicKey)?;
+                // Small-order points are no keys anyone signs with; `verify_strict` would
+                // refuse every signature under them anyway.
+                let key = VerifyingKey::from_bytes(&bytes).map_err(|_| SecretError::BadPublicKey)?;
+                if key.is_weak() {
+                    return Err(SecretError::BadPublicKey);
+                }
+                Ok(VerifyKey::Ed25519(key))
+            }
+            None => Secret::parse(s).map(|secret| VerifyKey::from(&secret)),
+        }
+    }
+}
+
+impl From<&Secret> for VerifyKey {
+    fn from(secret: &Secret) -> Self {
+        match &secret.key {
+            SigningMaterial::Hmac(key) => VerifyKey::Hmac(key.clone()),
+            SigningMaterial::Ed25519(key) => VerifyKey::Ed25519(key.verifying_key()),
+        }
+    }
+}
+
+/// Checks a received webhook against one or more keys.
 #[derive(Debug, Clone)]
 pub struct Verifier {
-    secrets: Vec<Secret>,
+    keys: Vec<VerifyKey>,
     tolerance_secs: i64,
 }
 
 impl Verifier {
-    pub fn new(secrets: Vec<Secret>) -> Self {
-        Verifier { secrets, tolerance_secs: DEFAULT_TOLERANCE_SECS }
+    pub fn new(keys: Vec<VerifyKey>) -> Self {
+        Verifier { keys, tolerance_secs: DEFAULT_TOLERANCE_SECS }
     }
 
     pub fn with_tolerance(mut self, secs: i64) -> Self {
@@ -140,7 +301,10 @@ impl Verifier {
     }
 
     /// Verifies the three Standard Webhooks headers against the raw body, with `now` in
-    /// unix seconds. Signatures are compared in constant time.
+    /// unix seconds. `v1` signatures are checked against the `whsec_` keys, compared in
+    /// constant time; `v1a` ones against the Ed25519 keys, with strict verification (no
+    /// malleable or small-order signatures). Only the first [`MAX_SIGNATURES_CHECKED`]
+    /// signatures of the header are looked at.
     pub fn verify(
         &self,
         msg_id: Option<&str>,
@@ -159,16 +323,32 @@ impl Verifier {
         if ts > now + self.tolerance_secs {
             return Err(VerifyError::TimestampTooNew);
         }
-        for secret in &self.secrets {
-            let mut mac = secret.mac();
-            feed(&mut mac, msg_id, ts, payload);
-            let expected = mac.finalize().into_bytes();
-            for candidate in signature.split(' ') {
-                let Some(("v1", b64)) = candidate.split_once(',') else { continue };
-                let Ok(given) = B64.decode(b64) else { continue };
-                if bool::from(given.as_slice().ct_eq(expected.as_slice())) {
-                    return Ok(());
+        let mut content = None;
+        for key in &self.keys {
+            let matches = |version: &str, check: &mut dyn FnMut(&[u8]) -> bool| {
+                signature.split(' ').take(MAX_SIGNATURES_CHECKED).any(|candidate| match candidate.split_once(',') {
+                    Some((v, b64)) if v == version => B64.decode(b64).is_ok_and(|given| check(&given)),
+                    _ => false,
+                })
+            };
+            let matched = match key {
+                VerifyKey::Hmac(secret) => {
+                    let mut mac = hmac_sha256(secret);
+                    feed(&mut mac, msg_id, ts, payload);
+                    let expected = mac.finalize().into_bytes();
+                    matches("v1", &mut |given| bool::from(given.ct_eq(expected.as_slice())))
                 }
+                VerifyKey::Ed25519(public) => {
+                    let content = content.get_or_insert_with(|| signed_content(msg_id, ts, payload));
+                    matches("v1a", &mut |given| {
+                        <[u8; 64]>::try_from(given).is_ok_and(|bytes| {
+                            public.verify_strict(content, &ed25519_dalek::Signature::from_bytes(&bytes)).is_ok()
+                        })
+                    })
+                }
+            };
+            if matched {
+                return Ok(());
             }
         }
         Err(VerifyError::NoMatch)
@@ -195,7 +375,7 @@ mod tests {
 
     #[test]
     fn verifies_and_rejects() {
-        let v = Verifier::new(vec![Secret::parse(SECRET).unwrap()]);
+        let v = Verifier::new(vec![VerifyKey::parse(SECRET).unwrap()]);
         let ok = v.verify(Some(MSG_ID), Some("1614265330"), Some(SIG), PAYLOAD.as_bytes(), TS);
         assert_eq!(ok, Ok(()));
         // Rotation: a header with an unknown signature first still matches.
@@ -227,13 +407,119 @@ mod tests {
     fn secrets_parse_and_hide() {
         assert_eq!(Secret::parse("whsec_!!!"), Err(SecretError::NotBase64));
         assert_eq!(Secret::parse("whsec_AAAA"), Err(SecretError::BadLength));
-        let g = Secret::generate();
+        let g = Secret::generate(SignatureType::Hmac256);
         assert!(g.expose().starts_with("whsec_"));
         assert_eq!(Secret::parse(&g.expose()).unwrap(), g);
         assert_eq!(format!("{g:?}"), "Secret(<redacted>)");
         let header = signature_header([&g, &Secret::parse(SECRET).unwrap()], MSG_ID, TS, PAYLOAD.as_bytes());
         assert_eq!(header.split(' ').count(), 2);
         assert!(header.ends_with(SIG));
+    }
+
+    // Ed25519 vectors made outside this code, with Python's `cryptography`: the seed is the
+    // bytes 1..=32; the signature is of the published example's content above.
+    const SEED: &str = "whsk_AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+    const PAIR: &str = "whsk_AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyB5tVYuj+ZU+UB4sRLoqYunkB+FOuaVvtfg45ELrQSWZA==";
+    const PUBLIC: &str = "whpk_ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ=";
+    const SIG_V1A: &str =
+        "v1a,OVJuLC0iOuaBuQulpz9A/zDgvqV8z8miLUJk2j15ZMONwDNhOvPJ3rO4owAHFyjFq80+pUUjrNfTHAZs1RQnDw==";
+
+    #[test]
+    fn ed25519_keys_sign_v1a_and_publish_their_public_key() {
+        for given in [SEED, PAIR] {
+            let s = Secret::parse(given).unwrap();
+            assert_eq!(s.signature_type(), SignatureType::Ed25519);
+            assert_eq!(s.sign(MSG_ID, TS, PAYLOAD.as_bytes()), SIG_V1A);
+            // Stored as the key pair whatever form it came in; shown as the public key.
+            assert_eq!(s.expose(), PAIR);
+            assert_eq!(s.verification_key(), PUBLIC);
+            assert_eq!(published_key(given), PUBLIC);
+            assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+        }
+        // The symmetric secret is its own verification key.
+        assert_eq!(published_key(SECRET), SECRET);
+        let g = Secret::generate(SignatureType::Ed25519);
+        assert!(g.expose().starts_with(SIGNING_KEY_PREFIX) && g.verification_key().starts_with(PUBLIC_KEY_PREFIX));
+        assert_eq!(Secret::parse(&g.expose()).unwrap(), g);
+        assert_ne!(g, Secret::generate(SignatureType::Ed25519));
+    }
+
+    #[test]
+    fn ed25519_keys_are_checked_on_the_way_in() {
+        assert_eq!(Secret::parse(PUBLIC), Err(SecretError::PublicKeyCannotSign));
+        assert_eq!(Secret::parse("whsk_AAAA"), Err(SecretError::BadSigningKey));
+        assert_eq!(Secret::parse("whsk_!!"), Err(SecretError::BadSigningKey));
+        // A key pair whose second half is not the seed's public key.
+        let mut pair = B64.decode(&PAIR[5..]).unwrap();
+        pair[63] ^= 1;
+        assert_eq!(Secret::parse(&format!("whsk_{}", B64.encode(&pair))), Err(SecretError::BadSigningKey));
+        assert_eq!(VerifyKey::parse("whpk_AAAA"), Err(SecretError::BadPublicKey));
+        // The identity point: a small-order key no one signs with.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert_eq!(VerifyKey::parse(&format!("whpk_{}", B64.encode(identity))), Err(SecretError::BadPublicKey));
+        assert_eq!(VerifyKey::parse(SEED), Err(SecretError::SecretKeyToVerify));
+        assert_eq!(VerifyKey::parse(PAIR), Err(SecretError::SecretKeyToVerify));
+        assert!(matches!(VerifyKey::parse(PUBLIC), Ok(VerifyKey::Ed25519(_))));
+    }
+
+    #[test]
+    fn v1a_signatures_verify_only_under_their_public_key() {
+        let ts = "1614265330";
+        let v = Verifier::new(vec![VerifyKey::parse(PUBLIC).unwrap()]);
+        assert_eq!(v.verify(Some(MSG_ID), Some(ts), Some(SIG_V1A), PAYLOAD.as_bytes(), TS), Ok(()));
+        // Beside an HMAC signature of a rotated-out secret, in either order.
+        let both = format!("{SIG} {SIG_V1A}");
+        assert_eq!(v.verify(Some(MSG_ID), Some(ts), Some(&both), PAYLOAD.as_bytes(), TS), Ok(()));
+        // A changed body, id or timestamp, or a tampered signature, fails.
+        assert_eq!(v.verify(Some(MSG_ID), Some(ts), Some(SIG_V1A), b"{\"test\": 1}", TS), Err(VerifyError::NoMatch));
+        assert_eq!(
+            v.verify(Some("msg_other"), Some(ts), Some(SIG_V1A), PAYLOAD.as_bytes(), TS),
+            Err(VerifyError::NoMatch)
+        );
+        assert_eq!(
+            v.verify(Some(MSG_ID), Some("1614265331"), Some(SIG_V1A), PAYLOAD.as_bytes(), TS),
+            Err(VerifyError::NoMatch)
+        );
+        let mut raw = B64.decode(&SIG_V1A[4..]).unwrap();
+        raw[10] ^= 1;
+        let tampered = format!("v1a,{}", B64.encode(&raw));
+        assert_eq!(
+            v.verify(Some(MSG_ID), Some(ts), Some(&tampered), PAYLOAD.as_bytes(), TS),
+            Err(VerifyError::NoMatch)
+        );
+        // The same bytes under the other scheme's label are not taken for it.
+        let relabelled = SIG_V1A.replacen("v1a,", "v1,", 1);
+        assert_eq!(
+            v.verify(Some(MSG_ID), Some(ts), Some(&relabelled), PAYLOAD.as_bytes(), TS),
+            Err(VerifyError::NoMatch)
+        );
+        // An HMAC key does not take a v1a signature, nor another pair's public key.
+        let hmac = Verifier::new(vec![VerifyKey::parse(SECRET).unwrap()]);
+        assert_eq!(
+            hmac.verify(Some(MSG_ID), Some(ts), Some(SIG_V1A), PAYLOAD.as_bytes(), TS),
+            Err(VerifyError::NoMatch)
+        );
+        let other = Secret::generate(SignatureType::Ed25519);
+        let other = Verifier::new(vec![VerifyKey::from(&other)]);
+        assert_eq!(
+            other.verify(Some(MSG_ID), Some(ts), Some(SIG_V1A), PAYLOAD.as_bytes(), TS),
+            Err(VerifyError::NoMatch)
+        );
+        // A header signed by both kinds of secret verifies under either key.
+        let pair = Secret::parse(PAIR).unwrap();
+        let header = signature_header([&Secret::parse(SECRET).unwrap(), &pair], MSG_ID, TS, PAYLOAD.as_bytes());
+        assert_eq!(header, format!("{SIG} {SIG_V1A}"));
+        assert_eq!(hmac.verify(Some(MSG_ID), Some(ts), Some(&header), PAYLOAD.as_bytes(), TS), Ok(()));
+        // Only the first signatures of a header are looked at: the right one past them
+        // does not count.
+        let padded = |n: usize| format!("{}{SIG_V1A}", "v1a,AAAA ".repeat(n));
+        let checked = MAX_SIGNATURES_CHECKED - 1;
+        assert_eq!(v.verify(Some(MSG_ID), Some(ts), Some(&padded(checked)), PAYLOAD.as_bytes(), TS), Ok(()));
+        assert_eq!(
+            v.verify(Some(MSG_ID), Some(ts), Some(&padded(checked + 1)), PAYLOAD.as_bytes(), TS),
+            Err(VerifyError::NoMatch)
+        );
     }
 }
 
@@ -261,7 +547,7 @@ mod shared_vectors {
             let ts = v["timestamp"].as_i64().expect("vector timestamp");
             let (id, payload, sig) = (field("msg_id"), field("payload"), field("signature"));
             assert_eq!(secret.sign(&id, ts, payload.as_bytes()), sig);
-            let verifier = Verifier::new(vec![secret]);
+            let verifier = Verifier::new(vec![VerifyKey::from(&secret)]);
             assert_eq!(verifier.verify(Some(&id), Some(&ts.to_string()), Some(&sig), payload.as_bytes(), ts), Ok(()));
         }
     }

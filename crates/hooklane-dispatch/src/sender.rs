@@ -9,7 +9,7 @@ use hooklane_core::filter::payload_json;
 use hooklane_core::model::{Endpoint, Message, Transformation};
 use hooklane_core::retry::parse_retry_after;
 use hooklane_core::rules::transform;
-use hooklane_core::signing::signature_header;
+use hooklane_core::signing::{signature_header, Secret};
 use hooklane_core::Utc;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 
@@ -70,9 +70,36 @@ pub fn custom_header_fault(name: &str, value: &str) -> Option<HeaderFault> {
     CONNECTION_HEADERS.contains(&lower.as_str()).then_some(HeaderFault::Connection)
 }
 
-/// Parsed endpoint URLs kept at most; past this the cache starts again (endpoints are
-/// few next to attempts, so it rarely fills).
-const PARSED_URLS: usize = 10_000;
+/// Parsed endpoint URLs and secrets kept at most, each; past this a cache starts again
+/// (endpoints are few next to attempts, so it rarely fills).
+const PARSED_MAX: usize = 10_000;
+
+/// Values made from strings, each distinct string parsed once (until the cache fills and
+/// starts again).
+struct Parsed<T> {
+    map: Mutex<HashMap<String, T>>,
+}
+
+impl<T> Default for Parsed<T> {
+    fn default() -> Self {
+        Parsed { map: Mutex::default() }
+    }
+}
+
+impl<T: Clone> Parsed<T> {
+    fn get<E>(&self, raw: &str, parse: impl FnOnce(&str) -> Result<T, E>) -> Result<T, E> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(value) = map.get(raw) {
+            return Ok(value.clone());
+        }
+        let value = parse(raw)?;
+        if map.len() >= PARSED_MAX {
+            map.clear();
+        }
+        map.insert(raw.to_string(), value.clone());
+        Ok(value)
+    }
+}
 
 /// What came of one attempt.
 #[derive(Debug, Clone)]
@@ -149,7 +176,10 @@ pub struct Sender {
     body_limit: usize,
     /// Endpoint URLs already parsed: parsing one on every attempt was about 2 % of the
     /// server's CPU at full rate.
-    parsed: Arc<Mutex<HashMap<String, reqwest::Url>>>,
+    urls: Arc<Parsed<reqwest::Url>>,
+    /// Endpoint secrets already parsed: making an Ed25519 key from its bytes derives its
+    /// public key, which cost as much as the signature itself.
+    secrets: Arc<Parsed<Arc<Secret>>>,
     scripts: Arc<Scripts>,
 }
 
@@ -170,7 +200,8 @@ impl Sender {
             policy,
             timeout: cfg.request_timeout,
             body_limit: cfg.response_body_limit,
-            parsed: Arc::default(),
+            urls: Arc::default(),
+            secrets: Arc::default(),
             scripts: Arc::new(Scripts::new(cfg.scripts.clone(), cfg.script_workers)),
         })
     }
@@ -182,16 +213,16 @@ impl Sender {
 
     /// The endpoint's URL, parsed (once per distinct URL).
     fn url(&self, raw: &str) -> Result<reqwest::Url, String> {
-        let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(url) = parsed.get(raw) {
-            return Ok(url.clone());
-        }
-        let url = reqwest::Url::parse(raw).map_err(|e| e.to_string())?;
-        if parsed.len() >= PARSED_URLS {
-            parsed.clear();
-        }
-        parsed.insert(raw.to_string(), url.clone());
-        Ok(url)
+        self.urls.get(raw, |raw| reqwest::Url::parse(raw).map_err(|e| e.to_string()))
+    }
+
+    /// The endpoint's secrets that sign a delivery made at `now`, parsed (once per distinct
+    /// secret). Secrets that fail to parse are skipped, as in [`Endpoint::signing_secrets`].
+    fn signing_secrets(&self, endpoint: &Endpoint, now: chrono::DateTime<Utc>) -> Vec<Arc<Secret>> {
+        endpoint
+            .live_secrets(now)
+            .filter_map(|raw| self.secrets.get(raw, |raw| Secret::parse(raw).map(Arc::new)).ok())
+            .collect()
     }
 
     /// Makes the request the endpoint is to get: its body (the endpoint's transform), and
@@ -257,8 +288,8 @@ impl Sender {
         let now = Utc::now();
         let timestamp = now.timestamp();
         let Ready { method, url: changed_url, body, headers: scripted_headers, json } = ready;
-        let secrets = endpoint.signing_secrets(now);
-        let signature = signature_header(&secrets, &message.id, timestamp, body.as_bytes());
+        let secrets = self.signing_secrets(endpoint, now);
+        let signature = signature_header(secrets.iter().map(|s| &**s), &message.id, timestamp, body.as_bytes());
         let mut headers = HeaderMap::with_capacity(4 + message.headers.len() + endpoint.headers.len());
         // A forwarded inbound request's headers first, so the endpoint's own win over them,
         // and the transformation's over both.

@@ -27,6 +27,8 @@ pub struct ServerSettings {
     /// How long a request that starts a background task waits for it before answering it
     /// `running` (see [`crate::tasks`]).
     pub task_wait: std::time::Duration,
+    /// The kind of secret an endpoint created without one gets.
+    pub default_signature_type: hooklane_core::signing::SignatureType,
 }
 
 /// Settings of the inbound side.
@@ -52,6 +54,7 @@ pub(crate) struct Shared {
     pub operational_app: Option<String>,
     pub cache: crate::cache::TenantCache,
     pub task_wait: std::time::Duration,
+    pub default_signature_type: hooklane_core::signing::SignatureType,
     /// The background tasks this node works on (see [`crate::tasks`]).
     pub tasks: crate::tasks::Running,
     pub rejections: crate::inbound_budget::RejectionBudget,
@@ -78,6 +81,7 @@ impl AppState {
             operational_app: settings.operational_app.filter(|a| !a.is_empty()),
             cache: crate::cache::TenantCache::new(settings.tenant_cache_ttl),
             task_wait: settings.task_wait,
+            default_signature_type: settings.default_signature_type,
             tasks: Default::default(),
             rejections: Default::default(),
             closing: tokio::sync::watch::Sender::new(false),

@@ -73,6 +73,10 @@ pub struct BenchArgs {
     /// `{"seq": n, "pad": "…"}`, through, or they count as lost): what a filter costs.
     #[arg(long, value_parser = parse_json)]
     pub payload_filter: Option<serde_json::Value>,
+    /// The measured endpoint's kind of secret, `hmac256` or `ed25519`: what asymmetric
+    /// signatures cost.
+    #[arg(long, default_value = "hmac256", value_parser = ["hmac256", "ed25519"])]
+    pub signature_type: String,
     /// The measured endpoint's `ordering` (`concurrent` or `fifo`): what a FIFO lane
     /// delivers (one message in flight at a time).
     #[arg(long, default_value = "concurrent", value_parser = ["concurrent", "fifo"])]
@@ -150,6 +154,9 @@ async fn measure_hooklane(
         "payloadFilter": args.payload_filter,
         // Named only when not the default, so that `--server-bin` may run a build without it.
         "ordering": (args.ordering != "concurrent").then_some(&args.ordering),
+        "secret": (args.signature_type == "ed25519").then(|| {
+            hooklane_core::signing::Secret::generate(hooklane_core::signing::SignatureType::Ed25519).expose()
+        }),
     });
     let endpoint = api.create_endpoint_with(&app, &receiver.url("/hook"), payload::MEASURED, rules).await?;
     if let Some(code) = &args.transformation {

@@ -73,6 +73,10 @@ pub struct Config {
     /// (`endpoint.created`/`updated`/`deleted`/`disabled`, `message.attempt.failing`/
     /// `exhausted`/`recovered`); unset: none are posted.
     pub operational_app: Option<String>,
+    /// The kind of secret an endpoint gets when it is created without one (Svix's setting of
+    /// the same name): `hmac256` (`whsec_`, `v1` signatures) or `ed25519` (a `whsk_` key
+    /// pair signing `v1a`, whose `whpk_` public key is what `GET …/secret` shows).
+    pub default_signature_type: hooklane_core::signing::SignatureType,
     pub delivery: DeliveryConfig,
     pub inbound: InboundConfig,
 }
@@ -156,6 +160,7 @@ impl Default for Config {
             message_retention: Duration::from_secs(90 * 24 * 3600),
             worker_threads: 0,
             operational_app: None,
+            default_signature_type: Default::default(),
             delivery: DeliveryConfig::default(),
             inbound: InboundConfig::default(),
         }

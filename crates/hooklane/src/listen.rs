@@ -9,7 +9,7 @@ use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use hooklane_core::signing::{Secret, Verifier};
+use hooklane_core::signing::Verifier;
 use hooklane_core::Utc;
 use serde_json::json;
 
@@ -19,7 +19,8 @@ pub struct ListenArgs {
     port: u16,
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
-    /// Endpoint secret (`whsec_…`); repeat during a rotation. Without it signatures are not checked.
+    /// Endpoint secret (`whsec_…`) or Ed25519 public key (`whpk_…`); repeat during a
+    /// rotation. Without it signatures are not checked.
     #[arg(long, env = "HOOKLANE_LISTEN_SECRET")]
     secret: Vec<String>,
     /// Status to answer with when the signature is valid (or not checked).
@@ -40,11 +41,7 @@ struct Listener {
 }
 
 pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
-    let secrets = args
-        .secret
-        .iter()
-        .map(|s| Secret::parse(s).map_err(|e| anyhow::anyhow!("--secret: {e}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let secrets = crate::sign_tools::parse_verify_keys(&args.secret)?;
     let status = StatusCode::from_u16(args.status).context("--status must be an HTTP status code")?;
     let state = Arc::new(Listener {
         verifier: (!secrets.is_empty()).then(|| Verifier::new(secrets).with_tolerance(args.tolerance)),

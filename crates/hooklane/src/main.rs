@@ -38,6 +38,9 @@ enum Command {
     Send(sign_tools::SendArgs),
     /// Checks a Standard Webhooks signature as a receiver must. Exits 1 when it does not hold.
     Verify(sign_tools::VerifyArgs),
+    /// Prints a new endpoint secret: a `whsec_` one, or an Ed25519 key pair (`whsk_`) and
+    /// its public key (`whpk_`).
+    Keygen(sign_tools::KeygenArgs),
     /// Prints the OpenAPI document of the API (the one served at `/api/v1/openapi.json`).
     Openapi,
     /// Runs endpoints' JavaScript transformations for `serve`, one job per line on stdin
@@ -65,6 +68,10 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => runtime(None)?.block_on(bench::run(args)),
         Command::Send(args) => exit_with(runtime(None)?.block_on(sign_tools::send(args))?),
         Command::Verify(args) => exit_with(sign_tools::verify(args)?),
+        Command::Keygen(args) => {
+            sign_tools::keygen(args);
+            Ok(())
+        }
         Command::ScriptWorker => Ok(hooklane_dispatch::script::serve_worker()?),
         Command::Openapi => {
             println!("{}", hooklane_server::openapi::document().to_pretty_json()?);

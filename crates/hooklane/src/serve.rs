@@ -58,6 +58,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             operational_app: config.operational_app.clone(),
             tenant_cache_ttl: config.tenant_cache_ttl,
             task_wait: config.task_wait,
+            default_signature_type: config.default_signature_type,
         },
     );
     if config.operational_app.as_deref().is_some_and(|a| !a.is_empty()) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use hooklane_core::ids::{self, new_id};
-use hooklane_core::signing::{signature_header, Secret, Verifier, DEFAULT_TOLERANCE_SECS};
+use hooklane_core::signing::{signature_header, Secret, SignatureType, Verifier, VerifyKey, DEFAULT_TOLERANCE_SECS};
 use hooklane_core::Utc;
 
 /// Where a payload comes from: `--payload`, `--payload-file` (`-` is standard input).
@@ -45,7 +45,8 @@ impl PayloadArgs {
 pub struct SendArgs {
     /// Where to POST the webhook.
     url: String,
-    /// The endpoint's secret (`whsec_…`); repeat to sign with several, as during a rotation.
+    /// The endpoint's secret (`whsec_…`, or a `whsk_…` Ed25519 key pair, which signs `v1a`);
+    /// repeat to sign with several, as during a rotation.
     #[arg(long, required = true, env = "HOOKLANE_SEND_SECRET")]
     secret: Vec<String>,
     #[command(flatten)]
@@ -112,7 +113,8 @@ pub async fn send(args: SendArgs) -> anyhow::Result<bool> {
 
 #[derive(clap::Args)]
 pub struct VerifyArgs {
-    /// The endpoint's secret (`whsec_…`); repeat to accept any of several.
+    /// The endpoint's secret (`whsec_…`) or Ed25519 public key (`whpk_…`); repeat to accept
+    /// any of several.
     #[arg(long, required = true, env = "HOOKLANE_VERIFY_SECRET")]
     secret: Vec<String>,
     /// The `webhook-id` header.
@@ -121,7 +123,7 @@ pub struct VerifyArgs {
     /// The `webhook-timestamp` header.
     #[arg(long)]
     timestamp: String,
-    /// The `webhook-signature` header (one or more space-separated `v1,…`).
+    /// The `webhook-signature` header (one or more space-separated `v1,…` or `v1a,…`).
     #[arg(long)]
     signature: String,
     #[command(flatten)]
@@ -136,10 +138,10 @@ pub struct VerifyArgs {
 
 /// Checks; prints `valid`, or why not; the exit status says which.
 pub fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
-    let secrets = parse_secrets(&args.secret)?;
+    let keys = parse_verify_keys(&args.secret)?;
     let body = args.payload.read(None)?;
     let now = args.now.unwrap_or_else(|| Utc::now().timestamp());
-    let verdict = Verifier::new(secrets).with_tolerance(args.tolerance).verify(
+    let verdict = Verifier::new(keys).with_tolerance(args.tolerance).verify(
         Some(&args.id),
         Some(&args.timestamp),
         Some(&args.signature),
@@ -155,4 +157,31 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
 
 fn parse_secrets(raw: &[String]) -> anyhow::Result<Vec<Secret>> {
     raw.iter().map(|s| Secret::parse(s).map_err(|e| anyhow::anyhow!("--secret: {e}"))).collect()
+}
+
+/// `--secret` values a receiver checks with: `whsec_` secrets or `whpk_` public keys.
+pub(crate) fn parse_verify_keys(raw: &[String]) -> anyhow::Result<Vec<VerifyKey>> {
+    raw.iter().map(|s| VerifyKey::parse(s).map_err(|e| anyhow::anyhow!("--secret: {e}"))).collect()
+}
+
+#[derive(clap::Args)]
+pub struct KeygenArgs {
+    /// `hmac256` (a `whsec_` secret) or `ed25519` (a `whsk_` key pair and its `whpk_`
+    /// public key).
+    #[arg(long = "type", default_value = "hmac256", value_parser = parse_signature_type)]
+    kind: SignatureType,
+}
+
+fn parse_signature_type(s: &str) -> Result<SignatureType, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| "hmac256 or ed25519".to_string())
+}
+
+/// Prints a new secret to give an endpoint (`secret`, or a rotation's `key`), and for a key
+/// pair the public key its receiver verifies with.
+pub fn keygen(args: KeygenArgs) {
+    let secret = Secret::generate(args.kind);
+    println!("secret: {}", secret.expose());
+    if args.kind == SignatureType::Ed25519 {
+        println!("public key: {}", secret.verification_key());
+    }
 }

@@ -639,6 +639,100 @@ async fn rotated_secret_keeps_signing_beside_the_new_one() {
     assert!(!signature_valid(new, &got[1]), "rotated away without grace");
 }
 
+/// The Ed25519 key pair of the signing module's vectors (made with Python's `cryptography`).
+const KEY_PAIR: &str = "whsk_AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyB5tVYuj+ZU+UB4sRLoqYunkB+FOuaVvtfg45ELrQSWZA==";
+const PUBLIC_KEY: &str = "whpk_ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ=";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ed25519_endpoint_signs_v1a_and_shows_only_its_public_key() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("asymmetric").await;
+    let (ep, shown) = server.create_endpoint(&app, json!({ "url": rx.url, "secret": KEY_PAIR })).await;
+    assert_eq!(shown, PUBLIC_KEY, "the secret key never leaves hooklane");
+    server.send_message(&app, "a.b", json!({"n": 1})).await;
+    let got = rx.wait_for(1, WAIT).await;
+    let signature = got[0].header("webhook-signature");
+    assert!(signature.starts_with("v1a,") && !signature.contains(' '), "{signature}");
+    assert!(ed25519_signature_valid(PUBLIC_KEY, &got[0]), "{signature}");
+    // Another key does not check it.
+    let (_, other) = server.create_endpoint(&app, json!({ "url": rx.url, "secret": "whsk_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "filterTypes": ["other"] })).await;
+    assert_ne!(other, PUBLIC_KEY);
+    assert!(!ed25519_signature_valid(&other, &got[0]));
+
+    // A rotation without a key makes a new key pair: answered, and shown, as its public
+    // key; the old pair signs beside it for the grace period.
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}/secret");
+    let (status, rotated) = server.call("POST", &format!("{path}/rotate"), None).await;
+    assert_eq!(status, 200, "{rotated}");
+    let new = rotated["key"].as_str().expect("key").to_string();
+    assert!(new.starts_with("whpk_") && new != PUBLIC_KEY, "{new}");
+    assert_eq!(server.call("GET", &path, None).await.1["key"], json!(new));
+    // Then to a symmetric secret: each receiver's key checks its own kind of signature.
+    let hmac = "whsec_bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldy1zZWNyZXQ=";
+    let (status, body) = server.call("POST", &format!("{path}/rotate"), Some(json!({ "key": hmac }))).await;
+    assert_eq!((status, &body["key"]), (200, &json!(hmac)), "{body}");
+    server.send_message(&app, "a.b", json!({"n": 2})).await;
+    let got = rx.wait_for(2, WAIT).await;
+    let last = got.iter().find(|r| r.json()["n"] == 2).expect("second message");
+    let signatures = last.header("webhook-signature");
+    assert_eq!(signatures.split(' ').count(), 3, "{signatures}");
+    assert_eq!(signatures.split(' ').filter(|s| s.starts_with("v1a,")).count(), 2, "{signatures}");
+    assert!(signature_valid(hmac, last));
+    assert!(ed25519_signature_valid(&new, last));
+    assert!(ed25519_signature_valid(PUBLIC_KEY, last));
+
+    // A public key cannot sign; malformed keys are refused where they are given.
+    for (bad, says) in [(PUBLIC_KEY, "public key"), ("whsk_AAAA", "whsk_"), ("whpk_AAAA", "public key")] {
+        let (status, body) = server
+            .call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(json!({ "url": rx.url, "secret": bad })))
+            .await;
+        assert_eq!(status, 422, "{bad}: {body}");
+        assert_eq!(body["detail"][0]["loc"], json!(["body", "secret"]), "{body}");
+        assert!(body["detail"][0]["msg"].as_str().unwrap_or("").contains(says), "{body}");
+        let (status, body) = server.call("POST", &format!("{path}/rotate"), Some(json!({ "key": bad }))).await;
+        assert_eq!((status, &body["detail"][0]["loc"]), (422, &json!(["body", "key"])), "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_signature_type_ed25519_gives_new_endpoints_key_pairs() {
+    let server = Server::start("default_signature_type = \"ed25519\"").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("ed25519-default").await;
+    let (ep, public) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    assert!(public.starts_with("whpk_"), "{public}");
+    // A given symmetric secret is still taken as it is.
+    let hmac = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let (_, shown) =
+        server.create_endpoint(&app, json!({ "url": rx.url, "secret": hmac, "filterTypes": ["other"] })).await;
+    assert_eq!(shown, hmac);
+    server.send_message(&app, "a.b", json!({})).await;
+    let got = rx.wait_for(1, WAIT).await;
+    assert!(ed25519_signature_valid(&public, &got[0]));
+    assert!(got[0].header("webhook-signature").starts_with("v1a,"));
+    // Rotating keeps the endpoint's kind.
+    let (status, rotated) =
+        server.call("POST", &format!("/api/v1/app/{app}/endpoint/{ep}/secret/rotate"), Some(json!({}))).await;
+    assert_eq!(status, 200);
+    assert!(rotated["key"].as_str().is_some_and(|k| k.starts_with("whpk_") && k != public), "{rotated}");
+
+    // A setting that is neither kind stops the server at start.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "default_signature_type = \"rsa\"\n").expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .args(["--config", config.to_str().expect("path"), "serve"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("default_signature_type"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loopback_and_private_targets_are_refused_without_allow_list() {
     let server = Server::start("[delivery]\nallow_networks = []\nretry_schedule = []").await;

@@ -853,6 +853,97 @@ async fn standard_webhooks_sent_through_svix() {
     provider_contract(Provider::SvixSent).await;
 }
 
+/// hooklane sending to hooklane with an Ed25519 key pair: the sending endpoint holds the
+/// `whsk_` key, the source only its `whpk_` public key, which can check but never sign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_checks_ed25519_signatures_with_only_the_public_key() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let sender = server.create_app("sender").await;
+    let pair = "whsk_AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyB5tVYuj+ZU+UB4sRLoqYunkB+FOuaVvtfg45ELrQSWZA==";
+    let public = "whpk_ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ=";
+    let (source, created) = create_source(
+        &server,
+        json!({
+            "name": "from another hooklane",
+            "verification": { "type": "standardWebhooks", "secret": public },
+            // The destination is signed with a key pair of its own.
+            "destinations": [{ "url": format!("{}/internal", rx.url), "secret": format!("whsk_{}", B64.encode([3u8; 32])) }],
+        }),
+    )
+    .await;
+    assert!(!created.to_string().contains(public), "verification keys are not answered: {created}");
+    assert!(!created.to_string().contains("whsk_"), "nor secret keys: {created}");
+    let dest_secret = created["destinations"][0]["secret"].as_str().unwrap().to_string();
+    server.create_endpoint(&sender, json!({ "url": created["ingestUrl"], "secret": pair })).await;
+
+    let msg = server.send_message(&sender, "order.paid", json!({"order": 7})).await;
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!(got[0].json(), json!({"order": 7}));
+    assert!(ed25519_signature_valid(&dest_secret, &got[0]), "re-signed for the destination");
+    let log = requests(&server, &source).await;
+    assert_eq!(log[0]["status"], "accepted", "{log:?}");
+    assert_eq!(log[0]["headers"]["webhook-id"], json!(msg), "{log:?}");
+
+    // Signed by the right pair but for another request, by another pair, with an HMAC, or
+    // with thousands of entries: refused (the last, quickly: only the first few entries
+    // are checked, each an Ed25519 check of the whole body).
+    let body = br#"{"order": 8}"#;
+    let ts = now().to_string();
+    let content = format!("msg_x.{ts}.{}", std::str::from_utf8(body).unwrap());
+    let ed25519 = |seed: [u8; 32]| {
+        use ed25519_dalek::Signer;
+        format!("v1a,{}", B64.encode(ed25519_dalek::SigningKey::from_bytes(&seed).sign(content.as_bytes()).to_bytes()))
+    };
+    let seed: [u8; 32] = std::array::from_fn(|i| i as u8 + 1);
+    let genuine = ed25519(seed);
+    let forged = [
+        "v1a,OVJuLC0iOuaBuQulpz9A/zDgvqV8z8miLUJk2j15ZMONwDNhOvPJ3rO4owAHFyjFq80+pUUjrNfTHAZs1RQnDw==".to_string(),
+        ed25519([9; 32]),
+        format!("v1,{}", B64.encode(hmac256(b"0123456789abcdef01234567", &[content.as_bytes()]))),
+        format!("{}{genuine}", format!("{} ", ed25519([9; 32])).repeat(3000)),
+    ];
+    for signature in forged {
+        let headers = h(&[("webhook-id", "msg_x"), ("webhook-timestamp", &ts), ("webhook-signature", &signature)]);
+        let (status, out) = ingest(&server, &source, &headers, body).await;
+        assert_eq!(status, 401, "{}: {out}", &signature[..100.min(signature.len())]);
+    }
+    // The same request, signed by the pair: accepted (so the refusals above were for
+    // their signatures alone).
+    let headers = h(&[("webhook-id", "msg_x"), ("webhook-timestamp", &ts), ("webhook-signature", &genuine)]);
+    assert_eq!(ingest(&server, &source, &headers, body).await.0, 200);
+    rx.wait_for(2, WAIT).await;
+    settle().await;
+    assert_eq!(rx.received().len(), 2);
+
+    // The destinations as `GET` answers them, sent back: the destination keeps its key
+    // (answered as the public key, which is no secret to sign with).
+    let (status, got) = server.call("GET", &format!("/api/v1/source/{source}"), None).await;
+    assert_eq!(status, 200, "{got}");
+    let path = format!("/api/v1/source/{source}");
+    let (status, kept) = server.call("PATCH", &path, Some(json!({ "destinations": got["destinations"] }))).await;
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(kept["destinations"][0]["secret"], json!(dest_secret), "{kept}");
+    server.send_message(&sender, "order.paid", json!({"order": 9})).await;
+    let got = rx.wait_for(3, WAIT).await;
+    assert!(got.iter().all(|r| ed25519_signature_valid(&dest_secret, r)));
+    // A source is not given the sender's secret key to check with.
+    let wrong = json!({ "verification": { "type": "standardWebhooks", "secret": pair } });
+    let (status, body) = server.call("PATCH", &path, Some(wrong)).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("whpk_ public key"), "{body}");
+    // A source's key is checked when it is set.
+    let (status, body) = server
+        .call(
+            "POST",
+            "/api/v1/source",
+            Some(json!({ "name": "bad key", "verification": { "type": "standardWebhooks", "secret": "whpk_AAAA" } })),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["detail"][0]["loc"], json!(["body", "verification.secret"]), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generic_hmac() {
     provider_contract(Provider::Hmac).await;

@@ -91,7 +91,18 @@ async fn listen_rejects_stale_and_forged_deliveries() {
         l.local_addr().unwrap().port()
     };
     let mut child = Command::new(env!("CARGO_BIN_EXE_hooklane"))
-        .args(["listen", "--port", &port.to_string(), "--secret", secret, "--json"])
+        // A symmetric secret and an Ed25519 public key (of the seed 1..=32), as during a
+        // rotation from one to the other.
+        .args([
+            "listen",
+            "--port",
+            &port.to_string(),
+            "--secret",
+            secret,
+            "--secret",
+            "whpk_ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ=",
+            "--json",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -127,6 +138,18 @@ async fn listen_rejects_stale_and_forged_deliveries() {
     assert_eq!(post(now, sign(other, "msg_test", now, body)).await.unwrap().status(), 401);
     // No signature at all: refused.
     assert_eq!(client.post(&url).body(body).send().await.unwrap().status(), 401);
+    // `v1a`: signed by the key pair of the public key given, accepted; by another, refused.
+    let ed25519 = |seed: [u8; 32], ts: i64| {
+        use ed25519_dalek::Signer;
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        format!("v1a,{}", B64.encode(key.sign(format!("msg_test.{ts}.{body}").as_bytes()).to_bytes()))
+    };
+    let seed: [u8; 32] = std::array::from_fn(|i| i as u8 + 1);
+    assert_eq!(post(now, ed25519(seed, now)).await.unwrap().status(), 200);
+    assert_eq!(post(now - 400, ed25519(seed, now - 400)).await.unwrap().status(), 401);
+    assert_eq!(post(now, ed25519([7; 32], now)).await.unwrap().status(), 401);
+    // The same signature labelled `v1` is not taken.
+    assert_eq!(post(now, ed25519(seed, now).replacen("v1a,", "v1,", 1)).await.unwrap().status(), 401);
     let _ = child.kill();
     let _ = child.wait();
 }

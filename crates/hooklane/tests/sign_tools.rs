@@ -136,3 +136,47 @@ async fn send_signs_as_deliveries_are_signed() {
     assert_eq!(got[1].body, b"{\"from\":\"stdin\"}");
     assert!(signature_valid(SECRET, &got[1]));
 }
+
+/// The Ed25519 vector of the signing module (made with Python's `cryptography`): the key
+/// pair of the seed 1..=32, and its signature of the published example.
+const KEY_PAIR: &str = "whsk_AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyB5tVYuj+ZU+UB4sRLoqYunkB+FOuaVvtfg45ELrQSWZA==";
+const PUBLIC_KEY: &str = "whpk_ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ=";
+const SIG_V1A: &str = "v1a,OVJuLC0iOuaBuQulpz9A/zDgvqV8z8miLUJk2j15ZMONwDNhOvPJ3rO4owAHFyjFq80+pUUjrNfTHAZs1RQnDw==";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ed25519_keys_are_made_sign_and_verify() {
+    let (id, ts, body) = ("msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, br#"{"test": 2432232314}"#);
+    assert_eq!(verify(PUBLIC_KEY, id, ts, SIG_V1A, ts, body).await, (0, "valid".into()));
+    // A symmetric secret does not check it; the key pair is not taken to check with (a
+    // receiver has no business holding it).
+    assert_eq!(verify(SECRET, id, ts, SIG_V1A, ts, body).await.0, 1);
+    let (code, out) = verify(KEY_PAIR, id, ts, SIG_V1A, ts, body).await;
+    assert_eq!(code, 1);
+    assert!(out.contains("whpk_ public key"), "{out}");
+    assert_eq!(verify(PUBLIC_KEY, id, ts, SIG_V1A, ts, b"{}").await, (1, "invalid: no signature matches".into()));
+
+    // keygen: a key pair and its public key, which checks what send signs with the pair.
+    let (code, out) = hooklane(&["keygen", "--type", "ed25519"], b"").await;
+    assert_eq!(code, 0, "{out}");
+    let line = |prefix: &str| {
+        out.lines().find_map(|l| l.strip_prefix(prefix)).unwrap_or_else(|| panic!("{prefix} in {out}")).to_string()
+    };
+    let (pair, public) = (line("secret: "), line("public key: "));
+    assert!(pair.starts_with("whsk_") && public.starts_with("whpk_"), "{out}");
+    let rx = Receiver::start().await;
+    let (code, out) = hooklane(&["send", &rx.url, "--secret", &pair, "--payload", "{\"k\":1}"], b"").await;
+    assert_eq!(code, 0, "{out}");
+    let got = rx.wait_for(1, std::time::Duration::from_secs(10)).await;
+    assert!(ed25519_signature_valid(&public, &got[0]), "{:?}", got[0].headers);
+    assert!(!ed25519_signature_valid(PUBLIC_KEY, &got[0]));
+    // The default is a symmetric secret, with nothing public to print.
+    let (code, out) = hooklane(&["keygen"], b"").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("secret: whsec_") && !out.contains("public key"), "{out}");
+    let (code, out) = hooklane(&["keygen", "--type", "rsa"], b"").await;
+    assert_ne!(code, 0, "{out}");
+    // A public key cannot sign.
+    let (code, out) = hooklane(&["send", &rx.url, "--secret", PUBLIC_KEY], b"").await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("public key"), "{out}");
+}

@@ -93,7 +93,8 @@ pub enum Verification {
     /// HubSpot (v3): `X-HubSpot-Signature-v3: <base64 HMAC-SHA256(app secret, "POST" + URL +
     /// body + timestamp)>` with `X-HubSpot-Request-Timestamp` (milliseconds).
     Hubspot { app_secret: String },
-    /// `webhook-id`, `webhook-timestamp`, `webhook-signature` with a `whsec_` secret.
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature` with a `whsec_` secret (`v1`
+    /// signatures), or the sender's Ed25519 public key, `whpk_` (`v1a`).
     StandardWebhooks { secret: String },
     /// `<header>: <prefix><hex or base64 HMAC(secret, body)>`.
     Hmac {
@@ -313,7 +314,7 @@ impl Verification {
                     Err(config_err("verification.secretToken", "must be 1-256 characters of A-Z, a-z, 0-9, _ and -"))
                 }
             }
-            Verification::StandardWebhooks { secret } => crate::signing::Secret::parse(secret)
+            Verification::StandardWebhooks { secret } => crate::signing::VerifyKey::parse(secret)
                 .map(|_| ())
                 .map_err(|e| config_err("verification.secret", e.to_string())),
             Verification::Hmac { header, prefix, secret: s, .. } => {

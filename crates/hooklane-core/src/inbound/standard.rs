@@ -4,7 +4,7 @@
 //! `svix-signature`, which Svix's own libraries accept in their place: so does this.
 
 use super::{header, Headers, Rejection};
-use crate::signing::{Secret, Verifier, VerifyError};
+use crate::signing::{Verifier, VerifyError, VerifyKey};
 
 /// The Standard Webhooks header `name` (`webhook-…`), or its `svix-…` twin when the
 /// request has no `webhook-…` headers at all (one scheme per request, never a mix).
@@ -17,8 +17,8 @@ pub fn standard_header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> 
 }
 
 pub fn verify(secret: &str, headers: &Headers, body: &[u8], now: i64) -> Result<(), Rejection> {
-    let secret = Secret::parse(secret).map_err(|_| Rejection::SignatureMismatch)?;
-    let verifier = Verifier::new(vec![secret]).with_tolerance(super::TOLERANCE_SECS);
+    let key = VerifyKey::parse(secret).map_err(|_| Rejection::SignatureMismatch)?;
+    let verifier = Verifier::new(vec![key]).with_tolerance(super::TOLERANCE_SECS);
     verifier
         .verify(
             standard_header(headers, "webhook-id"),
@@ -78,5 +78,28 @@ mod tests {
             verify(secret, &mixed, body, 1_614_265_330),
             Err(Rejection::MissingHeader("webhook-timestamp".into()))
         );
+    }
+
+    #[test]
+    fn a_public_key_checks_asymmetric_signatures() {
+        // The signing module's Ed25519 vector (made with Python's `cryptography`).
+        let h = headers(&[
+            ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+            ("webhook-timestamp", "1614265330"),
+            (
+                "webhook-signature",
+                "v1a,OVJuLC0iOuaBuQulpz9A/zDgvqV8z8miLUJk2j15ZMONwDNhOvPJ3rO4owAHFyjFq80+pUUjrNfTHAZs1RQnDw==",
+            ),
+        ]);
+        let public = "whpk_ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ=";
+        let body = br#"{"test": 2432232314}"#;
+        assert_eq!(verify(public, &h, body, 1_614_265_330), Ok(()));
+        assert_eq!(verify(public, &h, b"{}", 1_614_265_330), Err(Rejection::SignatureMismatch));
+        assert_eq!(
+            verify("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", &h, body, 1_614_265_330),
+            Err(Rejection::SignatureMismatch)
+        );
+        assert!(super::super::Verification::StandardWebhooks { secret: public.into() }.check().is_ok());
+        assert!(super::super::Verification::StandardWebhooks { secret: "whpk_AAAA".into() }.check().is_err());
     }
 }

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use hooklane_core::filter::{endpoint_wants, payload_wanted, LazyPayload};
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::model::{Application, BackgroundTask, DeliveryOrder, Endpoint, ExpiringSecret, Metadata};
-use hooklane_core::signing::Secret;
+use hooklane_core::signing::{published_key, Secret};
 use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -72,7 +72,9 @@ pub struct EndpointIn {
     #[serde(default)]
     #[schema(minimum = 1)]
     version: Option<i32>,
-    /// The signing secret, `whsec_` and the base64 of 24 to 64 bytes; generated when absent.
+    /// The signing secret: `whsec_` and the base64 of 24 to 64 bytes (HMAC-SHA256, `v1`
+    /// signatures), or `whsk_` and the base64 of an Ed25519 seed or key pair (`v1a`
+    /// signatures); generated, of the server's `default_signature_type`, when absent.
     /// Only read on creation: a `PUT` ignores it (use the rotate operation to change it).
     #[serde(default)]
     #[schema(example = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")]
@@ -328,7 +330,7 @@ pub(crate) fn check_rules(filter: Option<&serde_json::Value>, transform: Option<
     Ok(())
 }
 
-/// A `whsec_` secret given in the body's `field`.
+/// A `whsec_` secret or `whsk_` key pair given in the body's `field`.
 pub(crate) fn parse_secret(field: &str, raw: &str) -> ApiResult<Secret> {
     Secret::parse(raw).map_err(|e| ApiError::validation(field, e.to_string()))
 }
@@ -359,7 +361,7 @@ pub async fn create(
 ) -> ApiResult<impl IntoResponse> {
     let secret = match &input.secret {
         Some(raw) => parse_secret("secret", raw)?,
-        None => Secret::generate(),
+        None => Secret::generate(s.0.default_signature_type),
     };
     let now = super::now();
     let mut ep = Endpoint {
@@ -600,12 +602,15 @@ pub async fn delete(
 /// Svix's `EndpointSecretOut`.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct SecretOut {
-    /// `whsec_` and the base64 of the key.
+    /// What the endpoint's receiver checks signatures with: its `whsec_` secret, or for an
+    /// Ed25519 endpoint the `whpk_` public key of its key pair (the `whsk_` key never
+    /// leaves hooklane).
     #[schema(example = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")]
     key: String,
 }
 
-/// Get the endpoint's signing secret (`whsec_…`), the one deliveries are signed with.
+/// Get the key the endpoint's deliveries are checked with: its signing secret (`whsec_…`),
+/// or the public key (`whpk_…`) of an Ed25519 endpoint.
 #[utoipa::path(
     get,
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret",
@@ -623,7 +628,7 @@ pub async fn get_secret(
     t: Tenant,
     Path((_, key)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<SecretOut>> {
-    Ok(axum::Json(SecretOut { key: find(&s, &t, &key).await?.secret }))
+    Ok(axum::Json(SecretOut { key: published_key(&find(&s, &t, &key).await?.secret) }))
 }
 
 /// Svix's `EndpointStats`: the endpoint's deliveries by how they stand.
@@ -728,7 +733,8 @@ pub async fn attempt_stats(
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateIn {
-    /// The new secret, `whsec_` and the base64 of 24 to 64 bytes; generated when absent.
+    /// The new secret (`whsec_`, or a `whsk_` Ed25519 key pair, as on creation); when absent,
+    /// a new one of the same kind as the current one.
     #[serde(default)]
     key: Option<String>,
     /// How long the old secret keeps signing beside the new one (default 24 hours; 0: not
@@ -742,7 +748,8 @@ pub struct RotateIn {
 ///
 /// The new secret is the one given, or a new one. The old one keeps signing every delivery
 /// beside it for the grace period (24 hours by default), so that receivers can switch over.
-/// Answers the new secret, as Svix does (older SDKs ignore the body). The body may be left out.
+/// Answers the new secret (the public key of an Ed25519 one), as Svix does (older SDKs ignore
+/// the body). The body may be left out.
 #[utoipa::path(
     post,
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret/rotate",
@@ -771,7 +778,9 @@ pub async fn rotate_secret(
     let (given, grace_seconds) = body.map_or((None, None), |b| (b.key, b.grace_period_seconds));
     let new = match given {
         Some(raw) => parse_secret("key", &raw)?,
-        None => Secret::generate(),
+        None => {
+            Secret::generate(Secret::parse(&ep.secret).map_or(s.0.default_signature_type, |old| old.signature_type()))
+        }
     };
     if grace_seconds.is_some_and(|g| g > MAX_GRACE_SECONDS) {
         return Err(ApiError::validation("gracePeriodSeconds", format!("must be at most {MAX_GRACE_SECONDS}")));
@@ -790,7 +799,7 @@ pub async fn rotate_secret(
     }
     ep.updated_at = now;
     s.0.store.update_endpoint(ep).await?;
-    Ok(axum::Json(SecretOut { key: new.expose() }))
+    Ok(axum::Json(SecretOut { key: new.verification_key() }))
 }
 
 /// Svix's `EndpointHeadersOut`.

@@ -23,7 +23,7 @@ use hooklane_core::inbound::{Deduplication, Verification};
 use hooklane_core::model::{
     Application, DeliveryOrder, Endpoint, EventDestination, InboundRequest, InboundStatus, Metadata, Source,
 };
-use hooklane_core::signing::Secret;
+use hooklane_core::signing::{published_key, Secret, SignatureType};
 use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -68,7 +68,7 @@ pub struct SourceIn {
     name: String,
     /// How the source's requests prove where they come from: `{"type": …}` with `none`,
     /// `github` (`secret`), `gitlab` (`secretToken`), `stripe` (`secret`), `paddle` (`secret`), `mailgun` (`signingKey`), `shopify` (`secret`), `slack`
-    /// (`signingSecret`), `zoom` (`secret`), `telegram` (`secretToken`), `twilio` (`authToken`), `twitch` (`secret`), `discord` (`publicKey`), `calendly` (`signingKey`), `square` (`signatureKey`), `meta` (`appSecret`, `verifyToken`), `hubspot` (`appSecret`), `standardWebhooks` (`secret`, `whsec_…`),
+    /// (`signingSecret`), `zoom` (`secret`), `telegram` (`secretToken`), `twilio` (`authToken`), `twitch` (`secret`), `discord` (`publicKey`), `calendly` (`signingKey`), `square` (`signatureKey`), `meta` (`appSecret`, `verifyToken`), `hubspot` (`appSecret`), `standardWebhooks` (`secret`: `whsec_…`, or the sender's Ed25519 public key `whpk_…`),
     /// `hmac` (`header`, `algorithm`: `sha1`|`sha256`|`sha512`, `encoding`: `hex`|`base64`,
     /// `prefix`?, `secret`) or `basicAuth` (`username`, `password`).
     /// Secrets are write-only: answers leave them out.
@@ -158,8 +158,8 @@ pub struct DestinationIn {
     /// Headers added to each forwarded request.
     #[serde(default)]
     headers: Option<BTreeMap<String, String>>,
-    /// The `whsec_…` secret forwarded requests are signed with (Standard Webhooks); default:
-    /// a new one.
+    /// The secret forwarded requests are signed with (Standard Webhooks): `whsec_…`, or a
+    /// `whsk_…` Ed25519 key pair; default: a new one of the server's `default_signature_type`.
     #[serde(default)]
     secret: Option<String>,
     #[serde(default)]
@@ -215,7 +215,8 @@ pub enum DestinationOut {
         id: String,
         url: String,
         headers: BTreeMap<String, String>,
-        /// The `whsec_…` secret forwarded requests are signed with.
+        /// What forwarded requests are checked with: the `whsec_…` secret they are signed
+        /// with, or the `whpk_…` public key of an Ed25519 key pair.
         secret: String,
         disabled: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -281,7 +282,7 @@ async fn source_out(s: &AppState, src: Source) -> ApiResult<SourceOut> {
             id: e.id,
             url: e.url,
             headers: e.headers,
-            secret: e.secret,
+            secret: published_key(&e.secret),
             disabled: e.disabled,
             payload_filter: e.payload_filter,
             transform: e.transform,
@@ -408,10 +409,10 @@ async fn check_destinations(
 }
 
 /// A new endpoint of the source's application for a URL destination.
-fn new_endpoint(app_id: &str, d: DestinationIn, now: DateTime<Utc>) -> ApiResult<Endpoint> {
+fn new_endpoint(app_id: &str, d: DestinationIn, kind: SignatureType, now: DateTime<Utc>) -> ApiResult<Endpoint> {
     let secret = match &d.secret {
         Some(raw) => parse_secret("destinations.secret", raw)?,
-        None => Secret::generate(),
+        None => Secret::generate(kind),
     };
     let mut ep = Endpoint {
         id: new_id(ids::ENDPOINT),
@@ -533,7 +534,7 @@ pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<Sourc
             return Err(ApiError::validation("destinations.id", "a new source has no destination to keep"));
         }
         let transformation = std::mem::take(&mut d.transformation);
-        let mut ep = new_endpoint(&app.id, d, now)?;
+        let mut ep = new_endpoint(&app.id, d, s.0.default_signature_type, now)?;
         apply_transformation(&s, &mut ep, transformation, now).await?;
         endpoints.push(ep);
     }
@@ -632,7 +633,9 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                     if let Some(h) = &d.headers {
                         ep.headers = h.clone();
                     }
-                    if let Some(raw) = &d.secret {
+                    // A secret sent back as `GET` showed it (an Ed25519 key pair's public key)
+                    // leaves it as it is.
+                    if let Some(raw) = d.secret.as_ref().filter(|raw| **raw != published_key(&ep.secret)) {
                         ep.secret = parse_secret("destinations.secret", raw)?.expose();
                     }
                     let was_disabled = ep.disabled;
@@ -644,7 +647,7 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                     validate_destination(&ep)?;
                     (ep, Some(was_disabled))
                 }
-                None => (new_endpoint(&src.app_id, d, now)?, None),
+                None => (new_endpoint(&src.app_id, d, s.0.default_signature_type, now)?, None),
             };
             apply_transformation(s, &mut ep, transformation, now).await?;
             changes.push((ep, before));

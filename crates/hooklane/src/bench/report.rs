@@ -149,6 +149,8 @@ pub struct Report {
     transformation: bool,
     /// The measured endpoint's ordering.
     ordering: String,
+    /// The measured endpoint's kind of secret.
+    signature_type: String,
 }
 
 impl Report {
@@ -193,6 +195,7 @@ impl Report {
             payload_filter: args.payload_filter.is_some(),
             transformation: args.transformation.is_some(),
             ordering: args.ordering.clone(),
+            signature_type: args.signature_type.clone(),
         }
     }
 

@@ -438,6 +438,22 @@ pub fn signature_valid(secret: &str, received: &Received) -> bool {
     received.header("webhook-signature").split(' ').any(|s| s == expected)
 }
 
+/// The asymmetric check of the same spec, independent of hooklane's code too: an Ed25519
+/// signature of `id.timestamp.body` under the public key after `whpk_`, given in the header
+/// as `v1a,<base64>`.
+pub fn ed25519_signature_valid(public_key: &str, received: &Received) -> bool {
+    let key = B64.decode(public_key.strip_prefix("whpk_").expect("a whpk_ key")).expect("public key base64");
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&key.try_into().expect("32 bytes")).expect("public key");
+    let mut content =
+        format!("{}.{}.", received.header("webhook-id"), received.header("webhook-timestamp")).into_bytes();
+    content.extend_from_slice(&received.body);
+    received.header("webhook-signature").split(' ').any(|s| {
+        let Some(b64) = s.strip_prefix("v1a,") else { return false };
+        let Ok(Ok(bytes)) = B64.decode(b64).map(<[u8; 64]>::try_from) else { return false };
+        key.verify_strict(&content, &ed25519_dalek::Signature::from_bytes(&bytes)).is_ok()
+    })
+}
+
 // --- FIFO lanes
 
 /// How long [`lane_receiver`] takes to answer a request it accepts.
