@@ -3,6 +3,11 @@
 //! Names are resolved once, by [`GuardedResolver`], which hands the HTTP client only the
 //! addresses that pass the policy: the connection goes to an address that was checked, so
 //! a DNS answer that changes between check and connect (DNS rebinding) cannot slip through.
+//!
+//! Through a proxy the HTTP client resolves only the proxy's name (the operator's choice,
+//! exempt from the policy) and the proxy resolves the receiver's: [`check_via_proxy`] then
+//! refuses a receiver whose name resolves here to a refused address, and the proxy's own
+//! rules (e.g. Smokescreen's) must do the rest.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -88,16 +93,31 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 #[derive(Debug, Clone)]
 pub struct GuardedResolver {
     policy: Arc<AddressPolicy>,
+    /// The configured proxy's host name, resolved without the policy.
+    proxy_host: Option<String>,
 }
 
 impl GuardedResolver {
-    pub fn new(policy: Arc<AddressPolicy>) -> Self {
-        GuardedResolver { policy }
+    pub fn new(policy: Arc<AddressPolicy>, proxy_host: Option<String>) -> Self {
+        GuardedResolver { policy, proxy_host }
     }
 }
 
+/// Whether a delivery to `host` may be handed to the proxy: a name that resolves here to
+/// any refused address is refused (the proxy might pick that one); a name that does not
+/// resolve here (split DNS, where only the proxy can) is left to the proxy.
+pub async fn check_via_proxy(policy: &AddressPolicy, host: &str) -> Result<(), Blocked> {
+    let Ok(found) = tokio::net::lookup_host((host, 0)).await else { return Ok(()) };
+    for addr in found {
+        if !policy.permits(addr.ip()) {
+            return Err(Blocked { host: host.to_string() });
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
-#[error("destination {host} resolves only to addresses that are not allowed (private, loopback or reserved)")]
+#[error("destination {host} resolves to addresses that are not allowed (private, loopback or reserved)")]
 pub struct Blocked {
     pub host: String,
 }
@@ -105,9 +125,13 @@ pub struct Blocked {
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let policy = self.policy.clone();
+        let exempt = self.proxy_host.as_deref().is_some_and(|p| p.eq_ignore_ascii_case(name.as_str()));
         Box::pin(async move {
             let host = name.as_str().to_string();
             let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if exempt {
+                return Ok(Box::new(found.into_iter()) as Addrs);
+            }
             let allowed: Vec<SocketAddr> = found.into_iter().filter(|a| policy.permits(a.ip())).collect();
             if allowed.is_empty() {
                 return Err(Box::new(Blocked { host }) as Box<dyn std::error::Error + Send + Sync>);
@@ -165,12 +189,29 @@ mod tests {
 
     #[tokio::test]
     async fn resolver_drops_refused_addresses() {
-        let refuse = GuardedResolver::new(Arc::new(AddressPolicy::default()));
+        let refuse = GuardedResolver::new(Arc::new(AddressPolicy::default()), None);
         let err = refuse.resolve("localhost".parse().unwrap()).await.err().expect("localhost must be refused");
         assert!(err.to_string().contains("not allowed"), "{err}");
-        let allow = GuardedResolver::new(Arc::new(AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()])));
+        let allow = GuardedResolver::new(Arc::new(AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()])), None);
         let addrs: Vec<SocketAddr> = allow.resolve("localhost".parse().unwrap()).await.unwrap().collect();
         assert!(addrs.iter().all(|a| a.ip() == ip("127.0.0.1")), "{addrs:?}");
         assert!(!addrs.is_empty());
+        // The proxy's own name is the operator's choice: resolved whatever the policy.
+        let proxied = GuardedResolver::new(Arc::new(AddressPolicy::default()), Some("LocalHost".into()));
+        assert!(proxied.resolve("localhost".parse().unwrap()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn names_handed_to_a_proxy_are_checked_when_they_resolve_here() {
+        let refuse = AddressPolicy::default();
+        assert!(check_via_proxy(&refuse, "localhost").await.is_err());
+        assert!(check_via_proxy(
+            &AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]),
+            "localhost"
+        )
+        .await
+        .is_ok());
+        // Only the proxy can resolve it: left to the proxy.
+        assert!(check_via_proxy(&refuse, "receiver.invalid").await.is_ok());
     }
 }

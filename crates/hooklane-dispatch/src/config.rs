@@ -46,6 +46,11 @@ pub struct DispatchConfig {
     pub scripts: crate::scripts::Isolation,
     /// Transformations run at once at most (each in its own worker).
     pub script_workers: usize,
+    /// An HTTP proxy every delivery goes through (`http://[user:password@]host:port`, or
+    /// `https://…`): e.g. an egress proxy with the addresses receivers allow-list, or
+    /// Smokescreen. `None`: straight to the receiver (the environment's `HTTP_PROXY` and
+    /// the like are not followed either way).
+    pub proxy: Option<String>,
 }
 
 impl Default for DispatchConfig {
@@ -71,6 +76,7 @@ impl Default for DispatchConfig {
             user_agent: concat!("hooklane/", env!("CARGO_PKG_VERSION")).to_string(),
             scripts: crate::scripts::Isolation::InProcess,
             script_workers: 2,
+            proxy: None,
         }
     }
 }

@@ -13,7 +13,7 @@ use hooklane_core::signing::{signature_header, Secret};
 use hooklane_core::Utc;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 
-use crate::address::{AddressPolicy, GuardedResolver};
+use crate::address::{check_via_proxy, AddressPolicy, GuardedResolver};
 use crate::script;
 use crate::scripts::{ScriptFailure, Scripts};
 use crate::DispatchConfig;
@@ -171,6 +171,8 @@ pub struct Ready {
 #[derive(Clone)]
 pub struct Sender {
     client: reqwest::Client,
+    /// Whether deliveries go through the configured proxy.
+    via_proxy: bool,
     policy: Arc<AddressPolicy>,
     timeout: Duration,
     body_limit: usize,
@@ -186,17 +188,26 @@ pub struct Sender {
 impl Sender {
     pub fn new(cfg: &DispatchConfig) -> Result<Self, reqwest::Error> {
         let policy = Arc::new(AddressPolicy::new(cfg.allow_networks.clone()));
-        let client = reqwest::Client::builder()
+        let proxy_host = cfg.proxy.as_deref().and_then(|p| reqwest::Url::parse(p).ok()?.host_str().map(str::to_string));
+        let builder = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(GuardedResolver::new(policy.clone())))
-            .pool_max_idle_per_host(cfg.per_endpoint_in_flight)
+            .dns_resolver(Arc::new(GuardedResolver::new(policy.clone(), proxy_host)))
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
-            .user_agent(cfg.user_agent.clone())
-            .build()?;
+            .user_agent(cfg.user_agent.clone());
+        // Never the environment's `HTTP_PROXY` and the like: a proxy the operator did not
+        // name here would resolve receivers' names beyond the address policy.
+        let builder = match &cfg.proxy {
+            // Every connection goes to the proxy: keep as many as may be in flight.
+            Some(proxy) => {
+                builder.proxy(reqwest::Proxy::all(proxy.as_str())?).pool_max_idle_per_host(cfg.max_in_flight)
+            }
+            None => builder.no_proxy().pool_max_idle_per_host(cfg.per_endpoint_in_flight),
+        };
         Ok(Sender {
-            client,
+            client: builder.build()?,
+            via_proxy: cfg.proxy.is_some(),
             policy,
             timeout: cfg.request_timeout,
             body_limit: cfg.response_body_limit,
@@ -276,12 +287,17 @@ impl Sender {
             Ok(u) => u,
             Err(e) => return failed(e),
         };
-        // IP literals skip DNS, so the resolver never sees them: check them here.
+        // IP literals skip DNS, so the resolver never sees them: check them here. Through a
+        // proxy it sees no receiver's name at all (the proxy resolves them): check those too.
         if let Some(host) = url.host_str() {
             let bare = host.trim_start_matches('[').trim_end_matches(']');
             if let Ok(ip) = bare.parse::<IpAddr>() {
                 if !self.policy.permits(ip) {
                     return failed(format!("destination address {ip} is not allowed (private, loopback or reserved)"));
+                }
+            } else if self.via_proxy {
+                if let Err(blocked) = check_via_proxy(&self.policy, bare).await {
+                    return failed(blocked.to_string());
                 }
             }
         }

@@ -139,6 +139,9 @@ pub struct DeliveryConfig {
     pub circuit_max_cooldown: Duration,
     /// Endpoints' JavaScript transformations run at once at most, each in a worker process.
     pub script_workers: usize,
+    /// An HTTP proxy every delivery goes through (`http://[user:password@]host:port` or
+    /// `https://…`); unset: none, whatever the environment's `HTTP_PROXY` says.
+    pub proxy: Option<String>,
 }
 
 impl Default for Config {
@@ -187,6 +190,7 @@ impl Default for DeliveryConfig {
             circuit_cooldown: d.circuit_cooldown,
             circuit_max_cooldown: d.circuit_max_cooldown,
             script_workers: d.script_workers,
+            proxy: None,
         }
     }
 }
@@ -271,6 +275,18 @@ impl Config {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format must be text or json");
         }
+        if let Some(proxy) = d.proxy.as_deref().filter(|p| !p.is_empty()) {
+            // The value may hold a password: the errors name the problem, never the value.
+            let url = reqwest::Url::parse(proxy).map_err(|e| anyhow::anyhow!("delivery.proxy is not a URL: {e}"))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                bail!(
+                    "delivery.proxy must be an http:// or https:// URL with a host (e.g. http://proxy.internal:3128)"
+                );
+            }
+            if url.path() != "/" || url.query().is_some() {
+                bail!("delivery.proxy is a proxy's address: scheme, credentials, host and port, no path");
+            }
+        }
         Ok(())
     }
 
@@ -293,6 +309,7 @@ impl Config {
             circuit_max_cooldown: d.circuit_max_cooldown.max(d.circuit_cooldown),
             scripts: script_isolation(),
             script_workers: d.script_workers.max(1),
+            proxy: d.proxy.clone().filter(|p| !p.is_empty()),
             ..DispatchConfig::default()
         }
     }

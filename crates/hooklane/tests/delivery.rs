@@ -5,6 +5,8 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
 use common::*;
 use serde_json::json;
 
@@ -760,6 +762,133 @@ async fn loopback_and_private_targets_are_refused_without_allow_list() {
     }
     settle().await;
     assert!(rx.received().is_empty(), "a refused address was contacted");
+}
+
+/// A forward proxy on loopback, as an egress proxy would be: it takes absolute-form requests
+/// (`POST http://host:port/path`), records each target and `Proxy-Authorization`, and sends
+/// the request on, resolving `receiver.invalid` (a name only it knows, as with split DNS) to
+/// the given address.
+struct ForwardProxy {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl ForwardProxy {
+    async fn start(receiver: std::net::SocketAddr) -> ForwardProxy {
+        use axum::body::Body;
+        use axum::extract::Request;
+        use axum::response::Response;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let client =
+            reqwest::Client::builder().no_proxy().resolve("receiver.invalid", receiver).build().expect("client");
+        let record = seen.clone();
+        let app = axum::Router::new().fallback(move |req: Request| {
+            let (client, record) = (client.clone(), record.clone());
+            async move {
+                let auth =
+                    req.headers().get("proxy-authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let target = req.uri().to_string();
+                record.lock().unwrap().push((target.clone(), auth));
+                let mut out = client.request(req.method().clone(), &target);
+                for (name, value) in req.headers() {
+                    if !matches!(name.as_str(), "host" | "proxy-authorization" | "connection" | "content-length") {
+                        out = out.header(name, value);
+                    }
+                }
+                let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+                match out.body(body).send().await {
+                    Ok(answer) => {
+                        let status = answer.status();
+                        let bytes = answer.bytes().await.unwrap_or_default();
+                        Response::builder().status(status).body(Body::from(bytes)).unwrap()
+                    }
+                    Err(e) => Response::builder().status(502).body(Body::from(e.to_string())).unwrap(),
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        ForwardProxy { url, seen }
+    }
+
+    fn targets(&self) -> Vec<(String, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_go_through_the_configured_proxy() {
+    let rx = Receiver::start().await;
+    let rx_addr: std::net::SocketAddr = rx.url.trim_start_matches("http://").parse().expect("receiver address");
+    let proxy = ForwardProxy::start(rx_addr).await;
+    let with_credentials = proxy.url.replace("http://", "http://hook:s3cret@");
+    let port = rx_addr.port();
+
+    // Loopback allowed (the base config): the receiver's own address, through the proxy.
+    let server = Server::start(&format!("[delivery]\nproxy = \"{with_credentials}\"")).await;
+    let app = server.create_app("proxied").await;
+    let (_, secret) = server.create_endpoint(&app, json!({ "url": format!("{}/direct", rx.url) })).await;
+    server.send_message(&app, "a.b", json!({"n": 1})).await;
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!(got[0].path, "/direct");
+    assert!(signature_valid(&secret, &got[0]));
+    assert!(!got[0].headers.contains_key("proxy-authorization"), "{:?}", got[0].headers);
+    let seen = proxy.targets();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].0, format!("{}/direct", rx.url), "an absolute-form request to the proxy");
+    assert_eq!(seen[0].1, format!("Basic {}", B64.encode("hook:s3cret")));
+    assert!(!server.logs().contains("s3cret"), "the proxy's password is not logged");
+    drop(server);
+
+    // Nothing allowed beyond public addresses: the proxy (named by the operator) is still
+    // reached; a receiver whose name resolves here to loopback, or a loopback address, is
+    // refused before the proxy sees it; a name only the proxy resolves is left to it.
+    // (The proxy by name this time: `localhost`, which the address policy would refuse.)
+    let by_name = proxy.url.replace("127.0.0.1", "localhost");
+    let server =
+        Server::start(&format!("[delivery]\nallow_networks = []\nretry_schedule = []\nproxy = \"{by_name}\"")).await;
+    let app = server.create_app("guarded").await;
+    for url in [format!("http://localhost:{port}/named"), format!("http://127.0.0.1:{port}/literal")] {
+        server.create_endpoint(&app, json!({ "url": url, "filterTypes": ["refused"] })).await;
+    }
+    let (_, secret) = server
+        .create_endpoint(
+            &app,
+            json!({ "url": format!("http://receiver.invalid:{port}/split"), "filterTypes": ["split"] }),
+        )
+        .await;
+    let refused = server.send_message(&app, "refused", json!({})).await;
+    let attempts = server
+        .wait_until(&format!("/api/v1/app/{app}/attempt/msg/{refused}"), WAIT, |b| {
+            b["data"].as_array().unwrap().len() == 2
+        })
+        .await;
+    for a in attempts["data"].as_array().unwrap() {
+        assert_eq!(a["responseStatusCode"], 0, "{a}");
+        assert!(a["response"].as_str().unwrap().contains("not allowed"), "{a}");
+    }
+    server.send_message(&app, "split", json!({"n": 2})).await;
+    let got = rx.wait_for(2, WAIT).await;
+    assert_eq!(got[1].path, "/split");
+    assert!(signature_valid(&secret, &got[1]));
+    settle().await;
+    let seen = proxy.targets();
+    assert_eq!(seen.len(), 2, "the refused receivers never reached the proxy: {seen:?}");
+    assert_eq!(seen[1].0, format!("http://receiver.invalid:{port}/split"));
+    assert_eq!(rx.received().len(), 2);
+
+    // A proxy that is no http(s) URL stops the server at start, without echoing the value.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[delivery]\nproxy = \"socks5://user:hunter2@127.0.0.1:1080\"\n").expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .args(["--config", config.to_str().expect("path"), "serve"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("delivery.proxy") && !stderr.contains("hunter2"), "{stderr}");
 }
 
 /// An endpoint's transformation may change the URL, but not past the address checks: the
