@@ -3,6 +3,7 @@
 
 mod bench;
 mod config;
+mod forward;
 mod housekeeping;
 mod listen;
 mod serve;
@@ -38,6 +39,9 @@ enum Command {
     Send(sign_tools::SendArgs),
     /// Checks a Standard Webhooks signature as a receiver must. Exits 1 when it does not hold.
     Verify(sign_tools::VerifyArgs),
+    /// Posts an application's messages, read from a hooklane server's event stream, to a
+    /// local URL, signed: webhooks on a machine no server can reach.
+    Forward(forward::ForwardArgs),
     /// Prints a new endpoint secret: a `whsec_` one, or an Ed25519 key pair (`whsk_`) and
     /// its public key (`whpk_`).
     Keygen(sign_tools::KeygenArgs),
@@ -68,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => runtime(None)?.block_on(bench::run(args)),
         Command::Send(args) => exit_with(runtime(None)?.block_on(sign_tools::send(args))?),
         Command::Verify(args) => exit_with(sign_tools::verify(args)?),
+        Command::Forward(args) => runtime(None)?.block_on(forward::run(args)),
         Command::Keygen(args) => {
             sign_tools::keygen(args);
             Ok(())

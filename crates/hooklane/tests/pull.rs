@@ -9,6 +9,8 @@ use common::*;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
+const WAIT: Duration = Duration::from_secs(15);
+
 /// Posts a message with channels; returns its id.
 async fn post(server: &Server, app: &str, event_type: &str, channels: &[&str], n: u32) -> String {
     let mut body = json!({ "eventType": event_type, "payload": { "n": n } });
@@ -394,4 +396,135 @@ async fn one_application_cannot_take_every_waiting_place() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(reopened.is_some(), "the place of a closed stream never came back");
+}
+
+/// A running `hooklane forward`, its printed lines collected.
+struct Forwarder {
+    child: tokio::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Forwarder {
+    fn start(args: &[&str]) -> Forwarder {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+            .arg("forward")
+            .args(args)
+            .env_remove("HOOKLANE_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn hooklane forward");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut out = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut err = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let (sink, err_sink) = (lines.clone(), lines.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = out.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = err.next_line().await {
+                err_sink.lock().unwrap().push(line);
+            }
+        });
+        Forwarder { child, lines }
+    }
+
+    /// Waits until the command says it is connected `n` times.
+    async fn connected(&self, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        while self.lines().iter().filter(|l| l.contains("connected to")).count() < n {
+            assert!(Instant::now() < deadline, "not connected: {:?}", self.lines());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+/// `hooklane forward`: messages posted from its start on reach a local URL, signed, retried
+/// when it fails, and not again after the server restarts or the command is started again
+/// from a printed position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_posts_the_stream_to_a_local_url() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = Server::start(&format!("listen = \"127.0.0.1:{port}\"")).await;
+    let app = server.create_app("laptop").await;
+    // The local receiver fails the message with n = 2 twice.
+    let failures = std::sync::atomic::AtomicUsize::new(0);
+    let rx = Receiver::scripted(move |_, r| {
+        if r.json()["n"] == 2 && failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+            Reply::Status(500)
+        } else {
+            Reply::Status(204)
+        }
+    })
+    .await;
+    let before = post(&server, &app, "a.b", &[], 0).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let to = format!("{}/local", rx.url);
+    let base = server.base.clone();
+    let common =
+        ["--server", base.as_str(), "--app", app.as_str(), "--token", ADMIN, "--secret", secret, "--event-type", "a.b"];
+    let mut forward = Forwarder::start(&[&[to.as_str()][..], &common[..]].concat());
+    forward.connected(1).await;
+    let m1 = post(&server, &app, "a.b", &[], 1).await;
+    let m2 = post(&server, &app, "a.b", &[], 2).await;
+    post(&server, &app, "other.type", &[], 3).await;
+    let m4 = post(&server, &app, "a.b", &[], 4).await;
+    let got = rx.wait_for(5, WAIT).await;
+    let ids: Vec<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(
+        ids,
+        [m1.as_str(), m2.as_str(), m2.as_str(), m2.as_str(), m4.as_str()],
+        "in order, n = 2 tried three times"
+    );
+    assert!(!ids.contains(&before.as_str()), "messages from before the start are not forwarded");
+    for r in &got {
+        assert_eq!(r.path, "/local");
+        assert!(signature_valid(secret, r), "{:?}", r.headers);
+        assert_eq!(r.body, format!("{{\"n\":{}}}", r.json()["n"]).into_bytes(), "the payload as posted");
+    }
+
+    // The server dies and comes back on the same address: the stream resumes after m4.
+    server.restart_after_kill();
+    let m5 = post(&server, &app, "a.b", &[], 5).await;
+    let got = rx.wait_for(6, Duration::from_secs(30)).await;
+    assert_eq!(got[5].header("webhook-id"), m5);
+    // Each forwarded message was printed with the position to go on from.
+    let deadline = Instant::now() + WAIT;
+    while !forward.lines().iter().any(|l| l.contains(&m5)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lines = forward.lines();
+    let last = lines.iter().find(|l| l.contains(&m5)).unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(last.starts_with("204 a.b"), "{last}");
+    let iterator = last.rsplit("iterator=").next().unwrap().to_string();
+    assert!(lines.iter().filter(|l| l.starts_with("500 a.b")).count() == 2, "{lines:?}");
+
+    // Stopped, then started again from the printed position: only what came since.
+    forward.child.kill().await.unwrap();
+    let m6 = post(&server, &app, "a.b", &[], 6).await;
+    let again = Forwarder::start(&[&[to.as_str(), "--iterator", iterator.as_str()][..], &common[..]].concat());
+    again.connected(1).await;
+    let got = rx.wait_for(7, WAIT).await;
+    assert_eq!(got[6].header("webhook-id"), m6);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(rx.received().len(), 7, "nothing forwarded twice");
+
+    // A token the server refuses ends the command with the reason.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .args(["forward", &to, "--server", &base, "--app", &app, "--token", "wrong"])
+        .env_remove("HOOKLANE_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
 }

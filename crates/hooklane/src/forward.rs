@@ -1,0 +1,245 @@
+//! `hooklane forward`: an application's messages, read from a hooklane server's event stream
+//! (Server-Sent Events), posted to a local URL as deliveries, signed. What a developer runs
+//! to receive webhooks on a laptop that no server can reach: the laptop connects out, as
+//! with Svix's and Hookdeck's CLIs, and needs no public URL or tunnel.
+//!
+//! The stream is resumed from the last message handled (`Last-Event-ID`) whenever the
+//! connection drops or the server restarts, so nothing is missed or sent twice while the
+//! command runs; each line printed carries that position, to go on from later
+//! (`--iterator`).
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use chrono::{SecondsFormat, Utc};
+use futures::StreamExt;
+use hooklane_core::signing::{signature_header, Secret};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+#[derive(clap::Args)]
+pub struct ForwardArgs {
+    /// Where each message is posted, e.g. http://localhost:3000/webhooks.
+    to: String,
+    /// The hooklane server's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8071", env = "HOOKLANE_URL")]
+    server: String,
+    /// The application (id or uid) whose messages are forwarded.
+    #[arg(long)]
+    app: String,
+    /// An API token that may read the application (the admin token, or an application's).
+    #[arg(long, env = "HOOKLANE_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Signs each request as hooklane signs deliveries (`whsec_…`, or a `whsk_…` key pair),
+    /// for a receiver that checks signatures; without it requests go unsigned.
+    #[arg(long, env = "HOOKLANE_FORWARD_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Only messages of these event types (repeatable).
+    #[arg(long = "event-type")]
+    event_types: Vec<String>,
+    /// Only messages on these channels (repeatable).
+    #[arg(long = "channel")]
+    channels: Vec<String>,
+    /// Start after this position (the `iterator` a line printed, or a poll's), instead of
+    /// with the messages posted from now on.
+    #[arg(long)]
+    iterator: Option<String>,
+    /// Tries of each message at the local URL (a connection refused, a timeout or an answer
+    /// other than 2xx fails one), waiting 0.5 s, then 1 s, 2 s… between them; then it is
+    /// skipped, and said so.
+    #[arg(long, default_value_t = 4)]
+    tries: u32,
+}
+
+/// One event of the stream: a message as the API answers it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StreamedMessage {
+    id: String,
+    event_type: String,
+    /// Byte for byte as the stream carried it.
+    payload: Box<RawValue>,
+}
+
+/// One Server-Sent Event, once its blank line has come.
+#[derive(Debug, Default, PartialEq)]
+struct SseEvent {
+    id: Option<String>,
+    data: String,
+}
+
+/// Splits a Server-Sent Events byte stream into events (the subset hooklane sends: `id:`
+/// and `data:` lines, comments, a blank line ending each event).
+#[derive(Default)]
+struct SseParser {
+    buffer: Vec<u8>,
+    current: SseEvent,
+    has_data: bool,
+}
+
+impl SseParser {
+    fn feed(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+        self.buffer.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buffer.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line[..end]);
+            let line = line.strip_suffix('\r').unwrap_or(&line);
+            if line.is_empty() {
+                if self.has_data {
+                    events.push(std::mem::take(&mut self.current));
+                }
+                self.current = SseEvent::default();
+                self.has_data = false;
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => self.current.id = Some(value.to_string()),
+                "data" => {
+                    if self.has_data {
+                        self.current.data.push('\n');
+                    }
+                    self.current.data.push_str(value);
+                    self.has_data = true;
+                }
+                _ => {}
+            }
+        }
+        events
+    }
+}
+
+/// Runs until interrupted, or until the server refuses the token or the application.
+pub async fn run(args: ForwardArgs) -> anyhow::Result<()> {
+    let secret = args.secret.as_deref().map(Secret::parse).transpose().map_err(|e| anyhow::anyhow!("--secret: {e}"))?;
+    let base = args.server.trim_end_matches('/');
+    let mut query: Vec<(&str, String)> = args.event_types.iter().map(|t| ("event_types", t.clone())).collect();
+    query.extend(args.channels.iter().map(|c| ("channels", c.clone())));
+    if args.iterator.is_none() {
+        query.push(("after", Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)));
+    }
+    if let Some(iterator) = &args.iterator {
+        query.push(("iterator", iterator.clone()));
+    }
+    let stream_url = reqwest::Url::parse_with_params(&format!("{base}/api/v1/app/{}/events/stream", args.app), &query)
+        .context("--server is not a URL")?;
+    // No overall timeout on the stream: it is meant to stay open. Deliveries have one.
+    let client = reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(10)).build()?;
+    let local = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build()?;
+    let mut last_id: Option<String> = None;
+    let mut backoff = Duration::from_millis(500);
+    eprintln!("hooklane forward: {} → {}", args.app, args.to);
+    loop {
+        let mut request = client.get(stream_url.clone()).bearer_auth(&args.token);
+        if let Some(id) = &last_id {
+            request = request.header("last-event-id", id);
+        }
+        match request.send().await {
+            Ok(response) if response.status().is_success() => {
+                backoff = Duration::from_millis(500);
+                eprintln!("hooklane forward: connected to {base}");
+                let mut body = response.bytes_stream();
+                let mut parser = SseParser::default();
+                while let Some(chunk) = body.next().await {
+                    let Ok(chunk) = chunk else { break };
+                    for event in parser.feed(&chunk) {
+                        forward_one(&local, &args, secret.as_ref(), &event).await;
+                        if event.id.is_some() {
+                            last_id = event.id;
+                        }
+                    }
+                }
+                eprintln!("hooklane forward: the stream ended; reconnecting");
+            }
+            Ok(response) => {
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                // A token, application or position the server refuses stays refused.
+                if matches!(status.as_u16(), 400..=499) && status.as_u16() != 429 {
+                    bail!("{stream_url} answered {status}: {text}");
+                }
+                eprintln!("hooklane forward: {status} from the server; trying again in {backoff:?}");
+            }
+            Err(e) => eprintln!("hooklane forward: cannot reach {base} ({e}); trying again in {backoff:?}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Posts one message to the local URL, trying again as `--tries` says; prints how it went.
+async fn forward_one(local: &reqwest::Client, args: &ForwardArgs, secret: Option<&Secret>, event: &SseEvent) {
+    let position = event.id.as_deref().unwrap_or("-");
+    let message: StreamedMessage = match serde_json::from_str(&event.data) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("hooklane forward: an event that is not a message ({e}), at {position}: skipped");
+            return;
+        }
+    };
+    let body = message.payload.get().as_bytes().to_vec();
+    let mut wait = Duration::from_millis(500);
+    for attempt in 1..=args.tries.max(1) {
+        let timestamp = Utc::now().timestamp();
+        let mut request = local
+            .post(&args.to)
+            .header("content-type", "application/json")
+            .header("webhook-id", &message.id)
+            .header("webhook-timestamp", timestamp.to_string());
+        if let Some(secret) = secret {
+            request = request.header("webhook-signature", signature_header([secret], &message.id, timestamp, &body));
+        }
+        let started = std::time::Instant::now();
+        let outcome = match request.body(body.clone()).send().await {
+            Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
+            Ok(r) => Err(r.status().as_u16().to_string()),
+            Err(e) => Err(format!("error: {e}")),
+        };
+        let took = started.elapsed().as_millis();
+        match outcome {
+            Ok(status) => {
+                println!("{status} {} {} ({took} ms) iterator={position}", message.event_type, message.id);
+                return;
+            }
+            Err(why) if attempt < args.tries => {
+                println!("{why} {} {} ({took} ms), trying again in {wait:?}", message.event_type, message.id);
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(why) => {
+                println!(
+                    "{why} {} {} ({took} ms): given up after {attempt} tries iterator={position}",
+                    message.event_type, message.id
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_split_wherever_the_bytes_break() {
+        let text =
+            b": keep-alive\n\nid: a1\ndata: {\"x\":1}\n\nid: b2\r\ndata: line one\r\ndata: line two\r\n\r\n:\n\n";
+        let whole = SseParser::default().feed(text);
+        let want = vec![
+            SseEvent { id: Some("a1".into()), data: "{\"x\":1}".into() },
+            SseEvent { id: Some("b2".into()), data: "line one\nline two".into() },
+        ];
+        assert_eq!(whole, want);
+        // Fed a byte at a time, the same events come out.
+        let mut parser = SseParser::default();
+        let bytewise: Vec<SseEvent> = text.iter().flat_map(|b| parser.feed(&[*b])).collect();
+        assert_eq!(bytewise, want);
+        // An event without data (an id alone) is none.
+        assert!(SseParser::default().feed(b"id: only\n\n").is_empty());
+    }
+}
