@@ -103,17 +103,44 @@ impl GuardedResolver {
     }
 }
 
-/// Whether a delivery to `host` may be handed to the proxy: a name that resolves here to
-/// any refused address is refused (the proxy might pick that one); a name that does not
-/// resolve here (split DNS, where only the proxy can) is left to the proxy.
-pub async fn check_via_proxy(policy: &AddressPolicy, host: &str) -> Result<(), Blocked> {
-    let Ok(found) = tokio::net::lookup_host((host, 0)).await else { return Ok(()) };
-    for addr in found {
-        if !policy.permits(addr.ip()) {
-            return Err(Blocked { host: host.to_string() });
-        }
+/// Why a delivery may not be handed to the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyRefusal {
+    #[error(transparent)]
+    Blocked(#[from] Blocked),
+    #[error("destination {0} does not resolve here, and names are checked here before they go to the proxy (delivery.proxy_resolves_names leaves them to the proxy)")]
+    Unresolved(String),
+}
+
+/// Whether a delivery to `host` (a name, not an address) may be handed to the proxy, which
+/// resolves it again: a name that resolves here to any refused address is refused (the
+/// proxy might pick that one), as is `localhost` and its subdomains whatever they resolve
+/// to (a proxy's own loopback); a name that does not resolve here within `within` is refused
+/// too, unless `resolves_names` leaves it to the proxy (split DNS).
+pub async fn check_via_proxy(
+    policy: &AddressPolicy,
+    host: &str,
+    resolves_names: bool,
+    within: std::time::Duration,
+) -> Result<(), ProxyRefusal> {
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    if (name == "localhost" || name.ends_with(".localhost")) && !policy.permits(loopback) {
+        return Err(Blocked { host: host.to_string() }.into());
     }
-    Ok(())
+    let looked_up = tokio::time::timeout(within, tokio::net::lookup_host((name.as_str(), 0))).await;
+    match looked_up {
+        Ok(Ok(found)) => {
+            for addr in found {
+                if !policy.permits(addr.ip()) {
+                    return Err(Blocked { host: host.to_string() }.into());
+                }
+            }
+            Ok(())
+        }
+        _ if resolves_names => Ok(()),
+        _ => Err(ProxyRefusal::Unresolved(host.to_string())),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,16 +229,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn names_handed_to_a_proxy_are_checked_when_they_resolve_here() {
+    async fn names_handed_to_a_proxy_are_checked_here_first() {
+        let within = std::time::Duration::from_secs(5);
         let refuse = AddressPolicy::default();
-        assert!(check_via_proxy(&refuse, "localhost").await.is_err());
-        assert!(check_via_proxy(
-            &AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]),
-            "localhost"
-        )
-        .await
-        .is_ok());
-        // Only the proxy can resolve it: left to the proxy.
-        assert!(check_via_proxy(&refuse, "receiver.invalid").await.is_ok());
+        let loopback = AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]);
+        for name in ["localhost", "localhost.", "LocalHost", "api.localhost"] {
+            let refused = check_via_proxy(&refuse, name, true, within).await;
+            assert!(matches!(refused, Err(ProxyRefusal::Blocked(_))), "{name}: {refused:?}");
+        }
+        assert!(check_via_proxy(&loopback, "localhost", false, within).await.is_ok());
+        // A name only the proxy can resolve: refused, unless left to the proxy.
+        let unknown = check_via_proxy(&refuse, "receiver.invalid", false, within).await;
+        assert!(matches!(unknown, Err(ProxyRefusal::Unresolved(_))), "{unknown:?}");
+        assert!(check_via_proxy(&refuse, "receiver.invalid", true, within).await.is_ok());
     }
 }

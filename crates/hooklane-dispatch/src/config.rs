@@ -46,11 +46,27 @@ pub struct DispatchConfig {
     pub scripts: crate::scripts::Isolation,
     /// Transformations run at once at most (each in its own worker).
     pub script_workers: usize,
-    /// An HTTP proxy every delivery goes through (`http://[user:password@]host:port`, or
-    /// `https://…`): e.g. an egress proxy with the addresses receivers allow-list, or
-    /// Smokescreen. `None`: straight to the receiver (the environment's `HTTP_PROXY` and
-    /// the like are not followed either way).
-    pub proxy: Option<String>,
+    /// An HTTP proxy every delivery goes through: e.g. an egress proxy with the addresses
+    /// receivers allow-list, or Smokescreen. `None`: straight to the receiver (the
+    /// environment's `HTTP_PROXY` and the like are not followed either way).
+    pub proxy: Option<ProxyConfig>,
+}
+
+/// Where deliveries go through, and how far hooklane trusts it with names.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// `http://[user:password@]host:port` or `https://…`.
+    pub url: String,
+    /// Whether a receiver's name that does not resolve here is left to the proxy (split
+    /// DNS, where only the proxy knows it); refused otherwise.
+    pub resolves_names: bool,
+}
+
+/// Never the URL itself: it may hold a password.
+impl std::fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyConfig").field("url", &"<redacted>").field("resolves_names", &self.resolves_names).finish()
+    }
 }
 
 impl Default for DispatchConfig {

@@ -19,5 +19,5 @@ pub mod scripts;
 pub mod sender;
 mod telemetry;
 
-pub use config::DispatchConfig;
+pub use config::{DispatchConfig, ProxyConfig};
 pub use engine::{AttemptNews, Dispatcher, EngineEvent, Reservation, EVENT_BACKLOG, FAILING_AT};

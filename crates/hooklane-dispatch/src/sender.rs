@@ -168,11 +168,19 @@ pub struct Ready {
     json: bool,
 }
 
+/// What the sender needs to know of the configured proxy.
+#[derive(Clone, Copy)]
+struct ViaProxy {
+    resolves_names: bool,
+    /// How long a receiver's name may take to resolve here before it is refused.
+    lookup_within: Duration,
+}
+
 #[derive(Clone)]
 pub struct Sender {
     client: reqwest::Client,
-    /// Whether deliveries go through the configured proxy.
-    via_proxy: bool,
+    /// How deliveries go through the configured proxy, if one is.
+    proxy: Option<ViaProxy>,
     policy: Arc<AddressPolicy>,
     timeout: Duration,
     body_limit: usize,
@@ -188,26 +196,29 @@ pub struct Sender {
 impl Sender {
     pub fn new(cfg: &DispatchConfig) -> Result<Self, reqwest::Error> {
         let policy = Arc::new(AddressPolicy::new(cfg.allow_networks.clone()));
-        let proxy_host = cfg.proxy.as_deref().and_then(|p| reqwest::Url::parse(p).ok()?.host_str().map(str::to_string));
+        let proxy_host =
+            cfg.proxy.as_ref().and_then(|p| reqwest::Url::parse(&p.url).ok()?.host_str().map(str::to_string));
         let builder = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(GuardedResolver::new(policy.clone(), proxy_host)))
+            // (Pooled by receiver, through a proxy too.)
+            .pool_max_idle_per_host(cfg.per_endpoint_in_flight)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .user_agent(cfg.user_agent.clone());
         // Never the environment's `HTTP_PROXY` and the like: a proxy the operator did not
         // name here would resolve receivers' names beyond the address policy.
         let builder = match &cfg.proxy {
-            // Every connection goes to the proxy: keep as many as may be in flight.
-            Some(proxy) => {
-                builder.proxy(reqwest::Proxy::all(proxy.as_str())?).pool_max_idle_per_host(cfg.max_in_flight)
-            }
-            None => builder.no_proxy().pool_max_idle_per_host(cfg.per_endpoint_in_flight),
+            Some(proxy) => builder.proxy(reqwest::Proxy::all(proxy.url.as_str())?),
+            None => builder.no_proxy(),
         };
         Ok(Sender {
             client: builder.build()?,
-            via_proxy: cfg.proxy.is_some(),
+            proxy: cfg
+                .proxy
+                .as_ref()
+                .map(|p| ViaProxy { resolves_names: p.resolves_names, lookup_within: cfg.connect_timeout }),
             policy,
             timeout: cfg.request_timeout,
             body_limit: cfg.response_body_limit,
@@ -295,9 +306,11 @@ impl Sender {
                 if !self.policy.permits(ip) {
                     return failed(format!("destination address {ip} is not allowed (private, loopback or reserved)"));
                 }
-            } else if self.via_proxy {
-                if let Err(blocked) = check_via_proxy(&self.policy, bare).await {
-                    return failed(blocked.to_string());
+            } else if let Some(proxy) = self.proxy {
+                if let Err(refused) =
+                    check_via_proxy(&self.policy, bare, proxy.resolves_names, proxy.lookup_within).await
+                {
+                    return failed(refused.to_string());
                 }
             }
         }
@@ -355,6 +368,11 @@ impl Sender {
             Ok::<_, reqwest::Error>((status, retry_after, body))
         };
         let mut result = match tokio::time::timeout(self.timeout, exchange).await {
+            // The proxy's own refusal of hooklane's credentials is no answer of the
+            // receiver's (nor is its page worth keeping).
+            Ok(Ok((407, ..))) if self.proxy.is_some() => {
+                SendResult::failed("the proxy refused hooklane's credentials (407)".into(), started)
+            }
             Ok(Ok((status, retry_after, body))) => SendResult {
                 status: Some(status),
                 body: String::from_utf8_lossy(&body).into_owned(),

@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use hooklane_core::retry::RetrySchedule;
-use hooklane_dispatch::DispatchConfig;
+use hooklane_dispatch::{DispatchConfig, ProxyConfig};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -140,8 +140,23 @@ pub struct DeliveryConfig {
     /// Endpoints' JavaScript transformations run at once at most, each in a worker process.
     pub script_workers: usize,
     /// An HTTP proxy every delivery goes through (`http://[user:password@]host:port` or
-    /// `https://…`); unset: none, whatever the environment's `HTTP_PROXY` says.
-    pub proxy: Option<String>,
+    /// `https://…`); unset or empty: none, whatever the environment's `HTTP_PROXY` says.
+    pub proxy: Option<Redacted>,
+    /// Whether a receiver's name that does not resolve here is left to the proxy to resolve
+    /// (split DNS); by default it is refused.
+    pub proxy_resolves_names: bool,
+}
+
+/// A setting that may hold a password: read and written as the text it is, never shown by
+/// `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Default for Config {
@@ -191,6 +206,7 @@ impl Default for DeliveryConfig {
             circuit_max_cooldown: d.circuit_max_cooldown,
             script_workers: d.script_workers,
             proxy: None,
+            proxy_resolves_names: false,
         }
     }
 }
@@ -275,7 +291,7 @@ impl Config {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format must be text or json");
         }
-        if let Some(proxy) = d.proxy.as_deref().filter(|p| !p.is_empty()) {
+        if let Some(Redacted(proxy)) = d.proxy.as_ref().filter(|p| !p.0.is_empty()) {
             // The value may hold a password: the errors name the problem, never the value.
             let url = reqwest::Url::parse(proxy).map_err(|e| anyhow::anyhow!("delivery.proxy is not a URL: {e}"))?;
             if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
@@ -283,7 +299,7 @@ impl Config {
                     "delivery.proxy must be an http:// or https:// URL with a host (e.g. http://proxy.internal:3128)"
                 );
             }
-            if url.path() != "/" || url.query().is_some() {
+            if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
                 bail!("delivery.proxy is a proxy's address: scheme, credentials, host and port, no path");
             }
         }
@@ -309,7 +325,11 @@ impl Config {
             circuit_max_cooldown: d.circuit_max_cooldown.max(d.circuit_cooldown),
             scripts: script_isolation(),
             script_workers: d.script_workers.max(1),
-            proxy: d.proxy.clone().filter(|p| !p.is_empty()),
+            proxy: d
+                .proxy
+                .as_ref()
+                .filter(|p| !p.0.is_empty())
+                .map(|p| ProxyConfig { url: p.0.clone(), resolves_names: d.proxy_resolves_names }),
             ..DispatchConfig::default()
         }
     }

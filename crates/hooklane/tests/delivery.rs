@@ -765,30 +765,34 @@ async fn loopback_and_private_targets_are_refused_without_allow_list() {
 }
 
 /// A forward proxy on loopback, as an egress proxy would be: it takes absolute-form requests
-/// (`POST http://host:port/path`), records each target and `Proxy-Authorization`, and sends
-/// the request on, resolving `receiver.invalid` (a name only it knows, as with split DNS) to
-/// the given address.
+/// (`POST http://host:port/path`), records each target and `Proxy-Authorization`, answers
+/// 407 when it wants credentials and has not got them, and sends the rest on, resolving
+/// `receiver.invalid` (a name only it knows, as with split DNS) to the given address.
 struct ForwardProxy {
     url: String,
     seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 impl ForwardProxy {
-    async fn start(receiver: std::net::SocketAddr) -> ForwardProxy {
+    async fn start(receiver: std::net::SocketAddr, credentials: Option<&str>) -> ForwardProxy {
         use axum::body::Body;
         use axum::extract::Request;
         use axum::response::Response;
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let client =
             reqwest::Client::builder().no_proxy().resolve("receiver.invalid", receiver).build().expect("client");
+        let wanted = credentials.map(|c| format!("Basic {}", B64.encode(c)));
         let record = seen.clone();
         let app = axum::Router::new().fallback(move |req: Request| {
-            let (client, record) = (client.clone(), record.clone());
+            let (client, record, wanted) = (client.clone(), record.clone(), wanted.clone());
             async move {
                 let auth =
                     req.headers().get("proxy-authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
                 let target = req.uri().to_string();
-                record.lock().unwrap().push((target.clone(), auth));
+                record.lock().unwrap().push((target.clone(), auth.clone()));
+                if wanted.is_some_and(|w| w != auth) {
+                    return Response::builder().status(407).body(Body::from("proxy login needed at 10.9.8.7")).unwrap();
+                }
                 let mut out = client.request(req.method().clone(), &target);
                 for (name, value) in req.headers() {
                     if !matches!(name.as_str(), "host" | "proxy-authorization" | "connection" | "content-length") {
@@ -817,54 +821,81 @@ impl ForwardProxy {
     }
 }
 
+/// The attempts of `msg` once there are `n`.
+async fn attempts_of(server: &Server, app: &str, msg: &str, n: usize) -> Vec<serde_json::Value> {
+    let path = format!("/api/v1/app/{app}/attempt/msg/{msg}");
+    let body = server.wait_until(&path, WAIT, |b| b["data"].as_array().is_some_and(|a| a.len() >= n)).await;
+    body["data"].as_array().cloned().unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_go_through_the_configured_proxy() {
     let rx = Receiver::start().await;
     let rx_addr: std::net::SocketAddr = rx.url.trim_start_matches("http://").parse().expect("receiver address");
-    let proxy = ForwardProxy::start(rx_addr).await;
-    let with_credentials = proxy.url.replace("http://", "http://hook:s3cret@");
     let port = rx_addr.port();
+    let guarded = ForwardProxy::start(rx_addr, Some("hook:s3cret")).await;
 
-    // Loopback allowed (the base config): the receiver's own address, through the proxy.
-    let server = Server::start(&format!("[delivery]\nproxy = \"{with_credentials}\"")).await;
+    // Loopback allowed (the base config): the receiver's own address, through the proxy,
+    // with the proxy's credentials; a name that does not resolve here is refused.
+    let with_credentials = guarded.url.replace("http://", "http://hook:s3cret@");
+    let server = Server::start(&format!("[delivery]\nretry_schedule = []\nproxy = \"{with_credentials}\"")).await;
     let app = server.create_app("proxied").await;
-    let (_, secret) = server.create_endpoint(&app, json!({ "url": format!("{}/direct", rx.url) })).await;
+    let (_, secret) =
+        server.create_endpoint(&app, json!({ "url": format!("{}/direct", rx.url), "filterTypes": ["a.b"] })).await;
+    let unknown = format!("http://receiver.invalid:{port}/split");
+    server.create_endpoint(&app, json!({ "url": unknown, "filterTypes": ["split"] })).await;
     server.send_message(&app, "a.b", json!({"n": 1})).await;
     let got = rx.wait_for(1, WAIT).await;
     assert_eq!(got[0].path, "/direct");
     assert!(signature_valid(&secret, &got[0]));
-    assert!(!got[0].headers.contains_key("proxy-authorization"), "{:?}", got[0].headers);
-    let seen = proxy.targets();
+    let seen = guarded.targets();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].0, format!("{}/direct", rx.url), "an absolute-form request to the proxy");
     assert_eq!(seen[0].1, format!("Basic {}", B64.encode("hook:s3cret")));
-    assert!(!server.logs().contains("s3cret"), "the proxy's password is not logged");
+    let split = server.send_message(&app, "split", json!({})).await;
+    let attempts = attempts_of(&server, &app, &split, 1).await;
+    assert!(attempts[0]["response"].as_str().unwrap().contains("does not resolve here"), "{attempts:?}");
+    let logs = server.logs();
+    assert!(
+        !logs.contains("s3cret") && !logs.contains(&B64.encode("hook:s3cret")),
+        "the proxy's password is not logged"
+    );
     drop(server);
 
-    // Nothing allowed beyond public addresses: the proxy (named by the operator) is still
-    // reached; a receiver whose name resolves here to loopback, or a loopback address, is
-    // refused before the proxy sees it; a name only the proxy resolves is left to it.
-    // (The proxy by name this time: `localhost`, which the address policy would refuse.)
-    let by_name = proxy.url.replace("127.0.0.1", "localhost");
-    let server =
-        Server::start(&format!("[delivery]\nallow_networks = []\nretry_schedule = []\nproxy = \"{by_name}\"")).await;
+    // Wrong credentials: the proxy's 407 is the attempt's failure, not the receiver's answer.
+    let wrong = guarded.url.replace("http://", "http://hook:wrong@");
+    let server = Server::start(&format!("[delivery]\nretry_schedule = []\nproxy = \"{wrong}\"")).await;
+    let app = server.create_app("refused").await;
+    server.create_endpoint(&app, json!({ "url": format!("{}/direct", rx.url) })).await;
+    let msg = server.send_message(&app, "a.b", json!({})).await;
+    let attempts = attempts_of(&server, &app, &msg, 1).await;
+    assert_eq!(attempts[0]["responseStatusCode"], 0, "{attempts:?}");
+    let response = attempts[0]["response"].as_str().unwrap();
+    assert!(response.contains("407") && !response.contains("10.9.8.7"), "{response}");
+    drop(server);
+
+    // Nothing allowed beyond public addresses, the proxy named `localhost` (which the policy
+    // refuses: the operator's choice is reached all the same), names left to the proxy: a
+    // receiver whose name resolves here to loopback (however written), or a loopback
+    // address, is refused before the proxy sees it; a name only the proxy resolves goes.
+    let open = ForwardProxy::start(rx_addr, None).await;
+    let by_name = open.url.replace("127.0.0.1", "localhost");
+    let server = Server::start(&format!(
+        "[delivery]\nallow_networks = []\nretry_schedule = []\nproxy = \"{by_name}\"\nproxy_resolves_names = true"
+    ))
+    .await;
     let app = server.create_app("guarded").await;
-    for url in [format!("http://localhost:{port}/named"), format!("http://127.0.0.1:{port}/literal")] {
+    let refused = [
+        format!("http://localhost:{port}/named"),
+        format!("http://LOCALHOST.:{port}/dotted"),
+        format!("http://127.0.0.1:{port}/literal"),
+    ];
+    for url in &refused {
         server.create_endpoint(&app, json!({ "url": url, "filterTypes": ["refused"] })).await;
     }
-    let (_, secret) = server
-        .create_endpoint(
-            &app,
-            json!({ "url": format!("http://receiver.invalid:{port}/split"), "filterTypes": ["split"] }),
-        )
-        .await;
-    let refused = server.send_message(&app, "refused", json!({})).await;
-    let attempts = server
-        .wait_until(&format!("/api/v1/app/{app}/attempt/msg/{refused}"), WAIT, |b| {
-            b["data"].as_array().unwrap().len() == 2
-        })
-        .await;
-    for a in attempts["data"].as_array().unwrap() {
+    let (_, secret) = server.create_endpoint(&app, json!({ "url": unknown, "filterTypes": ["split"] })).await;
+    let msg = server.send_message(&app, "refused", json!({})).await;
+    for a in attempts_of(&server, &app, &msg, refused.len()).await {
         assert_eq!(a["responseStatusCode"], 0, "{a}");
         assert!(a["response"].as_str().unwrap().contains("not allowed"), "{a}");
     }
@@ -873,22 +904,39 @@ async fn deliveries_go_through_the_configured_proxy() {
     assert_eq!(got[1].path, "/split");
     assert!(signature_valid(&secret, &got[1]));
     settle().await;
-    let seen = proxy.targets();
-    assert_eq!(seen.len(), 2, "the refused receivers never reached the proxy: {seen:?}");
-    assert_eq!(seen[1].0, format!("http://receiver.invalid:{port}/split"));
+    let seen = open.targets();
+    assert_eq!(seen.len(), 1, "the refused receivers never reached the proxy: {seen:?}");
+    assert_eq!(seen[0].0, unknown);
     assert_eq!(rx.received().len(), 2);
+    drop(server);
+
+    // Without the setting no proxy is used, whatever the environment says.
+    let env = [("HTTP_PROXY", open.url.as_str()), ("http_proxy", open.url.as_str()), ("ALL_PROXY", open.url.as_str())];
+    let server = Server::start_with_env("", &env).await;
+    let app = server.create_app("direct").await;
+    server.create_endpoint(&app, json!({ "url": format!("{}/straight", rx.url) })).await;
+    server.send_message(&app, "a.b", json!({})).await;
+    let got = rx.wait_for(3, WAIT).await;
+    assert_eq!(got[2].path, "/straight");
+    assert_eq!(open.targets().len(), 1, "the environment's proxy was not used");
 
     // A proxy that is no http(s) URL stops the server at start, without echoing the value.
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("bad.toml");
-    std::fs::write(&config, "[delivery]\nproxy = \"socks5://user:hunter2@127.0.0.1:1080\"\n").expect("config");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
-        .args(["--config", config.to_str().expect("path"), "serve"])
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(stderr.contains("delivery.proxy") && !stderr.contains("hunter2"), "{stderr}");
+    for bad in [
+        "socks5://user:hunter2@127.0.0.1:1080",
+        "http://user:hunter2@127.0.0.1:3128/path",
+        "http://user:hunter2@127.0.0.1:3128#x",
+    ] {
+        std::fs::write(&config, format!("[delivery]\nproxy = \"{bad}\"\n")).expect("config");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+            .args(["--config", config.to_str().expect("path"), "serve"])
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}");
+        assert!(stderr.contains("delivery.proxy") && !stderr.contains("hunter2"), "{stderr}");
+    }
 }
 
 /// An endpoint's transformation may change the URL, but not past the address checks: the

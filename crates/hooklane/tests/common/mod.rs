@@ -45,33 +45,49 @@ pub struct Server {
     config_path: PathBuf,
     pub client: reqwest::Client,
     stderr_path: PathBuf,
+    /// Environment variables the process is started with, beside the test's own.
+    env: Vec<(String, String)>,
 }
 
 impl Server {
     /// Starts a server; `extra` is TOML merged over the base config (top-level keys first,
     /// then `[delivery]` keys under a `[delivery]` header of its own, if any).
     pub async fn start(extra: &str) -> Server {
+        Server::start_with_env(extra, &[]).await
+    }
+
+    /// Starts a server with these environment variables set.
+    pub async fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Server {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-        Server::start_in(dir, extra).await
+        let mut server = Server::prepare(dir, extra);
+        server.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        server.spawn();
+        server
     }
 
     /// Starts a server on an existing data directory (to restart after a kill).
     pub async fn start_in(dir: Arc<tempfile::TempDir>, extra: &str) -> Server {
+        let mut server = Server::prepare(dir, extra);
+        server.spawn();
+        server
+    }
+
+    /// Writes the configuration; the process is not started yet.
+    fn prepare(dir: Arc<tempfile::TempDir>, extra: &str) -> Server {
         let config_path = dir.path().join("hooklane.toml");
         let db = dir.path().join("data").join("hooklane.db");
         let config = merge_config(&format!("database_url = \"sqlite:{}\"\n{BASE_CONFIG}", db.display()), extra);
         std::fs::write(&config_path, config).expect("write config");
         let stderr_path = dir.path().join(format!("stderr-{}.log", Instant::now().elapsed().as_nanos()));
-        let mut server = Server {
+        Server {
             child: None,
             base: String::new(),
             dir,
             config_path,
             client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
             stderr_path,
-        };
-        server.spawn();
-        server
+            env: Vec::new(),
+        }
     }
 
     fn spawn(&mut self) {
@@ -84,6 +100,7 @@ impl Server {
             .arg(&self.config_path)
             .env_remove("HOOKLANE_CONFIG")
             .env_remove("HOOKLANE_DATABASE_URL")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
