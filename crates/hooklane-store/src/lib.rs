@@ -457,6 +457,27 @@ pub async fn open(location: &str) -> StoreResult<DynStore> {
     if location.starts_with("postgres://") || location.starts_with("postgresql://") {
         return Ok(Arc::new(postgres::PgStore::open(location).await?));
     }
-    let path = location.strip_prefix("sqlite://").or_else(|| location.strip_prefix("sqlite:")).unwrap_or(location);
-    Ok(Arc::new(sqlite::SqliteStore::open(path).await?))
+    Ok(Arc::new(sqlite::SqliteStore::open(sqlite_path(location)).await?))
+}
+
+/// The file of a `sqlite:PATH` (or `sqlite://PATH`, or plain path) location.
+fn sqlite_path(location: &str) -> &str {
+    location.strip_prefix("sqlite://").or_else(|| location.strip_prefix("sqlite:")).unwrap_or(location)
+}
+
+/// Copies the embedded database at `location` into the new file `to`, while a server may
+/// be using it (see [`sqlite::backup`]). PostgreSQL has its own tools (`pg_dump`), and is
+/// refused here.
+pub async fn backup(location: &str, to: &std::path::Path) -> StoreResult<sqlite::backup::BackupReport> {
+    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+        return Err(StoreError::Database(
+            "hooklane backup copies the embedded SQLite database; back PostgreSQL up with its own tools (pg_dump, or a base backup)"
+                .into(),
+        ));
+    }
+    let from = std::path::PathBuf::from(sqlite_path(location));
+    let to = to.to_path_buf();
+    tokio::task::spawn_blocking(move || sqlite::backup::backup(&from, &to))
+        .await
+        .map_err(|e| StoreError::Database(format!("backup task failed: {e}")))?
 }

@@ -4,10 +4,12 @@
 //! with Svix's and Hookdeck's CLIs, and needs no public URL or tunnel.
 //!
 //! The stream is resumed from the last message handled (`Last-Event-ID`) whenever the
-//! connection drops or the server restarts, so nothing is missed or sent twice while the
-//! command runs; each line printed carries that position, to go on from later
-//! (`--iterator`).
+//! connection drops or the server restarts; each line printed carries that position, to go
+//! on from later (`--iterator`). Messages are posted at least once: a local receiver that
+//! answers too late gets the message again, and one that keeps failing has it skipped
+//! after `--tries`, said so on its line.
 
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -68,22 +70,34 @@ struct SseEvent {
     data: String,
 }
 
+/// The longest line the parser holds (a message is at most the server's `max_body_bytes`,
+/// 1 MiB by default, and some escaping); past it the stream is dropped and read again.
+const MAX_LINE: usize = 16 << 20;
+
 /// Splits a Server-Sent Events byte stream into events (the subset hooklane sends: `id:`
 /// and `data:` lines, comments, a blank line ending each event).
 #[derive(Default)]
 struct SseParser {
     buffer: Vec<u8>,
+    /// How much of `buffer` is known to hold no newline.
+    scanned: usize,
     current: SseEvent,
     has_data: bool,
 }
 
+#[derive(Debug, PartialEq)]
+struct LineTooLong;
+
 impl SseParser {
-    fn feed(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+    fn feed(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, LineTooLong> {
         self.buffer.extend_from_slice(bytes);
         let mut events = Vec::new();
-        while let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.buffer.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line[..end]);
+        let mut start = 0;
+        while let Some(found) = self.buffer[start + self.scanned..].iter().position(|b| *b == b'\n') {
+            let end = start + self.scanned + found;
+            self.scanned = 0;
+            let line = String::from_utf8_lossy(&self.buffer[start..end]).into_owned();
+            start = end + 1;
             let line = line.strip_suffix('\r').unwrap_or(&line);
             if line.is_empty() {
                 if self.has_data {
@@ -99,7 +113,8 @@ impl SseParser {
             let (field, value) = line.split_once(':').unwrap_or((line, ""));
             let value = value.strip_prefix(' ').unwrap_or(value);
             match field {
-                "id" => self.current.id = Some(value.to_string()),
+                // An empty id would resume from nowhere: kept as none.
+                "id" => self.current.id = Some(value.to_string()).filter(|id| !id.is_empty() && !id.contains('\0')),
                 "data" => {
                     if self.has_data {
                         self.current.data.push('\n');
@@ -110,7 +125,12 @@ impl SseParser {
                 _ => {}
             }
         }
-        events
+        self.buffer.drain(..start);
+        self.scanned = self.buffer.len();
+        if self.buffer.len() > MAX_LINE {
+            return Err(LineTooLong);
+        }
+        Ok(events)
     }
 }
 
@@ -128,8 +148,15 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<()> {
     }
     let stream_url = reqwest::Url::parse_with_params(&format!("{base}/api/v1/app/{}/events/stream", args.app), &query)
         .context("--server is not a URL")?;
-    // No overall timeout on the stream: it is meant to stay open. Deliveries have one.
-    let client = reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(10)).build()?;
+    // No overall timeout on the stream: it is meant to stay open. But the server writes at
+    // least every 15 s (a keep-alive comment): silence for 45 s is a dead connection (a
+    // laptop that slept, a NAT that forgot it), read again from where it was.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(45))
+        .tcp_keepalive(Duration::from_secs(30))
+        .build()?;
     let local = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build()?;
     let mut last_id: Option<String> = None;
     let mut backoff = Duration::from_millis(500);
@@ -145,23 +172,38 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<()> {
                 eprintln!("hooklane forward: connected to {base}");
                 let mut body = response.bytes_stream();
                 let mut parser = SseParser::default();
-                while let Some(chunk) = body.next().await {
-                    let Ok(chunk) = chunk else { break };
-                    for event in parser.feed(&chunk) {
+                let ended = loop {
+                    let chunk = match body.next().await {
+                        Some(Ok(chunk)) => chunk,
+                        Some(Err(e)) => break format!("the stream broke ({e})"),
+                        None => break "the server ended the stream".to_string(),
+                    };
+                    let Ok(events) = parser.feed(&chunk) else {
+                        break format!("a line of the stream is longer than {MAX_LINE} bytes");
+                    };
+                    for event in events {
                         forward_one(&local, &args, secret.as_ref(), &event).await;
                         if event.id.is_some() {
                             last_id = event.id;
                         }
                     }
-                }
-                eprintln!("hooklane forward: the stream ended; reconnecting");
+                };
+                eprintln!("hooklane forward: {ended}; reconnecting");
             }
             Ok(response) => {
                 let status = response.status();
                 let text = response.text().await.unwrap_or_default();
                 // A token, application or position the server refuses stays refused.
                 if matches!(status.as_u16(), 400..=499) && status.as_u16() != 429 {
-                    bail!("{stream_url} answered {status}: {text}");
+                    let hint = match &last_id {
+                        // E.g. a database restored from a backup older than the position.
+                        Some(id) if status.as_u16() == 422 => format!(
+                            " (the last message forwarded was at {id}; start again without --iterator, or with an \
+                             earlier one)"
+                        ),
+                        _ => String::new(),
+                    };
+                    bail!("{stream_url} answered {status}: {text}{hint}");
                 }
                 eprintln!("hooklane forward: {status} from the server; trying again in {backoff:?}");
             }
@@ -203,22 +245,28 @@ async fn forward_one(local: &reqwest::Client, args: &ForwardArgs, secret: Option
         let took = started.elapsed().as_millis();
         match outcome {
             Ok(status) => {
-                println!("{status} {} {} ({took} ms) iterator={position}", message.event_type, message.id);
+                say(format_args!("{status} {} {} ({took} ms) iterator={position}", message.event_type, message.id));
                 return;
             }
             Err(why) if attempt < args.tries => {
-                println!("{why} {} {} ({took} ms), trying again in {wait:?}", message.event_type, message.id);
+                say(format_args!("{why} {} {} ({took} ms), trying again in {wait:?}", message.event_type, message.id));
                 tokio::time::sleep(wait).await;
-                wait *= 2;
+                wait = (wait * 2).min(Duration::from_secs(30));
             }
             Err(why) => {
-                println!(
-                    "{why} {} {} ({took} ms): given up after {attempt} tries iterator={position}",
+                say(format_args!(
+                    "{why} {} {} ({took} ms): skipped after {attempt} tries iterator={position}",
                     message.event_type, message.id
-                );
+                ));
             }
         }
     }
+}
+
+/// One line on standard output; a closed output (`| head`) is no reason to stop.
+fn say(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 #[cfg(test)]
@@ -229,7 +277,7 @@ mod tests {
     fn events_are_split_wherever_the_bytes_break() {
         let text =
             b": keep-alive\n\nid: a1\ndata: {\"x\":1}\n\nid: b2\r\ndata: line one\r\ndata: line two\r\n\r\n:\n\n";
-        let whole = SseParser::default().feed(text);
+        let whole = SseParser::default().feed(text).unwrap();
         let want = vec![
             SseEvent { id: Some("a1".into()), data: "{\"x\":1}".into() },
             SseEvent { id: Some("b2".into()), data: "line one\nline two".into() },
@@ -237,9 +285,19 @@ mod tests {
         assert_eq!(whole, want);
         // Fed a byte at a time, the same events come out.
         let mut parser = SseParser::default();
-        let bytewise: Vec<SseEvent> = text.iter().flat_map(|b| parser.feed(&[*b])).collect();
+        let bytewise: Vec<SseEvent> = text.iter().flat_map(|b| parser.feed(&[*b]).unwrap()).collect();
         assert_eq!(bytewise, want);
-        // An event without data (an id alone) is none.
-        assert!(SseParser::default().feed(b"id: only\n\n").is_empty());
+        // An event without data (an id alone) is none; an empty id is no id.
+        assert!(SseParser::default().feed(b"id: only\n\n").unwrap().is_empty());
+        assert_eq!(
+            SseParser::default().feed(b"id:\ndata: x\n\n").unwrap(),
+            vec![SseEvent { id: None, data: "x".into() }]
+        );
+        // A line without end is held up to a limit.
+        let mut parser = SseParser::default();
+        let chunk = vec![b'x'; 1 << 20];
+        let results: Vec<_> = (0..17).map(|_| parser.feed(&chunk)).collect();
+        assert!(results[..15].iter().all(|r| r.as_ref().is_ok_and(Vec::is_empty)));
+        assert_eq!(results[16], Err(LineTooLong));
     }
 }

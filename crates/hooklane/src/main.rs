@@ -29,6 +29,13 @@ enum Command {
     Serve,
     /// Creates or updates the database schema, then exits.
     Migrate,
+    /// Copies the embedded database into a new file, consistently, while `serve` may be
+    /// running: a backup to restore by starting hooklane on it.
+    Backup {
+        /// The new file to write (it must not exist).
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// A local webhook receiver for development: prints each delivery and checks its signature.
     Listen(listen::ListenArgs),
     /// Measures throughput and latency: a `serve` child process, a loopback receiver and
@@ -65,6 +72,14 @@ fn main() -> anyhow::Result<()> {
             runtime(None)?.block_on(async {
                 hooklane_store::open(&config.database_url).await?;
                 println!("database schema is up to date ({})", config.database_url_for_display());
+                Ok(())
+            })
+        }
+        Command::Backup { to } => {
+            let config = config::Config::load(cli.config.as_deref())?;
+            runtime(None)?.block_on(async {
+                let report = hooklane_store::backup(&config.database_url, &to).await?;
+                println!("backed up {} messages ({} bytes) to {}", report.messages, report.bytes, to.display());
                 Ok(())
             })
         }

@@ -166,3 +166,97 @@ async fn repeated_kill9_under_continuous_load_loses_nothing() {
     let (received, duplicates) = rx.wait_for_ids(&acked, Duration::from_secs(60)).await;
     eprintln!("{kills} kills: acknowledged {}, received {received}, duplicates {duplicates}", acked.len());
 }
+
+/// Every message id of `app`, page by page.
+async fn message_ids(server: &Server, app: &str) -> std::collections::HashSet<String> {
+    let mut ids = std::collections::HashSet::new();
+    let mut iterator: Option<String> = None;
+    loop {
+        let path = match &iterator {
+            Some(it) => format!("/api/v1/app/{app}/msg?limit=250&iterator={it}"),
+            None => format!("/api/v1/app/{app}/msg?limit=250"),
+        };
+        let (status, page) = server.call("GET", &path, None).await;
+        assert_eq!(status, 200, "{page}");
+        for m in page["data"].as_array().expect("data") {
+            ids.insert(m["id"].as_str().expect("id").to_string());
+        }
+        if page["done"] == true {
+            return ids;
+        }
+        iterator = page["iterator"].as_str().map(str::to_string);
+    }
+}
+
+/// `hooklane backup` while the server takes messages: the copy holds every message
+/// acknowledged before it started, and a server started on the copy serves them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_serving_restores_what_was_acknowledged() {
+    let server = Server::start("").await;
+    let app = server.create_app("backed-up").await;
+    let before = post_many(&server, &app, 150, 4).await;
+    assert_eq!(before.len(), 150);
+    let copy = server.data_dir().join("backup.db");
+    let config = server.data_dir().join("hooklane.toml");
+    let backup = |to: std::path::PathBuf| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+                .arg("--config")
+                .arg(&config)
+                .arg("backup")
+                .arg("--to")
+                .arg(&to)
+                .env_remove("HOOKLANE_DATABASE_URL")
+                .output()
+                .expect("run backup")
+        })
+    };
+    // Messages keep coming while the copy is taken.
+    let (base, posting_app) = (server.base.clone(), app.clone());
+    let during = tokio::spawn(async move { post_to(base, &posting_app, 300, 4).await });
+    let out = backup(copy.clone()).await.unwrap();
+    let during = during.await.unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    let copied: usize = said
+        .strip_prefix("backed up ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!((150..=450).contains(&copied), "{said}");
+
+    // A server on the copy: everything acknowledged before the backup, and nothing that
+    // was not acknowledged at all.
+    let restored = Server::start(&format!("database_url = \"sqlite:{}\"", copy.display())).await;
+    let ids = message_ids(&restored, &app).await;
+    assert_eq!(ids.len(), copied);
+    assert!(before.iter().all(|id| ids.contains(id)), "a message acknowledged before the backup is missing");
+    let acked: std::collections::HashSet<&String> = before.iter().chain(&during).collect();
+    assert!(ids.iter().all(|id| acked.contains(id)), "the copy holds only acknowledged messages");
+    // The live server lost nothing either.
+    assert_eq!(message_ids(&server, &app).await.len(), 450);
+
+    // A backup never overwrites; a missing database is an error, not an empty copy; and
+    // PostgreSQL is left to its own tools.
+    let again = backup(copy.clone()).await.unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .args(["backup", "--to"])
+        .arg(server.data_dir().join("other.db"))
+        .env("HOOKLANE_DATABASE_URL", format!("sqlite:{}", server.data_dir().join("nothing-here.db").display()))
+        .env_remove("HOOKLANE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("no database at"));
+    assert!(!server.data_dir().join("nothing-here.db").exists(), "no empty database was made");
+    let pg = std::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .args(["backup", "--to"])
+        .arg(server.data_dir().join("pg.db"))
+        .env("HOOKLANE_DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+        .env_remove("HOOKLANE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!pg.status.success() && String::from_utf8_lossy(&pg.stderr).contains("pg_dump"));
+}

@@ -13,6 +13,7 @@
 //! changing rows all the same, the whole batch is rolled back and every caller in it told
 //! so, which loses nothing that was acknowledged.
 
+pub mod backup;
 mod inbound;
 mod integrations;
 mod lanes;
