@@ -359,9 +359,58 @@ pub struct Source {
     /// made from the request's JSON body into the ordering key of its message
     /// ([`Message::ordering_key`]), so that FIFO destinations keep order per key.
     pub ordering_key: Option<String>,
+    /// hooklane's own: the answer to an accepted (or duplicate) request, instead of
+    /// hooklane's JSON; `None`: hooklane's.
+    pub response: Option<SourceResponse>,
     pub metadata: Metadata,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What a source answers a provider for a request it accepted (or recognised as a
+/// duplicate), for providers that read the answer: e.g. Twilio's empty TwiML
+/// (`<Response/>`, `text/xml`). A provider's own handshakes (Slack's, Discord's, Meta's…)
+/// are answered as the provider needs whatever this says; a refusal is hooklane's JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourceResponse {
+    /// 200–299 (a provider retries anything else); default 200.
+    #[serde(default = "SourceResponse::default_status")]
+    pub status: u16,
+    /// Up to [`SourceResponse::MAX_BODY`] bytes; default empty.
+    #[serde(default)]
+    pub body: String,
+    /// The body's media type; default `text/plain; charset=utf-8` (none for an empty body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+impl SourceResponse {
+    pub const MAX_BODY: usize = 4096;
+
+    fn default_status() -> u16 {
+        200
+    }
+
+    /// What is wrong with it, as (field, message).
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(200..=299).contains(&self.status) {
+            return Err(("response.status", "must be 200-299: a provider retries any other answer".into()));
+        }
+        if self.body.len() > Self::MAX_BODY {
+            return Err(("response.body", format!("at most {} bytes", Self::MAX_BODY)));
+        }
+        if let Some(t) = &self.content_type {
+            let printable = t.bytes().all(|b| b == b' ' || b == b'\t' || (0x21..0x7f).contains(&b));
+            if t.trim().is_empty() || t.len() > 256 || !printable || !t.contains('/') {
+                return Err((
+                    "response.contentType",
+                    "must be a media type, e.g. text/xml, up to 256 characters".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// "Post the body into this application as a message of this event type."

@@ -22,7 +22,7 @@ use axum::Router;
 use futures::StreamExt;
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::inbound::{forwarded_headers, is_sensitive_header, Handshake, Headers, Rejection, Verification};
-use hooklane_core::model::{InboundRequest, InboundStatus, Message, Source};
+use hooklane_core::model::{InboundRequest, InboundStatus, Message, Source, SourceResponse};
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::StoreError;
 use ipnet::IpNet;
@@ -119,7 +119,8 @@ impl<'a> Record<'a> {
     }
 
     /// Records an accepted (or duplicate) request, which is message `msg_id`, and answers it:
-    /// as its provider asks (`acknowledgement`), else with hooklane's own answer.
+    /// as its provider asks (`acknowledgement`), else as the source says (its `response`),
+    /// else with hooklane's own answer.
     async fn acknowledge(
         &self,
         status: InboundStatus,
@@ -127,12 +128,18 @@ impl<'a> Record<'a> {
         msg_id: &str,
         acknowledgement: Option<Handshake>,
     ) -> Response {
-        let http_status = acknowledgement.as_ref().map_or(StatusCode::OK, answer_status);
+        let custom = self.source.response.as_ref().filter(|_| acknowledgement.is_none());
+        let http_status = match (&acknowledgement, custom) {
+            (Some(reply), _) => answer_status(reply),
+            (None, Some(own)) => StatusCode::from_u16(own.status).unwrap_or(StatusCode::OK),
+            (None, None) => StatusCode::OK,
+        };
         self.save(status, http_status, reason, Some(msg_id.to_string())).await;
-        match acknowledgement {
-            Some(reply) => provider_answer(reply),
-            None if status == InboundStatus::Duplicate => answer("duplicate", &self.id, msg_id),
-            None => answer("accepted", &self.id, msg_id),
+        match (acknowledgement, custom) {
+            (Some(reply), _) => provider_answer(reply),
+            (None, Some(own)) => source_answer(http_status, own),
+            (None, None) if status == InboundStatus::Duplicate => answer("duplicate", &self.id, msg_id),
+            (None, None) => answer("accepted", &self.id, msg_id),
         }
     }
 
@@ -482,6 +489,21 @@ pub(crate) struct IngestOut {
 #[schema(value_type = String, format = Binary)]
 #[allow(dead_code)] // Describes the body `ingest` reads as bytes; never built.
 struct RawBody(Vec<u8>);
+
+/// The source's own answer (checked when it was saved: a 2xx status, a valid media type).
+fn source_answer(status: StatusCode, own: &SourceResponse) -> Response {
+    let mut response = (status, own.body.clone()).into_response();
+    let content_type = match &own.content_type {
+        Some(t) => HeaderValue::from_str(t).ok(),
+        None if own.body.is_empty() => None,
+        None => Some(HeaderValue::from_static("text/plain; charset=utf-8")),
+    };
+    match content_type {
+        Some(t) => response.headers_mut().insert(header::CONTENT_TYPE, t),
+        None => response.headers_mut().remove(header::CONTENT_TYPE),
+    };
+    response
+}
 
 fn answer(status: &str, request_id: &str, msg_id: &str) -> Response {
     (StatusCode::OK, axum::Json(json!({ "status": status, "requestId": request_id, "msgId": msg_id }))).into_response()

@@ -1656,3 +1656,95 @@ async fn a_fifo_destination_is_forwarded_requests_in_order_per_key() {
     let (status, out) = server.call("PATCH", &path, Some(json!({ "orderingKey": null }))).await;
     assert!(status == 200 && out.get("orderingKey").is_none(), "{out}");
 }
+
+/// A source's own answer to what it accepts (Twilio's empty TwiML here), for accepted and
+/// duplicate requests alike, recorded as answered; refusals and providers' handshakes are
+/// answered as always; checked when set, and removed with `null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_answers_as_it_is_told() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let twiml = json!({ "body": "<Response/>", "contentType": "text/xml" });
+    let (source, created) = create_source(
+        &server,
+        json!({
+            "name": "sms",
+            "verification": { "type": "basicAuth", "username": "hooks", "password": BASIC_PASSWORD },
+            "deduplication": { "type": "header", "header": "X-Request-Id" },
+            "response": twiml,
+            "destinations": [{ "url": format!("{}/sms", rx.url) }],
+        }),
+    )
+    .await;
+    assert_eq!(created["response"], json!({ "status": 200, "body": "<Response/>", "contentType": "text/xml" }));
+    let url = server.url(&format!("/in/{source}"));
+    let post = |id: &'static str, password: &'static str| {
+        server
+            .client
+            .post(&url)
+            .basic_auth("hooks", Some(password))
+            .header("x-request-id", id)
+            .body("From=%2B15551234567")
+    };
+    for id in ["r-1", "r-1"] {
+        let resp = post(id, BASIC_PASSWORD).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/xml");
+        assert_eq!(resp.text().await.unwrap(), "<Response/>");
+    }
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!(got[0].body, b"From=%2B15551234567");
+    // A refusal is hooklane's JSON error.
+    let refused = post("r-2", "wrong").send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(read(refused).await.1["code"], "verification_failed");
+    let log = requests(&server, &source).await;
+    let statuses: Vec<(&str, i64)> =
+        log.iter().rev().map(|r| (r["status"].as_str().unwrap(), r["httpStatus"].as_i64().unwrap())).collect();
+    assert_eq!(statuses, [("accepted", 200), ("duplicate", 200), ("rejected", 401)]);
+
+    // Another status, without a body: no content type either; recorded as answered.
+    let path = format!("/api/v1/source/{source}");
+    let (status, body) = server.call("PATCH", &path, Some(json!({ "response": { "status": 204 } }))).await;
+    assert_eq!(status, 200, "{body}");
+    let resp = post("r-3", BASIC_PASSWORD).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    assert!(resp.headers().get("content-type").is_none(), "{:?}", resp.headers());
+    assert_eq!(requests(&server, &source).await[0]["httpStatus"], 204);
+    // `null`: hooklane's own answer again.
+    let (status, body) = server.call("PATCH", &path, Some(json!({ "response": null }))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("response").is_none(), "{body}");
+    let (status, answer) = read(post("r-4", BASIC_PASSWORD).send().await.unwrap()).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+
+    // Checked where it is set.
+    for (bad, field) in [
+        (json!({ "status": 302 }), "response.status"),
+        (json!({ "status": 500 }), "response.status"),
+        (json!({ "body": "x".repeat(4097) }), "response.body"),
+        (json!({ "body": "x", "contentType": "xml" }), "response.contentType"),
+        (json!({ "body": "x", "contentType": "text/xml\r\nX-Evil: 1" }), "response.contentType"),
+    ] {
+        let (status, body) = server.call("PATCH", &path, Some(json!({ "response": bad }))).await;
+        assert_eq!(status, 422, "{bad}: {body}");
+        assert_eq!(body["detail"][0]["loc"], json!(["body", field]), "{body}");
+    }
+    let (status, body) = server.call("PATCH", &path, Some(json!({ "response": { "stauts": 200 } }))).await;
+    assert_eq!(status, 422, "an unknown field is refused: {body}");
+
+    // A provider's handshake is answered as the provider needs, whatever the source says.
+    let (meta, _) = create_source(
+        &server,
+        json!({
+            "name": "meta",
+            "verification": { "type": "meta", "appSecret": META_SECRET, "verifyToken": META_TOKEN },
+            "response": { "body": "ignored here" },
+        }),
+    )
+    .await;
+    let check = format!("/in/{meta}?hub.mode=subscribe&hub.challenge=8812&hub.verify_token={META_TOKEN}");
+    let resp = server.client.get(server.url(&check)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "8812");
+}

@@ -22,6 +22,7 @@ use hooklane_core::ids::{self, new_id};
 use hooklane_core::inbound::{Deduplication, Verification};
 use hooklane_core::model::{
     Application, DeliveryOrder, Endpoint, EventDestination, InboundRequest, InboundStatus, Metadata, Source,
+    SourceResponse,
 };
 use hooklane_core::signing::{published_key, Secret, SignatureType};
 use hooklane_core::{DateTime, Utc};
@@ -96,6 +97,13 @@ pub struct SourceIn {
     /// hooklane's own: a template of the ordering key of each request's message.
     #[serde(default)]
     ordering_key: Option<String>,
+    /// hooklane's own: the answer to an accepted (or duplicate) request instead of
+    /// hooklane's JSON: `{"status"?: 200–299, "body"?: up to 4096 bytes, "contentType"?}`,
+    /// e.g. `{"body": "<Response/>", "contentType": "text/xml"}` for Twilio. Providers'
+    /// handshakes and refusals are answered as always.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    response: Option<SourceResponse>,
     /// Up to 64 entries (keys up to 256, values up to 4096 characters).
     #[serde(default)]
     #[schema(value_type = BTreeMap<String, String>)]
@@ -103,8 +111,8 @@ pub struct SourceIn {
 }
 
 /// Changes to a source: a field left out stays as it is; `null` resets `deduplication`,
-/// `maxBodyBytes` and `orderingKey` to their defaults and removes every destination, and is
-/// refused for the other fields.
+/// `maxBodyBytes`, `orderingKey` and `response` to their defaults and removes every
+/// destination, and is refused for the other fields.
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SourcePatch {
@@ -132,6 +140,10 @@ pub struct SourcePatch {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     ordering_key: Patch<String>,
+    /// As in `SourceIn`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    response: Patch<SourceResponse>,
     #[serde(default)]
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     metadata: Patch<Metadata>,
@@ -268,6 +280,9 @@ pub struct SourceOut {
     destinations: Vec<DestinationOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ordering_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    response: Option<SourceResponse>,
     #[schema(value_type = BTreeMap<String, String>)]
     metadata: Metadata,
     created_at: DateTime<Utc>,
@@ -309,6 +324,7 @@ async fn source_out(s: &AppState, src: Source) -> ApiResult<SourceOut> {
         allow_networks: src.allow_networks,
         destinations,
         ordering_key: src.ordering_key,
+        response: src.response,
         metadata: src.metadata,
         created_at: src.created_at,
         updated_at: src.updated_at,
@@ -351,6 +367,9 @@ fn validate(src: &mut Source) -> ApiResult<()> {
         let as_template = serde_json::Value::String(template.clone());
         hooklane_core::rules::transform::validate(&as_template)
             .map_err(|e| ApiError::validation("orderingKey", e.msg))?;
+    }
+    if let Some(response) = &src.response {
+        response.check().map_err(|(field, msg)| ApiError::validation(field, msg))?;
     }
     check_metadata("metadata", &src.metadata)
 }
@@ -523,6 +542,7 @@ pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<Sourc
         max_body_bytes: input.max_body_bytes,
         event_destinations: events,
         ordering_key: input.ordering_key,
+        response: input.response,
         metadata: input.metadata,
         created_at: now,
         updated_at: now,
@@ -716,6 +736,7 @@ pub async fn put(
     src.allow_networks = input.allow_networks;
     src.max_body_bytes = input.max_body_bytes;
     src.ordering_key = input.ordering_key;
+    src.response = input.response;
     src.metadata = input.metadata;
     Ok(axum::Json(save(&s, src, Some(input.destinations)).await?))
 }
@@ -753,6 +774,7 @@ pub async fn patch(
     p.allow_networks.apply("allowNetworks", &mut src.allow_networks)?;
     p.max_body_bytes.apply_opt(&mut src.max_body_bytes);
     p.ordering_key.apply_opt(&mut src.ordering_key);
+    p.response.apply_opt(&mut src.response);
     p.metadata.apply("metadata", &mut src.metadata)?;
     let destinations = match p.destinations {
         Patch::Absent => None,

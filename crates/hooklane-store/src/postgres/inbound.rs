@@ -11,7 +11,7 @@ use super::rows::{get, ms, time, to_json};
 use crate::{Page, PageRequest, StoreError, StoreResult};
 
 pub const SOURCE_COLS: &str = "id, app_id, name, verification, deduplication, allow_networks, max_body_bytes, \
-     event_destinations, metadata, created_at, updated_at, ordering_key";
+     event_destinations, metadata, created_at, updated_at, ordering_key, response";
 
 pub const REQUEST_COLS: &str = "id, source_id, status, http_status, reason, remote_addr, headers, body, body_size, \
      dedup_key, msg_id, received_at";
@@ -40,6 +40,10 @@ pub fn source(row: &Row, at: usize) -> StoreResult<Source> {
         created_at: time(get(row, at + 9)?),
         updated_at: time(get(row, at + 10)?),
         ordering_key: get(row, at + 11)?,
+        response: get::<Option<&str>>(row, at + 12)?
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("column {}: {e}", at + 12)))?,
     })
 }
 
@@ -80,7 +84,7 @@ pub async fn create_source<C: GenericClient>(
     }
     execute(
         c,
-        &format!("INSERT INTO sources ({SOURCE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"),
+        &format!("INSERT INTO sources ({SOURCE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"),
         &[
             &s.id,
             &s.app_id,
@@ -94,6 +98,7 @@ pub async fn create_source<C: GenericClient>(
             &ms(s.created_at),
             &ms(s.updated_at),
             &s.ordering_key,
+            &s.response.as_ref().map(to_json),
         ],
     )
     .await?;
@@ -115,8 +120,8 @@ pub async fn update_source<C: GenericClient>(c: &C, s: &Source) -> StoreResult<(
     let n = execute(
         c,
         "UPDATE sources SET name = $2, verification = $3, deduplication = $4, allow_networks = $5, \
-         max_body_bytes = $6, event_destinations = $7, metadata = $8, updated_at = $9, ordering_key = $10 \
-         WHERE id = $1",
+         max_body_bytes = $6, event_destinations = $7, metadata = $8, updated_at = $9, ordering_key = $10, \
+         response = $11 WHERE id = $1",
         &[
             &s.id,
             &s.name,
@@ -128,6 +133,7 @@ pub async fn update_source<C: GenericClient>(c: &C, s: &Source) -> StoreResult<(
             &to_json(&s.metadata),
             &ms(s.updated_at),
             &s.ordering_key,
+            &s.response.as_ref().map(to_json),
         ],
     )
     .await?;

@@ -286,6 +286,10 @@ CREATE INDEX background_tasks_running ON background_tasks (updated_at) WHERE sta
     r#"
 ALTER TABLE endpoints ADD COLUMN transformation TEXT;
 "#,
+    // A source's own answer to accepted requests (JSON); NULL: hooklane's.
+    r#"
+ALTER TABLE sources ADD COLUMN response TEXT;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

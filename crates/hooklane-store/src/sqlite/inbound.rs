@@ -11,7 +11,7 @@ use super::rows::{ms, time, to_json};
 use crate::{Page, PageRequest, StoreError, StoreResult};
 
 pub const SOURCE_COLS: &str = "id, app_id, name, verification, deduplication, allow_networks, max_body_bytes, \
-     event_destinations, metadata, created_at, updated_at, ordering_key";
+     event_destinations, metadata, created_at, updated_at, ordering_key, response";
 
 fn json<T: DeserializeOwned>(row: &Row, idx: usize) -> rusqlite::Result<T> {
     let text: String = row.get(idx)?;
@@ -39,6 +39,11 @@ pub fn source(row: &Row) -> rusqlite::Result<Source> {
         created_at: time(row.get(9)?),
         updated_at: time(row.get(10)?),
         ordering_key: row.get(11)?,
+        response: row
+            .get::<_, Option<String>>(12)?
+            .map(|t| serde_json::from_str(&t))
+            .transpose()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(12, rusqlite::types::Type::Text, Box::new(e)))?,
     })
 }
 
@@ -62,8 +67,8 @@ pub fn request(row: &Row) -> rusqlite::Result<InboundRequest> {
     })
 }
 
-/// A source's columns in [`SOURCE_COLS`] order, as `?1`…`?12` of the statements below.
-fn source_values(s: &Source) -> [Box<dyn ToSql + '_>; 12] {
+/// A source's columns in [`SOURCE_COLS`] order, as `?1`…`?13` of the statements below.
+fn source_values(s: &Source) -> [Box<dyn ToSql + '_>; 13] {
     [
         Box::new(&s.id),
         Box::new(&s.app_id),
@@ -77,6 +82,7 @@ fn source_values(s: &Source) -> [Box<dyn ToSql + '_>; 12] {
         Box::new(ms(s.created_at)),
         Box::new(ms(s.updated_at)),
         Box::new(&s.ordering_key),
+        Box::new(s.response.as_ref().map(to_json)),
     ]
 }
 
@@ -87,7 +93,7 @@ pub fn create_source(conn: &Connection, s: &Source, app: &Application, endpoints
     }
     execute(
         conn,
-        &format!("INSERT INTO sources ({SOURCE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+        &format!("INSERT INTO sources ({SOURCE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
         params_from_iter(source_values(s)),
     )?;
     Ok(())
@@ -107,8 +113,8 @@ pub fn update_source(conn: &Connection, s: &Source) -> StoreResult<()> {
     let n = execute(
         conn,
         "UPDATE sources SET name = ?3, verification = ?4, deduplication = ?5, allow_networks = ?6, \
-         max_body_bytes = ?7, event_destinations = ?8, metadata = ?9, updated_at = ?11, ordering_key = ?12 \
-         WHERE id = ?1",
+         max_body_bytes = ?7, event_destinations = ?8, metadata = ?9, updated_at = ?11, ordering_key = ?12, \
+         response = ?13 WHERE id = ?1",
         params_from_iter(source_values(s)),
     )?;
     if n == 0 {

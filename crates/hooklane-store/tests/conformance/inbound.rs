@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::inbound::{Deduplication, Verification};
-use hooklane_core::model::{EventDestination, InboundRequest, InboundStatus, Metadata, Source};
+use hooklane_core::model::{EventDestination, InboundRequest, InboundStatus, Metadata, Source, SourceResponse};
 use hooklane_store::DynStore;
 
 use super::*;
@@ -25,6 +25,11 @@ pub fn new_source(name: &str) -> (Source, Application) {
         max_body_bytes: Some(65536),
         event_destinations: vec![EventDestination { app_id: "app_x".into(), event_type: "github.push".into() }],
         ordering_key: Some("{{ repository.full_name }}".into()),
+        response: Some(SourceResponse {
+            status: 202,
+            body: "<Response/>".into(),
+            content_type: Some("text/xml".into()),
+        }),
         metadata: Metadata::from([("team".to_string(), "infra".to_string())]),
         created_at: t,
         updated_at: t,
@@ -99,6 +104,7 @@ pub async fn source_lifecycle_and_hidden_application(store: &DynStore) {
     source.allow_networks.clear();
     source.max_body_bytes = None;
     source.event_destinations.clear();
+    source.response = None;
     source.metadata.clear();
     source.updated_at += secs(5);
     store.update_source(source.clone()).await.unwrap();
