@@ -76,6 +76,9 @@ pub struct Endpoint {
     /// Svix's endpoint transformation: JavaScript that may change each request's method,
     /// URL, body and headers, or cancel it; `None` until one is set.
     pub transformation: Option<Transformation>,
+    /// hooklane's own: the waits between this endpoint's attempts, instead of the server's
+    /// `retry_schedule` (`Some(vec![])`: no retry); `None`: the server's.
+    pub retry_schedule: Option<Vec<std::time::Duration>>,
 }
 
 /// An endpoint's JavaScript transformation (Svix's `EndpointTransformationOut`): a

@@ -32,13 +32,35 @@ impl RetrySchedule {
     /// The wait before the next attempt, given how many attempts have been made so far, or
     /// `None` when no attempt is left.
     pub fn next_delay(&self, attempts_made: u32) -> Option<Duration> {
-        let base = *self.delays.get(attempts_made.checked_sub(1)? as usize)?;
+        self.next_delay_in(&self.delays, attempts_made)
+    }
+
+    /// [`RetrySchedule::next_delay`] along `delays` instead of this schedule's own (an
+    /// endpoint's), moved by this schedule's jitter.
+    pub fn next_delay_in(&self, delays: &[Duration], attempts_made: u32) -> Option<Duration> {
+        let base = *delays.get(attempts_made.checked_sub(1)? as usize)?;
         if self.jitter <= 0.0 || base.is_zero() {
             return Some(base);
         }
         let factor = rand::thread_rng().gen_range((1.0 - self.jitter)..=(1.0 + self.jitter));
         Some(base.mul_f64(factor))
     }
+}
+
+/// Most waits in an endpoint's own schedule (attempts after the first).
+pub const MAX_ENDPOINT_RETRIES: usize = 20;
+/// Longest wait in an endpoint's own schedule.
+pub const MAX_ENDPOINT_RETRY_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What is wrong with an endpoint's own schedule, if anything.
+pub fn check_endpoint_schedule(delays: &[Duration]) -> Result<(), String> {
+    if delays.len() > MAX_ENDPOINT_RETRIES {
+        return Err(format!("at most {MAX_ENDPOINT_RETRIES} waits"));
+    }
+    if delays.iter().any(|d| *d < Duration::from_secs(1) || *d > MAX_ENDPOINT_RETRY_WAIT) {
+        return Err("each wait must be between 1s and 7days".into());
+    }
+    Ok(())
 }
 
 /// Parses a `Retry-After` value: delta-seconds, or an HTTP date relative to `now_unix`.

@@ -431,7 +431,7 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
         inner.wake.notify_one();
     }
     let attempts_made = job.delivery.attempts + 1;
-    let next = next_step(&inner.cfg, &result, attempts_made, now);
+    let next = next_step(&inner.cfg, endpoint.retry_schedule.as_deref(), &result, attempts_made, now);
     let attempt_id = new_id(ids::ATTEMPT);
     crate::telemetry::log_attempt(&attempt_id, &job, &result, attempts_made);
     let attempt = Attempt {

@@ -1,13 +1,22 @@
 //! From an attempt's result to what happens next.
 
+use std::time::Duration;
+
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::NextStep;
 
 use crate::sender::SendResult;
 use crate::DispatchConfig;
 
-/// Decides the next step after attempt number `attempts_made` (1 for the first).
-pub fn next_step(cfg: &DispatchConfig, result: &SendResult, attempts_made: u32, now: DateTime<Utc>) -> NextStep {
+/// Decides the next step after attempt number `attempts_made` (1 for the first), along the
+/// endpoint's own schedule when it has one (`schedule`), else the server's.
+pub fn next_step(
+    cfg: &DispatchConfig,
+    schedule: Option<&[Duration]>,
+    result: &SendResult,
+    attempts_made: u32,
+    now: DateTime<Utc>,
+) -> NextStep {
     if result.succeeded() {
         return NextStep::Succeeded;
     }
@@ -17,7 +26,7 @@ pub fn next_step(cfg: &DispatchConfig, result: &SendResult, attempts_made: u32, 
     if result.unsendable {
         return NextStep::GiveUp;
     }
-    let Some(mut delay) = cfg.retry.next_delay(attempts_made) else {
+    let Some(mut delay) = cfg.retry.next_delay_in(schedule.unwrap_or(&cfg.retry.delays), attempts_made) else {
         return NextStep::GiveUp;
     };
     if matches!(result.status, Some(429 | 503)) {
@@ -32,7 +41,6 @@ pub fn next_step(cfg: &DispatchConfig, result: &SendResult, attempts_made: u32, 
 mod tests {
     use super::*;
     use hooklane_core::retry::RetrySchedule;
-    use std::time::Duration;
 
     fn result(status: Option<u16>, retry_after: Option<u64>) -> SendResult {
         SendResult {
@@ -56,20 +64,31 @@ mod tests {
         };
         let now = Utc::now();
         let s = |d: i64| NextStep::RetryAt(now + chrono::Duration::seconds(d));
-        assert_eq!(next_step(&cfg, &result(Some(204), None), 1, now), NextStep::Succeeded);
-        assert_eq!(next_step(&cfg, &result(Some(500), None), 1, now), s(10));
-        assert_eq!(next_step(&cfg, &result(None, None), 1, now), s(10));
-        assert_eq!(next_step(&cfg, &result(Some(500), None), 2, now), NextStep::GiveUp);
-        assert_eq!(next_step(&cfg, &result(Some(429), Some(3)), 1, now), s(3));
-        assert_eq!(next_step(&cfg, &result(Some(503), Some(3600)), 1, now), s(60));
+        assert_eq!(next_step(&cfg, None, &result(Some(204), None), 1, now), NextStep::Succeeded);
+        assert_eq!(next_step(&cfg, None, &result(Some(500), None), 1, now), s(10));
+        assert_eq!(next_step(&cfg, None, &result(None, None), 1, now), s(10));
+        assert_eq!(next_step(&cfg, None, &result(Some(500), None), 2, now), NextStep::GiveUp);
+        assert_eq!(next_step(&cfg, None, &result(Some(429), Some(3)), 1, now), s(3));
+        assert_eq!(next_step(&cfg, None, &result(Some(503), Some(3600)), 1, now), s(60));
         // Retry-After only counts on 429 and 503.
-        assert_eq!(next_step(&cfg, &result(Some(500), Some(3)), 1, now), s(10));
+        assert_eq!(next_step(&cfg, None, &result(Some(500), Some(3)), 1, now), s(10));
         // A redirect is not followed and counts as a failure.
-        assert_eq!(next_step(&cfg, &result(Some(302), None), 1, now), s(10));
+        assert_eq!(next_step(&cfg, None, &result(Some(302), None), 1, now), s(10));
         // A request that cannot be made for this message: no retry.
         let unsendable = SendResult { unsendable: true, ..result(None, None) };
-        assert_eq!(next_step(&cfg, &unsendable, 1, now), NextStep::GiveUp);
+        assert_eq!(next_step(&cfg, None, &unsendable, 1, now), NextStep::GiveUp);
+        // An endpoint's own schedule instead of the server's: longer, or none at all.
+        let own = [Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(4)];
+        assert_eq!(next_step(&cfg, Some(&own), &result(Some(500), None), 1, now), s(1));
+        assert_eq!(next_step(&cfg, Some(&own), &result(Some(500), None), 3, now), s(4));
+        assert_eq!(next_step(&cfg, Some(&own), &result(Some(500), None), 4, now), NextStep::GiveUp);
+        assert_eq!(next_step(&cfg, Some(&[]), &result(Some(500), None), 1, now), NextStep::GiveUp);
+        assert_eq!(
+            next_step(&cfg, Some(&own), &result(Some(429), Some(30)), 1, now),
+            s(30),
+            "Retry-After still counts"
+        );
         let cancelled = SendResult { cancelled: true, ..result(None, None) };
-        assert_eq!(next_step(&cfg, &cancelled, 1, now), NextStep::Cancelled);
+        assert_eq!(next_step(&cfg, None, &cancelled, 1, now), NextStep::Cancelled);
     }
 }

@@ -14,6 +14,18 @@ pub fn ago(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(d).ok().and_then(|d| t.checked_sub_signed(d)).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
+/// An endpoint's own retry schedule as stored: the waits in milliseconds, as JSON.
+pub fn schedule_json(schedule: &Option<Vec<Duration>>) -> Option<String> {
+    let ms: Option<Vec<u64>> =
+        schedule.as_ref().map(|d| d.iter().map(|w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX)).collect());
+    ms.map(|v| serde_json::to_string(&v).unwrap_or_else(|_| "[]".into()))
+}
+
+/// [`schedule_json`] read back.
+pub fn schedule_from_ms(ms: Option<Vec<u64>>) -> Option<Vec<Duration>> {
+    ms.map(|v| v.into_iter().map(Duration::from_millis).collect())
+}
+
 /// Milliseconds between two sends at `rate` per second (at least 1).
 pub fn rate_interval_ms(rate: u32) -> i64 {
     (1000 / i64::from(rate.max(1))).max(1)

@@ -346,6 +346,81 @@ async fn gives_up_after_the_last_scheduled_attempt() {
     assert_eq!(rx.received().len(), 4, "attempted again after giving up");
 }
 
+/// An endpoint's own retry schedule instead of the server's: its waits, as many retries as
+/// it lists (none for `[]`), the server's again after `null`; checked when set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_retries_on_its_own_schedule() {
+    // The server's: 200 ms, 400 ms, 800 ms (the base config): four attempts.
+    let server = Server::start("").await;
+    let slow = Receiver::scripted(|_, _| Reply::Status(500)).await;
+    let none = Receiver::scripted(|_, _| Reply::Status(500)).await;
+    let app = server.create_app("own-schedule").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": slow.url, "retrySchedule": ["1s", "1s"] })).await;
+    server.create_endpoint(&app, json!({ "url": none.url, "retrySchedule": [] })).await;
+    let (_, got) = server.call("GET", &format!("/api/v1/app/{app}/endpoint/{ep}"), None).await;
+    assert_eq!(got["retrySchedule"], json!(["1s", "1s"]), "{got}");
+    let msg = server.send_message(&app, "a.b", json!({})).await;
+    let got = slow.wait_for(3, WAIT).await;
+    for pair in got.windows(2) {
+        let waited = pair[1].at - pair[0].at;
+        assert!(waited >= Duration::from_millis(950), "waited {waited:?}, not the endpoint's 1s");
+    }
+    let dests = server
+        .wait_until(&format!("/api/v1/app/{app}/msg/{msg}/endpoint"), WAIT, |b| {
+            b["data"].as_array().is_some_and(|d| d.len() == 2 && d.iter().all(|e| e["status"] == 2))
+        })
+        .await;
+    assert!(dests["data"].as_array().unwrap().iter().all(|d| d["nextAttempt"].is_null()), "{dests}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(slow.received().len(), 3, "two retries, as listed");
+    assert_eq!(none.received().len(), 1, "no retry at all");
+
+    // `null`: the server's schedule again (four attempts, 200 ms apart at first).
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}");
+    let (status, body) = server.call("PATCH", &path, Some(json!({ "retrySchedule": null }))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("retrySchedule").is_none(), "{body}");
+    server.send_message(&app, "a.b", json!({})).await;
+    slow.wait_for(7, WAIT).await;
+
+    // Checked where it is set.
+    let too_many: Vec<&str> = vec!["1s"; 21];
+    for (bad, says) in [
+        (json!(["0s"]), "between 1s and 7days"),
+        (json!(["8days"]), "between 1s and 7days"),
+        (json!(too_many), "at most 20"),
+        (json!(["soon"]), "not a duration"),
+    ] {
+        let (status, body) = server.call("PATCH", &path, Some(json!({ "retrySchedule": bad }))).await;
+        assert_eq!(status, 422, "{bad}: {body}");
+        assert!(body.to_string().contains(says), "{bad}: {body}");
+    }
+
+    // Inbound destinations take one too.
+    let (status, src) = server
+        .call(
+            "POST",
+            "/api/v1/source",
+            Some(json!({
+                "name": "with retries",
+                "verification": { "type": "none" },
+                "destinations": [{ "url": slow.url, "retrySchedule": ["10s", "1m"] }],
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{src}");
+    assert_eq!(src["destinations"][0]["retrySchedule"], json!(["10s", "1m"]), "{src}");
+    let (status, body) = server
+        .call(
+            "PATCH",
+            &format!("/api/v1/source/{}", src["id"].as_str().unwrap()),
+            Some(json!({ "destinations": [{ "id": src["destinations"][0]["id"], "url": slow.url, "retrySchedule": ["0s"] }] })),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["detail"][0]["loc"], json!(["body", "destinations.retrySchedule"]), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured() {
     let server = Server::start("[delivery]\nretry_schedule = [\"5s\", \"5s\"]").await;

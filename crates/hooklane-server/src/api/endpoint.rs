@@ -1,5 +1,6 @@
 //! `/api/v1/app/{app_id}/endpoint`: where an application's messages go.
 
+use super::retry_waits::RetryWaits;
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
@@ -106,6 +107,13 @@ pub struct EndpointIn {
     #[serde(default)]
     #[schema(value_type = Option<EndpointOrdering>)]
     ordering: Patch<DeliveryOrder>,
+    /// hooklane extension: the waits between this endpoint's attempts (`["30s", "5m",
+    /// "1h"]`: three retries after the first attempt; `[]`: none), instead of the server's
+    /// `retry_schedule`; at most 20, each 1s to 7days, moved by the server's
+    /// `retry_jitter`. Left out, it is kept (on `PUT`); `null`: the server's.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>, example = json!(["30s", "5m", "1h"]))]
+    retry_schedule: Patch<RetryWaits>,
 }
 
 /// How an endpoint's deliveries are sent (hooklane extension): `concurrent`, several at once
@@ -171,6 +179,10 @@ pub struct EndpointPatch {
     #[serde(default)]
     #[schema(value_type = Option<EndpointOrdering>)]
     ordering: Patch<DeliveryOrder>,
+    /// hooklane extension, as in `EndpointIn`; `null`: the server's schedule.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    retry_schedule: Patch<RetryWaits>,
 }
 
 /// Svix's `EndpointOut`. The signing secret is never part of it: it is read with the
@@ -213,6 +225,11 @@ pub struct EndpointOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<EndpointOrdering>)]
     ordering: Option<DeliveryOrder>,
+    /// hooklane extension: the endpoint's own retry schedule; left out when it has none
+    /// (the server's applies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    retry_schedule: Option<RetryWaits>,
 }
 
 impl From<Endpoint> for EndpointOut {
@@ -235,6 +252,7 @@ impl From<Endpoint> for EndpointOut {
             payload_filter: e.payload_filter,
             transform: e.transform,
             ordering: e.order.is_fifo().then_some(e.order),
+            retry_schedule: e.retry_schedule.map(RetryWaits),
         }
     }
 }
@@ -293,6 +311,10 @@ pub(crate) fn validate(e: &Endpoint) -> ApiResult<()> {
     check_metadata("metadata", &e.metadata)?;
     check_headers(&e.headers)?;
     check_rules(e.payload_filter.as_ref(), e.transform.as_ref())?;
+    if let Some(waits) = &e.retry_schedule {
+        hooklane_core::retry::check_endpoint_schedule(waits)
+            .map_err(|msg| ApiError::validation("retrySchedule", msg))?;
+    }
     if let Some(uid) = &e.uid {
         check_name("uid", uid)?;
         if ids::has_prefix(uid, ids::ENDPOINT) {
@@ -328,6 +350,13 @@ pub(crate) fn check_rules(filter: Option<&serde_json::Value>, transform: Option<
         validate(document).map_err(|e| at(field, e))?;
     }
     Ok(())
+}
+
+/// Sets (or with `null` clears) an endpoint's own retry schedule; left out, it is kept.
+pub(crate) fn apply_waits(given: Patch<RetryWaits>, schedule: &mut Option<Vec<std::time::Duration>>) {
+    let mut waits = schedule.take().map(RetryWaits);
+    given.apply_opt(&mut waits);
+    *schedule = waits.map(|w| w.0);
 }
 
 /// A `whsec_` secret or `whsk_` key pair given in the body's `field`.
@@ -386,10 +415,12 @@ pub async fn create(
         transform: None,
         order: DeliveryOrder::default(),
         transformation: None,
+        retry_schedule: None,
     };
     input.payload_filter.apply_opt(&mut ep.payload_filter);
     input.transform.apply_opt(&mut ep.transform);
     input.ordering.apply_or_default(&mut ep.order);
+    apply_waits(input.retry_schedule, &mut ep.retry_schedule);
     validate(&ep)?;
     s.0.store.create_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
     operational::endpoint_changed(&s, operational::ENDPOINT_CREATED, &t.app, &ep);
@@ -531,6 +562,7 @@ pub async fn put(
     input.payload_filter.apply_opt(&mut ep.payload_filter);
     input.transform.apply_opt(&mut ep.transform);
     input.ordering.apply_or_default(&mut ep.order);
+    apply_waits(input.retry_schedule, &mut ep.retry_schedule);
     Ok(axum::Json(save(&s, &t, ep, was_disabled).await?.into()))
 }
 
@@ -572,6 +604,7 @@ pub async fn patch(
     p.payload_filter.apply_opt(&mut ep.payload_filter);
     p.transform.apply_opt(&mut ep.transform);
     p.ordering.apply_or_default(&mut ep.order);
+    apply_waits(p.retry_schedule, &mut ep.retry_schedule);
     Ok(axum::Json(save(&s, &t, ep, was_disabled).await?.into()))
 }
 

@@ -17,6 +17,7 @@ pub mod message;
 pub mod operational_endpoint;
 pub mod position_tokens;
 pub mod preview;
+pub mod retry_waits;
 pub mod source;
 pub mod stats;
 pub mod transformation;

@@ -28,7 +28,8 @@ use hooklane_core::signing::{published_key, Secret, SignatureType};
 use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{after_update, parse_secret, touch, validate as validate_endpoint};
+use super::endpoint::{after_update, apply_waits, parse_secret, touch, validate as validate_endpoint};
+use super::retry_waits::RetryWaits;
 use super::transformation::{apply as apply_transformation_patch, Fresh, TransformationOut, TransformationPatch};
 use super::{check_len, check_metadata, check_name, page_request, ListResponse, Patch};
 use crate::error::{ApiError, ApiResult};
@@ -211,6 +212,11 @@ pub struct DestinationIn {
     #[serde(default)]
     #[schema(value_type = Option<Vec<String>>, example = json!(["push"]))]
     filter_types: Patch<Vec<String>>,
+    /// The waits between forwarding attempts (`["10s", "1m"]`; `[]`: no retry), as an
+    /// endpoint's `retrySchedule`; `null`: the server's.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>, example = json!(["10s", "1m", "10m"]))]
+    retry_schedule: Patch<RetryWaits>,
 }
 
 /// Where a source forwards accepted requests.
@@ -248,6 +254,10 @@ pub enum DestinationOut {
         /// The event types forwarded; left out when all are.
         #[serde(skip_serializing_if = "Option::is_none")]
         filter_types: Option<Vec<String>>,
+        /// The waits between forwarding attempts; left out when the server's apply.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = Option<Vec<String>>)]
+        retry_schedule: Option<RetryWaits>,
     },
     /// An event type of another application: the JSON body is posted there as a message.
     #[serde(rename = "eventType", rename_all = "camelCase")]
@@ -306,6 +316,7 @@ async fn source_out(s: &AppState, src: Source) -> ApiResult<SourceOut> {
             transformation: e.transformation.map(|tr| TransformationOut::of(Some(tr), true)),
             rate_limit: e.rate_limit,
             filter_types: e.filter_types,
+            retry_schedule: e.retry_schedule.map(RetryWaits),
         })
         .collect();
     destinations.extend(
@@ -399,7 +410,8 @@ async fn check_destinations(
                     && d.ordering == Patch::Absent
                     && d.transformation == Patch::Absent
                     && d.rate_limit == Patch::Absent
-                    && d.filter_types == Patch::Absent =>
+                    && d.filter_types == Patch::Absent
+                    && d.retry_schedule == Patch::Absent =>
             {
                 check_name("destinations.eventType", event_type)?;
                 let app =
@@ -420,7 +432,8 @@ async fn check_destinations(
             _ => return Err(ApiError::validation(
                 "destinations",
                 "each destination is either {\"url\", \"headers\"?, \"secret\"?, \"disabled\"?, \"payloadFilter\"?, \
-                     \"transform\"?, \"ordering\"?, \"transformation\"?, \"rateLimit\"?, \"filterTypes\"?} or {\"appId\", \"eventType\"}",
+                     \"transform\"?, \"ordering\"?, \"transformation\"?, \"rateLimit\"?, \"filterTypes\"?, \"retrySchedule\"?} or \
+                     {\"appId\", \"eventType\"}",
             )),
         }
     }
@@ -455,6 +468,7 @@ fn new_endpoint(app_id: &str, d: DestinationIn, kind: SignatureType, now: DateTi
         transform: None,
         order: DeliveryOrder::default(),
         transformation: None,
+        retry_schedule: None,
     };
     apply_rules(&d, &mut ep);
     validate_destination(&ep)?;
@@ -469,6 +483,7 @@ fn apply_rules(d: &DestinationIn, ep: &mut Endpoint) {
     d.ordering.clone().apply_or_default(&mut ep.order);
     d.rate_limit.clone().apply_opt(&mut ep.rate_limit);
     d.filter_types.clone().apply_opt(&mut ep.filter_types);
+    apply_waits(d.retry_schedule.clone(), &mut ep.retry_schedule);
 }
 
 /// Applies a destination's `transformation` to its endpoint (the code checked when new).

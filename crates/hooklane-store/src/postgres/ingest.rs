@@ -391,6 +391,7 @@ mod tests {
             transform: None,
             order: Default::default(),
             transformation: None,
+            retry_schedule: None,
         };
         store.create_endpoint(ep.clone()).await.unwrap();
         let msg = Message {

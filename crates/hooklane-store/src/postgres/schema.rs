@@ -290,6 +290,10 @@ ALTER TABLE endpoints ADD COLUMN transformation TEXT;
     r#"
 ALTER TABLE sources ADD COLUMN response TEXT;
 "#,
+    // An endpoint's own retry schedule: its waits in milliseconds (JSON); NULL: the server's.
+    r#"
+ALTER TABLE endpoints ADD COLUMN retry_schedule TEXT;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

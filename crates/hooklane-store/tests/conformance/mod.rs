@@ -220,6 +220,7 @@ pub fn new_endpoint(app_id: &str, uid: Option<&str>) -> Endpoint {
         transform: None,
         order: Default::default(),
         transformation: None,
+        retry_schedule: None,
     }
 }
 
@@ -662,6 +663,7 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
         variables: [("token".to_string(), "s3cret".to_string())].into(),
         updated_at: t,
     });
+    ep.retry_schedule = Some(vec![std::time::Duration::from_millis(1500), std::time::Duration::from_secs(600)]);
     store.create_endpoint(ep.clone()).await.unwrap();
 
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "by id, all fields");
@@ -682,6 +684,7 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     ep.transform = Some(serde_json::json!("{{ $ }}"));
     ep.transformation =
         Some(Transformation { code: None, enabled: false, variables: Default::default(), updated_at: t });
+    ep.retry_schedule = Some(Vec::new());
     ep.version = 4;
     ep.updated_at += secs(3);
     store.update_endpoint(ep.clone()).await.unwrap();
