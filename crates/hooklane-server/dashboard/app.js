@@ -533,6 +533,7 @@ function destinationRules(d) {
     d.ordering === "fifo" ? "FIFO" : null,
     d.rateLimit ? `at most ${d.rateLimit}/s` : null,
     d.filterTypes ? `only ${d.filterTypes.join(", ")}` : null,
+    d.retrySchedule ? (d.retrySchedule.length ? `retries after ${d.retrySchedule.join(", ")}` : "no retry") : null,
   ].filter(Boolean);
 }
 
@@ -583,6 +584,9 @@ async function renderSource(srcId, params) {
         kv("Ingest URL", h("span", { class: "mono", "data-testid": "ingest-url" }, src.ingestUrl)),
         kv("Verification", src.verification.type),
         kv("Deduplication", dedupText(src.deduplication)),
+        src.response ? kv("Answers", h("span", { "data-testid": "source-answer" },
+          `${src.response.status}${src.response.contentType ? ` ${src.response.contentType}` : ""}`,
+          src.response.body ? h("span", { class: "mono" }, ` ${src.response.body.slice(0, 80)}`) : null)) : null,
         kv("Forwarded", h("a", { href: `#/app/${enc(src.appId)}`, "data-testid": "source-deliveries" }, "deliveries and charts"),
           " · ", h("a", { href: `#/app/${enc(src.appId)}/messages` }, "message log")))),
       h("div", { class: "card" }, h("h2", {}, "Destinations"), destRows.length

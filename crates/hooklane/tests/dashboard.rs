@@ -561,7 +561,12 @@ async fn dashboard_shows_inbound_sources_and_their_requests() {
     let spec = json!({
         "name": "GitHub pushes",
         "verification": { "type": "github", "secret": secret },
-        "destinations": [{ "url": format!("{}/ci", rx.url), "payloadFilter": { "ref": "refs/heads/main" }, "rateLimit": 20 }],
+        "destinations": [{
+            "url": format!("{}/ci", rx.url), "payloadFilter": { "ref": "refs/heads/main" }, "rateLimit": 20,
+            "retrySchedule": ["10s", "1m"],
+        }],
+        // Markup in the answer is shown as text, like everything a source holds.
+        "response": { "body": "<b id=answered>ok</b>", "contentType": "text/html" },
     });
     let (status, source) = server.call("POST", "/api/v1/source", Some(spec)).await;
     assert_eq!(status, 201, "{source}");
@@ -612,9 +617,15 @@ async fn dashboard_shows_inbound_sources_and_their_requests() {
     let destination = browser.eval("document.querySelector('[data-testid=source-destination]').innerText").await;
     let destination = destination.as_str().unwrap();
     assert!(
-        destination.contains("/ci") && destination.contains("filtered") && destination.contains("20/s"),
+        destination.contains("/ci")
+            && destination.contains("filtered")
+            && destination.contains("20/s")
+            && destination.contains("retries after 10s, 1m"),
         "{destination}"
     );
+    let answer = browser.eval("document.querySelector('[data-testid=source-answer]').innerText").await;
+    assert_eq!(answer, json!("200 text/html <b id=answered>ok</b>"));
+    assert_eq!(browser.eval("document.getElementById('answered') === null").await, json!(true));
     // The refused one says why; each shows its headers and body.
     let reason =
         browser.eval("document.querySelector('[data-status=rejected] [data-testid=request-reason]').innerText").await;
