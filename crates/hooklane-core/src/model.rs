@@ -400,6 +400,10 @@ impl SourceResponse {
         if !(200..=299).contains(&self.status) {
             return Err(("response.status", "must be 200-299: a provider retries any other answer".into()));
         }
+        // HTTP gives these no content (RFC 9110 15.3.5, 15.3.6).
+        if matches!(self.status, 204 | 205) && (!self.body.is_empty() || self.content_type.is_some()) {
+            return Err(("response.body", format!("a {} answer has no body nor content type", self.status)));
+        }
         if self.body.len() > Self::MAX_BODY {
             return Err(("response.body", format!("at most {} bytes", Self::MAX_BODY)));
         }

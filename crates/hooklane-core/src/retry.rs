@@ -60,6 +60,10 @@ pub fn check_endpoint_schedule(delays: &[Duration]) -> Result<(), String> {
     if delays.iter().any(|d| *d < Duration::from_secs(1) || *d > MAX_ENDPOINT_RETRY_WAIT) {
         return Err("each wait must be between 1s and 7days".into());
     }
+    // Kept in milliseconds: a finer wait would not read back as it was given.
+    if delays.iter().any(|d| d.subsec_nanos() % 1_000_000 != 0) {
+        return Err("each wait must be whole milliseconds".into());
+    }
     Ok(())
 }
 

@@ -83,6 +83,8 @@ mod tests {
         assert_eq!(next_step(&cfg, Some(&own), &result(Some(500), None), 3, now), s(4));
         assert_eq!(next_step(&cfg, Some(&own), &result(Some(500), None), 4, now), NextStep::GiveUp);
         assert_eq!(next_step(&cfg, Some(&[]), &result(Some(500), None), 1, now), NextStep::GiveUp);
+        // No retry is no retry, whatever a 429 asks.
+        assert_eq!(next_step(&cfg, Some(&[]), &result(Some(429), Some(3)), 1, now), NextStep::GiveUp);
         assert_eq!(
             next_step(&cfg, Some(&own), &result(Some(429), Some(30)), 1, now),
             s(30),

@@ -261,8 +261,10 @@ pub async fn url_check(State(s): State<AppState>, Path(source_id): Path<String>,
     responses(
         (status = 200, description = "Accepted, or a duplicate of a delivery accepted before; or, for providers \
             that ask for an answer of their own, that answer: the challenge of Slack's, Zoom's (JSON) or Twitch's \
-            (plain text) URL check, Discord's interaction responses", body = IngestOut),
-        (status = 204, description = "Discord webhook events (and their PING): accepted, answered as Discord asks"),
+            (plain text) URL check, Discord's interaction responses. A source with a `response` of its own \
+            answers what it says instead (any 2xx, any content type)", body = IngestOut),
+        (status = 204, description = "Discord webhook events (and their PING): accepted, answered as Discord asks; \
+            or a source's own `response` of 204"),
         (status = 400, description = "The body could not be read, is not UTF-8 text or holds NUL characters, or is not \
             the JSON object a source with event-type destinations needs (or nests more than 100 deep)",
             body = ErrorBody),

@@ -390,6 +390,7 @@ async fn an_endpoint_retries_on_its_own_schedule() {
         (json!(["8days"]), "between 1s and 7days"),
         (json!(too_many), "at most 20"),
         (json!(["soon"]), "not a duration"),
+        (json!(["1s 500us"]), "whole milliseconds"),
     ] {
         let (status, body) = server.call("PATCH", &path, Some(json!({ "retrySchedule": bad }))).await;
         assert_eq!(status, 422, "{bad}: {body}");

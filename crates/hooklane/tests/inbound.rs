@@ -1725,6 +1725,8 @@ async fn a_source_answers_as_it_is_told() {
         (json!({ "body": "x".repeat(4097) }), "response.body"),
         (json!({ "body": "x", "contentType": "xml" }), "response.contentType"),
         (json!({ "body": "x", "contentType": "text/xml\r\nX-Evil: 1" }), "response.contentType"),
+        (json!({ "status": 204, "body": "x" }), "response.body"),
+        (json!({ "status": 205, "contentType": "text/xml" }), "response.body"),
     ] {
         let (status, body) = server.call("PATCH", &path, Some(json!({ "response": bad }))).await;
         assert_eq!(status, 422, "{bad}: {body}");
@@ -1732,6 +1734,13 @@ async fn a_source_answers_as_it_is_told() {
     }
     let (status, body) = server.call("PATCH", &path, Some(json!({ "response": { "stauts": 200 } }))).await;
     assert_eq!(status, 422, "an unknown field is refused: {body}");
+    // Discord is answered as Discord requires: no answer of the source's own.
+    let discord = json!({
+        "name": "discord", "response": { "body": "x" },
+        "verification": { "type": "discord", "publicKey": "79b5562e8fe654f94078b112e8a98ba7901f853ae695bed7e0e3910bad049664" },
+    });
+    let (status, body) = server.call("POST", "/api/v1/source", Some(discord)).await;
+    assert_eq!((status, &body["detail"][0]["loc"]), (422, &json!(["body", "response"])), "{body}");
 
     // A provider's handshake is answered as the provider needs, whatever the source says.
     let (meta, _) = create_source(

@@ -103,12 +103,29 @@ pub struct SourceIn {
     /// e.g. `{"body": "<Response/>", "contentType": "text/xml"}` for Twilio. Providers'
     /// handshakes and refusals are answered as always.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<SourceAnswer>)]
     response: Option<SourceResponse>,
     /// Up to 64 entries (keys up to 256, values up to 4096 characters).
     #[serde(default)]
     #[schema(value_type = BTreeMap<String, String>)]
     metadata: Metadata,
+}
+
+/// A source's own answer to the requests it accepts (hooklane's `SourceResponse`).
+// Describes `SourceResponse` (hooklane-core, which has no schema) in the document; never built.
+#[derive(utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub(crate) struct SourceAnswer {
+    /// 200–299; default 200. A 204 or 205 has no body nor content type.
+    #[schema(minimum = 200, maximum = 299, example = 200)]
+    status: Option<u16>,
+    /// Up to 4096 bytes; default empty.
+    #[schema(max_length = 4096, example = "<Response/>")]
+    body: Option<String>,
+    /// The body's media type; default `text/plain; charset=utf-8` for a body, none without.
+    #[schema(example = "text/xml")]
+    content_type: Option<String>,
 }
 
 /// Changes to a source: a field left out stays as it is; `null` resets `deduplication`,
@@ -143,7 +160,7 @@ pub struct SourcePatch {
     ordering_key: Patch<String>,
     /// As in `SourceIn`.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<SourceAnswer>)]
     response: Patch<SourceResponse>,
     #[serde(default)]
     #[schema(value_type = Option<BTreeMap<String, String>>)]
@@ -291,7 +308,7 @@ pub struct SourceOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     ordering_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<SourceAnswer>)]
     response: Option<SourceResponse>,
     #[schema(value_type = BTreeMap<String, String>)]
     metadata: Metadata,
@@ -381,6 +398,9 @@ fn validate(src: &mut Source) -> ApiResult<()> {
     }
     if let Some(response) = &src.response {
         response.check().map_err(|(field, msg)| ApiError::validation(field, msg))?;
+        if matches!(src.verification, Verification::Discord { .. }) {
+            return Err(ApiError::validation("response", "Discord's requests are answered as Discord requires"));
+        }
     }
     check_metadata("metadata", &src.metadata)
 }
@@ -954,6 +974,14 @@ pub async fn get_request(
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(list, create, get_one, put, patch, delete, list_requests, get_request),
-    components(schemas(SourceIn, SourcePatch, DestinationIn, DestinationOut, SourceOut, InboundRequestOut))
+    components(schemas(
+        SourceIn,
+        SourcePatch,
+        SourceAnswer,
+        DestinationIn,
+        DestinationOut,
+        SourceOut,
+        InboundRequestOut
+    ))
 )]
 pub(crate) struct Doc;
