@@ -528,3 +528,34 @@ async fn forward_posts_the_stream_to_a_local_url() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// An inbound source's requests, forwarded to a local URL: its application is the source's
+/// (its uid is the source id), so the same command brings a provider's webhooks to a laptop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_brings_an_inbound_source_to_a_local_url() {
+    let server = Server::start("").await;
+    let (status, src) = server
+        .call("POST", "/api/v1/source", Some(json!({ "name": "github", "verification": { "type": "none" } })))
+        .await;
+    assert_eq!(status, 201, "{src}");
+    let source = src["id"].as_str().unwrap().to_string();
+    let rx = Receiver::start().await;
+    let to = format!("{}/github", rx.url);
+    let base = server.base.clone();
+    let forward = Forwarder::start(&[to.as_str(), "--server", &base, "--app", &source, "--token", ADMIN]);
+    forward.connected(1).await;
+    let body = r#"{"ref": "refs/heads/main",  "after": "6113728f"}"#;
+    let resp = server
+        .client
+        .post(server.url(&format!("/in/{source}")))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!(got[0].path, "/github");
+    assert_eq!(got[0].body, body.as_bytes(), "the provider's body, byte for byte");
+    assert!(got[0].header("webhook-id").starts_with("msg_"));
+}
