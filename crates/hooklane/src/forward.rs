@@ -61,6 +61,28 @@ struct StreamedMessage {
     event_type: String,
     /// Byte for byte as the stream carried it.
     payload: Box<RawValue>,
+    /// A forwarded inbound request's media type (absent: JSON posted through the API).
+    #[serde(default)]
+    content_type: Option<String>,
+}
+
+impl StreamedMessage {
+    /// The body to post and its media type: the payload as it was posted. A forwarded body
+    /// that is not JSON (a form, text) travels in the stream as a JSON string: it is posted
+    /// as that string's text, with its own media type.
+    fn body(&self) -> (Vec<u8>, String) {
+        let json = "application/json".to_string();
+        match &self.content_type {
+            Some(t) if !t.to_ascii_lowercase().contains("json") => {
+                match serde_json::from_str::<String>(self.payload.get()) {
+                    Ok(text) => (text.into_bytes(), t.clone()),
+                    Err(_) => (self.payload.get().as_bytes().to_vec(), t.clone()),
+                }
+            }
+            Some(t) => (self.payload.get().as_bytes().to_vec(), t.clone()),
+            None => (self.payload.get().as_bytes().to_vec(), json),
+        }
+    }
 }
 
 /// One Server-Sent Event, once its blank line has come.
@@ -224,13 +246,13 @@ async fn forward_one(local: &reqwest::Client, args: &ForwardArgs, secret: Option
             return;
         }
     };
-    let body = message.payload.get().as_bytes().to_vec();
+    let (body, content_type) = message.body();
     let mut wait = Duration::from_millis(500);
     for attempt in 1..=args.tries.max(1) {
         let timestamp = Utc::now().timestamp();
         let mut request = local
             .post(&args.to)
-            .header("content-type", "application/json")
+            .header("content-type", &content_type)
             .header("webhook-id", &message.id)
             .header("webhook-timestamp", timestamp.to_string());
         if let Some(secret) = secret {
@@ -293,6 +315,17 @@ mod tests {
             SseParser::default().feed(b"id:\ndata: x\n\n").unwrap(),
             vec![SseEvent { id: None, data: "x".into() }]
         );
+        // Bodies as posted: JSON as it came, a forwarded form as its text, with its type.
+        let message = |json: &str| serde_json::from_str::<StreamedMessage>(json).unwrap().body();
+        assert_eq!(
+            message(r#"{"id":"m","eventType":"e","payload":{"a": 1}}"#),
+            (br#"{"a": 1}"#.to_vec(), "application/json".into())
+        );
+        let form =
+            r#"{"id":"m","eventType":"e","payload":"a=1&b=%2B","contentType":"application/x-www-form-urlencoded"}"#;
+        assert_eq!(message(form), (b"a=1&b=%2B".to_vec(), "application/x-www-form-urlencoded".into()));
+        let typed = r#"{"id":"m","eventType":"e","payload":"x","contentType":"application/vnd.api+json"}"#;
+        assert_eq!(message(typed), (br#""x""#.to_vec(), "application/vnd.api+json".into()));
         // A line without end is held up to a limit.
         let mut parser = SseParser::default();
         let chunk = vec![b'x'; 1 << 20];

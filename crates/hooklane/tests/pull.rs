@@ -557,5 +557,20 @@ async fn forward_brings_an_inbound_source_to_a_local_url() {
     let got = rx.wait_for(1, WAIT).await;
     assert_eq!(got[0].path, "/github");
     assert_eq!(got[0].body, body.as_bytes(), "the provider's body, byte for byte");
+    assert_eq!(got[0].header("content-type"), "application/json");
     assert!(got[0].header("webhook-id").starts_with("msg_"));
+    // A form (as Slack's and Twilio's are): posted as it came, with its media type.
+    let form = "token=abc&text=%2Fdeploy+now";
+    let resp = server
+        .client
+        .post(server.url(&format!("/in/{source}")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = rx.wait_for(2, WAIT).await;
+    assert_eq!(got[1].body, form.as_bytes());
+    assert_eq!(got[1].header("content-type"), "application/x-www-form-urlencoded");
 }

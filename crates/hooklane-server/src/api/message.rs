@@ -178,6 +178,10 @@ pub struct MessageOut {
     /// hooklane's own; left out when unset, so that answers stay Svix's.
     #[serde(skip_serializing_if = "Option::is_none")]
     ordering_key: Option<String>,
+    /// hooklane's own: the media type of a message forwarded from an inbound source (its
+    /// deliveries carry it); left out for messages posted through the API (JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_type: Option<String>,
 }
 
 /// A message's payload as answered: `{}` when the caller asked for no content
@@ -210,6 +214,7 @@ impl MessageOut {
             tags: m.tags,
             timestamp: m.created_at,
             ordering_key: m.ordering_key,
+            content_type: m.content_type,
         }
     }
 }
