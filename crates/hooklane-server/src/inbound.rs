@@ -265,6 +265,8 @@ pub async fn url_check(State(s): State<AppState>, Path(source_id): Path<String>,
             answers what it says instead (any 2xx, any content type)", body = IngestOut),
         (status = 204, description = "Discord webhook events (and their PING): accepted, answered as Discord asks; \
             or a source's own `response` of 204"),
+        (status = "2XX", description = "A source's own `response`: the status, body and content type it was given",
+            content_type = "*/*", body = String),
         (status = 400, description = "The body could not be read, is not UTF-8 text or holds NUL characters, or is not \
             the JSON object a source with event-type destinations needs (or nests more than 100 deep)",
             body = ErrorBody),

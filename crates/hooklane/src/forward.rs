@@ -64,24 +64,23 @@ struct StreamedMessage {
     /// A forwarded inbound request's media type (absent: JSON posted through the API).
     #[serde(default)]
     content_type: Option<String>,
+    /// `"string"`: the payload is a JSON string of a body that was not JSON.
+    #[serde(default)]
+    payload_encoding: Option<String>,
 }
 
 impl StreamedMessage {
     /// The body to post and its media type: the payload as it was posted. A forwarded body
-    /// that is not JSON (a form, text) travels in the stream as a JSON string: it is posted
-    /// as that string's text, with its own media type.
+    /// that is not JSON (a form, text) travels in the stream as a JSON string (the server
+    /// says so): it is posted as that string's text, with its own media type.
     fn body(&self) -> (Vec<u8>, String) {
-        let json = "application/json".to_string();
-        match &self.content_type {
-            Some(t) if !t.to_ascii_lowercase().contains("json") => {
-                match serde_json::from_str::<String>(self.payload.get()) {
-                    Ok(text) => (text.into_bytes(), t.clone()),
-                    Err(_) => (self.payload.get().as_bytes().to_vec(), t.clone()),
-                }
+        let content_type = self.content_type.clone().unwrap_or_else(|| "application/json".into());
+        if self.payload_encoding.as_deref() == Some("string") {
+            if let Ok(text) = serde_json::from_str::<String>(self.payload.get()) {
+                return (text.into_bytes(), content_type);
             }
-            Some(t) => (self.payload.get().as_bytes().to_vec(), t.clone()),
-            None => (self.payload.get().as_bytes().to_vec(), json),
         }
+        (self.payload.get().as_bytes().to_vec(), content_type)
     }
 }
 
@@ -321,11 +320,12 @@ mod tests {
             message(r#"{"id":"m","eventType":"e","payload":{"a": 1}}"#),
             (br#"{"a": 1}"#.to_vec(), "application/json".into())
         );
-        let form =
-            r#"{"id":"m","eventType":"e","payload":"a=1&b=%2B","contentType":"application/x-www-form-urlencoded"}"#;
+        let form = r#"{"id":"m","eventType":"e","payload":"a=1&b=%2B",
+            "contentType":"application/x-www-form-urlencoded","payloadEncoding":"string"}"#;
         assert_eq!(message(form), (b"a=1&b=%2B".to_vec(), "application/x-www-form-urlencoded".into()));
-        let typed = r#"{"id":"m","eventType":"e","payload":"x","contentType":"application/vnd.api+json"}"#;
-        assert_eq!(message(typed), (br#""x""#.to_vec(), "application/vnd.api+json".into()));
+        // Text that is JSON (here a JSON string) is the text itself: not unquoted.
+        let text = r#"{"id":"m","eventType":"e","payload":"hi","contentType":"text/plain"}"#;
+        assert_eq!(message(text), (br#""hi""#.to_vec(), "text/plain".into()));
         // A line without end is held up to a limit.
         let mut parser = SseParser::default();
         let chunk = vec![b'x'; 1 << 20];

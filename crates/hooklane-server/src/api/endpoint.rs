@@ -651,7 +651,7 @@ pub struct SecretOut {
     operation_id = "v1.endpoint.get-secret",
     params(EndpointPath),
     responses(
-        (status = 200, description = "The current secret", body = SecretOut),
+        (status = 200, description = "The current secret (the `whpk_` public key of an Ed25519 endpoint)", body = SecretOut),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such application or endpoint", body = ErrorBody),
     )
@@ -791,10 +791,10 @@ pub struct RotateIn {
     params(EndpointPath),
     request_body(
         content = RotateIn,
-        description = "May be left out: a new secret is generated, and the old one signs for 24 hours"
+        description = "May be left out: a new secret of the endpoint's kind is generated, and the old one signs for 24 hours"
     ),
     responses(
-        (status = 200, description = "The new secret", body = SecretOut),
+        (status = 200, description = "The new secret (the `whpk_` public key of an Ed25519 one)", body = SecretOut),
         (status = 400, response = InvalidJson),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such application or endpoint", body = ErrorBody),

@@ -182,6 +182,11 @@ pub struct MessageOut {
     /// deliveries carry it); left out for messages posted through the API (JSON).
     #[serde(skip_serializing_if = "Option::is_none")]
     content_type: Option<String>,
+    /// hooklane's own: `"string"` when `payload` is a forwarded body that is not JSON, given
+    /// as a JSON string of its text; left out otherwise (the payload is the JSON posted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "string")]
+    payload_encoding: Option<&'static str>,
 }
 
 /// A message's payload as answered: `{}` when the caller asked for no content
@@ -196,10 +201,12 @@ enum PayloadOut {
 
 impl MessageOut {
     pub fn new(m: Message, with_content: bool) -> Self {
+        let mut payload_encoding = None;
         let payload = if !with_content {
             None
         } else if m.content_type.is_some() && serde_json::from_str::<&RawValue>(&m.payload).is_err() {
             // A forwarded inbound body that is not JSON (a form, plain text): shown as a string.
+            payload_encoding = Some("string");
             serde_json::value::to_raw_value(&m.payload).ok()
         } else {
             RawValue::from_string(m.payload).ok()
@@ -215,6 +222,7 @@ impl MessageOut {
             timestamp: m.created_at,
             ordering_key: m.ordering_key,
             content_type: m.content_type,
+            payload_encoding,
         }
     }
 }

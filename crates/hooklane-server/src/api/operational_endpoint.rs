@@ -194,9 +194,9 @@ pub async fn get_secret(
     tag = "Operational Webhook",
     operation_id = "v1.operational-webhook.endpoint.rotate-secret",
     params(OperationalEndpointPath),
-    request_body(content = RotateIn, description = "Optional: without it, a new secret is generated."),
+    request_body(content = RotateIn, description = "Optional: without it, a new secret of the endpoint's kind is generated."),
     responses(
-        (status = 200, description = "The new secret", body = SecretOut),
+        (status = 200, description = "The new secret (the `whpk_` public key of an Ed25519 one)", body = SecretOut),
         (status = 401, response = Unauthorized),
         (status = 403, response = NotAdmin),
         (status = 404, description = "No such endpoint", body = ErrorBody),
