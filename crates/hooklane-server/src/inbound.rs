@@ -102,6 +102,7 @@ impl<'a> Record<'a> {
     /// turns it into the answer.
     async fn reject(&self, error: ApiError) -> Response {
         let status = error.status();
+        self.count(InboundStatus::Rejected);
         if self.s.0.rejections.take(&self.source.id) {
             self.save(InboundStatus::Rejected, status, Some(error.to_string()), None).await;
         } else {
@@ -128,6 +129,7 @@ impl<'a> Record<'a> {
         msg_id: &str,
         acknowledgement: Option<Handshake>,
     ) -> Response {
+        self.count(status);
         let custom = self.source.response.as_ref().filter(|_| acknowledgement.is_none());
         let http_status = match (&acknowledgement, custom) {
             (Some(reply), _) => answer_status(reply),
@@ -141,6 +143,19 @@ impl<'a> Record<'a> {
             (None, None) if status == InboundStatus::Duplicate => answer("duplicate", &self.id, msg_id),
             (None, None) => answer("accepted", &self.id, msg_id),
         }
+    }
+
+    /// `hooklane_inbound_requests_total`, by source and outcome (sources are few: the admin's).
+    /// The source goes by its application's id: its own id is in its public URL, and
+    /// `/metrics` may be open to whoever reaches it.
+    fn count(&self, status: InboundStatus) {
+        let status = match status {
+            InboundStatus::Accepted => "accepted",
+            InboundStatus::Duplicate => "duplicate",
+            InboundStatus::Rejected => "rejected",
+        };
+        metrics::counter!("hooklane_inbound_requests_total", "app_id" => self.source.app_id.clone(), "status" => status)
+            .increment(1);
     }
 
     fn new(

@@ -1411,6 +1411,20 @@ async fn a_flood_of_forged_requests_is_refused_without_filling_the_log() {
         .find_map(|l| l.strip_prefix("hooklane_inbound_rejections_unrecorded_total "))
         .and_then(|v| v.trim().parse::<f64>().ok());
     assert_eq!(unrecorded, Some((100 - recorded) as f64), "{metrics}");
+    // Every request is counted by its outcome, recorded or not, under the source's
+    // application id (its own id, the secret part of its URL, is not shown).
+    let (_, got) = server.call("GET", &format!("/api/v1/source/{source}"), None).await;
+    let app = got["appId"].as_str().unwrap().to_string();
+    assert!(!metrics.contains(&source), "{metrics}");
+    let counted = |status: &str| {
+        let prefix = format!("hooklane_inbound_requests_total{{app_id=\"{app}\",status=\"{status}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    assert_eq!(
+        (counted("rejected"), counted("accepted"), counted("duplicate")),
+        (Some(100.0), Some(1.0), None),
+        "{metrics}"
+    );
 }
 
 /// A destination whose circuit opened gets its paused deliveries at once when the source
