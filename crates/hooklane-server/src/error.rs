@@ -46,6 +46,10 @@ pub enum ApiError {
     /// An inbound request that failed its source's verification.
     #[error("verification failed: {0}")]
     VerificationFailed(String),
+    /// The application posted more messages than `message_rate_limit` allows; one may be
+    /// posted again after this long.
+    #[error("this application is posting more messages a second than this server takes from one; try again shortly")]
+    RateLimited(std::time::Duration),
 }
 
 impl ApiError {
@@ -83,6 +87,7 @@ impl ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::VerificationFailed(_) => StatusCode::UNAUTHORIZED,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -104,6 +109,7 @@ impl ApiError {
             ApiError::Internal(_) => "internal",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::VerificationFailed(_) => "verification_failed",
+            ApiError::RateLimited(_) => "rate_limited",
         }
     }
 }
@@ -127,6 +133,11 @@ impl IntoResponse for ApiError {
             // The rest of the body was never read, so the connection cannot carry another
             // request: say so, or the client may reuse it and see its next request fail.
             return (status, [(header::CONNECTION, "close")], Json(body)).into_response();
+        }
+        if let ApiError::RateLimited(wait) = self {
+            // Whole seconds, rounded up: what `Retry-After` takes.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return (status, [(header::RETRY_AFTER, seconds.max(1).to_string())], Json(body)).into_response();
         }
         (status, Json(body)).into_response()
     }

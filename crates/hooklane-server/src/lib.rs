@@ -11,6 +11,7 @@ mod extract;
 mod idempotency;
 pub mod inbound;
 mod inbound_budget;
+mod message_rate;
 pub mod openapi;
 pub mod operational;
 pub mod ops;

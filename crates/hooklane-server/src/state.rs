@@ -29,6 +29,8 @@ pub struct ServerSettings {
     pub task_wait: std::time::Duration,
     /// The kind of secret an endpoint created without one gets.
     pub default_signature_type: hooklane_core::signing::SignatureType,
+    /// Messages each application may post a second on this node (0: no limit).
+    pub message_rate_limit: u32,
 }
 
 /// Settings of the inbound side.
@@ -55,6 +57,7 @@ pub(crate) struct Shared {
     pub cache: crate::cache::TenantCache,
     pub task_wait: std::time::Duration,
     pub default_signature_type: hooklane_core::signing::SignatureType,
+    pub message_rate: crate::message_rate::MessageRate,
     /// The background tasks this node works on (see [`crate::tasks`]).
     pub tasks: crate::tasks::Running,
     pub rejections: crate::inbound_budget::RejectionBudget,
@@ -82,6 +85,7 @@ impl AppState {
             cache: crate::cache::TenantCache::new(settings.tenant_cache_ttl),
             task_wait: settings.task_wait,
             default_signature_type: settings.default_signature_type,
+            message_rate: crate::message_rate::MessageRate::new(settings.message_rate_limit),
             tasks: Default::default(),
             rejections: Default::default(),
             closing: tokio::sync::watch::Sender::new(false),

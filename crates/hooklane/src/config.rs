@@ -77,6 +77,11 @@ pub struct Config {
     /// the same name): `hmac256` (`whsec_`, `v1` signatures) or `ed25519` (a `whsk_` key
     /// pair signing `v1a`, whose `whpk_` public key is what `GET …/secret` shows).
     pub default_signature_type: hooklane_core::signing::SignatureType,
+    /// Messages each application may post a second through the API, on each node (a
+    /// second's worth at once); past it `POST …/msg` answers 429 with `Retry-After`. 0: no
+    /// limit. Inbound sources are not limited (a provider retries a refusal, and would
+    /// only send more).
+    pub message_rate_limit: u32,
     pub delivery: DeliveryConfig,
     pub inbound: InboundConfig,
 }
@@ -179,6 +184,7 @@ impl Default for Config {
             worker_threads: 0,
             operational_app: None,
             default_signature_type: Default::default(),
+            message_rate_limit: 0,
             delivery: DeliveryConfig::default(),
             inbound: InboundConfig::default(),
         }

@@ -59,6 +59,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tenant_cache_ttl: config.tenant_cache_ttl,
             task_wait: config.task_wait,
             default_signature_type: config.default_signature_type,
+            message_rate_limit: config.message_rate_limit,
         },
     );
     if config.operational_app.as_deref().is_some_and(|a| !a.is_empty()) {

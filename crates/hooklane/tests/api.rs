@@ -2887,3 +2887,49 @@ async fn background_task_work_goes_on_after_its_answer() {
     assert_eq!(done["data"]["endpointId"].as_str().map(|e| e.starts_with("ep_")), Some(true), "{done}");
     assert_eq!(receiver.wait_for(2 * N, Duration::from_secs(30)).await.len(), 2 * N, "every message sent again");
 }
+
+/// `message_rate_limit`: an application past it is refused with 429 and `Retry-After`, the
+/// refused messages are not stored, other applications are not held back, and a retry of a
+/// refused request (its `Idempotency-Key` too) goes through once the wait is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_posting_too_fast_is_asked_to_wait() {
+    let server = Server::start("message_rate_limit = 5").await;
+    let noisy = server.create_app("noisy").await;
+    let quiet = server.create_app("quiet").await;
+    let post = |app: &str, key: &str| {
+        let body = json!({ "eventType": "a.b", "payload": { "k": key } });
+        request(&server, Some(ADMIN), "POST", &format!("/api/v1/app/{app}/msg"))
+            .header("idempotency-key", key)
+            .json(&body)
+    };
+    let started = std::time::Instant::now();
+    let mut accepted = 0;
+    let mut refused = None;
+    for i in 0..20 {
+        let r = send(post(&noisy, &format!("n-{i}"))).await;
+        match r.status {
+            202 => accepted += 1,
+            429 => refused = Some((i, r)),
+            other => panic!("{other}: {}", r.text),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // A second's worth at once, then five a second.
+    let most = 5 + (elapsed * 5.0).ceil() as usize;
+    assert!((5..=most).contains(&accepted), "{accepted} accepted in {elapsed} s");
+    let (last_refused, r) = refused.expect("some were refused");
+    assert_eq!(r.headers["retry-after"], "1");
+    let body: Value = serde_json::from_str(&r.text).unwrap();
+    assert_error(429, &body, 429, "rate_limited");
+    let stored = list_all(&server, &format!("/api/v1/app/{noisy}/msg?limit=250")).await;
+    assert_eq!(stored["data"].as_array().unwrap().len(), accepted, "refused messages are not stored");
+    // Another application is not held back.
+    for i in 0..5 {
+        assert_eq!(send(post(&quiet, &format!("q-{i}"))).await.status, 202);
+    }
+    // After the wait, the refused request goes through with its own key.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = send(post(&noisy, &format!("n-{last_refused}"))).await;
+    assert_eq!(again.status, 202, "{}", again.text);
+    assert!(again.headers.get("idempotent-replayed").is_none(), "a refusal is not stored under its key");
+}

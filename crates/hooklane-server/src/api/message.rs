@@ -254,6 +254,9 @@ impl MessageOut {
         (status = 409, description = "A message with this `eventId` exists in the application, or a request with this \
             `idempotency-key` is still being processed", body = ErrorBody),
         (status = 413, description = "The body is larger than the server's limit", body = ErrorBody),
+        (status = 429, description = "The application posted more messages a second than the server's \
+            `message_rate_limit` (`rate_limited`); `Retry-After` says in how many seconds to try again",
+            body = ErrorBody),
         (status = 422, description = "A field is invalid, or the `idempotency-key` was used with another body",
             body = ErrorBody),
     )
@@ -273,6 +276,7 @@ pub async fn create(
         }
         (AppRef::Missing { .. }, _) => return Err(ApiError::NotFound("application")),
     };
+    s.0.message_rate.take(&app_id, std::time::Instant::now()).map_err(ApiError::RateLimited)?;
     let msg = Message {
         id: new_id(ids::MESSAGE),
         app_id,
