@@ -69,6 +69,11 @@ impl<'a> Record<'a> {
         reason: Option<String>,
         msg_id: Option<String>,
     ) {
+        self.count(match status {
+            InboundStatus::Accepted => "accepted",
+            InboundStatus::Duplicate => "duplicate",
+            InboundStatus::Rejected => "rejected",
+        });
         tracing::info!(
             source_id = %self.source.id,
             request_id = %self.id,
@@ -98,14 +103,20 @@ impl<'a> Record<'a> {
         }
     }
 
+    /// Answers a request hooklane could not take (the provider sends it again).
+    fn failed(&self, error: ApiError) -> Response {
+        self.count("error");
+        error.into_response()
+    }
+
     /// Records a refusal (within the source's budget, see [`crate::inbound_budget`]) and
     /// turns it into the answer.
     async fn reject(&self, error: ApiError) -> Response {
         let status = error.status();
-        self.count(InboundStatus::Rejected);
         if self.s.0.rejections.take(&self.source.id) {
             self.save(InboundStatus::Rejected, status, Some(error.to_string()), None).await;
         } else {
+            self.count("rejected");
             metrics::counter!("hooklane_inbound_rejections_unrecorded_total").increment(1);
             tracing::debug!(source_id = %self.source.id, http_status = status.as_u16(), "inbound request refused, not recorded: over the source's budget");
         }
@@ -129,7 +140,6 @@ impl<'a> Record<'a> {
         msg_id: &str,
         acknowledgement: Option<Handshake>,
     ) -> Response {
-        self.count(status);
         let custom = self.source.response.as_ref().filter(|_| acknowledgement.is_none());
         let http_status = match (&acknowledgement, custom) {
             (Some(reply), _) => answer_status(reply),
@@ -145,15 +155,11 @@ impl<'a> Record<'a> {
         }
     }
 
-    /// `hooklane_inbound_requests_total`, by source and outcome (sources are few: the admin's).
-    /// The source goes by its application's id: its own id is in its public URL, and
-    /// `/metrics` may be open to whoever reaches it.
-    fn count(&self, status: InboundStatus) {
-        let status = match status {
-            InboundStatus::Accepted => "accepted",
-            InboundStatus::Duplicate => "duplicate",
-            InboundStatus::Rejected => "rejected",
-        };
+    /// `hooklane_inbound_requests_total`, by source and outcome (sources are few: the admin's):
+    /// each request once, as recorded (`accepted`, `duplicate`, `rejected`), or `error` when
+    /// hooklane could not take it (its store failing). The source goes by its application's
+    /// id: its own id is in its public URL, and `/metrics` may be open to whoever reaches it.
+    fn count(&self, status: &'static str) {
         metrics::counter!("hooklane_inbound_requests_total", "app_id" => self.source.app_id.clone(), "status" => status)
             .increment(1);
     }
@@ -425,19 +431,18 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
         }
         Err(StoreError::Conflict(_)) => {
             let Some(event_id) = event_id else {
-                return ApiError::Internal("conflict on a message without event id".into()).into_response();
+                return record.failed(ApiError::Internal("conflict on a message without event id".into()));
             };
             let original = match s.0.store.get_message(&source.app_id, &event_id).await {
                 Ok(Some(m)) => m,
                 Ok(None) => {
-                    return ApiError::Unavailable("the original delivery is being written; retry".into())
-                        .into_response()
+                    return record.failed(ApiError::Unavailable("the original delivery is being written; retry".into()))
                 }
-                Err(e) => return ApiError::from(e).into_response(),
+                Err(e) => return record.failed(ApiError::from(e)),
             };
             // Finishes a fan-out that an earlier attempt may have left half done.
             if let Err(e) = fan_out(&s, &source, &original).await {
-                return ApiError::from(e).into_response();
+                return record.failed(ApiError::from(e));
             }
             let reason = format!("delivery id seen before (message {})", original.id);
             record.acknowledge(InboundStatus::Duplicate, Some(reason), &original.id, acknowledgement).await
@@ -445,7 +450,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
         Err(e) => {
             let error = ApiError::from(e);
             tracing::error!(source_id = %source.id, error = %error, "could not store an inbound request");
-            error.into_response()
+            record.failed(error)
         }
     }
 }

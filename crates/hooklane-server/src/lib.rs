@@ -12,6 +12,7 @@ mod idempotency;
 pub mod inbound;
 mod inbound_budget;
 mod message_rate;
+pub use message_rate::MAX_MESSAGE_RATE;
 pub mod openapi;
 pub mod operational;
 pub mod ops;

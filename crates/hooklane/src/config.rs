@@ -294,6 +294,9 @@ impl Config {
         if self.tenant_cache_ttl > Duration::from_secs(3600) {
             bail!("tenant_cache_ttl must be at most 1h");
         }
+        if self.message_rate_limit > hooklane_server::MAX_MESSAGE_RATE {
+            bail!("message_rate_limit must be at most {} (0: no limit)", hooklane_server::MAX_MESSAGE_RATE);
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format must be text or json");
         }

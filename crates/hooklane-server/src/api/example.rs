@@ -59,6 +59,8 @@ pub struct EventExampleIn {
         (status = 409, description = "The endpoint is disabled", body = ErrorBody),
         (status = 422, description = "`eventType` is invalid, `exampleIndex` names no example, or the example or \
             `payload` is not a JSON object", body = ErrorBody),
+        (status = 429, description = "The application posted more messages a second than the server's \
+            `message_rate_limit` (`rate_limited`)", body = ErrorBody),
     )
 )]
 pub async fn send_example(
@@ -80,6 +82,7 @@ pub async fn send_example(
     };
     let payload = payload.to_string();
     check_payload(&payload)?;
+    s.0.message_rate.take(&t.app.id, std::time::Instant::now()).map_err(crate::error::ApiError::RateLimited)?;
     let msg = Message {
         id: new_id(ids::MESSAGE),
         app_id: t.app.id.clone(),
