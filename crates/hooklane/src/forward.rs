@@ -67,7 +67,13 @@ struct StreamedMessage {
     /// `"string"`: the payload is a JSON string of a body that was not JSON.
     #[serde(default)]
     payload_encoding: Option<String>,
+    /// A forwarded inbound request's informative headers (`x-github-event`…), posted with it.
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
 }
+
+/// Headers `forward` sets itself; a message's own never replace them.
+const SET_BY_FORWARD: &[&str] = &["content-type", "webhook-id", "webhook-timestamp", "webhook-signature"];
 
 impl StreamedMessage {
     /// The body to post and its media type: the payload as it was posted. A forwarded body
@@ -249,8 +255,14 @@ async fn forward_one(local: &reqwest::Client, args: &ForwardArgs, secret: Option
     let mut wait = Duration::from_millis(500);
     for attempt in 1..=args.tries.max(1) {
         let timestamp = Utc::now().timestamp();
-        let mut request = local
-            .post(&args.to)
+        let mut request = local.post(&args.to);
+        for (name, value) in &message.headers {
+            // Values a token without `ViewEndpointSecret` is not shown are not posted.
+            if !SET_BY_FORWARD.contains(&name.to_ascii_lowercase().as_str()) && value != "[redacted]" {
+                request = request.header(name, value);
+            }
+        }
+        let mut request = request
             .header("content-type", &content_type)
             .header("webhook-id", &message.id)
             .header("webhook-timestamp", timestamp.to_string());

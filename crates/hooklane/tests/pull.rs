@@ -549,6 +549,7 @@ async fn forward_brings_an_inbound_source_to_a_local_url() {
         .client
         .post(server.url(&format!("/in/{source}")))
         .header("content-type", "application/json")
+        .header("x-github-event", "push")
         .body(body)
         .send()
         .await
@@ -558,6 +559,19 @@ async fn forward_brings_an_inbound_source_to_a_local_url() {
     assert_eq!(got[0].path, "/github");
     assert_eq!(got[0].body, body.as_bytes(), "the provider's body, byte for byte");
     assert_eq!(got[0].header("content-type"), "application/json");
+    assert_eq!(got[0].header("x-github-event"), "push", "with the provider's informative headers");
+    // The message shows them to the admin; to a token without ViewEndpointSecret, redacted.
+    let msg_id = got[0].header("webhook-id").to_string();
+    let (_, msg) = server.call("GET", &format!("/api/v1/app/{source}/msg/{msg_id}"), None).await;
+    assert_eq!(msg["headers"]["x-github-event"], "push", "{msg}");
+    let (status, portal) = server
+        .call("POST", &format!("/api/v1/auth/app-portal-access/{source}"), Some(json!({ "readOnly": true })))
+        .await;
+    assert_eq!(status, 200, "{portal}");
+    let (_, seen) = server
+        .call_as(portal["token"].as_str().unwrap(), "GET", &format!("/api/v1/app/{source}/msg/{msg_id}"), None)
+        .await;
+    assert_eq!(seen["headers"]["x-github-event"], "[redacted]", "{seen}");
     assert!(got[0].header("webhook-id").starts_with("msg_"));
     // A form (as Slack's and Twilio's are): posted as it came, with its media type.
     let form = "token=abc&text=%2Fdeploy+now";

@@ -23,7 +23,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
-use hooklane_core::model::Message;
+use hooklane_core::model::{Message, Principal};
 use hooklane_core::Utc;
 use hooklane_store::{DynStore, EventPosition, EventsPage, EventsQuery, StoreError, StoreResult};
 use serde::Serialize;
@@ -62,9 +62,10 @@ pub struct MessageEventsOut {
 }
 
 impl MessageEventsOut {
-    fn new(s: &AppState, app_id: &str, page: EventsPage, with_content: bool) -> Self {
+    fn new(s: &AppState, t: &Tenant, page: EventsPage, with_content: bool) -> Self {
+        let app_id = &t.app.id;
         MessageEventsOut {
-            data: page.messages.into_iter().map(|(_, m)| MessageOut::new(m, with_content)).collect(),
+            data: page.messages.into_iter().map(|(_, m)| MessageOut::seen_by(m, with_content, &t.principal)).collect(),
             iterator: s.0.position_tokens.encode(app_id, page.next),
             done: page.done,
         }
@@ -216,7 +217,7 @@ async fn poll_once(s: &AppState, app_id: &str, pull: &Pull) -> ApiResult<EventsP
 pub async fn poll(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<MessageEventsOut>> {
     let pull = Pull::parse(&s, &t.app.id, &q, None)?;
     let page = poll_once(&s, &t.app.id, &pull).await?;
-    Ok(axum::Json(MessageEventsOut::new(&s, &t.app.id, page, pull.with_content)))
+    Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.with_content)))
 }
 
 /// Reads an application's messages from where a server-side subscription stands.
@@ -260,7 +261,7 @@ pub async fn subscription(
     let pull = Pull::parse(&s, &t.app.id, &q, stored)?;
     let page = poll_once(&s, &t.app.id, &pull).await?;
     s.0.store.set_events_subscription(&t.app.id, &subscription_id, page.next, !pull.seek, Utc::now()).await?;
-    Ok(axum::Json(MessageEventsOut::new(&s, &t.app.id, page, pull.with_content)))
+    Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.with_content)))
 }
 
 /// Streams an application's messages as Server-Sent Events.
@@ -337,6 +338,7 @@ pub async fn stream(
         tokens: s.0.position_tokens.clone(),
         follower,
         with_content: pull.with_content,
+        principal: t.principal.clone(),
         ready: first.messages.into(),
         ends_at: Instant::now() + STREAM_LIFETIME,
         _place: place,
@@ -344,7 +346,8 @@ pub async fn stream(
     let events = futures::stream::unfold(reader, |mut reader| async move {
         let (position, message) = reader.next().await?;
         let id = reader.tokens.encode(&reader.follower.app_id, position);
-        let event = Event::default().id(id).json_data(MessageOut::new(message, reader.with_content));
+        let event =
+            Event::default().id(id).json_data(MessageOut::seen_by(message, reader.with_content, &reader.principal));
         // Serializing a message cannot fail (its payload is JSON text already); should it,
         // the stream ends and the client resumes from the last id it got.
         Some((Ok(event.ok()?), reader))
@@ -362,6 +365,8 @@ struct StreamReader {
     tokens: PositionTokens,
     follower: Follower,
     with_content: bool,
+    /// Who reads: what it may see of forwarded headers.
+    principal: Principal,
     /// Read from the store and not yet sent.
     ready: VecDeque<(EventPosition, Message)>,
     ends_at: Instant,

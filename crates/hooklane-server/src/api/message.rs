@@ -1,5 +1,6 @@
 //! `/api/v1/app/{app_id}/msg`: posting and reading messages.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -7,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use hooklane_core::filter::{endpoint_wants, payload_wanted, LazyPayload};
 use hooklane_core::ids::{self, new_id};
-use hooklane_core::model::{Delivery, DeliveryStatus, Endpoint, Message, Principal, TriggerType};
+use hooklane_core::model::{Capability, Delivery, DeliveryStatus, Endpoint, Message, Principal, TriggerType};
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::{Job, MessageFilter};
 use serde::{Deserialize, Serialize};
@@ -187,6 +188,13 @@ pub struct MessageOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "string")]
     payload_encoding: Option<&'static str>,
+    /// hooklane's own: the headers a message forwarded from an inbound source carries to its
+    /// deliveries (the provider's informative ones, e.g. `x-github-event`), their values
+    /// `[redacted]` for a token without `ViewEndpointSecret`, as in attempts; left out when
+    /// none (every message posted through the API), and in the answers of other operations
+    /// than reading messages and the stream.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    headers: BTreeMap<String, String>,
 }
 
 /// A message's payload as answered: `{}` when the caller asked for no content
@@ -223,7 +231,24 @@ impl MessageOut {
             ordering_key: m.ordering_key,
             content_type: m.content_type,
             payload_encoding,
+            // Only as a reader may see them: `seen_by`.
+            headers: BTreeMap::new(),
         }
+    }
+
+    /// [`MessageOut::new`] with the headers a forwarded message carries, as `principal` may
+    /// see them: their values only given `ViewEndpointSecret` (they may carry a credential,
+    /// as an endpoint's headers may), as in attempts.
+    pub fn seen_by(mut m: Message, with_content: bool, principal: &Principal) -> Self {
+        let mut headers = std::mem::take(&mut m.headers);
+        if !principal.allows(Some(Capability::ViewEndpointSecret)) {
+            for value in headers.values_mut() {
+                *value = super::attempt::REDACTED.to_string();
+            }
+        }
+        let mut out = MessageOut::new(m, with_content);
+        out.headers = headers;
+        out
     }
 }
 
@@ -488,7 +513,11 @@ pub async fn list(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<a
     let page = page_request(&q, true)?;
     let with_content = q.flag("with_content")?.unwrap_or(true);
     let page = s.0.store.list_messages(&t.app.id, &message_filter(&q)?, &page).await?;
-    Ok(axum::Json(ListResponse::from_page(page, |m| m.id.clone(), |m| MessageOut::new(m, with_content))))
+    Ok(axum::Json(ListResponse::from_page(
+        page,
+        |m| m.id.clone(),
+        |m| MessageOut::seen_by(m, with_content, &t.principal),
+    )))
 }
 
 pub async fn find(s: &AppState, t: &Tenant, key: &str) -> ApiResult<Message> {
@@ -520,7 +549,7 @@ pub async fn get(
     Path((_, key)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<MessageOut>> {
     let with_content = q.flag("with_content")?.unwrap_or(true);
-    Ok(axum::Json(MessageOut::new(find(&s, &t, &key).await?, with_content)))
+    Ok(axum::Json(MessageOut::seen_by(find(&s, &t, &key).await?, with_content, &t.principal)))
 }
 
 /// Deletes a message's payload.
