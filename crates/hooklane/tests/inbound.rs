@@ -446,6 +446,19 @@ async fn provider_contract(p: Provider) {
     assert_eq!(r.header("webhook-id"), msg_id);
     assert_eq!(r.header("x-internal"), "yes");
     assert!(signature_valid(&dest_secret, r), "{p:?}: destinations get hooklane's own signature");
+    // The official Svix library, given every header the destination got, checks it too
+    // (a Svix-sent provider's own `svix-id` and `svix-timestamp` would have misled it).
+    let mut all = http::HeaderMap::new();
+    for (name, value) in &r.headers {
+        if let (Ok(n), Ok(v)) = (http::HeaderName::try_from(name.as_str()), http::HeaderValue::try_from(value.as_str()))
+        {
+            all.insert(n, v);
+        }
+    }
+    svix::webhooks::Webhook::new(&dest_secret)
+        .expect("secret")
+        .verify(&r.body, &all)
+        .unwrap_or_else(|e| panic!("{p:?}: the Svix library refuses the forwarded request: {e:?} {:?}", r.headers));
     for (name, _) in &headers {
         let lower = name.to_ascii_lowercase();
         // (`webhook-signature` is hooklane's own, checked above; Twilio's idempotency token

@@ -577,9 +577,14 @@ pub fn json_path(doc: &serde_json::Value, path: &str) -> Option<String> {
     }
 }
 
-/// Headers that carry credentials: masked in request records, never forwarded.
+/// Headers that carry credentials: masked in request records, never forwarded. Beside the
+/// standard ones, any whose name says it holds a token, a secret, a password or a key
+/// (`x-gitlab-token`, `x-api-key`…), but for idempotency tokens, which are delivery ids
+/// (Twilio's). Signatures are not credentials: they stay readable in the request log.
 pub fn is_sensitive_header(name: &str) -> bool {
-    matches!(name, "authorization" | "proxy-authorization" | "cookie" | token::TELEGRAM_HEADER)
+    const CREDENTIAL_WORDS: [&str; 6] = ["token", "secret", "password", "api-key", "apikey", "x-auth"];
+    matches!(name, "authorization" | "proxy-authorization" | "cookie" | "set-cookie" | token::TELEGRAM_HEADER)
+        || (CREDENTIAL_WORDS.iter().any(|w| name.contains(w)) && !name.contains("idempotency"))
 }
 
 /// Headers that belong to one HTTP hop (or that hooklane sets itself): never forwarded.
@@ -603,9 +608,22 @@ fn is_hop_header(name: &str) -> bool {
             | "x-forwarded-for"
             | "x-forwarded-proto"
             | "x-forwarded-host"
+            | "x-forwarded-port"
+            | "x-forwarded-prefix"
+            | "x-forwarded-server"
             | "x-real-ip"
+            // Would make a framework behind the destination treat the request as another.
+            | "x-http-method-override"
+            | "x-http-method"
+            | "x-method-override"
+            | "x-original-url"
+            | "x-rewrite-url"
     ) || name.starts_with("proxy-")
+        // The provider's own Standard Webhooks metadata (Svix-sent providers: Clerk,
+        // Resend…): a destination's Svix library would read `svix-id` and `svix-timestamp`
+        // before hooklane's `webhook-*` and check hooklane's signature against them.
         || name.starts_with("webhook-")
+        || name.starts_with("svix-")
 }
 
 /// Most headers forwarded, and longest value, so a request cannot make every delivery huge.
@@ -713,5 +731,29 @@ mod tests {
         let tg = Verification::Telegram { secret_token: "t".into() };
         let h = headers(&[("X-Telegram-Bot-Api-Secret-Token", "t")]);
         assert!(forwarded_headers(&tg, &h).is_empty());
+        // With no check reading them: credentials by their names, a Svix-sent provider's
+        // metadata, and what would make the request another are left out too.
+        let none = Verification::None;
+        let h = headers(&[
+            ("X-Gitlab-Token", "t"),
+            ("X-Api-Key", "k"),
+            ("X-Amz-Security-Token", "t"),
+            ("X-Client-Secret", "s"),
+            ("Set-Cookie", "a=b"),
+            ("svix-id", "msg_provider"),
+            ("svix-timestamp", "1"),
+            ("X-HTTP-Method-Override", "DELETE"),
+            ("X-Forwarded-Port", "443"),
+            ("I-Twilio-Idempotency-Token", "abc-1"),
+            ("X-Slack-Signature", "v0=00"),
+            ("X-Request-Id", "r-1"),
+        ]);
+        let f = forwarded_headers(&none, &h);
+        assert_eq!(
+            f.keys().collect::<Vec<_>>(),
+            vec!["i-twilio-idempotency-token", "x-request-id", "x-slack-signature"],
+            "a delivery id, a request id, and a signature (no credential) remain"
+        );
+        assert!(is_sensitive_header("x-gitlab-token") && !is_sensitive_header("x-github-event"));
     }
 }

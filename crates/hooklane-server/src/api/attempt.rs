@@ -177,7 +177,7 @@ pub async fn endpoint_messages(
         page,
         |(m, _)| m.id.clone(),
         |(m, d)| EndpointMessageOut {
-            message: MessageOut::new(m, with_content),
+            message: MessageOut::seen_by(m, with_content, &t.principal),
             status: d.status as i32,
             status_text: status_text(d.status),
             next_attempt: d.next_attempt_at.filter(|_| d.status == DeliveryStatus::Pending),
