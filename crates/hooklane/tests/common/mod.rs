@@ -165,6 +165,18 @@ impl Server {
         self.spawn();
     }
 
+    /// From now on the server listens where it listens now, across restarts (a client that
+    /// reconnects finds it again): its configuration names the port it was given.
+    pub fn keep_address(&self) {
+        let addr = self.base.trim_start_matches("http://");
+        let config = std::fs::read_to_string(&self.config_path).expect("config");
+        let kept: Vec<String> = config
+            .lines()
+            .map(|l| if l.starts_with("listen") { format!("listen = \"{addr}\"") } else { l.to_string() })
+            .collect();
+        std::fs::write(&self.config_path, kept.join("\n")).expect("write config");
+    }
+
     /// Everything the server wrote to stderr so far (its log).
     pub fn logs(&self) -> String {
         let mut out = String::new();
