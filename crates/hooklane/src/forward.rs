@@ -16,6 +16,9 @@ use anyhow::{bail, Context};
 use chrono::{SecondsFormat, Utc};
 use futures::StreamExt;
 use hooklane_core::signing::{signature_header, Secret};
+use hooklane_server::api::attempt::REDACTED;
+
+use crate::sign_tools::SET_BY_SEND;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -71,9 +74,6 @@ struct StreamedMessage {
     #[serde(default)]
     headers: std::collections::BTreeMap<String, String>,
 }
-
-/// Headers `forward` sets itself; a message's own never replace them.
-const SET_BY_FORWARD: &[&str] = &["content-type", "webhook-id", "webhook-timestamp", "webhook-signature"];
 
 impl StreamedMessage {
     /// The body to post and its media type: the payload as it was posted. A forwarded body
@@ -258,7 +258,7 @@ async fn forward_one(local: &reqwest::Client, args: &ForwardArgs, secret: Option
         let mut request = local.post(&args.to);
         for (name, value) in &message.headers {
             // Values a token without `ViewEndpointSecret` is not shown are not posted.
-            if !SET_BY_FORWARD.contains(&name.to_ascii_lowercase().as_str()) && value != "[redacted]" {
+            if !SET_BY_SEND.contains(&name.to_ascii_lowercase().as_str()) && value != REDACTED {
                 request = request.header(name, value);
             }
         }

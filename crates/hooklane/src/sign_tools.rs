@@ -70,8 +70,9 @@ pub struct SendArgs {
     timeout: u64,
 }
 
-/// Headers `send` sets from its own options; `--header` may not add a second one.
-const SET_BY_SEND: &[&str] = &["webhook-id", "webhook-timestamp", "webhook-signature", "content-type"];
+/// Headers `send` (and `forward`) set themselves; `--header` (a forwarded message's own
+/// headers) may not add a second one.
+pub(crate) const SET_BY_SEND: &[&str] = &["webhook-id", "webhook-timestamp", "webhook-signature", "content-type"];
 
 /// The payload `send` posts when given none.
 const TEST_PAYLOAD: &str = r#"{"type":"hooklane.test","data":{"hello":"world"}}"#;

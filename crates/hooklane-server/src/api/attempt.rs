@@ -74,7 +74,7 @@ impl From<Attempt> for AttemptOut {
 
 /// What a token without `ViewEndpointSecret` sees of a custom header (an endpoint's, or a
 /// forwarded request's).
-pub(crate) const REDACTED: &str = "[redacted]";
+pub const REDACTED: &str = "[redacted]";
 
 impl AttemptOut {
     /// Attempts as `principal` may see them: the values of custom headers (an endpoint's,
