@@ -69,11 +69,7 @@ impl<'a> Record<'a> {
         reason: Option<String>,
         msg_id: Option<String>,
     ) {
-        self.count(match status {
-            InboundStatus::Accepted => "accepted",
-            InboundStatus::Duplicate => "duplicate",
-            InboundStatus::Rejected => "rejected",
-        });
+        self.count(status.as_str());
         tracing::info!(
             source_id = %self.source.id,
             request_id = %self.id,
