@@ -10,6 +10,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
+use super::db_err;
 use crate::{StoreError, StoreResult};
 
 /// What a backup wrote.
@@ -19,10 +20,6 @@ pub struct BackupReport {
     pub bytes: u64,
     /// Messages in the copy.
     pub messages: u64,
-}
-
-fn db_err(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
 }
 
 /// How far a restored copy's stream positions jump ahead of the last one it holds: past
