@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::signing::Secret;
-
 pub type Metadata = BTreeMap<String, String>;
 
 /// One customer of the sending SaaS.
@@ -129,12 +127,6 @@ impl Endpoint {
     pub fn live_secrets(&self, now: DateTime<Utc>) -> impl Iterator<Item = &str> {
         std::iter::once(self.secret.as_str())
             .chain(self.previous_secrets.iter().filter(move |s| s.expires_at > now).map(|s| s.key.as_str()))
-    }
-
-    /// [`Endpoint::live_secrets`], parsed. Secrets that fail to parse are skipped (they were
-    /// validated on the way in, so this only guards against a hand-edited database).
-    pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<Secret> {
-        self.live_secrets(now).filter_map(|k| Secret::parse(k).ok()).collect()
     }
 }
 

@@ -239,7 +239,8 @@ impl Sender {
     }
 
     /// The endpoint's secrets that sign a delivery made at `now`, parsed (once per distinct
-    /// secret). Secrets that fail to parse are skipped, as in [`Endpoint::signing_secrets`].
+    /// secret). Secrets that fail to parse are skipped (they were validated on the way in, so
+    /// this only guards against a hand-edited database).
     fn signing_secrets(&self, endpoint: &Endpoint, now: chrono::DateTime<Utc>) -> Vec<Arc<Secret>> {
         endpoint
             .live_secrets(now)
