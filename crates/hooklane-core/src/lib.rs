@@ -6,6 +6,7 @@ pub mod filter;
 pub mod ids;
 pub mod inbound;
 pub mod model;
+pub mod oauth;
 pub mod retry;
 pub mod rules;
 pub mod signing;

@@ -77,6 +77,9 @@ pub struct Endpoint {
     /// hooklane's own: the waits between this endpoint's attempts, instead of the server's
     /// `retry_schedule` (`Some(vec![])`: no retry); `None`: the server's.
     pub retry_schedule: Option<Vec<std::time::Duration>>,
+    /// Svix's endpoint OAuth: each request carries an access token from the receiver's
+    /// authorization server; `None`: none.
+    pub oauth: Option<crate::oauth::EndpointOauth>,
 }
 
 /// An endpoint's JavaScript transformation (Svix's `EndpointTransformationOut`): a

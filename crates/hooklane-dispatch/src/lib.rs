@@ -5,7 +5,7 @@
 //! makes one signed HTTP request (running the endpoint's JavaScript transformation, `script`,
 //! in a worker process, `scripts`), `policy` turns a response into the next step, `limits`
 //! holds per-endpoint rate and concurrency, `circuit` stops sending to endpoints that are
-//! down, `engine` moves jobs between them.
+//! down, `tokens` holds endpoints' OAuth access tokens, `engine` moves jobs between them.
 #![forbid(unsafe_code)]
 
 pub mod address;
@@ -18,6 +18,7 @@ pub mod script;
 pub mod scripts;
 pub mod sender;
 mod telemetry;
+mod tokens;
 
 pub use config::{DispatchConfig, ProxyConfig};
 pub use engine::{AttemptNews, Dispatcher, EngineEvent, Reservation, EVENT_BACKLOG, FAILING_AT};

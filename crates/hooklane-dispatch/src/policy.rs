@@ -52,6 +52,7 @@ mod tests {
             unsendable: false,
             cancelled: false,
             url: None,
+            rotated_oauth: None,
         }
     }
 

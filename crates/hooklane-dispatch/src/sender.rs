@@ -7,15 +7,17 @@ use std::time::{Duration, Instant};
 
 use hooklane_core::filter::payload_json;
 use hooklane_core::model::{Endpoint, Message, Transformation};
+use hooklane_core::oauth::EndpointOauth;
 use hooklane_core::retry::parse_retry_after;
 use hooklane_core::rules::transform;
 use hooklane_core::signing::{signature_header, Secret};
 use hooklane_core::Utc;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 
 use crate::address::{check_via_proxy, AddressPolicy, GuardedResolver};
 use crate::script;
 use crate::scripts::{ScriptFailure, Scripts};
+use crate::tokens::{Bearer, Tokens};
 use crate::DispatchConfig;
 
 /// Headers hooklane sets itself; an endpoint's custom headers cannot override them.
@@ -120,6 +122,9 @@ pub struct SendResult {
     pub cancelled: bool,
     /// Where the request went when the endpoint's transformation changed the URL.
     pub url: Option<String>,
+    /// The endpoint's OAuth settings `(as stored, as to be saved)` when getting its access
+    /// token rotated the refresh token.
+    pub rotated_oauth: Option<Box<(EndpointOauth, EndpointOauth)>>,
 }
 
 impl SendResult {
@@ -137,6 +142,7 @@ impl SendResult {
             unsendable: false,
             cancelled: false,
             url: None,
+            rotated_oauth: None,
         }
     }
 
@@ -191,6 +197,8 @@ pub struct Sender {
     /// public key, which cost as much as the signature itself.
     secrets: Arc<Parsed<Arc<Secret>>>,
     scripts: Arc<Scripts>,
+    /// Access tokens of endpoints with OAuth settings.
+    tokens: Arc<Tokens>,
 }
 
 impl Sender {
@@ -224,6 +232,7 @@ impl Sender {
             body_limit: cfg.response_body_limit,
             urls: Arc::default(),
             secrets: Arc::default(),
+            tokens: Arc::default(),
             scripts: Arc::new(Scripts::new(cfg.scripts.clone(), cfg.script_workers)),
         })
     }
@@ -299,22 +308,21 @@ impl Sender {
             Ok(u) => u,
             Err(e) => return failed(e),
         };
-        // IP literals skip DNS, so the resolver never sees them: check them here. Through a
-        // proxy it sees no receiver's name at all (the proxy resolves them): check those too.
-        if let Some(host) = url.host_str() {
-            let bare = host.trim_start_matches('[').trim_end_matches(']');
-            if let Ok(ip) = bare.parse::<IpAddr>() {
-                if !self.policy.permits(ip) {
-                    return failed(format!("destination address {ip} is not allowed (private, loopback or reserved)"));
-                }
-            } else if let Some(proxy) = self.proxy {
-                if let Err(refused) =
-                    check_via_proxy(&self.policy, bare, proxy.resolves_names, proxy.lookup_within).await
-                {
-                    return failed(refused.to_string());
-                }
-            }
+        if let Err(refused) = self.check_destination(&url).await {
+            return failed(refused);
         }
+        // The whole attempt, its access token included, takes at most the request timeout.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let bearer = match &endpoint.oauth {
+            None => None,
+            Some(oauth) => match tokio::time::timeout_at(deadline, self.bearer(endpoint, oauth)).await {
+                Ok(Ok(bearer)) => Some(bearer),
+                Ok(Err(why)) => return failed(format!("no OAuth access token: {why}")),
+                Err(_) => {
+                    return failed(format!("no OAuth access token: timed out after {} ms", self.timeout.as_millis()))
+                }
+            },
+        };
         let now = Utc::now();
         let timestamp = now.timestamp();
         let Ready { method, url: changed_url, body, headers: scripted_headers, json } = ready;
@@ -345,10 +353,21 @@ impl Sender {
         put("webhook-id", &message.id);
         put("webhook-timestamp", &timestamp.to_string());
         put("webhook-signature", &signature);
-        let sent: BTreeMap<String, String> = headers
+        let mut sent: BTreeMap<String, String> = headers
             .iter()
             .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
             .collect();
+        // The OAuth token wins over any other authorization; the attempt log never holds it.
+        if let Some(bearer) = &bearer {
+            match HeaderValue::try_from(format!("Bearer {}", bearer.token)) {
+                Ok(v) => headers.insert(AUTHORIZATION, v),
+                Err(_) => {
+                    let why = "the OAuth access token cannot be sent in a header".to_string();
+                    return SendResult { url: changed_url, ..SendResult::failed(why, started) };
+                }
+            };
+            sent.insert(AUTHORIZATION.as_str().to_string(), "Bearer [redacted]".into());
+        }
         let request = self.client.request(method, url).headers(headers).body(body).send();
         let exchange = async {
             let mut response = request.await?;
@@ -368,7 +387,7 @@ impl Sender {
             }
             Ok::<_, reqwest::Error>((status, retry_after, body))
         };
-        let mut result = match tokio::time::timeout(self.timeout, exchange).await {
+        let mut result = match tokio::time::timeout_at(deadline, exchange).await {
             // The proxy's own refusal of hooklane's credentials is no answer of the
             // receiver's (nor is its page worth keeping).
             Ok(Ok((407, ..))) if self.proxy.is_some() => {
@@ -383,6 +402,7 @@ impl Sender {
                 unsendable: false,
                 cancelled: false,
                 url: None,
+                rotated_oauth: None,
             },
             // `without_url`: the URL may carry credentials in its query string.
             Ok(Err(e)) => SendResult::failed(describe(e.without_url()), started),
@@ -390,9 +410,66 @@ impl Sender {
         };
         result.request_headers = Some(sent);
         result.url = changed_url;
+        if let Some(bearer) = bearer {
+            // A refused token is not sent again: the next attempt asks for a new one.
+            if result.status == Some(401) {
+                self.tokens.forget(&endpoint.id, &bearer.token).await;
+            }
+            result.rotated_oauth = bearer.rotated.map(Box::new);
+        }
         result
     }
+
+    /// Refuses a destination the address policy does not allow, where the resolver cannot
+    /// see it: IP literals skip DNS, and through a proxy no receiver's name is resolved here.
+    async fn check_destination(&self, url: &reqwest::Url) -> Result<(), String> {
+        let Some(host) = url.host_str() else { return Ok(()) };
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            if !self.policy.permits(ip) {
+                return Err(format!("destination address {ip} is not allowed (private, loopback or reserved)"));
+            }
+        } else if let Some(proxy) = self.proxy {
+            check_via_proxy(&self.policy, bare, proxy.resolves_names, proxy.lookup_within)
+                .await
+                .map_err(|refused| refused.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The endpoint's OAuth access token: held, or asked of its token URL (through the
+    /// same client, so under the same address policy and proxy as deliveries).
+    async fn bearer(&self, endpoint: &Endpoint, oauth: &EndpointOauth) -> Result<Bearer, String> {
+        let url = reqwest::Url::parse(&oauth.token_url).map_err(|e| format!("invalid token URL: {e}"))?;
+        self.check_destination(&url).await?;
+        self.tokens
+            .bearer(&endpoint.id, oauth, |request| async move {
+                let mut post = self
+                    .client
+                    .post(url)
+                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .header(ACCEPT, "application/json")
+                    .body(request.form);
+                if let Some(authorization) = request.authorization {
+                    post = post.header(AUTHORIZATION, authorization);
+                }
+                let mut response = post.send().await.map_err(|e| describe(e.without_url()))?;
+                let status = response.status().as_u16();
+                let mut body = Vec::new();
+                while let Some(chunk) = response.chunk().await.map_err(|e| describe(e.without_url()))? {
+                    if body.len() + chunk.len() > TOKEN_ANSWER_LIMIT {
+                        return Err(format!("the token endpoint's answer is over {TOKEN_ANSWER_LIMIT} bytes"));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok((status, body))
+            })
+            .await
+    }
 }
+
+/// Largest answer taken from a token endpoint.
+const TOKEN_ANSWER_LIMIT: usize = 64 * 1024;
 
 /// Runs the endpoint's transformation on the request about to be made (in a script
 /// worker: it may take up to [`crate::scripts::HARD_LIMIT`]); `None` when it cancels it.

@@ -19,8 +19,11 @@ pub fn required(method: &Method, pattern: &str) -> Option<Capability> {
     }
     let tail = pattern.strip_prefix("/api/v1/app/{app_id}")?;
     match tail {
-        // Secrets, and custom headers, which often carry a credential of the receiver.
-        "/endpoint/{endpoint_id}/secret" | "/endpoint/{endpoint_id}/headers" if read => {
+        // Secrets, and custom headers and OAuth settings, which name the receiver's
+        // credentials (even with the secrets left out).
+        "/endpoint/{endpoint_id}/secret" | "/endpoint/{endpoint_id}/headers" | "/endpoint/{endpoint_id}/oauth"
+            if read =>
+        {
             Some(Capability::ViewEndpointSecret)
         }
         // The reads, each named: a read route this table does not know needs full access,
@@ -71,7 +74,7 @@ mod tests {
         for tail in ["", "/endpoint", "/msg", "/endpoint/{endpoint_id}/stats", "/events/stream"] {
             assert_eq!(required(&Method::GET, &format!("{APP}{tail}")), Some(Capability::ViewBase), "{tail}");
         }
-        for tail in ["secret", "headers"] {
+        for tail in ["secret", "headers", "oauth"] {
             let path = format!("{APP}/endpoint/{{endpoint_id}}/{tail}");
             assert_eq!(required(&Method::GET, &path), Some(Capability::ViewEndpointSecret), "{tail}");
         }
@@ -94,6 +97,8 @@ mod tests {
         assert_eq!(need(Method::POST, "/endpoint/{endpoint_id}/recover"), Some(Capability::CreateAttempts));
         assert_eq!(need(Method::POST, "/endpoint"), Some(Capability::ManageEndpoint));
         assert_eq!(need(Method::PATCH, "/endpoint/{endpoint_id}/headers"), Some(Capability::ManageEndpoint));
+        assert_eq!(need(Method::PUT, "/endpoint/{endpoint_id}/oauth"), Some(Capability::ManageEndpoint));
+        assert_eq!(need(Method::DELETE, "/endpoint/{endpoint_id}/oauth"), Some(Capability::ManageEndpoint));
         assert_eq!(need(Method::DELETE, "/endpoint/{endpoint_id}"), Some(Capability::ManageEndpoint));
         assert_eq!(need(Method::POST, "/msg"), None);
         assert_eq!(need(Method::DELETE, ""), None);

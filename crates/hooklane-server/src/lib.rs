@@ -58,6 +58,10 @@ pub fn router(state: AppState) -> Router {
             get(endpoint::get_headers).put(endpoint::put_headers).patch(endpoint::patch_headers),
         )
         .route(
+            "/{app_id}/endpoint/{endpoint_id}/oauth",
+            get(api::endpoint_oauth::get).put(api::endpoint_oauth::put).delete(api::endpoint_oauth::delete),
+        )
+        .route(
             "/{app_id}/endpoint/{endpoint_id}/transformation",
             get(api::transformation::get).patch(api::transformation::patch),
         )

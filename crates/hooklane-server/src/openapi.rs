@@ -324,6 +324,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         api::usage::Doc::openapi(),
         api::endpoint::Doc::openapi(),
         api::transformation::Doc::openapi(),
+        api::endpoint_oauth::Doc::openapi(),
         api::attempt::Doc::openapi(),
         api::preview::Doc::openapi(),
         api::example::Doc::openapi(),

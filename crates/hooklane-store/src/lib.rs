@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hooklane_core::model::{Application, Attempt, Delivery, Endpoint, EventType, Message, Principal};
+use hooklane_core::oauth::EndpointOauth;
 use hooklane_core::{DateTime, Utc};
 
 pub use error::StoreError;
@@ -51,6 +52,16 @@ pub trait Store: Send + Sync + 'static {
     async fn app_endpoints(&self, app_id: &str) -> StoreResult<Vec<Endpoint>>;
     async fn update_endpoint(&self, ep: Endpoint) -> StoreResult<()>;
     async fn delete_endpoint(&self, app_id: &str, endpoint_id: &str) -> StoreResult<()>;
+    /// Replaces the endpoint's OAuth settings by `new` if they are still `expected` (a
+    /// refresh token its authorization server rotated); false when they changed meanwhile
+    /// (or the endpoint is gone). Nothing else of the endpoint changes.
+    async fn replace_endpoint_oauth(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        expected: &EndpointOauth,
+        new: &EndpointOauth,
+    ) -> StoreResult<bool>;
 
     // --- messages and deliveries
     /// Writes the message and one pending delivery per endpoint in one transaction; returns

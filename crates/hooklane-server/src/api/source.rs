@@ -489,6 +489,7 @@ fn new_endpoint(app_id: &str, d: DestinationIn, kind: SignatureType, now: DateTi
         order: DeliveryOrder::default(),
         transformation: None,
         retry_schedule: None,
+        oauth: None,
     };
     apply_rules(&d, &mut ep);
     validate_destination(&ep)?;

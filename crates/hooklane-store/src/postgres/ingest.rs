@@ -392,6 +392,7 @@ mod tests {
             order: Default::default(),
             transformation: None,
             retry_schedule: None,
+            oauth: None,
         };
         store.create_endpoint(ep.clone()).await.unwrap();
         let msg = Message {

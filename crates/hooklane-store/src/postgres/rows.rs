@@ -94,7 +94,7 @@ pub fn event_type(row: &Row, at: usize) -> StoreResult<EventType> {
 
 pub const ENDPOINT_COLS: &str = "id, app_id, uid, url, description, version, filter_types, channels, disabled, \
      rate_limit, metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at, payload_filter, \
-     transform, fifo, transformation, retry_schedule";
+     transform, fifo, transformation, retry_schedule, oauth";
 
 pub fn endpoint(row: &Row, at: usize) -> StoreResult<Endpoint> {
     Ok(Endpoint {
@@ -120,6 +120,7 @@ pub fn endpoint(row: &Row, at: usize) -> StoreResult<Endpoint> {
         order: if get(row, at + 19)? { DeliveryOrder::Fifo } else { DeliveryOrder::Concurrent },
         transformation: opt_json_col(row, at + 20)?,
         retry_schedule: crate::queries_shared::schedule_from_ms(opt_json_col(row, at + 21)?),
+        oauth: opt_json_col(row, at + 22)?,
     })
 }
 

@@ -294,6 +294,10 @@ ALTER TABLE sources ADD COLUMN response TEXT;
     r#"
 ALTER TABLE endpoints ADD COLUMN retry_schedule TEXT;
 "#,
+    // An endpoint's OAuth settings (JSON); NULL: none.
+    r#"
+ALTER TABLE endpoints ADD COLUMN oauth TEXT;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

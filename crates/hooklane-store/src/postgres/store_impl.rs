@@ -131,6 +131,23 @@ impl Store for PgStore {
         finish(tx, result).await
     }
 
+    async fn replace_endpoint_oauth(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        expected: &EndpointOauth,
+        new: &EndpointOauth,
+    ) -> StoreResult<bool> {
+        let c = self.client().await?;
+        let n = queries::execute(
+            &c,
+            "UPDATE endpoints SET oauth = $3 WHERE app_id = $1 AND id = $2 AND oauth = $4",
+            &[&app_id, &endpoint_id, &rows::to_json(new), &rows::to_json(expected)],
+        )
+        .await?;
+        Ok(n == 1)
+    }
+
     async fn create_message(
         &self,
         msg: Message,

@@ -121,6 +121,26 @@ impl Store for SqliteStore {
         self.write(move |c| queries::delete_endpoint(c, &app, &ep)).await
     }
 
+    async fn replace_endpoint_oauth(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        expected: &EndpointOauth,
+        new: &EndpointOauth,
+    ) -> StoreResult<bool> {
+        let (app, ep) = (owned(app_id), owned(endpoint_id));
+        let (expected, new) = (rows::to_json(expected), rows::to_json(new));
+        self.write(move |c| {
+            let n = queries::execute(
+                c,
+                "UPDATE endpoints SET oauth = ?3 WHERE app_id = ?1 AND id = ?2 AND oauth = ?4",
+                rusqlite::params![app, ep, new, expected],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn create_message(
         &self,
         msg: Message,

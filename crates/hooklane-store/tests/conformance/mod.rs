@@ -221,6 +221,7 @@ pub fn new_endpoint(app_id: &str, uid: Option<&str>) -> Endpoint {
         order: Default::default(),
         transformation: None,
         retry_schedule: None,
+        oauth: None,
     }
 }
 
@@ -664,6 +665,23 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
         updated_at: t,
     });
     ep.retry_schedule = Some(vec![std::time::Duration::from_millis(1500), std::time::Duration::from_secs(600)]);
+    let oauth = hooklane_core::oauth::EndpointOauth {
+        token_url: "https://auth.example.com/token".into(),
+        client_id: "client".into(),
+        client_secret: None,
+        auth_method: hooklane_core::oauth::AuthMethod::ClientSecretJwt,
+        grant_type: hooklane_core::oauth::GrantType::RefreshToken,
+        scopes: Some(vec!["a".into(), "b".into()]),
+        extra_params: Some([("audience".to_string(), "api".to_string())].into()),
+        refresh_token: Some("r1".into()),
+        jwt_params: Some(hooklane_core::oauth::JwtParams {
+            secret_base64: "c2VjcmV0".into(),
+            secret_id: Some("k1".into()),
+            signing_algorithm: hooklane_core::oauth::JwtAlgorithm::HS512,
+            token_expiry_secs: Some(60),
+        }),
+    };
+    ep.oauth = Some(oauth.clone());
     store.create_endpoint(ep.clone()).await.unwrap();
 
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "by id, all fields");
@@ -687,6 +705,17 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     ep.retry_schedule = Some(Vec::new());
     ep.version = 4;
     ep.updated_at += secs(3);
+    store.update_endpoint(ep.clone()).await.unwrap();
+    assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()));
+
+    // A rotated refresh token replaces the settings only while they are the ones it came from.
+    let rotated = hooklane_core::oauth::EndpointOauth { refresh_token: Some("r2".into()), ..oauth.clone() };
+    assert!(store.replace_endpoint_oauth(&app.id, &ep.id, &oauth, &rotated).await.unwrap());
+    assert!(!store.replace_endpoint_oauth(&app.id, &ep.id, &oauth, &rotated).await.unwrap(), "changed meanwhile");
+    assert!(!store.replace_endpoint_oauth("app_other", &ep.id, &rotated, &oauth).await.unwrap(), "another tenant's");
+    ep.oauth = Some(rotated);
+    assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "nothing else changed");
+    ep.oauth = None;
     store.update_endpoint(ep.clone()).await.unwrap();
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()));
     assert_eq!(store.get_endpoint(&app.id, "renamed").await.unwrap(), Some(ep.clone()));

@@ -1,0 +1,222 @@
+//! Svix's endpoint OAuth (`PUT`/`DELETE …/endpoint/{id}/oauth`): each request to the
+//! endpoint carries an access token from the receiver's authorization server
+//! ([`hooklane_core::oauth`] says how it is asked for). hooklane also answers `GET`, with
+//! the settings but none of their secrets.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use hooklane_core::oauth::{AuthMethod, EndpointOauth, GrantType, JwtAlgorithm, JwtParams};
+use serde::{Deserialize, Serialize};
+
+use super::endpoint::{check_url, find, save};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Tenant};
+use crate::openapi::{EndpointPath, ErrorBody, InvalidJson, Unauthorized};
+use crate::state::AppState;
+
+/// Svix's `EndpointOauthConfigIn`. `null` is taken as left out.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointOauthConfigIn {
+    /// The authorization server's token endpoint (http or https; its address is checked as
+    /// receivers' are when a token is asked for).
+    token_url: String,
+    client_id: String,
+    /// For `clientSecretBasic` and `clientSecretPost`. Never shown again.
+    #[serde(default)]
+    client_secret: Option<String>,
+    /// `clientSecretBasic` (default), `clientSecretPost` or `clientSecretJwt`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "clientSecretBasic")]
+    auth_method: Option<AuthMethod>,
+    /// `clientCredentials` (default) or `refreshToken`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "clientCredentials")]
+    grant_type: Option<GrantType>,
+    /// Sent as `scope`, space-separated (at most 50).
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    /// More form fields of the token request, e.g. `audience` (at most 20).
+    #[serde(default)]
+    extra_params: Option<BTreeMap<String, String>>,
+    /// For the `refreshToken` grant. A new one the server answers with replaces it (saved).
+    /// Never shown again.
+    #[serde(default)]
+    refresh_token: Option<String>,
+    /// For `clientSecretJwt`.
+    #[serde(default)]
+    jwt_params: Option<JwtParamsIn>,
+}
+
+/// Svix's `ClientSecretJwtParamsIn`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtParamsIn {
+    /// The shared secret the assertion is signed with, base64. Never shown again.
+    secret_base64: String,
+    /// The assertion's `kid`.
+    #[serde(default)]
+    secret_id: Option<String>,
+    /// `HS256` (default), `HS384` or `HS512`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "HS256")]
+    signing_algorithm: Option<JwtAlgorithm>,
+    /// The assertion's lifetime in seconds, 1 to 3600; default 300.
+    #[serde(default)]
+    token_expiry_secs: Option<u64>,
+}
+
+/// hooklane's own: the settings as they are shown, without the client secret, the refresh
+/// token and the JWT secret.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointOauthConfigOut {
+    token_url: String,
+    client_id: String,
+    #[schema(value_type = String, example = "clientSecretBasic")]
+    auth_method: AuthMethod,
+    #[schema(value_type = String, example = "clientCredentials")]
+    grant_type: GrantType,
+    scopes: Option<Vec<String>>,
+    extra_params: Option<BTreeMap<String, String>>,
+    /// For `clientSecretJwt`: the assertion's `kid`, algorithm and lifetime.
+    #[schema(value_type = Option<Object>)]
+    jwt_params: Option<serde_json::Value>,
+}
+
+impl From<EndpointOauthConfigIn> for EndpointOauth {
+    fn from(i: EndpointOauthConfigIn) -> Self {
+        EndpointOauth {
+            token_url: i.token_url,
+            client_id: i.client_id,
+            client_secret: i.client_secret,
+            auth_method: i.auth_method.unwrap_or_default(),
+            grant_type: i.grant_type.unwrap_or_default(),
+            scopes: i.scopes,
+            extra_params: i.extra_params,
+            refresh_token: i.refresh_token,
+            jwt_params: i.jwt_params.map(|j| JwtParams {
+                secret_base64: j.secret_base64,
+                secret_id: j.secret_id,
+                signing_algorithm: j.signing_algorithm.unwrap_or_default(),
+                token_expiry_secs: j.token_expiry_secs,
+            }),
+        }
+    }
+}
+
+impl From<EndpointOauth> for EndpointOauthConfigOut {
+    fn from(o: EndpointOauth) -> Self {
+        let o = o.redacted();
+        EndpointOauthConfigOut {
+            token_url: o.token_url,
+            client_id: o.client_id,
+            auth_method: o.auth_method,
+            grant_type: o.grant_type,
+            scopes: o.scopes,
+            extra_params: o.extra_params,
+            jwt_params: o.jwt_params.map(|j| {
+                serde_json::json!({
+                    "secretId": j.secret_id,
+                    "signingAlgorithm": j.signing_algorithm,
+                    "tokenExpirySecs": j.token_expiry_secs,
+                })
+            }),
+        }
+    }
+}
+
+/// The settings' faults, named as in the request body.
+pub(crate) fn check(oauth: &EndpointOauth) -> ApiResult<()> {
+    check_url("tokenUrl", &oauth.token_url)?;
+    oauth.check().map_err(|(field, msg)| ApiError::validation(field, msg))
+}
+
+/// Get the endpoint's OAuth settings, without their secrets.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/oauth",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.get-oauth",
+    params(EndpointPath),
+    responses(
+        (status = 200, description = "The OAuth settings", body = EndpointOauthConfigOut),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint, or it has no OAuth settings", body = ErrorBody),
+    )
+)]
+pub async fn get(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, key)): Path<(String, String)>,
+) -> ApiResult<axum::Json<EndpointOauthConfigOut>> {
+    let oauth = find(&s, &t, &key).await?.oauth.ok_or(ApiError::NotFound("OAuth settings"))?;
+    Ok(axum::Json(oauth.into()))
+}
+
+/// Set the endpoint's OAuth settings, replacing any.
+///
+/// From the next attempt on, each request to the endpoint carries
+/// `Authorization: Bearer <access token>`, asked of `tokenUrl` when none is held (or it
+/// expires within a minute), and asked again after the endpoint answers 401.
+#[utoipa::path(
+    put,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/oauth",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.update-oauth",
+    params(EndpointPath),
+    request_body = EndpointOauthConfigIn,
+    responses(
+        (status = 204, description = "Settings saved"),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
+        (status = 422, description = "A setting is not valid, or one its method or grant needs is missing", body = ErrorBody),
+    )
+)]
+pub async fn put(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, key)): Path<(String, String)>,
+    Json(input): Json<EndpointOauthConfigIn>,
+) -> ApiResult<StatusCode> {
+    let oauth = EndpointOauth::from(input);
+    check(&oauth)?;
+    let mut ep = find(&s, &t, &key).await?;
+    ep.oauth = Some(oauth);
+    let was_disabled = ep.disabled;
+    save(&s, &t, ep, was_disabled).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Remove the endpoint's OAuth settings: its requests carry no access token any more.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/oauth",
+    tag = "Endpoint",
+    operation_id = "v1.endpoint.delete-oauth",
+    params(EndpointPath),
+    responses(
+        (status = 204, description = "Settings removed (or there were none)"),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or endpoint", body = ErrorBody),
+    )
+)]
+pub async fn delete(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, key)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let mut ep = find(&s, &t, &key).await?;
+    if ep.oauth.take().is_some() {
+        let was_disabled = ep.disabled;
+        save(&s, &t, ep, was_disabled).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(get, put, delete), components(schemas(EndpointOauthConfigIn, JwtParamsIn, EndpointOauthConfigOut)))]
+pub(crate) struct Doc;
