@@ -80,6 +80,9 @@ pub struct Endpoint {
     /// Svix's endpoint OAuth: each request carries an access token from the receiver's
     /// authorization server; `None`: none.
     pub oauth: Option<crate::oauth::EndpointOauth>,
+    /// hooklane's own: deliveries are made and held, not sent, until it is resumed (then
+    /// they go at once, in order); unlike `disabled`, nothing is dropped or failed.
+    pub paused: bool,
 }
 
 /// An endpoint's JavaScript transformation (Svix's `EndpointTransformationOut`): a

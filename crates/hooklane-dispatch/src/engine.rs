@@ -30,6 +30,13 @@ const RECORD_BATCH: usize = 1024;
 const DEFER_FOR: Duration = Duration::from_secs(1);
 /// How long a delivery whose transformation found no worker waits before it is tried again.
 const SCRIPT_RETRY: chrono::Duration = chrono::Duration::seconds(10);
+/// How long the deliveries of a paused endpoint are put back for when claimed: resuming it
+/// makes them due at once ([`Dispatcher::endpoint_resumed`]), so this only bounds how often
+/// a long pause has them claimed again (a backlog of millions, once an hour).
+const PAUSE_HOLD: Duration = Duration::from_secs(3600);
+/// When resuming an endpoint looks again for held deliveries: those a claim that read the
+/// endpoint paused just before put back after the first look (they were leased then).
+const RESUME_AGAIN: Duration = Duration::from_secs(5);
 
 /// Handle to the running delivery engine. Cheap to clone.
 #[derive(Clone)]
@@ -270,6 +277,26 @@ impl Dispatcher {
         });
     }
 
+    /// The endpoint was resumed: its held deliveries (and its retries due within the hold)
+    /// are due now, wherever they were held, and again a few seconds later for any that a
+    /// claim was putting back at that moment.
+    pub fn endpoint_resumed(&self, endpoint_id: &str) {
+        let (inner, endpoint_id) = (self.inner.clone(), endpoint_id.to_string());
+        let hold = chrono::Duration::from_std(PAUSE_HOLD).unwrap_or_default() + chrono::Duration::minutes(1);
+        tokio::spawn(async move {
+            for wait in [Duration::ZERO, RESUME_AGAIN] {
+                tokio::time::sleep(wait).await;
+                let now = Utc::now();
+                match inner.store.hasten_deliveries(&endpoint_id, now + hold, now).await {
+                    Ok(n) if n > 0 => tracing::info!(%endpoint_id, deliveries = n, "resumed: held deliveries due now"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, %endpoint_id, "resumed, but held deliveries keep their time"),
+                }
+                inner.wake.notify_one();
+            }
+        });
+    }
+
     /// Stops claiming work and waits (up to `grace`) for what is in flight to be recorded.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.stopping.store(true, Ordering::Relaxed);
@@ -291,8 +318,14 @@ fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
     let soon = now + chrono::Duration::from_std(DEFER_FOR).unwrap_or_default();
     let mut deferred: HashMap<DateTime<Utc>, Vec<DeliveryKey>> = HashMap::new();
     let mut paused: HashMap<DateTime<Utc>, Vec<DeliveryKey>> = HashMap::new();
+    let held_until = now + chrono::Duration::from_std(PAUSE_HOLD).unwrap_or_default();
     for job in jobs {
         let key = || DeliveryKey { msg_id: job.message.id.clone(), endpoint_id: job.endpoint.id.clone() };
+        // Held, not tried (a disabled endpoint's deliveries are failed, paused or not).
+        if job.endpoint.paused && !job.endpoint.disabled {
+            deferred.entry(held_until).or_default().push(key());
+            continue;
+        }
         if let Some(until) = inner.circuits.held_until(&job.endpoint.id, now) {
             paused.entry(until).or_default().push(key());
             continue;

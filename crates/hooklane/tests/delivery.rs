@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -1261,4 +1261,66 @@ async fn a_fifo_endpoint_keeps_order_per_ordering_key() {
         )
         .await;
     assert_eq!((status, out["code"].as_str()), (422, Some("validation")), "{out}");
+}
+
+/// hooklane's `paused`: an endpoint's deliveries are made and held, never tried, until it is
+/// resumed; then they go at once (a FIFO endpoint's in order) and nothing was dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_endpoint_holds_its_deliveries_until_resumed() {
+    const COUNT: usize = 6;
+    let server = Server::start("").await;
+    let (held, other) = (Receiver::start().await, Receiver::start().await);
+    let app = server.create_app("paused").await;
+    let spec = json!({ "url": held.url, "ordering": "fifo", "paused": true });
+    let (status, out) = server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(spec)).await;
+    assert_eq!((status, &out["paused"]), (201, &json!(true)), "{out}");
+    let ep = out["id"].as_str().unwrap().to_string();
+    let (_, out) = server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(json!({ "url": other.url }))).await;
+    assert!(out.get("paused").is_none(), "answers stay Svix's while not paused: {out}");
+
+    post_in_turn(&[&server], &app, COUNT).await;
+    other.wait_for(COUNT, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(held.received().is_empty(), "a paused endpoint got {} requests", held.received().len());
+    let (_, listed) = server.call("GET", &format!("/api/v1/app/{app}/endpoint/{ep}/msg"), None).await;
+    let statuses: Vec<&Value> = listed["data"].as_array().unwrap().iter().map(|m| &m["status"]).collect();
+    assert_eq!(statuses, vec![&json!(1); COUNT], "all pending: {listed}");
+    let (_, attempts) = server.call("GET", &format!("/api/v1/app/{app}/attempt/endpoint/{ep}"), None).await;
+    assert_eq!(attempts["data"], json!([]), "nothing tried: {attempts}");
+
+    // Kept by a PUT that does not name it (as Svix's SDKs send them); null is refused.
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}");
+    let (status, out) = server.call("PUT", &path, Some(json!({ "url": held.url }))).await;
+    assert_eq!((status, &out["paused"]), (200, &json!(true)), "{out}");
+    let (status, out) = server.call("PATCH", &path, Some(json!({ "paused": null }))).await;
+    assert_eq!(status, 422, "{out}");
+
+    // Resumed: everything held arrives at once (not an hour later), in order.
+    let resumed = Instant::now();
+    let (status, out) = server.call("PATCH", &path, Some(json!({ "paused": false }))).await;
+    assert_eq!(status, 200, "{out}");
+    assert!(out.get("paused").is_none(), "{out}");
+    let got = held.wait_for(COUNT, Duration::from_secs(10)).await;
+    assert!(resumed.elapsed() < Duration::from_secs(10));
+    let (order, _) = lane_log(&got);
+    assert_eq!(order, (0..COUNT as i64).collect::<Vec<_>>(), "in order, each once");
+
+    // An inbound destination too (Hookdeck's paused connection).
+    let dest = Receiver::start().await;
+    let spec =
+        json!({"name": "held", "verification": {"type": "none"}, "destinations": [{"url": dest.url, "paused": true}]});
+    let (status, src) = server.call("POST", "/api/v1/source", Some(spec)).await;
+    assert_eq!((status, &src["destinations"][0]["paused"]), (201, &json!(true)), "{src}");
+    let ingest = src["ingestUrl"].as_str().unwrap().to_string();
+    let posted = reqwest::Client::new().post(&ingest).json(&json!({"n": 0})).send().await.unwrap();
+    assert_eq!(posted.status(), 200);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(dest.received().is_empty(), "a paused destination was sent to");
+    let id = src["destinations"][0]["id"].clone();
+    let patch = json!({"destinations": [{"id": id, "url": dest.url, "paused": false}]});
+    let (status, src) =
+        server.call("PATCH", &format!("/api/v1/source/{}", src["id"].as_str().unwrap()), Some(patch)).await;
+    assert_eq!(status, 200, "{src}");
+    assert!(src["destinations"][0].get("paused").is_none(), "{src}");
+    assert_eq!(dest.wait_for(1, Duration::from_secs(10)).await[0].json(), json!({"n": 0}));
 }

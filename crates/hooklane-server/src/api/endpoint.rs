@@ -114,6 +114,11 @@ pub struct EndpointIn {
     #[serde(default)]
     #[schema(value_type = Option<Vec<String>>, example = json!(["30s", "5m", "1h"]))]
     retry_schedule: Patch<RetryWaits>,
+    /// hooklane extension: `true` holds the endpoint's deliveries (made, not sent) until it
+    /// is set back to `false`, when they go at once; unlike `disabled`, nothing is dropped.
+    /// Left out, it is kept (on `PUT`); `false` on creation.
+    #[serde(default)]
+    paused: Option<bool>,
 }
 
 /// How an endpoint's deliveries are sent (hooklane extension): `concurrent`, several at once
@@ -183,6 +188,10 @@ pub struct EndpointPatch {
     #[serde(default)]
     #[schema(value_type = Option<Vec<String>>)]
     retry_schedule: Patch<RetryWaits>,
+    /// hooklane extension, as in `EndpointIn`.
+    #[serde(default)]
+    #[schema(value_type = bool)]
+    paused: Patch<bool>,
 }
 
 /// Svix's `EndpointOut`. The signing secret is never part of it: it is read with the
@@ -230,6 +239,9 @@ pub struct EndpointOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<String>>)]
     retry_schedule: Option<RetryWaits>,
+    /// hooklane extension: `true` while its deliveries are held; left out otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    paused: bool,
 }
 
 impl From<Endpoint> for EndpointOut {
@@ -253,6 +265,7 @@ impl From<Endpoint> for EndpointOut {
             transform: e.transform,
             ordering: e.order.is_fifo().then_some(e.order),
             retry_schedule: e.retry_schedule.map(RetryWaits),
+            paused: e.paused,
         }
     }
 }
@@ -420,6 +433,7 @@ pub async fn create(
         transformation: None,
         retry_schedule: None,
         oauth: None,
+        paused: input.paused.unwrap_or(false),
     };
     input.payload_filter.apply_opt(&mut ep.payload_filter);
     input.transform.apply_opt(&mut ep.transform);
@@ -489,12 +503,25 @@ pub async fn get(
     Ok(axum::Json(find(&s, &t, &ep).await?.into()))
 }
 
+/// What a change to an endpoint is compared with: what it was before.
+#[derive(Clone, Copy)]
+pub(crate) struct Before {
+    pub disabled: bool,
+    pub paused: bool,
+}
+
+impl Before {
+    pub(crate) fn of(ep: &Endpoint) -> Before {
+        Before { disabled: ep.disabled, paused: ep.paused }
+    }
+}
+
 /// Saves an endpoint after a change; re-enabling it starts its failure streak afresh.
-pub(crate) async fn save(s: &AppState, t: &Tenant, mut ep: Endpoint, was_disabled: bool) -> ApiResult<Endpoint> {
-    touch(&mut ep, was_disabled, super::now());
+pub(crate) async fn save(s: &AppState, t: &Tenant, mut ep: Endpoint, before: Before) -> ApiResult<Endpoint> {
+    touch(&mut ep, before.disabled, super::now());
     validate(&ep)?;
     s.0.store.update_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
-    after_update(s, Some(&t.app), &ep, was_disabled);
+    after_update(s, Some(&t.app), &ep, before);
     Ok(ep)
 }
 
@@ -509,11 +536,14 @@ pub(crate) fn touch(ep: &mut Endpoint, was_disabled: bool, now: DateTime<Utc>) {
 /// What follows every saved change to an endpoint (through its own routes, or as an
 /// inbound source's destination): its waiting deliveries are worth trying at once (a fixed
 /// URL, re-enabled), and operational webhooks of `app` tell of the change.
-pub(crate) fn after_update(s: &AppState, app: Option<&Application>, ep: &Endpoint, was_disabled: bool) {
+pub(crate) fn after_update(s: &AppState, app: Option<&Application>, ep: &Endpoint, before: Before) {
     s.0.dispatcher.endpoint_fixed(&ep.id);
+    if before.paused && !ep.paused {
+        s.0.dispatcher.endpoint_resumed(&ep.id);
+    }
     let Some(app) = app else { return };
     operational::endpoint_changed(s, operational::ENDPOINT_UPDATED, app, ep);
-    if ep.disabled && !was_disabled {
+    if ep.disabled && !before.disabled {
         operational::endpoint_changed(s, operational::ENDPOINT_DISABLED, app, ep);
     }
 }
@@ -545,7 +575,7 @@ pub async fn put(
     Json(input): Json<EndpointIn>,
 ) -> ApiResult<axum::Json<EndpointOut>> {
     let mut ep = find(&s, &t, &key).await?;
-    let was_disabled = ep.disabled;
+    let before = Before::of(&ep);
     ep.url = input.url;
     ep.description = input.description;
     ep.filter_types = input.filter_types;
@@ -567,7 +597,10 @@ pub async fn put(
     input.transform.apply_opt(&mut ep.transform);
     input.ordering.apply_or_default(&mut ep.order);
     apply_waits(input.retry_schedule, &mut ep.retry_schedule);
-    Ok(axum::Json(save(&s, &t, ep, was_disabled).await?.into()))
+    if let Some(paused) = input.paused {
+        ep.paused = paused;
+    }
+    Ok(axum::Json(save(&s, &t, ep, before).await?.into()))
 }
 
 /// Partially update an endpoint: change only the fields given.
@@ -594,7 +627,7 @@ pub async fn patch(
     Json(p): Json<EndpointPatch>,
 ) -> ApiResult<axum::Json<EndpointOut>> {
     let mut ep = find(&s, &t, &key).await?;
-    let was_disabled = ep.disabled;
+    let before = Before::of(&ep);
     p.url.apply("url", &mut ep.url)?;
     p.description.apply("description", &mut ep.description)?;
     p.filter_types.apply_opt(&mut ep.filter_types);
@@ -609,7 +642,8 @@ pub async fn patch(
     p.transform.apply_opt(&mut ep.transform);
     p.ordering.apply_or_default(&mut ep.order);
     apply_waits(p.retry_schedule, &mut ep.retry_schedule);
-    Ok(axum::Json(save(&s, &t, ep, was_disabled).await?.into()))
+    p.paused.apply("paused", &mut ep.paused)?;
+    Ok(axum::Json(save(&s, &t, ep, before).await?.into()))
 }
 
 /// Delete an endpoint.
@@ -903,8 +937,8 @@ pub async fn put_headers(
 ) -> ApiResult<StatusCode> {
     let mut ep = find(&s, &t, &key).await?;
     ep.headers = input.headers.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
-    let was_disabled = ep.disabled;
-    save(&s, &t, ep, was_disabled).await?;
+    let before = Before::of(&ep);
+    save(&s, &t, ep, before).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -941,8 +975,8 @@ pub async fn patch_headers(
             ep.headers.insert(name, v);
         }
     }
-    let was_disabled = ep.disabled;
-    save(&s, &t, ep, was_disabled).await?;
+    let before = Before::of(&ep);
+    save(&s, &t, ep, before).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

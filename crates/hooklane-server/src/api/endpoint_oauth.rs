@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use hooklane_core::oauth::{AuthMethod, EndpointOauth, GrantType, JwtAlgorithm, JwtParams};
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{check_url, find, save};
+use super::endpoint::{check_url, find, save, Before};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Tenant};
 use crate::openapi::{EndpointPath, ErrorBody, InvalidJson, Unauthorized};
@@ -186,8 +186,8 @@ pub async fn put(
     check(&oauth)?;
     let mut ep = find(&s, &t, &key).await?;
     ep.oauth = Some(oauth);
-    let was_disabled = ep.disabled;
-    save(&s, &t, ep, was_disabled).await?;
+    let before = Before::of(&ep);
+    save(&s, &t, ep, before).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -211,8 +211,8 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let mut ep = find(&s, &t, &key).await?;
     if ep.oauth.take().is_some() {
-        let was_disabled = ep.disabled;
-        save(&s, &t, ep, was_disabled).await?;
+        let before = Before::of(&ep);
+        save(&s, &t, ep, before).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -28,7 +28,7 @@ use hooklane_core::signing::{published_key, Secret, SignatureType};
 use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{after_update, apply_waits, parse_secret, touch, validate as validate_endpoint};
+use super::endpoint::{after_update, apply_waits, parse_secret, touch, validate as validate_endpoint, Before};
 use super::retry_waits::RetryWaits;
 use super::transformation::{apply as apply_transformation_patch, Fresh, TransformationOut, TransformationPatch};
 use super::{check_len, check_metadata, check_name, page_request, ListResponse, Patch};
@@ -167,7 +167,7 @@ pub struct SourcePatch {
     metadata: Patch<Metadata>,
 }
 
-/// One destination: a URL (`url`, optional `headers`, `secret`, `disabled`, `payloadFilter`,
+/// One destination: a URL (`url`, optional `headers`, `secret`, `disabled`, `paused`, `payloadFilter`,
 /// `transform`, `ordering`, `transformation`, `rateLimit`, `filterTypes`; `id` to keep an
 /// existing one, whose settings left out stay as they are, and `null` clears a payload
 /// filter, transform, transformation, rate limit or event-type filter) or an event type of an application (`appId`
@@ -194,6 +194,10 @@ pub struct DestinationIn {
     secret: Option<String>,
     #[serde(default)]
     disabled: Option<bool>,
+    /// `true` holds the requests forwarded here until it is set back to `false` (Hookdeck's
+    /// paused connection); kept when left out.
+    #[serde(default)]
+    paused: Option<bool>,
     /// An event-type destination's application (id or uid).
     #[serde(default)]
     app_id: Option<String>,
@@ -254,6 +258,9 @@ pub enum DestinationOut {
         /// with, or the `whpk_…` public key of an Ed25519 key pair.
         secret: String,
         disabled: bool,
+        /// `true` while forwarded requests are held here; left out otherwise.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        paused: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         payload_filter: Option<serde_json::Value>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -326,6 +333,7 @@ async fn source_out(s: &AppState, src: Source) -> ApiResult<SourceOut> {
             headers: e.headers,
             secret: published_key(&e.secret),
             disabled: e.disabled,
+            paused: e.paused,
             payload_filter: e.payload_filter,
             transform: e.transform,
             ordering: e.order.is_fifo().then_some(e.order),
@@ -425,6 +433,7 @@ async fn check_destinations(
                     && d.headers.is_none()
                     && d.secret.is_none()
                     && d.disabled.is_none()
+                    && d.paused.is_none()
                     && d.payload_filter == Patch::Absent
                     && d.transform == Patch::Absent
                     && d.ordering == Patch::Absent
@@ -451,7 +460,7 @@ async fn check_destinations(
             }
             _ => return Err(ApiError::validation(
                 "destinations",
-                "each destination is either {\"url\", \"headers\"?, \"secret\"?, \"disabled\"?, \"payloadFilter\"?, \
+                "each destination is either {\"url\", \"headers\"?, \"secret\"?, \"disabled\"?, \"paused\"?, \"payloadFilter\"?, \
                      \"transform\"?, \"ordering\"?, \"transformation\"?, \"rateLimit\"?, \"filterTypes\"?, \"retrySchedule\"?} or \
                      {\"appId\", \"eventType\"}",
             )),
@@ -490,6 +499,7 @@ fn new_endpoint(app_id: &str, d: DestinationIn, kind: SignatureType, now: DateTi
         transformation: None,
         retry_schedule: None,
         oauth: None,
+        paused: d.paused.unwrap_or(false),
     };
     apply_rules(&d, &mut ep);
     validate_destination(&ep)?;
@@ -668,9 +678,9 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
     }
     validate(&mut src)?;
     // Every destination is checked before anything is written. Each change: the endpoint,
-    // and whether it was disabled before (`None`: it is new). `news`: endpoints created or
+    // and what it was before (`None`: it is new). `news`: endpoints created or
     // deleted, for operational webhooks.
-    let mut changes: Vec<(Endpoint, Option<bool>)> = Vec::new();
+    let mut changes: Vec<(Endpoint, Option<Before>)> = Vec::new();
     let mut news: Vec<(&'static str, Endpoint)> = Vec::new();
     if let Some(urls) = plan {
         let existing = s.0.store.app_endpoints(&src.app_id).await?;
@@ -694,14 +704,17 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                     if let Some(raw) = d.secret.as_ref().filter(|raw| **raw != published_key(&ep.secret)) {
                         ep.secret = parse_secret("destinations.secret", raw)?.expose();
                     }
-                    let was_disabled = ep.disabled;
+                    let was = Before::of(&ep);
                     if let Some(disabled) = d.disabled {
                         ep.disabled = disabled;
                     }
+                    if let Some(paused) = d.paused {
+                        ep.paused = paused;
+                    }
                     apply_rules(&d, &mut ep);
-                    touch(&mut ep, was_disabled, now);
+                    touch(&mut ep, was.disabled, now);
                     validate_destination(&ep)?;
-                    (ep, Some(was_disabled))
+                    (ep, Some(was))
                 }
                 None => (new_endpoint(&src.app_id, d, s.0.default_signature_type, now)?, None),
             };
@@ -724,9 +737,9 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                 s.0.store.create_endpoint(ep.clone()).await?;
                 news.push((operational::ENDPOINT_CREATED, ep));
             }
-            Some(was_disabled) => {
+            Some(was) => {
                 s.0.store.update_endpoint(ep.clone()).await?;
-                after_update(s, app.as_ref(), &ep, was_disabled);
+                after_update(s, app.as_ref(), &ep, was);
             }
         }
     }

@@ -12,7 +12,7 @@ use hooklane_dispatch::scripts::ScriptFailure;
 use serde::{Deserialize, Serialize};
 
 use super::attempt::REDACTED;
-use super::endpoint::{find, save};
+use super::endpoint::{find, save, Before};
 use super::Patch;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Tenant};
@@ -187,8 +187,8 @@ pub async fn patch(
 ) -> ApiResult<StatusCode> {
     let mut ep = find(&s, &t, &key).await?;
     apply(&s, &mut ep.transformation, input, ("", Fresh::Off), super::now()).await?;
-    let was_disabled = ep.disabled;
-    save(&s, &t, ep, was_disabled).await?;
+    let before = Before::of(&ep);
+    save(&s, &t, ep, before).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -393,6 +393,7 @@ mod tests {
             transformation: None,
             retry_schedule: None,
             oauth: None,
+            paused: false,
         };
         store.create_endpoint(ep.clone()).await.unwrap();
         let msg = Message {

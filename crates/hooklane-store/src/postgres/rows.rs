@@ -94,7 +94,7 @@ pub fn event_type(row: &Row, at: usize) -> StoreResult<EventType> {
 
 pub const ENDPOINT_COLS: &str = "id, app_id, uid, url, description, version, filter_types, channels, disabled, \
      rate_limit, metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at, payload_filter, \
-     transform, fifo, transformation, retry_schedule, oauth";
+     transform, fifo, transformation, retry_schedule, oauth, paused";
 
 pub fn endpoint(row: &Row, at: usize) -> StoreResult<Endpoint> {
     Ok(Endpoint {
@@ -121,6 +121,7 @@ pub fn endpoint(row: &Row, at: usize) -> StoreResult<Endpoint> {
         transformation: opt_json_col(row, at + 20)?,
         retry_schedule: crate::queries_shared::schedule_from_ms(opt_json_col(row, at + 21)?),
         oauth: opt_json_col(row, at + 22)?,
+        paused: get(row, at + 23)?,
     })
 }
 

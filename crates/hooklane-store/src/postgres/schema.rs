@@ -298,6 +298,10 @@ ALTER TABLE endpoints ADD COLUMN retry_schedule TEXT;
     r#"
 ALTER TABLE endpoints ADD COLUMN oauth TEXT;
 "#,
+    // Whether an endpoint's deliveries are held (paused) rather than sent.
+    r#"
+ALTER TABLE endpoints ADD COLUMN paused BOOLEAN NOT NULL DEFAULT FALSE;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

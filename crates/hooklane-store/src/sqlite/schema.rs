@@ -320,6 +320,10 @@ ALTER TABLE endpoints ADD COLUMN retry_schedule TEXT;
     r#"
 ALTER TABLE endpoints ADD COLUMN oauth TEXT;
 "#,
+    // Whether an endpoint's deliveries are held (paused) rather than sent.
+    r#"
+ALTER TABLE endpoints ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

@@ -222,6 +222,7 @@ pub fn new_endpoint(app_id: &str, uid: Option<&str>) -> Endpoint {
         transformation: None,
         retry_schedule: None,
         oauth: None,
+        paused: false,
     }
 }
 
@@ -682,6 +683,7 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
         }),
     };
     ep.oauth = Some(oauth.clone());
+    ep.paused = true;
     store.create_endpoint(ep.clone()).await.unwrap();
 
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "by id, all fields");
@@ -703,6 +705,7 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     ep.transformation =
         Some(Transformation { code: None, enabled: false, variables: Default::default(), updated_at: t });
     ep.retry_schedule = Some(Vec::new());
+    ep.paused = false;
     ep.version = 4;
     ep.updated_at += secs(3);
     store.update_endpoint(ep.clone()).await.unwrap();
