@@ -347,7 +347,10 @@ pub fn read_token_answer(status: u16, body: &[u8]) -> Result<IssuedToken, String
     match answer.get("token_type") {
         None => {}
         Some(serde_json::Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
-        Some(other) => return Err(format!("the token endpoint gave a token of type {other}, not Bearer")),
+        Some(other) => {
+            let kind: String = other.to_string().chars().filter(|c| !c.is_control()).take(40).collect();
+            return Err(format!("the token endpoint gave a token of type {kind}, not Bearer"));
+        }
     }
     // Some servers write the number as a string.
     let expires_in = match answer.get("expires_in") {

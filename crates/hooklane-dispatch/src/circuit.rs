@@ -321,7 +321,6 @@ mod tests {
             unsendable: false,
             cancelled: false,
             url: None,
-            rotated_oauth: None,
         };
         assert_eq!(Health::of(&r(None)), Health::Unreachable);
         assert_eq!(Health::of(&r(Some(503))), Health::Unreachable);

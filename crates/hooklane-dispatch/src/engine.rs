@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::model::{Attempt, DeliveryStatus, Endpoint};
-use hooklane_core::oauth::EndpointOauth;
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::{AttemptOutcome, DeliveryKey, DynStore, Job, NextStep, Recorded};
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -159,7 +158,7 @@ pub struct StartError(#[from] reqwest::Error);
 impl Dispatcher {
     /// Starts the poller and the result recorder on the current tokio runtime.
     pub fn start(store: DynStore, cfg: DispatchConfig) -> Result<Self, StartError> {
-        let sender = Sender::new(&cfg)?;
+        let sender = Sender::new(&cfg, Some(store.clone()))?;
         let (finished, results) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             store,
@@ -450,17 +449,13 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
             }
         }
     };
-    let (mut result, probe) = match sent {
+    let (result, probe) = match sent {
         Ok(sent) => sent,
         Err(until) => {
             pause(&inner, key, until, gate);
             return;
         }
     };
-    if let Some(rotation) = result.rotated_oauth.take() {
-        let (stored, rotated) = *rotation;
-        save_rotated_oauth(&inner.store, endpoint, stored, rotated).await;
-    }
     let now = Utc::now();
     let health = Health::of(&result);
     inner.circuits.record(&endpoint.id, health, probe, now);
@@ -495,21 +490,6 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
     crate::telemetry::observe_attempt(&attempt, job.message.created_at);
     let lane = endpoint.order.is_fifo();
     let _ = inner.finished.send(Finished::Attempted(AttemptOutcome { attempt, next }, attempts_made, gate, lane));
-}
-
-/// Saves the refresh token the endpoint's authorization server rotated, so that the next
-/// token request (after a restart, or from another node) uses it: the old one may no
-/// longer be honoured. Unless the settings changed meanwhile (an operator's new ones win).
-async fn save_rotated_oauth(store: &DynStore, endpoint: &Endpoint, stored: EndpointOauth, rotated: EndpointOauth) {
-    match store.replace_endpoint_oauth(&endpoint.app_id, &endpoint.id, &stored, &rotated).await {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::info!(endpoint_id = %endpoint.id, "OAuth settings changed meanwhile; rotated refresh token not saved")
-        }
-        Err(e) => {
-            tracing::warn!(endpoint_id = %endpoint.id, error = %e, "could not save a rotated OAuth refresh token")
-        }
-    }
 }
 
 /// Hands a job back unsent, to be due again at `until` (its endpoint's circuit is open).

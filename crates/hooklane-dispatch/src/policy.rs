@@ -52,7 +52,6 @@ mod tests {
             unsendable: false,
             cancelled: false,
             url: None,
-            rotated_oauth: None,
         }
     }
 

@@ -17,7 +17,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION,
 use crate::address::{check_via_proxy, AddressPolicy, GuardedResolver};
 use crate::script;
 use crate::scripts::{ScriptFailure, Scripts};
-use crate::tokens::{Bearer, Tokens};
+use crate::tokens::Tokens;
 use crate::DispatchConfig;
 
 /// Headers hooklane sets itself; an endpoint's custom headers cannot override them.
@@ -122,9 +122,6 @@ pub struct SendResult {
     pub cancelled: bool,
     /// Where the request went when the endpoint's transformation changed the URL.
     pub url: Option<String>,
-    /// The endpoint's OAuth settings `(as stored, as to be saved)` when getting its access
-    /// token rotated the refresh token.
-    pub rotated_oauth: Option<Box<(EndpointOauth, EndpointOauth)>>,
 }
 
 impl SendResult {
@@ -142,7 +139,6 @@ impl SendResult {
             unsendable: false,
             cancelled: false,
             url: None,
-            rotated_oauth: None,
         }
     }
 
@@ -202,7 +198,8 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(cfg: &DispatchConfig) -> Result<Self, reqwest::Error> {
+    /// `store`: where endpoints' rotated OAuth refresh tokens are saved.
+    pub fn new(cfg: &DispatchConfig, store: Option<hooklane_store::DynStore>) -> Result<Self, reqwest::Error> {
         let policy = Arc::new(AddressPolicy::new(cfg.allow_networks.clone()));
         let proxy_host =
             cfg.proxy.as_ref().and_then(|p| reqwest::Url::parse(&p.url).ok()?.host_str().map(str::to_string));
@@ -232,7 +229,7 @@ impl Sender {
             body_limit: cfg.response_body_limit,
             urls: Arc::default(),
             secrets: Arc::default(),
-            tokens: Arc::default(),
+            tokens: Arc::new(Tokens::new(store, cfg.request_timeout)),
             scripts: Arc::new(Scripts::new(cfg.scripts.clone(), cfg.script_workers)),
         })
     }
@@ -312,11 +309,15 @@ impl Sender {
             return failed(refused);
         }
         // The whole attempt, its access token included, takes at most the request timeout.
+        // The token goes only where the endpoint is: not to another origin a transformation
+        // sends the request to (whoever may change the code may not see the credentials).
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let bearer = match &endpoint.oauth {
+        let at_endpoint = |changed: &String| self.url(&endpoint.url).is_ok_and(|own| same_origin(changed, &own));
+        let oauth = endpoint.oauth.as_ref().filter(|_| ready.url.as_ref().is_none_or(at_endpoint));
+        let bearer = match oauth {
             None => None,
             Some(oauth) => match tokio::time::timeout_at(deadline, self.bearer(endpoint, oauth)).await {
-                Ok(Ok(bearer)) => Some(bearer),
+                Ok(Ok(token)) => Some(token),
                 Ok(Err(why)) => return failed(format!("no OAuth access token: {why}")),
                 Err(_) => {
                     return failed(format!("no OAuth access token: timed out after {} ms", self.timeout.as_millis()))
@@ -358,8 +359,8 @@ impl Sender {
             .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
             .collect();
         // The OAuth token wins over any other authorization; the attempt log never holds it.
-        if let Some(bearer) = &bearer {
-            match HeaderValue::try_from(format!("Bearer {}", bearer.token)) {
+        if let Some(token) = &bearer {
+            match HeaderValue::try_from(format!("Bearer {token}")) {
                 Ok(v) => headers.insert(AUTHORIZATION, v),
                 Err(_) => {
                     let why = "the OAuth access token cannot be sent in a header".to_string();
@@ -402,7 +403,6 @@ impl Sender {
                 unsendable: false,
                 cancelled: false,
                 url: None,
-                rotated_oauth: None,
             },
             // `without_url`: the URL may carry credentials in its query string.
             Ok(Err(e)) => SendResult::failed(describe(e.without_url()), started),
@@ -410,12 +410,9 @@ impl Sender {
         };
         result.request_headers = Some(sent);
         result.url = changed_url;
-        if let Some(bearer) = bearer {
-            // A refused token is not sent again: the next attempt asks for a new one.
-            if result.status == Some(401) {
-                self.tokens.forget(&endpoint.id, &bearer.token).await;
-            }
-            result.rotated_oauth = bearer.rotated.map(Box::new);
+        // A refused token is not sent again: the next attempt asks for a new one.
+        if let (Some(token), Some(401)) = (&bearer, result.status) {
+            self.tokens.forget(&endpoint.id, token);
         }
         result
     }
@@ -439,13 +436,13 @@ impl Sender {
 
     /// The endpoint's OAuth access token: held, or asked of its token URL (through the
     /// same client, so under the same address policy and proxy as deliveries).
-    async fn bearer(&self, endpoint: &Endpoint, oauth: &EndpointOauth) -> Result<Bearer, String> {
+    async fn bearer(&self, endpoint: &Endpoint, oauth: &EndpointOauth) -> Result<Arc<str>, String> {
         let url = reqwest::Url::parse(&oauth.token_url).map_err(|e| format!("invalid token URL: {e}"))?;
         self.check_destination(&url).await?;
+        let client = self.client.clone();
         self.tokens
-            .bearer(&endpoint.id, oauth, |request| async move {
-                let mut post = self
-                    .client
+            .bearer(endpoint, oauth, move |request| async move {
+                let mut post = client
                     .post(url)
                     .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
                     .header(ACCEPT, "application/json")
@@ -466,6 +463,11 @@ impl Sender {
             })
             .await
     }
+}
+
+/// Whether a transformation's URL is at the endpoint's own origin (scheme, host, port).
+fn same_origin(changed: &str, endpoint: &reqwest::Url) -> bool {
+    reqwest::Url::parse(changed).is_ok_and(|u| u.origin() == endpoint.origin())
 }
 
 /// Largest answer taken from a token endpoint.

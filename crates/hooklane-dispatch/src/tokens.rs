@@ -1,143 +1,270 @@
 //! Access tokens of endpoints with OAuth settings ([`EndpointOauth`]): asked of the
 //! receiver's authorization server when an attempt needs one, kept until shortly before
-//! they expire, and asked for by one attempt at a time per endpoint (the others wait for
-//! its answer, so a burst of deliveries makes one token request, not hundreds).
+//! they expire, and asked for by one request at a time per endpoint (the attempts that
+//! need it meanwhile wait for its answer: a burst of deliveries makes one token request).
+//!
+//! A token request runs in a task of its own, which holds the endpoint's turn until its
+//! answer is recorded (and a rotated refresh token saved): an attempt that gives up waiting
+//! (its timeout) cannot let a second request start with a refresh token the first one is
+//! exchanging, which authorization servers that detect reuse answer by revoking the grant.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hooklane_core::model::Endpoint;
 use hooklane_core::oauth::{read_token_answer, EndpointOauth, GrantType, TokenRequest};
+use hooklane_core::{DateTime, Utc};
+use hooklane_store::DynStore;
 
 /// How long a token is used when its server does not say how long it lasts.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
-/// How much earlier than its expiry a token is replaced: at most this, at least a tenth of
-/// its lifetime (so a request does not arrive with a token that expired on the way).
+/// Longest a token is used, whatever its server says.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// How much earlier than its expiry a token is replaced: this, or half its lifetime when
+/// that is shorter.
 const EARLY: Duration = Duration::from_secs(60);
 /// How long a failed token request answers for the attempts that waited on it, and for
 /// those that come right after: a server that is down is not asked once per delivery.
 const FAILURE_HOLD: Duration = Duration::from_secs(1);
-/// Rotated refresh tokens remembered per endpoint, to tell the settings an attempt brings
-/// (read from the store, perhaps before the newest rotation reached it) from new ones an
-/// operator set.
-const ROTATIONS_KEPT: usize = 4;
+/// Older refresh tokens remembered per endpoint, to tell the settings an attempt brings
+/// (read from the store before a rotation reached it) from new ones.
+const KNOWN_KEPT: usize = 64;
+/// An endpoint's entry unused this long is dropped (with its token) when entries are added.
+const IDLE: Duration = Duration::from_secs(3600);
 
-/// A token to send, and the settings to save when getting it rotated the refresh token.
-pub struct Bearer {
-    pub token: Arc<str>,
-    /// `(as they were stored, with the new refresh token)`: to be saved by the caller.
-    pub rotated: Option<(EndpointOauth, EndpointOauth)>,
-}
-
-#[derive(Default)]
 pub struct Tokens {
     entries: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Where rotated refresh tokens are saved (none in unit tests).
+    store: Option<DynStore>,
+    /// Bounds a token request, and the saving of a rotated refresh token.
+    timeout: Duration,
 }
 
 struct Entry {
-    /// The settings the entry was made for, with the refresh token as first stored.
+    app_id: String,
+    endpoint_id: String,
+    /// The settings the entry was made for (with the refresh token as then stored).
     settings: EndpointOauth,
-    slot: tokio::sync::Mutex<Slot>,
+    /// The endpoint's `updated_at` they are of: an older snapshot never replaces them.
+    version: DateTime<Utc>,
+    /// Held by the task of the one token request allowed at a time.
+    turn: Arc<tokio::sync::Mutex<()>>,
+    state: Mutex<State>,
 }
 
-#[derive(Default)]
-struct Slot {
+struct State {
     token: Option<(Arc<str>, Instant)>,
     failed: Option<(String, Instant)>,
-    /// The settings as last saved (a rotated refresh token is saved in them).
-    stored: Option<EndpointOauth>,
-    /// Refresh tokens this node rotated to, newest last.
-    rotations: VecDeque<String>,
+    /// The settings as last saved (with the newest refresh token).
+    stored: EndpointOauth,
+    /// Refresh tokens older than (or as old as) `stored`'s: the ones this node rotated
+    /// from, and those of the entries this one replaced.
+    known: VecDeque<String>,
+    used: Instant,
 }
 
 impl Tokens {
-    /// The token for `endpoint_id` with `settings`, asked for with `fetch` (which POSTs a
+    pub fn new(store: Option<DynStore>, timeout: Duration) -> Tokens {
+        Tokens { entries: Mutex::default(), store, timeout }
+    }
+
+    /// The endpoint's access token under `settings`, asked for with `fetch` (which POSTs a
     /// token request and answers its status and body) when none is held or it expires soon.
-    pub async fn bearer<F, Fut>(&self, endpoint_id: &str, settings: &EndpointOauth, fetch: F) -> Result<Bearer, String>
+    pub async fn bearer<F, Fut>(
+        &self,
+        endpoint: &Endpoint,
+        settings: &EndpointOauth,
+        fetch: F,
+    ) -> Result<Arc<str>, String>
     where
-        F: FnOnce(TokenRequest) -> Fut,
-        Fut: Future<Output = Result<(u16, Vec<u8>), String>>,
+        F: FnOnce(TokenRequest) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(u16, Vec<u8>), String>> + Send + 'static,
     {
-        let entry = self.entry(endpoint_id, settings).await;
-        let mut slot = entry.slot.lock().await;
-        let now = Instant::now();
-        if let Some((token, good_until)) = &slot.token {
-            if now < *good_until {
-                return Ok(Bearer { token: token.clone(), rotated: None });
-            }
+        let entry = self.entry(endpoint, settings);
+        if let Some(ready) = entry.ready() {
+            return ready;
         }
-        if let Some((why, until)) = &slot.failed {
-            if now < *until {
-                return Err(why.clone());
-            }
+        let turn = entry.turn.clone().lock_owned().await;
+        // Whoever had the turn may have got it meanwhile.
+        if let Some(ready) = entry.ready() {
+            return ready;
         }
-        let stored = slot.stored.clone().unwrap_or_else(|| entry.settings.clone());
-        let refresh = slot.rotations.back().cloned();
-        let jti = hooklane_core::ids::new_id("jti");
-        let request = stored.token_request(refresh.as_deref(), hooklane_core::Utc::now().timestamp(), &jti);
-        let answer = fetch(request).await.and_then(|(status, body)| read_token_answer(status, &body));
-        let issued = match answer {
-            Ok(issued) => issued,
-            Err(why) => {
-                slot.token = None;
-                slot.failed = Some((why.clone(), Instant::now() + FAILURE_HOLD));
-                return Err(why);
-            }
-        };
-        slot.failed = None;
-        let lifetime = issued.expires_in.map_or(DEFAULT_LIFETIME, Duration::from_secs);
-        let good_until = Instant::now() + lifetime.saturating_sub(EARLY.min(lifetime / 10));
-        let token: Arc<str> = issued.access_token.into();
-        slot.token = Some((token.clone(), good_until));
-        let rotated = match (stored.grant_type, issued.refresh_token) {
-            (GrantType::RefreshToken, Some(new)) if Some(&new) != stored.refresh_token.as_ref() => {
-                if slot.rotations.len() == ROTATIONS_KEPT {
-                    slot.rotations.pop_front();
-                }
-                slot.rotations.push_back(new.clone());
-                let saved = EndpointOauth { refresh_token: Some(new), ..stored.clone() };
-                slot.stored = Some(saved.clone());
-                Some((stored, saved))
-            }
-            _ => None,
-        };
-        Ok(Bearer { token, rotated })
+        let ask = ask(entry, self.store.clone(), self.timeout, fetch, turn);
+        tokio::spawn(ask).await.unwrap_or_else(|e| Err(format!("the token request failed: {e}")))
     }
 
     /// The receiver refused `token` (401): the next attempt asks for a new one.
-    pub async fn forget(&self, endpoint_id: &str, token: &str) {
-        let entry = self.entries.lock().unwrap_or_else(|p| p.into_inner()).get(endpoint_id).cloned();
+    pub fn forget(&self, endpoint_id: &str, token: &str) {
+        let entry = lock(&self.entries).get(endpoint_id).cloned();
         if let Some(entry) = entry {
-            let mut slot = entry.slot.lock().await;
-            if slot.token.as_ref().is_some_and(|(held, _)| &**held == token) {
-                slot.token = None;
+            let mut state = lock(&entry.state);
+            if state.token.as_ref().is_some_and(|(held, _)| &**held == token) {
+                state.token = None;
             }
         }
     }
 
-    /// The endpoint's entry, made afresh when its settings changed: other than by a refresh
-    /// token this node rotated to (which the store may or may not have caught up with).
-    async fn entry(&self, endpoint_id: &str, settings: &EndpointOauth) -> Arc<Entry> {
-        let held = self.entries.lock().unwrap_or_else(|p| p.into_inner()).get(endpoint_id).cloned();
-        if let Some(entry) = held {
-            if entry.settings == *settings {
-                return entry;
-            }
-            let same_but_refresh = EndpointOauth { refresh_token: None, ..entry.settings.clone() }
-                == EndpointOauth { refresh_token: None, ..settings.clone() };
-            if same_but_refresh {
-                let slot = entry.slot.lock().await;
-                if settings.refresh_token.as_ref().is_some_and(|r| slot.rotations.contains(r)) {
-                    drop(slot);
-                    return entry;
-                }
+    /// The endpoint's entry, decided and (when new) added under one lock.
+    fn entry(&self, endpoint: &Endpoint, settings: &EndpointOauth) -> Arc<Entry> {
+        let mut entries = lock(&self.entries);
+        if let Some(held) = entries.get(&endpoint.id) {
+            if held.fits(endpoint.updated_at, settings) {
+                return held.clone();
             }
         }
-        let fresh = Arc::new(Entry { settings: settings.clone(), slot: Default::default() });
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).insert(endpoint_id.to_string(), fresh.clone());
+        // A refresh token from elsewhere (another node's rotation) supersedes the ones the
+        // entry it replaces knew: snapshots that still bring those must not come back to them.
+        let known = match entries.get(&endpoint.id) {
+            Some(held) if same_but_refresh(&held.settings, settings) => {
+                let state = lock(&held.state);
+                let mut known = state.known.clone();
+                known.extend(state.stored.refresh_token.clone());
+                while known.len() > KNOWN_KEPT {
+                    known.pop_front();
+                }
+                known
+            }
+            _ => VecDeque::new(),
+        };
+        let now = Instant::now();
+        entries.retain(|_, e| now.duration_since(lock(&e.state).used) < IDLE);
+        let fresh = Arc::new(Entry {
+            app_id: endpoint.app_id.clone(),
+            endpoint_id: endpoint.id.clone(),
+            settings: settings.clone(),
+            version: endpoint.updated_at,
+            turn: Arc::default(),
+            state: Mutex::new(State { token: None, failed: None, stored: settings.clone(), known, used: now }),
+        });
+        entries.insert(endpoint.id.clone(), fresh.clone());
         fresh
     }
+}
+
+impl Entry {
+    /// Whether an attempt that brings `settings`, of the endpoint as it was at `version`,
+    /// goes by this entry: the same settings; an older snapshot (the entry's are newer); or
+    /// the same but for a refresh token the entry holds or knows to be older. Otherwise
+    /// they are new (an operator's, or another node's rotation).
+    fn fits(&self, version: DateTime<Utc>, settings: &EndpointOauth) -> bool {
+        if self.settings == *settings || version < self.version {
+            return true;
+        }
+        let state = lock(&self.state);
+        same_but_refresh(&self.settings, settings)
+            && settings
+                .refresh_token
+                .as_ref()
+                .is_some_and(|r| state.stored.refresh_token.as_ref() == Some(r) || state.known.contains(r))
+    }
+
+    /// The token held, or the failure that still answers; `None`: one must be asked for.
+    fn ready(&self) -> Option<Result<Arc<str>, String>> {
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        state.used = now;
+        if let Some((token, good_until)) = &state.token {
+            if now < *good_until {
+                return Some(Ok(token.clone()));
+            }
+        }
+        match &state.failed {
+            Some((why, until)) if now < *until => Some(Err(why.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// One token request, with the endpoint's turn: asks, saves a rotated refresh token, and
+/// records the answer (or the failure) for the attempts that wait.
+async fn ask<F, Fut>(
+    entry: Arc<Entry>,
+    store: Option<DynStore>,
+    timeout: Duration,
+    fetch: F,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+) -> Result<Arc<str>, String>
+where
+    F: FnOnce(TokenRequest) -> Fut,
+    Fut: Future<Output = Result<(u16, Vec<u8>), String>>,
+{
+    let stored = lock(&entry.state).stored.clone();
+    let jti = hooklane_core::ids::new_id("jti");
+    let request = stored.token_request(None, Utc::now().timestamp(), &jti);
+    let answer = match tokio::time::timeout(timeout, fetch(request)).await {
+        Ok(answer) => answer.and_then(|(status, body)| read_token_answer(status, &body)),
+        Err(_) => Err(format!("the token endpoint did not answer within {} ms", timeout.as_millis())),
+    };
+    let issued = match answer {
+        Ok(issued) => issued,
+        Err(why) => {
+            let mut state = lock(&entry.state);
+            state.token = None;
+            state.failed = Some((why.clone(), Instant::now() + FAILURE_HOLD));
+            return Err(why);
+        }
+    };
+    let lifetime = issued.expires_in.map_or(DEFAULT_LIFETIME, Duration::from_secs).min(MAX_LIFETIME);
+    let good_until =
+        Instant::now().checked_add(lifetime.saturating_sub(EARLY.min(lifetime / 2))).unwrap_or_else(Instant::now);
+    let token: Arc<str> = issued.access_token.into();
+    let rotated = match (stored.grant_type, issued.refresh_token) {
+        (GrantType::RefreshToken, Some(new)) if Some(&new) != stored.refresh_token.as_ref() => {
+            Some(EndpointOauth { refresh_token: Some(new), ..stored.clone() })
+        }
+        _ => None,
+    };
+    {
+        let mut state = lock(&entry.state);
+        state.failed = None;
+        state.token = Some((token.clone(), good_until));
+        if let Some(saved) = &rotated {
+            if state.known.len() == KNOWN_KEPT {
+                state.known.pop_front();
+            }
+            state.known.extend(stored.refresh_token.clone());
+            state.stored = saved.clone();
+        }
+    }
+    // Saved before the turn is given up, so saves are in the order of the rotations; the
+    // old refresh token may no longer be honoured, so a restart (or another node) needs it.
+    if let (Some(saved), Some(store)) = (rotated, store) {
+        save_rotation(&store, &entry, &stored, &saved, timeout).await;
+    }
+    Ok(token)
+}
+
+/// Saves the rotated refresh token, unless the settings changed meanwhile (an operator's
+/// new ones win).
+async fn save_rotation(
+    store: &DynStore,
+    entry: &Entry,
+    stored: &EndpointOauth,
+    saved: &EndpointOauth,
+    within: Duration,
+) {
+    let save = store.replace_endpoint_oauth(&entry.app_id, &entry.endpoint_id, stored, saved);
+    let endpoint_id = &entry.endpoint_id;
+    match tokio::time::timeout(within, save).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => {
+            tracing::info!(%endpoint_id, "OAuth settings changed meanwhile; rotated refresh token not saved")
+        }
+        Ok(Err(e)) => tracing::warn!(%endpoint_id, error = %e, "could not save a rotated OAuth refresh token"),
+        Err(_) => tracing::warn!(%endpoint_id, "saving a rotated OAuth refresh token timed out"),
+    }
+}
+
+/// Whether two settings differ at most by their refresh token.
+fn same_but_refresh(a: &EndpointOauth, b: &EndpointOauth) -> bool {
+    let but_refresh = |s: &EndpointOauth| EndpointOauth { refresh_token: None, ..s.clone() };
+    but_refresh(a) == but_refresh(b)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -160,104 +287,144 @@ mod tests {
         }
     }
 
-    fn answer(body: &str) -> impl Future<Output = Result<(u16, Vec<u8>), String>> {
+    fn endpoint(id: &str, version: i64) -> Endpoint {
+        let at = DateTime::from_timestamp(version, 0).unwrap();
+        Endpoint {
+            id: id.into(),
+            app_id: "app_1".into(),
+            uid: None,
+            url: "https://receiver.example.com/".into(),
+            description: String::new(),
+            version: 1,
+            filter_types: None,
+            channels: None,
+            disabled: false,
+            rate_limit: None,
+            metadata: Default::default(),
+            headers: Default::default(),
+            secret: String::new(),
+            previous_secrets: Vec::new(),
+            failing_since: None,
+            created_at: at,
+            updated_at: at,
+            payload_filter: None,
+            transform: None,
+            order: Default::default(),
+            transformation: None,
+            retry_schedule: None,
+            oauth: None,
+            paused: false,
+        }
+    }
+
+    fn tokens() -> Tokens {
+        Tokens::new(None, Duration::from_secs(5))
+    }
+
+    fn answer(body: &'static str) -> impl Future<Output = Result<(u16, Vec<u8>), String>> + Send + 'static {
         std::future::ready(Ok((200, body.as_bytes().to_vec())))
     }
 
-    #[tokio::test]
+    async fn token_of(tokens: &Tokens, ep: &Endpoint, s: &EndpointOauth, body: &'static str) -> Result<String, String> {
+        tokens.bearer(ep, s, move |_| answer(body)).await.map(|t| t.to_string())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_attempts_share_one_token_request() {
-        let tokens = Arc::new(Tokens::default());
+        let tokens = Arc::new(tokens());
         let asked = Arc::new(AtomicUsize::new(0));
         let s = settings(GrantType::ClientCredentials);
         let mut all = Vec::new();
-        for _ in 0..20 {
+        for _ in 0..32 {
             let (tokens, asked, s) = (tokens.clone(), asked.clone(), s.clone());
             all.push(tokio::spawn(async move {
+                let ep = endpoint("ep_1", 1);
                 tokens
-                    .bearer("ep_1", &s, |_| async move {
+                    .bearer(&ep, &s, move |_| async move {
                         asked.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         Ok((200, br#"{"access_token":"t1","expires_in":3600}"#.to_vec()))
                     })
                     .await
-                    .map(|b| b.token.to_string())
+                    .map(|t| t.to_string())
             }));
         }
         for task in all {
             assert_eq!(task.await.unwrap().unwrap(), "t1");
         }
-        assert_eq!(asked.load(Ordering::SeqCst), 1);
-        // A refused token is asked for again; a changed setting makes a new entry.
-        tokens.forget("ep_1", "t1").await;
-        let again = tokens.bearer("ep_1", &s, |_| answer(r#"{"access_token":"t2"}"#)).await.unwrap();
-        assert_eq!(&*again.token, "t2");
-        let changed = EndpointOauth { client_id: "d".into(), ..s };
-        let new = tokens.bearer("ep_1", &changed, |_| answer(r#"{"access_token":"t3"}"#)).await.unwrap();
-        assert_eq!(&*new.token, "t3");
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "on a cold start too");
+        // A refused token is asked for again; changed settings make a new entry, but not
+        // when an older snapshot brings the old ones.
+        let ep = endpoint("ep_1", 1);
+        tokens.forget("ep_1", "t1");
+        assert_eq!(token_of(&tokens, &ep, &s, r#"{"access_token":"t2"}"#).await.unwrap(), "t2");
+        let changed = EndpointOauth { client_id: "d".into(), ..s.clone() };
+        let newer = endpoint("ep_1", 2);
+        assert_eq!(token_of(&tokens, &newer, &changed, r#"{"access_token":"t3"}"#).await.unwrap(), "t3");
+        assert_eq!(token_of(&tokens, &ep, &s, r#"{"access_token":"t4"}"#).await.unwrap(), "t3", "older snapshot");
     }
 
     #[tokio::test]
-    async fn a_failure_is_held_briefly_and_short_tokens_are_renewed() {
-        let tokens = Tokens::default();
+    async fn a_cancelled_attempt_lets_its_request_finish_and_counts_it() {
+        let tokens = Arc::new(tokens());
         let s = settings(GrantType::ClientCredentials);
-        let refused = tokens
-            .bearer("ep_1", &s, |_| std::future::ready(Ok((401, br#"{"error":"invalid_client"}"#.to_vec()))))
-            .await;
-        assert_eq!(refused.err().as_deref(), Some("the token endpoint answered 401: invalid_client"));
-        let held = tokens.bearer("ep_1", &s, |_| answer(r#"{"access_token":"t1"}"#)).await;
-        assert_eq!(
-            held.err().as_deref(),
-            Some("the token endpoint answered 401: invalid_client"),
-            "not asked again at once"
-        );
-        // A token that lasts no time is asked for again at once.
-        let other = tokens.bearer("ep_2", &s, |_| answer(r#"{"access_token":"t1","expires_in":0}"#)).await.unwrap();
-        assert_eq!(&*other.token, "t1");
-        let renewed =
-            tokens.bearer("ep_2", &s, |_| answer(r#"{"access_token":"t2","expires_in":3600}"#)).await.unwrap();
-        assert_eq!(&*renewed.token, "t2");
+        let ep = endpoint("ep_1", 1);
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = asked.clone();
+        let slow = tokens.bearer(&ep, &s, move |_| async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok((200, br#"{"access_token":"late","expires_in":3600}"#.to_vec()))
+        });
+        assert!(tokio::time::timeout(Duration::from_millis(10), slow).await.is_err(), "gave up");
+        // The next attempt waits for that request rather than making its own.
+        let next = token_of(&tokens, &ep, &s, r#"{"access_token":"second"}"#).await.unwrap();
+        assert_eq!((next.as_str(), asked.load(Ordering::SeqCst)), ("late", 1));
     }
 
     #[tokio::test]
-    async fn a_rotated_refresh_token_is_used_next_and_handed_back_to_save() {
-        let tokens = Tokens::default();
+    async fn failures_are_held_briefly_and_lifetimes_bounded() {
+        let tokens = tokens();
+        let s = settings(GrantType::ClientCredentials);
+        let ep = endpoint("ep_1", 1);
+        let refused =
+            tokens.bearer(&ep, &s, |_| std::future::ready(Ok((401, br#"{"error":"invalid_client"}"#.to_vec())))).await;
+        assert_eq!(refused.err().as_deref(), Some("the token endpoint answered 401: invalid_client"));
+        let held = token_of(&tokens, &ep, &s, r#"{"access_token":"t1"}"#).await;
+        assert_eq!(held.err().as_deref(), Some("the token endpoint answered 401: invalid_client"), "not asked again");
+        // A token that lasts no time is asked for again at once; one that claims to last
+        // for ever (or past what an Instant holds) is kept at most a day.
+        let other = endpoint("ep_2", 1);
+        assert_eq!(token_of(&tokens, &other, &s, r#"{"access_token":"t1","expires_in":0}"#).await.unwrap(), "t1");
+        let huge = r#"{"access_token":"t2","expires_in":1e300}"#;
+        assert_eq!(token_of(&tokens, &other, &s, huge).await.unwrap(), "t2");
+        assert_eq!(token_of(&tokens, &other, &s, r#"{"access_token":"t3"}"#).await.unwrap(), "t2");
+    }
+
+    #[tokio::test]
+    async fn a_rotated_refresh_token_is_used_next() {
+        let tokens = tokens();
         let s = settings(GrantType::RefreshToken);
-        let first = tokens
-            .bearer("ep_1", &s, |req| {
-                assert!(req.form.contains("refresh_token=r0"), "{}", req.form);
-                answer(r#"{"access_token":"t1","expires_in":0,"refresh_token":"r1"}"#)
-            })
-            .await
-            .unwrap();
-        let (was, now) = first.rotated.expect("rotated");
-        assert_eq!((was.refresh_token.as_deref(), now.refresh_token.as_deref()), (Some("r0"), Some("r1")));
-        // The store has not caught up (the attempt brings r0): the newest, r1, is used.
-        let second = tokens
-            .bearer("ep_1", &s, |req| {
-                assert!(req.form.contains("refresh_token=r1"), "{}", req.form);
-                answer(r#"{"access_token":"t2","expires_in":0,"refresh_token":"r2"}"#)
-            })
-            .await
-            .unwrap();
-        let (was, now) = second.rotated.expect("rotated again");
-        assert_eq!((was.refresh_token.as_deref(), now.refresh_token.as_deref()), (Some("r1"), Some("r2")));
-        // It has (the attempt brings r1): still this node's newest.
+        let ep = endpoint("ep_1", 1);
+        let with = |expected: &'static str, body: &'static str| {
+            move |req: TokenRequest| {
+                assert!(req.form.contains(&format!("refresh_token={expected}")), "{}", req.form);
+                answer(body)
+            }
+        };
+        let r1 = r#"{"access_token":"t1","expires_in":0,"refresh_token":"r1"}"#;
+        tokens.bearer(&ep, &s, with("r0", r1)).await.unwrap();
+        // The store has not caught up (the attempt brings r0): this node's newest, r1.
+        let r2 = r#"{"access_token":"t2","expires_in":0,"refresh_token":"r2"}"#;
+        tokens.bearer(&ep, &s, with("r1", r2)).await.unwrap();
+        // It has (the attempt brings r1): still the newest.
         let caught_up = EndpointOauth { refresh_token: Some("r1".into()), ..s.clone() };
-        tokens
-            .bearer("ep_1", &caught_up, |req| {
-                assert!(req.form.contains("refresh_token=r2"), "{}", req.form);
-                answer(r#"{"access_token":"t3","expires_in":3600}"#)
-            })
-            .await
-            .unwrap();
-        // An operator's new refresh token starts afresh.
-        let set_anew = EndpointOauth { refresh_token: Some("fresh".into()), ..s };
-        tokens
-            .bearer("ep_1", &set_anew, |req| {
-                assert!(req.form.contains("refresh_token=fresh"), "{}", req.form);
-                answer(r#"{"access_token":"t4"}"#)
-            })
-            .await
-            .unwrap();
+        tokens.bearer(&ep, &caught_up, with("r2", r#"{"access_token":"t3","expires_in":0}"#)).await.unwrap();
+        // A refresh token from elsewhere (an operator's, another node's rotation) starts afresh,
+        // and snapshots that still bring the older ones do not bring them back.
+        let set_anew = EndpointOauth { refresh_token: Some("fresh".into()), ..s.clone() };
+        tokens.bearer(&ep, &set_anew, with("fresh", r#"{"access_token":"t4","expires_in":0}"#)).await.unwrap();
+        tokens.bearer(&ep, &s, with("fresh", r#"{"access_token":"t5","expires_in":0}"#)).await.unwrap();
+        tokens.bearer(&ep, &caught_up, with("fresh", r#"{"access_token":"t6"}"#)).await.unwrap();
     }
 }

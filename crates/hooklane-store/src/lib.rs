@@ -50,7 +50,17 @@ pub trait Store: Send + Sync + 'static {
     async fn list_endpoints(&self, app_id: &str, page: &PageRequest) -> StoreResult<Page<Endpoint>>;
     /// Every endpoint of the application, for fan-out.
     async fn app_endpoints(&self, app_id: &str) -> StoreResult<Vec<Endpoint>>;
+    /// Saves the endpoint, but for its OAuth settings ([`Store::set_endpoint_oauth`]): a
+    /// change read before a rotated refresh token was saved must not write the old one back.
     async fn update_endpoint(&self, ep: Endpoint) -> StoreResult<()>;
+    /// Sets (or with `None` removes) the endpoint's OAuth settings, as of `updated_at`.
+    async fn set_endpoint_oauth(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        oauth: Option<&EndpointOauth>,
+        updated_at: DateTime<Utc>,
+    ) -> StoreResult<()>;
     async fn delete_endpoint(&self, app_id: &str, endpoint_id: &str) -> StoreResult<()>;
     /// Replaces the endpoint's OAuth settings by `new` if they are still `expected` (a
     /// refresh token its authorization server rotated); false when they changed meanwhile

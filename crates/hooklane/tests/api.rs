@@ -2823,12 +2823,14 @@ async fn a_read_only_token_reads_and_changes_nothing() {
                 rb = rb.header("content-type", "application/json").body("{}");
             }
             let resp = send(rb).await;
-            // Integrations are the admin token's only, reads included; secrets and custom
-            // headers need ViewEndpointSecret; reading a named subscription moves its position.
+            // Integrations are the admin token's only, reads included; secrets, custom
+            // headers and OAuth settings need ViewEndpointSecret; reading a named
+            // subscription moves its position.
             let reads = (method == "get" || path.ends_with("/preview") || path.ends_with("/precheck/active"))
                 && !path.contains("/integration")
                 && !path.ends_with("/secret")
                 && !path.ends_with("/headers")
+                && !path.ends_with("/oauth")
                 && !path.contains("/events/subscription/");
             assert!(!resp.text.contains("s3cr3t-key"), "{method} {path} shows a credential: {}", resp.text);
             if reads {

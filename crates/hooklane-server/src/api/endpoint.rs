@@ -504,25 +504,46 @@ pub async fn get(
 }
 
 /// What a change to an endpoint is compared with: what it was before.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct Before {
     pub disabled: bool,
     pub paused: bool,
+    pub url: String,
 }
 
 impl Before {
     pub(crate) fn of(ep: &Endpoint) -> Before {
-        Before { disabled: ep.disabled, paused: ep.paused }
+        Before { disabled: ep.disabled, paused: ep.paused, url: ep.url.clone() }
     }
 }
 
 /// Saves an endpoint after a change; re-enabling it starts its failure streak afresh.
 pub(crate) async fn save(s: &AppState, t: &Tenant, mut ep: Endpoint, before: Before) -> ApiResult<Endpoint> {
     touch(&mut ep, before.disabled, super::now());
+    let moved = drop_oauth_if_moved(&mut ep, &before);
     validate(&ep)?;
+    if moved {
+        // First: no moment where the new URL and the settings are stored together.
+        s.0.store.set_endpoint_oauth(&ep.app_id, &ep.id, None, ep.updated_at).await?;
+    }
     s.0.store.update_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
     after_update(s, Some(&t.app), &ep, before);
     Ok(ep)
+}
+
+/// An endpoint moved to another origin (scheme, host, port) loses its OAuth settings
+/// (whoever may change its URL may not see the credentials, and the access tokens must not
+/// follow it elsewhere); whether it did. Its store write is [`Store::set_endpoint_oauth`],
+/// made before the endpoint's own.
+///
+/// [`Store::set_endpoint_oauth`]: hooklane_store::Store::set_endpoint_oauth
+pub(crate) fn drop_oauth_if_moved(ep: &mut Endpoint, before: &Before) -> bool {
+    let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
+    if ep.oauth.is_none() || origin(&ep.url) == origin(&before.url) {
+        return false;
+    }
+    ep.oauth = None;
+    true
 }
 
 /// Readies a changed endpoint to be saved: re-enabling it forgets since when it failed.

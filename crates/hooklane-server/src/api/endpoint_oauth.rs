@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use hooklane_core::oauth::{AuthMethod, EndpointOauth, GrantType, JwtAlgorithm, JwtParams};
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{check_url, find, save, Before};
+use super::endpoint::{after_update, check_url, find, Before};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Tenant};
 use crate::openapi::{EndpointPath, ErrorBody, InvalidJson, Unauthorized};
@@ -59,10 +59,11 @@ pub struct JwtParamsIn {
     /// The assertion's `kid`.
     #[serde(default)]
     secret_id: Option<String>,
-    /// `HS256` (default), `HS384` or `HS512`.
+    /// `HS256` (default), `HS384` or `HS512`: the assertion is signed with the shared
+    /// secret (RFC 7523's client_secret_jwt). Svix's `RS256` (a private key) is refused.
     #[serde(default)]
-    #[schema(value_type = Option<String>, example = "HS256")]
-    signing_algorithm: Option<JwtAlgorithm>,
+    #[schema(example = "HS256")]
+    signing_algorithm: Option<String>,
     /// The assertion's lifetime in seconds, 1 to 3600; default 300.
     #[serde(default)]
     token_expiry_secs: Option<u64>,
@@ -86,24 +87,42 @@ pub struct EndpointOauthConfigOut {
     jwt_params: Option<serde_json::Value>,
 }
 
-impl From<EndpointOauthConfigIn> for EndpointOauth {
-    fn from(i: EndpointOauthConfigIn) -> Self {
-        EndpointOauth {
-            token_url: i.token_url,
-            client_id: i.client_id,
-            client_secret: i.client_secret,
-            auth_method: i.auth_method.unwrap_or_default(),
-            grant_type: i.grant_type.unwrap_or_default(),
-            scopes: i.scopes,
-            extra_params: i.extra_params,
-            refresh_token: i.refresh_token,
-            jwt_params: i.jwt_params.map(|j| JwtParams {
-                secret_base64: j.secret_base64,
-                secret_id: j.secret_id,
-                signing_algorithm: j.signing_algorithm.unwrap_or_default(),
-                token_expiry_secs: j.token_expiry_secs,
-            }),
-        }
+impl EndpointOauthConfigIn {
+    /// The settings the body asks for (their values are checked by [`check`]).
+    fn settings(self) -> ApiResult<EndpointOauth> {
+        let jwt_params = match self.jwt_params {
+            None => None,
+            Some(j) => {
+                let signing_algorithm = match j.signing_algorithm.as_deref() {
+                    None | Some("HS256") => JwtAlgorithm::HS256,
+                    Some("HS384") => JwtAlgorithm::HS384,
+                    Some("HS512") => JwtAlgorithm::HS512,
+                    Some(other) => {
+                        return Err(ApiError::validation(
+                            "jwtParams.signingAlgorithm",
+                            format!("{other} is not supported: assertions are signed with the shared secret, HS256, HS384 or HS512"),
+                        ))
+                    }
+                };
+                Some(JwtParams {
+                    secret_base64: j.secret_base64,
+                    secret_id: j.secret_id,
+                    signing_algorithm,
+                    token_expiry_secs: j.token_expiry_secs,
+                })
+            }
+        };
+        Ok(EndpointOauth {
+            token_url: self.token_url,
+            client_id: self.client_id,
+            client_secret: self.client_secret,
+            auth_method: self.auth_method.unwrap_or_default(),
+            grant_type: self.grant_type.unwrap_or_default(),
+            scopes: self.scopes,
+            extra_params: self.extra_params,
+            refresh_token: self.refresh_token,
+            jwt_params,
+        })
     }
 }
 
@@ -131,6 +150,13 @@ impl From<EndpointOauth> for EndpointOauthConfigOut {
 /// The settings' faults, named as in the request body.
 pub(crate) fn check(oauth: &EndpointOauth) -> ApiResult<()> {
     check_url("tokenUrl", &oauth.token_url)?;
+    // reqwest would send these as a second Authorization header, and GET would show them.
+    if url::Url::parse(&oauth.token_url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some()) {
+        return Err(ApiError::validation(
+            "tokenUrl",
+            "must not hold credentials: give them as clientId and clientSecret",
+        ));
+    }
     oauth.check().map_err(|(field, msg)| ApiError::validation(field, msg))
 }
 
@@ -182,12 +208,9 @@ pub async fn put(
     Path((_, key)): Path<(String, String)>,
     Json(input): Json<EndpointOauthConfigIn>,
 ) -> ApiResult<StatusCode> {
-    let oauth = EndpointOauth::from(input);
+    let oauth = input.settings()?;
     check(&oauth)?;
-    let mut ep = find(&s, &t, &key).await?;
-    ep.oauth = Some(oauth);
-    let before = Before::of(&ep);
-    save(&s, &t, ep, before).await?;
+    set(&s, &t, &key, Some(oauth)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -209,12 +232,23 @@ pub async fn delete(
     t: Tenant,
     Path((_, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let mut ep = find(&s, &t, &key).await?;
-    if ep.oauth.take().is_some() {
-        let before = Before::of(&ep);
-        save(&s, &t, ep, before).await?;
-    }
+    set(&s, &t, &key, None).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Saves the endpoint's OAuth settings by their own write (nothing else of the endpoint is
+/// written back), and tells of the change as any endpoint change is told.
+async fn set(s: &AppState, t: &Tenant, key: &str, oauth: Option<EndpointOauth>) -> ApiResult<()> {
+    let mut ep = find(s, t, key).await?;
+    if ep.oauth.is_none() && oauth.is_none() {
+        return Ok(());
+    }
+    let before = Before::of(&ep);
+    ep.updated_at = super::now();
+    s.0.store.set_endpoint_oauth(&ep.app_id, &ep.id, oauth.as_ref(), ep.updated_at).await?;
+    ep.oauth = oauth;
+    after_update(s, Some(&t.app), &ep, before);
+    Ok(())
 }
 
 #[derive(utoipa::OpenApi)]

@@ -28,7 +28,9 @@ use hooklane_core::signing::{published_key, Secret, SignatureType};
 use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{after_update, apply_waits, parse_secret, touch, validate as validate_endpoint, Before};
+use super::endpoint::{
+    after_update, apply_waits, drop_oauth_if_moved, parse_secret, touch, validate as validate_endpoint, Before,
+};
 use super::retry_waits::RetryWaits;
 use super::transformation::{apply as apply_transformation_patch, Fresh, TransformationOut, TransformationPatch};
 use super::{check_len, check_metadata, check_name, page_request, ListResponse, Patch};
@@ -738,6 +740,10 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                 news.push((operational::ENDPOINT_CREATED, ep));
             }
             Some(was) => {
+                let mut ep = ep;
+                if drop_oauth_if_moved(&mut ep, &was) {
+                    s.0.store.set_endpoint_oauth(&ep.app_id, &ep.id, None, ep.updated_at).await?;
+                }
                 s.0.store.update_endpoint(ep.clone()).await?;
                 after_update(s, app.as_ref(), &ep, was);
             }

@@ -121,6 +121,22 @@ impl Store for SqliteStore {
         self.write(move |c| queries::delete_endpoint(c, &app, &ep)).await
     }
 
+    async fn set_endpoint_oauth(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        oauth: Option<&EndpointOauth>,
+        updated_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (app, ep) = (owned(app_id), owned(endpoint_id));
+        let oauth = oauth.map(rows::to_json);
+        self.write(move |c| {
+            let sql = "UPDATE endpoints SET oauth = ?3, updated_at = ?4 WHERE app_id = ?1 AND id = ?2";
+            queries::one_row(queries::execute(c, sql, rusqlite::params![app, ep, oauth, ms(updated_at)])?)
+        })
+        .await
+    }
+
     async fn replace_endpoint_oauth(
         &self,
         app_id: &str,

@@ -716,11 +716,27 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     assert!(store.replace_endpoint_oauth(&app.id, &ep.id, &oauth, &rotated).await.unwrap());
     assert!(!store.replace_endpoint_oauth(&app.id, &ep.id, &oauth, &rotated).await.unwrap(), "changed meanwhile");
     assert!(!store.replace_endpoint_oauth("app_other", &ep.id, &rotated, &oauth).await.unwrap(), "another tenant's");
-    ep.oauth = Some(rotated);
+    ep.oauth = Some(rotated.clone());
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "nothing else changed");
+    // An update read before the rotation does not write the old settings back: they have
+    // their own write.
+    let mut stale = ep.clone();
+    stale.oauth = Some(oauth.clone());
+    stale.description = "changed".into();
+    store.update_endpoint(stale).await.unwrap();
+    ep.description = "changed".into();
+    assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "rotated settings kept");
+    ep.updated_at += secs(1);
     ep.oauth = None;
-    store.update_endpoint(ep.clone()).await.unwrap();
+    store.set_endpoint_oauth(&app.id, &ep.id, None, ep.updated_at).await.unwrap();
+    assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "removed, as of then");
+    ep.oauth = Some(rotated);
+    store.set_endpoint_oauth(&app.id, &ep.id, ep.oauth.as_ref(), ep.updated_at).await.unwrap();
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()));
+    assert_not_found(
+        store.set_endpoint_oauth("app_other", &ep.id, None, ep.updated_at).await,
+        "another tenant's endpoint",
+    );
     assert_eq!(store.get_endpoint(&app.id, "renamed").await.unwrap(), Some(ep.clone()));
     assert_eq!(store.get_endpoint(&app.id, "primary").await.unwrap(), None);
 
