@@ -238,7 +238,7 @@ async function act(button, run) {
 function endpointsTable(app, endpoints) {
   if (!endpoints.length) return h("p", { class: "muted" }, "No endpoints yet.");
   const rows = endpoints.map((e) => {
-    const state = e.disabled ? badge("disabled") : e.failingSince ? badge("failing") : badge("success", "healthy");
+    const state = e.disabled ? badge("disabled") : e.paused ? badge("paused") : e.failingSince ? badge("failing") : badge("success", "healthy");
     const toggle = !can("ManageEndpoint") ? null : h("button", {
       class: e.disabled ? "secondary" : "danger", "data-testid": e.disabled ? "enable" : "disable",
       onclick: async (ev) => {
@@ -246,6 +246,15 @@ function endpointsTable(app, endpoints) {
         if (done.ok) route();
       },
     }, e.disabled ? "Enable" : "Disable");
+    // Paused: deliveries wait (nothing fails) until resumed; a disabled endpoint has none.
+    const pause = e.disabled || !can("ManageEndpoint") ? null : h("button", {
+      class: "secondary", "data-testid": e.paused ? "resume" : "pause",
+      title: e.paused ? "Send everything held, at once" : "Hold deliveries (nothing is dropped) until resumed",
+      onclick: async (ev) => {
+        const done = await act(ev.target, () => api("PATCH", `/app/${enc(app.id)}/endpoint/${enc(e.id)}`, { paused: !e.paused }));
+        if (done.ok) route();
+      },
+    }, e.paused ? "Resume" : "Pause");
     const recover = !can("CreateAttempts") ? null : h("button", {
       class: "secondary", "data-testid": "recover", title: "Send again every delivery that failed in the last 24 hours",
       onclick: async (ev) => {
@@ -270,6 +279,7 @@ function endpointsTable(app, endpoints) {
       e.fifo && h("span", { class: "tag", title: "One message at a time, in order (per ordering key)" }, "FIFO"),
       e.filtered && h("span", { class: "tag", title: "Only messages whose payload passes its filter" }, "filtered"),
       e.transformed && h("span", { class: "tag", title: "Sent a body made from the payload by its template" }, "transformed"),
+      e.oauth && h("span", { class: "tag", title: "Each request carries an OAuth access token from the receiver's authorization server" }, "OAuth"),
     ].filter(Boolean);
     return h("tr", { "data-testid": "endpoint-row", "data-endpoint": e.id },
       h("td", {}, h("div", { class: "mono" }, e.url), h("div", { class: "small muted" }, e.description || e.id),
@@ -284,7 +294,7 @@ function endpointsTable(app, endpoints) {
       h("td", { "data-testid": "latency" }, `p50 ${ms(e.p50Ms)}`, h("div", { class: "small muted" }, `p95 ${ms(e.p95Ms)}`)),
       h("td", {}, e.pending),
       h("td", { class: "muted" }, ago(e.lastAttemptAt)),
-      h("td", {}, h("div", { class: "actions" }, toggle, recover, sendTest)));
+      h("td", {}, h("div", { class: "actions" }, toggle, pause, recover, sendTest)));
   });
   return h("table", {},
     h("thead", {}, h("tr", {}, ["Endpoint", "State", "Success (24 h)", "Latency", "Waiting", "Last attempt", ""].map((t) => h("th", {}, t)))),
@@ -527,6 +537,7 @@ function dedupText(d) {
 function destinationRules(d) {
   return [
     d.disabled ? "disabled" : null,
+    d.paused ? "paused" : null,
     d.payloadFilter ? "filtered" : null,
     d.transform ? "transformed" : null,
     d.transformation && d.transformation.enabled ? "JavaScript" : null,

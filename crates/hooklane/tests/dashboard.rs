@@ -416,6 +416,25 @@ async fn dashboard_and_portal_main_flows() {
     let (_, ep) = server.call("GET", &format!("/api/v1/app/{acme}/endpoint/{good}"), None).await;
     assert_eq!(ep["disabled"], false);
 
+    // Pause, then resume, it: a message posted while paused waits, and arrives on resume.
+    browser.click(&format!("{good_row} [data-testid=pause]")).await;
+    browser
+        .wait_for(&format!("document.querySelector(\"{good_row} [data-testid=resume]\")"), "the Resume button")
+        .await;
+    browser
+        .wait_for(&format!("document.querySelector(\"{good_row} [data-testid=badge]\").textContent === 'paused'"), "paused")
+        .await;
+    let before = ok.received().len();
+    server.send_message(&acme, "invoice.paid", json!({"held": true})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ok.received().len(), before, "held while paused");
+    browser.click(&format!("{good_row} [data-testid=resume]")).await;
+    browser
+        .wait_for(&format!("document.querySelector(\"{good_row} [data-testid=pause]\")"), "the Pause button")
+        .await;
+    let got = ok.wait_for(before + 1, Duration::from_secs(10)).await;
+    assert_eq!(got[before].json(), json!({"held": true}));
+
     // Send test: a signed `svix.ping` reaches the healthy endpoint at once.
     let before = ok.received().len();
     browser.click(&format!("{good_row} [data-testid=send-test]")).await;

@@ -70,10 +70,12 @@ pub struct EndpointHealthOut {
     /// The latest failed attempts of the window, newest first (at most 3).
     last_failures: Vec<FailureOut>,
     /// hooklane's own settings the dashboard shows: a FIFO endpoint, one with a payload
-    /// filter, one with a transform.
+    /// filter, one with a transform, a paused one, one that sends OAuth access tokens.
     fifo: bool,
     filtered: bool,
     transformed: bool,
+    paused: bool,
+    oauth: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -149,6 +151,8 @@ pub async fn endpoints(State(s): State<AppState>, t: Tenant, q: Query) -> ApiRes
             fifo: e.order.is_fifo(),
             filtered: e.payload_filter.is_some(),
             transformed: e.transform.is_some(),
+            paused: e.paused,
+            oauth: e.oauth.is_some(),
             id: e.id,
             uid: e.uid,
             url: e.url,
