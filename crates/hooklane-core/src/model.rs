@@ -83,6 +83,50 @@ pub struct Endpoint {
     /// hooklane's own: deliveries are made and held, not sent, until it is resumed (then
     /// they go at once, in order); unlike `disabled`, nothing is dropped or failed.
     pub paused: bool,
+    /// Svix's endpoint mTLS: the client certificate hooklane presents to the endpoint, and
+    /// the CA its certificate must chain to; `None`: none.
+    pub mtls: Option<EndpointMtls>,
+}
+
+/// Svix's `EndpointMtlsConfigIn`: TLS client authentication to an endpoint.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointMtls {
+    /// A PEM private key and the X.509 certificate (chain) that goes with it.
+    pub identity: String,
+    /// A PEM X.509 CA certificate the endpoint's certificate must chain to (instead of the
+    /// public roots): for receivers with certificates of their own CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_ca_cert: Option<String>,
+}
+
+// The private key never reaches a log line through `{:?}`.
+impl std::fmt::Debug for EndpointMtls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointMtls").field("server_ca_cert", &self.server_ca_cert.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl EndpointMtls {
+    /// The identity's certificates, as PEM (the private key left out): what may be shown.
+    pub fn certificates(&self) -> String {
+        let mut out = String::new();
+        let mut inside = false;
+        for line in self.identity.lines() {
+            let line = line.trim();
+            if line == "-----BEGIN CERTIFICATE-----" {
+                inside = true;
+            }
+            if inside {
+                out.push_str(line);
+                out.push('\n');
+            }
+            if line == "-----END CERTIFICATE-----" {
+                inside = false;
+            }
+        }
+        out
+    }
 }
 
 /// An endpoint's JavaScript transformation (Svix's `EndpointTransformationOut`): a

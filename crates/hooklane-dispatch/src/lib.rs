@@ -1,8 +1,8 @@
 //! The delivery engine: takes due deliveries from the store (or straight from ingest),
 //! signs and sends them, records every attempt and schedules retries.
 //!
-//! Each concern is its own module: `address` decides which IPs may be contacted, `sender`
-//! makes one signed HTTP request (running the endpoint's JavaScript transformation, `script`,
+//! Each concern is its own module: `address` decides which IPs may be contacted, `clients`
+//! holds the HTTP clients (one per mTLS identity), `sender` makes one signed HTTP request (running the endpoint's JavaScript transformation, `script`,
 //! in a worker process, `scripts`), `policy` turns a response into the next step, `limits`
 //! holds per-endpoint rate and concurrency, `circuit` stops sending to endpoints that are
 //! down, `tokens` holds endpoints' OAuth access tokens, `engine` moves jobs between them.
@@ -10,6 +10,7 @@
 
 pub mod address;
 mod circuit;
+pub mod clients;
 mod config;
 mod engine;
 mod limits;

@@ -15,6 +15,7 @@ use hooklane_core::Utc;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 
 use crate::address::{check_via_proxy, AddressPolicy, GuardedResolver};
+use crate::clients::Clients;
 use crate::script;
 use crate::scripts::{ScriptFailure, Scripts};
 use crate::tokens::Tokens;
@@ -180,7 +181,8 @@ struct ViaProxy {
 
 #[derive(Clone)]
 pub struct Sender {
-    client: reqwest::Client,
+    /// The shared client, and one per endpoint mTLS identity.
+    clients: Arc<Clients>,
     /// How deliveries go through the configured proxy, if one is.
     proxy: Option<ViaProxy>,
     policy: Arc<AddressPolicy>,
@@ -203,23 +205,9 @@ impl Sender {
         let policy = Arc::new(AddressPolicy::new(cfg.allow_networks.clone()));
         let proxy_host =
             cfg.proxy.as_ref().and_then(|p| reqwest::Url::parse(&p.url).ok()?.host_str().map(str::to_string));
-        let builder = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(GuardedResolver::new(policy.clone(), proxy_host)))
-            // (Pooled by receiver, through a proxy too.)
-            .pool_max_idle_per_host(cfg.per_endpoint_in_flight)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .user_agent(cfg.user_agent.clone());
-        // Never the environment's `HTTP_PROXY` and the like: a proxy the operator did not
-        // name here would resolve receivers' names beyond the address policy.
-        let builder = match &cfg.proxy {
-            Some(proxy) => builder.proxy(reqwest::Proxy::all(proxy.url.as_str())?),
-            None => builder.no_proxy(),
-        };
+        let resolver = Arc::new(GuardedResolver::new(policy.clone(), proxy_host));
         Ok(Sender {
-            client: builder.build()?,
+            clients: Arc::new(Clients::new(cfg, resolver)?),
             proxy: cfg
                 .proxy
                 .as_ref()
@@ -369,7 +357,14 @@ impl Sender {
             };
             sent.insert(AUTHORIZATION.as_str().to_string(), "Bearer [redacted]".into());
         }
-        let request = self.client.request(method, url).headers(headers).body(body).send();
+        let client = match self.clients.for_identity(endpoint.mtls.as_ref()) {
+            Ok(client) => client,
+            Err(why) => {
+                let why = format!("the endpoint's mTLS settings cannot be used: {why}");
+                return SendResult { url: changed_url, ..SendResult::failed(why, started) };
+            }
+        };
+        let request = client.request(method, url).headers(headers).body(body).send();
         let exchange = async {
             let mut response = request.await?;
             let status = response.status().as_u16();
@@ -439,7 +434,7 @@ impl Sender {
     async fn bearer(&self, endpoint: &Endpoint, oauth: &EndpointOauth) -> Result<Arc<str>, String> {
         let url = reqwest::Url::parse(&oauth.token_url).map_err(|e| format!("invalid token URL: {e}"))?;
         self.check_destination(&url).await?;
-        let client = self.client.clone();
+        let client = self.clients.shared().clone();
         self.tokens
             .bearer(endpoint, oauth, move |request| async move {
                 let mut post = client

@@ -314,6 +314,7 @@ mod tests {
             retry_schedule: None,
             oauth: None,
             paused: false,
+            mtls: None,
         }
     }
 

@@ -21,7 +21,10 @@ pub fn required(method: &Method, pattern: &str) -> Option<Capability> {
     match tail {
         // Secrets, and custom headers and OAuth settings, which name the receiver's
         // credentials (even with the secrets left out).
-        "/endpoint/{endpoint_id}/secret" | "/endpoint/{endpoint_id}/headers" | "/endpoint/{endpoint_id}/oauth"
+        "/endpoint/{endpoint_id}/secret"
+        | "/endpoint/{endpoint_id}/headers"
+        | "/endpoint/{endpoint_id}/oauth"
+        | "/endpoint/{endpoint_id}/mtls"
             if read =>
         {
             Some(Capability::ViewEndpointSecret)
@@ -74,7 +77,7 @@ mod tests {
         for tail in ["", "/endpoint", "/msg", "/endpoint/{endpoint_id}/stats", "/events/stream"] {
             assert_eq!(required(&Method::GET, &format!("{APP}{tail}")), Some(Capability::ViewBase), "{tail}");
         }
-        for tail in ["secret", "headers", "oauth"] {
+        for tail in ["secret", "headers", "oauth", "mtls"] {
             let path = format!("{APP}/endpoint/{{endpoint_id}}/{tail}");
             assert_eq!(required(&Method::GET, &path), Some(Capability::ViewEndpointSecret), "{tail}");
         }

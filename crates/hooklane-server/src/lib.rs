@@ -58,6 +58,10 @@ pub fn router(state: AppState) -> Router {
             get(endpoint::get_headers).put(endpoint::put_headers).patch(endpoint::patch_headers),
         )
         .route(
+            "/{app_id}/endpoint/{endpoint_id}/mtls",
+            get(api::endpoint_mtls::get).put(api::endpoint_mtls::put).delete(api::endpoint_mtls::delete),
+        )
+        .route(
             "/{app_id}/endpoint/{endpoint_id}/oauth",
             get(api::endpoint_oauth::get).put(api::endpoint_oauth::put).delete(api::endpoint_oauth::delete),
         )

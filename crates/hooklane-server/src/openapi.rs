@@ -325,6 +325,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         api::endpoint::Doc::openapi(),
         api::transformation::Doc::openapi(),
         api::endpoint_oauth::Doc::openapi(),
+        api::endpoint_mtls::Doc::openapi(),
         api::attempt::Doc::openapi(),
         api::preview::Doc::openapi(),
         api::example::Doc::openapi(),

@@ -2831,6 +2831,7 @@ async fn a_read_only_token_reads_and_changes_nothing() {
                 && !path.ends_with("/secret")
                 && !path.ends_with("/headers")
                 && !path.ends_with("/oauth")
+                && !path.ends_with("/mtls")
                 && !path.contains("/events/subscription/");
             assert!(!resp.text.contains("s3cr3t-key"), "{method} {path} shows a credential: {}", resp.text);
             if reads {

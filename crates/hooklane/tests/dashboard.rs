@@ -422,16 +422,17 @@ async fn dashboard_and_portal_main_flows() {
         .wait_for(&format!("document.querySelector(\"{good_row} [data-testid=resume]\")"), "the Resume button")
         .await;
     browser
-        .wait_for(&format!("document.querySelector(\"{good_row} [data-testid=badge]\").textContent === 'paused'"), "paused")
+        .wait_for(
+            &format!("document.querySelector(\"{good_row} [data-testid=badge]\").textContent === 'paused'"),
+            "paused",
+        )
         .await;
     let before = ok.received().len();
     server.send_message(&acme, "invoice.paid", json!({"held": true})).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(ok.received().len(), before, "held while paused");
     browser.click(&format!("{good_row} [data-testid=resume]")).await;
-    browser
-        .wait_for(&format!("document.querySelector(\"{good_row} [data-testid=pause]\")"), "the Pause button")
-        .await;
+    browser.wait_for(&format!("document.querySelector(\"{good_row} [data-testid=pause]\")"), "the Pause button").await;
     let got = ok.wait_for(before + 1, Duration::from_secs(10)).await;
     assert_eq!(got[before].json(), json!({"held": true}));
 

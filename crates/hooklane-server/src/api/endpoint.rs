@@ -434,6 +434,7 @@ pub async fn create(
         retry_schedule: None,
         oauth: None,
         paused: input.paused.unwrap_or(false),
+        mtls: None,
     };
     input.payload_filter.apply_opt(&mut ep.payload_filter);
     input.transform.apply_opt(&mut ep.transform);

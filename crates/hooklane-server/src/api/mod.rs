@@ -7,6 +7,7 @@ pub mod auth;
 pub mod background_task;
 pub mod bulk;
 pub mod endpoint;
+pub mod endpoint_mtls;
 pub mod endpoint_oauth;
 pub mod environment;
 pub mod event_type;

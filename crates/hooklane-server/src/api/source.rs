@@ -502,6 +502,7 @@ fn new_endpoint(app_id: &str, d: DestinationIn, kind: SignatureType, now: DateTi
         retry_schedule: None,
         oauth: None,
         paused: d.paused.unwrap_or(false),
+        mtls: None,
     };
     apply_rules(&d, &mut ep);
     validate_destination(&ep)?;

@@ -394,6 +394,7 @@ mod tests {
             retry_schedule: None,
             oauth: None,
             paused: false,
+            mtls: None,
         };
         store.create_endpoint(ep.clone()).await.unwrap();
         let msg = Message {

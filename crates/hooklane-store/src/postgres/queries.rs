@@ -250,9 +250,9 @@ pub async fn insert_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
         c,
         "INSERT INTO endpoints (id, app_id, uid, url, description, version, filter_types, channels, disabled, \
          rate_limit, metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at, \
-         payload_filter, transform, fifo, transformation, retry_schedule, oauth, paused) \
+         payload_filter, transform, fifo, transformation, retry_schedule, oauth, paused, mtls) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-         $23, $24)",
+         $23, $24, $25)",
         &[
             &e.id,
             &e.app_id,
@@ -278,6 +278,7 @@ pub async fn insert_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
             &crate::queries_shared::schedule_json(&e.retry_schedule),
             &opt_json(&e.oauth),
             &e.paused,
+            &opt_json(&e.mtls),
         ],
     )
     .await?;
@@ -298,7 +299,7 @@ pub async fn update_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
         "UPDATE endpoints SET uid = $3, url = $4, description = $5, version = $6, filter_types = $7, channels = $8, \
          disabled = $9, rate_limit = $10, metadata = $11, headers = $12, secret = $13, previous_secrets = $14, \
          failing_since = $15, updated_at = $16, payload_filter = $17, transform = $18, fifo = $19, \
-         transformation = $20, retry_schedule = $21, paused = $22 WHERE id = $1 AND app_id = $2",
+         transformation = $20, retry_schedule = $21, paused = $22, mtls = $23 WHERE id = $1 AND app_id = $2",
         &[
             &e.id,
             &e.app_id,
@@ -322,6 +323,7 @@ pub async fn update_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
             &opt_json(&e.transformation),
             &crate::queries_shared::schedule_json(&e.retry_schedule),
             &e.paused,
+            &opt_json(&e.mtls),
         ],
     )
     .await?;

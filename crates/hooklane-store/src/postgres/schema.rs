@@ -302,6 +302,10 @@ ALTER TABLE endpoints ADD COLUMN oauth TEXT;
     r#"
 ALTER TABLE endpoints ADD COLUMN paused BOOLEAN NOT NULL DEFAULT FALSE;
 "#,
+    // An endpoint's TLS client identity and server CA (JSON); NULL: none.
+    r#"
+ALTER TABLE endpoints ADD COLUMN mtls TEXT;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

@@ -204,7 +204,7 @@ pub fn get_event_type(conn: &Connection, name: &str) -> StoreResult<Option<Event
 
 /// An endpoint's columns in table order, as `?1`…`?22` of the statements below (each uses
 /// the ones it needs).
-fn endpoint_values(e: &Endpoint) -> [Box<dyn ToSql + '_>; 24] {
+fn endpoint_values(e: &Endpoint) -> [Box<dyn ToSql + '_>; 25] {
     [
         Box::new(&e.id),
         Box::new(&e.app_id),
@@ -230,6 +230,7 @@ fn endpoint_values(e: &Endpoint) -> [Box<dyn ToSql + '_>; 24] {
         Box::new(crate::queries_shared::schedule_json(&e.retry_schedule)),
         Box::new(opt_json(&e.oauth)),
         Box::new(e.paused),
+        Box::new(opt_json(&e.mtls)),
     ]
 }
 
@@ -238,8 +239,8 @@ pub fn insert_endpoint(conn: &Connection, e: &Endpoint) -> StoreResult<()> {
         conn,
         "INSERT INTO endpoints (id, app_id, uid, url, description, version, filter_types, channels, disabled, rate_limit, \
          metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at, payload_filter, \
-         transform, fifo, transformation, retry_schedule, oauth, paused) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-         ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+         transform, fifo, transformation, retry_schedule, oauth, paused, mtls) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
+         ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
         params_from_iter(endpoint_values(e)),
     )?;
     Ok(())
@@ -255,7 +256,7 @@ pub fn update_endpoint(conn: &Connection, e: &Endpoint) -> StoreResult<()> {
         "UPDATE endpoints SET uid = ?3, url = ?4, description = ?5, version = ?6, filter_types = ?7, channels = ?8, \
          disabled = ?9, rate_limit = ?10, metadata = ?11, headers = ?12, secret = ?13, previous_secrets = ?14, \
          failing_since = ?15, updated_at = ?17, payload_filter = ?18, transform = ?19, fifo = ?20, \
-         transformation = ?21, retry_schedule = ?22, paused = ?24 WHERE id = ?1 AND app_id = ?2",
+         transformation = ?21, retry_schedule = ?22, paused = ?24, mtls = ?25 WHERE id = ?1 AND app_id = ?2",
         params_from_iter(endpoint_values(e)),
     )?;
     one_row(n)?;

@@ -76,7 +76,7 @@ pub fn event_type(row: &Row) -> rusqlite::Result<EventType> {
 
 pub const ENDPOINT_COLS: &str = "id, app_id, uid, url, description, version, filter_types, channels, disabled, \
      rate_limit, metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at, payload_filter, \
-     transform, fifo, transformation, retry_schedule, oauth, paused";
+     transform, fifo, transformation, retry_schedule, oauth, paused, mtls";
 
 pub fn endpoint(row: &Row) -> rusqlite::Result<Endpoint> {
     Ok(Endpoint {
@@ -104,6 +104,7 @@ pub fn endpoint(row: &Row) -> rusqlite::Result<Endpoint> {
         retry_schedule: crate::queries_shared::schedule_from_ms(opt_json_col(row, 21)?),
         oauth: opt_json_col(row, 22)?,
         paused: row.get(23)?,
+        mtls: opt_json_col(row, 24)?,
     })
 }
 

@@ -223,6 +223,7 @@ pub fn new_endpoint(app_id: &str, uid: Option<&str>) -> Endpoint {
         retry_schedule: None,
         oauth: None,
         paused: false,
+        mtls: None,
     }
 }
 
@@ -684,6 +685,10 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     };
     ep.oauth = Some(oauth.clone());
     ep.paused = true;
+    ep.mtls = Some(hooklane_core::model::EndpointMtls {
+        identity: "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n".into(),
+        server_ca_cert: Some("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".into()),
+    });
     store.create_endpoint(ep.clone()).await.unwrap();
 
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "by id, all fields");
@@ -706,6 +711,7 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
         Some(Transformation { code: None, enabled: false, variables: Default::default(), updated_at: t });
     ep.retry_schedule = Some(Vec::new());
     ep.paused = false;
+    ep.mtls = None;
     ep.version = 4;
     ep.updated_at += secs(3);
     store.update_endpoint(ep.clone()).await.unwrap();
