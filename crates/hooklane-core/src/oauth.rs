@@ -90,6 +90,11 @@ pub struct EndpointOauth {
     /// For `clientSecretJwt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_params: Option<JwtParams>,
+    /// hooklane's own, not part of the API: the origin (`scheme://host[:port]`) of the
+    /// endpoint's URL when the settings were set. Tokens go there only: not where a
+    /// transformation sends a request, nor to a URL moved elsewhere (empty: nowhere).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub endpoint_origin: String,
 }
 
 // Secrets never reach a log line through `{:?}`.
@@ -101,6 +106,7 @@ impl std::fmt::Debug for EndpointOauth {
             .field("auth_method", &self.auth_method)
             .field("grant_type", &self.grant_type)
             .field("scopes", &self.scopes)
+            .field("endpoint_origin", &self.endpoint_origin)
             .finish_non_exhaustive()
     }
 }
@@ -381,6 +387,7 @@ mod tests {
             extra_params: Some([("audience".to_string(), "https://api.example.com".to_string())].into()),
             refresh_token: None,
             jwt_params: None,
+            endpoint_origin: String::new(),
         }
     }
 

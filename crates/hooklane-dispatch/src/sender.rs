@@ -297,11 +297,11 @@ impl Sender {
             return failed(refused);
         }
         // The whole attempt, its access token included, takes at most the request timeout.
-        // The token goes only where the endpoint is: not to another origin a transformation
-        // sends the request to (whoever may change the code may not see the credentials).
+        // The token goes only to the origin it was set for: not to another one a
+        // transformation sends the request to, nor to a URL moved elsewhere (whoever may
+        // change the code or the URL may not see the credentials).
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let at_endpoint = |changed: &String| self.url(&endpoint.url).is_ok_and(|own| same_origin(changed, &own));
-        let oauth = endpoint.oauth.as_ref().filter(|_| ready.url.as_ref().is_none_or(at_endpoint));
+        let oauth = endpoint.oauth.as_ref().filter(|o| url.origin().ascii_serialization() == o.endpoint_origin);
         let bearer = match oauth {
             None => None,
             Some(oauth) => match tokio::time::timeout_at(deadline, self.bearer(endpoint, oauth)).await {
@@ -458,11 +458,6 @@ impl Sender {
             })
             .await
     }
-}
-
-/// Whether a transformation's URL is at the endpoint's own origin (scheme, host, port).
-fn same_origin(changed: &str, endpoint: &reqwest::Url) -> bool {
-    reqwest::Url::parse(changed).is_ok_and(|u| u.origin() == endpoint.origin())
 }
 
 /// Largest answer taken from a token endpoint.

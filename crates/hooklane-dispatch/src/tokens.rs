@@ -57,8 +57,11 @@ struct Entry {
 struct State {
     token: Option<(Arc<str>, Instant)>,
     failed: Option<(String, Instant)>,
-    /// The settings as last saved (with the newest refresh token).
+    /// The settings as now (with the newest refresh token).
     stored: EndpointOauth,
+    /// The settings as the store has them, as far as this node knows: what saving a
+    /// rotation expects to replace (a save that failed leaves it behind `stored`).
+    persisted: EndpointOauth,
     /// Refresh tokens older than (or as old as) `stored`'s: the ones this node rotated
     /// from, and those of the entries this one replaced.
     known: VecDeque<String>,
@@ -114,6 +117,9 @@ impl Tokens {
                 return held.clone();
             }
         }
+        // The endpoint keeps its turn: a request of the entry replaced may still be on its
+        // way, and two must not exchange one refresh token at once.
+        let turn = entries.get(&endpoint.id).map(|held| held.turn.clone()).unwrap_or_default();
         // A refresh token from elsewhere (another node's rotation) supersedes the ones the
         // entry it replaces knew: snapshots that still bring those must not come back to them.
         let known = match entries.get(&endpoint.id) {
@@ -135,8 +141,15 @@ impl Tokens {
             endpoint_id: endpoint.id.clone(),
             settings: settings.clone(),
             version: endpoint.updated_at,
-            turn: Arc::default(),
-            state: Mutex::new(State { token: None, failed: None, stored: settings.clone(), known, used: now }),
+            turn,
+            state: Mutex::new(State {
+                token: None,
+                failed: None,
+                stored: settings.clone(),
+                persisted: settings.clone(),
+                known,
+                used: now,
+            }),
         });
         entries.insert(endpoint.id.clone(), fresh.clone());
         fresh
@@ -216,45 +229,52 @@ where
         }
         _ => None,
     };
-    {
-        let mut state = lock(&entry.state);
-        state.failed = None;
-        state.token = Some((token.clone(), good_until));
-        if let Some(saved) = &rotated {
+    if let Some(saved) = &rotated {
+        // The old refresh token may no longer be honoured: the next request uses the new
+        // one whatever becomes of the save.
+        let persisted = {
+            let mut state = lock(&entry.state);
             if state.known.len() == KNOWN_KEPT {
                 state.known.pop_front();
             }
             state.known.extend(stored.refresh_token.clone());
             state.stored = saved.clone();
+            state.persisted.clone()
+        };
+        // Saved before the token is handed out and the turn given up: saves are in the
+        // order of the rotations, and a restart (or another node) finds the newest.
+        if let Some(store) = store {
+            if save_rotation(&store, &entry, &persisted, saved, timeout).await {
+                lock(&entry.state).persisted = saved.clone();
+            }
         }
     }
-    // Saved before the turn is given up, so saves are in the order of the rotations; the
-    // old refresh token may no longer be honoured, so a restart (or another node) needs it.
-    if let (Some(saved), Some(store)) = (rotated, store) {
-        save_rotation(&store, &entry, &stored, &saved, timeout).await;
-    }
+    let mut state = lock(&entry.state);
+    state.failed = None;
+    state.token = Some((token.clone(), good_until));
     Ok(token)
 }
 
-/// Saves the rotated refresh token, unless the settings changed meanwhile (an operator's
-/// new ones win).
+/// Saves the rotated refresh token in place of `persisted`, unless the settings changed
+/// meanwhile (an operator's new ones win); whether it was saved.
 async fn save_rotation(
     store: &DynStore,
     entry: &Entry,
-    stored: &EndpointOauth,
+    persisted: &EndpointOauth,
     saved: &EndpointOauth,
     within: Duration,
-) {
-    let save = store.replace_endpoint_oauth(&entry.app_id, &entry.endpoint_id, stored, saved);
+) -> bool {
+    let save = store.replace_endpoint_oauth(&entry.app_id, &entry.endpoint_id, persisted, saved);
     let endpoint_id = &entry.endpoint_id;
     match tokio::time::timeout(within, save).await {
-        Ok(Ok(true)) => {}
+        Ok(Ok(true)) => return true,
         Ok(Ok(false)) => {
-            tracing::info!(%endpoint_id, "OAuth settings changed meanwhile; rotated refresh token not saved")
+            tracing::warn!(%endpoint_id, "OAuth settings changed meanwhile; rotated refresh token not saved")
         }
         Ok(Err(e)) => tracing::warn!(%endpoint_id, error = %e, "could not save a rotated OAuth refresh token"),
         Err(_) => tracing::warn!(%endpoint_id, "saving a rotated OAuth refresh token timed out"),
     }
+    false
 }
 
 /// Whether two settings differ at most by their refresh token.
@@ -284,6 +304,7 @@ mod tests {
             extra_params: None,
             refresh_token: (grant == GrantType::RefreshToken).then(|| "r0".to_string()),
             jwt_params: None,
+            endpoint_origin: "https://receiver.example.com".into(),
         }
     }
 

@@ -523,24 +523,27 @@ pub(crate) async fn save(s: &AppState, t: &Tenant, mut ep: Endpoint, before: Bef
     touch(&mut ep, before.disabled, super::now());
     let moved = drop_oauth_if_moved(&mut ep, &before);
     validate(&ep)?;
+    s.0.store.update_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
     if moved {
-        // First: no moment where the new URL and the settings are stored together.
         s.0.store.set_endpoint_oauth(&ep.app_id, &ep.id, None, ep.updated_at).await?;
     }
-    s.0.store.update_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
     after_update(s, Some(&t.app), &ep, before);
     Ok(ep)
 }
 
-/// An endpoint moved to another origin (scheme, host, port) loses its OAuth settings
-/// (whoever may change its URL may not see the credentials, and the access tokens must not
-/// follow it elsewhere); whether it did. Its store write is [`Store::set_endpoint_oauth`],
-/// made before the endpoint's own.
+/// A URL's origin as `scheme://host[:port]` (the port when not the scheme's own).
+pub(crate) fn origin(url: &str) -> Option<String> {
+    url::Url::parse(url).ok().map(|u| u.origin().ascii_serialization())
+}
+
+/// An endpoint moved to another origin (scheme, host, port) loses its OAuth settings:
+/// whoever may change its URL may not see the credentials. (They no longer apply anyway:
+/// tokens go only to the origin they were set for.) Whether it moved; the store write is
+/// [`Store::set_endpoint_oauth`], made after the endpoint's own.
 ///
 /// [`Store::set_endpoint_oauth`]: hooklane_store::Store::set_endpoint_oauth
 pub(crate) fn drop_oauth_if_moved(ep: &mut Endpoint, before: &Before) -> bool {
-    let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
-    if ep.oauth.is_none() || origin(&ep.url) == origin(&before.url) {
+    if origin(&ep.url) == origin(&before.url) {
         return false;
     }
     ep.oauth = None;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use hooklane_core::model::Endpoint;
 use hooklane_core::oauth::{AuthMethod, EndpointOauth, GrantType, JwtAlgorithm, JwtParams};
 use serde::{Deserialize, Serialize};
 
@@ -122,6 +123,8 @@ impl EndpointOauthConfigIn {
             extra_params: self.extra_params,
             refresh_token: self.refresh_token,
             jwt_params,
+            // Bound when saved, to the endpoint's URL then.
+            endpoint_origin: String::new(),
         })
     }
 }
@@ -208,9 +211,11 @@ pub async fn put(
     Path((_, key)): Path<(String, String)>,
     Json(input): Json<EndpointOauthConfigIn>,
 ) -> ApiResult<StatusCode> {
-    let oauth = input.settings()?;
+    let mut oauth = input.settings()?;
     check(&oauth)?;
-    set(&s, &t, &key, Some(oauth)).await?;
+    let ep = find(&s, &t, &key).await?;
+    oauth.endpoint_origin = super::endpoint::origin(&ep.url).unwrap_or_default();
+    set(&s, &t, ep, Some(oauth)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -232,14 +237,13 @@ pub async fn delete(
     t: Tenant,
     Path((_, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    set(&s, &t, &key, None).await?;
+    set(&s, &t, find(&s, &t, &key).await?, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Saves the endpoint's OAuth settings by their own write (nothing else of the endpoint is
+/// Saves `ep`'s OAuth settings by their own write (nothing else of the endpoint is
 /// written back), and tells of the change as any endpoint change is told.
-async fn set(s: &AppState, t: &Tenant, key: &str, oauth: Option<EndpointOauth>) -> ApiResult<()> {
-    let mut ep = find(s, t, key).await?;
+async fn set(s: &AppState, t: &Tenant, mut ep: Endpoint, oauth: Option<EndpointOauth>) -> ApiResult<()> {
     if ep.oauth.is_none() && oauth.is_none() {
         return Ok(());
     }

@@ -698,6 +698,8 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                     if !kept.insert(ep.id.clone()) {
                         return Err(ApiError::validation("destinations.id", format!("{ep_id} appears twice")));
                     }
+                    // What it was, before anything of it changes.
+                    let was = Before::of(&ep);
                     ep.url = d.url.clone().unwrap_or_default();
                     if let Some(h) = &d.headers {
                         ep.headers = h.clone();
@@ -707,7 +709,6 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                     if let Some(raw) = d.secret.as_ref().filter(|raw| **raw != published_key(&ep.secret)) {
                         ep.secret = parse_secret("destinations.secret", raw)?.expose();
                     }
-                    let was = Before::of(&ep);
                     if let Some(disabled) = d.disabled {
                         ep.disabled = disabled;
                     }
@@ -742,10 +743,11 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
             }
             Some(was) => {
                 let mut ep = ep;
-                if drop_oauth_if_moved(&mut ep, &was) {
+                let moved = drop_oauth_if_moved(&mut ep, &was);
+                s.0.store.update_endpoint(ep.clone()).await?;
+                if moved {
                     s.0.store.set_endpoint_oauth(&ep.app_id, &ep.id, None, ep.updated_at).await?;
                 }
-                s.0.store.update_endpoint(ep.clone()).await?;
                 after_update(s, app.as_ref(), &ep, was);
             }
         }

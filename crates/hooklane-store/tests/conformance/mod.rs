@@ -682,6 +682,7 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
             signing_algorithm: hooklane_core::oauth::JwtAlgorithm::HS512,
             token_expiry_secs: Some(60),
         }),
+        endpoint_origin: "https://example.com".into(),
     };
     ep.oauth = Some(oauth.clone());
     ep.paused = true;
