@@ -33,9 +33,6 @@ const SCRIPT_RETRY: chrono::Duration = chrono::Duration::seconds(10);
 /// makes them due at once ([`Dispatcher::endpoint_resumed`]), so this only bounds how often
 /// a long pause has them claimed again (a backlog of millions, once an hour).
 const PAUSE_HOLD: Duration = Duration::from_secs(3600);
-/// When resuming an endpoint looks again for held deliveries: those a claim that read the
-/// endpoint paused just before put back after the first look (they were leased then).
-const RESUME_AGAIN: Duration = Duration::from_secs(5);
 
 /// Handle to the running delivery engine. Cheap to clone.
 #[derive(Clone)]
@@ -56,6 +53,9 @@ struct Inner {
     /// Endpoints this process disabled, with when: jobs already in memory for them stop at
     /// once, unless their endpoint snapshot was updated (re-enabled) after that moment.
     disabled: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// Endpoints paused through this process, with when (their `updated_at`): jobs already
+    /// in memory for them are held rather than sent, as the disabled ones stop.
+    paused: Mutex<HashMap<String, DateTime<Utc>>>,
     stopping: AtomicBool,
     /// Where [`EngineEvent`]s go, once someone asked for them ([`Dispatcher::events`]).
     events: Mutex<Option<mpsc::Sender<EngineEvent>>>,
@@ -137,6 +137,8 @@ enum Finished {
     Abandoned(DeliveryKey, Arc<Gate>, bool),
     /// Not sent (its endpoint's circuit is open): back to the store, due at this time.
     Paused(DeliveryKey, DateTime<Utc>, Arc<Gate>),
+    /// Not sent: its endpoint was paused after the job was taken (with its application).
+    Held(DeliveryKey, String, Arc<Gate>),
 }
 
 /// Room for `n` deliveries in memory, taken by ingest before it writes them as leased.
@@ -177,6 +179,7 @@ impl Dispatcher {
             wake: Notify::new(),
             finished,
             disabled: Mutex::new(HashMap::new()),
+            paused: Mutex::default(),
             stopping: AtomicBool::new(false),
             events: Mutex::new(None),
             disablings: tokio::sync::watch::channel(0).0,
@@ -280,20 +283,25 @@ impl Dispatcher {
     /// are due now, wherever they were held, and again a few seconds later for any that a
     /// claim was putting back at that moment.
     pub fn endpoint_resumed(&self, endpoint_id: &str) {
+        self.inner.paused.lock().unwrap_or_else(|p| p.into_inner()).remove(endpoint_id);
         let (inner, endpoint_id) = (self.inner.clone(), endpoint_id.to_string());
-        let hold = chrono::Duration::from_std(PAUSE_HOLD).unwrap_or_default() + chrono::Duration::minutes(1);
+        // A few minutes beyond the hold: nodes' clocks differ.
+        let hold = chrono::Duration::from_std(PAUSE_HOLD).unwrap_or_default() + chrono::Duration::minutes(5);
         tokio::spawn(async move {
-            for wait in [Duration::ZERO, RESUME_AGAIN] {
-                tokio::time::sleep(wait).await;
-                let now = Utc::now();
-                match inner.store.hasten_deliveries(&endpoint_id, now + hold, now).await {
-                    Ok(n) if n > 0 => tracing::info!(%endpoint_id, deliveries = n, "resumed: held deliveries due now"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, %endpoint_id, "resumed, but held deliveries keep their time"),
-                }
-                inner.wake.notify_one();
+            let now = Utc::now();
+            match inner.store.hasten_deliveries(&endpoint_id, now + hold, now).await {
+                Ok(n) if n > 0 => tracing::info!(%endpoint_id, deliveries = n, "resumed: held deliveries due now"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, %endpoint_id, "resumed, but held deliveries keep their time"),
             }
+            inner.wake.notify_one();
         });
+    }
+
+    /// The endpoint was paused (its settings as of `at`): the jobs this process already
+    /// holds for it are put back rather than sent.
+    pub fn endpoint_paused(&self, endpoint_id: &str, at: DateTime<Utc>) {
+        self.inner.paused.lock().unwrap_or_else(|p| p.into_inner()).insert(endpoint_id.to_string(), at);
     }
 
     /// Stops claiming work and waits (up to `grace`) for what is in flight to be recorded.
@@ -317,12 +325,12 @@ fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
     let soon = now + chrono::Duration::from_std(DEFER_FOR).unwrap_or_default();
     let mut deferred: HashMap<DateTime<Utc>, Vec<DeliveryKey>> = HashMap::new();
     let mut paused: HashMap<DateTime<Utc>, Vec<DeliveryKey>> = HashMap::new();
-    let held_until = now + chrono::Duration::from_std(PAUSE_HOLD).unwrap_or_default();
+    let mut held: Vec<(DeliveryKey, String)> = Vec::new();
     for job in jobs {
         let key = || DeliveryKey { msg_id: job.message.id.clone(), endpoint_id: job.endpoint.id.clone() };
         // Held, not tried (a disabled endpoint's deliveries are failed, paused or not).
         if job.endpoint.paused && !job.endpoint.disabled {
-            deferred.entry(held_until).or_default().push(key());
+            held.push((key(), job.endpoint.app_id.clone()));
             continue;
         }
         if let Some(until) = inner.circuits.held_until(&job.endpoint.id, now) {
@@ -344,14 +352,44 @@ fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
     if n_paused > 0 {
         metrics::counter!("hooklane_deliveries_paused_total").increment(n_paused as u64);
     }
-    if !deferred.is_empty() || n_paused > 0 {
+    if !deferred.is_empty() || n_paused > 0 || !held.is_empty() {
         let inner = inner.clone();
         tokio::spawn(async move {
-            let n = deferred.values().map(Vec::len).sum::<usize>() + n_paused;
+            let n = deferred.values().map(Vec::len).sum::<usize>() + n_paused + held.len();
             defer_paused(&inner, paused).await;
             defer_all(&inner, deferred).await;
+            hold(&inner, held).await;
             inner.outstanding.add_permits(n);
         });
+    }
+}
+
+/// Hands the deliveries of paused endpoints back for [`PAUSE_HOLD`], then looks at each
+/// endpoint again: one resumed meanwhile (its resumption may have looked for held
+/// deliveries while these were still leased) gets them due now.
+async fn hold(inner: &Inner, held: Vec<(DeliveryKey, String)>) {
+    if held.is_empty() {
+        return;
+    }
+    let until = Utc::now() + chrono::Duration::from_std(PAUSE_HOLD).unwrap_or_default();
+    let mut by_endpoint: HashMap<(String, String), Vec<DeliveryKey>> = HashMap::new();
+    for (key, app_id) in held {
+        by_endpoint.entry((app_id, key.endpoint_id.clone())).or_default().push(key);
+    }
+    defer_all(inner, HashMap::from([(until, by_endpoint.values().flatten().cloned().collect())])).await;
+    for ((app_id, endpoint_id), keys) in by_endpoint {
+        let resumed = match inner.store.get_endpoint(&app_id, &endpoint_id).await {
+            Ok(Some(ep)) => !ep.paused,
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, %endpoint_id, "could not look whether a paused endpoint was resumed");
+                false
+            }
+        };
+        if resumed {
+            defer_all(inner, HashMap::from([(Utc::now(), keys)])).await;
+            inner.wake.notify_one();
+        }
     }
 }
 
@@ -416,6 +454,10 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
         let _ = inner.finished.send(Finished::Abandoned(key, gate, endpoint.order.is_fifo()));
         return;
     }
+    if paused_here(&inner, endpoint) {
+        let _ = inner.finished.send(Finished::Held(key, endpoint.app_id.clone(), gate));
+        return;
+    }
     if let Some(until) = inner.circuits.held_until(&endpoint.id, Utc::now()) {
         pause(&inner, key, until, gate);
         return;
@@ -440,6 +482,11 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
             // Both permits are held only for the request itself.
             let Ok(_endpoint_permit) = gate.in_flight.acquire().await else { return };
             let Ok(_permit) = inner.in_flight.acquire().await else { return };
+            // Paused while this waited for its turn: held, not sent.
+            if paused_here(&inner, endpoint) {
+                let _ = inner.finished.send(Finished::Held(key, endpoint.app_id.clone(), gate.clone()));
+                return;
+            }
             // Decided again at the last moment: jobs queued behind the failures that opened
             // the circuit go back to the store instead of failing one by one.
             match inner.circuits.verdict(&endpoint.id, Utc::now()) {
@@ -492,6 +539,12 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
     let _ = inner.finished.send(Finished::Attempted(AttemptOutcome { attempt, next }, attempts_made, gate, lane));
 }
 
+/// Whether the endpoint was paused through this process after the job's snapshot of it.
+fn paused_here(inner: &Inner, endpoint: &Endpoint) -> bool {
+    let paused = inner.paused.lock().unwrap_or_else(|p| p.into_inner());
+    paused.get(&endpoint.id).is_some_and(|at| endpoint.updated_at <= *at)
+}
+
 /// Hands a job back unsent, to be due again at `until` (its endpoint's circuit is open).
 fn pause(inner: &Inner, key: DeliveryKey, until: DateTime<Utc>, gate: Arc<Gate>) {
     metrics::counter!("hooklane_deliveries_paused_total").increment(1);
@@ -520,6 +573,7 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
         let mut attempts_made = Vec::new();
         let mut abandoned = Vec::new();
         let mut paused: HashMap<DateTime<Utc>, Vec<DeliveryKey>> = HashMap::new();
+        let mut held = Vec::new();
         let mut gates = Vec::with_capacity(batch.len());
         // A FIFO lane's next delivery becomes due when this batch is recorded: claim it then.
         let mut lane_moved = false;
@@ -538,6 +592,10 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
                 }
                 Finished::Paused(k, until, g) => {
                     paused.entry(until).or_default().push(k);
+                    gates.push(g);
+                }
+                Finished::Held(k, app_id, g) => {
+                    held.push((k, app_id));
                     gates.push(g);
                 }
             }
@@ -581,6 +639,7 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
             }
         }
         defer_paused(&inner, paused).await;
+        hold(&inner, held).await;
         for g in &gates {
             // SeqCst: see `Gates::saturated`.
             g.outstanding.fetch_sub(1, Ordering::SeqCst);

@@ -1324,3 +1324,32 @@ async fn a_paused_endpoint_holds_its_deliveries_until_resumed() {
     assert!(src["destinations"][0].get("paused").is_none(), "{src}");
     assert_eq!(dest.wait_for(1, Duration::from_secs(10)).await[0].json(), json!({"n": 0}));
 }
+
+/// Pausing holds also what this node had already taken in memory for the endpoint: only the
+/// request on the wire finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_holds_the_deliveries_already_in_memory() {
+    const COUNT: usize = 10;
+    let server = Server::start("[delivery]\nper_endpoint_in_flight = 1").await;
+    let slow = Receiver::scripted(|_, _| Reply::Hang(Duration::from_millis(300))).await;
+    let app = server.create_app("paused").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": slow.url })).await;
+    for i in 0..COUNT {
+        server.send_message(&app, "a.b", json!({ "i": i })).await;
+    }
+    slow.wait_for(1, WAIT).await;
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}");
+    let (status, out) = server.call("PATCH", &path, Some(json!({ "paused": true }))).await;
+    assert_eq!(status, 200, "{out}");
+    let at_pause = slow.received().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = slow.received().len();
+    assert!(after <= at_pause + 1, "{} sent after the pause (only the one on the wire may)", after - at_pause);
+    let (status, _) = server.call("PATCH", &path, Some(json!({ "paused": false }))).await;
+    assert_eq!(status, 200);
+    let got = slow.wait_for(COUNT, WAIT).await;
+    let mut seen: Vec<i64> = got.iter().map(|r| r.json()["i"].as_i64().unwrap()).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, (0..COUNT as i64).collect::<Vec<_>>(), "every message, none lost");
+}

@@ -565,6 +565,8 @@ pub(crate) fn after_update(s: &AppState, app: Option<&Application>, ep: &Endpoin
     s.0.dispatcher.endpoint_fixed(&ep.id);
     if before.paused && !ep.paused {
         s.0.dispatcher.endpoint_resumed(&ep.id);
+    } else if ep.paused && !before.paused {
+        s.0.dispatcher.endpoint_paused(&ep.id, ep.updated_at);
     }
     let Some(app) = app else { return };
     operational::endpoint_changed(s, operational::ENDPOINT_UPDATED, app, ep);
