@@ -98,34 +98,17 @@ pub struct EndpointMtls {
     /// public roots): for receivers with certificates of their own CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_ca_cert: Option<String>,
+    /// hooklane's own, not part of the API: the origin (`scheme://host[:port]`) of the
+    /// endpoint's URL when the settings were set. The identity is presented there only
+    /// (not where a transformation sends a request, nor at a URL moved elsewhere).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub endpoint_origin: String,
 }
 
 // The private key never reaches a log line through `{:?}`.
 impl std::fmt::Debug for EndpointMtls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EndpointMtls").field("server_ca_cert", &self.server_ca_cert.is_some()).finish_non_exhaustive()
-    }
-}
-
-impl EndpointMtls {
-    /// The identity's certificates, as PEM (the private key left out): what may be shown.
-    pub fn certificates(&self) -> String {
-        let mut out = String::new();
-        let mut inside = false;
-        for line in self.identity.lines() {
-            let line = line.trim();
-            if line == "-----BEGIN CERTIFICATE-----" {
-                inside = true;
-            }
-            if inside {
-                out.push_str(line);
-                out.push('\n');
-            }
-            if line == "-----END CERTIFICATE-----" {
-                inside = false;
-            }
-        }
-        out
     }
 }
 

@@ -387,6 +387,9 @@ async fn hold(inner: &Inner, held: Vec<(DeliveryKey, String)>) {
             }
         };
         if resumed {
+            // Resumed through another node (or this one's mark outlived its clock): this
+            // node's mark goes, or it would hold what it claims again and again.
+            inner.paused.lock().unwrap_or_else(|p| p.into_inner()).remove(&endpoint_id);
             defer_all(inner, HashMap::from([(Utc::now(), keys)])).await;
             inner.wake.notify_one();
         }
@@ -470,6 +473,11 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
     let sent = match inner.sender.prepare(&job.message, endpoint).await {
         // Nothing to send: no permit, and no circuit verdict (it could be a probe that
         // this result would tell nothing).
+        // Paused while its transformation ran: held, no attempt recorded.
+        Prepared::Done(_) if paused_here(&inner, endpoint) => {
+            let _ = inner.finished.send(Finished::Held(key, endpoint.app_id.clone(), gate));
+            return;
+        }
         Prepared::Done(result) => Ok((result, false)),
         Prepared::Later(why) => {
             // Not an attempt: no worker could run the transformation (nothing was tried).
@@ -639,7 +647,12 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
             }
         }
         defer_paused(&inner, paused).await;
-        hold(&inner, held).await;
+        if !held.is_empty() {
+            // Its store read for each endpoint need not hold up the recording. (The
+            // deliveries stay leased until handed back: nothing claims them meanwhile.)
+            let inner = inner.clone();
+            tokio::spawn(async move { hold(&inner, held).await });
+        }
         for g in &gates {
             // SeqCst: see `Gates::saturated`.
             g.outstanding.fetch_sub(1, Ordering::SeqCst);

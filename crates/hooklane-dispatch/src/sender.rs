@@ -297,11 +297,18 @@ impl Sender {
             return failed(refused);
         }
         // The whole attempt, its access token included, takes at most the request timeout.
-        // The token goes only to the origin it was set for: not to another one a
-        // transformation sends the request to, nor to a URL moved elsewhere (whoever may
-        // change the code or the URL may not see the credentials).
+        // An access token or a client certificate goes only to the origin it was set for:
+        // not to another one a transformation sends the request to, nor to a URL moved
+        // elsewhere (whoever may change the code or the URL may not see the credentials).
+        // Settings stored before they were bound go to the endpoint's own origin.
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let oauth = endpoint.oauth.as_ref().filter(|o| url.origin().ascii_serialization() == o.endpoint_origin);
+        let here = url.origin().ascii_serialization();
+        let bound = |origin: &str| match origin {
+            "" => self.url(&endpoint.url).is_ok_and(|own| own.origin().ascii_serialization() == here),
+            origin => origin == here,
+        };
+        let oauth = endpoint.oauth.as_ref().filter(|o| bound(&o.endpoint_origin));
+        let mtls = endpoint.mtls.as_ref().filter(|m| bound(&m.endpoint_origin));
         let bearer = match oauth {
             None => None,
             Some(oauth) => match tokio::time::timeout_at(deadline, self.bearer(endpoint, oauth)).await {
@@ -357,13 +364,14 @@ impl Sender {
             };
             sent.insert(AUTHORIZATION.as_str().to_string(), "Bearer [redacted]".into());
         }
-        let client = match self.clients.for_identity(endpoint.mtls.as_ref()) {
-            Ok(client) => client,
-            Err(why) => {
-                let why = format!("the endpoint's mTLS settings cannot be used: {why}");
-                return SendResult { url: changed_url, ..SendResult::failed(why, started) };
-            }
-        };
+        let client =
+            match mtls.map(|m| self.clients.for_identity(m)).unwrap_or_else(|| Ok(self.clients.shared().clone())) {
+                Ok(client) => client,
+                Err(why) => {
+                    let why = format!("the endpoint's mTLS settings cannot be used: {why}");
+                    return SendResult { url: changed_url, ..SendResult::failed(why, started) };
+                }
+            };
         let request = client.request(method, url).headers(headers).body(body).send();
         let exchange = async {
             let mut response = request.await?;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hooklane_core::model::{Application, Attempt, Delivery, Endpoint, EventType, Message, Principal};
+use hooklane_core::model::{Application, Attempt, Delivery, Endpoint, EndpointMtls, EventType, Message, Principal};
 use hooklane_core::oauth::EndpointOauth;
 use hooklane_core::{DateTime, Utc};
 
@@ -50,8 +50,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_endpoints(&self, app_id: &str, page: &PageRequest) -> StoreResult<Page<Endpoint>>;
     /// Every endpoint of the application, for fan-out.
     async fn app_endpoints(&self, app_id: &str) -> StoreResult<Vec<Endpoint>>;
-    /// Saves the endpoint, but for its OAuth settings ([`Store::set_endpoint_oauth`]): a
-    /// change read before a rotated refresh token was saved must not write the old one back.
+    /// Saves the endpoint, but for its OAuth and mTLS settings ([`Store::set_endpoint_oauth`],
+    /// [`Store::set_endpoint_mtls`]): a change read before one of those (or before a rotated
+    /// refresh token was saved) must not write the old one back.
     async fn update_endpoint(&self, ep: Endpoint) -> StoreResult<()>;
     /// Sets (or with `None` removes) the endpoint's OAuth settings, as of `updated_at`.
     async fn set_endpoint_oauth(
@@ -62,6 +63,15 @@ pub trait Store: Send + Sync + 'static {
         updated_at: DateTime<Utc>,
     ) -> StoreResult<()>;
     async fn delete_endpoint(&self, app_id: &str, endpoint_id: &str) -> StoreResult<()>;
+    /// Sets (or with `None` removes) the endpoint's mTLS settings, as of `updated_at`; like
+    /// its OAuth settings, never written by [`Store::update_endpoint`].
+    async fn set_endpoint_mtls(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        mtls: Option<&EndpointMtls>,
+        updated_at: DateTime<Utc>,
+    ) -> StoreResult<()>;
     /// Replaces the endpoint's OAuth settings by `new` if they are still `expected` (a
     /// refresh token its authorization server rotated); false when they changed meanwhile
     /// (or the endpoint is gone). Nothing else of the endpoint changes.

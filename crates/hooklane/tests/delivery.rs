@@ -1342,6 +1342,7 @@ async fn pausing_holds_the_deliveries_already_in_memory() {
     let (status, out) = server.call("PATCH", &path, Some(json!({ "paused": true }))).await;
     assert_eq!(status, 200, "{out}");
     let at_pause = slow.received().len();
+    assert!(at_pause < COUNT - 2, "most messages still waiting when paused ({at_pause} sent)");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let after = slow.received().len();
     assert!(after <= at_pause + 1, "{} sent after the pause (only the one on the wire may)", after - at_pause);

@@ -188,8 +188,20 @@ async fn an_endpoint_with_an_identity_passes_a_receiver_that_asks_for_one() {
     let (status, _) = server.call("DELETE", &path, None).await;
     assert_eq!(status, 204);
     let msg = server.send_message(&app, "user.created", json!({"n": 3})).await;
-    assert_eq!(last_attempt(&server, &app, &msg).await["responseStatusCode"], 0);
+    let attempt = last_attempt(&server, &app, &msg).await;
+    assert_eq!(attempt["responseStatusCode"], 0);
+    assert!(attempt["response"].as_str().unwrap().contains("certificate"), "{attempt}");
     assert_eq!(receiver.bodies.lock().unwrap().len(), 1);
+
+    // Set again, then the endpoint moves to another origin: the settings go with the move.
+    let good = json!({ "identity": identity, "serverCaCert": server_ca.pem() });
+    let (status, _) = server.call("PUT", &path, Some(good)).await;
+    assert_eq!(status, 204);
+    let elsewhere = receiver.url.replace("127.0.0.1", "localhost");
+    let (status, _) =
+        server.call("PATCH", &format!("/api/v1/app/{app}/endpoint/{ep}"), Some(json!({"url": elsewhere}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(server.call("GET", &path, None).await.0, 404, "dropped by the move");
 }
 
 #[tokio::test]
@@ -200,8 +212,14 @@ async fn unusable_settings_are_refused() {
     let path = format!("/api/v1/app/{app}/endpoint/{ep}/mtls");
     let ca = Ca::new("a CA");
     let (cert, key) = ca.sign(&["hooklane"]);
+    let (other_cert, other_key) = ca.sign(&["someone else"]);
+    let encrypted = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n";
     for (body, field) in [
         (json!({ "identity": cert.clone() }), "identity"),
+        (json!({ "identity": format!("{other_key}{cert}") }), "identity"),
+        (json!({ "identity": format!("{key}{other_key}{cert}") }), "identity"),
+        (json!({ "identity": format!("{encrypted}{cert}") }), "identity"),
+        (json!({ "identity": format!("{key}{other_cert}{cert}") }), "identity"),
         (json!({ "identity": key.clone() }), "identity"),
         (json!({ "identity": "not PEM at all" }), "identity"),
         (json!({ "identity": format!("{key}{cert}"), "serverCaCert": "not a certificate" }), "serverCaCert"),
@@ -215,4 +233,16 @@ async fn unusable_settings_are_refused() {
     }
     let (status, _) = server.call("GET", &path, None).await;
     assert_eq!(status, 404, "nothing was saved");
+
+    // Only for https endpoints.
+    let (plain, _) = server.create_endpoint(&app, json!({ "url": "http://example.com/hook" })).await;
+    let (status, out) = server
+        .call(
+            "PUT",
+            &format!("/api/v1/app/{app}/endpoint/{plain}/mtls"),
+            Some(json!({ "identity": format!("{key}{cert}") })),
+        )
+        .await;
+    assert_eq!(status, 422, "{out}");
+    assert!(out.to_string().contains("https"), "{out}");
 }

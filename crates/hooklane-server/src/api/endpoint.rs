@@ -521,12 +521,10 @@ impl Before {
 /// Saves an endpoint after a change; re-enabling it starts its failure streak afresh.
 pub(crate) async fn save(s: &AppState, t: &Tenant, mut ep: Endpoint, before: Before) -> ApiResult<Endpoint> {
     touch(&mut ep, before.disabled, super::now());
-    let moved = drop_oauth_if_moved(&mut ep, &before);
+    let moved = drop_credentials_if_moved(&mut ep, &before);
     validate(&ep)?;
     s.0.store.update_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
-    if moved {
-        s.0.store.set_endpoint_oauth(&ep.app_id, &ep.id, None, ep.updated_at).await?;
-    }
+    forget_credentials(s, &ep, moved).await;
     after_update(s, Some(&t.app), &ep, before);
     Ok(ep)
 }
@@ -536,18 +534,64 @@ pub(crate) fn origin(url: &str) -> Option<String> {
     url::Url::parse(url).ok().map(|u| u.origin().ascii_serialization())
 }
 
-/// An endpoint moved to another origin (scheme, host, port) loses its OAuth settings:
-/// whoever may change its URL may not see the credentials. (They no longer apply anyway:
-/// tokens go only to the origin they were set for.) Whether it moved; the store write is
-/// [`Store::set_endpoint_oauth`], made after the endpoint's own.
-///
-/// [`Store::set_endpoint_oauth`]: hooklane_store::Store::set_endpoint_oauth
-pub(crate) fn drop_oauth_if_moved(ep: &mut Endpoint, before: &Before) -> bool {
+/// Which credentials an endpoint lost by moving.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Moved {
+    oauth: bool,
+    mtls: bool,
+}
+
+/// An endpoint moved to another origin (scheme, host, port) loses its OAuth and mTLS
+/// settings: whoever may change its URL may not see them. (They no longer apply anyway:
+/// they are bound to the origin they were set for.) Their store writes are
+/// [`forget_credentials`], after the endpoint's own.
+pub(crate) fn drop_credentials_if_moved(ep: &mut Endpoint, before: &Before) -> Moved {
     if origin(&ep.url) == origin(&before.url) {
-        return false;
+        return Moved::default();
     }
-    ep.oauth = None;
-    true
+    Moved { oauth: ep.oauth.take().is_some(), mtls: ep.mtls.take().is_some() }
+}
+
+/// Removes from the store the credentials a moved endpoint lost. A failure is only logged:
+/// they no longer apply, and the endpoint itself is saved.
+pub(crate) async fn forget_credentials(s: &AppState, ep: &Endpoint, moved: Moved) {
+    let store = &s.0.store;
+    if moved.oauth {
+        if let Err(e) = store.set_endpoint_oauth(&ep.app_id, &ep.id, None, ep.updated_at).await {
+            tracing::warn!(endpoint_id = %ep.id, error = %e, "a moved endpoint's OAuth settings were not removed");
+        }
+    }
+    if moved.mtls {
+        if let Err(e) = store.set_endpoint_mtls(&ep.app_id, &ep.id, None, ep.updated_at).await {
+            tracing::warn!(endpoint_id = %ep.id, error = %e, "a moved endpoint's mTLS settings were not removed");
+        }
+    }
+}
+
+/// An endpoint's credentials, which have writes of their own.
+pub(crate) enum Credentials {
+    Oauth(Option<hooklane_core::oauth::EndpointOauth>),
+    Mtls(Option<hooklane_core::model::EndpointMtls>),
+}
+
+/// Saves `ep`'s OAuth or mTLS settings by their own write (nothing else of the endpoint is
+/// written back: a change read before it must not undo it), and tells of the change as any
+/// endpoint change is told.
+pub(crate) async fn save_credentials(s: &AppState, t: &Tenant, mut ep: Endpoint, set: Credentials) -> ApiResult<()> {
+    let before = Before::of(&ep);
+    ep.updated_at = super::now();
+    match set {
+        Credentials::Oauth(oauth) => {
+            s.0.store.set_endpoint_oauth(&ep.app_id, &ep.id, oauth.as_ref(), ep.updated_at).await?;
+            ep.oauth = oauth;
+        }
+        Credentials::Mtls(mtls) => {
+            s.0.store.set_endpoint_mtls(&ep.app_id, &ep.id, mtls.as_ref(), ep.updated_at).await?;
+            ep.mtls = mtls;
+        }
+    }
+    after_update(s, Some(&t.app), &ep, before);
+    Ok(())
 }
 
 /// Readies a changed endpoint to be saved: re-enabling it forgets since when it failed.

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use hooklane_core::model::EndpointMtls;
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{find, save, Before};
+use super::endpoint::{find, save_credentials, Credentials};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Tenant};
 use crate::openapi::{EndpointPath, ErrorBody, InvalidJson, Unauthorized};
@@ -20,8 +20,9 @@ const MAX_PEM: usize = 64 * 1024;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EndpointMtlsConfigIn {
-    /// A PEM private key (PKCS#8, PKCS#1 or SEC1) and the X.509 certificate (chain) that goes
-    /// with it, which hooklane presents to the endpoint. Never shown again.
+    /// A PEM private key (PKCS#8, PKCS#1 or SEC1, unencrypted) and the X.509 certificate
+    /// chain that goes with it (the key's own certificate first), which hooklane presents
+    /// to the endpoint. The key is never shown again.
     identity: String,
     /// A PEM X.509 CA certificate the endpoint's certificate must chain to, instead of the
     /// public roots (for a receiver with a certificate of its own CA).
@@ -57,7 +58,8 @@ pub async fn get(
     Path((_, key)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<EndpointMtlsConfigOut>> {
     let mtls = find(&s, &t, &key).await?.mtls.ok_or(ApiError::NotFound("mTLS settings"))?;
-    Ok(axum::Json(EndpointMtlsConfigOut { certificate: mtls.certificates(), server_ca_cert: mtls.server_ca_cert }))
+    let certificate = hooklane_dispatch::clients::certificates_pem(&mtls.identity);
+    Ok(axum::Json(EndpointMtlsConfigOut { certificate, server_ca_cert: mtls.server_ca_cert }))
 }
 
 /// Set the endpoint's mTLS settings, replacing any.
@@ -76,7 +78,7 @@ pub async fn get(
         (status = 400, response = InvalidJson),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such application or endpoint", body = ErrorBody),
-        (status = 422, description = "The identity or the CA certificate cannot be used", body = ErrorBody),
+        (status = 422, description = "The identity or the CA certificate cannot be used, or the endpoint's URL is not https", body = ErrorBody),
     )
 )]
 pub async fn put(
@@ -85,12 +87,17 @@ pub async fn put(
     Path((_, key)): Path<(String, String)>,
     Json(input): Json<EndpointMtlsConfigIn>,
 ) -> ApiResult<StatusCode> {
-    let mtls = EndpointMtls { identity: input.identity, server_ca_cert: input.server_ca_cert };
+    let ep = find(&s, &t, &key).await?;
+    if !ep.url.starts_with("https://") {
+        return Err(ApiError::validation("url", "mTLS needs an https endpoint URL"));
+    }
+    let mtls = EndpointMtls {
+        identity: input.identity,
+        server_ca_cert: input.server_ca_cert,
+        endpoint_origin: super::endpoint::origin(&ep.url).unwrap_or_default(),
+    };
     check(&mtls)?;
-    let mut ep = find(&s, &t, &key).await?;
-    let before = Before::of(&ep);
-    ep.mtls = Some(mtls);
-    save(&s, &t, ep, before).await?;
+    save_credentials(&s, &t, ep, Credentials::Mtls(Some(mtls))).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -112,10 +119,9 @@ pub async fn delete(
     t: Tenant,
     Path((_, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let mut ep = find(&s, &t, &key).await?;
-    let before = Before::of(&ep);
-    if ep.mtls.take().is_some() {
-        save(&s, &t, ep, before).await?;
+    let ep = find(&s, &t, &key).await?;
+    if ep.mtls.is_some() {
+        save_credentials(&s, &t, ep, Credentials::Mtls(None)).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -127,9 +133,6 @@ fn check(mtls: &EndpointMtls) -> ApiResult<()> {
     }
     if mtls.server_ca_cert.as_ref().is_some_and(|ca| ca.len() > MAX_PEM) {
         return Err(ApiError::validation("serverCaCert", format!("at most {} KiB of PEM", MAX_PEM / 1024)));
-    }
-    if mtls.certificates().is_empty() {
-        return Err(ApiError::validation("identity", "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
     }
     hooklane_dispatch::clients::check_mtls(mtls).map_err(|why| {
         let field = if why.starts_with("the server CA") { "serverCaCert" } else { "identity" };

@@ -7,11 +7,10 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use hooklane_core::model::Endpoint;
 use hooklane_core::oauth::{AuthMethod, EndpointOauth, GrantType, JwtAlgorithm, JwtParams};
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{after_update, check_url, find, Before};
+use super::endpoint::{check_url, find, save_credentials, Credentials};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Tenant};
 use crate::openapi::{EndpointPath, ErrorBody, InvalidJson, Unauthorized};
@@ -215,7 +214,7 @@ pub async fn put(
     check(&oauth)?;
     let ep = find(&s, &t, &key).await?;
     oauth.endpoint_origin = super::endpoint::origin(&ep.url).unwrap_or_default();
-    set(&s, &t, ep, Some(oauth)).await?;
+    save_credentials(&s, &t, ep, Credentials::Oauth(Some(oauth))).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -237,22 +236,11 @@ pub async fn delete(
     t: Tenant,
     Path((_, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    set(&s, &t, find(&s, &t, &key).await?, None).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Saves `ep`'s OAuth settings by their own write (nothing else of the endpoint is
-/// written back), and tells of the change as any endpoint change is told.
-async fn set(s: &AppState, t: &Tenant, mut ep: Endpoint, oauth: Option<EndpointOauth>) -> ApiResult<()> {
-    if ep.oauth.is_none() && oauth.is_none() {
-        return Ok(());
+    let ep = find(&s, &t, &key).await?;
+    if ep.oauth.is_some() {
+        save_credentials(&s, &t, ep, Credentials::Oauth(None)).await?;
     }
-    let before = Before::of(&ep);
-    ep.updated_at = super::now();
-    s.0.store.set_endpoint_oauth(&ep.app_id, &ep.id, oauth.as_ref(), ep.updated_at).await?;
-    ep.oauth = oauth;
-    after_update(s, Some(&t.app), &ep, before);
-    Ok(())
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(utoipa::OpenApi)]

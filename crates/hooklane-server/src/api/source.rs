@@ -29,7 +29,8 @@ use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::endpoint::{
-    after_update, apply_waits, drop_oauth_if_moved, parse_secret, touch, validate as validate_endpoint, Before,
+    after_update, apply_waits, drop_credentials_if_moved, forget_credentials, parse_secret, touch,
+    validate as validate_endpoint, Before,
 };
 use super::retry_waits::RetryWaits;
 use super::transformation::{apply as apply_transformation_patch, Fresh, TransformationOut, TransformationPatch};
@@ -743,11 +744,9 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
             }
             Some(was) => {
                 let mut ep = ep;
-                let moved = drop_oauth_if_moved(&mut ep, &was);
+                let moved = drop_credentials_if_moved(&mut ep, &was);
                 s.0.store.update_endpoint(ep.clone()).await?;
-                if moved {
-                    s.0.store.set_endpoint_oauth(&ep.app_id, &ep.id, None, ep.updated_at).await?;
-                }
+                forget_credentials(s, &ep, moved).await;
                 after_update(s, app.as_ref(), &ep, was);
             }
         }

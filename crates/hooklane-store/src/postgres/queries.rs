@@ -299,7 +299,7 @@ pub async fn update_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
         "UPDATE endpoints SET uid = $3, url = $4, description = $5, version = $6, filter_types = $7, channels = $8, \
          disabled = $9, rate_limit = $10, metadata = $11, headers = $12, secret = $13, previous_secrets = $14, \
          failing_since = $15, updated_at = $16, payload_filter = $17, transform = $18, fifo = $19, \
-         transformation = $20, retry_schedule = $21, paused = $22, mtls = $23 WHERE id = $1 AND app_id = $2",
+         transformation = $20, retry_schedule = $21, paused = $22 WHERE id = $1 AND app_id = $2",
         &[
             &e.id,
             &e.app_id,
@@ -323,7 +323,6 @@ pub async fn update_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
             &opt_json(&e.transformation),
             &crate::queries_shared::schedule_json(&e.retry_schedule),
             &e.paused,
-            &opt_json(&e.mtls),
         ],
     )
     .await?;

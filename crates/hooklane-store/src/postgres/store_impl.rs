@@ -148,6 +148,23 @@ impl Store for PgStore {
         queries::one_row(n)
     }
 
+    async fn set_endpoint_mtls(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        mtls: Option<&EndpointMtls>,
+        updated_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let c = self.client().await?;
+        let n = queries::execute(
+            &c,
+            "UPDATE endpoints SET mtls = $3, updated_at = $4 WHERE app_id = $1 AND id = $2",
+            &[&app_id, &endpoint_id, &mtls.map(rows::to_json), &ms(updated_at)],
+        )
+        .await?;
+        queries::one_row(n)
+    }
+
     async fn replace_endpoint_oauth(
         &self,
         app_id: &str,

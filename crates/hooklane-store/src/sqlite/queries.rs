@@ -250,14 +250,15 @@ pub fn update_endpoint(conn: &Connection, e: &Endpoint) -> StoreResult<()> {
     let was_fifo: Option<bool> =
         query_opt(conn, "SELECT fifo FROM endpoints WHERE id = ?1 AND app_id = ?2", [&e.id, &e.app_id], |r| r.get(0))?;
     // ?16 (created_at) and ?23 (oauth) are bound but not used: the first never changes, the
-    // second has its own write (`set_endpoint_oauth`).
+    // second has its own write (`set_endpoint_oauth`), as mTLS settings do.
     let n = execute(
         conn,
         "UPDATE endpoints SET uid = ?3, url = ?4, description = ?5, version = ?6, filter_types = ?7, channels = ?8, \
          disabled = ?9, rate_limit = ?10, metadata = ?11, headers = ?12, secret = ?13, previous_secrets = ?14, \
          failing_since = ?15, updated_at = ?17, payload_filter = ?18, transform = ?19, fifo = ?20, \
-         transformation = ?21, retry_schedule = ?22, paused = ?24, mtls = ?25 WHERE id = ?1 AND app_id = ?2",
-        params_from_iter(endpoint_values(e)),
+         transformation = ?21, retry_schedule = ?22, paused = ?24 WHERE id = ?1 AND app_id = ?2",
+        // (Without ?25, mtls: the statement takes 24.)
+        params_from_iter(endpoint_values(e).into_iter().take(24)),
     )?;
     one_row(n)?;
     if was_fifo.is_some_and(|was| was != e.order.is_fifo()) {

@@ -137,6 +137,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_endpoint_mtls(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        mtls: Option<&EndpointMtls>,
+        updated_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (app, ep) = (owned(app_id), owned(endpoint_id));
+        let mtls = mtls.map(rows::to_json);
+        self.write(move |c| {
+            let sql = "UPDATE endpoints SET mtls = ?3, updated_at = ?4 WHERE app_id = ?1 AND id = ?2";
+            queries::one_row(queries::execute(c, sql, rusqlite::params![app, ep, mtls, ms(updated_at)])?)
+        })
+        .await
+    }
+
     async fn replace_endpoint_oauth(
         &self,
         app_id: &str,

@@ -689,6 +689,7 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     ep.mtls = Some(hooklane_core::model::EndpointMtls {
         identity: "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n".into(),
         server_ca_cert: Some("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".into()),
+        endpoint_origin: "https://example.com".into(),
     });
     store.create_endpoint(ep.clone()).await.unwrap();
 
@@ -712,7 +713,6 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
         Some(Transformation { code: None, enabled: false, variables: Default::default(), updated_at: t });
     ep.retry_schedule = Some(Vec::new());
     ep.paused = false;
-    ep.mtls = None;
     ep.version = 4;
     ep.updated_at += secs(3);
     store.update_endpoint(ep.clone()).await.unwrap();
@@ -744,6 +744,19 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
         store.set_endpoint_oauth("app_other", &ep.id, None, ep.updated_at).await,
         "another tenant's endpoint",
     );
+    // mTLS settings have their own write too.
+    let mtls = ep.mtls.take();
+    ep.updated_at += secs(1);
+    store.set_endpoint_mtls(&app.id, &ep.id, None, ep.updated_at).await.unwrap();
+    assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "mTLS removed");
+    let mut stale = ep.clone();
+    stale.mtls = mtls.clone();
+    store.update_endpoint(stale).await.unwrap();
+    assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "not written back by an update");
+    ep.mtls = mtls;
+    store.set_endpoint_mtls(&app.id, &ep.id, ep.mtls.as_ref(), ep.updated_at).await.unwrap();
+    assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()));
+    assert_not_found(store.set_endpoint_mtls("app_other", &ep.id, None, ep.updated_at).await, "another tenant's");
     assert_eq!(store.get_endpoint(&app.id, "renamed").await.unwrap(), Some(ep.clone()));
     assert_eq!(store.get_endpoint(&app.id, "primary").await.unwrap(), None);
 
