@@ -92,7 +92,8 @@ pub struct EndpointOauth {
     pub jwt_params: Option<JwtParams>,
     /// hooklane's own, not part of the API: the origin (`scheme://host[:port]`) of the
     /// endpoint's URL when the settings were set. Tokens go there only: not where a
-    /// transformation sends a request, nor to a URL moved elsewhere (empty: nowhere).
+    /// transformation sends a request, nor to a URL moved elsewhere (empty, in settings
+    /// stored before this field: the origin of the endpoint's URL as it is).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub endpoint_origin: String,
 }

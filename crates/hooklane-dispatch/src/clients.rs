@@ -79,7 +79,8 @@ impl Clients {
     pub(crate) fn for_identity(&self, mtls: &EndpointMtls) -> Result<reqwest::Client, String> {
         // reqwest talks to an https proxy with the same TLS settings: the proxy would be
         // shown the client certificate and have to chain to the endpoint's CA.
-        if self.recipe.proxy.as_deref().is_some_and(|p| p.starts_with("https:")) {
+        if self.recipe.proxy.as_deref().and_then(|p| reqwest::Url::parse(p).ok()).is_some_and(|p| p.scheme() == "https")
+        {
             return Err("mTLS does not go through an https:// proxy (it would get the client certificate)".into());
         }
         if let Some((client, used)) = self.lock().get_mut(mtls) {

@@ -378,18 +378,26 @@ async fn hold(inner: &Inner, held: Vec<(DeliveryKey, String)>) {
     }
     defer_all(inner, HashMap::from([(until, by_endpoint.values().flatten().cloned().collect())])).await;
     for ((app_id, endpoint_id), keys) in by_endpoint {
-        let resumed = match inner.store.get_endpoint(&app_id, &endpoint_id).await {
-            Ok(Some(ep)) => !ep.paused,
-            Ok(None) => false,
+        // This node's mark as it was before the read: a pause through this node after the
+        // read marks it anew, and that mark stays.
+        let mark = inner.paused.lock().unwrap_or_else(|p| p.into_inner()).get(&endpoint_id).copied();
+        let (resumed, gone) = match inner.store.get_endpoint(&app_id, &endpoint_id).await {
+            Ok(Some(ep)) => (!ep.paused, false),
+            Ok(None) => (false, true),
             Err(e) => {
                 tracing::warn!(error = %e, %endpoint_id, "could not look whether a paused endpoint was resumed");
-                false
+                (false, false)
             }
         };
+        if resumed || gone {
+            // Resumed through another node (or this one's mark outlived its clock), or
+            // deleted: this node's mark goes, or it would hold what it claims again and again.
+            let mut paused = inner.paused.lock().unwrap_or_else(|p| p.into_inner());
+            if mark.is_some() && paused.get(&endpoint_id).copied() == mark {
+                paused.remove(&endpoint_id);
+            }
+        }
         if resumed {
-            // Resumed through another node (or this one's mark outlived its clock): this
-            // node's mark goes, or it would hold what it claims again and again.
-            inner.paused.lock().unwrap_or_else(|p| p.into_inner()).remove(&endpoint_id);
             defer_all(inner, HashMap::from([(Utc::now(), keys)])).await;
             inner.wake.notify_one();
         }
@@ -582,6 +590,7 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
         let mut abandoned = Vec::new();
         let mut paused: HashMap<DateTime<Utc>, Vec<DeliveryKey>> = HashMap::new();
         let mut held = Vec::new();
+        let mut held_gates = Vec::new();
         let mut gates = Vec::with_capacity(batch.len());
         // A FIFO lane's next delivery becomes due when this batch is recorded: claim it then.
         let mut lane_moved = false;
@@ -604,7 +613,7 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
                 }
                 Finished::Held(k, app_id, g) => {
                     held.push((k, app_id));
-                    gates.push(g);
+                    held_gates.push(g);
                 }
             }
         }
@@ -649,9 +658,16 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
         defer_paused(&inner, paused).await;
         if !held.is_empty() {
             // Its store read for each endpoint need not hold up the recording. (The
-            // deliveries stay leased until handed back: nothing claims them meanwhile.)
+            // deliveries stay leased until handed back: nothing claims them meanwhile.) Their
+            // permits come back once they are, so that a shutdown waits for it.
             let inner = inner.clone();
-            tokio::spawn(async move { hold(&inner, held).await });
+            tokio::spawn(async move {
+                hold(&inner, held).await;
+                for g in &held_gates {
+                    g.outstanding.fetch_sub(1, Ordering::SeqCst);
+                }
+                inner.outstanding.add_permits(held_gates.len());
+            });
         }
         for g in &gates {
             // SeqCst: see `Gates::saturated`.

@@ -72,6 +72,9 @@ pub trait Store: Send + Sync + 'static {
         mtls: Option<&EndpointMtls>,
         updated_at: DateTime<Utc>,
     ) -> StoreResult<()>;
+    /// Removes the endpoint's OAuth and mTLS settings that are not bound to `origin` (the
+    /// origin of its URL now: it moved). Settings bound to it (set after the move) stay.
+    async fn forget_endpoint_credentials(&self, app_id: &str, endpoint_id: &str, origin: &str) -> StoreResult<()>;
     /// Replaces the endpoint's OAuth settings by `new` if they are still `expected` (a
     /// refresh token its authorization server rotated); false when they changed meanwhile
     /// (or the endpoint is gone). Nothing else of the endpoint changes.

@@ -552,19 +552,16 @@ pub(crate) fn drop_credentials_if_moved(ep: &mut Endpoint, before: &Before) -> M
     Moved { oauth: ep.oauth.take().is_some(), mtls: ep.mtls.take().is_some() }
 }
 
-/// Removes from the store the credentials a moved endpoint lost. A failure is only logged:
-/// they no longer apply, and the endpoint itself is saved.
+/// Removes from the store the credentials a moved endpoint lost (not those set for its new
+/// origin meanwhile). A failure is only logged: they no longer apply (they are bound to
+/// the origin they were set for), and the endpoint itself is saved.
 pub(crate) async fn forget_credentials(s: &AppState, ep: &Endpoint, moved: Moved) {
-    let store = &s.0.store;
-    if moved.oauth {
-        if let Err(e) = store.set_endpoint_oauth(&ep.app_id, &ep.id, None, ep.updated_at).await {
-            tracing::warn!(endpoint_id = %ep.id, error = %e, "a moved endpoint's OAuth settings were not removed");
-        }
+    if !moved.oauth && !moved.mtls {
+        return;
     }
-    if moved.mtls {
-        if let Err(e) = store.set_endpoint_mtls(&ep.app_id, &ep.id, None, ep.updated_at).await {
-            tracing::warn!(endpoint_id = %ep.id, error = %e, "a moved endpoint's mTLS settings were not removed");
-        }
+    let here = origin(&ep.url).unwrap_or_default();
+    if let Err(e) = s.0.store.forget_endpoint_credentials(&ep.app_id, &ep.id, &here).await {
+        tracing::warn!(endpoint_id = %ep.id, error = %e, "a moved endpoint's credentials were not removed");
     }
 }
 

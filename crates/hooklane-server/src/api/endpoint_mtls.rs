@@ -88,7 +88,7 @@ pub async fn put(
     Json(input): Json<EndpointMtlsConfigIn>,
 ) -> ApiResult<StatusCode> {
     let ep = find(&s, &t, &key).await?;
-    if !ep.url.starts_with("https://") {
+    if url::Url::parse(&ep.url).map_or(true, |u| u.scheme() != "https") {
         return Err(ApiError::validation("url", "mTLS needs an https endpoint URL"));
     }
     let mtls = EndpointMtls {

@@ -165,6 +165,19 @@ impl Store for PgStore {
         queries::one_row(n)
     }
 
+    async fn forget_endpoint_credentials(&self, app_id: &str, endpoint_id: &str, origin: &str) -> StoreResult<()> {
+        let c = self.client().await?;
+        let unbound = |col: &str| {
+            format!("CASE WHEN COALESCE({col}::jsonb ->> 'endpointOrigin', '') <> $3 THEN NULL ELSE {col} END")
+        };
+        let sql = format!(
+            "UPDATE endpoints SET oauth = {}, mtls = {} WHERE app_id = $1 AND id = $2",
+            unbound("oauth"),
+            unbound("mtls")
+        );
+        queries::execute(&c, &sql, &[&app_id, &endpoint_id, &origin]).await.map(drop)
+    }
+
     async fn replace_endpoint_oauth(
         &self,
         app_id: &str,

@@ -202,7 +202,7 @@ pub fn get_event_type(conn: &Connection, name: &str) -> StoreResult<Option<Event
 
 // --- endpoints
 
-/// An endpoint's columns in table order, as `?1`…`?22` of the statements below (each uses
+/// An endpoint's columns in table order, as `?1`…`?25` of the statements below (each uses
 /// the ones it needs).
 fn endpoint_values(e: &Endpoint) -> [Box<dyn ToSql + '_>; 25] {
     [

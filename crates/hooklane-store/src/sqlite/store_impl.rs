@@ -153,6 +153,24 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn forget_endpoint_credentials(&self, app_id: &str, endpoint_id: &str, origin: &str) -> StoreResult<()> {
+        let (app, ep, origin) = (owned(app_id), owned(endpoint_id), owned(origin));
+        self.write(move |c| {
+            let unbound = |col: &str| {
+                format!(
+                    "CASE WHEN COALESCE(json_extract({col}, '$.endpointOrigin'), '') <> ?3 THEN NULL ELSE {col} END"
+                )
+            };
+            let sql = format!(
+                "UPDATE endpoints SET oauth = {}, mtls = {} WHERE app_id = ?1 AND id = ?2",
+                unbound("oauth"),
+                unbound("mtls")
+            );
+            queries::execute(c, &sql, rusqlite::params![app, ep, origin]).map(drop)
+        })
+        .await
+    }
+
     async fn replace_endpoint_oauth(
         &self,
         app_id: &str,

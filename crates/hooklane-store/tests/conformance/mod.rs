@@ -757,6 +757,15 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     store.set_endpoint_mtls(&app.id, &ep.id, ep.mtls.as_ref(), ep.updated_at).await.unwrap();
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()));
     assert_not_found(store.set_endpoint_mtls("app_other", &ep.id, None, ep.updated_at).await, "another tenant's");
+    // A move forgets the settings bound elsewhere, and keeps those bound where it went.
+    store.forget_endpoint_credentials(&app.id, &ep.id, "https://example.com").await.unwrap();
+    assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "both bound there: kept");
+    store.forget_endpoint_credentials("app_other", &ep.id, "https://elsewhere.example").await.unwrap();
+    assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "another tenant's call");
+    store.forget_endpoint_credentials(&app.id, &ep.id, "https://elsewhere.example").await.unwrap();
+    ep.oauth = None;
+    ep.mtls = None;
+    assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "both forgotten");
     assert_eq!(store.get_endpoint(&app.id, "renamed").await.unwrap(), Some(ep.clone()));
     assert_eq!(store.get_endpoint(&app.id, "primary").await.unwrap(), None);
 
