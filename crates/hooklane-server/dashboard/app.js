@@ -280,6 +280,7 @@ function endpointsTable(app, endpoints) {
       e.filtered && h("span", { class: "tag", title: "Only messages whose payload passes its filter" }, "filtered"),
       e.transformed && h("span", { class: "tag", title: "Sent a body made from the payload by its template" }, "transformed"),
       e.oauth && h("span", { class: "tag", title: "Each request carries an OAuth access token from the receiver's authorization server" }, "OAuth"),
+      e.mtls && h("span", { class: "tag", title: "hooklane presents a TLS client certificate to the receiver" }, "mTLS"),
     ].filter(Boolean);
     return h("tr", { "data-testid": "endpoint-row", "data-endpoint": e.id },
       h("td", {}, h("div", { class: "mono" }, e.url), h("div", { class: "small muted" }, e.description || e.id),

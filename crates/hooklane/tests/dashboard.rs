@@ -453,6 +453,33 @@ async fn dashboard_and_portal_main_flows() {
     browser.click(&format!("{bad_row} [data-testid=recover]")).await;
     broken.wait_for(broken_before + 3, Duration::from_secs(20)).await;
 
+    // Credentials show as tags: OAuth on the broken endpoint, mTLS on a new https one (which
+    // takes no message).
+    let oauth = json!({"tokenUrl": "https://auth.example/token", "clientId": "c", "clientSecret": "s"});
+    let (status, body) = server.call("PUT", &format!("/api/v1/app/{acme}/endpoint/{bad}/oauth"), Some(oauth)).await;
+    assert_eq!(status, 204, "{body}");
+    let (secure, _) = server
+        .create_endpoint(&acme, json!({ "url": "https://127.0.0.1:9/secure", "filterTypes": ["never.sent"] }))
+        .await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["hooklane".to_string()]).unwrap().self_signed(&key).unwrap();
+    let identity = json!({ "identity": format!("{}{}", cert.pem(), key.serialize_pem()) });
+    let (status, body) =
+        server.call("PUT", &format!("/api/v1/app/{acme}/endpoint/{secure}/mtls"), Some(identity)).await;
+    assert_eq!(status, 204, "{body}");
+    browser.goto(&server.url(&format!("/dashboard#/app/{acme}"))).await;
+    let tags = |row: &str| {
+        format!("(document.querySelector(\"{row} [data-testid=endpoint-settings]\") || {{}}).innerText || ''")
+    };
+    let secure_row = format!("[data-endpoint='{secure}']");
+    browser
+        .wait_for(
+            &format!("{}.includes('OAuth') && {}.includes('mTLS')", tags(&bad_row), tags(&secure_row)),
+            "the OAuth and mTLS tags",
+        )
+        .await;
+    assert!(!browser.eval(&tags(&good_row)).await.as_str().unwrap_or("").contains("OAuth"));
+
     // An endpoint's JavaScript transformation: tried on a sample payload, then saved and
     // enabled; the next message reaches the endpoint as the code made it.
     browser.goto(&server.url(&format!("/dashboard#/app/{acme}"))).await;

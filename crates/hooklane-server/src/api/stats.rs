@@ -70,12 +70,14 @@ pub struct EndpointHealthOut {
     /// The latest failed attempts of the window, newest first (at most 3).
     last_failures: Vec<FailureOut>,
     /// hooklane's own settings the dashboard shows: a FIFO endpoint, one with a payload
-    /// filter, one with a transform, a paused one, one that sends OAuth access tokens.
+    /// filter, one with a transform, a paused one, one that sends OAuth access tokens, one
+    /// that presents a TLS client certificate.
     fifo: bool,
     filtered: bool,
     transformed: bool,
     paused: bool,
     oauth: bool,
+    mtls: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -153,6 +155,7 @@ pub async fn endpoints(State(s): State<AppState>, t: Tenant, q: Query) -> ApiRes
             transformed: e.transform.is_some(),
             paused: e.paused,
             oauth: e.oauth.is_some(),
+            mtls: e.mtls.is_some(),
             id: e.id,
             uid: e.uid,
             url: e.url,
