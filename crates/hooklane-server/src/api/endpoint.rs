@@ -591,6 +591,19 @@ pub(crate) async fn save_credentials(s: &AppState, t: &Tenant, mut ep: Endpoint,
     Ok(())
 }
 
+/// Removes the endpoint's settings of `kind`'s kind (`kind` holds `None`), if it has them.
+pub(crate) async fn remove_credentials(s: &AppState, t: &Tenant, key: &str, kind: Credentials) -> ApiResult<()> {
+    let ep = find(s, t, key).await?;
+    let held = match &kind {
+        Credentials::Oauth(_) => ep.oauth.is_some(),
+        Credentials::Mtls(_) => ep.mtls.is_some(),
+    };
+    if held {
+        save_credentials(s, t, ep, kind).await?;
+    }
+    Ok(())
+}
+
 /// Readies a changed endpoint to be saved: re-enabling it forgets since when it failed.
 pub(crate) fn touch(ep: &mut Endpoint, was_disabled: bool, now: DateTime<Utc>) {
     if was_disabled && !ep.disabled {

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use hooklane_core::model::EndpointMtls;
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{find, save_credentials, Credentials};
+use super::endpoint::{find, remove_credentials, save_credentials, Credentials};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Tenant};
 use crate::openapi::{EndpointPath, ErrorBody, InvalidJson, Unauthorized};
@@ -119,10 +119,7 @@ pub async fn delete(
     t: Tenant,
     Path((_, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let ep = find(&s, &t, &key).await?;
-    if ep.mtls.is_some() {
-        save_credentials(&s, &t, ep, Credentials::Mtls(None)).await?;
-    }
+    remove_credentials(&s, &t, &key, Credentials::Mtls(None)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

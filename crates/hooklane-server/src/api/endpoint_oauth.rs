@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use hooklane_core::oauth::{AuthMethod, EndpointOauth, GrantType, JwtAlgorithm, JwtParams};
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{check_url, find, save_credentials, Credentials};
+use super::endpoint::{check_url, find, remove_credentials, save_credentials, Credentials};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Tenant};
 use crate::openapi::{EndpointPath, ErrorBody, InvalidJson, Unauthorized};
@@ -236,10 +236,7 @@ pub async fn delete(
     t: Tenant,
     Path((_, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let ep = find(&s, &t, &key).await?;
-    if ep.oauth.is_some() {
-        save_credentials(&s, &t, ep, Credentials::Oauth(None)).await?;
-    }
+    remove_credentials(&s, &t, &key, Credentials::Oauth(None)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
