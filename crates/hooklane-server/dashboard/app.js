@@ -149,6 +149,9 @@ async function route() {
     if (parts[0] === "app" && parts[2] === "endpoint" && parts[4] === "transformation") {
       return await renderTransformation(parts[1], parts[3]);
     }
+    if (parts[0] === "app" && parts[2] === "endpoint" && parts[4] === "authentication") {
+      return await renderAuthentication(parts[1], parts[3]);
+    }
     show(h("p", { class: "error" }, "Nothing here."));
   } catch (err) {
     if (err.status === 401) return;
@@ -284,7 +287,8 @@ function endpointsTable(app, endpoints) {
     ].filter(Boolean);
     return h("tr", { "data-testid": "endpoint-row", "data-endpoint": e.id },
       h("td", {}, h("div", { class: "mono" }, e.url), h("div", { class: "small muted" }, e.description || e.id),
-        h("div", { class: "small" }, h("a", { href: `#/app/${enc(app.id)}/endpoint/${enc(e.id)}/transformation`, "data-testid": "transformation-link" }, "Transformation")),
+        h("div", { class: "small" }, h("a", { href: `#/app/${enc(app.id)}/endpoint/${enc(e.id)}/transformation`, "data-testid": "transformation-link" }, "Transformation"),
+          " · ", h("a", { href: `#/app/${enc(app.id)}/endpoint/${enc(e.id)}/authentication`, "data-testid": "authentication-link" }, "Authentication")),
         settings.length ? h("div", { class: "tags", "data-testid": "endpoint-settings" }, settings) : null,
         e.lastFailures.length ? h("ul", { class: "failures", "data-testid": "last-failures" }, e.lastFailures.map((f) =>
           h("li", {}, h("a", { href: `#/app/${enc(app.id)}/msg/${enc(f.msgId)}` }, `${f.responseStatusCode || "no response"}`),
@@ -378,6 +382,84 @@ async function renderTransformation(appId, epId) {
       payload,
       h("div", { class: "actions" }, test),
       result));
+}
+
+// --- an endpoint's authentication (Svix's OAuth and mTLS): see it, set it, remove it
+
+// The settings at `path`, or null when there are none; "forbidden" when this token may not
+// see them (they need ViewEndpointSecret).
+async function settingsAt(path) {
+  try { return await get(path); } catch (err) {
+    if (err.status === 404) return null;
+    if (err.status === 403) return "forbidden";
+    throw err;
+  }
+}
+
+async function renderAuthentication(appId, epId) {
+  const app = await get(`/app/${enc(appId)}`);
+  const path = `/app/${enc(app.id)}/endpoint/${enc(epId)}`;
+  const [ep, oauth, mtls] = await Promise.all([get(path), settingsAt(`${path}/oauth`), settingsAt(`${path}/mtls`)]);
+  appCrumbs(app, { text: "Authentication" });
+  const editable = can("ManageEndpoint");
+  // One form per kind: its current state, its fields, Save and Remove.
+  const section = (kind, title, current, describe, fields, body) => {
+    const status = h("span", { class: "small", "data-testid": `${kind}-status` });
+    const state = h("pre", { class: "mono result", "data-testid": `${kind}-current` },
+      current === "forbidden" ? "This token may not see them." : current ? describe(current) : "None set.");
+    const save = !editable ? null : h("button", {
+      "data-testid": `${kind}-save`,
+      onclick: async (ev) => {
+        ev.target.disabled = true;
+        try {
+          await api("PUT", `${path}/${kind}`, body());
+          // Shown again as saved (only if still on this page).
+          if (location.hash.endsWith("/authentication")) await route();
+        } catch (err) {
+          status.textContent = `Not saved: ${err.message}`;
+        } finally {
+          ev.target.disabled = false;
+        }
+      },
+    }, "Save");
+    const remove = !editable || !current ? null : h("button", {
+      class: "danger", "data-testid": `${kind}-remove`,
+      onclick: async (ev) => { const done = await act(ev.target, () => api("DELETE", `${path}/${kind}`)); if (done.ok) route(); },
+    }, "Remove");
+    return h("div", { class: "card" }, h("h2", {}, title), state, editable ? fields : null, h("div", { class: "actions" }, save, remove, status));
+  };
+  const input = (testid, attrs) => h("input", { "data-testid": testid, autocomplete: "off", ...attrs });
+  const tokenUrl = input("oauth-token-url", { placeholder: "https://auth.example.com/oauth/token", size: 48 });
+  const clientId = input("oauth-client-id", {});
+  const clientSecret = input("oauth-client-secret", { type: "password" });
+  const scopes = input("oauth-scopes", { placeholder: "space-separated" });
+  const method = h("select", { "data-testid": "oauth-method" },
+    h("option", { value: "clientSecretBasic" }, "client_secret_basic"), h("option", { value: "clientSecretPost" }, "client_secret_post"));
+  if (oauth && oauth !== "forbidden") {
+    tokenUrl.value = oauth.tokenUrl;
+    clientId.value = oauth.clientId;
+    scopes.value = (oauth.scopes || []).join(" ");
+    method.value = oauth.authMethod;
+  }
+  const oauthCard = section("oauth", "OAuth 2.0 (client credentials)", oauth,
+    (o) => [`token URL: ${o.tokenUrl}`, `client: ${o.clientId} (${o.authMethod}, ${o.grantType})`, `scopes: ${(o.scopes || []).join(" ") || "none"}`].join("\n"),
+    h("div", {},
+      h("label", {}, "Token URL ", tokenUrl), h("label", {}, " Client ID ", clientId),
+      h("label", {}, " Client secret ", clientSecret), h("label", {}, " Scopes ", scopes), h("label", {}, " Method ", method),
+      h("p", { class: "small muted" }, "Saving replaces the settings: give the client secret again. It is never shown.")),
+    () => ({ tokenUrl: tokenUrl.value, clientId: clientId.value, clientSecret: clientSecret.value,
+      authMethod: method.value, grantType: "clientCredentials", scopes: scopes.value.split(/\s+/).filter(Boolean) }));
+  const identity = h("textarea", { class: "code mono", rows: 6, spellcheck: "false", "data-testid": "mtls-identity",
+    placeholder: "-----BEGIN PRIVATE KEY-----\n…\n-----BEGIN CERTIFICATE-----\n…" });
+  const ca = h("textarea", { class: "code mono", rows: 4, spellcheck: "false", "data-testid": "mtls-ca", placeholder: "optional: the receiver's CA certificate" });
+  const mtlsCard = section("mtls", "Mutual TLS (client certificate)", mtls,
+    (m) => `${m.certificate}${m.serverCaCert ? `\nserver CA:\n${m.serverCaCert}` : ""}`,
+    h("div", {}, h("label", {}, "Private key and certificate (PEM)"), identity, h("label", {}, "Server CA (PEM)"), ca,
+      h("p", { class: "small muted" }, "The private key is never shown again.")),
+    () => ({ identity: identity.value, serverCaCert: ca.value.trim() ? ca.value : null }));
+  show(h("h1", {}, "Authentication"), h("p", { class: "mono small muted" }, ep.url),
+    h("p", { class: "small muted" }, "Besides the signature every request carries: what the receiver may also ask for."),
+    oauthCard, mtlsCard);
 }
 
 // --- charts (inline SVG)

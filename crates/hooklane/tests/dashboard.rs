@@ -480,6 +480,32 @@ async fn dashboard_and_portal_main_flows() {
         .await;
     assert!(!browser.eval(&tags(&good_row)).await.as_str().unwrap_or("").contains("OAuth"));
 
+    // The Authentication page: the broken endpoint's OAuth settings shown and changed (the
+    // secret given again, never shown), the secure one's certificate shown and removed.
+    browser.click(&format!("{bad_row} [data-testid=authentication-link]")).await;
+    let oauth_now = "((document.querySelector('[data-testid=oauth-current]') || {}).textContent || '')";
+    browser.wait_for(&format!("{oauth_now}.includes('https://auth.example/token')"), "the OAuth settings").await;
+    browser
+        .eval("document.querySelector('[data-testid=oauth-token-url]').value = 'https://auth.example/v2/token'")
+        .await;
+    browser.eval("document.querySelector('[data-testid=oauth-client-secret]').value = 'an0ther-s3cret'").await;
+    browser.click("[data-testid=oauth-save]").await;
+    browser.wait_for(&format!("{oauth_now}.includes('/v2/token')"), "the changed settings").await;
+    let (_, oauth) = server.call("GET", &format!("/api/v1/app/{acme}/endpoint/{bad}/oauth"), None).await;
+    assert_eq!(oauth["tokenUrl"], "https://auth.example/v2/token", "{oauth}");
+    let page = browser.eval("document.body.innerText").await;
+    assert!(!page.as_str().unwrap().contains("an0ther-s3cret"), "the secret is not shown");
+    browser.screenshot("authentication").await;
+    browser.goto(&server.url(&format!("/dashboard#/app/{acme}/endpoint/{secure}/authentication"))).await;
+    let mtls_now = "((document.querySelector('[data-testid=mtls-current]') || {}).textContent || '')";
+    browser.wait_for(&format!("{mtls_now}.includes('BEGIN CERTIFICATE')"), "the certificate").await;
+    assert!(!browser.eval(mtls_now).await.as_str().unwrap().contains("PRIVATE KEY"));
+    browser.click("[data-testid=mtls-remove]").await;
+    browser.wait_for(&format!("{mtls_now} === 'None set.'"), "the removal").await;
+    let (status, _) = server.call("GET", &format!("/api/v1/app/{acme}/endpoint/{secure}/mtls"), None).await;
+    assert_eq!(status, 404);
+    browser.goto(&server.url(&format!("/dashboard#/app/{acme}"))).await;
+
     // An endpoint's JavaScript transformation: tried on a sample payload, then saved and
     // enabled; the next message reaches the endpoint as the code made it.
     browser.goto(&server.url(&format!("/dashboard#/app/{acme}"))).await;
