@@ -386,13 +386,14 @@ async function renderTransformation(appId, epId) {
 
 // --- an endpoint's authentication (Svix's OAuth and mTLS): see it, set it, remove it
 
-// The settings at `path`, or null when there are none; "forbidden" when this token may not
-// see them (they need ViewEndpointSecret).
+// The settings at `path`, or null when there are none; { forbidden } when this token may
+// not see them (they need ViewEndpointSecret); { error } when they could not be read.
 async function settingsAt(path) {
   try { return await get(path); } catch (err) {
     if (err.status === 404) return null;
-    if (err.status === 403) return "forbidden";
-    throw err;
+    if (err.status === 403) return { forbidden: true };
+    if (err.status === 401) throw err;
+    return { error: err.message };
   }
 }
 
@@ -401,20 +402,24 @@ async function renderAuthentication(appId, epId) {
   const path = `/app/${enc(app.id)}/endpoint/${enc(epId)}`;
   const [ep, oauth, mtls] = await Promise.all([get(path), settingsAt(`${path}/oauth`), settingsAt(`${path}/mtls`)]);
   appCrumbs(app, { text: "Authentication" });
-  const editable = can("ManageEndpoint");
-  // One form per kind: its current state, its fields, Save and Remove.
-  const section = (kind, title, current, describe, fields, body) => {
-    const status = h("span", { class: "small", "data-testid": `${kind}-status` });
-    const state = h("pre", { class: "mono result", "data-testid": `${kind}-current` },
-      current === "forbidden" ? "This token may not see them." : current ? describe(current) : "None set.");
+  const shown = (s) => s && !s.forbidden && !s.error;
+  const summary = (s, describe) => s === null ? "None set." : s.forbidden ? "This token may not see them."
+    : s.error ? `Could not read them: ${s.error}` : describe(s);
+  // One card per kind: its current state, its fields (unless `why` says they cannot be
+  // edited here), Save and Remove. A save updates only its own card.
+  const section = (kind, title, current, describe, fields, body, clear, why) => {
+    const editable = can("ManageEndpoint") && !why;
+    const status = h("span", { class: "small", "data-testid": `${kind}-status` }, why || "");
+    const state = h("pre", { class: "mono result", "data-testid": `${kind}-current` }, summary(current, describe));
     const save = !editable ? null : h("button", {
       "data-testid": `${kind}-save`,
       onclick: async (ev) => {
         ev.target.disabled = true;
         try {
           await api("PUT", `${path}/${kind}`, body());
-          // Shown again as saved (only if still on this page).
-          if (location.hash.endsWith("/authentication")) await route();
+          clear();
+          state.textContent = summary(await settingsAt(`${path}/${kind}`), describe);
+          status.textContent = "Saved.";
         } catch (err) {
           status.textContent = `Not saved: ${err.message}`;
         } finally {
@@ -422,9 +427,12 @@ async function renderAuthentication(appId, epId) {
         }
       },
     }, "Save");
-    const remove = !editable || !current ? null : h("button", {
+    const remove = !can("ManageEndpoint") || !shown(current) ? null : h("button", {
       class: "danger", "data-testid": `${kind}-remove`,
-      onclick: async (ev) => { const done = await act(ev.target, () => api("DELETE", `${path}/${kind}`)); if (done.ok) route(); },
+      onclick: async (ev) => {
+        const done = await act(ev.target, () => api("DELETE", `${path}/${kind}`));
+        if (done.ok) { state.textContent = "None set."; ev.target.remove(); }
+      },
     }, "Remove");
     return h("div", { class: "card" }, h("h2", {}, title), state, editable ? fields : null, h("div", { class: "actions" }, save, remove, status));
   };
@@ -435,20 +443,35 @@ async function renderAuthentication(appId, epId) {
   const scopes = input("oauth-scopes", { placeholder: "space-separated" });
   const method = h("select", { "data-testid": "oauth-method" },
     h("option", { value: "clientSecretBasic" }, "client_secret_basic"), h("option", { value: "clientSecretPost" }, "client_secret_post"));
-  if (oauth && oauth !== "forbidden") {
+  let extraParams = null;
+  let why = "";
+  if (shown(oauth)) {
     tokenUrl.value = oauth.tokenUrl;
     clientId.value = oauth.clientId;
     scopes.value = (oauth.scopes || []).join(" ");
     method.value = oauth.authMethod;
+    extraParams = oauth.extraParams || null;
+    // This form writes client-credentials settings with a client secret: others (a refresh
+    // token, a JWT assertion) would be lost by a save from here.
+    if (oauth.grantType !== "clientCredentials" || oauth.authMethod === "clientSecretJwt") {
+      why = "These settings (a refresh token or a JWT assertion) are changed through the API.";
+    }
   }
+  const extraText = (o) => Object.entries(o.extraParams || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "none";
   const oauthCard = section("oauth", "OAuth 2.0 (client credentials)", oauth,
-    (o) => [`token URL: ${o.tokenUrl}`, `client: ${o.clientId} (${o.authMethod}, ${o.grantType})`, `scopes: ${(o.scopes || []).join(" ") || "none"}`].join("\n"),
+    (o) => [`token URL: ${o.tokenUrl}`, `client: ${o.clientId} (${o.authMethod}, ${o.grantType})`,
+      `scopes: ${(o.scopes || []).join(" ") || "none"}`, `extra parameters: ${extraText(o)}`].join("\n"),
     h("div", {},
       h("label", {}, "Token URL ", tokenUrl), h("label", {}, " Client ID ", clientId),
       h("label", {}, " Client secret ", clientSecret), h("label", {}, " Scopes ", scopes), h("label", {}, " Method ", method),
-      h("p", { class: "small muted" }, "Saving replaces the settings: give the client secret again. It is never shown.")),
-    () => ({ tokenUrl: tokenUrl.value, clientId: clientId.value, clientSecret: clientSecret.value,
-      authMethod: method.value, grantType: "clientCredentials", scopes: scopes.value.split(/\s+/).filter(Boolean) }));
+      h("p", { class: "small muted" }, "Saving replaces the settings (their extra parameters kept): give the client secret again. It is never shown.")),
+    () => {
+      const list = scopes.value.split(/\s+/).filter(Boolean);
+      return { tokenUrl: tokenUrl.value, clientId: clientId.value, clientSecret: clientSecret.value, authMethod: method.value,
+        grantType: "clientCredentials", scopes: list.length ? list : null, extraParams };
+    },
+    () => { clientSecret.value = ""; },
+    why);
   const identity = h("textarea", { class: "code mono", rows: 6, spellcheck: "false", "data-testid": "mtls-identity",
     placeholder: "-----BEGIN PRIVATE KEY-----\n…\n-----BEGIN CERTIFICATE-----\n…" });
   const ca = h("textarea", { class: "code mono", rows: 4, spellcheck: "false", "data-testid": "mtls-ca", placeholder: "optional: the receiver's CA certificate" });
@@ -456,7 +479,9 @@ async function renderAuthentication(appId, epId) {
     (m) => `${m.certificate}${m.serverCaCert ? `\nserver CA:\n${m.serverCaCert}` : ""}`,
     h("div", {}, h("label", {}, "Private key and certificate (PEM)"), identity, h("label", {}, "Server CA (PEM)"), ca,
       h("p", { class: "small muted" }, "The private key is never shown again.")),
-    () => ({ identity: identity.value, serverCaCert: ca.value.trim() ? ca.value : null }));
+    () => ({ identity: identity.value, serverCaCert: ca.value.trim() ? ca.value : null }),
+    () => { identity.value = ""; },
+    "");
   show(h("h1", {}, "Authentication"), h("p", { class: "mono small muted" }, ep.url),
     h("p", { class: "small muted" }, "Besides the signature every request carries: what the receiver may also ask for."),
     oauthCard, mtlsCard);

@@ -455,7 +455,8 @@ async fn dashboard_and_portal_main_flows() {
 
     // Credentials show as tags: OAuth on the broken endpoint, mTLS on a new https one (which
     // takes no message).
-    let oauth = json!({"tokenUrl": "https://auth.example/token", "clientId": "c", "clientSecret": "s"});
+    let oauth = json!({"tokenUrl": "https://auth.example/token", "clientId": "c", "clientSecret": "s",
+        "extraParams": {"audience": "https://api.acme.example"}});
     let (status, body) = server.call("PUT", &format!("/api/v1/app/{acme}/endpoint/{bad}/oauth"), Some(oauth)).await;
     assert_eq!(status, 204, "{body}");
     let (secure, _) = server
@@ -490,11 +491,19 @@ async fn dashboard_and_portal_main_flows() {
         .await;
     browser.eval("document.querySelector('[data-testid=oauth-client-secret]').value = 'an0ther-s3cret'").await;
     browser.click("[data-testid=oauth-save]").await;
-    browser.wait_for(&format!("{oauth_now}.includes('/v2/token')"), "the changed settings").await;
+    browser
+        .wait_for(
+            &format!("{oauth_now}.includes('/v2/token') && document.querySelector('[data-testid=oauth-status]').textContent === 'Saved.'"),
+            "the changed settings",
+        )
+        .await;
     let (_, oauth) = server.call("GET", &format!("/api/v1/app/{acme}/endpoint/{bad}/oauth"), None).await;
     assert_eq!(oauth["tokenUrl"], "https://auth.example/v2/token", "{oauth}");
-    let page = browser.eval("document.body.innerText").await;
-    assert!(!page.as_str().unwrap().contains("an0ther-s3cret"), "the secret is not shown");
+    assert_eq!(oauth["extraParams"], json!({"audience": "https://api.acme.example"}), "kept by the form");
+    let secret_field = browser.eval("document.querySelector('[data-testid=oauth-client-secret]').value").await;
+    assert_eq!(secret_field, json!(""), "the secret field is emptied once saved");
+    let html = browser.eval("document.documentElement.outerHTML").await;
+    assert!(!html.as_str().unwrap().contains("an0ther-s3cret"), "the secret is nowhere in the page");
     browser.screenshot("authentication").await;
     browser.goto(&server.url(&format!("/dashboard#/app/{acme}/endpoint/{secure}/authentication"))).await;
     let mtls_now = "((document.querySelector('[data-testid=mtls-current]') || {}).textContent || '')";
@@ -618,6 +627,20 @@ async fn dashboard_and_portal_main_flows() {
             browser.eval("document.querySelector('[data-testid=transformation-code]').readOnly").await,
             json!(true)
         );
+    }
+
+    // A portal token that may only view sees that there are credentials it may not read,
+    // and no way to change them.
+    let (status, access) = server
+        .call("POST", &format!("/api/v1/auth/app-portal-access/{acme}"), Some(json!({"capabilities": ["ViewBase"]})))
+        .await;
+    assert_eq!(status, 200, "{access}");
+    browser.goto(access["url"].as_str().unwrap()).await;
+    browser.wait_for("document.querySelectorAll('[data-testid=endpoint-row]').length > 0", "the portal").await;
+    browser.click(&format!("{bad_row} [data-testid=authentication-link]")).await;
+    browser.wait_for(&format!("{oauth_now} === 'This token may not see them.'"), "the refusal, said").await;
+    for control in ["oauth-save", "oauth-remove", "mtls-save", "oauth-token-url"] {
+        assert_eq!(browser.count(&format!("[data-testid={control}]")).await, 0, "{control} offered");
     }
 }
 
