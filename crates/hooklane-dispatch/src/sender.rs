@@ -293,7 +293,7 @@ impl Sender {
             Ok(u) => u,
             Err(e) => return failed(e),
         };
-        if let Err(refused) = self.check_destination(&url).await {
+        if let Err(refused) = check_destination(&self.policy, self.proxy, &url).await {
             return failed(refused);
         }
         // The whole attempt, its access token included, takes at most the request timeout.
@@ -302,10 +302,13 @@ impl Sender {
         // elsewhere (whoever may change the code or the URL may not see the credentials).
         // Settings stored before they were bound go to the endpoint's own origin.
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let here = url.origin().ascii_serialization();
-        let bound = |origin: &str| match origin {
-            "" => self.url(&endpoint.url).is_ok_and(|own| own.origin().ascii_serialization() == here),
-            origin => origin == here,
+        // (Only for an endpoint with such settings: the origin's text is made for the check.)
+        let bound = |origin: &str| {
+            let here = url.origin().ascii_serialization();
+            match origin {
+                "" => self.url(&endpoint.url).is_ok_and(|own| own.origin().ascii_serialization() == here),
+                origin => origin == here,
+            }
         };
         let oauth = endpoint.oauth.as_ref().filter(|o| bound(&o.endpoint_origin));
         let mtls = endpoint.mtls.as_ref().filter(|m| bound(&m.endpoint_origin));
@@ -420,31 +423,15 @@ impl Sender {
         result
     }
 
-    /// Refuses a destination the address policy does not allow, where the resolver cannot
-    /// see it: IP literals skip DNS, and through a proxy no receiver's name is resolved here.
-    async fn check_destination(&self, url: &reqwest::Url) -> Result<(), String> {
-        let Some(host) = url.host_str() else { return Ok(()) };
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = bare.parse::<IpAddr>() {
-            if !self.policy.permits(ip) {
-                return Err(format!("destination address {ip} is not allowed (private, loopback or reserved)"));
-            }
-        } else if let Some(proxy) = self.proxy {
-            check_via_proxy(&self.policy, bare, proxy.resolves_names, proxy.lookup_within)
-                .await
-                .map_err(|refused| refused.to_string())?;
-        }
-        Ok(())
-    }
-
     /// The endpoint's OAuth access token: held, or asked of its token URL (through the
-    /// same client, so under the same address policy and proxy as deliveries).
+    /// same client, so under the same address policy and proxy as deliveries; the address
+    /// is checked when a token is asked for, not for each attempt).
     async fn bearer(&self, endpoint: &Endpoint, oauth: &EndpointOauth) -> Result<Arc<str>, String> {
-        let url = reqwest::Url::parse(&oauth.token_url).map_err(|e| format!("invalid token URL: {e}"))?;
-        self.check_destination(&url).await?;
-        let client = self.clients.shared().clone();
+        let url = self.url(&oauth.token_url).map_err(|e| format!("invalid token URL: {e}"))?;
+        let (client, policy, proxy) = (self.clients.shared().clone(), self.policy.clone(), self.proxy);
         self.tokens
             .bearer(endpoint, oauth, move |request| async move {
+                check_destination(&policy, proxy, &url).await?;
                 let mut post = client
                     .post(url)
                     .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -470,6 +457,23 @@ impl Sender {
 
 /// Largest answer taken from a token endpoint.
 const TOKEN_ANSWER_LIMIT: usize = 64 * 1024;
+
+/// Refuses a destination the address policy does not allow, where the resolver cannot see
+/// it: IP literals skip DNS, and through a proxy no receiver's name is resolved here.
+async fn check_destination(policy: &AddressPolicy, proxy: Option<ViaProxy>, url: &reqwest::Url) -> Result<(), String> {
+    let Some(host) = url.host_str() else { return Ok(()) };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        if !policy.permits(ip) {
+            return Err(format!("destination address {ip} is not allowed (private, loopback or reserved)"));
+        }
+    } else if let Some(proxy) = proxy {
+        check_via_proxy(policy, bare, proxy.resolves_names, proxy.lookup_within)
+            .await
+            .map_err(|refused| refused.to_string())?;
+    }
+    Ok(())
+}
 
 /// Runs the endpoint's transformation on the request about to be made (in a script
 /// worker: it may take up to [`crate::scripts::HARD_LIMIT`]); `None` when it cancels it.
