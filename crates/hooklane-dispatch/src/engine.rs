@@ -280,8 +280,8 @@ impl Dispatcher {
     }
 
     /// The endpoint was resumed: its held deliveries (and its retries due within the hold)
-    /// are due now, wherever they were held, and again a few seconds later for any that a
-    /// claim was putting back at that moment.
+    /// are due now, wherever they were held. Those a claim was putting back at that moment
+    /// are seen by that claim's look at the endpoint after it ([`hold`]).
     pub fn endpoint_resumed(&self, endpoint_id: &str) {
         self.inner.paused.lock().unwrap_or_else(|p| p.into_inner()).remove(endpoint_id);
         let (inner, endpoint_id) = (self.inner.clone(), endpoint_id.to_string());
@@ -479,13 +479,13 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
     }
     // Before the permits: a transformation may wait for a worker.
     let sent = match inner.sender.prepare(&job.message, endpoint).await {
-        // Nothing to send: no permit, and no circuit verdict (it could be a probe that
-        // this result would tell nothing).
         // Paused while its transformation ran: held, no attempt recorded.
         Prepared::Done(_) if paused_here(&inner, endpoint) => {
             let _ = inner.finished.send(Finished::Held(key, endpoint.app_id.clone(), gate));
             return;
         }
+        // Nothing to send: no permit, and no circuit verdict (it could be a probe that
+        // this result would tell nothing).
         Prepared::Done(result) => Ok((result, false)),
         Prepared::Later(why) => {
             // Not an attempt: no worker could run the transformation (nothing was tried).

@@ -324,9 +324,6 @@ pub(crate) fn validate(e: &Endpoint) -> ApiResult<()> {
     check_metadata("metadata", &e.metadata)?;
     check_headers(&e.headers)?;
     check_rules(e.payload_filter.as_ref(), e.transform.as_ref())?;
-    if let Some(oauth) = &e.oauth {
-        super::endpoint_oauth::check(oauth)?;
-    }
     if let Some(waits) = &e.retry_schedule {
         hooklane_core::retry::check_endpoint_schedule(waits)
             .map_err(|msg| ApiError::validation("retrySchedule", msg))?;

@@ -150,7 +150,7 @@ impl From<EndpointOauth> for EndpointOauthConfigOut {
 }
 
 /// The settings' faults, named as in the request body.
-pub(crate) fn check(oauth: &EndpointOauth) -> ApiResult<()> {
+fn check(oauth: &EndpointOauth) -> ApiResult<()> {
     check_url("tokenUrl", &oauth.token_url)?;
     // reqwest would send these as a second Authorization header, and GET would show them.
     if url::Url::parse(&oauth.token_url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some()) {
