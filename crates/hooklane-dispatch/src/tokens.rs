@@ -210,6 +210,8 @@ where
         Ok(answer) => answer.and_then(|(status, body)| read_token_answer(status, &body)),
         Err(_) => Err(format!("the token endpoint did not answer within {} ms", timeout.as_millis())),
     };
+    let outcome = if answer.is_ok() { "success" } else { "failure" };
+    metrics::counter!("hooklane_oauth_token_requests_total", "outcome" => outcome).increment(1);
     let issued = match answer {
         Ok(issued) => issued,
         Err(why) => {
