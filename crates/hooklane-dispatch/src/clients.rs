@@ -171,12 +171,5 @@ fn sections(pem: &str) -> Result<Vec<(SectionKind, Vec<u8>)>, String> {
 }
 
 fn describe_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
+    crate::sender::with_causes(e.to_string(), e)
 }

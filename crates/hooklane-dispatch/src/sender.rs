@@ -526,12 +526,17 @@ fn request_body(message: &Message, endpoint: &Endpoint) -> Result<String, transf
 
 /// A one-line description of a transport error, with its causes.
 fn describe(e: reqwest::Error) -> String {
-    let mut out = if e.is_connect() { "connection failed".to_string() } else { e.to_string() };
-    let mut source = std::error::Error::source(&e);
+    let head = if e.is_connect() { "connection failed".to_string() } else { e.to_string() };
+    with_causes(head, &e)
+}
+
+/// `head`, then each cause of `e` after a colon.
+pub(crate) fn with_causes(mut head: String, e: &dyn std::error::Error) -> String {
+    let mut source = e.source();
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        head.push_str(": ");
+        head.push_str(&s.to_string());
         source = s.source();
     }
-    out
+    head
 }

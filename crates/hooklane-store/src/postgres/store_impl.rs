@@ -17,6 +17,22 @@ use crate::*;
 const TRANSIENT_RETRIES: usize = 5;
 
 impl PgStore {
+    /// Writes one of an endpoint's JSON settings columns (`oauth`, `mtls`: they have
+    /// writes of their own, apart from the endpoint's), as of `updated_at`.
+    async fn set_endpoint_json(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        column: &'static str,
+        json: Option<String>,
+        updated_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let c = self.client().await?;
+        let sql = format!("UPDATE endpoints SET {column} = $3, updated_at = $4 WHERE app_id = $1 AND id = $2");
+        let n = queries::execute(&c, &sql, &[&app_id, &endpoint_id, &json, &ms(updated_at)]).await?;
+        queries::one_row(n)
+    }
+
     /// Queues a message for the ingest workers; answers once its batch is committed.
     async fn queue_ingest(
         &self,
@@ -138,14 +154,7 @@ impl Store for PgStore {
         oauth: Option<&EndpointOauth>,
         updated_at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let c = self.client().await?;
-        let n = queries::execute(
-            &c,
-            "UPDATE endpoints SET oauth = $3, updated_at = $4 WHERE app_id = $1 AND id = $2",
-            &[&app_id, &endpoint_id, &oauth.map(rows::to_json), &ms(updated_at)],
-        )
-        .await?;
-        queries::one_row(n)
+        self.set_endpoint_json(app_id, endpoint_id, "oauth", oauth.map(rows::to_json), updated_at).await
     }
 
     async fn set_endpoint_mtls(
@@ -155,14 +164,7 @@ impl Store for PgStore {
         mtls: Option<&EndpointMtls>,
         updated_at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let c = self.client().await?;
-        let n = queries::execute(
-            &c,
-            "UPDATE endpoints SET mtls = $3, updated_at = $4 WHERE app_id = $1 AND id = $2",
-            &[&app_id, &endpoint_id, &mtls.map(rows::to_json), &ms(updated_at)],
-        )
-        .await?;
-        queries::one_row(n)
+        self.set_endpoint_json(app_id, endpoint_id, "mtls", mtls.map(rows::to_json), updated_at).await
     }
 
     async fn forget_endpoint_credentials(&self, app_id: &str, endpoint_id: &str, origin: &str) -> StoreResult<()> {

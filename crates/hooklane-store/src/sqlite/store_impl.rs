@@ -128,13 +128,7 @@ impl Store for SqliteStore {
         oauth: Option<&EndpointOauth>,
         updated_at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let (app, ep) = (owned(app_id), owned(endpoint_id));
-        let oauth = oauth.map(rows::to_json);
-        self.write(move |c| {
-            let sql = "UPDATE endpoints SET oauth = ?3, updated_at = ?4 WHERE app_id = ?1 AND id = ?2";
-            queries::one_row(queries::execute(c, sql, rusqlite::params![app, ep, oauth, ms(updated_at)])?)
-        })
-        .await
+        self.set_endpoint_json(app_id, endpoint_id, "oauth", oauth.map(rows::to_json), updated_at).await
     }
 
     async fn set_endpoint_mtls(
@@ -144,13 +138,7 @@ impl Store for SqliteStore {
         mtls: Option<&EndpointMtls>,
         updated_at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let (app, ep) = (owned(app_id), owned(endpoint_id));
-        let mtls = mtls.map(rows::to_json);
-        self.write(move |c| {
-            let sql = "UPDATE endpoints SET mtls = ?3, updated_at = ?4 WHERE app_id = ?1 AND id = ?2";
-            queries::one_row(queries::execute(c, sql, rusqlite::params![app, ep, mtls, ms(updated_at)])?)
-        })
-        .await
+        self.set_endpoint_json(app_id, endpoint_id, "mtls", mtls.map(rows::to_json), updated_at).await
     }
 
     async fn forget_endpoint_credentials(&self, app_id: &str, endpoint_id: &str, origin: &str) -> StoreResult<()> {
@@ -807,5 +795,25 @@ impl Store for SqliteStore {
     ) -> StoreResult<Page<MessageSummary>> {
         let (app, filter, page) = (owned(app_id), filter.clone(), page.clone());
         self.read(move |c| queries::message_log(c, &app, &filter, state, &page)).await
+    }
+}
+
+impl SqliteStore {
+    /// Writes one of an endpoint's JSON settings columns (`oauth`, `mtls`: they have
+    /// writes of their own, apart from the endpoint's), as of `updated_at`.
+    async fn set_endpoint_json(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        column: &'static str,
+        json: Option<String>,
+        updated_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (app, ep) = (owned(app_id), owned(endpoint_id));
+        self.write(move |c| {
+            let sql = format!("UPDATE endpoints SET {column} = ?3, updated_at = ?4 WHERE app_id = ?1 AND id = ?2");
+            queries::one_row(queries::execute(c, &sql, rusqlite::params![app, ep, json, ms(updated_at)])?)
+        })
+        .await
     }
 }
