@@ -10,9 +10,11 @@
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use hmac::Hmac;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+use crate::inbound::hmac_body::run as mac_of;
 
 /// How the client authenticates to the authorization server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -275,22 +277,11 @@ impl EndpointOauth {
         let signed =
             format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
         let signature = match params.signing_algorithm {
-            JwtAlgorithm::HS256 => hmac_of::<Hmac<sha2::Sha256>>(&key, &signed),
-            JwtAlgorithm::HS384 => hmac_of::<Hmac<sha2::Sha384>>(&key, &signed),
-            JwtAlgorithm::HS512 => hmac_of::<Hmac<sha2::Sha512>>(&key, &signed),
+            JwtAlgorithm::HS256 => mac_of::<Hmac<sha2::Sha256>>(&key, &[signed.as_bytes()]),
+            JwtAlgorithm::HS384 => mac_of::<Hmac<sha2::Sha384>>(&key, &[signed.as_bytes()]),
+            JwtAlgorithm::HS512 => mac_of::<Hmac<sha2::Sha512>>(&key, &[signed.as_bytes()]),
         };
         format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
-    }
-}
-
-fn hmac_of<M: Mac + hmac::digest::KeyInit>(key: &[u8], data: &str) -> Vec<u8> {
-    match <M as hmac::digest::KeyInit>::new_from_slice(key) {
-        Ok(mut mac) => {
-            mac.update(data.as_bytes());
-            mac.finalize().into_bytes().to_vec()
-        }
-        // HMAC takes keys of any length.
-        Err(_) => Vec::new(),
     }
 }
 
@@ -376,6 +367,7 @@ pub fn read_token_answer(status: u16, body: &[u8]) -> Result<IssuedToken, String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hmac::Mac;
 
     fn basic() -> EndpointOauth {
         EndpointOauth {

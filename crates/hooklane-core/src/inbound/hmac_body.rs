@@ -19,19 +19,21 @@ pub struct Spec<'a> {
 
 /// HMAC of the concatenated `parts` under `key`.
 pub fn mac(algorithm: HmacAlgorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-        // HMAC takes keys of any length.
-        let mut m = <M as hmac::digest::KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-        for p in parts {
-            m.update(p);
-        }
-        m.finalize().into_bytes().to_vec()
-    }
     match algorithm {
         HmacAlgorithm::Sha1 => run::<Hmac<sha1::Sha1>>(key, parts),
         HmacAlgorithm::Sha256 => run::<Hmac<sha2::Sha256>>(key, parts),
         HmacAlgorithm::Sha512 => run::<Hmac<sha2::Sha512>>(key, parts),
     }
+}
+
+/// HMAC (`M`, e.g. `Hmac<Sha256>`) of the concatenated `parts` under `key`.
+pub(crate) fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    // HMAC takes keys of any length.
+    let mut m = <M as hmac::digest::KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().to_vec()
 }
 
 /// Whether `given` (encoded, prefix already removed) is `expected`, in constant time.
