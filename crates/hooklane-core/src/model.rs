@@ -86,6 +86,10 @@ pub struct Endpoint {
     /// Svix's endpoint mTLS: the client certificate hooklane presents to the endpoint, and
     /// the CA its certificate must chain to; `None`: none.
     pub mtls: Option<EndpointMtls>,
+    /// hooklane's own (Svix's polling endpoints): nothing is sent to it; its messages are
+    /// read through `/app/{app_id}/poller/{endpoint_id}`. Its `url` is empty. Set when it
+    /// is created, never changed.
+    pub polling: bool,
 }
 
 /// Svix's `EndpointMtlsConfigIn`: TLS client authentication to an endpoint.

@@ -454,7 +454,10 @@ fn endpoint_cap(cfg: &DispatchConfig, rate: Option<u32>) -> usize {
 async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
     let endpoint = &job.endpoint;
     let key = DeliveryKey { msg_id: job.message.id.clone(), endpoint_id: endpoint.id.clone() };
+    // A polling endpoint is sent nothing; a delivery to one (made by a node of an older
+    // version, during a rolling upgrade) is given up as a disabled endpoint's are.
     let disabled = endpoint.disabled
+        || endpoint.polling
         || inner
             .disabled
             .lock()

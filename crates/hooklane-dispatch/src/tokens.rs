@@ -338,6 +338,7 @@ mod tests {
             oauth: None,
             paused: false,
             mtls: None,
+            polling: false,
         }
     }
 

@@ -242,6 +242,8 @@ function endpointsTable(app, endpoints) {
   if (!endpoints.length) return h("p", { class: "muted" }, "No endpoints yet.");
   const rows = endpoints.map((e) => {
     const state = e.disabled ? badge("disabled") : e.paused ? badge("paused") : e.failingSince ? badge("failing") : badge("success", "healthy");
+    // A polling endpoint is read at its URL (the consumer's poller), never sent to.
+    const sends = !e.polling;
     const toggle = !can("ManageEndpoint") ? null : h("button", {
       class: e.disabled ? "secondary" : "danger", "data-testid": e.disabled ? "enable" : "disable",
       onclick: async (ev) => {
@@ -250,7 +252,7 @@ function endpointsTable(app, endpoints) {
       },
     }, e.disabled ? "Enable" : "Disable");
     // Paused: deliveries wait (nothing fails) until resumed; a disabled endpoint has none.
-    const pause = e.disabled || !can("ManageEndpoint") ? null : h("button", {
+    const pause = e.disabled || !sends || !can("ManageEndpoint") ? null : h("button", {
       class: "secondary", "data-testid": e.paused ? "resume" : "pause",
       title: e.paused ? "Send everything held, at once" : "Hold deliveries (nothing is dropped) until resumed",
       onclick: async (ev) => {
@@ -258,7 +260,7 @@ function endpointsTable(app, endpoints) {
         if (done.ok) route();
       },
     }, e.paused ? "Resume" : "Pause");
-    const recover = !can("CreateAttempts") ? null : h("button", {
+    const recover = !sends || !can("CreateAttempts") ? null : h("button", {
       class: "secondary", "data-testid": "recover", title: "Send again every delivery that failed in the last 24 hours",
       onclick: async (ev) => {
         const since = new Date(Date.now() - 24 * 3600 * 1000).toISOString();
@@ -270,7 +272,7 @@ function endpointsTable(app, endpoints) {
       },
     }, "Recover 24 h");
     // Svix's "send example" with its ping event: whether the endpoint takes a signed message now.
-    const sendTest = e.disabled || !can("CreateAttempts") ? null : h("button", {
+    const sendTest = e.disabled || !sends || !can("CreateAttempts") ? null : h("button", {
       class: "secondary", "data-testid": "send-test", title: "Send this endpoint a svix.ping message: {\"success\": true}",
       onclick: async (ev) => {
         const done = await act(ev.target, () => api("POST", `/app/${enc(app.id)}/endpoint/${enc(e.id)}/send-example`, { eventType: "svix.ping" }));
@@ -284,11 +286,12 @@ function endpointsTable(app, endpoints) {
       e.transformed && h("span", { class: "tag", title: "Sent a body made from the payload by its template" }, "transformed"),
       e.oauth && h("span", { class: "tag", title: "Each request carries an OAuth access token from the receiver's authorization server" }, "OAuth"),
       e.mtls && h("span", { class: "tag", title: "hooklane presents a TLS client certificate to the receiver" }, "mTLS"),
+      e.polling && h("span", { class: "tag", "data-testid": "polling-tag", title: "Nothing is sent: its consumer reads its messages at this URL" }, "polling"),
     ].filter(Boolean);
     return h("tr", { "data-testid": "endpoint-row", "data-endpoint": e.id },
       h("td", {}, h("div", { class: "mono" }, e.url), h("div", { class: "small muted" }, e.description || e.id),
-        h("div", { class: "small" }, h("a", { href: `#/app/${enc(app.id)}/endpoint/${enc(e.id)}/transformation`, "data-testid": "transformation-link" }, "Transformation"),
-          " · ", h("a", { href: `#/app/${enc(app.id)}/endpoint/${enc(e.id)}/authentication`, "data-testid": "authentication-link" }, "Authentication")),
+        sends ? h("div", { class: "small" }, h("a", { href: `#/app/${enc(app.id)}/endpoint/${enc(e.id)}/transformation`, "data-testid": "transformation-link" }, "Transformation"),
+          " · ", h("a", { href: `#/app/${enc(app.id)}/endpoint/${enc(e.id)}/authentication`, "data-testid": "authentication-link" }, "Authentication")) : null,
         settings.length ? h("div", { class: "tags", "data-testid": "endpoint-settings" }, settings) : null,
         e.lastFailures.length ? h("ul", { class: "failures", "data-testid": "last-failures" }, e.lastFailures.map((f) =>
           h("li", {}, h("a", { href: `#/app/${enc(app.id)}/msg/${enc(f.msgId)}` }, `${f.responseStatusCode || "no response"}`),

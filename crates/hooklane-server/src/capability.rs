@@ -46,6 +46,7 @@ pub fn required(method: &Method, pattern: &str) -> Option<Capability> {
         | "/attempt/endpoint/{endpoint_id}"
         | "/events"
         | "/events/stream"
+        | "/poller/{endpoint_id}"
         // Variables' values are hidden without `ViewEndpointSecret`.
         | "/endpoint/{endpoint_id}/transformation"
             if read =>
@@ -83,6 +84,10 @@ mod tests {
         }
         let subscription = format!("{APP}/events/subscription/{{subscription_id}}");
         assert_eq!(required(&Method::GET, &subscription), None, "it moves a shared position");
+        assert_eq!(required(&Method::GET, &format!("{APP}/poller/{{endpoint_id}}")), Some(Capability::ViewBase));
+        let consumer = format!("{APP}/poller/{{endpoint_id}}/consumer/{{consumer_id}}");
+        assert_eq!(required(&Method::GET, &consumer), None, "it moves a shared position");
+        assert_eq!(required(&Method::POST, &format!("{consumer}/seek")), None);
         assert_eq!(required(&Method::GET, "/api/v1/stats/app/{app_id}/timeline"), Some(Capability::ViewBase));
         assert_eq!(required(&Method::POST, &format!("{APP}/msg/precheck/active")), Some(Capability::ViewBase));
     }

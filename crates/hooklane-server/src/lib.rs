@@ -100,7 +100,11 @@ pub fn router(state: AppState) -> Router {
         // --- pulling instead of pushes: polling, long-polling, Server-Sent Events
         .route("/{app_id}/events", get(events::poll))
         .route("/{app_id}/events/stream", get(events::stream))
-        .route("/{app_id}/events/subscription/{subscription_id}", get(events::subscription));
+        .route("/{app_id}/events/subscription/{subscription_id}", get(events::subscription))
+        // --- polling endpoints (Svix's message poller)
+        .route("/{app_id}/poller/{endpoint_id}", get(api::poller::poll))
+        .route("/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}", get(api::poller::consumer_poll))
+        .route("/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}/seek", post(api::poller::consumer_seek));
     let v1 = Router::new()
         .route("/health", get(openapi::health))
         .route("/openapi.json", get(openapi::openapi_json))

@@ -287,6 +287,7 @@ pub struct InvalidQuery(ErrorBody);
         (name = "Message", description = "Events posted once and sent to every subscribed endpoint."),
         (name = "Message Attempt", description = "Each HTTP try of a message to an endpoint."),
         (name = "Events", description = "Pulling an application's messages: polling, long-polling, Server-Sent Events."),
+        (name = "Message Poller", description = "Polling endpoints: what one endpoint gets, read by its consumers."),
         (name = "Authentication", description = "Application-scoped tokens for the consumer portal."),
         (name = "Integration", description = "Named keys of an application, for third parties."),
         (name = "Statistics", description = "Counts for the dashboard and the portal, and usage for billing."),
@@ -336,6 +337,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         api::operational_endpoint::Doc::openapi(),
         api::message::Doc::openapi(),
         api::events::Doc::openapi(),
+        api::poller::Doc::openapi(),
         api::source::Doc::openapi(),
         crate::inbound::Doc::openapi(),
     ] {

@@ -62,6 +62,8 @@ pub trait Store: Send + Sync + 'static {
         oauth: Option<&EndpointOauth>,
         updated_at: DateTime<Utc>,
     ) -> StoreResult<()>;
+    /// Deletes an endpoint with its deliveries, its attempts and, for a polling endpoint,
+    /// its consumers' positions (the events subscriptions named `{endpoint_id}/…`).
     async fn delete_endpoint(&self, app_id: &str, endpoint_id: &str) -> StoreResult<()>;
     /// Sets (or with `None` removes) the endpoint's mTLS settings, as of `updated_at`; like
     /// its OAuth settings, never written by [`Store::update_endpoint`].
@@ -276,6 +278,11 @@ pub trait Store: Send + Sync + 'static {
     /// the order in which concurrent writes committed. A `query.after` past every position
     /// the store can have handed out is [`StoreError::PositionAhead`].
     async fn read_message_events(&self, app_id: &str, query: &EventsQuery) -> StoreResult<EventsPage>;
+    /// The stream's durable end as it stands (the same for every application): a read from
+    /// it reads none of the messages before it, and finds those that become durable later
+    /// (on PostgreSQL also those already committed behind an older transaction that is
+    /// still open, which become readable only when it ends).
+    async fn message_events_end(&self) -> StoreResult<EventPosition>;
     /// Changes whenever messages of the application may have joined its stream (on a shared
     /// store, written by any node): long-polls and streams wait on it, then read again.
     /// Writes to other applications leave it alone, as far as the store can tell.

@@ -331,6 +331,13 @@ pub struct EventPosition {
 
 impl EventPosition {
     pub const START: EventPosition = EventPosition { major: 0, minor: 0 };
+
+    /// A position just before this one, which a read from it starts with this one's
+    /// message: on both stores each message has its own `minor` (a sequence number), so
+    /// nothing else lies between the two.
+    pub fn just_before(self) -> EventPosition {
+        EventPosition { major: self.major, minor: self.minor.saturating_sub(1) }
+    }
 }
 
 /// Shown as `major.minor` (in logs and tests; clients get positions as opaque tokens, see

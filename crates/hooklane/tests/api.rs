@@ -2825,14 +2825,15 @@ async fn a_read_only_token_reads_and_changes_nothing() {
             let resp = send(rb).await;
             // Integrations are the admin token's only, reads included; secrets, custom
             // headers and OAuth settings need ViewEndpointSecret; reading a named
-            // subscription moves its position.
+            // subscription, or a polling endpoint's consumer, moves its position.
             let reads = (method == "get" || path.ends_with("/preview") || path.ends_with("/precheck/active"))
                 && !path.contains("/integration")
                 && !path.ends_with("/secret")
                 && !path.ends_with("/headers")
                 && !path.ends_with("/oauth")
                 && !path.ends_with("/mtls")
-                && !path.contains("/events/subscription/");
+                && !path.contains("/events/subscription/")
+                && !path.contains("/consumer/");
             assert!(!resp.text.contains("s3cr3t-key"), "{method} {path} shows a credential: {}", resp.text);
             if reads {
                 assert_ne!(resp.status, 403, "{method} {path} is a read: {}", resp.text);

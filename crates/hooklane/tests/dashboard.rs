@@ -561,6 +561,26 @@ async fn dashboard_and_portal_main_flows() {
         server.call("PATCH", &format!("/api/v1/app/{acme}/endpoint/{good}/transformation"), Some(off)).await;
     assert_eq!(status, 204);
 
+    // A polling endpoint: shown with the URL it is read at, and no action that sends.
+    let initech = server.create_app("Initech").await;
+    let (status, poll) = server
+        .call(
+            "POST",
+            &format!("/api/v1/app/{initech}/endpoint"),
+            Some(json!({"polling": true, "description": "ledger"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{poll}");
+    browser.goto(&server.url(&format!("/dashboard#/app/{initech}"))).await;
+    browser.wait_for("document.querySelector('[data-testid=polling-tag]')", "the polling endpoint").await;
+    let row = browser.eval("document.querySelector('[data-testid=endpoint-row]').innerText").await;
+    let row = row.as_str().unwrap();
+    assert!(row.contains(poll["url"].as_str().unwrap()) && row.contains("/poller/"), "{row}");
+    for action in ["pause", "recover", "send-test", "transformation-link"] {
+        assert_eq!(browser.count(&format!("[data-testid=endpoint-row] [data-testid={action}]")).await, 0, "{action}");
+    }
+    assert_eq!(browser.count("[data-testid=endpoint-row] [data-testid=disable]").await, 1);
+
     // The portal, through the link the API hands out: Globex only.
     let (status, access) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{globex}"), None).await;
     assert_eq!(status, 200, "{access}");

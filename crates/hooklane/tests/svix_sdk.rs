@@ -1045,3 +1045,67 @@ async fn the_svix_sdk_sets_endpoint_transformations_that_run_before_each_attempt
     editor.endpoint().transformation().patch(app_id.clone(), ep_id.clone(), patch).await.expect("may change it");
     assert_eq!(svix.endpoint().transformation().get(app_id, ep_id).await.expect("get").enabled, Some(true));
 }
+
+/// Svix's message poller (`svix.message().poller()`): a polling endpoint's messages, with
+/// the SDK's own iterator and with server-kept consumers and their seek.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_svix_sdk_polls_a_polling_endpoint() {
+    use svix::api::{MessagePollerConsumerPollOptions, MessagePollerPollOptions};
+    use svix::models::PollingEndpointConsumerSeekIn;
+
+    let server = Server::start("").await;
+    let svix = sdk(&server);
+    let app = svix.application().create(ApplicationIn::new("poller".into()), None).await.expect("application");
+    // A polling endpoint is hooklane's own field: created through the plain API.
+    let spec = json!({ "polling": true, "uid": "books", "filterTypes": ["invoice.paid"] });
+    let (status, ep) = server.call("POST", &format!("/api/v1/app/{}/endpoint", app.id), Some(spec)).await;
+    assert_eq!(status, 201, "{ep}");
+    let got = svix.endpoint().get(app.id.clone(), "books".into()).await.expect("the SDK reads a polling endpoint");
+    assert!(got.url.ends_with(&format!("/poller/{}", got.id)), "{}", got.url);
+    // A read-modify-write sends back the url it read: accepted, the endpoint still polls.
+    let update = EndpointUpsertIn {
+        description: Some("ledger".into()),
+        event_types: got.event_types.clone(),
+        uid: got.uid.clone(),
+        ..EndpointUpsertIn::new(got.url.clone())
+    };
+    let updated = svix.endpoint().upsert(app.id.clone(), got.id.clone(), update).await.expect("upsert");
+    assert_eq!((updated.description.as_str(), &updated.url), ("ledger", &got.url));
+
+    let mut sent = Vec::new();
+    for et in ["invoice.paid", "user.created", "invoice.paid"] {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let msg = MessageIn::new(et.into(), json!({ "et": et }));
+        sent.push(svix.message().create(app.id.clone(), msg, None).await.expect("message"));
+    }
+    let poller = svix.message().poller();
+    let page = poller
+        .poll(app.id.clone(), "books".into(), Some(MessagePollerPollOptions { limit: Some(1), ..Default::default() }))
+        .await
+        .expect("poll");
+    assert_eq!(page.data.iter().map(|m| &m.id).collect::<Vec<_>>(), [&sent[0].id]);
+    assert_eq!(page.data[0].payload, json!({ "et": "invoice.paid" }));
+    let page = poller
+        .poll(
+            app.id.clone(),
+            "books".into(),
+            Some(MessagePollerPollOptions { iterator: Some(page.iterator), ..Default::default() }),
+        )
+        .await
+        .expect("poll on");
+    assert_eq!(page.data.iter().map(|m| &m.id).collect::<Vec<_>>(), [&sent[2].id]);
+    assert!(page.done);
+
+    let consumer = |options| poller.consumer_poll(app.id.clone(), "books".into(), "ledger".into(), options);
+    let read = consumer(None).await.expect("consumer poll");
+    assert_eq!(read.data.len(), 2);
+    assert!(consumer(None).await.expect("consumer poll again").data.is_empty(), "the server kept its position");
+    let seek = PollingEndpointConsumerSeekIn::new(sent[0].timestamp);
+    let out =
+        poller.consumer_seek(app.id.clone(), "books".into(), "ledger".into(), seek, None).await.expect("consumer seek");
+    assert!(!out.iterator.is_empty());
+    let read = consumer(Some(MessagePollerConsumerPollOptions { limit: Some(10), ..Default::default() }))
+        .await
+        .expect("consumer poll after the seek");
+    assert_eq!(read.data.iter().map(|m| &m.id).collect::<Vec<_>>(), [&sent[2].id]);
+}

@@ -35,9 +35,11 @@ const UID_TAKEN: &str = "an endpoint with this uid already exists in this applic
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EndpointIn {
-    /// Where messages are posted: an absolute `http` or `https` URL.
+    /// Where messages are posted: an absolute `http` or `https` URL. Required, except for a
+    /// polling endpoint, which has none (a `PUT` to one may repeat the `url` it answers).
+    #[serde(default)]
     #[schema(format = "uri", max_length = 4096, example = "https://example.com/webhook")]
-    url: String,
+    url: Option<String>,
     #[serde(default)]
     #[schema(max_length = 4096)]
     description: String,
@@ -119,6 +121,12 @@ pub struct EndpointIn {
     /// Left out, it is kept (on `PUT`); `false` on creation.
     #[serde(default)]
     paused: Option<bool>,
+    /// hooklane extension (Svix's polling endpoints): `true` makes a polling endpoint, given
+    /// no `url`: nothing is sent to it; its messages (those its `filterTypes` and `channels`
+    /// let through, created since it was) are read through `GET …/poller/{endpoint_id}`. Set
+    /// on creation only; a later `PUT` or `PATCH` may repeat it, not change it.
+    #[serde(default)]
+    polling: Option<bool>,
 }
 
 /// How an endpoint's deliveries are sent (hooklane extension): `concurrent`, several at once
@@ -192,6 +200,9 @@ pub struct EndpointPatch {
     #[serde(default)]
     #[schema(value_type = bool)]
     paused: Patch<bool>,
+    /// hooklane extension, as in `EndpointIn`: may repeat the endpoint's, not change it.
+    #[serde(default)]
+    polling: Option<bool>,
 }
 
 /// Svix's `EndpointOut`. The signing secret is never part of it: it is read with the
@@ -201,6 +212,8 @@ pub struct EndpointPatch {
 pub struct EndpointOut {
     #[schema(example = "ep_01J8ZK6X4Q9M2V7T3B5N8R1W0C")]
     id: String,
+    /// Where messages are posted; for a polling endpoint, where they are read
+    /// (`{public_url}/api/v1/app/{app_id}/poller/{endpoint_id}`).
     url: String,
     description: String,
     /// The event types the endpoint gets (`null`: all).
@@ -242,13 +255,16 @@ pub struct EndpointOut {
     /// hooklane extension: `true` while its deliveries are held; left out otherwise.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     paused: bool,
+    /// hooklane extension: `true` for a polling endpoint; left out otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    polling: bool,
 }
 
-impl From<Endpoint> for EndpointOut {
-    fn from(e: Endpoint) -> Self {
+impl EndpointOut {
+    pub(crate) fn new(s: &AppState, e: Endpoint) -> Self {
         EndpointOut {
+            url: if e.polling { poller_url(s, &e) } else { e.url },
             id: e.id,
-            url: e.url,
             description: e.description,
             event_types: e.filter_types.clone(),
             filter_types: e.filter_types,
@@ -266,7 +282,80 @@ impl From<Endpoint> for EndpointOut {
             ordering: e.order.is_fifo().then_some(e.order),
             retry_schedule: e.retry_schedule.map(RetryWaits),
             paused: e.paused,
+            polling: e.polling,
         }
+    }
+}
+
+/// Where a polling endpoint's messages are read: the `url` it answers.
+pub(crate) fn poller_url(s: &AppState, e: &Endpoint) -> String {
+    format!("{}/api/v1/app/{}/poller/{}", s.0.public_url.trim_end_matches('/'), e.app_id, e.id)
+}
+
+/// The settings of deliveries, which a polling endpoint (sent nothing) does not take.
+const NOT_FOR_POLLING: &str = "does not apply to a polling endpoint: nothing is sent to it";
+
+/// What a polling endpoint may not hold: whatever only a delivery would use.
+fn check_polling(e: &Endpoint) -> ApiResult<()> {
+    let refused = [
+        ("rateLimit", e.rate_limit.is_some()),
+        ("headers", !e.headers.is_empty()),
+        ("payloadFilter", e.payload_filter.is_some()),
+        ("transform", e.transform.is_some()),
+        ("ordering", e.order.is_fifo()),
+        ("retrySchedule", e.retry_schedule.is_some()),
+        ("paused", e.paused),
+        ("transformation", e.transformation.as_ref().is_some_and(|t| t.code.is_some())),
+    ];
+    match refused.into_iter().find(|(_, set)| *set) {
+        Some((field, _)) => Err(ApiError::validation(field, NOT_FOR_POLLING)),
+        None => Ok(()),
+    }
+}
+
+/// Refuses what only sending uses (OAuth or mTLS settings, a preview of a request) for a
+/// polling endpoint.
+pub(crate) fn require_sent_to(ep: &Endpoint) -> ApiResult<()> {
+    if ep.polling {
+        return Err(ApiError::Conflict(format!("endpoint {} is a polling endpoint: nothing is sent to it", ep.id)));
+    }
+    Ok(())
+}
+
+/// The `url` of a create or a `PUT`: required unless the endpoint polls; a polling endpoint
+/// has none, but may be sent the one it answers (an SDK's read-modify-write does so), as
+/// another node (another `public_url`) or its uid may have written it.
+fn given_url(ep: &Endpoint, url: Option<String>) -> ApiResult<String> {
+    match url {
+        Some(url) if !ep.polling => Ok(url),
+        None if !ep.polling => Err(ApiError::validation("url", "is required (unless `polling` is true)")),
+        Some(url) if !is_poller_url(ep, &url) => Err(ApiError::validation(
+            "url",
+            "a polling endpoint has no URL: its messages are read through …/poller/{endpoint_id}",
+        )),
+        _ => Ok(String::new()),
+    }
+}
+
+/// Whether `url` is one a polling endpoint answers: its poller's path (by its id or uid),
+/// under whatever path `public_url` has.
+fn is_poller_url(ep: &Endpoint, url: &str) -> bool {
+    let Ok(url) = url::Url::parse(url) else { return false };
+    let Some(segments) = url.path_segments() else { return false };
+    let segments: Vec<&str> = segments.collect();
+    match segments.as_slice() {
+        [.., "api", "v1", "app", _, "poller", last] => *last == ep.id || ep.uid.as_deref() == Some(*last),
+        _ => false,
+    }
+}
+
+/// `polling` in a change: the endpoint's own, repeated, or nothing.
+fn same_polling(ep: &Endpoint, given: Option<bool>) -> ApiResult<()> {
+    match given {
+        Some(p) if p != ep.polling => {
+            Err(ApiError::validation("polling", "cannot be changed: create another endpoint instead"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -316,7 +405,11 @@ fn check_headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
 }
 
 pub(crate) fn validate(e: &Endpoint) -> ApiResult<()> {
-    check_url("url", &e.url)?;
+    if e.polling {
+        check_polling(e)?;
+    } else {
+        check_url("url", &e.url)?;
+    }
     check_len("description", &e.description, 4096)?;
     check_names("filterTypes", &e.filter_types, 256)?;
     check_names("channels", &e.channels, 10)?;
@@ -406,11 +499,15 @@ pub async fn create(
         None => Secret::generate(s.0.default_signature_type),
     };
     let now = super::now();
+    let polling = input.polling.unwrap_or(false);
+    if polling && super::source::owned_by_source(&t.app) {
+        return Err(ApiError::validation("polling", "an inbound source's application takes URL destinations only"));
+    }
     let mut ep = Endpoint {
         id: new_id(ids::ENDPOINT),
         app_id: t.app.id.clone(),
         uid: input.uid,
-        url: input.url,
+        url: String::new(),
         description: input.description,
         version: input.version.unwrap_or(1),
         filter_types: input.filter_types,
@@ -432,15 +529,19 @@ pub async fn create(
         oauth: None,
         paused: input.paused.unwrap_or(false),
         mtls: None,
+        polling,
     };
+    ep.url = given_url(&ep, input.url)?;
     input.payload_filter.apply_opt(&mut ep.payload_filter);
     input.transform.apply_opt(&mut ep.transform);
     input.ordering.apply_or_default(&mut ep.order);
     apply_waits(input.retry_schedule, &mut ep.retry_schedule);
     validate(&ep)?;
+    let start = if ep.polling { super::poller::start_to_record(&s).await } else { None };
     s.0.store.create_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
+    super::poller::record_start(&s, &ep, start).await;
     operational::endpoint_changed(&s, operational::ENDPOINT_CREATED, &t.app, &ep);
-    Ok((StatusCode::CREATED, axum::Json(EndpointOut::from(ep))))
+    Ok((StatusCode::CREATED, axum::Json(EndpointOut::new(&s, ep))))
 }
 
 /// List the application's endpoints, oldest first unless asked otherwise.
@@ -463,12 +564,13 @@ pub async fn create(
 pub async fn list(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<ListResponse<EndpointOut>>> {
     let page = page_request(&q, false)?;
     let page = s.0.store.list_endpoints(&t.app.id, &page).await?;
-    Ok(axum::Json(ListResponse::from_page(page, |e| e.id.clone(), EndpointOut::from)))
+    Ok(axum::Json(ListResponse::from_page(page, |e| e.id.clone(), |e| EndpointOut::new(&s, e))))
 }
 
 /// An endpoint that takes deliveries: a resend, recovery or replay to a disabled one would
 /// be given up at once and recorded failed (a delivered message then showing as failed).
 pub fn require_enabled(ep: &Endpoint) -> ApiResult<()> {
+    require_sent_to(ep)?;
     if ep.disabled {
         return Err(ApiError::Conflict("the endpoint is disabled: enable it first".into()));
     }
@@ -478,6 +580,14 @@ pub fn require_enabled(ep: &Endpoint) -> ApiResult<()> {
 /// Loads `{endpoint_id}` (id or uid) within the tenant's application.
 pub async fn find(s: &AppState, t: &Tenant, key: &str) -> ApiResult<Endpoint> {
     s.0.store.get_endpoint(&t.app.id, key).await?.ok_or(ApiError::NotFound("endpoint"))
+}
+
+/// Loads `{endpoint_id}` as [`find`] does, for an operation on what is sent to it: refused
+/// (409) for a polling endpoint.
+pub async fn find_sent_to(s: &AppState, t: &Tenant, key: &str) -> ApiResult<Endpoint> {
+    let ep = find(s, t, key).await?;
+    require_sent_to(&ep)?;
+    Ok(ep)
 }
 
 /// Get an endpoint.
@@ -498,7 +608,7 @@ pub async fn get(
     t: Tenant,
     Path((_, ep)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<EndpointOut>> {
-    Ok(axum::Json(find(&s, &t, &ep).await?.into()))
+    Ok(axum::Json(EndpointOut::new(&s, find(&s, &t, &ep).await?)))
 }
 
 /// What a change to an endpoint is compared with: what it was before.
@@ -654,7 +764,8 @@ pub async fn put(
 ) -> ApiResult<axum::Json<EndpointOut>> {
     let mut ep = find(&s, &t, &key).await?;
     let before = Before::of(&ep);
-    ep.url = input.url;
+    same_polling(&ep, input.polling)?;
+    ep.url = given_url(&ep, input.url)?;
     ep.description = input.description;
     ep.filter_types = input.filter_types;
     ep.channels = input.channels;
@@ -678,7 +789,7 @@ pub async fn put(
     if let Some(paused) = input.paused {
         ep.paused = paused;
     }
-    Ok(axum::Json(save(&s, &t, ep, before).await?.into()))
+    Ok(axum::Json(EndpointOut::new(&s, save(&s, &t, ep, before).await?)))
 }
 
 /// Partially update an endpoint: change only the fields given.
@@ -706,7 +817,11 @@ pub async fn patch(
 ) -> ApiResult<axum::Json<EndpointOut>> {
     let mut ep = find(&s, &t, &key).await?;
     let before = Before::of(&ep);
-    p.url.apply("url", &mut ep.url)?;
+    same_polling(&ep, p.polling)?;
+    match p.url {
+        Patch::Set(url) => ep.url = given_url(&ep, Some(url))?,
+        other => other.apply("url", &mut ep.url)?,
+    }
     p.description.apply("description", &mut ep.description)?;
     p.filter_types.apply_opt(&mut ep.filter_types);
     p.channels.apply_opt(&mut ep.channels);
@@ -721,7 +836,7 @@ pub async fn patch(
     p.ordering.apply_or_default(&mut ep.order);
     apply_waits(p.retry_schedule, &mut ep.retry_schedule);
     p.paused.apply("paused", &mut ep.paused)?;
-    Ok(axum::Json(save(&s, &t, ep, before).await?.into()))
+    Ok(axum::Json(EndpointOut::new(&s, save(&s, &t, ep, before).await?)))
 }
 
 /// Delete an endpoint.

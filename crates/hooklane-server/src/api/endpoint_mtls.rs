@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use hooklane_core::model::EndpointMtls;
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{find, remove_credentials, save_credentials, Credentials};
+use super::endpoint::{find, find_sent_to, remove_credentials, save_credentials, Credentials};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Tenant};
 use crate::openapi::{EndpointPath, ErrorBody, InvalidJson, Unauthorized};
@@ -78,6 +78,7 @@ pub async fn get(
         (status = 400, response = InvalidJson),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such application or endpoint", body = ErrorBody),
+        (status = 409, description = "A polling endpoint: nothing is sent to it", body = ErrorBody),
         (status = 422, description = "The identity or the CA certificate cannot be used, or the endpoint's URL is not https", body = ErrorBody),
     )
 )]
@@ -87,7 +88,7 @@ pub async fn put(
     Path((_, key)): Path<(String, String)>,
     Json(input): Json<EndpointMtlsConfigIn>,
 ) -> ApiResult<StatusCode> {
-    let ep = find(&s, &t, &key).await?;
+    let ep = find_sent_to(&s, &t, &key).await?;
     if url::Url::parse(&ep.url).map_or(true, |u| u.scheme() != "https") {
         return Err(ApiError::validation("url", "mTLS needs an https endpoint URL"));
     }

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use hooklane_core::oauth::{AuthMethod, EndpointOauth, GrantType, JwtAlgorithm, JwtParams};
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{check_url, find, remove_credentials, save_credentials, Credentials};
+use super::endpoint::{check_url, find, find_sent_to, remove_credentials, save_credentials, Credentials};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Tenant};
 use crate::openapi::{EndpointPath, ErrorBody, InvalidJson, Unauthorized};
@@ -201,6 +201,7 @@ pub async fn get(
         (status = 400, response = InvalidJson),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such application or endpoint", body = ErrorBody),
+        (status = 409, description = "A polling endpoint: nothing is sent to it", body = ErrorBody),
         (status = 422, description = "A setting is not valid, or one its method or grant needs is missing", body = ErrorBody),
     )
 )]
@@ -212,7 +213,7 @@ pub async fn put(
 ) -> ApiResult<StatusCode> {
     let mut oauth = input.settings()?;
     check(&oauth)?;
-    let ep = find(&s, &t, &key).await?;
+    let ep = find_sent_to(&s, &t, &key).await?;
     oauth.endpoint_origin = super::endpoint::origin(&ep.url).unwrap_or_default();
     save_credentials(&s, &t, ep, Credentials::Oauth(Some(oauth))).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -62,7 +62,7 @@ pub struct MessageEventsOut {
 }
 
 impl MessageEventsOut {
-    fn new(s: &AppState, t: &Tenant, page: EventsPage, with_content: bool) -> Self {
+    pub(super) fn new(s: &AppState, t: &Tenant, page: EventsPage, with_content: bool) -> Self {
         let app_id = &t.app.id;
         MessageEventsOut {
             data: page.messages.into_iter().map(|(_, m)| MessageOut::seen_by(m, with_content, &t.principal)).collect(),
@@ -73,17 +73,31 @@ impl MessageEventsOut {
 }
 
 /// What a pull asks for, from the query string.
-struct Pull {
-    query: EventsQuery,
-    wait: Duration,
-    with_content: bool,
+pub(super) struct Pull {
+    pub(super) query: EventsQuery,
+    pub(super) wait: Duration,
+    pub(super) with_content: bool,
     /// The query named its own `iterator`.
-    seek: bool,
+    pub(super) seek: bool,
 }
 
 impl Pull {
     /// `position` is where to start when the query names no `iterator`.
     fn parse(s: &AppState, app_id: &str, q: &Query, position: Option<EventPosition>) -> ApiResult<Pull> {
+        let (event_types, channels) = (query_names(q, "event_types")?, query_names(q, "channels")?);
+        Pull::parse_filtered(s, app_id, q, position, event_types, channels)
+    }
+
+    /// As [`Pull::parse`], with the event types and channels given rather than read from
+    /// the query (a polling endpoint's own, narrowed by the query's).
+    pub(super) fn parse_filtered(
+        s: &AppState,
+        app_id: &str,
+        q: &Query,
+        position: Option<EventPosition>,
+        event_types: Option<Vec<String>>,
+        channels: Option<Vec<String>>,
+    ) -> ApiResult<Pull> {
         let limit = q.parse::<usize>("limit")?.unwrap_or(DEFAULT_LIMIT);
         if limit == 0 || limit > MAX_LIMIT {
             return Err(ApiError::bad_query("limit", format!("must be between 1 and {MAX_LIMIT}")));
@@ -97,13 +111,7 @@ impl Pull {
             Some(it) => parse_position(s, app_id, it).ok_or_else(|| ApiError::bad_query("iterator", NOT_A_POSITION))?,
             None => position.unwrap_or(EventPosition::START),
         };
-        let query = EventsQuery {
-            after,
-            since: q.time("after")?,
-            event_types: query_names(q, "event_types")?,
-            channels: query_names(q, "channels")?,
-            limit,
-        };
+        let query = EventsQuery { after, since: q.time("after")?, event_types, channels, limit };
         Ok(Pull { query, wait, with_content: q.flag("with_content")?.unwrap_or(true), seek: iterator.is_some() })
     }
 }
@@ -111,7 +119,7 @@ impl Pull {
 /// How soon a waiting reader looks again when its application's messages are held back.
 const HELD_BACK_RECHECK: Duration = Duration::from_millis(20);
 
-const NOT_A_POSITION: &str = "is not a position this server gave out for this application";
+pub(super) const NOT_A_POSITION: &str = "is not a position this server gave out for this application";
 
 /// The position an iterator (or `Last-Event-ID`) of this application's stream holds (see
 /// [`super::position_tokens`]).
@@ -120,7 +128,7 @@ fn parse_position(s: &AppState, app_id: &str, text: &str) -> Option<EventPositio
 }
 
 /// Reads an application's stream from a position, waiting for messages when asked to.
-struct Follower {
+pub(super) struct Follower {
     store: DynStore,
     app_id: String,
     query: EventsQuery,
@@ -130,7 +138,12 @@ struct Follower {
 }
 
 impl Follower {
-    fn new(s: &AppState, app_id: &str, query: EventsQuery) -> Follower {
+    /// Whether the server is shutting down (a waiting read then answers at once).
+    pub(super) fn closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+
+    pub(super) fn new(s: &AppState, app_id: &str, query: EventsQuery) -> Follower {
         Follower {
             store: s.0.store.clone(),
             app_id: app_id.to_string(),
@@ -144,14 +157,14 @@ impl Follower {
     /// Reads once; while that finds nothing, waits for the store's signal (or its recheck
     /// period) and reads again, until `deadline` or the server's shutdown. Moves the
     /// follower's position past what it returns.
-    async fn read(&mut self, deadline: Instant) -> StoreResult<EventsPage> {
+    pub(super) async fn read(&mut self, deadline: Instant) -> StoreResult<EventsPage> {
         loop {
             // Marked seen before the read, so a message arriving during it is not waited past.
             self.signal.borrow_and_update();
             let page = self.store.read_message_events(&self.app_id, &self.query).await?;
             self.query.after = page.next;
             let now = Instant::now();
-            if !page.messages.is_empty() || now >= deadline || *self.closing.borrow() {
+            if !page.messages.is_empty() || now >= deadline || self.closing() {
                 return Ok(page);
             }
             // Messages of this application held back behind another's open transaction
@@ -174,7 +187,7 @@ impl Follower {
 /// arrive; beyond the limits (see [`crate::waiting`]) long-polls answer without waiting and
 /// streams are refused (503), so waiting readers cannot take the node down, nor one
 /// application every other's places.
-fn waiting_place(s: &AppState, app_id: &str) -> Result<WaitingPlace, NoPlace> {
+pub(super) fn waiting_place(s: &AppState, app_id: &str) -> Result<WaitingPlace, NoPlace> {
     s.0.pull_waiters.take(app_id)
 }
 
@@ -383,7 +396,7 @@ impl StreamReader {
             if let Some(next) = self.ready.pop_front() {
                 return Some(next);
             }
-            if *self.follower.closing.borrow() || Instant::now() >= self.ends_at {
+            if self.follower.closing() || Instant::now() >= self.ends_at {
                 return None;
             }
             match self.follower.read(self.ends_at).await {

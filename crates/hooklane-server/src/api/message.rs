@@ -326,8 +326,7 @@ pub async fn create(
 /// Stores a message whose deliveries are first due at `at` (Svix's `deliverAt`): nothing is
 /// handed to the dispatcher now; its poller claims them when they fall due.
 async fn schedule(s: &AppState, msg: Message, at: DateTime<Utc>) -> ApiResult<hooklane_store::StoreResult<Message>> {
-    let endpoints =
-        wanting_endpoints(s, &msg.app_id, &msg.event_type, msg.channels.as_deref(), Some(&msg.payload)).await?;
+    let endpoints = endpoints_to_send(s, &msg).await?;
     // A lane's order comes before any schedule: a scheduled message would hold up the lane
     // behind it, or be sent as soon as its turn comes, before its time.
     if let Some(fifo) = endpoints.iter().find(|e| e.order.is_fifo()) {
@@ -346,9 +345,18 @@ async fn schedule(s: &AppState, msg: Message, at: DateTime<Utc>) -> ApiResult<ho
     Ok(written.map(|()| msg))
 }
 
+/// The endpoints a message is sent to: those that want it, but polling endpoints.
+async fn endpoints_to_send(s: &AppState, msg: &Message) -> hooklane_store::StoreResult<Vec<Arc<Endpoint>>> {
+    let mut endpoints =
+        wanting_endpoints(s, &msg.app_id, &msg.event_type, msg.channels.as_deref(), Some(&msg.payload)).await?;
+    endpoints.retain(|e| !e.polling);
+    Ok(endpoints)
+}
+
 /// The enabled endpoints of the application that want a message of `event_type` on
-/// `channels` with this `payload`. Without a payload (a precheck, which has none), an
-/// endpoint with a payload filter counts as wanting it: it may.
+/// `channels` with this `payload`, polling endpoints (which read it, and are sent nothing)
+/// included. Without a payload (a precheck, which has none), an endpoint with a payload
+/// filter counts as wanting it: it may.
 async fn wanting_endpoints(
     s: &AppState,
     app_id: &str,
@@ -427,8 +435,7 @@ pub async fn precheck(
 /// through [`store_and_dispatch_to`]). A duplicate `event_id` is a
 /// [`StoreError::Conflict`](hooklane_store::StoreError::Conflict) and writes nothing.
 pub async fn store_and_dispatch(s: &AppState, msg: Message) -> hooklane_store::StoreResult<Message> {
-    let endpoints =
-        wanting_endpoints(s, &msg.app_id, &msg.event_type, msg.channels.as_deref(), Some(&msg.payload)).await?;
+    let endpoints = endpoints_to_send(s, &msg).await?;
     store_and_dispatch_to(s, msg, endpoints).await
 }
 
@@ -627,8 +634,9 @@ pub async fn destinations(
     let data: Vec<MessageEndpointOut> = rows
         .into_iter()
         .map(|(d, e)| MessageEndpointOut {
+            // (A polling endpoint has deliveries only from a node of an older version.)
+            url: if e.polling { super::endpoint::poller_url(&s, &e) } else { e.url },
             id: e.id,
-            url: e.url,
             description: e.description,
             disabled: e.disabled,
             uid: e.uid,

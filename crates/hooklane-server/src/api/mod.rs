@@ -17,6 +17,7 @@ pub mod example;
 pub mod integration;
 pub mod message;
 pub mod operational_endpoint;
+pub mod poller;
 pub mod position_tokens;
 pub mod preview;
 pub mod retry_waits;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::attempt::REDACTED;
-use super::endpoint::{check_rules, find};
+use super::endpoint::{check_rules, find_sent_to};
 use super::Patch;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Tenant};
@@ -83,6 +83,7 @@ pub struct PreviewOut {
         (status = 400, response = InvalidJson),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such application or endpoint", body = ErrorBody),
+        (status = 409, description = "A polling endpoint: nothing is sent to it", body = ErrorBody),
         (status = 422, description = "A rule is not valid, the transform makes too large a body, or the transformation fails", body = ErrorBody),
     )
 )]
@@ -92,7 +93,7 @@ pub async fn preview(
     Path((_, key)): Path<(String, String)>,
     Json(input): Json<PreviewIn>,
 ) -> ApiResult<axum::Json<PreviewOut>> {
-    let mut ep = find(&s, &t, &key).await?;
+    let mut ep = find_sent_to(&s, &t, &key).await?;
     input.payload_filter.apply_opt(&mut ep.payload_filter);
     input.transform.apply_opt(&mut ep.transform);
     check_rules(ep.payload_filter.as_ref(), ep.transform.as_ref())?;

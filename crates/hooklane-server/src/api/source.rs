@@ -504,6 +504,7 @@ fn new_endpoint(app_id: &str, d: DestinationIn, kind: SignatureType, now: DateTi
         oauth: None,
         paused: d.paused.unwrap_or(false),
         mtls: None,
+        polling: false,
     };
     apply_rules(&d, &mut ep);
     validate_destination(&ep)?;

@@ -71,13 +71,15 @@ pub struct EndpointHealthOut {
     last_failures: Vec<FailureOut>,
     /// hooklane's own settings the dashboard shows: a FIFO endpoint, one with a payload
     /// filter, one with a transform, a paused one, one that sends OAuth access tokens, one
-    /// that presents a TLS client certificate.
+    /// that presents a TLS client certificate, a polling endpoint (its `url` is where it is
+    /// read; nothing is sent to it).
     fifo: bool,
     filtered: bool,
     transformed: bool,
     paused: bool,
     oauth: bool,
     mtls: bool,
+    polling: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -156,9 +158,10 @@ pub async fn endpoints(State(s): State<AppState>, t: Tenant, q: Query) -> ApiRes
             paused: e.paused,
             oauth: e.oauth.is_some(),
             mtls: e.mtls.is_some(),
+            polling: e.polling,
+            url: if e.polling { super::endpoint::poller_url(&s, &e) } else { e.url },
             id: e.id,
             uid: e.uid,
-            url: e.url,
             description: e.description,
             disabled: e.disabled,
             failing_since: e.failing_since,

@@ -395,6 +395,7 @@ mod tests {
             oauth: None,
             paused: false,
             mtls: None,
+            polling: false,
         };
         store.create_endpoint(ep.clone()).await.unwrap();
         let msg = Message {

@@ -250,9 +250,9 @@ pub async fn insert_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
         c,
         "INSERT INTO endpoints (id, app_id, uid, url, description, version, filter_types, channels, disabled, \
          rate_limit, metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at, \
-         payload_filter, transform, fifo, transformation, retry_schedule, oauth, paused, mtls) \
+         payload_filter, transform, fifo, transformation, retry_schedule, oauth, paused, mtls, polling) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-         $23, $24, $25)",
+         $23, $24, $25, $26)",
         &[
             &e.id,
             &e.app_id,
@@ -279,6 +279,7 @@ pub async fn insert_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
             &opt_json(&e.oauth),
             &e.paused,
             &opt_json(&e.mtls),
+            &e.polling,
         ],
     )
     .await?;
@@ -355,6 +356,9 @@ pub async fn delete_endpoint<C: GenericClient>(c: &C, app_id: &str, endpoint_id:
     for sql in [
         "DELETE FROM attempts WHERE app_id = $1 AND endpoint_id = $2",
         "DELETE FROM deliveries WHERE app_id = $1 AND endpoint_id = $2",
+        // The positions of a polling endpoint's consumers: events subscriptions named
+        // `{endpoint_id}/{consumer_id}` (a name no other subscription can have).
+        "DELETE FROM events_subscriptions WHERE app_id = $1 AND starts_with(id, $2::text || '/')",
     ] {
         execute(c, sql, &[&app_id, &endpoint_id]).await?;
     }
@@ -1279,6 +1283,16 @@ pub async fn read_message_events<C: GenericClient>(c: &C, app_id: &str, q: &Even
     let mut page = EventsPage::new(q, messages, EventPosition { major: xmin, minor: 0 });
     page.held_back = held_back;
     Ok(page)
+}
+
+/// The snapshot's xmin as a position: every message below it is readable, every one that
+/// becomes readable later lies above it (as a read that finds nothing more answers).
+pub async fn message_events_end<C: GenericClient>(c: &C) -> StoreResult<EventPosition> {
+    let row = query_opt(c, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text", &[]).await?;
+    let row = row.ok_or_else(|| StoreError::Corrupt("no snapshot".into()))?;
+    let xmin: &str = rows::get(&row, 0)?;
+    let major = xmin.parse().map_err(|_| StoreError::Corrupt(format!("transaction id {xmin}")))?;
+    Ok(EventPosition { major, minor: 0 })
 }
 
 pub async fn get_events_subscription<C: GenericClient>(

@@ -94,7 +94,7 @@ pub fn event_type(row: &Row, at: usize) -> StoreResult<EventType> {
 
 pub const ENDPOINT_COLS: &str = "id, app_id, uid, url, description, version, filter_types, channels, disabled, \
      rate_limit, metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at, payload_filter, \
-     transform, fifo, transformation, retry_schedule, oauth, paused, mtls";
+     transform, fifo, transformation, retry_schedule, oauth, paused, mtls, polling";
 
 pub fn endpoint(row: &Row, at: usize) -> StoreResult<Endpoint> {
     Ok(Endpoint {
@@ -123,6 +123,7 @@ pub fn endpoint(row: &Row, at: usize) -> StoreResult<Endpoint> {
         oauth: opt_json_col(row, at + 22)?,
         paused: get(row, at + 23)?,
         mtls: opt_json_col(row, at + 24)?,
+        polling: get(row, at + 25)?,
     })
 }
 

@@ -306,6 +306,10 @@ ALTER TABLE endpoints ADD COLUMN paused BOOLEAN NOT NULL DEFAULT FALSE;
     r#"
 ALTER TABLE endpoints ADD COLUMN mtls TEXT;
 "#,
+    // Whether an endpoint is a polling endpoint: read through the poller, never sent to.
+    r#"
+ALTER TABLE endpoints ADD COLUMN polling BOOLEAN NOT NULL DEFAULT FALSE;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

@@ -459,6 +459,10 @@ impl Store for PgStore {
         self.events.subscribe(app_id)
     }
 
+    async fn message_events_end(&self) -> StoreResult<EventPosition> {
+        queries::message_events_end(&self.client().await?).await
+    }
+
     fn message_events_recheck(&self) -> Option<Duration> {
         // A message committed behind an older transaction becomes readable when that one
         // ends, which nothing announces.

@@ -202,9 +202,9 @@ pub fn get_event_type(conn: &Connection, name: &str) -> StoreResult<Option<Event
 
 // --- endpoints
 
-/// An endpoint's columns in table order, as `?1`…`?25` of the statements below (each uses
+/// An endpoint's columns in table order, as `?1`…`?26` of the statements below (each uses
 /// the ones it needs).
-fn endpoint_values(e: &Endpoint) -> [Box<dyn ToSql + '_>; 25] {
+fn endpoint_values(e: &Endpoint) -> [Box<dyn ToSql + '_>; 26] {
     [
         Box::new(&e.id),
         Box::new(&e.app_id),
@@ -231,6 +231,7 @@ fn endpoint_values(e: &Endpoint) -> [Box<dyn ToSql + '_>; 25] {
         Box::new(opt_json(&e.oauth)),
         Box::new(e.paused),
         Box::new(opt_json(&e.mtls)),
+        Box::new(e.polling),
     ]
 }
 
@@ -239,8 +240,8 @@ pub fn insert_endpoint(conn: &Connection, e: &Endpoint) -> StoreResult<()> {
         conn,
         "INSERT INTO endpoints (id, app_id, uid, url, description, version, filter_types, channels, disabled, rate_limit, \
          metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at, payload_filter, \
-         transform, fifo, transformation, retry_schedule, oauth, paused, mtls) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
-         ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
+         transform, fifo, transformation, retry_schedule, oauth, paused, mtls, polling) VALUES (?1, ?2, ?3, ?4, ?5, \
+         ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
         params_from_iter(endpoint_values(e)),
     )?;
     Ok(())
@@ -257,7 +258,7 @@ pub fn update_endpoint(conn: &Connection, e: &Endpoint) -> StoreResult<()> {
          disabled = ?9, rate_limit = ?10, metadata = ?11, headers = ?12, secret = ?13, previous_secrets = ?14, \
          failing_since = ?15, updated_at = ?17, payload_filter = ?18, transform = ?19, fifo = ?20, \
          transformation = ?21, retry_schedule = ?22, paused = ?24 WHERE id = ?1 AND app_id = ?2",
-        // (Without ?25, mtls: the statement takes 24.)
+        // (Without ?25, mtls, and ?26, polling, which never changes: the statement takes 24.)
         params_from_iter(endpoint_values(e).into_iter().take(24)),
     )?;
     one_row(n)?;
@@ -280,10 +281,16 @@ pub fn app_endpoints(conn: &Connection, app_id: &str) -> StoreResult<Vec<Endpoin
     query_all(conn, &sql, [app_id], rows::endpoint)
 }
 
+/// Deletes the positions of a polling endpoint's consumers: events subscriptions named
+/// `{endpoint_id}/{consumer_id}` (a name no other subscription can have).
+const CONSUMERS_OF_ENDPOINT: &str =
+    "DELETE FROM events_subscriptions WHERE app_id = ?1 AND substr(id, 1, length(?2) + 1) = ?2 || '/'";
+
 pub fn delete_endpoint(conn: &Connection, app_id: &str, endpoint_id: &str) -> StoreResult<()> {
     for table in ["attempts", "deliveries"] {
         execute(conn, &format!("DELETE FROM {table} WHERE app_id = ?1 AND endpoint_id = ?2"), [app_id, endpoint_id])?;
     }
+    execute(conn, CONSUMERS_OF_ENDPOINT, [app_id, endpoint_id])?;
     one_row(execute(conn, "DELETE FROM endpoints WHERE app_id = ?1 AND id = ?2", [app_id, endpoint_id])?)
 }
 

@@ -76,7 +76,7 @@ pub fn event_type(row: &Row) -> rusqlite::Result<EventType> {
 
 pub const ENDPOINT_COLS: &str = "id, app_id, uid, url, description, version, filter_types, channels, disabled, \
      rate_limit, metadata, headers, secret, previous_secrets, failing_since, created_at, updated_at, payload_filter, \
-     transform, fifo, transformation, retry_schedule, oauth, paused, mtls";
+     transform, fifo, transformation, retry_schedule, oauth, paused, mtls, polling";
 
 pub fn endpoint(row: &Row) -> rusqlite::Result<Endpoint> {
     Ok(Endpoint {
@@ -105,6 +105,7 @@ pub fn endpoint(row: &Row) -> rusqlite::Result<Endpoint> {
         oauth: opt_json_col(row, 22)?,
         paused: row.get(23)?,
         mtls: opt_json_col(row, 24)?,
+        polling: row.get(25)?,
     })
 }
 

@@ -328,6 +328,10 @@ ALTER TABLE endpoints ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
     r#"
 ALTER TABLE endpoints ADD COLUMN mtls TEXT;
 "#,
+    // Whether an endpoint is a polling endpoint: read through the poller, never sent to.
+    r#"
+ALTER TABLE endpoints ADD COLUMN polling INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

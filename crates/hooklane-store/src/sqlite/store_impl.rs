@@ -764,6 +764,10 @@ impl Store for SqliteStore {
         self.signals.subscribe(app_id)
     }
 
+    async fn message_events_end(&self) -> StoreResult<EventPosition> {
+        Ok(EventPosition { major: 0, minor: i64::try_from(*self.durable_seq.borrow()).unwrap_or(i64::MAX) })
+    }
+
     fn message_events_recheck(&self) -> Option<Duration> {
         // The sync thread raises the signal for every flushed batch.
         None

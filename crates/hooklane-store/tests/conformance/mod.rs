@@ -224,6 +224,7 @@ pub fn new_endpoint(app_id: &str, uid: Option<&str>) -> Endpoint {
         oauth: None,
         paused: false,
         mtls: None,
+        polling: false,
     }
 }
 
@@ -691,6 +692,7 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
         server_ca_cert: Some("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".into()),
         endpoint_origin: "https://example.com".into(),
     });
+    ep.polling = true;
     store.create_endpoint(ep.clone()).await.unwrap();
 
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "by id, all fields");
@@ -715,8 +717,12 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     ep.paused = false;
     ep.version = 4;
     ep.updated_at += secs(3);
-    store.update_endpoint(ep.clone()).await.unwrap();
-    assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()));
+    store.update_endpoint(Endpoint { polling: false, ..ep.clone() }).await.unwrap();
+    assert_eq!(
+        store.get_endpoint(&app.id, &ep.id).await.unwrap(),
+        Some(ep.clone()),
+        "polling is set once, never changed"
+    );
 
     // A rotated refresh token replaces the settings only while they are the ones it came from.
     let rotated = hooklane_core::oauth::EndpointOauth { refresh_token: Some("r2".into()), ..oauth.clone() };
@@ -797,7 +803,18 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
         assert_eq!(&got.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), want);
     }
 
+    // Its consumers' positions (a polling endpoint's) go with it; others' stay.
+    let at = hooklane_store::EventPosition { major: 0, minor: 0 };
+    let kept = [format!("{}x/c", ep.id), format!("{}/c", ep.id.to_uppercase()), "sub".to_string()];
+    for id in kept.iter().chain([&format!("{}/c", ep.id), &format!("{}/d", ep.id)]) {
+        store.set_events_subscription(&app.id, id, at, false, now_ms()).await.unwrap();
+    }
     store.delete_endpoint(&app.id, &ep.id).await.unwrap();
+    assert_eq!(store.get_events_subscription(&app.id, &format!("{}/c", ep.id)).await.unwrap(), None);
+    assert_eq!(store.get_events_subscription(&app.id, &format!("{}/d", ep.id)).await.unwrap(), None);
+    for id in &kept {
+        assert_eq!(store.get_events_subscription(&app.id, id).await.unwrap(), Some(at), "{id}");
+    }
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), None);
     assert_eq!(store.get_endpoint(&app.id, "renamed").await.unwrap(), None);
     assert_eq!(store.app_endpoints(&app.id).await.unwrap().len(), 4);
@@ -1214,21 +1231,29 @@ pub async fn message_events_follow_write_order(store: &DynStore) {
     assert_eq!(other.messages.len(), 1);
     assert!(other.messages.iter().all(|(_, m)| m.app_id == b.id));
 
-    // A message written later comes after everything read so far.
+    // The end as it stands: nothing written before lies after it.
+    let end = store.message_events_end().await.unwrap();
+    assert!(end >= all.next, "{end} before {}", all.next);
+    let from_end = store.read_message_events(&a.id, &query(end, 10)).await.unwrap();
+    assert!(from_end.messages.is_empty(), "{:?}", ids(&from_end));
+
+    // A message written later comes after everything read so far, and after that end.
     let fourth = mk("user.created", None, t + mins(3));
     store.create_message(fourth.clone(), vec![], None).await.unwrap();
-    let mut after = query(all.next, 10);
-    let mut found = Vec::new();
-    for _ in 0..100 {
-        let page = store.read_message_events(&a.id, &after).await.unwrap();
-        found.extend(ids(&page));
-        after.after = page.next;
-        if !found.is_empty() {
-            break;
+    for start in [all.next, end] {
+        let mut after = query(start, 10);
+        let mut found = Vec::new();
+        for _ in 0..100 {
+            let page = store.read_message_events(&a.id, &after).await.unwrap();
+            found.extend(ids(&page));
+            after.after = page.next;
+            if !found.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(found, vec![fourth.id.clone()], "from {start}");
     }
-    assert_eq!(found, vec![fourth.id]);
 }
 
 pub async fn message_events_subscriptions(store: &DynStore) {

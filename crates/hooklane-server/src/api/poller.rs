@@ -1,0 +1,376 @@
+//! `/api/v1/app/{app_id}/poller/{endpoint_id}`: polling endpoints (Svix's `message.poller`).
+//!
+//! A polling endpoint (`"polling": true` when created) is sent nothing: its consumer reads
+//! the application's messages that the endpoint's `filterTypes` and `channels` let
+//! through, created since the endpoint was, in the order of the application's stream (see
+//! [`super::events`], whose reads these are):
+//!
+//! - `GET …/poller/{endpoint_id}`: a poll, with the consumer's own `iterator` (`limit`,
+//!   `event_type`, `channel`, `after`, and hooklane's `wait` and `with_content`);
+//! - `GET …/poller/{endpoint_id}/consumer/{consumer_id}`: the same with the position kept
+//!   by the server, per consumer of the endpoint;
+//! - `POST …/poller/{endpoint_id}/consumer/{consumer_id}/seek`: moves a consumer to the
+//!   first message created after a time.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use chrono::TimeDelta;
+use hooklane_core::model::Endpoint;
+use hooklane_core::{DateTime, Utc};
+use hooklane_store::{EventPosition, EventsPage, EventsQuery};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::check_name;
+use super::events::{waiting_place, Follower, MessageEventsOut, Pull};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Query, Tenant};
+use crate::openapi::{ErrorBody, InvalidBody, InvalidJson, Unauthorized};
+use crate::state::AppState;
+
+/// `…/poller/{endpoint_id}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Only describes paths.
+struct PollerPath {
+    /// The application's id or uid
+    app_id: String,
+    /// The polling endpoint's id or uid
+    endpoint_id: String,
+}
+
+/// `…/poller/{endpoint_id}/consumer/{consumer_id}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Only describes paths.
+struct ConsumerPath {
+    /// The application's id or uid
+    app_id: String,
+    /// The polling endpoint's id or uid
+    endpoint_id: String,
+    #[doc = "The consumer's name, chosen by it: 1–256 of `[a-zA-Z0-9-_.]`. A new name starts with the first \
+             message the endpoint gets"]
+    consumer_id: String,
+}
+
+/// Svix's `PollingEndpointConsumerSeekIn`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeekIn {
+    /// The consumer reads on from the first message created after this time (RFC 3339).
+    after: DateTime<Utc>,
+}
+
+/// Svix's `PollingEndpointConsumerSeekOut`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SeekOut {
+    /// Where the consumer now stands, as an `iterator` to read from.
+    iterator: String,
+}
+
+/// `{endpoint_id}` of the tenant's application, which must be an enabled polling endpoint.
+async fn polling_endpoint(s: &AppState, t: &Tenant, key: &str) -> ApiResult<Endpoint> {
+    let ep = super::endpoint::find(s, t, key).await?;
+    if !ep.polling {
+        return Err(ApiError::NotFound("polling endpoint"));
+    }
+    if ep.disabled {
+        return Err(ApiError::Conflict("the endpoint is disabled: enable it first".into()));
+    }
+    Ok(ep)
+}
+
+/// Where a polling endpoint's reads start: its own position, kept as an events
+/// subscription named `{endpoint_id}/` (consumer names are never empty), so that a read
+/// from it skips every message that was durable when the endpoint was created without
+/// reading them.
+fn start_key(ep: &Endpoint) -> String {
+    format!("{}/", ep.id)
+}
+
+/// The stream's end before a polling endpoint is written: where its reads will start
+/// (taken before, so that no message created after the endpoint can lie before it).
+pub(crate) async fn start_to_record(s: &AppState) -> Option<EventPosition> {
+    match s.0.store.message_events_end().await {
+        Ok(end) => Some(end),
+        Err(e) => {
+            tracing::warn!(error = %e, "the stream's end was not read: a new polling endpoint reads from the start");
+            None
+        }
+    }
+}
+
+/// Records where a new polling endpoint's reads start. Without it (a failure is only
+/// logged) its reads start at the beginning of the stream, and the endpoint's creation
+/// time still leaves out what came before it.
+pub(crate) async fn record_start(s: &AppState, ep: &Endpoint, start: Option<EventPosition>) {
+    let Some(start) = start else { return };
+    if let Err(e) = s.0.store.set_events_subscription(&ep.app_id, &start_key(ep), start, false, Utc::now()).await {
+        tracing::warn!(endpoint_id = %ep.id, error = %e, "a polling endpoint's start was not recorded");
+    }
+}
+
+/// Where reads of `ep` start without an iterator or a consumer's position.
+async fn start(s: &AppState, ep: &Endpoint) -> ApiResult<Option<EventPosition>> {
+    Ok(s.0.store.get_events_subscription(&ep.app_id, &start_key(ep)).await?)
+}
+
+/// The earliest a polling endpoint's messages are created: when it was (to the
+/// millisecond, as stored; `since` bounds are exclusive).
+fn endpoint_since(ep: &Endpoint, asked: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    let created = ep.created_at - TimeDelta::milliseconds(1);
+    asked.map_or(created, |t| t.max(created))
+}
+
+/// A poll's event types and channels: the endpoint's, narrowed by the query's
+/// `event_type` and `channel` (Svix's poll filters, one name each).
+struct Filters {
+    event_types: Option<Vec<String>>,
+    channels: Option<Vec<String>>,
+    /// Channels a message must also be on one of (the endpoint's, when the query asked
+    /// for another channel): checked after the read.
+    also_on: Option<Vec<String>>,
+}
+
+impl Filters {
+    /// `None` when the query asks for what the endpoint never gets.
+    fn of(ep: &Endpoint, q: Option<&Query>) -> ApiResult<Option<Filters>> {
+        let name = |field: &str| -> ApiResult<Option<String>> {
+            let Some(value) = q.and_then(|q| q.get(field)).filter(|v| !v.is_empty()) else { return Ok(None) };
+            check_name(field, value).map_err(|_| ApiError::bad_query(field, "is not a valid name"))?;
+            Ok(Some(value.to_string()))
+        };
+        let event_types = match (name("event_type")?, &ep.filter_types) {
+            (Some(asked), Some(types)) if !types.contains(&asked) => return Ok(None),
+            (Some(asked), _) => Some(vec![asked]),
+            (None, types) => types.clone(),
+        };
+        let (channels, also_on) = match (name("channel")?, &ep.channels) {
+            (Some(asked), Some(own)) if !own.contains(&asked) => (Some(vec![asked]), Some(own.clone())),
+            (Some(asked), _) => (Some(vec![asked]), None),
+            (None, own) => (own.clone(), None),
+        };
+        Ok(Some(Filters { event_types, channels, also_on }))
+    }
+
+    /// Drops what the read could not filter out itself; the page's `next` stays where the
+    /// read stopped, past what is dropped.
+    fn apply(&self, mut page: EventsPage) -> EventsPage {
+        if let Some(wanted) = &self.also_on {
+            page.messages.retain(|(_, m)| m.channels.as_ref().is_some_and(|c| c.iter().any(|c| wanted.contains(c))));
+        }
+        page
+    }
+}
+
+/// Reads a polling endpoint's messages from `position` (or the query's `iterator`).
+async fn read(
+    s: &AppState,
+    t: &Tenant,
+    q: &Query,
+    ep: &Endpoint,
+    position: Option<EventPosition>,
+    filters: Filters,
+) -> ApiResult<(Pull, EventsPage)> {
+    let mut pull =
+        Pull::parse_filtered(s, &t.app.id, q, position, filters.event_types.clone(), filters.channels.clone())?;
+    pull.query.since = Some(endpoint_since(ep, pull.query.since));
+    // One place among the waiting readers for the whole poll; without one it waits not at all.
+    let place = if pull.wait.is_zero() { None } else { waiting_place(s, &t.app.id).ok() };
+    let deadline = Instant::now() + if place.is_some() { pull.wait } else { Duration::ZERO };
+    let mut follower = Follower::new(s, &t.app.id, pull.query.clone());
+    let mut reads = 0;
+    loop {
+        let page = filters.apply(follower.read(deadline).await?);
+        reads += 1;
+        // A page whose every message the filter dropped reads on from where it stopped: at
+        // once while there is more (a few pages per request at most), else waiting out what
+        // is left of a long-poll's `wait`.
+        let over = Instant::now() >= deadline || follower.closing();
+        if !page.messages.is_empty() || reads >= MAX_FILTERED_READS || (page.done && over) {
+            return Ok((pull, page));
+        }
+    }
+}
+
+/// Waits out a long-poll's `wait` that can find nothing (it asks for an event type the
+/// endpoint never gets), as a poll finding nothing would, so that a client polling in a
+/// loop does not spin; only with a place among the waiting readers, as any long-poll.
+async fn wait_for_nothing(s: &AppState, app_id: &str, wait: Duration) {
+    let Some(_place) = (!wait.is_zero()).then(|| waiting_place(s, app_id).ok()).flatten() else { return };
+    let mut closing = s.0.closing.subscribe();
+    if *closing.borrow_and_update() {
+        return;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = closing.changed() => {}
+    }
+}
+
+/// Most store reads one poll makes while a filter applied after the read drops everything.
+const MAX_FILTERED_READS: usize = 16;
+
+/// The answer to a poll that can find nothing: no messages, and the position it was
+/// asked from, after its `wait`.
+async fn nothing(s: &AppState, t: &Tenant, q: &Query, position: Option<EventPosition>) -> ApiResult<MessageEventsOut> {
+    let pull = Pull::parse_filtered(s, &t.app.id, q, position, None, None)?;
+    wait_for_nothing(s, &t.app.id, pull.wait).await;
+    let page = EventsPage { messages: Vec::new(), next: pull.query.after, done: true, held_back: false };
+    Ok(MessageEventsOut::new(s, t, page, pull.with_content))
+}
+
+/// Reads a polling endpoint's messages.
+///
+/// `GET /api/v1/app/{app_id}/poller/{endpoint_id}` (Svix's `message.poller.poll`): the
+/// application's messages that the endpoint's event types and channels let through,
+/// created since the endpoint was, in stream order; pass each answer's `iterator` to the
+/// next read. With `wait`, a long-poll.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/poller/{endpoint_id}",
+    tag = "Message Poller",
+    operation_id = "v1.message.poller.poll",
+    params(
+        PollerPath,
+        ("limit" = Option<u32>, Query, description = "Most messages in one read, 1 to 250 (default 50)",
+            minimum = 1, maximum = 250),
+        ("iterator" = Option<String>, Query, description = "The `iterator` of the previous read (default: the \
+            endpoint's first message)"),
+        ("event_type" = Option<String>, Query, description = "Only messages of this event type (among the \
+            endpoint's)"),
+        ("channel" = Option<String>, Query, description = "Only messages on this channel (and on one of the \
+            endpoint's)"),
+        ("after" = Option<DateTime<Utc>>, Query, description = "Only messages created after this time (RFC 3339)"),
+        ("wait" = Option<u64>, Query, description = "hooklane's own long-polling: when nothing is there to read, wait \
+            up to this many seconds (at most 60, default 0) for a message", maximum = 60),
+        ("with_content" = Option<bool>, Query, description = "Whether messages carry their payloads (default true)"),
+    ),
+    responses(
+        (status = 200, description = "The next messages, and the iterator to read on from", body = MessageEventsOut),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or polling endpoint", body = ErrorBody),
+        (status = 409, description = "The endpoint is disabled", body = ErrorBody),
+        (status = 422, description = "A query parameter is invalid, or `iterator` is not a position of this \
+            application's stream", body = ErrorBody),
+    )
+)]
+pub async fn poll(
+    State(s): State<AppState>,
+    t: Tenant,
+    q: Query,
+    Path((_, key)): Path<(String, String)>,
+) -> ApiResult<axum::Json<MessageEventsOut>> {
+    let ep = polling_endpoint(&s, &t, &key).await?;
+    let from = start(&s, &ep).await?;
+    let Some(filters) = Filters::of(&ep, Some(&q))? else { return Ok(axum::Json(nothing(&s, &t, &q, from).await?)) };
+    let (pull, page) = read(&s, &t, &q, &ep, from, filters).await?;
+    Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.with_content)))
+}
+
+/// Where a consumer's position is kept: among the application's events subscriptions,
+/// under a name no subscription can have (names hold no `/`), bound to the endpoint's id
+/// (so that a new uid keeps it).
+fn consumer_key(ep: &Endpoint, consumer_id: &str) -> ApiResult<String> {
+    check_name("consumer_id", consumer_id).map_err(ApiError::in_path)?;
+    Ok(format!("{}/{consumer_id}", ep.id))
+}
+
+/// Reads a polling endpoint's messages from where a consumer stands.
+///
+/// `GET /api/v1/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}` (Svix's
+/// `message.poller.consumer-poll`): reads from where the consumer stands (a new one: the
+/// endpoint's first message; an `iterator` given moves it there) and moves it past what it
+/// answers. The position moves before the answer reaches the consumer.
+#[utoipa::path(
+    get,
+    path = "/api/v1/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}",
+    tag = "Message Poller",
+    operation_id = "v1.message.poller.consumer-poll",
+    params(
+        ConsumerPath,
+        ("limit" = Option<u32>, Query, description = "Most messages in one read, 1 to 250 (default 50)",
+            minimum = 1, maximum = 250),
+        ("iterator" = Option<String>, Query, description = "Read from here instead of where the consumer stands (an \
+            `iterator` of an earlier answer); the consumer moves there"),
+        ("wait" = Option<u64>, Query, description = "hooklane's own long-polling, as for a poll", maximum = 60),
+    ),
+    responses(
+        (status = 200, description = "The next messages; the consumer now stands past them", body = MessageEventsOut),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or polling endpoint", body = ErrorBody),
+        (status = 409, description = "The endpoint is disabled", body = ErrorBody),
+        (status = 422, description = "The consumer id or a query parameter is invalid", body = ErrorBody),
+    )
+)]
+pub async fn consumer_poll(
+    State(s): State<AppState>,
+    t: Tenant,
+    q: Query,
+    Path((_, key, consumer_id)): Path<(String, String, String)>,
+) -> ApiResult<axum::Json<MessageEventsOut>> {
+    let ep = polling_endpoint(&s, &t, &key).await?;
+    let id = consumer_key(&ep, &consumer_id)?;
+    let stored = match s.0.store.get_events_subscription(&t.app.id, &id).await? {
+        Some(position) => Some(position),
+        None => start(&s, &ep).await?,
+    };
+    let Some(filters) = Filters::of(&ep, None)? else { return Ok(axum::Json(nothing(&s, &t, &q, stored).await?)) };
+    let (pull, page) = read(&s, &t, &q, &ep, stored, filters).await?;
+    s.0.store.set_events_subscription(&t.app.id, &id, page.next, !pull.seek, Utc::now()).await?;
+    Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.with_content)))
+}
+
+/// Moves a polling endpoint's consumer to a time.
+///
+/// `POST /api/v1/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}/seek` (Svix's
+/// `message.poller.consumer-seek`): the consumer's next read starts with the first message
+/// of the stream created after `after` (or, when there is none yet, with the next message
+/// to come), backwards or forwards. A time before the endpoint's creation is its creation.
+#[utoipa::path(
+    post,
+    path = "/api/v1/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}/seek",
+    tag = "Message Poller",
+    operation_id = "v1.message.poller.consumer-seek",
+    params(ConsumerPath),
+    request_body = SeekIn,
+    responses(
+        (status = 200, description = "Where the consumer now stands", body = SeekOut),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such application or polling endpoint", body = ErrorBody),
+        (status = 409, description = "The endpoint is disabled", body = ErrorBody),
+        (status = 422, response = InvalidBody),
+    )
+)]
+pub async fn consumer_seek(
+    State(s): State<AppState>,
+    t: Tenant,
+    Path((_, key, consumer_id)): Path<(String, String, String)>,
+    Json(input): Json<SeekIn>,
+) -> ApiResult<axum::Json<SeekOut>> {
+    let ep = polling_endpoint(&s, &t, &key).await?;
+    let id = consumer_key(&ep, &consumer_id)?;
+    // The stream's first message created after the time, whatever its type, from the
+    // endpoint's start (what was durable when it was created is not its): the consumer
+    // stands just before it. None yet: at the stream's end as it stands.
+    let from = start(&s, &ep).await?.unwrap_or(EventPosition::START);
+    let first = EventsQuery {
+        after: from,
+        since: Some(endpoint_since(&ep, Some(input.after))),
+        event_types: None,
+        channels: None,
+        limit: 1,
+    };
+    let page = s.0.store.read_message_events(&t.app.id, &first).await?;
+    // (A message found lies after `from`, so just before it is never before `from`.)
+    let position = page.messages.first().map_or(page.next, |(p, _)| p.just_before()).max(from);
+    s.0.store.set_events_subscription(&t.app.id, &id, position, false, Utc::now()).await?;
+    Ok(axum::Json(SeekOut { iterator: s.0.position_tokens.encode(&t.app.id, position) }))
+}
+
+/// This module's part of the OpenAPI document (see `crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(poll, consumer_poll, consumer_seek), components(schemas(SeekIn, SeekOut)))]
+pub(crate) struct Doc;
