@@ -281,6 +281,12 @@ pub enum Principal {
         /// What the token may do in its application; `None`: everything.
         capabilities: Option<Vec<Capability>>,
     },
+    /// A polling endpoint's key (Svix's poller tokens): it may read that endpoint's messages
+    /// through its poller and move its consumers, and nothing else.
+    Poller {
+        app_id: String,
+        endpoint_id: String,
+    },
 }
 
 /// What an application token may do in its application (Svix's app-portal capabilities).
@@ -344,6 +350,8 @@ impl Principal {
             Principal::App { capabilities: Some(held), .. } => {
                 need.is_some_and(|need| held.iter().any(|c| c.implies(need)))
             }
+            // Its poller's routes are let through by the route itself, not by a capability.
+            Principal::Poller { .. } => false,
         }
     }
 
@@ -351,7 +359,7 @@ impl Principal {
     pub fn can_access(&self, app_id: &str) -> bool {
         match self {
             Principal::Admin => true,
-            Principal::App { app_id: id, .. } => id == app_id,
+            Principal::App { app_id: id, .. } | Principal::Poller { app_id: id, .. } => id == app_id,
         }
     }
 
@@ -361,6 +369,7 @@ impl Principal {
         match (self, flag) {
             (Principal::Admin, _) | (_, None) => true,
             (Principal::App { feature_flags, .. }, Some(flag)) => feature_flags.iter().any(|f| f == flag),
+            (Principal::Poller { .. }, Some(_)) => false,
         }
     }
 }

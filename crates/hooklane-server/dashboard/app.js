@@ -279,6 +279,16 @@ function endpointsTable(app, endpoints) {
         if (done.ok) ev.target.textContent = "Test sent";
       },
     }, "Send test");
+    // A polling endpoint's key, for its consumer: made by the admin dashboard only (the
+    // key's earlier ones stop working in 5 minutes), shown once.
+    const newKey = sends || portalApp ? null : h("button", {
+      class: "secondary", "data-testid": "poller-key", title: "A key that may read this endpoint's poller and nothing else; earlier keys stop in 5 minutes",
+      onclick: async (ev) => {
+        const done = await act(ev.target, () => api("POST", `/auth/app/${enc(app.id)}/poller/${enc(e.id)}/token/rotate`, {}));
+        if (!done.ok) return;
+        ev.target.replaceWith(h("code", { class: "mono small", "data-testid": "poller-key-value", title: "Shown once: copy it now" }, done.value.token));
+      },
+    }, "New key");
     const rate = e.successRate;
     const settings = [
       e.fifo && h("span", { class: "tag", title: "One message at a time, in order (per ordering key)" }, "FIFO"),
@@ -302,7 +312,7 @@ function endpointsTable(app, endpoints) {
       h("td", { "data-testid": "latency" }, `p50 ${ms(e.p50Ms)}`, h("div", { class: "small muted" }, `p95 ${ms(e.p95Ms)}`)),
       h("td", {}, e.pending),
       h("td", { class: "muted" }, ago(e.lastAttemptAt)),
-      h("td", {}, h("div", { class: "actions" }, toggle, pause, recover, sendTest)));
+      h("td", {}, h("div", { class: "actions" }, toggle, pause, recover, sendTest, newKey)));
   });
   return h("table", {},
     h("thead", {}, h("tr", {}, ["Endpoint", "State", "Success (24 h)", "Latency", "Waiting", "Last attempt", ""].map((t) => h("th", {}, t)))),

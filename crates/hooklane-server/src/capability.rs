@@ -67,6 +67,20 @@ pub fn required(method: &Method, pattern: &str) -> Option<Capability> {
     }
 }
 
+/// Whether a polling endpoint's key ([`hooklane_core::model::Principal::Poller`]) may call
+/// the route `pattern`: its poller's reads and consumers, and who it is. (Which endpoint it
+/// names is checked by the poller.)
+pub fn poller_key_may(pattern: &str) -> bool {
+    matches!(
+        pattern,
+        "/api/v1/app/{app_id}/poller/{endpoint_id}"
+            | "/api/v1/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}"
+            | "/api/v1/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}/seek"
+            | "/api/v1/auth/whoami"
+            | "/api/v1/auth/logout"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +125,17 @@ mod tests {
         assert_eq!(need(Method::POST, "/msg"), None);
         assert_eq!(need(Method::DELETE, ""), None);
         assert_eq!(need(Method::POST, "/msg/expunge-all-contents"), None);
+    }
+
+    #[test]
+    fn a_poller_key_reads_its_poller_only() {
+        let poller = format!("{APP}/poller/{{endpoint_id}}");
+        for pattern in [poller.clone(), format!("{poller}/consumer/{{consumer_id}}"), "/api/v1/auth/whoami".into()] {
+            assert!(poller_key_may(&pattern), "{pattern}");
+        }
+        for pattern in [format!("{APP}/events"), format!("{APP}/endpoint/{{endpoint_id}}"), APP.into(), "".into()] {
+            assert!(!poller_key_may(&pattern), "{pattern}");
+        }
     }
 
     #[test]

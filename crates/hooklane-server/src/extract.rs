@@ -165,10 +165,19 @@ impl FromRequestParts<AppState> for Auth {
             return Ok(Auth(Principal::Admin));
         }
         match state.0.store.find_token(&hex(&hash), hooklane_core::Utc::now()).await? {
+            // A polling endpoint's key reads its poller, and says who it is; nothing else.
+            Some(Principal::Poller { .. }) if !crate::capability::poller_key_may(matched_route(parts)) => {
+                Err(ApiError::Forbidden("a polling endpoint's key may only read that endpoint's poller"))
+            }
             Some(p) => Ok(Auth(p)),
             None => Err(ApiError::Unauthorized),
         }
     }
+}
+
+/// The route's pattern as axum matched it (`/api/v1/app/{app_id}/…`); empty without one.
+fn matched_route(parts: &Parts) -> &str {
+    parts.extensions.get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or_default()
 }
 
 /// The token of an `Authorization: Bearer …` header, if there is a non-empty one.
@@ -191,7 +200,9 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match Auth::from_request_parts(parts, state).await?.0 {
             Principal::Admin => Ok(Admin),
-            Principal::App { .. } => Err(ApiError::Forbidden("this operation needs the admin token")),
+            Principal::App { .. } | Principal::Poller { .. } => {
+                Err(ApiError::Forbidden("this operation needs the admin token"))
+            }
         }
     }
 }
@@ -240,8 +251,13 @@ impl FromRequestParts<AppState> for AppRef {
             return Err(ApiError::NotFound("application"));
         }
         // Without a matched route (none here) nothing but full access passes.
-        let route = parts.extensions.get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or_default();
-        if !principal.allows(crate::capability::required(&parts.method, route)) {
+        let route = matched_route(parts);
+        let allowed = match &principal {
+            // (Its own endpoint only: the poller checks which endpoint it names.)
+            Principal::Poller { .. } => crate::capability::poller_key_may(route),
+            other => other.allows(crate::capability::required(&parts.method, route)),
+        };
+        if !allowed {
             return Err(ApiError::Forbidden("this token's capabilities do not allow this operation"));
         }
         Ok(AppRef::Found(Tenant { principal, app }))

@@ -144,6 +144,7 @@ pub fn router(state: AppState) -> Router {
         .route("/background-task", get(api::background_task::list))
         .route("/background-task/{task_id}", get(api::background_task::get))
         .route("/auth/app/{app_id}/expire-all", post(auth::expire_all))
+        .route("/auth/app/{app_id}/poller/{endpoint_id}/token/rotate", post(api::poller::rotate_key))
         .route("/stats/usage/app", post(api::usage::aggregate_app_stats))
         .route("/stats/usage/event-types", put(api::usage::aggregate_event_types))
         // --- operators' view: hooklane's statistics for the dashboard and portal

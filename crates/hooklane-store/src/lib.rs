@@ -63,7 +63,8 @@ pub trait Store: Send + Sync + 'static {
         updated_at: DateTime<Utc>,
     ) -> StoreResult<()>;
     /// Deletes an endpoint with its deliveries, its attempts and, for a polling endpoint,
-    /// its consumers' positions (the events subscriptions named `{endpoint_id}/…`).
+    /// its consumers' positions (the events subscriptions named `{endpoint_id}/…`) and its
+    /// keys.
     async fn delete_endpoint(&self, app_id: &str, endpoint_id: &str) -> StoreResult<()>;
     /// Sets (or with `None` removes) the endpoint's mTLS settings, as of `updated_at`; like
     /// its OAuth settings, never written by [`Store::update_endpoint`].
@@ -389,6 +390,9 @@ pub trait Store: Send + Sync + 'static {
     /// Makes every token of the application expire at `at` at the latest; returns how many
     /// tokens it had.
     async fn expire_app_tokens(&self, app_id: &str, at: DateTime<Utc>) -> StoreResult<u64>;
+    /// Makes every key of the polling endpoint ([`Principal::Poller`]) expire at `at` at the
+    /// latest (a rotation); returns how many it had.
+    async fn expire_poller_tokens(&self, app_id: &str, endpoint_id: &str, at: DateTime<Utc>) -> StoreResult<u64>;
 
     // --- integrations (Svix's: named credentials of an application for third parties)
     /// Stores a new integration; [`StoreError::NotFound`] when its application does not

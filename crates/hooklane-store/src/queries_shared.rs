@@ -221,35 +221,51 @@ pub fn bucket_ms(bucket: Duration) -> i64 {
 /// Why a message whose content was deleted cannot be sent again.
 pub const EXPUNGED: &str = "the message's content was deleted: it cannot be sent again";
 
-/// Who a stored token belongs to, from its columns: an application, or (no application)
-/// the admin. `feature_flags` and `capabilities` are JSON lists. What does not parse fails
-/// closed: flags that do not parse give none (flagged event types stay hidden), and
-/// capabilities that do not parse give none (the token may do nothing).
-pub fn principal(
-    app_id: Option<String>,
-    feature_flags: Option<String>,
-    capabilities: Option<String>,
-) -> hooklane_core::model::Principal {
-    match app_id {
-        Some(app_id) => hooklane_core::model::Principal::App {
-            app_id,
-            feature_flags: feature_flags.and_then(|f| serde_json::from_str(&f).ok()).unwrap_or_default(),
-            capabilities: capabilities.map(|c| serde_json::from_str(&c).unwrap_or_default()),
-        },
-        None => hooklane_core::model::Principal::Admin,
-    }
+/// The columns a token's holder is stored in (`feature_flags` and `capabilities` are JSON
+/// lists): no application for the admin; an application; an application and one of its
+/// polling endpoints for that endpoint's key.
+#[derive(Debug, Default)]
+pub struct HolderColumns {
+    pub app_id: Option<String>,
+    pub feature_flags: Option<String>,
+    pub capabilities: Option<String>,
+    pub endpoint_id: Option<String>,
 }
 
-/// The columns a token's holder is stored in: `(app_id, feature_flags, capabilities)`,
-/// the reverse of [`principal`].
-pub fn holder_columns(holder: &hooklane_core::model::Principal) -> (Option<String>, Option<String>, Option<String>) {
-    match holder {
-        hooklane_core::model::Principal::Admin => (None, None, None),
-        hooklane_core::model::Principal::App { app_id, feature_flags, capabilities } => (
-            Some(app_id.clone()),
-            feature_flags_column(feature_flags),
-            capabilities.as_ref().map(|c| serde_json::to_string(c).unwrap_or_else(|_| "[]".into())),
-        ),
+impl HolderColumns {
+    /// Who a stored token belongs to. What does not parse fails closed: flags that do not
+    /// parse give none (flagged event types stay hidden), and capabilities that do not parse
+    /// give none (the token may do nothing).
+    pub fn principal(self) -> hooklane_core::model::Principal {
+        use hooklane_core::model::Principal;
+        match (self.app_id, self.endpoint_id) {
+            (Some(app_id), Some(endpoint_id)) => Principal::Poller { app_id, endpoint_id },
+            (Some(app_id), None) => Principal::App {
+                app_id,
+                feature_flags: self.feature_flags.and_then(|f| serde_json::from_str(&f).ok()).unwrap_or_default(),
+                capabilities: self.capabilities.map(|c| serde_json::from_str(&c).unwrap_or_default()),
+            },
+            (None, _) => Principal::Admin,
+        }
+    }
+
+    /// The columns of `holder`, the reverse of [`HolderColumns::principal`].
+    pub fn of(holder: &hooklane_core::model::Principal) -> HolderColumns {
+        use hooklane_core::model::Principal;
+        match holder {
+            Principal::Admin => HolderColumns::default(),
+            Principal::App { app_id, feature_flags, capabilities } => HolderColumns {
+                app_id: Some(app_id.clone()),
+                feature_flags: feature_flags_column(feature_flags),
+                capabilities: capabilities.as_ref().map(|c| serde_json::to_string(c).unwrap_or_else(|_| "[]".into())),
+                endpoint_id: None,
+            },
+            Principal::Poller { app_id, endpoint_id } => HolderColumns {
+                app_id: Some(app_id.clone()),
+                endpoint_id: Some(endpoint_id.clone()),
+                ..HolderColumns::default()
+            },
+        }
     }
 }
 

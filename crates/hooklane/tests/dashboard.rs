@@ -580,6 +580,15 @@ async fn dashboard_and_portal_main_flows() {
         assert_eq!(browser.count(&format!("[data-testid=endpoint-row] [data-testid={action}]")).await, 0, "{action}");
     }
     assert_eq!(browser.count("[data-testid=endpoint-row] [data-testid=disable]").await, 1);
+    // A key for its consumer, shown once, that reads its poller.
+    browser.click("[data-testid=poller-key]").await;
+    browser.wait_for("document.querySelector('[data-testid=poller-key-value]')", "the new key").await;
+    let key = browser.eval("document.querySelector('[data-testid=poller-key-value]').textContent").await;
+    let key = key.as_str().unwrap();
+    assert!(key.starts_with("sk_poll_"), "{key}");
+    let poll_id = poll["id"].as_str().unwrap();
+    let (status, page) = server.call_as(key, "GET", &format!("/api/v1/app/{initech}/poller/{poll_id}"), None).await;
+    assert_eq!(status, 200, "{page}");
 
     // The portal, through the link the API hands out: Globex only.
     let (status, access) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{globex}"), None).await;

@@ -341,3 +341,112 @@ async fn a_delivery_to_a_polling_endpoint_is_given_up() {
     let ep = get(&server, &format!("/api/v1/app/{app}/endpoint/{ep_id}")).await;
     assert_eq!(ep["disabled"], false, "{ep}");
 }
+
+/// A polling endpoint's key (`sk_poll_…`, made by the admin token): it reads that endpoint's
+/// poller and moves its consumers, and nothing else; a rotation retires the earlier keys,
+/// and deleting the endpoint its keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polling_endpoints_key_reads_that_endpoint_only() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("poller").await;
+    let other_app = server.create_app("other").await;
+    let polling = |app: String, uid: &'static str| {
+        let server = &server;
+        async move {
+            let spec = json!({ "polling": true, "uid": uid });
+            let (status, ep) = server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(spec)).await;
+            assert_eq!(status, 201, "{ep}");
+            ep["id"].as_str().expect("id").to_string()
+        }
+    };
+    let (books, ledger, elsewhere) = (
+        polling(app.clone(), "books").await,
+        polling(app.clone(), "ledger").await,
+        polling(other_app.clone(), "x").await,
+    );
+    let (web, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let (m1, _) = post(&server, &app, "invoice.paid", &["eu"]).await;
+
+    let rotate = |ep: &str, body: Value| {
+        let path = format!("/api/v1/auth/app/{app}/poller/{ep}/token/rotate");
+        let server = &server;
+        async move { server.call("POST", &path, Some(body)).await }
+    };
+    let (status, out) = rotate(&books, json!({})).await;
+    assert_eq!(status, 200, "{out}");
+    let key = out["token"].as_str().expect("token").to_string();
+    assert!(key.starts_with("sk_poll_"), "{key}");
+    assert!(out.get("expiresAt").is_none() && out["id"].as_str().is_some(), "{out}");
+
+    // What it may do: its poller (by id or uid), its consumers, and say who it is.
+    let as_key = |method: &'static str, path: String| {
+        let (server, key) = (&server, key.clone());
+        async move { server.call_as(&key, method, &path, Some(json!({ "after": "2000-01-01T00:00:00Z" }))).await }
+    };
+    for path in [format!("/api/v1/app/{app}/poller/{books}"), format!("/api/v1/app/{app}/poller/books")] {
+        let (status, page) = server.call_as(&key, "GET", &path, None).await;
+        assert_eq!((status, ids(&page)), (200, vec![m1.clone()]), "{path}: {page}");
+    }
+    let consumer = format!("/api/v1/app/{app}/poller/books/consumer/c");
+    let (status, page) = server.call_as(&key, "GET", &consumer, None).await;
+    assert_eq!((status, ids(&page)), (200, vec![m1.clone()]), "{page}");
+    assert_eq!(as_key("POST", format!("{consumer}/seek")).await.0, 200);
+    let (status, me) = server.call_as(&key, "GET", "/api/v1/auth/whoami", None).await;
+    assert_eq!((status, &me["endpointId"], &me["appId"]), (200, &json!(books), &json!(app)), "{me}");
+
+    // What it may not: another polling endpoint, another application, everything else.
+    for (method, path, want) in [
+        ("GET", format!("/api/v1/app/{app}/poller/{ledger}"), 404),
+        ("GET", format!("/api/v1/app/{other_app}/poller/{elsewhere}"), 404),
+        ("GET", format!("/api/v1/app/{app}/events"), 403),
+        ("GET", format!("/api/v1/app/{app}/events/subscription/s"), 403),
+        ("GET", format!("/api/v1/app/{app}"), 403),
+        ("GET", format!("/api/v1/app/{app}/endpoint"), 403),
+        ("GET", format!("/api/v1/app/{app}/endpoint/{web}/secret"), 403),
+        ("GET", format!("/api/v1/app/{app}/msg"), 403),
+        ("POST", format!("/api/v1/app/{app}/msg"), 403),
+        ("GET", "/api/v1/app".into(), 403),
+        ("GET", "/api/v1/event-type".into(), 403),
+        ("GET", "/api/v1/background-task".into(), 403),
+        ("POST", format!("/api/v1/auth/app/{app}/poller/{books}/token/rotate"), 403),
+    ] {
+        let (status, out) = as_key(method, path.clone()).await;
+        assert_eq!(status, want, "{method} {path}: {out}");
+    }
+
+    // Only the admin token makes keys, for polling endpoints, within the bounds.
+    let (status, access) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), None).await;
+    assert_eq!(status, 200, "{access}");
+    let app_token = access["token"].as_str().expect("token");
+    let path = format!("/api/v1/auth/app/{app}/poller/{books}/token/rotate");
+    assert_eq!(server.call_as(app_token, "POST", &path, None).await.0, 403);
+    assert_eq!(rotate(&web, json!({})).await.0, 404, "not a polling endpoint");
+    for body in [json!({ "expiry": 0 }), json!({ "expiry": 31_536_001 }), json!({ "oldTokenExpiry": 86_401 })] {
+        assert_eq!(rotate(&books, body.clone()).await.0, 422, "{body}");
+    }
+    let (_, me) = server.call_as(&key, "GET", "/api/v1/auth/whoami", None).await;
+    assert_eq!(me["endpointId"], json!(books), "refused rotations retire nothing");
+
+    // A rotation: the earlier key stops (at once here), the new one works, with its expiry.
+    let (status, out) = rotate(&books, json!({ "expiry": 3600, "oldTokenExpiry": 0 })).await;
+    assert_eq!(status, 200, "{out}");
+    assert!(out["expiresAt"].as_str().is_some(), "{out}");
+    let second = out["token"].as_str().expect("token").to_string();
+    let poll = format!("/api/v1/app/{app}/poller/{books}");
+    assert_eq!(server.call_as(&key, "GET", &poll, None).await.0, 401);
+    assert_eq!(server.call_as(&second, "GET", &poll, None).await.0, 200);
+    // …and another endpoint's key is untouched by it, until the application's tokens expire.
+    let ledger_key = rotate(&ledger, json!({})).await.1["token"].as_str().expect("token").to_string();
+    let ledger_poll = format!("/api/v1/app/{app}/poller/{ledger}");
+    assert_eq!(server.call_as(&ledger_key, "GET", &ledger_poll, None).await.0, 200);
+
+    // Deleting the endpoint deletes its keys.
+    let (status, _) = server.call("DELETE", &format!("/api/v1/app/{app}/endpoint/{books}"), None).await;
+    assert_eq!(status, 204);
+    assert_eq!(server.call_as(&second, "GET", "/api/v1/auth/whoami", None).await.0, 401);
+    assert_eq!(server.call_as(&ledger_key, "GET", &ledger_poll, None).await.0, 200);
+    let (status, _) = server.call("POST", &format!("/api/v1/auth/app/{app}/expire-all"), None).await;
+    assert_eq!(status, 204);
+    assert_eq!(server.call_as(&ledger_key, "GET", &ledger_poll, None).await.0, 401);
+}

@@ -219,6 +219,10 @@ pub struct WhoamiOut {
     /// hooklane extension: the feature flags of an application token; absent when none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     feature_flags: Vec<String>,
+    /// hooklane extension: the polling endpoint a polling endpoint's key reads (it may do
+    /// nothing else); absent for other tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint_id: Option<String>,
 }
 
 /// Who the token speaks for.
@@ -241,11 +245,25 @@ pub async fn whoami(Auth(principal): Auth) -> axum::Json<WhoamiOut> {
             permission_source: "GlobalAuthToken",
             capabilities: None,
             feature_flags: Vec::new(),
+            endpoint_id: None,
         },
         Principal::App { app_id, feature_flags, capabilities } => {
             let capabilities = capabilities.map(|held| Capability::expanded(&held));
-            WhoamiOut { app_id: Some(app_id), permission_source: "SvixJwt", capabilities, feature_flags }
+            WhoamiOut {
+                app_id: Some(app_id),
+                permission_source: "SvixJwt",
+                capabilities,
+                feature_flags,
+                endpoint_id: None,
+            }
         }
+        Principal::Poller { app_id, endpoint_id } => WhoamiOut {
+            app_id: Some(app_id),
+            permission_source: "PollerToken",
+            capabilities: Some(Vec::new()),
+            feature_flags: Vec::new(),
+            endpoint_id: Some(endpoint_id),
+        },
     })
 }
 

@@ -49,7 +49,7 @@ impl From<BackgroundTask> for BackgroundTaskOut {
 fn scope(principal: Principal) -> Option<String> {
     match principal {
         Principal::Admin => None,
-        Principal::App { app_id, .. } => Some(app_id),
+        Principal::App { app_id, .. } | Principal::Poller { app_id, .. } => Some(app_id),
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use chrono::TimeDelta;
-use hooklane_core::model::Endpoint;
+use hooklane_core::model::{Endpoint, Principal};
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::{EventPosition, EventsPage, EventsQuery};
 use serde::{Deserialize, Serialize};
@@ -25,9 +25,10 @@ use tokio::time::Instant;
 use super::check_name;
 use super::events::{waiting_place, Follower, MessageEventsOut, Pull};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Query, Tenant};
-use crate::openapi::{ErrorBody, InvalidBody, InvalidJson, Unauthorized};
-use crate::state::AppState;
+use crate::extract::{Admin, Json, OptionalJson, Query, Tenant};
+use crate::openapi::{ErrorBody, InvalidBody, InvalidJson, NotAdmin, Unauthorized};
+use crate::state::{hex, token_hash, AppState};
+use hooklane_core::ids;
 
 /// `…/poller/{endpoint_id}`.
 #[derive(utoipa::IntoParams)]
@@ -69,10 +70,12 @@ pub struct SeekOut {
     iterator: String,
 }
 
-/// `{endpoint_id}` of the tenant's application, which must be an enabled polling endpoint.
+/// `{endpoint_id}` of the tenant's application, which must be an enabled polling endpoint
+/// (and, for a polling endpoint's key, its own: another answers 404, as a missing one).
 async fn polling_endpoint(s: &AppState, t: &Tenant, key: &str) -> ApiResult<Endpoint> {
     let ep = super::endpoint::find(s, t, key).await?;
-    if !ep.polling {
+    let other_key = matches!(&t.principal, Principal::Poller { endpoint_id, .. } if *endpoint_id != ep.id);
+    if !ep.polling || other_key {
         return Err(ApiError::NotFound("polling endpoint"));
     }
     if ep.disabled {
@@ -370,7 +373,97 @@ pub async fn consumer_seek(
     Ok(axum::Json(SeekOut { iterator: s.0.position_tokens.encode(&t.app.id, position) }))
 }
 
+/// Svix's `RotatePollerTokenIn`.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RotateKeyIn {
+    /// Seconds the new key works, 1 to 31,536,000 (a year); without it, until it is rotated
+    /// away, its application's tokens are expired, or the endpoint is deleted.
+    #[schema(minimum = 1, maximum = 31536000)]
+    expiry: Option<i64>,
+    /// Seconds the endpoint's earlier keys still work, 0 (at once) to 86,400 (a day); 300
+    /// unless given.
+    #[schema(minimum = 0, maximum = 86400)]
+    old_token_expiry: Option<i64>,
+}
+
+/// Svix's `ApiTokenOut`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyOut {
+    /// The key (`sk_poll_…`), shown only this once: only its hash is kept.
+    token: String,
+    /// A name for the key, made from its hash (the key itself is never shown again).
+    id: String,
+    created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<DateTime<Utc>>,
+}
+
+const MAX_KEY_SECONDS: i64 = 365 * 24 * 3600;
+const MAX_OLD_KEY_SECONDS: i64 = 24 * 3600;
+const DEFAULT_OLD_KEY_SECONDS: i64 = 300;
+
+/// Makes a new key for a polling endpoint.
+///
+/// `POST /api/v1/auth/app/{app_id}/poller/{endpoint_id}/token/rotate` (Svix's poller
+/// token rotation, here for an application's polling endpoint): a key (`sk_poll_…`) that
+/// may read this endpoint's poller and move its consumers, and nothing else, for a consumer
+/// who should have no other access. The endpoint's earlier keys stop working after
+/// `oldTokenExpiry`. Admin token only.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/app/{app_id}/poller/{endpoint_id}/token/rotate",
+    tag = "Message Poller",
+    operation_id = "v1.message.poller.rotate-token",
+    params(PollerPath),
+    request_body(content = RotateKeyIn, description = "Optional: without it, a key that does not expire, and the \
+        earlier ones stop working in 5 minutes."),
+    responses(
+        (status = 200, description = "The new key, shown this once", body = KeyOut),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotAdmin),
+        (status = 404, description = "No such application or polling endpoint", body = ErrorBody),
+        (status = 422, response = InvalidBody),
+    )
+)]
+pub async fn rotate_key(
+    State(s): State<AppState>,
+    _: Admin,
+    Path((app_key, ep_key)): Path<(String, String)>,
+    OptionalJson(input): OptionalJson<RotateKeyIn>,
+) -> ApiResult<axum::Json<KeyOut>> {
+    let input = input.unwrap_or_default();
+    if input.expiry.is_some_and(|e| !(1..=MAX_KEY_SECONDS).contains(&e)) {
+        return Err(ApiError::validation("expiry", format!("must be between 1 and {MAX_KEY_SECONDS} seconds")));
+    }
+    let old = input.old_token_expiry.unwrap_or(DEFAULT_OLD_KEY_SECONDS);
+    if !(0..=MAX_OLD_KEY_SECONDS).contains(&old) {
+        return Err(ApiError::validation(
+            "oldTokenExpiry",
+            format!("must be between 0 and {MAX_OLD_KEY_SECONDS} seconds"),
+        ));
+    }
+    let app = s.0.store.get_app(&app_key).await?.ok_or(ApiError::NotFound("application"))?;
+    let ep = s.0.store.get_endpoint(&app.id, &ep_key).await?.filter(|e| e.polling);
+    let ep = ep.ok_or(ApiError::NotFound("polling endpoint"))?;
+    let now = super::now();
+    s.0.store.expire_poller_tokens(&app.id, &ep.id, now + TimeDelta::seconds(old)).await?;
+    let token = super::auth::random_token(POLLER_KEY_PREFIX);
+    let hash = hex(&token_hash(&token));
+    let expires_at = input.expiry.map(|e| now + TimeDelta::seconds(e));
+    let holder = Principal::Poller { app_id: app.id, endpoint_id: ep.id };
+    s.0.store.create_token(hash.clone(), holder, now, expires_at).await?;
+    Ok(axum::Json(KeyOut { token, id: format!("{}_{}", ids::TOKEN, &hash[..24]), created_at: now, expires_at }))
+}
+
+/// A polling endpoint key's prefix, as Svix's.
+const POLLER_KEY_PREFIX: &str = "sk_poll_";
+
 /// This module's part of the OpenAPI document (see `crate::openapi`).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(poll, consumer_poll, consumer_seek), components(schemas(SeekIn, SeekOut)))]
+#[openapi(
+    paths(poll, consumer_poll, consumer_seek, rotate_key),
+    components(schemas(SeekIn, SeekOut, RotateKeyIn, KeyOut))
+)]
 pub(crate) struct Doc;

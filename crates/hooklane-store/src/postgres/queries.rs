@@ -359,6 +359,8 @@ pub async fn delete_endpoint<C: GenericClient>(c: &C, app_id: &str, endpoint_id:
         // The positions of a polling endpoint's consumers: events subscriptions named
         // `{endpoint_id}/{consumer_id}` (a name no other subscription can have).
         "DELETE FROM events_subscriptions WHERE app_id = $1 AND starts_with(id, $2::text || '/')",
+        // Its keys (a polling endpoint's).
+        "DELETE FROM tokens WHERE app_id = $1 AND endpoint_id = $2",
     ] {
         execute(c, sql, &[&app_id, &endpoint_id]).await?;
     }
@@ -1370,12 +1372,12 @@ pub async fn insert_token<C: GenericClient>(
     now: i64,
     expires_at: Option<i64>,
 ) -> StoreResult<()> {
-    let (app_id, feature_flags, capabilities) = crate::queries_shared::holder_columns(holder);
+    let h = crate::queries_shared::HolderColumns::of(holder);
     execute(
         c,
-        "INSERT INTO tokens (hash, app_id, created_at, expires_at, feature_flags, capabilities) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&hash, &app_id, &now, &expires_at, &feature_flags, &capabilities],
+        "INSERT INTO tokens (hash, app_id, created_at, expires_at, feature_flags, capabilities, endpoint_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[&hash, &h.app_id, &now, &expires_at, &h.feature_flags, &h.capabilities, &h.endpoint_id],
     )
     .await?;
     Ok(())
@@ -1389,13 +1391,21 @@ pub async fn find_token<C: GenericClient>(
 ) -> StoreResult<Option<hooklane_core::model::Principal>> {
     let row = query_opt(
         c,
-        "SELECT app_id, feature_flags, capabilities FROM tokens \
+        "SELECT app_id, feature_flags, capabilities, endpoint_id FROM tokens \
          WHERE hash = $1 AND (expires_at IS NULL OR expires_at > $2)",
         &[&hash, &now],
     )
     .await?;
-    row.map(|r| Ok(crate::queries_shared::principal(rows::get(&r, 0)?, rows::get(&r, 1)?, rows::get(&r, 2)?)))
-        .transpose()
+    row.map(|r| {
+        Ok(crate::queries_shared::HolderColumns {
+            app_id: rows::get(&r, 0)?,
+            feature_flags: rows::get(&r, 1)?,
+            capabilities: rows::get(&r, 2)?,
+            endpoint_id: rows::get(&r, 3)?,
+        }
+        .principal())
+    })
+    .transpose()
 }
 
 pub async fn delete_token<C: GenericClient>(c: &C, hash: &str) -> StoreResult<bool> {
@@ -1406,6 +1416,21 @@ pub async fn delete_token<C: GenericClient>(c: &C, hash: &str) -> StoreResult<bo
 pub async fn expire_app_tokens<C: GenericClient>(c: &C, app_id: &str, at: i64) -> StoreResult<u64> {
     execute(c, "UPDATE tokens SET expires_at = LEAST(COALESCE(expires_at, $2), $2) WHERE app_id = $1", &[&app_id, &at])
         .await
+}
+
+/// Every key of the polling endpoint expires at `at` at the latest.
+pub async fn expire_poller_tokens<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    endpoint_id: &str,
+    at: i64,
+) -> StoreResult<u64> {
+    execute(
+        c,
+        "UPDATE tokens SET expires_at = LEAST(COALESCE(expires_at, $3), $3) WHERE app_id = $1 AND endpoint_id = $2",
+        &[&app_id, &endpoint_id, &at],
+    )
+    .await
 }
 
 // --- idempotency keys

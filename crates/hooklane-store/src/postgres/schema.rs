@@ -310,6 +310,11 @@ ALTER TABLE endpoints ADD COLUMN mtls TEXT;
     r#"
 ALTER TABLE endpoints ADD COLUMN polling BOOLEAN NOT NULL DEFAULT FALSE;
 "#,
+    // The polling endpoint a token is the key of (it may read that endpoint's poller only);
+    // NULL for every other token.
+    r#"
+ALTER TABLE tokens ADD COLUMN endpoint_id TEXT;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

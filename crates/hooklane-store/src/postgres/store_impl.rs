@@ -662,6 +662,10 @@ impl Store for PgStore {
         queries::expire_app_tokens(&self.client().await?, app_id, ms(at)).await
     }
 
+    async fn expire_poller_tokens(&self, app_id: &str, endpoint_id: &str, at: DateTime<Utc>) -> StoreResult<u64> {
+        queries::expire_poller_tokens(&self.client().await?, app_id, endpoint_id, ms(at)).await
+    }
+
     async fn idempotency_begin(
         &self,
         key: &str,

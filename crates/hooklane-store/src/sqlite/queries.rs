@@ -291,6 +291,7 @@ pub fn delete_endpoint(conn: &Connection, app_id: &str, endpoint_id: &str) -> St
         execute(conn, &format!("DELETE FROM {table} WHERE app_id = ?1 AND endpoint_id = ?2"), [app_id, endpoint_id])?;
     }
     execute(conn, CONSUMERS_OF_ENDPOINT, [app_id, endpoint_id])?;
+    execute(conn, "DELETE FROM tokens WHERE app_id = ?1 AND endpoint_id = ?2", [app_id, endpoint_id])?;
     one_row(execute(conn, "DELETE FROM endpoints WHERE app_id = ?1 AND id = ?2", [app_id, endpoint_id])?)
 }
 

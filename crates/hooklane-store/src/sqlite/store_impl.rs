@@ -11,7 +11,7 @@ use rusqlite::params;
 
 use super::rows::{self, ms};
 use super::{db_err, queries, SqliteStore};
-use crate::queries_shared::{ago, lease_end, principal, rate_interval_ms, RATE_BURST_MS};
+use crate::queries_shared::{ago, lease_end, rate_interval_ms, HolderColumns, RATE_BURST_MS};
 use crate::*;
 
 fn owned(s: &str) -> String {
@@ -550,12 +550,20 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         expires_at: Option<DateTime<Utc>>,
     ) -> StoreResult<()> {
-        let (app_id, flags, capabilities) = crate::queries_shared::holder_columns(&holder);
+        let h = crate::queries_shared::HolderColumns::of(&holder);
         self.write(move |c| {
             c.execute(
-                "INSERT INTO tokens (hash, app_id, created_at, expires_at, feature_flags, capabilities) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![token_hash, app_id, ms(now), expires_at.map(ms), flags, capabilities],
+                "INSERT INTO tokens (hash, app_id, created_at, expires_at, feature_flags, capabilities, endpoint_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    token_hash,
+                    h.app_id,
+                    ms(now),
+                    expires_at.map(ms),
+                    h.feature_flags,
+                    h.capabilities,
+                    h.endpoint_id
+                ],
             )
             .map_err(db_err)?;
             Ok(())
@@ -604,14 +612,21 @@ impl Store for SqliteStore {
     async fn find_token(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Principal>> {
         let hash = owned(token_hash);
         self.read(move |c| {
-            let row: Option<(Option<String>, Option<String>, Option<String>)> = queries::query_opt(
+            let row = queries::query_opt(
                 c,
-                "SELECT app_id, feature_flags, capabilities FROM tokens \
+                "SELECT app_id, feature_flags, capabilities, endpoint_id FROM tokens \
                  WHERE hash = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
                 params![hash, ms(now)],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| {
+                    Ok(HolderColumns {
+                        app_id: r.get(0)?,
+                        feature_flags: r.get(1)?,
+                        capabilities: r.get(2)?,
+                        endpoint_id: r.get(3)?,
+                    })
+                },
             )?;
-            Ok(row.map(|(app_id, flags, capabilities)| principal(app_id, flags, capabilities)))
+            Ok(row.map(HolderColumns::principal))
         })
         .await
     }
@@ -628,6 +643,19 @@ impl Store for SqliteStore {
                 c,
                 "UPDATE tokens SET expires_at = min(coalesce(expires_at, ?2), ?2) WHERE app_id = ?1",
                 params![app, ms(at)],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn expire_poller_tokens(&self, app_id: &str, endpoint_id: &str, at: DateTime<Utc>) -> StoreResult<u64> {
+        let (app, ep) = (owned(app_id), owned(endpoint_id));
+        self.write(move |c| {
+            let n = queries::execute(
+                c,
+                "UPDATE tokens SET expires_at = min(coalesce(expires_at, ?3), ?3) WHERE app_id = ?1 AND endpoint_id = ?2",
+                params![app, ep, ms(at)],
             )?;
             Ok(n as u64)
         })

@@ -2278,6 +2278,23 @@ pub async fn tokens_map_to_principals(store: &DynStore) {
     assert_eq!(pruned.tokens, 3, "{pruned:?}");
     assert_eq!(store.prune(t + hours(2), None, None, 100).await.unwrap().tokens, 0);
     assert_eq!(store.find_token(admin_hash, t + hours(2)).await.unwrap(), Some(Principal::Admin));
+
+    // A polling endpoint's keys: kept as such; rotated away (only that endpoint's, never
+    // later than they would expire); gone with the endpoint.
+    let (ep1, ep2) = (setup_endpoint(store, &other.id).await, setup_endpoint(store, &other.id).await);
+    let key = |ep: &Endpoint| Principal::Poller { app_id: other.id.clone(), endpoint_id: ep.id.clone() };
+    store.create_token("c1c1".into(), key(&ep1), t, None).await.unwrap();
+    store.create_token("c1c2".into(), key(&ep1), t, Some(t + mins(1))).await.unwrap();
+    store.create_token("c2c2".into(), key(&ep2), t, None).await.unwrap();
+    assert_eq!(store.find_token("c1c1", t).await.unwrap(), Some(key(&ep1)));
+    assert_eq!(store.expire_poller_tokens(&other.id, &ep1.id, t + mins(5)).await.unwrap(), 2);
+    assert_eq!(store.expire_poller_tokens(&app.id, &ep1.id, t).await.unwrap(), 0, "another application's");
+    assert_eq!(store.find_token("c1c1", t + mins(4)).await.unwrap(), Some(key(&ep1)));
+    assert_eq!(store.find_token("c1c1", t + mins(5)).await.unwrap(), None, "rotated away");
+    assert_eq!(store.find_token("c1c2", t + mins(2)).await.unwrap(), None, "not extended");
+    assert_eq!(store.find_token("c2c2", t + hours(3)).await.unwrap(), Some(key(&ep2)), "another endpoint's");
+    store.delete_endpoint(&other.id, &ep2.id).await.unwrap();
+    assert_eq!(store.find_token("c2c2", t).await.unwrap(), None, "deleted with its endpoint");
 }
 
 pub async fn claim_due_skips_saturated_endpoints(store: &DynStore) {
