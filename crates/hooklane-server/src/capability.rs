@@ -70,15 +70,17 @@ pub fn required(method: &Method, pattern: &str) -> Option<Capability> {
 /// Whether a polling endpoint's key ([`hooklane_core::model::Principal::Poller`]) may call
 /// the route `pattern`: its poller's reads and consumers, and who it is. (Which endpoint it
 /// names is checked by the poller.)
-pub fn poller_key_may(pattern: &str) -> bool {
-    matches!(
-        pattern,
+pub fn poller_key_may(method: &Method, pattern: &str) -> bool {
+    let get = method == Method::GET || method == Method::HEAD;
+    match pattern {
         "/api/v1/app/{app_id}/poller/{endpoint_id}"
-            | "/api/v1/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}"
-            | "/api/v1/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}/seek"
-            | "/api/v1/auth/whoami"
-            | "/api/v1/auth/logout"
-    )
+        | "/api/v1/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}"
+        | "/api/v1/auth/whoami" => get,
+        "/api/v1/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}/seek" | "/api/v1/auth/logout" => {
+            method == Method::POST
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -131,10 +133,13 @@ mod tests {
     fn a_poller_key_reads_its_poller_only() {
         let poller = format!("{APP}/poller/{{endpoint_id}}");
         for pattern in [poller.clone(), format!("{poller}/consumer/{{consumer_id}}"), "/api/v1/auth/whoami".into()] {
-            assert!(poller_key_may(&pattern), "{pattern}");
+            assert!(poller_key_may(&Method::GET, &pattern), "{pattern}");
+            assert!(!poller_key_may(&Method::DELETE, &pattern), "{pattern}");
         }
+        assert!(poller_key_may(&Method::POST, &format!("{poller}/consumer/{{consumer_id}}/seek")));
+        assert!(!poller_key_may(&Method::GET, &format!("{poller}/consumer/{{consumer_id}}/seek")));
         for pattern in [format!("{APP}/events"), format!("{APP}/endpoint/{{endpoint_id}}"), APP.into(), "".into()] {
-            assert!(!poller_key_may(&pattern), "{pattern}");
+            assert!(!poller_key_may(&Method::GET, &pattern), "{pattern}");
         }
     }
 

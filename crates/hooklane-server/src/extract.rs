@@ -166,7 +166,9 @@ impl FromRequestParts<AppState> for Auth {
         }
         match state.0.store.find_token(&hex(&hash), hooklane_core::Utc::now()).await? {
             // A polling endpoint's key reads its poller, and says who it is; nothing else.
-            Some(Principal::Poller { .. }) if !crate::capability::poller_key_may(matched_route(parts)) => {
+            Some(Principal::Poller { .. })
+                if !crate::capability::poller_key_may(&parts.method, matched_route(parts)) =>
+            {
                 Err(ApiError::Forbidden("a polling endpoint's key may only read that endpoint's poller"))
             }
             Some(p) => Ok(Auth(p)),
@@ -254,7 +256,7 @@ impl FromRequestParts<AppState> for AppRef {
         let route = matched_route(parts);
         let allowed = match &principal {
             // (Its own endpoint only: the poller checks which endpoint it names.)
-            Principal::Poller { .. } => crate::capability::poller_key_may(route),
+            Principal::Poller { .. } => crate::capability::poller_key_may(&parts.method, route),
             other => other.allows(crate::capability::required(&parts.method, route)),
         };
         if !allowed {

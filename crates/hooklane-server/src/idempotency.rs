@@ -22,11 +22,13 @@ const MAX_KEY_LEN: usize = 256;
 /// Responses larger than this are not stored (API answers are far smaller).
 const MAX_STORED_BODY: usize = 1 << 20;
 
-/// Requests whose answer holds a secret (a new token, a rotated endpoint secret): their
-/// answers are never stored (the store keeps tokens as hashes only), so a retry with the
-/// same key makes another token or rotation rather than replaying the first.
+/// Requests whose answer holds a secret (a new token, an integration's new key, a rotated
+/// endpoint secret): their answers are never stored (the store keeps tokens as hashes
+/// only), so a retry with the same key makes another token or rotation rather than
+/// replaying the first.
 fn answers_a_secret(path: &str) -> bool {
-    path.starts_with("/api/v1/auth/") || path.ends_with("/secret/rotate")
+    let path = path.trim_end_matches('/');
+    path.starts_with("/api/v1/auth/") || path.ends_with("/secret/rotate") || path.ends_with("/key/rotate")
 }
 
 pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Response {
@@ -140,4 +142,26 @@ fn replay(stored: StoredResponse) -> Response {
 
 fn response_is_empty(status: StatusCode) -> bool {
     status == StatusCode::NO_CONTENT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answers_a_secret;
+
+    #[test]
+    fn answers_holding_a_secret_are_not_kept() {
+        for path in [
+            "/api/v1/auth/app-portal-access/app_1",
+            "/api/v1/auth/app/app_1/poller/ep_1/token/rotate",
+            "/api/v1/app/app_1/endpoint/ep_1/secret/rotate",
+            "/api/v1/app/app_1/endpoint/ep_1/secret/rotate/",
+            "/api/v1/app/app_1/integration/integ_1/key/rotate",
+            "/api/v1/operational-webhook/endpoint/ep_1/secret/rotate",
+        ] {
+            assert!(answers_a_secret(path), "{path}");
+        }
+        for path in ["/api/v1/app/app_1/msg", "/api/v1/app/app_1/endpoint", "/api/v1/app/app_1/integration"] {
+            assert!(!answers_a_secret(path), "{path}");
+        }
+    }
 }

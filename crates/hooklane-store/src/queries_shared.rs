@@ -235,18 +235,20 @@ pub struct HolderColumns {
 impl HolderColumns {
     /// Who a stored token belongs to. What does not parse fails closed: flags that do not
     /// parse give none (flagged event types stay hidden), and capabilities that do not parse
-    /// give none (the token may do nothing).
-    pub fn principal(self) -> hooklane_core::model::Principal {
+    /// give none (the token may do nothing); a polling endpoint's key without an
+    /// application belongs to no one.
+    pub fn principal(self) -> Option<hooklane_core::model::Principal> {
         use hooklane_core::model::Principal;
-        match (self.app_id, self.endpoint_id) {
+        Some(match (self.app_id, self.endpoint_id) {
             (Some(app_id), Some(endpoint_id)) => Principal::Poller { app_id, endpoint_id },
             (Some(app_id), None) => Principal::App {
                 app_id,
                 feature_flags: self.feature_flags.and_then(|f| serde_json::from_str(&f).ok()).unwrap_or_default(),
                 capabilities: self.capabilities.map(|c| serde_json::from_str(&c).unwrap_or_default()),
             },
-            (None, _) => Principal::Admin,
-        }
+            (None, None) => Principal::Admin,
+            (None, Some(_)) => return None,
+        })
     }
 
     /// The columns of `holder`, the reverse of [`HolderColumns::principal`].
@@ -260,10 +262,13 @@ impl HolderColumns {
                 capabilities: capabilities.as_ref().map(|c| serde_json::to_string(c).unwrap_or_else(|_| "[]".into())),
                 endpoint_id: None,
             },
+            // No capability at all: a node of an older version, which knows nothing of
+            // `endpoint_id`, reads the key as an application token that may do nothing.
             Principal::Poller { app_id, endpoint_id } => HolderColumns {
                 app_id: Some(app_id.clone()),
                 endpoint_id: Some(endpoint_id.clone()),
-                ..HolderColumns::default()
+                capabilities: Some("[]".into()),
+                feature_flags: None,
             },
         }
     }

@@ -414,6 +414,10 @@ async fn a_polling_endpoints_key_reads_that_endpoint_only() {
         let (status, out) = as_key(method, path.clone()).await;
         assert_eq!(status, want, "{method} {path}: {out}");
     }
+    // It cannot tell another endpoint from none: both are not found alike.
+    let other = server.call_as(&key, "GET", &format!("/api/v1/app/{app}/poller/ledger"), None).await;
+    let missing = server.call_as(&key, "GET", &format!("/api/v1/app/{app}/poller/no-such-uid"), None).await;
+    assert_eq!(other, missing);
 
     // Only the admin token makes keys, for polling endpoints, within the bounds.
     let (status, access) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), None).await;

@@ -224,10 +224,12 @@ pub async fn list(
             Ok(axum::Json(ListResponse::from_page(page, |a| a.id.clone(), ApplicationOut::from)))
         }
         // An application token sees its own application only.
-        Principal::App { app_id: id, .. } | Principal::Poller { app_id: id, .. } => {
+        Principal::App { app_id: id, .. } => {
             let app = s.0.store.get_app(&id).await?.ok_or(ApiError::NotFound("application"))?;
             Ok(axum::Json(ListResponse { data: vec![app.into()], iterator: None, prev_iterator: None, done: true }))
         }
+        // (Refused before it gets here: see `crate::capability::poller_key_may`.)
+        Principal::Poller { .. } => Err(ApiError::Forbidden("a polling endpoint's key may only read its poller")),
     }
 }
 

@@ -46,10 +46,12 @@ impl From<BackgroundTask> for BackgroundTaskOut {
 }
 
 /// The application a caller may see the tasks of: all for the admin token.
-fn scope(principal: Principal) -> Option<String> {
+fn scope(principal: Principal) -> ApiResult<Option<String>> {
     match principal {
-        Principal::Admin => None,
-        Principal::App { app_id, .. } | Principal::Poller { app_id, .. } => Some(app_id),
+        Principal::Admin => Ok(None),
+        Principal::App { app_id, .. } => Ok(Some(app_id)),
+        // (Refused before it gets here: see `crate::capability::poller_key_may`.)
+        Principal::Poller { .. } => Err(ApiError::Forbidden("a polling endpoint's key may only read its poller")),
     }
 }
 
@@ -81,7 +83,7 @@ pub async fn list(
         Some(v @ ("running" | "finished" | "failed")) => Some(v.to_string()),
         Some(_) => return Err(ApiError::bad_query("status", "must be running, finished or failed")),
     };
-    let filter = TaskFilter { app_id: scope(principal), status, task: q.get("task").map(String::from) };
+    let filter = TaskFilter { app_id: scope(principal)?, status, task: q.get("task").map(String::from) };
     let tasks = s.0.store.list_tasks(&filter, &page).await?;
     Ok(axum::Json(ListResponse::from_page(tasks, |t| t.id.clone(), BackgroundTaskOut::from)))
 }
@@ -104,7 +106,7 @@ pub async fn get(
     Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<BackgroundTaskOut>> {
-    let app_id = scope(principal);
+    let app_id = scope(principal)?;
     let task = s.0.store.get_task(app_id.as_deref(), &id).await?.ok_or(ApiError::NotFound("background task"))?;
     Ok(axum::Json(task.into()))
 }

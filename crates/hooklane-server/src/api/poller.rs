@@ -73,11 +73,16 @@ pub struct SeekOut {
 /// `{endpoint_id}` of the tenant's application, which must be an enabled polling endpoint
 /// (and, for a polling endpoint's key, its own: another answers 404, as a missing one).
 async fn polling_endpoint(s: &AppState, t: &Tenant, key: &str) -> ApiResult<Endpoint> {
-    let ep = super::endpoint::find(s, t, key).await?;
-    let other_key = matches!(&t.principal, Principal::Poller { endpoint_id, .. } if *endpoint_id != ep.id);
-    if !ep.polling || other_key {
-        return Err(ApiError::NotFound("polling endpoint"));
-    }
+    let ep = match &t.principal {
+        // A key reads its own endpoint, and learns nothing of the others: whatever else the
+        // path names is not found alike.
+        Principal::Poller { endpoint_id, .. } => {
+            let own = s.0.store.get_endpoint(&t.app.id, endpoint_id).await?;
+            own.filter(|ep| ep.id == key || ep.uid.as_deref() == Some(key))
+        }
+        _ => s.0.store.get_endpoint(&t.app.id, key).await?,
+    };
+    let Some(ep) = ep.filter(|ep| ep.polling) else { return Err(ApiError::NotFound("polling endpoint")) };
     if ep.disabled {
         return Err(ApiError::Conflict("the endpoint is disabled: enable it first".into()));
     }
@@ -452,8 +457,13 @@ pub async fn rotate_key(
     let token = super::auth::random_token(POLLER_KEY_PREFIX);
     let hash = hex(&token_hash(&token));
     let expires_at = input.expiry.map(|e| now + TimeDelta::seconds(e));
-    let holder = Principal::Poller { app_id: app.id, endpoint_id: ep.id };
+    let holder = Principal::Poller { app_id: app.id.clone(), endpoint_id: ep.id.clone() };
     s.0.store.create_token(hash.clone(), holder, now, expires_at).await?;
+    // An endpoint deleted meanwhile took its keys with it, but perhaps not this one.
+    if s.0.store.get_endpoint(&app.id, &ep.id).await?.is_none() {
+        s.0.store.delete_token(&hash).await?;
+        return Err(ApiError::NotFound("polling endpoint"));
+    }
     Ok(axum::Json(KeyOut { token, id: format!("{}_{}", ids::TOKEN, &hash[..24]), created_at: now, expires_at }))
 }
 

@@ -1396,16 +1396,14 @@ pub async fn find_token<C: GenericClient>(
         &[&hash, &now],
     )
     .await?;
-    row.map(|r| {
-        Ok(crate::queries_shared::HolderColumns {
-            app_id: rows::get(&r, 0)?,
-            feature_flags: rows::get(&r, 1)?,
-            capabilities: rows::get(&r, 2)?,
-            endpoint_id: rows::get(&r, 3)?,
-        }
-        .principal())
-    })
-    .transpose()
+    let Some(r) = row else { return Ok(None) };
+    Ok(crate::queries_shared::HolderColumns {
+        app_id: rows::get(&r, 0)?,
+        feature_flags: rows::get(&r, 1)?,
+        capabilities: rows::get(&r, 2)?,
+        endpoint_id: rows::get(&r, 3)?,
+    }
+    .principal())
 }
 
 pub async fn delete_token<C: GenericClient>(c: &C, hash: &str) -> StoreResult<bool> {

@@ -314,6 +314,7 @@ ALTER TABLE endpoints ADD COLUMN polling BOOLEAN NOT NULL DEFAULT FALSE;
     // NULL for every other token.
     r#"
 ALTER TABLE tokens ADD COLUMN endpoint_id TEXT;
+CREATE INDEX tokens_by_polling_endpoint ON tokens (app_id, endpoint_id) WHERE endpoint_id IS NOT NULL;
 "#,
 ];
 

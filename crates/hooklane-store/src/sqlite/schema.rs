@@ -336,6 +336,7 @@ ALTER TABLE endpoints ADD COLUMN polling INTEGER NOT NULL DEFAULT 0;
     // NULL for every other token.
     r#"
 ALTER TABLE tokens ADD COLUMN endpoint_id TEXT;
+CREATE INDEX tokens_by_polling_endpoint ON tokens (app_id, endpoint_id) WHERE endpoint_id IS NOT NULL;
 "#,
 ];
 

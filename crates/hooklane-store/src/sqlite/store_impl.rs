@@ -626,7 +626,7 @@ impl Store for SqliteStore {
                     })
                 },
             )?;
-            Ok(row.map(HolderColumns::principal))
+            Ok(row.and_then(HolderColumns::principal))
         })
         .await
     }
