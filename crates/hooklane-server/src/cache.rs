@@ -77,13 +77,14 @@ impl TenantCache {
 }
 
 /// Clears the cache after every request that may have changed an application, an endpoint
-/// or a source: any API call other than a read, posting a message, or asking what one would
-/// do (a precheck, a preview). Writes are rare next to messages, so starting the cache
-/// afresh costs little and cannot miss a case.
+/// or a source: any API call other than a read, posting a message, asking what one would
+/// do (a precheck, a preview) or moving a polling endpoint's consumer, unless it was refused
+/// (a 4xx answer: refused before anything was written). Writes are rare next to messages,
+/// so starting the cache afresh costs little and cannot miss a case.
 pub async fn clear_after_writes(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let changes_tenants = may_change_tenants(req.method(), req.uri().path());
     let response = next.run(req).await;
-    if changes_tenants {
+    if changes_tenants && !response.status().is_client_error() {
         s.0.cache.clear();
         let store = s.0.store.clone();
         tokio::spawn(async move { store.announce_tenant_change().await });
@@ -93,7 +94,10 @@ pub async fn clear_after_writes(State(s): State<AppState>, req: Request, next: N
 
 fn may_change_tenants(method: &Method, path: &str) -> bool {
     let path = path.trim_end_matches('/');
-    let asks_only = path.ends_with("/msg") || path.ends_with("/msg/precheck/active") || path.ends_with("/preview");
+    let asks_only = path.ends_with("/msg")
+        || path.ends_with("/msg/precheck/active")
+        || path.ends_with("/preview")
+        || (path.contains("/poller/") && path.ends_with("/seek"));
     method != Method::GET && method != Method::HEAD && path.starts_with("/api/") && !asks_only
 }
 
@@ -152,6 +156,7 @@ mod tests {
             (Method::POST, "/api/v1/app/app_1/msg/"),
             (Method::POST, "/api/v1/app/app_1/msg/precheck/active"),
             (Method::POST, "/api/v1/app/app_1/endpoint/ep_1/preview"),
+            (Method::POST, "/api/v1/app/app_1/poller/ep_1/consumer/c/seek"),
             (Method::POST, "/in/src_1"),
         ] {
             assert!(!may_change_tenants(&method, path), "{method} {path}");
