@@ -529,6 +529,80 @@ async fn forward_posts_the_stream_to_a_local_url() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A polling endpoint's messages, forwarded to a local URL with only the endpoint's key: the
+/// command long-polls its poller, and goes on from a printed position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_reads_a_polling_endpoint_with_its_key() {
+    let server = Server::start("").await;
+    let app = server.create_app("laptop").await;
+    let spec = json!({ "polling": true, "uid": "local", "filterTypes": ["a.b"] });
+    let (status, ep) = server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(spec)).await;
+    assert_eq!(status, 201, "{ep}");
+    let (status, key) =
+        server.call("POST", &format!("/api/v1/auth/app/{app}/poller/local/token/rotate"), Some(json!({}))).await;
+    assert_eq!(status, 200, "{key}");
+    let key = key["token"].as_str().expect("key").to_string();
+    let rx = Receiver::start().await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let to = format!("{}/local", rx.url);
+    let base = server.base.clone();
+    let common = ["--server", base.as_str(), "--app", app.as_str(), "--endpoint", "local", "--token", key.as_str()];
+    let common = [&common[..], &["--secret", secret][..]].concat();
+
+    let forward = Forwarder::start(&[&[to.as_str()][..], &common[..]].concat());
+    forward.connected(1).await;
+    let m1 = post(&server, &app, "a.b", &[], 1).await;
+    post(&server, &app, "other.type", &[], 2).await; // not the endpoint's
+    let m3 = post(&server, &app, "a.b", &[], 3).await;
+    let got = rx.wait_for(2, WAIT).await;
+    let ids: Vec<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids, [m1.as_str(), m3.as_str()]);
+    assert!(got.iter().all(|r| signature_valid(secret, r)), "signed with --secret");
+
+    // Stopped, then started again from the last position printed: only what came since.
+    let deadline = Instant::now() + WAIT;
+    while !forward.lines().iter().any(|l| l.contains(&m3)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lines = forward.lines();
+    let last = lines.iter().find(|l| l.contains(&m3)).unwrap_or_else(|| panic!("{lines:?}"));
+    let iterator = last.rsplit("iterator=").next().unwrap().to_string();
+    drop(forward);
+    let m4 = post(&server, &app, "a.b", &[], 4).await;
+    let again = Forwarder::start(&[&[to.as_str(), "--iterator", iterator.as_str()][..], &common[..]].concat());
+    again.connected(1).await;
+    let got = rx.wait_for(3, WAIT).await;
+    assert_eq!(got[2].header("webhook-id"), m4);
+    // A message posted while it long-polls arrives without waiting out the poll.
+    let m5 = post(&server, &app, "a.b", &[], 5).await;
+    let got = rx.wait_for(4, Duration::from_secs(10)).await;
+    assert_eq!(got[3].header("webhook-id"), m5);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.received().len(), 4, "nothing forwarded twice");
+
+    // Two filters of a kind are more than a poller takes; a key for another endpoint is refused.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .args(["forward", &to, "--event-type", "a.b", "--event-type", "c.d"])
+        .args(&common)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at most one"), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, _) = server
+        .call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(json!({"polling": true, "uid": "other"})))
+        .await;
+    assert_eq!(status, 201);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .args(["forward", &to, "--server", &base, "--app", &app, "--endpoint", "other", "--token", &key])
+        .env_remove("HOOKLANE_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// An inbound source's requests, forwarded to a local URL: its application is the source's
 /// (its uid is the source id), so the same command brings a provider's webhooks to a laptop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
