@@ -139,6 +139,10 @@ enum Finished {
     Paused(DeliveryKey, DateTime<Utc>, Arc<Gate>),
     /// Not sent: its endpoint was paused after the job was taken (with its application).
     Held(DeliveryKey, String, Arc<Gate>),
+    /// Not sent: it waited its turn so long that its lease would end before a request could
+    /// (a slow endpoint with a long queue). Nothing is written: the lease's end makes it due
+    /// again, for this node or another, and sending it now could send it twice.
+    Expired(Arc<Gate>),
 }
 
 /// Room for `n` deliveries in memory, taken by ingest before it writes them as leased.
@@ -346,7 +350,9 @@ fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
             deferred.entry(soon).or_default().push(key());
             continue;
         }
-        tokio::spawn(run_job(inner.clone(), job, gate));
+        // The lease runs from the claim (or ingest's write), a moment before.
+        let send_by = std::time::Instant::now() + inner.cfg.lease.saturating_sub(inner.cfg.request_timeout);
+        tokio::spawn(run_job(inner.clone(), job, gate, send_by));
     }
     let n_paused: usize = paused.values().map(Vec::len).sum();
     if n_paused > 0 {
@@ -451,7 +457,9 @@ fn endpoint_cap(cfg: &DispatchConfig, rate: Option<u32>) -> usize {
     cfg.per_endpoint_outstanding.min(by_rate).max(1)
 }
 
-async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
+/// Sends one delivery, if it can start by `send_by` (so that the request ends within the
+/// delivery's lease), and hands its outcome to the record loop.
+async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: std::time::Instant) {
     let endpoint = &job.endpoint;
     let key = DeliveryKey { msg_id: job.message.id.clone(), endpoint_id: endpoint.id.clone() };
     // A polling endpoint is sent nothing; a delivery to one (made by a node of an older
@@ -504,6 +512,11 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>) {
             // Paused while this waited for its turn: held, not sent.
             if paused_here(&inner, endpoint) {
                 let _ = inner.finished.send(Finished::Held(key, endpoint.app_id.clone(), gate.clone()));
+                return;
+            }
+            if std::time::Instant::now() > send_by {
+                tracing::debug!(msg_id = %key.msg_id, endpoint_id = %key.endpoint_id, "lease ran out while queued");
+                let _ = inner.finished.send(Finished::Expired(gate.clone()));
                 return;
             }
             // Decided again at the last moment: jobs queued behind the failures that opened
@@ -617,6 +630,10 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
                 Finished::Held(k, app_id, g) => {
                     held.push((k, app_id));
                     held_gates.push(g);
+                }
+                Finished::Expired(g) => {
+                    metrics::counter!("hooklane_deliveries_lease_expired_total").increment(1);
+                    gates.push(g);
                 }
             }
         }

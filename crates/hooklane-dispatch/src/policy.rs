@@ -10,6 +10,9 @@ use crate::DispatchConfig;
 
 /// Decides the next step after attempt number `attempts_made` (1 for the first), along the
 /// endpoint's own schedule when it has one (`schedule`), else the server's.
+/// The shortest wait a `Retry-After` may ask for.
+const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 pub fn next_step(
     cfg: &DispatchConfig,
     schedule: Option<&[Duration]>,
@@ -31,7 +34,9 @@ pub fn next_step(
     };
     if matches!(result.status, Some(429 | 503)) {
         if let Some(asked) = result.retry_after {
-            delay = asked.min(cfg.max_retry_after);
+            // At least a second: `Retry-After: 0`, or a date the receiver's clock puts in the
+            // past, would otherwise spend every retry within moments.
+            delay = asked.max(MIN_RETRY_AFTER).min(cfg.max_retry_after);
         }
     }
     NextStep::RetryAt(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(24)))
@@ -70,6 +75,7 @@ mod tests {
         assert_eq!(next_step(&cfg, None, &result(Some(500), None), 2, now), NextStep::GiveUp);
         assert_eq!(next_step(&cfg, None, &result(Some(429), Some(3)), 1, now), s(3));
         assert_eq!(next_step(&cfg, None, &result(Some(503), Some(3600)), 1, now), s(60));
+        assert_eq!(next_step(&cfg, None, &result(Some(429), Some(0)), 1, now), s(1), "at least a second");
         // Retry-After only counts on 429 and 503.
         assert_eq!(next_step(&cfg, None, &result(Some(500), Some(3)), 1, now), s(10));
         // A redirect is not followed and counts as a failure.

@@ -280,6 +280,10 @@ impl Config {
         if d.lease <= d.request_timeout {
             bail!("delivery.lease must be longer than delivery.request_timeout");
         }
+        // The poller sleeps at least 5 ms between looks; a shorter interval is no interval.
+        if d.poll_interval < Duration::from_millis(5) {
+            bail!("delivery.poll_interval must be at least 5ms");
+        }
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024");
         }
@@ -422,5 +426,18 @@ mod tests {
         );
         assert_eq!(shown("postgres://u@db/h"), "postgres://u@db/h");
         assert_eq!(shown("sqlite:./data/hooklane.db"), "sqlite:./data/hooklane.db");
+    }
+
+    #[test]
+    fn a_poll_interval_under_five_milliseconds_is_refused() {
+        let with = |interval: Duration| {
+            let mut config = Config::default();
+            config.delivery.poll_interval = interval;
+            config.check()
+        };
+        assert!(with(Duration::from_millis(5)).is_ok());
+        let refused = with(Duration::from_millis(1)).expect_err("1ms");
+        assert!(refused.to_string().contains("poll_interval"), "{refused}");
+        assert!(with(Duration::ZERO).is_err());
     }
 }

@@ -1131,6 +1131,36 @@ async fn a_slow_endpoint_does_not_hold_up_the_others() {
     assert!(slow.received().len() <= 4, "per-endpoint concurrency was not applied");
 }
 
+/// A slow endpoint with a long queue: a delivery that waited its turn past the point where
+/// its request could still end within its lease is not sent by the node that holds it (its
+/// lease's end makes it due again, and the node claims it once more), so no live node sends
+/// a message twice, and every message still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_queued_past_its_lease_is_not_sent_twice() {
+    let server = Server::start(
+        "[delivery]\nper_endpoint_in_flight = 1\nlease = \"3s\"\nrequest_timeout = \"1s\"\nconnect_timeout = \"1s\"\npoll_interval = \"200ms\"",
+    )
+    .await;
+    let slow = Receiver::scripted(|_, _| Reply::Hang(Duration::from_millis(500))).await;
+    let app = server.create_app("queued").await;
+    server.create_endpoint(&app, json!({ "url": slow.url })).await;
+    for i in 0..10 {
+        server.send_message(&app, "slow", json!({ "i": i })).await;
+    }
+    // One at a time, half a second each: the last ones wait longer than the lease.
+    slow.wait_for(10, Duration::from_secs(40)).await;
+    // Long enough for a second sending of any of them (a lease, and a poll) to show.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let got: Vec<String> = slow.received().iter().map(|r| r.header("webhook-id").to_string()).collect();
+    let mut distinct = got.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 10, "every message arrives: {got:?}");
+    assert_eq!(got.len(), 10, "none twice: {got:?}");
+    let metrics = server.client.get(server.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("hooklane_deliveries_lease_expired_total"), "some waited past their lease");
+}
+
 /// Messages older than `message_retention` whose deliveries are finished are deleted with
 /// their attempts; a message whose delivery is still pending is kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
