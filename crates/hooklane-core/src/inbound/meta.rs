@@ -14,9 +14,13 @@ pub const SIGNATURE: &str = "x-hub-signature-256";
 
 pub fn verify(app_secret: &str, headers: &Headers, body: &[u8]) -> Result<(), Rejection> {
     let value = header(headers, SIGNATURE).ok_or_else(|| Rejection::MissingHeader(SIGNATURE.into()))?;
-    // Lower-case only, as Meta writes it: the header is the deduplication key, and one
-    // signature written two ways would pass twice.
-    if value.bytes().any(|b| b.is_ascii_uppercase()) {
+    // Exactly as Meta writes it (`sha256=` and 64 lower-case hex digits, nothing between):
+    // the header is the deduplication key, and one signature written two ways (in upper
+    // case, with a space after `=`) would pass twice.
+    let canonical = value
+        .strip_prefix("sha256=")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    if !canonical {
         return Err(Rejection::Malformed(SIGNATURE.into()));
     }
     // Otherwise GitHub's scheme, keyed with the app secret.
@@ -72,8 +76,13 @@ mod tests {
         let h = headers(&[("X-Hub-Signature-256", &format!("sha256={SIG}"))]);
         assert_eq!(verify(SECRET, &h, BODY), Ok(()));
         assert_eq!(verify("another-secret", &h, BODY), Err(Rejection::SignatureMismatch));
-        let upper = headers(&[("X-Hub-Signature-256", &format!("sha256={}", SIG.to_ascii_uppercase()))]);
-        assert!(matches!(verify(SECRET, &upper, BODY), Err(Rejection::Malformed(_))));
+        // Written any other way, the same signature would be another deduplication key.
+        for other in
+            [format!("sha256={}", SIG.to_ascii_uppercase()), format!("sha256= {SIG}"), format!("sha256=\t{SIG}")]
+        {
+            let h = headers(&[("X-Hub-Signature-256", &other)]);
+            assert!(matches!(verify(SECRET, &h, BODY), Err(Rejection::Malformed(_))), "{other:?}");
+        }
         assert_eq!(verify(SECRET, &headers(&[]), BODY), Err(Rejection::MissingHeader(SIGNATURE.into())));
         let json: serde_json::Value = serde_json::from_slice(BODY).unwrap();
         assert_eq!(event_type(&json), Some("whatsapp_business_account.messages".into()));

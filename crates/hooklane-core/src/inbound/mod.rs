@@ -579,12 +579,14 @@ pub fn json_path(doc: &serde_json::Value, path: &str) -> Option<String> {
 
 /// Headers that carry credentials: masked in request records, never forwarded. Beside the
 /// standard ones, any whose name says it holds a token, a secret, a password or a key
-/// (`x-gitlab-token`, `x-api-key`…), but for idempotency tokens, which are delivery ids
-/// (Twilio's). Signatures are not credentials: they stay readable in the request log.
+/// (`x-gitlab-token`, `x-api-key`, `x-functions-key`, `ocp-apim-subscription-key`…), but for
+/// idempotency keys and tokens, which are delivery ids (Twilio's). Signatures are not
+/// credentials: they stay readable in the request log.
 pub fn is_sensitive_header(name: &str) -> bool {
-    const CREDENTIAL_WORDS: [&str; 6] = ["token", "secret", "password", "api-key", "apikey", "x-auth"];
+    const CREDENTIAL_WORDS: [&str; 5] = ["token", "secret", "password", "apikey", "x-auth"];
+    let names_a_key = name.split(['-', '_']).any(|segment| segment == "key");
     matches!(name, "authorization" | "proxy-authorization" | "cookie" | "set-cookie" | token::TELEGRAM_HEADER)
-        || (CREDENTIAL_WORDS.iter().any(|w| name.contains(w)) && !name.contains("idempotency"))
+        || ((names_a_key || CREDENTIAL_WORDS.iter().any(|w| name.contains(w))) && !name.contains("idempotency"))
 }
 
 /// Headers that belong to one HTTP hop (or that hooklane sets itself): never forwarded.
@@ -755,5 +757,13 @@ mod tests {
             "a delivery id, a request id, and a signature (no credential) remain"
         );
         assert!(is_sensitive_header("x-gitlab-token") && !is_sensitive_header("x-github-event"));
+        for name in
+            ["x-api-key", "x-functions-key", "ocp-apim-subscription-key", "x-access-key", "x_signing_key", "apikey"]
+        {
+            assert!(is_sensitive_header(name), "{name}");
+        }
+        for name in ["idempotency-key", "x-keyboard", "x-monkey", "x-hub-signature-256"] {
+            assert!(!is_sensitive_header(name), "{name}");
+        }
     }
 }

@@ -16,10 +16,19 @@ pub fn verify(signature_key: &str, headers: &Headers, body: &[u8], url: &str) ->
         let expected = mac(HmacAlgorithm::Sha256, signature_key.as_bytes(), &[url.as_bytes(), body]);
         matches(given, Encoding::Base64, &expected)
     };
-    if any_url_variant(url, signed) {
-        Ok(())
-    } else {
-        Err(Rejection::SignatureMismatch)
+    if !any_url_variant(url, signed) {
+        return Err(Rejection::SignatureMismatch);
+    }
+    // The URL and the body are signed with nothing between them: the end of a notification
+    // URL with a trailing slash or a query could be moved to the start of the body and the
+    // signature would still hold. A notification is a JSON object with its `event_id` (the
+    // deduplication key), which such a body never is.
+    let event_id = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|json| json.get("event_id").and_then(|id| id.as_str()).map(str::to_owned));
+    match event_id {
+        Some(id) if !id.is_empty() => Ok(()),
+        _ => Err(Rejection::Malformed("body (a Square notification is a JSON object with an event_id)".into())),
     }
 }
 
@@ -46,5 +55,17 @@ mod tests {
         assert_eq!(verify("another-key", &h, BODY, URL), Err(Rejection::SignatureMismatch));
         assert_eq!(verify(KEY, &h, b"{}", URL), Err(Rejection::SignatureMismatch));
         assert_eq!(verify(KEY, &headers(&[]), BODY, URL), Err(Rejection::MissingHeader(HEADER.into())));
+    }
+
+    #[test]
+    fn the_end_of_the_url_cannot_be_moved_into_the_body() {
+        // Square set to call the URL with a trailing slash signs `URL/` + body; the same bytes
+        // are `URL` + `/body`, which hooklane also tries (it routes without the slash).
+        let signed = mac(HmacAlgorithm::Sha256, KEY.as_bytes(), &[format!("{URL}/").as_bytes(), BODY]);
+        let signature = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, signed);
+        let h = headers(&[("x-square-hmacsha256-signature", &signature)]);
+        assert_eq!(verify(KEY, &h, BODY, URL), Ok(()), "the genuine notification");
+        let moved = [b"/".as_slice(), BODY].concat();
+        assert!(matches!(verify(KEY, &h, &moved, URL), Err(Rejection::Malformed(_))));
     }
 }
