@@ -26,13 +26,24 @@ pub fn schedule_from_ms(ms: Option<Vec<u64>>) -> Option<Vec<Duration>> {
     ms.map(|v| v.into_iter().map(Duration::from_millis).collect())
 }
 
-/// Milliseconds between two sends at `rate` per second (at least 1).
-pub fn rate_interval_ms(rate: u32) -> i64 {
-    (1000 / i64::from(rate.max(1))).max(1)
+/// Microseconds between two sends at `rate` per second (at least 1): in milliseconds, rates
+/// above 333 a second were rounded to 500 or 1,000, and those above 1,000 held to 1,000.
+pub fn rate_interval_us(rate: u32) -> i64 {
+    (1_000_000 / i64::from(rate.max(1))).max(1)
 }
 
 /// How far back an idle endpoint's bucket reaches: one second's worth of sends.
-pub const RATE_BURST_MS: i64 = 1000;
+pub const RATE_BURST_US: i64 = 1_000_000;
+
+/// A time as the microseconds since the epoch the rate buckets keep.
+pub fn micros(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// [`micros`] read back.
+pub fn from_micros(us: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
 
 // --- claims
 

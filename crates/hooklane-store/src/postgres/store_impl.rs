@@ -9,7 +9,7 @@ use hooklane_core::{DateTime, Utc};
 
 use super::rows::{self, ms};
 use super::{db_err, finish, is_transient, queries, PgStore, TENANTS_CHANNEL};
-use crate::queries_shared::{lease_end, rate_interval_ms, RATE_BURST_MS};
+use crate::queries_shared::{from_micros, lease_end, micros, rate_interval_us, RATE_BURST_US};
 use crate::*;
 
 /// Whole-transaction retries of `record_attempts` after a deadlock or serialization
@@ -410,20 +410,23 @@ impl Store for PgStore {
     }
 
     async fn take_rate_slot(&self, endpoint_id: &str, rate: u32, now: DateTime<Utc>) -> StoreResult<DateTime<Utc>> {
-        let interval = rate_interval_ms(rate);
+        let interval = rate_interval_us(rate);
+        // (`next_free`, in milliseconds, is the column of older versions.)
         let row = self
             .client()
             .await?
             .query_one(
-                "INSERT INTO endpoint_rate (endpoint_id, next_free) VALUES ($1, $2::BIGINT - $4::BIGINT + $3::BIGINT) \
+                "INSERT INTO endpoint_rate (endpoint_id, next_free, next_free_us) \
+                 VALUES ($1, 0, $2::BIGINT - $4::BIGINT + $3::BIGINT) \
                  ON CONFLICT (endpoint_id) DO UPDATE \
-                 SET next_free = GREATEST(endpoint_rate.next_free, $2::BIGINT - $4::BIGINT) + $3::BIGINT \
-                 RETURNING next_free - $3::BIGINT",
-                &[&endpoint_id, &ms(now), &interval, &RATE_BURST_MS],
+                 SET next_free_us = GREATEST(COALESCE(endpoint_rate.next_free_us, 0), $2::BIGINT - $4::BIGINT) \
+                     + $3::BIGINT \
+                 RETURNING next_free_us - $3::BIGINT",
+                &[&endpoint_id, &micros(now), &interval, &RATE_BURST_US],
             )
             .await
             .map_err(db_err)?;
-        Ok(rows::time(row.get(0)))
+        Ok(from_micros(row.get(0)))
     }
 
     async fn announce_circuit_reset(&self, endpoint_id: &str) {

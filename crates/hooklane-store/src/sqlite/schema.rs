@@ -338,6 +338,11 @@ ALTER TABLE endpoints ADD COLUMN polling INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tokens ADD COLUMN endpoint_id TEXT;
 CREATE INDEX tokens_by_polling_endpoint ON tokens (app_id, endpoint_id) WHERE endpoint_id IS NOT NULL;
 "#,
+    // Rate buckets in microseconds (a rate above 333 a second does not divide a
+    // millisecond): an endpoint's next free send slot.
+    r#"
+ALTER TABLE endpoint_rate ADD COLUMN next_free_us INTEGER;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

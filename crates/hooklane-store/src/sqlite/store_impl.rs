@@ -11,7 +11,7 @@ use rusqlite::params;
 
 use super::rows::{self, ms};
 use super::{db_err, queries, SqliteStore};
-use crate::queries_shared::{ago, lease_end, rate_interval_ms, HolderColumns, RATE_BURST_MS};
+use crate::queries_shared::{ago, from_micros, lease_end, micros, rate_interval_us, HolderColumns, RATE_BURST_US};
 use crate::*;
 
 fn owned(s: &str) -> String {
@@ -408,17 +408,19 @@ impl Store for SqliteStore {
     }
 
     async fn take_rate_slot(&self, endpoint_id: &str, rate: u32, now: DateTime<Utc>) -> StoreResult<DateTime<Utc>> {
-        let (ep, interval, now) = (owned(endpoint_id), rate_interval_ms(rate), ms(now));
+        let (ep, interval, now) = (owned(endpoint_id), rate_interval_us(rate), micros(now));
         self.write(move |c| {
+            // (`next_free`, in milliseconds, is the column of older versions.)
             let slot: i64 = c
                 .prepare_cached(
-                    "INSERT INTO endpoint_rate (endpoint_id, next_free) VALUES (?1, ?2 - ?4 + ?3) \
-                     ON CONFLICT (endpoint_id) DO UPDATE SET next_free = MAX(next_free, ?2 - ?4) + ?3 \
-                     RETURNING next_free - ?3",
+                    "INSERT INTO endpoint_rate (endpoint_id, next_free, next_free_us) VALUES (?1, 0, ?2 - ?4 + ?3) \
+                     ON CONFLICT (endpoint_id) DO UPDATE \
+                     SET next_free_us = MAX(COALESCE(next_free_us, 0), ?2 - ?4) + ?3 \
+                     RETURNING next_free_us - ?3",
                 )
-                .and_then(|mut s| s.query_row(params![ep, now, interval, RATE_BURST_MS], |r| r.get(0)))
+                .and_then(|mut s| s.query_row(params![ep, now, interval, RATE_BURST_US], |r| r.get(0)))
                 .map_err(db_err)?;
-            Ok(rows::time(slot))
+            Ok(from_micros(slot))
         })
         .await
     }

@@ -2410,6 +2410,17 @@ pub async fn rate_slots_are_spaced_after_a_burst(store: &DynStore) {
     // After a long idle period the bucket is full again.
     let later = t + chrono::Duration::seconds(60);
     assert!(store.take_rate_slot("ep_rate", 10, later).await.unwrap() <= later);
+    // Rates that do not divide a millisecond keep their spacing: 400/s is 2.5 ms apart, and
+    // 2,000/s (over a thousand) 0.5 ms.
+    for (rate, us) in [(400, 2500), (2000, 500)] {
+        let ep = format!("ep_rate_{rate}");
+        let mut slots = Vec::new();
+        for _ in 0..(rate + 3) {
+            slots.push(store.take_rate_slot(&ep, rate, t).await.unwrap());
+        }
+        let tail = &slots[rate as usize..];
+        assert!(tail.windows(2).all(|w| w[1] - w[0] == chrono::Duration::microseconds(us)), "{rate}/s: {tail:?}");
+    }
 }
 
 pub async fn idempotency_lifecycle(store: &DynStore) {
