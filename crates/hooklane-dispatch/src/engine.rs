@@ -484,10 +484,6 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: std::tim
         pause(&inner, key, until, gate);
         return;
     }
-    let wait = rate_wait(&inner, &gate, endpoint).await;
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
-    }
     // Before the permits: a transformation may wait for a worker.
     let sent = match inner.sender.prepare(&job.message, endpoint).await {
         // Paused while its transformation ran: held, no attempt recorded.
@@ -506,8 +502,19 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: std::tim
             return;
         }
         Prepared::Ready(ready) => {
-            // Both permits are held only for the request itself.
+            // The endpoint's permit, then its rate slot, then the node's permit: a slot is
+            // taken only once the endpoint may send (a slot taken before a long wait for a
+            // permit would be used late, together with others: a burst), and the node's
+            // permit is not held while the slot comes.
             let Ok(_endpoint_permit) = gate.in_flight.acquire().await else { return };
+            let wait = rate_wait(&inner, &gate, endpoint).await;
+            if std::time::Instant::now() + wait > send_by {
+                let _ = inner.finished.send(Finished::Expired(gate.clone()));
+                return;
+            }
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
             let Ok(_permit) = inner.in_flight.acquire().await else { return };
             // Paused while this waited for its turn: held, not sent.
             if paused_here(&inner, endpoint) {
