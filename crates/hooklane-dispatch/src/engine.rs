@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::model::{Attempt, DeliveryStatus, Endpoint};
@@ -350,8 +350,7 @@ fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
             deferred.entry(soon).or_default().push(key());
             continue;
         }
-        // The lease runs from the claim (or ingest's write), a moment before.
-        let send_by = std::time::Instant::now() + inner.cfg.lease.saturating_sub(inner.cfg.request_timeout);
+        let send_by = Instant::now() + send_budget(&inner.cfg);
         tokio::spawn(run_job(inner.clone(), job, gate, send_by));
     }
     let n_paused: usize = paused.values().map(Vec::len).sum();
@@ -457,9 +456,18 @@ fn endpoint_cap(cfg: &DispatchConfig, rate: Option<u32>) -> usize {
     cfg.per_endpoint_outstanding.min(by_rate).max(1)
 }
 
+/// How long after it is admitted a delivery may still start its request: its lease runs
+/// from the claim (or ingest's write), a moment before, and the request, its connection
+/// and an egress proxy's address check included, must end within it. At least a quarter
+/// of the lease, whatever the timeouts.
+fn send_budget(cfg: &DispatchConfig) -> Duration {
+    let request = cfg.request_timeout + cfg.connect_timeout + Duration::from_secs(1);
+    cfg.lease.saturating_sub(request).max(cfg.lease / 4)
+}
+
 /// Sends one delivery, if it can start by `send_by` (so that the request ends within the
 /// delivery's lease), and hands its outcome to the record loop.
-async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: std::time::Instant) {
+async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant) {
     let endpoint = &job.endpoint;
     let key = DeliveryKey { msg_id: job.message.id.clone(), endpoint_id: endpoint.id.clone() };
     // A polling endpoint is sent nothing; a delivery to one (made by a node of an older
@@ -485,7 +493,14 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: std::tim
         return;
     }
     // Before the permits: a transformation may wait for a worker.
-    let sent = match inner.sender.prepare(&job.message, endpoint).await {
+    let prepared = inner.sender.prepare(&job.message, endpoint).await;
+    // Nothing is written for a delivery whose lease ran out meanwhile: another claim may
+    // hold it now.
+    if Instant::now() > send_by {
+        let _ = inner.finished.send(Finished::Expired(gate));
+        return;
+    }
+    let sent = match prepared {
         // Paused while its transformation ran: held, no attempt recorded.
         Prepared::Done(_) if paused_here(&inner, endpoint) => {
             let _ = inner.finished.send(Finished::Held(key, endpoint.app_id.clone(), gate));
@@ -505,25 +520,35 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: std::tim
             // The endpoint's permit, then its rate slot, then the node's permit: a slot is
             // taken only once the endpoint may send (a slot taken before a long wait for a
             // permit would be used late, together with others: a burst), and the node's
-            // permit is not held while the slot comes.
-            let Ok(_endpoint_permit) = gate.in_flight.acquire().await else { return };
-            let wait = rate_wait(&inner, &gate, endpoint).await;
-            if std::time::Instant::now() + wait > send_by {
+            // permit is not held while the slot comes. Queued behind a slow endpoint until
+            // the lease's budget is spent, the delivery goes back due now (the lease is still
+            // this node's), rather than wait for the lease to run out.
+            let turn = tokio::time::timeout_at(send_by.into(), gate.in_flight.acquire()).await;
+            let Ok(Ok(_endpoint_permit)) = turn else {
+                metrics::counter!("hooklane_deliveries_lease_expired_total").increment(1);
+                let _ = inner.finished.send(Finished::Paused(key, Utc::now(), gate.clone()));
+                return;
+            };
+            match rate_wait(&inner, &gate, endpoint, send_by).await {
+                Some(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
+                Some(_) => {}
+                // Its slots are taken past the lease's budget (other nodes send to it too):
+                // back for later, no slot taken.
+                None => {
+                    let later = Utc::now() + chrono::Duration::from_std(inner.cfg.lease).unwrap_or_default();
+                    let _ = inner.finished.send(Finished::Paused(key, later, gate.clone()));
+                    return;
+                }
+            }
+            let Ok(_permit) = inner.in_flight.acquire().await else { return };
+            if Instant::now() > send_by {
+                tracing::debug!(msg_id = %key.msg_id, endpoint_id = %key.endpoint_id, "lease ran out while queued");
                 let _ = inner.finished.send(Finished::Expired(gate.clone()));
                 return;
             }
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-            let Ok(_permit) = inner.in_flight.acquire().await else { return };
             // Paused while this waited for its turn: held, not sent.
             if paused_here(&inner, endpoint) {
                 let _ = inner.finished.send(Finished::Held(key, endpoint.app_id.clone(), gate.clone()));
-                return;
-            }
-            if std::time::Instant::now() > send_by {
-                tracing::debug!(msg_id = %key.msg_id, endpoint_id = %key.endpoint_id, "lease ran out while queued");
-                let _ = inner.finished.send(Finished::Expired(gate.clone()));
                 return;
             }
             // Decided again at the last moment: jobs queued behind the failures that opened
@@ -593,13 +618,18 @@ fn pause(inner: &Inner, key: DeliveryKey, until: DateTime<Utc>, gate: Arc<Gate>)
 /// How long to wait before sending to a rate-limited endpoint. Slots come from the store
 /// so that the limit holds across every node sharing it; if the store cannot answer, this
 /// process's own bucket keeps the endpoint within its rate at least locally.
-async fn rate_wait(inner: &Inner, gate: &Gate, endpoint: &Endpoint) -> Duration {
-    let Some(rate) = endpoint.rate_limit.filter(|r| *r > 0) else { return Duration::ZERO };
-    match inner.store.take_rate_slot(&endpoint.id, rate, Utc::now()).await {
-        Ok(slot) => (slot - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+/// How long to wait for the endpoint's next send slot, taken now; `None` when the slot
+/// would come after `send_by` (not taken then).
+async fn rate_wait(inner: &Inner, gate: &Gate, endpoint: &Endpoint, send_by: Instant) -> Option<Duration> {
+    let Some(rate) = endpoint.rate_limit.filter(|r| *r > 0) else { return Some(Duration::ZERO) };
+    let now = Utc::now();
+    let not_after =
+        now + chrono::Duration::from_std(send_by.saturating_duration_since(Instant::now())).unwrap_or_default();
+    match inner.store.take_rate_slot(&endpoint.id, rate, now, not_after).await {
+        Ok(slot) => slot.map(|slot| (slot - Utc::now()).to_std().unwrap_or(Duration::ZERO)),
         Err(e) => {
             tracing::warn!(error = %e, endpoint_id = %endpoint.id, "shared rate limit unavailable; limiting locally");
-            gate.rate_wait(Some(rate))
+            Some(gate.rate_wait(Some(rate)))
         }
     }
 }

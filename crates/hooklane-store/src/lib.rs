@@ -234,7 +234,15 @@ pub trait Store: Send + Sync + 'static {
     /// Reserves the next send slot of a rate-limited endpoint, shared by every node using
     /// this store: returns when the slot starts (in the past or now: send at once). Slots
     /// are `1/rate` seconds apart; an endpoint idle for a second may burst `rate` sends.
-    async fn take_rate_slot(&self, endpoint_id: &str, rate: u32, now: DateTime<Utc>) -> StoreResult<DateTime<Utc>>;
+    /// A slot that would start after `not_after` is not taken (`None`): a sender that could
+    /// not use it would push every later one back.
+    async fn take_rate_slot(
+        &self,
+        endpoint_id: &str,
+        rate: u32,
+        now: DateTime<Utc>,
+        not_after: DateTime<Utc>,
+    ) -> StoreResult<Option<DateTime<Utc>>>;
 
     /// Signalled when another process sharing this store wrote work that may be due now
     /// (PostgreSQL `LISTEN/NOTIFY`). `None` for a store only one process uses.

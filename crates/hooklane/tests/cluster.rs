@@ -314,3 +314,43 @@ async fn an_endpoint_disabled_by_failures_leaves_every_nodes_cache() {
         assert_eq!(dest["data"], json!([]), "node {i} fanned out to the endpoint disabled by failures: {dest}");
     }
 }
+
+/// A rate-limited endpoint whose send slots other nodes have taken far ahead (more than a
+/// lease's worth): a node does not take slots it could not use before its lease runs out
+/// (each would push every later one back, and the endpoint would get nothing for ever); it
+/// hands the deliveries back and sends them once slots come free, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_taken_far_ahead_do_not_starve_a_rate_limited_endpoint() {
+    let db = TestDatabase::create().await;
+    let config = format!(
+        "database_url = \"{}\"\n[delivery]\nlease = \"3s\"\nrequest_timeout = \"1s\"\nconnect_timeout = \"1s\"\npoll_interval = \"200ms\"",
+        db.url()
+    );
+    let server = Server::start(&config).await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("rated").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url, "rateLimit": 1 })).await;
+
+    // Another node's sends: slots taken for the next 6 seconds.
+    let other = hooklane_store::postgres::PgStore::open(db.url()).await.expect("another node's store");
+    let store: &dyn hooklane_store::Store = &other;
+    let now = hooklane_core::Utc::now();
+    let far = now + chrono::Duration::hours(1);
+    for _ in 0..8 {
+        store.take_rate_slot(&ep, 1, now, far).await.expect("slot").expect("taken");
+    }
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        sent.push(server.send_message(&app, "rated", json!({ "i": i })).await);
+    }
+    let got = rx.wait_for(3, Duration::from_secs(45)).await;
+    let mut ids: Vec<String> = got.iter().map(|r| r.header("webhook-id").to_string()).collect();
+    ids.sort();
+    sent.sort();
+    assert_eq!(ids, sent, "each once");
+    // Sent at the rate: at least a second apart.
+    let times: Vec<Instant> = got.iter().map(|r| r.at).collect();
+    assert!(times.windows(2).all(|w| w[1] - w[0] >= Duration::from_millis(900)), "{times:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.received().len(), 3);
+}

@@ -449,9 +449,10 @@ pub async fn store_and_dispatch_to(
     let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
     let dispatcher = &s.0.dispatcher;
     let reservation = if ids.is_empty() { None } else { dispatcher.reserve(&endpoints) };
-    let leased_until = reservation
-        .as_ref()
-        .map(|_| msg.created_at + chrono::Duration::from_std(dispatcher.lease()).unwrap_or_default());
+    // From now, not from the message's creation: an inbound request's starts before its
+    // body is read, and the engine counts the lease from when it takes the job.
+    let leased_until =
+        reservation.as_ref().map(|_| Utc::now() + chrono::Duration::from_std(dispatcher.lease()).unwrap_or_default());
     let wanted = ids.len();
     let leased = s.0.store.create_message(msg.clone(), ids, leased_until).await?;
     metrics::counter!("hooklane_messages_ingested_total").increment(1);

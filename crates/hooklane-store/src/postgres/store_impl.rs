@@ -409,24 +409,32 @@ impl Store for PgStore {
         queries::release_all_leases(&self.client().await?, ms(Utc::now())).await
     }
 
-    async fn take_rate_slot(&self, endpoint_id: &str, rate: u32, now: DateTime<Utc>) -> StoreResult<DateTime<Utc>> {
+    async fn take_rate_slot(
+        &self,
+        endpoint_id: &str,
+        rate: u32,
+        now: DateTime<Utc>,
+        not_after: DateTime<Utc>,
+    ) -> StoreResult<Option<DateTime<Utc>>> {
         let interval = rate_interval_us(rate);
-        // (`next_free`, in milliseconds, is the column of older versions.)
+        // (`next_free`, in milliseconds, is the column of older versions.) A new row's slot
+        // is in the past: always taken.
         let row = self
             .client()
             .await?
-            .query_one(
+            .query_opt(
                 "INSERT INTO endpoint_rate (endpoint_id, next_free, next_free_us) \
                  VALUES ($1, 0, $2::BIGINT - $4::BIGINT + $3::BIGINT) \
                  ON CONFLICT (endpoint_id) DO UPDATE \
                  SET next_free_us = GREATEST(COALESCE(endpoint_rate.next_free_us, 0), $2::BIGINT - $4::BIGINT) \
                      + $3::BIGINT \
+                 WHERE GREATEST(COALESCE(endpoint_rate.next_free_us, 0), $2::BIGINT - $4::BIGINT) <= $5::BIGINT \
                  RETURNING next_free_us - $3::BIGINT",
-                &[&endpoint_id, &micros(now), &interval, &RATE_BURST_US],
+                &[&endpoint_id, &micros(now), &interval, &RATE_BURST_US, &micros(not_after)],
             )
             .await
             .map_err(db_err)?;
-        Ok(from_micros(row.get(0)))
+        Ok(row.map(|r| from_micros(r.get(0))))
     }
 
     async fn announce_circuit_reset(&self, endpoint_id: &str) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use hooklane_core::model::{Application, Attempt, Delivery, Endpoint, EventType, Message, Principal};
 use hooklane_core::{DateTime, Utc};
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 use super::rows::{self, ms};
 use super::{db_err, queries, SqliteStore};
@@ -407,20 +407,28 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn take_rate_slot(&self, endpoint_id: &str, rate: u32, now: DateTime<Utc>) -> StoreResult<DateTime<Utc>> {
-        let (ep, interval, now) = (owned(endpoint_id), rate_interval_us(rate), micros(now));
+    async fn take_rate_slot(
+        &self,
+        endpoint_id: &str,
+        rate: u32,
+        now: DateTime<Utc>,
+        not_after: DateTime<Utc>,
+    ) -> StoreResult<Option<DateTime<Utc>>> {
+        let (ep, interval, now, last) = (owned(endpoint_id), rate_interval_us(rate), micros(now), micros(not_after));
         self.write(move |c| {
-            // (`next_free`, in milliseconds, is the column of older versions.)
-            let slot: i64 = c
+            // (`next_free`, in milliseconds, is the column of older versions.) A new row's
+            // slot is in the past: always taken.
+            let slot: Option<i64> = c
                 .prepare_cached(
                     "INSERT INTO endpoint_rate (endpoint_id, next_free, next_free_us) VALUES (?1, 0, ?2 - ?4 + ?3) \
                      ON CONFLICT (endpoint_id) DO UPDATE \
                      SET next_free_us = MAX(COALESCE(next_free_us, 0), ?2 - ?4) + ?3 \
+                     WHERE MAX(COALESCE(next_free_us, 0), ?2 - ?4) <= ?5 \
                      RETURNING next_free_us - ?3",
                 )
-                .and_then(|mut s| s.query_row(params![ep, now, interval, RATE_BURST_US], |r| r.get(0)))
+                .and_then(|mut s| s.query_row(params![ep, now, interval, RATE_BURST_US, last], |r| r.get(0)).optional())
                 .map_err(db_err)?;
-            Ok(from_micros(slot))
+            Ok(slot.map(from_micros))
         })
         .await
     }

@@ -2396,27 +2396,34 @@ pub async fn next_due_at_ignores_skipped_endpoints(store: &DynStore) {
 
 pub async fn rate_slots_are_spaced_after_a_burst(store: &DynStore) {
     let t = now_ms();
+    let far = t + chrono::Duration::hours(1);
     // 10/s: an idle endpoint may burst one second's worth (10 slots already past), then
     // slots are 100 ms apart.
     let mut slots = Vec::new();
     for _ in 0..12 {
-        slots.push(store.take_rate_slot("ep_rate", 10, t).await.unwrap());
+        slots.push(store.take_rate_slot("ep_rate", 10, t, far).await.unwrap().expect("taken"));
     }
     assert!(slots[..11].iter().all(|s| *s <= t), "{slots:?}");
     assert_eq!(slots[11], t + chrono::Duration::milliseconds(100));
     assert!(slots.windows(2).all(|w| w[1] - w[0] == chrono::Duration::milliseconds(100)), "{slots:?}");
     // Another endpoint has its own bucket.
-    assert!(store.take_rate_slot("ep_other", 10, t).await.unwrap() <= t);
+    assert!(store.take_rate_slot("ep_other", 10, t, far).await.unwrap().expect("taken") <= t);
+    // A slot later than the sender could use is not taken, and pushes nothing back.
+    let next = t + chrono::Duration::milliseconds(200);
+    let before_it = next - chrono::Duration::milliseconds(1);
+    assert_eq!(store.take_rate_slot("ep_rate", 10, t, before_it).await.unwrap(), None);
+    assert_eq!(store.take_rate_slot("ep_rate", 10, t, before_it).await.unwrap(), None);
+    assert_eq!(store.take_rate_slot("ep_rate", 10, t, next).await.unwrap(), Some(next), "the same slot, still free");
     // After a long idle period the bucket is full again.
     let later = t + chrono::Duration::seconds(60);
-    assert!(store.take_rate_slot("ep_rate", 10, later).await.unwrap() <= later);
+    assert!(store.take_rate_slot("ep_rate", 10, later, far).await.unwrap().expect("taken") <= later);
     // Rates that do not divide a millisecond keep their spacing: 400/s is 2.5 ms apart, and
     // 2,000/s (over a thousand) 0.5 ms.
     for (rate, us) in [(400, 2500), (2000, 500)] {
         let ep = format!("ep_rate_{rate}");
         let mut slots = Vec::new();
         for _ in 0..(rate + 3) {
-            slots.push(store.take_rate_slot(&ep, rate, t).await.unwrap());
+            slots.push(store.take_rate_slot(&ep, rate, t, far).await.unwrap().expect("taken"));
         }
         let tail = &slots[rate as usize..];
         assert!(tail.windows(2).all(|w| w[1] - w[0] == chrono::Duration::microseconds(us)), "{rate}/s: {tail:?}");
