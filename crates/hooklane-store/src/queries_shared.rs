@@ -32,6 +32,11 @@ pub fn rate_interval_us(rate: u32) -> i64 {
     (1_000_000 / i64::from(rate.max(1))).max(1)
 }
 
+/// A failing endpoint with no attempt for this long before a new failure starts its failure
+/// streak afresh: a quiet endpoint that failed a week ago is not disabled by its next
+/// failure as though it had failed all week.
+pub const QUIET_GAP_MS: i64 = 24 * 3600 * 1000;
+
 /// How far back an idle endpoint's bucket reaches: one second's worth of sends.
 pub const RATE_BURST_US: i64 = 1_000_000;
 

@@ -889,9 +889,11 @@ async fn update_endpoint_streaks<C: GenericClient>(
     disable_after: Duration,
 ) -> StoreResult<Vec<String>> {
     #[derive(Default)]
-    struct Streak {
+    struct Streak<'a> {
         succeeded: bool,
         first_failure_after_success: Option<i64>,
+        /// The smallest attempt id of those failures (ids are time-ordered).
+        first_failure_id: Option<&'a str>,
         last_failure: Option<i64>,
     }
     let mut per_endpoint: std::collections::BTreeMap<&str, Streak> = std::collections::BTreeMap::new();
@@ -904,15 +906,19 @@ async fn update_endpoint_streaks<C: GenericClient>(
         if o.next == NextStep::Succeeded {
             s.succeeded = true;
             s.first_failure_after_success = None;
+            s.first_failure_id = None;
             s.last_failure = None;
         } else {
             s.first_failure_after_success.get_or_insert(at);
+            let id = o.attempt.id.as_str();
+            s.first_failure_id = Some(s.first_failure_id.map_or(id, |f| f.min(id)));
             s.last_failure = Some(at);
         }
     }
     let (mut cleared, mut restarted, mut restarted_at, mut continued, mut continued_at) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut failing, mut failing_before, mut failing_last) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut failing_first, mut failing_first_id) = (Vec::new(), Vec::new());
     for (id, s) in &per_endpoint {
         match (s.succeeded, s.first_failure_after_success) {
             (true, None) => cleared.push(*id),
@@ -926,10 +932,14 @@ async fn update_endpoint_streaks<C: GenericClient>(
             }
             (false, None) => {}
         }
-        if let Some(last) = s.last_failure {
+        if let (Some(last), Some(first), Some(first_id)) =
+            (s.last_failure, s.first_failure_after_success, s.first_failure_id)
+        {
             failing.push(*id);
             failing_before.push(ms(ago(rows::time(last), disable_after)));
             failing_last.push(last);
+            failing_first.push(first);
+            failing_first_id.push(first_id);
         }
     }
     if !cleared.is_empty() {
@@ -956,6 +966,18 @@ async fn update_endpoint_streaks<C: GenericClient>(
     if failing.is_empty() {
         return Ok(Vec::new());
     }
+    // About to be disabled, but quiet for a day before these failures (its attempt before
+    // the first of them, by the attempts' time-ordered ids): the streak starts afresh.
+    execute(
+        c,
+        "UPDATE endpoints e SET failing_since = k.first \
+         FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[]) AS k(id, before, first, first_id) \
+         WHERE e.id = k.id AND NOT e.disabled AND e.failing_since <= k.before \
+         AND COALESCE((SELECT a.created_at FROM attempts a WHERE a.endpoint_id = k.id AND a.id < k.first_id \
+                       ORDER BY a.id DESC LIMIT 1), 0) < k.first - $5::BIGINT",
+        &[&failing, &failing_before, &failing_first, &failing_first_id, &crate::queries_shared::QUIET_GAP_MS],
+    )
+    .await?;
     let disabled = query(
         c,
         "UPDATE endpoints e SET disabled = true, updated_at = k.last \

@@ -740,6 +740,15 @@ pub fn record_attempt(
         "UPDATE endpoints SET failing_since = ?2 WHERE id = ?1 AND failing_since IS NULL",
         params![a.endpoint_id, now],
     )?;
+    // About to be disabled, but quiet for a day before this failure (its previous attempt,
+    // by the attempts' time-ordered ids): the streak starts afresh instead.
+    execute(
+        conn,
+        "UPDATE endpoints SET failing_since = ?4 WHERE id = ?1 AND disabled = 0 AND failing_since <= ?2 \
+         AND COALESCE((SELECT created_at FROM attempts WHERE endpoint_id = ?1 AND id < ?3 ORDER BY id DESC LIMIT 1), 0) \
+             < ?4 - ?5",
+        params![a.endpoint_id, ms(disable_before), a.id, now, crate::queries_shared::QUIET_GAP_MS],
+    )?;
     let disabled = query_opt(
         conn,
         "UPDATE endpoints SET disabled = 1, updated_at = ?3 \

@@ -72,6 +72,7 @@ macro_rules! store_conformance_tests {
             record_attempts_moves_deliveries,
             next_due_at_reports_earliest,
             endpoint_failing_since_and_disable,
+            a_quiet_endpoint_starts_its_failure_streak_afresh,
             cancelled_attempts_end_deliveries_and_leave_streaks,
             abandon_deliveries_marks_failed,
             defer_deliveries_hands_back,
@@ -1736,6 +1737,42 @@ pub async fn endpoint_failing_since_and_disable(store: &DynStore) {
     let h = endpoint_now(store, &healthy).await;
     assert!(!h.disabled);
     assert_eq!(h.failing_since, None);
+}
+
+/// An endpoint that failed, then had no attempt for a day or more, is not disabled by its
+/// next failure as though it had failed all along: its streak starts afresh. One failing
+/// without such a gap for longer than `disable_after` is disabled.
+pub async fn a_quiet_endpoint_starts_its_failure_streak_afresh(store: &DynStore) {
+    let t0 = now_ms();
+    let disable_after = Duration::from_secs(5 * 24 * 3600);
+    let app = setup_app(store, "A").await;
+    let ep = setup_endpoint(store, &app.id).await;
+    let m = post(store, &app.id, &[&ep], t0).await;
+    let fail_at = |at: DateTime<Utc>, next_at: DateTime<Utc>| {
+        let (store, m, ep) = (store.clone(), m.clone(), ep.clone());
+        async move {
+            assert_eq!(claim(&store, at).await.len(), 1, "due at {at}");
+            let recorded =
+                store.record_attempts(vec![outcome(&m.id, &ep, at, NextStep::RetryAt(next_at))], disable_after);
+            recorded.await.unwrap().disabled
+        }
+    };
+    assert!(fail_at(t0, t0 + hours(7 * 24)).await.is_empty());
+    assert_eq!(endpoint_now(store, &ep).await.failing_since, Some(t0));
+    // A week later, after no attempt at all: a new streak, not a disabling.
+    let t1 = t0 + hours(7 * 24);
+    assert!(fail_at(t1, t1 + hours(23)).await.is_empty(), "a quiet endpoint is not disabled");
+    let e = endpoint_now(store, &ep).await;
+    assert_eq!((e.failing_since, e.disabled), (Some(t1), false));
+    // Failing every 23 hours from then on: disabled once the streak is 5 days old.
+    let mut at = t1 + hours(23);
+    while at - t1 < chrono::Duration::from_std(disable_after).unwrap() {
+        assert!(fail_at(at, at + hours(23)).await.is_empty(), "{}", at - t1);
+        at += hours(23);
+    }
+    assert_eq!(fail_at(at, at + hours(23)).await, vec![ep.id.clone()]);
+    let e = endpoint_now(store, &ep).await;
+    assert_eq!((e.failing_since, e.disabled), (Some(t1), true));
 }
 
 /// An attempt its endpoint's transformation cancelled ends the delivery (canceled, Svix's
