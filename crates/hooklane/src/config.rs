@@ -284,6 +284,11 @@ impl Config {
         if d.poll_interval < Duration::from_millis(5) {
             bail!("delivery.poll_interval must be at least 5ms");
         }
+        // A probe at least this often keeps a dead endpoint's failure streak going (a day
+        // without an attempt ends a streak), so that it is still disabled.
+        if d.circuit_max_cooldown > Duration::from_secs(12 * 3600) {
+            bail!("delivery.circuit_max_cooldown must be at most 12h");
+        }
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024");
         }
@@ -439,5 +444,8 @@ mod tests {
         let refused = with(Duration::from_millis(1)).expect_err("1ms");
         assert!(refused.to_string().contains("poll_interval"), "{refused}");
         assert!(with(Duration::ZERO).is_err());
+        let mut config = Config::default();
+        config.delivery.circuit_max_cooldown = Duration::from_secs(13 * 3600);
+        assert!(config.check().expect_err("13h").to_string().contains("circuit_max_cooldown"));
     }
 }

@@ -892,8 +892,8 @@ async fn update_endpoint_streaks<C: GenericClient>(
     struct Streak<'a> {
         succeeded: bool,
         first_failure_after_success: Option<i64>,
-        /// The smallest attempt id of those failures (ids are time-ordered).
-        first_failure_id: Option<&'a str>,
+        /// The earliest of those failures by attempt id (ids are time-ordered), and its time.
+        first_failure_id: Option<(&'a str, i64)>,
         last_failure: Option<i64>,
     }
     let mut per_endpoint: std::collections::BTreeMap<&str, Streak> = std::collections::BTreeMap::new();
@@ -911,7 +911,9 @@ async fn update_endpoint_streaks<C: GenericClient>(
         } else {
             s.first_failure_after_success.get_or_insert(at);
             let id = o.attempt.id.as_str();
-            s.first_failure_id = Some(s.first_failure_id.map_or(id, |f| f.min(id)));
+            if s.first_failure_id.is_none_or(|(f, _)| id < f) {
+                s.first_failure_id = Some((id, at));
+            }
             s.last_failure = Some(at);
         }
     }
@@ -932,9 +934,7 @@ async fn update_endpoint_streaks<C: GenericClient>(
             }
             (false, None) => {}
         }
-        if let (Some(last), Some(first), Some(first_id)) =
-            (s.last_failure, s.first_failure_after_success, s.first_failure_id)
-        {
+        if let (Some(last), Some((first_id, first))) = (s.last_failure, s.first_failure_id) {
             failing.push(*id);
             failing_before.push(ms(ago(rows::time(last), disable_after)));
             failing_last.push(last);
@@ -966,16 +966,17 @@ async fn update_endpoint_streaks<C: GenericClient>(
     if failing.is_empty() {
         return Ok(Vec::new());
     }
-    // About to be disabled, but quiet for a day before these failures (its attempt before
-    // the first of them, by the attempts' time-ordered ids): the streak starts afresh.
+    // A streak a day old or more, but no attempt for a day before these failures (its
+    // attempt before the first of them by the attempts' time-ordered ids, a cancelled one
+    // aside): the streak starts afresh, as after a success.
     execute(
         c,
         "UPDATE endpoints e SET failing_since = k.first \
-         FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[]) AS k(id, before, first, first_id) \
-         WHERE e.id = k.id AND NOT e.disabled AND e.failing_since <= k.before \
+         FROM UNNEST($1::text[], $2::bigint[], $3::text[]) AS k(id, first, first_id) \
+         WHERE e.id = k.id AND NOT e.disabled AND e.failing_since <= k.first - $4::BIGINT \
          AND COALESCE((SELECT a.created_at FROM attempts a WHERE a.endpoint_id = k.id AND a.id < k.first_id \
-                       ORDER BY a.id DESC LIMIT 1), 0) < k.first - $5::BIGINT",
-        &[&failing, &failing_before, &failing_first, &failing_first_id, &crate::queries_shared::QUIET_GAP_MS],
+                       AND a.status <> 4 ORDER BY a.id DESC LIMIT 1), 0) < k.first - $4::BIGINT",
+        &[&failing, &failing_first, &failing_first_id, &crate::queries_shared::QUIET_GAP_MS],
     )
     .await?;
     let disabled = query(

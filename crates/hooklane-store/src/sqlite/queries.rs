@@ -740,14 +740,15 @@ pub fn record_attempt(
         "UPDATE endpoints SET failing_since = ?2 WHERE id = ?1 AND failing_since IS NULL",
         params![a.endpoint_id, now],
     )?;
-    // About to be disabled, but quiet for a day before this failure (its previous attempt,
-    // by the attempts' time-ordered ids): the streak starts afresh instead.
+    // A streak a day old or more, but no attempt for a day before this failure (its previous
+    // attempt by the attempts' time-ordered ids, a cancelled one aside): the streak starts
+    // afresh, as after a success.
     execute(
         conn,
-        "UPDATE endpoints SET failing_since = ?4 WHERE id = ?1 AND disabled = 0 AND failing_since <= ?2 \
-         AND COALESCE((SELECT created_at FROM attempts WHERE endpoint_id = ?1 AND id < ?3 ORDER BY id DESC LIMIT 1), 0) \
-             < ?4 - ?5",
-        params![a.endpoint_id, ms(disable_before), a.id, now, crate::queries_shared::QUIET_GAP_MS],
+        "UPDATE endpoints SET failing_since = ?3 WHERE id = ?1 AND disabled = 0 AND failing_since <= ?3 - ?4 \
+         AND COALESCE((SELECT created_at FROM attempts WHERE endpoint_id = ?1 AND id < ?2 AND status <> 4 \
+                       ORDER BY id DESC LIMIT 1), 0) < ?3 - ?4",
+        params![a.endpoint_id, a.id, now, crate::queries_shared::QUIET_GAP_MS],
     )?;
     let disabled = query_opt(
         conn,

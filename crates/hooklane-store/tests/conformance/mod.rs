@@ -1773,6 +1773,38 @@ pub async fn a_quiet_endpoint_starts_its_failure_streak_afresh(store: &DynStore)
     assert_eq!(fail_at(at, at + hours(23)).await, vec![ep.id.clone()]);
     let e = endpoint_now(store, &ep).await;
     assert_eq!((e.failing_since, e.disabled), (Some(t1), true));
+
+    // A gap ends a streak even when the failure after it would not yet disable.
+    let short = setup_endpoint(store, &app.id).await;
+    let m2 = post(store, &app.id, &[&short], t0).await;
+    for (at, next_at) in [(t0, t0 + hours(96)), (t0 + hours(96), t0 + hours(106))] {
+        assert_eq!(job_keys(&claim(store, at).await), set([pair(&m2, &short)]));
+        let out = store.record_attempts(vec![outcome(&m2.id, &short, at, NextStep::RetryAt(next_at))], disable_after);
+        assert!(out.await.unwrap().disabled.is_empty());
+    }
+    assert_eq!(endpoint_now(store, &short).await.failing_since, Some(t0 + hours(96)), "four quiet days");
+
+    // A cancelled attempt (nothing was sent) is no sign of the endpoint's health.
+    let cancelling = setup_endpoint(store, &app.id).await;
+    let (m3, m4) = (post(store, &app.id, &[&cancelling], t0).await, post(store, &app.id, &[&cancelling], t0).await);
+    let t2 = t0 + hours(7 * 24);
+    // (The claims take the other endpoints' deliveries due by then too.)
+    let claimed = job_keys(&claim(store, t0).await);
+    assert!(claimed.contains(&pair(&m3, &cancelling)) && claimed.contains(&pair(&m4, &cancelling)));
+    let fail = outcome(&m3.id, &cancelling, t0, NextStep::RetryAt(t2));
+    let put_off = outcome(&m4.id, &cancelling, t0, NextStep::RetryAt(t2 - hours(1)));
+    store.record_attempts(vec![fail, put_off], disable_after).await.unwrap();
+    assert!(job_keys(&claim(store, t2 - hours(1)).await).contains(&pair(&m4, &cancelling)));
+    let cancelled = AttemptOutcome {
+        attempt: attempt(&m4.id, &cancelling, DeliveryStatus::Canceled, t2 - hours(1)),
+        next: NextStep::Cancelled,
+    };
+    store.record_attempts(vec![cancelled], disable_after).await.unwrap();
+    assert!(job_keys(&claim(store, t2).await).contains(&pair(&m3, &cancelling)));
+    let out =
+        store.record_attempts(vec![outcome(&m3.id, &cancelling, t2, NextStep::RetryAt(t2 + hours(1)))], disable_after);
+    assert!(out.await.unwrap().disabled.is_empty(), "quiet but for a cancelled attempt");
+    assert_eq!(endpoint_now(store, &cancelling).await.failing_since, Some(t2));
 }
 
 /// An attempt its endpoint's transformation cancelled ends the delivery (canceled, Svix's
