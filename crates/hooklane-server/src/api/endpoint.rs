@@ -261,9 +261,9 @@ pub struct EndpointOut {
 }
 
 impl EndpointOut {
-    pub(crate) fn new(s: &AppState, e: Endpoint) -> Self {
+    pub(crate) fn new(s: &AppState, mut e: Endpoint) -> Self {
         EndpointOut {
-            url: if e.polling { poller_url(s, &e) } else { e.url },
+            url: answered_url(s, &mut e),
             id: e.id,
             description: e.description,
             event_types: e.filter_types.clone(),
@@ -287,8 +287,18 @@ impl EndpointOut {
     }
 }
 
+/// The `url` an endpoint is answered with (taken out of it): its own, or for a polling
+/// endpoint, which has none, where it is read.
+pub(crate) fn answered_url(s: &AppState, e: &mut Endpoint) -> String {
+    if e.polling {
+        poller_url(s, e)
+    } else {
+        std::mem::take(&mut e.url)
+    }
+}
+
 /// Where a polling endpoint's messages are read: the `url` it answers.
-pub(crate) fn poller_url(s: &AppState, e: &Endpoint) -> String {
+fn poller_url(s: &AppState, e: &Endpoint) -> String {
     format!("{}/api/v1/app/{}/poller/{}", s.0.public_url.trim_end_matches('/'), e.app_id, e.id)
 }
 

@@ -634,9 +634,9 @@ pub async fn destinations(
     let rows = s.0.store.message_deliveries(&t.app.id, &msg.id).await?;
     let data: Vec<MessageEndpointOut> = rows
         .into_iter()
-        .map(|(d, e)| MessageEndpointOut {
+        .map(|(d, mut e)| MessageEndpointOut {
             // (A polling endpoint has deliveries only from a node of an older version.)
-            url: if e.polling { super::endpoint::poller_url(&s, &e) } else { e.url },
+            url: super::endpoint::answered_url(&s, &mut e),
             id: e.id,
             description: e.description,
             disabled: e.disabled,

@@ -123,7 +123,7 @@ pub async fn endpoints(State(s): State<AppState>, t: Tenant, q: Query) -> ApiRes
     let health: BTreeMap<String, EndpointHealth> =
         s.0.store.endpoint_health(&t.app.id, since).await?.into_iter().map(|h| (h.endpoint_id.clone(), h)).collect();
     let mut data = Vec::with_capacity(endpoints.len());
-    for e in endpoints {
+    for mut e in endpoints {
         let h = health.get(&e.id).cloned().unwrap_or_default();
         let last_failures = if h.failed > 0 {
             let filter = AttemptFilter {
@@ -159,7 +159,7 @@ pub async fn endpoints(State(s): State<AppState>, t: Tenant, q: Query) -> ApiRes
             oauth: e.oauth.is_some(),
             mtls: e.mtls.is_some(),
             polling: e.polling,
-            url: if e.polling { super::endpoint::poller_url(&s, &e) } else { e.url },
+            url: super::endpoint::answered_url(&s, &mut e),
             id: e.id,
             uid: e.uid,
             description: e.description,
