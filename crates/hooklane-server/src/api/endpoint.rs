@@ -581,6 +581,11 @@ pub async fn list(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<a
 /// be given up at once and recorded failed (a delivered message then showing as failed).
 pub fn require_enabled(ep: &Endpoint) -> ApiResult<()> {
     require_sent_to(ep)?;
+    refuse_disabled(ep)
+}
+
+/// A disabled endpoint takes nothing, nor is it read (a polling one): 409.
+pub(crate) fn refuse_disabled(ep: &Endpoint) -> ApiResult<()> {
     if ep.disabled {
         return Err(ApiError::Conflict("the endpoint is disabled: enable it first".into()));
     }

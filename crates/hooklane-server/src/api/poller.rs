@@ -83,9 +83,7 @@ async fn polling_endpoint(s: &AppState, t: &Tenant, key: &str) -> ApiResult<Endp
         _ => s.0.store.get_endpoint(&t.app.id, key).await?,
     };
     let Some(ep) = ep.filter(|ep| ep.polling) else { return Err(ApiError::NotFound("polling endpoint")) };
-    if ep.disabled {
-        return Err(ApiError::Conflict("the endpoint is disabled: enable it first".into()));
-    }
+    super::endpoint::refuse_disabled(&ep)?;
     Ok(ep)
 }
 
@@ -142,10 +140,16 @@ struct Filters {
 }
 
 impl Filters {
-    /// `None` when the query asks for what the endpoint never gets.
-    fn of(ep: &Endpoint, q: Option<&Query>) -> ApiResult<Option<Filters>> {
+    /// The endpoint's own filters (a consumer's read, which takes none of its own).
+    fn own(ep: &Endpoint) -> Filters {
+        Filters { event_types: ep.filter_types.clone(), channels: ep.channels.clone(), also_on: None }
+    }
+
+    /// The endpoint's filters narrowed by the query's; `None` when the query asks for what
+    /// the endpoint never gets.
+    fn of(ep: &Endpoint, q: &Query) -> ApiResult<Option<Filters>> {
         let name = |field: &str| -> ApiResult<Option<String>> {
-            let Some(value) = q.and_then(|q| q.get(field)).filter(|v| !v.is_empty()) else { return Ok(None) };
+            let Some(value) = q.get(field).filter(|v| !v.is_empty()) else { return Ok(None) };
             check_name(field, value).map_err(|_| ApiError::bad_query(field, "is not a valid name"))?;
             Ok(Some(value.to_string()))
         };
@@ -272,7 +276,7 @@ pub async fn poll(
 ) -> ApiResult<axum::Json<MessageEventsOut>> {
     let ep = polling_endpoint(&s, &t, &key).await?;
     let from = start(&s, &ep).await?;
-    let Some(filters) = Filters::of(&ep, Some(&q))? else { return Ok(axum::Json(nothing(&s, &t, &q, from).await?)) };
+    let Some(filters) = Filters::of(&ep, &q)? else { return Ok(axum::Json(nothing(&s, &t, &q, from).await?)) };
     let (pull, page) = read(&s, &t, &q, &ep, from, filters).await?;
     Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.with_content)))
 }
@@ -324,8 +328,7 @@ pub async fn consumer_poll(
         Some(position) => Some(position),
         None => start(&s, &ep).await?,
     };
-    let Some(filters) = Filters::of(&ep, None)? else { return Ok(axum::Json(nothing(&s, &t, &q, stored).await?)) };
-    let (pull, page) = read(&s, &t, &q, &ep, stored, filters).await?;
+    let (pull, page) = read(&s, &t, &q, &ep, stored, Filters::own(&ep)).await?;
     s.0.store.set_events_subscription(&t.app.id, &id, page.next, !pull.seek, Utc::now()).await?;
     Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.with_content)))
 }
