@@ -39,11 +39,11 @@ pub struct ForwardArgs {
     endpoint: Option<String>,
     /// An API token that may read the application (the admin token, or an application's), or
     /// with `--endpoint` that endpoint's key.
-    #[arg(long, env = "HOOKLANE_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "HOOKLANE_TOKEN", hide_env_values = true, allow_hyphen_values = true)]
     token: String,
     /// Signs each request as hooklane signs deliveries (`whsec_…`, or a `whsk_…` key pair),
     /// for a receiver that checks signatures; without it requests go unsigned.
-    #[arg(long, env = "HOOKLANE_FORWARD_SECRET", hide_env_values = true)]
+    #[arg(long, env = "HOOKLANE_FORWARD_SECRET", hide_env_values = true, allow_hyphen_values = true)]
     secret: Option<String>,
     /// Only messages of these event types (repeatable; with `--endpoint`, one).
     #[arg(long = "event-type")]
@@ -52,8 +52,9 @@ pub struct ForwardArgs {
     #[arg(long = "channel")]
     channels: Vec<String>,
     /// Start after this position (the `iterator` a line printed, or a poll's), instead of
-    /// with the messages posted from now on.
-    #[arg(long)]
+    /// with the messages posted from now on. Positions are base64url, so one may start with
+    /// `-`: it is taken as the value, not as an option.
+    #[arg(long, allow_hyphen_values = true)]
     iterator: Option<String>,
     /// Tries of each message at the local URL (a connection refused, a timeout or an answer
     /// other than 2xx fails one), waiting 0.5 s, then 1 s, 2 s… between them; then it is
@@ -456,5 +457,32 @@ mod tests {
         let results: Vec<_> = (0..17).map(|_| parser.feed(&chunk)).collect();
         assert!(results[..15].iter().all(|r| r.as_ref().is_ok_and(Vec::is_empty)));
         assert_eq!(results[16], Err(LineTooLong));
+    }
+
+    /// Positions, keys and secrets are taken as values even where they start with `-` (a
+    /// base64url position does one time in 64; CI once drew `-g…`).
+    #[test]
+    fn values_may_start_with_a_hyphen() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: ForwardArgs,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "forward",
+            "http://localhost:3000",
+            "--app",
+            "a",
+            "--token",
+            "-tok",
+            "--secret",
+            "-sec",
+            "--iterator",
+            "-gAAAA",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.args.iterator.as_deref(), Some("-gAAAA"));
+        assert_eq!(cli.args.token, "-tok");
+        assert_eq!(cli.args.secret.as_deref(), Some("-sec"));
     }
 }

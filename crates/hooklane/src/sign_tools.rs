@@ -15,8 +15,8 @@ use hooklane_core::Utc;
 /// Where a payload comes from: `--payload`, `--payload-file` (`-` is standard input).
 #[derive(clap::Args)]
 pub struct PayloadArgs {
-    /// The payload, as text.
-    #[arg(long, conflicts_with = "payload_file")]
+    /// The payload, as text (which may start with `-`: `-1` is JSON).
+    #[arg(long, conflicts_with = "payload_file", allow_hyphen_values = true)]
     payload: Option<String>,
     /// A file holding the payload (`-`: standard input), read byte for byte.
     #[arg(long)]
@@ -53,7 +53,7 @@ pub struct SendArgs {
     payload: PayloadArgs,
     /// The `webhook-id` (default: a new `msg_…` id); send the same one twice to try a
     /// receiver's deduplication.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     id: Option<String>,
     /// The `webhook-timestamp` in unix seconds (default: now); an old one tries a receiver's
     /// tolerance.
@@ -119,10 +119,10 @@ pub struct VerifyArgs {
     #[arg(long, required = true, env = "HOOKLANE_VERIFY_SECRET")]
     secret: Vec<String>,
     /// The `webhook-id` header.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     id: String,
-    /// The `webhook-timestamp` header.
-    #[arg(long)]
+    /// The `webhook-timestamp` header (as received, even `-1`, which is then refused).
+    #[arg(long, allow_hyphen_values = true)]
     timestamp: String,
     /// The `webhook-signature` header (one or more space-separated `v1,…` or `v1a,…`).
     #[arg(long)]

@@ -135,6 +135,13 @@ async fn send_signs_as_deliveries_are_signed() {
     let got = rx.wait_for(2, std::time::Duration::from_secs(10)).await;
     assert_eq!(got[1].body, b"{\"from\":\"stdin\"}");
     assert!(signature_valid(SECRET, &got[1]));
+    // Values may start with `-` (`-1` is a JSON payload), taken as values, not as options.
+    rx.set_script(|_, _| Reply::Status(204));
+    let (code, out) = hooklane(&["send", &url, "--secret", SECRET, "--payload", "-1", "--id", "-dash"], b"").await;
+    assert_eq!(code, 0, "{out}");
+    let got = rx.wait_for(3, std::time::Duration::from_secs(10)).await;
+    assert_eq!((got[2].body.as_slice(), got[2].header("webhook-id")), (&b"-1"[..], "-dash"));
+    assert!(signature_valid(SECRET, &got[2]));
 }
 
 /// The Ed25519 vector of the signing module (made with Python's `cryptography`): the key
