@@ -447,16 +447,17 @@ pub trait Store: Send + Sync + 'static {
 
     // --- housekeeping
     /// Deletes at most `limit` idempotency keys and at most `limit` tokens that expired by
-    /// `now`, at most `limit` inbound request records received before `inbound_before`, and
-    /// at most `limit` messages created before `messages_before` that have no pending
-    /// delivery, with their deliveries and attempts (`None`: keep them all), and at most
-    /// `limit` background tasks older than [`TASK_RETENTION`]. Callers repeat
-    /// while a count reaches `limit`, so no single statement holds the store long.
+    /// `now`, at most `limit` inbound request records received before `inbound_before`,
+    /// at most `limit` of the `messages` it may (with their deliveries and attempts; `None`:
+    /// keep them all), looking at no more than `2 × limit` of them and deleting a bounded
+    /// number of rows, and at most `limit` background tasks older than [`TASK_RETENTION`].
+    /// Callers repeat while a count reaches `limit` or `messages_resume` says where to go on,
+    /// so no single statement holds the store long.
     async fn prune(
         &self,
         now: DateTime<Utc>,
         inbound_before: Option<DateTime<Utc>>,
-        messages_before: Option<DateTime<Utc>>,
+        messages: Option<PruneMessages>,
         limit: usize,
     ) -> StoreResult<Pruned>;
 

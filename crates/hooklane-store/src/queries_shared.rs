@@ -321,6 +321,62 @@ pub fn delivery_status_sql(status: Option<hooklane_core::model::DeliveryStatus>)
     })
 }
 
+/// Rows (attempts, deliveries and the message itself) a round of message retention deletes
+/// per message it may delete, before it stops and leaves the rest to the next round.
+pub const PRUNE_ROWS_PER_MESSAGE: i64 = 8;
+
+/// What a round of message retention deletes from the window it looked at.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PrunePlan {
+    /// The messages to delete, oldest first.
+    pub doomed: Vec<String>,
+    /// Where the next round goes on (`Pruned::messages_resume`).
+    pub resume: Option<String>,
+}
+
+impl PrunePlan {
+    /// `window`: the messages after `after` in id order, at most `2 × limit`, each with
+    /// whether it is old enough to go and whether it has a pending delivery. The next round
+    /// goes on from `after` when this one found `limit` to delete (more may follow in the
+    /// window); after the window when all of it was old (the messages that stay, waiting for
+    /// a delivery, must not keep the old ones after them); else it starts again from the
+    /// oldest, later, when deliveries may have ended.
+    pub fn of(after: &str, window: &[(String, bool, bool)], limit: i64) -> PrunePlan {
+        let limit = usize::try_from(limit).unwrap_or(0);
+        let doomed: Vec<String> =
+            window.iter().filter(|(_, old, pending)| *old && !*pending).take(limit).map(|w| w.0.clone()).collect();
+        let resume = if limit > 0 && doomed.len() >= limit {
+            Some(after.to_string())
+        } else if limit > 0 && window.len() >= limit.saturating_mul(2) && window.iter().all(|w| w.1) {
+            window.last().map(|w| w.0.clone())
+        } else {
+            None
+        };
+        PrunePlan { doomed, resume }
+    }
+
+    /// Keeps the first of `doomed` (at least one) while fewer than the budget's rows
+    /// (`limit × PRUNE_ROWS_PER_MESSAGE`) are deleted before each; `rows[i]` is how many the
+    /// `i`th deletes. When some are left out, the next round goes on from `after`.
+    pub fn keep_within(&mut self, after: &str, rows: &[i64], limit: i64) {
+        let budget = limit.saturating_mul(PRUNE_ROWS_PER_MESSAGE);
+        let mut total = 0i64;
+        let keep = rows
+            .iter()
+            .take_while(|n| {
+                let go = total < budget;
+                total = total.saturating_add(**n);
+                go
+            })
+            .count()
+            .max(1);
+        if keep < self.doomed.len() {
+            self.doomed.truncate(keep);
+            self.resume = Some(after.to_string());
+        }
+    }
+}
+
 /// `cols` (a comma-separated column list) with every column qualified by `alias`.
 pub fn qualified(cols: &str, alias: &str) -> String {
     cols.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
@@ -332,9 +388,44 @@ pub fn delivery_cols_seen(delivery_cols: &str) -> String {
     delivery_cols.replacen("status", "CASE WHEN status = 1 AND leased THEN 3 ELSE status END", 1)
 }
 
+/// `delivery_cols_seen` with every column qualified by `alias` (for a join).
+pub fn qualified_delivery_cols_seen(delivery_cols: &str, alias: &str) -> String {
+    qualified(delivery_cols, alias).replacen(
+        &format!("{alias}.status"),
+        &format!("CASE WHEN {alias}.status = 1 AND {alias}.leased THEN 3 ELSE {alias}.status END"),
+        1,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prune_round_goes_on_where_it_should() {
+        let w =
+            |rows: &[(&str, bool, bool)]| rows.iter().map(|(id, o, p)| (id.to_string(), *o, *p)).collect::<Vec<_>>();
+        // Two to delete of a limit of 2: again from the same place (more may follow).
+        let plan = PrunePlan::of("a", &w(&[("b", true, false), ("c", true, false), ("d", true, false)]), 2);
+        assert_eq!(plan, PrunePlan { doomed: vec!["b".into(), "c".into()], resume: Some("a".into()) });
+        // A full window, all old, some waiting: on after it.
+        let plan =
+            PrunePlan::of("", &w(&[("b", true, true), ("c", true, false), ("d", true, true), ("e", true, true)]), 2);
+        assert_eq!(plan, PrunePlan { doomed: vec!["c".into()], resume: Some("e".into()) });
+        // A window reaching recent messages, or short: done.
+        let plan =
+            PrunePlan::of("", &w(&[("b", true, true), ("c", true, true), ("d", true, true), ("e", false, false)]), 2);
+        assert_eq!(plan, PrunePlan { doomed: vec![], resume: None });
+        assert_eq!(PrunePlan::of("x", &w(&[("y", true, true)]), 2).resume, None);
+        assert_eq!(PrunePlan::of("", &[], 0), PrunePlan { doomed: vec![], resume: None });
+        // The row budget (2 × 8 = 16): the first always, then while under it.
+        let mut plan = PrunePlan { doomed: vec!["b".into(), "c".into()], resume: None };
+        plan.keep_within("a", &[17, 3], 2);
+        assert_eq!(plan, PrunePlan { doomed: vec!["b".into()], resume: Some("a".into()) });
+        let mut plan = PrunePlan { doomed: vec!["b".into(), "c".into()], resume: None };
+        plan.keep_within("a", &[15, 30], 2);
+        assert_eq!(plan, PrunePlan { doomed: vec!["b".into(), "c".into()], resume: None });
+    }
 
     fn run(candidates: &[(&str, i64, usize)], limit: usize) -> Vec<(String, usize)> {
         let mut claim = FairClaim::new(candidates.iter().map(|(id, due, _)| (id.to_string(), *due)).collect(), limit);

@@ -205,7 +205,7 @@ impl LatencyCounts {
 }
 
 /// What one round of housekeeping deleted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pruned {
     pub idempotency_keys: u64,
     pub inbound_requests: u64,
@@ -215,6 +215,20 @@ pub struct Pruned {
     pub tokens: u64,
     /// Background tasks recorded more than [`TASK_RETENTION`] ago.
     pub tasks: u64,
+    /// Where the next round goes on looking for old messages (a [`PruneMessages::after`]),
+    /// when this one left some it may delete; `None` when it looked at every old message.
+    pub messages_resume: Option<String>,
+}
+
+/// Which messages a round of housekeeping may delete: those created before `before`, with
+/// no pending delivery, looked for in id order (their creation order) after the id `after`
+/// (`""`: from the oldest). A round looks at a bounded window of messages, so messages
+/// still waiting for a delivery cannot keep it from the old messages after them: it says
+/// where to go on (`Pruned::messages_resume`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneMessages {
+    pub before: DateTime<Utc>,
+    pub after: String,
 }
 
 /// How long background tasks are kept (Svix lists those of the past 90 days).

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use hooklane_core::Utc;
-use hooklane_store::{DynStore, Pruned};
+use hooklane_store::{DynStore, PruneMessages, Pruned};
 
 /// Rows deleted per statement, so that no single delete holds the store's writer long.
 const CHUNK: usize = 1000;
@@ -52,13 +52,17 @@ fn cutoff(now: hooklane_core::DateTime<Utc>, keep: Duration) -> Option<hooklane_
     chrono::Duration::from_std(keep).ok().map(|d| now - d)
 }
 
-/// Deletes chunk after chunk until a round finds less than a chunk of every kind.
+/// Deletes chunk after chunk until a round finds less than a chunk of every kind and has
+/// looked at every old message.
 async fn prune_all(store: &DynStore, retention: Retention) -> hooklane_store::StoreResult<Pruned> {
     let mut total = Pruned::default();
+    // Where the old messages are looked for: from the oldest at every call, past those
+    // that wait for a delivery within it.
+    let mut after = String::new();
     loop {
         let now = Utc::now();
-        let round =
-            store.prune(now, cutoff(now, retention.inbound_requests), cutoff(now, retention.messages), CHUNK).await?;
+        let messages = cutoff(now, retention.messages).map(|before| PruneMessages { before, after: after.clone() });
+        let round = store.prune(now, cutoff(now, retention.inbound_requests), messages, CHUNK).await?;
         total.idempotency_keys += round.idempotency_keys;
         total.inbound_requests += round.inbound_requests;
         total.messages += round.messages;
@@ -73,8 +77,10 @@ async fn prune_all(store: &DynStore, retention: Retention) -> hooklane_store::St
         metrics::counter!("hooklane_housekeeping_deleted_total", "kind" => "background_task").increment(round.tasks);
         let chunk = CHUNK as u64;
         let counts = [round.idempotency_keys, round.inbound_requests, round.messages, round.tokens, round.tasks];
-        if counts.iter().all(|n| *n < chunk) {
-            return Ok(total);
+        match round.messages_resume {
+            Some(resume) => after = resume,
+            None if counts.iter().all(|n| *n < chunk) => return Ok(total),
+            None => {}
         }
         // Let other writes through between chunks.
         tokio::task::yield_now().await;

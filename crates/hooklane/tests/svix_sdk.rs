@@ -313,6 +313,14 @@ webhooks:
         .expect("attempted messages");
     assert_eq!(sent.data.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), vec![msg.id.clone()]);
     assert_eq!(sent.data[0].status, MessageStatus::Success);
+    let destinations = svix
+        .message_attempt()
+        .list_attempted_destinations(app.id.clone(), msg.id.clone(), None)
+        .await
+        .expect("attempted destinations");
+    assert_eq!(destinations.data.iter().map(|d| d.id.clone()).collect::<Vec<_>>(), vec![ep.id.clone()]);
+    assert_eq!(destinations.data[0].status, MessageStatus::Success);
+    assert_eq!(destinations.data[0].status_text, svix::models::MessageStatusText::Success);
     let stats = svix.endpoint().get_stats(app.id.clone(), ep.id.clone(), None).await.expect("endpoint stats");
     assert_eq!((stats.success, stats.fail, stats.pending), (1, 0, 0));
     let wanted = svix

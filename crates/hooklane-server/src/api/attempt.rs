@@ -98,7 +98,7 @@ impl AttemptOut {
 }
 
 /// A status as Svix writes it out beside its number.
-fn status_text(status: DeliveryStatus) -> &'static str {
+pub(super) fn status_text(status: DeliveryStatus) -> &'static str {
     match status {
         DeliveryStatus::Success => "success",
         DeliveryStatus::Pending => "pending",

@@ -598,13 +598,21 @@ pub struct MessageEndpointOut {
     uid: Option<String>,
     version: i32,
     filter_types: Option<Vec<String>>,
+    /// `filterTypes` under the name Svix's generated `MessageEndpointOut` reads.
+    event_types: Option<Vec<String>>,
     channels: Option<Vec<String>>,
     rate_limit: Option<u32>,
+    /// `rateLimit` as Svix's SDKs read it (a 16-bit number; absent when larger).
+    throttle_rate: Option<u16>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
-    /// The delivery's state, as Svix's `MessageStatus`: 0 success, 1 pending, 2 failed, 3 sending.
-    #[schema(maximum = 3, minimum = 0)]
+    /// The delivery's state, as Svix's `MessageStatus`: 0 success, 1 pending, 2 failed, 3 sending,
+    /// 4 canceled.
+    #[schema(maximum = 4, minimum = 0)]
     status: i32,
+    /// `status` as a word (`success`, `pending`, `fail`, `sending`, `canceled`); Svix's SDKs
+    /// require it.
+    status_text: &'static str,
     /// When the next attempt is due, while one is.
     next_attempt: Option<DateTime<Utc>>,
 }
@@ -642,12 +650,15 @@ pub async fn destinations(
             disabled: e.disabled,
             uid: e.uid,
             version: e.version,
+            event_types: e.filter_types.clone(),
             filter_types: e.filter_types,
             channels: e.channels,
+            throttle_rate: e.rate_limit.and_then(|r| u16::try_from(r).ok()),
             rate_limit: e.rate_limit,
             created_at: e.created_at,
             updated_at: e.updated_at,
             status: d.status as i32,
+            status_text: super::attempt::status_text(d.status),
             next_attempt: d.next_attempt_at,
         })
         .collect();

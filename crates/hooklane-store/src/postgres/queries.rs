@@ -16,7 +16,7 @@ use super::lanes;
 use super::rows::{self, ms, opt_json, opt_u32, to_json};
 use crate::queries_shared::{
     ago, delivery_cols_seen, endpoint_delivery_sql, fold_health, fold_timeline, latency_bucket_sql, message_state_sql,
-    AttemptGroup,
+    qualified_delivery_cols_seen, AttemptGroup,
 };
 use crate::queries_shared::{lane_key_sql, lane_seq_sql, qualified, FairClaim, EXPUNGED};
 use crate::{
@@ -409,7 +409,7 @@ pub async fn message_deliveries<C: GenericClient>(
         format!(
             "SELECT {}, {} FROM deliveries d JOIN endpoints e ON e.app_id = d.app_id AND e.id = d.endpoint_id \
              WHERE d.app_id = $1 AND d.msg_id = $2 ORDER BY d.endpoint_id",
-            qualified(rows::DELIVERY_COLS, "d"),
+            qualified_delivery_cols_seen(rows::DELIVERY_COLS, "d"),
             qualified(rows::ENDPOINT_COLS, "e")
         )
     });
@@ -1693,7 +1693,7 @@ pub async fn prune<C: GenericClient>(
     c: &C,
     now: DateTime<Utc>,
     inbound_before: Option<DateTime<Utc>>,
-    messages_before: Option<DateTime<Utc>>,
+    messages: Option<&crate::PruneMessages>,
     limit: usize,
 ) -> StoreResult<crate::Pruned> {
     let keys = execute(
@@ -1715,26 +1715,9 @@ pub async fn prune<C: GenericClient>(
         }
         None => 0,
     };
-    // Messages in id order (their primary key; ids begin with the creation time, so the
-    // oldest come first), each with its deliveries and attempts, in one statement. Only the
-    // oldest few are looked at: when those are not old enough, no message is.
-    let messages = match messages_before {
-        Some(before) => {
-            execute(
-                c,
-                "WITH doomed AS ( \
-                     SELECT id FROM (SELECT id, created_at FROM messages ORDER BY id LIMIT $3) m \
-                     WHERE created_at < $1 AND NOT EXISTS \
-                         (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.status = 1) \
-                     LIMIT $2 \
-                 ), a AS (DELETE FROM attempts WHERE msg_id IN (SELECT id FROM doomed)), \
-                 d AS (DELETE FROM deliveries WHERE msg_id IN (SELECT id FROM doomed)) \
-                 DELETE FROM messages WHERE id IN (SELECT id FROM doomed)",
-                &[&ms(before), &limit_param(limit), &limit_param(limit.saturating_mul(2))],
-            )
-            .await?
-        }
-        None => 0,
+    let (messages, messages_resume) = match messages {
+        Some(m) => prune_messages(c, m, limit).await?,
+        None => (0, None),
     };
     let tokens = execute(
         c,
@@ -1749,7 +1732,58 @@ pub async fn prune<C: GenericClient>(
         &[&(ms(now) - crate::TASK_RETENTION.as_millis() as i64), &limit_param(limit)],
     )
     .await?;
-    Ok(crate::Pruned { idempotency_keys: keys, inbound_requests: requests, messages, tokens, tasks })
+    Ok(crate::Pruned { idempotency_keys: keys, inbound_requests: requests, messages, tokens, tasks, messages_resume })
+}
+
+/// Deletes up to `limit` of the messages `m` allows, with their deliveries and attempts, from
+/// one window of at most `2 × limit` messages after `m.after` (ids begin with their creation
+/// time, so the primary key's index lists the oldest first: a table of millions is not read
+/// every round). The delete checks again that no delivery became pending since the window
+/// was read (a resend). Answers the count and where the next round goes on.
+async fn prune_messages<C: GenericClient>(
+    c: &C,
+    m: &crate::PruneMessages,
+    limit: usize,
+) -> StoreResult<(u64, Option<String>)> {
+    let window: Vec<(String, bool, bool)> = query(
+        c,
+        "SELECT id, created_at < $2, EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.status = 1) \
+         FROM messages m WHERE id > $1 ORDER BY id LIMIT $3",
+        &[&m.after, &ms(m.before), &limit_param(limit.saturating_mul(2))],
+    )
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get(0).map_err(db_err)?, r.try_get(1).map_err(db_err)?, r.try_get(2).map_err(db_err)?)))
+    .collect::<StoreResult<_>>()?;
+    let mut plan = crate::queries_shared::PrunePlan::of(&m.after, &window, limit_param(limit));
+    if plan.doomed.is_empty() {
+        return Ok((0, plan.resume));
+    }
+    // Each message's rows, to stop within the round's budget as the SQLite store does.
+    let rows: Vec<i64> = query(
+        c,
+        "SELECT (SELECT count(*) FROM attempts a WHERE a.msg_id = m.id) \
+              + (SELECT count(*) FROM deliveries d WHERE d.msg_id = m.id) + 1 \
+         FROM unnest($1::text[]) WITH ORDINALITY AS m(id, n) ORDER BY n",
+        &[&plan.doomed],
+    )
+    .await?
+    .iter()
+    .map(|r| r.try_get(0).map_err(db_err))
+    .collect::<StoreResult<_>>()?;
+    plan.keep_within(&m.after, &rows, limit_param(limit));
+    let deleted = execute(
+        c,
+        "WITH doomed AS ( \
+             SELECT id FROM messages m WHERE id = ANY($1) AND NOT EXISTS \
+                 (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.status = 1) \
+         ), a AS (DELETE FROM attempts WHERE msg_id IN (SELECT id FROM doomed)), \
+         d AS (DELETE FROM deliveries WHERE msg_id IN (SELECT id FROM doomed)) \
+         DELETE FROM messages WHERE id IN (SELECT id FROM doomed)",
+        &[&plan.doomed],
+    )
+    .await?;
+    Ok((deleted, plan.resume))
 }
 
 #[cfg(test)]

@@ -720,10 +720,10 @@ impl Store for PgStore {
         &self,
         now: DateTime<Utc>,
         inbound_before: Option<DateTime<Utc>>,
-        messages_before: Option<DateTime<Utc>>,
+        messages: Option<PruneMessages>,
         limit: usize,
     ) -> StoreResult<Pruned> {
-        queries::prune(&self.client().await?, now, inbound_before, messages_before, limit).await
+        queries::prune(&self.client().await?, now, inbound_before, messages.as_ref(), limit).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -533,7 +533,7 @@ pub fn set_events_subscription(
 pub fn message_deliveries(conn: &Connection, app_id: &str, msg_id: &str) -> StoreResult<Vec<(Delivery, Endpoint)>> {
     let sql = format!(
         "SELECT {} FROM deliveries WHERE app_id = ?1 AND msg_id = ?2 ORDER BY endpoint_id",
-        rows::DELIVERY_COLS
+        delivery_cols_seen(rows::DELIVERY_COLS)
     );
     let deliveries: Vec<Delivery> = query_all(conn, &sql, [app_id, msg_id], rows::delivery)?;
     let mut out = Vec::with_capacity(deliveries.len());
@@ -943,7 +943,7 @@ pub fn prune(
     conn: &Connection,
     now: i64,
     inbound_before: Option<i64>,
-    messages_before: Option<i64>,
+    messages: Option<&crate::PruneMessages>,
     limit: i64,
 ) -> StoreResult<crate::Pruned> {
     let keys = execute(
@@ -961,9 +961,9 @@ pub fn prune(
         )?,
         None => 0,
     };
-    let messages = match messages_before {
-        Some(before) => prune_messages(conn, before, limit)?,
-        None => 0,
+    let (messages, messages_resume) = match messages {
+        Some(m) => prune_messages(conn, m, limit)?,
+        None => (0, None),
     };
     let tokens = execute(
         conn,
@@ -982,28 +982,38 @@ pub fn prune(
         messages,
         tokens: tokens as u64,
         tasks: tasks as u64,
+        messages_resume,
     })
 }
 
-/// Deletes up to `limit` messages created before `before` that have no pending delivery,
-/// with their deliveries and attempts. Looks only at the oldest few messages (ids begin with
-/// their creation time, so the primary key's index lists the oldest first): when those are
-/// not old enough, no message is, and a table of millions is not read every round.
-fn prune_messages(conn: &Connection, before: i64, limit: i64) -> StoreResult<u64> {
-    let doomed: Vec<String> = query_all(
+/// Deletes up to `limit` of the messages `m` allows, with their deliveries and attempts, in
+/// one window of at most `2 × limit` messages after `m.after` (ids begin with their creation
+/// time, so the primary key's index lists the oldest first: a table of millions is not read
+/// every round). Stops early once it has deleted `limit × ROWS_PER_MESSAGE` rows, so a
+/// message sent to many endpoints many times cannot hold the writer long. Answers the count
+/// and where the next round goes on (`crate::Pruned::messages_resume`).
+fn prune_messages(conn: &Connection, m: &crate::PruneMessages, limit: i64) -> StoreResult<(u64, Option<String>)> {
+    let window: Vec<(String, bool, bool)> = query_all(
         conn,
-        "SELECT id FROM (SELECT id, created_at FROM messages ORDER BY id LIMIT ?3) m \
-         WHERE created_at < ?1 AND NOT EXISTS \
-         (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.status = 1) LIMIT ?2",
-        params![before, limit, limit.saturating_mul(2)],
-        |r| r.get(0),
+        "SELECT id, created_at < ?2, EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.status = 1) \
+         FROM messages m WHERE id > ?1 ORDER BY id LIMIT ?3",
+        params![m.after, ms(m.before), limit.saturating_mul(2)],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    for id in &doomed {
-        execute(conn, "DELETE FROM attempts WHERE msg_id = ?1", [id])?;
-        execute(conn, "DELETE FROM deliveries WHERE msg_id = ?1", [id])?;
-        execute(conn, "DELETE FROM messages WHERE id = ?1", [id])?;
+    let plan = crate::queries_shared::PrunePlan::of(&m.after, &window, limit);
+    let (mut deleted, mut rows) = (0, 0usize);
+    let budget = usize::try_from(limit.saturating_mul(crate::queries_shared::PRUNE_ROWS_PER_MESSAGE)).unwrap_or(0);
+    for id in &plan.doomed {
+        if rows >= budget {
+            // Cut short: the rest of the window next round, from where this one began.
+            return Ok((deleted, Some(m.after.clone())));
+        }
+        rows += execute(conn, "DELETE FROM attempts WHERE msg_id = ?1", [id])?;
+        rows += execute(conn, "DELETE FROM deliveries WHERE msg_id = ?1", [id])?;
+        rows += execute(conn, "DELETE FROM messages WHERE id = ?1", [id])?;
+        deleted += 1;
     }
-    Ok(doomed.len() as u64)
+    Ok((deleted, plan.resume))
 }
 
 pub fn list_attempts(

@@ -736,11 +736,11 @@ impl Store for SqliteStore {
         &self,
         now: DateTime<Utc>,
         inbound_before: Option<DateTime<Utc>>,
-        messages_before: Option<DateTime<Utc>>,
+        messages: Option<PruneMessages>,
         limit: usize,
     ) -> StoreResult<Pruned> {
-        let (now, inbound_before, messages_before) = (ms(now), inbound_before.map(ms), messages_before.map(ms));
-        self.write(move |c| queries::prune(c, now, inbound_before, messages_before, limit as i64)).await
+        let (now, inbound_before) = (ms(now), inbound_before.map(ms));
+        self.write(move |c| queries::prune(c, now, inbound_before, messages.as_ref(), limit as i64)).await
     }
 
     // --- statistics

@@ -34,7 +34,7 @@ use hooklane_core::model::{
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::{
     AttemptFilter, AttemptOutcome, DeliveryKey, DynStore, EventPosition, EventsQuery, IdempotencyState, Job,
-    MessageFilter, NextStep, Page, PageRequest, Pruned, StoreError, StoreResult, StoredResponse,
+    MessageFilter, NextStep, Page, PageRequest, PruneMessages, Pruned, StoreError, StoreResult, StoredResponse,
 };
 use hooklane_store::{MessageState, LATENCY_BOUNDS_MS};
 
@@ -107,6 +107,7 @@ macro_rules! store_conformance_tests {
             inbound_requests_record_list_get,
             prune_deletes_expired_keys_and_old_requests,
             prune_deletes_old_finished_messages,
+            prune_goes_past_messages_that_wait,
             message_content_type_and_headers_round_trip,
             // --- background tasks
             background_tasks_record_get_list_isolate_and_prune,
@@ -1110,6 +1111,12 @@ pub async fn endpoint_messages_and_stats(store: &DynStore) {
         vec![(m4.id.clone(), Sending), (m2.id.clone(), Fail), (m1.id.clone(), Pending)]
     );
     assert_eq!(list(&e1, MessageFilter::default(), Some(Sending)).await, vec![(m4.id.clone(), Sending)]);
+    // The message's destinations see it so too.
+    let destinations = store.message_deliveries(&a.id, &m4.id).await.unwrap();
+    assert_eq!(
+        destinations.iter().map(|(d, e)| (d.status, e.id.clone())).collect::<Vec<_>>(),
+        [(Sending, e1.id.clone())]
+    );
     assert_eq!(list(&e1, MessageFilter::default(), Some(Pending)).await, vec![(m1.id.clone(), Pending)]);
     assert!(list(&e1, MessageFilter::default(), Some(Success)).await.is_empty());
     assert_eq!(
@@ -1520,9 +1527,8 @@ pub async fn prune_deletes_old_finished_messages(store: &DynStore) {
     ];
     store.record_attempts(outcomes, Duration::from_secs(24 * 3600)).await.unwrap();
 
-    let cutoff = Some(t - hours(1));
-    let pruned = store.prune(t, None, cutoff, 100).await.unwrap();
-    assert_eq!(pruned, Pruned { idempotency_keys: 0, inbound_requests: 0, messages: 1, tokens: 0, tasks: 0 });
+    let pruned = store.prune(t, None, old_before(t - hours(1)), 100).await.unwrap();
+    assert_eq!(pruned, Pruned { messages: 1, ..Pruned::default() });
     assert_eq!(store.get_message(&app.id, &old_done.id).await.unwrap(), None, "the old delivered message is gone");
     assert!(store.message_deliveries(&app.id, &old_done.id).await.unwrap().is_empty(), "with its deliveries");
     let filter = AttemptFilter { msg_id: Some(old_done.id.clone()), ..AttemptFilter::default() };
@@ -1533,7 +1539,70 @@ pub async fn prune_deletes_old_finished_messages(store: &DynStore) {
         assert_eq!(store.get_message(&app.id, &kept.id).await.unwrap().as_ref(), Some(kept));
         assert_eq!(store.message_deliveries(&app.id, &kept.id).await.unwrap().len(), 1);
     }
-    assert_eq!(store.prune(t, None, cutoff, 100).await.unwrap(), Pruned::default(), "nothing more to delete");
+    assert_eq!(store.prune(t, None, old_before(t - hours(1)), 100).await.unwrap(), Pruned::default(), "nothing more");
+}
+
+/// Messages created before `before`, looked for from the oldest.
+fn old_before(before: DateTime<Utc>) -> Option<PruneMessages> {
+    Some(PruneMessages { before, after: String::new() })
+}
+
+/// Old messages that wait for a delivery do not keep a round from the old ones after them:
+/// it says where to go on. A message with many rows makes a round stop early.
+pub async fn prune_goes_past_messages_that_wait(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "Retained").await;
+    let ep = setup_endpoint(store, &app.id).await;
+    // Four old messages whose deliveries wait (a paused endpoint's), then an old one sent
+    // nowhere, then a recent one. With a limit of 2 a round looks at 4 messages.
+    let mut waiting = Vec::new();
+    for _ in 0..4 {
+        waiting.push(post(store, &app.id, &[&ep], t - hours(3)).await);
+    }
+    let old = post(store, &app.id, &[], t - hours(3)).await;
+    let recent = post(store, &app.id, &[], t).await;
+    let first = store.prune(t, None, old_before(t - hours(1)), 2).await.unwrap();
+    assert_eq!(first, Pruned { messages_resume: Some(waiting[3].id.clone()), ..Pruned::default() });
+    let from = PruneMessages { before: t - hours(1), after: waiting[3].id.clone() };
+    let second = store.prune(t, None, Some(from), 2).await.unwrap();
+    assert_eq!(second, Pruned { messages: 1, ..Pruned::default() }, "looked at every old message");
+    assert_eq!(store.get_message(&app.id, &old.id).await.unwrap(), None);
+    for kept in waiting.iter().chain([&recent]) {
+        assert!(store.get_message(&app.id, &kept.id).await.unwrap().is_some());
+    }
+    assert_eq!(store.prune(t, None, old_before(t - hours(1)), 2).await.unwrap().messages, 0);
+
+    // A message sent to 8 endpoints (17 rows with its attempts) fills a round's budget of
+    // 2 × 8 rows: the round deletes it alone and says to go on from where it began.
+    let eps: Vec<Endpoint> = setup_endpoints(store, &app.id, 8).await;
+    let wide = post(store, &app.id, &eps.iter().collect::<Vec<_>>(), t - hours(2)).await;
+    let narrow = post(store, &app.id, &[&eps[0]], t - hours(2)).await;
+    let jobs = claim(store, t + secs(1)).await;
+    let mut outcomes = Vec::new();
+    for job in &jobs {
+        if job.delivery.msg_id == wide.id || job.delivery.msg_id == narrow.id {
+            let e = eps.iter().find(|e| e.id == job.delivery.endpoint_id).expect("one of the 8");
+            outcomes.push(outcome(&job.delivery.msg_id, e, t + secs(2), NextStep::Succeeded));
+        }
+    }
+    assert_eq!(outcomes.len(), 9);
+    store.record_attempts(outcomes, Duration::from_secs(24 * 3600)).await.unwrap();
+    let from = PruneMessages { before: t - hours(1), after: waiting[3].id.clone() };
+    let cut = store.prune(t, None, Some(from.clone()), 2).await.unwrap();
+    assert_eq!(cut, Pruned { messages: 1, messages_resume: Some(waiting[3].id.clone()), ..Pruned::default() });
+    assert_eq!(store.get_message(&app.id, &wide.id).await.unwrap(), None);
+    assert!(store.message_deliveries(&app.id, &wide.id).await.unwrap().is_empty());
+    let rest = store.prune(t, None, Some(from), 2).await.unwrap();
+    assert_eq!(rest, Pruned { messages: 1, ..Pruned::default() });
+    assert_eq!(store.get_message(&app.id, &narrow.id).await.unwrap(), None);
+}
+
+async fn setup_endpoints(store: &DynStore, app_id: &str, n: usize) -> Vec<Endpoint> {
+    let mut eps = Vec::new();
+    for _ in 0..n {
+        eps.push(setup_endpoint(store, app_id).await);
+    }
+    eps
 }
 
 pub async fn record_attempts_moves_deliveries(store: &DynStore) {
