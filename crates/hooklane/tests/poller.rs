@@ -342,6 +342,56 @@ async fn a_delivery_to_a_polling_endpoint_is_given_up() {
     assert_eq!(ep["disabled"], false, "{ep}");
 }
 
+/// A message taken by a node whose clock is behind the one that created the endpoint still
+/// reaches the endpoint: its reads are bounded by the stream's position at its creation,
+/// not by clocks. An iterator of the application's stream from before the endpoint was
+/// created reads no history through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_slow_clock_loses_no_message() {
+    use hooklane_core::model::Message;
+
+    let db = TestDatabase::create().await;
+    let server = Server::start(&format!("database_url = \"{}\"", db.url())).await;
+    let app = server.create_app("poller").await;
+    let early = get(&server, &format!("/api/v1/app/{app}/events")).await;
+    let early = early["iterator"].as_str().expect("iterator").to_string();
+    let (before, _) = post(&server, &app, "invoice.paid", &["eu"]).await;
+    let (status, ep) =
+        server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(json!({"polling": true}))).await;
+    assert_eq!(status, 201, "{ep}");
+    let ep_id = ep["id"].as_str().expect("id").to_string();
+    let created: hooklane_core::DateTime<hooklane_core::Utc> =
+        ep["createdAt"].as_str().expect("createdAt").parse().expect("a time");
+
+    // Another node, its clock 50 ms behind, takes a message after the endpoint exists.
+    let other = hooklane_store::postgres::PgStore::open(db.url()).await.expect("second node's store");
+    let msg = Message {
+        id: hooklane_core::ids::new_id(hooklane_core::ids::MESSAGE),
+        app_id: app.clone(),
+        event_type: "invoice.paid".into(),
+        event_id: None,
+        payload: "{\"n\":1}".into(),
+        channels: None,
+        tags: None,
+        created_at: created - chrono::TimeDelta::milliseconds(50),
+        content_type: None,
+        headers: Default::default(),
+        ordering_key: None,
+    };
+    let store: &dyn hooklane_store::Store = &other;
+    store.create_message(msg.clone(), vec![], None).await.expect("the other node's message");
+
+    let poller = format!("/api/v1/app/{app}/poller/{ep_id}");
+    read_until(&server, &poller, &[&msg.id]).await;
+    let consumer = format!("{poller}/consumer/c1");
+    assert_eq!(ids(&get(&server, &consumer).await), [msg.id.as_str()]);
+    // From the application's early iterator: still only what came since the endpoint.
+    let page = get(&server, &format!("{poller}?iterator={early}")).await;
+    assert_eq!(ids(&page), [msg.id.as_str()], "not {before}");
+    let page = get(&server, &format!("{consumer}?iterator={early}")).await;
+    assert_eq!(ids(&page), [msg.id.as_str()], "not {before}");
+}
+
 /// A polling endpoint's key (`sk_poll_…`, made by the admin token): it reads that endpoint's
 /// poller and moves its consumers, and nothing else; a rotation retires the earlier keys,
 /// and deleting the endpoint its keys.

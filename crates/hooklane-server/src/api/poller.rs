@@ -176,18 +176,26 @@ impl Filters {
     }
 }
 
-/// Reads a polling endpoint's messages from `position` (or the query's `iterator`).
+/// Reads a polling endpoint's messages from `position` (or the query's `iterator`), never
+/// from before the endpoint's recorded start `floor` (an iterator of the application's
+/// stream from earlier reads no history). The start alone bounds the read: a message's
+/// creation time comes from the clock of the node that took it, which may be behind the
+/// clock that timed the endpoint's creation. Without a recorded start, the creation time
+/// bounds it instead.
 async fn read(
     s: &AppState,
     t: &Tenant,
     q: &Query,
     ep: &Endpoint,
-    position: Option<EventPosition>,
+    (position, floor): (Option<EventPosition>, Option<EventPosition>),
     filters: Filters,
 ) -> ApiResult<(Pull, EventsPage)> {
     let mut pull =
         Pull::parse_filtered(s, &t.app.id, q, position, filters.event_types.clone(), filters.channels.clone())?;
-    pull.query.since = Some(endpoint_since(ep, pull.query.since));
+    match floor {
+        Some(floor) => pull.query.after = pull.query.after.max(floor),
+        None => pull.query.since = Some(endpoint_since(ep, pull.query.since)),
+    }
     // One place among the waiting readers for the whole poll; without one it waits not at all.
     let place = if pull.wait.is_zero() { None } else { waiting_place(s, &t.app.id).ok() };
     let deadline = Instant::now() + if place.is_some() { pull.wait } else { Duration::ZERO };
@@ -277,7 +285,7 @@ pub async fn poll(
     let ep = polling_endpoint(&s, &t, &key).await?;
     let from = start(&s, &ep).await?;
     let Some(filters) = Filters::of(&ep, &q)? else { return Ok(axum::Json(nothing(&s, &t, &q, from).await?)) };
-    let (pull, page) = read(&s, &t, &q, &ep, from, filters).await?;
+    let (pull, page) = read(&s, &t, &q, &ep, (from, from), filters).await?;
     Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.with_content)))
 }
 
@@ -324,11 +332,9 @@ pub async fn consumer_poll(
 ) -> ApiResult<axum::Json<MessageEventsOut>> {
     let ep = polling_endpoint(&s, &t, &key).await?;
     let id = consumer_key(&ep, &consumer_id)?;
-    let stored = match s.0.store.get_events_subscription(&t.app.id, &id).await? {
-        Some(position) => Some(position),
-        None => start(&s, &ep).await?,
-    };
-    let (pull, page) = read(&s, &t, &q, &ep, stored, Filters::own(&ep)).await?;
+    let floor = start(&s, &ep).await?;
+    let stored = s.0.store.get_events_subscription(&t.app.id, &id).await?.or(floor);
+    let (pull, page) = read(&s, &t, &q, &ep, (stored, floor), Filters::own(&ep)).await?;
     s.0.store.set_events_subscription(&t.app.id, &id, page.next, !pull.seek, Utc::now()).await?;
     Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.with_content)))
 }
@@ -366,10 +372,12 @@ pub async fn consumer_seek(
     // The stream's first message created after the time, whatever its type, from the
     // endpoint's start (what was durable when it was created is not its): the consumer
     // stands just before it. None yet: at the stream's end as it stands.
-    let from = start(&s, &ep).await?.unwrap_or(EventPosition::START);
+    let recorded = start(&s, &ep).await?;
+    let from = recorded.unwrap_or(EventPosition::START);
     let first = EventsQuery {
         after: from,
-        since: Some(endpoint_since(&ep, Some(input.after))),
+        // (Bounded by the start as reads are, else by the creation time.)
+        since: Some(if recorded.is_some() { input.after } else { endpoint_since(&ep, Some(input.after)) }),
         event_types: None,
         channels: None,
         limit: 1,
