@@ -12,11 +12,15 @@ pub struct PageRequest {
     pub iterator: Option<String>,
     /// Newest first when true.
     pub descending: bool,
+    /// The page before `iterator` rather than after it (Svix's `-`-prefixed `prevIterator`):
+    /// the `limit` items nearest it on the other side, still in the `descending` order;
+    /// `done` then says that nothing lies before them.
+    pub backwards: bool,
 }
 
 impl Default for PageRequest {
     fn default() -> Self {
-        PageRequest { limit: 50, iterator: None, descending: false }
+        PageRequest { limit: 50, iterator: None, descending: false, backwards: false }
     }
 }
 

@@ -230,6 +230,18 @@ async fn app_list_paginates_with_cursor_both_orders() {
     let third = list_all(&server, &format!("/api/v1/app?limit=2&order=descending&iterator={it}")).await;
     assert_eq!(ids(&third), vec![created[0].clone()]);
     assert_eq!(third["done"], true);
+    // Back again with each page's prevIterator (Svix's `-` and the first id): the page before.
+    assert_eq!(third["prevIterator"], json!(format!("-{}", created[0])));
+    let prev = third["prevIterator"].as_str().unwrap();
+    let back = list_all(&server, &format!("/api/v1/app?limit=2&order=descending&iterator={prev}")).await;
+    assert_eq!(ids(&back), ids(&second));
+    assert_eq!(back["done"], false, "the first page lies before it");
+    let prev = back["prevIterator"].as_str().unwrap();
+    let back = list_all(&server, &format!("/api/v1/app?limit=2&order=descending&iterator={prev}")).await;
+    assert_eq!((ids(&back), &back["done"]), (ids(&first), &json!(true)));
+    let prev = first["prevIterator"].as_str().unwrap();
+    let before_first = list_all(&server, &format!("/api/v1/app?limit=2&order=descending&iterator={prev}")).await;
+    assert_eq!((ids(&before_first), &before_first["done"]), (vec![], &json!(true)));
 
     // Everything in one page.
     let all = list_all(&server, "/api/v1/app").await;

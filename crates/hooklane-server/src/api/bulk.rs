@@ -137,7 +137,7 @@ struct Chosen {
 /// Queues again, as resends, the endpoint's messages that `chosen` picks; answers how many.
 async fn replay(s: &AppState, app_id: &str, endpoint_id: &str, chosen: &Chosen, now: DateTime<Utc>) -> ApiResult<u64> {
     let store = &s.0.store;
-    let mut page = PageRequest { limit: CHUNK, iterator: None, descending: false };
+    let mut page = PageRequest { limit: CHUNK, ..PageRequest::default() };
     let mut replayed = 0u64;
     loop {
         let found = store.endpoint_messages(app_id, endpoint_id, &chosen.filter, chosen.status, &page).await?;
@@ -188,7 +188,9 @@ async fn last_answer_class(s: &AppState, app_id: &str, msg_id: &str, endpoint_id
         ..Default::default()
     };
     let last =
-        s.0.store.list_attempts(app_id, &filter, &PageRequest { limit: 1, iterator: None, descending: true }).await?;
+        s.0.store
+            .list_attempts(app_id, &filter, &PageRequest { limit: 1, descending: true, ..PageRequest::default() })
+            .await?;
     Ok(last.items.first().map(|a| a.response_status / 100 * 100))
 }
 
@@ -282,7 +284,7 @@ pub async fn expunge_all_contents(State(s): State<AppState>, t: Tenant) -> ApiRe
 /// Expunges every message of the application created by `now`; answers how many.
 async fn expunge_all(s: &AppState, app_id: &str, now: DateTime<Utc>) -> ApiResult<u64> {
     let store = &s.0.store;
-    let mut page = PageRequest { limit: CHUNK, iterator: None, descending: false };
+    let mut page = PageRequest { limit: CHUNK, ..PageRequest::default() };
     // Only what exists now: messages posted while this runs keep their content.
     let filter = MessageFilter { before: Some(now + chrono::Duration::milliseconds(1)), ..Default::default() };
     let mut expunged = 0u64;

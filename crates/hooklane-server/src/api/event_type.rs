@@ -7,7 +7,7 @@ use hooklane_core::model::{EventType, Principal};
 use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{check_len, check_name, page_request, ListResponse, Patch};
+use super::{check_len, check_name, page_request_forward, ListResponse, Patch};
 use crate::error::{conflict, missing, ApiError, ApiResult};
 use crate::extract::{Admin, Auth, Json, Path, Query};
 use crate::openapi::{ErrorBody, EventTypePath, InvalidBody, InvalidQuery, NotAdmin, PageOldestFirst, Unauthorized};
@@ -226,7 +226,7 @@ pub async fn list(
     Auth(principal): Auth,
     q: Query,
 ) -> ApiResult<axum::Json<ListResponse<EventTypeOut>>> {
-    let mut page = page_request(&q, false)?;
+    let mut page = page_request_forward(&q, false)?;
     let include_archived = q.flag("include_archived")?.unwrap_or(false);
     let with_content = q.flag("with_content")?.unwrap_or(false);
     // Event types hidden from the caller are skipped, and the page filled from those after
@@ -248,7 +248,9 @@ pub async fn list(
         }
     };
     let page = hooklane_store::Page { items: visible, done };
-    Ok(axum::Json(ListResponse::from_page(page, |e| e.name.clone(), |e| EventTypeOut::new(e, with_content))))
+    let mut out = ListResponse::from_page(page, |e| e.name.clone(), |e| EventTypeOut::new(e, with_content));
+    out.prev_iterator = None; // (names may start with `-`: no page before)
+    Ok(axum::Json(out))
 }
 
 /// Get an event type.

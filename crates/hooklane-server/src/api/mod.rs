@@ -53,10 +53,12 @@ pub struct ListResponse<T> {
 }
 
 impl<T> ListResponse<T> {
-    /// Converts a store page, taking the cursor from each item's key.
+    /// Converts a store page, taking the cursors from the items' keys: `iterator` reads on
+    /// after the last, `prevIterator` (the first's key after a `-`, as Svix writes it) reads
+    /// the page before the first.
     pub fn from_page<R>(page: Page<R>, key: impl Fn(&R) -> String, convert: impl Fn(R) -> T) -> Self {
         let iterator = page.items.last().map(&key);
-        let prev_iterator = page.items.first().map(&key);
+        let prev_iterator = page.items.first().map(|item| format!("-{}", key(item)));
         ListResponse { data: page.items.into_iter().map(convert).collect(), iterator, prev_iterator, done: page.done }
     }
 }
@@ -71,7 +73,7 @@ where
     Fut: std::future::Future<Output = hooklane_store::StoreResult<Page<T>>>,
 {
     let mut all = Vec::new();
-    let mut page = PageRequest { limit: MAX_LIMIT, iterator: None, descending: false };
+    let mut page = PageRequest { limit: MAX_LIMIT, ..PageRequest::default() };
     loop {
         let found = fetch(page.clone()).await?;
         let next = found.items.last().filter(|_| !found.done).map(&key);
@@ -84,7 +86,20 @@ where
 }
 
 /// `limit`, `iterator` and `order` from the query string; `newest_first` is the default order.
+/// An `iterator` that starts with `-` (a `prevIterator`) asks for the page before the item
+/// it names.
 pub fn page_request(q: &Query, newest_first: bool) -> ApiResult<PageRequest> {
+    let mut page = page_request_forward(q, newest_first)?;
+    if let Some(key) = page.iterator.as_deref().and_then(|it| it.strip_prefix('-')) {
+        page.iterator = Some(key.to_string()).filter(|k| !k.is_empty());
+        page.backwards = true;
+    }
+    Ok(page)
+}
+
+/// `page_request` for a listing whose keys may start with `-` (event type names): only
+/// forward pages.
+pub fn page_request_forward(q: &Query, newest_first: bool) -> ApiResult<PageRequest> {
     let limit = q.parse::<usize>("limit")?.unwrap_or(50);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::bad_query("limit", format!("must be between 1 and {MAX_LIMIT}")));
@@ -95,7 +110,8 @@ pub fn page_request(q: &Query, newest_first: bool) -> ApiResult<PageRequest> {
         Some("descending") => true,
         Some(_) => return Err(ApiError::bad_query("order", "must be ascending or descending")),
     };
-    Ok(PageRequest { limit, iterator: q.get("iterator").filter(|s| !s.is_empty()).map(String::from), descending })
+    let iterator = q.get("iterator").filter(|s| !s.is_empty()).map(String::from);
+    Ok(PageRequest { limit, iterator, descending, backwards: false })
 }
 
 /// A PATCH field: absent (leave alone), `null` (clear) or a value (set).

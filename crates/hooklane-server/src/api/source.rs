@@ -638,7 +638,7 @@ pub async fn list(State(s): State<AppState>, _: Admin, q: Query) -> ApiResult<ax
     let page = page_request(&q, false)?;
     let page = s.0.store.list_sources(&page).await?;
     let iterator = page.items.last().map(|x| x.id.clone());
-    let prev_iterator = page.items.first().map(|x| x.id.clone());
+    let prev_iterator = page.items.first().map(|x| format!("-{}", x.id));
     let mut data = Vec::with_capacity(page.items.len());
     for src in page.items {
         data.push(source_out(&s, src).await?);

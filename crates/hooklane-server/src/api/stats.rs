@@ -132,7 +132,7 @@ pub async fn endpoints(State(s): State<AppState>, t: Tenant, q: Query) -> ApiRes
                 after: Some(since),
                 ..AttemptFilter::default()
             };
-            let page = PageRequest { limit: LAST_FAILURES, iterator: None, descending: true };
+            let page = PageRequest { limit: LAST_FAILURES, descending: true, ..PageRequest::default() };
             s.0.store
                 .list_attempts(&t.app.id, &filter, &page)
                 .await?

@@ -116,13 +116,15 @@ impl Select {
         page: &PageRequest,
         map: impl Fn(&Row, usize) -> StoreResult<T>,
     ) -> StoreResult<Page<T>> {
+        // Read away from the iterator: the page's own order, or backwards the other way.
+        let read_descending = page.descending != page.backwards;
         if let Some(it) = &page.iterator {
-            let op = if page.descending { "<" } else { ">" };
+            let op = if read_descending { "<" } else { ">" };
             self = self.and(&format!("{key} {op} ?"), [text(it)]);
         }
         let limit = page.limit.max(1);
         let mut sql = self.sql();
-        let dir = if page.descending { "DESC" } else { "ASC" };
+        let dir = if read_descending { "DESC" } else { "ASC" };
         self.params.push(Box::new(limit_param(limit + 1)));
         sql.push_str(&format!(" ORDER BY {key} {dir} LIMIT ${}", self.params.len()));
         let params: Vec<&(dyn ToSql + Sync)> = self.params.iter().map(|p| p.as_ref() as _).collect();
@@ -130,6 +132,9 @@ impl Select {
         let mut items = found.iter().map(|r| map(r, 0)).collect::<StoreResult<Vec<T>>>()?;
         let done = items.len() <= limit;
         items.truncate(limit);
+        if page.backwards {
+            items.reverse();
+        }
         Ok(Page { items, done })
     }
 }

@@ -63,17 +63,22 @@ impl Select {
         page: &PageRequest,
         map: impl Fn(&rusqlite::Row) -> rusqlite::Result<T>,
     ) -> StoreResult<Page<T>> {
+        // Read away from the iterator: the page's own order, or backwards the other way.
+        let read_descending = page.descending != page.backwards;
         if let Some(it) = &page.iterator {
-            let op = if page.descending { "<" } else { ">" };
+            let op = if read_descending { "<" } else { ">" };
             self = self.and(&format!("{key} {op} ?"), [Value::Text(it.clone())]);
         }
         let limit = page.limit.max(1);
         let mut sql = self.sql();
-        let dir = if page.descending { "DESC" } else { "ASC" };
+        let dir = if read_descending { "DESC" } else { "ASC" };
         sql.push_str(&format!(" ORDER BY {key} {dir} LIMIT {}", limit + 1));
         let mut items = query_all(conn, &sql, params_from_iter(self.params), map)?;
         let done = items.len() <= limit;
         items.truncate(limit);
+        if page.backwards {
+            items.reverse();
+        }
         Ok(Page { items, done })
     }
 }

@@ -60,6 +60,7 @@ macro_rules! store_conformance_tests {
             list_messages_filters,
             message_events_follow_write_order,
             endpoint_messages_and_stats,
+            pages_go_backwards_from_an_iterator,
             replay_missing_building_blocks,
             attempt_content_can_be_expunged,
             message_content_can_be_expunged,
@@ -291,7 +292,7 @@ pub fn set<const N: usize>(pairs: [(String, String); N]) -> BTreeSet<(String, St
 }
 
 pub fn page_req(limit: usize, iterator: Option<String>, descending: bool) -> PageRequest {
-    PageRequest { limit, iterator, descending }
+    PageRequest { limit, iterator, descending, backwards: false }
 }
 
 #[track_caller]
@@ -1075,6 +1076,35 @@ pub async fn replay_missing_building_blocks(store: &DynStore) {
     let jobs = store.claim_due(now, 10, Duration::from_secs(30), &[]).await.unwrap();
     let queued = [&m1, &m2, &m3].map(|m| (m.id.clone(), e1.id.clone()));
     assert_eq!(job_keys(&jobs), queued.into());
+}
+
+/// A backwards page (Svix's `prevIterator`): the items nearest the iterator on the other
+/// side, in the page's own order; `done` once nothing lies before them. Either order.
+pub async fn pages_go_backwards_from_an_iterator(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(post(store, &app.id, &[], t + secs(i)).await.id);
+    }
+    let list = |iterator: Option<&String>, descending: bool, backwards: bool| {
+        let page = PageRequest { limit: 2, iterator: iterator.cloned(), descending, backwards };
+        let (store, app) = (store.clone(), app.id.clone());
+        async move {
+            let page = store.list_messages(&app, &MessageFilter::default(), &page).await.unwrap();
+            (page.items.into_iter().map(|m| m.id).collect::<Vec<_>>(), page.done)
+        }
+    };
+    let [a, b, c, d, e] = [0, 1, 2, 3, 4].map(|i| ids[i].clone());
+    // Newest first: e d | c b | a. Back from c: e d, with nothing before them.
+    assert_eq!(list(Some(&d), true, false).await, (vec![c.clone(), b.clone()], false));
+    assert_eq!(list(Some(&c), true, true).await, (vec![e.clone(), d.clone()], true));
+    assert_eq!(list(Some(&b), true, true).await, (vec![d.clone(), c.clone()], false));
+    assert_eq!(list(Some(&e), true, true).await, (vec![], true));
+    // Oldest first: a b | c d | e. Back from e: c d, then a b.
+    assert_eq!(list(Some(&e), false, true).await, (vec![c.clone(), d.clone()], false));
+    assert_eq!(list(Some(&c), false, true).await, (vec![a.clone(), b.clone()], true));
+    assert_eq!(list(Some(&a), false, true).await, (vec![], true));
 }
 
 /// An endpoint's messages (each with its delivery) and its delivery counts.

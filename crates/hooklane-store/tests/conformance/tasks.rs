@@ -57,7 +57,7 @@ pub async fn background_tasks_record_get_list_isolate_and_prune(store: &DynStore
     let running = TaskFilter { status: Some("running".into()), ..TaskFilter::default() };
     assert!(store.list_tasks(&running, &PageRequest::default()).await.unwrap().items.is_empty());
     // Pages of two, newest first, through the iterator.
-    let first = PageRequest { limit: 2, iterator: None, descending: true };
+    let first = PageRequest { limit: 2, descending: true, ..PageRequest::default() };
     let page1 = store.list_tasks(&only_a, &first).await.unwrap();
     assert_eq!(ids_of(&page1), [of_a[2].id.clone(), of_a[1].id.clone()]);
     assert!(!page1.done);
