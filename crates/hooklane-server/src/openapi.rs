@@ -200,6 +200,16 @@ pub struct AttemptFilters {
     before: Option<DateTime<Utc>>,
     /// Only attempts made after this time (RFC 3339)
     after: Option<DateTime<Utc>>,
+    /// Only attempts answered with a status of this class: 100, 200, 300, 400, 500 (`1xx`…`5xx`),
+    /// or 0 for no answer at all
+    status_code_class: Option<u16>,
+    #[doc = "Only attempts of messages of these event types (repeat the parameter, use `event_types[]`, or join \
+             names with commas)"]
+    event_types: Option<Vec<String>>,
+    /// Only attempts of messages on this channel
+    channel: Option<String>,
+    /// Only attempts of messages with this tag
+    tag: Option<String>,
 }
 
 /// What every read of an application's events takes, besides where it starts (`iterator`).

@@ -56,6 +56,23 @@ pub struct AttemptFilter {
     pub status: Option<DeliveryStatus>,
     pub before: Option<DateTime<Utc>>,
     pub after: Option<DateTime<Utc>>,
+    /// Only attempts answered with a status of this class (Svix's `StatusCodeClass`: 100,
+    /// 200, 300, 400 or 500 for `1xx`…`5xx`; 0 for no answer at all).
+    pub status_code_class: Option<u16>,
+    /// Only attempts of messages of these event types, on this channel, with this tag.
+    pub event_types: Option<Vec<String>>,
+    pub channel: Option<String>,
+    pub tag: Option<String>,
+}
+
+impl AttemptFilter {
+    /// The `[low, high)` range of answer statuses its `status_code_class` stands for.
+    pub fn status_code_range(&self) -> Option<(i32, i32)> {
+        self.status_code_class.map(|class| match class {
+            0 => (i32::MIN, 100),
+            c => (i32::from(c), i32::from(c) + 100),
+        })
+    }
 }
 
 /// What [`crate::Store::record_attempts`] did beyond recording the attempts.

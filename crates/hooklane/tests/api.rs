@@ -2245,7 +2245,7 @@ async fn every_documented_operation_refuses_bad_input_cleanly() {
         }
     };
     let bad_query = "?limit=-1&iterator=%FF%FE&order=sideways&before=notadate&after=1e999&since=x&until=&status=9&\
-                     event_types=%00&channel=&with_content=maybe&wait=-3&get_if_exists=2&expunge=x";
+                     event_types=%00&channel=&with_content=maybe&with_msg=perhaps&status_code_class=7&wait=-3&get_if_exists=2&expunge=x";
     let mut checked = 0;
     for (path, item) in doc["paths"].as_object().expect("paths") {
         let filled = fill_path(path, value);

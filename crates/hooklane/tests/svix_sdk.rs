@@ -21,7 +21,7 @@ use svix::models::{
     EndpointUpsertIn, EnvironmentIn, EventExampleIn, EventTypeImportOpenApiIn, EventTypeIn, EventTypePatch,
     IntegrationIn, IntegrationUpdate, MessageIn, MessagePrecheckIn, MessageStatus, OperationalWebhookEndpointHeadersIn,
     OperationalWebhookEndpointIn, OperationalWebhookEndpointSecretIn, OperationalWebhookEndpointUpsertIn, RecoverIn,
-    ReplayIn,
+    ReplayIn, StatusCodeClass,
 };
 
 fn sdk(server: &Server) -> Svix {
@@ -190,6 +190,28 @@ async fn the_official_svix_sdk_works_unchanged() {
         .await
         .expect("attempts by endpoint");
     assert_eq!(by_endpoint.data[0].id, attempts.data[0].id);
+    assert_eq!(by_endpoint.data[0].msg, None, "without with_msg");
+    // The SDK's filters are applied; with_msg brings each attempt's message.
+    let options = |class: StatusCodeClass| MessageAttemptListByEndpointOptions {
+        status_code_class: Some(class),
+        with_msg: Some(true),
+        with_content: Some(true),
+        ..MessageAttemptListByEndpointOptions::default()
+    };
+    let attempts_api = svix.message_attempt();
+    let ok = attempts_api.list_by_endpoint(app.id.clone(), ep.id.clone(), Some(options(StatusCodeClass::Code2xx)));
+    let ok = ok.await.expect("2xx attempts");
+    assert_eq!(ok.data.len(), 1);
+    let shown = ok.data[0].msg.as_ref().map(|m| (m.id.clone(), m.payload.clone()));
+    assert_eq!(shown, Some((msg.id.clone(), json!({ "invoice": 42 }))));
+    let failed = attempts_api.list_by_endpoint(app.id.clone(), ep.id.clone(), Some(options(StatusCodeClass::Code5xx)));
+    assert!(failed.await.expect("5xx attempts").data.is_empty());
+    let other_type = MessageAttemptListByMsgOptions {
+        event_types: Some(["nothing.sent".to_string()].into()),
+        ..MessageAttemptListByMsgOptions::default()
+    };
+    let none = attempts_api.list_by_msg(app.id.clone(), msg.id.clone(), Some(other_type));
+    assert!(none.await.expect("attempts of another event type").data.is_empty());
 
     let attempt = svix
         .message_attempt()

@@ -51,6 +51,9 @@ pub struct AttemptOut {
     /// recorded before hooklane kept them, and when no request could be sent).
     #[serde(skip_serializing_if = "Option::is_none")]
     request_headers: Option<std::collections::BTreeMap<String, String>>,
+    /// The attempt's message, when the list was asked `with_msg=true` (and it is still kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    msg: Option<MessageOut>,
 }
 
 impl From<Attempt> for AttemptOut {
@@ -68,6 +71,7 @@ impl From<Attempt> for AttemptOut {
             endpoint_id: a.endpoint_id,
             timestamp: a.created_at,
             request_headers: a.request_headers,
+            msg: None,
         }
     }
 }
@@ -117,9 +121,26 @@ fn status_filter(q: &Query) -> ApiResult<Option<DeliveryStatus>> {
         .transpose()
 }
 
+/// The filters of attempt lists: `status`, `before`, `after`, Svix's `status_code_class`,
+/// and those of the attempts' messages (`event_types`, `channel`, `tag`).
 fn filter(q: &Query) -> ApiResult<AttemptFilter> {
     let status = status_filter(q)?;
-    Ok(AttemptFilter { status, before: q.time("before")?, after: q.time("after")?, ..AttemptFilter::default() })
+    let status_code_class = match q.parse::<u16>("status_code_class") {
+        Ok(None) => None,
+        Ok(Some(class)) if [0, 100, 200, 300, 400, 500].contains(&class) => Some(class),
+        _ => return Err(ApiError::bad_query("status_code_class", "must be 0, 100, 200, 300, 400 or 500")),
+    };
+    let messages = message_filter(q)?;
+    Ok(AttemptFilter {
+        status,
+        before: q.time("before")?,
+        after: q.time("after")?,
+        status_code_class,
+        event_types: messages.event_types,
+        channel: messages.channel,
+        tag: messages.tag,
+        ..AttemptFilter::default()
+    })
 }
 
 /// Svix's `EndpointMessageOut`: a message with how its delivery to one endpoint stands.
@@ -273,6 +294,10 @@ pub async fn list_by_msg(
         EndpointPath,
         PageNewestFirst,
         AttemptFilters,
+        ("with_msg" = Option<bool>, Query, description = "Whether each attempt carries its message (`msg`; default \
+            false)"),
+        ("with_content" = Option<bool>, Query, description = "With `with_msg`, whether the messages carry their \
+            payloads (default true)"),
     ),
     responses(
         (status = 200, description = "A page of attempts", body = ListResponse<AttemptOut>),
@@ -290,7 +315,22 @@ pub async fn by_endpoint(
     let ep = find_endpoint(&s, &t, &ep_key).await?;
     let mut f = filter(&q)?;
     f.endpoint_id = Some(ep.id);
-    list(&s, &t, &q, f).await
+    let with_msg = q.flag("with_msg")?.unwrap_or(false);
+    let with_content = q.flag("with_content")?.unwrap_or(true);
+    let axum::Json(mut out) = list(&s, &t, &q, f).await?;
+    if with_msg {
+        // One read per message of the page (attempts of one message often come together).
+        let mut messages: std::collections::HashMap<String, Option<MessageOut>> = Default::default();
+        for attempt in &mut out.data {
+            if !messages.contains_key(&attempt.msg_id) {
+                let found = s.0.store.get_message(&t.app.id, &attempt.msg_id).await?;
+                let shown = found.map(|m| MessageOut::seen_by(m, with_content, &t.principal));
+                messages.insert(attempt.msg_id.clone(), shown);
+            }
+            attempt.msg = messages.get(&attempt.msg_id).cloned().flatten();
+        }
+    }
+    Ok(axum::Json(out))
 }
 
 /// Delete an attempt's response body: forget what the endpoint answered.

@@ -161,7 +161,7 @@ pub(crate) fn nesting_depth(json: &str) -> usize {
 }
 
 /// Svix's `MessageOut`.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageOut {
     #[schema(example = "msg_1srOrx2ZWZBpBUvZwXKQmoEYga2")]
@@ -200,7 +200,7 @@ pub struct MessageOut {
 /// A message's payload as answered: `{}` when the caller asked for no content
 /// (`with_content=false`), as Svix answers: its SDKs require the field, and since v2 ask
 /// for no content by default.
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 #[serde(untagged)]
 enum PayloadOut {
     Raw(Box<RawValue>),

@@ -1368,15 +1368,32 @@ pub async fn list_attempts<C: GenericClient>(
     f: &AttemptFilter,
     page: &PageRequest,
 ) -> StoreResult<Page<Attempt>> {
-    Select::new(rows::ATTEMPT_COLS, "attempts")
+    let mut q = Select::new(rows::ATTEMPT_COLS, "attempts")
         .and("app_id = ?", [text(app_id)])
         .and_if(f.msg_id.clone(), "msg_id = ?", text)
         .and_if(f.endpoint_id.clone(), "endpoint_id = ?", text)
         .and_if(f.status, "status = ?", |s| Box::new(s as i32))
         .and_if(f.before, "created_at < ?", |t| int(ms(t)))
         .and_if(f.after, "created_at > ?", |t| int(ms(t)))
-        .page(c, "id", page, rows::attempt)
-        .await
+        .and_if(
+            f.event_types.clone().filter(|t| !t.is_empty()),
+            "EXISTS (SELECT 1 FROM messages m WHERE m.id = attempts.msg_id AND m.event_type = ANY(?))",
+            |t| Box::new(t) as Param,
+        )
+        .and_if(
+            f.channel.clone(),
+            "EXISTS (SELECT 1 FROM messages m WHERE m.id = attempts.msg_id AND ? = ANY(m.channels))",
+            text,
+        )
+        .and_if(
+            f.tag.clone(),
+            "EXISTS (SELECT 1 FROM messages m WHERE m.id = attempts.msg_id AND ? = ANY(m.tags))",
+            text,
+        );
+    if let Some((low, high)) = f.status_code_range() {
+        q = q.and("response_status >= ? AND response_status < ?", [Box::new(low) as Param, Box::new(high)]);
+    }
+    q.page(c, "id", page, rows::attempt).await
 }
 
 pub async fn get_attempt<C: GenericClient>(

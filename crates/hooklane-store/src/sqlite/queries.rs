@@ -1021,20 +1021,36 @@ fn prune_messages(conn: &Connection, m: &crate::PruneMessages, limit: i64) -> St
     Ok((deleted, plan.resume))
 }
 
+/// An attempt's message is of one of the event types (a JSON array).
+const ATTEMPT_OF_EVENT_TYPES: &str = "EXISTS (SELECT 1 FROM messages m WHERE m.id = attempts.msg_id \
+     AND m.event_type IN (SELECT value FROM json_each(?)))";
+/// An attempt's message is on the channel.
+const ATTEMPT_ON_CHANNEL: &str = "EXISTS (SELECT 1 FROM messages m, json_each(m.channels) c \
+     WHERE m.id = attempts.msg_id AND c.value = ?)";
+/// An attempt's message has the tag.
+const ATTEMPT_WITH_TAG: &str = "EXISTS (SELECT 1 FROM messages m, json_each(m.tags) c \
+     WHERE m.id = attempts.msg_id AND c.value = ?)";
+
 pub fn list_attempts(
     conn: &Connection,
     app_id: &str,
     f: &AttemptFilter,
     page: &PageRequest,
 ) -> StoreResult<Page<Attempt>> {
-    Select::new(rows::ATTEMPT_COLS, "attempts")
+    let mut q = Select::new(rows::ATTEMPT_COLS, "attempts")
         .and("app_id = ?", [text(app_id)])
         .and_if(f.msg_id.clone(), "msg_id = ?", text)
         .and_if(f.endpoint_id.clone(), "endpoint_id = ?", text)
         .and_if(f.status, "status = ?", |s| int(s as i64))
         .and_if(f.before, "created_at < ?", |t| int(ms(t)))
         .and_if(f.after, "created_at > ?", |t| int(ms(t)))
-        .page(conn, "id", page, rows::attempt)
+        .and_if(f.event_types.as_ref().filter(|t| !t.is_empty()), ATTEMPT_OF_EVENT_TYPES, |t| text(to_json(t)))
+        .and_if(f.channel.clone(), ATTEMPT_ON_CHANNEL, text)
+        .and_if(f.tag.clone(), ATTEMPT_WITH_TAG, text);
+    if let Some((low, high)) = f.status_code_range() {
+        q = q.and("response_status >= ? AND response_status < ?", [int(low.into()), int(high.into())]);
+    }
+    q.page(conn, "id", page, rows::attempt)
 }
 
 pub fn get_attempt(conn: &Connection, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>> {

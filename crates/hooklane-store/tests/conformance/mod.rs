@@ -2306,7 +2306,9 @@ pub async fn attempts_list_filters_and_get(store: &DynStore) {
     let e2 = setup_endpoint(store, &a.id).await;
     let eb = setup_endpoint(store, &b.id).await;
     let m1 = post(store, &a.id, &[&e1, &e2], t).await;
-    let m2 = post(store, &a.id, &[&e1], t).await;
+    let mut m2 = new_message(&a.id, "invoice.paid", t);
+    (m2.channels, m2.tags) = (Some(vec!["eu".into()]), Some(vec!["vip".into()]));
+    store.create_message(m2.clone(), vec![e1.id.clone()], None).await.unwrap();
     let mb = post(store, &b.id, &[&eb], t).await;
     assert_eq!(claim(store, t + secs(1)).await.len(), 4);
 
@@ -2354,6 +2356,23 @@ pub async fn attempts_list_filters_and_get(store: &DynStore) {
     assert_eq!(list(window).await, ids(&[&a2, &a3]));
     let none = AttemptFilter { msg_id: Some(mb.id.clone()), ..Default::default() };
     assert!(list(none).await.is_empty(), "B's message is invisible through A");
+    // By the class of the answer (the failures answered 503), and by their messages.
+    let class = |c: u16| AttemptFilter { status_code_class: Some(c), ..Default::default() };
+    assert_eq!(list(class(500)).await, ids(&[&a1, &a2]));
+    assert_eq!(list(class(200)).await, ids(&[&a3, &a5]));
+    assert!(list(class(400)).await.is_empty());
+    assert!(list(class(0)).await.is_empty(), "every attempt was answered");
+    let types = |t: &[&str]| AttemptFilter {
+        event_types: Some(t.iter().map(|t| t.to_string()).collect()),
+        ..Default::default()
+    };
+    assert_eq!(list(types(&["invoice.paid"])).await, ids(&[&a3]));
+    assert_eq!(list(types(&["invoice.paid", "user.created"])).await, ids(&[&a1, &a2, &a3, &a5]));
+    assert_eq!(list(AttemptFilter { channel: Some("eu".into()), ..Default::default() }).await, ids(&[&a3]));
+    assert!(list(AttemptFilter { channel: Some("us".into()), ..Default::default() }).await.is_empty());
+    assert_eq!(list(AttemptFilter { tag: Some("vip".into()), ..Default::default() }).await, ids(&[&a3]));
+    let both = AttemptFilter { tag: Some("vip".into()), ..class(500) };
+    assert!(list(both).await.is_empty());
 
     // Pagination.
     let p1 = store.list_attempts(&a.id, &m1f, &page_req(2, None, false)).await.unwrap();
