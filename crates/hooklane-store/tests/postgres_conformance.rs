@@ -204,8 +204,13 @@ async fn unleased_work_wakes_other_nodes() {
     let t = conformance::now_ms();
     let app = conformance::setup_app(&node_a, "A").await;
     let ep = conformance::setup_endpoint(&node_a, &app.id).await;
-    // Let B's LISTEN connection come up, then drop any wake-up left over.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait for B's LISTEN connection (it bumps the events signal once when it comes up; the
+    // same connection carries wake-ups), then drop any wake-up left over.
+    let mut listening = node_b.message_events_signal(&app.id);
+    tokio::time::timeout(Duration::from_secs(10), listening.wait_for(|v| *v > 0))
+        .await
+        .expect("B's LISTEN connection comes up")
+        .unwrap();
     let _ = tokio::time::timeout(Duration::from_millis(50), wake_b.notified()).await;
 
     let woken = wake_b.notified();

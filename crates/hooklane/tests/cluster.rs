@@ -193,17 +193,32 @@ async fn an_endpoint_change_on_one_node_reaches_every_nodes_cache() {
     let path = format!("/api/v1/app/{app}/endpoint/{ep}");
     let (status, out) = nodes[0].call("PATCH", &path, Some(json!({ "disabled": true }))).await;
     assert_eq!(status, 200, "{out}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    node_sees(&nodes[1], &app, false).await;
     let second = nodes[1].send_message(&app, "order.created", json!({ "n": 2 })).await;
     let (_, dest) = nodes[1].call("GET", &format!("/api/v1/app/{app}/msg/{second}/endpoint"), None).await;
     assert_eq!(dest["data"], json!([]), "node 1 fanned out to the disabled endpoint: {dest}");
 
     let (status, out) = nodes[0].call("PATCH", &path, Some(json!({ "disabled": false }))).await;
     assert_eq!(status, 200, "{out}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    node_sees(&nodes[1], &app, true).await;
     let third = nodes[1].send_message(&app, "order.created", json!({ "n": 3 })).await;
     rx.wait_for_ids(std::slice::from_ref(&third), Duration::from_secs(10)).await;
     assert!(!rx.received().iter().any(|r| r.header("webhook-id") == second), "the disabled endpoint got a message");
+}
+
+/// Waits until `node`'s cached view of the application says whether an `order.created`
+/// message would go anywhere (`active`): another node's change reached it.
+async fn node_sees(node: &Server, app: &str, active: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let precheck = json!({ "eventType": "order.created" });
+        let (_, out) = node.call("POST", &format!("/api/v1/app/{app}/msg/precheck/active"), Some(precheck)).await;
+        if out["active"] == active {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the change never reached the node: {out}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Pulling on a cluster: a node's stream holds every node's messages, each once, and a
@@ -307,7 +322,7 @@ async fn an_endpoint_disabled_by_failures_leaves_every_nodes_cache() {
     nodes[0]
         .wait_until(&format!("/api/v1/app/{app}/endpoint/{ep}"), Duration::from_secs(15), |e| e["disabled"] == true)
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    node_sees(&nodes[1], &app, false).await;
     for (i, node) in nodes.iter().enumerate() {
         let msg = node.send_message(&app, "order.created", json!({ "n": 2 })).await;
         let (_, dest) = node.call("GET", &format!("/api/v1/app/{app}/msg/{msg}/endpoint"), None).await;

@@ -449,13 +449,13 @@ async fn retry_after_is_honoured() {
 async fn a_hanging_receiver_times_out_and_is_retried() {
     let server = Server::start("[delivery]\nrequest_timeout = \"500ms\"\nconnect_timeout = \"500ms\"").await;
     let rx =
-        Receiver::scripted(|n, _| if n == 0 { Reply::Hang(Duration::from_secs(3)) } else { Reply::Status(200) }).await;
+        Receiver::scripted(|n, _| if n == 0 { Reply::Hang(Duration::from_secs(10)) } else { Reply::Status(200) }).await;
     let app = server.create_app("timeout").await;
     server.create_endpoint(&app, json!({ "url": rx.url })).await;
     let msg = server.send_message(&app, "a.b", json!({})).await;
     let started = Instant::now();
     rx.wait_for(2, WAIT).await;
-    assert!(started.elapsed() < Duration::from_millis(2500), "the retry waited for the hanging request");
+    assert!(started.elapsed() < Duration::from_secs(8), "the retry waited for the hanging request");
     let attempts = server
         .wait_until(&format!("/api/v1/app/{app}/attempt/msg/{msg}"), WAIT, |b| b["data"].as_array().unwrap().len() == 2)
         .await;
@@ -1114,7 +1114,7 @@ async fn rate_limit_spreads_deliveries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_endpoint_does_not_hold_up_the_others() {
     let server = Server::start("[delivery]\nper_endpoint_in_flight = 4").await;
-    let slow = Receiver::scripted(|_, _| Reply::Hang(Duration::from_secs(4))).await;
+    let slow = Receiver::scripted(|_, _| Reply::Hang(Duration::from_secs(10))).await;
     let fast = Receiver::start().await;
     let app = server.create_app("isolation").await;
     server.create_endpoint(&app, json!({ "url": slow.url, "filterTypes": ["slow"] })).await;
@@ -1127,7 +1127,7 @@ async fn a_slow_endpoint_does_not_hold_up_the_others() {
         server.send_message(&app, "fast", json!({ "i": i })).await;
     }
     fast.wait_for(40, WAIT).await;
-    assert!(started.elapsed() < Duration::from_secs(3), "fast endpoint waited {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(8), "fast endpoint waited {:?}", started.elapsed());
     assert!(slow.received().len() <= 4, "per-endpoint concurrency was not applied");
 }
 
@@ -1138,7 +1138,9 @@ async fn a_slow_endpoint_does_not_hold_up_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_queued_past_its_lease_is_not_sent_twice() {
     let server = Server::start(
-        "[delivery]\nper_endpoint_in_flight = 1\nlease = \"3s\"\nrequest_timeout = \"1s\"\nconnect_timeout = \"1s\"\npoll_interval = \"200ms\"",
+        // (A request timeout well above the receiver's half second, so that no slow answer
+        // under load is retried; the lease leaves each a 2 s budget to start in.)
+        "[delivery]\nper_endpoint_in_flight = 1\nlease = \"6s\"\nrequest_timeout = \"2s\"\nconnect_timeout = \"1s\"\npoll_interval = \"200ms\"",
     )
     .await;
     let slow = Receiver::scripted(|_, _| Reply::Hang(Duration::from_millis(500))).await;
@@ -1147,10 +1149,10 @@ async fn a_delivery_queued_past_its_lease_is_not_sent_twice() {
     for i in 0..10 {
         server.send_message(&app, "slow", json!({ "i": i })).await;
     }
-    // One at a time, half a second each: the last ones wait longer than the lease.
-    slow.wait_for(10, Duration::from_secs(40)).await;
+    // One at a time, half a second each: the last ones wait longer than their budget.
+    slow.wait_for(10, Duration::from_secs(60)).await;
     // Long enough for a second sending of any of them (a lease, and a poll) to show.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
     let got: Vec<String> = slow.received().iter().map(|r| r.header("webhook-id").to_string()).collect();
     let mut distinct = got.clone();
     distinct.sort();

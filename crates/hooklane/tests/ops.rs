@@ -40,7 +40,7 @@ async fn health_ready_metrics_and_request_ids() {
     let (good, _) = server
         .create_endpoint(&app, json!({ "url": format!("{}/ok", ok.url), "headers": { "x-tenant": "acme" } }))
         .await;
-    server.create_endpoint(&app, json!({ "url": format!("{}/fail", failing.url) })).await;
+    let (bad, _) = server.create_endpoint(&app, json!({ "url": format!("{}/fail", failing.url) })).await;
 
     // A request id given by the caller is kept and echoed; one is made up otherwise.
     let resp = server
@@ -70,6 +70,12 @@ async fn health_ready_metrics_and_request_ids() {
 
     ok.wait_for(1, Duration::from_secs(10)).await;
     failing.wait_for(2, Duration::from_secs(10)).await;
+    // (Counted once the answer is read and the attempt recorded, after the receiver saw it.)
+    server
+        .wait_until(&format!("/api/v1/app/{app}/attempt/endpoint/{bad}"), Duration::from_secs(10), |b| {
+            b["data"].as_array().is_some_and(|d| d.len() >= 2)
+        })
+        .await;
     let attempts = server
         .wait_until(&format!("/api/v1/app/{app}/attempt/endpoint/{good}"), Duration::from_secs(10), |b| {
             b["data"].as_array().is_some_and(|d| !d.is_empty())

@@ -317,10 +317,23 @@ pub async fn create(
     };
     let msg = match input.deliver_at.filter(|at| *at > msg.created_at) {
         None => store_and_dispatch(&s, msg).await,
-        Some(at) => schedule(&s, msg, at).await?,
+        // (Up to the next whole millisecond, the store's precision: never sent before its time.)
+        Some(at) => schedule(&s, msg, ceil_to_millis(at)).await?,
     }
     .map_err(conflict("a message with this eventId already exists in this application"))?;
     Ok((StatusCode::ACCEPTED, axum::Json(MessageOut::new(msg, with_content))))
+}
+
+/// `at`, rounded up to a whole millisecond.
+fn ceil_to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::{DurationRound, TimeDelta};
+    at.duration_trunc(TimeDelta::milliseconds(1)).map_or(at, |down| {
+        if down < at {
+            down + TimeDelta::milliseconds(1)
+        } else {
+            down
+        }
+    })
 }
 
 /// Stores a message whose deliveries are first due at `at` (Svix's `deliverAt`): nothing is
@@ -720,3 +733,16 @@ pub(crate) struct IdempotencyKey {
     components(schemas(MessageIn, MessageOut, PrecheckIn, PrecheckOut, MessageEndpointOut))
 )]
 pub(crate) struct Doc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schedule_rounds_up_to_the_millisecond() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(ceil_to_millis(at("2030-01-01T00:00:00.123400Z")), at("2030-01-01T00:00:00.124Z"));
+        assert_eq!(ceil_to_millis(at("2030-01-01T00:00:00.123Z")), at("2030-01-01T00:00:00.123Z"));
+        assert_eq!(ceil_to_millis(at("2030-01-01T00:00:00.999999999Z")), at("2030-01-01T00:00:01Z"));
+    }
+}
