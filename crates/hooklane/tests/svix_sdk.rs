@@ -1073,7 +1073,22 @@ async fn the_svix_sdk_sets_endpoint_transformations_that_run_before_each_attempt
         issue([AppPortalCapability::ViewBase, AppPortalCapability::ManageTransformations].into()).await,
     );
     editor.endpoint().transformation().patch(app_id.clone(), ep_id.clone(), patch).await.expect("may change it");
-    assert_eq!(svix.endpoint().transformation().get(app_id, ep_id).await.expect("get").enabled, Some(true));
+    assert_eq!(
+        svix.endpoint().transformation().get(app_id.clone(), ep_id.clone()).await.expect("get").enabled,
+        Some(true)
+    );
+    // Its read-modify-write sends the placeholder back: the value is kept, a new one is set.
+    let shown = editor.endpoint().transformation().get(app_id.clone(), ep_id.clone()).await.expect("reads");
+    let mut variables = shown.variables.expect("variables");
+    assert_eq!(variables["apiKey"], "[redacted]");
+    variables.insert("region".into(), "eu".into());
+    let back = EndpointTransformationPatch {
+        variables: js_option::JsOption::Some(variables),
+        ..EndpointTransformationPatch::new()
+    };
+    editor.endpoint().transformation().patch(app_id.clone(), ep_id.clone(), back).await.expect("written back");
+    let stored = svix.endpoint().transformation().get(app_id, ep_id).await.expect("get").variables;
+    assert_eq!(stored, Some([("apiKey".into(), "k-123".into()), ("region".into(), "eu".into())].into()));
 }
 
 /// Svix's message poller (`svix.message().poller()`): a polling endpoint's messages, with

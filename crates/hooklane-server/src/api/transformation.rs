@@ -143,7 +143,18 @@ pub(crate) async fn apply(
         }
     }
     input.code.apply_opt(&mut tr.code);
+    let before = std::mem::take(&mut tr.variables);
+    tr.variables = before.clone();
     input.variables.apply_or_default(&mut tr.variables);
+    // A value sent back as it was shown to a token that may not see it keeps the value: a
+    // read-modify-write of the transformation must not store the placeholder.
+    for (name, value) in tr.variables.iter_mut() {
+        if value == REDACTED {
+            if let Some(kept) = before.get(name) {
+                value.clone_from(kept);
+            }
+        }
+    }
     check_variables(&field("variables"), &tr.variables)?;
     if let Some(enabled) = input.enabled {
         tr.enabled = enabled;
