@@ -116,8 +116,17 @@ impl Pull {
     }
 }
 
-/// How soon a waiting reader looks again when its application's messages are held back.
+/// How soon a waiting reader first looks again when its application's messages are held
+/// back; each further look that finds them still held back waits twice as long, up to
+/// `HELD_BACK_RECHECK_MAX` (a transaction left open elsewhere on the database must not make
+/// every waiting reader query fifty times a second).
 const HELD_BACK_RECHECK: Duration = Duration::from_millis(20);
+const HELD_BACK_RECHECK_MAX: Duration = Duration::from_millis(640);
+
+/// The pause before the next look while messages stay held back, after `previous`.
+fn held_back_pause(previous: Option<Duration>) -> Duration {
+    previous.map_or(HELD_BACK_RECHECK, |p| (p * 2).min(HELD_BACK_RECHECK_MAX))
+}
 
 pub(super) const NOT_A_POSITION: &str = "is not a position this server gave out for this application";
 
@@ -135,6 +144,8 @@ pub(super) struct Follower {
     signal: watch::Receiver<u64>,
     closing: watch::Receiver<bool>,
     recheck: Option<Duration>,
+    /// The last pause taken while messages were held back (`None`: they were not).
+    held_back: Option<Duration>,
 }
 
 impl Follower {
@@ -151,6 +162,7 @@ impl Follower {
             signal: s.0.store.message_events_signal(app_id),
             closing: s.0.closing.subscribe(),
             recheck: s.0.store.message_events_recheck(),
+            held_back: None,
         }
     }
 
@@ -169,7 +181,8 @@ impl Follower {
             }
             // Messages of this application held back behind another's open transaction
             // become readable when that one ends, which only its own application hears of.
-            let recheck = if page.held_back { Some(HELD_BACK_RECHECK) } else { self.recheck };
+            self.held_back = page.held_back.then(|| held_back_pause(self.held_back));
+            let recheck = self.held_back.or(self.recheck);
             let pause = recheck.map_or(deadline - now, |r| r.min(deadline - now));
             tokio::select! {
                 // A signal whose sender is gone (the store is closing) would answer at once
@@ -414,3 +427,20 @@ impl StreamReader {
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(poll, stream, subscription), components(schemas(MessageEventsOut)))]
 pub(crate) struct Doc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn looks_at_held_back_messages_less_and_less_often() {
+        let mut pause = None;
+        let pauses: Vec<u64> = (0..8)
+            .map(|_| {
+                pause = Some(held_back_pause(pause));
+                pause.map_or(0, |p| p.as_millis() as u64)
+            })
+            .collect();
+        assert_eq!(pauses, [20, 40, 80, 160, 320, 640, 640, 640]);
+    }
+}
