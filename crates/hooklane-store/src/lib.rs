@@ -302,6 +302,9 @@ pub trait Store: Send + Sync + 'static {
     fn message_events_recheck(&self) -> Option<Duration>;
     /// The position a server-side subscription (`GET .../events/subscription/{id}`) reached.
     async fn get_events_subscription(&self, app_id: &str, id: &str) -> StoreResult<Option<EventPosition>>;
+    /// How many of the application's subscriptions have names that begin with `prefix` (a
+    /// polling endpoint's consumers: `{endpoint_id}/`).
+    async fn count_events_subscriptions(&self, app_id: &str, prefix: &str) -> StoreResult<u64>;
     /// Creates or moves a server-side subscription; with `forward_only`, a position before
     /// the stored one leaves it where it is (two readers of one subscription answering out
     /// of order must not move it back).

@@ -444,6 +444,19 @@ async fn a_polling_endpoints_key_reads_that_endpoint_only() {
     assert_eq!(as_key("POST", format!("{consumer}/seek")).await.0, 200);
     let (status, me) = server.call_as(&key, "GET", "/api/v1/auth/whoami", None).await;
     assert_eq!((status, &me["endpointId"], &me["appId"]), (200, &json!(books), &json!(app)), "{me}");
+    // It may keep 100 consumers, no more; those it has go on.
+    for i in 1..100 {
+        let (status, out) = server.call_as(&key, "GET", &format!("{consumer}{i}"), None).await;
+        assert_eq!(status, 200, "consumer {i}: {out}");
+    }
+    let (status, out) = server.call_as(&key, "GET", &format!("{consumer}100"), None).await;
+    assert_eq!((status, &out["code"]), (409, &json!("conflict")), "{out}");
+    let (status, out) = server
+        .call_as(&key, "POST", &format!("{consumer}100/seek"), Some(json!({"after": "2020-01-01T00:00:00Z"})))
+        .await;
+    assert_eq!(status, 409, "{out}");
+    assert_eq!(server.call_as(&key, "GET", &format!("{consumer}99"), None).await.0, 200);
+    assert_eq!(server.call_as(&key, "GET", &consumer, None).await.0, 200);
 
     // What it may not: another polling endpoint, another application, everything else.
     for (method, path, want) in [

@@ -289,6 +289,23 @@ pub async fn poll(
     Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.with_content)))
 }
 
+/// Most consumers one polling endpoint keeps positions for: its key (meant for a third
+/// party) must not be able to fill the store with them.
+pub const MAX_CONSUMERS: u64 = 100;
+
+/// Refuses a new consumer of `ep` when it has `MAX_CONSUMERS` already (`start`: whether its
+/// start, kept among them under the same prefix, was recorded).
+async fn admit_consumer(s: &AppState, ep: &Endpoint, start: Option<EventPosition>) -> ApiResult<()> {
+    let kept = s.0.store.count_events_subscriptions(&ep.app_id, &start_key(ep)).await?;
+    if kept.saturating_sub(u64::from(start.is_some())) >= MAX_CONSUMERS {
+        return Err(ApiError::Conflict(format!(
+            "the polling endpoint has {MAX_CONSUMERS} consumers already (a consumer's position is \
+             deleted with the endpoint)"
+        )));
+    }
+    Ok(())
+}
+
 /// Where a consumer's position is kept: among the application's events subscriptions,
 /// under a name no subscription can have (names hold no `/`), bound to the endpoint's id
 /// (so that a new uid keeps it).
@@ -320,7 +337,8 @@ fn consumer_key(ep: &Endpoint, consumer_id: &str) -> ApiResult<String> {
         (status = 200, description = "The next messages; the consumer now stands past them", body = MessageEventsOut),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such application or polling endpoint", body = ErrorBody),
-        (status = 409, description = "The endpoint is disabled", body = ErrorBody),
+        (status = 409, description = "The endpoint is disabled, or a new consumer would be one more than the \
+            endpoint's 100", body = ErrorBody),
         (status = 422, description = "The consumer id or a query parameter is invalid", body = ErrorBody),
     )
 )]
@@ -333,7 +351,11 @@ pub async fn consumer_poll(
     let ep = polling_endpoint(&s, &t, &key).await?;
     let id = consumer_key(&ep, &consumer_id)?;
     let floor = start(&s, &ep).await?;
-    let stored = s.0.store.get_events_subscription(&t.app.id, &id).await?.or(floor);
+    let current = s.0.store.get_events_subscription(&t.app.id, &id).await?;
+    if current.is_none() {
+        admit_consumer(&s, &ep, floor).await?;
+    }
+    let stored = current.or(floor);
     let (pull, page) = read(&s, &t, &q, &ep, (stored, floor), Filters::own(&ep)).await?;
     s.0.store.set_events_subscription(&t.app.id, &id, page.next, !pull.seek, Utc::now()).await?;
     Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.with_content)))
@@ -357,7 +379,8 @@ pub async fn consumer_poll(
         (status = 400, response = InvalidJson),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such application or polling endpoint", body = ErrorBody),
-        (status = 409, description = "The endpoint is disabled", body = ErrorBody),
+        (status = 409, description = "The endpoint is disabled, or a new consumer would be one more than the \
+            endpoint's 100", body = ErrorBody),
         (status = 422, response = InvalidBody),
     )
 )]
@@ -373,6 +396,9 @@ pub async fn consumer_seek(
     // endpoint's start (what was durable when it was created is not its): the consumer
     // stands just before it. None yet: at the stream's end as it stands.
     let recorded = start(&s, &ep).await?;
+    if s.0.store.get_events_subscription(&t.app.id, &id).await?.is_none() {
+        admit_consumer(&s, &ep, recorded).await?;
+    }
     let from = recorded.unwrap_or(EventPosition::START);
     let first = EventsQuery {
         after: from,

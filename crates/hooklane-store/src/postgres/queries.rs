@@ -1336,6 +1336,16 @@ pub async fn get_events_subscription<C: GenericClient>(
     row.map(|r| Ok(EventPosition { major: rows::get(&r, 0)?, minor: rows::get(&r, 1)? })).transpose()
 }
 
+pub async fn count_events_subscriptions<C: GenericClient>(c: &C, app_id: &str, prefix: &str) -> StoreResult<u64> {
+    let row = query_opt(
+        c,
+        "SELECT COUNT(*) FROM events_subscriptions WHERE app_id = $1 AND left(id, char_length($2)) = $2",
+        &[&app_id, &prefix],
+    )
+    .await?;
+    Ok(row.map(|r| rows::get::<i64>(&r, 0)).transpose()?.unwrap_or(0).max(0) as u64)
+}
+
 pub async fn set_events_subscription<C: GenericClient>(
     c: &C,
     app_id: &str,

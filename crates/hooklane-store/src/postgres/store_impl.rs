@@ -484,6 +484,10 @@ impl Store for PgStore {
         queries::get_events_subscription(&self.client().await?, app_id, id).await
     }
 
+    async fn count_events_subscriptions(&self, app_id: &str, prefix: &str) -> StoreResult<u64> {
+        queries::count_events_subscriptions(&self.client().await?, app_id, prefix).await
+    }
+
     async fn set_events_subscription(
         &self,
         app_id: &str,

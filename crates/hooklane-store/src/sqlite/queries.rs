@@ -516,6 +516,15 @@ pub fn get_events_subscription(conn: &Connection, app_id: &str, id: &str) -> Sto
     })
 }
 
+pub fn count_events_subscriptions(conn: &Connection, app_id: &str, prefix: &str) -> StoreResult<u64> {
+    conn.prepare_cached(
+        "SELECT COUNT(*) FROM events_subscriptions WHERE app_id = ?1 AND substr(id, 1, length(?2)) = ?2",
+    )
+    .and_then(|mut s| s.query_row([app_id, prefix], |r| r.get::<_, i64>(0)))
+    .map(|n| n.max(0) as u64)
+    .map_err(db_err)
+}
+
 pub fn set_events_subscription(
     conn: &Connection,
     app_id: &str,

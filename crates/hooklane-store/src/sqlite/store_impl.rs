@@ -816,6 +816,11 @@ impl Store for SqliteStore {
         self.read(move |c| queries::get_events_subscription(c, &app, &id)).await
     }
 
+    async fn count_events_subscriptions(&self, app_id: &str, prefix: &str) -> StoreResult<u64> {
+        let (app, prefix) = (owned(app_id), owned(prefix));
+        self.read(move |c| queries::count_events_subscriptions(c, &app, &prefix)).await
+    }
+
     async fn set_events_subscription(
         &self,
         app_id: &str,

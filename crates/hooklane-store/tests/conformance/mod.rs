@@ -812,7 +812,14 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     for id in kept.iter().chain([&format!("{}/c", ep.id), &format!("{}/d", ep.id)]) {
         store.set_events_subscription(&app.id, id, at, false, now_ms()).await.unwrap();
     }
+    // Counted by the prefix of their names, in this application only.
+    let prefix = format!("{}/", ep.id);
+    assert_eq!(store.count_events_subscriptions(&app.id, &prefix).await.unwrap(), 2);
+    assert_eq!(store.count_events_subscriptions(&app.id, "").await.unwrap(), 5);
+    assert_eq!(store.count_events_subscriptions(&app.id, "%").await.unwrap(), 0, "no pattern");
+    assert_eq!(store.count_events_subscriptions("app_other", &prefix).await.unwrap(), 0);
     store.delete_endpoint(&app.id, &ep.id).await.unwrap();
+    assert_eq!(store.count_events_subscriptions(&app.id, &prefix).await.unwrap(), 0);
     assert_eq!(store.get_events_subscription(&app.id, &format!("{}/c", ep.id)).await.unwrap(), None);
     assert_eq!(store.get_events_subscription(&app.id, &format!("{}/d", ep.id)).await.unwrap(), None);
     for id in &kept {
