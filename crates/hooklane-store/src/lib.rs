@@ -195,16 +195,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<u64>;
     /// Queues one message for one endpoint again (manual trigger), returning the job.
     async fn resend(&self, app_id: &str, msg_id: &str, endpoint_id: &str, now: DateTime<Utc>) -> StoreResult<()>;
-    /// Queues again every failed delivery of the endpoint whose message was created in
-    /// `[since, until)`; returns how many.
+    /// Queues again up to `limit` failed deliveries of the endpoint whose message was created
+    /// in `[since, until)`, in message id order after `after` (`""`: from the first); returns
+    /// how many, and the last message id it queued. Callers go on after that id while a round
+    /// returns `limit`, so that no statement holds the store long.
     async fn recover(
         &self,
         app_id: &str,
         endpoint_id: &str,
-        since: DateTime<Utc>,
-        until: Option<DateTime<Utc>>,
+        (since, until): (DateTime<Utc>, Option<DateTime<Utc>>),
         now: DateTime<Utc>,
-    ) -> StoreResult<u64>;
+        (after, limit): (&str, usize),
+    ) -> StoreResult<(u64, Option<String>)>;
     /// Up to `limit` messages of the application created in `[since, until)` that have no
     /// delivery to the endpoint, in id order after `after_id` (a replay of what an
     /// endpoint missed: created before it was, or filtered out then).

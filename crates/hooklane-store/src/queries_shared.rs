@@ -113,6 +113,14 @@ pub fn lane_seq_sql(ep: &str, msg: &str) -> String {
     )
 }
 
+/// The messages of the endpoint's failed deliveries that a round of a recovery queues again
+/// (`?1` the application, `?2` the endpoint, `[?3, ?4)` their creation times), in message
+/// id order after `?6` (ids begin with their creation time: a FIFO lane's order, but for
+/// messages taken within the same moments); the caller adds its `LIMIT`.
+pub const RECOVERABLE: &str = "SELECT d.msg_id FROM deliveries d JOIN messages m ON m.id = d.msg_id \
+     WHERE d.app_id = ?1 AND d.endpoint_id = ?2 AND d.status = 2 AND d.msg_id > ?6 AND m.app_id = ?1 \
+     AND m.created_at >= ?3 AND m.created_at < ?4 AND NOT m.expunged ORDER BY d.msg_id";
+
 /// The `lane_key` of a delivery of message `{msg}`: the message's ordering key, or `''`.
 pub fn lane_key_sql(msg: &str) -> String {
     format!("COALESCE((SELECT ordering_key FROM messages WHERE id = {msg}), '')")

@@ -1308,7 +1308,19 @@ pub async fn recover(
     input.check()?;
     let (state, app_id, ep_id) = (s.clone(), t.app.id.clone(), ep.id.clone());
     let work = async move {
-        let recovered = state.0.store.recover(&app_id, &ep_id, input.since, input.until, super::now()).await?;
+        // In rounds, so that other writes go between them (a year of failures is millions).
+        let (mut recovered, mut after) = (0, String::new());
+        loop {
+            let window = (input.since, input.until);
+            let round = (after.as_str(), RECOVER_CHUNK);
+            let (n, last) = state.0.store.recover(&app_id, &ep_id, window, super::now(), round).await?;
+            recovered += n;
+            match last {
+                Some(last) if n == RECOVER_CHUNK as u64 => after = last,
+                _ => break,
+            }
+            tokio::task::yield_now().await;
+        }
         state.0.dispatcher.endpoint_fixed(&ep_id);
         Ok(recovered)
     };
@@ -1317,6 +1329,8 @@ pub async fn recover(
 
 /// Messages looked at per round of a replay.
 const REPLAY_CHUNK: usize = 500;
+/// Deliveries queued again per round of a recovery.
+const RECOVER_CHUNK: usize = 1000;
 
 /// Replay missing messages: send the endpoint the messages it never got.
 ///

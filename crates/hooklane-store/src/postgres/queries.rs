@@ -18,7 +18,7 @@ use crate::queries_shared::{
     ago, delivery_cols_seen, endpoint_delivery_sql, fold_health, fold_timeline, latency_bucket_sql, message_state_sql,
     qualified_delivery_cols_seen, AttemptGroup,
 };
-use crate::queries_shared::{lane_key_sql, lane_seq_sql, qualified, FairClaim, EXPUNGED};
+use crate::queries_shared::{lane_key_sql, lane_seq_sql, qualified, FairClaim, EXPUNGED, RECOVERABLE};
 use crate::{
     AttemptFilter, AttemptOutcome, DeliveryKey, EndpointStats, EventPosition, EventsPage, EventsQuery, Job,
     MessageFilter, NextStep, Page, PageRequest, Recorded, StoreError, StoreResult,
@@ -1135,23 +1135,25 @@ pub async fn recover<C: GenericClient>(
     c: &C,
     app_id: &str,
     endpoint_id: &str,
-    since: i64,
-    until: i64,
+    (since, until): (i64, i64),
     now: i64,
-) -> StoreResult<u64> {
-    execute(
+    (after, limit): (&str, usize),
+) -> StoreResult<(u64, Option<String>)> {
+    let recoverable = RECOVERABLE.replace('?', "$");
+    let queued = query(
         c,
         &format!(
             "UPDATE deliveries SET status = 1, attempts = 0, due_at = $5, leased = false, trigger_type = 1, \
              updated_at = $5, lane_seq = {}, lane_key = {} \
-             WHERE app_id = $1 AND endpoint_id = $2 AND status = 2 AND msg_id IN \
-             (SELECT id FROM messages WHERE app_id = $1 AND created_at >= $3 AND created_at < $4 AND NOT expunged)",
+             WHERE app_id = $1 AND endpoint_id = $2 AND msg_id IN ({recoverable} LIMIT $7) RETURNING msg_id",
             lane_seq_sql("$2", "deliveries.msg_id"),
             lane_key_sql("deliveries.msg_id")
         ),
-        &[&app_id, &endpoint_id, &since, &until, &now],
+        &[&app_id, &endpoint_id, &since, &until, &now, &after, &limit_param(limit)],
     )
-    .await
+    .await?;
+    let ids = queued.iter().map(|r| r.try_get::<_, String>(0).map_err(db_err)).collect::<StoreResult<Vec<_>>>()?;
+    Ok((ids.len() as u64, ids.into_iter().max()))
 }
 
 pub async fn messages_without_delivery<C: GenericClient>(

@@ -360,16 +360,17 @@ impl Store for PgStore {
         &self,
         app_id: &str,
         endpoint_id: &str,
-        since: DateTime<Utc>,
-        until: Option<DateTime<Utc>>,
+        (since, until): (DateTime<Utc>, Option<DateTime<Utc>>),
         now: DateTime<Utc>,
-    ) -> StoreResult<u64> {
+        (after, limit): (&str, usize),
+    ) -> StoreResult<(u64, Option<String>)> {
         let until = until.map(ms).unwrap_or(i64::MAX);
-        let n = queries::recover(&self.client().await?, app_id, endpoint_id, ms(since), until, ms(now)).await?;
+        let c = self.client().await?;
+        let (n, last) = queries::recover(&c, app_id, endpoint_id, (ms(since), until), ms(now), (after, limit)).await?;
         if n > 0 {
             self.announce_due().await;
         }
-        Ok(n)
+        Ok((n, last))
     }
 
     /// Drops every lease in the database, including those held right now by other nodes

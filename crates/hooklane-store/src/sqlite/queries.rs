@@ -13,7 +13,7 @@ use super::rows::{self, ms, opt_json, to_json};
 use super::{db_err, lanes};
 use crate::queries_shared::{
     delivery_cols_seen, delivery_status_sql, fold_health, fold_timeline, lane_key_sql, lane_seq_sql,
-    latency_bucket_sql, message_state_sql, qualified, AttemptGroup, FairClaim, EXPUNGED,
+    latency_bucket_sql, message_state_sql, qualified, AttemptGroup, FairClaim, EXPUNGED, RECOVERABLE,
 };
 use crate::{
     AttemptFilter, EndpointStats, EventPosition, EventsPage, EventsQuery, FirstSend, Job, MessageFilter, NextStep,
@@ -931,23 +931,23 @@ pub fn recover(
     conn: &Connection,
     app_id: &str,
     endpoint_id: &str,
-    since: i64,
-    until: i64,
+    (since, until): (i64, i64),
     now: i64,
-) -> StoreResult<u64> {
-    let n = execute(
+    (after, limit): (&str, i64),
+) -> StoreResult<(u64, Option<String>)> {
+    let queued: Vec<String> = query_all(
         conn,
         &format!(
             "UPDATE deliveries SET status = 1, attempts = 0, due_at = ?5, leased = 0, trigger_type = 1, \
              updated_at = ?5, lane_seq = {lane}, lane_key = {key} \
-             WHERE app_id = ?1 AND endpoint_id = ?2 AND status = 2 AND msg_id IN \
-             (SELECT id FROM messages WHERE app_id = ?1 AND created_at >= ?3 AND created_at < ?4 AND NOT expunged)",
+             WHERE app_id = ?1 AND endpoint_id = ?2 AND msg_id IN ({RECOVERABLE} LIMIT ?7) RETURNING msg_id",
             lane = lane_seq_sql("?2", "deliveries.msg_id"),
             key = lane_key_sql("deliveries.msg_id")
         ),
-        params![app_id, endpoint_id, since, until, now],
+        params![app_id, endpoint_id, since, until, now, after, limit],
+        |r| r.get(0),
     )?;
-    Ok(n as u64)
+    Ok((queued.len() as u64, queued.into_iter().max()))
 }
 
 // --- housekeeping

@@ -363,13 +363,14 @@ impl Store for SqliteStore {
         &self,
         app_id: &str,
         endpoint_id: &str,
-        since: DateTime<Utc>,
-        until: Option<DateTime<Utc>>,
+        (since, until): (DateTime<Utc>, Option<DateTime<Utc>>),
         now: DateTime<Utc>,
-    ) -> StoreResult<u64> {
-        let (app, ep) = (owned(app_id), owned(endpoint_id));
+        (after, limit): (&str, usize),
+    ) -> StoreResult<(u64, Option<String>)> {
+        let (app, ep, after) = (owned(app_id), owned(endpoint_id), owned(after));
         let until = until.map(ms).unwrap_or(i64::MAX);
-        self.write(move |c| queries::recover(c, &app, &ep, ms(since), until, ms(now))).await
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.write(move |c| queries::recover(c, &app, &ep, (ms(since), until), ms(now), (&after, limit))).await
     }
 
     async fn messages_without_delivery(

@@ -91,7 +91,7 @@ pub async fn fifo_lane_replays_keep_message_order_and_ordering_can_change(store:
     assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&m[1]]));
 
     // A recovered old message waits for the one in flight, then goes before newer ones.
-    assert_eq!(store.recover(&app.id, &fifo.id, t - mins(1), None, now).await.unwrap(), 1);
+    assert_eq!(store.recover(&app.id, &fifo.id, (t - mins(1), None), now, ("", 1000)).await.unwrap().0, 1);
     assert!(claim(store, now).await.is_empty(), "the one in flight finishes first");
     record(store, &m[1], &fifo, now, NextStep::Succeeded).await;
     assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&m[0]]), "the recovered message takes its place");

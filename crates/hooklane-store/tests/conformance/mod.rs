@@ -1003,7 +1003,7 @@ pub async fn message_content_can_be_expunged(store: &DynStore) {
     assert_eq!(delivery(store, &a.id, &m.id, &e1.id).await.status, DeliveryStatus::Fail);
     assert_eq!(delivery(store, &a.id, &kept.id, &e1.id).await.status, DeliveryStatus::Pending, "only that message");
     assert_conflict(store.resend(&a.id, &m.id, &e1.id, now_ms()).await, "resend of deleted content");
-    assert_eq!(store.recover(&a.id, &e1.id, t - mins(1), None, now_ms()).await.unwrap(), 0);
+    assert_eq!(store.recover(&a.id, &e1.id, (t - mins(1), None), now_ms(), ("", 1000)).await.unwrap().0, 0);
     assert_eq!(delivery(store, &a.id, &m.id, &e1.id).await.status, DeliveryStatus::Fail);
     let missing = store.messages_without_delivery(&a.id, &e2.id, t - mins(1), now_ms(), None, 10).await.unwrap();
     assert_eq!(missing.into_iter().map(|m| m.id).collect::<Vec<_>>(), vec![kept.id.clone()], "not replayed");
@@ -2220,14 +2220,14 @@ pub async fn recover_requeues_failed_in_window(store: &DynStore) {
     assert_eq!(store.next_due_at(&[]).await.unwrap(), None);
 
     // Another application cannot recover A's endpoint.
-    match store.recover(&b.id, &ep.id, t - mins(500), None, t).await {
-        Ok(0) | Err(StoreError::NotFound) => {}
+    match store.recover(&b.id, &ep.id, (t - mins(500), None), t, ("", 1000)).await {
+        Ok((0, None)) | Err(StoreError::NotFound) => {}
         r => panic!("recover through another app: {r:?}"),
     }
     assert_eq!(store.next_due_at(&[]).await.unwrap(), None, "nothing re-queued through B");
 
-    let n = store.recover(&a.id, &ep.id, t - mins(120), Some(t - mins(40)), t).await.unwrap();
-    assert_eq!(n, 2, "m2 and m3");
+    let n = store.recover(&a.id, &ep.id, (t - mins(120), Some(t - mins(40))), t, ("", 1000)).await.unwrap();
+    assert_eq!(n, (2, Some(m3.id.clone())), "m2 and m3");
     let status = |m: &Message, e: &Endpoint| {
         let (s, app, m, e) = (store.clone(), a.id.clone(), m.id.clone(), e.id.clone());
         async move { delivery(&s, &app, &m, &e).await.status }
@@ -2240,13 +2240,23 @@ pub async fn recover_requeues_failed_in_window(store: &DynStore) {
     assert_eq!(status(&m6, &other).await, DeliveryStatus::Fail);
     assert_eq!(job_keys(&claim(store, t + secs(1)).await), set([pair(&m2, &ep), pair(&m3, &ep)]));
 
-    // Open-ended: everything failed since, and only failed ones (m2, m3 are pending now).
-    let n = store.recover(&a.id, &ep.id, t - mins(240), None, t).await.unwrap();
-    assert_eq!(n, 2, "m1 and m5");
+    // Open-ended: everything failed since, and only failed ones (m2, m3 are pending now); in
+    // rounds of one, in the order the messages were stored.
+    let n = store.recover(&a.id, &ep.id, (t - mins(240), None), t, ("", 1)).await.unwrap();
+    assert_eq!((n, status(&m1, &ep).await), ((1, Some(m1.id.clone())), DeliveryStatus::Pending));
+    assert_eq!(status(&m5, &ep).await, DeliveryStatus::Fail, "not in the first round");
+    let then = store.recover(&a.id, &ep.id, (t - mins(240), None), t, (&m1.id, 1)).await.unwrap();
+    assert_eq!(then, (1, Some(m5.id.clone())), "then m5, after m1");
+    let after_m5 = store.recover(&a.id, &ep.id, (t - mins(240), None), t, (&m5.id, 1)).await.unwrap();
+    assert_eq!(after_m5, (0, None));
     assert_eq!(job_keys(&claim(store, t + secs(1)).await), set([pair(&m1, &ep), pair(&m5, &ep)]));
     assert_eq!(status(&m4, &ep).await, DeliveryStatus::Success);
     assert_eq!(status(&m6, &other).await, DeliveryStatus::Fail);
-    assert_eq!(store.recover(&a.id, &ep.id, t - mins(240), None, t).await.unwrap(), 0, "nothing failed is left");
+    assert_eq!(
+        store.recover(&a.id, &ep.id, (t - mins(240), None), t, ("", 1000)).await.unwrap(),
+        (0, None),
+        "nothing failed is left"
+    );
 }
 
 pub async fn release_all_leases_frees_leased_only(store: &DynStore) {
