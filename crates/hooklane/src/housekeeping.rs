@@ -11,6 +11,10 @@ use hooklane_store::{DynStore, PruneMessages, Pruned};
 
 /// Rows deleted per statement, so that no single delete holds the store's writer long.
 const CHUNK: usize = 1000;
+/// Rounds of one run that only step over old messages waiting for a delivery (each looks at
+/// `2 × CHUNK`): past those, the next run goes on from there, so that a million of them (a
+/// paused endpoint's) are not read again every minute.
+const MAX_STEPS_PER_RUN: usize = 50;
 
 /// How long records are kept; zero keeps them forever.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +24,8 @@ pub struct Retention {
 }
 
 pub async fn run(store: DynStore, every: Duration, retention: Retention) {
+    // Where the next run looks for old messages (`""`: from the oldest).
+    let mut after = String::new();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -29,7 +35,7 @@ pub async fn run(store: DynStore, every: Duration, retention: Retention) {
             Ok(n) => tracing::warn!(tasks = n, "background tasks whose node stopped while they ran are marked failed"),
             Err(e) => tracing::warn!(error = %e, "could not mark interrupted background tasks; will try again"),
         }
-        match prune_all(&store, retention).await {
+        match prune_all(&store, retention, &mut after, CHUNK).await {
             Ok(total) if total != Pruned::default() => tracing::info!(
                 idempotency_keys = total.idempotency_keys,
                 inbound_requests = total.inbound_requests,
@@ -53,16 +59,21 @@ fn cutoff(now: hooklane_core::DateTime<Utc>, keep: Duration) -> Option<hooklane_
 }
 
 /// Deletes chunk after chunk until a round finds less than a chunk of every kind and has
-/// looked at every old message.
-async fn prune_all(store: &DynStore, retention: Retention) -> hooklane_store::StoreResult<Pruned> {
+/// looked at every old message, or has stepped over `MAX_STEPS_PER_RUN` windows of old
+/// messages that wait for a delivery; `after` is where old messages are looked for, kept
+/// from one run to the next (back to the oldest once a run reaches the newest).
+async fn prune_all(
+    store: &DynStore,
+    retention: Retention,
+    after: &mut String,
+    chunk: usize,
+) -> hooklane_store::StoreResult<Pruned> {
     let mut total = Pruned::default();
-    // Where the old messages are looked for: from the oldest at every call, past those
-    // that wait for a delivery within it.
-    let mut after = String::new();
+    let mut steps = 0;
     loop {
         let now = Utc::now();
         let messages = cutoff(now, retention.messages).map(|before| PruneMessages { before, after: after.clone() });
-        let round = store.prune(now, cutoff(now, retention.inbound_requests), messages, CHUNK).await?;
+        let round = store.prune(now, cutoff(now, retention.inbound_requests), messages, chunk).await?;
         total.idempotency_keys += round.idempotency_keys;
         total.inbound_requests += round.inbound_requests;
         total.messages += round.messages;
@@ -75,14 +86,129 @@ async fn prune_all(store: &DynStore, retention: Retention) -> hooklane_store::St
         metrics::counter!("hooklane_housekeeping_deleted_total", "kind" => "message").increment(round.messages);
         metrics::counter!("hooklane_housekeeping_deleted_total", "kind" => "token").increment(round.tokens);
         metrics::counter!("hooklane_housekeeping_deleted_total", "kind" => "background_task").increment(round.tasks);
-        let chunk = CHUNK as u64;
+        let full = chunk as u64;
         let counts = [round.idempotency_keys, round.inbound_requests, round.messages, round.tokens, round.tasks];
+        let small = counts.iter().all(|n| *n < full);
         match round.messages_resume {
-            Some(resume) => after = resume,
-            None if counts.iter().all(|n| *n < chunk) => return Ok(total),
-            None => {}
+            Some(resume) => {
+                steps += usize::from(round.messages < full);
+                *after = resume;
+                if small && steps >= MAX_STEPS_PER_RUN {
+                    return Ok(total);
+                }
+            }
+            None => {
+                after.clear();
+                if small {
+                    return Ok(total);
+                }
+            }
         }
         // Let other writes through between chunks.
         tokio::task::yield_now().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hooklane_core::ids::{new_id, ENDPOINT, MESSAGE};
+    use hooklane_core::model::{Application, Endpoint, Message};
+    use std::sync::Arc;
+
+    async fn store_with_endpoint(dir: &tempfile::TempDir) -> (DynStore, Endpoint) {
+        let store: DynStore =
+            Arc::new(hooklane_store::sqlite::SqliteStore::open(dir.path().join("h.db")).await.expect("open"));
+        let t = Utc::now();
+        let app = Application {
+            id: new_id(hooklane_core::ids::APP),
+            uid: None,
+            name: "a".into(),
+            rate_limit: None,
+            metadata: Default::default(),
+            created_at: t,
+            updated_at: t,
+        };
+        store.create_app(app.clone()).await.expect("app");
+        let ep = Endpoint {
+            url: "https://example.com/hook".into(),
+            id: new_id(ENDPOINT),
+            app_id: app.id.clone(),
+            uid: None,
+            description: String::new(),
+            version: 1,
+            filter_types: None,
+            channels: None,
+            disabled: false,
+            rate_limit: None,
+            metadata: Default::default(),
+            headers: Default::default(),
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            previous_secrets: Vec::new(),
+            failing_since: None,
+            created_at: t,
+            updated_at: t,
+            payload_filter: None,
+            transform: None,
+            order: Default::default(),
+            transformation: None,
+            retry_schedule: None,
+            oauth: None,
+            paused: false,
+            mtls: None,
+            polling: false,
+        };
+        store.create_endpoint(ep.clone()).await.expect("endpoint");
+        (store, ep)
+    }
+
+    /// A message of `ep`'s application created `age` ago, waiting for a delivery to `ep` or
+    /// sent nowhere.
+    async fn post(store: &DynStore, ep: &Endpoint, age: chrono::TimeDelta, waiting: bool) -> String {
+        let msg = Message {
+            id: new_id(MESSAGE),
+            app_id: ep.app_id.clone(),
+            event_type: "a.b".into(),
+            event_id: None,
+            payload: "{}".into(),
+            channels: None,
+            tags: None,
+            created_at: Utc::now() - age,
+            content_type: None,
+            headers: Default::default(),
+            ordering_key: None,
+        };
+        let to = if waiting { vec![ep.id.clone()] } else { Vec::new() };
+        store.create_message(msg.clone(), to, None).await.expect("message");
+        msg.id
+    }
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    /// Old messages waiting for a delivery, more than a run steps over, then an old one that
+    /// may go: a run stops after its steps and the next goes on from there, deletes it, and
+    /// sends the one after back to the oldest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_step_over_waiting_messages_and_go_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, ep) = store_with_endpoint(&dir).await;
+        let old = chrono::TimeDelta::days(2);
+        let mut waiting = Vec::new();
+        for _ in 0..(2 * MAX_STEPS_PER_RUN + 20) {
+            waiting.push(post(&store, &ep, old, true).await);
+        }
+        let free = post(&store, &ep, old, false).await;
+        let recent = post(&store, &ep, chrono::TimeDelta::zero(), false).await;
+        let retention = Retention { inbound_requests: Duration::ZERO, messages: DAY };
+        // Windows of 2 (a chunk of 1): the first run steps over 50 of them, 100 messages.
+        let mut after = String::new();
+        let first = prune_all(&store, retention, &mut after, 1).await.expect("a run");
+        assert_eq!((first.messages, after.as_str()), (0, waiting[2 * MAX_STEPS_PER_RUN - 1].as_str()));
+        let second = prune_all(&store, retention, &mut after, 1).await.expect("a run");
+        assert_eq!((second.messages, after.as_str()), (1, ""), "went on, deleted it, and reached the newest");
+        assert_eq!(store.get_message(&ep.app_id, &free).await.expect("get"), None);
+        for kept in waiting.iter().chain([&recent]) {
+            assert!(store.get_message(&ep.app_id, kept).await.expect("get").is_some());
+        }
     }
 }

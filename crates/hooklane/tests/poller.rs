@@ -36,20 +36,26 @@ async fn get(server: &Server, path: &str) -> Value {
 /// Reads `path` (a read that moves no position) until it answers `want`: on PostgreSQL a
 /// message becomes readable only once every older transaction of the cluster has ended.
 async fn read_until(server: &Server, path: &str, want: &[&str]) -> Value {
+    let mut last = Vec::new();
     for _ in 0..200 {
         let page = get(server, path).await;
         if ids(&page) == want {
             return page;
         }
+        last = ids(&page);
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("{path} never answered {want:?}");
+    panic!("{path} never answered {want:?}, last {last:?}");
 }
 
 /// What a polling endpoint reads, and what it is spared, on one server.
 async fn polling_endpoint_reads_its_messages(server: &Server) {
     let app = server.create_app("poller").await;
     let (before, _) = post(server, &app, "invoice.paid", &["eu"]).await;
+    // (More than the clock skew a polling endpoint allows before its creation: on
+    // PostgreSQL, a transaction of a test beside this one left open while the endpoint is
+    // created would let in what was created that little before it.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let spec = json!({
         "polling": true, "uid": "books", "filterTypes": ["invoice.paid", "invoice.void"], "channels": ["eu", "us"]
@@ -356,6 +362,7 @@ async fn a_node_with_a_slow_clock_loses_no_message() {
     let early = get(&server, &format!("/api/v1/app/{app}/events")).await;
     let early = early["iterator"].as_str().expect("iterator").to_string();
     let (before, _) = post(&server, &app, "invoice.paid", &["eu"]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // (as above)
     let (status, ep) =
         server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(json!({"polling": true}))).await;
     assert_eq!(status, 201, "{ep}");
@@ -390,6 +397,29 @@ async fn a_node_with_a_slow_clock_loses_no_message() {
     assert_eq!(ids(&page), [msg.id.as_str()], "not {before}");
     let page = get(&server, &format!("{consumer}?iterator={early}")).await;
     assert_eq!(ids(&page), [msg.id.as_str()], "not {before}");
+
+    // A transaction left open elsewhere on the database while an endpoint is created: the
+    // start recorded is where it stood, and a message committed meanwhile but created well
+    // before the endpoint (here 10 s) is not the endpoint's, once that transaction ends.
+    // (Another application, with no other history: what was created in the last seconds
+    // before an endpoint may be read while a transaction older than it stays open.)
+    let app = server.create_app("poller-2").await;
+    let (pg, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    pg.batch_execute("BEGIN; SELECT pg_current_xact_id();").await.expect("an open transaction");
+    let mut old = msg.clone();
+    old.id = hooklane_core::ids::new_id(hooklane_core::ids::MESSAGE);
+    old.app_id = app.clone();
+    old.created_at = hooklane_core::Utc::now() - chrono::TimeDelta::seconds(10);
+    store.create_message(old.clone(), vec![], None).await.expect("an old message, committed now");
+    let (status, late) =
+        server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(json!({"polling": true}))).await;
+    assert_eq!(status, 201, "{late}");
+    pg.batch_execute("COMMIT").await.expect("the transaction ends");
+    let (after, _) = post(&server, &app, "invoice.paid", &["eu"]).await;
+    let late_poller = format!("/api/v1/app/{app}/poller/{}", late["id"].as_str().expect("id"));
+    let page = read_until(&server, &late_poller, &[&after]).await;
+    assert_eq!(ids(&page), [after.as_str()], "not {}", old.id);
 }
 
 /// A polling endpoint's key (`sk_poll_…`, made by the admin token): it reads that endpoint's

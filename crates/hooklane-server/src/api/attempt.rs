@@ -297,7 +297,7 @@ pub async fn list_by_msg(
         ("with_msg" = Option<bool>, Query, description = "Whether each attempt carries its message (`msg`; default \
             false)"),
         ("with_content" = Option<bool>, Query, description = "With `with_msg`, whether the messages carry their \
-            payloads (default true)"),
+            payloads (default false)"),
     ),
     responses(
         (status = 200, description = "A page of attempts", body = ListResponse<AttemptOut>),
@@ -316,7 +316,8 @@ pub async fn by_endpoint(
     let mut f = filter(&q)?;
     f.endpoint_id = Some(ep.id);
     let with_msg = q.flag("with_msg")?.unwrap_or(false);
-    let with_content = q.flag("with_content")?.unwrap_or(true);
+    // (Svix's SDKs say the messages come without payloads unless asked.)
+    let with_content = q.flag("with_content")?.unwrap_or(false);
     let axum::Json(mut out) = list(&s, &t, &q, f).await?;
     if with_msg {
         // One read per message of the page (attempts of one message often come together).

@@ -177,12 +177,16 @@ impl Follower {
             self.query.after = page.next;
             let now = Instant::now();
             if !page.messages.is_empty() || now >= deadline || self.closing() {
+                self.held_back = None;
                 return Ok(page);
             }
             // Messages of this application held back behind another's open transaction
             // become readable when that one ends, which only its own application hears of.
             self.held_back = page.held_back.then(|| held_back_pause(self.held_back));
-            let recheck = self.held_back.or(self.recheck);
+            let recheck = match (self.held_back, self.recheck) {
+                (Some(held), Some(every)) => Some(held.min(every)),
+                (held, every) => held.or(every),
+            };
             let pause = recheck.map_or(deadline - now, |r| r.min(deadline - now));
             tokio::select! {
                 // A signal whose sender is gone (the store is closing) would answer at once

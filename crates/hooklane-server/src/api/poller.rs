@@ -123,11 +123,18 @@ async fn start(s: &AppState, ep: &Endpoint) -> ApiResult<Option<EventPosition>> 
 }
 
 /// The earliest a polling endpoint's messages are created: when it was (to the
-/// millisecond, as stored; `since` bounds are exclusive).
-fn endpoint_since(ep: &Endpoint, asked: Option<DateTime<Utc>>) -> DateTime<Utc> {
-    let created = ep.created_at - TimeDelta::milliseconds(1);
+/// millisecond, as stored; `since` bounds are exclusive), less `skew`.
+fn endpoint_since(ep: &Endpoint, asked: Option<DateTime<Utc>>, skew: TimeDelta) -> DateTime<Utc> {
+    let created = ep.created_at - TimeDelta::milliseconds(1) - skew;
     asked.map_or(created, |t| t.max(created))
 }
+
+/// How far behind the clock that timed a polling endpoint's creation another node's clock
+/// may be, for its messages to still count as the endpoint's. The recorded start is the main
+/// bound; on PostgreSQL it is where the oldest transaction still open stood, so a long one
+/// left open elsewhere would let in the messages committed during it, and the creation time
+/// less this keeps those out.
+const CLOCK_SKEW: TimeDelta = TimeDelta::seconds(1);
 
 /// A poll's event types and channels: the endpoint's, narrowed by the query's
 /// `event_type` and `channel` (Svix's poll filters, one name each).
@@ -178,10 +185,10 @@ impl Filters {
 
 /// Reads a polling endpoint's messages from `position` (or the query's `iterator`), never
 /// from before the endpoint's recorded start `floor` (an iterator of the application's
-/// stream from earlier reads no history). The start alone bounds the read: a message's
-/// creation time comes from the clock of the node that took it, which may be behind the
-/// clock that timed the endpoint's creation. Without a recorded start, the creation time
-/// bounds it instead.
+/// stream from earlier reads no history), nor messages created more than `CLOCK_SKEW`
+/// before the endpoint: a message's creation time comes from the clock of the node that
+/// took it, which may be behind the clock that timed the endpoint's creation. Without a
+/// recorded start, the creation time alone bounds it.
 async fn read(
     s: &AppState,
     t: &Tenant,
@@ -192,10 +199,14 @@ async fn read(
 ) -> ApiResult<(Pull, EventsPage)> {
     let mut pull =
         Pull::parse_filtered(s, &t.app.id, q, position, filters.event_types.clone(), filters.channels.clone())?;
-    match floor {
-        Some(floor) => pull.query.after = pull.query.after.max(floor),
-        None => pull.query.since = Some(endpoint_since(ep, pull.query.since)),
-    }
+    let skew = match floor {
+        Some(floor) => {
+            pull.query.after = pull.query.after.max(floor);
+            CLOCK_SKEW
+        }
+        None => TimeDelta::zero(),
+    };
+    pull.query.since = Some(endpoint_since(ep, pull.query.since, skew));
     // One place among the waiting readers for the whole poll; without one it waits not at all.
     let place = if pull.wait.is_zero() { None } else { waiting_place(s, &t.app.id).ok() };
     let deadline = Instant::now() + if place.is_some() { pull.wait } else { Duration::ZERO };
@@ -402,8 +413,12 @@ pub async fn consumer_seek(
     let from = recorded.unwrap_or(EventPosition::START);
     let first = EventsQuery {
         after: from,
-        // (Bounded by the start as reads are, else by the creation time.)
-        since: Some(if recorded.is_some() { input.after } else { endpoint_since(&ep, Some(input.after)) }),
+        // (Bounded as reads are.)
+        since: Some(endpoint_since(
+            &ep,
+            Some(input.after),
+            if recorded.is_some() { CLOCK_SKEW } else { TimeDelta::zero() },
+        )),
         event_types: None,
         channels: None,
         limit: 1,
