@@ -120,6 +120,35 @@ fn parse_time(v: &Value) -> chrono::DateTime<chrono::Utc> {
 
 // --- 1. applications
 
+/// Uids are one namespace for the whole server, by which the admin's requests find
+/// applications: an application's own token cannot take or drop one (it would have the
+/// admin's `PUT /app/{uid}`, or the operational application, find its application).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_admin_changes_an_applications_uid() {
+    let server = Server::start("operational_app = \"ops-events\"").await;
+    let (status, app) = server.call("POST", "/api/v1/app", Some(json!({"name": "Mine", "uid": "mine"}))).await;
+    assert_eq!(status, 201, "{app}");
+    let id = app["id"].as_str().expect("id").to_string();
+    let token = app_token(&server, &id).await;
+    let path = format!("/api/v1/app/{id}");
+    for (method, body) in [
+        ("PATCH", json!({"uid": "ops-events"})),
+        ("PATCH", json!({"uid": null})),
+        ("PUT", json!({"name": "Mine", "uid": "customer-43"})),
+    ] {
+        let (status, out) = server.call_as(&token, method, &path, Some(body.clone())).await;
+        assert_eq!((status, &out["code"]), (403, &json!("forbidden")), "{method} {body}: {out}");
+    }
+    // What it may change it still does; a PUT without the uid keeps it.
+    let (status, out) = server.call_as(&token, "PUT", &path, Some(json!({"name": "Renamed"}))).await;
+    assert_eq!((status, &out["uid"], &out["name"]), (200, &json!("mine"), &json!("Renamed")), "{out}");
+    let (status, out) = server.call_as(&token, "PATCH", &path, Some(json!({"uid": "mine", "name": "Again"}))).await;
+    assert_eq!((status, &out["uid"]), (200, &json!("mine")), "{out}");
+    // The admin may.
+    let (status, out) = server.call("PATCH", &path, Some(json!({"uid": "renamed"}))).await;
+    assert_eq!((status, &out["uid"]), (200, &json!("renamed")), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_create_has_svix_shape() {
     let server = Server::start("").await;

@@ -276,12 +276,12 @@ pub async fn put(
     Path(key): Path<String>,
     Json(input): Json<ApplicationIn>,
 ) -> ApiResult<Response> {
-    let mut app = match app {
-        AppRef::Found(t) => t.app,
+    let (mut app, admin) = match app {
+        AppRef::Found(t) => (t.app, matches!(t.principal, Principal::Admin)),
         AppRef::Missing { principal: Principal::Admin, .. } => match create_under_uid(&s, &key, input.clone()).await? {
             (app, true) => return Ok((StatusCode::CREATED, axum::Json(ApplicationOut::from(app))).into_response()),
             // A concurrent PUT created it first: this one updates it, as if it came second.
-            (app, false) => app,
+            (app, false) => (app, true),
         },
         AppRef::Missing { .. } => return Err(ApiError::NotFound("application")),
     };
@@ -291,7 +291,9 @@ pub async fn put(
     app.name = input.name;
     // Addressed by its uid, a body without one keeps it: PUT stays repeatable, where
     // clearing it would make the same request create a second application next time.
-    if input.uid.is_some() || app.uid.as_deref() != Some(key.as_str()) {
+    // An application's token, which may not change the uid, keeps it by leaving it out.
+    if input.uid.is_some() || (admin && app.uid.as_deref() != Some(key.as_str())) {
+        uid_change_allowed(admin, &app, &input.uid)?;
         app.uid = input.uid;
     }
     app.rate_limit = input.rate_limit;
@@ -345,10 +347,24 @@ pub async fn patch(
     }
     let mut app = t.app;
     p.name.apply("name", &mut app.name)?;
-    p.uid.apply_opt(&mut app.uid);
+    let mut uid = app.uid.clone();
+    p.uid.apply_opt(&mut uid);
+    uid_change_allowed(matches!(t.principal, Principal::Admin), &app, &uid)?;
+    app.uid = uid;
     p.rate_limit.apply_opt(&mut app.rate_limit);
     p.metadata.apply("metadata", &mut app.metadata)?;
     save(&s, app).await
+}
+
+/// Only the admin token changes an application's `uid`: uids are one namespace for the whole
+/// server, through which the admin's requests (a `PUT`, a message with `application`, the
+/// operational application) find applications, so an application's token taking a uid
+/// would have them find its application.
+fn uid_change_allowed(admin: bool, app: &Application, uid: &Option<String>) -> ApiResult<()> {
+    if admin || app.uid == *uid {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden("only the admin token may change an application's uid"))
 }
 
 async fn save(s: &AppState, mut app: Application) -> ApiResult<axum::Json<ApplicationOut>> {
