@@ -93,11 +93,17 @@ pub async fn clear_after_writes(State(s): State<AppState>, req: Request, next: N
 }
 
 fn may_change_tenants(method: &Method, path: &str) -> bool {
-    let path = path.trim_end_matches('/');
-    let asks_only = path.ends_with("/msg")
-        || path.ends_with("/msg/precheck/active")
-        || path.ends_with("/preview")
-        || (path.contains("/poller/") && path.ends_with("/seek"));
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    // Matched by the route's shape, not by how the path ends: an endpoint or application
+    // whose uid is `msg` or `preview` is written to like any other.
+    let asks_only = *method == Method::POST
+        && matches!(
+            segments.as_slice(),
+            ["", "api", "v1", "app", _, "msg"]
+                | ["", "api", "v1", "app", _, "msg", "precheck", "active"]
+                | ["", "api", "v1", "app", _, "endpoint", _, "preview"]
+                | ["", "api", "v1", "app", _, "poller", _, "consumer", _, "seek"]
+        );
     method != Method::GET && method != Method::HEAD && path.starts_with("/api/") && !asks_only
 }
 
@@ -147,6 +153,12 @@ mod tests {
             (Method::PATCH, "/api/v1/app/app_1/endpoint/ep_1"),
             (Method::DELETE, "/api/v1/app/app_1"),
             (Method::POST, "/api/v1/source/src_1"),
+            // Uids that look like the routes that only ask.
+            (Method::PATCH, "/api/v1/app/app_1/endpoint/msg"),
+            (Method::DELETE, "/api/v1/app/app_1/endpoint/preview"),
+            (Method::DELETE, "/api/v1/app/preview"),
+            (Method::PUT, "/api/v1/app/msg"),
+            (Method::DELETE, "/api/v1/app/app_1/endpoint/seek"),
         ] {
             assert!(may_change_tenants(&method, path), "{method} {path}");
         }
