@@ -890,6 +890,9 @@ async fn endpoint_custom_headers() {
         json!({"Keep-Alive": "timeout=5"}),
         json!({"Expect": "100-continue"}),
         json!({"Proxy-Authorization": "Basic eDp5"}),
+        // Too long a name, or too many bytes in all (each value within its 4 KiB).
+        json!({ "x-".repeat(200): "x" }),
+        Value::Object((0..5).map(|i| (format!("x-{i}"), json!("v".repeat(4000)))).collect()),
     ] {
         let (status, body) = server.call("PUT", &path, Some(json!({ "headers": bad }))).await;
         assert_invalid(status, &body, "headers");
@@ -898,6 +901,13 @@ async fn endpoint_custom_headers() {
     }
     let (_, got) = server.call("GET", &path, None).await;
     assert_eq!(got["headers"], json!({"X-D": "4"}));
+    // deleteHeaders (Svix's PATCH) removes by name, in any case; a PUT does not take it.
+    let (status, body) = server.call("PATCH", &path, Some(json!({"headers": {}, "deleteHeaders": ["x-d"]}))).await;
+    assert_eq!(status, 204, "{body}");
+    let (_, got) = server.call("GET", &path, None).await;
+    assert_eq!(got["headers"], json!({}));
+    let (status, body) = server.call("PUT", &path, Some(json!({"headers": {}, "deleteHeaders": ["x-d"]}))).await;
+    assert_invalid(status, &body, "deleteHeaders");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

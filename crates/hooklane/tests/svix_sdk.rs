@@ -17,11 +17,11 @@ use svix::api::{
 use svix::models::{
     AppPortalAccessIn, AppPortalCapability, AppUsageStatsIn, ApplicationIn, ApplicationPatch, ApplicationTokenExpireIn,
     AuthenticationSource, BackgroundTaskStatus, BackgroundTaskType, BulkExpungeContentsIn, BulkExpungeStatus,
-    BulkReplayIn, EndpointHeadersIn, EndpointIn, EndpointPatch, EndpointSecretRotateIn, EndpointTransformationPatch,
-    EndpointUpsertIn, EnvironmentIn, EventExampleIn, EventTypeImportOpenApiIn, EventTypeIn, EventTypePatch,
-    IntegrationIn, IntegrationUpdate, MessageIn, MessagePrecheckIn, MessageStatus, OperationalWebhookEndpointHeadersIn,
-    OperationalWebhookEndpointIn, OperationalWebhookEndpointSecretIn, OperationalWebhookEndpointUpsertIn, RecoverIn,
-    ReplayIn, StatusCodeClass,
+    BulkReplayIn, EndpointHeadersIn, EndpointHeadersPatchIn, EndpointIn, EndpointPatch, EndpointSecretRotateIn,
+    EndpointTransformationPatch, EndpointUpsertIn, EnvironmentIn, EventExampleIn, EventTypeImportOpenApiIn,
+    EventTypeIn, EventTypePatch, IntegrationIn, IntegrationUpdate, MessageIn, MessagePrecheckIn, MessageStatus,
+    OperationalWebhookEndpointHeadersIn, OperationalWebhookEndpointIn, OperationalWebhookEndpointSecretIn,
+    OperationalWebhookEndpointUpsertIn, RecoverIn, ReplayIn, StatusCodeClass,
 };
 
 fn sdk(server: &Server) -> Svix {
@@ -246,6 +246,14 @@ async fn the_official_svix_sdk_works_unchanged() {
         .expect("set headers");
     let headers = svix.endpoint().get_headers(app.id.clone(), ep.id.clone()).await.expect("get headers");
     assert_eq!(headers.headers.get("x-tenant").map(String::as_str), Some("1"));
+    // Patched: one added, one removed by name (in another case) with deleteHeaders.
+    let patch = EndpointHeadersPatchIn {
+        delete_headers: Some(vec!["X-Tenant".into()]),
+        ..EndpointHeadersPatchIn::new([("x-region".into(), "eu".into())].into())
+    };
+    svix.endpoint().patch_headers(app.id.clone(), ep.id.clone(), patch).await.expect("patch headers");
+    let headers = svix.endpoint().get_headers(app.id.clone(), ep.id.clone()).await.expect("get headers");
+    assert_eq!(headers.headers, [("x-region".to_string(), "eu".to_string())].into());
     svix.endpoint()
         .rotate_secret(app.id.clone(), ep.id.clone(), EndpointSecretRotateIn::new(), None)
         .await

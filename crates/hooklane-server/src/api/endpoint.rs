@@ -390,10 +390,25 @@ pub fn check_url(field: &str, raw: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Longest custom header name, and most bytes of all custom headers (names and values) an
+/// endpoint has: receivers refuse long headers (431), which would fail every delivery.
+const MAX_HEADER_NAME_BYTES: usize = 256;
+const MAX_HEADERS_BYTES: usize = 16 * 1024;
+
 fn check_headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
     use hooklane_dispatch::sender::{custom_header_fault, HeaderFault, MAX_CUSTOM_HEADERS};
     if headers.len() > MAX_CUSTOM_HEADERS {
         return Err(ApiError::validation("headers", format!("at most {MAX_CUSTOM_HEADERS} headers")));
+    }
+    if let Some(long) = headers.keys().find(|name| name.len() > MAX_HEADER_NAME_BYTES) {
+        let shown: String = long.chars().take(40).collect();
+        return Err(ApiError::validation(
+            "headers",
+            format!("header names are at most {MAX_HEADER_NAME_BYTES} bytes ({shown:?}… is longer)"),
+        ));
+    }
+    if headers.iter().map(|(name, value)| name.len() + value.len()).sum::<usize>() > MAX_HEADERS_BYTES {
+        return Err(ApiError::validation("headers", format!("at most {MAX_HEADERS_BYTES} bytes of headers in all")));
     }
     let mut seen = std::collections::HashSet::with_capacity(headers.len());
     for (name, value) in headers {
@@ -1093,9 +1108,13 @@ pub struct HeadersOut {
 /// of those hooklane sets itself (`webhook-*`, `content-type`, …) or that control the
 /// connection.
 #[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HeadersIn {
     headers: BTreeMap<String, Option<String>>,
+    /// Svix's `EndpointHeadersPatchIn.deleteHeaders`: names of headers to remove (in any
+    /// case), as a `null` value does; on a `PATCH` only.
+    #[serde(default)]
+    delete_headers: Option<Vec<String>>,
 }
 
 /// Get the custom headers sent with every delivery to the endpoint.
@@ -1143,6 +1162,9 @@ pub async fn put_headers(
     Path((_, key)): Path<(String, String)>,
     Json(input): Json<HeadersIn>,
 ) -> ApiResult<StatusCode> {
+    if input.delete_headers.is_some() {
+        return Err(ApiError::validation("deleteHeaders", "is for a PATCH: a PUT sets every header"));
+    }
     let mut ep = find(&s, &t, &key).await?;
     ep.headers = input.headers.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
     let before = Before::of(&ep);
@@ -1152,8 +1174,8 @@ pub async fn put_headers(
 
 /// Change some of the endpoint's custom headers.
 ///
-/// Each header given replaces the one of the same name (in any case); a `null` value removes
-/// it. Headers not named are kept.
+/// Each header given replaces the one of the same name (in any case); a `null` value, or the
+/// name in `deleteHeaders`, removes it. Headers not named are kept.
 #[utoipa::path(
     patch,
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/headers",
@@ -1176,6 +1198,9 @@ pub async fn patch_headers(
     Json(input): Json<HeadersIn>,
 ) -> ApiResult<StatusCode> {
     let mut ep = find(&s, &t, &key).await?;
+    for name in input.delete_headers.unwrap_or_default() {
+        ep.headers.retain(|stored, _| !stored.eq_ignore_ascii_case(&name));
+    }
     for (name, value) in input.headers {
         // A header named in any case replaces (or, with null, removes) the one stored.
         ep.headers.retain(|stored, _| !stored.eq_ignore_ascii_case(&name));
