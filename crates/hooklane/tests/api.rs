@@ -161,7 +161,11 @@ async fn app_create_has_svix_shape() {
         )
         .await;
     assert_eq!(status, 201, "{app}");
-    assert_eq!(keys(&app), set(&["id", "uid", "name", "rateLimit", "metadata", "createdAt", "updatedAt"]));
+    assert_eq!(
+        keys(&app),
+        set(&["id", "uid", "name", "rateLimit", "throttleRate", "metadata", "createdAt", "updatedAt"])
+    );
+    assert_eq!(app["throttleRate"], 10, "Svix's name for it");
     let id = app["id"].as_str().unwrap();
     assert!(id.starts_with("app_") && id.len() == 30, "{id}");
     assert_eq!(app["name"], "Acme");

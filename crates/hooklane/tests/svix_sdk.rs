@@ -272,10 +272,16 @@ async fn the_official_svix_sdk_works_unchanged() {
     assert_eq!(et.description, "Paid");
     let replaced = svix
         .application()
-        .upsert(app.id.clone(), ApplicationIn { uid: Some("customer-1".into()), ..ApplicationIn::new("C1".into()) })
+        .upsert(
+            app.id.clone(),
+            ApplicationIn { uid: Some("customer-1".into()), throttle_rate: Some(7), ..ApplicationIn::new("C1".into()) },
+        )
         .await
         .expect("application upsert");
-    assert_eq!(replaced.name, "C1");
+    assert_eq!((replaced.name.as_str(), replaced.throttle_rate), ("C1", Some(7)));
+    let patch = ApplicationPatch { throttle_rate: js_option::JsOption::Null, ..ApplicationPatch::new() };
+    let patched = svix.application().patch(app.id.clone(), patch).await.expect("application patch");
+    assert_eq!(patched.throttle_rate, None);
 
     // Event types from an OpenAPI document: a dry run answers what would change, then the
     // import (of the same document as YAML) makes it so.

@@ -38,9 +38,17 @@ pub struct ApplicationIn {
     #[serde(default)]
     #[schema(value_type = std::collections::BTreeMap<String, String>)]
     metadata: Metadata,
-    /// Accepted for Svix compatibility, not used.
-    #[serde(default, rename = "throttleRate")]
-    _throttle_rate: Option<serde_json::Value>,
+    /// `rateLimit` under the name Svix's SDKs send (used when `rateLimit` is not given).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    throttle_rate: Option<u32>,
+}
+
+impl ApplicationIn {
+    /// `rateLimit`, or Svix's `throttleRate`.
+    fn rate(&self) -> Option<u32> {
+        self.rate_limit.or(self.throttle_rate)
+    }
 }
 
 /// Changes to an application: absent fields stay as they are, `null` clears one.
@@ -58,6 +66,10 @@ pub struct ApplicationPatch {
     #[serde(default)]
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
     rate_limit: Patch<u32>,
+    /// `rateLimit` under the name Svix's SDKs send (used when `rateLimit` is not given).
+    #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
+    throttle_rate: Patch<u32>,
     #[serde(default)]
     #[schema(value_type = std::collections::BTreeMap<String, String>)]
     metadata: Patch<Metadata>,
@@ -71,6 +83,8 @@ pub struct ApplicationOut {
     uid: Option<String>,
     name: String,
     rate_limit: Option<u32>,
+    /// `rateLimit` as Svix's SDKs read it (a 16-bit number; absent when larger).
+    throttle_rate: Option<u16>,
     #[schema(value_type = std::collections::BTreeMap<String, String>)]
     metadata: Metadata,
     created_at: DateTime<Utc>,
@@ -83,6 +97,7 @@ impl From<Application> for ApplicationOut {
             id: a.id,
             uid: a.uid,
             name: a.name,
+            throttle_rate: a.rate_limit.and_then(|r| u16::try_from(r).ok()),
             rate_limit: a.rate_limit,
             metadata: a.metadata,
             created_at: a.created_at,
@@ -112,11 +127,12 @@ fn validate(a: &Application) -> ApiResult<()> {
 
 fn build(input: ApplicationIn) -> ApiResult<Application> {
     let now = super::now();
+    let rate_limit = input.rate();
     let app = Application {
         id: new_id(ids::APP),
         uid: input.uid,
         name: input.name,
-        rate_limit: input.rate_limit,
+        rate_limit,
         metadata: input.metadata,
         created_at: now,
         updated_at: now,
@@ -152,7 +168,7 @@ pub(crate) async fn create_named(s: &AppState, key: &str, name: &str) -> ApiResu
         uid: Some(key.to_string()),
         rate_limit: None,
         metadata: Metadata::default(),
-        _throttle_rate: None,
+        throttle_rate: None,
     };
     create_for_message(s, key, input).await
 }
@@ -288,7 +304,8 @@ pub async fn put(
     if super::source::owned_by_source(&app) {
         return Err(source_owned(&app));
     }
-    app.name = input.name;
+    app.name = input.name.clone();
+    app.rate_limit = input.rate();
     // Addressed by its uid, a body without one keeps it: PUT stays repeatable, where
     // clearing it would make the same request create a second application next time.
     // An application's token, which may not change the uid, keeps it by leaving it out.
@@ -296,7 +313,6 @@ pub async fn put(
         uid_change_allowed(admin, &app, &input.uid)?;
         app.uid = input.uid;
     }
-    app.rate_limit = input.rate_limit;
     app.metadata = input.metadata;
     save(&s, app).await.map(IntoResponse::into_response)
 }
@@ -351,7 +367,10 @@ pub async fn patch(
     p.uid.apply_opt(&mut uid);
     uid_change_allowed(matches!(t.principal, Principal::Admin), &app, &uid)?;
     app.uid = uid;
-    p.rate_limit.apply_opt(&mut app.rate_limit);
+    match p.rate_limit {
+        Patch::Absent => p.throttle_rate.apply_opt(&mut app.rate_limit),
+        given => given.apply_opt(&mut app.rate_limit),
+    }
     p.metadata.apply("metadata", &mut app.metadata)?;
     save(&s, app).await
 }
