@@ -735,8 +735,18 @@ async fn endpoint_get_put_patch_delete() {
     assert_eq!(got, put);
     let (_, headers) = server.call("GET", &format!("{base}/{id}/headers"), None).await;
     assert_eq!(headers["headers"], json!({"X-Keep": "yes"}), "PUT without headers keeps them");
+    // A PUT to a uid that names no endpoint creates it (Svix's upsert); to an id, 404; a
+    // body's other uid is refused.
     let (status, body) = server.call("PUT", &format!("{base}/nope"), Some(json!({"url": "https://a.b/"}))).await;
+    assert_eq!((status, &body["uid"]), (201, &json!("nope")), "{body}");
+    let (status, body) = server.call("DELETE", &format!("{base}/nope"), None).await;
+    assert_eq!(status, 204, "{body}");
+    let missing_id = format!("{base}/ep_01M96T8KSYHGHP2ZNG3JSFRSMV");
+    let (status, body) = server.call("PUT", &missing_id, Some(json!({"url": "https://a.b/"}))).await;
     assert_error(status, &body, 404, "not_found");
+    let (status, body) =
+        server.call("PUT", &format!("{base}/nope"), Some(json!({"url": "https://a.b/", "uid": "other"}))).await;
+    assert_error(status, &body, 422, "validation");
     // Addressed by its uid, a PUT without one keeps it, so the same PUT can be repeated;
     // addressed by id, it clears it.
     for _ in 0..2 {

@@ -130,6 +130,19 @@ async fn the_official_svix_sdk_works_unchanged() {
     assert_eq!(upserted.id, ep.id);
     let (_, out) = server.call("GET", &format!("/api/v1/app/{}/endpoint/{}", app.id, ep.id), None).await;
     assert_eq!((out["payloadFilter"].clone(), out["transform"].clone()), (json!({}), json!("{{ $ }}")), "{out}");
+    // An upsert of a uid that names no endpoint creates it (then deleted: the rest of the
+    // test expects one endpoint).
+    let created = svix
+        .endpoint()
+        .upsert(app.id.clone(), "ledger".into(), EndpointUpsertIn::new(format!("{}/ledger", rx.url)))
+        .await
+        .expect("endpoint upsert that creates");
+    assert_eq!((created.uid.as_deref(), created.url.as_str()), (Some("ledger"), format!("{}/ledger", rx.url).as_str()));
+    assert_ne!(created.id, ep.id);
+    let endpoints = svix.endpoint();
+    let again = endpoints.upsert(app.id.clone(), "ledger".into(), EndpointUpsertIn::new(rx.url.clone()));
+    assert_eq!(again.await.expect("the same uid again").id, created.id, "updated, not created twice");
+    svix.endpoint().delete(app.id.clone(), created.id.clone()).await.expect("delete");
 
     // A message, as the SDK sends it by default (v2 asks for no content back).
     let msg = svix

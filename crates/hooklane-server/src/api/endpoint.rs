@@ -766,10 +766,12 @@ pub(crate) fn after_update(s: &AppState, app: Option<&Application>, ep: &Endpoin
     }
 }
 
-/// Update an endpoint: replace its settings with the body's.
+/// Update an endpoint: replace its settings with the body's, or create it.
 ///
 /// `headers`, `version`, `payloadFilter`, `transform` and `ordering` left out are kept, and
-/// so is `uid` when the endpoint is addressed by it; `secret` is ignored.
+/// so is `uid` when the endpoint is addressed by it; `secret` is ignored. A path naming no
+/// endpoint by a uid (not an endpoint id) creates one with that uid, answered 201, as Svix's
+/// `upsert` does; a `uid` in the body must then be the same.
 #[utoipa::path(
     put,
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}",
@@ -779,9 +781,10 @@ pub(crate) fn after_update(s: &AppState, app: Option<&Application>, ep: &Endpoin
     request_body = EndpointIn,
     responses(
         (status = 200, description = "The endpoint updated", body = EndpointOut),
+        (status = 201, description = "Created under the uid of the path", body = EndpointOut),
         (status = 400, response = InvalidJson),
         (status = 401, response = Unauthorized),
-        (status = 404, description = "No such application or endpoint", body = ErrorBody),
+        (status = 404, description = "No such application, or no such endpoint and the path is an endpoint id", body = ErrorBody),
         (status = 409, description = "An endpoint with this uid already exists in this application", body = ErrorBody),
         (status = 422, response = InvalidBody),
     )
@@ -790,9 +793,19 @@ pub async fn put(
     State(s): State<AppState>,
     t: Tenant,
     Path((_, key)): Path<(String, String)>,
-    Json(input): Json<EndpointIn>,
-) -> ApiResult<axum::Json<EndpointOut>> {
-    let mut ep = find(&s, &t, &key).await?;
+    Json(mut input): Json<EndpointIn>,
+) -> ApiResult<axum::response::Response> {
+    let Some(mut ep) = s.0.store.get_endpoint(&t.app.id, &key).await? else {
+        // (An endpoint id cannot be chosen: it is not found.)
+        if ids::has_prefix(&key, ids::ENDPOINT) {
+            return Err(ApiError::NotFound("endpoint"));
+        }
+        if input.uid.as_deref().is_some_and(|uid| uid != key) {
+            return Err(ApiError::validation("uid", "must be the endpoint's uid named in the path"));
+        }
+        input.uid = Some(key);
+        return create(State(s), t, Json(input)).await.map(IntoResponse::into_response);
+    };
     let before = Before::of(&ep);
     same_polling(&ep, input.polling)?;
     ep.url = given_url(&ep, input.url)?;
@@ -819,7 +832,7 @@ pub async fn put(
     if let Some(paused) = input.paused {
         ep.paused = paused;
     }
-    Ok(axum::Json(EndpointOut::new(&s, save(&s, &t, ep, before).await?)))
+    Ok(axum::Json(EndpointOut::new(&s, save(&s, &t, ep, before).await?)).into_response())
 }
 
 /// Partially update an endpoint: change only the fields given.

@@ -125,10 +125,11 @@ pub async fn get(State(s): State<AppState>, _: Admin, Path(id): Path<String>) ->
     request_body = EndpointIn,
     responses(
         (status = 200, description = "Updated", body = EndpointOut),
+        (status = 201, description = "Created under the uid of the path", body = EndpointOut),
         (status = 400, response = InvalidJson),
         (status = 401, response = Unauthorized),
         (status = 403, response = NotAdmin),
-        (status = 404, description = "No such endpoint", body = ErrorBody),
+        (status = 404, description = "No such endpoint, and the path is an endpoint id", body = ErrorBody),
         (status = 409, response = OperationalOff),
         (status = 422, response = InvalidBody),
     )
@@ -138,7 +139,7 @@ pub async fn put(
     _: Admin,
     Path(id): Path<String>,
     body: Json<EndpointIn>,
-) -> ApiResult<axum::Json<EndpointOut>> {
+) -> ApiResult<axum::response::Response> {
     let t = operational(&s).await?;
     endpoint::put(State(s), t, endpoint_path(id), body).await
 }
