@@ -924,6 +924,28 @@ async fn endpoint_custom_headers() {
     assert_invalid(status, &body, "deleteHeaders");
 }
 
+/// A password in an endpoint's URL (basic authentication for the receiver) is a credential:
+/// a token without `ViewEndpointSecret` reads the URL with it redacted, as custom headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_an_endpoint_url_is_shown_with_secrets_only() {
+    let server = Server::start("").await;
+    let app = server.create_app("basic").await;
+    let url = "https://hooks:s3cret@example.com/in";
+    let (id, _) = server.create_endpoint(&app, json!({ "url": url })).await;
+    let (_, got) = server.call("GET", &format!("/api/v1/app/{app}/endpoint/{id}"), None).await;
+    assert_eq!(got["url"], url, "the admin sees it");
+    let (status, access) =
+        server.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), Some(json!({ "readOnly": true }))).await;
+    assert_eq!(status, 200, "{access}");
+    let token = access["token"].as_str().expect("token");
+    for path in [format!("/api/v1/app/{app}/endpoint/{id}"), format!("/api/v1/app/{app}/endpoint")] {
+        let (status, out) = server.call_as(token, "GET", &path, None).await;
+        assert_eq!(status, 200, "{out}");
+        let text = out.to_string();
+        assert!(!text.contains("s3cret") && text.contains("https://hooks:redacted@example.com/in"), "{path}: {out}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_validation_names_the_field() {
     let server = Server::start("").await;

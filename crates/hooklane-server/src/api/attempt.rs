@@ -89,6 +89,9 @@ impl AttemptOut {
         let secrets = principal.allows(Some(Capability::ViewEndpointSecret));
         move |a| {
             let mut out = AttemptOut::from(a);
+            if !secrets {
+                out.url = super::endpoint::without_password(std::mem::take(&mut out.url));
+            }
             if let (false, Some(headers)) = (secrets, out.request_headers.as_mut()) {
                 for (name, value) in headers.iter_mut() {
                     if !hooklane_dispatch::sender::RESERVED.contains(&name.as_str()) {

@@ -8,7 +8,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use hooklane_core::filter::{endpoint_wants, payload_wanted, LazyPayload};
 use hooklane_core::ids::{self, new_id};
-use hooklane_core::model::{Application, BackgroundTask, DeliveryOrder, Endpoint, ExpiringSecret, Metadata};
+use hooklane_core::model::{
+    Application, BackgroundTask, Capability, DeliveryOrder, Endpoint, ExpiringSecret, Metadata, Principal,
+};
 use hooklane_core::signing::{published_key, Secret};
 use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -261,9 +263,10 @@ pub struct EndpointOut {
 }
 
 impl EndpointOut {
-    pub(crate) fn new(s: &AppState, mut e: Endpoint) -> Self {
+    /// The endpoint as `principal` may see it (see [`url_seen_by`]).
+    pub(crate) fn new(s: &AppState, mut e: Endpoint, principal: &Principal) -> Self {
         EndpointOut {
-            url: answered_url(s, &mut e),
+            url: url_seen_by(answered_url(s, &mut e), principal),
             id: e.id,
             description: e.description,
             event_types: e.filter_types.clone(),
@@ -284,6 +287,27 @@ impl EndpointOut {
             paused: e.paused,
             polling: e.polling,
         }
+    }
+}
+
+/// `url` as `principal` may see it: a password in it (basic authentication the receiver
+/// asks for) is a credential, shown only to a token with `ViewEndpointSecret`, as custom
+/// headers are.
+pub(crate) fn url_seen_by(url: String, principal: &Principal) -> String {
+    if principal.allows(Some(Capability::ViewEndpointSecret)) {
+        return url;
+    }
+    without_password(url)
+}
+
+/// `url` with the password it holds, if any, replaced by `redacted`.
+pub(crate) fn without_password(url: String) -> String {
+    match url::Url::parse(&url) {
+        Ok(mut parsed) if parsed.password().is_some() => match parsed.set_password(Some("redacted")) {
+            Ok(()) => parsed.to_string(),
+            Err(()) => url,
+        },
+        _ => url,
     }
 }
 
@@ -566,7 +590,7 @@ pub async fn create(
     s.0.store.create_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
     super::poller::record_start(&s, &ep, start).await;
     operational::endpoint_changed(&s, operational::ENDPOINT_CREATED, &t.app, &ep);
-    Ok((StatusCode::CREATED, axum::Json(EndpointOut::new(&s, ep))))
+    Ok((StatusCode::CREATED, axum::Json(EndpointOut::new(&s, ep, &t.principal))))
 }
 
 /// List the application's endpoints, oldest first unless asked otherwise.
@@ -589,7 +613,7 @@ pub async fn create(
 pub async fn list(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<ListResponse<EndpointOut>>> {
     let page = page_request(&q, false)?;
     let page = s.0.store.list_endpoints(&t.app.id, &page).await?;
-    Ok(axum::Json(ListResponse::from_page(page, |e| e.id.clone(), |e| EndpointOut::new(&s, e))))
+    Ok(axum::Json(ListResponse::from_page(page, |e| e.id.clone(), |e| EndpointOut::new(&s, e, &t.principal))))
 }
 
 /// An endpoint that takes deliveries: a resend, recovery or replay to a disabled one would
@@ -638,7 +662,7 @@ pub async fn get(
     t: Tenant,
     Path((_, ep)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<EndpointOut>> {
-    Ok(axum::Json(EndpointOut::new(&s, find(&s, &t, &ep).await?)))
+    Ok(axum::Json(EndpointOut::new(&s, find(&s, &t, &ep).await?, &t.principal)))
 }
 
 /// What a change to an endpoint is compared with: what it was before.
@@ -832,7 +856,7 @@ pub async fn put(
     if let Some(paused) = input.paused {
         ep.paused = paused;
     }
-    Ok(axum::Json(EndpointOut::new(&s, save(&s, &t, ep, before).await?)).into_response())
+    Ok(axum::Json(EndpointOut::new(&s, save(&s, &t, ep, before).await?, &t.principal)).into_response())
 }
 
 /// Partially update an endpoint: change only the fields given.
@@ -879,7 +903,7 @@ pub async fn patch(
     p.ordering.apply_or_default(&mut ep.order);
     apply_waits(p.retry_schedule, &mut ep.retry_schedule);
     p.paused.apply("paused", &mut ep.paused)?;
-    Ok(axum::Json(EndpointOut::new(&s, save(&s, &t, ep, before).await?)))
+    Ok(axum::Json(EndpointOut::new(&s, save(&s, &t, ep, before).await?, &t.principal)))
 }
 
 /// Delete an endpoint.

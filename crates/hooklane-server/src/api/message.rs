@@ -657,7 +657,7 @@ pub async fn destinations(
         .into_iter()
         .map(|(d, mut e)| MessageEndpointOut {
             // (A polling endpoint has deliveries only from a node of an older version.)
-            url: super::endpoint::answered_url(&s, &mut e),
+            url: super::endpoint::url_seen_by(super::endpoint::answered_url(&s, &mut e), &t.principal),
             id: e.id,
             description: e.description,
             disabled: e.disabled,
