@@ -944,6 +944,24 @@ async fn a_password_in_an_endpoint_url_is_shown_with_secrets_only() {
         let text = out.to_string();
         assert!(!text.contains("s3cret") && text.contains("https://hooks:redacted@example.com/in"), "{path}: {out}");
     }
+    // Written back as it was read (a read-modify-write by a token that may change endpoints
+    // but not see secrets), the password is kept.
+    let (status, access) = server
+        .call(
+            "POST",
+            &format!("/api/v1/auth/app-portal-access/{app}"),
+            Some(json!({ "capabilities": ["ViewBase", "ManageEndpoint"] })),
+        )
+        .await;
+    assert_eq!(status, 200, "{access}");
+    let editor = access["token"].as_str().expect("token");
+    let path = format!("/api/v1/app/{app}/endpoint/{id}");
+    let (_, seen) = server.call_as(editor, "GET", &path, None).await;
+    let (status, out) =
+        server.call_as(editor, "PUT", &path, Some(json!({ "url": seen["url"], "description": "edited" }))).await;
+    assert_eq!(status, 200, "{out}");
+    let (_, got) = server.call("GET", &path, None).await;
+    assert_eq!((&got["url"], &got["description"]), (&json!(url), &json!("edited")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

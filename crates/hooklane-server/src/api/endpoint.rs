@@ -361,6 +361,8 @@ pub(crate) fn require_sent_to(ep: &Endpoint) -> ApiResult<()> {
 /// another node (another `public_url`) or its uid may have written it.
 fn given_url(ep: &Endpoint, url: Option<String>) -> ApiResult<String> {
     match url {
+        // Sent back as a token without `ViewEndpointSecret` read it: the password is kept.
+        Some(url) if !ep.polling && url != ep.url && url == without_password(ep.url.clone()) => Ok(ep.url.clone()),
         Some(url) if !ep.polling => Ok(url),
         None if !ep.polling => Err(ApiError::validation("url", "is required (unless `polling` is true)")),
         Some(url) if !is_poller_url(ep, &url) => Err(ApiError::validation(
