@@ -16,4 +16,8 @@ pub enum StoreError {
     /// would pass over every message until the stream caught up, so it is refused.
     #[error("position {0} is ahead of the stream")]
     PositionAhead(crate::EventPosition),
+    /// The record changed (another request, or the dispatcher) since the caller read the
+    /// version it wanted to write back.
+    #[error("changed since it was read")]
+    Changed,
 }

@@ -52,8 +52,10 @@ pub trait Store: Send + Sync + 'static {
     async fn app_endpoints(&self, app_id: &str) -> StoreResult<Vec<Endpoint>>;
     /// Saves the endpoint, but for its OAuth and mTLS settings ([`Store::set_endpoint_oauth`],
     /// [`Store::set_endpoint_mtls`]): a change read before one of those (or before a rotated
-    /// refresh token was saved) must not write the old one back.
-    async fn update_endpoint(&self, ep: Endpoint) -> StoreResult<()>;
+    /// refresh token was saved) must not write the old one back. With `read_at` (the
+    /// `updated_at` of the version the change was made to), an endpoint changed since
+    /// (a secret rotated, the dispatcher disabling it) is left alone: [`StoreError::Changed`].
+    async fn update_endpoint(&self, ep: Endpoint, read_at: Option<DateTime<Utc>>) -> StoreResult<()>;
     /// Sets (or with `None` removes) the endpoint's OAuth settings, as of `updated_at`.
     async fn set_endpoint_oauth(
         &self,

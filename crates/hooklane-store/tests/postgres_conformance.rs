@@ -488,7 +488,7 @@ async fn ingest_across_change(
     let mut changed = conformance::endpoint_now(store, ep).await;
     changed.order = order;
     changed.updated_at = msg.created_at;
-    store.update_endpoint(changed).await.unwrap();
+    store.update_endpoint(changed, None).await.unwrap();
     other.rollback().await.unwrap();
     ingest.await.unwrap().unwrap()
 }

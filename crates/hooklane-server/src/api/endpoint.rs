@@ -673,11 +673,25 @@ pub(crate) struct Before {
     pub disabled: bool,
     pub paused: bool,
     pub url: String,
+    /// The version changed: saved only if the endpoint is still that version.
+    pub updated_at: DateTime<Utc>,
 }
 
 impl Before {
     pub(crate) fn of(ep: &Endpoint) -> Before {
-        Before { disabled: ep.disabled, paused: ep.paused, url: ep.url.clone() }
+        Before { disabled: ep.disabled, paused: ep.paused, url: ep.url.clone(), updated_at: ep.updated_at }
+    }
+}
+
+/// Why a change read from one version of an endpoint is not saved over another.
+pub(crate) const CHANGED_MEANWHILE: &str =
+    "the endpoint changed while this request was made (its secret rotated, or it was disabled): send it again";
+
+/// Maps a store error of an endpoint's save: a taken uid, or a version changed meanwhile.
+pub(crate) fn save_error(e: hooklane_store::StoreError) -> ApiError {
+    match e {
+        hooklane_store::StoreError::Changed => ApiError::Conflict(CHANGED_MEANWHILE.into()),
+        other => conflict(UID_TAKEN)(other),
     }
 }
 
@@ -686,7 +700,7 @@ pub(crate) async fn save(s: &AppState, t: &Tenant, mut ep: Endpoint, before: Bef
     touch(&mut ep, before.disabled, super::now());
     let moved = drop_credentials_if_moved(&mut ep, &before);
     validate(&ep)?;
-    s.0.store.update_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
+    s.0.store.update_endpoint(ep.clone(), Some(before.updated_at)).await.map_err(save_error)?;
     forget_credentials(s, &ep, moved).await;
     after_update(s, Some(&t.app), &ep, before);
     Ok(ep)
@@ -1130,8 +1144,8 @@ pub async fn rotate_secret(
     if grace > chrono::Duration::zero() {
         ep.previous_secrets.push(ExpiringSecret { key: old, expires_at: now + grace });
     }
-    ep.updated_at = now;
-    s.0.store.update_endpoint(ep).await?;
+    let read_at = std::mem::replace(&mut ep.updated_at, now);
+    s.0.store.update_endpoint(ep, Some(read_at)).await.map_err(save_error)?;
     Ok(axum::Json(SecretOut { key: new.verification_key() }))
 }
 

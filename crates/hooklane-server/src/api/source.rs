@@ -746,7 +746,8 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
             Some(was) => {
                 let mut ep = ep;
                 let moved = drop_credentials_if_moved(&mut ep, &was);
-                s.0.store.update_endpoint(ep.clone()).await?;
+                let read_at = Some(was.updated_at);
+                s.0.store.update_endpoint(ep.clone(), read_at).await.map_err(super::endpoint::save_error)?;
                 forget_credentials(s, &ep, moved).await;
                 after_update(s, app.as_ref(), &ep, was);
             }

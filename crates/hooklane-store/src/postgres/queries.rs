@@ -294,12 +294,21 @@ pub async fn insert_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResu
 /// Saves the endpoint, and moves its pending deliveries into or out of a FIFO lane when its
 /// ordering changed; to run inside a transaction (the old ordering is read under the
 /// endpoint's row lock).
-pub async fn update_endpoint<C: GenericClient>(c: &C, e: &Endpoint) -> StoreResult<()> {
-    let was_fifo =
-        query_opt(c, "SELECT fifo FROM endpoints WHERE id = $1 AND app_id = $2 FOR UPDATE", &[&e.id, &e.app_id])
-            .await?
-            .map(|r| rows::get::<bool>(&r, 0))
-            .transpose()?;
+pub async fn update_endpoint<C: GenericClient>(c: &C, e: &Endpoint, read_at: Option<i64>) -> StoreResult<()> {
+    let stored = query_opt(
+        c,
+        "SELECT fifo, updated_at FROM endpoints WHERE id = $1 AND app_id = $2 FOR UPDATE",
+        &[&e.id, &e.app_id],
+    )
+    .await?
+    .map(|r| Ok::<_, StoreError>((rows::get::<bool>(&r, 0)?, rows::get::<i64>(&r, 1)?)))
+    .transpose()?;
+    if let (Some((_, updated_at)), Some(read_at)) = (stored, read_at) {
+        if updated_at != read_at {
+            return Err(StoreError::Changed);
+        }
+    }
+    let was_fifo = stored.map(|(fifo, _)| fifo);
     let n = execute(
         c,
         "UPDATE endpoints SET uid = $3, url = $4, description = $5, version = $6, filter_types = $7, channels = $8, \

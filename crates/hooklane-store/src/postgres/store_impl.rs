@@ -133,10 +133,10 @@ impl Store for PgStore {
         queries::app_endpoints(&self.client().await?, app_id).await
     }
 
-    async fn update_endpoint(&self, ep: Endpoint) -> StoreResult<()> {
+    async fn update_endpoint(&self, ep: Endpoint, read_at: Option<DateTime<Utc>>) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db_err)?;
-        let result = queries::update_endpoint(&tx, &ep).await;
+        let result = queries::update_endpoint(&tx, &ep, read_at.map(ms)).await;
         finish(tx, result).await
     }
 

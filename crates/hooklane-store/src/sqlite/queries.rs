@@ -252,9 +252,19 @@ pub fn insert_endpoint(conn: &Connection, e: &Endpoint) -> StoreResult<()> {
     Ok(())
 }
 
-pub fn update_endpoint(conn: &Connection, e: &Endpoint) -> StoreResult<()> {
-    let was_fifo: Option<bool> =
-        query_opt(conn, "SELECT fifo FROM endpoints WHERE id = ?1 AND app_id = ?2", [&e.id, &e.app_id], |r| r.get(0))?;
+pub fn update_endpoint(conn: &Connection, e: &Endpoint, read_at: Option<i64>) -> StoreResult<()> {
+    let stored: Option<(bool, i64)> = query_opt(
+        conn,
+        "SELECT fifo, updated_at FROM endpoints WHERE id = ?1 AND app_id = ?2",
+        [&e.id, &e.app_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if let (Some((_, updated_at)), Some(read_at)) = (stored, read_at) {
+        if updated_at != read_at {
+            return Err(StoreError::Changed);
+        }
+    }
+    let was_fifo = stored.map(|(fifo, _)| fifo);
     // ?16 (created_at) and ?23 (oauth) are bound but not used: the first never changes, the
     // second has its own write (`set_endpoint_oauth`), as mTLS settings do.
     let n = execute(

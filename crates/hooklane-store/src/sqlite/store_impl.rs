@@ -112,8 +112,8 @@ impl Store for SqliteStore {
         self.read(move |c| queries::app_endpoints(c, &app)).await
     }
 
-    async fn update_endpoint(&self, ep: Endpoint) -> StoreResult<()> {
-        self.write(move |c| queries::update_endpoint(c, &ep)).await
+    async fn update_endpoint(&self, ep: Endpoint, read_at: Option<DateTime<Utc>>) -> StoreResult<()> {
+        self.write(move |c| queries::update_endpoint(c, &ep, read_at.map(ms))).await
     }
 
     async fn delete_endpoint(&self, app_id: &str, endpoint_id: &str) -> StoreResult<()> {

@@ -110,13 +110,13 @@ pub async fn fifo_lane_replays_keep_message_order_and_ordering_can_change(store:
     let mut ep = endpoint_now(store, &fifo).await;
     ep.order = DeliveryOrder::Concurrent;
     ep.updated_at = now;
-    store.update_endpoint(ep.clone()).await.unwrap();
+    store.update_endpoint(ep.clone(), None).await.unwrap();
     let rest: BTreeSet<String> = to(&claim(store, now).await, &fifo).into_iter().collect();
     assert_eq!(rest, ids(&[&more[1], &more[2]]).into_iter().collect(), "parked rows are due again");
 
     // FIFO again, with three in flight: the lane waits for all of them.
     ep.order = DeliveryOrder::Fifo;
-    store.update_endpoint(ep.clone()).await.unwrap();
+    store.update_endpoint(ep.clone(), None).await.unwrap();
     let last = post_many(store, &app.id, &[&fifo], t + millis(200), 2).await;
     assert!(claim(store, now).await.is_empty(), "deliveries in flight at the change hold the new lane");
     for msg in &more {

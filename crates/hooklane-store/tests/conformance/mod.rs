@@ -720,7 +720,7 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     ep.paused = false;
     ep.version = 4;
     ep.updated_at += secs(3);
-    store.update_endpoint(Endpoint { polling: false, ..ep.clone() }).await.unwrap();
+    store.update_endpoint(Endpoint { polling: false, ..ep.clone() }, None).await.unwrap();
     assert_eq!(
         store.get_endpoint(&app.id, &ep.id).await.unwrap(),
         Some(ep.clone()),
@@ -739,7 +739,7 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     let mut stale = ep.clone();
     stale.oauth = Some(oauth.clone());
     stale.description = "changed".into();
-    store.update_endpoint(stale).await.unwrap();
+    store.update_endpoint(stale, None).await.unwrap();
     ep.description = "changed".into();
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "rotated settings kept");
     ep.updated_at += secs(1);
@@ -760,7 +760,7 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "mTLS removed");
     let mut stale = ep.clone();
     stale.mtls = mtls.clone();
-    store.update_endpoint(stale).await.unwrap();
+    store.update_endpoint(stale, None).await.unwrap();
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "not written back by an update");
     ep.mtls = mtls;
     store.set_endpoint_mtls(&app.id, &ep.id, ep.mtls.as_ref(), ep.updated_at).await.unwrap();
@@ -778,7 +778,23 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     assert_eq!(store.get_endpoint(&app.id, "renamed").await.unwrap(), Some(ep.clone()));
     assert_eq!(store.get_endpoint(&app.id, "primary").await.unwrap(), None);
 
-    assert_not_found(store.update_endpoint(new_endpoint(&app.id, None)).await, "update of a missing endpoint");
+    assert_not_found(store.update_endpoint(new_endpoint(&app.id, None), None).await, "update of a missing endpoint");
+    // With the version it was read at: saved while it is still that one; once another write
+    // came between (a rotated secret), refused and nothing written.
+    let read = ep.clone();
+    let mut rotated = read.clone();
+    rotated.secret = "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into();
+    rotated.updated_at = read.updated_at + secs(1);
+    store.update_endpoint(rotated.clone(), Some(read.updated_at)).await.unwrap();
+    let mut stale = read.clone();
+    stale.description = "from before the rotation".into();
+    stale.updated_at = read.updated_at + secs(2);
+    match store.update_endpoint(stale, Some(read.updated_at)).await {
+        Err(StoreError::Changed) => {}
+        other => panic!("a stale update: {other:?}"),
+    }
+    assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(rotated.clone()), "the rotation kept");
+    ep = rotated;
 
     let mut all = vec![ep.clone()];
     for _ in 0..4 {
@@ -845,7 +861,7 @@ pub async fn endpoint_tenant_isolation(store: &DynStore) {
     let mut hijack = ep.clone();
     hijack.app_id = b.id.clone();
     hijack.url = "https://attacker.example/".into();
-    assert_not_found(store.update_endpoint(hijack).await, "update through another app");
+    assert_not_found(store.update_endpoint(hijack, None).await, "update through another app");
     assert_not_found(store.delete_endpoint(&b.id, &ep.id).await, "delete through another app");
     assert_eq!(store.get_endpoint(&a.id, &ep.id).await.unwrap(), Some(ep.clone()), "untouched");
     assert!(store.get_endpoint(&b.id, &ep.id).await.unwrap().is_none(), "not moved to B");
@@ -875,7 +891,7 @@ pub async fn endpoint_uid_unique_per_app(store: &DynStore) {
     let mut other = new_endpoint(&a.id, Some("other"));
     store.create_endpoint(other.clone()).await.unwrap();
     other.uid = Some("hook".into());
-    assert_conflict(store.update_endpoint(other).await, "update to a taken endpoint uid");
+    assert_conflict(store.update_endpoint(other, None).await, "update to a taken endpoint uid");
     assert_eq!(store.get_endpoint(&a.id, "hook").await.unwrap(), Some(first));
 }
 
@@ -2847,7 +2863,7 @@ pub async fn stats_ping_and_queue(store: &DynStore) {
     store.record_attempts(vec![outcome(&first.id, &e1, t + secs(5), NextStep::Succeeded)], HOUR).await.unwrap();
     let mut off = endpoint_now(store, &e2).await;
     off.disabled = true;
-    store.update_endpoint(off).await.unwrap();
+    store.update_endpoint(off, None).await.unwrap();
     let q = store.queue_stats(t + secs(6)).await.unwrap();
     assert!(q.failing.is_empty(), "{q:?}");
     assert_eq!(q.disabled_endpoints, 1);
