@@ -7,6 +7,7 @@
 //! [`clear_after_writes`], [`follow_disablings`], [`follow_other_nodes`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,9 @@ pub struct TenantCache {
     ttl: Duration,
     apps: Mutex<HashMap<String, (Instant, Application)>>,
     endpoints: Mutex<HashMap<String, (Instant, Endpoints)>>,
+    /// Bumped by every clearing: a read from the store that a clearing overtook (it may
+    /// hold what the write that cleared changed) is answered but not kept.
+    generation: AtomicU64,
 }
 
 /// Entries kept at most; past that the cache starts afresh (cheap, and bounds memory).
@@ -33,7 +37,12 @@ const MAX_ENTRIES: usize = 10_000;
 
 impl TenantCache {
     pub fn new(ttl: Duration) -> Self {
-        TenantCache { ttl, apps: Mutex::new(HashMap::new()), endpoints: Mutex::new(HashMap::new()) }
+        TenantCache {
+            ttl,
+            apps: Mutex::new(HashMap::new()),
+            endpoints: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+        }
     }
 
     /// The application with this id or uid.
@@ -43,9 +52,13 @@ impl TenantCache {
                 return Ok(Some(app.clone()));
             }
         }
+        let generation = self.generation.load(Ordering::Acquire);
         let found = store.get_app(key).await?;
         if let Some(app) = &found {
             let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+            if self.generation.load(Ordering::Acquire) != generation {
+                return Ok(found);
+            }
             if apps.len() >= MAX_ENTRIES {
                 apps.clear();
             }
@@ -61,8 +74,12 @@ impl TenantCache {
                 return Ok(eps.clone());
             }
         }
+        let generation = self.generation.load(Ordering::Acquire);
         let eps: Endpoints = Arc::new(store.app_endpoints(app_id).await?.into_iter().map(Arc::new).collect());
         let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        if self.generation.load(Ordering::Acquire) != generation {
+            return Ok(eps);
+        }
         if map.len() >= MAX_ENTRIES {
             map.clear();
         }
@@ -71,8 +88,13 @@ impl TenantCache {
     }
 
     pub fn clear(&self) {
-        self.apps.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.endpoints.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        // (Bumped with the maps' locks held, so that a read checking it under the same lock
+        // sees either the bump or the cleared map.)
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        apps.clear();
+        endpoints.clear();
     }
 }
 
