@@ -50,6 +50,9 @@ pub enum ApiError {
     /// posted again after this long.
     #[error("this application is posting more messages a second than this server takes from one; try again shortly")]
     RateLimited(std::time::Duration),
+    /// A background task refused: the application or the node has as many as it may.
+    #[error("{0}")]
+    TooManyTasks(String),
 }
 
 impl ApiError {
@@ -87,7 +90,7 @@ impl ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::VerificationFailed(_) => StatusCode::UNAUTHORIZED,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::TooManyTasks(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -110,6 +113,7 @@ impl ApiError {
             ApiError::Unavailable(_) => "unavailable",
             ApiError::VerificationFailed(_) => "verification_failed",
             ApiError::RateLimited(_) => "rate_limited",
+            ApiError::TooManyTasks(_) => "too_many_tasks",
         }
     }
 }

@@ -16,7 +16,7 @@
 //! replay cut short has queued part of its messages, and running it again from the start
 //! is the caller's choice. When a late beat lost that race, the real end is still recorded.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -39,6 +39,11 @@ pub const INTERRUPTED_AFTER: Duration = Duration::from_secs(60);
 /// Tasks one node works on at once; later ones wait (`running`, beating) for a turn, so
 /// no caller can load the store with unbounded replays and purges.
 pub const AT_ONCE: usize = 4;
+/// Tasks one application may have running or waiting on a node, and tasks a node keeps in
+/// all: beyond them a new one is refused (429), so that one application cannot queue its
+/// replays ahead of every other's, nor make each node beat for thousands of tasks.
+pub const PER_APPLICATION: usize = 16;
+pub const PER_NODE: usize = 256;
 /// Tries at recording how a task ended, a second apart.
 const END_TRIES: u32 = 5;
 /// The `error` of a task whose node stopped while it ran.
@@ -46,10 +51,10 @@ const INTERRUPTED: &str = "interrupted: the node running this task stopped befor
 /// The `error` of a task still running when its node shut down.
 const SHUT_DOWN: &str = "interrupted: the node running this task shut down before it finished";
 
-/// The tasks this node works on.
+/// The tasks this node works on, by id, each with its application.
 pub(crate) struct Running {
     turns: Arc<Semaphore>,
-    ids: Mutex<HashSet<String>>,
+    ids: Mutex<HashMap<String, String>>,
 }
 
 impl Default for Running {
@@ -59,9 +64,28 @@ impl Default for Running {
 }
 
 impl Running {
-    fn ids(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        // A panic elsewhere while holding it leaves a set that is still valid.
+    fn ids(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        // A panic elsewhere while holding it leaves a map that is still valid.
         self.ids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a place for a task of `app_id`, unless the application or the node has as
+    /// many as they may.
+    fn admit(&self, task_id: &str, app_id: &str) -> ApiResult<()> {
+        let mut ids = self.ids();
+        if ids.len() >= PER_NODE {
+            return Err(ApiError::TooManyTasks(format!(
+                "this node runs {PER_NODE} background tasks already; try again when some have finished"
+            )));
+        }
+        if ids.values().filter(|a| *a == app_id).count() >= PER_APPLICATION {
+            return Err(ApiError::TooManyTasks(format!(
+                "this application has {PER_APPLICATION} background tasks running or waiting; try again when some \
+                 have finished"
+            )));
+        }
+        ids.insert(task_id.to_string(), app_id.to_string());
+        Ok(())
     }
 }
 
@@ -91,8 +115,11 @@ where
         data: Value::Object(data),
         updated_at: crate::api::now(),
     };
-    s.0.store.record_task(task.clone()).await?;
-    s.0.tasks.ids().insert(task.id.clone());
+    s.0.tasks.admit(&task.id, app_id)?;
+    if let Err(e) = s.0.store.record_task(task.clone()).await {
+        s.0.tasks.ids().remove(&task.id);
+        return Err(e.into());
+    }
     let turns = s.0.tasks.turns.clone();
     let work = async move {
         // Waiting for a turn counts as running: the task beats meanwhile.
@@ -189,7 +216,7 @@ pub async fn fail_unfinished(s: &AppState) {
 }
 
 async fn mark_unfinished(store: &DynStore, running: &Running) {
-    let ids: Vec<String> = running.ids().drain().collect();
+    let ids: Vec<String> = running.ids().drain().map(|(id, _)| id).collect();
     for id in ids {
         let Ok(Some(mut task)) = store.get_task(None, &id).await else { continue };
         if task.status != "running" {
@@ -284,6 +311,25 @@ mod tests {
         assert_eq!(done.data["beat"], true, "no heartbeat was written while the work ran");
     }
 
+    #[test]
+    fn an_application_and_a_node_keep_so_many_tasks() {
+        let tasks = Running::default();
+        for i in 0..PER_APPLICATION {
+            tasks.admit(&format!("a{i}"), "app_a").expect("within the application's");
+        }
+        let refused = tasks.admit("a-more", "app_a").expect_err("one too many for the application");
+        assert_eq!(refused.code(), "too_many_tasks");
+        tasks.admit("b0", "app_b").expect("another application's");
+        // A place comes back when a task ends.
+        tasks.ids().remove("a0");
+        tasks.admit("a-again", "app_a").expect("a place again");
+        let kept = tasks.ids().len();
+        for i in kept..PER_NODE {
+            tasks.admit(&format!("n{i}"), &format!("app_{i}")).expect("within the node's");
+        }
+        assert_eq!(tasks.admit("last", "app_new").expect_err("the node is full").status(), 429);
+    }
+
     #[tokio::test]
     async fn a_node_shutting_down_fails_the_tasks_it_still_runs() {
         let (store, _dir) = store().await;
@@ -295,7 +341,7 @@ mod tests {
         let done = BackgroundTask { status: "finished".into(), ..ended.clone() };
         store.update_task(done.clone()).await.expect("ended meanwhile");
         let tasks = Running::default();
-        tasks.ids().extend([mine.id.clone(), ended.id.clone()]);
+        tasks.ids().extend([(mine.id.clone(), mine.app_id.clone()), (ended.id.clone(), ended.app_id.clone())]);
         mark_unfinished(&store, &tasks).await;
         let failed = stored(&store, &mine).await;
         assert_eq!((failed.status.as_str(), failed.data["error"].as_str()), ("failed", Some(SHUT_DOWN)));

@@ -1545,7 +1545,8 @@ pub async fn claim_due_respects_initial_lease(store: &DynStore) {
 
     let ds = store.message_deliveries(&app.id, &leased.id).await.unwrap();
     assert_eq!(ds.len(), 2);
-    assert!(ds.iter().all(|(d, _)| d.status == DeliveryStatus::Pending && d.attempts == 0));
+    // (Pending and leased: read as being sent.)
+    assert!(ds.iter().all(|(d, _)| d.status == DeliveryStatus::Sending && d.attempts == 0));
 
     assert!(claim(store, t + secs(1)).await.is_empty(), "leased at creation: not claimable");
     assert!(claim(store, t + mins(2) - secs(1)).await.is_empty(), "not before the lease ends");
@@ -1992,7 +1993,8 @@ pub async fn abandon_deliveries_marks_failed(store: &DynStore) {
         assert_eq!(d.attempts, 0, "abandoning makes no attempt");
         assert_eq!(d.next_attempt_at, None);
     }
-    assert_eq!(delivery(store, &app.id, &m1.id, &e2.id).await.status, DeliveryStatus::Pending, "others untouched");
+    // (Still pending, and leased: read as being sent.)
+    assert_eq!(delivery(store, &app.id, &m1.id, &e2.id).await.status, DeliveryStatus::Sending, "others untouched");
     let atts = store.list_attempts(&app.id, &AttemptFilter::default(), &PageRequest::default()).await.unwrap();
     assert!(atts.items.is_empty(), "no attempt is recorded");
 
@@ -2054,7 +2056,7 @@ pub async fn hasten_deliveries_makes_paused_ones_due(store: &DynStore) {
     assert_eq!(delivery(store, &app.id, &late.id, &e1.id).await.next_attempt_at, Some(t + mins(10)));
     assert_eq!(delivery(store, &app.id, &other.id, &e2.id).await.next_attempt_at, Some(t + mins(2)));
     let d = delivery(store, &app.id, &leased.id, &e1.id).await;
-    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 0), "a leased delivery is left to its lease");
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Sending, 0), "a leased delivery is left to its lease");
     assert_eq!(store.hasten_deliveries(&e1.id, t + mins(5), now).await.unwrap(), 0, "nothing left to hasten");
     let d = delivery(store, &app.id, &done.id, &e1.id).await;
     assert_eq!((d.status, d.next_attempt_at), (DeliveryStatus::Success, None), "a finished delivery stays finished");
@@ -2088,7 +2090,7 @@ pub async fn undefer_deliveries_takes_back_only_what_was_handed_back(store: &Dyn
     );
     assert_eq!(delivery(store, &app.id, &other.id, &e2.id).await.next_attempt_at, Some(first), "another endpoint's");
     let d = delivery(store, &app.id, &leased.id, &e1.id).await;
-    assert_eq!(d.status, DeliveryStatus::Pending, "a leased one is left to its lease");
+    assert_eq!(d.status, DeliveryStatus::Sending, "a leased one is left to its lease (read as being sent)");
     assert_eq!(store.undefer_deliveries(&e1.id, vec![first, second], now).await.unwrap(), 0);
 }
 
