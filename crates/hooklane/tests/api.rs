@@ -938,8 +938,22 @@ async fn a_password_in_an_endpoint_url_is_shown_with_secrets_only() {
         server.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), Some(json!({ "readOnly": true }))).await;
     assert_eq!(status, 200, "{access}");
     let token = access["token"].as_str().expect("token");
-    for path in [format!("/api/v1/app/{app}/endpoint/{id}"), format!("/api/v1/app/{app}/endpoint")] {
-        let (status, out) = server.call_as(token, "GET", &path, None).await;
+    let reads = [
+        ("GET", format!("/api/v1/app/{app}/endpoint/{id}"), None),
+        ("GET", format!("/api/v1/app/{app}/endpoint"), None),
+        ("GET", format!("/api/v1/stats/app/{app}/endpoint"), None),
+        // A preview, and one whose code would hand the URL back in the body.
+        ("POST", format!("/api/v1/app/{app}/endpoint/{id}/preview"), Some(json!({ "payload": {} }))),
+        (
+            "POST",
+            format!("/api/v1/app/{app}/endpoint/{id}/preview"),
+            Some(
+                json!({ "payload": {}, "transformation": "function handler(w) { w.payload = { u: w.url }; return w }" }),
+            ),
+        ),
+    ];
+    for (method, path, body) in reads {
+        let (status, out) = server.call_as(token, method, &path, body).await;
         assert_eq!(status, 200, "{out}");
         let text = out.to_string();
         assert!(!text.contains("s3cret") && text.contains("https://hooks:redacted@example.com/in"), "{path}: {out}");
@@ -962,6 +976,10 @@ async fn a_password_in_an_endpoint_url_is_shown_with_secrets_only() {
     assert_eq!(status, 200, "{out}");
     let (_, got) = server.call("GET", &path, None).await;
     assert_eq!((&got["url"], &got["description"]), (&json!(url), &json!("edited")));
+    // A token that sees secrets sets what it sends, even that.
+    let literal = "https://hooks:redacted@example.com/in";
+    let (status, out) = server.call("PATCH", &path, Some(json!({ "url": literal }))).await;
+    assert_eq!((status, &out["url"]), (200, &json!(literal)), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

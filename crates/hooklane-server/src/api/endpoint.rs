@@ -359,10 +359,13 @@ pub(crate) fn require_sent_to(ep: &Endpoint) -> ApiResult<()> {
 /// The `url` of a create or a `PUT`: required unless the endpoint polls; a polling endpoint
 /// has none, but may be sent the one it answers (an SDK's read-modify-write does so), as
 /// another node (another `public_url`) or its uid may have written it.
-fn given_url(ep: &Endpoint, url: Option<String>) -> ApiResult<String> {
+fn given_url(ep: &Endpoint, url: Option<String>, principal: &Principal) -> ApiResult<String> {
+    let redacted = !principal.allows(Some(Capability::ViewEndpointSecret));
     match url {
         // Sent back as a token without `ViewEndpointSecret` read it: the password is kept.
-        Some(url) if !ep.polling && url != ep.url && url == without_password(ep.url.clone()) => Ok(ep.url.clone()),
+        Some(url) if redacted && !ep.polling && url != ep.url && url == without_password(ep.url.clone()) => {
+            Ok(ep.url.clone())
+        }
         Some(url) if !ep.polling => Ok(url),
         None if !ep.polling => Err(ApiError::validation("url", "is required (unless `polling` is true)")),
         Some(url) if !is_poller_url(ep, &url) => Err(ApiError::validation(
@@ -421,11 +424,9 @@ pub fn check_url(field: &str, raw: &str) -> ApiResult<()> {
 const MAX_HEADER_NAME_BYTES: usize = 256;
 const MAX_HEADERS_BYTES: usize = 16 * 1024;
 
-fn check_headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
-    use hooklane_dispatch::sender::{custom_header_fault, HeaderFault, MAX_CUSTOM_HEADERS};
-    if headers.len() > MAX_CUSTOM_HEADERS {
-        return Err(ApiError::validation("headers", format!("at most {MAX_CUSTOM_HEADERS} headers")));
-    }
+/// The sizes of custom headers being set (not of those an endpoint already has, which may
+/// predate the limits and are kept as they are).
+pub(crate) fn check_header_sizes(headers: &BTreeMap<String, String>) -> ApiResult<()> {
     if let Some(long) = headers.keys().find(|name| name.len() > MAX_HEADER_NAME_BYTES) {
         let shown: String = long.chars().take(40).collect();
         return Err(ApiError::validation(
@@ -435,6 +436,14 @@ fn check_headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
     }
     if headers.iter().map(|(name, value)| name.len() + value.len()).sum::<usize>() > MAX_HEADERS_BYTES {
         return Err(ApiError::validation("headers", format!("at most {MAX_HEADERS_BYTES} bytes of headers in all")));
+    }
+    Ok(())
+}
+
+fn check_headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
+    use hooklane_dispatch::sender::{custom_header_fault, HeaderFault, MAX_CUSTOM_HEADERS};
+    if headers.len() > MAX_CUSTOM_HEADERS {
+        return Err(ApiError::validation("headers", format!("at most {MAX_CUSTOM_HEADERS} headers")));
     }
     let mut seen = std::collections::HashSet::with_capacity(headers.len());
     for (name, value) in headers {
@@ -582,12 +591,13 @@ pub async fn create(
         mtls: None,
         polling,
     };
-    ep.url = given_url(&ep, input.url)?;
+    ep.url = given_url(&ep, input.url, &t.principal)?;
     input.payload_filter.apply_opt(&mut ep.payload_filter);
     input.transform.apply_opt(&mut ep.transform);
     input.ordering.apply_or_default(&mut ep.order);
     apply_waits(input.retry_schedule, &mut ep.retry_schedule);
     validate(&ep)?;
+    check_header_sizes(&ep.headers)?;
     let start = if ep.polling { super::poller::start_to_record(&s).await } else { None };
     s.0.store.create_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
     super::poller::record_start(&s, &ep, start).await;
@@ -675,11 +685,18 @@ pub(crate) struct Before {
     pub url: String,
     /// The version changed: saved only if the endpoint is still that version.
     pub updated_at: DateTime<Utc>,
+    pub headers: BTreeMap<String, String>,
 }
 
 impl Before {
     pub(crate) fn of(ep: &Endpoint) -> Before {
-        Before { disabled: ep.disabled, paused: ep.paused, url: ep.url.clone(), updated_at: ep.updated_at }
+        Before {
+            disabled: ep.disabled,
+            paused: ep.paused,
+            url: ep.url.clone(),
+            updated_at: ep.updated_at,
+            headers: ep.headers.clone(),
+        }
     }
 }
 
@@ -697,9 +714,14 @@ pub(crate) fn save_error(e: hooklane_store::StoreError) -> ApiError {
 
 /// Saves an endpoint after a change; re-enabling it starts its failure streak afresh.
 pub(crate) async fn save(s: &AppState, t: &Tenant, mut ep: Endpoint, before: Before) -> ApiResult<Endpoint> {
-    touch(&mut ep, before.disabled, super::now());
+    // (Later than the version read, even within its millisecond: a change read from this
+    // one must see that it changed.)
+    touch(&mut ep, before.disabled, super::now().max(before.updated_at + chrono::TimeDelta::milliseconds(1)));
     let moved = drop_credentials_if_moved(&mut ep, &before);
     validate(&ep)?;
+    if ep.headers != before.headers {
+        check_header_sizes(&ep.headers)?;
+    }
     s.0.store.update_endpoint(ep.clone(), Some(before.updated_at)).await.map_err(save_error)?;
     forget_credentials(s, &ep, moved).await;
     after_update(s, Some(&t.app), &ep, before);
@@ -848,7 +870,7 @@ pub async fn put(
     };
     let before = Before::of(&ep);
     same_polling(&ep, input.polling)?;
-    ep.url = given_url(&ep, input.url)?;
+    ep.url = given_url(&ep, input.url, &t.principal)?;
     ep.description = input.description;
     ep.filter_types = input.filter_types;
     ep.channels = input.channels;
@@ -902,7 +924,7 @@ pub async fn patch(
     let before = Before::of(&ep);
     same_polling(&ep, p.polling)?;
     match p.url {
-        Patch::Set(url) => ep.url = given_url(&ep, Some(url))?,
+        Patch::Set(url) => ep.url = given_url(&ep, Some(url), &t.principal)?,
         other => other.apply("url", &mut ep.url)?,
     }
     p.description.apply("description", &mut ep.description)?;
@@ -1144,7 +1166,8 @@ pub async fn rotate_secret(
     if grace > chrono::Duration::zero() {
         ep.previous_secrets.push(ExpiringSecret { key: old, expires_at: now + grace });
     }
-    let read_at = std::mem::replace(&mut ep.updated_at, now);
+    let read_at = ep.updated_at;
+    ep.updated_at = now.max(read_at + chrono::TimeDelta::milliseconds(1));
     s.0.store.update_endpoint(ep, Some(read_at)).await.map_err(save_error)?;
     Ok(axum::Json(SecretOut { key: new.verification_key() }))
 }
@@ -1393,8 +1416,10 @@ pub async fn recover(
             let round = (after.as_str(), RECOVER_CHUNK);
             let (n, last) = state.0.store.recover(&app_id, &ep_id, window, super::now(), round).await?;
             recovered += n;
+            // (A round may queue fewer than it looked at, when some of them changed meanwhile:
+            // it goes on while one queues any.)
             match last {
-                Some(last) if n == RECOVER_CHUNK as u64 => after = last,
+                Some(last) if n > 0 => after = last,
                 _ => break,
             }
             tokio::task::yield_now().await;

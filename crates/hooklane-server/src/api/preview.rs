@@ -109,8 +109,10 @@ pub async fn preview(
         Some(tr) => (tr.active_code().map(str::to_string), tr.variables),
         None => (None, BTreeMap::new()),
     };
-    // The code runs on the endpoint's variables, which a token that may not see secrets
-    // must not get back through what the code makes of them (or through code of its own).
+    // The code runs on the endpoint's variables and URL, which a token that may not see
+    // secrets must not get back through what the code makes of them (or through code of its
+    // own): the variables' values and the URL's password are redacted.
+    let url = super::endpoint::url_seen_by(ep.url.clone(), &t.principal);
     if !t.principal.allows(Some(Capability::ViewEndpointSecret)) {
         variables.values_mut().for_each(|v| *v = REDACTED.to_string());
     }
@@ -121,7 +123,7 @@ pub async fn preview(
         body,
         cancelled: false,
         method: "POST".into(),
-        url: ep.url.clone(),
+        url: url.clone(),
         headers: BTreeMap::new(),
     };
     let Some(code) = code else { return Ok(axum::Json(out)) };
@@ -130,7 +132,7 @@ pub async fn preview(
         None => text.to_string(),
         Some(_) => out.body.to_string(),
     };
-    let webhook = script::Webhook::new(ep.url, input.event_type, body_text, variables);
+    let webhook = script::Webhook::new(url, input.event_type, body_text, variables);
     let max_output = transform::body_limit(text.len());
     let ran = s.0.dispatcher.scripts().run_for_api(script::Job { code, webhook: Some(webhook), max_output }).await;
     match ran.map_err(|e| super::transformation::script_error("transformation", e))? {

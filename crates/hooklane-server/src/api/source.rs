@@ -29,7 +29,7 @@ use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::endpoint::{
-    after_update, apply_waits, drop_credentials_if_moved, forget_credentials, parse_secret, touch,
+    after_update, apply_waits, check_header_sizes, drop_credentials_if_moved, forget_credentials, parse_secret, touch,
     validate as validate_endpoint, Before,
 };
 use super::retry_waits::RetryWaits;
@@ -545,7 +545,7 @@ async fn apply_transformation(
 /// Checks a URL destination as the endpoint it is, naming a bad field as the body does
 /// (`destinations.<field>`).
 fn validate_destination(ep: &Endpoint) -> ApiResult<()> {
-    validate_endpoint(ep).map_err(|e| match e {
+    validate_endpoint(ep).and_then(|()| check_header_sizes(&ep.headers)).map_err(|e| match e {
         ApiError::Validation { field, msg, .. } => ApiError::validation(format!("destinations.{field}"), msg),
         other => other,
     })
@@ -687,6 +687,7 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
     // deleted, for operational webhooks.
     let mut changes: Vec<(Endpoint, Option<Before>)> = Vec::new();
     let mut news: Vec<(&'static str, Endpoint)> = Vec::new();
+    let mut dropped: Vec<Endpoint> = Vec::new();
     if let Some(urls) = plan {
         let existing = s.0.store.app_endpoints(&src.app_id).await?;
         let mut kept = HashSet::new();
@@ -718,7 +719,7 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                         ep.paused = paused;
                     }
                     apply_rules(&d, &mut ep);
-                    touch(&mut ep, was.disabled, now);
+                    touch(&mut ep, was.disabled, now.max(was.updated_at + chrono::TimeDelta::milliseconds(1)));
                     validate_destination(&ep)?;
                     (ep, Some(was))
                 }
@@ -727,31 +728,30 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
             apply_transformation(s, &mut ep, transformation, now).await?;
             changes.push((ep, before));
         }
-        for ep in existing.into_iter().filter(|e| !kept.contains(&e.id)) {
-            s.0.store.delete_endpoint(&ep.app_id, &ep.id).await?;
-            news.push((operational::ENDPOINT_DELETED, ep));
-        }
+        dropped.extend(existing.into_iter().filter(|e| !kept.contains(&e.id)));
     }
     // Destinations are endpoints: changed, they are handled as any endpoint changed through
     // its own routes. The application is read only for operational webhooks, when there
     // are any to post.
     let reported = s.0.operational_app.is_some() && !(changes.is_empty() && news.is_empty());
     let app = if reported { s.0.store.get_app(&src.app_id).await? } else { None };
-    for (ep, before) in changes {
-        match before {
-            None => {
-                s.0.store.create_endpoint(ep.clone()).await?;
-                news.push((operational::ENDPOINT_CREATED, ep));
-            }
-            Some(was) => {
-                let mut ep = ep;
-                let moved = drop_credentials_if_moved(&mut ep, &was);
-                let read_at = Some(was.updated_at);
-                s.0.store.update_endpoint(ep.clone(), read_at).await.map_err(super::endpoint::save_error)?;
-                forget_credentials(s, &ep, moved).await;
-                after_update(s, app.as_ref(), &ep, was);
-            }
-        }
+    // Changes first: each is saved only over the version read (409 otherwise), and one
+    // refused leaves the deletions and creations undone.
+    let (updates, creations): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, before)| before.is_some());
+    for (mut ep, was) in updates.into_iter().filter_map(|(ep, was)| was.map(|was| (ep, was))) {
+        let moved = drop_credentials_if_moved(&mut ep, &was);
+        let read_at = Some(was.updated_at);
+        s.0.store.update_endpoint(ep.clone(), read_at).await.map_err(super::endpoint::save_error)?;
+        forget_credentials(s, &ep, moved).await;
+        after_update(s, app.as_ref(), &ep, was);
+    }
+    for ep in dropped {
+        s.0.store.delete_endpoint(&ep.app_id, &ep.id).await?;
+        news.push((operational::ENDPOINT_DELETED, ep));
+    }
+    for (ep, _) in creations {
+        s.0.store.create_endpoint(ep.clone()).await?;
+        news.push((operational::ENDPOINT_CREATED, ep));
     }
     if let Some(app) = &app {
         for (event_type, ep) in &news {

@@ -159,7 +159,7 @@ pub async fn endpoints(State(s): State<AppState>, t: Tenant, q: Query) -> ApiRes
             oauth: e.oauth.is_some(),
             mtls: e.mtls.is_some(),
             polling: e.polling,
-            url: super::endpoint::answered_url(&s, &mut e),
+            url: super::endpoint::url_seen_by(super::endpoint::answered_url(&s, &mut e), &t.principal),
             id: e.id,
             uid: e.uid,
             description: e.description,

@@ -1154,7 +1154,7 @@ pub async fn recover<C: GenericClient>(
         &format!(
             "UPDATE deliveries SET status = 1, attempts = 0, due_at = $5, leased = false, trigger_type = 1, \
              updated_at = $5, lane_seq = {}, lane_key = {} \
-             WHERE app_id = $1 AND endpoint_id = $2 AND msg_id IN ({recoverable} LIMIT $7) RETURNING msg_id",
+             WHERE app_id = $1 AND endpoint_id = $2 AND status = 2 AND msg_id IN ({recoverable} LIMIT $7) RETURNING msg_id",
             lane_seq_sql("$2", "deliveries.msg_id"),
             lane_key_sql("deliveries.msg_id")
         ),

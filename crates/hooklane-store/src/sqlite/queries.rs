@@ -950,7 +950,7 @@ pub fn recover(
         &format!(
             "UPDATE deliveries SET status = 1, attempts = 0, due_at = ?5, leased = 0, trigger_type = 1, \
              updated_at = ?5, lane_seq = {lane}, lane_key = {key} \
-             WHERE app_id = ?1 AND endpoint_id = ?2 AND msg_id IN ({RECOVERABLE} LIMIT ?7) RETURNING msg_id",
+             WHERE app_id = ?1 AND endpoint_id = ?2 AND status = 2 AND msg_id IN ({RECOVERABLE} LIMIT ?7) RETURNING msg_id",
             lane = lane_seq_sql("?2", "deliveries.msg_id"),
             key = lane_key_sql("deliveries.msg_id")
         ),
