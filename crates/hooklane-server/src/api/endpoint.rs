@@ -1242,8 +1242,8 @@ pub async fn put_headers(
         return Err(ApiError::validation("deleteHeaders", "is for a PATCH: a PUT sets every header"));
     }
     let mut ep = find(&s, &t, &key).await?;
-    ep.headers = input.headers.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
     let before = Before::of(&ep);
+    ep.headers = input.headers.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
     save(&s, &t, ep, before).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -1274,6 +1274,7 @@ pub async fn patch_headers(
     Json(input): Json<HeadersIn>,
 ) -> ApiResult<StatusCode> {
     let mut ep = find(&s, &t, &key).await?;
+    let before = Before::of(&ep);
     for name in input.delete_headers.unwrap_or_default() {
         ep.headers.retain(|stored, _| !stored.eq_ignore_ascii_case(&name));
     }
@@ -1284,7 +1285,6 @@ pub async fn patch_headers(
             ep.headers.insert(name, v);
         }
     }
-    let before = Before::of(&ep);
     save(&s, &t, ep, before).await?;
     Ok(StatusCode::NO_CONTENT)
 }

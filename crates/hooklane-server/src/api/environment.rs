@@ -128,9 +128,16 @@ pub async fn import(State(s): State<AppState>, _: Admin, Json(input): Json<Envir
             one.build(now)
         })
         .collect::<ApiResult<Vec<EventType>>>()?;
-    for et in event_types {
-        replace(&s, et).await?;
-    }
+    // On a task of its own: a client that stops waiting (thousands of event types, each
+    // written durably) does not leave the import half done.
+    let state = s.clone();
+    let written = tokio::spawn(async move {
+        for et in event_types {
+            replace(&state, et).await?;
+        }
+        Ok::<(), ApiError>(())
+    });
+    written.await.map_err(|e| ApiError::Internal(format!("the import's writer ended: {e}")))??;
     Ok(StatusCode::NO_CONTENT)
 }
 

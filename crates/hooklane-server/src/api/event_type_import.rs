@@ -210,16 +210,22 @@ pub async fn import_openapi(
             data: EventTypeImportOpenApiOutData { modified, to_modify: Some(to_modify) },
         }));
     }
-    for (et, new) in changes {
-        save(&s, et, new).await?;
-    }
-    for et in archived {
-        match s.0.store.update_event_type(et).await {
-            // Deleted meanwhile: it is not there to archive, which is what was asked.
-            Ok(()) | Err(StoreError::NotFound) => {}
-            Err(e) => return Err(e.into()),
+    // On a task of its own: a client that stops waiting does not leave the import half done.
+    let state = s.clone();
+    let written = tokio::spawn(async move {
+        for (et, new) in changes {
+            save(&state, et, new).await?;
         }
-    }
+        for et in archived {
+            match state.0.store.update_event_type(et).await {
+                // Deleted meanwhile: it is not there to archive, which is what was asked.
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok::<(), ApiError>(())
+    });
+    written.await.map_err(|e| ApiError::Internal(format!("the import's writer ended: {e}")))??;
     Ok(axum::Json(EventTypeImportOpenApiOut { data: EventTypeImportOpenApiOutData { modified, to_modify: None } }))
 }
 
