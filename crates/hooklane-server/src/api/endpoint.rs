@@ -424,17 +424,24 @@ pub fn check_url(field: &str, raw: &str) -> ApiResult<()> {
 const MAX_HEADER_NAME_BYTES: usize = 256;
 const MAX_HEADERS_BYTES: usize = 16 * 1024;
 
-/// The sizes of custom headers being set (not of those an endpoint already has, which may
-/// predate the limits and are kept as they are).
-pub(crate) fn check_header_sizes(headers: &BTreeMap<String, String>) -> ApiResult<()> {
-    if let Some(long) = headers.keys().find(|name| name.len() > MAX_HEADER_NAME_BYTES) {
+/// The sizes of custom headers being set: `headers` replacing `old` (none: all are new).
+/// Names kept from `old`, and a total no larger than `old`'s, are let be: an endpoint's
+/// headers may predate the limits, and removing some must stay possible.
+pub(crate) fn check_header_sizes(
+    old: Option<&BTreeMap<String, String>>,
+    headers: &BTreeMap<String, String>,
+) -> ApiResult<()> {
+    let is_new = |name: &String| old.is_none_or(|old| !old.contains_key(name));
+    if let Some(long) = headers.keys().filter(|name| is_new(name)).find(|name| name.len() > MAX_HEADER_NAME_BYTES) {
         let shown: String = long.chars().take(40).collect();
         return Err(ApiError::validation(
             "headers",
             format!("header names are at most {MAX_HEADER_NAME_BYTES} bytes ({shown:?}… is longer)"),
         ));
     }
-    if headers.iter().map(|(name, value)| name.len() + value.len()).sum::<usize>() > MAX_HEADERS_BYTES {
+    let total = |h: &BTreeMap<String, String>| h.iter().map(|(name, value)| name.len() + value.len()).sum::<usize>();
+    let (now, before) = (total(headers), old.map_or(0, total));
+    if now > MAX_HEADERS_BYTES && now > before {
         return Err(ApiError::validation("headers", format!("at most {MAX_HEADERS_BYTES} bytes of headers in all")));
     }
     Ok(())
@@ -597,7 +604,7 @@ pub async fn create(
     input.ordering.apply_or_default(&mut ep.order);
     apply_waits(input.retry_schedule, &mut ep.retry_schedule);
     validate(&ep)?;
-    check_header_sizes(&ep.headers)?;
+    check_header_sizes(None, &ep.headers)?;
     let start = if ep.polling { super::poller::start_to_record(&s).await } else { None };
     s.0.store.create_endpoint(ep.clone()).await.map_err(conflict(UID_TAKEN))?;
     super::poller::record_start(&s, &ep, start).await;
@@ -720,7 +727,7 @@ pub(crate) async fn save(s: &AppState, t: &Tenant, mut ep: Endpoint, before: Bef
     let moved = drop_credentials_if_moved(&mut ep, &before);
     validate(&ep)?;
     if ep.headers != before.headers {
-        check_header_sizes(&ep.headers)?;
+        check_header_sizes(Some(&before.headers), &ep.headers)?;
     }
     s.0.store.update_endpoint(ep.clone(), Some(before.updated_at)).await.map_err(save_error)?;
     forget_credentials(s, &ep, moved).await;
@@ -775,7 +782,7 @@ pub(crate) enum Credentials {
 /// endpoint change is told.
 pub(crate) async fn save_credentials(s: &AppState, t: &Tenant, mut ep: Endpoint, set: Credentials) -> ApiResult<()> {
     let before = Before::of(&ep);
-    ep.updated_at = super::now();
+    ep.updated_at = super::now().max(before.updated_at + chrono::TimeDelta::milliseconds(1));
     match set {
         Credentials::Oauth(oauth) => {
             s.0.store.set_endpoint_oauth(&ep.app_id, &ep.id, oauth.as_ref(), ep.updated_at).await?;
@@ -1553,5 +1560,32 @@ impl utoipa::Modify for RotateBodyOptional {
         if let Some(body) = rotate.and_then(|item| item.post.as_mut()).and_then(|op| op.request_body.as_mut()) {
             body.required = Some(utoipa::openapi::Required::False);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Headers from before the size limits (longer names, more bytes) may be kept and some
+    /// removed; what is set anew is held to the limits.
+    #[test]
+    fn header_sizes_hold_what_is_set_not_what_was() {
+        let big = |n: usize| (0..n).map(|i| (format!("x-{i}"), "v".repeat(4000))).collect::<BTreeMap<_, _>>();
+        assert!(check_header_sizes(None, &big(4)).is_ok());
+        assert!(check_header_sizes(None, &big(5)).is_err(), "20 KiB set anew");
+        let mut old = big(8);
+        let long = "x-".repeat(200);
+        old.insert(long.clone(), "1".into());
+        let mut fewer = old.clone();
+        fewer.remove("x-0");
+        assert!(check_header_sizes(Some(&old), &fewer).is_ok(), "one removed: smaller, the long name kept");
+        let mut more = old.clone();
+        more.insert("x-new".into(), "1".into());
+        assert!(check_header_sizes(Some(&old), &more).is_err(), "grown past the limit");
+        let mut renamed = fewer.clone();
+        renamed.insert("y-".repeat(200), "1".into());
+        renamed.remove("x-1");
+        assert!(check_header_sizes(Some(&old), &renamed).is_err(), "a new name too long");
     }
 }

@@ -507,7 +507,7 @@ fn new_endpoint(app_id: &str, d: DestinationIn, kind: SignatureType, now: DateTi
         polling: false,
     };
     apply_rules(&d, &mut ep);
-    validate_destination(&ep)?;
+    validate_destination(&ep, None)?;
     Ok(ep)
 }
 
@@ -544,8 +544,9 @@ async fn apply_transformation(
 
 /// Checks a URL destination as the endpoint it is, naming a bad field as the body does
 /// (`destinations.<field>`).
-fn validate_destination(ep: &Endpoint) -> ApiResult<()> {
-    validate_endpoint(ep).and_then(|()| check_header_sizes(&ep.headers)).map_err(|e| match e {
+/// Checks a destination (`was`: the headers it had, whose sizes are not checked again).
+fn validate_destination(ep: &Endpoint, was: Option<&BTreeMap<String, String>>) -> ApiResult<()> {
+    validate_endpoint(ep).and_then(|()| check_header_sizes(was, &ep.headers)).map_err(|e| match e {
         ApiError::Validation { field, msg, .. } => ApiError::validation(format!("destinations.{field}"), msg),
         other => other,
     })
@@ -720,7 +721,7 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                     }
                     apply_rules(&d, &mut ep);
                     touch(&mut ep, was.disabled, now.max(was.updated_at + chrono::TimeDelta::milliseconds(1)));
-                    validate_destination(&ep)?;
+                    validate_destination(&ep, Some(&was.headers))?;
                     (ep, Some(was))
                 }
                 None => (new_endpoint(&src.app_id, d, s.0.default_signature_type, now)?, None),
@@ -733,7 +734,7 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
     // Destinations are endpoints: changed, they are handled as any endpoint changed through
     // its own routes. The application is read only for operational webhooks, when there
     // are any to post.
-    let reported = s.0.operational_app.is_some() && !(changes.is_empty() && news.is_empty());
+    let reported = s.0.operational_app.is_some() && !(changes.is_empty() && dropped.is_empty());
     let app = if reported { s.0.store.get_app(&src.app_id).await? } else { None };
     // Changes first: each is saved only over the version read (409 otherwise), and one
     // refused leaves the deletions and creations undone.

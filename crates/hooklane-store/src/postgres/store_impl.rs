@@ -28,7 +28,10 @@ impl PgStore {
         updated_at: DateTime<Utc>,
     ) -> StoreResult<()> {
         let c = self.client().await?;
-        let sql = format!("UPDATE endpoints SET {column} = $3, updated_at = $4 WHERE app_id = $1 AND id = $2");
+        // (Never back: a version read since must see this write as later.)
+        let sql = format!(
+            "UPDATE endpoints SET {column} = $3, updated_at = GREATEST(updated_at + 1, $4) WHERE app_id = $1 AND id = $2"
+        );
         let n = queries::execute(&c, &sql, &[&app_id, &endpoint_id, &json, &ms(updated_at)]).await?;
         queries::one_row(n)
     }

@@ -859,7 +859,10 @@ impl SqliteStore {
     ) -> StoreResult<()> {
         let (app, ep) = (owned(app_id), owned(endpoint_id));
         self.write(move |c| {
-            let sql = format!("UPDATE endpoints SET {column} = ?3, updated_at = ?4 WHERE app_id = ?1 AND id = ?2");
+            // (Never back: a version read since must see this write as later.)
+            let sql = format!(
+                "UPDATE endpoints SET {column} = ?3, updated_at = MAX(updated_at + 1, ?4) WHERE app_id = ?1 AND id = ?2"
+            );
             queries::one_row(queries::execute(c, &sql, rusqlite::params![app, ep, json, ms(updated_at)])?)
         })
         .await

@@ -748,6 +748,9 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "removed, as of then");
     ep.oauth = Some(rotated);
     store.set_endpoint_oauth(&app.id, &ep.id, ep.oauth.as_ref(), ep.updated_at).await.unwrap();
+    // A second write of the same time moves the version on all the same (never back, nor
+    // left where a version read before it stands).
+    ep.updated_at += millis(1);
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()));
     assert_not_found(
         store.set_endpoint_oauth("app_other", &ep.id, None, ep.updated_at).await,
@@ -764,6 +767,7 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()), "not written back by an update");
     ep.mtls = mtls;
     store.set_endpoint_mtls(&app.id, &ep.id, ep.mtls.as_ref(), ep.updated_at).await.unwrap();
+    ep.updated_at += millis(1);
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()));
     assert_not_found(store.set_endpoint_mtls("app_other", &ep.id, None, ep.updated_at).await, "another tenant's");
     // A move forgets the settings bound elsewhere, and keeps those bound where it went.
