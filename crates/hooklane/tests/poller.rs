@@ -48,6 +48,24 @@ async fn read_until(server: &Server, path: &str, want: &[&str]) -> Value {
     panic!("{path} never answered {want:?}, last {last:?}");
 }
 
+/// An `invoice.paid` message of `app` created at `at`, as another node writes it to the
+/// database itself.
+fn message_of(app: &str, at: hooklane_core::DateTime<hooklane_core::Utc>) -> hooklane_core::model::Message {
+    hooklane_core::model::Message {
+        id: hooklane_core::ids::new_id(hooklane_core::ids::MESSAGE),
+        app_id: app.to_string(),
+        event_type: "invoice.paid".into(),
+        event_id: None,
+        payload: "{\"n\":1}".into(),
+        channels: None,
+        tags: None,
+        created_at: at,
+        content_type: None,
+        headers: Default::default(),
+        ordering_key: None,
+    }
+}
+
 /// What a polling endpoint reads, and what it is spared, on one server.
 async fn polling_endpoint_reads_its_messages(server: &Server) {
     let app = server.create_app("poller").await;
@@ -305,8 +323,6 @@ async fn polling_endpoints_refuse_what_only_sending_uses() {
 /// disabled endpoint's, with no attempt and no failure counted against the endpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_to_a_polling_endpoint_is_given_up() {
-    use hooklane_core::model::Message;
-
     let db = TestDatabase::create().await;
     let server =
         Server::start(&format!("database_url = \"{}\"\n[delivery]\npoll_interval = \"200ms\"", db.url())).await;
@@ -318,19 +334,7 @@ async fn a_delivery_to_a_polling_endpoint_is_given_up() {
 
     // The older node: another process writing to the same database.
     let older = hooklane_store::postgres::PgStore::open(db.url()).await.expect("second node's store");
-    let msg = Message {
-        id: hooklane_core::ids::new_id(hooklane_core::ids::MESSAGE),
-        app_id: app.clone(),
-        event_type: "invoice.paid".into(),
-        event_id: None,
-        payload: "{\"n\":1}".into(),
-        channels: None,
-        tags: None,
-        created_at: hooklane_core::Utc::now(),
-        content_type: None,
-        headers: Default::default(),
-        ordering_key: None,
-    };
+    let msg = message_of(&app, hooklane_core::Utc::now());
     let store: &dyn hooklane_store::Store = &older;
     store.create_message(msg.clone(), vec![ep_id.clone()], None).await.expect("an older node's message");
 
@@ -354,8 +358,6 @@ async fn a_delivery_to_a_polling_endpoint_is_given_up() {
 /// created reads no history through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_a_slow_clock_loses_no_message() {
-    use hooklane_core::model::Message;
-
     let db = TestDatabase::create().await;
     let server = Server::start(&format!("database_url = \"{}\"", db.url())).await;
     let app = server.create_app("poller").await;
@@ -372,19 +374,7 @@ async fn a_node_with_a_slow_clock_loses_no_message() {
 
     // Another node, its clock 50 ms behind, takes a message after the endpoint exists.
     let other = hooklane_store::postgres::PgStore::open(db.url()).await.expect("second node's store");
-    let msg = Message {
-        id: hooklane_core::ids::new_id(hooklane_core::ids::MESSAGE),
-        app_id: app.clone(),
-        event_type: "invoice.paid".into(),
-        event_id: None,
-        payload: "{\"n\":1}".into(),
-        channels: None,
-        tags: None,
-        created_at: created - chrono::TimeDelta::milliseconds(50),
-        content_type: None,
-        headers: Default::default(),
-        ordering_key: None,
-    };
+    let msg = message_of(&app, created - chrono::TimeDelta::milliseconds(50));
     let store: &dyn hooklane_store::Store = &other;
     store.create_message(msg.clone(), vec![], None).await.expect("the other node's message");
 
