@@ -677,7 +677,6 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
         let soon = Utc::now() + chrono::Duration::from_std(inner.cfg.poll_interval).unwrap_or_default();
         let retry_soon = outcomes.iter().any(|o| matches!(o.next, NextStep::RetryAt(t) if t <= soon));
         if !outcomes.is_empty() {
-            let latest = outcomes.iter().map(|o| o.attempt.created_at).max().unwrap_or_else(Utc::now);
             let mut events = EventsOf::new(&inner, &outcomes, &attempts_made);
             match inner.store.record_attempts(outcomes, inner.cfg.disable_after).await {
                 Ok(Recorded { disabled, set_aside }) => {
@@ -693,13 +692,15 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
                         tokio::spawn(async move { store.announce_tenant_change().await });
                     }
                     let mut map = inner.disabled.lock().unwrap_or_else(|p| p.into_inner());
-                    for id in disabled {
+                    for (id, version) in disabled {
                         tracing::warn!(endpoint_id = %id, "endpoint disabled after failing continuously");
                         // Its pending deliveries are marked failed when claimed: claims must
                         // not skip it any longer.
                         inner.circuits.forget(&id);
                         events.disabled(&id);
-                        map.insert(id, latest);
+                        // Deliveries read from this version of the endpoint or an older one
+                        // are given up; a later change (re-enabling it) is a later version.
+                        map.insert(id, version);
                     }
                     drop(map);
                     events.send(&inner);

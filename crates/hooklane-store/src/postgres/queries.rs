@@ -901,7 +901,7 @@ async fn update_endpoint_streaks<C: GenericClient>(
     c: &C,
     outcomes: &[AttemptOutcome],
     disable_after: Duration,
-) -> StoreResult<Vec<String>> {
+) -> StoreResult<Vec<(String, DateTime<Utc>)>> {
     #[derive(Default)]
     struct Streak<'a> {
         succeeded: bool,
@@ -995,13 +995,13 @@ async fn update_endpoint_streaks<C: GenericClient>(
     .await?;
     let disabled = query(
         c,
-        "UPDATE endpoints e SET disabled = true, updated_at = k.last \
+        "UPDATE endpoints e SET disabled = true, updated_at = GREATEST(e.updated_at + 1, k.last) \
          FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS k(id, before, last) \
-         WHERE e.id = k.id AND NOT e.disabled AND e.failing_since <= k.before RETURNING e.id",
+         WHERE e.id = k.id AND NOT e.disabled AND e.failing_since <= k.before RETURNING e.id, e.updated_at",
         &[&failing, &failing_before, &failing_last],
     )
     .await?;
-    disabled.iter().map(|r| rows::get::<String>(r, 0)).collect()
+    disabled.iter().map(|r| Ok((rows::get::<String>(r, 0)?, rows::time(rows::get::<i64>(r, 1)?)))).collect()
 }
 
 fn key_columns(keys: &[DeliveryKey]) -> (Vec<&str>, Vec<&str>) {

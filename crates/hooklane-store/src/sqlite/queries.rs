@@ -688,8 +688,8 @@ pub fn claim_due(
 pub struct AttemptRecorded {
     /// The attempt's outcome moved its delivery on (it had not been queued again meanwhile).
     pub moved_delivery: bool,
-    /// The endpoint this failure disabled.
-    pub disabled: Option<String>,
+    /// The endpoint this failure disabled, and the version that wrote.
+    pub disabled: Option<(String, DateTime<Utc>)>,
 }
 
 /// Records one attempt. With `guard`, a delivery queued again while the attempt was on
@@ -774,13 +774,15 @@ pub fn record_attempt(
                        ORDER BY id DESC LIMIT 1), 0) < ?3 - ?4",
         params![a.endpoint_id, a.id, now, crate::queries_shared::QUIET_GAP_MS],
     )?;
+    // (Its version moves on, never back: a change read before it must not be saved over it.)
     let disabled = query_opt(
         conn,
-        "UPDATE endpoints SET disabled = 1, updated_at = ?3 \
-         WHERE id = ?1 AND disabled = 0 AND failing_since <= ?2 RETURNING id",
+        "UPDATE endpoints SET disabled = 1, updated_at = MAX(updated_at + 1, ?3) \
+         WHERE id = ?1 AND disabled = 0 AND failing_since <= ?2 RETURNING id, updated_at",
         params![a.endpoint_id, ms(disable_before), now],
-        |r| r.get(0),
-    )?;
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+    )?
+    .map(|(id, at)| (id, rows::time(at)));
     Ok(AttemptRecorded { moved_delivery, disabled })
 }
 
