@@ -50,8 +50,9 @@ struct Inner {
     circuits: Circuits,
     wake: Notify,
     finished: mpsc::UnboundedSender<Finished>,
-    /// Endpoints this process disabled, with when: jobs already in memory for them stop at
-    /// once, unless their endpoint snapshot was updated (re-enabled) after that moment.
+    /// Endpoints this process disabled, with the version (`updated_at`) the disabling wrote:
+    /// jobs already in memory whose endpoint snapshot is that version or an older one stop at
+    /// once; a later version (re-enabled) goes on.
     disabled: Mutex<HashMap<String, DateTime<Utc>>>,
     /// Endpoints paused through this process, with when (their `updated_at`): jobs already
     /// in memory for them are held rather than sent, as the disabled ones stop.

@@ -79,7 +79,8 @@ impl AttemptFilter {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recorded {
     /// Endpoints this batch's failures disabled, each with the version (`updated_at`) the
-    /// disabling wrote: a delivery read from an earlier version of the endpoint is not sent.
+    /// disabling wrote: a delivery read from that version of the endpoint or an earlier one
+    /// is not sent.
     pub disabled: Vec<(String, DateTime<Utc>)>,
     /// Deliveries whose outcome was set aside: queued again while the attempt was on the
     /// wire (a resend), or gone. Nothing should be told about their outcome.

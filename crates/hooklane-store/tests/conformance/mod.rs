@@ -1850,13 +1850,16 @@ pub async fn endpoint_failing_since_and_disable(store: &DynStore) {
     // Still failing more than disable_after after the run began: disabled, and reported.
     let t2 = t0 + mins(120);
     assert_eq!(job_keys(&claim(store, t2).await), set([pair(&m2, &ep)]));
-    let before = endpoint_now(store, &ep).await.updated_at;
+    // A change saved after the attempt's time (a clock ahead, or the same moment): the
+    // disabling's version still comes after it.
+    let saved = Endpoint { updated_at: t2 + mins(1), ..endpoint_now(store, &ep).await };
+    store.update_endpoint(saved.clone(), None).await.unwrap();
     let off = store.record_attempts(vec![outcome(&m2.id, &ep, t2, NextStep::RetryAt(t0 + mins(180)))], disable_after);
     let disabled = off.await.unwrap().disabled;
     let e = endpoint_now(store, &ep).await;
-    // Reported with the version it wrote, which is past any the endpoint had.
-    assert_eq!(disabled, vec![(ep.id.clone(), e.updated_at)]);
-    assert!(e.updated_at > before, "{} after {before}", e.updated_at);
+    // Reported with the version it wrote, one past the saved one.
+    assert_eq!(disabled, vec![(ep.id.clone(), saved.updated_at + millis(1))]);
+    assert_eq!(e.updated_at, saved.updated_at + millis(1));
     assert!(e.disabled, "endpoint failing for longer than disable_after is disabled");
     assert_eq!(e.failing_since, Some(t1));
 
