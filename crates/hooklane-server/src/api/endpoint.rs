@@ -719,11 +719,15 @@ pub(crate) fn save_error(e: hooklane_store::StoreError) -> ApiError {
     }
 }
 
+/// The `updated_at` of a change written at `now` to the version `read_at`: later than it
+/// even within its millisecond, so that a change read from that version sees it changed.
+pub(crate) fn next_version(now: DateTime<Utc>, read_at: DateTime<Utc>) -> DateTime<Utc> {
+    now.max(read_at + chrono::TimeDelta::milliseconds(1))
+}
+
 /// Saves an endpoint after a change; re-enabling it starts its failure streak afresh.
 pub(crate) async fn save(s: &AppState, t: &Tenant, mut ep: Endpoint, before: Before) -> ApiResult<Endpoint> {
-    // (Later than the version read, even within its millisecond: a change read from this
-    // one must see that it changed.)
-    touch(&mut ep, before.disabled, super::now().max(before.updated_at + chrono::TimeDelta::milliseconds(1)));
+    touch(&mut ep, before.disabled, next_version(super::now(), before.updated_at));
     let moved = drop_credentials_if_moved(&mut ep, &before);
     validate(&ep)?;
     if ep.headers != before.headers {
@@ -782,7 +786,7 @@ pub(crate) enum Credentials {
 /// endpoint change is told.
 pub(crate) async fn save_credentials(s: &AppState, t: &Tenant, mut ep: Endpoint, set: Credentials) -> ApiResult<()> {
     let before = Before::of(&ep);
-    ep.updated_at = super::now().max(before.updated_at + chrono::TimeDelta::milliseconds(1));
+    ep.updated_at = next_version(super::now(), before.updated_at);
     match set {
         Credentials::Oauth(oauth) => {
             s.0.store.set_endpoint_oauth(&ep.app_id, &ep.id, oauth.as_ref(), ep.updated_at).await?;
@@ -1174,7 +1178,7 @@ pub async fn rotate_secret(
         ep.previous_secrets.push(ExpiringSecret { key: old, expires_at: now + grace });
     }
     let read_at = ep.updated_at;
-    ep.updated_at = now.max(read_at + chrono::TimeDelta::milliseconds(1));
+    ep.updated_at = next_version(now, read_at);
     s.0.store.update_endpoint(ep, Some(read_at)).await.map_err(save_error)?;
     Ok(axum::Json(SecretOut { key: new.verification_key() }))
 }

@@ -123,8 +123,10 @@ async fn start(s: &AppState, ep: &Endpoint) -> ApiResult<Option<EventPosition>> 
 }
 
 /// The earliest a polling endpoint's messages are created: when it was (to the
-/// millisecond, as stored; `since` bounds are exclusive), less `skew`.
-fn endpoint_since(ep: &Endpoint, asked: Option<DateTime<Utc>>, skew: TimeDelta) -> DateTime<Utc> {
+/// millisecond, as stored; `since` bounds are exclusive), less `CLOCK_SKEW` when its start
+/// was recorded (`started`), which then bounds reads too.
+fn endpoint_since(ep: &Endpoint, asked: Option<DateTime<Utc>>, started: bool) -> DateTime<Utc> {
+    let skew = if started { CLOCK_SKEW } else { TimeDelta::zero() };
     let created = ep.created_at - TimeDelta::milliseconds(1) - skew;
     asked.map_or(created, |t| t.max(created))
 }
@@ -199,14 +201,10 @@ async fn read(
 ) -> ApiResult<(Pull, EventsPage)> {
     let mut pull =
         Pull::parse_filtered(s, &t.app.id, q, position, filters.event_types.clone(), filters.channels.clone())?;
-    let skew = match floor {
-        Some(floor) => {
-            pull.query.after = pull.query.after.max(floor);
-            CLOCK_SKEW
-        }
-        None => TimeDelta::zero(),
-    };
-    pull.query.since = Some(endpoint_since(ep, pull.query.since, skew));
+    if let Some(floor) = floor {
+        pull.query.after = pull.query.after.max(floor);
+    }
+    pull.query.since = Some(endpoint_since(ep, pull.query.since, floor.is_some()));
     // One place among the waiting readers for the whole poll; without one it waits not at all.
     let place = if pull.wait.is_zero() { None } else { waiting_place(s, &t.app.id).ok() };
     let deadline = Instant::now() + if place.is_some() { pull.wait } else { Duration::ZERO };
@@ -414,11 +412,7 @@ pub async fn consumer_seek(
     let first = EventsQuery {
         after: from,
         // (Bounded as reads are.)
-        since: Some(endpoint_since(
-            &ep,
-            Some(input.after),
-            if recorded.is_some() { CLOCK_SKEW } else { TimeDelta::zero() },
-        )),
+        since: Some(endpoint_since(&ep, Some(input.after), recorded.is_some())),
         event_types: None,
         channels: None,
         limit: 1,

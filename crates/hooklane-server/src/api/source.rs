@@ -720,7 +720,7 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                         ep.paused = paused;
                     }
                     apply_rules(&d, &mut ep);
-                    touch(&mut ep, was.disabled, now.max(was.updated_at + chrono::TimeDelta::milliseconds(1)));
+                    touch(&mut ep, was.disabled, super::endpoint::next_version(now, was.updated_at));
                     validate_destination(&ep, Some(&was.headers))?;
                     (ep, Some(was))
                 }
