@@ -333,8 +333,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     async fn get_source(&self, id: &str) -> StoreResult<Option<hooklane_core::model::Source>>;
     async fn list_sources(&self, page: &PageRequest) -> StoreResult<Page<hooklane_core::model::Source>>;
-    /// Saves the source's own settings (its application's endpoints are saved as endpoints).
-    async fn update_source(&self, source: hooklane_core::model::Source) -> StoreResult<()>;
+    /// Saves the source's settings and the changes to its application's endpoints (its URL
+    /// destinations) in one transaction: nothing is saved when the source is missing
+    /// (`NotFound`) or any endpoint change is refused (`Changed`, `Conflict`).
+    async fn update_source(
+        &self,
+        source: hooklane_core::model::Source,
+        destinations: DestinationChanges,
+    ) -> StoreResult<()>;
     /// Deletes the source, its request records, and its application with everything under it.
     async fn delete_source(&self, id: &str) -> StoreResult<()>;
     async fn record_inbound_request(&self, request: hooklane_core::model::InboundRequest) -> StoreResult<()>;

@@ -468,3 +468,12 @@ mod tests {
         assert!(run(&[], 10).is_empty());
     }
 }
+
+/// A source's destination that is gone when its update or deletion comes was changed by
+/// someone else since the source's update read it: the update as a whole is refused.
+pub fn gone_is_changed(e: crate::StoreError) -> crate::StoreError {
+    match e {
+        crate::StoreError::NotFound => crate::StoreError::Changed,
+        other => other,
+    }
+}

@@ -455,3 +455,16 @@ impl EndpointStats {
         }
     }
 }
+
+/// What a source's update does to its application's endpoints (its URL destinations),
+/// saved with the source in one transaction: one change refused leaves everything as it was.
+#[derive(Debug, Clone, Default)]
+pub struct DestinationChanges {
+    /// Endpoints changed, each with the version (`updated_at`) it was read at: one changed
+    /// or deleted since answers [`crate::StoreError::Changed`].
+    pub updated: Vec<(Endpoint, DateTime<Utc>)>,
+    /// Ids of endpoints deleted with their deliveries and attempts; one already gone
+    /// answers [`crate::StoreError::Changed`].
+    pub deleted: Vec<String>,
+    pub created: Vec<Endpoint>,
+}

@@ -43,6 +43,7 @@ use crate::openapi::{
 };
 use crate::operational;
 use crate::state::AppState;
+use hooklane_store::{DestinationChanges, StoreError};
 
 /// Largest body a source may be configured to accept.
 pub const MAX_SOURCE_BODY_BYTES: u64 = 10 * 1024 * 1024;
@@ -736,30 +737,34 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
     // are any to post.
     let reported = s.0.operational_app.is_some() && !(changes.is_empty() && dropped.is_empty());
     let app = if reported { s.0.store.get_app(&src.app_id).await? } else { None };
-    // Changes first: each is saved only over the version read (409 otherwise), and one
-    // refused leaves the deletions and creations undone.
+    // The source and its destinations' changes are saved in one transaction: a destination
+    // changed since it was read (409) or a uid taken leaves everything as it was.
     let (updates, creations): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, before)| before.is_some());
+    let mut updated = Vec::new();
+    let mut plan = DestinationChanges::default();
     for (mut ep, was) in updates.into_iter().filter_map(|(ep, was)| was.map(|was| (ep, was))) {
         let moved = drop_credentials_if_moved(&mut ep, &was);
-        let read_at = Some(was.updated_at);
-        s.0.store.update_endpoint(ep.clone(), read_at).await.map_err(super::endpoint::save_error)?;
+        plan.updated.push((ep.clone(), was.updated_at));
+        updated.push((ep, was, moved));
+    }
+    plan.deleted = dropped.iter().map(|ep| ep.id.clone()).collect();
+    plan.created = creations.into_iter().map(|(ep, _)| ep).collect();
+    let created = plan.created.clone();
+    s.0.store.update_source(src.clone(), plan).await.map_err(|e| match e {
+        StoreError::NotFound => ApiError::NotFound("source"),
+        other => super::endpoint::save_error(other),
+    })?;
+    for (ep, was, moved) in updated {
         forget_credentials(s, &ep, moved).await;
         after_update(s, app.as_ref(), &ep, was);
     }
-    for ep in dropped {
-        s.0.store.delete_endpoint(&ep.app_id, &ep.id).await?;
-        news.push((operational::ENDPOINT_DELETED, ep));
-    }
-    for (ep, _) in creations {
-        s.0.store.create_endpoint(ep.clone()).await?;
-        news.push((operational::ENDPOINT_CREATED, ep));
-    }
+    news.extend(dropped.into_iter().map(|ep| (operational::ENDPOINT_DELETED, ep)));
+    news.extend(created.into_iter().map(|ep| (operational::ENDPOINT_CREATED, ep)));
     if let Some(app) = &app {
         for (event_type, ep) in &news {
             operational::endpoint_changed(s, event_type, app, ep);
         }
     }
-    s.0.store.update_source(src.clone()).await.map_err(crate::error::missing("source"))?;
     source_out(s, src).await
 }
 

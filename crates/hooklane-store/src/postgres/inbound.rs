@@ -8,7 +8,8 @@ use tokio_postgres::Row;
 
 use super::queries::{self, execute, query_opt, Select};
 use super::rows::{get, ms, time, to_json};
-use crate::{Page, PageRequest, StoreError, StoreResult};
+use crate::queries_shared::gone_is_changed;
+use crate::{DestinationChanges, Page, PageRequest, StoreError, StoreResult};
 
 pub const SOURCE_COLS: &str = "id, app_id, name, verification, deduplication, allow_networks, max_body_bytes, \
      event_destinations, metadata, created_at, updated_at, ordering_key, response";
@@ -116,7 +117,23 @@ pub async fn list_sources<C: GenericClient>(c: &C, page: &PageRequest) -> StoreR
     Select::new(SOURCE_COLS, "sources").page(c, "id", page, source).await
 }
 
-pub async fn update_source<C: GenericClient>(c: &C, s: &Source) -> StoreResult<()> {
+/// Saves the source, then its destinations' changes, in the caller's transaction: an error
+/// anywhere leaves all of it unsaved.
+pub async fn update_source<C: GenericClient>(c: &C, s: &Source, destinations: &DestinationChanges) -> StoreResult<()> {
+    update_source_row(c, s).await?;
+    for (ep, read_at) in &destinations.updated {
+        queries::update_endpoint(c, ep, Some(ms(*read_at))).await.map_err(gone_is_changed)?;
+    }
+    for id in &destinations.deleted {
+        queries::delete_endpoint(c, &s.app_id, id).await.map_err(gone_is_changed)?;
+    }
+    for ep in &destinations.created {
+        queries::insert_endpoint(c, ep).await?;
+    }
+    Ok(())
+}
+
+async fn update_source_row<C: GenericClient>(c: &C, s: &Source) -> StoreResult<()> {
     let n = execute(
         c,
         "UPDATE sources SET name = $2, verification = $3, deduplication = $4, allow_networks = $5, \

@@ -524,8 +524,15 @@ impl Store for PgStore {
         super::inbound::list_sources(&self.client().await?, page).await
     }
 
-    async fn update_source(&self, source: hooklane_core::model::Source) -> StoreResult<()> {
-        super::inbound::update_source(&self.client().await?, &source).await
+    async fn update_source(
+        &self,
+        source: hooklane_core::model::Source,
+        destinations: DestinationChanges,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db_err)?;
+        let result = super::inbound::update_source(&tx, &source, &destinations).await;
+        finish(tx, result).await
     }
 
     async fn delete_source(&self, id: &str) -> StoreResult<()> {

@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 
 use super::queries::{self, execute, query_opt, Select};
 use super::rows::{ms, time, to_json};
-use crate::{Page, PageRequest, StoreError, StoreResult};
+use crate::queries_shared::gone_is_changed;
+use crate::{DestinationChanges, Page, PageRequest, StoreError, StoreResult};
 
 pub const SOURCE_COLS: &str = "id, app_id, name, verification, deduplication, allow_networks, max_body_bytes, \
      event_destinations, metadata, created_at, updated_at, ordering_key, response";
@@ -108,7 +109,23 @@ pub fn list_sources(conn: &Connection, page: &PageRequest) -> StoreResult<Page<S
     Select::new(SOURCE_COLS, "sources").page(conn, "id", page, source)
 }
 
-pub fn update_source(conn: &Connection, s: &Source) -> StoreResult<()> {
+/// Saves the source, then its destinations' changes, in the caller's savepoint: an error
+/// anywhere leaves all of it unsaved.
+pub fn update_source(conn: &Connection, s: &Source, destinations: &DestinationChanges) -> StoreResult<()> {
+    update_source_row(conn, s)?;
+    for (ep, read_at) in &destinations.updated {
+        queries::update_endpoint(conn, ep, Some(ms(*read_at))).map_err(gone_is_changed)?;
+    }
+    for id in &destinations.deleted {
+        queries::delete_endpoint(conn, &s.app_id, id).map_err(gone_is_changed)?;
+    }
+    for ep in &destinations.created {
+        queries::insert_endpoint(conn, ep)?;
+    }
+    Ok(())
+}
+
+fn update_source_row(conn: &Connection, s: &Source) -> StoreResult<()> {
     // ?2 (app_id) and ?10 (created_at) are bound but not used: they never change.
     let n = execute(
         conn,

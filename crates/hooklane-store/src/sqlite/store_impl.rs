@@ -454,8 +454,12 @@ impl Store for SqliteStore {
         self.read(move |c| super::inbound::list_sources(c, &page)).await
     }
 
-    async fn update_source(&self, source: hooklane_core::model::Source) -> StoreResult<()> {
-        self.write(move |c| super::inbound::update_source(c, &source)).await
+    async fn update_source(
+        &self,
+        source: hooklane_core::model::Source,
+        destinations: DestinationChanges,
+    ) -> StoreResult<()> {
+        self.write(move |c| super::inbound::update_source(c, &source, &destinations)).await
     }
 
     async fn delete_source(&self, id: &str) -> StoreResult<()> {

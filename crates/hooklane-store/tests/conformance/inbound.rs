@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::inbound::{Deduplication, Verification};
 use hooklane_core::model::{EventDestination, InboundRequest, InboundStatus, Metadata, Source, SourceResponse};
-use hooklane_store::DynStore;
+use hooklane_store::{DestinationChanges, DynStore};
 
 use super::*;
 
@@ -107,10 +107,10 @@ pub async fn source_lifecycle_and_hidden_application(store: &DynStore) {
     source.response = None;
     source.metadata.clear();
     source.updated_at += secs(5);
-    store.update_source(source.clone()).await.unwrap();
+    store.update_source(source.clone(), DestinationChanges::default()).await.unwrap();
     assert_eq!(store.get_source(&source.id).await.unwrap(), Some(source.clone()));
     let (ghost, _) = new_source("ghost");
-    assert_not_found(store.update_source(ghost).await, "update of a missing source");
+    assert_not_found(store.update_source(ghost, DestinationChanges::default()).await, "update of a missing source");
 
     // Delete: the source, its application with its endpoints, messages and deliveries, and
     // its request records all go; other applications stay.
@@ -149,6 +149,104 @@ pub async fn source_create_is_atomic(store: &DynStore) {
     let other_app = new_app("other", None);
     assert_conflict(store.create_source(third.clone(), other_app.clone(), Vec::new()).await, "app owned twice");
     assert_eq!(store.get_app(&other_app.id).await.unwrap(), None);
+}
+
+/// The endpoints of a source's application as stored: (id, url) in id order.
+async fn destinations(store: &DynStore, app_id: &str) -> Vec<(String, String)> {
+    let mut eps: Vec<_> = store.app_endpoints(app_id).await.unwrap().into_iter().map(|e| (e.id, e.url)).collect();
+    eps.sort();
+    eps
+}
+
+pub async fn source_update_saves_destinations_in_one_transaction(store: &DynStore) {
+    let (mut source, app) = new_source("github");
+    let (ep1, ep2) = (new_endpoint(&app.id, None), new_endpoint(&app.id, Some("second")));
+    store.create_source(source.clone(), app.clone(), vec![ep1.clone(), ep2.clone()]).await.unwrap();
+
+    // One update: ep1 changed, ep2 deleted (with its deliveries), ep3 created, the source renamed.
+    let msg = post(store, &app.id, &[&ep2], now_ms()).await;
+    let mut ep1_new = ep1.clone();
+    ep1_new.url = "https://example.com/changed".into();
+    ep1_new.updated_at = ep1.updated_at + millis(1);
+    let ep3 = new_endpoint(&app.id, None);
+    source.name = "renamed".into();
+    let changes = DestinationChanges {
+        updated: vec![(ep1_new.clone(), ep1.updated_at)],
+        deleted: vec![ep2.id.clone()],
+        created: vec![ep3.clone()],
+    };
+    store.update_source(source.clone(), changes).await.unwrap();
+    assert_eq!(store.get_source(&source.id).await.unwrap(), Some(source.clone()));
+    let mut want = vec![(ep1.id.clone(), ep1_new.url.clone()), (ep3.id.clone(), ep3.url.clone())];
+    want.sort();
+    assert_eq!(destinations(store, &app.id).await, want);
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), None, "the deleted endpoint's delivery is gone");
+    assert!(store.get_message(&app.id, &msg.id).await.unwrap().is_some(), "the message stays");
+
+    // Each way one change can be refused leaves the source and every other change unsaved.
+    let mut renamed = source.clone();
+    renamed.name = "never saved".into();
+    let mut stale = ep1_new.clone();
+    stale.url = "https://example.com/stale".into();
+    let mut taken = new_endpoint(&app.id, None);
+    taken.id = ep3.id.clone();
+    let refused: [(&str, DestinationChanges, fn(&StoreResult<()>) -> bool); 4] = [
+        (
+            "an endpoint changed since it was read",
+            DestinationChanges {
+                updated: vec![(stale.clone(), ep1.updated_at)],
+                deleted: vec![ep3.id.clone()],
+                created: vec![new_endpoint(&app.id, None)],
+            },
+            |r| matches!(r, Err(StoreError::Changed)),
+        ),
+        (
+            "an endpoint deleted since it was read",
+            DestinationChanges {
+                updated: vec![(stale.clone(), ep1_new.updated_at)],
+                deleted: vec![ep2.id.clone()],
+                created: Vec::new(),
+            },
+            |r| matches!(r, Err(StoreError::Changed)),
+        ),
+        (
+            "an endpoint updated after its deletion",
+            DestinationChanges {
+                updated: vec![(ep2.clone(), ep2.updated_at)],
+                deleted: vec![ep3.id.clone()],
+                created: Vec::new(),
+            },
+            |r| matches!(r, Err(StoreError::Changed)),
+        ),
+        (
+            "an endpoint id taken",
+            DestinationChanges {
+                updated: vec![(stale.clone(), ep1_new.updated_at)],
+                deleted: Vec::new(),
+                created: vec![taken.clone()],
+            },
+            |r| matches!(r, Err(StoreError::Conflict(_))),
+        ),
+    ];
+    for (what, changes, expected) in refused {
+        let r = store.update_source(renamed.clone(), changes).await;
+        assert!(expected(&r), "{what}: {r:?}");
+        assert_eq!(store.get_source(&source.id).await.unwrap(), Some(source.clone()), "{what}: source");
+        assert_eq!(destinations(store, &app.id).await, want, "{what}: endpoints");
+    }
+
+    // A missing source saves none of its changes either.
+    let (ghost, _) = new_source("ghost");
+    let mut ghost = ghost;
+    ghost.app_id = app.id.clone();
+    let r = store
+        .update_source(
+            ghost,
+            DestinationChanges { updated: Vec::new(), deleted: vec![ep3.id.clone()], created: Vec::new() },
+        )
+        .await;
+    assert_not_found(r, "update of a missing source");
+    assert_eq!(destinations(store, &app.id).await, want);
 }
 
 pub async fn inbound_requests_record_list_get(store: &DynStore) {

@@ -105,6 +105,7 @@ macro_rules! store_conformance_tests {
             // --- inbound sources
             source_lifecycle_and_hidden_application,
             source_create_is_atomic,
+            source_update_saves_destinations_in_one_transaction,
             inbound_requests_record_list_get,
             prune_deletes_expired_keys_and_old_requests,
             prune_deletes_old_finished_messages,
