@@ -17,9 +17,15 @@ use sha2::{Digest, Sha256};
 use crate::error::ApiError;
 use crate::state::{hex, AppState};
 
-const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long an answer is replayed.
+const KEY_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+/// How long a key stays taken by a request that never finishes (its process died): past
+/// it, a retry runs. Far longer than any request's handler runs.
+const IN_FLIGHT_LEASE: Duration = Duration::from_secs(5 * 60);
 const MAX_KEY_LEN: usize = 256;
-/// Responses larger than this are not stored (API answers are far smaller).
+/// Answers larger than this are not kept (API answers are far smaller; a message echoed
+/// with a payload near `max_body_bytes` or a large environment export can be larger). The
+/// key keeps a refusal in their place: the request is not run a second time.
 const MAX_STORED_BODY: usize = 1 << 20;
 
 /// Requests whose answer holds a secret (a new token, an integration's new key, a rotated
@@ -48,7 +54,8 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
     let mut scope = Sha256::new();
     scope.update(req.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes).unwrap_or_default());
     scope.update([0]);
-    scope.update(req.uri().path().as_bytes());
+    // The query too: `?with_content=false` asks for another answer.
+    scope.update(req.uri().path_and_query().map_or(req.uri().path(), |p| p.as_str()).as_bytes());
     scope.update([0]);
     scope.update(key.as_bytes());
     let scope = hex(&scope.finalize());
@@ -67,43 +74,63 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
     let fingerprint = hex(&Sha256::digest(&body));
     let req = Request::from_parts(parts, Body::from(body));
     let store = &s.0.store;
-    match store.idempotency_begin(&scope, &fingerprint, Utc::now(), KEY_TTL).await {
+    match store.idempotency_begin(&scope, &fingerprint, Utc::now(), IN_FLIGHT_LEASE).await {
         Err(e) => ApiError::from(e).into_response(),
         Ok(IdempotencyState::InFlight) => ApiError::IdempotencyInFlight.into_response(),
         Ok(IdempotencyState::Mismatch) => ApiError::IdempotencyMismatch.into_response(),
         Ok(IdempotencyState::Completed(stored)) => replay(stored),
-        Ok(IdempotencyState::Started) => {
-            // Until the answer is stored, the key is released if this future is dropped (the
-            // client disconnected), the handler panics or storing fails: a key left in flight
-            // would refuse every retry for 24 hours.
-            let mut guard = AbortOnDrop { store: Some(store.clone()), scope: scope.clone() };
-            let response = next.run(req).await;
-            let status = response.status();
-            // Only a success is final. A refusal (bad input, not found, a conflict) changed
-            // nothing, and a server error may be passing: the key is released, so that the
-            // corrected or later retry runs instead of replaying the refusal for 24 hours.
-            if !status.is_success() {
-                let _ = store.idempotency_abort(&scope).await;
-                guard.disarm();
-                return response;
-            }
-            let (parts, body) = response.into_parts();
-            let bytes = match axum::body::to_bytes(body, MAX_STORED_BODY).await {
-                Ok(b) => b,
-                Err(_) => {
-                    let _ = store.idempotency_abort(&scope).await;
-                    guard.disarm();
-                    return ApiError::Internal("response too large to store for idempotency".into()).into_response();
-                }
-            };
-            let stored = StoredResponse { status: status.as_u16(), body: bytes.to_vec() };
-            match store.idempotency_finish(&scope, stored).await {
-                Ok(()) => guard.disarm(),
-                Err(e) => tracing::warn!(error = %e, "could not store idempotent response"),
-            }
-            Response::from_parts(parts, Body::from(bytes))
-        }
+        // On a task of its own: a client that stops waiting (a timeout, a dropped
+        // connection) does not stop the request half-way, after its write was queued but
+        // before its answer was kept; its retry then finds the answer.
+        Ok(IdempotencyState::Started) => match tokio::spawn(run_and_keep(store.clone(), scope, req, next)).await {
+            Ok(response) => response,
+            Err(e) => ApiError::Internal(format!("the request's handler stopped: {e}")).into_response(),
+        },
     }
+}
+
+/// Runs the request that took the key `scope`, and keeps its answer for replay.
+async fn run_and_keep(store: DynStore, scope: String, req: Request, next: Next) -> Response {
+    // Until the answer is kept, the key is released if the handler panics or keeping the
+    // answer fails: a key left in flight would refuse every retry until its lease ends.
+    let mut guard = AbortOnDrop { store: Some(store.clone()), scope: scope.clone() };
+    let response = next.run(req).await;
+    let status = response.status();
+    // Only a success is final. A refusal (bad input, not found, a conflict) changed
+    // nothing, and a server error may be passing: the key is released, so that the
+    // corrected or later retry runs instead of replaying the refusal for 24 hours.
+    if !status.is_success() {
+        let _ = store.idempotency_abort(&scope).await;
+        guard.disarm();
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // The handler built the answer whole; reading it cannot fail but for a streamed body.
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => return ApiError::Internal(format!("cannot read the answer: {e}")).into_response(),
+    };
+    let stored = if bytes.len() <= MAX_STORED_BODY {
+        StoredResponse { status: status.as_u16(), body: bytes.to_vec() }
+    } else {
+        too_large_to_replay()
+    };
+    let expires_at = Utc::now() + KEY_TTL;
+    match store.idempotency_finish(&scope, stored, expires_at).await {
+        Ok(()) => guard.disarm(),
+        Err(e) => tracing::warn!(error = %e, "could not store idempotent response"),
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// What a retry of a request whose answer was too large to keep gets: a refusal saying it
+/// succeeded, rather than a second run.
+fn too_large_to_replay() -> StoredResponse {
+    let body = serde_json::json!({
+        "code": "idempotency_answer_not_kept",
+        "detail": "the first request with this Idempotency-Key succeeded; its answer was too large to keep for replay",
+    });
+    StoredResponse { status: StatusCode::CONFLICT.as_u16(), body: body.to_string().into_bytes() }
 }
 
 /// Releases an idempotency key in flight when dropped, unless disarmed.

@@ -244,6 +244,9 @@ pub async fn serve(
             drop(held);
         });
     }
+    // New connections are refused from now on (not queued by the kernel, unanswered, until
+    // the process ends); and a replacement process can bind the port.
+    drop(listener);
     closing.send_replace(true);
     drop(connection);
     // Requests in flight get a while to finish; a connection still open after that (an

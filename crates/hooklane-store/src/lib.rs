@@ -446,7 +446,8 @@ pub trait Store: Send + Sync + 'static {
 
     // --- idempotency keys
     /// Takes `key` for a request identified by `fingerprint` (the same request sent again has
-    /// the same one), or says who holds it; a key taken for another fingerprint is
+    /// the same one) for at most `ttl` (a key whose holder never finishes is free again
+    /// then), or says who holds it; a key taken for another fingerprint is
     /// [`IdempotencyState::Mismatch`].
     async fn idempotency_begin(
         &self,
@@ -455,7 +456,13 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> StoreResult<IdempotencyState>;
-    async fn idempotency_finish(&self, key: &str, response: StoredResponse) -> StoreResult<()>;
+    /// Keeps the answer of the request holding `key`, to be replayed until `expires_at`.
+    async fn idempotency_finish(
+        &self,
+        key: &str,
+        response: StoredResponse,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()>;
     async fn idempotency_abort(&self, key: &str) -> StoreResult<()>;
 
     // --- housekeeping

@@ -405,6 +405,15 @@ pub fn qualified_delivery_cols_seen(delivery_cols: &str, alias: &str) -> String 
     )
 }
 
+/// A source's destination that is gone when its update or deletion comes was changed by
+/// someone else since the source's update read it: the update as a whole is refused.
+pub fn gone_is_changed(e: crate::StoreError) -> crate::StoreError {
+    match e {
+        crate::StoreError::NotFound => crate::StoreError::Changed,
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,14 +475,5 @@ mod tests {
         // Not enough anywhere: everything is taken.
         assert_eq!(got(run(&[("a", 1, 2), ("b", 1, 1)], 100)), ["a=2", "b=1"]);
         assert!(run(&[], 10).is_empty());
-    }
-}
-
-/// A source's destination that is gone when its update or deletion comes was changed by
-/// someone else since the source's update read it: the update as a whole is refused.
-pub fn gone_is_changed(e: crate::StoreError) -> crate::StoreError {
-    match e {
-        crate::StoreError::NotFound => crate::StoreError::Changed,
-        other => other,
     }
 }

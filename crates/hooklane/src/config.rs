@@ -16,6 +16,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// Longest request timeout allowed: a worker must not be tied up for minutes.
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -251,6 +255,45 @@ fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
         .collect()
 }
 
+/// Settings whose environment value is taken as written: figment's parser reads `007` as
+/// the number 7, `true` as a boolean and `[a]` as a list, which a token or a URL may be.
+const VERBATIM: &[&str] = &[
+    "database_url",
+    "admin_token",
+    "admin_token_file",
+    "public_url",
+    "log_format",
+    "log_level",
+    "operational_app",
+    "delivery.proxy",
+];
+
+/// The `HOOKLANE_*` variables that name a setting. Others are not settings and are left
+/// alone: the CLI's own (`HOOKLANE_CONFIG`, `HOOKLANE_TOKEN`, `HOOKLANE_URL`, the commands'
+/// secrets) and those an orchestrator adds (Kubernetes gives a service named `hooklane`
+/// `HOOKLANE_PORT`, `HOOKLANE_SERVICE_HOST`…). Within a section (`HOOKLANE_DELIVERY__…`)
+/// an unknown name is still refused, as in the file.
+fn environment() -> Figment {
+    let sections: Vec<String> = match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    // (The filter sees the names before figment lowercases them.)
+    let parsed = Env::prefixed("HOOKLANE_").split("__").filter(move |key| {
+        let key = key.as_str().to_ascii_lowercase();
+        let top = key.split('.').next().unwrap_or(&key);
+        sections.iter().any(|s| s == top) && !VERBATIM.contains(&key.as_str())
+    });
+    let mut figment = Figment::from(parsed);
+    for key in VERBATIM {
+        let name = format!("HOOKLANE_{}", key.replace('.', "__").to_ascii_uppercase());
+        if let Ok(value) = std::env::var(&name) {
+            figment = figment.merge(Serialized::default(key, value));
+        }
+    }
+    figment
+}
+
 impl Config {
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
@@ -260,8 +303,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        let config: Config =
-            figment.merge(Env::prefixed("HOOKLANE_").split("__")).extract().context("invalid configuration")?;
+        let config: Config = figment.merge(environment()).extract().context("invalid configuration")?;
         config.check()?;
         Ok(config)
     }
@@ -288,6 +330,43 @@ impl Config {
         // without an attempt ends a streak), so that it is still disabled.
         if d.circuit_max_cooldown > Duration::from_secs(12 * 3600) {
             bail!("delivery.circuit_max_cooldown must be at most 12h");
+        }
+        if d.circuit_cooldown > d.circuit_max_cooldown {
+            bail!("delivery.circuit_cooldown must be at most delivery.circuit_max_cooldown");
+        }
+        // Bounds on the other durations, so that no deadline or cut-off they make falls
+        // past the calendar's end, and the settings mean what they say.
+        if d.retry_schedule.iter().any(|w| *w > WEEK) {
+            bail!("delivery.retry_schedule waits must be at most 7 days each");
+        }
+        if d.max_retry_after > WEEK {
+            bail!("delivery.max_retry_after must be at most 7 days");
+        }
+        if d.disable_after > 365 * DAY {
+            bail!("delivery.disable_after must be at most 365 days");
+        }
+        if d.lease > HOUR {
+            bail!("delivery.lease must be at most 1h");
+        }
+        if d.poll_interval > Duration::from_secs(60) {
+            bail!("delivery.poll_interval must be at most 1m");
+        }
+        if self.housekeeping_interval < Duration::from_secs(1) || self.housekeeping_interval > DAY {
+            bail!("housekeeping_interval must be between 1s and 1day");
+        }
+        for (name, keep) in [
+            ("message_retention", self.message_retention),
+            ("inbound.request_retention", self.inbound.request_retention),
+        ] {
+            if keep > 100 * 365 * DAY {
+                bail!("{name} must be at most 100 years (0s keeps everything)");
+            }
+        }
+        // `host=db password=…` is a libpq connection string, which would otherwise be taken
+        // for a SQLite file name (and shown, password and all, in the start-up log line).
+        let u = &self.database_url;
+        if !u.contains("://") && !u.starts_with("sqlite:") && u.contains('=') {
+            bail!("database_url must be a postgres:// URL, or sqlite:PATH for a file whose name holds a '='");
         }
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024");
@@ -447,5 +526,29 @@ mod tests {
         let mut config = Config::default();
         config.delivery.circuit_max_cooldown = Duration::from_secs(13 * 3600);
         assert!(config.check().expect_err("13h").to_string().contains("circuit_max_cooldown"));
+    }
+
+    #[test]
+    fn durations_past_their_bounds_are_refused() {
+        type Change = fn(&mut Config);
+        let cases: [(&str, Change); 8] = [
+            // A first cool-down above the longest would make the longest its own value:
+            // probes a day apart end the failure streak, and the endpoint is never disabled.
+            ("circuit_cooldown", |c| c.delivery.circuit_cooldown = 2 * DAY),
+            ("retry_schedule", |c| c.delivery.retry_schedule.push(8 * DAY)),
+            ("max_retry_after", |c| c.delivery.max_retry_after = 8 * DAY),
+            ("disable_after", |c| c.delivery.disable_after = 400 * DAY),
+            ("lease", |c| c.delivery.lease = 2 * HOUR),
+            ("housekeeping_interval", |c| c.housekeeping_interval = Duration::ZERO),
+            ("message_retention", |c| c.message_retention = 300_000 * 365 * DAY),
+            ("request_retention", |c| c.inbound.request_retention = 300_000 * 365 * DAY),
+        ];
+        assert!(Config::default().check().is_ok());
+        for (name, change) in cases {
+            let mut config = Config::default();
+            change(&mut config);
+            let refused = config.check().expect_err(name).to_string();
+            assert!(refused.contains(name), "{name}: {refused}");
+        }
     }
 }

@@ -257,29 +257,34 @@ impl Forwarding {
             let url = reqwest::Url::parse_with_params(&path, query).context("--server is not a URL")?;
             let asked = std::time::Instant::now();
             match self.client.get(url.clone()).bearer_auth(&args.token).send().await {
-                Ok(response) if response.status().is_success() => {
-                    let page: PollerPage = response.json().await.context("the poller's answer")?;
-                    // A caught-up read that did not wait (the server's waiting readers were
-                    // all taken) is not repeated at once.
-                    if connected && page.data.is_empty() && asked.elapsed() < Duration::from_secs(1) {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                // Read whole first: a connection cut while the page is read is tried again,
+                // an answer that is no page stops the command.
+                Ok(response) if response.status().is_success() => match response.bytes().await {
+                    Ok(body) => {
+                        let page: PollerPage = serde_json::from_slice(&body).context("the poller's answer")?;
+                        // A caught-up read that did not wait (the server's waiting readers were
+                        // all taken) is not repeated at once.
+                        if connected && page.data.is_empty() && asked.elapsed() < Duration::from_secs(1) {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        backoff = Duration::from_millis(500);
+                        if !connected {
+                            eprintln!("hooklane forward: connected to {}", self.base);
+                            connected = true;
+                        }
+                        // Each line's position is the one to go on from: the page's start until
+                        // its last message is handled (what follows it would be posted again).
+                        let from = if position.0 == "iterator" { position.1.clone() } else { "-".into() };
+                        let last = page.data.len();
+                        for (i, message) in page.data.iter().enumerate() {
+                            let at = if i + 1 == last { &page.iterator } else { &from };
+                            self.forward_one(message, at).await;
+                        }
+                        position = ("iterator", page.iterator);
+                        continue;
                     }
-                    backoff = Duration::from_millis(500);
-                    if !connected {
-                        eprintln!("hooklane forward: connected to {}", self.base);
-                        connected = true;
-                    }
-                    // Each line's position is the one to go on from: the page's start until
-                    // its last message is handled (what follows it would be posted again).
-                    let from = if position.0 == "iterator" { position.1.clone() } else { "-".into() };
-                    let last = page.data.len();
-                    for (i, message) in page.data.iter().enumerate() {
-                        let at = if i + 1 == last { &page.iterator } else { &from };
-                        self.forward_one(message, at).await;
-                    }
-                    position = ("iterator", page.iterator);
-                    continue;
-                }
+                    Err(e) => eprintln!("hooklane forward: the answer was cut off ({e}); trying again in {backoff:?}"),
+                },
                 Ok(response) => {
                     let status = response.status();
                     let text = response.text().await.unwrap_or_default();

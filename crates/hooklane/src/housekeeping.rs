@@ -50,12 +50,13 @@ pub async fn run(store: DynStore, every: Duration, retention: Retention) {
     }
 }
 
-/// `now - keep`, or `None` to keep everything.
+/// `now - keep`, or `None` to keep everything (also when that is before the calendar's
+/// start: nothing is that old).
 fn cutoff(now: hooklane_core::DateTime<Utc>, keep: Duration) -> Option<hooklane_core::DateTime<Utc>> {
     if keep.is_zero() {
         return None;
     }
-    chrono::Duration::from_std(keep).ok().map(|d| now - d)
+    chrono::Duration::from_std(keep).ok().and_then(|d| now.checked_sub_signed(d))
 }
 
 /// Deletes chunk after chunk until a round finds less than a chunk of every kind and has
@@ -115,6 +116,15 @@ mod tests {
     use hooklane_core::ids::{new_id, ENDPOINT, MESSAGE};
     use hooklane_core::model::{Application, Endpoint, Message};
     use std::sync::Arc;
+
+    #[test]
+    fn a_cutoff_before_the_calendar_keeps_everything() {
+        let now = Utc::now();
+        assert_eq!(cutoff(now, Duration::ZERO), None);
+        assert_eq!(cutoff(now, Duration::from_secs(60)), Some(now - chrono::TimeDelta::seconds(60)));
+        // 300,000 years: past chrono's range, which must not panic the housekeeping task.
+        assert_eq!(cutoff(now, Duration::from_secs(300_000 * 365 * 24 * 3600)), None);
+    }
 
     async fn store_with_endpoint(dir: &tempfile::TempDir) -> (DynStore, Endpoint) {
         let store: DynStore =

@@ -19,9 +19,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Before the store opens, so that its first commits are measured too.
     let metrics = hooklane_server::ops::install_recorder();
     let store = hooklane_store::open(&config.database_url).await.context("cannot open the store")?;
-    // The embedded store has exactly one process: leases left over are this process's own,
-    // from before a crash, and can be retaken at once. On a shared PostgreSQL they may
-    // belong to live nodes, so they are left to expire instead.
+    // Everything that can stop the start comes before anything is delivered: a second
+    // process on the same SQLite file, a port taken, no admin token.
+    let _only_process = match config.sqlite_path() {
+        Some(db) => Some(lock_database(Path::new(db))?),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let (admin_token, shown) = admin_token(&config)?;
+    // The embedded store has exactly one process (the lock above): leases left over are
+    // this process's own, from before a crash, and can be retaken at once. On a shared
+    // PostgreSQL they may belong to live nodes, so they are left to expire instead.
     if config.sqlite_path().is_some() {
         let released = store.release_all_leases().await?;
         if released > 0 {
@@ -31,17 +42,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let dispatcher = Dispatcher::start(store.clone(), config.dispatch())?;
     tokio::spawn(crate::housekeeping::run(
         store.clone(),
-        config.housekeeping_interval.max(std::time::Duration::from_millis(10)),
+        config.housekeeping_interval,
         crate::housekeeping::Retention {
             inbound_requests: config.inbound.request_retention,
             messages: config.message_retention,
         },
     ));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let (admin_token, shown) = admin_token(&config)?;
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     // stdout, not the log: the quick start needs the token, log pipelines must not see it.
     println!("hooklane listening on http://{addr}");
@@ -90,14 +96,15 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
 /// masked (it is already known to whoever configured it), a generated one is shown whole.
 fn admin_token(config: &Config) -> anyhow::Result<(String, String)> {
     if let Some(t) = config.admin_token.as_ref().filter(|t| !t.is_empty()) {
-        let tail: String = t.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
-        return Ok((t.clone(), format!("(from configuration, ending in …{tail})")));
+        return Ok((t.clone(), format!("{} (from configuration)", masked(t))));
     }
     let path = token_file(config).context("no admin_token configured and no place to keep a generated one")?;
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let existing = existing.trim().to_string();
         if !existing.is_empty() {
-            return Ok((existing.clone(), format!("{existing} (kept in {})", path.display())));
+            // Shown whole only when generated: stdout is collected by most supervisors, and
+            // every restart would put the token in their logs again.
+            return Ok((existing.clone(), format!("{} (kept in {})", masked(&existing), path.display())));
         }
     }
     let mut raw = [0u8; 24];
@@ -105,6 +112,37 @@ fn admin_token(config: &Config) -> anyhow::Result<(String, String)> {
     let token = format!("sk_{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
     write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
     Ok((token.clone(), format!("{token} (generated, kept in {})", path.display())))
+}
+
+/// A token by its last four characters: enough to tell which one it is.
+fn masked(token: &str) -> String {
+    let tail: String = token.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+    format!("…{tail}")
+}
+
+/// Takes the lock that makes this process the only one serving the SQLite file `db`
+/// (`db` + `.lock`, held until the process ends, released by the kernel even on a crash).
+/// A second `serve` would otherwise take back the first one's leases at its start and send
+/// their deliveries a second time.
+fn lock_database(db: &Path) -> anyhow::Result<std::fs::File> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another hooklane process is serving {} (it holds {}); stop it first, or give this one its own database_url",
+            db.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
 }
 
 fn token_file(config: &Config) -> Option<PathBuf> {

@@ -1345,6 +1345,73 @@ async fn idempotency_key_replays_the_first_answer() {
     assert_eq!((&again.text, again.header("idempotent-replayed")), (&fixed.text, Some("true")));
 }
 
+/// A request runs to its end when its client stops waiting: the retry is told it is still
+/// running, then gets its answer, and it never runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keeps_the_answer_of_a_request_whose_client_left() {
+    let server = Server::start("").await;
+    let app = server.create_app("idem").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": "https://example.com/hook" })).await;
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}/preview");
+    // A preview whose transformation takes 200 ms (previews allow 250).
+    let code = "function handler(w) { const t = Date.now(); while (Date.now() - t < 200) {} return w }";
+    let body = json!({ "payload": { "n": 1 }, "transformation": code }).to_string();
+    // Sent by hand, and the connection dropped once the request holds its key.
+    use tokio::io::AsyncWriteExt;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {ADMIN}\r\ncontent-type: application/json\r\n\
+         idempotency-key: left\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let retry = || {
+        request(&server, Some(ADMIN), "POST", &path)
+            .header("idempotency-key", "left")
+            .header("content-type", "application/json")
+            .body(body.clone())
+    };
+    let mut tcp = Some(tcp);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        let again = send(retry()).await;
+        if again.status != 409 || std::time::Instant::now() > deadline {
+            break again;
+        }
+        assert_error(again.status, &again.json(), 409, "idempotency_in_flight");
+        // The first request is running: its client goes away.
+        drop(tcp.take());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"), "the first request's answer");
+}
+
+/// An answer too large to keep is still given in full; its retries are refused rather
+/// than run again. The query is part of the request a key names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_never_runs_a_request_twice_whose_answer_was_too_large_to_keep() {
+    let server = Server::start("max_body_bytes = 3145728").await;
+    let app = server.create_app("idem").await;
+    let path = format!("/api/v1/app/{app}/msg");
+    let body = json!({ "eventType": "big", "payload": { "blob": "x".repeat(1_100_000) } });
+    let post = |path: String| request(&server, Some(ADMIN), "POST", &path).header("idempotency-key", "big").json(&body);
+    let first = send(post(path.clone())).await;
+    assert_eq!(first.status, 202, "{}", &first.text[..first.text.len().min(300)]);
+    assert_eq!(first.json()["payload"]["blob"].as_str().map(str::len), Some(1_100_000), "the whole answer");
+    let again = send(post(path.clone())).await;
+    assert_error(again.status, &again.json(), 409, "idempotency_answer_not_kept");
+    assert_eq!(ids(&list_all(&server, &path).await).len(), 1, "one message");
+    // Without the content, the answer is small: another request, kept and replayed.
+    let lean = format!("{path}?with_content=false");
+    let first = send(post(lean.clone())).await;
+    assert_eq!((first.status, first.header("idempotent-replayed")), (202, None), "{}", first.text);
+    let again = send(post(lean)).await;
+    assert_eq!((&again.text, again.header("idempotent-replayed")), (&first.text, Some("true")));
+    assert_eq!(ids(&list_all(&server, &path).await).len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_does_not_store_auth_failures() {
     let server = Server::start("").await;

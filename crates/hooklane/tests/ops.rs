@@ -206,3 +206,73 @@ async fn worker_threads_follow_the_configuration() {
     let (n, line) = workers(&default).await;
     assert_eq!(n, Some(cpus.saturating_sub(1).max(1)), "start line: {line}");
 }
+
+#[tokio::test]
+async fn the_environment_overrides_settings_as_written_and_other_variables_are_left_alone() {
+    // A token of digits with leading zeros stays the text it is (not the number 7…).
+    let token = "0071234567890123456789";
+    let env = [
+        ("HOOKLANE_ADMIN_TOKEN", token),
+        // The CLI's own variables, and those Kubernetes gives a service named `hooklane`:
+        // not settings, and no reason to refuse to start.
+        ("HOOKLANE_CONFIG", "/nonexistent/hooklane.toml"),
+        ("HOOKLANE_TOKEN", "sk_for_the_cli"),
+        ("HOOKLANE_PORT", "tcp://10.0.0.1:8071"),
+        ("HOOKLANE_SERVICE_HOST", "10.0.0.1"),
+    ];
+    let server = Server::start_with_env("", &env).await;
+    let (status, body) = server.call_as(token, "GET", "/api/v1/app", None).await;
+    assert_eq!(status, 200, "the environment's token: {body}");
+    let (status, _) = server.call("GET", "/api/v1/app", None).await;
+    assert_eq!(status, 401, "the file's token is overridden");
+    drop(server);
+
+    // Within a section an unknown name is still a mistake; a libpq connection string is
+    // refused without being echoed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, value, expected) in [
+        ("HOOKLANE_DELIVERY__REQUEST_TIMOUT", "10s", "unknown field"),
+        ("HOOKLANE_DATABASE_URL", "host=db user=u password=s3cret dbname=h", "database_url"),
+    ] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hooklane"));
+        command.arg("serve").current_dir(dir.path()).env_remove("HOOKLANE_CONFIG").env(name, value);
+        let out = refused_at_start(command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(!stderr.contains("s3cret"), "{name}: {stderr}");
+    }
+}
+
+/// A second `serve` on the same SQLite file stops before it touches anything: it would
+/// otherwise take back the first one's leases and send their deliveries a second time.
+#[tokio::test]
+async fn a_second_process_on_the_same_sqlite_file_is_refused() {
+    let server = Server::start("").await;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hooklane"));
+    command.arg("serve").arg("--config").arg(server.config_file()).env_remove("HOOKLANE_CONFIG");
+    let out = refused_at_start(command);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another hooklane process"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"), "it never listened");
+    let (status, _) = server.call("GET", "/api/v1/app", None).await;
+    assert_eq!(status, 200, "the first one serves on");
+}
+
+/// Runs `command` (a `serve`), which must stop by itself with a failure within 20 s; one
+/// that serves instead is killed and the test fails.
+fn refused_at_start(mut command: std::process::Command) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run hooklane");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("it started: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out
+}

@@ -603,6 +603,73 @@ async fn forward_reads_a_polling_endpoint_with_its_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A TCP proxy to `target` (`host:port`) that cuts its first connection's answer a few
+/// bytes into the body, and passes every later connection through.
+async fn cutting_proxy(target: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut client, _)) = listener.accept().await {
+            let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else { continue };
+            if !std::mem::take(&mut first) {
+                tokio::spawn(async move { tokio::io::copy_bidirectional(&mut client, &mut upstream).await });
+                continue;
+            }
+            tokio::spawn(async move {
+                let (mut client_reads, mut client_writes) = client.into_split();
+                let (mut upstream_reads, mut upstream_writes) = upstream.into_split();
+                tokio::spawn(async move { tokio::io::copy(&mut client_reads, &mut upstream_writes).await });
+                let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+                while let Ok(n @ 1..) = upstream_reads.read(&mut buf).await {
+                    seen.extend_from_slice(&buf[..n]);
+                    if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let cut = (end + 4 + 10).min(seen.len());
+                        let _ = client_writes.write_all(&seen[..cut]).await;
+                        break;
+                    }
+                }
+                // Both halves dropped here: the client reads the end of the connection.
+            });
+        }
+    });
+    url
+}
+
+/// A page whose connection drops while it is read is read again, not the end of the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_reads_a_page_again_when_its_answer_is_cut_off() {
+    let server = Server::start("").await;
+    let app = server.create_app("laptop").await;
+    let (status, ep) =
+        server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(json!({ "polling": true, "uid": "p" }))).await;
+    assert_eq!(status, 201, "{ep}");
+    // The position before two messages: the first page read from it holds both.
+    let (status, page) = server.call("GET", &format!("/api/v1/app/{app}/poller/p"), None).await;
+    assert_eq!((status, page["data"].as_array().map(Vec::len)), (200, Some(0)), "{page}");
+    let iterator = page["iterator"].as_str().expect("iterator").to_string();
+    let m1 = post(&server, &app, "a.b", &[], 1).await;
+    let m2 = post(&server, &app, "a.b", &[], 2).await;
+    let rx = Receiver::start().await;
+    let to = format!("{}/local", rx.url);
+    let proxy = cutting_proxy(server.base.trim_start_matches("http://").to_string()).await;
+    let args = [to.as_str(), "--server", &proxy, "--app", &app, "--endpoint", "p", "--token", ADMIN];
+    let forward = Forwarder::start(&[&args[..], &["--iterator", iterator.as_str()][..]].concat());
+    let deadline = Instant::now() + WAIT;
+    while rx.received().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lines = forward.lines();
+    let got = rx.received();
+    assert_eq!(got.len(), 2, "forwarded: {lines:?}");
+    let ids: Vec<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids, [m1.as_str(), m2.as_str()]);
+    assert!(lines.iter().any(|l| l.contains("cut off")), "{lines:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.received().len(), 2, "nothing forwarded twice");
+}
+
 /// An inbound source's requests, forwarded to a local URL: its application is the source's
 /// (its uid is the source id), so the same command brings a provider's webhooks to a laptop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

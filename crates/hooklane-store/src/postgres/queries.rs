@@ -1533,11 +1533,17 @@ pub async fn idempotency_get<C: GenericClient>(
         .transpose()
 }
 
-pub async fn idempotency_finish<C: GenericClient>(c: &C, key: &str, status: i32, body: &[u8]) -> StoreResult<()> {
+pub async fn idempotency_finish<C: GenericClient>(
+    c: &C,
+    key: &str,
+    status: i32,
+    body: &[u8],
+    expires_at: i64,
+) -> StoreResult<()> {
     execute(
         c,
-        "UPDATE idempotency_keys SET done = true, status = $2, body = $3 WHERE key = $1",
-        &[&key, &status, &body],
+        "UPDATE idempotency_keys SET done = true, status = $2, body = $3, expires_at = $4 WHERE key = $1",
+        &[&key, &status, &body, &expires_at],
     )
     .await?;
     Ok(())

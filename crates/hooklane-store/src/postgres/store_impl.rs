@@ -721,8 +721,14 @@ impl Store for PgStore {
         Ok(IdempotencyState::InFlight)
     }
 
-    async fn idempotency_finish(&self, key: &str, response: StoredResponse) -> StoreResult<()> {
-        queries::idempotency_finish(&self.client().await?, key, i32::from(response.status), &response.body).await
+    async fn idempotency_finish(
+        &self,
+        key: &str,
+        response: StoredResponse,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (status, expires_at) = (i32::from(response.status), ms(expires_at));
+        queries::idempotency_finish(&self.client().await?, key, status, &response.body, expires_at).await
     }
 
     async fn idempotency_abort(&self, key: &str) -> StoreResult<()> {

@@ -713,13 +713,18 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn idempotency_finish(&self, key: &str, response: StoredResponse) -> StoreResult<()> {
+    async fn idempotency_finish(
+        &self,
+        key: &str,
+        response: StoredResponse,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
         let key = owned(key);
         self.write_unguarded(move |c| {
             queries::execute(
                 c,
-                "UPDATE idempotency_keys SET done = 1, status = ?2, body = ?3 WHERE key = ?1",
-                params![key, response.status, response.body],
+                "UPDATE idempotency_keys SET done = 1, status = ?2, body = ?3, expires_at = ?4 WHERE key = ?1",
+                params![key, response.status, response.body, ms(expires_at)],
             )?;
             Ok(())
         })

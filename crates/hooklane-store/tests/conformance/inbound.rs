@@ -190,7 +190,8 @@ pub async fn source_update_saves_destinations_in_one_transaction(store: &DynStor
     stale.url = "https://example.com/stale".into();
     let mut taken = new_endpoint(&app.id, None);
     taken.id = ep3.id.clone();
-    let refused: [(&str, DestinationChanges, fn(&StoreResult<()>) -> bool); 4] = [
+    type Refusal = fn(&StoreResult<()>) -> bool;
+    let refused: [(&str, DestinationChanges, Refusal); 4] = [
         (
             "an endpoint changed since it was read",
             DestinationChanges {

@@ -2677,7 +2677,7 @@ pub async fn idempotency_lifecycle(store: &DynStore) {
         IdempotencyState::Started,
         "keys are independent"
     );
-    store.idempotency_finish("k1", resp.clone()).await.unwrap();
+    store.idempotency_finish("k1", resp.clone(), t + secs(60)).await.unwrap();
     assert_eq!(
         store.idempotency_begin("k1", "f1", t + secs(2), ttl).await.unwrap(),
         IdempotencyState::Completed(resp.clone())
@@ -2710,7 +2710,7 @@ pub async fn idempotency_lifecycle(store: &DynStore) {
     assert_eq!(store.idempotency_begin("k1", "f1", t + secs(62), ttl).await.unwrap(), IdempotencyState::InFlight);
 
     let empty = StoredResponse { status: 204, body: Vec::new() };
-    store.idempotency_finish("k1", empty.clone()).await.unwrap();
+    store.idempotency_finish("k1", empty.clone(), t + secs(121)).await.unwrap();
     assert_eq!(
         store.idempotency_begin("k1", "f1", t + secs(63), ttl).await.unwrap(),
         IdempotencyState::Completed(empty)
@@ -2724,6 +2724,17 @@ pub async fn idempotency_lifecycle(store: &DynStore) {
     assert_eq!(store.idempotency_begin("k3", "f1", t + secs(1), ttl).await.unwrap(), IdempotencyState::InFlight);
     assert_eq!(store.idempotency_begin("k3", "f2", t + secs(61), ttl).await.unwrap(), IdempotencyState::Started);
     assert_eq!(store.idempotency_begin("k3", "f2", t + secs(62), ttl).await.unwrap(), IdempotencyState::InFlight);
+
+    // `ttl` is how long a request may hold the key in flight (one whose process died frees
+    // it then); its answer is kept until the expiry `finish` gives, however much later.
+    assert_eq!(store.idempotency_begin("k4", "f1", t, ttl).await.unwrap(), IdempotencyState::Started);
+    let kept = StoredResponse { status: 200, body: b"{}".to_vec() };
+    store.idempotency_finish("k4", kept.clone(), t + secs(3600)).await.unwrap();
+    assert_eq!(
+        store.idempotency_begin("k4", "f1", t + secs(120), ttl).await.unwrap(),
+        IdempotencyState::Completed(kept)
+    );
+    assert_eq!(store.idempotency_begin("k4", "f1", t + secs(3601), ttl).await.unwrap(), IdempotencyState::Started);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -190,6 +190,11 @@ impl Server {
         out
     }
 
+    /// The configuration file the server was started with.
+    pub fn config_file(&self) -> &Path {
+        &self.config_path
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
