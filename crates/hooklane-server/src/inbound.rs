@@ -403,10 +403,14 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
             if let Err(e) = fan_out(&s, &source, &msg).await {
                 let error = ApiError::from(e);
                 // A provider whose sending again would not be recognised as a duplicate (its
-                // delivery id is in the signature, which a retry renews: Mailgun, Calendly), or
-                // which never sends again (Discord), would have its request forwarded twice,
-                // or not completed: it is answered, and the fan-out is tried again here.
-                let recognised = source.deduplication.is_some() || source.verification.redelivery_recognised();
+                // delivery id is in the signature, which a retry renews: Mailgun, Calendly; or
+                // this request has none), or which never sends again (Discord), would have its
+                // request forwarded twice, or not completed: it is answered, and the fan-out is
+                // tried again here. A deduplication set to the provider's own default (a
+                // source's answer sent back) says no more than the provider does.
+                let chosen =
+                    source.deduplication.as_ref().is_some_and(|d| *d != source.verification.default_deduplication());
+                let recognised = record.dedup_key.is_some() && (chosen || source.verification.redelivery_recognised());
                 if acknowledgement.is_some() || !recognised {
                     let why = format!("fan-out failed: {error}; tried again in the background");
                     retry_fan_out(s.clone(), source.clone(), msg.clone());

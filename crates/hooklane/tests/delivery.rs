@@ -645,6 +645,7 @@ async fn a_scheduled_message_is_sent_at_its_time() {
         json!({ "eventType": "a.b", "payload": {}, "deliverAt": chrono::Utc::now() - chrono::Duration::hours(1) });
     let (status, now) = server.call("POST", &format!("/api/v1/app/{app}/msg"), Some(past)).await;
     assert_eq!(status, 202, "{now}");
+    assert!(now.get("deliverAt").is_none(), "a time past is no schedule: {now}");
     let first = rx.wait_for(1, WAIT).await;
     assert_eq!(first[0].header("webhook-id"), now["id"].as_str().unwrap_or_default(), "the past one at once");
     let (_, listed) = server.call("GET", &format!("/api/v1/app/{app}/msg/{scheduled}/endpoint"), None).await;

@@ -214,4 +214,10 @@ async fn inbound_source_destination_changes_are_reported() {
     let (status, out) = server.call("PATCH", &format!("/api/v1/source/{source}"), Some(only_second)).await;
     assert_eq!(status, 200, "{out}");
     wait_for_matching(&ops_rx, &ops_secret, "endpoint.deleted", about(&first)).await;
+
+    // The source deleted: its last destination goes with it, and is reported so.
+    let (status, _) = server.call("DELETE", &format!("/api/v1/source/{source}"), None).await;
+    assert_eq!(status, 204);
+    let data = wait_for_matching(&ops_rx, &ops_secret, "endpoint.deleted", about(&second)).await;
+    assert_eq!(data["appId"], app);
 }

@@ -464,6 +464,9 @@ async fn a_polling_endpoints_key_reads_that_endpoint_only() {
     assert_eq!(as_key("POST", format!("{consumer}/seek")).await.0, 200);
     let (status, me) = server.call_as(&key, "GET", "/api/v1/auth/whoami", None).await;
     assert_eq!((status, &me["endpointId"], &me["appId"]), (200, &json!(books), &json!(app)), "{me}");
+    // A source the Svix SDK can read (it refuses names it does not know).
+    let read: svix::models::WhoamiOut = serde_json::from_value(me.clone()).expect("the SDK reads it");
+    assert_eq!(read.permission_source, svix::models::AuthenticationSource::Unknown);
     // It may keep 100 consumers, no more; those it has go on.
     for i in 1..100 {
         let (status, out) = server.call_as(&key, "GET", &format!("{consumer}{i}"), None).await;

@@ -555,6 +555,8 @@ async fn the_svix_sdk_bulk_operations_work_unchanged() {
     let at = chrono::Utc::now() + chrono::Duration::milliseconds(800);
     let later = MessageIn { deliver_at: Some(at), ..MessageIn::new("invoice.paid".into(), json!({ "n": 9 })) };
     let later = svix.message().create(app.id.clone(), later, None).await.expect("scheduled message");
+    let due = later.deliver_at.expect("the answer says when it is due");
+    assert!(due >= at && due - at < chrono::Duration::milliseconds(1), "{due} for {at}");
     let got = rx.wait_for(5, Duration::from_secs(10)).await;
     assert_eq!(got[4].header("webhook-id"), later.id);
     assert!(chrono::Utc::now() >= at, "sent before its time");

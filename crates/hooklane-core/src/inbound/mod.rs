@@ -423,11 +423,11 @@ impl Verification {
             // signature (over a timestamp) serves once, which refuses replays.
             Verification::Hubspot { .. } => header(hubspot::SIGNATURE),
             Verification::StandardWebhooks { .. } => header("webhook-id"),
-            // Zoom's events carry no delivery id.
-            Verification::None
-            | Verification::Hmac { .. }
-            | Verification::BasicAuth { .. }
-            | Verification::Zoom { .. } => Deduplication::None,
+            // Zoom's events carry no delivery id: a signature (its timestamp and MAC) serves
+            // once, so a captured request cannot be sent again within the window (Zoom's
+            // retries are signed again, and are forwarded again).
+            Verification::Zoom { .. } => header(zoom::SIGNATURE),
+            Verification::None | Verification::Hmac { .. } | Verification::BasicAuth { .. } => Deduplication::None,
             // Calendly's events carry no delivery id: a signature (its timestamp and MAC)
             // serves once, so a captured request cannot be sent again within the window.
             Verification::Calendly { .. } => header(calendly::HEADER),

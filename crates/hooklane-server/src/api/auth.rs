@@ -259,7 +259,8 @@ pub async fn whoami(Auth(principal): Auth) -> axum::Json<WhoamiOut> {
         }
         Principal::Poller { app_id, endpoint_id } => WhoamiOut {
             app_id: Some(app_id),
-            permission_source: "PollerToken",
+            // Not a source Svix names: its clients read any other as a failure.
+            permission_source: "Unknown",
             capabilities: Some(Vec::new()),
             feature_flags: Vec::new(),
             endpoint_id: Some(endpoint_id),

@@ -112,8 +112,9 @@ pub async fn bulk_replay(
         channel: input.channel.filter(|c| !c.is_empty()),
         tag: input.tag.filter(|c| !c.is_empty()),
         before: Some(until),
-        // The store's `after` is exclusive; `since` is not.
-        after: Some(input.since - chrono::Duration::milliseconds(1)),
+        // The store's `after` is exclusive; `since` is not. (A `since` at the calendar's
+        // very start has nothing before it.)
+        after: input.since.checked_sub_signed(chrono::Duration::milliseconds(1)).or(Some(input.since)),
     };
     let chosen = Chosen { filter, status, status_code_class: input.status_code_class };
     let (state, app_id, ep_id) = (s.clone(), t.app.id.clone(), ep.id.clone());

@@ -1382,7 +1382,18 @@ impl TaskOut {
         if let Some(id) = endpoint_id {
             data.insert("endpointId".to_string(), id.into());
         }
-        let work = async move { work.await.map(|n| serde_json::Map::from_iter([(counted.to_string(), n.into())])) };
+        // An endpoint's task sends messages again: Svix's clients read how many as
+        // `messagesSent`.
+        let sends = endpoint_id.is_some();
+        let work = async move {
+            work.await.map(|n| {
+                let mut counts = serde_json::Map::from_iter([(counted.to_string(), n.into())]);
+                if sends {
+                    counts.insert("messagesSent".to_string(), n.into());
+                }
+                counts
+            })
+        };
         let task = crate::tasks::run(s, app_id, kind, data, work).await?;
         Ok((StatusCode::ACCEPTED, axum::Json(task.into())))
     }

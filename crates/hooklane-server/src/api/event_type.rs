@@ -190,13 +190,26 @@ fn validate(e: &EventType) -> ApiResult<()> {
         (status = 201, description = "Created", body = EventTypeOut),
         (status = 401, response = Unauthorized),
         (status = 403, response = NotAdmin),
-        (status = 409, description = "An event type of this name exists", body = ErrorBody),
+        (status = 409, description = "An event type of this name exists and is not archived (an archived one is brought back)", body = ErrorBody),
         (status = 422, response = InvalidBody),
     )
 )]
 pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<EventTypeIn>) -> ApiResult<Response> {
-    let et = input.build(super::now())?;
-    s.0.store.create_event_type(et.clone()).await.map_err(conflict("an event type with this name already exists"))?;
+    let mut et = input.build(super::now())?;
+    const TAKEN: &str = "an event type with this name already exists";
+    match s.0.store.create_event_type(et.clone()).await {
+        Ok(()) => {}
+        // An archived one is brought back, as Svix's create does ("create new or unarchive
+        // existing"): replaced by what was sent, keeping when it was first created.
+        Err(hooklane_store::StoreError::Conflict(_)) => match s.0.store.get_event_type(&et.name).await? {
+            Some(old) if old.archived => {
+                et.created_at = old.created_at;
+                s.0.store.update_event_type(et.clone()).await?;
+            }
+            _ => return Err(ApiError::Conflict(TAKEN.into())),
+        },
+        Err(e) => return Err(conflict(TAKEN)(e)),
+    }
     Ok((StatusCode::CREATED, axum::Json(EventTypeOut::new(et, true))).into_response())
 }
 

@@ -176,6 +176,10 @@ pub struct MessageOut {
     tags: Option<Vec<String>>,
     /// When the message was created.
     timestamp: DateTime<Utc>,
+    /// When its deliveries are first due, for a message posted with a `deliverAt` in the
+    /// future (in the answer to that post; rounded up to the millisecond).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deliver_at: Option<DateTime<Utc>>,
     /// hooklane's own; left out when unset, so that answers stay Svix's.
     #[serde(skip_serializing_if = "Option::is_none")]
     ordering_key: Option<String>,
@@ -228,6 +232,7 @@ impl MessageOut {
             channels: m.channels,
             tags: m.tags,
             timestamp: m.created_at,
+            deliver_at: None,
             ordering_key: m.ordering_key,
             content_type: m.content_type,
             payload_encoding,
@@ -315,13 +320,15 @@ pub async fn create(
         headers: Default::default(),
         ordering_key: input.ordering_key,
     };
-    let msg = match input.deliver_at.filter(|at| *at > msg.created_at) {
+    // (Up to the next whole millisecond, the store's precision: never sent before its time.)
+    let deliver_at = input.deliver_at.filter(|at| *at > msg.created_at).map(ceil_to_millis);
+    let msg = match deliver_at {
         None => store_and_dispatch(&s, msg).await,
-        // (Up to the next whole millisecond, the store's precision: never sent before its time.)
-        Some(at) => schedule(&s, msg, ceil_to_millis(at)).await?,
+        Some(at) => schedule(&s, msg, at).await?,
     }
     .map_err(conflict("a message with this eventId already exists in this application"))?;
-    Ok((StatusCode::ACCEPTED, axum::Json(MessageOut::new(msg, with_content))))
+    let out = MessageOut { deliver_at, ..MessageOut::new(msg, with_content) };
+    Ok((StatusCode::ACCEPTED, axum::Json(out)))
 }
 
 /// `at`, rounded up to a whole millisecond.

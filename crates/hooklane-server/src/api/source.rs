@@ -867,8 +867,25 @@ pub async fn patch(
     )
 )]
 pub async fn delete(State(s): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    // Its destinations go with it: operational webhooks tell of them as they told of their
+    // creation (read first only when there is anyone to tell).
+    let told = match s.0.operational_app.is_some() {
+        true => match s.0.store.get_source(&id).await? {
+            Some(src) => {
+                let app = s.0.store.get_app(&src.app_id).await?;
+                Some((app, s.0.store.app_endpoints(&src.app_id).await?))
+            }
+            None => None,
+        },
+        false => None,
+    };
     s.0.store.delete_source(&id).await.map_err(crate::error::missing("source"))?;
     tracing::info!(source_id = %id, "inbound source deleted");
+    if let Some((Some(app), endpoints)) = told {
+        for ep in &endpoints {
+            operational::endpoint_changed(&s, operational::ENDPOINT_DELETED, &app, ep);
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
