@@ -37,7 +37,9 @@ function s(tag, attrs, ...children) {
 }
 
 const main = () => document.getElementById("main");
-function show(...nodes) { main().replaceChildren(...nodes); }
+// A page drawn for a token since signed out (its requests were under way then) is dropped:
+// the sign-in view (renderLogin) stays.
+function show(...nodes) { if (token()) main().replaceChildren(...nodes); }
 
 function fmtTime(t) {
   if (!t) return "—";
@@ -67,12 +69,14 @@ class ApiError extends Error {
 }
 
 async function api(method, path, body) {
-  const headers = { authorization: `Bearer ${token()}` };
+  const sent = token();
+  const headers = { authorization: `Bearer ${sent}` };
   if (body !== undefined) headers["content-type"] = "application/json";
   const resp = await fetch(API + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await resp.text();
   const data = text ? JSON.parse(text) : null;
-  if (resp.status === 401) { signOut("Your token was not accepted."); throw new ApiError(401, data); }
+  // (A token signed out, or replaced, since the request left is refused without a word.)
+  if (resp.status === 401) { if (token() === sent) signOut("Your token was not accepted."); throw new ApiError(401, data); }
   if (!resp.ok) throw new ApiError(resp.status, data);
   return data;
 }
@@ -88,11 +92,29 @@ function signOut(message) {
   renderLogin(message);
 }
 
+// The Sign out button. The portal's token (an application's `appsk_…`, from a portal link)
+// is revoked first (POST /auth/logout), so that it stops working rather than only leaving
+// this tab. Best effort: whatever the answer (or none within 5 s), signing out goes on. The
+// admin token is not: it is set in the configuration and cannot log out.
+async function signOutClicked(ev) {
+  const button = ev.currentTarget;
+  if (PORTAL && token()) {
+    button.disabled = true;
+    try {
+      await Promise.race([api("POST", "/auth/logout").catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
+    } finally {
+      button.disabled = false;
+    }
+  }
+  signOut();
+  if (!PORTAL) location.hash = "#/";
+}
+
 function renderLogin(message) {
   document.getElementById("logout").hidden = true;
   document.getElementById("crumbs").replaceChildren();
   if (PORTAL) {
-    show(h("div", { class: "card login" }, h("h1", {}, "Webhook portal"),
+    main().replaceChildren(h("div", { class: "card login" }, h("h1", {}, "Webhook portal"),
       h("p", { class: "error", "data-testid": "login-error" }, message || "This link has no access token. Ask for a new portal link.")));
     return;
   }
@@ -110,11 +132,12 @@ function renderLogin(message) {
     message ? h("p", { class: "error", "data-testid": "login-error" }, message) : null,
     input,
     h("button", { type: "submit", "data-testid": "login" }, "Sign in"));
-  show(h("div", { class: "card login" }, form));
+  main().replaceChildren(h("div", { class: "card login" }, form));
   input.focus();
 }
 
 function crumbs(...parts) {
+  if (!token()) return; // (as `show`)
   const nav = document.getElementById("crumbs");
   nav.replaceChildren();
   parts.forEach((p, i) => {
@@ -130,7 +153,9 @@ async function route() {
   document.getElementById("logout").hidden = false;
   const [path, query] = (location.hash.slice(1) || "/").split("?");
   const params = new URLSearchParams(query || "");
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  // A malformed link (`#/app/%E0`) leads nowhere: `parts` is null.
+  let parts = null;
+  try { parts = path.split("/").filter(Boolean).map(decodeURIComponent); } catch (err) { parts = null; }
   try {
     if (PORTAL) {
       if (!portalApp) {
@@ -138,9 +163,10 @@ async function route() {
         portalApp = apps.data[0];
         portalCaps = me.capabilities || null;
       }
-      if (parts[0] !== "app" || parts[1] !== portalApp.id) { location.replace(`#/app/${enc(portalApp.id)}`); return; }
+      if (!parts || parts[0] !== "app" || parts[1] !== portalApp.id) { location.replace(`#/app/${enc(portalApp.id)}`); return; }
     }
-    if (parts.length === 0 || parts[0] === "apps") return await renderApps();
+    if (!parts) return show(h("p", { class: "error" }, "Nothing here."));
+    if (parts.length === 0 || parts[0] === "apps") return await renderApps(params);
     if (!PORTAL && parts[0] === "sources") return await renderSources(params);
     if (!PORTAL && parts[0] === "source" && parts.length === 2) return await renderSource(parts[1], params);
     if (parts[0] === "app" && parts.length === 2) return await renderApp(parts[1]);
@@ -161,9 +187,11 @@ async function route() {
 
 // --- applications
 
-async function renderApps() {
+async function renderApps(params) {
   crumbs({ text: "Applications" });
-  const apps = await get("/app?limit=250");
+  const q = new URLSearchParams({ limit: "250" });
+  if (params.get("iterator")) q.set("iterator", params.get("iterator"));
+  const apps = await get(`/app?${q}`);
   const rows = apps.data.map((a) => h("tr", { class: "click", "data-testid": "app-row", onclick: () => (location.hash = `#/app/${enc(a.id)}`) },
     h("td", {}, h("a", { href: `#/app/${enc(a.id)}` }, a.name)),
     h("td", { class: "mono" }, a.uid || "—"),
@@ -172,7 +200,8 @@ async function renderApps() {
   show(h("h1", {}, "Applications"), topTabs("apps"),
     h("div", { class: "card" }, rows.length ? h("table", {},
       h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "uid"), h("th", {}, "id"), h("th", {}, "Created"))),
-      h("tbody", {}, rows)) : h("p", { class: "muted" }, "No applications yet: POST /api/v1/app to create one.")));
+      h("tbody", {}, rows)) : h("p", { class: "muted" }, "No applications yet: POST /api/v1/app to create one."),
+      !apps.done && apps.iterator ? h("p", {}, h("a", { href: `#/apps?iterator=${enc(apps.iterator)}`, "data-testid": "next-page" }, "More applications →")) : null));
 }
 
 // The admin dashboard's two lists: applications (outbound) and inbound sources.
@@ -260,7 +289,8 @@ function endpointsTable(app, endpoints) {
         if (done.ok) route();
       },
     }, e.paused ? "Resume" : "Pause");
-    const recover = !sends || !can("CreateAttempts") ? null : h("button", {
+    // A disabled endpoint is refused a recovery (409), like a test message.
+    const recover = e.disabled || !sends || !can("CreateAttempts") ? null : h("button", {
       class: "secondary", "data-testid": "recover", title: "Send again every delivery that failed in the last 24 hours",
       onclick: async (ev) => {
         const since = new Date(Date.now() - 24 * 3600 * 1000).toISOString();
@@ -418,36 +448,44 @@ async function renderAuthentication(appId, epId) {
   const shown = (s) => s && !s.forbidden && !s.error;
   const summary = (s, describe) => s === null ? "None set." : s.forbidden ? "This token may not see them."
     : s.error ? `Could not read them: ${s.error}` : describe(s);
-  // One card per kind: its current state, its fields (unless `why` says they cannot be
-  // edited here), Save and Remove. A save updates only its own card.
-  const section = (kind, title, current, describe, fields, body, clear, why) => {
-    const editable = can("ManageEndpoint") && !why;
-    const status = h("span", { class: "small", "data-testid": `${kind}-status` }, why || "");
-    const state = h("pre", { class: "mono result", "data-testid": `${kind}-current` }, summary(current, describe));
-    const save = !editable ? null : h("button", {
-      "data-testid": `${kind}-save`,
-      onclick: async (ev) => {
-        ev.target.disabled = true;
-        try {
-          await api("PUT", `${path}/${kind}`, body());
-          clear();
-          state.textContent = summary(await settingsAt(`${path}/${kind}`), describe);
-          status.textContent = "Saved.";
-        } catch (err) {
-          status.textContent = `Not saved: ${err.message}`;
-        } finally {
-          ev.target.disabled = false;
-        }
-      },
-    }, "Save");
-    const remove = !can("ManageEndpoint") || !shown(current) ? null : h("button", {
-      class: "danger", "data-testid": `${kind}-remove`,
-      onclick: async (ev) => {
-        const done = await act(ev.target, () => api("DELETE", `${path}/${kind}`));
-        if (done.ok) { state.textContent = "None set."; ev.target.remove(); }
-      },
-    }, "Remove");
-    return h("div", { class: "card" }, h("h2", {}, title), state, editable ? fields : null, h("div", { class: "actions" }, save, remove, status));
+  // One card per kind: its current state, its fields (unless `why`, which `load` answers
+  // while it fills them from the settings, says they cannot be edited here), Save and
+  // Remove. A save or a removal draws its own card again, from the settings as now stored
+  // (its fields kept, so nothing typed in the other card is lost).
+  const section = (kind, title, current, describe, fields, body, clear, load) => {
+    const card = h("div", { class: "card" });
+    const draw = (current, message) => {
+      const why = load(current);
+      const editable = can("ManageEndpoint") && !why;
+      const status = h("span", { class: "small", "data-testid": `${kind}-status` }, message || why || "");
+      const state = h("pre", { class: "mono result", "data-testid": `${kind}-current` }, summary(current, describe));
+      const save = !editable ? null : h("button", {
+        "data-testid": `${kind}-save`,
+        onclick: async (ev) => {
+          const button = ev.target;
+          button.disabled = true;
+          try {
+            await api("PUT", `${path}/${kind}`, body());
+            clear();
+            draw(await settingsAt(`${path}/${kind}`), "Saved.");
+          } catch (err) {
+            status.textContent = `Not saved: ${err.message}`;
+          } finally {
+            button.disabled = false;
+          }
+        },
+      }, "Save");
+      const remove = !can("ManageEndpoint") || !shown(current) ? null : h("button", {
+        class: "danger", "data-testid": `${kind}-remove`,
+        onclick: async (ev) => {
+          const done = await act(ev.target, () => api("DELETE", `${path}/${kind}`));
+          if (done.ok) draw(null, "Removed.");
+        },
+      }, "Remove");
+      card.replaceChildren(h("h2", {}, title), state, editable ? fields : null, h("div", { class: "actions" }, save, remove, status));
+    };
+    draw(current, "");
+    return card;
   };
   const input = (testid, attrs) => h("input", { "data-testid": testid, autocomplete: "off", ...attrs });
   const tokenUrl = input("oauth-token-url", { placeholder: "https://auth.example.com/oauth/token", size: 48 });
@@ -457,19 +495,23 @@ async function renderAuthentication(appId, epId) {
   const method = h("select", { "data-testid": "oauth-method" },
     h("option", { value: "clientSecretBasic" }, "client_secret_basic"), h("option", { value: "clientSecretPost" }, "client_secret_post"));
   let extraParams = null;
-  let why = "";
-  if (shown(oauth)) {
-    tokenUrl.value = oauth.tokenUrl;
-    clientId.value = oauth.clientId;
-    scopes.value = (oauth.scopes || []).join(" ");
-    method.value = oauth.authMethod;
-    extraParams = oauth.extraParams || null;
+  // Fills the form from the stored settings; says why they cannot be changed here, if so.
+  // None stored (or just removed): the next save has no extra parameters to keep.
+  const loadOauth = (o) => {
+    if (o === null) extraParams = null;
+    if (!shown(o)) return "";
+    tokenUrl.value = o.tokenUrl;
+    clientId.value = o.clientId;
+    scopes.value = (o.scopes || []).join(" ");
+    method.value = o.authMethod;
+    extraParams = o.extraParams || null;
     // This form writes client-credentials settings with a client secret: others (a refresh
     // token, a JWT assertion) would be lost by a save from here.
-    if (oauth.grantType !== "clientCredentials" || oauth.authMethod === "clientSecretJwt") {
-      why = "These settings (a refresh token or a JWT assertion) are changed through the API.";
+    if (o.grantType !== "clientCredentials" || o.authMethod === "clientSecretJwt") {
+      return "These settings (a refresh token or a JWT assertion) are changed through the API.";
     }
-  }
+    return "";
+  };
   const extraText = (o) => Object.entries(o.extraParams || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "none";
   const oauthCard = section("oauth", "OAuth 2.0 (client credentials)", oauth,
     (o) => [`token URL: ${o.tokenUrl}`, `client: ${o.clientId} (${o.authMethod}, ${o.grantType})`,
@@ -484,7 +526,7 @@ async function renderAuthentication(appId, epId) {
         grantType: "clientCredentials", scopes: list.length ? list : null, extraParams };
     },
     () => { clientSecret.value = ""; },
-    why);
+    loadOauth);
   const identity = h("textarea", { class: "code mono", rows: 6, spellcheck: "false", "data-testid": "mtls-identity",
     placeholder: "-----BEGIN PRIVATE KEY-----\n…\n-----BEGIN CERTIFICATE-----\n…" });
   const ca = h("textarea", { class: "code mono", rows: 4, spellcheck: "false", "data-testid": "mtls-ca", placeholder: "optional: the receiver's CA certificate" });
@@ -494,7 +536,7 @@ async function renderAuthentication(appId, epId) {
       h("p", { class: "small muted" }, "The private key is never shown again.")),
     () => ({ identity: identity.value, serverCaCert: ca.value.trim() ? ca.value : null }),
     () => { identity.value = ""; },
-    "");
+    () => "");
   show(h("h1", {}, "Authentication"), h("p", { class: "mono small muted" }, ep.url),
     h("p", { class: "small muted" }, "Besides the signature every request carries: what the receiver may also ask for."),
     oauthCard, mtlsCard);
@@ -797,7 +839,10 @@ async function waitForAttempts(appId, msgId, had) {
 function takeLinkToken() {
   const m = location.hash.match(/(?:^#|&)token=([^&]+)/);
   if (!m) return;
-  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+  // A malformed one (`%E0`) is kept as it is: the API refuses it, and the page says so.
+  let value = m[1];
+  try { value = decodeURIComponent(value); } catch (err) { /* as it is */ }
+  sessionStorage.setItem(TOKEN_KEY, value);
   portalApp = null;
   portalCaps = null;
   history.replaceState(null, "", location.pathname + "#/");
@@ -805,7 +850,7 @@ function takeLinkToken() {
 
 function start() {
   document.getElementById("mode").textContent = PORTAL ? "portal" : "";
-  document.getElementById("logout").addEventListener("click", () => { signOut(); if (!PORTAL) location.hash = "#/"; });
+  document.getElementById("logout").addEventListener("click", signOutClicked);
   if (PORTAL) takeLinkToken();
   window.addEventListener("hashchange", () => {
     if (PORTAL) takeLinkToken();

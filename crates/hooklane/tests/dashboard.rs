@@ -636,10 +636,14 @@ async fn dashboard_and_portal_main_flows() {
     browser.click("[data-testid=tab-messages]").await;
     browser.wait_for("document.querySelectorAll('[data-testid=message-row]').length === 1", "Globex's message").await;
 
-    // Signing out forgets the token.
+    // Signing out forgets the token, and the portal's token stops working.
+    let portal_token = browser.eval("sessionStorage.getItem('hooklane.portal.token')").await;
+    let portal_token = portal_token.as_str().expect("the portal's token").to_string();
     browser.click("[data-testid=logout]").await;
     browser.wait_for("document.querySelector('[data-testid=login-error]')", "the signed-out portal").await;
     assert_eq!(browser.eval("sessionStorage.getItem('hooklane.portal.token')").await, Value::Null);
+    let (status, _) = server.call_as(&portal_token, "GET", &format!("/api/v1/app/{globex}/msg"), None).await;
+    assert_eq!(status, 401, "the portal's sign-out logs its token out");
 
     // A portal link opened in the same tab takes its new token. A read-only portal shows
     // everything but offers no action; one that may send attempts offers those only.

@@ -276,6 +276,48 @@ async fn server_sent_events_stream_and_resume() {
     assert_eq!(status, 422, "{body}");
 }
 
+/// A stream opened with an application token ends once the token no longer works (here
+/// a logout), within the server's 15 s between two looks at it; the admin's is the
+/// configuration's and is not looked up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_when_its_token_stops_working() {
+    let server = Server::start("").await;
+    let app = server.create_app("streamer").await;
+    let (status, out) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), None).await;
+    assert_eq!(status, 200, "{out}");
+    let token = out["token"].as_str().expect("token").to_string();
+    let first = post(&server, &app, "user.created", &[], 0).await;
+    let resp = server
+        .client
+        .get(server.url(&format!("/api/v1/app/{app}/events/stream")))
+        .bearer_auth(&token)
+        .timeout(Duration::from_secs(3600))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains(&first) {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), body.next()).await.expect("the first event");
+        seen.push_str(std::str::from_utf8(&chunk.expect("open").expect("chunk")).expect("utf-8"));
+    }
+    let (status, _) = server.call_as(&token, "POST", "/api/v1/auth/logout", None).await;
+    assert_eq!(status, 204);
+    // The stream ends (keep-alive comments may come first) within the recheck and a margin.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, body.next()).await {
+            Ok(None) | Ok(Some(Err(_))) => break,
+            Ok(Some(Ok(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            Err(_) => panic!("still open 25 s after the logout: {seen}"),
+        }
+    }
+    let (status, _) = server.call_as(&token, "GET", &format!("/api/v1/app/{app}/events/stream"), None).await;
+    assert_eq!(status, 401, "and cannot be opened again");
+}
+
 /// An iterator handed out before the database was restored from an older backup points
 /// past the restored stream's end: refused with 422 (reading from it would silently pass
 /// over every message until the stream caught up), for polls and streams alike.

@@ -364,7 +364,18 @@ pub async fn stream(
         StoreError::PositionAhead(_) if resume.is_some() => bad_last_event_id(POSITION_AHEAD),
         other => other.into(),
     })?;
+    // The admin token is the configuration's; another token may be revoked or expire while
+    // the stream is open.
+    let token = match t.principal {
+        Principal::Admin => None,
+        _ => crate::extract::bearer_token(&headers).map(|raw| TokenCheck {
+            store: s.0.store.clone(),
+            hash: crate::state::hex(&crate::state::token_hash(raw)),
+            next: Instant::now() + TOKEN_RECHECK,
+        }),
+    };
     let reader = StreamReader {
+        token,
         tokens: s.0.position_tokens.clone(),
         follower,
         with_content: pull.with_content,
@@ -389,8 +400,33 @@ fn bad_last_event_id(why: &str) -> ApiError {
     ApiError::Validation { location: "header", field: "Last-Event-ID".into(), msg: why.into() }
 }
 
+/// How often an open stream makes sure its token still works (not logged out, expired,
+/// rotated or revoked with its integration): a stream ends within this of its token.
+const TOKEN_RECHECK: Duration = Duration::from_secs(15);
+
+/// A stream's token, looked up again every [`TOKEN_RECHECK`].
+struct TokenCheck {
+    store: DynStore,
+    hash: String,
+    next: Instant,
+}
+
+impl TokenCheck {
+    /// Whether the token still works, looked up when the last look is old enough; a store
+    /// failure counts as no (the client reconnects, and is asked again).
+    async fn still_works(&mut self) -> bool {
+        if Instant::now() < self.next {
+            return true;
+        }
+        self.next = Instant::now() + TOKEN_RECHECK;
+        matches!(self.store.find_token(&self.hash, Utc::now()).await, Ok(Some(_)))
+    }
+}
+
 /// The state of one Server-Sent Events stream between two events.
 struct StreamReader {
+    /// `None` for the admin token.
+    token: Option<TokenCheck>,
     /// For the events' ids.
     tokens: PositionTokens,
     follower: Follower,
@@ -406,17 +442,24 @@ struct StreamReader {
 
 impl StreamReader {
     /// The next message, waiting for one as long as the stream lives; `None` ends the
-    /// stream (its lifetime is over, the server is shutting down, or the store failed: the
-    /// client reconnects and resumes).
+    /// stream (its lifetime is over, its token no longer works, the server is shutting down,
+    /// or the store failed: the client reconnects and resumes).
     async fn next(&mut self) -> Option<(EventPosition, Message)> {
         loop {
+            if let Some(token) = &mut self.token {
+                if !token.still_works().await {
+                    return None;
+                }
+            }
             if let Some(next) = self.ready.pop_front() {
                 return Some(next);
             }
             if self.follower.closing() || Instant::now() >= self.ends_at {
                 return None;
             }
-            match self.follower.read(self.ends_at).await {
+            // Waits no longer than the token's next look.
+            let until = self.token.as_ref().map_or(self.ends_at, |t| t.next.min(self.ends_at));
+            match self.follower.read(until).await {
                 Ok(page) => self.ready.extend(page.messages),
                 Err(e) => {
                     tracing::warn!(error = %e, app_id = %self.follower.app_id, "event stream read failed; closing it");
