@@ -813,26 +813,41 @@ impl EventsOf {
     }
 
     fn send(self, inner: &Inner) {
-        if self.ready.is_empty() {
-            return;
+        if !self.ready.is_empty() {
+            send_events(&inner.events, self.ready);
         }
-        let mut sink = inner.events.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(tx) = sink.as_ref() else { return };
-        let mut dropped = 0u64;
-        for event in self.ready {
-            match tx.try_send(event) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => dropped += 1,
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    *sink = None; // the listener is gone
-                    break;
+    }
+}
+
+/// Hands `events` to their reader. Attempt events are dropped (counted) when the reader is
+/// behind, so that the engine never waits for it; an endpoint's disabling, rare and the
+/// one that matters most, waits for room on a task of its own instead.
+fn send_events(sink: &Mutex<Option<mpsc::Sender<EngineEvent>>>, events: Vec<EngineEvent>) {
+    let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(tx) = sink.as_ref() else { return };
+    let mut dropped = 0u64;
+    for event in events {
+        match tx.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(event @ EngineEvent::EndpointDisabled { .. })) => {
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => {
+                        let tx = tx.clone();
+                        runtime.spawn(async move { tx.send(event).await });
+                    }
+                    Err(_) => dropped += 1,
                 }
             }
+            Err(mpsc::error::TrySendError::Full(_)) => dropped += 1,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                *sink = None; // the listener is gone
+                break;
+            }
         }
-        if dropped > 0 {
-            metrics::counter!("hooklane_engine_events_dropped_total").increment(dropped);
-            tracing::warn!(dropped, "engine events dropped: their reader is behind");
-        }
+    }
+    if dropped > 0 {
+        metrics::counter!("hooklane_engine_events_dropped_total").increment(dropped);
+        tracing::warn!(dropped, "engine events dropped: their reader is behind");
     }
 }
 
@@ -906,6 +921,27 @@ async fn idle_pause(inner: &Inner, now: DateTime<Utc>, skip: &[String]) -> Durat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_disabling_waits_for_a_reader_that_is_behind_where_attempts_are_dropped() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let sink = Mutex::new(Some(tx));
+        let attempt = |n: &str| EngineEvent::Attempt {
+            news: AttemptNews::Failing,
+            app_id: "app_1".into(),
+            msg_id: format!("msg_{n}"),
+            endpoint_id: "ep_1".into(),
+            attempt_id: format!("atmpt_{n}"),
+            attempted_at: Utc::now(),
+            response_status: 500,
+        };
+        let disabled = EngineEvent::EndpointDisabled { app_id: "app_1".into(), endpoint_id: "ep_1".into() };
+        send_events(&sink, vec![attempt("1"), attempt("2"), disabled]);
+        let first = rx.recv().await.expect("the first attempt");
+        assert!(matches!(first, EngineEvent::Attempt { ref msg_id, .. } if msg_id == "msg_1"), "{first:?}");
+        let next = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("in time").expect("an event");
+        assert!(matches!(next, EngineEvent::EndpointDisabled { .. }), "the second attempt was dropped: {next:?}");
+    }
 
     #[test]
     fn attempt_news_follows_svix() {
