@@ -212,6 +212,7 @@ impl FromRequestParts<AppState> for Admin {
 /// The application named by `{app_id}` (id or uid) in the path, once the caller is known
 /// to have access to it. Another tenant's application answers 404, exactly as a missing
 /// one, so ids cannot be probed.
+#[derive(Clone)]
 pub struct Tenant {
     pub principal: Principal,
     pub app: Application,

@@ -755,6 +755,30 @@ async fn endpoint_get_put_patch_delete() {
     assert_eq!((status, &body["uid"]), (201, &json!("nope")), "{body}");
     let (status, body) = server.call("DELETE", &format!("{base}/nope"), None).await;
     assert_eq!(status, 204, "{body}");
+    // Upserts of one new uid at once: one creates it, the others update it; none is refused.
+    let raced = format!("{base}/raced");
+    let puts = (0..8).map(|n| {
+        let (server, raced) = (&server, raced.clone());
+        async move { server.call("PUT", &raced, Some(json!({"url": format!("https://a.b/{n}")}))).await }
+    });
+    let answers = futures::future::join_all(puts).await;
+    let statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 201), "{answers:?}");
+    assert!(statuses.contains(&201), "{statuses:?}");
+    let made: std::collections::HashSet<&Value> = answers.iter().map(|(_, body)| &body["id"]).collect();
+    assert_eq!(made.len(), 1, "one endpoint: {answers:?}");
+    // Changes of one endpoint at once are each applied to the others' result: headers
+    // added by eight concurrent PATCHes are all kept.
+    let patches = (0..8).map(|n| {
+        let (server, path) = (&server, format!("{raced}/headers"));
+        async move { server.call("PATCH", &path, Some(json!({"headers": {format!("X-Part-{n}"): "yes"}}))).await }
+    });
+    let answers = futures::future::join_all(patches).await;
+    assert!(answers.iter().all(|(status, _)| *status == 204), "{answers:?}");
+    let (_, headers) = server.call("GET", &format!("{raced}/headers"), None).await;
+    assert_eq!(headers["headers"].as_object().map(|h| h.len()), Some(8), "{headers}");
+    let (status, body) = server.call("DELETE", &raced, None).await;
+    assert_eq!(status, 204, "{body}");
     let missing_id = format!("{base}/ep_01M96T8KSYHGHP2ZNG3JSFRSMV");
     let (status, body) = server.call("PUT", &missing_id, Some(json!({"url": "https://a.b/"}))).await;
     assert_error(status, &body, 404, "not_found");

@@ -34,7 +34,7 @@ const MAX_URL_LEN: usize = 4096;
 const UID_TAKEN: &str = "an endpoint with this uid already exists in this application";
 
 /// Svix's `EndpointIn`: a new endpoint (`POST`), or all of one (`PUT`).
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EndpointIn {
     /// Where messages are posted: an absolute `http` or `https` URL. Required, except for a
@@ -145,7 +145,7 @@ pub(crate) enum EndpointOrdering {
 
 /// Svix's `EndpointPatch`: only the fields given change; `null` clears a field that may be
 /// unset and is refused for the others.
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EndpointPatch {
     #[serde(default)]
@@ -866,9 +866,16 @@ pub async fn put(
     State(s): State<AppState>,
     t: Tenant,
     Path((_, key)): Path<(String, String)>,
-    Json(mut input): Json<EndpointIn>,
+    Json(input): Json<EndpointIn>,
 ) -> ApiResult<axum::response::Response> {
-    let Some(mut ep) = s.0.store.get_endpoint(&t.app.id, &key).await? else {
+    // Two PUTs creating one uid at once: the one whose creation finds the uid taken updates
+    // what the other created, as a PUT finding it would have.
+    let mut exists = false;
+    for _ in 0..2 {
+        if s.0.store.get_endpoint(&t.app.id, &key).await?.is_some() {
+            exists = true;
+            break;
+        }
         // (An endpoint id cannot be chosen: it is not found.)
         if ids::has_prefix(&key, ids::ENDPOINT) {
             return Err(ApiError::NotFound("endpoint"));
@@ -876,36 +883,74 @@ pub async fn put(
         if input.uid.as_deref().is_some_and(|uid| uid != key) {
             return Err(ApiError::validation("uid", "must be the endpoint's uid named in the path"));
         }
-        input.uid = Some(key);
-        return create(State(s), t, Json(input)).await.map(IntoResponse::into_response);
-    };
-    let before = Before::of(&ep);
-    same_polling(&ep, input.polling)?;
-    ep.url = given_url(&ep, input.url, &t.principal)?;
-    ep.description = input.description;
-    ep.filter_types = input.filter_types;
-    ep.channels = input.channels;
-    ep.disabled = input.disabled;
-    ep.rate_limit = input.rate_limit;
-    ep.metadata = input.metadata;
-    // Addressed by its uid, a body without one keeps it (PUT stays repeatable).
-    if input.uid.is_some() || ep.uid.as_deref() != Some(key.as_str()) {
-        ep.uid = input.uid;
+        let new = EndpointIn { uid: Some(key.clone()), ..input.clone() };
+        match create(State(s.clone()), t.clone(), Json(new)).await {
+            Err(ApiError::Conflict(why)) if why == UID_TAKEN => continue,
+            created => return created.map(IntoResponse::into_response),
+        }
     }
-    if let Some(v) = input.version {
-        ep.version = v;
+    if !exists {
+        return Err(ApiError::Conflict(UID_TAKEN.into()));
     }
-    if let Some(h) = input.headers {
-        ep.headers = h;
+    let principal = t.principal.clone();
+    let saved = change_and_save(&s, &t, &key, |ep| {
+        let input = input.clone();
+        same_polling(ep, input.polling)?;
+        ep.url = given_url(ep, input.url, &principal)?;
+        ep.description = input.description;
+        ep.filter_types = input.filter_types;
+        ep.channels = input.channels;
+        ep.disabled = input.disabled;
+        ep.rate_limit = input.rate_limit;
+        ep.metadata = input.metadata;
+        // Addressed by its uid, a body without one keeps it (PUT stays repeatable).
+        if input.uid.is_some() || ep.uid.as_deref() != Some(key.as_str()) {
+            ep.uid = input.uid;
+        }
+        if let Some(v) = input.version {
+            ep.version = v;
+        }
+        if let Some(h) = input.headers {
+            ep.headers = h;
+        }
+        input.payload_filter.apply_opt(&mut ep.payload_filter);
+        input.transform.apply_opt(&mut ep.transform);
+        input.ordering.apply_or_default(&mut ep.order);
+        apply_waits(input.retry_schedule, &mut ep.retry_schedule);
+        if let Some(paused) = input.paused {
+            ep.paused = paused;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(axum::Json(EndpointOut::new(&s, saved, &t.principal)).into_response())
+}
+
+/// How many times a PUT or PATCH reads, changes and saves an endpoint that other changes
+/// keep overtaking (see [`change_and_save`]) before it answers 409.
+const SAVE_ROUNDS: usize = 10;
+
+/// Reads the endpoint `key`, applies `change` and saves it over the version read. When
+/// another change overtook it meanwhile (a secret rotated, the dispatcher disabled it,
+/// another request saved it), the request is applied again to what is stored now: what it
+/// sets wins, what it leaves alone is the latest, and nothing read before the other change
+/// is written back over it.
+async fn change_and_save(
+    s: &AppState,
+    t: &Tenant,
+    key: &str,
+    change: impl Fn(&mut Endpoint) -> ApiResult<()>,
+) -> ApiResult<Endpoint> {
+    let mut round = 1;
+    loop {
+        let mut ep = find(s, t, key).await?;
+        let before = Before::of(&ep);
+        change(&mut ep)?;
+        match save(s, t, ep, before).await {
+            Err(ApiError::Conflict(why)) if why == CHANGED_MEANWHILE && round < SAVE_ROUNDS => round += 1,
+            saved => return saved,
+        }
     }
-    input.payload_filter.apply_opt(&mut ep.payload_filter);
-    input.transform.apply_opt(&mut ep.transform);
-    input.ordering.apply_or_default(&mut ep.order);
-    apply_waits(input.retry_schedule, &mut ep.retry_schedule);
-    if let Some(paused) = input.paused {
-        ep.paused = paused;
-    }
-    Ok(axum::Json(EndpointOut::new(&s, save(&s, &t, ep, before).await?, &t.principal)).into_response())
 }
 
 /// Partially update an endpoint: change only the fields given.
@@ -931,28 +976,32 @@ pub async fn patch(
     Path((_, key)): Path<(String, String)>,
     Json(p): Json<EndpointPatch>,
 ) -> ApiResult<axum::Json<EndpointOut>> {
-    let mut ep = find(&s, &t, &key).await?;
-    let before = Before::of(&ep);
-    same_polling(&ep, p.polling)?;
-    match p.url {
-        Patch::Set(url) => ep.url = given_url(&ep, Some(url), &t.principal)?,
-        other => other.apply("url", &mut ep.url)?,
-    }
-    p.description.apply("description", &mut ep.description)?;
-    p.filter_types.apply_opt(&mut ep.filter_types);
-    p.channels.apply_opt(&mut ep.channels);
-    p.disabled.apply("disabled", &mut ep.disabled)?;
-    p.rate_limit.apply_opt(&mut ep.rate_limit);
-    p.metadata.apply("metadata", &mut ep.metadata)?;
-    p.uid.apply_opt(&mut ep.uid);
-    p.version.apply("version", &mut ep.version)?;
-    p.headers.apply("headers", &mut ep.headers)?;
-    p.payload_filter.apply_opt(&mut ep.payload_filter);
-    p.transform.apply_opt(&mut ep.transform);
-    p.ordering.apply_or_default(&mut ep.order);
-    apply_waits(p.retry_schedule, &mut ep.retry_schedule);
-    p.paused.apply("paused", &mut ep.paused)?;
-    Ok(axum::Json(EndpointOut::new(&s, save(&s, &t, ep, before).await?, &t.principal)))
+    let principal = t.principal.clone();
+    let saved = change_and_save(&s, &t, &key, |ep| {
+        let p = p.clone();
+        same_polling(ep, p.polling)?;
+        match p.url {
+            Patch::Set(url) => ep.url = given_url(ep, Some(url), &principal)?,
+            other => other.apply("url", &mut ep.url)?,
+        }
+        p.description.apply("description", &mut ep.description)?;
+        p.filter_types.apply_opt(&mut ep.filter_types);
+        p.channels.apply_opt(&mut ep.channels);
+        p.disabled.apply("disabled", &mut ep.disabled)?;
+        p.rate_limit.apply_opt(&mut ep.rate_limit);
+        p.metadata.apply("metadata", &mut ep.metadata)?;
+        p.uid.apply_opt(&mut ep.uid);
+        p.version.apply("version", &mut ep.version)?;
+        p.headers.apply("headers", &mut ep.headers)?;
+        p.payload_filter.apply_opt(&mut ep.payload_filter);
+        p.transform.apply_opt(&mut ep.transform);
+        p.ordering.apply_or_default(&mut ep.order);
+        apply_waits(p.retry_schedule, &mut ep.retry_schedule);
+        p.paused.apply("paused", &mut ep.paused)?;
+        Ok(())
+    })
+    .await?;
+    Ok(axum::Json(EndpointOut::new(&s, saved, &t.principal)))
 }
 
 /// Delete an endpoint.
@@ -1252,10 +1301,12 @@ pub async fn put_headers(
     if input.delete_headers.is_some() {
         return Err(ApiError::validation("deleteHeaders", "is for a PATCH: a PUT sets every header"));
     }
-    let mut ep = find(&s, &t, &key).await?;
-    let before = Before::of(&ep);
-    ep.headers = input.headers.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
-    save(&s, &t, ep, before).await?;
+    let headers: BTreeMap<String, String> = input.headers.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+    change_and_save(&s, &t, &key, |ep| {
+        ep.headers = headers.clone();
+        Ok(())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1284,19 +1335,21 @@ pub async fn patch_headers(
     Path((_, key)): Path<(String, String)>,
     Json(input): Json<HeadersIn>,
 ) -> ApiResult<StatusCode> {
-    let mut ep = find(&s, &t, &key).await?;
-    let before = Before::of(&ep);
-    for name in input.delete_headers.unwrap_or_default() {
-        ep.headers.retain(|stored, _| !stored.eq_ignore_ascii_case(&name));
-    }
-    for (name, value) in input.headers {
-        // A header named in any case replaces (or, with null, removes) the one stored.
-        ep.headers.retain(|stored, _| !stored.eq_ignore_ascii_case(&name));
-        if let Some(v) = value {
-            ep.headers.insert(name, v);
+    let deleted = input.delete_headers.unwrap_or_default();
+    change_and_save(&s, &t, &key, |ep| {
+        for name in &deleted {
+            ep.headers.retain(|stored, _| !stored.eq_ignore_ascii_case(name));
         }
-    }
-    save(&s, &t, ep, before).await?;
+        for (name, value) in &input.headers {
+            // A header named in any case replaces (or, with null, removes) the one stored.
+            ep.headers.retain(|stored, _| !stored.eq_ignore_ascii_case(name));
+            if let Some(v) = value {
+                ep.headers.insert(name.clone(), v.clone());
+            }
+        }
+        Ok(())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
