@@ -328,9 +328,14 @@ impl Sender {
         let secrets = self.signing_secrets(endpoint, now);
         let signature = signature_header(secrets.iter().map(|s| &**s), &message.id, timestamp, body.as_bytes());
         let mut headers = HeaderMap::with_capacity(4 + message.headers.len() + endpoint.headers.len());
+        // The endpoint's custom headers (credentials, often) go only to its own origin, as
+        // its access token and client certificate: not to another one a transformation
+        // sends the request to.
+        let foreign = changed_url.is_some() && !bound("");
+        let custom = if foreign { None } else { Some(&endpoint.headers) };
         // A forwarded inbound request's headers first, so the endpoint's own win over them,
         // and the transformation's over both.
-        for (name, value) in message.headers.iter().chain(&endpoint.headers).chain(&scripted_headers) {
+        for (name, value) in message.headers.iter().chain(custom.into_iter().flatten()).chain(&scripted_headers) {
             if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
                 continue;
             }
@@ -486,10 +491,13 @@ async fn transformed(
     body: String,
 ) -> Result<Option<Ready>, ScriptFailure> {
     let limit = transform::body_limit(message.payload.len());
+    // The code sees the URL without its credentials (a password for the receiver's basic
+    // authentication), which whoever may change the code may not see.
+    let shown = without_credentials(&endpoint.url);
     let job = script::Job {
         code: code.to_string(),
         webhook: Some(script::Webhook::new(
-            endpoint.url.clone(),
+            shown.clone(),
             message.event_type.clone(),
             body.clone(),
             transformation.variables.clone(),
@@ -500,7 +508,7 @@ async fn transformed(
         script::Outcome::Send(request) => request,
         script::Outcome::Cancel => return Ok(None),
     };
-    let url = (request.url != endpoint.url).then_some(request.url);
+    let url = (request.url != shown).then(|| with_credentials_of(request.url, &endpoint.url));
     let method = if request.method == "PUT" { reqwest::Method::PUT } else { reqwest::Method::POST };
     // `None`: a body that was not JSON, left as it was.
     let (body, json) = match request.body {
@@ -508,6 +516,33 @@ async fn transformed(
         None => (body, false),
     };
     Ok(Some(Ready { method, url, body, headers: request.headers, json }))
+}
+
+/// `url` without the user name and password before its host, if it is a URL.
+fn without_credentials(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            // (Both only fail for URLs that cannot have credentials.)
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.into()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A transformation's URL with the endpoint URL's credentials when it stays on the
+/// endpoint's origin (the code never saw them); on another origin, as it is.
+fn with_credentials_of(changed: String, own: &str) -> String {
+    let (Ok(mut parsed), Ok(own)) = (reqwest::Url::parse(&changed), reqwest::Url::parse(own)) else {
+        return changed;
+    };
+    if parsed.origin() != own.origin() || (own.username().is_empty() && own.password().is_none()) {
+        return changed;
+    }
+    let _ = parsed.set_username(own.username());
+    let _ = parsed.set_password(own.password());
+    parsed.into()
 }
 
 /// What the endpoint is sent: the payload, or what the endpoint's transform makes of it

@@ -199,8 +199,10 @@ pub trait Store: Send + Sync + 'static {
     async fn resend(&self, app_id: &str, msg_id: &str, endpoint_id: &str, now: DateTime<Utc>) -> StoreResult<()>;
     /// Queues again up to `limit` failed deliveries of the endpoint whose message was created
     /// in `[since, until)`, in message id order after `after` (`""`: from the first); returns
-    /// how many, and the last message id it queued. Callers go on after that id while a round
-    /// returns `limit`, so that no statement holds the store long.
+    /// how many, and where the next round goes on: the last message id the round looked at
+    /// when it looked at `limit` of them (some may have changed meanwhile and not been
+    /// queued), `None` when none are left. Callers go on in rounds, so that no statement
+    /// holds the store long.
     async fn recover(
         &self,
         app_id: &str,

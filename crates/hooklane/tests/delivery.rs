@@ -1387,3 +1387,37 @@ async fn pausing_holds_the_deliveries_already_in_memory() {
     seen.dedup();
     assert_eq!(seen, (0..COUNT as i64).collect::<Vec<_>>(), "every message, none lost");
 }
+
+/// A transformation sees the endpoint's URL without its password. What it sends to the
+/// endpoint's own origin carries the endpoint's credentials (the URL's basic
+/// authentication, its custom headers); what it sends to another origin carries neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transformation_sees_no_credentials_and_takes_none_elsewhere() {
+    let server = Server::start("").await;
+    let (own, elsewhere) = (Receiver::start().await, Receiver::start().await);
+    let app = server.create_app("transformed").await;
+    let with_password = own.url.replacen("http://", "http://hook:s3cret@", 1);
+    let spec = json!({ "url": format!("{with_password}/in"), "headers": { "X-Api-Key": "k-123" } });
+    let (ep, _) = server.create_endpoint(&app, spec).await;
+    let code = format!(
+        "function handler(webhook) {{ webhook.headers = webhook.headers || {{}}; \
+         webhook.headers['x-seen-url'] = webhook.url; \
+         webhook.url = webhook.payload.away ? '{}/away' : webhook.url + '/same'; return webhook; }}",
+        elsewhere.url
+    );
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}/transformation");
+    let (status, body) = server.call("PATCH", &path, Some(json!({ "code": code, "enabled": true }))).await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    let home = server.send_message(&app, "a.b", json!({ "away": false })).await;
+    let away = server.send_message(&app, "a.b", json!({ "away": true })).await;
+    own.wait_for_ids(std::slice::from_ref(&home), WAIT).await;
+    elsewhere.wait_for_ids(std::slice::from_ref(&away), WAIT).await;
+    let at_home = &own.received()[0];
+    assert_eq!(at_home.header("x-seen-url"), format!("{}/in", own.url), "the code saw no password");
+    assert_eq!(at_home.path, "/in/same");
+    assert_eq!(at_home.header("authorization"), format!("Basic {}", B64.encode("hook:s3cret")));
+    assert_eq!(at_home.header("x-api-key"), "k-123");
+    let away = &elsewhere.received()[0];
+    assert_eq!(away.path, "/away");
+    assert_eq!((away.header("authorization"), away.header("x-api-key")), ("", ""), "no credentials elsewhere");
+}

@@ -1492,10 +1492,10 @@ pub async fn recover(
             let (n, last) = state.0.store.recover(&app_id, &ep_id, window, super::now(), round).await?;
             recovered += n;
             // (A round may queue fewer than it looked at, when some of them changed meanwhile:
-            // it goes on while one queues any.)
+            // the store says where the next goes on, whatever it queued.)
             match last {
-                Some(last) if n > 0 => after = last,
-                _ => break,
+                Some(last) => after = last,
+                None => break,
             }
             tokio::task::yield_now().await;
         }

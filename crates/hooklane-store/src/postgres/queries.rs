@@ -1149,20 +1149,29 @@ pub async fn recover<C: GenericClient>(
     (after, limit): (&str, usize),
 ) -> StoreResult<(u64, Option<String>)> {
     let recoverable = RECOVERABLE.replace('?', "$");
-    let queued = query(
+    // The next round goes on after the last delivery selected, queued or not: one changed
+    // by another transaction meanwhile fails the update's own status test, and a round
+    // whose every selected delivery did so must not end the recovery.
+    let row = query_opt(
         c,
         &format!(
-            "UPDATE deliveries SET status = 1, attempts = 0, due_at = $5, leased = false, trigger_type = 1, \
+            "WITH picked AS ({recoverable} LIMIT $7), \
+             queued AS (UPDATE deliveries SET status = 1, attempts = 0, due_at = $5, leased = false, trigger_type = 1, \
              updated_at = $5, lane_seq = {}, lane_key = {} \
-             WHERE app_id = $1 AND endpoint_id = $2 AND status = 2 AND msg_id IN ({recoverable} LIMIT $7) RETURNING msg_id",
+             WHERE app_id = $1 AND endpoint_id = $2 AND status = 2 AND msg_id IN (SELECT msg_id FROM picked) \
+             RETURNING msg_id) \
+             SELECT (SELECT count(*) FROM queued), (SELECT count(*) FROM picked), (SELECT max(msg_id) FROM picked)",
             lane_seq_sql("$2", "deliveries.msg_id"),
             lane_key_sql("deliveries.msg_id")
         ),
         &[&app_id, &endpoint_id, &since, &until, &now, &after, &limit_param(limit)],
     )
-    .await?;
-    let ids = queued.iter().map(|r| r.try_get::<_, String>(0).map_err(db_err)).collect::<StoreResult<Vec<_>>>()?;
-    Ok((ids.len() as u64, ids.into_iter().max()))
+    .await?
+    .ok_or_else(|| StoreError::Corrupt("a recovery round answered no row".into()))?;
+    let (queued, picked, last): (i64, i64, Option<String>) =
+        (rows::get(&row, 0)?, rows::get(&row, 1)?, rows::get(&row, 2)?);
+    let more = usize::try_from(picked).is_ok_and(|p| p == limit);
+    Ok((u64::try_from(queued).unwrap_or(0), last.filter(|_| more)))
 }
 
 pub async fn messages_without_delivery<C: GenericClient>(

@@ -959,7 +959,9 @@ pub fn recover(
         params![app_id, endpoint_id, since, until, now, after, limit],
         |r| r.get(0),
     )?;
-    Ok((queued.len() as u64, queued.into_iter().max()))
+    // (One statement on the one writer: every delivery selected is queued.)
+    let more = queued.len() as i64 == limit;
+    Ok((queued.len() as u64, queued.into_iter().max().filter(|_| more)))
 }
 
 // --- housekeeping

@@ -2258,7 +2258,7 @@ pub async fn recover_requeues_failed_in_window(store: &DynStore) {
     assert_eq!(store.next_due_at(&[]).await.unwrap(), None, "nothing re-queued through B");
 
     let n = store.recover(&a.id, &ep.id, (t - mins(120), Some(t - mins(40))), t, ("", 1000)).await.unwrap();
-    assert_eq!(n, (2, Some(m3.id.clone())), "m2 and m3");
+    assert_eq!(n, (2, None), "m2 and m3, and no more to look at");
     let status = |m: &Message, e: &Endpoint| {
         let (s, app, m, e) = (store.clone(), a.id.clone(), m.id.clone(), e.id.clone());
         async move { delivery(&s, &app, &m, &e).await.status }
@@ -2280,6 +2280,10 @@ pub async fn recover_requeues_failed_in_window(store: &DynStore) {
     assert_eq!(then, (1, Some(m5.id.clone())), "then m5, after m1");
     let after_m5 = store.recover(&a.id, &ep.id, (t - mins(240), None), t, (&m5.id, 1)).await.unwrap();
     assert_eq!(after_m5, (0, None));
+    // A full round of which nothing is queued (here: after m1, only failed ones are looked
+    // at, and m5 is pending now) ends; a full one goes on after what it looked at.
+    let (queued, next) = store.recover(&a.id, &ep.id, (t - mins(240), None), t, ("", 2)).await.unwrap();
+    assert_eq!((queued, next), (0, None), "nothing failed is left to look at");
     assert_eq!(job_keys(&claim(store, t + secs(1)).await), set([pair(&m1, &ep), pair(&m5, &ep)]));
     assert_eq!(status(&m4, &ep).await, DeliveryStatus::Success);
     assert_eq!(status(&m6, &other).await, DeliveryStatus::Fail);
