@@ -117,6 +117,12 @@ pub fn run(code: &str, webhook: &Webhook, max_output: usize) -> Result<Outcome, 
                 (rquickjs::Value::new_null(ctx.clone()), false)
             }
         };
+        // The payload as JSON would write it unchanged: a payload the code leaves as it was
+        // is sent as it came (JSON's numbers lose digits past 2^53 when read and written).
+        let given = match was_json {
+            true => ctx.json_stringify(payload.clone()).catch(ctx)?.map(|s| s.to_string()).transpose().catch(ctx)?,
+            false => None,
+        };
         arg.set("payload", payload).catch(ctx)?;
         let returned: rquickjs::Value = handler.call((arg,)).catch(ctx)?;
         let Some(returned) = returned.as_object().filter(|_| !returned.is_function() && !returned.is_promise()) else {
@@ -127,8 +133,16 @@ pub fn run(code: &str, webhook: &Webhook, max_output: usize) -> Result<Outcome, 
         }
         let payload: rquickjs::Value = returned.get("payload").catch(ctx)?;
         let payload_text = ctx.json_stringify(payload).catch(ctx)?.map(|s| s.to_string()).transpose().catch(ctx)?;
-        // The rest is small: read by serde.
+        let payload_text = match (payload_text, given) {
+            (Some(made), Some(given)) if made == given => Some(webhook.payload.clone()),
+            (made, _) => made,
+        };
+        // The rest is small: read by serde. What the code was given to read (its variables,
+        // the event type) is no part of the request, and not weighed with it.
         returned.set("payload", rquickjs::Value::new_null(ctx.clone())).catch(ctx)?;
+        for given_only in ["variables", "eventType"] {
+            returned.remove(given_only).catch(ctx)?;
+        }
         let rest = ctx.json_stringify(returned.clone()).catch(ctx)?.map(|s| s.to_string()).transpose().catch(ctx)?;
         Ok(Some((Some(payload_text.unwrap_or_else(|| "null".into())), rest, was_json)))
     })?
@@ -395,6 +409,29 @@ mod tests {
         let webhook = Webhook::new("https://example.com/".into(), "t".into(), deep.clone(), BTreeMap::new());
         let Ok(Outcome::Send(req)) = run("function handler(w) { return w }", &webhook, 1 << 20) else { panic!("runs") };
         assert_eq!(req.body, Some(deep));
+    }
+
+    #[test]
+    fn a_payload_left_as_it_was_is_sent_as_it_came() {
+        // Past 2^53 a JSON number read and written again loses digits; spacing and `1.0`
+        // would change too, and the receiver checks the signature of what is sent.
+        let payload = r#"{"id": 12345678901234567891, "amount": 1.0}"#;
+        let webhook = Webhook::new("https://example.com/".into(), "t".into(), payload.into(), BTreeMap::new());
+        let headers_only = "function handler(w) { w.headers['X-Seen'] = 'yes'; return w }";
+        let Ok(Outcome::Send(req)) = run(headers_only, &webhook, 1 << 20) else { panic!("runs") };
+        assert_eq!(req.body.as_deref(), Some(payload));
+        let changed = "function handler(w) { w.payload.amount = 2; return w }";
+        let Ok(Outcome::Send(req)) = run(changed, &webhook, 1 << 20) else { panic!("runs") };
+        assert_eq!(req.body.as_deref(), Some(r#"{"id":12345678901234567000,"amount":2}"#), "changed: the code's");
+    }
+
+    #[test]
+    fn variables_are_not_weighed_with_the_request() {
+        // 32 variables of 4 KiB, as the API allows: 128 KiB, past the 64 KiB of the rest.
+        let variables = (0..32).map(|i| (format!("v{i}"), "x".repeat(4096))).collect();
+        let webhook = Webhook::new("https://example.com/".into(), "t".into(), "{}".into(), variables);
+        let Ok(Outcome::Send(req)) = run("function handler(w) { return w }", &webhook, 1 << 20) else { panic!("runs") };
+        assert_eq!(req.body.as_deref(), Some("{}"));
     }
 
     #[test]

@@ -69,14 +69,17 @@ pub enum ScriptFailure {
 
 /// Runs transformation jobs: deliveries' at most `workers` at once, and one endpoint's at
 /// most `workers - 1` (at least one) of those, so that an endpoint with slow code cannot
-/// keep every other endpoint's transformations waiting; the API's (previews, checks of
-/// code being set) one at a time on top, so that neither can hold up the other.
+/// keep every other endpoint's transformations waiting; the API's one at a time on top,
+/// so that neither can hold up the other: previews (any token that may read an endpoint
+/// may try code) on one worker, checks of code being saved on another, so that a stream of
+/// slow previews cannot keep code from being saved.
 pub struct Scripts {
     isolation: Isolation,
     delivery_slots: Semaphore,
     per_endpoint: usize,
     lanes: Mutex<HashMap<String, Lane>>,
     api_slots: Semaphore,
+    check_slots: Semaphore,
     idle: Mutex<Vec<Worker>>,
     /// Numbers queued jobs, so that one given up on can be found and taken out.
     next_job: AtomicU64,
@@ -159,14 +162,15 @@ impl Scripts {
             per_endpoint: (workers - 1).max(1),
             lanes: Mutex::new(HashMap::new()),
             api_slots: Semaphore::new(1),
+            check_slots: Semaphore::new(1),
             idle: Mutex::new(Vec::new()),
             next_job: AtomicU64::new(0),
         }
     }
 
-    /// Checks code before it is saved ([`crate::script::check`]), on the API's worker.
+    /// Checks code before it is saved ([`crate::script::check`]), on a worker of its own.
     pub async fn check(&self, code: String) -> Result<(), ScriptFailure> {
-        self.call(Job { code, webhook: None, max_output: 0 }, &self.api_slots, API_WAIT).await.map(drop)
+        self.call(Job { code, webhook: None, max_output: 0 }, &self.check_slots, API_WAIT).await.map(drop)
     }
 
     /// Runs a transformation for a delivery to `endpoint_id` ([`crate::script::run`]).
@@ -505,13 +509,15 @@ mod tests {
     }
 
     /// Deliveries wait for their slots, previews for theirs: a busy API does not hold up
-    /// deliveries.
+    /// deliveries. Nor do previews hold up the checks of code being saved.
     #[tokio::test]
     async fn the_api_has_its_own_slot() {
         let scripts = Scripts::new(Isolation::InProcess, 1);
         let _api_busy = scripts.api_slots.acquire().await.unwrap();
         let ran = scripts.run("ep", job("function handler(w) { return w }")).await;
         assert!(matches!(ran, Ok(Outcome::Send(_))), "{ran:?}");
+        let checked = scripts.check("function handler(w) { return w }".into()).await;
+        assert!(checked.is_ok(), "{checked:?}");
     }
 
     /// With two workers, one endpoint holds at most one: another endpoint's run goes on

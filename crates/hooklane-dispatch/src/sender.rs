@@ -518,8 +518,9 @@ async fn transformed(
     Ok(Some(Ready { method, url, body, headers: request.headers, json }))
 }
 
-/// `url` without the user name and password before its host, if it is a URL.
-fn without_credentials(url: &str) -> String {
+/// `url` without the user name and password before its host, if it is a URL: what a
+/// transformation's code sees of its endpoint's URL.
+pub fn without_credentials(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
             // (Both only fail for URLs that cannot have credentials.)

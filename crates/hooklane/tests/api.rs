@@ -996,6 +996,12 @@ async fn a_password_in_an_endpoint_url_is_shown_with_secrets_only() {
         let text = out.to_string();
         assert!(!text.contains("s3cret") && text.contains("https://hooks:redacted@example.com/in"), "{path}: {out}");
     }
+    // The code never sees the credentials, whoever previews it (as when it runs for a
+    // delivery); the answer shows the admin the URL the request goes to.
+    let code = "function handler(w) { w.payload = { u: w.url }; return w }";
+    let preview = format!("/api/v1/app/{app}/endpoint/{id}/preview");
+    let (status, out) = server.call("POST", &preview, Some(json!({ "payload": {}, "transformation": code }))).await;
+    assert_eq!((status, &out["body"]["u"], &out["url"]), (200, &json!("https://example.com/in"), &json!(url)), "{out}");
     // Written back as it was read (a read-modify-write by a token that may change endpoints
     // but not see secrets), the password is kept.
     let (status, access) = server

@@ -132,7 +132,10 @@ pub async fn preview(
         None => text.to_string(),
         Some(_) => out.body.to_string(),
     };
-    let webhook = script::Webhook::new(url, input.event_type, body_text, variables);
+    // The code sees the URL without credentials, as when it runs for a delivery (and gives
+    // back the URL shown to this caller when it leaves it as it was).
+    let given = hooklane_dispatch::sender::without_credentials(&ep.url);
+    let webhook = script::Webhook::new(given.clone(), input.event_type, body_text, variables);
     let max_output = transform::body_limit(text.len());
     let ran = s.0.dispatcher.scripts().run_for_api(script::Job { code, webhook: Some(webhook), max_output }).await;
     match ran.map_err(|e| super::transformation::script_error("transformation", e))? {
@@ -143,7 +146,9 @@ pub async fn preview(
                 out.body = serde_json::from_str(&made).unwrap_or(serde_json::Value::String(made));
             }
             out.method = request.method;
-            out.url = request.url;
+            if request.url != given {
+                out.url = request.url;
+            }
             out.headers = request.headers;
         }
     }
