@@ -866,6 +866,11 @@ async fn the_svix_sdk_sees_flagged_event_types_only_with_their_flag() {
     let example = EventExampleIn::new("beta.b".into());
     let err = plain.endpoint().send_example(app.id.clone(), ep.id.clone(), example, None).await.expect_err("hidden");
     assert!(format!("{err:?}").contains("404"), "{err:?}");
+    // With a payload of its own too (hooklane's `payload`), it is not there for that token.
+    let path = format!("/api/v1/app/{}/endpoint/{}/send-example", app.id, ep.id);
+    let own = json!({ "eventType": "beta.b", "payload": { "x": 1 } });
+    let (status, body) = server.call_as(&token(&[]).await, "POST", &path, Some(own)).await;
+    assert_eq!(status, 404, "{body}");
     let beta = sdk_with(&server, token(&["beta"]).await);
     assert_eq!(names(sdk_with(&server, token(&["beta"]).await), Some(1)).await, ["beta.b", "public.a", "public.d"]);
     assert_eq!(beta.event_type().get("beta.b".into()).await.expect("seen with its flag").name, "beta.b");

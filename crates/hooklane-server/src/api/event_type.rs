@@ -176,6 +176,18 @@ fn validate(e: &EventType) -> ApiResult<()> {
     if matches!(&e.schemas, Some(v) if !v.is_object()) {
         return Err(ApiError::validation("schemas", "must be an object"));
     }
+    // Lists and exports nest the schemas a few levels deeper, and serde-based clients (the
+    // Svix SDKs') stop reading at 128: as deep as a payload may be, no deeper (an import
+    // from OpenAPI has the same limit).
+    if let Some(schemas) = &e.schemas {
+        let depth = super::message::nesting_depth(&schemas.to_string());
+        if depth > super::message::MAX_PAYLOAD_DEPTH {
+            return Err(ApiError::validation(
+                "schemas",
+                format!("must not nest objects and arrays more than {} deep", super::message::MAX_PAYLOAD_DEPTH),
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -55,6 +55,9 @@ const MAX_VALUES: usize = 1_000_000;
 const TEXT_PER_VALUE: usize = 16;
 
 /// What a string (or key) of `len` bytes counts against [`MAX_VALUES`].
+/// Longest `$ref` taken: a JSON pointer to a component, far shorter in any real document.
+const MAX_REF_BYTES: usize = 2048;
+
 fn text_weight(len: usize) -> usize {
     1 + len / TEXT_PER_VALUE
 }
@@ -177,7 +180,12 @@ pub async fn import_openapi(
             ))
         }
     };
-    let imported = event_types_from_spec(&spec).map_err(|e| ApiError::validation(field, e.to_string()))?;
+    // Reading a large document is CPU work of up to a second or so: off the runtime's
+    // threads, which serve every other request.
+    let imported = tokio::task::spawn_blocking(move || event_types_from_spec(&spec).map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the import stopped: {e}")))?
+        .map_err(|e| ApiError::validation(field, e))?;
     let dry_run = input.dry_run.unwrap_or(false);
     let now = super::now();
 
@@ -733,6 +741,12 @@ impl<'a> Resolver<'a> {
     /// What `reference` points to, inlined in place of the `{"$ref": …}` object; keywords
     /// beside the `$ref` (OpenAPI 3.1 allows `description`, say) apply on top of it.
     fn inline(&mut self, reference: &str, map: &'a Map<String, Value>, depth: usize) -> Result<Value, Fault> {
+        // Each inlining reads the reference (decoded, split, looked up): it is weighed by
+        // its length, or a long one inlined many times would cost far more than it counts.
+        if reference.len() > MAX_REF_BYTES {
+            return Err(fault(format!("a $ref is longer than {MAX_REF_BYTES} bytes")));
+        }
+        self.left = self.left.checked_sub(text_weight(reference.len())).ok_or(Fault::TooLarge)?;
         if self.stack.iter().any(|r| r == reference) {
             return Ok(json!({ "$ref": self.def_ref(reference) }));
         }
@@ -851,7 +865,7 @@ fn percent_decode(s: &str) -> String {
 mod tests {
     use serde_json::{json, Value};
 
-    use super::{event_types_from_spec, parse_raw, Imported, SpecError, MAX_DEPTH};
+    use super::{event_types_from_spec, parse_raw, Imported, SpecError, MAX_DEPTH, MAX_REF_BYTES};
 
     fn import(spec: Value) -> Vec<Imported> {
         event_types_from_spec(&spec).unwrap_or_else(|e| panic!("{e}"))
@@ -1082,6 +1096,31 @@ mod tests {
             "components": { "schemas": { "Big": big } },
         });
         assert_eq!(refused(spec), SpecError::TooLarge);
+
+        // A long reference inlined many times: its text is weighed each time (here 2 KiB
+        // names, 1,000 properties × 2^6 uses: far past the budget though few values).
+        let name = "N".repeat(MAX_REF_BYTES - "#/components/schemas/".len());
+        let long = json!({ "$ref": format!("#/components/schemas/{name}") });
+        let mut schemas = serde_json::Map::new();
+        schemas.insert(name.clone(), json!({}));
+        let props: serde_json::Map<String, Value> = (0..1_000).map(|i| (format!("p{i}"), long.clone())).collect();
+        schemas.insert("M6".into(), json!({ "type": "object", "properties": props }));
+        for level in (0..6).rev() {
+            let next = json!({ "$ref": format!("#/components/schemas/M{}", level + 1) });
+            schemas.insert(format!("M{level}"), json!({ "type": "array", "prefixItems": [next, next] }));
+        }
+        let spec = json!({
+            "webhooks": { "long": posting(json!({ "$ref": "#/components/schemas/M0" })) },
+            "components": { "schemas": schemas },
+        });
+        assert_eq!(refused(spec), SpecError::TooLarge);
+        // And a reference past 2 KiB is refused as such.
+        let longer = format!("#/components/schemas/{}", "N".repeat(MAX_REF_BYTES));
+        let spec = json!({ "webhooks": { "longer": posting(json!({ "$ref": longer })) } });
+        match refused(spec) {
+            SpecError::Webhook { msg, .. } => assert!(msg.contains("longer than"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
 
         // A chain of distinct schemas, each holding the next as a property: two levels each.
         let mut schemas = serde_json::Map::new();

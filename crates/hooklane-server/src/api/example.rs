@@ -73,7 +73,14 @@ pub async fn send_example(
     let endpoint = find(&s, &t, &key).await?;
     require_enabled(&endpoint)?;
     let payload = match input.payload {
-        Some(payload) => payload,
+        // A payload of the caller's own needs no event type, but one behind a feature flag
+        // the caller lacks is not there for it, here either.
+        Some(payload) => match s.0.store.get_event_type(&input.event_type).await? {
+            Some(et) if !t.principal.sees_flag(et.feature_flag.as_deref()) => {
+                return Err(crate::error::ApiError::NotFound("event type"))
+            }
+            _ => payload,
+        },
         None if input.event_type == PING => serde_json::json!({ "success": true }),
         None => {
             let event_type = super::event_type::visible(&s, &t.principal, &input.event_type).await?;
