@@ -73,9 +73,13 @@ pub fn parse_retry_after(value: &str, now_unix: i64) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let delta = date.timestamp() - now_unix;
-    Some(Duration::from_secs(delta.max(0) as u64))
+    // IMF-fixdate, and the obsolete RFC 850 and asctime forms RFC 9110 has recipients
+    // accept too; then any RFC 2822 date (another zone than GMT, say).
+    let at = match httpdate::parse_http_date(value) {
+        Ok(at) => at.duration_since(std::time::UNIX_EPOCH).ok().and_then(|d| i64::try_from(d.as_secs()).ok())?,
+        Err(_) => chrono::DateTime::parse_from_rfc2822(value).ok()?.timestamp(),
+    };
+    Some(Duration::from_secs(u64::try_from(at.saturating_sub(now_unix)).unwrap_or(0)))
 }
 
 #[cfg(test)]
@@ -107,6 +111,12 @@ mod tests {
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("7", 0), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412470), Some(Duration::from_secs(10)));
+        // The obsolete forms RFC 9110 has recipients accept: RFC 850 and asctime.
+        assert_eq!(parse_retry_after("Wednesday, 21-Oct-15 07:28:00 GMT", 1445412470), Some(Duration::from_secs(10)));
+        assert_eq!(parse_retry_after("Wed Oct 21 07:28:00 2015", 1445412470), Some(Duration::from_secs(10)));
+        // Another zone, as RFC 2822 writes it; a date past is no wait.
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 09:28:00 +0200", 1445412470), Some(Duration::from_secs(10)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412490), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", 0), None);
     }
 }

@@ -317,10 +317,12 @@ impl Verifier {
         let timestamp = timestamp.ok_or(VerifyError::MissingHeader("webhook-timestamp"))?;
         let signature = signature.ok_or(VerifyError::MissingHeader("webhook-signature"))?;
         let ts: i64 = timestamp.trim().parse().map_err(|_| VerifyError::BadTimestamp)?;
-        if ts < now - self.tolerance_secs {
+        // (Saturating: `now` and the tolerance may come from a command line.)
+        let tolerance = self.tolerance_secs.max(0);
+        if ts < now.saturating_sub(tolerance) {
             return Err(VerifyError::TimestampTooOld);
         }
-        if ts > now + self.tolerance_secs {
+        if ts > now.saturating_add(tolerance) {
             return Err(VerifyError::TimestampTooNew);
         }
         let mut content = None;
@@ -401,6 +403,19 @@ mod tests {
             v.verify(Some(MSG_ID), Some("abc"), Some(SIG), PAYLOAD.as_bytes(), TS),
             Err(VerifyError::BadTimestamp)
         );
+        // Extreme clocks and tolerances (a command line's) answer, and do not overflow.
+        let wide = Verifier::new(vec![VerifyKey::parse(SECRET).unwrap()]).with_tolerance(i64::MAX);
+        assert_eq!(wide.verify(Some(MSG_ID), Some("1614265330"), Some(SIG), PAYLOAD.as_bytes(), 0), Ok(()));
+        assert_eq!(
+            wide.verify(Some(MSG_ID), Some("1614265330"), Some(SIG), PAYLOAD.as_bytes(), i64::MIN),
+            Err(VerifyError::TimestampTooNew)
+        );
+        assert_eq!(
+            v.verify(Some(MSG_ID), Some("1614265330"), Some(SIG), PAYLOAD.as_bytes(), i64::MAX),
+            Err(VerifyError::TimestampTooOld)
+        );
+        let negative = Verifier::new(vec![VerifyKey::parse(SECRET).unwrap()]).with_tolerance(-5);
+        assert_eq!(negative.verify(Some(MSG_ID), Some("1614265330"), Some(SIG), PAYLOAD.as_bytes(), TS), Ok(()));
     }
 
     #[test]

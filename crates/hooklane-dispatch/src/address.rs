@@ -32,8 +32,8 @@ impl AddressPolicy {
     }
 }
 
-/// IPv4 addresses hidden inside IPv6 forms (mapped `::ffff:a.b.c.d`, NAT64 `64:ff9b::/96`)
-/// are judged as the IPv4 address they reach.
+/// IPv4 addresses hidden inside IPv6 forms (mapped `::ffff:a.b.c.d`, SIIT's translated
+/// `::ffff:0:a.b.c.d`, NAT64 `64:ff9b::/96`) are judged as the IPv4 address they reach.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => {
@@ -41,7 +41,9 @@ fn canonical(ip: IpAddr) -> IpAddr {
                 return IpAddr::V4(v4);
             }
             let s = v6.segments();
-            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+            let nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0];
+            let translated = s[0..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0;
+            if nat64 || translated {
                 let o = v6.octets();
                 return IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
             }
@@ -84,6 +86,8 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
         || (s[0] == 0x2002) // 6to4 can tunnel to any IPv4, private ones included
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo, likewise
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64 (RFC 8215): a local translator's
         || (s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0 && s[5] == 0))
     // IPv4-compatible
 }
@@ -194,13 +198,16 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a9fe:a9fe",
+            "::ffff:0:a9fe:a9fe",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
             "2002:7f00:1::",
             "224.0.0.1",
             "255.255.255.255",
         ] {
             assert!(!p.permits(ip(bad)), "{bad} should be refused");
         }
-        for good in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for good in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8", "::ffff:0:808:808"] {
             assert!(p.permits(ip(good)), "{good} should be allowed");
         }
     }

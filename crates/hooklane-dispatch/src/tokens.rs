@@ -85,7 +85,7 @@ impl Tokens {
         F: FnOnce(TokenRequest) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(u16, Vec<u8>), String>> + Send + 'static,
     {
-        let entry = self.entry(endpoint, settings);
+        let entry = self.entry(endpoint, settings)?;
         if let Some(ready) = entry.ready() {
             return ready;
         }
@@ -109,12 +109,19 @@ impl Tokens {
         }
     }
 
-    /// The endpoint's entry, decided and (when new) added under one lock.
-    fn entry(&self, endpoint: &Endpoint, settings: &EndpointOauth) -> Arc<Entry> {
+    /// The endpoint's entry, decided and (when new) added under one lock. An attempt read
+    /// before the settings moved to another token endpoint or receiver origin gets none:
+    /// the newer settings' token (or secret) must not go where the older ones pointed.
+    fn entry(&self, endpoint: &Endpoint, settings: &EndpointOauth) -> Result<Arc<Entry>, String> {
         let mut entries = lock(&self.entries);
         if let Some(held) = entries.get(&endpoint.id) {
+            let moved = held.settings.token_url != settings.token_url
+                || held.settings.endpoint_origin != settings.endpoint_origin;
+            if endpoint.updated_at < held.version && moved {
+                return Err("the endpoint's OAuth settings changed after this attempt was read".into());
+            }
             if held.fits(endpoint.updated_at, settings) {
-                return held.clone();
+                return Ok(held.clone());
             }
         }
         // The endpoint keeps its turn: a request of the entry replaced may still be on its
@@ -152,7 +159,7 @@ impl Tokens {
             }),
         });
         entries.insert(endpoint.id.clone(), fresh.clone());
-        fresh
+        Ok(fresh)
     }
 }
 
@@ -387,6 +394,22 @@ mod tests {
         let newer = endpoint("ep_1", 2);
         assert_eq!(token_of(&tokens, &newer, &changed, r#"{"access_token":"t3"}"#).await.unwrap(), "t3");
         assert_eq!(token_of(&tokens, &ep, &s, r#"{"access_token":"t4"}"#).await.unwrap(), "t3", "older snapshot");
+        // Settings moved to another token endpoint (or receiver origin): an attempt read
+        // before gets neither the newer token nor a request with the newer secret.
+        let elsewhere = EndpointOauth { token_url: "https://auth2.example.com/token".into(), ..changed.clone() };
+        let newest = endpoint("ep_1", 3);
+        assert_eq!(token_of(&tokens, &newest, &elsewhere, r#"{"access_token":"t5"}"#).await.unwrap(), "t5");
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counted = asked.clone();
+        let stale = tokens
+            .bearer(&newer, &changed, move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                answer(r#"{"access_token":"t6"}"#)
+            })
+            .await;
+        assert!(stale.as_ref().is_err_and(|e| e.contains("changed")), "{stale:?}");
+        assert_eq!(asked.load(Ordering::SeqCst), 0, "nothing asked of the old token endpoint");
+        assert_eq!(token_of(&tokens, &newest, &elsewhere, r#"{"access_token":"t7"}"#).await.unwrap(), "t5");
     }
 
     #[tokio::test]
