@@ -351,7 +351,7 @@ fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
             deferred.entry(soon).or_default().push(key());
             continue;
         }
-        let send_by = Instant::now() + send_budget(&inner.cfg);
+        let send_by = send_by(&inner.cfg, job.delivery.next_attempt_at, Utc::now(), Instant::now());
         tokio::spawn(run_job(inner.clone(), job, gate, send_by));
     }
     let n_paused: usize = paused.values().map(Vec::len).sum();
@@ -464,6 +464,18 @@ fn endpoint_cap(cfg: &DispatchConfig, rate: Option<u32>) -> usize {
 fn send_budget(cfg: &DispatchConfig) -> Duration {
     let request = cfg.request_timeout + cfg.connect_timeout + Duration::from_secs(1);
     cfg.lease.saturating_sub(request).max(cfg.lease / 4)
+}
+
+/// The latest a delivery admitted `now` may start its request: [`send_budget`] counted
+/// from its claim rather than its admission, the claim's time read from the lease's end it
+/// wrote (`lease_end`, by this node's clock, which timed it): a claim or an ingest that
+/// took long (a busy pool, a queue of writes) leaves less.
+fn send_by(cfg: &DispatchConfig, lease_end: Option<DateTime<Utc>>, now: DateTime<Utc>, at: Instant) -> Instant {
+    let budget = send_budget(cfg);
+    // (A lease already over leaves nothing.)
+    let Some(left) = lease_end.map(|end| (end - now).to_std().unwrap_or(Duration::ZERO)) else { return at + budget };
+    let since_claim = cfg.lease.saturating_sub(left);
+    at + budget.saturating_sub(since_claim)
 }
 
 /// Sends one delivery, if it can start by `send_by` (so that the request ends within the
@@ -601,7 +613,10 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
     };
     crate::telemetry::observe_attempt(&attempt, job.message.created_at);
     let lane = endpoint.order.is_fifo();
-    let _ = inner.finished.send(Finished::Attempted(AttemptOutcome { attempt, next }, attempts_made, gate, lane));
+    // The lease it was sent under: the end its claim (or its ingest) wrote.
+    let lease = job.delivery.next_attempt_at;
+    let outcome = AttemptOutcome { attempt, next, lease };
+    let _ = inner.finished.send(Finished::Attempted(outcome, attempts_made, gate, lane));
 }
 
 /// Whether the endpoint was paused through this process after the job's snapshot of it.
@@ -921,6 +936,33 @@ async fn idle_pause(inner: &Inner, now: DateTime<Utc>, skip: &[String]) -> Durat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_starts_only_if_it_can_end_within_its_lease() {
+        let cfg = DispatchConfig::default();
+        let request = cfg.request_timeout + cfg.connect_timeout + Duration::from_secs(1);
+        let (now, at) = (Utc::now(), Instant::now());
+        let lease = chrono::Duration::from_std(cfg.lease).expect("lease");
+        // Admitted as soon as claimed: the budget counted from admission.
+        assert_eq!(send_by(&cfg, Some(now + lease), now, at), at + send_budget(&cfg));
+        assert_eq!(send_by(&cfg, None, now, at), at + send_budget(&cfg));
+        // Claimed 30 s ago (a slow claim, a long queue): 30 s less; 100 s ago: none left.
+        let late = now + lease - chrono::Duration::seconds(30);
+        assert_eq!(send_by(&cfg, Some(late), now, at), at + send_budget(&cfg) - Duration::from_secs(30));
+        let later = now + lease - chrono::Duration::seconds(100);
+        assert_eq!(
+            send_by(&cfg, Some(later), now, at),
+            at + (cfg.lease - Duration::from_secs(100)).saturating_sub(request)
+        );
+        // A short lease (3 s, for requests of 2 s): its budget, a quarter of it, still holds.
+        let short =
+            DispatchConfig { lease: Duration::from_secs(3), request_timeout: Duration::from_secs(2), ..cfg.clone() };
+        let fresh = now + chrono::Duration::seconds(3);
+        assert_eq!(send_by(&short, Some(fresh), now, at), at + send_budget(&short));
+        assert!(send_budget(&short) > Duration::ZERO);
+        // A lease already over: not after now.
+        assert_eq!(send_by(&cfg, Some(now - chrono::Duration::seconds(1)), now, at), at);
+    }
 
     #[tokio::test]
     async fn a_disabling_waits_for_a_reader_that_is_behind_where_attempts_are_dropped() {

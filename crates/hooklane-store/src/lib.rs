@@ -43,6 +43,15 @@ pub trait Store: Send + Sync + 'static {
     async fn list_event_types(&self, page: &PageRequest, include_archived: bool) -> StoreResult<Page<EventType>>;
     async fn update_event_type(&self, et: EventType) -> StoreResult<()>;
     async fn delete_event_type(&self, name: &str) -> StoreResult<()>;
+    /// An import's writes, in one transaction: each of `upserts` created, or replaced but
+    /// for its creation time; each event type named in `archive` archived at `at` (one
+    /// missing stays missing). An error leaves everything as it was.
+    async fn import_event_types(
+        &self,
+        upserts: Vec<EventType>,
+        archive: Vec<String>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
 
     // --- endpoints
     async fn create_endpoint(&self, ep: Endpoint) -> StoreResult<()>;
@@ -168,10 +177,11 @@ pub trait Store: Send + Sync + 'static {
     /// endpoints this call disabled, and the deliveries whose outcome it set aside.
     ///
     /// An attempt's outcome moves its delivery on only while the delivery is still leased
-    /// (or already finished): a delivery found pending and not leased was queued again while
-    /// the attempt was on the wire (a resend, or its lease handed back), and keeps that newer
-    /// state. The attempt itself is always logged. (A delivery leased again by another node
-    /// after the lease ran out does take the late outcome: at-least-once, as before.)
+    /// under the outcome's lease (or already finished): a delivery found pending and not
+    /// leased was queued again while the attempt was on the wire (a resend, or its lease
+    /// handed back), and one leased under another lease was taken by another claim after
+    /// this one ran out (another node may be sending it now); either keeps that newer state.
+    /// The attempt itself is always logged.
     async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>, disable_after: Duration) -> StoreResult<Recorded>;
     /// Marks deliveries failed without an attempt (their endpoint was disabled or deleted).
     async fn abandon_deliveries(&self, keys: Vec<DeliveryKey>) -> StoreResult<()>;

@@ -143,6 +143,10 @@ pub enum NextStep {
 pub struct AttemptOutcome {
     pub attempt: Attempt,
     pub next: NextStep,
+    /// The lease the attempt was made under: the end its claim wrote (the delivery's
+    /// `next_attempt_at` in the job). A delivery leased again meanwhile under another (this
+    /// one ran out and another claim took it) keeps that newer state; `None`: not checked.
+    pub lease: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

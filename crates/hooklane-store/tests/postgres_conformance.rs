@@ -156,6 +156,22 @@ async fn failed_create_message_writes_nothing() {
     assert_eq!(store.next_due_at(&[]).await.unwrap(), None);
 }
 
+/// An import whose last write fails (a NUL, which PostgreSQL text cannot hold) writes
+/// nothing of the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_event_type_import_writes_nothing() {
+    let (store, _db) = fresh_store().await;
+    let first = conformance::new_event_type("first");
+    let mut bad = conformance::new_event_type("bad");
+    bad.description = "a\0b".into();
+    let existing = conformance::new_event_type("existing");
+    store.create_event_type(existing.clone()).await.unwrap();
+    let r = store.import_event_types(vec![first, bad], vec!["existing".into()], conformance::now_ms()).await;
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(store.get_event_type("first").await.unwrap(), None);
+    assert_eq!(store.get_event_type("existing").await.unwrap(), Some(existing), "not archived");
+}
+
 /// A receiver's response with NUL bytes (which PostgreSQL text cannot hold) is still
 /// recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use hooklane_core::model::EventType;
 use hooklane_core::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::event_type::{replace, EventTypeIn, EventTypeOut};
+use super::event_type::{EventTypeIn, EventTypeOut};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Admin, Json};
 use crate::openapi::{InvalidBody, InvalidJson, NotAdmin, Unauthorized};
@@ -128,15 +128,11 @@ pub async fn import(State(s): State<AppState>, _: Admin, Json(input): Json<Envir
             one.build(now)
         })
         .collect::<ApiResult<Vec<EventType>>>()?;
-    // On a task of its own: a client that stops waiting (thousands of event types, each
-    // written durably) does not leave the import half done.
+    // In one store transaction (all of it or nothing), on a task of its own: a client that
+    // stops waiting does not stop it either. An event type there already is replaced but
+    // for its creation time.
     let state = s.clone();
-    let written = tokio::spawn(async move {
-        for et in event_types {
-            replace(&state, et).await?;
-        }
-        Ok::<(), ApiError>(())
-    });
+    let written = tokio::spawn(async move { state.0.store.import_event_types(event_types, Vec::new(), now).await });
     written.await.map_err(|e| ApiError::Internal(format!("the import's writer ended: {e}")))??;
     Ok(StatusCode::NO_CONTENT)
 }

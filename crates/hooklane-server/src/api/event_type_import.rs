@@ -33,7 +33,6 @@ use std::fmt;
 use axum::extract::State;
 use hooklane_core::model::EventType;
 use hooklane_core::{DateTime, Utc};
-use hooklane_store::StoreError;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -218,21 +217,12 @@ pub async fn import_openapi(
             data: EventTypeImportOpenApiOutData { modified, to_modify: Some(to_modify) },
         }));
     }
-    // On a task of its own: a client that stops waiting does not leave the import half done.
+    // In one store transaction (all of it or nothing), on a task of its own: a client that
+    // stops waiting does not stop it either.
     let state = s.clone();
-    let written = tokio::spawn(async move {
-        for (et, new) in changes {
-            save(&state, et, new).await?;
-        }
-        for et in archived {
-            match state.0.store.update_event_type(et).await {
-                // Deleted meanwhile: it is not there to archive, which is what was asked.
-                Ok(()) | Err(StoreError::NotFound) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok::<(), ApiError>(())
-    });
+    let upserts = changes.into_iter().map(|(et, _)| et).collect();
+    let archive = archived.into_iter().map(|et| et.name).collect();
+    let written = tokio::spawn(async move { state.0.store.import_event_types(upserts, archive, now).await });
     written.await.map_err(|e| ApiError::Internal(format!("the import's writer ended: {e}")))??;
     Ok(axum::Json(EventTypeImportOpenApiOut { data: EventTypeImportOpenApiOutData { modified, to_modify: None } }))
 }
@@ -274,28 +264,6 @@ fn from_open_api(e: EventType) -> EventTypeFromOpenApi {
         schemas: e.schemas,
         deprecated: e.deprecated,
         feature_flags: e.feature_flag.map(|f| vec![f]),
-    }
-}
-
-/// Writes an imported event type: created when `new`, else updated; also when a concurrent
-/// request created it, or deleted it, since it was read.
-async fn save(s: &AppState, mut et: EventType, new: bool) -> ApiResult<()> {
-    if new {
-        match s.0.store.create_event_type(et.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(StoreError::Conflict(_)) => {
-                if let Some(winner) = s.0.store.get_event_type(&et.name).await? {
-                    et.created_at = winner.created_at;
-                    et.feature_flag = winner.feature_flag;
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    match s.0.store.update_event_type(et.clone()).await {
-        Ok(()) => Ok(()),
-        Err(StoreError::NotFound) => Ok(s.0.store.create_event_type(et).await?),
-        Err(e) => Err(e.into()),
     }
 }
 

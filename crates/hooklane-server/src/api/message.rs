@@ -493,7 +493,8 @@ pub async fn store_and_dispatch_to(
                     app_id: msg.app_id.clone(),
                     status: DeliveryStatus::Pending,
                     attempts: 0,
-                    next_attempt_at: Some(msg.created_at),
+                    // The lease it is sent under (its attempt's outcome names it).
+                    next_attempt_at: leased_until,
                     trigger: TriggerType::Scheduled,
                     updated_at: msg.created_at,
                 },

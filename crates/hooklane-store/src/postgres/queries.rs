@@ -238,6 +238,25 @@ pub async fn update_event_type<C: GenericClient>(c: &C, e: &EventType) -> StoreR
     one_row(n)
 }
 
+/// See `Store::import_event_types`; in the caller's transaction.
+pub async fn import_event_types<C: GenericClient>(
+    c: &C,
+    upserts: &[EventType],
+    archive: &[String],
+    at: i64,
+) -> StoreResult<()> {
+    for et in upserts {
+        match update_event_type(c, et).await {
+            Err(StoreError::NotFound) => insert_event_type(c, et).await?,
+            other => other?,
+        }
+    }
+    for name in archive {
+        execute(c, "UPDATE event_types SET archived = true, updated_at = $2 WHERE name = $1", &[name, &at]).await?;
+    }
+    Ok(())
+}
+
 pub async fn get_event_type<C: GenericClient>(c: &C, name: &str) -> StoreResult<Option<EventType>> {
     static SQL: LazyLock<String> =
         LazyLock::new(|| format!("SELECT {} FROM event_types WHERE name = $1", rows::EVENT_TYPE_COLS));
@@ -576,8 +595,9 @@ pub async fn claim_due(
     let mut orphans: (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
     for row in &found {
         let mut delivery = rows::delivery(row, 0)?;
-        // The row reads as leased now; what callers care about is that it is pending.
-        delivery.next_attempt_at = Some(now);
+        // Pending, leased until its lease's end (as stored, to the millisecond): the lease
+        // its attempt's outcome names.
+        delivery.next_attempt_at = Some(rows::time(ms(lease_end)));
         let has_message = rows::get::<Option<&str>>(row, msg_at)?.is_some();
         let has_endpoint = rows::get::<Option<&str>>(row, ep_at)?.is_some();
         if !(has_message && has_endpoint) {
@@ -730,7 +750,7 @@ fn no_nul(s: &str) -> String {
 }
 
 const ATTEMPT_PARAMS: usize = 12;
-const DELIVERY_PARAMS: usize = 6;
+const DELIVERY_PARAMS: usize = 7;
 
 static INSERT_ATTEMPTS: LazyLock<String> = LazyLock::new(|| attempts_insert_sql(1));
 /// The deliveries' update of [`record_attempts`], which also moves FIFO lanes on (the time
@@ -771,16 +791,19 @@ fn attempts_insert_sql(first: usize) -> String {
 /// attempt in the batch counts. A retry does not bring back a delivery failed while its
 /// attempt was under way (its message's content was deleted meanwhile): it stays failed.
 /// A delivery pending and no longer leased was queued again while its attempt was under
-/// way (a resend): it is left as it is (`Store::record_attempts`).
+/// way (a resend), and one leased under another lease than the attempt's was taken by
+/// another claim since (the attempt's ran out): either is left as it is
+/// (`Store::record_attempts`).
 fn deliveries_update_sql(first: usize) -> String {
     numbered(
         first,
         "UPDATE deliveries d SET status = CASE WHEN k.status = 1 AND d.status = 2 THEN 2 ELSE k.status END, \
          attempts = d.attempts + k.n, due_at = CASE WHEN k.status = 1 AND d.status = 2 THEN NULL ELSE k.due END, \
          leased = false, updated_at = k.at \
-         FROM UNNEST($1:text[], $2:text[], $3:int[], $4:int[], $5:bigint[], $6:bigint[]) \
-         AS k(msg_id, endpoint_id, n, status, due, at) \
-         WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id AND NOT (d.status = 1 AND NOT d.leased)",
+         FROM UNNEST($1:text[], $2:text[], $3:int[], $4:int[], $5:bigint[], $6:bigint[], $7:bigint[]) \
+         AS k(msg_id, endpoint_id, n, status, due, at, lease) \
+         WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id AND NOT (d.status = 1 AND NOT d.leased) \
+         AND NOT (d.status = 1 AND d.leased AND k.lease IS NOT NULL AND d.due_at IS DISTINCT FROM k.lease)",
     )
 }
 
@@ -851,6 +874,7 @@ struct DeliveryColumns<'a> {
     statuses: Vec<i32>,
     dues: Vec<Option<i64>>,
     times: Vec<i64>,
+    leases: Vec<Option<i64>>,
 }
 
 impl<'a> DeliveryColumns<'a> {
@@ -869,6 +893,7 @@ impl<'a> DeliveryColumns<'a> {
             statuses: Vec::with_capacity(rows.len()),
             dues: Vec::with_capacity(rows.len()),
             times: Vec::with_capacity(rows.len()),
+            leases: Vec::with_capacity(rows.len()),
         };
         for ((msg, ep), (n, o)) in rows {
             let (status, due): (i32, Option<i64>) = match o.next {
@@ -883,13 +908,14 @@ impl<'a> DeliveryColumns<'a> {
             cols.statuses.push(status);
             cols.dues.push(due);
             cols.times.push(ms(o.attempt.created_at));
+            cols.leases.push(o.lease.map(ms));
         }
         cols
     }
 
     /// In the order of [`deliveries_update_sql`].
     fn params(&self) -> [&(dyn ToSql + Sync); DELIVERY_PARAMS] {
-        [&self.msgs, &self.eps, &self.counts, &self.statuses, &self.dues, &self.times]
+        [&self.msgs, &self.eps, &self.counts, &self.statuses, &self.dues, &self.times, &self.leases]
     }
 }
 

@@ -112,6 +112,18 @@ impl Store for PgStore {
         queries::update_event_type(&self.client().await?, &et).await
     }
 
+    async fn import_event_types(
+        &self,
+        upserts: Vec<EventType>,
+        archive: Vec<String>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db_err)?;
+        let result = queries::import_event_types(&tx, &upserts, &archive, ms(at)).await;
+        finish(tx, result).await
+    }
+
     async fn delete_event_type(&self, name: &str) -> StoreResult<()> {
         queries::delete_event_type(&self.client().await?, name).await
     }

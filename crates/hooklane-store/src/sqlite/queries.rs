@@ -200,6 +200,20 @@ pub fn update_event_type(conn: &Connection, e: &EventType) -> StoreResult<()> {
     one_row(n)
 }
 
+/// See `Store::import_event_types`; in the caller's savepoint.
+pub fn import_event_types(conn: &Connection, upserts: &[EventType], archive: &[String], at: i64) -> StoreResult<()> {
+    for et in upserts {
+        match update_event_type(conn, et) {
+            Err(StoreError::NotFound) => insert_event_type(conn, et)?,
+            other => other?,
+        }
+    }
+    for name in archive {
+        execute(conn, "UPDATE event_types SET archived = 1, updated_at = ?2 WHERE name = ?1", params![name, at])?;
+    }
+    Ok(())
+}
+
 pub fn get_event_type(conn: &Connection, name: &str) -> StoreResult<Option<EventType>> {
     let sql = format!("SELECT {} FROM event_types WHERE name = ?1", rows::EVENT_TYPE_COLS);
     query_opt(conn, &sql, [name], rows::event_type)
@@ -658,8 +672,9 @@ pub fn claim_due(
     let mut endpoints: HashMap<String, Option<Arc<Endpoint>>> = HashMap::new();
     let mut jobs = Vec::with_capacity(claimed.len());
     for mut delivery in claimed {
-        // The row reads as leased now; what callers care about is that it is pending.
-        delivery.next_attempt_at = Some(now);
+        // Pending, leased until its lease's end (as stored, to the millisecond): the lease
+        // its attempt's outcome names.
+        delivery.next_attempt_at = Some(rows::time(ms(lease_end)));
         let endpoint = match endpoints.get(&delivery.endpoint_id) {
             Some(e) => e.clone(),
             None => {
@@ -693,15 +708,15 @@ pub struct AttemptRecorded {
 }
 
 /// Records one attempt. With `guard`, a delivery queued again while the attempt was on
-/// the wire is left alone (`Store::record_attempts`); a batch guards each delivery's first
-/// outcome only, since a retry recorded before it in the batch leaves the row pending and
-/// not leased too.
+/// the wire, or leased under another lease than `lease` since, is left alone
+/// (`Store::record_attempts`); a batch guards each delivery's first outcome only, since a
+/// retry recorded before it in the batch leaves the row pending and not leased too.
 pub fn record_attempt(
     conn: &Connection,
     a: &Attempt,
     next: &NextStep,
     disable_before: DateTime<Utc>,
-    guard: bool,
+    (guard, lease): (bool, Option<i64>),
 ) -> StoreResult<AttemptRecorded> {
     execute(
         conn,
@@ -736,8 +751,9 @@ pub fn record_attempt(
         "UPDATE deliveries SET status = CASE WHEN ?3 = 1 AND status = 2 THEN 2 ELSE ?3 END, \
          attempts = attempts + 1, due_at = CASE WHEN ?3 = 1 AND status = 2 THEN NULL ELSE ?4 END, leased = 0, \
          updated_at = ?5 WHERE msg_id = ?1 AND endpoint_id = ?2 AND NOT (?6 AND status = 1 AND leased = 0) \
+         AND NOT (?6 AND ?7 IS NOT NULL AND status = 1 AND leased = 1 AND due_at <> ?7) \
          RETURNING CASE WHEN lane_seq IS NOT NULL THEN lane_key END, status",
-        params![a.msg_id, a.endpoint_id, status, due, now, guard],
+        params![a.msg_id, a.endpoint_id, status, due, now, guard, lease],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let moved_delivery = lane.is_some();

@@ -75,6 +75,15 @@ impl Store for SqliteStore {
         self.write(move |c| queries::update_event_type(c, &et)).await
     }
 
+    async fn import_event_types(
+        &self,
+        upserts: Vec<EventType>,
+        archive: Vec<String>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.write(move |c| queries::import_event_types(c, &upserts, &archive, ms(at))).await
+    }
+
     async fn delete_event_type(&self, name: &str) -> StoreResult<()> {
         let name = owned(name);
         self.write(move |c| {
@@ -296,7 +305,8 @@ impl Store for SqliteStore {
             for o in &outcomes {
                 let before = ago(o.attempt.created_at, disable_after);
                 let key = (o.attempt.msg_id.as_str(), o.attempt.endpoint_id.as_str());
-                let recorded = queries::record_attempt(c, &o.attempt, &o.next, before, !moved.contains(&key))?;
+                let guard = (!moved.contains(&key), o.lease.map(ms));
+                let recorded = queries::record_attempt(c, &o.attempt, &o.next, before, guard)?;
                 if recorded.moved_delivery {
                     moved.insert(key);
                 } else {

@@ -50,6 +50,7 @@ macro_rules! store_conformance_tests {
             app_update,
             app_delete_cascades,
             event_type_crud,
+            event_type_import_writes_all_at_once,
             event_type_list_archived_and_pagination,
             endpoint_crud_and_pagination,
             endpoint_tenant_isolation,
@@ -83,6 +84,7 @@ macro_rules! store_conformance_tests {
             resend_during_an_attempt_survives_its_outcome,
             recover_requeues_failed_in_window,
             release_all_leases_frees_leased_only,
+            an_outcome_under_a_lost_lease_is_set_aside,
             attempts_list_filters_and_get,
             tokens_map_to_principals,
             idempotency_lifecycle,
@@ -273,7 +275,7 @@ pub fn attempt(msg_id: &str, ep: &Endpoint, status: DeliveryStatus, at: DateTime
 /// An attempt of `msg_id` to `ep` made at `at`, successful exactly when `next` is.
 pub fn outcome(msg_id: &str, ep: &Endpoint, at: DateTime<Utc>, next: NextStep) -> AttemptOutcome {
     let status = if next == NextStep::Succeeded { DeliveryStatus::Success } else { DeliveryStatus::Fail };
-    AttemptOutcome { attempt: attempt(msg_id, ep, status, at), next }
+    AttemptOutcome { attempt: attempt(msg_id, ep, status, at), next, lease: None }
 }
 
 pub fn key(msg_id: &str, endpoint_id: &str) -> DeliveryKey {
@@ -594,6 +596,33 @@ pub async fn event_type_crud(store: &DynStore) {
     store.delete_event_type("invoice.paid").await.unwrap();
     assert_eq!(store.get_event_type("invoice.paid").await.unwrap(), None);
     assert_not_found(store.delete_event_type("invoice.paid").await, "second delete");
+}
+
+pub async fn event_type_import_writes_all_at_once(store: &DynStore) {
+    let t = now_ms();
+    let mut kept = new_event_type("kept");
+    kept.created_at = t - hours(5);
+    store.create_event_type(kept.clone()).await.unwrap();
+    let gone = new_event_type("gone");
+    store.create_event_type(gone.clone()).await.unwrap();
+
+    // `kept` replaced (but for its creation time), `new` created, `gone` archived; a name
+    // to archive that is not there stays missing.
+    let mut replaced = new_event_type("kept");
+    replaced.description = "replaced".into();
+    replaced.created_at = t;
+    replaced.updated_at = t + secs(1);
+    let mut created = new_event_type("new");
+    created.feature_flag = Some("beta".into());
+    let at = t + secs(2);
+    let archive = vec!["gone".to_string(), "never.was".to_string()];
+    store.import_event_types(vec![replaced.clone(), created.clone()], archive, at).await.unwrap();
+    let got = store.get_event_type("kept").await.unwrap().expect("kept");
+    assert_eq!((got.description.as_str(), got.created_at, got.updated_at), ("replaced", kept.created_at, t + secs(1)));
+    assert_eq!(store.get_event_type("new").await.unwrap(), Some(created));
+    let archived = store.get_event_type("gone").await.unwrap().expect("gone");
+    assert_eq!((archived.archived, archived.updated_at), (true, at));
+    assert_eq!(store.get_event_type("never.was").await.unwrap(), None);
 }
 
 pub async fn event_type_list_archived_and_pagination(store: &DynStore) {
@@ -1934,6 +1963,7 @@ pub async fn a_quiet_endpoint_starts_its_failure_streak_afresh(store: &DynStore)
     let cancelled = AttemptOutcome {
         attempt: attempt(&m4.id, &cancelling, DeliveryStatus::Canceled, t2 - hours(1)),
         next: NextStep::Cancelled,
+        lease: None,
     };
     store.record_attempts(vec![cancelled], disable_after).await.unwrap();
     assert!(job_keys(&claim(store, t2).await).contains(&pair(&m3, &cancelling)));
@@ -1960,6 +1990,7 @@ pub async fn cancelled_attempts_end_deliveries_and_leave_streaks(store: &DynStor
     let cancelled = |ep: &Endpoint| AttemptOutcome {
         attempt: attempt(&m2.id, ep, DeliveryStatus::Canceled, t0 + secs(2)),
         next: NextStep::Cancelled,
+        lease: None,
     };
     let off = store.record_attempts(vec![cancelled(&failing), cancelled(&healthy)], HOUR).await.unwrap();
     assert!(off.disabled.is_empty());
@@ -2292,6 +2323,42 @@ pub async fn recover_requeues_failed_in_window(store: &DynStore) {
         (0, None),
         "nothing failed is left"
     );
+}
+
+/// An outcome made under a lease that ran out, recorded after another claim took the
+/// delivery under a lease of its own, leaves that claim's state (another node may be
+/// sending it): it is set aside, its attempt kept; the newer lease's outcome moves it on.
+pub async fn an_outcome_under_a_lost_lease_is_set_aside(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let ep = setup_endpoint(store, &app.id).await;
+    let msg = post(store, &app.id, &[&ep], t).await;
+    let first = claim(store, t + secs(1)).await;
+    assert_eq!(first.len(), 1);
+    let lease = |job: &Job| job.delivery.next_attempt_at.expect("a claimed job names its lease");
+    let lost = lease(&first[0]);
+    assert_eq!(lost, t + secs(1) + chrono::Duration::from_std(LEASE).unwrap(), "the lease's end");
+    let second = claim(store, lost + secs(1)).await;
+    assert_eq!(job_keys(&second), set([pair(&msg, &ep)]), "taken over once the lease ran out");
+    let held = lease(&second[0]);
+    assert_ne!(held, lost);
+
+    let mut late = outcome(&msg.id, &ep, lost + secs(2), NextStep::GiveUp);
+    late.lease = Some(lost);
+    let recorded = store.record_attempts(vec![late], HOUR).await.unwrap();
+    assert_eq!(recorded.set_aside, vec![key(&msg.id, &ep.id)]);
+    let d = delivery(store, &app.id, &msg.id, &ep.id).await;
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Sending, 0), "the second claim's, untouched");
+    assert!(claim(store, held - secs(1)).await.is_empty(), "still leased to the second claim");
+    let by_ep = AttemptFilter { endpoint_id: Some(ep.id.clone()), ..Default::default() };
+    let logged = store.list_attempts(&app.id, &by_ep, &PageRequest::default()).await.unwrap().items;
+    assert_eq!(logged.len(), 1, "the late attempt is logged");
+
+    let mut current = outcome(&msg.id, &ep, lost + secs(3), NextStep::Succeeded);
+    current.lease = Some(held);
+    let recorded = store.record_attempts(vec![current], HOUR).await.unwrap();
+    assert!(recorded.set_aside.is_empty());
+    assert_eq!(delivery(store, &app.id, &msg.id, &ep.id).await.status, DeliveryStatus::Success);
 }
 
 pub async fn release_all_leases_frees_leased_only(store: &DynStore) {
