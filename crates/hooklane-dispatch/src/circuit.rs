@@ -321,6 +321,7 @@ mod tests {
             unsendable: false,
             cancelled: false,
             url: None,
+            stale: false,
         };
         assert_eq!(Health::of(&r(None)), Health::Unreachable);
         assert_eq!(Health::of(&r(Some(503))), Health::Unreachable);

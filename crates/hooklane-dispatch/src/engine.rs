@@ -581,6 +581,12 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
         }
     };
     let now = Utc::now();
+    if result.stale {
+        // Not an attempt: sent nothing, for settings that are no longer the endpoint's.
+        // Claimed again, it is read with the ones in force.
+        let _ = inner.finished.send(Finished::Paused(key, now, gate));
+        return;
+    }
     let health = Health::of(&result);
     inner.circuits.record(&endpoint.id, health, probe, now);
     if probe && health == Health::Reached {

@@ -57,6 +57,7 @@ mod tests {
             unsendable: false,
             cancelled: false,
             url: None,
+            stale: false,
         }
     }
 

@@ -123,6 +123,10 @@ pub struct SendResult {
     pub cancelled: bool,
     /// Where the request went when the endpoint's transformation changed the URL.
     pub url: Option<String>,
+    /// Nothing was sent: the endpoint as the delivery was claimed with is older than its
+    /// OAuth settings in force, which moved to another token endpoint or origin. No
+    /// attempt: the delivery is handed back, to be claimed again with them.
+    pub stale: bool,
 }
 
 impl SendResult {
@@ -140,6 +144,7 @@ impl SendResult {
             unsendable: false,
             cancelled: false,
             url: None,
+            stale: false,
         }
     }
 
@@ -316,6 +321,9 @@ impl Sender {
             None => None,
             Some(oauth) => match tokio::time::timeout_at(deadline, self.bearer(endpoint, oauth)).await {
                 Ok(Ok(token)) => Some(token),
+                Ok(Err(why)) if why == crate::tokens::STALE_SETTINGS => {
+                    return SendResult { stale: true, ..failed(why) }
+                }
                 Ok(Err(why)) => return failed(format!("no OAuth access token: {why}")),
                 Err(_) => {
                     return failed(format!("no OAuth access token: timed out after {} ms", self.timeout.as_millis()))
@@ -414,6 +422,7 @@ impl Sender {
                 unsendable: false,
                 cancelled: false,
                 url: None,
+                stale: false,
             },
             // `without_url`: the URL may carry credentials in its query string.
             Ok(Err(e)) => SendResult::failed(describe(e.without_url()), started),

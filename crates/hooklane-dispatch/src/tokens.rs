@@ -68,6 +68,10 @@ struct State {
     used: Instant,
 }
 
+/// Why an attempt read before its endpoint's OAuth settings moved gets no token (the
+/// sender hands such a delivery back rather than recording an attempt).
+pub(crate) const STALE_SETTINGS: &str = "the endpoint's OAuth settings changed after this attempt was read";
+
 impl Tokens {
     pub fn new(store: Option<DynStore>, timeout: Duration) -> Tokens {
         Tokens { entries: Mutex::default(), store, timeout }
@@ -118,7 +122,7 @@ impl Tokens {
             let moved = held.settings.token_url != settings.token_url
                 || held.settings.endpoint_origin != settings.endpoint_origin;
             if endpoint.updated_at < held.version && moved {
-                return Err("the endpoint's OAuth settings changed after this attempt was read".into());
+                return Err(STALE_SETTINGS.into());
             }
             if held.fits(endpoint.updated_at, settings) {
                 return Ok(held.clone());

@@ -285,10 +285,14 @@ fn environment() -> Figment {
         sections.iter().any(|s| s == top) && !VERBATIM.contains(&key.as_str())
     });
     let mut figment = Figment::from(parsed);
+    // As figment reads names (in any case) and values (without the spaces and line ends
+    // around them, which an env file or a secret mount may add).
+    let vars: Vec<(String, String)> =
+        std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
     for key in VERBATIM {
-        let name = format!("HOOKLANE_{}", key.replace('.', "__").to_ascii_uppercase());
-        if let Ok(value) = std::env::var(&name) {
-            figment = figment.merge(Serialized::default(key, value));
+        let name = format!("HOOKLANE_{}", key.replace('.', "__"));
+        if let Some((_, value)) = vars.iter().find(|(k, _)| k.eq_ignore_ascii_case(&name)) {
+            figment = figment.merge(Serialized::default(key, value.trim()));
         }
     }
     figment

@@ -18,13 +18,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     init_logging(&config)?;
     // Before the store opens, so that its first commits are measured too.
     let metrics = hooklane_server::ops::install_recorder();
-    let store = hooklane_store::open(&config.database_url).await.context("cannot open the store")?;
     // Everything that can stop the start comes before anything is delivered: a second
-    // process on the same SQLite file, a port taken, no admin token.
+    // process on the same SQLite file (before the store is even opened and migrated), a
+    // port taken, no admin token.
     let _only_process = match config.sqlite_path() {
         Some(db) => Some(lock_database(Path::new(db))?),
         None => None,
     };
+    let store = hooklane_store::open(&config.database_url).await.context("cannot open the store")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -128,6 +129,9 @@ fn lock_database(db: &Path) -> anyhow::Result<std::fs::File> {
     let mut name = db.as_os_str().to_owned();
     name.push(".lock");
     let path = PathBuf::from(name);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -58,6 +58,7 @@ impl EventTypeIn {
             updated_at: now,
         };
         validate(&et)?;
+        check_schemas_depth(et.schemas.as_ref())?;
         Ok(et)
     }
 }
@@ -176,17 +177,24 @@ fn validate(e: &EventType) -> ApiResult<()> {
     if matches!(&e.schemas, Some(v) if !v.is_object()) {
         return Err(ApiError::validation("schemas", "must be an object"));
     }
-    // Lists and exports nest the schemas a few levels deeper, and serde-based clients (the
-    // Svix SDKs') stop reading at 128: as deep as a payload may be, no deeper (an import
-    // from OpenAPI has the same limit).
-    if let Some(schemas) = &e.schemas {
-        let depth = super::message::nesting_depth(&schemas.to_string());
-        if depth > super::message::MAX_PAYLOAD_DEPTH {
-            return Err(ApiError::validation(
-                "schemas",
-                format!("must not nest objects and arrays more than {} deep", super::message::MAX_PAYLOAD_DEPTH),
-            ));
-        }
+    Ok(())
+}
+
+/// Deepest `schemas` (the versions' map included) taken: what an OpenAPI import can make
+/// (a schema 100 levels deep below its root, in its version's map), which lists and
+/// exports nest a few levels deeper still, short of the 128 serde-based clients (the Svix
+/// SDKs') read.
+pub(crate) const MAX_SCHEMAS_DEPTH: usize = 102;
+
+/// `schemas` being set: no deeper than [`MAX_SCHEMAS_DEPTH`]. (Checked only when they are
+/// set, so that an event type stored before the limit can still be changed otherwise.)
+fn check_schemas_depth(schemas: Option<&serde_json::Value>) -> ApiResult<()> {
+    let Some(schemas) = schemas else { return Ok(()) };
+    if super::message::nesting_depth(&schemas.to_string()) > MAX_SCHEMAS_DEPTH {
+        return Err(ApiError::validation(
+            "schemas",
+            format!("must not nest objects and arrays more than {MAX_SCHEMAS_DEPTH} deep"),
+        ));
     }
     Ok(())
 }
@@ -342,6 +350,7 @@ pub async fn put(
         updated_at: now,
     };
     validate(&et)?;
+    check_schemas_depth(et.schemas.as_ref())?;
     let (et, created) = replace(&s, et).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, axum::Json(EventTypeOut::new(et, true))).into_response())
@@ -413,6 +422,9 @@ pub async fn patch(
         _ => return Err(ApiError::validation("featureFlags", "must be the same flag as featureFlag")),
     };
     flag.apply_opt(&mut et.feature_flag);
+    if let Patch::Set(given) = &p.schemas {
+        check_schemas_depth(Some(given))?;
+    }
     p.schemas.apply_opt(&mut et.schemas);
     et.updated_at = super::now();
     validate(&et)?;

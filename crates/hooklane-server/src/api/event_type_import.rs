@@ -53,10 +53,10 @@ const MAX_VALUES: usize = 1_000_000;
 /// Bytes of text that count as one value against [`MAX_VALUES`] (so at most 16 MiB of text).
 const TEXT_PER_VALUE: usize = 16;
 
-/// What a string (or key) of `len` bytes counts against [`MAX_VALUES`].
 /// Longest `$ref` taken: a JSON pointer to a component, far shorter in any real document.
 const MAX_REF_BYTES: usize = 2048;
 
+/// What a string (or key) of `len` bytes counts against [`MAX_VALUES`].
 fn text_weight(len: usize) -> usize {
     1 + len / TEXT_PER_VALUE
 }

@@ -2311,8 +2311,9 @@ pub async fn recover_requeues_failed_in_window(store: &DynStore) {
     assert_eq!(then, (1, Some(m5.id.clone())), "then m5, after m1");
     let after_m5 = store.recover(&a.id, &ep.id, (t - mins(240), None), t, (&m5.id, 1)).await.unwrap();
     assert_eq!(after_m5, (0, None));
-    // A full round of which nothing is queued (here: after m1, only failed ones are looked
-    // at, and m5 is pending now) ends; a full one goes on after what it looked at.
+    // With nothing failed left to look at, a round ends the recovery. (A round whose
+    // selected deliveries all changed meanwhile, which only concurrent PostgreSQL
+    // transactions can make, goes on after them: the store answers the last it looked at.)
     let (queued, next) = store.recover(&a.id, &ep.id, (t - mins(240), None), t, ("", 2)).await.unwrap();
     assert_eq!((queued, next), (0, None), "nothing failed is left to look at");
     assert_eq!(job_keys(&claim(store, t + secs(1)).await), set([pair(&m1, &ep), pair(&m5, &ep)]));
