@@ -240,6 +240,55 @@ async fn unleased_work_wakes_other_nodes() {
     assert!(tokio::time::timeout(Duration::from_millis(500), quiet).await.is_err(), "leased work woke other nodes");
 }
 
+/// A LISTEN connection that stops answering without closing (its server process stopped,
+/// as a half-open connection behaves) is made again within seconds, and wake-ups reach the
+/// node again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_connection_that_stops_answering_is_made_again() {
+    let db = TestDatabase::create().await;
+    let node_a: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+    let node_b: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+    let wake_b = node_b.wakeups().expect("PostgreSQL nodes can be woken");
+    let app = conformance::setup_app(&node_a, "A").await;
+    let ep = conformance::setup_endpoint(&node_a, &app.id).await;
+    let mut listening = node_b.message_events_signal(&app.id);
+    tokio::time::timeout(Duration::from_secs(10), listening.wait_for(|v| *v > 0))
+        .await
+        .expect("B's LISTEN connection comes up")
+        .unwrap();
+    // Every LISTEN connection's server process stopped (SIGSTOP): its socket stays open.
+    let admin = sql(&db).await;
+    async fn listeners(admin: &tokio_postgres::Client) -> BTreeSet<i32> {
+        let sql = "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database()";
+        let rows = admin.query(sql, &[]).await.unwrap();
+        rows.iter().map(|r| r.get::<_, i32>(0)).collect()
+    }
+    let stopped = listeners(&admin).await;
+    assert!(stopped.len() >= 2, "both nodes listen: {stopped:?}");
+    let signal = |sig: &str, pids: &BTreeSet<i32>| {
+        for pid in pids {
+            let status = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill");
+            assert!(status.success(), "kill {sig} {pid}");
+        }
+    };
+    signal("-STOP", &stopped);
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let fresh = loop {
+        let now_listening = listeners(&admin).await;
+        let fresh: BTreeSet<i32> = now_listening.difference(&stopped).copied().collect();
+        if fresh.len() >= 2 || std::time::Instant::now() > deadline {
+            break fresh;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    signal("-CONT", &stopped);
+    assert!(fresh.len() >= 2, "new LISTEN connections: {fresh:?}");
+    let _ = tokio::time::timeout(Duration::from_millis(200), wake_b.notified()).await;
+    let woken = wake_b.notified();
+    conformance::post(&node_a, &app.id, &[&ep], conformance::now_ms()).await;
+    tokio::time::timeout(Duration::from_secs(5), woken).await.expect("B is woken again");
+}
+
 /// The stream of an application's messages never passes over a write still in flight: a
 /// message whose transaction began first (a smaller transaction id, and here a smaller
 /// message id too) but commits after a later one is read, in its place, once it commits.

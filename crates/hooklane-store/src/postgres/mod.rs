@@ -157,6 +157,8 @@ const CIRCUIT_RESETS_BACKLOG: usize = 1024;
 const MESSAGES_CHANNEL: &str = "hooklane_messages";
 /// Wait before re-opening a dropped `LISTEN` connection.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
+/// How long the LISTEN connection has to answer a query before it is taken for dead.
+const LISTEN_PING_WAIT: Duration = Duration::from_secs(10);
 
 impl PgStore {
     /// Connects to the database named by `url`, brings its schema up to date and returns
@@ -329,6 +331,13 @@ async fn listen_for_due(config: tokio_postgres::Config, tls: MakeRustlsConnect, 
                 // The connection must be driven for LISTEN itself to complete.
                 let mut listen = std::pin::pin!(listen);
                 let mut listening = false;
+                // A connection that stopped answering without closing (a half-open TCP
+                // connection behind a load balancer) reports no error for hours: a query
+                // every few seconds must come back, or the connection is made again.
+                type Ping<'c> = std::pin::Pin<
+                    Box<dyn std::future::Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'c>,
+                >;
+                let mut ping: Option<(Ping<'_>, tokio::time::Instant)> = None;
                 loop {
                     tokio::select! {
                         done = &mut listen, if !listening => {
@@ -341,8 +350,25 @@ async fn listen_for_due(config: tokio_postgres::Config, tls: MakeRustlsConnect, 
                                 return;
                             }
                             // Changes announced while the connection was down went unheard:
-                            // whatever was cached then is dropped.
+                            // whatever was cached then is dropped, and work others wrote
+                            // meanwhile is looked for.
                             let _ = tenant_changes.send(());
+                            match wakeups.upgrade() {
+                                Some(w) => w.notify_one(),
+                                None => return,
+                            }
+                        }
+                        answered = async {
+                            match ping.as_mut() {
+                                Some((query, _)) => query.as_mut().await,
+                                None => std::future::pending().await,
+                            }
+                        }, if ping.is_some() => {
+                            ping = None;
+                            if let Err(e) = answered {
+                                tracing::warn!(error = %db_err(e), "LISTEN connection lost");
+                                break;
+                            }
                         }
                         message = messages.next() => match message {
                             Some(Ok(AsyncMessage::Notification(n))) if n.channel() == MESSAGES_CHANNEL => {
@@ -375,6 +401,17 @@ async fn listen_for_due(config: tokio_postgres::Config, tls: MakeRustlsConnect, 
                         _ = tokio::time::sleep(Duration::from_secs(5)) => {
                             if wakeups.strong_count() == 0 {
                                 return;
+                            }
+                            match &ping {
+                                Some((_, sent)) if sent.elapsed() > LISTEN_PING_WAIT => {
+                                    tracing::warn!(waited = ?LISTEN_PING_WAIT, "LISTEN connection stopped answering");
+                                    break;
+                                }
+                                Some(_) => {}
+                                None if listening => {
+                                    ping = Some((Box::pin(client.execute("SELECT 1", &[])), tokio::time::Instant::now()));
+                                }
+                                None => {}
                             }
                         }
                     }

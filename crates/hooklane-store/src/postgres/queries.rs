@@ -384,11 +384,13 @@ pub async fn app_endpoints<C: GenericClient>(c: &C, app_id: &str) -> StoreResult
 }
 
 /// Deletes the endpoint with its deliveries and attempts; to run inside a transaction.
+/// Deliveries are locked before the endpoint, the order recording attempts takes them in
+/// (deliveries, then the endpoint's failure streak): the other order could deadlock with it.
 pub async fn delete_endpoint<C: GenericClient>(c: &C, app_id: &str, endpoint_id: &str) -> StoreResult<()> {
+    execute(c, "DELETE FROM deliveries WHERE app_id = $1 AND endpoint_id = $2", &[&app_id, &endpoint_id]).await?;
     one_row(execute(c, "DELETE FROM endpoints WHERE app_id = $1 AND id = $2", &[&app_id, &endpoint_id]).await?)?;
     for sql in [
         "DELETE FROM attempts WHERE app_id = $1 AND endpoint_id = $2",
-        "DELETE FROM deliveries WHERE app_id = $1 AND endpoint_id = $2",
         // The positions of a polling endpoint's consumers: events subscriptions named
         // `{endpoint_id}/{consumer_id}` (a name no other subscription can have).
         "DELETE FROM events_subscriptions WHERE app_id = $1 AND starts_with(id, $2::text || '/')",
@@ -517,7 +519,9 @@ pub async fn claim_due(
 ) -> StoreResult<Vec<Job>> {
     // Each endpoint's share is taken by its own LATERAL subquery on `deliveries_pending`,
     // so one statement claims for every endpoint of a round; SKIP LOCKED leaves rows another
-    // node is claiming at this moment to that node. Only endpoints that are concurrent now
+    // node is claiming at this moment to that node. An endpoint made FIFO since the round's
+    // endpoints were read is passed over (its rows are its lanes' now), in the statement's
+    // own snapshot. Only endpoints that are concurrent now
     // come here, rows in lanes or not: a row given a lane by a write that raced a change
     // back to concurrent is taken too. (FIFO endpoints' rows are all their lanes' own.)
     static SQL: LazyLock<String> = LazyLock::new(|| {
@@ -528,6 +532,7 @@ pub async fn claim_due(
                  CROSS JOIN LATERAL ( \
                      SELECT d.msg_id, d.endpoint_id FROM deliveries d \
                      WHERE d.status = 1 AND d.endpoint_id = s.endpoint_id AND d.due_at <= $2 \
+                     AND NOT EXISTS (SELECT 1 FROM endpoints e WHERE e.id = s.endpoint_id AND e.fifo) \
                      ORDER BY d.due_at LIMIT s.share \
                      FOR UPDATE SKIP LOCKED \
                  ) t \
