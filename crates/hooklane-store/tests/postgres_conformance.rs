@@ -211,23 +211,31 @@ async fn claim_drops_deliveries_without_endpoint() {
 }
 
 /// Work written by one node wakes the pollers of every node (`LISTEN/NOTIFY`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unleased_work_wakes_other_nodes() {
-    let db = TestDatabase::create().await;
+/// Two nodes on `db`, an application and endpoint written through the first, once the
+/// second's LISTEN connection is up (it bumps the events signal once when it comes up; the
+/// same connection carries wake-ups): the second node's wake-ups, any left over dropped.
+async fn two_listening_nodes(
+    db: &TestDatabase,
+) -> (DynStore, DynStore, Arc<tokio::sync::Notify>, hooklane_core::model::Application, hooklane_core::model::Endpoint) {
     let node_a: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
     let node_b: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
     let wake_b = node_b.wakeups().expect("PostgreSQL nodes can be woken");
-    let t = conformance::now_ms();
     let app = conformance::setup_app(&node_a, "A").await;
     let ep = conformance::setup_endpoint(&node_a, &app.id).await;
-    // Wait for B's LISTEN connection (it bumps the events signal once when it comes up; the
-    // same connection carries wake-ups), then drop any wake-up left over.
     let mut listening = node_b.message_events_signal(&app.id);
     tokio::time::timeout(Duration::from_secs(10), listening.wait_for(|v| *v > 0))
         .await
         .expect("B's LISTEN connection comes up")
         .unwrap();
     let _ = tokio::time::timeout(Duration::from_millis(50), wake_b.notified()).await;
+    (node_a, node_b, wake_b, app, ep)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unleased_work_wakes_other_nodes() {
+    let db = TestDatabase::create().await;
+    let (node_a, _node_b, wake_b, app, ep) = two_listening_nodes(&db).await;
+    let t = conformance::now_ms();
 
     let woken = wake_b.notified();
     conformance::post(&node_a, &app.id, &[&ep], t).await;
@@ -246,16 +254,7 @@ async fn unleased_work_wakes_other_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listen_connection_that_stops_answering_is_made_again() {
     let db = TestDatabase::create().await;
-    let node_a: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
-    let node_b: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
-    let wake_b = node_b.wakeups().expect("PostgreSQL nodes can be woken");
-    let app = conformance::setup_app(&node_a, "A").await;
-    let ep = conformance::setup_endpoint(&node_a, &app.id).await;
-    let mut listening = node_b.message_events_signal(&app.id);
-    tokio::time::timeout(Duration::from_secs(10), listening.wait_for(|v| *v > 0))
-        .await
-        .expect("B's LISTEN connection comes up")
-        .unwrap();
+    let (node_a, _node_b, wake_b, app, ep) = two_listening_nodes(&db).await;
     // Every LISTEN connection's server process stopped (SIGSTOP): its socket stays open.
     let admin = sql(&db).await;
     async fn listeners(admin: &tokio_postgres::Client) -> BTreeSet<i32> {
