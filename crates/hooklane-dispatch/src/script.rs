@@ -109,13 +109,16 @@ pub fn run(code: &str, webhook: &Webhook, max_output: usize) -> Result<Outcome, 
     .to_string();
     let (payload_text, rest, was_json) = within_limits(code, |ctx, handler| {
         let Some(arg) = ctx.json_parse(start).catch(ctx)?.into_object() else { return Ok(None) };
-        // A body that is not JSON is `null` to the code (and a parse error is no error).
-        let (payload, was_json) = match ctx.json_parse(webhook.payload.as_str()) {
+        // A body that is not JSON is `null` to the code (and its syntax error is no error).
+        // A parse that fails otherwise (a body nested past the stack, or past the memory)
+        // fails the run: taken for "not JSON", it would go out as it came, unseen by code
+        // that may have cancelled it.
+        let (payload, was_json) = match ctx.json_parse(webhook.payload.as_str()).catch(ctx) {
             Ok(v) => (v, true),
-            Err(_) => {
-                let _ = ctx.catch();
+            Err(CaughtError::Exception(ex)) if ex.get::<_, String>("name").ok().as_deref() == Some("SyntaxError") => {
                 (rquickjs::Value::new_null(ctx.clone()), false)
             }
+            Err(other) => return Err(other),
         };
         // The payload as JSON would write it unchanged: a payload the code leaves as it was
         // is sent as it came (JSON's numbers lose digits past 2^53 when read and written).
@@ -401,6 +404,16 @@ mod tests {
         let replace = "function handler(w) { w.payload = { form: true }; return w }";
         let Ok(Outcome::Send(req)) = run(replace, &webhook, 1 << 20) else { panic!("runs") };
         assert_eq!(req.body.as_deref(), Some(r#"{"form":true}"#));
+    }
+
+    #[test]
+    fn a_payload_the_engine_cannot_read_fails_the_run() {
+        // Nested past the code's stack: not "not JSON" (which would go out as it came,
+        // unseen by code that may have cancelled it), a failed run.
+        let deep = format!("{}1{}", "[".repeat(200_000), "]".repeat(200_000));
+        let webhook = Webhook::new("https://example.com/".into(), "t".into(), deep, BTreeMap::new());
+        let ran = run("function handler(w) { w.cancel = true; return w }", &webhook, 1 << 22);
+        assert!(ran.is_err(), "{ran:?}");
     }
 
     #[test]
