@@ -48,9 +48,14 @@ pub fn payload_json(text: &str) -> serde_json::Value {
 }
 
 /// Whether an endpoint's payload filter, if it has one, lets the payload through (see
-/// [`crate::rules::payload_filter`]).
+/// [`crate::rules::payload_filter`]). A body that looks like a JSON object or array but
+/// cannot be read (nested deeper than the reader goes) is let through by none: read as
+/// `null`, it would pass every negative condition (`$neq`, `$nin`, `$exists: false`).
 pub fn payload_wanted(filter: Option<&serde_json::Value>, payload: &mut LazyPayload) -> bool {
-    filter.is_none_or(|f| crate::rules::payload_filter::matches(f, payload.json()))
+    filter.is_none_or(|f| {
+        let unreadable = payload.json().is_null() && payload.text.trim_start().starts_with(['{', '[']);
+        !unreadable && crate::rules::payload_filter::matches(f, payload.json())
+    })
 }
 
 #[cfg(test)]
@@ -59,6 +64,17 @@ mod tests {
 
     fn v(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_payload_too_deep_to_read_passes_no_filter() {
+        let not = serde_json::json!({ "kind": { "$neq": "secret" } });
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(300), "]".repeat(300));
+        assert!(!payload_wanted(Some(&not), &mut LazyPayload::new(&deep)));
+        assert!(payload_wanted(None, &mut LazyPayload::new(&deep)), "no filter: sent");
+        // A body that is not JSON at all (a form) is `null`, as before.
+        assert!(payload_wanted(Some(&not), &mut LazyPayload::new("kind=secret")));
+        assert!(payload_wanted(Some(&not), &mut LazyPayload::new(r#"{"kind": "open"}"#)));
     }
 
     #[test]
