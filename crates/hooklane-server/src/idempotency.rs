@@ -74,7 +74,10 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
     let fingerprint = hex(&Sha256::digest(&body));
     let req = Request::from_parts(parts, Body::from(body));
     let store = &s.0.store;
-    match store.idempotency_begin(&scope, &fingerprint, Utc::now(), IN_FLIGHT_LEASE).await {
+    // What the key is held by: the time it was taken, with its lease (a request that
+    // outlived the lease, whose retry took the key, finishes or frees nothing of it).
+    let hold = (Utc::now(), IN_FLIGHT_LEASE);
+    match store.idempotency_begin(&scope, &fingerprint, hold.0, hold.1).await {
         Err(e) => ApiError::from(e).into_response(),
         Ok(IdempotencyState::InFlight) => ApiError::IdempotencyInFlight.into_response(),
         Ok(IdempotencyState::Mismatch) => ApiError::IdempotencyMismatch.into_response(),
@@ -82,25 +85,27 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
         // On a task of its own: a client that stops waiting (a timeout, a dropped
         // connection) does not stop the request half-way, after its write was queued but
         // before its answer was kept; its retry then finds the answer.
-        Ok(IdempotencyState::Started) => match tokio::spawn(run_and_keep(store.clone(), scope, req, next)).await {
-            Ok(response) => response,
-            Err(e) => ApiError::Internal(format!("the request's handler stopped: {e}")).into_response(),
-        },
+        Ok(IdempotencyState::Started) => {
+            match tokio::spawn(run_and_keep(store.clone(), (scope, hold), req, next)).await {
+                Ok(response) => response,
+                Err(e) => ApiError::Internal(format!("the request's handler stopped: {e}")).into_response(),
+            }
+        }
     }
 }
 
-/// Runs the request that took the key `scope`, and keeps its answer for replay.
-async fn run_and_keep(store: DynStore, scope: String, req: Request, next: Next) -> Response {
+/// Runs the request that took the key `scope` (held so), and keeps its answer for replay.
+async fn run_and_keep(store: DynStore, (scope, hold): (String, Hold), req: Request, next: Next) -> Response {
     // Until the answer is kept, the key is released if the handler panics or keeping the
     // answer fails: a key left in flight would refuse every retry until its lease ends.
-    let mut guard = AbortOnDrop { store: Some(store.clone()), scope: scope.clone() };
+    let mut guard = AbortOnDrop { store: Some(store.clone()), scope: scope.clone(), hold };
     let response = next.run(req).await;
     let status = response.status();
     // Only a success is final. A refusal (bad input, not found, a conflict) changed
     // nothing, and a server error may be passing: the key is released, so that the
     // corrected or later retry runs instead of replaying the refusal for 24 hours.
     if !status.is_success() {
-        let _ = store.idempotency_abort(&scope).await;
+        let _ = store.idempotency_abort(&scope, hold).await;
         guard.disarm();
         return response;
     }
@@ -116,7 +121,7 @@ async fn run_and_keep(store: DynStore, scope: String, req: Request, next: Next) 
         too_large_to_replay()
     };
     let expires_at = Utc::now() + KEY_TTL;
-    match store.idempotency_finish(&scope, stored, expires_at).await {
+    match store.idempotency_finish(&scope, hold, stored, expires_at).await {
         Ok(()) => guard.disarm(),
         Err(e) => tracing::warn!(error = %e, "could not store idempotent response"),
     }
@@ -133,10 +138,14 @@ fn too_large_to_replay() -> StoredResponse {
     StoredResponse { status: StatusCode::CONFLICT.as_u16(), body: body.to_string().into_bytes() }
 }
 
+/// When a key was taken, and for how long: what holds it.
+type Hold = (hooklane_core::DateTime<Utc>, Duration);
+
 /// Releases an idempotency key in flight when dropped, unless disarmed.
 struct AbortOnDrop {
     store: Option<DynStore>,
     scope: String,
+    hold: Hold,
 }
 
 impl AbortOnDrop {
@@ -148,9 +157,9 @@ impl AbortOnDrop {
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         if let (Some(store), Ok(rt)) = (self.store.take(), tokio::runtime::Handle::try_current()) {
-            let scope = std::mem::take(&mut self.scope);
+            let (scope, hold) = (std::mem::take(&mut self.scope), self.hold);
             rt.spawn(async move {
-                let _ = store.idempotency_abort(&scope).await;
+                let _ = store.idempotency_abort(&scope, hold).await;
             });
         }
     }

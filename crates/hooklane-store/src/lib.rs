@@ -468,14 +468,20 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> StoreResult<IdempotencyState>;
-    /// Keeps the answer of the request holding `key`, to be replayed until `expires_at`.
+    /// Keeps the answer of the request holding `key` since `begun` (the `now` of its
+    /// [`Store::idempotency_begin`], with the same `ttl`), to be replayed until
+    /// `expires_at`. A key no longer held so (its hold ran out, and a retry took it) is
+    /// left to its new holder.
     async fn idempotency_finish(
         &self,
         key: &str,
+        (begun, ttl): (DateTime<Utc>, Duration),
         response: StoredResponse,
         expires_at: DateTime<Utc>,
     ) -> StoreResult<()>;
-    async fn idempotency_abort(&self, key: &str) -> StoreResult<()>;
+    /// Frees `key` held since `begun` (as for [`Store::idempotency_finish`]) for a new
+    /// attempt; a key completed, or held by another request since, is left as it is.
+    async fn idempotency_abort(&self, key: &str, held: (DateTime<Utc>, Duration)) -> StoreResult<()>;
 
     // --- housekeeping
     /// Deletes at most `limit` idempotency keys and at most `limit` tokens that expired by

@@ -1573,24 +1573,27 @@ pub async fn idempotency_get<C: GenericClient>(
         .transpose()
 }
 
+/// Keeps the answer of the request holding `key` (its in-flight row expiring at `held`).
 pub async fn idempotency_finish<C: GenericClient>(
     c: &C,
     key: &str,
+    held: i64,
     status: i32,
     body: &[u8],
     expires_at: i64,
 ) -> StoreResult<()> {
     execute(
         c,
-        "UPDATE idempotency_keys SET done = true, status = $2, body = $3, expires_at = $4 WHERE key = $1",
-        &[&key, &status, &body, &expires_at],
+        "UPDATE idempotency_keys SET done = true, status = $2, body = $3, expires_at = $4 \
+         WHERE key = $1 AND NOT done AND expires_at = $5",
+        &[&key, &status, &body, &expires_at, &held],
     )
     .await?;
     Ok(())
 }
 
-pub async fn idempotency_abort<C: GenericClient>(c: &C, key: &str) -> StoreResult<()> {
-    execute(c, "DELETE FROM idempotency_keys WHERE key = $1 AND NOT done", &[&key]).await?;
+pub async fn idempotency_abort<C: GenericClient>(c: &C, key: &str, held: i64) -> StoreResult<()> {
+    execute(c, "DELETE FROM idempotency_keys WHERE key = $1 AND NOT done AND expires_at = $2", &[&key, &held]).await?;
     Ok(())
 }
 

@@ -736,15 +736,16 @@ impl Store for PgStore {
     async fn idempotency_finish(
         &self,
         key: &str,
+        (begun, ttl): (DateTime<Utc>, Duration),
         response: StoredResponse,
         expires_at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let (status, expires_at) = (i32::from(response.status), ms(expires_at));
-        queries::idempotency_finish(&self.client().await?, key, status, &response.body, expires_at).await
+        let (status, expires_at, held) = (i32::from(response.status), ms(expires_at), ms(lease_end(begun, ttl)));
+        queries::idempotency_finish(&self.client().await?, key, held, status, &response.body, expires_at).await
     }
 
-    async fn idempotency_abort(&self, key: &str) -> StoreResult<()> {
-        queries::idempotency_abort(&self.client().await?, key).await
+    async fn idempotency_abort(&self, key: &str, (begun, ttl): (DateTime<Utc>, Duration)) -> StoreResult<()> {
+        queries::idempotency_abort(&self.client().await?, key, ms(lease_end(begun, ttl))).await
     }
 
     // --- statistics

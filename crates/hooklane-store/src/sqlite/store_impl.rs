@@ -726,25 +726,31 @@ impl Store for SqliteStore {
     async fn idempotency_finish(
         &self,
         key: &str,
+        (begun, ttl): (DateTime<Utc>, Duration),
         response: StoredResponse,
         expires_at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let key = owned(key);
+        let (key, held) = (owned(key), ms(lease_end(begun, ttl)));
         self.write_unguarded(move |c| {
             queries::execute(
                 c,
-                "UPDATE idempotency_keys SET done = 1, status = ?2, body = ?3, expires_at = ?4 WHERE key = ?1",
-                params![key, response.status, response.body, ms(expires_at)],
+                "UPDATE idempotency_keys SET done = 1, status = ?2, body = ?3, expires_at = ?4 \
+                 WHERE key = ?1 AND done = 0 AND expires_at = ?5",
+                params![key, response.status, response.body, ms(expires_at), held],
             )?;
             Ok(())
         })
         .await
     }
 
-    async fn idempotency_abort(&self, key: &str) -> StoreResult<()> {
-        let key = owned(key);
+    async fn idempotency_abort(&self, key: &str, (begun, ttl): (DateTime<Utc>, Duration)) -> StoreResult<()> {
+        let (key, held) = (owned(key), ms(lease_end(begun, ttl)));
         self.write_unguarded(move |c| {
-            queries::execute(c, "DELETE FROM idempotency_keys WHERE key = ?1 AND done = 0", [&key])?;
+            queries::execute(
+                c,
+                "DELETE FROM idempotency_keys WHERE key = ?1 AND done = 0 AND expires_at = ?2",
+                params![key, held],
+            )?;
             Ok(())
         })
         .await

@@ -2749,7 +2749,7 @@ pub async fn idempotency_lifecycle(store: &DynStore) {
         IdempotencyState::Started,
         "keys are independent"
     );
-    store.idempotency_finish("k1", resp.clone(), t + secs(60)).await.unwrap();
+    store.idempotency_finish("k1", (t, ttl), resp.clone(), t + secs(60)).await.unwrap();
     assert_eq!(
         store.idempotency_begin("k1", "f1", t + secs(2), ttl).await.unwrap(),
         IdempotencyState::Completed(resp.clone())
@@ -2759,7 +2759,7 @@ pub async fn idempotency_lifecycle(store: &DynStore) {
         IdempotencyState::Completed(resp.clone()),
         "replays as often as asked"
     );
-    store.idempotency_abort("k1").await.unwrap();
+    store.idempotency_abort("k1", (t, ttl)).await.unwrap();
     assert_eq!(
         store.idempotency_begin("k1", "f1", t + secs(4), ttl).await.unwrap(),
         IdempotencyState::Completed(resp.clone()),
@@ -2767,7 +2767,7 @@ pub async fn idempotency_lifecycle(store: &DynStore) {
     );
 
     // Abort frees an in-flight key for a new attempt.
-    store.idempotency_abort("k2").await.unwrap();
+    store.idempotency_abort("k2", (t, ttl)).await.unwrap();
     assert_eq!(store.idempotency_begin("k2", "f1", t + secs(1), ttl).await.unwrap(), IdempotencyState::Started);
     assert_eq!(store.idempotency_begin("k2", "f1", t + secs(2), ttl).await.unwrap(), IdempotencyState::InFlight);
 
@@ -2782,7 +2782,7 @@ pub async fn idempotency_lifecycle(store: &DynStore) {
     assert_eq!(store.idempotency_begin("k1", "f1", t + secs(62), ttl).await.unwrap(), IdempotencyState::InFlight);
 
     let empty = StoredResponse { status: 204, body: Vec::new() };
-    store.idempotency_finish("k1", empty.clone(), t + secs(121)).await.unwrap();
+    store.idempotency_finish("k1", (t + secs(61), ttl), empty.clone(), t + secs(121)).await.unwrap();
     assert_eq!(
         store.idempotency_begin("k1", "f1", t + secs(63), ttl).await.unwrap(),
         IdempotencyState::Completed(empty)
@@ -2801,12 +2801,24 @@ pub async fn idempotency_lifecycle(store: &DynStore) {
     // it then); its answer is kept until the expiry `finish` gives, however much later.
     assert_eq!(store.idempotency_begin("k4", "f1", t, ttl).await.unwrap(), IdempotencyState::Started);
     let kept = StoredResponse { status: 200, body: b"{}".to_vec() };
-    store.idempotency_finish("k4", kept.clone(), t + secs(3600)).await.unwrap();
+    store.idempotency_finish("k4", (t, ttl), kept.clone(), t + secs(3600)).await.unwrap();
     assert_eq!(
         store.idempotency_begin("k4", "f1", t + secs(120), ttl).await.unwrap(),
         IdempotencyState::Completed(kept)
     );
     assert_eq!(store.idempotency_begin("k4", "f1", t + secs(3601), ttl).await.unwrap(), IdempotencyState::Started);
+
+    // A request that outlived its hold, whose retry took the key, neither finishes nor
+    // frees the retry's hold.
+    assert_eq!(store.idempotency_begin("k5", "f1", t, ttl).await.unwrap(), IdempotencyState::Started);
+    assert_eq!(store.idempotency_begin("k5", "f1", t + secs(61), ttl).await.unwrap(), IdempotencyState::Started);
+    let late = StoredResponse { status: 200, body: b"late".to_vec() };
+    store.idempotency_finish("k5", (t, ttl), late, t + secs(3600)).await.unwrap();
+    store.idempotency_abort("k5", (t, ttl)).await.unwrap();
+    assert_eq!(store.idempotency_begin("k5", "f1", t + secs(62), ttl).await.unwrap(), IdempotencyState::InFlight);
+    let own = StoredResponse { status: 201, body: b"own".to_vec() };
+    store.idempotency_finish("k5", (t + secs(61), ttl), own.clone(), t + secs(3600)).await.unwrap();
+    assert_eq!(store.idempotency_begin("k5", "f1", t + secs(63), ttl).await.unwrap(), IdempotencyState::Completed(own));
 }
 
 // ---------------------------------------------------------------------------------------
