@@ -39,6 +39,14 @@ impl<'a> LazyPayload<'a> {
     pub fn json(&mut self) -> &serde_json::Value {
         self.parsed.get_or_insert_with(|| payload_json(self.text))
     }
+
+    /// Whether the payload is JSON nested deeper than the reader goes (read as `null`).
+    /// Only then: a body that is not JSON at all is `null` with no fields, as ever.
+    fn too_deep(&mut self) -> bool {
+        self.json().is_null()
+            && serde_json::from_str::<serde_json::Value>(self.text)
+                .is_err_and(|e| e.to_string().starts_with("recursion limit exceeded"))
+    }
 }
 
 /// A message's payload as JSON for payload filters and transforms: `null` for a body that
@@ -52,10 +60,7 @@ pub fn payload_json(text: &str) -> serde_json::Value {
 /// cannot be read (nested deeper than the reader goes) is let through by none: read as
 /// `null`, it would pass every negative condition (`$neq`, `$nin`, `$exists: false`).
 pub fn payload_wanted(filter: Option<&serde_json::Value>, payload: &mut LazyPayload) -> bool {
-    filter.is_none_or(|f| {
-        let unreadable = payload.json().is_null() && payload.text.trim_start().starts_with(['{', '[']);
-        !unreadable && crate::rules::payload_filter::matches(f, payload.json())
-    })
+    filter.is_none_or(|f| !payload.too_deep() && crate::rules::payload_filter::matches(f, payload.json()))
 }
 
 #[cfg(test)]
@@ -74,6 +79,9 @@ mod tests {
         assert!(payload_wanted(None, &mut LazyPayload::new(&deep)), "no filter: sent");
         // A body that is not JSON at all (a form) is `null`, as before.
         assert!(payload_wanted(Some(&not), &mut LazyPayload::new("kind=secret")));
+        // Text that merely starts like JSON is not JSON either.
+        assert!(payload_wanted(Some(&not), &mut LazyPayload::new("[INFO] disk full")));
+        assert!(payload_wanted(Some(&not), &mut LazyPayload::new("{\"a\": 1}\n{\"a\": 2}")));
         assert!(payload_wanted(Some(&not), &mut LazyPayload::new(r#"{"kind": "open"}"#)));
     }
 

@@ -177,11 +177,12 @@ pub trait Store: Send + Sync + 'static {
     /// endpoints this call disabled, and the deliveries whose outcome it set aside.
     ///
     /// An attempt's outcome moves its delivery on only while the delivery is still leased
-    /// under the outcome's lease (or already finished): a delivery found pending and not
-    /// leased was queued again while the attempt was on the wire (a resend, or its lease
-    /// handed back), and one leased under another lease was taken by another claim after
-    /// this one ran out (another node may be sending it now); either keeps that newer state.
-    /// The attempt itself is always logged.
+    /// under the outcome's lease (without a lease given: leased, or already finished): a
+    /// delivery found pending and not leased was queued again while the attempt was on the
+    /// wire (a resend, or its lease handed back), and one leased under another lease, or
+    /// succeeded or cancelled, was taken by another claim after this one ran out (another
+    /// node may be sending it, or sent it); each keeps that newer state. The attempt itself
+    /// is always logged.
     async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>, disable_after: Duration) -> StoreResult<Recorded>;
     /// Marks deliveries failed without an attempt (their endpoint was disabled or deleted).
     async fn abandon_deliveries(&self, keys: Vec<DeliveryKey>) -> StoreResult<()>;

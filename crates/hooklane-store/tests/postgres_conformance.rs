@@ -258,8 +258,8 @@ async fn a_listen_connection_that_stops_answering_is_made_again() {
     // Every LISTEN connection's server process stopped (SIGSTOP): its socket stays open.
     let admin = sql(&db).await;
     async fn listeners(admin: &tokio_postgres::Client) -> BTreeSet<i32> {
-        let sql = "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database()";
-        let rows = admin.query(sql, &[]).await.unwrap();
+        let sql = "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()";
+        let rows = admin.query(sql, &[&hooklane_store::postgres::LISTEN_APPLICATION_NAME]).await.unwrap();
         rows.iter().map(|r| r.get::<_, i32>(0)).collect()
     }
     let stopped = listeners(&admin).await;

@@ -159,6 +159,8 @@ const MESSAGES_CHANNEL: &str = "hooklane_messages";
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
 /// How long the LISTEN connection has to answer a query before it is taken for dead.
 const LISTEN_PING_WAIT: Duration = Duration::from_secs(10);
+/// The `application_name` of the LISTEN connection.
+pub const LISTEN_APPLICATION_NAME: &str = "hooklane-listen";
 
 impl PgStore {
     /// Connects to the database named by `url`, brings its schema up to date and returns
@@ -297,8 +299,10 @@ struct Listening {
 /// `tenant_changes` (which also ticks once the connection is listening, for changes made
 /// while it was down), and reconnects when the connection drops. Ends when the store is
 /// dropped.
-async fn listen_for_due(config: tokio_postgres::Config, tls: MakeRustlsConnect, listen: Listening) {
+async fn listen_for_due(mut config: tokio_postgres::Config, tls: MakeRustlsConnect, listen: Listening) {
     let Listening { wakeups, events, circuit_resets, tenant_changes, node_tag } = listen;
+    // Named, so that an operator (or a test) tells it from the pool's connections.
+    config.application_name(LISTEN_APPLICATION_NAME);
     // Another node's announcement on a tagged channel: its detail.
     let foreign = |payload: &str| -> Option<String> {
         let (tag, detail) = payload.split_once(' ')?;
@@ -338,6 +342,7 @@ async fn listen_for_due(config: tokio_postgres::Config, tls: MakeRustlsConnect, 
                     Box<dyn std::future::Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'c>,
                 >;
                 let mut ping: Option<(Ping<'_>, tokio::time::Instant)> = None;
+                let connected = tokio::time::Instant::now();
                 loop {
                     tokio::select! {
                         done = &mut listen, if !listening => {
@@ -410,6 +415,11 @@ async fn listen_for_due(config: tokio_postgres::Config, tls: MakeRustlsConnect, 
                                 Some(_) => {}
                                 None if listening => {
                                     ping = Some((Box::pin(client.execute("SELECT 1", &[])), tokio::time::Instant::now()));
+                                }
+                                // LISTEN itself not answered: the same wait.
+                                None if connected.elapsed() > LISTEN_PING_WAIT => {
+                                    tracing::warn!(waited = ?LISTEN_PING_WAIT, "LISTEN was not answered");
+                                    break;
                                 }
                                 None => {}
                             }

@@ -245,11 +245,26 @@ pub async fn import_event_types<C: GenericClient>(
     archive: &[String],
     at: i64,
 ) -> StoreResult<()> {
-    for et in upserts {
-        match update_event_type(c, et).await {
-            Err(StoreError::NotFound) => insert_event_type(c, et).await?,
-            other => other?,
-        }
+    // (An upsert: one created meanwhile by another request is replaced all the same.)
+    for e in upserts {
+        execute(
+            c,
+            "INSERT INTO event_types (name, description, archived, deprecated, feature_flag, schemas, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO UPDATE SET \
+             description = EXCLUDED.description, archived = EXCLUDED.archived, deprecated = EXCLUDED.deprecated, \
+             feature_flag = EXCLUDED.feature_flag, schemas = EXCLUDED.schemas, updated_at = EXCLUDED.updated_at",
+            &[
+                &e.name,
+                &e.description,
+                &e.archived,
+                &e.deprecated,
+                &e.feature_flag,
+                &opt_json(&e.schemas),
+                &ms(e.created_at),
+                &ms(e.updated_at),
+            ],
+        )
+        .await?;
     }
     for name in archive {
         execute(c, "UPDATE event_types SET archived = true, updated_at = $2 WHERE name = $1", &[name, &at]).await?;
@@ -384,13 +399,13 @@ pub async fn app_endpoints<C: GenericClient>(c: &C, app_id: &str) -> StoreResult
 }
 
 /// Deletes the endpoint with its deliveries and attempts; to run inside a transaction.
-/// Deliveries are locked before the endpoint, the order recording attempts takes them in
-/// (deliveries, then the endpoint's failure streak): the other order could deadlock with it.
+/// (The endpoint row first, as a change of its ordering locks it: recording attempts takes
+/// the other order, deliveries first, and retries the deadlock it may meet.)
 pub async fn delete_endpoint<C: GenericClient>(c: &C, app_id: &str, endpoint_id: &str) -> StoreResult<()> {
-    execute(c, "DELETE FROM deliveries WHERE app_id = $1 AND endpoint_id = $2", &[&app_id, &endpoint_id]).await?;
     one_row(execute(c, "DELETE FROM endpoints WHERE app_id = $1 AND id = $2", &[&app_id, &endpoint_id]).await?)?;
     for sql in [
         "DELETE FROM attempts WHERE app_id = $1 AND endpoint_id = $2",
+        "DELETE FROM deliveries WHERE app_id = $1 AND endpoint_id = $2",
         // The positions of a polling endpoint's consumers: events subscriptions named
         // `{endpoint_id}/{consumer_id}` (a name no other subscription can have).
         "DELETE FROM events_subscriptions WHERE app_id = $1 AND starts_with(id, $2::text || '/')",
@@ -796,9 +811,9 @@ fn attempts_insert_sql(first: usize) -> String {
 /// attempt in the batch counts. A retry does not bring back a delivery failed while its
 /// attempt was under way (its message's content was deleted meanwhile): it stays failed.
 /// A delivery pending and no longer leased was queued again while its attempt was under
-/// way (a resend), and one leased under another lease than the attempt's was taken by
-/// another claim since (the attempt's ran out): either is left as it is
-/// (`Store::record_attempts`).
+/// way (a resend), and one leased under another lease than the attempt's, or finished
+/// (succeeded, cancelled), was taken by another claim since (the attempt's ran out): each
+/// is left as it is (`Store::record_attempts`).
 fn deliveries_update_sql(first: usize) -> String {
     numbered(
         first,
@@ -808,7 +823,8 @@ fn deliveries_update_sql(first: usize) -> String {
          FROM UNNEST($1:text[], $2:text[], $3:int[], $4:int[], $5:bigint[], $6:bigint[], $7:bigint[]) \
          AS k(msg_id, endpoint_id, n, status, due, at, lease) \
          WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id AND NOT (d.status = 1 AND NOT d.leased) \
-         AND NOT (d.status = 1 AND d.leased AND k.lease IS NOT NULL AND d.due_at IS DISTINCT FROM k.lease)",
+         AND NOT (k.lease IS NOT NULL AND ((d.status = 1 AND d.leased AND d.due_at IS DISTINCT FROM k.lease) \
+                  OR d.status IN (0, 4)))",
     )
 }
 

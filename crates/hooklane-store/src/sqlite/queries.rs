@@ -636,6 +636,15 @@ pub fn claim_due(
             rows::DELIVERY_COLS
         ))
         .map_err(db_err)?;
+    // Whether each is FIFO, read again here on the writer: a change of its ordering (and
+    // the lanes it made) committed since the read connection looked is seen.
+    let candidates = candidates
+        .into_iter()
+        .map(|(id, due, _)| {
+            let fifo = query_opt(conn, "SELECT fifo FROM endpoints WHERE id = ?1", [&id], |r| r.get(0))?;
+            Ok((id, due, fifo.unwrap_or(false)))
+        })
+        .collect::<StoreResult<Vec<(String, i64, bool)>>>()?;
     let mut claimed: Vec<Delivery> = Vec::new();
     let mut room = limit;
     let fifo: std::collections::HashSet<String> =
@@ -751,7 +760,7 @@ pub fn record_attempt(
         "UPDATE deliveries SET status = CASE WHEN ?3 = 1 AND status = 2 THEN 2 ELSE ?3 END, \
          attempts = attempts + 1, due_at = CASE WHEN ?3 = 1 AND status = 2 THEN NULL ELSE ?4 END, leased = 0, \
          updated_at = ?5 WHERE msg_id = ?1 AND endpoint_id = ?2 AND NOT (?6 AND status = 1 AND leased = 0) \
-         AND NOT (?6 AND ?7 IS NOT NULL AND status = 1 AND leased = 1 AND due_at <> ?7) \
+         AND NOT (?6 AND ?7 IS NOT NULL AND ((status = 1 AND leased = 1 AND due_at <> ?7) OR status IN (0, 4))) \
          RETURNING CASE WHEN lane_seq IS NOT NULL THEN lane_key END, status",
         params![a.msg_id, a.endpoint_id, status, due, now, guard, lease],
         |r| Ok((r.get(0)?, r.get(1)?)),

@@ -2360,6 +2360,16 @@ pub async fn an_outcome_under_a_lost_lease_is_set_aside(store: &DynStore) {
     let recorded = store.record_attempts(vec![current], HOUR).await.unwrap();
     assert!(recorded.set_aside.is_empty());
     assert_eq!(delivery(store, &app.id, &msg.id, &ep.id).await.status, DeliveryStatus::Success);
+
+    // Later still, the first claim's outcome finds the delivery finished by the second: it
+    // neither fails it nor queues it again.
+    for next in [NextStep::GiveUp, NextStep::RetryAt(lost + mins(1))] {
+        let mut later = outcome(&msg.id, &ep, lost + secs(4), next.clone());
+        later.lease = Some(lost);
+        let recorded = store.record_attempts(vec![later], HOUR).await.unwrap();
+        assert_eq!(recorded.set_aside, vec![key(&msg.id, &ep.id)], "{next:?}");
+        assert_eq!(delivery(store, &app.id, &msg.id, &ep.id).await.status, DeliveryStatus::Success, "{next:?}");
+    }
 }
 
 pub async fn release_all_leases_frees_leased_only(store: &DynStore) {
