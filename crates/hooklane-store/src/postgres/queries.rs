@@ -199,11 +199,18 @@ pub async fn delete_app<C: GenericClient>(c: &C, app_id: &str) -> StoreResult<()
 
 // --- event types
 
+const INSERT_EVENT_TYPE: &str = "INSERT INTO event_types (name, description, archived, deprecated, feature_flag, \
+     schemas, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
 pub async fn insert_event_type<C: GenericClient>(c: &C, e: &EventType) -> StoreResult<()> {
+    write_event_type(c, INSERT_EVENT_TYPE, e).await
+}
+
+/// Runs `sql` ([`INSERT_EVENT_TYPE`], maybe with an `ON CONFLICT` clause) for `e`.
+async fn write_event_type<C: GenericClient>(c: &C, sql: &str, e: &EventType) -> StoreResult<()> {
     execute(
         c,
-        "INSERT INTO event_types (name, description, archived, deprecated, feature_flag, schemas, created_at, \
-         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        sql,
         &[
             &e.name,
             &e.description,
@@ -246,25 +253,15 @@ pub async fn import_event_types<C: GenericClient>(
     at: i64,
 ) -> StoreResult<()> {
     // (An upsert: one created meanwhile by another request is replaced all the same.)
-    for e in upserts {
-        execute(
-            c,
-            "INSERT INTO event_types (name, description, archived, deprecated, feature_flag, schemas, created_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO UPDATE SET \
-             description = EXCLUDED.description, archived = EXCLUDED.archived, deprecated = EXCLUDED.deprecated, \
-             feature_flag = EXCLUDED.feature_flag, schemas = EXCLUDED.schemas, updated_at = EXCLUDED.updated_at",
-            &[
-                &e.name,
-                &e.description,
-                &e.archived,
-                &e.deprecated,
-                &e.feature_flag,
-                &opt_json(&e.schemas),
-                &ms(e.created_at),
-                &ms(e.updated_at),
-            ],
+    static UPSERT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "{INSERT_EVENT_TYPE} ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description, \
+             archived = EXCLUDED.archived, deprecated = EXCLUDED.deprecated, feature_flag = EXCLUDED.feature_flag, \
+             schemas = EXCLUDED.schemas, updated_at = EXCLUDED.updated_at"
         )
-        .await?;
+    });
+    for e in upserts {
+        write_event_type(c, &UPSERT, e).await?;
     }
     for name in archive {
         execute(c, "UPDATE event_types SET archived = true, updated_at = $2 WHERE name = $1", &[name, &at]).await?;
