@@ -592,7 +592,7 @@ pub fn message_deliveries(conn: &Connection, app_id: &str, msg_id: &str) -> Stor
 /// deliveries one of them has, so a dead endpoint with a million waiting costs two seeks.
 /// Endpoints with something pending that may fall due (parked rows of FIFO lanes do not),
 /// each with its earliest due time and whether it is FIFO.
-pub fn pending_endpoints(conn: &Connection, skip_endpoints_json: &str) -> StoreResult<Vec<(String, i64, bool)>> {
+pub fn pending_endpoints(conn: &Connection, skip_endpoints_json: &str) -> StoreResult<Vec<(String, i64)>> {
     conn.prepare_cached(
         "WITH RECURSIVE eps(id) AS ( \
              SELECT (SELECT MIN(endpoint_id) FROM deliveries WHERE status = 1) \
@@ -600,29 +600,26 @@ pub fn pending_endpoints(conn: &Connection, skip_endpoints_json: &str) -> StoreR
              SELECT (SELECT MIN(endpoint_id) FROM deliveries WHERE status = 1 AND endpoint_id > eps.id) \
              FROM eps WHERE eps.id IS NOT NULL \
          ) \
-         SELECT id, (SELECT MIN(due_at) FROM deliveries WHERE status = 1 AND endpoint_id = eps.id), \
-             coalesce((SELECT fifo FROM endpoints WHERE id = eps.id), 0) FROM eps \
+         SELECT id, (SELECT MIN(due_at) FROM deliveries WHERE status = 1 AND endpoint_id = eps.id) FROM eps \
          WHERE id IS NOT NULL AND id NOT IN (SELECT value FROM json_each(?1))",
     )
     .and_then(|mut s| {
-        s.query_map([skip_endpoints_json], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, bool>(2)?))
-        })?
-        .filter_map(|r| r.map(|(id, due, fifo)| due.map(|d| (id, d, fifo))).transpose())
-        .collect()
+        s.query_map([skip_endpoints_json], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)))?
+            .filter_map(|r| r.map(|(id, due)| due.map(|d| (id, d))).transpose())
+            .collect()
     })
     .map_err(db_err)
 }
 
 /// Leases due deliveries of `candidates` (endpoints with something due, with their
-/// earliest due time and whether they are FIFO), at most `limit`: the heads of FIFO lanes
-/// first, then the rest shared fairly between the endpoints.
+/// earliest due time), at most `limit`: the heads of FIFO lanes first, then the rest
+/// shared fairly between the endpoints.
 pub fn claim_due(
     conn: &Connection,
     now: DateTime<Utc>,
     limit: usize,
     lease_end: DateTime<Utc>,
-    candidates: Vec<(String, i64, bool)>,
+    candidates: Vec<(String, i64)>,
 ) -> StoreResult<Vec<Job>> {
     // At a FIFO endpoint, rows in lanes are left to their lane's own claim (at most its
     // head). Whether an endpoint is FIFO is read now, not from the row: a row given a lane
@@ -636,11 +633,12 @@ pub fn claim_due(
             rows::DELIVERY_COLS
         ))
         .map_err(db_err)?;
-    // Whether each is FIFO, read again here on the writer: a change of its ordering (and
-    // the lanes it made) committed since the read connection looked is seen.
+    // Whether each is FIFO, read here on the writer (not with the candidates, on a read
+    // connection): a change of its ordering (and the lanes it made) committed since the
+    // candidates were found is seen.
     let candidates = candidates
         .into_iter()
-        .map(|(id, due, _)| {
+        .map(|(id, due)| {
             let fifo = query_opt(conn, "SELECT fifo FROM endpoints WHERE id = ?1", [&id], |r| r.get(0))?;
             Ok((id, due, fifo.unwrap_or(false)))
         })

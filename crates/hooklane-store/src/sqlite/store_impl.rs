@@ -269,11 +269,11 @@ impl Store for SqliteStore {
         // the claim itself checks status and due time again.
         let skip = rows::to_json(&skip_endpoints);
         let at = ms(now);
-        let candidates: Vec<(String, i64, bool)> = self
+        let candidates: Vec<(String, i64)> = self
             .read(move |c| queries::pending_endpoints(c, &skip))
             .await?
             .into_iter()
-            .filter(|(_, due, _)| *due <= at)
+            .filter(|(_, due)| *due <= at)
             .collect();
         if candidates.is_empty() || limit == 0 {
             return Ok(Vec::new());
@@ -290,7 +290,7 @@ impl Store for SqliteStore {
         let skip = rows::to_json(&skip_endpoints);
         self.read(move |c| {
             let pending = queries::pending_endpoints(c, &skip)?;
-            Ok(pending.into_iter().map(|(_, due, _)| due).min().map(rows::time))
+            Ok(pending.into_iter().map(|(_, due)| due).min().map(rows::time))
         })
         .await
     }
