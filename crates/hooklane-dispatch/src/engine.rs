@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::model::{Attempt, DeliveryStatus, Endpoint};
 use hooklane_core::{DateTime, Utc};
-use hooklane_store::{AttemptOutcome, DeliveryKey, DynStore, Job, NextStep, Recorded};
+use hooklane_store::{AttemptOutcome, ClaimedKey, DeliveryKey, DynStore, Job, NextStep, RateSlot, Recorded};
 use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::circuit::{Circuits, Health, Verdict};
@@ -135,11 +135,15 @@ enum Finished {
     /// With the number of attempts made so far, this one included, and whether its endpoint
     /// is FIFO (the next of its lane may be due once this is recorded).
     Attempted(AttemptOutcome, u32, Arc<Gate>, bool),
-    Abandoned(DeliveryKey, Arc<Gate>, bool),
-    /// Not sent (its endpoint's circuit is open): back to the store, due at this time.
-    Paused(DeliveryKey, DateTime<Utc>, Arc<Gate>),
+    Abandoned(ClaimedKey, Arc<Gate>, bool),
+    /// Not sent (its endpoint's circuit is open): back to the store, due at the end of the
+    /// cool-down, or at once if the circuit closed meanwhile ([`defer_paused`]).
+    Paused(ClaimedKey, DateTime<Utc>, Arc<Gate>),
+    /// Not sent, for a reason of its own (no transformation worker, no rate slot in time,
+    /// no turn in time, settings gone stale): back to the store, due at this time.
+    HandedBack(ClaimedKey, DateTime<Utc>, Arc<Gate>),
     /// Not sent: its endpoint was paused after the job was taken (with its application).
-    Held(DeliveryKey, String, Arc<Gate>),
+    Held(ClaimedKey, String, Arc<Gate>),
     /// Not sent: it waited its turn so long that its lease would end before a request could
     /// (a slow endpoint with a long queue). Nothing is written: the lease's end makes it due
     /// again, for this node or another, and sending it now could send it twice.
@@ -328,11 +332,11 @@ impl Dispatcher {
 fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
     let now = Utc::now();
     let soon = now + chrono::Duration::from_std(DEFER_FOR).unwrap_or_default();
-    let mut deferred: HashMap<DateTime<Utc>, Vec<DeliveryKey>> = HashMap::new();
-    let mut paused: HashMap<DateTime<Utc>, Vec<DeliveryKey>> = HashMap::new();
-    let mut held: Vec<(DeliveryKey, String)> = Vec::new();
+    let mut deferred: HashMap<DateTime<Utc>, Vec<ClaimedKey>> = HashMap::new();
+    let mut paused: HashMap<DateTime<Utc>, Vec<ClaimedKey>> = HashMap::new();
+    let mut held: Vec<(ClaimedKey, String)> = Vec::new();
     for job in jobs {
-        let key = || DeliveryKey { msg_id: job.message.id.clone(), endpoint_id: job.endpoint.id.clone() };
+        let key = || claimed_key(&job);
         // Held, not tried (a disabled endpoint's deliveries are failed, paused or not).
         if job.endpoint.paused && !job.endpoint.disabled {
             held.push((key(), job.endpoint.app_id.clone()));
@@ -373,17 +377,17 @@ fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
 /// Hands the deliveries of paused endpoints back for [`PAUSE_HOLD`], then looks at each
 /// endpoint again: one resumed meanwhile (its resumption may have looked for held
 /// deliveries while these were still leased) gets them due now.
-async fn hold(inner: &Inner, held: Vec<(DeliveryKey, String)>) {
+async fn hold(inner: &Inner, held: Vec<(ClaimedKey, String)>) {
     if held.is_empty() {
         return;
     }
     let until = Utc::now() + chrono::Duration::from_std(PAUSE_HOLD).unwrap_or_default();
-    let mut by_endpoint: HashMap<(String, String), Vec<DeliveryKey>> = HashMap::new();
+    let mut by_endpoint: HashMap<(String, String), Vec<ClaimedKey>> = HashMap::new();
     for (key, app_id) in held {
-        by_endpoint.entry((app_id, key.endpoint_id.clone())).or_default().push(key);
+        by_endpoint.entry((app_id, key.key.endpoint_id.clone())).or_default().push(key);
     }
     defer_all(inner, HashMap::from([(until, by_endpoint.values().flatten().cloned().collect())])).await;
-    for ((app_id, endpoint_id), keys) in by_endpoint {
+    for (app_id, endpoint_id) in by_endpoint.into_keys() {
         // This node's mark as it was before the read: a pause through this node after the
         // read marks it anew, and that mark stays.
         let mark = inner.paused.lock().unwrap_or_else(|p| p.into_inner()).get(&endpoint_id).copied();
@@ -404,7 +408,9 @@ async fn hold(inner: &Inner, held: Vec<(DeliveryKey, String)>) {
             }
         }
         if resumed {
-            defer_all(inner, HashMap::from([(Utc::now(), keys)])).await;
+            // Those handed back just now, no longer leased: a claim since (the resumption
+            // made them due) is left alone.
+            undefer(inner, &endpoint_id, vec![until]).await;
             inner.wake.notify_one();
         }
     }
@@ -414,38 +420,81 @@ async fn hold(inner: &Inner, held: Vec<(DeliveryKey, String)>) {
 /// an endpoint whose circuit was reset meanwhile ([`Dispatcher::endpoint_fixed`] racing
 /// the pause): looked at before the write and again after it, so a reset that
 /// hastened the store's rows just before this write is not undone by it.
-async fn defer_paused(inner: &Inner, groups: HashMap<DateTime<Utc>, Vec<DeliveryKey>>) {
+async fn defer_paused(inner: &Inner, groups: HashMap<DateTime<Utc>, Vec<ClaimedKey>>) {
     if groups.is_empty() {
         return;
     }
     let now = Utc::now();
-    let mut by_due: HashMap<DateTime<Utc>, Vec<DeliveryKey>> = HashMap::new();
-    let mut held = Vec::new();
+    let mut by_due: HashMap<DateTime<Utc>, Vec<ClaimedKey>> = HashMap::new();
+    // The cool-down ends each endpoint's deliveries were handed back until.
+    let mut held: HashMap<String, Vec<DateTime<Utc>>> = HashMap::new();
     for (until, keys) in groups {
         for key in keys {
-            if inner.circuits.is_closed(&key.endpoint_id) {
+            if inner.circuits.is_closed(&key.key.endpoint_id) {
                 by_due.entry(now).or_default().push(key);
             } else {
-                held.push(key.clone());
+                held.entry(key.key.endpoint_id.clone()).or_default().push(until);
                 by_due.entry(until).or_default().push(key);
             }
         }
     }
     defer_all(inner, by_due).await;
-    let reset: Vec<DeliveryKey> = held.into_iter().filter(|k| inner.circuits.is_closed(&k.endpoint_id)).collect();
-    if !reset.is_empty() {
-        defer_all(inner, HashMap::from([(Utc::now(), reset)])).await;
+    let mut reset = false;
+    for (endpoint_id, mut until) in held {
+        if inner.circuits.is_closed(&endpoint_id) {
+            until.sort();
+            until.dedup();
+            // Only those still as this wrote them (not leased): a claim since is left alone.
+            undefer(inner, &endpoint_id, until).await;
+            reset = true;
+        }
+    }
+    if reset {
         inner.wake.notify_one();
     }
 }
 
 /// Hands deliveries back to the store, one write per due time.
-async fn defer_all(inner: &Inner, groups: HashMap<DateTime<Utc>, Vec<DeliveryKey>>) {
+async fn defer_all(inner: &Inner, groups: HashMap<DateTime<Utc>, Vec<ClaimedKey>>) {
     for (due, keys) in groups {
         if let Err(e) = inner.store.defer_deliveries(keys, due).await {
             tracing::warn!(error = %e, "could not defer deliveries; their leases will expire instead");
         }
     }
+}
+
+/// Makes the endpoint's deliveries this node handed back due at one of `due_at` (and
+/// not claimed since) due now.
+async fn undefer(inner: &Inner, endpoint_id: &str, due_at: Vec<DateTime<Utc>>) {
+    if let Err(e) = inner.store.undefer_deliveries(endpoint_id, due_at, Utc::now()).await {
+        tracing::warn!(error = %e, %endpoint_id, "handed-back deliveries keep their time");
+    }
+}
+
+/// The time a hand-back due at `due` is written with, so that the batch's hand-backs share
+/// a few writes rather than one each: those already due at `now`, the others rounded up to
+/// the next tenth of a second (never made due sooner).
+fn hand_back_batch(due: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    if due <= now {
+        return now;
+    }
+    let step = 100_000; // µs
+    let at = due.timestamp_micros();
+    DateTime::from_timestamp_micros(at + (step - at.rem_euclid(step)) % step).unwrap_or(due)
+}
+
+/// A job's key, with the lease its claim (or ingest) wrote.
+fn claimed_key(job: &Job) -> ClaimedKey {
+    ClaimedKey {
+        key: DeliveryKey { msg_id: job.message.id.clone(), endpoint_id: job.endpoint.id.clone() },
+        lease: job.delivery.next_attempt_at,
+    }
+}
+
+/// Hands a job back unsent, due at `due`, counted by `reason`.
+fn hand_back(inner: &Inner, key: ClaimedKey, due: DateTime<Utc>, gate: Arc<Gate>, reason: &'static str) {
+    metrics::counter!("hooklane_deliveries_handed_back_total", "reason" => reason).increment(1);
+    let _ = inner.finished.send(Finished::HandedBack(key, due, gate));
 }
 
 /// Most jobs one endpoint may hold in memory: for a rate-limited endpoint no more than it
@@ -482,7 +531,7 @@ fn send_by(cfg: &DispatchConfig, lease_end: Option<DateTime<Utc>>, now: DateTime
 /// delivery's lease), and hands its outcome to the record loop.
 async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant) {
     let endpoint = &job.endpoint;
-    let key = DeliveryKey { msg_id: job.message.id.clone(), endpoint_id: endpoint.id.clone() };
+    let key = claimed_key(&job);
     // A polling endpoint is sent nothing; a delivery to one (made by a node of an older
     // version, during a rolling upgrade) is given up as a disabled endpoint's are.
     let disabled = endpoint.disabled
@@ -526,7 +575,7 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
             // Not an attempt: no worker could run the transformation (nothing was tried).
             tracing::warn!(endpoint_id = %endpoint.id, why = %why, "transformation could not run; delivery handed back");
             metrics::counter!("hooklane_transformations_unavailable_total").increment(1);
-            let _ = inner.finished.send(Finished::Paused(key, Utc::now() + SCRIPT_RETRY, gate));
+            hand_back(&inner, key, Utc::now() + SCRIPT_RETRY, gate, "transformation");
             return;
         }
         Prepared::Ready(ready) => {
@@ -539,23 +588,22 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
             let turn = tokio::time::timeout_at(send_by.into(), gate.in_flight.acquire()).await;
             let Ok(Ok(_endpoint_permit)) = turn else {
                 metrics::counter!("hooklane_deliveries_lease_expired_total").increment(1);
-                let _ = inner.finished.send(Finished::Paused(key, Utc::now(), gate.clone()));
+                hand_back(&inner, key, Utc::now(), gate.clone(), "turn");
                 return;
             };
             match rate_wait(&inner, &gate, endpoint, send_by).await {
-                Some(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
-                Some(_) => {}
+                Ok(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
+                Ok(_) => {}
                 // Its slots are taken past the lease's budget (other nodes send to it too):
-                // back for later, no slot taken.
-                None => {
-                    let later = Utc::now() + chrono::Duration::from_std(inner.cfg.lease).unwrap_or_default();
-                    let _ = inner.finished.send(Finished::Paused(key, later, gate.clone()));
+                // back, no slot taken, for when the next free one is within a claim's reach.
+                Err(next_free) => {
+                    hand_back(&inner, key, rate_retry_at(&inner.cfg, next_free, Utc::now()), gate.clone(), "rate");
                     return;
                 }
             }
             let Ok(_permit) = inner.in_flight.acquire().await else { return };
             if Instant::now() > send_by {
-                tracing::debug!(msg_id = %key.msg_id, endpoint_id = %key.endpoint_id, "lease ran out while queued");
+                tracing::debug!(msg_id = %key.key.msg_id, endpoint_id = %key.key.endpoint_id, "lease ran out while queued");
                 let _ = inner.finished.send(Finished::Expired(gate.clone()));
                 return;
             }
@@ -584,7 +632,7 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
     if result.stale {
         // Not an attempt: sent nothing, for settings that are no longer the endpoint's.
         // Claimed again, it is read with the ones in force.
-        let _ = inner.finished.send(Finished::Paused(key, now, gate));
+        hand_back(&inner, key, now, gate, "stale");
         return;
     }
     let health = Health::of(&result);
@@ -632,28 +680,43 @@ fn paused_here(inner: &Inner, endpoint: &Endpoint) -> bool {
 }
 
 /// Hands a job back unsent, to be due again at `until` (its endpoint's circuit is open).
-fn pause(inner: &Inner, key: DeliveryKey, until: DateTime<Utc>, gate: Arc<Gate>) {
+fn pause(inner: &Inner, key: ClaimedKey, until: DateTime<Utc>, gate: Arc<Gate>) {
     metrics::counter!("hooklane_deliveries_paused_total").increment(1);
     let _ = inner.finished.send(Finished::Paused(key, until, gate));
 }
 
-/// How long to wait before sending to a rate-limited endpoint. Slots come from the store
-/// so that the limit holds across every node sharing it; if the store cannot answer, this
-/// process's own bucket keeps the endpoint within its rate at least locally.
-/// How long to wait for the endpoint's next send slot, taken now; `None` when the slot
-/// would come after `send_by` (not taken then).
-async fn rate_wait(inner: &Inner, gate: &Gate, endpoint: &Endpoint, send_by: Instant) -> Option<Duration> {
-    let Some(rate) = endpoint.rate_limit.filter(|r| *r > 0) else { return Some(Duration::ZERO) };
+/// How long to wait for the endpoint's next send slot, taken now; `Err` with when the next
+/// free slot starts when that is after `send_by` (not taken then). Slots come from the
+/// store so that the limit holds across every node sharing it; if the store cannot answer,
+/// this process's own bucket keeps the endpoint within its rate at least locally.
+async fn rate_wait(
+    inner: &Inner,
+    gate: &Gate,
+    endpoint: &Endpoint,
+    send_by: Instant,
+) -> Result<Duration, DateTime<Utc>> {
+    let Some(rate) = endpoint.rate_limit.filter(|r| *r > 0) else { return Ok(Duration::ZERO) };
     let now = Utc::now();
     let not_after =
         now + chrono::Duration::from_std(send_by.saturating_duration_since(Instant::now())).unwrap_or_default();
     match inner.store.take_rate_slot(&endpoint.id, rate, now, not_after).await {
-        Ok(slot) => slot.map(|slot| (slot - Utc::now()).to_std().unwrap_or(Duration::ZERO)),
+        Ok(RateSlot::Taken(slot)) => Ok((slot - Utc::now()).to_std().unwrap_or(Duration::ZERO)),
+        Ok(RateSlot::Busy(next_free)) => Err(next_free),
         Err(e) => {
             tracing::warn!(error = %e, endpoint_id = %endpoint.id, "shared rate limit unavailable; limiting locally");
-            Some(gate.rate_wait(Some(rate)))
+            Ok(gate.rate_wait(Some(rate)))
         }
     }
+}
+
+/// When a delivery that found no rate slot within its send budget (the next free one
+/// starts at `next_free`) is due again: once that slot is within half a budget of its
+/// claim, so that the claim can take it (or the one after it, if another node took it
+/// meanwhile); never sooner than [`DEFER_FOR`] from now, so that no claim loops on it.
+fn rate_retry_at(cfg: &DispatchConfig, next_free: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    let half_budget = chrono::Duration::from_std(send_budget(cfg) / 2).unwrap_or_default();
+    let soonest = now + chrono::Duration::from_std(DEFER_FOR).unwrap_or_default();
+    (next_free - half_budget).max(soonest)
 }
 
 /// Commits results in batches and gives their permits back.
@@ -663,7 +726,9 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
         let mut outcomes = Vec::new();
         let mut attempts_made = Vec::new();
         let mut abandoned = Vec::new();
-        let mut paused: HashMap<DateTime<Utc>, Vec<DeliveryKey>> = HashMap::new();
+        let mut paused: HashMap<DateTime<Utc>, Vec<ClaimedKey>> = HashMap::new();
+        let mut handed_back: HashMap<DateTime<Utc>, Vec<ClaimedKey>> = HashMap::new();
+        let batch_at = Utc::now();
         let mut held = Vec::new();
         let mut held_gates = Vec::new();
         let mut gates = Vec::with_capacity(batch.len());
@@ -684,6 +749,10 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
                 }
                 Finished::Paused(k, until, g) => {
                     paused.entry(until).or_default().push(k);
+                    gates.push(g);
+                }
+                Finished::HandedBack(k, due, g) => {
+                    handed_back.entry(hand_back_batch(due, batch_at)).or_default().push(k);
                     gates.push(g);
                 }
                 Finished::Held(k, app_id, g) => {
@@ -736,6 +805,7 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
             }
         }
         defer_paused(&inner, paused).await;
+        defer_all(&inner, handed_back).await;
         if !held.is_empty() {
             // Its store read for each endpoint need not hold up the recording. (The
             // deliveries stay leased until handed back: nothing claims them meanwhile.) Their
@@ -968,6 +1038,33 @@ mod tests {
         assert!(send_budget(&short) > Duration::ZERO);
         // A lease already over: not after now.
         assert_eq!(send_by(&cfg, Some(now - chrono::Duration::seconds(1)), now, at), at);
+    }
+
+    #[test]
+    fn hand_backs_of_a_batch_share_their_times() {
+        let now = DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("time");
+        let ms = |n| chrono::Duration::milliseconds(n);
+        assert_eq!(hand_back_batch(now - ms(5), now), now, "due already: now");
+        assert_eq!(hand_back_batch(now, now), now);
+        let later = hand_back_batch(now + ms(10), now);
+        assert_eq!(later, DateTime::from_timestamp_micros(1_700_000_000_200_000).expect("time"));
+        assert_eq!(hand_back_batch(now + ms(70), now), later, "one write for both");
+        let round = DateTime::from_timestamp_micros(1_700_000_001_000_000).expect("time");
+        assert_eq!(hand_back_batch(round, now), round, "never later than needed");
+    }
+
+    #[test]
+    fn a_delivery_with_no_rate_slot_comes_back_when_the_next_one_is_within_reach() {
+        let cfg = DispatchConfig { lease: Duration::from_secs(3), ..DispatchConfig::default() };
+        let now = Utc::now();
+        let half = chrono::Duration::from_std(send_budget(&cfg) / 2).expect("budget");
+        // The next free slot far ahead: back half a send budget before it, so that the
+        // claim then can take it.
+        let far = now + chrono::Duration::seconds(30);
+        assert_eq!(rate_retry_at(&cfg, far, now), far - half);
+        // Just out of reach: not before a second from now, however close the slot.
+        let near = now + chrono::Duration::milliseconds(200);
+        assert_eq!(rate_retry_at(&cfg, near, now), now + chrono::Duration::seconds(1));
     }
 
     #[tokio::test]

@@ -69,8 +69,10 @@ impl Gate {
         let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
         let now = Instant::now();
         let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        // Allow a burst of up to one second's worth after idling.
-        let earliest = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+        // Allow a burst of up to one second's worth after idling: `rate` sends, the one now
+        // and those reaching back (as the store's shared buckets do).
+        let reach = Duration::from_secs(1).saturating_sub(interval);
+        let earliest = now.checked_sub(reach).unwrap_or(now);
         let slot = b.next_free.max(earliest);
         b.next_free = slot + interval;
         slot.saturating_duration_since(now)
@@ -191,6 +193,12 @@ mod tests {
         // 10/s: a one-second burst passes at once, then sends are 100 ms apart.
         let waits: Vec<Duration> = (0..15).map(|_| g.rate_wait(Some(10))).collect();
         assert!(waits[..10].iter().all(|w| *w < Duration::from_millis(5)), "{waits:?}");
+        // Ten, not eleven: the eleventh waits its interval.
+        assert!(waits[10] >= Duration::from_millis(90), "{waits:?}");
         assert!(waits[14] >= Duration::from_millis(390) && waits[14] <= Duration::from_millis(510), "{waits:?}");
+        // 1/s: two sends of an idle endpoint are a second apart, never both at once.
+        let g = gates.get("slow");
+        assert_eq!(g.rate_wait(Some(1)), Duration::ZERO);
+        assert!(g.rate_wait(Some(1)) >= Duration::from_millis(990));
     }
 }

@@ -184,11 +184,15 @@ pub trait Store: Send + Sync + 'static {
     /// node may be sending it, or sent it); each keeps that newer state. The attempt itself
     /// is always logged.
     async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>, disable_after: Duration) -> StoreResult<Recorded>;
-    /// Marks deliveries failed without an attempt (their endpoint was disabled or deleted).
-    async fn abandon_deliveries(&self, keys: Vec<DeliveryKey>) -> StoreResult<()>;
-    /// Hands leased deliveries back unsent, to be taken again at `due_at` (used when one
-    /// endpoint has more work waiting in memory than it can absorb).
-    async fn defer_deliveries(&self, keys: Vec<DeliveryKey>, due_at: DateTime<Utc>) -> StoreResult<()>;
+    /// Marks pending deliveries failed without an attempt (their endpoint was disabled or
+    /// deleted); each only while still leased under its key's lease, when one is given
+    /// ([`ClaimedKey`]).
+    async fn abandon_deliveries(&self, keys: Vec<ClaimedKey>) -> StoreResult<()>;
+    /// Hands leased deliveries back unsent, to be taken again at `due_at` (an endpoint with
+    /// more work in memory than it can absorb, a circuit open, no rate slot or no
+    /// transformation worker in time); each only while still leased under its key's lease,
+    /// when one is given ([`ClaimedKey`]).
+    async fn defer_deliveries(&self, keys: Vec<ClaimedKey>, due_at: DateTime<Utc>) -> StoreResult<()>;
     /// Makes the endpoint's waiting (not leased) pending deliveries that fall due after
     /// `now` but no later than `until` due at `now`; returns how many. Used when an
     /// endpoint's circuit is reset by someone who changed the endpoint or asked for its
@@ -250,16 +254,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reserves the next send slot of a rate-limited endpoint, shared by every node using
     /// this store: returns when the slot starts (in the past or now: send at once). Slots
-    /// are `1/rate` seconds apart; an endpoint idle for a second may burst `rate` sends.
-    /// A slot that would start after `not_after` is not taken (`None`): a sender that could
-    /// not use it would push every later one back.
+    /// are `1/rate` seconds apart; an endpoint idle for a second may burst `rate` sends at
+    /// once, no more (so at one a second, two sends are never less than a second apart).
+    /// A slot that would start after `not_after` is not taken ([`RateSlot::Busy`], with
+    /// when the next one starts): a sender that could not use it would push every later
+    /// one back.
     async fn take_rate_slot(
         &self,
         endpoint_id: &str,
         rate: u32,
         now: DateTime<Utc>,
         not_after: DateTime<Utc>,
-    ) -> StoreResult<Option<DateTime<Utc>>>;
+    ) -> StoreResult<RateSlot>;
 
     /// Signalled when another process sharing this store wrote work that may be due now
     /// (PostgreSQL `LISTEN/NOTIFY`). `None` for a store only one process uses.
@@ -322,15 +328,17 @@ pub trait Store: Send + Sync + 'static {
     /// How many of the application's subscriptions have names that begin with `prefix` (a
     /// polling endpoint's consumers: `{endpoint_id}/`).
     async fn count_events_subscriptions(&self, app_id: &str, prefix: &str) -> StoreResult<u64>;
-    /// Creates or moves a server-side subscription; with `forward_only`, a position before
-    /// the stored one leaves it where it is (two readers of one subscription answering out
-    /// of order must not move it back).
+    /// Creates or moves a server-side subscription. With `read_from` (where the read that
+    /// reached `position` started), it moves forward only: a position before the stored one
+    /// leaves it where it is (two readers of one subscription answering out of order must
+    /// not move it back), and so does a stored position before `read_from` (moved back by a
+    /// seek while the read was under way: the seek's position stands). Without, it is set.
     async fn set_events_subscription(
         &self,
         app_id: &str,
         id: &str,
         position: EventPosition,
-        forward_only: bool,
+        read_from: Option<EventPosition>,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
 

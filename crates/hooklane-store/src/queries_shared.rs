@@ -40,6 +40,13 @@ pub const QUIET_GAP_MS: i64 = 24 * 3600 * 1000;
 /// How far back an idle endpoint's bucket reaches: one second's worth of sends.
 pub const RATE_BURST_US: i64 = 1_000_000;
 
+/// How far before now an idle endpoint's next slot may start, for slots `interval_us`
+/// apart: the slot taken at once plus those reaching back make `rate` sends at most (a
+/// whole second back would allow `rate + 1`: two sends at once at one a second).
+pub fn rate_burst_us(interval_us: i64) -> i64 {
+    (RATE_BURST_US - interval_us).max(0)
+}
+
 /// A time as the microseconds since the epoch the rate buckets keep.
 pub fn micros(t: chrono::DateTime<chrono::Utc>) -> i64 {
     t.timestamp_micros()

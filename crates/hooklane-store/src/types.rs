@@ -118,6 +118,44 @@ impl DeliveryKey {
     }
 }
 
+/// A claimed delivery handed back unsent or given up: its key, and the lease its claim (or
+/// its ingest) wrote, the job's [`Delivery::next_attempt_at`]. Written back only while the
+/// delivery is still leased under that lease, as an attempt's outcome is: a node whose
+/// lease ran out (a long wait for a turn, a slow store) changes nothing that another
+/// node's claim holds now. `None` asks for no such check (tools, tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedKey {
+    pub key: DeliveryKey,
+    pub lease: Option<DateTime<Utc>>,
+}
+
+impl ClaimedKey {
+    /// A key with no lease to check.
+    pub fn unchecked(key: DeliveryKey) -> Self {
+        ClaimedKey { key, lease: None }
+    }
+}
+
+/// What [`crate::Store::take_rate_slot`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateSlot {
+    /// Reserved: send at this time (in the past or now: at once).
+    Taken(DateTime<Utc>),
+    /// Not taken, as it would start after the time the sender gave: the endpoint's next
+    /// free slot starts then (read in passing: a hint, which other senders may move on).
+    Busy(DateTime<Utc>),
+}
+
+impl RateSlot {
+    /// The slot's time, when it was taken.
+    pub fn taken(self) -> Option<DateTime<Utc>> {
+        match self {
+            RateSlot::Taken(at) => Some(at),
+            RateSlot::Busy(_) => None,
+        }
+    }
+}
+
 /// A delivery that is due, with what is needed to send it.
 #[derive(Debug, Clone)]
 pub struct Job {

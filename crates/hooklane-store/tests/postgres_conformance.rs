@@ -210,6 +210,50 @@ async fn claim_drops_deliveries_without_endpoint() {
     assert_eq!(store.next_due_at(&[]).await.unwrap(), None, "the ghost delivery is gone");
 }
 
+/// Pruning an old message while a resend of its failed delivery is under way (its
+/// transaction holding the row): once the resend commits, its delivery and its message stay,
+/// and the delivery can be claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_committed_while_pruning_is_kept() {
+    let db = TestDatabase::create().await;
+    let store: DynStore = Arc::new(PgStore::open(db.url()).await.expect("open"));
+    let t = conformance::now_ms();
+    let app = conformance::setup_app(&store, "A").await;
+    let ep = conformance::setup_endpoint(&store, &app.id).await;
+    let msg = conformance::post(&store, &app.id, &[&ep], t - conformance::hours(3)).await;
+    assert_eq!(conformance::claim(&store, t).await.len(), 1);
+    let failed = conformance::outcome(&msg.id, &ep, t, NextStep::GiveUp);
+    store.record_attempts(vec![failed], Duration::from_secs(24 * 3600)).await.unwrap();
+
+    // Another connection queues it again (as a resend does) and holds its transaction open.
+    let mut other = sql(&db).await;
+    let resend = other.transaction().await.unwrap();
+    let queued = resend
+        .execute(
+            "UPDATE deliveries SET status = 1, attempts = 0, due_at = $2 WHERE msg_id = $1",
+            &[&msg.id, &t.timestamp_millis()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(queued, 1);
+    let pruning = {
+        let store = store.clone();
+        let before = hooklane_store::PruneMessages { before: t - conformance::hours(1), after: String::new() };
+        tokio::spawn(async move { store.prune(t, None, Some(before), 100).await })
+    };
+    // The prune reads the delivery as failed, then waits for its row.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    resend.commit().await.unwrap();
+    let pruned = tokio::time::timeout(Duration::from_secs(10), pruning).await.expect("pruned").unwrap().unwrap();
+    assert_eq!(pruned.messages, 0, "{pruned:?}");
+    assert!(store.get_message(&app.id, &msg.id).await.unwrap().is_some(), "the message stays");
+    let kept = store.message_deliveries(&app.id, &msg.id).await.unwrap();
+    assert_eq!(kept.len(), 1, "its delivery stays");
+    assert_eq!(kept[0].0.status, DeliveryStatus::Pending);
+    let again = conformance::claim(&store, t + conformance::secs(1)).await;
+    assert_eq!(conformance::job_keys(&again), BTreeSet::from([conformance::pair(&msg, &ep)]));
+}
+
 /// Work written by one node wakes the pollers of every node (`LISTEN/NOTIFY`).
 /// Two nodes on `db`, an application and endpoint written through the first, once the
 /// second's LISTEN connection is up (it bumps the events signal once when it comes up; the

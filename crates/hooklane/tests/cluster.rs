@@ -352,7 +352,7 @@ async fn slots_taken_far_ahead_do_not_starve_a_rate_limited_endpoint() {
     let now = hooklane_core::Utc::now();
     let far = now + chrono::Duration::hours(1);
     for _ in 0..8 {
-        store.take_rate_slot(&ep, 1, now, far).await.expect("slot").expect("taken");
+        store.take_rate_slot(&ep, 1, now, far).await.expect("slot").taken().expect("taken");
     }
     let mut sent = Vec::new();
     for i in 0..3 {
@@ -368,4 +368,14 @@ async fn slots_taken_far_ahead_do_not_starve_a_rate_limited_endpoint() {
     assert!(times.windows(2).all(|w| w[1] - w[0] >= Duration::from_millis(900)), "{times:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(rx.received().len(), 3);
+    // Each came back when a slot was within its reach, not claimed and handed back again
+    // and again while the other node's slots ran (every poll, 200 ms, for 7 seconds).
+    let metrics = server.client.get(server.url("/metrics")).send().await.expect("metrics");
+    let metrics = metrics.text().await.expect("metrics body");
+    let handed_back: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("hooklane_deliveries_handed_back_total") && l.contains("reason=\"rate\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!((1.0..=9.0).contains(&handed_back), "{handed_back} rate hand-backs\n{metrics}");
 }

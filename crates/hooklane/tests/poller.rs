@@ -166,6 +166,26 @@ async fn polling_endpoint_reads_its_messages(server: &Server) {
     seek("b", "2999-01-01T00:00:00Z").await;
     assert_eq!(ids(&get(server, &consumer("b")).await), Vec::<String>::new(), "nothing created after that time");
 
+    // A seek while a long-poll of the consumer waits: the poll's answer does not undo it.
+    let waiting = {
+        let (base, path) = (server.base.clone(), format!("{}?wait=10", consumer("b")));
+        tokio::spawn(async move {
+            let resp = reqwest::Client::new().get(format!("{base}{path}")).bearer_auth(ADMIN).send().await;
+            resp.expect("long-poll").json::<Value>().await.expect("json")
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    seek("b", "2000-01-01T00:00:00Z").await;
+    let (m7, _) = post(server, &app, "invoice.paid", &["us"]).await;
+    let answered = tokio::time::timeout(Duration::from_secs(15), waiting).await.expect("answered").expect("task");
+    assert_eq!(ids(&answered), [m7.as_str()], "{answered}");
+    assert_eq!(ids(&get(server, &consumer("b")).await), [m1.clone(), m4.clone(), m5.clone(), m6.clone(), m7.clone()]);
+    // A consumer reads with its endpoint's filters, from where it stands: no others.
+    for query in ["after=2020-01-01T00:00:00Z", "event_type=user.created", "channel=eu"] {
+        let (status, out) = server.call("GET", &format!("{}?{query}", consumer("b")), None).await;
+        assert_eq!((status, out["code"].as_str()), (422, Some("validation")), "{query}: {out}");
+    }
+
     // A sender's precheck counts it: it reads what it gets.
     let precheck = |et: &str| json!({ "eventType": et, "channels": ["eu"] });
     let path = format!("/api/v1/app/{app}/msg/precheck/active");

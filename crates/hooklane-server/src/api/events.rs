@@ -290,7 +290,9 @@ pub async fn subscription(
     let stored = s.0.store.get_events_subscription(&t.app.id, &subscription_id).await?;
     let pull = Pull::parse(&s, &t.app.id, &q, stored)?;
     let page = poll_once(&s, &t.app.id, &pull).await?;
-    s.0.store.set_events_subscription(&t.app.id, &subscription_id, page.next, !pull.seek, Utc::now()).await?;
+    // (Forward only from where it was read; an `iterator` given sets it.)
+    let read_from = (!pull.seek).then(|| stored.unwrap_or(EventPosition::START));
+    s.0.store.set_events_subscription(&t.app.id, &subscription_id, page.next, read_from, Utc::now()).await?;
     Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.with_content)))
 }
 

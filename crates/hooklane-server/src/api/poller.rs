@@ -112,7 +112,7 @@ pub(crate) async fn start_to_record(s: &AppState) -> Option<EventPosition> {
 /// time still leaves out what came before it.
 pub(crate) async fn record_start(s: &AppState, ep: &Endpoint, start: Option<EventPosition>) {
     let Some(start) = start else { return };
-    if let Err(e) = s.0.store.set_events_subscription(&ep.app_id, &start_key(ep), start, false, Utc::now()).await {
+    if let Err(e) = s.0.store.set_events_subscription(&ep.app_id, &start_key(ep), start, None, Utc::now()).await {
         tracing::warn!(endpoint_id = %ep.id, error = %e, "a polling endpoint's start was not recorded");
     }
 }
@@ -357,6 +357,14 @@ pub async fn consumer_poll(
     q: Query,
     Path((_, key, consumer_id)): Path<(String, String, String)>,
 ) -> ApiResult<axum::Json<MessageEventsOut>> {
+    // A consumer reads with its endpoint's filters from where it stands: a parameter that
+    // narrows or moves the read (one a poll takes) is refused rather than ignored, or left
+    // to move the shared position.
+    for name in ["after", "event_type", "channel"] {
+        if q.get(name).is_some() {
+            return Err(ApiError::bad_query(name, "a consumer's poll takes only `limit`, `iterator` and `wait`"));
+        }
+    }
     let ep = polling_endpoint(&s, &t, &key).await?;
     let id = consumer_key(&ep, &consumer_id)?;
     let floor = start(&s, &ep).await?;
@@ -366,7 +374,10 @@ pub async fn consumer_poll(
     }
     let stored = current.or(floor);
     let (pull, page) = read(&s, &t, &q, &ep, (stored, floor), Filters::own(&ep)).await?;
-    s.0.store.set_events_subscription(&t.app.id, &id, page.next, !pull.seek, Utc::now()).await?;
+    // (Forward only from where it was read, unless a seek moved it back meanwhile; an
+    // `iterator` given sets it.)
+    let read_from = (!pull.seek).then(|| stored.unwrap_or(EventPosition::START));
+    s.0.store.set_events_subscription(&t.app.id, &id, page.next, read_from, Utc::now()).await?;
     Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.with_content)))
 }
 
@@ -420,7 +431,7 @@ pub async fn consumer_seek(
     let page = s.0.store.read_message_events(&t.app.id, &first).await?;
     // (A message found lies after `from`, so just before it is never before `from`.)
     let position = page.messages.first().map_or(page.next, |(p, _)| p.just_before()).max(from);
-    s.0.store.set_events_subscription(&t.app.id, &id, position, false, Utc::now()).await?;
+    s.0.store.set_events_subscription(&t.app.id, &id, position, None, Utc::now()).await?;
     Ok(axum::Json(SeekOut { iterator: s.0.position_tokens.encode(&t.app.id, position) }))
 }
 

@@ -20,7 +20,7 @@ use crate::queries_shared::{
 };
 use crate::queries_shared::{lane_key_sql, lane_seq_sql, qualified, FairClaim, EXPUNGED, RECOVERABLE};
 use crate::{
-    AttemptFilter, AttemptOutcome, DeliveryKey, EndpointStats, EventPosition, EventsPage, EventsQuery, Job,
+    AttemptFilter, AttemptOutcome, ClaimedKey, DeliveryKey, EndpointStats, EventPosition, EventsPage, EventsQuery, Job,
     MessageFilter, NextStep, Page, PageRequest, Recorded, StoreError, StoreResult,
 };
 
@@ -1048,42 +1048,54 @@ async fn update_endpoint_streaks<C: GenericClient>(
     disabled.iter().map(|r| Ok((rows::get::<String>(r, 0)?, rows::time(rows::get::<i64>(r, 1)?)))).collect()
 }
 
-fn key_columns(keys: &[DeliveryKey]) -> (Vec<&str>, Vec<&str>) {
-    keys.iter().map(|k| (k.msg_id.as_str(), k.endpoint_id.as_str())).unzip()
+/// The keys' columns with their leases' ends (`None`: not checked), for `UNNEST`.
+fn claimed_columns(keys: &[ClaimedKey]) -> (Vec<&str>, Vec<&str>, Vec<Option<i64>>) {
+    let mut cols = (Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()));
+    for k in keys {
+        cols.0.push(k.key.msg_id.as_str());
+        cols.1.push(k.key.endpoint_id.as_str());
+        cols.2.push(k.lease.map(ms));
+    }
+    cols
 }
 
-/// Fails the pending ones among `keys` without an attempt; one statement.
-/// Returns the FIFO lanes it moved on.
+/// Of a pending delivery `d` matched with `k`: still leased under `k.lease`, when given.
+const UNDER_LEASE: &str = "(k.lease IS NULL OR (d.leased AND d.due_at = k.lease))";
+
+/// Fails the pending ones among `keys` without an attempt (those still under their lease,
+/// when given); one statement. Returns the FIFO lanes it moved on.
 pub async fn abandon_deliveries<C: GenericClient>(
     c: &C,
-    keys: &[DeliveryKey],
+    keys: &[ClaimedKey],
     now: i64,
 ) -> StoreResult<Vec<(String, String)>> {
     // Only a pending delivery can be abandoned: one that already finished keeps its outcome.
-    let (msgs, eps) = key_columns(keys);
+    let (msgs, eps, leases) = claimed_columns(keys);
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH d AS (UPDATE deliveries d SET status = 2, due_at = NULL, leased = false, updated_at = $3 \
-             FROM UNNEST($1::text[], $2::text[]) AS k(msg_id, endpoint_id) \
-             WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id AND d.status = 1 {FINISHED}), {} {}",
+             FROM UNNEST($1::text[], $2::text[], $4::bigint[]) AS k(msg_id, endpoint_id, lease) \
+             WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id AND d.status = 1 AND {UNDER_LEASE} \
+             {FINISHED}), {} {}",
             lanes::advance_cte("d", "$3"),
             lanes::select_finished_lanes("d"),
         )
     });
-    lanes::finished_lanes(&query(c, &SQL, &[&msgs, &eps, &now]).await?)
+    lanes::finished_lanes(&query(c, &SQL, &[&msgs, &eps, &now, &leases]).await?)
 }
 
-/// Hands the pending ones among `keys` back, due at `due`; one statement.
-pub async fn defer_deliveries<C: GenericClient>(c: &C, keys: &[DeliveryKey], due: i64) -> StoreResult<()> {
-    let (msgs, eps) = key_columns(keys);
-    execute(
-        c,
-        "UPDATE deliveries d SET due_at = $3, leased = false \
-         FROM UNNEST($1::text[], $2::text[]) AS k(msg_id, endpoint_id) \
-         WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id AND d.status = 1",
-        &[&msgs, &eps, &due],
-    )
-    .await?;
+/// Hands the pending ones among `keys` back (those still under their lease, when given),
+/// due at `due`; one statement.
+pub async fn defer_deliveries<C: GenericClient>(c: &C, keys: &[ClaimedKey], due: i64) -> StoreResult<()> {
+    let (msgs, eps, leases) = claimed_columns(keys);
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "UPDATE deliveries d SET due_at = $3, leased = false \
+             FROM UNNEST($1::text[], $2::text[], $4::bigint[]) AS k(msg_id, endpoint_id, lease) \
+             WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id AND d.status = 1 AND {UNDER_LEASE}"
+        )
+    });
+    execute(c, &SQL, &[&msgs, &eps, &due, &leases]).await?;
     Ok(())
 }
 
@@ -1369,6 +1381,9 @@ pub async fn read_message_events<C: GenericClient>(c: &C, app_id: &str, q: &Even
             messages.push((position, rows::message(row, 4)?));
         }
     }
+    // In stream order whatever the plan: the order is the lateral subquery's, which no
+    // rule carries to the outer query's rows.
+    messages.sort_by_key(|(p, _)| (p.major, p.minor));
     // Every position handed out lies below the snapshot's xmin of its read (or is that
     // xmin), and xmin never goes back in a cluster.
     if q.after.major > xmin {
@@ -1415,22 +1430,24 @@ pub async fn set_events_subscription<C: GenericClient>(
     app_id: &str,
     id: &str,
     position: EventPosition,
-    forward_only: bool,
+    read_from: Option<EventPosition>,
     now: i64,
 ) -> StoreResult<()> {
-    // With `forward_only`, a position not after the stored one keeps the stored one.
-    execute(
-        c,
-        "INSERT INTO events_subscriptions AS s (app_id, id, major, minor, updated_at) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (app_id, id) DO UPDATE SET \
-             major = CASE WHEN $6 AND (s.major, s.minor) > (excluded.major, excluded.minor) \
-                 THEN s.major ELSE excluded.major END, \
-             minor = CASE WHEN $6 AND (s.major, s.minor) > (excluded.major, excluded.minor) \
-                 THEN s.minor ELSE excluded.minor END, \
-             updated_at = excluded.updated_at",
-        &[&app_id, &id, &position.major, &position.minor, &now, &forward_only],
-    )
-    .await?;
+    // With `read_from`, the stored position stays when it is after the new one (a late
+    // reader) or before where the read started (sought back since); see the trait.
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        let keep = "$6::bigint IS NOT NULL AND ((s.major, s.minor) > (excluded.major, excluded.minor) \
+                    OR (s.major, s.minor) < ($6::bigint, $7::bigint))";
+        format!(
+            "INSERT INTO events_subscriptions AS s (app_id, id, major, minor, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (app_id, id) DO UPDATE SET \
+                 major = CASE WHEN {keep} THEN s.major ELSE excluded.major END, \
+                 minor = CASE WHEN {keep} THEN s.minor ELSE excluded.minor END, \
+                 updated_at = excluded.updated_at"
+        )
+    });
+    let (from_major, from_minor) = (read_from.map(|p| p.major), read_from.map(|p| p.minor));
+    execute(c, &SQL, &[&app_id, &id, &position.major, &position.minor, &now, &from_major, &from_minor]).await?;
     Ok(())
 }
 
@@ -1877,13 +1894,25 @@ async fn prune_messages<C: GenericClient>(
     .map(|r| r.try_get(0).map_err(db_err))
     .collect::<StoreResult<_>>()?;
     plan.keep_within(&m.after, &rows, limit_param(limit));
+    // Two statements. The deliveries first, none pending: a delivery that a resend (or a
+    // recovery) queued again meanwhile, committed while this waited for its row, is looked
+    // at again as it is then, and stays. (One statement deleting by message alone deleted
+    // it: the condition it looks at again is only its message's id.) Then, seeing what
+    // committed since, the messages left with no delivery, and their attempts: a message
+    // queued again keeps its content for the delivery.
+    execute(
+        c,
+        "DELETE FROM deliveries d WHERE d.msg_id = ANY($1) AND d.status <> 1 \
+         AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.msg_id = d.msg_id AND p.status = 1)",
+        &[&plan.doomed],
+    )
+    .await?;
     let deleted = execute(
         c,
         "WITH doomed AS ( \
-             SELECT id FROM messages m WHERE id = ANY($1) AND NOT EXISTS \
-                 (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.status = 1) \
-         ), a AS (DELETE FROM attempts WHERE msg_id IN (SELECT id FROM doomed)), \
-         d AS (DELETE FROM deliveries WHERE msg_id IN (SELECT id FROM doomed)) \
+             SELECT id FROM messages m WHERE id = ANY($1) \
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id) \
+         ), a AS (DELETE FROM attempts WHERE msg_id IN (SELECT id FROM doomed)) \
          DELETE FROM messages WHERE id IN (SELECT id FROM doomed)",
         &[&plan.doomed],
     )

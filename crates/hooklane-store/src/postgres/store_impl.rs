@@ -9,7 +9,7 @@ use hooklane_core::{DateTime, Utc};
 
 use super::rows::{self, ms};
 use super::{db_err, finish, is_transient, queries, PgStore, TENANTS_CHANNEL};
-use crate::queries_shared::{from_micros, lease_end, micros, rate_interval_us, RATE_BURST_US};
+use crate::queries_shared::{from_micros, lease_end, micros, rate_burst_us, rate_interval_us};
 use crate::*;
 
 /// Whole-transaction retries of `record_attempts` after a deadlock or serialization
@@ -324,7 +324,7 @@ impl Store for PgStore {
         }
     }
 
-    async fn abandon_deliveries(&self, keys: Vec<DeliveryKey>) -> StoreResult<()> {
+    async fn abandon_deliveries(&self, keys: Vec<ClaimedKey>) -> StoreResult<()> {
         if keys.is_empty() {
             return Ok(());
         }
@@ -334,7 +334,7 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn defer_deliveries(&self, keys: Vec<DeliveryKey>, due_at: DateTime<Utc>) -> StoreResult<()> {
+    async fn defer_deliveries(&self, keys: Vec<ClaimedKey>, due_at: DateTime<Utc>) -> StoreResult<()> {
         if keys.is_empty() {
             return Ok(());
         }
@@ -431,26 +431,31 @@ impl Store for PgStore {
         rate: u32,
         now: DateTime<Utc>,
         not_after: DateTime<Utc>,
-    ) -> StoreResult<Option<DateTime<Utc>>> {
-        let interval = rate_interval_us(rate);
+    ) -> StoreResult<RateSlot> {
+        let (interval, last) = (rate_interval_us(rate), micros(not_after));
         // (`next_free`, in milliseconds, is the column of older versions.) A new row's slot
-        // is in the past: always taken.
+        // is in the past: always taken. The outer read sees the row as it was before the
+        // upsert (the statement's snapshot): when the slot is refused, the row unchanged.
         let row = self
             .client()
             .await?
-            .query_opt(
-                "INSERT INTO endpoint_rate (endpoint_id, next_free, next_free_us) \
+            .query_one(
+                "WITH up AS (INSERT INTO endpoint_rate (endpoint_id, next_free, next_free_us) \
                  VALUES ($1, 0, $2::BIGINT - $4::BIGINT + $3::BIGINT) \
                  ON CONFLICT (endpoint_id) DO UPDATE \
                  SET next_free_us = GREATEST(COALESCE(endpoint_rate.next_free_us, 0), $2::BIGINT - $4::BIGINT) \
                      + $3::BIGINT \
                  WHERE GREATEST(COALESCE(endpoint_rate.next_free_us, 0), $2::BIGINT - $4::BIGINT) <= $5::BIGINT \
-                 RETURNING next_free_us - $3::BIGINT",
-                &[&endpoint_id, &micros(now), &interval, &RATE_BURST_US, &micros(not_after)],
+                 RETURNING next_free_us - $3::BIGINT AS slot) \
+                 SELECT (SELECT slot FROM up), (SELECT next_free_us FROM endpoint_rate WHERE endpoint_id = $1)",
+                &[&endpoint_id, &micros(now), &interval, &rate_burst_us(interval), &last],
             )
             .await
             .map_err(db_err)?;
-        Ok(row.map(|r| from_micros(r.get(0))))
+        Ok(match row.get::<_, Option<i64>>(0) {
+            Some(slot) => RateSlot::Taken(from_micros(slot)),
+            None => RateSlot::Busy(from_micros(row.get::<_, Option<i64>>(1).unwrap_or(last).max(last))),
+        })
     }
 
     async fn announce_circuit_reset(&self, endpoint_id: &str) {
@@ -509,10 +514,10 @@ impl Store for PgStore {
         app_id: &str,
         id: &str,
         position: EventPosition,
-        forward_only: bool,
+        read_from: Option<EventPosition>,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        queries::set_events_subscription(&self.client().await?, app_id, id, position, forward_only, ms(now)).await
+        queries::set_events_subscription(&self.client().await?, app_id, id, position, read_from, ms(now)).await
     }
 
     // --- inbound sources

@@ -16,8 +16,8 @@ use crate::queries_shared::{
     latency_bucket_sql, message_state_sql, qualified, AttemptGroup, FairClaim, EXPUNGED, RECOVERABLE,
 };
 use crate::{
-    AttemptFilter, EndpointStats, EventPosition, EventsPage, EventsQuery, FirstSend, Job, MessageFilter, NextStep,
-    Page, PageRequest, StoreError, StoreResult,
+    AttemptFilter, ClaimedKey, EndpointStats, EventPosition, EventsPage, EventsQuery, FirstSend, Job, MessageFilter,
+    NextStep, Page, PageRequest, StoreError, StoreResult,
 };
 
 /// A SELECT under construction: conditions joined with AND, positional parameters.
@@ -554,16 +554,18 @@ pub fn set_events_subscription(
     app_id: &str,
     id: &str,
     position: EventPosition,
-    forward_only: bool,
+    read_from: Option<EventPosition>,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
+    // See the trait: a stored position before where the read started was sought since.
     execute(
         conn,
         "INSERT INTO events_subscriptions (app_id, id, position, updated_at) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT (app_id, id) DO UPDATE SET \
-             position = CASE WHEN ?5 THEN max(position, excluded.position) ELSE excluded.position END, \
+             position = CASE WHEN ?5 IS NULL THEN excluded.position WHEN position < ?5 THEN position \
+                 ELSE max(position, excluded.position) END, \
              updated_at = excluded.updated_at",
-        params![app_id, id, position.minor, ms(now), forward_only],
+        params![app_id, id, position.minor, ms(now), read_from.map(|p| p.minor)],
     )?;
     Ok(())
 }
@@ -809,13 +811,16 @@ pub fn record_attempt(
     Ok(AttemptRecorded { moved_delivery, disabled })
 }
 
-pub fn abandon_delivery(conn: &Connection, msg_id: &str, endpoint_id: &str, now: i64) -> StoreResult<()> {
+/// See [`crate::Store::abandon_deliveries`]: one delivery.
+pub fn abandon_delivery(conn: &Connection, key: &ClaimedKey, now: i64) -> StoreResult<()> {
     // Only a pending delivery can be abandoned: one that already finished keeps its outcome.
+    let (msg_id, endpoint_id) = (&key.key.msg_id, &key.key.endpoint_id);
     let lane: Option<Option<String>> = query_opt(
         conn,
         "UPDATE deliveries SET status = 2, due_at = NULL, leased = 0, updated_at = ?3 \
-         WHERE msg_id = ?1 AND endpoint_id = ?2 AND status = 1 RETURNING CASE WHEN lane_seq IS NOT NULL THEN lane_key END",
-        params![msg_id, endpoint_id, now],
+         WHERE msg_id = ?1 AND endpoint_id = ?2 AND status = 1 AND (?4 IS NULL OR (leased = 1 AND due_at = ?4)) \
+         RETURNING CASE WHEN lane_seq IS NOT NULL THEN lane_key END",
+        params![msg_id, endpoint_id, now, key.lease.map(ms)],
         |r| r.get(0),
     )?;
     if let Some(Some(lane_key)) = lane {

@@ -11,7 +11,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::rows::{self, ms};
 use super::{db_err, queries, SqliteStore};
-use crate::queries_shared::{ago, from_micros, lease_end, micros, rate_interval_us, HolderColumns, RATE_BURST_US};
+use crate::queries_shared::{ago, from_micros, lease_end, micros, rate_burst_us, rate_interval_us, HolderColumns};
 use crate::*;
 
 fn owned(s: &str) -> String {
@@ -320,27 +320,28 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn abandon_deliveries(&self, keys: Vec<DeliveryKey>) -> StoreResult<()> {
+    async fn abandon_deliveries(&self, keys: Vec<ClaimedKey>) -> StoreResult<()> {
         let now = ms(Utc::now());
         self.write_unguarded(move |c| {
             for k in &keys {
-                queries::abandon_delivery(c, &k.msg_id, &k.endpoint_id, now)?;
+                queries::abandon_delivery(c, k, now)?;
             }
             Ok(())
         })
         .await
     }
 
-    async fn defer_deliveries(&self, keys: Vec<DeliveryKey>, due_at: DateTime<Utc>) -> StoreResult<()> {
+    async fn defer_deliveries(&self, keys: Vec<ClaimedKey>, due_at: DateTime<Utc>) -> StoreResult<()> {
         let due = ms(due_at);
         self.write_unguarded(move |c| {
             let mut stmt = c
                 .prepare_cached(
-                    "UPDATE deliveries SET due_at = ?3, leased = 0 WHERE msg_id = ?1 AND endpoint_id = ?2 AND status = 1",
+                    "UPDATE deliveries SET due_at = ?3, leased = 0 WHERE msg_id = ?1 AND endpoint_id = ?2 AND status = 1 \
+                     AND (?4 IS NULL OR (leased = 1 AND due_at = ?4))",
                 )
                 .map_err(db_err)?;
             for k in &keys {
-                stmt.execute(params![k.msg_id, k.endpoint_id, due]).map_err(db_err)?;
+                stmt.execute(params![k.key.msg_id, k.key.endpoint_id, due, k.lease.map(ms)]).map_err(db_err)?;
             }
             Ok(())
         })
@@ -424,7 +425,7 @@ impl Store for SqliteStore {
         rate: u32,
         now: DateTime<Utc>,
         not_after: DateTime<Utc>,
-    ) -> StoreResult<Option<DateTime<Utc>>> {
+    ) -> StoreResult<RateSlot> {
         let (ep, interval, now, last) = (owned(endpoint_id), rate_interval_us(rate), micros(now), micros(not_after));
         self.write(move |c| {
             // (`next_free`, in milliseconds, is the column of older versions.) A new row's
@@ -437,9 +438,19 @@ impl Store for SqliteStore {
                      WHERE MAX(COALESCE(next_free_us, 0), ?2 - ?4) <= ?5 \
                      RETURNING next_free_us - ?3",
                 )
-                .and_then(|mut s| s.query_row(params![ep, now, interval, RATE_BURST_US, last], |r| r.get(0)).optional())
+                .and_then(|mut s| {
+                    s.query_row(params![ep, now, interval, rate_burst_us(interval), last], |r| r.get(0)).optional()
+                })
                 .map_err(db_err)?;
-            Ok(slot.map(from_micros))
+            if let Some(slot) = slot {
+                return Ok(RateSlot::Taken(from_micros(slot)));
+            }
+            // Refused: the row exists, its next slot after `not_after`.
+            let next: Option<i64> = c
+                .prepare_cached("SELECT next_free_us FROM endpoint_rate WHERE endpoint_id = ?1")
+                .and_then(|mut s| s.query_row(params![ep], |r| r.get(0)))
+                .map_err(db_err)?;
+            Ok(RateSlot::Busy(from_micros(next.unwrap_or(last).max(last))))
         })
         .await
     }
@@ -852,11 +863,11 @@ impl Store for SqliteStore {
         app_id: &str,
         id: &str,
         position: EventPosition,
-        forward_only: bool,
+        read_from: Option<EventPosition>,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
         let (app, id) = (owned(app_id), owned(id));
-        self.write(move |c| queries::set_events_subscription(c, &app, &id, position, forward_only, now)).await
+        self.write(move |c| queries::set_events_subscription(c, &app, &id, position, read_from, now)).await
     }
 
     async fn message_log(

@@ -126,7 +126,7 @@ pub async fn fifo_lane_replays_keep_message_order_and_ordering_can_change(store:
 
     // A head abandoned (its endpoint was disabled) or whose message's content was deleted
     // moves the lane on too (abandoning happens at the clock's time).
-    store.abandon_deliveries(vec![key(&last[0].id, &fifo.id)]).await.unwrap();
+    store.abandon_deliveries(vec![unleased(&last[0].id, &fifo.id)]).await.unwrap();
     let now = now_ms() + secs(1);
     assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&last[1]]));
     let tail = post_many(store, &app.id, &[&fifo], t + millis(300), 1).await;

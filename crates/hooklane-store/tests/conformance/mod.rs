@@ -33,8 +33,9 @@ use hooklane_core::model::{
 };
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::{
-    AttemptFilter, AttemptOutcome, DeliveryKey, DynStore, EventPosition, EventsQuery, IdempotencyState, Job,
-    MessageFilter, NextStep, Page, PageRequest, PruneMessages, Pruned, StoreError, StoreResult, StoredResponse,
+    AttemptFilter, AttemptOutcome, ClaimedKey, DeliveryKey, DynStore, EventPosition, EventsQuery, IdempotencyState,
+    Job, MessageFilter, NextStep, Page, PageRequest, PruneMessages, Pruned, RateSlot, StoreError, StoreResult,
+    StoredResponse,
 };
 use hooklane_store::{MessageState, LATENCY_BOUNDS_MS};
 
@@ -85,6 +86,7 @@ macro_rules! store_conformance_tests {
             recover_requeues_failed_in_window,
             release_all_leases_frees_leased_only,
             an_outcome_under_a_lost_lease_is_set_aside,
+            a_hand_back_under_a_lost_lease_changes_nothing,
             attempts_list_filters_and_get,
             tokens_map_to_principals,
             idempotency_lifecycle,
@@ -280,6 +282,11 @@ pub fn outcome(msg_id: &str, ep: &Endpoint, at: DateTime<Utc>, next: NextStep) -
 
 pub fn key(msg_id: &str, endpoint_id: &str) -> DeliveryKey {
     DeliveryKey { msg_id: msg_id.to_string(), endpoint_id: endpoint_id.to_string() }
+}
+
+/// A key handed back or abandoned with no lease to check.
+pub fn unleased(msg_id: &str, endpoint_id: &str) -> ClaimedKey {
+    ClaimedKey::unchecked(key(msg_id, endpoint_id))
 }
 
 pub fn job_keys(jobs: &[Job]) -> BTreeSet<(String, String)> {
@@ -860,7 +867,7 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     let at = hooklane_store::EventPosition { major: 0, minor: 0 };
     let kept = [format!("{}x/c", ep.id), format!("{}/c", ep.id.to_uppercase()), "sub".to_string()];
     for id in kept.iter().chain([&format!("{}/c", ep.id), &format!("{}/d", ep.id)]) {
-        store.set_events_subscription(&app.id, id, at, false, now_ms()).await.unwrap();
+        store.set_events_subscription(&app.id, id, at, None, now_ms()).await.unwrap();
     }
     // Counted by the prefix of their names, in this application only.
     let prefix = format!("{}/", ep.id);
@@ -1177,7 +1184,7 @@ pub async fn endpoint_messages_and_stats(store: &DynStore) {
     // Leased at ingest: being sent.
     let m4 = new_message(&a.id, "user.created", t + mins(3));
     store.create_message(m4.clone(), vec![e1.id.clone()], Some(now_ms() + mins(1))).await.unwrap();
-    store.abandon_deliveries(vec![key(&m2.id, &e1.id)]).await.unwrap();
+    store.abandon_deliveries(vec![unleased(&m2.id, &e1.id)]).await.unwrap();
     let b = setup_app(store, "B").await;
     let eb = setup_endpoint(store, &b.id).await;
     post(store, &b.id, &[&eb], t).await;
@@ -1357,24 +1364,32 @@ pub async fn message_events_subscriptions(store: &DynStore) {
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), None);
     let p1 = EventPosition { major: 0, minor: 7 };
     let p0 = EventPosition { major: 0, minor: 3 };
-    store.set_events_subscription(&a.id, "sub", p1, true, now_ms()).await.unwrap();
+    let start = Some(EventPosition::START);
+    store.set_events_subscription(&a.id, "sub", p1, start, now_ms()).await.unwrap();
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p1));
     // Forward only: an earlier position (a reader answering late) leaves it; a seek moves it.
-    store.set_events_subscription(&a.id, "sub", p0, true, now_ms()).await.unwrap();
+    store.set_events_subscription(&a.id, "sub", p0, start, now_ms()).await.unwrap();
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p1));
-    store.set_events_subscription(&a.id, "sub", p0, false, now_ms()).await.unwrap();
+    store.set_events_subscription(&a.id, "sub", p0, None, now_ms()).await.unwrap();
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p0));
-    store.set_events_subscription(&a.id, "sub", p1, true, now_ms()).await.unwrap();
+    store.set_events_subscription(&a.id, "sub", p1, Some(p0), now_ms()).await.unwrap();
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p1));
+    // A read that started at p1 answers after a seek back to p0: the seek's position stands.
+    store.set_events_subscription(&a.id, "sub", p0, None, now_ms()).await.unwrap();
+    let p2 = EventPosition { major: 0, minor: 9 };
+    store.set_events_subscription(&a.id, "sub", p2, Some(p1), now_ms()).await.unwrap();
+    assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p0), "the seek stands");
+    store.set_events_subscription(&a.id, "sub", p2, Some(p0), now_ms()).await.unwrap();
+    assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p2), "a read from there moves it");
     assert_eq!(store.get_events_subscription(&b.id, "sub").await.unwrap(), None, "per application");
-    store.set_events_subscription(&b.id, "sub", p1, false, now_ms()).await.unwrap();
+    store.set_events_subscription(&b.id, "sub", p1, None, now_ms()).await.unwrap();
     // Positions are the store's own: only those it hands out need to round-trip.
     let moved = store.read_message_events(
         &a.id,
         &EventsQuery { after: EventPosition::START, since: None, event_types: None, channels: None, limit: 1 },
     );
     let next = moved.await.unwrap().next;
-    store.set_events_subscription(&a.id, "sub", next, false, now_ms()).await.unwrap();
+    store.set_events_subscription(&a.id, "sub", next, None, now_ms()).await.unwrap();
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(next));
     store.delete_app(&a.id).await.unwrap();
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), None, "deleted with the application");
@@ -2029,7 +2044,7 @@ pub async fn abandon_deliveries_marks_failed(store: &DynStore) {
     let m2 = post(store, &app.id, &[&e1], t).await;
 
     // One leased delivery and one that was never claimed.
-    store.abandon_deliveries(vec![key(&m1.id, &e1.id), key(&m2.id, &e1.id)]).await.unwrap();
+    store.abandon_deliveries(vec![unleased(&m1.id, &e1.id), unleased(&m2.id, &e1.id)]).await.unwrap();
 
     for m in [&m1, &m2] {
         let d = delivery(store, &app.id, &m.id, &e1.id).await;
@@ -2048,11 +2063,11 @@ pub async fn abandon_deliveries_marks_failed(store: &DynStore) {
 
     // A delivery that already finished keeps its outcome: abandoning only fails pending ones.
     store.record_attempts(vec![outcome(&m1.id, &e2, t + hours(1), NextStep::Succeeded)], HOUR).await.unwrap();
-    store.abandon_deliveries(vec![key(&m1.id, &e2.id)]).await.unwrap();
+    store.abandon_deliveries(vec![unleased(&m1.id, &e2.id)]).await.unwrap();
     let d = delivery(store, &app.id, &m1.id, &e2.id).await;
     assert_eq!((d.status, d.attempts), (DeliveryStatus::Success, 1), "a succeeded delivery must not turn failed");
     // Unknown keys are ignored.
-    store.abandon_deliveries(vec![key(&new_id(ids::MESSAGE), &e1.id)]).await.unwrap();
+    store.abandon_deliveries(vec![unleased(&new_id(ids::MESSAGE), &e1.id)]).await.unwrap();
 }
 
 pub async fn defer_deliveries_hands_back(store: &DynStore) {
@@ -2066,7 +2081,7 @@ pub async fn defer_deliveries_hands_back(store: &DynStore) {
 
     // e1 is leased for LEASE; hand it back for later than the lease would have run.
     let due = t + mins(5);
-    store.defer_deliveries(vec![key(&msg.id, &e1.id), key(&msg.id, &e2.id)], due).await.unwrap();
+    store.defer_deliveries(vec![unleased(&msg.id, &e1.id), unleased(&msg.id, &e2.id)], due).await.unwrap();
 
     let d = delivery(store, &app.id, &msg.id, &e1.id).await;
     assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 0), "deferring makes no attempt");
@@ -2090,7 +2105,7 @@ pub async fn hasten_deliveries_makes_paused_ones_due(store: &DynStore) {
     assert_eq!(claim(store, t + secs(1)).await.len(), 5);
     store.record_attempts(vec![outcome(&done.id, &e1, t + secs(1), NextStep::Succeeded)], HOUR).await.unwrap();
     // Paused: `soon` and `other` until t+2m, `late` until t+10m; `leased` stays leased.
-    let keys = |m: &[(&Message, &Endpoint)]| m.iter().map(|(m, e)| key(&m.id, &e.id)).collect::<Vec<_>>();
+    let keys = |m: &[(&Message, &Endpoint)]| m.iter().map(|(m, e)| unleased(&m.id, &e.id)).collect::<Vec<_>>();
     store.defer_deliveries(keys(&[(&soon, &e1), (&other, &e2)]), t + mins(2)).await.unwrap();
     store.defer_deliveries(keys(&[(&late, &e1)]), t + mins(10)).await.unwrap();
 
@@ -2119,8 +2134,8 @@ pub async fn undefer_deliveries_takes_back_only_what_was_handed_back(store: &Dyn
     let leased = post(store, &app.id, &[&e1], t).await;
     assert_eq!(claim(store, t + secs(1)).await.len(), 5);
     let (first, second) = (t + secs(2), t + secs(2) + chrono::Duration::milliseconds(300));
-    store.defer_deliveries(vec![key(&a.id, &e1.id), key(&other.id, &e2.id)], first).await.unwrap();
-    store.defer_deliveries(vec![key(&b.id, &e1.id)], second).await.unwrap();
+    store.defer_deliveries(vec![unleased(&a.id, &e1.id), unleased(&other.id, &e2.id)], first).await.unwrap();
+    store.defer_deliveries(vec![unleased(&b.id, &e1.id)], second).await.unwrap();
     let between = t + secs(2) + chrono::Duration::milliseconds(100);
     store.record_attempts(vec![outcome(&retry.id, &e1, t + secs(1), NextStep::RetryAt(between))], HOUR).await.unwrap();
 
@@ -2370,6 +2385,45 @@ pub async fn an_outcome_under_a_lost_lease_is_set_aside(store: &DynStore) {
         assert_eq!(recorded.set_aside, vec![key(&msg.id, &ep.id)], "{next:?}");
         assert_eq!(delivery(store, &app.id, &msg.id, &ep.id).await.status, DeliveryStatus::Success, "{next:?}");
     }
+}
+
+/// A hand-back or an abandonment under a lease that ran out (another claim holds the
+/// delivery now) changes nothing; under the lease in force it does.
+pub async fn a_hand_back_under_a_lost_lease_changes_nothing(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let ep = setup_endpoint(store, &app.id).await;
+    let msg = post(store, &app.id, &[&ep], t).await;
+    let lease = |jobs: &[Job]| {
+        assert_eq!(jobs.len(), 1);
+        jobs[0].delivery.next_attempt_at.expect("a claimed job names its lease")
+    };
+    let lost = lease(&claim(store, t + secs(1)).await);
+    let held = lease(&claim(store, lost + secs(1)).await);
+    let claimed = |lease| ClaimedKey { key: key(&msg.id, &ep.id), lease: Some(lease) };
+
+    store.defer_deliveries(vec![claimed(lost)], t + mins(30)).await.unwrap();
+    store.abandon_deliveries(vec![claimed(lost)]).await.unwrap();
+    let d = delivery(store, &app.id, &msg.id, &ep.id).await;
+    // (Leased: read as being sent, with no time of its own.)
+    assert_eq!((d.status, d.next_attempt_at), (DeliveryStatus::Sending, None), "the second claim's, untouched");
+    assert!(claim(store, held - secs(1)).await.is_empty(), "still leased to the second claim");
+
+    // Under the lease in force: handed back, due then.
+    store.defer_deliveries(vec![claimed(held)], held + mins(5)).await.unwrap();
+    let d = delivery(store, &app.id, &msg.id, &ep.id).await;
+    assert_eq!((d.status, d.next_attempt_at), (DeliveryStatus::Pending, Some(held + mins(5))));
+    // Handed back, it is no longer under that lease: a second hand-back of the same job
+    // changes nothing either.
+    store.defer_deliveries(vec![claimed(held)], held + mins(1)).await.unwrap();
+    store.abandon_deliveries(vec![claimed(held)]).await.unwrap();
+    let d = delivery(store, &app.id, &msg.id, &ep.id).await;
+    assert_eq!((d.status, d.next_attempt_at), (DeliveryStatus::Pending, Some(held + mins(5))));
+
+    // Claimed again and abandoned under that claim's lease: failed.
+    let third = lease(&claim(store, held + mins(5)).await);
+    store.abandon_deliveries(vec![claimed(third)]).await.unwrap();
+    assert_eq!(delivery(store, &app.id, &msg.id, &ep.id).await.status, DeliveryStatus::Fail);
 }
 
 pub async fn release_all_leases_frees_leased_only(store: &DynStore) {
@@ -2714,33 +2768,40 @@ pub async fn next_due_at_ignores_skipped_endpoints(store: &DynStore) {
 pub async fn rate_slots_are_spaced_after_a_burst(store: &DynStore) {
     let t = now_ms();
     let far = t + chrono::Duration::hours(1);
-    // 10/s: an idle endpoint may burst one second's worth (10 slots already past), then
-    // slots are 100 ms apart.
+    let taken = |slot: RateSlot| slot.taken().expect("taken");
+    // 10/s: an idle endpoint may burst one second's worth (10 slots: 9 already past and
+    // one now), then slots are 100 ms apart.
     let mut slots = Vec::new();
-    for _ in 0..12 {
-        slots.push(store.take_rate_slot("ep_rate", 10, t, far).await.unwrap().expect("taken"));
+    for _ in 0..11 {
+        slots.push(taken(store.take_rate_slot("ep_rate", 10, t, far).await.unwrap()));
     }
-    assert!(slots[..11].iter().all(|s| *s <= t), "{slots:?}");
-    assert_eq!(slots[11], t + chrono::Duration::milliseconds(100));
+    assert!(slots[..10].iter().all(|s| *s <= t), "{slots:?}");
+    assert_eq!(slots[9], t, "{slots:?}");
+    assert_eq!(slots[10], t + chrono::Duration::milliseconds(100));
     assert!(slots.windows(2).all(|w| w[1] - w[0] == chrono::Duration::milliseconds(100)), "{slots:?}");
     // Another endpoint has its own bucket.
-    assert!(store.take_rate_slot("ep_other", 10, t, far).await.unwrap().expect("taken") <= t);
-    // A slot later than the sender could use is not taken, and pushes nothing back.
+    assert!(taken(store.take_rate_slot("ep_other", 10, t, far).await.unwrap()) <= t);
+    // A slot later than the sender could use is not taken, and pushes nothing back: the
+    // answer names when the next one starts.
     let next = t + chrono::Duration::milliseconds(200);
     let before_it = next - chrono::Duration::milliseconds(1);
-    assert_eq!(store.take_rate_slot("ep_rate", 10, t, before_it).await.unwrap(), None);
-    assert_eq!(store.take_rate_slot("ep_rate", 10, t, before_it).await.unwrap(), None);
-    assert_eq!(store.take_rate_slot("ep_rate", 10, t, next).await.unwrap(), Some(next), "the same slot, still free");
+    assert_eq!(store.take_rate_slot("ep_rate", 10, t, before_it).await.unwrap(), RateSlot::Busy(next));
+    assert_eq!(store.take_rate_slot("ep_rate", 10, t, before_it).await.unwrap(), RateSlot::Busy(next));
+    assert_eq!(store.take_rate_slot("ep_rate", 10, t, next).await.unwrap(), RateSlot::Taken(next), "still free");
     // After a long idle period the bucket is full again.
     let later = t + chrono::Duration::seconds(60);
-    assert!(store.take_rate_slot("ep_rate", 10, later, far).await.unwrap().expect("taken") <= later);
+    assert!(taken(store.take_rate_slot("ep_rate", 10, later, far).await.unwrap()) <= later);
+    // 1/s: an idle endpoint's two sends are a second apart, never both at once.
+    let first = taken(store.take_rate_slot("ep_one", 1, t, far).await.unwrap());
+    assert_eq!(first, t);
+    assert_eq!(store.take_rate_slot("ep_one", 1, t, far).await.unwrap(), RateSlot::Taken(t + secs(1)));
     // Rates that do not divide a millisecond keep their spacing: 400/s is 2.5 ms apart, and
     // 2,000/s (over a thousand) 0.5 ms.
     for (rate, us) in [(400, 2500), (2000, 500)] {
         let ep = format!("ep_rate_{rate}");
         let mut slots = Vec::new();
         for _ in 0..(rate + 3) {
-            slots.push(store.take_rate_slot(&ep, rate, t, far).await.unwrap().expect("taken"));
+            slots.push(taken(store.take_rate_slot(&ep, rate, t, far).await.unwrap()));
         }
         let tail = &slots[rate as usize..];
         assert!(tail.windows(2).all(|w| w[1] - w[0] == chrono::Duration::microseconds(us)), "{rate}/s: {tail:?}");
