@@ -777,8 +777,9 @@ async function renderMessage(appId, msgId) {
   const app = await get(`/app/${enc(appId)}`);
   const [msg, dests, attempts] = await Promise.all([
     get(`/app/${enc(app.id)}/msg/${enc(msgId)}`),
-    get(`/app/${enc(app.id)}/msg/${enc(msgId)}/endpoint`),
-    get(`/app/${enc(app.id)}/attempt/msg/${enc(msgId)}?limit=250`),
+    // `expanded_statuses`: canceled shown as canceled, not as success (see the API's README).
+    get(`/app/${enc(app.id)}/msg/${enc(msgId)}/endpoint?limit=250&expanded_statuses=true`),
+    get(`/app/${enc(app.id)}/attempt/msg/${enc(msgId)}?limit=250&expanded_statuses=true`),
   ]);
   appCrumbs(app, { text: "Message log", href: `#/app/${enc(app.id)}/messages` }, { text: msg.id });
   const destRows = dests.data.map((d) => h("tr", { "data-testid": "destination-row" },

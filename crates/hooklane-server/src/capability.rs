@@ -40,6 +40,7 @@ pub fn required(method: &Method, pattern: &str) -> Option<Capability> {
         | "/msg"
         | "/msg/{msg_id}"
         | "/msg/{msg_id}/endpoint"
+        | "/msg/{msg_id}/endpoint/{endpoint_id}/attempt"
         | "/msg/{msg_id}/attempt"
         | "/msg/{msg_id}/attempt/{attempt_id}"
         | "/attempt/msg/{msg_id}"

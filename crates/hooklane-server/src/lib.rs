@@ -85,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{app_id}/msg/{msg_id}/content", delete(message::expunge_content))
         .route("/{app_id}/msg/{msg_id}/endpoint", get(message::destinations))
         .route("/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend", post(message::resend))
+        .route("/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/attempt", get(attempt::by_message_and_endpoint))
         .route("/{app_id}/msg/{msg_id}/attempt", get(attempt::by_message))
         .route("/{app_id}/msg/{msg_id}/attempt/{attempt_id}", get(attempt::get))
         .route("/{app_id}/msg/{msg_id}/attempt/{attempt_id}/content", delete(attempt::expunge_content))

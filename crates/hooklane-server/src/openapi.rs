@@ -193,8 +193,9 @@ pub struct MessageFilters {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // Only describes queries.
 pub struct AttemptFilters {
-    /// Only attempts with this status: 0 success, 1 pending, 2 fail, 3 sending
-    #[param(minimum = 0, maximum = 3)]
+    /// Only attempts with this status: 0 success, 1 pending, 2 fail, 3 sending, 4 canceled (whatever
+    /// `expanded_statuses` says of how they are shown)
+    #[param(minimum = 0, maximum = 4)]
     status: Option<u8>,
     /// Only attempts made before this time (RFC 3339)
     before: Option<DateTime<Utc>>,
@@ -210,6 +211,18 @@ pub struct AttemptFilters {
     channel: Option<String>,
     /// Only attempts of messages with this tag
     tag: Option<String>,
+}
+
+/// Svix's `expanded_statuses`, which every answer showing how a delivery or an attempt stands
+/// reads, as `api::attempt::expanded_statuses` does.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Only describes queries.
+pub struct ExpandedStatuses {
+    #[doc = "Whether what a transformation cancelled is shown as canceled (status 4, `canceled`), as Svix's \
+             SDKs ask; without it, or `false`, it is shown as a success (0, `success`), as Svix answers the \
+             clients that came before that status"]
+    expanded_statuses: Option<bool>,
 }
 
 /// What every read of an application's events takes, besides where it starts (`iterator`).

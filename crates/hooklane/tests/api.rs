@@ -1315,6 +1315,238 @@ async fn message_destinations_list_matching_endpoints() {
     assert_error(status, &body, 404, "not_found");
 }
 
+/// Svix's raw payloads (`transformationsParams.rawPayload`, `headers.content-type`): checked
+/// field by field, then sent byte for byte with their content type, signed as sent, and
+/// answered as the text they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_payloads_are_checked_then_sent_as_they_are() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("raw").await;
+    let (_, secret) = server.create_endpoint(&app, json!({"url": rx.url})).await;
+    let path = format!("/api/v1/app/{app}/msg");
+    const TYPE: &str = "transformationsParams.headers.content-type";
+    let raw_with = |content_type: Value| json!({"rawPayload": "x", "headers": {"content-type": content_type}});
+    let cases = [
+        (json!("x"), "transformationsParams"),
+        (json!({"rawPayload": 5}), "transformationsParams.rawPayload"),
+        (json!({"rawPayload": {"a": 1}}), "transformationsParams.rawPayload"),
+        (json!({"rawPayload": "a\u{0}b"}), "transformationsParams.rawPayload"),
+        // JSON nested deeper than a payload may be (answers would show it as JSON).
+        (json!({"rawPayload": format!("{}{}", "[".repeat(110), "]".repeat(110))}), "transformationsParams.rawPayload"),
+        (json!({"rawPayload": "x", "headers": ["content-type"]}), "transformationsParams.headers"),
+        (raw_with(json!(7)), TYPE),
+        (raw_with(json!("")), TYPE),
+        (raw_with(json!("plain")), TYPE),
+        (raw_with(json!("text/plain\r\nx-injected: 1")), TYPE),
+        (raw_with(json!(format!("text/{}", "x".repeat(300)))), TYPE),
+        // A content type without a raw payload is checked as well.
+        (json!({"headers": {"content-type": "text/plain; charset=\u{e9}"}}), TYPE),
+    ];
+    for (params, field) in cases {
+        let body = json!({"eventType": "raw.text", "payload": {}, "transformationsParams": params});
+        let (status, out) = server.call("POST", &path, Some(body)).await;
+        assert_invalid(status, &out, field);
+    }
+    // Without a raw payload, `payload` is the body, and must be an object.
+    let no_raw = json!({"eventType": "raw.text", "payload": "", "transformationsParams": {"headers": {}}});
+    let (status, out) = server.call("POST", &path, Some(no_raw)).await;
+    assert_invalid(status, &out, "payload");
+    assert_eq!(ids(&list_all(&server, &path).await), Vec::<String>::new(), "nothing stored");
+
+    // A form, as Svix's Java SDK posts a raw payload (`payload: ""`), its header named in
+    // another case: sent as it is, with its type.
+    let form = "a=1&b=%20two&c=\u{e9}";
+    let body = json!({
+        "eventType": "raw.form",
+        "payload": "",
+        "transformationsParams": {"rawPayload": form, "headers": {"Content-Type": " application/x-www-form-urlencoded "}},
+    });
+    let (status, posted) = server.call("POST", &path, Some(body)).await;
+    assert_eq!(status, 202, "{posted}");
+    let form_id = id_of(&posted);
+    // A JSON payload with a content type of its own.
+    let body = json!({
+        "eventType": "raw.vnd",
+        "payload": {"k": 1},
+        "transformationsParams": {"headers": {"content-type": "application/vnd.acme+json"}},
+    });
+    let (status, vnd) = server.call("POST", &path, Some(body)).await;
+    assert_eq!(status, 202, "{vnd}");
+    let vnd_id = id_of(&vnd);
+
+    let got = rx.wait_for(2, Duration::from_secs(10)).await;
+    let by_id = |id: &str| got.iter().find(|r| r.header("webhook-id") == id).unwrap_or_else(|| panic!("{id} not sent"));
+    let sent = by_id(&form_id);
+    assert_eq!(String::from_utf8_lossy(&sent.body), form, "the exact text");
+    assert_eq!(sent.header("content-type"), "application/x-www-form-urlencoded");
+    assert!(signature_valid(&secret, sent), "signed over the bytes sent");
+    let sent = by_id(&vnd_id);
+    assert_eq!(String::from_utf8_lossy(&sent.body), r#"{"k":1}"#);
+    assert_eq!(sent.header("content-type"), "application/vnd.acme+json");
+    assert!(signature_valid(&secret, sent));
+
+    // Answered (when posted, and read) as the text it is, with its type.
+    for shown in [posted, list_all(&server, &format!("{path}/{form_id}")).await] {
+        assert_eq!(shown["payload"], json!(form), "{shown}");
+        assert_eq!(shown["payloadEncoding"], "string", "{shown}");
+        assert_eq!(shown["contentType"], "application/x-www-form-urlencoded", "{shown}");
+    }
+    for shown in [vnd, list_all(&server, &format!("{path}/{vnd_id}")).await] {
+        assert_eq!(shown["payload"], json!({"k": 1}), "{shown}");
+        assert!(shown.get("payloadEncoding").is_none(), "{shown}");
+        assert_eq!(shown["contentType"], "application/vnd.acme+json", "{shown}");
+    }
+    // Text that is no JSON may hold any brackets.
+    let brackets = json!({"rawPayload": format!("{}x", "[".repeat(110))});
+    let body = json!({"eventType": "raw.text", "payload": {}, "transformationsParams": brackets});
+    assert_eq!(server.call("POST", &path, Some(body)).await.0, 202);
+}
+
+/// Where an answer shows the item a test looks at (given the endpoint it is about).
+type ShownItem = fn(&Value, &str) -> Value;
+
+/// What a transformation cancelled reads as canceled (4) only where asked with Svix's
+/// `expanded_statuses=true`, and as a success (0) otherwise, on every read that shows a
+/// status; attempt lists show the response unless asked `with_content=false` (`{}` then),
+/// and `with_msg` never shows the message's payload. Svix's older path for a message's
+/// attempts to one endpoint lists those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempt_reads_show_canceled_when_asked_and_responses_unless_told() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("statuses").await;
+    let (cancel, _) = server.create_endpoint(&app, json!({"url": format!("{}/c", rx.url), "uid": "cancel"})).await;
+    let code = json!({"code": "function handler(w) { w.cancel = true; return w }", "enabled": true});
+    let a = format!("/api/v1/app/{app}");
+    let (status, out) = server.call("PATCH", &format!("{a}/endpoint/{cancel}/transformation"), Some(code)).await;
+    assert_eq!(status, 204, "{out}");
+    let (plain, _) = server.create_endpoint(&app, json!({"url": format!("{}/p", rx.url), "uid": "plain"})).await;
+    let msg = server.send_message(&app, "order.paid", json!({"order": 7})).await;
+    rx.wait_for(1, Duration::from_secs(10)).await;
+    let attempts = server
+        .wait_until(&format!("{a}/attempt/msg/{msg}?expanded_statuses=true"), Duration::from_secs(10), |b| {
+            b["data"].as_array().is_some_and(|d| d.len() == 2 && d.iter().any(|a| a["status"] == 4))
+        })
+        .await;
+    let cancelled = attempts["data"].as_array().unwrap().iter().find(|a| a["endpointId"] == json!(cancel)).unwrap();
+    let att = cancelled["id"].as_str().unwrap().to_string();
+
+    // Each read that shows the canceled delivery or attempt, and where in its answer.
+    let reads: Vec<(String, ShownItem)> = vec![
+        (format!("{a}/attempt/msg/{msg}?endpoint_id=cancel"), |b, _| b["data"][0].clone()),
+        (format!("{a}/attempt/endpoint/cancel"), |b, _| b["data"][0].clone()),
+        (format!("{a}/msg/{msg}/attempt?endpoint_id=cancel"), |b, _| b["data"][0].clone()),
+        (format!("{a}/msg/{msg}/endpoint/cancel/attempt"), |b, _| b["data"][0].clone()),
+        (format!("{a}/msg/{msg}/attempt/{att}"), |b, _| b.clone()),
+        (format!("{a}/endpoint/cancel/msg"), |b, _| b["data"][0].clone()),
+        (format!("{a}/msg/{msg}/endpoint"), |b, ep| {
+            b["data"].as_array().unwrap().iter().find(|d| d["id"] == ep).cloned().unwrap_or_default()
+        }),
+    ];
+    for (path, item) in &reads {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        for (query, want) in [
+            ("", (0, "success")),
+            ("expanded_statuses=false", (0, "success")),
+            ("expanded_statuses=true", (4, "canceled")),
+        ] {
+            let url = if query.is_empty() { path.clone() } else { format!("{path}{sep}{query}") };
+            let body = list_all(&server, &url).await;
+            let shown = item(&body, &cancel);
+            assert_eq!((&shown["status"], &shown["statusText"]), (&json!(want.0), &json!(want.1)), "{url}: {body}");
+        }
+        let (status, body) = server.call("GET", &format!("{path}{sep}expanded_statuses=maybe"), None).await;
+        assert_error(status, &body, 422, "validation");
+        assert_eq!(body["detail"][0]["loc"], json!(["query", "expanded_statuses"]), "{path}");
+    }
+    // The status filter reads what the delivery is, whichever way it is shown.
+    let filtered = list_all(&server, &format!("{a}/attempt/endpoint/cancel?status=4")).await;
+    assert_eq!(ids(&filtered), vec![att.clone()]);
+
+    // Responses: shown unless asked `with_content=false`, in every attempt list; one attempt
+    // always shows it.
+    for path in [
+        format!("{a}/attempt/msg/{msg}?endpoint_id=cancel"),
+        format!("{a}/attempt/endpoint/cancel"),
+        format!("{a}/msg/{msg}/attempt?endpoint_id=cancel"),
+        format!("{a}/msg/{msg}/endpoint/cancel/attempt"),
+    ] {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        for query in ["", "with_content=true"] {
+            let url = if query.is_empty() { path.clone() } else { format!("{path}{sep}{query}") };
+            let body = list_all(&server, &url).await;
+            let response = body["data"][0]["response"].as_str().unwrap_or_default();
+            assert!(response.contains("cancelled"), "{url}: {body}");
+        }
+        let body = list_all(&server, &format!("{path}{sep}with_content=false")).await;
+        assert_eq!(body["data"][0]["response"], "{}", "{path}: {body}");
+    }
+    let one = list_all(&server, &format!("{a}/msg/{msg}/attempt/{att}?with_content=false")).await;
+    assert!(one["response"].as_str().is_some_and(|r| r.contains("cancelled")), "{one}");
+    // `with_msg`: the message, never its payload, whatever `with_content` asks.
+    for query in ["with_msg=true", "with_msg=true&with_content=true", "with_msg=true&with_content=false"] {
+        let body = list_all(&server, &format!("{a}/attempt/endpoint/cancel?{query}")).await;
+        let shown = &body["data"][0]["msg"];
+        assert_eq!((&shown["id"], &shown["payload"]), (&json!(msg), &json!({})), "{query}: {body}");
+    }
+    // Message reads keep their `with_content`: the payload unless asked not to.
+    for path in [format!("{a}/msg"), format!("{a}/endpoint/cancel/msg")] {
+        let body = list_all(&server, &path).await;
+        assert_eq!(body["data"][0]["payload"], json!({"order": 7}), "{path}: {body}");
+        let body = list_all(&server, &format!("{path}?with_content=false")).await;
+        assert_eq!(body["data"][0]["payload"], json!({}), "{path}: {body}");
+    }
+
+    // The older path lists the message's attempts to the endpoint it names (id or uid), in
+    // the shape of the newer one's.
+    for (key, id, code) in [("cancel", &cancel, 0), (plain.as_str(), &plain, 200)] {
+        let body = list_all(&server, &format!("{a}/msg/{msg}/endpoint/{key}/attempt")).await;
+        let items = body["data"].as_array().unwrap_or_else(|| panic!("{body}"));
+        assert_eq!(items.len(), 1, "{key}: {body}");
+        assert_eq!((&items[0]["endpointId"], &items[0]["responseStatusCode"]), (&json!(id), &json!(code)), "{body}");
+        assert_eq!(body["done"], true);
+        let newer = list_all(&server, &format!("{a}/attempt/msg/{msg}?endpoint_id={key}")).await;
+        assert_eq!(body["data"], newer["data"], "{key}");
+    }
+    let (status, body) = server.call("GET", &format!("{a}/msg/{msg}/endpoint/ep_nope/attempt"), None).await;
+    assert_error(status, &body, 404, "not_found");
+    let (status, body) = server.call("GET", &format!("{a}/msg/msg_nope/endpoint/cancel/attempt"), None).await;
+    assert_error(status, &body, 404, "not_found");
+}
+
+/// A message's destinations are paged like every list: by endpoint id, oldest first, with
+/// `limit` and `iterator` (and `prevIterator`, and `order`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempted_destinations_are_paged() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("paged").await;
+    let mut endpoints = Vec::new();
+    for n in 0..3 {
+        endpoints.push(server.create_endpoint(&app, json!({"url": format!("{}/{n}", rx.url)})).await.0);
+    }
+    endpoints.sort();
+    let msg = server.send_message(&app, "order.paid", json!({"order": 1})).await;
+    let path = format!("/api/v1/app/{app}/msg/{msg}/endpoint");
+    let all =
+        server.wait_until(&path, Duration::from_secs(10), |b| b["data"].as_array().is_some_and(|d| d.len() == 3)).await;
+    assert_eq!((ids(&all), &all["done"]), (endpoints.clone(), &json!(true)));
+
+    let first = list_all(&server, &format!("{path}?limit=2")).await;
+    assert_eq!((ids(&first), &first["done"]), (endpoints[..2].to_vec(), &json!(false)), "{first}");
+    assert_eq!(first["iterator"], json!(endpoints[1]));
+    let second = list_all(&server, &format!("{path}?limit=2&iterator={}", endpoints[1])).await;
+    assert_eq!((ids(&second), &second["done"]), (endpoints[2..].to_vec(), &json!(true)), "{second}");
+    let prev = second["prevIterator"].as_str().expect("a prevIterator");
+    let back = list_all(&server, &format!("{path}?limit=2&iterator={prev}")).await;
+    assert_eq!((ids(&back), &back["done"]), (endpoints[..2].to_vec(), &json!(true)), "{back}");
+    let newest = list_all(&server, &format!("{path}?limit=2&order=descending")).await;
+    assert_eq!(ids(&newest), vec![endpoints[2].clone(), endpoints[1].clone()]);
+    let (status, body) = server.call("GET", &format!("{path}?limit=0"), None).await;
+    assert_error(status, &body, 422, "validation");
+}
+
 // --- 5. idempotency
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1695,6 +1927,7 @@ async fn app_token_cannot_reach_another_app() {
                 ("PATCH", format!("{e}/headers"), Some(headers.clone())),
                 ("POST", format!("{e}/recover"), Some(since.clone())),
                 ("GET", format!("{a}/attempt/endpoint/{ep}"), None),
+                ("GET", format!("{a}/msg/{vmsg}/endpoint/{ep}/attempt"), None),
                 ("POST", format!("{a}/msg/{vmsg}/endpoint/{ep}/resend"), None),
                 ("DELETE", e.clone(), None),
             ]);
@@ -1726,6 +1959,7 @@ async fn app_token_cannot_reach_another_app() {
         ("GET", format!("{o}/msg/{vmsg}/endpoint"), None),
         ("GET", format!("{o}/attempt/msg/{vmsg}"), None),
         ("GET", format!("{o}/attempt/endpoint/{vep}"), None),
+        ("GET", format!("{o}/msg/{vmsg}/endpoint/{vep}/attempt"), None),
         ("GET", format!("{o}/msg/{vmsg}/attempt/{vatt}"), None),
         ("POST", format!("{o}/msg/{vmsg}/endpoint/{own_ep}/resend"), None),
         ("POST", format!("{o}/msg/{own_msg}/endpoint/{vep}/resend"), None),
@@ -2024,6 +2258,10 @@ async fn body_over_the_limit_is_413() {
     assert_error(status, &out, 413, "payload_too_large");
     let (status, out) =
         server.call("PATCH", &format!("/api/v1/app/{app}"), Some(json!({"metadata": {"k": "z".repeat(2100)}}))).await;
+    assert_error(status, &out, 413, "payload_too_large");
+    // A raw payload is held to the same limit as `payload`.
+    let raw = json!({"eventType": "big", "payload": {}, "transformationsParams": {"rawPayload": "r".repeat(3000)}});
+    let (status, out) = server.call("POST", &format!("/api/v1/app/{app}/msg"), Some(raw)).await;
     assert_error(status, &out, 413, "payload_too_large");
 
     // Chunked, without a Content-Length.
@@ -2494,7 +2732,8 @@ async fn every_documented_operation_refuses_bad_input_cleanly() {
         }
     };
     let bad_query = "?limit=-1&iterator=%FF%FE&order=sideways&before=notadate&after=1e999&since=x&until=&status=9&\
-                     event_types=%00&channel=&with_content=maybe&with_msg=perhaps&status_code_class=7&wait=-3&get_if_exists=2&expunge=x";
+                     event_types=%00&channel=&with_content=maybe&with_msg=perhaps&status_code_class=7&wait=-3&get_if_exists=2&expunge=x&\
+                     expanded_statuses=nope";
     let mut checked = 0;
     for (path, item) in doc["paths"].as_object().expect("paths") {
         let filled = fill_path(path, value);

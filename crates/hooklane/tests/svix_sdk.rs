@@ -204,7 +204,11 @@ async fn the_official_svix_sdk_works_unchanged() {
         .expect("attempts by endpoint");
     assert_eq!(by_endpoint.data[0].id, attempts.data[0].id);
     assert_eq!(by_endpoint.data[0].msg, None, "without with_msg");
-    // The SDK's filters are applied; with_msg brings each attempt's message.
+    // The SDK asks for no content unless told: the response body is left out, as Svix
+    // answers it (`{}`; the receiver answered an empty body).
+    assert_eq!((attempts.data[0].response.as_str(), by_endpoint.data[0].response.as_str()), ("{}", "{}"));
+    // The SDK's filters are applied; with_msg brings each attempt's message, never with its
+    // payload (the SDK says so), and with_content the attempt's response.
     let options = |class: StatusCodeClass| MessageAttemptListByEndpointOptions {
         status_code_class: Some(class),
         with_msg: Some(true),
@@ -216,7 +220,8 @@ async fn the_official_svix_sdk_works_unchanged() {
     let ok = ok.await.expect("2xx attempts");
     assert_eq!(ok.data.len(), 1);
     let shown = ok.data[0].msg.as_ref().map(|m| (m.id.clone(), m.payload.clone()));
-    assert_eq!(shown, Some((msg.id.clone(), json!({ "invoice": 42 }))));
+    assert_eq!(shown, Some((msg.id.clone(), json!({}))));
+    assert_eq!(ok.data[0].response, "", "the receiver's empty body, shown with_content");
     let failed = attempts_api.list_by_endpoint(app.id.clone(), ep.id.clone(), Some(options(StatusCodeClass::Code5xx)));
     assert!(failed.await.expect("5xx attempts").data.is_empty());
     let other_type = MessageAttemptListByMsgOptions {
@@ -964,9 +969,11 @@ async fn the_svix_sdk_limits_tokens_to_their_capabilities() {
 async fn attempts_of(svix: &Svix, app_id: &str, msg_id: &str, n: usize) -> Vec<svix::models::MessageAttemptOut> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
+        // With their responses, which the SDK leaves out unless asked.
+        let options = MessageAttemptListByMsgOptions { with_content: Some(true), ..Default::default() };
         let list = svix
             .message_attempt()
-            .list_by_msg(app_id.to_string(), msg_id.to_string(), None)
+            .list_by_msg(app_id.to_string(), msg_id.to_string(), Some(options))
             .await
             .expect("attempts of the message");
         if list.data.len() >= n {
@@ -1038,6 +1045,13 @@ async fn the_svix_sdk_sets_endpoint_transformations_that_run_before_each_attempt
     assert_eq!((attempt.status, attempt.response_status_code), (MessageStatus::Canceled, 0));
     assert_eq!(attempt.status_text, svix::models::MessageStatusText::Canceled);
     assert!(attempt.response.contains("cancelled"), "{}", attempt.response);
+    // Every read the SDK asks `expanded_statuses` of shows it canceled.
+    let one = svix.message_attempt().get(app_id.clone(), internal.id.clone(), attempt.id.clone(), None).await;
+    assert_eq!(one.expect("attempt get").status, MessageStatus::Canceled);
+    let sent = svix.message_attempt().list_attempted_messages(app_id.clone(), ep_id.clone(), None).await;
+    let sent = sent.expect("attempted messages");
+    let shown = sent.data.iter().find(|m| m.id == internal.id).map(|m| m.status);
+    assert_eq!(shown, Some(MessageStatus::Canceled));
     assert_eq!(rx.received().len(), 1, "nothing was sent for the cancelled message");
     let stats = svix.endpoint().get_stats(app_id.clone(), ep_id.clone(), None).await.expect("stats");
     assert_eq!((stats.success, stats.fail, stats.canceled), (1, 0, 1));
@@ -1123,6 +1137,69 @@ async fn the_svix_sdk_sets_endpoint_transformations_that_run_before_each_attempt
     editor.endpoint().transformation().patch(app_id.clone(), ep_id.clone(), back).await.expect("written back");
     let stored = svix.endpoint().transformation().get(app_id, ep_id).await.expect("get").variables;
     assert_eq!(stored, Some([("apiKey".into(), "k-123".into()), ("region".into(), "eu".into())].into()));
+}
+
+/// The SDK's raw payloads (`MessageIn::new_raw_payload`, `with_content_type`): the receiver
+/// gets the text exactly as given, with the content type given (`application/json` when
+/// none), signed as sent; the message is answered with that text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_svix_sdk_sends_raw_payloads_as_they_are() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let svix = sdk(&server);
+    let app = svix.application().create(ApplicationIn::new("Raw".into()), None).await.expect("application");
+    let ep = svix.endpoint().create(app.id.clone(), EndpointIn::new(rx.url.clone()), None).await.expect("endpoint");
+    let secret = svix.endpoint().get_secret(app.id.clone(), ep.id.clone()).await.expect("secret").key;
+    let verifier = svix::webhooks::Webhook::new(&secret).expect("secret parses");
+    let verify = |received: &Received| {
+        let mut headers = http::HeaderMap::new();
+        for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+            headers.insert(name, received.header(name).parse().unwrap());
+        }
+        verifier.verify(&received.body, &headers)
+    };
+
+    // Plain text, not JSON, with its own content type.
+    let text = "Invoice 42 paid.\n  {not JSON} \u{e9}\t";
+    let msg = svix
+        .message()
+        .create(
+            app.id.clone(),
+            MessageIn::new_raw_payload("invoice.paid".into(), text.into()).with_content_type("text/plain".into()),
+            None,
+        )
+        .await
+        .expect("raw message");
+    let got = rx.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].header("webhook-id"), msg.id);
+    assert_eq!(got[0].body, text.as_bytes(), "the exact bytes given");
+    assert_eq!(got[0].header("content-type"), "text/plain");
+    verify(&got[0]).expect("the SDK verifies the signature over the bytes sent");
+    let shown = svix
+        .message()
+        .get(app.id.clone(), msg.id.clone(), Some(svix::api::MessageGetOptions { with_content: Some(true) }))
+        .await
+        .expect("message get");
+    assert_eq!(shown.payload, json!(text), "answered as the text it is");
+
+    // JSON text as it was written (Svix would otherwise send it minified), as JSON.
+    let written = "{\"b\":  2,\n \"a\": 1.50}";
+    let msg = svix
+        .message()
+        .create(app.id.clone(), MessageIn::new_raw_payload("invoice.paid".into(), written.into()), None)
+        .await
+        .expect("raw JSON message");
+    let got = rx.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(got[1].header("webhook-id"), msg.id);
+    assert_eq!(got[1].body, written.as_bytes(), "not minified");
+    assert_eq!(got[1].header("content-type"), "application/json");
+    verify(&got[1]).expect("signed as sent");
+    let shown = svix
+        .message()
+        .get(app.id.clone(), msg.id.clone(), Some(svix::api::MessageGetOptions { with_content: Some(true) }))
+        .await
+        .expect("message get");
+    assert_eq!(shown.payload, json!({ "b": 2, "a": 1.5 }));
 }
 
 /// Svix's message poller (`svix.message().poller()`): a polling endpoint's messages, with

@@ -16,12 +16,12 @@ use serde_json::value::RawValue;
 
 use super::app::ApplicationIn;
 use super::endpoint::find as find_endpoint;
-use super::{check_len, check_name, check_names, page_request, query_names, ListResponse};
+use super::{check_len, check_name, check_names, page_of, page_request, query_names, ListResponse};
 use crate::error::{conflict, ApiError, ApiResult};
 use crate::extract::{AppRef, Json, Query, Tenant};
 use crate::openapi::{
-    AppPath, ErrorBody, InvalidBody, InvalidJson, InvalidQuery, MessageEndpointPath, MessageFilters, MessagePath,
-    PageNewestFirst, Unauthorized,
+    AppPath, ErrorBody, ExpandedStatuses, InvalidBody, InvalidJson, InvalidQuery, MessageEndpointPath, MessageFilters,
+    MessagePath, PageNewestFirst, PageOldestFirst, Unauthorized,
 };
 use crate::state::AppState;
 
@@ -63,9 +63,16 @@ pub struct MessageIn {
     /// comes first. The message is stored, listed and pulled at once.
     #[serde(default)]
     deliver_at: Option<DateTime<Utc>>,
-    /// Accepted for Svix compatibility and ignored.
+    /// Svix's raw payloads (its SDKs' `new_raw_payload`, `with_content_type`):
+    /// `rawPayload`, a string, is the body delivered instead of `payload` (which is then not
+    /// read: the SDKs send `{}` or `""`), byte for byte, and signed as sent;
+    /// `headers.content-type` is the media type deliveries carry (default
+    /// `application/json`), with a raw payload or without. Other keys, and other headers, are
+    /// accepted and ignored, as Svix keeps them for transformations to come.
     #[serde(default, rename = "transformationsParams")]
-    _transformations: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>, example = json!({"rawPayload": "a=1&b=2",
+        "headers": {"content-type": "application/x-www-form-urlencoded"}}))]
+    transformations_params: Option<serde_json::Value>,
     /// Creates the application named in the path, with this as its body and the path's
     /// key as its `uid`, when none exists (admin token only); ignored when it exists.
     #[serde(default)]
@@ -102,13 +109,111 @@ impl MessageIn {
         if self.deliver_at.is_some_and(|at| at > Utc::now() + chrono::Duration::days(MAX_SCHEDULE_DAYS)) {
             return Err(ApiError::validation("deliverAt", format!("must be at most {MAX_SCHEDULE_DAYS} days ahead")));
         }
+        if self.body()?.raw {
+            // The body is the raw text; `payload` is a placeholder nothing reads.
+            return Ok(());
+        }
         check_payload(self.payload.get())
     }
 
-    /// The payload exactly as received.
+    /// The `payload` field exactly as received (not what is sent when the message has a
+    /// raw payload: see [`MessageIn::body`]).
     pub fn payload(&self) -> &str {
         self.payload.get()
     }
+
+    /// What the message delivers, from `payload` and `transformationsParams`, checked.
+    pub fn body(&self) -> ApiResult<MessageBody<'_>> {
+        use serde_json::Value;
+        const PARAMS: &str = "transformationsParams";
+        let json = MessageBody { text: self.payload.get(), content_type: None, raw: false };
+        let params = match &self.transformations_params {
+            None | Some(Value::Null) => return Ok(json),
+            Some(Value::Object(params)) => params,
+            Some(_) => return Err(ApiError::validation(PARAMS, "must be an object")),
+        };
+        let raw = match params.get("rawPayload") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) => {
+                // Stores keep bodies as text, and PostgreSQL text cannot hold NUL. (Its
+                // size needs no check of its own: unescaped, it is shorter than the request
+                // body that carried it, which `max_body_bytes` bounds, as it bounds `payload`.)
+                if text.contains('\0') {
+                    return Err(ApiError::validation(
+                        "transformationsParams.rawPayload",
+                        "must not contain NUL characters",
+                    ));
+                }
+                // JSON text is shown as JSON in answers, lists and streams: nested past what
+                // readers (Svix's SDKs included) take, it would make every page holding it
+                // unreadable.
+                if nesting_depth(text) > MAX_PAYLOAD_DEPTH && serde_json::from_str::<&RawValue>(text).is_ok() {
+                    return Err(ApiError::validation(
+                        "transformationsParams.rawPayload",
+                        format!("as JSON, must not nest objects and arrays more than {MAX_PAYLOAD_DEPTH} deep"),
+                    ));
+                }
+                Some(text.as_str())
+            }
+            Some(_) => {
+                return Err(ApiError::validation(
+                    "transformationsParams.rawPayload",
+                    "must be a string: the body to send, as it is",
+                ))
+            }
+        };
+        let content_type = match params.get("headers") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(headers)) => {
+                match headers.iter().find(|(name, _)| name.eq_ignore_ascii_case("content-type")).map(|(_, v)| v) {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(media_type)) => Some(check_content_type(media_type)?),
+                    Some(_) => return Err(ApiError::validation(CONTENT_TYPE_FIELD, "must be a string")),
+                }
+            }
+            Some(_) => return Err(ApiError::validation("transformationsParams.headers", "must be an object")),
+        };
+        Ok(match raw {
+            // A raw body always says what it is, `application/json` included: answers show
+            // it as text (`payloadEncoding: "string"`) when it is not JSON, as they show a
+            // forwarded inbound body.
+            Some(text) => MessageBody { text, content_type: Some(content_type.unwrap_or(JSON)), raw: true },
+            None => MessageBody { content_type, ..json },
+        })
+    }
+}
+
+/// What a posted message delivers.
+pub struct MessageBody<'a> {
+    /// The body, byte for byte.
+    pub text: &'a str,
+    /// The media type its deliveries carry; `None`: `application/json`.
+    pub content_type: Option<&'a str>,
+    /// Whether `text` is Svix's `transformationsParams.rawPayload` (any text) rather than
+    /// the `payload` field (a JSON object).
+    pub raw: bool,
+}
+
+/// The media type of every message posted without one.
+const JSON: &str = "application/json";
+
+/// Where a message's content type is given.
+const CONTENT_TYPE_FIELD: &str = "transformationsParams.headers.content-type";
+
+/// A message's content type as given (surrounding blanks dropped), if it can be sent as one.
+/// Checked here because the sender cannot refuse it: a value that is no valid header would
+/// be replaced by `application/json` at every delivery, without a word.
+fn check_content_type(given: &str) -> ApiResult<&str> {
+    let media_type = given.trim_matches([' ', '\t']);
+    check_len(CONTENT_TYPE_FIELD, media_type, 256)?;
+    let header_text = media_type.bytes().all(|b| b.is_ascii_graphic() || b == b' ' || b == b'\t');
+    if !header_text || !media_type.contains('/') {
+        return Err(ApiError::validation(
+            CONTENT_TYPE_FIELD,
+            "must be a media type of visible ASCII characters, such as `text/plain; charset=utf-8`",
+        ));
+    }
+    Ok(media_type)
 }
 
 /// Furthest ahead a message may be scheduled (`deliverAt`).
@@ -168,7 +273,8 @@ pub struct MessageOut {
     id: String,
     event_type: String,
     /// The payload as posted; `{}` when asked for without content (`with_content=false`) or
-    /// once expunged; a string for a forwarded inbound body that is not JSON.
+    /// once expunged; a string for a body that is not JSON (a forwarded inbound body, or a
+    /// raw payload posted in `transformationsParams.rawPayload`).
     #[schema(value_type = serde_json::Value)]
     payload: PayloadOut,
     event_id: Option<String>,
@@ -183,12 +289,14 @@ pub struct MessageOut {
     /// hooklane's own; left out when unset, so that answers stay Svix's.
     #[serde(skip_serializing_if = "Option::is_none")]
     ordering_key: Option<String>,
-    /// hooklane's own: the media type of a message forwarded from an inbound source (its
-    /// deliveries carry it); left out for messages posted through the API (JSON).
+    /// hooklane's own: the media type the message's deliveries carry, for a message forwarded
+    /// from an inbound source, or posted with a raw payload or a content type
+    /// (`transformationsParams`); left out for the others (JSON).
     #[serde(skip_serializing_if = "Option::is_none")]
     content_type: Option<String>,
-    /// hooklane's own: `"string"` when `payload` is a forwarded body that is not JSON, given
-    /// as a JSON string of its text; left out otherwise (the payload is the JSON posted).
+    /// hooklane's own: `"string"` when `payload` is a body that is not JSON (forwarded, or a
+    /// raw payload), given as a JSON string of its text; left out otherwise (the payload is
+    /// the JSON posted).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "string")]
     payload_encoding: Option<&'static str>,
@@ -217,7 +325,7 @@ impl MessageOut {
         let payload = if !with_content {
             None
         } else if m.content_type.is_some() && serde_json::from_str::<&RawValue>(&m.payload).is_err() {
-            // A forwarded inbound body that is not JSON (a form, plain text): shown as a string.
+            // A body that is not JSON (a forwarded form, a raw text payload): shown as a string.
             payload_encoding = Some("string");
             serde_json::value::to_raw_value(&m.payload).ok()
         } else {
@@ -307,16 +415,18 @@ pub async fn create(
         (AppRef::Missing { .. }, _) => return Err(ApiError::NotFound("application")),
     };
     s.0.message_rate.take(&app_id, std::time::Instant::now()).map_err(ApiError::RateLimited)?;
+    let body = input.body()?;
+    let (payload, content_type) = (body.text.to_string(), body.content_type.map(String::from));
     let msg = Message {
         id: new_id(ids::MESSAGE),
         app_id,
         event_type: input.event_type,
         event_id: input.event_id,
-        payload: input.payload.get().to_string(),
+        payload,
         channels: input.channels,
         tags: input.tags,
         created_at: super::now(),
-        content_type: None,
+        content_type,
         headers: Default::default(),
         ordering_key: input.ordering_key,
     };
@@ -628,7 +738,7 @@ pub struct MessageEndpointOut {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     /// The delivery's state, as Svix's `MessageStatus`: 0 success, 1 pending, 2 failed, 3 sending,
-    /// 4 canceled.
+    /// 4 canceled (with `expanded_statuses=true`; 0 otherwise, as Svix answers older clients).
     #[schema(maximum = 4, minimum = 0)]
     status: i32,
     /// `status` as a word (`success`, `pending`, `fail`, `sending`, `canceled`); Svix's SDKs
@@ -640,50 +750,61 @@ pub struct MessageEndpointOut {
 
 /// Lists the endpoints a message is (or was) sent to.
 ///
-/// Each with the state of the message's delivery to it; one page (`done` is always true).
+/// Each with the state of the message's delivery to it, in the order of their ids (oldest
+/// endpoint first) unless `order=descending`.
 #[utoipa::path(
     get,
     path = "/api/v1/app/{app_id}/msg/{msg_id}/endpoint",
     tag = "Message",
     operation_id = "v1.message-attempt.list-attempted-destinations",
-    params(MessagePath),
+    params(MessagePath, PageOldestFirst, ExpandedStatuses),
     responses(
-        (status = 200, description = "Every endpoint with a delivery of the message",
+        (status = 200, description = "A page of the endpoints with a delivery of the message",
             body = ListResponse<MessageEndpointOut>),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such application or message", body = ErrorBody),
+        (status = 422, response = InvalidQuery),
     )
 )]
 pub async fn destinations(
     State(s): State<AppState>,
     t: Tenant,
+    q: Query,
     Path((_, key)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<ListResponse<MessageEndpointOut>>> {
+    let page = page_request(&q, false)?;
+    let expanded = super::attempt::expanded_statuses(&q)?;
     let msg = find(&s, &t, &key).await?;
+    // A message has one delivery per endpoint it went to, so all of them are read and the
+    // page is cut here: as many rows as the application has endpoints, not more.
     let rows = s.0.store.message_deliveries(&t.app.id, &msg.id).await?;
-    let data: Vec<MessageEndpointOut> = rows
-        .into_iter()
-        .map(|(d, mut e)| MessageEndpointOut {
-            // (A polling endpoint has deliveries only from a node of an older version.)
-            url: super::endpoint::url_seen_by(super::endpoint::answered_url(&s, &mut e), &t.principal),
-            id: e.id,
-            description: e.description,
-            disabled: e.disabled,
-            uid: e.uid,
-            version: e.version,
-            event_types: e.filter_types.clone(),
-            filter_types: e.filter_types,
-            channels: e.channels,
-            throttle_rate: e.rate_limit.and_then(|r| u16::try_from(r).ok()),
-            rate_limit: e.rate_limit,
-            created_at: e.created_at,
-            updated_at: e.updated_at,
-            status: d.status as i32,
-            status_text: super::attempt::status_text(d.status),
-            next_attempt: d.next_attempt_at,
-        })
-        .collect();
-    Ok(axum::Json(ListResponse { data, iterator: None, prev_iterator: None, done: true }))
+    let page = page_of(rows, |(_, e)| e.id.as_str(), &page);
+    Ok(axum::Json(ListResponse::from_page(
+        page,
+        |(_, e)| e.id.clone(),
+        |(d, mut e)| {
+            let status = super::attempt::shown_status(d.status, expanded);
+            MessageEndpointOut {
+                // (A polling endpoint has deliveries only from a node of an older version.)
+                url: super::endpoint::url_seen_by(super::endpoint::answered_url(&s, &mut e), &t.principal),
+                id: e.id,
+                description: e.description,
+                disabled: e.disabled,
+                uid: e.uid,
+                version: e.version,
+                event_types: e.filter_types.clone(),
+                filter_types: e.filter_types,
+                channels: e.channels,
+                throttle_rate: e.rate_limit.and_then(|r| u16::try_from(r).ok()),
+                rate_limit: e.rate_limit,
+                created_at: e.created_at,
+                updated_at: e.updated_at,
+                status: status as i32,
+                status_text: super::attempt::status_text(status),
+                next_attempt: d.next_attempt_at,
+            }
+        },
+    )))
 }
 
 /// Sends a message to an endpoint again.

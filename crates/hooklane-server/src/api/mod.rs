@@ -85,6 +85,25 @@ where
     }
 }
 
+/// One page of a listing read whole from the store, cut as the store cuts its pages
+/// ([`PageRequest`]: after or, `backwards`, before the `iterator`, in `descending` order or
+/// not), by `key`, each item's own (an id).
+pub(crate) fn page_of<T>(mut items: Vec<T>, key: impl Fn(&T) -> &str, page: &PageRequest) -> Page<T> {
+    // Read away from the iterator: the page's own order, or backwards the other way.
+    let read_descending = page.descending != page.backwards;
+    items.sort_by(|a, b| if read_descending { key(b).cmp(key(a)) } else { key(a).cmp(key(b)) });
+    if let Some(it) = page.iterator.as_deref() {
+        items.retain(|item| if read_descending { key(item) < it } else { key(item) > it });
+    }
+    let limit = page.limit.max(1);
+    let done = items.len() <= limit;
+    items.truncate(limit);
+    if page.backwards {
+        items.reverse();
+    }
+    Page { items, done }
+}
+
 /// `limit`, `iterator` and `order` from the query string; `newest_first` is the default order.
 /// An `iterator` that starts with `-` (a `prevIterator`) asks for the page before the item
 /// it names.
