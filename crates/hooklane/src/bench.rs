@@ -122,12 +122,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let bases: Vec<&str> = servers.iter().map(|s| s.base.as_str()).collect();
         eprintln!("bench: hooklane at {}, {} messages, {} clients", bases.join(", "), args.messages, args.concurrency);
         let result = measure_hooklane(&servers, &receiver, &payloads, &args).await;
-        // The largest node: the figure that has to fit one machine.
-        let peak_rss_mib = servers.iter().filter_map(ChildServer::peak_rss_mib).reduce(f64::max);
+        // The largest node: the figure that has to fit one machine; and every node's
+        // together, which is what `--nodes` on one machine costs (as CPU time is summed).
+        let peaks: Vec<Option<f64>> = servers.iter().map(ChildServer::peak_rss_mib).collect();
+        let peak_rss_mib = peaks.iter().flatten().copied().reduce(f64::max);
+        // Only when every node's is known: a part of the sum would pass for the whole.
+        let peak_rss_total_mib = peaks.into_iter().sum::<Option<f64>>();
         for s in servers {
             s.stop();
         }
-        Some(HooklaneRun { peak_rss_mib, ..result? })
+        Some(HooklaneRun { peak_rss_mib, peak_rss_total_mib, ..result? })
     };
 
     let report = Report::new(&args, hooklane.as_ref(), raw.as_ref());
@@ -148,6 +152,14 @@ async fn measure_hooklane(
 ) -> anyhow::Result<HooklaneRun> {
     let bases: Vec<&str> = servers.iter().map(|s| s.base.as_str()).collect();
     let api = ingest::Api::new(&bases, &servers[0].admin_token)?;
+    // Another run's applications (or anyone's) would skew every figure: their backlog is
+    // retried, their deliveries made, their rows read, all counted as this run's.
+    if let Some(what) = api.already_held().await? {
+        bail!(
+            "the database already holds {what} (from an earlier run, or in use): bench measures an empty one; \
+             give --database-url a new database"
+        );
+    }
     let app = api.create_app("bench").await?;
     let rules = serde_json::json!({
         "transform": args.transform,

@@ -28,7 +28,9 @@ pub struct ForwardArgs {
     /// Where each message is posted, e.g. http://localhost:3000/webhooks.
     to: String,
     /// The hooklane server's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8071", env = "HOOKLANE_URL")]
+    // Its value from the environment is not shown by `--help`: a URL may carry a user and
+    // password (`https://user:password@…`, a server behind basic authentication).
+    #[arg(long, default_value = "http://127.0.0.1:8071", env = "HOOKLANE_URL", hide_env_values = true)]
     server: String,
     /// The application (id or uid) whose messages are forwarded.
     #[arg(long)]
@@ -57,8 +59,8 @@ pub struct ForwardArgs {
     #[arg(long, allow_hyphen_values = true)]
     iterator: Option<String>,
     /// Tries of each message at the local URL (a connection refused, a timeout or an answer
-    /// other than 2xx fails one), waiting 0.5 s, then 1 s, 2 s… between them; then it is
-    /// skipped, and said so.
+    /// other than 2xx, a redirect too, which is not followed, fails one), waiting 0.5 s,
+    /// then 1 s, 2 s… between them; then it is skipped, and said so.
     #[arg(long, default_value_t = 4)]
     tries: u32,
 }
@@ -102,37 +104,86 @@ impl StreamedMessage {
 struct SseEvent {
     id: Option<String>,
     data: String,
+    /// It was longer than the parser holds: its data was dropped as it came, and the event
+    /// is to be skipped (its id still moves the position past it, so that a reconnection
+    /// does not bring it back, and again, for ever).
+    too_long: bool,
 }
 
-/// The longest line the parser holds (a message is at most the server's `max_body_bytes`,
-/// 1 MiB by default, and some escaping); past it the stream is dropped and read again.
-const MAX_LINE: usize = 16 << 20;
+/// The longest event the parser holds (a message is at most the server's `max_body_bytes`,
+/// 1 MiB by default, and some escaping); a longer one is skipped.
+const MAX_EVENT: usize = 16 << 20;
 
 /// Splits a Server-Sent Events byte stream into events (the subset hooklane sends: `id:`
 /// and `data:` lines, comments, a blank line ending each event).
-#[derive(Default)]
 struct SseParser {
     buffer: Vec<u8>,
     /// How much of `buffer` is known to hold no newline.
     scanned: usize,
     current: SseEvent,
     has_data: bool,
+    /// The line being read went past `limit`: its bytes are dropped up to its newline.
+    dropping: bool,
+    /// The most one line, or one event's data, may hold.
+    limit: usize,
 }
 
-#[derive(Debug, PartialEq)]
-struct LineTooLong;
+impl Default for SseParser {
+    fn default() -> Self {
+        SseParser::with_limit(MAX_EVENT)
+    }
+}
 
 impl SseParser {
-    fn feed(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, LineTooLong> {
+    fn with_limit(limit: usize) -> Self {
+        SseParser {
+            buffer: Vec::new(),
+            scanned: 0,
+            current: SseEvent::default(),
+            has_data: false,
+            dropping: false,
+            limit,
+        }
+    }
+
+    /// The current event is too long: what it held goes, and so will the rest of its data.
+    fn drop_current(&mut self) {
+        self.current.too_long = true;
+        self.current.data = String::new();
+        // So that it is reported at its blank line, even without a data line of its own.
+        self.has_data = true;
+    }
+
+    fn feed(&mut self, mut bytes: &[u8]) -> Vec<SseEvent> {
+        if self.dropping {
+            match bytes.iter().position(|b| *b == b'\n') {
+                Some(end) => {
+                    bytes = &bytes[end + 1..];
+                    self.dropping = false;
+                }
+                None => return Vec::new(),
+            }
+        }
         self.buffer.extend_from_slice(bytes);
         let mut events = Vec::new();
         let mut start = 0;
-        while let Some(found) = self.buffer[start + self.scanned..].iter().position(|b| *b == b'\n') {
-            let end = start + self.scanned + found;
+        // Lines end with `\n`, `\r\n` or a lone `\r`, as the format has it: the server splits
+        // a body's raw line breaks (a posted JSON body's `\r\n` whitespace) into data lines at
+        // either character.
+        loop {
+            let from = start + self.scanned;
+            let Some(found) = self.buffer[from..].iter().position(|b| matches!(b, b'\n' | b'\r')) else { break };
+            let end = from + found;
+            let next = match (self.buffer[end], self.buffer.get(end + 1)) {
+                // Perhaps the first half of a `\r\n`: looked at again with what comes next.
+                (b'\r', None) => break,
+                (b'\r', Some(b'\n')) => end + 2,
+                _ => end + 1,
+            };
             self.scanned = 0;
             let line = String::from_utf8_lossy(&self.buffer[start..end]).into_owned();
-            start = end + 1;
-            let line = line.strip_suffix('\r').unwrap_or(&line);
+            start = next;
+            let line = line.as_str();
             if line.is_empty() {
                 if self.has_data {
                     events.push(std::mem::take(&mut self.current));
@@ -149,22 +200,33 @@ impl SseParser {
             match field {
                 // An empty id would resume from nowhere: kept as none.
                 "id" => self.current.id = Some(value.to_string()).filter(|id| !id.is_empty() && !id.contains('\0')),
+                "data" if self.current.too_long => {}
                 "data" => {
                     if self.has_data {
                         self.current.data.push('\n');
                     }
                     self.current.data.push_str(value);
                     self.has_data = true;
+                    if self.current.data.len() > self.limit {
+                        self.drop_current();
+                    }
                 }
                 _ => {}
             }
         }
         self.buffer.drain(..start);
-        self.scanned = self.buffer.len();
-        if self.buffer.len() > MAX_LINE {
-            return Err(LineTooLong);
+        // (A `\r` last is not scanned past: the byte after it decides where its line ends.)
+        self.scanned = self.buffer.len() - usize::from(self.buffer.last() == Some(&b'\r'));
+        if self.buffer.len() > self.limit {
+            // A line without end past the limit: dropped, and its event with it, rather than
+            // held (memory) or the stream dropped (read again from the same position, it
+            // would bring the same event back for ever).
+            self.buffer = Vec::new();
+            self.scanned = 0;
+            self.dropping = true;
+            self.drop_current();
         }
-        Ok(events)
+        events
     }
 }
 
@@ -192,7 +254,14 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<()> {
         .read_timeout(Duration::from_secs(45))
         .tcp_keepalive(Duration::from_secs(30))
         .build()?;
-    let local = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build()?;
+    // Redirects are not followed, as deliveries do not follow them: a redirected POST would
+    // go on as a GET without its body (and its signed headers to another host), and the
+    // answer there would count as the message's.
+    let local = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
     eprintln!("hooklane forward: {} → {}", args.endpoint.as_deref().unwrap_or(&args.app), args.to);
     let f = Forwarding { args, secret, base, client, local };
     match f.args.endpoint.clone() {
@@ -258,33 +327,47 @@ impl Forwarding {
             let asked = std::time::Instant::now();
             match self.client.get(url.clone()).bearer_auth(&args.token).send().await {
                 // Read whole first: a connection cut while the page is read is tried again,
-                // an answer that is no page stops the command.
-                Ok(response) if response.status().is_success() => match response.bytes().await {
-                    Ok(body) => {
-                        let page: PollerPage = serde_json::from_slice(&body).context("the poller's answer")?;
-                        // A caught-up read that did not wait (the server's waiting readers were
-                        // all taken) is not repeated at once.
-                        if connected && page.data.is_empty() && asked.elapsed() < Duration::from_secs(1) {
-                            tokio::time::sleep(Duration::from_secs(1)).await;
+                // and so is an answer that is no page (a captive portal's or a proxy's page,
+                // answered 200 while the network or the server is not what it should be).
+                Ok(response) if response.status().is_success() => {
+                    match response.bytes().await.map(|body| serde_json::from_slice::<PollerPage>(&body)) {
+                        Ok(Ok(page)) => {
+                            // A caught-up read that did not wait (the server's waiting readers
+                            // were all taken) is not repeated at once.
+                            if connected && page.data.is_empty() && asked.elapsed() < Duration::from_secs(1) {
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                            backoff = Duration::from_millis(500);
+                            if !connected {
+                                eprintln!("hooklane forward: connected to {}", self.base);
+                                connected = true;
+                            }
+                            // Each line's position is the one to go on from: the page's start
+                            // until its last message is handled (what follows it would be
+                            // posted again).
+                            let from = if position.0 == "iterator" { position.1.clone() } else { "-".into() };
+                            let last = page.data.len();
+                            for (i, message) in page.data.iter().enumerate() {
+                                let at = if i + 1 == last { &page.iterator } else { &from };
+                                self.forward_one(message, at).await;
+                            }
+                            position = ("iterator", page.iterator);
+                            continue;
                         }
-                        backoff = Duration::from_millis(500);
-                        if !connected {
-                            eprintln!("hooklane forward: connected to {}", self.base);
-                            connected = true;
+                        // JSON of another shape is a server this cannot read: no use asking
+                        // again. Text that is no JSON (a captive portal's page, an answer
+                        // cut short) may pass.
+                        Ok(Err(e)) if e.is_data() => {
+                            bail!("the server's answer is not a poller's page ({e}): is it a hooklane server?")
                         }
-                        // Each line's position is the one to go on from: the page's start until
-                        // its last message is handled (what follows it would be posted again).
-                        let from = if position.0 == "iterator" { position.1.clone() } else { "-".into() };
-                        let last = page.data.len();
-                        for (i, message) in page.data.iter().enumerate() {
-                            let at = if i + 1 == last { &page.iterator } else { &from };
-                            self.forward_one(message, at).await;
+                        Ok(Err(e)) => eprintln!(
+                            "hooklane forward: the answer is not a poller's page ({e}); trying again in {backoff:?}"
+                        ),
+                        Err(e) => {
+                            eprintln!("hooklane forward: the answer was cut off ({e}); trying again in {backoff:?}")
                         }
-                        position = ("iterator", page.iterator);
-                        continue;
                     }
-                    Err(e) => eprintln!("hooklane forward: the answer was cut off ({e}); trying again in {backoff:?}"),
-                },
+                }
                 Ok(response) => {
                     let status = response.status();
                     let text = response.text().await.unwrap_or_default();
@@ -329,16 +412,20 @@ impl Forwarding {
                             Some(Err(e)) => break format!("the stream broke ({e})"),
                             None => break "the server ended the stream".to_string(),
                         };
-                        let Ok(events) = parser.feed(&chunk) else {
-                            break format!("a line of the stream is longer than {MAX_LINE} bytes");
-                        };
-                        for event in events {
+                        for event in parser.feed(&chunk) {
                             let position = event.id.as_deref().unwrap_or("-");
-                            match serde_json::from_str::<StreamedMessage>(&event.data) {
-                                Ok(message) => self.forward_one(&message, position).await,
-                                Err(e) => eprintln!(
-                                    "hooklane forward: an event that is not a message ({e}), at {position}: skipped"
-                                ),
+                            if event.too_long {
+                                eprintln!(
+                                    "hooklane forward: an event longer than {} MiB, at {position}: skipped (too large to forward)",
+                                    MAX_EVENT >> 20
+                                );
+                            } else {
+                                match serde_json::from_str::<StreamedMessage>(&event.data) {
+                                    Ok(message) => self.forward_one(&message, position).await,
+                                    Err(e) => eprintln!(
+                                        "hooklane forward: an event that is not a message ({e}), at {position}: skipped"
+                                    ),
+                                }
                             }
                             if event.id.is_some() {
                                 last_id = event.id;
@@ -428,21 +515,21 @@ mod tests {
     fn events_are_split_wherever_the_bytes_break() {
         let text =
             b": keep-alive\n\nid: a1\ndata: {\"x\":1}\n\nid: b2\r\ndata: line one\r\ndata: line two\r\n\r\n:\n\n";
-        let whole = SseParser::default().feed(text).unwrap();
+        let whole = SseParser::default().feed(text);
         let want = vec![
-            SseEvent { id: Some("a1".into()), data: "{\"x\":1}".into() },
-            SseEvent { id: Some("b2".into()), data: "line one\nline two".into() },
+            SseEvent { id: Some("a1".into()), data: "{\"x\":1}".into(), too_long: false },
+            SseEvent { id: Some("b2".into()), data: "line one\nline two".into(), too_long: false },
         ];
         assert_eq!(whole, want);
         // Fed a byte at a time, the same events come out.
         let mut parser = SseParser::default();
-        let bytewise: Vec<SseEvent> = text.iter().flat_map(|b| parser.feed(&[*b]).unwrap()).collect();
+        let bytewise: Vec<SseEvent> = text.iter().flat_map(|b| parser.feed(&[*b])).collect();
         assert_eq!(bytewise, want);
         // An event without data (an id alone) is none; an empty id is no id.
-        assert!(SseParser::default().feed(b"id: only\n\n").unwrap().is_empty());
+        assert!(SseParser::default().feed(b"id: only\n\n").is_empty());
         assert_eq!(
-            SseParser::default().feed(b"id:\ndata: x\n\n").unwrap(),
-            vec![SseEvent { id: None, data: "x".into() }]
+            SseParser::default().feed(b"id:\ndata: x\n\n"),
+            vec![SseEvent { id: None, data: "x".into(), too_long: false }]
         );
         // Bodies as posted: JSON as it came, a forwarded form as its text, with its type.
         let message = |json: &str| serde_json::from_str::<StreamedMessage>(json).unwrap().body();
@@ -456,12 +543,53 @@ mod tests {
         // Text that is JSON (here a JSON string) is the text itself: not unquoted.
         let text = r#"{"id":"m","eventType":"e","payload":"hi","contentType":"text/plain"}"#;
         assert_eq!(message(text), (br#""hi""#.to_vec(), "text/plain".into()));
-        // A line without end is held up to a limit.
+    }
+
+    /// A lone `\r` ends a line as `\n` and `\r\n` do, wherever the chunks of the stream
+    /// break: the server writes a body's `\r\n` as data lines split at both characters.
+    #[test]
+    fn lines_end_at_a_lone_carriage_return_too() {
+        let event = |id: &str, data: &str| SseEvent { id: Some(id.into()), data: data.into(), too_long: false };
+        let whole = b"id: 1\rdata: {\"a\":\rdata: \ndata: 1}\r\n\r\nid: 2\ndata: x\n\n";
+        let want = vec![event("1", "{\"a\":\n\n1}"), event("2", "x")];
+        assert_eq!(SseParser::default().feed(whole), want);
+        // Cut at every byte: a `\r` last in a chunk waits for the next.
+        for cut in 1..whole.len() {
+            let mut parser = SseParser::default();
+            let mut got = parser.feed(&whole[..cut]);
+            got.extend(parser.feed(&whole[cut..]));
+            assert_eq!(got, want, "cut at {cut}");
+        }
+        let data = &want[0].data;
+        assert!(serde_json::from_str::<serde_json::Value>(data).is_ok(), "{data}");
+    }
+
+    /// An event past the limit is skipped, with its id (so that a reconnection goes on after
+    /// it, instead of reading it again for ever), and the events after it still come.
+    #[test]
+    fn an_event_past_the_limit_is_skipped_and_the_stream_goes_on() {
+        let event = |id: &str, data: &str| SseEvent { id: Some(id.into()), data: data.into(), too_long: false };
+        let skipped = |id: &str| SseEvent { id: Some(id.into()), data: String::new(), too_long: true };
+        // A data line past the limit, coming in pieces, between two events that fit.
+        let mut parser = SseParser::with_limit(16);
+        let mut got = parser.feed(b"id: a\ndata: short\n\nid: b\ndata: ");
+        for _ in 0..10 {
+            got.extend(parser.feed(b"0123456789"));
+        }
+        got.extend(parser.feed(b"tail\r\ndata: more\n\nid: c\ndata: next\n\n"));
+        assert_eq!(got, vec![event("a", "short"), skipped("b"), event("c", "next")]);
+        // Data lines that fit one by one but not together; an id after the data still counts.
+        let got = SseParser::with_limit(16).feed(b"data: 0123456789\ndata: 0123456789\nid: d\n\ndata: ok\nid: e\n\n");
+        assert_eq!(got, vec![skipped("d"), event("e", "ok")]);
+        // By default a line is held up to 16 MiB, no more, and then dropped with its event.
         let mut parser = SseParser::default();
+        assert!(parser.feed(b"id: big\ndata: ").is_empty());
         let chunk = vec![b'x'; 1 << 20];
-        let results: Vec<_> = (0..17).map(|_| parser.feed(&chunk)).collect();
-        assert!(results[..15].iter().all(|r| r.as_ref().is_ok_and(Vec::is_empty)));
-        assert_eq!(results[16], Err(LineTooLong));
+        for _ in 0..17 {
+            assert!(parser.feed(&chunk).is_empty());
+            assert!(parser.buffer.len() <= MAX_EVENT);
+        }
+        assert_eq!(parser.feed(b"\n\nid: after\ndata: {}\n\n"), vec![skipped("big"), event("after", "{}")]);
     }
 
     /// Positions, keys and secrets are taken as values even where they start with `-` (a

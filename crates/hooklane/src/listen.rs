@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use hooklane_core::signing::Verifier;
 use hooklane_core::Utc;
@@ -21,7 +21,7 @@ pub struct ListenArgs {
     host: IpAddr,
     /// Endpoint secret (`whsec_…`) or Ed25519 public key (`whpk_…`); repeat during a
     /// rotation. Without it signatures are not checked.
-    #[arg(long, env = "HOOKLANE_LISTEN_SECRET")]
+    #[arg(long, env = "HOOKLANE_LISTEN_SECRET", hide_env_values = true)]
     secret: Vec<String>,
     /// Status to answer with when the signature is valid (or not checked).
     #[arg(long, default_value_t = 200)]
@@ -48,7 +48,10 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         status,
         json: args.json,
     });
-    let app = axum::Router::new().fallback(receive).with_state(state);
+    // No body limit (axum's default is 2 MiB): hooklane's own `max_body_bytes` has no
+    // ceiling and a transform may add 4 MiB to a payload, and a receiver for trying
+    // deliveries must show whatever it is sent, not refuse it with a 413 and print nothing.
+    let app = axum::Router::new().fallback(receive).layer(DefaultBodyLimit::disable()).with_state(state);
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.host, args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;

@@ -9,7 +9,7 @@ mod listen;
 mod serve;
 mod sign_tools;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -69,6 +69,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let config = config::Config::load(cli.config.as_deref())?;
+            // The lock `serve` holds on a SQLite file, held until the schema is done: a
+            // migration under a running server would change its tables beneath it (and it
+            // migrated them at its own start), and a server started meanwhile stops at once.
+            let held = "a running serve migrated the schema when it started; stop it first to run migrate";
+            let _only_process = config.sqlite_path().map(|db| serve::lock_database(Path::new(db), held)).transpose()?;
             runtime(None)?.block_on(async {
                 hooklane_store::open(&config.database_url).await?;
                 println!("database schema is up to date ({})", config.database_url_for_display());

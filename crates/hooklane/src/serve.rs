@@ -22,7 +22,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // process on the same SQLite file (before the store is even opened and migrated), a
     // port taken, no admin token.
     let _only_process = match config.sqlite_path() {
-        Some(db) => Some(lock_database(Path::new(db))?),
+        Some(db) => Some(lock_database(Path::new(db), "stop it first, or give this one its own database_url")?),
         None => None,
     };
     let store = hooklane_store::open(&config.database_url).await.context("cannot open the store")?;
@@ -124,8 +124,9 @@ fn masked(token: &str) -> String {
 /// Takes the lock that makes this process the only one serving the SQLite file `db`
 /// (`db` + `.lock`, held until the process ends, released by the kernel even on a crash).
 /// A second `serve` would otherwise take back the first one's leases at its start and send
-/// their deliveries a second time.
-fn lock_database(db: &Path) -> anyhow::Result<std::fs::File> {
+/// their deliveries a second time; `migrate` takes it too, so as not to change the tables
+/// beneath a running server. `when_held` says what to do when another process holds it.
+pub(crate) fn lock_database(db: &Path, when_held: &str) -> anyhow::Result<std::fs::File> {
     let mut name = db.as_os_str().to_owned();
     name.push(".lock");
     let path = PathBuf::from(name);
@@ -141,7 +142,7 @@ fn lock_database(db: &Path) -> anyhow::Result<std::fs::File> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another hooklane process is serving {} (it holds {}); stop it first, or give this one its own database_url",
+            "another hooklane process is using {} (it holds {}); {when_held}",
             db.display(),
             path.display()
         ),

@@ -47,7 +47,7 @@ pub struct SendArgs {
     url: String,
     /// The endpoint's secret (`whsec_…`, or a `whsk_…` Ed25519 key pair, which signs `v1a`);
     /// repeat to sign with several, as during a rotation.
-    #[arg(long, required = true, env = "HOOKLANE_SEND_SECRET")]
+    #[arg(long, required = true, env = "HOOKLANE_SEND_SECRET", hide_env_values = true)]
     secret: Vec<String>,
     #[command(flatten)]
     payload: PayloadArgs,
@@ -116,7 +116,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<bool> {
 pub struct VerifyArgs {
     /// The endpoint's secret (`whsec_…`) or Ed25519 public key (`whpk_…`); repeat to accept
     /// any of several.
-    #[arg(long, required = true, env = "HOOKLANE_VERIFY_SECRET")]
+    #[arg(long, required = true, env = "HOOKLANE_VERIFY_SECRET", hide_env_values = true)]
     secret: Vec<String>,
     /// The `webhook-id` header.
     #[arg(long, allow_hyphen_values = true)]

@@ -33,12 +33,62 @@ fn bench_delivers_every_message() {
     ] {
         assert!(report[key].is_number(), "{key} missing: {report}");
     }
+    // One node: the largest node's peak memory is every node's together.
+    let peak = report["server_peak_rss_mib"].as_f64().unwrap_or_else(|| panic!("peak RSS missing: {report}"));
+    assert!(peak > 0.0, "{report}");
+    assert_eq!(report["server_peak_rss_total_mib"].as_f64(), Some(peak), "{report}");
+}
+
+/// A database that already holds applications (an earlier run's) is refused: its deliveries,
+/// backlog and rows would be counted in this run's figures.
+#[test]
+fn bench_refuses_a_database_that_is_not_empty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite:{}", dir.path().join("bench.db").display());
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_hooklane"))
+            .args([
+                "bench",
+                "--messages",
+                "20",
+                "--concurrency",
+                "2",
+                "--skip-raw",
+                "--timeout",
+                "60",
+                "--database-url",
+                &url,
+            ])
+            .env_remove("HOOKLANE_CONFIG")
+            .env_remove("HOOKLANE_DATABASE_URL")
+            .output()
+            .expect("run hooklane bench")
+    };
+    let first = run();
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "an empty database is measured: {stderr}");
+    let second = run();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a database holding the first run's application is measured again: {stderr}");
+    assert!(stderr.contains("already holds applications"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&second.stdout).contains('{'), "no figures are printed");
 }
 
 #[test]
 fn bench_with_a_slow_receiver_still_delivers_every_message() {
     let out = Command::new(env!("CARGO_BIN_EXE_hooklane"))
-        .args(["bench", "--messages", "100", "--concurrency", "4", "--receiver-delay-ms", "20", "--skip-raw"])
+        .args([
+            "bench",
+            "--messages",
+            "100",
+            "--concurrency",
+            "4",
+            "--receiver-delay-ms",
+            "20",
+            "--skip-raw",
+            "--timeout",
+            "60",
+        ])
         .env_remove("HOOKLANE_CONFIG")
         .env_remove("HOOKLANE_DATABASE_URL")
         .output()

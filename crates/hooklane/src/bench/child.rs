@@ -3,7 +3,7 @@
 //! directory removed, when the handle is dropped (including on error paths).
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -33,21 +33,10 @@ impl ChildServer {
 
     /// Like [`ChildServer::start`] with a given admin token (nodes of one cluster share it).
     pub fn start_with_token(args: &BenchArgs, admin_token: String) -> anyhow::Result<ChildServer> {
-        let database_url = args.database_url.as_deref();
         let dir = std::env::temp_dir().join(format!("hooklane-bench-{}-{}", std::process::id(), random_hex(6)));
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        create_private_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut server = ChildServer { child: None, dir, base: String::new(), admin_token };
-        let db = match database_url {
-            Some(url) => url.to_string(),
-            None => format!("sqlite:{}", server.dir.join("hooklane.db").display()),
-        };
-        let config = format!(
-            "listen = \"127.0.0.1:0\"\ndatabase_url = {}\nadmin_token = {}\n\n[delivery]\nallow_networks = [\"127.0.0.0/8\"]\n",
-            toml_string(&db),
-            toml_string(&server.admin_token),
-        );
-        let config_path = server.dir.join("hooklane.toml");
-        std::fs::write(&config_path, config)?;
+        let config_path = write_config(&server.dir, args.database_url.as_deref(), &server.admin_token)?;
         let stderr_path = server.dir.join("server.log");
         let stderr = std::fs::File::create(&stderr_path)?;
 
@@ -133,6 +122,45 @@ impl Drop for ChildServer {
     }
 }
 
+/// Creates `dir` (not there yet: an existing one, which someone else may have made in the
+/// shared temporary directory, is refused) readable by this user only: it holds the admin
+/// token and the database URL (its password too), and the SQLite database.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Writes the server's configuration into `dir`, readable by this user only (it holds the
+/// admin token, and the database URL with its password); returns its path.
+fn write_config(dir: &Path, database_url: Option<&str>, admin_token: &str) -> anyhow::Result<PathBuf> {
+    use std::io::Write;
+    let db = match database_url {
+        Some(url) => url.to_string(),
+        None => format!("sqlite:{}", dir.join("hooklane.db").display()),
+    };
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\ndatabase_url = {}\nadmin_token = {}\n\n[delivery]\nallow_networks = [\"127.0.0.0/8\"]\n",
+        toml_string(&db),
+        toml_string(admin_token),
+    );
+    let path = dir.join("hooklane.toml");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(config.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
 fn random_hex(bytes: usize) -> String {
     let mut raw = vec![0u8; bytes];
     rand::thread_rng().fill_bytes(&mut raw);
@@ -166,4 +194,29 @@ pub fn machine_cpu_jiffies() -> Option<(u64, u64)> {
     // idle and iowait are fields 4 and 5.
     let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
     Some((total - idle, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The folder and the configuration that hold the admin token and the database URL are
+    /// this user's only, whatever the umask; a folder already there is not taken over.
+    #[cfg(unix)]
+    #[test]
+    fn the_configuration_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().expect("tempdir");
+        let dir = parent.path().join("bench");
+        create_private_dir(&dir).expect("create");
+        let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        let url = "postgres://bench:s3cret@127.0.0.1/bench";
+        let config = write_config(&dir, Some(url), "sk_token").expect("write");
+        assert_eq!(mode(&config), 0o600);
+        let text = std::fs::read_to_string(&config).expect("read");
+        assert!(text.contains(url) && text.contains("sk_token"), "{text}");
+        assert!(create_private_dir(&dir).is_err(), "an existing folder is refused");
+        assert!(write_config(&dir, None, "sk_token").is_err(), "an existing file is not written over");
+    }
 }

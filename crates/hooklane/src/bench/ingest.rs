@@ -59,6 +59,34 @@ impl Api {
         Ok(serde_json::from_str(&text)?)
     }
 
+    /// What the first server's database already holds, named for a message: applications,
+    /// inbound sources; `None` when it holds neither.
+    pub async fn already_held(&self) -> anyhow::Result<Option<&'static str>> {
+        for (path, what) in [("/api/v1/app/?limit=1", "applications"), ("/api/v1/source?limit=1", "inbound sources")] {
+            let resp = self
+                .client
+                .get(format!("{}{path}", self.bases[0]))
+                .header("authorization", &self.auth)
+                .send()
+                .await
+                .with_context(|| format!("GET {path}"))?;
+            let status = resp.status();
+            // A `--server-bin` build from before inbound sources has none.
+            if status == reqwest::StatusCode::NOT_FOUND {
+                continue;
+            }
+            let text = resp.text().await?;
+            if !status.is_success() {
+                bail!("GET {path}: {status}: {text}");
+            }
+            let page: Value = serde_json::from_str(&text).with_context(|| format!("GET {path}: not JSON"))?;
+            if !matches!(page["data"].as_array(), Some(data) if data.is_empty()) {
+                return Ok(Some(what));
+            }
+        }
+        Ok(None)
+    }
+
     /// Sets and enables the endpoint's JavaScript transformation.
     pub async fn set_transformation(&self, app: &str, endpoint: &str, code: &str) -> anyhow::Result<()> {
         let path = format!("/api/v1/app/{app}/endpoint/{endpoint}/transformation");

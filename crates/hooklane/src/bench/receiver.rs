@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::serve::ListenerExt;
 use tokio::task::JoinHandle;
@@ -38,7 +38,9 @@ impl Receiver {
     /// Answers after `delay` (zero: at once); arrival times are taken before the delay.
     pub async fn start(delay: Duration) -> anyhow::Result<Receiver> {
         let recorder = Arc::new(Recorder { delay, ..Recorder::default() });
-        let app = axum::Router::new().fallback(receive).with_state(recorder.clone());
+        // No body limit (axum's default is 2 MiB): `--payload-bytes` and a transform may make
+        // deliveries larger, which would otherwise be refused and counted as lost.
+        let app = axum::Router::new().fallback(receive).layer(DefaultBodyLimit::disable()).with_state(recorder.clone());
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
         let listener = listener.tap_io(|tcp| {

@@ -25,7 +25,10 @@ pub struct HooklaneRun {
     pub delivered_msgs_per_s: f64,
     pub ingest_ms: Percentiles,
     pub e2e_ms: Percentiles,
+    /// The largest server's peak resident memory.
     pub peak_rss_mib: Option<f64>,
+    /// Every server's peak resident memory, summed (the same as `peak_rss_mib` with one).
+    pub peak_rss_total_mib: Option<f64>,
     /// CPU the hooklane server(s) used per delivered message while the measured messages
     /// were posted and delivered; steadier across runs than rates on a shared machine.
     pub server_cpu_us_per_msg: Option<f64>,
@@ -126,7 +129,11 @@ pub struct Report {
     e2e_p50_ms: Option<f64>,
     e2e_p99_ms: Option<f64>,
     e2e_max_ms: Option<f64>,
+    /// The largest node's peak RSS (what one machine has to fit).
     server_peak_rss_mib: Option<f64>,
+    /// Every node's peak RSS, summed: with `--nodes` above 1, beside the CPU time, which is
+    /// summed over the nodes too.
+    server_peak_rss_total_mib: Option<f64>,
     server_cpu_us_per_msg: Option<f64>,
     bench_cpu_us_per_msg: Option<f64>,
     machine_busy_pct: Option<f64>,
@@ -172,6 +179,7 @@ impl Report {
             e2e_p99_ms: h.map(|h| round(h.e2e_ms.p99, 3)),
             e2e_max_ms: h.map(|h| round(h.e2e_ms.max, 3)),
             server_peak_rss_mib: h.and_then(|h| h.peak_rss_mib).map(|m| round(m, 1)),
+            server_peak_rss_total_mib: h.and_then(|h| h.peak_rss_total_mib).map(|m| round(m, 1)),
             server_cpu_us_per_msg: h.and_then(|h| h.server_cpu_us_per_msg).map(|c| round(c, 1)),
             bench_cpu_us_per_msg: h.and_then(|h| h.bench_cpu_us_per_msg).map(|c| round(c, 1)),
             machine_busy_pct: h.and_then(|h| h.machine_busy_pct).map(|c| round(c, 1)),

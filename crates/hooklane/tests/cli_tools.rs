@@ -1,0 +1,269 @@
+//! The command-line tools around the server, run as the real binary: `forward` against a
+//! local receiver that redirects and a poller that answers something else than a page,
+//! `--help` with secrets in the environment, `listen` with a large body, `migrate` beside a
+//! running `serve`.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use tokio::io::AsyncBufReadExt;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A running `hooklane forward`, its printed lines (standard output and error) collected.
+struct Forwarder {
+    child: tokio::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Forwarder {
+    fn start(args: &[&str]) -> Forwarder {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+            .arg("forward")
+            .args(args)
+            .env_remove("HOOKLANE_TOKEN")
+            .env_remove("HOOKLANE_URL")
+            .env_remove("HOOKLANE_FORWARD_SECRET")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn hooklane forward");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let mut out = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut err = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let (sink, err_sink) = (lines.clone(), lines.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = out.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = err.next_line().await {
+                err_sink.lock().unwrap().push(line);
+            }
+        });
+        Forwarder { child, lines }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until a printed line satisfies `found`; panics after [`WAIT`].
+    async fn wait_for_line(&self, what: &str, found: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(line) = self.lines().into_iter().find(|l| found(l)) {
+                return line;
+            }
+            assert!(Instant::now() < deadline, "no line {what}: {:?}", self.lines());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A local receiver answering 302 towards another one: the redirect is not followed (a
+/// redirected POST would arrive there as a GET without its body, and signed headers would go
+/// to another host), and the message counts as failed, tried again, then skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_does_not_follow_a_redirect() {
+    let server = Server::start("").await;
+    let app = server.create_app("laptop").await;
+    let elsewhere = Receiver::start().await;
+    let location = format!("{}/elsewhere", elsewhere.url);
+    let local = Receiver::scripted(move |_, _| Reply::WithHeader(302, "location", location.clone())).await;
+    let to = format!("{}/local", local.url);
+    let base = server.base.clone();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let forward = Forwarder::start(&[
+        to.as_str(),
+        "--server",
+        &base,
+        "--app",
+        &app,
+        "--token",
+        ADMIN,
+        "--secret",
+        secret,
+        "--tries",
+        "2",
+    ]);
+    forward.wait_for_line("saying it is connected", |l| l.contains("connected to")).await;
+    let msg = server.send_message(&app, "a.b", json!({ "n": 1 })).await;
+    let skipped =
+        forward.wait_for_line("saying the message was skipped", |l| l.contains(&msg) && l.contains("skipped")).await;
+    assert!(skipped.starts_with("302 a.b"), "{skipped}");
+    let got = local.received();
+    assert_eq!(got.len(), 2, "tried twice at the local URL: {:?}", forward.lines());
+    assert!(got.iter().all(|r| r.method == "POST" && signature_valid(secret, r)), "{got:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(elsewhere.received().is_empty(), "the redirect was followed: {:?}", elsewhere.received());
+    let lines = forward.lines();
+    assert!(!lines.iter().any(|l| l.starts_with("200 ")), "nothing counts as delivered: {lines:?}");
+}
+
+/// A poller (`--endpoint`) whose first answer is a 200 that is no page (a captive portal's,
+/// a proxy's): read again after a pause, as any passing failure, and the command goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_reads_a_poller_again_after_an_answer_that_is_no_page() {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let poller = axum::Router::new().fallback(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            use axum::response::IntoResponse;
+            let page = |data: serde_json::Value| {
+                (
+                    [("content-type", "application/json")],
+                    json!({ "data": data, "iterator": "it1", "done": true }).to_string(),
+                )
+            };
+            match n {
+                0 => ([("content-type", "text/html")], "<html>Sign in to the Wi-Fi</html>".to_string()).into_response(),
+                1 => page(json!([{ "id": "msg_fake1", "eventType": "a.b", "payload": { "n": 1 } }])).into_response(),
+                _ => page(json!([])).into_response(),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, poller).await });
+    let rx = Receiver::start().await;
+    let to = format!("{}/local", rx.url);
+    let mut forward = Forwarder::start(&[
+        to.as_str(),
+        "--server",
+        &base,
+        "--app",
+        "app_x",
+        "--endpoint",
+        "ep",
+        "--token",
+        "sk_poll_x",
+    ]);
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!((got[0].header("webhook-id"), got[0].body.as_slice()), ("msg_fake1", &br#"{"n":1}"#[..]));
+    assert!(forward.child.try_wait().expect("wait").is_none(), "it stopped: {:?}", forward.lines());
+    let lines = forward.lines();
+    assert!(lines.iter().any(|l| l.contains("not a poller's page") && l.contains("trying again")), "{lines:?}");
+    assert!(asked.load(Ordering::SeqCst) >= 2);
+}
+
+/// `--help` names the environment variables that give secrets, never their values (a
+/// terminal shared on a call, a help text pasted into an issue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_does_not_show_secrets_from_the_environment() {
+    const MARKER: &str = "whsec_MarkerMarkerMarkerMarker0123";
+    for (command, variable) in [
+        ("listen", "HOOKLANE_LISTEN_SECRET"),
+        ("send", "HOOKLANE_SEND_SECRET"),
+        ("verify", "HOOKLANE_VERIFY_SECRET"),
+        ("forward", "HOOKLANE_FORWARD_SECRET"),
+        ("forward", "HOOKLANE_TOKEN"),
+        ("forward", "HOOKLANE_URL"),
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+            .args([command, "--help"])
+            .env_remove("HOOKLANE_CONFIG")
+            .env(variable, MARKER)
+            .output()
+            .await
+            .expect("run hooklane");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{command} --help: {text}");
+        assert!(text.contains(variable), "{command} --help names {variable}: {text}");
+        assert!(!text.contains(MARKER), "{command} --help shows {variable}'s value: {text}");
+    }
+}
+
+/// `listen` takes a body larger than axum's default limit (2 MiB): hooklane may deliver
+/// larger ones (`max_body_bytes` has no ceiling; a transform adds up to 4 MiB), and the
+/// receiver for trying deliveries must show them, not answer 413 and print nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_prints_a_body_over_two_mib() {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .args(["listen", "--port", "0"])
+        .env_remove("HOOKLANE_LISTEN_SECRET")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn hooklane listen");
+    let mut err = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let base = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(line)) = err.next_line().await {
+            if let Some(addr) = line.split("receiving on ").nth(1) {
+                return addr.trim().to_string();
+            }
+        }
+        panic!("listen ended without saying where it listens");
+    })
+    .await
+    .expect("listen started");
+    // Read while the request is answered: the line is printed before the answer, and a
+    // 3 MiB line fills the pipe.
+    let printed = tokio::spawn(async move {
+        while let Ok(Some(line)) = out.next_line().await {
+            if line.contains("webhook-id=msg_big") {
+                return line;
+            }
+        }
+        panic!("listen printed no line for the request");
+    });
+    let body = format!("{{\"big\":\"{}\"}}", "x".repeat(3 << 20));
+    let post = reqwest::Client::new()
+        .post(format!("{base}/hook"))
+        .header("content-type", "application/json")
+        .header("webhook-id", "msg_big")
+        .body(body.clone())
+        .send();
+    let resp = tokio::time::timeout(WAIT, post).await.expect("answered in time").expect("post");
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let line = tokio::time::timeout(WAIT, printed).await.expect("a line printed").expect("the reader");
+    assert!(line.ends_with(&format!("body={body}")), "the whole body is printed ({} bytes)", line.len());
+}
+
+/// `migrate` takes the lock a `serve` holds on its SQLite file: beside a running server it
+/// refuses, saying why (the server migrated the schema at its start); without one it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_refuses_a_database_a_server_is_serving() {
+    let mut server = Server::start("").await;
+    let config = server.config_file().to_path_buf();
+    let (ok, stdout, stderr) = migrate(&config).await;
+    assert!(!ok, "migrate ran beside the server: {stdout}{stderr}");
+    assert!(stderr.contains("another hooklane process") && stderr.contains("stop it first to run migrate"), "{stderr}");
+    assert!(!stdout.contains("up to date"), "{stdout}");
+    let (status, _) = server.call("GET", "/api/v1/app", None).await;
+    assert_eq!(status, 200, "the server serves on");
+    server.kill9();
+    let (ok, stdout, stderr) = migrate(&config).await;
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("database schema is up to date"), "{stdout}");
+}
+
+/// Runs `hooklane migrate --config config`: whether it succeeded, its stdout and stderr.
+async fn migrate(config: &std::path::Path) -> (bool, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+            .arg("migrate")
+            .arg("--config")
+            .arg(config)
+            .env_remove("HOOKLANE_CONFIG")
+            .env_remove("HOOKLANE_DATABASE_URL")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("migrate ended")
+    .expect("migrate ran");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
