@@ -32,7 +32,11 @@ pub trait Store: Send + Sync + 'static {
     async fn create_app(&self, app: Application) -> StoreResult<()>;
     /// By id or by `uid`.
     async fn get_app(&self, id_or_uid: &str) -> StoreResult<Option<Application>>;
-    async fn list_apps(&self, page: &PageRequest) -> StoreResult<Page<Application>>;
+    async fn list_apps(&self, page: &PageRequest) -> StoreResult<Page<Application>> {
+        self.list_apps_where(page, AppListFilter::default()).await
+    }
+    /// A page of the applications (those of inbound sources left out), narrowed by `filter`.
+    async fn list_apps_where(&self, page: &PageRequest, filter: AppListFilter) -> StoreResult<Page<Application>>;
     async fn update_app(&self, app: Application) -> StoreResult<()>;
     /// Deletes the application and everything under it.
     async fn delete_app(&self, app_id: &str) -> StoreResult<()>;

@@ -136,6 +136,15 @@ impl ClaimedKey {
     }
 }
 
+/// Which applications a listing leaves out (Svix's application list options).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppListFilter {
+    /// Those with no endpoint.
+    pub without_endpoints: bool,
+    /// Those with endpoints, every one of them disabled.
+    pub only_disabled_endpoints: bool,
+}
+
 /// What [`crate::Store::take_rate_slot`] answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateSlot {

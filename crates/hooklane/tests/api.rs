@@ -288,6 +288,26 @@ async fn app_list_paginates_with_cursor_both_orders() {
     let (status, body) = server.call("GET", "/api/v1/app?order=sideways", None).await;
     assert_error(status, &body, 422, "validation");
     assert_eq!(body["detail"][0]["loc"], json!(["query", "order"]));
+
+    // Svix's options: applications without endpoints, or with disabled ones only, left out.
+    let rx = Receiver::start().await;
+    server.create_endpoint(&created[0], json!({"url": rx.url})).await;
+    server.create_endpoint(&created[1], json!({"url": rx.url, "disabled": true})).await;
+    let listed = |query: &'static str| {
+        let server = &server;
+        async move { ids(&list_all(server, &format!("/api/v1/app?limit=250&{query}")).await) }
+    };
+    assert_eq!(listed("exclude_apps_with_no_endpoints=true").await, created[..2].to_vec());
+    let mut kept = created.clone();
+    kept.remove(1);
+    assert_eq!(listed("exclude_apps_with_disabled_endpoints=true").await, kept);
+    assert_eq!(
+        listed("exclude_apps_with_no_endpoints=true&exclude_apps_with_disabled_endpoints=true").await,
+        created[..1].to_vec()
+    );
+    assert_eq!(listed("exclude_apps_with_svix_play_endpoints=true").await, created);
+    let (status, body) = server.call("GET", "/api/v1/app?exclude_apps_with_no_endpoints=maybe", None).await;
+    assert_error(status, &body, 422, "validation");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

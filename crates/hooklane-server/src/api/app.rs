@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::model::{Application, Metadata, Principal};
 use hooklane_core::{DateTime, Utc};
-use hooklane_store::StoreError;
+use hooklane_store::{AppListFilter, StoreError};
 use serde::{Deserialize, Serialize};
 
 use super::{check_len, check_metadata, check_name, check_rate_limit, page_request, ListResponse, Patch};
@@ -214,14 +214,23 @@ pub async fn create(
 
 /// List applications.
 ///
-/// The admin token lists them all (but inbound sources' own applications); an application
-/// token, its own application only, in one page.
+/// The admin token lists them all (but inbound sources' own applications), narrowed by
+/// Svix's `exclude_apps_with_no_endpoints` and `exclude_apps_with_disabled_endpoints`; an
+/// application token, its own application only, in one page.
 #[utoipa::path(
     get,
     path = "/api/v1/app",
     tag = "Application",
     operation_id = "v1.application.list",
-    params(PageOldestFirst),
+    params(
+        PageOldestFirst,
+        ("exclude_apps_with_no_endpoints" = Option<bool>, Query,
+            description = "Leave out the applications with no endpoint"),
+        ("exclude_apps_with_disabled_endpoints" = Option<bool>, Query,
+            description = "Leave out the applications whose endpoints are all disabled (those with none stay)"),
+        ("exclude_apps_with_svix_play_endpoints" = Option<bool>, Query,
+            description = "Svix's; taken, with nothing to leave out"),
+    ),
     responses(
         (status = 200, description = "A page of applications", body = ListResponse<ApplicationOut>),
         (status = 401, response = Unauthorized),
@@ -234,9 +243,16 @@ pub async fn list(
     q: Query,
 ) -> ApiResult<axum::Json<ListResponse<ApplicationOut>>> {
     let page = page_request(&q, false)?;
+    // Svix's options; `exclude_apps_with_svix_play_endpoints` is taken and has nothing to
+    // leave out (no endpoint here is a Svix Play one).
+    let filter = AppListFilter {
+        without_endpoints: q.flag("exclude_apps_with_no_endpoints")?.unwrap_or(false),
+        only_disabled_endpoints: q.flag("exclude_apps_with_disabled_endpoints")?.unwrap_or(false),
+    };
+    q.flag("exclude_apps_with_svix_play_endpoints")?;
     match principal {
         Principal::Admin => {
-            let page = s.0.store.list_apps(&page).await?;
+            let page = s.0.store.list_apps_where(&page, filter).await?;
             Ok(axum::Json(ListResponse::from_page(page, |a| a.id.clone(), ApplicationOut::from)))
         }
         // An application token sees its own application only.

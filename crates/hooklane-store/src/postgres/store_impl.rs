@@ -73,13 +73,22 @@ impl Store for PgStore {
         queries::get_app(&self.client().await?, id_or_uid).await
     }
 
-    async fn list_apps(&self, page: &PageRequest) -> StoreResult<Page<Application>> {
+    async fn list_apps_where(&self, page: &PageRequest, filter: AppListFilter) -> StoreResult<Page<Application>> {
         let c = self.client().await?;
         // Applications owned by inbound sources are managed through their source.
-        queries::Select::new(rows::APP_COLS, "applications")
-            .and("id NOT IN (SELECT app_id FROM sources)", [])
-            .page(&c, "id", page, rows::app)
-            .await
+        let mut select =
+            queries::Select::new(rows::APP_COLS, "applications").and("id NOT IN (SELECT app_id FROM sources)", []);
+        if filter.without_endpoints {
+            select = select.and("EXISTS (SELECT 1 FROM endpoints e WHERE e.app_id = applications.id)", []);
+        }
+        if filter.only_disabled_endpoints {
+            select = select.and(
+                "(NOT EXISTS (SELECT 1 FROM endpoints e WHERE e.app_id = applications.id) \
+                 OR EXISTS (SELECT 1 FROM endpoints e WHERE e.app_id = applications.id AND NOT e.disabled))",
+                [],
+            );
+        }
+        select.page(&c, "id", page, rows::app).await
     }
 
     async fn update_app(&self, app: Application) -> StoreResult<()> {

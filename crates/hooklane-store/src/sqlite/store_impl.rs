@@ -29,16 +29,23 @@ impl Store for SqliteStore {
         self.read(move |c| queries::get_app(c, &key)).await
     }
 
-    async fn list_apps(&self, page: &PageRequest) -> StoreResult<Page<Application>> {
+    async fn list_apps_where(&self, page: &PageRequest, filter: AppListFilter) -> StoreResult<Page<Application>> {
         let page = page.clone();
-        // Applications owned by inbound sources are managed through their source.
         self.read(move |c| {
-            queries::Select::new(rows::APP_COLS, "applications").and("id NOT IN (SELECT app_id FROM sources)", []).page(
-                c,
-                "id",
-                &page,
-                rows::app,
-            )
+            // Applications owned by inbound sources are managed through their source.
+            let mut select =
+                queries::Select::new(rows::APP_COLS, "applications").and("id NOT IN (SELECT app_id FROM sources)", []);
+            if filter.without_endpoints {
+                select = select.and("EXISTS (SELECT 1 FROM endpoints e WHERE e.app_id = applications.id)", []);
+            }
+            if filter.only_disabled_endpoints {
+                select = select.and(
+                    "(NOT EXISTS (SELECT 1 FROM endpoints e WHERE e.app_id = applications.id) \
+                     OR EXISTS (SELECT 1 FROM endpoints e WHERE e.app_id = applications.id AND e.disabled = 0))",
+                    [],
+                );
+            }
+            select.page(c, "id", &page, rows::app)
         })
         .await
     }

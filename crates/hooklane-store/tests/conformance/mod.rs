@@ -33,9 +33,9 @@ use hooklane_core::model::{
 };
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::{
-    AttemptFilter, AttemptOutcome, ClaimedKey, DeliveryKey, DynStore, EventPosition, EventsQuery, IdempotencyState,
-    Job, MessageFilter, NextStep, Page, PageRequest, PruneMessages, Pruned, RateSlot, StoreError, StoreResult,
-    StoredResponse,
+    AppListFilter, AttemptFilter, AttemptOutcome, ClaimedKey, DeliveryKey, DynStore, EventPosition, EventsQuery,
+    IdempotencyState, Job, MessageFilter, NextStep, Page, PageRequest, PruneMessages, Pruned, RateSlot, StoreError,
+    StoreResult, StoredResponse,
 };
 use hooklane_store::{MessageState, LATENCY_BOUNDS_MS};
 
@@ -77,6 +77,7 @@ macro_rules! store_conformance_tests {
             endpoint_failing_since_and_disable,
             a_quiet_endpoint_starts_its_failure_streak_afresh,
             cancelled_attempts_end_deliveries_and_leave_streaks,
+            list_apps_leaves_out_apps_by_their_endpoints,
             abandon_deliveries_marks_failed,
             defer_deliveries_hands_back,
             hasten_deliveries_makes_paused_ones_due,
@@ -2032,6 +2033,29 @@ pub async fn cancelled_attempts_end_deliveries_and_leave_streaks(store: &DynStor
     assert!(log.items.iter().all(|m| m.message.id != m2.id), "a cancelled message did not succeed");
     assert_eq!(endpoint_now(store, &failing).await.failing_since, Some(t0), "the streak still runs");
     assert_eq!(endpoint_now(store, &healthy).await.failing_since, None, "and none was started");
+}
+
+/// Svix's application list options: without endpoints, and with only disabled ones.
+pub async fn list_apps_leaves_out_apps_by_their_endpoints(store: &DynStore) {
+    setup_app(store, "None").await;
+    let off = setup_app(store, "Off").await;
+    let live = setup_app(store, "Live").await;
+    let disabled = |app: &str| Endpoint { disabled: true, ..new_endpoint(app, None) };
+    store.create_endpoint(disabled(&off.id)).await.unwrap();
+    store.create_endpoint(disabled(&live.id)).await.unwrap();
+    setup_endpoint(store, &live.id).await;
+    let listed = |filter: AppListFilter| async move {
+        let page = store.list_apps_where(&PageRequest::default(), filter).await.unwrap();
+        page.items.into_iter().map(|a| a.name).collect::<BTreeSet<_>>()
+    };
+    let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(listed(AppListFilter::default()).await, names(&["None", "Off", "Live"]));
+    let without = AppListFilter { without_endpoints: true, ..Default::default() };
+    assert_eq!(listed(without).await, names(&["Off", "Live"]));
+    let only_disabled = AppListFilter { only_disabled_endpoints: true, ..Default::default() };
+    assert_eq!(listed(only_disabled).await, names(&["None", "Live"]));
+    let both = AppListFilter { without_endpoints: true, only_disabled_endpoints: true };
+    assert_eq!(listed(both).await, names(&["Live"]));
 }
 
 pub async fn abandon_deliveries_marks_failed(store: &DynStore) {
