@@ -152,6 +152,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::NotFound("resource"),
             StoreError::Conflict(why) => ApiError::Conflict(why),
+            StoreError::Refused(why) => ApiError::BadRequest(why),
             StoreError::Closed => ApiError::Unavailable("store is shutting down".into()),
             StoreError::PositionAhead(_) => {
                 ApiError::Validation { location: "query", field: "iterator".into(), msg: POSITION_AHEAD.into() }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -15,6 +15,7 @@ use hooklane_store::{DynStore, IdempotencyState, StoredResponse};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
+use crate::extract::Auth;
 use crate::state::{hex, AppState};
 
 /// How long an answer is replayed.
@@ -81,7 +82,15 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
         Err(e) => ApiError::from(e).into_response(),
         Ok(IdempotencyState::InFlight) => ApiError::IdempotencyInFlight.into_response(),
         Ok(IdempotencyState::Mismatch) => ApiError::IdempotencyMismatch.into_response(),
-        Ok(IdempotencyState::Completed(stored)) => replay(stored),
+        // Kept answers go only to the token that got them (its hash is in the scope), and
+        // only while it still works: one revoked or expired since is refused as any request.
+        Ok(IdempotencyState::Completed(stored)) => {
+            let (mut parts, _) = req.into_parts();
+            match Auth::from_request_parts(&mut parts, &s).await {
+                Ok(_) => replay(stored),
+                Err(e) => e.into_response(),
+            }
+        }
         // On a task of its own: a client that stops waiting (a timeout, a dropped
         // connection) does not stop the request half-way, after its write was queued but
         // before its answer was kept; its retry then finds the answer.

@@ -20,4 +20,8 @@ pub enum StoreError {
     /// version it wanted to write back.
     #[error("changed since it was read")]
     Changed,
+    /// A value the database cannot hold, which reached it unchecked (PostgreSQL: text with
+    /// a NUL character): the request's fault, not the store's.
+    #[error("{0}")]
+    Refused(String),
 }

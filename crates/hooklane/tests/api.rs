@@ -464,6 +464,11 @@ async fn app_get_if_exists_and_duplicate_uid() {
     let all = list_all(&server, "/api/v1/app").await;
     assert_eq!(ids(&all), vec![id_of(&first), id_of(&other)]);
     assert_eq!(all["data"][0]["name"], "First");
+
+    // A uid shaped as an application id is refused, not taken for that application's id.
+    let by_id = json!({"name": "Third", "uid": id_of(&first)});
+    let (status, body) = server.call("POST", "/api/v1/app?get_if_exists=true", Some(by_id)).await;
+    assert_invalid(status, &body, "uid");
 }
 
 // --- 2. event types
@@ -1747,6 +1752,21 @@ async fn idempotency_does_not_store_auth_failures() {
     assert_eq!(again.status, 401);
     assert_eq!(again.header("idempotent-replayed"), None);
     assert_eq!(ids(&list_all(&server, &path).await), Vec::<String>::new());
+
+    // A kept answer is not replayed to its token once that token no longer works.
+    let (_, portal) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), None).await;
+    let token = portal["token"].as_str().expect("token").to_string();
+    let post = || request(&server, Some(&token), "POST", &path).header("idempotency-key", "t").json(&body);
+    let first = send(post()).await;
+    assert_eq!(first.status, 202, "{}", first.json());
+    let replayed = send(post()).await;
+    assert_eq!((replayed.status, replayed.header("idempotent-replayed")), (202, Some("true")));
+    let (status, out) = server.call("POST", &format!("/api/v1/auth/app/{app}/expire-all"), Some(json!({}))).await;
+    assert!(status < 300, "{status} {out}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let refused = send(post()).await;
+    assert_error(refused.status, &refused.json(), 401, "authentication_failed");
+    assert_eq!(refused.header("idempotent-replayed"), None);
 }
 
 // --- 6. authentication and tenant isolation
@@ -2705,6 +2725,10 @@ fn bad_bodies() -> Vec<BadBody> {
         ("long strings", long.into_bytes()),
         ("not UTF-8", vec![b'{', b'"', 0xff, 0xfe, b'"', b':', b'1', b'}']),
         ("NUL inside", b"{\"name\": \"a\\u0000b\", \"eventType\": \"a\\u0000\", \"payload\": {\"k\": \"\\u0000\"}}".to_vec()),
+        (
+            "NUL in lists and names",
+            br#"{"channel": "a\u0000", "tag": "\u0000", "ids": ["\u0000"], "appIds": ["\u0000"], "since": "2020-01-01T00:00:00Z", "description": "d\u0000", "eventType": "a.b", "payload": {}}"#.to_vec(),
+        ),
     ]
 }
 
@@ -2713,7 +2737,18 @@ fn bad_bodies() -> Vec<BadBody> {
 /// (DELETEs are left out: they would remove what the others need.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_operation_refuses_bad_input_cleanly() {
-    let server = Server::start("").await;
+    refuses_bad_input_cleanly(Server::start("").await).await;
+}
+
+/// The same on PostgreSQL, whose text holds no NUL character: one reaching it unchecked (a
+/// `%00` in a path or a query, a `\u0000` in a body) is bad input too, not a server error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_operation_refuses_bad_input_cleanly_on_postgres() {
+    let db = hooklane_store::postgres::testing::TestDatabase::create().await;
+    refuses_bad_input_cleanly(Server::start(&format!("database_url = \"{}\"", db.url())).await).await;
+}
+
+async fn refuses_bad_input_cleanly(server: Server) {
     let doc = send(request(&server, None, "GET", "/api/v1/openapi.json")).await.json();
     let receiver = Receiver::start().await;
     // Real resources, so that path parameters resolve and handlers get as far as the body.
@@ -2763,6 +2798,9 @@ async fn every_documented_operation_refuses_bad_input_cleanly() {
             }
             let takes_body = !op["requestBody"].is_null();
             let mut tries: Vec<(String, Option<BadBody>)> = vec![(format!("{filled}{bad_query}"), None)];
+            if path.contains('{') {
+                tries.push((fill_path(path, |_| "a%00b".to_string()), None));
+            }
             if takes_body {
                 tries.extend(bad_bodies().into_iter().map(|b| (filled.clone(), Some(b))));
             }
@@ -2841,6 +2879,24 @@ async fn send_example_goes_to_that_endpoint_only() {
     let ids: Vec<&str> = destinations["data"].as_array().unwrap().iter().filter_map(|d| d["id"].as_str()).collect();
     assert_eq!(ids, [ep.as_str()]);
 
+    // A token that may only create attempts sends examples, not payloads of its own making.
+    let (_, portal) = server
+        .call(
+            "POST",
+            "/api/v1/auth/app-portal-access/ex",
+            Some(json!({ "capabilities": ["ViewBase", "CreateAttempts"] })),
+        )
+        .await;
+    let limited = portal["token"].as_str().expect("token").to_string();
+    let own = json!({ "eventType": "invoice.paid", "payload": { "id": "in_forged", "amount": 1 } });
+    let (status, err) = server.call_as(&limited, "POST", path, Some(own)).await;
+    assert_error(status, &err, 403, "forbidden");
+    let (status, sent) = server.call_as(&limited, "POST", path, Some(json!({ "eventType": "invoice.paid" }))).await;
+    assert_eq!(status, 202, "an example it may send: {sent}");
+    // An index with no examples to choose from is ignored, as Svix documents.
+    let (status, sent) = server.call("POST", path, Some(json!({ "eventType": "svix.ping", "exampleIndex": 3 }))).await;
+    assert_eq!((status, &sent["payload"]), (202, &json!({ "success": true })), "{sent}");
+    assert_eq!(tried.wait_for(4, Duration::from_secs(10)).await.len(), 4);
     for (body, code, why) in [
         (json!({ "eventType": "no.such" }), 404, "an unknown event type"),
         (json!({ "eventType": "invoice.paid", "exampleIndex": 2 }), 422, "an example past the last"),
@@ -2857,7 +2913,7 @@ async fn send_example_goes_to_that_endpoint_only() {
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(other.received().is_empty(), "the other endpoint got nothing: {:?}", other.received());
-    assert_eq!(tried.received().len(), 2);
+    assert_eq!(tried.received().len(), 4);
 }
 
 /// `POST /event-type/import/openapi` (Svix's `import_openapi`): a YAML document's webhooks
@@ -3133,6 +3189,11 @@ async fn messages_are_expunged_in_bulk_and_all_at_once() {
         let (status, err) = server.call("POST", &format!("/api/v1/app/{app}/msg/bulk-expunge"), Some(body)).await;
         assert_invalid(status, &err, "ids");
     }
+    // An id no store can hold refuses the whole request, before any is expunged.
+    let body = json!({ "ids": [sent[2], "a\u{0}b"] });
+    let (status, err) = server.call("POST", &format!("/api/v1/app/{app}/msg/bulk-expunge"), Some(body)).await;
+    assert_invalid(status, &err, "ids");
+    assert_eq!(payload(app.clone(), sent[2].clone()).await, json!({ "secret": 2 }), "refused: nothing expunged");
     let (status, err) = server.call("POST", &format!("/api/v1/app/{app}/msg/bulk-expunge"), Some(json!({}))).await;
     assert_eq!(status, 422, "ids are required: {err}");
 

@@ -600,6 +600,17 @@ async fn bulk_replay_resends_the_chosen_messages_and_attempt_stats_count_them() 
     assert_eq!(tasks["data"].as_array().map(Vec::len), Some(5), "{tasks}");
     assert_eq!(tasks["data"][0]["data"]["endpointId"], ep.as_str());
 
+    // A scheduled message of the window is left to its time: a replay does not send it early.
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let body = json!({ "eventType": "a.b", "payload": { "n": 9 }, "deliverAt": later });
+    let (status, scheduled) = server.call("POST", &format!("/api/v1/app/{app}/msg"), Some(body)).await;
+    assert_eq!(status, 202, "{scheduled}");
+    let (status, task) = server.call("POST", &replay, Some(json!({ "since": since, "eventTypes": ["a.b"] }))).await;
+    assert_eq!((status, &task["replayed"]), (202, &json!(2)), "the two sent ones, not the scheduled one: {task}");
+    rx.wait_for(10, WAIT).await;
+    settle().await;
+    assert!(rx.received().iter().all(|r| r.json()["n"] != 9), "the scheduled message waits for its time");
+
     // Bad input, and a disabled endpoint.
     for (body, field) in [
         (json!({ "since": since, "status": 7 }), "status"),

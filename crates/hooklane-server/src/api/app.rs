@@ -199,15 +199,17 @@ pub async fn create(
     q: Query,
     Json(input): Json<ApplicationIn>,
 ) -> ApiResult<Response> {
+    // Checked first: a uid shaped as an id (another application's, an inbound source's
+    // hidden one) must not find that application below.
+    let app = build(input)?;
     // `get_if_exists=true`: answer 200 with the existing application of this uid.
     if q.flag("get_if_exists")?.unwrap_or(false) {
-        if let Some(uid) = &input.uid {
+        if let Some(uid) = &app.uid {
             if let Some(existing) = s.0.store.get_app(uid).await? {
                 return Ok((StatusCode::OK, axum::Json(ApplicationOut::from(existing))).into_response());
             }
         }
     }
-    let app = build(input)?;
     s.0.store.create_app(app.clone()).await.map_err(conflict(UID_TAKEN))?;
     Ok((StatusCode::CREATED, axum::Json(ApplicationOut::from(app))).into_response())
 }

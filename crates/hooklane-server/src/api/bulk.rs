@@ -98,6 +98,9 @@ pub async fn bulk_replay(
         return Err(ApiError::validation("until", "must be after since"));
     }
     check_names("eventTypes", &input.event_types, 256)?;
+    // Checked before the task starts (PostgreSQL would refuse them half-way).
+    input.channel.as_deref().map_or(Ok(()), |c| super::no_nul("channel", c))?;
+    input.tag.as_deref().map_or(Ok(()), |c| super::no_nul("tag", c))?;
     let status = match input.status {
         None => None,
         Some(code) => Some(
@@ -143,7 +146,13 @@ async fn replay(s: &AppState, app_id: &str, endpoint_id: &str, chosen: &Chosen, 
     loop {
         let found = store.endpoint_messages(app_id, endpoint_id, &chosen.filter, chosen.status, &page).await?;
         let mut picked = Vec::with_capacity(found.items.len());
-        for (m, _) in &found.items {
+        for (m, d) in &found.items {
+            // Without a status asked for, what is still to be sent is left to its course: a
+            // resend would send a scheduled message before its time and start a retrying
+            // delivery's attempts over.
+            if chosen.status.is_none() && matches!(d.status, DeliveryStatus::Pending | DeliveryStatus::Sending) {
+                continue;
+            }
             if let Some(class) = chosen.status_code_class {
                 if last_answer_class(s, app_id, &m.id, endpoint_id).await? != Some(class) {
                     continue;
@@ -238,6 +247,8 @@ pub async fn bulk_expunge(
     if input.ids.is_empty() || input.ids.len() > MAX_EXPUNGE_IDS {
         return Err(ApiError::validation("ids", "must name 1 to 1000 messages"));
     }
+    // All checked before any is expunged: a refusal after some were would hide that they were.
+    input.ids.iter().try_for_each(|id| super::no_nul("ids", id))?;
     let now = Utc::now();
     let results = futures::stream::iter(input.ids)
         .map(|key| {

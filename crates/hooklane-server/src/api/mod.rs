@@ -248,7 +248,7 @@ pub fn check_len(field: &str, value: &str, max: usize) -> ApiResult<()> {
 }
 
 /// PostgreSQL text cannot hold NUL: refused on every store alike, before it reaches one.
-fn no_nul(field: &str, value: &str) -> ApiResult<()> {
+pub(crate) fn no_nul(field: &str, value: &str) -> ApiResult<()> {
     if value.contains('\0') {
         return Err(ApiError::validation(field, "must not contain NUL characters"));
     }

@@ -110,6 +110,7 @@ pub async fn aggregate_app_stats(
             if keys.len() > MAX_APP_IDS {
                 return Err(ApiError::validation("appIds", format!("must hold at most {MAX_APP_IDS} ids")));
             }
+            keys.iter().try_for_each(|key| super::no_nul("appIds", key))?;
             // An application named twice (by id and by uid) is counted once.
             let mut found = BTreeMap::new();
             for key in keys {

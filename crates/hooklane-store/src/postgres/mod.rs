@@ -496,6 +496,10 @@ pub(crate) fn db_err(e: tokio_postgres::Error) -> StoreError {
 /// [`db_err`] for a borrowed error.
 pub(crate) fn db_error(e: &tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
+        // PostgreSQL's text holds no NUL character: a value with one is bad input.
+        Some(db) if *db.code() == SqlState::CHARACTER_NOT_IN_REPERTOIRE => {
+            StoreError::Refused("a text holds a NUL character, which the database cannot store".into())
+        }
         Some(db) if db.code().code().starts_with("23") => StoreError::Conflict(match db.detail() {
             Some(detail) => format!("{} ({detail})", db.message()),
             None => db.message().to_string(),
