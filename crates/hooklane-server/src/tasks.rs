@@ -63,6 +63,22 @@ impl Default for Running {
     }
 }
 
+/// A task's place on the node, given back when dropped (see [`run`]).
+struct Place<'a> {
+    running: &'a Running,
+    id: &'a str,
+    /// Handed over to the task's driver, which gives it back when the task ends.
+    kept: bool,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.running.ids().remove(self.id);
+        }
+    }
+}
+
 impl Running {
     fn ids(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         // A panic elsewhere while holding it leaves a map that is still valid.
@@ -116,10 +132,11 @@ where
         updated_at: crate::api::now(),
     };
     s.0.tasks.admit(&task.id, app_id)?;
-    if let Err(e) = s.0.store.record_task(task.clone()).await {
-        s.0.tasks.ids().remove(&task.id);
-        return Err(e.into());
-    }
+    // Its place goes back if the task is not recorded, and if this request is dropped (its
+    // client gone) before the driver takes the place over: a place left behind would count
+    // against the application until the node restarts.
+    let mut place = Place { running: &s.0.tasks, id: &task.id, kept: false };
+    s.0.store.record_task(task.clone()).await?;
     let turns = s.0.tasks.turns.clone();
     let work = async move {
         // Waiting for a turn counts as running: the task beats meanwhile.
@@ -132,6 +149,9 @@ where
         state.0.tasks.ids().remove(&ended.0.id);
         ended
     });
+    // The driver gives the place back now.
+    place.kept = true;
+    drop(place);
     match tokio::time::timeout(s.0.task_wait, handle).await {
         Ok(Ok((_, Some(error)))) => Err(error),
         Ok(Ok((ended, None))) => Ok(ended),
@@ -218,16 +238,8 @@ pub async fn fail_unfinished(s: &AppState) {
 async fn mark_unfinished(store: &DynStore, running: &Running) {
     let ids: Vec<String> = running.ids().drain().map(|(id, _)| id).collect();
     for id in ids {
-        let Ok(Some(mut task)) = store.get_task(None, &id).await else { continue };
-        if task.status != "running" {
-            continue;
-        }
-        task.status = "failed".to_string();
-        if let Some(data) = task.data.as_object_mut() {
-            data.extend(error_data(SHUT_DOWN));
-        }
-        task.updated_at = crate::api::now();
-        if let Err(e) = store.update_task(task).await {
+        // Only if still running, in one write: one whose work ends meanwhile keeps its end.
+        if let Err(e) = store.fail_task(&id, SHUT_DOWN, crate::api::now()).await {
             tracing::warn!(task = %id, error = %e, "could not mark an unfinished background task at shutdown");
         }
     }
@@ -328,6 +340,18 @@ mod tests {
             tasks.admit(&format!("n{i}"), &format!("app_{i}")).expect("within the node's");
         }
         assert_eq!(tasks.admit("last", "app_new").expect_err("the node is full").status(), 429);
+    }
+
+    #[test]
+    fn a_place_goes_back_unless_its_driver_keeps_it() {
+        let tasks = Running::default();
+        tasks.admit("dropped", "app_a").expect("a place");
+        // A request dropped while its task was being recorded: the place goes back.
+        drop(Place { running: &tasks, id: "dropped", kept: false });
+        assert!(tasks.ids().is_empty());
+        tasks.admit("driven", "app_a").expect("a place");
+        drop(Place { running: &tasks, id: "driven", kept: true });
+        assert!(tasks.ids().contains_key("driven"), "the driver gives it back when the task ends");
     }
 
     #[tokio::test]

@@ -404,6 +404,9 @@ pub trait Store: Send + Sync + 'static {
     /// whose `updated_at` is before `before` (its node stopped beating for it); returns how
     /// many.
     async fn fail_stale_tasks(&self, before: DateTime<Utc>, reason: &str, now: DateTime<Utc>) -> StoreResult<u64>;
+    /// Marks the task `failed`, with `reason` as the `error` of its data, if it is still
+    /// `running` (one that ended meanwhile keeps its end); answers whether it was.
+    async fn fail_task(&self, id: &str, reason: &str, now: DateTime<Utc>) -> StoreResult<bool>;
 
     // --- attempts
     async fn list_attempts(

@@ -254,6 +254,40 @@ async fn a_resend_committed_while_pruning_is_kept() {
     assert_eq!(conformance::job_keys(&again), BTreeSet::from([conformance::pair(&msg, &ep)]));
 }
 
+/// A resend waiting for a prune that locked its message (to delete it) queues nothing once
+/// the prune has deleted it: no delivery is left without its message, and the resend says
+/// the message is not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_behind_a_prune_queues_nothing() {
+    let db = TestDatabase::create().await;
+    let store: DynStore = Arc::new(PgStore::open(db.url()).await.expect("open"));
+    let t = conformance::now_ms();
+    let app = conformance::setup_app(&store, "A").await;
+    let ep = conformance::setup_endpoint(&store, &app.id).await;
+    let msg = conformance::post(&store, &app.id, &[&ep], t - conformance::hours(3)).await;
+    assert_eq!(conformance::claim(&store, t).await.len(), 1);
+    let failed = conformance::outcome(&msg.id, &ep, t, NextStep::GiveUp);
+    store.record_attempts(vec![failed], Duration::from_secs(24 * 3600)).await.unwrap();
+
+    // The prune's lock, and its deletes, held open on another connection.
+    let mut other = sql(&db).await;
+    let prune = other.transaction().await.unwrap();
+    prune.query("SELECT id FROM messages WHERE id = $1 FOR UPDATE", &[&msg.id]).await.unwrap();
+    let resending = {
+        let (store, app_id, msg_id, ep_id) = (store.clone(), app.id.clone(), msg.id.clone(), ep.id.clone());
+        tokio::spawn(async move { store.resend(&app_id, &msg_id, &ep_id, t + conformance::secs(1)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    prune.execute("DELETE FROM deliveries WHERE msg_id = $1", &[&msg.id]).await.unwrap();
+    prune.execute("DELETE FROM attempts WHERE msg_id = $1", &[&msg.id]).await.unwrap();
+    prune.execute("DELETE FROM messages WHERE id = $1", &[&msg.id]).await.unwrap();
+    prune.commit().await.unwrap();
+    let resent = tokio::time::timeout(Duration::from_secs(10), resending).await.expect("answered").unwrap();
+    assert!(matches!(resent, Err(StoreError::NotFound)), "{resent:?}");
+    let left = sql(&db).await.query("SELECT 1 FROM deliveries WHERE msg_id = $1", &[&msg.id]).await.unwrap();
+    assert!(left.is_empty(), "no delivery without its message");
+}
+
 /// Work written by one node wakes the pollers of every node (`LISTEN/NOTIFY`).
 /// Two nodes on `db`, an application and endpoint written through the first, once the
 /// second's LISTEN connection is up (it bumps the events signal once when it comes up; the

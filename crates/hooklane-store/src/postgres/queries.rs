@@ -1137,7 +1137,7 @@ pub async fn resend<C: GenericClient>(
             "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
                  updated_at, lane_seq, lane_key) \
              SELECT $1::text, $2::text, $3::text, 1, 0, $4::bigint, false, 1, $4::bigint, {}, {} \
-             WHERE EXISTS (SELECT 1 FROM messages WHERE app_id = $3 AND id = $1 AND NOT expunged) \
+             WHERE EXISTS (SELECT 1 FROM messages WHERE app_id = $3 AND id = $1 AND NOT expunged FOR SHARE) \
                AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = $3 AND id = $2) \
              ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, \
                  due_at = CASE WHEN {in_flight} THEN deliveries.due_at ELSE EXCLUDED.due_at END, \
@@ -1272,6 +1272,7 @@ pub async fn add_deliveries<C: GenericClient>(
          FROM messages m \
          WHERE m.app_id = $3 AND m.id = ANY($1) AND NOT m.expunged \
            AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = $3 AND id = $2) \
+         FOR SHARE OF m \
          ON CONFLICT (msg_id, endpoint_id) DO NOTHING",
         &[&msg_ids, &endpoint_id, &app_id, &now],
     )
@@ -1810,12 +1811,12 @@ pub async fn message_log<C: GenericClient>(
     Ok(Page { items, done: messages.done })
 }
 
-/// One round of housekeeping (see `Store::prune`).
+/// One round of housekeeping (see `Store::prune`) but for messages ([`prune_messages`], in a
+/// transaction of its own).
 pub async fn prune<C: GenericClient>(
     c: &C,
     now: DateTime<Utc>,
     inbound_before: Option<DateTime<Utc>>,
-    messages: Option<&crate::PruneMessages>,
     limit: usize,
 ) -> StoreResult<crate::Pruned> {
     let keys = execute(
@@ -1837,10 +1838,6 @@ pub async fn prune<C: GenericClient>(
         }
         None => 0,
     };
-    let (messages, messages_resume) = match messages {
-        Some(m) => prune_messages(c, m, limit).await?,
-        None => (0, None),
-    };
     let tokens = execute(
         c,
         "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens WHERE expires_at <= $1 LIMIT $2)",
@@ -1854,15 +1851,18 @@ pub async fn prune<C: GenericClient>(
         &[&(ms(now) - crate::TASK_RETENTION.as_millis() as i64), &limit_param(limit)],
     )
     .await?;
-    Ok(crate::Pruned { idempotency_keys: keys, inbound_requests: requests, messages, tokens, tasks, messages_resume })
+    Ok(crate::Pruned { idempotency_keys: keys, inbound_requests: requests, tokens, tasks, ..Default::default() })
 }
 
 /// Deletes up to `limit` of the messages `m` allows, with their deliveries and attempts, from
 /// one window of at most `2 × limit` messages after `m.after` (ids begin with their creation
 /// time, so the primary key's index lists the oldest first: a table of millions is not read
 /// every round). The delete checks again that no delivery became pending since the window
-/// was read (a resend). Answers the count and where the next round goes on.
-async fn prune_messages<C: GenericClient>(
+/// was read (a resend). Answers the count and where the next round goes on. To be run in a
+/// transaction: the messages are locked before their rows are looked at again, and queuing
+/// a message again (a resend, a replay) locks its row to share, so one either waits for
+/// this (and finds the message gone: it queues nothing) or is seen by it.
+pub(super) async fn prune_messages<C: GenericClient>(
     c: &C,
     m: &crate::PruneMessages,
     limit: usize,
@@ -1894,6 +1894,7 @@ async fn prune_messages<C: GenericClient>(
     .map(|r| r.try_get(0).map_err(db_err))
     .collect::<StoreResult<_>>()?;
     plan.keep_within(&m.after, &rows, limit_param(limit));
+    query(c, "SELECT id FROM messages WHERE id = ANY($1) ORDER BY id FOR UPDATE", &[&plan.doomed]).await?;
     // Two statements. The deliveries first, none pending: a delivery that a resend (or a
     // recovery) queued again meanwhile, committed while this waited for its row, is looked
     // at again as it is then, and stays. (One statement deleting by message alone deleted

@@ -618,7 +618,11 @@ impl Store for PgStore {
     }
 
     async fn fail_stale_tasks(&self, before: DateTime<Utc>, reason: &str, now: DateTime<Utc>) -> StoreResult<u64> {
-        super::tasks::fail_stale(&self.client().await?, ms(before), reason, ms(now)).await
+        super::tasks::fail_stale(&self.client().await?, None, ms(before), reason, ms(now)).await
+    }
+
+    async fn fail_task(&self, id: &str, reason: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        Ok(super::tasks::fail_stale(&self.client().await?, Some(id), i64::MAX, reason, ms(now)).await? > 0)
     }
 
     async fn list_attempts(
@@ -771,7 +775,14 @@ impl Store for PgStore {
         messages: Option<PruneMessages>,
         limit: usize,
     ) -> StoreResult<Pruned> {
-        queries::prune(&self.client().await?, now, inbound_before, messages.as_ref(), limit).await
+        let mut c = self.client().await?;
+        let mut pruned = queries::prune(&c, now, inbound_before, limit).await?;
+        if let Some(m) = messages.as_ref() {
+            let tx = c.transaction().await.map_err(db_err)?;
+            let result = queries::prune_messages(&tx, m, limit).await;
+            (pruned.messages, pruned.messages_resume) = finish(tx, result).await?;
+        }
+        Ok(pruned)
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -47,13 +47,20 @@ pub async fn beat<C: GenericClient>(c: &C, id: &str, at: i64) -> StoreResult<boo
     Ok(execute(c, sql, &[&id, &at]).await? > 0)
 }
 
-pub async fn fail_stale<C: GenericClient>(c: &C, before: i64, reason: &str, now: i64) -> StoreResult<u64> {
+/// Fails the running tasks not updated since `before` (only `id`, when given).
+pub async fn fail_stale<C: GenericClient>(
+    c: &C,
+    id: Option<&str>,
+    before: i64,
+    reason: &str,
+    now: i64,
+) -> StoreResult<u64> {
     execute(
         c,
         "UPDATE background_tasks SET status = 'failed', \
          data = (data::jsonb || jsonb_build_object('error', $2::text))::text, updated_at = $3 \
-         WHERE status = 'running' AND updated_at < $1",
-        &[&before, &reason, &now],
+         WHERE status = 'running' AND updated_at < $1 AND ($4::text IS NULL OR id = $4)",
+        &[&before, &reason, &now, &id],
     )
     .await
 }

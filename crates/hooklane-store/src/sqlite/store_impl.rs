@@ -552,7 +552,12 @@ impl Store for SqliteStore {
 
     async fn fail_stale_tasks(&self, before: DateTime<Utc>, reason: &str, now: DateTime<Utc>) -> StoreResult<u64> {
         let reason = owned(reason);
-        self.write(move |c| super::tasks::fail_stale(c, ms(before), &reason, ms(now))).await
+        self.write(move |c| super::tasks::fail_stale(c, None, ms(before), &reason, ms(now))).await
+    }
+
+    async fn fail_task(&self, id: &str, reason: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        let (id, reason) = (owned(id), owned(reason));
+        self.write(move |c| super::tasks::fail_stale(c, Some(&id), i64::MAX, &reason, ms(now))).await.map(|n| n > 0)
     }
 
     async fn list_attempts(

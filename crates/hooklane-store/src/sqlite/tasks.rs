@@ -46,12 +46,13 @@ pub fn beat(conn: &Connection, id: &str, at: i64) -> StoreResult<bool> {
     Ok(execute(conn, sql, params![id, at])? > 0)
 }
 
-pub fn fail_stale(conn: &Connection, before: i64, reason: &str, now: i64) -> StoreResult<u64> {
+/// Fails the running tasks not updated since `before` (only `id`, when given).
+pub fn fail_stale(conn: &Connection, id: Option<&str>, before: i64, reason: &str, now: i64) -> StoreResult<u64> {
     let changed = execute(
         conn,
         "UPDATE background_tasks SET status = 'failed', data = json_set(data, '$.error', ?2), updated_at = ?3 \
-         WHERE status = 'running' AND updated_at < ?1",
-        params![before, reason, now],
+         WHERE status = 'running' AND updated_at < ?1 AND (?4 IS NULL OR id = ?4)",
+        params![before, reason, now, id],
     )?;
     Ok(changed as u64)
 }

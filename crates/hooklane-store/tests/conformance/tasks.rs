@@ -108,11 +108,22 @@ pub async fn background_tasks_progress_and_stale_ones_fail(store: &DynStore) {
     assert_eq!((failed.status.as_str(), failed.updated_at), ("failed", t));
     assert_eq!(failed.data, json!({ "endpointId": "ep_2", "error": "interrupted" }));
     assert_eq!(store.get_task(None, &live.id).await.unwrap().map(|x| x.status), Some("running".to_string()));
-    assert_eq!(store.get_task(None, &done.id).await.unwrap(), Some(done), "a finished task stays finished");
+    assert_eq!(store.get_task(None, &done.id).await.unwrap(), Some(done.clone()), "a finished task stays finished");
     assert_eq!(store.fail_stale_tasks(t - secs(60), "interrupted", t).await.unwrap(), 0, "once");
     // A late beat of the failed task leaves it failed.
     assert!(!store.beat_task(&stale.id, t + secs(1)).await.unwrap());
+    assert_eq!(store.get_task(None, &stale.id).await.unwrap(), Some(failed.clone()));
+    // One task failed by its id, only while it runs: a finished or failed one keeps its end.
+    assert!(!store.fail_task(&done.id, "shut down", t).await.unwrap());
+    assert!(!store.fail_task(&stale.id, "shut down", t + secs(2)).await.unwrap());
+    assert_eq!(store.get_task(None, &done.id).await.unwrap(), Some(done.clone()));
     assert_eq!(store.get_task(None, &stale.id).await.unwrap(), Some(failed));
+    assert!(!store.fail_task("qtask_missing", "shut down", t).await.unwrap());
+    let ending = running(json!({ "endpointId": "ep_3" }), t);
+    store.record_task(ending.clone()).await.unwrap();
+    assert!(store.fail_task(&ending.id, "shut down", t).await.unwrap());
+    let got = store.get_task(None, &ending.id).await.unwrap().expect("task");
+    assert_eq!((got.status.as_str(), got.data["error"].as_str()), ("failed", Some("shut down")));
 
     live.status = "finished".into();
     live.data = json!({ "endpointId": "ep_1", "replayed": 7 });
