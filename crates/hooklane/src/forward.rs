@@ -99,6 +99,15 @@ impl StreamedMessage {
     }
 }
 
+/// Whether an answer says it is a Server-Sent Events stream.
+fn is_event_stream(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+}
+
 /// One Server-Sent Event, once its blank line has come.
 #[derive(Debug, Default, PartialEq)]
 struct SseEvent {
@@ -401,6 +410,11 @@ impl Forwarding {
                 request = request.header("last-event-id", id);
             }
             match request.send().await {
+                // A success that is no event stream (a captive portal's page): not connected,
+                // tried again after the backoff rather than every half second.
+                Ok(response) if response.status().is_success() && !is_event_stream(&response) => {
+                    eprintln!("hooklane forward: the answer is not an event stream; trying again in {backoff:?}");
+                }
                 Ok(response) if response.status().is_success() => {
                     backoff = Duration::from_millis(500);
                     eprintln!("hooklane forward: connected to {base}");

@@ -308,6 +308,17 @@ async fn app_list_paginates_with_cursor_both_orders() {
     assert_eq!(listed("exclude_apps_with_svix_play_endpoints=true").await, created);
     let (status, body) = server.call("GET", "/api/v1/app?exclude_apps_with_no_endpoints=maybe", None).await;
     assert_error(status, &body, 422, "validation");
+    // An application token's list (its own application) follows the options too.
+    for (app, query, listed) in [
+        (&created[2], "exclude_apps_with_no_endpoints=true", 0),
+        (&created[2], "exclude_apps_with_disabled_endpoints=true", 1),
+        (&created[1], "exclude_apps_with_disabled_endpoints=true", 0),
+        (&created[0], "exclude_apps_with_no_endpoints=true&exclude_apps_with_disabled_endpoints=true", 1),
+    ] {
+        let token = app_token(&server, app).await;
+        let (status, page) = server.call_as(&token, "GET", &format!("/api/v1/app?{query}"), None).await;
+        assert_eq!((status, ids(&page).len()), (200, listed), "{app} {query}: {page}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -155,6 +155,40 @@ async fn forward_reads_a_poller_again_after_an_answer_that_is_no_page() {
     assert!(asked.load(Ordering::SeqCst) >= 2);
 }
 
+/// A stream answered by something that is no event stream (a captive portal's page) is not
+/// taken for a connection: `forward` says so and asks again, and reads the stream that comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_reads_a_stream_again_after_an_answer_that_is_no_stream() {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let server = axum::Router::new().fallback(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            use axum::response::IntoResponse;
+            let event = r#"{"id":"msg_fake2","eventType":"a.b","payload":{"n":2}}"#;
+            match n {
+                0 => ([("content-type", "text/html")], "<html>Sign in to the Wi-Fi</html>".to_string()).into_response(),
+                1 => ([("content-type", "text/event-stream")], format!("id: p1\ndata: {event}\n\n")).into_response(),
+                _ => ([("content-type", "text/event-stream")], ": quiet\n\n".to_string()).into_response(),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, server).await });
+    let rx = Receiver::start().await;
+    let to = format!("{}/local", rx.url);
+    let forward = Forwarder::start(&[to.as_str(), "--server", &base, "--app", "app_x", "--token", "sk_x"]);
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!((got[0].header("webhook-id"), got[0].body.as_slice()), ("msg_fake2", &br#"{"n":2}"#[..]));
+    let lines = forward.lines();
+    assert!(lines.iter().any(|l| l.contains("not an event stream") && l.contains("trying again")), "{lines:?}");
+    let connected = lines.iter().position(|l| l.contains("connected to"));
+    let refused = lines.iter().position(|l| l.contains("not an event stream"));
+    assert!(refused < connected, "the page was not taken for a connection: {lines:?}");
+    assert!(asked.load(Ordering::SeqCst) >= 2);
+}
+
 /// `--help` names the environment variables that give secrets, never their values (a
 /// terminal shared on a call, a help text pasted into an issue).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -257,10 +257,15 @@ pub async fn list(
             let page = s.0.store.list_apps_where(&page, filter).await?;
             Ok(axum::Json(ListResponse::from_page(page, |a| a.id.clone(), ApplicationOut::from)))
         }
-        // An application token sees its own application only.
+        // An application token sees its own application only (if the options keep it).
         Principal::App { app_id: id, .. } => {
             let app = s.0.store.get_app(&id).await?.ok_or(ApiError::NotFound("application"))?;
-            Ok(axum::Json(ListResponse { data: vec![app.into()], iterator: None, prev_iterator: None, done: true }))
+            let endpoints =
+                if filter == AppListFilter::default() { Vec::new() } else { s.0.store.app_endpoints(&id).await? };
+            let left_out = (filter.without_endpoints && endpoints.is_empty())
+                || (filter.only_disabled_endpoints && !endpoints.is_empty() && endpoints.iter().all(|e| e.disabled));
+            let data = if left_out { Vec::new() } else { vec![app.into()] };
+            Ok(axum::Json(ListResponse { data, iterator: None, prev_iterator: None, done: true }))
         }
         // (Refused before it gets here: see `crate::capability::poller_key_may`.)
         Principal::Poller { .. } => Err(ApiError::Forbidden("a polling endpoint's key may only read its poller")),
