@@ -83,18 +83,18 @@ impl ChildServer {
         Ok(server)
     }
 
-    /// The child's peak resident memory (VmHWM), in MiB.
+    /// The server's peak resident memory (VmHWM), in MiB, with its live workers' peaks
+    /// (the transformation workers it starts) added.
     pub fn peak_rss_mib(&self) -> Option<f64> {
         let pid = self.child.as_ref()?.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib / 1024.0)
+        let own = peak_rss_mib_of(pid)?;
+        Some(own + descendants(pid).into_iter().filter_map(peak_rss_mib_of).sum::<f64>())
     }
 
-    /// CPU time (user + system) the child has used so far, in seconds.
+    /// CPU time (user + system) the server has used so far, in seconds, with its workers':
+    /// those still running, and those it has ended and waited for.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        cpu_seconds_of(&self.child.as_ref()?.id().to_string())
+        tree_cpu_seconds(self.child.as_ref()?.id())
     }
 
     /// What the server wrote to stderr so far.
@@ -175,13 +175,55 @@ fn toml_string(s: &str) -> String {
 /// User + system CPU time of a process from `/proc/<pid>/stat`, in seconds; `"self"` for
 /// this one. The kernel reports it in USER_HZ ticks, 100 per second on Linux.
 pub fn cpu_seconds_of(pid: &str) -> Option<f64> {
+    stat_ticks(pid, 2).map(|ticks| ticks as f64 / 100.0)
+}
+
+/// The sum of the first `n` CPU time fields of `/proc/<pid>/stat`: utime and stime (2), and
+/// with cutime and cstime (4) the children it has waited for too.
+fn stat_ticks(pid: &str, n: usize) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces; the fields after its ')' are fixed.
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
+    // utime, stime, cutime and cstime are fields 14 to 17 of the whole line, 12 to 15 after
+    // the name.
+    (11..11 + n).map(|i| fields.get(i)?.parse::<u64>().ok()).sum()
+}
+
+/// CPU time of `pid` and of every process under it, in seconds: each one's own and its
+/// waited-for children's (a child still running counts through its own line; one ended
+/// and waited for, through its parent's).
+pub fn tree_cpu_seconds(pid: u32) -> Option<f64> {
+    let own = stat_ticks(&pid.to_string(), 4)?;
+    let under: u64 = descendants(pid).into_iter().filter_map(|p| stat_ticks(&p.to_string(), 4)).sum();
+    Some((own + under) as f64 / 100.0)
+}
+
+/// Every live process under `pid`, from each of its threads' `children` lists.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut next = vec![pid];
+    while let Some(p) = next.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
+        for task in tasks.flatten() {
+            let Ok(children) = std::fs::read_to_string(task.path().join("children")) else { continue };
+            for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+                if !found.contains(&child) {
+                    found.push(child);
+                    next.push(child);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// A process's peak resident memory (VmHWM), in MiB.
+fn peak_rss_mib_of(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// Busy and total jiffies of the whole machine (first line of `/proc/stat`): what share of
@@ -199,6 +241,30 @@ pub fn machine_cpu_jiffies() -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process's tree counts the CPU its children use (as a server's does its
+    /// transformation workers'), and their memory.
+    #[test]
+    fn a_process_tree_counts_its_childrens_cpu() {
+        let script = "sh -c 'i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done; sleep 5' & wait";
+        let mut parent = std::process::Command::new("sh").args(["-c", script]).spawn().expect("spawn sh");
+        let pid = parent.id();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut seen = (0.0, Vec::new());
+        while std::time::Instant::now() < deadline {
+            seen = (tree_cpu_seconds(pid).unwrap_or(0.0), descendants(pid));
+            if seen.0 >= 0.2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let own = cpu_seconds_of(&pid.to_string()).unwrap_or(0.0);
+        let _ = parent.kill();
+        let _ = parent.wait();
+        assert!(!seen.1.is_empty(), "the child is found");
+        assert!(seen.0 >= 0.2 && own < 0.1, "tree {} s, the parent's own {own} s", seen.0);
+        assert!(seen.1.iter().all(|c| peak_rss_mib_of(*c).is_some() || !Path::new(&format!("/proc/{c}")).exists()));
+    }
 
     /// The folder and the configuration that hold the admin token and the database URL are
     /// this user's only, whatever the umask; a folder already there is not taken over.
