@@ -329,6 +329,18 @@ pub trait Store: Send + Sync + 'static {
     fn message_events_recheck(&self) -> Option<Duration>;
     /// The position a server-side subscription (`GET .../events/subscription/{id}`) reached.
     async fn get_events_subscription(&self, app_id: &str, id: &str) -> StoreResult<Option<EventPosition>>;
+    /// Creates the subscription `id` at `position`, unless the application's subscriptions
+    /// whose names begin with `prefix` are `most` already (a polling endpoint's consumers:
+    /// `{endpoint_id}/`): answers whether it exists now (created, or there before). Checked
+    /// and written as one, so concurrent creations cannot pass the count together.
+    async fn add_events_subscription(
+        &self,
+        app_id: &str,
+        id: &str,
+        position: EventPosition,
+        (prefix, most): (&str, u64),
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// How many of the application's subscriptions have names that begin with `prefix` (a
     /// polling endpoint's consumers: `{endpoint_id}/`).
     async fn count_events_subscriptions(&self, app_id: &str, prefix: &str) -> StoreResult<u64>;

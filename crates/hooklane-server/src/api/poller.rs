@@ -302,11 +302,14 @@ pub async fn poll(
 /// party) must not be able to fill the store with them.
 pub const MAX_CONSUMERS: u64 = 100;
 
-/// Refuses a new consumer of `ep` when it has `MAX_CONSUMERS` already (`start`: whether its
-/// start, kept among them under the same prefix, was recorded).
-async fn admit_consumer(s: &AppState, ep: &Endpoint, start: Option<EventPosition>) -> ApiResult<()> {
-    let kept = s.0.store.count_events_subscriptions(&ep.app_id, &start_key(ep)).await?;
-    if kept.saturating_sub(u64::from(start.is_some())) >= MAX_CONSUMERS {
+/// Creates the consumer `id` of `ep` at the endpoint's start (`start`, kept among them
+/// under the same prefix when recorded), or refuses it when the endpoint has
+/// `MAX_CONSUMERS` already: counted and created as one, so that concurrent first reads of
+/// new consumers cannot pass the count together.
+async fn admit_consumer(s: &AppState, ep: &Endpoint, id: &str, start: Option<EventPosition>) -> ApiResult<()> {
+    let most = MAX_CONSUMERS + u64::from(start.is_some());
+    let at = start.unwrap_or(EventPosition::START);
+    if !s.0.store.add_events_subscription(&ep.app_id, id, at, (&start_key(ep), most), Utc::now()).await? {
         return Err(ApiError::Conflict(format!(
             "the polling endpoint has {MAX_CONSUMERS} consumers already (a consumer's position is \
              deleted with the endpoint)"
@@ -370,7 +373,7 @@ pub async fn consumer_poll(
     let floor = start(&s, &ep).await?;
     let current = s.0.store.get_events_subscription(&t.app.id, &id).await?;
     if current.is_none() {
-        admit_consumer(&s, &ep, floor).await?;
+        admit_consumer(&s, &ep, &id, floor).await?;
     }
     let stored = current.or(floor);
     let (pull, page) = read(&s, &t, &q, &ep, (stored, floor), Filters::own(&ep)).await?;
@@ -417,7 +420,7 @@ pub async fn consumer_seek(
     // stands just before it. None yet: at the stream's end as it stands.
     let recorded = start(&s, &ep).await?;
     if s.0.store.get_events_subscription(&t.app.id, &id).await?.is_none() {
-        admit_consumer(&s, &ep, recorded).await?;
+        admit_consumer(&s, &ep, &id, recorded).await?;
     }
     let from = recorded.unwrap_or(EventPosition::START);
     let first = EventsQuery {

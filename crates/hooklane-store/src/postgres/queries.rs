@@ -1416,6 +1416,29 @@ pub async fn get_events_subscription<C: GenericClient>(
     row.map(|r| Ok(EventPosition { major: rows::get(&r, 0)?, minor: rows::get(&r, 1)? })).transpose()
 }
 
+/// See [`crate::Store::add_events_subscription`]; in a transaction, whose lock on the
+/// application's prefix makes concurrent creations count one after the other.
+pub async fn add_events_subscription<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    id: &str,
+    position: EventPosition,
+    (prefix, most): (&str, u64),
+    now: i64,
+) -> StoreResult<bool> {
+    query(c, "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 7))", &[&app_id, &prefix]).await?;
+    execute(
+        c,
+        "INSERT INTO events_subscriptions (app_id, id, major, minor, updated_at) \
+         SELECT $1, $2, $3, $4, $5 WHERE (SELECT COUNT(*) FROM events_subscriptions \
+             WHERE app_id = $1 AND left(id, char_length($6)) = $6) < $7 \
+         ON CONFLICT (app_id, id) DO NOTHING",
+        &[&app_id, &id, &position.major, &position.minor, &now, &prefix, &i64::try_from(most).unwrap_or(i64::MAX)],
+    )
+    .await?;
+    Ok(get_events_subscription(c, app_id, id).await?.is_some())
+}
+
 pub async fn count_events_subscriptions<C: GenericClient>(c: &C, app_id: &str, prefix: &str) -> StoreResult<u64> {
     let row = query_opt(
         c,

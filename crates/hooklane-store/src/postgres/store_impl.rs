@@ -514,6 +514,20 @@ impl Store for PgStore {
         queries::get_events_subscription(&self.client().await?, app_id, id).await
     }
 
+    async fn add_events_subscription(
+        &self,
+        app_id: &str,
+        id: &str,
+        position: EventPosition,
+        bound: (&str, u64),
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db_err)?;
+        let result = queries::add_events_subscription(&tx, app_id, id, position, bound, ms(now)).await;
+        finish(tx, result).await
+    }
+
     async fn count_events_subscriptions(&self, app_id: &str, prefix: &str) -> StoreResult<u64> {
         queries::count_events_subscriptions(&self.client().await?, app_id, prefix).await
     }

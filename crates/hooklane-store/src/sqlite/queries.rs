@@ -549,6 +549,27 @@ pub fn count_events_subscriptions(conn: &Connection, app_id: &str, prefix: &str)
     .map_err(db_err)
 }
 
+/// See [`crate::Store::add_events_subscription`] (on the one writer: the count and the
+/// insert cannot be overtaken).
+pub fn add_events_subscription(
+    conn: &Connection,
+    app_id: &str,
+    id: &str,
+    position: EventPosition,
+    (prefix, most): (&str, u64),
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    execute(
+        conn,
+        "INSERT INTO events_subscriptions (app_id, id, position, updated_at) \
+         SELECT ?1, ?2, ?3, ?4 WHERE (SELECT COUNT(*) FROM events_subscriptions \
+             WHERE app_id = ?1 AND substr(id, 1, length(?5)) = ?5) < ?6 \
+         ON CONFLICT (app_id, id) DO NOTHING",
+        params![app_id, id, position.minor, ms(now), prefix, i64::try_from(most).unwrap_or(i64::MAX)],
+    )?;
+    Ok(get_events_subscription(conn, app_id, id)?.is_some())
+}
+
 pub fn set_events_subscription(
     conn: &Connection,
     app_id: &str,

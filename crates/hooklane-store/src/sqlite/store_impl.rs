@@ -865,6 +865,18 @@ impl Store for SqliteStore {
         self.read(move |c| queries::get_events_subscription(c, &app, &id)).await
     }
 
+    async fn add_events_subscription(
+        &self,
+        app_id: &str,
+        id: &str,
+        position: EventPosition,
+        (prefix, most): (&str, u64),
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (app, id, prefix) = (owned(app_id), owned(id), owned(prefix));
+        self.write(move |c| queries::add_events_subscription(c, &app, &id, position, (&prefix, most), now)).await
+    }
+
     async fn count_events_subscriptions(&self, app_id: &str, prefix: &str) -> StoreResult<u64> {
         let (app, prefix) = (owned(app_id), owned(prefix));
         self.read(move |c| queries::count_events_subscriptions(c, &app, &prefix)).await

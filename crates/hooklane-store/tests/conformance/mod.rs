@@ -873,7 +873,23 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     // Counted by the prefix of their names, in this application only.
     let prefix = format!("{}/", ep.id);
     assert_eq!(store.count_events_subscriptions(&app.id, &prefix).await.unwrap(), 2);
-    assert_eq!(store.count_events_subscriptions(&app.id, "").await.unwrap(), 5);
+    // Created within a bound on that count: concurrent creations of twelve new names under a
+    // bound of five make three more (two there), and one already there is there.
+    let added = futures::future::join_all((0..12).map(|i| {
+        let (store, app_id, prefix) = (store.clone(), app.id.clone(), prefix.clone());
+        let id = format!("{prefix}n{i}");
+        async move { store.add_events_subscription(&app_id, &id, at, (&prefix, 5), now_ms()).await.unwrap() }
+    }))
+    .await;
+    assert_eq!(added.iter().filter(|a| **a).count(), 3, "{added:?}");
+    assert_eq!(store.count_events_subscriptions(&app.id, &prefix).await.unwrap(), 5);
+    let there = format!("{}/c", ep.id);
+    assert!(store.add_events_subscription(&app.id, &there, at, (&prefix, 5), now_ms()).await.unwrap());
+    assert!(!store
+        .add_events_subscription(&app.id, &format!("{prefix}late"), at, (&prefix, 5), now_ms())
+        .await
+        .unwrap());
+    assert_eq!(store.count_events_subscriptions(&app.id, "").await.unwrap(), 8);
     assert_eq!(store.count_events_subscriptions(&app.id, "%").await.unwrap(), 0, "no pattern");
     assert_eq!(store.count_events_subscriptions("app_other", &prefix).await.unwrap(), 0);
     store.delete_endpoint(&app.id, &ep.id).await.unwrap();
