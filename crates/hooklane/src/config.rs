@@ -373,6 +373,14 @@ impl Config {
         if !u.contains("://") && !u.starts_with("sqlite:") && u.contains('=') {
             bail!("database_url must be a postgres:// URL, or sqlite:PATH for a file whose name holds a '='");
         }
+        // Another scheme (`POSTGRES://`, `postgress://`) would be taken for a SQLite file
+        // name too, with its password in the file's path and in the log line naming it.
+        if let Some((scheme, _)) = u.split_once("://") {
+            if !["postgres", "postgresql", "sqlite"].contains(&scheme) {
+                let scheme: String = scheme.chars().take(32).collect();
+                bail!("database_url: unknown scheme `{scheme}://` (postgres://, postgresql:// or sqlite:)");
+            }
+        }
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024");
         }
@@ -515,6 +523,18 @@ mod tests {
         );
         assert_eq!(shown("postgres://u@db/h"), "postgres://u@db/h");
         assert_eq!(shown("sqlite:./data/hooklane.db"), "sqlite:./data/hooklane.db");
+    }
+
+    #[test]
+    fn a_database_url_of_another_scheme_is_refused_without_its_password() {
+        let check = |url: &str| Config { database_url: url.into(), ..Config::default() }.check();
+        for url in ["POSTGRES://u:s3cret@db/h", "postgress://u:s3cret@db/h", "mysql://u:s3cret@db/h"] {
+            let e = check(url).expect_err(url).to_string();
+            assert!(e.contains("unknown scheme") && !e.contains("s3cret"), "{url}: {e}");
+        }
+        for url in ["postgres://u:s3cret@db/h", "postgresql://db/h", "sqlite://./a.db", "sqlite:./a.db", "./a.db"] {
+            check(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
     }
 
     #[test]

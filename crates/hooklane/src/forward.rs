@@ -17,6 +17,7 @@ use anyhow::{bail, Context};
 use chrono::{SecondsFormat, Utc};
 use futures::StreamExt;
 use hooklane_core::signing::{signature_header, Secret};
+use hooklane_dispatch::sender::without_credentials;
 use hooklane_server::api::attempt::REDACTED;
 
 use crate::sign_tools::SET_BY_SEND;
@@ -244,6 +245,8 @@ struct Forwarding {
     args: ForwardArgs,
     secret: Option<Secret>,
     base: String,
+    /// `base` as printed: without a user name and password it may carry.
+    shown: String,
     /// The server's: no overall timeout (a stream stays open, a long-poll waits), but the
     /// server writes at least every 15 s (a keep-alive comment) and a long-poll answers
     /// within 30 s: silence for 45 s is a dead connection (a laptop that slept, a NAT that
@@ -272,7 +275,8 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<()> {
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
     eprintln!("hooklane forward: {} → {}", args.endpoint.as_deref().unwrap_or(&args.app), args.to);
-    let f = Forwarding { args, secret, base, client, local };
+    let shown = without_credentials(&base);
+    let f = Forwarding { args, secret, base, shown, client, local };
     match f.args.endpoint.clone() {
         Some(endpoint) => f.poll(&endpoint).await,
         None => f.stream().await,
@@ -298,7 +302,7 @@ fn refused(url: &reqwest::Url, status: reqwest::StatusCode, text: &str, last: Op
             ),
             _ => String::new(),
         };
-        bail!("{url} answered {status}: {text}{hint}");
+        bail!("{} answered {status}: {text}{hint}", without_credentials(url.as_str()));
     }
     Ok(())
 }
@@ -348,7 +352,7 @@ impl Forwarding {
                             }
                             backoff = Duration::from_millis(500);
                             if !connected {
-                                eprintln!("hooklane forward: connected to {}", self.base);
+                                eprintln!("hooklane forward: connected to {}", self.shown);
                                 connected = true;
                             }
                             // Each line's position is the one to go on from: the page's start
@@ -384,7 +388,7 @@ impl Forwarding {
                     refused(&url, status, &text, last)?;
                     eprintln!("hooklane forward: {status} from the server; trying again in {backoff:?}");
                 }
-                Err(e) => eprintln!("hooklane forward: cannot reach {} ({e}); trying again in {backoff:?}", self.base),
+                Err(e) => eprintln!("hooklane forward: cannot reach {} ({e}); trying again in {backoff:?}", self.shown),
             }
             connected = false;
             tokio::time::sleep(backoff).await;
@@ -417,7 +421,7 @@ impl Forwarding {
                 }
                 Ok(response) if response.status().is_success() => {
                     backoff = Duration::from_millis(500);
-                    eprintln!("hooklane forward: connected to {base}");
+                    eprintln!("hooklane forward: connected to {}", self.shown);
                     let mut body = response.bytes_stream();
                     let mut parser = SseParser::default();
                     let ended = loop {
@@ -454,7 +458,7 @@ impl Forwarding {
                     refused(&stream_url, status, &text, last_id.as_deref())?;
                     eprintln!("hooklane forward: {status} from the server; trying again in {backoff:?}");
                 }
-                Err(e) => eprintln!("hooklane forward: cannot reach {base} ({e}); trying again in {backoff:?}"),
+                Err(e) => eprintln!("hooklane forward: cannot reach {} ({e}); trying again in {backoff:?}", self.shown),
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));

@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::signing::{signature_header, Secret, SignatureType, Verifier, VerifyKey, DEFAULT_TOLERANCE_SECS};
 use hooklane_core::Utc;
+use hooklane_dispatch::sender::without_credentials;
 
 /// Where a payload comes from: `--payload`, `--payload-file` (`-` is standard input).
 #[derive(clap::Args)]
@@ -102,7 +103,11 @@ pub async fn send(args: SendArgs) -> anyhow::Result<bool> {
         }
         request = request.header(name, value.trim());
     }
-    let response = request.body(body).send().await.with_context(|| format!("cannot POST to {}", args.url))?;
+    let response = request
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("cannot POST to {}", without_credentials(&args.url)))?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     println!("{} webhook-id={id} webhook-timestamp={timestamp}", status.as_u16());

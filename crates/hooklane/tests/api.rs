@@ -3376,12 +3376,14 @@ async fn a_read_only_token_reads_and_changes_nothing() {
     let endpoint = json!({ "url": receiver.url, "uid": "ep", "headers": { "X-Api-Key": "s3cr3t-key" } });
     let (status, _) = server.call("POST", "/api/v1/app/ro/endpoint", Some(endpoint)).await;
     assert_eq!(status, 201);
-    let msg_id = server.send_message("ro", "a.b", json!({ "n": 1 })).await;
-    receiver.wait_for(1, Duration::from_secs(10)).await;
-    // And a transformation variable carrying it (the transformation is off: nothing changes).
-    let transformation = json!({ "code": "function handler(w) { return w }", "variables": { "apiKey": "s3cr3t-key" } });
+    // And a transformation variable carrying it, which the transformation puts in the URL it
+    // sends to (so in the attempt's URL).
+    let code = "function handler(w) { w.url = w.url + '?key=' + w.variables.apiKey; return w }";
+    let transformation = json!({ "code": code, "enabled": true, "variables": { "apiKey": "s3cr3t-key" } });
     let (status, _) = server.call("PATCH", "/api/v1/app/ro/endpoint/ep/transformation", Some(transformation)).await;
     assert_eq!(status, 204);
+    let msg_id = server.send_message("ro", "a.b", json!({ "n": 1 })).await;
+    receiver.wait_for(1, Duration::from_secs(10)).await;
     let (status, access) =
         server.call("POST", "/api/v1/auth/app-portal-access/ro", Some(json!({ "readOnly": true }))).await;
     assert_eq!(status, 200, "{access}");
@@ -3444,6 +3446,8 @@ async fn a_read_only_token_reads_and_changes_nothing() {
     assert!(seen["data"][0]["requestHeaders"]["webhook-signature"].as_str().is_some(), "{seen}");
     let (_, full) = server.call("GET", &path, None).await;
     assert_eq!(full["data"][0]["requestHeaders"]["x-api-key"], "s3cr3t-key", "{full}");
+    assert!(full["data"][0]["url"].as_str().is_some_and(|u| u.ends_with("?key=s3cr3t-key")), "{full}");
+    assert!(seen["data"][0]["url"].as_str().is_some_and(|u| u.contains("?key=")), "only its value hidden: {seen}");
     // Nothing changed: the application, its endpoint and its one message are as they were.
     let (status, ep) = server.call("GET", "/api/v1/app/ro/endpoint/ep", None).await;
     assert_eq!((status, ep["disabled"].as_bool()), (200, Some(false)), "{ep}");

@@ -189,6 +189,41 @@ async fn forward_reads_a_stream_again_after_an_answer_that_is_no_stream() {
     assert!(asked.load(Ordering::SeqCst) >= 2);
 }
 
+/// A server URL's user name and password (a server behind basic auth) are never printed:
+/// not in the lines about connecting, nor in the error a refusal ends with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_prints_no_password_of_its_server_url() {
+    let server = axum::Router::new().fallback(|| async { (axum::http::StatusCode::UNAUTHORIZED, "no") });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move { axum::serve(listener, server).await });
+    for endpoint in [None, Some("ep")] {
+        let mut args = vec![
+            "forward".to_string(),
+            "http://127.0.0.1:9/local".into(),
+            "--server".into(),
+            format!("http://ops:s3cretPw@127.0.0.1:{port}"),
+            "--app".into(),
+            "app_x".into(),
+            "--token".into(),
+            "sk_x".into(),
+        ];
+        if let Some(ep) = endpoint {
+            args.extend(["--endpoint".to_string(), ep.to_string()]);
+        }
+        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+            .args(&args)
+            .env_remove("HOOKLANE_CONFIG")
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(WAIT, run).await.expect("forward ended").expect("run forward");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{endpoint:?}: a refusal ends the command: {text}");
+        assert!(text.contains("401"), "{endpoint:?}: {text}");
+        assert!(!text.contains("s3cretPw"), "{endpoint:?} shows the password: {text}");
+    }
+}
+
 /// `--help` names the environment variables that give secrets, never their values (a
 /// terminal shared on a call, a help text pasted into an issue).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,7 +130,9 @@ impl AttemptOut {
         move |a| {
             let mut out = AttemptOut::new(a, view);
             if !secrets {
-                out.url = super::endpoint::without_password(std::mem::take(&mut out.url));
+                // The values of its query too: a transformation may have put its `variables`
+                // there, which need ManageTransformations to be read.
+                out.url = without_query_values(super::endpoint::without_password(std::mem::take(&mut out.url)));
             }
             if let (false, Some(headers)) = (secrets, out.request_headers.as_mut()) {
                 for (name, value) in headers.iter_mut() {
@@ -495,3 +497,15 @@ pub async fn get(
     components(schemas(AttemptOut, EndpointMessageOut))
 )]
 pub(crate) struct Doc;
+
+/// `url` with the value of each query parameter replaced by `redacted`.
+fn without_query_values(url: String) -> String {
+    match url::Url::parse(&url) {
+        Ok(mut parsed) if parsed.query().is_some() => {
+            let names: Vec<String> = parsed.query_pairs().map(|(name, _)| name.into_owned()).collect();
+            parsed.query_pairs_mut().clear().extend_pairs(names.iter().map(|n| (n.as_str(), "redacted")));
+            parsed.to_string()
+        }
+        _ => url,
+    }
+}
