@@ -37,6 +37,20 @@ pub fn rate_interval_us(rate: u32) -> i64 {
 /// failure as though it had failed all week.
 pub const QUIET_GAP_MS: i64 = 24 * 3600 * 1000;
 
+/// The conditions an [`crate::AppListFilter`] adds to a listing of `applications`, for a
+/// store whose enabled endpoints `e` are those where `enabled` holds.
+pub fn app_list_conditions(filter: crate::AppListFilter, enabled: &str) -> Vec<String> {
+    let has = "EXISTS (SELECT 1 FROM endpoints e WHERE e.app_id = applications.id";
+    let mut conditions = Vec::new();
+    if filter.without_endpoints {
+        conditions.push(format!("{has})"));
+    }
+    if filter.only_disabled_endpoints {
+        conditions.push(format!("(NOT {has}) OR {has} AND {enabled}))"));
+    }
+    conditions
+}
+
 /// How far back an idle endpoint's bucket reaches: one second's worth of sends.
 pub const RATE_BURST_US: i64 = 1_000_000;
 

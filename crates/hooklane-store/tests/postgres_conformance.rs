@@ -210,20 +210,37 @@ async fn claim_drops_deliveries_without_endpoint() {
     assert_eq!(store.next_due_at(&[]).await.unwrap(), None, "the ghost delivery is gone");
 }
 
+/// A message three hours old whose one delivery failed, on a database of its own.
+struct OldFailure {
+    db: TestDatabase,
+    store: DynStore,
+    t: hooklane_core::DateTime<hooklane_core::Utc>,
+    app: hooklane_core::model::Application,
+    ep: hooklane_core::model::Endpoint,
+    msg: Message,
+}
+
+impl OldFailure {
+    async fn new() -> Self {
+        let db = TestDatabase::create().await;
+        let store: DynStore = Arc::new(PgStore::open(db.url()).await.expect("open"));
+        let t = conformance::now_ms();
+        let app = conformance::setup_app(&store, "A").await;
+        let ep = conformance::setup_endpoint(&store, &app.id).await;
+        let msg = conformance::post(&store, &app.id, &[&ep], t - conformance::hours(3)).await;
+        assert_eq!(conformance::claim(&store, t).await.len(), 1);
+        let failed = conformance::outcome(&msg.id, &ep, t, NextStep::GiveUp);
+        store.record_attempts(vec![failed], Duration::from_secs(24 * 3600)).await.unwrap();
+        OldFailure { db, store, t, app, ep, msg }
+    }
+}
+
 /// Pruning an old message while a resend of its failed delivery is under way (its
 /// transaction holding the row): once the resend commits, its delivery and its message stay,
 /// and the delivery can be claimed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resend_committed_while_pruning_is_kept() {
-    let db = TestDatabase::create().await;
-    let store: DynStore = Arc::new(PgStore::open(db.url()).await.expect("open"));
-    let t = conformance::now_ms();
-    let app = conformance::setup_app(&store, "A").await;
-    let ep = conformance::setup_endpoint(&store, &app.id).await;
-    let msg = conformance::post(&store, &app.id, &[&ep], t - conformance::hours(3)).await;
-    assert_eq!(conformance::claim(&store, t).await.len(), 1);
-    let failed = conformance::outcome(&msg.id, &ep, t, NextStep::GiveUp);
-    store.record_attempts(vec![failed], Duration::from_secs(24 * 3600)).await.unwrap();
+    let OldFailure { db, store, t, app, ep, msg } = OldFailure::new().await;
 
     // Another connection queues it again (as a resend does) and holds its transaction open.
     let mut other = sql(&db).await;
@@ -259,15 +276,7 @@ async fn a_resend_committed_while_pruning_is_kept() {
 /// the message is not found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resend_behind_a_prune_queues_nothing() {
-    let db = TestDatabase::create().await;
-    let store: DynStore = Arc::new(PgStore::open(db.url()).await.expect("open"));
-    let t = conformance::now_ms();
-    let app = conformance::setup_app(&store, "A").await;
-    let ep = conformance::setup_endpoint(&store, &app.id).await;
-    let msg = conformance::post(&store, &app.id, &[&ep], t - conformance::hours(3)).await;
-    assert_eq!(conformance::claim(&store, t).await.len(), 1);
-    let failed = conformance::outcome(&msg.id, &ep, t, NextStep::GiveUp);
-    store.record_attempts(vec![failed], Duration::from_secs(24 * 3600)).await.unwrap();
+    let OldFailure { db, store, t, app, ep, msg } = OldFailure::new().await;
 
     // The prune's lock, and its deletes, held open on another connection.
     let mut other = sql(&db).await;

@@ -35,15 +35,8 @@ impl Store for SqliteStore {
             // Applications owned by inbound sources are managed through their source.
             let mut select =
                 queries::Select::new(rows::APP_COLS, "applications").and("id NOT IN (SELECT app_id FROM sources)", []);
-            if filter.without_endpoints {
-                select = select.and("EXISTS (SELECT 1 FROM endpoints e WHERE e.app_id = applications.id)", []);
-            }
-            if filter.only_disabled_endpoints {
-                select = select.and(
-                    "(NOT EXISTS (SELECT 1 FROM endpoints e WHERE e.app_id = applications.id) \
-                     OR EXISTS (SELECT 1 FROM endpoints e WHERE e.app_id = applications.id AND e.disabled = 0))",
-                    [],
-                );
+            for condition in crate::queries_shared::app_list_conditions(filter, "e.disabled = 0") {
+                select = select.and(&condition, []);
             }
             select.page(c, "id", &page, rows::app)
         })
