@@ -6,67 +6,14 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 
 const WAIT: Duration = Duration::from_secs(15);
-
-/// A running `hooklane forward`, its printed lines (standard output and error) collected.
-struct Forwarder {
-    child: tokio::process::Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Forwarder {
-    fn start(args: &[&str]) -> Forwarder {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
-            .arg("forward")
-            .args(args)
-            .env_remove("HOOKLANE_TOKEN")
-            .env_remove("HOOKLANE_URL")
-            .env_remove("HOOKLANE_FORWARD_SECRET")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn hooklane forward");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let mut out = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut err = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let (sink, err_sink) = (lines.clone(), lines.clone());
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = out.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = err.next_line().await {
-                err_sink.lock().unwrap().push(line);
-            }
-        });
-        Forwarder { child, lines }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Waits until a printed line satisfies `found`; panics after [`WAIT`].
-    async fn wait_for_line(&self, what: &str, found: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(line) = self.lines().into_iter().find(|l| found(l)) {
-                return line;
-            }
-            assert!(Instant::now() < deadline, "no line {what}: {:?}", self.lines());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
 
 /// A local receiver answering 302 towards another one: the redirect is not followed (a
 /// redirected POST would arrive there as a GET without its body, and signed headers would go

@@ -440,55 +440,6 @@ async fn one_application_cannot_take_every_waiting_place() {
     assert!(reopened.is_some(), "the place of a closed stream never came back");
 }
 
-/// A running `hooklane forward`, its printed lines collected.
-struct Forwarder {
-    child: tokio::process::Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Forwarder {
-    fn start(args: &[&str]) -> Forwarder {
-        use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
-            .arg("forward")
-            .args(args)
-            .env_remove("HOOKLANE_TOKEN")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn hooklane forward");
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut out = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut err = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let (sink, err_sink) = (lines.clone(), lines.clone());
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = out.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = err.next_line().await {
-                err_sink.lock().unwrap().push(line);
-            }
-        });
-        Forwarder { child, lines }
-    }
-
-    /// Waits until the command says it is connected `n` times.
-    async fn connected(&self, n: usize) {
-        let deadline = Instant::now() + WAIT;
-        while self.lines().iter().filter(|l| l.contains("connected to")).count() < n {
-            assert!(Instant::now() < deadline, "not connected: {:?}", self.lines());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-}
-
 /// `hooklane forward`: messages posted from its start on reach a local URL, signed, retried
 /// when it fails, and not again after the server restarts or the command is started again
 /// from a printed position.

@@ -534,3 +534,70 @@ pub fn lane_log(received: &[Received]) -> (Vec<i64>, usize) {
     }
     (order, overlaps)
 }
+
+/// How long a [`Forwarder`] is waited for.
+const FORWARD_WAIT: Duration = Duration::from_secs(15);
+
+/// A running `hooklane forward`, its printed lines (standard output and error) collected.
+pub struct Forwarder {
+    pub child: tokio::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Forwarder {
+    /// `hooklane forward` with `args`, none of its settings taken from the environment.
+    pub fn start(args: &[&str]) -> Forwarder {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+            .arg("forward")
+            .args(args)
+            .env_remove("HOOKLANE_TOKEN")
+            .env_remove("HOOKLANE_URL")
+            .env_remove("HOOKLANE_FORWARD_SECRET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn hooklane forward");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let mut out = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut err = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let (sink, err_sink) = (lines.clone(), lines.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = out.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = err.next_line().await {
+                err_sink.lock().unwrap().push(line);
+            }
+        });
+        Forwarder { child, lines }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until a printed line satisfies `found`; panics after 15 s.
+    pub async fn wait_for_line(&self, what: &str, found: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + FORWARD_WAIT;
+        loop {
+            if let Some(line) = self.lines().into_iter().find(|l| found(l)) {
+                return line;
+            }
+            assert!(Instant::now() < deadline, "no line {what}: {:?}", self.lines());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the command says it is connected `n` times; panics after 15 s.
+    pub async fn connected(&self, n: usize) {
+        let deadline = Instant::now() + FORWARD_WAIT;
+        while self.lines().iter().filter(|l| l.contains("connected to")).count() < n {
+            assert!(Instant::now() < deadline, "not connected: {:?}", self.lines());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
