@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::circuit::{Circuits, Health, Verdict};
 use crate::limits::{Gate, Gates};
+use crate::marks::Marks;
 use crate::policy::next_step;
 use crate::sender::{Prepared, Sender};
 use crate::DispatchConfig;
@@ -53,10 +54,10 @@ struct Inner {
     /// Endpoints this process disabled, with the version (`updated_at`) the disabling wrote:
     /// jobs already in memory whose endpoint snapshot is that version or an older one stop at
     /// once; a later version (re-enabled) goes on.
-    disabled: Mutex<HashMap<String, DateTime<Utc>>>,
+    disabled: Marks,
     /// Endpoints paused through this process, with when (their `updated_at`): jobs already
     /// in memory for them are held rather than sent, as the disabled ones stop.
-    paused: Mutex<HashMap<String, DateTime<Utc>>>,
+    paused: Marks,
     stopping: AtomicBool,
     /// Where [`EngineEvent`]s go, once someone asked for them ([`Dispatcher::events`]).
     events: Mutex<Option<mpsc::Sender<EngineEvent>>>,
@@ -171,6 +172,9 @@ impl Dispatcher {
     pub fn start(store: DynStore, cfg: DispatchConfig) -> Result<Self, StartError> {
         let sender = Sender::new(&cfg, Some(store.clone()))?;
         let (finished, results) = mpsc::unbounded_channel();
+        // A job claimed before a change may still be in memory for its lease, or on the
+        // wire for a request's time after it: marks are kept twice that.
+        let marks_kept = (cfg.lease + cfg.request_timeout + cfg.connect_timeout) * 2;
         let inner = Arc::new(Inner {
             store,
             outstanding: Semaphore::new(cfg.max_outstanding),
@@ -187,8 +191,8 @@ impl Dispatcher {
             sender,
             wake: Notify::new(),
             finished,
-            disabled: Mutex::new(HashMap::new()),
-            paused: Mutex::default(),
+            disabled: Marks::new(marks_kept),
+            paused: Marks::new(marks_kept),
             stopping: AtomicBool::new(false),
             events: Mutex::new(None),
             disablings: tokio::sync::watch::channel(0).0,
@@ -292,7 +296,7 @@ impl Dispatcher {
     /// are due now, wherever they were held. Those a claim was putting back at that moment
     /// are seen by that claim's look at the endpoint after it ([`hold`]).
     pub fn endpoint_resumed(&self, endpoint_id: &str) {
-        self.inner.paused.lock().unwrap_or_else(|p| p.into_inner()).remove(endpoint_id);
+        self.inner.paused.remove(endpoint_id);
         let (inner, endpoint_id) = (self.inner.clone(), endpoint_id.to_string());
         // A few minutes beyond the hold: nodes' clocks differ.
         let hold = chrono::Duration::from_std(PAUSE_HOLD).unwrap_or_default() + chrono::Duration::minutes(5);
@@ -310,7 +314,7 @@ impl Dispatcher {
     /// The endpoint was paused (its settings as of `at`): the jobs this process already
     /// holds for it are put back rather than sent.
     pub fn endpoint_paused(&self, endpoint_id: &str, at: DateTime<Utc>) {
-        self.inner.paused.lock().unwrap_or_else(|p| p.into_inner()).insert(endpoint_id.to_string(), at);
+        self.inner.paused.set(endpoint_id, at);
     }
 
     /// Stops claiming work and waits (up to `grace`) for what is in flight to be recorded.
@@ -390,7 +394,7 @@ async fn hold(inner: &Inner, held: Vec<(ClaimedKey, String)>) {
     for (app_id, endpoint_id) in by_endpoint.into_keys() {
         // This node's mark as it was before the read: a pause through this node after the
         // read marks it anew, and that mark stays.
-        let mark = inner.paused.lock().unwrap_or_else(|p| p.into_inner()).get(&endpoint_id).copied();
+        let mark = inner.paused.get(&endpoint_id);
         let (resumed, gone) = match inner.store.get_endpoint(&app_id, &endpoint_id).await {
             Ok(Some(ep)) => (!ep.paused, false),
             Ok(None) => (false, true),
@@ -402,9 +406,8 @@ async fn hold(inner: &Inner, held: Vec<(ClaimedKey, String)>) {
         if resumed || gone {
             // Resumed through another node (or this one's mark outlived its clock), or
             // deleted: this node's mark goes, or it would hold what it claims again and again.
-            let mut paused = inner.paused.lock().unwrap_or_else(|p| p.into_inner());
-            if mark.is_some() && paused.get(&endpoint_id).copied() == mark {
-                paused.remove(&endpoint_id);
+            if let Some(mark) = mark {
+                inner.paused.remove_if(&endpoint_id, mark);
             }
         }
         if resumed {
@@ -534,14 +537,7 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
     let key = claimed_key(&job);
     // A polling endpoint is sent nothing; a delivery to one (made by a node of an older
     // version, during a rolling upgrade) is given up as a disabled endpoint's are.
-    let disabled = endpoint.disabled
-        || endpoint.polling
-        || inner
-            .disabled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&endpoint.id)
-            .is_some_and(|at| endpoint.updated_at <= *at);
+    let disabled = endpoint.disabled || endpoint.polling || inner.disabled.covers(&endpoint.id, endpoint.updated_at);
     if disabled {
         let _ = inner.finished.send(Finished::Abandoned(key, gate, endpoint.order.is_fifo()));
         return;
@@ -675,8 +671,7 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
 
 /// Whether the endpoint was paused through this process after the job's snapshot of it.
 fn paused_here(inner: &Inner, endpoint: &Endpoint) -> bool {
-    let paused = inner.paused.lock().unwrap_or_else(|p| p.into_inner());
-    paused.get(&endpoint.id).is_some_and(|at| endpoint.updated_at <= *at)
+    inner.paused.covers(&endpoint.id, endpoint.updated_at)
 }
 
 /// Hands a job back unsent, to be due again at `until` (its endpoint's circuit is open).
@@ -782,7 +777,6 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
                         let store = inner.store.clone();
                         tokio::spawn(async move { store.announce_tenant_change().await });
                     }
-                    let mut map = inner.disabled.lock().unwrap_or_else(|p| p.into_inner());
                     for (id, version) in disabled {
                         tracing::warn!(endpoint_id = %id, "endpoint disabled after failing continuously");
                         // Its pending deliveries are marked failed when claimed: claims must
@@ -791,9 +785,8 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
                         events.disabled(&id);
                         // Deliveries read from this version of the endpoint or an older one
                         // are given up; a later change (re-enabling it) is a later version.
-                        map.insert(id, version);
+                        inner.disabled.set(&id, version);
                     }
-                    drop(map);
                     events.send(&inner);
                 }
                 Err(e) => tracing::error!(error = %e, "could not record attempts; they will be retried"),

@@ -14,6 +14,7 @@ pub mod clients;
 mod config;
 mod engine;
 mod limits;
+mod marks;
 mod policy;
 pub mod script;
 pub mod scripts;

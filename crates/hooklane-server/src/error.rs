@@ -53,6 +53,11 @@ pub enum ApiError {
     /// A background task refused: the application or the node has as many as it may.
     #[error("{0}")]
     TooManyTasks(String),
+    /// A long-poll or stream refused: the application already has its share of the node's
+    /// waiting readers. Answered with `Retry-After`, so a client reading in a loop backs off
+    /// instead of asking again at once.
+    #[error("{0}")]
+    TooManyWaiting(String),
 }
 
 impl ApiError {
@@ -90,7 +95,9 @@ impl ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::VerificationFailed(_) => StatusCode::UNAUTHORIZED,
-            ApiError::RateLimited(_) | ApiError::TooManyTasks(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::TooManyTasks(_) | ApiError::TooManyWaiting(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         }
     }
 
@@ -114,6 +121,7 @@ impl ApiError {
             ApiError::VerificationFailed(_) => "verification_failed",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::TooManyTasks(_) => "too_many_tasks",
+            ApiError::TooManyWaiting(_) => "too_many_waiting",
         }
     }
 }
@@ -138,7 +146,13 @@ impl IntoResponse for ApiError {
             // request: say so, or the client may reuse it and see its next request fail.
             return (status, [(header::CONNECTION, "close")], Json(body)).into_response();
         }
-        if let ApiError::RateLimited(wait) = self {
+        let retry_after = match &self {
+            ApiError::RateLimited(wait) => Some(*wait),
+            // A place is given back when a reader's wait ends: in seconds at most, mostly.
+            ApiError::TooManyWaiting(_) => Some(std::time::Duration::from_secs(1)),
+            _ => None,
+        };
+        if let Some(wait) = retry_after {
             // Whole seconds, rounded up: what `Retry-After` takes.
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             return (status, [(header::RETRY_AFTER, seconds.max(1).to_string())], Json(body)).into_response();

@@ -403,29 +403,63 @@ async fn open_streams_and_long_polls_do_not_hold_up_shutdown() {
 }
 
 /// One application may hold only a share of the node's waiting places: streams beyond it
-/// are refused for that application, while another application still gets a stream.
+/// are refused for that application (429 with `Retry-After`), while another application
+/// still gets a stream; its long-polls without a place answer what there is at once, and
+/// are refused when there is nothing (an empty answer at once would be asked again at
+/// once, by a client reading in a loop).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_application_cannot_take_every_waiting_place() {
     let server = Server::start("").await;
     let greedy = server.create_app("greedy").await;
     let other = server.create_app("other").await;
+    let (status, body) = server
+        .call("POST", &format!("/api/v1/app/{greedy}/endpoint"), Some(json!({ "polling": true, "uid": "p" })))
+        .await;
+    assert_eq!(status, 201, "{body}");
     let client = reqwest::Client::new();
-    let open = |app: &str| {
-        client
-            .get(server.url(&format!("/api/v1/app/{app}/events/stream")))
-            .header("authorization", format!("Bearer {ADMIN}"))
-            .send()
-    };
+    let get = |path: String| client.get(server.url(&path)).header("authorization", format!("Bearer {ADMIN}")).send();
+    let open = |app: &str| get(format!("/api/v1/app/{app}/events/stream"));
     let mut held = Vec::new();
     for _ in 0..100 {
         let resp = open(&greedy).await.unwrap();
         assert_eq!(resp.status(), 200);
         held.push(resp);
     }
-    let (status, body) = read(open(&greedy).await.unwrap()).await;
-    assert_eq!((status, body["code"].as_str()), (503, Some("unavailable")), "{body}");
+    let refused = open(&greedy).await.unwrap();
+    assert_eq!(refused.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    let (status, body) = read(refused).await;
+    assert_eq!((status, body["code"].as_str()), (429, Some("too_many_waiting")), "{body}");
     let resp = open(&other).await.unwrap();
     assert_eq!(resp.status(), 200, "another application still gets a stream");
+
+    // Long-polls (the application's stream, a subscription, a polling endpoint) without a
+    // place: refused at once when they find nothing, rather than waiting out their 30 s.
+    let started = Instant::now();
+    for path in [
+        format!("/api/v1/app/{greedy}/events?wait=30"),
+        format!("/api/v1/app/{greedy}/events/subscription/s1?wait=30"),
+        format!("/api/v1/app/{greedy}/poller/p?wait=30"),
+    ] {
+        let resp = get(path.clone()).await.unwrap();
+        assert_eq!(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"), "{path}");
+        let (status, body) = read(resp).await;
+        assert_eq!((status, body["code"].as_str()), (429, Some("too_many_waiting")), "{path}: {body}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "a refused long-poll waited");
+    // With something to read, they answer it.
+    let id = server.send_message(&greedy, "a.b", json!({ "n": 1 })).await;
+    for path in [
+        format!("/api/v1/app/{greedy}/events?wait=30"),
+        format!("/api/v1/app/{greedy}/events/subscription/s1?wait=30"),
+        format!("/api/v1/app/{greedy}/poller/p?wait=30"),
+    ] {
+        let (status, body) = read(get(path.clone()).await.unwrap()).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(body["data"][0]["id"].as_str(), Some(id.as_str()), "{path}: {body}");
+    }
+    // Caught up again, a poll that does not wait is answered as ever.
+    let (status, body) = read(get(format!("/api/v1/app/{greedy}/events/subscription/s1")).await.unwrap()).await;
+    assert_eq!((status, body["data"].as_array().map(Vec::len)), (200, Some(0)), "{body}");
     // A stream that closes gives its place back.
     held.pop();
     let mut reopened = None;

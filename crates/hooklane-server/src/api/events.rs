@@ -201,20 +201,37 @@ impl Follower {
 
 /// A place among the node's waiting readers, if one is free for this application. Each
 /// waiting long-poll or stream holds a connection and reads the store whenever messages
-/// arrive; beyond the limits (see [`crate::waiting`]) long-polls answer without waiting and
-/// streams are refused (503), so waiting readers cannot take the node down, nor one
-/// application every other's places.
+/// arrive; beyond the limits (see [`crate::waiting`]) a long-poll answers what there is at
+/// once, or is refused ([`no_place`]) when there is nothing, and a stream is refused, so
+/// waiting readers cannot take the node down, nor one application every other's places.
 pub(super) fn waiting_place(s: &AppState, app_id: &str) -> Result<WaitingPlace, NoPlace> {
     s.0.pull_waiters.take(app_id)
 }
 
+/// The refusal of a reader that would wait without a place: 429 (with `Retry-After`) when
+/// its application holds its share, 503 when the node is full. A long-poll answered empty
+/// at once instead would be asked again at once, by a client reading in a loop, for ever.
+pub(super) fn no_place(no: NoPlace) -> ApiError {
+    match no {
+        NoPlace::Node => ApiError::Unavailable("too many streams and long-polls are open on this node".into()),
+        NoPlace::Application => ApiError::TooManyWaiting(format!(
+            "this application has {MAX_WAITING_PER_APP} streams and long-polls open on this node already"
+        )),
+    }
+}
+
 /// Reads for a poll: waits up to `wait` for messages when it has a place among the
-/// waiting readers, else answers what there is at once.
+/// waiting readers; without one, answers what there is at once, and is refused if that is
+/// nothing ([`no_place`]).
 async fn poll_once(s: &AppState, app_id: &str, pull: &Pull) -> ApiResult<EventsPage> {
     let mut follower = Follower::new(s, app_id, pull.query.clone());
-    let place = if pull.wait.is_zero() { None } else { waiting_place(s, app_id).ok() };
-    let wait = if place.is_some() { pull.wait } else { Duration::ZERO };
-    Ok(follower.read(Instant::now() + wait).await?)
+    let place = if pull.wait.is_zero() { None } else { Some(waiting_place(s, app_id)) };
+    let wait = if let Some(Ok(_)) = place { pull.wait } else { Duration::ZERO };
+    let page = follower.read(Instant::now() + wait).await?;
+    match place {
+        Some(Err(no)) if page.messages.is_empty() && page.done => Err(no_place(no)),
+        _ => Ok(page),
+    }
 }
 
 /// Reads an application's messages in order: polling and long-polling.
@@ -242,6 +259,10 @@ async fn poll_once(s: &AppState, app_id: &str, pull: &Pull) -> ApiResult<EventsP
         (status = 404, description = "No such application (or not the token's)", body = ErrorBody),
         (status = 422, description = "A query parameter is invalid, or `iterator` is not a position of this \
             application's stream", body = ErrorBody),
+        (status = 429, description = "A long-poll (`wait`) that found nothing, and this application already holds \
+            its share of the node's waiting readers: try again after `Retry-After`", body = ErrorBody),
+        (status = 503, description = "A long-poll (`wait`) that found nothing, with every waiting place of the node \
+            taken", body = ErrorBody),
     )
 )]
 pub async fn poll(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<MessageEventsOut>> {
@@ -278,6 +299,10 @@ pub async fn poll(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<a
         (status = 404, description = "No such application (or not the token's)", body = ErrorBody),
         (status = 422, description = "The subscription id or a query parameter is invalid, or `iterator` is not a \
             position of this application's stream", body = ErrorBody),
+        (status = 429, description = "A long-poll (`wait`) that found nothing, and this application already holds \
+            its share of the node's waiting readers: try again after `Retry-After`", body = ErrorBody),
+        (status = 503, description = "A long-poll (`wait`) that found nothing, with every waiting place of the node \
+            taken", body = ErrorBody),
     )
 )]
 pub async fn subscription(
@@ -329,8 +354,9 @@ pub async fn subscription(
         (status = 404, description = "No such application (or not the token's)", body = ErrorBody),
         (status = 422, description = "A query parameter is invalid (`wait` applies to polls only), or `iterator` or \
             `Last-Event-ID` is not a position of this application's stream", body = ErrorBody),
-        (status = 503, description = "Too many streams and long-polls are open on this node, or for this application",
-            body = ErrorBody),
+        (status = 429, description = "This application already holds its share of the node's waiting readers \
+            (streams and long-polls): try again after `Retry-After`", body = ErrorBody),
+        (status = 503, description = "Every waiting place of the node is taken", body = ErrorBody),
     )
 )]
 pub async fn stream(
@@ -351,14 +377,7 @@ pub async fn stream(
     if let Some(position) = resume {
         pull.query.after = position;
     }
-    let place = waiting_place(&s, &t.app.id).map_err(|no| {
-        ApiError::Unavailable(match no {
-            NoPlace::Node => "too many streams and long-polls are open on this node".into(),
-            NoPlace::Application => {
-                format!("this application has {MAX_WAITING_PER_APP} streams and long-polls open on this node already")
-            }
-        })
-    })?;
+    let place = waiting_place(&s, &t.app.id).map_err(no_place)?;
     let mut follower = Follower::new(&s, &t.app.id, pull.query);
     // The first read answers before the stream opens, so a position the store refuses is
     // an error response, not a stream that closes at once (and is reopened for ever).

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::check_name;
-use super::events::{waiting_place, Follower, MessageEventsOut, Pull};
+use super::events::{no_place, waiting_place, Follower, MessageEventsOut, Pull};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Admin, Json, OptionalJson, Query, Tenant};
 use crate::openapi::{ErrorBody, InvalidBody, InvalidJson, NotAdmin, Unauthorized};
@@ -205,9 +205,10 @@ async fn read(
         pull.query.after = pull.query.after.max(floor);
     }
     pull.query.since = Some(endpoint_since(ep, pull.query.since, floor.is_some()));
-    // One place among the waiting readers for the whole poll; without one it waits not at all.
-    let place = if pull.wait.is_zero() { None } else { waiting_place(s, &t.app.id).ok() };
-    let deadline = Instant::now() + if place.is_some() { pull.wait } else { Duration::ZERO };
+    // One place among the waiting readers for the whole poll; without one it waits not at
+    // all, and is refused if it finds nothing.
+    let place = if pull.wait.is_zero() { None } else { Some(waiting_place(s, &t.app.id)) };
+    let deadline = Instant::now() + if let Some(Ok(_)) = place { pull.wait } else { Duration::ZERO };
     let mut follower = Follower::new(s, &t.app.id, pull.query.clone());
     let mut reads = 0;
     loop {
@@ -218,6 +219,10 @@ async fn read(
         // is left of a long-poll's `wait`.
         let over = Instant::now() >= deadline || follower.closing();
         if !page.messages.is_empty() || reads >= MAX_FILTERED_READS || (page.done && over) {
+            // Refused only once caught up: a page the filter emptied still moves the reader on.
+            if let (true, Some(Err(no))) = (page.messages.is_empty() && page.done, place) {
+                return Err(no_place(no));
+            }
             return Ok((pull, page));
         }
     }
@@ -226,16 +231,20 @@ async fn read(
 /// Waits out a long-poll's `wait` that can find nothing (it asks for an event type the
 /// endpoint never gets), as a poll finding nothing would, so that a client polling in a
 /// loop does not spin; only with a place among the waiting readers, as any long-poll.
-async fn wait_for_nothing(s: &AppState, app_id: &str, wait: Duration) {
-    let Some(_place) = (!wait.is_zero()).then(|| waiting_place(s, app_id).ok()).flatten() else { return };
+async fn wait_for_nothing(s: &AppState, app_id: &str, wait: Duration) -> ApiResult<()> {
+    if wait.is_zero() {
+        return Ok(());
+    }
+    let _place = waiting_place(s, app_id).map_err(no_place)?;
     let mut closing = s.0.closing.subscribe();
     if *closing.borrow_and_update() {
-        return;
+        return Ok(());
     }
     tokio::select! {
         _ = tokio::time::sleep(wait) => {}
         _ = closing.changed() => {}
     }
+    Ok(())
 }
 
 /// Most store reads one poll makes while a filter applied after the read drops everything.
@@ -245,7 +254,7 @@ const MAX_FILTERED_READS: usize = 16;
 /// asked from, after its `wait`.
 async fn nothing(s: &AppState, t: &Tenant, q: &Query, position: Option<EventPosition>) -> ApiResult<MessageEventsOut> {
     let pull = Pull::parse_filtered(s, &t.app.id, q, position, None, None)?;
-    wait_for_nothing(s, &t.app.id, pull.wait).await;
+    wait_for_nothing(s, &t.app.id, pull.wait).await?;
     let page = EventsPage { messages: Vec::new(), next: pull.query.after, done: true, held_back: false };
     Ok(MessageEventsOut::new(s, t, page, pull.with_content))
 }
@@ -283,6 +292,10 @@ async fn nothing(s: &AppState, t: &Tenant, q: &Query, position: Option<EventPosi
         (status = 409, description = "The endpoint is disabled", body = ErrorBody),
         (status = 422, description = "A query parameter is invalid, or `iterator` is not a position of this \
             application's stream", body = ErrorBody),
+        (status = 429, description = "A long-poll (`wait`) that found nothing, and this application already holds \
+            its share of the node's waiting readers: try again after `Retry-After`", body = ErrorBody),
+        (status = 503, description = "A long-poll (`wait`) that found nothing, with every waiting place of the node \
+            taken", body = ErrorBody),
     )
 )]
 pub async fn poll(
@@ -352,6 +365,10 @@ fn consumer_key(ep: &Endpoint, consumer_id: &str) -> ApiResult<String> {
         (status = 409, description = "The endpoint is disabled, or a new consumer would be one more than the \
             endpoint's 100", body = ErrorBody),
         (status = 422, description = "The consumer id or a query parameter is invalid", body = ErrorBody),
+        (status = 429, description = "A long-poll (`wait`) that found nothing, and this application already holds \
+            its share of the node's waiting readers: try again after `Retry-After`", body = ErrorBody),
+        (status = 503, description = "A long-poll (`wait`) that found nothing, with every waiting place of the node \
+            taken", body = ErrorBody),
     )
 )]
 pub async fn consumer_poll(
