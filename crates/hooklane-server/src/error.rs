@@ -134,6 +134,12 @@ impl IntoResponse for ApiError {
                 "code": self.code(),
                 "detail": [{ "loc": [location, field], "msg": msg, "type": "value_error" }],
             }),
+            // A 422 too, so in the shape Svix's SDKs parse every 422 as (a plain `detail`
+            // text reads there as a validation error without content).
+            ApiError::IdempotencyMismatch => json!({
+                "code": self.code(),
+                "detail": [{ "loc": ["header", "idempotency-key"], "msg": self.to_string(), "type": "value_error" }],
+            }),
             ApiError::Internal(why) => {
                 // The cause goes to the log only: it may name internals.
                 tracing::error!(error = %why, "internal error");

@@ -1608,6 +1608,9 @@ async fn idempotency_key_replays_the_first_answer() {
     // first response (which would tell the client its new request was done).
     let third = send(post("key-1", ADMIN, json!({"n": 99}))).await;
     assert_error(third.status, &third.json(), 422, "idempotency_mismatch");
+    // In the shape of every 422 (Svix's validation error), so that SDKs parse it.
+    assert_eq!(third.json()["detail"][0]["loc"], json!(["header", "idempotency-key"]), "{}", third.text);
+    assert!(third.json()["detail"][0]["msg"].as_str().is_some_and(|m| m.contains("another body")), "{}", third.text);
     // The trailing slash does not make it another request.
     let slash = send(
         request(&server, Some(ADMIN), "POST", &format!("{path}/"))

@@ -11,8 +11,8 @@ use common::*;
 use serde_json::json;
 use svix::api::{
     ApplicationListOptions, EndpointListOptions, EventTypeListOptions, IntegrationListOptions,
-    MessageAttemptListByEndpointOptions, MessageAttemptListByMsgOptions, MessageListOptions, Svix, SvixOptions,
-    V1MessageEventsParams,
+    MessageAttemptListByEndpointOptions, MessageAttemptListByMsgOptions, MessageCreateOptions, MessageListOptions,
+    Svix, SvixOptions, V1MessageEventsParams,
 };
 use svix::models::{
     AppPortalAccessIn, AppPortalCapability, AppUsageStatsIn, ApplicationIn, ApplicationPatch, ApplicationTokenExpireIn,
@@ -906,8 +906,19 @@ async fn the_svix_sdk_limits_tokens_to_their_capabilities() {
     let svix = sdk(&server);
     let app = svix.application().create(ApplicationIn::new("Caps".into()), None).await.expect("application");
     let ep = svix.endpoint().create(app.id.clone(), EndpointIn::new(rx.url.clone()), None).await.expect("endpoint");
-    let msg = svix.message().create(app.id.clone(), MessageIn::new("a.b".into(), json!({})), None).await.expect("msg");
+    let keyed = || MessageCreateOptions { idempotency_key: Some("key-1".into()), ..Default::default() };
+    let msg = svix.message().create(app.id.clone(), MessageIn::new("a.b".into(), json!({})), Some(keyed())).await;
+    let msg = msg.expect("msg");
     rx.wait_for(1, Duration::from_secs(10)).await;
+    // The same key with another body: a validation error the SDK reads, with its message.
+    let another = MessageIn::new("a.b".into(), json!({"n": 1}));
+    match svix.message().create(app.id.clone(), another, Some(keyed())).await {
+        Err(svix::error::Error::Validation(e)) => {
+            let detail = e.payload.map(|p| p.detail).unwrap_or_default();
+            assert!(detail.iter().any(|d| d.msg.contains("Idempotency-Key")), "{detail:?}");
+        }
+        other => panic!("a reused key with another body: {other:?}"),
+    }
     // `readOnly` is deprecated in the SDK (for `capabilities`), and still served.
     #[allow(deprecated)]
     let issue = |read_only: Option<bool>, caps: Option<&[AppPortalCapability]>| {
