@@ -167,24 +167,30 @@ pub async fn import_openapi(
     _: Admin,
     Json(input): Json<EventTypeImportOpenApiIn>,
 ) -> ApiResult<axum::Json<EventTypeImportOpenApiOut>> {
-    let (field, spec) = match (input.spec, input.spec_raw) {
-        (Some(spec), None) => ("spec", spec),
-        (None, Some(raw)) => ("specRaw", parse_raw(&raw).map_err(|e| ApiError::validation("specRaw", e.to_string()))?),
-        // Svix answers 400 here (its SDKs document it), not a field's 422.
-        _ => {
-            return Err(ApiError::BadRequest(
+    let (field, spec) =
+        match (input.spec, input.spec_raw) {
+            (Some(spec), None) => ("spec", Ok(spec)),
+            (None, Some(raw)) => ("specRaw", Err(raw)),
+            // Svix answers 400 here (its SDKs document it), not a field's 422.
+            _ => return Err(ApiError::BadRequest(
                 "give exactly one of `spec` (the document as an object) and `specRaw` (the document as a string of \
                  JSON or YAML)"
                     .into(),
-            ))
-        }
-    };
-    // Reading a large document is CPU work of up to a second or so: off the runtime's
-    // threads, which serve every other request.
-    let imported = tokio::task::spawn_blocking(move || event_types_from_spec(&spec).map_err(|e| e.to_string()))
-        .await
-        .map_err(|e| ApiError::Internal(format!("the import stopped: {e}")))?
-        .map_err(|e| ApiError::validation(field, e))?;
+            )),
+        };
+    // Reading a large document (parsing its YAML, expanding its aliases, inlining its
+    // `$ref`s) is CPU work of up to a second or so: off the runtime's threads, which serve
+    // every other request.
+    let imported = tokio::task::spawn_blocking(move || {
+        let spec = match spec {
+            Ok(spec) => spec,
+            Err(raw) => parse_raw(&raw).map_err(|e| e.to_string())?,
+        };
+        event_types_from_spec(&spec).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("the import stopped: {e}")))?
+    .map_err(|e| ApiError::validation(field, e))?;
     let dry_run = input.dry_run.unwrap_or(false);
     let now = super::now();
 
@@ -741,7 +747,16 @@ impl<'a> Resolver<'a> {
         let key = match self.defs.iter().find(|(r, _)| r == reference) {
             Some((_, key)) => key.clone(),
             None => {
-                let key = percent_decode(reference.trim_start_matches('#').trim_start_matches('/'));
+                // Where it points, without the pointer's first `/`; two references that
+                // come to the same key (`#//x` and `#/x`, `#` and `#/`) get distinct ones.
+                let pointer = percent_decode(reference.trim_start_matches('#'));
+                let wanted = pointer.strip_prefix('/').unwrap_or(&pointer).to_owned();
+                let mut key = wanted.clone();
+                let mut n = 1;
+                while self.defs.iter().any(|(_, k)| *k == key) {
+                    n += 1;
+                    key = format!("{wanted}~{n}");
+                }
                 self.defs.push((reference.to_owned(), key.clone()));
                 key
             }
@@ -768,12 +783,17 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    /// `value`, or what its `$ref` leads to (a path item, request body or example).
-    fn deref(&self, value: &'a Value) -> Result<&'a Value, Fault> {
+    /// `value`, or what its `$ref` leads to (a path item, request body or example). Each hop
+    /// reads its reference (decoded, split, looked up) and is weighed by its length, as an
+    /// inlined one is: a document's example entries can all point at one far-off value.
+    fn deref(&mut self, value: &'a Value) -> Result<&'a Value, Fault> {
         let mut current = value;
         for _ in 0..MAX_HOPS {
             match current.get("$ref").and_then(Value::as_str) {
-                Some(reference) => current = self.lookup(reference)?,
+                Some(reference) => {
+                    self.left = self.left.checked_sub(text_weight(reference.len())).ok_or(Fault::TooLarge)?;
+                    current = self.lookup(reference)?;
+                }
                 None => return Ok(current),
             }
         }
@@ -782,6 +802,9 @@ impl<'a> Resolver<'a> {
 
     /// What a local reference (`#/components/schemas/Pet`) points to in the document.
     fn lookup(&self, reference: &str) -> Result<&'a Value, Fault> {
+        if reference.len() > MAX_REF_BYTES {
+            return Err(fault(format!("a $ref is longer than {MAX_REF_BYTES} bytes")));
+        }
         let pointer = reference
             .strip_prefix('#')
             .map(percent_decode)
@@ -1109,6 +1132,61 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn example_refs_are_weighed_at_every_hop() {
+        // Each example leads through a chain of 31 long references to an Example without a
+        // `value`: nothing is copied, but every hop is read (decoded, split, looked up).
+        let key = |i: usize| format!("K{i}{}", "x".repeat(1990));
+        let mut spec = serde_json::Map::new();
+        for i in 0..31 {
+            let next = if i < 30 { json!({ "$ref": format!("#/{}", key(i + 1)) }) } else { json!({ "summary": "-" }) };
+            spec.insert(key(i), next);
+        }
+        let examples: serde_json::Map<String, Value> =
+            (0..400).map(|n| (format!("e{n}"), json!({ "$ref": format!("#/{}", key(0)) }))).collect();
+        let media = json!({ "schema": { "type": "object" }, "examples": examples });
+        spec.insert(
+            "webhooks".into(),
+            json!({ "many": { "post": { "requestBody": { "content": { "application/json": media } } } } }),
+        );
+        assert_eq!(refused(Value::Object(spec.clone())), SpecError::TooLarge);
+        // A few of them are fine.
+        let few: serde_json::Map<String, Value> =
+            (0..4).map(|n| (format!("e{n}"), json!({ "$ref": format!("#/{}", key(0)) }))).collect();
+        spec["webhooks"]["many"]["post"]["requestBody"]["content"]["application/json"]["examples"] = Value::Object(few);
+        assert_eq!(import(Value::Object(spec)).len(), 1);
+        // And a reference past 2 KiB is refused there too.
+        let long = format!("#/components/examples/{}", "E".repeat(MAX_REF_BYTES));
+        let media = json!({ "schema": { "type": "object" }, "examples": { "e": { "$ref": long } } });
+        let spec = json!({ "webhooks": { "long": { "post": { "requestBody": { "content": { "application/json": media } } } } } });
+        match refused(spec) {
+            SpecError::Webhook { msg, .. } => assert!(msg.contains("longer than"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn recursive_refs_to_different_places_get_different_defs() {
+        // `#/x` and `#//x` (the key "x" of the key "") are two places.
+        let types = import(json!({
+            "webhooks": { "two": posting(json!({ "$ref": "#/x" })) },
+            "x": { "type": "object", "properties": { "me": { "$ref": "#/x" }, "other": { "$ref": "#//x" } } },
+            "": { "x": { "type": "array", "items": { "$ref": "#//x" } } },
+        }));
+        let schema = schema(&types[0]);
+        let defs = schema["$defs"].as_object().unwrap_or_else(|| panic!("no $defs: {schema}"));
+        assert_eq!(defs.len(), 2, "{schema}");
+        // Every reference leads to the schema of the place it named.
+        let def = |r: &Value| {
+            let pointer = r["$ref"].as_str().and_then(|r| r.strip_prefix('#')).unwrap_or_default().to_owned();
+            schema.pointer(&pointer).cloned().unwrap_or_else(|| panic!("{r} leads nowhere in {schema}"))
+        };
+        assert_eq!(def(&schema["properties"]["me"])["type"], "object", "{schema}");
+        // `#//x` is inlined once, and refers to itself within.
+        assert_eq!(schema["properties"]["other"]["type"], "array", "{schema}");
+        assert_eq!(def(&schema["properties"]["other"]["items"])["type"], "array", "{schema}");
     }
 
     #[test]
