@@ -24,7 +24,7 @@ const CSP_PORTAL: &str = "default-src 'none'; script-src 'self'; style-src 'self
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { Redirect::temporary("/dashboard") }))
-        .route("/dashboard", get(|| async { page(CSP_DASHBOARD) }))
+        .route("/dashboard", get(|| async { unframed(page(CSP_DASHBOARD)) }))
         .route("/portal", get(|| async { page(CSP_PORTAL) }))
         .route("/dashboard/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
         .route("/dashboard/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
@@ -42,6 +42,13 @@ fn page(csp: &'static str) -> Response {
         INDEX,
     )
         .into_response()
+}
+
+/// The admin dashboard also says `X-Frame-Options: DENY`, for browsers that do not read
+/// `frame-ancestors`.
+fn unframed(mut page: Response) -> Response {
+    page.headers_mut().insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    page
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

@@ -526,6 +526,12 @@ fn source_answer(status: StatusCode, own: &SourceResponse) -> Response {
         Some(t) => response.headers_mut().insert(header::CONTENT_TYPE, t),
         None => response.headers_mut().remove(header::CONTENT_TYPE),
     };
+    // The body is the source's, of any media type (`text/html` too), served from the
+    // dashboard's origin to whoever posts, a browser's form included: a browser neither
+    // runs it as that origin's page nor guesses another type for it.
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
 }
 

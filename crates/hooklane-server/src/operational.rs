@@ -9,6 +9,8 @@
 //! while the setting is unset. Events about that application itself are not posted: one of
 //! its own endpoints failing would otherwise feed on itself.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::model::{Application, Endpoint, Message};
 use hooklane_core::{DateTime, Utc};
@@ -121,6 +123,21 @@ fn last_attempt(id: &str, at: DateTime<Utc>, status: i32) -> Value {
     json!({ "id": id, "timestamp": at, "responseStatusCode": status })
 }
 
+/// Whether `app` is the operational application (named by its id or its uid): it holds
+/// every application's ids and failures, so no application token is issued for it.
+pub fn is_operational_app(state: &AppState, app: &Application) -> bool {
+    state.0.operational_app.as_deref().is_some_and(|key| app.id == key || app.uid.as_deref() == Some(key))
+}
+
+/// Whether a minute has passed since the last warning that the operational application
+/// is missing (this process's).
+fn missing_warning_due() -> bool {
+    static LAST: AtomicI64 = AtomicI64::new(i64::MIN);
+    let now = Utc::now().timestamp();
+    let last = LAST.load(Ordering::Relaxed);
+    now.saturating_sub(last) >= 60 && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
 /// The operational application, looked up by id or uid each time (it may be created,
 /// or replaced, while hooklane runs); `None`, with a warning, when unset or missing.
 async fn operational_app(state: &AppState) -> Option<Application> {
@@ -128,7 +145,10 @@ async fn operational_app(state: &AppState) -> Option<Application> {
     match state.0.store.get_app(key).await {
         Ok(Some(app)) => Some(app),
         Ok(None) => {
-            tracing::warn!(operational_app = %key, "operational webhook: no such application; event not posted");
+            // Once a minute at most: during a mass failure every event comes here.
+            if missing_warning_due() {
+                tracing::warn!(operational_app = %key, "operational webhook: no such application; events not posted");
+            }
             None
         }
         Err(e) => {

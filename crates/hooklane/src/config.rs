@@ -50,8 +50,9 @@ pub struct Config {
     pub log_format: String,
     /// A `tracing` filter, e.g. `info` or `hooklane=debug,info`.
     pub log_level: String,
-    /// Whether `GET /metrics` needs the admin token (default: no, as Prometheus scrapes
-    /// usually run unauthenticated on a private network).
+    /// Whether `GET /metrics` needs the admin token (default: yes: it is served on the API's
+    /// port, and names the applications and endpoints that fail; `false` for a scraper on a
+    /// private network that sends no token).
     pub metrics_require_token: bool,
     /// How long a request that starts a background task (a recovery, a replay, a purge,
     /// usage statistics) waits for its work before answering the task `running`; the work
@@ -181,7 +182,7 @@ impl Default for Config {
             tenant_cache_ttl: Duration::from_secs(1),
             log_format: "text".into(),
             log_level: "info".into(),
-            metrics_require_token: false,
+            metrics_require_token: true,
             task_wait: Duration::from_secs(5),
             housekeeping_interval: Duration::from_secs(60),
             message_retention: Duration::from_secs(90 * 24 * 3600),

@@ -87,7 +87,7 @@ async fn a_dead_endpoint_is_paused_and_resumes_when_it_comes_back() {
     );
     assert!(failed.iter().all(|a| a["status"] == 2), "only failures so far");
     let (_, metrics) = {
-        let resp = server.client.get(server.url("/metrics")).send().await.expect("metrics");
+        let resp = server.client.get(server.url("/metrics")).bearer_auth(ADMIN).send().await.expect("metrics");
         (resp.status(), resp.text().await.expect("metrics body"))
     };
     assert!(metrics.contains("hooklane_circuit_transitions_total"), "{metrics}");

@@ -370,7 +370,7 @@ async fn slots_taken_far_ahead_do_not_starve_a_rate_limited_endpoint() {
     assert_eq!(rx.received().len(), 3);
     // Each came back when a slot was within its reach, not claimed and handed back again
     // and again while the other node's slots ran (every poll, 200 ms, for 7 seconds).
-    let metrics = server.client.get(server.url("/metrics")).send().await.expect("metrics");
+    let metrics = server.client.get(server.url("/metrics")).bearer_auth(ADMIN).send().await.expect("metrics");
     let metrics = metrics.text().await.expect("metrics body");
     let handed_back: f64 = metrics
         .lines()

@@ -1171,7 +1171,16 @@ async fn a_delivery_queued_past_its_lease_is_not_sent_twice() {
     distinct.dedup();
     assert_eq!(distinct.len(), 10, "every message arrives: {got:?}");
     assert_eq!(got.len(), 10, "none twice: {got:?}");
-    let metrics = server.client.get(server.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     assert!(metrics.contains("hooklane_deliveries_lease_expired_total"), "some waited past their lease");
 }
 

@@ -1448,7 +1448,8 @@ async fn a_flood_of_forged_requests_is_refused_without_filling_the_log() {
     assert_eq!(status, 200, "{out}");
     let log = requests(&server, &source).await;
     assert_eq!(log[0]["status"], "accepted", "{}", log[0]);
-    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics =
+        server.client.get(server.url("/metrics")).bearer_auth(ADMIN).send().await.unwrap().text().await.unwrap();
     let unrecorded = metrics
         .lines()
         .find_map(|l| l.strip_prefix("hooklane_inbound_rejections_unrecorded_total "))
@@ -1747,6 +1748,9 @@ async fn a_source_answers_as_it_is_told() {
         let resp = post(id, BASIC_PASSWORD).send().await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["content-type"], "text/xml");
+        // Served from the dashboard's origin: never run as its page, whatever its type.
+        assert_eq!(resp.headers()["content-security-policy"], "default-src 'none'; sandbox");
+        assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
         assert_eq!(resp.text().await.unwrap(), "<Response/>");
     }
     let got = rx.wait_for(1, WAIT).await;

@@ -155,6 +155,15 @@ async fn the_operational_apps_own_failures_are_not_reported_to_it() {
         list["data"].as_array().expect("messages").iter().filter_map(|m| m["eventType"].as_str()).collect();
     assert_eq!(types, ["endpoint.created"], "only the customer's endpoint creation");
     assert_eq!(down.received().len(), 2, "the one event, tried twice");
+    // It holds every application's ids and failures: no application token is issued for it,
+    // by its uid or its id (nor is it created by asking for one).
+    for key in ["ops", ops_app.as_str()] {
+        let (status, body) =
+            server.call("POST", &format!("/api/v1/auth/app-portal-access/{key}"), Some(json!({}))).await;
+        assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{key}: {body}");
+    }
+    let (status, _) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{customer}"), None).await;
+    assert_eq!(status, 200, "other applications' tokens are issued as ever");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

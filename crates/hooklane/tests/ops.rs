@@ -88,7 +88,7 @@ async fn health_ready_metrics_and_request_ids() {
     }
     assert_eq!(sent["webhook-id"], msg.as_str());
 
-    let (status, headers, page) = text(&server, "/metrics", None).await;
+    let (status, headers, page) = text(&server, "/metrics", Some(ADMIN)).await;
     assert_eq!(status, 200);
     assert!(headers["content-type"].to_str().unwrap().starts_with("text/plain"));
     assert_eq!(sample(&page, "hooklane_messages_ingested_total"), Some(1.0), "{page}");
@@ -115,8 +115,14 @@ async fn health_ready_metrics_and_request_ids() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_can_require_the_admin_token() {
-    let server = Server::start("metrics_require_token = true").await;
+async fn metrics_require_the_admin_token_unless_told_otherwise() {
+    let open = Server::start("metrics_require_token = false").await;
+    let (status, _, page) = text(&open, "/metrics", None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("hooklane_queue_depth"));
+    drop(open);
+    // By default: it names the applications and endpoints that fail.
+    let server = Server::start("").await;
     assert_eq!(text(&server, "/metrics", None).await.0, 401);
     let (status, _, page) = text(&server, "/metrics", Some(ADMIN)).await;
     assert_eq!(status, 200);
@@ -276,4 +282,25 @@ fn refused_at_start(mut command: std::process::Command) -> std::process::Output 
     let out = child.wait_with_output().expect("output");
     assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     out
+}
+
+/// The dashboard may not be framed (CSP `frame-ancestors 'none'`, and `X-Frame-Options`
+/// for older browsers); the portal may, by the SaaS that embeds it. Both run only their own
+/// scripts and say no referrer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_pages_say_where_they_may_be_shown() {
+    let server = Server::start("").await;
+    let (status, headers, page) = text(&server, "/dashboard", None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<script"), "{page}");
+    let csp = headers["content-security-policy"].to_str().unwrap_or_default();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"), "{csp}");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    let (status, headers, _) = text(&server, "/portal", None).await;
+    assert_eq!(status, 200);
+    let csp = headers["content-security-policy"].to_str().unwrap_or_default();
+    assert!(csp.contains("frame-ancestors *") && csp.contains("script-src 'self'"), "{csp}");
+    assert!(headers.get("x-frame-options").is_none(), "the portal is embedded by the SaaS");
 }

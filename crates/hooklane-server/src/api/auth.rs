@@ -105,11 +105,19 @@ pub async fn app_portal_access(
             format!("must be between {MIN_EXPIRY_SECONDS} and {MAX_EXPIRY_SECONDS} seconds"),
         ));
     }
+    const OPERATIONAL: &str = "the operational webhooks' application holds every application's ids and failures: \
+                               no application token is issued for it";
+    if s.0.operational_app.as_deref() == Some(app_key.as_str()) {
+        return Err(ApiError::Forbidden(OPERATIONAL));
+    }
     let app = match (s.0.store.get_app(&app_key).await?, input.application) {
         (Some(app), _) => app,
         (None, Some(application)) => super::app::create_under_uid(&s, &app_key, application).await?.0,
         (None, None) => return Err(ApiError::NotFound("application")),
     };
+    if crate::operational::is_operational_app(&s, &app) {
+        return Err(ApiError::Forbidden(OPERATIONAL));
+    }
     let token = random_token(APP_TOKEN_PREFIX);
     let now = Utc::now();
     let expires_at = now + chrono::Duration::seconds(expiry as i64);
