@@ -34,6 +34,15 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{ulid}")
 }
 
+/// An id of this prefix below every one made at `at` or later: ids begin with the time they
+/// were made, so `id > floor(prefix, t)` bounds an index scan by id to what was made since
+/// `t` (a generator whose clock went back keeps its later time, so ids are never earlier
+/// than the clock that made them).
+pub fn floor(prefix: &str, at: chrono::DateTime<chrono::Utc>) -> String {
+    let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    format!("{prefix}_{}", ulid::Ulid::from_parts(ms, 0))
+}
+
 /// Whether `s` looks like an id of this prefix (as opposed to a user-chosen `uid`).
 pub fn has_prefix(s: &str, prefix: &str) -> bool {
     s.len() == prefix.len() + 1 + 26 && s.starts_with(prefix) && s.as_bytes()[prefix.len()] == b'_'
@@ -42,6 +51,19 @@ pub fn has_prefix(s: &str, prefix: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_floor_is_below_the_ids_made_since_and_above_older_ones() {
+        let before = new_id(ATTEMPT);
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let now = chrono::Utc::now();
+        let floor = floor(ATTEMPT, now);
+        let after = new_id(ATTEMPT);
+        assert!(before < floor, "{before} < {floor}");
+        assert!(floor < after, "{floor} < {after}");
+        assert!(has_prefix(&floor, ATTEMPT));
+        assert_eq!(super::floor(ATTEMPT, chrono::DateTime::UNIX_EPOCH), format!("{ATTEMPT}_{}", "0".repeat(26)));
+    }
 
     #[test]
     fn ids_are_prefixed_and_increasing() {

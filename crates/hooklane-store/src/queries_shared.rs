@@ -498,3 +498,11 @@ mod tests {
         assert!(run(&[], 10).is_empty());
     }
 }
+
+/// An attempt id below those of every attempt made after `after`. Ids begin with the time
+/// they were made ([`hooklane_core::ids`]), which for an attempt is when its outcome was
+/// known, as is its `created_at`: an hour's margin keeps the bound safe for any attempt
+/// whose id and time were taken a request apart.
+pub fn attempt_id_floor(after: DateTime<Utc>) -> String {
+    hooklane_core::ids::floor(hooklane_core::ids::ATTEMPT, after - chrono::Duration::hours(1))
+}

@@ -1490,6 +1490,9 @@ pub async fn list_attempts<C: GenericClient>(
         .and_if(f.status, "status = ?", |s| Box::new(s as i32))
         .and_if(f.before, "created_at < ?", |t| int(ms(t)))
         .and_if(f.after, "created_at > ?", |t| int(ms(t)))
+        // A bound on the id too, which the indexes by endpoint and by message are in: a few
+        // recent failures of an endpoint with a long history do not read all of it.
+        .and_if(f.after, "id > ?", |t| text(crate::queries_shared::attempt_id_floor(t)))
         .and_if(
             f.event_types.clone().filter(|t| !t.is_empty()),
             "EXISTS (SELECT 1 FROM messages m WHERE m.id = attempts.msg_id AND m.event_type = ANY(?))",

@@ -1109,6 +1109,10 @@ pub fn list_attempts(
     f: &AttemptFilter,
     page: &PageRequest,
 ) -> StoreResult<Page<Attempt>> {
+    attempt_select(app_id, f).page(conn, "id", page, rows::attempt)
+}
+
+fn attempt_select(app_id: &str, f: &AttemptFilter) -> Select {
     let mut q = Select::new(rows::ATTEMPT_COLS, "attempts")
         .and("app_id = ?", [text(app_id)])
         .and_if(f.msg_id.clone(), "msg_id = ?", text)
@@ -1116,13 +1120,16 @@ pub fn list_attempts(
         .and_if(f.status, "status = ?", |s| int(s as i64))
         .and_if(f.before, "created_at < ?", |t| int(ms(t)))
         .and_if(f.after, "created_at > ?", |t| int(ms(t)))
+        // A bound on the id too, which the indexes by endpoint and by message are in: a few
+        // recent failures of an endpoint with a long history do not read all of it.
+        .and_if(f.after, "id > ?", |t| text(crate::queries_shared::attempt_id_floor(t)))
         .and_if(f.event_types.as_ref().filter(|t| !t.is_empty()), ATTEMPT_OF_EVENT_TYPES, |t| text(to_json(t)))
         .and_if(f.channel.clone(), ATTEMPT_ON_CHANNEL, text)
         .and_if(f.tag.clone(), ATTEMPT_WITH_TAG, text);
     if let Some((low, high)) = f.status_code_range() {
         q = q.and("response_status >= ? AND response_status < ?", [int(low.into()), int(high.into())]);
     }
-    q.page(conn, "id", page, rows::attempt)
+    q
 }
 
 pub fn get_attempt(conn: &Connection, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>> {
@@ -1300,5 +1307,29 @@ mod tests {
             assert!(plan.contains("SEARCH d USING") && plan.contains("deliveries_by_endpoint"), "{plan}");
             assert!(!plan.contains("messages_by_app") && !plan.contains("TEMP B-TREE"), "{plan}");
         }
+    }
+
+    /// An endpoint's latest failures since a time (the health statistics) read that
+    /// endpoint's attempts made since then, not its whole history.
+    #[test]
+    fn an_endpoints_recent_attempts_are_read_from_a_bounded_range() {
+        let mut conn = Connection::open_in_memory().expect("database");
+        super::super::schema::migrate(&mut conn).expect("schema");
+        let filter = AttemptFilter {
+            endpoint_id: Some("ep_1".into()),
+            status: Some(DeliveryStatus::Fail),
+            after: Some(Utc::now()),
+            ..AttemptFilter::default()
+        };
+        let select = attempt_select("app_1", &filter);
+        let sql = format!("EXPLAIN QUERY PLAN {} ORDER BY id DESC LIMIT 3", select.sql());
+        let plan: Vec<String> = conn
+            .prepare(&sql)
+            .and_then(|mut s| {
+                s.query_map(params_from_iter(select.params.clone()), |r| r.get::<_, String>(3))?.collect()
+            })
+            .expect("plan");
+        let plan = plan.join(" | ");
+        assert!(plan.contains("attempts_by_endpoint (endpoint_id=? AND id>?)"), "{plan}");
     }
 }
