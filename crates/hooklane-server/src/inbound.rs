@@ -610,21 +610,21 @@ fn mask(name: &str, value: &str) -> String {
 }
 
 /// The client's address: the peer, or, when the peer is a trusted proxy, the last address
-/// of `X-Forwarded-For` that is not a trusted proxy.
+/// of `X-Forwarded-For` that is not a trusted proxy. Entries are read from the right (the
+/// nearest proxy's) and may carry a port (`203.0.113.9:5123`, `[2001:db8::1]:443`); one
+/// that is no address at all leaves the client unknown (`None`: no allow-list admits it),
+/// for passing over it would take the entry before it, which the client itself may have
+/// written.
 fn client_addr(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     let mut addr = peer?.to_canonical();
     if !is_trusted(&addr) {
         return Some(addr);
     }
-    let chain: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-        .collect();
-    for ip in chain.into_iter().rev() {
+    let values: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    let entries = values.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|e| !e.is_empty());
+    for entry in entries.collect::<Vec<_>>().into_iter().rev() {
+        let ip = entry.parse::<IpAddr>().or_else(|_| entry.parse::<std::net::SocketAddr>().map(|s| s.ip())).ok()?;
         addr = ip.to_canonical();
         if !is_trusted(&addr) {
             break;
@@ -679,6 +679,18 @@ mod tests {
         assert_eq!(client_addr(Some(direct), &h, &[]), Some(direct));
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         assert_eq!(client_addr(Some(mapped), &HeaderMap::new(), &[]), Some("127.0.0.1".parse().unwrap()));
+        // A proxy that writes ports: read with them.
+        let with_ports = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", HeaderValue::from_static(v));
+            client_addr(Some(proxy), &h, &trusted)
+        };
+        assert_eq!(with_ports("192.168.1.7, 203.0.113.9:5123"), Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(with_ports("192.168.1.7, [2001:db8::1]:443"), Some("2001:db8::1".parse().unwrap()));
+        // An entry that is no address leaves the client unknown: not the entry before it,
+        // which the client wrote.
+        assert_eq!(with_ports("192.168.1.7, unknown"), None);
+        assert_eq!(with_ports("192.168.1.7, _hidden, 10.1.1.1"), None);
     }
 
     #[test]

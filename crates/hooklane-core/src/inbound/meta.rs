@@ -8,19 +8,15 @@
 use subtle::ConstantTimeEq;
 
 use super::hmac_body::github;
-use super::{header, json_path, Headers, Rejection};
+use super::{header, json_path, lower_hex_after, Headers, Rejection};
 
 pub const SIGNATURE: &str = "x-hub-signature-256";
 
 pub fn verify(app_secret: &str, headers: &Headers, body: &[u8]) -> Result<(), Rejection> {
     let value = header(headers, SIGNATURE).ok_or_else(|| Rejection::MissingHeader(SIGNATURE.into()))?;
     // Exactly as Meta writes it (`sha256=` and 64 lower-case hex digits, nothing between):
-    // the header is the deduplication key, and one signature written two ways (in upper
-    // case, with a space after `=`) would pass twice.
-    let canonical = value
-        .strip_prefix("sha256=")
-        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-    if !canonical {
+    // the header is the deduplication key.
+    if !lower_hex_after(value, "sha256=", 64) {
         return Err(Rejection::Malformed(SIGNATURE.into()));
     }
     // Otherwise GitHub's scheme, keyed with the app secret.

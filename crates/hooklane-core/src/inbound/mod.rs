@@ -196,6 +196,17 @@ pub(crate) fn fresh(t: &str, what: &str, now: i64) -> Result<i64, Rejection> {
     Ok(ts)
 }
 
+/// Whether `value` is `prefix` then `digits` lower-case hex digits, nothing else: a
+/// signature header that is its source's deduplication key must be written one way only,
+/// or one signature written two ways (upper case, a space after the prefix) would pass
+/// twice.
+pub(crate) fn lower_hex_after(value: &str, prefix: &str, digits: usize) -> bool {
+    value
+        .trim()
+        .strip_prefix(prefix)
+        .is_some_and(|hex| hex.len() == digits && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
 /// Hex (either case) to bytes; `None` if not hex.
 pub(crate) fn decode_hex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();

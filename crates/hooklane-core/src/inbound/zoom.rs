@@ -8,12 +8,17 @@
 
 use super::hmac_body::mac;
 use super::slack::verify_v0;
-use super::{Headers, HmacAlgorithm, Rejection};
+use super::{header, lower_hex_after, Headers, HmacAlgorithm, Rejection};
 
 pub const SIGNATURE: &str = "x-zm-signature";
 pub const TIMESTAMP: &str = "x-zm-request-timestamp";
 
 pub fn verify(secret: &str, headers: &Headers, body: &[u8], now: i64) -> Result<(), Rejection> {
+    // Exactly as Zoom writes it (`v0=` and 64 lower-case hex digits): the header is the
+    // deduplication key.
+    if header(headers, SIGNATURE).is_some_and(|value| !lower_hex_after(value, "v0=", 64)) {
+        return Err(Rejection::Malformed("x-zm-signature".into()));
+    }
     verify_v0(("x-zm-signature", SIGNATURE), ("x-zm-request-timestamp", TIMESTAMP), secret, headers, body, now)
 }
 
@@ -47,6 +52,19 @@ mod tests {
         assert_eq!(verify(SECRET, &h, BODY, 1_700_000_000 + 301), Err(Rejection::TimestampTooOld));
         let slack_named = headers(&[("X-Slack-Request-Timestamp", "1700000000"), ("X-Slack-Signature", SIG)]);
         assert_eq!(verify(SECRET, &slack_named, BODY, 1_700_000_000), Err(Rejection::MissingHeader(TIMESTAMP.into())));
+    }
+
+    /// The signature is the deduplication key: written another way (upper case, a space
+    /// after `v0=`) it is refused, or a captured request would pass again as new.
+    #[test]
+    fn only_the_signature_as_zoom_writes_it() {
+        let hex = SIG.trim_start_matches("v0=");
+        for other in [format!("v0={}", hex.to_ascii_uppercase()), format!("v0= {hex}"), format!("V0={hex}")] {
+            let h = headers(&[("x-zm-request-timestamp", "1700000000"), ("x-zm-signature", &other)]);
+            assert_eq!(verify(SECRET, &h, BODY, 1_700_000_000), Err(Rejection::Malformed(SIGNATURE.into())), "{other}");
+        }
+        let h = headers(&[("x-zm-request-timestamp", "1700000000"), ("x-zm-signature", SIG)]);
+        assert_eq!(verify(SECRET, &h, BODY, 1_700_000_000), Ok(()));
     }
 
     #[test]
