@@ -96,8 +96,11 @@ where
             Ok(_) => execute(conn, "RELEASE job", []),
             Err(_) => execute(conn, "ROLLBACK TO job", []).and_then(|_| execute(conn, "RELEASE job", [])),
         };
+        // A savepoint that could not be ended holds the job's changes in the transaction,
+        // whatever the job is told: only the batch's rollback takes them back.
+        let clean = end.is_ok();
         self.result = Some(end.and(result));
-        true
+        clean
     }
 
     fn waits_for_flush(&self) -> bool {
@@ -255,7 +258,10 @@ impl Writer {
                 return;
             }
         }
-        let clean = job.run(&self.conn);
+        // SQLite rolls back the whole transaction itself on some errors (a full disk, an I/O
+        // error, no memory): the jobs before this one are undone, and the ones after it
+        // would each commit on their own. The batch fails here, as it is.
+        let clean = job.run(&self.conn) && !self.conn.is_autocommit();
         self.batch.push(job);
         self.busy += started.elapsed();
         if !clean {
@@ -266,6 +272,13 @@ impl Writer {
     }
 
     fn commit(&mut self) {
+        if self.flush_failed.load(Ordering::Acquire) {
+            // Writes answered at the commit (claims) could take deliveries of messages the
+            // failed flush may not have kept, whose callers were told so.
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.fail_batch(FLUSH_FAILED.to_string());
+            return;
+        }
         let started = Instant::now();
         // Read inside the transaction, so it counts this batch's messages and no later ones.
         let last_message_seq = last_message_seq(&self.conn);
@@ -476,5 +489,44 @@ mod tests {
         batch.jobs.into_iter().for_each(|job| job.finish(&Ok(())));
         assert!(answered(&mut lease) && answered(&mut message), "both answered by the flush");
         let _ = to_writer.send(ToWriter::Stop);
+    }
+
+    /// A job that ends up outside the transaction (SQLite rolled it back on a full disk, an
+    /// I/O error: played here by the job itself) fails its batch at once: the writes before
+    /// it are told they failed (they were undone), and the next job starts a batch of its
+    /// own instead of committing alone, outside any transaction, and then being told it
+    /// failed.
+    #[test]
+    fn a_batch_the_database_rolled_back_fails_where_it_stands() {
+        for savepoint in [true, false] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let conn = Connection::open(dir.path().join("w.db")).expect("open");
+            conn.execute_batch("CREATE TABLE leases (x INTEGER); CREATE TABLE messages (seq INTEGER PRIMARY KEY)")
+                .expect("schema");
+            let (to_sync, _committed) = mpsc::channel::<Committed>();
+            let (to_writer, inbox) = mpsc::channel::<ToWriter>();
+            let send = |job| to_writer.send(ToWriter::Job(job)).expect("writer");
+            let (before, mut before_answer) = insert("leases", false);
+            send(before);
+            let (reply, mut undone) = oneshot::channel();
+            let work = |c: &Connection| {
+                execute(c, "ROLLBACK", [])?;
+                Err::<(), _>(StoreError::Database("disk full".into()))
+            };
+            send(Box::new(TypedJob::new(work, savepoint, false, reply)));
+            let (after, mut after_answer) = insert("leases", false);
+            send(after);
+            // All three wait in the inbox before the writer starts: one batch.
+            let signals = Arc::new(StreamSignals::default());
+            let check = Connection::open(dir.path().join("w.db")).expect("open");
+            std::thread::spawn(move || Writer::new(conn, to_sync, FlushFailed::default(), signals, 0).run(inbox));
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(matches!(before_answer.try_recv(), Ok(Err(_))), "undone, and told so (savepoint {savepoint})");
+            assert!(matches!(undone.try_recv(), Ok(Err(_))));
+            assert!(answered(&mut after_answer), "the next write commits in a batch of its own");
+            let rows: i64 = check.query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0)).expect("count");
+            assert_eq!(rows, 1, "only the write told it succeeded is there");
+            let _ = to_writer.send(ToWriter::Stop);
+        }
     }
 }
