@@ -86,6 +86,37 @@ async fn answered(poll: tokio::task::JoinHandle<(u16, Value, Duration)>, want: &
     assert!(took < Duration::from_secs(20), "the long-poll waited out its wait: {took:?}");
 }
 
+/// Posts `count` messages (their event types `event_types` in turn) to both nodes from
+/// four clients at once, while one reader reads `reads` (a subscription or a consumer,
+/// whose position the server keeps) through each node in turn until it has read `expect`
+/// messages; answers what the reader got, in order. Writes commit in an order only the
+/// database knows: the caller compares with the stream read afterwards.
+async fn read_while_posting(
+    nodes: &[Server; 2],
+    app: &str,
+    reads: &str,
+    event_types: &[&str],
+    count: usize,
+    expect: usize,
+) -> Vec<String> {
+    let writers = futures::future::join_all((0..4).map(|w| async move {
+        for i in (w..count).step_by(4) {
+            post(&nodes[i % 2], app, event_types[i % event_types.len()], 1000 + i).await;
+        }
+    }));
+    let reader = async {
+        let (mut got, mut i) = (Vec::new(), 0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got.len() < expect {
+            assert!(Instant::now() < deadline, "read {} of {expect}: {got:?}", got.len());
+            got.extend(ids(&get(&nodes[i % 2], &format!("{reads}?limit=5&wait=2")).await));
+            i += 1;
+        }
+        got
+    };
+    futures::join!(writers, reader).1
+}
+
 /// One Server-Sent Event: its `id` (a position) and the message id in its `data`.
 #[derive(Debug, Clone, PartialEq)]
 struct SseEvent {
@@ -289,6 +320,13 @@ async fn a_subscription_is_shared_by_the_nodes() {
         read_so_far.extend(ids(&page));
     }
     assert_eq!(read_so_far, all);
+
+    // Read through both nodes in turn while both take messages from several clients at
+    // once: each once, in the stream's order, none passed over.
+    let during = read_while_posting(&nodes, &app, &sub, &["sub.test"], 40, 40).await;
+    let stream = get(b, &format!("/api/v1/app/{app}/events?limit=250")).await;
+    assert_eq!(during, ids(&stream)[all.len()..], "read while posting");
+    assert_eq!(ids(&get(a, &sub).await), Vec::<String>::new());
 }
 
 /// Polling endpoints on a cluster: the endpoint's `filterTypes` apply on both nodes (and a
@@ -343,10 +381,13 @@ async fn a_polling_endpoints_consumer_is_shared_by_the_nodes() {
         async move {
             let (status, out) = node.call("POST", &path, Some(json!({ "after": after }))).await;
             assert_eq!(status, 200, "{out}");
+            out["iterator"].as_str().expect("iterator").to_string()
         }
     };
-    seek("A", times[2].clone()).await;
+    let it = seek("A", times[2].clone()).await;
     assert_eq!(ids(&get(b, &format!("{consumer}?limit=250")).await), wanted[3..], "after the third invoice");
+    // (The position a seek answers is one every node reads from.)
+    assert_eq!(ids(&get(b, &format!("{poller}?limit=250&iterator={it}")).await), wanted[3..]);
     seek("B", "2000-01-01T00:00:00Z".into()).await;
     assert_eq!(ids(&get(a, &format!("{consumer}?limit=4")).await), wanted[..4], "back to the endpoint's first");
     assert_eq!(ids(&get(b, &format!("{consumer}?limit=250")).await), wanted[4..]);
@@ -376,6 +417,31 @@ async fn a_polling_endpoints_consumer_is_shared_by_the_nodes() {
     for node in &nodes {
         read_until(node, &format!("{poller}?limit=250"), &wanted).await;
     }
+
+    // A seek through B while a long-poll of the consumer waits on A: the poll's answer
+    // does not undo it, and the next read (on B) starts where the seek put it.
+    let poll = long_poll(a, &format!("{consumer}?wait=30"));
+    tokio::time::sleep(Duration::from_millis(300)).await; // (let it start waiting)
+    seek("B", times[1].clone()).await;
+    let (invoice, _) = post(b, &app, "invoice.void", 60).await;
+    wanted.push(invoice.clone());
+    answered(poll, &[invoice]).await;
+    assert_eq!(ids(&get(b, &format!("{consumer}?limit=250")).await), wanted[2..], "from the seek's place");
+
+    // Read through both nodes in turn while both take messages from several clients at
+    // once: each invoice once, in the stream's order, none passed over.
+    let mixed = ["invoice.paid", "user.created", "invoice.void"];
+    let during = read_while_posting(&nodes, &app, &consumer, &mixed, 45, 30).await;
+    let all = ids(&get(b, &format!("/api/v1/app/{app}/events?limit=250")).await);
+    let added = ids(&get(a, &format!("{poller}?limit=250")).await)[wanted.len()..].to_vec();
+    assert_eq!(during, added, "read while posting");
+    for id in &all[all.len() - 45..] {
+        if !added.contains(id) {
+            users.push(id.clone());
+        }
+    }
+    wanted.extend(added);
+    assert_eq!(ids(&get(b, &consumer).await), Vec::<String>::new());
 
     // The filter changed through A applies to reads on B (and A): now the users only.
     let path = format!("/api/v1/app/{app}/endpoint/{ep_id}");

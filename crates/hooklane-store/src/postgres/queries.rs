@@ -1181,13 +1181,26 @@ pub async fn expunge_message_content<C: GenericClient>(
         )
         .await?,
     )?;
+    // (`held`: the lanes of the deliveries on the wire hold their new head until that lease
+    // ends, as `sqlite::lanes::hold_head` does; this statement's snapshot still reads those
+    // deliveries as in flight, so the head it picks is the one after them.)
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH flying AS ( \
-                 SELECT endpoint_id FROM deliveries WHERE app_id = $1 AND msg_id = $2 AND status = 1 \
-                 AND leased AND due_at > $3 \
+                 SELECT endpoint_id, lane_key, lane_seq, due_at FROM deliveries WHERE app_id = $1 AND msg_id = $2 \
+                 AND status = 1 AND leased AND due_at > $3 \
              ), d AS (UPDATE deliveries d SET status = 2, due_at = NULL, leased = false, updated_at = $3 \
              WHERE d.app_id = $1 AND d.msg_id = $2 AND d.status = 1 {FINISHED}), \
+             held AS ( \
+                 UPDATE deliveries w SET due_at = GREATEST(COALESCE(w.due_at, 0), h.until), leased = false FROM ( \
+                     SELECT nx.ctid, fl.due_at AS until FROM flying fl CROSS JOIN LATERAL ( \
+                         SELECT x.ctid FROM deliveries x \
+                         WHERE x.endpoint_id = fl.endpoint_id AND x.lane_key = fl.lane_key AND x.status = 1 \
+                           AND x.lane_seq IS NOT NULL AND NOT (x.leased AND x.due_at > $3) \
+                         ORDER BY x.lane_seq LIMIT 1 \
+                     ) nx WHERE fl.lane_seq IS NOT NULL \
+                 ) h WHERE w.ctid = h.ctid AND w.status = 1 AND NOT w.leased \
+             ), \
              f AS (SELECT * FROM d WHERE endpoint_id NOT IN (SELECT endpoint_id FROM flying)), {} {}",
             lanes::advance_cte("f", "$3"),
             lanes::select_finished_lanes("f"),

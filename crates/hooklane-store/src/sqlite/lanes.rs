@@ -126,6 +126,21 @@ pub fn advance(conn: &Connection, endpoint_id: &str, lane_key: &str, now: i64) -
     Ok(())
 }
 
+/// A row of the lane `(endpoint_id, lane_key)` on the wire until `until` left it without
+/// its attempt being recorded (its message's content was deleted): the new head is due when
+/// that lease ends at the latest (or at its own retry, if later). It goes neither beside the
+/// row on the wire nor never: the attempt's record, when there is one, moves it to at once
+/// ([`advance`]), and when there is none (the send never started, the node died) the lease's
+/// end does.
+pub fn hold_head(conn: &Connection, endpoint_id: &str, lane_key: &str, until: i64, now: i64) -> StoreResult<()> {
+    execute(
+        conn,
+        "UPDATE deliveries SET due_at = MAX(COALESCE(due_at, 0), ?3), leased = 0          WHERE endpoint_id = ?1 AND lane_key = ?2 AND status = 1 AND leased = 0 AND msg_id = (SELECT msg_id          FROM deliveries WHERE endpoint_id = ?1 AND lane_key = ?2 AND status = 1 AND lane_seq IS NOT NULL          AND NOT (leased = 1 AND due_at > ?4) ORDER BY lane_seq LIMIT 1)",
+        params![endpoint_id, lane_key, until, now],
+    )?;
+    Ok(())
+}
+
 /// The endpoint's ordering changed: its pending deliveries join lanes in message order, or
 /// leave them (parked ones due at `now`). Deliveries in flight at the change finish as they
 /// were sent; a new lane's head waits for those of its lane.

@@ -966,14 +966,15 @@ pub fn expunge_message_content(conn: &Connection, app_id: &str, msg_id: &str, no
          WHERE app_id = ?1 AND id = ?2",
         [app_id, msg_id],
     )?)?;
-    // A delivery being sent right now moves its lane on when its attempt is recorded, not
-    // before: the next one of the lane must not go while this one is still on the wire.
-    let in_flight: Vec<String> = query_all(
+    // A delivery being sent right now moves its lane on when its attempt is recorded, or
+    // when its lease ends if none is (`lanes::hold_head`), not before: the next one of the
+    // lane must not go while this one is still on the wire.
+    let in_flight: Vec<(String, i64)> = query_all(
         conn,
-        "SELECT endpoint_id FROM deliveries WHERE app_id = ?1 AND msg_id = ?2 AND status = 1 AND leased = 1 \
-         AND due_at > ?3",
+        "SELECT endpoint_id, due_at FROM deliveries WHERE app_id = ?1 AND msg_id = ?2 AND status = 1 \
+         AND leased = 1 AND due_at > ?3",
         params![app_id, msg_id, now],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let failed: Vec<(String, String, bool)> = query_all(
         conn,
@@ -982,8 +983,11 @@ pub fn expunge_message_content(conn: &Connection, app_id: &str, msg_id: &str, no
         params![app_id, msg_id, now],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    for (endpoint_id, lane_key, _) in failed.iter().filter(|(ep, _, in_lane)| *in_lane && !in_flight.contains(ep)) {
-        lanes::advance(conn, endpoint_id, lane_key, now)?;
+    for (endpoint_id, lane_key, _) in failed.iter().filter(|(_, _, in_lane)| *in_lane) {
+        match in_flight.iter().find(|(ep, _)| ep == endpoint_id) {
+            Some((_, until)) => lanes::hold_head(conn, endpoint_id, lane_key, *until, now)?,
+            None => lanes::advance(conn, endpoint_id, lane_key, now)?,
+        }
     }
     Ok(())
 }

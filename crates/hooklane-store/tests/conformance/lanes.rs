@@ -129,9 +129,18 @@ pub async fn fifo_lane_replays_keep_message_order_and_ordering_can_change(store:
     store.abandon_deliveries(vec![unleased(&last[0].id, &fifo.id)]).await.unwrap();
     let now = now_ms() + secs(1);
     assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&last[1]]));
-    let tail = post_many(store, &app.id, &[&fifo], t + millis(300), 1).await;
+    let tail = post_many(store, &app.id, &[&fifo], t + millis(300), 2).await;
+    // Its content deleted while it is on the wire: the next waits for its attempt's record.
     store.expunge_message_content(&app.id, &last[1].id, now).await.unwrap();
+    assert!(claim(store, now).await.is_empty(), "the next does not go beside the one on the wire");
+    record(store, &last[1], &fifo, now, NextStep::RetryAt(now + secs(10))).await;
     assert_eq!(to(&claim(store, now).await, &fifo), ids(&[&tail[0]]), "an expunged head lets the next go");
+    // And when no attempt is ever recorded (the send never started, its node died), the
+    // lease's end moves the lane on.
+    store.expunge_message_content(&app.id, &tail[0].id, now).await.unwrap();
+    assert!(claim(store, now).await.is_empty(), "held while the lease runs");
+    let later = now + LEASE + secs(1);
+    assert_eq!(to(&claim(store, later).await, &fifo), ids(&[&tail[1]]), "the lease's end moved the lane on");
 }
 
 /// Posts a message with an ordering key (`None`: the endpoint's keyless lane).
