@@ -68,6 +68,12 @@ pub fn ordering_key(template: &str, payload: &Value) -> Option<String> {
         Value::String(s) => s,
         other => other.to_string(),
     };
+    // A JSON string may hold NUL (`"\u0000"`), which PostgreSQL's text refuses (the whole
+    // ingest would fail, at every retry of the provider): the replacement character stands
+    // for it, on every store alike.
+    if key.contains('\0') {
+        key = key.replace('\0', "\u{fffd}");
+    }
     if key.len() > MAX_KEY_BYTES {
         let mut end = MAX_KEY_BYTES;
         while !key.is_char_boundary(end) {
@@ -530,5 +536,7 @@ mod tests {
         assert_eq!(ordering_key("{{ empty }}", &payload), None);
         let long = ordering_key("{{ long }}", &payload).expect("a key");
         assert_eq!(long.len(), MAX_KEY_BYTES, "cut at a character boundary (é is two bytes)");
+        let nul = json!({"id": "a\u{0}b"});
+        assert_eq!(ordering_key("{{ id }}", &nul).as_deref(), Some("a\u{fffd}b"), "no NUL reaches a store");
     }
 }
