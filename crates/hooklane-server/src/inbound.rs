@@ -413,7 +413,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
                 let recognised = record.dedup_key.is_some() && (chosen || source.verification.redelivery_recognised());
                 if acknowledgement.is_some() || !recognised {
                     let why = format!("fan-out failed: {error}; tried again in the background");
-                    retry_fan_out(s.clone(), source.clone(), msg.clone());
+                    retry_fan_out(s.clone(), source.clone(), msg.clone(), record.id.clone());
                     return record.acknowledge(InboundStatus::Accepted, Some(why), &msg.id, acknowledgement).await;
                 }
                 // The request is stored; the provider's retry (a duplicate) completes it.
@@ -457,19 +457,75 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
 
 /// Tries a failed fan-out again a few times, a second apart and more (it finishes what is
 /// left: messages already posted are not posted twice).
-fn retry_fan_out(s: AppState, source: Source, msg: Message) {
+fn retry_fan_out(s: AppState, source: Source, msg: Message, request_id: String) {
     tokio::spawn(async move {
         for attempt in 1..=3u64 {
             tokio::time::sleep(std::time::Duration::from_secs(attempt)).await;
             match fan_out(&s, &source, &msg).await {
-                Ok(()) => return,
+                Ok(()) => {
+                    if let Err(e) = s.0.store.finish_fan_out(&source.id, &request_id).await {
+                        tracing::warn!(source_id = %source.id, %request_id, error = %e, "fan-out done, not yet marked so");
+                    }
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(source_id = %source.id, msg_id = %msg.id, error = %e, attempt, "fan-out failed again")
                 }
             }
         }
-        tracing::error!(source_id = %source.id, msg_id = %msg.id, "fan-out given up: the event-type destinations miss this request");
+        tracing::warn!(source_id = %source.id, msg_id = %msg.id, "fan-out failed; left to the sweep of unfinished ones");
     });
+}
+
+/// How long after its request an unfinished fan-out is left to the request's own retries
+/// ([`retry_fan_out`]: 6 s) before the sweep takes it.
+const FAN_OUT_SWEEP_AFTER: chrono::Duration = chrono::Duration::seconds(10);
+/// Unfinished fan-outs one sweep takes at most (the next sweep goes on).
+const FAN_OUT_SWEEP_BATCH: usize = 100;
+
+/// Completes, every `every`, the fan-outs of accepted requests that are still to be done:
+/// a request acknowledged while its fan-out failed is recorded so (accepted, with its
+/// reason), and is completed here even when the node that took it stopped, was killed, or
+/// gave up its own retries. A fan-out is idempotent (each destination's message has the
+/// `eventId` `{message}.{event type}`), so nodes sweeping at once, or a sweep after a
+/// retry that succeeded, add nothing twice.
+pub async fn finish_fan_outs(s: AppState, every: std::time::Duration) {
+    let mut closing = s.0.closing.subscribe();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = closing.changed() => return,
+        }
+        match sweep_fan_outs(&s).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(requests = n, "unfinished inbound fan-outs completed"),
+            Err(e) => tracing::warn!(error = %e, "could not complete unfinished inbound fan-outs; will try again"),
+        }
+    }
+}
+
+/// One sweep: the fan-outs it completed.
+async fn sweep_fan_outs(s: &AppState) -> Result<usize, StoreError> {
+    let before = crate::api::now() - FAN_OUT_SWEEP_AFTER;
+    let mut done = 0;
+    for request in s.0.store.unfinished_fan_outs(before, FAN_OUT_SWEEP_BATCH).await? {
+        let message = match (s.0.store.get_source(&request.source_id).await?, request.msg_id.as_deref()) {
+            (Some(source), Some(msg_id)) => s.0.store.get_message(&source.app_id, msg_id).await?.map(|m| (source, m)),
+            _ => None,
+        };
+        // A source deleted, or its message gone (pruned), leaves nothing to fan out.
+        if let Some((source, msg)) = message {
+            if let Err(e) = fan_out(s, &source, &msg).await {
+                tracing::warn!(source_id = %source.id, request_id = %request.id, error = %e, "fan-out failed again");
+                continue;
+            }
+        }
+        s.0.store.finish_fan_out(&request.source_id, &request.id).await?;
+        done += 1;
+    }
+    Ok(done)
 }
 
 /// The status of an answer in the provider's form.

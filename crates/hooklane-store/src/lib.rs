@@ -392,6 +392,16 @@ pub trait Store: Send + Sync + 'static {
         source_id: &str,
         id: &str,
     ) -> StoreResult<Option<hooklane_core::model::InboundRequest>>;
+    /// Accepted requests whose fan-out to the source's event-type destinations is still to
+    /// be done (recorded `Accepted` with a `reason` and a message), received before
+    /// `received_before`, oldest first, at most `limit`.
+    async fn unfinished_fan_outs(
+        &self,
+        received_before: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<hooklane_core::model::InboundRequest>>;
+    /// The request's fan-out is done: its `reason` goes (it reads as any accepted request).
+    async fn finish_fan_out(&self, source_id: &str, id: &str) -> StoreResult<()>;
 
     // --- background tasks
     async fn record_task(&self, task: hooklane_core::model::BackgroundTask) -> StoreResult<()>;

@@ -834,6 +834,54 @@ async fn a_failed_fan_out_is_finished_in_the_background() {
     assert!(done["data"].as_array().unwrap().iter().all(|m| m["eventType"] == "inbound.forwarded"), "{done}");
 }
 
+/// A request acknowledged while its fan-out to an event type failed is not lost when the
+/// node that took it is killed before its own retries succeed: the fan-out is recorded as
+/// unfinished, and a sweep (any node's, here the restarted one's) completes it once the
+/// store takes it, once, and marks the record done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_fan_out_survives_a_crash() {
+    let db = hooklane_store::postgres::testing::TestDatabase::create().await;
+    let mut server =
+        Server::start(&format!("database_url = \"{}\"\nhousekeeping_interval = \"200ms\"", db.url())).await;
+    let target = server.create_app("Fan-out target").await;
+    let spec = json!({
+        "name": "unrecognised retries",
+        "verification": { "type": "none" },
+        "destinations": [{ "appId": target, "eventType": "inbound.forwarded" }],
+    });
+    let (source, _) = create_source(&server, spec).await;
+    let (pg, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    let refuse = format!(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.app_id = '{target}' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse();"
+    );
+    pg.batch_execute(&refuse).await.expect("trigger");
+
+    let (status, out) = ingest(&server, &source, &h(&[("content-type", "application/json")]), br#"{"n": 7}"#).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("accepted")), "{out}");
+    let request_id = out["requestId"].as_str().expect("request id").to_string();
+    // Killed before its own retries (1 s, 2 s, 3 s later) could succeed: they die with it.
+    server.kill9();
+    pg.batch_execute("DROP TRIGGER refuse ON messages").await.expect("drop trigger");
+    server.restart_after_kill();
+
+    let path = format!("/api/v1/app/{target}/msg");
+    let done = server
+        .wait_until(&path, Duration::from_secs(30), |b| b["data"].as_array().is_some_and(|d| !d.is_empty()))
+        .await;
+    assert_eq!(done["data"][0]["payload"], json!({ "n": 7 }), "{done}");
+    assert_eq!(done["data"][0]["eventType"], "inbound.forwarded", "{done}");
+    let record_path = format!("/api/v1/source/{source}/request/{request_id}");
+    let record = server.wait_until(&record_path, WAIT, |r| r["reason"].is_null()).await;
+    assert_eq!(record["status"], "accepted", "{record}");
+    // Later sweeps add nothing: the fan-out is done, and marked so.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, again) = server.call("GET", &path, None).await;
+    assert_eq!(again["data"].as_array().map(Vec::len), Some(1), "{again}");
+}
+
 /// Where the signature does not cover the whole request (Mailgun's covers a timestamp and
 /// a token, not the body; Twilio's carries no timestamp), a signature serves once: a seen
 /// one carrying another event is acknowledged as a duplicate and never forwarded. Zoom's

@@ -14,6 +14,9 @@ use crate::{DestinationChanges, Page, PageRequest, StoreError, StoreResult};
 pub const SOURCE_COLS: &str = "id, app_id, name, verification, deduplication, allow_networks, max_body_bytes, \
      event_destinations, metadata, created_at, updated_at, ordering_key, response";
 
+/// An accepted request whose fan-out is still to be done (the partial index's condition).
+const UNFINISHED: &str = "status = 0 AND reason IS NOT NULL AND msg_id IS NOT NULL";
+
 pub const REQUEST_COLS: &str = "id, source_id, status, http_status, reason, remote_addr, headers, body, body_size, \
      dedup_key, msg_id, received_at";
 
@@ -214,6 +217,26 @@ pub async fn list_requests<C: GenericClient>(
         .and_if(status, "status = ?", |s| Box::new(s as i32) as Box<dyn ToSql + Sync + Send>)
         .page(c, "id", page, request)
         .await
+}
+
+/// See `Store::unfinished_fan_outs`.
+pub async fn unfinished_fan_outs<C: GenericClient>(
+    c: &C,
+    received_before: i64,
+    limit: usize,
+) -> StoreResult<Vec<InboundRequest>> {
+    let sql = format!(
+        "SELECT {REQUEST_COLS} FROM inbound_requests WHERE {UNFINISHED} AND received_at < $1 \
+         ORDER BY received_at LIMIT $2"
+    );
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    queries::query(c, &sql, &[&received_before, &limit]).await?.iter().map(|r| request(r, 0)).collect()
+}
+
+/// See `Store::finish_fan_out`.
+pub async fn finish_fan_out<C: GenericClient>(c: &C, source_id: &str, id: &str) -> StoreResult<()> {
+    let sql = format!("UPDATE inbound_requests SET reason = NULL WHERE source_id = $1 AND id = $2 AND {UNFINISHED}");
+    execute(c, &sql, &[&source_id, &id]).await.map(drop)
 }
 
 pub async fn get_request<C: GenericClient>(c: &C, source_id: &str, id: &str) -> StoreResult<Option<InboundRequest>> {

@@ -320,6 +320,11 @@ CREATE INDEX tokens_by_polling_endpoint ON tokens (app_id, endpoint_id) WHERE en
     // millisecond): an endpoint's next free send slot.
     r#"
 ALTER TABLE endpoint_rate ADD COLUMN next_free_us BIGINT;
+"#, // Accepted inbound requests whose fan-out to event types is still to be done (recorded
+    // with a reason and a message): found by the sweep that completes them.
+    r#"
+CREATE INDEX inbound_requests_unfinished ON inbound_requests (received_at)
+    WHERE status = 0 AND reason IS NOT NULL AND msg_id IS NOT NULL;
 "#,
 ];
 

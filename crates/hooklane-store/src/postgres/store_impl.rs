@@ -596,6 +596,18 @@ impl Store for PgStore {
         super::inbound::get_request(&self.client().await?, source_id, id).await
     }
 
+    async fn unfinished_fan_outs(
+        &self,
+        received_before: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<hooklane_core::model::InboundRequest>> {
+        super::inbound::unfinished_fan_outs(&self.client().await?, ms(received_before), limit).await
+    }
+
+    async fn finish_fan_out(&self, source_id: &str, id: &str) -> StoreResult<()> {
+        super::inbound::finish_fan_out(&self.client().await?, source_id, id).await
+    }
+
     async fn record_task(&self, task: hooklane_core::model::BackgroundTask) -> StoreResult<()> {
         super::tasks::insert(&self.client().await?, &task).await
     }

@@ -48,6 +48,9 @@ pub fn source(row: &Row) -> rusqlite::Result<Source> {
     })
 }
 
+/// An accepted request whose fan-out is still to be done (the partial index's condition).
+const UNFINISHED: &str = "status = 0 AND reason IS NOT NULL AND msg_id IS NOT NULL";
+
 pub const REQUEST_COLS: &str = "id, source_id, status, http_status, reason, remote_addr, headers, body, body_size, \
      dedup_key, msg_id, received_at";
 
@@ -191,4 +194,19 @@ pub fn list_requests(
 pub fn get_request(conn: &Connection, source_id: &str, id: &str) -> StoreResult<Option<InboundRequest>> {
     let sql = format!("SELECT {REQUEST_COLS} FROM inbound_requests WHERE source_id = ?1 AND id = ?2");
     query_opt(conn, &sql, [source_id, id], request)
+}
+
+/// See `Store::unfinished_fan_outs`.
+pub fn unfinished_fan_outs(conn: &Connection, received_before: i64, limit: usize) -> StoreResult<Vec<InboundRequest>> {
+    let sql = format!(
+        "SELECT {REQUEST_COLS} FROM inbound_requests WHERE {UNFINISHED} AND received_at < ?1 \
+         ORDER BY received_at LIMIT ?2"
+    );
+    queries::query_all(conn, &sql, params![received_before, i64::try_from(limit).unwrap_or(i64::MAX)], request)
+}
+
+/// See `Store::finish_fan_out`.
+pub fn finish_fan_out(conn: &Connection, source_id: &str, id: &str) -> StoreResult<()> {
+    let sql = format!("UPDATE inbound_requests SET reason = NULL WHERE source_id = ?1 AND id = ?2 AND {UNFINISHED}");
+    execute(conn, &sql, [source_id, id]).map(drop)
 }

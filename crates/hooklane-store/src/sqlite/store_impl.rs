@@ -511,6 +511,20 @@ impl Store for SqliteStore {
         self.read(move |c| super::inbound::get_request(c, &source, &id)).await
     }
 
+    async fn unfinished_fan_outs(
+        &self,
+        received_before: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<hooklane_core::model::InboundRequest>> {
+        let before = ms(received_before);
+        self.read(move |c| super::inbound::unfinished_fan_outs(c, before, limit)).await
+    }
+
+    async fn finish_fan_out(&self, source_id: &str, id: &str) -> StoreResult<()> {
+        let (source, id) = (owned(source_id), owned(id));
+        self.write(move |c| super::inbound::finish_fan_out(c, &source, &id)).await
+    }
+
     async fn record_task(&self, task: hooklane_core::model::BackgroundTask) -> StoreResult<()> {
         self.write(move |c| super::tasks::insert(c, &task)).await
     }

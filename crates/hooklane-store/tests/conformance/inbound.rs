@@ -306,6 +306,50 @@ pub async fn inbound_requests_record_list_get(store: &DynStore) {
     assert_conflict(store.record_inbound_request(recorded[0].clone()).await, "same request id twice");
 }
 
+pub async fn unfinished_fan_outs_are_found_until_finished(store: &DynStore) {
+    let (a, a_app) = new_source("fan");
+    store.create_source(a.clone(), a_app, Vec::new()).await.unwrap();
+    let t = now_ms() - mins(5);
+    let with_reason = |status, at, reason: Option<&str>, msg: bool| {
+        let mut r = new_request(&a.id, status, at);
+        r.reason = reason.map(String::from);
+        if !msg {
+            r.msg_id = None;
+        }
+        r
+    };
+    let pending = [
+        with_reason(InboundStatus::Accepted, t + secs(2), Some("fan-out failed: store"), true),
+        with_reason(InboundStatus::Accepted, t + secs(1), Some("fan-out failed: store"), true),
+    ];
+    let others = [
+        with_reason(InboundStatus::Accepted, t, None, true), // forwarded whole
+        with_reason(InboundStatus::Accepted, t, Some("the provider's URL check, answered"), false),
+        with_reason(InboundStatus::Duplicate, t, Some("seen before"), true),
+        with_reason(InboundStatus::Rejected, t, Some("signature does not match"), false),
+        with_reason(InboundStatus::Accepted, now_ms() + mins(1), Some("fan-out failed: store"), true), // too recent
+    ];
+    for r in pending.iter().chain(&others) {
+        store.record_inbound_request(r.clone()).await.unwrap();
+    }
+    let found = store.unfinished_fan_outs(now_ms(), 10).await.unwrap();
+    assert_eq!(found, vec![pending[1].clone(), pending[0].clone()], "oldest first, only the unfinished");
+    assert_eq!(store.unfinished_fan_outs(now_ms(), 1).await.unwrap(), vec![pending[1].clone()]);
+
+    store.finish_fan_out(&a.id, &pending[1].id).await.unwrap();
+    store.finish_fan_out("src_other", &pending[0].id).await.unwrap(); // another source's: nothing
+    assert_eq!(store.unfinished_fan_outs(now_ms(), 10).await.unwrap(), vec![pending[0].clone()]);
+    let finished = store.get_inbound_request(&a.id, &pending[1].id).await.unwrap().expect("kept");
+    assert_eq!(
+        (finished.status, finished.reason, finished.msg_id),
+        (InboundStatus::Accepted, None, pending[1].msg_id.clone())
+    );
+    // Finishing a request that is not unfinished changes nothing.
+    store.finish_fan_out(&a.id, &others[2].id).await.unwrap();
+    let duplicate = store.get_inbound_request(&a.id, &others[2].id).await.unwrap().expect("kept");
+    assert_eq!(duplicate.reason.as_deref(), Some("seen before"));
+}
+
 pub async fn message_content_type_and_headers_round_trip(store: &DynStore) {
     let app = setup_app(store, "A").await;
     let ep = setup_endpoint(store, &app.id).await;

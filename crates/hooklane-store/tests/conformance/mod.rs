@@ -112,6 +112,7 @@ macro_rules! store_conformance_tests {
             source_create_is_atomic,
             source_update_saves_destinations_in_one_transaction,
             inbound_requests_record_list_get,
+            unfinished_fan_outs_are_found_until_finished,
             prune_deletes_expired_keys_and_old_requests,
             prune_deletes_old_finished_messages,
             prune_goes_past_messages_that_wait,
