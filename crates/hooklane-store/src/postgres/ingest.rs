@@ -131,8 +131,9 @@ async fn worker(pool: Pool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<IngestJob>>>
         let started = std::time::Instant::now();
         let written = write(&pool, &batch).await;
         metrics::histogram!("hooklane_store_commit_seconds", "store" => "postgres").record(started.elapsed());
-        if written.is_err() && batch.len() > 1 {
-            // One bad message must not fail the others: write each on its own.
+        if written.is_err() {
+            // One bad message must not fail the others: write each on its own. (A batch of
+            // one too: its statement may have committed before the connection broke.)
             for job in batch {
                 let written = rewrite(&pool, &job).await;
                 answer(&pool, vec![job], written, &announcer).await;
@@ -261,7 +262,7 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashMap<String, 
     Ok(inserted)
 }
 
-/// Writes again, on its own, a job of a batch whose statement failed. That statement may
+/// Writes again, on its own, a job of a batch whose statement failed (a batch of one too). That statement may
 /// have committed all the same (the connection lost after the commit, before its answer):
 /// a message then found under its own id (which this node made up) is this job's, answered
 /// as written, with its deliveries still leased to this node, rather than as a duplicate
