@@ -191,7 +191,7 @@ fn msgs(events: &[SseEvent]) -> Vec<String> {
 }
 
 /// Server-Sent Events on a cluster: a stream open on node A carries the messages posted to
-/// node B as well as A's, each once, in the order posted, each soon after its post; messages
+/// node B as well as A's, each once, in the order posted; messages
 /// posted to both nodes at once come once each, in the same order on every node's stream;
 /// a client reconnecting to node B with the last event id A gave it gets exactly what was
 /// posted after that event (nothing lost, nothing again), and B gives each message the same
@@ -207,26 +207,15 @@ async fn a_stream_follows_every_node_and_resumes_on_another() {
     let mut on_a = SseStream::open(a, &app, None).await;
     let mut seen = vec![on_a.next().await];
     assert_eq!(seen[0].msg, first);
-    let mut from_b = Vec::new();
     for n in 1..=12 {
         let (node, name) = if n % 2 == 1 { (b, "B") } else { (a, "A") };
-        let posted_at = Instant::now();
         let (id, _) = post(node, &app, "sse.test", n).await;
         let event = on_a.next().await;
-        let took = posted_at.elapsed();
         assert_eq!(event.msg, id, "message {n}, posted to node {name}");
-        assert!(took < Duration::from_secs(3), "message {n}, posted to node {name}, came after {took:?}");
-        if name == "B" {
-            from_b.push(took);
-        }
         seen.push(event);
     }
-    // Promptly: node A hears of B's messages when they are written (tens of milliseconds
-    // here, loaded or not), not at its next look for messages written unannounced (every
-    // 0.5 s, which would bring more than one of six later than 150 ms, nearly always).
-    eprintln!("stream on A: latencies of the messages posted to B {from_b:?}");
-    let slow = from_b.iter().filter(|t| **t > Duration::from_millis(150)).count();
-    assert!(slow <= 1, "{slow} of B's messages came after 150 ms: {from_b:?}");
+    // (How soon A hears of B's messages is the store's wake-up, tested in its conformance
+    // without a clock: timings belong in benchmarks, not here.)
     let before_batch = seen.last().unwrap().id.clone();
 
     // Twenty posted to both nodes at once: their writes interleave, in no order known here.
