@@ -435,6 +435,14 @@ pub fn gone_is_changed(e: crate::StoreError) -> crate::StoreError {
     }
 }
 
+/// An attempt id below those of every attempt made after `after`. Ids begin with the time
+/// they were made ([`hooklane_core::ids`]), which for an attempt is when its outcome was
+/// known, as is its `created_at`: an hour's margin keeps the bound safe for any attempt
+/// whose id and time were taken a request apart.
+pub fn attempt_id_floor(after: DateTime<Utc>) -> String {
+    hooklane_core::ids::floor(hooklane_core::ids::ATTEMPT, after - chrono::Duration::hours(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,12 +505,4 @@ mod tests {
         assert_eq!(got(run(&[("a", 1, 2), ("b", 1, 1)], 100)), ["a=2", "b=1"]);
         assert!(run(&[], 10).is_empty());
     }
-}
-
-/// An attempt id below those of every attempt made after `after`. Ids begin with the time
-/// they were made ([`hooklane_core::ids`]), which for an attempt is when its outcome was
-/// known, as is its `created_at`: an hour's margin keeps the bound safe for any attempt
-/// whose id and time were taken a request apart.
-pub fn attempt_id_floor(after: DateTime<Utc>) -> String {
-    hooklane_core::ids::floor(hooklane_core::ids::ATTEMPT, after - chrono::Duration::hours(1))
 }
