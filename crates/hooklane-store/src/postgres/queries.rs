@@ -1140,12 +1140,14 @@ pub async fn resend<C: GenericClient>(
              WHERE EXISTS (SELECT 1 FROM messages WHERE app_id = $3 AND id = $1 AND NOT expunged FOR SHARE) \
                AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = $3 AND id = $2) \
              ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, \
-                 due_at = CASE WHEN {in_flight} THEN deliveries.due_at ELSE EXCLUDED.due_at END, \
+                 due_at = CASE WHEN {in_flight} THEN deliveries.due_at + 1 ELSE EXCLUDED.due_at END, \
                  leased = {in_flight}, trigger_type = 1, updated_at = EXCLUDED.updated_at, \
                  lane_seq = EXCLUDED.lane_seq, lane_key = EXCLUDED.lane_key, not_before = NULL",
             lane_seq_sql("$2::text", "$1::text"),
             lane_key_sql("$1::text"),
-            // A lane's delivery being sent right now is not sent a second time beside it.
+            // A lane's delivery being sent right now is not sent a second time beside it,
+            // but once that lease has ended: its lease moves on by a millisecond, so the
+            // attempt on the wire is set aside (see `sqlite::queries::resend`).
             in_flight = "(deliveries.lane_seq IS NOT NULL AND deliveries.leased AND deliveries.due_at > $4::bigint)",
         ),
         &[&msg_id, &endpoint_id, &app_id, &now],

@@ -899,11 +899,14 @@ pub fn resend(conn: &Connection, app_id: &str, msg_id: &str, endpoint_id: &str, 
             "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
              updated_at, lane_seq, lane_key) VALUES (?1, ?2, ?3, 1, 0, ?4, 0, 1, ?4, {lane}, {key}) \
              ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, \
-             due_at = CASE WHEN {in_flight} THEN due_at ELSE ?4 END, leased = CASE WHEN {in_flight} THEN 1 ELSE 0 END, \
+             due_at = CASE WHEN {in_flight} THEN due_at + 1 ELSE ?4 END, leased = CASE WHEN {in_flight} THEN 1 ELSE 0 END, \
              trigger_type = 1, updated_at = ?4, lane_seq = excluded.lane_seq, lane_key = excluded.lane_key, \
              not_before = NULL",
-            // A lane's delivery being sent right now is not sent a second time beside it
-            // (the lane would move on when the first attempt is recorded).
+            // A lane's delivery being sent right now is not sent a second time beside it:
+            // it is sent again once that lease has ended. Its lease moves on by a
+            // millisecond, so the attempt on the wire no longer holds it: its outcome is set
+            // aside rather than finishing the delivery (and losing the resend); no claim
+            // can have made that lease (a claim's lease starts after the last one ended).
             in_flight = "(lane_seq IS NOT NULL AND leased = 1 AND due_at > ?4)",
             lane = lane_seq_sql("?2", "?1"),
             key = lane_key_sql("?1")
