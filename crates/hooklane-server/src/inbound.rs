@@ -68,7 +68,7 @@ impl<'a> Record<'a> {
         http_status: StatusCode,
         reason: Option<String>,
         msg_id: Option<String>,
-    ) {
+    ) -> bool {
         self.count(status.as_str());
         tracing::info!(
             source_id = %self.source.id,
@@ -93,9 +93,14 @@ impl<'a> Record<'a> {
             msg_id,
             received_at: self.received_at,
         };
-        // The record is a log: failing to write it never changes the answer.
-        if let Err(e) = self.s.0.store.record_inbound_request(record).await {
-            tracing::error!(error = %e, source_id = %self.source.id, "could not record an inbound request");
+        // The record is a log: failing to write it changes the answer only where it is what
+        // keeps work still to be done ([`Record::acknowledge`]).
+        match self.s.0.store.record_inbound_request(record).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, source_id = %self.source.id, "could not record an inbound request");
+                false
+            }
         }
     }
 
@@ -142,7 +147,13 @@ impl<'a> Record<'a> {
             (None, Some(own)) => StatusCode::from_u16(own.status).unwrap_or(StatusCode::OK),
             (None, None) => StatusCode::OK,
         };
-        self.save(status, http_status, reason, Some(msg_id.to_string())).await;
+        // Accepted with a reason: its fan-out is still to be done, and this record is what
+        // the sweep ([`finish_fan_outs`]) completes it from. Without it, the request is not
+        // acknowledged: the provider's retry may forward it twice, but it is not lost.
+        let unfinished = status == InboundStatus::Accepted && reason.is_some();
+        if !self.save(status, http_status, reason, Some(msg_id.to_string())).await && unfinished {
+            return self.failed(ApiError::Unavailable("the request could not be recorded; send it again".into()));
+        }
         match (acknowledgement, custom) {
             (Some(reply), _) => provider_answer(reply),
             (None, Some(own)) => source_answer(http_status, own),
@@ -480,6 +491,10 @@ fn retry_fan_out(s: AppState, source: Source, msg: Message, request_id: String) 
 /// How long after its request an unfinished fan-out is left to the request's own retries
 /// ([`retry_fan_out`]: 6 s) before the sweep takes it.
 const FAN_OUT_SWEEP_AFTER: chrono::Duration = chrono::Duration::seconds(10);
+/// How long an unfinished fan-out is tried: past a day it is given up, with an error in the
+/// log (a store refusing for a day; and records written unfinished by versions before the
+/// sweep, which never marked their fan-outs done, are not replayed from their history).
+const FAN_OUT_SWEEP_FOR: chrono::Duration = chrono::Duration::days(1);
 /// Unfinished fan-outs one sweep takes at most (the next sweep goes on).
 const FAN_OUT_SWEEP_BATCH: usize = 100;
 
@@ -506,26 +521,36 @@ pub async fn finish_fan_outs(s: AppState, every: std::time::Duration) {
     }
 }
 
-/// One sweep: the fan-outs it completed.
+/// One sweep: the fan-outs it completed. Those that fail again wait for the next sweep
+/// (the batch is of those received in the last day, oldest first: a batch that keeps
+/// failing holds back the newer ones for that day at most).
 async fn sweep_fan_outs(s: &AppState) -> Result<usize, StoreError> {
-    let before = crate::api::now() - FAN_OUT_SWEEP_AFTER;
+    let now = crate::api::now();
+    let window = (now - FAN_OUT_SWEEP_FOR, now - FAN_OUT_SWEEP_AFTER);
     let mut done = 0;
-    for request in s.0.store.unfinished_fan_outs(before, FAN_OUT_SWEEP_BATCH).await? {
-        let message = match (s.0.store.get_source(&request.source_id).await?, request.msg_id.as_deref()) {
-            (Some(source), Some(msg_id)) => s.0.store.get_message(&source.app_id, msg_id).await?.map(|m| (source, m)),
-            _ => None,
-        };
-        // A source deleted, or its message gone (pruned), leaves nothing to fan out.
-        if let Some((source, msg)) = message {
-            if let Err(e) = fan_out(s, &source, &msg).await {
-                tracing::warn!(source_id = %source.id, request_id = %request.id, error = %e, "fan-out failed again");
-                continue;
+    for request in s.0.store.unfinished_fan_outs(window, FAN_OUT_SWEEP_BATCH).await? {
+        match sweep_one(s, &request).await {
+            Ok(()) => done += 1,
+            Err(e) => {
+                tracing::warn!(source_id = %request.source_id, request_id = %request.id, error = %e, "fan-out failed again")
             }
         }
-        s.0.store.finish_fan_out(&request.source_id, &request.id).await?;
-        done += 1;
     }
     Ok(done)
+}
+
+async fn sweep_one(s: &AppState, request: &InboundRequest) -> Result<(), StoreError> {
+    let message = match (s.0.store.get_source(&request.source_id).await?, request.msg_id.as_deref()) {
+        (Some(source), Some(msg_id)) => s.0.store.get_message(&source.app_id, msg_id).await?.map(|m| (source, m)),
+        _ => None,
+    };
+    // A source deleted, or its message gone (pruned), leaves nothing to fan out; so does a
+    // message whose content was deleted (a source's message always has a content type,
+    // which deleting the content takes away with it).
+    if let Some((source, msg)) = message.filter(|(_, m)| m.content_type.is_some()) {
+        fan_out(s, &source, &msg).await?;
+    }
+    s.0.store.finish_fan_out(&request.source_id, &request.id).await
 }
 
 /// The status of an answer in the provider's form.
@@ -540,9 +565,13 @@ fn answer_status(reply: &Handshake) -> StatusCode {
 fn provider_answer(reply: Handshake) -> Response {
     match reply {
         Handshake::Json(doc) => (StatusCode::OK, axum::Json(doc)).into_response(),
-        Handshake::Text(text) => {
-            (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
-        }
+        // The provider's own text echoed (a challenge): never taken for another type.
+        Handshake::Text(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::X_CONTENT_TYPE_OPTIONS, "nosniff")],
+            text,
+        )
+            .into_response(),
         Handshake::NoContent => StatusCode::NO_CONTENT.into_response(),
     }
 }
@@ -677,10 +706,13 @@ fn client_addr(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> 
     if !is_trusted(&addr) {
         return Some(addr);
     }
-    let values: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    // A header line that is not text is no address either.
+    let values: Vec<&str> =
+        headers.get_all("x-forwarded-for").iter().map(|v| v.to_str().ok()).collect::<Option<_>>()?;
     let entries = values.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|e| !e.is_empty());
     for entry in entries.collect::<Vec<_>>().into_iter().rev() {
-        let ip = entry.parse::<IpAddr>().or_else(|_| entry.parse::<std::net::SocketAddr>().map(|s| s.ip())).ok()?;
+        let bare = entry.strip_prefix('[').and_then(|e| e.strip_suffix(']')).unwrap_or(entry);
+        let ip = bare.parse::<IpAddr>().or_else(|_| entry.parse::<std::net::SocketAddr>().map(|s| s.ip())).ok()?;
         addr = ip.to_canonical();
         if !is_trusted(&addr) {
             break;
@@ -743,6 +775,11 @@ mod tests {
         };
         assert_eq!(with_ports("192.168.1.7, 203.0.113.9:5123"), Some("203.0.113.9".parse().unwrap()));
         assert_eq!(with_ports("192.168.1.7, [2001:db8::1]:443"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(with_ports("192.168.1.7, [2001:db8::1]"), Some("2001:db8::1".parse().unwrap()));
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("192.168.1.7"));
+        h.append("x-forwarded-for", HeaderValue::from_bytes(b"203.0.113.9\xff").unwrap());
+        assert_eq!(client_addr(Some(proxy), &h, &trusted), None, "a line that is not text is no address");
         // An entry that is no address leaves the client unknown: not the entry before it,
         // which the client wrote.
         assert_eq!(with_ports("192.168.1.7, unknown"), None);

@@ -393,11 +393,11 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
     ) -> StoreResult<Option<hooklane_core::model::InboundRequest>>;
     /// Accepted requests whose fan-out to the source's event-type destinations is still to
-    /// be done (recorded `Accepted` with a `reason` and a message), received before
-    /// `received_before`, oldest first, at most `limit`.
+    /// be done (recorded `Accepted` with a `reason` and a message), received at or after
+    /// `received.0` and before `received.1`, oldest first, at most `limit`.
     async fn unfinished_fan_outs(
         &self,
-        received_before: DateTime<Utc>,
+        received: (DateTime<Utc>, DateTime<Utc>),
         limit: usize,
     ) -> StoreResult<Vec<hooklane_core::model::InboundRequest>>;
     /// The request's fan-out is done: its `reason` goes (it reads as any accepted request).

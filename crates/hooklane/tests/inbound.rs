@@ -859,6 +859,17 @@ async fn an_acknowledged_fan_out_survives_a_crash() {
     );
     pg.batch_execute(&refuse).await.expect("trigger");
 
+    // While even its record cannot be written, nothing would keep the fan-out still to be
+    // done: the request is not acknowledged (the provider sends it again).
+    let refuse_records = "CREATE FUNCTION refuse_records() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           RAISE EXCEPTION 'refused by the test'; END $$; \
+         CREATE TRIGGER refuse_records BEFORE INSERT ON inbound_requests FOR EACH ROW \
+           EXECUTE FUNCTION refuse_records();";
+    pg.batch_execute(refuse_records).await.expect("trigger");
+    let (status, out) = ingest(&server, &source, &h(&[("content-type", "application/json")]), br#"{"n": 6}"#).await;
+    assert_eq!((status, out["code"].as_str()), (503, Some("unavailable")), "{out}");
+    pg.batch_execute("DROP TRIGGER refuse_records ON inbound_requests").await.expect("drop trigger");
+
     let (status, out) = ingest(&server, &source, &h(&[("content-type", "application/json")]), br#"{"n": 7}"#).await;
     assert_eq!((status, out["status"].as_str()), (200, Some("accepted")), "{out}");
     let request_id = out["requestId"].as_str().expect("request id").to_string();
@@ -871,6 +882,7 @@ async fn an_acknowledged_fan_out_survives_a_crash() {
     let done = server
         .wait_until(&path, Duration::from_secs(30), |b| b["data"].as_array().is_some_and(|d| !d.is_empty()))
         .await;
+    // (The unrecorded request's fan-out died with the node: only the acknowledged one.)
     assert_eq!(done["data"][0]["payload"], json!({ "n": 7 }), "{done}");
     assert_eq!(done["data"][0]["eventType"], "inbound.forwarded", "{done}");
     let record_path = format!("/api/v1/source/{source}/request/{request_id}");

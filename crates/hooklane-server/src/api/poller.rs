@@ -211,16 +211,21 @@ async fn read(
     let deadline = Instant::now() + if let Some(Ok(_)) = place { pull.wait } else { Duration::ZERO };
     let mut follower = Follower::new(s, &t.app.id, pull.query.clone());
     let mut reads = 0;
+    // Whether every read found nothing at all (not even messages the filter then dropped).
+    let mut found_nothing = true;
     loop {
-        let page = filters.apply(follower.read(deadline).await?);
+        let read = follower.read(deadline).await?;
+        found_nothing &= read.messages.is_empty();
+        let page = filters.apply(read);
         reads += 1;
         // A page whose every message the filter dropped reads on from where it stopped: at
         // once while there is more (a few pages per request at most), else waiting out what
         // is left of a long-poll's `wait`.
         let over = Instant::now() >= deadline || follower.closing();
         if !page.messages.is_empty() || reads >= MAX_FILTERED_READS || (page.done && over) {
-            // Refused only once caught up: a page the filter emptied still moves the reader on.
-            if let (true, Some(Err(no))) = (page.messages.is_empty() && page.done, place) {
+            // Refused only when it found nothing at all: a page the filter emptied still moves
+            // the reader on.
+            if let (true, Some(Err(no))) = (found_nothing && page.done, place) {
                 return Err(no_place(no));
             }
             return Ok((pull, page));

@@ -222,15 +222,15 @@ pub async fn list_requests<C: GenericClient>(
 /// See `Store::unfinished_fan_outs`.
 pub async fn unfinished_fan_outs<C: GenericClient>(
     c: &C,
-    received_before: i64,
+    (from, until): (i64, i64),
     limit: usize,
 ) -> StoreResult<Vec<InboundRequest>> {
     let sql = format!(
-        "SELECT {REQUEST_COLS} FROM inbound_requests WHERE {UNFINISHED} AND received_at < $1 \
-         ORDER BY received_at LIMIT $2"
+        "SELECT {REQUEST_COLS} FROM inbound_requests WHERE {UNFINISHED} AND received_at >= $1 AND received_at < $2 \
+         ORDER BY received_at LIMIT $3"
     );
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    queries::query(c, &sql, &[&received_before, &limit]).await?.iter().map(|r| request(r, 0)).collect()
+    queries::query(c, &sql, &[&from, &until, &limit]).await?.iter().map(|r| request(r, 0)).collect()
 }
 
 /// See `Store::finish_fan_out`.

@@ -598,10 +598,10 @@ impl Store for PgStore {
 
     async fn unfinished_fan_outs(
         &self,
-        received_before: DateTime<Utc>,
+        (from, until): (DateTime<Utc>, DateTime<Utc>),
         limit: usize,
     ) -> StoreResult<Vec<hooklane_core::model::InboundRequest>> {
-        super::inbound::unfinished_fan_outs(&self.client().await?, ms(received_before), limit).await
+        super::inbound::unfinished_fan_outs(&self.client().await?, (ms(from), ms(until)), limit).await
     }
 
     async fn finish_fan_out(&self, source_id: &str, id: &str) -> StoreResult<()> {

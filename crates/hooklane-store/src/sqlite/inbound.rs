@@ -197,12 +197,16 @@ pub fn get_request(conn: &Connection, source_id: &str, id: &str) -> StoreResult<
 }
 
 /// See `Store::unfinished_fan_outs`.
-pub fn unfinished_fan_outs(conn: &Connection, received_before: i64, limit: usize) -> StoreResult<Vec<InboundRequest>> {
+pub fn unfinished_fan_outs(
+    conn: &Connection,
+    (from, until): (i64, i64),
+    limit: usize,
+) -> StoreResult<Vec<InboundRequest>> {
     let sql = format!(
-        "SELECT {REQUEST_COLS} FROM inbound_requests WHERE {UNFINISHED} AND received_at < ?1 \
-         ORDER BY received_at LIMIT ?2"
+        "SELECT {REQUEST_COLS} FROM inbound_requests WHERE {UNFINISHED} AND received_at >= ?1 AND received_at < ?2 \
+         ORDER BY received_at LIMIT ?3"
     );
-    queries::query_all(conn, &sql, params![received_before, i64::try_from(limit).unwrap_or(i64::MAX)], request)
+    queries::query_all(conn, &sql, params![from, until, i64::try_from(limit).unwrap_or(i64::MAX)], request)
 }
 
 /// See `Store::finish_fan_out`.

@@ -513,11 +513,11 @@ impl Store for SqliteStore {
 
     async fn unfinished_fan_outs(
         &self,
-        received_before: DateTime<Utc>,
+        (from, until): (DateTime<Utc>, DateTime<Utc>),
         limit: usize,
     ) -> StoreResult<Vec<hooklane_core::model::InboundRequest>> {
-        let before = ms(received_before);
-        self.read(move |c| super::inbound::unfinished_fan_outs(c, before, limit)).await
+        let received = (ms(from), ms(until));
+        self.read(move |c| super::inbound::unfinished_fan_outs(c, received, limit)).await
     }
 
     async fn finish_fan_out(&self, source_id: &str, id: &str) -> StoreResult<()> {

@@ -332,13 +332,19 @@ pub async fn unfinished_fan_outs_are_found_until_finished(store: &DynStore) {
     for r in pending.iter().chain(&others) {
         store.record_inbound_request(r.clone()).await.unwrap();
     }
-    let found = store.unfinished_fan_outs(now_ms(), 10).await.unwrap();
+    let found = store.unfinished_fan_outs((t, now_ms()), 10).await.unwrap();
     assert_eq!(found, vec![pending[1].clone(), pending[0].clone()], "oldest first, only the unfinished");
-    assert_eq!(store.unfinished_fan_outs(now_ms(), 1).await.unwrap(), vec![pending[1].clone()]);
+    assert_eq!(store.unfinished_fan_outs((t, now_ms()), 1).await.unwrap(), vec![pending[1].clone()]);
+    let window = (t + millis(1500), now_ms());
+    assert_eq!(
+        store.unfinished_fan_outs(window, 10).await.unwrap(),
+        vec![pending[0].clone()],
+        "received in the window"
+    );
 
     store.finish_fan_out(&a.id, &pending[1].id).await.unwrap();
     store.finish_fan_out("src_other", &pending[0].id).await.unwrap(); // another source's: nothing
-    assert_eq!(store.unfinished_fan_outs(now_ms(), 10).await.unwrap(), vec![pending[0].clone()]);
+    assert_eq!(store.unfinished_fan_outs((t, now_ms()), 10).await.unwrap(), vec![pending[0].clone()]);
     let finished = store.get_inbound_request(&a.id, &pending[1].id).await.unwrap().expect("kept");
     assert_eq!(
         (finished.status, finished.reason, finished.msg_id),
