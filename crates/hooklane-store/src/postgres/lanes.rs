@@ -187,6 +187,24 @@ pub async fn settle(
     tx.commit().await.map_err(db_err)
 }
 
+/// Takes, in `tx`, the locks of the lanes the pending deliveries of message `msg_id` are
+/// in, in lane order (as [`settle`] does): a claim of those lanes then waits for `tx`, and
+/// `tx`'s next statements read whatever a claim committed before.
+pub async fn lock_message_lanes(
+    tx: &deadpool_postgres::Transaction<'_>,
+    app_id: &str,
+    msg_id: &str,
+) -> StoreResult<()> {
+    const LANES: &str = "SELECT DISTINCT endpoint_id, lane_key FROM deliveries \
+         WHERE app_id = $1 AND msg_id = $2 AND status = 1 AND lane_seq IS NOT NULL ORDER BY 1, 2";
+    let lock = format!("SELECT pg_advisory_xact_lock({LANE_KEY})");
+    for lane in query(tx, LANES, &[&app_id, &msg_id]).await? {
+        let (endpoint_id, lane_key): (String, String) = (super::rows::get(&lane, 0)?, super::rows::get(&lane, 1)?);
+        query(tx, &lock, &[&endpoint_id, &lane_key]).await?;
+    }
+    Ok(())
+}
+
 /// The lanes the rows of a finishing statement's result left (`endpoint_id, lane_key`).
 pub fn finished_lanes(rows: &[Row]) -> StoreResult<Vec<(String, String)>> {
     rows.iter().map(|r| Ok((super::rows::get(r, 0)?, super::rows::get(r, 1)?))).collect()

@@ -251,7 +251,14 @@ impl Store for PgStore {
 
     async fn expunge_message_content(&self, app_id: &str, msg_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
         let mut c = self.client().await?;
-        let moved = queries::expunge_message_content(&c, app_id, msg_id, ms(now)).await?;
+        // One transaction, under the locks of the message's lanes: no claim leases one of its
+        // deliveries between the content's deletion and the deliveries' (it would send `{}`),
+        // nor between the read of what is in flight and the write (a lane would move on
+        // beside a delivery on the wire), as on SQLite, whose writer does it all at once.
+        let tx = c.transaction().await.map_err(super::db_err)?;
+        super::lanes::lock_message_lanes(&tx, app_id, msg_id).await?;
+        let moved = queries::expunge_message_content(&tx, app_id, msg_id, ms(now)).await?;
+        tx.commit().await.map_err(super::db_err)?;
         settle_lanes(&mut c, moved, ms(now)).await;
         Ok(())
     }
