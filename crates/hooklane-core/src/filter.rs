@@ -40,12 +40,20 @@ impl<'a> LazyPayload<'a> {
         self.parsed.get_or_insert_with(|| payload_json(self.text))
     }
 
-    /// Whether the payload is JSON nested deeper than the reader goes (read as `null`).
-    /// Only then: a body that is not JSON at all is `null` with no fields, as ever.
-    fn too_deep(&mut self) -> bool {
-        self.json().is_null()
-            && serde_json::from_str::<serde_json::Value>(self.text)
-                .is_err_and(|e| e.to_string().starts_with("recursion limit exceeded"))
+    /// Whether the payload is JSON that cannot be read as a value (read as `null`): nested
+    /// deeper than the reader goes, or holding what JSON's grammar allows and a value cannot
+    /// hold (a number past `f64`, `1e400`; a lone surrogate, `"\ud800"`). Only then: a body
+    /// that is not JSON at all is `null` with no fields, as ever.
+    fn unreadable(&mut self) -> bool {
+        if !self.json().is_null() {
+            return false;
+        }
+        match serde_json::from_str::<serde_json::Value>(self.text) {
+            Ok(_) => false, // `null` itself
+            Err(e) if e.to_string().starts_with("recursion limit exceeded") => true,
+            // JSON by its grammar (which skipping a value checks, and no more), not as a value.
+            Err(_) => serde_json::from_str::<serde::de::IgnoredAny>(self.text).is_ok(),
+        }
     }
 }
 
@@ -56,11 +64,11 @@ pub fn payload_json(text: &str) -> serde_json::Value {
 }
 
 /// Whether an endpoint's payload filter, if it has one, lets the payload through (see
-/// [`crate::rules::payload_filter`]). A body that looks like a JSON object or array but
-/// cannot be read (nested deeper than the reader goes) is let through by none: read as
-/// `null`, it would pass every negative condition (`$neq`, `$nin`, `$exists: false`).
+/// [`crate::rules::payload_filter`]). A body that is JSON but cannot be read as a value
+/// ([`LazyPayload::unreadable`]) is let through by none: read as `null`, it would pass
+/// every negative condition (`$neq`, `$nin`, `$exists: false`).
 pub fn payload_wanted(filter: Option<&serde_json::Value>, payload: &mut LazyPayload) -> bool {
-    filter.is_none_or(|f| !payload.too_deep() && crate::rules::payload_filter::matches(f, payload.json()))
+    filter.is_none_or(|f| !payload.unreadable() && crate::rules::payload_filter::matches(f, payload.json()))
 }
 
 #[cfg(test)]
@@ -83,6 +91,16 @@ mod tests {
         assert!(payload_wanted(Some(&not), &mut LazyPayload::new("[INFO] disk full")));
         assert!(payload_wanted(Some(&not), &mut LazyPayload::new("{\"a\": 1}\n{\"a\": 2}")));
         assert!(payload_wanted(Some(&not), &mut LazyPayload::new(r#"{"kind": "open"}"#)));
+    }
+
+    #[test]
+    fn a_payload_a_value_cannot_hold_passes_no_filter() {
+        let not = serde_json::json!({ "kind": { "$neq": "internal" } });
+        for body in [r#"{"kind": "internal", "n": 1e400}"#, r#"{"kind": "internal", "note": "\ud800"}"#] {
+            assert!(!payload_wanted(Some(&not), &mut LazyPayload::new(body)), "{body}");
+            assert!(payload_wanted(None, &mut LazyPayload::new(body)), "no filter: sent");
+        }
+        assert!(payload_wanted(Some(&not), &mut LazyPayload::new("null")), "null is read");
     }
 
     #[test]

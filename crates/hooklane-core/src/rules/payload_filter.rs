@@ -72,8 +72,10 @@ pub fn validate(filter: &Value) -> Result<(), RuleError> {
 /// than being half understood (a `$not` around something unknown must not turn into a
 /// match), and so that evaluation never recurses deeper than [`MAX_DEPTH`]. On the payload
 /// side, evaluation descends only as far as the filter does, however deep the payload is.
+/// An evaluation that would take more than [`MAX_STEPS`] does not match.
 pub fn matches(filter: &Value, payload: &Value) -> bool {
-    validate(filter).is_ok() && passes(filter, payload)
+    let eval = Eval { left: std::cell::Cell::new(MAX_STEPS) };
+    validate(filter).is_ok() && eval.passes(filter, payload) && !eval.spent()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -161,81 +163,125 @@ fn check_value(value: &Value, depth: usize) -> Result<(), RuleError> {
 // ---------------------------------------------------------------------------------------
 // Evaluation, on a valid filter: shapes validation refuses simply do not hold.
 
-/// Whether `value` (the payload, or an object inside it) passes the filter object `filter`.
-fn passes(filter: &Value, value: &Value) -> bool {
-    let Value::Object(entries) = filter else { return false };
-    entries.iter().all(|(key, entry)| match key.as_str() {
-        "$or" => filter_list(entry).any(|f| passes(f, value)),
-        "$and" => filter_list(entry).all(|f| passes(f, value)),
-        "$not" => !passes(entry, value),
-        _ => holds(entry, value.get(key.as_str())),
-    })
+/// Comparisons and visits one evaluation may make (about ten milliseconds' work). A filter
+/// and a payload can each be large (64 KiB of `$in` values, a megabyte of array items), and
+/// some conditions cost their product; evaluation runs on the thread that serves requests,
+/// so past this it gives up, and the payload does not pass.
+pub const MAX_STEPS: usize = 1_000_000;
+
+/// One evaluation's budget of steps. Once spent, every loop stops at its next turn and the
+/// answer is `false` whatever the parts found (a negation of a part cut short means
+/// nothing).
+struct Eval {
+    left: std::cell::Cell<usize>,
+}
+
+impl Eval {
+    /// Takes one step; `false` once the budget is spent.
+    fn step(&self) -> bool {
+        let left = self.left.get();
+        self.left.set(left.saturating_sub(1));
+        left > 0
+    }
+
+    fn spent(&self) -> bool {
+        self.left.get() == 0
+    }
+
+    /// Whether `value` (the payload, or an object inside it) passes the filter object
+    /// `filter`.
+    fn passes(&self, filter: &Value, value: &Value) -> bool {
+        let Value::Object(entries) = filter else { return false };
+        entries.iter().all(|(key, entry)| {
+            self.step()
+                && match key.as_str() {
+                    "$or" => filter_list(entry).any(|f| self.spent() || self.passes(f, value)),
+                    "$and" => filter_list(entry).all(|f| self.passes(f, value)),
+                    "$not" => !self.passes(entry, value),
+                    _ => self.holds(entry, value.get(key.as_str())),
+                }
+        })
+    }
+
+    /// Whether the condition holds for a field, `None` when the field is missing.
+    fn holds(&self, condition: &Value, field: Option<&Value>) -> bool {
+        match condition {
+            Value::Object(ops) if is_operators(ops) => {
+                ops.iter().all(|(op, operand)| self.step() && self.operator_holds(op, operand, field))
+            }
+            Value::Object(_) => field.is_some_and(|field| {
+                let passes_as_object = |value: &Value| value.is_object() && self.passes(condition, value);
+                passes_as_object(field)
+                    || field.as_array().is_some_and(|items| items.iter().any(|i| self.spent() || passes_as_object(i)))
+            }),
+            Value::Array(_) => field.is_some_and(|field| self.same(field, condition)),
+            scalar => field.is_some_and(|field| self.equals_or_has(field, scalar)),
+        }
+    }
+
+    fn operator_holds(&self, op: &str, operand: &Value, field: Option<&Value>) -> bool {
+        let is_in = |field: &Value| {
+            operand.as_array().is_some_and(|values| values.iter().any(|v| self.spent() || self.equals_or_has(field, v)))
+        };
+        let compares =
+            |wanted: fn(Ordering) -> bool| field.and_then(|field| compare(field, operand)).is_some_and(wanted);
+        match (op, field) {
+            ("$eq", Some(field)) => self.equals_or_has(field, operand),
+            ("$neq", _) => !field.is_some_and(|field| self.equals_or_has(field, operand)),
+            ("$in", Some(field)) => is_in(field),
+            ("$nin", _) => !field.is_some_and(is_in),
+            ("$exists", _) => operand.as_bool() == Some(field.is_some()),
+            ("$gt", _) => compares(Ordering::is_gt),
+            ("$gte", _) => compares(Ordering::is_ge),
+            ("$lt", _) => compares(Ordering::is_lt),
+            ("$lte", _) => compares(Ordering::is_le),
+            ("$startsWith", Some(Value::String(field))) => {
+                operand.as_str().is_some_and(|prefix| field.starts_with(prefix))
+            }
+            ("$endsWith", Some(Value::String(field))) => operand.as_str().is_some_and(|suffix| field.ends_with(suffix)),
+            ("$contains", Some(Value::String(field))) => operand.as_str().is_some_and(|part| field.contains(part)),
+            ("$contains", Some(Value::Array(items))) => {
+                items.iter().any(|item| self.spent() || self.same(item, operand))
+            }
+            ("$not", _) => !self.holds(operand, field),
+            _ => false,
+        }
+    }
+
+    /// Equality as a scalar condition, `$eq` and `$in` see it: the field equals the value,
+    /// or the field is an array and one of its elements does (MongoDB's rule, so that a
+    /// filter on a tag also matches a list of tags).
+    fn equals_or_has(&self, field: &Value, value: &Value) -> bool {
+        self.same(field, value)
+            || field.as_array().is_some_and(|items| items.iter().any(|item| self.spent() || self.same(item, value)))
+    }
+
+    /// Deep equality where numbers compare by value: JSON does not distinguish `1` from
+    /// `1.0`, and senders do not agree on which they write. Recursion stops at the shallower
+    /// side, and one side is always from the (depth-checked) filter.
+    fn same(&self, a: &Value, b: &Value) -> bool {
+        if !self.step() {
+            return false;
+        }
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => compare_numbers(x, y) == Some(Ordering::Equal),
+            (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| self.same(x, y)),
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(key, x)| y.get(key).is_some_and(|y| self.same(x, y)))
+            }
+            _ => a == b,
+        }
+    }
 }
 
 fn filter_list(list: &Value) -> impl Iterator<Item = &Value> {
     list.as_array().into_iter().flatten()
 }
 
-/// Whether the condition holds for a field, `None` when the field is missing.
-fn holds(condition: &Value, field: Option<&Value>) -> bool {
-    match condition {
-        Value::Object(ops) if is_operators(ops) => ops.iter().all(|(op, operand)| operator_holds(op, operand, field)),
-        Value::Object(_) => field.is_some_and(|field| {
-            let passes_as_object = |value: &Value| value.is_object() && passes(condition, value);
-            passes_as_object(field) || field.as_array().is_some_and(|items| items.iter().any(passes_as_object))
-        }),
-        Value::Array(_) => field.is_some_and(|field| same(field, condition)),
-        scalar => field.is_some_and(|field| equals_or_has(field, scalar)),
-    }
-}
-
 /// An object of operators, as opposed to a nested filter (`{}` is a nested filter: the field
 /// must be an object).
 fn is_operators(condition: &Map<String, Value>) -> bool {
     !condition.is_empty() && condition.keys().all(|key| key.starts_with('$'))
-}
-
-fn operator_holds(op: &str, operand: &Value, field: Option<&Value>) -> bool {
-    let is_in = |field: &Value| operand.as_array().is_some_and(|values| values.iter().any(|v| equals_or_has(field, v)));
-    let compares = |wanted: fn(Ordering) -> bool| field.and_then(|field| compare(field, operand)).is_some_and(wanted);
-    match (op, field) {
-        ("$eq", Some(field)) => equals_or_has(field, operand),
-        ("$neq", _) => !field.is_some_and(|field| equals_or_has(field, operand)),
-        ("$in", Some(field)) => is_in(field),
-        ("$nin", _) => !field.is_some_and(is_in),
-        ("$exists", _) => operand.as_bool() == Some(field.is_some()),
-        ("$gt", _) => compares(Ordering::is_gt),
-        ("$gte", _) => compares(Ordering::is_ge),
-        ("$lt", _) => compares(Ordering::is_lt),
-        ("$lte", _) => compares(Ordering::is_le),
-        ("$startsWith", Some(Value::String(field))) => operand.as_str().is_some_and(|prefix| field.starts_with(prefix)),
-        ("$endsWith", Some(Value::String(field))) => operand.as_str().is_some_and(|suffix| field.ends_with(suffix)),
-        ("$contains", Some(Value::String(field))) => operand.as_str().is_some_and(|part| field.contains(part)),
-        ("$contains", Some(Value::Array(items))) => items.iter().any(|item| same(item, operand)),
-        ("$not", _) => !holds(operand, field),
-        _ => false,
-    }
-}
-
-/// Equality as a scalar condition, `$eq` and `$in` see it: the field equals the value, or
-/// the field is an array and one of its elements does (MongoDB's rule, so that a filter on
-/// a tag also matches a list of tags).
-fn equals_or_has(field: &Value, value: &Value) -> bool {
-    same(field, value) || field.as_array().is_some_and(|items| items.iter().any(|item| same(item, value)))
-}
-
-/// Deep equality where numbers compare by value: JSON does not distinguish `1` from `1.0`,
-/// and senders do not agree on which they write. Recursion stops at the shallower side, and
-/// one side is always from the (depth-checked) filter.
-fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => compare_numbers(x, y) == Some(Ordering::Equal),
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y)),
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(key, x)| y.get(key).is_some_and(|y| same(x, y)))
-        }
-        _ => a == b,
-    }
 }
 
 /// The order of `$gt` and friends: numbers with numbers, strings with strings (by bytes);
@@ -284,6 +330,23 @@ mod tests {
     /// `inner` through `serde_json::to_value`, recursively, at every level.)
     fn nest(levels: usize, key: &str, leaf: Value) -> Value {
         (0..levels).fold(leaf, |inner, _| Value::Object([(key.to_string(), inner)].into_iter().collect()))
+    }
+
+    #[test]
+    fn an_evaluation_past_its_budget_does_not_match() {
+        // 100,000 items against 1,000 values: 10^8 comparisons. Without the budget, `$nin`
+        // holds (no 1 among the zeros); cut short, it matches nothing.
+        let zeros = json!({"a": vec![0; 100_000]});
+        let ones = json!({"a": {"$nin": vec![1; 1_000]}});
+        assert!(!m(ones, zeros.clone()));
+        assert!(!m(json!({"$not": {"a": {"$in": vec![1; 1_000]}}}), zeros));
+        // Within it, the same conditions are evaluated whole.
+        let fewer = json!({"a": vec![0; 1_000]});
+        assert!(m(json!({"a": {"$nin": vec![1; 500]}}), fewer.clone()));
+        assert!(!m(json!({"a": {"$in": vec![1; 500]}}), fewer.clone()));
+        let mut last = vec![1; 499];
+        last.push(0);
+        assert!(m(json!({"a": {"$in": last}}), fewer));
     }
 
     #[test]

@@ -95,6 +95,15 @@ impl Budget {
         Some(())
     }
 
+    /// Takes the size `text` has inside a JSON string, escaped (a control character is six
+    /// bytes there: counted unescaped, a template repeating such text made bodies many times
+    /// its limit).
+    fn take_text(&mut self, text: &str) -> Option<()> {
+        let mut counter = Counter { written: 0, left: self.left.saturating_add(2) };
+        serde_json::to_writer(&mut counter, text).ok()?;
+        self.take_bytes(counter.written.saturating_sub(2))
+    }
+
     /// Takes the JSON size of `value`, counted by writing it out, which stops as soon as it
     /// would not fit.
     fn take(&mut self, value: &Value) -> Option<()> {
@@ -154,7 +163,8 @@ fn render(value: &Value, payload: &Value, depth: usize, budget: &mut Budget) -> 
             budget.take_bytes(2)?;
             let mut out = serde_json::Map::new();
             for (key, member) in members {
-                budget.take_bytes(key.len().saturating_add(4))?;
+                budget.take_text(key)?;
+                budget.take_bytes(4)?;
                 out.insert(key.clone(), render(member, payload, depth + 1, budget)?);
             }
             Some(Value::Object(out))
@@ -165,7 +175,8 @@ fn render(value: &Value, payload: &Value, depth: usize, budget: &mut Budget) -> 
 
 fn render_string(text: &str, payload: &Value, budget: &mut Budget) -> Option<Value> {
     let Ok(parts) = parse(text) else {
-        budget.take_bytes(text.len().saturating_add(2))?;
+        budget.take_text(text)?;
+        budget.take_bytes(2)?;
         return Some(Value::String(text.to_owned()));
     };
     if let [Part::Placeholder(path)] = parts.as_slice() {
@@ -187,7 +198,7 @@ fn render_string(text: &str, payload: &Value, budget: &mut Budget) -> Option<Val
                 }
             },
         };
-        budget.take_bytes(piece.len())?;
+        budget.take_text(&piece)?;
         out.push_str(&piece);
     }
     Some(Value::String(out))
@@ -333,6 +344,12 @@ mod tests {
         assert!(super::apply(&copies(100, "{{ $ }}"), &big, body_limit(100_000)) == Err(TooLarge));
         // Interpolated text counts too.
         assert!(super::apply(&copies(100, "<{{ pad }}>"), &big, body_limit(100_000)) == Err(TooLarge));
+        // As it is written out: a control character is six bytes of JSON (\u0001).
+        let controls = json!({"c": "\u{1}".repeat(10_000)});
+        let made = apply(&copies(10, "<{{ c }}>"), &controls).to_string().len();
+        assert!(made > 600_000, "{made}");
+        assert!(super::apply(&copies(10, "<{{ c }}>"), &controls, 300_000) == Err(TooLarge));
+        assert!(super::apply(&copies(10, "<{{ c }}>"), &controls, made + 10).is_ok());
     }
 
     #[test]
