@@ -322,7 +322,7 @@ pub fn serve_worker() -> std::io::Result<()> {
 
 /// How long a worker lets one job run before it ends itself: past the parent's own
 /// deadline (2 s), for when the parent is gone and cannot kill it.
-const WORKER_WATCHDOG: Duration = Duration::from_secs(3);
+const WORKER_WATCHDOG: Duration = Duration::from_secs(10);
 
 /// Compiles and runs `code` in a fresh runtime with the limits set, then calls `then` with
 /// its `handler` function; every JavaScript error becomes a [`ScriptError`] that says what

@@ -9,8 +9,8 @@
 //! killed, and a new one takes the jobs it had not started. At most `workers` runs go at once, so
 //! transformations never take more than that many CPUs from deliveries and the API.
 //!
-//! One endpoint's deliveries queue up, and whoever takes a worker for the endpoint sends
-//! it up to [`PIPELINE`] of them at once: the worker runs one after another without
+//! One application's deliveries queue up, and whoever takes a worker for the application
+//! sends it up to [`PIPELINE`] of them at once: the worker runs one after another without
 //! waiting for the server to read each answer and write the next job, which took longer
 //! than the run itself on a busy machine. The worker still runs one job at a time, each
 //! with its own deadline, counted from when the server read the previous answer.
@@ -32,7 +32,7 @@ use crate::script::{Job, Outcome, ScriptError, TIME_LIMIT};
 /// How long a run may take, as the caller sees it (the worker's own limit, [`TIME_LIMIT`],
 /// stops ordinary runaway code well before).
 pub const HARD_LIMIT: Duration = Duration::from_secs(2);
-/// How long a delivery's job may wait in its endpoint's queue before it is retried later
+/// How long a delivery's job may wait in its application's queue before it is retried later
 /// instead (once a run has taken it, it waits for its turn in that run's batch).
 const DELIVERY_WAIT: Duration = Duration::from_secs(30);
 /// How long an API call (a preview, or the check of code being set) waits for the API's
@@ -40,7 +40,7 @@ const DELIVERY_WAIT: Duration = Duration::from_secs(30);
 const API_WAIT: Duration = Duration::from_secs(5);
 /// Bytes of an answer beyond its payload allowance (URL, headers, error text, framing).
 const ANSWER_MARGIN: usize = 256 << 10;
-/// Most jobs of one endpoint sent to a worker at once. Small, as a batch holds its worker
+/// Most jobs of one application sent to a worker at once. Small, as a batch holds its worker
 /// until each job is answered: slow code keeps it at most this many runs.
 pub const PIPELINE: usize = 4;
 
@@ -67,16 +67,17 @@ pub enum ScriptFailure {
     Unavailable(String),
 }
 
-/// Runs transformation jobs: deliveries' at most `workers` at once, and one endpoint's at
-/// most `workers - 1` (at least one) of those, so that an endpoint with slow code cannot
-/// keep every other endpoint's transformations waiting; the API's one at a time on top,
+/// Runs transformation jobs: deliveries' at most `workers` at once, and one application's
+/// at most `workers - 1` (at least one) of those, so that an application with slow code (on
+/// any number of its endpoints) cannot keep every other application's transformations
+/// waiting; the API's one at a time on top,
 /// so that neither can hold up the other: previews (any token that may read an endpoint
 /// may try code) on one worker, checks of code being saved on another, so that a stream of
 /// slow previews cannot keep code from being saved.
 pub struct Scripts {
     isolation: Isolation,
     delivery_slots: Semaphore,
-    per_endpoint: usize,
+    per_app: usize,
     lanes: Mutex<HashMap<String, Lane>>,
     api_slots: Semaphore,
     check_slots: Semaphore,
@@ -85,7 +86,7 @@ pub struct Scripts {
     next_job: AtomicU64,
 }
 
-/// One endpoint's share of the workers, and its jobs waiting for one.
+/// One application's share of the workers, and its jobs waiting for one.
 struct Lane {
     share: Arc<Semaphore>,
     queue: VecDeque<Queued>,
@@ -94,7 +95,7 @@ struct Lane {
 /// What a run answers: an outcome, `None` for a check, or why there is none.
 type Answer = Result<Option<Outcome>, ScriptFailure>;
 
-/// A delivery's job waiting for a worker of its endpoint.
+/// A delivery's job waiting for a worker of its application.
 struct Queued {
     id: u64,
     /// The job as the worker reads it, newline included.
@@ -104,12 +105,12 @@ struct Queued {
     reply: oneshot::Sender<Answer>,
 }
 
-/// A run's use of its endpoint's lane, given up however the run ends (cancelled too): its
+/// A run's use of its application's lane, given up however the run ends (cancelled too): its
 /// job taken out of the queue if still there, and the lane removed once nobody holds,
 /// waits for or queued in it.
 struct LaneUse<'a> {
     scripts: &'a Scripts,
-    endpoint_id: &'a str,
+    app_id: &'a str,
     share: Option<Arc<Semaphore>>,
     queued: Option<u64>,
 }
@@ -119,7 +120,7 @@ impl LaneUse<'_> {
     fn take_out_queued(&mut self) -> bool {
         let Some(id) = self.queued.take() else { return false };
         let mut lanes = self.scripts.lanes.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(lane) = lanes.get_mut(self.endpoint_id) else { return false };
+        let Some(lane) = lanes.get_mut(self.app_id) else { return false };
         let at = lane.queue.iter().position(|q| q.id == id);
         at.and_then(|at| lane.queue.remove(at)).is_some()
     }
@@ -132,8 +133,8 @@ impl Drop for LaneUse<'_> {
         // removes the lane.
         let mut lanes = self.scripts.lanes.lock().unwrap_or_else(|p| p.into_inner());
         self.share = None;
-        if lanes.get(self.endpoint_id).is_some_and(|l| Arc::strong_count(&l.share) == 1 && l.queue.is_empty()) {
-            lanes.remove(self.endpoint_id);
+        if lanes.get(self.app_id).is_some_and(|l| Arc::strong_count(&l.share) == 1 && l.queue.is_empty()) {
+            lanes.remove(self.app_id);
         }
     }
 }
@@ -159,7 +160,7 @@ impl Scripts {
         Scripts {
             isolation,
             delivery_slots: Semaphore::new(workers),
-            per_endpoint: (workers - 1).max(1),
+            per_app: (workers - 1).max(1),
             lanes: Mutex::new(HashMap::new()),
             api_slots: Semaphore::new(1),
             check_slots: Semaphore::new(1),
@@ -173,10 +174,11 @@ impl Scripts {
         self.call(Job { code, webhook: None, max_output: 0 }, &self.check_slots, API_WAIT).await.map(drop)
     }
 
-    /// Runs a transformation for a delivery to `endpoint_id` ([`crate::script::run`]).
-    pub async fn run(&self, endpoint_id: &str, job: Job) -> Result<Outcome, ScriptFailure> {
-        let mut lane = LaneUse { scripts: self, endpoint_id, share: None, queued: None };
-        let share = lane.share.insert(self.lane(endpoint_id, |lane| lane.share.clone())).clone();
+    /// Runs a transformation for a delivery to an endpoint of `app_id`
+    /// ([`crate::script::run`]).
+    pub async fn run(&self, app_id: &str, job: Job) -> Result<Outcome, ScriptFailure> {
+        let mut lane = LaneUse { scripts: self, app_id, share: None, queued: None };
+        let share = lane.share.insert(self.lane(app_id, |lane| lane.share.clone())).clone();
         let answer = match &self.isolation {
             Isolation::Workers { .. } => self.run_queued(&mut lane, &share, job).await,
             Isolation::InProcess => {
@@ -193,16 +195,16 @@ impl Scripts {
         Self::outcome(answer)
     }
 
-    /// Reads or changes the endpoint's lane, made if it has none.
-    fn lane<T>(&self, endpoint_id: &str, f: impl FnOnce(&mut Lane) -> T) -> T {
+    /// Reads or changes the application's lane, made if it has none.
+    fn lane<T>(&self, app_id: &str, f: impl FnOnce(&mut Lane) -> T) -> T {
         let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
         let lane = lanes
-            .entry(endpoint_id.to_string())
-            .or_insert_with(|| Lane { share: Arc::new(Semaphore::new(self.per_endpoint)), queue: VecDeque::new() });
+            .entry(app_id.to_string())
+            .or_insert_with(|| Lane { share: Arc::new(Semaphore::new(self.per_app)), queue: VecDeque::new() });
         f(lane)
     }
 
-    /// Queues the job in its endpoint's lane, then waits for its answer, or for a share of
+    /// Queues the job in its application's lane, then waits for its answer, or for a share of
     /// the workers to run the lane's queued jobs itself (its own among them, unless another
     /// run took it first).
     async fn run_queued(&self, lane: &mut LaneUse<'_>, share: &Semaphore, job: Job) -> Answer {
@@ -215,7 +217,7 @@ impl Scripts {
         drop(job);
         let id = self.next_job.fetch_add(1, Ordering::Relaxed);
         let (reply, mut answer) = oneshot::channel();
-        self.lane(lane.endpoint_id, |l| l.queue.push_back(Queued { id, line, limit, reply }));
+        self.lane(lane.app_id, |l| l.queue.push_back(Queued { id, line, limit, reply }));
         lane.queued = Some(id);
         let given_up = Instant::now() + DELIVERY_WAIT;
         let lost = || Err(ScriptFailure::Unavailable("the run was lost".into()));
@@ -226,7 +228,7 @@ impl Scripts {
                 own = share.acquire() => {
                     let Ok(own) = own else { return Err(shutting_down()) };
                     // Nothing queued: another run took this job, and answers every job it takes.
-                    if self.lane(lane.endpoint_id, |l| l.queue.is_empty()) {
+                    if self.lane(lane.app_id, |l| l.queue.is_empty()) {
                         drop(own);
                         return answer.await.unwrap_or_else(|_| lost());
                     }
@@ -236,7 +238,7 @@ impl Scripts {
                         slot = tokio::time::timeout_at(given_up, self.delivery_slots.acquire()) => slot,
                     };
                     let Ok(Ok(slot)) = slot else { break };
-                    let batch: VecDeque<Queued> = self.lane(lane.endpoint_id, |l| {
+                    let batch: VecDeque<Queued> = self.lane(lane.app_id, |l| {
                         let n = l.queue.len().min(PIPELINE);
                         l.queue.drain(..n).collect()
                     });
@@ -349,7 +351,7 @@ fn wire(job: &Job) -> Result<(Vec<u8>, usize), ScriptFailure> {
 
 fn kept_busy() -> ScriptFailure {
     ScriptFailure::Unavailable(format!(
-        "this endpoint's earlier transformations kept its workers busy for {} s",
+        "this application's earlier transformations kept its workers busy for {} s",
         DELIVERY_WAIT.as_secs()
     ))
 }
@@ -520,10 +522,10 @@ mod tests {
         assert!(checked.is_ok(), "{checked:?}");
     }
 
-    /// With two workers, one endpoint holds at most one: another endpoint's run goes on
-    /// while the first endpoint's next one waits.
+    /// With two workers, one application holds at most one: another application's run
+    /// goes on while the first one's next one waits.
     #[tokio::test]
-    async fn one_endpoint_cannot_take_every_worker() {
+    async fn one_application_cannot_take_every_worker() {
         let scripts = Scripts::new(Isolation::InProcess, 2);
         let busy = scripts.lane("slow", |lane| lane.share.clone());
         let held = busy.acquire().await.unwrap();
@@ -543,7 +545,7 @@ mod tests {
         Scripts::new(Isolation::Workers { program: "sh".into(), args }, 2)
     }
 
-    /// Queues `codes` as jobs of endpoint `ep` while its share is held, so that they go to
+    /// Queues `codes` as jobs of application `ep` while its share is held, so that they go to
     /// a worker together, then answers them.
     async fn run_together(scripts: &Scripts, codes: &[&str]) -> Vec<Result<Outcome, ScriptFailure>> {
         // Owned: the share goes with the permit, as a run's does, so the lane can go.
@@ -557,10 +559,10 @@ mod tests {
         runs.await
     }
 
-    /// Jobs queued for one endpoint reach one worker together: this one reads two job
+    /// Jobs queued for one application reach one worker together: this one reads two job
     /// lines before it answers the first, which one job at a time would never give it.
     #[tokio::test]
-    async fn an_endpoints_queued_jobs_go_to_a_worker_together() {
+    async fn an_applications_queued_jobs_go_to_a_worker_together() {
         let scripts = shell_workers(
             r#"while IFS= read -r a && IFS= read -r b; do echo '{"Ok":"Cancel"}'; echo '{"Err":"second"}'; done"#,
         );

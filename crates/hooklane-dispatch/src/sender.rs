@@ -513,7 +513,7 @@ async fn transformed(
         )),
         max_output: limit,
     };
-    let request = match scripts.run(&endpoint.id, job).await? {
+    let request = match scripts.run(&endpoint.app_id, job).await? {
         script::Outcome::Send(request) => request,
         script::Outcome::Cancel => return Ok(None),
     };
