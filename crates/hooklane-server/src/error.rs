@@ -58,6 +58,10 @@ pub enum ApiError {
     /// instead of asking again at once.
     #[error("{0}")]
     TooManyWaiting(String),
+    /// The application already has one of these under way (a preview running its code):
+    /// answered with `Retry-After`.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl ApiError {
@@ -95,7 +99,7 @@ impl ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::VerificationFailed(_) => StatusCode::UNAUTHORIZED,
-            ApiError::RateLimited(_) | ApiError::TooManyTasks(_) | ApiError::TooManyWaiting(_) => {
+            ApiError::RateLimited(_) | ApiError::TooManyTasks(_) | ApiError::TooManyWaiting(_) | ApiError::Busy(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
         }
@@ -122,6 +126,7 @@ impl ApiError {
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::TooManyTasks(_) => "too_many_tasks",
             ApiError::TooManyWaiting(_) => "too_many_waiting",
+            ApiError::Busy(_) => "busy",
         }
     }
 }
@@ -155,7 +160,7 @@ impl IntoResponse for ApiError {
         let retry_after = match &self {
             ApiError::RateLimited(wait) => Some(*wait),
             // A place is given back when a reader's wait ends: in seconds at most, mostly.
-            ApiError::TooManyWaiting(_) => Some(std::time::Duration::from_secs(1)),
+            ApiError::TooManyWaiting(_) | ApiError::Busy(_) => Some(std::time::Duration::from_secs(1)),
             _ => None,
         };
         if let Some(wait) = retry_after {

@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub pull_waiters: Arc<crate::waiting::WaitingPlaces>,
     /// Turns stream positions into the opaque iterators clients carry, and back.
     pub position_tokens: crate::api::position_tokens::PositionTokens,
+    /// The applications whose preview is running code (one at a time each).
+    pub previews: crate::api::preview::Running,
 }
 
 impl AppState {
@@ -90,6 +92,7 @@ impl AppState {
             rejections: Default::default(),
             closing: tokio::sync::watch::Sender::new(false),
             pull_waiters: Arc::default(),
+            previews: Default::default(),
         }))
     }
 }

@@ -1108,6 +1108,46 @@ async fn a_runaway_transformation_is_killed_at_its_deadline() {
     assert_eq!(got.len(), 1, "the stuck message was never sent");
 }
 
+/// Previews share one worker: an application runs one at a time (another while one runs is
+/// 429 `busy`), so its token previewing slow code in a loop cannot keep the worker from
+/// other applications' previews, which wait their turn and run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_application_previews_one_at_a_time() {
+    let server = Server::start("").await;
+    let (greedy, other) = (server.create_app("greedy").await, server.create_app("other").await);
+    let (ep, _) = server.create_endpoint(&greedy, json!({ "url": "https://example.com/hook" })).await;
+    let (other_ep, _) = server.create_endpoint(&other, json!({ "url": "https://example.com/hook" })).await;
+    let slow = "function handler(w) { w.n = 'a'.repeat(4e6).indexOf('a'.repeat(2e6) + 'b'); return w }";
+    let fast = "function handler(w) { w.payload.seen = true; return w }";
+    let preview = |app: &str, ep: &str, code: &str| {
+        let (path, body) =
+            (format!("/api/v1/app/{app}/endpoint/{ep}/preview"), json!({ "payload": {}, "transformation": code }));
+        let request = server.client.post(server.url(&path)).bearer_auth(ADMIN).json(&body).send();
+        async move { read(request.await.expect("preview")).await }
+    };
+    let running = tokio::spawn(preview(&greedy, &ep, slow));
+    // A second preview of the same application while the first runs (it runs 2 s).
+    let mut busy = None;
+    while !running.is_finished() {
+        let (status, body) = preview(&greedy, &ep, fast).await;
+        if status == 429 {
+            busy = Some(body);
+            break;
+        }
+    }
+    let busy = busy.expect("a second preview of the application was taken while the first ran");
+    assert_eq!(busy["code"], "busy", "{busy}");
+    // Another application's waits for the worker and runs.
+    let (status, body) = preview(&other, &other_ep, fast).await;
+    assert_eq!((status, &body["body"]["seen"]), (200, &json!(true)), "{body}");
+    let (status, body) = running.await.expect("the slow preview");
+    assert_eq!(status, 422, "{body}");
+    assert!(body["detail"][0]["msg"].as_str().unwrap_or_default().contains("stopped after 2 s"), "{body}");
+    // Once it has answered, the application previews again.
+    let (status, body) = preview(&greedy, &ep, fast).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_spreads_deliveries() {
     let server = Server::start("").await;

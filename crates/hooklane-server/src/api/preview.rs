@@ -4,7 +4,8 @@
 //! body is tried instead of the endpoint's own (`null`: none), and is checked as it would be
 //! when set.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use hooklane_core::filter::{payload_wanted, LazyPayload};
@@ -85,6 +86,8 @@ pub struct PreviewOut {
         (status = 404, description = "No such application or endpoint", body = ErrorBody),
         (status = 409, description = "A polling endpoint: nothing is sent to it", body = ErrorBody),
         (status = 422, description = "A rule is not valid, the transform makes too large a body, or the transformation fails", body = ErrorBody),
+        (status = 429, description = "A preview of this application's code is running already (`busy`): try again after \
+            `Retry-After`", body = ErrorBody),
     )
 )]
 pub async fn preview(
@@ -137,6 +140,11 @@ pub async fn preview(
     let given = hooklane_dispatch::sender::without_credentials(&ep.url);
     let webhook = script::Webhook::new(given.clone(), input.event_type, body_text, variables);
     let max_output = transform::body_limit(text.len());
+    // One at a time per application: the server's previews share one worker, which one
+    // application's token previewing slow code in a loop would otherwise keep from the others.
+    let _running = s.0.previews.begin(&t.app.id).ok_or_else(|| {
+        ApiError::Busy("a preview of this application's code is running already; try again once it has answered".into())
+    })?;
     let ran = s.0.dispatcher.scripts().run_for_api(script::Job { code, webhook: Some(webhook), max_output }).await;
     match ran.map_err(|e| super::transformation::script_error("transformation", e))? {
         script::Outcome::Cancel => out.cancelled = true,
@@ -153,6 +161,30 @@ pub async fn preview(
         }
     }
     Ok(axum::Json(out))
+}
+
+/// The applications with a preview running its code on this node.
+#[derive(Default)]
+pub struct Running(Arc<Mutex<HashSet<String>>>);
+
+/// An application's preview under way; over when dropped.
+pub struct Preview {
+    running: Arc<Mutex<HashSet<String>>>,
+    app_id: String,
+}
+
+impl Running {
+    /// The application's preview, unless one is under way already.
+    pub fn begin(&self, app_id: &str) -> Option<Preview> {
+        let mut running = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        running.insert(app_id.to_string()).then(|| Preview { running: self.0.clone(), app_id: app_id.to_string() })
+    }
+}
+
+impl Drop for Preview {
+    fn drop(&mut self) {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.app_id);
+    }
 }
 
 /// This module's part of the OpenAPI document (see `crate::openapi`).
