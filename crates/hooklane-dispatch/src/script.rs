@@ -302,6 +302,7 @@ pub fn serve_worker() -> std::io::Result<()> {
             std::process::exit(2);
         }
     });
+    confine_worker();
     let stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
     for line in stdin.lines() {
@@ -318,6 +319,42 @@ pub fn serve_worker() -> std::io::Result<()> {
         stdout.flush()?;
     }
     Ok(())
+}
+
+/// Address space a worker may map: the program (about 100 MiB), QuickJS's 32 MiB heap and
+/// stack, with room to spare; an allocation past it fails instead of taking the machine's
+/// memory (an engine fault outside QuickJS's own accounting).
+pub const WORKER_ADDRESS_SPACE: u64 = 1 << 30;
+
+/// What a worker process may do beyond running code, taken away before it reads its first
+/// job (Linux). The code itself has no I/O; this is for a fault of the engine that let it
+/// run more than JavaScript: the worker writes no file (`RLIMIT_FSIZE` 0: not the
+/// database, not the configuration), opens few (`RLIMIT_NOFILE`), starts no process
+/// (`RLIMIT_NPROC` 0, for users it applies to), dumps no core, maps at most
+/// [`WORKER_ADDRESS_SPACE`], and gains no privilege through an executable it might run
+/// (`no_new_privs`). Each that cannot be set is logged to stderr (the server logs that) and
+/// the worker runs on: the limits are a second wall, not the first.
+fn confine_worker() {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{setrlimit, Resource, Rlimit};
+        let limit = |n: u64| Rlimit { current: Some(n), maximum: Some(n) };
+        let limits = [
+            ("fsize", Resource::Fsize, limit(0)),
+            ("core", Resource::Core, limit(0)),
+            ("nofile", Resource::Nofile, limit(16)),
+            ("as", Resource::As, limit(WORKER_ADDRESS_SPACE)),
+            ("nproc", Resource::Nproc, limit(0)),
+        ];
+        for (name, resource, value) in limits {
+            if let Err(e) = setrlimit(resource, value) {
+                eprintln!("hooklane script-worker: cannot set RLIMIT_{}: {e}", name.to_uppercase());
+            }
+        }
+        if let Err(e) = rustix::thread::set_no_new_privs(true) {
+            eprintln!("hooklane script-worker: cannot set no_new_privs: {e}");
+        }
+    }
 }
 
 /// How long a worker lets one job run before it ends itself: past the parent's own

@@ -1125,22 +1125,32 @@ async fn one_application_previews_one_at_a_time() {
         let request = server.client.post(server.url(&path)).bearer_auth(ADMIN).json(&body).send();
         async move { read(request.await.expect("preview")).await }
     };
-    let running = tokio::spawn(preview(&greedy, &ep, slow));
-    // A second preview of the same application while the first runs (it runs 2 s).
-    let mut busy = None;
-    while !running.is_finished() {
-        let (status, body) = preview(&greedy, &ep, fast).await;
-        if status == 429 {
-            busy = Some(body);
-            break;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    // The slow one is sent until it runs (a fast one below may hold the place a moment).
+    let slow_run = async {
+        let mut answer = preview(&greedy, &ep, slow).await;
+        while answer.0 == 429 {
+            answer = preview(&greedy, &ep, slow).await;
         }
-    }
-    let busy = busy.expect("a second preview of the application was taken while the first ran");
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        answer
+    };
+    // A second preview of the same application while the first runs (it runs 2 s); then
+    // another application's, which waits for the worker and runs.
+    let probe = async {
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let (status, body) = preview(&greedy, &ep, fast).await;
+            if status == 429 {
+                return Some((body, preview(&other, &other_ep, fast).await));
+            }
+        }
+        None
+    };
+    let ((status, body), probed) = tokio::join!(slow_run, probe);
+    let (busy, (other_status, other_body)) = probed.expect("no second preview was refused while the first ran");
     assert_eq!(busy["code"], "busy", "{busy}");
-    // Another application's waits for the worker and runs.
-    let (status, body) = preview(&other, &other_ep, fast).await;
-    assert_eq!((status, &body["body"]["seen"]), (200, &json!(true)), "{body}");
-    let (status, body) = running.await.expect("the slow preview");
+    assert_eq!((other_status, &other_body["body"]["seen"]), (200, &json!(true)), "{other_body}");
     assert_eq!(status, 422, "{body}");
     assert!(body["detail"][0]["msg"].as_str().unwrap_or_default().contains("stopped after 2 s"), "{body}");
     // Once it has answered, the application previews again.

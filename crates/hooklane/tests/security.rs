@@ -194,3 +194,40 @@ async fn slow_clients_are_cut_off() {
     let (status, _) = server.call("GET", "/api/v1/app", None).await;
     assert_eq!(status, 200);
 }
+
+/// A transformation worker gives up, before its first job, what running JavaScript never
+/// needs: it writes no file, opens few, starts no process, maps at most 1 GiB, dumps no
+/// core and gains no privilege through what it runs (a second wall behind QuickJS, for a
+/// fault of the engine). Read from the kernel's own view of the running worker.
+#[test]
+fn a_transformation_worker_runs_confined() {
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .arg("script-worker")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a worker");
+    let pid = worker.id();
+    let read = |file: &str| std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
+    let limit = |limits: &str, name: &str| -> Option<String> {
+        let line = limits.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..].split_whitespace().next().map(str::to_string)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut limits = read("limits");
+    while limit(&limits, "Max file size").as_deref() != Some("0") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        limits = read("limits");
+    }
+    let status = read("status");
+    // The worker waits on its stdin: closing it ends it.
+    drop(worker.stdin.take());
+    let _ = worker.wait();
+    assert_eq!(limit(&limits, "Max file size").as_deref(), Some("0"), "{limits}");
+    assert_eq!(limit(&limits, "Max core file size").as_deref(), Some("0"), "{limits}");
+    assert_eq!(limit(&limits, "Max open files").as_deref(), Some("16"), "{limits}");
+    assert_eq!(limit(&limits, "Max processes").as_deref(), Some("0"), "{limits}");
+    assert_eq!(limit(&limits, "Max address space").as_deref(), Some("1073741824"), "{limits}");
+    assert!(status.lines().any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"])), "{status}");
+}
