@@ -329,6 +329,9 @@ pub trait Store: Send + Sync + 'static {
     fn message_events_recheck(&self) -> Option<Duration>;
     /// The position a server-side subscription (`GET .../events/subscription/{id}`) reached.
     async fn get_events_subscription(&self, app_id: &str, id: &str) -> StoreResult<Option<EventPosition>>;
+    /// The subscription's position and how many times it was sought: where a read of it
+    /// starts ([`ReadFrom`]).
+    async fn events_subscription_read(&self, app_id: &str, id: &str) -> StoreResult<Option<ReadFrom>>;
     /// Creates the subscription `id` at `position`, unless the application's subscriptions
     /// whose names begin with `prefix` are `most` already (a polling endpoint's consumers:
     /// `{endpoint_id}/`): answers whether it exists now (created, or there before). Checked
@@ -347,14 +350,14 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or moves a server-side subscription. With `read_from` (where the read that
     /// reached `position` started), it moves forward only: a position before the stored one
     /// leaves it where it is (two readers of one subscription answering out of order must
-    /// not move it back), and so does a stored position before `read_from` (moved back by a
-    /// seek while the read was under way: the seek's position stands). Without, it is set.
+    /// not move it back), and so does any seek since the read started (the seek's position
+    /// stands, wherever it is). Without, it is set: a seek, counted.
     async fn set_events_subscription(
         &self,
         app_id: &str,
         id: &str,
         position: EventPosition,
-        read_from: Option<EventPosition>,
+        read_from: Option<ReadFrom>,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
 

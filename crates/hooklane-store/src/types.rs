@@ -428,6 +428,15 @@ impl EventPosition {
     }
 }
 
+/// Where a read of a server-side subscription started: its stored position then, and how
+/// many times it had been sought (set without a read) by then. A read's answer moves the
+/// subscription only if no seek came in between ([`crate::Store::set_events_subscription`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadFrom {
+    pub position: EventPosition,
+    pub seeks: i64,
+}
+
 /// Shown as `major.minor` (in logs and tests; clients get positions as opaque tokens, see
 /// `hooklane_server::api::position_tokens`).
 impl std::fmt::Display for EventPosition {

@@ -312,11 +312,11 @@ pub async fn subscription(
     Path((_, subscription_id)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<MessageEventsOut>> {
     check_name("subscription_id", &subscription_id).map_err(ApiError::in_path)?;
-    let stored = s.0.store.get_events_subscription(&t.app.id, &subscription_id).await?;
-    let pull = Pull::parse(&s, &t.app.id, &q, stored)?;
+    let stored = s.0.store.events_subscription_read(&t.app.id, &subscription_id).await?;
+    let pull = Pull::parse(&s, &t.app.id, &q, stored.map(|r| r.position))?;
     let page = poll_once(&s, &t.app.id, &pull).await?;
     // (Forward only from where it was read; an `iterator` given sets it.)
-    let read_from = (!pull.seek).then(|| stored.unwrap_or(EventPosition::START));
+    let read_from = (!pull.seek).then(|| stored.unwrap_or_default());
     s.0.store.set_events_subscription(&t.app.id, &subscription_id, page.next, read_from, Utc::now()).await?;
     Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.with_content)))
 }

@@ -18,7 +18,7 @@ use axum::extract::{Path, State};
 use chrono::TimeDelta;
 use hooklane_core::model::{Endpoint, Principal};
 use hooklane_core::{DateTime, Utc};
-use hooklane_store::{EventPosition, EventsPage, EventsQuery};
+use hooklane_store::{EventPosition, EventsPage, EventsQuery, ReadFrom};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -393,15 +393,16 @@ pub async fn consumer_poll(
     let ep = polling_endpoint(&s, &t, &key).await?;
     let id = consumer_key(&ep, &consumer_id)?;
     let floor = start(&s, &ep).await?;
-    let current = s.0.store.get_events_subscription(&t.app.id, &id).await?;
+    let current = s.0.store.events_subscription_read(&t.app.id, &id).await?;
     if current.is_none() {
         admit_consumer(&s, &ep, &id, floor).await?;
     }
-    let stored = current.or(floor);
+    let stored = current.map(|c| c.position).or(floor);
     let (pull, page) = read(&s, &t, &q, &ep, (stored, floor), Filters::own(&ep)).await?;
-    // (Forward only from where it was read, unless a seek moved it back meanwhile; an
-    // `iterator` given sets it.)
-    let read_from = (!pull.seek).then(|| stored.unwrap_or(EventPosition::START));
+    // (Forward only from where it was read, unless a seek came meanwhile; an `iterator`
+    // given sets it.)
+    let read_from = (!pull.seek)
+        .then(|| ReadFrom { position: stored.unwrap_or(EventPosition::START), seeks: current.map_or(0, |c| c.seeks) });
     s.0.store.set_events_subscription(&t.app.id, &id, page.next, read_from, Utc::now()).await?;
     Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.with_content)))
 }

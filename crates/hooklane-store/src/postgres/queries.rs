@@ -1431,6 +1431,24 @@ pub async fn get_events_subscription<C: GenericClient>(
     row.map(|r| Ok(EventPosition { major: rows::get(&r, 0)?, minor: rows::get(&r, 1)? })).transpose()
 }
 
+pub async fn events_subscription_read<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    id: &str,
+) -> StoreResult<Option<crate::ReadFrom>> {
+    let row = query_opt(
+        c,
+        "SELECT major, minor, seeks FROM events_subscriptions WHERE app_id = $1 AND id = $2",
+        &[&app_id, &id],
+    )
+    .await?;
+    row.map(|r| {
+        let position = EventPosition { major: rows::get(&r, 0)?, minor: rows::get(&r, 1)? };
+        Ok(crate::ReadFrom { position, seeks: rows::get(&r, 2)? })
+    })
+    .transpose()
+}
+
 /// See [`crate::Store::add_events_subscription`]; in a transaction, whose lock on the
 /// application's prefix makes concurrent creations count one after the other.
 pub async fn add_events_subscription<C: GenericClient>(
@@ -1469,24 +1487,30 @@ pub async fn set_events_subscription<C: GenericClient>(
     app_id: &str,
     id: &str,
     position: EventPosition,
-    read_from: Option<EventPosition>,
+    read_from: Option<crate::ReadFrom>,
     now: i64,
 ) -> StoreResult<()> {
     // With `read_from`, the stored position stays when it is after the new one (a late
-    // reader) or before where the read started (sought back since); see the trait.
+    // reader), before where the read started, or was sought since it started; see the
+    // trait. A seek that makes the subscription counts as one.
     static SQL: LazyLock<String> = LazyLock::new(|| {
         let keep = "$6::bigint IS NOT NULL AND ((s.major, s.minor) > (excluded.major, excluded.minor) \
-                    OR (s.major, s.minor) < ($6::bigint, $7::bigint))";
+                    OR (s.major, s.minor) < ($6::bigint, $7::bigint) OR s.seeks <> $8::bigint)";
         format!(
-            "INSERT INTO events_subscriptions AS s (app_id, id, major, minor, updated_at) VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO events_subscriptions AS s (app_id, id, major, minor, updated_at, seeks) \
+             VALUES ($1, $2, $3, $4, $5, CASE WHEN $6::bigint IS NULL THEN 1 ELSE 0 END) \
              ON CONFLICT (app_id, id) DO UPDATE SET \
                  major = CASE WHEN {keep} THEN s.major ELSE excluded.major END, \
                  minor = CASE WHEN {keep} THEN s.minor ELSE excluded.minor END, \
+                 seeks = CASE WHEN $6::bigint IS NULL THEN s.seeks + 1 ELSE s.seeks END, \
                  updated_at = excluded.updated_at"
         )
     });
-    let (from_major, from_minor) = (read_from.map(|p| p.major), read_from.map(|p| p.minor));
-    execute(c, &SQL, &[&app_id, &id, &position.major, &position.minor, &now, &from_major, &from_minor]).await?;
+    let (from_major, from_minor) = (read_from.map(|r| r.position.major), read_from.map(|r| r.position.minor));
+    let seeks = read_from.map(|r| r.seeks);
+    let params: [&(dyn ToSql + Sync); 8] =
+        [&app_id, &id, &position.major, &position.minor, &now, &from_major, &from_minor, &seeks];
+    execute(c, &SQL, &params).await?;
     Ok(())
 }
 

@@ -514,6 +514,10 @@ impl Store for PgStore {
         queries::get_events_subscription(&self.client().await?, app_id, id).await
     }
 
+    async fn events_subscription_read(&self, app_id: &str, id: &str) -> StoreResult<Option<crate::ReadFrom>> {
+        queries::events_subscription_read(&self.client().await?, app_id, id).await
+    }
+
     async fn add_events_subscription(
         &self,
         app_id: &str,
@@ -537,7 +541,7 @@ impl Store for PgStore {
         app_id: &str,
         id: &str,
         position: EventPosition,
-        read_from: Option<EventPosition>,
+        read_from: Option<crate::ReadFrom>,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
         queries::set_events_subscription(&self.client().await?, app_id, id, position, read_from, ms(now)).await

@@ -540,6 +540,15 @@ pub fn get_events_subscription(conn: &Connection, app_id: &str, id: &str) -> Sto
     })
 }
 
+pub fn events_subscription_read(conn: &Connection, app_id: &str, id: &str) -> StoreResult<Option<crate::ReadFrom>> {
+    query_opt(
+        conn,
+        "SELECT position, seeks FROM events_subscriptions WHERE app_id = ?1 AND id = ?2",
+        [app_id, id],
+        |r| Ok(crate::ReadFrom { position: EventPosition { major: 0, minor: r.get(0)? }, seeks: r.get(1)? }),
+    )
+}
+
 pub fn count_events_subscriptions(conn: &Connection, app_id: &str, prefix: &str) -> StoreResult<u64> {
     conn.prepare_cached(
         "SELECT COUNT(*) FROM events_subscriptions WHERE app_id = ?1 AND substr(id, 1, length(?2)) = ?2",
@@ -575,18 +584,21 @@ pub fn set_events_subscription(
     app_id: &str,
     id: &str,
     position: EventPosition,
-    read_from: Option<EventPosition>,
+    read_from: Option<crate::ReadFrom>,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    // See the trait: a stored position before where the read started was sought since.
+    // See the trait: a read's answer stands only if no seek came since it started (a seek
+    // that makes the subscription counts as one: a read may have started before it).
     execute(
         conn,
-        "INSERT INTO events_subscriptions (app_id, id, position, updated_at) VALUES (?1, ?2, ?3, ?4) \
+        "INSERT INTO events_subscriptions (app_id, id, position, updated_at, seeks) \
+         VALUES (?1, ?2, ?3, ?4, CASE WHEN ?5 IS NULL THEN 1 ELSE 0 END) \
          ON CONFLICT (app_id, id) DO UPDATE SET \
-             position = CASE WHEN ?5 IS NULL THEN excluded.position WHEN position < ?5 THEN position \
-                 ELSE max(position, excluded.position) END, \
+             position = CASE WHEN ?5 IS NULL THEN excluded.position \
+                 WHEN seeks <> ?6 OR position < ?5 THEN position ELSE max(position, excluded.position) END, \
+             seeks = CASE WHEN ?5 IS NULL THEN seeks + 1 ELSE seeks END, \
              updated_at = excluded.updated_at",
-        params![app_id, id, position.minor, ms(now), read_from.map(|p| p.minor)],
+        params![app_id, id, position.minor, ms(now), read_from.map(|r| r.position.minor), read_from.map(|r| r.seeks)],
     )?;
     Ok(())
 }

@@ -347,6 +347,10 @@ ALTER TABLE endpoint_rate ADD COLUMN next_free_us INTEGER;
     r#"
 CREATE INDEX inbound_requests_unfinished ON inbound_requests (received_at)
     WHERE status = 0 AND reason IS NOT NULL AND msg_id IS NOT NULL;
+"#, // How many times each server-side subscription was sought (set without a read): a read
+    // that started before a seek does not move the subscription past it.
+    r#"
+ALTER TABLE events_subscriptions ADD COLUMN seeks INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 

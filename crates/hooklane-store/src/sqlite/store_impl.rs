@@ -872,6 +872,11 @@ impl Store for SqliteStore {
         self.read(move |c| queries::get_events_subscription(c, &app, &id)).await
     }
 
+    async fn events_subscription_read(&self, app_id: &str, id: &str) -> StoreResult<Option<crate::ReadFrom>> {
+        let (app, id) = (owned(app_id), owned(id));
+        self.read(move |c| queries::events_subscription_read(c, &app, &id)).await
+    }
+
     async fn add_events_subscription(
         &self,
         app_id: &str,
@@ -894,7 +899,7 @@ impl Store for SqliteStore {
         app_id: &str,
         id: &str,
         position: EventPosition,
-        read_from: Option<EventPosition>,
+        read_from: Option<crate::ReadFrom>,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
         let (app, id) = (owned(app_id), owned(id));

@@ -37,7 +37,7 @@ use hooklane_store::{
     IdempotencyState, Job, MessageFilter, NextStep, Page, PageRequest, PruneMessages, Pruned, RateSlot, StoreError,
     StoreResult, StoredResponse,
 };
-use hooklane_store::{MessageState, LATENCY_BOUNDS_MS};
+use hooklane_store::{MessageState, ReadFrom, LATENCY_BOUNDS_MS};
 
 /// Generates one `#[tokio::test]` per conformance case, each on a fresh store made by
 /// `$factory().await`, which returns `(DynStore, guard)`; the guard is kept alive for the
@@ -1380,25 +1380,45 @@ pub async fn message_events_subscriptions(store: &DynStore) {
     let a = setup_app(store, "A").await;
     let b = setup_app(store, "B").await;
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), None);
+    assert_eq!(store.events_subscription_read(&a.id, "sub").await.unwrap(), None);
     let p1 = EventPosition { major: 0, minor: 7 };
     let p0 = EventPosition { major: 0, minor: 3 };
-    let start = Some(EventPosition::START);
-    store.set_events_subscription(&a.id, "sub", p1, start, now_ms()).await.unwrap();
+    // Where a read starts: what `events_subscription_read` answers.
+    let from = |s: &DynStore| {
+        let (s, app) = (s.clone(), a.id.clone());
+        async move { s.events_subscription_read(&app, "sub").await.unwrap() }
+    };
+    let at = |position, seeks| Some(ReadFrom { position, seeks });
+    store.set_events_subscription(&a.id, "sub", p1, at(EventPosition::START, 0), now_ms()).await.unwrap();
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p1));
+    assert_eq!(from(store).await, at(p1, 0), "a read is no seek");
     // Forward only: an earlier position (a reader answering late) leaves it; a seek moves it.
-    store.set_events_subscription(&a.id, "sub", p0, start, now_ms()).await.unwrap();
+    store.set_events_subscription(&a.id, "sub", p0, at(EventPosition::START, 0), now_ms()).await.unwrap();
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p1));
     store.set_events_subscription(&a.id, "sub", p0, None, now_ms()).await.unwrap();
-    assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p0));
-    store.set_events_subscription(&a.id, "sub", p1, Some(p0), now_ms()).await.unwrap();
+    assert_eq!(from(store).await, at(p0, 1), "a seek, counted");
+    store.set_events_subscription(&a.id, "sub", p1, at(p0, 1), now_ms()).await.unwrap();
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p1));
     // A read that started at p1 answers after a seek back to p0: the seek's position stands.
     store.set_events_subscription(&a.id, "sub", p0, None, now_ms()).await.unwrap();
     let p2 = EventPosition { major: 0, minor: 9 };
-    store.set_events_subscription(&a.id, "sub", p2, Some(p1), now_ms()).await.unwrap();
+    store.set_events_subscription(&a.id, "sub", p2, at(p1, 1), now_ms()).await.unwrap();
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p0), "the seek stands");
-    store.set_events_subscription(&a.id, "sub", p2, Some(p0), now_ms()).await.unwrap();
+    store.set_events_subscription(&a.id, "sub", p2, at(p0, 2), now_ms()).await.unwrap();
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p2), "a read from there moves it");
+    // A read that started at p0, before another read stored p2 and a seek went back to p1
+    // (between the two): its answer past p2 leaves the seek standing too.
+    let started = from(store).await.expect("stored");
+    assert_eq!(started, ReadFrom { position: p2, seeks: 2 });
+    store.set_events_subscription(&a.id, "sub", p1, None, now_ms()).await.unwrap();
+    let p3 = EventPosition { major: 0, minor: 12 };
+    store.set_events_subscription(&a.id, "sub", p3, at(p0, 2), now_ms()).await.unwrap();
+    assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p1), "the seek between stands");
+    // A seek that makes a subscription counts: a read that started before it finds it.
+    store.set_events_subscription(&a.id, "new", p1, None, now_ms()).await.unwrap();
+    let started_before = Some(ReadFrom::default());
+    store.set_events_subscription(&a.id, "new", p3, started_before, now_ms()).await.unwrap();
+    assert_eq!(store.get_events_subscription(&a.id, "new").await.unwrap(), Some(p1));
     assert_eq!(store.get_events_subscription(&b.id, "sub").await.unwrap(), None, "per application");
     store.set_events_subscription(&b.id, "sub", p1, None, now_ms()).await.unwrap();
     // Positions are the store's own: only those it hands out need to round-trip.
