@@ -474,6 +474,36 @@ async fn one_application_cannot_take_every_waiting_place() {
     assert!(reopened.is_some(), "the place of a closed stream never came back");
 }
 
+/// An application keeps at most 10,000 positions on the server: a new subscription beyond
+/// is refused (409), the ones it has go on, and another application is not held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_keeps_a_bounded_number_of_subscriptions() {
+    let server = Server::start("").await;
+    let (app, other) = (server.create_app("many").await, server.create_app("other").await);
+    let id = server.send_message(&app, "a.b", json!({ "n": 1 })).await;
+    let read = |app: &str, sub: String| {
+        let path = format!("/api/v1/app/{app}/events/subscription/{sub}");
+        let request = server.client.get(server.url(&path)).bearer_auth(ADMIN).send();
+        async move { common::read(request.await.expect("subscription read")).await }
+    };
+    let made: Vec<u16> = futures::stream::iter(0..10_000)
+        .map(|i| read(&app, format!("s{i}")))
+        .buffer_unordered(16)
+        .map(|(status, _)| status)
+        .collect()
+        .await;
+    assert!(made.iter().all(|s| *s == 200), "{} refused early", made.iter().filter(|s| **s != 200).count());
+    let (status, body) = read(&app, "one-more".into()).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "{body}");
+    // The ones it has read on (each was read once, and read the one message then).
+    let id2 = server.send_message(&app, "a.b", json!({ "n": 2 })).await;
+    let (status, page) = read(&app, "s9999".into()).await;
+    assert_eq!((status, page["data"][0]["id"].as_str()), (200, Some(id2.as_str())), "{page}");
+    assert_ne!(id, id2);
+    let (status, _) = read(&other, "s0".into()).await;
+    assert_eq!(status, 200, "another application's subscriptions are its own");
+}
+
 /// `hooklane forward`: messages posted from its start on reach a local URL, signed, retried
 /// when it fails, and not again after the server restarts or the command is started again
 /// from a printed position.

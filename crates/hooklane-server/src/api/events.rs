@@ -297,6 +297,8 @@ pub async fn poll(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<a
             body = MessageEventsOut),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such application (or not the token's)", body = ErrorBody),
+        (status = 409, description = "A new subscription, while the application keeps 10,000 positions already \
+            (its subscriptions and its polling endpoints' consumers)", body = ErrorBody),
         (status = 422, description = "The subscription id or a query parameter is invalid, or `iterator` is not a \
             position of this application's stream", body = ErrorBody),
         (status = 429, description = "A long-poll (`wait`) that found nothing, and this application already holds \
@@ -313,6 +315,22 @@ pub async fn subscription(
 ) -> ApiResult<axum::Json<MessageEventsOut>> {
     check_name("subscription_id", &subscription_id).map_err(ApiError::in_path)?;
     let stored = s.0.store.events_subscription_read(&t.app.id, &subscription_id).await?;
+    if stored.is_none() {
+        // A new one: counted and made as one with the application's others (polling
+        // endpoints' consumers among them), so that its positions cannot fill the store.
+        let bound = ("", MAX_SUBSCRIPTIONS);
+        if !s
+            .0
+            .store
+            .add_events_subscription(&t.app.id, &subscription_id, EventPosition::START, bound, Utc::now())
+            .await?
+        {
+            return Err(ApiError::Conflict(format!(
+                "the application keeps {MAX_SUBSCRIPTIONS} positions already (its subscriptions and its polling \
+                 endpoints' consumers): reuse a subscription id"
+            )));
+        }
+    }
     let pull = Pull::parse(&s, &t.app.id, &q, stored.map(|r| r.position))?;
     let page = poll_once(&s, &t.app.id, &pull).await?;
     // (Forward only from where it was read; an `iterator` given sets it.)
@@ -320,6 +338,10 @@ pub async fn subscription(
     s.0.store.set_events_subscription(&t.app.id, &subscription_id, page.next, read_from, Utc::now()).await?;
     Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.with_content)))
 }
+
+/// Positions the server keeps for one application at most: its subscriptions and its
+/// polling endpoints' consumers together.
+pub const MAX_SUBSCRIPTIONS: u64 = 10_000;
 
 /// Streams an application's messages as Server-Sent Events.
 ///
