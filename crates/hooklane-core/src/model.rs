@@ -33,14 +33,24 @@ pub struct EventType {
 }
 
 /// A secret that still signs until `expires_at` (after a rotation).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExpiringSecret {
     pub key: String,
     pub expires_at: DateTime<Utc>,
 }
 
+/// What a `{:?}` of a value holding secrets shows in their place.
+const HIDDEN: &str = "<hidden>";
+
+// The key never reaches a log line through `{:?}`.
+impl std::fmt::Debug for ExpiringSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExpiringSecret").field("key", &HIDDEN).field("expires_at", &self.expires_at).finish()
+    }
+}
+
 /// A URL of an application with its secret, filters and limits.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Endpoint {
     pub id: String,
     pub app_id: String,
@@ -92,6 +102,53 @@ pub struct Endpoint {
     pub polling: bool,
 }
 
+/// `url` with the password of its user information, if any, hidden.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    match authority.rsplit_once('@').and_then(|(info, host)| Some((info.split_once(':')?.0, host))) {
+        Some((user, host)) => format!("{scheme}://{user}:{HIDDEN}@{host}{tail}"),
+        None => url.to_string(),
+    }
+}
+
+// The secret, the values of custom headers (often credentials) and the URL's password never
+// reach a log line through `{:?}`; the rest is shown as derived.
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<&String> = self.headers.keys().collect();
+        let url = without_password(&self.url);
+        f.debug_struct("Endpoint")
+            .field("id", &self.id)
+            .field("app_id", &self.app_id)
+            .field("uid", &self.uid)
+            .field("url", &url)
+            .field("description", &self.description)
+            .field("version", &self.version)
+            .field("filter_types", &self.filter_types)
+            .field("channels", &self.channels)
+            .field("disabled", &self.disabled)
+            .field("rate_limit", &self.rate_limit)
+            .field("metadata", &self.metadata)
+            .field("header_names", &headers)
+            .field("secret", &HIDDEN)
+            .field("previous_secrets", &self.previous_secrets)
+            .field("failing_since", &self.failing_since)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .field("payload_filter", &self.payload_filter)
+            .field("transform", &self.transform)
+            .field("order", &self.order)
+            .field("transformation", &self.transformation)
+            .field("retry_schedule", &self.retry_schedule)
+            .field("oauth", &self.oauth)
+            .field("paused", &self.paused)
+            .field("mtls", &self.mtls)
+            .field("polling", &self.polling)
+            .finish()
+    }
+}
+
 /// Svix's `EndpointMtlsConfigIn`: TLS client authentication to an endpoint.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -118,7 +175,7 @@ impl std::fmt::Debug for EndpointMtls {
 
 /// An endpoint's JavaScript transformation (Svix's `EndpointTransformationOut`): a
 /// `handler(webhook)` function run before each attempt. Stored as one JSON document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Transformation {
     pub code: Option<String>,
@@ -128,6 +185,19 @@ pub struct Transformation {
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
     pub updated_at: DateTime<Utc>,
+}
+
+// The variables' values (credentials, often) never reach a log line through `{:?}`.
+impl std::fmt::Debug for Transformation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let variables: Vec<&String> = self.variables.keys().collect();
+        f.debug_struct("Transformation")
+            .field("code", &self.code)
+            .field("enabled", &self.enabled)
+            .field("variable_names", &variables)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
 }
 
 impl Transformation {
@@ -552,4 +622,57 @@ pub struct Integration {
     pub feature_flags: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_hidden_from_debug_output() {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let ep = Endpoint {
+            id: "ep_1".into(),
+            app_id: "app_1".into(),
+            uid: None,
+            url: "https://user:pa55word@example.com/hook?x=1".into(),
+            description: String::new(),
+            version: 1,
+            filter_types: None,
+            channels: None,
+            disabled: false,
+            rate_limit: None,
+            metadata: Default::default(),
+            headers: [("x-api-key".to_string(), "k-secret-header".to_string())].into(),
+            secret: "whsec_c2VjcmV0LXNpZ25pbmcta2V5LTEyMzQ1Njc4".into(),
+            previous_secrets: vec![ExpiringSecret { key: "whsec_b2xkLXNpZ25pbmcta2V5".into(), expires_at: at }],
+            failing_since: None,
+            created_at: at,
+            updated_at: at,
+            payload_filter: None,
+            transform: None,
+            order: DeliveryOrder::Concurrent,
+            transformation: Some(Transformation {
+                code: Some("function handler(w) { return w }".into()),
+                enabled: true,
+                variables: [("token".to_string(), "var-secret-value".to_string())].into(),
+                updated_at: at,
+            }),
+            retry_schedule: None,
+            oauth: None,
+            paused: false,
+            mtls: None,
+            polling: false,
+        };
+        let shown = format!("{ep:?}");
+        for secret in ["pa55word", "k-secret-header", "c2VjcmV0", "b2xkLXNp", "var-secret-value"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        for kept in ["ep_1", "https://user:<hidden>@example.com/hook?x=1", "x-api-key", "token", "handler"] {
+            assert!(shown.contains(kept), "{kept} not in {shown}");
+        }
+        assert_eq!(without_password("https://example.com/a@b"), "https://example.com/a@b");
+        assert_eq!(without_password("https://user@example.com/"), "https://user@example.com/");
+        assert_eq!(without_password("not a url"), "not a url");
+    }
 }
