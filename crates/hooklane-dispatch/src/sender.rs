@@ -274,7 +274,10 @@ impl Sender {
                 ..SendResult::failed("not sent: the endpoint's transformation cancelled it".into(), started)
             }),
             Err(ScriptFailure::Code(e)) => {
-                Prepared::Done(SendResult::unsendable(format!("the endpoint's transformation failed: {e}"), started))
+                // The error's text may hold what the code made of its variables.
+                let mut why = format!("the endpoint's transformation failed: {e}");
+                redact_credentials(&mut why, endpoint, None);
+                Prepared::Done(SendResult::unsendable(why, started))
             }
             Err(ScriptFailure::Unavailable(why)) => Prepared::Later(why),
         }
@@ -428,6 +431,10 @@ impl Sender {
             Ok(Err(e)) => SendResult::failed(describe(e.without_url()), started),
             Err(_) => SendResult::failed(format!("timed out after {} ms", self.timeout.as_millis()), started),
         };
+        // A receiver that echoes what it got (a debugging endpoint, an error page) would put
+        // the endpoint's credentials in the attempt log, which tokens that may not see them
+        // read.
+        redact_credentials(&mut result.body, endpoint, bearer.as_deref());
         result.request_headers = Some(sent);
         result.url = changed_url;
         // A refused token is not sent again: the next attempt asks for a new one.
@@ -525,6 +532,48 @@ async fn transformed(
         None => (body, false),
     };
     Ok(Some(Ready { method, url, body, headers: request.headers, json }))
+}
+
+/// Shortest credential [`redact_credentials`] looks for: shorter values (`1`, `true`) are
+/// too likely to be a response's own text.
+const MIN_REDACTED: usize = 8;
+
+/// Replaces in `text` (an attempt's response, or a transformation's error) every value that
+/// is a credential the endpoint sends: its custom headers' values, its transformation's
+/// variables, its URL's password (as it is, and as the Basic credentials it is sent in)
+/// and the OAuth `bearer` token sent, each of at least
+/// [`MIN_REDACTED`] bytes. Nothing is looked for when the endpoint has none (the common
+/// case costs a few checks).
+fn redact_credentials(text: &mut String, endpoint: &Endpoint, bearer: Option<&str>) {
+    let variables = endpoint.transformation.iter().flat_map(|t| t.variables.values());
+    // The URL's password, and the Basic credentials it is sent as (parsed only when it may
+    // have one: this runs for every attempt).
+    let userinfo =
+        endpoint.url.contains('@').then(|| reqwest::Url::parse(&endpoint.url).ok()).flatten().and_then(|u| {
+            use base64::Engine;
+            let password = u.password()?.to_string();
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", u.username()));
+            Some([password, basic])
+        });
+    let mut secrets: Vec<&str> = endpoint
+        .headers
+        .values()
+        .chain(variables)
+        .map(String::as_str)
+        .chain(userinfo.iter().flatten().map(String::as_str))
+        .chain(bearer)
+        .filter(|s| s.len() >= MIN_REDACTED)
+        .collect();
+    if secrets.is_empty() || text.len() < MIN_REDACTED {
+        return;
+    }
+    // Longest first, so that a secret holding another is replaced whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in secrets {
+        if text.contains(secret) {
+            *text = text.replace(secret, "[redacted]");
+        }
+    }
 }
 
 /// `url` without the user name and password before its host, if it is a URL: what a

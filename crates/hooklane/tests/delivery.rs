@@ -1158,6 +1158,49 @@ async fn one_application_previews_one_at_a_time() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// A receiver that echoes what it got (a debugging endpoint, an error page) does not put
+/// the endpoint's credentials in the attempt log: its custom headers' values, its
+/// transformation's variables and its URL's password read `[redacted]` there, as does a
+/// transformation's error that shows a variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_echoed_by_a_receiver_are_not_kept() {
+    let server = Server::start("[delivery]\nretry_schedule = []").await;
+    let echo = Receiver::scripted(|_, got| {
+        let seen = ["x-api-key", "x-token", "authorization"].map(|h| format!("{h}={}", got.header(h))).join(" ");
+        Reply::WithBody(500, format!("bad request; you sent {seen}"))
+    })
+    .await;
+    let app = server.create_app("echo").await;
+    let url = echo.url.replacen("http://", "http://hooks:pa55word-1234@", 1);
+    let (ep, _) =
+        server.create_endpoint(&app, json!({ "url": url, "headers": { "x-api-key": "k-secret-123456" } })).await;
+    let code = "function handler(w) { if (w.payload.fail) { throw new Error('no ' + w.variables.token); } \
+                w.headers['x-token'] = w.variables.token; return w }";
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}/transformation");
+    let body = json!({ "code": code, "enabled": true, "variables": { "token": "var-secret-value-1" } });
+    let (status, out) = server.call("PATCH", &path, Some(body)).await;
+    assert_eq!(status, 204, "{out}");
+    let attempt_of = |msg: String| {
+        let path = format!("/api/v1/app/{app}/attempt/msg/{msg}");
+        let server = &server;
+        async move {
+            let page = server.wait_until(&path, WAIT, |b| !b["data"].as_array().unwrap().is_empty()).await;
+            page["data"][0]["response"].as_str().unwrap_or_default().to_string()
+        }
+    };
+    let echoed = attempt_of(server.send_message(&app, "a.b", json!({ "fail": false })).await).await;
+    let got = echo.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("x-token"), "var-secret-value-1", "sent as set");
+    assert!(echoed.contains("x-api-key=[redacted]") && echoed.contains("x-token=[redacted]"), "{echoed}");
+    assert!(echoed.contains("authorization=Basic [redacted]"), "{echoed}");
+    let basic = B64.encode("hooks:pa55word-1234");
+    for secret in ["k-secret-123456", "var-secret-value-1", "pa55word-1234", basic.as_str()] {
+        assert!(!echoed.contains(secret), "{secret} kept: {echoed}");
+    }
+    let failed = attempt_of(server.send_message(&app, "a.b", json!({ "fail": true })).await).await;
+    assert!(failed.contains("no [redacted]") && !failed.contains("var-secret-value-1"), "{failed}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_spreads_deliveries() {
     let server = Server::start("").await;

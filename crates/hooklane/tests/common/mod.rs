@@ -329,6 +329,8 @@ pub enum Reply {
     WithHeader(u16, &'static str, String),
     /// Wait this long before answering 200.
     Hang(Duration),
+    /// Status with a body (an echo of what was received, say).
+    WithBody(u16, String),
 }
 
 type Script = Box<dyn Fn(usize, &Received) -> Reply + Send + Sync>;
@@ -454,6 +456,7 @@ async fn receive(
             tokio::time::sleep(d).await;
             StatusCode::OK.into_response()
         }
+        Reply::WithBody(code, body) => (StatusCode::from_u16(code).unwrap(), body).into_response(),
     }
 }
 
