@@ -28,11 +28,13 @@ pub fn endpoint_wants(
 pub struct LazyPayload<'a> {
     text: &'a str,
     parsed: Option<serde_json::Value>,
+    /// [`LazyPayload::unreadable`], once asked.
+    unreadable: Option<bool>,
 }
 
 impl<'a> LazyPayload<'a> {
     pub fn new(text: &'a str) -> Self {
-        LazyPayload { text, parsed: None }
+        LazyPayload { text, parsed: None, unreadable: None }
     }
 
     /// The payload as JSON (see [`payload_json`]).
@@ -45,15 +47,18 @@ impl<'a> LazyPayload<'a> {
     /// hold (a number past `f64`, `1e400`; a lone surrogate, `"\ud800"`). Only then: a body
     /// that is not JSON at all is `null` with no fields, as ever.
     fn unreadable(&mut self) -> bool {
-        if !self.json().is_null() {
-            return false;
+        if let Some(known) = self.unreadable {
+            return known;
         }
-        match serde_json::from_str::<serde_json::Value>(self.text) {
-            Ok(_) => false, // `null` itself
-            Err(e) if e.to_string().starts_with("recursion limit exceeded") => true,
-            // JSON by its grammar (which skipping a value checks, and no more), not as a value.
-            Err(_) => serde_json::from_str::<serde::de::IgnoredAny>(self.text).is_ok(),
-        }
+        let unreadable = self.json().is_null()
+            && match serde_json::from_str::<serde_json::Value>(self.text) {
+                Ok(_) => false, // `null` itself
+                Err(e) if e.to_string().starts_with("recursion limit exceeded") => true,
+                // JSON by its grammar (which skipping a value checks, and no more), not as a value.
+                Err(_) => serde_json::from_str::<serde::de::IgnoredAny>(self.text).is_ok(),
+            };
+        self.unreadable = Some(unreadable);
+        unreadable
     }
 }
 

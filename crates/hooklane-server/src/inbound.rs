@@ -472,7 +472,19 @@ fn retry_fan_out(s: AppState, source: Source, msg: Message, request_id: String) 
     tokio::spawn(async move {
         for attempt in 1..=3u64 {
             tokio::time::sleep(std::time::Duration::from_secs(attempt)).await;
-            match fan_out(&s, &source, &msg).await {
+            // Read again: a message whose content was deleted meanwhile is not forwarded.
+            let current = match s.0.store.get_message(&msg.app_id, &msg.id).await {
+                Ok(found) => found.filter(|m| m.content_type.is_some()),
+                Err(e) => {
+                    tracing::warn!(source_id = %source.id, msg_id = %msg.id, error = %e, attempt, "fan-out failed again");
+                    continue;
+                }
+            };
+            let done = match current {
+                Some(msg) => fan_out(&s, &source, &msg).await,
+                None => Ok(()),
+            };
+            match done {
                 Ok(()) => {
                     if let Err(e) = s.0.store.finish_fan_out(&source.id, &request_id).await {
                         tracing::warn!(source_id = %source.id, %request_id, error = %e, "fan-out done, not yet marked so");

@@ -486,7 +486,18 @@ async fn an_application_keeps_a_bounded_number_of_subscriptions() {
         let request = server.client.get(server.url(&path)).bearer_auth(ADMIN).send();
         async move { common::read(request.await.expect("subscription read")).await }
     };
-    let made: Vec<u16> = futures::stream::iter(0..10_000)
+    // A refused request makes no position (else 10,000 would not all be made below).
+    for bad in ["limit=0", "iterator=nonsense", "wait=999"] {
+        let path = format!("/api/v1/app/{app}/events/subscription/bad?{bad}");
+        let (status, body) =
+            common::read(server.client.get(server.url(&path)).bearer_auth(ADMIN).send().await.unwrap()).await;
+        assert_eq!(status, 422, "{bad}: {body}");
+    }
+    let (status, body) =
+        server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(json!({ "polling": true, "uid": "p" }))).await;
+    assert_eq!(status, 201, "{body}");
+    // (The polling endpoint's recorded start is one of the application's positions.)
+    let made: Vec<u16> = futures::stream::iter(0..9_999)
         .map(|i| read(&app, format!("s{i}")))
         .buffer_unordered(16)
         .map(|(status, _)| status)
@@ -495,9 +506,13 @@ async fn an_application_keeps_a_bounded_number_of_subscriptions() {
     assert!(made.iter().all(|s| *s == 200), "{} refused early", made.iter().filter(|s| **s != 200).count());
     let (status, body) = read(&app, "one-more".into()).await;
     assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "{body}");
+    // A polling endpoint's new consumer counts among them too.
+    let consumer = format!("/api/v1/app/{app}/poller/p/consumer/c1");
+    let (status, body) = server.call("GET", &consumer, None).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "{body}");
     // The ones it has read on (each was read once, and read the one message then).
     let id2 = server.send_message(&app, "a.b", json!({ "n": 2 })).await;
-    let (status, page) = read(&app, "s9999".into()).await;
+    let (status, page) = read(&app, "s9998".into()).await;
     assert_eq!((status, page["data"][0]["id"].as_str()), (200, Some(id2.as_str())), "{page}");
     assert_ne!(id, id2);
     let (status, _) = read(&other, "s0".into()).await;

@@ -200,6 +200,7 @@ async fn slow_clients_are_cut_off() {
 /// core and gains no privilege through what it runs (a second wall behind QuickJS, for a
 /// fault of the engine). Read from the kernel's own view of the running worker.
 #[test]
+#[cfg(target_os = "linux")]
 fn a_transformation_worker_runs_confined() {
     let mut worker = Command::new(env!("CARGO_BIN_EXE_hooklane"))
         .arg("script-worker")

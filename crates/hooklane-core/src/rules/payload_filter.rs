@@ -210,7 +210,9 @@ impl Eval {
                 ops.iter().all(|(op, operand)| self.step() && self.operator_holds(op, operand, field))
             }
             Value::Object(_) => field.is_some_and(|field| {
-                let passes_as_object = |value: &Value| value.is_object() && self.passes(condition, value);
+                // Each item looked at is a step, an object or not.
+                let passes_as_object =
+                    |value: &Value| self.step() && value.is_object() && self.passes(condition, value);
                 passes_as_object(field)
                     || field.as_array().is_some_and(|items| items.iter().any(|i| self.spent() || passes_as_object(i)))
             }),
@@ -340,6 +342,10 @@ mod tests {
         let ones = json!({"a": {"$nin": vec![1; 1_000]}});
         assert!(!m(ones, zeros.clone()));
         assert!(!m(json!({"$not": {"a": {"$in": vec![1; 1_000]}}}), zeros));
+        // A nested filter per item, items that are no objects: each looked at is a step.
+        let scalars = json!({"a": vec![0; 500_000]});
+        let nested: Vec<Value> = (0..5).map(|i| json!({"a": {"x": i}})).collect();
+        assert!(!m(json!({"$not": {"$or": nested}}), scalars), "cut short, it matches nothing");
         // Within it, the same conditions are evaluated whole.
         let fewer = json!({"a": vec![0; 1_000]});
         assert!(m(json!({"a": {"$nin": vec![1; 500]}}), fewer.clone()));

@@ -150,7 +150,7 @@ fn check(value: &Value, depth: usize) -> Result<(), RuleError> {
 }
 
 /// Renders `value`, taking what it makes from `budget` (`None`: the budget ran out). The
-/// count is of the JSON text (strings without their escapes: close enough for a limit).
+/// count is of the JSON text, strings with their escapes.
 fn render(value: &Value, payload: &Value, depth: usize, budget: &mut Budget) -> Option<Value> {
     match value {
         Value::String(text) => render_string(text, payload, budget),

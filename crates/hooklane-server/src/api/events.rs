@@ -315,6 +315,8 @@ pub async fn subscription(
 ) -> ApiResult<axum::Json<MessageEventsOut>> {
     check_name("subscription_id", &subscription_id).map_err(ApiError::in_path)?;
     let stored = s.0.store.events_subscription_read(&t.app.id, &subscription_id).await?;
+    let pull = Pull::parse(&s, &t.app.id, &q, stored.map(|r| r.position))?;
+    // (Made only for a request that reads: a refused one takes no place.)
     if stored.is_none() {
         // A new one: counted and made as one with the application's others (polling
         // endpoints' consumers among them), so that its positions cannot fill the store.
@@ -331,7 +333,6 @@ pub async fn subscription(
             )));
         }
     }
-    let pull = Pull::parse(&s, &t.app.id, &q, stored.map(|r| r.position))?;
     let page = poll_once(&s, &t.app.id, &pull).await?;
     // (Forward only from where it was read; an `iterator` given sets it.)
     let read_from = (!pull.seek).then(|| stored.unwrap_or_default());

@@ -325,6 +325,14 @@ pub const MAX_CONSUMERS: u64 = 100;
 /// `MAX_CONSUMERS` already: counted and created as one, so that concurrent first reads of
 /// new consumers cannot pass the count together.
 async fn admit_consumer(s: &AppState, ep: &Endpoint, id: &str, start: Option<EventPosition>) -> ApiResult<()> {
+    // The application's positions in all count too (its subscriptions, its other endpoints'
+    // consumers): looked at first, so past them by the few made at the very same moment.
+    if s.0.store.count_events_subscriptions(&ep.app_id, "").await? >= super::events::MAX_SUBSCRIPTIONS {
+        return Err(ApiError::Conflict(format!(
+            "the application keeps {} positions already (its subscriptions and its polling endpoints' consumers)",
+            super::events::MAX_SUBSCRIPTIONS
+        )));
+    }
     let most = MAX_CONSUMERS + u64::from(start.is_some());
     let at = start.unwrap_or(EventPosition::START);
     if !s.0.store.add_events_subscription(&ep.app_id, id, at, (&start_key(ep), most), Utc::now()).await? {

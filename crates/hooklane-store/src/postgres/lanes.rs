@@ -197,6 +197,9 @@ pub async fn lock_message_lanes(
 ) -> StoreResult<()> {
     const LANES: &str = "SELECT DISTINCT endpoint_id, lane_key FROM deliveries \
          WHERE app_id = $1 AND msg_id = $2 AND status = 1 AND lane_seq IS NOT NULL ORDER BY 1, 2";
+    // The message first (as a prune does): a resend, which locks it for share, then waits,
+    // and cannot make a delivery pending in a lane not locked here.
+    query(tx, "SELECT 1 FROM messages WHERE app_id = $1 AND id = $2 FOR UPDATE", &[&app_id, &msg_id]).await?;
     let lock = format!("SELECT pg_advisory_xact_lock({LANE_KEY})");
     for lane in query(tx, LANES, &[&app_id, &msg_id]).await? {
         let (endpoint_id, lane_key): (String, String) = (super::rows::get(&lane, 0)?, super::rows::get(&lane, 1)?);
