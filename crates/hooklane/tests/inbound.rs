@@ -761,28 +761,46 @@ async fn discord() {
     assert_eq!(status, 422, "{out}");
 }
 
+/// A server on PostgreSQL with a source (no verification, no delivery id) forwarding to an
+/// event type of `target`, whose messages the database refuses (a trigger, `refuse`, on
+/// `messages`) until the test drops it through `pg`.
+struct FanOutRefused {
+    db: hooklane_store::postgres::testing::TestDatabase,
+    server: Server,
+    target: String,
+    source: String,
+    pg: tokio_postgres::Client,
+}
+
+impl FanOutRefused {
+    async fn start(extra: &str) -> FanOutRefused {
+        let db = hooklane_store::postgres::testing::TestDatabase::create().await;
+        let server = Server::start(&format!("database_url = \"{}\"\n{extra}", db.url())).await;
+        let target = server.create_app("Fan-out target").await;
+        let spec = json!({
+            "name": "unrecognised retries",
+            "verification": { "type": "none" },
+            "destinations": [{ "appId": target, "eventType": "inbound.forwarded" }],
+        });
+        let (source, _) = create_source(&server, spec).await;
+        let (pg, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        let refuse = format!(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+               IF NEW.app_id = '{target}' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse();"
+        );
+        pg.batch_execute(&refuse).await.expect("trigger");
+        FanOutRefused { db, server, target, source, pg }
+    }
+}
+
 /// A fan-out to an event type that fails, for a source whose provider's sending again
 /// would not be recognised (here: no delivery id), is answered and finished in the
 /// background. PostgreSQL refuses the write (a trigger) until the test lets it through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fan_out_is_finished_in_the_background() {
-    let db = hooklane_store::postgres::testing::TestDatabase::create().await;
-    let server = Server::start(&format!("database_url = \"{}\"", db.url())).await;
-    let target = server.create_app("Fan-out target").await;
-    let spec = json!({
-        "name": "unrecognised retries",
-        "verification": { "type": "none" },
-        "destinations": [{ "appId": target, "eventType": "inbound.forwarded" }],
-    });
-    let (source, _) = create_source(&server, spec).await;
-    let (pg, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await.expect("connect");
-    tokio::spawn(connection);
-    let refuse = format!(
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-           IF NEW.app_id = '{target}' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$; \
-         CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse();"
-    );
-    pg.batch_execute(&refuse).await.expect("trigger");
+    let FanOutRefused { db: _db, server, target, source, pg } = FanOutRefused::start("").await;
 
     let (status, out) = ingest(&server, &source, &h(&[("content-type", "application/json")]), br#"{"n": 1}"#).await;
     assert_eq!((status, out["status"].as_str()), (200, Some("accepted")), "{out}");
@@ -840,24 +858,8 @@ async fn a_failed_fan_out_is_finished_in_the_background() {
 /// store takes it, once, and marks the record done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acknowledged_fan_out_survives_a_crash() {
-    let db = hooklane_store::postgres::testing::TestDatabase::create().await;
-    let mut server =
-        Server::start(&format!("database_url = \"{}\"\nhousekeeping_interval = \"200ms\"", db.url())).await;
-    let target = server.create_app("Fan-out target").await;
-    let spec = json!({
-        "name": "unrecognised retries",
-        "verification": { "type": "none" },
-        "destinations": [{ "appId": target, "eventType": "inbound.forwarded" }],
-    });
-    let (source, _) = create_source(&server, spec).await;
-    let (pg, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await.expect("connect");
-    tokio::spawn(connection);
-    let refuse = format!(
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-           IF NEW.app_id = '{target}' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$; \
-         CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse();"
-    );
-    pg.batch_execute(&refuse).await.expect("trigger");
+    let FanOutRefused { db: _db, mut server, target, source, pg } =
+        FanOutRefused::start("housekeeping_interval = \"200ms\"").await;
 
     // While even its record cannot be written, nothing would keep the fan-out still to be
     // done: the request is not acknowledged (the provider sends it again).
