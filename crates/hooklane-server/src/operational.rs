@@ -51,7 +51,8 @@ pub async fn forward_engine_events(state: AppState, mut events: mpsc::Receiver<E
 }
 
 /// Posts `endpoint.created`/`updated`/`deleted` about `endpoint` of `app`, in the
-/// background (the API answer does not wait for it).
+/// background (the API answer does not wait for it), after the changes made before it on
+/// this node ([`EndpointNews`]).
 pub(crate) fn endpoint_changed(state: &AppState, event_type: &'static str, app: &Application, endpoint: &Endpoint) {
     if state.0.operational_app.is_none() {
         return;
@@ -60,13 +61,52 @@ pub(crate) fn endpoint_changed(state: &AppState, event_type: &'static str, app: 
         ENDPOINT_DISABLED => disabled_data(app, endpoint, "manual"),
         _ => endpoint_data(app, endpoint),
     };
-    let (state, app_id) = (state.clone(), app.id.clone());
-    tokio::spawn(async move {
+    state.0.endpoint_news.send(state, (event_type, app.id.clone(), data));
+}
+
+/// An endpoint change to post: its event type, its application's id, its `data`.
+type EndpointChange = (&'static str, String, Value);
+
+/// Endpoint changes waiting to be posted, in the order this node made them, by one task
+/// (a task each let a quick create-then-update post `updated` before `created`); at most
+/// [`hooklane_dispatch::EVENT_BACKLOG`] wait, past which they are dropped with a warning,
+/// as the engine's are.
+pub struct EndpointNews {
+    tx: mpsc::Sender<EndpointChange>,
+    rx: std::sync::Mutex<Option<mpsc::Receiver<EndpointChange>>>,
+}
+
+impl Default for EndpointNews {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::channel(hooklane_dispatch::EVENT_BACKLOG);
+        EndpointNews { tx, rx: std::sync::Mutex::new(Some(rx)) }
+    }
+}
+
+impl EndpointNews {
+    fn send(&self, state: &AppState, change: EndpointChange) {
+        // The poster starts with the first change (on the runtime that serves requests).
+        if let Some(rx) = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            tokio::spawn(post_endpoint_news(std::sync::Arc::downgrade(&state.0), rx));
+        }
+        if self.tx.try_send(change).is_err() {
+            metrics::counter!("hooklane_operational_events_dropped_total").increment(1);
+            tracing::warn!("operational webhook: too many endpoint changes waiting to be posted; one is dropped");
+        }
+    }
+}
+
+/// Posts the endpoint changes one after another until the state is gone (it holds the
+/// sender: held here weakly, the poster does not keep it alive).
+async fn post_endpoint_news(state: std::sync::Weak<crate::state::Shared>, mut rx: mpsc::Receiver<EndpointChange>) {
+    while let Some((event_type, app_id, data)) = rx.recv().await {
+        let Some(shared) = state.upgrade() else { return };
+        let state = AppState(shared);
         match operational_app(&state).await {
             Some(ops) if ops.id != app_id => post(&state, &ops, event_type, data).await,
             _ => {}
         }
-    });
+    }
 }
 
 fn endpoint_data(app: &Application, endpoint: &Endpoint) -> Value {

@@ -70,6 +70,8 @@ pub(crate) struct Shared {
     pub position_tokens: crate::api::position_tokens::PositionTokens,
     /// The applications whose preview is running code (one at a time each).
     pub previews: crate::api::preview::Running,
+    /// Endpoint changes waiting to be posted as operational webhooks, in order.
+    pub endpoint_news: crate::operational::EndpointNews,
 }
 
 impl AppState {
@@ -93,6 +95,7 @@ impl AppState {
             closing: tokio::sync::watch::Sender::new(false),
             pull_waiters: Arc::default(),
             previews: Default::default(),
+            endpoint_news: Default::default(),
         }))
     }
 }

@@ -116,6 +116,40 @@ async fn endpoint_changes_exhausted_deliveries_and_disabling_are_reported() {
     }
 }
 
+/// Changes of one endpoint made one after another are posted in that order: created, then
+/// each update, then deleted (each was posted by a task of its own, in whatever order
+/// they ran).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_changes_are_posted_in_the_order_they_were_made() {
+    let ops_rx = Receiver::start().await;
+    let (server, ops_app, _, _) = with_operations("", &ops_rx.url).await;
+    let customer = server.create_app("customer").await;
+    let (ep, _) = server.create_endpoint(&customer, json!({ "url": "https://example.com/hook" })).await;
+    let path = format!("/api/v1/app/{customer}/endpoint/{ep}");
+    // Disabling by hand makes two events at once (updated, then disabled), re-enabling one.
+    for n in 0..10 {
+        for disabled in [true, false] {
+            let change = json!({ "disabled": disabled, "description": format!("change {n}") });
+            let (status, body) = server.call("PATCH", &path, Some(change)).await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    let (status, _) = server.call("DELETE", &path, None).await;
+    assert_eq!(status, 204);
+    let list = format!("/api/v1/app/{ops_app}/msg/?limit=100");
+    let posted = server.wait_until(&list, WAIT, |b| b["data"].as_array().is_some_and(|d| d.len() >= 32)).await;
+    // Newest first, as Svix lists them.
+    let mut types: Vec<&str> =
+        posted["data"].as_array().expect("messages").iter().filter_map(|m| m["eventType"].as_str()).collect();
+    types.reverse();
+    let mut want = vec!["endpoint.created"];
+    for _ in 0..10 {
+        want.extend(["endpoint.updated", "endpoint.disabled", "endpoint.updated"]);
+    }
+    want.push("endpoint.deleted");
+    assert_eq!(types, want);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_delivery_and_its_recovery_are_reported() {
     let ops_rx = Receiver::start().await;
