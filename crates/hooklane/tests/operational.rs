@@ -116,9 +116,9 @@ async fn endpoint_changes_exhausted_deliveries_and_disabling_are_reported() {
     }
 }
 
-/// Changes of one endpoint made one after another are posted in that order: created, then
-/// each update, then deleted (each was posted by a task of its own, in whatever order
-/// they ran).
+/// Changes of one endpoint made one after another are posted in that order: created, each
+/// update (a manual disabling's `disabled` after its `updated`), then deleted (each was
+/// posted by a task of its own, in whatever order they ran).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_changes_are_posted_in_the_order_they_were_made() {
     let ops_rx = Receiver::start().await;
