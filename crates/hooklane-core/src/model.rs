@@ -105,9 +105,12 @@ pub struct Endpoint {
 /// `url` with the password of its user information, if any, hidden.
 fn without_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    // (More slashes, or backslashes, after the scheme are skipped by URL parsers, too.)
+    let slashes = &rest[..rest.len() - rest.trim_start_matches(['/', '\\']).len()];
+    let rest = &rest[slashes.len()..];
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len()));
     match authority.rsplit_once('@').and_then(|(info, host)| Some((info.split_once(':')?.0, host))) {
-        Some((user, host)) => format!("{scheme}://{user}:{HIDDEN}@{host}{tail}"),
+        Some((user, host)) => format!("{scheme}://{slashes}{user}:{HIDDEN}@{host}{tail}"),
         None => url.to_string(),
     }
 }
@@ -674,5 +677,7 @@ mod debug_tests {
         assert_eq!(without_password("https://example.com/a@b"), "https://example.com/a@b");
         assert_eq!(without_password("https://user@example.com/"), "https://user@example.com/");
         assert_eq!(without_password("not a url"), "not a url");
+        assert_eq!(without_password("https:///user:pw@example.com/"), "https:///user:<hidden>@example.com/");
+        assert_eq!(without_password("https://u:pw@[::1]:8080/a@b"), "https://u:<hidden>@[::1]:8080/a@b");
     }
 }

@@ -545,26 +545,36 @@ const MIN_REDACTED: usize = 8;
 /// [`MIN_REDACTED`] bytes. Nothing is looked for when the endpoint has none (the common
 /// case costs a few checks).
 fn redact_credentials(text: &mut String, endpoint: &Endpoint, bearer: Option<&str>) {
+    if text.len() < MIN_REDACTED {
+        return;
+    }
     let variables = endpoint.transformation.iter().flat_map(|t| t.variables.values());
-    // The URL's password, and the Basic credentials it is sent as (parsed only when it may
-    // have one: this runs for every attempt).
-    let userinfo =
-        endpoint.url.contains('@').then(|| reqwest::Url::parse(&endpoint.url).ok()).flatten().and_then(|u| {
+    // The URL's password, as written (percent-encoded) and as sent, and the Basic
+    // credentials it is sent as (reqwest decodes the user information first); parsed only
+    // when it may have one: this runs for every attempt.
+    let userinfo: Vec<String> = endpoint
+        .url
+        .contains('@')
+        .then(|| reqwest::Url::parse(&endpoint.url).ok())
+        .flatten()
+        .and_then(|u| {
             use base64::Engine;
-            let password = u.password()?.to_string();
-            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", u.username()));
-            Some([password, basic])
-        });
-    let mut secrets: Vec<&str> = endpoint
-        .headers
-        .values()
-        .chain(variables)
-        .map(String::as_str)
-        .chain(userinfo.iter().flatten().map(String::as_str))
+            let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+            let written = u.password()?.to_string();
+            let (user, password) = (decode(u.username()), decode(&written));
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            Some(vec![written, password, basic])
+        })
+        .unwrap_or_default();
+    // A header's value, and its credential after a scheme (`Bearer abc…`: the token alone).
+    let headers = endpoint.headers.values().flat_map(|v| [v.as_str(), v.rsplit_once(' ').map_or("", |(_, t)| t)]);
+    let mut secrets: Vec<&str> = headers
+        .chain(variables.map(String::as_str))
+        .chain(userinfo.iter().map(String::as_str))
         .chain(bearer)
         .filter(|s| s.len() >= MIN_REDACTED)
         .collect();
-    if secrets.is_empty() || text.len() < MIN_REDACTED {
+    if secrets.is_empty() {
         return;
     }
     // Longest first, so that a secret holding another is replaced whole.

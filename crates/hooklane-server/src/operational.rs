@@ -85,13 +85,23 @@ impl Default for EndpointNews {
 
 impl EndpointNews {
     fn send(&self, state: &AppState, change: EndpointChange) {
-        // The poster starts with the first change (on the runtime that serves requests).
-        if let Some(rx) = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            tokio::spawn(post_endpoint_news(std::sync::Arc::downgrade(&state.0), rx));
+        // The poster starts with the first change, on the runtime that serves requests (one
+        // there is, in a request's handler; without, the change waits for one that has).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            if let Some(rx) = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                runtime.spawn(post_endpoint_news(std::sync::Arc::downgrade(&state.0), rx));
+            }
         }
-        if self.tx.try_send(change).is_err() {
-            metrics::counter!("hooklane_operational_events_dropped_total").increment(1);
-            tracing::warn!("operational webhook: too many endpoint changes waiting to be posted; one is dropped");
+        match self.tx.try_send(change) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("hooklane_operational_events_dropped_total").increment(1);
+                tracing::warn!("operational webhook: too many endpoint changes waiting to be posted; one is dropped");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                metrics::counter!("hooklane_operational_events_dropped_total").increment(1);
+                tracing::error!("operational webhook: the poster of endpoint changes has stopped; one is dropped");
+            }
         }
     }
 }

@@ -1167,13 +1167,19 @@ async fn credentials_echoed_by_a_receiver_are_not_kept() {
     let server = Server::start("[delivery]\nretry_schedule = []").await;
     let echo = Receiver::scripted(|_, got| {
         let seen = ["x-api-key", "x-token", "authorization"].map(|h| format!("{h}={}", got.header(h))).join(" ");
-        Reply::WithBody(500, format!("bad request; you sent {seen}"))
+        // Parts of them too: the token after its scheme, the password the Basic header holds.
+        let token = got.header("x-api-key").rsplit(' ').next().unwrap_or_default().to_string();
+        let basic = got.header("authorization").strip_prefix("Basic ").unwrap_or_default().to_string();
+        let decoded = String::from_utf8(B64.decode(basic).unwrap_or_default()).unwrap_or_default();
+        let password = decoded.split_once(':').map(|(_, p)| p.to_string()).unwrap_or_default();
+        Reply::WithBody(500, format!("bad request; you sent {seen} token={token} password={password}"))
     })
     .await;
     let app = server.create_app("echo").await;
-    let url = echo.url.replacen("http://", "http://hooks:pa55word-1234@", 1);
+    // A password with characters the URL writes encoded (`@`, `;`): sent decoded.
+    let url = echo.url.replacen("http://", "http://hooks:pa55%40word%3B1234@", 1);
     let (ep, _) =
-        server.create_endpoint(&app, json!({ "url": url, "headers": { "x-api-key": "k-secret-123456" } })).await;
+        server.create_endpoint(&app, json!({ "url": url, "headers": { "x-api-key": "Token k-secret-123456" } })).await;
     let code = "function handler(w) { if (w.payload.fail) { throw new Error('no ' + w.variables.token); } \
                 w.headers['x-token'] = w.variables.token; return w }";
     let path = format!("/api/v1/app/{app}/endpoint/{ep}/transformation");
@@ -1193,8 +1199,9 @@ async fn credentials_echoed_by_a_receiver_are_not_kept() {
     assert_eq!(got[0].header("x-token"), "var-secret-value-1", "sent as set");
     assert!(echoed.contains("x-api-key=[redacted]") && echoed.contains("x-token=[redacted]"), "{echoed}");
     assert!(echoed.contains("authorization=Basic [redacted]"), "{echoed}");
-    let basic = B64.encode("hooks:pa55word-1234");
-    for secret in ["k-secret-123456", "var-secret-value-1", "pa55word-1234", basic.as_str()] {
+    assert!(echoed.contains("token=[redacted] password=[redacted]"), "{echoed}");
+    let basic = B64.encode("hooks:pa55@word;1234");
+    for secret in ["k-secret-123456", "var-secret-value-1", "pa55@word;1234", "pa55%40word%3B1234", basic.as_str()] {
         assert!(!echoed.contains(secret), "{secret} kept: {echoed}");
     }
     let failed = attempt_of(server.send_message(&app, "a.b", json!({ "fail": true })).await).await;
