@@ -424,7 +424,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
                 let recognised = record.dedup_key.is_some() && (chosen || source.verification.redelivery_recognised());
                 if acknowledgement.is_some() || !recognised {
                     let why = format!("fan-out failed: {error}; tried again in the background");
-                    retry_fan_out(s.clone(), source.clone(), msg.clone(), record.id.clone());
+                    retry_fan_out(s.clone(), source.id.clone(), msg.id.clone(), record.id.clone());
                     return record.acknowledge(InboundStatus::Accepted, Some(why), &msg.id, acknowledgement).await;
                 }
                 // The request is stored; the provider's retry (a duplicate) completes it.
@@ -468,44 +468,25 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
 
 /// Tries a failed fan-out again a few times, a second apart and more (it finishes what is
 /// left: messages already posted are not posted twice).
-fn retry_fan_out(s: AppState, source: Source, msg: Message, request_id: String) {
+fn retry_fan_out(s: AppState, source_id: String, msg_id: String, request_id: String) {
     tokio::spawn(async move {
         for attempt in 1..=3u64 {
             tokio::time::sleep(std::time::Duration::from_secs(attempt)).await;
-            // Read again: a message whose content was deleted meanwhile is not forwarded.
-            let current = match s.0.store.get_message(&msg.app_id, &msg.id).await {
-                Ok(found) => found.filter(|m| m.content_type.is_some()),
-                Err(e) => {
-                    tracing::warn!(source_id = %source.id, msg_id = %msg.id, error = %e, attempt, "fan-out failed again");
-                    continue;
-                }
-            };
-            let done = match current {
-                Some(msg) => fan_out(&s, &source, &msg).await,
-                None => Ok(()),
-            };
-            match done {
-                Ok(()) => {
-                    if let Err(e) = s.0.store.finish_fan_out(&source.id, &request_id).await {
-                        tracing::warn!(source_id = %source.id, %request_id, error = %e, "fan-out done, not yet marked so");
-                    }
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(source_id = %source.id, msg_id = %msg.id, error = %e, attempt, "fan-out failed again")
-                }
+            match complete_fan_out(&s, &source_id, &request_id, Some(&msg_id)).await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(%source_id, %msg_id, error = %e, attempt, "fan-out failed again"),
             }
         }
-        tracing::warn!(source_id = %source.id, msg_id = %msg.id, "fan-out failed; left to the sweep of unfinished ones");
+        tracing::warn!(%source_id, %msg_id, "fan-out failed; left to the sweep of unfinished ones");
     });
 }
 
 /// How long after its request an unfinished fan-out is left to the request's own retries
 /// ([`retry_fan_out`]: 6 s) before the sweep takes it.
 const FAN_OUT_SWEEP_AFTER: chrono::Duration = chrono::Duration::seconds(10);
-/// How long an unfinished fan-out is tried: past a day it is given up, with an error in the
-/// log (a store refusing for a day; and records written unfinished by versions before the
-/// sweep, which never marked their fan-outs done, are not replayed from their history).
+/// How long an unfinished fan-out is tried: past a day the sweep no longer takes it (a store
+/// refusing for a day; and records written unfinished by versions before the sweep, which
+/// never marked their fan-outs done, are not replayed from their history).
 const FAN_OUT_SWEEP_FOR: chrono::Duration = chrono::Duration::days(1);
 /// Unfinished fan-outs one sweep takes at most (the next sweep goes on).
 const FAN_OUT_SWEEP_BATCH: usize = 100;
@@ -541,7 +522,7 @@ async fn sweep_fan_outs(s: &AppState) -> Result<usize, StoreError> {
     let window = (now - FAN_OUT_SWEEP_FOR, now - FAN_OUT_SWEEP_AFTER);
     let mut done = 0;
     for request in s.0.store.unfinished_fan_outs(window, FAN_OUT_SWEEP_BATCH).await? {
-        match sweep_one(s, &request).await {
+        match complete_fan_out(s, &request.source_id, &request.id, request.msg_id.as_deref()).await {
             Ok(()) => done += 1,
             Err(e) => {
                 tracing::warn!(source_id = %request.source_id, request_id = %request.id, error = %e, "fan-out failed again")
@@ -551,8 +532,15 @@ async fn sweep_fan_outs(s: &AppState) -> Result<usize, StoreError> {
     Ok(done)
 }
 
-async fn sweep_one(s: &AppState, request: &InboundRequest) -> Result<(), StoreError> {
-    let message = match (s.0.store.get_source(&request.source_id).await?, request.msg_id.as_deref()) {
+/// Completes the fan-out of the request `request_id` of `source_id`, which became message
+/// `msg_id`, from the source and message as they are now, and marks it done.
+async fn complete_fan_out(
+    s: &AppState,
+    source_id: &str,
+    request_id: &str,
+    msg_id: Option<&str>,
+) -> Result<(), StoreError> {
+    let message = match (s.0.store.get_source(source_id).await?, msg_id) {
         (Some(source), Some(msg_id)) => s.0.store.get_message(&source.app_id, msg_id).await?.map(|m| (source, m)),
         _ => None,
     };
@@ -562,7 +550,7 @@ async fn sweep_one(s: &AppState, request: &InboundRequest) -> Result<(), StoreEr
     if let Some((source, msg)) = message.filter(|(_, m)| m.content_type.is_some()) {
         fan_out(s, &source, &msg).await?;
     }
-    s.0.store.finish_fan_out(&request.source_id, &request.id).await
+    s.0.store.finish_fan_out(source_id, request_id).await
 }
 
 /// The status of an answer in the provider's form.
