@@ -539,11 +539,11 @@ async fn transformed(
 const MIN_REDACTED: usize = 8;
 
 /// Replaces in `text` (an attempt's response, or a transformation's error) every value that
-/// is a credential the endpoint sends: its custom headers' values, its transformation's
-/// variables, its URL's password (as it is, and as the Basic credentials it is sent in)
-/// and the OAuth `bearer` token sent, each of at least
-/// [`MIN_REDACTED`] bytes. Nothing is looked for when the endpoint has none (the common
-/// case costs a few checks).
+/// is a credential the endpoint sends: its custom headers' values (and what follows a
+/// scheme in them), its transformation's variables, its URL's password (as written, as
+/// sent, and as the Basic credentials it is sent in) and the OAuth `bearer` token sent, each
+/// of at least [`MIN_REDACTED`] bytes. Nothing is looked for when the endpoint has none (the
+/// common case costs a few checks).
 fn redact_credentials(text: &mut String, endpoint: &Endpoint, bearer: Option<&str>) {
     if text.len() < MIN_REDACTED {
         return;
