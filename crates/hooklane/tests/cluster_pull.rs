@@ -152,20 +152,8 @@ impl SseStream {
     async fn next(&mut self) -> SseEvent {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let (mut id, mut data) = (None, String::new());
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        id = Some(v.trim().to_string());
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.trim_start());
-                    }
-                }
-                if let Some(id) = id {
-                    let data: Value = serde_json::from_str(&data).expect("data is JSON");
-                    return SseEvent { id, msg: data["id"].as_str().expect("message id").to_string() };
-                }
+            if let Some((id, data)) = take_sse_event(&mut self.buffer) {
+                return SseEvent { id, msg: data["id"].as_str().expect("message id").to_string() };
             }
             let chunk = tokio::time::timeout_at(deadline, self.body.next())
                 .await

@@ -208,19 +208,8 @@ async fn read_events(resp: reqwest::Response, n: usize) -> Vec<SseEvent> {
             .expect("the stream stays open")
             .expect("chunk");
         buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let (mut id, mut data) = (None, String::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = Some(v.trim().to_string());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim_start());
-                }
-            }
-            if let Some(id) = id {
-                events.push(SseEvent { id, data: serde_json::from_str(&data).expect("data is JSON") });
-            }
+        while let Some((id, data)) = take_sse_event(&mut buffer) {
+            events.push(SseEvent { id, data });
         }
     }
     events

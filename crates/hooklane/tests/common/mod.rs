@@ -265,6 +265,27 @@ impl Drop for Server {
     }
 }
 
+/// Takes the first whole Server-Sent Event with an `id` off the front of `buffer` (what was
+/// read of a stream so far; a blank line ends an event): its id and its `data` as JSON.
+/// Comments (keep-alives) before it are taken off too; `None` until a whole event is there.
+pub fn take_sse_event(buffer: &mut String) -> Option<(String, Value)> {
+    while let Some(end) = buffer.find("\n\n") {
+        let block: String = buffer.drain(..end + 2).collect();
+        let (mut id, mut data) = (None, String::new());
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("id:") {
+                id = Some(v.trim().to_string());
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+        if let Some(id) = id {
+            return Some((id, serde_json::from_str(&data).expect("data is JSON")));
+        }
+    }
+    None
+}
+
 pub async fn read(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     let bytes = resp.bytes().await.expect("body");
