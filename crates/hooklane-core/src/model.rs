@@ -461,6 +461,9 @@ pub struct Source {
     pub app_id: String,
     pub name: String,
     pub verification: crate::inbound::Verification,
+    /// The verification this one replaced, accepted too until it ends (a rotation of the
+    /// provider's secret); `None`: only `verification`.
+    pub previous_verification: Option<crate::inbound::PreviousVerification>,
     /// Where the provider's delivery id is; `None`: the provider's usual place.
     pub deduplication: Option<crate::inbound::Deduplication>,
     /// Networks (CIDRs) requests may come from; empty: any.
@@ -479,6 +482,30 @@ pub struct Source {
     pub metadata: Metadata,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Source {
+    /// Checks a request against the source's verification and, when that fails, against
+    /// the one it replaced while that lasts. The answer is the current verification's.
+    pub fn verify(
+        &self,
+        headers: &crate::inbound::Headers,
+        body: &[u8],
+        url: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), crate::inbound::Rejection> {
+        let current = self.verification.verify(headers, body, url, now.timestamp());
+        match &self.previous_verification {
+            Some(previous)
+                if current.is_err()
+                    && previous.lasts_at(now)
+                    && previous.verification.verify(headers, body, url, now.timestamp()).is_ok() =>
+            {
+                Ok(())
+            }
+            _ => current,
+        }
+    }
 }
 
 /// What a source answers a provider for a request it accepted (or recognised as a

@@ -352,7 +352,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
     record.keep_body(&body);
 
     // 3. Who sent it.
-    if let Err(why) = source.verification.verify(&headers, &body, &called_url, received_at.timestamp()) {
+    if let Err(why) = source.verify(&headers, &body, &called_url, received_at) {
         return record.reject(ApiError::VerificationFailed(why.to_string())).await;
     }
 

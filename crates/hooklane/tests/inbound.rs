@@ -1064,6 +1064,115 @@ async fn basic_auth() {
     assert_eq!(resp.headers()["www-authenticate"], "Basic realm=\"hooklane\"");
 }
 
+/// A push signed with `secret`, as GitHub sends it.
+fn github_push_signed(secret: &str, id: &str) -> (Vec<(String, String)>, String) {
+    let body = format!(r#"{{"ref": "main", "delivery": "{id}"}}"#);
+    let sig = format!("sha256={}", hex(&hmac256(secret.as_bytes(), &[body.as_bytes()])));
+    let headers = h(&[("X-GitHub-Delivery", id), ("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sig)]);
+    (headers, body)
+}
+
+/// A rotation of a source's secret: the verification replaced with `keepPreviousVerification`
+/// is accepted beside the new one until it ends (or is ended), answers show it without its
+/// secret, and a keep that cannot be one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_source_secret_is_accepted_until_its_overlap_ends() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let (source, created) = create_source(
+        &server,
+        json!({"name": "gh", "verification": {"type": "github", "secret": "old-secret-0001"},
+               "destinations": [{"url": rx.url}]}),
+    )
+    .await;
+    assert!(created.get("previousVerification").is_none(), "{created}");
+    let path = format!("/api/v1/source/{source}");
+    let send = |secret: &'static str, id: &'static str| {
+        let (headers, body) = github_push_signed(secret, id);
+        let (server, source) = (&server, source.clone());
+        async move { ingest(server, &source, &headers, body.as_bytes()).await.0 }
+    };
+    assert_eq!(send("old-secret-0001", "d-1").await, 200);
+
+    // Rotated with a day's overlap: both secrets pass, a third does not.
+    let (status, rotated) = server
+        .call(
+            "PATCH",
+            &path,
+            Some(json!({"verification": {"type": "github", "secret": "new-secret-0002"},
+                        "keepPreviousVerification": 86400})),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let previous = &rotated["previousVerification"];
+    assert_eq!(previous["type"], "github", "{rotated}");
+    assert!(previous.get("secret").is_none() && !rotated.to_string().contains("secret-000"), "{rotated}");
+    let expires: hooklane_core::DateTime<hooklane_core::Utc> =
+        serde_json::from_value(previous["expiresAt"].clone()).expect("expiresAt");
+    let left = (expires - hooklane_core::Utc::now()).num_seconds();
+    assert!((86000..=86400).contains(&left), "{left}");
+    assert_eq!(send("old-secret-0001", "d-2").await, 200, "the old secret still passes");
+    assert_eq!(send("new-secret-0002", "d-3").await, 200, "the new secret passes");
+    assert_eq!(send("other-secret-03", "d-4").await, 401, "another secret does not");
+    // A PATCH of something else keeps the overlap as it is.
+    let (status, renamed) = server.call("PATCH", &path, Some(json!({"name": "GitHub"}))).await;
+    assert_eq!((status, &renamed["previousVerification"]), (200, previous), "{renamed}");
+
+    // Ended: the old secret is refused at once, the new one still passes.
+    let (status, ended) = server.call("PATCH", &path, Some(json!({"keepPreviousVerification": 0}))).await;
+    assert_eq!(status, 200, "{ended}");
+    assert!(ended.get("previousVerification").is_none(), "{ended}");
+    assert_eq!(send("old-secret-0001", "d-5").await, 401);
+    assert_eq!(send("new-secret-0002", "d-6").await, 200);
+
+    // Refused: nothing replaced to keep, another type, beyond a week, on a new source.
+    let (status, body) = server.call("PATCH", &path, Some(json!({"keepPreviousVerification": 60}))).await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("validation")), "{body}");
+    let other_type = json!({"verification": {"type": "shopify", "secret": "shop-secret-004"},
+                            "keepPreviousVerification": 60});
+    let (status, body) = server.call("PATCH", &path, Some(other_type)).await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("validation")), "{body}");
+    let too_long = json!({"verification": {"type": "github", "secret": "newer-secret-05"},
+                          "keepPreviousVerification": 604801});
+    let (status, body) = server.call("PATCH", &path, Some(too_long)).await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("validation")), "{body}");
+    let fresh = json!({"name": "n", "verification": {"type": "github", "secret": "x-secret-00006"},
+                       "keepPreviousVerification": 60});
+    let (status, body) = server.call("POST", "/api/v1/source", Some(fresh)).await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("validation")), "{body}");
+    assert_eq!(send("new-secret-0002", "d-7").await, 200, "refused changes changed nothing");
+
+    // A replacement (PUT) without a keep refuses the one replaced at once; one with a
+    // short keep lets it pass only until then.
+    let replace = |secret: &str, keep: Option<u64>| {
+        let mut spec = json!({"name": "GitHub", "verification": {"type": "github", "secret": secret},
+                              "destinations": [{"id": created["destinations"][0]["id"], "url": rx.url}]});
+        if let Some(keep) = keep {
+            spec["keepPreviousVerification"] = json!(keep);
+        }
+        spec
+    };
+    let (status, body) = server.call("PUT", &path, Some(replace("put-secret-0007", None))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(send("new-secret-0002", "d-8").await, 401);
+    let (status, body) = server.call("PUT", &path, Some(replace("put-secret-0008", Some(1)))).await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(send("put-secret-0007", "d-9").await, 401, "the overlap has ended");
+    assert_eq!(send("put-secret-0008", "d-10").await, 200);
+    let (_, shown) = server.call("GET", &path, None).await;
+    assert!(shown.get("previousVerification").is_none(), "{shown}");
+
+    // Exactly the requests accepted were forwarded.
+    let got = rx.wait_for(6, WAIT).await;
+    settle().await;
+    let mut delivered: Vec<String> =
+        rx.received().iter().map(|r| r.json()["delivery"].as_str().unwrap().to_string()).collect();
+    delivered.sort();
+    assert_eq!(got.len(), 6);
+    assert_eq!(delivered, ["d-1", "d-10", "d-2", "d-3", "d-6", "d-7"]);
+}
+
 /// A Slack slash command is form-encoded: forwarded as it came, with its content type.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slack_form_body_is_forwarded_as_is() {

@@ -116,6 +116,27 @@ impl std::fmt::Debug for Verification {
     }
 }
 
+/// A source's verification replaced by a rotation of its secret, still accepted until
+/// `until`: requests the provider signed with the old secret (sent before the secret was
+/// changed on its side, or retried since) keep passing while both are in use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PreviousVerification {
+    pub verification: Verification,
+    pub until: chrono::DateTime<chrono::Utc>,
+}
+
+impl PreviousVerification {
+    /// Longest a replaced verification may stay accepted: a week (Stripe's longest
+    /// overlap when a signing secret is rolled).
+    pub const MAX_KEEP_SECS: u64 = 7 * 24 * 3600;
+
+    /// Whether it is still accepted at `now`.
+    pub fn lasts_at(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        now < self.until
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HmacAlgorithm {

@@ -19,7 +19,7 @@ use axum::routing::get;
 use axum::Router;
 use base64::Engine;
 use hooklane_core::ids::{self, new_id};
-use hooklane_core::inbound::{Deduplication, Verification};
+use hooklane_core::inbound::{Deduplication, PreviousVerification, Verification};
 use hooklane_core::model::{
     Application, DeliveryOrder, Endpoint, EventDestination, InboundRequest, InboundStatus, Metadata, Source,
     SourceResponse,
@@ -80,6 +80,15 @@ pub struct SourceIn {
     /// Secrets are write-only: answers leave them out.
     #[schema(value_type = Object)]
     verification: Verification,
+    /// Rotation of the provider's secret: with a `verification` that replaces the source's
+    /// (of the same type), the one replaced stays accepted this many more seconds (at most
+    /// 604800, a week), so that requests signed with either pass while the provider changes
+    /// over; `0` or left out: the replaced one is refused at once. Without a new
+    /// `verification`, it sets how long the one replaced before stays accepted (`0` ends
+    /// that now). Not for a new source (POST).
+    #[serde(default)]
+    #[schema(maximum = 604800, example = 86400)]
+    keep_previous_verification: Option<u64>,
     /// Where the provider's delivery id is, so that a retried delivery is not forwarded twice:
     /// `{"type": "header", "header": …}`, `{"type": "jsonField", "path": "data.id"}` (a
     /// dot-separated path into the JSON body) or `{"type": "none"}`. Default: where the
@@ -145,6 +154,10 @@ pub struct SourcePatch {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     verification: Patch<Verification>,
+    /// As in `SourceIn`.
+    #[serde(default)]
+    #[schema(maximum = 604800, example = 86400)]
+    keep_previous_verification: Option<u64>,
     /// As in `SourceIn`.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
@@ -307,6 +320,11 @@ pub struct SourceOut {
     /// The kind of check (`type`) and its settings, without its secrets.
     #[schema(value_type = Object)]
     verification: serde_json::Value,
+    /// The verification a rotation replaced, still accepted until `expiresAt`: its `type`,
+    /// its settings without secrets, and `expiresAt`. Left out when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    previous_verification: Option<serde_json::Value>,
     /// Where the delivery id is looked for (the provider's usual place unless configured):
     /// `{"type": "header", "header": …}`, `{"type": "jsonField", "path": "data.id"}` (a
     /// dot-separated path into the JSON body) or `{"type": "none"}`.
@@ -358,6 +376,7 @@ async fn source_out(s: &AppState, src: Source) -> ApiResult<SourceOut> {
         deduplication: src.deduplication.clone().unwrap_or_else(|| src.verification.default_deduplication()),
         max_body_bytes: body_limit(s, &src),
         verification: src.verification.redacted(),
+        previous_verification: previous_out(src.previous_verification.as_ref(), super::now()),
         id: src.id,
         name: src.name,
         app_id: src.app_id,
@@ -369,6 +388,60 @@ async fn source_out(s: &AppState, src: Source) -> ApiResult<SourceOut> {
         created_at: src.created_at,
         updated_at: src.updated_at,
     })
+}
+
+/// A kept verification as answers show it, while it lasts.
+fn previous_out(previous: Option<&PreviousVerification>, now: DateTime<Utc>) -> Option<serde_json::Value> {
+    let previous = previous.filter(|p| p.lasts_at(now))?;
+    let mut shown = previous.verification.redacted();
+    if let Some(fields) = shown.as_object_mut() {
+        fields.insert("expiresAt".into(), serde_json::json!(previous.until));
+    }
+    Some(shown)
+}
+
+/// Applies a request's `verification` (`new`: what it says the verification is, the
+/// current one when it says nothing) and `keepPreviousVerification` (`keep`, seconds).
+/// A verification replaced with a keep is accepted beside the new one until it ends: the
+/// provider's secret is rotated without a request refused in between.
+fn rotate_verification(src: &mut Source, new: Verification, keep: Option<u64>, now: DateTime<Utc>) -> ApiResult<()> {
+    const FIELD: &str = "keepPreviousVerification";
+    let until = match keep {
+        Some(secs) if secs > PreviousVerification::MAX_KEEP_SECS => {
+            let msg = format!("at most {} seconds (a week)", PreviousVerification::MAX_KEEP_SECS);
+            return Err(ApiError::validation(FIELD, msg));
+        }
+        // (At most a week: the addition cannot overflow.)
+        Some(secs) => Some(now + chrono::Duration::seconds(secs as i64)),
+        None => None,
+    };
+    // One that has ended is forgotten whatever the request says.
+    src.previous_verification = src.previous_verification.take().filter(|p| p.lasts_at(now));
+    if new == src.verification {
+        match (until, src.previous_verification.as_mut()) {
+            (None, _) => {}
+            (Some(until), Some(previous)) => previous.until = until,
+            (Some(_), None) => {
+                let msg = "no verification was replaced: give the new `verification` with it";
+                return Err(ApiError::validation(FIELD, msg));
+            }
+        }
+    } else {
+        let old = std::mem::replace(&mut src.verification, new);
+        src.previous_verification = match until {
+            None => None,
+            Some(_) if old == Verification::None => {
+                return Err(ApiError::validation(FIELD, "the source had no verification to keep"));
+            }
+            Some(_) if old.kind() != src.verification.kind() => {
+                let msg = "only a verification of the same type is kept (a rotation of its secret)";
+                return Err(ApiError::validation(FIELD, msg));
+            }
+            Some(until) => Some(PreviousVerification { verification: old, until }),
+        };
+    }
+    src.previous_verification = src.previous_verification.take().filter(|p| p.lasts_at(now));
+    Ok(())
 }
 
 /// The largest body the source accepts.
@@ -584,12 +657,16 @@ pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<Sourc
         created_at: now,
         updated_at: now,
     };
+    if input.keep_previous_verification.is_some() {
+        return Err(ApiError::validation("keepPreviousVerification", "a new source has no verification to keep"));
+    }
     let (urls, events) = check_destinations(&s, input.destinations).await?;
     let mut src = Source {
         id,
         app_id: app.id.clone(),
         name: input.name,
         verification: input.verification,
+        previous_verification: None,
         deduplication: input.deduplication,
         allow_networks: input.allow_networks,
         max_body_bytes: input.max_body_bytes,
@@ -796,7 +873,7 @@ pub async fn put(
 ) -> ApiResult<axum::Json<SourceOut>> {
     let mut src = find(&s, &id).await?;
     src.name = input.name;
-    src.verification = input.verification;
+    rotate_verification(&mut src, input.verification, input.keep_previous_verification, super::now())?;
     src.deduplication = input.deduplication;
     src.allow_networks = input.allow_networks;
     src.max_body_bytes = input.max_body_bytes;
@@ -834,7 +911,9 @@ pub async fn patch(
 ) -> ApiResult<axum::Json<SourceOut>> {
     let mut src = find(&s, &id).await?;
     p.name.apply("name", &mut src.name)?;
-    p.verification.apply("verification", &mut src.verification)?;
+    let mut verification = src.verification.clone();
+    p.verification.apply("verification", &mut verification)?;
+    rotate_verification(&mut src, verification, p.keep_previous_verification, super::now())?;
     p.deduplication.apply_opt(&mut src.deduplication);
     p.allow_networks.apply("allowNetworks", &mut src.allow_networks)?;
     p.max_body_bytes.apply_opt(&mut src.max_body_bytes);

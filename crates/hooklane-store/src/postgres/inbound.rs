@@ -12,7 +12,7 @@ use crate::queries_shared::gone_is_changed;
 use crate::{DestinationChanges, Page, PageRequest, StoreError, StoreResult};
 
 pub const SOURCE_COLS: &str = "id, app_id, name, verification, deduplication, allow_networks, max_body_bytes, \
-     event_destinations, metadata, created_at, updated_at, ordering_key, response";
+     event_destinations, metadata, created_at, updated_at, ordering_key, response, previous_verification";
 
 /// An accepted request whose fan-out is still to be done (the partial index's condition).
 const UNFINISHED: &str = "status = 0 AND reason IS NOT NULL AND msg_id IS NOT NULL";
@@ -48,6 +48,10 @@ pub fn source(row: &Row, at: usize) -> StoreResult<Source> {
             .map(serde_json::from_str)
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("column {}: {e}", at + 12)))?,
+        previous_verification: get::<Option<&str>>(row, at + 13)?
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("column {}: {e}", at + 13)))?,
     })
 }
 
@@ -88,7 +92,9 @@ pub async fn create_source<C: GenericClient>(
     }
     execute(
         c,
-        &format!("INSERT INTO sources ({SOURCE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"),
+        &format!(
+            "INSERT INTO sources ({SOURCE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        ),
         &[
             &s.id,
             &s.app_id,
@@ -103,6 +109,7 @@ pub async fn create_source<C: GenericClient>(
             &ms(s.updated_at),
             &s.ordering_key,
             &s.response.as_ref().map(to_json),
+            &s.previous_verification.as_ref().map(to_json),
         ],
     )
     .await?;
@@ -141,7 +148,7 @@ async fn update_source_row<C: GenericClient>(c: &C, s: &Source) -> StoreResult<(
         c,
         "UPDATE sources SET name = $2, verification = $3, deduplication = $4, allow_networks = $5, \
          max_body_bytes = $6, event_destinations = $7, metadata = $8, updated_at = $9, ordering_key = $10, \
-         response = $11 WHERE id = $1",
+         response = $11, previous_verification = $12 WHERE id = $1",
         &[
             &s.id,
             &s.name,
@@ -154,6 +161,7 @@ async fn update_source_row<C: GenericClient>(c: &C, s: &Source) -> StoreResult<(
             &ms(s.updated_at),
             &s.ordering_key,
             &s.response.as_ref().map(to_json),
+            &s.previous_verification.as_ref().map(to_json),
         ],
     )
     .await?;

@@ -330,6 +330,11 @@ CREATE INDEX inbound_requests_unfinished ON inbound_requests (received_at)
     r#"
 ALTER TABLE events_subscriptions ADD COLUMN seeks BIGINT NOT NULL DEFAULT 0;
 "#,
+    // A source's verification replaced by a rotation, accepted until it ends (JSON of
+    // `PreviousVerification`); NULL: none.
+    r#"
+ALTER TABLE sources ADD COLUMN previous_verification TEXT;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

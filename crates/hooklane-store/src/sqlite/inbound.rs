@@ -12,7 +12,7 @@ use crate::queries_shared::gone_is_changed;
 use crate::{DestinationChanges, Page, PageRequest, StoreError, StoreResult};
 
 pub const SOURCE_COLS: &str = "id, app_id, name, verification, deduplication, allow_networks, max_body_bytes, \
-     event_destinations, metadata, created_at, updated_at, ordering_key, response";
+     event_destinations, metadata, created_at, updated_at, ordering_key, response, previous_verification";
 
 fn json<T: DeserializeOwned>(row: &Row, idx: usize) -> rusqlite::Result<T> {
     let text: String = row.get(idx)?;
@@ -45,6 +45,11 @@ pub fn source(row: &Row) -> rusqlite::Result<Source> {
             .map(|t| serde_json::from_str(&t))
             .transpose()
             .map_err(|e| rusqlite::Error::FromSqlConversionFailure(12, rusqlite::types::Type::Text, Box::new(e)))?,
+        previous_verification: row
+            .get::<_, Option<String>>(13)?
+            .map(|t| serde_json::from_str(&t))
+            .transpose()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(13, rusqlite::types::Type::Text, Box::new(e)))?,
     })
 }
 
@@ -71,8 +76,8 @@ pub fn request(row: &Row) -> rusqlite::Result<InboundRequest> {
     })
 }
 
-/// A source's columns in [`SOURCE_COLS`] order, as `?1`…`?13` of the statements below.
-fn source_values(s: &Source) -> [Box<dyn ToSql + '_>; 13] {
+/// A source's columns in [`SOURCE_COLS`] order, as `?1`…`?14` of the statements below.
+fn source_values(s: &Source) -> [Box<dyn ToSql + '_>; 14] {
     [
         Box::new(&s.id),
         Box::new(&s.app_id),
@@ -87,6 +92,7 @@ fn source_values(s: &Source) -> [Box<dyn ToSql + '_>; 13] {
         Box::new(ms(s.updated_at)),
         Box::new(&s.ordering_key),
         Box::new(s.response.as_ref().map(to_json)),
+        Box::new(s.previous_verification.as_ref().map(to_json)),
     ]
 }
 
@@ -97,7 +103,9 @@ pub fn create_source(conn: &Connection, s: &Source, app: &Application, endpoints
     }
     execute(
         conn,
-        &format!("INSERT INTO sources ({SOURCE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+        &format!(
+            "INSERT INTO sources ({SOURCE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        ),
         params_from_iter(source_values(s)),
     )?;
     Ok(())
@@ -134,7 +142,7 @@ fn update_source_row(conn: &Connection, s: &Source) -> StoreResult<()> {
         conn,
         "UPDATE sources SET name = ?3, verification = ?4, deduplication = ?5, allow_networks = ?6, \
          max_body_bytes = ?7, event_destinations = ?8, metadata = ?9, updated_at = ?11, ordering_key = ?12, \
-         response = ?13 WHERE id = ?1",
+         response = ?13, previous_verification = ?14 WHERE id = ?1",
         params_from_iter(source_values(s)),
     )?;
     if n == 0 {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use hooklane_core::ids::{self, new_id};
-use hooklane_core::inbound::{Deduplication, Verification};
+use hooklane_core::inbound::{Deduplication, PreviousVerification, Verification};
 use hooklane_core::model::{EventDestination, InboundRequest, InboundStatus, Metadata, Source, SourceResponse};
 use hooklane_store::{DestinationChanges, DynStore};
 
@@ -20,6 +20,7 @@ pub fn new_source(name: &str) -> (Source, Application) {
         app_id: app.id.clone(),
         name: name.to_string(),
         verification: Verification::Github { secret: "gh-secret".into() },
+        previous_verification: None,
         deduplication: Some(Deduplication::Header { header: "x-github-delivery".into() }),
         allow_networks: vec!["10.0.0.0/8".into()],
         max_body_bytes: Some(65536),
@@ -100,6 +101,10 @@ pub async fn source_lifecycle_and_hidden_application(store: &DynStore) {
     // Update: every setting round-trips, secrets included (the store needs them).
     source.name = "GitHub (org)".into();
     source.verification = Verification::Stripe { secret: "whsec_new".into() };
+    source.previous_verification = Some(PreviousVerification {
+        verification: Verification::Stripe { secret: "whsec_old".into() },
+        until: source.updated_at + secs(3600),
+    });
     source.deduplication = None;
     source.allow_networks.clear();
     source.max_body_bytes = None;
@@ -107,6 +112,10 @@ pub async fn source_lifecycle_and_hidden_application(store: &DynStore) {
     source.response = None;
     source.metadata.clear();
     source.updated_at += secs(5);
+    store.update_source(source.clone(), DestinationChanges::default()).await.unwrap();
+    assert_eq!(store.get_source(&source.id).await.unwrap(), Some(source.clone()));
+    // The verification kept from a rotation goes when it is cleared.
+    source.previous_verification = None;
     store.update_source(source.clone(), DestinationChanges::default()).await.unwrap();
     assert_eq!(store.get_source(&source.id).await.unwrap(), Some(source.clone()));
     let (ghost, _) = new_source("ghost");
