@@ -46,12 +46,20 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
         return next.run(req).await;
     };
     let key = match key.to_str() {
-        Ok(k) if !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()) => k,
+        Ok(k) if !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()) => k.to_owned(),
         _ => {
             return ApiError::BadRequest(format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"))
                 .into_response()
         }
     };
+    // Who asks, before anything of the request is read or written: without a working
+    // token it costs what it costs without the key (one lookup), not a body read and two
+    // writes of the key; and no state of anyone's key is told to it.
+    let (mut parts, body) = req.into_parts();
+    if let Err(e) = Auth::from_request_parts(&mut parts, &s).await {
+        return e.into_response();
+    }
+    let req = Request::from_parts(parts, body);
     let mut scope = Sha256::new();
     scope.update(req.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes).unwrap_or_default());
     scope.update([0]);
@@ -83,14 +91,8 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
         Ok(IdempotencyState::InFlight) => ApiError::IdempotencyInFlight.into_response(),
         Ok(IdempotencyState::Mismatch) => ApiError::IdempotencyMismatch.into_response(),
         // Kept answers go only to the token that got them (its hash is in the scope), and
-        // only while it still works: one revoked or expired since is refused as any request.
-        Ok(IdempotencyState::Completed(stored)) => {
-            let (mut parts, _) = req.into_parts();
-            match Auth::from_request_parts(&mut parts, &s).await {
-                Ok(_) => replay(stored),
-                Err(e) => e.into_response(),
-            }
-        }
+        // only while it still works (checked above).
+        Ok(IdempotencyState::Completed(stored)) => replay(stored),
         // On a task of its own: a client that stops waiting (a timeout, a dropped
         // connection) does not stop the request half-way, after its write was queued but
         // before its answer was kept; its retry then finds the answer.
@@ -105,8 +107,8 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
 
 /// Runs the request that took the key `scope` (held so), and keeps its answer for replay.
 async fn run_and_keep(store: DynStore, (scope, hold): (String, Hold), req: Request, next: Next) -> Response {
-    // Until the answer is kept, the key is released if the handler panics or keeping the
-    // answer fails: a key left in flight would refuse every retry until its lease ends.
+    // Until the handler has answered, the key is released if it panics: a key left in
+    // flight would refuse every retry until its lease ends.
     let mut guard = AbortOnDrop { store: Some(store.clone()), scope: scope.clone(), hold };
     let response = next.run(req).await;
     let status = response.status();
@@ -130,9 +132,23 @@ async fn run_and_keep(store: DynStore, (scope, hold): (String, Hold), req: Reque
         too_large_to_replay()
     };
     let expires_at = Utc::now() + KEY_TTL;
-    match store.idempotency_finish(&scope, hold, stored, expires_at).await {
-        Ok(()) => guard.disarm(),
-        Err(e) => tracing::warn!(error = %e, "could not store idempotent response"),
+    // The request succeeded: its key must not be released, or a retry would run it again.
+    // Keeping the answer is tried a few times; when it still fails, the key is left in
+    // flight, and retries are refused (409) until its lease ends rather than run twice.
+    guard.disarm();
+    let mut failure = None;
+    for wait_ms in [0, 50, 250, 1000] {
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        match store.idempotency_finish(&scope, hold, stored.clone(), expires_at).await {
+            Ok(()) => {
+                failure = None;
+                break;
+            }
+            Err(e) => failure = Some(e),
+        }
+    }
+    if let Some(e) = failure {
+        tracing::warn!(error = %e, "could not keep an idempotent answer: its key stays taken until its lease ends");
     }
     Response::from_parts(parts, Body::from(bytes))
 }

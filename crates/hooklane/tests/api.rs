@@ -1783,6 +1783,65 @@ async fn idempotency_does_not_store_auth_failures() {
     assert_eq!(refused.header("idempotent-replayed"), None);
 }
 
+/// A request with an `Idempotency-Key` but no working token is refused before its body is
+/// read or its key written: a client that announced 2 MiB and sent 10 bytes is answered
+/// 401 at once (not after `request_read_timeout`, 30 s), and the key is free for the
+/// real request afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_checks_the_token_before_reading_anything() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start("").await;
+    let app = server.create_app("idem").await;
+    let path = format!("/api/v1/app/{app}/msg");
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer wrong\r\ncontent-type: application/json\r\n\
+         idempotency-key: k\r\ncontent-length: 2097152\r\n\r\n{{\"eventType\""
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut answer))
+        .await
+        .expect("answered before the body came")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("authentication_failed"), "{answer}");
+    let body = json!({"eventType": "order.paid", "payload": {}});
+    let first = send(request(&server, Some(ADMIN), "POST", &path).header("idempotency-key", "k").json(&body)).await;
+    assert_eq!(first.status, 202, "{}", first.json());
+    assert_eq!(first.header("idempotent-replayed"), None);
+}
+
+/// A request that succeeded but whose answer could not be kept (PostgreSQL refuses the
+/// write, a trigger) keeps its key taken: the retry is refused as in flight, never run a
+/// second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_never_runs_twice_a_request_whose_answer_was_not_kept() {
+    let db = hooklane_store::postgres::testing::TestDatabase::create().await;
+    let server = Server::start(&format!("database_url = \"{}\"", db.url())).await;
+    let app = server.create_app("idem").await;
+    let (pg, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    pg.batch_execute(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           RAISE EXCEPTION 'refused by the test'; END $$; \
+         CREATE TRIGGER refuse BEFORE UPDATE ON idempotency_keys FOR EACH ROW WHEN (NEW.done) \
+           EXECUTE FUNCTION refuse();",
+    )
+    .await
+    .expect("trigger");
+    let path = format!("/api/v1/app/{app}/msg");
+    let body = json!({"eventType": "order.paid", "payload": {}});
+    let post = || request(&server, Some(ADMIN), "POST", &path).header("idempotency-key", "once").json(&body);
+    let first = send(post()).await;
+    assert_eq!(first.status, 202, "{}", first.json());
+    let again = send(post()).await;
+    assert_error(again.status, &again.json(), 409, "idempotency_in_flight");
+    assert_eq!(ids(&list_all(&server, &path).await).len(), 1, "the message was created once");
+}
+
 // --- 6. authentication and tenant isolation
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
