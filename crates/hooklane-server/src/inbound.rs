@@ -484,10 +484,11 @@ fn retry_fan_out(s: AppState, source_id: String, msg_id: String, request_id: Str
 /// How long after its request an unfinished fan-out is left to the request's own retries
 /// ([`retry_fan_out`]: 6 s) before the sweep takes it.
 const FAN_OUT_SWEEP_AFTER: chrono::Duration = chrono::Duration::seconds(10);
-/// How long an unfinished fan-out is tried: past a day the sweep no longer takes it (a store
-/// refusing for a day; and records written unfinished by versions before the sweep, which
-/// never marked their fan-outs done, are not replayed from their history).
-const FAN_OUT_SWEEP_FOR: chrono::Duration = chrono::Duration::days(1);
+/// How long an unfinished fan-out is tried (housekeeping keeps its record that long): past
+/// a day the sweep no longer takes it (a store refusing for a day; and records written
+/// unfinished by versions before the sweep, which never marked their fan-outs done, are
+/// not replayed from their history).
+const FAN_OUT_SWEEP_FOR: chrono::Duration = hooklane_store::FAN_OUT_KEPT;
 /// Unfinished fan-outs one sweep takes at most (the next sweep goes on).
 const FAN_OUT_SWEEP_BATCH: usize = 100;
 

@@ -20,6 +20,7 @@ use hooklane_core::oauth::EndpointOauth;
 use hooklane_core::{DateTime, Utc};
 
 pub use error::StoreError;
+pub use queries_shared::FAN_OUT_KEPT;
 pub use types::*;
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -526,7 +527,8 @@ pub trait Store: Send + Sync + 'static {
 
     // --- housekeeping
     /// Deletes at most `limit` idempotency keys and at most `limit` tokens that expired by
-    /// `now`, at most `limit` inbound request records received before `inbound_before`,
+    /// `now`, at most `limit` inbound request records received before `inbound_before` (but
+    /// none whose fan-out is unfinished within [`FAN_OUT_KEPT`]: it is still to be done),
     /// at most `limit` of the `messages` it may (with their deliveries and attempts; `None`:
     /// keep them all), looking at no more than `2 × limit` of them and deleting a bounded
     /// number of rows, and at most `limit` background tasks older than [`TASK_RETENTION`].

@@ -32,6 +32,15 @@ pub fn rate_interval_us(rate: u32) -> i64 {
     (1_000_000 / i64::from(rate.max(1))).max(1)
 }
 
+/// How long an accepted inbound request whose fan-out is unfinished stays to be done: the
+/// sweep completes such fan-outs for this long, and housekeeping keeps their records that
+/// long whatever the request retention.
+pub const FAN_OUT_KEPT: chrono::Duration = chrono::Duration::days(1);
+
+/// An accepted inbound request whose fan-out is still to be done (the partial index's
+/// condition).
+pub const UNFINISHED_FAN_OUT: &str = "status = 0 AND reason IS NOT NULL AND msg_id IS NOT NULL";
+
 /// A failing endpoint with no attempt for this long before a new failure starts its failure
 /// streak afresh: a quiet endpoint that failed a week ago is not disabled by its next
 /// failure as though it had failed all week.

@@ -14,8 +14,7 @@ use crate::{DestinationChanges, Page, PageRequest, StoreError, StoreResult};
 pub const SOURCE_COLS: &str = "id, app_id, name, verification, deduplication, allow_networks, max_body_bytes, \
      event_destinations, metadata, created_at, updated_at, ordering_key, response, previous_verification";
 
-/// An accepted request whose fan-out is still to be done (the partial index's condition).
-const UNFINISHED: &str = "status = 0 AND reason IS NOT NULL AND msg_id IS NOT NULL";
+use crate::queries_shared::UNFINISHED_FAN_OUT as UNFINISHED;
 
 pub const REQUEST_COLS: &str = "id, source_id, status, http_status, reason, remote_addr, headers, body, body_size, \
      dedup_key, msg_id, received_at";

@@ -1891,15 +1891,17 @@ pub async fn prune<C: GenericClient>(
         &[&ms(now), &limit_param(limit)],
     )
     .await?;
+    // (A fan-out still to be done is kept for as long as it is.)
+    let unfinished_since = ms(now - crate::FAN_OUT_KEPT);
     let requests = match inbound_before {
         Some(before) => {
-            execute(
-                c,
+            let sql = format!(
                 "DELETE FROM inbound_requests WHERE id IN \
-                 (SELECT id FROM inbound_requests WHERE received_at < $1 LIMIT $2)",
-                &[&ms(before), &limit_param(limit)],
-            )
-            .await?
+                 (SELECT id FROM inbound_requests WHERE received_at < $1 \
+                  AND NOT ({} AND received_at >= $3) LIMIT $2)",
+                crate::queries_shared::UNFINISHED_FAN_OUT
+            );
+            execute(c, &sql, &[&ms(before), &limit_param(limit), &unfinished_since]).await?
         }
         None => 0,
     };

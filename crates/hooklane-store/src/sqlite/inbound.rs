@@ -53,8 +53,7 @@ pub fn source(row: &Row) -> rusqlite::Result<Source> {
     })
 }
 
-/// An accepted request whose fan-out is still to be done (the partial index's condition).
-const UNFINISHED: &str = "status = 0 AND reason IS NOT NULL AND msg_id IS NOT NULL";
+use crate::queries_shared::UNFINISHED_FAN_OUT as UNFINISHED;
 
 pub const REQUEST_COLS: &str = "id, source_id, status, http_status, reason, remote_addr, headers, body, body_size, \
      dedup_key, msg_id, received_at";

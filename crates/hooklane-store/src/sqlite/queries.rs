@@ -1048,12 +1048,18 @@ pub fn prune(
          (SELECT rowid FROM idempotency_keys WHERE expires_at <= ?1 LIMIT ?2)",
         params![now, limit],
     )?;
+    // (A fan-out still to be done is kept for as long as it is.)
+    let unfinished_since = now - crate::FAN_OUT_KEPT.num_milliseconds();
     let requests = match inbound_before {
         Some(before) => execute(
             conn,
-            "DELETE FROM inbound_requests WHERE rowid IN \
-             (SELECT rowid FROM inbound_requests WHERE received_at < ?1 LIMIT ?2)",
-            params![before, limit],
+            &format!(
+                "DELETE FROM inbound_requests WHERE rowid IN \
+                 (SELECT rowid FROM inbound_requests WHERE received_at < ?1 \
+                  AND NOT ({} AND received_at >= ?3) LIMIT ?2)",
+                crate::queries_shared::UNFINISHED_FAN_OUT
+            ),
+            params![before, limit, unfinished_since],
         )?,
         None => 0,
     };

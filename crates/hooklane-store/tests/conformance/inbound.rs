@@ -426,3 +426,30 @@ pub async fn prune_deletes_expired_keys_and_old_requests(store: &DynStore) {
     let left = store.list_inbound_requests(&src.id, None, &PageRequest::default()).await.unwrap();
     assert_eq!(left.items, requests[2..].to_vec());
 }
+
+/// A request record whose fan-out is still to be done outlives the request retention for as
+/// long as it is to be done ([`hooklane_store::FAN_OUT_KEPT`]): it is all the sweep that
+/// completes it works from. Once finished, or past that, it goes as any other.
+pub async fn prune_keeps_unfinished_fan_outs_while_they_are_to_be_done(store: &DynStore) {
+    let t = now_ms();
+    let (src, app) = new_source("unfinished");
+    store.create_source(src.clone(), app, Vec::new()).await.unwrap();
+    let unfinished = |at| {
+        let mut r = new_request(&src.id, InboundStatus::Accepted, at);
+        r.reason = Some("fan-out failed: refused".into());
+        r
+    };
+    let finished = new_request(&src.id, InboundStatus::Accepted, t - hours(2));
+    let to_do = unfinished(t - hours(2));
+    let given_up = unfinished(t - hooklane_store::FAN_OUT_KEPT - hours(1));
+    for r in [&finished, &to_do, &given_up] {
+        store.record_inbound_request(r.clone()).await.unwrap();
+    }
+    let pruned = store.prune(t, Some(t - hours(1)), None, 100).await.unwrap();
+    assert_eq!(pruned, Pruned { inbound_requests: 2, ..Pruned::default() });
+    let left = store.list_inbound_requests(&src.id, None, &PageRequest::default()).await.unwrap();
+    assert_eq!(left.items, vec![to_do.clone()]);
+    store.finish_fan_out(&src.id, &to_do.id).await.unwrap();
+    let pruned = store.prune(t, Some(t - hours(1)), None, 100).await.unwrap();
+    assert_eq!(pruned, Pruned { inbound_requests: 1, ..Pruned::default() });
+}

@@ -114,6 +114,7 @@ macro_rules! store_conformance_tests {
             inbound_requests_record_list_get,
             unfinished_fan_outs_are_found_until_finished,
             prune_deletes_expired_keys_and_old_requests,
+            prune_keeps_unfinished_fan_outs_while_they_are_to_be_done,
             prune_deletes_old_finished_messages,
             prune_goes_past_messages_that_wait,
             message_content_type_and_headers_round_trip,
