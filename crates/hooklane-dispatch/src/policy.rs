@@ -8,10 +8,11 @@ use hooklane_store::NextStep;
 use crate::sender::SendResult;
 use crate::DispatchConfig;
 
-/// Decides the next step after attempt number `attempts_made` (1 for the first), along the
-/// endpoint's own schedule when it has one (`schedule`), else the server's.
 /// The shortest wait a `Retry-After` may ask for.
 const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Decides the next step after attempt number `attempts_made` (1 for the first), along the
+/// endpoint's own schedule when it has one (`schedule`), else the server's.
 
 pub fn next_step(
     cfg: &DispatchConfig,
@@ -34,9 +35,11 @@ pub fn next_step(
     };
     if matches!(result.status, Some(429 | 503)) {
         if let Some(asked) = result.retry_after {
-            // At least a second: `Retry-After: 0`, or a date the receiver's clock puts in the
-            // past, would otherwise spend every retry within moments.
-            delay = asked.max(MIN_RETRY_AFTER).min(cfg.max_retry_after);
+            // A receiver's wait lengthens the schedule's, never shortens it: each retry is
+            // one of the schedule's attempts, and a throttled receiver answering
+            // `Retry-After: 1` to a burst would otherwise see every message spend its
+            // attempts within seconds and fail for good.
+            delay = delay.max(asked.max(MIN_RETRY_AFTER).min(cfg.max_retry_after));
         }
     }
     NextStep::RetryAt(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(24)))
@@ -74,9 +77,13 @@ mod tests {
         assert_eq!(next_step(&cfg, None, &result(Some(500), None), 1, now), s(10));
         assert_eq!(next_step(&cfg, None, &result(None, None), 1, now), s(10));
         assert_eq!(next_step(&cfg, None, &result(Some(500), None), 2, now), NextStep::GiveUp);
-        assert_eq!(next_step(&cfg, None, &result(Some(429), Some(3)), 1, now), s(3));
-        assert_eq!(next_step(&cfg, None, &result(Some(503), Some(3600)), 1, now), s(60));
-        assert_eq!(next_step(&cfg, None, &result(Some(429), Some(0)), 1, now), s(1), "at least a second");
+        assert_eq!(next_step(&cfg, None, &result(Some(429), Some(30)), 1, now), s(30));
+        assert_eq!(next_step(&cfg, None, &result(Some(503), Some(3600)), 1, now), s(60), "at most max_retry_after");
+        // A shorter wait than the schedule's does not shorten it (`0` included).
+        assert_eq!(next_step(&cfg, None, &result(Some(429), Some(3)), 1, now), s(10));
+        assert_eq!(next_step(&cfg, None, &result(Some(429), Some(0)), 1, now), s(10));
+        let quick = [Duration::from_millis(200)];
+        assert_eq!(next_step(&cfg, Some(&quick), &result(Some(429), Some(0)), 1, now), s(1), "at least a second");
         // Retry-After only counts on 429 and 503.
         assert_eq!(next_step(&cfg, None, &result(Some(500), Some(3)), 1, now), s(10));
         // A redirect is not followed and counts as a failure.

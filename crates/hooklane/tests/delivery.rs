@@ -424,12 +424,12 @@ async fn an_endpoint_retries_on_its_own_schedule() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured() {
-    let server = Server::start("[delivery]\nretry_schedule = [\"5s\", \"5s\"]").await;
+    let server = Server::start("[delivery]\nretry_schedule = [\"200ms\", \"200ms\"]").await;
     let rx =
         Receiver::scripted(
             |n, _| {
                 if n == 0 {
-                    Reply::WithHeader(429, "retry-after", "1".into())
+                    Reply::WithHeader(429, "retry-after", "2".into())
                 } else {
                     Reply::Status(200)
                 }
@@ -441,8 +441,8 @@ async fn retry_after_is_honoured() {
     server.send_message(&app, "a.b", json!({})).await;
     let got = rx.wait_for(2, WAIT).await;
     let gap = got[1].at - got[0].at;
-    // Retry-After: 1 wins over the 5 s schedule.
-    assert!(gap >= Duration::from_millis(950) && gap < Duration::from_millis(4000), "{gap:?}");
+    // Retry-After: 2 lengthens the 200 ms of the schedule.
+    assert!(gap >= Duration::from_millis(1950), "{gap:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
