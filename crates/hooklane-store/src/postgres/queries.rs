@@ -340,12 +340,15 @@ pub async fn update_endpoint<C: GenericClient>(c: &C, e: &Endpoint, read_at: Opt
         }
     }
     let was_fifo = stored.map(|(fifo, _)| fifo);
+    // The failure streak is the engine's (a value read before an attempt recorded since
+    // would write back a streak that attempt ended): only a re-enabling ends it here.
     let n = execute(
         c,
         "UPDATE endpoints SET uid = $3, url = $4, description = $5, version = $6, filter_types = $7, channels = $8, \
          disabled = $9, rate_limit = $10, metadata = $11, headers = $12, secret = $13, previous_secrets = $14, \
-         failing_since = $15, updated_at = $16, payload_filter = $17, transform = $18, fifo = $19, \
-         transformation = $20, retry_schedule = $21, paused = $22 WHERE id = $1 AND app_id = $2",
+         failing_since = CASE WHEN disabled AND NOT $9 THEN NULL ELSE failing_since END, updated_at = $15, \
+         payload_filter = $16, transform = $17, fifo = $18, transformation = $19, retry_schedule = $20, paused = $21 \
+         WHERE id = $1 AND app_id = $2",
         &[
             &e.id,
             &e.app_id,
@@ -361,7 +364,6 @@ pub async fn update_endpoint<C: GenericClient>(c: &C, e: &Endpoint, read_at: Opt
             &to_json(&e.headers),
             &e.secret,
             &to_json(&e.previous_secrets),
-            &e.failing_since.map(ms),
             &ms(e.updated_at),
             &opt_json(&e.payload_filter),
             &opt_json(&e.transform),

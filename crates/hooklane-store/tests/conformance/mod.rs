@@ -751,7 +751,8 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     ep.headers.clear();
     ep.previous_secrets.clear();
     ep.secret = "whsec_bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3".into();
-    ep.failing_since = None;
+    // (The failure streak is the engine's: an update leaves it, as
+    // `endpoint_failing_since_and_disable` shows; this one keeps `t - 5 min`.)
     ep.payload_filter = None;
     ep.transform = Some(serde_json::json!("{{ $ }}"));
     ep.transformation =
@@ -1911,11 +1912,15 @@ pub async fn endpoint_failing_since_and_disable(store: &DynStore) {
     assert_eq!(e.failing_since, Some(t0), "a later failure does not move the start of the run");
     assert!(!e.disabled);
 
-    // A success ends the run.
+    // A success ends the run; a change read before it does not bring the run back.
+    let read_while_failing = endpoint_now(store, &ep).await;
     assert_eq!(claim(store, t0 + mins(40)).await.len(), 1);
     let off = store.record_attempts(vec![outcome(&m1.id, &ep, t0 + mins(40), NextStep::Succeeded)], disable_after);
     assert!(off.await.unwrap().disabled.is_empty());
     assert_eq!(endpoint_now(store, &ep).await.failing_since, None, "success clears failing_since");
+    let renamed = Endpoint { description: "renamed".into(), ..read_while_failing };
+    store.update_endpoint(renamed, None).await.unwrap();
+    assert_eq!(endpoint_now(store, &ep).await.failing_since, None, "an update leaves the streak as the engine left it");
 
     // A new run starts at the next failure; the healthy endpoint succeeds alongside.
     let m2 = post(store, &app.id, &[&ep, &healthy], t0).await;
@@ -1955,6 +1960,12 @@ pub async fn endpoint_failing_since_and_disable(store: &DynStore) {
     let h = endpoint_now(store, &healthy).await;
     assert!(!h.disabled);
     assert_eq!(h.failing_since, None);
+
+    // Enabled again: the streak ends with the disabling it led to.
+    let enabled = Endpoint { disabled: false, updated_at: e.updated_at + secs(1), ..endpoint_now(store, &ep).await };
+    store.update_endpoint(enabled, None).await.unwrap();
+    let e = endpoint_now(store, &ep).await;
+    assert_eq!((e.disabled, e.failing_since), (false, None));
 }
 
 /// An endpoint that failed, then had no attempt for a day or more, is not disabled by its
