@@ -299,6 +299,51 @@ fn environment() -> Figment {
     figment
 }
 
+/// The `HOOKLANE_*` variables the commands read themselves (not settings).
+const COMMAND_VARIABLES: &[&str] = &[
+    "HOOKLANE_CONFIG",
+    "HOOKLANE_TOKEN",
+    "HOOKLANE_URL",
+    "HOOKLANE_LISTEN_SECRET",
+    "HOOKLANE_SEND_SECRET",
+    "HOOKLANE_VERIFY_SECRET",
+    "HOOKLANE_FORWARD_SECRET",
+];
+
+/// The fewest characters a configured admin token may have.
+const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
+/// Checks a `log_level` (tracing's filter syntax: `info`, `hooklane=debug,tower_http=warn`).
+/// The filter itself takes a lone word that is not a level for a target's name, which turns
+/// every other log off: `warning` would silence even the errors.
+fn check_log_level(filter: &str) -> anyhow::Result<()> {
+    const LEVELS: &str = "error, warn, info, debug, trace or off";
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = match directive.rsplit_once('=') {
+            Some((_, level)) => level.trim(),
+            None => directive,
+        };
+        if level.parse::<tracing::level_filters::LevelFilter>().is_err() {
+            bail!("log_level: `{level}` is not a level ({LEVELS}; or target=level, e.g. hooklane=debug)");
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| anyhow::anyhow!("log_level: {e}"))?;
+    Ok(())
+}
+
+/// Checks `public_url`: the address providers and clients reach this server at, the base
+/// of the URLs it hands out and the URL some providers sign (Twilio, Square).
+fn check_public_url(url: &str) -> anyhow::Result<()> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("public_url is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        bail!("public_url must be an http:// or https:// URL with a host (e.g. https://hooks.example.com)");
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() || !parsed.username().is_empty() {
+        bail!("public_url is the server's address: scheme, host, port and path, no credentials, query or fragment");
+    }
+    Ok(())
+}
+
 impl Config {
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
@@ -402,6 +447,15 @@ impl Config {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format must be text or json");
         }
+        check_log_level(&self.log_level)?;
+        if let Some(url) = self.public_url.as_deref() {
+            check_public_url(url)?;
+        }
+        // A configured token is shown by its last four characters: a short one would be
+        // shown whole, and guessed.
+        if let Some(token) = self.admin_token.as_deref().filter(|t| t.chars().count() < MIN_ADMIN_TOKEN_CHARS) {
+            bail!("admin_token must be at least {MIN_ADMIN_TOKEN_CHARS} characters (it has {})", token.chars().count());
+        }
         if let Some(Redacted(proxy)) = d.proxy.as_ref().filter(|p| !p.0.is_empty()) {
             // The value may hold a password: the errors name the problem, never the value.
             let url = reqwest::Url::parse(proxy).map_err(|e| anyhow::anyhow!("delivery.proxy is not a URL: {e}"))?;
@@ -415,6 +469,32 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The `HOOKLANE_*` variables set that are neither a setting, nor one of the commands'
+    /// own, nor an orchestrator's (Kubernetes' `HOOKLANE_PORT…`, `HOOKLANE_SERVICE_…`):
+    /// most likely a setting misspelt (`HOOKLANE_ADMINTOKEN`, or one underscore where a
+    /// section needs two), which would otherwise change nothing without a word.
+    pub fn unknown_environment() -> Vec<String> {
+        let settings: Vec<String> = match serde_json::to_value(Config::default()) {
+            Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+            _ => return Vec::new(),
+        };
+        let mut unknown: Vec<String> = std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .filter(|name| {
+                let upper = name.to_ascii_uppercase();
+                let Some(rest) = upper.strip_prefix("HOOKLANE_") else { return false };
+                let top = rest.split("__").next().unwrap_or(rest).to_ascii_lowercase();
+                !settings.contains(&top)
+                    && !COMMAND_VARIABLES.contains(&upper.as_str())
+                    && upper != "HOOKLANE_PORT"
+                    && !upper.starts_with("HOOKLANE_PORT_")
+                    && !upper.starts_with("HOOKLANE_SERVICE_")
+            })
+            .collect();
+        unknown.sort();
+        unknown
     }
 
     pub fn dispatch(&self) -> DispatchConfig {
@@ -576,5 +656,34 @@ mod tests {
             let refused = config.check().expect_err(name).to_string();
             assert!(refused.contains(name), "{name}: {refused}");
         }
+    }
+
+    #[test]
+    fn a_log_level_that_is_not_one_is_refused() {
+        let check = |level: &str| Config { log_level: level.into(), ..Config::default() }.check();
+        for good in ["info", "WARN", "off", "hooklane=debug,tower_http=warn", "info,hooklane_dispatch=trace", "debug "]
+        {
+            check(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        // Each would have been read as a target's name, turning every other log off.
+        for bad in ["warning", "err", "verbose", "info,loud", "hooklane=loud"] {
+            let e = check(bad).expect_err(bad).to_string();
+            assert!(e.contains("log_level") && e.contains("is not a level"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_public_url_and_an_admin_token_are_checked() {
+        let url = |u: &str| Config { public_url: Some(u.into()), ..Config::default() }.check();
+        for good in ["https://hooks.example.com", "http://127.0.0.1:8071", "https://example.com/hooklane/"] {
+            url(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in ["hooks.example.com", "ftp://example.com", "https://u:p@example.com", "https://example.com/?a=1"] {
+            assert!(url(bad).expect_err(bad).to_string().contains("public_url"), "{bad}");
+        }
+        let token = |t: &str| Config { admin_token: Some(t.into()), ..Config::default() }.check();
+        assert!(token("0123456789abcdef").is_ok());
+        let e = token("s3cret").expect_err("short").to_string();
+        assert!(e.contains("admin_token") && !e.contains("s3cret"), "{e}");
     }
 }

@@ -16,6 +16,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     init_logging(&config)?;
+    for name in Config::unknown_environment() {
+        tracing::warn!(variable = %name, "this HOOKLANE_ variable is no setting and is ignored (a section's settings take two underscores: HOOKLANE_DELIVERY__LEASE)");
+    }
     // Before the store opens, so that its first commits are measured too.
     let metrics = hooklane_server::ops::install_recorder();
     // Everything that can stop the start comes before anything is delivered: a second
@@ -50,6 +53,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
     ));
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    if config.public_url.is_none() && addr.ip().is_unspecified() {
+        tracing::warn!(%public_url, "public_url is not set: the URLs handed out (sources' ingest URLs, portal and poller links) name the bind address, which no one can reach; Twilio and Square signatures will not match");
+    }
     // stdout, not the log: the quick start needs the token, log pipelines must not see it.
     println!("hooklane listening on http://{addr}");
     println!("admin token: {shown}");

@@ -217,9 +217,12 @@ async fn worker_threads_follow_the_configuration() {
 async fn the_environment_overrides_settings_as_written_and_other_variables_are_left_alone() {
     // A token of digits with leading zeros stays the text it is (not the number 71234…),
     // without the line end a secret file leaves, under a name in any case.
-    let token = "00712345";
+    let token = "0071234500712345";
     let env = [
-        ("hooklane_admin_token", "00712345\n"),
+        ("hooklane_admin_token", "0071234500712345\n"),
+        // A setting misspelt changes nothing, and says so in the log.
+        ("HOOKLANE_ADMINTOKEN", "never-read-as-the-token"),
+        ("HOOKLANE_DELIVERY_LEASE", "10s"),
         // The CLI's own variables, and those Kubernetes gives a service named `hooklane`:
         // not settings, and no reason to refuse to start.
         ("HOOKLANE_CONFIG", "/nonexistent/hooklane.toml"),
@@ -232,6 +235,13 @@ async fn the_environment_overrides_settings_as_written_and_other_variables_are_l
     assert_eq!(status, 200, "the environment's token: {body}");
     let (status, _) = server.call("GET", "/api/v1/app", None).await;
     assert_eq!(status, 401, "the file's token is overridden");
+    let logs = server.logs();
+    let warned = |name: &str| logs.lines().any(|l| l.contains("is no setting") && l.contains(name));
+    assert!(warned("HOOKLANE_ADMINTOKEN") && warned("HOOKLANE_DELIVERY_LEASE"), "{logs}");
+    for quiet in ["HOOKLANE_CONFIG", "HOOKLANE_TOKEN", "HOOKLANE_PORT", "HOOKLANE_SERVICE_HOST", "hooklane_admin_token"] {
+        assert!(!warned(quiet), "{quiet}: {logs}");
+    }
+    assert!(!logs.contains("never-read-as-the-token"), "values are not logged: {logs}");
     drop(server);
 
     // Within a section an unknown name is still a mistake; a libpq connection string is
