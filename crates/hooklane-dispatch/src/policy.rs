@@ -13,7 +13,6 @@ const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Decides the next step after attempt number `attempts_made` (1 for the first), along the
 /// endpoint's own schedule when it has one (`schedule`), else the server's.
-
 pub fn next_step(
     cfg: &DispatchConfig,
     schedule: Option<&[Duration]>,
