@@ -450,21 +450,27 @@ pub trait Store: Send + Sync + 'static {
     // --- auth tokens (stored as SHA-256 hashes, never in clear)
     /// Stores a token's hash for `holder` (the admin, or an application with the token's
     /// feature flags and capabilities); from `expires_at` on (when given) it is no longer
-    /// found.
+    /// found. `session`: the session it was issued for (see [`Store::expire_app_tokens`]).
     async fn create_token(
         &self,
         token_hash: String,
         holder: Principal,
         now: DateTime<Utc>,
         expires_at: Option<DateTime<Utc>>,
+        session: Option<String>,
     ) -> StoreResult<()>;
     /// Who holds the token, if it exists and has not expired at `now`.
     async fn find_token(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Principal>>;
     /// Forgets a token (a logout); false when there was none.
     async fn delete_token(&self, token_hash: &str) -> StoreResult<bool>;
-    /// Makes every token of the application expire at `at` at the latest; returns how many
-    /// tokens it had.
-    async fn expire_app_tokens(&self, app_id: &str, at: DateTime<Utc>) -> StoreResult<u64>;
+    /// Makes every token of the application expire at `at` at the latest, or (`sessions`
+    /// given) those issued for one of these sessions only; returns how many it changed.
+    async fn expire_app_tokens(
+        &self,
+        app_id: &str,
+        at: DateTime<Utc>,
+        sessions: Option<Vec<String>>,
+    ) -> StoreResult<u64>;
     /// Makes every key of the polling endpoint ([`Principal::Poller`]) expire at `at` at the
     /// latest (a rotation); returns how many it had.
     async fn expire_poller_tokens(&self, app_id: &str, endpoint_id: &str, at: DateTime<Utc>) -> StoreResult<u64>;

@@ -20,7 +20,7 @@ async fn dropping_the_store_ends_its_threads() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = SqliteStore::open(dir.path().join("hooklane.db")).await.expect("open");
     store
-        .create_token("hash".into(), hooklane_core::model::Principal::Admin, hooklane_core::Utc::now(), None)
+        .create_token("hash".into(), hooklane_core::model::Principal::Admin, hooklane_core::Utc::now(), None, None)
         .await
         .expect("a write");
     assert_eq!(store_threads(), 2, "a writer and a sync thread while the store is open");

@@ -1276,3 +1276,38 @@ async fn the_svix_sdk_polls_a_polling_endpoint() {
         .expect("consumer poll after the seek");
     assert_eq!(read.data.iter().map(|m| &m.id).collect::<Vec<_>>(), [&sent[2].id]);
 }
+
+/// Tokens of sessions through the SDK: `sessionId` given to app-portal access, and
+/// `expire-all` with `sessionIds` ending those sessions' tokens only; an application created
+/// by app-portal access under another uid than the path's is refused as Svix refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_svix_sdk_expires_the_tokens_of_the_sessions_it_names() {
+    let server = Server::start("").await;
+    let svix = sdk(&server);
+    let app = svix.application().create(ApplicationIn::new("Sessions".into()), None).await.expect("app");
+    let mut clients = Vec::new();
+    for session in [Some("s1"), Some("s2"), None] {
+        let input = AppPortalAccessIn { session_id: session.map(str::to_string), ..AppPortalAccessIn::new() };
+        let access = svix.authentication().app_portal_access(app.id.clone(), input, None).await.expect("token");
+        clients.push(sdk_with(&server, access.token));
+    }
+    let [first, second, plain] = <[Svix; 3]>::try_from(clients).ok().expect("three clients");
+    let works = |client: &Svix| {
+        let (client, app_id) = (client.clone(), app.id.clone());
+        async move { client.application().get(app_id).await.is_ok() }
+    };
+    assert!(works(&first).await && works(&second).await && works(&plain).await);
+    let only_s1 = ApplicationTokenExpireIn { session_ids: Some(vec!["s1".into()]), ..ApplicationTokenExpireIn::new() };
+    svix.authentication().expire_all(app.id.clone(), only_s1, None).await.expect("expire s1");
+    assert!(!works(&first).await, "the session named is ended");
+    assert!(works(&second).await && works(&plain).await, "the others go on");
+    svix.authentication().expire_all(app.id.clone(), ApplicationTokenExpireIn::new(), None).await.expect("expire all");
+    assert!(!works(&second).await && !works(&plain).await, "without sessions, every token");
+
+    let mut other_uid = ApplicationIn::new("Elsewhere".into());
+    other_uid.uid = Some("not-the-path".into());
+    let input = AppPortalAccessIn { application: Some(other_uid), ..AppPortalAccessIn::new() };
+    let refused = svix.authentication().app_portal_access("the-path".into(), input, None).await;
+    assert!(matches!(refused, Err(svix::error::Error::Validation(_))), "{refused:?}");
+    assert!(svix.application().get("the-path".into()).await.is_err(), "nothing was created");
+}

@@ -28,7 +28,7 @@ pub struct ApplicationIn {
     /// `[a-zA-Z0-9-_.]`, not shaped like an application id.
     #[serde(default)]
     #[schema(example = "customer-42")]
-    uid: Option<String>,
+    pub(super) uid: Option<String>,
     /// 1–1000000; stored and answered for Svix compatibility, not enforced: deliveries are
     /// limited per endpoint, by the endpoint's `rateLimit`.
     #[serde(default)]

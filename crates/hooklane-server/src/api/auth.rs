@@ -27,8 +27,8 @@ const MIN_EXPIRY_SECONDS: u64 = 3600;
 const MAX_EXPIRY_SECONDS: u64 = 7 * 24 * 3600;
 
 /// Svix's `AppPortalAccessIn`: hooklane reads `expiry`, `application` (created when the
-/// path names no application, as Svix does), `featureFlags`, `readOnly` and
-/// `capabilities`; the portal's display options and `sessionId` are accepted and ignored.
+/// path names no application, as Svix does), `featureFlags`, `readOnly`, `capabilities`
+/// and `sessionId`; the portal's display options are accepted and ignored.
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppPortalAccessIn {
@@ -58,6 +58,23 @@ pub struct AppPortalAccessIn {
     /// hidden from tokens without it. At most 64, each 1–256 of `[a-zA-Z0-9-_.]`.
     #[serde(default)]
     feature_flags: Option<std::collections::BTreeSet<String>>,
+    /// The session the token is for (1–256 characters): `expire-all` with `sessionIds`
+    /// ends the tokens of those sessions only.
+    #[serde(default)]
+    #[schema(max_length = 256, example = "sess_42")]
+    session_id: Option<String>,
+}
+
+/// The longest session id, and the most sessions one `expire-all` names.
+const MAX_SESSION_ID_LEN: usize = 256;
+const MAX_SESSION_IDS: usize = 1000;
+
+/// Checks a session id given to a token or to `expire-all` (`field` names it).
+fn check_session_id(field: &str, id: &str) -> ApiResult<()> {
+    if id.is_empty() || id.chars().count() > MAX_SESSION_ID_LEN {
+        return Err(ApiError::validation(field, format!("must be 1 to {MAX_SESSION_ID_LEN} characters")));
+    }
+    Ok(())
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -98,6 +115,9 @@ pub async fn app_portal_access(
     let input = input.unwrap_or_default();
     let capabilities = capabilities(input.read_only.unwrap_or(false), input.capabilities)?;
     let feature_flags = super::feature_flags(input.feature_flags)?;
+    if let Some(session) = &input.session_id {
+        check_session_id("sessionId", session)?;
+    }
     let expiry = input.expiry.unwrap_or(DEFAULT_EXPIRY_SECONDS);
     if !(MIN_EXPIRY_SECONDS..=MAX_EXPIRY_SECONDS).contains(&expiry) {
         return Err(ApiError::validation(
@@ -112,6 +132,11 @@ pub async fn app_portal_access(
     }
     let app = match (s.0.store.get_app(&app_key).await?, input.application) {
         (Some(app), _) => app,
+        // (Created under the path's uid: one the body names must be that one, as when a
+        // message creates its application.)
+        (None, Some(application)) if application.uid.as_ref().is_some_and(|uid| *uid != app_key) => {
+            return Err(ApiError::validation("application.uid", "must be the application named in the path"));
+        }
         (None, Some(application)) => super::app::create_under_uid(&s, &app_key, application).await?.0,
         (None, None) => return Err(ApiError::NotFound("application")),
     };
@@ -122,7 +147,7 @@ pub async fn app_portal_access(
     let now = Utc::now();
     let expires_at = now + chrono::Duration::seconds(expiry as i64);
     let holder = Principal::App { app_id: app.id, feature_flags, capabilities };
-    s.0.store.create_token(hex(&token_hash(&token)), holder, now, Some(expires_at)).await?;
+    s.0.store.create_token(hex(&token_hash(&token)), holder, now, Some(expires_at), input.session_id).await?;
     let url = format!("{}/portal#token={token}", s.0.public_url.trim_end_matches('/'));
     Ok(axum::Json(AppPortalAccessOut { url, token }))
 }
@@ -277,7 +302,7 @@ pub async fn whoami(Auth(principal): Auth) -> axum::Json<WhoamiOut> {
 }
 
 /// Svix's `ApplicationTokenExpireIn`: `expiry`, seconds the tokens still work (0 unless
-/// given); `sessionIds` are accepted and ignored (every token of the application expires).
+/// given), and `sessionIds`, the sessions whose tokens expire (all of them unless given).
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExpireAllIn {
@@ -285,6 +310,11 @@ pub struct ExpireAllIn {
     /// longest an app-portal token lives) counts as 604800, integration keys included.
     #[serde(default)]
     expiry: Option<u64>,
+    /// Only the tokens issued with one of these `sessionId`s expire (at most 1000); left
+    /// out: every token of the application, integration keys included.
+    #[serde(default)]
+    #[schema(example = json!(["sess_42"]))]
+    session_ids: Option<Vec<String>>,
 }
 
 /// Expire all of an application's tokens.
@@ -314,9 +344,19 @@ pub async fn expire_all(
 ) -> ApiResult<StatusCode> {
     // A grace is at most MAX_EXPIRY_SECONDS, the longest an app-portal token lives;
     // integration keys, which do not expire otherwise, get no more than that either.
-    let expiry = input.unwrap_or_default().expiry.unwrap_or(0).min(MAX_EXPIRY_SECONDS);
+    let input = input.unwrap_or_default();
+    let expiry = input.expiry.unwrap_or(0).min(MAX_EXPIRY_SECONDS);
+    if let Some(sessions) = &input.session_ids {
+        if sessions.len() > MAX_SESSION_IDS {
+            return Err(ApiError::validation("sessionIds", format!("at most {MAX_SESSION_IDS} sessions")));
+        }
+        for session in sessions {
+            check_session_id("sessionIds", session)?;
+        }
+    }
     let app = s.0.store.get_app(&app_key).await?.ok_or(ApiError::NotFound("application"))?;
-    s.0.store.expire_app_tokens(&app.id, Utc::now() + chrono::Duration::seconds(expiry as i64)).await?;
+    let until = Utc::now() + chrono::Duration::seconds(expiry as i64);
+    s.0.store.expire_app_tokens(&app.id, until, input.session_ids).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

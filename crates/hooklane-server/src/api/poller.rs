@@ -549,7 +549,7 @@ pub async fn rotate_key(
     let hash = hex(&token_hash(&token));
     let expires_at = input.expiry.map(|e| now + TimeDelta::seconds(e));
     let holder = Principal::Poller { app_id: app.id.clone(), endpoint_id: ep.id.clone() };
-    s.0.store.create_token(hash.clone(), holder, now, expires_at).await?;
+    s.0.store.create_token(hash.clone(), holder, now, expires_at, None).await?;
     // An endpoint deleted meanwhile took its keys with it, but perhaps not this one.
     if s.0.store.get_endpoint(&app.id, &ep.id).await?.is_none() {
         s.0.store.delete_token(&hash).await?;

@@ -1573,15 +1573,15 @@ pub async fn insert_token<C: GenericClient>(
     c: &C,
     hash: &str,
     holder: &hooklane_core::model::Principal,
-    now: i64,
-    expires_at: Option<i64>,
+    (now, expires_at): (i64, Option<i64>),
+    session: Option<&str>,
 ) -> StoreResult<()> {
     let h = crate::queries_shared::HolderColumns::of(holder);
     execute(
         c,
-        "INSERT INTO tokens (hash, app_id, created_at, expires_at, feature_flags, capabilities, endpoint_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[&hash, &h.app_id, &now, &expires_at, &h.feature_flags, &h.capabilities, &h.endpoint_id],
+        "INSERT INTO tokens (hash, app_id, created_at, expires_at, feature_flags, capabilities, endpoint_id, session_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[&hash, &h.app_id, &now, &expires_at, &h.feature_flags, &h.capabilities, &h.endpoint_id, &session],
     )
     .await?;
     Ok(())
@@ -1615,9 +1615,19 @@ pub async fn delete_token<C: GenericClient>(c: &C, hash: &str) -> StoreResult<bo
 }
 
 /// Every token of the application expires at `at` at the latest.
-pub async fn expire_app_tokens<C: GenericClient>(c: &C, app_id: &str, at: i64) -> StoreResult<u64> {
-    execute(c, "UPDATE tokens SET expires_at = LEAST(COALESCE(expires_at, $2), $2) WHERE app_id = $1", &[&app_id, &at])
-        .await
+pub async fn expire_app_tokens<C: GenericClient>(
+    c: &C,
+    app_id: &str,
+    at: i64,
+    sessions: Option<&[String]>,
+) -> StoreResult<u64> {
+    execute(
+        c,
+        "UPDATE tokens SET expires_at = LEAST(COALESCE(expires_at, $2), $2) WHERE app_id = $1 \
+         AND ($3::text[] IS NULL OR session_id = ANY($3))",
+        &[&app_id, &at, &sessions],
+    )
+    .await
 }
 
 /// Every key of the polling endpoint expires at `at` at the latest.

@@ -335,6 +335,11 @@ ALTER TABLE events_subscriptions ADD COLUMN seeks BIGINT NOT NULL DEFAULT 0;
     r#"
 ALTER TABLE sources ADD COLUMN previous_verification TEXT;
 "#,
+    // The session an application token was issued for (Svix's `sessionId`), so that
+    // expiring an application's tokens can name the sessions to end; NULL: none.
+    r#"
+ALTER TABLE tokens ADD COLUMN session_id TEXT;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

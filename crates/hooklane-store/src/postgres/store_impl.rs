@@ -688,9 +688,10 @@ impl Store for PgStore {
         holder: Principal,
         now: DateTime<Utc>,
         expires_at: Option<DateTime<Utc>>,
+        session: Option<String>,
     ) -> StoreResult<()> {
         let c = self.client().await?;
-        queries::insert_token(&c, &token_hash, &holder, ms(now), expires_at.map(ms)).await
+        queries::insert_token(&c, &token_hash, &holder, (ms(now), expires_at.map(ms)), session.as_deref()).await
     }
 
     async fn create_integration(&self, integration: hooklane_core::model::Integration) -> StoreResult<()> {
@@ -744,8 +745,13 @@ impl Store for PgStore {
         queries::delete_token(&self.client().await?, token_hash).await
     }
 
-    async fn expire_app_tokens(&self, app_id: &str, at: DateTime<Utc>) -> StoreResult<u64> {
-        queries::expire_app_tokens(&self.client().await?, app_id, ms(at)).await
+    async fn expire_app_tokens(
+        &self,
+        app_id: &str,
+        at: DateTime<Utc>,
+        sessions: Option<Vec<String>>,
+    ) -> StoreResult<u64> {
+        queries::expire_app_tokens(&self.client().await?, app_id, ms(at), sessions.as_deref()).await
     }
 
     async fn expire_poller_tokens(&self, app_id: &str, endpoint_id: &str, at: DateTime<Utc>) -> StoreResult<u64> {

@@ -604,12 +604,13 @@ impl Store for SqliteStore {
         holder: Principal,
         now: DateTime<Utc>,
         expires_at: Option<DateTime<Utc>>,
+        session: Option<String>,
     ) -> StoreResult<()> {
         let h = crate::queries_shared::HolderColumns::of(&holder);
         self.write(move |c| {
             c.execute(
-                "INSERT INTO tokens (hash, app_id, created_at, expires_at, feature_flags, capabilities, endpoint_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO tokens (hash, app_id, created_at, expires_at, feature_flags, capabilities, endpoint_id, \
+                 session_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     token_hash,
                     h.app_id,
@@ -617,7 +618,8 @@ impl Store for SqliteStore {
                     expires_at.map(ms),
                     h.feature_flags,
                     h.capabilities,
-                    h.endpoint_id
+                    h.endpoint_id,
+                    session
                 ],
             )
             .map_err(db_err)?;
@@ -691,13 +693,21 @@ impl Store for SqliteStore {
         self.write(move |c| Ok(queries::execute(c, "DELETE FROM tokens WHERE hash = ?1", [&hash])? > 0)).await
     }
 
-    async fn expire_app_tokens(&self, app_id: &str, at: DateTime<Utc>) -> StoreResult<u64> {
+    async fn expire_app_tokens(
+        &self,
+        app_id: &str,
+        at: DateTime<Utc>,
+        sessions: Option<Vec<String>>,
+    ) -> StoreResult<u64> {
         let app = owned(app_id);
+        // (The sessions as a JSON array: one parameter however many there are.)
+        let sessions = sessions.map(|s| serde_json::Value::from(s).to_string());
         self.write(move |c| {
             let n = queries::execute(
                 c,
-                "UPDATE tokens SET expires_at = min(coalesce(expires_at, ?2), ?2) WHERE app_id = ?1",
-                params![app, ms(at)],
+                "UPDATE tokens SET expires_at = min(coalesce(expires_at, ?2), ?2) WHERE app_id = ?1 \
+                 AND (?3 IS NULL OR session_id IN (SELECT value FROM json_each(?3)))",
+                params![app, ms(at), sessions],
             )?;
             Ok(n as u64)
         })

@@ -101,7 +101,7 @@ pub async fn integrations_keep_one_key_each_within_their_application(store: &Dyn
     assert!(matches!(store.delete_integration(&a.id, &zapier.id).await, Err(StoreError::NotFound)));
 
     // Expiring the application's tokens expires integration keys too.
-    store.expire_app_tokens(&a.id, t + secs(6)).await.expect("expire tokens");
+    store.expire_app_tokens(&a.id, t + secs(6), None).await.expect("expire tokens");
     assert_eq!(store.find_token(&hash(4), t + secs(7)).await.unwrap(), None);
 
     // Deleted with their application.

@@ -531,8 +531,8 @@ pub async fn app_delete_cascades(store: &DynStore) {
     let ob = outcome(&mb.id, &b1, t + secs(1), NextStep::Succeeded);
     let (atmpt_a, atmpt_b) = (oa.attempt.clone(), ob.attempt.clone());
     store.record_attempts(vec![oa, ob], HOUR).await.unwrap();
-    store.create_token("hash-a".into(), Principal::app(a.id.clone()), t, None).await.unwrap();
-    store.create_token("hash-b".into(), Principal::app(b.id.clone()), t, None).await.unwrap();
+    store.create_token("hash-a".into(), Principal::app(a.id.clone()), t, None, None).await.unwrap();
+    store.create_token("hash-b".into(), Principal::app(b.id.clone()), t, None, None).await.unwrap();
 
     store.delete_app(&a.id).await.unwrap();
 
@@ -2668,8 +2668,8 @@ pub async fn tokens_map_to_principals(store: &DynStore) {
     let app = setup_app(store, "A").await;
     let admin_hash = "8c6976e5b5410415bde908bd4dee15dfb167a9c873fc4bb8a81f6f2ab448a918";
     let app_hash = "a665a45920422f9d417e4867efdc4fb8a04a1f3fff1fa07e998e86f7f7a27ae3";
-    store.create_token(admin_hash.into(), Principal::Admin, t, None).await.unwrap();
-    store.create_token(app_hash.into(), Principal::app(app.id.clone()), t, None).await.unwrap();
+    store.create_token(admin_hash.into(), Principal::Admin, t, None, None).await.unwrap();
+    store.create_token(app_hash.into(), Principal::app(app.id.clone()), t, None, None).await.unwrap();
 
     assert_eq!(store.find_token(admin_hash, now_ms()).await.unwrap(), Some(Principal::Admin));
     assert_eq!(store.find_token(app_hash, now_ms()).await.unwrap(), Some(Principal::app(app.id.clone())));
@@ -2677,7 +2677,7 @@ pub async fn tokens_map_to_principals(store: &DynStore) {
     assert_eq!(store.find_token(&admin_hash.to_uppercase(), now_ms()).await.unwrap(), None, "hashes match exactly");
 
     assert_conflict(
-        store.create_token(admin_hash.into(), Principal::app(app.id.clone()), t, None).await,
+        store.create_token(admin_hash.into(), Principal::app(app.id.clone()), t, None, None).await,
         "duplicate token hash",
     );
     assert_eq!(
@@ -2688,24 +2688,37 @@ pub async fn tokens_map_to_principals(store: &DynStore) {
 
     // Expiry, and expiring an application's tokens early (never later than they would).
     let (short, long) = ("5e5e", "7a7a");
-    store.create_token(short.into(), Principal::app(app.id.clone()), t, Some(t + mins(5))).await.unwrap();
-    store.create_token(long.into(), Principal::app(app.id.clone()), t, Some(t + hours(5))).await.unwrap();
+    store.create_token(short.into(), Principal::app(app.id.clone()), t, Some(t + mins(5)), None).await.unwrap();
+    store.create_token(long.into(), Principal::app(app.id.clone()), t, Some(t + hours(5)), None).await.unwrap();
     assert_eq!(store.find_token(short, t + mins(4)).await.unwrap(), Some(Principal::app(app.id.clone())));
     assert_eq!(store.find_token(short, t + mins(5)).await.unwrap(), None, "expired");
     let other = setup_app(store, "B").await;
-    store.create_token("b0b0".into(), Principal::app(other.id.clone()), t, None).await.unwrap();
+    store.create_token("b0b0".into(), Principal::app(other.id.clone()), t, None, None).await.unwrap();
     // Feature flags and capabilities are kept with the token.
     let limited = Principal::App {
         app_id: other.id.clone(),
         feature_flags: vec!["beta".to_string(), "internal".to_string()],
         capabilities: Some(vec![Capability::ViewBase, Capability::CreateAttempts]),
     };
-    store.create_token("f1a9".into(), limited.clone(), t, None).await.unwrap();
+    store.create_token("f1a9".into(), limited.clone(), t, None, None).await.unwrap();
     assert_eq!(store.find_token("f1a9", t).await.unwrap(), Some(limited));
     let none = Principal::App { app_id: other.id.clone(), feature_flags: vec![], capabilities: Some(vec![]) };
-    store.create_token("f1aa".into(), none.clone(), t, None).await.unwrap();
+    store.create_token("f1aa".into(), none.clone(), t, None, None).await.unwrap();
     assert_eq!(store.find_token("f1aa", t).await.unwrap(), Some(none), "no capability is not every capability");
-    assert_eq!(store.expire_app_tokens(&app.id, t + hours(1)).await.unwrap(), 3);
+    // Tokens of sessions: naming sessions expires theirs only (another application's token
+    // of the same session is left).
+    for (hash, session) in [("5e51", "s1"), ("5e52", "s2")] {
+        store.create_token(hash.into(), Principal::app(app.id.clone()), t, None, Some(session.into())).await.unwrap();
+    }
+    store.create_token("5e53".into(), Principal::app(other.id.clone()), t, None, Some("s1".into())).await.unwrap();
+    let sessions = Some(vec!["s1".to_string(), "s9".to_string()]);
+    assert_eq!(store.expire_app_tokens(&app.id, t + mins(30), sessions).await.unwrap(), 1);
+    assert_eq!(store.find_token("5e51", t + mins(30)).await.unwrap(), None, "its session ended");
+    assert!(store.find_token("5e52", t + mins(30)).await.unwrap().is_some(), "another session");
+    assert!(store.find_token("5e53", t + mins(30)).await.unwrap().is_some(), "another application");
+    assert!(store.find_token(app_hash, t + mins(30)).await.unwrap().is_some(), "a token of no session");
+    assert_eq!(store.expire_app_tokens(&app.id, t + hours(1), Some(Vec::new())).await.unwrap(), 0, "no session");
+    assert_eq!(store.expire_app_tokens(&app.id, t + hours(1), None).await.unwrap(), 5);
     assert_eq!(store.find_token(app_hash, t + mins(59)).await.unwrap(), Some(Principal::app(app.id.clone())));
     assert_eq!(store.find_token(app_hash, t + hours(1)).await.unwrap(), None, "expired early");
     assert_eq!(store.find_token(long, t + hours(1)).await.unwrap(), None, "expired early");
@@ -2719,7 +2732,7 @@ pub async fn tokens_map_to_principals(store: &DynStore) {
     assert!(!store.delete_token("b0b0").await.unwrap());
     // Housekeeping deletes expired tokens, and only those.
     let pruned = store.prune(t + hours(2), None, None, 100).await.unwrap();
-    assert_eq!(pruned.tokens, 3, "{pruned:?}");
+    assert_eq!(pruned.tokens, 5, "{pruned:?}");
     assert_eq!(store.prune(t + hours(2), None, None, 100).await.unwrap().tokens, 0);
     assert_eq!(store.find_token(admin_hash, t + hours(2)).await.unwrap(), Some(Principal::Admin));
 
@@ -2727,9 +2740,9 @@ pub async fn tokens_map_to_principals(store: &DynStore) {
     // later than they would expire); gone with the endpoint.
     let (ep1, ep2) = (setup_endpoint(store, &other.id).await, setup_endpoint(store, &other.id).await);
     let key = |ep: &Endpoint| Principal::Poller { app_id: other.id.clone(), endpoint_id: ep.id.clone() };
-    store.create_token("c1c1".into(), key(&ep1), t, None).await.unwrap();
-    store.create_token("c1c2".into(), key(&ep1), t, Some(t + mins(1))).await.unwrap();
-    store.create_token("c2c2".into(), key(&ep2), t, None).await.unwrap();
+    store.create_token("c1c1".into(), key(&ep1), t, None, None).await.unwrap();
+    store.create_token("c1c2".into(), key(&ep1), t, Some(t + mins(1)), None).await.unwrap();
+    store.create_token("c2c2".into(), key(&ep2), t, None, None).await.unwrap();
     assert_eq!(store.find_token("c1c1", t).await.unwrap(), Some(key(&ep1)));
     assert_eq!(store.expire_poller_tokens(&other.id, &ep1.id, t + mins(5)).await.unwrap(), 2);
     assert_eq!(store.expire_poller_tokens(&app.id, &ep1.id, t).await.unwrap(), 0, "another application's");
