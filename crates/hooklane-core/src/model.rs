@@ -26,7 +26,11 @@ pub struct EventType {
     pub description: String,
     pub archived: bool,
     pub deprecated: bool,
-    pub feature_flag: Option<String>,
+    /// The flags behind which the event type is hidden (sorted, each once): a token sees it
+    /// when it holds one of them. Empty: everyone sees it.
+    pub feature_flags: Vec<String>,
+    /// The group the event type is shown in (Svix's `groupName`).
+    pub group_name: Option<String>,
     pub schemas: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -436,13 +440,15 @@ impl Principal {
         }
     }
 
-    /// Whether this principal may see an event type behind `flag` (`None`: an event type
-    /// without a flag, which everyone sees). The admin token sees them all.
-    pub fn sees_flag(&self, flag: Option<&str>) -> bool {
-        match (self, flag) {
-            (Principal::Admin, _) | (_, None) => true,
-            (Principal::App { feature_flags, .. }, Some(flag)) => feature_flags.iter().any(|f| f == flag),
-            (Principal::Poller { .. }, Some(_)) => false,
+    /// Whether this principal may see an event type behind `flags`: one of them held, or
+    /// none to hold (an event type without a flag, which everyone sees). The admin token
+    /// sees them all.
+    pub fn sees_flags(&self, flags: &[String]) -> bool {
+        match self {
+            _ if flags.is_empty() => true,
+            Principal::Admin => true,
+            Principal::App { feature_flags, .. } => feature_flags.iter().any(|held| flags.contains(held)),
+            Principal::Poller { .. } => false,
         }
     }
 }

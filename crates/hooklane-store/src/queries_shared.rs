@@ -41,6 +41,15 @@ pub const FAN_OUT_KEPT: chrono::Duration = chrono::Duration::days(1);
 /// condition).
 pub const UNFINISHED_FAN_OUT: &str = "status = 0 AND reason IS NOT NULL AND msg_id IS NOT NULL";
 
+/// An event type's flags as stored: the first alone in `feature_flag` (what nodes of an
+/// older version read), all of them as a JSON array in `feature_flags`; both NULL without.
+pub fn flag_columns(flags: &[String]) -> (Option<&str>, Option<String>) {
+    match flags.first() {
+        None => (None, None),
+        Some(first) => (Some(first.as_str()), serde_json::to_string(flags).ok()),
+    }
+}
+
 /// A failing endpoint with no attempt for this long before a new failure starts its failure
 /// streak afresh: a quiet endpoint that failed a week ago is not disabled by its next
 /// failure as though it had failed all week.

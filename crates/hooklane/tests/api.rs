@@ -572,21 +572,29 @@ async fn event_type_lifecycle() {
     assert_eq!(patched["description"], "changed");
     assert_eq!(patched["featureFlag"], Value::Null);
     assert_eq!(patched["featureFlags"], Value::Null);
-    // Svix's list form, on PATCH and PUT: one flag sets it, an empty list clears it.
+    // Svix's list form, on PATCH and PUT: the list replaces every flag (sorted, each once),
+    // an empty one clears them; given both forms, both count. `groupName` is kept.
     for (method, body, want) in [
-        ("PATCH", json!({"featureFlags": ["gamma"]}), json!("gamma")),
+        ("PATCH", json!({"featureFlags": ["gamma"]}), json!(["gamma"])),
+        ("PATCH", json!({"featureFlags": ["b", "a", "b"]}), json!(["a", "b"])),
+        ("PATCH", json!({"featureFlag": "c", "featureFlags": ["a"]}), json!(["a", "c"])),
         ("PATCH", json!({"featureFlags": []}), Value::Null),
-        ("PUT", json!({"description": "put", "featureFlags": ["delta"]}), json!("delta")),
+        ("PUT", json!({"description": "put", "featureFlags": ["delta"], "groupName": "users"}), json!(["delta"])),
     ] {
         let (status, out) = server.call(method, "/api/v1/event-type/user.created", Some(body)).await;
-        assert_eq!((status, &out["featureFlag"]), (200, &want), "{method}: {out}");
+        assert_eq!((status, &out["featureFlags"]), (200, &want), "{method}: {out}");
+        assert_eq!(out["featureFlag"], want.get(0).cloned().unwrap_or(Value::Null), "the first, in the older form");
     }
+    let (_, got) = server.call("GET", "/api/v1/event-type/user.created", None).await;
+    assert_eq!(got["groupName"], "users", "{got}");
+    let (status, out) = server.call("PATCH", "/api/v1/event-type/user.created", Some(json!({"groupName": null}))).await;
+    assert_eq!((status, &out["groupName"], &out["featureFlags"]), (200, &Value::Null, &json!(["delta"])), "{out}");
+    let many: Vec<String> = (0..65).map(|i| format!("f{i}")).collect();
     let (status, err) =
-        server.call("PATCH", "/api/v1/event-type/user.created", Some(json!({"featureFlags": ["a", "b"]}))).await;
+        server.call("PATCH", "/api/v1/event-type/user.created", Some(json!({"featureFlags": many}))).await;
     assert_invalid(status, &err, "featureFlags");
-    let (status, err) = server
-        .call("PATCH", "/api/v1/event-type/user.created", Some(json!({"featureFlag": "a", "featureFlags": ["b"]})))
-        .await;
+    let (status, err) =
+        server.call("PATCH", "/api/v1/event-type/user.created", Some(json!({"featureFlags": ["bad flag"]}))).await;
     assert_invalid(status, &err, "featureFlags");
     // Schemas nested past what clients read back in a list are refused; 102 levels (what
     // an OpenAPI import can make) are fine, and other changes of such an event type too.
@@ -3412,8 +3420,8 @@ async fn environment_export_imports_into_another_installation() {
         .call("POST", "/api/v1/environment/import", Some(json!({ "eventTypes": [{ "name": "x.y", "color": 1 }] })))
         .await;
     assert_invalid(status, &err, "eventTypes[0]");
-    let two_flags = json!({ "name": "flagged", "featureFlags": ["a", "b"] });
-    let (status, err) = target.call("POST", "/api/v1/event-type", Some(two_flags)).await;
+    let bad_flag = json!({ "name": "flagged", "featureFlags": ["a", "not a flag"] });
+    let (status, err) = target.call("POST", "/api/v1/event-type", Some(bad_flag)).await;
     assert_invalid(status, &err, "featureFlags");
 
     // Admin only.

@@ -829,12 +829,21 @@ async fn the_svix_sdk_sees_flagged_event_types_only_with_their_flag() {
     let server = Server::start("").await;
     let rx = Receiver::start().await;
     let svix = sdk(&server);
-    for (name, flag) in
-        [("beta.b", Some("beta")), ("internal.c", Some("internal")), ("public.a", None), ("public.d", None)]
-    {
-        let flags = flag.map(|f| [f.to_string()].into());
-        let et = EventTypeIn { feature_flags: flags, ..EventTypeIn::new(name.into(), "d".into()) };
-        svix.event_type().create(et, None).await.expect("event type create");
+    for (name, flags) in [
+        ("beta.b", &["beta"][..]),
+        ("either.e", &["beta", "internal"][..]),
+        ("internal.c", &["internal"][..]),
+        ("public.a", &[][..]),
+        ("public.d", &[][..]),
+    ] {
+        let flags = (!flags.is_empty()).then(|| flags.iter().map(|f| f.to_string()).collect());
+        let et = EventTypeIn {
+            feature_flags: flags.clone(),
+            group_name: Some("flags".into()),
+            ..EventTypeIn::new(name.into(), "d".into())
+        };
+        let created = svix.event_type().create(et, None).await.expect("event type create");
+        assert_eq!((created.feature_flags, created.group_name.as_deref()), (flags, Some("flags")), "{name}");
     }
     let app = svix.application().create(ApplicationIn::new("Flags".into()), None).await.expect("application");
     let ep = svix.endpoint().create(app.id.clone(), EndpointIn::new(rx.url.clone()), None).await.expect("endpoint");
@@ -864,7 +873,11 @@ async fn the_svix_sdk_sees_flagged_event_types_only_with_their_flag() {
         async move { svix.authentication().app_portal_access(app_id, input, None).await.expect("token").token }
     };
 
-    assert_eq!(names(sdk(&server), None).await, ["beta.b", "internal.c", "public.a", "public.d"], "the admin");
+    assert_eq!(
+        names(sdk(&server), None).await,
+        ["beta.b", "either.e", "internal.c", "public.a", "public.d"],
+        "the admin"
+    );
     let plain = sdk_with(&server, token(&[]).await);
     assert_eq!(names(sdk_with(&server, token(&[]).await), Some(1)).await, ["public.a", "public.d"]);
     assert!(plain.event_type().get("beta.b".into()).await.is_err(), "hidden without its flag");
@@ -877,7 +890,11 @@ async fn the_svix_sdk_sees_flagged_event_types_only_with_their_flag() {
     let (status, body) = server.call_as(&token(&[]).await, "POST", &path, Some(own)).await;
     assert_eq!(status, 404, "{body}");
     let beta = sdk_with(&server, token(&["beta"]).await);
-    assert_eq!(names(sdk_with(&server, token(&["beta"]).await), Some(1)).await, ["beta.b", "public.a", "public.d"]);
+    assert_eq!(
+        names(sdk_with(&server, token(&["beta"]).await), Some(1)).await,
+        ["beta.b", "either.e", "public.a", "public.d"],
+        "one of its flags is enough"
+    );
     assert_eq!(beta.event_type().get("beta.b".into()).await.expect("seen with its flag").name, "beta.b");
     assert!(beta.event_type().get("internal.c".into()).await.is_err());
     let example = EventExampleIn::new("beta.b".into());
@@ -889,7 +906,10 @@ async fn the_svix_sdk_sees_flagged_event_types_only_with_their_flag() {
         IntegrationIn { feature_flags: Some(["internal".to_string()].into()), ..IntegrationIn::new("I".into()) };
     let integ = svix.integration().create(app.id.clone(), input, None).await.expect("integration");
     let key = svix.integration().rotate_key(app.id.clone(), integ.id.clone(), None).await.expect("key").key;
-    assert_eq!(names(sdk_with(&server, key.clone()), Some(2)).await, ["internal.c", "public.a", "public.d"]);
+    assert_eq!(
+        names(sdk_with(&server, key.clone()), Some(2)).await,
+        ["either.e", "internal.c", "public.a", "public.d"]
+    );
     svix.integration()
         .update(app.id.clone(), integ.id.clone(), IntegrationUpdate::new("I".into()))
         .await

@@ -27,32 +27,34 @@ pub struct EventTypeIn {
     archived: bool,
     #[serde(default)]
     deprecated: bool,
-    /// 1–256 of `[a-zA-Z0-9-_.]`.
+    /// Svix's older form of `featureFlags`: one flag (1–256 of `[a-zA-Z0-9-_.]`).
     #[serde(default)]
     feature_flag: Option<String>,
-    /// Svix's newer list form of `featureFlag`: hooklane keeps one flag, so at most one
-    /// item (the same as `featureFlag` when both are given).
+    /// The flags the event type is hidden behind: a token sees it when it holds one of
+    /// them (at most 64, each 1–256 of `[a-zA-Z0-9-_.]`; with `featureFlag`, both count).
     #[serde(default)]
     feature_flags: Option<Vec<String>>,
     /// JSON Schemas of the payload, by version (an object).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     schemas: Option<serde_json::Value>,
-    /// Accepted for Svix compatibility, not used.
-    #[serde(default, rename = "groupName")]
-    _group_name: Option<serde_json::Value>,
+    /// The group the event type is shown in (1–256 characters).
+    #[serde(default)]
+    #[schema(example = "billing")]
+    group_name: Option<String>,
 }
 
 impl EventTypeIn {
     /// The event type this describes, validated, as created at `now`.
     pub(crate) fn build(self, now: DateTime<Utc>) -> ApiResult<EventType> {
-        let feature_flag = one_flag(self.feature_flag, self.feature_flags)?;
+        let feature_flags = flags_of(self.feature_flag, self.feature_flags)?;
         let et = EventType {
             name: self.name,
             description: self.description,
             archived: self.archived,
             deprecated: self.deprecated,
-            feature_flag,
+            feature_flags,
+            group_name: self.group_name,
             schemas: self.schemas,
             created_at: now,
             updated_at: now,
@@ -74,33 +76,34 @@ pub struct EventTypeUpdate {
     archived: bool,
     #[serde(default)]
     deprecated: bool,
-    /// 1–256 of `[a-zA-Z0-9-_.]`.
+    /// As in `EventTypeIn`.
     #[serde(default)]
     feature_flag: Option<String>,
-    /// Svix's list form of `featureFlag` (at most one item, as for `POST`).
+    /// As in `EventTypeIn`.
     #[serde(default)]
     feature_flags: Option<Vec<String>>,
     /// JSON Schemas of the payload, by version (an object).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     schemas: Option<serde_json::Value>,
-    /// Accepted for Svix compatibility, not used.
-    #[serde(default, rename = "groupName")]
-    _group_name: Option<serde_json::Value>,
+    /// As in `EventTypeIn`.
+    #[serde(default)]
+    group_name: Option<String>,
 }
 
-/// The one flag hooklane keeps, from `featureFlag` and Svix's list form `featureFlags`.
-fn one_flag(flag: Option<String>, flags: Option<Vec<String>>) -> ApiResult<Option<String>> {
-    let mut flags = flags.unwrap_or_default();
-    if flags.len() > 1 {
-        return Err(ApiError::validation("featureFlags", "hooklane keeps one feature flag per event type"));
+/// Most feature flags one event type is behind.
+const MAX_FLAGS: usize = 64;
+
+/// The flags an event type is behind, from `featureFlag` and Svix's list form
+/// `featureFlags` (both count), sorted, each once.
+fn flags_of(flag: Option<String>, flags: Option<Vec<String>>) -> ApiResult<Vec<String>> {
+    let mut all: Vec<String> = flags.unwrap_or_default().into_iter().chain(flag).collect();
+    all.sort();
+    all.dedup();
+    if all.len() > MAX_FLAGS {
+        return Err(ApiError::validation("featureFlags", format!("at most {MAX_FLAGS} flags")));
     }
-    match (flag, flags.pop()) {
-        (Some(one), Some(other)) if one != other => {
-            Err(ApiError::validation("featureFlags", "must be the same flag as featureFlag"))
-        }
-        (one, other) => Ok(one.or(other)),
-    }
+    Ok(all)
 }
 
 /// Changes to an event type: absent fields stay as they are, `null` clears one.
@@ -118,19 +121,21 @@ pub struct EventTypePatch {
     #[serde(default)]
     #[schema(value_type = bool)]
     deprecated: Patch<bool>,
+    /// One flag in place of all (`null` clears them).
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     feature_flag: Patch<String>,
-    /// Svix's list form of `featureFlag`: one flag sets it, `[]` or `null` clears it.
+    /// The flags in place of all (`[]` or `null` clears them; with `featureFlag`, both count).
     #[serde(default)]
     #[schema(value_type = Option<Vec<String>>)]
     feature_flags: Patch<Vec<String>>,
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     schemas: Patch<serde_json::Value>,
-    /// Accepted for Svix compatibility, not used.
-    #[serde(default, rename = "groupName")]
-    _group_name: Option<serde_json::Value>,
+    /// `null` takes the event type out of its group.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    group_name: Patch<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -141,9 +146,12 @@ pub struct EventTypeOut {
     description: String,
     archived: bool,
     deprecated: bool,
+    /// Svix's older form of `featureFlags`: the first of them (`null` without).
     feature_flag: Option<String>,
-    /// Svix's newer list form of `featureFlag`: the same flag, as a list (`null` without one).
+    /// The flags the event type is hidden behind (`null` without).
     feature_flags: Option<Vec<String>>,
+    /// The group the event type is shown in (`null` without).
+    group_name: Option<String>,
     /// Left out of lists unless `with_content=true`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -159,8 +167,9 @@ impl EventTypeOut {
             description: e.description,
             archived: e.archived,
             deprecated: e.deprecated,
-            feature_flags: e.feature_flag.clone().map(|f| vec![f]),
-            feature_flag: e.feature_flag,
+            feature_flag: e.feature_flags.first().cloned(),
+            feature_flags: (!e.feature_flags.is_empty()).then_some(e.feature_flags),
+            group_name: e.group_name,
             schemas: if with_content { e.schemas } else { None },
             created_at: e.created_at,
             updated_at: e.updated_at,
@@ -171,8 +180,14 @@ impl EventTypeOut {
 fn validate(e: &EventType) -> ApiResult<()> {
     check_name("name", &e.name)?;
     check_len("description", &e.description, 4096)?;
-    if let Some(f) = &e.feature_flag {
-        check_name("featureFlag", f)?;
+    for flag in &e.feature_flags {
+        check_name("featureFlags", flag)?;
+    }
+    if let Some(group) = &e.group_name {
+        if group.trim().is_empty() {
+            return Err(ApiError::validation("groupName", "must not be empty"));
+        }
+        check_len("groupName", group, 256)?;
     }
     if matches!(&e.schemas, Some(v) if !v.is_object()) {
         return Err(ApiError::validation("schemas", "must be an object"));
@@ -271,7 +286,7 @@ pub async fn list(
         let found = s.0.store.list_event_types(&page, include_archived).await?;
         let Some(last) = found.items.last().map(|e| e.name.clone()) else { break true };
         page.iterator = Some(last);
-        visible.extend(found.items.into_iter().filter(|e| principal.sees_flag(e.feature_flag.as_deref())));
+        visible.extend(found.items.into_iter().filter(|e| principal.sees_flags(&e.feature_flags)));
         if visible.len() > limit {
             visible.truncate(limit);
             break false;
@@ -311,7 +326,7 @@ pub async fn get(
 /// lacks is not there for it (404, as a missing one).
 pub(crate) async fn visible(s: &AppState, principal: &Principal, name: &str) -> ApiResult<EventType> {
     let et = s.0.store.get_event_type(name).await?;
-    et.filter(|et| principal.sees_flag(et.feature_flag.as_deref())).ok_or(ApiError::NotFound("event type"))
+    et.filter(|et| principal.sees_flags(&et.feature_flags)).ok_or(ApiError::NotFound("event type"))
 }
 
 /// Update an event type, or create it.
@@ -344,7 +359,8 @@ pub async fn put(
         description: input.description,
         archived: input.archived,
         deprecated: input.deprecated,
-        feature_flag: one_flag(input.feature_flag, input.feature_flags)?,
+        feature_flags: flags_of(input.feature_flag, input.feature_flags)?,
+        group_name: input.group_name,
         schemas: input.schemas,
         created_at: now,
         updated_at: now,
@@ -411,17 +427,24 @@ pub async fn patch(
     p.description.apply("description", &mut et.description)?;
     p.archived.apply("archived", &mut et.archived)?;
     p.deprecated.apply("deprecated", &mut et.deprecated)?;
-    let flags = match p.feature_flags {
-        Patch::Absent => Patch::Absent,
-        Patch::Null => Patch::Null,
-        Patch::Set(list) => one_flag(None, Some(list))?.map_or(Patch::Null, Patch::Set),
+    // Either form replaces every flag; given both, both count.
+    let given = |p: Patch<Vec<String>>| match p {
+        Patch::Absent => None,
+        Patch::Null => Some(Vec::new()),
+        Patch::Set(list) => Some(list),
     };
-    let flag = match (p.feature_flag, flags) {
-        (Patch::Absent, other) | (other, Patch::Absent) => other,
-        (one, other) if one == other => one,
-        _ => return Err(ApiError::validation("featureFlags", "must be the same flag as featureFlag")),
+    let one = match p.feature_flag {
+        Patch::Absent => None,
+        Patch::Null => Some(Vec::new()),
+        Patch::Set(flag) => Some(vec![flag]),
     };
-    flag.apply_opt(&mut et.feature_flag);
+    if let Some(flags) = match (one, given(p.feature_flags)) {
+        (None, None) => None,
+        (one, list) => Some(flags_of(None, Some(one.into_iter().chain(list).flatten().collect()))?),
+    } {
+        et.feature_flags = flags;
+    }
+    p.group_name.apply_opt(&mut et.group_name);
     if let Patch::Set(given) = &p.schemas {
         check_schemas_depth(Some(given))?;
     }

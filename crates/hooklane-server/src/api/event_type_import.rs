@@ -111,7 +111,7 @@ pub struct EventTypeFromOpenApi {
     #[schema(value_type = Option<Object>)]
     schemas: Option<Value>,
     deprecated: bool,
-    /// The event type's feature flag, which an import keeps (hooklane keeps one at most).
+    /// The event type's feature flags, which an import keeps.
     #[serde(skip_serializing_if = "Option::is_none")]
     feature_flags: Option<Vec<String>>,
 }
@@ -241,7 +241,8 @@ fn apply(existing: Option<EventType>, imported: &Imported, now: DateTime<Utc>) -
             description: imported.description.clone(),
             archived: false,
             deprecated: imported.deprecated,
-            feature_flag: None,
+            feature_flags: Vec::new(),
+            group_name: None,
             schemas: imported.schemas.clone(),
             created_at: now,
             updated_at: now,
@@ -269,7 +270,7 @@ fn from_open_api(e: EventType) -> EventTypeFromOpenApi {
         description: e.description,
         schemas: e.schemas,
         deprecated: e.deprecated,
-        feature_flags: e.feature_flag.map(|f| vec![f]),
+        feature_flags: (!e.feature_flags.is_empty()).then_some(e.feature_flags),
     }
 }
 

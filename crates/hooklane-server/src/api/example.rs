@@ -82,7 +82,7 @@ pub async fn send_example(
         // It needs no event type, but one behind a feature flag the caller lacks is not
         // there for it, here either.
         Some(payload) => match s.0.store.get_event_type(&input.event_type).await? {
-            Some(et) if !t.principal.sees_flag(et.feature_flag.as_deref()) => {
+            Some(et) if !t.principal.sees_flags(&et.feature_flags) => {
                 return Err(crate::error::ApiError::NotFound("event type"))
             }
             _ => payload,

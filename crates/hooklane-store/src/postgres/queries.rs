@@ -200,7 +200,7 @@ pub async fn delete_app<C: GenericClient>(c: &C, app_id: &str) -> StoreResult<()
 // --- event types
 
 const INSERT_EVENT_TYPE: &str = "INSERT INTO event_types (name, description, archived, deprecated, feature_flag, \
-     schemas, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+     schemas, created_at, updated_at, feature_flags, group_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 pub async fn insert_event_type<C: GenericClient>(c: &C, e: &EventType) -> StoreResult<()> {
     write_event_type(c, INSERT_EVENT_TYPE, e).await
@@ -208,6 +208,7 @@ pub async fn insert_event_type<C: GenericClient>(c: &C, e: &EventType) -> StoreR
 
 /// Runs `sql` ([`INSERT_EVENT_TYPE`], maybe with an `ON CONFLICT` clause) for `e`.
 async fn write_event_type<C: GenericClient>(c: &C, sql: &str, e: &EventType) -> StoreResult<()> {
+    let (flag, flags) = crate::queries_shared::flag_columns(&e.feature_flags);
     execute(
         c,
         sql,
@@ -216,10 +217,12 @@ async fn write_event_type<C: GenericClient>(c: &C, sql: &str, e: &EventType) -> 
             &e.description,
             &e.archived,
             &e.deprecated,
-            &e.feature_flag,
+            &flag,
             &opt_json(&e.schemas),
             &ms(e.created_at),
             &ms(e.updated_at),
+            &flags,
+            &e.group_name,
         ],
     )
     .await?;
@@ -227,18 +230,21 @@ async fn write_event_type<C: GenericClient>(c: &C, sql: &str, e: &EventType) -> 
 }
 
 pub async fn update_event_type<C: GenericClient>(c: &C, e: &EventType) -> StoreResult<()> {
+    let (flag, flags) = crate::queries_shared::flag_columns(&e.feature_flags);
     let n = execute(
         c,
         "UPDATE event_types SET description = $2, archived = $3, deprecated = $4, feature_flag = $5, schemas = $6, \
-         updated_at = $7 WHERE name = $1",
+         updated_at = $7, feature_flags = $8, group_name = $9 WHERE name = $1",
         &[
             &e.name,
             &e.description,
             &e.archived,
             &e.deprecated,
-            &e.feature_flag,
+            &flag,
             &opt_json(&e.schemas),
             &ms(e.updated_at),
+            &flags,
+            &e.group_name,
         ],
     )
     .await?;
@@ -257,6 +263,7 @@ pub async fn import_event_types<C: GenericClient>(
         format!(
             "{INSERT_EVENT_TYPE} ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description, \
              archived = EXCLUDED.archived, deprecated = EXCLUDED.deprecated, feature_flag = EXCLUDED.feature_flag, \
+             feature_flags = EXCLUDED.feature_flags, group_name = EXCLUDED.group_name, \
              schemas = EXCLUDED.schemas, updated_at = EXCLUDED.updated_at"
         )
     });

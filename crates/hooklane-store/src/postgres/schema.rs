@@ -340,6 +340,13 @@ ALTER TABLE sources ADD COLUMN previous_verification TEXT;
     r#"
 ALTER TABLE tokens ADD COLUMN session_id TEXT;
 "#,
+    // Event types behind several feature flags (a JSON array; `feature_flag` keeps the
+    // first, for nodes of an older version), and their group (Svix's `groupName`).
+    r#"
+ALTER TABLE event_types ADD COLUMN feature_flags TEXT;
+ALTER TABLE event_types ADD COLUMN group_name TEXT;
+UPDATE event_types SET feature_flags = json_build_array(feature_flag)::text WHERE feature_flag IS NOT NULL;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

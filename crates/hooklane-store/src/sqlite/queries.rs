@@ -172,30 +172,40 @@ pub fn delete_app(conn: &Connection, app_id: &str) -> StoreResult<()> {
 
 // --- event types
 
+/// An event type's columns, as `?1`…`?10` of the statements below.
+fn event_type_values(e: &EventType) -> [Box<dyn ToSql + '_>; 10] {
+    let (flag, flags) = crate::queries_shared::flag_columns(&e.feature_flags);
+    [
+        Box::new(&e.name),
+        Box::new(&e.description),
+        Box::new(e.archived),
+        Box::new(e.deprecated),
+        Box::new(flag),
+        Box::new(flags),
+        Box::new(opt_json(&e.schemas)),
+        Box::new(ms(e.created_at)),
+        Box::new(ms(e.updated_at)),
+        Box::new(&e.group_name),
+    ]
+}
+
 pub fn insert_event_type(conn: &Connection, e: &EventType) -> StoreResult<()> {
     execute(
         conn,
-        "INSERT INTO event_types (name, description, archived, deprecated, feature_flag, schemas, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![e.name, e.description, e.archived, e.deprecated, e.feature_flag, opt_json(&e.schemas), ms(e.created_at), ms(e.updated_at)],
+        "INSERT INTO event_types (name, description, archived, deprecated, feature_flag, feature_flags, schemas, \
+         created_at, updated_at, group_name) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params_from_iter(event_type_values(e)),
     )?;
     Ok(())
 }
 
 pub fn update_event_type(conn: &Connection, e: &EventType) -> StoreResult<()> {
+    // (?8, created_at, is bound but not used: it never changes.)
     let n = execute(
         conn,
-        "UPDATE event_types SET description = ?2, archived = ?3, deprecated = ?4, feature_flag = ?5, schemas = ?6, \
-         updated_at = ?7 WHERE name = ?1",
-        params![
-            e.name,
-            e.description,
-            e.archived,
-            e.deprecated,
-            e.feature_flag,
-            opt_json(&e.schemas),
-            ms(e.updated_at)
-        ],
+        "UPDATE event_types SET description = ?2, archived = ?3, deprecated = ?4, feature_flag = ?5, \
+         feature_flags = ?6, schemas = ?7, updated_at = ?9, group_name = ?10 WHERE name = ?1",
+        params_from_iter(event_type_values(e)),
     )?;
     one_row(n)
 }

@@ -362,6 +362,13 @@ ALTER TABLE sources ADD COLUMN previous_verification TEXT;
     r#"
 ALTER TABLE tokens ADD COLUMN session_id TEXT;
 "#,
+    // Event types behind several feature flags (a JSON array; `feature_flag` keeps the
+    // first, for nodes of an older version), and their group (Svix's `groupName`).
+    r#"
+ALTER TABLE event_types ADD COLUMN feature_flags TEXT;
+ALTER TABLE event_types ADD COLUMN group_name TEXT;
+UPDATE event_types SET feature_flags = json_array(feature_flag) WHERE feature_flag IS NOT NULL;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.
@@ -470,5 +477,32 @@ mod tests {
         for wanted in ["messages_by_app", "messages_by_event_id", "messages_events"] {
             assert!(indexes.iter().any(|i| i == wanted), "{wanted} missing: {indexes:?}");
         }
+    }
+
+    /// An event type of a database made before several flags (migrations 1–32): its one
+    /// flag becomes the list of its flags.
+    #[test]
+    fn the_flag_of_an_older_event_type_becomes_its_list_of_flags() {
+        let mut conn = Connection::open_in_memory().expect("database");
+        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            .expect("migrations table");
+        for (i, sql) in MIGRATIONS[..32].iter().enumerate() {
+            conn.execute_batch(sql).expect("old migration");
+            conn.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [i as i64 + 1]).expect("record");
+        }
+        for (name, flag) in [("flagged", Some("beta")), ("open", None)] {
+            conn.execute(
+                "INSERT INTO event_types (name, description, archived, deprecated, feature_flag, created_at, updated_at) \
+                 VALUES (?1, '', 0, 0, ?2, 0, 0)",
+                rusqlite::params![name, flag],
+            )
+            .expect("old event type");
+        }
+        assert_eq!(migrate(&mut conn).expect("migrate"), MIGRATIONS.len() - 32);
+        let flags: Vec<(String, Option<String>)> = conn
+            .prepare("SELECT name, feature_flags FROM event_types ORDER BY name")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .expect("rows");
+        assert_eq!(flags, vec![("flagged".into(), Some(r#"["beta"]"#.into())), ("open".into(), None)]);
     }
 }

@@ -199,7 +199,8 @@ pub fn new_event_type(name: &str) -> EventType {
         description: format!("{name} happened"),
         archived: false,
         deprecated: false,
-        feature_flag: None,
+        feature_flags: Vec::new(),
+        group_name: None,
         schemas: None,
         created_at: t,
         updated_at: t,
@@ -580,7 +581,8 @@ pub async fn app_delete_cascades(store: &DynStore) {
 
 pub async fn event_type_crud(store: &DynStore) {
     let mut et = new_event_type("invoice.paid");
-    et.feature_flag = Some("beta".into());
+    et.feature_flags = vec!["beta".into(), "internal".into()];
+    et.group_name = Some("billing".into());
     et.schemas = Some(serde_json::json!({"1": {"type": "object", "properties": {"id": {"type": "string"}}}}));
     store.create_event_type(et.clone()).await.unwrap();
     assert_eq!(store.get_event_type("invoice.paid").await.unwrap(), Some(et.clone()));
@@ -594,7 +596,8 @@ pub async fn event_type_crud(store: &DynStore) {
     et.description = "An invoice was paid".into();
     et.archived = true;
     et.deprecated = true;
-    et.feature_flag = None;
+    et.feature_flags.clear();
+    et.group_name = None;
     et.schemas = None;
     et.updated_at += secs(5);
     store.update_event_type(et.clone()).await.unwrap();
@@ -623,7 +626,8 @@ pub async fn event_type_import_writes_all_at_once(store: &DynStore) {
     replaced.created_at = t;
     replaced.updated_at = t + secs(1);
     let mut created = new_event_type("new");
-    created.feature_flag = Some("beta".into());
+    created.feature_flags = vec!["beta".into()];
+    created.group_name = Some("new ones".into());
     let at = t + secs(2);
     let archive = vec!["gone".to_string(), "never.was".to_string()];
     store.import_event_types(vec![replaced.clone(), created.clone()], archive, at).await.unwrap();
