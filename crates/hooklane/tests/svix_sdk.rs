@@ -1331,3 +1331,62 @@ async fn the_svix_sdk_expires_the_tokens_of_the_sessions_it_names() {
     assert!(matches!(refused, Err(svix::error::Error::Validation(_))), "{refused:?}");
     assert!(svix.application().get("the-path".into()).await.is_err(), "nothing was created");
 }
+
+/// A list with `after` alone reads as Svix's does: the first page holds the messages just
+/// after that time (newest first within it), and `prevIterator` goes on forward in time
+/// until `done`; so a client reading everything after a time, as it would on Svix, gets
+/// each message once and none from before. The same for attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_svix_sdk_reads_forward_from_after() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let svix = sdk(&server);
+    let app = svix.application().create(ApplicationIn::new("After".into()), None).await.expect("app");
+    svix.endpoint().create(app.id.clone(), EndpointIn::new(rx.url.clone()), None).await.expect("endpoint");
+    let messages = svix.message();
+    let send = || messages.create(app.id.clone(), MessageIn::new("a.b".into(), json!({})), None);
+    let before = send().await.expect("message before").id;
+    rx.wait_for(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let after = hooklane_core::Utc::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut sent = Vec::new();
+    for _ in 0..5 {
+        sent.push(send().await.expect("message after").id);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    rx.wait_for(6, Duration::from_secs(10)).await;
+
+    let options = |iterator: Option<String>| MessageListOptions {
+        limit: Some(2),
+        after: iterator.is_none().then_some(after),
+        iterator,
+        ..MessageListOptions::default()
+    };
+    let first = svix.message().list(app.id.clone(), Some(options(None))).await.expect("first page");
+    let ids = |data: &[svix::models::MessageOut]| data.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&first.data), [sent[1].clone(), sent[0].clone()], "the two just after, newest first");
+    assert!(!first.done, "newer ones follow");
+    let mut read: Vec<String> = ids(&first.data);
+    let mut prev = first.prev_iterator.clone();
+    let mut pages = 0;
+    loop {
+        let page = svix.message().list(app.id.clone(), Some(options(prev.clone()))).await.expect("newer page");
+        read.extend(ids(&page.data));
+        pages += 1;
+        if page.done || pages > 5 {
+            break;
+        }
+        prev = page.prev_iterator;
+    }
+    read.sort();
+    assert_eq!(read, sent, "each message after the time once, and {before} not at all");
+
+    // Attempts too: the attempts just after the time first.
+    let options = MessageAttemptListByEndpointOptions { limit: Some(2), after: Some(after), ..Default::default() };
+    let endpoint = svix.endpoint().list(app.id.clone(), None).await.expect("endpoints").data[0].id.clone();
+    let page =
+        svix.message_attempt().list_by_endpoint(app.id.clone(), endpoint, Some(options)).await.expect("attempts");
+    let msgs: Vec<String> = page.data.iter().map(|a| a.msg_id.clone()).collect();
+    assert_eq!(msgs, [sent[1].clone(), sent[0].clone()], "{msgs:?}");
+}

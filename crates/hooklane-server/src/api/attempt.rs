@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::endpoint::find as find_endpoint;
 use super::message::{find as find_message, message_filter, MessageOut};
-use super::{page_request, ListResponse};
+use super::ListResponse;
 use crate::error::{missing, ApiError, ApiResult};
 use crate::extract::{Query, Tenant};
 use crate::openapi::{
@@ -238,7 +238,7 @@ pub async fn endpoint_messages(
     Path((_, ep_key)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<ListResponse<EndpointMessageOut>>> {
     let ep = find_endpoint(&s, &t, &ep_key).await?;
-    let page = page_request(&q, true)?;
+    let page = super::page_request_from(&q, hooklane_core::ids::MESSAGE)?;
     let with_content = q.flag("with_content")?.unwrap_or(true);
     let expanded = expanded_statuses(&q)?;
     let (filter, status) = (message_filter(&q)?, status_filter(&q)?);
@@ -264,7 +264,7 @@ async fn list(
     q: &Query,
     f: AttemptFilter,
 ) -> ApiResult<axum::Json<ListResponse<AttemptOut>>> {
-    let page = page_request(q, true)?;
+    let page = super::page_request_from(q, hooklane_core::ids::ATTEMPT)?;
     let view = AttemptView::of_list(q)?;
     let page = s.0.store.list_attempts(&t.app.id, &f, &page).await?;
     Ok(axum::Json(ListResponse::from_page(page, |a| a.id.clone(), AttemptOut::seen_by(&t.principal, view))))

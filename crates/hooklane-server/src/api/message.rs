@@ -649,7 +649,7 @@ pub fn message_filter(q: &Query) -> ApiResult<MessageFilter> {
     )
 )]
 pub async fn list(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<ListResponse<MessageOut>>> {
-    let page = page_request(&q, true)?;
+    let page = super::page_request_from(&q, ids::MESSAGE)?;
     let with_content = q.flag("with_content")?.unwrap_or(true);
     let page = s.0.store.list_messages(&t.app.id, &message_filter(&q)?, &page).await?;
     Ok(axum::Json(ListResponse::from_page(

@@ -116,6 +116,26 @@ pub fn page_request(q: &Query, newest_first: bool) -> ApiResult<PageRequest> {
     Ok(page)
 }
 
+/// [`page_request`] for a newest-first list of items keyed by ids of `prefix` (messages,
+/// attempts) that takes `before` and `after` times: as Svix reads them, a lone `after` (no
+/// `before`, no `iterator`) starts at that time: the first page is the items just after
+/// it (still newest first), and its `prevIterator` goes on forward in time, so that a
+/// client reading everything after a time follows `prevIterator` until `done`. (`after`
+/// stays a filter too: the page's `iterator` finds nothing older.)
+pub fn page_request_from(q: &Query, prefix: &str) -> ApiResult<PageRequest> {
+    let mut page = page_request(q, true)?;
+    if page.iterator.is_none() && page.descending && q.get("before").is_none() {
+        if let Some(after) = q.time("after")? {
+            // Ids begin with the time they were made, within moments of the item's own
+            // time (a message's id is made just before its time is taken): a second's
+            // margin, which the filter then cuts off.
+            page.iterator = Some(hooklane_core::ids::floor(prefix, after - chrono::Duration::seconds(1)));
+            page.backwards = true;
+        }
+    }
+    Ok(page)
+}
+
 /// `page_request` for a listing whose keys may start with `-` (event type names): only
 /// forward pages.
 pub fn page_request_forward(q: &Query, newest_first: bool) -> ApiResult<PageRequest> {
