@@ -322,6 +322,7 @@ mod tests {
             cancelled: false,
             url: None,
             stale: false,
+            control: Default::default(),
         };
         assert_eq!(Health::of(&r(None)), Health::Unreachable);
         assert_eq!(Health::of(&r(Some(503))), Health::Unreachable);

@@ -4,7 +4,7 @@
 //! is claimed or handed over by ingest, and given back once its result is committed. The
 //! poller only claims what it has permits for, so a backlog of millions stays on disk.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -665,7 +665,7 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
     let lane = endpoint.order.is_fifo();
     // The lease it was sent under: the end its claim (or its ingest) wrote.
     let lease = job.delivery.next_attempt_at;
-    let outcome = AttemptOutcome { attempt, next, lease };
+    let outcome = AttemptOutcome { attempt, next, lease, disable_endpoint: result.control.disable_endpoint };
     let _ = inner.finished.send(Finished::Attempted(outcome, attempts_made, gate, lane));
 }
 
@@ -764,6 +764,8 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
         let retry_soon = outcomes.iter().any(|o| matches!(o.next, NextStep::RetryAt(t) if t <= soon));
         if !outcomes.is_empty() {
             let mut events = EventsOf::new(&inner, &outcomes, &attempts_made);
+            let asked: HashSet<String> =
+                outcomes.iter().filter(|o| o.disable_endpoint).map(|o| o.attempt.endpoint_id.clone()).collect();
             match inner.store.record_attempts(outcomes, inner.cfg.disable_after).await {
                 Ok(Recorded { disabled, set_aside }) => {
                     // An outcome the store set aside (its delivery was queued again while the
@@ -778,7 +780,11 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
                         tokio::spawn(async move { store.announce_tenant_change().await });
                     }
                     for (id, version) in disabled {
-                        tracing::warn!(endpoint_id = %id, "endpoint disabled after failing continuously");
+                        if asked.contains(&id) {
+                            tracing::warn!(endpoint_id = %id, "endpoint disabled: its receiver asked (webhook-delivery: disable)");
+                        } else {
+                            tracing::warn!(endpoint_id = %id, "endpoint disabled after failing continuously");
+                        }
                         // Its pending deliveries are marked failed when claimed: claims must
                         // not skip it any longer.
                         inner.circuits.forget(&id);

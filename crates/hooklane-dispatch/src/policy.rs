@@ -26,7 +26,9 @@ pub fn next_step(
     if result.cancelled {
         return NextStep::Cancelled;
     }
-    if result.unsendable {
+    // (A receiver asking that the message be sent no more is no fault of it: `GiveUp`
+    // all the same, the delivery failed.)
+    if result.unsendable || result.control.abort_message {
         return NextStep::GiveUp;
     }
     let Some(mut delay) = cfg.retry.next_delay_in(schedule.unwrap_or(&cfg.retry.delays), attempts_made) else {
@@ -60,6 +62,7 @@ mod tests {
             cancelled: false,
             url: None,
             stale: false,
+            control: Default::default(),
         }
     }
 
@@ -90,6 +93,16 @@ mod tests {
         // A request that cannot be made for this message: no retry.
         let unsendable = SendResult { unsendable: true, ..result(None, None) };
         assert_eq!(next_step(&cfg, None, &unsendable, 1, now), NextStep::GiveUp);
+        // `webhook-delivery: abort-message`: no retry of a failure; a success is one.
+        let abort = crate::sender::DeliveryControl { abort_message: true, disable_endpoint: false };
+        assert_eq!(
+            next_step(&cfg, None, &SendResult { control: abort, ..result(Some(500), None) }, 1, now),
+            NextStep::GiveUp
+        );
+        assert_eq!(
+            next_step(&cfg, None, &SendResult { control: abort, ..result(Some(200), None) }, 1, now),
+            NextStep::Succeeded
+        );
         // An endpoint's own schedule instead of the server's: longer, or none at all.
         let own = [Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(4)];
         assert_eq!(next_step(&cfg, Some(&own), &result(Some(500), None), 1, now), s(1));

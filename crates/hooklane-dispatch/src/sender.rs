@@ -127,6 +127,33 @@ pub struct SendResult {
     /// OAuth settings in force, which moved to another token endpoint or origin. No
     /// attempt: the delivery is handed back, to be claimed again with them.
     pub stale: bool,
+    /// What the receiver asked of hooklane in its answer (`webhook-delivery`).
+    pub control: DeliveryControl,
+}
+
+/// What a receiver may ask in its answer's `webhook-delivery` header (Svix's delivery
+/// control): `abort-message` stops the retries of the message just sent (a success needs
+/// none), `disable` disables the endpoint; both may be given, comma-separated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryControl {
+    pub abort_message: bool,
+    pub disable_endpoint: bool,
+}
+
+impl DeliveryControl {
+    /// The header's value read (words in any case; others are ignored, for instructions
+    /// of later versions).
+    pub fn parse(value: &str) -> DeliveryControl {
+        let mut control = DeliveryControl::default();
+        for word in value.split(',').map(str::trim) {
+            if word.eq_ignore_ascii_case("abort-message") {
+                control.abort_message = true;
+            } else if word.eq_ignore_ascii_case("disable") {
+                control.disable_endpoint = true;
+            }
+        }
+        control
+    }
 }
 
 impl SendResult {
@@ -145,6 +172,7 @@ impl SendResult {
             cancelled: false,
             url: None,
             stale: false,
+            control: DeliveryControl::default(),
         }
     }
 
@@ -400,6 +428,16 @@ impl Sender {
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, timestamp));
+            let control = response
+                .headers()
+                .get_all("webhook-delivery")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(DeliveryControl::parse)
+                .fold(DeliveryControl::default(), |a, b| DeliveryControl {
+                    abort_message: a.abort_message || b.abort_message,
+                    disable_endpoint: a.disable_endpoint || b.disable_endpoint,
+                });
             let mut body = Vec::new();
             while let Some(chunk) = response.chunk().await? {
                 let room = self.body_limit - body.len();
@@ -408,7 +446,7 @@ impl Sender {
                     break; // the rest is dropped with the connection
                 }
             }
-            Ok::<_, reqwest::Error>((status, retry_after, body))
+            Ok::<_, reqwest::Error>((status, (retry_after, control), body))
         };
         let mut result = match tokio::time::timeout_at(deadline, exchange).await {
             // The proxy's own refusal of hooklane's credentials is no answer of the
@@ -416,7 +454,7 @@ impl Sender {
             Ok(Ok((407, ..))) if self.proxy.is_some() => {
                 SendResult::failed("the proxy refused hooklane's credentials (407)".into(), started)
             }
-            Ok(Ok((status, retry_after, body))) => SendResult {
+            Ok(Ok((status, (retry_after, control), body))) => SendResult {
                 status: Some(status),
                 body: String::from_utf8_lossy(&body).into_owned(),
                 duration: started.elapsed(),
@@ -426,6 +464,7 @@ impl Sender {
                 cancelled: false,
                 url: None,
                 stale: false,
+                control,
             },
             // `without_url`: the URL may carry credentials in its query string.
             Ok(Err(e)) => SendResult::failed(describe(e.without_url()), started),
@@ -643,4 +682,22 @@ pub(crate) fn with_causes(mut head: String, e: &dyn std::error::Error) -> String
         source = s.source();
     }
     head
+}
+
+#[cfg(test)]
+mod delivery_control_tests {
+    use super::DeliveryControl;
+
+    #[test]
+    fn the_header_is_read_word_by_word() {
+        let read = |v: &str| {
+            let c = DeliveryControl::parse(v);
+            (c.abort_message, c.disable_endpoint)
+        };
+        assert_eq!(read("abort-message"), (true, false));
+        assert_eq!(read("DISABLE"), (false, true));
+        assert_eq!(read(" disable , abort-message "), (true, true));
+        assert_eq!(read("pause, abort"), (false, false), "unknown words change nothing");
+        assert_eq!(read(""), (false, false));
+    }
 }

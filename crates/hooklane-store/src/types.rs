@@ -194,6 +194,9 @@ pub struct AttemptOutcome {
     /// `next_attempt_at` in the job). A delivery leased again meanwhile under another (this
     /// one ran out and another claim took it) keeps that newer state; `None`: not checked.
     pub lease: Option<DateTime<Utc>>,
+    /// The receiver asked for its endpoint to be disabled (`webhook-delivery: disable`):
+    /// it is, whatever its failure streak, and reported with those the streak disabled.
+    pub disable_endpoint: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

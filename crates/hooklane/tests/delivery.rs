@@ -466,6 +466,39 @@ async fn a_hanging_receiver_times_out_and_is_retried() {
     assert!(first["responseDurationMs"].as_i64().unwrap() >= 450);
 }
 
+/// Svix's delivery control: a receiver answering `webhook-delivery: abort-message` has that
+/// message tried no more (failed after one attempt, while the schedule had retries), and
+/// one answering `webhook-delivery: disable` has its endpoint disabled (after a success
+/// here), so that the next message is not sent to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_can_stop_retries_and_disable_its_endpoint() {
+    let server = Server::start("[delivery]\nretry_schedule = [\"100ms\", \"100ms\", \"100ms\"]").await;
+    let rx = Receiver::scripted(|_, r| match r.json()["do"].as_str() {
+        Some("abort") => Reply::WithHeader(500, "webhook-delivery", "abort-message".into()),
+        Some("disable") => Reply::WithHeader(200, "webhook-delivery", "Disable".into()),
+        _ => Reply::Status(200),
+    })
+    .await;
+    let app = server.create_app("control").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let aborted = server.send_message(&app, "a.b", json!({ "do": "abort" })).await;
+    let failed = server
+        .wait_until(&format!("/api/v1/app/{app}/msg/{aborted}/endpoint"), WAIT, |b| b["data"][0]["status"] == 2)
+        .await;
+    settle().await;
+    assert_eq!(rx.received().len(), 1, "no retry after abort-message: {failed}");
+    let (_, endpoint) = server.call("GET", &format!("/api/v1/app/{app}/endpoint/{ep}"), None).await;
+    assert_eq!(endpoint["disabled"], false, "aborting a message leaves the endpoint");
+
+    server.send_message(&app, "a.b", json!({ "do": "disable" })).await;
+    server.wait_until(&format!("/api/v1/app/{app}/endpoint/{ep}"), WAIT, |b| b["disabled"] == true).await;
+    let seen = rx.received().len();
+    server.send_message(&app, "a.b", json!({ "do": "nothing" })).await;
+    settle().await;
+    assert_eq!(rx.received().len(), seen, "a disabled endpoint was still sent to");
+    assert!(server.logs().contains("its receiver asked"), "the log says why");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_failing_too_long_is_disabled_and_can_be_recovered() {
     let extra = "[delivery]\ndisable_after = \"1s\"\nretry_schedule = [\"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\"]";

@@ -963,6 +963,25 @@ async fn update_endpoint_streaks<C: GenericClient>(
         first_failure_id: Option<(&'a str, i64)>,
         last_failure: Option<i64>,
     }
+    // Those whose receivers asked for it first: disabled whatever their streaks.
+    let mut asked: Vec<&str> =
+        outcomes.iter().filter(|o| o.disable_endpoint).map(|o| o.attempt.endpoint_id.as_str()).collect();
+    let mut disabled = Vec::new();
+    if !asked.is_empty() {
+        asked.sort_unstable();
+        asked.dedup();
+        let now = outcomes.iter().map(|o| ms(o.attempt.created_at)).max().unwrap_or_default();
+        let rows = query(
+            c,
+            "UPDATE endpoints SET disabled = true, updated_at = GREATEST(updated_at + 1, $2) \
+             WHERE id = ANY($1) AND NOT disabled RETURNING id, updated_at",
+            &[&asked, &now],
+        )
+        .await?;
+        for r in &rows {
+            disabled.push((rows::get::<String>(r, 0)?, rows::time(rows::get::<i64>(r, 1)?)));
+        }
+    }
     let mut per_endpoint: std::collections::BTreeMap<&str, Streak> = std::collections::BTreeMap::new();
     for o in outcomes {
         if o.next == NextStep::Cancelled {
@@ -1031,7 +1050,7 @@ async fn update_endpoint_streaks<C: GenericClient>(
         .await?;
     }
     if failing.is_empty() {
-        return Ok(Vec::new());
+        return Ok(disabled);
     }
     // A streak a day old or more, but no attempt for a day before these failures (its
     // attempt before the first of them by the attempts' time-ordered ids, a cancelled one
@@ -1046,7 +1065,7 @@ async fn update_endpoint_streaks<C: GenericClient>(
         &[&failing, &failing_first, &failing_first_id, &crate::queries_shared::QUIET_GAP_MS],
     )
     .await?;
-    let disabled = query(
+    let by_streak = query(
         c,
         "UPDATE endpoints e SET disabled = true, updated_at = GREATEST(e.updated_at + 1, k.last) \
          FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS k(id, before, last) \
@@ -1054,7 +1073,10 @@ async fn update_endpoint_streaks<C: GenericClient>(
         &[&failing, &failing_before, &failing_last],
     )
     .await?;
-    disabled.iter().map(|r| Ok((rows::get::<String>(r, 0)?, rows::time(rows::get::<i64>(r, 1)?)))).collect()
+    for r in &by_streak {
+        disabled.push((rows::get::<String>(r, 0)?, rows::time(rows::get::<i64>(r, 1)?)));
+    }
+    Ok(disabled)
 }
 
 /// The keys' columns with their leases' ends (`None`: not checked), for `UNNEST`.

@@ -306,7 +306,9 @@ impl Store for PgStore {
             return Ok(Recorded::default());
         }
         let mut c = self.client().await?;
-        let all_succeeded = outcomes.iter().all(|o| o.next == NextStep::Succeeded);
+        // (The one-statement path knows nothing of disabling: a receiver asking for it takes
+        // the other.)
+        let all_succeeded = outcomes.iter().all(|o| o.next == NextStep::Succeeded && !o.disable_endpoint);
         let mut tries = 0;
         loop {
             tries += 1;

@@ -767,6 +767,23 @@ pub struct AttemptRecorded {
 /// the wire, or leased under another lease than `lease` since, is left alone
 /// (`Store::record_attempts`); a batch guards each delivery's first outcome only, since a
 /// retry recorded before it in the batch leaves the row pending and not leased too.
+/// Disables the endpoint at its receiver's request, as of `now` (its version moves on,
+/// never back); `None` when it already was.
+pub fn disable_endpoint_asked(
+    conn: &Connection,
+    endpoint_id: &str,
+    now: i64,
+) -> StoreResult<Option<(String, DateTime<Utc>)>> {
+    let disabled = query_opt(
+        conn,
+        "UPDATE endpoints SET disabled = 1, updated_at = MAX(updated_at + 1, ?2) \
+         WHERE id = ?1 AND disabled = 0 RETURNING id, updated_at",
+        params![endpoint_id, now],
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+    )?;
+    Ok(disabled.map(|(id, at)| (id, rows::time(at))))
+}
+
 pub fn record_attempt(
     conn: &Connection,
     a: &Attempt,

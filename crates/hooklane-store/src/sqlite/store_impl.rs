@@ -313,6 +313,10 @@ impl Store for SqliteStore {
                     set_aside.insert(key);
                 }
                 out.disabled.extend(recorded.disabled);
+                if o.disable_endpoint {
+                    let asked = queries::disable_endpoint_asked(c, &o.attempt.endpoint_id, ms(o.attempt.created_at))?;
+                    out.disabled.extend(asked);
+                }
             }
             out.set_aside = set_aside.into_iter().map(|(m, e)| DeliveryKey::new(m, e)).collect();
             Ok(out)

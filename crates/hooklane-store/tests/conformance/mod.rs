@@ -75,6 +75,7 @@ macro_rules! store_conformance_tests {
             record_attempts_moves_deliveries,
             next_due_at_reports_earliest,
             endpoint_failing_since_and_disable,
+            an_endpoint_is_disabled_when_its_receiver_asks,
             a_quiet_endpoint_starts_its_failure_streak_afresh,
             cancelled_attempts_end_deliveries_and_leave_streaks,
             list_apps_leaves_out_apps_by_their_endpoints,
@@ -281,7 +282,7 @@ pub fn attempt(msg_id: &str, ep: &Endpoint, status: DeliveryStatus, at: DateTime
 /// An attempt of `msg_id` to `ep` made at `at`, successful exactly when `next` is.
 pub fn outcome(msg_id: &str, ep: &Endpoint, at: DateTime<Utc>, next: NextStep) -> AttemptOutcome {
     let status = if next == NextStep::Succeeded { DeliveryStatus::Success } else { DeliveryStatus::Fail };
-    AttemptOutcome { attempt: attempt(msg_id, ep, status, at), next, lease: None }
+    AttemptOutcome { attempt: attempt(msg_id, ep, status, at), next, lease: None, disable_endpoint: false }
 }
 
 pub fn key(msg_id: &str, endpoint_id: &str) -> DeliveryKey {
@@ -2033,6 +2034,7 @@ pub async fn a_quiet_endpoint_starts_its_failure_streak_afresh(store: &DynStore)
         attempt: attempt(&m4.id, &cancelling, DeliveryStatus::Canceled, t2 - hours(1)),
         next: NextStep::Cancelled,
         lease: None,
+        disable_endpoint: false,
     };
     store.record_attempts(vec![cancelled], disable_after).await.unwrap();
     assert!(job_keys(&claim(store, t2).await).contains(&pair(&m3, &cancelling)));
@@ -2060,6 +2062,7 @@ pub async fn cancelled_attempts_end_deliveries_and_leave_streaks(store: &DynStor
         attempt: attempt(&m2.id, ep, DeliveryStatus::Canceled, t0 + secs(2)),
         next: NextStep::Cancelled,
         lease: None,
+        disable_endpoint: false,
     };
     let off = store.record_attempts(vec![cancelled(&failing), cancelled(&healthy)], HOUR).await.unwrap();
     assert!(off.disabled.is_empty());
@@ -3369,4 +3372,34 @@ pub async fn stats_message_log_states(store: &DynStore) {
     let other = setup_app(store, "B").await;
     let none = store.message_log(&other.id, &MessageFilter::default(), None, &page_req(50, None, false)).await.unwrap();
     assert!(none.items.is_empty() && none.done);
+}
+
+/// `webhook-delivery: disable` in a receiver's answer: its endpoint is disabled whatever its
+/// failure streak (here after a success), reported once with the version it wrote; the other
+/// endpoint of the batch is left alone.
+pub async fn an_endpoint_is_disabled_when_its_receiver_asks(store: &DynStore) {
+    let t0 = now_ms();
+    let app = setup_app(store, "A").await;
+    let (asking, other) = (setup_endpoint(store, &app.id).await, setup_endpoint(store, &app.id).await);
+    let m = post(store, &app.id, &[&asking, &other], t0).await;
+    assert_eq!(claim(store, t0 + secs(1)).await.len(), 2);
+    let mut asked = outcome(&m.id, &asking, t0 + secs(1), NextStep::Succeeded);
+    asked.disable_endpoint = true;
+    let plain = outcome(&m.id, &other, t0 + secs(1), NextStep::Succeeded);
+    let recorded = store.record_attempts(vec![asked, plain], HOUR).await.unwrap();
+    let e = endpoint_now(store, &asking).await;
+    assert!(e.disabled, "disabled at its receiver's request");
+    assert_eq!(recorded.disabled, vec![(asking.id.clone(), e.updated_at)]);
+    assert!(e.updated_at > asking.updated_at, "its version moved on");
+    assert!(!endpoint_now(store, &other).await.disabled);
+    assert_eq!(delivery(store, &app.id, &m.id, &asking.id).await.status, DeliveryStatus::Success);
+
+    // Asked again (an attempt already on the wire): nothing more to report.
+    let m2 = post(store, &app.id, &[&other], t0).await;
+    assert_eq!(claim(store, t0 + secs(2)).await.len(), 1);
+    let mut again = outcome(&m2.id, &other, t0 + secs(2), NextStep::Succeeded);
+    again.attempt.endpoint_id = asking.id.clone();
+    again.disable_endpoint = true;
+    let recorded = store.record_attempts(vec![again], HOUR).await.unwrap();
+    assert!(recorded.disabled.is_empty(), "reported once");
 }
