@@ -238,7 +238,8 @@ async fn the_environment_overrides_settings_as_written_and_other_variables_are_l
     let logs = server.logs();
     let warned = |name: &str| logs.lines().any(|l| l.contains("is no setting") && l.contains(name));
     assert!(warned("HOOKLANE_ADMINTOKEN") && warned("HOOKLANE_DELIVERY_LEASE"), "{logs}");
-    for quiet in ["HOOKLANE_CONFIG", "HOOKLANE_TOKEN", "HOOKLANE_PORT", "HOOKLANE_SERVICE_HOST", "hooklane_admin_token"] {
+    for quiet in ["HOOKLANE_CONFIG", "HOOKLANE_TOKEN", "HOOKLANE_PORT", "HOOKLANE_SERVICE_HOST", "hooklane_admin_token"]
+    {
         assert!(!warned(quiet), "{quiet}: {logs}");
     }
     assert!(!logs.contains("never-read-as-the-token"), "values are not logged: {logs}");
