@@ -70,11 +70,14 @@ fn json_rejection(r: JsonRejection, limit: usize) -> ApiError {
     }
 }
 
-/// A body that could not be read: too large, or cut off.
-fn bytes_rejection(r: BytesRejection, limit: usize) -> ApiError {
-    match r.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(limit),
-        _ => ApiError::BadRequest(r.body_text()),
+/// A body that could not be read: too large, stopped arriving, or cut off.
+pub(crate) fn bytes_rejection(r: BytesRejection, limit: usize) -> ApiError {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(limit)
+    } else if crate::error::is_body_timeout(&r) {
+        ApiError::RequestTimeout
+    } else {
+        ApiError::BadRequest(r.body_text())
     }
 }
 
