@@ -52,19 +52,11 @@ pub async fn check_coding(mut req: Request, next: Next) -> Response {
         }
         Some((_, canonical)) => {
             req.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static(canonical));
-            // The decoder drops the length (the decoded one is not known yet): readers that
-            // tell a missing body from a present one look for this mark instead.
-            req.extensions_mut().insert(CompressedBody);
             next.run(req).await
         }
         None => ApiError::UnsupportedContentEncoding(joined(&req)).into_response(),
     }
 }
-
-/// Marks a request whose body is being decoded: it has one, though it no longer says how
-/// long.
-#[derive(Debug, Clone, Copy)]
-pub struct CompressedBody;
 
 /// Every `Content-Encoding` value of the request, for the error message.
 fn joined(req: &Request) -> String {

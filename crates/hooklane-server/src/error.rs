@@ -29,6 +29,9 @@ pub enum ApiError {
     IdempotencyMismatch,
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// The client stopped sending the body for longer than `request_read_timeout`.
+    #[error("the request body stopped arriving before its end (request_read_timeout)")]
+    RequestTimeout,
     #[error("content-type must be application/json")]
     UnsupportedMediaType,
     /// A body in a `Content-Encoding` hooklane does not decode (the header's value).
@@ -91,6 +94,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::IdempotencyInFlight => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType | ApiError::UnsupportedContentEncoding(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
@@ -116,6 +120,7 @@ impl ApiError {
             ApiError::IdempotencyInFlight => "idempotency_in_flight",
             ApiError::IdempotencyMismatch => "idempotency_mismatch",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::UnsupportedContentEncoding(_) => "unsupported_content_encoding",
             ApiError::MethodNotAllowed => "method_not_allowed",
@@ -152,7 +157,8 @@ impl IntoResponse for ApiError {
             }
             _ => json!({ "code": self.code(), "detail": self.to_string() }),
         };
-        if let ApiError::PayloadTooLarge(_) | ApiError::UnsupportedContentEncoding(_) = self {
+        if let ApiError::PayloadTooLarge(_) | ApiError::UnsupportedContentEncoding(_) | ApiError::RequestTimeout = self
+        {
             // The rest of the body was never read, so the connection cannot carry another
             // request: say so, or the client may reuse it and see its next request fail.
             return (status, [(header::CONNECTION, "close")], Json(body)).into_response();
@@ -192,6 +198,26 @@ pub const POSITION_AHEAD: &str = "is ahead of this server's stream (it was given
      from a backup); read again from an earlier position";
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Whether reading a request body failed because the client stopped sending it for longer
+/// than `request_read_timeout`: tower-http's [`TimeoutError`], found by its type among the
+/// causes, however many body layers (axum's, the limit's, the decoder's) wrapped it.
+///
+/// [`TimeoutError`]: tower_http::timeout::TimeoutError
+pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        // An `io::Error` does not give the error it carries as its source: look inside.
+        cause = match e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            Some(inner) => Some(inner),
+            None => e.source(),
+        };
+    }
+    false
+}
 
 /// Maps a store "not found" to a 404 naming `what`; other store errors as usual.
 pub fn missing(what: &'static str) -> impl FnOnce(StoreError) -> ApiError {

@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -64,10 +65,19 @@ fn json_rejection(r: JsonRejection, limit: usize) -> ApiError {
         }
         JsonRejection::JsonSyntaxError(e) => ApiError::InvalidJson(e.body_text()),
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge(limit)
-        }
+        JsonRejection::BytesRejection(e) => bytes_rejection(e, limit),
         other => ApiError::BadRequest(other.body_text()),
+    }
+}
+
+/// A body that could not be read: too large, stopped arriving, or cut off.
+pub(crate) fn bytes_rejection(r: BytesRejection, limit: usize) -> ApiError {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(limit)
+    } else if crate::error::is_body_timeout(&r) {
+        ApiError::RequestTimeout
+    } else {
+        ApiError::BadRequest(r.body_text())
     }
 }
 
@@ -86,25 +96,28 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
     }
 }
 
-/// A JSON body that may be left out entirely (an empty body gives `None`).
+/// A JSON body that may be left out entirely: an empty body gives `None`.
 pub struct OptionalJson<T>(pub Option<T>);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for OptionalJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        // A body sent without a content type is not "no body": it goes on to the JSON
-        // extractor, which answers 415, rather than being silently ignored.
-        let headers = req.headers();
-        let compressed = req.extensions().get::<crate::content_encoding::CompressedBody>().is_some();
-        let empty = !compressed
-            && (headers.get(axum::http::header::CONTENT_LENGTH).is_some_and(|v| v == "0")
-                || (!headers.contains_key(axum::http::header::CONTENT_TYPE)
-                    && !headers.contains_key(axum::http::header::CONTENT_LENGTH)
-                    && !headers.contains_key(axum::http::header::TRANSFER_ENCODING)));
-        if empty {
+        // Whether a body was sent is told by its bytes, not by its headers: `curl -X POST -H
+        // 'Content-Type: application/json'` without data announces a type for no body, and a
+        // compressed body says nothing of its length until it is decoded (an empty one decodes
+        // to nothing). The body is read once here (held to the same limit) and handed on.
+        let (parts, body) = req.into_parts();
+        let bytes = match Bytes::from_request(Request::from_parts(parts.clone(), body), state).await {
+            Ok(bytes) => bytes,
+            Err(rejection) => return Err(bytes_rejection(rejection, state.0.max_body_bytes)),
+        };
+        if bytes.is_empty() {
             return Ok(OptionalJson(None));
         }
+        // A body without a JSON content type is not "no body": the JSON extractor answers it
+        // 415 rather than ignoring it.
+        let req = Request::from_parts(parts, Body::from(bytes));
         Json::<T>::from_request(req, state).await.map(|Json(v)| OptionalJson(Some(v)))
     }
 }

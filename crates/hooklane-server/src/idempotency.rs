@@ -74,10 +74,7 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
     let (parts, body) = req.into_parts();
     let body = match Bytes::from_request(Request::from_parts(parts.clone(), body), &s).await {
         Ok(bytes) => bytes,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return ApiError::PayloadTooLarge(s.0.max_body_bytes).into_response()
-        }
-        Err(e) => return ApiError::BadRequest(e.body_text()).into_response(),
+        Err(e) => return crate::extract::bytes_rejection(e, s.0.max_body_bytes).into_response(),
     };
     // The same request sent again has the same body; another body is another request.
     let fingerprint = hex(&Sha256::digest(&body));

@@ -345,6 +345,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
             record.body_size = seen;
             return record.reject(too_large(limit)).await;
         }
+        Err(BodyError::TimedOut) => return record.reject(ApiError::RequestTimeout).await,
         Err(BodyError::Broken(why)) => {
             return record.reject(ApiError::BadRequest(format!("could not read the body: {why}"))).await
         }
@@ -734,6 +735,8 @@ fn address_allowed(client: Option<IpAddr>, networks: &[String]) -> bool {
 enum BodyError {
     /// Bytes seen before giving up.
     TooLarge(u64),
+    /// The client stopped sending it for longer than `request_read_timeout`.
+    TimedOut,
     Broken(String),
 }
 
@@ -742,7 +745,10 @@ async fn read_body(body: Body, limit: u64) -> Result<Vec<u8>, BodyError> {
     let mut stream = body.into_data_stream();
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| BodyError::Broken(e.to_string()))?;
+        let chunk = chunk.map_err(|e| match crate::error::is_body_timeout(&e) {
+            true => BodyError::TimedOut,
+            false => BodyError::Broken(e.to_string()),
+        })?;
         if (out.len() + chunk.len()) as u64 > limit {
             return Err(BodyError::TooLarge((out.len() + chunk.len()) as u64));
         }

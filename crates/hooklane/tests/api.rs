@@ -3620,3 +3620,117 @@ async fn an_application_posting_too_fast_is_asked_to_wait() {
     let (status, body) = strict.call("POST", &example, Some(json!({ "eventType": "svix.ping" }))).await;
     assert_eq!((status, &body["code"]), (429, &json!("rate_limited")), "{body}");
 }
+
+/// Sends `head` (a request's head, ended by a blank line, asking `connection: close`) on a
+/// connection of its own, with whatever part of a body follows it, and reads the answer:
+/// its status and JSON body.
+async fn raw_exchange(server: &Server, head: impl AsRef<[u8]>) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(head.as_ref()).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+        .await
+        .expect("answered before a long timeout")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status: {answer}"));
+    let (_, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no body: {answer}"));
+    (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {answer}")))
+}
+
+/// A route whose body may be left out takes a request that announces a JSON content type
+/// but sends nothing (`curl -X POST -H 'Content-Type: application/json'` without data: no
+/// length at all), or a compressed body that decodes to nothing, as a request without a
+/// body; a body that is there and is not JSON is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_optional_body_announced_but_empty_is_no_body() {
+    let server = Server::start("").await;
+    let app = server.create_app("empty").await;
+    let (ep, first) = server.create_endpoint(&app, json!({ "url": "https://example.com/hook" })).await;
+    let secret = format!("/api/v1/app/{app}/endpoint/{ep}/secret");
+    let curl_like = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN}\r\ncontent-type: application/json\r\n\
+             connection: close\r\n\r\n"
+        )
+    };
+    let (status, rotated) = raw_exchange(&server, &curl_like(&format!("{secret}/rotate"))).await;
+    assert_eq!(status, 200, "{rotated}");
+    let (_, now) = server.call("GET", &secret, None).await;
+    assert_eq!(rotated, now, "rotated to a generated key");
+    assert_ne!(now["key"], json!(first));
+    let (status, access) = raw_exchange(&server, &curl_like(&format!("/api/v1/auth/app-portal-access/{app}"))).await;
+    assert_eq!(status, 200, "{access}");
+    assert!(access["token"].is_string(), "{access}");
+
+    // A gzip body that decodes to nothing: no body either.
+    let r = send(
+        request(&server, Some(ADMIN), "POST", &format!("{secret}/rotate"))
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(gzip(b"")),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let (_, later) = server.call("GET", &secret, None).await;
+    assert_ne!(later, now);
+
+    // A body that is there is read, and malformed it is refused, changing nothing.
+    for bad in ["{", " "] {
+        let r = post_text(&server, &format!("{secret}/rotate"), bad).await;
+        assert_error(r.status, &r.json(), 400, "invalid_json");
+        let (_, unchanged) = server.call("GET", &secret, None).await;
+        assert_eq!(unchanged, later, "{bad:?}");
+    }
+}
+
+/// A body that stops arriving for longer than `request_read_timeout` is answered 408
+/// `request_timeout` (not a 400), wherever it is read: by the JSON extractor, an optional
+/// body's, the idempotency layer and an inbound source, compressed or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_arriving_is_a_request_timeout() {
+    let server = Server::start("request_read_timeout = \"1s\"").await;
+    let app = server.create_app("slow").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": "https://example.com/hook" })).await;
+    let spec = json!({
+        "name": "slow", "verification": { "type": "none" },
+        "destinations": [{ "url": "https://example.com/hook" }],
+    });
+    let (status, source) = server.call("POST", "/api/v1/source", Some(spec)).await;
+    assert_eq!(status, 201, "{source}");
+    let source = source["id"].as_str().expect("source id");
+    let api = format!("authorization: Bearer {ADMIN}\r\ncontent-type: application/json\r\n");
+    let stalls = [
+        (format!("/api/v1/app/{app}/msg"), api.clone()),
+        (format!("/api/v1/app/{app}/endpoint/{ep}/secret/rotate"), api.clone()),
+        (format!("/api/v1/app/{app}/msg"), format!("{api}idempotency-key: slow\r\n")),
+        (format!("/in/{source}"), "content-type: application/json\r\n".to_string()),
+    ];
+    for (path, headers) in stalls {
+        // A few of the 100 bytes announced, then nothing.
+        let head = format!("POST {path} HTTP/1.1\r\nhost: x\r\n{headers}content-length: 100\r\n\r\n{{\"eventType");
+        let (status, body) = raw_exchange(&server, &head).await;
+        assert_error(status, &body, 408, "request_timeout");
+    }
+    // A compressed body, whose decoder was waiting for the rest.
+    let gzipped = gzip(json!({ "eventType": "a.b", "payload": { "pad": "x".repeat(200) } }).to_string().as_bytes());
+    let mut head = format!(
+        "POST /api/v1/app/{app}/msg HTTP/1.1\r\nhost: x\r\n{api}content-encoding: gzip\r\ncontent-length: {}\r\n\r\n",
+        gzipped.len()
+    )
+    .into_bytes();
+    head.extend_from_slice(&gzipped[..gzipped.len() / 2]);
+    let (status, body) = raw_exchange(&server, head).await;
+    assert_error(status, &body, 408, "request_timeout");
+    // Nothing was taken: no message, and the key is free for the whole request.
+    assert_eq!(ids(&list_all(&server, &format!("/api/v1/app/{app}/msg")).await), Vec::<String>::new());
+    let r = send(
+        request(&server, Some(ADMIN), "POST", &format!("/api/v1/app/{app}/msg"))
+            .header("idempotency-key", "slow")
+            .json(&json!({ "eventType": "a.b", "payload": {} })),
+    )
+    .await;
+    assert_eq!((r.status, r.header("idempotent-replayed")), (202, None), "{}", r.text);
+}

@@ -1,7 +1,7 @@
 //! The command-line tools around the server, run as the real binary: `forward` against a
 //! local receiver that redirects and a poller that answers something else than a page,
-//! `--help` with secrets in the environment, `listen` with a large body, `migrate` beside a
-//! running `serve`.
+//! `--help` with secrets in the environment, `listen` with a large body, one over its
+//! `--max-body` and one with terminal escape sequences, `migrate` beside a running `serve`.
 
 mod common;
 
@@ -282,4 +282,103 @@ async fn migrate(config: &std::path::Path) -> (bool, String, String) {
     .expect("migrate ran");
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Starts `hooklane listen --port 0` with `args`: the process, its base URL and its output,
+/// line by line.
+async fn start_listen(
+    args: &[&str],
+) -> (tokio::process::Child, String, tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .args(["listen", "--port", "0"])
+        .args(args)
+        .env_remove("HOOKLANE_LISTEN_SECRET")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn hooklane listen");
+    let mut err = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let out = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let base = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(line)) = err.next_line().await {
+            if let Some(addr) = line.split("receiving on ").nth(1) {
+                return addr.trim().to_string();
+            }
+        }
+        panic!("listen ended without saying where it listens");
+    })
+    .await
+    .expect("listen started");
+    (child, base, out)
+}
+
+/// The next line `listen` prints that contains `what`.
+async fn next_line_with(
+    out: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    what: &str,
+) -> String {
+    let found = async {
+        while let Ok(Some(line)) = out.next_line().await {
+            if line.contains(what) {
+                return line;
+            }
+        }
+        panic!("listen printed no line with {what}");
+    };
+    tokio::time::timeout(WAIT, found).await.expect("a line printed")
+}
+
+/// A sender cannot drive the developer's terminal through `listen`: the escape sequences
+/// of a body (an OSC retitling the window, an ANSI screen clear) are printed visibly, not
+/// as the bytes a terminal obeys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_prints_control_characters_escaped() {
+    let (_child, base, mut out) = start_listen(&[]).await;
+    let body = "hi \x1b]0;pwned\x07 \x1b[2J\r there\tok";
+    let post = reqwest::Client::new().post(format!("{base}/hook")).header("webhook-id", "msg_esc").body(body).send();
+    let resp = tokio::time::timeout(WAIT, post).await.expect("answered in time").expect("post");
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let line = next_line_with(&mut out, "webhook-id=msg_esc").await;
+    assert!(!line.contains(['\x1b', '\x07', '\r']), "a raw control character was printed: {line:?}");
+    assert!(line.ends_with("body=hi \\u{1b}]0;pwned\\u{7} \\u{1b}[2J\\u{d} there\tok"), "{line:?}");
+}
+
+/// `--max-body` bounds what a sender can make `listen` hold (it may listen on 0.0.0.0): a
+/// body announced larger is refused at once, a chunked one once it goes past the limit,
+/// both answered 413 and reported; a body within it is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_refuses_a_body_over_max_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_child, base, mut out) = start_listen(&["--max-body", "1000"]).await;
+    // Announced: answered before any of it is sent.
+    let mut tcp = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.expect("connect");
+    let head = "POST /hook HTTP/1.1\r\nhost: x\r\nwebhook-id: msg_announced\r\ncontent-length: 5000000000\r\n\r\n";
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut answer)).await.expect("answered and closed in time").expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let line = next_line_with(&mut out, "webhook-id=msg_announced").await;
+    assert!(line.contains("refused: body larger than --max-body (1000 bytes), answered 413"), "{line}");
+
+    // Chunked, no length said: refused once past the limit.
+    let chunks = futures::stream::iter([vec![b'x'; 600], vec![b'y'; 600]].map(Ok::<_, std::io::Error>));
+    let post = reqwest::Client::new()
+        .post(format!("{base}/hook"))
+        .header("webhook-id", "msg_chunked")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send();
+    let resp = tokio::time::timeout(WAIT, post).await.expect("answered in time").expect("post");
+    assert_eq!(resp.status(), 413);
+    let line = next_line_with(&mut out, "webhook-id=msg_chunked").await;
+    assert!(line.contains("refused: body larger than --max-body"), "{line}");
+
+    // At the limit: taken and printed.
+    let body = "z".repeat(1000);
+    let post = reqwest::Client::new().post(format!("{base}/hook")).header("webhook-id", "msg_fits").body(body.clone());
+    let resp = tokio::time::timeout(WAIT, post.send()).await.expect("answered in time").expect("post");
+    assert_eq!(resp.status(), 200);
+    let line = next_line_with(&mut out, "webhook-id=msg_fits").await;
+    assert!(line.ends_with(&format!("body={body}")), "{line}");
 }
