@@ -665,7 +665,13 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
     let lane = endpoint.order.is_fifo();
     // The lease it was sent under: the end its claim (or its ingest) wrote.
     let lease = job.delivery.next_attempt_at;
-    let outcome = AttemptOutcome { attempt, next, lease, disable_endpoint: result.control.disable_endpoint };
+    let outcome = AttemptOutcome {
+        attempt,
+        next,
+        lease,
+        disable_endpoint: result.control.disable_endpoint,
+        untried: result.unsendable,
+    };
     let _ = inner.finished.send(Finished::Attempted(outcome, attempts_made, gate, lane));
 }
 

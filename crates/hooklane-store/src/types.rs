@@ -197,6 +197,10 @@ pub struct AttemptOutcome {
     /// The receiver asked for its endpoint to be disabled (`webhook-delivery: disable`):
     /// it is, whatever its failure streak, and reported with those the streak disabled.
     pub disable_endpoint: bool,
+    /// Nothing was sent, through no fault of the endpoint's (hooklane could not make the
+    /// request of this message): a failure that leaves its failure streak as it was, as a
+    /// cancelled attempt does.
+    pub untried: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

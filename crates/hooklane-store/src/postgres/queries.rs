@@ -984,7 +984,7 @@ async fn update_endpoint_streaks<C: GenericClient>(
     }
     let mut per_endpoint: std::collections::BTreeMap<&str, Streak> = std::collections::BTreeMap::new();
     for o in outcomes {
-        if o.next == NextStep::Cancelled {
+        if o.next == NextStep::Cancelled || o.untried {
             continue; // nothing was sent: no news of the endpoint
         }
         let s = per_endpoint.entry(o.attempt.endpoint_id.as_str()).or_default();

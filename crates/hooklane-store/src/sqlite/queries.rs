@@ -16,8 +16,8 @@ use crate::queries_shared::{
     latency_bucket_sql, message_state_sql, qualified, AttemptGroup, FairClaim, EXPUNGED, RECOVERABLE,
 };
 use crate::{
-    AttemptFilter, ClaimedKey, EndpointStats, EventPosition, EventsPage, EventsQuery, FirstSend, Job, MessageFilter,
-    NextStep, Page, PageRequest, StoreError, StoreResult,
+    AttemptFilter, AttemptOutcome, ClaimedKey, EndpointStats, EventPosition, EventsPage, EventsQuery, FirstSend, Job,
+    MessageFilter, NextStep, Page, PageRequest, StoreError, StoreResult,
 };
 
 /// A SELECT under construction: conditions joined with AND, positional parameters.
@@ -786,8 +786,7 @@ pub fn disable_endpoint_asked(
 
 pub fn record_attempt(
     conn: &Connection,
-    a: &Attempt,
-    next: &NextStep,
+    AttemptOutcome { attempt: a, next, untried, .. }: &AttemptOutcome,
     disable_before: DateTime<Utc>,
     (guard, lease): (bool, Option<i64>),
 ) -> StoreResult<AttemptRecorded> {
@@ -837,7 +836,8 @@ pub fn record_attempt(
             lanes::advance(conn, &a.endpoint_id, &lane_key, now)?;
         }
     }
-    if *next == NextStep::Cancelled {
+    // Nothing sent: no news of the endpoint.
+    if *next == NextStep::Cancelled || *untried {
         return Ok(AttemptRecorded { moved_delivery, disabled: None });
     }
     if *next == NextStep::Succeeded {

@@ -306,7 +306,7 @@ impl Store for SqliteStore {
                 let before = ago(o.attempt.created_at, disable_after);
                 let key = (o.attempt.msg_id.as_str(), o.attempt.endpoint_id.as_str());
                 let guard = (!moved.contains(&key), o.lease.map(ms));
-                let recorded = queries::record_attempt(c, &o.attempt, &o.next, before, guard)?;
+                let recorded = queries::record_attempt(c, o, before, guard)?;
                 if recorded.moved_delivery {
                     moved.insert(key);
                 } else {

@@ -76,6 +76,7 @@ macro_rules! store_conformance_tests {
             next_due_at_reports_earliest,
             endpoint_failing_since_and_disable,
             an_endpoint_is_disabled_when_its_receiver_asks,
+            untried_failures_leave_failure_streaks,
             a_quiet_endpoint_starts_its_failure_streak_afresh,
             cancelled_attempts_end_deliveries_and_leave_streaks,
             list_apps_leaves_out_apps_by_their_endpoints,
@@ -282,7 +283,13 @@ pub fn attempt(msg_id: &str, ep: &Endpoint, status: DeliveryStatus, at: DateTime
 /// An attempt of `msg_id` to `ep` made at `at`, successful exactly when `next` is.
 pub fn outcome(msg_id: &str, ep: &Endpoint, at: DateTime<Utc>, next: NextStep) -> AttemptOutcome {
     let status = if next == NextStep::Succeeded { DeliveryStatus::Success } else { DeliveryStatus::Fail };
-    AttemptOutcome { attempt: attempt(msg_id, ep, status, at), next, lease: None, disable_endpoint: false }
+    AttemptOutcome {
+        attempt: attempt(msg_id, ep, status, at),
+        next,
+        lease: None,
+        disable_endpoint: false,
+        untried: false,
+    }
 }
 
 pub fn key(msg_id: &str, endpoint_id: &str) -> DeliveryKey {
@@ -2035,6 +2042,7 @@ pub async fn a_quiet_endpoint_starts_its_failure_streak_afresh(store: &DynStore)
         next: NextStep::Cancelled,
         lease: None,
         disable_endpoint: false,
+        untried: false,
     };
     store.record_attempts(vec![cancelled], disable_after).await.unwrap();
     assert!(job_keys(&claim(store, t2).await).contains(&pair(&m3, &cancelling)));
@@ -2063,6 +2071,7 @@ pub async fn cancelled_attempts_end_deliveries_and_leave_streaks(store: &DynStor
         next: NextStep::Cancelled,
         lease: None,
         disable_endpoint: false,
+        untried: false,
     };
     let off = store.record_attempts(vec![cancelled(&failing), cancelled(&healthy)], HOUR).await.unwrap();
     assert!(off.disabled.is_empty());
@@ -3402,4 +3411,32 @@ pub async fn an_endpoint_is_disabled_when_its_receiver_asks(store: &DynStore) {
     again.disable_endpoint = true;
     let recorded = store.record_attempts(vec![again], HOUR).await.unwrap();
     assert!(recorded.disabled.is_empty(), "reported once");
+}
+
+/// A failure hooklane blames on itself (nothing was sent: the message's request could not
+/// be made) neither starts a failure streak nor extends one into a disabling; the
+/// delivery still fails.
+pub async fn untried_failures_leave_failure_streaks(store: &DynStore) {
+    let t0 = now_ms();
+    let app = setup_app(store, "A").await;
+    let ep = setup_endpoint(store, &app.id).await;
+    let untried = |msg: &Message, at| AttemptOutcome { untried: true, ..outcome(&msg.id, &ep, at, NextStep::GiveUp) };
+    let m1 = post(store, &app.id, &[&ep], t0).await;
+    assert_eq!(claim(store, t0 + secs(1)).await.len(), 1);
+    store.record_attempts(vec![untried(&m1, t0 + secs(1))], HOUR).await.unwrap();
+    assert_eq!(endpoint_now(store, &ep).await.failing_since, None, "no streak started");
+    assert_eq!(delivery(store, &app.id, &m1.id, &ep.id).await.status, DeliveryStatus::Fail);
+
+    // A streak running for two hours: an untried failure does not disable.
+    let m2 = post(store, &app.id, &[&ep], t0).await;
+    assert_eq!(claim(store, t0 + secs(2)).await.len(), 1);
+    store
+        .record_attempts(vec![outcome(&m2.id, &ep, t0 + secs(2), NextStep::RetryAt(t0 + hours(2)))], HOUR)
+        .await
+        .unwrap();
+    assert_eq!(claim(store, t0 + hours(2)).await.len(), 1);
+    let recorded = store.record_attempts(vec![untried(&m2, t0 + hours(2))], HOUR).await.unwrap();
+    assert!(recorded.disabled.is_empty());
+    let e = endpoint_now(store, &ep).await;
+    assert_eq!((e.disabled, e.failing_since), (false, Some(t0 + secs(2))));
 }
