@@ -151,7 +151,13 @@ impl<'a> Record<'a> {
         // the sweep ([`finish_fan_outs`]) completes it from. Without it, the request is not
         // acknowledged: the provider's retry may forward it twice, but it is not lost.
         let unfinished = status == InboundStatus::Accepted && reason.is_some();
-        if !self.save(status, http_status, reason, Some(msg_id.to_string())).await && unfinished {
+        // A duplicate changes nothing (its original is stored): it is recorded within a
+        // budget, as refusals are, so that a valid request replayed in a loop (a signature
+        // without a timestamp stays valid) cannot fill the request log.
+        if status == InboundStatus::Duplicate && !self.s.0.duplicates.take(&self.source.id) {
+            self.count("duplicate");
+            metrics::counter!("hooklane_inbound_duplicates_unrecorded_total").increment(1);
+        } else if !self.save(status, http_status, reason, Some(msg_id.to_string())).await && unfinished {
             return self.failed(ApiError::Unavailable("the request could not be recorded; send it again".into()));
         }
         match (acknowledgement, custom) {

@@ -6,7 +6,9 @@
 //! (a token bucket of [`BURST`], refilled at [`PER_MINUTE`] a minute, per process); past
 //! it, refusals are still answered as before but only counted
 //! (`hooklane_inbound_rejections_unrecorded_total`). Accepted requests, which passed the
-//! source's verification, are always recorded.
+//! source's verification, are always recorded; duplicates of them (a provider's retries, or
+//! a captured request replayed: a signature without a timestamp stays valid) have a budget
+//! of their own (`hooklane_inbound_duplicates_unrecorded_total` past it).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -61,6 +61,9 @@ pub(crate) struct Shared {
     /// The background tasks this node works on (see [`crate::tasks`]).
     pub tasks: crate::tasks::Running,
     pub rejections: crate::inbound_budget::RejectionBudget,
+    /// How many duplicates (a provider's retries, or a captured request replayed) each
+    /// inbound source may have recorded (the same budget as refusals', kept apart).
+    pub duplicates: crate::inbound_budget::RejectionBudget,
     /// Turns true when the server starts shutting down: long-polls and event streams,
     /// which would otherwise hold the graceful shutdown up, end then.
     pub closing: tokio::sync::watch::Sender<bool>,
@@ -92,6 +95,7 @@ impl AppState {
             message_rate: crate::message_rate::MessageRate::new(settings.message_rate_limit),
             tasks: Default::default(),
             rejections: Default::default(),
+            duplicates: Default::default(),
             closing: tokio::sync::watch::Sender::new(false),
             pull_waiters: Arc::default(),
             previews: Default::default(),

@@ -1642,6 +1642,38 @@ async fn a_flood_of_forged_requests_is_refused_without_filling_the_log() {
     );
 }
 
+/// A genuine request replayed in a loop (GitHub's signature has no timestamp: it stays
+/// valid) is answered as a duplicate each time and forwarded once, but recorded only within
+/// the source's budget of duplicates: the log does not fill with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_request_does_not_fill_the_log() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let (source, _) = create_source(&server, Provider::Github.spec(&rx.url)).await;
+    let (headers, body, _) = Provider::Github.request("replayed", now(), true);
+    let started = std::time::Instant::now();
+    for i in 0..101 {
+        let (status, out) = ingest(&server, &source, &headers, &body).await;
+        assert_eq!((status, out["status"].as_str()), (200, Some(if i == 0 { "accepted" } else { "duplicate" })));
+    }
+    let seconds = started.elapsed().as_secs();
+    let log = requests(&server, &source).await;
+    let duplicates = log.iter().filter(|r| r["status"] == "duplicate").count() as u64;
+    assert_eq!(log.iter().filter(|r| r["status"] == "accepted").count(), 1);
+    // 60 at once, then one a second.
+    assert!(duplicates >= 60 && duplicates <= 61 + seconds, "{duplicates} duplicates recorded in {seconds} s");
+    let metrics =
+        server.client.get(server.url("/metrics")).bearer_auth(ADMIN).send().await.unwrap().text().await.unwrap();
+    let unrecorded = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hooklane_inbound_duplicates_unrecorded_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(unrecorded, Some((100 - duplicates) as f64), "{metrics}");
+    rx.wait_for(1, WAIT).await;
+    settle().await;
+    assert_eq!(rx.received().len(), 1, "forwarded once");
+}
+
 /// A destination whose circuit opened gets its paused deliveries at once when the source
 /// is updated with its new URL, not after the cool-down (an hour here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
