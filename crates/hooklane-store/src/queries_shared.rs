@@ -50,6 +50,17 @@ pub fn flag_columns(flags: &[String]) -> (Option<&str>, Option<String>) {
     }
 }
 
+/// An event type's flags read back from its two columns: the list, unless a node of an
+/// older version wrote the type since (it writes `feature_flag` alone, leaving the list as
+/// it was): then the one flag it wrote, or none.
+pub fn flags_read(flag: Option<String>, flags: Option<Vec<String>>) -> Vec<String> {
+    match (flag, flags) {
+        (None, _) => Vec::new(),
+        (Some(first), Some(list)) if list.first() == Some(&first) => list,
+        (Some(only), _) => vec![only],
+    }
+}
+
 /// A failing endpoint with no attempt for this long before a new failure starts its failure
 /// streak afresh: a quiet endpoint that failed a week ago is not disabled by its next
 /// failure as though it had failed all week.
@@ -464,6 +475,18 @@ pub fn attempt_id_floor(after: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_written_by_an_older_node_win() {
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // As this version writes them.
+        assert_eq!(flags_read(Some("a".into()), Some(list(&["a", "b"]))), list(&["a", "b"]));
+        assert_eq!(flags_read(None, None), list(&[]));
+        // An older node created the type, changed its flag, or cleared it.
+        assert_eq!(flags_read(Some("beta".into()), None), list(&["beta"]));
+        assert_eq!(flags_read(Some("c".into()), Some(list(&["a", "b"]))), list(&["c"]));
+        assert_eq!(flags_read(None, Some(list(&["a", "b"]))), list(&[]));
+    }
 
     #[test]
     fn a_prune_round_goes_on_where_it_should() {

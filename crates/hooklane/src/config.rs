@@ -453,7 +453,9 @@ impl Config {
         }
         // A configured token is shown by its last four characters: a short one would be
         // shown whole, and guessed.
-        if let Some(token) = self.admin_token.as_deref().filter(|t| t.chars().count() < MIN_ADMIN_TOKEN_CHARS) {
+        // (An empty one is none: the generated token is used, as before.)
+        let configured = self.admin_token.as_deref().filter(|t| !t.is_empty());
+        if let Some(token) = configured.filter(|t| t.chars().count() < MIN_ADMIN_TOKEN_CHARS) {
             bail!("admin_token must be at least {MIN_ADMIN_TOKEN_CHARS} characters (it has {})", token.chars().count());
         }
         if let Some(Redacted(proxy)) = d.proxy.as_ref().filter(|p| !p.0.is_empty()) {
@@ -683,6 +685,7 @@ mod tests {
         }
         let token = |t: &str| Config { admin_token: Some(t.into()), ..Config::default() }.check();
         assert!(token("0123456789abcdef").is_ok());
+        assert!(token("").is_ok(), "empty: not configured (HOOKLANE_ADMIN_TOKEN= in a template)");
         let e = token("s3cret").expect_err("short").to_string();
         assert!(e.contains("admin_token") && !e.contains("s3cret"), "{e}");
     }

@@ -128,7 +128,6 @@ async fn receive(State(l): State<Arc<Listener>>, method: Method, uri: Uri, heade
     };
     let text = String::from_utf8_lossy(&body);
     if l.json {
-        // serde escapes every control character of the body.
         let body_json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|_| json!(text));
         let line = json!({
             "time": Utc::now(),
@@ -139,7 +138,7 @@ async fn receive(State(l): State<Arc<Listener>>, method: Method, uri: Uri, heade
             "signature": verdict,
             "body": body_json,
         });
-        println!("{line}");
+        println!("{}", printable_json(&line.to_string()));
     } else {
         let line = format!(
             "{} {} {} webhook-id={} signature={} body={}",
@@ -189,15 +188,37 @@ async fn read_body(body: Body, headers: &HeaderMap, max: u64) -> Result<Vec<u8>,
 /// CR, DEL, the C1 set) are shown as `\u{1b}` rather than obeyed. Newlines and tabs stay, so
 /// a pretty-printed body still reads as one.
 fn printable(text: &str) -> Cow<'_, str> {
-    let escaped = |c: char| c.is_control() && c != '\n' && c != '\t';
-    if !text.chars().any(escaped) {
+    shown(text, |out, c| {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+    })
+}
+
+/// A JSON line as [`printable`] shows text: serde escapes only U+0000–U+001F, so DEL, the
+/// C1 set and the bidirectional controls are written `\u…` here (they can only be inside
+/// strings, where that is the same character).
+fn printable_json(line: &str) -> Cow<'_, str> {
+    shown(line, |out, c| {
+        let _ = write!(out, "\\u{:04x}", u32::from(c));
+    })
+}
+
+/// Whether `c` is shown escaped: a control character (but newline and tab), or one that
+/// reorders what follows on screen (bidirectional overrides and isolates).
+fn hidden(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with every [`hidden`] character written by `escape`.
+fn shown(text: &str, escape: impl Fn(&mut String, char)) -> Cow<'_, str> {
+    if !text.chars().any(hidden) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
-        if escaped(c) {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        if hidden(c) {
+            escape(&mut out, c);
         } else {
             out.push(c);
         }
@@ -214,6 +235,15 @@ mod tests {
         assert_eq!(printable("{\"a\": 1}\n\tb"), "{\"a\": 1}\n\tb");
         assert_eq!(printable("\x1b]0;pwned\x07"), "\\u{1b}]0;pwned\\u{7}");
         assert_eq!(printable("a\rb\x7f\u{9b}31m\0"), "a\\u{d}b\\u{7f}\\u{9b}31m\\u{0}");
+        assert_eq!(printable("safe\u{202e}txt.exe"), "safe\\u{202e}txt.exe", "a bidi override");
+        let line = serde_json::json!({ "body": "a\u{7f}\u{9b}\u{202e}\n" }).to_string();
+        let shown = super::printable_json(&line);
+        assert_eq!(shown, r#"{"body":"a\u007f\u009b\u202e\n"}"#);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&shown).unwrap(),
+            serde_json::from_str::<serde_json::Value>(&line).unwrap(),
+            "the same JSON"
+        );
         assert_eq!(printable("é ✓ \u{fffd}"), "é ✓ \u{fffd}");
     }
 }

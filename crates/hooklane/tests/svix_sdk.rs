@@ -1321,8 +1321,9 @@ async fn the_svix_sdk_expires_the_tokens_of_the_sessions_it_names() {
     svix.authentication().expire_all(app.id.clone(), only_s1, None).await.expect("expire s1");
     assert!(!works(&first).await, "the session named is ended");
     assert!(works(&second).await && works(&plain).await, "the others go on");
-    svix.authentication().expire_all(app.id.clone(), ApplicationTokenExpireIn::new(), None).await.expect("expire all");
-    assert!(!works(&second).await && !works(&plain).await, "without sessions, every token");
+    let none_named = ApplicationTokenExpireIn { session_ids: Some(Vec::new()), ..ApplicationTokenExpireIn::new() };
+    svix.authentication().expire_all(app.id.clone(), none_named, None).await.expect("expire all");
+    assert!(!works(&second).await && !works(&plain).await, "without sessions named, every token");
 
     let mut other_uid = ApplicationIn::new("Elsewhere".into());
     other_uid.uid = Some("not-the-path".into());

@@ -311,7 +311,7 @@ pub struct ExpireAllIn {
     #[serde(default)]
     expiry: Option<u64>,
     /// Only the tokens issued with one of these `sessionId`s expire (at most 1000); left
-    /// out: every token of the application, integration keys included.
+    /// out or empty: every token of the application, integration keys included.
     #[serde(default)]
     #[schema(example = json!(["sess_42"]))]
     session_ids: Option<Vec<String>>,
@@ -344,7 +344,10 @@ pub async fn expire_all(
 ) -> ApiResult<StatusCode> {
     // A grace is at most MAX_EXPIRY_SECONDS, the longest an app-portal token lives;
     // integration keys, which do not expire otherwise, get no more than that either.
-    let input = input.unwrap_or_default();
+    let mut input = input.unwrap_or_default();
+    // As Svix reads it: only sessions named narrow it ("if any session ids are specified"),
+    // so an empty list (a collection that happened to be empty) expires every token.
+    input.session_ids = input.session_ids.filter(|ids| !ids.is_empty());
     let expiry = input.expiry.unwrap_or(0).min(MAX_EXPIRY_SECONDS);
     if let Some(sessions) = &input.session_ids {
         if sessions.len() > MAX_SESSION_IDS {

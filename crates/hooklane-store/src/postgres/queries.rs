@@ -982,6 +982,26 @@ async fn update_endpoint_streaks<C: GenericClient>(
             disabled.push((rows::get::<String>(r, 0)?, rows::time(rows::get::<i64>(r, 1)?)));
         }
     }
+    // Untried failures are nothing of their endpoints', but still no attempt of them: a
+    // streak gone quiet for a day before one ends there, as it would have at its next
+    // failure, which the untried record must not make look recent. (First, so that a
+    // failure after it in this batch starts a streak afresh.)
+    let untried: Vec<&AttemptOutcome> = outcomes.iter().filter(|o| o.untried).collect();
+    if !untried.is_empty() {
+        let ids: Vec<&str> = untried.iter().map(|o| o.attempt.endpoint_id.as_str()).collect();
+        let attempts: Vec<&str> = untried.iter().map(|o| o.attempt.id.as_str()).collect();
+        let times: Vec<i64> = untried.iter().map(|o| ms(o.attempt.created_at)).collect();
+        execute(
+            c,
+            "UPDATE endpoints e SET failing_since = NULL \
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS k(id, attempt_id, at) \
+             WHERE e.id = k.id AND NOT e.disabled AND e.failing_since <= k.at - $4::BIGINT \
+             AND COALESCE((SELECT a.created_at FROM attempts a WHERE a.endpoint_id = k.id AND a.id < k.attempt_id \
+                           AND a.status <> 4 ORDER BY a.id DESC LIMIT 1), 0) < k.at - $4::BIGINT",
+            &[&ids, &attempts, &times, &crate::queries_shared::QUIET_GAP_MS],
+        )
+        .await?;
+    }
     let mut per_endpoint: std::collections::BTreeMap<&str, Streak> = std::collections::BTreeMap::new();
     for o in outcomes {
         if o.next == NextStep::Cancelled || o.untried {

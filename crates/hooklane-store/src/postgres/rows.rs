@@ -77,7 +77,7 @@ pub fn app(row: &Row, at: usize) -> StoreResult<Application> {
 }
 
 pub const EVENT_TYPE_COLS: &str =
-    "name, description, archived, deprecated, feature_flags, schemas, created_at, updated_at, group_name";
+    "name, description, archived, deprecated, feature_flags, schemas, created_at, updated_at, group_name, feature_flag";
 
 pub fn event_type(row: &Row, at: usize) -> StoreResult<EventType> {
     Ok(EventType {
@@ -85,7 +85,7 @@ pub fn event_type(row: &Row, at: usize) -> StoreResult<EventType> {
         description: get(row, at + 1)?,
         archived: get(row, at + 2)?,
         deprecated: get(row, at + 3)?,
-        feature_flags: opt_json_col(row, at + 4)?.unwrap_or_default(),
+        feature_flags: crate::queries_shared::flags_read(get(row, at + 9)?, opt_json_col(row, at + 4)?),
         schemas: opt_json_col(row, at + 5)?,
         created_at: time_col(row, at + 6)?,
         updated_at: time_col(row, at + 7)?,

@@ -763,10 +763,6 @@ pub struct AttemptRecorded {
     pub disabled: Option<(String, DateTime<Utc>)>,
 }
 
-/// Records one attempt. With `guard`, a delivery queued again while the attempt was on
-/// the wire, or leased under another lease than `lease` since, is left alone
-/// (`Store::record_attempts`); a batch guards each delivery's first outcome only, since a
-/// retry recorded before it in the batch leaves the row pending and not leased too.
 /// Disables the endpoint at its receiver's request, as of `now` (its version moves on,
 /// never back); `None` when it already was.
 pub fn disable_endpoint_asked(
@@ -784,6 +780,15 @@ pub fn disable_endpoint_asked(
     Ok(disabled.map(|(id, at)| (id, rows::time(at))))
 }
 
+/// No attempt of endpoint `?1` for `?4` ms before attempt `?2` made at `?3` (by the
+/// attempts' time-ordered ids; a cancelled one aside).
+const QUIET_BEFORE: &str = "COALESCE((SELECT created_at FROM attempts WHERE endpoint_id = ?1 AND id < ?2 \
+     AND status <> 4 ORDER BY id DESC LIMIT 1), 0) < ?3 - ?4";
+
+/// Records one attempt. With `guard`, a delivery queued again while the attempt was on
+/// the wire, or leased under another lease than `lease` since, is left alone
+/// (`Store::record_attempts`); a batch guards each delivery's first outcome only, since a
+/// retry recorded before it in the batch leaves the row pending and not leased too.
 pub fn record_attempt(
     conn: &Connection,
     AttemptOutcome { attempt: a, next, untried, .. }: &AttemptOutcome,
@@ -837,6 +842,19 @@ pub fn record_attempt(
         }
     }
     // Nothing sent: no news of the endpoint.
+    if *untried {
+        // Nothing of the endpoint's, but still no attempt of it: a streak that had gone
+        // quiet for a day ends here as it would have at its next failure, which this
+        // record must not make look recent.
+        execute(
+            conn,
+            &format!(
+                "UPDATE endpoints SET failing_since = NULL WHERE id = ?1 AND disabled = 0 AND failing_since <= ?3 - ?4 \
+                 AND {QUIET_BEFORE}"
+            ),
+            params![a.endpoint_id, a.id, now, crate::queries_shared::QUIET_GAP_MS],
+        )?;
+    }
     if *next == NextStep::Cancelled || *untried {
         return Ok(AttemptRecorded { moved_delivery, disabled: None });
     }
@@ -858,9 +876,7 @@ pub fn record_attempt(
     // afresh, as after a success.
     execute(
         conn,
-        "UPDATE endpoints SET failing_since = ?3 WHERE id = ?1 AND disabled = 0 AND failing_since <= ?3 - ?4 \
-         AND COALESCE((SELECT created_at FROM attempts WHERE endpoint_id = ?1 AND id < ?2 AND status <> 4 \
-                       ORDER BY id DESC LIMIT 1), 0) < ?3 - ?4",
+        &format!("UPDATE endpoints SET failing_since = ?3 WHERE id = ?1 AND disabled = 0 AND failing_since <= ?3 - ?4 AND {QUIET_BEFORE}"),
         params![a.endpoint_id, a.id, now, crate::queries_shared::QUIET_GAP_MS],
     )?;
     // (Its version moves on, never back: a change read before it must not be saved over it.)

@@ -59,7 +59,7 @@ pub fn app(row: &Row) -> rusqlite::Result<Application> {
 }
 
 pub const EVENT_TYPE_COLS: &str =
-    "name, description, archived, deprecated, feature_flags, schemas, created_at, updated_at, group_name";
+    "name, description, archived, deprecated, feature_flags, schemas, created_at, updated_at, group_name, feature_flag";
 
 pub fn event_type(row: &Row) -> rusqlite::Result<EventType> {
     Ok(EventType {
@@ -67,7 +67,7 @@ pub fn event_type(row: &Row) -> rusqlite::Result<EventType> {
         description: row.get(1)?,
         archived: row.get(2)?,
         deprecated: row.get(3)?,
-        feature_flags: opt_json_col(row, 4)?.unwrap_or_default(),
+        feature_flags: crate::queries_shared::flags_read(row.get(9)?, opt_json_col(row, 4)?),
         schemas: opt_json_col(row, 5)?,
         created_at: time(row.get(6)?),
         updated_at: time(row.get(7)?),

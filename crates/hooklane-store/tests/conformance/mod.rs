@@ -3439,4 +3439,18 @@ pub async fn untried_failures_leave_failure_streaks(store: &DynStore) {
     assert!(recorded.disabled.is_empty());
     let e = endpoint_now(store, &ep).await;
     assert_eq!((e.disabled, e.failing_since), (false, Some(t0 + secs(2))));
+
+    // The streak then goes quiet for three days. An untried failure does not make it look
+    // recent: a real failure after it, in the same batch, starts a streak afresh rather
+    // than disable the endpoint for the streak of three days before.
+    let (m3, m4) = (post(store, &app.id, &[&ep], t0).await, post(store, &app.id, &[&ep], t0).await);
+    let later = t0 + hours(74);
+    assert_eq!(claim(store, later).await.len(), 2);
+    // (Made in this order: attempt ids are time-ordered.)
+    let first = untried(&m3, later);
+    let real = outcome(&m4.id, &ep, later + secs(1), NextStep::RetryAt(later + hours(1)));
+    let recorded = store.record_attempts(vec![first, real], HOUR).await.unwrap();
+    assert!(recorded.disabled.is_empty(), "disabled for a streak that had gone quiet");
+    let e = endpoint_now(store, &ep).await;
+    assert_eq!((e.disabled, e.failing_since), (false, Some(later + secs(1))));
 }
