@@ -133,7 +133,10 @@ impl Tokens {
         let turn = entries.get(&endpoint.id).map(|held| held.turn.clone()).unwrap_or_default();
         // A refresh token from elsewhere (another node's rotation) supersedes the ones the
         // entry it replaces knew: snapshots that still bring those must not come back to them.
-        let known = match entries.get(&endpoint.id) {
+        // The access token held is still good: only the next exchange takes the new refresh
+        // token. (Dropping it made each node's rotation cost the other nodes a token
+        // request, and those requests rotations of their own, in turn, for ever.)
+        let (known, token) = match entries.get(&endpoint.id) {
             Some(held) if same_but_refresh(&held.settings, settings) => {
                 let state = lock(&held.state);
                 let mut known = state.known.clone();
@@ -141,12 +144,17 @@ impl Tokens {
                 while known.len() > KNOWN_KEPT {
                     known.pop_front();
                 }
-                known
+                (known, state.token.clone())
             }
-            _ => VecDeque::new(),
+            _ => (VecDeque::new(), None),
         };
         let now = Instant::now();
-        entries.retain(|_, e| now.duration_since(lock(&e.state).used) < IDLE);
+        // (An entry whose rotated refresh token is not saved yet is the only copy of it:
+        // kept, however idle.)
+        entries.retain(|_, e| {
+            let state = lock(&e.state);
+            now.duration_since(state.used) < IDLE || state.stored != state.persisted
+        });
         let fresh = Arc::new(Entry {
             app_id: endpoint.app_id.clone(),
             endpoint_id: endpoint.id.clone(),
@@ -154,7 +162,7 @@ impl Tokens {
             version: endpoint.updated_at,
             turn,
             state: Mutex::new(State {
-                token: None,
+                token,
                 failed: None,
                 stored: settings.clone(),
                 persisted: settings.clone(),
@@ -214,7 +222,20 @@ where
     F: FnOnce(TokenRequest) -> Fut,
     Fut: Future<Output = Result<(u16, Vec<u8>), String>>,
 {
-    let stored = lock(&entry.state).stored.clone();
+    let (stored, persisted_before) = {
+        let state = lock(&entry.state);
+        (state.stored.clone(), state.persisted.clone())
+    };
+    // A rotation this node could not save yet is saved before another is asked for.
+    if stored != persisted_before {
+        if let Some(store) = &store {
+            if save_rotation(store, &entry, &persisted_before, &stored, timeout).await {
+                lock(&entry.state).persisted = stored.clone();
+            }
+        }
+    }
+    // A token's life counts from when it was asked for: a slow answer has used part of it.
+    let asked_at = Instant::now();
     let jti = hooklane_core::ids::new_id("jti");
     let request = stored.token_request(None, Utc::now().timestamp(), &jti);
     let answer = match tokio::time::timeout(timeout, fetch(request)).await {
@@ -234,7 +255,7 @@ where
     };
     let lifetime = issued.expires_in.map_or(DEFAULT_LIFETIME, Duration::from_secs).min(MAX_LIFETIME);
     let good_until =
-        Instant::now().checked_add(lifetime.saturating_sub(EARLY.min(lifetime / 2))).unwrap_or_else(Instant::now);
+        asked_at.checked_add(lifetime.saturating_sub(EARLY.min(lifetime / 2))).unwrap_or_else(Instant::now);
     let token: Arc<str> = issued.access_token.into();
     let rotated = match (stored.grant_type, issued.refresh_token) {
         (GrantType::RefreshToken, Some(new)) if Some(&new) != stored.refresh_token.as_ref() => {
@@ -281,9 +302,31 @@ async fn save_rotation(
     let endpoint_id = &entry.endpoint_id;
     match tokio::time::timeout(within, save).await {
         Ok(Ok(true)) => return true,
-        Ok(Ok(false)) => {
-            tracing::warn!(%endpoint_id, "OAuth settings changed meanwhile; rotated refresh token not saved")
-        }
+        // Not what this node last saved: a save of its own that timed out but went through
+        // (then this one goes in place of it), or an operator's new settings (which win).
+        Ok(Ok(false)) => match tokio::time::timeout(within, store.get_endpoint(&entry.app_id, endpoint_id)).await {
+            Ok(Ok(Some(ep))) => {
+                let there = ep.oauth.filter(|o| same_but_refresh(o, saved));
+                let ours = there
+                    .as_ref()
+                    .and_then(|o| o.refresh_token.as_ref())
+                    .is_some_and(|r| saved.refresh_token.as_ref() == Some(r) || lock(&entry.state).known.contains(r));
+                match there {
+                    Some(there) if ours && there == *saved => return true,
+                    Some(there) if ours => {
+                        let again = store.replace_endpoint_oauth(&entry.app_id, endpoint_id, &there, saved);
+                        if let Ok(Ok(true)) = tokio::time::timeout(within, again).await {
+                            return true;
+                        }
+                        tracing::warn!(%endpoint_id, "could not save a rotated OAuth refresh token; tried again later");
+                    }
+                    _ => {
+                        tracing::warn!(%endpoint_id, "OAuth settings changed meanwhile; rotated refresh token not saved")
+                    }
+                }
+            }
+            _ => tracing::warn!(%endpoint_id, "could not save a rotated OAuth refresh token; tried again later"),
+        },
         Ok(Err(e)) => tracing::warn!(%endpoint_id, error = %e, "could not save a rotated OAuth refresh token"),
         Err(_) => tracing::warn!(%endpoint_id, "saving a rotated OAuth refresh token timed out"),
     }
@@ -414,6 +457,87 @@ mod tests {
         assert!(stale.as_ref().is_err_and(|e| e.contains("changed")), "{stale:?}");
         assert_eq!(asked.load(Ordering::SeqCst), 0, "nothing asked of the old token endpoint");
         assert_eq!(token_of(&tokens, &newest, &elsewhere, r#"{"access_token":"t7"}"#).await.unwrap(), "t5");
+    }
+
+    /// Two nodes on one endpoint with a refresh-token grant: each sees the other's rotation
+    /// in the settings its attempts bring, takes the new refresh token for its next
+    /// exchange, and keeps the access token it holds. (Each node dropped its token on
+    /// seeing the other's rotation and rotated in turn: a token request per attempt.)
+    #[tokio::test]
+    async fn nodes_keep_their_tokens_through_each_others_rotations() {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let (node_a, node_b) = (tokens(), tokens());
+        let ep = endpoint("ep_1", 1);
+        let with = |refresh: &str| EndpointOauth {
+            refresh_token: Some(refresh.to_string()),
+            ..settings(GrantType::RefreshToken)
+        };
+        // What the store holds: each exchange rotates it, as the other node then reads it.
+        let stored = Arc::new(Mutex::new("r0".to_string()));
+        for round in 0..10 {
+            let node = if round % 2 == 0 { &node_a } else { &node_b };
+            let current = with(&lock(&stored).clone());
+            let (asked, stored) = (asked.clone(), stored.clone());
+            let token = node
+                .bearer(&ep, &current, move |_| {
+                    let n = asked.fetch_add(1, Ordering::SeqCst) + 1;
+                    *lock(&stored) = format!("r{n}");
+                    let body = format!(r#"{{"access_token": "t{n}", "token_type": "Bearer", "expires_in": 3600, "refresh_token": "r{n}"}}"#);
+                    std::future::ready(Ok((200, body.into_bytes())))
+                })
+                .await
+                .expect("token");
+            assert!(token.starts_with('t'), "{token}");
+        }
+        assert_eq!(asked.load(Ordering::SeqCst), 2, "one token request per node");
+    }
+
+    /// A rotation saved while this node was not told so (its save's answer lost: a timeout)
+    /// is taken up, and the next rotation saved in place of it; before, every later save
+    /// expected the older token, failed, and the newest one lived in memory only.
+    #[tokio::test]
+    async fn a_rotation_saved_unbeknown_is_taken_up_and_the_next_saved_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("tokens.db");
+        let store = hooklane_store::open(db.to_str().expect("path")).await.expect("store");
+        let with = |refresh: &str| EndpointOauth {
+            refresh_token: Some(refresh.to_string()),
+            ..settings(GrantType::RefreshToken)
+        };
+        let mut ep = endpoint("ep_1", 1);
+        let app = hooklane_core::model::Application {
+            id: "app_1".into(),
+            uid: None,
+            name: "A".into(),
+            rate_limit: None,
+            metadata: Default::default(),
+            created_at: ep.created_at,
+            updated_at: ep.created_at,
+        };
+        store.create_app(app).await.expect("app");
+        ep.oauth = Some(with("r0"));
+        store.create_endpoint(ep.clone()).await.expect("endpoint");
+        let tokens = Tokens::new(Some(store.clone()), Duration::from_secs(5));
+        let rotate = |to: &'static str| {
+            move |_| {
+                let body = format!(r#"{{"access_token": "t-{to}", "token_type": "Bearer", "refresh_token": "{to}"}}"#);
+                std::future::ready(Ok((200, body.into_bytes())))
+            }
+        };
+        let saved =
+            || async { store.get_endpoint("app_1", "ep_1").await.unwrap().unwrap().oauth.unwrap().refresh_token };
+        tokens.bearer(&ep, &with("r0"), rotate("r1")).await.expect("first token");
+        assert_eq!(saved().await.as_deref(), Some("r1"));
+        // The save went through, but this node did not hear of it.
+        let entry = lock(&tokens.entries).get("ep_1").cloned().expect("entry");
+        {
+            let mut state = lock(&entry.state);
+            state.persisted = with("r0");
+            state.token = None;
+        }
+        tokens.bearer(&ep, &with("r1"), rotate("r2")).await.expect("second token");
+        assert_eq!(saved().await.as_deref(), Some("r2"), "the newest refresh token is saved");
+        assert_eq!(lock(&entry.state).persisted, with("r2"));
     }
 
     #[tokio::test]
