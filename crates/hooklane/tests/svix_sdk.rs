@@ -585,6 +585,12 @@ async fn the_svix_sdk_manages_operational_webhook_endpoints() {
     let rx = Receiver::start().await;
     let svix = sdk(&server);
     let ops = svix.operational_webhook().endpoint();
+    // Reads create nothing: before any endpoint, none are listed, none found, and the
+    // application does not exist.
+    assert!(ops.list(None).await.expect("list before any").data.is_empty());
+    let missing = ops.get("pager".into()).await.expect_err("no endpoint yet");
+    assert!(format!("{missing:?}").contains("404"), "{missing:?}");
+    assert!(svix.application().get("ops-hooks".into()).await.is_err(), "a read made the application");
     let created = ops
         .create(
             OperationalWebhookEndpointIn {

@@ -32,13 +32,10 @@ struct OperationalEndpointPath {
 #[allow(dead_code)] // Only describes answers.
 struct OperationalOff(ErrorBody);
 
-/// The operational application, as the tenant its endpoints belong to.
+/// The operational application, as the tenant its endpoints belong to, created (under
+/// its uid) by the first request that makes an endpoint.
 async fn operational(s: &AppState) -> ApiResult<Tenant> {
-    let Some(key) = s.0.operational_app.as_deref() else {
-        return Err(ApiError::Conflict(
-            "operational webhooks are off: name their application in the configuration (`operational_app`)".into(),
-        ));
-    };
+    let key = operational_key(s)?;
     let app = match s.0.store.get_app(key).await? {
         Some(app) => app,
         None if ids::has_prefix(key, ids::APP) => {
@@ -47,6 +44,26 @@ async fn operational(s: &AppState) -> ApiResult<Tenant> {
         None => super::app::create_named(s, key, "Operational webhooks").await?,
     };
     Ok(Tenant { principal: Principal::Admin, app })
+}
+
+/// The operational application when it exists, for requests that read or change what is
+/// there: they create nothing (a `GET` made the application).
+async fn operational_existing(s: &AppState) -> ApiResult<Option<Tenant>> {
+    let key = operational_key(s)?;
+    Ok(s.0.store.get_app(key).await?.map(|app| Tenant { principal: Principal::Admin, app }))
+}
+
+/// An endpoint operation's tenant: without the application there is no such endpoint.
+async fn operational_of_endpoint(s: &AppState) -> ApiResult<Tenant> {
+    operational_existing(s).await?.ok_or(ApiError::NotFound("endpoint"))
+}
+
+fn operational_key(s: &AppState) -> ApiResult<&str> {
+    s.0.operational_app.as_deref().ok_or_else(|| {
+        ApiError::Conflict(
+            "operational webhooks are off: name their application in the configuration (`operational_app`)".into(),
+        )
+    })
 }
 
 /// The path of the endpoint operation an operational one stands for.
@@ -69,7 +86,11 @@ fn endpoint_path(endpoint_id: String) -> Path<(String, String)> {
     )
 )]
 pub async fn list(State(s): State<AppState>, _: Admin, q: Query) -> ApiResult<axum::Json<ListResponse<EndpointOut>>> {
-    let t = operational(&s).await?;
+    let Some(t) = operational_existing(&s).await? else {
+        // (The query is still checked, as a list's.)
+        super::page_request(&q, false)?;
+        return Ok(axum::Json(ListResponse { data: Vec::new(), iterator: None, prev_iterator: None, done: true }));
+    };
     endpoint::list(State(s), t, q).await
 }
 
@@ -111,7 +132,7 @@ pub async fn create(State(s): State<AppState>, _: Admin, body: Json<EndpointIn>)
     )
 )]
 pub async fn get(State(s): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<axum::Json<EndpointOut>> {
-    let t = operational(&s).await?;
+    let t = operational_of_endpoint(&s).await?;
     endpoint::get(State(s), t, endpoint_path(id)).await
 }
 
@@ -160,7 +181,7 @@ pub async fn put(
     )
 )]
 pub async fn delete(State(s): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    let t = operational(&s).await?;
+    let t = operational_of_endpoint(&s).await?;
     endpoint::delete(State(s), t, endpoint_path(id)).await
 }
 
@@ -184,7 +205,7 @@ pub async fn get_secret(
     _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<SecretOut>> {
-    let t = operational(&s).await?;
+    let t = operational_of_endpoint(&s).await?;
     endpoint::get_secret(State(s), t, endpoint_path(id)).await
 }
 
@@ -211,7 +232,7 @@ pub async fn rotate_secret(
     Path(id): Path<String>,
     body: OptionalJson<RotateIn>,
 ) -> ApiResult<axum::Json<SecretOut>> {
-    let t = operational(&s).await?;
+    let t = operational_of_endpoint(&s).await?;
     endpoint::rotate_secret(State(s), t, endpoint_path(id), body).await
 }
 
@@ -235,7 +256,7 @@ pub async fn get_headers(
     _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<HeadersOut>> {
-    let t = operational(&s).await?;
+    let t = operational_of_endpoint(&s).await?;
     endpoint::get_headers(State(s), t, endpoint_path(id)).await
 }
 
@@ -263,7 +284,7 @@ pub async fn put_headers(
     Path(id): Path<String>,
     body: Json<HeadersIn>,
 ) -> ApiResult<StatusCode> {
-    let t = operational(&s).await?;
+    let t = operational_of_endpoint(&s).await?;
     endpoint::put_headers(State(s), t, endpoint_path(id), body).await
 }
 
