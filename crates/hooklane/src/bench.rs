@@ -95,6 +95,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.messages == 0 || args.concurrency == 0 || args.nodes == 0 {
         bail!("--messages, --concurrency and --nodes must be at least 1");
     }
+    // (Each client posts to one node: a node without a client would get nothing.)
+    if args.nodes > args.concurrency {
+        bail!("--nodes must be at most --concurrency (clients spread over the nodes)");
+    }
     if args.nodes > 1 && !args.database_url.as_deref().is_some_and(|u| u.starts_with("postgres")) {
         bail!("--nodes above 1 needs --database-url to a PostgreSQL database (nodes share it)");
     }
@@ -209,6 +213,6 @@ async fn measure_hooklane(
     run.machine_busy_pct = cpu_before
         .2
         .zip(cpu_after.2)
-        .and_then(|((b0, t0), (b1, t1))| (t1 > t0).then(|| (b1 - b0) as f64 * 100.0 / (t1 - t0) as f64));
+        .and_then(|((b0, t0), (b1, t1))| (t1 > t0).then(|| b1.saturating_sub(b0) as f64 * 100.0 / (t1 - t0) as f64));
     Ok(run)
 }

@@ -20,6 +20,10 @@ fn bench_delivers_every_message() {
     let report: Value = serde_json::from_str(line).expect("valid JSON");
     assert_eq!(report["messages"], 300, "{report}");
     assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!((report["duplicates"].as_u64(), report["unexpected"].as_u64()), (Some(0), Some(0)), "{report}");
+    // Counted from the 202, each message's latency is at most its latency from the POST.
+    let (acked, sent) = (report["ack_to_delivery_p99_ms"].as_f64(), report["e2e_p99_ms"].as_f64());
+    assert!(acked.zip(sent).is_some_and(|(acked, sent)| acked <= sent), "{report}");
     assert_eq!(report["delivered"], report["messages"], "{report}");
     assert_eq!(report["ingest_errors"], 0, "{report}");
     for key in [

@@ -161,7 +161,11 @@ pub async fn post_typed(api: &Api, app: &str, payloads: &[Bytes], concurrency: u
                         Ok(resp) if resp.status().as_u16() == 202 => {
                             let bytes = resp.bytes().await.unwrap_or_default();
                             let acked = Instant::now();
-                            serde_json::from_slice::<MessageOut>(&bytes).ok().map(|m| (acked, m.id))
+                            let id = serde_json::from_slice::<MessageOut>(&bytes).ok().map(|m| (acked, m.id));
+                            if id.is_none() && failures.fetch_add(1, Ordering::Relaxed) < 5 {
+                                eprintln!("bench: message {seq}: a 202 without a message id");
+                            }
+                            id
                         }
                         Ok(resp) => {
                             let status = resp.status();
@@ -192,5 +196,9 @@ pub async fn post_typed(api: &Api, app: &str, payloads: &[Bytes], concurrency: u
         }
     }
     all.sort_by_key(|(seq, _)| *seq);
-    all.into_iter().map(|(_, p)| p).collect()
+    // The posts of a client task that failed count as failed posts, not as none at all.
+    let mut posts: Vec<Post> = all.into_iter().map(|(_, p)| p).collect();
+    let started = Instant::now();
+    posts.resize_with(bodies.len().max(posts.len()), || Post { sent: started, accepted: None });
+    posts
 }

@@ -24,7 +24,15 @@ pub struct HooklaneRun {
     pub ingest_msgs_per_s: f64,
     pub delivered_msgs_per_s: f64,
     pub ingest_ms: Percentiles,
+    /// From the moment each POST was sent to the first arrival of its message: the whole
+    /// path a sender's event takes.
     pub e2e_ms: Percentiles,
+    /// From the moment each POST's 202 was read to the first arrival of its message (0 for
+    /// those that arrived first: the server hands a message over right after its commit,
+    /// before the answer reaches the client).
+    pub ack_to_delivery_ms: Percentiles,
+    /// Messages that reached the receiver before their client had read the 202.
+    pub delivered_before_ack: usize,
     /// The largest server's peak resident memory.
     pub peak_rss_mib: Option<f64>,
     /// Every server's peak resident memory, summed (the same as `peak_rss_mib` with one).
@@ -69,6 +77,7 @@ impl HooklaneRun {
         let mut last_arrival = first_sent;
         let mut ingest = Vec::with_capacity(posts.len());
         let mut e2e = Vec::with_capacity(posts.len());
+        let mut after_ack = Vec::with_capacity(posts.len());
         let mut known = HashSet::with_capacity(posts.len());
         for post in &posts {
             let Some((acked, id)) = &post.accepted else {
@@ -85,6 +94,10 @@ impl HooklaneRun {
                     run.duplicates += a.count.saturating_sub(1) as usize;
                     last_arrival = last_arrival.max(a.first);
                     e2e.push(a.first.saturating_duration_since(post.sent));
+                    after_ack.push(a.first.saturating_duration_since(*acked));
+                    if a.first < *acked {
+                        run.delivered_before_ack += 1;
+                    }
                 }
                 None => run.lost += 1,
             }
@@ -94,6 +107,7 @@ impl HooklaneRun {
         run.delivered_msgs_per_s = rate(run.delivered, first_sent, last_arrival);
         run.ingest_ms = Percentiles::of(ingest);
         run.e2e_ms = Percentiles::of(e2e);
+        run.ack_to_delivery_ms = Percentiles::of(after_ack);
         run
     }
 }
@@ -129,6 +143,9 @@ pub struct Report {
     e2e_p50_ms: Option<f64>,
     e2e_p99_ms: Option<f64>,
     e2e_max_ms: Option<f64>,
+    ack_to_delivery_p50_ms: Option<f64>,
+    ack_to_delivery_p99_ms: Option<f64>,
+    delivered_before_ack: Option<usize>,
     /// The largest node's peak RSS (what one machine has to fit).
     server_peak_rss_mib: Option<f64>,
     /// Every node's peak RSS, summed: with `--nodes` above 1, beside the CPU time, which is
@@ -178,6 +195,9 @@ impl Report {
             e2e_p50_ms: h.map(|h| round(h.e2e_ms.p50, 3)),
             e2e_p99_ms: h.map(|h| round(h.e2e_ms.p99, 3)),
             e2e_max_ms: h.map(|h| round(h.e2e_ms.max, 3)),
+            ack_to_delivery_p50_ms: h.map(|h| round(h.ack_to_delivery_ms.p50, 3)),
+            ack_to_delivery_p99_ms: h.map(|h| round(h.ack_to_delivery_ms.p99, 3)),
+            delivered_before_ack: h.map(|h| h.delivered_before_ack),
             server_peak_rss_mib: h.and_then(|h| h.peak_rss_mib).map(|m| round(m, 1)),
             server_peak_rss_total_mib: h.and_then(|h| h.peak_rss_total_mib).map(|m| round(m, 1)),
             server_cpu_us_per_msg: h.and_then(|h| h.server_cpu_us_per_msg).map(|c| round(c, 1)),
@@ -244,7 +264,13 @@ mod tests {
             (run.accepted, run.delivered, run.lost, run.duplicates, run.ingest_errors, run.unexpected),
             (3, 2, 1, 2, 1, 1)
         );
+        // From the POST sent (b: 1 ms) to its first arrival (20 ms); from its 202 (2 ms).
         assert_eq!(run.e2e_ms.max, 19.0);
+        assert_eq!(run.ack_to_delivery_ms.max, 18.0);
+        assert_eq!(run.delivered_before_ack, 0);
         assert!((run.delivered_msgs_per_s - 100.0).abs() < 1e-6);
+        let early = vec![post(0, Some("a"))];
+        let run = HooklaneRun::from_observations(early, HashMap::from([("a".to_string(), arrive(0, 1))]));
+        assert_eq!((run.delivered_before_ack, run.ack_to_delivery_ms.max), (1, 0.0), "arrived before its 202");
     }
 }
