@@ -92,6 +92,15 @@ fn parse_json(text: &str) -> Result<serde_json::Value, String> {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    // Interrupted (Ctrl-C, a job's timeout), the run is dropped: its servers are stopped and
+    // their directories (database, admin token) removed, as on any other way out.
+    tokio::select! {
+        done = measure(args) => done,
+        _ = crate::serve::shutdown_signal() => bail!("interrupted: servers stopped, their files removed"),
+    }
+}
+
+async fn measure(args: BenchArgs) -> anyhow::Result<()> {
     if args.messages == 0 || args.concurrency == 0 || args.nodes == 0 {
         bail!("--messages, --concurrency and --nodes must be at least 1");
     }

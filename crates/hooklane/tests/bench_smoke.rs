@@ -149,3 +149,41 @@ fn bench_measures_an_endpoint_with_a_transform_and_a_filter() {
     assert!(!ok, "messages the filter kept out count as lost: {report}");
     assert_eq!((report["delivered"].as_u64(), report["lost"].as_u64()), (Some(50), Some(50)), "{report}");
 }
+
+/// A bench stopped half-way (SIGTERM: a job's timeout, Ctrl-C) stops its server and removes
+/// its directory (the database, the admin token) instead of leaving them behind.
+#[test]
+fn an_interrupted_bench_leaves_nothing_behind() {
+    use std::io::{BufRead, BufReader};
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .args(["bench", "--messages", "200000", "--concurrency", "8", "--skip-raw", "--timeout", "600"])
+        .env_remove("HOOKLANE_CONFIG")
+        .env_remove("HOOKLANE_DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run hooklane bench");
+    let pid = bench.id();
+    let mut lines = BufReader::new(bench.stderr.take().expect("stderr")).lines();
+    let base = loop {
+        let line = lines.next().expect("the bench says where its server is").expect("stderr line");
+        if let Some(rest) = line.strip_prefix("bench: hooklane at ") {
+            break rest.split([',', ' ']).next().expect("a URL").to_string();
+        }
+    };
+    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let exit = bench.wait().expect("the bench ends");
+    assert!(!exit.success(), "{exit}");
+    assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
+    let prefix = format!("hooklane-bench-{pid}-");
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .expect("temp dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    assert!(std::net::TcpStream::connect(addr).is_err(), "the server at {addr} still answers");
+}
