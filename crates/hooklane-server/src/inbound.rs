@@ -458,9 +458,13 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
                 }
                 Err(e) => return record.failed(ApiError::from(e)),
             };
-            // Finishes a fan-out that an earlier attempt may have left half done.
-            if let Err(e) = fan_out(&s, &source, &original).await {
-                return record.failed(ApiError::from(e));
+            // Finishes a fan-out that an earlier attempt may have left half done; not that of a
+            // request whose content was deleted since (as the sweep does not): it would post
+            // `{}` to the destinations left.
+            if original.content_type.is_some() {
+                if let Err(e) = fan_out(&s, &source, &original).await {
+                    return record.failed(ApiError::from(e));
+                }
             }
             let reason = format!("delivery id seen before (message {})", original.id);
             record.acknowledge(InboundStatus::Duplicate, Some(reason), &original.id, acknowledgement).await

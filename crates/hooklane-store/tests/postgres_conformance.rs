@@ -713,3 +713,35 @@ async fn ingest_racing_fifo_off_strands_no_delivery() {
     let got = conformance::claim(&store, now).await;
     assert_eq!(got.len(), 1, "the message is sent (it reads as due at {next:?}, and nobody claims it)");
 }
+
+/// A recovery round running while an expunge of one of its messages is under way (that
+/// transaction holds the message for update) waits for it, reads the message again, and
+/// queues nothing of it: the expunged message is never sent as `{}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_waits_for_an_expunge_of_its_messages() {
+    let db = TestDatabase::create().await;
+    let store: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+    let app = conformance::setup_app(&store, "A").await;
+    let ep = conformance::setup_endpoint(&store, &app.id).await;
+    let t = conformance::now_ms();
+    let msg = conformance::post(&store, &app.id, &[&ep], t).await;
+    assert_eq!(conformance::claim(&store, t + conformance::secs(1)).await.len(), 1);
+    let failed = conformance::outcome(&msg.id, &ep, t + conformance::secs(1), hooklane_store::NextStep::GiveUp);
+    store.record_attempts(vec![failed], Duration::from_secs(3600)).await.unwrap();
+    // An expunge under way: the message held for update, its flag set, not committed yet.
+    let expunging = sql(&db).await;
+    expunging.batch_execute("BEGIN").await.unwrap();
+    expunging.execute("SELECT id FROM messages WHERE id = $1 FOR UPDATE", &[&msg.id]).await.unwrap();
+    expunging.execute("UPDATE messages SET expunged = true WHERE id = $1", &[&msg.id]).await.unwrap();
+    let recovering = {
+        let (store, app, ep) = (store.clone(), app.id.clone(), ep.id.clone());
+        tokio::spawn(async move {
+            let now = conformance::now_ms();
+            store.recover(&app, &ep, (t - conformance::secs(60), None), now, ("", 100)).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    expunging.batch_execute("COMMIT").await.unwrap();
+    let (queued, _) = recovering.await.unwrap().unwrap();
+    assert_eq!(queued, 0, "an expunged message was queued again");
+}

@@ -852,6 +852,34 @@ async fn a_failed_fan_out_is_finished_in_the_background() {
     assert!(done["data"].as_array().unwrap().iter().all(|m| m["eventType"] == "inbound.forwarded"), "{done}");
 }
 
+/// A provider's retry of a request whose fan-out failed, recognised as a duplicate, does not
+/// finish that fan-out once the request's content was deleted: the destinations would get
+/// `{}`. (Its first fan-out failed: PostgreSQL refused the write, a trigger.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_does_not_fan_out_a_deleted_content() {
+    let FanOutRefused { db: _db, server, target, source: _, pg } = FanOutRefused::start("").await;
+    let spec = json!({
+        "name": "recognised retries",
+        "verification": { "type": "none" },
+        "deduplication": { "type": "header", "header": "x-delivery" },
+        "destinations": [{ "appId": target, "eventType": "inbound.forwarded" }],
+    });
+    let (source, created) = create_source(&server, spec).await;
+    let app = created["appId"].as_str().unwrap().to_string();
+    let headers = h(&[("content-type", "application/json"), ("x-delivery", "d-1")]);
+    let (status, out) = ingest(&server, &source, &headers, br#"{"secret": "data"}"#).await;
+    assert!(status >= 500, "the provider is asked to send it again: {status} {out}");
+    let msg = requests(&server, &source).await[0]["msgId"].as_str().expect("its message").to_string();
+    let (status, _) = server.call("DELETE", &format!("/api/v1/app/{app}/msg/{msg}/content"), None).await;
+    assert_eq!(status, 204);
+    pg.batch_execute("DROP TRIGGER refuse ON messages").await.expect("drop trigger");
+    let (status, out) = ingest(&server, &source, &headers, br#"{"secret": "data"}"#).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("duplicate")), "{out}");
+    settle().await;
+    let (_, messages) = server.call("GET", &format!("/api/v1/app/{target}/msg"), None).await;
+    assert_eq!(messages["data"].as_array().map(Vec::len), Some(0), "{messages}");
+}
+
 /// A request acknowledged while its fan-out to an event type failed is not lost when the
 /// node that took it is killed before its own retries succeed: the fan-out is recorded as
 /// unfinished, and a sweep (any node's, here the restarted one's) completes it once the

@@ -1273,11 +1273,14 @@ pub async fn recover<C: GenericClient>(
     let recoverable = RECOVERABLE.replace('?', "$");
     // The next round goes on after the last delivery selected, queued or not: one changed
     // by another transaction meanwhile fails the update's own status test, and a round
-    // whose every selected delivery did so must not end the recovery.
+    // whose every selected delivery did so must not end the recovery. The messages are
+    // read under a share lock: an expunge (which holds its message for update) either
+    // waits for this round, then fails what it queued, or is seen by it (read again once
+    // it commits) and nothing of its message is queued to go out as `{}`.
     let row = query_opt(
         c,
         &format!(
-            "WITH picked AS ({recoverable} LIMIT $7), \
+            "WITH picked AS ({recoverable} LIMIT $7 FOR SHARE OF m), \
              queued AS (UPDATE deliveries SET status = 1, attempts = 0, due_at = $5, leased = false, trigger_type = 1, \
              updated_at = $5, lane_seq = {}, lane_key = {} \
              WHERE app_id = $1 AND endpoint_id = $2 AND status = 2 AND msg_id IN (SELECT msg_id FROM picked) \
