@@ -58,6 +58,11 @@ struct Inner {
     /// Endpoints paused through this process, with when (their `updated_at`): jobs already
     /// in memory for them are held rather than sent, as the disabled ones stop.
     paused: Marks,
+    /// Messages whose content was deleted through this process (their ids), and applications
+    /// whose every message was (with the time: messages created by then): jobs already in
+    /// memory hold a copy of the content, which must not go out after its deletion.
+    expunged_messages: Marks,
+    expunged_apps: Marks,
     stopping: AtomicBool,
     /// Where [`EngineEvent`]s go, once someone asked for them ([`Dispatcher::events`]).
     events: Mutex<Option<mpsc::Sender<EngineEvent>>>,
@@ -193,6 +198,8 @@ impl Dispatcher {
             finished,
             disabled: Marks::new(marks_kept),
             paused: Marks::new(marks_kept),
+            expunged_messages: Marks::new(marks_kept),
+            expunged_apps: Marks::new(marks_kept),
             stopping: AtomicBool::new(false),
             events: Mutex::new(None),
             disablings: tokio::sync::watch::channel(0).0,
@@ -315,6 +322,18 @@ impl Dispatcher {
     /// holds for it are put back rather than sent.
     pub fn endpoint_paused(&self, endpoint_id: &str, at: DateTime<Utc>) {
         self.inner.paused.set(endpoint_id, at);
+    }
+
+    /// The message's content was deleted: the jobs this process already holds for it (with
+    /// a copy of the content) are dropped rather than sent.
+    pub fn message_expunged(&self, msg_id: &str) {
+        self.inner.expunged_messages.set(msg_id, DateTime::<Utc>::MAX_UTC);
+    }
+
+    /// Every message of the application created by `until` had its content deleted: as
+    /// [`Dispatcher::message_expunged`] for each (one mark, however many there are).
+    pub fn messages_expunged(&self, app_id: &str, until: DateTime<Utc>) {
+        self.inner.expunged_apps.set(app_id, until);
     }
 
     /// Stops claiming work and waits (up to `grace`) for what is in flight to be recorded.
@@ -538,7 +557,7 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
     // A polling endpoint is sent nothing; a delivery to one (made by a node of an older
     // version, during a rolling upgrade) is given up as a disabled endpoint's are.
     let disabled = endpoint.disabled || endpoint.polling || inner.disabled.covers(&endpoint.id, endpoint.updated_at);
-    if disabled {
+    if disabled || expunged(&inner, &job.message) {
         let _ = inner.finished.send(Finished::Abandoned(key, gate, endpoint.order.is_fifo()));
         return;
     }
@@ -608,6 +627,12 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
                 let _ = inner.finished.send(Finished::Held(key, endpoint.app_id.clone(), gate.clone()));
                 return;
             }
+            // Its content deleted meanwhile: the copy in hand is not sent (the store has
+            // failed the delivery already).
+            if expunged(&inner, &job.message) {
+                let _ = inner.finished.send(Finished::Abandoned(key, gate.clone(), endpoint.order.is_fifo()));
+                return;
+            }
             // Decided again at the last moment: jobs queued behind the failures that opened
             // the circuit go back to the store instead of failing one by one.
             match inner.circuits.verdict(&endpoint.id, Utc::now()) {
@@ -673,6 +698,12 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
         untried: result.unsendable,
     };
     let _ = inner.finished.send(Finished::Attempted(outcome, attempts_made, gate, lane));
+}
+
+/// Whether the message's content was deleted through this process after the job read it.
+fn expunged(inner: &Inner, message: &hooklane_core::model::Message) -> bool {
+    inner.expunged_messages.get(&message.id).is_some()
+        || inner.expunged_apps.covers(&message.app_id, message.created_at)
 }
 
 /// Whether the endpoint was paused through this process after the job's snapshot of it.

@@ -499,6 +499,46 @@ async fn a_receiver_can_stop_retries_and_disable_its_endpoint() {
     assert!(server.logs().contains("its receiver asked"), "the log says why");
 }
 
+/// A message whose content is deleted while its delivery waits in the engine (a rate limit
+/// of one a second holds it in memory, with a copy of the content) is not sent: neither its
+/// content nor `{}`. The same for every message of an application emptied at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_deleted_while_a_delivery_waits_is_not_sent() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("expunge").await;
+    server.create_endpoint(&app, json!({ "url": rx.url, "rateLimit": 1 })).await;
+    let first = server.send_message(&app, "a.b", json!({ "n": 1 })).await;
+    let second = server.send_message(&app, "a.b", json!({ "n": 2, "secret": "gone" })).await;
+    let third = server.send_message(&app, "a.b", json!({ "n": 3 })).await;
+    rx.wait_for(1, WAIT).await;
+    let (status, _) = server.call("DELETE", &format!("/api/v1/app/{app}/msg/{second}/content"), None).await;
+    assert_eq!(status, 204);
+    let got = rx.wait_for(2, WAIT).await;
+    assert_eq!(
+        [got[0].header("webhook-id"), got[1].header("webhook-id")],
+        [first.as_str(), third.as_str()],
+        "the second went out after its content was deleted"
+    );
+    // Every message at once: those waiting are not sent either.
+    let waiting: Vec<String> = post_several(&server, &app, 3).await;
+    let (status, task) = server.call("POST", &format!("/api/v1/app/{app}/msg/expunge-all-contents"), None).await;
+    assert_eq!(status, 202, "{task}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let sent: Vec<String> = rx.received().iter().skip(2).map(|r| r.header("webhook-id").to_string()).collect();
+    assert!(sent.len() <= 1 && sent.iter().all(|id| *id == waiting[0]), "sent after the purge: {sent:?}");
+    assert!(rx.received().iter().all(|r| !String::from_utf8_lossy(&r.body).contains("gone")));
+}
+
+/// Posts `n` messages, one after another; their ids.
+async fn post_several(server: &Server, app: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(server.send_message(app, "a.b", json!({ "later": i })).await);
+    }
+    ids
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_failing_too_long_is_disabled_and_can_be_recovered() {
     let extra = "[delivery]\ndisable_after = \"1s\"\nretry_schedule = [\"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\"]";

@@ -255,7 +255,7 @@ pub async fn bulk_expunge(
             let (s, app_id) = (&s, &t.app.id);
             async move {
                 let Some(msg) = s.0.store.get_message(app_id, &key).await? else { return Ok((key, "not-found")) };
-                match s.0.store.expunge_message_content(app_id, &msg.id, now).await {
+                match super::message::expunge(s, app_id, &msg.id, now).await {
                     Ok(()) => Ok((key, "expunged")),
                     Err(StoreError::NotFound) => Ok((key, "not-found")),
                     Err(e) => Err(ApiError::from(e)),
@@ -299,6 +299,9 @@ async fn expunge_all(s: &AppState, app_id: &str, now: DateTime<Utc>) -> ApiResul
     let mut page = PageRequest { limit: CHUNK, ..PageRequest::default() };
     // Only what exists now: messages posted while this runs keep their content.
     let filter = MessageFilter { before: Some(now + chrono::Duration::milliseconds(1)), ..Default::default() };
+    // The engine drops what it holds of them at once, before the store has gone through
+    // them all (the store fails their deliveries as it goes).
+    s.0.dispatcher.messages_expunged(app_id, now);
     let mut expunged = 0u64;
     loop {
         let found = store.list_messages(app_id, &filter, &page).await?;

@@ -713,8 +713,21 @@ pub async fn expunge_content(
     Path((_, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let msg = find(&s, &t, &key).await?;
-    s.0.store.expunge_message_content(&t.app.id, &msg.id, Utc::now()).await?;
+    expunge(&s, &t.app.id, &msg.id, Utc::now()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a message's content, and tells the engine: the jobs it holds for the message,
+/// with a copy of the content, are not sent.
+pub(crate) async fn expunge(
+    s: &AppState,
+    app_id: &str,
+    msg_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), hooklane_store::StoreError> {
+    s.0.store.expunge_message_content(app_id, msg_id, now).await?;
+    s.0.dispatcher.message_expunged(msg_id);
+    Ok(())
 }
 
 /// Svix's `MessageEndpointOut`: an endpoint with the state of this message's delivery to it.
