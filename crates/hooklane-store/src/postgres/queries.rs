@@ -1234,6 +1234,8 @@ pub async fn expunge_message_content<C: GenericClient>(
         )
         .await?,
     )?;
+    // The request an inbound source took it from (and its duplicates) held it too.
+    execute(c, "UPDATE inbound_requests SET body = ''::bytea, headers = '{}' WHERE msg_id = $1", &[&msg_id]).await?;
     // (`held`: the lanes of the deliveries on the wire hold their new head until that lease
     // ends, as `sqlite::lanes::hold_head` does; this statement's snapshot still reads those
     // deliveries as in flight, so the head it picks is the one after them.)

@@ -347,6 +347,11 @@ ALTER TABLE event_types ADD COLUMN feature_flags TEXT;
 ALTER TABLE event_types ADD COLUMN group_name TEXT;
 UPDATE event_types SET feature_flags = json_build_array(feature_flag)::text WHERE feature_flag IS NOT NULL;
 "#,
+    // The inbound request records of a message, found when its content is deleted (their
+    // body and headers are that content as the provider sent it).
+    r#"
+CREATE INDEX inbound_requests_by_msg ON inbound_requests (msg_id) WHERE msg_id IS NOT NULL;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

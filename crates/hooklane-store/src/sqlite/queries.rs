@@ -1028,6 +1028,8 @@ pub fn expunge_message_content(conn: &Connection, app_id: &str, msg_id: &str, no
          WHERE app_id = ?1 AND id = ?2",
         [app_id, msg_id],
     )?)?;
+    // The request an inbound source took it from (and its duplicates) held it too.
+    execute(conn, "UPDATE inbound_requests SET body = x'', headers = '{}' WHERE msg_id = ?1", [msg_id])?;
     // A delivery being sent right now moves its lane on when its attempt is recorded, or
     // when its lease ends if none is (`lanes::hold_head`), not before: the next one of the
     // lane must not go while this one is still on the wire.

@@ -453,3 +453,28 @@ pub async fn prune_keeps_unfinished_fan_outs_while_they_are_to_be_done(store: &D
     let pruned = store.prune(t, Some(t - hours(1)), None, 100).await.unwrap();
     assert_eq!(pruned, Pruned { inbound_requests: 1, ..Pruned::default() });
 }
+
+/// Deleting a message's content empties the records of the requests an inbound source took
+/// it from (body and headers: that content as the provider sent it, a duplicate's too);
+/// other records are left as they are.
+pub async fn deleting_a_message_content_empties_its_inbound_records(store: &DynStore) {
+    let (src, app) = new_source("expunged");
+    store.create_source(src.clone(), app.clone(), Vec::new()).await.unwrap();
+    let t = now_ms();
+    let msg = post(store, &app.id, &[], t).await;
+    let mut first = new_request(&src.id, InboundStatus::Accepted, t);
+    first.msg_id = Some(msg.id.clone());
+    let mut retry = new_request(&src.id, InboundStatus::Duplicate, t + secs(1));
+    retry.msg_id = Some(msg.id.clone());
+    let other = new_request(&src.id, InboundStatus::Accepted, t + secs(2));
+    for r in [&first, &retry, &other] {
+        store.record_inbound_request(r.clone()).await.unwrap();
+    }
+    store.expunge_message_content(&app.id, &msg.id, t + secs(3)).await.unwrap();
+    for r in [&first, &retry] {
+        let got = store.get_inbound_request(&src.id, &r.id).await.unwrap().expect("kept");
+        assert!(got.body.is_empty() && got.headers.is_empty(), "{got:?}");
+        assert_eq!((got.status, got.msg_id.as_deref(), got.body_size), (r.status, Some(msg.id.as_str()), r.body_size));
+    }
+    assert_eq!(store.get_inbound_request(&src.id, &other.id).await.unwrap(), Some(other));
+}

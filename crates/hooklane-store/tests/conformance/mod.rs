@@ -117,6 +117,7 @@ macro_rules! store_conformance_tests {
             unfinished_fan_outs_are_found_until_finished,
             prune_deletes_expired_keys_and_old_requests,
             prune_keeps_unfinished_fan_outs_while_they_are_to_be_done,
+            deleting_a_message_content_empties_its_inbound_records,
             prune_deletes_old_finished_messages,
             prune_goes_past_messages_that_wait,
             message_content_type_and_headers_round_trip,
