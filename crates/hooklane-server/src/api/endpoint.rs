@@ -1365,11 +1365,15 @@ pub struct RecoverIn {
 }
 
 impl RecoverIn {
-    fn check(&self) -> ApiResult<()> {
-        if matches!(self.until, Some(u) if u <= self.since) {
-            return Err(ApiError::validation("until", "must be after since"));
+    /// The window, checked: `until` left out is the request's time (`asked`), however long
+    /// the task waits or runs (what fails or is posted meanwhile is not its business).
+    fn window(&self, asked: DateTime<Utc>) -> ApiResult<(DateTime<Utc>, DateTime<Utc>)> {
+        match self.until {
+            Some(until) if until <= self.since => Err(ApiError::validation("until", "must be after since")),
+            Some(until) => Ok((self.since, until)),
+            // (A `since` ahead of this clock: nothing to look at, no error.)
+            None => Ok((self.since, asked.max(self.since))),
         }
-        Ok(())
     }
 }
 
@@ -1454,8 +1458,8 @@ impl TaskOut {
 
 /// Recover failed messages: queue again every failed delivery to the endpoint.
 ///
-/// Only deliveries of messages created in `[since, until)` (until now when `until` is left
-/// out) are queued. The answer is the task, `finished` unless the work outlasts the
+/// Only deliveries of messages created in `[since, until)` (until the request when `until`
+/// is left out) are queued. The answer is the task, `finished` unless the work outlasts the
 /// server's `task_wait` (then `running`, and it goes on).
 #[utoipa::path(
     post,
@@ -1481,13 +1485,13 @@ pub async fn recover(
 ) -> ApiResult<impl IntoResponse> {
     let ep = find(&s, &t, &key).await?;
     require_enabled(&ep)?;
-    input.check()?;
+    let (since, until) = input.window(super::now())?;
     let (state, app_id, ep_id) = (s.clone(), t.app.id.clone(), ep.id.clone());
     let work = async move {
         // In rounds, so that other writes go between them (a year of failures is millions).
         let (mut recovered, mut after) = (0, String::new());
         loop {
-            let window = (input.since, input.until);
+            let window = (since, Some(until));
             let round = (after.as_str(), RECOVER_CHUNK);
             let (n, last) = state.0.store.recover(&app_id, &ep_id, window, super::now(), round).await?;
             recovered += n;
@@ -1512,8 +1516,8 @@ const RECOVER_CHUNK: usize = 1000;
 
 /// Replay missing messages: send the endpoint the messages it never got.
 ///
-/// Sends every message of the application created in `[since, until)` (until now unless
-/// given) that the endpoint never got but would get now (created before the endpoint was,
+/// Sends every message of the application created in `[since, until)` (until the request
+/// unless given) that the endpoint never got but would get now (created before the endpoint was,
 /// or before its filters let it through). Messages it did get are not sent again. The answer
 /// is the task, `finished` unless the work outlasts the server's `task_wait` (then
 /// `running`, and it goes on).
@@ -1541,22 +1545,28 @@ pub async fn replay_missing(
 ) -> ApiResult<impl IntoResponse> {
     let ep = find(&s, &t, &key).await?;
     require_enabled(&ep)?;
-    input.check()?;
+    let window = input.window(super::now())?;
     let (state, app_id, endpoint_id) = (s.clone(), t.app.id.clone(), ep.id.clone());
-    let work = async move { replay_missing_work(&state, &app_id, &ep, input).await };
+    let work = async move { replay_missing_work(&state, &app_id, &ep.id, window).await };
     TaskOut::start(&s, &t.app.id, "endpoint.replay", Some(&endpoint_id), "replayed", work).await
 }
 
-/// Queues the messages of `input`'s window that `ep` never got but would get now; answers
-/// how many.
-async fn replay_missing_work(s: &AppState, app_id: &str, ep: &Endpoint, input: RecoverIn) -> ApiResult<u64> {
-    let now = super::now();
-    let until = input.until.unwrap_or(now);
+/// Queues the messages created in `[since, until)` that the endpoint never got but would get
+/// now; answers how many. The endpoint is read again for each batch: one changed while the
+/// task runs (its filters narrowed, disabled, deleted) is replayed as it now is.
+async fn replay_missing_work(
+    s: &AppState,
+    app_id: &str,
+    ep_id: &str,
+    (since, until): (DateTime<Utc>, DateTime<Utc>),
+) -> ApiResult<u64> {
     let (mut replayed, mut after) = (0, None::<String>);
     loop {
         let store = &s.0.store;
+        let Some(ep) = store.get_endpoint(app_id, ep_id).await?.filter(|e| !e.disabled && !e.polling) else { break };
+        let now = super::now();
         let batch =
-            store.messages_without_delivery(app_id, &ep.id, input.since, until, after.as_deref(), REPLAY_CHUNK).await?;
+            store.messages_without_delivery(app_id, &ep.id, since, until, after.as_deref(), REPLAY_CHUNK).await?;
         let Some(last) = batch.last() else { break };
         after = Some(last.id.clone());
         let wanted: Vec<String> = batch
@@ -1633,6 +1643,17 @@ impl utoipa::Modify for RotateBodyOptional {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_window_without_until_ends_when_asked() {
+        let at = |secs| DateTime::from_timestamp(secs, 0).expect("time");
+        let open = RecoverIn { since: at(100), until: None };
+        assert_eq!(open.window(at(500)).ok(), Some((at(100), at(500))));
+        let closed = RecoverIn { since: at(100), until: Some(at(200)) };
+        assert_eq!(closed.window(at(500)).ok(), Some((at(100), at(200))));
+        assert!(RecoverIn { since: at(100), until: Some(at(100)) }.window(at(500)).is_err());
+        assert_eq!(open.window(at(50)).ok(), Some((at(100), at(100))), "asked before since: nothing to look at");
+    }
     use super::*;
 
     /// Headers from before the size limits (longer names, more bytes) may be kept and some
