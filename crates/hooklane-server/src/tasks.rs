@@ -44,6 +44,10 @@ pub const AT_ONCE: usize = 4;
 /// replays ahead of every other's, nor make each node beat for thousands of tasks.
 pub const PER_APPLICATION: usize = 16;
 pub const PER_NODE: usize = 256;
+/// Tasks of one application a node works on at once: its others wait behind them, not in
+/// the node's queue, so that an application with many long replays does not hold every
+/// turn, nor queue ahead of the tasks other applications start after it.
+pub const RUNNING_PER_APPLICATION: usize = 2;
 /// Tries at recording how a task ended, a second apart.
 const END_TRIES: u32 = 5;
 /// The `error` of a task whose node stopped while it ran.
@@ -54,13 +58,21 @@ const SHUT_DOWN: &str = "interrupted: the node running this task shut down befor
 /// The tasks this node works on, by id, each with its application.
 pub(crate) struct Running {
     turns: Arc<Semaphore>,
+    /// Each application's turns ([`RUNNING_PER_APPLICATION`]), while it has tasks.
+    app_turns: Mutex<HashMap<String, Arc<Semaphore>>>,
     ids: Mutex<HashMap<String, String>>,
 }
 
 impl Default for Running {
     fn default() -> Self {
-        Running { turns: Arc::new(Semaphore::new(AT_ONCE)), ids: Mutex::default() }
+        Running { turns: Arc::new(Semaphore::new(AT_ONCE)), app_turns: Mutex::default(), ids: Mutex::default() }
     }
+}
+
+/// A task's turn to work: its application's, then the node's.
+struct Turn {
+    _app: tokio::sync::OwnedSemaphorePermit,
+    _node: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// A task's place on the node, given back when dropped (see [`run`]).
@@ -83,6 +95,23 @@ impl Running {
     fn ids(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         // A panic elsewhere while holding it leaves a map that is still valid.
         self.ids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for a task of `app_id` to have its turn: one of its application's (taken
+    /// first: a task waiting for it holds no turn of the node's), then one of the node's.
+    fn turn(&self, app_id: &str) -> impl Future<Output = Option<Turn>> + Send + 'static {
+        let app = {
+            let mut turns = self.app_turns.lock().unwrap_or_else(|p| p.into_inner());
+            // Those no task holds any more (the map's is their only reference) go.
+            turns.retain(|_, s| Arc::strong_count(s) > 1);
+            turns.entry(app_id.to_string()).or_insert_with(|| Arc::new(Semaphore::new(RUNNING_PER_APPLICATION))).clone()
+        };
+        let node = self.turns.clone();
+        async move {
+            let app = app.acquire_owned().await.ok()?;
+            let node = node.acquire_owned().await.ok()?;
+            Some(Turn { _app: app, _node: node })
+        }
     }
 
     /// Takes a place for a task of `app_id`, unless the application or the node has as
@@ -137,10 +166,10 @@ where
     // against the application until the node restarts.
     let mut place = Place { running: &s.0.tasks, id: &task.id, kept: false };
     s.0.store.record_task(task.clone()).await?;
-    let turns = s.0.tasks.turns.clone();
+    let turn = s.0.tasks.turn(app_id);
     let work = async move {
         // Waiting for a turn counts as running: the task beats meanwhile.
-        let _turn = turns.acquire_owned().await;
+        let _turn = turn.await;
         work.await
     };
     let (state, running) = (s.clone(), task.clone());
@@ -247,6 +276,33 @@ async fn mark_unfinished(store: &DynStore, running: &Running) {
 
 #[cfg(test)]
 mod tests {
+
+    /// An application with more tasks than its turns holds only its own: a task of another
+    /// application started after them works at once, while the first one's others wait.
+    #[tokio::test]
+    async fn an_application_holds_its_own_turns_only() {
+        let running = Running::default();
+        let mut held = Vec::new();
+        for _ in 0..RUNNING_PER_APPLICATION {
+            held.push(running.turn("app_a").await.expect("a turn"));
+        }
+        // As many more as the node has turns, all waiting (given time to ask).
+        let waiting: Vec<_> = (0..AT_ONCE).map(|_| tokio::spawn(running.turn("app_a"))).collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let other = tokio::time::timeout(Duration::from_secs(5), running.turn("app_b")).await;
+        assert!(other.is_ok_and(|t| t.is_some()), "another application's task waited behind the first one's");
+        assert!(waiting.iter().all(|w| !w.is_finished()), "the application worked on more than its turns");
+        drop(held.pop());
+        let next = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if waiting.iter().any(|w| w.is_finished()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert!(next.await.is_ok(), "a turn given back goes to one waiting");
+    }
     use super::*;
 
     async fn store() -> (DynStore, tempfile::TempDir) {
