@@ -203,26 +203,7 @@ async fn help_does_not_show_secrets_from_the_environment() {
 /// receiver for trying deliveries must show them, not answer 413 and print nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_prints_a_body_over_two_mib() {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
-        .args(["listen", "--port", "0"])
-        .env_remove("HOOKLANE_LISTEN_SECRET")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn hooklane listen");
-    let mut err = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let mut out = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let base = tokio::time::timeout(WAIT, async {
-        while let Ok(Some(line)) = err.next_line().await {
-            if let Some(addr) = line.split("receiving on ").nth(1) {
-                return addr.trim().to_string();
-            }
-        }
-        panic!("listen ended without saying where it listens");
-    })
-    .await
-    .expect("listen started");
+    let (_child, base, mut out) = start_listen(&[]).await;
     // Read while the request is answered: the line is printed before the answer, and a
     // 3 MiB line fills the pipe.
     let printed = tokio::spawn(async move {

@@ -946,6 +946,15 @@ impl<'a> DeliveryColumns<'a> {
     }
 }
 
+/// No attempt of endpoint `k.id` for `$4` ms before attempt `{attempt}` made at `{at}` (by
+/// the attempts' time-ordered ids; a cancelled one aside).
+fn quiet_before(attempt: &str, at: &str) -> String {
+    format!(
+        "COALESCE((SELECT a.created_at FROM attempts a WHERE a.endpoint_id = k.id AND a.id < {attempt} \
+         AND a.status <> 4 ORDER BY a.id DESC LIMIT 1), 0) < {at} - $4::BIGINT"
+    )
+}
+
 /// Failure streaks and automatic disabling, per endpoint, as the outcomes in order imply:
 /// a success ends the streak; the first failure after it (or the first failure at all,
 /// when the streak was not already running) starts one; an endpoint whose streak is older
@@ -991,16 +1000,15 @@ async fn update_endpoint_streaks<C: GenericClient>(
         let ids: Vec<&str> = untried.iter().map(|o| o.attempt.endpoint_id.as_str()).collect();
         let attempts: Vec<&str> = untried.iter().map(|o| o.attempt.id.as_str()).collect();
         let times: Vec<i64> = untried.iter().map(|o| ms(o.attempt.created_at)).collect();
-        execute(
-            c,
-            "UPDATE endpoints e SET failing_since = NULL \
-             FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS k(id, attempt_id, at) \
-             WHERE e.id = k.id AND NOT e.disabled AND e.failing_since <= k.at - $4::BIGINT \
-             AND COALESCE((SELECT a.created_at FROM attempts a WHERE a.endpoint_id = k.id AND a.id < k.attempt_id \
-                           AND a.status <> 4 ORDER BY a.id DESC LIMIT 1), 0) < k.at - $4::BIGINT",
-            &[&ids, &attempts, &times, &crate::queries_shared::QUIET_GAP_MS],
-        )
-        .await?;
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE endpoints e SET failing_since = NULL \
+                 FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS k(id, attempt_id, at) \
+                 WHERE e.id = k.id AND NOT e.disabled AND e.failing_since <= k.at - $4::BIGINT AND {}",
+                quiet_before("k.attempt_id", "k.at")
+            )
+        });
+        execute(c, &SQL, &[&ids, &attempts, &times, &crate::queries_shared::QUIET_GAP_MS]).await?;
     }
     let mut per_endpoint: std::collections::BTreeMap<&str, Streak> = std::collections::BTreeMap::new();
     for o in outcomes {
@@ -1075,16 +1083,15 @@ async fn update_endpoint_streaks<C: GenericClient>(
     // A streak a day old or more, but no attempt for a day before these failures (its
     // attempt before the first of them by the attempts' time-ordered ids, a cancelled one
     // aside): the streak starts afresh, as after a success.
-    execute(
-        c,
-        "UPDATE endpoints e SET failing_since = k.first \
-         FROM UNNEST($1::text[], $2::bigint[], $3::text[]) AS k(id, first, first_id) \
-         WHERE e.id = k.id AND NOT e.disabled AND e.failing_since <= k.first - $4::BIGINT \
-         AND COALESCE((SELECT a.created_at FROM attempts a WHERE a.endpoint_id = k.id AND a.id < k.first_id \
-                       AND a.status <> 4 ORDER BY a.id DESC LIMIT 1), 0) < k.first - $4::BIGINT",
-        &[&failing, &failing_first, &failing_first_id, &crate::queries_shared::QUIET_GAP_MS],
-    )
-    .await?;
+    static RESTART: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "UPDATE endpoints e SET failing_since = k.first \
+             FROM UNNEST($1::text[], $2::bigint[], $3::text[]) AS k(id, first, first_id) \
+             WHERE e.id = k.id AND NOT e.disabled AND e.failing_since <= k.first - $4::BIGINT AND {}",
+            quiet_before("k.first_id", "k.first")
+        )
+    });
+    execute(c, &RESTART, &[&failing, &failing_first, &failing_first_id, &crate::queries_shared::QUIET_GAP_MS]).await?;
     let by_streak = query(
         c,
         "UPDATE endpoints e SET disabled = true, updated_at = GREATEST(e.updated_at + 1, k.last) \
