@@ -233,7 +233,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<(u64, Option<String>)>;
     /// Up to `limit` messages of the application created in `[since, until)` that have no
     /// delivery to the endpoint, in id order after `after_id` (a replay of what an
-    /// endpoint missed: created before it was, or filtered out then).
+    /// endpoint missed: created before it was, or filtered out then); with their payloads
+    /// only when `with_payload` (a payload filter reads them), else with `""`: a batch of
+    /// megabyte payloads is not read to be thrown away.
+    #[allow(clippy::too_many_arguments)]
     async fn messages_without_delivery(
         &self,
         app_id: &str,
@@ -242,6 +245,7 @@ pub trait Store: Send + Sync + 'static {
         until: DateTime<Utc>,
         after_id: Option<&str>,
         limit: usize,
+        with_payload: bool,
     ) -> StoreResult<Vec<Message>>;
     /// Queues the application's messages `msg_ids` for the endpoint (a manual trigger, due
     /// at `now`), leaving any that already have a delivery to it; returns how many were

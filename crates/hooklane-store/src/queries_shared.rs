@@ -61,6 +61,12 @@ pub fn flags_read(flag: Option<String>, flags: Option<Vec<String>>) -> Vec<Strin
     }
 }
 
+/// A message's columns (`cols`) with its payload read only when the boolean parameter
+/// `flag` is true, `''` otherwise.
+pub fn message_cols_payload_if(cols: &str, flag: &str) -> String {
+    cols.replacen("payload", &format!("CASE WHEN {flag} THEN payload ELSE '' END"), 1)
+}
+
 /// A failing endpoint with no attempt for this long before a new failure starts its failure
 /// streak afresh: a quiet endpoint that failed a week ago is not disabled by its next
 /// failure as though it had failed all week.

@@ -1565,8 +1565,11 @@ async fn replay_missing_work(
         let store = &s.0.store;
         let Some(ep) = store.get_endpoint(app_id, ep_id).await?.filter(|e| !e.disabled && !e.polling) else { break };
         let now = super::now();
-        let batch =
-            store.messages_without_delivery(app_id, &ep.id, since, until, after.as_deref(), REPLAY_CHUNK).await?;
+        // (Payloads are read only for a payload filter: the rest of a replay needs none.)
+        let with_payload = ep.payload_filter.is_some();
+        let batch = store
+            .messages_without_delivery(app_id, &ep.id, since, until, after.as_deref(), REPLAY_CHUNK, with_payload)
+            .await?;
         let Some(last) = batch.last() else { break };
         after = Some(last.id.clone());
         let wanted: Vec<String> = batch

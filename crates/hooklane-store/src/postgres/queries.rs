@@ -1312,20 +1312,18 @@ pub async fn messages_without_delivery<C: GenericClient>(
     c: &C,
     app_id: &str,
     endpoint_id: &str,
-    since: i64,
-    until: i64,
-    after_id: &str,
-    limit: usize,
+    (since, until): (i64, i64),
+    (after_id, limit, with_payload): (&str, usize, bool),
 ) -> StoreResult<Vec<Message>> {
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
             "SELECT {} FROM messages WHERE app_id = $1 AND id > $2 AND created_at >= $3 AND created_at < $4 \
              AND NOT expunged AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = $5) \
              ORDER BY id LIMIT $6",
-            rows::MESSAGE_COLS
+            crate::queries_shared::message_cols_payload_if(rows::MESSAGE_COLS, "$7")
         )
     });
-    query(c, &SQL, &[&app_id, &after_id, &since, &until, &endpoint_id, &limit_param(limit)])
+    query(c, &SQL, &[&app_id, &after_id, &since, &until, &endpoint_id, &limit_param(limit), &with_payload])
         .await?
         .iter()
         .map(|r| rows::message(r, 0))

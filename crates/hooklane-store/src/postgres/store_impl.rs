@@ -412,10 +412,11 @@ impl Store for PgStore {
         until: DateTime<Utc>,
         after_id: Option<&str>,
         limit: usize,
+        with_payload: bool,
     ) -> StoreResult<Vec<Message>> {
         let c = self.client().await?;
-        let after = after_id.unwrap_or_default();
-        queries::messages_without_delivery(&c, app_id, endpoint_id, ms(since), ms(until), after, limit).await
+        let page = (after_id.unwrap_or_default(), limit, with_payload);
+        queries::messages_without_delivery(&c, app_id, endpoint_id, (ms(since), ms(until)), page).await
     }
 
     async fn add_deliveries(

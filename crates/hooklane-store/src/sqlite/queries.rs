@@ -979,18 +979,17 @@ pub fn messages_without_delivery(
     conn: &Connection,
     app_id: &str,
     endpoint_id: &str,
-    since: i64,
-    until: i64,
-    after_id: &str,
-    limit: usize,
+    (since, until): (i64, i64),
+    (after_id, limit, with_payload): (&str, usize, bool),
 ) -> StoreResult<Vec<Message>> {
     let sql = format!(
         "SELECT {} FROM messages WHERE app_id = ?1 AND id > ?2 AND created_at >= ?3 AND created_at < ?4 \
          AND NOT expunged AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.endpoint_id = ?5) \
          ORDER BY id LIMIT ?6",
-        rows::MESSAGE_COLS
+        crate::queries_shared::message_cols_payload_if(rows::MESSAGE_COLS, "?7")
     );
-    query_all(conn, &sql, params![app_id, after_id, since, until, endpoint_id, limit as i64], rows::message)
+    let values = params![app_id, after_id, since, until, endpoint_id, limit as i64, with_payload];
+    query_all(conn, &sql, values, rows::message)
 }
 
 pub fn add_deliveries(

@@ -396,9 +396,14 @@ impl Store for SqliteStore {
         until: DateTime<Utc>,
         after_id: Option<&str>,
         limit: usize,
+        with_payload: bool,
     ) -> StoreResult<Vec<Message>> {
         let (app, ep, after) = (owned(app_id), owned(endpoint_id), after_id.unwrap_or_default().to_string());
-        self.read(move |c| queries::messages_without_delivery(c, &app, &ep, ms(since), ms(until), &after, limit)).await
+        self.read(move |c| {
+            let page = (after.as_str(), limit, with_payload);
+            queries::messages_without_delivery(c, &app, &ep, (ms(since), ms(until)), page)
+        })
+        .await
     }
 
     async fn add_deliveries(

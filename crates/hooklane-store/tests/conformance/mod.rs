@@ -1095,7 +1095,7 @@ pub async fn message_content_can_be_expunged(store: &DynStore) {
     assert_conflict(store.resend(&a.id, &m.id, &e1.id, now_ms()).await, "resend of deleted content");
     assert_eq!(store.recover(&a.id, &e1.id, (t - mins(1), None), now_ms(), ("", 1000)).await.unwrap().0, 0);
     assert_eq!(delivery(store, &a.id, &m.id, &e1.id).await.status, DeliveryStatus::Fail);
-    let missing = store.messages_without_delivery(&a.id, &e2.id, t - mins(1), now_ms(), None, 10).await.unwrap();
+    let missing = store.messages_without_delivery(&a.id, &e2.id, t - mins(1), now_ms(), None, 10, true).await.unwrap();
     assert_eq!(missing.into_iter().map(|m| m.id).collect::<Vec<_>>(), vec![kept.id.clone()], "not replayed");
     assert_eq!(store.add_deliveries(&a.id, &e2.id, vec![m.id.clone()], now_ms()).await.unwrap(), 0);
 
@@ -1150,11 +1150,21 @@ pub async fn replay_missing_building_blocks(store: &DynStore) {
     let missing = |after: Option<String>, limit: usize| {
         let (store, app, ep) = (store.clone(), a.id.clone(), e1.id.clone());
         async move {
-            let found =
-                store.messages_without_delivery(&app, &ep, t - mins(1), t + mins(5), after.as_deref(), limit).await;
+            let found = store
+                .messages_without_delivery(&app, &ep, t - mins(1), t + mins(5), after.as_deref(), limit, true)
+                .await;
             found.unwrap().into_iter().map(|m| m.id).collect::<Vec<_>>()
         }
     };
+    // Payloads read only when asked for; everything else as it is.
+    let (window, page) = ((t - mins(1), t + mins(5)), (None, 10));
+    let with = store.messages_without_delivery(&a.id, &e1.id, window.0, window.1, page.0, page.1, true).await.unwrap();
+    let without =
+        store.messages_without_delivery(&a.id, &e1.id, window.0, window.1, page.0, page.1, false).await.unwrap();
+    assert_eq!(with.iter().map(|m| m.payload.as_str()).collect::<Vec<_>>(), [m1.payload.as_str(), m3.payload.as_str()]);
+    assert!(without.iter().all(|m| m.payload.is_empty()), "{without:?}");
+    let blanked: Vec<Message> = with.iter().map(|m| Message { payload: String::new(), ..m.clone() }).collect();
+    assert_eq!(without, blanked);
     assert_eq!(missing(None, 10).await, vec![m1.id.clone(), m3.id.clone()], "m2 has one; the last is too late");
     assert_eq!(missing(None, 1).await, vec![m1.id.clone()]);
     assert_eq!(missing(Some(m1.id.clone()), 10).await, vec![m3.id.clone()]);
