@@ -58,11 +58,9 @@ struct Inner {
     /// Endpoints paused through this process, with when (their `updated_at`): jobs already
     /// in memory for them are held rather than sent, as the disabled ones stop.
     paused: Marks,
-    /// Messages whose content was deleted through this process (their ids), and applications
-    /// whose every message was (with the time: messages created by then): jobs already in
-    /// memory hold a copy of the content, which must not go out after its deletion.
-    expunged_messages: Marks,
-    expunged_apps: Marks,
+    /// Messages whose content was deleted through this process: jobs already in memory hold
+    /// a copy of the content, which must not go out after its deletion.
+    expunged: Marks,
     stopping: AtomicBool,
     /// Where [`EngineEvent`]s go, once someone asked for them ([`Dispatcher::events`]).
     events: Mutex<Option<mpsc::Sender<EngineEvent>>>,
@@ -198,8 +196,7 @@ impl Dispatcher {
             finished,
             disabled: Marks::new(marks_kept),
             paused: Marks::new(marks_kept),
-            expunged_messages: Marks::new(marks_kept),
-            expunged_apps: Marks::new(marks_kept),
+            expunged: Marks::new(marks_kept),
             stopping: AtomicBool::new(false),
             events: Mutex::new(None),
             disablings: tokio::sync::watch::channel(0).0,
@@ -327,13 +324,7 @@ impl Dispatcher {
     /// The message's content was deleted: the jobs this process already holds for it (with
     /// a copy of the content) are dropped rather than sent.
     pub fn message_expunged(&self, msg_id: &str) {
-        self.inner.expunged_messages.set(msg_id, DateTime::<Utc>::MAX_UTC);
-    }
-
-    /// Every message of the application created by `until` had its content deleted: as
-    /// [`Dispatcher::message_expunged`] for each (one mark, however many there are).
-    pub fn messages_expunged(&self, app_id: &str, until: DateTime<Utc>) {
-        self.inner.expunged_apps.set(app_id, until);
+        self.inner.expunged.set(msg_id, DateTime::<Utc>::MAX_UTC);
     }
 
     /// Stops claiming work and waits (up to `grace`) for what is in flight to be recorded.
@@ -702,8 +693,7 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
 
 /// Whether the message's content was deleted through this process after the job read it.
 fn expunged(inner: &Inner, message: &hooklane_core::model::Message) -> bool {
-    inner.expunged_messages.get(&message.id).is_some()
-        || inner.expunged_apps.covers(&message.app_id, message.created_at)
+    inner.expunged.get(&message.id).is_some()
 }
 
 /// Whether the endpoint was paused through this process after the job's snapshot of it.

@@ -1,70 +1,105 @@
-//! Marks this process keeps on endpoints it disabled or paused, for the jobs it already
-//! holds in memory with an older snapshot of the endpoint: those stop (disabled) or are
-//! held (paused) instead of being sent.
+//! Marks this process keeps on endpoints it disabled or paused, and on messages whose
+//! content it deleted, for the jobs it already holds in memory with an older snapshot of
+//! them: those stop (disabled, deleted) or are held (paused) instead of being sent.
 //!
 //! A mark is only needed while such jobs can exist: a job lives in memory for at most its
 //! lease (and the request it may have on the wire), and a claim made after the change
 //! reads the endpoint as changed. So marks are dropped once they are older than `keep`,
 //! and the maps do not grow with every endpoint ever disabled or paused.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hooklane_core::{DateTime, Utc};
 
+/// Most marks kept at once: past it the oldest go first (a purge of many messages marks
+/// each; jobs of the oldest ones are the likeliest to be gone already).
+const MAX_MARKS: usize = 100_000;
+
 pub(crate) struct Marks {
     keep: Duration,
-    /// Endpoint id → the endpoint's version (`updated_at`) the change wrote, and when the
+    cap: usize,
+    inner: Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
+    /// Key (an endpoint's or a message's id) → the version the change wrote, and when the
     /// mark was set here.
-    map: Mutex<HashMap<String, (DateTime<Utc>, Instant)>>,
+    map: HashMap<String, (DateTime<Utc>, Instant)>,
+    /// The keys in the order they were marked, with when: the oldest are found, and
+    /// dropped, without a look at every mark. (A key marked again, or removed, leaves an
+    /// entry behind, which drops nothing when its turn comes.)
+    order: VecDeque<(String, Instant)>,
+}
+
+impl Kept {
+    /// Drops the oldest entry, and its mark if it is still the one that entry made.
+    fn drop_oldest(&mut self) {
+        if let Some((key, at)) = self.order.pop_front() {
+            if self.map.get(&key).is_some_and(|(_, marked)| *marked == at) {
+                self.map.remove(&key);
+            }
+        }
+    }
 }
 
 impl Marks {
     pub(crate) fn new(keep: Duration) -> Self {
-        Marks { keep, map: Mutex::default() }
+        Self::with_cap(keep, MAX_MARKS)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, (DateTime<Utc>, Instant)>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    fn with_cap(keep: Duration, cap: usize) -> Self {
+        Marks { keep, cap, inner: Mutex::default() }
     }
 
-    /// Marks the endpoint as changed at `version`, dropping marks that outlived `keep`
-    /// (marks are set rarely, so the sweep costs nothing that matters).
-    pub(crate) fn set(&self, endpoint_id: &str, version: DateTime<Utc>) {
+    fn lock(&self) -> MutexGuard<'_, Kept> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks the key as changed at `version`, dropping marks that outlived `keep` (the
+    /// oldest first, as many as have: each is dropped once) and, past the cap, the oldest.
+    pub(crate) fn set(&self, key: &str, version: DateTime<Utc>) {
         let now = Instant::now();
-        let mut map = self.lock();
-        map.retain(|_, (_, at)| now.duration_since(*at) < self.keep);
-        map.insert(endpoint_id.to_string(), (version, now));
+        let mut kept = self.lock();
+        while kept.order.front().is_some_and(|(_, at)| now.duration_since(*at) >= self.keep) {
+            kept.drop_oldest();
+        }
+        kept.map.insert(key.to_string(), (version, now));
+        kept.order.push_back((key.to_string(), now));
+        while kept.map.len() > self.cap || kept.order.len() > 2 * self.cap {
+            kept.drop_oldest();
+        }
     }
 
-    /// The version of the endpoint's mark, if it has one still kept.
-    pub(crate) fn get(&self, endpoint_id: &str) -> Option<DateTime<Utc>> {
-        let map = self.lock();
-        let (version, at) = map.get(endpoint_id)?;
+    /// The version of the key's mark, if it has one still kept.
+    pub(crate) fn get(&self, key: &str) -> Option<DateTime<Utc>> {
+        let kept = self.lock();
+        let (version, at) = kept.map.get(key)?;
         (at.elapsed() < self.keep).then_some(*version)
     }
 
-    /// Whether a snapshot of the endpoint at `version` predates (or is) its mark.
-    pub(crate) fn covers(&self, endpoint_id: &str, version: DateTime<Utc>) -> bool {
-        self.get(endpoint_id).is_some_and(|marked| version <= marked)
+    /// Whether a snapshot at `version` predates (or is) the key's mark.
+    pub(crate) fn covers(&self, key: &str, version: DateTime<Utc>) -> bool {
+        self.get(key).is_some_and(|marked| version <= marked)
     }
 
-    pub(crate) fn remove(&self, endpoint_id: &str) {
-        self.lock().remove(endpoint_id);
+    pub(crate) fn remove(&self, key: &str) {
+        self.lock().map.remove(key);
     }
 
-    /// Removes the endpoint's mark if it is still `version` (a newer mark stays).
-    pub(crate) fn remove_if(&self, endpoint_id: &str, version: DateTime<Utc>) {
-        let mut map = self.lock();
-        if map.get(endpoint_id).is_some_and(|(marked, _)| *marked == version) {
-            map.remove(endpoint_id);
+    /// Removes the key's mark if it is still `version` (a newer mark stays).
+    pub(crate) fn remove_if(&self, key: &str, version: DateTime<Utc>) {
+        let mut kept = self.lock();
+        if kept.map.get(key).is_some_and(|(marked, _)| *marked == version) {
+            kept.map.remove(key);
         }
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
     }
 }
 
@@ -108,5 +143,21 @@ mod tests {
         marks.set("new", at(1));
         assert_eq!(marks.len(), 1, "setting a mark sweeps the expired ones");
         assert!(marks.covers("new", at(1)));
+    }
+
+    #[test]
+    fn past_the_cap_the_oldest_marks_go() {
+        let marks = Marks::with_cap(Duration::from_secs(60), 3);
+        for i in 0..5 {
+            marks.set(&format!("m{i}"), at(i));
+        }
+        assert_eq!(marks.len(), 3);
+        assert_eq!((marks.get("m0"), marks.get("m1")), (None, None));
+        assert_eq!(marks.get("m4"), Some(at(4)));
+        // Marked again: its newer mark is the one kept, its older entry drops nothing.
+        marks.set("m2", at(20));
+        marks.set("m5", at(5));
+        marks.set("m6", at(6));
+        assert_eq!(marks.get("m2"), Some(at(20)), "{:?}", marks.len());
     }
 }

@@ -465,6 +465,10 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
                 if let Err(e) = fan_out(&s, &source, &original).await {
                     return record.failed(ApiError::from(e));
                 }
+            } else {
+                // Nor is what was deleted written back through the retry's own record.
+                record.body.clear();
+                record.headers.clear();
             }
             let reason = format!("delivery id seen before (message {})", original.id);
             record.acknowledge(InboundStatus::Duplicate, Some(reason), &original.id, acknowledgement).await

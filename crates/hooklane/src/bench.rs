@@ -94,9 +94,15 @@ fn parse_json(text: &str) -> Result<serde_json::Value, String> {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Interrupted (Ctrl-C, a job's timeout), the run is dropped: its servers are stopped and
     // their directories (database, admin token) removed, as on any other way out.
+    // The handlers are in place before anything starts (a signal meanwhile is kept for the
+    // first look), and the signal is looked at first.
+    let interrupted = crate::serve::shutdown_signal();
+    tokio::pin!(interrupted);
+    let _ = futures::poll!(&mut interrupted);
     tokio::select! {
+        biased;
+        _ = &mut interrupted => bail!("interrupted: servers stopped, their files removed"),
         done = measure(args) => done,
-        _ = crate::serve::shutdown_signal() => bail!("interrupted: servers stopped, their files removed"),
     }
 }
 

@@ -875,6 +875,9 @@ async fn a_duplicate_does_not_fan_out_a_deleted_content() {
     pg.batch_execute("DROP TRIGGER refuse ON messages").await.expect("drop trigger");
     let (status, out) = ingest(&server, &source, &headers, br#"{"secret": "data"}"#).await;
     assert_eq!((status, out["status"].as_str()), (200, Some("duplicate")), "{out}");
+    // Nor is the content back in the request log through the retry's record.
+    let (_, log) = server.call("GET", &format!("/api/v1/source/{source}/request"), None).await;
+    assert!(!log.to_string().contains("secret"), "{log}");
     settle().await;
     let (_, messages) = server.call("GET", &format!("/api/v1/app/{target}/msg"), None).await;
     assert_eq!(messages["data"].as_array().map(Vec::len), Some(0), "{messages}");

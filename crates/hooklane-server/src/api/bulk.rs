@@ -299,16 +299,13 @@ async fn expunge_all(s: &AppState, app_id: &str, now: DateTime<Utc>) -> ApiResul
     let mut page = PageRequest { limit: CHUNK, ..PageRequest::default() };
     // Only what exists now: messages posted while this runs keep their content.
     let filter = MessageFilter { before: Some(now + chrono::Duration::milliseconds(1)), ..Default::default() };
-    // The engine drops what it holds of them at once, before the store has gone through
-    // them all (the store fails their deliveries as it goes).
-    s.0.dispatcher.messages_expunged(app_id, now);
     let mut expunged = 0u64;
     loop {
         let found = store.list_messages(app_id, &filter, &page).await?;
         let ids: Vec<String> = found.items.into_iter().map(|m| m.id).collect();
         let next = ids.last().filter(|_| !found.done).cloned();
         expunged += count_done(ids, |msg_id| async move {
-            match store.expunge_message_content(app_id, &msg_id, now).await {
+            match super::message::expunge(s, app_id, &msg_id, now).await {
                 Ok(()) => Ok(true),
                 Err(StoreError::NotFound) => Ok(false), // deleted meanwhile
                 Err(e) => Err(e),

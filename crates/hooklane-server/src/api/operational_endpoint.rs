@@ -50,7 +50,14 @@ async fn operational(s: &AppState) -> ApiResult<Tenant> {
 /// there: they create nothing (a `GET` made the application).
 async fn operational_existing(s: &AppState) -> ApiResult<Option<Tenant>> {
     let key = operational_key(s)?;
-    Ok(s.0.store.get_app(key).await?.map(|app| Tenant { principal: Principal::Admin, app }))
+    match s.0.store.get_app(key).await? {
+        Some(app) => Ok(Some(Tenant { principal: Principal::Admin, app })),
+        // (Named by an id, it is never made: a misconfiguration, said as writes say it.)
+        None if ids::has_prefix(key, ids::APP) => {
+            Err(ApiError::Conflict(format!("the operational application {key} does not exist")))
+        }
+        None => Ok(None),
+    }
 }
 
 /// An endpoint operation's tenant: without the application there is no such endpoint.
