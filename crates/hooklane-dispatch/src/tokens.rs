@@ -136,6 +136,8 @@ impl Tokens {
         // The access token held is still good: only the next exchange takes the new refresh
         // token. (Dropping it made each node's rotation cost the other nodes a token
         // request, and those requests rotations of their own, in turn, for ever.)
+        // (Only a rotation, which leaves the endpoint's version as it was: an operator's new
+        // refresh token is a new grant, whose token is asked for.)
         let (known, token) = match entries.get(&endpoint.id) {
             Some(held) if same_but_refresh(&held.settings, settings) => {
                 let state = lock(&held.state);
@@ -144,7 +146,8 @@ impl Tokens {
                 while known.len() > KNOWN_KEPT {
                     known.pop_front();
                 }
-                (known, state.token.clone())
+                let rotated = endpoint.updated_at == held.version;
+                (known, state.token.clone().filter(|_| rotated))
             }
             _ => (VecDeque::new(), None),
         };
@@ -222,15 +225,28 @@ where
     F: FnOnce(TokenRequest) -> Fut,
     Fut: Future<Output = Result<(u16, Vec<u8>), String>>,
 {
-    let (stored, persisted_before) = {
+    let (mut stored, persisted_before) = {
         let state = lock(&entry.state);
         (state.stored.clone(), state.persisted.clone())
     };
-    // A rotation this node could not save yet is saved before another is asked for.
+    // A rotation this node could not save yet is saved before another is asked for; one
+    // of another node's found instead is the refresh token to exchange.
     if stored != persisted_before {
         if let Some(store) = &store {
-            if save_rotation(store, &entry, &persisted_before, &stored, timeout).await {
-                lock(&entry.state).persisted = stored.clone();
+            let saved = save_rotation(store, &entry, &persisted_before, &stored, timeout).await;
+            let mut state = lock(&entry.state);
+            match saved {
+                Saved::Yes | Saved::Never => state.persisted = stored.clone(),
+                Saved::Newer(there) => {
+                    if state.known.len() == KNOWN_KEPT {
+                        state.known.pop_front();
+                    }
+                    state.known.extend(stored.refresh_token.clone());
+                    state.stored = (*there).clone();
+                    state.persisted = (*there).clone();
+                    stored = *there;
+                }
+                Saved::Later => {}
             }
         }
     }
@@ -278,8 +294,14 @@ where
         // Saved before the token is handed out and the turn given up: saves are in the
         // order of the rotations, and a restart (or another node) finds the newest.
         if let Some(store) = store {
-            if save_rotation(&store, &entry, &persisted, saved, timeout).await {
-                lock(&entry.state).persisted = saved.clone();
+            match save_rotation(&store, &entry, &persisted, saved, timeout).await {
+                // (Never: nothing to keep trying; the entry goes with the settings it was for.)
+                Saved::Yes | Saved::Never => lock(&entry.state).persisted = saved.clone(),
+                Saved::Newer(_) => tracing::warn!(
+                    endpoint_id = %entry.endpoint_id,
+                    "another node exchanged the same OAuth refresh token; the newer one stays saved"
+                ),
+                Saved::Later => {}
             }
         }
     }
@@ -290,47 +312,62 @@ where
 }
 
 /// Saves the rotated refresh token in place of `persisted`, unless the settings changed
-/// meanwhile (an operator's new ones win); whether it was saved.
+/// How saving a rotated refresh token went.
+#[derive(Debug, PartialEq)]
+enum Saved {
+    Yes,
+    /// The store holds a rotation of another node's, newer than this one's: to take up.
+    Newer(Box<EndpointOauth>),
+    /// The settings changed (an operator's) or are gone: never to be saved.
+    Never,
+    /// Not this time (the store failing): tried again before the next request.
+    Later,
+}
+
+/// Saves the rotated refresh token `saved` in place of `persisted`, what this node last
+/// saved. When the store holds something else: a save of this node's that timed out but
+/// went through (this one then goes in its place), another node's rotation (newer: taken
+/// up), or an operator's new settings, which win.
 async fn save_rotation(
     store: &DynStore,
     entry: &Entry,
     persisted: &EndpointOauth,
     saved: &EndpointOauth,
     within: Duration,
-) -> bool {
+) -> Saved {
     let save = store.replace_endpoint_oauth(&entry.app_id, &entry.endpoint_id, persisted, saved);
     let endpoint_id = &entry.endpoint_id;
     match tokio::time::timeout(within, save).await {
-        Ok(Ok(true)) => return true,
-        // Not what this node last saved: a save of its own that timed out but went through
-        // (then this one goes in place of it), or an operator's new settings (which win).
+        Ok(Ok(true)) => return Saved::Yes,
         Ok(Ok(false)) => match tokio::time::timeout(within, store.get_endpoint(&entry.app_id, endpoint_id)).await {
             Ok(Ok(Some(ep))) => {
-                let there = ep.oauth.filter(|o| same_but_refresh(o, saved));
+                let Some(there) = ep.oauth.filter(|o| same_but_refresh(o, saved)) else {
+                    tracing::warn!(%endpoint_id, "OAuth settings changed meanwhile; rotated refresh token not saved");
+                    return Saved::Never;
+                };
                 let ours = there
+                    .refresh_token
                     .as_ref()
-                    .and_then(|o| o.refresh_token.as_ref())
                     .is_some_and(|r| saved.refresh_token.as_ref() == Some(r) || lock(&entry.state).known.contains(r));
-                match there {
-                    Some(there) if ours && there == *saved => return true,
-                    Some(there) if ours => {
-                        let again = store.replace_endpoint_oauth(&entry.app_id, endpoint_id, &there, saved);
-                        if let Ok(Ok(true)) = tokio::time::timeout(within, again).await {
-                            return true;
-                        }
-                        tracing::warn!(%endpoint_id, "could not save a rotated OAuth refresh token; tried again later");
-                    }
-                    _ => {
-                        tracing::warn!(%endpoint_id, "OAuth settings changed meanwhile; rotated refresh token not saved")
-                    }
+                if !ours {
+                    return Saved::Newer(Box::new(there));
                 }
+                if there == *saved {
+                    return Saved::Yes;
+                }
+                let again = store.replace_endpoint_oauth(&entry.app_id, endpoint_id, &there, saved);
+                if let Ok(Ok(true)) = tokio::time::timeout(within, again).await {
+                    return Saved::Yes;
+                }
+                tracing::warn!(%endpoint_id, "could not save a rotated OAuth refresh token; tried again later");
             }
+            Ok(Ok(None)) => return Saved::Never,
             _ => tracing::warn!(%endpoint_id, "could not save a rotated OAuth refresh token; tried again later"),
         },
         Ok(Err(e)) => tracing::warn!(%endpoint_id, error = %e, "could not save a rotated OAuth refresh token"),
         Err(_) => tracing::warn!(%endpoint_id, "saving a rotated OAuth refresh token timed out"),
     }
-    false
+    Saved::Later
 }
 
 /// Whether two settings differ at most by their refresh token.
@@ -538,6 +575,55 @@ mod tests {
         tokens.bearer(&ep, &with("r1"), rotate("r2")).await.expect("second token");
         assert_eq!(saved().await.as_deref(), Some("r2"), "the newest refresh token is saved");
         assert_eq!(lock(&entry.state).persisted, with("r2"));
+
+        // Rotated twice since its last save that it heard of (r2), the first of those saves
+        // through unbeknown (r3), the second not (r4): r4 goes in place of r3.
+        store.replace_endpoint_oauth("app_1", "ep_1", &with("r2"), &with("r3")).await.expect("r3 saved");
+        {
+            let mut state = lock(&entry.state);
+            state.known.push_back("r3".into());
+            state.stored = with("r4");
+            state.token = None;
+        }
+        tokens.bearer(&ep, &with("r4"), rotate("r5")).await.expect("third token");
+        assert_eq!(saved().await.as_deref(), Some("r5"));
+
+        // Another node rotated after this one's last save (the store holds its r9): r9 is the
+        // refresh token exchanged next, not this node's older one.
+        store.replace_endpoint_oauth("app_1", "ep_1", &with("r5"), &with("r9")).await.expect("r9 saved");
+        {
+            let mut state = lock(&entry.state);
+            state.persisted = with("r0");
+            state.token = None;
+        }
+        let sent = Arc::new(Mutex::new(String::new()));
+        let seen = sent.clone();
+        tokens
+            .bearer(&ep, &with("r5"), move |request| {
+                *lock(&seen) = request.form;
+                let body = r#"{"access_token": "t-r10", "token_type": "Bearer", "refresh_token": "r10"}"#;
+                std::future::ready(Ok((200, body.as_bytes().to_vec())))
+            })
+            .await
+            .expect("fourth token");
+        assert!(lock(&sent).contains("refresh_token=r9"), "{}", lock(&sent));
+        assert_eq!(saved().await.as_deref(), Some("r10"));
+    }
+
+    /// An operator's new refresh token (the endpoint's version moves on) is a new grant: its
+    /// own token is asked for, where another node's rotation keeps the token held.
+    #[tokio::test]
+    async fn an_operators_new_refresh_token_is_a_new_grant() {
+        let tokens = tokens();
+        let with = |refresh: &str| EndpointOauth {
+            refresh_token: Some(refresh.to_string()),
+            ..settings(GrantType::RefreshToken)
+        };
+        let body = r#"{"access_token": "old-grant", "token_type": "Bearer", "expires_in": 3600}"#;
+        assert_eq!(token_of(&tokens, &endpoint("ep_1", 1), &with("r0"), body).await.as_deref(), Ok("old-grant"));
+        let body = r#"{"access_token": "new-grant", "token_type": "Bearer", "expires_in": 3600}"#;
+        let got = token_of(&tokens, &endpoint("ep_1", 2), &with("pasted"), body).await;
+        assert_eq!(got.as_deref(), Ok("new-grant"));
     }
 
     #[tokio::test]
