@@ -61,6 +61,10 @@ struct Inner {
     /// Messages whose content was deleted through this process: jobs already in memory hold
     /// a copy of the content, which must not go out after its deletion.
     expunged: Marks,
+    /// Applications being emptied by a purge, with the highest message id it reached and
+    /// when: one mark per application, however many messages (ids are time-ordered, and a
+    /// purge goes through them in id order).
+    expunged_through: std::sync::Mutex<HashMap<String, (String, Instant)>>,
     stopping: AtomicBool,
     /// Where [`EngineEvent`]s go, once someone asked for them ([`Dispatcher::events`]).
     events: Mutex<Option<mpsc::Sender<EngineEvent>>>,
@@ -177,7 +181,7 @@ impl Dispatcher {
         let (finished, results) = mpsc::unbounded_channel();
         // A job claimed before a change may still be in memory for its lease, or on the
         // wire for a request's time after it: marks are kept twice that.
-        let marks_kept = (cfg.lease + cfg.request_timeout + cfg.connect_timeout) * 2;
+        let marks_kept = marks_kept(&cfg);
         let inner = Arc::new(Inner {
             store,
             outstanding: Semaphore::new(cfg.max_outstanding),
@@ -197,6 +201,7 @@ impl Dispatcher {
             disabled: Marks::new(marks_kept),
             paused: Marks::new(marks_kept),
             expunged: Marks::new(marks_kept),
+            expunged_through: Default::default(),
             stopping: AtomicBool::new(false),
             events: Mutex::new(None),
             disablings: tokio::sync::watch::channel(0).0,
@@ -325,6 +330,18 @@ impl Dispatcher {
     /// a copy of the content) are dropped rather than sent.
     pub fn message_expunged(&self, msg_id: &str) {
         self.inner.expunged.set(msg_id, DateTime::<Utc>::MAX_UTC);
+    }
+
+    /// The application's messages up to `last_id` (in id order) are having their content
+    /// deleted: as [`Dispatcher::message_expunged`] for each of them, with one mark.
+    pub fn messages_expunged_through(&self, app_id: &str, last_id: &str) {
+        let keep = marks_kept(&self.inner.cfg);
+        let mut marks = self.inner.expunged_through.lock().unwrap_or_else(|p| p.into_inner());
+        marks.retain(|_, (_, at)| at.elapsed() < keep);
+        let mark = marks.entry(app_id.to_string()).or_insert_with(|| (String::new(), Instant::now()));
+        if last_id > mark.0.as_str() {
+            *mark = (last_id.to_string(), Instant::now());
+        }
     }
 
     /// Stops claiming work and waits (up to `grace`) for what is in flight to be recorded.
@@ -691,9 +708,20 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
     let _ = inner.finished.send(Finished::Attempted(outcome, attempts_made, gate, lane));
 }
 
+/// How long a mark is kept: as long as a job it is for can live in memory, and then some.
+fn marks_kept(cfg: &DispatchConfig) -> Duration {
+    (cfg.lease + cfg.request_timeout + cfg.connect_timeout) * 2
+}
+
 /// Whether the message's content was deleted through this process after the job read it.
 fn expunged(inner: &Inner, message: &hooklane_core::model::Message) -> bool {
-    inner.expunged.get(&message.id).is_some()
+    if inner.expunged.get(&message.id).is_some() {
+        return true;
+    }
+    let through = inner.expunged_through.lock().unwrap_or_else(|p| p.into_inner());
+    through
+        .get(&message.app_id)
+        .is_some_and(|(last, at)| at.elapsed() < marks_kept(&inner.cfg) && message.id.as_str() <= last.as_str())
 }
 
 /// Whether the endpoint was paused through this process after the job's snapshot of it.

@@ -47,14 +47,16 @@ struct Entry {
     endpoint_id: String,
     /// The settings the entry was made for (with the refresh token as then stored).
     settings: EndpointOauth,
-    /// The endpoint's `updated_at` they are of: an older snapshot never replaces them.
-    version: DateTime<Utc>,
     /// Held by the task of the one token request allowed at a time.
     turn: Arc<tokio::sync::Mutex<()>>,
     state: Mutex<State>,
 }
 
 struct State {
+    /// The newest `updated_at` of the endpoint seen with the entry's settings: an older
+    /// snapshot never replaces them, and a rotation (which leaves it as it is) is told from
+    /// an operator's new refresh token (which moves it on).
+    version: DateTime<Utc>,
     token: Option<(Arc<str>, Instant)>,
     failed: Option<(String, Instant)>,
     /// The settings as now (with the newest refresh token).
@@ -121,7 +123,7 @@ impl Tokens {
         if let Some(held) = entries.get(&endpoint.id) {
             let moved = held.settings.token_url != settings.token_url
                 || held.settings.endpoint_origin != settings.endpoint_origin;
-            if endpoint.updated_at < held.version && moved {
+            if endpoint.updated_at < lock(&held.state).version && moved {
                 return Err(STALE_SETTINGS.into());
             }
             if held.fits(endpoint.updated_at, settings) {
@@ -146,7 +148,7 @@ impl Tokens {
                 while known.len() > KNOWN_KEPT {
                     known.pop_front();
                 }
-                let rotated = endpoint.updated_at == held.version;
+                let rotated = endpoint.updated_at == state.version;
                 (known, state.token.clone().filter(|_| rotated))
             }
             _ => (VecDeque::new(), None),
@@ -162,9 +164,9 @@ impl Tokens {
             app_id: endpoint.app_id.clone(),
             endpoint_id: endpoint.id.clone(),
             settings: settings.clone(),
-            version: endpoint.updated_at,
             turn,
             state: Mutex::new(State {
+                version: endpoint.updated_at,
                 token,
                 failed: None,
                 stored: settings.clone(),
@@ -184,10 +186,15 @@ impl Entry {
     /// the same but for a refresh token the entry holds or knows to be older. Otherwise
     /// they are new (an operator's, or another node's rotation).
     fn fits(&self, version: DateTime<Utc>, settings: &EndpointOauth) -> bool {
-        if self.settings == *settings || version < self.version {
+        let mut state = lock(&self.state);
+        if self.settings == *settings {
+            // (The endpoint changed otherwise since: its settings are still these.)
+            state.version = state.version.max(version);
             return true;
         }
-        let state = lock(&self.state);
+        if version < state.version {
+            return true;
+        }
         same_but_refresh(&self.settings, settings)
             && settings
                 .refresh_token
@@ -608,6 +615,32 @@ mod tests {
             .expect("fourth token");
         assert!(lock(&sent).contains("refresh_token=r9"), "{}", lock(&sent));
         assert_eq!(saved().await.as_deref(), Some("r10"));
+    }
+
+    /// Another node's rotation after an unrelated change of the endpoint (its version moved
+    /// on, its OAuth settings did not) is still a rotation: the token held is kept.
+    #[tokio::test]
+    async fn a_rotation_after_another_change_keeps_the_token() {
+        let tokens = tokens();
+        let asked = Arc::new(AtomicUsize::new(0));
+        let with = |refresh: &str| EndpointOauth {
+            refresh_token: Some(refresh.to_string()),
+            ..settings(GrantType::RefreshToken)
+        };
+        let ask = |asked: Arc<AtomicUsize>| {
+            move |_| {
+                let n = asked.fetch_add(1, Ordering::SeqCst);
+                let body = format!(r#"{{"access_token": "t{n}", "token_type": "Bearer", "expires_in": 3600}}"#);
+                std::future::ready(Ok((200, body.into_bytes())))
+            }
+        };
+        let first = tokens.bearer(&endpoint("ep_1", 1), &with("r0"), ask(asked.clone())).await.expect("token");
+        // Renamed (version 2): the same settings.
+        let again = tokens.bearer(&endpoint("ep_1", 2), &with("r0"), ask(asked.clone())).await.expect("token");
+        // Another node rotates: version 2 still, a refresh token this node does not know.
+        let rotated = tokens.bearer(&endpoint("ep_1", 2), &with("r1"), ask(asked.clone())).await.expect("token");
+        assert_eq!((&*again, &*rotated), (&*first, &*first));
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "one token request");
     }
 
     /// An operator's new refresh token (the endpoint's version moves on) is a new grant: its

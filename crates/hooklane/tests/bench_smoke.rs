@@ -21,10 +21,13 @@ fn bench_delivers_every_message() {
     assert_eq!(report["messages"], 300, "{report}");
     assert_eq!(report["lost"], 0, "{report}");
     assert_eq!((report["duplicates"].as_u64(), report["unexpected"].as_u64()), (Some(0), Some(0)), "{report}");
-    // Latency from the 202 too, and how many arrived before their client read it.
-    assert!(report["ack_to_delivery_p99_ms"].is_number(), "{report}");
+    // Latency from the 202 too (each message's is at most its latency from the POST, so
+    // the percentiles keep that order: a swap of the two times shows here), and how many
+    // arrived before their client read it.
+    let (acked, sent) = (report["ack_to_delivery_p99_ms"].as_f64(), report["e2e_p99_ms"].as_f64());
+    assert!(acked.zip(sent).is_some_and(|(acked, sent)| acked <= sent), "{report}");
     let early = report["delivered_before_ack"].as_u64().unwrap_or_else(|| panic!("delivered_before_ack: {report}"));
-    assert!(early <= 300, "{report}");
+    assert!(early <= report["delivered"].as_u64().unwrap_or(0), "{report}");
     assert_eq!(report["delivered"], report["messages"], "{report}");
     assert_eq!(report["ingest_errors"], 0, "{report}");
     for key in [

@@ -304,8 +304,13 @@ async fn expunge_all(s: &AppState, app_id: &str, now: DateTime<Utc>) -> ApiResul
         let found = store.list_messages(app_id, &filter, &page).await?;
         let ids: Vec<String> = found.items.into_iter().map(|m| m.id).collect();
         let next = ids.last().filter(|_| !found.done).cloned();
+        // The engine drops what it holds of this chunk (in id order: one mark up to its last
+        // id) as the store empties it; a purge that fails at a chunk has marked none after.
+        if let Some(last) = ids.last() {
+            s.0.dispatcher.messages_expunged_through(app_id, last);
+        }
         expunged += count_done(ids, |msg_id| async move {
-            match super::message::expunge(s, app_id, &msg_id, now).await {
+            match store.expunge_message_content(app_id, &msg_id, now).await {
                 Ok(()) => Ok(true),
                 Err(StoreError::NotFound) => Ok(false), // deleted meanwhile
                 Err(e) => Err(e),
