@@ -267,6 +267,11 @@ pub struct Message {
     /// different keys are sent to such an endpoint side by side, those with the same key
     /// (or none) one after the other ([`DeliveryOrder::Fifo`]).
     pub ordering_key: Option<String>,
+    /// When the message's deliveries were first due, for a message scheduled ahead (Svix's
+    /// `deliverAt`): a delivery added to it later (a replay to an endpoint that missed it, a
+    /// recovery) is not sent before then either. Written by the store from
+    /// `Store::schedule_message`'s time, not from this field; `None` for every other message.
+    pub deliver_at: Option<DateTime<Utc>>,
 }
 
 /// Status codes as in the Svix API (`MessageStatus`).

@@ -414,6 +414,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
             .as_deref()
             .zip(json.as_ref())
             .and_then(|(template, body)| hooklane_core::rules::transform::ordering_key(template, body)),
+        deliver_at: None,
     };
     let event_id = msg.event_id.clone();
     match store_and_dispatch(&s, msg).await {
@@ -664,6 +665,7 @@ async fn fan_out(s: &AppState, source: &Source, msg: &Message) -> Result<(), Sto
             content_type: None,
             headers: BTreeMap::new(),
             ordering_key: msg.ordering_key.clone(),
+            deliver_at: None,
         };
         match store_and_dispatch(s, fanned).await {
             Ok(_) | Err(StoreError::Conflict(_)) => {}

@@ -223,6 +223,7 @@ async fn post(state: &AppState, ops: &Application, event_type: &'static str, dat
         content_type: None,
         headers: Default::default(),
         ordering_key: None,
+        deliver_at: None,
     };
     if let Err(e) = crate::api::message::store_and_dispatch(state, msg).await {
         tracing::warn!(error = %e, event_type, "operational webhook: cannot post the event");

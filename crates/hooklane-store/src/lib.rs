@@ -119,7 +119,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<String>>;
     /// Writes the message as [`Store::create_message`] does, with its deliveries first due
     /// at `due_at` (none leased) and never sent before it (a resend excepted): Svix's
-    /// `deliverAt`. They join no FIFO lane, whose order would hold them or hurry them.
+    /// `deliverAt`. They join no FIFO lane, whose order would hold them or hurry them. The
+    /// message keeps the time (read back as [`Message::deliver_at`]): deliveries added to it
+    /// later, before then, wait for it too ([`Store::add_deliveries`], [`Store::recover`]).
     async fn schedule_message(&self, msg: Message, endpoint_ids: Vec<String>, due_at: DateTime<Utc>)
         -> StoreResult<()>;
     /// By id or by `eventId`.

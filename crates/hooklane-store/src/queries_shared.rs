@@ -169,6 +169,21 @@ pub fn lane_seq_sql(ep: &str, msg: &str) -> String {
     )
 }
 
+/// The due time, `lane_seq` and `not_before` (SQL expressions, in that order) of a delivery
+/// of message `{msg}` to endpoint `{ep}` that a manual trigger queues at `{now}` (a replay of
+/// what the endpoint missed, a recovery): due now, in the endpoint's lane when it is FIFO.
+/// But a message scheduled after `{now}` (Svix's `deliverAt`) is not sent before its time
+/// by being replayed: due then, never hastened before it, and in no lane, as its first
+/// deliveries were ([`crate::Store::schedule_message`]). The same SQL on both stores.
+pub fn queued_again_sql(ep: &str, msg: &str, now: &str) -> [String; 3] {
+    let scheduled = format!("(SELECT deliver_at FROM messages WHERE id = {msg} AND deliver_at > {now})");
+    [
+        format!("COALESCE({scheduled}, {now})"),
+        format!("CASE WHEN {scheduled} IS NULL THEN {} END", lane_seq_sql(ep, msg)),
+        scheduled,
+    ]
+}
+
 /// The messages of the endpoint's failed deliveries that a round of a recovery queues again
 /// (`?1` the application, `?2` the endpoint, `[?3, ?4)` their creation times), in message
 /// id order after `?6` (ids begin with their creation time: a FIFO lane's order, but for

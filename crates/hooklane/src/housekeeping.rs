@@ -187,6 +187,7 @@ mod tests {
             content_type: None,
             headers: Default::default(),
             ordering_key: None,
+            deliver_at: None,
         };
         let to = if waiting { vec![ep.id.clone()] } else { Vec::new() };
         store.create_message(msg.clone(), to, None).await.expect("message");

@@ -683,6 +683,24 @@ async fn bulk_replay_resends_the_chosen_messages_and_attempt_stats_count_them() 
     rx.wait_for(10, WAIT).await;
     settle().await;
     assert!(rx.received().iter().all(|r| r.json()["n"] != 9), "the scheduled message waits for its time");
+    // Nor does one that asks for pending deliveries, nor a replay to an endpoint that missed
+    // it (which waits for its time too); the message shows its time.
+    let (status, task) = server.call("POST", &replay, Some(json!({ "since": since, "status": 1 }))).await;
+    assert_eq!((status, &task["replayed"]), (202, &json!(0)), "{task}");
+    let scheduled_id = scheduled["id"].as_str().unwrap_or_default();
+    let (_, read) = server.call("GET", &format!("/api/v1/app/{app}/msg/{scheduled_id}"), None).await;
+    assert_eq!(read["deliverAt"], scheduled["deliverAt"], "{read}");
+    assert!(read["deliverAt"].is_string(), "{read}");
+    let (late, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let missing = format!("/api/v1/app/{app}/endpoint/{late}/replay-missing");
+    let (status, out) = server.call("POST", &missing, Some(json!({ "since": since }))).await;
+    assert_eq!((status, &out["replayed"]), (202, &json!(4)), "three sent ones and the scheduled one: {out}");
+    rx.wait_for(13, WAIT).await;
+    settle().await;
+    assert!(rx.received().iter().all(|r| r.json()["n"] != 9), "the scheduled message still waits for its time");
+    let (_, deliveries) = server.call("GET", &format!("/api/v1/app/{app}/msg/{scheduled_id}/endpoint"), None).await;
+    let statuses: Vec<_> = deliveries["data"].as_array().into_iter().flatten().map(|d| d["status"].clone()).collect();
+    assert_eq!(statuses, [json!(1), json!(1)], "both pending: {deliveries}");
 
     // Bad input, and a disabled endpoint.
     for (body, field) in [

@@ -63,6 +63,7 @@ fn message_of(app: &str, at: hooklane_core::DateTime<hooklane_core::Utc>) -> hoo
         content_type: None,
         headers: Default::default(),
         ordering_key: None,
+        deliver_at: None,
     }
 }
 

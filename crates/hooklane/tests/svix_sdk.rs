@@ -562,6 +562,8 @@ async fn the_svix_sdk_bulk_operations_work_unchanged() {
     let later = svix.message().create(app.id.clone(), later, None).await.expect("scheduled message");
     let due = later.deliver_at.expect("the answer says when it is due");
     assert!(due >= at && due - at < chrono::Duration::milliseconds(1), "{due} for {at}");
+    let read = svix.message().get(app.id.clone(), later.id.clone(), None).await.expect("scheduled message get");
+    assert_eq!(read.deliver_at, Some(due), "a read says so too");
     let got = rx.wait_for(5, Duration::from_secs(10)).await;
     assert_eq!(got[4].header("webhook-id"), later.id);
     assert!(chrono::Utc::now() >= at, "sent before its time");

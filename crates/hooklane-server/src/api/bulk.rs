@@ -153,6 +153,11 @@ async fn replay(s: &AppState, app_id: &str, endpoint_id: &str, chosen: &Chosen, 
             if chosen.status.is_none() && matches!(d.status, DeliveryStatus::Pending | DeliveryStatus::Sending) {
                 continue;
             }
+            // Nor is a message scheduled ahead (Svix's `deliverAt`) sent before its time by a
+            // replay that asks for pending deliveries.
+            if m.deliver_at.is_some_and(|at| at > now) {
+                continue;
+            }
             if let Some(class) = chosen.status_code_class {
                 if last_answer_class(s, app_id, &m.id, endpoint_id).await? != Some(class) {
                     continue;

@@ -108,6 +108,7 @@ pub async fn send_example(
         content_type: None,
         headers: Default::default(),
         ordering_key: None,
+        deliver_at: None,
     };
     let msg = store_and_dispatch_to(&s, msg, vec![Arc::new(endpoint)]).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(MessageOut::new(msg, true))))

@@ -283,7 +283,7 @@ pub struct MessageOut {
     /// When the message was created.
     timestamp: DateTime<Utc>,
     /// When its deliveries are first due, for a message posted with a `deliverAt` in the
-    /// future (in the answer to that post; rounded up to the millisecond).
+    /// future (rounded up to the millisecond); left out for the others.
     #[serde(skip_serializing_if = "Option::is_none")]
     deliver_at: Option<DateTime<Utc>>,
     /// hooklane's own; left out when unset, so that answers stay Svix's.
@@ -340,7 +340,7 @@ impl MessageOut {
             channels: m.channels,
             tags: m.tags,
             timestamp: m.created_at,
-            deliver_at: None,
+            deliver_at: m.deliver_at,
             ordering_key: m.ordering_key,
             content_type: m.content_type,
             payload_encoding,
@@ -429,15 +429,16 @@ pub async fn create(
         content_type,
         headers: Default::default(),
         ordering_key: input.ordering_key,
+        deliver_at: None,
     };
     // (Up to the next whole millisecond, the store's precision: never sent before its time.)
     let deliver_at = input.deliver_at.filter(|at| *at > msg.created_at).map(ceil_to_millis);
     let msg = match deliver_at {
         None => store_and_dispatch(&s, msg).await,
-        Some(at) => schedule(&s, msg, at).await?,
+        Some(at) => schedule(&s, Message { deliver_at: Some(at), ..msg }, at).await?,
     }
     .map_err(conflict("a message with this eventId already exists in this application"))?;
-    let out = MessageOut { deliver_at, ..MessageOut::new(msg, with_content) };
+    let out = MessageOut::new(msg, with_content);
     Ok((StatusCode::ACCEPTED, axum::Json(out)))
 }
 

@@ -206,6 +206,14 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashMap<String, 
     let headers: Vec<Option<String>> =
         batch.iter().map(|j| (!j.msg.headers.is_empty()).then(|| to_json(&j.msg.headers))).collect();
     let ordering_keys: Vec<Option<&str>> = batch.iter().map(|j| j.msg.ordering_key.as_deref()).collect();
+    // (A scheduled message keeps its time: deliveries added to it later wait for it too.)
+    let deliver_at: Vec<Option<i64>> = batch
+        .iter()
+        .map(|j| match j.start {
+            FirstSend::At(t) => Some(ms(t)),
+            FirstSend::Now | FirstSend::LeasedUntil(_) => None,
+        })
+        .collect();
     let (mut d_msg, mut d_ep, mut d_app, mut d_due, mut d_leased, mut d_at) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for j in batch {
@@ -248,6 +256,7 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashMap<String, 
                 &d_due,
                 &d_leased,
                 &d_at,
+                &deliver_at,
             ],
         )
         .await
@@ -294,16 +303,16 @@ async fn rewrite(pool: &Pool, job: &IngestJob) -> StoreResult<HashMap<String, Ve
 /// duplicates, so a duplicate in the batch costs only itself).
 pub(super) const INGEST_SQL: &str = "WITH input AS ( \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                     $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[]) \
+                     $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[], $18::bigint[]) \
                  AS t(id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers, \
-                     ordering_key) \
+                     ordering_key, deliver_at) \
              ), m AS ( \
                  INSERT INTO messages (id, app_id, event_type, event_id, payload, channels, tags, created_at, \
-                     content_type, headers, ordering_key) \
+                     content_type, headers, ordering_key, deliver_at) \
                  SELECT id, app_id, event_type, event_id, payload, \
                      CASE WHEN channels IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(channels::jsonb)) END, \
                      CASE WHEN tags IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(tags::jsonb)) END, \
-                     created_at, content_type, headers, ordering_key \
+                     created_at, content_type, headers, ordering_key, deliver_at \
                  FROM input ON CONFLICT DO NOTHING RETURNING id, seq, ordering_key \
              ), d AS ( \
                  INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
@@ -411,6 +420,7 @@ mod tests {
             content_type: None,
             headers: BTreeMap::new(),
             ordering_key: None,
+            deliver_at: None,
         };
         let lease = now + chrono::Duration::minutes(2);
 

@@ -18,7 +18,9 @@ use crate::queries_shared::{
     ago, delivery_cols_seen, endpoint_delivery_sql, fold_health, fold_timeline, latency_bucket_sql, message_state_sql,
     qualified_delivery_cols_seen, AttemptGroup,
 };
-use crate::queries_shared::{lane_key_sql, lane_seq_sql, qualified, FairClaim, EXPUNGED, RECOVERABLE};
+use crate::queries_shared::{
+    lane_key_sql, lane_seq_sql, qualified, queued_again_sql, FairClaim, EXPUNGED, RECOVERABLE,
+};
 use crate::{
     AttemptFilter, AttemptOutcome, ClaimedKey, DeliveryKey, EndpointStats, EventPosition, EventsPage, EventsQuery, Job,
     MessageFilter, NextStep, Page, PageRequest, Recorded, StoreError, StoreResult,
@@ -1280,6 +1282,7 @@ pub async fn recover<C: GenericClient>(
     (after, limit): (&str, usize),
 ) -> StoreResult<(u64, Option<String>)> {
     let recoverable = RECOVERABLE.replace('?', "$");
+    let [due, lane, not_before] = queued_again_sql("$2", "deliveries.msg_id", "$5::bigint");
     // The next round goes on after the last delivery selected, queued or not: one changed
     // by another transaction meanwhile fails the update's own status test, and a round
     // whose every selected delivery did so must not end the recovery. The messages are
@@ -1290,13 +1293,12 @@ pub async fn recover<C: GenericClient>(
         c,
         &format!(
             "WITH picked AS ({recoverable} LIMIT $7 FOR SHARE OF m), \
-             queued AS (UPDATE deliveries SET status = 1, attempts = 0, due_at = $5, leased = false, trigger_type = 1, \
-             updated_at = $5, lane_seq = {}, lane_key = {} \
+             queued AS (UPDATE deliveries SET status = 1, attempts = 0, due_at = {due}, leased = false, trigger_type = 1, \
+             updated_at = $5, lane_seq = {lane}, lane_key = {key}, not_before = {not_before} \
              WHERE app_id = $1 AND endpoint_id = $2 AND status = 2 AND msg_id IN (SELECT msg_id FROM picked) \
              RETURNING msg_id) \
              SELECT (SELECT count(*) FROM queued), (SELECT count(*) FROM picked), (SELECT max(msg_id) FROM picked)",
-            lane_seq_sql("$2", "deliveries.msg_id"),
-            lane_key_sql("deliveries.msg_id")
+            key = lane_key_sql("deliveries.msg_id")
         ),
         &[&app_id, &endpoint_id, &since, &until, &now, &after, &limit_param(limit)],
     )
@@ -1339,20 +1341,21 @@ pub async fn add_deliveries<C: GenericClient>(
     msg_ids: &[String],
     now: i64,
 ) -> StoreResult<u64> {
-    execute(
-        c,
-        "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
-             updated_at, lane_seq, lane_key) \
-         SELECT m.id, $2::text, $3::text, 1, 0, $4::bigint, false, 1, $4::bigint, \
-             CASE WHEN (SELECT fifo FROM endpoints WHERE id = $2) THEN m.seq END, COALESCE(m.ordering_key, '') \
-         FROM messages m \
-         WHERE m.app_id = $3 AND m.id = ANY($1) AND NOT m.expunged \
-           AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = $3 AND id = $2) \
-         FOR SHARE OF m \
-         ON CONFLICT (msg_id, endpoint_id) DO NOTHING",
-        &[&msg_ids, &endpoint_id, &app_id, &now],
-    )
-    .await
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        let [due, lane, not_before] = queued_again_sql("$2", "m.id", "$4::bigint");
+        format!(
+            "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
+                 updated_at, lane_seq, lane_key, not_before) \
+             SELECT m.id, $2::text, $3::text, 1, 0, {due}, false, 1, $4::bigint, {lane}, COALESCE(m.ordering_key, ''), \
+                 {not_before} \
+             FROM messages m \
+             WHERE m.app_id = $3 AND m.id = ANY($1) AND NOT m.expunged \
+               AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = $3 AND id = $2) \
+             FOR SHARE OF m \
+             ON CONFLICT (msg_id, endpoint_id) DO NOTHING"
+        )
+    });
+    execute(c, &SQL, &[&msg_ids, &endpoint_id, &app_id, &now]).await
 }
 
 pub async fn release_all_leases<C: GenericClient>(c: &C, now: i64) -> StoreResult<u64> {

@@ -129,8 +129,9 @@ pub fn endpoint(row: &Row, at: usize) -> StoreResult<Endpoint> {
 }
 
 pub const MESSAGE_COLS: &str =
-    "id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers, ordering_key";
-pub const MESSAGE_NCOLS: usize = 11;
+    "id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers, ordering_key, \
+     deliver_at";
+pub const MESSAGE_NCOLS: usize = 12;
 
 pub fn message(row: &Row, at: usize) -> StoreResult<Message> {
     Ok(Message {
@@ -145,6 +146,7 @@ pub fn message(row: &Row, at: usize) -> StoreResult<Message> {
         content_type: get(row, at + 8)?,
         headers: opt_json_col(row, at + 9)?.unwrap_or_default(),
         ordering_key: get(row, at + 10)?,
+        deliver_at: get::<Option<i64>>(row, at + 11)?.map(time),
     })
 }
 

@@ -352,6 +352,11 @@ UPDATE event_types SET feature_flags = json_build_array(feature_flag)::text WHER
     r#"
 CREATE INDEX inbound_requests_by_msg ON inbound_requests (msg_id) WHERE msg_id IS NOT NULL;
 "#,
+    // A scheduled message's time (Svix's `deliverAt`), so that a delivery added to it later
+    // (a replay, a recovery) waits for it too, and reads show it. NULL for the others.
+    r#"
+ALTER TABLE messages ADD COLUMN deliver_at BIGINT;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

@@ -13,7 +13,7 @@ use super::rows::{self, ms, opt_json, to_json};
 use super::{db_err, lanes};
 use crate::queries_shared::{
     delivery_cols_seen, delivery_status_sql, fold_health, fold_timeline, lane_key_sql, lane_seq_sql,
-    latency_bucket_sql, message_state_sql, qualified, AttemptGroup, FairClaim, EXPUNGED, RECOVERABLE,
+    latency_bucket_sql, message_state_sql, qualified, queued_again_sql, AttemptGroup, FairClaim, EXPUNGED, RECOVERABLE,
 };
 use crate::{
     AttemptFilter, AttemptOutcome, ClaimedKey, EndpointStats, EventPosition, EventsPage, EventsQuery, FirstSend, Job,
@@ -346,9 +346,14 @@ pub fn insert_message(
     endpoint_ids: &[String],
     start: FirstSend,
 ) -> StoreResult<Vec<String>> {
+    // (A scheduled message keeps its time: deliveries added to it later wait for it too.)
+    let deliver_at = match start {
+        FirstSend::At(at) => Some(ms(at)),
+        FirstSend::Now | FirstSend::LeasedUntil(_) => None,
+    };
     conn.prepare_cached(
         "INSERT INTO messages (id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, \
-         headers, ordering_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         headers, ordering_key, deliver_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -362,7 +367,8 @@ pub fn insert_message(
             ms(m.created_at),
             m.content_type,
             (!m.headers.is_empty()).then(|| to_json(&m.headers)),
-            m.ordering_key
+            m.ordering_key,
+            deliver_at
         ])
     })
     .map_err(|e| match db_err(e) {
@@ -532,7 +538,7 @@ pub fn read_message_events(
     let limit = q.limit.max(1);
     let sql = format!("{} ORDER BY seq LIMIT {limit}", select.sql());
     let messages: Vec<(EventPosition, Message)> = query_all(conn, &sql, params_from_iter(select.params), |r| {
-        Ok((EventPosition { major: 0, minor: r.get(11)? }, rows::message(r)?))
+        Ok((EventPosition { major: 0, minor: r.get(12)? }, rows::message(r)?))
     })?;
     Ok(EventsPage::new(q, messages, EventPosition { major: 0, minor: durable_seq }))
 }
@@ -999,18 +1005,18 @@ pub fn add_deliveries(
     msg_ids: &[String],
     now: i64,
 ) -> StoreResult<u64> {
+    let [due, lane, not_before] = queued_again_sql("?2", "?1", "?4");
     let mut added = 0;
     for msg_id in msg_ids {
         added += execute(
             conn,
             &format!(
                 "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, leased, trigger_type, \
-                     updated_at, lane_seq, lane_key) \
-                 SELECT ?1, ?2, ?3, 1, 0, ?4, 0, 1, ?4, {lane}, {key} \
+                     updated_at, lane_seq, lane_key, not_before) \
+                 SELECT ?1, ?2, ?3, 1, 0, {due}, 0, 1, ?4, {lane}, {key}, {not_before} \
                  WHERE EXISTS (SELECT 1 FROM messages WHERE app_id = ?3 AND id = ?1 AND NOT expunged) \
                    AND EXISTS (SELECT 1 FROM endpoints WHERE app_id = ?3 AND id = ?2) \
                  ON CONFLICT (msg_id, endpoint_id) DO NOTHING",
-                lane = lane_seq_sql("?2", "?1"),
                 key = lane_key_sql("?1")
             ),
             params![msg_id, endpoint_id, app_id, now],
@@ -1063,13 +1069,13 @@ pub fn recover(
     now: i64,
     (after, limit): (&str, i64),
 ) -> StoreResult<(u64, Option<String>)> {
+    let [due, lane, not_before] = queued_again_sql("?2", "deliveries.msg_id", "?5");
     let queued: Vec<String> = query_all(
         conn,
         &format!(
-            "UPDATE deliveries SET status = 1, attempts = 0, due_at = ?5, leased = 0, trigger_type = 1, \
-             updated_at = ?5, lane_seq = {lane}, lane_key = {key} \
+            "UPDATE deliveries SET status = 1, attempts = 0, due_at = {due}, leased = 0, trigger_type = 1, \
+             updated_at = ?5, lane_seq = {lane}, lane_key = {key}, not_before = {not_before} \
              WHERE app_id = ?1 AND endpoint_id = ?2 AND status = 2 AND msg_id IN ({RECOVERABLE} LIMIT ?7) RETURNING msg_id",
-            lane = lane_seq_sql("?2", "deliveries.msg_id"),
             key = lane_key_sql("deliveries.msg_id")
         ),
         params![app_id, endpoint_id, since, until, now, after, limit],

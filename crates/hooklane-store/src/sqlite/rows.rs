@@ -111,7 +111,8 @@ pub fn endpoint(row: &Row) -> rusqlite::Result<Endpoint> {
 }
 
 pub const MESSAGE_COLS: &str =
-    "id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers, ordering_key";
+    "id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers, ordering_key, \
+     deliver_at";
 
 pub fn message(row: &Row) -> rusqlite::Result<Message> {
     Ok(Message {
@@ -126,6 +127,7 @@ pub fn message(row: &Row) -> rusqlite::Result<Message> {
         content_type: row.get(8)?,
         headers: opt_json_col(row, 9)?.unwrap_or_default(),
         ordering_key: row.get(10)?,
+        deliver_at: row.get::<_, Option<i64>>(11)?.map(time),
     })
 }
 

@@ -328,3 +328,42 @@ pub async fn scheduled_message_joins_no_lane(store: &DynStore) {
     assert!(claim(store, at - millis(1)).await.is_empty(), "nor sends it early");
     assert_eq!(job_keys(&claim(store, at).await), set([pair(&msg, &fifo)]), "at its time");
 }
+
+/// A scheduled message (Svix's `deliverAt`) replayed to endpoints that missed it, or
+/// recovered, before its time waits for it: due then, not hastened before it, and in no
+/// lane of a FIFO endpoint (which it would hold up, or which would send it at its turn).
+/// Replayed after its time, it is due at once as any other.
+pub async fn a_scheduled_message_replayed_or_recovered_waits_for_its_time(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let first = setup_endpoint(store, &app.id).await;
+    let at = t + mins(10);
+    let msg = Message { deliver_at: Some(at), ..new_message(&app.id, "user.created", t) };
+    store.schedule_message(msg.clone(), vec![first.id.clone()], at).await.unwrap();
+    let read = store.get_message(&app.id, &msg.id).await.unwrap();
+    assert_eq!(read.and_then(|m| m.deliver_at), Some(at), "the message keeps its time");
+    // Two endpoints created after it, one of them FIFO, are sent what they missed.
+    let (plain, fifo) = (setup_endpoint(store, &app.id).await, setup_fifo_endpoint(store, &app.id).await);
+    for ep in [&plain, &fifo] {
+        assert_eq!(store.add_deliveries(&app.id, &ep.id, vec![msg.id.clone()], t + secs(1)).await.unwrap(), 1);
+        assert_eq!(delivery(store, &app.id, &msg.id, &ep.id).await.next_attempt_at, Some(at), "due at its time");
+        assert_eq!(store.hasten_deliveries(&ep.id, at + hours(1), t + secs(2)).await.unwrap(), 0, "not hastened");
+    }
+    let behind = post(store, &app.id, &[&fifo], t + secs(2)).await;
+    assert_eq!(job_keys(&claim(store, t + secs(3)).await), set([pair(&behind, &fifo)]), "the lane goes on");
+    record(store, &behind, &fifo, t + secs(3), NextStep::Succeeded).await;
+    assert!(claim(store, at - millis(1)).await.is_empty(), "none is sent before its time");
+    let jobs = claim(store, at).await;
+    assert_eq!(job_keys(&jobs), set([pair(&msg, &first), pair(&msg, &plain), pair(&msg, &fifo)]));
+    assert!(jobs.iter().all(|j| *j.message == msg));
+    // A failed delivery recovered before the time (as the store is told it) waits for it.
+    record(store, &msg, &plain, at + secs(1), NextStep::GiveUp).await;
+    let recovered = store.recover(&app.id, &plain.id, (t - hours(1), None), t + secs(4), ("", 10)).await.unwrap();
+    assert_eq!(recovered, (1, None));
+    assert_eq!(delivery(store, &app.id, &msg.id, &plain.id).await.next_attempt_at, Some(at));
+    assert_eq!(store.hasten_deliveries(&plain.id, at + hours(1), t + secs(5)).await.unwrap(), 0);
+    // After its time, a replay is due at once.
+    let late = setup_endpoint(store, &app.id).await;
+    assert_eq!(store.add_deliveries(&app.id, &late.id, vec![msg.id.clone()], at + secs(2)).await.unwrap(), 1);
+    assert_eq!(delivery(store, &app.id, &msg.id, &late.id).await.next_attempt_at, Some(at + secs(2)));
+}
