@@ -106,15 +106,17 @@ pub struct Endpoint {
     pub polling: bool,
 }
 
-/// `url` with the password of its user information, if any, hidden.
+/// `url` with the password of its user information, if any, hidden; a user name without a
+/// password is hidden whole (a key sent as the Basic user name is a credential too).
 fn without_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
     // (More slashes, or backslashes, after the scheme are skipped by URL parsers, too.)
     let slashes = &rest[..rest.len() - rest.trim_start_matches(['/', '\\']).len()];
     let rest = &rest[slashes.len()..];
     let (authority, tail) = rest.split_at(rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len()));
-    match authority.rsplit_once('@').and_then(|(info, host)| Some((info.split_once(':')?.0, host))) {
-        Some((user, host)) => format!("{scheme}://{slashes}{user}:{HIDDEN}@{host}{tail}"),
+    match authority.rsplit_once('@').map(|(info, host)| (info.split_once(':').map(|(user, _)| user), host)) {
+        Some((Some(user), host)) => format!("{scheme}://{slashes}{user}:{HIDDEN}@{host}{tail}"),
+        Some((None, host)) => format!("{scheme}://{slashes}{HIDDEN}@{host}{tail}"),
         None => url.to_string(),
     }
 }
@@ -713,7 +715,7 @@ mod debug_tests {
             assert!(shown.contains(kept), "{kept} not in {shown}");
         }
         assert_eq!(without_password("https://example.com/a@b"), "https://example.com/a@b");
-        assert_eq!(without_password("https://user@example.com/"), "https://user@example.com/");
+        assert_eq!(without_password("https://sk_live_1@example.com/"), "https://<hidden>@example.com/");
         assert_eq!(without_password("not a url"), "not a url");
         assert_eq!(without_password("https:///user:pw@example.com/"), "https:///user:<hidden>@example.com/");
         assert_eq!(without_password("https://u:pw@[::1]:8080/a@b"), "https://u:<hidden>@[::1]:8080/a@b");

@@ -74,7 +74,11 @@ async function api(method, path, body) {
   if (body !== undefined) headers["content-type"] = "application/json";
   const resp = await fetch(API + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await resp.text();
-  const data = text ? JSON.parse(text) : null;
+  // (An answer that is not JSON, such as a proxy's HTML error page, is no reason to throw
+  // before its status is looked at: a 401 must still sign out.)
+  let data = null, parsed = true;
+  try { data = text ? JSON.parse(text) : null; } catch (_) { parsed = false; }
+  if (!parsed && resp.ok) throw new ApiError(resp.status, { detail: "the answer is not JSON" });
   // (A token signed out, or replaced, since the request left is refused without a word.)
   if (resp.status === 401) { if (token() === sent) signOut("Your token was not accepted."); throw new ApiError(401, data); }
   if (!resp.ok) throw new ApiError(resp.status, data);

@@ -131,6 +131,20 @@ impl<'a> Record<'a> {
         response
     }
 
+    /// Records a provider's check of the URL, answered with `http_status` and not forwarded,
+    /// within the source's budget of them (as duplicates are): it changes nothing, and a loop
+    /// of them (Meta's needs only the verify token, which sits in the URL; a signed one can be
+    /// replayed within its tolerance) must not fill the request log.
+    async fn url_check(&self, http_status: StatusCode) {
+        if self.s.0.url_checks.take(&self.source.id) {
+            let why = "the provider's URL check, answered; not forwarded".to_string();
+            self.save(InboundStatus::Accepted, http_status, Some(why), None).await;
+        } else {
+            self.count("accepted");
+            metrics::counter!("hooklane_inbound_url_checks_unrecorded_total").increment(1);
+        }
+    }
+
     /// Records an accepted (or duplicate) request, which is message `msg_id`, and answers it:
     /// as its provider asks (`acknowledgement`), else as the source says (its `response`),
     /// else with hooklane's own answer.
@@ -259,8 +273,7 @@ pub async fn url_check(State(s): State<AppState>, Path(source_id): Path<String>,
     }
     match check {
         Ok(challenge) => {
-            let why = "the provider's URL check, answered; not forwarded".to_string();
-            record.save(InboundStatus::Accepted, StatusCode::OK, Some(why), None).await;
+            record.url_check(StatusCode::OK).await;
             provider_answer(Handshake::Text(challenge))
         }
         Err(Rejection::BadCredentials) => {
@@ -385,8 +398,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
     }
     // The provider checking the URL (Slack, Zoom, Twitch): answered as it asks, not forwarded.
     if let Some(reply) = source.verification.handshake(&headers, json.as_ref()) {
-        let why = "the provider's URL check, answered; not forwarded".to_string();
-        record.save(InboundStatus::Accepted, answer_status(&reply), Some(why), None).await;
+        record.url_check(answer_status(&reply)).await;
         return provider_answer(reply);
     }
     // Some providers want their own answer to what is forwarded (Discord).

@@ -101,10 +101,10 @@ pub fn router(state: AppState) -> Router {
         // --- pulling instead of pushes: polling, long-polling, Server-Sent Events
         .route("/{app_id}/events", get(events::poll))
         .route("/{app_id}/events/stream", get(events::stream))
-        .route("/{app_id}/events/subscription/{subscription_id}", get(events::subscription))
+        .route("/{app_id}/events/subscription/{subscription_id}", get(events::subscription).head(no_head))
         // --- polling endpoints (Svix's message poller)
         .route("/{app_id}/poller/{endpoint_id}", get(api::poller::poll))
-        .route("/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}", get(api::poller::consumer_poll))
+        .route("/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}", get(api::poller::consumer_poll).head(no_head))
         .route("/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}/seek", post(api::poller::consumer_seek));
     let v1 = Router::new()
         .route("/health", get(openapi::health))
@@ -177,6 +177,15 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http().make_span_with(ops::request_span).on_response(ops::LogResponse))
         .layer(SetRequestIdLayer::x_request_id(ops::MakeId))
         .with_state(state)
+}
+
+/// The answer to a HEAD of a read that moves a stored position (a subscription's, a polling
+/// endpoint consumer's): axum would run the GET for it and drop the body, and a monitor
+/// probing the URL would move the position past messages nobody got.
+async fn no_head() -> axum::response::Response {
+    let mut response = ApiError::MethodNotAllowed.into_response();
+    response.headers_mut().insert(axum::http::header::ALLOW, axum::http::HeaderValue::from_static("GET"));
+    response
 }
 
 /// Serves the API on `listener` until `shutdown` resolves. Paths are matched with or

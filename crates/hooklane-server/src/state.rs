@@ -64,6 +64,10 @@ pub(crate) struct Shared {
     /// How many duplicates (a provider's retries, or a captured request replayed) each
     /// inbound source may have recorded (the same budget as refusals', kept apart).
     pub duplicates: crate::inbound_budget::RejectionBudget,
+    /// How many provider URL checks (answered, not forwarded) each inbound source may have
+    /// recorded: a Meta check needs only its verify token, and a signed one replays within
+    /// its tolerance, so a loop of them must not fill the request log either.
+    pub url_checks: crate::inbound_budget::RejectionBudget,
     /// Turns true when the server starts shutting down: long-polls and event streams,
     /// which would otherwise hold the graceful shutdown up, end then.
     pub closing: tokio::sync::watch::Sender<bool>,
@@ -96,6 +100,7 @@ impl AppState {
             tasks: Default::default(),
             rejections: Default::default(),
             duplicates: Default::default(),
+            url_checks: Default::default(),
             closing: tokio::sync::watch::Sender::new(false),
             pull_waiters: Arc::default(),
             previews: Default::default(),

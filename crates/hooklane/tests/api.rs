@@ -1085,6 +1085,12 @@ async fn a_password_in_an_endpoint_url_is_shown_with_secrets_only() {
     let literal = "https://hooks:redacted@example.com/in";
     let (status, out) = server.call("PATCH", &path, Some(json!({ "url": literal }))).await;
     assert_eq!((status, &out["url"]), (200, &json!(literal)), "{out}");
+    // A key sent as the user name, without a password, is as secret.
+    let keyed = "https://sk_live_51key@example.com/in";
+    let (status, out) = server.call("PATCH", &path, Some(json!({ "url": keyed }))).await;
+    assert_eq!((status, &out["url"]), (200, &json!(keyed)), "{out}");
+    let (_, seen) = server.call_as(token, "GET", &path, None).await;
+    assert_eq!(seen["url"], "https://redacted@example.com/in", "{seen}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -3736,4 +3742,26 @@ async fn a_body_that_stops_arriving_is_a_request_timeout() {
     )
     .await;
     assert_eq!((r.status, r.header("idempotent-replayed")), (202, None), "{}", r.text);
+}
+
+/// A HEAD of a read that moves a stored position (a subscription's, a polling endpoint
+/// consumer's), such as a monitor's probe, is refused: run as the GET it would have moved
+/// the position past messages nobody received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_does_not_move_a_stored_read_position() {
+    let server = Server::start("").await;
+    let app = server.create_app("probed").await;
+    let (poller, _) = server.create_endpoint(&app, json!({ "polling": true })).await;
+    let msg = server.send_message(&app, "a.b", json!({ "n": 1 })).await;
+    for path in
+        [format!("/api/v1/app/{app}/events/subscription/s1"), format!("/api/v1/app/{app}/poller/{poller}/consumer/c1")]
+    {
+        let head = server.client.head(server.url(&path)).bearer_auth(ADMIN).send().await.unwrap();
+        assert_eq!(head.status(), 405, "{path}");
+        assert_eq!(head.headers().get("allow").and_then(|v| v.to_str().ok()), Some("GET"), "{path}");
+        let (status, page) = server.call("GET", &path, None).await;
+        assert_eq!(status, 200, "{page}");
+        let ids: Vec<&str> = page["data"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str()).collect();
+        assert_eq!(ids, [msg.as_str()], "{path}: the message is still to be read");
+    }
 }

@@ -1705,6 +1705,34 @@ async fn a_replayed_request_does_not_fill_the_log() {
     assert_eq!(rx.received().len(), 1, "forwarded once");
 }
 
+/// A provider's URL check repeated in a loop (Meta's needs only the verify token, which
+/// sits in the URL and so in proxies' logs) is answered each time, but recorded only within
+/// the source's budget of checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_of_url_checks_does_not_fill_the_log() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let (meta, _) = create_source(&server, Provider::Meta.spec(&rx.url)).await;
+    let query = format!("hub.mode=subscribe&hub.challenge=42&hub.verify_token={META_TOKEN}");
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        let resp = server.client.get(server.url(&format!("/in/{meta}?{query}"))).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "42", "answered every time");
+    }
+    let seconds = started.elapsed().as_secs();
+    let recorded = requests(&server, &meta).await.len() as u64;
+    // 60 at once, then one a second.
+    assert!(recorded >= 60 && recorded <= 61 + seconds, "{recorded} checks recorded in {seconds} s");
+    let metrics =
+        server.client.get(server.url("/metrics")).bearer_auth(ADMIN).send().await.unwrap().text().await.unwrap();
+    let unrecorded = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hooklane_inbound_url_checks_unrecorded_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(unrecorded, Some((100 - recorded) as f64), "{metrics}");
+}
+
 /// A destination whose circuit opened gets its paused deliveries at once when the source
 /// is updated with its new URL, not after the cool-down (an hour here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,7 +47,11 @@ pub(crate) fn matches(given: &str, encoding: Encoding, expected: &[u8]) -> bool 
 
 pub fn verify(spec: &Spec, key: &[u8], headers: &Headers, body: &[u8]) -> Result<(), Rejection> {
     let value = header(headers, spec.header).ok_or_else(|| Rejection::MissingHeader(spec.header.to_string()))?;
-    let given = value.trim().strip_prefix(spec.prefix).ok_or_else(|| Rejection::Malformed(spec.header.to_string()))?;
+    let given = value
+        .trim()
+        .strip_prefix(spec.prefix)
+        .filter(|given| written_one_way(given, spec.encoding))
+        .ok_or_else(|| Rejection::Malformed(spec.header.to_string()))?;
     if matches(given, spec.encoding, &mac(spec.algorithm, key, &[body])) {
         Ok(())
     } else {
@@ -55,14 +59,28 @@ pub fn verify(spec: &Spec, key: &[u8], headers: &Headers, body: &[u8]) -> Result
     }
 }
 
-/// GitHub: `X-Hub-Signature-256: sha256=<hex>`, keyed with the webhook's secret.
-pub fn github(secret: &str, headers: &Headers, body: &[u8]) -> Result<(), Rejection> {
-    let spec = Spec {
-        header: "x-hub-signature-256",
-        algorithm: HmacAlgorithm::Sha256,
-        encoding: Encoding::Hex,
-        prefix: "sha256=",
+/// Whether an encoded MAC is written the one way its encoding allows: nothing around it, and
+/// hex digits in one case. The signature header is the deduplication key the README advises
+/// for providers whose signature has no timestamp (GitHub, the generic form): one signature
+/// written many ways (a space after the prefix, its digits in mixed case) would pass as many
+/// times. (Base64 decoding is strict already: no padding or trailing bits of another shape.)
+fn written_one_way(given: &str, encoding: Encoding) -> bool {
+    let hex_case = || {
+        let (upper, lower) =
+            (given.bytes().any(|b| b.is_ascii_uppercase()), given.bytes().any(|b| b.is_ascii_lowercase()));
+        !(upper && lower)
     };
+    given == given.trim() && (encoding != Encoding::Hex || hex_case())
+}
+
+/// GitHub: `X-Hub-Signature-256: sha256=<hex>`, keyed with the webhook's secret. GitHub
+/// writes lower-case hex only, so only that is taken (one spelling for each signature).
+pub fn github(secret: &str, headers: &Headers, body: &[u8]) -> Result<(), Rejection> {
+    const SIGNATURE: &str = "x-hub-signature-256";
+    if header(headers, SIGNATURE).is_some_and(|value| !super::lower_hex_after(value, "sha256=", 64)) {
+        return Err(Rejection::Malformed(SIGNATURE.to_string()));
+    }
+    let spec = Spec { header: SIGNATURE, algorithm: HmacAlgorithm::Sha256, encoding: Encoding::Hex, prefix: "sha256=" };
     verify(&spec, secret.as_bytes(), headers, body)
 }
 
@@ -90,6 +108,15 @@ mod tests {
             "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
         )]);
         assert_eq!(github("It's a Secret to Everybody", &h, b"Hello, World!"), Ok(()));
+        // One spelling only (GitHub's): upper case or a space after the prefix is refused.
+        for other in [
+            "sha256=757107EA0EB2509FC211221CCE984B8A37570B6D7586C22C46F4379C8B043E17",
+            "sha256= 757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+        ] {
+            let h = headers(&[("X-Hub-Signature-256", other)]);
+            let got = github("It's a Secret to Everybody", &h, b"Hello, World!");
+            assert_eq!(got, Err(Rejection::Malformed("x-hub-signature-256".into())), "{other}");
+        }
         assert_eq!(github("It's a Secret to Everybody", &h, b"Hello, World?"), Err(Rejection::SignatureMismatch));
         assert_eq!(github("another secret", &h, b"Hello, World!"), Err(Rejection::SignatureMismatch));
         assert_eq!(github("s", &headers(&[]), b""), Err(Rejection::MissingHeader("x-hub-signature-256".into())));
@@ -118,6 +145,13 @@ mod tests {
         // Upper-case hex is the same MAC.
         let h = headers(&[("x-sig", "sha1=3DEB9BDE8C3521480D804789DBE7BC396872A135")]);
         assert_eq!(verify(&sha1, b"k", &h, body), Ok(()));
+        // But one MAC is not taken written other ways (mixed case, spaces after the prefix):
+        // deduplicated on this header, it would pass once per spelling.
+        for other in ["sha1=3deb9bde8c3521480d804789dbe7bc396872A135", "sha1= 3deb9bde8c3521480d804789dbe7bc396872a135"]
+        {
+            let h = headers(&[("x-sig", other)]);
+            assert_eq!(verify(&sha1, b"k", &h, body), Err(Rejection::Malformed("X-Sig".into())), "{other}");
+        }
         // python3: base64.b64encode(hmac.new(b"k", b'{"event":"ping"}', hashlib.sha512).digest())
         let sha512 = Spec { header: "X-Sig", algorithm: HmacAlgorithm::Sha512, encoding: Encoding::Base64, prefix: "" };
         let h = headers(&[(

@@ -132,7 +132,7 @@ impl AttemptOut {
             if !secrets {
                 // The values of its query too: a transformation may have put its `variables`
                 // there, which need ManageTransformations to be read.
-                out.url = without_query_values(super::endpoint::without_password(std::mem::take(&mut out.url)));
+                out.url = without_query_values(super::endpoint::without_credentials(std::mem::take(&mut out.url)));
             }
             if let (false, Some(headers)) = (secrets, out.request_headers.as_mut()) {
                 for (name, value) in headers.iter_mut() {

@@ -290,24 +290,30 @@ impl EndpointOut {
     }
 }
 
-/// `url` as `principal` may see it: a password in it (basic authentication the receiver
+/// `url` as `principal` may see it: its user information (basic authentication the receiver
 /// asks for) is a credential, shown only to a token with `ViewEndpointSecret`, as custom
 /// headers are.
 pub(crate) fn url_seen_by(url: String, principal: &Principal) -> String {
     if principal.allows(Some(Capability::ViewEndpointSecret)) {
         return url;
     }
-    without_password(url)
+    without_credentials(url)
 }
 
-/// `url` with the password it holds, if any, replaced by `redacted`.
-pub(crate) fn without_password(url: String) -> String {
-    match url::Url::parse(&url) {
-        Ok(mut parsed) if parsed.password().is_some() => match parsed.set_password(Some("redacted")) {
-            Ok(()) => parsed.to_string(),
-            Err(()) => url,
-        },
-        _ => url,
+/// `url` with the password it holds, if any, replaced by `redacted`, and a user name
+/// without a password too (a key sent as the Basic user name is as secret as a password).
+pub(crate) fn without_credentials(url: String) -> String {
+    let Ok(mut parsed) = url::Url::parse(&url) else { return url };
+    let replaced = if parsed.password().is_some() {
+        parsed.set_password(Some("redacted"))
+    } else if !parsed.username().is_empty() {
+        parsed.set_username("redacted")
+    } else {
+        return url;
+    };
+    match replaced {
+        Ok(()) => parsed.to_string(),
+        Err(()) => url,
     }
 }
 
@@ -363,7 +369,7 @@ fn given_url(ep: &Endpoint, url: Option<String>, principal: &Principal) -> ApiRe
     let redacted = !principal.allows(Some(Capability::ViewEndpointSecret));
     match url {
         // Sent back as a token without `ViewEndpointSecret` read it: the password is kept.
-        Some(url) if redacted && !ep.polling && url != ep.url && url == without_password(ep.url.clone()) => {
+        Some(url) if redacted && !ep.polling && url != ep.url && url == without_credentials(ep.url.clone()) => {
             Ok(ep.url.clone())
         }
         Some(url) if !ep.polling => Ok(url),
