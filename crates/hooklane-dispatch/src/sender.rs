@@ -589,8 +589,9 @@ fn redact_credentials(text: &mut String, endpoint: &Endpoint, bearer: Option<&st
     }
     let variables = endpoint.transformation.iter().flat_map(|t| t.variables.values());
     // The URL's password, as written (percent-encoded) and as sent, and the Basic
-    // credentials it is sent as (reqwest decodes the user information first); parsed only
-    // when it may have one: this runs for every attempt.
+    // credentials it is sent as (reqwest decodes the user information first); without a
+    // password, the user name, which is then the credential (a key sent as the Basic user
+    // name). Parsed only when it may have one: this runs for every attempt.
     let userinfo: Vec<String> = endpoint
         .url
         .contains('@')
@@ -599,10 +600,15 @@ fn redact_credentials(text: &mut String, endpoint: &Endpoint, bearer: Option<&st
         .and_then(|u| {
             use base64::Engine;
             let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
-            let written = u.password()?.to_string();
-            let (user, password) = (decode(u.username()), decode(&written));
+            let user = decode(u.username());
+            let (written, password) = match u.password() {
+                Some(written) => (written.to_string(), decode(written)),
+                None if !user.is_empty() => (u.username().to_string(), String::new()),
+                None => return None,
+            };
             let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-            Some(vec![written, password, basic])
+            let secret = if password.is_empty() { user } else { password };
+            Some(vec![written, secret, basic])
         })
         .unwrap_or_default();
     // A header's value, and its credential after a scheme (`Bearer abc…`: the token alone).

@@ -1297,6 +1297,22 @@ async fn credentials_echoed_by_a_receiver_are_not_kept() {
     }
     let failed = attempt_of(server.send_message(&app, "a.b", json!({ "fail": true })).await).await;
     assert!(failed.contains("no [redacted]") && !failed.contains("var-secret-value-1"), "{failed}");
+    // A key sent as the URL's user name, without a password, is the credential then.
+    let keyed_app = server.create_app("echo-keyed").await;
+    let url = echo.url.replacen("http://", "http://sk_live_key123456@", 1);
+    server.create_endpoint(&keyed_app, json!({ "url": url })).await;
+    let msg = server.send_message(&keyed_app, "a.b", json!({})).await;
+    let page = server
+        .wait_until(&format!("/api/v1/app/{keyed_app}/attempt/msg/{msg}"), WAIT, |b| {
+            !b["data"].as_array().unwrap().is_empty()
+        })
+        .await;
+    let echoed = page["data"][0]["response"].as_str().unwrap_or_default().to_string();
+    assert!(echoed.contains("authorization=Basic [redacted]"), "{echoed}");
+    let basic = B64.encode("sk_live_key123456:");
+    for secret in ["sk_live_key123456", basic.as_str()] {
+        assert!(!echoed.contains(secret), "{secret} kept: {echoed}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
