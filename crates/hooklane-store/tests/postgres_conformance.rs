@@ -745,3 +745,107 @@ async fn a_recovery_waits_for_an_expunge_of_its_messages() {
     let (queued, _) = recovering.await.unwrap().unwrap();
     assert_eq!(queued, 0, "an expunged message was queued again");
 }
+
+/// Reads the application's stream from `after` on, carrying `next`, until `n` messages
+/// came (other tests' transactions on the shared cluster may hold them back a moment).
+async fn read_n(store: &DynStore, app_id: &str, after: EventPosition, n: usize) -> Vec<(EventPosition, Message)> {
+    let (mut got, mut next) = (Vec::new(), after);
+    for _ in 0..500 {
+        let q = EventsQuery { after: next, since: None, event_types: None, channels: None, limit: 10 };
+        let page = store.read_message_events(app_id, &q).await.expect("read_message_events");
+        next = page.next;
+        got.extend(page.messages);
+        if got.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    got
+}
+
+fn ids_of(read: &[(EventPosition, Message)]) -> Vec<String> {
+    read.iter().map(|(_, m)| m.id.clone()).collect()
+}
+
+/// A database restored into another cluster whose transaction ids are behind its messages'
+/// (a `pg_dump` loaded elsewhere; played here by moving the recorded cluster, and the
+/// messages' and kept positions' ids, far ahead) has its stream renumbered at its next
+/// open: every message is read again, in order, kept positions go on from the first message
+/// they had not read, new messages come after the old ones, and a client's iterator from
+/// before is refused as ahead of the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_into_another_cluster_keeps_the_stream_readable() {
+    let db = TestDatabase::create().await;
+    let store: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+    let app = conformance::setup_app(&store, "Restored").await;
+    let t = conformance::now_ms();
+    let mut posted = Vec::new();
+    for i in 0..4 {
+        posted.push(conformance::post(&store, &app.id, &[], t + chrono::Duration::milliseconds(i)).await.id);
+    }
+    let read = read_n(&store, &app.id, EventPosition::START, 4).await;
+    assert_eq!(ids_of(&read), posted);
+    let unbounded = ("", u64::MAX);
+    assert!(store.add_events_subscription(&app.id, "half", read[1].0, unbounded, t).await.unwrap());
+    assert!(store.add_events_subscription(&app.id, "all", read[3].0, unbounded, t).await.unwrap());
+    assert!(store.add_events_subscription(&app.id, "none", EventPosition::START, unbounded, t).await.unwrap());
+    drop(store);
+
+    const SHIFT: i64 = 1_000_000_000;
+    let raw = sql(&db).await;
+    raw.batch_execute(&format!(
+        "UPDATE messages SET xid = (xid::text::bigint + {SHIFT})::text::xid8; \
+         UPDATE events_subscriptions SET major = major + {SHIFT} WHERE major > 0; \
+         UPDATE instance_secrets SET value = '\\x0000000000000001' WHERE name = 'cluster'"
+    ))
+    .await
+    .unwrap();
+    let visible: i64 = raw
+        .query_one("SELECT count(*) FROM messages WHERE xid < pg_snapshot_xmin(pg_current_snapshot())", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(visible, 0, "as restored, no reader would find any message");
+
+    let store: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+    assert_eq!(ids_of(&read_n(&store, &app.id, EventPosition::START, 4).await), posted, "all read again, in order");
+    let from = |id: &'static str| {
+        let (store, app_id) = (store.clone(), app.id.clone());
+        async move { store.get_events_subscription(&app_id, id).await.unwrap().expect("kept position") }
+    };
+    assert_eq!(ids_of(&read_n(&store, &app.id, from("half").await, 2).await), posted[2..]);
+    assert_eq!(ids_of(&read_n(&store, &app.id, from("none").await, 4).await), posted);
+    let after_all = from("all").await;
+    let later = conformance::post(&store, &app.id, &[], t + chrono::Duration::seconds(1)).await.id;
+    assert_eq!(
+        ids_of(&read_n(&store, &app.id, after_all, 1).await),
+        std::slice::from_ref(&later),
+        "new messages come after"
+    );
+    assert_eq!(
+        ids_of(&read_n(&store, &app.id, from("half").await, 3).await),
+        [posted[2].clone(), posted[3].clone(), later]
+    );
+    let old_iterator = EventPosition { major: read[3].0.major + SHIFT, minor: read[3].0.minor };
+    let q = EventsQuery { after: old_iterator, since: None, event_types: None, channels: None, limit: 10 };
+    assert!(matches!(store.read_message_events(&app.id, &q).await, Err(StoreError::PositionAhead(_))));
+
+    // Opened again on this cluster, nothing is renumbered.
+    let xids = || async {
+        let rows = raw.query("SELECT xid::text FROM messages ORDER BY seq", &[]).await.unwrap();
+        rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>()
+    };
+    let before = xids().await;
+    drop(PgStore::open(db.url()).await.unwrap());
+    assert_eq!(xids().await, before);
+    // Nor when moved to a cluster whose ids go on from the old one's (`pg_upgrade`): the new
+    // cluster is recorded, the messages left as they are.
+    let cluster = "SELECT value FROM instance_secrets WHERE name = 'cluster'";
+    let recorded: Vec<u8> = raw.query_one(cluster, &[]).await.unwrap().get(0);
+    raw.batch_execute("UPDATE instance_secrets SET value = '\\x0000000000000002' WHERE name = 'cluster'")
+        .await
+        .unwrap();
+    drop(PgStore::open(db.url()).await.unwrap());
+    assert_eq!(xids().await, before);
+    assert_eq!(raw.query_one(cluster, &[]).await.unwrap().get::<_, Vec<u8>>(0), recorded);
+}

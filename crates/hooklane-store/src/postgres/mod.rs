@@ -224,6 +224,9 @@ impl PgStore {
         if applied > 0 {
             tracing::info!(applied, "postgres schema migrated");
         }
+        if schema::follow_restore(&mut client).await? == schema::Restore::MovedInOrder {
+            tracing::info!("this database was moved to another cluster; its stream positions hold there");
+        }
         let instance_secret = schema::instance_secret(&client).await?;
         let wakeups = Arc::new(Notify::new());
         let events = Arc::new(StreamSignals::default());

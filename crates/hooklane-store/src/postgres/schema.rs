@@ -381,6 +381,106 @@ pub async fn instance_secret(client: &Client) -> StoreResult<[u8; 32]> {
     value.try_into().map_err(|_| StoreError::Database("the instance secret is not 32 bytes long".into()))
 }
 
+/// The row of `instance_secrets` that holds the system identifier of the cluster the
+/// database was last opened on (8 bytes, big-endian): not a secret, kept beside it.
+const CLUSTER: &str = "cluster";
+
+/// What [`follow_restore`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restore {
+    /// The database is on the cluster it was on (or is opened for the first time).
+    SameCluster,
+    /// It was moved to another cluster (a dump loaded, `pg_upgrade`) whose transaction
+    /// ids go on from where the old one's stood: nothing needed changing.
+    MovedInOrder,
+    /// It was moved to a cluster whose transaction ids are behind those its messages were
+    /// written under: they were renumbered, and so were the positions kept for readers.
+    Renumbered,
+}
+
+/// Keeps the stream readable when the database was restored into another cluster.
+///
+/// Stream positions are built on transaction ids (`messages.xid`, see the migration that
+/// made it), which a `pg_dump` loaded into another cluster carries over as they were,
+/// while that cluster's own ids may be far behind them: its readers, which take only rows
+/// below their snapshot's xmin, would find none of the old messages until its ids caught up
+/// (possibly months later), then get them all at once, out of order. So the cluster's
+/// system identifier is kept, and when it changes and some message's id lies at or above
+/// the current one, every message is renumbered to this transaction's id, in its `seq`
+/// order, and the positions kept for readers (subscriptions, polling endpoints' consumers
+/// and starts) are moved to just before the first message they had not read: nothing is
+/// skipped, though a reader may get again what it read in the same moments. Iterators that
+/// clients hold are ahead of the new stream and answered 422: such a client reads afresh.
+/// One transaction, under the migration lock (nodes starting together do it once); a
+/// cluster that does not tell its identifier (a restricted managed service) is left as it
+/// is, with a warning.
+pub async fn follow_restore(client: &mut Client) -> StoreResult<Restore> {
+    let tx = client.transaction().await.map_err(db_err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db_err)?;
+    let cluster: i64 = match tx.query_one("SELECT system_identifier FROM pg_control_system()", &[]).await {
+        Ok(row) => row.try_get(0).map_err(db_err)?,
+        Err(e) => {
+            tracing::warn!(error = %db_err(e), "the cluster's identifier cannot be read: a restore into another \
+                cluster will not be detected (see the README's backups)");
+            return Ok(Restore::SameCluster);
+        }
+    };
+    let known =
+        tx.query_opt("SELECT value FROM instance_secrets WHERE name = $1", &[&CLUSTER]).await.map_err(db_err)?;
+    let known: Option<Vec<u8>> = known.map(|row| row.try_get(0)).transpose().map_err(db_err)?;
+    if known.as_deref() == Some(&cluster.to_be_bytes()[..]) {
+        return Ok(Restore::SameCluster);
+    }
+    let outcome = match known {
+        None => Restore::SameCluster,
+        Some(_) => renumber_if_ahead(&tx).await?,
+    };
+    tx.execute(
+        "INSERT INTO instance_secrets (name, value) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+        &[&CLUSTER, &&cluster.to_be_bytes()[..]],
+    )
+    .await
+    .map_err(db_err)?;
+    tx.commit().await.map_err(db_err)?;
+    Ok(outcome)
+}
+
+/// See [`follow_restore`]: renumbers the messages and moves the readers' positions when any
+/// message's transaction id is at or above this transaction's.
+async fn renumber_if_ahead(tx: &tokio_postgres::Transaction<'_>) -> StoreResult<Restore> {
+    let ahead: bool = tx
+        .query_one("SELECT EXISTS (SELECT 1 FROM messages WHERE xid >= pg_current_xact_id())", &[])
+        .await
+        .map_err(db_err)?
+        .try_get(0)
+        .map_err(db_err)?;
+    if !ahead {
+        return Ok(Restore::MovedInOrder);
+    }
+    // Positions first, while the messages still carry the ids they were read under: each
+    // goes to just before the first message (by `seq`) it had not read, or past all of its
+    // application's when it had read them all.
+    let positions = tx
+        .execute(
+            "UPDATE events_subscriptions s SET major = pg_current_xact_id()::text::bigint, minor = COALESCE( \
+                 (SELECT min(m.seq) - 1 FROM messages m WHERE m.app_id = s.app_id \
+                  AND (m.xid, m.seq) > (s.major::text::xid8, s.minor)), \
+                 (SELECT max(m.seq) FROM messages m WHERE m.app_id = s.app_id), 0)",
+            &[],
+        )
+        .await
+        .map_err(db_err)?;
+    let messages = tx.execute("UPDATE messages SET xid = pg_current_xact_id()", &[]).await.map_err(db_err)?;
+    tracing::warn!(
+        messages,
+        positions,
+        "this database was restored into another cluster, whose transaction ids are behind its messages': \
+         they were renumbered so that readers find them; iterators held by clients are refused (422): read afresh"
+    );
+    Ok(Restore::Renumbered)
+}
+
 /// Brings the schema up to date; returns how many migrations ran.
 pub async fn migrate(client: &mut Client) -> StoreResult<usize> {
     let tx = client.transaction().await.map_err(db_err)?;
