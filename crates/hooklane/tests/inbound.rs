@@ -942,6 +942,16 @@ async fn a_seen_signature_cannot_carry_another_event() {
     let forged = String::from_utf8(body).unwrap().replace("\"ev-1\"", "\"ev-2\"").replace("delivered", "complained");
     let (status, out) = ingest(&server, &mailgun, &headers, forged.as_bytes()).await;
     assert_eq!((status, out["status"].as_str()), (200, Some("duplicate")), "{out}");
+    // Which is why a mailgun source keeps that key: another is refused.
+    let by_id = json!({ "type": "jsonField", "path": "event-data.id" });
+    let (status, out) =
+        server.call("PATCH", &format!("/api/v1/source/{mailgun}"), Some(json!({ "deduplication": by_id }))).await;
+    assert_eq!((status, out["code"].as_str()), (422, Some("validation")), "{out}");
+    assert!(out.to_string().contains("deduplication"), "{out}");
+    let mut spec = Provider::Mailgun.spec(&rx.url);
+    spec["deduplication"] = by_id;
+    let (status, out) = server.call("POST", "/api/v1/source", Some(spec)).await;
+    assert_eq!(status, 422, "{out}");
 
     let (twilio, _) = create_source(&server, Provider::Twilio.spec(&rx.url)).await;
     let url = server.url(&format!("/in/{twilio}"));

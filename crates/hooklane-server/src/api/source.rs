@@ -458,6 +458,16 @@ fn validate(src: &mut Source) -> ApiResult<()> {
     src.verification.check().map_err(|e| ApiError::validation(e.field, e.msg))?;
     if let Some(d) = &src.deduplication {
         d.check().map_err(|e| ApiError::validation(e.field, e.msg))?;
+        // Mailgun signs a timestamp and a token, not the body: the token serving once is all
+        // that keeps a captured signature from carrying a body of someone else's making
+        // within its 5 minutes. Another key would let it.
+        if matches!(src.verification, Verification::Mailgun { .. }) && *d != src.verification.default_deduplication() {
+            return Err(ApiError::validation(
+                "deduplication",
+                "a mailgun source deduplicates on signature.token: its signature does not cover the body, and \
+                 only a token serving once keeps a captured signature from carrying another body",
+            ));
+        }
     }
     if src.allow_networks.len() > MAX_NETWORKS {
         return Err(ApiError::validation("allowNetworks", format!("at most {MAX_NETWORKS} networks")));
