@@ -139,6 +139,45 @@ async fn follow_circuit_resets(inner: std::sync::Weak<Inner>, mut resets: tokio:
     }
 }
 
+/// Marks what other processes announce of deleted content, as if deleted here: the jobs
+/// this process holds for it are dropped rather than sent.
+async fn follow_expunges(
+    inner: std::sync::Weak<Inner>,
+    mut expunges: tokio::sync::broadcast::Receiver<hooklane_store::Expunged>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let what = match expunges.recv().await {
+            Ok(what) => what,
+            // Fell behind (thousands at once): those missed are left to the store, which
+            // failed their deliveries; a job already held may still send its copy.
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "content deletions announced by other nodes were missed");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        mark_expunged(&inner, &what);
+    }
+}
+
+/// Marks content deleted (see [`Dispatcher::expunged`]) for the jobs this process holds.
+fn mark_expunged(inner: &Inner, what: &hooklane_store::Expunged) {
+    match what {
+        hooklane_store::Expunged::Message(msg_id) => inner.expunged.set(msg_id, DateTime::<Utc>::MAX_UTC),
+        hooklane_store::Expunged::Through { app_id, last_id } => {
+            let keep = marks_kept(&inner.cfg);
+            let mut marks = inner.expunged_through.lock().unwrap_or_else(|p| p.into_inner());
+            marks.retain(|_, (_, at)| at.elapsed() < keep);
+            let mark = marks.entry(app_id.clone()).or_insert_with(|| (String::new(), Instant::now()));
+            if *last_id > mark.0 {
+                *mark = (last_id.clone(), Instant::now());
+            }
+        }
+    }
+}
+
 enum Finished {
     /// With the number of attempts made so far, this one included, and whether its endpoint
     /// is FIFO (the next of its lane may be due once this is recorded).
@@ -210,6 +249,9 @@ impl Dispatcher {
         tokio::spawn(poll_loop(inner.clone()));
         if let Some(resets) = inner.store.circuit_resets() {
             tokio::spawn(follow_circuit_resets(Arc::downgrade(&inner), resets));
+        }
+        if let Some(expunges) = inner.store.expunges() {
+            tokio::spawn(follow_expunges(Arc::downgrade(&inner), expunges));
         }
         Ok(Dispatcher { inner })
     }
@@ -326,22 +368,14 @@ impl Dispatcher {
         self.inner.paused.set(endpoint_id, at);
     }
 
-    /// The message's content was deleted: the jobs this process already holds for it (with
-    /// a copy of the content) are dropped rather than sent.
-    pub fn message_expunged(&self, msg_id: &str) {
-        self.inner.expunged.set(msg_id, DateTime::<Utc>::MAX_UTC);
-    }
-
-    /// The application's messages up to `last_id` (in id order) are having their content
-    /// deleted: as [`Dispatcher::message_expunged`] for each of them, with one mark.
-    pub fn messages_expunged_through(&self, app_id: &str, last_id: &str) {
-        let keep = marks_kept(&self.inner.cfg);
-        let mut marks = self.inner.expunged_through.lock().unwrap_or_else(|p| p.into_inner());
-        marks.retain(|_, (_, at)| at.elapsed() < keep);
-        let mark = marks.entry(app_id.to_string()).or_insert_with(|| (String::new(), Instant::now()));
-        if last_id > mark.0.as_str() {
-            *mark = (last_id.to_string(), Instant::now());
-        }
+    /// Content was deleted (a message's, or an application's messages up to an id, in id
+    /// order: one mark for a purge's chunk): the jobs this process already holds for it
+    /// (with a copy of the content) are dropped rather than sent, and so are those of the
+    /// other processes sharing the store, once told (answered when the announcement is
+    /// made; best effort, see [`hooklane_store::Store::announce_expunge`]).
+    pub async fn expunged(&self, what: hooklane_store::Expunged) {
+        mark_expunged(&self.inner, &what);
+        self.inner.store.announce_expunge(&what).await;
     }
 
     /// Stops claiming work and waits (up to `grace`) for what is in flight to be recorded.

@@ -297,6 +297,18 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Tells every other process sharing this store (through [`Store::expunges`]) that a
+    /// message's content was deleted, so that the jobs they hold for it are dropped. Best
+    /// effort, as [`Store::announce_circuit_reset`]: a lost announcement leaves a job already
+    /// held by another node (for at most its lease) to send the content.
+    async fn announce_expunge(&self, _what: &Expunged) {}
+
+    /// What other processes announced through [`Store::announce_expunge`]; `None` for a
+    /// store only one process uses.
+    fn expunges(&self) -> Option<tokio::sync::broadcast::Receiver<Expunged>> {
+        None
+    }
+
     /// Tells every other process sharing this store (through [`Store::tenant_changes`])
     /// that applications, endpoints or sources may have changed, so that they drop what
     /// they cached of them. Best effort, as [`Store::announce_circuit_reset`].

@@ -535,3 +535,54 @@ pub struct DestinationChanges {
     pub deleted: Vec<String>,
     pub created: Vec<Endpoint>,
 }
+
+/// Content deleted through one process, announced to the others sharing the store
+/// ([`crate::Store::announce_expunge`]): the jobs they hold in memory for it, with a copy of
+/// the content, are dropped rather than sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expunged {
+    /// One message (by id).
+    Message(String),
+    /// Every message of the application up to this id, in id order (a purge's chunk).
+    Through { app_id: String, last_id: String },
+}
+
+impl Expunged {
+    /// As announced: `m <msg_id>` or `t <app_id> <last_id>` (ids hold no spaces).
+    pub fn to_wire(&self) -> String {
+        match self {
+            Expunged::Message(id) => format!("m {id}"),
+            Expunged::Through { app_id, last_id } => format!("t {app_id} {last_id}"),
+        }
+    }
+
+    /// Read back from [`Expunged::to_wire`]; `None` for anything else.
+    pub fn from_wire(wire: &str) -> Option<Self> {
+        let mut parts = wire.split(' ');
+        let read = match (parts.next()?, parts.next()?, parts.next()) {
+            ("m", id, None) if !id.is_empty() => Expunged::Message(id.to_string()),
+            ("t", app_id, Some(last_id)) if !app_id.is_empty() && !last_id.is_empty() => {
+                Expunged::Through { app_id: app_id.to_string(), last_id: last_id.to_string() }
+            }
+            _ => return None,
+        };
+        parts.next().is_none().then_some(read)
+    }
+}
+
+#[cfg(test)]
+mod expunged_tests {
+    use super::Expunged;
+
+    #[test]
+    fn announcements_read_back_as_written_and_nothing_else() {
+        for what in
+            [Expunged::Message("msg_1".into()), Expunged::Through { app_id: "app_1".into(), last_id: "msg_9".into() }]
+        {
+            assert_eq!(Expunged::from_wire(&what.to_wire()), Some(what));
+        }
+        for junk in ["", "m", "m ", "x msg_1", "m msg_1 extra", "t app_1", "t app_1 msg_9 extra", "t  msg_9"] {
+            assert_eq!(Expunged::from_wire(junk), None, "{junk:?}");
+        }
+    }
+}

@@ -379,3 +379,42 @@ async fn slots_taken_far_ahead_do_not_starve_a_rate_limited_endpoint() {
         .sum();
     assert!((1.0..=9.0).contains(&handed_back), "{handed_back} rate hand-backs\n{metrics}");
 }
+
+/// Content deleted through one node is not sent by another that already holds a delivery
+/// of it in memory (a rate limit of one a second keeps node 1's there, with a copy of the
+/// content): the deletion is announced through the database. The same for an application
+/// emptied at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_deleted_on_one_node_is_not_sent_by_another() {
+    let db = TestDatabase::create().await;
+    // A lease long enough for a delivery to wait for its slot in memory (with the short one
+    // of the other tests, it would be handed back to the store, which knows of the deletion).
+    let config = node_config(&db).replace("lease = \"3s\"", "lease = \"30s\"");
+    let nodes = [Server::start(&config).await, Server::start(&config).await];
+    let rx = Receiver::start().await;
+    let app = nodes[0].create_app("expunge").await;
+    nodes[0].create_endpoint(&app, json!({ "url": rx.url, "rateLimit": 1 })).await;
+    // Posted to node 1, which leases them as it writes them and holds them for their slots.
+    let first = nodes[1].send_message(&app, "a.b", json!({ "n": 1 })).await;
+    let second = nodes[1].send_message(&app, "a.b", json!({ "n": 2, "secret": "gone" })).await;
+    let third = nodes[1].send_message(&app, "a.b", json!({ "n": 3 })).await;
+    rx.wait_for(1, Duration::from_secs(10)).await;
+    let (status, _) = nodes[0].call("DELETE", &format!("/api/v1/app/{app}/msg/{second}/content"), None).await;
+    assert_eq!(status, 204);
+    let got = rx.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(
+        [got[0].header("webhook-id"), got[1].header("webhook-id")],
+        [first.as_str(), third.as_str()],
+        "node 1 sent the second after its content was deleted through node 0"
+    );
+    let mut posted = Vec::new();
+    for i in 0..3 {
+        posted.push(nodes[1].send_message(&app, "a.b", json!({ "later": i })).await);
+    }
+    let (status, task) = nodes[0].call("POST", &format!("/api/v1/app/{app}/msg/expunge-all-contents"), None).await;
+    assert_eq!(status, 202, "{task}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let sent: Vec<String> = rx.received().iter().skip(2).map(|r| r.header("webhook-id").to_string()).collect();
+    assert!(sent.len() <= 1 && sent.iter().all(|id| *id == posted[0]), "sent after the purge: {sent:?}");
+    assert!(rx.received().iter().all(|r| !String::from_utf8_lossy(&r.body).contains("gone")));
+}

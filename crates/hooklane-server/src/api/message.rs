@@ -727,7 +727,7 @@ pub(crate) async fn expunge(
     now: DateTime<Utc>,
 ) -> Result<(), hooklane_store::StoreError> {
     s.0.store.expunge_message_content(app_id, msg_id, now).await?;
-    s.0.dispatcher.message_expunged(msg_id);
+    s.0.dispatcher.expunged(hooklane_store::Expunged::Message(msg_id.to_string())).await;
     Ok(())
 }
 

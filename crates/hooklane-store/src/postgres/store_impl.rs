@@ -478,6 +478,14 @@ impl Store for PgStore {
         Some(self.circuit_resets.subscribe())
     }
 
+    async fn announce_expunge(&self, what: &crate::Expunged) {
+        self.announce(super::EXPUNGES_CHANNEL, what.to_wire()).await;
+    }
+
+    fn expunges(&self) -> Option<tokio::sync::broadcast::Receiver<crate::Expunged>> {
+        Some(self.expunges.subscribe())
+    }
+
     async fn announce_tenant_change(&self) {
         self.announce(TENANTS_CHANNEL, String::new()).await;
     }
