@@ -648,17 +648,45 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
                 hand_back(&inner, key, Utc::now(), gate.clone(), "turn");
                 return;
             };
-            match rate_wait(&inner, &gate, endpoint, send_by).await {
-                Ok(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
-                Ok(_) => {}
-                // Its slots are taken past the lease's budget (other nodes send to it too):
-                // back, no slot taken, for when the next free one is within a claim's reach.
-                Err(next_free) => {
-                    hand_back(&inner, key, rate_retry_at(&inner.cfg, next_free, Utc::now()), gate.clone(), "rate");
-                    return;
-                }
+            // What changed while it waited for its turn is looked at before a rate slot is
+            // spent on it: a slot taken for a job that is then not sent is lost to the
+            // endpoint, and held back by its circuit, a whole turn's worth of jobs would be.
+            if expunged(&inner, &job.message) {
+                let _ = inner.finished.send(Finished::Abandoned(key, gate.clone(), endpoint.order.is_fifo()));
+                return;
             }
-            let Ok(_permit) = inner.in_flight.acquire().await else { return };
+            if let Some(until) = inner.circuits.held_until(&endpoint.id, Utc::now()) {
+                pause(&inner, key, until, gate.clone());
+                return;
+            }
+            // The rate slot, then the node's permit; a slot whose time passed while the
+            // permit was awaited (the node busy with other endpoints' requests) is not used
+            // late, together with the others that waited: that would be a burst the rate
+            // does not allow. A fresh one is taken instead (the late one is lost: the
+            // endpoint gets a little less, never more).
+            let _permit = loop {
+                let slot_at = match rate_wait(&inner, &gate, endpoint, send_by).await {
+                    Ok(wait) => {
+                        tokio::time::sleep(wait).await;
+                        Instant::now()
+                    }
+                    // Its slots are taken past the lease's budget (other nodes send to it
+                    // too): back, no slot taken, for when the next free one is within a
+                    // claim's reach.
+                    Err(next_free) => {
+                        hand_back(&inner, key, rate_retry_at(&inner.cfg, next_free, Utc::now()), gate.clone(), "rate");
+                        return;
+                    }
+                };
+                let Ok(permit) = inner.in_flight.acquire().await else { return };
+                match endpoint.rate_limit.filter(|r| *r > 0) {
+                    Some(rate) if slot_at.elapsed() > slot_slack(rate) => {
+                        metrics::counter!("hooklane_rate_slots_retaken_total").increment(1);
+                        continue;
+                    }
+                    _ => break permit,
+                }
+            };
             if Instant::now() > send_by {
                 tracing::debug!(msg_id = %key.key.msg_id, endpoint_id = %key.key.endpoint_id, "lease ran out while queued");
                 let _ = inner.finished.send(Finished::Expired(gate.clone()));
@@ -791,6 +819,13 @@ async fn rate_wait(
             Ok(gate.rate_wait(Some(rate)))
         }
     }
+}
+
+/// How late a rate slot may be used (its time passed while the node's permit was
+/// awaited) before a fresh one is taken: one slot's interval, and at least 50 ms, so that an
+/// endpoint of a high rate does not take a slot again for every moment's wait.
+fn slot_slack(rate: u32) -> Duration {
+    Duration::from_secs_f64(1.0 / f64::from(rate.max(1))).max(Duration::from_millis(50))
 }
 
 /// When a delivery that found no rate slot within its send budget (the next free one

@@ -1330,6 +1330,34 @@ async fn rate_limit_spreads_deliveries() {
     assert!(span >= Duration::from_millis(750), "{span:?}");
 }
 
+/// A rate-limited endpoint's deliveries that took their slots while every request place of
+/// the node was held by another endpoint (hanging for 3 s here) do not all go out together
+/// when places free up: slots whose time passed are taken afresh, and the rate holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_node_does_not_turn_a_rate_into_a_burst() {
+    let server = Server::start("[delivery]\nmax_in_flight = 2").await;
+    let slow = Receiver::scripted(|_, _| Reply::Hang(Duration::from_secs(3))).await;
+    let limited = Receiver::start().await;
+    let app = server.create_app("burst").await;
+    server.create_endpoint(&app, json!({ "url": slow.url, "filterTypes": ["slow"] })).await;
+    server.create_endpoint(&app, json!({ "url": limited.url, "filterTypes": ["limited"], "rateLimit": 2 })).await;
+    for i in 0..2 {
+        server.send_message(&app, "slow", json!({ "i": i })).await;
+    }
+    slow.wait_for(2, WAIT).await;
+    for i in 0..8 {
+        server.send_message(&app, "limited", json!({ "i": i })).await;
+    }
+    let got = limited.wait_for(8, WAIT).await;
+    // 2/s: a burst of 2, then one every 500 ms; never 3 within 400 ms.
+    let most = got
+        .iter()
+        .map(|first| got.iter().filter(|r| r.at >= first.at && r.at - first.at < Duration::from_millis(400)).count())
+        .max();
+    let times: Vec<_> = got.iter().map(|r| r.at - got[0].at).collect();
+    assert!(most <= Some(2), "{most:?} deliveries within 400 ms: {times:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_endpoint_does_not_hold_up_the_others() {
     let server = Server::start("[delivery]\nper_endpoint_in_flight = 4").await;
