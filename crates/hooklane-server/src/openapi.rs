@@ -230,7 +230,8 @@ pub struct ExpandedStatuses {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // Only describes queries.
 pub struct EventsRead {
-    /// Most messages in one read, 1 to 250 (default 50)
+    #[doc = "Most messages in one read, 1 to 250 (default 50); fewer, with `done: false`, once their payloads reach \
+             8 MiB"]
     #[param(minimum = 1, maximum = 250)]
     limit: Option<u32>,
     #[doc = "Only messages of these event types: repeat the parameter, use `event_types[]`, or join names with \
@@ -241,7 +242,7 @@ pub struct EventsRead {
     channels: Option<Vec<String>>,
     /// Only messages created after this time (RFC 3339)
     after: Option<DateTime<Utc>>,
-    /// Whether messages carry their payloads (default true; `false` answers `payload: {}`)
+    /// Whether messages carry their payloads (default true; `false` answers `payload: {}`, and reads none)
     with_content: Option<bool>,
 }
 

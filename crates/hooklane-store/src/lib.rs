@@ -353,8 +353,12 @@ pub trait Store: Send + Sync + 'static {
     async fn events_subscription_read(&self, app_id: &str, id: &str) -> StoreResult<Option<ReadFrom>>;
     /// Creates the subscription `id` at `position`, unless the application's subscriptions
     /// whose names begin with `prefix` are `most` already (a polling endpoint's consumers:
-    /// `{endpoint_id}/`): answers whether it exists now (created, or there before). Checked
-    /// and written as one, so concurrent creations cannot pass the count together.
+    /// `{endpoint_id}/`), or the application is gone, or, for a name `{endpoint_id}/…` (a
+    /// polling endpoint's start and its consumers), that endpoint is: answers whether it
+    /// exists now (created, or there before). Checked and written as one, so concurrent
+    /// creations cannot pass the count together, and a creation racing the deletion of
+    /// the application or the endpoint leaves no position behind it. The only way a
+    /// subscription comes to exist.
     async fn add_events_subscription(
         &self,
         app_id: &str,
@@ -366,11 +370,15 @@ pub trait Store: Send + Sync + 'static {
     /// How many of the application's subscriptions have names that begin with `prefix` (a
     /// polling endpoint's consumers: `{endpoint_id}/`).
     async fn count_events_subscriptions(&self, app_id: &str, prefix: &str) -> StoreResult<u64>;
-    /// Creates or moves a server-side subscription. With `read_from` (where the read that
-    /// reached `position` started), it moves forward only: a position before the stored one
-    /// leaves it where it is (two readers of one subscription answering out of order must
-    /// not move it back), and so does any seek since the read started (the seek's position
-    /// stands, wherever it is). Without, it is set: a seek, counted.
+    /// Moves a server-side subscription that exists ([`Store::add_events_subscription`]
+    /// made it): answers whether it was there. One that is not (deleted with its
+    /// application or its endpoint while a read of it was under way, a long-poll) is not
+    /// made again, so that nothing is left behind that nobody can delete. With `read_from`
+    /// (where the read that reached `position` started), it moves forward only: a position
+    /// before the stored one leaves it where it is (two readers of one subscription
+    /// answering out of order must not move it back), and so does any seek since the read
+    /// started (the seek's position stands, wherever it is). Without, it is set: a seek,
+    /// counted.
     async fn set_events_subscription(
         &self,
         app_id: &str,
@@ -378,7 +386,7 @@ pub trait Store: Send + Sync + 'static {
         position: EventPosition,
         read_from: Option<ReadFrom>,
         now: DateTime<Utc>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
 
     // --- inbound sources
     /// Creates a source together with the application it owns and that application's

@@ -464,6 +464,24 @@ pub struct EventsQuery {
     /// Only messages on at least one of these channels.
     pub channels: Option<Vec<String>>,
     pub limit: usize,
+    /// Whether to read the messages' payloads: without, each comes back with `""` as its
+    /// payload, and none is loaded (a reader asking for ids and types only does not make the
+    /// node hold megabytes of payloads it throws away).
+    pub with_content: bool,
+    /// Most bytes of payloads one read holds, about: the read stops after the message whose
+    /// payload brings the sum to this (see [`EventsQuery::byte_budget`]), so a page of
+    /// `limit` large payloads does not have to be held at once. Such a page is not `done`,
+    /// and its `next` is its last message: nothing is passed over.
+    pub max_bytes: usize,
+}
+
+impl EventsQuery {
+    /// The sum of payload bytes at which a read stops: `max_bytes`, and at least 1 so that a
+    /// read always brings one message at least (a message larger than the budget is still
+    /// read, alone).
+    pub fn byte_budget(&self) -> usize {
+        self.max_bytes.max(1)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -484,11 +502,15 @@ pub struct EventsPage {
 
 impl EventsPage {
     /// The answer to `query` from the messages a store read after `query.after` (at most
-    /// `query.limit`, in stream order) and `end`, the stream's durable end as of that read:
-    /// once a read comes back short, a reader may move past everything before `end`.
-    /// Positions never move backwards.
+    /// `query.limit`, in stream order, stopping after the one whose payload brought their
+    /// sum to [`EventsQuery::byte_budget`]) and `end`, the stream's durable end as of that
+    /// read: once a read comes back short of both bounds, a reader may move past everything
+    /// before `end`. A read cut short by the bytes is not done: its `next` is its last
+    /// message, as for a full page, since more may lie after it. Positions never move
+    /// backwards.
     pub fn new(query: &EventsQuery, messages: Vec<(EventPosition, Message)>, end: EventPosition) -> EventsPage {
-        let done = messages.len() < query.limit.max(1);
+        let bytes: usize = messages.iter().map(|(_, m)| m.payload.len()).sum();
+        let done = messages.len() < query.limit.max(1) && bytes < query.byte_budget();
         let next = match messages.last() {
             Some((last, _)) if !done => *last,
             _ => query.after.max(end),

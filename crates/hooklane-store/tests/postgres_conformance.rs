@@ -408,7 +408,15 @@ async fn events_never_pass_over_a_write_in_flight() {
     let read = |after: EventPosition| {
         let (store, app_id) = (node_a.clone(), app.id.clone());
         async move {
-            let q = EventsQuery { after, since: None, event_types: None, channels: None, limit: 10 };
+            let q = EventsQuery {
+                after,
+                since: None,
+                event_types: None,
+                channels: None,
+                limit: 10,
+                with_content: true,
+                max_bytes: usize::MAX,
+            };
             store.read_message_events(&app_id, &q).await.expect("read_message_events")
         }
     };
@@ -440,7 +448,15 @@ async fn events_never_pass_over_a_write_in_flight() {
     // Another application's message is held back by this application's open write too, and
     // its readers hear of nothing when that write ends: they are told to look again soon.
     let other_message = conformance::post(&node_a, &other.id, &[], t).await;
-    let q = EventsQuery { after: EventPosition::START, since: None, event_types: None, channels: None, limit: 10 };
+    let q = EventsQuery {
+        after: EventPosition::START,
+        since: None,
+        event_types: None,
+        channels: None,
+        limit: 10,
+        with_content: true,
+        max_bytes: usize::MAX,
+    };
     let held = node_b.read_message_events(&other.id, &q).await.unwrap();
     assert!(held.messages.is_empty() && held.held_back, "{held:?}");
 
@@ -505,7 +521,15 @@ async fn events_order_transaction_ids_as_numbers() {
             .await
             .unwrap();
     }
-    let q = EventsQuery { after: EventPosition::START, since: None, event_types: None, channels: None, limit: 1 };
+    let q = EventsQuery {
+        after: EventPosition::START,
+        since: None,
+        event_types: None,
+        channels: None,
+        limit: 1,
+        with_content: true,
+        max_bytes: usize::MAX,
+    };
     let first = store.read_message_events(&app.id, &q).await.unwrap();
     assert_eq!(first.messages.iter().map(|(p, m)| (p.major, &m.id)).collect::<Vec<_>>(), vec![(9, &nine.id)]);
     assert!(!first.done);

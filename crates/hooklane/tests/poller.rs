@@ -561,3 +561,42 @@ async fn a_polling_endpoints_key_reads_that_endpoint_only() {
     assert_eq!(status, 204);
     assert_eq!(server.call_as(&ledger_key, "GET", &ledger_poll, None).await.0, 401);
 }
+
+/// A consumer's first read refused (429: its application holds its share of the node's
+/// waiting places, and there is nothing to read) makes no consumer: it does not take one of
+/// the endpoint's 100, nor does a seek refused for a new consumer beyond them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_read_makes_no_consumer() {
+    let server = Server::start("").await;
+    let app = server.create_app("poller").await;
+    let (status, ep) =
+        server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(json!({ "polling": true, "uid": "p" }))).await;
+    assert_eq!(status, 201, "{ep}");
+    let client = reqwest::Client::new();
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let resp = client.get(server.url(&format!("/api/v1/app/{app}/events/stream"))).bearer_auth(ADMIN).send();
+        let resp = resp.await.expect("stream");
+        assert_eq!(resp.status(), 200);
+        held.push(resp);
+    }
+    for i in 0..3 {
+        let path = format!("/api/v1/app/{app}/poller/p/consumer/refused{i}?wait=30");
+        let (status, out) = server.call("GET", &path, None).await;
+        assert_eq!((status, out["code"].as_str()), (429, Some("too_many_waiting")), "{out}");
+    }
+    drop(held);
+    // Every one of the 100 is still there for others to take.
+    let consumer = |i: usize| format!("/api/v1/app/{app}/poller/p/consumer/c{i}");
+    for i in 0..100 {
+        let (status, out) = server.call("GET", &consumer(i), None).await;
+        assert_eq!(status, 200, "consumer {i}: {out}");
+    }
+    let (status, out) = server.call("GET", &consumer(100), None).await;
+    assert_eq!((status, out["code"].as_str()), (409, Some("conflict")), "{out}");
+    let seek = Some(json!({ "after": "2020-01-01T00:00:00Z" }));
+    let (status, out) = server.call("POST", &format!("{}/seek", consumer(100)), seek.clone()).await;
+    assert_eq!(status, 409, "{out}");
+    let (status, out) = server.call("POST", &format!("{}/seek", consumer(99)), seek).await;
+    assert_eq!(status, 200, "{out}");
+}

@@ -790,3 +790,120 @@ async fn forward_brings_an_inbound_source_to_a_local_url() {
     assert_eq!(got[1].body, form.as_bytes());
     assert_eq!(got[1].header("content-type"), "application/x-www-form-urlencoded");
 }
+
+/// A page holds about 8 MiB of payloads at most, whatever its `limit`: a read of large
+/// payloads ends early, not `done`, its iterator at its last message, and reading on brings
+/// the rest, each message once. Without content, no payload is read, and nothing ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_ends_early_once_its_payloads_reach_eight_mebibytes() {
+    let server = Server::start("").await;
+    let app = server.create_app("heavy").await;
+    // 12 payloads of about 1,000,000 bytes (the default `max_body_bytes` is 1 MiB): the
+    // ninth brings a page past 8 MiB (8,388,608 bytes).
+    let pad = "x".repeat(1_000_000);
+    let mut posted = Vec::new();
+    for n in 0..12 {
+        posted.push(server.send_message(&app, "big", json!({ "n": n, "pad": pad })).await);
+    }
+    let path = format!("/api/v1/app/{app}/events?limit=250");
+    let (status, first) = server.call("GET", &path, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(data_ids(&first), posted[..9].to_vec(), "ended after the message that passed 8 MiB");
+    assert_eq!(first["done"], false);
+    assert_eq!(first["data"][8]["payload"]["n"], 8);
+    let it = first["iterator"].as_str().expect("iterator");
+    let (status, rest) = server.call("GET", &format!("{path}&iterator={it}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(data_ids(&rest), posted[9..].to_vec(), "on from its last message");
+    assert_eq!(rest["done"], true);
+    // Without content: every message at once, payloads not read.
+    let (status, light) = server.call("GET", &format!("{path}&with_content=false"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(data_ids(&light), posted);
+    assert_eq!(light["done"], true);
+    assert!(light["data"].as_array().expect("data").iter().all(|m| m["payload"] == json!({})), "payloads left out");
+    // A subscription moves on page by page alike.
+    let sub = format!("/api/v1/app/{app}/events/subscription/heavy?limit=250");
+    let (_, page) = server.call("GET", &sub, None).await;
+    assert_eq!((data_ids(&page).len(), &page["done"]), (9, &json!(false)));
+    let (_, page) = server.call("GET", &sub, None).await;
+    assert_eq!((data_ids(&page), &page["done"]), (posted[9..].to_vec(), &json!(true)));
+}
+
+/// The positions an application keeps on the server: made only by a read that succeeded (a
+/// long-poll refused for want of a waiting place makes none), and never made again by a read
+/// that was under way when its endpoint or application was deleted. Counted in the store
+/// itself (the server on PostgreSQL, read beside it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_are_made_by_reads_that_succeed_and_not_again_once_deleted() {
+    let db = hooklane_store::postgres::testing::TestDatabase::create().await;
+    let server = Server::start(&format!("database_url = \"{}\"", db.url())).await;
+    let beside = hooklane_store::postgres::PgStore::open(db.url()).await.expect("the store");
+    let store: &dyn hooklane_store::Store = &beside;
+    let count = |app: String| async move { store.count_events_subscriptions(&app, "").await.expect("count") };
+    let client = reqwest::Client::new();
+    let get = |path: String| client.get(server.url(&path)).bearer_auth(ADMIN).send();
+
+    // A read under way (a long-poll) when its endpoint, then its application, is deleted.
+    let app = server.create_app("deleted").await;
+    let (status, ep) =
+        server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(json!({ "polling": true }))).await;
+    assert_eq!(status, 201, "{ep}");
+    let ep = ep["id"].as_str().expect("id").to_string();
+    let consumer = format!("/api/v1/app/{app}/poller/{ep}/consumer/c");
+    let subscription = format!("/api/v1/app/{app}/events/subscription/s");
+    for path in [&consumer, &subscription] {
+        let (status, body) = server.call("GET", path, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    assert_eq!(count(app.clone()).await, 3, "the endpoint's start, its consumer, the subscription");
+    let mut answers = Vec::new();
+    let deletes = [format!("/api/v1/app/{app}/endpoint/{ep}"), format!("/api/v1/app/{app}")];
+    for (path, delete) in [consumer, subscription].into_iter().zip(deletes) {
+        let started = Instant::now();
+        let poll = tokio::spawn(get(format!("{path}?wait=4")));
+        // (Well after the poll found its position, well before its wait is over.)
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (status, body) = server.call("DELETE", &delete, None).await;
+        assert_eq!(status, 204, "{delete}: {body}");
+        let (status, body) = read(poll.await.expect("poll").expect("answer")).await;
+        assert!(started.elapsed() >= Duration::from_secs(3), "{path} did not wait: {status} {body}");
+        answers.push((path, status, body));
+    }
+    assert_eq!(count(app.clone()).await, 0, "nothing made again");
+    // (Their positions gone, the reads say so.)
+    for (path, status, body) in answers {
+        assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{path}: {body}");
+    }
+
+    // Long-polls refused (429: the application holds every waiting place of its share) make
+    // no subscription and no consumer.
+    let app = server.create_app("refused").await;
+    let (status, body) =
+        server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(json!({ "polling": true, "uid": "p" }))).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(count(app.clone()).await, 1, "the endpoint's start");
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let resp = get(format!("/api/v1/app/{app}/events/stream")).await.expect("stream");
+        assert_eq!(resp.status(), 200);
+        held.push(resp);
+    }
+    for path in [
+        format!("/api/v1/app/{app}/events/subscription/new?wait=30"),
+        format!("/api/v1/app/{app}/poller/p/consumer/new?wait=30"),
+    ] {
+        let (status, body) = read(get(path.clone()).await.expect("answer")).await;
+        assert_eq!((status, body["code"].as_str()), (429, Some("too_many_waiting")), "{path}: {body}");
+    }
+    assert_eq!(count(app.clone()).await, 1, "no position made by a refused read");
+    drop(held);
+    // Read without waiting, they are made.
+    for path in
+        [format!("/api/v1/app/{app}/events/subscription/new"), format!("/api/v1/app/{app}/poller/p/consumer/new")]
+    {
+        let (status, body) = read(get(path.clone()).await.expect("answer")).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    assert_eq!(count(app.clone()).await, 3);
+}

@@ -47,6 +47,11 @@ const STREAM_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// Messages read per store query (polls: at most 250, as every list of the API).
 const MAX_LIMIT: usize = 250;
 const DEFAULT_LIMIT: usize = 50;
+/// Payload bytes one read holds, about (see [`EventsQuery::max_bytes`]): a page ends early,
+/// not `done`, after the message that brings its payloads to this, so that `limit` messages
+/// of `max_body_bytes` each (250 MiB at 1 MiB), times the concurrent reads of one tenant,
+/// cannot make the node hold gigabytes. A reader goes on from the page's iterator.
+const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Svix's `MessageEventsOut`.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -74,9 +79,9 @@ impl MessageEventsOut {
 
 /// What a pull asks for, from the query string.
 pub(super) struct Pull {
+    /// (With `with_content`: whether the answer shows payloads, and so whether they are read.)
     pub(super) query: EventsQuery,
     pub(super) wait: Duration,
-    pub(super) with_content: bool,
     /// The query named its own `iterator`.
     pub(super) seek: bool,
 }
@@ -111,8 +116,10 @@ impl Pull {
             Some(it) => parse_position(s, app_id, it).ok_or_else(|| ApiError::bad_query("iterator", NOT_A_POSITION))?,
             None => position.unwrap_or(EventPosition::START),
         };
-        let query = EventsQuery { after, since: q.time("after")?, event_types, channels, limit };
-        Ok(Pull { query, wait, with_content: q.flag("with_content")?.unwrap_or(true), seek: iterator.is_some() })
+        let with_content = q.flag("with_content")?.unwrap_or(true);
+        let since = q.time("after")?;
+        let query = EventsQuery { after, since, event_types, channels, limit, with_content, max_bytes: MAX_PAGE_BYTES };
+        Ok(Pull { query, wait, seek: iterator.is_some() })
     }
 }
 
@@ -268,7 +275,7 @@ async fn poll_once(s: &AppState, app_id: &str, pull: &Pull) -> ApiResult<EventsP
 pub async fn poll(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<MessageEventsOut>> {
     let pull = Pull::parse(&s, &t.app.id, &q, None)?;
     let page = poll_once(&s, &t.app.id, &pull).await?;
-    Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.with_content)))
+    Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.query.with_content)))
 }
 
 /// Reads an application's messages from where a server-side subscription stands.
@@ -316,28 +323,41 @@ pub async fn subscription(
     check_name("subscription_id", &subscription_id).map_err(ApiError::in_path)?;
     let stored = s.0.store.events_subscription_read(&t.app.id, &subscription_id).await?;
     let pull = Pull::parse(&s, &t.app.id, &q, stored.map(|r| r.position))?;
-    // (Made only for a request that reads: a refused one takes no place.)
-    if stored.is_none() {
-        // A new one: counted and made as one with the application's others (polling
-        // endpoints' consumers among them), so that its positions cannot fill the store.
-        let bound = ("", MAX_SUBSCRIPTIONS);
-        if !s
-            .0
-            .store
-            .add_events_subscription(&t.app.id, &subscription_id, EventPosition::START, bound, Utc::now())
-            .await?
-        {
-            return Err(ApiError::Conflict(format!(
-                "the application keeps {MAX_SUBSCRIPTIONS} positions already (its subscriptions and its polling \
-                 endpoints' consumers): reuse a subscription id"
-            )));
-        }
+    // A new one while the application has no room left is refused before it reads (a
+    // long-poll would wait for nothing); the bound itself is kept when it is made, below.
+    if stored.is_none() && s.0.store.count_events_subscriptions(&t.app.id, "").await? >= MAX_SUBSCRIPTIONS {
+        return Err(too_many_subscriptions());
     }
     let page = poll_once(&s, &t.app.id, &pull).await?;
+    if stored.is_none() {
+        // Made only now that the read succeeded: a request refused by it (no waiting place,
+        // a position ahead of the stream, a store failure) or dropped while it waited makes
+        // none. Counted and made as one with the application's others (polling endpoints'
+        // consumers among them), so that its positions cannot fill the store; nothing is
+        // made for an application deleted meanwhile.
+        let bound = ("", MAX_SUBSCRIPTIONS);
+        let store = &s.0.store;
+        if !store.add_events_subscription(&t.app.id, &subscription_id, EventPosition::START, bound, Utc::now()).await? {
+            return Err(match store.get_app(&t.app.id).await? {
+                None => ApiError::NotFound("application"),
+                Some(_) => too_many_subscriptions(),
+            });
+        }
+    }
     // (Forward only from where it was read; an `iterator` given sets it.)
     let read_from = (!pull.seek).then(|| stored.unwrap_or_default());
-    s.0.store.set_events_subscription(&t.app.id, &subscription_id, page.next, read_from, Utc::now()).await?;
-    Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.with_content)))
+    if !s.0.store.set_events_subscription(&t.app.id, &subscription_id, page.next, read_from, Utc::now()).await? {
+        // Deleted with its application while it was read.
+        return Err(ApiError::NotFound("application"));
+    }
+    Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.query.with_content)))
+}
+
+fn too_many_subscriptions() -> ApiError {
+    ApiError::Conflict(format!(
+        "the application keeps {MAX_SUBSCRIPTIONS} positions already (its subscriptions and its polling endpoints' \
+         consumers): reuse a subscription id"
+    ))
 }
 
 /// Positions the server keeps for one application at most: its subscriptions and its
@@ -401,6 +421,7 @@ pub async fn stream(
         pull.query.after = position;
     }
     let place = waiting_place(&s, &t.app.id).map_err(no_place)?;
+    let with_content = pull.query.with_content;
     let mut follower = Follower::new(&s, &t.app.id, pull.query);
     // The first read answers before the stream opens, so a position the store refuses is
     // an error response, not a stream that closes at once (and is reopened for ever).
@@ -422,7 +443,7 @@ pub async fn stream(
         token,
         tokens: s.0.position_tokens.clone(),
         follower,
-        with_content: pull.with_content,
+        with_content,
         principal: t.principal.clone(),
         ready: first.messages.into(),
         ends_at: Instant::now() + STREAM_LIFETIME,

@@ -109,11 +109,15 @@ pub(crate) async fn start_to_record(s: &AppState) -> Option<EventPosition> {
 
 /// Records where a new polling endpoint's reads start. Without it (a failure is only
 /// logged) its reads start at the beginning of the stream, and the endpoint's creation
-/// time still leaves out what came before it.
+/// time still leaves out what came before it. Made as its consumers are, so that an
+/// endpoint deleted meanwhile is left no position (and not bounded: one per endpoint).
 pub(crate) async fn record_start(s: &AppState, ep: &Endpoint, start: Option<EventPosition>) {
     let Some(start) = start else { return };
-    if let Err(e) = s.0.store.set_events_subscription(&ep.app_id, &start_key(ep), start, None, Utc::now()).await {
-        tracing::warn!(endpoint_id = %ep.id, error = %e, "a polling endpoint's start was not recorded");
+    let key = start_key(ep);
+    match s.0.store.add_events_subscription(&ep.app_id, &key, start, (&key, u64::MAX), Utc::now()).await {
+        Ok(true) => {}
+        Ok(false) => tracing::debug!(endpoint_id = %ep.id, "a polling endpoint deleted as it was created has no start"),
+        Err(e) => tracing::warn!(endpoint_id = %ep.id, error = %e, "a polling endpoint's start was not recorded"),
     }
 }
 
@@ -261,7 +265,7 @@ async fn nothing(s: &AppState, t: &Tenant, q: &Query, position: Option<EventPosi
     let pull = Pull::parse_filtered(s, &t.app.id, q, position, None, None)?;
     wait_for_nothing(s, &t.app.id, pull.wait).await?;
     let page = EventsPage { messages: Vec::new(), next: pull.query.after, done: true, held_back: false };
-    Ok(MessageEventsOut::new(s, t, page, pull.with_content))
+    Ok(MessageEventsOut::new(s, t, page, pull.query.with_content))
 }
 
 /// Reads a polling endpoint's messages.
@@ -277,7 +281,8 @@ async fn nothing(s: &AppState, t: &Tenant, q: &Query, position: Option<EventPosi
     operation_id = "v1.message.poller.poll",
     params(
         PollerPath,
-        ("limit" = Option<u32>, Query, description = "Most messages in one read, 1 to 250 (default 50)",
+        ("limit" = Option<u32>, Query, description = "Most messages in one read, 1 to 250 (default 50); fewer, \
+            with `done: false`, once their payloads reach 8 MiB",
             minimum = 1, maximum = 250),
         ("iterator" = Option<String>, Query, description = "The `iterator` of the previous read (default: the \
             endpoint's first message)"),
@@ -313,33 +318,65 @@ pub async fn poll(
     let from = start(&s, &ep).await?;
     let Some(filters) = Filters::of(&ep, &q)? else { return Ok(axum::Json(nothing(&s, &t, &q, from).await?)) };
     let (pull, page) = read(&s, &t, &q, &ep, (from, from), filters).await?;
-    Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.with_content)))
+    Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.query.with_content)))
 }
 
 /// Most consumers one polling endpoint keeps positions for: its key (meant for a third
 /// party) must not be able to fill the store with them.
 pub const MAX_CONSUMERS: u64 = 100;
 
-/// Creates the consumer `id` of `ep` at the endpoint's start (`start`, kept among them
-/// under the same prefix when recorded), or refuses it when the endpoint has
-/// `MAX_CONSUMERS` already: counted and created as one, so that concurrent first reads of
-/// new consumers cannot pass the count together.
-async fn admit_consumer(s: &AppState, ep: &Endpoint, id: &str, start: Option<EventPosition>) -> ApiResult<()> {
-    // The application's positions in all count too (its subscriptions, its other endpoints'
-    // consumers): looked at first, so past them by the few made at the very same moment.
+/// Most consumers of `ep` counted under its prefix: its `MAX_CONSUMERS`, and its start
+/// (`start`) when recorded, which is kept among them.
+fn most_consumers(start: Option<EventPosition>) -> u64 {
+    MAX_CONSUMERS + u64::from(start.is_some())
+}
+
+/// Refuses a new consumer of `ep` when there is no room for it, as far as the counts tell
+/// now: before a read, so that one that would be refused is not read for (nor waited for,
+/// a long-poll). [`admit_consumer`] keeps the bounds.
+async fn room_for_consumer(s: &AppState, ep: &Endpoint, start: Option<EventPosition>) -> ApiResult<()> {
+    app_has_room(s, ep).await?;
+    if s.0.store.count_events_subscriptions(&ep.app_id, &start_key(ep)).await? >= most_consumers(start) {
+        return Err(too_many_consumers());
+    }
+    Ok(())
+}
+
+/// The application's positions in all count too (its subscriptions, its other endpoints'
+/// consumers): looked at before a consumer is made, so past them by the few made at the
+/// very same moment.
+async fn app_has_room(s: &AppState, ep: &Endpoint) -> ApiResult<()> {
     if s.0.store.count_events_subscriptions(&ep.app_id, "").await? >= super::events::MAX_SUBSCRIPTIONS {
         return Err(ApiError::Conflict(format!(
             "the application keeps {} positions already (its subscriptions and its polling endpoints' consumers)",
             super::events::MAX_SUBSCRIPTIONS
         )));
     }
-    let most = MAX_CONSUMERS + u64::from(start.is_some());
+    Ok(())
+}
+
+fn too_many_consumers() -> ApiError {
+    ApiError::Conflict(format!(
+        "the polling endpoint has {MAX_CONSUMERS} consumers already (a consumer's position is deleted with the \
+         endpoint)"
+    ))
+}
+
+/// Creates the consumer `id` of `ep` at the endpoint's start (`start`, kept among them
+/// under the same prefix when recorded), or refuses it when the endpoint has
+/// `MAX_CONSUMERS` already: counted and created as one, so that concurrent first reads of
+/// new consumers cannot pass the count together. Called once the request's read
+/// succeeded, so that a request refused for another reason makes none; an endpoint deleted
+/// meanwhile is not found, and gets no consumer.
+async fn admit_consumer(s: &AppState, ep: &Endpoint, id: &str, start: Option<EventPosition>) -> ApiResult<()> {
+    app_has_room(s, ep).await?;
     let at = start.unwrap_or(EventPosition::START);
-    if !s.0.store.add_events_subscription(&ep.app_id, id, at, (&start_key(ep), most), Utc::now()).await? {
-        return Err(ApiError::Conflict(format!(
-            "the polling endpoint has {MAX_CONSUMERS} consumers already (a consumer's position is \
-             deleted with the endpoint)"
-        )));
+    let bound = (start_key(ep), most_consumers(start));
+    if !s.0.store.add_events_subscription(&ep.app_id, id, at, (&bound.0, bound.1), Utc::now()).await? {
+        return Err(match s.0.store.get_endpoint(&ep.app_id, &ep.id).await? {
+            None => ApiError::NotFound("polling endpoint"),
+            Some(_) => too_many_consumers(),
+        });
     }
     Ok(())
 }
@@ -365,7 +402,8 @@ fn consumer_key(ep: &Endpoint, consumer_id: &str) -> ApiResult<String> {
     operation_id = "v1.message.poller.consumer-poll",
     params(
         ConsumerPath,
-        ("limit" = Option<u32>, Query, description = "Most messages in one read, 1 to 250 (default 50)",
+        ("limit" = Option<u32>, Query, description = "Most messages in one read, 1 to 250 (default 50); fewer, \
+            with `done: false`, once their payloads reach 8 MiB",
             minimum = 1, maximum = 250),
         ("iterator" = Option<String>, Query, description = "Read from here instead of where the consumer stands (an \
             `iterator` of an earlier answer); the consumer moves there"),
@@ -403,16 +441,24 @@ pub async fn consumer_poll(
     let floor = start(&s, &ep).await?;
     let current = s.0.store.events_subscription_read(&t.app.id, &id).await?;
     if current.is_none() {
-        admit_consumer(&s, &ep, &id, floor).await?;
+        room_for_consumer(&s, &ep, floor).await?;
     }
     let stored = current.map(|c| c.position).or(floor);
     let (pull, page) = read(&s, &t, &q, &ep, (stored, floor), Filters::own(&ep)).await?;
+    if current.is_none() {
+        // Made once the read succeeded: a refused one (no waiting place, a store failure)
+        // or one dropped while it waited makes none.
+        admit_consumer(&s, &ep, &id, floor).await?;
+    }
     // (Forward only from where it was read, unless a seek came meanwhile; an `iterator`
     // given sets it.)
     let read_from = (!pull.seek)
         .then(|| ReadFrom { position: stored.unwrap_or(EventPosition::START), seeks: current.map_or(0, |c| c.seeks) });
-    s.0.store.set_events_subscription(&t.app.id, &id, page.next, read_from, Utc::now()).await?;
-    Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.with_content)))
+    if !s.0.store.set_events_subscription(&t.app.id, &id, page.next, read_from, Utc::now()).await? {
+        // Deleted with its endpoint while it was read (a long-poll): not made again.
+        return Err(ApiError::NotFound("polling endpoint"));
+    }
+    Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.query.with_content)))
 }
 
 /// Moves a polling endpoint's consumer to a time.
@@ -450,8 +496,9 @@ pub async fn consumer_seek(
     // endpoint's start (what was durable when it was created is not its): the consumer
     // stands just before it. None yet: at the stream's end as it stands.
     let recorded = start(&s, &ep).await?;
-    if s.0.store.get_events_subscription(&t.app.id, &id).await?.is_none() {
-        admit_consumer(&s, &ep, &id, recorded).await?;
+    let new = s.0.store.get_events_subscription(&t.app.id, &id).await?.is_none();
+    if new {
+        room_for_consumer(&s, &ep, recorded).await?;
     }
     let from = recorded.unwrap_or(EventPosition::START);
     let first = EventsQuery {
@@ -461,11 +508,21 @@ pub async fn consumer_seek(
         event_types: None,
         channels: None,
         limit: 1,
+        // Only its position is wanted.
+        with_content: false,
+        max_bytes: 1,
     };
     let page = s.0.store.read_message_events(&t.app.id, &first).await?;
     // (A message found lies after `from`, so just before it is never before `from`.)
     let position = page.messages.first().map_or(page.next, |(p, _)| p.just_before()).max(from);
-    s.0.store.set_events_subscription(&t.app.id, &id, position, None, Utc::now()).await?;
+    // (Made once the read succeeded, as by a consumer's read.)
+    if new {
+        admit_consumer(&s, &ep, &id, recorded).await?;
+    }
+    if !s.0.store.set_events_subscription(&t.app.id, &id, position, None, Utc::now()).await? {
+        // Deleted with its endpoint meanwhile: not made again.
+        return Err(ApiError::NotFound("polling endpoint"));
+    }
     Ok(axum::Json(SeekOut { iterator: s.0.position_tokens.encode(&t.app.id, position) }))
 }
 

@@ -1423,10 +1423,26 @@ pub async fn endpoint_stats<C: GenericClient>(
 /// concurrent writes commit. The xmin and the rows come from one snapshot (one statement);
 /// the lateral join still yields the xmin when no row does. `xid8` values travel as text
 /// (the driver has no binary mapping for them).
+///
+/// The byte budget is kept in SQL: each row carries the running sum of the payload bytes up
+/// to it (`octet_length` of a stored value reads its size, not the value), and the join
+/// keeps the rows that start below the budget, so the payloads after it are neither read
+/// from storage nor sent. (Stopping in Rust would not do: the driver takes every row of a
+/// statement off the connection whatever is done with them, and the server reads and sends
+/// each payload.)
 pub async fn read_message_events<C: GenericClient>(c: &C, app_id: &str, q: &EventsQuery) -> StoreResult<EventsPage> {
     let limit = q.limit.max(1);
+    // (Literals, not parameters: `Select` numbers its parameters from the conditions.)
+    let (flag, size) = if q.with_content { ("true", "octet_length(payload)") } else { ("false", "0") };
+    let cols = crate::queries_shared::message_cols_payload_if(rows::MESSAGE_COLS, flag);
     // Named apart from the columns: `ORDER BY xid` must sort the xid8 column, not its text.
-    let mut select = Select::new(&format!("xid::text AS major, seq AS minor, {}", rows::MESSAGE_COLS), "messages")
+    // (`ROWS`: the sum up to this row, not up to its peers; there are none, but the default
+    // frame would make the server look for them.)
+    let cols = format!(
+        "xid::text AS major, seq AS minor, {cols}, {size}::bigint AS size, \
+         SUM({size}) OVER (ORDER BY xid, seq ROWS UNBOUNDED PRECEDING)::bigint AS upto"
+    );
+    let mut select = Select::new(&cols, "messages")
         .and("app_id = ?", [text(app_id)])
         .and("(xid, seq) > (?::text::xid8, ?)", [text(q.after.major.to_string()), int(q.after.minor)])
         .and("xid < h.xmin", [])
@@ -1438,11 +1454,13 @@ pub async fn read_message_events<C: GenericClient>(c: &C, app_id: &str, q: &Even
         select = select.and("channels && ?::text[]", [Box::new(channels.clone()) as Param]);
     }
     select.params.push(int(limit_param(limit)));
+    select.params.push(int(limit_param(q.byte_budget())));
     let sql = format!(
         "WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
          SELECT h.xmin::text, EXISTS (SELECT 1 FROM messages WHERE app_id = $1 AND xid >= h.xmin), m.* \
-         FROM h LEFT JOIN LATERAL ({} ORDER BY xid, seq LIMIT ${}) m ON true",
+         FROM h LEFT JOIN LATERAL ({} ORDER BY xid, seq LIMIT ${}) m ON m.upto - m.size < ${}",
         select.sql(),
+        select.params.len() - 1,
         select.params.len()
     );
     let params: Vec<&(dyn ToSql + Sync)> = select.params.iter().map(|p| p.as_ref() as _).collect();
@@ -1514,7 +1532,11 @@ pub async fn events_subscription_read<C: GenericClient>(
 }
 
 /// See [`crate::Store::add_events_subscription`]; in a transaction, whose lock on the
-/// application's prefix makes concurrent creations count one after the other.
+/// application's prefix makes concurrent creations count one after the other. The rows of
+/// the application and of the endpoint the name belongs to (`{endpoint_id}/…`) are locked
+/// while the position is made: a deletion of either under way is waited for, and its
+/// row is then gone; one that comes after waits for this transaction, and its later
+/// statement deleting the positions sees this one (both deletions delete the row first).
 pub async fn add_events_subscription<C: GenericClient>(
     c: &C,
     app_id: &str,
@@ -1529,6 +1551,9 @@ pub async fn add_events_subscription<C: GenericClient>(
         "INSERT INTO events_subscriptions (app_id, id, major, minor, updated_at) \
          SELECT $1, $2, $3, $4, $5 WHERE (SELECT COUNT(*) FROM events_subscriptions \
              WHERE app_id = $1 AND left(id, char_length($6)) = $6) < $7 \
+         AND EXISTS (SELECT 1 FROM applications WHERE id = $1 FOR KEY SHARE) \
+         AND (strpos($2, '/') = 0 OR EXISTS (SELECT 1 FROM endpoints \
+             WHERE app_id = $1 AND id = split_part($2, '/', 1) FOR KEY SHARE)) \
          ON CONFLICT (app_id, id) DO NOTHING",
         &[&app_id, &id, &position.major, &position.minor, &now, &prefix, &i64::try_from(most).unwrap_or(i64::MAX)],
     )
@@ -1553,29 +1578,27 @@ pub async fn set_events_subscription<C: GenericClient>(
     position: EventPosition,
     read_from: Option<crate::ReadFrom>,
     now: i64,
-) -> StoreResult<()> {
+) -> StoreResult<bool> {
     // With `read_from`, the stored position stays when it is after the new one (a late
     // reader), before where the read started, or was sought since it started; see the
-    // trait. A seek that makes the subscription counts as one.
+    // trait. Only a position that is there moves: see the trait.
     static SQL: LazyLock<String> = LazyLock::new(|| {
-        let keep = "$6::bigint IS NOT NULL AND ((s.major, s.minor) > (excluded.major, excluded.minor) \
+        let keep = "$6::bigint IS NOT NULL AND ((s.major, s.minor) > ($3::bigint, $4::bigint) \
                     OR (s.major, s.minor) < ($6::bigint, $7::bigint) OR s.seeks <> $8::bigint)";
         format!(
-            "INSERT INTO events_subscriptions AS s (app_id, id, major, minor, updated_at, seeks) \
-             VALUES ($1, $2, $3, $4, $5, CASE WHEN $6::bigint IS NULL THEN 1 ELSE 0 END) \
-             ON CONFLICT (app_id, id) DO UPDATE SET \
-                 major = CASE WHEN {keep} THEN s.major ELSE excluded.major END, \
-                 minor = CASE WHEN {keep} THEN s.minor ELSE excluded.minor END, \
+            "UPDATE events_subscriptions AS s SET \
+                 major = CASE WHEN {keep} THEN s.major ELSE $3::bigint END, \
+                 minor = CASE WHEN {keep} THEN s.minor ELSE $4::bigint END, \
                  seeks = CASE WHEN $6::bigint IS NULL THEN s.seeks + 1 ELSE s.seeks END, \
-                 updated_at = excluded.updated_at"
+                 updated_at = $5 \
+             WHERE s.app_id = $1 AND s.id = $2"
         )
     });
     let (from_major, from_minor) = (read_from.map(|r| r.position.major), read_from.map(|r| r.position.minor));
     let seeks = read_from.map(|r| r.seeks);
     let params: [&(dyn ToSql + Sync); 8] =
         [&app_id, &id, &position.major, &position.minor, &now, &from_major, &from_minor, &seeks];
-    execute(c, &SQL, &params).await?;
-    Ok(())
+    Ok(execute(c, &SQL, &params).await? > 0)
 }
 
 // --- attempts

@@ -554,7 +554,7 @@ impl Store for PgStore {
         position: EventPosition,
         read_from: Option<crate::ReadFrom>,
         now: DateTime<Utc>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         queries::set_events_subscription(&self.client().await?, app_id, id, position, read_from, ms(now)).await
     }
 

@@ -523,7 +523,10 @@ pub fn read_message_events(
     q: &EventsQuery,
     durable_seq: i64,
 ) -> StoreResult<EventsPage> {
-    let mut select = Select::new(&format!("{}, seq", rows::MESSAGE_COLS), "messages")
+    // (A literal, not a parameter: `Select` numbers its parameters from the conditions.)
+    let flag = if q.with_content { "1" } else { "0" };
+    let cols = crate::queries_shared::message_cols_payload_if(rows::MESSAGE_COLS, flag);
+    let mut select = Select::new(&format!("{cols}, seq"), "messages")
         .and("app_id = ?", [text(app_id)])
         .and("seq > ? AND seq <= ?", [int(q.after.minor), int(durable_seq)])
         .and_if(q.since, "created_at > ?", |t| int(ms(t)));
@@ -537,9 +540,25 @@ pub fn read_message_events(
     }
     let limit = q.limit.max(1);
     let sql = format!("{} ORDER BY seq LIMIT {limit}", select.sql());
-    let messages: Vec<(EventPosition, Message)> = query_all(conn, &sql, params_from_iter(select.params), |r| {
-        Ok((EventPosition { major: 0, minor: r.get(12)? }, rows::message(r)?))
-    })?;
+    // The byte budget is kept here, in the loop, rather than in SQL: SQLite hands rows over
+    // one step at a time in `seq` order (the `(app_id, seq)` index gives the order), and a
+    // row's payload is read only when it is stepped to, so stopping the steps bounds what
+    // is read. (A window function's running sum would have SQLite copy every row, payloads
+    // and all, into a temporary table first.)
+    let (budget, mut bytes) = (q.byte_budget(), 0usize);
+    let mut messages: Vec<(EventPosition, Message)> = Vec::new();
+    let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+    let mut found = stmt.query(params_from_iter(select.params)).map_err(db_err)?;
+    while let Some(r) = found.next().map_err(db_err)? {
+        // (`seq` follows the message's columns.)
+        let position = EventPosition { major: 0, minor: r.get(rows::MESSAGE_NCOLS).map_err(db_err)? };
+        let message = rows::message(r).map_err(db_err)?;
+        bytes += message.payload.len();
+        messages.push((position, message));
+        if bytes >= budget {
+            break;
+        }
+    }
     Ok(EventsPage::new(q, messages, EventPosition { major: 0, minor: durable_seq }))
 }
 
@@ -578,8 +597,8 @@ pub fn count_events_subscriptions(conn: &Connection, app_id: &str, prefix: &str)
     .map_err(db_err)
 }
 
-/// See [`crate::Store::add_events_subscription`] (on the one writer: the count and the
-/// insert cannot be overtaken).
+/// See [`crate::Store::add_events_subscription`] (on the one writer: the count, the look
+/// at the application and the endpoint, and the insert cannot be overtaken).
 pub fn add_events_subscription(
     conn: &Connection,
     app_id: &str,
@@ -593,6 +612,9 @@ pub fn add_events_subscription(
         "INSERT INTO events_subscriptions (app_id, id, position, updated_at) \
          SELECT ?1, ?2, ?3, ?4 WHERE (SELECT COUNT(*) FROM events_subscriptions \
              WHERE app_id = ?1 AND substr(id, 1, length(?5)) = ?5) < ?6 \
+         AND EXISTS (SELECT 1 FROM applications WHERE id = ?1) \
+         AND (instr(?2, '/') = 0 OR EXISTS (SELECT 1 FROM endpoints \
+             WHERE app_id = ?1 AND id = substr(?2, 1, instr(?2, '/') - 1))) \
          ON CONFLICT (app_id, id) DO NOTHING",
         params![app_id, id, position.minor, ms(now), prefix, i64::try_from(most).unwrap_or(i64::MAX)],
     )?;
@@ -606,21 +628,20 @@ pub fn set_events_subscription(
     position: EventPosition,
     read_from: Option<crate::ReadFrom>,
     now: DateTime<Utc>,
-) -> StoreResult<()> {
-    // See the trait: a read's answer stands only if no seek came since it started (a seek
-    // that makes the subscription counts as one: a read may have started before it).
-    execute(
+) -> StoreResult<bool> {
+    // See the trait: a read's answer stands only if no seek came since it started; only a
+    // position that is there moves.
+    let moved = execute(
         conn,
-        "INSERT INTO events_subscriptions (app_id, id, position, updated_at, seeks) \
-         VALUES (?1, ?2, ?3, ?4, CASE WHEN ?5 IS NULL THEN 1 ELSE 0 END) \
-         ON CONFLICT (app_id, id) DO UPDATE SET \
-             position = CASE WHEN ?5 IS NULL THEN excluded.position \
-                 WHEN seeks <> ?6 OR position < ?5 THEN position ELSE max(position, excluded.position) END, \
+        "UPDATE events_subscriptions SET \
+             position = CASE WHEN ?5 IS NULL THEN ?3 \
+                 WHEN seeks <> ?6 OR position < ?5 THEN position ELSE max(position, ?3) END, \
              seeks = CASE WHEN ?5 IS NULL THEN seeks + 1 ELSE seeks END, \
-             updated_at = excluded.updated_at",
+             updated_at = ?4 \
+         WHERE app_id = ?1 AND id = ?2",
         params![app_id, id, position.minor, ms(now), read_from.map(|r| r.position.minor), read_from.map(|r| r.seeks)],
     )?;
-    Ok(())
+    Ok(moved > 0)
 }
 
 pub fn message_deliveries(conn: &Connection, app_id: &str, msg_id: &str) -> StoreResult<Vec<(Delivery, Endpoint)>> {

@@ -113,6 +113,8 @@ pub fn endpoint(row: &Row) -> rusqlite::Result<Endpoint> {
 pub const MESSAGE_COLS: &str =
     "id, app_id, event_type, event_id, payload, channels, tags, created_at, content_type, headers, ordering_key, \
      deliver_at";
+/// How many columns [`MESSAGE_COLS`] holds: where the columns that follow them start.
+pub const MESSAGE_NCOLS: usize = 12;
 
 pub fn message(row: &Row) -> rusqlite::Result<Message> {
     Ok(Message {

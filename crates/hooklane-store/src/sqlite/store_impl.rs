@@ -920,7 +920,7 @@ impl Store for SqliteStore {
         position: EventPosition,
         read_from: Option<crate::ReadFrom>,
         now: DateTime<Utc>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let (app, id) = (owned(app_id), owned(id));
         self.write(move |c| queries::set_events_subscription(c, &app, &id, position, read_from, now)).await
     }

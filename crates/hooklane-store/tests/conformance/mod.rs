@@ -67,6 +67,8 @@ macro_rules! store_conformance_tests {
             attempt_content_can_be_expunged,
             message_content_can_be_expunged,
             message_events_subscriptions,
+            events_subscriptions_are_not_made_again_once_deleted,
+            message_events_pages_are_bounded_by_bytes,
             list_messages_pagination,
             claim_due_leases_deliveries,
             claim_due_respects_initial_lease,
@@ -882,11 +884,16 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
         assert_eq!(&got.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), want);
     }
 
-    // Its consumers' positions (a polling endpoint's) go with it; others' stay.
+    // Its consumers' positions (a polling endpoint's) go with it; others' stay, those of
+    // endpoints whose ids its own begins or differs from in case alone among them (a
+    // position is made only for an endpoint that exists).
     let at = hooklane_store::EventPosition { major: 0, minor: 0 };
+    for id in [format!("{}x", ep.id), ep.id.to_uppercase()] {
+        store.create_endpoint(Endpoint { id, ..new_endpoint(&app.id, None) }).await.unwrap();
+    }
     let kept = [format!("{}x/c", ep.id), format!("{}/c", ep.id.to_uppercase()), "sub".to_string()];
     for id in kept.iter().chain([&format!("{}/c", ep.id), &format!("{}/d", ep.id)]) {
-        store.set_events_subscription(&app.id, id, at, None, now_ms()).await.unwrap();
+        assert!(store.add_events_subscription(&app.id, id, at, ("", u64::MAX), now_ms()).await.unwrap(), "{id}");
     }
     // Counted by the prefix of their names, in this application only.
     let prefix = format!("{}/", ep.id);
@@ -919,7 +926,7 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     }
     assert_eq!(store.get_endpoint(&app.id, &ep.id).await.unwrap(), None);
     assert_eq!(store.get_endpoint(&app.id, "renamed").await.unwrap(), None);
-    assert_eq!(store.app_endpoints(&app.id).await.unwrap().len(), 4);
+    assert_eq!(store.app_endpoints(&app.id).await.unwrap().len(), 6);
     assert_not_found(store.delete_endpoint(&app.id, &ep.id).await, "second delete");
 }
 
@@ -1317,6 +1324,8 @@ pub async fn message_events_follow_write_order(store: &DynStore) {
         event_types: None,
         channels: None,
         limit,
+        with_content: true,
+        max_bytes: usize::MAX,
     };
     let ids = |page: &hooklane_store::EventsPage| page.messages.iter().map(|(_, m)| m.id.clone()).collect::<Vec<_>>();
 
@@ -1416,7 +1425,13 @@ pub async fn message_events_subscriptions(store: &DynStore) {
         async move { s.events_subscription_read(&app, "sub").await.unwrap() }
     };
     let at = |position, seeks| Some(ReadFrom { position, seeks });
-    store.set_events_subscription(&a.id, "sub", p1, at(EventPosition::START, 0), now_ms()).await.unwrap();
+    let made = |app: &str, id: &str| {
+        let (s, app, id) = (store.clone(), app.to_string(), id.to_string());
+        async move { s.add_events_subscription(&app, &id, EventPosition::START, ("", u64::MAX), now_ms()).await.unwrap() }
+    };
+    assert!(made(&a.id, "sub").await);
+    assert_eq!(from(store).await, at(EventPosition::START, 0), "made where it was asked, no seek");
+    assert!(store.set_events_subscription(&a.id, "sub", p1, at(EventPosition::START, 0), now_ms()).await.unwrap());
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p1));
     assert_eq!(from(store).await, at(p1, 0), "a read is no seek");
     // Forward only: an earlier position (a reader answering late) leaves it; a seek moves it.
@@ -1441,17 +1456,27 @@ pub async fn message_events_subscriptions(store: &DynStore) {
     let p3 = EventPosition { major: 0, minor: 12 };
     store.set_events_subscription(&a.id, "sub", p3, at(p0, 2), now_ms()).await.unwrap();
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(p1), "the seek between stands");
-    // A seek that makes a subscription counts: a read that started before it finds it.
+    // A seek of a subscription just made counts: a read that started before it finds it.
+    assert!(made(&a.id, "new").await);
     store.set_events_subscription(&a.id, "new", p1, None, now_ms()).await.unwrap();
     let started_before = Some(ReadFrom::default());
     store.set_events_subscription(&a.id, "new", p3, started_before, now_ms()).await.unwrap();
     assert_eq!(store.get_events_subscription(&a.id, "new").await.unwrap(), Some(p1));
     assert_eq!(store.get_events_subscription(&b.id, "sub").await.unwrap(), None, "per application");
+    assert!(made(&b.id, "sub").await);
     store.set_events_subscription(&b.id, "sub", p1, None, now_ms()).await.unwrap();
     // Positions are the store's own: only those it hands out need to round-trip.
     let moved = store.read_message_events(
         &a.id,
-        &EventsQuery { after: EventPosition::START, since: None, event_types: None, channels: None, limit: 1 },
+        &EventsQuery {
+            after: EventPosition::START,
+            since: None,
+            event_types: None,
+            channels: None,
+            limit: 1,
+            with_content: true,
+            max_bytes: usize::MAX,
+        },
     );
     let next = moved.await.unwrap().next;
     store.set_events_subscription(&a.id, "sub", next, None, now_ms()).await.unwrap();
@@ -1459,6 +1484,156 @@ pub async fn message_events_subscriptions(store: &DynStore) {
     store.delete_app(&a.id).await.unwrap();
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), None, "deleted with the application");
     assert_eq!(store.get_events_subscription(&b.id, "sub").await.unwrap(), Some(p1));
+}
+
+/// Positions are made only by `add_events_subscription`, for an application and (for a
+/// name `{endpoint_id}/…`) an endpoint that exist; moving one that is gone makes nothing:
+/// a read that was under way when its endpoint or application was deleted (a long-poll)
+/// must not leave a position behind that nothing deletes and that counts against the
+/// application's bound for ever.
+pub async fn events_subscriptions_are_not_made_again_once_deleted(store: &DynStore) {
+    let (a, b) = (setup_app(store, "A").await, setup_app(store, "B").await);
+    let (ep, other) = (setup_endpoint(store, &a.id).await, setup_endpoint(store, &b.id).await);
+    let p1 = EventPosition { major: 0, minor: 7 };
+    let p2 = EventPosition { major: 0, minor: 9 };
+    let add = |app: &str, id: String| {
+        let (s, app) = (store.clone(), app.to_string());
+        async move { s.add_events_subscription(&app, &id, p1, ("", u64::MAX), now_ms()).await.unwrap() }
+    };
+    let (start, consumer) = (format!("{}/", ep.id), format!("{}/c", ep.id));
+    for id in [&start, &consumer, &"sub".to_string()] {
+        assert!(add(&a.id, id.clone()).await, "{id}");
+    }
+    // Nothing for an application or an endpoint that does not exist, nor for another
+    // application's endpoint.
+    assert!(!add("app_missing", "sub".into()).await);
+    assert!(!add(&a.id, "ep_missing/c".into()).await);
+    assert!(!add(&a.id, format!("{}/c", other.id)).await, "another application's endpoint");
+    assert_eq!(store.get_events_subscription("app_missing", "sub").await.unwrap(), None);
+    assert_eq!(store.get_events_subscription(&a.id, "ep_missing/c").await.unwrap(), None);
+    assert_eq!(store.count_events_subscriptions(&a.id, "").await.unwrap(), 3);
+
+    // Moving one that is there: answered true, both ways (a read's answer, a seek).
+    let read = Some(ReadFrom { position: p1, seeks: 0 });
+    assert!(store.set_events_subscription(&a.id, &consumer, p2, read, now_ms()).await.unwrap());
+    assert_eq!(store.get_events_subscription(&a.id, &consumer).await.unwrap(), Some(p2));
+    assert!(store.set_events_subscription(&a.id, &consumer, p1, None, now_ms()).await.unwrap());
+    // One never made is not made by a move.
+    assert!(!store.set_events_subscription(&a.id, "never", p2, read, now_ms()).await.unwrap());
+    assert!(!store.set_events_subscription(&a.id, "never", p2, None, now_ms()).await.unwrap());
+    assert_eq!(store.get_events_subscription(&a.id, "never").await.unwrap(), None);
+
+    // The endpoint is deleted while its consumer is read: the read's answer, a seek, a new
+    // consumer's creation and the endpoint's start (recorded late) make nothing again.
+    store.delete_endpoint(&a.id, &ep.id).await.unwrap();
+    let read = Some(ReadFrom { position: p1, seeks: 1 });
+    assert!(!store.set_events_subscription(&a.id, &consumer, p2, read, now_ms()).await.unwrap());
+    assert!(!store.set_events_subscription(&a.id, &consumer, p2, None, now_ms()).await.unwrap());
+    assert!(!add(&a.id, format!("{}/new", ep.id)).await);
+    assert!(!add(&a.id, start.clone()).await);
+    assert_eq!(store.count_events_subscriptions(&a.id, &start).await.unwrap(), 0);
+    assert_eq!(store.get_events_subscription(&a.id, &consumer).await.unwrap(), None);
+
+    // Likewise the application and its subscriptions.
+    store.delete_app(&a.id).await.unwrap();
+    let read = Some(ReadFrom { position: p1, seeks: 0 });
+    assert!(!store.set_events_subscription(&a.id, "sub", p2, read, now_ms()).await.unwrap());
+    assert!(!store.set_events_subscription(&a.id, "sub", p2, None, now_ms()).await.unwrap());
+    assert!(!add(&a.id, "another".into()).await);
+    assert_eq!(store.count_events_subscriptions(&a.id, "").await.unwrap(), 0);
+    assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), None);
+
+    // A creation racing the endpoint's deletion leaves nothing either way.
+    for i in 0..10 {
+        let ep = setup_endpoint(store, &b.id).await;
+        let id = format!("{}/c{i}", ep.id);
+        let (made, deleted) = tokio::join!(
+            {
+                let (s, app, id) = (store.clone(), b.id.clone(), id.clone());
+                async move { s.add_events_subscription(&app, &id, p1, ("", u64::MAX), now_ms()).await.unwrap() }
+            },
+            store.delete_endpoint(&b.id, &ep.id)
+        );
+        deleted.unwrap();
+        let _ = made;
+        assert_eq!(store.get_events_subscription(&b.id, &id).await.unwrap(), None, "race {i}");
+    }
+}
+
+/// A read of the stream stops early once the payloads it read reach `max_bytes` (always
+/// bringing one message at least): such a page is not done, its `next` is its last message,
+/// and reading on from there sees every message once. Without `with_content`, payloads are
+/// not read at all (`""`), and count for nothing.
+pub async fn message_events_pages_are_bounded_by_bytes(store: &DynStore) {
+    let t = now_ms() - hours(1);
+    let a = setup_app(store, "A").await;
+    let mut posted = Vec::new();
+    for i in 0..5 {
+        let mut m = new_message(&a.id, "big.payload", t + secs(i));
+        // 600 bytes each.
+        m.payload = format!(r#"{{"pad":"{}"}}"#, "x".repeat(590));
+        assert_eq!(m.payload.len(), 600);
+        store.create_message(m.clone(), vec![], None).await.unwrap();
+        posted.push(m);
+    }
+    let query = |after: EventPosition, limit: usize, with_content: bool, max_bytes: usize| EventsQuery {
+        after,
+        since: None,
+        event_types: None,
+        channels: None,
+        limit,
+        with_content,
+        max_bytes,
+    };
+    let ids = |page: &hooklane_store::EventsPage| page.messages.iter().map(|(_, m)| m.id.clone()).collect::<Vec<_>>();
+    let all_ids: Vec<String> = posted.iter().map(|m| m.id.clone()).collect();
+    // (PostgreSQL shows messages once every older transaction of the cluster has ended.)
+    let mut light = store.read_message_events(&a.id, &query(EventPosition::START, 10, false, 1500)).await.unwrap();
+    for _ in 0..250 {
+        if light.messages.len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        light = store.read_message_events(&a.id, &query(EventPosition::START, 10, false, 1500)).await.unwrap();
+    }
+    // Without content: every message, no payload read, and the budget never reached.
+    assert_eq!(ids(&light), all_ids);
+    assert!(light.messages.iter().all(|(_, m)| m.payload.is_empty()), "{:?}", light.messages);
+    assert!(light.done);
+    assert_eq!(light.messages[4].1, Message { payload: String::new(), ..posted[4].clone() }, "the rest as stored");
+
+    // With content, 1,500 bytes: the third message brings the sum to 1,800 and ends the page,
+    // which is not done and goes on from that message.
+    let first = store.read_message_events(&a.id, &query(EventPosition::START, 10, true, 1500)).await.unwrap();
+    assert_eq!(ids(&first), all_ids[..3].to_vec());
+    assert_eq!(first.messages[0].1, posted[0], "payloads read");
+    assert!(!first.done, "cut short by its bytes, not at the end");
+    assert_eq!(first.next, first.messages[2].0, "next is its last message");
+    let rest = store.read_message_events(&a.id, &query(first.next, 10, true, 1500)).await.unwrap();
+    assert_eq!(ids(&rest), all_ids[3..].to_vec(), "nothing passed over, nothing read twice");
+    assert!(rest.done, "1,200 bytes: under the budget, and short of the limit");
+    assert!(rest.next >= rest.messages[1].0);
+
+    // A message larger than the budget is read all the same, alone.
+    let mut after = EventPosition::START;
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let page = store.read_message_events(&a.id, &query(after, 10, true, 100)).await.unwrap();
+        assert_eq!(page.messages.len(), 1, "{:?}", ids(&page));
+        assert!(!page.done);
+        assert_eq!(page.next, page.messages[0].0);
+        seen.extend(ids(&page));
+        after = page.next;
+    }
+    assert_eq!(seen, all_ids);
+    let end = store.read_message_events(&a.id, &query(after, 10, true, 100)).await.unwrap();
+    assert!(end.messages.is_empty() && end.done);
+    // Exactly at the budget: the page ends with the message that reaches it.
+    let two = store.read_message_events(&a.id, &query(EventPosition::START, 10, true, 1200)).await.unwrap();
+    assert_eq!((ids(&two), two.done, two.next), (all_ids[..2].to_vec(), false, two.messages[1].0));
+    // The limit still ends a page first.
+    let limited = store.read_message_events(&a.id, &query(EventPosition::START, 2, true, usize::MAX)).await.unwrap();
+    assert_eq!((ids(&limited), limited.done), (all_ids[..2].to_vec(), false));
 }
 
 pub async fn list_messages_filters(store: &DynStore) {
