@@ -775,7 +775,15 @@ async fn a_recovery_waits_for_an_expunge_of_its_messages() {
 async fn read_n(store: &DynStore, app_id: &str, after: EventPosition, n: usize) -> Vec<(EventPosition, Message)> {
     let (mut got, mut next) = (Vec::new(), after);
     for _ in 0..500 {
-        let q = EventsQuery { after: next, since: None, event_types: None, channels: None, limit: 10 };
+        let q = EventsQuery {
+            after: next,
+            since: None,
+            event_types: None,
+            channels: None,
+            limit: 10,
+            with_content: true,
+            max_bytes: usize::MAX,
+        };
         let page = store.read_message_events(app_id, &q).await.expect("read_message_events");
         next = page.next;
         got.extend(page.messages);
@@ -851,7 +859,15 @@ async fn a_restore_into_another_cluster_keeps_the_stream_readable() {
         [posted[2].clone(), posted[3].clone(), later]
     );
     let old_iterator = EventPosition { major: read[3].0.major + SHIFT, minor: read[3].0.minor };
-    let q = EventsQuery { after: old_iterator, since: None, event_types: None, channels: None, limit: 10 };
+    let q = EventsQuery {
+        after: old_iterator,
+        since: None,
+        event_types: None,
+        channels: None,
+        limit: 10,
+        with_content: true,
+        max_bytes: usize::MAX,
+    };
     assert!(matches!(store.read_message_events(&app.id, &q).await, Err(StoreError::PositionAhead(_))));
 
     // Opened again on this cluster, nothing is renumbered.
