@@ -92,14 +92,16 @@ impl SqliteStore {
         let instance_secret = schema::instance_secret(&conn)?;
         // Whatever the last run committed is what readers may now see: make sure it is on
         // disk (a crash between its commit and its flush left it in the OS cache only).
-        match writer::sync_wal(&writer::wal_path(&path)) {
+        // The WAL is opened here, once, for every flush to come (see `writer::WalFile`).
+        let mut wal = writer::WalFile::new(writer::wal_path(&path));
+        match wal.sync() {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(StoreError::Database(e.to_string())),
             _ => {}
         }
         let (durable_seq, durable_seen) = watch::channel(writer::last_message_seq(&conn));
         let flush_failed = writer::FlushFailed::default();
         let signals = Arc::new(StreamSignals::default());
-        let tx = writer::start(conn, &path, durable_seq, signals.clone(), flush_failed.clone())?;
+        let tx = writer::start(conn, wal, durable_seq, signals.clone(), flush_failed.clone())?;
         let readers = Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) });
         Ok(SqliteStore { writer: tx, readers, durable_seq: durable_seen, signals, flush_failed, instance_secret })
     }

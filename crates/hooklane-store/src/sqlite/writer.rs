@@ -154,14 +154,13 @@ pub(super) type FlushFailed = Arc<AtomicBool>;
 /// applications written are raised then.
 pub(super) fn start(
     conn: Connection,
-    db_path: &Path,
+    wal: WalFile,
     durable_seq: watch::Sender<u64>,
     signals: Arc<StreamSignals>,
     flush_failed: FlushFailed,
 ) -> StoreResult<mpsc::Sender<ToWriter>> {
     let (to_writer, inbox) = mpsc::channel::<ToWriter>();
     let (to_sync, committed) = mpsc::channel::<Committed>();
-    let wal = wal_path(db_path);
     let writer_inbox = to_writer.clone();
     let sync_failed = flush_failed.clone();
     let sync_signals = signals.clone();
@@ -169,7 +168,7 @@ pub(super) fn start(
     let last_message_seq = *durable_seq.borrow();
     std::thread::Builder::new()
         .name("hooklane-sqlite-sync".into())
-        .spawn(move || sync_loop(&wal, committed, writer_inbox, (durable_seq, sync_signals), sync_failed))
+        .spawn(move || sync_loop(wal, committed, writer_inbox, (durable_seq, sync_signals), sync_failed))
         .map_err(|e| StoreError::Database(format!("cannot start sync thread: {e}")))?;
     std::thread::Builder::new()
         .name("hooklane-sqlite-writer".into())
@@ -336,11 +335,30 @@ impl Writer {
         if self.last_checkpoint.elapsed() < CHECKPOINT_EVERY {
             return;
         }
-        if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "sqlite checkpoint failed");
+        match self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            Ok(()) => {}
+            // The checkpoint syncs the WAL through SQLite's own file handle: a write error
+            // it is told of is reported once, to it, and a later flush of the sync thread
+            // may succeed over pages the kernel dropped. So it stops writes as a failed
+            // flush does; batches still on their way to the disk are failed with it.
+            Err(e) if is_io_error(&e) => {
+                tracing::error!(error = %e, "sqlite checkpoint failed to write; the store takes no more writes until restarted");
+                self.flush_failed.store(true, Ordering::Release);
+            }
+            Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
         }
         self.last_checkpoint = Instant::now();
     }
+}
+
+/// Whether SQLite failed on the disk (an `SQLITE_IOERR_*`, `SQLITE_FULL`): not a busy or
+/// locked database, which only postpones a checkpoint.
+fn is_io_error(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::SystemIoFailure | ErrorCode::DiskFull | ErrorCode::CannotOpen | ErrorCode::DatabaseCorrupt)
+    )
 }
 
 const FLUSH_FAILED: &str =
@@ -376,10 +394,9 @@ pub(super) fn wal_path(db: &Path) -> PathBuf {
 
 /// Makes committed batches durable, then answers their callers. One `fdatasync` of the WAL
 /// covers every batch committed before it, so batches that finished while the last sync
-/// ran share the next one. The file is opened for each sync: SQLite may truncate or
-/// recreate the WAL between batches, and the open costs microseconds beside the sync.
+/// ran share the next one.
 fn sync_loop(
-    wal: &Path,
+    mut wal: WalFile,
     committed: mpsc::Receiver<Committed>,
     writer: mpsc::Sender<ToWriter>,
     (durable_seq, signals): (watch::Sender<u64>, Arc<StreamSignals>),
@@ -391,7 +408,7 @@ fn sync_loop(
             batches.push(more);
         }
         let started = Instant::now();
-        let synced = sync_wal(wal).map_err(|e| format!("cannot sync the write-ahead log {}: {e}", wal.display()));
+        let synced = wal.sync().map_err(|e| format!("cannot sync the write-ahead log {}: {e}", wal.path.display()));
         metrics::histogram!("hooklane_store_sync_seconds", "store" => "sqlite").record(started.elapsed());
         // After one failure no later flush proves anything (see `FlushFailed`).
         let synced = match synced {
@@ -426,14 +443,95 @@ fn sync_loop(
     }
 }
 
-/// Flushes the write-ahead log to disk.
-pub(super) fn sync_wal(wal: &Path) -> std::io::Result<()> {
-    std::fs::OpenOptions::new().write(true).open(wal).and_then(|f| f.sync_data())
+/// The write-ahead log, kept open from the store's start for its flushes. A write error
+/// the kernel met is reported once to each file handle open when it happened: one opened
+/// afresh for each flush would not hear of an error already reported to another (SQLite's
+/// checkpoint), and would call pages the kernel dropped durable. SQLite truncates the WAL
+/// in place (the handle stays good) and deletes it only when its last connection closes;
+/// should another file come to stand at its path all the same, it is opened instead.
+pub(super) struct WalFile {
+    path: PathBuf,
+    file: Option<(std::fs::File, FileId)>,
+}
+
+/// What tells one file from another at the same path (device and inode on Unix; elsewhere
+/// nothing, and the file kept open is assumed to stay the WAL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId(u64, u64);
+
+impl FileId {
+    #[cfg(unix)]
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileId(meta.dev(), meta.ino())
+    }
+
+    #[cfg(not(unix))]
+    fn of(_meta: &std::fs::Metadata) -> Self {
+        FileId(0, 0)
+    }
+}
+
+impl WalFile {
+    pub(super) fn new(path: PathBuf) -> Self {
+        WalFile { path, file: None }
+    }
+
+    /// Flushes the write-ahead log to disk: the file kept open, unless another stands at its
+    /// path now (or none was open yet, or the last open failed).
+    pub(super) fn sync(&mut self) -> std::io::Result<()> {
+        let at_path = FileId::of(&std::fs::metadata(&self.path)?);
+        if !self.file.as_ref().is_some_and(|(_, id)| *id == at_path) {
+            let file = std::fs::OpenOptions::new().write(true).open(&self.path)?;
+            let id = FileId::of(&file.metadata()?);
+            self.file = Some((file, id));
+        }
+        match &self.file {
+            Some((file, _)) => file.sync_data(),
+            None => Err(std::io::Error::other("the write-ahead log is not open")),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A checkpoint that failed on the disk stops writes; one only postponed does not.
+    #[test]
+    fn checkpoint_failures_on_the_disk_are_told_apart() {
+        let failure = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+        assert!(is_io_error(&failure(rusqlite::ffi::SQLITE_IOERR_FSYNC)));
+        assert!(is_io_error(&failure(rusqlite::ffi::SQLITE_IOERR_WRITE)));
+        assert!(is_io_error(&failure(rusqlite::ffi::SQLITE_FULL)));
+        assert!(!is_io_error(&failure(rusqlite::ffi::SQLITE_BUSY)));
+        assert!(!is_io_error(&failure(rusqlite::ffi::SQLITE_LOCKED)));
+    }
+
+    /// The WAL's handle is kept from one flush to the next (so that it hears of every write
+    /// error since it was opened), and another file standing at its path is opened instead.
+    #[test]
+    fn the_wal_handle_is_kept_until_another_file_stands_at_its_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db-wal");
+        let mut wal = WalFile::new(path.clone());
+        assert_eq!(wal.sync().map_err(|e| e.kind()), Err(std::io::ErrorKind::NotFound));
+        std::fs::write(&path, b"frames").expect("wal");
+        wal.sync().expect("sync");
+        let first = wal.file.as_ref().map(|(_, id)| *id);
+        wal.sync().expect("sync again");
+        assert_eq!(wal.file.as_ref().map(|(_, id)| *id), first, "the same handle");
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"new").expect("other");
+        std::fs::rename(&other, &path).expect("replace");
+        wal.sync().expect("sync the new file");
+        let now = wal.file.as_ref().map(|(_, id)| *id);
+        if cfg!(unix) {
+            assert_ne!(now, first, "the file now at the path is opened");
+        }
+        std::fs::remove_file(&path).expect("remove");
+        assert!(wal.sync().is_err(), "no WAL at its path: not called durable");
+    }
 
     type Answer = oneshot::Receiver<StoreResult<()>>;
 
