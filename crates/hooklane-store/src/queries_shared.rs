@@ -41,6 +41,19 @@ pub const FAN_OUT_KEPT: chrono::Duration = chrono::Duration::days(1);
 /// condition).
 pub const UNFINISHED_FAN_OUT: &str = "status = 0 AND reason IS NOT NULL AND msg_id IS NOT NULL";
 
+/// Whether message `m` is still needed by housekeeping's reckoning (SQL, the same for both
+/// stores): a delivery of it is pending, or an inbound request acknowledged with it has its
+/// fan-out still to be done (received since `{since}`: a fan-out is completed within
+/// [`FAN_OUT_KEPT`]), which reads the message to fan it out. A `message_retention` shorter
+/// than a fan-out's retries would otherwise drop a webhook its provider was told was taken.
+pub fn message_needed_sql(since: &str) -> String {
+    format!(
+        "(EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.status = 1) \
+         OR EXISTS (SELECT 1 FROM inbound_requests r WHERE r.msg_id = m.id AND r.status = 0 \
+                    AND r.reason IS NOT NULL AND r.received_at >= {since}))"
+    )
+}
+
 /// An event type's flags as stored: the first alone in `feature_flag` (what nodes of an
 /// older version read), all of them as a JSON array in `feature_flags`; both NULL without.
 pub fn flag_columns(flags: &[String]) -> (Option<&str>, Option<String>) {

@@ -2029,18 +2029,22 @@ pub async fn prune<C: GenericClient>(
 pub(super) async fn prune_messages<C: GenericClient>(
     c: &C,
     m: &crate::PruneMessages,
+    now: DateTime<Utc>,
     limit: usize,
 ) -> StoreResult<(u64, Option<String>)> {
-    let window: Vec<(String, bool, bool)> = query(
-        c,
-        "SELECT id, created_at < $2, EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.status = 1) \
-         FROM messages m WHERE id > $1 ORDER BY id LIMIT $3",
-        &[&m.after, &ms(m.before), &limit_param(limit.saturating_mul(2))],
-    )
-    .await?
-    .iter()
-    .map(|r| Ok((r.try_get(0).map_err(db_err)?, r.try_get(1).map_err(db_err)?, r.try_get(2).map_err(db_err)?)))
-    .collect::<StoreResult<_>>()?;
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT id, created_at < $2, {} FROM messages m WHERE id > $1 ORDER BY id LIMIT $3",
+            crate::queries_shared::message_needed_sql("$4")
+        )
+    });
+    let fan_outs_since = ms(now - crate::FAN_OUT_KEPT);
+    let window: Vec<(String, bool, bool)> =
+        query(c, &SQL, &[&m.after, &ms(m.before), &limit_param(limit.saturating_mul(2)), &fan_outs_since])
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0).map_err(db_err)?, r.try_get(1).map_err(db_err)?, r.try_get(2).map_err(db_err)?)))
+            .collect::<StoreResult<_>>()?;
     let mut plan = crate::queries_shared::PrunePlan::of(&m.after, &window, limit_param(limit));
     if plan.doomed.is_empty() {
         return Ok((0, plan.resume));

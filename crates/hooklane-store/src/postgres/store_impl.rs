@@ -826,7 +826,7 @@ impl Store for PgStore {
         let mut pruned = queries::prune(&c, now, inbound_before, limit).await?;
         if let Some(m) = messages.as_ref() {
             let tx = c.transaction().await.map_err(db_err)?;
-            let result = queries::prune_messages(&tx, m, limit).await;
+            let result = queries::prune_messages(&tx, m, now, limit).await;
             (pruned.messages, pruned.messages_resume) = finish(tx, result).await?;
         }
         Ok(pruned)

@@ -1139,7 +1139,7 @@ pub fn prune(
         None => 0,
     };
     let (messages, messages_resume) = match messages {
-        Some(m) => prune_messages(conn, m, limit)?,
+        Some(m) => prune_messages(conn, m, now, limit)?,
         None => (0, None),
     };
     let tokens = execute(
@@ -1169,12 +1169,19 @@ pub fn prune(
 /// every round). Stops early once it has deleted `limit × ROWS_PER_MESSAGE` rows, so a
 /// message sent to many endpoints many times cannot hold the writer long. Answers the count
 /// and where the next round goes on (`crate::Pruned::messages_resume`).
-fn prune_messages(conn: &Connection, m: &crate::PruneMessages, limit: i64) -> StoreResult<(u64, Option<String>)> {
+fn prune_messages(
+    conn: &Connection,
+    m: &crate::PruneMessages,
+    now: i64,
+    limit: i64,
+) -> StoreResult<(u64, Option<String>)> {
     let window: Vec<(String, bool, bool)> = query_all(
         conn,
-        "SELECT id, created_at < ?2, EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.status = 1) \
-         FROM messages m WHERE id > ?1 ORDER BY id LIMIT ?3",
-        params![m.after, ms(m.before), limit.saturating_mul(2)],
+        &format!(
+            "SELECT id, created_at < ?2, {} FROM messages m WHERE id > ?1 ORDER BY id LIMIT ?3",
+            crate::queries_shared::message_needed_sql("?4")
+        ),
+        params![m.after, ms(m.before), limit.saturating_mul(2), now - crate::FAN_OUT_KEPT.num_milliseconds()],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     let plan = crate::queries_shared::PrunePlan::of(&m.after, &window, limit);

@@ -478,3 +478,31 @@ pub async fn deleting_a_message_content_empties_its_inbound_records(store: &DynS
     }
     assert_eq!(store.get_inbound_request(&src.id, &other.id).await.unwrap(), Some(other));
 }
+
+/// Housekeeping keeps an old message whose inbound request's fan-out is still to be done
+/// (the sweep reads it to complete the fan-out), as long as a fan-out is kept; finished, or
+/// given up (received more than a day ago), it goes as any other.
+pub async fn a_message_with_an_unfinished_fan_out_is_kept(store: &DynStore) {
+    let (src, app) = new_source("kept");
+    store.create_source(src.clone(), app.clone(), Vec::new()).await.unwrap();
+    let t = now_ms();
+    let unfinished = |at: DateTime<Utc>, msg: &Message| {
+        let mut r = new_request(&src.id, InboundStatus::Accepted, at);
+        r.reason = Some("fan-out failed: store".into());
+        r.msg_id = Some(msg.id.clone());
+        r
+    };
+    let kept = post(store, &app.id, &[], t - hours(3)).await;
+    let request = unfinished(t - hours(3), &kept);
+    store.record_inbound_request(request.clone()).await.unwrap();
+    let given_up = post(store, &app.id, &[], t - hours(50)).await;
+    store.record_inbound_request(unfinished(t - hours(50), &given_up)).await.unwrap();
+    let old = || Some(PruneMessages { before: t - hours(1), after: String::new() });
+
+    assert_eq!(store.prune(t, None, old(), 100).await.unwrap().messages, 1, "the given-up one only");
+    assert!(store.get_message(&app.id, &given_up.id).await.unwrap().is_none());
+    assert!(store.get_message(&app.id, &kept.id).await.unwrap().is_some(), "its fan-out still reads it");
+    store.finish_fan_out(&src.id, &request.id).await.unwrap();
+    assert_eq!(store.prune(t, None, old(), 100).await.unwrap().messages, 1);
+    assert!(store.get_message(&app.id, &kept.id).await.unwrap().is_none(), "finished, it goes");
+}
