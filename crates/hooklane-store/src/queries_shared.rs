@@ -41,6 +41,24 @@ pub const FAN_OUT_KEPT: chrono::Duration = chrono::Duration::days(1);
 /// condition).
 pub const UNFINISHED_FAN_OUT: &str = "status = 0 AND reason IS NOT NULL AND msg_id IS NOT NULL";
 
+/// What deleting an application deletes, in order (SQL with `{app}` for the application's
+/// id, the same for both stores). Deliveries have no index by application: they are found
+/// through the application's endpoints and messages, both indexed, rather than by a scan of
+/// every application's deliveries (on SQLite, with the single writer held).
+pub fn delete_app_sql(app: &str) -> Vec<String> {
+    let mut sql = vec![
+        format!("DELETE FROM attempts WHERE app_id = {app}"),
+        format!("DELETE FROM deliveries WHERE endpoint_id IN (SELECT id FROM endpoints WHERE app_id = {app})"),
+        format!("DELETE FROM deliveries WHERE msg_id IN (SELECT id FROM messages WHERE app_id = {app})"),
+    ];
+    // Integrations before tokens: deleting an integration waits for a rotation of its key
+    // under way (PostgreSQL), whose new key the tokens statement then sees and deletes.
+    for table in ["messages", "endpoints", "integrations", "tokens", "events_subscriptions", "background_tasks"] {
+        sql.push(format!("DELETE FROM {table} WHERE app_id = {app}"));
+    }
+    sql
+}
+
 /// Whether message `m` is still needed by housekeeping's reckoning (SQL, the same for both
 /// stores): a delivery of it is pending, or an inbound request acknowledged with it has its
 /// fan-out still to be done (received since `{since}`: a fan-out is completed within

@@ -182,19 +182,8 @@ pub async fn get_app<C: GenericClient>(c: &C, id_or_uid: &str) -> StoreResult<Op
 /// Deletes the application and everything under it; to run inside a transaction.
 pub async fn delete_app<C: GenericClient>(c: &C, app_id: &str) -> StoreResult<()> {
     one_row(execute(c, "DELETE FROM applications WHERE id = $1", &[&app_id]).await?)?;
-    for sql in [
-        "DELETE FROM attempts WHERE app_id = $1",
-        "DELETE FROM deliveries WHERE app_id = $1",
-        "DELETE FROM messages WHERE app_id = $1",
-        "DELETE FROM endpoints WHERE app_id = $1",
-        // Integrations before tokens: deleting an integration waits for a rotation of its
-        // key under way, whose new key the tokens statement then sees and deletes.
-        "DELETE FROM integrations WHERE app_id = $1",
-        "DELETE FROM tokens WHERE app_id = $1",
-        "DELETE FROM events_subscriptions WHERE app_id = $1",
-        "DELETE FROM background_tasks WHERE app_id = $1",
-    ] {
-        execute(c, sql, &[&app_id]).await?;
+    for sql in crate::queries_shared::delete_app_sql("$1") {
+        execute(c, &sql, &[&app_id]).await?;
     }
     Ok(())
 }
