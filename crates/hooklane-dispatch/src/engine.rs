@@ -427,6 +427,10 @@ fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
     if n_paused > 0 {
         metrics::counter!("hooklane_deliveries_paused_total").increment(n_paused as u64);
     }
+    let n_full: usize = deferred.values().map(Vec::len).sum();
+    if n_full > 0 {
+        metrics::counter!("hooklane_claimed_past_room_total").increment(n_full as u64);
+    }
     if !deferred.is_empty() || n_paused > 0 || !held.is_empty() {
         let inner = inner.clone();
         tokio::spawn(async move {
@@ -1085,7 +1089,9 @@ async fn poll_loop(inner: Arc<Inner>) {
         let now = Utc::now();
         let mut skip = inner.gates.saturated();
         skip.extend(inner.circuits.blocked(now));
-        match inner.store.claim_due(now, free, inner.cfg.lease, &skip).await {
+        let room = hooklane_store::ClaimRoom { skip, most: inner.gates.room() };
+        let skip = &room.skip;
+        match inner.store.claim_due(now, free, inner.cfg.lease, &room).await {
             Ok(jobs) => {
                 let got = jobs.len();
                 inner.outstanding.add_permits(free - got);
@@ -1099,7 +1105,7 @@ async fn poll_loop(inner: Arc<Inner>) {
                 tracing::error!(error = %e, "claiming due deliveries failed");
             }
         }
-        let pause = idle_pause(&inner, now, &skip).await;
+        let pause = idle_pause(&inner, now, skip).await;
         tokio::select! {
             _ = inner.wake.notified() => {}
             _ = async {

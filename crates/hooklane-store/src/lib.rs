@@ -161,8 +161,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Leases up to `limit` deliveries whose next attempt is due at `now` and that nobody
     /// holds (or whose lease has expired), until `now + lease`, leaving out deliveries to
-    /// `skip_endpoints` (endpoints that already have as much work in the caller's memory as
-    /// they can take, or whose circuit is open: claiming more for them would only churn).
+    /// `room.skip` (endpoints that already have as much work in the caller's memory as
+    /// they can take, or whose circuit is open: claiming more for them would only churn),
+    /// and taking no more than `room.most` says of the endpoints it names.
     ///
     /// The limit is shared between endpoints with deliveries due (the oldest due of each
     /// first), so one endpoint's backlog cannot fill every claim. A skipped endpoint costs
@@ -172,7 +173,7 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         limit: usize,
         lease: Duration,
-        skip_endpoints: &[String],
+        room: &ClaimRoom,
     ) -> StoreResult<Vec<Job>>;
     /// When the store next has something for a poller: the earliest due time of a
     /// waiting delivery or lease expiry of a leased one, if any delivery is pending, leaving

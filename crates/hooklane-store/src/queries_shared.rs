@@ -151,20 +151,31 @@ pub const MAX_CLAIM_ROUNDS: usize = 4;
 /// has nothing more due and drops out.
 pub struct FairClaim {
     /// Endpoints still in the running, longest waiting first, with what the current round
-    /// asked of each.
-    active: Vec<(String, usize)>,
+    /// asked of each and how many more may be taken of it at most.
+    active: Vec<(String, usize, usize)>,
     left: usize,
     rounds: usize,
 }
 
 impl FairClaim {
-    /// `candidates`: endpoints with deliveries due, with the due time of their oldest one.
-    pub fn new(mut candidates: Vec<(String, i64)>, limit: usize) -> Self {
+    /// `candidates`: endpoints with deliveries due, with the due time of their oldest one;
+    /// `room`: at most how many of some of them may be taken.
+    pub fn new(mut candidates: Vec<(String, i64)>, limit: usize, room: &crate::ClaimRoom) -> Self {
         candidates.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-        FairClaim { active: candidates.into_iter().map(|(id, _)| (id, 0)).collect(), left: limit, rounds: 0 }
+        let active = candidates
+            .into_iter()
+            .map(|(id, _)| {
+                let most = room.most_of(&id);
+                (id, 0, most)
+            })
+            .filter(|(_, _, most)| *most > 0)
+            .collect();
+        FairClaim { active, left: limit, rounds: 0 }
     }
 
-    /// The next round: (endpoint, how many to take from it), or `None` when done.
+    /// The next round: (endpoint, how many to take from it), or `None` when done. An
+    /// endpoint with less room than its equal share is asked for its room only; what it
+    /// leaves goes to the others in the next round.
     pub fn next_round(&mut self) -> Option<Vec<(String, usize)>> {
         if self.left == 0 || self.active.is_empty() || self.rounds >= MAX_CLAIM_ROUNDS {
             return None;
@@ -172,20 +183,21 @@ impl FairClaim {
         self.rounds += 1;
         let n = self.active.len();
         let (base, extra) = (self.left / n, self.left % n);
-        for (i, (_, share)) in self.active.iter_mut().enumerate() {
-            *share = base + usize::from(i < extra);
+        for (i, (_, share, most)) in self.active.iter_mut().enumerate() {
+            *share = (base + usize::from(i < extra)).min(*most);
         }
-        self.active.retain(|(_, share)| *share > 0);
-        Some(self.active.clone())
+        self.active.retain(|(_, share, _)| *share > 0);
+        Some(self.active.iter().map(|(id, share, _)| (id.clone(), *share)).collect())
     }
 
     /// What the last round took from each endpoint, in the order `next_round` gave them.
     pub fn took(&mut self, taken: &[usize]) {
         let mut i = 0;
-        self.active.retain(|(_, share)| {
+        self.active.retain_mut(|(_, share, most)| {
             let got = taken.get(i).copied().unwrap_or(0);
             i += 1;
-            got >= *share
+            *most = most.saturating_sub(got);
+            got >= *share && *most > 0
         });
         self.left = self.left.saturating_sub(taken.iter().sum());
     }
@@ -567,7 +579,12 @@ mod tests {
     }
 
     fn run(candidates: &[(&str, i64, usize)], limit: usize) -> Vec<(String, usize)> {
-        let mut claim = FairClaim::new(candidates.iter().map(|(id, due, _)| (id.to_string(), *due)).collect(), limit);
+        run_with(candidates, limit, &crate::ClaimRoom::default())
+    }
+
+    fn run_with(candidates: &[(&str, i64, usize)], limit: usize, room: &crate::ClaimRoom) -> Vec<(String, usize)> {
+        let candidates_due = candidates.iter().map(|(id, due, _)| (id.to_string(), *due)).collect();
+        let mut claim = FairClaim::new(candidates_due, limit, room);
         let available: std::collections::HashMap<&str, usize> = candidates.iter().map(|(id, _, n)| (*id, *n)).collect();
         let mut total: std::collections::BTreeMap<String, usize> = Default::default();
         while let Some(round) = claim.next_round() {
@@ -597,5 +614,19 @@ mod tests {
         // Not enough anywhere: everything is taken.
         assert_eq!(got(run(&[("a", 1, 2), ("b", 1, 1)], 100)), ["a=2", "b=1"]);
         assert!(run(&[], 10).is_empty());
+    }
+
+    /// An endpoint with little room in memory is asked for that much only, and what it
+    /// leaves goes to the others; one with none is not asked at all.
+    #[test]
+    fn an_endpoint_gets_no_more_than_its_room() {
+        let got = |v: Vec<(String, usize)>| v.into_iter().map(|(id, n)| format!("{id}={n}")).collect::<Vec<_>>();
+        let room = crate::ClaimRoom {
+            skip: Vec::new(),
+            most: [("slow".to_string(), 1), ("full".to_string(), 0)].into_iter().collect(),
+        };
+        let backlog = [("slow", 1, 1000), ("full", 1, 1000), ("other", 2, 1000)];
+        assert_eq!(got(run_with(&backlog, 512, &room)), ["other=511", "slow=1"]);
+        assert_eq!(got(run_with(&backlog[..2], 512, &room)), ["slow=1"]);
     }
 }

@@ -608,3 +608,30 @@ mod expunged_tests {
         }
     }
 }
+
+/// What a claim ([`crate::Store::claim_due`]) may take of particular endpoints: a poller
+/// asks for no more of an endpoint than it has room for in memory, so that what it could
+/// not start is not claimed to be handed straight back (a rate-limited endpoint one job
+/// short of its cap would otherwise have a whole fair share claimed and returned at every
+/// poll).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimRoom {
+    /// Endpoints of which nothing is claimed (their work in memory is all they may hold,
+    /// or their circuit is open).
+    pub skip: Vec<String>,
+    /// Endpoints of which at most this many deliveries are claimed; the others get their
+    /// fair share.
+    pub most: std::collections::HashMap<String, usize>,
+}
+
+impl ClaimRoom {
+    /// Nothing of `skip`, any share of the others.
+    pub fn skipping(skip: Vec<String>) -> Self {
+        ClaimRoom { skip, most: Default::default() }
+    }
+
+    /// At most how many of the endpoint's deliveries a claim takes.
+    pub fn most_of(&self, endpoint_id: &str) -> usize {
+        self.most.get(endpoint_id).copied().unwrap_or(usize::MAX)
+    }
+}

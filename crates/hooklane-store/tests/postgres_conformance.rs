@@ -16,7 +16,7 @@ use std::time::Duration;
 use hooklane_core::model::{DeliveryStatus, Message};
 use hooklane_store::postgres::testing::TestDatabase;
 use hooklane_store::postgres::PgStore;
-use hooklane_store::{DynStore, EventPosition, EventsQuery, NextStep, StoreError};
+use hooklane_store::{ClaimRoom, DynStore, EventPosition, EventsQuery, NextStep, StoreError};
 use tokio_postgres::NoTls;
 
 /// A new, empty store on a database of its own, dropped with the returned guard.
@@ -124,7 +124,10 @@ async fn claim_due_is_exclusive_across_nodes() {
         pollers.spawn(async move {
             let mut got = Vec::new();
             loop {
-                let jobs = store.claim_due(t + conformance::secs(1), 7, Duration::from_secs(60), &[]).await.unwrap();
+                let jobs = store
+                    .claim_due(t + conformance::secs(1), 7, Duration::from_secs(60), &ClaimRoom::default())
+                    .await
+                    .unwrap();
                 if jobs.is_empty() {
                     return got;
                 }

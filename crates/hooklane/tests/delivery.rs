@@ -1330,6 +1330,29 @@ async fn rate_limit_spreads_deliveries() {
     assert!(span >= Duration::from_millis(750), "{span:?}");
 }
 
+/// A rate-limited endpoint with a backlog holds as much in memory as its rate allows (the
+/// test's 30 s lease at 2/s: 15): claims ask it for no more than the room it has left, rather
+/// than a whole share to hand straight back at every poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_ask_an_endpoint_for_no_more_than_its_room() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("room").await;
+    server.create_endpoint(&app, json!({ "url": rx.url, "rateLimit": 2 })).await;
+    for i in 0..80 {
+        server.send_message(&app, "a.b", json!({ "i": i })).await;
+    }
+    rx.wait_for(8, WAIT).await;
+    let metrics =
+        server.client.get(server.url("/metrics")).bearer_auth(ADMIN).send().await.unwrap().text().await.unwrap();
+    let returned = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hooklane_claimed_past_room_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(returned < 10.0, "{returned} claimed deliveries handed straight back");
+}
+
 /// A rate-limited endpoint's deliveries that took their slots while every request place of
 /// the node was held by another endpoint (hanging for 3 s here) do not all go out together
 /// when places free up: slots whose time passed are taken afresh, and the rate holds.

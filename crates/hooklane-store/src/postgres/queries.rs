@@ -527,7 +527,7 @@ pub async fn claim_due(
     now: DateTime<Utc>,
     limit: usize,
     lease_end: DateTime<Utc>,
-    skip_endpoints: &[String],
+    room_of: &crate::ClaimRoom,
 ) -> StoreResult<Vec<Job>> {
     // Each endpoint's share is taken by its own LATERAL subquery on `deliveries_pending`,
     // so one statement claims for every endpoint of a round; SKIP LOCKED leaves rows another
@@ -560,7 +560,7 @@ pub async fn claim_due(
     }
     let at = ms(now);
     let candidates: Vec<(String, i64, bool)> =
-        pending_endpoints(&*c, skip_endpoints).await?.into_iter().filter(|(_, due, _)| *due <= at).collect();
+        pending_endpoints(&*c, &room_of.skip).await?.into_iter().filter(|(_, due, _)| *due <= at).collect();
     // FIFO lanes first (the longest due first), each its head at most.
     let mut found = Vec::new();
     let (mut lanes_first, candidates): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|(_, _, fifo)| *fifo);
@@ -570,7 +570,7 @@ pub async fn claim_due(
             break;
         }
         let room = limit - found.len();
-        match lanes::claim(c, endpoint_id, at, ms(lease_end), room).await {
+        match lanes::claim(c, endpoint_id, at, ms(lease_end), room.min(room_of.most_of(endpoint_id))).await {
             Ok(heads) => found.extend(heads),
             // Heads already claimed stay claimed (their transactions committed): hand them
             // over rather than strand them until their lease ends.
@@ -583,7 +583,7 @@ pub async fn claim_due(
     }
     let c = &*c;
     let candidates = candidates.into_iter().map(|(id, due, _)| (id, due)).collect();
-    let mut fair = FairClaim::new(candidates, limit - found.len());
+    let mut fair = FairClaim::new(candidates, limit - found.len(), room_of);
     while let Some(round) = fair.next_round() {
         let ids: Vec<&str> = round.iter().map(|(id, _)| id.as_str()).collect();
         let shares: Vec<i64> = round.iter().map(|(_, n)| limit_param(*n)).collect();

@@ -289,12 +289,12 @@ impl Store for PgStore {
         now: DateTime<Utc>,
         limit: usize,
         lease: Duration,
-        skip_endpoints: &[String],
+        room: &crate::ClaimRoom,
     ) -> StoreResult<Vec<Job>> {
         // No BEGIN/COMMIT: a read of which endpoints have work due, then one statement per
         // round of the fair claim (usually one), and a short transaction per FIFO lane. Rows
         // it finds orphaned are deleted by a further statement; they stay leased meanwhile.
-        queries::claim_due(&mut self.client().await?, now, limit, lease_end(now, lease), skip_endpoints).await
+        queries::claim_due(&mut self.client().await?, now, limit, lease_end(now, lease), room).await
     }
 
     async fn next_due_at(&self, skip_endpoints: &[String]) -> StoreResult<Option<DateTime<Utc>>> {

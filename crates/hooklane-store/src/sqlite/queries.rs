@@ -687,6 +687,7 @@ pub fn claim_due(
     limit: usize,
     lease_end: DateTime<Utc>,
     candidates: Vec<(String, i64)>,
+    most: &crate::ClaimRoom,
 ) -> StoreResult<Vec<Job>> {
     // At a FIFO endpoint, rows in lanes are left to their lane's own claim (at most its
     // head). Whether an endpoint is FIFO is read now, not from the row: a row given a lane
@@ -720,12 +721,12 @@ pub fn claim_due(
         if room == 0 {
             break;
         }
-        let heads = lanes::claim(conn, endpoint_id, ms(now), ms(lease_end), room)?;
+        let heads = lanes::claim(conn, endpoint_id, ms(now), ms(lease_end), room.min(most.most_of(endpoint_id)))?;
         room -= heads.len();
         claimed.extend(heads);
     }
     let candidates = candidates.into_iter().map(|(id, due, _)| (id, due)).collect();
-    let mut fair = FairClaim::new(candidates, room);
+    let mut fair = FairClaim::new(candidates, room, most);
     while let Some(round) = fair.next_round() {
         let mut taken = Vec::with_capacity(round.len());
         for (endpoint_id, share) in &round {

@@ -261,13 +261,13 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         limit: usize,
         lease: Duration,
-        skip_endpoints: &[String],
+        room: &crate::ClaimRoom,
     ) -> StoreResult<Vec<Job>> {
         // Which endpoints have something due is found on a read connection, so the single
         // writer (which also commits ingest) only takes rows; an idle poll does not reach
         // it at all. A candidate whose rows another write took meanwhile just yields none:
         // the claim itself checks status and due time again.
-        let skip = rows::to_json(&skip_endpoints);
+        let skip = rows::to_json(&room.skip);
         let at = ms(now);
         let candidates: Vec<(String, i64)> = self
             .read(move |c| queries::pending_endpoints(c, &skip))
@@ -283,7 +283,8 @@ impl Store for SqliteStore {
         // deliveries are sent again (a lease expiring does the same), so the claim does not
         // wait for its flush: a FIFO lane, whose every message is claimed, moves that much
         // sooner.
-        self.write_unflushed(move |c| queries::claim_due(c, now, limit, end, candidates)).await
+        let room = room.clone();
+        self.write_unflushed(move |c| queries::claim_due(c, now, limit, end, candidates, &room)).await
     }
 
     async fn next_due_at(&self, skip_endpoints: &[String]) -> StoreResult<Option<DateTime<Utc>>> {

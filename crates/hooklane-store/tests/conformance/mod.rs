@@ -37,7 +37,7 @@ use hooklane_store::{
     IdempotencyState, Job, MessageFilter, NextStep, Page, PageRequest, PruneMessages, Pruned, RateSlot, StoreError,
     StoreResult, StoredResponse,
 };
-use hooklane_store::{MessageState, ReadFrom, LATENCY_BOUNDS_MS};
+use hooklane_store::{ClaimRoom, MessageState, ReadFrom, LATENCY_BOUNDS_MS};
 
 /// Generates one `#[tokio::test]` per conformance case, each on a fresh store made by
 /// `$factory().await`, which returns `(DynStore, guard)`; the guard is kept alive for the
@@ -372,7 +372,7 @@ pub async fn endpoint_now(store: &DynStore, ep: &Endpoint) -> Endpoint {
 }
 
 pub async fn claim(store: &DynStore, at: DateTime<Utc>) -> Vec<Job> {
-    store.claim_due(at, 1000, LEASE, &[]).await.expect("claim_due")
+    store.claim_due(at, 1000, LEASE, &ClaimRoom::default()).await.expect("claim_due")
 }
 
 /// Follows `iterator` from the first page to the last, checking that no page is larger than
@@ -1190,7 +1190,7 @@ pub async fn replay_missing_building_blocks(store: &DynStore) {
     assert_eq!(store.add_deliveries(&b.id, &e1.id, vec![mb.id.clone()], now).await.unwrap(), 0);
     assert_eq!(store.add_deliveries(&a.id, &eb.id, vec![m1.id.clone()], now).await.unwrap(), 0);
     // Queued for the poller, due now (beside m2's own delivery, due since it was posted).
-    let jobs = store.claim_due(now, 10, Duration::from_secs(30), &[]).await.unwrap();
+    let jobs = store.claim_due(now, 10, Duration::from_secs(30), &ClaimRoom::default()).await.unwrap();
     let queued = [&m1, &m2, &m3].map(|m| (m.id.clone(), e1.id.clone()));
     assert_eq!(job_keys(&jobs), queued.into());
 }
@@ -1764,14 +1764,17 @@ pub async fn claim_due_leases_deliveries(store: &DynStore) {
     let m2 = post(store, &app.id, &[&e1], t).await;
     let all = set([pair(&m1, &e1), pair(&m1, &e2), pair(&m2, &e1)]);
 
-    assert!(store.claim_due(t - mins(1), 10, LEASE, &[]).await.unwrap().is_empty(), "nothing is due before its time");
+    assert!(
+        store.claim_due(t - mins(1), 10, LEASE, &ClaimRoom::default()).await.unwrap().is_empty(),
+        "nothing is due before its time"
+    );
 
     let now = t + secs(1);
-    let first = store.claim_due(now, 2, LEASE, &[]).await.unwrap();
+    let first = store.claim_due(now, 2, LEASE, &ClaimRoom::default()).await.unwrap();
     assert_eq!(first.len(), 2, "limit is respected");
-    let second = store.claim_due(now, 2, LEASE, &[]).await.unwrap();
+    let second = store.claim_due(now, 2, LEASE, &ClaimRoom::default()).await.unwrap();
     assert_eq!(second.len(), 1, "only what was not leased yet");
-    let third = store.claim_due(now, 2, LEASE, &[]).await.unwrap();
+    let third = store.claim_due(now, 2, LEASE, &ClaimRoom::default()).await.unwrap();
     assert!(third.is_empty(), "everything is leased");
     let mut got = job_keys(&first);
     got.extend(job_keys(&second));
@@ -1792,7 +1795,7 @@ pub async fn claim_due_leases_deliveries(store: &DynStore) {
     let again = claim(store, now + secs(61)).await;
     assert_eq!(job_keys(&again), all, "an expired lease makes the delivery claimable again");
     assert!(claim(store, now + secs(62)).await.is_empty(), "and claiming leases it anew");
-    let far = store.claim_due(t + chrono::Duration::days(365), 1000, LEASE, &[]).await.unwrap();
+    let far = store.claim_due(t + chrono::Duration::days(365), 1000, LEASE, &ClaimRoom::default()).await.unwrap();
     assert_eq!(job_keys(&far), all);
 }
 
@@ -1850,7 +1853,7 @@ pub async fn claim_due_respects_initial_lease(store: &DynStore) {
     // A message created without lease next to it is claimable at once (leased here for
     // long enough to stay out of the way below).
     let free = post(store, &app.id, &[&e1], t).await;
-    let jobs = store.claim_due(t + secs(1), 100, HOUR, &[]).await.unwrap();
+    let jobs = store.claim_due(t + secs(1), 100, HOUR, &ClaimRoom::default()).await.unwrap();
     assert_eq!(job_keys(&jobs), set([pair(&free, &e1)]));
 
     let after = claim(store, t + mins(2) + secs(1)).await;
@@ -2715,7 +2718,7 @@ pub async fn release_all_leases_frees_leased_only(store: &DynStore) {
     let done = setup_endpoint(store, &app.id).await;
     let later = setup_endpoint(store, &app.id).await;
     let msg = post(store, &app.id, &[&e1, &e2, &e3, &done, &later], t).await;
-    assert_eq!(store.claim_due(t + secs(1), 100, HOUR, &[]).await.unwrap().len(), 5);
+    assert_eq!(store.claim_due(t + secs(1), 100, HOUR, &ClaimRoom::default()).await.unwrap().len(), 5);
     let retry_at = t + chrono::Duration::days(1);
     store
         .record_attempts(
@@ -2736,7 +2739,10 @@ pub async fn release_all_leases_frees_leased_only(store: &DynStore) {
     assert_eq!(store.release_all_leases().await.unwrap(), 4, "three claimed plus one created leased");
 
     // Claimed for two days, so that only `later` comes back at its retry time.
-    let freed = store.claim_due(now_ms() + secs(2), 100, Duration::from_secs(2 * 24 * 3600), &[]).await.unwrap();
+    let freed = store
+        .claim_due(now_ms() + secs(2), 100, Duration::from_secs(2 * 24 * 3600), &ClaimRoom::default())
+        .await
+        .unwrap();
     assert_eq!(
         job_keys(&freed),
         set([pair(&msg, &e1), pair(&msg, &e2), pair(&msg, &e3), pair(&pre, &e1)]),
@@ -2970,11 +2976,11 @@ pub async fn claim_due_skips_saturated_endpoints(store: &DynStore) {
         post(store, &app.id, &[&busy, &free], t).await;
     }
     let lease = Duration::from_secs(60);
-    let jobs = store.claim_due(t, 100, lease, std::slice::from_ref(&busy.id)).await.unwrap();
+    let jobs = store.claim_due(t, 100, lease, &ClaimRoom::skipping(vec![busy.id.clone()])).await.unwrap();
     assert_eq!(jobs.len(), 3);
     assert!(jobs.iter().all(|j| j.endpoint.id == free.id));
     // The skipped deliveries were left alone, not leased: claimable right away.
-    let rest = store.claim_due(t, 100, lease, &[]).await.unwrap();
+    let rest = store.claim_due(t, 100, lease, &ClaimRoom::default()).await.unwrap();
     assert_eq!(rest.len(), 3);
     assert!(rest.iter().all(|j| j.endpoint.id == busy.id));
 }
@@ -3004,7 +3010,7 @@ pub async fn claim_due_skips_a_backlog_and_shares_fairly(store: &DynStore) {
     };
 
     // The big backlog is older, yet the small endpoint gets its share of a claim.
-    let first = store.claim_due(now, 10, LEASE, &[]).await.unwrap();
+    let first = store.claim_due(now, 10, LEASE, &ClaimRoom::default()).await.unwrap();
     assert_eq!(first.len(), 10);
     assert_eq!(of(&first, &small), few.iter().map(|m| m.id.clone()).collect(), "the small endpoint gets all it has");
     let oldest: BTreeSet<String> = backlog[..5].iter().map(|m| m.id.clone()).collect();
@@ -3013,17 +3019,25 @@ pub async fn claim_due_skips_a_backlog_and_shares_fairly(store: &DynStore) {
     // Skipping the endpoint with the backlog: the other endpoint's new work is claimed,
     // none of the backlog is, and it is left untouched.
     let more = [post(store, &app.id, &[&small], t).await, post(store, &app.id, &[&small], t).await];
-    let skipped = store.claim_due(now, 100, LEASE, std::slice::from_ref(&big.id)).await.unwrap();
+    let skipped = store.claim_due(now, 100, LEASE, &ClaimRoom::skipping(vec![big.id.clone()])).await.unwrap();
     assert_eq!(job_keys(&skipped), set([pair(&more[0], &small), pair(&more[1], &small)]));
-    assert!(store.claim_due(now, 100, LEASE, std::slice::from_ref(&big.id)).await.unwrap().is_empty());
+    assert!(store.claim_due(now, 100, LEASE, &ClaimRoom::skipping(vec![big.id.clone()])).await.unwrap().is_empty());
     let d = delivery(store, &app.id, &backlog[59].id, &big.id).await;
     assert_eq!((d.status, d.attempts, d.next_attempt_at), (DeliveryStatus::Pending, 0, Some(backlog[59].created_at)));
 
+    // With room for 3 more only, 3 of the backlog are claimed, whatever the limit, and the
+    // rest of the claim goes to the others.
+    let other = post(store, &app.id, &[&small], t).await;
+    let room = ClaimRoom { skip: Vec::new(), most: [(big.id.clone(), 3)].into_iter().collect() };
+    let some = store.claim_due(now, 100, LEASE, &room).await.unwrap();
+    assert_eq!(of(&some, &big), backlog[5..8].iter().map(|m| m.id.clone()).collect());
+    assert_eq!(of(&some, &small), BTreeSet::from([other.id.clone()]));
+
     // Without the skip, the rest of the backlog is there to claim, a limit at a time.
-    let rest = store.claim_due(now, 50, LEASE, &[]).await.unwrap();
-    assert_eq!(rest.len(), 50);
+    let rest = store.claim_due(now, 47, LEASE, &ClaimRoom::default()).await.unwrap();
+    assert_eq!(rest.len(), 47);
     assert!(rest.iter().all(|j| j.endpoint.id == big.id));
-    let last = store.claim_due(now, 50, LEASE, &[]).await.unwrap();
+    let last = store.claim_due(now, 50, LEASE, &ClaimRoom::default()).await.unwrap();
     assert_eq!(of(&last, &big), backlog[55..].iter().map(|m| m.id.clone()).collect());
 }
 
@@ -3042,7 +3056,7 @@ pub async fn next_due_at_ignores_skipped_endpoints(store: &DynStore) {
     assert_eq!(store.next_due_at(&[]).await.unwrap(), Some(t - mins(1)));
     assert_eq!(store.next_due_at(skip_dead).await.unwrap(), Some(t));
 
-    let jobs = store.claim_due(t + secs(1), 100, LEASE, skip_dead).await.unwrap();
+    let jobs = store.claim_due(t + secs(1), 100, LEASE, &ClaimRoom::skipping(skip_dead.to_vec())).await.unwrap();
     assert_eq!(job_keys(&jobs), set([pair(&msg, &live)]));
     assert_eq!(
         store.next_due_at(skip_dead).await.unwrap(),
