@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::model::{Attempt, DeliveryStatus, Endpoint};
 use hooklane_core::{DateTime, Utc};
-use hooklane_store::{AttemptOutcome, ClaimedKey, DeliveryKey, DynStore, Job, NextStep, RateSlot, Recorded};
+use hooklane_store::{AttemptOutcome, ClaimedKey, DeliveryKey, DynStore, Job, NextStep, RateSlot, Recorded, Stop};
 use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::circuit::{Circuits, Health, Verdict};
@@ -139,34 +139,32 @@ async fn follow_circuit_resets(inner: std::sync::Weak<Inner>, mut resets: tokio:
     }
 }
 
-/// Marks what other processes announce of deleted content, as if deleted here: the jobs
-/// this process holds for it are dropped rather than sent.
-async fn follow_expunges(
-    inner: std::sync::Weak<Inner>,
-    mut expunges: tokio::sync::broadcast::Receiver<hooklane_store::Expunged>,
-) {
+/// Marks what other processes announce they stopped (deleted content, a disabled or
+/// paused endpoint), as if stopped here: the jobs this process holds for it are not sent.
+async fn follow_stops(inner: std::sync::Weak<Inner>, mut stops: tokio::sync::broadcast::Receiver<Stop>) {
     use tokio::sync::broadcast::error::RecvError;
     loop {
-        let what = match expunges.recv().await {
+        let what = match stops.recv().await {
             Ok(what) => what,
-            // Fell behind (thousands at once): those missed are left to the store, which
-            // failed their deliveries; a job already held may still send its copy.
+            // Fell behind (thousands at once): those missed are left to the store (which
+            // failed the deliveries of deleted content, and which claims read endpoints
+            // from); a job already held may still be sent.
             Err(RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "content deletions announced by other nodes were missed");
+                tracing::warn!(missed, "stops announced by other nodes were missed");
                 continue;
             }
             Err(RecvError::Closed) => return,
         };
         let Some(inner) = inner.upgrade() else { return };
-        mark_expunged(&inner, &what);
+        mark_stopped(&inner, &what);
     }
 }
 
-/// Marks content deleted (see [`Dispatcher::expunged`]) for the jobs this process holds.
-fn mark_expunged(inner: &Inner, what: &hooklane_store::Expunged) {
+/// Marks what was stopped (see [`Dispatcher::stop`]) for the jobs this process holds.
+fn mark_stopped(inner: &Inner, what: &Stop) {
     match what {
-        hooklane_store::Expunged::Message(msg_id) => inner.expunged.set(msg_id, DateTime::<Utc>::MAX_UTC),
-        hooklane_store::Expunged::Through { app_id, last_id } => {
+        Stop::Message(msg_id) => inner.expunged.set(msg_id, DateTime::<Utc>::MAX_UTC),
+        Stop::MessagesThrough { app_id, last_id } => {
             let keep = marks_kept(&inner.cfg);
             let mut marks = inner.expunged_through.lock().unwrap_or_else(|p| p.into_inner());
             marks.retain(|_, (_, at)| at.elapsed() < keep);
@@ -175,6 +173,14 @@ fn mark_expunged(inner: &Inner, what: &hooklane_store::Expunged) {
                 *mark = (last_id.clone(), Instant::now());
             }
         }
+        // Deliveries read from this version of the endpoint or an older one are given up
+        // (a later change, re-enabling it, is a later version); claims no longer skip it, so
+        // that its pending deliveries are failed when claimed.
+        Stop::Disabled { endpoint_id, version } => {
+            inner.circuits.forget(endpoint_id);
+            inner.disabled.set(endpoint_id, *version);
+        }
+        Stop::Paused { endpoint_id, version } => inner.paused.set(endpoint_id, *version),
     }
 }
 
@@ -250,8 +256,8 @@ impl Dispatcher {
         if let Some(resets) = inner.store.circuit_resets() {
             tokio::spawn(follow_circuit_resets(Arc::downgrade(&inner), resets));
         }
-        if let Some(expunges) = inner.store.expunges() {
-            tokio::spawn(follow_expunges(Arc::downgrade(&inner), expunges));
+        if let Some(stops) = inner.store.stops() {
+            tokio::spawn(follow_stops(Arc::downgrade(&inner), stops));
         }
         Ok(Dispatcher { inner })
     }
@@ -362,20 +368,23 @@ impl Dispatcher {
         });
     }
 
-    /// The endpoint was paused (its settings as of `at`): the jobs this process already
-    /// holds for it are put back rather than sent.
-    pub fn endpoint_paused(&self, endpoint_id: &str, at: DateTime<Utc>) {
-        self.inner.paused.set(endpoint_id, at);
+    /// Content was deleted (a message's, or an application's messages up to an id, in id
+    /// order: one mark for a purge's chunk), or an endpoint disabled or paused: the jobs this
+    /// process already holds for it, read before the change, are not sent (dropped, or held
+    /// for a paused endpoint), and neither are those of the other processes sharing the
+    /// store once told (this returns when the announcement is made; best effort, see
+    /// [`hooklane_store::Store::announce_stop`]).
+    pub async fn stop(&self, what: Stop) {
+        mark_stopped(&self.inner, &what);
+        self.inner.store.announce_stop(&what).await;
     }
 
-    /// Content was deleted (a message's, or an application's messages up to an id, in id
-    /// order: one mark for a purge's chunk): the jobs this process already holds for it
-    /// (with a copy of the content) are dropped rather than sent, and so are those of the
-    /// other processes sharing the store, once told (answered when the announcement is
-    /// made; best effort, see [`hooklane_store::Store::announce_expunge`]).
-    pub async fn expunged(&self, what: hooklane_store::Expunged) {
-        mark_expunged(&self.inner, &what);
-        self.inner.store.announce_expunge(&what).await;
+    /// [`Dispatcher::stop`] from code that cannot wait: marked here at once, announced by a
+    /// task of its own.
+    pub fn stop_soon(&self, what: Stop) {
+        mark_stopped(&self.inner, &what);
+        let store = self.inner.store.clone();
+        tokio::spawn(async move { store.announce_stop(&what).await });
     }
 
     /// Stops claiming work and waits (up to `grace`) for what is in flight to be recorded.
@@ -602,7 +611,7 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
     let key = claimed_key(&job);
     // A polling endpoint is sent nothing; a delivery to one (made by a node of an older
     // version, during a rolling upgrade) is given up as a disabled endpoint's are.
-    let disabled = endpoint.disabled || endpoint.polling || inner.disabled.covers(&endpoint.id, endpoint.updated_at);
+    let disabled = endpoint.disabled || endpoint.polling || disabled_here(&inner, endpoint);
     if disabled || expunged(&inner, &job.message) {
         let _ = inner.finished.send(Finished::Abandoned(key, gate, endpoint.order.is_fifo()));
         return;
@@ -655,8 +664,12 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
             // What changed while it waited for its turn is looked at before a rate slot is
             // spent on it: a slot taken for a job that is then not sent is lost to the
             // endpoint, and held back by its circuit, a whole turn's worth of jobs would be.
-            if expunged(&inner, &job.message) {
+            if expunged(&inner, &job.message) || disabled_here(&inner, endpoint) {
                 let _ = inner.finished.send(Finished::Abandoned(key, gate.clone(), endpoint.order.is_fifo()));
+                return;
+            }
+            if paused_here(&inner, endpoint) {
+                let _ = inner.finished.send(Finished::Held(key, endpoint.app_id.clone(), gate.clone()));
                 return;
             }
             if let Some(until) = inner.circuits.held_until(&endpoint.id, Utc::now()) {
@@ -701,9 +714,9 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
                 let _ = inner.finished.send(Finished::Held(key, endpoint.app_id.clone(), gate.clone()));
                 return;
             }
-            // Its content deleted meanwhile: the copy in hand is not sent (the store has
-            // failed the delivery already).
-            if expunged(&inner, &job.message) {
+            // Its content deleted, or its endpoint disabled, meanwhile: not sent (the store
+            // has failed the delivery already, or fails it now).
+            if expunged(&inner, &job.message) || disabled_here(&inner, endpoint) {
                 let _ = inner.finished.send(Finished::Abandoned(key, gate.clone(), endpoint.order.is_fifo()));
                 return;
             }
@@ -788,6 +801,12 @@ fn expunged(inner: &Inner, message: &hooklane_core::model::Message) -> bool {
     through
         .get(&message.app_id)
         .is_some_and(|(last, at)| at.elapsed() < marks_kept(&inner.cfg) && message.id.as_str() <= last.as_str())
+}
+
+/// Whether the endpoint was disabled (by this process, or another that announced it) after
+/// the job's snapshot of it.
+fn disabled_here(inner: &Inner, endpoint: &Endpoint) -> bool {
+    inner.disabled.covers(&endpoint.id, endpoint.updated_at)
 }
 
 /// Whether the endpoint was paused through this process after the job's snapshot of it.
@@ -913,13 +932,13 @@ async fn record_loop(inner: Arc<Inner>, mut results: mpsc::UnboundedReceiver<Fin
                         } else {
                             tracing::warn!(endpoint_id = %id, "endpoint disabled after failing continuously");
                         }
-                        // Its pending deliveries are marked failed when claimed: claims must
-                        // not skip it any longer.
-                        inner.circuits.forget(&id);
                         events.disabled(&id);
-                        // Deliveries read from this version of the endpoint or an older one
-                        // are given up; a later change (re-enabling it) is a later version.
-                        inner.disabled.set(&id, version);
+                        // Given up here and, once told, on the other nodes: deliveries read
+                        // from this version of the endpoint or an older one.
+                        let stop = Stop::Disabled { endpoint_id: id, version };
+                        mark_stopped(&inner, &stop);
+                        let store = inner.store.clone();
+                        tokio::spawn(async move { store.announce_stop(&stop).await });
                     }
                     events.send(&inner);
                 }

@@ -298,15 +298,15 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    /// Tells every other process sharing this store (through [`Store::expunges`]) that a
-    /// message's content was deleted, so that the jobs they hold for it are dropped. Best
-    /// effort, as [`Store::announce_circuit_reset`]: a lost announcement leaves a job already
-    /// held by another node (for at most its lease) to send the content.
-    async fn announce_expunge(&self, _what: &Expunged) {}
+    /// Tells every other process sharing this store (through [`Store::stops`]) that content
+    /// was deleted, or an endpoint disabled or paused, so that the jobs they hold for it are
+    /// not sent. Best effort, as [`Store::announce_circuit_reset`]: a lost announcement leaves
+    /// a job already held by another node (for at most its lease) to be sent.
+    async fn announce_stop(&self, _what: &Stop) {}
 
-    /// What other processes announced through [`Store::announce_expunge`]; `None` for a
-    /// store only one process uses.
-    fn expunges(&self) -> Option<tokio::sync::broadcast::Receiver<Expunged>> {
+    /// What other processes announced through [`Store::announce_stop`]; `None` for a store
+    /// only one process uses.
+    fn stops(&self) -> Option<tokio::sync::broadcast::Receiver<Stop>> {
         None
     }
 

@@ -558,57 +558,89 @@ pub struct DestinationChanges {
     pub created: Vec<Endpoint>,
 }
 
-/// Content deleted through one process, announced to the others sharing the store
-/// ([`crate::Store::announce_expunge`]): the jobs they hold in memory for it, with a copy of
-/// the content, are dropped rather than sent.
+/// What one process stopped sending, announced to the others sharing the store
+/// ([`crate::Store::announce_stop`]): the jobs they hold in memory for it, read before the
+/// change, are not sent (dropped for deleted content and a disabled endpoint, held for a
+/// paused one).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Expunged {
-    /// One message (by id).
+pub enum Stop {
+    /// A message's content was deleted (by id).
     Message(String),
-    /// Every message of the application up to this id, in id order (a purge's chunk).
-    Through { app_id: String, last_id: String },
+    /// The content of every message of the application up to this id, in id order, was
+    /// deleted (a purge's chunk).
+    MessagesThrough { app_id: String, last_id: String },
+    /// The endpoint was disabled; jobs read from this version of it or an older one are
+    /// given up.
+    Disabled { endpoint_id: String, version: DateTime<Utc> },
+    /// The endpoint was paused; jobs read from this version of it or an older one are held.
+    Paused { endpoint_id: String, version: DateTime<Utc> },
 }
 
-impl Expunged {
-    /// As announced: `m <msg_id>` or `t <app_id> <last_id>` (ids hold no spaces).
+impl Stop {
+    /// As announced: `m <msg_id>`, `t <app_id> <last_id>`, `d <endpoint_id> <version, µs>`
+    /// or `p <endpoint_id> <version, µs>` (ids hold no spaces).
     pub fn to_wire(&self) -> String {
         match self {
-            Expunged::Message(id) => format!("m {id}"),
-            Expunged::Through { app_id, last_id } => format!("t {app_id} {last_id}"),
+            Stop::Message(id) => format!("m {id}"),
+            Stop::MessagesThrough { app_id, last_id } => format!("t {app_id} {last_id}"),
+            Stop::Disabled { endpoint_id, version } => format!("d {endpoint_id} {}", version.timestamp_micros()),
+            Stop::Paused { endpoint_id, version } => format!("p {endpoint_id} {}", version.timestamp_micros()),
         }
     }
 
-    /// Read back from [`Expunged::to_wire`]; `None` for anything else.
+    /// Read back from [`Stop::to_wire`]; `None` for anything else.
     pub fn from_wire(wire: &str) -> Option<Self> {
-        let mut parts = wire.split(' ');
-        let read = match (parts.next()?, parts.next()?, parts.next()) {
-            ("m", id, None) if !id.is_empty() => Expunged::Message(id.to_string()),
-            ("t", app_id, Some(last_id)) if !app_id.is_empty() && !last_id.is_empty() => {
-                Expunged::Through { app_id: app_id.to_string(), last_id: last_id.to_string() }
+        let parts: Vec<&str> = wire.split(' ').collect();
+        let version = |v: &str| v.parse::<i64>().ok().and_then(DateTime::<Utc>::from_timestamp_micros);
+        let read = match parts.as_slice() {
+            ["m", id] if !id.is_empty() => Stop::Message(id.to_string()),
+            ["t", app_id, last_id] if !app_id.is_empty() && !last_id.is_empty() => {
+                Stop::MessagesThrough { app_id: app_id.to_string(), last_id: last_id.to_string() }
+            }
+            ["d", endpoint_id, v] if !endpoint_id.is_empty() => {
+                Stop::Disabled { endpoint_id: endpoint_id.to_string(), version: version(v)? }
+            }
+            ["p", endpoint_id, v] if !endpoint_id.is_empty() => {
+                Stop::Paused { endpoint_id: endpoint_id.to_string(), version: version(v)? }
             }
             _ => return None,
         };
-        parts.next().is_none().then_some(read)
+        Some(read)
     }
 }
 
 #[cfg(test)]
-mod expunged_tests {
-    use super::Expunged;
+mod stop_tests {
+    use super::Stop;
 
     #[test]
     fn announcements_read_back_as_written_and_nothing_else() {
-        for what in
-            [Expunged::Message("msg_1".into()), Expunged::Through { app_id: "app_1".into(), last_id: "msg_9".into() }]
-        {
-            assert_eq!(Expunged::from_wire(&what.to_wire()), Some(what));
+        let version = chrono::DateTime::from_timestamp_micros(1_765_000_000_123_456).expect("time");
+        for what in [
+            Stop::Message("msg_1".into()),
+            Stop::MessagesThrough { app_id: "app_1".into(), last_id: "msg_9".into() },
+            Stop::Disabled { endpoint_id: "ep_1".into(), version },
+            Stop::Paused { endpoint_id: "ep_2".into(), version },
+        ] {
+            assert_eq!(Stop::from_wire(&what.to_wire()), Some(what));
         }
-        for junk in ["", "m", "m ", "x msg_1", "m msg_1 extra", "t app_1", "t app_1 msg_9 extra", "t  msg_9"] {
-            assert_eq!(Expunged::from_wire(junk), None, "{junk:?}");
+        for junk in [
+            "",
+            "m",
+            "m ",
+            "x msg_1",
+            "m msg_1 extra",
+            "t app_1",
+            "t app_1 msg_9 extra",
+            "t  msg_9",
+            "d ep_1",
+            "d ep_1 soon",
+            "p ep_1 1 2",
+        ] {
+            assert_eq!(Stop::from_wire(junk), None, "{junk:?}");
         }
     }
 }
-
 /// What a claim ([`crate::Store::claim_due`]) may take of particular endpoints: a poller
 /// asks for no more of an endpoint than it has room for in memory, so that what it could
 /// not start is not claimed to be handed straight back (a rate-limited endpoint one job

@@ -418,3 +418,30 @@ async fn content_deleted_on_one_node_is_not_sent_by_another() {
     assert!(sent.len() <= 1 && sent.iter().all(|id| *id == posted[0]), "sent after the purge: {sent:?}");
     assert!(rx.received().iter().all(|r| !String::from_utf8_lossy(&r.body).contains("gone")));
 }
+
+/// An endpoint disabled or paused through one node gets nothing more from another node
+/// that already holds deliveries to it in memory (a rate limit of one a second keeps node
+/// 1's there): the change is announced through the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_disabled_or_paused_on_one_node_is_not_sent_to_by_another() {
+    let db = TestDatabase::create().await;
+    // A lease long enough for deliveries to wait for their slots in memory.
+    let config = node_config(&db).replace("lease = \"3s\"", "lease = \"30s\"");
+    let nodes = [Server::start(&config).await, Server::start(&config).await];
+    for change in [json!({ "disabled": true }), json!({ "paused": true })] {
+        let rx = Receiver::start().await;
+        let app = nodes[0].create_app("stopped").await;
+        let (ep, _) = nodes[0].create_endpoint(&app, json!({ "url": rx.url, "rateLimit": 1 })).await;
+        // Posted to node 1, which leases them as it writes them and holds them for their slots.
+        for i in 0..4 {
+            nodes[1].send_message(&app, "a.b", json!({ "n": i })).await;
+        }
+        rx.wait_for(1, Duration::from_secs(10)).await;
+        let (status, body) =
+            nodes[0].call("PATCH", &format!("/api/v1/app/{app}/endpoint/{ep}"), Some(change.clone())).await;
+        assert_eq!(status, 200, "{body}");
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let sent = rx.received().len();
+        assert!(sent <= 2, "{change}: node 1 sent {sent} of its 4 held deliveries after the change on node 0");
+    }
+}

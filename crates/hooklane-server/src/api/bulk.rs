@@ -312,8 +312,8 @@ async fn expunge_all(s: &AppState, app_id: &str, now: DateTime<Utc>) -> ApiResul
         // The engine drops what it holds of this chunk (in id order: one mark up to its last
         // id) as the store empties it; a purge that fails at a chunk has marked none after.
         if let Some(last) = ids.last() {
-            let through = hooklane_store::Expunged::Through { app_id: app_id.to_string(), last_id: last.clone() };
-            s.0.dispatcher.expunged(through).await;
+            let through = hooklane_store::Stop::MessagesThrough { app_id: app_id.to_string(), last_id: last.clone() };
+            s.0.dispatcher.stop(through).await;
         }
         expunged += count_done(ids, |msg_id| async move {
             match store.expunge_message_content(app_id, &msg_id, now).await {

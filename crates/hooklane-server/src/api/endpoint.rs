@@ -13,6 +13,7 @@ use hooklane_core::model::{
 };
 use hooklane_core::signing::{published_key, Secret};
 use hooklane_core::{DateTime, Utc};
+use hooklane_store::Stop;
 use serde::{Deserialize, Serialize};
 
 use super::{check_len, check_metadata, check_name, check_names, check_rate_limit, page_request, ListResponse, Patch};
@@ -836,7 +837,11 @@ pub(crate) fn after_update(s: &AppState, app: Option<&Application>, ep: &Endpoin
     if before.paused && !ep.paused {
         s.0.dispatcher.endpoint_resumed(&ep.id);
     } else if ep.paused && !before.paused {
-        s.0.dispatcher.endpoint_paused(&ep.id, ep.updated_at);
+        s.0.dispatcher.stop_soon(Stop::Paused { endpoint_id: ep.id.clone(), version: ep.updated_at });
+    }
+    // Disabled through the API: what any node holds for it, read before, is not sent.
+    if ep.disabled && !before.disabled {
+        s.0.dispatcher.stop_soon(Stop::Disabled { endpoint_id: ep.id.clone(), version: ep.updated_at });
     }
     let Some(app) = app else { return };
     operational::endpoint_changed(s, operational::ENDPOINT_UPDATED, app, ep);

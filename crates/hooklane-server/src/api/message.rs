@@ -727,7 +727,7 @@ pub(crate) async fn expunge(
     now: DateTime<Utc>,
 ) -> Result<(), hooklane_store::StoreError> {
     s.0.store.expunge_message_content(app_id, msg_id, now).await?;
-    s.0.dispatcher.expunged(hooklane_store::Expunged::Message(msg_id.to_string())).await;
+    s.0.dispatcher.stop(hooklane_store::Stop::Message(msg_id.to_string())).await;
     Ok(())
 }
 

@@ -137,9 +137,9 @@ pub struct PgStore {
     /// Every `NOTIFY hooklane_tenants` from another node: what
     /// [`crate::Store::tenant_changes`] hands out.
     tenant_changes: tokio::sync::broadcast::Sender<()>,
-    /// Every `NOTIFY hooklane_expunges` from another node: what
-    /// [`crate::Store::expunges`] hands out.
-    expunges: tokio::sync::broadcast::Sender<crate::Expunged>,
+    /// Every `NOTIFY hooklane_stops` from another node: what [`crate::Store::stops`] hands
+    /// out.
+    stops: tokio::sync::broadcast::Sender<crate::Stop>,
     /// Tags this process's announcements, so that it does not hear its own: by the time a
     /// circuit reset came back, the circuit may have opened again, for good reason.
     node_tag: String,
@@ -151,8 +151,9 @@ const DUE_CHANNEL: &str = "hooklane_due";
 const CIRCUITS_CHANNEL: &str = "hooklane_circuits";
 /// The channel nodes announce changes to applications, endpoints and sources on.
 pub(crate) const TENANTS_CHANNEL: &str = "hooklane_tenants";
-/// The channel nodes announce deleted content on ([`crate::Expunged::to_wire`]).
-pub(crate) const EXPUNGES_CHANNEL: &str = "hooklane_expunges";
+/// The channel nodes announce deleted content and disabled or paused endpoints on
+/// ([`crate::Stop::to_wire`]).
+pub(crate) const STOPS_CHANNEL: &str = "hooklane_stops";
 /// Circuit resets a slow dispatcher may fall behind by before it misses some (each one
 /// missed only leaves that node's circuit to its cool-down).
 const CIRCUIT_RESETS_BACKLOG: usize = 1024;
@@ -238,29 +239,19 @@ impl PgStore {
         let (circuit_resets, _) = tokio::sync::broadcast::channel(CIRCUIT_RESETS_BACKLOG);
         // A reader that falls behind has missed some ticks; it clears its cache all the same.
         let (tenant_changes, _) = tokio::sync::broadcast::channel(16);
-        let (expunges, _) = tokio::sync::broadcast::channel(CIRCUIT_RESETS_BACKLOG);
+        let (stops, _) = tokio::sync::broadcast::channel(CIRCUIT_RESETS_BACKLOG);
         let node_tag: String = hooklane_core::signing::random_bytes::<8>().iter().map(|b| format!("{b:02x}")).collect();
         let listen = Listening {
             wakeups: Arc::downgrade(&wakeups),
             events: Arc::downgrade(&events),
             circuit_resets: circuit_resets.clone(),
             tenant_changes: tenant_changes.clone(),
-            expunges: expunges.clone(),
+            stops: stops.clone(),
             node_tag: node_tag.clone(),
         };
         tokio::spawn(listen_for_due(config, tls, listen));
         let ingest = ingest::start(pool.clone());
-        Ok(PgStore {
-            pool,
-            ingest,
-            wakeups,
-            events,
-            instance_secret,
-            circuit_resets,
-            tenant_changes,
-            expunges,
-            node_tag,
-        })
+        Ok(PgStore { pool, ingest, wakeups, events, instance_secret, circuit_resets, tenant_changes, stops, node_tag })
     }
 
     /// Tells every node listening (this one included) that deliveries may be due now. A
@@ -307,21 +298,21 @@ struct Listening {
     events: Weak<StreamSignals>,
     circuit_resets: tokio::sync::broadcast::Sender<String>,
     tenant_changes: tokio::sync::broadcast::Sender<()>,
-    expunges: tokio::sync::broadcast::Sender<crate::Expunged>,
+    stops: tokio::sync::broadcast::Sender<crate::Stop>,
     /// This process's announcements carry it (`<tag> <detail>`): they are not passed on.
     node_tag: String,
 }
 
 /// Holds one connection that `LISTEN`s on [`DUE_CHANNEL`], [`MESSAGES_CHANNEL`],
-/// [`CIRCUITS_CHANNEL`], [`TENANTS_CHANNEL`] and [`EXPUNGES_CHANNEL`]: signals `wakeups` for
+/// [`CIRCUITS_CHANNEL`], [`TENANTS_CHANNEL`] and [`STOPS_CHANNEL`]: signals `wakeups` for
 /// each notification on the first, raises `events` for the applications each one on the
 /// second names (and every application's once the connection is listening, for messages
 /// written while it was down), passes what another node announced on the last three to
 /// `circuit_resets` (endpoint ids), `tenant_changes` (which also ticks once the connection
-/// is listening, for changes made while it was down) and `expunges`, and reconnects when
+/// is listening, for changes made while it was down) and `stops`, and reconnects when
 /// the connection drops. Ends when the store is dropped.
 async fn listen_for_due(mut config: tokio_postgres::Config, tls: MakeRustlsConnect, listen: Listening) {
-    let Listening { wakeups, events, circuit_resets, tenant_changes, expunges, node_tag } = listen;
+    let Listening { wakeups, events, circuit_resets, tenant_changes, stops, node_tag } = listen;
     // Named, so that an operator (or a test) tells it from the pool's connections.
     config.application_name(LISTEN_APPLICATION_NAME);
     // Another node's announcement on a tagged channel: its detail.
@@ -351,7 +342,7 @@ async fn listen_for_due(mut config: tokio_postgres::Config, tls: MakeRustlsConne
                 let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
                 let statement = format!(
                     "LISTEN {DUE_CHANNEL}; LISTEN {MESSAGES_CHANNEL}; LISTEN {CIRCUITS_CHANNEL}; \
-                     LISTEN {TENANTS_CHANNEL}; LISTEN {EXPUNGES_CHANNEL}"
+                     LISTEN {TENANTS_CHANNEL}; LISTEN {STOPS_CHANNEL}"
                 );
                 let listen = client.batch_execute(&statement);
                 // The connection must be driven for LISTEN itself to complete.
@@ -409,9 +400,9 @@ async fn listen_for_due(mut config: tokio_postgres::Config, tls: MakeRustlsConne
                                     let _ = circuit_resets.send(endpoint_id);
                                 }
                             }
-                            Some(Ok(AsyncMessage::Notification(n))) if n.channel() == EXPUNGES_CHANNEL => {
-                                if let Some(what) = foreign(n.payload()).and_then(|d| crate::Expunged::from_wire(&d)) {
-                                    let _ = expunges.send(what);
+                            Some(Ok(AsyncMessage::Notification(n))) if n.channel() == STOPS_CHANNEL => {
+                                if let Some(what) = foreign(n.payload()).and_then(|d| crate::Stop::from_wire(&d)) {
+                                    let _ = stops.send(what);
                                 }
                             }
                             Some(Ok(AsyncMessage::Notification(n))) if n.channel() == TENANTS_CHANNEL => {

@@ -478,12 +478,12 @@ impl Store for PgStore {
         Some(self.circuit_resets.subscribe())
     }
 
-    async fn announce_expunge(&self, what: &crate::Expunged) {
-        self.announce(super::EXPUNGES_CHANNEL, what.to_wire()).await;
+    async fn announce_stop(&self, what: &crate::Stop) {
+        self.announce(super::STOPS_CHANNEL, what.to_wire()).await;
     }
 
-    fn expunges(&self) -> Option<tokio::sync::broadcast::Receiver<crate::Expunged>> {
-        Some(self.expunges.subscribe())
+    fn stops(&self) -> Option<tokio::sync::broadcast::Receiver<crate::Stop>> {
+        Some(self.stops.subscribe())
     }
 
     async fn announce_tenant_change(&self) {
