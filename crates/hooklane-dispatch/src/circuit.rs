@@ -69,7 +69,14 @@ struct Circuit {
     state: State,
     /// Length of the last cool-down (the next one, after a failed probe, is twice this).
     cooldown: Duration,
+    /// When the last unreachable attempt was recorded.
+    last_failure: DateTime<Utc>,
 }
+
+/// How long a circuit nothing happens to is kept: failures in a row further apart than this
+/// count afresh, and the circuit of an endpoint no longer sent to (deleted, disabled by
+/// another node, quiet) is forgotten rather than kept, and counted as open, for ever.
+const STALE_AFTER: chrono::Duration = chrono::Duration::hours(1);
 
 /// Endpoints whose circuit is not closed, or that failed lately; an endpoint missing from
 /// the map is closed with no failures.
@@ -104,6 +111,23 @@ impl Circuits {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Circuit>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether nothing happened to the circuit for [`STALE_AFTER`]: no failure since, no
+    /// delivery since its cool-down ended, or a probe never reported.
+    fn stale(&self, c: &Circuit, now: DateTime<Utc>) -> bool {
+        let since = match c.state {
+            State::Closed => c.last_failure,
+            State::Open { until } => until,
+            State::HalfOpen { since } => later(since, self.probe_timeout),
+        };
+        now - since > STALE_AFTER
+    }
+
+    /// Sets the gauge of circuits not closed (after a transition: not on every attempt).
+    fn count_open(map: &HashMap<String, Circuit>) {
+        let open = map.values().filter(|c| c.state != State::Closed).count();
+        metrics::gauge!("hooklane_circuits_open").set(open as f64);
     }
 
     /// When deliveries to this endpoint must wait until, without taking the probe: `None`
@@ -157,15 +181,18 @@ impl Circuits {
                     if c.state != State::Closed {
                         tracing::info!(endpoint_id, "circuit closed: endpoint answering again");
                         metrics::counter!("hooklane_circuit_transitions_total", "to" => "closed").increment(1);
+                        Self::count_open(&map);
                     }
                 }
             }
             Health::Unreachable => {
-                let c = map.entry(endpoint_id.to_string()).or_insert(Circuit {
-                    failures: 0,
-                    state: State::Closed,
-                    cooldown: Duration::ZERO,
-                });
+                let fresh = Circuit { failures: 0, state: State::Closed, cooldown: Duration::ZERO, last_failure: now };
+                let c = map.entry(endpoint_id.to_string()).or_insert(fresh);
+                // Failures further apart than the staleness window do not add up.
+                if c.state == State::Closed && now - c.last_failure > STALE_AFTER {
+                    c.failures = 0;
+                }
+                c.last_failure = now;
                 c.failures = c.failures.saturating_add(1);
                 let cooldown = match c.state {
                     State::Closed if c.failures >= self.threshold => self.cooldown,
@@ -182,10 +209,9 @@ impl Circuits {
                     "circuit open: endpoint unreachable, deliveries paused"
                 );
                 metrics::counter!("hooklane_circuit_transitions_total", "to" => "open").increment(1);
+                Self::count_open(&map);
             }
         }
-        let open = map.values().filter(|c| c.state != State::Closed).count();
-        metrics::gauge!("hooklane_circuits_open").set(open as f64);
     }
 
     /// Forgets the endpoint's circuit (it was disabled: its deliveries must be claimed to be
@@ -194,14 +220,21 @@ impl Circuits {
     pub fn forget(&self, endpoint_id: &str) -> bool {
         let mut map = self.lock();
         let was_open = map.remove(endpoint_id).is_some_and(|c| c.state != State::Closed);
-        let open = map.values().filter(|c| c.state != State::Closed).count();
-        metrics::gauge!("hooklane_circuits_open").set(open as f64);
+        if was_open {
+            Self::count_open(&map);
+        }
         was_open
     }
 
-    /// Endpoints whose deliveries claims must leave in the store now.
+    /// Endpoints whose deliveries claims must leave in the store now. (Called for every
+    /// poll: stale circuits are forgotten here.)
     pub fn blocked(&self, now: DateTime<Utc>) -> Vec<String> {
-        let map = self.lock();
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|_, c| !self.stale(c, now));
+        if map.len() < before {
+            Self::count_open(&map);
+        }
         map.iter()
             .filter(|(_, c)| match c.state {
                 State::Closed => false,
@@ -297,6 +330,32 @@ mod tests {
         assert_eq!(c.verdict("ep", at(t0, 5)), Verdict::Probe);
         assert!(matches!(c.verdict("ep", at(t0, 34)), Verdict::Hold(_)));
         assert_eq!(c.verdict("ep", at(t0, 35)), Verdict::Probe, "30 s without an answer: the probe is lost");
+    }
+
+    /// Failures more than an hour apart do not add up, and a circuit nothing happens to
+    /// for an hour (an endpoint no longer sent to) is forgotten.
+    #[test]
+    fn stale_circuits_are_forgotten() {
+        let c = circuits();
+        let t0 = Utc::now();
+        for i in 0..2 {
+            c.record("ep", Health::Unreachable, false, at(t0, i));
+        }
+        c.blocked(at(t0, 2));
+        c.record("ep", Health::Unreachable, false, at(t0, 3 + 3600));
+        assert!(c.is_closed("ep"), "the third failure, an hour after the others, does not open it");
+        c.record("ep", Health::Unreachable, false, at(t0, 3 + 3601));
+        c.record("ep", Health::Unreachable, false, at(t0, 3 + 3602));
+        assert!(!c.is_closed("ep"), "three in a row do");
+        assert!(c.lock().contains_key("ep"));
+        assert_eq!(c.blocked(at(t0, 3 + 3603)), ["ep"]);
+        // Its cool-down over, no delivery comes for an hour: forgotten.
+        assert!(c.blocked(at(t0, 3 + 3602 + 10 + 3601)).is_empty());
+        assert!(c.lock().is_empty() && c.is_closed("ep"));
+        // A closed circuit with a failure or two goes too.
+        c.record("quiet", Health::Unreachable, false, t0);
+        c.blocked(at(t0, 3601));
+        assert!(c.lock().is_empty());
     }
 
     #[test]
