@@ -48,6 +48,7 @@ pub const UNFINISHED_FAN_OUT: &str = "status = 0 AND reason IS NOT NULL AND msg_
 pub fn delete_app_sql(app: &str) -> Vec<String> {
     let mut sql = vec![
         format!("DELETE FROM attempts WHERE app_id = {app}"),
+        format!("DELETE FROM endpoint_rate WHERE endpoint_id IN (SELECT id FROM endpoints WHERE app_id = {app})"),
         format!("DELETE FROM deliveries WHERE endpoint_id IN (SELECT id FROM endpoints WHERE app_id = {app})"),
         format!("DELETE FROM deliveries WHERE msg_id IN (SELECT id FROM messages WHERE app_id = {app})"),
     ];

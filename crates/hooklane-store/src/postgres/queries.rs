@@ -411,6 +411,8 @@ pub async fn delete_endpoint<C: GenericClient>(c: &C, app_id: &str, endpoint_id:
     ] {
         execute(c, sql, &[&app_id, &endpoint_id]).await?;
     }
+    // Its rate bucket (kept by endpoint id only; the endpoint was the application's).
+    execute(c, "DELETE FROM endpoint_rate WHERE endpoint_id = $1", &[&endpoint_id]).await?;
     Ok(())
 }
 

@@ -326,6 +326,13 @@ pub fn delete_endpoint(conn: &Connection, app_id: &str, endpoint_id: &str) -> St
     }
     execute(conn, CONSUMERS_OF_ENDPOINT, [app_id, endpoint_id])?;
     execute(conn, "DELETE FROM tokens WHERE app_id = ?1 AND endpoint_id = ?2", [app_id, endpoint_id])?;
+    // Its rate bucket (kept by endpoint id only: the endpoint must be the application's).
+    execute(
+        conn,
+        "DELETE FROM endpoint_rate WHERE endpoint_id = ?2 AND EXISTS \
+         (SELECT 1 FROM endpoints WHERE app_id = ?1 AND id = ?2)",
+        [app_id, endpoint_id],
+    )?;
     one_row(execute(conn, "DELETE FROM endpoints WHERE app_id = ?1 AND id = ?2", [app_id, endpoint_id])?)
 }
 

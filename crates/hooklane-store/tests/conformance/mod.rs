@@ -97,6 +97,7 @@ macro_rules! store_conformance_tests {
             tokens_map_to_principals,
             idempotency_lifecycle,
             rate_slots_are_spaced_after_a_burst,
+            rate_buckets_go_with_their_endpoint,
             claim_due_skips_saturated_endpoints,
             claim_due_skips_a_backlog_and_shares_fairly,
             next_due_at_ignores_skipped_endpoints,
@@ -3070,6 +3071,35 @@ pub async fn next_due_at_ignores_skipped_endpoints(store: &DynStore) {
     assert_eq!(store.next_due_at(skip_dead).await.unwrap(), Some(t + mins(7)));
     assert_eq!(store.next_due_at(&[]).await.unwrap(), Some(t - mins(1)));
     assert_eq!(store.next_due_at(&[dead.id.clone(), live.id.clone()]).await.unwrap(), None);
+}
+
+/// An endpoint's rate bucket goes with it, and with its application: it is not left
+/// behind for good (an endpoint made again under the same id, as the conformance suite may,
+/// starts with a full bucket).
+pub async fn rate_buckets_go_with_their_endpoint(store: &DynStore) {
+    let t0 = now_ms();
+    let far = t0 + chrono::Duration::hours(1);
+    let app = setup_app(store, "Rates").await;
+    let ep = setup_endpoint(store, &app.id).await;
+    for deleted_with_app in [false, true] {
+        // (A minute apart: the first round's last slot is long past in the second.)
+        let t = if deleted_with_app { t0 + secs(60) } else { t0 };
+        let app = if deleted_with_app { setup_app(store, "Rates 2").await } else { app.clone() };
+        let ep = Endpoint { app_id: app.id.clone(), ..ep.clone() };
+        if deleted_with_app {
+            store.create_endpoint(ep.clone()).await.unwrap();
+        }
+        for _ in 0..5 {
+            store.take_rate_slot(&ep.id, 1, t, far).await.unwrap();
+        }
+        assert_eq!(store.take_rate_slot(&ep.id, 1, t, far).await.unwrap(), RateSlot::Taken(t + secs(5)));
+        if deleted_with_app {
+            store.delete_app(&app.id).await.unwrap();
+        } else {
+            store.delete_endpoint(&app.id, &ep.id).await.unwrap();
+        }
+        assert_eq!(store.take_rate_slot(&ep.id, 1, t, far).await.unwrap(), RateSlot::Taken(t), "a fresh bucket");
+    }
 }
 
 pub async fn rate_slots_are_spaced_after_a_burst(store: &DynStore) {
