@@ -683,6 +683,9 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
             // endpoint gets a little less, never more).
             let _permit = loop {
                 let slot_at = match rate_wait(&inner, &gate, endpoint, send_by).await {
+                    // (No timer for no wait: a zero sleep still waits for the timer's next
+                    // tick, a millisecond on every delivery.)
+                    Ok(wait) if wait.is_zero() => Instant::now(),
                     Ok(wait) => {
                         tokio::time::sleep(wait).await;
                         Instant::now()
