@@ -679,34 +679,42 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
             // The rate slot, then the node's permit; a slot whose time passed while the
             // permit was awaited (the node busy with other endpoints' requests) is not used
             // late, together with the others that waited: that would be a burst the rate
-            // does not allow. A fresh one is taken instead (the late one is lost: the
-            // endpoint gets a little less, never more).
-            let _permit = loop {
-                let slot_at = match rate_wait(&inner, &gate, endpoint, send_by).await {
-                    // (No timer for no wait: a zero sleep still waits for the timer's next
-                    // tick, a millisecond on every delivery.)
-                    Ok(wait) if wait.is_zero() => Instant::now(),
+            // does not allow. One fresh slot is taken instead, the permit in hand: used if it
+            // comes within the slack, else the delivery goes back to the store for it (the
+            // late slot is lost: the endpoint gets a little less, never more; and no permit
+            // is held through a long wait).
+            let slot_at = match rate_wait(&inner, &gate, endpoint, send_by).await {
+                // (No timer for no wait: a zero sleep still waits for the timer's next tick, a
+                // millisecond on every delivery.)
+                Ok(wait) if wait.is_zero() => Instant::now(),
+                Ok(wait) => {
+                    tokio::time::sleep(wait).await;
+                    Instant::now()
+                }
+                // Its slots are taken past the lease's budget (other nodes send to it too):
+                // back, no slot taken, for when the next free one is within a claim's reach.
+                Err(next_free) => {
+                    hand_back(&inner, key, rate_retry_at(&inner.cfg, next_free, Utc::now()), gate.clone(), "rate");
+                    return;
+                }
+            };
+            let Ok(_permit) = inner.in_flight.acquire().await else { return };
+            if let Some(rate) = endpoint.rate_limit.filter(|r| *r > 0 && slot_at.elapsed() > slot_slack(*r)) {
+                metrics::counter!("hooklane_rate_slots_retaken_total").increment(1);
+                match rate_wait(&inner, &gate, endpoint, send_by).await {
+                    Ok(wait) if wait.is_zero() => {}
+                    Ok(wait) if wait <= slot_slack(rate) => tokio::time::sleep(wait).await,
                     Ok(wait) => {
-                        tokio::time::sleep(wait).await;
-                        Instant::now()
+                        let due = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                        hand_back(&inner, key, due, gate.clone(), "rate");
+                        return;
                     }
-                    // Its slots are taken past the lease's budget (other nodes send to it
-                    // too): back, no slot taken, for when the next free one is within a
-                    // claim's reach.
                     Err(next_free) => {
                         hand_back(&inner, key, rate_retry_at(&inner.cfg, next_free, Utc::now()), gate.clone(), "rate");
                         return;
                     }
-                };
-                let Ok(permit) = inner.in_flight.acquire().await else { return };
-                match endpoint.rate_limit.filter(|r| *r > 0) {
-                    Some(rate) if slot_at.elapsed() > slot_slack(rate) => {
-                        metrics::counter!("hooklane_rate_slots_retaken_total").increment(1);
-                        continue;
-                    }
-                    _ => break permit,
                 }
-            };
+            }
             if Instant::now() > send_by {
                 tracing::debug!(msg_id = %key.key.msg_id, endpoint_id = %key.key.endpoint_id, "lease ran out while queued");
                 let _ = inner.finished.send(Finished::Expired(gate.clone()));

@@ -824,6 +824,7 @@ async fn a_restore_into_another_cluster_keeps_the_stream_readable() {
     assert!(store.add_events_subscription(&app.id, "half", read[1].0, unbounded, t).await.unwrap());
     assert!(store.add_events_subscription(&app.id, "all", read[3].0, unbounded, t).await.unwrap());
     assert!(store.add_events_subscription(&app.id, "none", EventPosition::START, unbounded, t).await.unwrap());
+    let secret = store.instance_secret();
     drop(store);
 
     const SHIFT: i64 = 1_000_000_000;
@@ -843,6 +844,7 @@ async fn a_restore_into_another_cluster_keeps_the_stream_readable() {
     assert_eq!(visible, 0, "as restored, no reader would find any message");
 
     let store: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+    assert_ne!(store.instance_secret(), secret, "iterators of the old numbering no longer decode");
     assert_eq!(ids_of(&read_n(&store, &app.id, EventPosition::START, 4).await), posted, "all read again, in order");
     let from = |id: &'static str| {
         let (store, app_id) = (store.clone(), app.id.clone());
@@ -891,4 +893,32 @@ async fn a_restore_into_another_cluster_keeps_the_stream_readable() {
     drop(PgStore::open(db.url()).await.unwrap());
     assert_eq!(xids().await, before);
     assert_eq!(raw.query_one(cluster, &[]).await.unwrap().get::<_, Vec<u8>>(0), recorded);
+}
+
+/// A restored database whose messages were all pruned, while its readers' positions stand
+/// at the old cluster's snapshots, beyond the new cluster's ids: renumbered too, so that
+/// readers do not wait (answered 422) until the new ids pass theirs, then skip what came
+/// before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_with_positions_ahead_and_no_message_is_renumbered() {
+    let db = TestDatabase::create().await;
+    let store: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+    let app = conformance::setup_app(&store, "Pruned").await;
+    let t = conformance::now_ms();
+    let unbounded = ("", u64::MAX);
+    let end = store.message_events_end().await.unwrap();
+    let ahead = EventPosition { major: end.major + 1_000_000_000, minor: 0 };
+    assert!(store.add_events_subscription(&app.id, "caught-up", ahead, unbounded, t).await.unwrap());
+    drop(store);
+    sql(&db)
+        .await
+        .batch_execute("UPDATE instance_secrets SET value = '\\x0000000000000001' WHERE name = 'cluster'")
+        .await
+        .unwrap();
+
+    let store: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
+    let kept = store.get_events_subscription(&app.id, "caught-up").await.unwrap().expect("kept");
+    assert!(kept.major < ahead.major, "moved back to the new numbering: {kept:?}");
+    let later = conformance::post(&store, &app.id, &[], t).await.id;
+    assert_eq!(ids_of(&read_n(&store, &app.id, kept, 1).await), [later], "read on from it");
 }

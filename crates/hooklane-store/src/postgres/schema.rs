@@ -410,7 +410,8 @@ pub enum Restore {
 /// order, and the positions kept for readers (subscriptions, polling endpoints' consumers
 /// and starts) are moved to just before the first message they had not read: nothing is
 /// skipped, though a reader may get again what it read in the same moments. Iterators that
-/// clients hold are ahead of the new stream and answered 422: such a client reads afresh.
+/// clients hold no longer decode (the instance secret that keys them is made anew) and are
+/// answered 422: such a client reads afresh.
 /// One transaction, under the migration lock (nodes starting together do it once); a
 /// cluster that does not tell its identifier (a restricted managed service) is left as it
 /// is, with a warning.
@@ -449,8 +450,14 @@ pub async fn follow_restore(client: &mut Client) -> StoreResult<Restore> {
 /// See [`follow_restore`]: renumbers the messages and moves the readers' positions when any
 /// message's transaction id is at or above this transaction's.
 async fn renumber_if_ahead(tx: &tokio_postgres::Transaction<'_>) -> StoreResult<Restore> {
+    // Positions kept for readers count too: a caught-up reader's stands at a snapshot's
+    // xmin, beyond every message (all of them pruned, say).
     let ahead: bool = tx
-        .query_one("SELECT EXISTS (SELECT 1 FROM messages WHERE xid >= pg_current_xact_id())", &[])
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE xid >= pg_current_xact_id()) \
+             OR EXISTS (SELECT 1 FROM events_subscriptions WHERE major >= pg_current_xact_id()::text::bigint)",
+            &[],
+        )
         .await
         .map_err(db_err)?
         .try_get(0)
@@ -472,6 +479,13 @@ async fn renumber_if_ahead(tx: &tokio_postgres::Transaction<'_>) -> StoreResult<
         .await
         .map_err(db_err)?;
     let messages = tx.execute("UPDATE messages SET xid = pg_current_xact_id()", &[]).await.map_err(db_err)?;
+    // Iterators clients hold from before name positions of the old numbering, which the new
+    // one would reach one day and read on from, past messages written since. A new instance
+    // secret (it keys position tokens alone) makes them fail to decode for good: 422.
+    let fresh = hooklane_core::signing::random_bytes::<32>();
+    tx.execute("UPDATE instance_secrets SET value = $2 WHERE name = $1", &[&INSTANCE_SECRET, &&fresh[..]])
+        .await
+        .map_err(db_err)?;
     tracing::warn!(
         messages,
         positions,
