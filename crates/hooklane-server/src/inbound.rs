@@ -404,7 +404,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
     // Some providers want their own answer to what is forwarded (Discord).
     let acknowledgement = source.verification.acknowledgement(json.as_ref());
     let dedup = source.deduplication.clone().unwrap_or_else(|| source.verification.default_deduplication());
-    record.dedup_key = dedup.key(&headers, json.as_ref());
+    record.dedup_key = dedup.key(&headers, json.as_ref()).map(|k| source.verification.dedup_key_as_compared(&dedup, k));
 
     // 5. Durable, then forwarded.
     let msg = Message {

@@ -265,6 +265,22 @@ impl Verification {
         }
     }
 
+    /// A delivery id `key` found by `dedup` as it is compared with those seen: a generic
+    /// `hmac` source deduplicating on its own hex signature header (as the README advises
+    /// for providers whose signature has no timestamp) compares it without case, so that one
+    /// signature written in lower and in upper case (both verify) is one key. Other keys are
+    /// compared as they are.
+    pub fn dedup_key_as_compared(&self, dedup: &Deduplication, key: String) -> String {
+        match (self, dedup) {
+            (Verification::Hmac { header, encoding: Encoding::Hex, .. }, Deduplication::Header { header: by })
+                if header.eq_ignore_ascii_case(by) =>
+            {
+                key.to_ascii_lowercase()
+            }
+            _ => key,
+        }
+    }
+
     /// Checks a request's headers and raw body at `now` (unix seconds); `url` is the URL
     /// as the provider called it (Twilio signs it).
     pub fn verify(&self, headers: &Headers, body: &[u8], url: &str, now: i64) -> Result<(), Rejection> {
@@ -685,6 +701,26 @@ pub fn forwarded_headers(verification: &Verification, headers: &Headers) -> BTre
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A generic hmac source deduplicating on its own hex signature header compares the key
+    /// without case (both cases verify); any other key is compared as it is.
+    #[test]
+    fn a_hex_signature_key_is_compared_without_case() {
+        let hmac = |encoding| Verification::Hmac {
+            header: "X-Signature".into(),
+            algorithm: HmacAlgorithm::Sha256,
+            encoding,
+            prefix: Some("sha256=".into()),
+            secret: "s".into(),
+        };
+        let by = |header: &str| Deduplication::Header { header: header.into() };
+        let key = "sha256=AB12".to_string();
+        assert_eq!(hmac(Encoding::Hex).dedup_key_as_compared(&by("x-signature"), key.clone()), "sha256=ab12");
+        assert_eq!(hmac(Encoding::Base64).dedup_key_as_compared(&by("x-signature"), key.clone()), key);
+        assert_eq!(hmac(Encoding::Hex).dedup_key_as_compared(&by("x-request-id"), key.clone()), key);
+        let github = Verification::Github { secret: "s".into() };
+        assert_eq!(github.dedup_key_as_compared(&by("x-hub-signature-256"), key.clone()), key, "one case only there");
+    }
 
     pub(crate) fn headers(pairs: &[(&str, &str)]) -> Headers {
         pairs.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect()
