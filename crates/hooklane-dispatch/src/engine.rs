@@ -1023,7 +1023,9 @@ impl EventsOf {
         }
         for (o, n) in outcomes.iter().zip(attempts_made) {
             let a = &o.attempt;
-            if !matches!(o.next, NextStep::Succeeded | NextStep::Cancelled) {
+            // (Endpoints that may be disabled by this batch: failing, or whose receiver asked,
+            // whatever its answer's status.)
+            if o.disable_endpoint || !matches!(o.next, NextStep::Succeeded | NextStep::Cancelled) {
                 events.apps.insert(a.endpoint_id.clone(), a.app_id.clone());
             }
             if let Some(news) = AttemptNews::of(&o.next, *n) {

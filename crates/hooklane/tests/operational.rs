@@ -172,6 +172,23 @@ async fn a_failing_delivery_and_its_recovery_are_reported() {
     assert_eq!(types.iter().filter(|t| t.starts_with("message.attempt.")).count(), 2, "{types:?}");
 }
 
+/// A receiver that asks to be disabled (`webhook-delivery: disable`) with a 2xx answer is
+/// reported as disabled, as one that fails is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_disabled_at_its_receivers_request_is_reported() {
+    let ops_rx = Receiver::start().await;
+    let (server, _, _, ops_secret) = with_operations("", &ops_rx.url).await;
+    let customer = server.create_app("customer").await;
+    let asking = Receiver::scripted(|_, _| Reply::WithHeader(200, "webhook-delivery", "disable".into())).await;
+    let (ep, _) = server.create_endpoint(&customer, json!({ "url": asking.url })).await;
+    server.send_message(&customer, "invoice.paid", json!({})).await;
+    let disabled = wait_for_event(&ops_rx, &ops_secret, "endpoint.disabled").await;
+    assert_eq!(
+        (disabled["endpointId"].as_str(), disabled["appId"].as_str()),
+        (Some(ep.as_str()), Some(customer.as_str()))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operational_apps_own_failures_are_not_reported_to_it() {
     // The operator's own endpoint is down: its deliveries of operational events fail, run
