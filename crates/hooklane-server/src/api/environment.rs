@@ -19,7 +19,7 @@ use crate::state::AppState;
 /// The format of an export.
 const VERSION: i64 = 1;
 /// Most event types one import holds.
-const MAX_EVENT_TYPES: usize = 10_000;
+pub(crate) const MAX_EVENT_TYPES: usize = 10_000;
 
 /// Svix's `EnvironmentOut`.
 #[derive(Serialize, utoipa::ToSchema)]

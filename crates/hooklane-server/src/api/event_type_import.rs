@@ -314,6 +314,8 @@ pub(crate) enum SpecError {
     Webhook { name: String, msg: String },
     #[error("is too large once its $refs are inlined: more than {MAX_VALUES} JSON values (or 16 MiB of text) in all")]
     TooLarge,
+    #[error("has more than {} webhooks (event types)", super::environment::MAX_EVENT_TYPES)]
+    TooMany,
 }
 
 /// `specRaw`: JSON, or else YAML (JSON first: it is exact where YAML 1.1 reads some JSON
@@ -504,6 +506,10 @@ pub(crate) fn event_types_from_spec(spec: &Value) -> Result<Vec<Imported>, SpecE
     }
     if !found {
         return Err(SpecError::NoWebhooks);
+    }
+    // As many as an environment import takes: each is a read and a write of one transaction.
+    if webhooks.len() > super::environment::MAX_EVENT_TYPES {
+        return Err(SpecError::TooMany);
     }
     let mut resolver = Resolver { root: spec, left: MAX_VALUES, stack: Vec::new(), defs: Vec::new() };
     let mut seen = BTreeSet::new();
@@ -868,6 +874,19 @@ mod tests {
             Ok(types) => panic!("imported {types:?}"),
             Err(e) => e,
         }
+    }
+
+    /// No more webhooks than an environment import takes: each is a read and a write.
+    #[test]
+    fn too_many_webhooks_are_refused_whole() {
+        let many = |n: usize| -> Value {
+            let hooks: serde_json::Map<String, Value> =
+                (0..n).map(|i| (format!("e.t{i}"), json!({ "post": {} }))).collect();
+            json!({ "webhooks": hooks })
+        };
+        let limit = super::super::environment::MAX_EVENT_TYPES;
+        assert_eq!(refused(many(limit + 1)), SpecError::TooMany);
+        assert_eq!(import(many(limit)).len(), limit);
     }
 
     /// The schema of version "1" of an imported event type.
