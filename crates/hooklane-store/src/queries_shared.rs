@@ -41,6 +41,15 @@ pub const FAN_OUT_KEPT: chrono::Duration = chrono::Duration::days(1);
 /// condition).
 pub const UNFINISHED_FAN_OUT: &str = "status = 0 AND reason IS NOT NULL AND msg_id IS NOT NULL";
 
+/// A message id below every message created at `since` (ms) or later, for an index range
+/// by `(app_id, id)` instead of a scan of the application's whole history: ids begin with
+/// the time they were made, which is the message's creation (an hour of margin for a
+/// clock that went back).
+pub fn message_id_floor(since_ms: i64) -> String {
+    let since = chrono::DateTime::from_timestamp_millis(since_ms).unwrap_or_default();
+    hooklane_core::ids::floor(hooklane_core::ids::MESSAGE, since - chrono::Duration::hours(1))
+}
+
 /// What deleting an application deletes, in order (SQL with `{app}` for the application's
 /// id, the same for both stores). Deliveries have no index by application: they are found
 /// through the application's endpoints and messages, both indexed, rather than by a scan of

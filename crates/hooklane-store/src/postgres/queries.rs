@@ -1907,8 +1907,8 @@ pub async fn count_message_destinations<C: GenericClient>(
     let row = query_opt(
         c,
         "SELECT COUNT(*) FROM messages m JOIN deliveries d ON d.msg_id = m.id \
-         WHERE m.app_id = $1 AND m.created_at >= $2 AND m.created_at < $3",
-        &[&app_id, &since, &until],
+         WHERE m.app_id = $1 AND m.id >= $4 AND m.created_at >= $2 AND m.created_at < $3",
+        &[&app_id, &since, &until, &crate::queries_shared::message_id_floor(since)],
     )
     .await?;
     let n: i64 = match row {

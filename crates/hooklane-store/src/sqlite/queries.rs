@@ -1333,12 +1333,16 @@ pub fn attempt_timeline(
     Ok(fold_timeline(groups))
 }
 
+/// The deliveries of the application's messages created in `[?2, ?3)`; `?4` their id floor
+/// (`queries_shared::message_id_floor`), which bounds the read to the window's messages.
+const COUNT_DESTINATIONS: &str = "SELECT COUNT(*) FROM messages m JOIN deliveries d ON d.msg_id = m.id \
+     WHERE m.app_id = ?1 AND m.id >= ?4 AND m.created_at >= ?2 AND m.created_at < ?3";
+
 pub fn count_message_destinations(conn: &Connection, app_id: &str, since: i64, until: i64) -> StoreResult<u64> {
     let n: Option<i64> = query_opt(
         conn,
-        "SELECT COUNT(*) FROM messages m JOIN deliveries d ON d.msg_id = m.id \
-         WHERE m.app_id = ?1 AND m.created_at >= ?2 AND m.created_at < ?3",
-        params![app_id, since, until],
+        COUNT_DESTINATIONS,
+        params![app_id, since, until, crate::queries_shared::message_id_floor(since)],
         |r| r.get(0),
     )?;
     Ok(n.unwrap_or(0).max(0) as u64)
@@ -1437,6 +1441,20 @@ mod tests {
             .expect("plan");
         let plan = plan.join(" | ");
         assert!(plan.contains("attempts_by_endpoint (endpoint_id=? AND id>?)"), "{plan}");
+    }
+
+    /// Usage counts read the application's messages of the window through the index by
+    /// (application, id), not its whole history.
+    #[test]
+    fn usage_counts_read_a_bounded_range_of_messages() {
+        let mut conn = Connection::open_in_memory().expect("database");
+        super::super::schema::migrate(&mut conn).expect("schema");
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {COUNT_DESTINATIONS}"))
+            .and_then(|mut s| s.query_map(params!["app_1", 0, 1, "msg_0"], |r| r.get::<_, String>(3))?.collect())
+            .expect("plan");
+        let plan = plan.join(" | ");
+        assert!(plan.contains("messages_by_app (app_id=? AND id>?)"), "{plan}");
     }
 
     /// Deleting an application reads none of the tables that grow with traffic whole: their
