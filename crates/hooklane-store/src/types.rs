@@ -476,6 +476,19 @@ pub struct EventsQuery {
 }
 
 impl EventsQuery {
+    /// Up to `limit` of every message after `after`, with their payloads, however large.
+    pub fn after(after: EventPosition, limit: usize) -> Self {
+        EventsQuery {
+            after,
+            since: None,
+            event_types: None,
+            channels: None,
+            limit,
+            with_content: true,
+            max_bytes: usize::MAX,
+        }
+    }
+
     /// The sum of payload bytes at which a read stops: `max_bytes`, and at least 1 so that a
     /// read always brings one message at least (a message larger than the budget is still
     /// read, alone).

@@ -411,15 +411,7 @@ async fn events_never_pass_over_a_write_in_flight() {
     let read = |after: EventPosition| {
         let (store, app_id) = (node_a.clone(), app.id.clone());
         async move {
-            let q = EventsQuery {
-                after,
-                since: None,
-                event_types: None,
-                channels: None,
-                limit: 10,
-                with_content: true,
-                max_bytes: usize::MAX,
-            };
+            let q = EventsQuery::after(after, 10);
             store.read_message_events(&app_id, &q).await.expect("read_message_events")
         }
     };
@@ -451,15 +443,7 @@ async fn events_never_pass_over_a_write_in_flight() {
     // Another application's message is held back by this application's open write too, and
     // its readers hear of nothing when that write ends: they are told to look again soon.
     let other_message = conformance::post(&node_a, &other.id, &[], t).await;
-    let q = EventsQuery {
-        after: EventPosition::START,
-        since: None,
-        event_types: None,
-        channels: None,
-        limit: 10,
-        with_content: true,
-        max_bytes: usize::MAX,
-    };
+    let q = EventsQuery::after(EventPosition::START, 10);
     let held = node_b.read_message_events(&other.id, &q).await.unwrap();
     assert!(held.messages.is_empty() && held.held_back, "{held:?}");
 
@@ -524,15 +508,7 @@ async fn events_order_transaction_ids_as_numbers() {
             .await
             .unwrap();
     }
-    let q = EventsQuery {
-        after: EventPosition::START,
-        since: None,
-        event_types: None,
-        channels: None,
-        limit: 1,
-        with_content: true,
-        max_bytes: usize::MAX,
-    };
+    let q = EventsQuery::after(EventPosition::START, 1);
     let first = store.read_message_events(&app.id, &q).await.unwrap();
     assert_eq!(first.messages.iter().map(|(p, m)| (p.major, &m.id)).collect::<Vec<_>>(), vec![(9, &nine.id)]);
     assert!(!first.done);
@@ -778,15 +754,7 @@ async fn a_recovery_waits_for_an_expunge_of_its_messages() {
 async fn read_n(store: &DynStore, app_id: &str, after: EventPosition, n: usize) -> Vec<(EventPosition, Message)> {
     let (mut got, mut next) = (Vec::new(), after);
     for _ in 0..500 {
-        let q = EventsQuery {
-            after: next,
-            since: None,
-            event_types: None,
-            channels: None,
-            limit: 10,
-            with_content: true,
-            max_bytes: usize::MAX,
-        };
+        let q = EventsQuery::after(next, 10);
         let page = store.read_message_events(app_id, &q).await.expect("read_message_events");
         next = page.next;
         got.extend(page.messages);
@@ -864,15 +832,7 @@ async fn a_restore_into_another_cluster_keeps_the_stream_readable() {
         [posted[2].clone(), posted[3].clone(), later]
     );
     let old_iterator = EventPosition { major: read[3].0.major + SHIFT, minor: read[3].0.minor };
-    let q = EventsQuery {
-        after: old_iterator,
-        since: None,
-        event_types: None,
-        channels: None,
-        limit: 10,
-        with_content: true,
-        max_bytes: usize::MAX,
-    };
+    let q = EventsQuery::after(old_iterator, 10);
     assert!(matches!(store.read_message_events(&app.id, &q).await, Err(StoreError::PositionAhead(_))));
 
     // Opened again on this cluster, nothing is renumbered.

@@ -1343,13 +1343,8 @@ async fn claims_ask_an_endpoint_for_no_more_than_its_room() {
         server.send_message(&app, "a.b", json!({ "i": i })).await;
     }
     rx.wait_for(8, WAIT).await;
-    let metrics =
-        server.client.get(server.url("/metrics")).bearer_auth(ADMIN).send().await.unwrap().text().await.unwrap();
-    let returned = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("hooklane_claimed_past_room_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let metrics = server.metrics().await;
+    let returned = metric_value(&metrics, "hooklane_claimed_past_room_total").unwrap_or(0.0);
     assert!(returned < 10.0, "{returned} claimed deliveries handed straight back");
 }
 

@@ -1660,12 +1660,8 @@ async fn a_flood_of_forged_requests_is_refused_without_filling_the_log() {
     assert_eq!(status, 200, "{out}");
     let log = requests(&server, &source).await;
     assert_eq!(log[0]["status"], "accepted", "{}", log[0]);
-    let metrics =
-        server.client.get(server.url("/metrics")).bearer_auth(ADMIN).send().await.unwrap().text().await.unwrap();
-    let unrecorded = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("hooklane_inbound_rejections_unrecorded_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok());
+    let metrics = server.metrics().await;
+    let unrecorded = metric_value(&metrics, "hooklane_inbound_rejections_unrecorded_total");
     assert_eq!(unrecorded, Some((100 - recorded) as f64), "{metrics}");
     // Every request is counted by its outcome, recorded or not, under the source's
     // application id (its own id, the secret part of its URL, is not shown).
@@ -1703,12 +1699,8 @@ async fn a_replayed_request_does_not_fill_the_log() {
     assert_eq!(log.iter().filter(|r| r["status"] == "accepted").count(), 1);
     // 60 at once, then one a second.
     assert!(duplicates >= 60 && duplicates <= 61 + seconds, "{duplicates} duplicates recorded in {seconds} s");
-    let metrics =
-        server.client.get(server.url("/metrics")).bearer_auth(ADMIN).send().await.unwrap().text().await.unwrap();
-    let unrecorded = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("hooklane_inbound_duplicates_unrecorded_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok());
+    let metrics = server.metrics().await;
+    let unrecorded = metric_value(&metrics, "hooklane_inbound_duplicates_unrecorded_total");
     assert_eq!(unrecorded, Some((100 - duplicates) as f64), "{metrics}");
     rx.wait_for(1, WAIT).await;
     settle().await;
@@ -1734,12 +1726,8 @@ async fn a_loop_of_url_checks_does_not_fill_the_log() {
     let recorded = requests(&server, &meta).await.len() as u64;
     // 60 at once, then one a second.
     assert!(recorded >= 60 && recorded <= 61 + seconds, "{recorded} checks recorded in {seconds} s");
-    let metrics =
-        server.client.get(server.url("/metrics")).bearer_auth(ADMIN).send().await.unwrap().text().await.unwrap();
-    let unrecorded = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("hooklane_inbound_url_checks_unrecorded_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok());
+    let metrics = server.metrics().await;
+    let unrecorded = metric_value(&metrics, "hooklane_inbound_url_checks_unrecorded_total");
     assert_eq!(unrecorded, Some((100 - recorded) as f64), "{metrics}");
 }
 

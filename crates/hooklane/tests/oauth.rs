@@ -168,8 +168,7 @@ async fn client_credentials_tokens_are_asked_once_sent_and_renewed_after_a_401()
     assert!(statuses.contains(&401) && statuses.contains(&200), "{statuses:?}");
     assert_eq!(auth.asked().len(), 2);
 
-    let metrics =
-        server.client.get(server.url("/metrics")).bearer_auth(ADMIN).send().await.unwrap().text().await.unwrap();
+    let metrics = server.metrics().await;
     assert!(metrics.contains("hooklane_oauth_token_requests_total{outcome=\"success\"} 2"), "{metrics}");
     let logs = server.logs();
     for secret in ["s<cret", "tok-1", "tok-2"] {

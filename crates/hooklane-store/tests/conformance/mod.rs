@@ -1320,15 +1320,7 @@ pub async fn message_events_follow_write_order(store: &DynStore) {
         .expect("the signal changes when messages are written")
         .unwrap();
 
-    let query = |after: EventPosition, limit: usize| EventsQuery {
-        after,
-        since: None,
-        event_types: None,
-        channels: None,
-        limit,
-        with_content: true,
-        max_bytes: usize::MAX,
-    };
+    let query = |after: EventPosition, limit: usize| EventsQuery::after(after, limit);
     let ids = |page: &hooklane_store::EventsPage| page.messages.iter().map(|(_, m)| m.id.clone()).collect::<Vec<_>>();
 
     // PostgreSQL shows a message once every older transaction of the cluster has finished
@@ -1468,19 +1460,7 @@ pub async fn message_events_subscriptions(store: &DynStore) {
     assert!(made(&b.id, "sub").await);
     store.set_events_subscription(&b.id, "sub", p1, None, now_ms()).await.unwrap();
     // Positions are the store's own: only those it hands out need to round-trip.
-    let moved = store.read_message_events(
-        &a.id,
-        &EventsQuery {
-            after: EventPosition::START,
-            since: None,
-            event_types: None,
-            channels: None,
-            limit: 1,
-            with_content: true,
-            max_bytes: usize::MAX,
-        },
-    );
-    let next = moved.await.unwrap().next;
+    let next = store.read_message_events(&a.id, &EventsQuery::after(EventPosition::START, 1)).await.unwrap().next;
     store.set_events_subscription(&a.id, "sub", next, None, now_ms()).await.unwrap();
     assert_eq!(store.get_events_subscription(&a.id, "sub").await.unwrap(), Some(next));
     store.delete_app(&a.id).await.unwrap();

@@ -236,6 +236,12 @@ impl Server {
         (id, secret["key"].as_str().expect("secret").to_string())
     }
 
+    /// The server's `/metrics` text (read with the admin token).
+    pub async fn metrics(&self) -> String {
+        let resp = self.client.get(self.url("/metrics")).bearer_auth(ADMIN).send().await.expect("GET /metrics");
+        resp.text().await.expect("metrics body")
+    }
+
     pub async fn send_message(&self, app: &str, event_type: &str, payload: Value) -> String {
         let body = json!({ "eventType": event_type, "payload": payload });
         let (status, out) = self.call("POST", &format!("/api/v1/app/{app}/msg/"), Some(body)).await;
@@ -624,4 +630,9 @@ impl Forwarder {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// The value of an unlabelled metric in a `/metrics` text, if it is there.
+pub fn metric_value(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
