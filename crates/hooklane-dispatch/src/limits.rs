@@ -134,16 +134,17 @@ impl Gates {
             .collect()
     }
 
-    /// How many more jobs each endpoint holding some in memory may take (those at or over
-    /// their cap are [`Gates::saturated`]): a claim asks no more of them, so that what could
-    /// not start is not claimed only to be handed back.
+    /// How many more jobs each endpoint this process knows the cap of may take (those at or
+    /// over their cap are [`Gates::saturated`]; one that drained keeps its gate, and its cap,
+    /// until [`Gates::prune`]): a claim asks no more of them, so that what could not start is
+    /// not claimed only to be handed back.
     pub fn room(&self) -> HashMap<String, usize> {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.iter()
             .filter_map(|(id, g)| {
                 let cap = g.cap.load(Ordering::Relaxed);
                 let outstanding = g.outstanding.load(Ordering::Relaxed);
-                (cap != usize::MAX && outstanding > 0).then(|| (id.clone(), cap.saturating_sub(outstanding)))
+                (cap != usize::MAX).then(|| (id.clone(), cap.saturating_sub(outstanding)))
             })
             .collect()
     }

@@ -49,13 +49,16 @@ pub trait Store: Send + Sync + 'static {
     async fn update_event_type(&self, et: EventType) -> StoreResult<()>;
     async fn delete_event_type(&self, name: &str) -> StoreResult<()>;
     /// An import's writes, in one transaction: each of `upserts` created, or replaced but
-    /// for its creation time; each event type named in `archive` archived at `at` (one
-    /// missing stays missing). An error leaves everything as it was.
+    /// for its creation time (and, when `keep_flags`, its feature flags and group as they
+    /// stand at this write: an OpenAPI document says nothing of them, and a change made
+    /// while the import ran must not be written back); each event type named in `archive`
+    /// archived at `at` (one missing stays missing). An error leaves everything as it was.
     async fn import_event_types(
         &self,
         upserts: Vec<EventType>,
         archive: Vec<String>,
         at: DateTime<Utc>,
+        keep_flags: bool,
     ) -> StoreResult<()>;
 
     // --- endpoints

@@ -169,7 +169,7 @@ async fn failed_event_type_import_writes_nothing() {
     bad.description = "a\0b".into();
     let existing = conformance::new_event_type("existing");
     store.create_event_type(existing.clone()).await.unwrap();
-    let r = store.import_event_types(vec![first, bad], vec!["existing".into()], conformance::now_ms()).await;
+    let r = store.import_event_types(vec![first, bad], vec!["existing".into()], conformance::now_ms(), false).await;
     assert!(r.is_err(), "{r:?}");
     assert_eq!(store.get_event_type("first").await.unwrap(), None);
     assert_eq!(store.get_event_type("existing").await.unwrap(), Some(existing), "not archived");

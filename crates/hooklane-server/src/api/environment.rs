@@ -132,7 +132,8 @@ pub async fn import(State(s): State<AppState>, _: Admin, Json(input): Json<Envir
     // stops waiting does not stop it either. An event type there already is replaced but
     // for its creation time.
     let state = s.clone();
-    let written = tokio::spawn(async move { state.0.store.import_event_types(event_types, Vec::new(), now).await });
+    let written =
+        tokio::spawn(async move { state.0.store.import_event_types(event_types, Vec::new(), now, false).await });
     written.await.map_err(|e| ApiError::Internal(format!("the import's writer ended: {e}")))??;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -228,7 +228,7 @@ pub async fn import_openapi(
     let state = s.clone();
     let upserts = changes.into_iter().map(|(et, _)| et).collect();
     let archive = archived.into_iter().map(|et| et.name).collect();
-    let written = tokio::spawn(async move { state.0.store.import_event_types(upserts, archive, now).await });
+    let written = tokio::spawn(async move { state.0.store.import_event_types(upserts, archive, now, true).await });
     written.await.map_err(|e| ApiError::Internal(format!("the import's writer ended: {e}")))??;
     Ok(axum::Json(EventTypeImportOpenApiOut { data: EventTypeImportOpenApiOutData { modified, to_modify: None } }))
 }

@@ -248,6 +248,7 @@ pub async fn import_event_types<C: GenericClient>(
     upserts: &[EventType],
     archive: &[String],
     at: i64,
+    keep_flags: bool,
 ) -> StoreResult<()> {
     // (An upsert: one created meanwhile by another request is replaced all the same.)
     static UPSERT: LazyLock<String> = LazyLock::new(|| {
@@ -258,8 +259,17 @@ pub async fn import_event_types<C: GenericClient>(
              schemas = EXCLUDED.schemas, updated_at = EXCLUDED.updated_at"
         )
     });
+    // (The same, but an existing one keeps its flags and group as they stand.)
+    static UPSERT_KEEPING_FLAGS: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "{INSERT_EVENT_TYPE} ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description, \
+             archived = EXCLUDED.archived, deprecated = EXCLUDED.deprecated, \
+             schemas = EXCLUDED.schemas, updated_at = EXCLUDED.updated_at"
+        )
+    });
+    let upsert: &str = if keep_flags { &UPSERT_KEEPING_FLAGS } else { &UPSERT };
     for e in upserts {
-        write_event_type(c, &UPSERT, e).await?;
+        write_event_type(c, upsert, e).await?;
     }
     for name in archive {
         execute(c, "UPDATE event_types SET archived = true, updated_at = $2 WHERE name = $1", &[name, &at]).await?;

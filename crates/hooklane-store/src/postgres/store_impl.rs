@@ -119,10 +119,11 @@ impl Store for PgStore {
         upserts: Vec<EventType>,
         archive: Vec<String>,
         at: DateTime<Utc>,
+        keep_flags: bool,
     ) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db_err)?;
-        let result = queries::import_event_types(&tx, &upserts, &archive, ms(at)).await;
+        let result = queries::import_event_types(&tx, &upserts, &archive, ms(at), keep_flags).await;
         finish(tx, result).await
     }
 

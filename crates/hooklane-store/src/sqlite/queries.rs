@@ -202,9 +202,25 @@ pub fn update_event_type(conn: &Connection, e: &EventType) -> StoreResult<()> {
 }
 
 /// See `Store::import_event_types`; in the caller's savepoint.
-pub fn import_event_types(conn: &Connection, upserts: &[EventType], archive: &[String], at: i64) -> StoreResult<()> {
+pub fn import_event_types(
+    conn: &Connection,
+    upserts: &[EventType],
+    archive: &[String],
+    at: i64,
+    keep_flags: bool,
+) -> StoreResult<()> {
     for et in upserts {
-        match update_event_type(conn, et) {
+        let updated = if keep_flags {
+            one_row(execute(
+                conn,
+                "UPDATE event_types SET description = ?2, archived = ?3, deprecated = ?4, schemas = ?5, \
+                 updated_at = ?6 WHERE name = ?1",
+                params![et.name, et.description, et.archived, et.deprecated, opt_json(&et.schemas), ms(et.updated_at)],
+            )?)
+        } else {
+            update_event_type(conn, et)
+        };
+        match updated {
             Err(StoreError::NotFound) => insert_event_type(conn, et)?,
             other => other?,
         }

@@ -80,8 +80,9 @@ impl Store for SqliteStore {
         upserts: Vec<EventType>,
         archive: Vec<String>,
         at: DateTime<Utc>,
+        keep_flags: bool,
     ) -> StoreResult<()> {
-        self.write(move |c| queries::import_event_types(c, &upserts, &archive, ms(at))).await
+        self.write(move |c| queries::import_event_types(c, &upserts, &archive, ms(at), keep_flags)).await
     }
 
     async fn delete_event_type(&self, name: &str) -> StoreResult<()> {

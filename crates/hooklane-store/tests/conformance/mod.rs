@@ -52,6 +52,7 @@ macro_rules! store_conformance_tests {
             app_delete_cascades,
             event_type_crud,
             event_type_import_writes_all_at_once,
+            an_import_keeping_flags_leaves_them_as_they_stand,
             event_type_list_archived_and_pagination,
             endpoint_crud_and_pagination,
             endpoint_tenant_isolation,
@@ -645,13 +646,36 @@ pub async fn event_type_import_writes_all_at_once(store: &DynStore) {
     created.group_name = Some("new ones".into());
     let at = t + secs(2);
     let archive = vec!["gone".to_string(), "never.was".to_string()];
-    store.import_event_types(vec![replaced.clone(), created.clone()], archive, at).await.unwrap();
+    store.import_event_types(vec![replaced.clone(), created.clone()], archive, at, false).await.unwrap();
     let got = store.get_event_type("kept").await.unwrap().expect("kept");
     assert_eq!((got.description.as_str(), got.created_at, got.updated_at), ("replaced", kept.created_at, t + secs(1)));
     assert_eq!(store.get_event_type("new").await.unwrap(), Some(created));
     let archived = store.get_event_type("gone").await.unwrap().expect("gone");
     assert_eq!((archived.archived, archived.updated_at), (true, at));
     assert_eq!(store.get_event_type("never.was").await.unwrap(), None);
+}
+
+/// An OpenAPI import (`keep_flags`) replaces what the document says of an event type and
+/// keeps its feature flags and group as they stand when it writes: one set while the import
+/// ran (after it read the event type) is not written back. A new one is created whole.
+pub async fn an_import_keeping_flags_leaves_them_as_they_stand(store: &DynStore) {
+    let t = now_ms();
+    let mut flagged = new_event_type("flagged");
+    store.create_event_type(flagged.clone()).await.unwrap();
+    // What the import read and made of it, before the flags were set.
+    let mut imported = flagged.clone();
+    imported.description = "from the document".into();
+    imported.updated_at = t + secs(2);
+    flagged.feature_flags = vec!["beta".into()];
+    flagged.group_name = Some("hidden ones".into());
+    flagged.updated_at = t + secs(1);
+    store.update_event_type(flagged.clone()).await.unwrap();
+    let created = new_event_type("created");
+    store.import_event_types(vec![imported, created.clone()], Vec::new(), t + secs(2), true).await.unwrap();
+    let got = store.get_event_type("flagged").await.unwrap().expect("flagged");
+    assert_eq!((got.description.as_str(), got.updated_at), ("from the document", t + secs(2)));
+    assert_eq!((got.feature_flags, got.group_name), (vec!["beta".to_string()], Some("hidden ones".into())));
+    assert_eq!(store.get_event_type("created").await.unwrap(), Some(created));
 }
 
 pub async fn event_type_list_archived_and_pagination(store: &DynStore) {
