@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hooklane_core::ids::{self, new_id};
-use hooklane_core::model::{Attempt, DeliveryStatus, Endpoint};
+use hooklane_core::model::{Attempt, DeliveryStatus, Endpoint, TriggerType};
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::{AttemptOutcome, ClaimedKey, DeliveryKey, DynStore, Job, NextStep, RateSlot, Recorded, Stop};
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -1013,11 +1013,19 @@ struct EventsOf {
     /// Application of each endpoint with a failed attempt in the batch (only those can
     /// have been disabled).
     apps: HashMap<String, String>,
+    /// Deliveries whose failure this batch reports (`failing`, `exhausted`): noted in the
+    /// store, so that their next success is reported as recovered whatever starts their
+    /// attempts over meanwhile (a resend, a recovery).
+    told: Vec<DeliveryKey>,
+    /// Successes whose delivery may have had its failure reported before its attempts were
+    /// started over (sent by hand, and not past [`FAILING_AT`] attempts since): recovered if
+    /// the store says so. Those past it are recovered at once and only clear the note.
+    check: Vec<(EngineEvent, bool)>,
 }
 
 impl EventsOf {
     fn new(inner: &Inner, outcomes: &[AttemptOutcome], attempts_made: &[u32]) -> Self {
-        let mut events = EventsOf { ready: Vec::new(), apps: HashMap::new() };
+        let mut events = EventsOf { ready: Vec::new(), apps: HashMap::new(), told: Vec::new(), check: Vec::new() };
         if inner.events.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
             return events;
         }
@@ -1028,30 +1036,49 @@ impl EventsOf {
             if o.disable_endpoint || !matches!(o.next, NextStep::Succeeded | NextStep::Cancelled) {
                 events.apps.insert(a.endpoint_id.clone(), a.app_id.clone());
             }
-            if let Some(news) = AttemptNews::of(&o.next, *n) {
-                events.ready.push(EngineEvent::Attempt {
-                    news,
-                    app_id: a.app_id.clone(),
-                    msg_id: a.msg_id.clone(),
-                    endpoint_id: a.endpoint_id.clone(),
-                    attempt_id: a.id.clone(),
-                    attempted_at: a.created_at,
-                    response_status: a.response_status,
-                });
+            let event = |news| EngineEvent::Attempt {
+                news,
+                app_id: a.app_id.clone(),
+                msg_id: a.msg_id.clone(),
+                endpoint_id: a.endpoint_id.clone(),
+                attempt_id: a.id.clone(),
+                attempted_at: a.created_at,
+                response_status: a.response_status,
+            };
+            match AttemptNews::of(&o.next, *n) {
+                Some(news @ (AttemptNews::Failing | AttemptNews::Exhausted)) => {
+                    events.told.push(DeliveryKey::new(&a.msg_id, &a.endpoint_id));
+                    events.ready.push(event(news));
+                }
+                // Reported now; the note of the failure goes.
+                Some(AttemptNews::Recovered) => {
+                    events.ready.push(event(AttemptNews::Recovered));
+                    events.check.push((event(AttemptNews::Recovered), true));
+                }
+                None if o.next == NextStep::Succeeded && a.trigger == TriggerType::Manual => {
+                    events.check.push((event(AttemptNews::Recovered), false));
+                }
+                None => {}
             }
         }
         events
     }
 
-    /// Drops the attempt events of these deliveries.
+    /// Drops the attempt events of these deliveries (and what their failure or success
+    /// would note).
     fn forget(&mut self, keys: &[DeliveryKey]) {
-        if keys.is_empty() || self.ready.is_empty() {
+        if keys.is_empty() {
             return;
         }
+        let kept =
+            |msg_id: &str, endpoint_id: &str| !keys.iter().any(|k| k.msg_id == msg_id && k.endpoint_id == endpoint_id);
         self.ready.retain(|e| match e {
-            EngineEvent::Attempt { msg_id, endpoint_id, .. } => {
-                !keys.iter().any(|k| k.msg_id == *msg_id && k.endpoint_id == *endpoint_id)
-            }
+            EngineEvent::Attempt { msg_id, endpoint_id, .. } => kept(msg_id, endpoint_id),
+            EngineEvent::EndpointDisabled { .. } => true,
+        });
+        self.told.retain(|k| kept(&k.msg_id, &k.endpoint_id));
+        self.check.retain(|(e, _)| match e {
+            EngineEvent::Attempt { msg_id, endpoint_id, .. } => kept(msg_id, endpoint_id),
             EngineEvent::EndpointDisabled { .. } => true,
         });
     }
@@ -1062,10 +1089,30 @@ impl EventsOf {
         }
     }
 
-    fn send(self, inner: &Inner) {
+    fn send(self, inner: &Arc<Inner>) {
         if !self.ready.is_empty() {
             send_events(&inner.events, self.ready);
         }
+        if self.told.is_empty() && self.check.is_empty() {
+            return;
+        }
+        // (Rare: failures reported, and successes after them or sent by hand. Off the
+        // recorder's way.)
+        let (inner, told, check) = (inner.clone(), self.told, self.check);
+        tokio::spawn(async move {
+            if let Err(e) = inner.store.note_failure_told(told).await {
+                tracing::warn!(error = %e, "a reported failure was not noted: a recovery after a resend may go unreported");
+            }
+            for (event, reported) in check {
+                let EngineEvent::Attempt { msg_id, endpoint_id, .. } = &event else { continue };
+                let was_told = inner.store.take_failure_told(DeliveryKey::new(msg_id, endpoint_id)).await;
+                match was_told {
+                    Ok(true) if !reported => send_events(&inner.events, vec![event]),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "whether a failure was reported is unknown: no recovery told"),
+                }
+            }
+        });
     }
 }
 
@@ -1279,6 +1326,8 @@ mod tests {
         let mut events = EventsOf {
             ready: vec![event("m1", "e1"), event("m1", "e2"), event("m2", "e1"), disabled],
             apps: HashMap::new(),
+            told: vec![DeliveryKey::new("m1", "e1"), DeliveryKey::new("m2", "e1")],
+            check: vec![(event("m1", "e1"), false)],
         };
         events.forget(&[DeliveryKey::new("m1", "e1")]);
         let left: Vec<(String, String)> = events
@@ -1291,5 +1340,7 @@ mod tests {
             .collect();
         let want = [("m1", "e2"), ("m2", "e1"), ("disabled", "e1")].map(|(a, b)| (a.to_string(), b.to_string()));
         assert_eq!(left, want);
+        assert_eq!(events.told, [DeliveryKey::new("m2", "e1")], "nor is its failure noted");
+        assert!(events.check.is_empty(), "nor its success checked");
     }
 }

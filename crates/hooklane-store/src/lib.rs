@@ -195,6 +195,13 @@ pub trait Store: Send + Sync + 'static {
     /// node may be sending it, or sent it); each keeps that newer state. The attempt itself
     /// is always logged.
     async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>, disable_after: Duration) -> StoreResult<Recorded>;
+    /// Notes that a failure of these deliveries was reported (operational
+    /// `message.attempt.failing` or `exhausted`), so that the next success of each is
+    /// reported as recovered, even after a resend or a recovery started its attempts over.
+    async fn note_failure_told(&self, keys: Vec<DeliveryKey>) -> StoreResult<()>;
+    /// Forgets that a failure of the delivery was reported; answers whether one was (once:
+    /// a second call answers `false`).
+    async fn take_failure_told(&self, key: DeliveryKey) -> StoreResult<bool>;
     /// Marks pending deliveries failed without an attempt (their endpoint was disabled or
     /// deleted); each only while still leased under its key's lease, when one is given
     /// ([`ClaimedKey`]).

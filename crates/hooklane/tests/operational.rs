@@ -172,6 +172,38 @@ async fn a_failing_delivery_and_its_recovery_are_reported() {
     assert_eq!(types.iter().filter(|t| t.starts_with("message.attempt.")).count(), 2, "{types:?}");
 }
 
+/// A delivery whose failure was reported (`exhausted`) and that is then sent again by hand
+/// and gets through is reported as recovered, though the resend started its attempts over;
+/// a resend of a delivery whose failure was never reported is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_delivery_that_gets_through_after_a_reported_failure_is_reported_recovered() {
+    let ops_rx = Receiver::start().await;
+    let retries = "retry_schedule = [\"50ms\", \"50ms\"]";
+    let (server, _, _, ops_secret) = with_operations(retries, &ops_rx.url).await;
+    let customer = server.create_app("customer").await;
+    // Three failures (all its attempts), then the endpoint answers.
+    let flaky = Receiver::scripted(|n, _| Reply::Status(if n < 3 { 500 } else { 200 })).await;
+    let (ep, _) = server.create_endpoint(&customer, json!({ "url": flaky.url })).await;
+    let msg = server.send_message(&customer, "invoice.paid", json!({})).await;
+    wait_for_event(&ops_rx, &ops_secret, "message.attempt.exhausted").await;
+    let resend = format!("/api/v1/app/{customer}/msg/{msg}/endpoint/{ep}/resend");
+    let (status, body) = server.call("POST", &resend, None).await;
+    assert_eq!(status, 202, "{body}");
+    let recovered = wait_for_event(&ops_rx, &ops_secret, "message.attempt.recovered").await;
+    assert_eq!(
+        (recovered["msgId"].as_str(), recovered["endpointId"].as_str()),
+        (Some(msg.as_str()), Some(ep.as_str()))
+    );
+    // Sent by hand again, with nothing reported in between: no second recovery.
+    let (status, body) = server.call("POST", &resend, None).await;
+    assert_eq!(status, 202, "{body}");
+    flaky.wait_for(5, WAIT).await;
+    // (Time for a recovery, were one told, to be posted.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let recoveries = events(&ops_rx, &ops_secret).into_iter().filter(|(t, _)| t == "message.attempt.recovered").count();
+    assert_eq!(recoveries, 1);
+}
+
 /// A receiver that asks to be disabled (`webhook-delivery: disable`) with a 2xx answer is
 /// reported as disabled, as one that fails is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

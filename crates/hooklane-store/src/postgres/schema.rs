@@ -357,6 +357,12 @@ CREATE INDEX inbound_requests_by_msg ON inbound_requests (msg_id) WHERE msg_id I
     r#"
 ALTER TABLE messages ADD COLUMN deliver_at BIGINT;
 "#,
+    // Whether a failure of the delivery was reported to operational webhooks (`failing`,
+    // `exhausted`), so that its next success is reported as `recovered` even after a resend
+    // or a recovery started its attempts over.
+    r#"
+ALTER TABLE deliveries ADD COLUMN failure_told BOOLEAN NOT NULL DEFAULT false;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

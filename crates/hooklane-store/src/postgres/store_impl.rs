@@ -336,6 +336,32 @@ impl Store for PgStore {
         }
     }
 
+    async fn note_failure_told(&self, keys: Vec<DeliveryKey>) -> StoreResult<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let (msgs, eps): (Vec<&str>, Vec<&str>) =
+            keys.iter().map(|k| (k.msg_id.as_str(), k.endpoint_id.as_str())).unzip();
+        queries::execute(
+            &self.client().await?,
+            "UPDATE deliveries d SET failure_told = true FROM UNNEST($1::text[], $2::text[]) AS k(msg_id, endpoint_id) \
+             WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id",
+            &[&msgs, &eps],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn take_failure_told(&self, key: DeliveryKey) -> StoreResult<bool> {
+        let n = queries::execute(
+            &self.client().await?,
+            "UPDATE deliveries SET failure_told = false WHERE msg_id = $1 AND endpoint_id = $2 AND failure_told",
+            &[&key.msg_id, &key.endpoint_id],
+        )
+        .await?;
+        Ok(n > 0)
+    }
+
     async fn abandon_deliveries(&self, keys: Vec<ClaimedKey>) -> StoreResult<()> {
         if keys.is_empty() {
             return Ok(());

@@ -326,6 +326,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn note_failure_told(&self, keys: Vec<DeliveryKey>) -> StoreResult<()> {
+        self.write(move |c| {
+            for k in &keys {
+                queries::execute(
+                    c,
+                    "UPDATE deliveries SET failure_told = 1 WHERE msg_id = ?1 AND endpoint_id = ?2",
+                    [&k.msg_id, &k.endpoint_id],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_failure_told(&self, key: DeliveryKey) -> StoreResult<bool> {
+        self.write(move |c| {
+            let n = queries::execute(
+                c,
+                "UPDATE deliveries SET failure_told = 0 WHERE msg_id = ?1 AND endpoint_id = ?2 AND failure_told = 1",
+                [&key.msg_id, &key.endpoint_id],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     async fn abandon_deliveries(&self, keys: Vec<ClaimedKey>) -> StoreResult<()> {
         let now = ms(Utc::now());
         self.write_unguarded(move |c| {

@@ -99,6 +99,7 @@ macro_rules! store_conformance_tests {
             idempotency_lifecycle,
             rate_slots_are_spaced_after_a_burst,
             rate_buckets_go_with_their_endpoint,
+            a_reported_failure_is_noted_until_taken,
             claim_due_skips_saturated_endpoints,
             claim_due_skips_a_backlog_and_shares_fairly,
             next_due_at_ignores_skipped_endpoints,
@@ -3075,6 +3076,23 @@ pub async fn next_due_at_ignores_skipped_endpoints(store: &DynStore) {
     assert_eq!(store.next_due_at(skip_dead).await.unwrap(), Some(t + mins(7)));
     assert_eq!(store.next_due_at(&[]).await.unwrap(), Some(t - mins(1)));
     assert_eq!(store.next_due_at(&[dead.id.clone(), live.id.clone()]).await.unwrap(), None);
+}
+
+/// A reported failure is noted on its delivery and taken once; a resend (which starts the
+/// delivery's attempts over) keeps the note, so that the success after it is told as a
+/// recovery.
+pub async fn a_reported_failure_is_noted_until_taken(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "Told").await;
+    let ep = setup_endpoint(store, &app.id).await;
+    let (told, quiet) = (post(store, &app.id, &[&ep], t).await, post(store, &app.id, &[&ep], t).await);
+    let key = |m: &Message| DeliveryKey::new(&m.id, &ep.id);
+    store.note_failure_told(vec![key(&told), DeliveryKey::new("msg_missing", &ep.id)]).await.unwrap();
+    store.resend(&app.id, &told.id, &ep.id, t + secs(1)).await.unwrap();
+    assert!(store.take_failure_told(key(&told)).await.unwrap(), "noted, through the resend");
+    assert!(!store.take_failure_told(key(&told)).await.unwrap(), "taken once");
+    assert!(!store.take_failure_told(key(&quiet)).await.unwrap(), "never noted");
+    assert!(store.note_failure_told(Vec::new()).await.is_ok());
 }
 
 /// An endpoint's rate bucket goes with it, and with its application: it is not left
