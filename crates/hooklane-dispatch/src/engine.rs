@@ -117,47 +117,35 @@ impl AttemptNews {
     }
 }
 
-/// Starts over the circuits whose reset another node announced. Ends with the engine or the
-/// store.
-async fn follow_circuit_resets(inner: std::sync::Weak<Inner>, mut resets: tokio::sync::broadcast::Receiver<String>) {
+/// Hands each announcement of another process (a circuit reset, a stop) to `apply` until
+/// the engine or the store ends; `lagged` tells the log how many a slow reader missed.
+async fn follow<T: Clone>(
+    inner: std::sync::Weak<Inner>,
+    mut announced: tokio::sync::broadcast::Receiver<T>,
+    lagged: fn(u64),
+    apply: fn(&Inner, T),
+) {
     use tokio::sync::broadcast::error::RecvError;
     loop {
-        let endpoint_id = match resets.recv().await {
-            Ok(id) => id,
-            // Fell behind: the resets missed leave those circuits to their cool-down.
+        let what = match announced.recv().await {
+            Ok(what) => what,
             Err(RecvError::Lagged(missed)) => {
-                tracing::debug!(missed, "circuit resets missed");
+                lagged(missed);
                 continue;
             }
             Err(RecvError::Closed) => return,
         };
         let Some(inner) = inner.upgrade() else { return };
-        if inner.circuits.forget(&endpoint_id) {
-            tracing::info!(%endpoint_id, "circuit reset by another node");
-        }
-        inner.wake.notify_one();
+        apply(&inner, what);
     }
 }
 
-/// Marks what other processes announce they stopped (deleted content, a disabled or
-/// paused endpoint), as if stopped here: the jobs this process holds for it are not sent.
-async fn follow_stops(inner: std::sync::Weak<Inner>, mut stops: tokio::sync::broadcast::Receiver<Stop>) {
-    use tokio::sync::broadcast::error::RecvError;
-    loop {
-        let what = match stops.recv().await {
-            Ok(what) => what,
-            // Fell behind (thousands at once): those missed are left to the store (which
-            // failed the deliveries of deleted content, and which claims read endpoints
-            // from); a job already held may still be sent.
-            Err(RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "stops announced by other nodes were missed");
-                continue;
-            }
-            Err(RecvError::Closed) => return,
-        };
-        let Some(inner) = inner.upgrade() else { return };
-        mark_stopped(&inner, &what);
+/// Starts over the circuit whose reset another node announced.
+fn reset_circuit(inner: &Inner, endpoint_id: String) {
+    if inner.circuits.forget(&endpoint_id) {
+        tracing::info!(%endpoint_id, "circuit reset by another node");
     }
+    inner.wake.notify_one();
 }
 
 /// Marks what was stopped (see [`Dispatcher::stop`]) for the jobs this process holds.
@@ -254,10 +242,17 @@ impl Dispatcher {
         tokio::spawn(record_loop(inner.clone(), results));
         tokio::spawn(poll_loop(inner.clone()));
         if let Some(resets) = inner.store.circuit_resets() {
-            tokio::spawn(follow_circuit_resets(Arc::downgrade(&inner), resets));
+            // Resets missed leave those circuits to their cool-down.
+            let lagged = |missed| tracing::debug!(missed, "circuit resets missed");
+            tokio::spawn(follow(Arc::downgrade(&inner), resets, lagged, reset_circuit));
         }
         if let Some(stops) = inner.store.stops() {
-            tokio::spawn(follow_stops(Arc::downgrade(&inner), stops));
+            // Stops missed (thousands at once) are left to the store, which failed the
+            // deliveries of deleted content and which claims read endpoints from; a job
+            // already held may still be sent.
+            let lagged = |missed| tracing::warn!(missed, "stops announced by other nodes were missed");
+            let apply = |inner: &Inner, what: Stop| mark_stopped(inner, &what);
+            tokio::spawn(follow(Arc::downgrade(&inner), stops, lagged, apply));
         }
         Ok(Dispatcher { inner })
     }
@@ -609,19 +604,7 @@ fn send_by(cfg: &DispatchConfig, lease_end: Option<DateTime<Utc>>, now: DateTime
 async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant) {
     let endpoint = &job.endpoint;
     let key = claimed_key(&job);
-    // A polling endpoint is sent nothing; a delivery to one (made by a node of an older
-    // version, during a rolling upgrade) is given up as a disabled endpoint's are.
-    let disabled = endpoint.disabled || endpoint.polling || disabled_here(&inner, endpoint);
-    if disabled || expunged(&inner, &job.message) {
-        let _ = inner.finished.send(Finished::Abandoned(key, gate, endpoint.order.is_fifo()));
-        return;
-    }
-    if paused_here(&inner, endpoint) {
-        let _ = inner.finished.send(Finished::Held(key, endpoint.app_id.clone(), gate));
-        return;
-    }
-    if let Some(until) = inner.circuits.held_until(&endpoint.id, Utc::now()) {
-        pause(&inner, key, until, gate);
+    if settled_unsent(&inner, &job, &key, &gate) {
         return;
     }
     // Before the permits: a transformation may wait for a worker.
@@ -664,16 +647,7 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
             // What changed while it waited for its turn is looked at before a rate slot is
             // spent on it: a slot taken for a job that is then not sent is lost to the
             // endpoint, and held back by its circuit, a whole turn's worth of jobs would be.
-            if expunged(&inner, &job.message) || disabled_here(&inner, endpoint) {
-                let _ = inner.finished.send(Finished::Abandoned(key, gate.clone(), endpoint.order.is_fifo()));
-                return;
-            }
-            if paused_here(&inner, endpoint) {
-                let _ = inner.finished.send(Finished::Held(key, endpoint.app_id.clone(), gate.clone()));
-                return;
-            }
-            if let Some(until) = inner.circuits.held_until(&endpoint.id, Utc::now()) {
-                pause(&inner, key, until, gate.clone());
+            if settled_unsent(&inner, &job, &key, &gate) {
                 return;
             }
             // The rate slot, then the node's permit; a slot whose time passed while the
@@ -812,6 +786,28 @@ fn expunged(inner: &Inner, message: &hooklane_core::model::Message) -> bool {
     through
         .get(&message.app_id)
         .is_some_and(|(last, at)| at.elapsed() < marks_kept(&inner.cfg) && message.id.as_str() <= last.as_str())
+}
+
+/// Settles a job that must not be sent now; whether it did. Given up when its content was
+/// deleted or its endpoint disabled (in the job's snapshot, or marked since; a polling
+/// endpoint, sent nothing, as a node of an older version may have made a delivery to one
+/// during a rolling upgrade); held when its endpoint was paused since; handed back for the
+/// end of the cool-down when its endpoint's circuit is open.
+fn settled_unsent(inner: &Inner, job: &Job, key: &ClaimedKey, gate: &Arc<Gate>) -> bool {
+    let endpoint = &job.endpoint;
+    let disabled = endpoint.disabled || endpoint.polling || disabled_here(inner, endpoint);
+    let finished = if disabled || expunged(inner, &job.message) {
+        Finished::Abandoned(key.clone(), gate.clone(), endpoint.order.is_fifo())
+    } else if paused_here(inner, endpoint) {
+        Finished::Held(key.clone(), endpoint.app_id.clone(), gate.clone())
+    } else if let Some(until) = inner.circuits.held_until(&endpoint.id, Utc::now()) {
+        pause(inner, key.clone(), until, gate.clone());
+        return true;
+    } else {
+        return false;
+    };
+    let _ = inner.finished.send(finished);
+    true
 }
 
 /// Whether the endpoint was disabled (by this process, or another that announced it) after
@@ -1072,15 +1068,13 @@ impl EventsOf {
         }
         let kept =
             |msg_id: &str, endpoint_id: &str| !keys.iter().any(|k| k.msg_id == msg_id && k.endpoint_id == endpoint_id);
-        self.ready.retain(|e| match e {
+        let event_kept = |e: &EngineEvent| match e {
             EngineEvent::Attempt { msg_id, endpoint_id, .. } => kept(msg_id, endpoint_id),
             EngineEvent::EndpointDisabled { .. } => true,
-        });
+        };
+        self.ready.retain(event_kept);
         self.told.retain(|k| kept(&k.msg_id, &k.endpoint_id));
-        self.check.retain(|(e, _)| match e {
-            EngineEvent::Attempt { msg_id, endpoint_id, .. } => kept(msg_id, endpoint_id),
-            EngineEvent::EndpointDisabled { .. } => true,
-        });
+        self.check.retain(|(e, _)| event_kept(e));
     }
 
     fn disabled(&mut self, endpoint_id: &str) {

@@ -114,11 +114,9 @@ impl<'a> Record<'a> {
     /// turns it into the answer.
     async fn reject(&self, error: ApiError) -> Response {
         let status = error.status();
-        if self.s.0.rejections.take(&self.source.id) {
+        if self.within_budget(&self.s.0.rejections, "rejected", "hooklane_inbound_rejections_unrecorded_total") {
             self.save(InboundStatus::Rejected, status, Some(error.to_string()), None).await;
         } else {
-            self.count("rejected");
-            metrics::counter!("hooklane_inbound_rejections_unrecorded_total").increment(1);
             tracing::debug!(source_id = %self.source.id, http_status = status.as_u16(), "inbound request refused, not recorded: over the source's budget");
         }
         let basic = matches!(self.source.verification, Verification::BasicAuth { .. });
@@ -136,13 +134,27 @@ impl<'a> Record<'a> {
     /// of them (Meta's needs only the verify token, which sits in the URL; a signed one can be
     /// replayed within its tolerance) must not fill the request log.
     async fn url_check(&self, http_status: StatusCode) {
-        if self.s.0.url_checks.take(&self.source.id) {
+        if self.within_budget(&self.s.0.url_checks, "accepted", "hooklane_inbound_url_checks_unrecorded_total") {
             let why = "the provider's URL check, answered; not forwarded".to_string();
             self.save(InboundStatus::Accepted, http_status, Some(why), None).await;
-        } else {
-            self.count("accepted");
-            metrics::counter!("hooklane_inbound_url_checks_unrecorded_total").increment(1);
         }
+    }
+
+    /// Whether a request of a kind the source records within a budget (refusals,
+    /// duplicates, URL checks: see [`crate::inbound_budget`]) may be recorded now; if not, it
+    /// is only counted, as `counted` and in the `unrecorded` metric.
+    fn within_budget(
+        &self,
+        budget: &crate::inbound_budget::RejectionBudget,
+        counted: &'static str,
+        unrecorded: &'static str,
+    ) -> bool {
+        if budget.take(&self.source.id) {
+            return true;
+        }
+        self.count(counted);
+        metrics::counter!(unrecorded).increment(1);
+        false
     }
 
     /// Records an accepted (or duplicate) request, which is message `msg_id`, and answers it:
@@ -168,10 +180,9 @@ impl<'a> Record<'a> {
         // A duplicate changes nothing (its original is stored): it is recorded within a
         // budget, as refusals are, so that a valid request replayed in a loop (a signature
         // without a timestamp stays valid) cannot fill the request log.
-        if status == InboundStatus::Duplicate && !self.s.0.duplicates.take(&self.source.id) {
-            self.count("duplicate");
-            metrics::counter!("hooklane_inbound_duplicates_unrecorded_total").increment(1);
-        } else if !self.save(status, http_status, reason, Some(msg_id.to_string())).await && unfinished {
+        let recorded = status != InboundStatus::Duplicate
+            || self.within_budget(&self.s.0.duplicates, "duplicate", "hooklane_inbound_duplicates_unrecorded_total");
+        if recorded && !self.save(status, http_status, reason, Some(msg_id.to_string())).await && unfinished {
             return self.failed(ApiError::Unavailable("the request could not be recorded; send it again".into()));
         }
         match (acknowledgement, custom) {
