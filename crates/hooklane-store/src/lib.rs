@@ -6,6 +6,7 @@
 
 mod error;
 pub mod postgres;
+pub mod private_files;
 mod queries_shared;
 mod signals;
 pub mod sqlite;

@@ -279,20 +279,30 @@ fn environment() -> Figment {
         Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
         _ => Vec::new(),
     };
-    // (The filter sees the names before figment lowercases them.)
-    let parsed = Env::prefixed("HOOKLANE_").split("__").filter(move |key| {
-        let key = key.as_str().to_ascii_lowercase();
-        let top = key.split('.').next().unwrap_or(&key);
-        sections.iter().any(|s| s == top) && !VERBATIM.contains(&key.as_str())
-    });
-    let mut figment = Figment::from(parsed);
     // As figment reads names (in any case) and values (without the spaces and line ends
     // around them, which an env file or a secret mount may add).
     let vars: Vec<(String, String)> =
         std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
+    // A variable set to nothing (`HOOKLANE_LOG_LEVEL=` in a compose file or an env file
+    // whose value was left out) is taken as not set, for every setting alike: the file's
+    // value or the default stands. (Read as written, it made an empty retry schedule, an
+    // empty file name, or a log filter that silences everything.)
+    let empty: Vec<String> = vars
+        .iter()
+        .filter(|(_, v)| v.trim().is_empty())
+        .filter(|(k, _)| k.get(..9).is_some_and(|p| p.eq_ignore_ascii_case("HOOKLANE_")))
+        .map(|(k, _)| k[9..].to_ascii_lowercase().replace("__", "."))
+        .collect();
+    // (The filter sees the names before figment lowercases them.)
+    let parsed = Env::prefixed("HOOKLANE_").split("__").filter(move |key| {
+        let key = key.as_str().to_ascii_lowercase();
+        let top = key.split('.').next().unwrap_or(&key);
+        sections.iter().any(|s| s == top) && !VERBATIM.contains(&key.as_str()) && !empty.contains(&key)
+    });
+    let mut figment = Figment::from(parsed);
     for key in VERBATIM {
         let name = format!("HOOKLANE_{}", key.replace('.', "__"));
-        if let Some((_, value)) = vars.iter().find(|(k, _)| k.eq_ignore_ascii_case(&name)) {
+        if let Some((_, value)) = vars.iter().find(|(k, v)| k.eq_ignore_ascii_case(&name) && !v.trim().is_empty()) {
             figment = figment.merge(Serialized::default(key, value.trim()));
         }
     }
@@ -311,13 +321,17 @@ const COMMAND_VARIABLES: &[&str] = &[
 ];
 
 /// The fewest characters a configured admin token may have.
-const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+pub(crate) const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
 /// Checks a `log_level` (tracing's filter syntax: `info`, `hooklane=debug,tower_http=warn`).
 /// The filter itself takes a lone word that is not a level for a target's name, which turns
 /// every other log off: `warning` would silence even the errors.
 fn check_log_level(filter: &str) -> anyhow::Result<()> {
     const LEVELS: &str = "error, warn, info, debug, trace or off";
+    // A filter of no directive logs nothing at all, errors included.
+    if filter.split(',').all(|d| d.trim().is_empty()) {
+        bail!("log_level is empty ({LEVELS}; or target=level, e.g. hooklane=debug)");
+    }
     for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         let level = match directive.rsplit_once('=') {
             Some((_, level)) => level.trim(),
@@ -348,10 +362,15 @@ impl Config {
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
-            if !path.exists() {
-                bail!("configuration file {} does not exist", path.display());
+            // Read here rather than by figment, which takes a path that is not a regular
+            // file (a folder, or `<(…)` in a shell) for an empty file, silently.
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+            let toml = Toml::string(&text);
+            if let Err(e) = figment::Provider::data(&toml) {
+                bail!("invalid configuration file {}: {e}", path.display());
             }
-            figment = figment.merge(Toml::file(path));
+            figment = figment.merge(toml);
         }
         let config: Config = figment.merge(environment()).extract().context("invalid configuration")?;
         config.check()?;
@@ -392,8 +411,10 @@ impl Config {
         if d.max_retry_after > WEEK {
             bail!("delivery.max_retry_after must be at most 7 days");
         }
-        if d.disable_after > 365 * DAY {
-            bail!("delivery.disable_after must be at most 365 days");
+        // (Zero would disable an endpoint at its first failure, where elsewhere in this file
+        // `0s` means "for ever".)
+        if d.disable_after.is_zero() || d.disable_after > 365 * DAY {
+            bail!("delivery.disable_after must be more than 0s and at most 365 days");
         }
         if d.lease > HOUR {
             bail!("delivery.lease must be at most 1h");
@@ -425,6 +446,19 @@ impl Config {
             if !["postgres", "postgresql", "sqlite"].contains(&scheme) {
                 let scheme: String = scheme.chars().take(32).collect();
                 bail!("database_url: unknown scheme `{scheme}://` (postgres://, postgresql:// or sqlite:)");
+            }
+        }
+        if let Some(path) = self.sqlite_path() {
+            // `SQLITE:x.db` would be a folder named `SQLITE:.`, and `x.db?mode=rwc` (sqlx's
+            // style) a file of that name: neither is what was meant.
+            if u.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("sqlite:") && p != "sqlite:") {
+                bail!("database_url: write the scheme `sqlite:` in lower case");
+            }
+            if path.contains('?') {
+                bail!("database_url: sqlite:PATH takes no options (`?…`); the file is created if missing");
+            }
+            if path.is_empty() || path.starts_with(":memory:") {
+                bail!("database_url: the embedded store needs a file (sqlite:./data/hooklane.db); a message kept in memory only is not durable");
             }
         }
         if self.max_body_bytes < 1024 {
@@ -618,6 +652,16 @@ mod tests {
         for url in ["postgres://u:s3cret@db/h", "postgresql://db/h", "sqlite://./a.db", "sqlite:./a.db", "./a.db"] {
             check(url).unwrap_or_else(|e| panic!("{url}: {e}"));
         }
+        // A folder `SQLITE:.`, a file named `y.db?mode=rwc`, or a database nothing is kept in.
+        for (url, said) in [
+            ("SQLITE:./x.db", "lower case"),
+            ("sqlite:./y.db?mode=rwc", "no options"),
+            ("sqlite::memory:", "needs a file"),
+            ("sqlite:", "needs a file"),
+        ] {
+            let e = check(url).expect_err(url).to_string();
+            assert!(e.contains(said), "{url}: {e}");
+        }
     }
 
     #[test]
@@ -639,13 +683,15 @@ mod tests {
     #[test]
     fn durations_past_their_bounds_are_refused() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 8] = [
+        let cases: [(&str, Change); 9] = [
             // A first cool-down above the longest would make the longest its own value:
             // probes a day apart end the failure streak, and the endpoint is never disabled.
             ("circuit_cooldown", |c| c.delivery.circuit_cooldown = 2 * DAY),
             ("retry_schedule", |c| c.delivery.retry_schedule.push(8 * DAY)),
             ("max_retry_after", |c| c.delivery.max_retry_after = 8 * DAY),
             ("disable_after", |c| c.delivery.disable_after = 400 * DAY),
+            // Zero disabled an endpoint at its first failure.
+            ("disable_after", |c| c.delivery.disable_after = Duration::ZERO),
             ("lease", |c| c.delivery.lease = 2 * HOUR),
             ("housekeeping_interval", |c| c.housekeeping_interval = Duration::ZERO),
             ("message_retention", |c| c.message_retention = 300_000 * 365 * DAY),
@@ -671,6 +717,11 @@ mod tests {
         for bad in ["warning", "err", "verbose", "info,loud", "hooklane=loud"] {
             let e = check(bad).expect_err(bad).to_string();
             assert!(e.contains("log_level") && e.contains("is not a level"), "{bad}: {e}");
+        }
+        // No directive at all logs nothing, errors included.
+        for empty in ["", ",", " , "] {
+            let e = check(empty).expect_err(empty).to_string();
+            assert!(e.contains("log_level is empty"), "{empty:?}: {e}");
         }
     }
 

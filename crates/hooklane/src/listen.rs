@@ -32,11 +32,13 @@ pub struct ListenArgs {
     /// rotation. Without it signatures are not checked.
     #[arg(long, env = "HOOKLANE_LISTEN_SECRET", hide_env_values = true)]
     secret: Vec<String>,
-    /// Status to answer with when the signature is valid (or not checked).
-    #[arg(long, default_value_t = 200)]
+    /// Status to answer with when the signature is valid (or not checked): a final one,
+    /// 200 to 599 (an informational 1xx is no answer to a delivery).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(200..=599))]
     status: u16,
     /// Seconds a `webhook-timestamp` may differ from this clock.
-    #[arg(long, default_value_t = hooklane_core::signing::DEFAULT_TOLERANCE_SECS)]
+    #[arg(long, default_value_t = hooklane_core::signing::DEFAULT_TOLERANCE_SECS,
+          value_parser = clap::value_parser!(i64).range(0..))]
     tolerance: i64,
     /// Print one JSON object per delivery instead of text.
     #[arg(long)]

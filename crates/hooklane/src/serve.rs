@@ -109,19 +109,52 @@ fn admin_token(config: &Config) -> anyhow::Result<(String, String)> {
         return Ok((t.clone(), format!("{} (from configuration)", masked(t))));
     }
     let path = token_file(config).context("no admin_token configured and no place to keep a generated one")?;
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        let existing = existing.trim().to_string();
-        if !existing.is_empty() {
+    // Two nodes starting together on one shared file: the one that loses the race to
+    // create it reads the winner's (written whole before it takes its name).
+    for _ in 0..2 {
+        if let Some(kept) = read_token_file(&path)? {
             // Shown whole only when generated: stdout is collected by most supervisors, and
             // every restart would put the token in their logs again.
-            return Ok((existing.clone(), format!("{} (kept in {})", masked(&existing), path.display())));
+            return Ok((kept.clone(), format!("{} (kept in {})", masked(&kept), path.display())));
+        }
+        let mut raw = [0u8; 24];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let token = format!("sk_{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        match write_private(&path, &token) {
+            Ok(()) => return Ok((token.clone(), format!("{token} (generated, kept in {})", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot write {}", path.display())),
         }
     }
-    let mut raw = [0u8; 24];
-    rand::thread_rng().fill_bytes(&mut raw);
-    let token = format!("sk_{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
-    write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok((token.clone(), format!("{token} (generated, kept in {})", path.display())))
+    anyhow::bail!("{} was made and removed again while this process started", path.display())
+}
+
+/// The token kept in `path`, or `None` when there is no such file. A file that cannot be
+/// read is an error (never replaced: it may hold the token every client uses), as is one
+/// holding a token shorter than a configured one may be. An empty file (made ready by
+/// provisioning, say) is taken as no token: it is removed, so that a new one is made
+/// owner-only in its place.
+fn read_token_file(path: &Path) -> anyhow::Result<Option<String>> {
+    let kept = match std::fs::read_to_string(path) {
+        Ok(kept) => kept.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read the admin token in {}", path.display())),
+    };
+    if kept.is_empty() {
+        std::fs::remove_file(path).with_context(|| format!("cannot replace the empty {}", path.display()))?;
+        return Ok(None);
+    }
+    if kept.chars().count() < crate::config::MIN_ADMIN_TOKEN_CHARS {
+        anyhow::bail!(
+            "the admin token in {} is shorter than {} characters",
+            path.display(),
+            crate::config::MIN_ADMIN_TOKEN_CHARS
+        );
+    }
+    if hooklane_store::private_files::readable_by_others(path) {
+        tracing::warn!(path = %path.display(), "the admin token file can be read by other users (chmod 600 it)");
+    }
+    Ok(Some(kept))
 }
 
 /// A token by its last four characters: enough to tell which one it is.
@@ -140,7 +173,8 @@ pub(crate) fn lock_database(db: &Path, when_held: &str) -> anyhow::Result<std::f
     name.push(".lock");
     let path = PathBuf::from(name);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        hooklane_store::private_files::create_dir_all(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -167,20 +201,23 @@ fn token_file(config: &Config) -> Option<PathBuf> {
     Some(db.parent().unwrap_or(Path::new(".")).join("admin-token"))
 }
 
+/// Writes `content` into the new file `path`, owner-only: under a temporary name first,
+/// then linked to `path`, so that no reader ever finds it half written, and failing with
+/// `AlreadyExists` (without touching it) when `path` exists.
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut f = options.open(path)?;
-    f.write_all(content.as_bytes())?;
-    f.sync_all()
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    hooklane_store::private_files::create_dir_all(dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let partial = dir.join(format!(".{name}.partial-{}", std::process::id()));
+    let written = hooklane_store::private_files::create_new(&partial).and_then(|mut f| {
+        f.write_all(content.as_bytes())?;
+        f.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&partial, path));
+    let _ = std::fs::remove_file(&partial);
+    linked?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 pub(crate) async fn shutdown_signal() {

@@ -363,3 +363,26 @@ async fn listen_refuses_a_body_over_max_body() {
     let line = next_line_with(&mut out, "webhook-id=msg_fits").await;
     assert!(line.ends_with(&format!("body={body}")), "{line}");
 }
+
+/// `listen --status` is the answer to a delivery: a final status. An informational one
+/// (100 was answered 500, 101 switched protocols with no upgrade) is refused at once, as is
+/// a negative tolerance.
+#[tokio::test]
+async fn listen_refuses_a_status_that_is_no_answer() {
+    for args in [&["--status", "100"][..], &["--status", "101"], &["--status", "600"], &["--tolerance=-1"]] {
+        let out = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+                .args(["listen", "--port", "0"])
+                .args(args)
+                .env_remove("HOOKLANE_LISTEN_SECRET")
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{args:?}: listen started"))
+        .expect("listen ran");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("not in"), "{args:?}: {stderr}");
+    }
+}

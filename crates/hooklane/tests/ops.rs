@@ -315,3 +315,136 @@ async fn dashboard_pages_say_where_they_may_be_shown() {
     assert!(csp.contains("frame-ancestors *") && csp.contains("script-src 'self'"), "{csp}");
     assert!(headers.get("x-frame-options").is_none(), "the portal is embedded by the SaaS");
 }
+
+/// Starts `hooklane serve` in `dir` without a configuration file, on a free port, with
+/// `env`: the process and its stdout's lines up to the one showing its admin token.
+fn serve_bare(dir: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, Vec<String>) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .arg("serve")
+        .current_dir(dir)
+        .env_remove("HOOKLANE_CONFIG")
+        .env_remove("HOOKLANE_DATABASE_URL")
+        .env_remove("HOOKLANE_ADMIN_TOKEN")
+        .env("HOOKLANE_LISTEN", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run hooklane");
+    let stdout = child.stdout.take().expect("stdout");
+    let (sent, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = sent.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(30)) {
+        // (Printed right after where it listens.)
+        let told = line.starts_with("admin token:");
+        seen.push(line);
+        if told {
+            return (child, seen);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("hooklane did not start: {seen:?}");
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+/// The database holds every secret (SQLite gives its `-wal` and `-shm` files the database
+/// file's mode), and the admin token opens everything: a first start makes them, their
+/// folder and a backup for their owner alone, whatever the umask lets others read.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_files_a_server_makes_are_its_owners_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, lines) = serve_bare(dir.path(), &[]);
+    assert!(lines.iter().any(|l| l.contains("generated, kept in")), "{lines:?}");
+    let data = dir.path().join("data");
+    assert_eq!(mode(&data), 0o700, "the data folder");
+    for file in ["hooklane.db", "hooklane.db-wal", "hooklane.db-shm", "admin-token"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .args(["backup", "--to", "copy.db"])
+        .current_dir(dir.path())
+        .env_remove("HOOKLANE_CONFIG")
+        .env_remove("HOOKLANE_DATABASE_URL")
+        .output()
+        .expect("backup");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(mode(&dir.path().join("copy.db")), 0o600, "the backup");
+}
+
+/// A token file that cannot be read, or holds a token too short to be one, stops the start
+/// and is left as it is (it may hold the token every client uses); an empty one, made
+/// ready by provisioning with the umask's mode, is replaced by a generated token that only
+/// its owner may read.
+#[cfg(unix)]
+#[tokio::test]
+async fn an_admin_token_file_is_never_replaced_unless_empty() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("data");
+    let token = data.join("admin-token");
+    for (kept, said) in [(&b"short\n"[..], "shorter than 16 characters"), (&[0xff, 0xfe, 0x41][..], "cannot read")] {
+        std::fs::write(&token, kept).expect("write");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hooklane"));
+        command.arg("serve").current_dir(dir.path()).env_remove("HOOKLANE_CONFIG").env_remove("HOOKLANE_ADMIN_TOKEN");
+        let out = refused_at_start(command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(said), "{said}: {stderr}");
+        assert_eq!(std::fs::read(&token).expect("read"), kept, "left as it was");
+    }
+    std::fs::write(&token, "").expect("write");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (mut child, lines) = serve_bare(dir.path(), &[]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let generated = std::fs::read_to_string(&token).expect("read");
+    assert!(generated.starts_with("sk_") && lines.iter().any(|l| l.contains(&generated)), "{lines:?}");
+    assert_eq!(mode(&token), 0o600);
+}
+
+/// A variable set to nothing, as a compose file leaves one whose value was left out, is
+/// taken as not set: an empty log filter logged nothing (errors included), and an empty
+/// token file name stopped the start.
+#[tokio::test]
+async fn an_empty_variable_is_no_setting() {
+    let env =
+        [("HOOKLANE_LOG_LEVEL", ""), ("HOOKLANE_ADMIN_TOKEN_FILE", " "), ("HOOKLANE_DELIVERY__RETRY_SCHEDULE", "")];
+    let server = Server::start_with_env("", &env).await;
+    let (status, body) = server.call("GET", "/api/v1/app", None).await;
+    assert_eq!(status, 200, "{body}");
+    let logs = server.logs();
+    assert!(logs.contains("hooklane started"), "the default level logs: {logs}");
+}
+
+/// A configuration file that cannot be read as one (a folder here) stops the command:
+/// figment took it for an empty file, and the defaults were used without a word.
+#[tokio::test]
+async fn a_configuration_that_is_no_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .args(["migrate", "--config", "."])
+        .current_dir(dir.path())
+        .env_remove("HOOKLANE_CONFIG")
+        .env_remove("HOOKLANE_DATABASE_URL")
+        .output()
+        .expect("migrate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("cannot read the configuration file"), "{stderr}");
+    assert!(!dir.path().join("data").exists(), "no database was made with the defaults");
+}

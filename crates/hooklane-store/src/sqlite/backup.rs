@@ -70,6 +70,8 @@ fn copy_into(from: &Path, target: &Path) -> StoreResult<BackupReport> {
     // never creating: a wrong path is an error, not a new empty database. Nothing is
     // written to the database itself (with the server stopped, SQLite may make its `-wal`
     // and `-shm` files, which it would on any open).
+    // Owner-only, like the database it copies (`VACUUM INTO` fills an empty file).
+    crate::private_files::create_new(target).map_err(|e| io_err(target, e))?;
     let conn = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(db_err)?;
     // No checkpoint of the server's log when this connection closes (the server runs its

@@ -67,8 +67,21 @@ impl SqliteStore {
 
     fn open_blocking(path: PathBuf) -> StoreResult<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            crate::private_files::create_dir_all(dir)
                 .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        // Made by us, owner-only, before SQLite opens it (see `private_files`).
+        match crate::private_files::create_new(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::Database(format!("cannot create {}: {e}", path.display())))
+            }
+            _ => {}
+        }
+        if crate::private_files::readable_by_others(&path) {
+            tracing::warn!(
+                path = %path.display(),
+                "the database, which holds every secret, can be read by other users (chmod 600 it, with its -wal and -shm files)"
+            );
         }
         let mut conn = Connection::open(&path).map_err(db_err)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
