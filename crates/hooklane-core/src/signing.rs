@@ -192,6 +192,26 @@ fn signed_content(msg_id: &str, timestamp: i64, payload: &[u8]) -> Vec<u8> {
     content
 }
 
+/// The header every delivery carries with [`origin_marker`]: a request that arrives with this
+/// server's own marker is one of its deliveries, sent back to it by an endpoint or a
+/// destination pointing at its own API or sources, and could post a message per delivery
+/// for ever. A delivery of a message that itself came from one of the server's deliveries
+/// (through one of its sources) adds [`RELAYED`] to the marker.
+pub const ORIGIN_HEADER: &str = "hooklane-origin";
+
+/// What [`ORIGIN_HEADER`] adds to the marker on a delivery of a message made from one of
+/// the same server's deliveries: the second turn of what may be a loop.
+pub const RELAYED: &str = ";relayed";
+
+/// The value of [`ORIGIN_HEADER`] for the server (or cluster) whose instance secret is
+/// `instance_secret`: derived from it one way, so that it tells nothing of the secret, and
+/// the same on every node of one database.
+pub fn origin_marker(instance_secret: &[u8; 32]) -> String {
+    use sha2::Digest;
+    let digest = Sha256::new().chain_update(b"hooklane origin marker\0").chain_update(instance_secret).finalize();
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
 /// `N` bytes from a cryptographically secure generator (the thread's ChaCha generator,
 /// seeded by the operating system): for secrets and keys.
 pub fn random_bytes<const N: usize>() -> [u8; N] {

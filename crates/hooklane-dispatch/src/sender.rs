@@ -22,8 +22,15 @@ use crate::tokens::Tokens;
 use crate::DispatchConfig;
 
 /// Headers hooklane sets itself; an endpoint's custom headers cannot override them.
-pub const RESERVED: &[&str] =
-    &["webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host"];
+pub const RESERVED: &[&str] = &[
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "content-type",
+    "content-length",
+    "host",
+    hooklane_core::signing::ORIGIN_HEADER,
+];
 
 /// Hop-by-hop and connection-control headers: they speak to the connection, not the
 /// receiver (HTTP/2 refuses them), and a stray `Expect` or `Upgrade` changes how the
@@ -230,6 +237,10 @@ pub struct Sender {
     scripts: Arc<Scripts>,
     /// Access tokens of endpoints with OAuth settings.
     tokens: Arc<Tokens>,
+    /// This server's [`hooklane_core::signing::origin_marker`], sent with every delivery
+    /// (none without a store: a sender of tests and tools); and the same marked
+    /// [`hooklane_core::signing::RELAYED`], for a message that came from one of them.
+    origin: Option<(String, HeaderValue, HeaderValue)>,
 }
 
 impl Sender {
@@ -239,7 +250,14 @@ impl Sender {
         let proxy_host =
             cfg.proxy.as_ref().and_then(|p| reqwest::Url::parse(&p.url).ok()?.host_str().map(str::to_string));
         let resolver = Arc::new(GuardedResolver::new(policy.clone(), proxy_host));
+        let origin = store.as_ref().and_then(|s| {
+            let marker = hooklane_core::signing::origin_marker(&s.instance_secret());
+            let first = HeaderValue::try_from(marker.as_str()).ok()?;
+            let relayed = HeaderValue::try_from(format!("{marker}{}", hooklane_core::signing::RELAYED)).ok()?;
+            Some((marker, first, relayed))
+        });
         Ok(Sender {
+            origin,
             clients: Arc::new(Clients::new(cfg, resolver)?),
             proxy: cfg
                 .proxy
@@ -396,6 +414,15 @@ impl Sender {
         put("webhook-id", &message.id);
         put("webhook-timestamp", &timestamp.to_string());
         put("webhook-signature", &signature);
+        if let Some((marker, first, relayed)) = &self.origin {
+            // A message an inbound source made from one of this server's deliveries keeps
+            // the request's marker among its headers.
+            let came_from_here = message
+                .headers
+                .get(hooklane_core::signing::ORIGIN_HEADER)
+                .is_some_and(|m| m.split(';').next() == Some(marker.as_str()));
+            headers.insert(hooklane_core::signing::ORIGIN_HEADER, if came_from_here { relayed } else { first }.clone());
+        }
         let mut sent: BTreeMap<String, String> = headers
             .iter()
             .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into()))

@@ -65,6 +65,10 @@ pub enum ApiError {
     /// answered with `Retry-After`.
     #[error("{0}")]
     Busy(String),
+    /// A delivery of this very server, sent back to it (see
+    /// [`hooklane_core::signing::ORIGIN_HEADER`]).
+    #[error("this request is a delivery of this hooklane server, sent back to it: an endpoint or destination points at this server's own API or sources, which would post a message per delivery without end")]
+    DeliveryLoop,
 }
 
 impl ApiError {
@@ -102,6 +106,7 @@ impl ApiError {
             ApiError::Validation { .. } | ApiError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DeliveryLoop => StatusCode::LOOP_DETECTED,
             ApiError::VerificationFailed(_) => StatusCode::UNAUTHORIZED,
             ApiError::RateLimited(_) | ApiError::TooManyTasks(_) | ApiError::TooManyWaiting(_) | ApiError::Busy(_) => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -132,6 +137,7 @@ impl ApiError {
             ApiError::TooManyTasks(_) => "too_many_tasks",
             ApiError::TooManyWaiting(_) => "too_many_waiting",
             ApiError::Busy(_) => "busy",
+            ApiError::DeliveryLoop => "delivery_loop",
         }
     }
 }

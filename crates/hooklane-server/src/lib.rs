@@ -166,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         // Public ingest URLs of inbound sources: no idempotency layer (providers' retries
         // are deduplicated by their delivery id) and a body limit per source.
         .merge(inbound::routes())
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_own_deliveries))
         .layer(DefaultBodyLimit::max(max_body))
         // Compressed bodies are decoded here, below every reader of a body (see the module).
         .layer(content_encoding::decoder())
@@ -177,6 +178,36 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http().make_span_with(ops::request_span).on_response(ops::LogResponse))
         .layer(SetRequestIdLayer::x_request_id(ops::MakeId))
         .with_state(state)
+}
+
+/// Refuses (508) a request that is one of this server's own deliveries sent back to it, by
+/// an endpoint or destination pointing at its API or its sources, where it could make a
+/// message delivered back again without end, filling the store for every tenant: every
+/// one to the API, and to a source the second turn (a delivery of a message a source made
+/// from one of this server's deliveries). One turn through a source is let through: an
+/// application's endpoint feeding one of the server's own sources, forwarded on to
+/// destinations, is no loop. The marker is in every delivery, and no endpoint, header or
+/// transformation can change it.
+async fn refuse_own_deliveries(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use hooklane_core::signing::{ORIGIN_HEADER, RELAYED};
+    let Some(value) = req.headers().get(ORIGIN_HEADER).and_then(|v| v.to_str().ok()) else {
+        return next.run(req).await;
+    };
+    let (marker, relayed) = match value.strip_suffix(RELAYED) {
+        Some(marker) => (marker, true),
+        None => (value, false),
+    };
+    let to_a_source = req.uri().path().starts_with("/in/");
+    if marker == s.0.origin_marker && (relayed || !to_a_source) {
+        let webhook_id = req.headers().get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        tracing::warn!(path = %req.uri().path(), webhook_id, "refused a delivery of this server sent back to it");
+        return ApiError::DeliveryLoop.into_response();
+    }
+    next.run(req).await
 }
 
 /// The answer to a HEAD of a read that moves a stored position (a subscription's, a polling

@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     pub store: DynStore,
     pub dispatcher: Dispatcher,
     pub admin_token_hash: [u8; 32],
+    /// What this server's deliveries carry in [`hooklane_core::signing::ORIGIN_HEADER`].
+    pub origin_marker: String,
     pub max_body_bytes: usize,
     pub public_url: String,
     pub inbound: InboundSettings,
@@ -85,6 +87,7 @@ impl AppState {
     pub fn new(store: DynStore, dispatcher: Dispatcher, settings: ServerSettings) -> Self {
         AppState(Arc::new(Shared {
             position_tokens: crate::api::position_tokens::PositionTokens::new(&store.instance_secret()),
+            origin_marker: hooklane_core::signing::origin_marker(&store.instance_secret()),
             store,
             dispatcher,
             admin_token_hash: token_hash(&settings.admin_token),

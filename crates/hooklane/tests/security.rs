@@ -12,6 +12,8 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 
+const WAIT: Duration = Duration::from_secs(20);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_and_tokens_never_reach_the_logs() {
     let server = Server::start("log_level = \"trace\"\n[delivery]\nretry_schedule = [\"100ms\"]").await;
@@ -231,4 +233,54 @@ fn a_transformation_worker_runs_confined() {
     assert_eq!(limit(&limits, "Max processes").as_deref(), Some("0"), "{limits}");
     assert_eq!(limit(&limits, "Max address space").as_deref(), Some("1073741824"), "{limits}");
     assert!(status.lines().any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"])), "{status}");
+}
+
+/// An endpoint pointing at the server's own API (with a token in its headers) would post a
+/// message per delivery, each delivered back again, for ever: every delivery carries the
+/// server's marker, and the API refuses it (508 `delivery_loop`), so the one message stays
+/// one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_sent_back_to_the_api_is_refused() {
+    let server = Server::start("[delivery]\nretry_schedule = [\"100ms\"]").await;
+    let app = server.create_app("loop").await;
+    let url = server.url(&format!("/api/v1/app/{app}/msg/"));
+    let headers = json!({ "Authorization": format!("Bearer {ADMIN}") });
+    let transform = json!({ "eventType": "loop", "payload": { "n": 1 } });
+    server.create_endpoint(&app, json!({ "url": url, "headers": headers, "transform": transform })).await;
+    let msg = server.send_message(&app, "loop", json!({"n": 0})).await;
+    let path = format!("/api/v1/app/{app}/attempt/msg/{msg}");
+    let attempts = server.wait_until(&path, WAIT, |b| b["data"].as_array().is_some_and(|a| a.len() == 2)).await;
+    for attempt in attempts["data"].as_array().unwrap() {
+        assert_eq!(attempt["responseStatusCode"], 508, "{attempt}");
+        assert!(attempt["response"].as_str().unwrap_or_default().contains("delivery_loop"), "{attempt}");
+    }
+    let (status, messages) = server.call("GET", &format!("/api/v1/app/{app}/msg/"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(messages["data"].as_array().map(Vec::len), Some(1), "{messages}");
+}
+
+/// A source forwarding to its own ingest URL: its first forward is taken (one turn through
+/// a source is no loop: an application's endpoint may feed one of the server's sources),
+/// the forward of that one is refused, and the request log stops at two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_forwarding_to_itself_stops_at_the_second_turn() {
+    let server = Server::start("[delivery]\nretry_schedule = [\"100ms\"]").await;
+    let placeholder = Receiver::start().await;
+    let spec = json!({"name": "self", "verification": {"type": "none"}, "destinations": [{"url": placeholder.url}]});
+    let (status, source) = server.call("POST", "/api/v1/source", Some(spec)).await;
+    assert_eq!(status, 201, "{source}");
+    let id = source["id"].as_str().unwrap().to_string();
+    let ingest = source["ingestUrl"].as_str().unwrap().to_string();
+    let patch = json!({"destinations": [{"id": source["destinations"][0]["id"], "url": ingest}]});
+    let (status, out) = server.call("PATCH", &format!("/api/v1/source/{id}"), Some(patch)).await;
+    assert_eq!(status, 200, "{out}");
+    let posted = reqwest::Client::new().post(&ingest).json(&json!({"n": 0})).send().await.unwrap();
+    assert_eq!(posted.status(), 200);
+    let log = format!("/api/v1/source/{id}/request?limit=250");
+    server.wait_until(&log, WAIT, |b| b["data"].as_array().is_some_and(|a| a.len() >= 2)).await;
+    // The second message's forward and its retry are refused; nothing more comes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, requests) = server.call("GET", &log, None).await;
+    assert_eq!(requests["data"].as_array().map(Vec::len), Some(2), "{requests}");
+    assert!(server.logs().contains("refused a delivery of this server sent back to it"));
 }
