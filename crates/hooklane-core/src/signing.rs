@@ -50,7 +50,7 @@ pub enum SignatureType {
 pub enum SecretError {
     #[error("secret must be base64, optionally prefixed with whsec_ (or an Ed25519 key pair prefixed with whsk_)")]
     NotBase64,
-    #[error("secret must decode to between 24 and 64 bytes")]
+    #[error("secret must decode to between 24 and 75 bytes")]
     BadLength,
     #[error("a whsk_ key must be base64 of a 32-byte Ed25519 seed or a 64-byte key pair (seed, then its public key)")]
     BadSigningKey,
@@ -112,7 +112,8 @@ impl Secret {
         }
         let b64 = s.strip_prefix(SECRET_PREFIX).unwrap_or(s);
         let key = B64.decode(b64).map_err(|_| SecretError::NotBase64)?;
-        if !(24..=64).contains(&key.len()) {
+        // Svix's bounds, so that any secret it takes (an endpoint migrated from it) is taken.
+        if !(24..=75).contains(&key.len()) {
             return Err(SecretError::BadLength);
         }
         Ok(Secret { key: SigningMaterial::Hmac(key) })
@@ -442,6 +443,11 @@ mod tests {
     fn secrets_parse_and_hide() {
         assert_eq!(Secret::parse("whsec_!!!"), Err(SecretError::NotBase64));
         assert_eq!(Secret::parse("whsec_AAAA"), Err(SecretError::BadLength));
+        // Svix takes 24 to 75 bytes.
+        for (bytes, taken) in [(23, false), (24, true), (64, true), (75, true), (76, false)] {
+            let secret = format!("whsec_{}", B64.encode(vec![7u8; bytes]));
+            assert_eq!(Secret::parse(&secret).is_ok(), taken, "{bytes} bytes");
+        }
         let g = Secret::generate(SignatureType::Hmac256);
         assert!(g.expose().starts_with("whsec_"));
         assert_eq!(Secret::parse(&g.expose()).unwrap(), g);

@@ -469,8 +469,10 @@ impl Config {
         }
         // Longer than a client's timeout, the request would be given up and retried with
         // its Idempotency-Key while the first task still runs.
-        if self.task_wait > Duration::from_secs(30) {
-            bail!("task_wait must be at most 30s");
+        // (Svix's SDKs give up on a request after 15 s and retry it with the same key,
+        // which the first one, still waiting, holds: 409.)
+        if self.task_wait > Duration::from_secs(10) {
+            bail!("task_wait must be at most 10s");
         }
         if self.tenant_cache_ttl > Duration::from_secs(3600) {
             bail!("tenant_cache_ttl must be at most 1h");
@@ -683,7 +685,7 @@ mod tests {
     #[test]
     fn durations_past_their_bounds_are_refused() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 9] = [
+        let cases: [(&str, Change); 10] = [
             // A first cool-down above the longest would make the longest its own value:
             // probes a day apart end the failure streak, and the endpoint is never disabled.
             ("circuit_cooldown", |c| c.delivery.circuit_cooldown = 2 * DAY),
@@ -696,6 +698,7 @@ mod tests {
             ("housekeeping_interval", |c| c.housekeeping_interval = Duration::ZERO),
             ("message_retention", |c| c.message_retention = 300_000 * 365 * DAY),
             ("request_retention", |c| c.inbound.request_retention = 300_000 * 365 * DAY),
+            ("task_wait", |c| c.task_wait = Duration::from_secs(11)),
         ];
         assert!(Config::default().check().is_ok());
         for (name, change) in cases {

@@ -388,6 +388,16 @@ async fn app_put_updates_and_creates_unknown_uid() {
         server.call("PUT", &format!("/api/v1/app/{id}"), Some(json!({"name": "x", "uid": "fresh-uid"}))).await;
     assert_error(status, &body, 409, "conflict");
     assert_eq!(ids(&list_all(&server, "/api/v1/app").await).len(), 2);
+    // A PUT that renames: the application now has the body's uid, and the same PUT again
+    // finds it. Naming no application, another uid in the body than the path's is refused:
+    // it was overridden, and a retry of the renaming made a second application.
+    let (status, renamed) =
+        server.call("PUT", "/api/v1/app/fresh-uid", Some(json!({"name": "Fresh", "uid": "renamed"}))).await;
+    assert_eq!((status, &renamed["uid"]), (200, &json!("renamed")), "{renamed}");
+    let (status, body) =
+        server.call("PUT", "/api/v1/app/fresh-uid", Some(json!({"name": "Fresh", "uid": "renamed"}))).await;
+    assert_error(status, &body, 422, "validation");
+    assert_eq!(ids(&list_all(&server, "/api/v1/app").await).len(), 2, "no second application");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -3522,9 +3532,13 @@ async fn a_read_only_token_reads_and_changes_nothing() {
     let path = format!("/api/v1/app/ro/attempt/msg/{msg_id}");
     let (status, seen) = server.call_as(&token, "GET", &path, None).await;
     assert_eq!((status, &seen["data"][0]["requestHeaders"]["x-api-key"]), (200, &json!("[redacted]")), "{seen}");
-    assert!(seen["data"][0]["requestHeaders"]["webhook-signature"].as_str().is_some(), "{seen}");
+    // The signature too: with the payload, which it reads, it would sign a replay that
+    // the receiver takes within its tolerance. The id and timestamp hold no secret.
+    assert_eq!(seen["data"][0]["requestHeaders"]["webhook-signature"], "[redacted]", "{seen}");
+    assert!(seen["data"][0]["requestHeaders"]["webhook-id"].as_str().is_some_and(|id| id.starts_with("msg_")));
     let (_, full) = server.call("GET", &path, None).await;
     assert_eq!(full["data"][0]["requestHeaders"]["x-api-key"], "s3cr3t-key", "{full}");
+    assert!(full["data"][0]["requestHeaders"]["webhook-signature"].as_str().is_some_and(|s| s.starts_with("v1,")));
     assert!(full["data"][0]["url"].as_str().is_some_and(|u| u.ends_with("?key=s3cr3t-key")), "{full}");
     assert!(seen["data"][0]["url"].as_str().is_some_and(|u| u.contains("?key=")), "only its value hidden: {seen}");
     // Nothing changed: the application, its endpoint and its one message are as they were.

@@ -347,6 +347,12 @@ pub(super) async fn create_under_uid(s: &AppState, key: &str, input: Application
     if ids::has_prefix(key, ids::APP) {
         return Err(ApiError::NotFound("application"));
     }
+    // Another uid in the body was overridden by the path's: the same PUT, sent again (an
+    // SDK retries one that timed out), then made a second application instead of finding
+    // the first.
+    if input.uid.as_deref().is_some_and(|uid| uid != key) {
+        return Err(ApiError::validation("uid", "must be the application's uid named in the path"));
+    }
     let mut app = build(input)?;
     app.uid = Some(key.to_string());
     validate(&app)?;

@@ -123,8 +123,8 @@ impl AttemptOut {
 
     /// Attempts as `principal` may see them: the values of custom headers (an endpoint's,
     /// or a forwarded request's), which often carry a credential, only with
-    /// `ViewEndpointSecret` (as `GET …/headers` needs it); the headers hooklane sets itself
-    /// hold none.
+    /// `ViewEndpointSecret` (as `GET …/headers` needs it), and the signature; the other
+    /// headers hooklane sets itself hold none.
     fn seen_by(principal: &Principal, view: AttemptView) -> impl Fn(Attempt) -> AttemptOut {
         let secrets = principal.allows(Some(Capability::ViewEndpointSecret));
         move |a| {
@@ -135,8 +135,10 @@ impl AttemptOut {
                 out.url = without_query_values(super::endpoint::without_credentials(std::mem::take(&mut out.url)));
             }
             if let (false, Some(headers)) = (secrets, out.request_headers.as_mut()) {
+                // The signature too: with the payload, which such a token reads, it signs a
+                // replay the receiver takes within its timestamp tolerance.
                 for (name, value) in headers.iter_mut() {
-                    if !hooklane_dispatch::sender::RESERVED.contains(&name.as_str()) {
+                    if !hooklane_dispatch::sender::RESERVED.contains(&name.as_str()) || name == "webhook-signature" {
                         *value = REDACTED.to_string();
                     }
                 }

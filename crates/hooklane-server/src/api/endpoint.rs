@@ -78,7 +78,7 @@ pub struct EndpointIn {
     #[serde(default)]
     #[schema(minimum = 1)]
     version: Option<i32>,
-    /// The signing secret: `whsec_` and the base64 of 24 to 64 bytes (HMAC-SHA256, `v1`
+    /// The signing secret: `whsec_` and the base64 of 24 to 75 bytes (HMAC-SHA256, `v1`
     /// signatures), or `whsk_` and the base64 of an Ed25519 seed or key pair (`v1a`
     /// signatures); generated, of the server's `default_signature_type`, when absent.
     /// Only read on creation: a `PUT` ignores it (use the rotate operation to change it).
