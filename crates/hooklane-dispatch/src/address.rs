@@ -107,12 +107,18 @@ impl GuardedResolver {
     }
 }
 
+const REFUSED_HEAD: &str = "destination";
+const REFUSED_TAIL: &str = "is refused: it does not resolve here, or resolves to addresses that are not allowed \
+                            (private, loopback or reserved; see delivery.allow_networks, and with a proxy \
+                            delivery.proxy_resolves_names)";
+
 /// Why a delivery may not be handed to the proxy.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyRefusal {
     #[error(transparent)]
     Blocked(#[from] Blocked),
-    #[error("destination {0} does not resolve here, and names are checked here before they go to the proxy (delivery.proxy_resolves_names leaves them to the proxy)")]
+    /// (Told as [`Blocked`] is, for the same reason.)
+    #[error("{REFUSED_HEAD} {0} {REFUSED_TAIL}")]
     Unresolved(String),
 }
 
@@ -147,8 +153,12 @@ pub async fn check_via_proxy(
     }
 }
 
+/// A destination refused. The text is the same whether its name does not resolve or
+/// resolves to refused addresses: it is recorded in the attempt log, which tenants read,
+/// and telling the two apart would let a tenant find which internal names exist
+/// (`redis.default.svc.cluster.local`) through this server's resolver.
 #[derive(Debug, thiserror::Error)]
-#[error("destination {host} resolves to addresses that are not allowed (private, loopback or reserved)")]
+#[error("{REFUSED_HEAD} {host} {REFUSED_TAIL}")]
 pub struct Blocked {
     pub host: String,
 }
@@ -159,7 +169,15 @@ impl Resolve for GuardedResolver {
         let exempt = self.proxy_host.as_deref().is_some_and(|p| p.eq_ignore_ascii_case(name.as_str()));
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let looked_up = tokio::net::lookup_host((host.as_str(), 0)).await.map(|found| found.collect::<Vec<_>>());
+            let found: Vec<SocketAddr> = match looked_up {
+                Ok(found) => found,
+                Err(e) => {
+                    // The cause for the operator's log only (see `Blocked`).
+                    tracing::debug!(%host, error = %e, "destination does not resolve");
+                    return Err(Box::new(Blocked { host }) as Box<dyn std::error::Error + Send + Sync>);
+                }
+            };
             if exempt {
                 return Ok(Box::new(found.into_iter()) as Addrs);
             }

@@ -1694,3 +1694,24 @@ async fn a_transformation_sees_no_credentials_and_takes_none_elsewhere() {
     assert_eq!(away.path, "/away");
     assert_eq!((away.header("authorization"), away.header("x-api-key")), ("", ""), "no credentials elsewhere");
 }
+
+/// A name that does not resolve and one that resolves only to refused addresses are told
+/// alike in the attempt log, which tenants read: otherwise any tenant could find which
+/// internal names exist through the server's resolver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_name_and_an_unknown_one_are_told_alike() {
+    let server = Server::start("[delivery]\nallow_networks = [\"127.0.0.2/32\"]\nretry_schedule = []").await;
+    let app = server.create_app("names").await;
+    let mut told = Vec::new();
+    for host in ["localhost", "no-such-name.invalid"] {
+        let (ep, _) = server.create_endpoint(&app, json!({ "url": format!("http://{host}:9/") })).await;
+        let path = format!("/api/v1/app/{app}/attempt/endpoint/{ep}");
+        server.send_message(&app, "a.b", json!({})).await;
+        let attempts = server.wait_until(&path, WAIT, |b| b["data"].as_array().is_some_and(|a| !a.is_empty())).await;
+        let response = attempts["data"][0]["response"].as_str().unwrap_or_default().replace(host, "HOST");
+        told.push(response);
+        server.call("DELETE", &format!("/api/v1/app/{app}/endpoint/{ep}"), None).await;
+    }
+    assert!(told[0].contains("is refused"), "{told:?}");
+    assert_eq!(told[0], told[1]);
+}
