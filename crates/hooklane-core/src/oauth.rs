@@ -214,6 +214,22 @@ impl EndpointOauth {
         }
     }
 
+    /// The credentials these settings hold, as they are sent: the client secret (and the
+    /// Basic credentials it goes in), the refresh token and the JWT secret. Kept out of
+    /// what an authorization server or a receiver echoes into the attempt log.
+    pub fn credentials(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        if let Some(secret) = &self.client_secret {
+            found.push(secret.clone());
+            let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            found.push(STANDARD.encode(format!("{}:{}", encode(&self.client_id), encode(secret))));
+            found.push(STANDARD.encode(format!("{}:{secret}", self.client_id)));
+        }
+        found.extend(self.refresh_token.iter().cloned());
+        found.extend(self.jwt_params.iter().map(|j| j.secret_base64.clone()));
+        found
+    }
+
     /// The token request: its form body (`application/x-www-form-urlencoded`) and, for
     /// `clientSecretBasic`, its `Authorization` header. `refresh_token` is the one to use
     /// (a rotated one may have replaced the configured one); `now` (Unix seconds) and `jti`

@@ -16,6 +16,7 @@ mod engine;
 mod limits;
 mod marks;
 mod policy;
+mod redact;
 pub mod script;
 pub mod scripts;
 pub mod sender;

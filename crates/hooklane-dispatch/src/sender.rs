@@ -322,7 +322,7 @@ impl Sender {
             Err(ScriptFailure::Code(e)) => {
                 // The error's text may hold what the code made of its variables.
                 let mut why = format!("the endpoint's transformation failed: {e}");
-                redact_credentials(&mut why, endpoint, None);
+                crate::redact::redact(&mut why, endpoint, None, false);
                 Prepared::Done(SendResult::unsendable(why, started))
             }
             Err(ScriptFailure::Unavailable(why)) => Prepared::Later(why),
@@ -373,7 +373,12 @@ impl Sender {
                 Ok(Err(why)) if why == crate::tokens::STALE_SETTINGS => {
                     return SendResult { stale: true, ..failed(why) }
                 }
-                Ok(Err(why)) => return failed(format!("no OAuth access token: {why}")),
+                Ok(Err(why)) => {
+                    // An authorization server may echo what it got (its `error_description`).
+                    let mut why = format!("no OAuth access token: {why}");
+                    crate::redact::redact(&mut why, endpoint, None, false);
+                    return failed(why);
+                }
                 Err(_) => {
                     return failed(format!("no OAuth access token: timed out after {} ms", self.timeout.as_millis()))
                 }
@@ -475,24 +480,29 @@ impl Sender {
             }
             Ok::<_, reqwest::Error>((status, (retry_after, control), body))
         };
+        // Whether the body was cut at its limit, where a credential may have been cut in two.
+        let mut cut = false;
         let mut result = match tokio::time::timeout_at(deadline, exchange).await {
             // The proxy's own refusal of hooklane's credentials is no answer of the
             // receiver's (nor is its page worth keeping).
             Ok(Ok((407, ..))) if self.proxy.is_some() => {
                 SendResult::failed("the proxy refused hooklane's credentials (407)".into(), started)
             }
-            Ok(Ok((status, (retry_after, control), body))) => SendResult {
-                status: Some(status),
-                body: String::from_utf8_lossy(&body).into_owned(),
-                duration: started.elapsed(),
-                retry_after,
-                request_headers: None,
-                unsendable: false,
-                cancelled: false,
-                url: None,
-                stale: false,
-                control,
-            },
+            Ok(Ok((status, (retry_after, control), body))) => {
+                cut = body.len() >= self.body_limit;
+                SendResult {
+                    status: Some(status),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                    duration: started.elapsed(),
+                    retry_after,
+                    request_headers: None,
+                    unsendable: false,
+                    cancelled: false,
+                    url: None,
+                    stale: false,
+                    control,
+                }
+            }
             // `without_url`: the URL may carry credentials in its query string.
             Ok(Err(e)) => SendResult::failed(describe(e.without_url()), started),
             Err(_) => SendResult::failed(format!("timed out after {} ms", self.timeout.as_millis()), started),
@@ -500,9 +510,14 @@ impl Sender {
         // A receiver that echoes what it got (a debugging endpoint, an error page) would put
         // the endpoint's credentials in the attempt log, which tokens that may not see them
         // read.
-        redact_credentials(&mut result.body, endpoint, bearer.as_deref());
+        crate::redact::redact(&mut result.body, endpoint, bearer.as_deref(), cut);
         result.request_headers = Some(sent);
-        result.url = changed_url;
+        // The URL a transformation made may hold its variables (a Slack-style URL keeps its
+        // secret in the path).
+        result.url = changed_url.map(|mut url| {
+            crate::redact::redact(&mut url, endpoint, None, false);
+            url
+        });
         // A refused token is not sent again: the next attempt asks for a new one.
         if let (Some(token), Some(401)) = (&bearer, result.status) {
             self.tokens.forget(&endpoint.id, token);
@@ -598,64 +613,6 @@ async fn transformed(
         None => (body, false),
     };
     Ok(Some(Ready { method, url, body, headers: request.headers, json }))
-}
-
-/// Shortest credential [`redact_credentials`] looks for: shorter values (`1`, `true`) are
-/// too likely to be a response's own text.
-const MIN_REDACTED: usize = 8;
-
-/// Replaces in `text` (an attempt's response, or a transformation's error) every value that
-/// is a credential the endpoint sends: its custom headers' values (and what follows a
-/// scheme in them), its transformation's variables, its URL's password (as written, as
-/// sent, and as the Basic credentials it is sent in) and the OAuth `bearer` token sent, each
-/// of at least [`MIN_REDACTED`] bytes. Nothing is looked for when the endpoint has none (the
-/// common case costs a few checks).
-fn redact_credentials(text: &mut String, endpoint: &Endpoint, bearer: Option<&str>) {
-    if text.len() < MIN_REDACTED {
-        return;
-    }
-    let variables = endpoint.transformation.iter().flat_map(|t| t.variables.values());
-    // The URL's password, as written (percent-encoded) and as sent, and the Basic
-    // credentials it is sent as (reqwest decodes the user information first); without a
-    // password, the user name, which is then the credential (a key sent as the Basic user
-    // name). Parsed only when it may have one: this runs for every attempt.
-    let userinfo: Vec<String> = endpoint
-        .url
-        .contains('@')
-        .then(|| reqwest::Url::parse(&endpoint.url).ok())
-        .flatten()
-        .and_then(|u| {
-            use base64::Engine;
-            let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
-            let user = decode(u.username());
-            let (written, password) = match u.password() {
-                Some(written) => (written.to_string(), decode(written)),
-                None if !user.is_empty() => (u.username().to_string(), String::new()),
-                None => return None,
-            };
-            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-            let secret = if password.is_empty() { user } else { password };
-            Some(vec![written, secret, basic])
-        })
-        .unwrap_or_default();
-    // A header's value, and its credential after a scheme (`Bearer abc…`: the token alone).
-    let headers = endpoint.headers.values().flat_map(|v| [v.as_str(), v.rsplit_once(' ').map_or("", |(_, t)| t)]);
-    let mut secrets: Vec<&str> = headers
-        .chain(variables.map(String::as_str))
-        .chain(userinfo.iter().map(String::as_str))
-        .chain(bearer)
-        .filter(|s| s.len() >= MIN_REDACTED)
-        .collect();
-    if secrets.is_empty() {
-        return;
-    }
-    // Longest first, so that a secret holding another is replaced whole.
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for secret in secrets {
-        if text.contains(secret) {
-            *text = text.replace(secret, "[redacted]");
-        }
-    }
 }
 
 /// `url` without the user name and password before its host, if it is a URL: what a

@@ -388,7 +388,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hooklane_core::oauth::AuthMethod;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -408,7 +408,8 @@ mod tests {
         }
     }
 
-    fn endpoint(id: &str, version: i64) -> Endpoint {
+    /// An endpoint with nothing set but its id and `updated_at` (at Unix second `version`).
+    pub(crate) fn endpoint(id: &str, version: i64) -> Endpoint {
         let at = DateTime::from_timestamp(version, 0).unwrap();
         Endpoint {
             id: id.into(),

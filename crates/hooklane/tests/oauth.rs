@@ -475,3 +475,31 @@ async fn a_transformation_sending_elsewhere_sends_no_token() {
     assert_eq!(own.received()[0].header("authorization"), "Bearer tok");
     assert_eq!(elsewhere.received()[0].header("authorization"), "", "no token for another origin");
 }
+
+/// An authorization server echoing what it got in its `error_description` (the Basic
+/// credentials, the secret itself) puts nothing of them in the attempt log, which tokens
+/// that may not see the client secret read.
+#[tokio::test]
+async fn an_echoed_client_secret_is_kept_out_of_the_attempt_log() {
+    let server = Server::start("[delivery]\nretry_schedule = []").await;
+    let auth = AuthServer::start(|_, asked| {
+        let said = format!("bad client {} or {}", asked.authorization, "client-secret-XYZ-987654");
+        (401, json!({"error": "invalid_client", "error_description": said}))
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let (app, ep) = endpoint_to(&server, &receiver).await;
+    let settings = json!({"tokenUrl": auth.url, "clientId": "cid", "clientSecret": "client-secret-XYZ-987654"});
+    let (status, body) = server.call("PUT", &format!("/api/v1/app/{app}/endpoint/{ep}/oauth"), Some(settings)).await;
+    assert_eq!(status, 204, "{body}");
+    let msg = server.send_message(&app, "user.created", json!({})).await;
+    let logged = server
+        .wait_until(&format!("/api/v1/app/{app}/attempt/msg/{msg}/"), Duration::from_secs(20), |b| {
+            b["data"].as_array().is_some_and(|d| !d.is_empty())
+        })
+        .await;
+    let response = logged["data"][0]["response"].as_str().unwrap_or_default().to_string();
+    let basic = B64.encode("cid:client-secret-XYZ-987654");
+    assert!(response.contains("invalid_client") && response.contains("[redacted]"), "{response}");
+    assert!(!response.contains("XYZ-987654") && !response.contains(&basic), "{response}");
+}

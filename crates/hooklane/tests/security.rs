@@ -284,3 +284,31 @@ async fn a_source_forwarding_to_itself_stops_at_the_second_turn() {
     assert_eq!(requests["data"].as_array().map(Vec::len), Some(2), "{requests}");
     assert!(server.logs().contains("refused a delivery of this server sent back to it"));
 }
+
+/// A transformation's variable put into the path of the URL it sends to (a Slack-style URL
+/// keeps its secret there) is sent, but kept out of the attempt log's URL, as it is out of
+/// the log's response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_variable_in_a_transformed_url_is_kept_out_of_the_attempt_log() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("slack").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let code =
+        format!("function handler(w) {{ w.url = {} + '/services/' + w.variables.slack; return w }}", json!(rx.url));
+    let transformation =
+        json!({ "code": code, "enabled": true, "variables": { "slack": "T000/B000/SECRETSLACKTOKEN123" } });
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}/transformation");
+    let (status, body) = server.call("PATCH", &path, Some(transformation)).await;
+    assert_eq!(status, 204, "{body}");
+    let msg = server.send_message(&app, "a.b", json!({})).await;
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!(got[0].path, "/services/T000/B000/SECRETSLACKTOKEN123", "sent where the code said");
+    let attempts = server
+        .wait_until(&format!("/api/v1/app/{app}/attempt/msg/{msg}"), WAIT, |b| {
+            b["data"].as_array().is_some_and(|a| !a.is_empty())
+        })
+        .await;
+    let url = attempts["data"][0]["url"].as_str().unwrap_or_default();
+    assert!(url.ends_with("/services/[redacted]"), "{url}");
+}
