@@ -1694,3 +1694,101 @@ async fn a_transformation_sees_no_credentials_and_takes_none_elsewhere() {
     assert_eq!(away.path, "/away");
     assert_eq!((away.header("authorization"), away.header("x-api-key")), ("", ""), "no credentials elsewhere");
 }
+
+/// Posts `body` (JSON text, which may hold what `serde_json::Value` cannot: `1e400`, a lone
+/// surrogate) to `path` with the admin token.
+async fn post_text(server: &Server, path: &str, body: String) -> (u16, Value) {
+    let request = server
+        .client
+        .post(server.url(path))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send();
+    read(request.await.expect("POST")).await
+}
+
+/// A payload the API takes but serde cannot read as a value (`1e400`, a lone surrogate) is
+/// not made into a body of `null`s by a `transform` template and recorded as a success: its
+/// delivery fails at once, saying why, with no retry, and nothing is sent. A preview says
+/// the same. A payload it can read is transformed as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transform_sends_no_nulls_for_a_payload_it_cannot_read() {
+    let server = Server::start("[delivery]\nretry_schedule = [\"50ms\"]").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("unreadable").await;
+    let template = json!({ "id": "{{ id }}", "amount": "{{ amount }}" });
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url, "transform": template })).await;
+    let unreadable = [r#"{"id":"evt_1","amount":5,"n":1e400}"#, r#"{"id":"evt_2","amount":5,"note":"\ud800"}"#];
+    let mut failed = Vec::new();
+    for payload in unreadable {
+        let (status, out) = post_text(
+            &server,
+            &format!("/api/v1/app/{app}/msg"),
+            format!(r#"{{"eventType":"a.b","payload":{payload}}}"#),
+        )
+        .await;
+        assert_eq!(status, 202, "{out}");
+        // The answer holds the payload, which `Value` cannot hold either: read as text.
+        let text = out.as_str().unwrap_or_default();
+        let id = text.split(r#""id":""#).find(|s| s.starts_with("msg_")).and_then(|s| s.split('"').next());
+        failed.push(id.unwrap_or_else(|| panic!("a message id in {text}")).to_string());
+        let preview = format!(r#"{{"payload":{payload}}}"#);
+        let (status, out) = post_text(&server, &format!("/api/v1/app/{app}/endpoint/{ep}/preview"), preview).await;
+        assert_eq!((status, &out["detail"][0]["loc"]), (422, &json!(["body", "payload"])), "{payload}: {out}");
+    }
+    let fine = server.send_message(&app, "a.b", json!({ "id": "evt_3", "amount": 7, "n": 1 })).await;
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!((got[0].header("webhook-id"), got[0].json()), (fine.as_str(), json!({ "id": "evt_3", "amount": 7 })));
+    for msg in &failed {
+        let path = format!("/api/v1/app/{app}/attempt/msg/{msg}");
+        let attempts = server.wait_until(&path, WAIT, |b| !b["data"].as_array().unwrap().is_empty()).await;
+        let response = attempts["data"][0]["response"].as_str().unwrap_or_default();
+        assert!(response.contains("the transform cannot read the payload"), "{attempts}");
+    }
+    settle().await;
+    for msg in &failed {
+        let attempts = server.call("GET", &format!("/api/v1/app/{app}/attempt/msg/{msg}"), None).await.1;
+        assert_eq!(attempts["data"].as_array().unwrap().len(), 1, "not retried: {attempts}");
+        let sent = server.call("GET", &format!("/api/v1/app/{app}/msg/{msg}/endpoint"), None).await.1;
+        assert_eq!(sent["data"][0]["status"], 2, "failed: {sent}");
+    }
+    assert_eq!(rx.received().len(), 1, "nothing was sent for the unreadable payloads");
+}
+
+/// A preview shows what a delivery would send: not the headers hooklane sets itself, which
+/// a delivery leaves out whatever the code sets (they are named as dropped), and with no
+/// rule making a body, the payload as posted, even one serde cannot read (`1e400`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preview_shows_what_a_delivery_sends() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("preview-as-sent").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let preview = format!("/api/v1/app/{app}/endpoint/{ep}/preview");
+    let code = "function handler(w) { w.headers = { 'content-type': 'text/plain', 'webhook-signature': 'v1,forged', \
+                Host: 'evil.example', 'X-Ok': '1' }; return w }";
+    let (status, out) =
+        server.call("POST", &preview, Some(json!({ "payload": { "a": 1 }, "transformation": code }))).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["headers"], json!({ "X-Ok": "1" }), "{out}");
+    assert_eq!(out["droppedHeaders"], json!(["Host", "content-type", "webhook-signature"]), "{out}");
+    assert_eq!(out["body"], json!({ "a": 1 }), "{out}");
+    // A delivery with that code sends the same.
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}/transformation");
+    let (status, out) = server.call("PATCH", &path, Some(json!({ "code": code, "enabled": true }))).await;
+    assert_eq!(status, 204, "{out}");
+    let msg = server.send_message(&app, "a.b", json!({ "a": 1 })).await;
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!((got[0].header("webhook-id"), got[0].header("x-ok")), (msg.as_str(), "1"));
+    assert_eq!(got[0].header("content-type"), "application/json");
+    assert_ne!(got[0].header("webhook-signature"), "v1,forged");
+    let (status, _) = server.call("PATCH", &path, Some(json!({ "enabled": false }))).await;
+    assert_eq!(status, 204);
+    // No rules: the payload as posted, which a delivery sends byte for byte.
+    let payload = r#"{"id": "evt_1", "n": 1e400}"#;
+    let (status, out) = post_text(&server, &preview, format!(r#"{{"payload": {payload}}}"#)).await;
+    let text = out.as_str().unwrap_or_default();
+    assert_eq!(status, 200, "{out}");
+    assert!(text.contains(&format!(r#""body":{payload}"#)), "{text}");
+}
