@@ -73,8 +73,10 @@ pub enum Outcome {
 pub struct Request {
     pub method: String,
     pub url: String,
-    /// The payload as JSON text; `None`: the body given was not JSON and the code left the
-    /// payload `null`, so the body goes as it came.
+    /// The payload the code made, as JSON text; `None`: it left the payload as it was given
+    /// (JSON it did not change, or a body that was not JSON left `null`), so the body goes
+    /// as it came: its bytes (a JSON number past 2^53 would lose digits written again) and
+    /// its content type (a body the code did not make is not made `application/json`).
     pub body: Option<String>,
     pub headers: BTreeMap<String, String>,
 }
@@ -107,7 +109,7 @@ pub fn run(code: &str, webhook: &Webhook, max_output: usize) -> Result<Outcome, 
         "variables": webhook.variables,
     })
     .to_string();
-    let (payload_text, rest, was_json) = within_limits(code, |ctx, handler| {
+    let (made, rest) = within_limits(code, |ctx, handler| {
         let Some(arg) = ctx.json_parse(start).catch(ctx)?.into_object() else { return Ok(None) };
         // A body that is not JSON is `null` to the code (and its syntax error is no error).
         // A parse that fails otherwise (a body nested past the stack, or past the memory)
@@ -122,9 +124,10 @@ pub fn run(code: &str, webhook: &Webhook, max_output: usize) -> Result<Outcome, 
         };
         // The payload as JSON would write it unchanged: a payload the code leaves as it was
         // is sent as it came (JSON's numbers lose digits past 2^53 when read and written).
+        // A body that was not JSON is `null` to the code, which leaves it so by making `null`.
         let given = match was_json {
             true => ctx.json_stringify(payload.clone()).catch(ctx)?.map(|s| s.to_string()).transpose().catch(ctx)?,
-            false => None,
+            false => Some("null".to_string()),
         };
         arg.set("payload", payload).catch(ctx)?;
         let returned: rquickjs::Value = handler.call((arg,)).catch(ctx)?;
@@ -132,13 +135,14 @@ pub fn run(code: &str, webhook: &Webhook, max_output: usize) -> Result<Outcome, 
             return Ok(None);
         };
         if !returned.contains_key("payload").catch(ctx)? {
-            return Ok(Some((None, None, was_json)));
+            return Ok(Some((Made::Missing, None)));
         }
         let payload: rquickjs::Value = returned.get("payload").catch(ctx)?;
         let payload_text = ctx.json_stringify(payload).catch(ctx)?.map(|s| s.to_string()).transpose().catch(ctx)?;
-        let payload_text = match (payload_text, given) {
-            (Some(made), Some(given)) if made == given => Some(webhook.payload.clone()),
-            (made, _) => made,
+        // (`undefined`, a function: no JSON, sent as `null`.)
+        let made = match (payload_text.unwrap_or_else(|| "null".into()), given) {
+            (made, Some(given)) if made == given => Made::Unchanged,
+            (made, _) => Made::Text(made),
         };
         // The rest is small: read by serde. What the code was given to read (its variables,
         // the event type) is no part of the request, and not weighed with it.
@@ -147,15 +151,17 @@ pub fn run(code: &str, webhook: &Webhook, max_output: usize) -> Result<Outcome, 
             returned.remove(given_only).catch(ctx)?;
         }
         let rest = ctx.json_stringify(returned.clone()).catch(ctx)?.map(|s| s.to_string()).transpose().catch(ctx)?;
-        Ok(Some((Some(payload_text.unwrap_or_else(|| "null".into())), rest, was_json)))
+        Ok(Some((made, rest)))
     })?
     .ok_or_else(|| ScriptError("handler must return the webhook object".into()))?;
-    let Some(payload_text) = payload_text else {
-        return Err(ScriptError("the webhook returned is not valid: it has no payload".into()));
+    let body = match made {
+        Made::Missing => return Err(ScriptError("the webhook returned is not valid: it has no payload".into())),
+        Made::Unchanged => None,
+        Made::Text(text) if text.len() > max_output => {
+            return Err(ScriptError(format!("the payload returned is larger than {max_output} bytes")))
+        }
+        Made::Text(text) => Some(text),
     };
-    if payload_text.len() > max_output {
-        return Err(ScriptError(format!("the payload returned is larger than {max_output} bytes")));
-    }
     let rest = rest.unwrap_or_default();
     if rest.len() > MAX_REST_BYTES {
         return Err(ScriptError(format!(
@@ -165,9 +171,18 @@ pub fn run(code: &str, webhook: &Webhook, max_output: usize) -> Result<Outcome, 
     }
     let returned: serde_json::Map<String, Value> =
         serde_json::from_str(&rest).map_err(|e| ScriptError(format!("the webhook returned is not valid: {e}")))?;
-    // Left `null` on a body that was not JSON: that body goes as it came.
-    let body = (payload_text != "null" || was_json).then_some(payload_text);
     read_returned(returned, webhook, body)
+}
+
+/// What the code did with the payload.
+enum Made {
+    /// The webhook returned has none.
+    Missing,
+    /// Left as it was given (JSON it did not change, or a body that was not JSON left
+    /// `null`): the body goes as it came, with its content type.
+    Unchanged,
+    /// A payload of its own, as JSON text.
+    Text(String),
 }
 
 /// The request the returned webhook asks for, checked.
@@ -458,18 +473,29 @@ mod tests {
         let deep = format!("{}1{}", "[".repeat(500), "]".repeat(500));
         let webhook = Webhook::new("https://example.com/".into(), "t".into(), deep.clone(), BTreeMap::new());
         let Ok(Outcome::Send(req)) = run("function handler(w) { return w }", &webhook, 1 << 20) else { panic!("runs") };
-        assert_eq!(req.body, Some(deep));
+        assert_eq!(req.body, None, "left as it was: sent as it came");
+        let Ok(Outcome::Send(req)) =
+            run("function handler(w) { w.payload = [w.payload]; return w }", &webhook, 1 << 20)
+        else {
+            panic!("runs")
+        };
+        assert_eq!(req.body, Some(format!("[{deep}]")));
     }
 
     #[test]
     fn a_payload_left_as_it_was_is_sent_as_it_came() {
         // Past 2^53 a JSON number read and written again loses digits; spacing and `1.0`
-        // would change too, and the receiver checks the signature of what is sent.
+        // would change too, and the receiver checks the signature of what is sent. `None`:
+        // the body as it came, and its content type with it.
         let payload = r#"{"id": 12345678901234567891, "amount": 1.0}"#;
         let webhook = Webhook::new("https://example.com/".into(), "t".into(), payload.into(), BTreeMap::new());
         let headers_only = "function handler(w) { w.headers['X-Seen'] = 'yes'; return w }";
         let Ok(Outcome::Send(req)) = run(headers_only, &webhook, 1 << 20) else { panic!("runs") };
-        assert_eq!(req.body.as_deref(), Some(payload));
+        assert_eq!(req.body, None);
+        // Made again by the code, equal to what it was given: unchanged too.
+        let rebuilt = "function handler(w) { w.payload = JSON.parse(JSON.stringify(w.payload)); return w }";
+        let Ok(Outcome::Send(req)) = run(rebuilt, &webhook, 1 << 20) else { panic!("runs") };
+        assert_eq!(req.body, None);
         let changed = "function handler(w) { w.payload.amount = 2; return w }";
         let Ok(Outcome::Send(req)) = run(changed, &webhook, 1 << 20) else { panic!("runs") };
         assert_eq!(req.body.as_deref(), Some(r#"{"id":12345678901234567000,"amount":2}"#), "changed: the code's");
@@ -481,7 +507,7 @@ mod tests {
         let variables = (0..32).map(|i| (format!("v{i}"), "x".repeat(4096))).collect();
         let webhook = Webhook::new("https://example.com/".into(), "t".into(), "{}".into(), variables);
         let Ok(Outcome::Send(req)) = run("function handler(w) { return w }", &webhook, 1 << 20) else { panic!("runs") };
-        assert_eq!(req.body.as_deref(), Some("{}"));
+        assert_eq!(req.body, None);
     }
 
     #[test]
@@ -528,7 +554,7 @@ mod tests {
             Outcome::Send(Request {
                 method: "POST".into(),
                 url: "https://example.com/hook".into(),
-                body: Some(r#"{"a":[1,2]}"#.into()),
+                body: None,
                 headers: BTreeMap::new(),
             })
         );

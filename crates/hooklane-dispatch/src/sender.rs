@@ -382,7 +382,8 @@ impl Sender {
                 headers.insert(n, v);
             }
         }
-        // A transformed body is JSON, whatever the message's own content type was.
+        // A body made by a transform or a transformation is JSON, whatever the message's own
+        // content type was; one a transformation left as it was keeps it.
         let content_type = match (&endpoint.transform, json) {
             (None, false) => message.content_type.as_deref().and_then(|t| HeaderValue::try_from(t).ok()),
             _ => None,
@@ -565,7 +566,9 @@ async fn transformed(
     };
     let url = (request.url != shown).then(|| with_credentials_of(request.url, &endpoint.url));
     let method = if request.method == "PUT" { reqwest::Method::PUT } else { reqwest::Method::POST };
-    // `None`: a body that was not JSON, left as it was.
+    // `None`: the payload left as it was given (a body that was not JSON left `null`, or
+    // JSON the code did not change): sent as it came, and with its content type, which only
+    // a body the code made replaces.
     let (body, json) = match request.body {
         Some(made) => (made, true),
         None => (body, false),

@@ -1756,6 +1756,37 @@ async fn a_transform_sends_no_nulls_for_a_payload_it_cannot_read() {
     assert_eq!(rx.received().len(), 1, "nothing was sent for the unreadable payloads");
 }
 
+/// A transformation that leaves the payload as it was sends the message's body as it came,
+/// with its content type (`transformationsParams.headers.content-type`): only a body it
+/// makes is `application/json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transformation_that_leaves_the_payload_keeps_its_content_type() {
+    let server = Server::start("").await;
+    let (kept, made) = (Receiver::start().await, Receiver::start().await);
+    let app = server.create_app("content-type").await;
+    let codes = [
+        (&kept, "function handler(w) { w.headers['x-seen'] = 'yes'; return w }"),
+        (&made, "function handler(w) { w.payload = { wrapped: w.payload }; return w }"),
+    ];
+    for (rx, code) in codes {
+        let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+        let path = format!("/api/v1/app/{app}/endpoint/{ep}/transformation");
+        let (status, out) = server.call("PATCH", &path, Some(json!({ "code": code, "enabled": true }))).await;
+        assert_eq!(status, 204, "{out}");
+    }
+    let body = json!({ "eventType": "a.b", "payload": { "data": { "id": 1 } },
+                       "transformationsParams": { "headers": { "content-type": "application/vnd.api+json" } } });
+    let (status, out) = server.call("POST", &format!("/api/v1/app/{app}/msg"), Some(body)).await;
+    assert_eq!(status, 202, "{out}");
+    let got = kept.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("x-seen"), "yes", "the code ran");
+    assert_eq!(got[0].header("content-type"), "application/vnd.api+json");
+    assert_eq!(got[0].json(), json!({ "data": { "id": 1 } }));
+    let got = made.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("content-type"), "application/json");
+    assert_eq!(got[0].json(), json!({ "wrapped": { "data": { "id": 1 } } }));
+}
+
 /// A preview shows what a delivery would send: not the headers hooklane sets itself, which
 /// a delivery leaves out whatever the code sets (they are named as dropped), and with no
 /// rule making a body, the payload as posted, even one serde cannot read (`1e400`).
