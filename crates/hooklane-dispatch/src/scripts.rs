@@ -39,6 +39,8 @@ pub const HARD_LIMIT: Duration = Duration::from_secs(2);
 /// inside a built-in QuickJS does not interrupt can use. A job killed with less was kept from
 /// the CPU (the machine busy, a VM paused): tried again later, not failed for good.
 const CODE_CPU: Duration = TIME_LIMIT.saturating_mul(2);
+/// How long a job runs before its worker's CPU time is read, for the verdict on a kill.
+const CPU_READ_AFTER: Duration = Duration::from_millis(100);
 /// How long a new worker may take to say it is ready; one that does not is no fault of the
 /// code (nothing was run), and its jobs are tried again later.
 const START_LIMIT: Duration = Duration::from_secs(10);
@@ -448,14 +450,29 @@ impl Worker {
                 }
             }
             for limit in limits {
-                let cpu_before = cpu_time(pid);
-                let answer = match tokio::time::timeout(HARD_LIMIT, read_answer(stdout, limit)).await {
+                let deadline = Instant::now() + HARD_LIMIT;
+                let answer = read_answer(stdout, limit);
+                tokio::pin!(answer);
+                // The worker's CPU time is read only for a job still running after a moment:
+                // a read is a file's, too dear for each of thousands of jobs a second. What
+                // the job had before is not counted, which leaves a runaway one well past
+                // CODE_CPU by the deadline.
+                let answered = match tokio::time::timeout(CPU_READ_AFTER, &mut answer).await {
+                    Ok(answered) => answered,
                     Err(_) => {
-                        let had = cpu_before.zip(cpu_time(pid)).map(|(before, now)| now.saturating_sub(before));
-                        return Err(Stopped::Deadline(had));
+                        let cpu_before = cpu_time(pid);
+                        match tokio::time::timeout_at(deadline, &mut answer).await {
+                            Ok(answered) => answered,
+                            Err(_) => {
+                                let had = cpu_before.zip(cpu_time(pid)).map(|(before, now)| now.saturating_sub(before));
+                                return Err(Stopped::Deadline(had));
+                            }
+                        }
                     }
-                    Ok(Err(e)) => return Err(Stopped::Broken(e)),
-                    Ok(Ok(answer)) => answer,
+                };
+                let answer = match answered {
+                    Err(e) => return Err(Stopped::Broken(e)),
+                    Ok(answer) => answer,
                 };
                 if let Some(q) = batch.pop_front() {
                     let _ = q.reply.send(answer.map_err(ScriptFailure::Code));

@@ -1860,8 +1860,10 @@ async fn one_application_checks_its_code_one_at_a_time() {
     for (_, body, retry_after) in busy {
         assert_eq!((&body["code"], retry_after.as_deref()), (&json!("busy"), Some("1")), "{body}");
     }
+    // Killed as the code's fault (or, should the machine be too busy to give it the CPU
+    // time, handed back as unavailable).
     let ran: Vec<_> = greedy_answers.iter().filter(|(status, ..)| *status != 429).collect();
-    assert_eq!(ran[0].0, 422, "{:?}", ran[0]);
+    assert!(matches!(ran[0].0, 422 | 503), "{:?}", ran[0]);
     // Once it has answered, the application checks again.
     let (status, body, _) = patch(&greedy, &ep, "function handler(w) { return w }".into()).await;
     assert_eq!(status, 204, "{body}");
