@@ -46,7 +46,7 @@ impl<'a> LazyPayload<'a> {
     /// deeper than the reader goes, or holding what JSON's grammar allows and a value cannot
     /// hold (a number past `f64`, `1e400`; a lone surrogate, `"\ud800"`). Only then: a body
     /// that is not JSON at all is `null` with no fields, as ever.
-    fn unreadable(&mut self) -> bool {
+    pub fn unreadable(&mut self) -> bool {
         if let Some(known) = self.unreadable {
             return known;
         }

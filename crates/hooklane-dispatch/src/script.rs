@@ -30,7 +30,8 @@ pub const MAX_CODE_BYTES: usize = 64 << 10;
 pub const MEMORY_LIMIT: usize = 32 << 20;
 /// Native stack one run may use (deep recursion fails with a `RangeError`).
 pub const STACK_LIMIT: usize = 256 << 10;
-/// Wall time one run may take, compiling the code included.
+/// Time one run may take, compiling the code included: CPU time of the thread it runs on
+/// where it can be read (Linux), wall time elsewhere ([`run_clock`]).
 pub const TIME_LIMIT: Duration = Duration::from_millis(250);
 
 /// What went wrong with a transformation, as the attempt's log will say it.
@@ -73,8 +74,10 @@ pub enum Outcome {
 pub struct Request {
     pub method: String,
     pub url: String,
-    /// The payload as JSON text; `None`: the body given was not JSON and the code left the
-    /// payload `null`, so the body goes as it came.
+    /// The payload the code made, as JSON text; `None`: it left the payload as it was given
+    /// (JSON it did not change, or a body that was not JSON left `null`), so the body goes
+    /// as it came: its bytes (a JSON number past 2^53 would lose digits written again) and
+    /// its content type (a body the code did not make is not made `application/json`).
     pub body: Option<String>,
     pub headers: BTreeMap<String, String>,
 }
@@ -107,7 +110,7 @@ pub fn run(code: &str, webhook: &Webhook, max_output: usize) -> Result<Outcome, 
         "variables": webhook.variables,
     })
     .to_string();
-    let (payload_text, rest, was_json) = within_limits(code, |ctx, handler| {
+    let (made, rest) = within_limits(code, |ctx, handler| {
         let Some(arg) = ctx.json_parse(start).catch(ctx)?.into_object() else { return Ok(None) };
         // A body that is not JSON is `null` to the code (and its syntax error is no error).
         // A parse that fails otherwise (a body nested past the stack, or past the memory)
@@ -122,9 +125,10 @@ pub fn run(code: &str, webhook: &Webhook, max_output: usize) -> Result<Outcome, 
         };
         // The payload as JSON would write it unchanged: a payload the code leaves as it was
         // is sent as it came (JSON's numbers lose digits past 2^53 when read and written).
+        // A body that was not JSON is `null` to the code, which leaves it so by making `null`.
         let given = match was_json {
             true => ctx.json_stringify(payload.clone()).catch(ctx)?.map(|s| s.to_string()).transpose().catch(ctx)?,
-            false => None,
+            false => Some("null".to_string()),
         };
         arg.set("payload", payload).catch(ctx)?;
         let returned: rquickjs::Value = handler.call((arg,)).catch(ctx)?;
@@ -132,13 +136,14 @@ pub fn run(code: &str, webhook: &Webhook, max_output: usize) -> Result<Outcome, 
             return Ok(None);
         };
         if !returned.contains_key("payload").catch(ctx)? {
-            return Ok(Some((None, None, was_json)));
+            return Ok(Some((Made::Missing, None)));
         }
         let payload: rquickjs::Value = returned.get("payload").catch(ctx)?;
         let payload_text = ctx.json_stringify(payload).catch(ctx)?.map(|s| s.to_string()).transpose().catch(ctx)?;
-        let payload_text = match (payload_text, given) {
-            (Some(made), Some(given)) if made == given => Some(webhook.payload.clone()),
-            (made, _) => made,
+        // (`undefined`, a function: no JSON, sent as `null`.)
+        let made = match (payload_text.unwrap_or_else(|| "null".into()), given) {
+            (made, Some(given)) if made == given => Made::Unchanged,
+            (made, _) => Made::Text(made),
         };
         // The rest is small: read by serde. What the code was given to read (its variables,
         // the event type) is no part of the request, and not weighed with it.
@@ -147,15 +152,17 @@ pub fn run(code: &str, webhook: &Webhook, max_output: usize) -> Result<Outcome, 
             returned.remove(given_only).catch(ctx)?;
         }
         let rest = ctx.json_stringify(returned.clone()).catch(ctx)?.map(|s| s.to_string()).transpose().catch(ctx)?;
-        Ok(Some((Some(payload_text.unwrap_or_else(|| "null".into())), rest, was_json)))
+        Ok(Some((made, rest)))
     })?
     .ok_or_else(|| ScriptError("handler must return the webhook object".into()))?;
-    let Some(payload_text) = payload_text else {
-        return Err(ScriptError("the webhook returned is not valid: it has no payload".into()));
+    let body = match made {
+        Made::Missing => return Err(ScriptError("the webhook returned is not valid: it has no payload".into())),
+        Made::Unchanged => None,
+        Made::Text(text) if text.len() > max_output => {
+            return Err(ScriptError(format!("the payload returned is larger than {max_output} bytes")))
+        }
+        Made::Text(text) => Some(text),
     };
-    if payload_text.len() > max_output {
-        return Err(ScriptError(format!("the payload returned is larger than {max_output} bytes")));
-    }
     let rest = rest.unwrap_or_default();
     if rest.len() > MAX_REST_BYTES {
         return Err(ScriptError(format!(
@@ -165,9 +172,18 @@ pub fn run(code: &str, webhook: &Webhook, max_output: usize) -> Result<Outcome, 
     }
     let returned: serde_json::Map<String, Value> =
         serde_json::from_str(&rest).map_err(|e| ScriptError(format!("the webhook returned is not valid: {e}")))?;
-    // Left `null` on a body that was not JSON: that body goes as it came.
-    let body = (payload_text != "null" || was_json).then_some(payload_text);
     read_returned(returned, webhook, body)
+}
+
+/// What the code did with the payload.
+enum Made {
+    /// The webhook returned has none.
+    Missing,
+    /// Left as it was given (JSON it did not change, or a body that was not JSON left
+    /// `null`): the body goes as it came, with its content type.
+    Unchanged,
+    /// A payload of its own, as JSON text.
+    Text(String),
 }
 
 /// The request the returned webhook asks for, checked.
@@ -281,8 +297,9 @@ impl Job {
     }
 }
 
-/// The script worker process (`hooklane script-worker`): reads one [`Job`] per line on
-/// stdin, answers each with one line of JSON on stdout, until stdin closes. The parent
+/// The script worker process (`hooklane script-worker`): says [`READY`] on stdout, then
+/// reads one [`Job`] per line on stdin and answers each with one line of JSON on stdout,
+/// until stdin closes. The parent
 /// kills it when a job outlives its deadline, which code can make it do through built-in
 /// functions QuickJS does not interrupt (a search in a long string); should the parent be
 /// gone, the worker ends itself a little later ([`WORKER_WATCHDOG`]).
@@ -305,6 +322,10 @@ pub fn serve_worker() -> std::io::Result<()> {
     confine_worker();
     let stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
+    // Said once started: the server counts its first job's time from here, not from when
+    // it started a process a busy machine may take a while to load.
+    stdout.write_all(READY)?;
+    stdout.flush()?;
     for line in stdin.lines() {
         let line = line?;
         busy_since.store((began.elapsed().as_millis() as u64).max(1), Ordering::Relaxed);
@@ -320,6 +341,9 @@ pub fn serve_worker() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// The line a worker writes once it has started, before it reads its first job.
+pub const READY: &[u8] = b"ready\n";
 
 /// Address space a worker may map: the program (about 100 MiB), QuickJS's 32 MiB heap and
 /// stack, with room to spare; an allocation past it fails instead of taking the machine's
@@ -375,8 +399,8 @@ fn within_limits<T>(
     let runtime = Runtime::new().map_err(engine)?;
     runtime.set_memory_limit(MEMORY_LIMIT);
     runtime.set_max_stack_size(STACK_LIMIT);
-    let deadline = Instant::now() + TIME_LIMIT;
-    runtime.set_interrupt_handler(Some(Box::new(move || Instant::now() > deadline)));
+    let deadline = run_clock() + TIME_LIMIT;
+    runtime.set_interrupt_handler(Some(Box::new(move || run_clock() > deadline)));
     let context = Context::full(&runtime).map_err(engine)?;
     context.with(|ctx| {
         let result = (|| {
@@ -392,12 +416,29 @@ fn within_limits<T>(
         })();
         match result {
             Ok(done) => done,
-            Err(_) if Instant::now() > deadline => {
+            Err(_) if run_clock() > deadline => {
                 Err(ScriptError(format!("the transformation ran longer than {} ms", TIME_LIMIT.as_millis())))
             }
             Err(e) => Err(ScriptError(describe(&e))),
         }
     })
+}
+
+/// The clock a run's [`TIME_LIMIT`] is counted on: the CPU time of this thread (which runs
+/// the whole run) where it can be read, so that a run the machine keeps from the CPU (other
+/// processes busy, a VM paused) is not stopped, and its delivery failed for good, for time
+/// it never had; elsewhere, the wall clock since the first reading.
+fn run_clock() -> Duration {
+    #[cfg(target_os = "linux")]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        static FIRST: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        FIRST.get_or_init(Instant::now).elapsed()
+    }
 }
 
 /// What was thrown, on one line where it fits: `Error: message at handler (line:column)`.
@@ -458,18 +499,29 @@ mod tests {
         let deep = format!("{}1{}", "[".repeat(500), "]".repeat(500));
         let webhook = Webhook::new("https://example.com/".into(), "t".into(), deep.clone(), BTreeMap::new());
         let Ok(Outcome::Send(req)) = run("function handler(w) { return w }", &webhook, 1 << 20) else { panic!("runs") };
-        assert_eq!(req.body, Some(deep));
+        assert_eq!(req.body, None, "left as it was: sent as it came");
+        let Ok(Outcome::Send(req)) =
+            run("function handler(w) { w.payload = [w.payload]; return w }", &webhook, 1 << 20)
+        else {
+            panic!("runs")
+        };
+        assert_eq!(req.body, Some(format!("[{deep}]")));
     }
 
     #[test]
     fn a_payload_left_as_it_was_is_sent_as_it_came() {
         // Past 2^53 a JSON number read and written again loses digits; spacing and `1.0`
-        // would change too, and the receiver checks the signature of what is sent.
+        // would change too, and the receiver checks the signature of what is sent. `None`:
+        // the body as it came, and its content type with it.
         let payload = r#"{"id": 12345678901234567891, "amount": 1.0}"#;
         let webhook = Webhook::new("https://example.com/".into(), "t".into(), payload.into(), BTreeMap::new());
         let headers_only = "function handler(w) { w.headers['X-Seen'] = 'yes'; return w }";
         let Ok(Outcome::Send(req)) = run(headers_only, &webhook, 1 << 20) else { panic!("runs") };
-        assert_eq!(req.body.as_deref(), Some(payload));
+        assert_eq!(req.body, None);
+        // Made again by the code, equal to what it was given: unchanged too.
+        let rebuilt = "function handler(w) { w.payload = JSON.parse(JSON.stringify(w.payload)); return w }";
+        let Ok(Outcome::Send(req)) = run(rebuilt, &webhook, 1 << 20) else { panic!("runs") };
+        assert_eq!(req.body, None);
         let changed = "function handler(w) { w.payload.amount = 2; return w }";
         let Ok(Outcome::Send(req)) = run(changed, &webhook, 1 << 20) else { panic!("runs") };
         assert_eq!(req.body.as_deref(), Some(r#"{"id":12345678901234567000,"amount":2}"#), "changed: the code's");
@@ -481,7 +533,7 @@ mod tests {
         let variables = (0..32).map(|i| (format!("v{i}"), "x".repeat(4096))).collect();
         let webhook = Webhook::new("https://example.com/".into(), "t".into(), "{}".into(), variables);
         let Ok(Outcome::Send(req)) = run("function handler(w) { return w }", &webhook, 1 << 20) else { panic!("runs") };
-        assert_eq!(req.body.as_deref(), Some("{}"));
+        assert_eq!(req.body, None);
     }
 
     #[test]
@@ -528,7 +580,7 @@ mod tests {
             Outcome::Send(Request {
                 method: "POST".into(),
                 url: "https://example.com/hook".into(),
-                body: Some(r#"{"a":[1,2]}"#.into()),
+                body: None,
                 headers: BTreeMap::new(),
             })
         );
@@ -591,6 +643,20 @@ mod tests {
         assert!(stack.starts_with("RangeError"), "{stack}");
         assert!(err(&format!("// {}\nfunction handler(w) {{ return w }}", "x".repeat(MAX_CODE_BYTES)))
             .contains("longer than"));
+    }
+
+    /// Time the run's thread is kept from the CPU (the machine busy elsewhere, a VM paused:
+    /// played by a sleep, past the whole limit) is not counted against the run, whose
+    /// delivery would fail for good.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn time_a_run_is_kept_from_the_cpu_is_not_counted() {
+        let code = "function handler() { let n = 0; for (let i = 0; i < 200000; i++) n += i; return n }";
+        let ran = within_limits(code, |ctx, handler| {
+            std::thread::sleep(TIME_LIMIT + Duration::from_millis(150));
+            handler.call::<_, f64>(()).catch(ctx)
+        });
+        assert_eq!(ran, Ok(19_999_900_000.0));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! string, sorting many long equal strings): a few lines of code can keep a thread busy
 //! for minutes, and a thread cannot be stopped from outside. A process can. So every run
 //! goes to a worker process with a hard deadline ([`HARD_LIMIT`]); one that misses it is
-//! killed, and a new one takes the jobs it had not started. At most `workers` runs go at once, so
+//! killed, and a new one takes the jobs it had not started. The kill is the code's fault
+//! (its delivery fails for good) only when the job had the CPU time to run past its own
+//! limit ([`CODE_CPU`]); a job the machine kept from the CPU is tried again later. At most `workers` runs go at once, so
 //! transformations never take more than that many CPUs from deliveries and the API.
 //!
 //! One application's deliveries queue up, and whoever takes a worker for the application
@@ -32,6 +34,16 @@ use crate::script::{Job, Outcome, ScriptError, TIME_LIMIT};
 /// How long a run may take, as the caller sees it (the worker's own limit, [`TIME_LIMIT`],
 /// stops ordinary runaway code well before).
 pub const HARD_LIMIT: Duration = Duration::from_secs(2);
+/// CPU time a job killed at [`HARD_LIMIT`] must have had for the kill to be the code's fault:
+/// twice its own limit ([`TIME_LIMIT`], counted on its thread's CPU time), which only code
+/// inside a built-in QuickJS does not interrupt can use. A job killed with less was kept from
+/// the CPU (the machine busy, a VM paused): tried again later, not failed for good.
+const CODE_CPU: Duration = TIME_LIMIT.saturating_mul(2);
+/// How long a job runs before its worker's CPU time is read, for the verdict on a kill.
+const CPU_READ_AFTER: Duration = Duration::from_millis(100);
+/// How long a new worker may take to say it is ready; one that does not is no fault of the
+/// code (nothing was run), and its jobs are tried again later.
+const START_LIMIT: Duration = Duration::from_secs(10);
 /// How long a delivery's job may wait in its application's queue before it is retried later
 /// instead (once a run has taken it, it waits for its turn in that run's batch).
 const DELIVERY_WAIT: Duration = Duration::from_secs(30);
@@ -141,8 +153,9 @@ impl Drop for LaneUse<'_> {
 
 /// Why a worker stopped before answering every job sent to it.
 enum Stopped {
-    /// The job under way missed its deadline.
-    Deadline,
+    /// The job under way missed its deadline, having had this much CPU time (`None`: it
+    /// could not be read).
+    Deadline(Option<Duration>),
     /// The pipes failed, or the worker's answer could not be read.
     Broken(std::io::Error),
 }
@@ -150,6 +163,9 @@ enum Stopped {
 struct Worker {
     // Held so that dropping the worker kills the process (`kill_on_drop`).
     _child: Child,
+    pid: Option<u32>,
+    /// It has said it is ready ([`crate::script::READY`]).
+    ready: bool,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
 }
@@ -293,9 +309,13 @@ impl Scripts {
                     continue;
                 }
                 Stopped::Broken(e) => ScriptFailure::Unavailable(format!("the transformation worker failed: {e}")),
-                Stopped::Deadline => {
+                Stopped::Deadline(cpu) => {
                     metrics::counter!("hooklane_transformation_workers_killed_total").increment(1);
-                    ScriptFailure::Code(too_long())
+                    match cpu {
+                        // Where the CPU time cannot be read, the kill is the code's, as ever.
+                        Some(had) if had < CODE_CPU => ScriptFailure::Unavailable(held_up(had)),
+                        _ => ScriptFailure::Code(too_long()),
+                    }
                 }
             };
             // The job under way gets the failure; those behind it were not started.
@@ -360,6 +380,15 @@ fn shutting_down() -> ScriptFailure {
     ScriptFailure::Unavailable("scripts are shutting down".into())
 }
 
+fn held_up(had: Duration) -> String {
+    format!(
+        "the transformation's worker was kept from the CPU: it had {} ms of CPU time in {} s (the machine busy, or \
+         paused)",
+        had.as_millis(),
+        HARD_LIMIT.as_secs()
+    )
+}
+
 fn too_long() -> ScriptError {
     ScriptError(format!(
         "the transformation ran longer than {} ms (stopped after {} s)",
@@ -386,20 +415,23 @@ impl Worker {
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(std::io::Error::other("the worker's pipes are missing"));
         };
+        let pid = child.id();
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(log_stderr(stderr, child.id()));
+            tokio::spawn(log_stderr(stderr, pid));
         }
-        Ok(Worker { _child: child, stdin, stdout: BufReader::new(stdout) })
+        Ok(Worker { _child: child, pid, ready: false, stdin, stdout: BufReader::new(stdout) })
     }
 
     /// Sends every job of `batch` at once and answers them in order as the worker does,
     /// taking each off `batch`; each has [`HARD_LIMIT`] from when the previous answer was
-    /// read (the first, from when sending began). Jobs left in `batch` when it stops were
-    /// not answered (the first of them was under way).
+    /// read (the first, from when sending began, or from when a new worker said it was
+    /// ready: starting a process is no part of a job's time). Jobs left in `batch` when it
+    /// stops were not answered (the first of them was under way).
     async fn pipeline(&mut self, batch: &mut VecDeque<Queued>) -> Result<(), Stopped> {
         let lines: Vec<u8> = batch.iter().flat_map(|q| q.line.iter().copied()).collect();
         let limits: Vec<usize> = batch.iter().map(|q| q.limit).collect();
-        let Worker { stdin, stdout, .. } = self;
+        let Worker { stdin, stdout, pid, ready, .. } = self;
+        let pid = *pid;
         // Written while answers are read: a worker blocked on a full answer pipe would
         // otherwise never read the rest of its jobs.
         let write = async {
@@ -407,11 +439,40 @@ impl Worker {
             stdin.flush().await
         };
         let read = async {
-            for limit in limits {
-                let answer = match tokio::time::timeout(HARD_LIMIT, read_answer(stdout, limit)).await {
-                    Err(_) => return Err(Stopped::Deadline),
+            if !*ready {
+                match tokio::time::timeout(START_LIMIT, read_ready(stdout)).await {
+                    Err(_) => {
+                        let why = format!("the worker did not start within {} s", START_LIMIT.as_secs());
+                        return Err(Stopped::Broken(std::io::Error::other(why)));
+                    }
                     Ok(Err(e)) => return Err(Stopped::Broken(e)),
-                    Ok(Ok(answer)) => answer,
+                    Ok(Ok(())) => *ready = true,
+                }
+            }
+            for limit in limits {
+                let deadline = Instant::now() + HARD_LIMIT;
+                let answer = read_answer(stdout, limit);
+                tokio::pin!(answer);
+                // The worker's CPU time is read only for a job still running after a moment:
+                // a read is a file's, too dear for each of thousands of jobs a second. What
+                // the job had before is not counted, which leaves a runaway one well past
+                // CODE_CPU by the deadline.
+                let answered = match tokio::time::timeout(CPU_READ_AFTER, &mut answer).await {
+                    Ok(answered) => answered,
+                    Err(_) => {
+                        let cpu_before = cpu_time(pid);
+                        match tokio::time::timeout_at(deadline, &mut answer).await {
+                            Ok(answered) => answered,
+                            Err(_) => {
+                                let had = cpu_before.zip(cpu_time(pid)).map(|(before, now)| now.saturating_sub(before));
+                                return Err(Stopped::Deadline(had));
+                            }
+                        }
+                    }
+                };
+                let answer = match answered {
+                    Err(e) => return Err(Stopped::Broken(e)),
+                    Ok(answer) => answer,
                 };
                 if let Some(q) = batch.pop_front() {
                     let _ = q.reply.send(answer.map_err(ScriptFailure::Code));
@@ -451,6 +512,37 @@ async fn log_stderr(stderr: tokio::process::ChildStderr, pid: Option<u32>) {
     let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
 }
 
+/// Reads the line a new worker writes once it has started ([`crate::script::READY`]).
+async fn read_ready(stdout: &mut BufReader<ChildStdout>) -> std::io::Result<()> {
+    let mut line = Vec::new();
+    stdout.take(crate::script::READY.len() as u64).read_until(b'\n', &mut line).await?;
+    match line.as_slice() {
+        l if l == crate::script::READY => Ok(()),
+        [] => Err(std::io::Error::other("the worker exited")),
+        _ => Err(std::io::Error::other("the worker did not say it was ready")),
+    }
+}
+
+/// CPU time (user and system) the process `pid` has had, as Linux's `/proc/<pid>/stat`
+/// counts it; `None` where it cannot be read.
+fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    #[cfg(target_os = "linux")]
+    {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+        // After the command's name, which is in parentheses and may hold anything: the
+        // state (field 3 of the line), … `utime` (14) and `stime` (15), in clock ticks.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()?.checked_add(fields.get(12)?.parse::<u64>().ok()?)?;
+        let per_second = rustix::param::clock_ticks_per_second().max(1);
+        Some(Duration::from_millis(ticks.saturating_mul(1000) / per_second))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
+}
+
 /// Reads one answer line of at most `limit` bytes.
 async fn read_answer(
     stdout: &mut BufReader<ChildStdout>,
@@ -488,15 +580,49 @@ mod tests {
         assert!(matches!(failed, Err(ScriptFailure::Code(_))), "{failed:?}");
     }
 
-    /// A worker that never answers (`sleep`) is killed at the deadline: the code's fault.
+    /// A worker that never answers, busy on the CPU all along, is killed at the deadline:
+    /// the code's fault.
     #[tokio::test]
     async fn a_worker_that_misses_its_deadline_is_killed() {
-        let scripts = Scripts::new(Isolation::Workers { program: "sleep".into(), args: vec!["30".into()] }, 1);
+        let scripts = shell_workers(&format!("{READY_SH} IFS= read -r l; while :; do :; done"));
         let started = std::time::Instant::now();
         let err = scripts.run("ep", job("function handler(w) { return w }")).await.expect_err("no answer");
         assert!(matches!(&err, ScriptFailure::Code(e) if e.0.contains("ran longer")), "{err}");
         assert!(started.elapsed() < HARD_LIMIT + Duration::from_secs(2));
         assert!(scripts.idle.lock().unwrap().is_empty(), "the worker was not kept");
+    }
+
+    /// A worker killed at the deadline that had little CPU time meanwhile (played by one
+    /// asleep: a machine busy elsewhere, a VM paused) did not run the code past its limit:
+    /// the run is tried again later, not failed for good.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_worker_kept_from_the_cpu_is_unavailable_not_the_codes_fault() {
+        let scripts = shell_workers(&format!("{READY_SH} IFS= read -r l; exec sleep 30"));
+        let started = std::time::Instant::now();
+        let err = scripts.run("ep", job("function handler(w) { return w }")).await.expect_err("no answer");
+        assert!(matches!(&err, ScriptFailure::Unavailable(e) if e.contains("kept from the CPU")), "{err}");
+        assert!(started.elapsed() < HARD_LIMIT + Duration::from_secs(2), "killed at the deadline all the same");
+        assert!(scripts.idle.lock().unwrap().is_empty(), "the worker was not kept");
+    }
+
+    /// A new worker's first job has its whole time from when the worker says it is ready:
+    /// a process slow to start (a busy machine, a binary read from a cold disk) costs the
+    /// job none of it.
+    #[tokio::test]
+    async fn a_new_workers_start_is_no_part_of_its_first_jobs_time() {
+        let scripts = shell_workers(&format!(
+            "sleep 1.5; {READY_SH} while IFS= read -r l; do sleep 1; echo '{{\"Ok\":\"Cancel\"}}'; done"
+        ));
+        assert_eq!(scripts.run("ep", job("function handler(w) { return w }")).await, Ok(Outcome::Cancel));
+    }
+
+    /// A worker that does not say it is ready in time has run nothing: not the code's fault.
+    #[tokio::test]
+    async fn a_worker_that_never_says_it_is_ready_is_unavailable() {
+        let scripts = shell_workers(r#"while IFS= read -r l; do echo '{"Ok":"Cancel"}'; done"#);
+        let err = scripts.run("ep", job("function handler(w) { return w }")).await.expect_err("not ready");
+        assert!(matches!(&err, ScriptFailure::Unavailable(e) if e.contains("ready")), "{err}");
     }
 
     /// A worker that cannot run (exits at once, or cannot be started) is nobody's fault:
@@ -539,7 +665,11 @@ mod tests {
         assert!(scripts.lanes.lock().unwrap().get("other").is_none(), "entries do not pile up");
     }
 
-    /// Workers played by `sh`, running `script` (which reads job lines from stdin).
+    /// What a worker played by `sh` says first, as a worker does once started.
+    const READY_SH: &str = "echo ready;";
+
+    /// Workers played by `sh`, running `script` (which reads job lines from stdin, after
+    /// saying it is ready: [`READY_SH`]).
     fn shell_workers(script: &str) -> Scripts {
         let args = vec!["-c".to_string(), script.to_string()];
         Scripts::new(Isolation::Workers { program: "sh".into(), args }, 2)
@@ -563,9 +693,9 @@ mod tests {
     /// lines before it answers the first, which one job at a time would never give it.
     #[tokio::test]
     async fn an_applications_queued_jobs_go_to_a_worker_together() {
-        let scripts = shell_workers(
-            r#"while IFS= read -r a && IFS= read -r b; do echo '{"Ok":"Cancel"}'; echo '{"Err":"second"}'; done"#,
-        );
+        let scripts = shell_workers(&format!(
+            r#"{READY_SH} while IFS= read -r a && IFS= read -r b; do echo '{{"Ok":"Cancel"}}'; echo '{{"Err":"second"}}'; done"#,
+        ));
         let started = std::time::Instant::now();
         let answers = run_together(&scripts, &["one", "two"]).await;
         assert_eq!(answers[0], Ok(Outcome::Cancel));
@@ -579,9 +709,9 @@ mod tests {
     /// and the jobs sent with it that it had not started run on a new one.
     #[tokio::test]
     async fn jobs_behind_a_killed_one_run_on_a_new_worker() {
-        let scripts = shell_workers(
-            r#"while IFS= read -r l; do case "$l" in *hang*) exec sleep 30;; esac; echo '{"Ok":"Cancel"}'; done"#,
-        );
+        let scripts = shell_workers(&format!(
+            r#"{READY_SH} while IFS= read -r l; do case "$l" in *hang*) while :; do :; done;; esac; echo '{{"Ok":"Cancel"}}'; done"#,
+        ));
         let answers = run_together(&scripts, &["first", "hang", "third", "fourth"]).await;
         assert_eq!(answers[0], Ok(Outcome::Cancel));
         assert!(matches!(&answers[1], Err(ScriptFailure::Code(e)) if e.0.contains("ran longer")), "{answers:?}");
@@ -592,7 +722,7 @@ mod tests {
     /// keeps its answer, and the one after runs on a new worker.
     #[tokio::test]
     async fn a_worker_that_dies_fails_only_the_job_it_died_on() {
-        let scripts = shell_workers(r#"IFS= read -r l; echo '{"Ok":"Cancel"}'; exit 1"#);
+        let scripts = shell_workers(&format!(r#"{READY_SH} IFS= read -r l; echo '{{"Ok":"Cancel"}}'; exit 1"#));
         let answers = run_together(&scripts, &["first", "second", "third"]).await;
         assert_eq!(answers[0], Ok(Outcome::Cancel));
         assert!(matches!(&answers[1], Err(ScriptFailure::Unavailable(e)) if e.contains("exited")), "{answers:?}");
@@ -619,13 +749,14 @@ mod tests {
         let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
         let _guard = tracing::subscriber::set_default(subscriber);
 
-        let dies = shell_workers(r#"IFS= read -r l; echo "panicked at worker.rs:7: boom" >&2; exit 101"#);
+        let dies =
+            shell_workers(&format!(r#"{READY_SH} IFS= read -r l; echo "panicked at worker.rs:7: boom" >&2; exit 101"#));
         let err = dies.run("ep", job("function handler(w) { return w }")).await.expect_err("it died");
         assert!(matches!(&err, ScriptFailure::Unavailable(_)), "{err}");
         // 1 MiB on stderr before answering: far more than a pipe holds.
-        let loud = shell_workers(
-            r#"head -c 1048576 /dev/zero | tr '\0' x >&2; while IFS= read -r l; do echo '{"Ok":"Cancel"}'; done"#,
-        );
+        let loud = shell_workers(&format!(
+            r#"{READY_SH} head -c 1048576 /dev/zero | tr '\0' x >&2; while IFS= read -r l; do echo '{{"Ok":"Cancel"}}'; done"#,
+        ));
         assert_eq!(loud.run("ep", job("function handler(w) { return w }")).await, Ok(Outcome::Cancel));
         tokio::time::sleep(Duration::from_millis(200)).await;
         let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
@@ -637,7 +768,7 @@ mod tests {
     /// run sends it to a worker for nobody.
     #[tokio::test]
     async fn a_cancelled_run_leaves_nothing_queued() {
-        let scripts = shell_workers(r#"while IFS= read -r l; do echo '{"Ok":"Cancel"}'; done"#);
+        let scripts = shell_workers(&format!(r#"{READY_SH} while IFS= read -r l; do echo '{{"Ok":"Cancel"}}'; done"#));
         let held = scripts.lane("ep", |lane| lane.share.clone()).acquire_owned().await.unwrap();
         let run = scripts.run("ep", job("function handler(w) { return w }"));
         assert!(tokio::time::timeout(Duration::from_millis(50), run).await.is_err(), "waits for the held share");

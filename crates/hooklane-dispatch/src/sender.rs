@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hooklane_core::filter::payload_json;
+use hooklane_core::filter::LazyPayload;
 use hooklane_core::model::{Endpoint, Message, Transformation};
 use hooklane_core::oauth::EndpointOauth;
 use hooklane_core::retry::parse_retry_after;
@@ -301,7 +301,7 @@ impl Sender {
         let started = Instant::now();
         let body = match request_body(message, endpoint) {
             Ok(body) => body,
-            Err(too_large) => return Prepared::Done(SendResult::unsendable(too_large.to_string(), started)),
+            Err(unmade) => return Prepared::Done(SendResult::unsendable(unmade, started)),
         };
         let scripted = endpoint.transformation.as_ref().and_then(|t| t.active_code().map(|code| (t, code)));
         let Some((t, code)) = scripted else {
@@ -405,7 +405,8 @@ impl Sender {
                 headers.insert(n, v);
             }
         }
-        // A transformed body is JSON, whatever the message's own content type was.
+        // A body made by a transform or a transformation is JSON, whatever the message's own
+        // content type was; one a transformation left as it was keeps it.
         let content_type = match (&endpoint.transform, json) {
             (None, false) => message.content_type.as_deref().and_then(|t| HeaderValue::try_from(t).ok()),
             _ => None,
@@ -607,7 +608,9 @@ async fn transformed(
     };
     let url = (request.url != shown).then(|| with_credentials_of(request.url, &endpoint.url));
     let method = if request.method == "PUT" { reqwest::Method::PUT } else { reqwest::Method::POST };
-    // `None`: a body that was not JSON, left as it was.
+    // `None`: the payload left as it was given (a body that was not JSON left `null`, or
+    // JSON the code did not change): sent as it came, and with its content type, which only
+    // a body the code made replaces.
     let (body, json) = match request.body {
         Some(made) => (made, true),
         None => (body, false),
@@ -645,13 +648,20 @@ fn with_credentials_of(changed: String, own: &str) -> String {
 
 /// What the endpoint is sent: the payload, or what the endpoint's transform makes of it
 /// (the same for every attempt, so a retry is the same request and its signature holds).
-/// A transform stops making a body past its limit ([`transform::body_limit`]).
-fn request_body(message: &Message, endpoint: &Endpoint) -> Result<String, transform::TooLarge> {
+/// A transform stops making a body past its limit ([`transform::body_limit`]), and makes
+/// none of a payload it cannot read ([`transform::Unreadable`]: the API takes `1e400` and
+/// lone surrogates, which serde cannot hold): read as `null`, it would send `null`s in
+/// place of every value and record a success. Either is the message's, for good.
+fn request_body(message: &Message, endpoint: &Endpoint) -> Result<String, String> {
     match &endpoint.transform {
         None => Ok(message.payload.clone()),
         Some(template) => {
+            let mut payload = LazyPayload::new(&message.payload);
+            if payload.unreadable() {
+                return Err(transform::Unreadable.to_string());
+            }
             let limit = transform::body_limit(message.payload.len());
-            let body = transform::apply(template, &payload_json(&message.payload), limit)?;
+            let body = transform::apply(template, payload.json(), limit).map_err(|e| e.to_string())?;
             Ok(serde_json::to_string(&body).unwrap_or_else(|_| "null".into()))
         }
     }

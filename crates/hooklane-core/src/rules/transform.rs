@@ -42,6 +42,17 @@ pub fn body_limit(payload_len: usize) -> usize {
 #[error("the transform makes a body more than {} MiB larger than the payload", MAX_GROWTH_BYTES >> 20)]
 pub struct TooLarge;
 
+/// A payload a transform cannot read ([`crate::filter::LazyPayload::unreadable`]): JSON by
+/// its grammar that no value can hold, or nested deeper than the reader goes. Read as
+/// `null`, it would make a body of `null`s, sent as if it were what the template meant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the transform cannot read the payload: it is JSON that holds what a value cannot (a number \
+     past 64-bit floating point such as 1e400, or a lone surrogate such as \"\\ud800\"), or is \
+     nested too deep"
+)]
+pub struct Unreadable;
+
 /// The body made from `template` for `payload`, or [`TooLarge`] as soon as what it is
 /// making would weigh more than `limit` bytes as JSON (counted as it is made, so a body
 /// over the limit is never built).

@@ -12,6 +12,7 @@ use hooklane_core::filter::{payload_wanted, LazyPayload};
 use hooklane_core::model::Capability;
 use hooklane_core::rules::transform;
 use hooklane_dispatch::script;
+use hooklane_dispatch::sender::RESERVED;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -56,16 +57,25 @@ pub struct PreviewIn {
 pub struct PreviewOut {
     /// Whether the filter lets the payload through (with no filter: true).
     wanted: bool,
-    /// What the endpoint would be sent (whether or not the filter lets the payload through).
-    body: serde_json::Value,
+    /// What the endpoint would be sent (whether or not the filter lets the payload through):
+    /// with no rule that makes a body, the payload as posted, byte for byte, as a delivery
+    /// sends it.
+    #[schema(value_type = serde_json::Value)]
+    body: Box<RawValue>,
     /// Whether the transformation cancels the request (`body` is then what it was given).
     cancelled: bool,
     /// The request's method: `POST`, or what the transformation asks for.
     method: String,
     /// Where the request would go: the endpoint's URL, or what the transformation makes.
     url: String,
-    /// Headers the transformation adds (beside the endpoint's own and hooklane's).
+    /// Headers the transformation adds (beside the endpoint's own and hooklane's), as a
+    /// delivery sends them: without those hooklane sets itself.
     headers: BTreeMap<String, String>,
+    /// Headers the transformation sets that a delivery leaves out, as hooklane sets them
+    /// itself (`content-type`, `content-length`, `host`, `webhook-id`, `webhook-timestamp`,
+    /// `webhook-signature`), by the names the code gave.
+    #[serde(rename = "droppedHeaders")]
+    dropped_headers: Vec<String>,
 }
 
 /// Preview what an endpoint's payload filter, transform and transformation make of a payload.
@@ -85,7 +95,8 @@ pub struct PreviewOut {
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such application or endpoint", body = ErrorBody),
         (status = 409, description = "A polling endpoint: nothing is sent to it", body = ErrorBody),
-        (status = 422, description = "A rule is not valid, the transform makes too large a body, or the transformation fails", body = ErrorBody),
+        (status = 422, description = "A rule is not valid, the transform makes too large a body or cannot read the payload \
+            (`1e400`, a lone surrogate, nesting too deep: a delivery would fail), or the transformation fails", body = ErrorBody),
         (status = 429, description = "A preview of this application's code is running already (`busy`): try again after \
             `Retry-After`", body = ErrorBody),
     )
@@ -104,9 +115,17 @@ pub async fn preview(
     let mut payload = LazyPayload::new(text);
     let wanted = payload_wanted(ep.payload_filter.as_ref(), &mut payload);
     let body = match &ep.transform {
-        None => payload.json().clone(),
-        Some(template) => transform::apply(template, payload.json(), transform::body_limit(text.len()))
-            .map_err(|too_large| ApiError::validation("transform", too_large.to_string()))?,
+        // As posted: a delivery sends the payload's text, which serde may not read (`1e400`).
+        None => input.payload.clone(),
+        // A delivery makes no body of a payload the transform cannot read: it fails.
+        Some(_) if payload.unreadable() => {
+            return Err(ApiError::validation("payload", transform::Unreadable.to_string()))
+        }
+        Some(template) => {
+            let made = transform::apply(template, payload.json(), transform::body_limit(text.len()))
+                .map_err(|too_large| ApiError::validation("transform", too_large.to_string()))?;
+            serde_json::value::to_raw_value(&made).map_err(|e| ApiError::Internal(e.to_string()))?
+        }
     };
     let (code, mut variables) = match ep.transformation {
         Some(tr) => (tr.active_code().map(str::to_string), tr.variables),
@@ -128,13 +147,11 @@ pub async fn preview(
         method: "POST".into(),
         url: url.clone(),
         headers: BTreeMap::new(),
+        dropped_headers: Vec::new(),
     };
     let Some(code) = code else { return Ok(axum::Json(out)) };
     // The body as the endpoint would get it: the payload as posted, or the transform's.
-    let body_text = match &ep.transform {
-        None => text.to_string(),
-        Some(_) => out.body.to_string(),
-    };
+    let body_text = out.body.get().to_string();
     // The code sees the URL without credentials, as when it runs for a delivery (and gives
     // back the URL shown to this caller when it leaves it as it was).
     let given = hooklane_dispatch::sender::without_credentials(&ep.url);
@@ -149,32 +166,45 @@ pub async fn preview(
     match ran.map_err(|e| super::transformation::script_error("transformation", e))? {
         script::Outcome::Cancel => out.cancelled = true,
         script::Outcome::Send(request) => {
-            // JSON the code made (shown as text if serde cannot read it: nested too deep).
+            // JSON the code made, as it made it (`None`: it left the body as it was). Shown
+            // as a string should it not be JSON after all.
             if let Some(made) = request.body {
-                out.body = serde_json::from_str(&made).unwrap_or(serde_json::Value::String(made));
+                out.body = match RawValue::from_string(made.clone()) {
+                    Ok(raw) => raw,
+                    Err(_) => serde_json::value::to_raw_value(&made).map_err(|e| ApiError::Internal(e.to_string()))?,
+                };
             }
             out.method = request.method;
             if request.url != given {
                 out.url = request.url;
             }
-            out.headers = request.headers;
+            // What a delivery sends: hooklane's own headers are its own, whatever the code
+            // sets (`Sender::send` leaves the code's out).
+            for (name, value) in request.headers {
+                if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
+                    out.dropped_headers.push(name);
+                } else {
+                    out.headers.insert(name, value);
+                }
+            }
         }
     }
     Ok(axum::Json(out))
 }
 
-/// The applications with a preview running its code on this node.
+/// The applications with a run of their code under way on this node, of one kind (a
+/// preview, or the check of code being saved): one each at a time.
 #[derive(Default)]
 pub struct Running(Arc<Mutex<HashSet<String>>>);
 
-/// An application's preview under way; over when dropped.
+/// An application's run under way; over when dropped.
 pub struct Preview {
     running: Arc<Mutex<HashSet<String>>>,
     app_id: String,
 }
 
 impl Running {
-    /// The application's preview, unless one is under way already.
+    /// The application's run, unless one is under way already.
     pub fn begin(&self, app_id: &str) -> Option<Preview> {
         let mut running = self.0.lock().unwrap_or_else(|p| p.into_inner());
         running.insert(app_id.to_string()).then(|| Preview { running: self.0.clone(), app_id: app_id.to_string() })

@@ -33,7 +33,9 @@ use super::endpoint::{
     validate as validate_endpoint, Before,
 };
 use super::retry_waits::RetryWaits;
-use super::transformation::{apply as apply_transformation_patch, Fresh, TransformationOut, TransformationPatch};
+use super::transformation::{
+    apply as apply_transformation_patch, Editor, Fresh, TransformationOut, TransformationPatch,
+};
 use super::{check_len, check_metadata, check_name, page_request, ListResponse, Patch};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Admin, Json, Path, Query};
@@ -621,7 +623,9 @@ async fn apply_transformation(
         }
         Patch::Set(input) => {
             let within = ("destinations.transformation", Fresh::OnWithCode);
-            apply_transformation_patch(s, &mut ep.transformation, input, within, now).await
+            // Sources are the admin's, who sees every value.
+            let editor = Editor { app_id: &ep.app_id, sees_secrets: true };
+            apply_transformation_patch(s, &mut ep.transformation, input, within, editor, now).await
         }
     }
 }

@@ -53,7 +53,9 @@ pub struct TransformationPatch {
     #[serde(default)]
     enabled: Option<bool>,
     /// Replaces all variables (at most 32; names of letters, digits and `_`); `null`
-    /// removes them.
+    /// removes them. A value `[redacted]` keeps the stored one, unless the code changes and
+    /// the token may not see the values (no `ViewEndpointSecret`): new code from such a
+    /// token gives every value again, or removes them.
     #[serde(default)]
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     variables: Patch<BTreeMap<String, String>>,
@@ -115,6 +117,15 @@ impl TransformationOut {
     }
 }
 
+/// Who changes a transformation.
+#[derive(Clone, Copy)]
+pub(crate) struct Editor<'a> {
+    /// The application of the endpoint: one check of its code runs at a time.
+    pub app_id: &'a str,
+    /// Whether the caller may see the variables' values (`ViewEndpointSecret`).
+    pub sees_secrets: bool,
+}
+
 /// Applies `input` to `current` (starting as `fresh` says when there is none). New code is
 /// checked (compiled and run to find `handler`); given back unchanged, the transformation
 /// keeps its `updatedAt` and is not run again. `within` is where `input` is in the request
@@ -124,6 +135,7 @@ pub(crate) async fn apply(
     current: &mut Option<Transformation>,
     input: TransformationPatch,
     (within, fresh): (&str, Fresh),
+    editor: Editor<'_>,
     now: DateTime<Utc>,
 ) -> ApiResult<()> {
     let field = |name: &str| if within.is_empty() { name.to_string() } else { format!("{within}.{name}") };
@@ -136,25 +148,58 @@ pub(crate) async fn apply(
         variables: BTreeMap::new(),
         updated_at: now,
     });
-    if let Patch::Set(code) = &input.code {
-        if tr.code.as_ref() != Some(code) {
-            let checked = s.0.dispatcher.scripts().check(code.clone()).await;
-            checked.map_err(|e| script_error(&field("code"), e))?;
-        }
-    }
-    input.code.apply_opt(&mut tr.code);
+    let new_code = match &input.code {
+        Patch::Set(code) if tr.code.as_ref() != Some(code) => Some(code.clone()),
+        _ => None,
+    };
     let before = std::mem::take(&mut tr.variables);
     tr.variables = before.clone();
+    // The stored values the transformation keeps without the request giving them: all of
+    // them when it names no variables, and each sent back as `[redacted]`.
+    let mut kept: Vec<&str> = match &input.variables {
+        Patch::Absent => before.keys().map(String::as_str).collect(),
+        _ => Vec::new(),
+    };
     input.variables.apply_or_default(&mut tr.variables);
     // A value sent back as it was shown to a token that may not see it keeps the value: a
     // read-modify-write of the transformation must not store the placeholder.
     for (name, value) in tr.variables.iter_mut() {
         if value == REDACTED {
-            if let Some(kept) = before.get(name) {
-                value.clone_from(kept);
+            if let Some((stored_name, stored)) = before.get_key_value(name) {
+                value.clone_from(stored);
+                kept.push(stored_name);
             }
         }
     }
+    // New code may send the variables anywhere (a header, the URL): a token that may not
+    // see their values would get them through code of its own. So it gives them all again
+    // (values it knows) or drops them; only code it does not change keeps values it never saw.
+    if new_code.is_some() && !editor.sees_secrets && !kept.is_empty() {
+        kept.sort_unstable();
+        kept.dedup();
+        return Err(ApiError::validation(
+            field("variables"),
+            format!(
+                "new code reads the variables, whose values this token may not see: to change the code, give every \
+                 variable's value again (not {REDACTED}) or remove them (null); kept as stored: {}",
+                kept.join(", ")
+            ),
+        ));
+    }
+    if let Some(code) = new_code {
+        // One check of an application's code at a time: the checks share one worker, which
+        // one application saving slow code from many requests would otherwise keep from
+        // every other application's saves (they would wait past their time, 503).
+        let _checking = s.0.checks.begin(editor.app_id).ok_or_else(|| {
+            ApiError::Busy(
+                "the check of this application's code being saved is running already; try again once it has answered"
+                    .into(),
+            )
+        })?;
+        let checked = s.0.dispatcher.scripts().check(code).await;
+        checked.map_err(|e| script_error(&field("code"), e))?;
+    }
+    input.code.apply_opt(&mut tr.code);
     check_variables(&field("variables"), &tr.variables)?;
     if let Some(enabled) = input.enabled {
         tr.enabled = enabled;
@@ -174,7 +219,7 @@ pub(crate) async fn apply(
 /// The JavaScript declares `function handler(webhook)`, which gets `method`, `url`,
 /// `eventType`, `payload`, `headers`, `cancel` and `variables`, and returns the webhook
 /// with `method` (`POST` or `PUT`), `url`, `payload` and `headers` changed as it likes, or
-/// `cancel: true` to send nothing. Each run has 250 ms and 32 MiB, and no I/O.
+/// `cancel: true` to send nothing. Each run has 250 ms of CPU time and 32 MiB, and no I/O.
 #[utoipa::path(
     patch,
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/transformation",
@@ -187,7 +232,11 @@ pub(crate) async fn apply(
         (status = 400, response = InvalidJson),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No such application or endpoint", body = ErrorBody),
-        (status = 422, description = "The code does not compile, fails, or declares no handler; or a variable is not valid", body = ErrorBody),
+        (status = 422, description = "The code does not compile, fails, or declares no handler; or a variable is not valid; \
+            or the code changes while a token without `ViewEndpointSecret` leaves a variable's value as stored", body = ErrorBody),
+        (status = 429, description = "A check of this application's code is running already (`busy`): try again after \
+            `Retry-After`", body = ErrorBody),
+        (status = 503, description = "No worker could check the code now", body = ErrorBody),
     )
 )]
 pub async fn patch(
@@ -197,7 +246,8 @@ pub async fn patch(
     Json(input): Json<TransformationPatch>,
 ) -> ApiResult<StatusCode> {
     let mut ep = find(&s, &t, &key).await?;
-    apply(&s, &mut ep.transformation, input, ("", Fresh::Off), super::now()).await?;
+    let editor = Editor { app_id: &t.app.id, sees_secrets: t.principal.allows(Some(Capability::ViewEndpointSecret)) };
+    apply(&s, &mut ep.transformation, input, ("", Fresh::Off), editor, super::now()).await?;
     let before = Before::of(&ep);
     save(&s, &t, ep, before).await?;
     Ok(StatusCode::NO_CONTENT)
