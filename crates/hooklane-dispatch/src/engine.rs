@@ -53,8 +53,12 @@ struct Inner {
     finished: mpsc::UnboundedSender<Finished>,
     /// Endpoints this process disabled, with the version (`updated_at`) the disabling wrote:
     /// jobs already in memory whose endpoint snapshot is that version or an older one stop at
-    /// once; a later version (re-enabled) goes on.
+    /// once; a later version (re-enabled) goes on. Deleted endpoints and applications (by
+    /// their id) are marked here for every version.
     disabled: Marks,
+    /// Endpoints changed, with the version before the change's: jobs already in memory with
+    /// an older snapshot are handed back, to be read again as the endpoint stands.
+    changed: Marks,
     /// Endpoints paused through this process, with when (their `updated_at`): jobs already
     /// in memory for them are held rather than sent, as the disabled ones stop.
     paused: Marks,
@@ -169,6 +173,15 @@ fn mark_stopped(inner: &Inner, what: &Stop) {
             inner.disabled.set(endpoint_id, *version);
         }
         Stop::Paused { endpoint_id, version } => inner.paused.set(endpoint_id, *version),
+        // Jobs read from an older version than the change's (a mark covers its own version).
+        Stop::Changed { endpoint_id, version } => {
+            inner.changed.set(endpoint_id, *version - chrono::Duration::microseconds(1))
+        }
+        // Every snapshot of the endpoint, or of any endpoint of the application.
+        Stop::Deleted(id) => {
+            inner.circuits.forget(id);
+            inner.disabled.set(id, DateTime::<Utc>::MAX_UTC);
+        }
     }
 }
 
@@ -233,6 +246,7 @@ impl Dispatcher {
             finished,
             disabled: Marks::new(marks_kept),
             paused: Marks::new(marks_kept),
+            changed: Marks::new(marks_kept),
             expunged: Marks::new(marks_kept),
             expunged_through: Default::default(),
             stopping: AtomicBool::new(false),
@@ -798,6 +812,10 @@ fn settled_unsent(inner: &Inner, job: &Job, key: &ClaimedKey, gate: &Arc<Gate>) 
     let disabled = endpoint.disabled || endpoint.polling || disabled_here(inner, endpoint);
     let finished = if disabled || expunged(inner, &job.message) {
         Finished::Abandoned(key.clone(), gate.clone(), endpoint.order.is_fifo())
+    } else if inner.changed.covers(&endpoint.id, endpoint.updated_at) {
+        // Read again as the endpoint now stands (its URL, headers, transformation…).
+        hand_back(inner, key.clone(), Utc::now(), gate.clone(), "stale");
+        return true;
     } else if paused_here(inner, endpoint) {
         Finished::Held(key.clone(), endpoint.app_id.clone(), gate.clone())
     } else if let Some(until) = inner.circuits.held_until(&endpoint.id, Utc::now()) {
@@ -811,9 +829,10 @@ fn settled_unsent(inner: &Inner, job: &Job, key: &ClaimedKey, gate: &Arc<Gate>) 
 }
 
 /// Whether the endpoint was disabled (by this process, or another that announced it) after
-/// the job's snapshot of it.
+/// the job's snapshot of it, or deleted, or its application deleted.
 fn disabled_here(inner: &Inner, endpoint: &Endpoint) -> bool {
     inner.disabled.covers(&endpoint.id, endpoint.updated_at)
+        || inner.disabled.covers(&endpoint.app_id, endpoint.updated_at)
 }
 
 /// Whether the endpoint was paused through this process after the job's snapshot of it.

@@ -587,17 +587,27 @@ pub enum Stop {
     Disabled { endpoint_id: String, version: DateTime<Utc> },
     /// The endpoint was paused; jobs read from this version of it or an older one are held.
     Paused { endpoint_id: String, version: DateTime<Utc> },
+    /// The endpoint was changed (its URL, headers, credentials, transformation…) to this
+    /// version: jobs read from an older one are handed back unsent, to be read again as it
+    /// stands (a job read from a URL given up must not go there).
+    Changed { endpoint_id: String, version: DateTime<Utc> },
+    /// The endpoint, or the application (every endpoint of it), was deleted, by id: its
+    /// jobs are given up.
+    Deleted(String),
 }
 
 impl Stop {
-    /// As announced: `m <msg_id>`, `t <app_id> <last_id>`, `d <endpoint_id> <version, µs>`
-    /// or `p <endpoint_id> <version, µs>` (ids hold no spaces).
+    /// As announced: `m <msg_id>`, `t <app_id> <last_id>`, `d <endpoint_id> <version, µs>`,
+    /// `p <endpoint_id> <version, µs>`, `c <endpoint_id> <version, µs>` or `x <id>` (ids hold
+    /// no spaces).
     pub fn to_wire(&self) -> String {
         match self {
             Stop::Message(id) => format!("m {id}"),
             Stop::MessagesThrough { app_id, last_id } => format!("t {app_id} {last_id}"),
             Stop::Disabled { endpoint_id, version } => format!("d {endpoint_id} {}", version.timestamp_micros()),
             Stop::Paused { endpoint_id, version } => format!("p {endpoint_id} {}", version.timestamp_micros()),
+            Stop::Changed { endpoint_id, version } => format!("c {endpoint_id} {}", version.timestamp_micros()),
+            Stop::Deleted(id) => format!("x {id}"),
         }
     }
 
@@ -616,6 +626,10 @@ impl Stop {
             ["p", endpoint_id, v] if !endpoint_id.is_empty() => {
                 Stop::Paused { endpoint_id: endpoint_id.to_string(), version: version(v)? }
             }
+            ["c", endpoint_id, v] if !endpoint_id.is_empty() => {
+                Stop::Changed { endpoint_id: endpoint_id.to_string(), version: version(v)? }
+            }
+            ["x", id] if !id.is_empty() => Stop::Deleted(id.to_string()),
             _ => return None,
         };
         Some(read)
@@ -634,6 +648,8 @@ mod stop_tests {
             Stop::MessagesThrough { app_id: "app_1".into(), last_id: "msg_9".into() },
             Stop::Disabled { endpoint_id: "ep_1".into(), version },
             Stop::Paused { endpoint_id: "ep_2".into(), version },
+            Stop::Changed { endpoint_id: "ep_3".into(), version },
+            Stop::Deleted("app_1".into()),
         ] {
             assert_eq!(Stop::from_wire(&what.to_wire()), Some(what));
         }
@@ -641,7 +657,9 @@ mod stop_tests {
             "",
             "m",
             "m ",
-            "x msg_1",
+            "y msg_1",
+            "x",
+            "c ep_1",
             "m msg_1 extra",
             "t app_1",
             "t app_1 msg_9 extra",

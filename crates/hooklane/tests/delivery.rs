@@ -1661,6 +1661,51 @@ async fn pausing_holds_the_deliveries_already_in_memory() {
     assert_eq!(seen, (0..COUNT as i64).collect::<Vec<_>>(), "every message, none lost");
 }
 
+/// What a node already holds in memory for an endpoint follows the endpoint's changes: a
+/// new URL takes the deliveries waiting (none goes to the URL given up, but the one on the
+/// wire), and after an endpoint or its application is deleted nothing more is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_in_memory_follow_a_new_url_and_a_deletion() {
+    const COUNT: usize = 6;
+    let server = Server::start("[delivery]\nper_endpoint_in_flight = 1").await;
+    let slow = || Receiver::scripted(|_, _| Reply::Hang(Duration::from_millis(400)));
+    let (old, new) = (slow().await, Receiver::start().await);
+    let app = server.create_app("moved").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": old.url })).await;
+    for i in 0..COUNT {
+        server.send_message(&app, "a.b", json!({ "i": i })).await;
+    }
+    old.wait_for(1, WAIT).await;
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}");
+    let (status, out) = server.call("PATCH", &path, Some(json!({ "url": new.url }))).await;
+    assert_eq!(status, 200, "{out}");
+    let moved_at = old.received().len();
+    assert!(moved_at < COUNT - 2, "most messages still waiting when moved ({moved_at} sent)");
+    let got = new.wait_for(COUNT - moved_at - 1, WAIT).await;
+    assert!(old.received().len() <= moved_at + 1, "only the one on the wire went to the old URL");
+    let at_new: std::collections::BTreeSet<i64> = got.iter().map(|r| r.json()["i"].as_i64().unwrap_or(-1)).collect();
+    assert!(at_new.len() >= COUNT - moved_at - 1, "{at_new:?}");
+
+    // Deleting the endpoint, then the application of another: nothing more goes out.
+    for delete_app in [false, true] {
+        let rx = slow().await;
+        let app = server.create_app(if delete_app { "gone-app" } else { "gone-endpoint" }).await;
+        let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+        for i in 0..COUNT {
+            server.send_message(&app, "a.b", json!({ "i": i })).await;
+        }
+        rx.wait_for(1, WAIT).await;
+        let path = if delete_app { format!("/api/v1/app/{app}") } else { format!("/api/v1/app/{app}/endpoint/{ep}") };
+        let (status, out) = server.call("DELETE", &path, None).await;
+        assert_eq!(status, 204, "{out}");
+        let at_delete = rx.received().len();
+        assert!(at_delete < COUNT - 2, "most messages still waiting when deleted ({at_delete} sent)");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let after = rx.received().len();
+        assert!(after <= at_delete + 1, "{} sent after the deletion (app: {delete_app})", after - at_delete);
+    }
+}
+
 /// A transformation sees the endpoint's URL without its password. What it sends to the
 /// endpoint's own origin carries the endpoint's credentials (the URL's basic
 /// authentication, its custom headers); what it sends to another origin carries neither.

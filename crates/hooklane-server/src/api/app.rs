@@ -445,6 +445,8 @@ pub async fn delete(State(s): State<AppState>, t: Tenant) -> ApiResult<StatusCod
         return Err(source_owned(&t.app));
     }
     s.0.store.delete_app(&t.app.id).await?;
+    // What any node holds in memory for its endpoints is not sent after the answer.
+    s.0.dispatcher.stop(hooklane_store::Stop::Deleted(t.app.id.clone())).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

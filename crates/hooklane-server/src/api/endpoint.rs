@@ -842,6 +842,10 @@ pub(crate) fn after_update(s: &AppState, app: Option<&Application>, ep: &Endpoin
     // Disabled through the API: what any node holds for it, read before, is not sent.
     if ep.disabled && !before.disabled {
         s.0.dispatcher.stop_soon(Stop::Disabled { endpoint_id: ep.id.clone(), version: ep.updated_at });
+    } else if !ep.paused && ep.updated_at != before.updated_at {
+        // Any other change (a URL given up, headers, credentials, a transformation): what
+        // any node holds for it, read before, is read again as it now stands.
+        s.0.dispatcher.stop_soon(Stop::Changed { endpoint_id: ep.id.clone(), version: ep.updated_at });
     }
     let Some(app) = app else { return };
     operational::endpoint_changed(s, operational::ENDPOINT_UPDATED, app, ep);
@@ -1035,6 +1039,8 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let ep = find(&s, &t, &key).await?;
     s.0.store.delete_endpoint(&t.app.id, &ep.id).await.map_err(missing("endpoint"))?;
+    // What any node holds for it in memory is not sent after the answer.
+    s.0.dispatcher.stop(Stop::Deleted(ep.id.clone())).await;
     operational::endpoint_changed(&s, operational::ENDPOINT_DELETED, &t.app, &ep);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -849,6 +849,9 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
         forget_credentials(s, &ep, moved).await;
         after_update(s, app.as_ref(), &ep, was);
     }
+    for ep in &dropped {
+        s.0.dispatcher.stop(hooklane_store::Stop::Deleted(ep.id.clone())).await;
+    }
     news.extend(dropped.into_iter().map(|ep| (operational::ENDPOINT_DELETED, ep)));
     news.extend(created.into_iter().map(|ep| (operational::ENDPOINT_CREATED, ep)));
     if let Some(app) = &app {
@@ -960,19 +963,19 @@ pub async fn patch(
     )
 )]
 pub async fn delete(State(s): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let src = s.0.store.get_source(&id).await?.ok_or(ApiError::NotFound("source"))?;
     // Its destinations go with it: operational webhooks tell of them as they told of their
     // creation (read first only when there is anyone to tell).
     let told = match s.0.operational_app.is_some() {
-        true => match s.0.store.get_source(&id).await? {
-            Some(src) => {
-                let app = s.0.store.get_app(&src.app_id).await?;
-                Some((app, s.0.store.app_endpoints(&src.app_id).await?))
-            }
-            None => None,
-        },
+        true => {
+            let app = s.0.store.get_app(&src.app_id).await?;
+            Some((app, s.0.store.app_endpoints(&src.app_id).await?))
+        }
         false => None,
     };
     s.0.store.delete_source(&id).await.map_err(crate::error::missing("source"))?;
+    // What any node holds in memory for its destinations is not sent after the answer.
+    s.0.dispatcher.stop(hooklane_store::Stop::Deleted(src.app_id.clone())).await;
     tracing::info!(source_id = %id, "inbound source deleted");
     if let Some((Some(app), endpoints)) = told {
         for ep in &endpoints {
