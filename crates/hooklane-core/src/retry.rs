@@ -73,6 +73,11 @@ pub fn parse_retry_after(value: &str, now_unix: i64) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
+    // Seconds past what 64 bits hold: as long as can be (capped by the caller), not no
+    // answer at all.
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(u64::MAX));
+    }
     // IMF-fixdate, and the obsolete RFC 850 and asctime forms RFC 9110 has recipients
     // accept too; then any RFC 2822 date (another zone than GMT, say).
     let at = match httpdate::parse_http_date(value) {
@@ -85,6 +90,14 @@ pub fn parse_retry_after(value: &str, now_unix: i64) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retry_after_past_64_bits_is_as_long_as_can_be() {
+        assert_eq!(parse_retry_after("99999999999999999999", 0), Some(Duration::from_secs(u64::MAX)));
+        assert_eq!(parse_retry_after(" 20 ", 0), Some(Duration::from_secs(20)));
+        assert_eq!(parse_retry_after("-5", 0), None);
+        assert_eq!(parse_retry_after("1.5", 0), None);
+    }
 
     #[test]
     fn default_schedule_is_svix_like() {
