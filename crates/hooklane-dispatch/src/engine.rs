@@ -594,11 +594,11 @@ fn endpoint_cap(cfg: &DispatchConfig, rate: Option<u32>) -> usize {
 
 /// How long after it is admitted a delivery may still start its request: its lease runs
 /// from the claim (or ingest's write), a moment before, and the request, its connection
-/// and an egress proxy's address check included, must end within it. At least a quarter
-/// of the lease, whatever the timeouts.
+/// and an egress proxy's address check included, must end within it (the configuration
+/// keeps a quarter of the lease, at least, for this).
 fn send_budget(cfg: &DispatchConfig) -> Duration {
     let request = cfg.request_timeout + cfg.connect_timeout + Duration::from_secs(1);
-    cfg.lease.saturating_sub(request).max(cfg.lease / 4)
+    cfg.lease.saturating_sub(request)
 }
 
 /// The latest a delivery admitted `now` may start its request: [`send_budget`] counted
@@ -1251,9 +1251,15 @@ mod tests {
             send_by(&cfg, Some(later), now, at),
             at + (cfg.lease - Duration::from_secs(100)).saturating_sub(request)
         );
-        // A short lease (3 s, for requests of 2 s): its budget, a quarter of it, still holds.
-        let short =
-            DispatchConfig { lease: Duration::from_secs(3), request_timeout: Duration::from_secs(2), ..cfg.clone() };
+        // A short lease (3 s, for requests of 1 s with 250 ms to connect): what is left of it,
+        // a quarter.
+        let short = DispatchConfig {
+            lease: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_millis(250),
+            ..cfg.clone()
+        };
+        assert_eq!(send_budget(&short), Duration::from_millis(750));
         let fresh = now + chrono::Duration::seconds(3);
         assert_eq!(send_by(&short, Some(fresh), now, at), at + send_budget(&short));
         assert!(send_budget(&short) > Duration::ZERO);
@@ -1276,7 +1282,12 @@ mod tests {
 
     #[test]
     fn a_delivery_with_no_rate_slot_comes_back_when_the_next_one_is_within_reach() {
-        let cfg = DispatchConfig { lease: Duration::from_secs(3), ..DispatchConfig::default() };
+        let cfg = DispatchConfig {
+            lease: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_millis(250),
+            ..DispatchConfig::default()
+        };
         let now = Utc::now();
         let half = chrono::Duration::from_std(send_budget(&cfg) / 2).expect("budget");
         // The next free slot far ahead: back half a send budget before it, so that the

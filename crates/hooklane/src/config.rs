@@ -388,8 +388,16 @@ impl Config {
         if !(0.0..=1.0).contains(&d.retry_jitter) {
             bail!("delivery.retry_jitter must be between 0 and 1");
         }
-        if d.lease <= d.request_timeout {
-            bail!("delivery.lease must be longer than delivery.request_timeout");
+        // A delivery starts its request only if the request (its connection and a second
+        // more included) ends within the delivery's lease, and may wait up to what is left
+        // of the lease for its turn: at least a quarter of it. A shorter lease let a request
+        // run past it, and the delivery be claimed and sent again meanwhile.
+        let request = d.request_timeout + d.connect_timeout + Duration::from_secs(1);
+        if d.lease * 3 < request * 4 {
+            bail!(
+                "delivery.lease must be at least 4/3 of request_timeout + connect_timeout + 1s ({})",
+                humantime::format_duration(request * 4 / 3)
+            );
         }
         // The poller sleeps at least 5 ms between looks; a shorter interval is no interval.
         if d.poll_interval < Duration::from_millis(5) {
@@ -685,7 +693,7 @@ mod tests {
     #[test]
     fn durations_past_their_bounds_are_refused() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 10] = [
+        let cases: [(&str, Change); 11] = [
             // A first cool-down above the longest would make the longest its own value:
             // probes a day apart end the failure streak, and the endpoint is never disabled.
             ("circuit_cooldown", |c| c.delivery.circuit_cooldown = 2 * DAY),
@@ -695,6 +703,8 @@ mod tests {
             // Zero disabled an endpoint at its first failure.
             ("disable_after", |c| c.delivery.disable_after = Duration::ZERO),
             ("lease", |c| c.delivery.lease = 2 * HOUR),
+            // 16 s: a request of 15 s started at a quarter of it would outlive it.
+            ("lease", |c| c.delivery.lease = Duration::from_secs(16)),
             ("housekeeping_interval", |c| c.housekeeping_interval = Duration::ZERO),
             ("message_retention", |c| c.message_retention = 300_000 * 365 * DAY),
             ("request_retention", |c| c.inbound.request_retention = 300_000 * 365 * DAY),

@@ -18,7 +18,7 @@ const CLIENTS: usize = 24;
 fn node_config(db: &TestDatabase) -> String {
     // A short lease so the dead node's deliveries are taken over within seconds.
     format!(
-        "database_url = \"{}\"\n[delivery]\nlease = \"3s\"\nrequest_timeout = \"2s\"\nconnect_timeout = \"1s\"\npoll_interval = \"500ms\"",
+        "database_url = \"{}\"\n[delivery]\nlease = \"3s\"\nrequest_timeout = \"1s\"\nconnect_timeout = \"250ms\"\npoll_interval = \"500ms\"",
         db.url()
     )
 }
@@ -338,7 +338,7 @@ async fn an_endpoint_disabled_by_failures_leaves_every_nodes_cache() {
 async fn slots_taken_far_ahead_do_not_starve_a_rate_limited_endpoint() {
     let db = TestDatabase::create().await;
     let config = format!(
-        "database_url = \"{}\"\n[delivery]\nlease = \"3s\"\nrequest_timeout = \"1s\"\nconnect_timeout = \"1s\"\npoll_interval = \"200ms\"",
+        "database_url = \"{}\"\n[delivery]\nlease = \"3s\"\nrequest_timeout = \"1s\"\nconnect_timeout = \"250ms\"\npoll_interval = \"200ms\"",
         db.url()
     );
     let server = Server::start(&config).await;
