@@ -29,10 +29,10 @@ pub struct ApplicationIn {
     #[serde(default)]
     #[schema(example = "customer-42")]
     pub(super) uid: Option<String>,
-    /// 1–1000000; stored and answered for Svix compatibility, not enforced: deliveries are
+    /// 1–65535; stored and answered for Svix compatibility, not enforced: deliveries are
     /// limited per endpoint, by the endpoint's `rateLimit`.
     #[serde(default)]
-    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[schema(minimum = 1, maximum = 65_535)]
     rate_limit: Option<u32>,
     /// Up to 64 entries of your own.
     #[serde(default)]
@@ -40,7 +40,7 @@ pub struct ApplicationIn {
     metadata: Metadata,
     /// `rateLimit` under the name Svix's SDKs send (used when `rateLimit` is not given).
     #[serde(default)]
-    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[schema(minimum = 1, maximum = 65_535)]
     throttle_rate: Option<u32>,
 }
 
@@ -64,11 +64,11 @@ pub struct ApplicationPatch {
     #[schema(value_type = Option<String>)]
     uid: Patch<String>,
     #[serde(default)]
-    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 65_535)]
     rate_limit: Patch<u32>,
     /// `rateLimit` under the name Svix's SDKs send (used when `rateLimit` is not given).
     #[serde(default)]
-    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 65_535)]
     throttle_rate: Patch<u32>,
     #[serde(default)]
     #[schema(value_type = std::collections::BTreeMap<String, String>)]

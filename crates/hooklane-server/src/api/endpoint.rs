@@ -62,7 +62,7 @@ pub struct EndpointIn {
     /// Most deliveries per second to this endpoint (no limit when absent). Also accepted
     /// under Svix's newer name `throttleRate`.
     #[serde(default, alias = "throttleRate")]
-    #[schema(minimum = 1, maximum = 1000000)]
+    #[schema(minimum = 1, maximum = 65535)]
     rate_limit: Option<u32>,
     /// Up to 64 string entries.
     #[serde(default)]
@@ -168,8 +168,13 @@ pub struct EndpointPatch {
     disabled: Patch<bool>,
     /// Also accepted as `throttleRate`; `null`: no limit.
     #[serde(default, alias = "throttleRate")]
-    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000000)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 65535)]
     rate_limit: Patch<u32>,
+    /// Svix's deprecated field, still in its SDKs' `EndpointPatch`: refused with a pointer
+    /// to `…/secret/rotate`, rather than as an unknown field.
+    #[serde(default)]
+    #[schema(ignore)]
+    secret: Patch<serde::de::IgnoredAny>,
     #[serde(default)]
     #[schema(value_type = BTreeMap<String, String>)]
     metadata: Patch<Metadata>,
@@ -991,6 +996,9 @@ pub async fn patch(
     Path((_, key)): Path<(String, String)>,
     Json(p): Json<EndpointPatch>,
 ) -> ApiResult<axum::Json<EndpointOut>> {
+    if !matches!(p.secret, Patch::Absent) {
+        return Err(ApiError::validation("secret", "is changed with POST …/secret/rotate (its `key`), not by a patch"));
+    }
     let principal = t.principal.clone();
     let saved = change_and_save(&s, &t, &key, |ep| {
         let p = p.clone();

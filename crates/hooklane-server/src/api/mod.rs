@@ -290,7 +290,8 @@ pub fn check_names(field: &str, values: &Option<Vec<String>>, max: usize) -> Api
 pub fn check_rate_limit(field: &str, value: Option<u32>) -> ApiResult<()> {
     match value {
         Some(0) => Err(ApiError::validation(field, "must be at least 1")),
-        Some(v) if v > 1_000_000 => Err(ApiError::validation(field, "must be at most 1000000")),
+        // Svix's SDKs read it as 16 bits: one larger would fail every read of a list holding it.
+        Some(v) if v > u32::from(u16::MAX) => Err(ApiError::validation(field, "must be at most 65535")),
         _ => Ok(()),
     }
 }

@@ -242,7 +242,7 @@ pub struct DestinationIn {
     #[serde(default)]
     #[schema(value_type = Option<TransformationPatch>)]
     transformation: Patch<TransformationPatch>,
-    /// Most requests forwarded a second (1 to 1,000,000), across every node; `null`: no
+    /// Most requests forwarded a second (1 to 65,535), across every node; `null`: no
     /// limit. Requests beyond it wait in the store, as an endpoint's.
     #[serde(default)]
     #[schema(value_type = Option<u32>, example = 10)]
