@@ -100,13 +100,18 @@ impl TenantCache {
 
 /// Clears the cache after every request that may have changed an application, an endpoint
 /// or a source: any API call other than a read, posting a message, asking what one would
-/// do (a precheck, a preview) or moving a polling endpoint's consumer, unless it was refused
-/// (a 4xx answer: refused before anything was written). Writes are rare next to messages,
-/// so starting the cache afresh costs little and cannot miss a case.
+/// do (a precheck, a preview), acting on messages and deliveries (expunges, resends,
+/// recoveries, replays, examples), tokens and usage statistics, or moving a polling
+/// endpoint's consumer, unless it was refused (a 4xx answer: refused before anything was
+/// written). What is left is rare next to messages, so starting the cache afresh costs
+/// little and cannot miss a case; but the calls left out are made routinely (a portal
+/// session's token, a resend by any application token), and each clear empties every
+/// node's cache for every tenant.
 pub async fn clear_after_writes(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let changes_tenants = may_change_tenants(req.method(), req.uri().path());
     let response = next.run(req).await;
     if changes_tenants && !response.status().is_client_error() {
+        metrics::counter!("hooklane_tenant_cache_clears_total").increment(1);
         s.0.cache.clear();
         let store = s.0.store.clone();
         tokio::spawn(async move { store.announce_tenant_change().await });
@@ -118,15 +123,26 @@ fn may_change_tenants(method: &Method, path: &str) -> bool {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     // Matched by the route's shape, not by how the path ends: an endpoint or application
     // whose uid is `msg` or `preview` is written to like any other.
-    let asks_only = *method == Method::POST
-        && matches!(
-            segments.as_slice(),
-            ["", "api", "v1", "app", _, "msg"]
-                | ["", "api", "v1", "app", _, "msg", "precheck", "active"]
-                | ["", "api", "v1", "app", _, "endpoint", _, "preview"]
-                | ["", "api", "v1", "app", _, "poller", _, "consumer", _, "seek"]
-        );
-    method != Method::GET && method != Method::HEAD && path.starts_with("/api/") && !asks_only
+    let post = *method == Method::POST;
+    let leaves_tenants = match segments.as_slice() {
+        ["", "api", "v1", "app", _, "msg"]
+        | ["", "api", "v1", "app", _, "msg", "precheck", "active"]
+        | ["", "api", "v1", "app", _, "msg", "bulk-expunge" | "expunge-all-contents"]
+        | ["", "api", "v1", "app", _, "msg", _, "endpoint", _, "resend"]
+        | ["", "api", "v1", "app", _, "endpoint", _, "preview" | "recover" | "replay-missing" | "bulk-replay" | "send-example"]
+        | ["", "api", "v1", "app", _, "poller", _, "consumer", _, "seek"]
+        // (A portal token may create its application: one never read is not cached.)
+        | ["", "api", "v1", "auth", "app-portal-access" | "dashboard-access", _]
+        | ["", "api", "v1", "auth", "logout"]
+        | ["", "api", "v1", "auth", "app", _, "expire-all"]
+        | ["", "api", "v1", "stats", "usage", "app"] => post,
+        ["", "api", "v1", "stats", "usage", "event-types"] => *method == Method::PUT,
+        ["", "api", "v1", "app", _, "msg", _, "content"] | ["", "api", "v1", "app", _, "msg", _, "attempt", _, "content"] => {
+            *method == Method::DELETE
+        }
+        _ => false,
+    };
+    method != Method::GET && method != Method::HEAD && path.starts_with("/api/") && !leaves_tenants
 }
 
 /// Clears the cache whenever this process's dispatcher disables endpoints (it announces
@@ -181,6 +197,14 @@ mod tests {
             (Method::DELETE, "/api/v1/app/preview"),
             (Method::PUT, "/api/v1/app/msg"),
             (Method::DELETE, "/api/v1/app/app_1/endpoint/seek"),
+            (Method::PATCH, "/api/v1/app/app_1/endpoint/recover"),
+            (Method::DELETE, "/api/v1/app/resend"),
+            // Changes to endpoints under their own routes.
+            (Method::POST, "/api/v1/app/app_1/endpoint/ep_1/secret/rotate"),
+            (Method::PUT, "/api/v1/app/app_1/endpoint/ep_1/headers"),
+            (Method::PATCH, "/api/v1/app/app_1/endpoint/ep_1/transformation"),
+            (Method::PUT, "/api/v1/app/app_1/endpoint/ep_1/oauth"),
+            (Method::POST, "/api/v1/environment/import"),
         ] {
             assert!(may_change_tenants(&method, path), "{method} {path}");
         }
@@ -192,6 +216,19 @@ mod tests {
             (Method::POST, "/api/v1/app/app_1/endpoint/ep_1/preview"),
             (Method::POST, "/api/v1/app/app_1/poller/ep_1/consumer/c/seek"),
             (Method::POST, "/in/src_1"),
+            // Made routinely (a portal session's token, a resend by any application token):
+            // they change no application or endpoint.
+            (Method::POST, "/api/v1/auth/app-portal-access/app_1"),
+            (Method::POST, "/api/v1/auth/logout"),
+            (Method::POST, "/api/v1/auth/app/app_1/expire-all"),
+            (Method::POST, "/api/v1/app/app_1/msg/msg_1/endpoint/ep_1/resend"),
+            (Method::POST, "/api/v1/app/app_1/msg/bulk-expunge"),
+            (Method::DELETE, "/api/v1/app/app_1/msg/msg_1/content"),
+            (Method::DELETE, "/api/v1/app/app_1/msg/msg_1/attempt/atmpt_1/content"),
+            (Method::POST, "/api/v1/app/app_1/endpoint/ep_1/recover"),
+            (Method::POST, "/api/v1/app/app_1/endpoint/ep_1/send-example"),
+            (Method::POST, "/api/v1/stats/usage/app"),
+            (Method::PUT, "/api/v1/stats/usage/event-types"),
         ] {
             assert!(!may_change_tenants(&method, path), "{method} {path}");
         }
