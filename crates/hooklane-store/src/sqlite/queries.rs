@@ -768,6 +768,7 @@ pub fn claim_due(
         fair.took(&taken);
     }
     let mut endpoints: HashMap<String, Option<Arc<Endpoint>>> = HashMap::new();
+    let mut messages: HashMap<String, Option<Arc<Message>>> = HashMap::new();
     let mut jobs = Vec::with_capacity(claimed.len());
     for mut delivery in claimed {
         // Pending, leased until its lease's end (as stored, to the millisecond): the lease
@@ -781,9 +782,18 @@ pub fn claim_due(
                 e
             }
         };
-        let message = get_message(conn, &delivery.app_id, &delivery.msg_id)?;
+        // One copy of a message for all its deliveries of the claim (a fan-out to many
+        // endpoints held as many copies of its payload in memory), and one read.
+        let message = match messages.get(&delivery.msg_id) {
+            Some(m) => m.clone(),
+            None => {
+                let m = get_message(conn, &delivery.app_id, &delivery.msg_id)?.map(Arc::new);
+                messages.insert(delivery.msg_id.clone(), m.clone());
+                m
+            }
+        };
         match (endpoint, message) {
-            (Some(endpoint), Some(message)) => jobs.push(Job { delivery, message: Arc::new(message), endpoint }),
+            (Some(endpoint), Some(message)) => jobs.push(Job { delivery, message, endpoint }),
             // Endpoint or message deleted under us: nothing to send, drop the row.
             _ => {
                 execute(
