@@ -204,7 +204,10 @@ pub struct Ready {
     method: reqwest::Method,
     /// `None`: the endpoint's own URL.
     url: Option<String>,
-    body: String,
+    /// `None`: the message's payload as it is, read from the message when the request is
+    /// made. A job waits its turn with its request ready: a copy of the payload made for
+    /// each held job cost a payload per delivery held in memory (thousands of them).
+    body: Option<String>,
     /// The transformation's headers, which win over the endpoint's.
     headers: BTreeMap<String, String>,
     /// The body is JSON made by a transformation (not the message's own content).
@@ -387,6 +390,7 @@ impl Sender {
         let now = Utc::now();
         let timestamp = now.timestamp();
         let Ready { method, url: changed_url, body, headers: scripted_headers, json } = ready;
+        let body = body.unwrap_or_else(|| message.payload.clone());
         let secrets = self.signing_secrets(endpoint, now);
         let signature = signature_header(secrets.iter().map(|s| &**s), &message.id, timestamp, body.as_bytes());
         let mut headers = HeaderMap::with_capacity(4 + message.headers.len() + endpoint.headers.len());
@@ -586,7 +590,7 @@ async fn transformed(
     endpoint: &Endpoint,
     transformation: &Transformation,
     code: &str,
-    body: String,
+    body: Option<String>,
 ) -> Result<Option<Ready>, ScriptFailure> {
     let limit = transform::body_limit(message.payload.len());
     // The code sees the URL without its credentials (a password for the receiver's basic
@@ -597,7 +601,7 @@ async fn transformed(
         webhook: Some(script::Webhook::new(
             shown.clone(),
             message.event_type.clone(),
-            body.clone(),
+            body.clone().unwrap_or_else(|| message.payload.clone()),
             transformation.variables.clone(),
         )),
         max_output: limit,
@@ -612,7 +616,7 @@ async fn transformed(
     // JSON the code did not change): sent as it came, and with its content type, which only
     // a body the code made replaces.
     let (body, json) = match request.body {
-        Some(made) => (made, true),
+        Some(made) => (Some(made), true),
         None => (body, false),
     };
     Ok(Some(Ready { method, url, body, headers: request.headers, json }))
@@ -652,9 +656,10 @@ fn with_credentials_of(changed: String, own: &str) -> String {
 /// none of a payload it cannot read ([`transform::Unreadable`]: the API takes `1e400` and
 /// lone surrogates, which serde cannot hold): read as `null`, it would send `null`s in
 /// place of every value and record a success. Either is the message's, for good.
-fn request_body(message: &Message, endpoint: &Endpoint) -> Result<String, String> {
+fn request_body(message: &Message, endpoint: &Endpoint) -> Result<Option<String>, String> {
     match &endpoint.transform {
-        None => Ok(message.payload.clone()),
+        // (Read from the message when the request is made: see `Ready::body`.)
+        None => Ok(None),
         Some(template) => {
             let mut payload = LazyPayload::new(&message.payload);
             if payload.unreadable() {
@@ -662,7 +667,7 @@ fn request_body(message: &Message, endpoint: &Endpoint) -> Result<String, String
             }
             let limit = transform::body_limit(message.payload.len());
             let body = transform::apply(template, payload.json(), limit).map_err(|e| e.to_string())?;
-            Ok(serde_json::to_string(&body).unwrap_or_else(|_| "null".into()))
+            Ok(Some(serde_json::to_string(&body).unwrap_or_else(|_| "null".into())))
         }
     }
 }
