@@ -882,3 +882,132 @@ async fn a_restore_with_positions_ahead_and_no_message_is_renumbered() {
     let later = conformance::post(&store, &app.id, &[], t).await.id;
     assert_eq!(ids_of(&read_n(&store, &app.id, kept, 1).await), [later], "read on from it");
 }
+
+/// Waits until a statement of a store under test (`application_name` hooklane; the raw
+/// connections of these tests have none) waits on a lock of the test database.
+async fn until_a_store_statement_waits(db: &TestDatabase) {
+    let watcher = sql(db).await;
+    for _ in 0..1000 {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND application_name = 'hooklane' AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no statement of the store came to wait on a lock");
+}
+
+/// An endpoint with one message pending to it, on a store of its own; the endpoint is a
+/// destination of an inbound source (whose update may delete it).
+struct EndpointWithWork {
+    db: TestDatabase,
+    store: DynStore,
+    t: hooklane_core::DateTime<hooklane_core::Utc>,
+    source: hooklane_core::model::Source,
+    ep: hooklane_core::model::Endpoint,
+    msg: Message,
+}
+
+impl EndpointWithWork {
+    async fn new() -> Self {
+        let (store, db) = fresh_store().await;
+        let t = conformance::now_ms();
+        let (source, app) = conformance::new_source("github");
+        let ep = conformance::new_endpoint(&app.id, None);
+        store.create_source(source.clone(), app, vec![ep.clone()]).await.unwrap();
+        let msg = conformance::post(&store, &ep.app_id, &[&ep], t).await;
+        EndpointWithWork { db, store, t, source, ep, msg }
+    }
+
+    async fn assert_deleted(&self) {
+        assert_eq!(self.store.get_endpoint(&self.ep.app_id, &self.ep.id).await.unwrap(), None);
+        let left = self.store.message_deliveries(&self.ep.app_id, &self.msg.id).await.unwrap();
+        assert!(left.is_empty(), "its delivery is gone");
+        assert_eq!(self.store.next_due_at(&[]).await.unwrap(), None);
+    }
+}
+
+/// Deleting an endpoint while an attempt of it is being recorded, which holds the attempt's
+/// delivery (its update) and then updates the endpoint (its failure streak): the delete takes
+/// the endpoint's deliveries before its row, as the recorder does, so the recorder is not held
+/// up by it. (Taking the row first, the delete waited for the recorder's delivery while the
+/// recorder waited for the row: a deadlock, which PostgreSQL may end by failing the delete.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_endpoint_takes_its_deliveries_before_its_row() {
+    let w = EndpointWithWork::new().await;
+    let mut raw = sql(&w.db).await;
+    let recorder = raw.transaction().await.unwrap();
+    recorder
+        .execute(
+            "UPDATE deliveries SET attempts = attempts + 1 WHERE msg_id = $1 AND endpoint_id = $2",
+            &[&w.msg.id, &w.ep.id],
+        )
+        .await
+        .unwrap();
+    let deleting = {
+        let (store, app_id, ep_id) = (w.store.clone(), w.ep.app_id.clone(), w.ep.id.clone());
+        tokio::spawn(async move { store.delete_endpoint(&app_id, &ep_id).await })
+    };
+    until_a_store_statement_waits(&w.db).await;
+    // Short of the deadlock check's second: a wait here is the delete's lock, not the deadlock.
+    recorder.batch_execute("SET LOCAL lock_timeout = '500ms'").await.unwrap();
+    let streak = recorder
+        .execute("UPDATE endpoints SET failing_since = $2 WHERE id = $1", &[&w.ep.id, &w.t.timestamp_millis()])
+        .await;
+    assert!(streak.is_ok(), "the recorder's update of the endpoint waited for the delete: {streak:?}");
+    recorder.commit().await.unwrap();
+    let deleted = tokio::time::timeout(Duration::from_secs(20), deleting).await.expect("answered").unwrap();
+    assert!(deleted.is_ok(), "{deleted:?}");
+    w.assert_deleted().await;
+}
+
+/// `op` deletes the endpoint of `w` while a writer that takes an endpoint's row before its
+/// deliveries (a change of its ordering, a FIFO lane's claim) holds the row, then wants the
+/// delivery the delete took: a deadlock, which PostgreSQL ends here by failing the delete,
+/// the first to wait. The delete runs again once the writer is through, and succeeds.
+async fn a_delete_survives_a_deadlock<F>(w: &EndpointWithWork, op: F)
+where
+    F: std::future::Future<Output = hooklane_store::StoreResult<()>> + Send + 'static,
+{
+    let mut raw = sql(&w.db).await;
+    let writer = raw.transaction().await.unwrap();
+    writer.execute("SELECT 1 FROM endpoints WHERE id = $1 FOR UPDATE", &[&w.ep.id]).await.unwrap();
+    let deleting = tokio::spawn(op);
+    // The delete took the delivery and waits for the row. Each waiter looks for a deadlock
+    // `deadlock_timeout` (1 s) after it began to wait, and the first to find one fails: the
+    // delete, by this margin, on a busy machine too.
+    until_a_store_statement_waits(&w.db).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let taken = writer.execute("UPDATE deliveries SET attempts = attempts WHERE endpoint_id = $1", &[&w.ep.id]).await;
+    assert!(taken.is_ok(), "the delete, which waited first, is the deadlock's victim: {taken:?}");
+    writer.commit().await.unwrap();
+    let deleted = tokio::time::timeout(Duration::from_secs(20), deleting).await.expect("answered").unwrap();
+    assert!(deleted.is_ok(), "a deadlock failed the delete: {deleted:?}");
+    w.assert_deleted().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_endpoint_survives_a_deadlock() {
+    let w = EndpointWithWork::new().await;
+    let (store, app_id, ep_id) = (w.store.clone(), w.ep.app_id.clone(), w.ep.id.clone());
+    a_delete_survives_a_deadlock(&w, async move { store.delete_endpoint(&app_id, &ep_id).await }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_update_deleting_a_destination_survives_a_deadlock() {
+    let w = EndpointWithWork::new().await;
+    let (store, mut source) = (w.store.clone(), w.source.clone());
+    source.name = "renamed".into();
+    let changes = hooklane_store::DestinationChanges { deleted: vec![w.ep.id.clone()], ..Default::default() };
+    let renamed = source.clone();
+    a_delete_survives_a_deadlock(&w, async move { store.update_source(source, changes).await }).await;
+    assert_eq!(w.store.get_source(&renamed.id).await.unwrap(), Some(renamed));
+}

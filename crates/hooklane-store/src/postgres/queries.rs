@@ -405,14 +405,26 @@ pub async fn app_endpoints<C: GenericClient>(c: &C, app_id: &str) -> StoreResult
     query(c, &SQL, &[&app_id]).await?.iter().map(|r| rows::endpoint(r, 0)).collect()
 }
 
-/// Deletes the endpoint with its deliveries and attempts; to run inside a transaction.
-/// (The endpoint row first, as a change of its ordering locks it: recording attempts takes
-/// the other order, deliveries first, and retries the deadlock it may meet.)
+/// Deletes the endpoint with its deliveries and attempts; to run inside a transaction, which
+/// the caller retries whole on a deadlock ([`super::is_transient`]).
+///
+/// Its deliveries first, then its attempts, then its row: the order of recording attempts
+/// (a delivery's update, then the endpoint's failure streak), by far the likeliest writer of
+/// the endpoint at the same moment, which then finishes before the delete instead of meeting
+/// it in a deadlock that PostgreSQL may end by failing either (the delete taking the endpoint
+/// row first waited for the recorder's delivery while the recorder waited for the row). The
+/// attempts after the deliveries: a recorder the delete waited for has committed its
+/// attempts by then, and they go too. Writers of the other order (a change of the ordering:
+/// the endpoint row, then its deliveries) can still deadlock with it, hence the retry.
 pub async fn delete_endpoint<C: GenericClient>(c: &C, app_id: &str, endpoint_id: &str) -> StoreResult<()> {
+    for sql in [
+        "DELETE FROM deliveries WHERE app_id = $1 AND endpoint_id = $2",
+        "DELETE FROM attempts WHERE app_id = $1 AND endpoint_id = $2",
+    ] {
+        execute(c, sql, &[&app_id, &endpoint_id]).await?;
+    }
     one_row(execute(c, "DELETE FROM endpoints WHERE app_id = $1 AND id = $2", &[&app_id, &endpoint_id]).await?)?;
     for sql in [
-        "DELETE FROM attempts WHERE app_id = $1 AND endpoint_id = $2",
-        "DELETE FROM deliveries WHERE app_id = $1 AND endpoint_id = $2",
         // The positions of a polling endpoint's consumers: events subscriptions named
         // `{endpoint_id}/{consumer_id}` (a name no other subscription can have).
         "DELETE FROM events_subscriptions WHERE app_id = $1 AND starts_with(id, $2::text || '/')",
