@@ -78,7 +78,8 @@ pub async fn claim(
     // outside one (`strays`): written for it while a change to FIFO was committing, by an
     // ingest or a resend whose snapshot still read it as concurrent. Its first try may have
     // gone beside the lane; its retries wait their turn. (The rows taken in read as they
-    // were in this statement's snapshot, hence the union.)
+    // were in this statement's snapshot, hence the union.) Not a scheduled message's
+    // delivery (`not_before`): it joins no lane, and goes beside them (`queries::claim_due`).
     // (Subqueries rather than a join with `messages`: PostgreSQL then settles on one plan for
     // the prepared statement instead of planning it again at every claim.)
     static KEYS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -86,6 +87,7 @@ pub async fn claim(
             "WITH strays AS ( \
                  UPDATE deliveries d SET lane_seq = (SELECT seq FROM messages WHERE id = d.msg_id), lane_key = {} \
                  WHERE d.endpoint_id = $1 AND d.status = 1 AND d.lane_seq IS NULL AND d.due_at <= $2 \
+                   AND d.not_before IS NULL \
                  RETURNING d.lane_key \
              ) SELECT lane_key FROM strays UNION \
              (SELECT DISTINCT lane_key FROM deliveries WHERE endpoint_id = $1 AND status = 1 AND lane_seq IS NOT NULL \

@@ -329,6 +329,50 @@ pub async fn scheduled_message_joins_no_lane(store: &DynStore) {
     assert_eq!(job_keys(&claim(store, at).await), set([pair(&msg, &fifo)]), "at its time");
 }
 
+/// A scheduled message's delivery to a FIFO endpoint, once due, is sent beside the lane:
+/// not held behind the lane's head in flight (nor taken into the lane to wait its turn), and
+/// its retries neither; the lane goes on as if it were not there.
+pub async fn fifo_scheduled_delivery_goes_beside_a_lane_head_in_flight(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let fifo = setup_fifo_endpoint(store, &app.id).await;
+    let head = post(store, &app.id, &[&fifo], t).await;
+    let at = t + secs(10);
+    let scheduled = new_message(&app.id, "user.created", t + millis(1));
+    store.schedule_message(scheduled.clone(), vec![fifo.id.clone()], at).await.unwrap();
+    let behind = post(store, &app.id, &[&fifo], t + millis(2)).await;
+    assert_eq!(job_keys(&claim(store, t + secs(1)).await), set([pair(&head, &fifo)]), "the lane's head only");
+    // The head is still on the wire (leased until t + 61 s) when the scheduled one falls due.
+    assert_eq!(
+        job_keys(&claim(store, at).await),
+        set([pair(&scheduled, &fifo)]),
+        "the scheduled delivery goes beside the head in flight"
+    );
+    let retry = at + secs(5);
+    record(store, &scheduled, &fifo, at, NextStep::RetryAt(retry)).await;
+    assert!(claim(store, at).await.is_empty(), "the row behind the head waits for it");
+    assert_eq!(
+        job_keys(&claim(store, retry).await),
+        set([pair(&scheduled, &fifo)]),
+        "its retry goes beside the head too"
+    );
+    record(store, &scheduled, &fifo, retry, NextStep::Succeeded).await;
+    record(store, &head, &fifo, retry, NextStep::Succeeded).await;
+    assert_eq!(job_keys(&claim(store, retry).await), set([pair(&behind, &fifo)]), "the lane goes on");
+    record(store, &behind, &fifo, retry, NextStep::Succeeded).await;
+    assert!(claim(store, retry + hours(1)).await.is_empty(), "each was sent once");
+
+    // At most what the claim may take of the endpoint, lane heads and rows beside them together.
+    let later = retry + hours(2);
+    let head = post(store, &app.id, &[&fifo], later - secs(2)).await;
+    let scheduled = new_message(&app.id, "user.created", later - secs(2));
+    store.schedule_message(scheduled.clone(), vec![fifo.id.clone()], later - secs(1)).await.unwrap();
+    let one = ClaimRoom { skip: Vec::new(), most: [(fifo.id.clone(), 1)].into_iter().collect() };
+    let jobs = store.claim_due(later, 10, LEASE, &one).await.expect("claim_due");
+    assert_eq!(job_keys(&jobs), set([pair(&head, &fifo)]), "the lane's head, and room for nothing beside it");
+    assert_eq!(job_keys(&claim(store, later).await), set([pair(&scheduled, &fifo)]));
+}
+
 /// A scheduled message (Svix's `deliverAt`) replayed to endpoints that missed it, or
 /// recovered, before its time waits for it: due then, not hastened before it, and in no
 /// lane of a FIFO endpoint (which it would hold up, or which would send it at its turn).
