@@ -80,6 +80,9 @@ pub async fn claim(
     // gone beside the lane; its retries wait their turn. (The rows taken in read as they
     // were in this statement's snapshot, hence the union.) Not a scheduled message's
     // delivery (`not_before`): it joins no lane, and goes beside them (`queries::claim_due`).
+    // The lanes come longest due first, so that a claim with room for fewer than there are
+    // takes those that waited longest, not those first by key, whose later lanes a busy
+    // endpoint would starve.
     // (Subqueries rather than a join with `messages`: PostgreSQL then settles on one plan for
     // the prepared statement instead of planning it again at every claim.)
     static KEYS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -88,10 +91,13 @@ pub async fn claim(
                  UPDATE deliveries d SET lane_seq = (SELECT seq FROM messages WHERE id = d.msg_id), lane_key = {} \
                  WHERE d.endpoint_id = $1 AND d.status = 1 AND d.lane_seq IS NULL AND d.due_at <= $2 \
                    AND d.not_before IS NULL \
-                 RETURNING d.lane_key \
-             ) SELECT lane_key FROM strays UNION \
-             (SELECT DISTINCT lane_key FROM deliveries WHERE endpoint_id = $1 AND status = 1 AND lane_seq IS NOT NULL \
-              AND due_at IS NOT NULL AND due_at <= $2 LIMIT $3)",
+                 RETURNING d.lane_key, d.due_at \
+             ), awake AS ( \
+                 SELECT lane_key, due_at FROM strays \
+                 UNION ALL \
+                 SELECT lane_key, due_at FROM deliveries WHERE endpoint_id = $1 AND status = 1 \
+                   AND lane_seq IS NOT NULL AND due_at IS NOT NULL AND due_at <= $2 \
+             ) SELECT lane_key FROM awake GROUP BY lane_key ORDER BY min(due_at), lane_key LIMIT $3",
             lane_key_sql("d.msg_id")
         )
     });
