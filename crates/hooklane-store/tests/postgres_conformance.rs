@@ -905,6 +905,144 @@ async fn until_a_store_statement_waits(db: &TestDatabase) {
     panic!("no statement of the store came to wait on a lock");
 }
 
+/// A FIFO endpoint with `n` messages posted to it, one millisecond apart from `t`, on a store
+/// of its own (also as a `PgStore`, for `testing::claim_fifo_lanes`).
+struct FifoBacklog {
+    db: TestDatabase,
+    pg: Arc<PgStore>,
+    store: DynStore,
+    t: hooklane_core::DateTime<hooklane_core::Utc>,
+    app: hooklane_core::model::Application,
+    ep: hooklane_core::model::Endpoint,
+    msgs: Vec<Message>,
+}
+
+impl FifoBacklog {
+    async fn new(n: i64) -> Self {
+        let db = TestDatabase::create().await;
+        let pg = Arc::new(PgStore::open(db.url()).await.expect("open"));
+        let store: DynStore = pg.clone();
+        let t = conformance::now_ms();
+        let app = conformance::setup_app(&store, "A").await;
+        let mut ep = conformance::new_endpoint(&app.id, None);
+        ep.order = hooklane_core::model::DeliveryOrder::Fifo;
+        store.create_endpoint(ep.clone()).await.unwrap();
+        let mut msgs = Vec::new();
+        for i in 0..n {
+            msgs.push(conformance::post(&store, &app.id, &[&ep], t + conformance::millis(i)).await);
+        }
+        FifoBacklog { db, pg, store, t, app, ep, msgs }
+    }
+
+    async fn make_concurrent(&self, at: hooklane_core::DateTime<hooklane_core::Utc>) {
+        let mut changed = conformance::endpoint_now(&self.store, &self.ep).await;
+        changed.order = hooklane_core::model::DeliveryOrder::Concurrent;
+        changed.updated_at = at;
+        self.store.update_endpoint(changed, None).await.unwrap();
+    }
+
+    /// How many of the endpoint's pending rows stand as `condition` says.
+    async fn count(&self, condition: &str) -> i64 {
+        let sql_text = format!("SELECT count(*) FROM deliveries WHERE endpoint_id = $1 AND status = 1 AND {condition}");
+        sql(&self.db).await.query_one(&sql_text, &[&self.ep.id]).await.unwrap().get(0)
+    }
+
+    fn pairs(&self, msgs: &[&Message]) -> BTreeSet<(String, String)> {
+        msgs.iter().map(|m| conformance::pair(m, &self.ep)).collect()
+    }
+}
+
+/// A claim that read an endpoint as FIFO walks its lanes once a change to concurrent has
+/// committed (the change took every pending row out of its lane, the backlog due): the walk
+/// puts none back into a lane (where it would be parked, and nothing wakes parked rows of a
+/// concurrent endpoint) and leases none; the backlog is the concurrent claim's, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_claim_after_a_change_to_concurrent_puts_no_row_back_in_a_lane() {
+    let b = FifoBacklog::new(4).await;
+    let now = b.t + conformance::secs(1);
+    assert_eq!(conformance::job_keys(&conformance::claim(&b.store, now).await), b.pairs(&[&b.msgs[0]]));
+    b.make_concurrent(now).await;
+    let end = now + conformance::mins(1);
+    let heads = hooklane_store::postgres::testing::claim_fifo_lanes(&b.pg, &b.ep.id, now, end, 100).await.unwrap();
+    assert!(heads.is_empty(), "a lane of a concurrent endpoint was claimed: {heads:?}");
+    assert_eq!(b.count("lane_seq IS NOT NULL").await, 0, "rows were put back in a lane");
+    assert_eq!(
+        conformance::job_keys(&conformance::claim(&b.store, now).await),
+        b.pairs(&[&b.msgs[1], &b.msgs[2], &b.msgs[3]]),
+        "the backlog goes beside the one in flight"
+    );
+}
+
+/// Rows in a lane of an endpoint that is concurrent now (given it by a write that raced the
+/// change, as `ingest_racing_fifo_off_strands_no_delivery` makes one), walked by a claim that
+/// read the endpoint as FIFO: the lane's claim leases none and parks none; the concurrent
+/// claim takes them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_claim_leaves_the_lanes_of_an_endpoint_no_longer_fifo() {
+    let b = FifoBacklog::new(3).await;
+    let now = b.t + conformance::secs(1);
+    b.make_concurrent(now).await;
+    let in_lane =
+        "UPDATE deliveries SET lane_seq = (SELECT seq FROM messages m WHERE m.id = msg_id) WHERE endpoint_id = $1";
+    assert_eq!(sql(&b.db).await.execute(in_lane, &[&b.ep.id]).await.unwrap(), 3);
+    let end = now + conformance::mins(1);
+    let heads = hooklane_store::postgres::testing::claim_fifo_lanes(&b.pg, &b.ep.id, now, end, 100).await.unwrap();
+    assert!(heads.is_empty(), "a lane of a concurrent endpoint was claimed: {heads:?}");
+    assert_eq!(b.count("due_at IS NULL").await, 0, "rows were parked");
+    let all: Vec<&Message> = b.msgs.iter().collect();
+    assert_eq!(conformance::job_keys(&conformance::claim(&b.store, now).await), b.pairs(&all));
+}
+
+/// A change of an endpoint to concurrent being committed (its transaction has taken the rows
+/// out of their lane) while a claim that read the endpoint as FIFO walks its lanes, and a
+/// message ingested meanwhile that read it as FIFO still, and joined the lane: the lane's
+/// claim waits for the change, then leaves the lane alone. Had it parked the new row behind
+/// the lane's head, that row would wait for good; had it held the head back, the head would
+/// wait for the row in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_claim_waits_for_a_change_to_concurrent_being_committed() {
+    let b = FifoBacklog::new(2).await;
+    let now = b.t + conformance::secs(1);
+    assert_eq!(conformance::job_keys(&conformance::claim(&b.store, now).await), b.pairs(&[&b.msgs[0]]));
+    // The change, as `update_endpoint` makes it, not committed yet.
+    let mut raw = sql(&b.db).await;
+    let change = raw.transaction().await.unwrap();
+    let at = now.timestamp_millis();
+    change.execute("UPDATE endpoints SET fifo = false, updated_at = $2 WHERE id = $1", &[&b.ep.id, &at]).await.unwrap();
+    change
+        .execute(
+            "UPDATE deliveries SET lane_seq = NULL, due_at = COALESCE(due_at, $2) \
+             WHERE endpoint_id = $1 AND status = 1 AND lane_seq IS NOT NULL",
+            &[&b.ep.id, &at],
+        )
+        .await
+        .unwrap();
+    let late = conformance::post(&b.store, &b.app.id, &[&b.ep], b.t + conformance::millis(10)).await;
+    let joined: bool = sql(&b.db)
+        .await
+        .query_one("SELECT lane_seq IS NOT NULL FROM deliveries WHERE msg_id = $1", &[&late.id])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(joined, "the ingest read the endpoint as FIFO");
+    let walk = {
+        let (pg, ep_id) = (b.pg.clone(), b.ep.id.clone());
+        let end = now + conformance::mins(1);
+        tokio::spawn(
+            async move { hooklane_store::postgres::testing::claim_fifo_lanes(&pg, &ep_id, now, end, 100).await },
+        )
+    };
+    until_a_store_statement_waits(&b.db).await;
+    change.commit().await.unwrap();
+    let heads = tokio::time::timeout(Duration::from_secs(20), walk).await.expect("walked").unwrap().unwrap();
+    assert!(heads.is_empty(), "a lane of a concurrent endpoint was claimed: {heads:?}");
+    assert_eq!(
+        conformance::job_keys(&conformance::claim(&b.store, now).await),
+        b.pairs(&[&b.msgs[1], &late]),
+        "both waiting go beside the one in flight"
+    );
+}
+
 /// An endpoint with one message pending to it, on a store of its own; the endpoint is a
 /// destination of an inbound source (whose update may delete it).
 struct EndpointWithWork {

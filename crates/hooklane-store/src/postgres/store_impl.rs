@@ -24,11 +24,12 @@ const TRANSIENT_RETRIES: usize = 5;
 ///
 /// For the writes that lock an endpoint's row and its deliveries (changing, deleting it, or
 /// its application): other writers take those locks in the other order (recording attempts:
-/// a delivery, then its endpoint's failure streak; a change of the ordering: the endpoint,
-/// then its deliveries, where a delete takes the deliveries first), and PostgreSQL ends the
-/// deadlock by failing whichever waiter's check runs first, this one as likely as the other.
-/// Nothing was written then, and running it again once the other committed succeeds;
-/// failing instead would answer a plain API call with a server error.
+/// a delivery, then its endpoint's failure streak; a change of the ordering and a FIFO
+/// lane's claim: the endpoint, then its deliveries, where a delete takes the deliveries
+/// first), and PostgreSQL ends the deadlock by failing whichever waiter's check runs first,
+/// this one as likely as the other. Nothing was written then, and running it again once the
+/// other committed succeeds; failing instead would answer a plain API call with a server
+/// error.
 macro_rules! in_retried_transaction {
     ($store:expr, |$tx:ident| $body:expr) => {{
         let mut c = $store.client().await?;
