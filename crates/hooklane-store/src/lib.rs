@@ -172,6 +172,8 @@ pub trait Store: Send + Sync + 'static {
     /// The limit is shared between endpoints with deliveries due (the oldest due of each
     /// first), so one endpoint's backlog cannot fill every claim. A skipped endpoint costs
     /// the same whatever its backlog: claims walk endpoints, not the due rows of all of them.
+    /// A FIFO endpoint's lanes go first, the lanes due longest first (whatever their keys),
+    /// and its deliveries in no lane (a scheduled message's) go beside them.
     async fn claim_due(
         &self,
         now: DateTime<Utc>,

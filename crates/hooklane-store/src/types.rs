@@ -697,4 +697,19 @@ impl ClaimRoom {
     pub fn most_of(&self, endpoint_id: &str) -> usize {
         self.most.get(endpoint_id).copied().unwrap_or(usize::MAX)
     }
+
+    /// The room left once `taken` (endpoint, how many) were claimed: a claim takes the heads
+    /// of an endpoint's FIFO lanes, then its rows in no lane beside them, within one `most`.
+    pub(crate) fn less(&self, taken: &std::collections::HashMap<&str, usize>) -> std::borrow::Cow<'_, Self> {
+        if !taken.iter().any(|(id, n)| *n > 0 && self.most.contains_key(*id)) {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut left = self.clone();
+        for (id, n) in taken {
+            if let Some(most) = left.most.get_mut(*id) {
+                *most = most.saturating_sub(*n);
+            }
+        }
+        std::borrow::Cow::Owned(left)
+    }
 }

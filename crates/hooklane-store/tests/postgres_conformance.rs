@@ -882,3 +882,270 @@ async fn a_restore_with_positions_ahead_and_no_message_is_renumbered() {
     let later = conformance::post(&store, &app.id, &[], t).await.id;
     assert_eq!(ids_of(&read_n(&store, &app.id, kept, 1).await), [later], "read on from it");
 }
+
+/// Waits until a statement of a store under test (`application_name` hooklane; the raw
+/// connections of these tests have none) waits on a lock of the test database.
+async fn until_a_store_statement_waits(db: &TestDatabase) {
+    let watcher = sql(db).await;
+    for _ in 0..1000 {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND application_name = 'hooklane' AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no statement of the store came to wait on a lock");
+}
+
+/// A FIFO endpoint with `n` messages posted to it, one millisecond apart from `t`, on a store
+/// of its own (also as a `PgStore`, for `testing::claim_fifo_lanes`).
+struct FifoBacklog {
+    db: TestDatabase,
+    pg: Arc<PgStore>,
+    store: DynStore,
+    t: hooklane_core::DateTime<hooklane_core::Utc>,
+    app: hooklane_core::model::Application,
+    ep: hooklane_core::model::Endpoint,
+    msgs: Vec<Message>,
+}
+
+impl FifoBacklog {
+    async fn new(n: i64) -> Self {
+        let db = TestDatabase::create().await;
+        let pg = Arc::new(PgStore::open(db.url()).await.expect("open"));
+        let store: DynStore = pg.clone();
+        let t = conformance::now_ms();
+        let app = conformance::setup_app(&store, "A").await;
+        let mut ep = conformance::new_endpoint(&app.id, None);
+        ep.order = hooklane_core::model::DeliveryOrder::Fifo;
+        store.create_endpoint(ep.clone()).await.unwrap();
+        let mut msgs = Vec::new();
+        for i in 0..n {
+            msgs.push(conformance::post(&store, &app.id, &[&ep], t + conformance::millis(i)).await);
+        }
+        FifoBacklog { db, pg, store, t, app, ep, msgs }
+    }
+
+    async fn make_concurrent(&self, at: hooklane_core::DateTime<hooklane_core::Utc>) {
+        let mut changed = conformance::endpoint_now(&self.store, &self.ep).await;
+        changed.order = hooklane_core::model::DeliveryOrder::Concurrent;
+        changed.updated_at = at;
+        self.store.update_endpoint(changed, None).await.unwrap();
+    }
+
+    /// How many of the endpoint's pending rows stand as `condition` says.
+    async fn count(&self, condition: &str) -> i64 {
+        let sql_text = format!("SELECT count(*) FROM deliveries WHERE endpoint_id = $1 AND status = 1 AND {condition}");
+        sql(&self.db).await.query_one(&sql_text, &[&self.ep.id]).await.unwrap().get(0)
+    }
+
+    fn pairs(&self, msgs: &[&Message]) -> BTreeSet<(String, String)> {
+        msgs.iter().map(|m| conformance::pair(m, &self.ep)).collect()
+    }
+}
+
+/// A claim that read an endpoint as FIFO walks its lanes once a change to concurrent has
+/// committed (the change took every pending row out of its lane, the backlog due): the walk
+/// puts none back into a lane (where it would be parked, and nothing wakes parked rows of a
+/// concurrent endpoint) and leases none; the backlog is the concurrent claim's, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_claim_after_a_change_to_concurrent_puts_no_row_back_in_a_lane() {
+    let b = FifoBacklog::new(4).await;
+    let now = b.t + conformance::secs(1);
+    assert_eq!(conformance::job_keys(&conformance::claim(&b.store, now).await), b.pairs(&[&b.msgs[0]]));
+    b.make_concurrent(now).await;
+    let end = now + conformance::mins(1);
+    let heads = hooklane_store::postgres::testing::claim_fifo_lanes(&b.pg, &b.ep.id, now, end, 100).await.unwrap();
+    assert!(heads.is_empty(), "a lane of a concurrent endpoint was claimed: {heads:?}");
+    assert_eq!(b.count("lane_seq IS NOT NULL").await, 0, "rows were put back in a lane");
+    assert_eq!(
+        conformance::job_keys(&conformance::claim(&b.store, now).await),
+        b.pairs(&[&b.msgs[1], &b.msgs[2], &b.msgs[3]]),
+        "the backlog goes beside the one in flight"
+    );
+}
+
+/// Rows in a lane of an endpoint that is concurrent now (given it by a write that raced the
+/// change, as `ingest_racing_fifo_off_strands_no_delivery` makes one), walked by a claim that
+/// read the endpoint as FIFO: the lane's claim leases none and parks none; the concurrent
+/// claim takes them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_claim_leaves_the_lanes_of_an_endpoint_no_longer_fifo() {
+    let b = FifoBacklog::new(3).await;
+    let now = b.t + conformance::secs(1);
+    b.make_concurrent(now).await;
+    let in_lane =
+        "UPDATE deliveries SET lane_seq = (SELECT seq FROM messages m WHERE m.id = msg_id) WHERE endpoint_id = $1";
+    assert_eq!(sql(&b.db).await.execute(in_lane, &[&b.ep.id]).await.unwrap(), 3);
+    let end = now + conformance::mins(1);
+    let heads = hooklane_store::postgres::testing::claim_fifo_lanes(&b.pg, &b.ep.id, now, end, 100).await.unwrap();
+    assert!(heads.is_empty(), "a lane of a concurrent endpoint was claimed: {heads:?}");
+    assert_eq!(b.count("due_at IS NULL").await, 0, "rows were parked");
+    let all: Vec<&Message> = b.msgs.iter().collect();
+    assert_eq!(conformance::job_keys(&conformance::claim(&b.store, now).await), b.pairs(&all));
+}
+
+/// A change of an endpoint to concurrent being committed (its transaction has taken the rows
+/// out of their lane) while a claim that read the endpoint as FIFO walks its lanes, and a
+/// message ingested meanwhile that read it as FIFO still, and joined the lane: the lane's
+/// claim waits for the change, then leaves the lane alone. Had it parked the new row behind
+/// the lane's head, that row would wait for good; had it held the head back, the head would
+/// wait for the row in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_claim_waits_for_a_change_to_concurrent_being_committed() {
+    let b = FifoBacklog::new(2).await;
+    let now = b.t + conformance::secs(1);
+    assert_eq!(conformance::job_keys(&conformance::claim(&b.store, now).await), b.pairs(&[&b.msgs[0]]));
+    // The change, as `update_endpoint` makes it, not committed yet.
+    let mut raw = sql(&b.db).await;
+    let change = raw.transaction().await.unwrap();
+    let at = now.timestamp_millis();
+    change.execute("UPDATE endpoints SET fifo = false, updated_at = $2 WHERE id = $1", &[&b.ep.id, &at]).await.unwrap();
+    change
+        .execute(
+            "UPDATE deliveries SET lane_seq = NULL, due_at = COALESCE(due_at, $2) \
+             WHERE endpoint_id = $1 AND status = 1 AND lane_seq IS NOT NULL",
+            &[&b.ep.id, &at],
+        )
+        .await
+        .unwrap();
+    let late = conformance::post(&b.store, &b.app.id, &[&b.ep], b.t + conformance::millis(10)).await;
+    let joined: bool = sql(&b.db)
+        .await
+        .query_one("SELECT lane_seq IS NOT NULL FROM deliveries WHERE msg_id = $1", &[&late.id])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(joined, "the ingest read the endpoint as FIFO");
+    let walk = {
+        let (pg, ep_id) = (b.pg.clone(), b.ep.id.clone());
+        let end = now + conformance::mins(1);
+        tokio::spawn(
+            async move { hooklane_store::postgres::testing::claim_fifo_lanes(&pg, &ep_id, now, end, 100).await },
+        )
+    };
+    until_a_store_statement_waits(&b.db).await;
+    change.commit().await.unwrap();
+    let heads = tokio::time::timeout(Duration::from_secs(20), walk).await.expect("walked").unwrap().unwrap();
+    assert!(heads.is_empty(), "a lane of a concurrent endpoint was claimed: {heads:?}");
+    assert_eq!(
+        conformance::job_keys(&conformance::claim(&b.store, now).await),
+        b.pairs(&[&b.msgs[1], &late]),
+        "both waiting go beside the one in flight"
+    );
+}
+
+/// An endpoint with one message pending to it, on a store of its own; the endpoint is a
+/// destination of an inbound source (whose update may delete it).
+struct EndpointWithWork {
+    db: TestDatabase,
+    store: DynStore,
+    t: hooklane_core::DateTime<hooklane_core::Utc>,
+    source: hooklane_core::model::Source,
+    ep: hooklane_core::model::Endpoint,
+    msg: Message,
+}
+
+impl EndpointWithWork {
+    async fn new() -> Self {
+        let (store, db) = fresh_store().await;
+        let t = conformance::now_ms();
+        let (source, app) = conformance::new_source("github");
+        let ep = conformance::new_endpoint(&app.id, None);
+        store.create_source(source.clone(), app, vec![ep.clone()]).await.unwrap();
+        let msg = conformance::post(&store, &ep.app_id, &[&ep], t).await;
+        EndpointWithWork { db, store, t, source, ep, msg }
+    }
+
+    async fn assert_deleted(&self) {
+        assert_eq!(self.store.get_endpoint(&self.ep.app_id, &self.ep.id).await.unwrap(), None);
+        let left = self.store.message_deliveries(&self.ep.app_id, &self.msg.id).await.unwrap();
+        assert!(left.is_empty(), "its delivery is gone");
+        assert_eq!(self.store.next_due_at(&[]).await.unwrap(), None);
+    }
+}
+
+/// Deleting an endpoint while an attempt of it is being recorded, which holds the attempt's
+/// delivery (its update) and then updates the endpoint (its failure streak): the delete takes
+/// the endpoint's deliveries before its row, as the recorder does, so the recorder is not held
+/// up by it. (Taking the row first, the delete waited for the recorder's delivery while the
+/// recorder waited for the row: a deadlock, which PostgreSQL may end by failing the delete.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_endpoint_takes_its_deliveries_before_its_row() {
+    let w = EndpointWithWork::new().await;
+    let mut raw = sql(&w.db).await;
+    let recorder = raw.transaction().await.unwrap();
+    recorder
+        .execute(
+            "UPDATE deliveries SET attempts = attempts + 1 WHERE msg_id = $1 AND endpoint_id = $2",
+            &[&w.msg.id, &w.ep.id],
+        )
+        .await
+        .unwrap();
+    let deleting = {
+        let (store, app_id, ep_id) = (w.store.clone(), w.ep.app_id.clone(), w.ep.id.clone());
+        tokio::spawn(async move { store.delete_endpoint(&app_id, &ep_id).await })
+    };
+    until_a_store_statement_waits(&w.db).await;
+    // Short of the deadlock check's second: a wait here is the delete's lock, not the deadlock.
+    recorder.batch_execute("SET LOCAL lock_timeout = '500ms'").await.unwrap();
+    let streak = recorder
+        .execute("UPDATE endpoints SET failing_since = $2 WHERE id = $1", &[&w.ep.id, &w.t.timestamp_millis()])
+        .await;
+    assert!(streak.is_ok(), "the recorder's update of the endpoint waited for the delete: {streak:?}");
+    recorder.commit().await.unwrap();
+    let deleted = tokio::time::timeout(Duration::from_secs(20), deleting).await.expect("answered").unwrap();
+    assert!(deleted.is_ok(), "{deleted:?}");
+    w.assert_deleted().await;
+}
+
+/// `op` deletes the endpoint of `w` while a writer that takes an endpoint's row before its
+/// deliveries (a change of its ordering, a FIFO lane's claim) holds the row, then wants the
+/// delivery the delete took: a deadlock, which PostgreSQL ends here by failing the delete,
+/// the first to wait. The delete runs again once the writer is through, and succeeds.
+async fn a_delete_survives_a_deadlock<F>(w: &EndpointWithWork, op: F)
+where
+    F: std::future::Future<Output = hooklane_store::StoreResult<()>> + Send + 'static,
+{
+    let mut raw = sql(&w.db).await;
+    let writer = raw.transaction().await.unwrap();
+    writer.execute("SELECT 1 FROM endpoints WHERE id = $1 FOR UPDATE", &[&w.ep.id]).await.unwrap();
+    let deleting = tokio::spawn(op);
+    // The delete took the delivery and waits for the row. Each waiter looks for a deadlock
+    // `deadlock_timeout` (1 s) after it began to wait, and the first to find one fails: the
+    // delete, by this margin, on a busy machine too.
+    until_a_store_statement_waits(&w.db).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let taken = writer.execute("UPDATE deliveries SET attempts = attempts WHERE endpoint_id = $1", &[&w.ep.id]).await;
+    assert!(taken.is_ok(), "the delete, which waited first, is the deadlock's victim: {taken:?}");
+    writer.commit().await.unwrap();
+    let deleted = tokio::time::timeout(Duration::from_secs(20), deleting).await.expect("answered").unwrap();
+    assert!(deleted.is_ok(), "a deadlock failed the delete: {deleted:?}");
+    w.assert_deleted().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_endpoint_survives_a_deadlock() {
+    let w = EndpointWithWork::new().await;
+    let (store, app_id, ep_id) = (w.store.clone(), w.ep.app_id.clone(), w.ep.id.clone());
+    a_delete_survives_a_deadlock(&w, async move { store.delete_endpoint(&app_id, &ep_id).await }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_update_deleting_a_destination_survives_a_deadlock() {
+    let w = EndpointWithWork::new().await;
+    let (store, mut source) = (w.store.clone(), w.source.clone());
+    source.name = "renamed".into();
+    let changes = hooklane_store::DestinationChanges { deleted: vec![w.ep.id.clone()], ..Default::default() };
+    let renamed = source.clone();
+    a_delete_survives_a_deadlock(&w, async move { store.update_source(source, changes).await }).await;
+    assert_eq!(w.store.get_source(&renamed.id).await.unwrap(), Some(renamed));
+}

@@ -34,6 +34,33 @@ async fn reopen_keeps_data() {
     assert_eq!(store.get_app("persist").await.unwrap(), Some(app));
 }
 
+/// Lanes are claimed longest due first whatever plan SQLite picks for finding them. With no
+/// statistics it reads an endpoint's due rows by due time (`deliveries_pending`), which gave
+/// that order by chance; with those of a large backlog (many pending rows, few awake lane
+/// rows: what `ANALYZE` records then, put here by hand) it walks the awake rows by lane key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_lanes_are_claimed_due_longest_first_whatever_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hooklane.db");
+    let (fifo, heads, now) = {
+        let store: DynStore = Arc::new(SqliteStore::open(&path).await.unwrap());
+        conformance::lanes_due_in_reverse_key_order(&store).await
+    };
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "ANALYZE; DELETE FROM sqlite_stat1; \
+             INSERT INTO sqlite_stat1 VALUES ('deliveries', 'deliveries_pending', '1000000 100000 1'), \
+                 ('deliveries', 'deliveries_lane_awake', '50 50 1 1'), \
+                 ('deliveries', 'deliveries_lane', '100000 100000 10 1');",
+        )
+        .unwrap();
+    }
+    // Statistics are read as a connection opens.
+    let store: DynStore = Arc::new(SqliteStore::open(&path).await.unwrap());
+    conformance::assert_lanes_are_claimed_due_longest_first(&store, &fifo, &heads, now).await;
+}
+
 #[tokio::test]
 async fn sqlite_needs_no_recheck_of_event_streams() {
     let (store, _dir) = fresh_store().await;

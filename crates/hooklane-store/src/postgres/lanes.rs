@@ -5,6 +5,10 @@
 //!   lane, taken in a statement of its own so that the claim's snapshot sees everything
 //!   the previous claimer of the lane committed. A node that finds the lock taken leaves the
 //!   lane to the node holding it.
+//! * The claim then reads, under a share lock of the endpoint's row, whether the endpoint
+//!   is FIFO still, and claims nothing when not: its caller read that earlier, and a change
+//!   to concurrent committed since leaves the lanes' rows to the concurrent claim, which
+//!   parking any of them would strand.
 //! * The claim is one statement: which row heads the lane, whether one is in flight, the
 //!   lease and the parking are all read from one snapshot, and a row leased meanwhile by a
 //!   commit the snapshot missed fails the update's re-check instead of being leased twice.
@@ -66,7 +70,8 @@ pub fn advance_cte(finished: &str, now: &str) -> String {
 
 /// Leases the heads of the endpoint's lanes that have something due at `now`, at most
 /// `room`, returning their rows with their message's and endpoint's columns as
-/// `queries::claim_due` reads them (see [`claim_lane`]).
+/// `queries::claim_due` reads them (see [`claim_lane`]). Nothing when the endpoint is no
+/// longer FIFO (its rows are the concurrent claim's, lanes or not).
 pub async fn claim(
     client: &mut deadpool_postgres::Client,
     endpoint_id: &str,
@@ -78,7 +83,15 @@ pub async fn claim(
     // outside one (`strays`): written for it while a change to FIFO was committing, by an
     // ingest or a resend whose snapshot still read it as concurrent. Its first try may have
     // gone beside the lane; its retries wait their turn. (The rows taken in read as they
-    // were in this statement's snapshot, hence the union.)
+    // were in this statement's snapshot, hence the union.) Only while the endpoint is FIFO:
+    // the caller read that before this statement, and a change back to concurrent committed
+    // since has just taken every row out of its lane, which must not be put back (they would
+    // be parked below, and nothing wakes parked rows of a concurrent endpoint). Nor a
+    // scheduled message's delivery (`not_before`): it joins no lane, and goes beside them
+    // (`queries::claim_due`).
+    // The lanes come longest due first, so that a claim with room for fewer than there are
+    // takes those that waited longest, not those first by key, whose later lanes a busy
+    // endpoint would starve.
     // (Subqueries rather than a join with `messages`: PostgreSQL then settles on one plan for
     // the prepared statement instead of planning it again at every claim.)
     static KEYS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -86,10 +99,14 @@ pub async fn claim(
             "WITH strays AS ( \
                  UPDATE deliveries d SET lane_seq = (SELECT seq FROM messages WHERE id = d.msg_id), lane_key = {} \
                  WHERE d.endpoint_id = $1 AND d.status = 1 AND d.lane_seq IS NULL AND d.due_at <= $2 \
-                 RETURNING d.lane_key \
-             ) SELECT lane_key FROM strays UNION \
-             (SELECT DISTINCT lane_key FROM deliveries WHERE endpoint_id = $1 AND status = 1 AND lane_seq IS NOT NULL \
-              AND due_at IS NOT NULL AND due_at <= $2 LIMIT $3)",
+                   AND d.not_before IS NULL AND EXISTS (SELECT 1 FROM endpoints e WHERE e.id = $1 AND e.fifo) \
+                 RETURNING d.lane_key, d.due_at \
+             ), awake AS ( \
+                 SELECT lane_key, due_at FROM strays \
+                 UNION ALL \
+                 SELECT lane_key, due_at FROM deliveries WHERE endpoint_id = $1 AND status = 1 \
+                   AND lane_seq IS NOT NULL AND due_at IS NOT NULL AND due_at <= $2 \
+             ) SELECT lane_key FROM awake GROUP BY lane_key ORDER BY min(due_at), lane_key LIMIT $3",
             lane_key_sql("d.msg_id")
         )
     });
@@ -100,9 +117,29 @@ pub async fn claim(
             break;
         }
         let key: &str = super::rows::get(key, 0)?;
-        heads.extend(claim_lane(client, endpoint_id, key, now, lease_end).await?);
+        match claim_lane(client, endpoint_id, key, now, lease_end).await {
+            Ok(Lane::Claimed(head)) => heads.extend(head),
+            Ok(Lane::NotFifo) => break,
+            // A deadlock with a transaction that took the endpoint's row after its deliveries
+            // (recording an attempt that changed the endpoint's failure streak, deleting the
+            // endpoint) rolled this lane's claim back whole: left to the next claim, as a lane
+            // another node is claiming is.
+            Err(e) if super::is_transient(&e) => {
+                tracing::debug!(error = %e, %endpoint_id, "claiming a FIFO lane met a deadlock; left for the next claim");
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(heads)
+}
+
+/// What [`claim_lane`] found.
+enum Lane {
+    /// The lane's head when leased (nothing when another node is claiming the lane, or the
+    /// lane must wait).
+    Claimed(Vec<Row>),
+    /// The endpoint is FIFO no longer (or is gone): none of its lanes is to be claimed.
+    NotFifo,
 }
 
 /// Leases the head of the lane `(endpoint_id, lane_key)` (see `sqlite::lanes`); nothing
@@ -113,7 +150,7 @@ async fn claim_lane(
     lane_key: &str,
     now: i64,
     lease_end: i64,
-) -> StoreResult<Vec<Row>> {
+) -> StoreResult<Lane> {
     // Three updates of the head, at most one of which matches: lease it (nothing in flight,
     // due), hold it back until the lease in flight ends, or leave it (a scheduled retry).
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -142,20 +179,34 @@ async fn claim_lane(
             )
         )
     });
+    // With the lane's lock, whether the endpoint is FIFO now: the caller read it before, and
+    // a change back to concurrent may have committed since (its rows then left their lanes,
+    // and the claim below would park those put back in one by a write that raced the change,
+    // for good: nothing wakes a concurrent endpoint's parked rows). The share lock waits for
+    // a change being committed right now, and keeps one from committing until this claim
+    // has: the change's move out of the lanes then reads what this claim wrote, parked rows
+    // included. (One statement for both: a round trip less for every head of every lane.)
+    static LOCK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT pg_try_advisory_xact_lock({LANE_KEY}), \
+                 (SELECT fifo FROM endpoints WHERE id = $1 FOR SHARE)"
+        )
+    });
     let tx = client.transaction().await.map_err(db_err)?;
-    let lock = format!("SELECT pg_try_advisory_xact_lock({LANE_KEY})");
-    let locked = query(&tx, &lock, &[&endpoint_id, &lane_key]).await?;
-    let locked: bool = match locked.first() {
-        Some(row) => super::rows::get(row, 0)?,
-        None => false,
+    let (locked, fifo): (bool, Option<bool>) = match query(&tx, &LOCK, &[&endpoint_id, &lane_key]).await?.first() {
+        Some(row) => (super::rows::get(row, 0)?, super::rows::get(row, 1)?),
+        None => (false, None),
     };
     if !locked {
-        return Ok(Vec::new()); // the transaction rolls back on drop
+        return Ok(Lane::Claimed(Vec::new())); // the transaction rolls back on drop
+    }
+    if fifo != Some(true) {
+        return Ok(Lane::NotFifo); // the transaction rolls back on drop
     }
     let params: [&(dyn ToSql + Sync); 4] = [&endpoint_id, &now, &lease_end, &lane_key];
     let found = query(&tx, &SQL, &params).await?;
     tx.commit().await.map_err(db_err)?;
-    Ok(found)
+    Ok(Lane::Claimed(found))
 }
 
 /// Wakes the new head of each of `lanes` (`(endpoint_id, lane_key)`, whose rows were just

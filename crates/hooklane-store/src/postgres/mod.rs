@@ -96,12 +96,24 @@ const PLANNER_SETTINGS: &str = "-c enable_hashjoin=off -c enable_mergejoin=off";
 /// pool hundreds of times a minute; the cost is a round trip and a few plans every so often.
 const REPLAN_EVERY: usize = 256;
 
-/// The connection's `options` with [`PLANNER_SETTINGS`] put first: PostgreSQL applies the
-/// last of a repeated setting, so `options` given in the URL still have the last word.
-fn with_planner_settings(given: Option<&str>) -> String {
+/// The isolation of every transaction hooklane runs, whatever the database's or role's
+/// default (`ALTER DATABASE … SET default_transaction_isolation`, which the connection's
+/// own settings override): READ COMMITTED, which its statements are written for. A FIFO
+/// lane's claim reads, in a statement of its own, what the lane's previous claimer committed
+/// after its own transaction began; an UPDATE meeting a row another transaction changed
+/// meanwhile re-checks the row's new version (`FOR UPDATE SKIP LOCKED`, the lease's and the
+/// lanes' re-checks) instead of failing. Under REPEATABLE READ or SERIALIZABLE a claim racing
+/// another node's failed with `could not serialize access due to concurrent update`.
+/// (The space in the value is escaped: `options` is split at unescaped spaces.)
+const ISOLATION_SETTING: &str = r"-c default_transaction_isolation=read\ committed";
+
+/// The connection's `options`: [`PLANNER_SETTINGS`] first, as PostgreSQL applies the last
+/// of a repeated setting and `options` given in the URL should have the last word on them,
+/// but [`ISOLATION_SETTING`] last, as hooklane is not correct under another isolation.
+fn connection_options(given: Option<&str>) -> String {
     match given.map(str::trim).filter(|o| !o.is_empty()) {
-        Some(given) => format!("{PLANNER_SETTINGS} {given}"),
-        None => PLANNER_SETTINGS.to_string(),
+        Some(given) => format!("{PLANNER_SETTINGS} {given} {ISOLATION_SETTING}"),
+        None => format!("{PLANNER_SETTINGS} {ISOLATION_SETTING}"),
     }
 }
 
@@ -192,8 +204,8 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        let planner = with_planner_settings(config.get_options());
-        config.options(&planner);
+        let startup = connection_options(config.get_options());
+        config.options(&startup);
         // `sslmode` belongs in `options` (see `open_with`); one left in the URL would be
         // overridden here, and TLS must never be switched off silently.
         if config.get_ssl_mode() != tokio_postgres::config::SslMode::Prefer {
@@ -594,12 +606,13 @@ mod planner_tests {
     use super::*;
 
     #[test]
-    fn planner_settings_come_first_so_the_url_has_the_last_word() {
-        assert_eq!(with_planner_settings(None), PLANNER_SETTINGS);
-        assert_eq!(with_planner_settings(Some("  ")), PLANNER_SETTINGS);
+    fn planner_settings_come_first_so_the_url_has_the_last_word_but_on_isolation() {
+        let ours = format!("{PLANNER_SETTINGS} {ISOLATION_SETTING}");
+        assert_eq!(connection_options(None), ours);
+        assert_eq!(connection_options(Some("  ")), ours);
         assert_eq!(
-            with_planner_settings(Some("-c enable_hashjoin=on")),
-            format!("{PLANNER_SETTINGS} -c enable_hashjoin=on")
+            connection_options(Some("-c enable_hashjoin=on")),
+            format!("{PLANNER_SETTINGS} -c enable_hashjoin=on {ISOLATION_SETTING}")
         );
     }
 
@@ -666,6 +679,35 @@ mod planner_tests {
             async move { client.query_one(&format!("SHOW {name}"), &[]).await.expect("show").get::<_, String>(0) }
         };
         assert_eq!((setting("enable_hashjoin").await, setting("enable_mergejoin").await), ("on".into(), "off".into()));
+    }
+
+    /// A database (or role) whose default isolation is SERIALIZABLE: hooklane's connections
+    /// run READ COMMITTED all the same, which its claims are written for (a claim racing
+    /// another node's failed with `could not serialize access due to concurrent update`),
+    /// and `options` in the URL cannot change that.
+    #[tokio::test]
+    async fn transactions_are_read_committed_whatever_the_database_default() {
+        let db = TestDatabase::create().await;
+        let (admin, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        let alter = format!("ALTER DATABASE \"{}\" SET default_transaction_isolation = 'serializable'", db.name());
+        admin.batch_execute(&alter).await.expect("alter database");
+        async fn isolation(client: &mut tokio_postgres::Client) -> (String, String) {
+            let default = client.query_one("SHOW default_transaction_isolation", &[]).await.expect("show");
+            let tx = client.transaction().await.expect("begin");
+            let current = tx.query_one("SHOW transaction_isolation", &[]).await.expect("show");
+            (default.get(0), current.get(0))
+        }
+        let (mut plain, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        let serializable = ("serializable".to_string(), "serializable".to_string());
+        assert_eq!(isolation(&mut plain).await, serializable, "the database's default, for other clients");
+        let read_committed = ("read committed".to_string(), "read committed".to_string());
+        for url in [db.url().to_string(), url_with(&db, "options=-c%20default_transaction_isolation%3Dserializable")] {
+            let store = PgStore::open(&url).await.expect("open");
+            let mut client = store.pool.get().await.expect("connection");
+            assert_eq!(isolation(&mut client).await, read_committed, "{url}");
+        }
     }
 
     /// A plan made while `deliveries` held a few dozen rows reads all of them for every key;

@@ -405,14 +405,27 @@ pub async fn app_endpoints<C: GenericClient>(c: &C, app_id: &str) -> StoreResult
     query(c, &SQL, &[&app_id]).await?.iter().map(|r| rows::endpoint(r, 0)).collect()
 }
 
-/// Deletes the endpoint with its deliveries and attempts; to run inside a transaction.
-/// (The endpoint row first, as a change of its ordering locks it: recording attempts takes
-/// the other order, deliveries first, and retries the deadlock it may meet.)
+/// Deletes the endpoint with its deliveries and attempts; to run inside a transaction, which
+/// the caller retries whole on a deadlock ([`super::is_transient`]).
+///
+/// Its deliveries first, then its attempts, then its row: the order of recording attempts
+/// (a delivery's update, then the endpoint's failure streak), by far the likeliest writer of
+/// the endpoint at the same moment, which then finishes before the delete instead of meeting
+/// it in a deadlock that PostgreSQL may end by failing either (the delete taking the endpoint
+/// row first waited for the recorder's delivery while the recorder waited for the row). The
+/// attempts after the deliveries: a recorder the delete waited for has committed its
+/// attempts by then, and they go too. Writers of the other order (a change of the ordering,
+/// a FIFO lane's claim: the endpoint row, then its deliveries) can still deadlock with it,
+/// hence the retry.
 pub async fn delete_endpoint<C: GenericClient>(c: &C, app_id: &str, endpoint_id: &str) -> StoreResult<()> {
+    for sql in [
+        "DELETE FROM deliveries WHERE app_id = $1 AND endpoint_id = $2",
+        "DELETE FROM attempts WHERE app_id = $1 AND endpoint_id = $2",
+    ] {
+        execute(c, sql, &[&app_id, &endpoint_id]).await?;
+    }
     one_row(execute(c, "DELETE FROM endpoints WHERE app_id = $1 AND id = $2", &[&app_id, &endpoint_id]).await?)?;
     for sql in [
-        "DELETE FROM attempts WHERE app_id = $1 AND endpoint_id = $2",
-        "DELETE FROM deliveries WHERE app_id = $1 AND endpoint_id = $2",
         // The positions of a polling endpoint's consumers: events subscriptions named
         // `{endpoint_id}/{consumer_id}` (a name no other subscription can have).
         "DELETE FROM events_subscriptions WHERE app_id = $1 AND starts_with(id, $2::text || '/')",
@@ -543,11 +556,12 @@ pub async fn claim_due(
 ) -> StoreResult<Vec<Job>> {
     // Each endpoint's share is taken by its own LATERAL subquery on `deliveries_pending`,
     // so one statement claims for every endpoint of a round; SKIP LOCKED leaves rows another
-    // node is claiming at this moment to that node. An endpoint made FIFO since the round's
-    // endpoints were read is passed over (its rows are its lanes' now), in the statement's
-    // own snapshot. Only endpoints that are concurrent now
-    // come here, rows in lanes or not: a row given a lane by a write that raced a change
-    // back to concurrent is taken too. (FIFO endpoints' rows are all their lanes' own.)
+    // node is claiming at this moment to that node. At a FIFO endpoint (as the statement's
+    // own snapshot reads it: one made FIFO since the round's endpoints were read included),
+    // rows in lanes are left to their lanes' claim; its rows in none (a scheduled message's,
+    // which joins none) go beside the lanes, as on SQLite. At a concurrent one every due row
+    // is taken, in a lane or not: a row given a lane by a write that raced a change back to
+    // concurrent too.
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH due AS ( \
@@ -556,7 +570,8 @@ pub async fn claim_due(
                  CROSS JOIN LATERAL ( \
                      SELECT d.msg_id, d.endpoint_id FROM deliveries d \
                      WHERE d.status = 1 AND d.endpoint_id = s.endpoint_id AND d.due_at <= $2 \
-                     AND NOT EXISTS (SELECT 1 FROM endpoints e WHERE e.id = s.endpoint_id AND e.fifo) \
+                     AND (d.lane_seq IS NULL \
+                          OR NOT EXISTS (SELECT 1 FROM endpoints e WHERE e.id = s.endpoint_id AND e.fifo)) \
                      ORDER BY d.due_at LIMIT s.share \
                      FOR UPDATE SKIP LOCKED \
                  ) t \
@@ -573,17 +588,22 @@ pub async fn claim_due(
     let at = ms(now);
     let candidates: Vec<(String, i64, bool)> =
         pending_endpoints(&*c, &room_of.skip).await?.into_iter().filter(|(_, due, _)| *due <= at).collect();
-    // FIFO lanes first (the longest due first), each its head at most.
+    // FIFO lanes first (the longest due first), each its head at most; then every endpoint
+    // shares the rest (at a FIFO one, what is in no lane).
     let mut found = Vec::new();
-    let (mut lanes_first, candidates): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|(_, _, fifo)| *fifo);
+    let mut lanes_first: Vec<&(String, i64, bool)> = candidates.iter().filter(|(_, _, fifo)| *fifo).collect();
     lanes_first.sort_by_key(|(_, due, _)| *due);
-    for (endpoint_id, _, _) in &lanes_first {
+    let mut heads_of: HashMap<&str, usize> = HashMap::new();
+    for (endpoint_id, _, _) in lanes_first {
         if found.len() >= limit {
             break;
         }
         let room = limit - found.len();
         match lanes::claim(c, endpoint_id, at, ms(lease_end), room.min(room_of.most_of(endpoint_id))).await {
-            Ok(heads) => found.extend(heads),
+            Ok(heads) => {
+                heads_of.insert(endpoint_id, heads.len());
+                found.extend(heads);
+            }
             // Heads already claimed stay claimed (their transactions committed): hand them
             // over rather than strand them until their lease ends.
             Err(e) if !found.is_empty() => {
@@ -594,8 +614,9 @@ pub async fn claim_due(
         }
     }
     let c = &*c;
+    let room_left = room_of.less(&heads_of);
     let candidates = candidates.into_iter().map(|(id, due, _)| (id, due)).collect();
-    let mut fair = FairClaim::new(candidates, limit - found.len(), room_of);
+    let mut fair = FairClaim::new(candidates, limit - found.len(), &room_left);
     while let Some(round) = fair.next_round() {
         let ids: Vec<&str> = round.iter().map(|(id, _)| id.as_str()).collect();
         let shares: Vec<i64> = round.iter().map(|(_, n)| limit_param(*n)).collect();

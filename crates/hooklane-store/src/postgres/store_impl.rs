@@ -12,9 +12,41 @@ use super::{db_err, finish, is_transient, queries, PgStore, TENANTS_CHANNEL};
 use crate::queries_shared::{from_micros, lease_end, micros, rate_burst_us, rate_interval_us};
 use crate::*;
 
-/// Whole-transaction retries of `record_attempts` after a deadlock or serialization
-/// failure (two nodes recording attempts for the same endpoints in different orders).
+/// Whole-transaction retries after a deadlock or serialization failure: of `record_attempts`
+/// (two nodes recording attempts for the same endpoints in different orders), and of the
+/// writes of an endpoint's row and its deliveries ([`in_retried_transaction`]).
 const TRANSIENT_RETRIES: usize = 5;
+
+/// Runs `$body` (an expression using the transaction `$tx`, of type
+/// `StoreResult<T>` once awaited) in a transaction on a connection of `$store`, committed
+/// when it succeeds, and run again whole (at most [`TRANSIENT_RETRIES`] times in all) when
+/// it fails on a deadlock or a serialization failure.
+///
+/// For the writes that lock an endpoint's row and its deliveries (changing, deleting it, or
+/// its application): other writers take those locks in the other order (recording attempts:
+/// a delivery, then its endpoint's failure streak; a change of the ordering and a FIFO
+/// lane's claim: the endpoint, then its deliveries, where a delete takes the deliveries
+/// first), and PostgreSQL ends the deadlock by failing whichever waiter's check runs first,
+/// this one as likely as the other. Nothing was written then, and running it again once the
+/// other committed succeeds; failing instead would answer a plain API call with a server
+/// error.
+macro_rules! in_retried_transaction {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        let mut c = $store.client().await?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let $tx = c.transaction().await.map_err(db_err)?;
+            let result = $body.await;
+            match finish($tx, result).await {
+                Err(e) if is_transient(&e) && tries < TRANSIENT_RETRIES => {
+                    tracing::debug!(error = %e, tries, "a transaction hit a deadlock or serialization failure; retrying");
+                }
+                done => break done,
+            }
+        }
+    }};
+}
 
 impl PgStore {
     /// Writes one of an endpoint's JSON settings columns (`oauth`, `mtls`: they have
@@ -89,10 +121,7 @@ impl Store for PgStore {
     }
 
     async fn delete_app(&self, app_id: &str) -> StoreResult<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(db_err)?;
-        let result = queries::delete_app(&tx, app_id).await;
-        finish(tx, result).await
+        in_retried_transaction!(self, |tx| queries::delete_app(&tx, app_id))
     }
 
     async fn create_event_type(&self, et: EventType) -> StoreResult<()> {
@@ -152,17 +181,11 @@ impl Store for PgStore {
     }
 
     async fn update_endpoint(&self, ep: Endpoint, read_at: Option<DateTime<Utc>>) -> StoreResult<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(db_err)?;
-        let result = queries::update_endpoint(&tx, &ep, read_at.map(ms)).await;
-        finish(tx, result).await
+        in_retried_transaction!(self, |tx| queries::update_endpoint(&tx, &ep, read_at.map(ms)))
     }
 
     async fn delete_endpoint(&self, app_id: &str, endpoint_id: &str) -> StoreResult<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(db_err)?;
-        let result = queries::delete_endpoint(&tx, app_id, endpoint_id).await;
-        finish(tx, result).await
+        in_retried_transaction!(self, |tx| queries::delete_endpoint(&tx, app_id, endpoint_id))
     }
 
     async fn set_endpoint_oauth(
@@ -611,17 +634,11 @@ impl Store for PgStore {
         source: hooklane_core::model::Source,
         destinations: DestinationChanges,
     ) -> StoreResult<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(db_err)?;
-        let result = super::inbound::update_source(&tx, &source, &destinations).await;
-        finish(tx, result).await
+        in_retried_transaction!(self, |tx| super::inbound::update_source(&tx, &source, &destinations))
     }
 
     async fn delete_source(&self, id: &str) -> StoreResult<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(db_err)?;
-        let result = super::inbound::delete_source(&tx, id).await;
-        finish(tx, result).await
+        in_retried_transaction!(self, |tx| super::inbound::delete_source(&tx, id))
     }
 
     async fn record_inbound_request(&self, request: hooklane_core::model::InboundRequest) -> StoreResult<()> {

@@ -512,6 +512,24 @@ impl TlsDatabase {
     }
 }
 
+/// Runs the part of [`crate::Store::claim_due`] that walks the FIFO lanes of `endpoint_id`
+/// (at most `room` heads, leased until `lease_end`), as a claim does once it has read the
+/// endpoint as FIFO, whatever it is now: for tests of a change of the endpoint's ordering
+/// that commits between that read and the lanes' claim. Answers the leased heads' message
+/// ids.
+pub async fn claim_fifo_lanes(
+    store: &super::PgStore,
+    endpoint_id: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    lease_end: chrono::DateTime<chrono::Utc>,
+    room: usize,
+) -> crate::StoreResult<Vec<String>> {
+    let mut client = store.client().await?;
+    let rows =
+        super::lanes::claim(&mut client, endpoint_id, super::rows::ms(now), super::rows::ms(lease_end), room).await?;
+    rows.iter().map(|r| super::rows::delivery(r, 0).map(|d| d.msg_id)).collect()
+}
+
 fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }

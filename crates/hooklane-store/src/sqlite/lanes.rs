@@ -37,10 +37,12 @@ pub fn claim(
     lease_end: i64,
     room: usize,
 ) -> StoreResult<Vec<Delivery>> {
+    // Longest due first: a claim with room for fewer lanes than there are takes those that
+    // waited longest, not those first by key, whose later lanes a busy endpoint would starve.
     let keys: Vec<String> = query_all(
         conn,
-        "SELECT DISTINCT lane_key FROM deliveries WHERE endpoint_id = ?1 AND status = 1 AND lane_seq IS NOT NULL \
-         AND due_at IS NOT NULL AND due_at <= ?2 LIMIT ?3",
+        "SELECT lane_key FROM deliveries WHERE endpoint_id = ?1 AND status = 1 AND lane_seq IS NOT NULL \
+         AND due_at IS NOT NULL AND due_at <= ?2 GROUP BY lane_key ORDER BY MIN(due_at), lane_key LIMIT ?3",
         params![endpoint_id, now, MAX_LANES_PER_CLAIM],
         |r| r.get(0),
     )?;

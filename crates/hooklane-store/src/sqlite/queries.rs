@@ -740,16 +740,19 @@ pub fn claim_due(
         candidates.iter().filter(|(_, _, fifo)| *fifo).map(|(id, _, _)| id.clone()).collect();
     let mut lanes_first: Vec<&(String, i64, bool)> = candidates.iter().filter(|(_, _, fifo)| *fifo).collect();
     lanes_first.sort_by_key(|(_, due, _)| *due);
+    let mut heads_of: HashMap<&str, usize> = HashMap::new();
     for (endpoint_id, _, _) in lanes_first {
         if room == 0 {
             break;
         }
         let heads = lanes::claim(conn, endpoint_id, ms(now), ms(lease_end), room.min(most.most_of(endpoint_id)))?;
         room -= heads.len();
+        heads_of.insert(endpoint_id, heads.len());
         claimed.extend(heads);
     }
-    let candidates = candidates.into_iter().map(|(id, due, _)| (id, due)).collect();
-    let mut fair = FairClaim::new(candidates, room, most);
+    let most_left = most.less(&heads_of);
+    let candidates = candidates.iter().map(|(id, due, _)| (id.clone(), *due)).collect();
+    let mut fair = FairClaim::new(candidates, room, &most_left);
     while let Some(round) = fair.next_round() {
         let mut taken = Vec::with_capacity(round.len());
         for (endpoint_id, share) in &round {

@@ -329,6 +329,92 @@ pub async fn scheduled_message_joins_no_lane(store: &DynStore) {
     assert_eq!(job_keys(&claim(store, at).await), set([pair(&msg, &fifo)]), "at its time");
 }
 
+/// A scheduled message's delivery to a FIFO endpoint, once due, is sent beside the lane:
+/// not held behind the lane's head in flight (nor taken into the lane to wait its turn), and
+/// its retries neither; the lane goes on as if it were not there.
+pub async fn fifo_scheduled_delivery_goes_beside_a_lane_head_in_flight(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let fifo = setup_fifo_endpoint(store, &app.id).await;
+    let head = post(store, &app.id, &[&fifo], t).await;
+    let at = t + secs(10);
+    let scheduled = new_message(&app.id, "user.created", t + millis(1));
+    store.schedule_message(scheduled.clone(), vec![fifo.id.clone()], at).await.unwrap();
+    let behind = post(store, &app.id, &[&fifo], t + millis(2)).await;
+    assert_eq!(job_keys(&claim(store, t + secs(1)).await), set([pair(&head, &fifo)]), "the lane's head only");
+    // The head is still on the wire (leased until t + 61 s) when the scheduled one falls due.
+    assert_eq!(
+        job_keys(&claim(store, at).await),
+        set([pair(&scheduled, &fifo)]),
+        "the scheduled delivery goes beside the head in flight"
+    );
+    let retry = at + secs(5);
+    record(store, &scheduled, &fifo, at, NextStep::RetryAt(retry)).await;
+    assert!(claim(store, at).await.is_empty(), "the row behind the head waits for it");
+    assert_eq!(
+        job_keys(&claim(store, retry).await),
+        set([pair(&scheduled, &fifo)]),
+        "its retry goes beside the head too"
+    );
+    record(store, &scheduled, &fifo, retry, NextStep::Succeeded).await;
+    record(store, &head, &fifo, retry, NextStep::Succeeded).await;
+    assert_eq!(job_keys(&claim(store, retry).await), set([pair(&behind, &fifo)]), "the lane goes on");
+    record(store, &behind, &fifo, retry, NextStep::Succeeded).await;
+    assert!(claim(store, retry + hours(1)).await.is_empty(), "each was sent once");
+
+    // At most what the claim may take of the endpoint, lane heads and rows beside them together.
+    let later = retry + hours(2);
+    let head = post(store, &app.id, &[&fifo], later - secs(2)).await;
+    let scheduled = new_message(&app.id, "user.created", later - secs(2));
+    store.schedule_message(scheduled.clone(), vec![fifo.id.clone()], later - secs(1)).await.unwrap();
+    let one = ClaimRoom { skip: Vec::new(), most: [(fifo.id.clone(), 1)].into_iter().collect() };
+    let jobs = store.claim_due(later, 10, LEASE, &one).await.expect("claim_due");
+    assert_eq!(job_keys(&jobs), set([pair(&head, &fifo)]), "the lane's head, and room for nothing beside it");
+    assert_eq!(job_keys(&claim(store, later).await), set([pair(&scheduled, &fifo)]));
+}
+
+/// A claim with room for fewer lanes than an endpoint has due takes the heads due longest,
+/// whatever the order of their keys: the lanes whose keys sort last are not starved by those
+/// that keep getting messages.
+pub async fn fifo_lanes_due_longest_are_claimed_first(store: &DynStore) {
+    let (fifo, heads, now) = lanes_due_in_reverse_key_order(store).await;
+    assert_lanes_are_claimed_due_longest_first(store, &fifo, &heads, now).await;
+}
+
+/// A FIFO endpoint with six lanes whose heads are due in the reverse order of their keys:
+/// "k5" first, "k0" last; each lane has a second message, due after every head. Returns the
+/// endpoint, the heads in due order, and a time at which all are due.
+pub async fn lanes_due_in_reverse_key_order(store: &DynStore) -> (Endpoint, Vec<Message>, DateTime<Utc>) {
+    const LANES: i64 = 6;
+    let t = now_ms() - mins(1);
+    let app = setup_app(store, "A").await;
+    let fifo = setup_fifo_endpoint(store, &app.id).await;
+    let mut heads = Vec::new();
+    for n in 0..LANES {
+        let key = format!("k{}", LANES - 1 - n);
+        heads.push(post_keyed(store, &app.id, &fifo, t + millis(n), Some(&key)).await);
+    }
+    for n in 0..LANES {
+        post_keyed(store, &app.id, &fifo, t + millis(LANES + n), Some(&format!("k{n}"))).await;
+    }
+    (fifo, heads, t + secs(1))
+}
+
+/// Claims of two at a time at `now` take the lanes of `heads` (in due order) two by two.
+pub async fn assert_lanes_are_claimed_due_longest_first(
+    store: &DynStore,
+    fifo: &Endpoint,
+    heads: &[Message],
+    now: DateTime<Utc>,
+) {
+    for pair_of_lanes in heads.chunks(2) {
+        let jobs = store.claim_due(now, 2, LEASE, &ClaimRoom::default()).await.expect("claim_due");
+        let got: BTreeSet<String> = to(&jobs, fifo).into_iter().collect();
+        let want: BTreeSet<String> = pair_of_lanes.iter().map(|m| m.id.clone()).collect();
+        assert_eq!(got, want, "the two lanes due longest of those left");
+    }
+}
+
 /// A scheduled message (Svix's `deliverAt`) replayed to endpoints that missed it, or
 /// recovered, before its time waits for it: due then, not hastened before it, and in no
 /// lane of a FIFO endpoint (which it would hold up, or which would send it at its turn).

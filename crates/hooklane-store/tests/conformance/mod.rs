@@ -115,6 +115,8 @@ macro_rules! store_conformance_tests {
             fifo_lane_parked_rows_are_counted,
             fifo_lane_resend_of_head_in_flight_is_not_sent_twice,
             fifo_concurrent_leased_posts_hand_over_their_own_concurrent_deliveries,
+            fifo_scheduled_delivery_goes_beside_a_lane_head_in_flight,
+            fifo_lanes_due_longest_are_claimed_first,
             // --- inbound sources
             source_lifecycle_and_hidden_application,
             source_create_is_atomic,
