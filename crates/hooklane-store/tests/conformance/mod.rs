@@ -59,6 +59,7 @@ macro_rules! store_conformance_tests {
             endpoint_uid_unique_per_app,
             endpoint_delete_cascades,
             message_create_and_get,
+            a_claim_shares_one_copy_of_a_message,
             message_duplicate_event_id_conflicts_atomically,
             list_messages_filters,
             message_events_follow_write_order,
@@ -342,6 +343,22 @@ pub fn assert_not_found<T: std::fmt::Debug>(r: StoreResult<T>, what: &str) {
         Err(StoreError::NotFound) => {}
         other => panic!("{what}: expected StoreError::NotFound, got {other:?}"),
     }
+}
+
+/// The deliveries of one message to several endpoints, claimed together, hold one copy of
+/// it (a fan-out to many endpoints held as many copies of its payload in memory).
+pub async fn a_claim_shares_one_copy_of_a_message(store: &DynStore) {
+    let app = setup_app(store, "fan-out").await;
+    let eps = [
+        setup_endpoint(store, &app.id).await,
+        setup_endpoint(store, &app.id).await,
+        setup_endpoint(store, &app.id).await,
+    ];
+    let at = Utc::now() - chrono::Duration::seconds(5);
+    let msg = post(store, &app.id, &eps.iter().collect::<Vec<_>>(), at).await;
+    let jobs = claim(store, Utc::now()).await;
+    assert_eq!(jobs.len(), 3);
+    assert!(jobs.iter().all(|j| j.message.id == msg.id && std::sync::Arc::ptr_eq(&j.message, &jobs[0].message)));
 }
 
 pub async fn setup_app(store: &DynStore, name: &str) -> Application {
