@@ -70,6 +70,10 @@ struct Inner {
     /// purge goes through them in id order).
     expunged_through: std::sync::Mutex<HashMap<String, (String, Instant)>>,
     stopping: AtomicBool,
+    /// Told once the engine shuts down: jobs still waiting their turn, a rate slot or the
+    /// node's permit then go back to the store at once, rather than be sent during the
+    /// grace (which is for requests already on the wire) or keep their lease to its end.
+    shut_down: tokio::sync::watch::Sender<bool>,
     /// Where [`EngineEvent`]s go, once someone asked for them ([`Dispatcher::events`]).
     events: Mutex<Option<mpsc::Sender<EngineEvent>>>,
     /// Counts the batches in which this process disabled endpoints ([`Dispatcher::disablings`]).
@@ -250,6 +254,7 @@ impl Dispatcher {
             expunged: Marks::new(marks_kept),
             expunged_through: Default::default(),
             stopping: AtomicBool::new(false),
+            shut_down: tokio::sync::watch::Sender::new(false),
             events: Mutex::new(None),
             disablings: tokio::sync::watch::channel(0).0,
         });
@@ -399,6 +404,7 @@ impl Dispatcher {
     /// Stops claiming work and waits (up to `grace`) for what is in flight to be recorded.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.stopping.store(true, Ordering::Relaxed);
+        self.inner.shut_down.send_replace(true);
         self.inner.wake.notify_one();
         let all = self.inner.cfg.max_outstanding as u32;
         let drained = self.inner.outstanding.acquire_many(all);
@@ -652,7 +658,10 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
             // permit is not held while the slot comes. Queued behind a slow endpoint until
             // the lease's budget is spent, the delivery goes back due now (the lease is still
             // this node's), rather than wait for the lease to run out.
-            let turn = tokio::time::timeout_at(send_by.into(), gate.in_flight.acquire()).await;
+            let turn = tokio::select! {
+                turn = tokio::time::timeout_at(send_by.into(), gate.in_flight.acquire()) => turn,
+                () = shutting_down(&inner) => return hand_back(&inner, key, Utc::now(), gate.clone(), "shutdown"),
+            };
             let Ok(Ok(_endpoint_permit)) = turn else {
                 metrics::counter!("hooklane_deliveries_lease_expired_total").increment(1);
                 hand_back(&inner, key, Utc::now(), gate.clone(), "turn");
@@ -676,7 +685,10 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
                 // millisecond on every delivery.)
                 Ok(wait) if wait.is_zero() => Instant::now(),
                 Ok(wait) => {
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = shutting_down(&inner) => return hand_back(&inner, key, Utc::now(), gate.clone(), "shutdown"),
+                    }
                     Instant::now()
                 }
                 // Its slots are taken past the lease's budget (other nodes send to it too):
@@ -686,7 +698,11 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
                     return;
                 }
             };
-            let Ok(_permit) = inner.in_flight.acquire().await else { return };
+            let permit = tokio::select! {
+                permit = inner.in_flight.acquire() => permit,
+                () = shutting_down(&inner) => return hand_back(&inner, key, Utc::now(), gate.clone(), "shutdown"),
+            };
+            let Ok(_permit) = permit else { return };
             if let Some(rate) = endpoint.rate_limit.filter(|r| *r > 0 && slot_at.elapsed() > slot_slack(*r)) {
                 metrics::counter!("hooklane_rate_slots_retaken_total").increment(1);
                 match rate_wait(&inner, &gate, endpoint, send_by).await {
@@ -708,15 +724,9 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
                 let _ = inner.finished.send(Finished::Expired(gate.clone()));
                 return;
             }
-            // Paused while this waited for its turn: held, not sent.
-            if paused_here(&inner, endpoint) {
-                let _ = inner.finished.send(Finished::Held(key, endpoint.app_id.clone(), gate.clone()));
-                return;
-            }
-            // Its content deleted, or its endpoint disabled, meanwhile: not sent (the store
-            // has failed the delivery already, or fails it now).
-            if expunged(&inner, &job.message) || disabled_here(&inner, endpoint) {
-                let _ = inner.finished.send(Finished::Abandoned(key, gate.clone(), endpoint.order.is_fifo()));
+            // Its content deleted, its endpoint disabled, deleted, changed or paused while
+            // this waited: not sent as it was read (see `settled_unsent`).
+            if settled_unsent(&inner, &job, &key, &gate) {
                 return;
             }
             // Decided again at the last moment: jobs queued behind the failures that opened
@@ -800,6 +810,12 @@ fn expunged(inner: &Inner, message: &hooklane_core::model::Message) -> bool {
     through
         .get(&message.app_id)
         .is_some_and(|(last, at)| at.elapsed() < marks_kept(&inner.cfg) && message.id.as_str() <= last.as_str())
+}
+
+/// Resolves once the engine shuts down (see `Inner::shut_down`).
+async fn shutting_down(inner: &Inner) {
+    let mut told = inner.shut_down.subscribe();
+    let _ = told.wait_for(|down| *down).await;
 }
 
 /// Settles a job that must not be sent now; whether it did. Given up when its content was

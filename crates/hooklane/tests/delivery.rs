@@ -1706,6 +1706,34 @@ async fn deliveries_in_memory_follow_a_new_url_and_a_deletion() {
     }
 }
 
+/// A shutdown lets the request on the wire finish and sends nothing more: deliveries
+/// waiting their endpoint's turn go back to the store at once (not sent one after another
+/// through the grace meant for requests on the wire, nor kept leased), and the next start
+/// sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_sends_only_what_is_on_the_wire() {
+    const COUNT: usize = 5;
+    let mut server = Server::start("[delivery]\nper_endpoint_in_flight = 1").await;
+    let rx = Receiver::scripted(|_, _| Reply::Hang(Duration::from_millis(1500))).await;
+    let app = server.create_app("stopping").await;
+    server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let mut sent = Vec::new();
+    for i in 0..COUNT {
+        sent.push(server.send_message(&app, "a.b", json!({ "i": i })).await);
+    }
+    rx.wait_for(1, WAIT).await;
+    let pid = server.pid().expect("running").to_string();
+    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(status.success());
+    assert!(server.wait_exit(Duration::from_secs(30)), "it stopped");
+    let at_stop = rx.received().len();
+    assert!(at_stop <= 2, "{at_stop} sent: only what was on the wire when it was told to stop");
+    rx.set_script(|_, _| Reply::Status(200));
+    server.restart_after_kill();
+    // The next start sends the rest (this waits for every one).
+    rx.wait_for_ids(&sent, WAIT).await;
+}
+
 /// A transformation sees the endpoint's URL without its password. What it sends to the
 /// endpoint's own origin carries the endpoint's credentials (the URL's basic
 /// authentication, its custom headers); what it sends to another origin carries neither.
