@@ -827,13 +827,19 @@ fn numbered(first: usize, sql: &str) -> String {
     out
 }
 
+/// The attempts of endpoints that still exist: one deleted while its request was on the
+/// wire (with its application, maybe) leaves no attempt behind it, which nothing would
+/// delete (its response body and request headers among them).
 fn attempts_insert_sql(first: usize) -> String {
     numbered(
         first,
         "INSERT INTO attempts (id, msg_id, endpoint_id, app_id, url, status, response_status, response, duration_ms, \
          trigger_type, created_at, request_headers) \
-         SELECT * FROM UNNEST($1:text[], $2:text[], $3:text[], $4:text[], $5:text[], $6:int[], $7:int[], \
-         $8:text[], $9:bigint[], $10:int[], $11:bigint[], $12:text[])",
+         SELECT given.* FROM UNNEST($1:text[], $2:text[], $3:text[], $4:text[], $5:text[], $6:int[], $7:int[], \
+         $8:text[], $9:bigint[], $10:int[], $11:bigint[], $12:text[]) \
+         AS given(id, msg_id, endpoint_id, app_id, url, status, response_status, response, duration_ms, \
+         trigger_type, created_at, request_headers) \
+         WHERE EXISTS (SELECT 1 FROM endpoints e WHERE e.id = given.endpoint_id)",
     )
 }
 

@@ -853,7 +853,8 @@ pub fn record_attempt(
     execute(
         conn,
         "INSERT INTO attempts (id, msg_id, endpoint_id, app_id, url, status, response_status, response, duration_ms, \
-         trigger_type, created_at, request_headers) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         trigger_type, created_at, request_headers) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 \
+         WHERE EXISTS (SELECT 1 FROM endpoints WHERE id = ?3)",
         params![
             a.id,
             a.msg_id,

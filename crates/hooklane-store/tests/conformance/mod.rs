@@ -1048,6 +1048,13 @@ pub async fn endpoint_delete_cascades(store: &DynStore) {
     assert_eq!(store.get_attempt(&app.id, &msg.id, &a2.id).await.unwrap(), Some(a2));
     let by_ep = AttemptFilter { endpoint_id: Some(gone.id.clone()), ..Default::default() };
     assert!(store.list_attempts(&app.id, &by_ep, &PageRequest::default()).await.unwrap().items.is_empty());
+    // msg2's request was on the wire when the endpoint was deleted: its outcome, recorded
+    // after, leaves no attempt behind (nothing would delete it).
+    let late = outcome(&msg2.id, &gone, t + secs(2), NextStep::Succeeded);
+    let late_attempt = late.attempt.clone();
+    store.record_attempts(vec![late], HOUR).await.unwrap();
+    assert_eq!(store.get_attempt(&app.id, &msg2.id, &late_attempt.id).await.unwrap(), None);
+    assert!(store.list_attempts(&app.id, &by_ep, &PageRequest::default()).await.unwrap().items.is_empty());
     assert_eq!(store.next_due_at(&[]).await.unwrap(), None, "the deleted endpoint's deliveries are still queued");
     assert!(claim(store, t + hours(1)).await.is_empty(), "the deleted endpoint's retries are gone");
 }
