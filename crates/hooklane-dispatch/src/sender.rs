@@ -336,6 +336,17 @@ impl Sender {
     /// transformation asks for PUT). Never fails: transport errors are reported in the
     /// result, like HTTP errors.
     pub async fn send(&self, message: &Message, endpoint: &Endpoint, ready: Ready) -> SendResult {
+        let mut result = self.send_as_made(message, endpoint, ready).await;
+        // The URL a transformation made may hold its variables (a Slack-style URL keeps its
+        // secret in its path), whatever became of the attempt.
+        if let Some(url) = result.url.as_mut() {
+            crate::redact::redact(url, endpoint, None, false);
+        }
+        result
+    }
+
+    /// [`Sender::send`], the URL of its result as the transformation made it.
+    async fn send_as_made(&self, message: &Message, endpoint: &Endpoint, ready: Ready) -> SendResult {
         let started = Instant::now();
         // A failure from here on names the URL it was about, the transformation's included.
         let failed = |why: String| SendResult { url: ready.url.clone(), ..SendResult::failed(why, started) };
@@ -517,12 +528,7 @@ impl Sender {
         // read.
         crate::redact::redact(&mut result.body, endpoint, bearer.as_deref(), cut);
         result.request_headers = Some(sent);
-        // The URL a transformation made may hold its variables (a Slack-style URL keeps its
-        // secret in the path).
-        result.url = changed_url.map(|mut url| {
-            crate::redact::redact(&mut url, endpoint, None, false);
-            url
-        });
+        result.url = changed_url;
         // A refused token is not sent again: the next attempt asks for a new one.
         if let (Some(token), Some(401)) = (&bearer, result.status) {
             self.tokens.forget(&endpoint.id, token);

@@ -311,4 +311,17 @@ async fn a_variable_in_a_transformed_url_is_kept_out_of_the_attempt_log() {
         .await;
     let url = attempts["data"][0]["url"].as_str().unwrap_or_default();
     assert!(url.ends_with("/services/[redacted]"), "{url}");
+    // An attempt that fails before any request (its host refused) records it so too.
+    let refused = "function handler(w) { w.url = 'http://10.1.2.3/services/' + w.variables.slack; return w }";
+    let transformation =
+        json!({ "code": refused, "enabled": true, "variables": { "slack": "T000/B000/SECRETSLACKTOKEN123" } });
+    assert_eq!(server.call("PATCH", &path, Some(transformation)).await.0, 204);
+    let msg = server.send_message(&app, "a.b", json!({})).await;
+    let attempts = server
+        .wait_until(&format!("/api/v1/app/{app}/attempt/msg/{msg}"), WAIT, |b| {
+            b["data"].as_array().is_some_and(|a| !a.is_empty())
+        })
+        .await;
+    let url = attempts["data"][0]["url"].as_str().unwrap_or_default();
+    assert_eq!(url, "http://10.1.2.3/services/[redacted]", "{attempts}");
 }
