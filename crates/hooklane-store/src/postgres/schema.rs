@@ -363,6 +363,12 @@ ALTER TABLE messages ADD COLUMN deliver_at BIGINT;
     r#"
 ALTER TABLE deliveries ADD COLUMN failure_told BOOLEAN NOT NULL DEFAULT false;
 "#,
+    // Rate limits within what Svix's SDKs read (16 bits): the API took up to 1,000,000,
+    // and one such value failed every SDK read of a list holding it.
+    r#"
+UPDATE applications SET rate_limit = 65535 WHERE rate_limit > 65535;
+UPDATE endpoints SET rate_limit = 65535 WHERE rate_limit > 65535;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.

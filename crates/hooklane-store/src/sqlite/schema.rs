@@ -385,6 +385,12 @@ ALTER TABLE messages ADD COLUMN deliver_at INTEGER;
     r#"
 ALTER TABLE deliveries ADD COLUMN failure_told INTEGER NOT NULL DEFAULT 0;
 "#,
+    // Rate limits within what Svix's SDKs read (16 bits): the API took up to 1,000,000,
+    // and one such value failed every SDK read of a list holding it.
+    r#"
+UPDATE applications SET rate_limit = 65535 WHERE rate_limit > 65535;
+UPDATE endpoints SET rate_limit = 65535 WHERE rate_limit > 65535;
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.
@@ -497,6 +503,31 @@ mod tests {
 
     /// An event type of a database made before several flags (migrations 1–32): its one
     /// flag becomes the list of its flags.
+    #[test]
+    fn rate_limits_past_16_bits_are_brought_within_them() {
+        let mut conn = Connection::open_in_memory().expect("database");
+        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            .expect("migrations table");
+        for (i, sql) in MIGRATIONS[..36].iter().enumerate() {
+            conn.execute_batch(sql).expect("old migration");
+            conn.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [i as i64 + 1]).expect("record");
+        }
+        for (id, rate) in [("app_1", Some(100_000)), ("app_2", Some(10)), ("app_3", None)] {
+            conn.execute(
+                "INSERT INTO applications (id, name, rate_limit, metadata, created_at, updated_at) \
+                 VALUES (?1, 'a', ?2, '{}', 0, 0)",
+                rusqlite::params![id, rate],
+            )
+            .expect("old application");
+        }
+        migrate(&mut conn).expect("migrate");
+        let rates: Vec<Option<i64>> = conn
+            .prepare("SELECT rate_limit FROM applications ORDER BY id")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("rows");
+        assert_eq!(rates, vec![Some(65_535), Some(10), None]);
+    }
+
     #[test]
     fn the_flag_of_an_older_event_type_becomes_its_list_of_flags() {
         let mut conn = Connection::open_in_memory().expect("database");
