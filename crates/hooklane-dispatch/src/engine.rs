@@ -658,7 +658,10 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
             // permit is not held while the slot comes. Queued behind a slow endpoint until
             // the lease's budget is spent, the delivery goes back due now (the lease is still
             // this node's), rather than wait for the lease to run out.
+            // (`biased`: the wait first, so that a permit free at once costs no look at the
+            // shutdown.)
             let turn = tokio::select! {
+                biased;
                 turn = tokio::time::timeout_at(send_by.into(), gate.in_flight.acquire()) => turn,
                 () = shutting_down(&inner) => return hand_back(&inner, key, Utc::now(), gate.clone(), "shutdown"),
             };
@@ -686,6 +689,7 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
                 Ok(wait) if wait.is_zero() => Instant::now(),
                 Ok(wait) => {
                     tokio::select! {
+                        biased;
                         () = tokio::time::sleep(wait) => {}
                         () = shutting_down(&inner) => return hand_back(&inner, key, Utc::now(), gate.clone(), "shutdown"),
                     }
@@ -699,6 +703,7 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
                 }
             };
             let permit = tokio::select! {
+                biased;
                 permit = inner.in_flight.acquire() => permit,
                 () = shutting_down(&inner) => return hand_back(&inner, key, Utc::now(), gate.clone(), "shutdown"),
             };
@@ -814,6 +819,9 @@ fn expunged(inner: &Inner, message: &hooklane_core::model::Message) -> bool {
 
 /// Resolves once the engine shuts down (see `Inner::shut_down`).
 async fn shutting_down(inner: &Inner) {
+    if inner.stopping.load(Ordering::Relaxed) {
+        return;
+    }
     let mut told = inner.shut_down.subscribe();
     let _ = told.wait_for(|down| *down).await;
 }

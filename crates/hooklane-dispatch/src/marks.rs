@@ -66,6 +66,9 @@ impl Marks {
         while kept.order.front().is_some_and(|(_, at)| now.duration_since(*at) >= self.keep) {
             kept.drop_oldest();
         }
+        // A later change's mark stays, whichever announcement comes last (each is sent
+        // from a task of its own).
+        let version = kept.map.get(key).map_or(version, |(marked, _)| version.max(*marked));
         kept.map.insert(key.to_string(), (version, now));
         kept.order.push_back((key.to_string(), now));
         while kept.map.len() > self.cap || kept.order.len() > 2 * self.cap {
@@ -130,6 +133,17 @@ mod tests {
         assert_eq!(marks.get("ep"), Some(at(200)));
         marks.remove_if("ep", at(200));
         assert_eq!(marks.get("ep"), None);
+    }
+
+    /// Announcements of two changes may arrive in either order: the later change's mark
+    /// stays.
+    #[test]
+    fn an_earlier_mark_set_last_keeps_the_later_one() {
+        let marks = Marks::new(Duration::from_secs(60));
+        marks.set("ep", at(200));
+        marks.set("ep", at(100));
+        assert_eq!(marks.get("ep"), Some(at(200)));
+        assert!(marks.covers("ep", at(150)));
     }
 
     #[test]

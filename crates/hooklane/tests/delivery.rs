@@ -1706,6 +1706,41 @@ async fn deliveries_in_memory_follow_a_new_url_and_a_deletion() {
     }
 }
 
+/// Only a change to what a delivery sends reaches those held in memory: one to the
+/// endpoint's description hands back none (each hand-back costs a claim and a
+/// transformation again); a secret rotated with no grace signs the ones still held with the
+/// new secret alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_change_to_what_is_sent_reaches_held_deliveries() {
+    const COUNT: usize = 6;
+    let server = Server::start("[delivery]\nper_endpoint_in_flight = 1").await;
+    let rx = Receiver::scripted(|_, _| Reply::Hang(Duration::from_millis(300))).await;
+    let app = server.create_app("held").await;
+    let (ep, old_secret) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    for i in 0..COUNT {
+        server.send_message(&app, "a.b", json!({ "i": i })).await;
+    }
+    rx.wait_for(1, WAIT).await;
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}");
+    let (status, out) = server.call("PATCH", &path, Some(json!({ "description": "only words" }))).await;
+    assert_eq!(status, 200, "{out}");
+    let stale = r#"hooklane_deliveries_handed_back_total{reason="stale"}"#;
+    rx.wait_for(3, WAIT).await;
+    assert_eq!(metric_value(&server.metrics().await, stale).unwrap_or(0.0), 0.0, "a description handed back nothing");
+    let rotate = json!({ "key": "whsec_bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldy0xMjM0", "gracePeriodSeconds": 0 });
+    let (status, out) = server.call("POST", &format!("{path}/secret/rotate"), Some(rotate)).await;
+    assert_eq!(status, 200, "{out}");
+    let rotated_at = rx.received().len();
+    let got = rx.wait_for(COUNT, WAIT).await;
+    // The one on the wire at the rotation (and one starting as it was answered) may carry
+    // the old signature; the rest carry only the new one.
+    let new_secret = "whsec_bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldy0xMjM0";
+    for r in &got[(rotated_at + 1).min(COUNT)..] {
+        assert!(signature_valid(new_secret, r) && !signature_valid(&old_secret, r), "signed with the old secret");
+    }
+    assert!(metric_value(&server.metrics().await, stale).unwrap_or(0.0) > 0.0, "held deliveries were read again");
+}
+
 /// A shutdown lets the request on the wire finish and sends nothing more: deliveries
 /// waiting their endpoint's turn go back to the store at once (not sent one after another
 /// through the grace meant for requests on the wire, nor kept leased), and the next start

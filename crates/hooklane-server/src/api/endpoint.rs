@@ -705,6 +705,8 @@ pub(crate) struct Before {
     /// The version changed: saved only if the endpoint is still that version.
     pub updated_at: DateTime<Utc>,
     pub headers: BTreeMap<String, String>,
+    /// What deliveries held in memory send of it (see [`as_sent`]).
+    pub sent: Endpoint,
 }
 
 impl Before {
@@ -715,7 +717,31 @@ impl Before {
             url: ep.url.clone(),
             updated_at: ep.updated_at,
             headers: ep.headers.clone(),
+            sent: as_sent(ep),
         }
+    }
+}
+
+/// The endpoint as the deliveries held in memory use it to send (its URL, headers,
+/// secrets, transform and transformation, OAuth and mTLS settings, rate and order): a
+/// change to any of these reaches them ([`Stop::Changed`]); one to its description,
+/// metadata, filters (applied when a message fans out) or uid does not need to, nor does a
+/// `PUT` of the same settings (each would hand back every delivery held, to be claimed and
+/// transformed again).
+fn as_sent(ep: &Endpoint) -> Endpoint {
+    Endpoint {
+        uid: None,
+        description: String::new(),
+        version: 0,
+        filter_types: None,
+        channels: None,
+        disabled: false,
+        paused: false,
+        metadata: Default::default(),
+        failing_since: None,
+        updated_at: ep.created_at,
+        payload_filter: None,
+        ..ep.clone()
     }
 }
 
@@ -847,7 +873,7 @@ pub(crate) fn after_update(s: &AppState, app: Option<&Application>, ep: &Endpoin
     // Disabled through the API: what any node holds for it, read before, is not sent.
     if ep.disabled && !before.disabled {
         s.0.dispatcher.stop_soon(Stop::Disabled { endpoint_id: ep.id.clone(), version: ep.updated_at });
-    } else if !ep.paused && ep.updated_at != before.updated_at {
+    } else if !ep.paused && ep.updated_at != before.updated_at && as_sent(ep) != before.sent {
         // Any other change (a URL given up, headers, credentials, a transformation): what
         // any node holds for it, read before, is read again as it now stands.
         s.0.dispatcher.stop_soon(Stop::Changed { endpoint_id: ep.id.clone(), version: ep.updated_at });
@@ -1253,7 +1279,11 @@ pub async fn rotate_secret(
     }
     let read_at = ep.updated_at;
     ep.updated_at = next_version(now, read_at);
+    let (id, version) = (ep.id.clone(), ep.updated_at);
     s.0.store.update_endpoint(ep, Some(read_at)).await.map_err(save_error)?;
+    // Deliveries held in memory are signed again with the secrets as they now stand (an
+    // old one given no grace, a key thought leaked, signs nothing more).
+    s.0.dispatcher.stop_soon(Stop::Changed { endpoint_id: id, version });
     Ok(axum::Json(SecretOut { key: new.verification_key() }))
 }
 
