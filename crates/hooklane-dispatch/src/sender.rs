@@ -435,19 +435,20 @@ impl Sender {
         put("webhook-id", &message.id);
         put("webhook-timestamp", &timestamp.to_string());
         put("webhook-signature", &signature);
+        let mut sent: BTreeMap<String, String> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+            .collect();
         if let Some((marker, first, relayed)) = &self.origin {
-            // A message an inbound source made from one of this server's deliveries keeps
-            // the request's marker among its headers.
+            // (Not in the attempt log's headers: the same on every request.) A message an
+            // inbound source made from one of this server's deliveries keeps the request's
+            // marker among its headers.
             let came_from_here = message
                 .headers
                 .get(hooklane_core::signing::ORIGIN_HEADER)
                 .is_some_and(|m| m.split(';').next() == Some(marker.as_str()));
             headers.insert(hooklane_core::signing::ORIGIN_HEADER, if came_from_here { relayed } else { first }.clone());
         }
-        let mut sent: BTreeMap<String, String> = headers
-            .iter()
-            .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
-            .collect();
         // The OAuth token wins over any other authorization; the attempt log never holds it.
         if let Some(token) = &bearer {
             match HeaderValue::try_from(format!("Bearer {token}")) {

@@ -316,9 +316,19 @@ async fn dashboard_pages_say_where_they_may_be_shown() {
     assert!(headers.get("x-frame-options").is_none(), "the portal is embedded by the SaaS");
 }
 
+/// A process killed when dropped: a test that fails leaves no server behind.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `hooklane serve` in `dir` without a configuration file, on a free port, with
 /// `env`: the process and its stdout's lines up to the one showing its admin token.
-fn serve_bare(dir: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, Vec<String>) {
+fn serve_bare(dir: &std::path::Path, env: &[(&str, &str)]) -> (Killed, Vec<String>) {
     use std::io::BufRead;
     use std::process::Stdio;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
@@ -346,7 +356,7 @@ fn serve_bare(dir: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Chi
         let told = line.starts_with("admin token:");
         seen.push(line);
         if told {
-            return (child, seen);
+            return (Killed(child), seen);
         }
     }
     let _ = child.kill();
@@ -367,15 +377,14 @@ fn mode(path: &std::path::Path) -> u32 {
 #[tokio::test]
 async fn the_files_a_server_makes_are_its_owners_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut child, lines) = serve_bare(dir.path(), &[]);
+    let (child, lines) = serve_bare(dir.path(), &[]);
     assert!(lines.iter().any(|l| l.contains("generated, kept in")), "{lines:?}");
     let data = dir.path().join("data");
     assert_eq!(mode(&data), 0o700, "the data folder");
     for file in ["hooklane.db", "hooklane.db-wal", "hooklane.db-shm", "admin-token"] {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
         .args(["backup", "--to", "copy.db"])
         .current_dir(dir.path())
@@ -410,9 +419,8 @@ async fn an_admin_token_file_is_never_replaced_unless_empty() {
     }
     std::fs::write(&token, "").expect("write");
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let (mut child, lines) = serve_bare(dir.path(), &[]);
-    let _ = child.kill();
-    let _ = child.wait();
+    let (child, lines) = serve_bare(dir.path(), &[]);
+    drop(child);
     let generated = std::fs::read_to_string(&token).expect("read");
     assert!(generated.starts_with("sk_") && lines.iter().any(|l| l.contains(&generated)), "{lines:?}");
     assert_eq!(mode(&token), 0o600);

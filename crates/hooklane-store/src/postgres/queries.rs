@@ -504,10 +504,15 @@ pub async fn message_deliveries<C: GenericClient>(
 /// never with how many deliveries one of them has.
 /// Endpoints with something pending that may fall due (parked rows of FIFO lanes do not),
 /// each with its earliest due time and whether it is FIFO.
+/// Endpoints with pending deliveries: each with its earliest due time, whether it is FIFO,
+/// and, for a FIFO one, whether it has a due delivery in none of its lanes (a scheduled
+/// message's, which joins none): the claim's shared statement, a round trip of its own,
+/// is only for those of them. (Rows asleep in a lane have no due time, so the look is an
+/// index range over its awake rows.)
 pub async fn pending_endpoints<C: GenericClient>(
     c: &C,
     skip_endpoints: &[String],
-) -> StoreResult<Vec<(String, i64, bool)>> {
+) -> StoreResult<Vec<(String, i64, bool, bool)>> {
     // Ordered by (endpoint_id, due_at), which only the partial index gives without a sort:
     // `deliveries_by_endpoint (endpoint_id, status)` would step over every finished
     // delivery of an endpoint before reaching its pending ones.
@@ -519,13 +524,16 @@ pub async fn pending_endpoints<C: GenericClient>(
                  ORDER BY d.endpoint_id, d.due_at LIMIT 1 \
              ) n \
          ) \
-         SELECT id, due, coalesce((SELECT fifo FROM endpoints WHERE endpoints.id = eps.id), false) FROM eps \
+         SELECT id, due, f.fifo, f.fifo AND EXISTS (SELECT 1 FROM deliveries d WHERE d.status = 1 \
+             AND d.endpoint_id = eps.id AND d.due_at IS NOT NULL AND d.lane_seq IS NULL) \
+         FROM eps CROSS JOIN LATERAL \
+             (SELECT coalesce((SELECT fifo FROM endpoints WHERE endpoints.id = eps.id), false) AS fifo) f \
          WHERE NOT (id = ANY($1::text[]))";
     let found = query(c, SQL, &[&skip_endpoints]).await?;
     let mut out = Vec::with_capacity(found.len());
     for row in &found {
         if let Some(due) = rows::get::<Option<i64>>(row, 1)? {
-            out.push((rows::get::<String>(row, 0)?, due, rows::get::<bool>(row, 2)?));
+            out.push((rows::get::<String>(row, 0)?, due, rows::get::<bool>(row, 2)?, rows::get::<bool>(row, 3)?));
         }
     }
     Ok(out)
@@ -586,15 +594,15 @@ pub async fn claim_due(
         return Ok(Vec::new());
     }
     let at = ms(now);
-    let candidates: Vec<(String, i64, bool)> =
-        pending_endpoints(&*c, &room_of.skip).await?.into_iter().filter(|(_, due, _)| *due <= at).collect();
+    let candidates: Vec<(String, i64, bool, bool)> =
+        pending_endpoints(&*c, &room_of.skip).await?.into_iter().filter(|(_, due, ..)| *due <= at).collect();
     // FIFO lanes first (the longest due first), each its head at most; then every endpoint
     // shares the rest (at a FIFO one, what is in no lane).
     let mut found = Vec::new();
-    let mut lanes_first: Vec<&(String, i64, bool)> = candidates.iter().filter(|(_, _, fifo)| *fifo).collect();
-    lanes_first.sort_by_key(|(_, due, _)| *due);
+    let mut lanes_first: Vec<&(String, i64, bool, bool)> = candidates.iter().filter(|(_, _, fifo, _)| *fifo).collect();
+    lanes_first.sort_by_key(|(_, due, ..)| *due);
     let mut heads_of: HashMap<&str, usize> = HashMap::new();
-    for (endpoint_id, _, _) in lanes_first {
+    for (endpoint_id, ..) in lanes_first {
         if found.len() >= limit {
             break;
         }
@@ -615,7 +623,8 @@ pub async fn claim_due(
     }
     let c = &*c;
     let room_left = room_of.less(&heads_of);
-    let candidates = candidates.into_iter().map(|(id, due, _)| (id, due)).collect();
+    let candidates =
+        candidates.into_iter().filter(|(_, _, fifo, beside)| !fifo || *beside).map(|(id, due, ..)| (id, due)).collect();
     let mut fair = FairClaim::new(candidates, limit - found.len(), &room_left);
     while let Some(round) = fair.next_round() {
         let ids: Vec<&str> = round.iter().map(|(id, _)| id.as_str()).collect();
@@ -694,7 +703,7 @@ pub async fn claim_due(
 
 pub async fn next_due_at<C: GenericClient>(c: &C, skip_endpoints: &[String]) -> StoreResult<Option<DateTime<Utc>>> {
     let pending = pending_endpoints(c, skip_endpoints).await?;
-    Ok(pending.into_iter().map(|(_, due, _)| due).min().map(rows::time))
+    Ok(pending.into_iter().map(|(_, due, ..)| due).min().map(rows::time))
 }
 
 /// Records a batch of outcomes with a fixed number of statements, whatever the batch size
