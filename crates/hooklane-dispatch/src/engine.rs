@@ -660,6 +660,10 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
             // this node's), rather than wait for the lease to run out.
             // (`biased`: the wait first, so that a permit free at once costs no look at the
             // shutdown.)
+            // (Shut down already: not even a permit free at once sends it.)
+            if inner.stopping.load(Ordering::Relaxed) {
+                return hand_back(&inner, key, Utc::now(), gate.clone(), "shutdown");
+            }
             let turn = tokio::select! {
                 biased;
                 turn = tokio::time::timeout_at(send_by.into(), gate.in_flight.acquire()) => turn,
@@ -702,6 +706,9 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
                     return;
                 }
             };
+            if inner.stopping.load(Ordering::Relaxed) {
+                return hand_back(&inner, key, Utc::now(), gate.clone(), "shutdown");
+            }
             let permit = tokio::select! {
                 biased;
                 permit = inner.in_flight.acquire() => permit,

@@ -1741,6 +1741,49 @@ async fn only_a_change_to_what_is_sent_reaches_held_deliveries() {
     assert!(metric_value(&server.metrics().await, stale).unwrap_or(0.0) > 0.0, "held deliveries were read again");
 }
 
+/// A change through the transformation's own route reaches the deliveries held in memory
+/// (they are transformed again), and so does a change made while the endpoint was paused,
+/// once it is resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_by_any_route_or_while_paused_reach_held_deliveries() {
+    const COUNT: usize = 6;
+    let server = Server::start("[delivery]\nper_endpoint_in_flight = 1").await;
+    let slow = || Receiver::scripted(|_, _| Reply::Hang(Duration::from_millis(300)));
+    let rx = slow().await;
+    let app = server.create_app("routes").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    for i in 0..COUNT {
+        server.send_message(&app, "a.b", json!({ "i": i })).await;
+    }
+    rx.wait_for(1, WAIT).await;
+    let code = "function handler(w) { w.headers = { 'x-transformed': 'yes' }; return w }";
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}");
+    let (status, out) =
+        server.call("PATCH", &format!("{path}/transformation"), Some(json!({ "code": code, "enabled": true }))).await;
+    assert_eq!(status, 204, "{out}");
+    let changed_at = rx.received().len();
+    let got = rx.wait_for(COUNT, WAIT).await;
+    for r in &got[(changed_at + 1).min(COUNT)..] {
+        assert_eq!(r.header("x-transformed"), "yes", "a held delivery was sent as it was prepared before");
+    }
+
+    // Paused, moved, resumed: what was held goes to the new URL.
+    let (old, new) = (slow().await, Receiver::start().await);
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": old.url, "filterTypes": ["moved"] })).await;
+    for i in 0..COUNT {
+        server.send_message(&app, "moved", json!({ "i": i })).await;
+    }
+    old.wait_for(1, WAIT).await;
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}");
+    for change in [json!({ "paused": true }), json!({ "url": new.url }), json!({ "paused": false })] {
+        let (status, out) = server.call("PATCH", &path, Some(change)).await;
+        assert_eq!(status, 200, "{out}");
+    }
+    let at_old = old.received().len();
+    new.wait_for(COUNT - at_old - 1, WAIT).await;
+    assert!(old.received().len() <= at_old + 1, "only the one on the wire went to the URL given up");
+}
+
 /// A shutdown lets the request on the wire finish and sends nothing more: deliveries
 /// waiting their endpoint's turn go back to the store at once (not sent one after another
 /// through the grace meant for requests on the wire, nor kept leased), and the next start

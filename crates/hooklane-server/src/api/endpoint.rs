@@ -873,7 +873,7 @@ pub(crate) fn after_update(s: &AppState, app: Option<&Application>, ep: &Endpoin
     // Disabled through the API: what any node holds for it, read before, is not sent.
     if ep.disabled && !before.disabled {
         s.0.dispatcher.stop_soon(Stop::Disabled { endpoint_id: ep.id.clone(), version: ep.updated_at });
-    } else if !ep.paused && ep.updated_at != before.updated_at && as_sent(ep) != before.sent {
+    } else if ep.updated_at != before.updated_at && as_sent(ep) != before.sent {
         // Any other change (a URL given up, headers, credentials, a transformation): what
         // any node holds for it, read before, is read again as it now stands.
         s.0.dispatcher.stop_soon(Stop::Changed { endpoint_id: ep.id.clone(), version: ep.updated_at });

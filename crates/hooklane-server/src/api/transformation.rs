@@ -247,8 +247,9 @@ pub async fn patch(
 ) -> ApiResult<StatusCode> {
     let mut ep = find(&s, &t, &key).await?;
     let editor = Editor { app_id: &t.app.id, sees_secrets: t.principal.allows(Some(Capability::ViewEndpointSecret)) };
-    apply(&s, &mut ep.transformation, input, ("", Fresh::Off), editor, super::now()).await?;
+    // (What it was, before the change: the change is what deliveries held in memory must see.)
     let before = Before::of(&ep);
+    apply(&s, &mut ep.transformation, input, ("", Fresh::Off), editor, super::now()).await?;
     save(&s, &t, ep, before).await?;
     Ok(StatusCode::NO_CONTENT)
 }

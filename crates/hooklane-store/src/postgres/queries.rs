@@ -505,31 +505,43 @@ pub async fn message_deliveries<C: GenericClient>(
 /// Endpoints with something pending that may fall due (parked rows of FIFO lanes do not),
 /// each with its earliest due time and whether it is FIFO.
 /// Endpoints with pending deliveries: each with its earliest due time, whether it is FIFO,
-/// and, for a FIFO one, whether it has a due delivery in none of its lanes (a scheduled
-/// message's, which joins none): the claim's shared statement, a round trip of its own,
-/// is only for those of them. (Rows asleep in a lane have no due time, so the look is an
-/// index range over its awake rows.)
+/// and, for a FIFO one with `beside_due_by`, whether it has a delivery due by then in none of
+/// its lanes (a scheduled message's, which joins none): the claim's shared statement, a
+/// round trip of its own, is only for those of them.
 pub async fn pending_endpoints<C: GenericClient>(
     c: &C,
     skip_endpoints: &[String],
+    beside_due_by: Option<i64>,
 ) -> StoreResult<Vec<(String, i64, bool, bool)>> {
     // Ordered by (endpoint_id, due_at), which only the partial index gives without a sort:
     // `deliveries_by_endpoint (endpoint_id, status)` would step over every finished
     // delivery of an endpoint before reaching its pending ones.
-    const SQL: &str = "WITH RECURSIVE eps(id, due) AS ( \
+    // (`beside` only for a claim, among the rows due by its time: the index range of the
+    // endpoint's due rows; a row due later, scheduled or in flight, costs no round trip.)
+    static SQL: LazyLock<[String; 2]> = LazyLock::new(|| {
+        let eps = "WITH RECURSIVE eps(id, due) AS ( \
              (SELECT endpoint_id, due_at FROM deliveries WHERE status = 1 ORDER BY endpoint_id, due_at LIMIT 1) \
              UNION ALL \
              SELECT n.endpoint_id, n.due_at FROM eps CROSS JOIN LATERAL ( \
                  SELECT d.endpoint_id, d.due_at FROM deliveries d WHERE d.status = 1 AND d.endpoint_id > eps.id \
                  ORDER BY d.endpoint_id, d.due_at LIMIT 1 \
              ) n \
-         ) \
-         SELECT id, due, f.fifo, f.fifo AND EXISTS (SELECT 1 FROM deliveries d WHERE d.status = 1 \
-             AND d.endpoint_id = eps.id AND d.due_at IS NOT NULL AND d.lane_seq IS NULL) \
-         FROM eps CROSS JOIN LATERAL \
+         ) ";
+        let fifo = "CROSS JOIN LATERAL \
              (SELECT coalesce((SELECT fifo FROM endpoints WHERE endpoints.id = eps.id), false) AS fifo) f \
-         WHERE NOT (id = ANY($1::text[]))";
-    let found = query(c, SQL, &[&skip_endpoints]).await?;
+             WHERE NOT (id = ANY($1::text[]))";
+        [
+            format!(
+                "{eps} SELECT id, due, f.fifo, f.fifo AND EXISTS (SELECT 1 FROM deliveries d WHERE d.status = 1 \
+                 AND d.endpoint_id = eps.id AND d.due_at <= $2 AND d.lane_seq IS NULL) FROM eps {fifo}"
+            ),
+            format!("{eps} SELECT id, due, f.fifo, false FROM eps {fifo}"),
+        ]
+    });
+    let found = match beside_due_by {
+        Some(at) => query(c, &SQL[0], &[&skip_endpoints, &at]).await?,
+        None => query(c, &SQL[1], &[&skip_endpoints]).await?,
+    };
     let mut out = Vec::with_capacity(found.len());
     for row in &found {
         if let Some(due) = rows::get::<Option<i64>>(row, 1)? {
@@ -595,7 +607,7 @@ pub async fn claim_due(
     }
     let at = ms(now);
     let candidates: Vec<(String, i64, bool, bool)> =
-        pending_endpoints(&*c, &room_of.skip).await?.into_iter().filter(|(_, due, ..)| *due <= at).collect();
+        pending_endpoints(&*c, &room_of.skip, Some(at)).await?.into_iter().filter(|(_, due, ..)| *due <= at).collect();
     // FIFO lanes first (the longest due first), each its head at most; then every endpoint
     // shares the rest (at a FIFO one, what is in no lane).
     let mut found = Vec::new();
@@ -702,7 +714,7 @@ pub async fn claim_due(
 }
 
 pub async fn next_due_at<C: GenericClient>(c: &C, skip_endpoints: &[String]) -> StoreResult<Option<DateTime<Utc>>> {
-    let pending = pending_endpoints(c, skip_endpoints).await?;
+    let pending = pending_endpoints(c, skip_endpoints, None).await?;
     Ok(pending.into_iter().map(|(_, due, ..)| due).min().map(rows::time))
 }
 
