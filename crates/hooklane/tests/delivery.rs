@@ -1631,6 +1631,24 @@ async fn a_paused_endpoint_holds_its_deliveries_until_resumed() {
     assert_eq!(dest.wait_for(1, Duration::from_secs(10)).await[0].json(), json!({"n": 0}));
 }
 
+/// Posts `count` messages `{"i": n}` of `event_type` to `app` and waits until the first
+/// reaches `rx`: with one delivery at a time to a slow receiver, the others wait in memory
+/// behind it. Their ids, in order.
+async fn post_while_one_is_on_the_wire(
+    server: &Server,
+    app: &str,
+    event_type: &str,
+    count: usize,
+    rx: &Receiver,
+) -> Vec<String> {
+    let mut sent = Vec::with_capacity(count);
+    for i in 0..count {
+        sent.push(server.send_message(app, event_type, json!({ "i": i })).await);
+    }
+    rx.wait_for(1, WAIT).await;
+    sent
+}
+
 /// Pausing holds also what this node had already taken in memory for the endpoint: only the
 /// request on the wire finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1640,10 +1658,7 @@ async fn pausing_holds_the_deliveries_already_in_memory() {
     let slow = Receiver::scripted(|_, _| Reply::Hang(Duration::from_millis(300))).await;
     let app = server.create_app("paused").await;
     let (ep, _) = server.create_endpoint(&app, json!({ "url": slow.url })).await;
-    for i in 0..COUNT {
-        server.send_message(&app, "a.b", json!({ "i": i })).await;
-    }
-    slow.wait_for(1, WAIT).await;
+    post_while_one_is_on_the_wire(&server, &app, "a.b", COUNT, &slow).await;
     let path = format!("/api/v1/app/{app}/endpoint/{ep}");
     let (status, out) = server.call("PATCH", &path, Some(json!({ "paused": true }))).await;
     assert_eq!(status, 200, "{out}");
@@ -1672,10 +1687,7 @@ async fn deliveries_in_memory_follow_a_new_url_and_a_deletion() {
     let (old, new) = (slow().await, Receiver::start().await);
     let app = server.create_app("moved").await;
     let (ep, _) = server.create_endpoint(&app, json!({ "url": old.url })).await;
-    for i in 0..COUNT {
-        server.send_message(&app, "a.b", json!({ "i": i })).await;
-    }
-    old.wait_for(1, WAIT).await;
+    post_while_one_is_on_the_wire(&server, &app, "a.b", COUNT, &old).await;
     let path = format!("/api/v1/app/{app}/endpoint/{ep}");
     let (status, out) = server.call("PATCH", &path, Some(json!({ "url": new.url }))).await;
     assert_eq!(status, 200, "{out}");
@@ -1691,10 +1703,7 @@ async fn deliveries_in_memory_follow_a_new_url_and_a_deletion() {
         let rx = slow().await;
         let app = server.create_app(if delete_app { "gone-app" } else { "gone-endpoint" }).await;
         let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
-        for i in 0..COUNT {
-            server.send_message(&app, "a.b", json!({ "i": i })).await;
-        }
-        rx.wait_for(1, WAIT).await;
+        post_while_one_is_on_the_wire(&server, &app, "a.b", COUNT, &rx).await;
         let path = if delete_app { format!("/api/v1/app/{app}") } else { format!("/api/v1/app/{app}/endpoint/{ep}") };
         let (status, out) = server.call("DELETE", &path, None).await;
         assert_eq!(status, 204, "{out}");
@@ -1717,10 +1726,7 @@ async fn only_a_change_to_what_is_sent_reaches_held_deliveries() {
     let rx = Receiver::scripted(|_, _| Reply::Hang(Duration::from_millis(300))).await;
     let app = server.create_app("held").await;
     let (ep, old_secret) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
-    for i in 0..COUNT {
-        server.send_message(&app, "a.b", json!({ "i": i })).await;
-    }
-    rx.wait_for(1, WAIT).await;
+    post_while_one_is_on_the_wire(&server, &app, "a.b", COUNT, &rx).await;
     let path = format!("/api/v1/app/{app}/endpoint/{ep}");
     let (status, out) = server.call("PATCH", &path, Some(json!({ "description": "only words" }))).await;
     assert_eq!(status, 200, "{out}");
@@ -1752,10 +1758,7 @@ async fn changes_by_any_route_or_while_paused_reach_held_deliveries() {
     let rx = slow().await;
     let app = server.create_app("routes").await;
     let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
-    for i in 0..COUNT {
-        server.send_message(&app, "a.b", json!({ "i": i })).await;
-    }
-    rx.wait_for(1, WAIT).await;
+    post_while_one_is_on_the_wire(&server, &app, "a.b", COUNT, &rx).await;
     let code = "function handler(w) { w.headers = { 'x-transformed': 'yes' }; return w }";
     let path = format!("/api/v1/app/{app}/endpoint/{ep}");
     let (status, out) =
@@ -1770,10 +1773,7 @@ async fn changes_by_any_route_or_while_paused_reach_held_deliveries() {
     // Paused, moved, resumed: what was held goes to the new URL.
     let (old, new) = (slow().await, Receiver::start().await);
     let (ep, _) = server.create_endpoint(&app, json!({ "url": old.url, "filterTypes": ["moved"] })).await;
-    for i in 0..COUNT {
-        server.send_message(&app, "moved", json!({ "i": i })).await;
-    }
-    old.wait_for(1, WAIT).await;
+    post_while_one_is_on_the_wire(&server, &app, "moved", COUNT, &old).await;
     let path = format!("/api/v1/app/{app}/endpoint/{ep}");
     for change in [json!({ "paused": true }), json!({ "url": new.url }), json!({ "paused": false })] {
         let (status, out) = server.call("PATCH", &path, Some(change)).await;
@@ -1795,11 +1795,7 @@ async fn a_shutdown_sends_only_what_is_on_the_wire() {
     let rx = Receiver::scripted(|_, _| Reply::Hang(Duration::from_millis(1500))).await;
     let app = server.create_app("stopping").await;
     server.create_endpoint(&app, json!({ "url": rx.url })).await;
-    let mut sent = Vec::new();
-    for i in 0..COUNT {
-        sent.push(server.send_message(&app, "a.b", json!({ "i": i })).await);
-    }
-    rx.wait_for(1, WAIT).await;
+    let sent = post_while_one_is_on_the_wire(&server, &app, "a.b", COUNT, &rx).await;
     let pid = server.pid().expect("running").to_string();
     let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
     assert!(status.success());

@@ -444,18 +444,25 @@ pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
 mod tests {
     use super::*;
 
+    /// An in-memory database migrated as a version of hooklane with the first `n`
+    /// migrations left it.
+    fn migrated_to(n: usize) -> Connection {
+        let conn = Connection::open_in_memory().expect("database");
+        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            .expect("migrations table");
+        for (i, sql) in MIGRATIONS[..n].iter().enumerate() {
+            conn.execute_batch(sql).expect("old migration");
+            conn.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [i as i64 + 1]).expect("record");
+        }
+        conn
+    }
+
     /// A database made before the pull stream (migrations 1–6) with messages in it: the
     /// messages table is rebuilt with sequence numbers in the old rowid order, and keeps
     /// its rows, its uniqueness rules and its indexes.
     #[test]
     fn messages_of_an_older_database_get_sequence_numbers() {
-        let mut conn = Connection::open_in_memory().expect("database");
-        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
-            .expect("migrations table");
-        for (i, sql) in MIGRATIONS[..6].iter().enumerate() {
-            conn.execute_batch(sql).expect("old migration");
-            conn.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [i as i64 + 1]).expect("record");
-        }
+        let mut conn = migrated_to(6);
         for (id, app, event_id) in [("msg_b", "app_1", Some("e1")), ("msg_a", "app_1", None), ("msg_c", "app_2", None)]
         {
             conn.execute(
@@ -505,13 +512,7 @@ mod tests {
     /// flag becomes the list of its flags.
     #[test]
     fn rate_limits_past_16_bits_are_brought_within_them() {
-        let mut conn = Connection::open_in_memory().expect("database");
-        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
-            .expect("migrations table");
-        for (i, sql) in MIGRATIONS[..36].iter().enumerate() {
-            conn.execute_batch(sql).expect("old migration");
-            conn.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [i as i64 + 1]).expect("record");
-        }
+        let mut conn = migrated_to(36);
         for (id, rate) in [("app_1", Some(100_000)), ("app_2", Some(10)), ("app_3", None)] {
             conn.execute(
                 "INSERT INTO applications (id, name, rate_limit, metadata, created_at, updated_at) \
@@ -530,13 +531,7 @@ mod tests {
 
     #[test]
     fn the_flag_of_an_older_event_type_becomes_its_list_of_flags() {
-        let mut conn = Connection::open_in_memory().expect("database");
-        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
-            .expect("migrations table");
-        for (i, sql) in MIGRATIONS[..32].iter().enumerate() {
-            conn.execute_batch(sql).expect("old migration");
-            conn.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [i as i64 + 1]).expect("record");
-        }
+        let mut conn = migrated_to(32);
         for (name, flag) in [("flagged", Some("beta")), ("open", None)] {
             conn.execute(
                 "INSERT INTO event_types (name, description, archived, deprecated, feature_flag, created_at, updated_at) \
