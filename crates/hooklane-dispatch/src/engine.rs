@@ -658,16 +658,9 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
             // permit is not held while the slot comes. Queued behind a slow endpoint until
             // the lease's budget is spent, the delivery goes back due now (the lease is still
             // this node's), rather than wait for the lease to run out.
-            // (`biased`: the wait first, so that a permit free at once costs no look at the
-            // shutdown.)
-            // (Shut down already: not even a permit free at once sends it.)
-            if inner.stopping.load(Ordering::Relaxed) {
+            let turn = tokio::time::timeout_at(send_by.into(), gate.in_flight.acquire());
+            let Some(turn) = unless_shut_down(&inner, turn).await else {
                 return hand_back(&inner, key, Utc::now(), gate.clone(), "shutdown");
-            }
-            let turn = tokio::select! {
-                biased;
-                turn = tokio::time::timeout_at(send_by.into(), gate.in_flight.acquire()) => turn,
-                () = shutting_down(&inner) => return hand_back(&inner, key, Utc::now(), gate.clone(), "shutdown"),
             };
             let Ok(Ok(_endpoint_permit)) = turn else {
                 metrics::counter!("hooklane_deliveries_lease_expired_total").increment(1);
@@ -692,10 +685,8 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
                 // millisecond on every delivery.)
                 Ok(wait) if wait.is_zero() => Instant::now(),
                 Ok(wait) => {
-                    tokio::select! {
-                        biased;
-                        () = tokio::time::sleep(wait) => {}
-                        () = shutting_down(&inner) => return hand_back(&inner, key, Utc::now(), gate.clone(), "shutdown"),
+                    if unless_shut_down(&inner, tokio::time::sleep(wait)).await.is_none() {
+                        return hand_back(&inner, key, Utc::now(), gate.clone(), "shutdown");
                     }
                     Instant::now()
                 }
@@ -706,13 +697,8 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant)
                     return;
                 }
             };
-            if inner.stopping.load(Ordering::Relaxed) {
+            let Some(permit) = unless_shut_down(&inner, inner.in_flight.acquire()).await else {
                 return hand_back(&inner, key, Utc::now(), gate.clone(), "shutdown");
-            }
-            let permit = tokio::select! {
-                biased;
-                permit = inner.in_flight.acquire() => permit,
-                () = shutting_down(&inner) => return hand_back(&inner, key, Utc::now(), gate.clone(), "shutdown"),
             };
             let Ok(_permit) = permit else { return };
             if let Some(rate) = endpoint.rate_limit.filter(|r| *r > 0 && slot_at.elapsed() > slot_slack(*r)) {
@@ -824,13 +810,22 @@ fn expunged(inner: &Inner, message: &hooklane_core::model::Message) -> bool {
         .is_some_and(|(last, at)| at.elapsed() < marks_kept(&inner.cfg) && message.id.as_str() <= last.as_str())
 }
 
-/// Resolves once the engine shuts down (see `Inner::shut_down`).
-async fn shutting_down(inner: &Inner) {
+/// What `wait` gives, unless the engine shuts down first, or has already (see
+/// `Inner::shut_down`): then `None`, and not even a permit free at once is taken. (`biased`:
+/// `wait` first, so that one ready at once costs no look at the shutdown.)
+async fn unless_shut_down<T>(inner: &Inner, wait: impl std::future::Future<Output = T>) -> Option<T> {
     if inner.stopping.load(Ordering::Relaxed) {
-        return;
+        return None;
     }
-    let mut told = inner.shut_down.subscribe();
-    let _ = told.wait_for(|down| *down).await;
+    // (Subscribed only when looked at.)
+    let shut_down = async {
+        let _ = inner.shut_down.subscribe().wait_for(|down| *down).await;
+    };
+    tokio::select! {
+        biased;
+        done = wait => Some(done),
+        () = shut_down => None,
+    }
 }
 
 /// Settles a job that must not be sent now; whether it did. Given up when its content was
