@@ -208,25 +208,12 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     hooklane_store::private_files::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    // A random name: two containers sharing the folder may both be process 1.
-    let mut tag = [0u8; 8];
-    rand::thread_rng().fill_bytes(&mut tag);
-    let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-    let partial = dir.join(format!(".{name}.partial-{tag}"));
-    // (Removed below only once this process made it.)
-    let mut file = hooklane_store::private_files::create_new(&partial)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", partial.display())))?;
-    let linked = file
-        .write_all(content.as_bytes())
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::hard_link(&partial, path));
-    let _ = std::fs::remove_file(&partial);
-    linked?;
-    // The new name made durable (a folder is opened this way on Unix only).
-    #[cfg(unix)]
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
+    let named = |at: &Path, e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", at.display()));
+    hooklane_store::private_files::publish_new(path, named, |partial| {
+        let mut file = std::fs::OpenOptions::new().write(true).open(partial)?;
+        file.write_all(content.as_bytes())?;
+        file.sync_all()
+    })
 }
 
 pub(crate) async fn shutdown_signal() {

@@ -45,24 +45,14 @@ pub fn backup(from: &Path, to: &Path) -> StoreResult<BackupReport> {
     if !dir.is_dir() {
         return Err(StoreError::Database(format!("there is no folder {}", dir.display())));
     }
-    let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let partial = dir.join(format!(".{name}.partial-{}", std::process::id()));
-    let result = copy_into(from, &partial).and_then(|report| {
-        // A hard link fails when `to` exists by now: never overwrites, even in a race.
-        std::fs::hard_link(&partial, to).map_err(|e| io_err(to, e))?;
-        Ok(report)
-    });
-    let _ = std::fs::remove_file(&partial);
-    let report = result?;
-    std::fs::File::open(&dir).and_then(|f| f.sync_all()).map_err(|e| io_err(&dir, e))?;
-    Ok(report)
+    crate::private_files::publish_new(to, io_err, |partial| copy_into(from, partial))
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Database(format!("{}: {e}", path.display()))
 }
 
-/// The copy itself, into `target` (a new file).
+/// The copy itself, into `target` (a new, empty, owner-only file: `VACUUM INTO` fills one).
 fn copy_into(from: &Path, target: &Path) -> StoreResult<BackupReport> {
     let target_text =
         target.to_str().ok_or_else(|| StoreError::Database(format!("{} is not UTF-8", target.display())))?;
@@ -70,8 +60,6 @@ fn copy_into(from: &Path, target: &Path) -> StoreResult<BackupReport> {
     // never creating: a wrong path is an error, not a new empty database. Nothing is
     // written to the database itself (with the server stopped, SQLite may make its `-wal`
     // and `-shm` files, which it would on any open).
-    // Owner-only, like the database it copies (`VACUUM INTO` fills an empty file).
-    crate::private_files::create_new(target).map_err(|e| io_err(target, e))?;
     let conn = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(db_err)?;
     // No checkpoint of the server's log when this connection closes (the server runs its
