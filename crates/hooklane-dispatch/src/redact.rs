@@ -91,10 +91,15 @@ fn url_credentials(url: &str) -> Vec<String> {
 
 /// `secret` as written, and as an echo may write it again: percent-encoded (every byte but
 /// letters and digits, or as `encodeURIComponent` does), and escaped inside a JSON string
-/// (with or without its `/` escaped).
-fn written_forms(secret: &str) -> [String; 5] {
+/// (with or without its `/` escaped). One of letters and digits only, as most tokens are,
+/// is written the same in each: itself alone (this runs for every attempt of an endpoint
+/// with credentials).
+fn written_forms(secret: &str) -> Vec<String> {
+    if secret.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return vec![secret.to_string()];
+    }
     let json = serde_json::to_string(secret).map(|q| q[1..q.len() - 1].to_string()).unwrap_or_default();
-    [
+    vec![
         utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string(),
         utf8_percent_encode(secret, URI_COMPONENT).to_string(),
         json.replace('/', "\\/"),
