@@ -701,24 +701,16 @@ pub async fn get(
 pub(crate) struct Before {
     pub disabled: bool,
     pub paused: bool,
-    pub url: String,
     /// The version changed: saved only if the endpoint is still that version.
     pub updated_at: DateTime<Utc>,
-    pub headers: BTreeMap<String, String>,
-    /// What deliveries held in memory send of it (see [`as_sent`]).
+    /// What deliveries held in memory send of it (see [`as_sent`]): its URL and headers
+    /// among them.
     pub sent: Endpoint,
 }
 
 impl Before {
     pub(crate) fn of(ep: &Endpoint) -> Before {
-        Before {
-            disabled: ep.disabled,
-            paused: ep.paused,
-            url: ep.url.clone(),
-            updated_at: ep.updated_at,
-            headers: ep.headers.clone(),
-            sent: as_sent(ep),
-        }
+        Before { disabled: ep.disabled, paused: ep.paused, updated_at: ep.updated_at, sent: as_sent(ep) }
     }
 }
 
@@ -768,8 +760,8 @@ pub(crate) async fn save(s: &AppState, t: &Tenant, mut ep: Endpoint, before: Bef
     touch(&mut ep, before.disabled, next_version(super::now(), before.updated_at));
     let moved = drop_credentials_if_moved(&mut ep, &before);
     validate(&ep)?;
-    if ep.headers != before.headers {
-        check_header_sizes(Some(&before.headers), &ep.headers)?;
+    if ep.headers != before.sent.headers {
+        check_header_sizes(Some(&before.sent.headers), &ep.headers)?;
     }
     s.0.store.update_endpoint(ep.clone(), Some(before.updated_at)).await.map_err(save_error)?;
     forget_credentials(s, &ep, moved).await;
@@ -794,7 +786,7 @@ pub(crate) struct Moved {
 /// they are bound to the origin they were set for.) Their store writes are
 /// [`forget_credentials`], after the endpoint's own.
 pub(crate) fn drop_credentials_if_moved(ep: &mut Endpoint, before: &Before) -> Moved {
-    if origin(&ep.url) == origin(&before.url) {
+    if origin(&ep.url) == origin(&before.sent.url) {
         return Moved::default();
     }
     Moved { oauth: ep.oauth.take().is_some(), mtls: ep.mtls.take().is_some() }

@@ -813,7 +813,7 @@ async fn save(s: &AppState, mut src: Source, destinations: Option<Vec<Destinatio
                     }
                     apply_rules(&d, &mut ep);
                     touch(&mut ep, was.disabled, super::endpoint::next_version(now, was.updated_at));
-                    validate_destination(&ep, Some(&was.headers))?;
+                    validate_destination(&ep, Some(&was.sent.headers))?;
                     (ep, Some(was))
                 }
                 None => (new_endpoint(&src.app_id, d, s.0.default_signature_type, now)?, None),
