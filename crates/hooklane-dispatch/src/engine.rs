@@ -857,8 +857,7 @@ fn settled_unsent(inner: &Inner, job: &Job, key: &ClaimedKey, gate: &Arc<Gate>) 
 /// Whether the endpoint was disabled (by this process, or another that announced it) after
 /// the job's snapshot of it, or deleted, or its application deleted.
 fn disabled_here(inner: &Inner, endpoint: &Endpoint) -> bool {
-    inner.disabled.covers(&endpoint.id, endpoint.updated_at)
-        || inner.disabled.covers(&endpoint.app_id, endpoint.updated_at)
+    inner.disabled.covers_any(&[&endpoint.id, &endpoint.app_id], endpoint.updated_at)
 }
 
 /// Whether the endpoint was paused through this process after the job's snapshot of it.

@@ -85,7 +85,15 @@ impl Marks {
 
     /// Whether a snapshot at `version` predates (or is) the key's mark.
     pub(crate) fn covers(&self, key: &str, version: DateTime<Utc>) -> bool {
-        self.get(key).is_some_and(|marked| version <= marked)
+        self.covers_any(&[key], version)
+    }
+
+    /// Whether a snapshot at `version` predates (or is) the mark of any of `keys` (one look,
+    /// under one lock).
+    pub(crate) fn covers_any(&self, keys: &[&str], version: DateTime<Utc>) -> bool {
+        let kept = self.lock();
+        keys.iter()
+            .any(|key| kept.map.get(*key).is_some_and(|(marked, at)| at.elapsed() < self.keep && version <= *marked))
     }
 
     pub(crate) fn remove(&self, key: &str) {
