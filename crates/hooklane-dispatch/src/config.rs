@@ -16,6 +16,10 @@ pub struct DispatchConfig {
     pub disable_after: Duration,
     /// Deliveries held in memory (queued or in flight) at most, across all endpoints.
     pub max_outstanding: usize,
+    /// Payload bytes those deliveries may hold at most (each counts its message's payload,
+    /// shared or not): with large payloads, fewer are held. One delivery is always let in,
+    /// however large its payload.
+    pub max_outstanding_bytes: usize,
     /// Requests in flight at most, across all endpoints.
     pub max_in_flight: usize,
     /// Requests in flight at most to one endpoint.
@@ -78,6 +82,7 @@ impl Default for DispatchConfig {
             max_retry_after: Duration::from_secs(3600),
             disable_after: Duration::from_secs(5 * 24 * 3600),
             max_outstanding: 8192,
+            max_outstanding_bytes: 256 * 1024 * 1024,
             max_in_flight: 512,
             per_endpoint_in_flight: 64,
             per_endpoint_outstanding: 1024,

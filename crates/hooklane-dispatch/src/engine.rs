@@ -3,9 +3,11 @@
 //! Work in memory is bounded by `max_outstanding` permits: a permit is taken when a job
 //! is claimed or handed over by ingest, and given back once its result is committed. The
 //! poller only claims what it has permits for, so a backlog of millions stays on disk.
+//! The payloads they hold are bounded too (`max_outstanding_bytes`): jobs past it are
+//! handed back, and the poller claims nothing while it is reached.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +48,8 @@ struct Inner {
     cfg: DispatchConfig,
     sender: Sender,
     outstanding: Semaphore,
+    /// Payload bytes of the jobs started and not yet finished ([`HeldBytes`]).
+    held_bytes: AtomicUsize,
     in_flight: Semaphore,
     gates: Gates,
     circuits: Circuits,
@@ -235,6 +239,7 @@ impl Dispatcher {
         let inner = Arc::new(Inner {
             store,
             outstanding: Semaphore::new(cfg.max_outstanding),
+            held_bytes: AtomicUsize::new(0),
             in_flight: Semaphore::new(cfg.max_in_flight),
             gates: Gates::new(cfg.per_endpoint_in_flight),
             // A probe is taken as lost once it has had twice the time an attempt may take.
@@ -288,6 +293,7 @@ impl Dispatcher {
     /// alone knows whether the one before has finished; their room is given back.)
     pub fn reserve(&self, endpoints: &[Arc<Endpoint>]) -> Option<Reservation> {
         if self.inner.stopping.load(Ordering::Relaxed)
+            || bytes_full(&self.inner)
             || endpoints.iter().any(|e| self.inner.gates.is_saturated(&e.id) || !self.inner.circuits.is_closed(&e.id))
         {
             return None;
@@ -424,6 +430,7 @@ fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
     let mut deferred: HashMap<DateTime<Utc>, Vec<ClaimedKey>> = HashMap::new();
     let mut paused: HashMap<DateTime<Utc>, Vec<ClaimedKey>> = HashMap::new();
     let mut held: Vec<(ClaimedKey, String)> = Vec::new();
+    let mut n_past_bytes = 0u64;
     for job in jobs {
         let key = || claimed_key(&job);
         // Held, not tried (a disabled endpoint's deliveries are failed, paused or not).
@@ -444,16 +451,25 @@ fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
             deferred.entry(soon).or_default().push(key());
             continue;
         }
+        let Some(bytes) = HeldBytes::take(inner, job.message.payload.len()) else {
+            gate.outstanding.fetch_sub(1, Ordering::AcqRel);
+            deferred.entry(soon).or_default().push(key());
+            n_past_bytes += 1;
+            continue;
+        };
         let send_by = send_by(&inner.cfg, job.delivery.next_attempt_at, Utc::now(), Instant::now());
-        tokio::spawn(run_job(inner.clone(), job, gate, send_by));
+        tokio::spawn(run_job(inner.clone(), job, gate, send_by, bytes));
     }
     let n_paused: usize = paused.values().map(Vec::len).sum();
     if n_paused > 0 {
         metrics::counter!("hooklane_deliveries_paused_total").increment(n_paused as u64);
     }
-    let n_full: usize = deferred.values().map(Vec::len).sum();
+    let n_full = deferred.values().map(Vec::len).sum::<usize>() as u64 - n_past_bytes;
     if n_full > 0 {
-        metrics::counter!("hooklane_claimed_past_room_total").increment(n_full as u64);
+        metrics::counter!("hooklane_claimed_past_room_total").increment(n_full);
+    }
+    if n_past_bytes > 0 {
+        metrics::counter!("hooklane_claimed_past_payload_bytes_total").increment(n_past_bytes);
     }
     if !deferred.is_empty() || n_paused > 0 || !held.is_empty() {
         let inner = inner.clone();
@@ -621,7 +637,36 @@ fn send_by(cfg: &DispatchConfig, lease_end: Option<DateTime<Utc>>, now: DateTime
 
 /// Sends one delivery, if it can start by `send_by` (so that the request ends within the
 /// delivery's lease), and hands its outcome to the record loop.
-async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant) {
+/// Payload bytes a started job holds, given back when it ends (whatever way it ends).
+struct HeldBytes {
+    inner: Arc<Inner>,
+    n: usize,
+}
+
+impl HeldBytes {
+    /// Room for a payload of `n` bytes; `None` when it would pass `max_outstanding_bytes`
+    /// and other jobs hold some (a payload larger than the whole bound goes alone).
+    fn take(inner: &Arc<Inner>, n: usize) -> Option<HeldBytes> {
+        let most = inner.cfg.max_outstanding_bytes;
+        let fits = |held: usize| (held == 0 || held.saturating_add(n) <= most).then(|| held.saturating_add(n));
+        inner.held_bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, fits).ok()?;
+        Some(HeldBytes { inner: inner.clone(), n })
+    }
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        self.inner.held_bytes.fetch_sub(self.n, Ordering::AcqRel);
+    }
+}
+
+/// Whether the jobs started hold all the payload bytes they may: nothing more is claimed.
+fn bytes_full(inner: &Inner) -> bool {
+    inner.held_bytes.load(Ordering::Acquire) >= inner.cfg.max_outstanding_bytes
+}
+
+/// `_bytes` is held to the end, whichever return ends it.
+async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant, _bytes: HeldBytes) {
     let endpoint = &job.endpoint;
     let key = claimed_key(&job);
     if settled_unsent(&inner, &job, &key, &gate) {
@@ -1196,8 +1241,8 @@ async fn poll_loop(inner: Arc<Inner>) {
             inner.gates.prune();
         }
         let free = inner.outstanding.available_permits().min(inner.cfg.claim_batch);
-        if free == 0 {
-            // Memory is full; results coming back free permits.
+        if free == 0 || bytes_full(&inner) {
+            // Memory is full; results coming back free permits (and bytes).
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }

@@ -138,6 +138,9 @@ pub struct DeliveryConfig {
     pub max_in_flight: usize,
     pub per_endpoint_in_flight: usize,
     pub max_outstanding: usize,
+    /// Payload bytes those deliveries may hold at most (each counts its message's whole
+    /// payload): with large payloads, fewer are held in memory.
+    pub max_outstanding_bytes: usize,
     /// Unreachable attempts in a row (connection failed, timeout, 5xx) that open an
     /// endpoint's circuit; 0 turns circuit breaking off.
     pub circuit_failures: u32,
@@ -212,6 +215,7 @@ impl Default for DeliveryConfig {
             max_in_flight: d.max_in_flight,
             per_endpoint_in_flight: d.per_endpoint_in_flight,
             max_outstanding: d.max_outstanding,
+            max_outstanding_bytes: d.max_outstanding_bytes,
             circuit_failures: d.circuit_failures,
             circuit_cooldown: d.circuit_cooldown,
             circuit_max_cooldown: d.circuit_max_cooldown,
@@ -557,6 +561,7 @@ impl Config {
             max_in_flight: d.max_in_flight.max(1),
             per_endpoint_in_flight: d.per_endpoint_in_flight.max(1),
             max_outstanding: d.max_outstanding.max(1),
+            max_outstanding_bytes: d.max_outstanding_bytes.max(1),
             circuit_failures: d.circuit_failures,
             circuit_cooldown: d.circuit_cooldown,
             circuit_max_cooldown: d.circuit_max_cooldown.max(d.circuit_cooldown),

@@ -1348,6 +1348,32 @@ async fn claims_ask_an_endpoint_for_no_more_than_its_room() {
     assert!(returned < 10.0, "{returned} claimed deliveries handed straight back");
 }
 
+/// Deliveries held in memory hold at most `max_outstanding_bytes` of payload: with 40 KB
+/// payloads and a 100,000-byte bound, two are on the wire at a time (the rest are handed
+/// back and claimed as those end), and every one is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_held_in_memory_are_bounded_in_bytes() {
+    let server = Server::start("[delivery]\nmax_outstanding_bytes = 100000").await;
+    let rx = Receiver::scripted(|_, _| Reply::Hang(Duration::from_millis(400))).await;
+    let app = server.create_app("bytes").await;
+    server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let big = "x".repeat(40_000);
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(server.send_message(&app, "a.b", json!({ "i": i, "big": big })).await);
+    }
+    let (delivered, duplicates) = rx.wait_for_ids(&ids, WAIT).await;
+    assert_eq!((delivered, duplicates), (8, 0));
+    let arrivals: Vec<Instant> = rx.received().iter().map(|r| r.at).collect();
+    for a in &arrivals {
+        let together = arrivals.iter().filter(|b| **b >= *a && **b < *a + Duration::from_millis(300)).count();
+        assert!(together <= 2, "{together} deliveries of 40 KB on the wire together");
+    }
+    let metrics = server.metrics().await;
+    let past = metric_value(&metrics, "hooklane_claimed_past_payload_bytes_total").unwrap_or(0.0);
+    assert!(past >= 1.0, "{past}");
+}
+
 /// A rate-limited endpoint's deliveries that took their slots while every request place of
 /// the node was held by another endpoint (hanging for 3 s here) do not all go out together
 /// when places free up: slots whose time passed are taken afresh, and the rate holds.
