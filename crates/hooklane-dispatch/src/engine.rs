@@ -50,6 +50,8 @@ struct Inner {
     outstanding: Semaphore,
     /// Payload bytes of the jobs started and not yet finished ([`HeldBytes`]).
     held_bytes: AtomicUsize,
+    /// Mean payload bytes of the deliveries the last claim that found any read.
+    claimed_payload: AtomicUsize,
     in_flight: Semaphore,
     gates: Gates,
     circuits: Circuits,
@@ -240,6 +242,7 @@ impl Dispatcher {
             store,
             outstanding: Semaphore::new(cfg.max_outstanding),
             held_bytes: AtomicUsize::new(0),
+            claimed_payload: AtomicUsize::new(0),
             in_flight: Semaphore::new(cfg.max_in_flight),
             gates: Gates::new(cfg.per_endpoint_in_flight),
             // A probe is taken as lost once it has had twice the time an attempt may take.
@@ -660,9 +663,25 @@ impl Drop for HeldBytes {
     }
 }
 
-/// Whether the jobs started hold all the payload bytes they may: nothing more is claimed.
+/// Whether the jobs started hold all the payload bytes they may: ingest then writes its
+/// deliveries for a poller to claim when there is room.
 fn bytes_full(inner: &Inner) -> bool {
     inner.held_bytes.load(Ordering::Acquire) >= inner.cfg.max_outstanding_bytes
+}
+
+/// Most deliveries the next claim asks for, for their payloads to fit the bytes left if
+/// they are the size the last claim's were: a claim reads its payloads before any is let
+/// in (512 of a megabyte would be half a gigabyte for a moment), and those past the room
+/// would only be handed back. 0 while not one more fits, unless nothing is held (a payload
+/// larger than the whole bound goes alone).
+fn claim_for_bytes(inner: &Inner) -> usize {
+    let held = inner.held_bytes.load(Ordering::Acquire);
+    let room = inner.cfg.max_outstanding_bytes.saturating_sub(held);
+    match inner.claimed_payload.load(Ordering::Relaxed) {
+        0 => usize::MAX,
+        each if held == 0 => (room / each).max(1),
+        each => room / each,
+    }
 }
 
 /// `_bytes` is held to the end, whichever return ends it.
@@ -1240,8 +1259,8 @@ async fn poll_loop(inner: Arc<Inner>) {
         if rounds.is_multiple_of(64) {
             inner.gates.prune();
         }
-        let free = inner.outstanding.available_permits().min(inner.cfg.claim_batch);
-        if free == 0 || bytes_full(&inner) {
+        let free = inner.outstanding.available_permits().min(inner.cfg.claim_batch).min(claim_for_bytes(&inner));
+        if free == 0 {
             // Memory is full; results coming back free permits (and bytes).
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
@@ -1256,6 +1275,10 @@ async fn poll_loop(inner: Arc<Inner>) {
         match inner.store.claim_due(now, free, inner.cfg.lease, &room).await {
             Ok(jobs) => {
                 let got = jobs.len();
+                let bytes: usize = jobs.iter().map(|j| j.message.payload.len()).sum();
+                if let Some(each) = bytes.checked_div(got) {
+                    inner.claimed_payload.store(each, Ordering::Relaxed);
+                }
                 inner.outstanding.add_permits(free - got);
                 admit(&inner, jobs);
                 if got == free {

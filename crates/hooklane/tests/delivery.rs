@@ -1350,7 +1350,8 @@ async fn claims_ask_an_endpoint_for_no_more_than_its_room() {
 
 /// Deliveries held in memory hold at most `max_outstanding_bytes` of payload: with 40 KB
 /// payloads and a 100,000-byte bound, two are on the wire at a time (the rest are handed
-/// back and claimed as those end), and every one is delivered once.
+/// back and claimed as those end), and every one is delivered once. Claims ask for no more
+/// than fit: only those ingest handed over past the bound are handed back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payloads_held_in_memory_are_bounded_in_bytes() {
     let server = Server::start("[delivery]\nmax_outstanding_bytes = 100000").await;
@@ -1371,7 +1372,8 @@ async fn payloads_held_in_memory_are_bounded_in_bytes() {
     }
     let metrics = server.metrics().await;
     let past = metric_value(&metrics, "hooklane_claimed_past_payload_bytes_total").unwrap_or(0.0);
-    assert!(past >= 1.0, "{past}");
+    // Six when the posts are done before the first two are (fewer if the machine is slow).
+    assert!((1.0..=6.0).contains(&past), "{past} deliveries handed back for want of room for their payloads");
 }
 
 /// A rate-limited endpoint's deliveries that took their slots while every request place of
