@@ -263,7 +263,11 @@ impl FromRequestParts<AppState> for AppRef {
         let Some(app) = state.0.cache.app(&state.0.store, &key).await? else {
             return Ok(AppRef::Missing { principal, key });
         };
-        if !principal.can_access(&app.id) {
+        // (The operational application answers only the admin token, whatever token was
+        // issued for it before it was named the operational one.)
+        if !principal.can_access(&app.id)
+            || (principal != Principal::Admin && crate::operational::is_operational_app(state, &app))
+        {
             return Err(ApiError::NotFound("application"));
         }
         // Without a matched route (none here) nothing but full access passes.

@@ -173,8 +173,14 @@ fn last_attempt(id: &str, at: DateTime<Utc>, status: i32) -> Value {
     json!({ "id": id, "timestamp": at, "responseStatusCode": status })
 }
 
+/// Why no application token (a portal token, an integration's key, a poller's key) is
+/// issued for the operational application.
+pub const NO_TOKEN: &str = "the operational webhooks' application holds every application's ids and failures: \
+                            no application token is issued for it";
+
 /// Whether `app` is the operational application (named by its id or its uid): it holds
-/// every application's ids and failures, so no application token is issued for it.
+/// every application's ids and failures, so no application token is issued for it, and
+/// only the admin token reaches it.
 pub fn is_operational_app(state: &AppState, app: &Application) -> bool {
     state.0.operational_app.as_deref().is_some_and(|key| app.id == key || app.uid.as_deref() == Some(key))
 }

@@ -23,14 +23,20 @@ use crate::extract::Admin;
 use crate::state::AppState;
 
 /// Settings of the operators' endpoints.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct OpsSettings {
     /// The installed Prometheus recorder; without one `/metrics` shows only the gauges
     /// read from the store.
     pub metrics: Option<PrometheusHandle>,
-    /// Whether `/metrics` needs the admin token (default: open, like most exporters; keep
-    /// the port private or turn this on).
+    /// Whether `/metrics` needs the admin token (default: it does; it names failing
+    /// applications and endpoints of every tenant, on the port the portal is served from).
     pub metrics_require_token: bool,
+}
+
+impl Default for OpsSettings {
+    fn default() -> Self {
+        OpsSettings { metrics: None, metrics_require_token: true }
+    }
 }
 
 /// Histogram buckets, in seconds, of the latencies hooklane records.
@@ -84,14 +90,16 @@ pub async fn health() -> impl IntoResponse {
 pub async fn ready(State(s): State<AppState>) -> Response {
     match tokio::time::timeout(Duration::from_secs(5), s.0.store.ping()).await {
         Ok(Ok(())) => axum::Json(json!({ "status": "ready" })).into_response(),
-        Ok(Err(e)) => not_ready(e.to_string()),
-        Err(_) => not_ready("the store did not answer within 5 s".into()),
+        Ok(Err(e)) => not_ready(&e.to_string(), "the store did not answer"),
+        Err(_) => not_ready("timed out", "the store did not answer within 5 s"),
     }
 }
 
-fn not_ready(why: String) -> Response {
-    tracing::warn!(error = %why, "not ready: store unreachable");
-    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "status": "unavailable", "detail": why }))).into_response()
+/// The error goes to the log only: `/ready` needs no token, and a store's error can name
+/// its host and user.
+fn not_ready(error: &str, detail: &str) -> Response {
+    tracing::warn!(%error, "not ready: store unreachable");
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "status": "unavailable", "detail": detail }))).into_response()
 }
 
 /// `GET /metrics`: the Prometheus text format.

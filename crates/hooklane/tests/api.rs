@@ -201,6 +201,14 @@ async fn app_create_has_svix_shape() {
     // A uid that looks like an application id is refused.
     let (status, body) = server.call("POST", "/api/v1/app", Some(json!({"name": "x", "uid": id}))).await;
     assert_invalid(status, &body, "uid");
+    // Nor may a session's id hold a NUL, when a token is issued for it or its tokens end.
+    let (status, body) = server
+        .call("POST", &format!("/api/v1/auth/app-portal-access/{id}"), Some(json!({"sessionId": "a\u{0}"})))
+        .await;
+    assert_invalid(status, &body, "sessionId");
+    let path = format!("/api/v1/auth/app/{id}/expire-all");
+    let (status, body) = server.call("POST", &path, Some(json!({"sessionIds": ["a\u{0}"]}))).await;
+    assert_invalid(status, &body, "sessionIds");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,6 +560,10 @@ async fn event_type_lifecycle() {
     let (status, _) = server.call("DELETE", "/api/v1/event-type/race.et?expunge=true", None).await;
     assert_eq!(status, 204);
 
+    // A PUT's name is the path's: a bad one is told there.
+    let (status, body) = server.call("PUT", "/api/v1/event-type/bad%20name", Some(json!({"description": "B"}))).await;
+    assert_error(status, &body, 422, "validation");
+    assert_eq!(body["detail"][0]["loc"], json!(["path", "name"]), "{body}");
     // PUT creates, then replaces.
     let (status, put) = server.call("PUT", "/api/v1/event-type/order.paid", Some(json!({"description": "Paid"}))).await;
     assert_eq!(status, 201, "{put}");

@@ -249,6 +249,50 @@ async fn the_operational_apps_own_failures_are_not_reported_to_it() {
     assert_eq!(status, 200, "other applications' tokens are issued as ever");
 }
 
+/// An integration's key and a poller's key are application tokens too: none is issued for
+/// the operational application, and those issued before it was named the operational one
+/// no longer reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operational_app_answers_only_the_admin_token() {
+    let mut server = Server::start("").await;
+    let (status, app) = server.call("POST", "/api/v1/app/", Some(json!({ "name": "operations", "uid": "ops" }))).await;
+    assert_eq!(status, 201, "{app}");
+    let (status, integration) =
+        server.call("POST", "/api/v1/app/ops/integration", Some(json!({ "name": "books" }))).await;
+    assert_eq!(status, 201, "{integration}");
+    let rotate_key = format!("/api/v1/app/ops/integration/{}/key/rotate", integration["id"].as_str().expect("id"));
+    let (status, out) = server.call("POST", &rotate_key, None).await;
+    assert_eq!(status, 200, "{out}");
+    let integration_key = out["key"].as_str().expect("key").to_string();
+    let (poller, _) = server.create_endpoint("ops", json!({ "polling": true })).await;
+    let rotate_token = format!("/api/v1/auth/app/ops/poller/{poller}/token/rotate");
+    let (status, out) = server.call("POST", &rotate_token, Some(json!({}))).await;
+    assert_eq!(status, 200, "{out}");
+    let poller_key = out["token"].as_str().expect("token").to_string();
+    let (status, _) = server.call_as(&integration_key, "GET", "/api/v1/app/ops/msg", None).await;
+    assert_eq!(status, 200, "an ordinary application's key reaches it");
+
+    server.kill9();
+    let server = Server::start_in(server.dir.clone(), "operational_app = \"ops\"").await;
+    for (key, path) in [
+        (&integration_key, "/api/v1/app/ops/msg".to_string()),
+        (&poller_key, format!("/api/v1/app/ops/poller/{poller}")),
+    ] {
+        let (status, body) = server.call_as(key, "GET", &path, None).await;
+        assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{path}: {body}");
+    }
+    let (status, _) = server.call("GET", "/api/v1/app/ops/msg", None).await;
+    assert_eq!(status, 200, "the admin token reaches it");
+    for (path, body) in [
+        ("/api/v1/app/ops/integration".to_string(), Some(json!({ "name": "more" }))),
+        (rotate_key, None),
+        (rotate_token, Some(json!({}))),
+    ] {
+        let (status, out) = server.call("POST", &path, body).await;
+        assert_eq!((status, out["code"].as_str()), (403, Some("forbidden")), "{path}: {out}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_posted_without_an_operational_app() {
     let server = Server::start("").await;

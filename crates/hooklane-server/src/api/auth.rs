@@ -74,7 +74,7 @@ fn check_session_id(field: &str, id: &str) -> ApiResult<()> {
     if id.is_empty() || id.chars().count() > MAX_SESSION_ID_LEN {
         return Err(ApiError::validation(field, format!("must be 1 to {MAX_SESSION_ID_LEN} characters")));
     }
-    Ok(())
+    super::no_nul(field, id)
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -125,8 +125,7 @@ pub async fn app_portal_access(
             format!("must be between {MIN_EXPIRY_SECONDS} and {MAX_EXPIRY_SECONDS} seconds"),
         ));
     }
-    const OPERATIONAL: &str = "the operational webhooks' application holds every application's ids and failures: \
-                               no application token is issued for it";
+    use crate::operational::NO_TOKEN as OPERATIONAL;
     if s.0.operational_app.as_deref() == Some(app_key.as_str()) {
         return Err(ApiError::Forbidden(OPERATIONAL));
     }

@@ -353,6 +353,8 @@ pub async fn put(
     Path(name): Path<String>,
     Json(input): Json<EventTypeUpdate>,
 ) -> ApiResult<Response> {
+    // (The name is the path's.)
+    check_name("name", &name).map_err(ApiError::in_path)?;
     let now = super::now();
     let et = EventType {
         name,

@@ -156,6 +156,7 @@ pub async fn create(
     Json(input): Json<IntegrationIn>,
 ) -> ApiResult<(StatusCode, axum::Json<IntegrationOut>)> {
     let (name, feature_flags) = input.checked()?;
+    refuse_operational(&s, &t)?;
     let now = super::now();
     let integration = Integration {
         id: new_id(ids::INTEGRATION),
@@ -269,10 +270,19 @@ pub async fn rotate_key(
     t: Tenant,
     Path((_, id)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<IntegrationKeyOut>> {
+    refuse_operational(&s, &t)?;
     let key = super::auth::random_token(KEY_PREFIX);
     let now = super::now();
     s.0.store.set_integration_key(&t.app.id, &id, hex(&token_hash(&key)), now).await.map_err(missing("integration"))?;
     Ok(axum::Json(IntegrationKeyOut { key }))
+}
+
+/// An integration's key is an application token: none for the operational application.
+fn refuse_operational(s: &AppState, t: &Tenant) -> ApiResult<()> {
+    match crate::operational::is_operational_app(s, &t.app) {
+        true => Err(ApiError::Forbidden(crate::operational::NO_TOKEN)),
+        false => Ok(()),
+    }
 }
 
 /// This module's part of the OpenAPI document (see `crate::openapi`).

@@ -598,6 +598,9 @@ pub async fn rotate_key(
         ));
     }
     let app = s.0.store.get_app(&app_key).await?.ok_or(ApiError::NotFound("application"))?;
+    if crate::operational::is_operational_app(&s, &app) {
+        return Err(ApiError::Forbidden(crate::operational::NO_TOKEN));
+    }
     let ep = s.0.store.get_endpoint(&app.id, &ep_key).await?.filter(|e| e.polling);
     let ep = ep.ok_or(ApiError::NotFound("polling endpoint"))?;
     let now = super::now();
