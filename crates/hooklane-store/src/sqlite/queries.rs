@@ -537,21 +537,7 @@ pub fn read_message_events(
     q: &EventsQuery,
     durable_seq: i64,
 ) -> StoreResult<EventsPage> {
-    // (A literal, not a parameter: `Select` numbers its parameters from the conditions.)
-    let flag = if q.with_content { "1" } else { "0" };
-    let cols = crate::queries_shared::message_cols_payload_if(rows::MESSAGE_COLS, flag);
-    let mut select = Select::new(&format!("{cols}, seq"), "messages")
-        .and("app_id = ?", [text(app_id)])
-        .and("seq > ? AND seq <= ?", [int(q.after.minor), int(durable_seq)])
-        .and_if(q.since, "created_at > ?", |t| int(ms(t)));
-    select = event_types_in(select, q.event_types.as_deref());
-    if let Some(channels) = q.channels.as_ref().filter(|c| !c.is_empty()) {
-        let marks = vec!["?"; channels.len()].join(", ");
-        select = select.and(
-            &format!("EXISTS (SELECT 1 FROM json_each(messages.channels) WHERE value IN ({marks}))"),
-            channels.iter().map(|c| text(c.as_str())),
-        );
-    }
+    let select = events_select(app_id, q, durable_seq);
     let limit = q.limit.max(1);
     let sql = format!("{} ORDER BY seq LIMIT {limit}", select.sql());
     // The byte budget is kept here, in the loop, rather than in SQL: SQLite hands rows over
@@ -574,6 +560,45 @@ pub fn read_message_events(
         }
     }
     Ok(EventsPage::new(q, messages, EventPosition { major: 0, minor: durable_seq }))
+}
+
+/// The read of [`read_message_events`], but for its order and limit.
+fn events_select(app_id: &str, q: &EventsQuery, durable_seq: i64) -> Select {
+    // (A literal, not a parameter: `Select` numbers its parameters from the conditions.)
+    let flag = if q.with_content { "1" } else { "0" };
+    let cols = crate::queries_shared::message_cols_payload_if(rows::MESSAGE_COLS, flag);
+    let mut select = Select::new(&format!("{cols}, seq"), "messages").and("app_id = ?", [text(app_id)]);
+    select = match q.since {
+        None => select.and("seq > ? AND seq <= ?", [int(q.after.minor), int(durable_seq)]),
+        // Messages created after `since` come no earlier in the stream than the first one
+        // whose id is past its floor (`message_id_floor`): the walk starts there, found
+        // through the index by (application, id), rather than at the application's first
+        // message, each one read to look at its time (a Svix client's first read, `after`
+        // now, walked the whole history to find nothing). None past it: none up to
+        // `durable_seq` qualifies.
+        Some(since) => select
+            .and(
+                "seq > MAX(?, COALESCE((SELECT MIN(seq) FROM messages WHERE app_id = ? AND id > ?) - 1, ?)) \
+                 AND seq <= ?",
+                [
+                    int(q.after.minor),
+                    text(app_id),
+                    text(crate::queries_shared::message_id_floor(ms(since))),
+                    int(durable_seq),
+                    int(durable_seq),
+                ],
+            )
+            .and("created_at > ?", [int(ms(since))]),
+    };
+    select = event_types_in(select, q.event_types.as_deref());
+    if let Some(channels) = q.channels.as_ref().filter(|c| !c.is_empty()) {
+        let marks = vec!["?"; channels.len()].join(", ");
+        select = select.and(
+            &format!("EXISTS (SELECT 1 FROM json_each(messages.channels) WHERE value IN ({marks}))"),
+            channels.iter().map(|c| text(c.as_str())),
+        );
+    }
+    select
 }
 
 /// `event_type IN (…)` when `types` names any.
@@ -1471,6 +1496,50 @@ mod tests {
             .expect("plan");
         let plan = plan.join(" | ");
         assert!(plan.contains("attempts_by_endpoint (endpoint_id=? AND id>?)"), "{plan}");
+    }
+
+    /// A read of the messages since a recent time starts at the first message that may be
+    /// that recent, found by id: it steps over none of the application's older history
+    /// (3,000 messages here), as Svix clients' first read (`after` now) had.
+    #[test]
+    fn a_read_since_a_time_walks_no_older_messages() {
+        let mut conn = Connection::open_in_memory().expect("database");
+        super::super::schema::migrate(&mut conn).expect("schema");
+        let now = Utc::now();
+        let message = |id: String, created_at: DateTime<Utc>| Message {
+            id,
+            app_id: "app_1".into(),
+            event_type: "a.b".into(),
+            event_id: None,
+            payload: "{}".into(),
+            channels: None,
+            tags: None,
+            created_at,
+            content_type: None,
+            headers: Default::default(),
+            ordering_key: None,
+            deliver_at: None,
+        };
+        let old = now - chrono::Duration::days(2);
+        for i in 0..3_000 {
+            let at = old + chrono::Duration::milliseconds(i);
+            let m = message(hooklane_core::ids::floor(hooklane_core::ids::MESSAGE, at), at);
+            insert_message(&conn, &m, &[], FirstSend::Now).expect("old message");
+        }
+        let recent = message(hooklane_core::ids::new_id(hooklane_core::ids::MESSAGE), now);
+        insert_message(&conn, &recent, &[], FirstSend::Now).expect("recent message");
+        let durable: i64 = conn.query_row("SELECT MAX(seq) FROM messages", [], |r| r.get(0)).expect("seq");
+
+        let mut q = EventsQuery::after(EventPosition::START, 10);
+        q.since = Some(now - chrono::Duration::minutes(1));
+        let page = read_message_events(&conn, "app_1", &q, durable).expect("read");
+        let ids: Vec<&str> = page.messages.iter().map(|(_, m)| m.id.as_str()).collect();
+        assert_eq!(ids, [recent.id.as_str()]);
+        // The statement the read ran, from the cache, with the steps it took.
+        let sql = format!("{} ORDER BY seq LIMIT 10", events_select("app_1", &q, durable).sql());
+        let stmt = conn.prepare_cached(&sql).expect("statement");
+        let steps = stmt.get_status(rusqlite::StatementStatus::VmStep);
+        assert!(steps > 0 && steps < 1_000, "{steps} steps for one message");
     }
 
     /// Usage counts read the application's messages of the window through the index by

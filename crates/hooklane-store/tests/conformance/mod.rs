@@ -1426,6 +1426,16 @@ pub async fn message_events_follow_write_order(store: &DynStore) {
     q.since = Some(t + mins(1) - chrono::Duration::milliseconds(1));
     let recent = store.read_message_events(&a.id, &q).await.unwrap();
     assert_eq!(ids(&recent), vec![written_first.id.clone(), third.id.clone()]);
+    // A time past every message: none, and the read is done past them all.
+    q.since = Some(t + mins(10));
+    let none = store.read_message_events(&a.id, &q).await.unwrap();
+    assert!(none.messages.is_empty() && none.done, "{:?}", ids(&none));
+    assert!(none.next >= all.next);
+    // A position past the time's first message is where the read starts.
+    let mut q = query(first_two.next, 10);
+    q.since = Some(t - mins(1));
+    let later = store.read_message_events(&a.id, &q).await.unwrap();
+    assert_eq!(ids(&later), vec![third.id.clone()]);
 
     // Another tenant's stream holds only its own message.
     let other = store.read_message_events(&b.id, &query(EventPosition::START, 10)).await.unwrap();
