@@ -52,6 +52,10 @@ const DEFAULT_LIMIT: usize = 50;
 /// of `max_body_bytes` each (250 MiB at 1 MiB), times the concurrent reads of one tenant,
 /// cannot make the node hold gigabytes. A reader goes on from the page's iterator.
 const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
+/// The same for a stream's reads: a stream sends one message at a time, and holds what it
+/// read ahead for as long as its client takes to read it (a client that stops reading, up
+/// to the stream's lifetime), so it reads ahead little.
+const STREAM_PAGE_BYTES: usize = 1024 * 1024;
 
 /// Svix's `MessageEventsOut`.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -258,7 +262,8 @@ async fn poll_once(s: &AppState, app_id: &str, pull: &Pull) -> ApiResult<EventsP
             the stream)"),
         ("wait" = Option<u64>, Query, description = "hooklane's own long-polling: when nothing is there to read, wait \
             up to this many seconds (at most 60, default 0) for a message. Past the node's limits on waiting readers \
-            the read answers at once", maximum = 60),
+            the read answers at once what there is, and 429 (the application's limit) or 503 (the node's) when that \
+            is nothing", maximum = 60),
     ),
     responses(
         (status = 200, description = "The next messages, and the iterator to read on from", body = MessageEventsOut),
@@ -297,7 +302,8 @@ pub async fn poll(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<a
             (an `iterator` of an earlier answer); the subscription moves there"),
         ("wait" = Option<u64>, Query, description = "hooklane's own long-polling: when nothing is there to read, wait \
             up to this many seconds (at most 60, default 0) for a message. Past the node's limits on waiting readers \
-            the read answers at once", maximum = 60),
+            the read answers at once what there is, and 429 (the application's limit) or 503 (the node's) when that \
+            is nothing", maximum = 60),
     ),
     responses(
         (status = 200, description = "The next messages; the subscription now stands past them",
@@ -420,6 +426,7 @@ pub async fn stream(
     if let Some(position) = resume {
         pull.query.after = position;
     }
+    pull.query.max_bytes = STREAM_PAGE_BYTES;
     let place = waiting_place(&s, &t.app.id).map_err(no_place)?;
     let with_content = pull.query.with_content;
     let mut follower = Follower::new(&s, &t.app.id, pull.query);
