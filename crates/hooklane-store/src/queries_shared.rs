@@ -457,6 +457,14 @@ pub fn delivery_status_sql(status: Option<hooklane_core::model::DeliveryStatus>)
 /// per message it may delete, before it stops and leaves the rest to the next round.
 pub const PRUNE_ROWS_PER_MESSAGE: i64 = 8;
 
+/// The id below which a message is old enough for retention: one made before `m.before`.
+/// Ids begin with the time they were made, the message's creation (its `created_at` is that
+/// time or, for an inbound request's message, the request's arrival a moment before), so
+/// the index on ids tells a message's age without reading its row.
+pub fn prune_floor(m: &crate::PruneMessages) -> String {
+    hooklane_core::ids::floor(hooklane_core::ids::MESSAGE, m.before)
+}
+
 /// What a round of message retention deletes from the window it looked at.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PrunePlan {

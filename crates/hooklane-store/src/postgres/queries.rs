@@ -19,7 +19,7 @@ use crate::queries_shared::{
     qualified_delivery_cols_seen, AttemptGroup,
 };
 use crate::queries_shared::{
-    lane_key_sql, lane_seq_sql, qualified, queued_again_sql, FairClaim, EXPUNGED, RECOVERABLE,
+    lane_key_sql, lane_seq_sql, prune_floor, qualified, queued_again_sql, FairClaim, EXPUNGED, RECOVERABLE,
 };
 use crate::{
     AttemptFilter, AttemptOutcome, ClaimedKey, DeliveryKey, EndpointStats, EventPosition, EventsPage, EventsQuery, Job,
@@ -2088,13 +2088,13 @@ pub(super) async fn prune_messages<C: GenericClient>(
 ) -> StoreResult<(u64, Option<String>)> {
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "SELECT id, created_at < $2, {} FROM messages m WHERE id > $1 ORDER BY id LIMIT $3",
+            "SELECT id, id < $2, {} FROM messages m WHERE id > $1 ORDER BY id LIMIT $3",
             crate::queries_shared::message_needed_sql("$4")
         )
     });
     let fan_outs_since = ms(now - crate::FAN_OUT_KEPT);
     let window: Vec<(String, bool, bool)> =
-        query(c, &SQL, &[&m.after, &ms(m.before), &limit_param(limit.saturating_mul(2)), &fan_outs_since])
+        query(c, &SQL, &[&m.after, &prune_floor(m), &limit_param(limit.saturating_mul(2)), &fan_outs_since])
             .await?
             .iter()
             .map(|r| Ok((r.try_get(0).map_err(db_err)?, r.try_get(1).map_err(db_err)?, r.try_get(2).map_err(db_err)?)))

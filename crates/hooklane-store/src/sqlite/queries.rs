@@ -1231,11 +1231,13 @@ fn prune_messages(
 ) -> StoreResult<(u64, Option<String>)> {
     let window: Vec<(String, bool, bool)> = query_all(
         conn,
-        &format!(
-            "SELECT id, created_at < ?2, {} FROM messages m WHERE id > ?1 ORDER BY id LIMIT ?3",
-            crate::queries_shared::message_needed_sql("?4")
-        ),
-        params![m.after, ms(m.before), limit.saturating_mul(2), now - crate::FAN_OUT_KEPT.num_milliseconds()],
+        &prune_window_sql(),
+        params![
+            m.after,
+            crate::queries_shared::prune_floor(m),
+            limit.saturating_mul(2),
+            now - crate::FAN_OUT_KEPT.num_milliseconds()
+        ],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     let plan = crate::queries_shared::PrunePlan::of(&m.after, &window, limit);
@@ -1252,6 +1254,17 @@ fn prune_messages(
         deleted += 1;
     }
     Ok((deleted, plan.resume))
+}
+
+/// The messages a round of retention looks at: their ids, whether each is old enough to go,
+/// and whether it is still needed. Its age is read from its id, as every column read here
+/// is, so that the index on ids answers alone: a message's `created_at` is stored after its
+/// payload, and reading it walked each large payload's overflow pages, on the writer.
+fn prune_window_sql() -> String {
+    format!(
+        "SELECT id, id < ?2, {} FROM messages m WHERE id > ?1 ORDER BY id LIMIT ?3",
+        crate::queries_shared::message_needed_sql("?4")
+    )
 }
 
 /// An attempt's message is of one of the event types (a JSON array).
@@ -1540,6 +1553,20 @@ mod tests {
         let stmt = conn.prepare_cached(&sql).expect("statement");
         let steps = stmt.get_status(rusqlite::StatementStatus::VmStep);
         assert!(steps > 0 && steps < 1_000, "{steps} steps for one message");
+    }
+
+    /// A round of retention reads its window of messages from the index on ids alone, never
+    /// their rows (a row's payload comes before its time: reading the time read the payload).
+    #[test]
+    fn retention_reads_no_message_rows() {
+        let mut conn = Connection::open_in_memory().expect("database");
+        super::super::schema::migrate(&mut conn).expect("schema");
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", prune_window_sql()))
+            .and_then(|mut s| s.query_map(params!["", "msg_1", 10, 0], |r| r.get::<_, String>(3))?.collect())
+            .expect("plan");
+        let plan = plan.join(" | ");
+        assert!(plan.contains("SEARCH m USING COVERING INDEX"), "{plan}");
     }
 
     /// Usage counts read the application's messages of the window through the index by

@@ -253,8 +253,14 @@ pub fn new_endpoint(app_id: &str, uid: Option<&str>) -> Endpoint {
     }
 }
 
+/// A message created at `created_at`, its id made then too, as the server makes them (ids
+/// begin with their creation time, which retention goes by); ids of one time rise in the
+/// order they are made.
 pub fn new_message(app_id: &str, event_type: &str, created_at: DateTime<Utc>) -> Message {
-    let id = new_id(ids::MESSAGE);
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let at = u64::try_from(created_at.timestamp_millis()).unwrap_or(0);
+    let id = format!("{}_{}", ids::MESSAGE, ulid::Ulid::from_parts(at, u128::from(n)));
     Message {
         payload: format!(r#"{{"type":"{event_type}","msg":"{id}"}}"#),
         id,
