@@ -1196,11 +1196,7 @@ pub fn prune(
         Some(m) => prune_messages(conn, m, now, limit)?,
         None => (0, None),
     };
-    let tokens = execute(
-        conn,
-        "DELETE FROM tokens WHERE rowid IN (SELECT rowid FROM tokens WHERE expires_at <= ?1 LIMIT ?2)",
-        params![now, limit],
-    )?;
+    let tokens = execute(conn, PRUNE_TOKENS, params![now, limit])?;
     let tasks = execute(
         conn,
         "DELETE FROM background_tasks WHERE rowid IN \
@@ -1216,6 +1212,10 @@ pub fn prune(
         messages_resume,
     })
 }
+
+/// Up to `?2` tokens expired by `?1`.
+const PRUNE_TOKENS: &str =
+    "DELETE FROM tokens WHERE rowid IN (SELECT rowid FROM tokens WHERE expires_at <= ?1 LIMIT ?2)";
 
 /// Deletes up to `limit` of the messages `m` allows, with their deliveries and attempts, in
 /// one window of at most `2 × limit` messages after `m.after` (ids begin with their creation
@@ -1567,6 +1567,19 @@ mod tests {
             .expect("plan");
         let plan = plan.join(" | ");
         assert!(plan.contains("SEARCH m USING COVERING INDEX"), "{plan}");
+    }
+
+    /// Expired tokens are found through the index by expiry, not by reading every token.
+    #[test]
+    fn expired_tokens_are_found_by_their_expiry() {
+        let mut conn = Connection::open_in_memory().expect("database");
+        super::super::schema::migrate(&mut conn).expect("schema");
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {PRUNE_TOKENS}"))
+            .and_then(|mut s| s.query_map(params![0, 10], |r| r.get::<_, String>(3))?.collect())
+            .expect("plan");
+        let plan = plan.join(" | ");
+        assert!(plan.contains("tokens_by_expiry (expires_at<?)"), "{plan}");
     }
 
     /// Usage counts read the application's messages of the window through the index by

@@ -391,6 +391,11 @@ ALTER TABLE deliveries ADD COLUMN failure_told INTEGER NOT NULL DEFAULT 0;
 UPDATE applications SET rate_limit = 65535 WHERE rate_limit > 65535;
 UPDATE endpoints SET rate_limit = 65535 WHERE rate_limit > 65535;
 "#,
+    // Expired tokens are found by their expiry: housekeeping looks for them every round, and
+    // every portal login adds one that lives a week.
+    r#"
+CREATE INDEX tokens_by_expiry ON tokens (expires_at);
+"#,
 ];
 
 /// The row of `instance_secrets` that [`crate::Store::instance_secret`] answers.
