@@ -196,7 +196,9 @@ pub trait Store: Send + Sync + 'static {
     /// wire (a resend, or its lease handed back), and one leased under another lease, or
     /// succeeded or cancelled, was taken by another claim after this one ran out (another
     /// node may be sending it, or sent it); each keeps that newer state. The attempt itself
-    /// is always logged.
+    /// is logged whatever became of its delivery, as long as its endpoint and its message
+    /// still exist (one deleted while the request was on the wire would leave an attempt
+    /// nothing deletes).
     async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>, disable_after: Duration) -> StoreResult<Recorded>;
     /// Notes that a failure of these deliveries was reported (operational
     /// `message.attempt.failing` or `exhausted`), so that the next success of each is

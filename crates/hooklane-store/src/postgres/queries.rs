@@ -848,9 +848,10 @@ fn numbered(first: usize, sql: &str) -> String {
     out
 }
 
-/// The attempts of endpoints that still exist: one deleted while its request was on the
-/// wire (with its application, maybe) leaves no attempt behind it, which nothing would
-/// delete (its response body and request headers among them).
+/// The attempts of endpoints and messages that still exist: one deleted while its request
+/// was on the wire (an endpoint with its application, maybe; an old message by retention,
+/// its content deleted) leaves no attempt behind it, which nothing would delete (its
+/// response body and request headers among them).
 fn attempts_insert_sql(first: usize) -> String {
     numbered(
         first,
@@ -860,7 +861,8 @@ fn attempts_insert_sql(first: usize) -> String {
          $8:text[], $9:bigint[], $10:int[], $11:bigint[], $12:text[]) \
          AS given(id, msg_id, endpoint_id, app_id, url, status, response_status, response, duration_ms, \
          trigger_type, created_at, request_headers) \
-         WHERE EXISTS (SELECT 1 FROM endpoints e WHERE e.id = given.endpoint_id)",
+         WHERE EXISTS (SELECT 1 FROM endpoints e WHERE e.id = given.endpoint_id) \
+         AND EXISTS (SELECT 1 FROM messages m WHERE m.id = given.msg_id)",
     )
 }
 

@@ -879,7 +879,7 @@ pub fn record_attempt(
         conn,
         "INSERT INTO attempts (id, msg_id, endpoint_id, app_id, url, status, response_status, response, duration_ms, \
          trigger_type, created_at, request_headers) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 \
-         WHERE EXISTS (SELECT 1 FROM endpoints WHERE id = ?3)",
+         WHERE EXISTS (SELECT 1 FROM endpoints WHERE id = ?3) AND EXISTS (SELECT 1 FROM messages WHERE id = ?2)",
         params![
             a.id,
             a.msg_id,

@@ -1937,6 +1937,19 @@ pub async fn prune_deletes_old_finished_messages(store: &DynStore) {
         assert_eq!(store.message_deliveries(&app.id, &kept.id).await.unwrap().len(), 1);
     }
     assert_eq!(store.prune(t, None, old_before(t - hours(1)), 100).await.unwrap(), Pruned::default(), "nothing more");
+
+    // An old message whose content is deleted while its delivery is on the wire goes, and
+    // the attempt's outcome, recorded after, leaves no attempt behind (nothing would delete
+    // it: retention deletes attempts with their message).
+    let on_wire = post(store, &app.id, &[&ep], t - hours(3)).await;
+    assert_eq!(claim(store, t + secs(3)).await.len(), 1);
+    store.expunge_message_content(&app.id, &on_wire.id, t + secs(3)).await.unwrap();
+    assert_eq!(store.prune(t + secs(4), None, old_before(t - hours(1)), 100).await.unwrap().messages, 1);
+    let late = outcome(&on_wire.id, &ep, t + secs(5), NextStep::Succeeded);
+    store.record_attempts(vec![late], HOUR).await.unwrap();
+    let filter = AttemptFilter { msg_id: Some(on_wire.id.clone()), ..AttemptFilter::default() };
+    let left = store.list_attempts(&app.id, &filter, &PageRequest::default()).await.unwrap();
+    assert!(left.items.is_empty(), "an attempt of a deleted message: {:?}", left.items);
 }
 
 /// Messages created before `before`, looked for from the oldest.
