@@ -299,7 +299,17 @@ pub struct Pruned {
     /// Where the next round goes on looking for old messages (a [`PruneMessages::after`]),
     /// when this one left some it may delete; `None` when it looked at every old message.
     pub messages_resume: Option<String>,
+    /// Whether the round stopped short of its count for the bytes it freed
+    /// ([`PRUNE_BYTES`]), leaving idempotency keys or inbound requests it may delete: the
+    /// next round is due at once.
+    pub more: bool,
 }
+
+/// Payload bytes one round of housekeeping frees at most in each table, about (it stops
+/// after the record that passes it). On SQLite a record's large body is freed page by page,
+/// on the one writer ingest waits for: a thousand expired answers of a megabyte each would
+/// hold it for seconds.
+pub const PRUNE_BYTES: i64 = 32 * 1024 * 1024;
 
 /// Which messages a round of housekeeping may delete: those created before `before`, with
 /// no pending delivery, looked for in id order (their creation order) after the id `after`

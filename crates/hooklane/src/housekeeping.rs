@@ -89,7 +89,7 @@ async fn prune_all(
         metrics::counter!("hooklane_housekeeping_deleted_total", "kind" => "background_task").increment(round.tasks);
         let full = chunk as u64;
         let counts = [round.idempotency_keys, round.inbound_requests, round.messages, round.tokens, round.tasks];
-        let small = counts.iter().all(|n| *n < full);
+        let small = counts.iter().all(|n| *n < full) && !round.more;
         match round.messages_resume {
             Some(resume) => {
                 steps += usize::from(round.messages < full);
@@ -172,18 +172,18 @@ mod tests {
         (store, ep)
     }
 
-    /// A message of `ep`'s application created `age` ago, waiting for a delivery to `ep` or
-    /// sent nowhere.
-    async fn post(store: &DynStore, ep: &Endpoint, age: chrono::TimeDelta, waiting: bool) -> String {
+    /// A message of `ep`'s application created at `at` (its id made then, as the server's
+    /// are: no two of one millisecond here), waiting for a delivery to `ep` or sent nowhere.
+    async fn post(store: &DynStore, ep: &Endpoint, at: hooklane_core::DateTime<Utc>, waiting: bool) -> String {
         let msg = Message {
-            id: new_id(MESSAGE),
+            id: hooklane_core::ids::floor(MESSAGE, at),
             app_id: ep.app_id.clone(),
             event_type: "a.b".into(),
             event_id: None,
             payload: "{}".into(),
             channels: None,
             tags: None,
-            created_at: Utc::now() - age,
+            created_at: at,
             content_type: None,
             headers: Default::default(),
             ordering_key: None,
@@ -203,13 +203,14 @@ mod tests {
     async fn runs_step_over_waiting_messages_and_go_on() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, ep) = store_with_endpoint(&dir).await;
-        let old = chrono::TimeDelta::days(2);
+        let old = Utc::now() - chrono::TimeDelta::days(2);
+        let at = |i: usize| old + chrono::TimeDelta::milliseconds(i as i64);
         let mut waiting = Vec::new();
-        for _ in 0..(2 * MAX_STEPS_PER_RUN + 20) {
-            waiting.push(post(&store, &ep, old, true).await);
+        for i in 0..(2 * MAX_STEPS_PER_RUN + 20) {
+            waiting.push(post(&store, &ep, at(i), true).await);
         }
-        let free = post(&store, &ep, old, false).await;
-        let recent = post(&store, &ep, chrono::TimeDelta::zero(), false).await;
+        let free = post(&store, &ep, at(2 * MAX_STEPS_PER_RUN + 20), false).await;
+        let recent = post(&store, &ep, Utc::now(), false).await;
         let retention = Retention { inbound_requests: Duration::ZERO, messages: DAY };
         // Windows of 2 (a chunk of 1): the first run steps over 50 of them, 100 messages.
         let mut after = String::new();
