@@ -415,7 +415,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
     // Some providers want their own answer to what is forwarded (Discord).
     let acknowledgement = source.verification.acknowledgement(json.as_ref());
     let dedup = source.deduplication.clone().unwrap_or_else(|| source.verification.default_deduplication());
-    record.dedup_key = dedup.key(&headers, json.as_ref()).map(|k| source.verification.dedup_key_as_compared(&dedup, k));
+    record.dedup_key = source.verification.dedup_key(&dedup, &headers, json.as_ref());
 
     // 5. Durable, then forwarded.
     let msg = Message {
@@ -445,14 +445,15 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
             if let Err(e) = fan_out(&s, &source, &msg).await {
                 let error = ApiError::from(e);
                 // A provider whose sending again would not be recognised as a duplicate (its
-                // delivery id is in the signature, which a retry renews: Mailgun, Calendly; or
-                // this request has none), or which never sends again (Discord), would have its
+                // delivery id is in the signature, which a retry renews: Mailgun, Calendly, Slack
+                // without `event_id`; or this request has none), or which never sends again (Discord), would have its
                 // request forwarded twice, or not completed: it is answered, and the fan-out is
                 // tried again here. A deduplication set to the provider's own default (a
                 // source's answer sent back) says no more than the provider does.
                 let chosen =
                     source.deduplication.as_ref().is_some_and(|d| *d != source.verification.default_deduplication());
-                let recognised = record.dedup_key.is_some() && (chosen || source.verification.redelivery_recognised());
+                let recognised =
+                    record.dedup_key.is_some() && (chosen || source.verification.redelivery_recognised(json.as_ref()));
                 if acknowledgement.is_some() || !recognised {
                     let why = format!("fan-out failed: {error}; tried again in the background");
                     retry_fan_out(s.clone(), source.id.clone(), msg.id.clone(), record.id.clone());

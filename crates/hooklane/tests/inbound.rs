@@ -1236,6 +1236,58 @@ async fn slack_form_body_is_forwarded_as_is() {
     assert_eq!(msg["payload"], json!(String::from_utf8(body).unwrap()));
 }
 
+/// Slack's slash commands and interactivity are forms without an `event_id`: their signature
+/// serves once, so a captured one is not forwarded again within its five minutes, and it is
+/// taken only as Slack writes it (or each other spelling would pass once more). Events are
+/// still told by their `event_id`: a retry, signed again, is a duplicate. The deduplication
+/// the source shows can be sent back as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slack_form_is_forwarded_once() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let (source, created) = create_source(&server, Provider::Slack.spec(&rx.url)).await;
+    let body = b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&command=%2Fdeploy&text=prod".to_vec();
+    let ts = now().to_string();
+    let hex_sig = hex(&hmac256(SLACK_SECRET.as_bytes(), &[b"v0:", ts.as_bytes(), b":", &body]));
+    let signed = |sig: &str| {
+        h(&[
+            ("X-Slack-Request-Timestamp", &ts),
+            ("X-Slack-Signature", sig),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ])
+    };
+    let (status, out) = ingest(&server, &source, &signed(&format!("v0={hex_sig}")), &body).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("accepted")), "{out}");
+    let (status, again) = ingest(&server, &source, &signed(&format!("v0={hex_sig}")), &body).await;
+    assert_eq!((status, again["status"].as_str()), (200, Some("duplicate")), "{again}");
+    assert_eq!(again["msgId"], out["msgId"]);
+    let upper = format!("v0={}", hex_sig.to_ascii_uppercase());
+    let (status, refused) = ingest(&server, &source, &signed(&upper), &body).await;
+    assert_eq!((status, refused["code"].as_str()), (401, Some("verification_failed")), "{refused}");
+    assert!(refused["detail"].as_str().unwrap_or_default().contains("malformed X-Slack-Signature"), "{refused}");
+
+    // An event and Slack's retry of it (a new timestamp, so a new signature).
+    let (headers, body, _) = Provider::Slack.request("Ev08MFMKH6", now(), true);
+    let (status, out) = ingest(&server, &source, &headers, &body).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("accepted")), "{out}");
+    let (retry, body, _) = Provider::Slack.request("Ev08MFMKH6", now() + 1, true);
+    assert_ne!(retry, headers);
+    let (status, out) = ingest(&server, &source, &retry, &body).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("duplicate")), "{out}");
+
+    rx.wait_for(2, WAIT).await;
+    settle().await;
+    assert_eq!(rx.received().len(), 2, "the form and the event, once each");
+
+    let shown = json!({ "type": "jsonFieldOrHeader", "path": "event_id", "header": "x-slack-signature" });
+    assert_eq!(created["deduplication"], shown);
+    let patch = json!({ "deduplication": shown });
+    let (status, out) = server.call("PATCH", &format!("/api/v1/source/{source}"), Some(patch)).await;
+    assert_eq!((status, &out["deduplication"]), (200, &shown), "{out}");
+    let (_, out) = server.call("GET", &format!("/api/v1/source/{source}"), None).await;
+    assert_eq!(out["deduplication"], shown);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn address_allow_list_and_body_limit() {
     let server = Server::start("").await;

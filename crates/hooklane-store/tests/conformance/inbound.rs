@@ -114,8 +114,11 @@ pub async fn source_lifecycle_and_hidden_application(store: &DynStore) {
     source.updated_at += secs(5);
     store.update_source(source.clone(), DestinationChanges::default()).await.unwrap();
     assert_eq!(store.get_source(&source.id).await.unwrap(), Some(source.clone()));
-    // The verification kept from a rotation goes when it is cleared.
+    // The verification kept from a rotation goes when it is cleared; a deduplication on a
+    // field or else a header (Slack's) round-trips too.
     source.previous_verification = None;
+    source.deduplication =
+        Some(Deduplication::JsonFieldOrHeader { path: "event_id".into(), header: "x-slack-signature".into() });
     store.update_source(source.clone(), DestinationChanges::default()).await.unwrap();
     assert_eq!(store.get_source(&source.id).await.unwrap(), Some(source.clone()));
     let (ghost, _) = new_source("ghost");
