@@ -487,7 +487,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
             // request whose content was deleted since (as the sweep does not): it would post
             // `{}` to the destinations left.
             if original.content_type.is_some() {
-                if let Err(e) = fan_out(&s, &source, &original).await {
+                if let Err(e) = finish_original_fan_out(&s, &source, &original, received_at).await {
                     return record.failed(ApiError::from(e));
                 }
             } else {
@@ -503,6 +503,32 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
             tracing::error!(source_id = %source.id, error = %error, "could not store an inbound request");
             record.failed(error)
         }
+    }
+}
+
+/// Completes, for a duplicate, the fan-out of the request it repeats (message `original`)
+/// when that may be unfinished: its request recorded so (its fan-out failed), or not
+/// recorded at all (still being written, or its node stopped before it could record it),
+/// and only while such fan-outs are completed ([`FAN_OUT_SWEEP_FOR`], as the sweep does).
+/// Not one recorded as done: a replay of an old request (Meta's and Twilio's signatures,
+/// its keys, carry no timestamp) would post it, however old, to the event-type
+/// destinations added since.
+async fn finish_original_fan_out(
+    s: &AppState,
+    source: &Source,
+    original: &Message,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if now - original.created_at >= FAN_OUT_SWEEP_FOR {
+        return Ok(());
+    }
+    match s.0.store.accepted_request_of(&source.id, &original.id).await? {
+        Some(request) if request.reason.is_none() => Ok(()),
+        Some(request) => {
+            fan_out(s, source, original).await?;
+            s.0.store.finish_fan_out(&source.id, &request.id).await
+        }
+        None => fan_out(s, source, original).await,
     }
 }
 
