@@ -659,18 +659,22 @@ pub fn json_path(doc: &serde_json::Value, path: &str) -> Option<String> {
 }
 
 /// Headers that carry credentials: masked in request records, never forwarded. Beside the
-/// standard ones, any whose name says it holds a token, a secret, a password or a key
-/// (`x-gitlab-token`, `x-api-key`, `x-functions-key`, `ocp-apim-subscription-key`…), but for
-/// idempotency keys and tokens, which are delivery ids (Twilio's). Signatures are not
-/// credentials: they stay readable in the request log.
+/// standard ones, any whose name says it holds a token, a secret, a password, a key or a
+/// signed assertion (`x-gitlab-token`, `x-api-key`, `x-functions-key`,
+/// `ocp-apim-subscription-key`, access proxies' `cf-access-jwt-assertion` and
+/// `x-goog-iap-jwt-assertion`…), but for idempotency keys and tokens, which are delivery ids
+/// (Twilio's). Signatures are not credentials: they stay readable in the request log.
 pub fn is_sensitive_header(name: &str) -> bool {
-    const CREDENTIAL_WORDS: [&str; 5] = ["token", "secret", "password", "apikey", "x-auth"];
+    const CREDENTIAL_WORDS: [&str; 7] = ["token", "secret", "password", "apikey", "x-auth", "jwt", "assertion"];
     let names_a_key = name.split(['-', '_']).any(|segment| segment == "key");
     matches!(name, "authorization" | "proxy-authorization" | "cookie" | "set-cookie" | token::TELEGRAM_HEADER)
         || ((names_a_key || CREDENTIAL_WORDS.iter().any(|w| name.contains(w))) && !name.contains("idempotency"))
 }
 
 /// Headers that belong to one HTTP hop (or that hooklane sets itself): never forwarded.
+/// Those naming the client's address or the URL it called are among them: a framework behind
+/// a destination may trust them from its own proxy, and take a provider's (or a forger's)
+/// for the truth.
 fn is_hop_header(name: &str) -> bool {
     matches!(
         name,
@@ -688,20 +692,29 @@ fn is_hop_header(name: &str) -> bool {
             | "content-encoding"
             | "user-agent"
             | "forwarded"
-            | "x-forwarded-for"
-            | "x-forwarded-proto"
-            | "x-forwarded-host"
-            | "x-forwarded-port"
-            | "x-forwarded-prefix"
-            | "x-forwarded-server"
+            | "forwarded-for"
+            | "x-original-forwarded-for"
             | "x-real-ip"
+            | "client-ip"
+            | "x-client-ip"
+            | "x-cluster-client-ip"
+            | "true-client-ip"
+            | "cf-connecting-ip"
+            | "cf-connecting-ipv6"
+            | "fastly-client-ip"
             // Would make a framework behind the destination treat the request as another.
             | "x-http-method-override"
             | "x-http-method"
             | "x-method-override"
             | "x-original-url"
+            | "x-original-uri"
             | "x-rewrite-url"
     ) || name.starts_with("proxy-")
+        // `x-forwarded-for`, `-proto`, `-host`, `-port`, `-prefix`, `-uri`, `-scheme`, `-ssl`…:
+        // every one is a proxy's word on the client or the URL. So are Envoy's own
+        // (`x-envoy-original-path`, `x-envoy-external-address`…).
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("x-envoy-")
         // The provider's own Standard Webhooks metadata (Svix-sent providers: Clerk,
         // Resend…): a destination's Svix library would read `svix-id` and `svix-timestamp`
         // before hooklane's `webhook-*` and check hooklane's signature against them.
@@ -902,10 +915,44 @@ mod tests {
             vec!["i-twilio-idempotency-token", "x-request-id", "x-slack-signature"],
             "a delivery id, a request id, and a signature (no credential) remain"
         );
+        // Nor a proxy's word on the client's address or the URL it called, which a framework
+        // behind the destination may trust, nor an access proxy's signed assertion.
+        let proxied = [
+            "True-Client-IP",
+            "CF-Connecting-IP",
+            "CF-Connecting-IPv6",
+            "Client-IP",
+            "X-Client-IP",
+            "X-Cluster-Client-IP",
+            "Fastly-Client-IP",
+            "X-Original-Forwarded-For",
+            "Forwarded-For",
+            "X-Forwarded-Uri",
+            "X-Forwarded-Scheme",
+            "X-Forwarded-Ssl",
+            "X-Forwarded-Client-Cert",
+            "X-Original-URI",
+            "X-Envoy-Original-Path",
+            "X-Envoy-External-Address",
+            "Cf-Access-Jwt-Assertion",
+            "X-Goog-IAP-JWT-Assertion",
+        ];
+        let mut h: Vec<(&str, &str)> = proxied.iter().map(|name| (*name, "203.0.113.9")).collect();
+        h.push(("X-GitHub-Event", "push"));
+        let f = forwarded_headers(&none, &headers(&h));
+        assert_eq!(f.keys().collect::<Vec<_>>(), vec!["x-github-event"], "{f:?}");
         assert!(is_sensitive_header("x-gitlab-token") && !is_sensitive_header("x-github-event"));
-        for name in
-            ["x-api-key", "x-functions-key", "ocp-apim-subscription-key", "x-access-key", "x_signing_key", "apikey"]
-        {
+        for name in [
+            "x-api-key",
+            "x-functions-key",
+            "ocp-apim-subscription-key",
+            "x-access-key",
+            "x_signing_key",
+            "apikey",
+            "cf-access-jwt-assertion",
+            "x-goog-iap-jwt-assertion",
+            "x-jwt",
+        ] {
             assert!(is_sensitive_header(name), "{name}");
         }
         for name in ["idempotency-key", "x-keyboard", "x-monkey", "x-hub-signature-256"] {
