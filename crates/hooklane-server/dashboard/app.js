@@ -697,6 +697,7 @@ async function renderSources(params) {
 function dedupText(d) {
   if (d.type === "header") return `header ${d.header}`;
   if (d.type === "jsonField") return `body field ${d.path}`;
+  if (d.type === "jsonFieldOrHeader") return `body field ${d.path}, else header ${d.header}`;
   return "none";
 }
 

@@ -415,7 +415,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
     // Some providers want their own answer to what is forwarded (Discord).
     let acknowledgement = source.verification.acknowledgement(json.as_ref());
     let dedup = source.deduplication.clone().unwrap_or_else(|| source.verification.default_deduplication());
-    record.dedup_key = dedup.key(&headers, json.as_ref()).map(|k| source.verification.dedup_key_as_compared(&dedup, k));
+    record.dedup_key = source.verification.dedup_key(&dedup, &headers, json.as_ref());
 
     // 5. Durable, then forwarded.
     let msg = Message {
@@ -445,14 +445,15 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
             if let Err(e) = fan_out(&s, &source, &msg).await {
                 let error = ApiError::from(e);
                 // A provider whose sending again would not be recognised as a duplicate (its
-                // delivery id is in the signature, which a retry renews: Mailgun, Calendly; or
-                // this request has none), or which never sends again (Discord), would have its
+                // delivery id is in the signature, which a retry renews: Mailgun, Calendly, Slack
+                // without `event_id`; or this request has none), or which never sends again (Discord), would have its
                 // request forwarded twice, or not completed: it is answered, and the fan-out is
                 // tried again here. A deduplication set to the provider's own default (a
                 // source's answer sent back) says no more than the provider does.
                 let chosen =
                     source.deduplication.as_ref().is_some_and(|d| *d != source.verification.default_deduplication());
-                let recognised = record.dedup_key.is_some() && (chosen || source.verification.redelivery_recognised());
+                let recognised =
+                    record.dedup_key.is_some() && (chosen || source.verification.redelivery_recognised(json.as_ref()));
                 if acknowledgement.is_some() || !recognised {
                     let why = format!("fan-out failed: {error}; tried again in the background");
                     retry_fan_out(s.clone(), source.id.clone(), msg.id.clone(), record.id.clone());
@@ -486,7 +487,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
             // request whose content was deleted since (as the sweep does not): it would post
             // `{}` to the destinations left.
             if original.content_type.is_some() {
-                if let Err(e) = fan_out(&s, &source, &original).await {
+                if let Err(e) = finish_original_fan_out(&s, &source, &original, received_at).await {
                     return record.failed(ApiError::from(e));
                 }
             } else {
@@ -502,6 +503,32 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
             tracing::error!(source_id = %source.id, error = %error, "could not store an inbound request");
             record.failed(error)
         }
+    }
+}
+
+/// Completes, for a duplicate, the fan-out of the request it repeats (message `original`)
+/// when that may be unfinished: its request recorded so (its fan-out failed), or not
+/// recorded at all (still being written, or its node stopped before it could record it),
+/// and only while such fan-outs are completed ([`FAN_OUT_SWEEP_FOR`], as the sweep does).
+/// Not one recorded as done: a replay of an old request (Meta's and Twilio's signatures,
+/// its keys, carry no timestamp) would post it, however old, to the event-type
+/// destinations added since.
+async fn finish_original_fan_out(
+    s: &AppState,
+    source: &Source,
+    original: &Message,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if now - original.created_at >= FAN_OUT_SWEEP_FOR {
+        return Ok(());
+    }
+    match s.0.store.accepted_request_of(&source.id, &original.id).await? {
+        Some(request) if request.reason.is_none() => Ok(()),
+        Some(request) => {
+            fan_out(s, source, original).await?;
+            s.0.store.finish_fan_out(&source.id, &request.id).await
+        }
+        None => fan_out(s, source, original).await,
     }
 }
 

@@ -448,6 +448,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<hooklane_core::model::InboundRequest>>;
     /// The request's fan-out is done: its `reason` goes (it reads as any accepted request).
     async fn finish_fan_out(&self, source_id: &str, id: &str) -> StoreResult<()>;
+    /// The record of the accepted request of source `source_id` that became message
+    /// `msg_id`, if it is recorded (one at most: the provider's retries of it are duplicates),
+    /// to tell whether its fan-out is finished.
+    async fn accepted_request_of(
+        &self,
+        source_id: &str,
+        msg_id: &str,
+    ) -> StoreResult<Option<hooklane_core::model::InboundRequest>>;
 
     // --- background tasks
     async fn record_task(&self, task: hooklane_core::model::BackgroundTask) -> StoreResult<()>;

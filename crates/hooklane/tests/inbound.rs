@@ -883,6 +883,32 @@ async fn a_duplicate_does_not_fan_out_a_deleted_content() {
     assert_eq!(messages["data"].as_array().map(Vec::len), Some(0), "{messages}");
 }
 
+/// A provider's retry of a request whose fan-out failed (it was asked to send it again)
+/// completes that fan-out at once, and marks the request's record done. (PostgreSQL refused
+/// the first fan-out's write: a trigger.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_completes_an_unfinished_fan_out() {
+    let FanOutRefused { db: _db, server, target, source: _, pg } = FanOutRefused::start("").await;
+    let spec = json!({
+        "name": "recognised retries",
+        "verification": { "type": "none" },
+        "deduplication": { "type": "header", "header": "x-delivery" },
+        "destinations": [{ "appId": target, "eventType": "inbound.forwarded" }],
+    });
+    let (source, _) = create_source(&server, spec).await;
+    let headers = h(&[("content-type", "application/json"), ("x-delivery", "d-1")]);
+    let (status, out) = ingest(&server, &source, &headers, br#"{"n": 1}"#).await;
+    assert!(status >= 500, "the provider is asked to send it again: {status} {out}");
+    let first = requests(&server, &source).await[0]["id"].as_str().expect("its record").to_string();
+    pg.batch_execute("DROP TRIGGER refuse ON messages").await.expect("drop trigger");
+    let (status, out) = ingest(&server, &source, &headers, br#"{"n": 1}"#).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("duplicate")), "{out}");
+    let (_, messages) = server.call("GET", &format!("/api/v1/app/{target}/msg"), None).await;
+    assert_eq!(messages["data"][0]["payload"], json!({ "n": 1 }), "{messages}");
+    let (_, record) = server.call("GET", &format!("/api/v1/source/{source}/request/{first}"), None).await;
+    assert_eq!((record["status"].as_str(), &record["reason"]), (Some("accepted"), &Value::Null), "{record}");
+}
+
 /// A request acknowledged while its fan-out to an event type failed is not lost when the
 /// node that took it is killed before its own retries succeed: the fan-out is recorded as
 /// unfinished, and a sweep (any node's, here the restarted one's) completes it once the
@@ -1234,6 +1260,58 @@ async fn slack_form_body_is_forwarded_as_is() {
     let msg_id = out["msgId"].as_str().unwrap();
     let (_, msg) = server.call("GET", &format!("/api/v1/app/{source}/msg/{msg_id}"), None).await;
     assert_eq!(msg["payload"], json!(String::from_utf8(body).unwrap()));
+}
+
+/// Slack's slash commands and interactivity are forms without an `event_id`: their signature
+/// serves once, so a captured one is not forwarded again within its five minutes, and it is
+/// taken only as Slack writes it (or each other spelling would pass once more). Events are
+/// still told by their `event_id`: a retry, signed again, is a duplicate. The deduplication
+/// the source shows can be sent back as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slack_form_is_forwarded_once() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let (source, created) = create_source(&server, Provider::Slack.spec(&rx.url)).await;
+    let body = b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&command=%2Fdeploy&text=prod".to_vec();
+    let ts = now().to_string();
+    let hex_sig = hex(&hmac256(SLACK_SECRET.as_bytes(), &[b"v0:", ts.as_bytes(), b":", &body]));
+    let signed = |sig: &str| {
+        h(&[
+            ("X-Slack-Request-Timestamp", &ts),
+            ("X-Slack-Signature", sig),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ])
+    };
+    let (status, out) = ingest(&server, &source, &signed(&format!("v0={hex_sig}")), &body).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("accepted")), "{out}");
+    let (status, again) = ingest(&server, &source, &signed(&format!("v0={hex_sig}")), &body).await;
+    assert_eq!((status, again["status"].as_str()), (200, Some("duplicate")), "{again}");
+    assert_eq!(again["msgId"], out["msgId"]);
+    let upper = format!("v0={}", hex_sig.to_ascii_uppercase());
+    let (status, refused) = ingest(&server, &source, &signed(&upper), &body).await;
+    assert_eq!((status, refused["code"].as_str()), (401, Some("verification_failed")), "{refused}");
+    assert!(refused["detail"].as_str().unwrap_or_default().contains("malformed X-Slack-Signature"), "{refused}");
+
+    // An event and Slack's retry of it (a new timestamp, so a new signature).
+    let (headers, body, _) = Provider::Slack.request("Ev08MFMKH6", now(), true);
+    let (status, out) = ingest(&server, &source, &headers, &body).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("accepted")), "{out}");
+    let (retry, body, _) = Provider::Slack.request("Ev08MFMKH6", now() + 1, true);
+    assert_ne!(retry, headers);
+    let (status, out) = ingest(&server, &source, &retry, &body).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("duplicate")), "{out}");
+
+    rx.wait_for(2, WAIT).await;
+    settle().await;
+    assert_eq!(rx.received().len(), 2, "the form and the event, once each");
+
+    let shown = json!({ "type": "jsonFieldOrHeader", "path": "event_id", "header": "x-slack-signature" });
+    assert_eq!(created["deduplication"], shown);
+    let patch = json!({ "deduplication": shown });
+    let (status, out) = server.call("PATCH", &format!("/api/v1/source/{source}"), Some(patch)).await;
+    assert_eq!((status, &out["deduplication"]), (200, &shown), "{out}");
+    let (_, out) = server.call("GET", &format!("/api/v1/source/{source}"), None).await;
+    assert_eq!(out["deduplication"], shown);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1806,6 +1884,40 @@ async fn event_type_destination_fans_out() {
     assert_eq!(status, 400, "{out}");
     let (_, msgs) = server.call("GET", &format!("/api/v1/app/{app}/msg"), None).await;
     assert_eq!(msgs["data"].as_array().unwrap().len(), 1, "nothing more reached the application: {msgs}");
+}
+
+/// A duplicate completes only a fan-out that may be unfinished: a request forwarded whole
+/// and replayed later (Meta's signature, its key, carries no timestamp) is acknowledged as a
+/// duplicate but not posted to an event-type destination added since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_not_fanned_out_to_destinations_added_since() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let (source, created) = create_source(&server, Provider::Meta.spec(&rx.url)).await;
+    let (headers, body, _) = Provider::Meta.request("replayed", now(), true);
+    let (status, out) = ingest(&server, &source, &headers, &body).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("accepted")), "{out}");
+    rx.wait_for(1, WAIT).await;
+
+    let target = server.create_app("added later").await;
+    let destinations = json!([created["destinations"][0], { "appId": target, "eventType": "meta.message" }]);
+    let (status, out) =
+        server.call("PATCH", &format!("/api/v1/source/{source}"), Some(json!({ "destinations": destinations }))).await;
+    assert_eq!(status, 200, "{out}");
+    // A new request reaches it…
+    let (fresh, fresh_body, _) = Provider::Meta.request("fresh", now(), true);
+    let (status, out) = ingest(&server, &source, &fresh, &fresh_body).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("accepted")), "{out}");
+    // …the old one replayed does not.
+    let (status, out) = ingest(&server, &source, &headers, &body).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("duplicate")), "{out}");
+    rx.wait_for(2, WAIT).await;
+    settle().await;
+    let (_, messages) = server.call("GET", &format!("/api/v1/app/{target}/msg"), None).await;
+    let payloads: Vec<&Value> = messages["data"].as_array().expect("messages").iter().map(|m| &m["payload"]).collect();
+    let fresh_body: Value = serde_json::from_slice(&fresh_body).expect("JSON");
+    assert_eq!(payloads, vec![&fresh_body], "{messages}");
+    assert_eq!(rx.received().len(), 2, "the URL destination got each once");
 }
 
 /// The management API: secrets stay write-only, the source's application is hidden from

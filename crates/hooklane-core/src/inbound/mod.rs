@@ -161,6 +161,11 @@ pub enum Deduplication {
     Header { header: String },
     /// A field of the JSON body, as a dot-separated path (`data.object.id`).
     JsonField { path: String },
+    /// The field `path` of the JSON body, or, for a request without it (a form, a body
+    /// without that field), the request header `header`. Slack's default: its events carry an
+    /// `event_id`, which its retries keep, but its slash commands and interactivity
+    /// (form-encoded) carry no id, and their signature then serves once.
+    JsonFieldOrHeader { path: String, header: String },
     /// No deduplication.
     None,
 }
@@ -265,19 +270,25 @@ impl Verification {
         }
     }
 
-    /// A delivery id `key` found by `dedup` as it is compared with those seen: a generic
-    /// `hmac` source deduplicating on its own hex signature header (as the README advises
-    /// for providers whose signature has no timestamp) compares it without case, so that one
-    /// signature written in lower and in upper case (both verify) is one key. Other keys are
-    /// compared as they are.
-    pub fn dedup_key_as_compared(&self, dedup: &Deduplication, key: String) -> String {
-        match (self, dedup) {
-            (Verification::Hmac { header, encoding: Encoding::Hex, .. }, Deduplication::Header { header: by })
-                if header.eq_ignore_ascii_case(by) =>
+    /// The delivery id `dedup` finds in a request, as it is compared with those seen: a
+    /// generic `hmac` source deduplicating on its own hex signature header (as the README
+    /// advises for providers whose signature has no timestamp) compares it without case, so
+    /// that one signature written in lower and in upper case (both verify) is one key. Other
+    /// keys are compared as they are.
+    pub fn dedup_key(
+        &self,
+        dedup: &Deduplication,
+        headers: &Headers,
+        json: Option<&serde_json::Value>,
+    ) -> Option<String> {
+        let (key, from) = dedup.found(headers, json)?;
+        match self {
+            Verification::Hmac { header, encoding: Encoding::Hex, .. }
+                if from.is_some_and(|by| header.eq_ignore_ascii_case(by)) =>
             {
-                key.to_ascii_lowercase()
+                Some(key.to_ascii_lowercase())
             }
-            _ => key,
+            _ => Some(key),
         }
     }
 
@@ -451,7 +462,12 @@ impl Verification {
             // minutes (Mailgun's retries carry new tokens, and are forwarded again).
             Verification::Mailgun { .. } => field("signature.token"),
             Verification::Shopify { .. } => header("x-shopify-webhook-id"),
-            Verification::Slack { .. } => field("event_id"),
+            // Events carry an `event_id`, the same in Slack's retries (signed again). Slash
+            // commands and interactivity (forms) carry no id: their signature (over its
+            // timestamp) serves once, or a captured one could be replayed for five minutes.
+            Verification::Slack { .. } => {
+                Deduplication::JsonFieldOrHeader { path: "event_id".to_string(), header: slack::SIGNATURE.to_string() }
+            }
             Verification::Telegram { .. } => field("update_id"),
             // Twilio signs no timestamp: a signature may serve once, or a seen request could
             // be sent again forever. A retry carries the same signature (the same URL and
@@ -507,10 +523,16 @@ impl Verification {
         }
     }
 
-    /// Whether the provider's sending a request again is recognised as a duplicate by the
-    /// default deduplication: not where the delivery id is part of a signature that a retry
-    /// renews (Mailgun's token, Calendly's signature), nor where there is none.
-    pub fn redelivery_recognised(&self) -> bool {
+    /// Whether the provider's sending this request (its JSON body `json`) again is
+    /// recognised as a duplicate by the default deduplication: not where the delivery id is
+    /// part of a signature that a retry renews (Mailgun's token, Calendly's signature), nor
+    /// where there is none.
+    pub fn redelivery_recognised(&self, json: Option<&serde_json::Value>) -> bool {
+        // Slack's retry keeps an event's `event_id`; a request without one goes by its
+        // signature, which the retry renews.
+        if let Verification::Slack { .. } = self {
+            return json.and_then(|j| json_path(j, "event_id")).is_some_and(|id| !id.is_empty());
+        }
         !matches!(
             self,
             Verification::Mailgun { .. }
@@ -581,30 +603,41 @@ fn is_token_char(b: u8) -> bool {
 
 impl Deduplication {
     pub fn check(&self) -> Result<(), ConfigError> {
-        match self {
-            Deduplication::Header { header } if header.is_empty() || !header.bytes().all(is_token_char) => {
-                Err(config_err("deduplication.header", "must be a valid header name"))
-            }
-            Deduplication::JsonField { path }
-                if path.is_empty() || path.len() > 256 || path.split('.').any(str::is_empty) =>
-            {
-                Err(config_err("deduplication.path", "must be a dot-separated path such as data.id"))
-            }
-            _ => Ok(()),
+        let (header, path) = match self {
+            Deduplication::Header { header } => (Some(header), None),
+            Deduplication::JsonField { path } => (None, Some(path)),
+            Deduplication::JsonFieldOrHeader { path, header } => (Some(header), Some(path)),
+            Deduplication::None => (None, None),
+        };
+        if header.is_some_and(|h| h.is_empty() || !h.bytes().all(is_token_char)) {
+            return Err(config_err("deduplication.header", "must be a valid header name"));
         }
+        if path.is_some_and(|p| p.is_empty() || p.len() > 256 || p.split('.').any(str::is_empty)) {
+            return Err(config_err("deduplication.path", "must be a dot-separated path such as data.id"));
+        }
+        Ok(())
     }
 
     /// The delivery id of a request, if it carries one.
     pub fn key(&self, headers: &Headers, json: Option<&serde_json::Value>) -> Option<String> {
-        let key = match self {
-            // `webhook-id` (the Standard Webhooks default) is `svix-id` on a Svix-sent request.
-            Deduplication::Header { header: name } => {
-                standard::standard_header(headers, name).map(|v| v.trim().to_string())
-            }
-            Deduplication::JsonField { path } => json.and_then(|j| json_path(j, path)),
+        self.found(headers, json).map(|(key, _)| key)
+    }
+
+    /// The delivery id of a request, if it carries one, and the header it was read from
+    /// (`None` when it is a field of the body).
+    fn found<'a>(&'a self, headers: &Headers, json: Option<&serde_json::Value>) -> Option<(String, Option<&'a str>)> {
+        // `webhook-id` (the Standard Webhooks default) is `svix-id` on a Svix-sent request.
+        let in_header = |name: &'a str| {
+            let key = standard::standard_header(headers, name).map(|v| v.trim().to_string());
+            key.filter(|k| !k.is_empty()).map(|k| (k, Some(name)))
+        };
+        let in_body = |path: &str| json.and_then(|j| json_path(j, path)).filter(|k| !k.is_empty()).map(|k| (k, None));
+        match self {
+            Deduplication::Header { header } => in_header(header),
+            Deduplication::JsonField { path } => in_body(path),
+            Deduplication::JsonFieldOrHeader { path, header } => in_body(path).or_else(|| in_header(header)),
             Deduplication::None => None,
-        }?;
-        (!key.is_empty()).then_some(key)
+        }
     }
 }
 
@@ -626,18 +659,22 @@ pub fn json_path(doc: &serde_json::Value, path: &str) -> Option<String> {
 }
 
 /// Headers that carry credentials: masked in request records, never forwarded. Beside the
-/// standard ones, any whose name says it holds a token, a secret, a password or a key
-/// (`x-gitlab-token`, `x-api-key`, `x-functions-key`, `ocp-apim-subscription-key`…), but for
-/// idempotency keys and tokens, which are delivery ids (Twilio's). Signatures are not
-/// credentials: they stay readable in the request log.
+/// standard ones, any whose name says it holds a token, a secret, a password, a key or a
+/// signed assertion (`x-gitlab-token`, `x-api-key`, `x-functions-key`,
+/// `ocp-apim-subscription-key`, access proxies' `cf-access-jwt-assertion` and
+/// `x-goog-iap-jwt-assertion`…), but for idempotency keys and tokens, which are delivery ids
+/// (Twilio's). Signatures are not credentials: they stay readable in the request log.
 pub fn is_sensitive_header(name: &str) -> bool {
-    const CREDENTIAL_WORDS: [&str; 5] = ["token", "secret", "password", "apikey", "x-auth"];
+    const CREDENTIAL_WORDS: [&str; 7] = ["token", "secret", "password", "apikey", "x-auth", "jwt", "assertion"];
     let names_a_key = name.split(['-', '_']).any(|segment| segment == "key");
     matches!(name, "authorization" | "proxy-authorization" | "cookie" | "set-cookie" | token::TELEGRAM_HEADER)
         || ((names_a_key || CREDENTIAL_WORDS.iter().any(|w| name.contains(w))) && !name.contains("idempotency"))
 }
 
 /// Headers that belong to one HTTP hop (or that hooklane sets itself): never forwarded.
+/// Those naming the client's address or the URL it called are among them: a framework behind
+/// a destination may trust them from its own proxy, and take a provider's (or a forger's)
+/// for the truth.
 fn is_hop_header(name: &str) -> bool {
     matches!(
         name,
@@ -655,20 +692,29 @@ fn is_hop_header(name: &str) -> bool {
             | "content-encoding"
             | "user-agent"
             | "forwarded"
-            | "x-forwarded-for"
-            | "x-forwarded-proto"
-            | "x-forwarded-host"
-            | "x-forwarded-port"
-            | "x-forwarded-prefix"
-            | "x-forwarded-server"
+            | "forwarded-for"
+            | "x-original-forwarded-for"
             | "x-real-ip"
+            | "client-ip"
+            | "x-client-ip"
+            | "x-cluster-client-ip"
+            | "true-client-ip"
+            | "cf-connecting-ip"
+            | "cf-connecting-ipv6"
+            | "fastly-client-ip"
             // Would make a framework behind the destination treat the request as another.
             | "x-http-method-override"
             | "x-http-method"
             | "x-method-override"
             | "x-original-url"
+            | "x-original-uri"
             | "x-rewrite-url"
     ) || name.starts_with("proxy-")
+        // `x-forwarded-for`, `-proto`, `-host`, `-port`, `-prefix`, `-uri`, `-scheme`, `-ssl`…:
+        // every one is a proxy's word on the client or the URL. So are Envoy's own
+        // (`x-envoy-original-path`, `x-envoy-external-address`…).
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("x-envoy-")
         // The provider's own Standard Webhooks metadata (Svix-sent providers: Clerk,
         // Resend…): a destination's Svix library would read `svix-id` and `svix-timestamp`
         // before hooklane's `webhook-*` and check hooklane's signature against them.
@@ -715,11 +761,37 @@ mod tests {
         };
         let by = |header: &str| Deduplication::Header { header: header.into() };
         let key = "sha256=AB12".to_string();
-        assert_eq!(hmac(Encoding::Hex).dedup_key_as_compared(&by("x-signature"), key.clone()), "sha256=ab12");
-        assert_eq!(hmac(Encoding::Base64).dedup_key_as_compared(&by("x-signature"), key.clone()), key);
-        assert_eq!(hmac(Encoding::Hex).dedup_key_as_compared(&by("x-request-id"), key.clone()), key);
+        let h = headers(&[("X-Signature", &key), ("X-Request-Id", &key), ("X-Hub-Signature-256", &key)]);
+        let lower = Some("sha256=ab12".to_string());
+        assert_eq!(hmac(Encoding::Hex).dedup_key(&by("x-signature"), &h, None), lower);
+        assert_eq!(hmac(Encoding::Base64).dedup_key(&by("x-signature"), &h, None), Some(key.clone()));
+        assert_eq!(hmac(Encoding::Hex).dedup_key(&by("x-request-id"), &h, None), Some(key.clone()));
         let github = Verification::Github { secret: "s".into() };
-        assert_eq!(github.dedup_key_as_compared(&by("x-hub-signature-256"), key.clone()), key, "one case only there");
+        assert_eq!(github.dedup_key(&by("x-hub-signature-256"), &h, None), Some(key.clone()), "one case only there");
+        // Falling back on the signature header, the same; a body field is compared as it is.
+        let or_header = Deduplication::JsonFieldOrHeader { path: "id".into(), header: "X-Signature".into() };
+        assert_eq!(hmac(Encoding::Hex).dedup_key(&or_header, &h, None), lower);
+        let json = serde_json::json!({ "id": "EV-1" });
+        assert_eq!(hmac(Encoding::Hex).dedup_key(&or_header, &h, Some(&json)), Some("EV-1".into()));
+    }
+
+    /// Slack's events are told by their `event_id` (a retry is signed again); its forms
+    /// (slash commands, interactivity) and any body without one by their signature, which
+    /// then serves once.
+    #[test]
+    fn slack_deduplicates_on_the_event_id_else_the_signature() {
+        let slack = Verification::Slack { signing_secret: "s".into() };
+        let dedup = slack.default_deduplication();
+        let h = headers(&[("X-Slack-Signature", "v0=ab12"), ("X-Slack-Request-Timestamp", "1")]);
+        let event = serde_json::json!({ "type": "event_callback", "event_id": "Ev08MFMKH6" });
+        assert_eq!(slack.dedup_key(&dedup, &h, Some(&event)), Some("Ev08MFMKH6".into()));
+        assert_eq!(slack.dedup_key(&dedup, &h, None), Some("v0=ab12".into()), "a form");
+        let other = serde_json::json!({ "type": "app_rate_limited" });
+        assert_eq!(slack.dedup_key(&dedup, &h, Some(&other)), Some("v0=ab12".into()));
+        assert_eq!(slack.dedup_key(&dedup, &Headers::new(), None), None);
+        // A retry is recognised by its `event_id` only: Slack signs it again.
+        assert!(slack.redelivery_recognised(Some(&event)));
+        assert!(!slack.redelivery_recognised(Some(&other)) && !slack.redelivery_recognised(None));
     }
 
     pub(crate) fn headers(pairs: &[(&str, &str)]) -> Headers {
@@ -761,6 +833,25 @@ mod tests {
         assert!(Verification::BasicAuth { username: "a:b".into(), password: "p".into() }.check().is_err());
         assert!(Deduplication::JsonField { path: "a..b".into() }.check().is_err());
         assert!(Deduplication::Header { header: "bad header".into() }.check().is_err());
+        let either =
+            |path: &str, header: &str| Deduplication::JsonFieldOrHeader { path: path.into(), header: header.into() };
+        assert!(either("event_id", "x-slack-signature").check().is_ok());
+        assert!(either("a..b", "x-slack-signature").check().is_err());
+        assert!(either("event_id", "").check().is_err());
+    }
+
+    /// The field-or-header deduplication is kept (stores, API) as JSON: it reads back the same.
+    #[test]
+    fn deduplication_round_trips() {
+        let slack = Verification::Slack { signing_secret: "s".into() }.default_deduplication();
+        let shown = serde_json::to_value(&slack).unwrap();
+        assert_eq!(
+            shown,
+            serde_json::json!({ "type": "jsonFieldOrHeader", "path": "event_id", "header": "x-slack-signature" })
+        );
+        assert_eq!(serde_json::from_value::<Deduplication>(shown).unwrap(), slack);
+        let incomplete = serde_json::json!({ "type": "jsonFieldOrHeader", "path": "event_id" });
+        assert!(serde_json::from_value::<Deduplication>(incomplete).is_err());
     }
 
     #[test]
@@ -824,10 +915,44 @@ mod tests {
             vec!["i-twilio-idempotency-token", "x-request-id", "x-slack-signature"],
             "a delivery id, a request id, and a signature (no credential) remain"
         );
+        // Nor a proxy's word on the client's address or the URL it called, which a framework
+        // behind the destination may trust, nor an access proxy's signed assertion.
+        let proxied = [
+            "True-Client-IP",
+            "CF-Connecting-IP",
+            "CF-Connecting-IPv6",
+            "Client-IP",
+            "X-Client-IP",
+            "X-Cluster-Client-IP",
+            "Fastly-Client-IP",
+            "X-Original-Forwarded-For",
+            "Forwarded-For",
+            "X-Forwarded-Uri",
+            "X-Forwarded-Scheme",
+            "X-Forwarded-Ssl",
+            "X-Forwarded-Client-Cert",
+            "X-Original-URI",
+            "X-Envoy-Original-Path",
+            "X-Envoy-External-Address",
+            "Cf-Access-Jwt-Assertion",
+            "X-Goog-IAP-JWT-Assertion",
+        ];
+        let mut h: Vec<(&str, &str)> = proxied.iter().map(|name| (*name, "203.0.113.9")).collect();
+        h.push(("X-GitHub-Event", "push"));
+        let f = forwarded_headers(&none, &headers(&h));
+        assert_eq!(f.keys().collect::<Vec<_>>(), vec!["x-github-event"], "{f:?}");
         assert!(is_sensitive_header("x-gitlab-token") && !is_sensitive_header("x-github-event"));
-        for name in
-            ["x-api-key", "x-functions-key", "ocp-apim-subscription-key", "x-access-key", "x_signing_key", "apikey"]
-        {
+        for name in [
+            "x-api-key",
+            "x-functions-key",
+            "ocp-apim-subscription-key",
+            "x-access-key",
+            "x_signing_key",
+            "apikey",
+            "cf-access-jwt-assertion",
+            "x-goog-iap-jwt-assertion",
+            "x-jwt",
+        ] {
             assert!(is_sensitive_header(name), "{name}");
         }
         for name in ["idempotency-key", "x-keyboard", "x-monkey", "x-hub-signature-256"] {

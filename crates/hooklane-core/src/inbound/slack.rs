@@ -8,12 +8,18 @@
 //! ([`handshake`]).
 
 use super::hmac_body::{mac, matches};
-use super::{fresh, header, Encoding, Headers, HmacAlgorithm, Rejection};
+use super::{fresh, header, lower_hex_after, Encoding, Headers, HmacAlgorithm, Rejection};
 
 pub const SIGNATURE: &str = "x-slack-signature";
 pub const TIMESTAMP: &str = "x-slack-request-timestamp";
 
 pub fn verify(signing_secret: &str, headers: &Headers, body: &[u8], now: i64) -> Result<(), Rejection> {
+    // Exactly as Slack writes it (`v0=` and 64 lower-case hex digits): the header is the
+    // deduplication key of a request without `event_id` (a form), and one signature written
+    // another way (upper case, a space after `v0=`) would pass once more.
+    if header(headers, SIGNATURE).is_some_and(|value| !lower_hex_after(value, "v0=", 64)) {
+        return Err(Rejection::Malformed("X-Slack-Signature".into()));
+    }
     verify_v0(
         ("X-Slack-Signature", SIGNATURE),
         ("X-Slack-Request-Timestamp", TIMESTAMP),
@@ -80,6 +86,21 @@ mod tests {
         assert!(matches!(verify(SECRET, &h("1531420618", "a45771c0"), BODY, 0), Err(Rejection::Malformed(_))));
         let no_ts = headers(&[("X-Slack-Signature", SIG)]);
         assert_eq!(verify(SECRET, &no_ts, BODY, 0), Err(Rejection::MissingHeader(TIMESTAMP.into())));
+    }
+
+    /// The signature is the deduplication key of a form: written another way (upper case, a
+    /// space after `v0=`) it is refused, or a captured request would pass again as new.
+    #[test]
+    fn only_the_signature_as_slack_writes_it() {
+        let hex = SIG.trim_start_matches("v0=");
+        for other in [format!("v0={}", hex.to_ascii_uppercase()), format!("v0= {hex}"), format!("V0={hex}")] {
+            assert_eq!(
+                verify(SECRET, &h("1531420618", &other), BODY, 1_531_420_618),
+                Err(Rejection::Malformed("X-Slack-Signature".into())),
+                "{other}"
+            );
+        }
+        assert_eq!(verify(SECRET, &h("1531420618", SIG), BODY, 1_531_420_618), Ok(()));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{header, Headers, Rejection};
@@ -11,8 +12,12 @@ use super::{header, Headers, Rejection};
 pub const TELEGRAM_HEADER: &str = "x-telegram-bot-api-secret-token";
 pub const GITLAB_HEADER: &str = "x-gitlab-token";
 
-fn same(a: &[u8], b: &[u8]) -> bool {
-    bool::from(a.ct_eq(b))
+/// Whether a secret sent as it is equals the one configured, in constant time whatever the
+/// lengths: their SHA-256 digests are compared, which are always 32 bytes. Comparing the
+/// values themselves answers at once when the lengths differ, which tells whoever times the
+/// answers the secret's length.
+pub(crate) fn same(given: &[u8], expected: &[u8]) -> bool {
+    bool::from(Sha256::digest(given).as_slice().ct_eq(Sha256::digest(expected).as_slice()))
 }
 
 pub fn telegram(secret_token: &str, headers: &Headers) -> Result<(), Rejection> {
@@ -58,6 +63,18 @@ pub fn basic(username: &str, password: &str, headers: &Headers) -> Result<(), Re
 mod tests {
     use super::super::tests::headers;
     use super::*;
+
+    /// Equal values match, unequal ones of any length (shorter, longer, empty) do not.
+    #[test]
+    fn secrets_are_compared_by_their_digests() {
+        assert!(same(b"tg_secret-123", b"tg_secret-123"));
+        assert!(same(b"", b""));
+        assert!(!same(b"tg_secret-124", b"tg_secret-123"));
+        assert!(!same(b"tg_secret-12", b"tg_secret-123"));
+        assert!(!same(b"tg_secret-1234", b"tg_secret-123"));
+        assert!(!same(b"", b"tg_secret-123"));
+        assert!(!same(b"tg_secret-123", b""));
+    }
 
     #[test]
     fn telegram_secret_token() {

@@ -93,8 +93,9 @@ pub struct SourceIn {
     keep_previous_verification: Option<u64>,
     /// Where the provider's delivery id is, so that a retried delivery is not forwarded twice:
     /// `{"type": "header", "header": …}`, `{"type": "jsonField", "path": "data.id"}` (a
-    /// dot-separated path into the JSON body) or `{"type": "none"}`. Default: where the
-    /// provider puts it.
+    /// dot-separated path into the JSON body), `{"type": "jsonFieldOrHeader", "path": …,
+    /// "header": …}` (the field, or the header for a request without it) or `{"type":
+    /// "none"}`. Default: where the provider puts it.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     deduplication: Option<Deduplication>,
@@ -329,7 +330,9 @@ pub struct SourceOut {
     previous_verification: Option<serde_json::Value>,
     /// Where the delivery id is looked for (the provider's usual place unless configured):
     /// `{"type": "header", "header": …}`, `{"type": "jsonField", "path": "data.id"}` (a
-    /// dot-separated path into the JSON body) or `{"type": "none"}`.
+    /// dot-separated path into the JSON body), `{"type": "jsonFieldOrHeader", "path": …,
+    /// "header": …}` (the field, or the header for a request without it: Slack's) or
+    /// `{"type": "none"}`.
     #[schema(value_type = Object)]
     deduplication: Deduplication,
     allow_networks: Vec<String>,

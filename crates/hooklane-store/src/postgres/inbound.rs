@@ -240,6 +240,19 @@ pub async fn unfinished_fan_outs<C: GenericClient>(
     queries::query(c, &sql, &[&from, &until, &limit]).await?.iter().map(|r| request(r, 0)).collect()
 }
 
+/// See `Store::accepted_request_of` (by `inbound_requests_by_msg`).
+pub async fn accepted_request_of<C: GenericClient>(
+    c: &C,
+    source_id: &str,
+    msg_id: &str,
+) -> StoreResult<Option<InboundRequest>> {
+    let accepted = InboundStatus::Accepted as i32;
+    let sql = format!(
+        "SELECT {REQUEST_COLS} FROM inbound_requests WHERE msg_id = $1 AND source_id = $2 AND status = {accepted} LIMIT 1"
+    );
+    query_opt(c, &sql, &[&msg_id, &source_id]).await?.map(|r| request(&r, 0)).transpose()
+}
+
 /// See `Store::finish_fan_out`.
 pub async fn finish_fan_out<C: GenericClient>(c: &C, source_id: &str, id: &str) -> StoreResult<()> {
     let sql = format!("UPDATE inbound_requests SET reason = NULL WHERE source_id = $1 AND id = $2 AND {UNFINISHED}");

@@ -674,6 +674,14 @@ impl Store for PgStore {
         super::inbound::finish_fan_out(&self.client().await?, source_id, id).await
     }
 
+    async fn accepted_request_of(
+        &self,
+        source_id: &str,
+        msg_id: &str,
+    ) -> StoreResult<Option<hooklane_core::model::InboundRequest>> {
+        super::inbound::accepted_request_of(&self.client().await?, source_id, msg_id).await
+    }
+
     async fn record_task(&self, task: hooklane_core::model::BackgroundTask) -> StoreResult<()> {
         super::tasks::insert(&self.client().await?, &task).await
     }

@@ -216,6 +216,15 @@ pub fn unfinished_fan_outs(
     queries::query_all(conn, &sql, params![from, until, i64::try_from(limit).unwrap_or(i64::MAX)], request)
 }
 
+/// See `Store::accepted_request_of` (by `inbound_requests_by_msg`).
+pub fn accepted_request_of(conn: &Connection, source_id: &str, msg_id: &str) -> StoreResult<Option<InboundRequest>> {
+    let accepted = InboundStatus::Accepted as i64;
+    let sql = format!(
+        "SELECT {REQUEST_COLS} FROM inbound_requests WHERE msg_id = ?1 AND source_id = ?2 AND status = {accepted} LIMIT 1"
+    );
+    query_opt(conn, &sql, [msg_id, source_id], request)
+}
+
 /// See `Store::finish_fan_out`.
 pub fn finish_fan_out(conn: &Connection, source_id: &str, id: &str) -> StoreResult<()> {
     let sql = format!("UPDATE inbound_requests SET reason = NULL WHERE source_id = ?1 AND id = ?2 AND {UNFINISHED}");

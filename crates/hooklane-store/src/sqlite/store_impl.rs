@@ -562,6 +562,15 @@ impl Store for SqliteStore {
         self.write(move |c| super::inbound::finish_fan_out(c, &source, &id)).await
     }
 
+    async fn accepted_request_of(
+        &self,
+        source_id: &str,
+        msg_id: &str,
+    ) -> StoreResult<Option<hooklane_core::model::InboundRequest>> {
+        let (source, msg) = (owned(source_id), owned(msg_id));
+        self.read(move |c| super::inbound::accepted_request_of(c, &source, &msg)).await
+    }
+
     async fn record_task(&self, task: hooklane_core::model::BackgroundTask) -> StoreResult<()> {
         self.write(move |c| super::tasks::insert(c, &task)).await
     }

@@ -114,8 +114,11 @@ pub async fn source_lifecycle_and_hidden_application(store: &DynStore) {
     source.updated_at += secs(5);
     store.update_source(source.clone(), DestinationChanges::default()).await.unwrap();
     assert_eq!(store.get_source(&source.id).await.unwrap(), Some(source.clone()));
-    // The verification kept from a rotation goes when it is cleared.
+    // The verification kept from a rotation goes when it is cleared; a deduplication on a
+    // field or else a header (Slack's) round-trips too.
     source.previous_verification = None;
+    source.deduplication =
+        Some(Deduplication::JsonFieldOrHeader { path: "event_id".into(), header: "x-slack-signature".into() });
     store.update_source(source.clone(), DestinationChanges::default()).await.unwrap();
     assert_eq!(store.get_source(&source.id).await.unwrap(), Some(source.clone()));
     let (ghost, _) = new_source("ghost");
@@ -313,6 +316,30 @@ pub async fn inbound_requests_record_list_get(store: &DynStore) {
     assert_eq!(store.get_inbound_request(&a.id, &recorded[1].id).await.unwrap(), Some(recorded[1].clone()));
     assert_eq!(store.get_inbound_request(&b.id, &recorded[1].id).await.unwrap(), None, "scoped to its source");
     assert_conflict(store.record_inbound_request(recorded[0].clone()).await, "same request id twice");
+}
+
+/// A message's accepted request is found by the message: not a duplicate of it, nor another
+/// source's.
+pub async fn the_accepted_request_of_a_message_is_found(store: &DynStore) {
+    let (a, a_app) = new_source("first");
+    store.create_source(a.clone(), a_app, Vec::new()).await.unwrap();
+    let (b, b_app) = new_source("second");
+    store.create_source(b.clone(), b_app, Vec::new()).await.unwrap();
+    let t = now_ms();
+    let accepted = new_request(&a.id, InboundStatus::Accepted, t);
+    let msg = accepted.msg_id.clone().expect("a message");
+    let mut duplicate = new_request(&a.id, InboundStatus::Duplicate, t + secs(1));
+    duplicate.msg_id = Some(msg.clone());
+    let mut lone_duplicate = new_request(&a.id, InboundStatus::Duplicate, t);
+    let lone = lone_duplicate.msg_id.clone().expect("a message");
+    lone_duplicate.reason = Some("seen before".into());
+    for r in [&duplicate, &accepted, &lone_duplicate] {
+        store.record_inbound_request(r.clone()).await.unwrap();
+    }
+    assert_eq!(store.accepted_request_of(&a.id, &msg).await.unwrap(), Some(accepted));
+    assert_eq!(store.accepted_request_of(&b.id, &msg).await.unwrap(), None, "scoped to its source");
+    assert_eq!(store.accepted_request_of(&a.id, &lone).await.unwrap(), None, "a duplicate is not it");
+    assert_eq!(store.accepted_request_of(&a.id, &new_id(ids::MESSAGE)).await.unwrap(), None);
 }
 
 pub async fn unfinished_fan_outs_are_found_until_finished(store: &DynStore) {

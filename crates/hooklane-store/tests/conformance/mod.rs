@@ -124,6 +124,7 @@ macro_rules! store_conformance_tests {
             source_update_saves_destinations_in_one_transaction,
             inbound_requests_record_list_get,
             unfinished_fan_outs_are_found_until_finished,
+            the_accepted_request_of_a_message_is_found,
             a_message_with_an_unfinished_fan_out_is_kept,
             prune_deletes_expired_keys_and_old_requests,
             prune_keeps_unfinished_fan_outs_while_they_are_to_be_done,
