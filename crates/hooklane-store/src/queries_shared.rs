@@ -50,6 +50,14 @@ pub fn message_id_floor(since_ms: i64) -> String {
     hooklane_core::ids::floor(hooklane_core::ids::MESSAGE, since - chrono::Duration::hours(1))
 }
 
+/// A message id below that of every message created after `since`: a message's id and its
+/// `created_at` are read from one clock (the node's that wrote it), the id first, a moment
+/// before (an inbound request's message: after its arrival, its `created_at`). A minute
+/// of margin, where `message_id_floor` has an hour for times from elsewhere.
+pub fn since_id_floor(since: chrono::DateTime<chrono::Utc>) -> String {
+    hooklane_core::ids::floor(hooklane_core::ids::MESSAGE, since - chrono::TimeDelta::minutes(1))
+}
+
 /// What deleting an application deletes, in order (SQL with `{app}` for the application's
 /// id, the same for both stores). Deliveries have no index by application: they are found
 /// through the application's endpoints and messages, both indexed, rather than by a scan of

@@ -1502,7 +1502,7 @@ pub async fn read_message_events<C: GenericClient>(c: &C, app_id: &str, q: &Even
         // time find its messages through an index on ids, rather than walk the whole
         // history (or the whole table: the planner, seeing few rows past the time, had
         // chosen a scan and a sort) to look at each one's time.
-        .and_if(q.since, "id > ?", |t| text(crate::queries_shared::message_id_floor(ms(t))));
+        .and_if(q.since, "id > ?", |t| text(crate::queries_shared::since_id_floor(t)));
     if let Some(types) = q.event_types.as_ref().filter(|t| !t.is_empty()) {
         select = select.and("event_type = ANY(?)", [Box::new(types.clone()) as Param]);
     }

@@ -562,33 +562,45 @@ pub fn read_message_events(
     Ok(EventsPage::new(q, messages, EventPosition { major: 0, minor: durable_seq }))
 }
 
+/// Ids a read since a time looks at, at most, to find where its walk starts.
+const SINCE_SEARCH: usize = 10_000;
+
 /// The read of [`read_message_events`], but for its order and limit.
 fn events_select(app_id: &str, q: &EventsQuery, durable_seq: i64) -> Select {
     // (A literal, not a parameter: `Select` numbers its parameters from the conditions.)
     let flag = if q.with_content { "1" } else { "0" };
     let cols = crate::queries_shared::message_cols_payload_if(rows::MESSAGE_COLS, flag);
-    let mut select = Select::new(&format!("{cols}, seq"), "messages").and("app_id = ?", [text(app_id)]);
+    let mut select = Select::new(&format!("{cols}, seq"), "messages").and("app_id = ?", [text(app_id)]).and_if(
+        q.since,
+        "created_at > ?",
+        |t| int(ms(t)),
+    );
     select = match q.since {
         None => select.and("seq > ? AND seq <= ?", [int(q.after.minor), int(durable_seq)]),
-        // Messages created after `since` come no earlier in the stream than the first one
-        // whose id is past its floor (`message_id_floor`): the walk starts there, found
-        // through the index by (application, id), rather than at the application's first
-        // message, each one read to look at its time (a Svix client's first read, `after`
-        // now, walked the whole history to find nothing). None past it: none up to
-        // `durable_seq` qualifies.
-        Some(since) => select
-            .and(
-                "seq > MAX(?, COALESCE((SELECT MIN(seq) FROM messages WHERE app_id = ? AND id > ?) - 1, ?)) \
-                 AND seq <= ?",
-                [
-                    int(q.after.minor),
-                    text(app_id),
-                    text(crate::queries_shared::message_id_floor(ms(since))),
-                    int(durable_seq),
-                    int(durable_seq),
-                ],
-            )
-            .and("created_at > ?", [int(ms(since))]),
+        // Messages created after `since` have ids made no earlier than a moment before it
+        // (a message's id and its time come from one clock, a moment apart), and none comes
+        // earlier in the stream than the least `seq` among those: the walk starts there,
+        // found through the index by (application, id), rather than at the application's
+        // first message, each one read to look at its time (a Svix client's first read,
+        // `after` now, walked the whole history to find nothing). None: none up to
+        // `durable_seq` qualifies. The search looks at `SINCE_SEARCH` ids at most: past them
+        // (a polling endpoint's creation, given at every poll of a busy application) it
+        // costs more than it saves, and the walk starts at `after`. (The index is named:
+        // with statistics, the planner might look for the least `seq` by walking the stream.)
+        Some(since) => select.and(
+            &format!(
+                "seq > MAX(?, (SELECT CASE WHEN COUNT(*) = 0 THEN ? WHEN COUNT(*) < {SINCE_SEARCH} THEN MIN(seq) - 1 \
+                 ELSE 0 END FROM (SELECT seq FROM messages INDEXED BY messages_by_app WHERE app_id = ? AND id > ? \
+                 ORDER BY id LIMIT {SINCE_SEARCH}))) AND seq <= ?"
+            ),
+            [
+                int(q.after.minor),
+                int(durable_seq),
+                text(app_id),
+                text(crate::queries_shared::since_id_floor(since)),
+                int(durable_seq),
+            ],
+        ),
     };
     select = event_types_in(select, q.event_types.as_deref());
     if let Some(channels) = q.channels.as_ref().filter(|c| !c.is_empty()) {
