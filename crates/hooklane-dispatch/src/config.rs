@@ -17,8 +17,9 @@ pub struct DispatchConfig {
     /// Deliveries held in memory (queued or in flight) at most, across all endpoints.
     pub max_outstanding: usize,
     /// Payload bytes those deliveries may hold at most (each counts its message's payload,
-    /// shared or not): with large payloads, fewer are held. One delivery is always let in,
-    /// however large its payload.
+    /// shared or not): with large payloads, fewer are held. One endpoint's hold a quarter of
+    /// it at most, and ingest hands deliveries over straight only while they hold less than
+    /// half. One delivery is always let in, however large its payload.
     pub max_outstanding_bytes: usize,
     /// Requests in flight at most, across all endpoints.
     pub max_in_flight: usize,

@@ -50,7 +50,8 @@ struct Inner {
     outstanding: Semaphore,
     /// Payload bytes of the jobs started and not yet finished ([`HeldBytes`]).
     held_bytes: AtomicUsize,
-    /// Mean payload bytes of the deliveries the last claim that found any read.
+    /// The largest payload of the deliveries the last claim that found any read (0: none
+    /// yet).
     claimed_payload: AtomicUsize,
     in_flight: Semaphore,
     gates: Gates,
@@ -244,7 +245,8 @@ impl Dispatcher {
             held_bytes: AtomicUsize::new(0),
             claimed_payload: AtomicUsize::new(0),
             in_flight: Semaphore::new(cfg.max_in_flight),
-            gates: Gates::new(cfg.per_endpoint_in_flight),
+            // A quarter of the node's payload bytes to each endpoint at most.
+            gates: Gates::new(cfg.per_endpoint_in_flight, (cfg.max_outstanding_bytes / 4).max(1)),
             // A probe is taken as lost once it has had twice the time an attempt may take.
             circuits: Circuits::new(
                 cfg.circuit_failures,
@@ -296,7 +298,7 @@ impl Dispatcher {
     /// alone knows whether the one before has finished; their room is given back.)
     pub fn reserve(&self, endpoints: &[Arc<Endpoint>]) -> Option<Reservation> {
         if self.inner.stopping.load(Ordering::Relaxed)
-            || bytes_full(&self.inner)
+            || ingest_bytes_full(&self.inner)
             || endpoints.iter().any(|e| self.inner.gates.is_saturated(&e.id) || !self.inner.circuits.is_closed(&e.id))
         {
             return None;
@@ -454,7 +456,7 @@ fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
             deferred.entry(soon).or_default().push(key());
             continue;
         }
-        let Some(bytes) = HeldBytes::take(inner, job.message.payload.len()) else {
+        let Some(bytes) = HeldBytes::take(inner, &gate, job.message.payload.len()) else {
             gate.outstanding.fetch_sub(1, Ordering::AcqRel);
             deferred.entry(soon).or_default().push(key());
             n_past_bytes += 1;
@@ -638,53 +640,67 @@ fn send_by(cfg: &DispatchConfig, lease_end: Option<DateTime<Utc>>, now: DateTime
     at + budget.saturating_sub(since_claim)
 }
 
-/// Sends one delivery, if it can start by `send_by` (so that the request ends within the
-/// delivery's lease), and hands its outcome to the record loop.
-/// Payload bytes a started job holds, given back when it ends (whatever way it ends).
+/// Payload bytes a started job holds, of the node's and of its endpoint's, given back when
+/// it ends (whatever way it ends).
 struct HeldBytes {
     inner: Arc<Inner>,
+    gate: Arc<Gate>,
     n: usize,
 }
 
 impl HeldBytes {
-    /// Room for a payload of `n` bytes; `None` when it would pass `max_outstanding_bytes`
-    /// and other jobs hold some (a payload larger than the whole bound goes alone).
-    fn take(inner: &Arc<Inner>, n: usize) -> Option<HeldBytes> {
-        let most = inner.cfg.max_outstanding_bytes;
-        let fits = |held: usize| (held == 0 || held.saturating_add(n) <= most).then(|| held.saturating_add(n));
-        inner.held_bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, fits).ok()?;
-        Some(HeldBytes { inner: inner.clone(), n })
+    /// Room for a payload of `n` bytes; `None` when it would pass `max_outstanding_bytes`,
+    /// or its endpoint's share ([`Gate::byte_cap`]), and other jobs hold some (a payload
+    /// larger than the bound goes alone).
+    fn take(inner: &Arc<Inner>, gate: &Arc<Gate>, n: usize) -> Option<HeldBytes> {
+        let room = |most: usize| {
+            move |held: usize| (held == 0 || held.saturating_add(n) <= most).then(|| held.saturating_add(n))
+        };
+        gate.bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, room(gate.byte_cap)).ok()?;
+        if inner
+            .held_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, room(inner.cfg.max_outstanding_bytes))
+            .is_err()
+        {
+            gate.bytes.fetch_sub(n, Ordering::AcqRel);
+            return None;
+        }
+        Some(HeldBytes { inner: inner.clone(), gate: gate.clone(), n })
     }
 }
 
 impl Drop for HeldBytes {
     fn drop(&mut self) {
+        self.gate.bytes.fetch_sub(self.n, Ordering::AcqRel);
         self.inner.held_bytes.fetch_sub(self.n, Ordering::AcqRel);
     }
 }
 
-/// Whether the jobs started hold all the payload bytes they may: ingest then writes its
-/// deliveries for a poller to claim when there is room.
-fn bytes_full(inner: &Inner) -> bool {
-    inner.held_bytes.load(Ordering::Acquire) >= inner.cfg.max_outstanding_bytes
+/// Whether ingest should write its deliveries for a poller to claim rather than hand them
+/// over: half the payload bytes are left to claims, so that ingest alone never keeps the
+/// node full, and the poller out (retries, lanes, deliveries handed back wait on it).
+fn ingest_bytes_full(inner: &Inner) -> bool {
+    inner.held_bytes.load(Ordering::Acquire) >= inner.cfg.max_outstanding_bytes / 2
 }
 
 /// Most deliveries the next claim asks for, for their payloads to fit the bytes left if
-/// they are the size the last claim's were: a claim reads its payloads before any is let
-/// in (512 of a megabyte would be half a gigabyte for a moment), and those past the room
-/// would only be handed back. 0 while not one more fits, unless nothing is held (a payload
-/// larger than the whole bound goes alone).
+/// none is larger than the largest of the last claim's: a claim reads its payloads before
+/// any is let in (512 of a megabyte would be half a gigabyte for a moment), and those past
+/// the room would only be handed back. One before any claim has told a size; 0 while not
+/// one more fits, unless nothing is held (a payload larger than the whole bound goes alone).
 fn claim_for_bytes(inner: &Inner) -> usize {
     let held = inner.held_bytes.load(Ordering::Acquire);
     let room = inner.cfg.max_outstanding_bytes.saturating_sub(held);
     match inner.claimed_payload.load(Ordering::Relaxed) {
-        0 => usize::MAX,
+        0 => 1,
         each if held == 0 => (room / each).max(1),
         each => room / each,
     }
 }
 
-/// `_bytes` is held to the end, whichever return ends it.
+/// Sends one delivery, if it can start by `send_by` (so that the request ends within the
+/// delivery's lease), and hands its outcome to the record loop. `_bytes` is held to the
+/// end, whichever return ends it.
 async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant, _bytes: HeldBytes) {
     let endpoint = &job.endpoint;
     let key = claimed_key(&job);
@@ -1275,9 +1291,8 @@ async fn poll_loop(inner: Arc<Inner>) {
         match inner.store.claim_due(now, free, inner.cfg.lease, &room).await {
             Ok(jobs) => {
                 let got = jobs.len();
-                let bytes: usize = jobs.iter().map(|j| j.message.payload.len()).sum();
-                if let Some(each) = bytes.checked_div(got) {
-                    inner.claimed_payload.store(each, Ordering::Relaxed);
+                if let Some(largest) = jobs.iter().map(|j| j.message.payload.len().max(1)).max() {
+                    inner.claimed_payload.store(largest, Ordering::Relaxed);
                 }
                 inner.outstanding.add_permits(free - got);
                 admit(&inner, jobs);

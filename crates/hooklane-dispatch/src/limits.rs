@@ -21,6 +21,10 @@ pub struct Gate {
     pub handed_back: Mutex<Vec<chrono::DateTime<chrono::Utc>>>,
     /// Most jobs this endpoint may hold in memory (set from its rate limit when admitted).
     pub cap: AtomicUsize,
+    /// Payload bytes its jobs in memory hold, and the most they may (its share of the
+    /// node's): one slow endpoint's large payloads do not take the room of every other's.
+    pub bytes: AtomicUsize,
+    pub byte_cap: usize,
     pub in_flight: Semaphore,
     bucket: Mutex<Bucket>,
 }
@@ -60,7 +64,12 @@ impl Gate {
     }
 
     fn saturated(&self) -> bool {
-        self.outstanding.load(Ordering::Relaxed) >= self.cap.load(Ordering::Relaxed)
+        self.full(Ordering::Relaxed)
+    }
+
+    /// Holds as many jobs, or as many payload bytes, as it may.
+    fn full(&self, order: Ordering) -> bool {
+        self.outstanding.load(order) >= self.cap.load(Ordering::Relaxed) || self.bytes.load(order) >= self.byte_cap
     }
 
     /// How long the caller must wait before sending at `rate` per second.
@@ -81,12 +90,13 @@ impl Gate {
 
 pub struct Gates {
     per_endpoint_in_flight: usize,
+    per_endpoint_bytes: usize,
     map: Mutex<HashMap<String, Arc<Gate>>>,
 }
 
 impl Gates {
-    pub fn new(per_endpoint_in_flight: usize) -> Self {
-        Gates { per_endpoint_in_flight, map: Mutex::new(HashMap::new()) }
+    pub fn new(per_endpoint_in_flight: usize, per_endpoint_bytes: usize) -> Self {
+        Gates { per_endpoint_in_flight, per_endpoint_bytes, map: Mutex::new(HashMap::new()) }
     }
 
     pub fn get(&self, endpoint_id: &str) -> Arc<Gate> {
@@ -100,6 +110,8 @@ impl Gates {
             overflowed: AtomicBool::new(false),
             handed_back: Mutex::new(Vec::new()),
             cap: AtomicUsize::new(usize::MAX),
+            bytes: AtomicUsize::new(0),
+            byte_cap: self.per_endpoint_bytes,
             in_flight: Semaphore::new(self.per_endpoint_in_flight.max(1)),
             // A new gate counts as idle: it may start with a burst.
             bucket: Mutex::new(Bucket {
@@ -128,7 +140,7 @@ impl Gates {
                 // and its look at the mark): either this sees a drain that raced it and the
                 // endpoint is claimed now, or the recorder sees the mark and wakes the poller.
                 g.overflowed.store(true, Ordering::SeqCst);
-                g.outstanding.load(Ordering::SeqCst) >= g.cap.load(Ordering::Relaxed)
+                g.full(Ordering::SeqCst)
             })
             .map(|(id, _)| id.clone())
             .collect()
@@ -163,7 +175,7 @@ mod tests {
     /// A gate that handed work back asks for it again once, when down to a quarter of its cap.
     #[test]
     fn a_gate_that_overflowed_asks_for_its_work_back_once_drained() {
-        let g = Gates::new(4).get("ep");
+        let g = Gates::new(4, usize::MAX).get("ep");
         g.cap.store(8, Ordering::Relaxed);
         g.outstanding.store(3, Ordering::Relaxed);
         assert_eq!(g.drained_after_overflow(), None, "it never overflowed");
@@ -185,7 +197,7 @@ mod tests {
     /// claimed again once drained, with nothing to make due.
     #[test]
     fn a_gate_passed_over_asks_to_be_claimed_once_drained() {
-        let gates = Gates::new(4);
+        let gates = Gates::new(4, usize::MAX);
         let (full, idle) = (gates.get("full"), gates.get("idle"));
         for g in [&full, &idle] {
             g.cap.store(8, Ordering::Relaxed);
@@ -202,7 +214,7 @@ mod tests {
 
     #[test]
     fn rate_spreads_sends() {
-        let gates = Gates::new(4);
+        let gates = Gates::new(4, usize::MAX);
         let g = gates.get("ep");
         assert_eq!(g.rate_wait(None), Duration::ZERO);
         // 10/s: a one-second burst passes at once, then sends are 100 ms apart.
