@@ -474,6 +474,12 @@ fn validate(src: &mut Source) -> ApiResult<()> {
             ));
         }
     }
+    // The provider's own is kept as none: the source follows it should it change, and a
+    // setting a node of an older version may not know of (Slack's event id or signature) is
+    // written only when asked for, not when a client sends back what it read.
+    if src.deduplication.as_ref() == Some(&src.verification.default_deduplication()) {
+        src.deduplication = None;
+    }
     if src.allow_networks.len() > MAX_NETWORKS {
         return Err(ApiError::validation("allowNetworks", format!("at most {MAX_NETWORKS} networks")));
     }
@@ -1131,3 +1137,42 @@ pub async fn get_request(
     ))
 )]
 pub(crate) struct Doc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hooklane_core::inbound::Deduplication;
+
+    fn slack(deduplication: Option<Deduplication>) -> Source {
+        let t = hooklane_core::Utc::now();
+        Source {
+            id: "src_1".into(),
+            app_id: "app_1".into(),
+            name: "slack".into(),
+            verification: Verification::Slack { signing_secret: "8f742231b10e8888abcd99yyyzzz85a5".into() },
+            previous_verification: None,
+            deduplication,
+            allow_networks: Vec::new(),
+            max_body_bytes: None,
+            event_destinations: Vec::new(),
+            ordering_key: None,
+            response: None,
+            metadata: Default::default(),
+            created_at: t,
+            updated_at: t,
+        }
+    }
+
+    /// The provider's deduplication given back as read is stored as none; another is kept.
+    #[test]
+    fn the_providers_own_deduplication_is_stored_as_none() {
+        let mut src = slack(None);
+        src.deduplication = Some(src.verification.default_deduplication());
+        validate(&mut src).expect("valid");
+        assert_eq!(src.deduplication, None);
+        let own = Deduplication::Header { header: "x-request-id".into() };
+        let mut src = slack(Some(own.clone()));
+        validate(&mut src).expect("valid");
+        assert_eq!(src.deduplication, Some(own));
+    }
+}
