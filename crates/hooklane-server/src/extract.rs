@@ -177,17 +177,37 @@ impl FromRequestParts<AppState> for Auth {
         if bool::from(hash.ct_eq(&state.0.admin_token_hash)) {
             return Ok(Auth(Principal::Admin));
         }
-        match state.0.store.find_token(&hex(&hash), hooklane_core::Utc::now()).await? {
+        let principal = match state.0.store.find_token(&hex(&hash), hooklane_core::Utc::now()).await? {
             // A polling endpoint's key reads its poller, and says who it is; nothing else.
             Some(Principal::Poller { .. })
                 if !crate::capability::poller_key_may(&parts.method, matched_route(parts)) =>
             {
-                Err(ApiError::Forbidden("a polling endpoint's key may only read that endpoint's poller"))
+                return Err(ApiError::Forbidden("a polling endpoint's key may only read that endpoint's poller"));
             }
-            Some(p) => Ok(Auth(p)),
-            None => Err(ApiError::Unauthorized),
+            Some(p) => p,
+            None => return Err(ApiError::Unauthorized),
+        };
+        // None for the operational application, issued before it was named so: it holds
+        // every application's ids and failures, for the admin token only.
+        if of_operational_app(state, &principal).await? {
+            return Err(ApiError::Forbidden(crate::operational::NO_TOKEN));
         }
+        Ok(Auth(principal))
     }
+}
+
+/// Whether an application's token (or a poller's key) is one of the operational
+/// application's, named in the configuration by its id or its uid.
+async fn of_operational_app(state: &AppState, principal: &Principal) -> Result<bool, ApiError> {
+    let Some(key) = state.0.operational_app.as_deref() else { return Ok(false) };
+    let app_id = match principal {
+        Principal::Admin => return Ok(false),
+        Principal::App { app_id, .. } | Principal::Poller { app_id, .. } => app_id,
+    };
+    if app_id == key {
+        return Ok(true);
+    }
+    Ok(state.0.cache.app(&state.0.store, key).await?.is_some_and(|app| app.id == *app_id))
 }
 
 /// The route's pattern as axum matched it (`/api/v1/app/{app_id}/…`); empty without one.
@@ -263,11 +283,7 @@ impl FromRequestParts<AppState> for AppRef {
         let Some(app) = state.0.cache.app(&state.0.store, &key).await? else {
             return Ok(AppRef::Missing { principal, key });
         };
-        // (The operational application answers only the admin token, whatever token was
-        // issued for it before it was named the operational one.)
-        if !principal.can_access(&app.id)
-            || (principal != Principal::Admin && crate::operational::is_operational_app(state, &app))
-        {
+        if !principal.can_access(&app.id) {
             return Err(ApiError::NotFound("application"));
         }
         // Without a matched route (none here) nothing but full access passes.

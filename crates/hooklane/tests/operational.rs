@@ -251,7 +251,7 @@ async fn the_operational_apps_own_failures_are_not_reported_to_it() {
 
 /// An integration's key and a poller's key are application tokens too: none is issued for
 /// the operational application, and those issued before it was named the operational one
-/// no longer reach it.
+/// are refused, whatever they ask (its listing and its tasks too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operational_app_answers_only_the_admin_token() {
     let mut server = Server::start("").await;
@@ -276,10 +276,12 @@ async fn the_operational_app_answers_only_the_admin_token() {
     let server = Server::start_in(server.dir.clone(), "operational_app = \"ops\"").await;
     for (key, path) in [
         (&integration_key, "/api/v1/app/ops/msg".to_string()),
+        (&integration_key, "/api/v1/app".to_string()),
+        (&integration_key, "/api/v1/background-task".to_string()),
         (&poller_key, format!("/api/v1/app/ops/poller/{poller}")),
     ] {
         let (status, body) = server.call_as(key, "GET", &path, None).await;
-        assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{path}: {body}");
+        assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{path}: {body}");
     }
     let (status, _) = server.call("GET", "/api/v1/app/ops/msg", None).await;
     assert_eq!(status, 200, "the admin token reaches it");
