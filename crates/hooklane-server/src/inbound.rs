@@ -528,8 +528,17 @@ async fn finish_original_fan_out(
             fan_out(s, source, original).await?;
             s.0.store.finish_fan_out(&source.id, &request.id).await
         }
+        // Not recorded: unfinished, unless its record may have been deleted for being old
+        // (a `request_retention` shorter than the sweep's day), done.
+        None if record_may_be_pruned(s, original, now) => Ok(()),
         None => fan_out(s, source, original).await,
     }
+}
+
+/// Whether the record of `original`'s request may have been deleted by housekeeping.
+fn record_may_be_pruned(s: &AppState, original: &Message, now: DateTime<Utc>) -> bool {
+    let kept = s.0.inbound.request_retention;
+    !kept.is_zero() && chrono::Duration::from_std(kept).is_ok_and(|kept| now - original.created_at >= kept)
 }
 
 /// Tries a failed fan-out again a few times, a second apart and more (it finishes what is

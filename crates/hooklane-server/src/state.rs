@@ -40,6 +40,9 @@ pub struct InboundSettings {
     /// networks is taken to come from the last address in that header that is not itself
     /// a trusted proxy (for sources' address allow-lists and the request log).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long the record of a request is kept (`[inbound] request_retention`); zero:
+    /// forever. A request older than this may have no record any more for being done.
+    pub request_retention: std::time::Duration,
 }
 
 #[derive(Clone)]

@@ -66,7 +66,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             max_body_bytes: config.max_body_bytes,
             admin_token,
             public_url,
-            inbound: InboundSettings { trusted_proxies: config.inbound.trusted_proxies.clone() },
+            inbound: InboundSettings {
+                trusted_proxies: config.inbound.trusted_proxies.clone(),
+                request_retention: config.inbound.request_retention,
+            },
             ops: hooklane_server::ops::OpsSettings { metrics, metrics_require_token: config.metrics_require_token },
             operational_app: config.operational_app.clone(),
             tenant_cache_ttl: config.tenant_cache_ttl,

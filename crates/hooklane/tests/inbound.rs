@@ -1920,6 +1920,37 @@ async fn a_replay_is_not_fanned_out_to_destinations_added_since() {
     assert_eq!(rx.received().len(), 2, "the URL destination got each once");
 }
 
+/// The same once the replayed request's record was deleted for its age (a
+/// `request_retention` shorter than the day fan-outs are completed for): a request with no
+/// record is taken as one whose fan-out may be unfinished only while its record would be
+/// kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_whose_record_was_deleted_is_not_fanned_out() {
+    let server = Server::start("housekeeping_interval = \"100ms\"\n[inbound]\nrequest_retention = \"1s\"\n").await;
+    let rx = Receiver::start().await;
+    let (source, created) = create_source(&server, Provider::Meta.spec(&rx.url)).await;
+    let (headers, body, _) = Provider::Meta.request("replayed", now(), true);
+    let (status, out) = ingest(&server, &source, &headers, &body).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("accepted")), "{out}");
+    rx.wait_for(1, WAIT).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !requests(&server, &source).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the record was never deleted:\n{}", server.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let target = server.create_app("added later").await;
+    let destinations = json!([created["destinations"][0], { "appId": target, "eventType": "meta.message" }]);
+    let (status, out) =
+        server.call("PATCH", &format!("/api/v1/source/{source}"), Some(json!({ "destinations": destinations }))).await;
+    assert_eq!(status, 200, "{out}");
+    let (status, out) = ingest(&server, &source, &headers, &body).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("duplicate")), "{out}");
+    settle().await;
+    let (_, messages) = server.call("GET", &format!("/api/v1/app/{target}/msg"), None).await;
+    assert_eq!(messages["data"], json!([]), "{messages}");
+}
+
 /// The management API: secrets stay write-only, the source's application is hidden from
 /// the application list and protected, bad input is refused, deleting a source ends its URL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
