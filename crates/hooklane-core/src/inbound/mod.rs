@@ -702,6 +702,12 @@ fn is_hop_header(name: &str) -> bool {
             | "cf-connecting-ip"
             | "cf-connecting-ipv6"
             | "fastly-client-ip"
+            | "fly-client-ip"
+            | "x-azure-clientip"
+            | "x-azure-socketip"
+            | "x-appengine-user-ip"
+            | "x-original-host"
+            | "via"
             // Would make a framework behind the destination treat the request as another.
             | "x-http-method-override"
             | "x-http-method"
@@ -715,6 +721,8 @@ fn is_hop_header(name: &str) -> bool {
         // (`x-envoy-original-path`, `x-envoy-external-address`…).
         || name.starts_with("x-forwarded-")
         || name.starts_with("x-envoy-")
+        // Vercel's (`x-vercel-forwarded-for`, `x-vercel-ip-country`…).
+        || name.starts_with("x-vercel-")
         // The provider's own Standard Webhooks metadata (Svix-sent providers: Clerk,
         // Resend…): a destination's Svix library would read `svix-id` and `svix-timestamp`
         // before hooklane's `webhook-*` and check hooklane's signature against them.
@@ -936,6 +944,14 @@ mod tests {
             "X-Envoy-External-Address",
             "Cf-Access-Jwt-Assertion",
             "X-Goog-IAP-JWT-Assertion",
+            "Fly-Client-IP",
+            "X-Azure-ClientIP",
+            "X-Azure-SocketIP",
+            "X-AppEngine-User-IP",
+            "X-Vercel-Forwarded-For",
+            "X-Vercel-IP-Country",
+            "X-Original-Host",
+            "Via",
         ];
         let mut h: Vec<(&str, &str)> = proxied.iter().map(|name| (*name, "203.0.113.9")).collect();
         h.push(("X-GitHub-Event", "push"));
