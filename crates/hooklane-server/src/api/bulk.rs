@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use futures::{StreamExt, TryStreamExt};
 use hooklane_core::model::DeliveryStatus;
 use hooklane_core::{DateTime, Utc};
-use hooklane_store::{AttemptFilter, MessageFilter, PageRequest, StoreError, StoreResult};
+use hooklane_store::{AttemptFilter, DynStore, MessageFilter, PageRequest, StoreError, StoreResult};
 use serde::{Deserialize, Serialize};
 
 use super::check_names;
@@ -122,7 +122,7 @@ pub async fn bulk_replay(
     let chosen = Chosen { filter, status, status_code_class: input.status_code_class };
     let (state, app_id, ep_id) = (s.clone(), t.app.id.clone(), ep.id.clone());
     let work = async move {
-        let replayed = replay(&state, &app_id, &ep_id, &chosen, now).await?;
+        let replayed = replay(&state.0.store, &app_id, &ep_id, &chosen, now).await?;
         if replayed > 0 {
             state.0.dispatcher.retry_endpoint_now(&ep_id);
         }
@@ -139,11 +139,22 @@ struct Chosen {
 }
 
 /// Queues again, as resends, the endpoint's messages that `chosen` picks; answers how many.
-async fn replay(s: &AppState, app_id: &str, endpoint_id: &str, chosen: &Chosen, now: DateTime<Utc>) -> ApiResult<u64> {
-    let store = &s.0.store;
+async fn replay(
+    store: &DynStore,
+    app_id: &str,
+    endpoint_id: &str,
+    chosen: &Chosen,
+    now: DateTime<Utc>,
+) -> ApiResult<u64> {
     let mut page = PageRequest { limit: CHUNK, ..PageRequest::default() };
     let mut replayed = 0u64;
     loop {
+        // The endpoint as it stands, before each page: one disabled (or deleted) meanwhile,
+        // by an operator stopping the replay say, gets no more. Its messages queued again
+        // would each be failed unsent, the delivered ones turned to failures.
+        if store.get_endpoint(app_id, endpoint_id).await?.is_none_or(|e| e.disabled || e.polling) {
+            return Ok(replayed);
+        }
         let found = store.endpoint_messages(app_id, endpoint_id, &chosen.filter, chosen.status, &page).await?;
         let mut picked = Vec::with_capacity(found.items.len());
         for (m, d) in &found.items {
@@ -159,7 +170,7 @@ async fn replay(s: &AppState, app_id: &str, endpoint_id: &str, chosen: &Chosen, 
                 continue;
             }
             if let Some(class) = chosen.status_code_class {
-                if last_answer_class(s, app_id, &m.id, endpoint_id).await? != Some(class) {
+                if last_answer_class(store, app_id, &m.id, endpoint_id).await? != Some(class) {
                     continue;
                 }
             }
@@ -196,16 +207,15 @@ where
 }
 
 /// The class (100, 200, … or 0 for no answer) of the last attempt of a message to an endpoint.
-async fn last_answer_class(s: &AppState, app_id: &str, msg_id: &str, endpoint_id: &str) -> ApiResult<Option<i32>> {
+async fn last_answer_class(store: &DynStore, app_id: &str, msg_id: &str, endpoint_id: &str) -> ApiResult<Option<i32>> {
     let filter = AttemptFilter {
         msg_id: Some(msg_id.to_string()),
         endpoint_id: Some(endpoint_id.to_string()),
         ..Default::default()
     };
-    let last =
-        s.0.store
-            .list_attempts(app_id, &filter, &PageRequest { limit: 1, descending: true, ..PageRequest::default() })
-            .await?;
+    let last = store
+        .list_attempts(app_id, &filter, &PageRequest { limit: 1, descending: true, ..PageRequest::default() })
+        .await?;
     Ok(last.items.first().map(|a| a.response_status / 100 * 100))
 }
 
@@ -337,3 +347,79 @@ async fn expunge_all(s: &AppState, app_id: &str, now: DateTime<Utc>) -> ApiResul
     components(schemas(BulkReplayIn, BulkExpungeIn, BulkExpungeOut))
 )]
 pub(crate) struct Doc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hooklane_core::ids::{self, new_id};
+    use hooklane_core::model::{Application, Endpoint, Message};
+
+    /// A replay stops at the next page once its endpoint is disabled (here, before its
+    /// first): what it would queue again would be failed unsent, delivered messages turned
+    /// to failures.
+    #[tokio::test]
+    async fn a_replay_queues_nothing_for_a_disabled_endpoint() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = hooklane_store::open(&dir.path().join("bulk.db").display().to_string()).await.expect("store");
+        let t = Utc::now();
+        let app = Application {
+            id: new_id(ids::APP),
+            uid: None,
+            name: "a".into(),
+            rate_limit: None,
+            metadata: Default::default(),
+            created_at: t,
+            updated_at: t,
+        };
+        store.create_app(app.clone()).await.expect("app");
+        let ep = Endpoint {
+            id: new_id(ids::ENDPOINT),
+            app_id: app.id.clone(),
+            uid: None,
+            url: "https://example.com/hook".into(),
+            description: String::new(),
+            version: 1,
+            filter_types: None,
+            channels: None,
+            disabled: false,
+            rate_limit: None,
+            metadata: Default::default(),
+            headers: Default::default(),
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            previous_secrets: Vec::new(),
+            failing_since: None,
+            created_at: t,
+            updated_at: t,
+            payload_filter: None,
+            transform: None,
+            order: Default::default(),
+            transformation: None,
+            retry_schedule: None,
+            oauth: None,
+            paused: false,
+            mtls: None,
+            polling: false,
+        };
+        store.create_endpoint(ep.clone()).await.expect("endpoint");
+        let msg = Message {
+            id: new_id(ids::MESSAGE),
+            app_id: app.id.clone(),
+            event_type: "a.b".into(),
+            event_id: None,
+            payload: "{}".into(),
+            channels: None,
+            tags: None,
+            created_at: t,
+            content_type: None,
+            headers: Default::default(),
+            ordering_key: None,
+            deliver_at: None,
+        };
+        store.create_message(msg, vec![ep.id.clone()], None).await.expect("message");
+        let chosen =
+            Chosen { filter: MessageFilter::default(), status: Some(DeliveryStatus::Pending), status_code_class: None };
+        assert_eq!(replay(&store, &app.id, &ep.id, &chosen, t).await.expect("replay"), 1, "enabled: replayed");
+        store.update_endpoint(Endpoint { disabled: true, ..ep.clone() }, None).await.expect("disable");
+        assert_eq!(replay(&store, &app.id, &ep.id, &chosen, t).await.expect("replay"), 0, "disabled: nothing");
+    }
+}
