@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -498,6 +498,19 @@ async fn app_get_if_exists_and_duplicate_uid() {
     let by_id = json!({"name": "Third", "uid": id_of(&first)});
     let (status, body) = server.call("POST", "/api/v1/app?get_if_exists=true", Some(by_id)).await;
     assert_invalid(status, &body, "uid");
+
+    // Workers getting or creating one application side by side all get it.
+    let racing = (0..16)
+        .map(|_| server.call("POST", "/api/v1/app?get_if_exists=true", Some(json!({"name": "Raced", "uid": "raced"}))));
+    let answers = futures::future::join_all(racing).await;
+    let made: HashSet<String> = answers
+        .iter()
+        .map(|(status, app)| {
+            assert!(*status == 200 || *status == 201, "{status}: {app}");
+            id_of(app)
+        })
+        .collect();
+    assert_eq!(made.len(), 1, "{made:?}");
 }
 
 // --- 2. event types

@@ -202,16 +202,29 @@ pub async fn create(
     // Checked first: a uid shaped as an id (another application's, an inbound source's
     // hidden one) must not find that application below.
     let app = build(input)?;
-    // `get_if_exists=true`: answer 200 with the existing application of this uid.
-    if q.flag("get_if_exists")?.unwrap_or(false) {
-        if let Some(uid) = &app.uid {
-            if let Some(existing) = s.0.store.get_app(uid).await? {
-                return Ok((StatusCode::OK, axum::Json(ApplicationOut::from(existing))).into_response());
-            }
+    // `get_if_exists=true`: answer 200 with the existing application of this uid, one
+    // created by another request meanwhile too (Svix's SDKs' `get_or_create`, called by
+    // workers side by side).
+    let existing = |uid: Option<String>| async {
+        match uid {
+            Some(uid) => s.0.store.get_app(&uid).await,
+            None => Ok(None),
+        }
+    };
+    let get_if_exists = q.flag("get_if_exists")?.unwrap_or(false);
+    if get_if_exists {
+        if let Some(found) = existing(app.uid.clone()).await? {
+            return Ok((StatusCode::OK, axum::Json(ApplicationOut::from(found))).into_response());
         }
     }
-    s.0.store.create_app(app.clone()).await.map_err(conflict(UID_TAKEN))?;
-    Ok((StatusCode::CREATED, axum::Json(ApplicationOut::from(app))).into_response())
+    match s.0.store.create_app(app.clone()).await {
+        Ok(()) => Ok((StatusCode::CREATED, axum::Json(ApplicationOut::from(app))).into_response()),
+        Err(StoreError::Conflict(_)) if get_if_exists => match existing(app.uid.clone()).await? {
+            Some(found) => Ok((StatusCode::OK, axum::Json(ApplicationOut::from(found))).into_response()),
+            None => Err(ApiError::Conflict(UID_TAKEN.into())),
+        },
+        Err(e) => Err(conflict(UID_TAKEN)(e)),
+    }
 }
 
 /// List applications.
