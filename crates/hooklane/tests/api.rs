@@ -1305,6 +1305,19 @@ async fn message_list_filters() {
     let (status, body) = server.call("GET", &format!("{base}?before=yesterday"), None).await;
     assert_error(status, &body, 422, "validation");
     assert_eq!(body["detail"][0]["loc"], json!(["query", "before"]));
+    // A time finer than the millisecond splits the messages exactly: one of `.123` is
+    // before `.1235`, and not after it.
+    let finer = t2.replace('Z', "500Z");
+    let q = list_all(&server, &format!("{base}?before={finer}")).await;
+    assert_eq!(ids(&q), newest_first(&[m2, m1]), "before {finer}");
+    let q = list_all(&server, &format!("{base}?after={finer}")).await;
+    assert_eq!(ids(&q), newest_first(&[m4, m3]), "after {finer}");
+    // A channel or a tag no message can have is refused, on every store alike.
+    for name in ["channel", "tag"] {
+        let (status, body) = server.call("GET", &format!("{base}?{name}=a%00b"), None).await;
+        assert_error(status, &body, 422, "validation");
+        assert_eq!(body["detail"][0]["loc"], json!(["query", name]), "{body}");
+    }
 
     // Paging through messages.
     let page = list_all(&server, &format!("{base}?limit=3")).await;
@@ -3619,6 +3632,17 @@ async fn background_task_work_goes_on_after_its_answer() {
     let body = json!({ "since": "-262143-01-01T00:00:00Z", "statusCodeClass": 500 });
     let (status, task) = server.call("POST", "/api/v1/app/tasks/endpoint/ep/bulk-replay", Some(body)).await;
     assert_eq!(status, 202, "{task}");
+    // A `since` ahead of the server's clock (a client's clock ahead of it) is a window with
+    // nothing in it, as for a recovery, not an error.
+    let ahead = chrono::Utc::now() + chrono::Duration::seconds(5);
+    let (status, task) =
+        server.call("POST", "/api/v1/app/tasks/endpoint/ep/bulk-replay", Some(json!({ "since": ahead }))).await;
+    assert_eq!(status, 202, "{task}");
+    let id = task["id"].as_str().expect("task id");
+    let done = server
+        .wait_until(&format!("/api/v1/background-task/{id}"), Duration::from_secs(30), |t| t["status"] != "running")
+        .await;
+    assert_eq!((done["status"].as_str(), &done["data"]["replayed"]), (Some("finished"), &json!(0)), "{done}");
 }
 
 /// `message_rate_limit`: an application past it is refused with 429 and `Retry-After`, the

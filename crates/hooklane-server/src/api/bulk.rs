@@ -93,10 +93,7 @@ pub async fn bulk_replay(
     let ep = find(&s, &t, &key).await?;
     require_enabled(&ep)?;
     let now = super::now();
-    let until = input.until.unwrap_or(now);
-    if until <= input.since {
-        return Err(ApiError::validation("until", "must be after since"));
-    }
+    let (since, until) = super::endpoint::window(input.since, input.until, now)?;
     check_names("eventTypes", &input.event_types, 256)?;
     // Checked before the task starts (PostgreSQL would refuse them half-way).
     input.channel.as_deref().map_or(Ok(()), |c| super::no_nul("channel", c))?;
@@ -117,7 +114,7 @@ pub async fn bulk_replay(
         before: Some(until),
         // The store's `after` is exclusive; `since` is not. (A `since` at the calendar's
         // very start has nothing before it.)
-        after: input.since.checked_sub_signed(chrono::Duration::milliseconds(1)).or(Some(input.since)),
+        after: since.checked_sub_signed(chrono::Duration::milliseconds(1)).or(Some(since)),
     };
     let chosen = Chosen { filter, status, status_code_class: input.status_code_class };
     let (state, app_id, ep_id) = (s.clone(), t.app.id.clone(), ep.id.clone());

@@ -1415,12 +1415,24 @@ impl RecoverIn {
     /// The window, checked: `until` left out is the request's time (`asked`), however long
     /// the task waits or runs (what fails or is posted meanwhile is not its business).
     fn window(&self, asked: DateTime<Utc>) -> ApiResult<(DateTime<Utc>, DateTime<Utc>)> {
-        match self.until {
-            Some(until) if until <= self.since => Err(ApiError::validation("until", "must be after since")),
-            Some(until) => Ok((self.since, until)),
-            // (A `since` ahead of this clock: nothing to look at, no error.)
-            None => Ok((self.since, asked.max(self.since))),
-        }
+        window(self.since, self.until, asked)
+    }
+}
+
+/// A window of messages' times asked for as `since` (inclusive) and `until` (exclusive, the
+/// request's time, `asked`, when left out), checked, each rounded up to the millisecond the
+/// store keeps times to (a message of `.123` is not since `.1235`, and is before it).
+pub(super) fn window(
+    since: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
+    asked: DateTime<Utc>,
+) -> ApiResult<(DateTime<Utc>, DateTime<Utc>)> {
+    let ceil = super::message::ceil_to_millis;
+    match until {
+        Some(until) if until <= since => Err(ApiError::validation("until", "must be after since")),
+        Some(until) => Ok((ceil(since), ceil(until))),
+        // (A `since` ahead of this clock: nothing to look at, no error.)
+        None => Ok((ceil(since), ceil(asked.max(since)))),
     }
 }
 

@@ -442,8 +442,10 @@ pub async fn create(
     Ok((StatusCode::ACCEPTED, axum::Json(out)))
 }
 
-/// `at`, rounded up to a whole millisecond.
-fn ceil_to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
+/// `at`, rounded up to a whole millisecond: times are stored to the millisecond, and a
+/// bound finer than that compares as its next one (a message of `.123` is before
+/// `.1235`, and not after it).
+pub(super) fn ceil_to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
     use chrono::{DurationRound, TimeDelta};
     at.duration_trunc(TimeDelta::milliseconds(1)).map_or(at, |down| {
         if down < at {
@@ -622,11 +624,22 @@ pub async fn store_and_dispatch_to(
 pub fn message_filter(q: &Query) -> ApiResult<MessageFilter> {
     Ok(MessageFilter {
         event_types: query_names(q, "event_types")?,
-        channel: q.get("channel").filter(|c| !c.is_empty()).map(String::from),
-        tag: q.get("tag").filter(|c| !c.is_empty()).map(String::from),
-        before: q.time("before")?,
+        channel: query_name(q, "channel")?,
+        tag: query_name(q, "tag")?,
+        // (`after` is exclusive: to the millisecond, truncated, it is right as it is.)
+        before: q.time("before")?.map(ceil_to_millis),
         after: q.time("after")?,
     })
+}
+
+/// A name (a channel, a tag) given in the query, valid as those of messages are; none when
+/// empty.
+fn query_name(q: &Query, name: &str) -> ApiResult<Option<String>> {
+    let Some(value) = q.get(name).filter(|v| !v.is_empty()) else { return Ok(None) };
+    match super::name_problem(value) {
+        Some(msg) => Err(ApiError::bad_query(name, msg)),
+        None => Ok(Some(value.to_string())),
+    }
 }
 
 /// Lists the application's messages, newest first unless `order=ascending`.
