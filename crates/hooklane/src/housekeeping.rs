@@ -23,11 +23,18 @@ pub struct Retention {
     pub messages: Duration,
 }
 
+/// How often tasks whose node stopped are looked for at least, whatever `every` is: they
+/// are to be told failed about a minute after their last beat
+/// ([`hooklane_server::tasks::INTERRUPTED_AFTER`]), not a `housekeeping_interval` of a day
+/// later.
+const TASKS_EVERY: Duration = Duration::from_secs(30);
+
 pub async fn run(store: DynStore, every: Duration, retention: Retention) {
     // Where the next run looks for old messages (`""`: from the oldest).
     let mut after = String::new();
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(every.min(TASKS_EVERY));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_prune = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         match hooklane_server::tasks::fail_interrupted(&store).await {
@@ -35,6 +42,10 @@ pub async fn run(store: DynStore, every: Duration, retention: Retention) {
             Ok(n) => tracing::warn!(tasks = n, "background tasks whose node stopped while they ran are marked failed"),
             Err(e) => tracing::warn!(error = %e, "could not mark interrupted background tasks; will try again"),
         }
+        if tokio::time::Instant::now() < next_prune {
+            continue;
+        }
+        next_prune = tokio::time::Instant::now() + every;
         match prune_all(&store, retention, &mut after, CHUNK).await {
             Ok(total) if total != Pruned::default() => tracing::info!(
                 idempotency_keys = total.idempotency_keys,
@@ -192,6 +203,37 @@ mod tests {
         let to = if waiting { vec![ep.id.clone()] } else { Vec::new() };
         store.create_message(msg.clone(), to, None).await.expect("message");
         msg.id
+    }
+
+    /// With a housekeeping interval of an hour, a task whose node stopped is still told
+    /// failed within about a minute of its last beat: its look has a timer of its own.
+    #[tokio::test(start_paused = true)]
+    async fn tasks_whose_node_stopped_are_looked_for_twice_a_minute() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = store_with_endpoint(&dir).await;
+        let retention = Retention { inbound_requests: Duration::ZERO, messages: Duration::ZERO };
+        let run = tokio::spawn(run(store.clone(), Duration::from_secs(3600), retention));
+        // After the first look: a task whose last beat was five minutes ago.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let task = hooklane_core::model::BackgroundTask {
+            id: new_id(hooklane_core::ids::TASK),
+            app_id: "app_1".into(),
+            task: "endpoint.replay".into(),
+            status: "running".into(),
+            data: serde_json::json!({}),
+            updated_at: Utc::now() - chrono::TimeDelta::minutes(5),
+        };
+        store.record_task(task.clone()).await.expect("task");
+        let started = tokio::time::Instant::now();
+        loop {
+            let now = store.get_task(None, &task.id).await.expect("get").expect("the task");
+            if now.status == "failed" {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "still {} after {:?}", now.status, started.elapsed());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        run.abort();
     }
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
