@@ -562,8 +562,19 @@ pub fn read_message_events(
     Ok(EventsPage::new(q, messages, EventPosition { major: 0, minor: durable_seq }))
 }
 
-/// Ids a read since a time looks at, at most, to find where its walk starts.
-const SINCE_SEARCH: usize = 10_000;
+/// Ids a read since a time from a position looks at, at most, to find where its walk
+/// starts (see [`events_select`]).
+const SINCE_SEARCH: i64 = 10_000;
+
+/// How many ids `q`'s search for its start may look at: [`SINCE_SEARCH`] from a position,
+/// every one from the start.
+fn since_search(q: &EventsQuery) -> i64 {
+    if q.after.minor > 0 {
+        SINCE_SEARCH
+    } else {
+        i64::MAX
+    }
+}
 
 /// The read of [`read_message_events`], but for its order and limit.
 fn events_select(app_id: &str, q: &EventsQuery, durable_seq: i64) -> Select {
@@ -583,15 +594,20 @@ fn events_select(app_id: &str, q: &EventsQuery, durable_seq: i64) -> Select {
         // found through the index by (application, id), rather than at the application's
         // first message, each one read to look at its time (a Svix client's first read,
         // `after` now, walked the whole history to find nothing). None: none up to
-        // `durable_seq` qualifies. The search looks at `SINCE_SEARCH` ids at most: past them
-        // (a polling endpoint's creation, given at every poll of a busy application) it
-        // costs more than it saves, and the walk starts at `after`. (The index is named:
-        // with statistics, the planner might look for the least `seq` by walking the stream.)
+        // `durable_seq` qualifies. A read from a position (an iterator's, a poller's) searches
+        // `SINCE_SEARCH` ids at most: past them (a polling endpoint's creation, given at every
+        // poll of a busy application) the search costs more than it saves, and the walk
+        // starts at the position. A read from the start searches them all: the index's
+        // entries cost less than the rows of the history the walk would read. (The index is
+        // named: with statistics, the planner might look for the least `seq` by walking the
+        // stream.)
         Some(since) => select.and(
             &format!(
-                "seq > MAX(?, (SELECT CASE WHEN COUNT(*) = 0 THEN ? WHEN COUNT(*) < {SINCE_SEARCH} THEN MIN(seq) - 1 \
+                "seq > MAX(?, (SELECT CASE WHEN COUNT(*) = 0 THEN ? WHEN COUNT(*) < {} THEN MIN(seq) - 1 \
                  ELSE 0 END FROM (SELECT seq FROM messages INDEXED BY messages_by_app WHERE app_id = ? AND id > ? \
-                 ORDER BY id LIMIT {SINCE_SEARCH}))) AND seq <= ?"
+                 ORDER BY id LIMIT {}))) AND seq <= ?",
+                since_search(q),
+                since_search(q)
             ),
             [
                 int(q.after.minor),
@@ -1596,6 +1612,27 @@ mod tests {
         let stmt = conn.prepare_cached(&sql).expect("statement");
         let steps = stmt.get_status(rusqlite::StatementStatus::VmStep);
         assert!(steps > 0 && steps < 1_000, "{steps} steps for one message");
+
+        // A time past every message: nothing, done.
+        q.since = Some(now + chrono::Duration::minutes(10));
+        let page = read_message_events(&conn, "app_1", &q, durable).expect("read");
+        assert!(page.messages.is_empty() && page.done);
+
+        // From a position, with more ids made since the time than the search looks at: the
+        // walk starts at the position, and finds what follows it.
+        let recent = now - chrono::Duration::seconds(20);
+        for i in 0..(SINCE_SEARCH + 100) {
+            let at = recent + chrono::Duration::milliseconds(i);
+            let m = message(hooklane_core::ids::floor(hooklane_core::ids::MESSAGE, at), at);
+            insert_message(&conn, &m, &[], FirstSend::Now).expect("recent message");
+        }
+        let durable: i64 = conn.query_row("SELECT MAX(seq) FROM messages", [], |r| r.get(0)).expect("seq");
+        let from = durable - 50;
+        let mut q = EventsQuery::after(EventPosition { major: 0, minor: from }, 10);
+        q.since = Some(recent - chrono::Duration::seconds(5));
+        let page = read_message_events(&conn, "app_1", &q, durable).expect("read");
+        let seqs: Vec<i64> = page.messages.iter().map(|(p, _)| p.minor).collect();
+        assert_eq!(seqs, (from + 1..=from + 10).collect::<Vec<_>>());
     }
 
     /// A round of retention reads its window of messages from the index on ids alone, never
