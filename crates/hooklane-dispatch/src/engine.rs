@@ -18,7 +18,7 @@ use hooklane_store::{AttemptOutcome, ClaimedKey, DeliveryKey, DynStore, Job, Nex
 use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::circuit::{Circuits, Health, Verdict};
-use crate::limits::{Gate, Gates};
+use crate::limits::{fits, Gate, Gates};
 use crate::marks::Marks;
 use crate::policy::next_step;
 use crate::sender::{Prepared, Sender};
@@ -458,6 +458,7 @@ fn admit(inner: &Arc<Inner>, jobs: Vec<Job>) {
         }
         let Some(bytes) = HeldBytes::take(inner, &gate, job.message.payload.len()) else {
             gate.outstanding.fetch_sub(1, Ordering::AcqRel);
+            gate.handed_back_at(soon);
             deferred.entry(soon).or_default().push(key());
             n_past_bytes += 1;
             continue;
@@ -650,12 +651,10 @@ struct HeldBytes {
 
 impl HeldBytes {
     /// Room for a payload of `n` bytes; `None` when it would pass `max_outstanding_bytes`,
-    /// or its endpoint's share ([`Gate::byte_cap`]), and other jobs hold some (a payload
-    /// larger than the bound goes alone).
+    /// or its endpoint's share ([`Gate::byte_cap`]), but as [`fits`] lets a large one in.
     fn take(inner: &Arc<Inner>, gate: &Arc<Gate>, n: usize) -> Option<HeldBytes> {
-        let room = |most: usize| {
-            move |held: usize| (held == 0 || held.saturating_add(n) <= most).then(|| held.saturating_add(n))
-        };
+        gate.last_payload.store(n, Ordering::Relaxed);
+        let room = |most: usize| move |held: usize| fits(held, n, most).then(|| held.saturating_add(n));
         gate.bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, room(gate.byte_cap)).ok()?;
         if inner
             .held_bytes
@@ -687,14 +686,15 @@ fn ingest_bytes_full(inner: &Inner) -> bool {
 /// none is larger than the largest of the last claim's: a claim reads its payloads before
 /// any is let in (512 of a megabyte would be half a gigabyte for a moment), and those past
 /// the room would only be handed back. One before any claim has told a size; 0 while not
-/// one more fits, unless nothing is held (a payload larger than the whole bound goes alone).
+/// one more [`fits`].
 fn claim_for_bytes(inner: &Inner) -> usize {
-    let held = inner.held_bytes.load(Ordering::Acquire);
-    let room = inner.cfg.max_outstanding_bytes.saturating_sub(held);
+    let (held, most) = (inner.held_bytes.load(Ordering::Acquire), inner.cfg.max_outstanding_bytes);
     match inner.claimed_payload.load(Ordering::Relaxed) {
         0 => 1,
-        each if held == 0 => (room / each).max(1),
-        each => room / each,
+        each => match most.saturating_sub(held) / each {
+            0 => usize::from(fits(held, each, most)),
+            n => n,
+        },
     }
 }
 

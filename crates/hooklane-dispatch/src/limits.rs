@@ -25,6 +25,10 @@ pub struct Gate {
     /// node's): one slow endpoint's large payloads do not take the room of every other's.
     pub bytes: AtomicUsize,
     pub byte_cap: usize,
+    /// The payload size of the last job let in or handed back: the endpoint counts as full
+    /// while one more of that size would not fit, so that claims do not take jobs only to
+    /// hand them back.
+    pub last_payload: AtomicUsize,
     pub in_flight: Semaphore,
     bucket: Mutex<Bucket>,
 }
@@ -67,9 +71,11 @@ impl Gate {
         self.full(Ordering::Relaxed)
     }
 
-    /// Holds as many jobs, or as many payload bytes, as it may.
+    /// Holds as many jobs as it may, or as many payload bytes as leave no room for another
+    /// of the last one's size ([`fits`]).
     fn full(&self, order: Ordering) -> bool {
-        self.outstanding.load(order) >= self.cap.load(Ordering::Relaxed) || self.bytes.load(order) >= self.byte_cap
+        self.outstanding.load(order) >= self.cap.load(Ordering::Relaxed)
+            || !fits(self.bytes.load(order), self.last_payload.load(Ordering::Relaxed), self.byte_cap)
     }
 
     /// How long the caller must wait before sending at `rate` per second.
@@ -86,6 +92,13 @@ impl Gate {
         b.next_free = slot + interval;
         slot.saturating_duration_since(now)
     }
+}
+
+/// Whether a payload of `n` bytes may be let in beside `held` bytes, with `most` at most:
+/// when it fits, or, one larger than half of `most`, once less than half is held (so that
+/// it is not kept out for ever by smaller ones coming and going).
+pub fn fits(held: usize, n: usize, most: usize) -> bool {
+    held.saturating_add(n) <= most || (n > most / 2 && held < most / 2)
 }
 
 pub struct Gates {
@@ -112,6 +125,7 @@ impl Gates {
             cap: AtomicUsize::new(usize::MAX),
             bytes: AtomicUsize::new(0),
             byte_cap: self.per_endpoint_bytes,
+            last_payload: AtomicUsize::new(0),
             in_flight: Semaphore::new(self.per_endpoint_in_flight.max(1)),
             // A new gate counts as idle: it may start with a burst.
             bucket: Mutex::new(Bucket {
@@ -170,6 +184,17 @@ impl Gates {
 
 #[cfg(test)]
 mod tests {
+    /// A payload fits beside what is held up to the bound; one larger than half the bound
+    /// is let in once less than half is held, however large, so smaller ones cannot keep
+    /// it out for ever.
+    #[test]
+    fn payloads_fit_within_the_bound_and_large_ones_once_half_is_free() {
+        assert!(fits(0, 20, 50) && fits(30, 20, 50));
+        assert!(!fits(31, 20, 50));
+        assert!(fits(0, 100, 50) && fits(24, 100, 50) && fits(24, 30, 50));
+        assert!(!fits(25, 100, 50) && !fits(25, 30, 50));
+    }
+
     use super::*;
 
     /// A gate that handed work back asks for it again once, when down to a quarter of its cap.

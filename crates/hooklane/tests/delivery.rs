@@ -1351,7 +1351,7 @@ async fn claims_ask_an_endpoint_for_no_more_than_its_room() {
 /// Deliveries held in memory hold at most `max_outstanding_bytes` of payload (200,000
 /// here), and those of one endpoint a quarter of it: 40 KB payloads go one at a time to
 /// an endpoint, and, posted to eight endpoints, five at most are on the wire together (the
-/// rest are handed back and claimed as those end); every one is delivered once.
+/// rest wait in the store, and are claimed as those end); every one is delivered once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payloads_held_in_memory_are_bounded_in_bytes() {
     let server = Server::start("[delivery]\nmax_outstanding_bytes = 200000").await;
@@ -1394,7 +1394,9 @@ async fn payloads_held_in_memory_are_bounded_in_bytes() {
     }
     let metrics = server.metrics().await;
     let past = metric_value(&metrics, "hooklane_claimed_past_payload_bytes_total").unwrap_or(0.0);
-    assert!(past >= 1.0, "{past}");
+    // Those past the node's room at the first message's fan-out, and few more: an endpoint
+    // with no room for another payload is not claimed from (11 were handed back when it was).
+    assert!((1.0..=8.0).contains(&past), "{past} deliveries handed back for want of room for their payloads");
 }
 
 /// A rate-limited endpoint's deliveries that took their slots while every request place of
