@@ -268,11 +268,24 @@ pub async fn import_event_types<C: GenericClient>(
         )
     });
     let upsert: &str = if keep_flags { &UPSERT_KEEPING_FLAGS } else { &UPSERT };
-    for e in upserts {
-        write_event_type(c, upsert, e).await?;
-    }
-    for name in archive {
-        execute(c, "UPDATE event_types SET archived = true, updated_at = $2 WHERE name = $1", &[name, &at]).await?;
+    // Rows written (and locked) in name order, upserts and archivings together, whatever
+    // order the import gave them in: two imports of the same names in other orders had
+    // deadlocked (one answered 500). (A stable sort: of a name given twice, the later
+    // still wins.)
+    let mut writes: Vec<(&str, Option<&EventType>)> = upserts
+        .iter()
+        .map(|e| (e.name.as_str(), Some(e)))
+        .chain(archive.iter().map(|name| (name.as_str(), None)))
+        .collect();
+    writes.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, upserted) in writes {
+        match upserted {
+            Some(e) => write_event_type(c, upsert, e).await?,
+            None => {
+                execute(c, "UPDATE event_types SET archived = true, updated_at = $2 WHERE name = $1", &[&name, &at])
+                    .await?;
+            }
+        }
     }
     Ok(())
 }

@@ -145,16 +145,11 @@ impl Store for PgStore {
 
     async fn import_event_types(
         &self,
-        mut upserts: Vec<EventType>,
-        mut archive: Vec<String>,
+        upserts: Vec<EventType>,
+        archive: Vec<String>,
         at: DateTime<Utc>,
         keep_flags: bool,
     ) -> StoreResult<()> {
-        // Rows locked in name order, whatever order the import gave them in: two imports
-        // of the same names in opposite orders had deadlocked (one answered 500). (A stable
-        // sort: of a name given twice, the later still wins.)
-        upserts.sort_by(|a, b| a.name.cmp(&b.name));
-        archive.sort();
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db_err)?;
         let result = queries::import_event_types(&tx, &upserts, &archive, ms(at), keep_flags).await;
