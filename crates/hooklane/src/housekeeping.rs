@@ -32,20 +32,25 @@ const TASKS_EVERY: Duration = Duration::from_secs(30);
 pub async fn run(store: DynStore, every: Duration, retention: Retention) {
     // Where the next run looks for old messages (`""`: from the oldest).
     let mut after = String::new();
-    let mut tick = tokio::time::interval(every.min(TASKS_EVERY));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut next_prune = tokio::time::Instant::now();
+    // Two timers: rounds every `every`, the look for tasks every `TASKS_EVERY` too.
+    let mut rounds = tokio::time::interval(every);
+    let mut tasks = tokio::time::interval(TASKS_EVERY);
+    for timer in [&mut rounds, &mut tasks] {
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
     loop {
-        tick.tick().await;
+        let round = tokio::select! {
+            _ = rounds.tick() => true,
+            _ = tasks.tick() => false,
+        };
         match hooklane_server::tasks::fail_interrupted(&store).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(tasks = n, "background tasks whose node stopped while they ran are marked failed"),
             Err(e) => tracing::warn!(error = %e, "could not mark interrupted background tasks; will try again"),
         }
-        if tokio::time::Instant::now() < next_prune {
+        if !round {
             continue;
         }
-        next_prune = tokio::time::Instant::now() + every;
         match prune_all(&store, retention, &mut after, CHUNK).await {
             Ok(total) if total != Pruned::default() => tracing::info!(
                 idempotency_keys = total.idempotency_keys,
@@ -233,6 +238,44 @@ mod tests {
             assert!(started.elapsed() < Duration::from_secs(60), "still {} after {:?}", now.status, started.elapsed());
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+        run.abort();
+    }
+
+    /// Rounds run every `housekeeping_interval` (here 45 s: at 0, 45 and 90 s), whatever the
+    /// look for tasks' timer (every 30 s).
+    #[tokio::test(start_paused = true)]
+    async fn rounds_run_on_their_interval() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = store_with_endpoint(&dir).await;
+        // Tasks finished long enough ago for a round to delete them.
+        let old_task = || hooklane_core::model::BackgroundTask {
+            id: new_id(hooklane_core::ids::TASK),
+            app_id: "app_1".into(),
+            task: "endpoint.replay".into(),
+            status: "finished".into(),
+            data: serde_json::json!({}),
+            updated_at: Utc::now() - chrono::TimeDelta::days(100),
+        };
+        let deleted = |id: String| {
+            let store = store.clone();
+            async move {
+                let started = tokio::time::Instant::now();
+                while store.get_task(None, &id).await.expect("get").is_some() {
+                    assert!(started.elapsed() < Duration::from_secs(120), "no round after {:?}", started.elapsed());
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                tokio::time::Instant::now()
+            }
+        };
+        let first = old_task();
+        store.record_task(first.clone()).await.expect("task");
+        let retention = Retention { inbound_requests: Duration::ZERO, messages: Duration::ZERO };
+        let run = tokio::spawn(run(store.clone(), Duration::from_secs(45), retention));
+        let at_first = deleted(first.id).await;
+        let second = old_task();
+        store.record_task(second.clone()).await.expect("task");
+        let between = deleted(second.id).await - at_first;
+        assert!(between > Duration::from_secs(40) && between < Duration::from_secs(50), "rounds {between:?} apart");
         run.abort();
     }
 
