@@ -207,7 +207,9 @@ async fn of_operational_app(state: &AppState, principal: &Principal) -> Result<b
     if app_id == key {
         return Ok(true);
     }
-    Ok(state.0.cache.app(&state.0.store, key).await?.is_some_and(|app| app.id == *app_id))
+    // By the token's own application (cached, and there), not by the configured key: the
+    // operational application may not exist yet, and a miss is not cached.
+    Ok(state.0.cache.app(&state.0.store, app_id).await?.is_some_and(|app| app.uid.as_deref() == Some(key)))
 }
 
 /// The route's pattern as axum matched it (`/api/v1/app/{app_id}/…`); empty without one.

@@ -1307,7 +1307,9 @@ async fn message_list_filters() {
     assert_eq!(body["detail"][0]["loc"], json!(["query", "before"]));
     // A time finer than the millisecond splits the messages exactly: one of `.123` is
     // before `.1235`, and not after it.
-    let finer = t2.replace('Z', "500Z");
+    let finer =
+        chrono::DateTime::parse_from_rfc3339(&t2).expect("a time").to_utc() + chrono::Duration::microseconds(500);
+    let finer = finer.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let q = list_all(&server, &format!("{base}?before={finer}")).await;
     assert_eq!(ids(&q), newest_first(&[m2, m1]), "before {finer}");
     let q = list_all(&server, &format!("{base}?after={finer}")).await;
@@ -3632,6 +3634,10 @@ async fn background_task_work_goes_on_after_its_answer() {
     // A `since` at the calendar's first day is a window from the beginning, not a panic.
     let body = json!({ "since": "-262143-01-01T00:00:00Z", "statusCodeClass": 500 });
     let (status, task) = server.call("POST", "/api/v1/app/tasks/endpoint/ep/bulk-replay", Some(body)).await;
+    assert_eq!(status, 202, "{task}");
+    // Nor one ending in the calendar's last millisecond, which has no next one to round to.
+    let body = json!({ "since": "2020-01-01T00:00:00Z", "until": "+262142-12-31T23:59:59.9995Z" });
+    let (status, task) = server.call("POST", "/api/v1/app/tasks/endpoint/ep/recover", Some(body)).await;
     assert_eq!(status, 202, "{task}");
     // A `since` ahead of the server's clock (a client's clock ahead of it) is a window with
     // nothing in it, as for a recovery, not an error.

@@ -180,8 +180,8 @@ fn filter(q: &Query) -> ApiResult<AttemptFilter> {
     let messages = message_filter(q)?;
     Ok(AttemptFilter {
         status,
-        before: q.time("before")?,
-        after: q.time("after")?,
+        before: messages.before,
+        after: messages.after,
         status_code_class,
         event_types: messages.event_types,
         channel: messages.channel,

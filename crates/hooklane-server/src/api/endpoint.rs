@@ -1141,7 +1141,10 @@ pub async fn stats(
     Path((_, key)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<EndpointStatsOut>> {
     let ep = find(&s, &t, &key).await?;
-    let st = s.0.store.endpoint_stats(&t.app.id, &ep.id, q.time("since")?, q.time("until")?).await?;
+    // (Both bounds rounded up to the stored millisecond: `since` is inclusive, `until` not.)
+    let ceil = super::message::ceil_to_millis;
+    let (since, until) = (q.time("since")?.map(ceil), q.time("until")?.map(ceil));
+    let st = s.0.store.endpoint_stats(&t.app.id, &ep.id, since, until).await?;
     Ok(axum::Json(EndpointStatsOut {
         success: st.success,
         pending: st.pending,

@@ -447,9 +447,10 @@ pub async fn create(
 /// `.1235`, and not after it).
 pub(super) fn ceil_to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
     use chrono::{DurationRound, TimeDelta};
+    // (At the calendar's very end there is no next millisecond: `at` as it is.)
     at.duration_trunc(TimeDelta::milliseconds(1)).map_or(at, |down| {
         if down < at {
-            down + TimeDelta::milliseconds(1)
+            down.checked_add_signed(TimeDelta::milliseconds(1)).unwrap_or(at)
         } else {
             down
         }
