@@ -1,6 +1,6 @@
 //! Operational webhooks: hooklane telling the operator's own systems what happened to
 //! their customers' endpoints, with Svix's event types and payloads
-//! (`endpoint.created`, `endpoint.updated`, `endpoint.deleted`, `endpoint.disabled`,
+//! (`endpoint.created`, `endpoint.updated`, `endpoint.deleted`, `endpoint.disabled`, `endpoint.enabled`,
 //! `message.attempt.failing`, `message.attempt.exhausted`, `message.attempt.recovered`).
 //!
 //! The events are ordinary messages posted into one application the operator names
@@ -25,6 +25,7 @@ pub const ENDPOINT_CREATED: &str = "endpoint.created";
 pub const ENDPOINT_UPDATED: &str = "endpoint.updated";
 pub const ENDPOINT_DELETED: &str = "endpoint.deleted";
 pub const ENDPOINT_DISABLED: &str = "endpoint.disabled";
+pub const ENDPOINT_ENABLED: &str = "endpoint.enabled";
 pub const ATTEMPT_FAILING: &str = "message.attempt.failing";
 pub const ATTEMPT_EXHAUSTED: &str = "message.attempt.exhausted";
 pub const ATTEMPT_RECOVERED: &str = "message.attempt.recovered";
@@ -50,7 +51,7 @@ pub async fn forward_engine_events(state: AppState, mut events: mpsc::Receiver<E
     }
 }
 
-/// Posts `endpoint.created`/`updated`/`deleted` about `endpoint` of `app`, in the
+/// Posts `endpoint.created`/`updated`/`deleted`/`disabled`/`enabled` about `endpoint` of `app`, in the
 /// background (the API answer does not wait for it), after the changes made before it on
 /// this node ([`EndpointNews`]).
 pub(crate) fn endpoint_changed(state: &AppState, event_type: &'static str, app: &Application, endpoint: &Endpoint) {

@@ -90,6 +90,9 @@ async fn endpoint_changes_exhausted_deliveries_and_disabling_are_reported() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(wait_for_event(&ops_rx, &ops_secret, "endpoint.updated").await["endpointId"], ep.as_str());
+    // Re-enabled: reported as such too, as Svix does.
+    let enabled = wait_for_event(&ops_rx, &ops_secret, "endpoint.enabled").await;
+    assert_eq!(enabled, json!({ "appId": customer, "appUid": null, "endpointId": ep, "endpointUid": "their-ep" }));
     // Disabled by hand: reported as such, besides the update.
     let (status, _) =
         server.call("PATCH", &format!("/api/v1/app/{customer}/endpoint/{ep}"), Some(json!({ "disabled": true }))).await;
@@ -117,8 +120,8 @@ async fn endpoint_changes_exhausted_deliveries_and_disabling_are_reported() {
 }
 
 /// Changes of one endpoint made one after another are posted in that order: created, each
-/// update (a manual disabling's `disabled` after its `updated`), then deleted (each was
-/// posted by a task of its own, in whatever order they ran).
+/// update (a manual disabling's `disabled` after its `updated`, a re-enabling's `enabled`),
+/// then deleted (each was posted by a task of its own, in whatever order they ran).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_changes_are_posted_in_the_order_they_were_made() {
     let ops_rx = Receiver::start().await;
@@ -126,7 +129,8 @@ async fn endpoint_changes_are_posted_in_the_order_they_were_made() {
     let customer = server.create_app("customer").await;
     let (ep, _) = server.create_endpoint(&customer, json!({ "url": "https://example.com/hook" })).await;
     let path = format!("/api/v1/app/{customer}/endpoint/{ep}");
-    // Disabling by hand makes two events at once (updated, then disabled), re-enabling one.
+    // Disabling by hand makes two events at once (updated, then disabled), re-enabling two
+    // (updated, then enabled).
     for n in 0..10 {
         for disabled in [true, false] {
             let change = json!({ "disabled": disabled, "description": format!("change {n}") });
@@ -137,14 +141,14 @@ async fn endpoint_changes_are_posted_in_the_order_they_were_made() {
     let (status, _) = server.call("DELETE", &path, None).await;
     assert_eq!(status, 204);
     let list = format!("/api/v1/app/{ops_app}/msg/?limit=100");
-    let posted = server.wait_until(&list, WAIT, |b| b["data"].as_array().is_some_and(|d| d.len() >= 32)).await;
+    let posted = server.wait_until(&list, WAIT, |b| b["data"].as_array().is_some_and(|d| d.len() >= 42)).await;
     // Newest first, as Svix lists them.
     let mut types: Vec<&str> =
         posted["data"].as_array().expect("messages").iter().filter_map(|m| m["eventType"].as_str()).collect();
     types.reverse();
     let mut want = vec!["endpoint.created"];
     for _ in 0..10 {
-        want.extend(["endpoint.updated", "endpoint.disabled", "endpoint.updated"]);
+        want.extend(["endpoint.updated", "endpoint.disabled", "endpoint.updated", "endpoint.enabled"]);
     }
     want.push("endpoint.deleted");
     assert_eq!(types, want);

@@ -874,6 +874,8 @@ pub(crate) fn after_update(s: &AppState, app: Option<&Application>, ep: &Endpoin
     operational::endpoint_changed(s, operational::ENDPOINT_UPDATED, app, ep);
     if ep.disabled && !before.disabled {
         operational::endpoint_changed(s, operational::ENDPOINT_DISABLED, app, ep);
+    } else if before.disabled && !ep.disabled {
+        operational::endpoint_changed(s, operational::ENDPOINT_ENABLED, app, ep);
     }
 }
 
