@@ -46,7 +46,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let dispatcher = Dispatcher::start(store.clone(), config.dispatch())?;
     tokio::spawn(crate::housekeeping::run(
         store.clone(),
-        config.housekeeping_interval,
+        (config.housekeeping_interval, crate::housekeeping::TASKS_EVERY),
         crate::housekeeping::Retention {
             inbound_requests: config.inbound.request_retention,
             messages: config.message_retention,
