@@ -187,8 +187,9 @@ pub trait Store: Send + Sync + 'static {
     /// backlog does not keep it awake).
     async fn next_due_at(&self, skip_endpoints: &[String]) -> StoreResult<Option<DateTime<Utc>>>;
     /// Records finished attempts and moves their deliveries on, in one transaction. An
-    /// endpoint failing continuously for `disable_after` is disabled; the answer names the
-    /// endpoints this call disabled, and the deliveries whose outcome it set aside.
+    /// endpoint failing continuously for `disable_after` is disabled (not by a failure its
+    /// success later in the batch ends the streak of); the answer names the endpoints this
+    /// call disabled, and the deliveries whose outcome it set aside.
     ///
     /// An attempt's outcome moves its delivery on only while the delivery is still leased
     /// under the outcome's lease (without a lease given: leased, or already finished): a

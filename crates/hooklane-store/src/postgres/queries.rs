@@ -733,7 +733,9 @@ pub async fn next_due_at<C: GenericClient>(c: &C, skip_endpoints: &[String]) -> 
 
 /// Records a batch of outcomes with a fixed number of statements, whatever the batch size
 /// (one round trip per statement, not per attempt); to run inside a transaction. The end
-/// state is the one recording the outcomes one by one, in order, would leave. Returns the
+/// state is the one recording the outcomes one by one, in order, would leave, but that a
+/// failure followed by a success of its endpoint in the batch disables nothing (the streak
+/// ends at the success; SQLite's record does the same). Returns the
 /// endpoints this disabled, the deliveries it set aside, and the FIFO lanes it moved on
 /// (for [`lanes::settle`]).
 pub async fn record_attempts<C: GenericClient>(

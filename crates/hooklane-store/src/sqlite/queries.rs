@@ -900,7 +900,7 @@ const QUIET_BEFORE: &str = "COALESCE((SELECT created_at FROM attempts WHERE endp
 pub fn record_attempt(
     conn: &Connection,
     AttemptOutcome { attempt: a, next, untried, .. }: &AttemptOutcome,
-    disable_before: DateTime<Utc>,
+    (disable_before, may_disable): (DateTime<Utc>, bool),
     (guard, lease): (bool, Option<i64>),
 ) -> StoreResult<AttemptRecorded> {
     execute(
@@ -988,6 +988,9 @@ pub fn record_attempt(
         &format!("UPDATE endpoints SET failing_since = ?3 WHERE id = ?1 AND disabled = 0 AND failing_since <= ?3 - ?4 AND {QUIET_BEFORE}"),
         params![a.endpoint_id, a.id, now, crate::queries_shared::QUIET_GAP_MS],
     )?;
+    if !may_disable {
+        return Ok(AttemptRecorded { moved_delivery, disabled: None });
+    }
     // (Its version moves on, never back: a change read before it must not be saved over it.)
     let disabled = query_opt(
         conn,

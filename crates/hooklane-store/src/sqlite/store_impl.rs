@@ -1,7 +1,7 @@
 //! [`Store`] for [`SqliteStore`]: each method sends its query to the writer thread (writes)
 //! or a read connection (reads).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -304,11 +304,21 @@ impl Store for SqliteStore {
             // batch follow unguarded, as PostgreSQL applies a batch per delivery at once.
             let mut moved: HashSet<(&str, &str)> = HashSet::new();
             let mut set_aside: HashSet<(&str, &str)> = HashSet::new();
-            for o in &outcomes {
+            // Each endpoint's last success in the batch: a failure before it disables
+            // nothing, the streak ending at the success (as PostgreSQL applies a batch per
+            // endpoint at once).
+            let last_success: HashMap<&str, usize> = outcomes
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| o.next == NextStep::Succeeded && !o.untried)
+                .map(|(i, o)| (o.attempt.endpoint_id.as_str(), i))
+                .collect();
+            for (i, o) in outcomes.iter().enumerate() {
                 let before = ago(o.attempt.created_at, disable_after);
                 let key = (o.attempt.msg_id.as_str(), o.attempt.endpoint_id.as_str());
                 let guard = (!moved.contains(&key), o.lease.map(ms));
-                let recorded = queries::record_attempt(c, o, before, guard)?;
+                let may_disable = last_success.get(key.1).is_none_or(|s| *s < i);
+                let recorded = queries::record_attempt(c, o, (before, may_disable), guard)?;
                 if recorded.moved_delivery {
                     moved.insert(key);
                 } else {

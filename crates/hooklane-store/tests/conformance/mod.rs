@@ -80,6 +80,7 @@ macro_rules! store_conformance_tests {
             record_attempts_moves_deliveries,
             next_due_at_reports_earliest,
             endpoint_failing_since_and_disable,
+            a_batch_ending_in_a_success_disables_nothing,
             an_endpoint_is_disabled_when_its_receiver_asks,
             untried_failures_leave_failure_streaks,
             a_quiet_endpoint_starts_its_failure_streak_afresh,
@@ -2232,6 +2233,33 @@ pub async fn endpoint_failing_since_and_disable(store: &DynStore) {
     // Enabled again: the streak ends with the disabling it led to.
     let enabled = Endpoint { disabled: false, updated_at: e.updated_at + secs(1), ..endpoint_now(store, &ep).await };
     store.update_endpoint(enabled, None).await.unwrap();
+    let e = endpoint_now(store, &ep).await;
+    assert_eq!((e.disabled, e.failing_since), (false, None));
+}
+
+/// A batch of outcomes whose last for an endpoint is a success (a receiver back after an
+/// outage: concurrent requests, one timing out, the next answered) disables it for none of
+/// the failures before, on every store: the streak ends at the success.
+pub async fn a_batch_ending_in_a_success_disables_nothing(store: &DynStore) {
+    let t0 = now_ms();
+    let app = setup_app(store, "A").await;
+    let ep = setup_endpoint(store, &app.id).await;
+    let (m1, m2, m3) = (
+        post(store, &app.id, &[&ep], t0).await,
+        post(store, &app.id, &[&ep], t0).await,
+        post(store, &app.id, &[&ep], t0).await,
+    );
+    assert_eq!(claim(store, t0 + secs(1)).await.len(), 3);
+    // A streak two hours old…
+    let off = store.record_attempts(vec![outcome(&m1.id, &ep, t0, NextStep::RetryAt(t0 + hours(3)))], HOUR);
+    assert!(off.await.unwrap().disabled.is_empty());
+    // …then a failure past `disable_after`, and a success after it, recorded together.
+    let t1 = t0 + hours(2);
+    let batch = vec![
+        outcome(&m2.id, &ep, t1, NextStep::RetryAt(t1 + hours(1))),
+        outcome(&m3.id, &ep, t1 + secs(1), NextStep::Succeeded),
+    ];
+    assert!(store.record_attempts(batch, HOUR).await.unwrap().disabled.is_empty());
     let e = endpoint_now(store, &ep).await;
     assert_eq!((e.disabled, e.failing_since), (false, None));
 }
