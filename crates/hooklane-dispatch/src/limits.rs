@@ -95,10 +95,11 @@ impl Gate {
 }
 
 /// Whether a payload of `n` bytes may be let in beside `held` bytes, with `most` at most:
-/// when it fits, or, one larger than half of `most`, once less than half is held (so that
-/// it is not kept out for ever by smaller ones coming and going).
+/// when it fits, or when nothing is held, or, one larger than half of `most`, once less
+/// than half is held (so that it is not kept out for ever by smaller ones coming and
+/// going).
 pub fn fits(held: usize, n: usize, most: usize) -> bool {
-    held.saturating_add(n) <= most || (n > most / 2 && held < most / 2)
+    held == 0 || held.saturating_add(n) <= most || (n > most / 2 && held < most / 2)
 }
 
 pub struct Gates {
@@ -193,6 +194,8 @@ mod tests {
         assert!(!fits(31, 20, 50));
         assert!(fits(0, 100, 50) && fits(24, 100, 50) && fits(24, 30, 50));
         assert!(!fits(25, 100, 50) && !fits(25, 30, 50));
+        // A bound too small for any payload still lets one in at a time.
+        assert!(fits(0, 5, 1) && fits(0, 5, 0) && !fits(1, 5, 1));
     }
 
     use super::*;

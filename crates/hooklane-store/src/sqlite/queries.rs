@@ -565,14 +565,16 @@ pub fn read_message_events(
 /// Ids a read since a time from a position looks at, at most, to find where its walk
 /// starts (see [`events_select`]).
 const SINCE_SEARCH: i64 = 10_000;
+/// The same from the start: index entries cost less than the rows a walk reads, but a time
+/// far back (a client asking for a month) would have every read count millions.
+const SINCE_SEARCH_FROM_START: i64 = 1_000_000;
 
-/// How many ids `q`'s search for its start may look at: [`SINCE_SEARCH`] from a position,
-/// every one from the start.
+/// How many ids `q`'s search for its start may look at.
 fn since_search(q: &EventsQuery) -> i64 {
     if q.after.minor > 0 {
         SINCE_SEARCH
     } else {
-        i64::MAX
+        SINCE_SEARCH_FROM_START
     }
 }
 
@@ -597,10 +599,10 @@ fn events_select(app_id: &str, q: &EventsQuery, durable_seq: i64) -> Select {
         // `durable_seq` qualifies. A read from a position (an iterator's, a poller's) searches
         // `SINCE_SEARCH` ids at most: past them (a polling endpoint's creation, given at every
         // poll of a busy application) the search costs more than it saves, and the walk
-        // starts at the position. A read from the start searches them all: the index's
-        // entries cost less than the rows of the history the walk would read. (The index is
-        // named: with statistics, the planner might look for the least `seq` by walking the
-        // stream.)
+        // starts at the position. A read from the start searches many more
+        // (`SINCE_SEARCH_FROM_START`): the index's entries cost less than the rows of the
+        // history the walk would read. (The index is named: with statistics, the planner
+        // might look for the least `seq` by walking the stream.)
         Some(since) => select.and(
             &format!(
                 "seq > MAX(?, (SELECT CASE WHEN COUNT(*) = 0 THEN ? WHEN COUNT(*) < {} THEN MIN(seq) - 1 \
