@@ -238,6 +238,44 @@ impl DeliveryOrder {
 }
 
 impl Endpoint {
+    /// A new endpoint of `app_id` to `url`, signing with `secret`, made at `at`: enabled,
+    /// every event type and channel, no limit, filter, transformation or credentials.
+    pub fn new(
+        app_id: impl Into<String>,
+        url: impl Into<String>,
+        secret: impl Into<String>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Endpoint {
+            id: crate::ids::new_id(crate::ids::ENDPOINT),
+            app_id: app_id.into(),
+            uid: None,
+            url: url.into(),
+            description: String::new(),
+            version: 1,
+            filter_types: None,
+            channels: None,
+            disabled: false,
+            rate_limit: None,
+            metadata: Metadata::new(),
+            headers: BTreeMap::new(),
+            secret: secret.into(),
+            previous_secrets: Vec::new(),
+            failing_since: None,
+            created_at: at,
+            updated_at: at,
+            payload_filter: None,
+            transform: None,
+            order: DeliveryOrder::default(),
+            transformation: None,
+            retry_schedule: None,
+            oauth: None,
+            paused: false,
+            mtls: None,
+            polling: false,
+        }
+    }
+
     /// Every secret that signs a delivery made at `now`, as stored: the current one, then
     /// rotated-out ones that have not expired yet.
     pub fn live_secrets(&self, now: DateTime<Utc>) -> impl Iterator<Item = &str> {
@@ -274,6 +312,32 @@ pub struct Message {
     /// recovery) is not sent before then either. Written by the store from
     /// `Store::schedule_message`'s time, not from this field; `None` for every other message.
     pub deliver_at: Option<DateTime<Utc>>,
+}
+
+impl Message {
+    /// A new message of `app_id`, of `event_type`, with the JSON `payload`, made at `at`:
+    /// no event id, channels, tags or headers, sent as soon as it is stored.
+    pub fn new(
+        app_id: impl Into<String>,
+        event_type: impl Into<String>,
+        payload: impl Into<String>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Message {
+            id: crate::ids::new_id(crate::ids::MESSAGE),
+            app_id: app_id.into(),
+            event_type: event_type.into(),
+            event_id: None,
+            payload: payload.into(),
+            channels: None,
+            tags: None,
+            created_at: at,
+            content_type: None,
+            headers: BTreeMap::new(),
+            ordering_key: None,
+            deliver_at: None,
+        }
+    }
 }
 
 /// Status codes as in the Svix API (`MessageStatus`).

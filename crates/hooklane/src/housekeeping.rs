@@ -129,7 +129,7 @@ async fn prune_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hooklane_core::ids::{new_id, ENDPOINT, MESSAGE};
+    use hooklane_core::ids::{new_id, MESSAGE};
     use hooklane_core::model::{Application, Endpoint, Message};
     use std::sync::Arc;
 
@@ -156,34 +156,7 @@ mod tests {
             updated_at: t,
         };
         store.create_app(app.clone()).await.expect("app");
-        let ep = Endpoint {
-            url: "https://example.com/hook".into(),
-            id: new_id(ENDPOINT),
-            app_id: app.id.clone(),
-            uid: None,
-            description: String::new(),
-            version: 1,
-            filter_types: None,
-            channels: None,
-            disabled: false,
-            rate_limit: None,
-            metadata: Default::default(),
-            headers: Default::default(),
-            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-            previous_secrets: Vec::new(),
-            failing_since: None,
-            created_at: t,
-            updated_at: t,
-            payload_filter: None,
-            transform: None,
-            order: Default::default(),
-            transformation: None,
-            retry_schedule: None,
-            oauth: None,
-            paused: false,
-            mtls: None,
-            polling: false,
-        };
+        let ep = Endpoint::new(app.id.clone(), "https://example.com/hook", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", t);
         store.create_endpoint(ep.clone()).await.expect("endpoint");
         (store, ep)
     }
@@ -191,20 +164,8 @@ mod tests {
     /// A message of `ep`'s application created at `at` (its id made then, as the server's
     /// are: no two of one millisecond here), waiting for a delivery to `ep` or sent nowhere.
     async fn post(store: &DynStore, ep: &Endpoint, at: hooklane_core::DateTime<Utc>, waiting: bool) -> String {
-        let msg = Message {
-            id: hooklane_core::ids::floor(MESSAGE, at),
-            app_id: ep.app_id.clone(),
-            event_type: "a.b".into(),
-            event_id: None,
-            payload: "{}".into(),
-            channels: None,
-            tags: None,
-            created_at: at,
-            content_type: None,
-            headers: Default::default(),
-            ordering_key: None,
-            deliver_at: None,
-        };
+        let msg =
+            Message { id: hooklane_core::ids::floor(MESSAGE, at), ..Message::new(ep.app_id.clone(), "a.b", "{}", at) };
         let to = if waiting { vec![ep.id.clone()] } else { Vec::new() };
         store.create_message(msg.clone(), to, None).await.expect("message");
         msg.id

@@ -369,49 +369,9 @@ mod tests {
             updated_at: t,
         };
         store.create_app(app.clone()).await.expect("app");
-        let ep = Endpoint {
-            id: new_id(ids::ENDPOINT),
-            app_id: app.id.clone(),
-            uid: None,
-            url: "https://example.com/hook".into(),
-            description: String::new(),
-            version: 1,
-            filter_types: None,
-            channels: None,
-            disabled: false,
-            rate_limit: None,
-            metadata: Default::default(),
-            headers: Default::default(),
-            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-            previous_secrets: Vec::new(),
-            failing_since: None,
-            created_at: t,
-            updated_at: t,
-            payload_filter: None,
-            transform: None,
-            order: Default::default(),
-            transformation: None,
-            retry_schedule: None,
-            oauth: None,
-            paused: false,
-            mtls: None,
-            polling: false,
-        };
+        let ep = Endpoint::new(app.id.clone(), "https://example.com/hook", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", t);
         store.create_endpoint(ep.clone()).await.expect("endpoint");
-        let msg = Message {
-            id: new_id(ids::MESSAGE),
-            app_id: app.id.clone(),
-            event_type: "a.b".into(),
-            event_id: None,
-            payload: "{}".into(),
-            channels: None,
-            tags: None,
-            created_at: t,
-            content_type: None,
-            headers: Default::default(),
-            ordering_key: None,
-            deliver_at: None,
-        };
+        let msg = Message::new(app.id.clone(), "a.b", "{}", t);
         store.create_message(msg, vec![ep.id.clone()], None).await.expect("message");
         let chosen =
             Chosen { filter: MessageFilter::default(), status: Some(DeliveryStatus::Pending), status_code_class: None };

@@ -1583,20 +1583,8 @@ mod tests {
         let mut conn = Connection::open_in_memory().expect("database");
         super::super::schema::migrate(&mut conn).expect("schema");
         let now = Utc::now();
-        let message = |id: String, created_at: DateTime<Utc>| Message {
-            id,
-            app_id: "app_1".into(),
-            event_type: "a.b".into(),
-            event_id: None,
-            payload: "{}".into(),
-            channels: None,
-            tags: None,
-            created_at,
-            content_type: None,
-            headers: Default::default(),
-            ordering_key: None,
-            deliver_at: None,
-        };
+        let message =
+            |id: String, created_at: DateTime<Utc>| Message { id, ..Message::new("app_1", "a.b", "{}", created_at) };
         let old = now - chrono::Duration::days(2);
         for i in 0..3_000 {
             let at = old + chrono::Duration::milliseconds(i);
@@ -1679,17 +1667,7 @@ mod tests {
             let at = old + chrono::Duration::milliseconds(i);
             let m = Message {
                 id: hooklane_core::ids::floor(hooklane_core::ids::MESSAGE, at),
-                app_id: "app_1".into(),
-                event_type: "a.b".into(),
-                event_id: None,
-                payload: "x".repeat(1024 * 1024),
-                channels: None,
-                tags: None,
-                created_at: at,
-                content_type: None,
-                headers: Default::default(),
-                ordering_key: None,
-                deliver_at: None,
+                ..Message::new("app_1", "a.b", "x".repeat(1024 * 1024), at)
             };
             insert_message(&conn, &m, &[], FirstSend::Now).expect("message");
         }

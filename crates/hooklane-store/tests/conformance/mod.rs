@@ -223,36 +223,10 @@ pub fn new_event_type(name: &str) -> EventType {
 }
 
 pub fn new_endpoint(app_id: &str, uid: Option<&str>) -> Endpoint {
-    let t = now_ms();
-    let id = new_id(ids::ENDPOINT);
-    Endpoint {
-        url: format!("https://example.com/hooks/{id}"),
-        id,
-        app_id: app_id.to_string(),
-        uid: uid.map(str::to_string),
-        description: String::new(),
-        version: 1,
-        filter_types: None,
-        channels: None,
-        disabled: false,
-        rate_limit: None,
-        metadata: Metadata::new(),
-        headers: BTreeMap::new(),
-        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string(),
-        previous_secrets: Vec::new(),
-        failing_since: None,
-        created_at: t,
-        updated_at: t,
-        payload_filter: None,
-        transform: None,
-        order: Default::default(),
-        transformation: None,
-        retry_schedule: None,
-        oauth: None,
-        paused: false,
-        mtls: None,
-        polling: false,
-    }
+    let mut ep = Endpoint::new(app_id, "", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", now_ms());
+    ep.url = format!("https://example.com/hooks/{}", ep.id);
+    ep.uid = uid.map(str::to_string);
+    ep
 }
 
 /// A message created at `created_at`, its id made then too, as the server makes them (ids
@@ -263,20 +237,8 @@ pub fn new_message(app_id: &str, event_type: &str, created_at: DateTime<Utc>) ->
     let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let at = u64::try_from(created_at.timestamp_millis()).unwrap_or(0);
     let id = format!("{}_{}", ids::MESSAGE, ulid::Ulid::from_parts(at, u128::from(n)));
-    Message {
-        payload: format!(r#"{{"type":"{event_type}","msg":"{id}"}}"#),
-        id,
-        app_id: app_id.to_string(),
-        event_type: event_type.to_string(),
-        event_id: None,
-        channels: None,
-        tags: None,
-        created_at,
-        content_type: None,
-        headers: BTreeMap::new(),
-        ordering_key: None,
-        deliver_at: None,
-    }
+    let payload = format!(r#"{{"type":"{event_type}","msg":"{id}"}}"#);
+    Message { id, ..Message::new(app_id, event_type, payload, created_at) }
 }
 
 pub fn attempt(msg_id: &str, ep: &Endpoint, status: DeliveryStatus, at: DateTime<Utc>) -> Attempt {
