@@ -411,34 +411,7 @@ pub(crate) mod tests {
     /// An endpoint with nothing set but its id and `updated_at` (at Unix second `version`).
     pub(crate) fn endpoint(id: &str, version: i64) -> Endpoint {
         let at = DateTime::from_timestamp(version, 0).unwrap();
-        Endpoint {
-            id: id.into(),
-            app_id: "app_1".into(),
-            uid: None,
-            url: "https://receiver.example.com/".into(),
-            description: String::new(),
-            version: 1,
-            filter_types: None,
-            channels: None,
-            disabled: false,
-            rate_limit: None,
-            metadata: Default::default(),
-            headers: Default::default(),
-            secret: String::new(),
-            previous_secrets: Vec::new(),
-            failing_since: None,
-            created_at: at,
-            updated_at: at,
-            payload_filter: None,
-            transform: None,
-            order: Default::default(),
-            transformation: None,
-            retry_schedule: None,
-            oauth: None,
-            paused: false,
-            mtls: None,
-            polling: false,
-        }
+        Endpoint { id: id.into(), ..Endpoint::new("app_1", "https://receiver.example.com/", "", at) }
     }
 
     fn tokens() -> Tokens {

@@ -342,7 +342,7 @@ async fn announce(pool: &Pool) {
 mod tests {
     use std::collections::BTreeMap;
 
-    use hooklane_core::ids::{new_id, APP, ENDPOINT, MESSAGE};
+    use hooklane_core::ids::{new_id, APP, MESSAGE};
     use hooklane_core::model::{Application, Endpoint};
     use hooklane_core::{DateTime, Utc};
 
@@ -378,50 +378,10 @@ mod tests {
             updated_at: now,
         };
         store.create_app(app.clone()).await.unwrap();
-        let id = new_id(ENDPOINT);
-        let ep = Endpoint {
-            url: format!("https://example.com/{id}"),
-            id,
-            app_id: app.id.clone(),
-            uid: None,
-            description: String::new(),
-            version: 1,
-            filter_types: None,
-            channels: None,
-            disabled: false,
-            rate_limit: None,
-            metadata: BTreeMap::new(),
-            headers: BTreeMap::new(),
-            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-            previous_secrets: Vec::new(),
-            failing_since: None,
-            created_at: now,
-            updated_at: now,
-            payload_filter: None,
-            transform: None,
-            order: Default::default(),
-            transformation: None,
-            retry_schedule: None,
-            oauth: None,
-            paused: false,
-            mtls: None,
-            polling: false,
-        };
+        let mut ep = Endpoint::new(app.id.clone(), "", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", now);
+        ep.url = format!("https://example.com/{}", ep.id);
         store.create_endpoint(ep.clone()).await.unwrap();
-        let msg = Message {
-            id: new_id(MESSAGE),
-            app_id: app.id.clone(),
-            event_type: "user.created".into(),
-            event_id: Some("evt-1".into()),
-            payload: "{}".into(),
-            channels: None,
-            tags: None,
-            created_at: now,
-            content_type: None,
-            headers: BTreeMap::new(),
-            ordering_key: None,
-            deliver_at: None,
-        };
+        let msg = Message { event_id: Some("evt-1".into()), ..Message::new(app.id.clone(), "user.created", "{}", now) };
         let lease = now + chrono::Duration::minutes(2);
 
         let committed = write(&store.pool, &[job(&msg, &ep.id, lease)]).await.unwrap();
