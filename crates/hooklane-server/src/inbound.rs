@@ -713,18 +713,9 @@ async fn fan_out(s: &AppState, source: &Source, msg: &Message) -> Result<(), Sto
             continue;
         }
         let fanned = Message {
-            id: new_id(ids::MESSAGE),
-            app_id: d.app_id.clone(),
-            event_type: d.event_type.clone(),
             event_id: Some(format!("{}.{}", msg.id, d.event_type)),
-            payload: msg.payload.clone(),
-            channels: None,
-            tags: None,
-            created_at: crate::api::now(),
-            content_type: None,
-            headers: BTreeMap::new(),
             ordering_key: msg.ordering_key.clone(),
-            deliver_at: None,
+            ..Message::new(d.app_id.clone(), d.event_type.clone(), msg.payload.clone(), crate::api::now())
         };
         match store_and_dispatch(s, fanned).await {
             Ok(_) | Err(StoreError::Conflict(_)) => {}

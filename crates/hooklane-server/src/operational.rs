@@ -11,7 +11,6 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use hooklane_core::ids::{self, new_id};
 use hooklane_core::model::{Application, Endpoint, Message};
 use hooklane_core::{DateTime, Utc};
 use hooklane_dispatch::{AttemptNews, EngineEvent};
@@ -218,20 +217,8 @@ async fn operational_app(state: &AppState) -> Option<Application> {
 /// Posts `{"type": event_type, "data": data}` into the operational application `ops`.
 /// Failures are logged: an operational webhook never fails the operation it reports.
 async fn post(state: &AppState, ops: &Application, event_type: &'static str, data: Value) {
-    let msg = Message {
-        id: new_id(ids::MESSAGE),
-        app_id: ops.id.clone(),
-        event_type: event_type.to_string(),
-        event_id: None,
-        payload: json!({ "type": event_type, "data": data }).to_string(),
-        channels: None,
-        tags: None,
-        created_at: crate::api::now(),
-        content_type: None,
-        headers: Default::default(),
-        ordering_key: None,
-        deliver_at: None,
-    };
+    let payload = json!({ "type": event_type, "data": data }).to_string();
+    let msg = Message::new(ops.id.clone(), event_type, payload, crate::api::now());
     if let Err(e) = crate::api::message::store_and_dispatch(state, msg).await {
         tracing::warn!(error = %e, event_type, "operational webhook: cannot post the event");
     }

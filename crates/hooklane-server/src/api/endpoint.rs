@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use hooklane_core::filter::{endpoint_wants, payload_wanted, LazyPayload};
-use hooklane_core::ids::{self, new_id};
+use hooklane_core::ids;
 use hooklane_core::model::{
     Application, BackgroundTask, Capability, DeliveryOrder, Endpoint, ExpiringSecret, Metadata, Principal,
 };
@@ -583,10 +583,7 @@ pub async fn create(
         return Err(ApiError::validation("polling", "an inbound source's application takes URL destinations only"));
     }
     let mut ep = Endpoint {
-        id: new_id(ids::ENDPOINT),
-        app_id: t.app.id.clone(),
         uid: input.uid,
-        url: String::new(),
         description: input.description,
         version: input.version.unwrap_or(1),
         filter_types: input.filter_types,
@@ -595,20 +592,9 @@ pub async fn create(
         rate_limit: input.rate_limit,
         metadata: input.metadata,
         headers: input.headers.unwrap_or_default(),
-        secret: secret.expose(),
-        previous_secrets: Vec::new(),
-        failing_since: None,
-        created_at: now,
-        updated_at: now,
-        payload_filter: None,
-        transform: None,
-        order: DeliveryOrder::default(),
-        transformation: None,
-        retry_schedule: None,
-        oauth: None,
         paused: input.paused.unwrap_or(false),
-        mtls: None,
         polling,
+        ..Endpoint::new(t.app.id.clone(), String::new(), secret.expose(), now)
     };
     ep.url = given_url(&ep, input.url, &t.principal)?;
     input.payload_filter.apply_opt(&mut ep.payload_filter);

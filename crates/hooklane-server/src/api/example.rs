@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use hooklane_core::ids::{self, new_id};
 use hooklane_core::model::Message;
 use serde::Deserialize;
 use serde_json::Value;
@@ -96,20 +95,7 @@ pub async fn send_example(
     let payload = payload.to_string();
     check_payload(&payload)?;
     s.0.message_rate.take(&t.app.id, std::time::Instant::now()).map_err(crate::error::ApiError::RateLimited)?;
-    let msg = Message {
-        id: new_id(ids::MESSAGE),
-        app_id: t.app.id.clone(),
-        event_type: input.event_type,
-        event_id: None,
-        payload,
-        channels: None,
-        tags: None,
-        created_at: super::now(),
-        content_type: None,
-        headers: Default::default(),
-        ordering_key: None,
-        deliver_at: None,
-    };
+    let msg = Message::new(t.app.id.clone(), input.event_type, payload, super::now());
     let msg = store_and_dispatch_to(&s, msg, vec![Arc::new(endpoint)]).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(MessageOut::new(msg, true))))
 }

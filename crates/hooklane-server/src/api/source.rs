@@ -574,32 +574,10 @@ fn new_endpoint(app_id: &str, d: DestinationIn, kind: SignatureType, now: DateTi
         None => Secret::generate(kind),
     };
     let mut ep = Endpoint {
-        id: new_id(ids::ENDPOINT),
-        app_id: app_id.to_string(),
-        uid: None,
-        url: d.url.clone().unwrap_or_default(),
-        description: String::new(),
-        version: 1,
-        filter_types: None,
-        channels: None,
         disabled: d.disabled.unwrap_or(false),
-        rate_limit: None,
-        metadata: Metadata::new(),
         headers: d.headers.clone().unwrap_or_default(),
-        secret: secret.expose(),
-        previous_secrets: Vec::new(),
-        failing_since: None,
-        created_at: now,
-        updated_at: now,
-        payload_filter: None,
-        transform: None,
-        order: DeliveryOrder::default(),
-        transformation: None,
-        retry_schedule: None,
-        oauth: None,
         paused: d.paused.unwrap_or(false),
-        mtls: None,
-        polling: false,
+        ..Endpoint::new(app_id, d.url.clone().unwrap_or_default(), secret.expose(), now)
     };
     apply_rules(&d, &mut ep);
     validate_destination(&ep, None)?;
