@@ -55,14 +55,18 @@ impl Gate {
     }
 
     /// When it has left work in the store for being full and has since drained to a quarter
-    /// of its cap: the instants the jobs it handed back fall due at (then forgotten; none
-    /// when claims only passed it over), to be made due now before claiming again.
+    /// of what it may hold ([`drained`]): the instants the jobs it handed back fall due at
+    /// (then forgotten; none when claims only passed it over), to be made due now before
+    /// claiming again.
     pub fn drained_after_overflow(&self) -> Option<Vec<chrono::DateTime<chrono::Utc>>> {
-        let cap = self.cap.load(Ordering::Relaxed);
         // SeqCst, paired with the poller's in `Gates::saturated` and the recorder's decrement:
         // of a drain and a pass-over racing, one side sees the other.
         let drained = self.overflowed.load(Ordering::SeqCst)
-            && self.outstanding.load(Ordering::SeqCst) <= cap / 4
+            && drained(
+                (self.outstanding.load(Ordering::SeqCst), self.cap.load(Ordering::Relaxed)),
+                (self.bytes.load(Ordering::SeqCst), self.byte_cap),
+                self.last_payload.load(Ordering::Relaxed),
+            )
             && self.overflowed.swap(false, Ordering::AcqRel);
         drained.then(|| std::mem::take(&mut *self.handed_back.lock().unwrap_or_else(|p| p.into_inner())))
     }
@@ -100,6 +104,20 @@ impl Gate {
 /// going).
 pub fn fits(held: usize, n: usize, most: usize) -> bool {
     held == 0 || held.saturating_add(n) <= most || (n > most / 2 && held < most / 2)
+}
+
+/// Whether an endpoint holding `jobs` of the `cap` it may, and `bytes` of its `byte_cap`,
+/// has room again for three quarters of what it may hold, counted in jobs of the last
+/// payload's size (`last`): by the count when that binds, by the bytes when payloads are
+/// large. An endpoint full on bytes is claimed again once its bytes drain, though it holds
+/// more than a quarter of its count, and not at every job it ends while its bytes are full.
+fn drained((jobs, cap): (usize, usize), (bytes, byte_cap): (usize, usize), last: usize) -> bool {
+    let last = last.max(1);
+    // `fits` lets one payload in whatever its size, so there is room for one at least.
+    let capacity = cap.min((byte_cap / last).max(1));
+    let byte_room = if fits(bytes, last, byte_cap) { (byte_cap.saturating_sub(bytes) / last).max(1) } else { 0 };
+    let room = cap.saturating_sub(jobs).min(byte_room);
+    room.saturating_mul(4) >= capacity.saturating_mul(3)
 }
 
 pub struct Gates {
@@ -238,6 +256,35 @@ mod tests {
         full.outstanding.store(2, Ordering::Relaxed);
         assert_eq!(full.drained_after_overflow(), Some(vec![]));
         assert_eq!(full.drained_after_overflow(), None, "once per time passed over");
+    }
+
+    /// A gate full on payload bytes asks for its work back once its bytes drain, though it
+    /// still holds more than a quarter of its count, and not before.
+    #[test]
+    fn a_gate_full_on_bytes_asks_for_its_work_back_once_its_bytes_drain() {
+        let g = Gates::new(4, 64).get("ep");
+        g.cap.store(100, Ordering::Relaxed);
+        g.last_payload.store(16, Ordering::Relaxed);
+        g.outstanding.store(4, Ordering::Relaxed);
+        g.bytes.store(64, Ordering::Relaxed);
+        assert!(g.saturated());
+        g.handed_back_at(chrono::Utc::now() + chrono::Duration::seconds(1));
+        // Few jobs, but room for one payload only: not yet (it used to ask at every job ended).
+        g.outstanding.store(3, Ordering::Relaxed);
+        g.bytes.store(48, Ordering::Relaxed);
+        assert_eq!(g.drained_after_overflow(), None, "its bytes are still full");
+        // Room for three of the four payloads its share holds, with 30 of its 100 jobs held.
+        g.outstanding.store(30, Ordering::Relaxed);
+        g.bytes.store(16, Ordering::Relaxed);
+        assert!(g.drained_after_overflow().is_some(), "its bytes drained");
+        // A payload larger than the whole share: asked for again once it fits.
+        g.last_payload.store(1_000, Ordering::Relaxed);
+        g.handed_back_at(chrono::Utc::now() + chrono::Duration::seconds(1));
+        g.bytes.store(40, Ordering::Relaxed);
+        assert_eq!(g.drained_after_overflow(), None, "more than half held");
+        g.bytes.store(0, Ordering::Relaxed);
+        g.outstanding.store(0, Ordering::Relaxed);
+        assert!(g.drained_after_overflow().is_some(), "nothing held");
     }
 
     #[test]
