@@ -362,12 +362,13 @@ pub async fn update_endpoint<C: GenericClient>(c: &C, e: &Endpoint, read_at: Opt
     }
     let was_fifo = stored.map(|(fifo, _)| fifo);
     // The failure streak is the engine's (a value read before an attempt recorded since
-    // would write back a streak that attempt ended): only a re-enabling ends it here.
+    // would write back a streak that attempt ended): only a re-enabling or a new address
+    // (its failures were another receiver's) ends it here.
     let n = execute(
         c,
         "UPDATE endpoints SET uid = $3, url = $4, description = $5, version = $6, filter_types = $7, channels = $8, \
          disabled = $9, rate_limit = $10, metadata = $11, headers = $12, secret = $13, previous_secrets = $14, \
-         failing_since = CASE WHEN disabled AND NOT $9 THEN NULL ELSE failing_since END, updated_at = $15, \
+         failing_since = CASE WHEN (disabled AND NOT $9) OR url <> $4 THEN NULL ELSE failing_since END, updated_at = $15, \
          payload_filter = $16, transform = $17, fifo = $18, transformation = $19, retry_schedule = $20, paused = $21 \
          WHERE id = $1 AND app_id = $2",
         &[

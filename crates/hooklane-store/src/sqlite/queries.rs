@@ -298,14 +298,15 @@ pub fn update_endpoint(conn: &Connection, e: &Endpoint, read_at: Option<i64>) ->
     let was_fifo = stored.map(|(fifo, _)| fifo);
     // ?15 (failing_since), ?16 (created_at) and ?23 (oauth) are bound but not used: the
     // failure streak is the engine's (a value read before an attempt recorded since would
-    // write back a streak that attempt ended), and only a re-enabling ends it here; the
+    // write back a streak that attempt ended), and only a re-enabling or a new address (its
+    // failures were another receiver's) ends it here; the
     // creation time never changes; OAuth has its own write (`set_endpoint_oauth`), as mTLS
     // settings do.
     let n = execute(
         conn,
         "UPDATE endpoints SET uid = ?3, url = ?4, description = ?5, version = ?6, filter_types = ?7, channels = ?8, \
          disabled = ?9, rate_limit = ?10, metadata = ?11, headers = ?12, secret = ?13, previous_secrets = ?14, \
-         failing_since = CASE WHEN disabled <> 0 AND ?9 = 0 THEN NULL ELSE failing_since END, \
+         failing_since = CASE WHEN (disabled <> 0 AND ?9 = 0) OR url <> ?4 THEN NULL ELSE failing_since END, \
          updated_at = ?17, payload_filter = ?18, transform = ?19, fifo = ?20, \
          transformation = ?21, retry_schedule = ?22, paused = ?24 WHERE id = ?1 AND app_id = ?2",
         // (Without ?25, mtls, and ?26, polling, which never changes: the statement takes 24.)

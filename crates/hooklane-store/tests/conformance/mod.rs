@@ -784,8 +784,9 @@ pub async fn endpoint_crud_and_pagination(store: &DynStore) {
     ep.headers.clear();
     ep.previous_secrets.clear();
     ep.secret = "whsec_bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3".into();
-    // (The failure streak is the engine's: an update leaves it, as
-    // `endpoint_failing_since_and_disable` shows; this one keeps `t - 5 min`.)
+    // (The failure streak is the engine's: an update leaves it but for a new url, which
+    // ends it, as `endpoint_failing_since_and_disable` shows.)
+    ep.failing_since = None;
     ep.payload_filter = None;
     ep.transform = Some(serde_json::json!("{{ $ }}"));
     ep.transformation =
@@ -2197,6 +2198,23 @@ pub async fn endpoint_failing_since_and_disable(store: &DynStore) {
     store.update_endpoint(enabled, None).await.unwrap();
     let e = endpoint_now(store, &ep).await;
     assert_eq!((e.disabled, e.failing_since), (false, None));
+
+    // Failing again, then moved to a new address: the streak ends, its failures were another
+    // receiver's; a change of anything else leaves it.
+    let m3 = post(store, &app.id, &[&ep], t0).await;
+    let t3 = t0 + mins(200);
+    assert_eq!(job_keys(&claim(store, t3).await), set([pair(&m3, &ep)]));
+    let off = store.record_attempts(vec![outcome(&m3.id, &ep, t3, NextStep::RetryAt(t0 + mins(300)))], disable_after);
+    assert!(off.await.unwrap().disabled.is_empty());
+    let e = endpoint_now(store, &ep).await;
+    assert_eq!(e.failing_since, Some(t3));
+    let described = Endpoint { description: "still failing".into(), ..e };
+    store.update_endpoint(described, None).await.unwrap();
+    let e = endpoint_now(store, &ep).await;
+    assert_eq!(e.failing_since, Some(t3), "a new description leaves the streak");
+    let moved = Endpoint { url: format!("{}/moved", e.url), ..e };
+    store.update_endpoint(moved, None).await.unwrap();
+    assert_eq!(endpoint_now(store, &ep).await.failing_since, None, "a new address ends the streak");
 }
 
 /// A batch of outcomes whose last for an endpoint is a success (a receiver back after an
