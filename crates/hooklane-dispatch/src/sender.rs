@@ -188,6 +188,16 @@ impl SendResult {
     }
 }
 
+/// A receiver's answer, as [`Sender::read_answer`] read it.
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    control: DeliveryControl,
+    body: Vec<u8>,
+    /// Why the body was not read to its end (nor to the limit), if it was not.
+    body_cut_by: Option<String>,
+}
+
 /// What [`Sender::prepare`] made.
 pub enum Prepared {
     /// The request to send ([`Sender::send`]).
@@ -469,55 +479,31 @@ impl Sender {
                 }
             };
         let request = client.request(method, url).headers(headers).body(body).send();
-        let exchange = async {
-            let mut response = request.await?;
-            let status = response.status().as_u16();
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, timestamp));
-            let control = response
-                .headers()
-                .get_all("webhook-delivery")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .map(DeliveryControl::parse)
-                .fold(DeliveryControl::default(), |a, b| DeliveryControl {
-                    abort_message: a.abort_message || b.abort_message,
-                    disable_endpoint: a.disable_endpoint || b.disable_endpoint,
-                });
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await? {
-                let room = self.body_limit - body.len();
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                if body.len() >= self.body_limit {
-                    break; // the rest is dropped with the connection
-                }
-            }
-            Ok::<_, reqwest::Error>((status, (retry_after, control), body))
-        };
-        // Whether the body was cut at its limit, where a credential may have been cut in two.
+        // Whether the body was cut at its limit, or by an error or the deadline, where a
+        // credential may have been cut in two.
         let mut cut = false;
-        let mut result = match tokio::time::timeout_at(deadline, exchange).await {
+        let mut cut_by = None;
+        let mut result = match tokio::time::timeout_at(deadline, request).await {
             // The proxy's own refusal of hooklane's credentials is no answer of the
             // receiver's (nor is its page worth keeping).
-            Ok(Ok((407, ..))) if self.proxy.is_some() => {
+            Ok(Ok(response)) if response.status().as_u16() == 407 && self.proxy.is_some() => {
                 SendResult::failed("the proxy refused hooklane's credentials (407)".into(), started)
             }
-            Ok(Ok((status, (retry_after, control), body))) => {
-                cut = body.len() >= self.body_limit;
+            Ok(Ok(response)) => {
+                let answer = self.read_answer(response, timestamp, deadline).await;
+                cut = answer.body.len() >= self.body_limit || answer.body_cut_by.is_some();
+                cut_by = answer.body_cut_by;
                 SendResult {
-                    status: Some(status),
-                    body: String::from_utf8_lossy(&body).into_owned(),
+                    status: Some(answer.status),
+                    body: String::from_utf8_lossy(&answer.body).into_owned(),
                     duration: started.elapsed(),
-                    retry_after,
+                    retry_after: answer.retry_after,
                     request_headers: None,
                     unsendable: false,
                     cancelled: false,
                     url: None,
                     stale: false,
-                    control,
+                    control: answer.control,
                 }
             }
             // `without_url`: the URL may carry credentials in its query string.
@@ -528,6 +514,9 @@ impl Sender {
         // the endpoint's credentials in the attempt log, which tokens that may not see them
         // read.
         crate::redact::redact(&mut result.body, endpoint, bearer.as_deref(), cut);
+        if let Some(why) = cut_by {
+            result.body.push_str(&format!("\n(the response body was not read to its end: {why})"));
+        }
         result.request_headers = Some(sent);
         result.url = changed_url;
         // A refused token is not sent again: the next attempt asks for a new one.
@@ -535,6 +524,43 @@ impl Sender {
             self.tokens.forget(&endpoint.id, token);
         }
         result
+    }
+
+    /// The receiver's answer once its status has come: its status and instructions, and its
+    /// body up to the limit. The answer stands when the body then fails or outlasts
+    /// `deadline` (a receiver that answers 200 and closes early, or trickles its body): the
+    /// receiver has taken the message, which must not be sent again for its body.
+    async fn read_answer(&self, mut response: reqwest::Response, timestamp: i64, deadline: tokio::time::Instant) -> Answer {
+        let status = response.status().as_u16();
+        let retry_after =
+            response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, timestamp));
+        let control = response
+            .headers()
+            .get_all("webhook-delivery")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(DeliveryControl::parse)
+            .fold(DeliveryControl::default(), |a, b| DeliveryControl {
+                abort_message: a.abort_message || b.abort_message,
+                disable_endpoint: a.disable_endpoint || b.disable_endpoint,
+            });
+        let mut body = Vec::new();
+        let read = async {
+            while let Some(chunk) = response.chunk().await? {
+                let room = self.body_limit - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if body.len() >= self.body_limit {
+                    break; // the rest is dropped with the connection
+                }
+            }
+            Ok::<_, reqwest::Error>(())
+        };
+        let body_cut_by = match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(describe(e.without_url())),
+            Err(_) => Some(format!("timed out after {} ms", self.timeout.as_millis())),
+        };
+        Answer { status, retry_after, control, body, body_cut_by }
     }
 
     /// The endpoint's OAuth access token: held, or asked of its token URL (through the

@@ -466,6 +466,81 @@ async fn a_hanging_receiver_times_out_and_is_retried() {
     assert!(first["responseDurationMs"].as_i64().unwrap() >= 450);
 }
 
+/// A receiver on loopback speaking raw HTTP/1.1: each request's path is noted, then it answers
+/// `200` with a `Content-Length` of 100 but writes 2 bytes, and closes (`/short`) or holds
+/// the connection for two seconds first (`/slow`).
+async fn cut_body_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let paths = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = paths.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // The whole request: its head, then as many bytes as its Content-Length says.
+                let path = loop {
+                    let Ok(n) = conn.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(end) = text.find("\r\n\r\n") else { continue };
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + length {
+                        break text.split(' ').nth(1).unwrap_or_default().to_string();
+                    }
+                };
+                seen.lock().unwrap().push(path.clone());
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nok").await;
+                if path == "/slow" {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    (url, paths)
+}
+
+/// A receiver whose answer has come, 200, but whose body then ends short of its length or
+/// outlasts the request's time has taken the message: the attempt succeeds with that status,
+/// says the body was not read to its end, and the message is not sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_whose_body_is_cut_keeps_its_status() {
+    let server = Server::start(
+        "[delivery]\nrequest_timeout = \"500ms\"\nconnect_timeout = \"500ms\"\nretry_schedule = [\"100ms\", \"100ms\"]",
+    )
+    .await;
+    let (url, paths) = cut_body_receiver().await;
+    let app = server.create_app("cut-body").await;
+    server.create_endpoint(&app, json!({ "url": format!("{url}/short"), "filterTypes": ["short"] })).await;
+    server.create_endpoint(&app, json!({ "url": format!("{url}/slow"), "filterTypes": ["slow"] })).await;
+    for kind in ["short", "slow"] {
+        let msg = server.send_message(&app, kind, json!({})).await;
+        let attempts = attempts_of(&server, &app, &msg, 1).await;
+        let first = &attempts[0];
+        assert_eq!(first["responseStatusCode"], 200, "{kind}: {first}");
+        assert_eq!(first["status"], 0, "{kind}: {first}");
+        let response = first["response"].as_str().unwrap_or_default();
+        assert!(response.starts_with("ok") && response.contains("not read to"), "{kind}: {response}");
+        if kind == "slow" {
+            assert!(response.contains("timed out"), "{response}");
+        }
+    }
+    // Time for the retries the schedule would have made (100 ms apart) had they failed.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(*paths.lock().unwrap(), vec!["/short".to_string(), "/slow".to_string()], "each sent once");
+}
+
 /// Svix's delivery control: a receiver answering `webhook-delivery: abort-message` has that
 /// message tried no more (failed after one attempt, while the schedule had retries), and
 /// one answering `webhook-delivery: disable` has its endpoint disabled (after a success
