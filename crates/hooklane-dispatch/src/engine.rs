@@ -709,10 +709,13 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant,
     }
     // Before the permits: a transformation may wait for a worker.
     let prepared = inner.sender.prepare(&job.message, endpoint).await;
-    // Nothing is written for a delivery whose lease ran out meanwhile: another claim may
-    // hold it now.
+    // Its transformation waited for a worker past the lease's budget: back, due now, as a
+    // job that waited its turn, rather than left to wait out the rest of its lease (its
+    // FIFO lane with it). The store takes it back only under the lease it claimed: one that
+    // ran out and was claimed again meanwhile is left to that claim.
     if Instant::now() > send_by {
-        let _ = inner.finished.send(Finished::Expired(gate));
+        metrics::counter!("hooklane_deliveries_lease_expired_total").increment(1);
+        hand_back(&inner, key, Utc::now(), gate, "turn");
         return;
     }
     let sent = match prepared {
@@ -721,6 +724,10 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant,
             let _ = inner.finished.send(Finished::Held(key, endpoint.app_id.clone(), gate));
             return;
         }
+        // Its transformation failed, or cancelled it, as the endpoint stood when it was
+        // read; changed since (a fix of the code saved while it queued for a worker), it is
+        // read and run again as the endpoint now stands rather than failed for good.
+        Prepared::Done(_) if settled_unsent(&inner, &job, &key, &gate) => return,
         // Nothing to send: no permit, and no circuit verdict (it could be a probe that
         // this result would tell nothing).
         Prepared::Done(result) => Ok((result, false)),
@@ -826,7 +833,12 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant,
     let now = Utc::now();
     if result.stale {
         // Not an attempt: sent nothing, for settings that are no longer the endpoint's.
-        // Claimed again, it is read with the ones in force.
+        // Claimed again, it is read with the ones in force. A probe that ends so tells the
+        // circuit nothing: it lets another probe go at once, rather than hold every delivery
+        // until this one's time runs out.
+        if probe {
+            inner.circuits.probe_abandoned(&endpoint.id, now);
+        }
         hand_back(&inner, key, now, gate, "stale");
         return;
     }

@@ -492,7 +492,9 @@ async fn cut_body_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Str
                     let Some(end) = text.find("\r\n\r\n") else { continue };
                     let length = text[..end]
                         .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                        })
                         .and_then(|v| v.parse::<usize>().ok())
                         .unwrap_or(0);
                     if buf.len() >= end + 4 + length {
@@ -1272,6 +1274,49 @@ async fn a_runaway_transformation_is_killed_at_its_deadline() {
     let got = rx.wait_for(1, WAIT).await;
     assert_eq!(got[0].header("webhook-id"), fine);
     assert_eq!(got.len(), 1, "the stuck message was never sent");
+}
+
+/// Code that fails, fixed while deliveries queue for its worker: those it had not failed
+/// when the fix was saved are run with the fix, not failed for good by the old code they
+/// were read with (a job already queued carries its code).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_queued_for_a_transformation_run_its_fix() {
+    let server = Server::start("[delivery]\nretry_schedule = []").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("fixed-code").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}/transformation");
+    let old =
+        "function handler(w) { let x = 0; for (let i = 0; i < 3e6; i++) { x += i } throw new Error('old code ' + x) }";
+    let (status, body) = server.call("PATCH", &path, Some(json!({ "code": old, "enabled": true }))).await;
+    assert_eq!(status, 204, "{body}");
+    let mut sent = Vec::new();
+    for n in 0..20 {
+        sent.push(server.send_message(&app, "a.b", json!({ "n": n })).await);
+    }
+    // A few have failed by the old code; the rest wait for the application's worker.
+    let list = format!("/api/v1/app/{app}/attempt/endpoint/{ep}");
+    server.wait_until(&list, WAIT, |b| b["data"].as_array().is_some_and(|a| !a.is_empty())).await;
+    let fix = "function handler(w) { return w }";
+    let (status, body) = server.call("PATCH", &path, Some(json!({ "code": fix }))).await;
+    assert_eq!(status, 204, "{body}");
+    let fixed_at = chrono::Utc::now();
+    let attempts = server
+        .wait_until(&format!("{list}?limit=100"), Duration::from_secs(60), |b| {
+            b["data"].as_array().is_some_and(|a| a.len() >= 20)
+        })
+        .await;
+    let attempts = attempts["data"].as_array().cloned().unwrap_or_default();
+    let failed: Vec<&Value> = attempts.iter().filter(|a| a["status"] == 2).collect();
+    assert!(!failed.is_empty() && failed.len() < 20, "{attempts:?}");
+    for a in &failed {
+        assert!(a["response"].as_str().unwrap_or_default().contains("old code"), "{a}");
+        let at: chrono::DateTime<chrono::Utc> = a["timestamp"].as_str().and_then(|t| t.parse().ok()).expect("time");
+        // (The millisecond the attempt was stamped may round up past the clock read here.)
+        assert!(at <= fixed_at + chrono::Duration::milliseconds(1), "failed by the old code after the fix: {a}");
+    }
+    let got = rx.wait_for(20 - failed.len(), WAIT).await;
+    assert_eq!(got.len() + failed.len(), 20, "each message once: sent by the fix or failed before it");
 }
 
 /// Previews share one worker: an application runs one at a time (another while one runs is
