@@ -214,6 +214,16 @@ impl Circuits {
         }
     }
 
+    /// A probe ended without being sent (its endpoint's settings changed as it went): the
+    /// cool-down stays over, so that the next delivery is the probe, at once.
+    pub fn probe_abandoned(&self, endpoint_id: &str, now: DateTime<Utc>) {
+        if let Some(c) = self.lock().get_mut(endpoint_id) {
+            if matches!(c.state, State::HalfOpen { .. }) {
+                c.state = State::Open { until: now };
+            }
+        }
+    }
+
     /// Forgets the endpoint's circuit (it was disabled: its deliveries must be claimed to be
     /// marked failed, not skipped; or it was reset). Returns whether it was open (or
     /// probing).
@@ -330,6 +340,28 @@ mod tests {
         assert_eq!(c.verdict("ep", at(t0, 5)), Verdict::Probe);
         assert!(matches!(c.verdict("ep", at(t0, 34)), Verdict::Hold(_)));
         assert_eq!(c.verdict("ep", at(t0, 35)), Verdict::Probe, "30 s without an answer: the probe is lost");
+    }
+
+    /// A probe that went unsent (its endpoint's settings changed as it went) lets the next
+    /// delivery probe at once, not after the probe's time runs out; the cool-down it ended
+    /// stays as it was.
+    #[test]
+    fn an_abandoned_probe_is_replaced_at_once() {
+        let c = circuits();
+        let t0 = Utc::now();
+        for _ in 0..3 {
+            c.record("ep", Health::Unreachable, false, t0);
+        }
+        assert_eq!(c.verdict("ep", at(t0, 5)), Verdict::Probe);
+        c.probe_abandoned("ep", at(t0, 6));
+        assert_eq!(c.held_until("ep", at(t0, 6)), None);
+        assert_eq!(c.verdict("ep", at(t0, 6)), Verdict::Probe);
+        // It fails: twice the cool-down, as for any failed probe.
+        c.record("ep", Health::Unreachable, true, at(t0, 7));
+        assert_eq!(c.verdict("ep", at(t0, 8)), Verdict::Hold(at(t0, 17)));
+        // Abandoning changes nothing of a circuit not probing.
+        c.probe_abandoned("ep", at(t0, 8));
+        assert_eq!(c.verdict("ep", at(t0, 8)), Verdict::Hold(at(t0, 17)));
     }
 
     /// Failures more than an hour apart do not add up, and a circuit nothing happens to
