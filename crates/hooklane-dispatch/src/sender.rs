@@ -530,10 +530,18 @@ impl Sender {
     /// body up to the limit. The answer stands when the body then fails or outlasts
     /// `deadline` (a receiver that answers 200 and closes early, or trickles its body): the
     /// receiver has taken the message, which must not be sent again for its body.
-    async fn read_answer(&self, mut response: reqwest::Response, timestamp: i64, deadline: tokio::time::Instant) -> Answer {
+    async fn read_answer(
+        &self,
+        mut response: reqwest::Response,
+        timestamp: i64,
+        deadline: tokio::time::Instant,
+    ) -> Answer {
         let status = response.status().as_u16();
-        let retry_after =
-            response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, timestamp));
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, timestamp));
         let control = response
             .headers()
             .get_all("webhook-delivery")
