@@ -30,11 +30,25 @@ pub struct LazyPayload<'a> {
     parsed: Option<serde_json::Value>,
     /// [`LazyPayload::unreadable`], once asked.
     unreadable: Option<bool>,
+    /// Steps its payload filters may still take (see
+    /// [`crate::rules::payload_filter::MAX_STEPS_PER_PAYLOAD`]).
+    filter_steps: usize,
 }
 
 impl<'a> LazyPayload<'a> {
     pub fn new(text: &'a str) -> Self {
-        LazyPayload { text, parsed: None, unreadable: None }
+        LazyPayload {
+            text,
+            parsed: None,
+            unreadable: None,
+            filter_steps: crate::rules::payload_filter::MAX_STEPS_PER_PAYLOAD,
+        }
+    }
+
+    /// Whether its filters have spent the steps they share: those evaluated since matched
+    /// nothing.
+    pub fn filters_spent(&self) -> bool {
+        self.filter_steps == 0
     }
 
     /// The payload as JSON (see [`payload_json`]).
@@ -72,8 +86,16 @@ pub fn payload_json(text: &str) -> serde_json::Value {
 /// [`crate::rules::payload_filter`]). A body that is JSON but cannot be read as a value
 /// ([`LazyPayload::unreadable`]) is let through by none: read as `null`, it would pass
 /// every negative condition (`$neq`, `$nin`, `$exists: false`).
+///
+/// The filters evaluated against one `payload` share its budget of steps: once spent, a
+/// filter does not match.
 pub fn payload_wanted(filter: Option<&serde_json::Value>, payload: &mut LazyPayload) -> bool {
-    filter.is_none_or(|f| !payload.unreadable() && crate::rules::payload_filter::matches(f, payload.json()))
+    let Some(filter) = filter else { return true };
+    if payload.unreadable() {
+        return false;
+    }
+    let json = payload.parsed.get_or_insert_with(|| payload_json(payload.text));
+    crate::rules::payload_filter::matches_within(filter, json, &mut payload.filter_steps)
 }
 
 #[cfg(test)]

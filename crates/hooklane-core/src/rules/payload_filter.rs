@@ -74,8 +74,18 @@ pub fn validate(filter: &Value) -> Result<(), RuleError> {
 /// side, evaluation descends only as far as the filter does, however deep the payload is.
 /// An evaluation that would take more than [`MAX_STEPS`] does not match.
 pub fn matches(filter: &Value, payload: &Value) -> bool {
-    let eval = Eval { left: std::cell::Cell::new(MAX_STEPS) };
-    validate(filter).is_ok() && eval.passes(filter, payload) && !eval.spent()
+    matches_within(filter, payload, &mut MAX_STEPS.clone())
+}
+
+/// [`matches`], taking its steps from `left` (at most [`MAX_STEPS`]), which it lowers by the
+/// steps it took: the filters of every endpoint a message may go to share one budget
+/// ([`MAX_STEPS_PER_PAYLOAD`]). With none left, the filter does not match.
+pub fn matches_within(filter: &Value, payload: &Value, left: &mut usize) -> bool {
+    let budget = (*left).min(MAX_STEPS);
+    let eval = Eval { left: std::cell::Cell::new(budget) };
+    let passed = validate(filter).is_ok() && eval.passes(filter, payload) && !eval.spent();
+    *left -= budget - eval.left.get();
+    passed
 }
 
 // ---------------------------------------------------------------------------------------
@@ -168,6 +178,12 @@ fn check_value(value: &Value, depth: usize) -> Result<(), RuleError> {
 /// some conditions cost their product; evaluation runs on the thread that serves requests,
 /// so past this it gives up, and the payload does not pass.
 pub const MAX_STEPS: usize = 1_000_000;
+
+/// Steps the filters of all the endpoints of one message may take together (a few tens of
+/// milliseconds): an application's endpoints are not limited in number, and a hundred
+/// filters each spending its whole budget would hold a request thread for a second per
+/// message, every tenant's requests with it. Past this, the filters left do not match.
+pub const MAX_STEPS_PER_PAYLOAD: usize = 4 * MAX_STEPS;
 
 /// Bytes a substring search reads for the cost of one step: 32 MB in all, a few tens of
 /// milliseconds, so that ten searches of a megabyte field (a filter on keywords) are done
@@ -370,6 +386,28 @@ mod tests {
         let mut last = vec![1; 499];
         last.push(0);
         assert!(m(json!({"a": {"$in": last}}), fewer));
+    }
+
+    /// The filters of one payload share a budget: once costly ones have spent it, the next
+    /// does not match, however cheap; each still has its own.
+    #[test]
+    fn the_filters_of_one_payload_share_a_budget() {
+        let payload = json!({"a": vec![0; 1_000], "kind": "x"});
+        // 500 values against 1,000 items: about half a million steps.
+        let costly = json!({"a": {"$nin": vec![1; 500]}});
+        let cheap = json!({"kind": "x"});
+        let mut left = MAX_STEPS_PER_PAYLOAD;
+        let passed: Vec<bool> = (0..7).map(|_| matches_within(&costly, &payload, &mut left)).collect();
+        assert!(passed.iter().all(|p| *p), "{passed:?}");
+        assert!(left < MAX_STEPS_PER_PAYLOAD / 7, "{left}");
+        while matches_within(&costly, &payload, &mut left) {}
+        assert!(!matches_within(&cheap, &payload, &mut left), "nothing left");
+        assert!(matches(&cheap, &payload), "alone, it matches");
+        // One filter takes no more than its own budget from a larger one.
+        let mut plenty = 10 * MAX_STEPS;
+        let twice = json!({"a": {"$nin": vec![1; 2_000]}});
+        assert!(!matches_within(&twice, &payload, &mut plenty));
+        assert_eq!(plenty, 9 * MAX_STEPS);
     }
 
     /// A search is charged by the bytes it reads: a thousand `$or`ed searches of a

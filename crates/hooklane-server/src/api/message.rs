@@ -500,7 +500,7 @@ async fn wanting_endpoints(
 ) -> hooklane_store::StoreResult<Vec<Arc<Endpoint>>> {
     let endpoints = s.0.cache.endpoints(&s.0.store, app_id).await?;
     let mut payload = payload.map(LazyPayload::new);
-    Ok(endpoints
+    let wanting = endpoints
         .iter()
         .filter(|e| {
             !e.disabled
@@ -508,7 +508,16 @@ async fn wanting_endpoints(
                 && payload.as_mut().is_none_or(|p| payload_wanted(e.payload_filter.as_ref(), p))
         })
         .cloned()
-        .collect())
+        .collect();
+    if payload.is_some_and(|p| p.filters_spent()) {
+        // The endpoints whose filters were evaluated past the budget were not sent it.
+        tracing::warn!(
+            app_id,
+            "the payload filters of a message's endpoints ran past their budget: the rest matched nothing"
+        );
+        metrics::counter!("hooklane_payload_filter_budget_spent_total").increment(1);
+    }
+    Ok(wanting)
 }
 
 /// Svix's `MessagePrecheckIn`: the message that would be posted, without its payload.
