@@ -73,7 +73,12 @@ pub const MAX_KEY_BYTES: usize = 256;
 /// is, another value as compact JSON, at most [`MAX_KEY_BYTES`] (cut at a character's
 /// boundary). `None` when it makes nothing: a missing or null value, an empty string.
 pub fn ordering_key(template: &str, payload: &Value) -> Option<String> {
-    let made = apply(&Value::String(template.to_string()), payload, MAX_KEY_BYTES * 4).ok()?;
+    let template = Value::String(template.to_string());
+    // Most keys are short, and made within a small bound; a longer one (a long subject, an
+    // object) is made whole, within what a transform may make, to be cut below: not none,
+    // which would put its messages in the lane of those without a key.
+    let made =
+        apply(&template, payload, MAX_KEY_BYTES * 4).or_else(|_| apply(&template, payload, MAX_GROWTH_BYTES)).ok()?;
     let mut key = match made {
         Value::Null => return None,
         Value::String(s) => s,
@@ -564,6 +569,11 @@ mod tests {
         assert_eq!(ordering_key("{{ empty }}", &payload), None);
         let long = ordering_key("{{ long }}", &payload).expect("a key");
         assert_eq!(long.len(), MAX_KEY_BYTES, "cut at a character boundary (é is two bytes)");
+        // Longer than the first bound it is made within: cut all the same, not none.
+        let longer = json!({"subject": "x".repeat(2_000), "repo": {"files": vec!["f"; 1_000]}});
+        assert_eq!(ordering_key("{{ subject }}", &longer), Some("x".repeat(MAX_KEY_BYTES)));
+        let object = ordering_key("{{ repo }}", &longer).expect("a key");
+        assert!(object.starts_with(r#"{"files":["f","f""#) && object.len() == MAX_KEY_BYTES, "{object}");
         let nul = json!({"id": "a\u{0}b"});
         assert_eq!(ordering_key("{{ id }}", &nul).as_deref(), Some("a\u{fffd}b"), "no NUL reaches a store");
     }
