@@ -3,19 +3,23 @@
 //! answer never creates anything twice. Keys are scoped by the caller's credentials and the
 //! path, so two tenants cannot collide or read each other's responses.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hooklane_core::Utc;
 use hooklane_store::{DynStore, IdempotencyState, StoredResponse};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+use crate::api::message::MessageOut;
 use crate::error::ApiError;
-use crate::extract::Auth;
+use crate::extract::{Auth, Query};
 use crate::state::{hex, AppState};
 
 /// How long an answer is replayed.
@@ -89,7 +93,10 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
         Ok(IdempotencyState::Mismatch) => ApiError::IdempotencyMismatch.into_response(),
         // Kept answers go only to the token that got them (its hash is in the scope), and
         // only while it still works (checked above).
-        Ok(IdempotencyState::Completed(stored)) => replay(stored),
+        Ok(IdempotencyState::Completed(stored)) => {
+            let (mut parts, _) = req.into_parts();
+            replay(kept_message_answer(&s, &mut parts, stored).await)
+        }
         // On a task of its own: a client that stops waiting (a timeout, a dropped
         // connection) does not stop the request half-way, after its write was queued but
         // before its answer was kept; its retry then finds the answer.
@@ -107,6 +114,7 @@ async fn run_and_keep(store: DynStore, (scope, hold): (String, Hold), req: Reque
     // Until the handler has answered, the key is released if it panics: a key left in
     // flight would refuse every retry until its lease ends.
     let mut guard = AbortOnDrop { store: Some(store.clone()), scope: scope.clone(), hold };
+    let path = req.uri().path().to_string();
     let response = next.run(req).await;
     let status = response.status();
     // Only a success is final. A refusal (bad input, not found, a conflict) changed
@@ -124,7 +132,8 @@ async fn run_and_keep(store: DynStore, (scope, hold): (String, Hold), req: Reque
         Err(e) => return ApiError::Internal(format!("cannot read the answer: {e}")).into_response(),
     };
     let stored = if bytes.len() <= MAX_STORED_BODY {
-        StoredResponse { status: status.as_u16(), body: bytes.to_vec() }
+        let kept = if creates_message(&path).is_some() { without_payload(&bytes) } else { None };
+        StoredResponse { status: status.as_u16(), body: kept.unwrap_or_else(|| bytes.to_vec()) }
     } else {
         too_large_to_replay()
     };
@@ -148,6 +157,47 @@ async fn run_and_keep(store: DynStore, (scope, hold): (String, Hold), req: Reque
         tracing::warn!(error = %e, "could not keep an idempotent answer: its key stays taken until its lease ends");
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// The application (its id or uid) of a path that creates a message,
+/// `/api/v1/app/{app}/msg` (a trailing slash is the same route).
+fn creates_message(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/api/v1/app/")?;
+    let app = rest.strip_suffix("/msg").or_else(|| rest.strip_suffix("/msg/"))?;
+    (!app.is_empty() && !app.contains('/')).then_some(app)
+}
+
+/// A created message's answer as kept: its payload `{}`. The payload is the message's, and
+/// deleting it (an expunge of its content, or the message's retention) must leave no copy
+/// of it here for the day the answer is kept; a replay reads the message again
+/// ([`kept_message_answer`]). `None` for an answer that is no message.
+fn without_payload(body: &[u8]) -> Option<Vec<u8>> {
+    let mut fields: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body).ok()?;
+    *fields.get_mut("payload")? = RawValue::from_string("{}".into()).ok()?;
+    serde_json::to_vec(&fields).ok()
+}
+
+/// The answer to replay: a created message's made again from the message as it is now
+/// (byte for byte the first answer, or its payload `{}` once expunged), as the request
+/// asked for it (`with_content`); when it is gone, or for any other answer, as kept.
+async fn kept_message_answer(s: &AppState, parts: &mut Parts, mut stored: StoredResponse) -> StoredResponse {
+    let Some(app) = creates_message(parts.uri.path()).map(str::to_string) else { return stored };
+    if !StatusCode::from_u16(stored.status).is_ok_and(|status| status.is_success()) {
+        return stored;
+    }
+    let message = async {
+        let fields: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(&stored.body).ok()?;
+        let id: String = serde_json::from_str(fields.get("id")?.get()).ok()?;
+        let app = s.0.cache.app(&s.0.store, &app).await.ok()??;
+        let message = s.0.store.get_message(&app.id, &id).await.ok()??;
+        // (The id read is the message's: the store finds a message by its `eventId` too.)
+        let with_content = Query::from_request_parts(parts, s).await.ok()?.flag("with_content").ok()?.unwrap_or(true);
+        (message.id == id).then(|| MessageOut::new(message, with_content))
+    };
+    if let Some(body) = message.await.and_then(|out| serde_json::to_vec(&out).ok()) {
+        stored.body = body;
+    }
+    stored
 }
 
 /// What a retry of a request whose answer was too large to keep gets: a refusal saying it

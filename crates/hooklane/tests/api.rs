@@ -1748,6 +1748,38 @@ async fn idempotency_key_replays_the_first_answer() {
     assert_eq!((&again.text, again.header("idempotent-replayed")), (&fixed.text, Some("true")));
 }
 
+/// A created message's kept answer holds no copy of its payload: a replay after the
+/// message's content was expunged answers it without, as reading the message does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expunged_payload_is_not_replayed() {
+    let server = Server::start("").await;
+    let app = server.create_app("idem-expunge").await;
+    let path = format!("/api/v1/app/{app}/msg");
+    let post = |query: &str| {
+        request(&server, Some(ADMIN), "POST", &format!("{path}{query}"))
+            .header("idempotency-key", "card")
+            .json(&json!({"eventType": "card.added", "payload": {"card": "4242-4242", "n": 1e3}}))
+    };
+    let first = send(post("")).await;
+    assert_eq!(first.status, 202, "{}", first.text);
+    assert!(first.text.contains("4242-4242"), "{}", first.text);
+    let replayed = send(post("")).await;
+    assert_eq!((&replayed.text, replayed.header("idempotent-replayed")), (&first.text, Some("true")));
+    let id = id_of(&first.json());
+    let (status, body) = server.call("DELETE", &format!("{path}/{id}/content"), None).await;
+    assert_eq!(status, 204, "{body}");
+    let after = send(post("")).await;
+    assert_eq!((after.status, after.header("idempotent-replayed")), (202, Some("true")), "{}", after.text);
+    assert!(!after.text.contains("4242"), "{}", after.text);
+    assert_eq!((&after.json()["id"], &after.json()["payload"]), (&json!(id), &json!({})), "{}", after.text);
+    assert_eq!(after.json()["eventType"], "card.added");
+    // Asked without content, the answer is made as asked, replayed alike.
+    let without = send(post("?with_content=false")).await;
+    assert_eq!((without.status, &without.json()["payload"]), (202, &json!({})), "{}", without.text);
+    let again = send(post("?with_content=false")).await;
+    assert_eq!((&again.text, again.header("idempotent-replayed")), (&without.text, Some("true")));
+}
+
 /// A request runs to its end when its client stops waiting: the retry is told it is still
 /// running, then gets its answer, and it never runs twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
