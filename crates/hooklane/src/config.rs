@@ -362,6 +362,21 @@ fn check_public_url(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A TOML syntax error as its message and where it is (line and column, counted from 1),
+/// without the text of the line: it may hold a secret.
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    let message: Vec<&str> = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let message = message.join("; ");
+    let Some(mut at) = e.span().map(|s| s.start.min(text.len())) else { return message };
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or(before).chars().count() + 1;
+    format!("line {line}, column {column}: {message}")
+}
+
 impl Config {
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
@@ -370,9 +385,16 @@ impl Config {
             // file (a folder, or `<(…)` in a shell) for an empty file, silently.
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+            // Syntax first, told by message and position only: toml's own error shows the
+            // line it stopped on, which may be `admin_token = s3cret…` or a database URL
+            // with its password, left unquoted (and sent to the start log).
+            if let Err(e) = toml::from_str::<toml::Table>(&text) {
+                bail!("invalid configuration file {}: {}", path.display(), syntax_error(&text, &e));
+            }
             let toml = Toml::string(&text);
-            if let Err(e) = figment::Provider::data(&toml) {
-                bail!("invalid configuration file {}: {e}", path.display());
+            if figment::Provider::data(&toml).is_err() {
+                // (Not shown either: figment's error is toml's, line and all.)
+                bail!("invalid configuration file {}: it cannot be read as settings", path.display());
             }
             figment = figment.merge(toml);
         }

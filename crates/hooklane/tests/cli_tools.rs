@@ -386,3 +386,54 @@ async fn listen_refuses_a_status_that_is_no_answer() {
         assert!(!out.status.success() && stderr.contains("not in"), "{args:?}: {stderr}");
     }
 }
+
+/// Runs `hooklane ARGS --config config` with `env` set: its exit code (None: a signal),
+/// stdout and stderr.
+async fn run_with_config(
+    args: &[&str],
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .env_remove("HOOKLANE_CONFIG")
+            .env_remove("HOOKLANE_DATABASE_URL")
+            .envs(env.iter().copied())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("hooklane ended")
+    .expect("hooklane ran");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// A configuration file with a syntax error is refused naming the line and column, never
+/// showing the line: the commonest mistake, a value left unquoted, is a token or a database
+/// URL with its password, and stderr goes to the start log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_syntax_error_in_the_configuration_does_not_show_the_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("hooklane.toml");
+    for (text, secret, line) in [
+        ("admin_token = s3cretTokenValue0123\n", "s3cretTokenValue0123", "line 1"),
+        ("log_level = \"info\"\ndatabase_url = postgres://u:S3cretPw@db/h\n", "S3cretPw", "line 2"),
+        // A key given twice: its line is shown the same way.
+        (
+            "admin_token = \"s3cretTokenValue0123\"\nadmin_token = \"s3cretTokenValue0123\"\n",
+            "s3cretTokenValue0123",
+            "line 2",
+        ),
+    ] {
+        std::fs::write(&config, text).expect("write config");
+        let (code, stdout, stderr) = run_with_config(&["migrate"], &config, &[]).await;
+        assert_eq!(code, Some(1), "{text:?}: {stdout}{stderr}");
+        assert!(stderr.contains("invalid configuration file") && stderr.contains(line), "{text:?}: {stderr}");
+        assert!(!stderr.contains(secret) && !stdout.contains(secret), "{text:?} shows the value: {stderr}");
+    }
+}
