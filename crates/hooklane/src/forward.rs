@@ -30,7 +30,7 @@ pub struct ForwardArgs {
     to: String,
     /// The hooklane server's base URL.
     // Its value from the environment is not shown by `--help`: a URL may carry a user and
-    // password (`https://user:password@…`, a server behind basic authentication).
+    // password by mistake (`https://user:password@…`), which `run` refuses without showing.
     #[arg(long, default_value = "http://127.0.0.1:8071", env = "HOOKLANE_URL", hide_env_values = true)]
     server: String,
     /// The application (id or uid) whose messages are forwarded.
@@ -260,6 +260,18 @@ struct Forwarding {
 pub async fn run(args: ForwardArgs) -> anyhow::Result<()> {
     let secret = args.secret.as_deref().map(Secret::parse).transpose().map_err(|e| anyhow::anyhow!("--secret: {e}"))?;
     let base = args.server.trim_end_matches('/').to_string();
+    // reqwest would send a URL's user and password as `Authorization: Basic …` beside the
+    // token's `Authorization: Bearer …`: hooklane reads the first and answers 401, a proxy
+    // doing basic authentication refuses the pair (nginx: 400). One header cannot carry
+    // both, so such a URL is refused before anything is sent.
+    if let Ok(url) = reqwest::Url::parse(&base) {
+        if !url.username().is_empty() || url.password().is_some() {
+            bail!(
+                "--server {} carries a user name or password: hooklane authenticates forward by --token alone (a bearer token), and one Authorization header cannot carry both; give the URL without them",
+                without_credentials(&base)
+            );
+        }
+    }
     let client = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(10))

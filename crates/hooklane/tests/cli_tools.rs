@@ -136,20 +136,36 @@ async fn forward_reads_a_stream_again_after_an_answer_that_is_no_stream() {
     assert!(asked.load(Ordering::SeqCst) >= 2);
 }
 
-/// A server URL's user name and password (a server behind basic auth) are never printed:
-/// not in the lines about connecting, nor in the error a refusal ends with.
+/// A server URL with a user name and password is refused before anything is sent, without
+/// printing the password: reqwest would send them as `Authorization: Basic` beside the
+/// token's `Authorization: Bearer`, which hooklane (reading the first) answers 401 and a
+/// proxy refuses. Without them exactly one `Authorization: Bearer <token>` goes out, checked
+/// on a loopback server that records the headers of every request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forward_prints_no_password_of_its_server_url() {
-    let server = axum::Router::new().fallback(|| async { (axum::http::StatusCode::UNAUTHORIZED, "no") });
+async fn forward_refuses_credentials_in_its_server_url_and_sends_one_authorization() {
+    let seen: Arc<std::sync::Mutex<Vec<Vec<String>>>> = Arc::default();
+    let record = seen.clone();
+    let server = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let record = record.clone();
+        async move {
+            let values = headers
+                .get_all(axum::http::header::AUTHORIZATION)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect();
+            record.lock().expect("lock").push(values);
+            (axum::http::StatusCode::UNAUTHORIZED, "no")
+        }
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(async move { axum::serve(listener, server).await });
-    for endpoint in [None, Some("ep")] {
+    let forward = |server: String, endpoint: Option<&str>| {
         let mut args = vec![
             "forward".to_string(),
             "http://127.0.0.1:9/local".into(),
             "--server".into(),
-            format!("http://ops:s3cretPw@127.0.0.1:{port}"),
+            server,
             "--app".into(),
             "app_x".into(),
             "--token".into(),
@@ -158,16 +174,31 @@ async fn forward_prints_no_password_of_its_server_url() {
         if let Some(ep) = endpoint {
             args.extend(["--endpoint".to_string(), ep.to_string()]);
         }
-        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
-            .args(&args)
-            .env_remove("HOOKLANE_CONFIG")
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(WAIT, run).await.expect("forward ended").expect("run forward");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(!out.status.success(), "{endpoint:?}: a refusal ends the command: {text}");
-        assert!(text.contains("401"), "{endpoint:?}: {text}");
+        async move {
+            let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+                .args(&args)
+                .env_remove("HOOKLANE_CONFIG")
+                .kill_on_drop(true)
+                .output();
+            let out = tokio::time::timeout(WAIT, run).await.expect("forward ended").expect("run forward");
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            (out.status.success(), text)
+        }
+    };
+    for endpoint in [None, Some("ep")] {
+        let (ok, text) = forward(format!("http://ops:s3cretPw@127.0.0.1:{port}"), endpoint).await;
+        assert!(!ok, "{endpoint:?}: {text}");
+        assert!(text.contains("--server") && text.contains("user name or password"), "{endpoint:?}: {text}");
         assert!(!text.contains("s3cretPw"), "{endpoint:?} shows the password: {text}");
+        assert!(seen.lock().expect("lock").is_empty(), "{endpoint:?}: a request was sent: {seen:?}");
+
+        let (ok, text) = forward(format!("http://127.0.0.1:{port}"), endpoint).await;
+        assert!(!ok && text.contains("401"), "{endpoint:?}: a refusal ends the command: {text}");
+        let got = std::mem::take(&mut *seen.lock().expect("lock"));
+        assert!(!got.is_empty(), "{endpoint:?}: nothing was asked");
+        for headers in got {
+            assert_eq!(headers, vec!["Bearer sk_x".to_string()], "{endpoint:?}");
+        }
     }
 }
 
