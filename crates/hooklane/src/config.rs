@@ -16,6 +16,12 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// Longest request timeout allowed: a worker must not be tied up for minutes.
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Upper bounds of `[delivery]`'s counts.
+const MAX_IN_FLIGHT: usize = 65_536;
+const MAX_OUTSTANDING: usize = 1_000_000;
+const MAX_OUTSTANDING_BYTES: usize = 1 << 40;
+const MAX_SCRIPT_WORKERS: usize = 256;
+
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -414,6 +420,11 @@ impl Config {
         if !(0.0..=1.0).contains(&d.retry_jitter) {
             bail!("delivery.retry_jitter must be between 0 and 1");
         }
+        // First, so that the rule below multiplies no lease past what a Duration holds
+        // (humantime reads up to u64::MAX seconds): `lease * 3` panicked.
+        if d.lease > HOUR {
+            bail!("delivery.lease must be at most 1h");
+        }
         // A delivery starts its request only if the request (its connection and a second
         // more included) ends within the delivery's lease, and may wait up to what is left
         // of the lease for its turn: at least a quarter of it. A shorter lease let a request
@@ -450,11 +461,22 @@ impl Config {
         if d.disable_after.is_zero() || d.disable_after > 365 * DAY {
             bail!("delivery.disable_after must be more than 0s and at most 365 days");
         }
-        if d.lease > HOUR {
-            bail!("delivery.lease must be at most 1h");
-        }
         if d.poll_interval > Duration::from_secs(60) {
             bail!("delivery.poll_interval must be at most 1m");
+        }
+        // Counts the engine makes semaphores and pools of: past tokio's limit a semaphore
+        // panics (at start, or at an endpoint's first delivery), and past u32 the wait for
+        // in-flight deliveries at shutdown was cut short. Far above any machine's need.
+        for (name, value, most) in [
+            ("delivery.max_in_flight", d.max_in_flight, MAX_IN_FLIGHT),
+            ("delivery.per_endpoint_in_flight", d.per_endpoint_in_flight, MAX_IN_FLIGHT),
+            ("delivery.max_outstanding", d.max_outstanding, MAX_OUTSTANDING),
+            ("delivery.max_outstanding_bytes", d.max_outstanding_bytes, MAX_OUTSTANDING_BYTES),
+            ("delivery.script_workers", d.script_workers, MAX_SCRIPT_WORKERS),
+        ] {
+            if value > most {
+                bail!("{name} must be at most {most}");
+            }
         }
         // (Tests run it every 100 ms; below that it would only keep the writer busy.)
         if self.housekeeping_interval < Duration::from_millis(100) || self.housekeeping_interval > DAY {
@@ -720,7 +742,7 @@ mod tests {
     #[test]
     fn durations_past_their_bounds_are_refused() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 11] = [
+        let cases: [(&str, Change); 17] = [
             // A first cool-down above the longest would make the longest its own value:
             // probes a day apart end the failure streak, and the endpoint is never disabled.
             ("circuit_cooldown", |c| c.delivery.circuit_cooldown = 2 * DAY),
@@ -736,6 +758,13 @@ mod tests {
             ("message_retention", |c| c.message_retention = 300_000 * 365 * DAY),
             ("request_retention", |c| c.inbound.request_retention = 300_000 * 365 * DAY),
             ("task_wait", |c| c.task_wait = Duration::from_secs(11)),
+            // Past what a Duration holds three times over: refused, not a panic.
+            ("delivery.lease", |c| c.delivery.lease = Duration::from_secs(7_000_000_000_000_000_000)),
+            ("delivery.max_in_flight", |c| c.delivery.max_in_flight = 9_000_000_000_000_000_000),
+            ("delivery.per_endpoint_in_flight", |c| c.delivery.per_endpoint_in_flight = 65_537),
+            ("delivery.max_outstanding", |c| c.delivery.max_outstanding = 4_294_967_296),
+            ("delivery.max_outstanding_bytes", |c| c.delivery.max_outstanding_bytes = usize::MAX),
+            ("delivery.script_workers", |c| c.delivery.script_workers = 257),
         ];
         assert!(Config::default().check().is_ok());
         for (name, change) in cases {

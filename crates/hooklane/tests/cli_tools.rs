@@ -468,3 +468,28 @@ async fn a_syntax_error_in_the_configuration_does_not_show_the_line() {
         assert!(!stderr.contains(secret) && !stdout.contains(secret), "{text:?} shows the value: {stderr}");
     }
 }
+
+/// `[delivery]` settings past what the engine can hold are refused at start, naming the
+/// setting, with exit 1: not a panic (a lease past what `lease * 3` holds, a semaphore
+/// past tokio's limit), nor a shutdown that does not wait (max_outstanding past u32).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_settings_past_their_bounds_are_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("hooklane.toml");
+    let db = dir.path().join("data").join("hooklane.db");
+    std::fs::write(&config, format!("database_url = \"sqlite:{}\"\n", db.display())).expect("write config");
+    for (variable, value, setting) in [
+        ("HOOKLANE_DELIVERY__LEASE", "7000000000000000000s", "delivery.lease"),
+        ("HOOKLANE_DELIVERY__MAX_IN_FLIGHT", "9000000000000000000", "delivery.max_in_flight"),
+        ("HOOKLANE_DELIVERY__PER_ENDPOINT_IN_FLIGHT", "9000000000000000000", "delivery.per_endpoint_in_flight"),
+        ("HOOKLANE_DELIVERY__MAX_OUTSTANDING", "4294967296", "delivery.max_outstanding"),
+        ("HOOKLANE_DELIVERY__MAX_OUTSTANDING_BYTES", "18446744073709551615", "delivery.max_outstanding_bytes"),
+        ("HOOKLANE_DELIVERY__SCRIPT_WORKERS", "9000000000000000000", "delivery.script_workers"),
+    ] {
+        let (code, stdout, stderr) = run_with_config(&["migrate"], &config, &[(variable, value)]).await;
+        assert_eq!(code, Some(1), "{variable}={value}: {stdout}{stderr}");
+        assert!(stderr.contains(setting) && stderr.contains("at most"), "{variable}={value}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{variable}={value}: {stderr}");
+    }
+    assert!(!db.exists(), "a refused configuration made the database");
+}
