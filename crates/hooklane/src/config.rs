@@ -320,7 +320,7 @@ fn environment() -> Figment {
 }
 
 /// The `HOOKLANE_*` variables the commands read themselves (not settings).
-const COMMAND_VARIABLES: &[&str] = &[
+pub(crate) const COMMAND_VARIABLES: &[&str] = &[
     "HOOKLANE_CONFIG",
     "HOOKLANE_TOKEN",
     "HOOKLANE_URL",

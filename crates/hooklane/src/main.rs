@@ -61,6 +61,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    forget_empty_command_variables();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve => {
@@ -101,6 +102,20 @@ fn main() -> anyhow::Result<()> {
         Command::Openapi => {
             println!("{}", hooklane_server::openapi::document().to_pretty_json()?);
             Ok(())
+        }
+    }
+}
+
+/// The commands' own variables (`HOOKLANE_CONFIG`, `HOOKLANE_URL`, `HOOKLANE_TOKEN`, the
+/// secrets) set to nothing are taken as not set, as the settings' are: clap passes an
+/// empty value on to the option, so `HOOKLANE_CONFIG=` (a compose file's
+/// `${HOOKLANE_CONFIG:-}`) stopped every command with "a value is required for '--config'",
+/// and `HOOKLANE_URL=` made forward's server no URL instead of the default. Called first
+/// thing in `main`, before any thread is started.
+fn forget_empty_command_variables() {
+    for name in config::COMMAND_VARIABLES {
+        if std::env::var_os(name).is_some_and(|v| v.to_string_lossy().trim().is_empty()) {
+            std::env::remove_var(name);
         }
     }
 }

@@ -493,3 +493,87 @@ async fn delivery_settings_past_their_bounds_are_refused_by_name() {
     }
     assert!(!db.exists(), "a refused configuration made the database");
 }
+
+/// The commands' own variables set to nothing (`HOOKLANE_CONFIG=`, as a compose file's
+/// `${HOOKLANE_CONFIG:-}` leaves it) are taken as not set, as the README says of every
+/// variable: no command stops on them, and forward's server is its default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_variables_set_to_nothing_are_not_set() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("hooklane.db");
+    let database_url = format!("sqlite:{}", db.display());
+    let run = |args: &'static [&'static str], env: Vec<(&'static str, String)>| {
+        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+            .args(args)
+            .env_remove("HOOKLANE_CONFIG")
+            .env_remove("HOOKLANE_DATABASE_URL")
+            .envs(env)
+            .kill_on_drop(true)
+            .output();
+        async move {
+            let out = tokio::time::timeout(WAIT, run).await.expect("ended").expect("ran");
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            (out.status.success(), text)
+        }
+    };
+    let (ok, text) = run(&["keygen"], vec![("HOOKLANE_CONFIG", String::new())]).await;
+    assert!(ok && text.contains("whsec_"), "keygen: {text}");
+    let (ok, text) =
+        run(&["migrate"], vec![("HOOKLANE_CONFIG", " ".into()), ("HOOKLANE_DATABASE_URL", database_url.clone())]).await;
+    assert!(ok && text.contains("up to date"), "migrate: {text}");
+
+    // listen with HOOKLANE_LISTEN_SECRET= checks no signature, as without it.
+    let mut listen = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .args(["listen", "--port", "0"])
+        .env("HOOKLANE_LISTEN_SECRET", "")
+        .env("HOOKLANE_CONFIG", "")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn listen");
+    let mut err = tokio::io::BufReader::new(listen.stderr.take().expect("stderr")).lines();
+    let mut seen = Vec::new();
+    let started = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(line)) = err.next_line().await {
+            let found = line.contains("receiving on");
+            seen.push(line);
+            if found {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    let _ = listen.kill().await;
+    assert!(started, "listen did not start: {seen:?}");
+
+    // forward with HOOKLANE_URL= goes to the default server (nothing listens there in
+    // this test, or something does: either way it names that address).
+    let mut forward = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .args(["forward", "http://127.0.0.1:9/local", "--app", "app_x", "--token", "sk_x"])
+        .env_remove("HOOKLANE_CONFIG")
+        .env("HOOKLANE_URL", "")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn forward");
+    let mut err = tokio::io::BufReader::new(forward.stderr.take().expect("stderr")).lines();
+    let mut seen = Vec::new();
+    let named = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(line)) = err.next_line().await {
+            let found = line.contains("http://127.0.0.1:8071");
+            seen.push(line);
+            if found {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    let _ = forward.kill().await;
+    assert!(named, "forward did not go to the default server: {seen:?}");
+}
