@@ -330,6 +330,15 @@ pub(crate) const COMMAND_VARIABLES: &[&str] = &[
     "HOOKLANE_FORWARD_SECRET",
 ];
 
+/// What is said of a `HOOKLANE_*` variable that is no setting (`Config::unknown_environment`).
+pub(crate) const UNKNOWN_VARIABLE: &str =
+    "this HOOKLANE_ variable is no setting and is ignored (a section's settings take two underscores: HOOKLANE_DELIVERY__LEASE)";
+
+/// The warning about the variable `name`, for stderr.
+pub(crate) fn unknown_variable_warning(name: &str) -> String {
+    format!("{name}: {UNKNOWN_VARIABLE}")
+}
+
 /// The fewest characters a configured admin token may have.
 pub(crate) const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 

@@ -70,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let config = config::Config::load(cli.config.as_deref())?;
+            warn_unknown_environment();
             // The lock `serve` holds on a SQLite file, held until the schema is done: a
             // migration under a running server would change its tables beneath it (and it
             // migrated them at its own start), and a server started meanwhile stops at once.
@@ -83,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Backup { to } => {
             let config = config::Config::load(cli.config.as_deref())?;
+            warn_unknown_environment();
             runtime(None)?.block_on(async {
                 let report = hooklane_store::backup(&config.database_url, &to).await?;
                 println!("backed up {} messages ({} bytes) to {}", report.messages, report.bytes, to.display());
@@ -117,6 +119,15 @@ fn forget_empty_command_variables() {
         if std::env::var_os(name).is_some_and(|v| v.to_string_lossy().trim().is_empty()) {
             std::env::remove_var(name);
         }
+    }
+}
+
+/// Warns on stderr of each `HOOKLANE_*` variable that is no setting, as `serve` logs them:
+/// `HOOKLANE_DATABASE_ULR=… hooklane migrate` would otherwise migrate (or `backup` copy)
+/// the default database without a word.
+fn warn_unknown_environment() {
+    for name in config::Config::unknown_environment() {
+        eprintln!("warning: {}", config::unknown_variable_warning(&name));
     }
 }
 

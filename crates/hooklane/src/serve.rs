@@ -17,7 +17,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub async fn run(config: Config) -> anyhow::Result<()> {
     init_logging(&config)?;
     for name in Config::unknown_environment() {
-        tracing::warn!(variable = %name, "this HOOKLANE_ variable is no setting and is ignored (a section's settings take two underscores: HOOKLANE_DELIVERY__LEASE)");
+        tracing::warn!(variable = %name, "{}", crate::config::UNKNOWN_VARIABLE);
     }
     // Before the store opens, so that its first commits are measured too.
     let metrics = hooklane_server::ops::install_recorder();

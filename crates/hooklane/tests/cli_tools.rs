@@ -577,3 +577,23 @@ async fn command_variables_set_to_nothing_are_not_set() {
     let _ = forward.kill().await;
     assert!(named, "forward did not go to the default server: {seen:?}");
 }
+
+/// `migrate` and `backup` warn of a `HOOKLANE_*` variable that is no setting, as `serve`
+/// does: a misspelt database variable would otherwise migrate, or back up, the default
+/// database without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_and_backup_warn_of_a_misspelt_variable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("hooklane.toml");
+    let db = dir.path().join("data").join("hooklane.db");
+    std::fs::write(&config, format!("database_url = \"sqlite:{}\"\n", db.display())).expect("write config");
+    let misspelt = [("HOOKLANE_DATABASE_ULR", "postgres://u@db/h")];
+    let (code, stdout, stderr) = run_with_config(&["migrate"], &config, &misspelt).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stderr.contains("HOOKLANE_DATABASE_ULR") && stderr.contains("no setting"), "migrate: {stderr}");
+    let to = dir.path().join("backup.db");
+    let to = to.to_str().expect("a UTF-8 path");
+    let (code, stdout, stderr) = run_with_config(&["backup", "--to", to], &config, &misspelt).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stderr.contains("HOOKLANE_DATABASE_ULR") && stderr.contains("no setting"), "backup: {stderr}");
+}
