@@ -597,3 +597,63 @@ async fn migrate_and_backup_warn_of_a_misspelt_variable() {
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stderr.contains("HOOKLANE_DATABASE_ULR") && stderr.contains("no setting"), "backup: {stderr}");
 }
+
+/// forward on a poller, started without `--iterator`: the messages of its first page but
+/// the last are known by no iterator yet; their lines carry the time the first read asked
+/// after (`after=…`, not `iterator=-`), which `--after` takes to go on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_on_a_poller_prints_a_position_for_every_message_of_its_first_page() {
+    let queries: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let record = queries.clone();
+    let poller = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let n = {
+            let mut queries = record.lock().expect("lock");
+            queries.push(uri.query().unwrap_or_default().to_string());
+            queries.len() - 1
+        };
+        async move {
+            let message = |id: &str| json!({ "id": id, "eventType": "a.b", "payload": { "id": id } });
+            let data = if n == 0 { json!([message("msg_a"), message("msg_b")]) } else { json!([]) };
+            (
+                [("content-type", "application/json")],
+                json!({ "data": data, "iterator": "it1", "done": true }).to_string(),
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, poller).await });
+    let rx = Receiver::start().await;
+    let to = format!("{}/local", rx.url);
+    let args = [to.as_str(), "--server", &base, "--app", "app_x", "--endpoint", "ep", "--token", "sk_poll_x"];
+    let mut forward = Forwarder::start(&args);
+    let first = forward.wait_for_line("for msg_a", |l| l.contains("msg_a")).await;
+    let second = forward.wait_for_line("for msg_b", |l| l.contains("msg_b")).await;
+    let _ = forward.child.kill().await;
+    assert!(second.ends_with("iterator=it1"), "{second}");
+    let after = first.rsplit_once("after=").map(|(_, t)| t.to_string()).unwrap_or_else(|| panic!("{first}"));
+    let asked = queries.lock().expect("lock")[0].clone();
+    let asked_after: Vec<String> = url_params(&asked, "after");
+    assert_eq!(asked_after, vec![after.clone()], "the line names the time the read asked after: {asked}");
+
+    // Started again from that line: it asks after the same time.
+    queries.lock().expect("lock").clear();
+    let mut again: Vec<&str> = args.to_vec();
+    again.extend(["--after", after.as_str()]);
+    let mut forward = Forwarder::start(&again);
+    forward.wait_for_line("for msg_a", |l| l.contains("msg_a")).await;
+    let _ = forward.child.kill().await;
+    let asked = queries.lock().expect("lock")[0].clone();
+    assert_eq!(url_params(&asked, "after"), vec![after], "{asked}");
+    assert!(url_params(&asked, "iterator").is_empty(), "{asked}");
+}
+
+/// The values of `name` in a query string, decoded.
+fn url_params(query: &str, name: &str) -> Vec<String> {
+    reqwest::Url::parse(&format!("http://x/?{query}"))
+        .expect("a query")
+        .query_pairs()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .collect()
+}
