@@ -86,11 +86,70 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     tracing::info!(%addr, store = %config.database_url_for_display(), workers, "hooklane started");
-    hooklane_server::serve(listener, state.clone(), config.request_read_timeout, shutdown_signal()).await?;
-    tracing::info!("shutting down: letting in-flight deliveries finish");
-    dispatcher.shutdown(SHUTDOWN_GRACE).await;
+    // At the signal the dispatcher stops claiming and lets what is in flight finish while
+    // the API's connections drain, not after them: one after the other they took up to
+    // twice SHUTDOWN_GRACE (past `docker stop`'s 10 s, which then kills the process), and
+    // the dispatcher went on claiming deliveries while the connections drained. Messages
+    // ingested meanwhile are written for a poller to take (the dispatcher reserves none
+    // once stopping): this node's next start, or another node.
+    let mut signals = Signals::new();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let drained = tokio::spawn({
+        let dispatcher = dispatcher.clone();
+        async move {
+            if stopped.await.is_ok() {
+                tracing::info!("shutting down: letting in-flight deliveries finish");
+                dispatcher.shutdown(SHUTDOWN_GRACE).await;
+            }
+        }
+    });
+    let signalled = async move {
+        signals.next().await;
+        let _ = stop.send(());
+    };
+    hooklane_server::serve(listener, state.clone(), config.request_read_timeout, signalled).await?;
+    let _ = drained.await;
     hooklane_server::tasks::fail_unfinished(&state).await;
     Ok(())
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM, listened for from its making, so that none is missed
+/// between two waits.
+struct Signals {
+    #[cfg(unix)]
+    both: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let both = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+                (Ok(int), Ok(term)) => Some((int, term)),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "cannot listen for signals; Ctrl-C alone stops the server");
+                    None
+                }
+            };
+            Signals { both }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some((int, term)) = self.both.as_mut() {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {
