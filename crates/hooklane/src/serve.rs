@@ -106,6 +106,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let signalled = async move {
         signals.next().await;
         let _ = stop.send(());
+        // A second signal ends the process at once: nothing acknowledged is lost (it is in
+        // the store; leases are released at the next start on SQLite, expire on PostgreSQL).
+        tokio::spawn(async move {
+            signals.next().await;
+            eprintln!("hooklane: a second signal: exiting without waiting for the shutdown");
+            std::process::exit(130);
+        });
     };
     hooklane_server::serve(listener, state.clone(), config.request_read_timeout, signalled).await?;
     let _ = drained.await;

@@ -1,6 +1,7 @@
 //! Stopping `serve` (SIGTERM, Ctrl-C) while an API request is held open and deliveries are
 //! in flight to a slow receiver: the deliveries drain while the connections do, within one
-//! grace period, and none is started once the signal came.
+//! grace period, and none is started once the signal came; a second signal ends the process
+//! at once.
 
 mod common;
 
@@ -80,4 +81,20 @@ async fn deliveries_drain_alongside_the_connections_and_none_starts_after_the_si
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent = rx.received().iter().filter(|r| r.header("webhook-id") == in_flight).count();
     assert_eq!(sent, 1, "the delivery in flight at the signal was sent again");
+}
+
+/// A second SIGTERM (or Ctrl-C) ends a shutdown that is waiting for a request held open:
+/// at once, where it was ignored and the wait went on for up to 10 s more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let mut server = Server::start("").await;
+    let _held = held_request(&server.base).await;
+    sigterm(&server);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!server.wait_exit(Duration::from_millis(100)), "the request held open did not keep the shutdown waiting");
+    let signalled = Instant::now();
+    sigterm(&server);
+    let exited = server.wait_exit(Duration::from_secs(20));
+    let took = signalled.elapsed();
+    assert!(exited && took < Duration::from_secs(3), "exited: {exited}, after {took:?}: {}", server.logs());
 }
