@@ -392,6 +392,42 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> String {
     format!("line {line}, column {column}: {message}")
 }
 
+/// Figment's errors, each with its setting and where it came from, but without the value
+/// found: figment shows it (`found signed int `1234567890123456789``), and an admin token
+/// of digits left unquoted, or a value in the wrong setting, may be a secret.
+fn settings_error(e: figment::Error) -> String {
+    use figment::error::{Actual, Kind};
+    let what = |found: &Actual| match found {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a float",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Seq => "a list",
+        Actual::Map => "a table",
+        _ => "a value of another kind",
+    };
+    let errors: Vec<String> = e
+        .into_iter()
+        .map(|e| {
+            let kind = match &e.kind {
+                Kind::InvalidType(found, expected) => format!("found {}, expected {expected}", what(found)),
+                Kind::InvalidValue(found, expected) => format!("{} that is not {expected}", what(found)),
+                Kind::Unsupported(found) | Kind::UnsupportedKey(found, _) => {
+                    format!("{} is not supported", what(found))
+                }
+                kind => kind.to_string(),
+            };
+            let from = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
+            match e.path.is_empty() {
+                true => format!("{kind}{from}"),
+                false => format!("{}: {kind}{from}", e.path.join(".").to_ascii_lowercase()),
+            }
+        })
+        .collect();
+    errors.join("; ")
+}
+
 impl Config {
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
@@ -413,7 +449,10 @@ impl Config {
             }
             figment = figment.merge(toml);
         }
-        let config: Config = figment.merge(environment()).extract().context("invalid configuration")?;
+        let config: Config = figment
+            .merge(environment())
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {}", settings_error(e)))?;
         config.check()?;
         Ok(config)
     }

@@ -657,3 +657,24 @@ fn url_params(query: &str, name: &str) -> Vec<String> {
         .map(|(_, v)| v.into_owned())
         .collect()
 }
+
+/// A value of the wrong type is refused naming its setting and the type found, not the
+/// value: an admin token of digits left unquoted is a TOML integer, and figment showed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_of_the_wrong_type_is_refused_without_its_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("hooklane.toml");
+    let secret = "8675309123456789012";
+    for (text, env, setting) in [
+        (format!("admin_token = {secret}\n"), None, "admin_token"),
+        (format!("[delivery]\nproxy = {secret}\n"), None, "proxy"),
+        (String::new(), Some(("HOOKLANE_MAX_BODY_BYTES", secret.to_string() + "x")), "max_body_bytes"),
+    ] {
+        std::fs::write(&config, &text).expect("write config");
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (code, stdout, stderr) = run_with_config(&["migrate"], &config, &env).await;
+        assert_eq!(code, Some(1), "{text:?} {env:?}: {stdout}{stderr}");
+        assert!(stderr.contains("invalid configuration") && stderr.contains(setting), "{text:?} {env:?}: {stderr}");
+        assert!(!stderr.contains(secret), "{text:?} {env:?} shows the value: {stderr}");
+    }
+}
