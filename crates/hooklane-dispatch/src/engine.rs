@@ -417,7 +417,7 @@ impl Dispatcher {
         self.inner.stopping.store(true, Ordering::Relaxed);
         self.inner.shut_down.send_replace(true);
         self.inner.wake.notify_one();
-        let all = self.inner.cfg.max_outstanding as u32;
+        let all = u32::try_from(self.inner.cfg.max_outstanding).unwrap_or(u32::MAX);
         let drained = self.inner.outstanding.acquire_many(all);
         if let Ok(Ok(permit)) = tokio::time::timeout(grace, drained).await {
             drop(permit);

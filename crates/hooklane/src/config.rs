@@ -16,6 +16,12 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// Longest request timeout allowed: a worker must not be tied up for minutes.
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Upper bounds of `[delivery]`'s counts.
+const MAX_IN_FLIGHT: usize = 65_536;
+const MAX_OUTSTANDING: usize = 1_000_000;
+const MAX_OUTSTANDING_BYTES: usize = 1 << 40;
+const MAX_SCRIPT_WORKERS: usize = 256;
+
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -314,7 +320,7 @@ fn environment() -> Figment {
 }
 
 /// The `HOOKLANE_*` variables the commands read themselves (not settings).
-const COMMAND_VARIABLES: &[&str] = &[
+pub(crate) const COMMAND_VARIABLES: &[&str] = &[
     "HOOKLANE_CONFIG",
     "HOOKLANE_TOKEN",
     "HOOKLANE_URL",
@@ -323,6 +329,15 @@ const COMMAND_VARIABLES: &[&str] = &[
     "HOOKLANE_VERIFY_SECRET",
     "HOOKLANE_FORWARD_SECRET",
 ];
+
+/// What is said of a `HOOKLANE_*` variable that is no setting (`Config::unknown_environment`).
+pub(crate) const UNKNOWN_VARIABLE: &str =
+    "this HOOKLANE_ variable is no setting and is ignored (a section's settings take two underscores: HOOKLANE_DELIVERY__LEASE)";
+
+/// The warning about the variable `name`, for stderr.
+pub(crate) fn unknown_variable_warning(name: &str) -> String {
+    format!("{name}: {UNKNOWN_VARIABLE}")
+}
 
 /// The fewest characters a configured admin token may have.
 pub(crate) const MIN_ADMIN_TOKEN_CHARS: usize = 16;
@@ -362,6 +377,57 @@ fn check_public_url(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A TOML syntax error as its message and where it is (line and column, counted from 1),
+/// without the text of the line: it may hold a secret.
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    let message: Vec<&str> = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let message = message.join("; ");
+    let Some(mut at) = e.span().map(|s| s.start.min(text.len())) else { return message };
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or(before).chars().count() + 1;
+    format!("line {line}, column {column}: {message}")
+}
+
+/// Figment's errors, each with its setting and where it came from, but without the value
+/// found: figment shows it (`found signed int `1234567890123456789``), and an admin token
+/// of digits left unquoted, or a value in the wrong setting, may be a secret.
+fn settings_error(e: figment::Error) -> String {
+    use figment::error::{Actual, Kind};
+    let what = |found: &Actual| match found {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a float",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Seq => "a list",
+        Actual::Map => "a table",
+        _ => "a value of another kind",
+    };
+    let errors: Vec<String> = e
+        .into_iter()
+        .map(|e| {
+            let kind = match &e.kind {
+                Kind::InvalidType(found, expected) => format!("found {}, expected {expected}", what(found)),
+                Kind::InvalidValue(found, expected) => format!("{} that is not {expected}", what(found)),
+                Kind::Unsupported(found) | Kind::UnsupportedKey(found, _) => {
+                    format!("{} is not supported", what(found))
+                }
+                kind => kind.to_string(),
+            };
+            let from = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
+            match e.path.is_empty() {
+                true => format!("{kind}{from}"),
+                false => format!("{}: {kind}{from}", e.path.join(".").to_ascii_lowercase()),
+            }
+        })
+        .collect();
+    errors.join("; ")
+}
+
 impl Config {
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
@@ -370,13 +436,23 @@ impl Config {
             // file (a folder, or `<(…)` in a shell) for an empty file, silently.
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+            // Syntax first, told by message and position only: toml's own error shows the
+            // line it stopped on, which may be `admin_token = s3cret…` or a database URL
+            // with its password, left unquoted (and sent to the start log).
+            if let Err(e) = toml::from_str::<toml::Table>(&text) {
+                bail!("invalid configuration file {}: {}", path.display(), syntax_error(&text, &e));
+            }
             let toml = Toml::string(&text);
-            if let Err(e) = figment::Provider::data(&toml) {
-                bail!("invalid configuration file {}: {e}", path.display());
+            if figment::Provider::data(&toml).is_err() {
+                // (Not shown either: figment's error is toml's, line and all.)
+                bail!("invalid configuration file {}: it cannot be read as settings", path.display());
             }
             figment = figment.merge(toml);
         }
-        let config: Config = figment.merge(environment()).extract().context("invalid configuration")?;
+        let config: Config = figment
+            .merge(environment())
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {}", settings_error(e)))?;
         config.check()?;
         Ok(config)
     }
@@ -391,6 +467,11 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&d.retry_jitter) {
             bail!("delivery.retry_jitter must be between 0 and 1");
+        }
+        // First, so that the rule below multiplies no lease past what a Duration holds
+        // (humantime reads up to u64::MAX seconds): `lease * 3` panicked.
+        if d.lease > HOUR {
+            bail!("delivery.lease must be at most 1h");
         }
         // A delivery starts its request only if the request (its connection and a second
         // more included) ends within the delivery's lease, and may wait up to what is left
@@ -428,11 +509,22 @@ impl Config {
         if d.disable_after.is_zero() || d.disable_after > 365 * DAY {
             bail!("delivery.disable_after must be more than 0s and at most 365 days");
         }
-        if d.lease > HOUR {
-            bail!("delivery.lease must be at most 1h");
-        }
         if d.poll_interval > Duration::from_secs(60) {
             bail!("delivery.poll_interval must be at most 1m");
+        }
+        // Counts the engine makes semaphores and pools of: past tokio's limit a semaphore
+        // panics (at start, or at an endpoint's first delivery), and past u32 the wait for
+        // in-flight deliveries at shutdown was cut short. Far above any machine's need.
+        for (name, value, most) in [
+            ("delivery.max_in_flight", d.max_in_flight, MAX_IN_FLIGHT),
+            ("delivery.per_endpoint_in_flight", d.per_endpoint_in_flight, MAX_IN_FLIGHT),
+            ("delivery.max_outstanding", d.max_outstanding, MAX_OUTSTANDING),
+            ("delivery.max_outstanding_bytes", d.max_outstanding_bytes, MAX_OUTSTANDING_BYTES),
+            ("delivery.script_workers", d.script_workers, MAX_SCRIPT_WORKERS),
+        ] {
+            if value > most {
+                bail!("{name} must be at most {most}");
+            }
         }
         // (Tests run it every 100 ms; below that it would only keep the writer busy.)
         if self.housekeeping_interval < Duration::from_millis(100) || self.housekeeping_interval > DAY {
@@ -698,7 +790,7 @@ mod tests {
     #[test]
     fn durations_past_their_bounds_are_refused() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 11] = [
+        let cases: [(&str, Change); 17] = [
             // A first cool-down above the longest would make the longest its own value:
             // probes a day apart end the failure streak, and the endpoint is never disabled.
             ("circuit_cooldown", |c| c.delivery.circuit_cooldown = 2 * DAY),
@@ -714,6 +806,13 @@ mod tests {
             ("message_retention", |c| c.message_retention = 300_000 * 365 * DAY),
             ("request_retention", |c| c.inbound.request_retention = 300_000 * 365 * DAY),
             ("task_wait", |c| c.task_wait = Duration::from_secs(11)),
+            // Past what a Duration holds three times over: refused, not a panic.
+            ("delivery.lease", |c| c.delivery.lease = Duration::from_secs(7_000_000_000_000_000_000)),
+            ("delivery.max_in_flight", |c| c.delivery.max_in_flight = 9_000_000_000_000_000_000),
+            ("delivery.per_endpoint_in_flight", |c| c.delivery.per_endpoint_in_flight = 65_537),
+            ("delivery.max_outstanding", |c| c.delivery.max_outstanding = 4_294_967_296),
+            ("delivery.max_outstanding_bytes", |c| c.delivery.max_outstanding_bytes = usize::MAX),
+            ("delivery.script_workers", |c| c.delivery.script_workers = 257),
         ];
         assert!(Config::default().check().is_ok());
         for (name, change) in cases {

@@ -30,7 +30,7 @@ pub struct ForwardArgs {
     to: String,
     /// The hooklane server's base URL.
     // Its value from the environment is not shown by `--help`: a URL may carry a user and
-    // password (`https://user:password@…`, a server behind basic authentication).
+    // password by mistake (`https://user:password@…`), which `run` refuses without showing.
     #[arg(long, default_value = "http://127.0.0.1:8071", env = "HOOKLANE_URL", hide_env_values = true)]
     server: String,
     /// The application (id or uid) whose messages are forwarded.
@@ -59,6 +59,11 @@ pub struct ForwardArgs {
     /// `-`: it is taken as the value, not as an option.
     #[arg(long, allow_hyphen_values = true)]
     iterator: Option<String>,
+    /// Start with the messages created after this time (RFC 3339, as a line's `after=`
+    /// prints it: the messages of a poller's first page are known by no iterator until the
+    /// page's last one), instead of with those posted from now on.
+    #[arg(long, conflicts_with = "iterator", value_parser = rfc3339)]
+    after: Option<String>,
     /// Tries of each message at the local URL (a connection refused, a timeout or an answer
     /// other than 2xx, a redirect too, which is not followed, fails one), waiting 0.5 s,
     /// then 1 s, 2 s… between them; then it is skipped, and said so.
@@ -260,6 +265,18 @@ struct Forwarding {
 pub async fn run(args: ForwardArgs) -> anyhow::Result<()> {
     let secret = args.secret.as_deref().map(Secret::parse).transpose().map_err(|e| anyhow::anyhow!("--secret: {e}"))?;
     let base = args.server.trim_end_matches('/').to_string();
+    // reqwest would send a URL's user and password as `Authorization: Basic …` beside the
+    // token's `Authorization: Bearer …`: hooklane reads the first and answers 401, a proxy
+    // doing basic authentication refuses the pair (nginx: 400). One header cannot carry
+    // both, so such a URL is refused before anything is sent.
+    if let Ok(url) = reqwest::Url::parse(&base) {
+        if !url.username().is_empty() || url.password().is_some() {
+            bail!(
+                "--server {} carries a user name or password: hooklane authenticates forward by --token alone (a bearer token), and one Authorization header cannot carry both; give the URL without them",
+                without_credentials(&base)
+            );
+        }
+    }
     let client = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(10))
@@ -283,12 +300,21 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Where reading starts: after `--iterator`, else with what is posted from now on.
+/// Where reading starts: after `--iterator`, or `--after`'s time, else with what is
+/// posted from now on.
 fn start(args: &ForwardArgs) -> (&'static str, String) {
-    match &args.iterator {
-        Some(iterator) => ("iterator", iterator.clone()),
-        None => ("after", Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
+    match (&args.iterator, &args.after) {
+        (Some(iterator), _) => ("iterator", iterator.clone()),
+        (None, Some(after)) => ("after", after.clone()),
+        (None, None) => ("after", Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
     }
+}
+
+/// `--after`: a time in RFC 3339, passed on in UTC with milliseconds.
+fn rfc3339(text: &str) -> Result<String, String> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::Millis, true))
+        .map_err(|e| format!("not an RFC 3339 time such as 2026-01-31T12:00:00.000Z ({e})"))
 }
 
 /// A refusal that stays one (a token, application, endpoint or position the server
@@ -357,11 +383,13 @@ impl Forwarding {
                             }
                             // Each line's position is the one to go on from: the page's start
                             // until its last message is handled (what follows it would be
-                            // posted again).
-                            let from = if position.0 == "iterator" { position.1.clone() } else { "-".into() };
+                            // posted again). The first page's start is a time (`after=`, for
+                            // `--after`), when no `--iterator` was given.
+                            let from = format!("{}={}", position.0, position.1);
+                            let next = format!("iterator={}", page.iterator);
                             let last = page.data.len();
                             for (i, message) in page.data.iter().enumerate() {
-                                let at = if i + 1 == last { &page.iterator } else { &from };
+                                let at = if i + 1 == last { &next } else { &from };
                                 self.forward_one(message, at).await;
                             }
                             position = ("iterator", page.iterator);
@@ -431,7 +459,7 @@ impl Forwarding {
                             None => break "the server ended the stream".to_string(),
                         };
                         for event in parser.feed(&chunk) {
-                            let position = event.id.as_deref().unwrap_or("-");
+                            let position = format!("iterator={}", event.id.as_deref().unwrap_or("-"));
                             if event.too_long {
                                 eprintln!(
                                     "hooklane forward: an event longer than {} MiB, at {position}: skipped (too large to forward)",
@@ -439,7 +467,7 @@ impl Forwarding {
                                 );
                             } else {
                                 match serde_json::from_str::<StreamedMessage>(&event.data) {
-                                    Ok(message) => self.forward_one(&message, position).await,
+                                    Ok(message) => self.forward_one(&message, &position).await,
                                     Err(e) => eprintln!(
                                         "hooklane forward: an event that is not a message ({e}), at {position}: skipped"
                                     ),
@@ -466,7 +494,7 @@ impl Forwarding {
     }
 
     /// Posts one message to the local URL, trying again as `--tries` says; prints how it went,
-    /// with `position`, where to go on from.
+    /// with `position`, where to go on from (`iterator=…` or `after=…`).
     async fn forward_one(&self, message: &StreamedMessage, position: &str) {
         let (args, local, secret) = (&self.args, &self.local, self.secret.as_ref());
         let (body, content_type) = message.body();
@@ -497,7 +525,7 @@ impl Forwarding {
             let took = started.elapsed().as_millis();
             match outcome {
                 Ok(status) => {
-                    say(format_args!("{status} {} {} ({took} ms) iterator={position}", message.event_type, message.id));
+                    say(format_args!("{status} {} {} ({took} ms) {position}", message.event_type, message.id));
                     return;
                 }
                 Err(why) if attempt < args.tries => {
@@ -510,7 +538,7 @@ impl Forwarding {
                 }
                 Err(why) => {
                     say(format_args!(
-                        "{why} {} {} ({took} ms): skipped after {attempt} tries iterator={position}",
+                        "{why} {} {} ({took} ms): skipped after {attempt} tries {position}",
                         message.event_type, message.id
                     ));
                 }

@@ -61,6 +61,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    forget_empty_command_variables();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve => {
@@ -69,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let config = config::Config::load(cli.config.as_deref())?;
+            warn_unknown_environment();
             // The lock `serve` holds on a SQLite file, held until the schema is done: a
             // migration under a running server would change its tables beneath it (and it
             // migrated them at its own start), and a server started meanwhile stops at once.
@@ -82,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Backup { to } => {
             let config = config::Config::load(cli.config.as_deref())?;
+            warn_unknown_environment();
             runtime(None)?.block_on(async {
                 let report = hooklane_store::backup(&config.database_url, &to).await?;
                 println!("backed up {} messages ({} bytes) to {}", report.messages, report.bytes, to.display());
@@ -102,6 +105,29 @@ fn main() -> anyhow::Result<()> {
             println!("{}", hooklane_server::openapi::document().to_pretty_json()?);
             Ok(())
         }
+    }
+}
+
+/// The commands' own variables (`HOOKLANE_CONFIG`, `HOOKLANE_URL`, `HOOKLANE_TOKEN`, the
+/// secrets) set to nothing are taken as not set, as the settings' are: clap passes an
+/// empty value on to the option, so `HOOKLANE_CONFIG=` (a compose file's
+/// `${HOOKLANE_CONFIG:-}`) stopped every command with "a value is required for '--config'",
+/// and `HOOKLANE_URL=` made forward's server no URL instead of the default. Called first
+/// thing in `main`, before any thread is started.
+fn forget_empty_command_variables() {
+    for name in config::COMMAND_VARIABLES {
+        if std::env::var_os(name).is_some_and(|v| v.to_string_lossy().trim().is_empty()) {
+            std::env::remove_var(name);
+        }
+    }
+}
+
+/// Warns on stderr of each `HOOKLANE_*` variable that is no setting, as `serve` logs them:
+/// `HOOKLANE_DATABASE_ULR=… hooklane migrate` would otherwise migrate (or `backup` copy)
+/// the default database without a word.
+fn warn_unknown_environment() {
+    for name in config::Config::unknown_environment() {
+        eprintln!("warning: {}", config::unknown_variable_warning(&name));
     }
 }
 

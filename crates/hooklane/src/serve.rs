@@ -17,7 +17,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub async fn run(config: Config) -> anyhow::Result<()> {
     init_logging(&config)?;
     for name in Config::unknown_environment() {
-        tracing::warn!(variable = %name, "this HOOKLANE_ variable is no setting and is ignored (a section's settings take two underscores: HOOKLANE_DELIVERY__LEASE)");
+        tracing::warn!(variable = %name, "{}", crate::config::UNKNOWN_VARIABLE);
     }
     // Before the store opens, so that its first commits are measured too.
     let metrics = hooklane_server::ops::install_recorder();
@@ -86,11 +86,77 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     tracing::info!(%addr, store = %config.database_url_for_display(), workers, "hooklane started");
-    hooklane_server::serve(listener, state.clone(), config.request_read_timeout, shutdown_signal()).await?;
-    tracing::info!("shutting down: letting in-flight deliveries finish");
-    dispatcher.shutdown(SHUTDOWN_GRACE).await;
+    // At the signal the dispatcher stops claiming and lets what is in flight finish while
+    // the API's connections drain, not after them: one after the other they took up to
+    // twice SHUTDOWN_GRACE (past `docker stop`'s 10 s, which then kills the process), and
+    // the dispatcher went on claiming deliveries while the connections drained. Messages
+    // ingested meanwhile are written for a poller to take (the dispatcher reserves none
+    // once stopping): this node's next start, or another node.
+    let mut signals = Signals::new();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let drained = tokio::spawn({
+        let dispatcher = dispatcher.clone();
+        async move {
+            if stopped.await.is_ok() {
+                tracing::info!("shutting down: letting in-flight deliveries finish");
+                dispatcher.shutdown(SHUTDOWN_GRACE).await;
+            }
+        }
+    });
+    let signalled = async move {
+        signals.next().await;
+        let _ = stop.send(());
+        // A second signal ends the process at once: nothing acknowledged is lost (it is in
+        // the store; leases are released at the next start on SQLite, expire on PostgreSQL).
+        tokio::spawn(async move {
+            signals.next().await;
+            eprintln!("hooklane: a second signal: exiting without waiting for the shutdown");
+            std::process::exit(130);
+        });
+    };
+    hooklane_server::serve(listener, state.clone(), config.request_read_timeout, signalled).await?;
+    let _ = drained.await;
     hooklane_server::tasks::fail_unfinished(&state).await;
     Ok(())
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM, listened for from its making, so that none is missed
+/// between two waits.
+struct Signals {
+    #[cfg(unix)]
+    both: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let both = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+                (Ok(int), Ok(term)) => Some((int, term)),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "cannot listen for signals; Ctrl-C alone stops the server");
+                    None
+                }
+            };
+            Signals { both }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some((int, term)) = self.both.as_mut() {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {
@@ -113,12 +179,20 @@ fn admin_token(config: &Config) -> anyhow::Result<(String, String)> {
     }
     let path = token_file(config).context("no admin_token configured and no place to keep a generated one")?;
     // Two nodes starting together on one shared file: the one that loses the race to
-    // create it reads the winner's (written whole before it takes its name).
-    for _ in 0..2 {
-        if let Some(kept) = read_token_file(&path)? {
-            // Shown whole only when generated: stdout is collected by most supervisors, and
-            // every restart would put the token in their logs again.
-            return Ok((kept.clone(), format!("{} (kept in {})", masked(&kept), path.display())));
+    // create it reads the winner's (written whole before it takes its name). An empty file
+    // is removed first, by whichever finds it still empty under the lock.
+    for _ in 0..4 {
+        match read_token_file(&path)? {
+            Kept::Token(kept) => {
+                // Shown whole only when generated: stdout is collected by most supervisors,
+                // and every restart would put the token in their logs again.
+                return Ok((kept.clone(), format!("{} (kept in {})", masked(&kept), path.display())));
+            }
+            Kept::Empty => {
+                remove_if_still_empty(&path)?;
+                continue;
+            }
+            Kept::Missing => {}
         }
         let mut raw = [0u8; 24];
         rand::thread_rng().fill_bytes(&mut raw);
@@ -132,20 +206,27 @@ fn admin_token(config: &Config) -> anyhow::Result<(String, String)> {
     anyhow::bail!("{} was made and removed again while this process started", path.display())
 }
 
-/// The token kept in `path`, or `None` when there is no such file. A file that cannot be
-/// read is an error (never replaced: it may hold the token every client uses), as is one
-/// holding a token shorter than a configured one may be. An empty file (made ready by
-/// provisioning, say) is taken as no token: it is removed, so that a new one is made
-/// owner-only in its place.
-fn read_token_file(path: &Path) -> anyhow::Result<Option<String>> {
+/// What an admin token file holds.
+enum Kept {
+    Token(String),
+    /// No such file.
+    Missing,
+    /// An empty file (made ready by provisioning, say): no token. It is removed, so that a
+    /// new one is made owner-only in its place.
+    Empty,
+}
+
+/// The token kept in `path`. A file that cannot be read is an error (never replaced: it
+/// may hold the token every client uses), as is one holding a token shorter than a
+/// configured one may be.
+fn read_token_file(path: &Path) -> anyhow::Result<Kept> {
     let kept = match std::fs::read_to_string(path) {
         Ok(kept) => kept.trim().to_string(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Kept::Missing),
         Err(e) => return Err(e).with_context(|| format!("cannot read the admin token in {}", path.display())),
     };
     if kept.is_empty() {
-        std::fs::remove_file(path).with_context(|| format!("cannot replace the empty {}", path.display()))?;
-        return Ok(None);
+        return Ok(Kept::Empty);
     }
     if kept.chars().count() < crate::config::MIN_ADMIN_TOKEN_CHARS {
         anyhow::bail!(
@@ -157,7 +238,35 @@ fn read_token_file(path: &Path) -> anyhow::Result<Option<String>> {
     if hooklane_store::private_files::readable_by_others(path) {
         tracing::warn!(path = %path.display(), "the admin token file can be read by other users (chmod 600 it)");
     }
-    Ok(Some(kept))
+    Ok(Kept::Token(kept))
+}
+
+/// Removes the token file `path`, found empty, if it still is: read again while holding
+/// an exclusive lock on `path` + `.lock`, which every process replacing it takes. Nodes
+/// starting together on one shared empty file all find it empty; without the lock, one
+/// that read it empty before another replaced it removed the other's new token, and the
+/// two served with different tokens (or one stopped, its removal finding no file).
+fn remove_if_still_empty(path: &Path) -> anyhow::Result<()> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    lock.lock().with_context(|| format!("cannot lock {}", lock_path.display()))?;
+    if let Kept::Empty = read_token_file(path)? {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot replace the empty {}", path.display())),
+        }
+    }
+    // (The lock goes with the file, closed here.)
+    drop(lock);
+    Ok(())
 }
 
 /// A token by its last four characters: enough to tell which one it is.
@@ -237,5 +346,58 @@ pub(crate) async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nodes starting together on one shared `admin_token_file` that provisioning made
+    /// empty all start, with one token: the one the file holds. Raced many times over, by
+    /// threads released together (each is a node's `admin_token`).
+    #[test]
+    fn nodes_replacing_one_empty_token_file_agree_on_one_token() {
+        const NODES: usize = 8;
+        let dir = tempfile::tempdir().expect("tempdir");
+        for round in 0..40 {
+            let path = dir.path().join(format!("admin-token-{round}"));
+            std::fs::write(&path, "").expect("empty file");
+            let config = Config { admin_token_file: Some(path.display().to_string()), ..Config::default() };
+            let start = std::sync::Barrier::new(NODES);
+            let tokens: Vec<anyhow::Result<String>> = std::thread::scope(|s| {
+                let nodes: Vec<_> = (0..NODES)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            admin_token(&config).map(|(token, _)| token)
+                        })
+                    })
+                    .collect();
+                nodes.into_iter().map(|n| n.join().expect("node thread")).collect()
+            });
+            let kept = std::fs::read_to_string(&path).expect("the token file");
+            for token in tokens {
+                let token = token.unwrap_or_else(|e| panic!("round {round}: a node stopped: {e:#}"));
+                assert_eq!(token, kept.trim(), "round {round}: a node serves another token than the file's");
+            }
+        }
+    }
+
+    /// The interleaving threads seldom hit, made to happen: node B reads the shared file
+    /// empty, node A then replaces it with its token and starts, and only then does B go
+    /// on to replace the empty file. B must keep A's token, not remove it and make its own.
+    #[test]
+    fn a_node_late_to_replace_an_empty_token_file_keeps_the_token_found_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("admin-token");
+        std::fs::write(&path, "").expect("empty file");
+        let config = Config { admin_token_file: Some(path.display().to_string()), ..Config::default() };
+        assert!(matches!(read_token_file(&path), Ok(Kept::Empty)), "B reads it empty");
+        let (a, _) = admin_token(&config).expect("A starts");
+        remove_if_still_empty(&path).expect("B replaces what it read empty");
+        assert_eq!(std::fs::read_to_string(&path).expect("the token file").trim(), a, "A's token was removed");
+        let (b, _) = admin_token(&config).expect("B starts");
+        assert_eq!(a, b);
     }
 }

@@ -136,20 +136,36 @@ async fn forward_reads_a_stream_again_after_an_answer_that_is_no_stream() {
     assert!(asked.load(Ordering::SeqCst) >= 2);
 }
 
-/// A server URL's user name and password (a server behind basic auth) are never printed:
-/// not in the lines about connecting, nor in the error a refusal ends with.
+/// A server URL with a user name and password is refused before anything is sent, without
+/// printing the password: reqwest would send them as `Authorization: Basic` beside the
+/// token's `Authorization: Bearer`, which hooklane (reading the first) answers 401 and a
+/// proxy refuses. Without them exactly one `Authorization: Bearer <token>` goes out, checked
+/// on a loopback server that records the headers of every request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forward_prints_no_password_of_its_server_url() {
-    let server = axum::Router::new().fallback(|| async { (axum::http::StatusCode::UNAUTHORIZED, "no") });
+async fn forward_refuses_credentials_in_its_server_url_and_sends_one_authorization() {
+    let seen: Arc<std::sync::Mutex<Vec<Vec<String>>>> = Arc::default();
+    let record = seen.clone();
+    let server = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let record = record.clone();
+        async move {
+            let values = headers
+                .get_all(axum::http::header::AUTHORIZATION)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect();
+            record.lock().expect("lock").push(values);
+            (axum::http::StatusCode::UNAUTHORIZED, "no")
+        }
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(async move { axum::serve(listener, server).await });
-    for endpoint in [None, Some("ep")] {
+    let forward = |server: String, endpoint: Option<&str>| {
         let mut args = vec![
             "forward".to_string(),
             "http://127.0.0.1:9/local".into(),
             "--server".into(),
-            format!("http://ops:s3cretPw@127.0.0.1:{port}"),
+            server,
             "--app".into(),
             "app_x".into(),
             "--token".into(),
@@ -158,16 +174,31 @@ async fn forward_prints_no_password_of_its_server_url() {
         if let Some(ep) = endpoint {
             args.extend(["--endpoint".to_string(), ep.to_string()]);
         }
-        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
-            .args(&args)
-            .env_remove("HOOKLANE_CONFIG")
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(WAIT, run).await.expect("forward ended").expect("run forward");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(!out.status.success(), "{endpoint:?}: a refusal ends the command: {text}");
-        assert!(text.contains("401"), "{endpoint:?}: {text}");
+        async move {
+            let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+                .args(&args)
+                .env_remove("HOOKLANE_CONFIG")
+                .kill_on_drop(true)
+                .output();
+            let out = tokio::time::timeout(WAIT, run).await.expect("forward ended").expect("run forward");
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            (out.status.success(), text)
+        }
+    };
+    for endpoint in [None, Some("ep")] {
+        let (ok, text) = forward(format!("http://ops:s3cretPw@127.0.0.1:{port}"), endpoint).await;
+        assert!(!ok, "{endpoint:?}: {text}");
+        assert!(text.contains("--server") && text.contains("user name or password"), "{endpoint:?}: {text}");
         assert!(!text.contains("s3cretPw"), "{endpoint:?} shows the password: {text}");
+        assert!(seen.lock().expect("lock").is_empty(), "{endpoint:?}: a request was sent: {seen:?}");
+
+        let (ok, text) = forward(format!("http://127.0.0.1:{port}"), endpoint).await;
+        assert!(!ok && text.contains("401"), "{endpoint:?}: a refusal ends the command: {text}");
+        let got = std::mem::take(&mut *seen.lock().expect("lock"));
+        assert!(!got.is_empty(), "{endpoint:?}: nothing was asked");
+        for headers in got {
+            assert_eq!(headers, vec!["Bearer sk_x".to_string()], "{endpoint:?}");
+        }
     }
 }
 
@@ -384,5 +415,266 @@ async fn listen_refuses_a_status_that_is_no_answer() {
         .expect("listen ran");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains("not in"), "{args:?}: {stderr}");
+    }
+}
+
+/// Runs `hooklane ARGS --config config` with `env` set: its exit code (None: a signal),
+/// stdout and stderr.
+async fn run_with_config(
+    args: &[&str],
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .env_remove("HOOKLANE_CONFIG")
+            .env_remove("HOOKLANE_DATABASE_URL")
+            .envs(env.iter().copied())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("hooklane ended")
+    .expect("hooklane ran");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// A configuration file with a syntax error is refused naming the line and column, never
+/// showing the line: the commonest mistake, a value left unquoted, is a token or a database
+/// URL with its password, and stderr goes to the start log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_syntax_error_in_the_configuration_does_not_show_the_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("hooklane.toml");
+    for (text, secret, line) in [
+        ("admin_token = s3cretTokenValue0123\n", "s3cretTokenValue0123", "line 1"),
+        ("log_level = \"info\"\ndatabase_url = postgres://u:S3cretPw@db/h\n", "S3cretPw", "line 2"),
+        // A key given twice: its line is shown the same way.
+        (
+            "admin_token = \"s3cretTokenValue0123\"\nadmin_token = \"s3cretTokenValue0123\"\n",
+            "s3cretTokenValue0123",
+            "line 2",
+        ),
+    ] {
+        std::fs::write(&config, text).expect("write config");
+        let (code, stdout, stderr) = run_with_config(&["migrate"], &config, &[]).await;
+        assert_eq!(code, Some(1), "{text:?}: {stdout}{stderr}");
+        assert!(stderr.contains("invalid configuration file") && stderr.contains(line), "{text:?}: {stderr}");
+        assert!(!stderr.contains(secret) && !stdout.contains(secret), "{text:?} shows the value: {stderr}");
+    }
+}
+
+/// `[delivery]` settings past what the engine can hold are refused at start, naming the
+/// setting, with exit 1: not a panic (a lease past what `lease * 3` holds, a semaphore
+/// past tokio's limit), nor a shutdown that does not wait (max_outstanding past u32).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_settings_past_their_bounds_are_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("hooklane.toml");
+    let db = dir.path().join("data").join("hooklane.db");
+    std::fs::write(&config, format!("database_url = \"sqlite:{}\"\n", db.display())).expect("write config");
+    for (variable, value, setting) in [
+        ("HOOKLANE_DELIVERY__LEASE", "7000000000000000000s", "delivery.lease"),
+        ("HOOKLANE_DELIVERY__MAX_IN_FLIGHT", "9000000000000000000", "delivery.max_in_flight"),
+        ("HOOKLANE_DELIVERY__PER_ENDPOINT_IN_FLIGHT", "9000000000000000000", "delivery.per_endpoint_in_flight"),
+        ("HOOKLANE_DELIVERY__MAX_OUTSTANDING", "4294967296", "delivery.max_outstanding"),
+        ("HOOKLANE_DELIVERY__MAX_OUTSTANDING_BYTES", "18446744073709551615", "delivery.max_outstanding_bytes"),
+        ("HOOKLANE_DELIVERY__SCRIPT_WORKERS", "9000000000000000000", "delivery.script_workers"),
+    ] {
+        let (code, stdout, stderr) = run_with_config(&["migrate"], &config, &[(variable, value)]).await;
+        assert_eq!(code, Some(1), "{variable}={value}: {stdout}{stderr}");
+        assert!(stderr.contains(setting) && stderr.contains("at most"), "{variable}={value}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{variable}={value}: {stderr}");
+    }
+    assert!(!db.exists(), "a refused configuration made the database");
+}
+
+/// The commands' own variables set to nothing (`HOOKLANE_CONFIG=`, as a compose file's
+/// `${HOOKLANE_CONFIG:-}` leaves it) are taken as not set, as the README says of every
+/// variable: no command stops on them, and forward's server is its default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_variables_set_to_nothing_are_not_set() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("hooklane.db");
+    let database_url = format!("sqlite:{}", db.display());
+    let run = |args: &'static [&'static str], env: Vec<(&'static str, String)>| {
+        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+            .args(args)
+            .env_remove("HOOKLANE_CONFIG")
+            .env_remove("HOOKLANE_DATABASE_URL")
+            .envs(env)
+            .kill_on_drop(true)
+            .output();
+        async move {
+            let out = tokio::time::timeout(WAIT, run).await.expect("ended").expect("ran");
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            (out.status.success(), text)
+        }
+    };
+    let (ok, text) = run(&["keygen"], vec![("HOOKLANE_CONFIG", String::new())]).await;
+    assert!(ok && text.contains("whsec_"), "keygen: {text}");
+    let (ok, text) =
+        run(&["migrate"], vec![("HOOKLANE_CONFIG", " ".into()), ("HOOKLANE_DATABASE_URL", database_url.clone())]).await;
+    assert!(ok && text.contains("up to date"), "migrate: {text}");
+
+    // listen with HOOKLANE_LISTEN_SECRET= checks no signature, as without it.
+    let mut listen = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .args(["listen", "--port", "0"])
+        .env("HOOKLANE_LISTEN_SECRET", "")
+        .env("HOOKLANE_CONFIG", "")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn listen");
+    let mut err = tokio::io::BufReader::new(listen.stderr.take().expect("stderr")).lines();
+    let mut seen = Vec::new();
+    let started = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(line)) = err.next_line().await {
+            let found = line.contains("receiving on");
+            seen.push(line);
+            if found {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    let _ = listen.kill().await;
+    assert!(started, "listen did not start: {seen:?}");
+
+    // forward with HOOKLANE_URL= goes to the default server (nothing listens there in
+    // this test, or something does: either way it names that address).
+    let mut forward = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+        .args(["forward", "http://127.0.0.1:9/local", "--app", "app_x", "--token", "sk_x"])
+        .env_remove("HOOKLANE_CONFIG")
+        .env("HOOKLANE_URL", "")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn forward");
+    let mut err = tokio::io::BufReader::new(forward.stderr.take().expect("stderr")).lines();
+    let mut seen = Vec::new();
+    let named = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(line)) = err.next_line().await {
+            let found = line.contains("http://127.0.0.1:8071");
+            seen.push(line);
+            if found {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    let _ = forward.kill().await;
+    assert!(named, "forward did not go to the default server: {seen:?}");
+}
+
+/// `migrate` and `backup` warn of a `HOOKLANE_*` variable that is no setting, as `serve`
+/// does: a misspelt database variable would otherwise migrate, or back up, the default
+/// database without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_and_backup_warn_of_a_misspelt_variable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("hooklane.toml");
+    let db = dir.path().join("data").join("hooklane.db");
+    std::fs::write(&config, format!("database_url = \"sqlite:{}\"\n", db.display())).expect("write config");
+    let misspelt = [("HOOKLANE_DATABASE_ULR", "postgres://u@db/h")];
+    let (code, stdout, stderr) = run_with_config(&["migrate"], &config, &misspelt).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stderr.contains("HOOKLANE_DATABASE_ULR") && stderr.contains("no setting"), "migrate: {stderr}");
+    let to = dir.path().join("backup.db");
+    let to = to.to_str().expect("a UTF-8 path");
+    let (code, stdout, stderr) = run_with_config(&["backup", "--to", to], &config, &misspelt).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stderr.contains("HOOKLANE_DATABASE_ULR") && stderr.contains("no setting"), "backup: {stderr}");
+}
+
+/// forward on a poller, started without `--iterator`: the messages of its first page but
+/// the last are known by no iterator yet; their lines carry the time the first read asked
+/// after (`after=…`, not `iterator=-`), which `--after` takes to go on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_on_a_poller_prints_a_position_for_every_message_of_its_first_page() {
+    let queries: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let record = queries.clone();
+    let poller = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let n = {
+            let mut queries = record.lock().expect("lock");
+            queries.push(uri.query().unwrap_or_default().to_string());
+            queries.len() - 1
+        };
+        async move {
+            let message = |id: &str| json!({ "id": id, "eventType": "a.b", "payload": { "id": id } });
+            let data = if n == 0 { json!([message("msg_a"), message("msg_b")]) } else { json!([]) };
+            (
+                [("content-type", "application/json")],
+                json!({ "data": data, "iterator": "it1", "done": true }).to_string(),
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, poller).await });
+    let rx = Receiver::start().await;
+    let to = format!("{}/local", rx.url);
+    let args = [to.as_str(), "--server", &base, "--app", "app_x", "--endpoint", "ep", "--token", "sk_poll_x"];
+    let mut forward = Forwarder::start(&args);
+    let first = forward.wait_for_line("for msg_a", |l| l.contains("msg_a")).await;
+    let second = forward.wait_for_line("for msg_b", |l| l.contains("msg_b")).await;
+    let _ = forward.child.kill().await;
+    assert!(second.ends_with("iterator=it1"), "{second}");
+    let after = first.rsplit_once("after=").map(|(_, t)| t.to_string()).unwrap_or_else(|| panic!("{first}"));
+    let asked = queries.lock().expect("lock")[0].clone();
+    let asked_after: Vec<String> = url_params(&asked, "after");
+    assert_eq!(asked_after, vec![after.clone()], "the line names the time the read asked after: {asked}");
+
+    // Started again from that line: it asks after the same time.
+    queries.lock().expect("lock").clear();
+    let mut again: Vec<&str> = args.to_vec();
+    again.extend(["--after", after.as_str()]);
+    let mut forward = Forwarder::start(&again);
+    forward.wait_for_line("for msg_a", |l| l.contains("msg_a")).await;
+    let _ = forward.child.kill().await;
+    let asked = queries.lock().expect("lock")[0].clone();
+    assert_eq!(url_params(&asked, "after"), vec![after], "{asked}");
+    assert!(url_params(&asked, "iterator").is_empty(), "{asked}");
+}
+
+/// The values of `name` in a query string, decoded.
+fn url_params(query: &str, name: &str) -> Vec<String> {
+    reqwest::Url::parse(&format!("http://x/?{query}"))
+        .expect("a query")
+        .query_pairs()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .collect()
+}
+
+/// A value of the wrong type is refused naming its setting and the type found, not the
+/// value: an admin token of digits left unquoted is a TOML integer, and figment showed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_of_the_wrong_type_is_refused_without_its_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("hooklane.toml");
+    let secret = "8675309123456789012";
+    for (text, env, setting) in [
+        (format!("admin_token = {secret}\n"), None, "admin_token"),
+        (format!("[delivery]\nproxy = {secret}\n"), None, "proxy"),
+        (String::new(), Some(("HOOKLANE_MAX_BODY_BYTES", secret.to_string() + "x")), "max_body_bytes"),
+    ] {
+        std::fs::write(&config, &text).expect("write config");
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (code, stdout, stderr) = run_with_config(&["migrate"], &config, &env).await;
+        assert_eq!(code, Some(1), "{text:?} {env:?}: {stdout}{stderr}");
+        assert!(stderr.contains("invalid configuration") && stderr.contains(setting), "{text:?} {env:?}: {stderr}");
+        assert!(!stderr.contains(secret), "{text:?} {env:?} shows the value: {stderr}");
     }
 }
