@@ -9,6 +9,7 @@ const TOKEN_KEY = PORTAL ? "hooklane.portal.token" : "hooklane.admin.token";
 const API = "/api/v1";
 let portalApp = null; // the application an application token belongs to
 let portalCaps = null; // what the portal's token may do (`null`: everything), from whoami
+let navSeq = 0; // counts the page's navigations (see `navigation`)
 
 // --- DOM helpers (text always goes through textContent: no HTML injection)
 
@@ -37,9 +38,17 @@ function s(tag, attrs, ...children) {
 }
 
 const main = () => document.getElementById("main");
-// A page drawn for a token since signed out (its requests were under way then) is dropped:
-// the sign-in view (renderLogin) stays.
-function show(...nodes) { if (token()) main().replaceChildren(...nodes); }
+
+// One navigation (a route, or the sign-in view). What it draws once its answers
+// are in is dropped unless it is still the latest navigation and the token it started with
+// is still the one held: an older, slower page never covers a newer one, and a page drawn
+// for a token since signed out or replaced never shows (nor sets what that token may do).
+function navigation() {
+  const seq = ++navSeq;
+  const started = token();
+  return { current: () => seq === navSeq && started !== null && token() === started };
+}
+function show(nav, ...nodes) { if (nav.current()) main().replaceChildren(...nodes); }
 
 function fmtTime(t) {
   if (!t) return "—";
@@ -115,6 +124,7 @@ async function signOutClicked(ev) {
 }
 
 function renderLogin(message) {
+  navigation(); // (pages under way are dropped)
   document.getElementById("logout").hidden = true;
   document.getElementById("crumbs").replaceChildren();
   if (PORTAL) {
@@ -140,13 +150,13 @@ function renderLogin(message) {
   input.focus();
 }
 
-function crumbs(...parts) {
-  if (!token()) return; // (as `show`)
-  const nav = document.getElementById("crumbs");
-  nav.replaceChildren();
+function crumbs(nav, ...parts) {
+  if (!nav.current()) return; // (as `show`)
+  const bar = document.getElementById("crumbs");
+  bar.replaceChildren();
   parts.forEach((p, i) => {
-    if (i) nav.append(h("span", { class: "sep" }, "/"));
-    nav.append(p.href ? h("a", { href: p.href }, p.text) : h("span", {}, p.text));
+    if (i) bar.append(h("span", { class: "sep" }, "/"));
+    bar.append(p.href ? h("a", { href: p.href }, p.text) : h("span", {}, p.text));
   });
 }
 
@@ -154,6 +164,7 @@ function crumbs(...parts) {
 
 async function route() {
   if (!token()) return renderLogin();
+  const nav = navigation();
   document.getElementById("logout").hidden = false;
   const [path, query] = (location.hash.slice(1) || "/").split("?");
   const params = new URLSearchParams(query || "");
@@ -164,35 +175,36 @@ async function route() {
     if (PORTAL) {
       if (!portalApp) {
         const [apps, me] = await Promise.all([get("/app"), get("/auth/whoami")]);
+        if (!nav.current()) return; // (another token's, or a later navigation does this)
         portalApp = apps.data[0];
         portalCaps = me.capabilities || null;
       }
       if (!parts || parts[0] !== "app" || parts[1] !== portalApp.id) { location.replace(`#/app/${enc(portalApp.id)}`); return; }
     }
-    if (!parts) return show(h("p", { class: "error" }, "Nothing here."));
-    if (parts.length === 0 || parts[0] === "apps") return await renderApps(params);
-    if (!PORTAL && parts[0] === "sources") return await renderSources(params);
-    if (!PORTAL && parts[0] === "source" && parts.length === 2) return await renderSource(parts[1], params);
-    if (parts[0] === "app" && parts.length === 2) return await renderApp(parts[1]);
-    if (parts[0] === "app" && parts[2] === "messages") return await renderMessages(parts[1], params);
-    if (parts[0] === "app" && parts[2] === "msg") return await renderMessage(parts[1], parts[3]);
+    if (!parts) return show(nav, h("p", { class: "error" }, "Nothing here."));
+    if (parts.length === 0 || parts[0] === "apps") return await renderApps(nav, params);
+    if (!PORTAL && parts[0] === "sources") return await renderSources(nav, params);
+    if (!PORTAL && parts[0] === "source" && parts.length === 2) return await renderSource(nav, parts[1], params);
+    if (parts[0] === "app" && parts.length === 2) return await renderApp(nav, parts[1]);
+    if (parts[0] === "app" && parts[2] === "messages") return await renderMessages(nav, parts[1], params);
+    if (parts[0] === "app" && parts[2] === "msg") return await renderMessage(nav, parts[1], parts[3]);
     if (parts[0] === "app" && parts[2] === "endpoint" && parts[4] === "transformation") {
-      return await renderTransformation(parts[1], parts[3]);
+      return await renderTransformation(nav, parts[1], parts[3]);
     }
     if (parts[0] === "app" && parts[2] === "endpoint" && parts[4] === "authentication") {
-      return await renderAuthentication(parts[1], parts[3]);
+      return await renderAuthentication(nav, parts[1], parts[3]);
     }
-    show(h("p", { class: "error" }, "Nothing here."));
+    show(nav, h("p", { class: "error" }, "Nothing here."));
   } catch (err) {
     if (err.status === 401) return;
-    show(h("div", { class: "card" }, h("p", { class: "error", "data-testid": "error" }, `Error: ${err.message}`)));
+    show(nav, h("div", { class: "card" }, h("p", { class: "error", "data-testid": "error" }, `Error: ${err.message}`)));
   }
 }
 
 // --- applications
 
-async function renderApps(params) {
-  crumbs({ text: "Applications" });
+async function renderApps(nav, params) {
+  crumbs(nav, { text: "Applications" });
   const q = new URLSearchParams({ limit: "250" });
   if (params.get("iterator")) q.set("iterator", params.get("iterator"));
   const apps = await get(`/app?${q}`);
@@ -201,7 +213,7 @@ async function renderApps(params) {
     h("td", { class: "mono" }, a.uid || "—"),
     h("td", { class: "mono muted" }, a.id),
     h("td", { class: "muted" }, fmtTime(a.createdAt))));
-  show(h("h1", {}, "Applications"), topTabs("apps"),
+  show(nav, h("h1", {}, "Applications"), topTabs("apps"),
     h("div", { class: "card" }, rows.length ? h("table", {},
       h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "uid"), h("th", {}, "id"), h("th", {}, "Created"))),
       h("tbody", {}, rows)) : h("p", { class: "muted" }, "No applications yet: POST /api/v1/app to create one."),
@@ -214,9 +226,9 @@ function topTabs(active) {
   return h("div", { class: "tabs" }, t("apps", "Applications", "#/apps"), t("sources", "Inbound sources", "#/sources"));
 }
 
-function appCrumbs(app, ...rest) {
+function appCrumbs(nav, app, ...rest) {
   const base = PORTAL ? [] : [{ text: "Applications", href: "#/apps" }];
-  crumbs(...base, { text: app.name, href: `#/app/${enc(app.id)}` }, ...rest);
+  crumbs(nav, ...base, { text: app.name, href: `#/app/${enc(app.id)}` }, ...rest);
 }
 
 function tabs(app, active) {
@@ -226,16 +238,16 @@ function tabs(app, active) {
     t("messages", "Message log", `#/app/${enc(app.id)}/messages`));
 }
 
-async function renderApp(appId) {
+async function renderApp(nav, appId) {
   const app = await get(`/app/${enc(appId)}`);
-  appCrumbs(app);
+  appCrumbs(nav, app);
   const [health, timeline] = await Promise.all([
     get(`/stats/app/${enc(app.id)}/endpoint?hours=24`),
     get(`/stats/app/${enc(app.id)}/timeline?minutes=60`),
   ]);
   const totals = health.data.reduce((t, e) => ({ ok: t.ok + e.succeeded, fail: t.fail + e.failed, pending: t.pending + e.pending }), { ok: 0, fail: 0, pending: 0 });
   const stat = (v, l, id) => h("div", { class: "stat", "data-testid": id }, h("div", { class: "v" }, v), h("div", { class: "l" }, l));
-  show(
+  show(nav,
     h("h1", { "data-testid": "app-name" }, app.name),
     tabs(app, "overview"),
     h("div", { class: "card" }, h("div", { class: "stats" },
@@ -363,11 +375,11 @@ function handler(webhook) {
   return webhook;
 }`;
 
-async function renderTransformation(appId, epId) {
+async function renderTransformation(nav, appId, epId) {
   const app = await get(`/app/${enc(appId)}`);
   const path = `/app/${enc(app.id)}/endpoint/${enc(epId)}`;
   const [ep, tr] = await Promise.all([get(path), get(`${path}/transformation`)]);
-  appCrumbs(app, { text: "Transformation" });
+  appCrumbs(nav, app, { text: "Transformation" });
   const editable = can("ManageTransformations");
   const code = h("textarea", { class: "code mono", rows: 14, spellcheck: "false", readonly: !editable, "data-testid": "transformation-code" });
   code.value = tr.code || EXAMPLE_CODE;
@@ -416,7 +428,7 @@ async function renderTransformation(appId, epId) {
       }
     },
   }, "Save");
-  show(
+  show(nav,
     h("h1", {}, "Transformation"),
     h("p", { class: "mono small muted" }, ep.url),
     h("div", { class: "card" },
@@ -444,11 +456,11 @@ async function settingsAt(path) {
   }
 }
 
-async function renderAuthentication(appId, epId) {
+async function renderAuthentication(nav, appId, epId) {
   const app = await get(`/app/${enc(appId)}`);
   const path = `/app/${enc(app.id)}/endpoint/${enc(epId)}`;
   const [ep, oauth, mtls] = await Promise.all([get(path), settingsAt(`${path}/oauth`), settingsAt(`${path}/mtls`)]);
-  appCrumbs(app, { text: "Authentication" });
+  appCrumbs(nav, app, { text: "Authentication" });
   const shown = (s) => s && !s.forbidden && !s.error;
   const summary = (s, describe) => s === null ? "None set." : s.forbidden ? "This token may not see them."
     : s.error ? `Could not read them: ${s.error}` : describe(s);
@@ -486,7 +498,7 @@ async function renderAuthentication(appId, epId) {
           if (done.ok) draw(null, "Removed.");
         },
       }, "Remove");
-      card.replaceChildren(h("h2", {}, title), state, editable ? fields : null, h("div", { class: "actions" }, save, remove, status));
+card.replaceChildren(h("h2", {}, title), state, editable ? fields : null, h("div", { class: "actions" }, save, remove, status));
     };
     draw(current, "");
     return card;
@@ -541,7 +553,7 @@ async function renderAuthentication(appId, epId) {
     () => ({ identity: identity.value, serverCaCert: ca.value.trim() ? ca.value : null }),
     () => { identity.value = ""; },
     () => "");
-  show(h("h1", {}, "Authentication"), h("p", { class: "mono small muted" }, ep.url),
+  show(nav, h("h1", {}, "Authentication"), h("p", { class: "mono small muted" }, ep.url),
     h("p", { class: "small muted" }, "Besides the signature every request carries: what the receiver may also ask for."),
     oauthCard, mtlsCard);
 }
@@ -619,9 +631,9 @@ function localInput(iso) {
   return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
 }
 
-async function renderMessages(appId, params) {
+async function renderMessages(nav, appId, params) {
   const app = await get(`/app/${enc(appId)}`);
-  appCrumbs(app, { text: "Message log" });
+  appCrumbs(nav, app, { text: "Message log" });
   const q = new URLSearchParams();
   q.set("limit", "50");
   if (params.get("event")) q.set("event_types", params.get("event"));
@@ -666,7 +678,7 @@ async function renderMessages(appId, params) {
     p.set("iterator", list.iterator);
     return h("p", {}, h("a", { href: `#/app/${enc(app.id)}/messages?${p}`, "data-testid": "next-page" }, "Older messages →"));
   })() : null;
-  show(h("h1", {}, app.name), tabs(app, "messages"), h("div", { class: "card" }, form,
+  show(nav, h("h1", {}, app.name), tabs(app, "messages"), h("div", { class: "card" }, form,
     rows.length ? h("table", { "data-testid": "message-table" },
       h("thead", {}, h("tr", {}, ["Message", "Event type", "Status", "Deliveries", "Attempts", "Created"].map((t) => h("th", {}, t)))),
       h("tbody", {}, rows)) : h("p", { class: "muted", "data-testid": "no-messages" }, "No message matches."), next));
@@ -676,8 +688,8 @@ async function renderMessages(appId, params) {
 
 const REQUEST_BADGES = { accepted: "success", duplicate: "canceled", rejected: "fail" };
 
-async function renderSources(params) {
-  crumbs({ text: "Inbound sources" });
+async function renderSources(nav, params) {
+  crumbs(nav, { text: "Inbound sources" });
   const q = new URLSearchParams({ limit: "100" });
   if (params.get("iterator")) q.set("iterator", params.get("iterator"));
   const list = await get(`/source?${q}`);
@@ -687,7 +699,7 @@ async function renderSources(params) {
     h("td", { class: "mono small" }, src.ingestUrl),
     h("td", {}, src.destinations.length),
     h("td", { class: "muted" }, fmtTime(src.createdAt))));
-  show(h("h1", {}, "Inbound sources"), topTabs("sources"),
+  show(nav, h("h1", {}, "Inbound sources"), topTabs("sources"),
     h("div", { class: "card" }, rows.length ? h("table", {},
       h("thead", {}, h("tr", {}, ["Name", "Verification", "Ingest URL", "Destinations", "Created"].map((t) => h("th", {}, t)))),
       h("tbody", {}, rows)) : h("p", { class: "muted" }, "No sources yet: POST /api/v1/source to create one."),
@@ -716,12 +728,12 @@ function destinationRules(d) {
   ].filter(Boolean);
 }
 
-async function renderSource(srcId, params) {
+async function renderSource(nav, srcId, params) {
   const q = new URLSearchParams({ limit: "50" });
   if (params.get("status")) q.set("status", params.get("status"));
   if (params.get("iterator")) q.set("iterator", params.get("iterator"));
   const [src, reqs] = await Promise.all([get(`/source/${enc(srcId)}`), get(`/source/${enc(srcId)}/request?${q}`)]);
-  crumbs({ text: "Inbound sources", href: "#/sources" }, { text: src.name });
+  crumbs(nav, { text: "Inbound sources", href: "#/sources" }, { text: src.name });
   const kv = (k, ...v) => h("tr", {}, h("td", {}, k), h("td", {}, ...v));
   const destRows = src.destinations.map((d) => h("tr", { "data-testid": "source-destination" },
     h("td", {}, d.type === "url" ? "URL" : "event type"),
@@ -757,7 +769,7 @@ async function renderSource(srcId, params) {
     p.set("iterator", reqs.iterator);
     return h("p", {}, h("a", { href: `#/source/${enc(src.id)}?${p}`, "data-testid": "next-page" }, "Older requests →"));
   })() : null;
-  show(h("h1", {}, src.name),
+  show(nav, h("h1", {}, src.name),
     h("div", { class: "row" },
       h("div", { class: "card" }, h("h2", {}, "Source"), h("table", { class: "kv" },
         kv("Ingest URL", h("span", { class: "mono", "data-testid": "ingest-url" }, src.ingestUrl)),
@@ -778,7 +790,7 @@ async function renderSource(srcId, params) {
 
 // --- one message: deliveries and attempts
 
-async function renderMessage(appId, msgId) {
+async function renderMessage(nav, appId, msgId) {
   const app = await get(`/app/${enc(appId)}`);
   const [msg, dests, attempts] = await Promise.all([
     get(`/app/${enc(app.id)}/msg/${enc(msgId)}`),
@@ -786,7 +798,7 @@ async function renderMessage(appId, msgId) {
     get(`/app/${enc(app.id)}/msg/${enc(msgId)}/endpoint?limit=250&expanded_statuses=true`),
     get(`/app/${enc(app.id)}/attempt/msg/${enc(msgId)}?limit=250&expanded_statuses=true`),
   ]);
-  appCrumbs(app, { text: "Message log", href: `#/app/${enc(app.id)}/messages` }, { text: msg.id });
+  appCrumbs(nav, app, { text: "Message log", href: `#/app/${enc(app.id)}/messages` }, { text: msg.id });
   const destRows = dests.data.map((d) => h("tr", { "data-testid": "destination-row" },
     h("td", { class: "mono" }, d.url), h("td", {}, badge(STATUS_NAMES[d.status])),
     h("td", { class: "muted" }, d.nextAttempt ? `next try ${fmtTime(d.nextAttempt)}` : ""),
@@ -813,7 +825,7 @@ async function renderMessage(appId, msgId) {
       h("details", { open: true }, h("summary", {}, "Request headers"), headers),
       h("details", { open: true }, h("summary", {}, "Response body"), h("pre", { "data-testid": "response-body" }, a.response || "(empty)")));
   });
-  show(h("h1", {}, msg.eventType, " ", h("span", { class: "muted mono small" }, msg.id)),
+  show(nav, h("h1", {}, msg.eventType, " ", h("span", { class: "muted mono small" }, msg.id)),
     h("div", { class: "row" },
       h("div", { class: "card" }, h("h2", {}, "Message"), h("table", { class: "kv" },
         h("tr", {}, h("td", {}, "Event type"), h("td", {}, msg.eventType)),

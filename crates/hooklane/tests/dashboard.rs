@@ -224,6 +224,26 @@ impl Browser {
         self.page("Input.insertText", json!({ "text": text })).await;
     }
 
+    /// Puts `HOLD_FETCH` in the page now and, with `on_new_pages`, in every page loaded
+    /// after (before its own scripts run).
+    async fn hold_fetches(&mut self, on_new_pages: bool) {
+        if on_new_pages {
+            self.page("Page.addScriptToEvaluateOnNewDocument", json!({ "source": HOLD_FETCH })).await;
+        }
+        self.eval(HOLD_FETCH).await;
+    }
+
+    /// Sets `HOLD_FETCH`'s rules (a JS array).
+    async fn hold_rules(&mut self, rules: &str) {
+        self.eval(&format!("window.__hold.rules = {rules}")).await;
+    }
+
+    /// Lets the held answers through, and waits a moment for the page to take them in.
+    async fn release_held(&mut self) {
+        self.eval("Promise.all(window.__hold.held.splice(0).map((h) => h.release()))").await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+
     async fn text(&mut self) -> String {
         self.eval("document.body.innerText").await.as_str().unwrap_or("").to_string()
     }
@@ -254,6 +274,31 @@ impl Browser {
         }
     }
 }
+
+/// A slow or failing server, as the page sees it: the page's `fetch` wrapped so that a
+/// request a rule matches (`url`: a part of its URL; `method`; `auth`: how its bearer token
+/// ends) is either answered `status` with `body` at once, without reaching the server, or
+/// sent at once but its answer held (in `window.__hold.held`) until the test releases it.
+/// The page's own code is not changed.
+const HOLD_FETCH: &str = r#"(() => {
+  if (window.__hold) return;
+  const real = window.fetch.bind(window);
+  const hold = window.__hold = { rules: [], held: [] };
+  window.fetch = (url, opts) => {
+    const auth = String((opts && opts.headers && opts.headers.authorization) || "");
+    const method = (opts && opts.method) || "GET";
+    const rule = hold.rules.find((r) => String(url).includes(r.url) && (!r.auth || auth.endsWith(r.auth))
+      && (!r.method || r.method === method));
+    if (!rule) return real(url, opts);
+    if (rule.status) {
+      return Promise.resolve(new Response(JSON.stringify(rule.body || {}),
+        { status: rule.status, headers: { "content-type": "application/json" } }));
+    }
+    const answer = real(url, opts);
+    return new Promise((resolve, reject) =>
+      hold.held.push({ url: String(url), release: () => answer.then(resolve, reject) }));
+  };
+})()"#;
 
 // --- the flows
 
@@ -816,4 +861,44 @@ async fn dashboard_shows_inbound_sources_and_their_requests() {
     assert_eq!(browser.count("[data-testid=tab-sources]").await, 0);
     browser.eval("location.hash = '#/sources'").await;
     browser.wait_for(&format!("location.hash === '#/app/{app}'"), "a redirect to its own application").await;
+}
+
+/// Signs in to the admin dashboard.
+async fn sign_in(browser: &mut Browser, server: &Server) {
+    browser.goto(&server.url("/dashboard")).await;
+    browser.type_into("[data-testid=token-input]", ADMIN).await;
+    browser.click("[data-testid=login]").await;
+    browser.wait_for("document.querySelector('[data-testid=app-row], [data-testid=tab-apps]')", "the dashboard").await;
+}
+
+/// Marks what the page shows now, so that a test can wait for it to be drawn again.
+const MARK_PAGE: &str = "document.querySelector('#main > *').dataset.old = '1'";
+const REDRAWN: &str = "document.querySelector('#main > *') && !document.querySelector('#main > [data-old]')";
+
+/// Answers that come late are dropped: a slow page never covers the one navigated to since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_answers_never_draw_over_a_newer_page() {
+    let mut browser = Browser::launch().await;
+    let server = Server::start("").await;
+    let globex = server.create_app("Globex Industries").await;
+    let acme = server.create_app("Acme Corp").await;
+    server.create_endpoint(&globex, json!({ "url": "http://127.0.0.1:9/globex" })).await;
+    server.create_endpoint(&acme, json!({ "url": "http://127.0.0.1:9/acme" })).await;
+
+    // The message log's answer is slow; the user goes back to the endpoints meanwhile.
+    sign_in(&mut browser, &server).await;
+    browser.eval(&format!("location.hash = '#/app/{acme}'")).await;
+    browser.wait_for("document.querySelector('[data-testid=endpoint-row]')", "Acme's endpoints").await;
+    browser.hold_fetches(false).await;
+    browser.hold_rules("[{ url: '/msg?limit=50' }]").await;
+    browser.click("[data-testid=tab-messages]").await;
+    browser.wait_for("window.__hold.held.length === 1", "the message log asked for").await;
+    browser.eval(MARK_PAGE).await;
+    browser.click("[data-testid=tab-overview]").await;
+    browser.wait_for(&format!("location.hash === '#/app/{acme}' && {REDRAWN}"), "the endpoints again").await;
+    browser.release_held().await;
+    assert_eq!(browser.count("[data-testid=endpoint-row]").await, 1, "{}", browser.text().await);
+    assert_eq!(browser.count("[data-testid=message-search]").await, 0, "the late message log is not drawn");
+    let crumbs = browser.eval("document.getElementById('crumbs').innerText").await;
+    assert!(!crumbs.as_str().unwrap().contains("Message log"), "{crumbs}");
 }
