@@ -39,7 +39,7 @@ function s(tag, attrs, ...children) {
 
 const main = () => document.getElementById("main");
 
-// One navigation (a route, or the sign-in view). What it draws once its answers
+// One navigation (a route, a sign-in view, a link's offer). What it draws once its answers
 // are in is dropped unless it is still the latest navigation and the token it started with
 // is still the one held: an older, slower page never covers a newer one, and a page drawn
 // for a token since signed out or replaced never shows (nor sets what that token may do).
@@ -77,8 +77,9 @@ class ApiError extends Error {
   constructor(status, body) { super((body && (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail))) || `HTTP ${status}`); this.status = status; }
 }
 
-async function api(method, path, body) {
-  const sent = token();
+// `as`: the token to call with, if not the one held (a link's, not yet taken).
+async function api(method, path, body, as) {
+  const sent = as === undefined ? token() : as;
   const headers = { authorization: `Bearer ${sent}` };
   if (body !== undefined) headers["content-type"] = "application/json";
   const resp = await fetch(API + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -850,30 +851,79 @@ async function waitForAttempts(appId, msgId, had) {
 
 // --- start
 
-// The portal link carries the token in its fragment (never sent to a server): keep it for
-// this tab only and take it out of the address bar and history. A link opened in a tab
-// that already shows the portal (only the fragment changes, so the page does not load
-// again) replaces the token, and the application shown with it.
+// The portal link carries the token in its fragment (never sent to a server), as the whole
+// fragment's start: `#token=…` (a `token=` elsewhere in a fragment is no token). It is kept
+// for this tab only and taken out of the address bar and history. A tab signed in with
+// another token (a link opened in a tab that shows the portal: only the fragment changes,
+// so the page does not load again; or a page that frames the portal changing its fragment)
+// keeps its token until the user, told which application the link opens, says to switch.
+// Answers whether that question is now asked (the page is then drawn by `offerSwitch`).
 function takeLinkToken() {
-  const m = location.hash.match(/(?:^#|&)token=([^&]+)/);
-  if (!m) return;
+  const m = location.hash.match(/^#token=([^&]+)/);
+  if (!m) return false;
   // A malformed one (`%E0`) is kept as it is: the API refuses it, and the page says so.
   let value = m[1];
   try { value = decodeURIComponent(value); } catch (err) { /* as it is */ }
+  history.replaceState(null, "", location.pathname + "#/");
+  const held = token();
+  if (held === value) return false;
+  if (held !== null) { offerSwitch(value); return true; }
   sessionStorage.setItem(TOKEN_KEY, value);
   portalApp = null;
   portalCaps = null;
-  history.replaceState(null, "", location.pathname + "#/");
+  return false;
+}
+
+// Asks whether to leave the portal signed in for the one a link's token `offered` opens,
+// naming that application. Switch takes the token; Stay (or any other navigation) drops it.
+async function offerSwitch(offered) {
+  const nav = navigation();
+  const was = portalApp;
+  document.getElementById("crumbs").replaceChildren();
+  main().replaceChildren(h("p", { class: "muted" }, "Opening the link…"));
+  const stay = () => route();
+  let app = null;
+  try {
+    const apps = await api("GET", "/app", undefined, offered);
+    app = apps && apps.data && apps.data[0];
+  } catch (err) {
+    // (A 401 here is the link's token's: the held one is not signed out for it.)
+    show(nav, h("div", { class: "card login", "data-testid": "switch-refused" }, h("h1", {}, "This link does not work"),
+      h("p", { class: "error" }, `Its token was not accepted${err.status === 401 ? "" : `: ${err.message}`}. You are still signed in${was ? ` to ${was.name}` : ""}.`),
+      h("div", { class: "actions" }, h("button", { "data-testid": "switch-stay", onclick: stay }, "Back"))));
+    return;
+  }
+  if (!app) { show(nav, h("p", { class: "error" }, "This link's token opens no application.")); return; }
+  const same = was && was.id === app.id;
+  show(nav, h("div", { class: "card login", "data-testid": "switch-offer" },
+    h("h1", {}, same ? `Open ${app.name} with this link's access?` : `Switch to the portal of ${app.name}?`),
+    h("p", {}, same
+      ? `This link opens ${app.name} again, with the access the link gives (which may differ from what you have now).`
+      : `This link opens the webhook portal of another application: ${app.name}${app.uid ? ` (${app.uid})` : ""}, `,
+      same ? null : was ? `where you are signed in to ${was.name} in this tab.` : "where you are signed in to another one in this tab."),
+    h("p", { class: "small muted" }, `Switch only if you expected this link: what you change or enter after switching (a client secret, a key) goes to ${app.name}.`),
+    h("div", { class: "actions" },
+      h("button", {
+        "data-testid": "switch-accept",
+        onclick: () => {
+          if (!nav.current()) return;
+          sessionStorage.setItem(TOKEN_KEY, offered);
+          portalApp = null;
+          portalCaps = null;
+          route();
+        },
+      }, same ? "Use this link" : `Switch to ${app.name}`),
+      h("button", { class: "secondary", "data-testid": "switch-stay", onclick: stay }, was ? `Stay in ${was.name}` : "Stay"))));
 }
 
 function start() {
   document.getElementById("mode").textContent = PORTAL ? "portal" : "";
   document.getElementById("logout").addEventListener("click", signOutClicked);
-  if (PORTAL) takeLinkToken();
   window.addEventListener("hashchange", () => {
-    if (PORTAL) takeLinkToken();
+    if (PORTAL && takeLinkToken()) return;
     route();
   });
+  if (PORTAL && takeLinkToken()) return;
   route();
 }
 

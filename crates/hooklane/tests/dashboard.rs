@@ -700,6 +700,10 @@ async fn dashboard_and_portal_main_flows() {
         let (status, access) = server.call("POST", &path, Some(body.clone())).await;
         assert_eq!(status, 200, "{access}");
         browser.goto(access["url"].as_str().unwrap()).await;
+        // The tab is signed in after the first link: the next one is taken once agreed to.
+        if body != json!({ "readOnly": true }) {
+            browser.click("[data-testid=switch-accept]").await;
+        }
         // Rendered for this token: the row, with as many of each action as it may take.
         let rendered = ["disable", "recover", "send-test"]
             .iter()
@@ -734,6 +738,7 @@ async fn dashboard_and_portal_main_flows() {
         .await;
     assert_eq!(status, 200, "{access}");
     browser.goto(access["url"].as_str().unwrap()).await;
+    browser.click("[data-testid=switch-accept]").await;
     browser.wait_for("document.querySelectorAll('[data-testid=endpoint-row]').length > 0", "the portal").await;
     browser.click(&format!("{bad_row} [data-testid=authentication-link]")).await;
     browser.wait_for(&format!("{oauth_now} === 'This token may not see them.'"), "the refusal, said").await;
@@ -871,11 +876,78 @@ async fn sign_in(browser: &mut Browser, server: &Server) {
     browser.wait_for("document.querySelector('[data-testid=app-row], [data-testid=tab-apps]')", "the dashboard").await;
 }
 
+/// A full-access portal token for `app`, as its portal link carries it.
+async fn portal_token(server: &Server, app: &str) -> String {
+    let (status, access) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), None).await;
+    assert_eq!(status, 200, "{access}");
+    access["token"].as_str().expect("token").to_string()
+}
+
 /// Marks what the page shows now, so that a test can wait for it to be drawn again.
 const MARK_PAGE: &str = "document.querySelector('#main > *').dataset.old = '1'";
 const REDRAWN: &str = "document.querySelector('#main > *') && !document.querySelector('#main > [data-old]')";
 
-/// Answers that come late are dropped: a slow page never covers the one navigated to since.
+/// A portal link's token is taken from a fragment that starts `#token=` only, and a tab
+/// signed in keeps its token until the user, told which application the link opens, agrees
+/// to switch: a link (or a page framing the portal) cannot change it unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_link_asks_before_replacing_the_token() {
+    let mut browser = Browser::launch().await;
+    let server = Server::start("").await;
+    let globex = server.create_app("Globex Industries").await;
+    let acme = server.create_app("Acme Corp").await;
+    server.create_endpoint(&globex, json!({ "url": "http://127.0.0.1:9/globex" })).await;
+    server.create_endpoint(&acme, json!({ "url": "http://127.0.0.1:9/acme" })).await;
+    let globex_token = portal_token(&server, &globex).await;
+    let acme_token = portal_token(&server, &acme).await;
+    let held = "sessionStorage.getItem('hooklane.portal.token')";
+    let app_name = "(document.querySelector('[data-testid=app-name]') || {}).textContent";
+
+    browser.goto(&server.url(&format!("/portal#token={globex_token}"))).await;
+    browser.wait_for(&format!("{app_name} === 'Globex Industries'"), "Globex's portal").await;
+
+    // `token=` after the fragment's start is no token: the page stays Globex's.
+    browser.eval(MARK_PAGE).await;
+    browser.eval(&format!("location.hash = '#/x?y&token={acme_token}'")).await;
+    browser.wait_for(&format!("location.hash === '#/app/{globex}' && {REDRAWN}"), "Globex's page drawn again").await;
+    assert_eq!(browser.eval(app_name).await, json!("Globex Industries"));
+    assert_eq!(browser.eval(held).await, json!(globex_token));
+
+    // A link for another application asks, naming both; staying keeps the token.
+    browser.eval(&format!("location.hash = '#token={acme_token}'")).await;
+    browser.wait_for("document.querySelector('[data-testid=switch-offer]')", "the question").await;
+    let offer = browser.eval("document.querySelector('[data-testid=switch-offer]').innerText").await;
+    let offer = offer.as_str().unwrap();
+    assert!(offer.contains("Acme Corp") && offer.contains("Globex Industries"), "{offer}");
+    assert_eq!(browser.eval(held).await, json!(globex_token), "kept while asking");
+    assert!(!browser.eval("location.href").await.as_str().unwrap().contains("token="), "out of the address bar");
+    browser.click("[data-testid=switch-stay]").await;
+    browser.wait_for(&format!("{app_name} === 'Globex Industries'"), "Globex's portal again").await;
+    assert_eq!(browser.eval(held).await, json!(globex_token));
+
+    // A link whose token does not work says so; the tab stays signed in.
+    browser.eval("location.hash = '#token=appsk_not-a-token'").await;
+    browser.wait_for("document.querySelector('[data-testid=switch-refused]')", "the refused link").await;
+    assert_eq!(browser.eval(held).await, json!(globex_token));
+    browser.click("[data-testid=switch-stay]").await;
+    browser.wait_for(&format!("{app_name} === 'Globex Industries'"), "Globex's portal again").await;
+
+    // Agreed to, the link's token is taken.
+    browser.eval(&format!("location.hash = '#token={acme_token}'")).await;
+    browser.click("[data-testid=switch-accept]").await;
+    browser.wait_for(&format!("{app_name} === 'Acme Corp' && location.hash === '#/app/{acme}'"), "Acme's portal").await;
+    assert_eq!(browser.eval(held).await, json!(acme_token));
+
+    // The same holds when the link loads the page anew in the tab.
+    browser.goto("about:blank").await;
+    browser.goto(&server.url(&format!("/portal#token={globex_token}"))).await;
+    browser.wait_for("document.querySelector('[data-testid=switch-offer]')", "the question on a page load").await;
+    assert_eq!(browser.eval(held).await, json!(acme_token));
+}
+
+/// Answers that come late are dropped: a slow page never covers the one navigated to since,
+/// and a portal token replaced while its first answers were under way does not leave the
+/// tab with the old token's application.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_answers_never_draw_over_a_newer_page() {
     let mut browser = Browser::launch().await;
@@ -901,4 +973,24 @@ async fn late_answers_never_draw_over_a_newer_page() {
     assert_eq!(browser.count("[data-testid=message-search]").await, 0, "the late message log is not drawn");
     let crumbs = browser.eval("document.getElementById('crumbs').innerText").await;
     assert!(!crumbs.as_str().unwrap().contains("Message log"), "{crumbs}");
+
+    // The portal: Globex's link, whose whoami answers late, then Acme's, agreed to.
+    let globex_token = portal_token(&server, &globex).await;
+    let acme_token = portal_token(&server, &acme).await;
+    browser.hold_fetches(true).await;
+    browser.goto("about:blank").await;
+    let rules = format!("window.__hold.rules = [{{ url: '/auth/whoami', auth: '{globex_token}' }}]");
+    browser.page("Page.addScriptToEvaluateOnNewDocument", json!({ "source": rules })).await;
+    browser.goto(&server.url(&format!("/portal#token={globex_token}"))).await;
+    browser.wait_for("window.__hold.held.length === 1", "Globex's whoami asked for").await;
+    browser.eval(&format!("location.hash = '#token={acme_token}'")).await;
+    browser.click("[data-testid=switch-accept]").await;
+    let acme_shown = format!(
+        "location.hash === '#/app/{acme}' && (document.querySelector('[data-testid=app-name]') || {{}}).textContent === 'Acme Corp'"
+    );
+    browser.wait_for(&acme_shown, "Acme's portal").await;
+    browser.release_held().await;
+    assert_eq!(browser.eval(&acme_shown).await, json!(true), "{}", browser.text().await);
+    assert_eq!(browser.count("[data-testid=error]").await, 0, "{}", browser.text().await);
+    assert_eq!(browser.count("[data-testid=endpoint-row]").await, 1);
 }
