@@ -468,11 +468,14 @@ async function renderAuthentication(nav, appId, epId) {
   // One card per kind: its current state, its fields (unless `why`, which `load` answers
   // while it fills them from the settings, says they cannot be edited here), Save and
   // Remove. A save or a removal draws its own card again, from the settings as now stored
-  // (its fields kept, so nothing typed in the other card is lost).
+  // (its fields kept, so nothing typed in the other card is lost). Settings that could not
+  // be read cannot be changed either (a save would replace what the form could not show,
+  // such as OAuth's extra parameters): the card offers to read them again.
   const section = (kind, title, current, describe, fields, body, clear, load) => {
     const card = h("div", { class: "card" });
     const draw = (current, message) => {
-      const why = load(current);
+      const unread = !!(current && current.error);
+      const why = unread ? "They can be changed once read." : load(current);
       const editable = can("ManageEndpoint") && !why;
       const status = h("span", { class: "small", "data-testid": `${kind}-status` }, message || why || "");
       const state = h("pre", { class: "mono result", "data-testid": `${kind}-current` }, summary(current, describe));
@@ -499,7 +502,14 @@ async function renderAuthentication(nav, appId, epId) {
           if (done.ok) draw(null, "Removed.");
         },
       }, "Remove");
-card.replaceChildren(h("h2", {}, title), state, editable ? fields : null, h("div", { class: "actions" }, save, remove, status));
+      const reload = !unread ? null : h("button", {
+        class: "secondary", "data-testid": `${kind}-reload`,
+        onclick: async (ev) => {
+          ev.target.disabled = true;
+          try { draw(await settingsAt(`${path}/${kind}`), ""); } catch (err) { ev.target.disabled = false; }
+        },
+      }, "Read again");
+      card.replaceChildren(h("h2", {}, title), state, editable ? fields : null, h("div", { class: "actions" }, save, remove, reload, status));
     };
     draw(current, "");
     return card;

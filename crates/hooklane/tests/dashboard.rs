@@ -994,3 +994,41 @@ async fn late_answers_never_draw_over_a_newer_page() {
     assert_eq!(browser.count("[data-testid=error]").await, 0, "{}", browser.text().await);
     assert_eq!(browser.count("[data-testid=endpoint-row]").await, 1);
 }
+
+/// OAuth settings that could not be read (the store busy, a proxy's 502) are not offered
+/// for editing, where a save would drop what the form could not show (their extra
+/// parameters); once read they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_settings_unread_are_not_offered_for_editing() {
+    let mut browser = Browser::launch().await;
+    let server = Server::start("").await;
+    let app = server.create_app("Acme Corp").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": "http://127.0.0.1:9/acme" })).await;
+    let oauth = json!({"tokenUrl": "https://auth.example/token", "clientId": "c", "clientSecret": "s",
+        "extraParams": {"audience": "https://api.acme.example"}});
+    let (status, body) = server.call("PUT", &format!("/api/v1/app/{app}/endpoint/{ep}/oauth"), Some(oauth)).await;
+    assert_eq!(status, 204, "{body}");
+
+    sign_in(&mut browser, &server).await;
+    browser.hold_fetches(false).await;
+    browser
+        .hold_rules(
+            "[{ url: '/oauth', method: 'GET', status: 503, body: { code: 'unavailable', detail: 'the store is busy' } }]",
+        )
+        .await;
+    browser.eval(&format!("location.hash = '#/app/{app}/endpoint/{ep}/authentication'")).await;
+    let oauth_now = "((document.querySelector('[data-testid=oauth-current]') || {}).textContent || '')";
+    browser.wait_for(&format!("{oauth_now}.includes('the store is busy')"), "the failed read, said").await;
+    for control in ["oauth-save", "oauth-token-url", "oauth-client-secret", "oauth-remove"] {
+        assert_eq!(browser.count(&format!("[data-testid={control}]")).await, 0, "{control} offered");
+    }
+    // (The mTLS card, read, is offered as ever.)
+    assert_eq!(browser.count("[data-testid=mtls-save]").await, 1);
+
+    // Read again once the server answers: the form, filled.
+    browser.hold_rules("[]").await;
+    browser.click("[data-testid=oauth-reload]").await;
+    browser.wait_for("document.querySelector('[data-testid=oauth-save]')", "the form").await;
+    let url = browser.eval("document.querySelector('[data-testid=oauth-token-url]').value").await;
+    assert_eq!(url, json!("https://auth.example/token"));
+}
