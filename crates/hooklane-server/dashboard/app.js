@@ -73,8 +73,22 @@ function badge(kind, text) { return h("span", { class: `badge ${kind}`, "data-te
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
+// An error answer's `detail`: a text, or (a 422) a list of `{loc, msg}`, shown as
+// `field: message` (`loc` is where, then the field: `["body", "tokenUrl"]`).
+function detailText(detail) {
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail.map((d) => {
+      const field = Array.isArray(d && d.loc) ? d.loc.slice(1).join(".") : "";
+      const msg = d && d.msg !== undefined ? String(d.msg) : JSON.stringify(d);
+      return field ? `${field}: ${msg}` : msg;
+    }).join("; ");
+  }
+  return detail === undefined || detail === null ? "" : JSON.stringify(detail);
+}
+
 class ApiError extends Error {
-  constructor(status, body) { super((body && (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail))) || `HTTP ${status}`); this.status = status; }
+  constructor(status, body) { super((body && detailText(body.detail)) || `HTTP ${status}`); this.status = status; }
 }
 
 // `as`: the token to call with, if not the one held (a link's, not yet taken).

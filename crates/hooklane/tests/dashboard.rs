@@ -997,7 +997,7 @@ async fn late_answers_never_draw_over_a_newer_page() {
 
 /// OAuth settings that could not be read (the store busy, a proxy's 502) are not offered
 /// for editing, where a save would drop what the form could not show (their extra
-/// parameters); once read they are.
+/// parameters); once read they are. A refused save says which field, and why, in words.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oauth_settings_unread_are_not_offered_for_editing() {
     let mut browser = Browser::launch().await;
@@ -1031,4 +1031,14 @@ async fn oauth_settings_unread_are_not_offered_for_editing() {
     browser.wait_for("document.querySelector('[data-testid=oauth-save]')", "the form").await;
     let url = browser.eval("document.querySelector('[data-testid=oauth-token-url]').value").await;
     assert_eq!(url, json!("https://auth.example/token"));
+
+    // Saved without the secret: refused, the field named, no JSON shown.
+    browser.click("[data-testid=oauth-save]").await;
+    let status = "document.querySelector('[data-testid=oauth-status]').textContent";
+    browser.wait_for(&format!("{status}.startsWith('Not saved')"), "the refusal").await;
+    let said = browser.eval(status).await;
+    let said = said.as_str().unwrap();
+    assert!(said.starts_with("Not saved: clientSecret: ") && !said.contains("[{") && !said.contains("loc"), "{said}");
+    let (_, now) = server.call("GET", &format!("/api/v1/app/{app}/endpoint/{ep}/oauth"), None).await;
+    assert_eq!(now["extraParams"], json!({"audience": "https://api.acme.example"}), "{now}");
 }
