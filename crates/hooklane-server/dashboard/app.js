@@ -833,7 +833,7 @@ async function renderMessage(nav, appId, msgId) {
         const done = await act(ev.target, () => api("POST", `/app/${enc(app.id)}/msg/${enc(msg.id)}/endpoint/${enc(d.id)}/resend`));
         if (!done.ok) return;
         ev.target.textContent = "Resent";
-        waitForAttempts(app.id, msg.id, attempts.data.length);
+        waitForAttempts(app.id, msg.id, attempts.data.length ? attempts.data[0].id : null);
       },
     }, "Resend"))));
   const attemptCards = attempts.data.map((a) => {
@@ -859,17 +859,22 @@ async function renderMessage(nav, appId, msgId) {
         h("tr", {}, h("td", {}, "Channels"), h("td", {}, (msg.channels || []).join(", ") || "—"))),
         h("pre", { "data-testid": "payload" }, JSON.stringify(msg.payload, null, 2))),
       h("div", { class: "card" }, h("h2", {}, "Deliveries"), destRows.length ? h("table", {}, h("tbody", {}, destRows)) : h("p", { class: "muted" }, "No endpoint wanted this message."))),
-    h("div", { class: "card" }, h("h2", {}, `Attempts (${attempts.data.length})`),
+    h("div", { class: "card" }, h("h2", {}, `Attempts (${attempts.data.length}${attempts.done ? "" : ", the newest"})`),
       attemptCards.length ? h("div", { "data-testid": "attempts" }, attemptCards) : h("p", { class: "muted" }, "No attempt yet.")));
 }
 
-// After a resend: re-render when a new attempt shows up (for up to 15 s).
-async function waitForAttempts(appId, msgId, had) {
+// After a resend: re-render when a new attempt shows up (for up to 15 s), that is when the
+// newest attempt (the list is newest first) is no longer `newest`, the newest drawn (its id;
+// null: none was). Only that one is asked for, without its response body, each time (a
+// count would not do: the page draws at most 250 attempts).
+async function waitForAttempts(appId, msgId, newest) {
+  const started = token();
   for (let i = 0; i < 30; i++) {
     await new Promise((r) => setTimeout(r, 500));
-    if (!location.hash.includes(`/msg/${enc(msgId)}`)) return;
-    const list = await get(`/app/${enc(appId)}/attempt/msg/${enc(msgId)}?limit=250`);
-    if (list.data.length > had) return route();
+    if (!location.hash.includes(`/msg/${enc(msgId)}`) || token() !== started) return;
+    let list;
+    try { list = await get(`/app/${enc(appId)}/attempt/msg/${enc(msgId)}?limit=1&with_content=false`); } catch (err) { return; }
+    if (list.data.length && list.data[0].id !== newest) return route();
   }
 }
 

@@ -1042,3 +1042,42 @@ async fn oauth_settings_unread_are_not_offered_for_editing() {
     let (_, now) = server.call("GET", &format!("/api/v1/app/{app}/endpoint/{ep}/oauth"), None).await;
     assert_eq!(now["extraParams"], json!({"audience": "https://api.acme.example"}), "{now}");
 }
+
+/// After a Resend the message's page is drawn again once the new attempt is made, also
+/// when the message already had the 250 attempts (and more) the page shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_shows_the_new_attempt_past_250() {
+    let mut browser = Browser::launch().await;
+    let waits = vec!["\"1ms\""; 255].join(", ");
+    let server = Server::start(&format!(
+        "[delivery]\ncircuit_failures = 0\npoll_interval = \"5ms\"\nretry_schedule = [{waits}]"
+    ))
+    .await;
+    let rx = Receiver::scripted(|_, _| Reply::Status(503)).await;
+    let app = server.create_app("Acme Corp").await;
+    server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let msg = server.send_message(&app, "invoice.paid", json!({ "n": 1 })).await;
+    rx.wait_for(256, Duration::from_secs(120)).await;
+    server
+        .wait_until(&format!("/api/v1/app/{app}/msg/{msg}/endpoint"), Duration::from_secs(20), |b| {
+            b["data"][0]["status"] == json!(2)
+        })
+        .await;
+    rx.set_script(|_, _| Reply::Status(200));
+
+    sign_in(&mut browser, &server).await;
+    browser.eval(&format!("location.hash = '#/app/{app}/msg/{msg}'")).await;
+    browser.wait_for("document.querySelectorAll('[data-testid=attempt]').length === 250", "250 attempts").await;
+    let newest = browser.eval("document.querySelector('[data-testid=attempt]').dataset.attempt").await;
+    browser.click("[data-testid=resend]").await;
+    browser
+        .wait_for(
+            &format!("document.querySelector('[data-testid=attempt]').dataset.attempt !== {newest}"),
+            "the new attempt drawn",
+        )
+        .await;
+    let first =
+        browser.eval("document.querySelector('[data-testid=attempt] [data-testid=response-status]').textContent").await;
+    assert_eq!(first, json!("HTTP 200"));
+    assert_eq!(rx.received().len(), 257);
+}
