@@ -91,7 +91,7 @@ class ApiError extends Error {
   constructor(status, body) { super((body && detailText(body.detail)) || `HTTP ${status}`); this.status = status; }
 }
 
-// `as`: the token to call with, if not the one held (a link's, not yet taken).
+// `as`: the token to call with, if not the one held (a sign-in's, a link's not yet taken).
 async function api(method, path, body, as) {
   const sent = as === undefined ? token() : as;
   const headers = { authorization: `Bearer ${sent}` };
@@ -148,11 +148,24 @@ function renderLogin(message) {
     return;
   }
   const input = h("input", { type: "password", id: "token", "data-testid": "token-input", placeholder: "sk_…", autocomplete: "off" });
+  // Only the admin token is kept: an application's token (its portal's) may list its own
+  // application, but the dashboard would offer it what only the admin may do.
   const form = h("form", {
     onsubmit: async (e) => {
       e.preventDefault();
-      sessionStorage.setItem(TOKEN_KEY, input.value.trim());
-      try { await get("/app?limit=1"); } catch (err) { if (err.status !== 401) signOut(err.message); return; }
+      const given = input.value.trim();
+      let me;
+      try { me = await api("GET", "/auth/whoami", undefined, given); } catch (err) {
+        renderLogin(err.status === 401 ? "Your token was not accepted." : `Not signed in: ${err.message}`);
+        return;
+      }
+      if (!me || me.permissionSource !== "GlobalAuthToken") {
+        renderLogin(me && me.appId
+          ? "This token belongs to one application, not to the admin: open it through that application's portal link (/portal#token=…)."
+          : "This is not the admin token.");
+        return;
+      }
+      sessionStorage.setItem(TOKEN_KEY, given);
       if (!location.hash || location.hash === "#/") location.hash = "#/apps"; else route();
     },
   },

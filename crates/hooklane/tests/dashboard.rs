@@ -995,6 +995,28 @@ async fn late_answers_never_draw_over_a_newer_page() {
     assert_eq!(browser.count("[data-testid=endpoint-row]").await, 1);
 }
 
+/// The admin dashboard's sign-in takes the admin token only: an application's (its portal
+/// link's) is refused with a word on where it belongs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_sign_in_refuses_an_application_token() {
+    let mut browser = Browser::launch().await;
+    let server = Server::start("").await;
+    let app = server.create_app("Globex Industries").await;
+    let token = portal_token(&server, &app).await;
+    browser.goto(&server.url("/dashboard")).await;
+    browser.type_into("[data-testid=token-input]", &token).await;
+    browser.click("[data-testid=login]").await;
+    browser.wait_for("document.querySelector('[data-testid=login-error]')", "the refusal").await;
+    let said = browser.eval("document.querySelector('[data-testid=login-error]').textContent").await;
+    assert!(said.as_str().unwrap().contains("portal link"), "{said}");
+    assert_eq!(browser.eval("sessionStorage.getItem('hooklane.admin.token')").await, Value::Null);
+    assert_eq!(browser.count("[data-testid=app-row]").await, 0);
+    // The admin token still signs in.
+    browser.type_into("[data-testid=token-input]", ADMIN).await;
+    browser.click("[data-testid=login]").await;
+    browser.wait_for("document.querySelectorAll('[data-testid=app-row]').length === 1", "the applications").await;
+}
+
 /// OAuth settings that could not be read (the store busy, a proxy's 502) are not offered
 /// for editing, where a save would drop what the form could not show (their extra
 /// parameters); once read they are. A refused save says which field, and why, in words.
