@@ -941,8 +941,8 @@ async function offerSwitch(offered) {
     h("h1", {}, same ? `Open ${app.name} with this link's access?` : `Switch to the portal of ${app.name}?`),
     h("p", {}, same
       ? `This link opens ${app.name} again, with the access the link gives (which may differ from what you have now).`
-      : `This link opens the webhook portal of another application: ${app.name}${app.uid ? ` (${app.uid})` : ""}, `,
-      same ? null : was ? `where you are signed in to ${was.name} in this tab.` : "where you are signed in to another one in this tab."),
+      : `This link opens the webhook portal of another application: ${app.name}${app.uid ? ` (${app.uid})` : ""}. `
+        + (was ? `In this tab you are signed in to ${was.name}.` : "In this tab you are signed in to another application's portal.")),
     h("p", { class: "small muted" }, `Switch only if you expected this link: what you change or enter after switching (a client secret, a key) goes to ${app.name}.`),
     h("div", { class: "actions" },
       h("button", {
