@@ -9,6 +9,7 @@ const TOKEN_KEY = PORTAL ? "hooklane.portal.token" : "hooklane.admin.token";
 const API = "/api/v1";
 let portalApp = null; // the application an application token belongs to
 let portalCaps = null; // what the portal's token may do (`null`: everything), from whoami
+let navSeq = 0; // counts the page's navigations (see `navigation`)
 
 // --- DOM helpers (text always goes through textContent: no HTML injection)
 
@@ -37,9 +38,17 @@ function s(tag, attrs, ...children) {
 }
 
 const main = () => document.getElementById("main");
-// A page drawn for a token since signed out (its requests were under way then) is dropped:
-// the sign-in view (renderLogin) stays.
-function show(...nodes) { if (token()) main().replaceChildren(...nodes); }
+
+// One navigation (a route, a sign-in view, a link's offer). What it draws once its answers
+// are in is dropped unless it is still the latest navigation and the token it started with
+// is still the one held: an older, slower page never covers a newer one, and a page drawn
+// for a token since signed out or replaced never shows (nor sets what that token may do).
+function navigation() {
+  const seq = ++navSeq;
+  const started = token();
+  return { current: () => seq === navSeq && started !== null && token() === started };
+}
+function show(nav, ...nodes) { if (nav.current()) main().replaceChildren(...nodes); }
 
 function fmtTime(t) {
   if (!t) return "—";
@@ -64,12 +73,27 @@ function badge(kind, text) { return h("span", { class: `badge ${kind}`, "data-te
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
-class ApiError extends Error {
-  constructor(status, body) { super((body && (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail))) || `HTTP ${status}`); this.status = status; }
+// An error answer's `detail`: a text, or (a 422) a list of `{loc, msg}`, shown as
+// `field: message` (`loc` is where, then the field: `["body", "tokenUrl"]`).
+function detailText(detail) {
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail.map((d) => {
+      const field = Array.isArray(d && d.loc) ? d.loc.slice(1).join(".") : "";
+      const msg = d && d.msg !== undefined ? String(d.msg) : JSON.stringify(d);
+      return field ? `${field}: ${msg}` : msg;
+    }).join("; ");
+  }
+  return detail === undefined || detail === null ? "" : JSON.stringify(detail);
 }
 
-async function api(method, path, body) {
-  const sent = token();
+class ApiError extends Error {
+  constructor(status, body) { super((body && detailText(body.detail)) || `HTTP ${status}`); this.status = status; }
+}
+
+// `as`: the token to call with, if not the one held (a sign-in's, a link's not yet taken).
+async function api(method, path, body, as) {
+  const sent = as === undefined ? token() : as;
   const headers = { authorization: `Bearer ${sent}` };
   if (body !== undefined) headers["content-type"] = "application/json";
   const resp = await fetch(API + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -115,6 +139,7 @@ async function signOutClicked(ev) {
 }
 
 function renderLogin(message) {
+  navigation(); // (pages under way are dropped)
   document.getElementById("logout").hidden = true;
   document.getElementById("crumbs").replaceChildren();
   if (PORTAL) {
@@ -123,11 +148,24 @@ function renderLogin(message) {
     return;
   }
   const input = h("input", { type: "password", id: "token", "data-testid": "token-input", placeholder: "sk_…", autocomplete: "off" });
+  // Only the admin token is kept: an application's token (its portal's) may list its own
+  // application, but the dashboard would offer it what only the admin may do.
   const form = h("form", {
     onsubmit: async (e) => {
       e.preventDefault();
-      sessionStorage.setItem(TOKEN_KEY, input.value.trim());
-      try { await get("/app?limit=1"); } catch (err) { if (err.status !== 401) signOut(err.message); return; }
+      const given = input.value.trim();
+      let me;
+      try { me = await api("GET", "/auth/whoami", undefined, given); } catch (err) {
+        renderLogin(err.status === 401 ? "Your token was not accepted." : `Not signed in: ${err.message}`);
+        return;
+      }
+      if (!me || me.permissionSource !== "GlobalAuthToken") {
+        renderLogin(me && me.appId
+          ? "This token belongs to one application, not to the admin: open it through that application's portal link (/portal#token=…)."
+          : "This is not the admin token.");
+        return;
+      }
+      sessionStorage.setItem(TOKEN_KEY, given);
       if (!location.hash || location.hash === "#/") location.hash = "#/apps"; else route();
     },
   },
@@ -140,13 +178,13 @@ function renderLogin(message) {
   input.focus();
 }
 
-function crumbs(...parts) {
-  if (!token()) return; // (as `show`)
-  const nav = document.getElementById("crumbs");
-  nav.replaceChildren();
+function crumbs(nav, ...parts) {
+  if (!nav.current()) return; // (as `show`)
+  const bar = document.getElementById("crumbs");
+  bar.replaceChildren();
   parts.forEach((p, i) => {
-    if (i) nav.append(h("span", { class: "sep" }, "/"));
-    nav.append(p.href ? h("a", { href: p.href }, p.text) : h("span", {}, p.text));
+    if (i) bar.append(h("span", { class: "sep" }, "/"));
+    bar.append(p.href ? h("a", { href: p.href }, p.text) : h("span", {}, p.text));
   });
 }
 
@@ -154,6 +192,7 @@ function crumbs(...parts) {
 
 async function route() {
   if (!token()) return renderLogin();
+  const nav = navigation();
   document.getElementById("logout").hidden = false;
   const [path, query] = (location.hash.slice(1) || "/").split("?");
   const params = new URLSearchParams(query || "");
@@ -164,35 +203,36 @@ async function route() {
     if (PORTAL) {
       if (!portalApp) {
         const [apps, me] = await Promise.all([get("/app"), get("/auth/whoami")]);
+        if (!nav.current()) return; // (another token's, or a later navigation does this)
         portalApp = apps.data[0];
         portalCaps = me.capabilities || null;
       }
       if (!parts || parts[0] !== "app" || parts[1] !== portalApp.id) { location.replace(`#/app/${enc(portalApp.id)}`); return; }
     }
-    if (!parts) return show(h("p", { class: "error" }, "Nothing here."));
-    if (parts.length === 0 || parts[0] === "apps") return await renderApps(params);
-    if (!PORTAL && parts[0] === "sources") return await renderSources(params);
-    if (!PORTAL && parts[0] === "source" && parts.length === 2) return await renderSource(parts[1], params);
-    if (parts[0] === "app" && parts.length === 2) return await renderApp(parts[1]);
-    if (parts[0] === "app" && parts[2] === "messages") return await renderMessages(parts[1], params);
-    if (parts[0] === "app" && parts[2] === "msg") return await renderMessage(parts[1], parts[3]);
+    if (!parts) return show(nav, h("p", { class: "error" }, "Nothing here."));
+    if (parts.length === 0 || parts[0] === "apps") return await renderApps(nav, params);
+    if (!PORTAL && parts[0] === "sources") return await renderSources(nav, params);
+    if (!PORTAL && parts[0] === "source" && parts.length === 2) return await renderSource(nav, parts[1], params);
+    if (parts[0] === "app" && parts.length === 2) return await renderApp(nav, parts[1]);
+    if (parts[0] === "app" && parts[2] === "messages") return await renderMessages(nav, parts[1], params);
+    if (parts[0] === "app" && parts[2] === "msg") return await renderMessage(nav, parts[1], parts[3]);
     if (parts[0] === "app" && parts[2] === "endpoint" && parts[4] === "transformation") {
-      return await renderTransformation(parts[1], parts[3]);
+      return await renderTransformation(nav, parts[1], parts[3]);
     }
     if (parts[0] === "app" && parts[2] === "endpoint" && parts[4] === "authentication") {
-      return await renderAuthentication(parts[1], parts[3]);
+      return await renderAuthentication(nav, parts[1], parts[3]);
     }
-    show(h("p", { class: "error" }, "Nothing here."));
+    show(nav, h("p", { class: "error" }, "Nothing here."));
   } catch (err) {
     if (err.status === 401) return;
-    show(h("div", { class: "card" }, h("p", { class: "error", "data-testid": "error" }, `Error: ${err.message}`)));
+    show(nav, h("div", { class: "card" }, h("p", { class: "error", "data-testid": "error" }, `Error: ${err.message}`)));
   }
 }
 
 // --- applications
 
-async function renderApps(params) {
-  crumbs({ text: "Applications" });
+async function renderApps(nav, params) {
+  crumbs(nav, { text: "Applications" });
   const q = new URLSearchParams({ limit: "250" });
   if (params.get("iterator")) q.set("iterator", params.get("iterator"));
   const apps = await get(`/app?${q}`);
@@ -201,7 +241,7 @@ async function renderApps(params) {
     h("td", { class: "mono" }, a.uid || "—"),
     h("td", { class: "mono muted" }, a.id),
     h("td", { class: "muted" }, fmtTime(a.createdAt))));
-  show(h("h1", {}, "Applications"), topTabs("apps"),
+  show(nav, h("h1", {}, "Applications"), topTabs("apps"),
     h("div", { class: "card" }, rows.length ? h("table", {},
       h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "uid"), h("th", {}, "id"), h("th", {}, "Created"))),
       h("tbody", {}, rows)) : h("p", { class: "muted" }, "No applications yet: POST /api/v1/app to create one."),
@@ -214,9 +254,9 @@ function topTabs(active) {
   return h("div", { class: "tabs" }, t("apps", "Applications", "#/apps"), t("sources", "Inbound sources", "#/sources"));
 }
 
-function appCrumbs(app, ...rest) {
+function appCrumbs(nav, app, ...rest) {
   const base = PORTAL ? [] : [{ text: "Applications", href: "#/apps" }];
-  crumbs(...base, { text: app.name, href: `#/app/${enc(app.id)}` }, ...rest);
+  crumbs(nav, ...base, { text: app.name, href: `#/app/${enc(app.id)}` }, ...rest);
 }
 
 function tabs(app, active) {
@@ -226,16 +266,16 @@ function tabs(app, active) {
     t("messages", "Message log", `#/app/${enc(app.id)}/messages`));
 }
 
-async function renderApp(appId) {
+async function renderApp(nav, appId) {
   const app = await get(`/app/${enc(appId)}`);
-  appCrumbs(app);
+  appCrumbs(nav, app);
   const [health, timeline] = await Promise.all([
     get(`/stats/app/${enc(app.id)}/endpoint?hours=24`),
     get(`/stats/app/${enc(app.id)}/timeline?minutes=60`),
   ]);
   const totals = health.data.reduce((t, e) => ({ ok: t.ok + e.succeeded, fail: t.fail + e.failed, pending: t.pending + e.pending }), { ok: 0, fail: 0, pending: 0 });
   const stat = (v, l, id) => h("div", { class: "stat", "data-testid": id }, h("div", { class: "v" }, v), h("div", { class: "l" }, l));
-  show(
+  show(nav,
     h("h1", { "data-testid": "app-name" }, app.name),
     tabs(app, "overview"),
     h("div", { class: "card" }, h("div", { class: "stats" },
@@ -363,11 +403,11 @@ function handler(webhook) {
   return webhook;
 }`;
 
-async function renderTransformation(appId, epId) {
+async function renderTransformation(nav, appId, epId) {
   const app = await get(`/app/${enc(appId)}`);
   const path = `/app/${enc(app.id)}/endpoint/${enc(epId)}`;
   const [ep, tr] = await Promise.all([get(path), get(`${path}/transformation`)]);
-  appCrumbs(app, { text: "Transformation" });
+  appCrumbs(nav, app, { text: "Transformation" });
   const editable = can("ManageTransformations");
   const code = h("textarea", { class: "code mono", rows: 14, spellcheck: "false", readonly: !editable, "data-testid": "transformation-code" });
   code.value = tr.code || EXAMPLE_CODE;
@@ -416,7 +456,7 @@ async function renderTransformation(appId, epId) {
       }
     },
   }, "Save");
-  show(
+  show(nav,
     h("h1", {}, "Transformation"),
     h("p", { class: "mono small muted" }, ep.url),
     h("div", { class: "card" },
@@ -444,22 +484,25 @@ async function settingsAt(path) {
   }
 }
 
-async function renderAuthentication(appId, epId) {
+async function renderAuthentication(nav, appId, epId) {
   const app = await get(`/app/${enc(appId)}`);
   const path = `/app/${enc(app.id)}/endpoint/${enc(epId)}`;
   const [ep, oauth, mtls] = await Promise.all([get(path), settingsAt(`${path}/oauth`), settingsAt(`${path}/mtls`)]);
-  appCrumbs(app, { text: "Authentication" });
+  appCrumbs(nav, app, { text: "Authentication" });
   const shown = (s) => s && !s.forbidden && !s.error;
   const summary = (s, describe) => s === null ? "None set." : s.forbidden ? "This token may not see them."
     : s.error ? `Could not read them: ${s.error}` : describe(s);
   // One card per kind: its current state, its fields (unless `why`, which `load` answers
   // while it fills them from the settings, says they cannot be edited here), Save and
   // Remove. A save or a removal draws its own card again, from the settings as now stored
-  // (its fields kept, so nothing typed in the other card is lost).
+  // (its fields kept, so nothing typed in the other card is lost). Settings that could not
+  // be read cannot be changed either (a save would replace what the form could not show,
+  // such as OAuth's extra parameters): the card offers to read them again.
   const section = (kind, title, current, describe, fields, body, clear, load) => {
     const card = h("div", { class: "card" });
     const draw = (current, message) => {
-      const why = load(current);
+      const unread = !!(current && current.error);
+      const why = unread ? "They can be changed once read." : load(current);
       const editable = can("ManageEndpoint") && !why;
       const status = h("span", { class: "small", "data-testid": `${kind}-status` }, message || why || "");
       const state = h("pre", { class: "mono result", "data-testid": `${kind}-current` }, summary(current, describe));
@@ -486,7 +529,14 @@ async function renderAuthentication(appId, epId) {
           if (done.ok) draw(null, "Removed.");
         },
       }, "Remove");
-      card.replaceChildren(h("h2", {}, title), state, editable ? fields : null, h("div", { class: "actions" }, save, remove, status));
+      const reload = !unread ? null : h("button", {
+        class: "secondary", "data-testid": `${kind}-reload`,
+        onclick: async (ev) => {
+          ev.target.disabled = true;
+          try { draw(await settingsAt(`${path}/${kind}`), ""); } catch (err) { ev.target.disabled = false; }
+        },
+      }, "Read again");
+      card.replaceChildren(h("h2", {}, title), state, editable ? fields : null, h("div", { class: "actions" }, save, remove, reload, status));
     };
     draw(current, "");
     return card;
@@ -541,7 +591,7 @@ async function renderAuthentication(appId, epId) {
     () => ({ identity: identity.value, serverCaCert: ca.value.trim() ? ca.value : null }),
     () => { identity.value = ""; },
     () => "");
-  show(h("h1", {}, "Authentication"), h("p", { class: "mono small muted" }, ep.url),
+  show(nav, h("h1", {}, "Authentication"), h("p", { class: "mono small muted" }, ep.url),
     h("p", { class: "small muted" }, "Besides the signature every request carries: what the receiver may also ask for."),
     oauthCard, mtlsCard);
 }
@@ -619,9 +669,9 @@ function localInput(iso) {
   return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
 }
 
-async function renderMessages(appId, params) {
+async function renderMessages(nav, appId, params) {
   const app = await get(`/app/${enc(appId)}`);
-  appCrumbs(app, { text: "Message log" });
+  appCrumbs(nav, app, { text: "Message log" });
   const q = new URLSearchParams();
   q.set("limit", "50");
   if (params.get("event")) q.set("event_types", params.get("event"));
@@ -666,7 +716,7 @@ async function renderMessages(appId, params) {
     p.set("iterator", list.iterator);
     return h("p", {}, h("a", { href: `#/app/${enc(app.id)}/messages?${p}`, "data-testid": "next-page" }, "Older messages →"));
   })() : null;
-  show(h("h1", {}, app.name), tabs(app, "messages"), h("div", { class: "card" }, form,
+  show(nav, h("h1", {}, app.name), tabs(app, "messages"), h("div", { class: "card" }, form,
     rows.length ? h("table", { "data-testid": "message-table" },
       h("thead", {}, h("tr", {}, ["Message", "Event type", "Status", "Deliveries", "Attempts", "Created"].map((t) => h("th", {}, t)))),
       h("tbody", {}, rows)) : h("p", { class: "muted", "data-testid": "no-messages" }, "No message matches."), next));
@@ -676,8 +726,8 @@ async function renderMessages(appId, params) {
 
 const REQUEST_BADGES = { accepted: "success", duplicate: "canceled", rejected: "fail" };
 
-async function renderSources(params) {
-  crumbs({ text: "Inbound sources" });
+async function renderSources(nav, params) {
+  crumbs(nav, { text: "Inbound sources" });
   const q = new URLSearchParams({ limit: "100" });
   if (params.get("iterator")) q.set("iterator", params.get("iterator"));
   const list = await get(`/source?${q}`);
@@ -687,7 +737,7 @@ async function renderSources(params) {
     h("td", { class: "mono small" }, src.ingestUrl),
     h("td", {}, src.destinations.length),
     h("td", { class: "muted" }, fmtTime(src.createdAt))));
-  show(h("h1", {}, "Inbound sources"), topTabs("sources"),
+  show(nav, h("h1", {}, "Inbound sources"), topTabs("sources"),
     h("div", { class: "card" }, rows.length ? h("table", {},
       h("thead", {}, h("tr", {}, ["Name", "Verification", "Ingest URL", "Destinations", "Created"].map((t) => h("th", {}, t)))),
       h("tbody", {}, rows)) : h("p", { class: "muted" }, "No sources yet: POST /api/v1/source to create one."),
@@ -716,12 +766,12 @@ function destinationRules(d) {
   ].filter(Boolean);
 }
 
-async function renderSource(srcId, params) {
+async function renderSource(nav, srcId, params) {
   const q = new URLSearchParams({ limit: "50" });
   if (params.get("status")) q.set("status", params.get("status"));
   if (params.get("iterator")) q.set("iterator", params.get("iterator"));
   const [src, reqs] = await Promise.all([get(`/source/${enc(srcId)}`), get(`/source/${enc(srcId)}/request?${q}`)]);
-  crumbs({ text: "Inbound sources", href: "#/sources" }, { text: src.name });
+  crumbs(nav, { text: "Inbound sources", href: "#/sources" }, { text: src.name });
   const kv = (k, ...v) => h("tr", {}, h("td", {}, k), h("td", {}, ...v));
   const destRows = src.destinations.map((d) => h("tr", { "data-testid": "source-destination" },
     h("td", {}, d.type === "url" ? "URL" : "event type"),
@@ -757,7 +807,7 @@ async function renderSource(srcId, params) {
     p.set("iterator", reqs.iterator);
     return h("p", {}, h("a", { href: `#/source/${enc(src.id)}?${p}`, "data-testid": "next-page" }, "Older requests →"));
   })() : null;
-  show(h("h1", {}, src.name),
+  show(nav, h("h1", {}, src.name),
     h("div", { class: "row" },
       h("div", { class: "card" }, h("h2", {}, "Source"), h("table", { class: "kv" },
         kv("Ingest URL", h("span", { class: "mono", "data-testid": "ingest-url" }, src.ingestUrl)),
@@ -778,7 +828,7 @@ async function renderSource(srcId, params) {
 
 // --- one message: deliveries and attempts
 
-async function renderMessage(appId, msgId) {
+async function renderMessage(nav, appId, msgId) {
   const app = await get(`/app/${enc(appId)}`);
   const [msg, dests, attempts] = await Promise.all([
     get(`/app/${enc(app.id)}/msg/${enc(msgId)}`),
@@ -786,7 +836,7 @@ async function renderMessage(appId, msgId) {
     get(`/app/${enc(app.id)}/msg/${enc(msgId)}/endpoint?limit=250&expanded_statuses=true`),
     get(`/app/${enc(app.id)}/attempt/msg/${enc(msgId)}?limit=250&expanded_statuses=true`),
   ]);
-  appCrumbs(app, { text: "Message log", href: `#/app/${enc(app.id)}/messages` }, { text: msg.id });
+  appCrumbs(nav, app, { text: "Message log", href: `#/app/${enc(app.id)}/messages` }, { text: msg.id });
   const destRows = dests.data.map((d) => h("tr", { "data-testid": "destination-row" },
     h("td", { class: "mono" }, d.url), h("td", {}, badge(STATUS_NAMES[d.status])),
     h("td", { class: "muted" }, d.nextAttempt ? `next try ${fmtTime(d.nextAttempt)}` : ""),
@@ -796,7 +846,7 @@ async function renderMessage(appId, msgId) {
         const done = await act(ev.target, () => api("POST", `/app/${enc(app.id)}/msg/${enc(msg.id)}/endpoint/${enc(d.id)}/resend`));
         if (!done.ok) return;
         ev.target.textContent = "Resent";
-        waitForAttempts(app.id, msg.id, attempts.data.length);
+        waitForAttempts(app.id, msg.id, attempts.data.length ? attempts.data[0].id : null);
       },
     }, "Resend"))));
   const attemptCards = attempts.data.map((a) => {
@@ -813,7 +863,7 @@ async function renderMessage(appId, msgId) {
       h("details", { open: true }, h("summary", {}, "Request headers"), headers),
       h("details", { open: true }, h("summary", {}, "Response body"), h("pre", { "data-testid": "response-body" }, a.response || "(empty)")));
   });
-  show(h("h1", {}, msg.eventType, " ", h("span", { class: "muted mono small" }, msg.id)),
+  show(nav, h("h1", {}, msg.eventType, " ", h("span", { class: "muted mono small" }, msg.id)),
     h("div", { class: "row" },
       h("div", { class: "card" }, h("h2", {}, "Message"), h("table", { class: "kv" },
         h("tr", {}, h("td", {}, "Event type"), h("td", {}, msg.eventType)),
@@ -822,46 +872,100 @@ async function renderMessage(appId, msgId) {
         h("tr", {}, h("td", {}, "Channels"), h("td", {}, (msg.channels || []).join(", ") || "—"))),
         h("pre", { "data-testid": "payload" }, JSON.stringify(msg.payload, null, 2))),
       h("div", { class: "card" }, h("h2", {}, "Deliveries"), destRows.length ? h("table", {}, h("tbody", {}, destRows)) : h("p", { class: "muted" }, "No endpoint wanted this message."))),
-    h("div", { class: "card" }, h("h2", {}, `Attempts (${attempts.data.length})`),
+    h("div", { class: "card" }, h("h2", {}, `Attempts (${attempts.data.length}${attempts.done ? "" : ", the newest"})`),
       attemptCards.length ? h("div", { "data-testid": "attempts" }, attemptCards) : h("p", { class: "muted" }, "No attempt yet.")));
 }
 
-// After a resend: re-render when a new attempt shows up (for up to 15 s).
-async function waitForAttempts(appId, msgId, had) {
+// After a resend: re-render when a new attempt shows up (for up to 15 s), that is when the
+// newest attempt (the list is newest first) is no longer `newest`, the newest drawn (its id;
+// null: none was). Only that one is asked for, without its response body, each time (a
+// count would not do: the page draws at most 250 attempts).
+async function waitForAttempts(appId, msgId, newest) {
+  const started = token();
   for (let i = 0; i < 30; i++) {
     await new Promise((r) => setTimeout(r, 500));
-    if (!location.hash.includes(`/msg/${enc(msgId)}`)) return;
-    const list = await get(`/app/${enc(appId)}/attempt/msg/${enc(msgId)}?limit=250`);
-    if (list.data.length > had) return route();
+    if (!location.hash.includes(`/msg/${enc(msgId)}`) || token() !== started) return;
+    let list;
+    try { list = await get(`/app/${enc(appId)}/attempt/msg/${enc(msgId)}?limit=1&with_content=false`); } catch (err) { return; }
+    if (list.data.length && list.data[0].id !== newest) return route();
   }
 }
 
 // --- start
 
-// The portal link carries the token in its fragment (never sent to a server): keep it for
-// this tab only and take it out of the address bar and history. A link opened in a tab
-// that already shows the portal (only the fragment changes, so the page does not load
-// again) replaces the token, and the application shown with it.
+// The portal link carries the token in its fragment (never sent to a server), as the whole
+// fragment's start: `#token=…` (a `token=` elsewhere in a fragment is no token). It is kept
+// for this tab only and taken out of the address bar and history. A tab signed in with
+// another token (a link opened in a tab that shows the portal: only the fragment changes,
+// so the page does not load again; or a page that frames the portal changing its fragment)
+// keeps its token until the user, told which application the link opens, says to switch.
+// Answers whether that question is now asked (the page is then drawn by `offerSwitch`).
 function takeLinkToken() {
-  const m = location.hash.match(/(?:^#|&)token=([^&]+)/);
-  if (!m) return;
+  const m = location.hash.match(/^#token=([^&]+)/);
+  if (!m) return false;
   // A malformed one (`%E0`) is kept as it is: the API refuses it, and the page says so.
   let value = m[1];
   try { value = decodeURIComponent(value); } catch (err) { /* as it is */ }
+  history.replaceState(null, "", location.pathname + "#/");
+  const held = token();
+  if (held === value) return false;
+  if (held !== null) { offerSwitch(value); return true; }
   sessionStorage.setItem(TOKEN_KEY, value);
   portalApp = null;
   portalCaps = null;
-  history.replaceState(null, "", location.pathname + "#/");
+  return false;
+}
+
+// Asks whether to leave the portal signed in for the one a link's token `offered` opens,
+// naming that application. Switch takes the token; Stay (or any other navigation) drops it.
+async function offerSwitch(offered) {
+  const nav = navigation();
+  const was = portalApp;
+  document.getElementById("crumbs").replaceChildren();
+  main().replaceChildren(h("p", { class: "muted" }, "Opening the link…"));
+  const stay = () => route();
+  let app = null;
+  try {
+    const apps = await api("GET", "/app", undefined, offered);
+    app = apps && apps.data && apps.data[0];
+  } catch (err) {
+    // (A 401 here is the link's token's: the held one is not signed out for it.)
+    show(nav, h("div", { class: "card login", "data-testid": "switch-refused" }, h("h1", {}, "This link does not work"),
+      h("p", { class: "error" }, `Its token was not accepted${err.status === 401 ? "" : `: ${err.message}`}. You are still signed in${was ? ` to ${was.name}` : ""}.`),
+      h("div", { class: "actions" }, h("button", { "data-testid": "switch-stay", onclick: stay }, "Back"))));
+    return;
+  }
+  if (!app) { show(nav, h("p", { class: "error" }, "This link's token opens no application.")); return; }
+  const same = was && was.id === app.id;
+  show(nav, h("div", { class: "card login", "data-testid": "switch-offer" },
+    h("h1", {}, same ? `Open ${app.name} with this link's access?` : `Switch to the portal of ${app.name}?`),
+    h("p", {}, same
+      ? `This link opens ${app.name} again, with the access the link gives (which may differ from what you have now).`
+      : `This link opens the webhook portal of another application: ${app.name}${app.uid ? ` (${app.uid})` : ""}. `
+        + (was ? `In this tab you are signed in to ${was.name}.` : "In this tab you are signed in to another application's portal.")),
+    h("p", { class: "small muted" }, `Switch only if you expected this link: what you change or enter after switching (a client secret, a key) goes to ${app.name}.`),
+    h("div", { class: "actions" },
+      h("button", {
+        "data-testid": "switch-accept",
+        onclick: () => {
+          if (!nav.current()) return;
+          sessionStorage.setItem(TOKEN_KEY, offered);
+          portalApp = null;
+          portalCaps = null;
+          route();
+        },
+      }, same ? "Use this link" : `Switch to ${app.name}`),
+      h("button", { class: "secondary", "data-testid": "switch-stay", onclick: stay }, was ? `Stay in ${was.name}` : "Stay"))));
 }
 
 function start() {
   document.getElementById("mode").textContent = PORTAL ? "portal" : "";
   document.getElementById("logout").addEventListener("click", signOutClicked);
-  if (PORTAL) takeLinkToken();
   window.addEventListener("hashchange", () => {
-    if (PORTAL) takeLinkToken();
+    if (PORTAL && takeLinkToken()) return;
     route();
   });
+  if (PORTAL && takeLinkToken()) return;
   route();
 }
 

@@ -31,6 +31,8 @@ pub struct ServerSettings {
     pub default_signature_type: hooklane_core::signing::SignatureType,
     /// Messages each application may post a second on this node (0: no limit).
     pub message_rate_limit: u32,
+    /// The pages that may frame the portal (its CSP's `frame-ancestors`); none: any.
+    pub portal_frame_ancestors: Vec<String>,
 }
 
 /// Settings of the inbound side.
@@ -88,6 +90,8 @@ pub(crate) struct Shared {
     pub checks: crate::api::preview::Running,
     /// Endpoint changes waiting to be posted as operational webhooks, in order.
     pub endpoint_news: crate::operational::EndpointNews,
+    /// The portal page's `Content-Security-Policy` (see [`crate::dashboard::portal_csp`]).
+    pub portal_csp: axum::http::HeaderValue,
 }
 
 impl AppState {
@@ -116,6 +120,7 @@ impl AppState {
             previews: Default::default(),
             checks: Default::default(),
             endpoint_news: Default::default(),
+            portal_csp: crate::dashboard::portal_csp(&settings.portal_frame_ancestors),
         }))
     }
 }

@@ -40,6 +40,10 @@ pub struct Config {
     pub admin_token_file: Option<String>,
     /// Base URL of this server as clients see it (used in portal links).
     pub public_url: Option<String>,
+    /// The pages that may show the portal (`/portal`) in a frame: its CSP's
+    /// `frame-ancestors`, origins (`https://app.example.com`), schemes or `'self'`; empty
+    /// (the default): any page.
+    pub portal_frame_ancestors: Vec<String>,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
     /// Time a client gets to send a request's headers, and between two pieces of its body:
@@ -186,6 +190,7 @@ impl Default for Config {
             admin_token: None,
             admin_token_file: None,
             public_url: None,
+            portal_frame_ancestors: Vec::new(),
             max_body_bytes: 1024 * 1024,
             request_read_timeout: Duration::from_secs(30),
             tenant_cache_ttl: Duration::from_secs(1),
@@ -588,6 +593,8 @@ impl Config {
             bail!("log_format must be text or json");
         }
         check_log_level(&self.log_level)?;
+        hooklane_server::dashboard::check_frame_ancestors(&self.portal_frame_ancestors)
+            .map_err(|why| anyhow::anyhow!("portal_frame_ancestors: {why}"))?;
         if let Some(url) = self.public_url.as_deref() {
             check_public_url(url)?;
         }

@@ -76,6 +76,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             task_wait: config.task_wait,
             default_signature_type: config.default_signature_type,
             message_rate_limit: config.message_rate_limit,
+            portal_frame_ancestors: config.portal_frame_ancestors.clone(),
         },
     );
     // Inbound requests acknowledged while their fan-out to event types failed are completed

@@ -224,6 +224,26 @@ impl Browser {
         self.page("Input.insertText", json!({ "text": text })).await;
     }
 
+    /// Puts `HOLD_FETCH` in the page now and, with `on_new_pages`, in every page loaded
+    /// after (before its own scripts run).
+    async fn hold_fetches(&mut self, on_new_pages: bool) {
+        if on_new_pages {
+            self.page("Page.addScriptToEvaluateOnNewDocument", json!({ "source": HOLD_FETCH })).await;
+        }
+        self.eval(HOLD_FETCH).await;
+    }
+
+    /// Sets `HOLD_FETCH`'s rules (a JS array).
+    async fn hold_rules(&mut self, rules: &str) {
+        self.eval(&format!("window.__hold.rules = {rules}")).await;
+    }
+
+    /// Lets the held answers through, and waits a moment for the page to take them in.
+    async fn release_held(&mut self) {
+        self.eval("Promise.all(window.__hold.held.splice(0).map((h) => h.release()))").await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+
     async fn text(&mut self) -> String {
         self.eval("document.body.innerText").await.as_str().unwrap_or("").to_string()
     }
@@ -254,6 +274,31 @@ impl Browser {
         }
     }
 }
+
+/// A slow or failing server, as the page sees it: the page's `fetch` wrapped so that a
+/// request a rule matches (`url`: a part of its URL; `method`; `auth`: how its bearer token
+/// ends) is either answered `status` with `body` at once, without reaching the server, or
+/// sent at once but its answer held (in `window.__hold.held`) until the test releases it.
+/// The page's own code is not changed.
+const HOLD_FETCH: &str = r#"(() => {
+  if (window.__hold) return;
+  const real = window.fetch.bind(window);
+  const hold = window.__hold = { rules: [], held: [] };
+  window.fetch = (url, opts) => {
+    const auth = String((opts && opts.headers && opts.headers.authorization) || "");
+    const method = (opts && opts.method) || "GET";
+    const rule = hold.rules.find((r) => String(url).includes(r.url) && (!r.auth || auth.endsWith(r.auth))
+      && (!r.method || r.method === method));
+    if (!rule) return real(url, opts);
+    if (rule.status) {
+      return Promise.resolve(new Response(JSON.stringify(rule.body || {}),
+        { status: rule.status, headers: { "content-type": "application/json" } }));
+    }
+    const answer = real(url, opts);
+    return new Promise((resolve, reject) =>
+      hold.held.push({ url: String(url), release: () => answer.then(resolve, reject) }));
+  };
+})()"#;
 
 // --- the flows
 
@@ -655,6 +700,10 @@ async fn dashboard_and_portal_main_flows() {
         let (status, access) = server.call("POST", &path, Some(body.clone())).await;
         assert_eq!(status, 200, "{access}");
         browser.goto(access["url"].as_str().unwrap()).await;
+        // The tab is signed in after the first link: the next one is taken once agreed to.
+        if body != json!({ "readOnly": true }) {
+            browser.click("[data-testid=switch-accept]").await;
+        }
         // Rendered for this token: the row, with as many of each action as it may take.
         let rendered = ["disable", "recover", "send-test"]
             .iter()
@@ -689,6 +738,7 @@ async fn dashboard_and_portal_main_flows() {
         .await;
     assert_eq!(status, 200, "{access}");
     browser.goto(access["url"].as_str().unwrap()).await;
+    browser.click("[data-testid=switch-accept]").await;
     browser.wait_for("document.querySelectorAll('[data-testid=endpoint-row]').length > 0", "the portal").await;
     browser.click(&format!("{bad_row} [data-testid=authentication-link]")).await;
     browser.wait_for(&format!("{oauth_now} === 'This token may not see them.'"), "the refusal, said").await;
@@ -816,4 +866,240 @@ async fn dashboard_shows_inbound_sources_and_their_requests() {
     assert_eq!(browser.count("[data-testid=tab-sources]").await, 0);
     browser.eval("location.hash = '#/sources'").await;
     browser.wait_for(&format!("location.hash === '#/app/{app}'"), "a redirect to its own application").await;
+}
+
+/// Signs in to the admin dashboard.
+async fn sign_in(browser: &mut Browser, server: &Server) {
+    browser.goto(&server.url("/dashboard")).await;
+    browser.type_into("[data-testid=token-input]", ADMIN).await;
+    browser.click("[data-testid=login]").await;
+    browser.wait_for("document.querySelector('[data-testid=app-row], [data-testid=tab-apps]')", "the dashboard").await;
+}
+
+/// A full-access portal token for `app`, as its portal link carries it.
+async fn portal_token(server: &Server, app: &str) -> String {
+    let (status, access) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), None).await;
+    assert_eq!(status, 200, "{access}");
+    access["token"].as_str().expect("token").to_string()
+}
+
+/// Marks what the page shows now, so that a test can wait for it to be drawn again.
+const MARK_PAGE: &str = "document.querySelector('#main > *').dataset.old = '1'";
+const REDRAWN: &str = "document.querySelector('#main > *') && !document.querySelector('#main > [data-old]')";
+
+/// A portal link's token is taken from a fragment that starts `#token=` only, and a tab
+/// signed in keeps its token until the user, told which application the link opens, agrees
+/// to switch: a link (or a page framing the portal) cannot change it unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_link_asks_before_replacing_the_token() {
+    let mut browser = Browser::launch().await;
+    let server = Server::start("").await;
+    let globex = server.create_app("Globex Industries").await;
+    let acme = server.create_app("Acme Corp").await;
+    server.create_endpoint(&globex, json!({ "url": "http://127.0.0.1:9/globex" })).await;
+    server.create_endpoint(&acme, json!({ "url": "http://127.0.0.1:9/acme" })).await;
+    let globex_token = portal_token(&server, &globex).await;
+    let acme_token = portal_token(&server, &acme).await;
+    let held = "sessionStorage.getItem('hooklane.portal.token')";
+    let app_name = "(document.querySelector('[data-testid=app-name]') || {}).textContent";
+
+    browser.goto(&server.url(&format!("/portal#token={globex_token}"))).await;
+    browser.wait_for(&format!("{app_name} === 'Globex Industries'"), "Globex's portal").await;
+
+    // `token=` after the fragment's start is no token: the page stays Globex's.
+    browser.eval(MARK_PAGE).await;
+    browser.eval(&format!("location.hash = '#/x?y&token={acme_token}'")).await;
+    browser.wait_for(&format!("location.hash === '#/app/{globex}' && {REDRAWN}"), "Globex's page drawn again").await;
+    assert_eq!(browser.eval(app_name).await, json!("Globex Industries"));
+    assert_eq!(browser.eval(held).await, json!(globex_token));
+
+    // A link for another application asks, naming both; staying keeps the token.
+    browser.eval(&format!("location.hash = '#token={acme_token}'")).await;
+    browser.wait_for("document.querySelector('[data-testid=switch-offer]')", "the question").await;
+    let offer = browser.eval("document.querySelector('[data-testid=switch-offer]').innerText").await;
+    let offer = offer.as_str().unwrap();
+    assert!(offer.contains("Acme Corp") && offer.contains("Globex Industries"), "{offer}");
+    assert_eq!(browser.eval(held).await, json!(globex_token), "kept while asking");
+    assert!(!browser.eval("location.href").await.as_str().unwrap().contains("token="), "out of the address bar");
+    browser.click("[data-testid=switch-stay]").await;
+    browser.wait_for(&format!("{app_name} === 'Globex Industries'"), "Globex's portal again").await;
+    assert_eq!(browser.eval(held).await, json!(globex_token));
+
+    // A link whose token does not work says so; the tab stays signed in.
+    browser.eval("location.hash = '#token=appsk_not-a-token'").await;
+    browser.wait_for("document.querySelector('[data-testid=switch-refused]')", "the refused link").await;
+    assert_eq!(browser.eval(held).await, json!(globex_token));
+    browser.click("[data-testid=switch-stay]").await;
+    browser.wait_for(&format!("{app_name} === 'Globex Industries'"), "Globex's portal again").await;
+
+    // Agreed to, the link's token is taken.
+    browser.eval(&format!("location.hash = '#token={acme_token}'")).await;
+    browser.click("[data-testid=switch-accept]").await;
+    browser.wait_for(&format!("{app_name} === 'Acme Corp' && location.hash === '#/app/{acme}'"), "Acme's portal").await;
+    assert_eq!(browser.eval(held).await, json!(acme_token));
+
+    // The same holds when the link loads the page anew in the tab.
+    browser.goto("about:blank").await;
+    browser.goto(&server.url(&format!("/portal#token={globex_token}"))).await;
+    browser.wait_for("document.querySelector('[data-testid=switch-offer]')", "the question on a page load").await;
+    assert_eq!(browser.eval(held).await, json!(acme_token));
+}
+
+/// Answers that come late are dropped: a slow page never covers the one navigated to since,
+/// and a portal token replaced while its first answers were under way does not leave the
+/// tab with the old token's application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_answers_never_draw_over_a_newer_page() {
+    let mut browser = Browser::launch().await;
+    let server = Server::start("").await;
+    let globex = server.create_app("Globex Industries").await;
+    let acme = server.create_app("Acme Corp").await;
+    server.create_endpoint(&globex, json!({ "url": "http://127.0.0.1:9/globex" })).await;
+    server.create_endpoint(&acme, json!({ "url": "http://127.0.0.1:9/acme" })).await;
+
+    // The message log's answer is slow; the user goes back to the endpoints meanwhile.
+    sign_in(&mut browser, &server).await;
+    browser.eval(&format!("location.hash = '#/app/{acme}'")).await;
+    browser.wait_for("document.querySelector('[data-testid=endpoint-row]')", "Acme's endpoints").await;
+    browser.hold_fetches(false).await;
+    browser.hold_rules("[{ url: '/msg?limit=50' }]").await;
+    browser.click("[data-testid=tab-messages]").await;
+    browser.wait_for("window.__hold.held.length === 1", "the message log asked for").await;
+    browser.eval(MARK_PAGE).await;
+    browser.click("[data-testid=tab-overview]").await;
+    browser.wait_for(&format!("location.hash === '#/app/{acme}' && {REDRAWN}"), "the endpoints again").await;
+    browser.release_held().await;
+    assert_eq!(browser.count("[data-testid=endpoint-row]").await, 1, "{}", browser.text().await);
+    assert_eq!(browser.count("[data-testid=message-search]").await, 0, "the late message log is not drawn");
+    let crumbs = browser.eval("document.getElementById('crumbs').innerText").await;
+    assert!(!crumbs.as_str().unwrap().contains("Message log"), "{crumbs}");
+
+    // The portal: Globex's link, whose whoami answers late, then Acme's, agreed to.
+    let globex_token = portal_token(&server, &globex).await;
+    let acme_token = portal_token(&server, &acme).await;
+    browser.hold_fetches(true).await;
+    browser.goto("about:blank").await;
+    let rules = format!("window.__hold.rules = [{{ url: '/auth/whoami', auth: '{globex_token}' }}]");
+    browser.page("Page.addScriptToEvaluateOnNewDocument", json!({ "source": rules })).await;
+    browser.goto(&server.url(&format!("/portal#token={globex_token}"))).await;
+    browser.wait_for("window.__hold.held.length === 1", "Globex's whoami asked for").await;
+    browser.eval(&format!("location.hash = '#token={acme_token}'")).await;
+    browser.click("[data-testid=switch-accept]").await;
+    let acme_shown = format!(
+        "location.hash === '#/app/{acme}' && (document.querySelector('[data-testid=app-name]') || {{}}).textContent === 'Acme Corp'"
+    );
+    browser.wait_for(&acme_shown, "Acme's portal").await;
+    browser.release_held().await;
+    assert_eq!(browser.eval(&acme_shown).await, json!(true), "{}", browser.text().await);
+    assert_eq!(browser.count("[data-testid=error]").await, 0, "{}", browser.text().await);
+    assert_eq!(browser.count("[data-testid=endpoint-row]").await, 1);
+}
+
+/// The admin dashboard's sign-in takes the admin token only: an application's (its portal
+/// link's) is refused with a word on where it belongs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_sign_in_refuses_an_application_token() {
+    let mut browser = Browser::launch().await;
+    let server = Server::start("").await;
+    let app = server.create_app("Globex Industries").await;
+    let token = portal_token(&server, &app).await;
+    browser.goto(&server.url("/dashboard")).await;
+    browser.type_into("[data-testid=token-input]", &token).await;
+    browser.click("[data-testid=login]").await;
+    browser.wait_for("document.querySelector('[data-testid=login-error]')", "the refusal").await;
+    let said = browser.eval("document.querySelector('[data-testid=login-error]').textContent").await;
+    assert!(said.as_str().unwrap().contains("portal link"), "{said}");
+    assert_eq!(browser.eval("sessionStorage.getItem('hooklane.admin.token')").await, Value::Null);
+    assert_eq!(browser.count("[data-testid=app-row]").await, 0);
+    // The admin token still signs in.
+    browser.type_into("[data-testid=token-input]", ADMIN).await;
+    browser.click("[data-testid=login]").await;
+    browser.wait_for("document.querySelectorAll('[data-testid=app-row]').length === 1", "the applications").await;
+}
+
+/// OAuth settings that could not be read (the store busy, a proxy's 502) are not offered
+/// for editing, where a save would drop what the form could not show (their extra
+/// parameters); once read they are. A refused save says which field, and why, in words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_settings_unread_are_not_offered_for_editing() {
+    let mut browser = Browser::launch().await;
+    let server = Server::start("").await;
+    let app = server.create_app("Acme Corp").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": "http://127.0.0.1:9/acme" })).await;
+    let oauth = json!({"tokenUrl": "https://auth.example/token", "clientId": "c", "clientSecret": "s",
+        "extraParams": {"audience": "https://api.acme.example"}});
+    let (status, body) = server.call("PUT", &format!("/api/v1/app/{app}/endpoint/{ep}/oauth"), Some(oauth)).await;
+    assert_eq!(status, 204, "{body}");
+
+    sign_in(&mut browser, &server).await;
+    browser.hold_fetches(false).await;
+    browser
+        .hold_rules(
+            "[{ url: '/oauth', method: 'GET', status: 503, body: { code: 'unavailable', detail: 'the store is busy' } }]",
+        )
+        .await;
+    browser.eval(&format!("location.hash = '#/app/{app}/endpoint/{ep}/authentication'")).await;
+    let oauth_now = "((document.querySelector('[data-testid=oauth-current]') || {}).textContent || '')";
+    browser.wait_for(&format!("{oauth_now}.includes('the store is busy')"), "the failed read, said").await;
+    for control in ["oauth-save", "oauth-token-url", "oauth-client-secret", "oauth-remove"] {
+        assert_eq!(browser.count(&format!("[data-testid={control}]")).await, 0, "{control} offered");
+    }
+    // (The mTLS card, read, is offered as ever.)
+    assert_eq!(browser.count("[data-testid=mtls-save]").await, 1);
+
+    // Read again once the server answers: the form, filled.
+    browser.hold_rules("[]").await;
+    browser.click("[data-testid=oauth-reload]").await;
+    browser.wait_for("document.querySelector('[data-testid=oauth-save]')", "the form").await;
+    let url = browser.eval("document.querySelector('[data-testid=oauth-token-url]').value").await;
+    assert_eq!(url, json!("https://auth.example/token"));
+
+    // Saved without the secret: refused, the field named, no JSON shown.
+    browser.click("[data-testid=oauth-save]").await;
+    let status = "document.querySelector('[data-testid=oauth-status]').textContent";
+    browser.wait_for(&format!("{status}.startsWith('Not saved')"), "the refusal").await;
+    let said = browser.eval(status).await;
+    let said = said.as_str().unwrap();
+    assert!(said.starts_with("Not saved: clientSecret: ") && !said.contains("[{") && !said.contains("loc"), "{said}");
+    let (_, now) = server.call("GET", &format!("/api/v1/app/{app}/endpoint/{ep}/oauth"), None).await;
+    assert_eq!(now["extraParams"], json!({"audience": "https://api.acme.example"}), "{now}");
+}
+
+/// After a Resend the message's page is drawn again once the new attempt is made, also
+/// when the message already had the 250 attempts (and more) the page shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_shows_the_new_attempt_past_250() {
+    let mut browser = Browser::launch().await;
+    let waits = vec!["\"1ms\""; 255].join(", ");
+    let server = Server::start(&format!(
+        "[delivery]\ncircuit_failures = 0\npoll_interval = \"5ms\"\nretry_schedule = [{waits}]"
+    ))
+    .await;
+    let rx = Receiver::scripted(|_, _| Reply::Status(503)).await;
+    let app = server.create_app("Acme Corp").await;
+    server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let msg = server.send_message(&app, "invoice.paid", json!({ "n": 1 })).await;
+    rx.wait_for(256, Duration::from_secs(120)).await;
+    server
+        .wait_until(&format!("/api/v1/app/{app}/msg/{msg}/endpoint"), Duration::from_secs(20), |b| {
+            b["data"][0]["status"] == json!(2)
+        })
+        .await;
+    rx.set_script(|_, _| Reply::Status(200));
+
+    sign_in(&mut browser, &server).await;
+    browser.eval(&format!("location.hash = '#/app/{app}/msg/{msg}'")).await;
+    browser.wait_for("document.querySelectorAll('[data-testid=attempt]').length === 250", "250 attempts").await;
+    let newest = browser.eval("document.querySelector('[data-testid=attempt]').dataset.attempt").await;
+    browser.click("[data-testid=resend]").await;
+    browser
+        .wait_for(
+            &format!("document.querySelector('[data-testid=attempt]').dataset.attempt !== {newest}"),
+            "the new attempt drawn",
+        )
+        .await;
+    let first =
+        browser.eval("document.querySelector('[data-testid=attempt] [data-testid=response-status]').textContent").await;
+    assert_eq!(first, json!("HTTP 200"));
+    assert_eq!(rx.received().len(), 257);
 }

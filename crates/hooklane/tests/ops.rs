@@ -296,8 +296,8 @@ fn refused_at_start(mut command: std::process::Command) -> std::process::Output 
 }
 
 /// The dashboard may not be framed (CSP `frame-ancestors 'none'`, and `X-Frame-Options`
-/// for older browsers); the portal may, by the SaaS that embeds it. Both run only their own
-/// scripts and say no referrer.
+/// for older browsers); the portal may, by the SaaS that embeds it: any page unless
+/// `portal_frame_ancestors` lists some. Both run only their own scripts and say no referrer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_pages_say_where_they_may_be_shown() {
     let server = Server::start("").await;
@@ -312,8 +312,33 @@ async fn dashboard_pages_say_where_they_may_be_shown() {
     let (status, headers, _) = text(&server, "/portal", None).await;
     assert_eq!(status, 200);
     let csp = headers["content-security-policy"].to_str().unwrap_or_default();
-    assert!(csp.contains("frame-ancestors *") && csp.contains("script-src 'self'"), "{csp}");
+    assert!(csp.ends_with("; frame-ancestors *") && csp.contains("script-src 'self'"), "{csp}");
     assert!(headers.get("x-frame-options").is_none(), "the portal is embedded by the SaaS");
+    drop(server);
+
+    // `portal_frame_ancestors` names the pages that may frame the portal, and only those;
+    // the dashboard is framed by none still.
+    let server = Server::start(r#"portal_frame_ancestors = ["https://app.example.com", "'self'"]"#).await;
+    let (status, headers, _) = text(&server, "/portal", None).await;
+    assert_eq!(status, 200);
+    let csp = headers["content-security-policy"].to_str().unwrap_or_default();
+    assert!(csp.ends_with("; frame-ancestors https://app.example.com 'self'"), "{csp}");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(headers.get("x-frame-options").is_none());
+    let (_, headers, _) = text(&server, "/dashboard", None).await;
+    let csp = headers["content-security-policy"].to_str().unwrap_or_default();
+    assert!(csp.ends_with("frame-ancestors 'none'"), "{csp}");
+    drop(server);
+
+    // A value that is no source (here one that would add a directive) stops the start.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("hooklane.toml");
+    std::fs::write(&config, "portal_frame_ancestors = [\"https://a.example; script-src *\"]\n").expect("config");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hooklane"));
+    command.arg("serve").arg("--config").arg(&config).current_dir(dir.path()).env_remove("HOOKLANE_CONFIG");
+    let out = refused_at_start(command);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("portal_frame_ancestors"), "{stderr}");
 }
 
 /// A process killed when dropped: a test that fails leaves no server behind.
