@@ -823,7 +823,13 @@ pub(super) static RECORD_SUCCESSES: LazyLock<String> = LazyLock::new(|| {
         attempts_insert_sql(1),
         deliveries_update_sql(1 + ATTEMPT_PARAMS),
         lanes::advance_cte("d", &format!("${}::bigint", 1 + ATTEMPT_PARAMS + DELIVERY_PARAMS)),
-        select_lanes_and_set_aside("a o"),
+        // Every outcome's delivery (the deliveries' keys): one whose attempt was not kept
+        // (its endpoint or message gone) is set aside too.
+        select_lanes_and_set_aside(&format!(
+            "UNNEST(${}::text[], ${}::text[]) AS o(msg_id, endpoint_id)",
+            1 + ATTEMPT_PARAMS,
+            2 + ATTEMPT_PARAMS
+        )),
     )
 });
 
@@ -2172,7 +2178,9 @@ mod tests {
         // The last one is the time a FIFO lane moved on is due again, read in a few places.
         let all = ATTEMPT_PARAMS + DELIVERY_PARAMS + 1;
         for n in 1..all {
-            assert_eq!(sql.matches(&format!("${n}::")).count(), 1, "${n} in {sql}");
+            // (The deliveries' keys are read twice: to update them, and to set aside those gone.)
+            let times = if [1, 2].map(|k| k + ATTEMPT_PARAMS).contains(&n) { 2 } else { 1 };
+            assert_eq!(sql.matches(&format!("${n}::")).count(), times, "${n} in {sql}");
         }
         assert!(sql.contains(&format!("${all}::")), "{sql}");
         assert!(!sql.contains(&format!("${}", all + 1)), "{sql}");

@@ -1023,7 +1023,9 @@ pub async fn endpoint_delete_cascades(store: &DynStore) {
     // after, leaves no attempt behind (nothing would delete it).
     let late = outcome(&msg2.id, &gone, t + secs(2), NextStep::Succeeded);
     let late_attempt = late.attempt.clone();
-    store.record_attempts(vec![late], HOUR).await.unwrap();
+    let recorded = store.record_attempts(vec![late], HOUR).await.unwrap();
+    // Its delivery is gone: set aside, nothing to tell of it (a success as a failure).
+    assert_eq!(recorded.set_aside, vec![key(&msg2.id, &gone.id)]);
     assert_eq!(store.get_attempt(&app.id, &msg2.id, &late_attempt.id).await.unwrap(), None);
     assert!(store.list_attempts(&app.id, &by_ep, &PageRequest::default()).await.unwrap().items.is_empty());
     assert_eq!(store.next_due_at(&[]).await.unwrap(), None, "the deleted endpoint's deliveries are still queued");
