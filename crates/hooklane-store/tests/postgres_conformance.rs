@@ -1043,6 +1043,39 @@ async fn a_lane_claim_waits_for_a_change_to_concurrent_being_committed() {
     );
 }
 
+/// One lane of a FIFO endpoint claimed, the next one's claim failing (a row it must take
+/// locked past `lock_timeout`): the head claimed is handed over, not left leased with its
+/// lane until its lease ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_lane_claim_hands_over_the_lanes_claimed_before() {
+    let db = TestDatabase::create().await;
+    let url = format!("{}?options=-c%20lock_timeout%3D300ms", db.url());
+    let pg = Arc::new(PgStore::open(&url).await.expect("open"));
+    let store: DynStore = pg.clone();
+    let t = conformance::now_ms();
+    let app = conformance::setup_app(&store, "A").await;
+    let mut ep = conformance::new_endpoint(&app.id, None);
+    ep.order = hooklane_core::model::DeliveryOrder::Fifo;
+    store.create_endpoint(ep.clone()).await.unwrap();
+    // Lane `a` falls due first, so it is claimed first.
+    let mut keyed = Vec::new();
+    for (key, at) in [("a", t), ("b", t + conformance::millis(5))] {
+        let mut msg = conformance::new_message(&app.id, "order.updated", at);
+        msg.ordering_key = Some(key.into());
+        store.create_message(msg.clone(), vec![ep.id.clone()], None).await.unwrap();
+        keyed.push(msg);
+    }
+    let mut raw = sql(&db).await;
+    let lock = raw.transaction().await.unwrap();
+    lock.query("SELECT 1 FROM deliveries WHERE msg_id = $1 FOR UPDATE", &[&keyed[1].id]).await.unwrap();
+    let now = t + conformance::secs(1);
+    let end = now + conformance::mins(2);
+    let heads = hooklane_store::postgres::testing::claim_fifo_lanes(&pg, &ep.id, now, end, 100).await;
+    let heads = heads.expect("the lane claimed before the failure is handed over");
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    lock.rollback().await.unwrap();
+}
+
 /// An endpoint with one message pending to it, on a store of its own; the endpoint is a
 /// destination of an inbound source (whose update may delete it).
 struct EndpointWithWork {

@@ -127,6 +127,12 @@ pub async fn claim(
             Err(e) if super::is_transient(&e) => {
                 tracing::debug!(error = %e, %endpoint_id, "claiming a FIFO lane met a deadlock; left for the next claim");
             }
+            // Heads of lanes claimed before stay claimed (each lane's claim committed):
+            // handed over, rather than stranded with their lanes until their lease ends.
+            Err(e) if !heads.is_empty() => {
+                tracing::warn!(error = %e, %endpoint_id, "claiming a FIFO lane failed; the lanes claimed before go");
+                break;
+            }
             Err(e) => return Err(e),
         }
     }
