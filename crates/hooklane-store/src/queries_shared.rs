@@ -63,11 +63,14 @@ pub fn since_id_floor(since: chrono::DateTime<chrono::Utc>) -> String {
 /// through the application's endpoints and messages, both indexed, rather than by a scan of
 /// every application's deliveries (on SQLite, with the single writer held).
 pub fn delete_app_sql(app: &str) -> Vec<String> {
+    // Deliveries before attempts: on PostgreSQL an attempt is recorded only while its
+    // delivery's row exists, locked; the attempts' delete, after the deliveries', sees those
+    // of every recorder the deliveries' delete waited for.
     let mut sql = vec![
-        format!("DELETE FROM attempts WHERE app_id = {app}"),
         format!("DELETE FROM endpoint_rate WHERE endpoint_id IN (SELECT id FROM endpoints WHERE app_id = {app})"),
         format!("DELETE FROM deliveries WHERE endpoint_id IN (SELECT id FROM endpoints WHERE app_id = {app})"),
         format!("DELETE FROM deliveries WHERE msg_id IN (SELECT id FROM messages WHERE app_id = {app})"),
+        format!("DELETE FROM attempts WHERE app_id = {app}"),
     ];
     // Integrations before tokens: deleting an integration waits for a rotation of its key
     // under way (PostgreSQL), whose new key the tokens statement then sees and deletes.

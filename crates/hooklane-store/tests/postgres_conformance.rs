@@ -1076,6 +1076,77 @@ async fn a_failing_lane_claim_hands_over_the_lanes_claimed_before() {
     lock.rollback().await.unwrap();
 }
 
+/// An attempt recorded while its endpoint, or its application, is being deleted does not
+/// outlive the delete: the recorder waits on another delivery of its batch (a row held by
+/// another transaction, here) while the delete runs. Outcomes failed (several statements)
+/// or all succeeded (one), the endpoint deleted or its application. (Attempts inserted
+/// first, unlocked, were not seen by the delete's statement, and stayed for ever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_recorded_while_its_endpoint_is_deleted_does_not_outlive_it() {
+    for (next, whole_app) in
+        [(NextStep::GiveUp, false), (NextStep::Succeeded, false), (NextStep::GiveUp, true), (NextStep::Succeeded, true)]
+    {
+        let (store, db) = fresh_store().await;
+        let t = conformance::now_ms();
+        let (other, doomed) = (conformance::setup_app(&store, "B").await, conformance::setup_app(&store, "A").await);
+        let (f, e) = (
+            conformance::setup_endpoint(&store, &other.id).await,
+            conformance::setup_endpoint(&store, &doomed.id).await,
+        );
+        // m0 before m1: the recorder takes their rows in that order.
+        let m0 = conformance::post(&store, &other.id, &[&f], t).await;
+        let m1 = conformance::post(&store, &doomed.id, &[&e], t + conformance::millis(1)).await;
+        assert_eq!(conformance::claim(&store, t + conformance::secs(1)).await.len(), 2);
+        let mut raw = sql(&db).await;
+        let hold = raw.transaction().await.unwrap();
+        hold.query("SELECT 1 FROM deliveries WHERE msg_id = $1 FOR UPDATE", &[&m0.id]).await.unwrap();
+        let at = t + conformance::secs(1);
+        let outcomes = vec![
+            conformance::outcome(&m0.id, &f, at, next.clone()),
+            conformance::outcome(&m1.id, &e, at, next.clone()),
+        ];
+        let recorder = tokio::spawn({
+            let store = store.clone();
+            async move { store.record_attempts(outcomes, Duration::from_secs(3600)).await }
+        });
+        until_a_store_statement_waits(&db).await;
+        let delete = tokio::spawn({
+            let (store, app, ep) = (store.clone(), doomed.id.clone(), e.id.clone());
+            async move {
+                if whole_app {
+                    store.delete_app(&app).await
+                } else {
+                    store.delete_endpoint(&app, &ep).await
+                }
+            }
+        });
+        // The delete runs meanwhile (or waits for the recorder, had it taken e's row first).
+        for _ in 0..100 {
+            if delete.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        hold.commit().await.unwrap();
+        recorder.await.unwrap().expect("recorded");
+        delete.await.unwrap().expect("deleted");
+        let left: i64 = sql(&db)
+            .await
+            .query_one("SELECT count(*) FROM attempts WHERE endpoint_id = $1", &[&e.id])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0, "{next:?}, app deleted {whole_app}: an attempt outlived its endpoint");
+        let kept: i64 = sql(&db)
+            .await
+            .query_one("SELECT count(*) FROM attempts WHERE endpoint_id = $1", &[&f.id])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(kept, 1, "{next:?}: the other attempt is recorded");
+    }
+}
+
 /// An endpoint with one message pending to it, on a store of its own; the endpoint is a
 /// destination of an inbound source (whose update may delete it).
 struct EndpointWithWork {

@@ -744,13 +744,14 @@ pub async fn record_attempts<C: GenericClient>(
     outcomes: &[AttemptOutcome],
     disable_after: Duration,
 ) -> StoreResult<(Recorded, Vec<(String, String)>)> {
-    let attempts = AttemptColumns::new(outcomes);
-    execute(c, &INSERT_ATTEMPTS, &attempts.params()).await?;
+    // The deliveries first, their rows locked, then the attempts (see `attempts_insert_sql`).
     let deliveries = DeliveryColumns::new(outcomes);
     let now = latest_attempt(outcomes);
     let mut params: Vec<&(dyn ToSql + Sync)> = deliveries.params().to_vec();
     params.push(&now);
     let (moved, set_aside) = lanes_and_set_aside(&query(c, &UPDATE_DELIVERIES, &params).await?)?;
+    let attempts = AttemptColumns::new(outcomes);
+    execute(c, &INSERT_ATTEMPTS, &attempts.params()).await?;
     let disabled = update_endpoint_streaks(c, outcomes, disable_after).await?;
     Ok((Recorded { disabled, set_aside }, moved))
 }
@@ -815,13 +816,13 @@ fn latest_attempt(outcomes: &[AttemptOutcome]) -> i64 {
 /// (queued again meanwhile): the attempt succeeded all the same.
 pub(super) static RECORD_SUCCESSES: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH a AS ({} RETURNING msg_id, endpoint_id), d AS ({} {FINISHED}), {}, streaks AS ( \
+        "WITH d AS ({} {FINISHED}), a AS ({} RETURNING msg_id, endpoint_id), {}, streaks AS ( \
              UPDATE endpoints SET failing_since = NULL \
              WHERE id IN (SELECT endpoint_id FROM d UNION SELECT endpoint_id FROM a) \
              AND failing_since IS NOT NULL \
          ) {}",
-        attempts_insert_sql(1),
         deliveries_update_sql(1 + ATTEMPT_PARAMS),
+        attempts_insert_sql(1, Some("d")),
         lanes::advance_cte("d", &format!("${}::bigint", 1 + ATTEMPT_PARAMS + DELIVERY_PARAMS)),
         // Every outcome's delivery (the deliveries' keys): one whose attempt was not kept
         // (its endpoint or message gone) is set aside too.
@@ -845,7 +846,7 @@ fn no_nul(s: &str) -> String {
 const ATTEMPT_PARAMS: usize = 12;
 const DELIVERY_PARAMS: usize = 7;
 
-static INSERT_ATTEMPTS: LazyLock<String> = LazyLock::new(|| attempts_insert_sql(1));
+static INSERT_ATTEMPTS: LazyLock<String> = LazyLock::new(|| attempts_insert_sql(1, None));
 /// The deliveries' update of [`record_attempts`], which also moves FIFO lanes on (the time
 /// now is the last parameter).
 pub(super) static UPDATE_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
@@ -870,21 +871,34 @@ fn numbered(first: usize, sql: &str) -> String {
     out
 }
 
-/// The attempts of endpoints and messages that still exist: one deleted while its request
-/// was on the wire (an endpoint with its application, maybe; an old message by retention,
-/// its content deleted) leaves no attempt behind it, which nothing would delete (its
-/// response body and request headers among them).
-fn attempts_insert_sql(first: usize) -> String {
+/// The attempts of deliveries that still exist: one deleted while its request was on the
+/// wire (with its endpoint, its application, or its message by retention) leaves no attempt
+/// behind it, which nothing would delete (its response body and request headers among
+/// them). The delivery's row is locked (by the deliveries' update, run first: `updated`,
+/// the relation of the rows the same statement updated, when there is one, as PostgreSQL
+/// does not lock a row again that its own statement changed; else here): a delete of its
+/// endpoint, application or message deletes the row, then the attempts, so either it waits
+/// for this transaction and deletes its attempts, or this one waits for it and finds the row
+/// gone. (Without the lock, an attempt inserted while the delete ran, unseen by its
+/// statement, outlived it.)
+fn attempts_insert_sql(first: usize, updated: Option<&str>) -> String {
+    let updated = updated.map_or(String::new(), |d| {
+        format!(
+            "EXISTS (SELECT 1 FROM {d} WHERE {d}.msg_id = given.msg_id AND {d}.endpoint_id = given.endpoint_id) OR "
+        )
+    });
     numbered(
         first,
-        "INSERT INTO attempts (id, msg_id, endpoint_id, app_id, url, status, response_status, response, duration_ms, \
-         trigger_type, created_at, request_headers) \
-         SELECT given.* FROM UNNEST($1:text[], $2:text[], $3:text[], $4:text[], $5:text[], $6:int[], $7:int[], \
-         $8:text[], $9:bigint[], $10:int[], $11:bigint[], $12:text[]) \
-         AS given(id, msg_id, endpoint_id, app_id, url, status, response_status, response, duration_ms, \
-         trigger_type, created_at, request_headers) \
-         WHERE EXISTS (SELECT 1 FROM endpoints e WHERE e.id = given.endpoint_id) \
-         AND EXISTS (SELECT 1 FROM messages m WHERE m.id = given.msg_id)",
+        &format!(
+            "INSERT INTO attempts (id, msg_id, endpoint_id, app_id, url, status, response_status, response, \
+             duration_ms, trigger_type, created_at, request_headers) \
+             SELECT given.* FROM UNNEST($1:text[], $2:text[], $3:text[], $4:text[], $5:text[], $6:int[], $7:int[], \
+             $8:text[], $9:bigint[], $10:int[], $11:bigint[], $12:text[]) \
+             AS given(id, msg_id, endpoint_id, app_id, url, status, response_status, response, duration_ms, \
+             trigger_type, created_at, request_headers) \
+             WHERE {updated}EXISTS (SELECT 1 FROM deliveries k WHERE k.msg_id = given.msg_id \
+             AND k.endpoint_id = given.endpoint_id FOR KEY SHARE)"
+        ),
     )
 }
 
@@ -927,6 +941,13 @@ struct AttemptColumns {
 
 impl AttemptColumns {
     fn new(outcomes: &[AttemptOutcome]) -> Self {
+        // In the deliveries' order (`DeliveryColumns`): the insert locks their rows in it.
+        let mut sorted: Vec<&AttemptOutcome> = outcomes.iter().collect();
+        sorted.sort_by(|a, b| {
+            (a.attempt.msg_id.as_str(), a.attempt.endpoint_id.as_str())
+                .cmp(&(b.attempt.msg_id.as_str(), b.attempt.endpoint_id.as_str()))
+        });
+        let outcomes = sorted;
         let a = |f: &dyn Fn(&Attempt) -> String| outcomes.iter().map(|o| f(&o.attempt)).collect::<Vec<String>>();
         let ints = |f: fn(&Attempt) -> i32| outcomes.iter().map(|o| f(&o.attempt)).collect::<Vec<i32>>();
         let longs = |f: fn(&Attempt) -> i64| outcomes.iter().map(|o| f(&o.attempt)).collect::<Vec<i64>>();
