@@ -253,7 +253,7 @@ pub fn queued_again_sql(ep: &str, msg: &str, now: &str) -> [String; 3] {
 /// id order after `?6` (ids begin with their creation time: a FIFO lane's order, but for
 /// messages taken within the same moments); the caller adds its `LIMIT`.
 pub const RECOVERABLE: &str = "SELECT d.msg_id FROM deliveries d JOIN messages m ON m.id = d.msg_id \
-     WHERE d.app_id = ?1 AND d.endpoint_id = ?2 AND d.status = 2 AND d.msg_id > ?6 AND m.app_id = ?1 \
+     WHERE d.app_id = ?1 AND d.endpoint_id = ?2 AND d.status = 2 AND d.msg_id > ?6 AND m.id > ?6 AND m.app_id = ?1 \
      AND m.created_at >= ?3 AND m.created_at < ?4 AND NOT m.expunged ORDER BY d.msg_id";
 
 /// The `lane_key` of a delivery of message `{msg}`: the message's ordering key, or `''`.

@@ -58,7 +58,7 @@ async fn reopen_keeps_data() {
     };
     let store: DynStore = Arc::new(PgStore::open(db.url()).await.unwrap());
     assert_eq!(store.get_app("persist").await.unwrap(), Some(app));
-    assert_eq!(migrations(&db).await, (1..=38).collect::<Vec<i32>>());
+    assert_eq!(migrations(&db).await, (1..=39).collect::<Vec<i32>>());
     assert_eq!(store.instance_secret(), secret, "the instance secret is kept");
     let (other, _other_db) = fresh_store().await;
     assert_ne!(other.instance_secret(), secret, "each database has its own");
@@ -78,7 +78,7 @@ async fn concurrent_opens_migrate_once() {
     while let Some(r) = opens.join_next().await {
         secrets.push(r.unwrap().expect("concurrent open"));
     }
-    assert_eq!(migrations(&db).await, (1..=38).collect::<Vec<i32>>());
+    assert_eq!(migrations(&db).await, (1..=39).collect::<Vec<i32>>());
     assert!(secrets.iter().all(|s| *s == secrets[0]), "one secret for every node");
     assert_ne!(secrets[0], [0; 32]);
 }

@@ -681,6 +681,43 @@ mod planner_tests {
         assert_eq!((setting("enable_hashjoin").await, setting("enable_mergejoin").await), ("on".into(), "off".into()));
     }
 
+    /// A recovery round reads an endpoint's failed deliveries from where the last stopped, in
+    /// message order, through the index that gives them so: no sort of all those left.
+    #[tokio::test]
+    async fn a_recovery_round_reads_from_where_the_last_stopped() {
+        let db = TestDatabase::create().await;
+        let store = PgStore::open(db.url()).await.expect("open");
+        let client = store.pool.get().await.expect("connection");
+        client
+            .batch_execute(
+                "INSERT INTO messages (id, app_id, event_type, payload, created_at) \
+                 SELECT 'msg_' || lpad(i::text, 26, '0'), 'app_' || (i % 50), 'a.b', '{}', i \
+                 FROM generate_series(1, 50000) i; \
+                 INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, trigger_type, updated_at) \
+                 SELECT 'msg_' || lpad(i::text, 26, '0'), 'ep_' || (i % 500), 'app_' || (i % 50), \
+                 2 - (i % 3 = 0)::int, 1, 0, 0 FROM generate_series(1, 50000) i; \
+                 ANALYZE messages; ANALYZE deliveries",
+            )
+            .await
+            .expect("fill");
+        let pick = format!("{} LIMIT $7", crate::queries_shared::RECOVERABLE.replace('?', "$"));
+        client
+            .batch_execute(&format!(
+                "BEGIN; {}; SET plan_cache_mode = force_generic_plan; \
+                 PREPARE pick(text, text, bigint, bigint, bigint, text, bigint) AS {pick}",
+                queries::RECOVERY_PLANNER
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {pick}", db_error(&e)));
+        let rows = client
+            .query("EXPLAIN EXECUTE pick('app_1', 'ep_1', 0, 99999, 0, 'msg_', 1000)", &[])
+            .await
+            .expect("explain");
+        let plan = rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n");
+        assert!(plan.contains("deliveries_by_endpoint_msg"), "{plan}");
+        assert!(!plan.contains("Sort"), "{plan}");
+    }
+
     /// A database (or role) whose default isolation is SERIALIZABLE: hooklane's connections
     /// run READ COMMITTED all the same, which its claims are written for (a claim racing
     /// another node's failed with `could not serialize access due to concurrent update`),

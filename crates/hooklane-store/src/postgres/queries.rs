@@ -528,7 +528,7 @@ pub async fn pending_endpoints<C: GenericClient>(
     beside_due_by: Option<i64>,
 ) -> StoreResult<Vec<(String, i64, bool, bool)>> {
     // Ordered by (endpoint_id, due_at), which only the partial index gives without a sort:
-    // `deliveries_by_endpoint (endpoint_id, status)` would step over every finished
+    // `deliveries_by_endpoint_msg (endpoint_id, status, msg_id)` would step over every finished
     // delivery of an endpoint before reaching its pending ones.
     // (`beside` only for a claim, among the rows due by its time: the index range of the
     // endpoint's due rows; a row due later, scheduled or in flight, costs no round trip.)
@@ -1366,6 +1366,13 @@ pub async fn expunge_message_content<C: GenericClient>(
     });
     lanes::finished_lanes(&query(c, &SQL, &[&app_id, &msg_id, &now]).await?)
 }
+
+/// The planner settings of a recovery round's transaction: its endpoint's failed deliveries
+/// walked in message order through `deliveries_by_endpoint_msg` from where the last round
+/// stopped, to the round's end (`LIMIT`). A generic plan made from average statistics may
+/// read every one left and sort them (a bitmap scan), or walk every application's messages;
+/// at every round, a recovery of a million failures read half a billion rows.
+pub const RECOVERY_PLANNER: &str = "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off";
 
 pub async fn recover<C: GenericClient>(
     c: &C,

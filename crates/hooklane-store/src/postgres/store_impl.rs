@@ -441,8 +441,11 @@ impl Store for PgStore {
         (after, limit): (&str, usize),
     ) -> StoreResult<(u64, Option<String>)> {
         let until = until.map(ms).unwrap_or(i64::MAX);
-        let c = self.client().await?;
-        let (n, last) = queries::recover(&c, app_id, endpoint_id, (ms(since), until), ms(now), (after, limit)).await?;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db_err)?;
+        tx.batch_execute(queries::RECOVERY_PLANNER).await.map_err(db_err)?;
+        let (n, last) = queries::recover(&tx, app_id, endpoint_id, (ms(since), until), ms(now), (after, limit)).await?;
+        tx.commit().await.map_err(db_err)?;
         if n > 0 {
             self.announce_due().await;
         }
