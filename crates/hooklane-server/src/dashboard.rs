@@ -100,9 +100,14 @@ fn page(csp: HeaderValue) -> Response {
 }
 
 /// The admin dashboard also says `X-Frame-Options: DENY`, for browsers that do not read
-/// `frame-ancestors`.
+/// `frame-ancestors`, and keeps no opener in common with pages of other origins
+/// (`Cross-Origin-Opener-Policy`): a page that opened it, or that it opens, cannot reach
+/// its window, where the admin token is. (Not the portal, which a SaaS may open in a popup
+/// it talks to.)
 fn unframed(mut page: Response) -> Response {
-    page.headers_mut().insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    let headers = page.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
     page
 }
 

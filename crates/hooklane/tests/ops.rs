@@ -309,8 +309,10 @@ async fn dashboard_pages_say_where_they_may_be_shown() {
     assert_eq!(headers["x-frame-options"], "DENY");
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["cross-origin-opener-policy"], "same-origin");
     let (status, headers, _) = text(&server, "/portal", None).await;
     assert_eq!(status, 200);
+    assert!(headers.get("cross-origin-opener-policy").is_none(), "a SaaS may open the portal in a popup");
     let csp = headers["content-security-policy"].to_str().unwrap_or_default();
     assert!(csp.ends_with("; frame-ancestors *") && csp.contains("script-src 'self'"), "{csp}");
     assert!(headers.get("x-frame-options").is_none(), "the portal is embedded by the SaaS");
