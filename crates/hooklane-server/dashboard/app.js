@@ -288,7 +288,7 @@ async function renderApp(nav, appId) {
     h("div", { class: "row" },
       h("div", { class: "card chart" }, h("h2", {}, "Deliveries per minute"), deliveriesChart(timeline)),
       h("div", { class: "card chart" }, h("h2", {}, "Attempt latency"), latencyChart(timeline))),
-    h("div", { class: "card" }, h("h2", {}, "Endpoints"), endpointsTable(app, health.data)));
+    h("div", { class: "card" }, h("h2", {}, "Endpoints"), endpointsTable(nav, app, health.data)));
 }
 
 // Whether the token may do what needs `cap` (Svix's app-portal capabilities, as whoami
@@ -311,7 +311,10 @@ async function act(button, run) {
   }
 }
 
-function endpointsTable(app, endpoints) {
+// `nav` is the page's navigation: an action's refresh redraws the page only while it is
+// still the one shown (a recovery answers up to seconds later, its refresh later still: by
+// then another page may be shown, which it would draw again, losing what it showed).
+function endpointsTable(nav, app, endpoints) {
   if (!endpoints.length) return h("p", { class: "muted" }, "No endpoints yet.");
   const rows = endpoints.map((e) => {
     const state = e.disabled ? badge("disabled") : e.paused ? badge("paused") : e.failingSince ? badge("failing") : badge("success", "healthy");
@@ -321,7 +324,7 @@ function endpointsTable(app, endpoints) {
       class: e.disabled ? "secondary" : "danger", "data-testid": e.disabled ? "enable" : "disable",
       onclick: async (ev) => {
         const done = await act(ev.target, () => api("PATCH", `/app/${enc(app.id)}/endpoint/${enc(e.id)}`, { disabled: !e.disabled }));
-        if (done.ok) route();
+        if (done.ok && nav.current()) route();
       },
     }, e.disabled ? "Enable" : "Disable");
     // Paused: deliveries wait (nothing fails) until resumed; a disabled endpoint has none.
@@ -330,7 +333,7 @@ function endpointsTable(app, endpoints) {
       title: e.paused ? "Send everything held, at once" : "Hold deliveries (nothing is dropped) until resumed",
       onclick: async (ev) => {
         const done = await act(ev.target, () => api("PATCH", `/app/${enc(app.id)}/endpoint/${enc(e.id)}`, { paused: !e.paused }));
-        if (done.ok) route();
+        if (done.ok && nav.current()) route();
       },
     }, e.paused ? "Resume" : "Pause");
     // A disabled endpoint is refused a recovery (409), like a test message.
@@ -342,7 +345,7 @@ function endpointsTable(app, endpoints) {
         if (!done.ok) return;
         const out = done.value;
         ev.target.textContent = `Recovering (${out && out.recovered !== undefined ? out.recovered : "…"})`;
-        setTimeout(route, 1500);
+        setTimeout(() => { if (nav.current()) route(); }, 1500);
       },
     }, "Recover 24 h");
     // Svix's "send example" with its ping event: whether the endpoint takes a signed message now.

@@ -974,6 +974,19 @@ async fn late_answers_never_draw_over_a_newer_page() {
     let crumbs = browser.eval("document.getElementById('crumbs').innerText").await;
     assert!(!crumbs.as_str().unwrap().contains("Message log"), "{crumbs}");
 
+    // A recovery answers late (it waits for its task), and its page refreshes 1.5 s after:
+    // by then the user is on the message log, which is not drawn again.
+    browser.hold_rules("[{ url: '/recover' }]").await;
+    browser.click("[data-testid=recover]").await;
+    browser.wait_for("window.__hold.held.length === 1", "the recovery asked for").await;
+    browser.click("[data-testid=tab-messages]").await;
+    browser.wait_for("document.querySelector('[data-testid=message-search]')", "the message log").await;
+    browser.eval(MARK_PAGE).await;
+    browser.release_held().await;
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(browser.eval(REDRAWN).await, json!(false), "the message log was drawn again");
+    assert_eq!(browser.count("[data-testid=message-search]").await, 1, "{}", browser.text().await);
+
     // The portal: Globex's link, whose whoami answers late, then Acme's, agreed to.
     let globex_token = portal_token(&server, &globex).await;
     let acme_token = portal_token(&server, &acme).await;
