@@ -42,7 +42,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// The pages that may show the portal (`/portal`) in a frame: its CSP's
     /// `frame-ancestors`, origins (`https://app.example.com`), schemes or `'self'`; empty
-    /// (the default): any page.
+    /// (the default): any page. (A TOML array, or one comma-separated string, as in an
+    /// environment variable.)
+    #[serde(deserialize_with = "items")]
     pub portal_frame_ancestors: Vec<String>,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,

@@ -494,6 +494,24 @@ async fn delivery_settings_past_their_bounds_are_refused_by_name() {
     assert!(!db.exists(), "a refused configuration made the database");
 }
 
+/// `portal_frame_ancestors` from the environment as one comma-separated string, as other
+/// lists are given there: taken, and checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_frame_ancestors_come_from_a_variable_as_a_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("hooklane.toml");
+    let db = dir.path().join("data").join("hooklane.db");
+    std::fs::write(&config, format!("database_url = \"sqlite:{}\"\n", db.display())).expect("write config");
+    let variable = "HOOKLANE_PORTAL_FRAME_ANCESTORS";
+    let (code, stdout, stderr) =
+        run_with_config(&["migrate"], &config, &[(variable, "https://app.example.com, 'self'")]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let (code, stdout, stderr) =
+        run_with_config(&["migrate"], &config, &[(variable, "https://app.example.com, <x>")]).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("portal_frame_ancestors"), "{stderr}");
+}
+
 /// The commands' own variables set to nothing (`HOOKLANE_CONFIG=`, as a compose file's
 /// `${HOOKLANE_CONFIG:-}` leaves it) are taken as not set, as the README says of every
 /// variable: no command stops on them, and forward's server is its default.
