@@ -159,12 +159,17 @@ async fn run_and_keep(store: DynStore, (scope, hold): (String, Hold), req: Reque
     Response::from_parts(parts, Body::from(bytes))
 }
 
-/// The application (its id or uid) of a path that creates a message,
-/// `/api/v1/app/{app}/msg` (a trailing slash is the same route).
-fn creates_message(path: &str) -> Option<&str> {
-    let rest = path.strip_prefix("/api/v1/app/")?;
-    let app = rest.strip_suffix("/msg").or_else(|| rest.strip_suffix("/msg/"))?;
-    (!app.is_empty() && !app.contains('/')).then_some(app)
+/// The application (its id or uid) of a path that creates a message, answered with it:
+/// `/api/v1/app/{app}/msg` (a trailing slash is the same route), whose answer is as its
+/// `with_content` asks (`true`), and `/api/v1/app/{app}/endpoint/{endpoint}/send-example`,
+/// always with its payload (`false`).
+fn creates_message(path: &str) -> Option<(&str, bool)> {
+    let rest = path.strip_prefix("/api/v1/app/")?.trim_end_matches('/');
+    if let Some(app) = rest.strip_suffix("/msg") {
+        return (!app.is_empty() && !app.contains('/')).then_some((app, true));
+    }
+    let (app, endpoint) = rest.strip_suffix("/send-example")?.split_once("/endpoint/")?;
+    (!app.is_empty() && !app.contains('/') && !endpoint.is_empty() && !endpoint.contains('/')).then_some((app, false))
 }
 
 /// A created message's answer as kept: its payload `{}`. The payload is the message's, and
@@ -181,7 +186,9 @@ fn without_payload(body: &[u8]) -> Option<Vec<u8>> {
 /// (byte for byte the first answer, or its payload `{}` once expunged), as the request
 /// asked for it (`with_content`); when it is gone, or for any other answer, as kept.
 async fn kept_message_answer(s: &AppState, parts: &mut Parts, mut stored: StoredResponse) -> StoredResponse {
-    let Some(app) = creates_message(parts.uri.path()).map(str::to_string) else { return stored };
+    let Some((app, asked)) = creates_message(parts.uri.path()).map(|(app, asked)| (app.to_string(), asked)) else {
+        return stored;
+    };
     if !StatusCode::from_u16(stored.status).is_ok_and(|status| status.is_success()) {
         return stored;
     }
@@ -191,7 +198,8 @@ async fn kept_message_answer(s: &AppState, parts: &mut Parts, mut stored: Stored
         let app = s.0.cache.app(&s.0.store, &app).await.ok()??;
         let message = s.0.store.get_message(&app.id, &id).await.ok()??;
         // (The id read is the message's: the store finds a message by its `eventId` too.)
-        let with_content = Query::from_request_parts(parts, s).await.ok()?.flag("with_content").ok()?.unwrap_or(true);
+        let with_content =
+            !asked || Query::from_request_parts(parts, s).await.ok()?.flag("with_content").ok()?.unwrap_or(true);
         (message.id == id).then(|| MessageOut::new(message, with_content))
     };
     if let Some(body) = message.await.and_then(|out| serde_json::to_vec(&out).ok()) {
@@ -254,7 +262,23 @@ fn response_is_empty(status: StatusCode) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::answers_a_secret;
+    use super::{answers_a_secret, creates_message};
+
+    #[test]
+    fn paths_that_create_a_message_are_known() {
+        assert_eq!(creates_message("/api/v1/app/app_1/msg"), Some(("app_1", true)));
+        assert_eq!(creates_message("/api/v1/app/my-uid/msg/"), Some(("my-uid", true)));
+        assert_eq!(creates_message("/api/v1/app/app_1/endpoint/ep_1/send-example"), Some(("app_1", false)));
+        for other in [
+            "/api/v1/app/app_1/msg/msg_1/content",
+            "/api/v1/app/app_1/endpoint",
+            "/api/v1/app//msg",
+            "/api/v1/app/app_1/endpoint//send-example",
+            "/api/v1/app/app_1/x/endpoint/ep_1/send-example",
+        ] {
+            assert_eq!(creates_message(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn answers_holding_a_secret_are_not_kept() {

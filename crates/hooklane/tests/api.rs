@@ -1778,6 +1778,24 @@ async fn an_expunged_payload_is_not_replayed() {
     assert_eq!((without.status, &without.json()["payload"]), (202, &json!({})), "{}", without.text);
     let again = send(post("?with_content=false")).await;
     assert_eq!((&again.text, again.header("idempotent-replayed")), (&without.text, Some("true")));
+
+    // An endpoint's example message given its own payload: alike.
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": "https://example.com/hook" })).await;
+    let example = || {
+        request(&server, Some(ADMIN), "POST", &format!("/api/v1/app/{app}/endpoint/{ep}/send-example"))
+            .header("idempotency-key", "example")
+            .json(&json!({"eventType": "svix.ping", "payload": {"card": "5555-4444"}}))
+    };
+    let first = send(example()).await;
+    assert_eq!(first.status, 202, "{}", first.text);
+    assert!(first.text.contains("5555-4444"), "{}", first.text);
+    let replayed = send(example()).await;
+    assert_eq!((&replayed.text, replayed.header("idempotent-replayed")), (&first.text, Some("true")));
+    let id = id_of(&first.json());
+    assert_eq!(server.call("DELETE", &format!("{path}/{id}/content"), None).await.0, 204);
+    let after = send(example()).await;
+    assert_eq!((after.status, after.header("idempotent-replayed")), (202, Some("true")), "{}", after.text);
+    assert_eq!((&after.json()["id"], &after.json()["payload"]), (&json!(id), &json!({})), "{}", after.text);
 }
 
 /// A request runs to its end when its client stops waiting: the retry is told it is still
