@@ -713,7 +713,8 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant,
     // job that waited its turn, rather than left to wait out the rest of its lease (its
     // FIFO lane with it). The store takes it back only under the lease it claimed: one that
     // ran out and was claimed again meanwhile is left to that claim.
-    if Instant::now() > send_by {
+    // (One no worker could run keeps its later time, below.)
+    if Instant::now() > send_by && !matches!(prepared, Prepared::Later(_)) {
         metrics::counter!("hooklane_deliveries_lease_expired_total").increment(1);
         hand_back(&inner, key, Utc::now(), gate, "turn");
         return;
