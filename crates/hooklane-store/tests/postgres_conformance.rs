@@ -919,8 +919,14 @@ struct FifoBacklog {
 
 impl FifoBacklog {
     async fn new(n: i64) -> Self {
+        Self::opened_with("", n).await
+    }
+
+    /// With `query` (`options=…`) added to the database's URL.
+    async fn opened_with(query: &str, n: i64) -> Self {
         let db = TestDatabase::create().await;
-        let pg = Arc::new(PgStore::open(db.url()).await.expect("open"));
+        let url = if query.is_empty() { db.url().to_string() } else { format!("{}?{query}", db.url()) };
+        let pg = Arc::new(PgStore::open(&url).await.expect("open"));
         let store: DynStore = pg.clone();
         let t = conformance::now_ms();
         let app = conformance::setup_app(&store, "A").await;
@@ -1048,15 +1054,8 @@ async fn a_lane_claim_waits_for_a_change_to_concurrent_being_committed() {
 /// lane until its lease ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_lane_claim_hands_over_the_lanes_claimed_before() {
-    let db = TestDatabase::create().await;
-    let url = format!("{}?options=-c%20lock_timeout%3D300ms", db.url());
-    let pg = Arc::new(PgStore::open(&url).await.expect("open"));
-    let store: DynStore = pg.clone();
-    let t = conformance::now_ms();
-    let app = conformance::setup_app(&store, "A").await;
-    let mut ep = conformance::new_endpoint(&app.id, None);
-    ep.order = hooklane_core::model::DeliveryOrder::Fifo;
-    store.create_endpoint(ep.clone()).await.unwrap();
+    let FifoBacklog { db, pg, store, t, app, ep, .. } =
+        FifoBacklog::opened_with("options=-c%20lock_timeout%3D300ms", 0).await;
     // Lane `a` falls due first, so it is claimed first.
     let mut keyed = Vec::new();
     for (key, at) in [("a", t), ("b", t + conformance::millis(5))] {

@@ -541,48 +541,36 @@ async fn command_variables_set_to_nothing_are_not_set() {
     assert!(ok && text.contains("up to date"), "migrate: {text}");
 
     // listen with HOOKLANE_LISTEN_SECRET= checks no signature, as without it.
-    let mut listen = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
-        .args(["listen", "--port", "0"])
-        .env("HOOKLANE_LISTEN_SECRET", "")
-        .env("HOOKLANE_CONFIG", "")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn listen");
-    let mut err = tokio::io::BufReader::new(listen.stderr.take().expect("stderr")).lines();
-    let mut seen = Vec::new();
-    let started = tokio::time::timeout(WAIT, async {
-        while let Ok(Some(line)) = err.next_line().await {
-            let found = line.contains("receiving on");
-            seen.push(line);
-            if found {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .unwrap_or(false);
-    let _ = listen.kill().await;
+    let mut listen = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"));
+    listen.args(["listen", "--port", "0"]).env("HOOKLANE_LISTEN_SECRET", "").env("HOOKLANE_CONFIG", "");
+    let (started, seen) = stderr_says(listen, "receiving on").await;
     assert!(started, "listen did not start: {seen:?}");
 
     // forward with HOOKLANE_URL= goes to the default server (nothing listens there in
     // this test, or something does: either way it names that address).
-    let mut forward = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+    let mut forward = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"));
+    forward
         .args(["forward", "http://127.0.0.1:9/local", "--app", "app_x", "--token", "sk_x"])
         .env_remove("HOOKLANE_CONFIG")
-        .env("HOOKLANE_URL", "")
-        .stdout(std::process::Stdio::piped())
+        .env("HOOKLANE_URL", "");
+    let (named, seen) = stderr_says(forward, "http://127.0.0.1:8071").await;
+    assert!(named, "forward did not go to the default server: {seen:?}");
+}
+
+/// Runs `command` until a line of its stderr holds `marker` (within `WAIT`), then kills it:
+/// whether one did, and the lines it wrote.
+async fn stderr_says(mut command: tokio::process::Command, marker: &str) -> (bool, Vec<String>) {
+    let mut child = command
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("spawn forward");
-    let mut err = tokio::io::BufReader::new(forward.stderr.take().expect("stderr")).lines();
+        .expect("spawn hooklane");
+    let mut err = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
     let mut seen = Vec::new();
-    let named = tokio::time::timeout(WAIT, async {
+    let said = tokio::time::timeout(WAIT, async {
         while let Ok(Some(line)) = err.next_line().await {
-            let found = line.contains("http://127.0.0.1:8071");
+            let found = line.contains(marker);
             seen.push(line);
             if found {
                 return true;
@@ -592,8 +580,8 @@ async fn command_variables_set_to_nothing_are_not_set() {
     })
     .await
     .unwrap_or(false);
-    let _ = forward.kill().await;
-    assert!(named, "forward did not go to the default server: {seen:?}");
+    let _ = child.kill().await;
+    (said, seen)
 }
 
 /// `migrate` and `backup` warn of a `HOOKLANE_*` variable that is no setting, as `serve`

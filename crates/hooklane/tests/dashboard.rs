@@ -887,17 +887,23 @@ async fn portal_token(server: &Server, app: &str) -> String {
 const MARK_PAGE: &str = "document.querySelector('#main > *').dataset.old = '1'";
 const REDRAWN: &str = "document.querySelector('#main > *') && !document.querySelector('#main > [data-old]')";
 
-/// A portal link's token is taken from a fragment that starts `#token=` only, and a tab
-/// signed in keeps its token until the user, told which application the link opens, agrees
-/// to switch: a link (or a page framing the portal) cannot change it unseen.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn portal_link_asks_before_replacing_the_token() {
-    let mut browser = Browser::launch().await;
+/// A browser, and a server with two applications (Globex's, then Acme's), an endpoint each.
+async fn two_applications() -> (Browser, Server, String, String) {
+    let browser = Browser::launch().await;
     let server = Server::start("").await;
     let globex = server.create_app("Globex Industries").await;
     let acme = server.create_app("Acme Corp").await;
     server.create_endpoint(&globex, json!({ "url": "http://127.0.0.1:9/globex" })).await;
     server.create_endpoint(&acme, json!({ "url": "http://127.0.0.1:9/acme" })).await;
+    (browser, server, globex, acme)
+}
+
+/// A portal link's token is taken from a fragment that starts `#token=` only, and a tab
+/// signed in keeps its token until the user, told which application the link opens, agrees
+/// to switch: a link (or a page framing the portal) cannot change it unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_link_asks_before_replacing_the_token() {
+    let (mut browser, server, globex, acme) = two_applications().await;
     let globex_token = portal_token(&server, &globex).await;
     let acme_token = portal_token(&server, &acme).await;
     let held = "sessionStorage.getItem('hooklane.portal.token')";
@@ -950,12 +956,7 @@ async fn portal_link_asks_before_replacing_the_token() {
 /// tab with the old token's application.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_answers_never_draw_over_a_newer_page() {
-    let mut browser = Browser::launch().await;
-    let server = Server::start("").await;
-    let globex = server.create_app("Globex Industries").await;
-    let acme = server.create_app("Acme Corp").await;
-    server.create_endpoint(&globex, json!({ "url": "http://127.0.0.1:9/globex" })).await;
-    server.create_endpoint(&acme, json!({ "url": "http://127.0.0.1:9/acme" })).await;
+    let (mut browser, server, globex, acme) = two_applications().await;
 
     // The message log's answer is slow; the user goes back to the endpoints meanwhile.
     sign_in(&mut browser, &server).await;
