@@ -1129,20 +1129,17 @@ async fn an_attempt_recorded_while_its_endpoint_is_deleted_does_not_outlive_it()
         hold.commit().await.unwrap();
         recorder.await.unwrap().expect("recorded");
         delete.await.unwrap().expect("deleted");
-        let left: i64 = sql(&db)
-            .await
-            .query_one("SELECT count(*) FROM attempts WHERE endpoint_id = $1", &[&e.id])
-            .await
-            .unwrap()
-            .get(0);
+        let raw = sql(&db).await;
+        let attempts_of = |ep: String| {
+            let raw = &raw;
+            async move {
+                let row = raw.query_one("SELECT count(*) FROM attempts WHERE endpoint_id = $1", &[&ep]).await;
+                row.unwrap().get::<_, i64>(0)
+            }
+        };
+        let left = attempts_of(e.id.clone()).await;
         assert_eq!(left, 0, "{next:?}, app deleted {whole_app}: an attempt outlived its endpoint");
-        let kept: i64 = sql(&db)
-            .await
-            .query_one("SELECT count(*) FROM attempts WHERE endpoint_id = $1", &[&f.id])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(kept, 1, "{next:?}: the other attempt is recorded");
+        assert_eq!(attempts_of(f.id.clone()).await, 1, "{next:?}: the other attempt is recorded");
     }
 }
 
