@@ -867,8 +867,12 @@ impl Store for SqliteStore {
 
     // --- statistics
 
+    /// Waits for a job of the writer, not only for its queue to take one: a writer held by a
+    /// long job, or by a disk that stopped answering, leaves every write waiting, and the
+    /// node is not ready then (`/ready` gives it 5 s).
     async fn ping(&self) -> StoreResult<()> {
         self.ensure_writer()?;
+        self.write_unflushed(|_| Ok(())).await?;
         self.read(|c| c.query_row("SELECT COUNT(*) FROM schema_migrations", [], |_| Ok(())).map_err(db_err)).await
     }
 
