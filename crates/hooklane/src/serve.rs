@@ -282,7 +282,10 @@ fn masked(token: &str) -> String {
 /// their deliveries a second time; `migrate` takes it too, so as not to change the tables
 /// beneath a running server. `when_held` says what to do when another process holds it.
 pub(crate) fn lock_database(db: &Path, when_held: &str) -> anyhow::Result<std::fs::File> {
-    let mut name = db.as_os_str().to_owned();
+    // Named after the file itself, its symbolic links resolved: one database reached by two
+    // names (a link) has one lock. (A file not made yet is named as given.)
+    let real = std::fs::canonicalize(db).ok();
+    let mut name = real.as_deref().unwrap_or(db).as_os_str().to_owned();
     name.push(".lock");
     let path = PathBuf::from(name);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -274,6 +274,23 @@ async fn a_second_process_on_the_same_sqlite_file_is_refused() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"), "it never listened");
     let (status, _) = server.call("GET", "/api/v1/app", None).await;
     assert_eq!(status, 200, "the first one serves on");
+    // The same file by another name (a symbolic link to it) is the same database.
+    #[cfg(unix)]
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let link = dir.path().join("other-name.db");
+        std::os::unix::fs::symlink(server.data_dir().join("data").join("hooklane.db"), &link).expect("link");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hooklane"));
+        command
+            .arg("serve")
+            .current_dir(dir.path())
+            .env_remove("HOOKLANE_CONFIG")
+            .env("HOOKLANE_DATABASE_URL", format!("sqlite:{}", link.display()))
+            .env("HOOKLANE_LISTEN", "127.0.0.1:0");
+        let out = refused_at_start(command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("another hooklane process"), "{stderr}");
+    }
 }
 
 /// Runs `command` (a `serve`), which must stop by itself with a failure within 20 s; one
