@@ -384,7 +384,7 @@ fn serve_bare(dir: &std::path::Path, env: &[(&str, &str)]) -> (Killed, Vec<Strin
         .env("HOOKLANE_LISTEN", "127.0.0.1:0")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("serve-stderr.log")).expect("a log file"))
         .spawn()
         .expect("run hooklane");
     let stdout = child.stdout.take().expect("stdout");
@@ -406,6 +406,23 @@ fn serve_bare(dir: &std::path::Path, env: &[(&str, &str)]) -> (Killed, Vec<Strin
     let _ = child.kill();
     let _ = child.wait();
     panic!("hooklane did not start: {seen:?}");
+}
+
+/// The database's `-wal` left readable by others by a killed process, the database itself
+/// owner-only: the start warns of it, as of the database (SQLite reuses it as it is).
+#[cfg(unix)]
+#[tokio::test]
+async fn a_write_ahead_log_readable_by_others_is_warned_of() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (killed, _) = serve_bare(dir.path(), &[]);
+    drop(killed); // (SIGKILL: the -wal stays)
+    let wal = dir.path().join("data").join("hooklane.db-wal");
+    assert_eq!(mode(&dir.path().join("data").join("hooklane.db")), 0o600);
+    std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (_running, _) = serve_bare(dir.path(), &[]);
+    let log = std::fs::read_to_string(dir.path().join("serve-stderr.log")).expect("the log");
+    assert!(log.contains("can be read by other users") && log.contains("hooklane.db-wal"), "{log}");
 }
 
 #[cfg(unix)]

@@ -77,9 +77,16 @@ impl SqliteStore {
             }
             _ => {}
         }
-        if crate::private_files::readable_by_others(&path) {
+        // Its `-wal` and `-shm` too: SQLite reuses those a killed process left, with the mode
+        // they had, when the database itself was made owner-only since.
+        let open_to_others = ["", "-wal", "-shm"].iter().find(|suffix| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            crate::private_files::readable_by_others(Path::new(&name))
+        });
+        if let Some(suffix) = open_to_others {
             tracing::warn!(
-                path = %path.display(),
+                path = %format!("{}{suffix}", path.display()),
                 "the database, which holds every secret, can be read by other users (chmod 600 it, with its -wal and -shm files)"
             );
         }
