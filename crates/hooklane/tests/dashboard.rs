@@ -1024,6 +1024,10 @@ async fn admin_sign_in_refuses_an_application_token() {
     let said = browser.eval("document.querySelector('[data-testid=login-error]').textContent").await;
     assert!(said.as_str().unwrap().contains("portal link"), "{said}");
     assert_eq!(browser.eval("sessionStorage.getItem('hooklane.admin.token')").await, Value::Null);
+    // No string becomes markup in these pages (Trusted Types): a slip fails, not a hole.
+    let sink = "(() => { try { document.createElement('div').innerHTML = '<b>x</b>'; return 'allowed' } \
+                catch (e) { return e.name } })()";
+    assert_eq!(browser.eval(sink).await, json!("TypeError"));
     assert_eq!(browser.count("[data-testid=app-row]").await, 0);
     // The admin token still signs in.
     browser.type_into("[data-testid=token-input]", ADMIN).await;

@@ -323,6 +323,7 @@ async fn dashboard_pages_say_where_they_may_be_shown() {
     assert!(page.contains("<script"), "{page}");
     let csp = headers["content-security-policy"].to_str().unwrap_or_default();
     assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"), "{csp}");
+    assert!(csp.contains("require-trusted-types-for 'script'; trusted-types 'none'"), "{csp}");
     assert_eq!(headers["x-frame-options"], "DENY");
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["referrer-policy"], "no-referrer");
@@ -332,6 +333,7 @@ async fn dashboard_pages_say_where_they_may_be_shown() {
     assert!(headers.get("cross-origin-opener-policy").is_none(), "a SaaS may open the portal in a popup");
     let csp = headers["content-security-policy"].to_str().unwrap_or_default();
     assert!(csp.ends_with("; frame-ancestors *") && csp.contains("script-src 'self'"), "{csp}");
+    assert!(csp.contains("require-trusted-types-for 'script'"), "{csp}");
     assert!(headers.get("x-frame-options").is_none(), "the portal is embedded by the SaaS");
     drop(server);
 
