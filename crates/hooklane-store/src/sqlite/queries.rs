@@ -349,25 +349,6 @@ pub fn app_endpoints(conn: &Connection, app_id: &str) -> StoreResult<Vec<Endpoin
 const CONSUMERS_OF_ENDPOINT: &str =
     "DELETE FROM events_subscriptions WHERE app_id = ?1 AND substr(id, 1, length(?2) + 1) = ?2 || '/'";
 
-/// Deletes at most `limit` of the endpoint's attempts, and as many of its deliveries; whether
-/// it deleted `limit` of either (there may be more).
-pub fn delete_endpoint_rows(conn: &Connection, app_id: &str, endpoint_id: &str, limit: usize) -> StoreResult<bool> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let attempts = execute(
-        conn,
-        "DELETE FROM attempts WHERE id IN \
-         (SELECT id FROM attempts WHERE endpoint_id = ?2 AND app_id = ?1 ORDER BY endpoint_id, id LIMIT ?3)",
-        params![app_id, endpoint_id, limit],
-    )?;
-    let deliveries = execute(
-        conn,
-        "DELETE FROM deliveries WHERE endpoint_id = ?2 AND msg_id IN \
-         (SELECT msg_id FROM deliveries WHERE endpoint_id = ?2 AND app_id = ?1 LIMIT ?3)",
-        params![app_id, endpoint_id, limit],
-    )?;
-    Ok([attempts, deliveries].iter().any(|n| i64::try_from(*n).unwrap_or(0) == limit))
-}
-
 pub fn delete_endpoint(conn: &Connection, app_id: &str, endpoint_id: &str) -> StoreResult<()> {
     for table in ["attempts", "deliveries"] {
         execute(conn, &format!("DELETE FROM {table} WHERE app_id = ?1 AND endpoint_id = ?2"), [app_id, endpoint_id])?;

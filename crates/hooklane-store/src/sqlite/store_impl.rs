@@ -18,9 +18,6 @@ fn owned(s: &str) -> String {
     s.to_string()
 }
 
-/// Rows a write job deletes of a large application or endpoint before the job that deletes
-/// it: the single writer is every tenant's, and is not held by one delete for long.
-const DELETE_CHUNK: usize = 500;
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_app(&self, app: Application) -> StoreResult<()> {
@@ -55,10 +52,11 @@ impl Store for SqliteStore {
     /// writer, every tenant's writes, for as long as it took. (Those made meanwhile, and
     /// everything else of it, go with the application, in the last job.)
     async fn delete_app(&self, app_id: &str) -> StoreResult<()> {
+        const CHUNK: usize = 500;
         let ceiling = hooklane_core::ids::floor(hooklane_core::ids::MESSAGE, Utc::now());
         loop {
             let (id, ceiling) = (owned(app_id), ceiling.clone());
-            if !self.write(move |c| queries::delete_app_messages(c, &id, &ceiling, DELETE_CHUNK)).await? {
+            if !self.write(move |c| queries::delete_app_messages(c, &id, &ceiling, CHUNK)).await? {
                 break;
             }
         }
@@ -140,15 +138,7 @@ impl Store for SqliteStore {
         self.write(move |c| queries::update_endpoint(c, &ep, read_at.map(ms))).await
     }
 
-    /// Its attempts and deliveries first, a few hundred a write job (as an application's
-    /// messages, see `delete_app`); the endpoint and what is left of it last, in one job.
     async fn delete_endpoint(&self, app_id: &str, endpoint_id: &str) -> StoreResult<()> {
-        loop {
-            let (app, ep) = (owned(app_id), owned(endpoint_id));
-            if !self.write(move |c| queries::delete_endpoint_rows(c, &app, &ep, DELETE_CHUNK)).await? {
-                break;
-            }
-        }
         let (app, ep) = (owned(app_id), owned(endpoint_id));
         self.write(move |c| queries::delete_endpoint(c, &app, &ep)).await
     }

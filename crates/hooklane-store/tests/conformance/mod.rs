@@ -51,7 +51,6 @@ macro_rules! store_conformance_tests {
             app_update,
             app_delete_cascades,
             app_delete_of_many_messages,
-            endpoint_delete_of_many_deliveries,
             event_type_crud,
             event_type_import_writes_all_at_once,
             an_import_keeping_flags_leaves_them_as_they_stand,
@@ -553,35 +552,6 @@ pub async fn app_delete_of_many_messages(store: &DynStore) {
     let by_b = store.list_attempts(&b.id, &AttemptFilter::default(), &PageRequest::default()).await.unwrap();
     assert_eq!(by_b.items.len(), 1);
     assert_not_found(store.delete_app(&a.id).await, "second delete");
-}
-
-/// An endpoint with more deliveries and attempts than one write deletes at once (SQLite
-/// deletes them a few hundred at a time): every one goes; the messages, and another
-/// endpoint's deliveries, stay.
-pub async fn endpoint_delete_of_many_deliveries(store: &DynStore) {
-    let t = now_ms();
-    let app = setup_app(store, "A").await;
-    let (gone, kept) = (setup_endpoint(store, &app.id).await, setup_endpoint(store, &app.id).await);
-    let mut outcomes = Vec::new();
-    let mut last = None;
-    for i in 0..1_100 {
-        let m = post(store, &app.id, &[&gone, &kept], t + millis(i)).await;
-        outcomes.push(outcome(&m.id, &gone, t + secs(2), NextStep::GiveUp));
-        last = Some(m);
-    }
-    let last = last.expect("posted");
-    store.record_attempts(outcomes, HOUR).await.unwrap();
-    let by_gone = AttemptFilter { endpoint_id: Some(gone.id.clone()), ..Default::default() };
-    let page = PageRequest { limit: 250, ..PageRequest::default() };
-    assert_eq!(store.list_attempts(&app.id, &by_gone, &page).await.unwrap().items.len(), 250, "recorded");
-    store.delete_endpoint(&app.id, &gone.id).await.unwrap();
-    assert_eq!(store.get_endpoint(&app.id, &gone.id).await.unwrap(), None);
-    assert!(store.list_attempts(&app.id, &by_gone, &page).await.unwrap().items.is_empty());
-    let left = store.message_deliveries(&app.id, &last.id).await.unwrap();
-    assert_eq!(left.len(), 1);
-    assert_eq!(left[0].1, kept);
-    assert_eq!(store.get_message(&app.id, &last.id).await.unwrap(), Some(last.clone()), "messages stay");
-    assert_not_found(store.delete_endpoint(&app.id, &gone.id).await, "second delete");
 }
 
 pub async fn app_delete_cascades(store: &DynStore) {
