@@ -154,18 +154,6 @@ pub fn get_app(conn: &Connection, id_or_uid: &str) -> StoreResult<Option<Applica
     query_opt(conn, &sql, [id_or_uid], rows::app)
 }
 
-/// Deletes at most `limit` of the application's messages made before `ceiling` (an id), with
-/// their deliveries and attempts; whether it deleted `limit` (there may be more).
-pub fn delete_app_messages(conn: &Connection, app_id: &str, ceiling: &str, limit: usize) -> StoreResult<bool> {
-    let some = "SELECT id FROM messages WHERE app_id = ?1 AND id < ?2 ORDER BY id LIMIT ?3";
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    for table in ["deliveries", "attempts"] {
-        execute(conn, &format!("DELETE FROM {table} WHERE msg_id IN ({some})"), params![app_id, ceiling, limit])?;
-    }
-    let n = execute(conn, &format!("DELETE FROM messages WHERE id IN ({some})"), params![app_id, ceiling, limit])?;
-    Ok(i64::try_from(n).unwrap_or(0) == limit)
-}
-
 pub fn delete_app(conn: &Connection, app_id: &str) -> StoreResult<()> {
     for sql in crate::queries_shared::delete_app_sql("?1") {
         execute(conn, &sql, [app_id])?;

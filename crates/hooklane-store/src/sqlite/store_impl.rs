@@ -47,19 +47,7 @@ impl Store for SqliteStore {
         self.write(move |c| queries::update_app(c, &app)).await
     }
 
-    /// The application's messages, with their deliveries and attempts, go first, a few
-    /// hundred a write job: one job deleting a large application whole held the single
-    /// writer, every tenant's writes, for as long as it took. (Those made meanwhile, and
-    /// everything else of it, go with the application, in the last job.)
     async fn delete_app(&self, app_id: &str) -> StoreResult<()> {
-        const CHUNK: usize = 500;
-        let ceiling = hooklane_core::ids::floor(hooklane_core::ids::MESSAGE, Utc::now());
-        loop {
-            let (id, ceiling) = (owned(app_id), ceiling.clone());
-            if !self.write(move |c| queries::delete_app_messages(c, &id, &ceiling, CHUNK)).await? {
-                break;
-            }
-        }
         let id = owned(app_id);
         self.write(move |c| queries::delete_app(c, &id)).await
     }

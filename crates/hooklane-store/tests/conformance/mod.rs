@@ -50,7 +50,6 @@ macro_rules! store_conformance_tests {
             app_list_pagination,
             app_update,
             app_delete_cascades,
-            app_delete_of_many_messages,
             event_type_crud,
             event_type_import_writes_all_at_once,
             an_import_keeping_flags_leaves_them_as_they_stand,
@@ -520,38 +519,6 @@ pub async fn app_update(store: &DynStore) {
     assert_eq!(store.get_app(&app.id).await.unwrap(), Some(app));
 
     assert_not_found(store.update_app(new_app("Ghost", None)).await, "update of a missing app");
-}
-
-/// An application with more messages than one write deletes at once (SQLite deletes them a
-/// few hundred at a time): every one goes, with its deliveries and attempts; another
-/// application's stay.
-pub async fn app_delete_of_many_messages(store: &DynStore) {
-    let t = now_ms();
-    let (a, b) = (setup_app(store, "A").await, setup_app(store, "B").await);
-    let (ea, eb) = (setup_endpoint(store, &a.id).await, setup_endpoint(store, &b.id).await);
-    let mut last = None;
-    for i in 0..1_100 {
-        last = Some(post(store, &a.id, &[&ea], t + millis(i)).await);
-    }
-    let last = last.expect("posted");
-    let kept = post(store, &b.id, &[&eb], t).await;
-    // (Unclaimed: the attempts are kept, their deliveries left as they are.)
-    let attempt = outcome(&last.id, &ea, t + secs(2), NextStep::Succeeded);
-    store.record_attempts(vec![attempt, outcome(&kept.id, &eb, t + secs(2), NextStep::Succeeded)], HOUR).await.unwrap();
-    let by_a = store.list_attempts(&a.id, &AttemptFilter::default(), &PageRequest::default()).await.unwrap();
-    assert_eq!(by_a.items.len(), 1, "recorded");
-    store.delete_app(&a.id).await.unwrap();
-    assert_eq!(store.get_app(&a.id).await.unwrap(), None);
-    assert_eq!(store.get_message(&a.id, &last.id).await.unwrap(), None);
-    let listed = store.list_messages(&a.id, &MessageFilter::default(), &PageRequest::default()).await.unwrap();
-    assert!(listed.items.is_empty());
-    let attempts = store.list_attempts(&a.id, &AttemptFilter::default(), &PageRequest::default()).await.unwrap();
-    assert!(attempts.items.is_empty());
-    assert_eq!(store.get_message(&b.id, &kept.id).await.unwrap(), Some(kept.clone()));
-    assert_eq!(delivery(store, &b.id, &kept.id, &eb.id).await.status, DeliveryStatus::Pending);
-    let by_b = store.list_attempts(&b.id, &AttemptFilter::default(), &PageRequest::default()).await.unwrap();
-    assert_eq!(by_b.items.len(), 1);
-    assert_not_found(store.delete_app(&a.id).await, "second delete");
 }
 
 pub async fn app_delete_cascades(store: &DynStore) {
