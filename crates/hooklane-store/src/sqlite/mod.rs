@@ -30,7 +30,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{oneshot, watch};
 
-use self::writer::{NoopJob, ToWriter, TypedJob};
+use self::writer::{ToWriter, TypedJob};
 
 use crate::signals::StreamSignals;
 use crate::{StoreError, StoreResult};
@@ -77,6 +77,9 @@ impl SqliteStore {
             }
             _ => {}
         }
+        // The file its symbolic links lead to: SQLite keeps its `-wal` and `-shm` beside that
+        // file, which the writer flushes and the checks below look at by name.
+        let path = std::fs::canonicalize(&path).unwrap_or(path);
         // Its `-wal` and `-shm` too: SQLite reuses those a killed process left, with the mode
         // they had, when the database itself was made owner-only since.
         let open_to_others = ["", "-wal", "-shm"].iter().find(|suffix| {
@@ -166,15 +169,6 @@ impl SqliteStore {
         let job = TypedJob::new(f, savepoint, flushed, reply);
         self.writer.send(ToWriter::Job(Box::new(job))).map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
-    }
-
-    /// Fails when the writer thread is gone (it stops only if it panicked), or once a flush
-    /// of the write-ahead log failed.
-    fn ensure_writer(&self) -> StoreResult<()> {
-        if self.flush_failed.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(StoreError::Database("a flush of the write-ahead log failed; restart hooklane".into()));
-        }
-        self.writer.send(ToWriter::Job(Box::new(NoopJob))).map_err(|_| StoreError::Closed)
     }
 
     /// Runs `f` on a pooled read connection on the blocking thread pool.

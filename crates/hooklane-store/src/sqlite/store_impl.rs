@@ -867,11 +867,14 @@ impl Store for SqliteStore {
 
     // --- statistics
 
-    /// Waits for a job of the writer, not only for its queue to take one: a writer held by a
-    /// long job, or by a disk that stopped answering, leaves every write waiting, and the
-    /// node is not ready then (`/ready` gives it 5 s).
+    /// Fails once a flush of the write-ahead log failed, or when the writer thread is gone
+    /// (it stops only if it panicked); and waits for a job of the writer, not only for its
+    /// queue to take one: a writer held by a long job, or by a disk that stopped answering,
+    /// leaves every write waiting, and the node is not ready then (`/ready` gives it 5 s).
     async fn ping(&self) -> StoreResult<()> {
-        self.ensure_writer()?;
+        if self.flush_failed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StoreError::Database("a flush of the write-ahead log failed; restart hooklane".into()));
+        }
         self.write_unflushed(|_| Ok(())).await?;
         self.read(|c| c.query_row("SELECT COUNT(*) FROM schema_migrations", [], |_| Ok(())).map_err(db_err)).await
     }

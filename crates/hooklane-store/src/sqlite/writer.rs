@@ -120,16 +120,6 @@ where
     }
 }
 
-/// A write with nothing to do: checks that the writer thread still takes work.
-pub(super) struct NoopJob;
-
-impl WriteJob for NoopJob {
-    fn run(&mut self, _: &Connection) -> bool {
-        true
-    }
-    fn finish(self: Box<Self>, _: &Result<(), String>) {}
-}
-
 /// A committed batch on its way to the disk, with the highest message sequence number
 /// given out when it committed: once the batch is on disk every message up to that number
 /// is (the writer gives them in commit order), and readers of the message stream may see it.
