@@ -20,6 +20,21 @@ pub struct Application {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Application {
+    /// A new application named `name`, made at `at`: no uid, rate limit or metadata.
+    pub fn new(name: impl Into<String>, at: DateTime<Utc>) -> Self {
+        Application {
+            id: crate::ids::new_id(crate::ids::APP),
+            uid: None,
+            name: name.into(),
+            rate_limit: None,
+            metadata: Metadata::new(),
+            created_at: at,
+            updated_at: at,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventType {
     pub name: String,

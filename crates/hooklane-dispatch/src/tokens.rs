@@ -525,12 +525,7 @@ pub(crate) mod tests {
         let mut ep = endpoint("ep_1", 1);
         let app = hooklane_core::model::Application {
             id: "app_1".into(),
-            uid: None,
-            name: "A".into(),
-            rate_limit: None,
-            metadata: Default::default(),
-            created_at: ep.created_at,
-            updated_at: ep.created_at,
+            ..hooklane_core::model::Application::new("A", ep.created_at)
         };
         store.create_app(app).await.expect("app");
         ep.oauth = Some(with("r0"));

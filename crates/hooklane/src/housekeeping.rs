@@ -146,15 +146,7 @@ mod tests {
         let store: DynStore =
             Arc::new(hooklane_store::sqlite::SqliteStore::open(dir.path().join("h.db")).await.expect("open"));
         let t = Utc::now();
-        let app = Application {
-            id: new_id(hooklane_core::ids::APP),
-            uid: None,
-            name: "a".into(),
-            rate_limit: None,
-            metadata: Default::default(),
-            created_at: t,
-            updated_at: t,
-        };
+        let app = Application::new("a", t);
         store.create_app(app.clone()).await.expect("app");
         let ep = Endpoint::new(app.id.clone(), "https://example.com/hook", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", t);
         store.create_endpoint(ep.clone()).await.expect("endpoint");

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use hooklane_core::ids::{self, new_id};
+use hooklane_core::ids;
 use hooklane_core::model::{Application, Metadata, Principal};
 use hooklane_core::{DateTime, Utc};
 use hooklane_store::{AppListFilter, StoreError};
@@ -128,15 +128,7 @@ fn validate(a: &Application) -> ApiResult<()> {
 fn build(input: ApplicationIn) -> ApiResult<Application> {
     let now = super::now();
     let rate_limit = input.rate();
-    let app = Application {
-        id: new_id(ids::APP),
-        uid: input.uid,
-        name: input.name,
-        rate_limit,
-        metadata: input.metadata,
-        created_at: now,
-        updated_at: now,
-    };
+    let app = Application { uid: input.uid, rate_limit, metadata: input.metadata, ..Application::new(input.name, now) };
     validate(&app)?;
     Ok(app)
 }

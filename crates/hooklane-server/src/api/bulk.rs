@@ -348,7 +348,6 @@ pub(crate) struct Doc;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hooklane_core::ids::{self, new_id};
     use hooklane_core::model::{Application, Endpoint, Message};
 
     /// A replay stops at the next page once its endpoint is disabled (here, before its
@@ -359,15 +358,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = hooklane_store::open(&dir.path().join("bulk.db").display().to_string()).await.expect("store");
         let t = Utc::now();
-        let app = Application {
-            id: new_id(ids::APP),
-            uid: None,
-            name: "a".into(),
-            rate_limit: None,
-            metadata: Default::default(),
-            created_at: t,
-            updated_at: t,
-        };
+        let app = Application::new("a", t);
         store.create_app(app.clone()).await.expect("app");
         let ep = Endpoint::new(app.id.clone(), "https://example.com/hook", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", t);
         store.create_endpoint(ep.clone()).await.expect("endpoint");

@@ -650,13 +650,9 @@ pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<Sourc
     let now = super::now();
     let id = new_id(ids::SOURCE);
     let app = Application {
-        id: new_id(ids::APP),
         uid: Some(id.clone()),
-        name: format!("inbound source {id}"),
-        rate_limit: None,
         metadata: Metadata::from([("hooklane.source".to_string(), id.clone())]),
-        created_at: now,
-        updated_at: now,
+        ..Application::new(format!("inbound source {id}"), now)
     };
     if input.keep_previous_verification.is_some() {
         return Err(ApiError::validation("keepPreviousVerification", "a new source has no verification to keep"));

@@ -340,9 +340,8 @@ async fn announce(pool: &Pool) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
-    use hooklane_core::ids::{new_id, APP, MESSAGE};
+    use hooklane_core::ids::{new_id, MESSAGE};
     use hooklane_core::model::{Application, Endpoint};
     use hooklane_core::{DateTime, Utc};
 
@@ -368,15 +367,7 @@ mod tests {
         let db = TestDatabase::create().await;
         let store = PgStore::open(db.url()).await.unwrap();
         let now = Utc::now();
-        let app = Application {
-            id: new_id(APP),
-            uid: None,
-            name: "A".into(),
-            rate_limit: None,
-            metadata: BTreeMap::new(),
-            created_at: now,
-            updated_at: now,
-        };
+        let app = Application::new("A", now);
         store.create_app(app.clone()).await.unwrap();
         let mut ep = Endpoint::new(app.id.clone(), "", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", now);
         ep.url = format!("https://example.com/{}", ep.id);

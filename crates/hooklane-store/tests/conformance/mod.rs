@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use hooklane_core::ids::{self, new_id};
 use hooklane_core::model::{
-    Application, Attempt, Capability, Delivery, DeliveryStatus, Endpoint, EventType, ExpiringSecret, Message, Metadata,
+    Application, Attempt, Capability, Delivery, DeliveryStatus, Endpoint, EventType, ExpiringSecret, Message,
     Principal, Transformation, TriggerType,
 };
 use hooklane_core::{DateTime, Utc};
@@ -195,16 +195,7 @@ const LEASE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 
 pub fn new_app(name: &str, uid: Option<&str>) -> Application {
-    let t = now_ms();
-    Application {
-        id: new_id(ids::APP),
-        uid: uid.map(str::to_string),
-        name: name.to_string(),
-        rate_limit: None,
-        metadata: Metadata::new(),
-        created_at: t,
-        updated_at: t,
-    }
+    Application { uid: uid.map(str::to_string), ..Application::new(name, now_ms()) }
 }
 
 pub fn new_event_type(name: &str) -> EventType {
