@@ -53,7 +53,12 @@ impl<'a> LazyPayload<'a> {
 
     /// The payload as JSON (see [`payload_json`]).
     pub fn json(&mut self) -> &serde_json::Value {
-        self.parsed.get_or_insert_with(|| payload_json(self.text))
+        self.json_and_filter_steps().0
+    }
+
+    /// The payload as JSON, and the steps its filters may still take, borrowed together.
+    fn json_and_filter_steps(&mut self) -> (&serde_json::Value, &mut usize) {
+        (self.parsed.get_or_insert_with(|| payload_json(self.text)), &mut self.filter_steps)
     }
 
     /// Whether the payload is JSON that cannot be read as a value (read as `null`): nested
@@ -94,8 +99,8 @@ pub fn payload_wanted(filter: Option<&serde_json::Value>, payload: &mut LazyPayl
     if payload.unreadable() {
         return false;
     }
-    let json = payload.parsed.get_or_insert_with(|| payload_json(payload.text));
-    crate::rules::payload_filter::matches_within(filter, json, &mut payload.filter_steps)
+    let (json, steps) = payload.json_and_filter_steps();
+    crate::rules::payload_filter::matches_within(filter, json, steps)
 }
 
 #[cfg(test)]

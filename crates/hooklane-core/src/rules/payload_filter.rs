@@ -74,7 +74,8 @@ pub fn validate(filter: &Value) -> Result<(), RuleError> {
 /// side, evaluation descends only as far as the filter does, however deep the payload is.
 /// An evaluation that would take more than [`MAX_STEPS`] does not match.
 pub fn matches(filter: &Value, payload: &Value) -> bool {
-    matches_within(filter, payload, &mut MAX_STEPS.clone())
+    let mut left = MAX_STEPS;
+    matches_within(filter, payload, &mut left)
 }
 
 /// [`matches`], taking its steps from `left` (at most [`MAX_STEPS`]), which it lowers by the
