@@ -50,8 +50,6 @@ pub struct SqliteStore {
     durable_seq: watch::Receiver<u64>,
     /// Wakes an application's stream readers when its messages are on disk.
     signals: Arc<StreamSignals>,
-    /// A flush failed: no more writes (`/ready` says so).
-    flush_failed: writer::FlushFailed,
     /// See [`crate::Store::instance_secret`].
     instance_secret: [u8; 32],
 }
@@ -124,9 +122,9 @@ impl SqliteStore {
         let (durable_seq, durable_seen) = watch::channel(writer::last_message_seq(&conn));
         let flush_failed = writer::FlushFailed::default();
         let signals = Arc::new(StreamSignals::default());
-        let tx = writer::start(conn, wal, durable_seq, signals.clone(), flush_failed.clone())?;
+        let tx = writer::start(conn, wal, durable_seq, signals.clone(), flush_failed)?;
         let readers = Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) });
-        Ok(SqliteStore { writer: tx, readers, durable_seq: durable_seen, signals, flush_failed, instance_secret })
+        Ok(SqliteStore { writer: tx, readers, durable_seq: durable_seen, signals, instance_secret })
     }
 
     /// Runs `f` in a savepoint of its own inside the next group-committed transaction;

@@ -867,14 +867,12 @@ impl Store for SqliteStore {
 
     // --- statistics
 
-    /// Fails once a flush of the write-ahead log failed, or when the writer thread is gone
-    /// (it stops only if it panicked); and waits for a job of the writer, not only for its
-    /// queue to take one: a writer held by a long job, or by a disk that stopped answering,
-    /// leaves every write waiting, and the node is not ready then (`/ready` gives it 5 s).
+    /// Waits for a job of the writer, not only for its queue to take one: a writer held by a
+    /// long job, or by a disk that stopped answering, leaves every write waiting, and the
+    /// node is not ready then (`/ready` gives it 5 s). The job fails when the writer thread
+    /// is gone (it stops only if it panicked), or refuses every job once a flush of the
+    /// write-ahead log failed.
     async fn ping(&self) -> StoreResult<()> {
-        if self.flush_failed.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(StoreError::Database("a flush of the write-ahead log failed; restart hooklane".into()));
-        }
         self.write_unflushed(|_| Ok(())).await?;
         self.read(|c| c.query_row("SELECT COUNT(*) FROM schema_migrations", [], |_| Ok(())).map_err(db_err)).await
     }
