@@ -248,15 +248,7 @@ fn read_token_file(path: &Path) -> anyhow::Result<Kept> {
 /// that read it empty before another replaced it removed the other's new token, and the
 /// two served with different tokens (or one stopped, its removal finding no file).
 fn remove_if_still_empty(path: &Path) -> anyhow::Result<()> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".lock");
-    let lock_path = PathBuf::from(name);
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    let (lock, lock_path) = lock_file_beside(path)?;
     lock.lock().with_context(|| format!("cannot lock {}", lock_path.display()))?;
     if let Kept::Empty = read_token_file(path)? {
         match std::fs::remove_file(path) {
@@ -285,19 +277,12 @@ pub(crate) fn lock_database(db: &Path, when_held: &str) -> anyhow::Result<std::f
     // Named after the file itself, its symbolic links resolved: one database reached by two
     // names (a link) has one lock. (A file not made yet is named as given.)
     let real = std::fs::canonicalize(db).ok();
-    let mut name = real.as_deref().unwrap_or(db).as_os_str().to_owned();
-    name.push(".lock");
-    let path = PathBuf::from(name);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let db_file = real.as_deref().unwrap_or(db);
+    if let Some(dir) = db_file.parent().filter(|d| !d.as_os_str().is_empty()) {
         hooklane_store::private_files::create_dir_all(dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let (file, path) = lock_file_beside(db_file)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
@@ -307,6 +292,21 @@ pub(crate) fn lock_database(db: &Path, when_held: &str) -> anyhow::Result<std::f
         ),
         Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }
+}
+
+/// The file `path` + `.lock`, made if missing (never emptied: it holds nothing), that
+/// processes lock to take turns over `path`; and its name.
+fn lock_file_beside(path: &Path) -> anyhow::Result<(std::fs::File, PathBuf)> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    Ok((file, lock_path))
 }
 
 fn token_file(config: &Config) -> Option<PathBuf> {
