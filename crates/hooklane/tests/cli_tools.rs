@@ -97,8 +97,9 @@ async fn forward_reads_a_poller_again_after_an_answer_that_is_no_page() {
     let got = rx.wait_for(1, WAIT).await;
     assert_eq!((got[0].header("webhook-id"), got[0].body.as_slice()), ("msg_fake1", &br#"{"n":1}"#[..]));
     assert!(forward.child.try_wait().expect("wait").is_none(), "it stopped: {:?}", forward.lines());
-    let lines = forward.lines();
-    assert!(lines.iter().any(|l| l.contains("not a poller's page") && l.contains("trying again")), "{lines:?}");
+    forward
+        .wait_for_line("saying the page was none", |l| l.contains("not a poller's page") && l.contains("trying again"))
+        .await;
     assert!(asked.load(Ordering::SeqCst) >= 2);
 }
 
@@ -128,6 +129,9 @@ async fn forward_reads_a_stream_again_after_an_answer_that_is_no_stream() {
     let forward = Forwarder::start(&[to.as_str(), "--server", &base, "--app", "app_x", "--token", "sk_x"]);
     let got = rx.wait_for(1, WAIT).await;
     assert_eq!((got[0].header("webhook-id"), got[0].body.as_slice()), ("msg_fake2", &br#"{"n":2}"#[..]));
+    // The command prints its lines before it forwards, but the test reads them on its own
+    // task, which may lag behind the receiver: wait for the line before comparing the order.
+    forward.connected(1).await;
     let lines = forward.lines();
     assert!(lines.iter().any(|l| l.contains("not an event stream") && l.contains("trying again")), "{lines:?}");
     let connected = lines.iter().position(|l| l.contains("connected to"));
