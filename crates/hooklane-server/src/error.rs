@@ -46,6 +46,10 @@ pub enum ApiError {
     Internal(String),
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// The store cannot take the request now (see [`StoreError::Unavailable`]); the cause
+    /// goes to the log only, as an internal error's does.
+    #[error("the database cannot take requests now; try again shortly")]
+    StoreUnavailable(String),
     /// An inbound request that failed its source's verification.
     #[error("verification failed: {0}")]
     VerificationFailed(String),
@@ -105,7 +109,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Validation { .. } | ApiError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::DeliveryLoop => StatusCode::LOOP_DETECTED,
             ApiError::VerificationFailed(_) => StatusCode::UNAUTHORIZED,
             ApiError::RateLimited(_) | ApiError::TooManyTasks(_) | ApiError::TooManyWaiting(_) | ApiError::Busy(_) => {
@@ -131,7 +135,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Validation { .. } => "validation",
             ApiError::Internal(_) => "internal",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable(_) | ApiError::StoreUnavailable(_) => "unavailable",
             ApiError::VerificationFailed(_) => "verification_failed",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::TooManyTasks(_) => "too_many_tasks",
@@ -161,6 +165,10 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %why, "internal error");
                 json!({ "code": self.code(), "detail": self.to_string() })
             }
+            ApiError::StoreUnavailable(why) => {
+                tracing::warn!(error = %why, "request refused: the store is unavailable");
+                json!({ "code": self.code(), "detail": self.to_string() })
+            }
             _ => json!({ "code": self.code(), "detail": self.to_string() }),
         };
         if let ApiError::PayloadTooLarge(_) | ApiError::UnsupportedContentEncoding(_) | ApiError::RequestTimeout = self
@@ -172,7 +180,12 @@ impl IntoResponse for ApiError {
         let retry_after = match &self {
             ApiError::RateLimited(wait) => Some(*wait),
             // A place is given back when a reader's wait ends: in seconds at most, mostly.
-            ApiError::TooManyWaiting(_) | ApiError::Busy(_) => Some(std::time::Duration::from_secs(1)),
+            // So is a node's waiting place, and a node shutting down has others beside it.
+            ApiError::TooManyWaiting(_) | ApiError::Busy(_) | ApiError::Unavailable(_) => {
+                Some(std::time::Duration::from_secs(1))
+            }
+            // A database restarting, or a pool's connections freed, is a matter of seconds.
+            ApiError::StoreUnavailable(_) => Some(STORE_RETRY_AFTER),
             _ => None,
         };
         if let Some(wait) = retry_after {
@@ -191,6 +204,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(why) => ApiError::Conflict(why),
             StoreError::Refused(why) => ApiError::BadRequest(why),
             StoreError::Closed => ApiError::Unavailable("store is shutting down".into()),
+            StoreError::Unavailable(why) => ApiError::StoreUnavailable(why),
             StoreError::PositionAhead(_) => {
                 ApiError::Validation { location: "query", field: "iterator".into(), msg: POSITION_AHEAD.into() }
             }
@@ -198,6 +212,10 @@ impl From<StoreError> for ApiError {
         }
     }
 }
+
+/// How long a client is asked to wait before trying again a request the store refused as
+/// unavailable.
+pub const STORE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why a stream position past the stream's end is refused.
 pub const POSITION_AHEAD: &str = "is ahead of this server's stream (it was given out before the database was restored \
@@ -238,5 +256,25 @@ pub fn conflict(why: &'static str) -> impl FnOnce(StoreError) -> ApiError {
     move |e| match e {
         StoreError::Conflict(_) => ApiError::Conflict(why.into()),
         other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every 503 says when to try again: a client (an SDK retrying 5xx) backs off instead of
+    /// asking again at once, longer for a store than for a node's waiting places.
+    #[test]
+    fn answers_503_with_retry_after() {
+        for (error, wait) in [
+            (ApiError::from(StoreError::Closed), "1"),
+            (ApiError::Unavailable("too many streams".into()), "1"),
+            (ApiError::from(StoreError::Unavailable("no database connection: refused".into())), "5"),
+        ] {
+            let response = error.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()), Some(wait.as_bytes()));
+        }
     }
 }

@@ -7,6 +7,12 @@ pub enum StoreError {
     Conflict(String),
     #[error("database error: {0}")]
     Database(String),
+    /// The database cannot take the request now, through no fault of the request: it cannot
+    /// be reached, has no connection free, is out of space, or (SQLite) failed a flush and
+    /// takes no writes until restarted. The same request may succeed later or on another
+    /// node, so the API answers 503 with `Retry-After` rather than 500.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("corrupt record: {0}")]
     Corrupt(String),
     #[error("store is shut down")]

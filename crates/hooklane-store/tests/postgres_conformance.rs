@@ -42,6 +42,34 @@ async fn migrations(db: &TestDatabase) -> Vec<i32> {
     rows.iter().map(|r| r.get(0)).collect()
 }
 
+/// A database that takes no connections (its connections ended, new ones refused, as while
+/// it restarts) makes the store unavailable, an error the API answers 503 with
+/// `Retry-After`, not an internal error; once it takes them again, so does the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_taking_no_connections_makes_the_store_unavailable() {
+    let (store, db) = fresh_store().await;
+    let app = conformance::new_app("Before", Some("before"));
+    store.create_app(app.clone()).await.expect("a write while connected");
+    // A database cannot refuse connections from a session of its own: from the server's.
+    let server = tokio::task::spawn_blocking(hooklane_store::postgres::testing::server).await.expect("server");
+    let (admin, connection) = tokio_postgres::connect(server.admin_url(), NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    let name = db.name();
+    admin.batch_execute(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false")).await.expect("refuse");
+    admin
+        .execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", &[&name])
+        .await
+        .expect("end the store's connections");
+    for _ in 0..3 {
+        let read = store.get_app("before").await;
+        assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+        let write = store.create_app(conformance::new_app("During", None)).await;
+        assert!(matches!(write, Err(StoreError::Unavailable(_))), "{write:?}");
+    }
+    admin.batch_execute(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true")).await.expect("allow");
+    assert_eq!(store.get_app("before").await.expect("connected again"), Some(app));
+}
+
 /// Reopening the same database finds what was written before, and the migrations are not
 /// run again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

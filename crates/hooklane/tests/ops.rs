@@ -519,3 +519,41 @@ async fn a_configuration_that_is_no_file_is_refused() {
     assert!(!out.status.success() && stderr.contains("cannot read the configuration file"), "{stderr}");
     assert!(!dir.path().join("data").exists(), "no database was made with the defaults");
 }
+
+/// A store that cannot write (a flush of its write-ahead log failed: the log was moved away,
+/// as a failing disk refuses one) refuses writes with 503 `unavailable` and `Retry-After`,
+/// the cause in the log and not in the answer, rather than 500 `internal`: a client's retry
+/// may succeed on another node or after a restart. Reads go on; `/ready` answers 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_write_answers_503_with_retry_after() {
+    let server = Server::start("").await;
+    let app = server.create_app("Disk").await;
+    let wal = server.dir.path().join("data").join("hooklane.db-wal");
+    std::fs::rename(&wal, server.dir.path().join("moved-wal")).expect("move the write-ahead log away");
+    for n in 0..2 {
+        let resp = server
+            .client
+            .post(server.url(&format!("/api/v1/app/{app}/msg/")))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "eventType": "a.b", "payload": { "n": n } }))
+            .send()
+            .await
+            .expect("post");
+        let status = resp.status().as_u16();
+        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let body: serde_json::Value = resp.json().await.expect("a JSON answer");
+        assert_eq!(
+            (status, retry_after.as_deref(), body["code"].as_str()),
+            (503, Some("5"), Some("unavailable")),
+            "{body}"
+        );
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(!detail.contains("flush") && !detail.contains("hooklane.db"), "the cause is not answered: {detail}");
+    }
+    let (status, got) = server.call("GET", &format!("/api/v1/app/{app}/"), None).await;
+    assert_eq!((status, got["id"].as_str()), (200, Some(app.as_str())), "reads go on: {got}");
+    let (status, _, _) = text(&server, "/ready", None).await;
+    assert_eq!(status, 503, "not ready");
+    let logs = server.logs();
+    assert!(logs.contains("the store is unavailable") && logs.contains("flush"), "the cause is logged: {logs}");
+}

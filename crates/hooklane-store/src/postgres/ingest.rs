@@ -160,9 +160,15 @@ async fn answer(
             return;
         }
         Err(e) => {
+            let unavailable = matches!(e, StoreError::Unavailable(_));
             let why = e.to_string();
             for job in batch {
-                let _ = job.reply.send(Err(StoreError::Database(why.clone())));
+                let why = why.clone();
+                let _ = job.reply.send(Err(if unavailable {
+                    StoreError::Unavailable(why)
+                } else {
+                    StoreError::Database(why)
+                }));
             }
             return;
         }

@@ -509,11 +509,16 @@ fn percent_decode(v: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A connection that could not be had, whatever the reason (the server down or refusing
+/// connections, the pool's wait over), makes the store unavailable, not the request wrong.
 fn pool_err(e: PoolError) -> StoreError {
     match e {
         PoolError::Closed => StoreError::Closed,
-        PoolError::Backend(e) => db_err(e),
-        other => StoreError::Database(format!("no database connection: {other}")),
+        PoolError::Backend(e) => match db_err(e) {
+            StoreError::Database(why) => StoreError::Unavailable(format!("no database connection: {why}")),
+            other => other,
+        },
+        other => StoreError::Unavailable(format!("no database connection: {other}")),
     }
 }
 
@@ -534,7 +539,15 @@ pub(crate) fn db_error(e: &tokio_postgres::Error) -> StoreError {
             Some(detail) => format!("{} ({detail})", db.message()),
             None => db.message().to_string(),
         }),
-        Some(db) => StoreError::Database(format!("{}: {} [{}]", db.severity(), db.message(), db.code().code())),
+        Some(db) => {
+            let why = format!("{}: {} [{}]", db.severity(), db.message(), db.code().code());
+            if is_unavailability(db.code().code()) {
+                StoreError::Unavailable(why)
+            } else {
+                StoreError::Database(why)
+            }
+        }
+        // No answer of the server's: the connection broke or timed out.
         None => {
             let mut msg = e.to_string();
             let mut source = std::error::Error::source(e);
@@ -543,16 +556,24 @@ pub(crate) fn db_error(e: &tokio_postgres::Error) -> StoreError {
                 msg.push_str(&s.to_string());
                 source = s.source();
             }
-            StoreError::Database(msg)
+            StoreError::Unavailable(msg)
         }
     }
+}
+
+/// SQLSTATEs that say the server cannot serve now, not that the statement is wrong: class
+/// 08 (connection exception), 53 (insufficient resources: disk full, out of memory, too
+/// many connections), 57P01–57P03 (shut down by an administrator, crashed, starting up) and
+/// class 40 (a deadlock or serialization failure, retried by the store until it gives up).
+fn is_unavailability(sqlstate: &str) -> bool {
+    ["08", "53", "40", "57P01", "57P02", "57P03"].iter().any(|prefix| sqlstate.starts_with(prefix))
 }
 
 /// Whether retrying the whole transaction may succeed: it failed on a deadlock or a
 /// serialization failure (the SQLSTATE that [`db_error`] puts at the end of the message).
 pub(crate) fn is_transient(e: &StoreError) -> bool {
     let codes = [SqlState::T_R_DEADLOCK_DETECTED, SqlState::T_R_SERIALIZATION_FAILURE];
-    matches!(e, StoreError::Database(m) if codes.iter().any(|c| m.ends_with(&format!("[{}]", c.code()))))
+    matches!(e, StoreError::Unavailable(m) if codes.iter().any(|c| m.ends_with(&format!("[{}]", c.code()))))
 }
 
 /// Commits when `result` is a success, rolls back otherwise; returns `result`.

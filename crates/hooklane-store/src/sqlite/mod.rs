@@ -195,12 +195,26 @@ impl Drop for SqliteStore {
 }
 
 pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {
-    if let rusqlite::Error::SqliteFailure(f, msg) = &e {
-        if f.code == rusqlite::ErrorCode::ConstraintViolation {
-            return StoreError::Conflict(msg.clone().unwrap_or_else(|| "constraint violation".into()));
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation) => {
+            let msg = match &e {
+                rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
+                _ => "constraint violation".into(),
+            };
+            StoreError::Conflict(msg)
         }
+        // The disk, not the request: full, failing, or the file locked by another process.
+        Some(
+            ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen
+            | ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::OutOfMemory,
+        ) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Database(e.to_string()),
     }
-    StoreError::Database(e.to_string())
 }
 
 struct ReadPool {
@@ -252,14 +266,15 @@ mod tests {
         // Fails before changing anything: no savepoint needed, nothing rolled back.
         let dup = store.write_unguarded(|c| insert(c, "kept")).await;
         assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
-        // Fails after changing a row: without a savepoint its whole batch is rolled back.
+        // Fails after changing a row: without a savepoint its whole batch is rolled back
+        // (the rows below show it), and the caller is told its own failure.
         let half = store
             .write_unguarded(|c| {
                 insert(c, "half")?;
                 insert(c, "kept")
             })
             .await;
-        assert!(matches!(half, Err(StoreError::Database(ref m)) if m.contains("half-way")), "{half:?}");
+        assert!(matches!(half, Err(StoreError::Conflict(_))), "{half:?}");
         // The same with a savepoint: only its own changes are taken back.
         let guarded = store
             .write(|c| {
