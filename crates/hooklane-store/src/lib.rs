@@ -4,6 +4,7 @@
 //! a crash.
 #![forbid(unsafe_code)]
 
+mod backlog;
 mod error;
 pub mod postgres;
 pub mod private_files;

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::rows::{ms, opt_json, to_json};
 use super::{db_err, pool_err, DUE_CHANNEL, MESSAGES_CHANNEL};
+use crate::backlog::Place;
 use crate::{FirstSend, StoreError, StoreResult};
 
 /// Messages written together at most.
@@ -28,6 +29,8 @@ pub(super) struct IngestJob {
     pub start: FirstSend,
     /// Answered with the endpoints whose deliveries were written leased.
     pub reply: oneshot::Sender<StoreResult<Vec<String>>>,
+    /// The message's place in the ingest backlog, given back with the job (once answered).
+    pub _place: Place,
 }
 
 /// Starts the workers and their announcer; they stop when the returned sender (the store)
@@ -363,6 +366,7 @@ mod tests {
             endpoint_ids: vec![endpoint_id.to_string()],
             start: FirstSend::LeasedUntil(leased_until),
             reply,
+            _place: crate::backlog::Backlog::new("test").admit(0).expect("a place"),
         }
     }
 
@@ -392,5 +396,48 @@ mod tests {
         let other = Message { id: new_id(MESSAGE), ..msg.clone() };
         let dup = rewrite(&store.pool, &job(&other, &ep.id, lease)).await.unwrap();
         assert!(dup.is_empty(), "{dup:?}");
+    }
+
+    /// Messages arriving while the database does not take them (here the messages table is
+    /// locked) wait up to the backlog's bound, those being written included; past it they
+    /// are refused as unavailable, and taken again once the waiting ones are written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn messages_past_the_backlog_are_refused_until_the_workers_take_them() {
+        let db = TestDatabase::create().await;
+        let mut store = PgStore::open(db.url()).await.unwrap();
+        store.backlog = crate::backlog::Backlog::bounded("postgres", 3, 1 << 20);
+        let store = std::sync::Arc::new(store);
+        let app = Application::new("Backlog", Utc::now());
+        store.create_app(app.clone()).await.unwrap();
+        let message = |n: u32| Message::new(app.id.clone(), "a.b", format!("{{\"n\":{n}}}"), Utc::now());
+        let (mut locker, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let lock = locker.transaction().await.unwrap();
+        lock.batch_execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE").await.unwrap();
+        let waiting: Vec<_> = (0..3)
+            .map(|n| {
+                let (store, msg) = (store.clone(), message(n));
+                tokio::spawn(async move { store.create_message(msg, Vec::new(), None).await })
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.backlog.jobs() < 3 {
+            assert!(std::time::Instant::now() < deadline, "the three did not queue");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let refused = store.create_message(message(3), Vec::new(), None).await;
+        assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+        lock.commit().await.unwrap();
+        for waited in waiting {
+            waited.await.unwrap().expect("a message that waited is written");
+        }
+        store.create_message(message(4), Vec::new(), None).await.expect("taken again");
+        // A job's place goes with the rest of it, just after its answer.
+        while store.backlog.jobs() > 0 {
+            assert!(std::time::Instant::now() < deadline, "places not given back");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let written: i64 = locker.query_one("SELECT COUNT(*) FROM messages", &[]).await.unwrap().get(0);
+        assert_eq!(written, 4, "the three that waited and the one after; not the refused one");
     }
 }

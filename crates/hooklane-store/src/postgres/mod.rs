@@ -136,6 +136,8 @@ pub struct PgStore {
     pool: Pool,
     /// Ingest queue, written in batches (see [`ingest`]).
     ingest: tokio::sync::mpsc::UnboundedSender<ingest::IngestJob>,
+    /// The messages queued for the ingest workers (see [`crate::backlog`]).
+    backlog: std::sync::Arc<crate::backlog::Backlog>,
     /// Signalled on every `NOTIFY hooklane_due` from any node (see [`listen_for_due`]).
     wakeups: Arc<Notify>,
     /// Raised by every `NOTIFY hooklane_messages` from any node, for the applications it
@@ -263,7 +265,19 @@ impl PgStore {
         };
         tokio::spawn(listen_for_due(config, tls, listen));
         let ingest = ingest::start(pool.clone());
-        Ok(PgStore { pool, ingest, wakeups, events, instance_secret, circuit_resets, tenant_changes, stops, node_tag })
+        let backlog = crate::backlog::Backlog::new("postgres");
+        Ok(PgStore {
+            pool,
+            ingest,
+            backlog,
+            wakeups,
+            events,
+            instance_secret,
+            circuit_resets,
+            tenant_changes,
+            stops,
+            node_tag,
+        })
     }
 
     /// Tells every node listening (this one included) that deliveries may be due now. A

@@ -77,7 +77,7 @@ impl PgStore {
     ) -> StoreResult<Vec<String>> {
         // PostgreSQL text cannot hold NUL; refused here so it cannot fail a whole batch.
         if msg.payload.contains('\0') {
-            return Err(StoreError::Database(
+            return Err(StoreError::Refused(
                 "the payload contains a NUL character, which PostgreSQL cannot store".into(),
             ));
         }
@@ -88,8 +88,9 @@ impl PgStore {
             return Err(StoreError::Conflict("the same endpoint appears twice for one message".into()));
         }
         // Group-committed with concurrent calls; answers once the batch is committed.
+        let place = self.backlog.admit(crate::backlog::message_bytes(&msg))?;
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = super::ingest::IngestJob { msg, endpoint_ids, start, reply };
+        let job = super::ingest::IngestJob { msg, endpoint_ids, start, reply, _place: place };
         self.ingest.send(job).map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }

@@ -32,6 +32,7 @@ use tokio::sync::{oneshot, watch};
 
 use self::writer::{ToWriter, TypedJob};
 
+use crate::backlog::{Backlog, Place};
 use crate::signals::StreamSignals;
 use crate::{StoreError, StoreResult};
 
@@ -52,6 +53,8 @@ pub struct SqliteStore {
     signals: Arc<StreamSignals>,
     /// See [`crate::Store::instance_secret`].
     instance_secret: [u8; 32],
+    /// The messages waiting for the writer (see [`crate::backlog`]).
+    backlog: Arc<Backlog>,
 }
 
 impl SqliteStore {
@@ -124,7 +127,8 @@ impl SqliteStore {
         let signals = Arc::new(StreamSignals::default());
         let tx = writer::start(conn, wal, durable_seq, signals.clone(), flush_failed)?;
         let readers = Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) });
-        Ok(SqliteStore { writer: tx, readers, durable_seq: durable_seen, signals, instance_secret })
+        let backlog = Backlog::new("sqlite");
+        Ok(SqliteStore { writer: tx, readers, durable_seq: durable_seen, signals, instance_secret, backlog })
     }
 
     /// Runs `f` in a savepoint of its own inside the next group-committed transaction;
@@ -158,13 +162,32 @@ impl SqliteStore {
         self.send_write(f, false, true).await
     }
 
+    /// Like [`Self::write_unguarded`] for a message of `bytes` (or an inbound request),
+    /// refused as [`StoreError::Unavailable`] while the writer is too far behind.
+    async fn write_message<T, F>(&self, bytes: usize, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let place = self.backlog.admit(bytes)?;
+        self.send_job(f, false, true, Some(place)).await
+    }
+
     async fn send_write<T, F>(&self, f: F, savepoint: bool, flushed: bool) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
+        self.send_job(f, savepoint, flushed, None).await
+    }
+
+    async fn send_job<T, F>(&self, f: F, savepoint: bool, flushed: bool, place: Option<Place>) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
-        let job = TypedJob::new(f, savepoint, flushed, reply);
+        let job = TypedJob::new(f, savepoint, flushed, reply).holding(place);
         self.writer.send(ToWriter::Job(Box::new(job))).map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
@@ -255,6 +278,62 @@ mod tests {
 
     fn insert(conn: &Connection, hash: &str) -> StoreResult<()> {
         queries::execute(conn, "INSERT INTO tokens (hash, app_id, created_at) VALUES (?1, NULL, 0)", [hash]).map(|_| ())
+    }
+
+    /// Messages arriving while the writer is held (a long delete, a slow disk) wait in its
+    /// queue up to the backlog's bound; past it they are refused as unavailable, holding no
+    /// memory, and taken again once the writer has taken those waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn messages_past_the_backlog_are_refused_until_the_writer_takes_them() {
+        use crate::Store;
+        use hooklane_core::model::{Application, Message};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = SqliteStore::open(dir.path().join("t.db")).await.expect("open");
+        store.backlog = Backlog::bounded("sqlite", 3, 1 << 20);
+        let store = Arc::new(store);
+        let app = Application::new("Backlog", chrono::Utc::now());
+        store.create_app(app.clone()).await.expect("app");
+        let message = |n: u32| Message::new(app.id.clone(), "a.b", format!("{{\"n\":{n}}}"), chrono::Utc::now());
+        // Hold the writer until told.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = oneshot::channel();
+        let holder = store.clone();
+        let holding = tokio::spawn(async move {
+            holder
+                .write_unguarded(move |_| {
+                    let _ = started.send(());
+                    held.recv().ok();
+                    Ok(())
+                })
+                .await
+        });
+        running.await.expect("the writer runs the holding job");
+        let waiting: Vec<_> = (0..3)
+            .map(|n| {
+                let (store, msg) = (store.clone(), message(n));
+                tokio::spawn(async move { store.create_message(msg, Vec::new(), None).await })
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.backlog.jobs() < 3 {
+            assert!(std::time::Instant::now() < deadline, "the three did not queue");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let refused = store.create_message(message(3), Vec::new(), None).await;
+        assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+        assert_eq!(store.backlog.jobs(), 3, "the refused one holds no place");
+        release.send(()).expect("release the writer");
+        holding.await.expect("join").expect("the holding job");
+        for waited in waiting {
+            waited.await.expect("join").expect("a message that waited is written");
+        }
+        store.create_message(message(4), Vec::new(), None).await.expect("taken again");
+        assert_eq!(store.backlog.jobs(), 0);
+        let written: i64 = store
+            .read(|c| c.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).map_err(db_err))
+            .await
+            .expect("count");
+        assert_eq!(written, 4, "the three that waited and the one after; not the refused one");
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::rows::{self, ms};
 use super::{db_err, queries, SqliteStore};
+use crate::backlog::message_bytes;
 use crate::queries_shared::{ago, from_micros, lease_end, micros, rate_burst_us, rate_interval_us, HolderColumns};
 use crate::*;
 
@@ -196,7 +197,8 @@ impl Store for SqliteStore {
         leased_until: Option<DateTime<Utc>>,
     ) -> StoreResult<Vec<String>> {
         let start = FirstSend::leased(leased_until);
-        self.write_unguarded(move |c| queries::insert_message(c, &msg, &endpoint_ids, start)).await
+        let bytes = message_bytes(&msg);
+        self.write_message(bytes, move |c| queries::insert_message(c, &msg, &endpoint_ids, start)).await
     }
 
     async fn schedule_message(
@@ -206,7 +208,8 @@ impl Store for SqliteStore {
         due_at: DateTime<Utc>,
     ) -> StoreResult<()> {
         let start = FirstSend::At(due_at);
-        self.write_unguarded(move |c| queries::insert_message(c, &msg, &endpoint_ids, start).map(drop)).await
+        let bytes = message_bytes(&msg);
+        self.write_message(bytes, move |c| queries::insert_message(c, &msg, &endpoint_ids, start).map(drop)).await
     }
 
     async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {
@@ -536,7 +539,8 @@ impl Store for SqliteStore {
     }
 
     async fn record_inbound_request(&self, request: hooklane_core::model::InboundRequest) -> StoreResult<()> {
-        self.write(move |c| super::inbound::insert_request(c, &request)).await
+        let bytes = request.body.len();
+        self.write_message(bytes, move |c| super::inbound::insert_request(c, &request)).await
     }
 
     async fn list_inbound_requests(

@@ -21,6 +21,7 @@ use rusqlite::Connection;
 use tokio::sync::{oneshot, watch};
 
 use super::queries::execute;
+use crate::backlog::Place;
 use crate::signals::StreamSignals;
 use crate::{StoreError, StoreResult};
 
@@ -60,12 +61,20 @@ pub(super) struct TypedJob<T, F> {
     flushed: bool,
     result: Option<StoreResult<T>>,
     reply: Option<oneshot::Sender<StoreResult<T>>>,
+    /// A message's place in the ingest backlog, given back once the job has run.
+    place: Option<Place>,
 }
 
 impl<T, F> TypedJob<T, F> {
     /// `flushed`: answered once the commit is on disk, not at the commit.
     pub(super) fn new(work: F, savepoint: bool, flushed: bool, reply: oneshot::Sender<StoreResult<T>>) -> Self {
-        TypedJob { work: Some(work), savepoint, flushed, result: None, reply: Some(reply) }
+        TypedJob { work: Some(work), savepoint, flushed, result: None, reply: Some(reply), place: None }
+    }
+
+    /// The same job, holding `place` in the ingest backlog until it has run.
+    pub(super) fn holding(mut self, place: Option<Place>) -> Self {
+        self.place = place;
+        self
     }
 }
 
@@ -75,6 +84,8 @@ where
     F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
 {
     fn run(&mut self, conn: &Connection) -> bool {
+        // Out of the queue: what the job holds is the transaction's now.
+        self.place = None;
         let Some(work) = self.work.take() else { return true };
         if !self.savepoint {
             // A failed statement takes back its own rows and does not count in
@@ -536,9 +547,30 @@ mod tests {
         (Box::new(TypedJob::new(work, true, flushed, reply)), answer)
     }
 
+    /// Whether the write is answered with a success, waiting up to 10 s for its answer (the
+    /// writer thread may be slow to run under load).
     fn answered(answer: &mut Answer) -> bool {
+        matches!(answer_of(answer), Ok(Ok(())))
+    }
+
+    /// Whether the write is still unanswered 200 ms on: an answer that comes later would
+    /// have come too early as well.
+    fn unanswered(answer: &mut Answer) -> bool {
         std::thread::sleep(Duration::from_millis(200));
-        matches!(answer.try_recv(), Ok(Ok(())))
+        matches!(answer.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+    }
+
+    /// The answer on `receiver`, waited for up to 10 s.
+    fn answer_of<T>(receiver: &mut oneshot::Receiver<T>) -> Result<T, oneshot::error::TryRecvError> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match receiver.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The sync thread is played by the test: batches handed to it are never flushed
@@ -564,7 +596,7 @@ mod tests {
 
         let (job, mut durable) = insert("leases", true);
         send(job);
-        assert!(!answered(&mut durable), "a write that waits for the disk is not answered before the flush");
+        assert!(unanswered(&mut durable), "a write that waits for the disk is not answered before the flush");
         assert_eq!(committed.recv().expect("batch").jobs.len(), 1);
 
         // While that batch is being flushed the writer gathers the next one: a message and
@@ -574,8 +606,8 @@ mod tests {
         let (job, mut lease) = insert("leases", false);
         send(job);
         to_writer.send(ToWriter::Synced(1)).expect("writer");
-        assert!(!answered(&mut lease), "committed with a message: answered on the flush only");
-        assert!(!answered(&mut message));
+        assert!(unanswered(&mut lease), "committed with a message: answered on the flush only");
+        assert!(unanswered(&mut message));
         let batch = committed.recv().expect("batch");
         assert_eq!(batch.jobs.len(), 2);
         batch.jobs.into_iter().for_each(|job| job.finish(&Ok(())));
@@ -612,14 +644,13 @@ mod tests {
             let signals = Arc::new(StreamSignals::default());
             let check = Connection::open(dir.path().join("w.db")).expect("open");
             std::thread::spawn(move || Writer::new(conn, to_sync, FlushFailed::default(), signals, 0).run(inbox));
-            std::thread::sleep(Duration::from_millis(200));
             // Through no fault of its own: the same write may succeed again.
-            let before = before_answer.try_recv();
+            let before = answer_of(&mut before_answer);
             assert!(
                 matches!(before, Ok(Err(StoreError::Unavailable(_)))),
                 "undone, and told so ({savepoint}): {before:?}"
             );
-            assert!(matches!(undone.try_recv(), Ok(Err(_))));
+            assert!(matches!(answer_of(&mut undone), Ok(Err(_))));
             assert!(answered(&mut after_answer), "the next write commits in a batch of its own");
             let rows: i64 = check.query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0)).expect("count");
             assert_eq!(rows, 1, "only the write told it succeeded is there");
