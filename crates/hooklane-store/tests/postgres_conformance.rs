@@ -1277,3 +1277,15 @@ async fn a_source_update_deleting_a_destination_survives_a_deadlock() {
     a_delete_survives_a_deadlock(&w, async move { store.update_source(source, changes).await }).await;
     assert_eq!(w.store.get_source(&renamed.id).await.unwrap(), Some(renamed));
 }
+
+/// A payload with a NUL character (an inbound request's text body may hold one), which
+/// PostgreSQL's text cannot store, is refused as the request's fault, not the store's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_with_a_nul_character_is_refused() {
+    let (store, _db) = fresh_store().await;
+    let app = conformance::new_app("Nul", None);
+    store.create_app(app.clone()).await.unwrap();
+    let msg = Message::new(app.id.clone(), "a.b", "before\0after", chrono::Utc::now());
+    let refused = store.create_message(msg, Vec::new(), None).await;
+    assert!(matches!(refused, Err(StoreError::Refused(_))), "{refused:?}");
+}
