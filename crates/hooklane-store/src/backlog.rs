@@ -83,6 +83,35 @@ pub(crate) fn message_bytes(msg: &hooklane_core::model::Message) -> usize {
     msg.payload.len() + msg.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
 }
 
+/// For the stores' tests: posts each of `messages` on a task of its own while the store's
+/// writes are held, waits (up to 10 s) until all of them wait in `backlog`, then checks that
+/// `one_more` is refused as unavailable, holding no place. Answers the waiting posts.
+#[cfg(test)]
+pub(crate) async fn fill_then_refuse(
+    store: crate::DynStore,
+    backlog: &Backlog,
+    messages: Vec<hooklane_core::model::Message>,
+    one_more: hooklane_core::model::Message,
+) -> Vec<tokio::task::JoinHandle<StoreResult<Vec<String>>>> {
+    let count = messages.len();
+    let waiting: Vec<_> = messages
+        .into_iter()
+        .map(|msg| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create_message(msg, Vec::new(), None).await })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while backlog.jobs() < count {
+        assert!(std::time::Instant::now() < deadline, "the messages did not queue");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let refused = store.create_message(one_more, Vec::new(), None).await;
+    assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+    assert_eq!(backlog.jobs(), count, "the refused one holds no place");
+    waiting
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

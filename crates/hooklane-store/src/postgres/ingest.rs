@@ -414,25 +414,16 @@ mod tests {
         tokio::spawn(connection);
         let lock = locker.transaction().await.unwrap();
         lock.batch_execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE").await.unwrap();
-        let waiting: Vec<_> = (0..3)
-            .map(|n| {
-                let (store, msg) = (store.clone(), message(n));
-                tokio::spawn(async move { store.create_message(msg, Vec::new(), None).await })
-            })
-            .collect();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while store.backlog.jobs() < 3 {
-            assert!(std::time::Instant::now() < deadline, "the three did not queue");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        let refused = store.create_message(message(3), Vec::new(), None).await;
-        assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+        let waiting =
+            crate::backlog::fill_then_refuse(store.clone(), &store.backlog, (0..3).map(message).collect(), message(3))
+                .await;
         lock.commit().await.unwrap();
         for waited in waiting {
             waited.await.unwrap().expect("a message that waited is written");
         }
         store.create_message(message(4), Vec::new(), None).await.expect("taken again");
         // A job's place goes with the rest of it, just after its answer.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while store.backlog.jobs() > 0 {
             assert!(std::time::Instant::now() < deadline, "places not given back");
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

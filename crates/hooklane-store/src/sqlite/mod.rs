@@ -308,20 +308,9 @@ mod tests {
                 .await
         });
         running.await.expect("the writer runs the holding job");
-        let waiting: Vec<_> = (0..3)
-            .map(|n| {
-                let (store, msg) = (store.clone(), message(n));
-                tokio::spawn(async move { store.create_message(msg, Vec::new(), None).await })
-            })
-            .collect();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while store.backlog.jobs() < 3 {
-            assert!(std::time::Instant::now() < deadline, "the three did not queue");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        let refused = store.create_message(message(3), Vec::new(), None).await;
-        assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
-        assert_eq!(store.backlog.jobs(), 3, "the refused one holds no place");
+        let waiting =
+            crate::backlog::fill_then_refuse(store.clone(), &store.backlog, (0..3).map(message).collect(), message(3))
+                .await;
         release.send(()).expect("release the writer");
         holding.await.expect("join").expect("the holding job");
         for waited in waiting {
