@@ -167,14 +167,9 @@ where
     let mut place = Place { running: &s.0.tasks, id: &task.id, kept: false };
     s.0.store.record_task(task.clone()).await?;
     let turn = s.0.tasks.turn(app_id);
-    let work = async move {
-        // Waiting for a turn counts as running: the task beats meanwhile.
-        let _turn = turn.await;
-        work.await
-    };
     let (state, running) = (s.clone(), task.clone());
     let handle = tokio::spawn(async move {
-        let ended = drive(state.0.store.clone(), running, work).await;
+        let ended = drive(state.0.store.clone(), running, turn, work).await;
         state.0.tasks.ids().remove(&ended.0.id);
         ended
     });
@@ -190,24 +185,37 @@ where
     }
 }
 
-/// Runs `work` to its end, beating for the task meanwhile, and records how it ended. A
-/// panic in the work ends the task `failed` too.
-async fn drive<F>(store: DynStore, mut task: BackgroundTask, work: F) -> Ended
+/// Waits for the task's `turn`, then runs `work` to its end, beating for the task all the
+/// while, and records how it ended. A panic in the work ends the task `failed` too.
+///
+/// A task the store no longer has running (housekeeping called it interrupted when its
+/// beats went unwritten for a minute: the database away, the node paused; or it was
+/// deleted with its application) is not started, or stops where it is, and its end is not
+/// recorded: a client told it failed may run it again, and must not find it run twice.
+async fn drive<T, F>(store: DynStore, mut task: BackgroundTask, turn: T, work: F) -> Ended
 where
+    T: Future,
     F: Future<Output = ApiResult<Map<String, Value>>>,
 {
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Waiting for a turn counts as running: the task beats meanwhile.
+    tokio::pin!(turn);
+    let _turn = loop {
+        tokio::select! {
+            turn = &mut turn => break turn,
+            _ = beat.tick() => if !still_running(&store, &task).await { return interrupted(task) },
+        }
+    };
+    if !still_running(&store, &task).await {
+        return interrupted(task);
+    }
     let work = AssertUnwindSafe(work).catch_unwind();
     tokio::pin!(work);
     let outcome = loop {
         tokio::select! {
             outcome = &mut work => break outcome,
-            _ = beat.tick() => {
-                if let Err(e) = store.beat_task(&task.id, hooklane_core::Utc::now()).await {
-                    tracing::warn!(task = %task.id, error = %e, "could not record a background task's heartbeat");
-                }
-            }
+            _ = beat.tick() => if !still_running(&store, &task).await { return interrupted(task) },
         }
     };
     let (status, found, error) = match outcome {
@@ -231,6 +239,29 @@ where
     (task, error)
 }
 
+/// Beats for `task`: false once the store no longer has it running. A beat that could not
+/// be written leaves it running (the store is away; housekeeping may call it interrupted,
+/// which the next beat then finds).
+async fn still_running(store: &DynStore, task: &BackgroundTask) -> bool {
+    match store.beat_task(&task.id, hooklane_core::Utc::now()).await {
+        Ok(running) => running,
+        Err(e) => {
+            tracing::warn!(task = %task.id, error = %e, "could not record a background task's heartbeat");
+            true
+        }
+    }
+}
+
+/// `task` as the store has it once called interrupted: its work stopped or never started.
+fn interrupted(mut task: BackgroundTask) -> Ended {
+    tracing::warn!(task = %task.id, kind = %task.task, "a background task is no longer running in the store (called interrupted, or deleted): its work stops");
+    task.status = "failed".to_string();
+    if let Some(data) = task.data.as_object_mut() {
+        data.extend(error_data(INTERRUPTED));
+    }
+    (task, None)
+}
+
 fn error_data(message: &str) -> Map<String, Value> {
     Map::from_iter([("error".to_string(), Value::String(message.to_string()))])
 }
@@ -241,7 +272,8 @@ async fn record_end(store: &DynStore, task: &BackgroundTask) {
     for attempt in 1..=END_TRIES {
         match store.update_task(task.clone()).await {
             Ok(()) => return,
-            // Deleted meanwhile, with its application: nothing left to record.
+            // Deleted meanwhile, with its application, or no longer running (called
+            // interrupted, or failed at a shutdown): its end as the store has it stands.
             Err(hooklane_store::StoreError::NotFound) => return,
             Err(e) if attempt == END_TRIES => {
                 tracing::error!(task = %task.id, error = %e, "could not record the end of a background task");
@@ -335,15 +367,17 @@ mod tests {
         let (store, _dir) = store().await;
         let task = running(&store, chrono::Duration::zero()).await;
         let (done, error) =
-            drive(store.clone(), task.clone(), async { Ok(Map::from_iter([("replayed".into(), 7.into())])) }).await;
+            drive(store.clone(), task.clone(), async {}, async { Ok(Map::from_iter([("replayed".into(), 7.into())])) })
+                .await;
         assert!(error.is_none());
         assert_eq!(done.status, "finished");
         assert_eq!(done.data, serde_json::json!({ "endpointId": "ep_1", "replayed": 7 }));
         assert_eq!(stored(&store, &task).await, done);
 
         let task = running(&store, chrono::Duration::zero()).await;
-        let failed =
-            drive(store.clone(), task.clone(), async { Err(ApiError::Conflict("the endpoint is gone".into())) });
+        let failed = drive(store.clone(), task.clone(), async {}, async {
+            Err(ApiError::Conflict("the endpoint is gone".into()))
+        });
         let (failed, error) = failed.await;
         assert!(matches!(error, Some(ApiError::Conflict(_))), "{error:?}");
         assert_eq!(failed.status, "failed");
@@ -351,11 +385,49 @@ mod tests {
         assert_eq!(stored(&store, &task).await, failed);
     }
 
+    /// A task called interrupted (its beats unwritten for a minute) while it waited for its
+    /// turn is not started; one called so while it runs stops at its next beat. Neither
+    /// records an end over `failed`: a client told it failed runs it again.
+    #[tokio::test(start_paused = true)]
+    async fn a_task_called_interrupted_is_not_run_on() {
+        let (store, _dir) = store().await;
+        let interrupt = |store: DynStore, id: String| async move {
+            assert!(store.fail_task(&id, INTERRUPTED, crate::api::now()).await.expect("fail"));
+        };
+        let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let work = |ran: Arc<std::sync::atomic::AtomicUsize>| async move {
+            tokio::time::sleep(HEARTBEAT * 3).await;
+            ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(Map::from_iter([("replayed".into(), 7.into())]))
+        };
+        // Called interrupted while it waited for its turn.
+        let waited = running(&store, chrono::Duration::zero()).await;
+        let turn = interrupt(store.clone(), waited.id.clone());
+        let (ended, error) = drive(store.clone(), waited.clone(), turn, work(ran.clone())).await;
+        assert!(error.is_none());
+        assert_eq!((ended.status.as_str(), ended.data["error"].as_str()), ("failed", Some(INTERRUPTED)));
+        // Called interrupted while it ran.
+        let ran_on = running(&store, chrono::Duration::zero()).await;
+        let (store2, id) = (store.clone(), ran_on.id.clone());
+        let inner = work(ran.clone());
+        let running_work = async move {
+            interrupt(store2, id).await;
+            inner.await
+        };
+        let (ended, _) = drive(store.clone(), ran_on.clone(), async {}, running_work).await;
+        assert_eq!(ended.status, "failed");
+        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 0, "the work ran to its end");
+        for task in [&waited, &ran_on] {
+            let kept = stored(&store, task).await;
+            assert_eq!((kept.status.as_str(), kept.data["error"].as_str()), ("failed", Some(INTERRUPTED)));
+        }
+    }
+
     #[tokio::test]
     async fn panicking_work_fails_its_task() {
         let (store, _dir) = store().await;
         let task = running(&store, chrono::Duration::zero()).await;
-        let (failed, error) = drive(store.clone(), task.clone(), async { panic!("a bug in the work") }).await;
+        let (failed, error) = drive(store.clone(), task.clone(), async {}, async { panic!("a bug in the work") }).await;
         assert!(matches!(error, Some(ApiError::Internal(_))), "{error:?}");
         assert_eq!(
             (failed.status.as_str(), failed.data["error"].as_str()),
@@ -375,7 +447,7 @@ mod tests {
             let now = reader.get_task(None, &seen.id).await.expect("get").expect("task");
             Ok(Map::from_iter([("beat".into(), (now.updated_at > seen.updated_at).into())]))
         };
-        let (done, _) = drive(store.clone(), task, work).await;
+        let (done, _) = drive(store.clone(), task, async {}, work).await;
         assert_eq!(done.data["beat"], true, "no heartbeat was written while the work ran");
     }
 

@@ -472,8 +472,9 @@ pub trait Store: Send + Sync + 'static {
         filter: &TaskFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<hooklane_core::model::BackgroundTask>>;
-    /// Saves a task's status, data and `updated_at` (its end); [`StoreError::NotFound`] when
-    /// there is no such task.
+    /// Saves a task's status, data and `updated_at` (its end) while it is `running`;
+    /// [`StoreError::NotFound`] when there is no such task, or it ended already (called
+    /// interrupted, failed at a shutdown): an end once told stays.
     async fn update_task(&self, task: hooklane_core::model::BackgroundTask) -> StoreResult<()>;
     /// A running task's heartbeat: moves its `updated_at` to `at` if it is still `running`
     /// (a task another node already called interrupted stays as it is); answers whether it was.

@@ -35,7 +35,7 @@ pub async fn insert<C: GenericClient>(c: &C, t: &BackgroundTask) -> StoreResult<
 pub async fn update<C: GenericClient>(c: &C, t: &BackgroundTask) -> StoreResult<()> {
     let changed = execute(
         c,
-        "UPDATE background_tasks SET status = $2, data = $3, updated_at = $4 WHERE id = $1",
+        "UPDATE background_tasks SET status = $2, data = $3, updated_at = $4 WHERE id = $1 AND status = 'running'",
         &[&t.id, &t.status, &t.data.to_string(), &ms(t.updated_at)],
     )
     .await?;

@@ -35,7 +35,7 @@ pub fn insert(conn: &Connection, t: &BackgroundTask) -> StoreResult<()> {
 pub fn update(conn: &Connection, t: &BackgroundTask) -> StoreResult<()> {
     let changed = execute(
         conn,
-        "UPDATE background_tasks SET status = ?2, data = ?3, updated_at = ?4 WHERE id = ?1",
+        "UPDATE background_tasks SET status = ?2, data = ?3, updated_at = ?4 WHERE id = ?1 AND status = 'running'",
         params![t.id, t.status, t.data.to_string(), ms(t.updated_at)],
     )?;
     one_row(changed)

@@ -113,6 +113,10 @@ pub async fn background_tasks_progress_and_stale_ones_fail(store: &DynStore) {
     // A late beat of the failed task leaves it failed.
     assert!(!store.beat_task(&stale.id, t + secs(1)).await.unwrap());
     assert_eq!(store.get_task(None, &stale.id).await.unwrap(), Some(failed.clone()));
+    // Nor does a late end: only a running task's end is recorded.
+    let late = BackgroundTask { status: "finished".into(), updated_at: t + secs(1), ..stale.clone() };
+    assert!(matches!(store.update_task(late).await, Err(hooklane_store::StoreError::NotFound)));
+    assert_eq!(store.get_task(None, &stale.id).await.unwrap(), Some(failed.clone()));
     // One task failed by its id, only while it runs: a finished or failed one keeps its end.
     assert!(!store.fail_task(&done.id, "shut down", t).await.unwrap());
     assert!(!store.fail_task(&stale.id, "shut down", t + secs(2)).await.unwrap());
