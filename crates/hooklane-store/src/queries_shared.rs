@@ -115,6 +115,20 @@ pub fn flags_read(flag: Option<String>, flags: Option<Vec<String>>) -> Vec<Strin
 
 /// A message's columns (`cols`) with its payload read only when the boolean parameter
 /// `flag` is true, `''` otherwise.
+/// A message's columns `cols` as a [`crate::MessageFilter`] asks for them, qualified by
+/// `alias` when given: without the payload (an empty text in its place) when it says so.
+pub fn message_cols_for(cols: &str, alias: Option<&str>, f: &crate::MessageFilter) -> String {
+    let (cols, payload) = match alias {
+        Some(alias) => (qualified(cols, alias), format!("{alias}.payload")),
+        None => (cols.to_string(), "payload".to_string()),
+    };
+    if f.without_payload {
+        cols.replacen(&payload, "''", 1)
+    } else {
+        cols
+    }
+}
+
 pub fn message_cols_payload_if(cols: &str, flag: &str) -> String {
     cols.replacen("payload", &format!("CASE WHEN {flag} THEN payload ELSE '' END"), 1)
 }

@@ -47,6 +47,10 @@ pub struct MessageFilter {
     pub tag: Option<String>,
     pub before: Option<DateTime<Utc>>,
     pub after: Option<DateTime<Utc>>,
+    /// Read the messages without their payload (`payload` left empty): for callers that
+    /// need only their ids, times and deliveries (a bulk replay, a purge), which would
+    /// otherwise read a page of 250 payloads of up to `max_body_bytes` each.
+    pub without_payload: bool,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -115,6 +115,8 @@ pub async fn bulk_replay(
         // The store's `after` is exclusive; `since` is not. (A `since` at the calendar's
         // very start has nothing before it.)
         after: since.checked_sub_signed(chrono::Duration::milliseconds(1)).or(Some(since)),
+        // The replay reads ids, times and deliveries; the store resends from the message.
+        without_payload: true,
     };
     let chosen = Chosen { filter, status, status_code_class: input.status_code_class };
     let (state, app_id, ep_id) = (s.clone(), t.app.id.clone(), ep.id.clone());
@@ -310,7 +312,12 @@ async fn expunge_all(s: &AppState, app_id: &str, now: DateTime<Utc>) -> ApiResul
     let store = &s.0.store;
     let mut page = PageRequest { limit: CHUNK, ..PageRequest::default() };
     // Only what exists now: messages posted while this runs keep their content.
-    let filter = MessageFilter { before: Some(now + chrono::Duration::milliseconds(1)), ..Default::default() };
+    // Ids are all it needs: no payloads read.
+    let filter = MessageFilter {
+        before: Some(now + chrono::Duration::milliseconds(1)),
+        without_payload: true,
+        ..Default::default()
+    };
     let mut expunged = 0u64;
     loop {
         let found = store.list_messages(app_id, &filter, &page).await?;

@@ -639,6 +639,7 @@ pub fn message_filter(q: &Query) -> ApiResult<MessageFilter> {
         // (`after` is exclusive: to the millisecond, truncated, it is right as it is.)
         before: q.time("before")?.map(ceil_to_millis),
         after: q.time("after")?,
+        without_payload: false,
     })
 }
 
@@ -675,7 +676,9 @@ fn query_name(q: &Query, name: &str) -> ApiResult<Option<String>> {
 pub async fn list(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<ListResponse<MessageOut>>> {
     let page = super::page_request_from(&q, ids::MESSAGE)?;
     let with_content = q.flag("with_content")?.unwrap_or(true);
-    let page = s.0.store.list_messages(&t.app.id, &message_filter(&q)?, &page).await?;
+    // Payloads not answered are not read either.
+    let filter = MessageFilter { without_payload: !with_content, ..message_filter(&q)? };
+    let page = s.0.store.list_messages(&t.app.id, &filter, &page).await?;
     Ok(axum::Json(ListResponse::from_page(
         page,
         |m| m.id.clone(),

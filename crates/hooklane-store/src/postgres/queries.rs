@@ -476,7 +476,8 @@ pub async fn list_messages<C: GenericClient>(
 
 /// The messages of an application that pass a filter (shared with the message log).
 fn message_select(app_id: &str, f: &MessageFilter) -> Select {
-    let mut q = Select::new(rows::MESSAGE_COLS, "messages").and("app_id = ?", [text(app_id)]);
+    let cols = crate::queries_shared::message_cols_for(rows::MESSAGE_COLS, None, f);
+    let mut q = Select::new(&cols, "messages").and("app_id = ?", [text(app_id)]);
     if let Some(types) = f.event_types.as_ref().filter(|t| !t.is_empty()) {
         q = q.and("event_type = ANY(?)", [Box::new(types.clone()) as Param]);
     }

@@ -13,7 +13,7 @@ use super::rows::{self, ms, opt_json, to_json};
 use super::{db_err, lanes};
 use crate::queries_shared::{
     delivery_cols_seen, delivery_status_sql, fold_health, fold_timeline, lane_key_sql, lane_seq_sql,
-    latency_bucket_sql, message_state_sql, qualified, queued_again_sql, AttemptGroup, FairClaim, EXPUNGED, RECOVERABLE,
+    latency_bucket_sql, message_state_sql, queued_again_sql, AttemptGroup, FairClaim, EXPUNGED, RECOVERABLE,
 };
 use crate::{
     AttemptFilter, AttemptOutcome, ClaimedKey, EndpointStats, EventPosition, EventsPage, EventsQuery, FirstSend, Job,
@@ -448,7 +448,8 @@ pub fn list_messages(
 
 /// The messages of an application that pass a filter (shared with the message log).
 fn message_select(app_id: &str, f: &MessageFilter) -> Select {
-    let q = Select::new(rows::MESSAGE_COLS, "messages").and("app_id = ?", [text(app_id)]);
+    let cols = crate::queries_shared::message_cols_for(rows::MESSAGE_COLS, None, f);
+    let q = Select::new(&cols, "messages").and("app_id = ?", [text(app_id)]);
     message_filter(q, f)
 }
 
@@ -463,9 +464,8 @@ fn endpoint_message_select(
     status: Option<DeliveryStatus>,
 ) -> Select {
     let from = "deliveries d CROSS JOIN messages ON messages.id = d.msg_id";
-    let q = Select::new(&qualified(rows::MESSAGE_COLS, "messages"), from)
-        .and("d.endpoint_id = ?", [text(endpoint_id)])
-        .and("d.app_id = ?", [text(app_id)]);
+    let cols = crate::queries_shared::message_cols_for(rows::MESSAGE_COLS, Some("messages"), f);
+    let q = Select::new(&cols, from).and("d.endpoint_id = ?", [text(endpoint_id)]).and("d.app_id = ?", [text(app_id)]);
     let q = match delivery_status_sql(status) {
         Some(condition) => q.and(condition, []),
         None => q,

@@ -1294,6 +1294,15 @@ pub async fn endpoint_messages_and_stats(store: &DynStore) {
     let first = store.endpoint_messages(&a.id, &e1.id, &none, None, &page_req(2, None, false)).await.unwrap();
     assert_eq!(first.items.iter().map(|(m, _)| m.id.clone()).collect::<Vec<_>>(), vec![m1.id.clone(), m2.id.clone()]);
     assert!(!first.done);
+    // Without payloads: the same messages and deliveries, the payloads left empty.
+    let bare = MessageFilter { without_payload: true, ..MessageFilter::default() };
+    let page = store.endpoint_messages(&a.id, &e1.id, &bare, None, &page_req(2, None, false)).await.unwrap();
+    let with = first.items.iter().map(|(m, d)| (Message { payload: String::new(), ..m.clone() }, d.clone()));
+    assert_eq!(page.items, with.collect::<Vec<_>>());
+    assert!(first.items.iter().all(|(m, _)| !m.payload.is_empty()), "the payloads were read");
+    let listed = store.list_messages(&a.id, &bare, &page_req(50, None, true)).await.unwrap();
+    assert_eq!(listed.items.len(), 4);
+    assert!(listed.items.iter().all(|m| m.payload.is_empty()), "{:?}", listed.items);
     // Another application's endpoint is not reachable through this one.
     let other = store.endpoint_messages(&a.id, &eb.id, &none, None, &page_req(50, None, true)).await.unwrap();
     assert!(other.items.is_empty());
