@@ -812,7 +812,8 @@ async fn a_scheduled_message_is_sent_at_its_time() {
     let rx = Receiver::start().await;
     let app = server.create_app("scheduled").await;
     let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
-    let at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    // Far enough ahead to stay pending through the calls below on a loaded machine.
+    let at = chrono::Utc::now() + chrono::Duration::seconds(5);
     let body = json!({ "eventType": "a.b", "payload": { "later": true }, "deliverAt": at });
     let (status, scheduled) = server.call("POST", &format!("/api/v1/app/{app}/msg"), Some(body)).await;
     assert_eq!(status, 202, "{scheduled}");
