@@ -287,20 +287,48 @@ mod tests {
         assert!(g.drained_after_overflow().is_some(), "nothing held");
     }
 
+    /// `rate_wait` reads the clock itself: a test preempted between two calls sees the
+    /// second wait shorter by that much. So each wait is checked as the time it points at
+    /// (the call's time plus the wait), against the first call's time plus the spacing
+    /// expected, the calls' times known to within the instants read around them.
     #[test]
     fn rate_spreads_sends() {
+        /// A wait, with the instants read just before and just after the call.
+        struct Timed {
+            before: Instant,
+            wait: Duration,
+            after: Instant,
+        }
+        fn timed(g: &Gate, rate: u32) -> Timed {
+            let before = Instant::now();
+            let wait = g.rate_wait(Some(rate));
+            Timed { before, wait, after: Instant::now() }
+        }
+        /// Whether `t` points at `spacing` after the first call's time (`first`), within
+        /// 10 ms. A wait of zero only says that time had come by the call.
+        fn points_at(t: &Timed, first: &Timed, spacing: Duration) -> bool {
+            let slack = Duration::from_millis(10);
+            let not_early = t.after + t.wait + slack >= first.before + spacing;
+            let not_late = t.wait.is_zero() || t.before + t.wait <= first.after + spacing + slack;
+            not_early && not_late
+        }
         let gates = Gates::new(4, usize::MAX);
         let g = gates.get("ep");
         assert_eq!(g.rate_wait(None), Duration::ZERO);
         // 10/s: a one-second burst passes at once, then sends are 100 ms apart.
-        let waits: Vec<Duration> = (0..15).map(|_| g.rate_wait(Some(10))).collect();
-        assert!(waits[..10].iter().all(|w| *w < Duration::from_millis(5)), "{waits:?}");
-        // Ten, not eleven: the eleventh waits its interval.
-        assert!(waits[10] >= Duration::from_millis(90), "{waits:?}");
-        assert!(waits[14] >= Duration::from_millis(390) && waits[14] <= Duration::from_millis(510), "{waits:?}");
+        let waits: Vec<Timed> = (0..15).map(|_| timed(&g, 10)).collect();
+        let shown: Vec<Duration> = waits.iter().map(|t| t.wait).collect();
+        assert!(waits[..10].iter().all(|t| t.wait < Duration::from_millis(5)), "{shown:?}");
+        // Ten, not eleven: the eleventh waits its interval, and each after it one more.
+        for (i, t) in waits.iter().enumerate().skip(10) {
+            let spacing = Duration::from_millis(100) * (i as u32 - 9);
+            assert!(points_at(t, &waits[0], spacing), "send {i} not {spacing:?} after the first: {shown:?}");
+        }
         // 1/s: two sends of an idle endpoint are a second apart, never both at once.
         let g = gates.get("slow");
-        assert_eq!(g.rate_wait(Some(1)), Duration::ZERO);
-        assert!(g.rate_wait(Some(1)) >= Duration::from_millis(990));
+        let first = timed(&g, 1);
+        assert_eq!(first.wait, Duration::ZERO);
+        let second = timed(&g, 1);
+        assert!(points_at(&second, &first, Duration::from_secs(1)), "{:?}", second.wait);
     }
 }

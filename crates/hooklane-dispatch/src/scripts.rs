@@ -600,14 +600,16 @@ mod tests {
     }
 
     /// A worker that never answers, busy on the CPU all along, is killed at the deadline:
-    /// the code's fault.
+    /// the code's fault. (At HARD_LIMIT once it had CODE_CPU; on a machine too busy to give
+    /// it that by then, up to STARVED_LIMIT. Its time starts once the process said it was
+    /// ready, after a start that may be slow too.)
     #[tokio::test]
     async fn a_worker_that_misses_its_deadline_is_killed() {
         let scripts = shell_workers(&format!("{READY_SH} IFS= read -r l; while :; do :; done"));
         let started = std::time::Instant::now();
         let err = scripts.run("ep", job("function handler(w) { return w }")).await.expect_err("no answer");
         assert!(matches!(&err, ScriptFailure::Code(e) if e.0.contains("ran longer")), "{err}");
-        assert!(started.elapsed() < HARD_LIMIT + Duration::from_secs(2));
+        assert!(started.elapsed() < STARVED_LIMIT + START_SLACK, "{:?}", started.elapsed());
         assert!(scripts.idle.lock().unwrap().is_empty(), "the worker was not kept");
     }
 
@@ -621,7 +623,7 @@ mod tests {
         let started = std::time::Instant::now();
         let err = scripts.run("ep", job("function handler(w) { return w }")).await.expect_err("no answer");
         assert!(matches!(&err, ScriptFailure::Unavailable(e) if e.contains("kept from the CPU")), "{err}");
-        assert!(started.elapsed() < STARVED_LIMIT + Duration::from_secs(2), "killed in the end all the same");
+        assert!(started.elapsed() < STARVED_LIMIT + START_SLACK, "killed in the end all the same");
         assert!(scripts.idle.lock().unwrap().is_empty(), "the worker was not kept");
     }
 
@@ -698,6 +700,10 @@ mod tests {
     /// What a worker played by `sh` says first, as a worker does once started.
     const READY_SH: &str = "echo ready;";
 
+    /// Time a test's bound gives beyond a job's limit for starting `sh` and reading what it
+    /// says, on a loaded machine.
+    const START_SLACK: Duration = Duration::from_secs(3);
+
     /// Workers played by `sh`, running `script` (which reads job lines from stdin, after
     /// saying it is ready: [`READY_SH`]).
     fn shell_workers(script: &str) -> Scripts {
@@ -730,7 +736,10 @@ mod tests {
         let answers = run_together(&scripts, &["one", "two"]).await;
         assert_eq!(answers[0], Ok(Outcome::Cancel));
         assert_eq!(answers[1], Err(ScriptFailure::Code(ScriptError("second".into()))));
-        assert!(started.elapsed() < HARD_LIMIT, "answered without a deadline passing");
+        // A job of this worker (reading, using no CPU) that missed its deadline would be
+        // waited for till STARVED_LIMIT from the worker's start, then killed; the start
+        // itself (a process, on a machine that may be loaded) takes what is left.
+        assert!(started.elapsed() < STARVED_LIMIT, "answered without a deadline passing");
         assert_eq!(scripts.idle.lock().unwrap().len(), 1, "the worker is kept");
         assert!(scripts.lanes.lock().unwrap().is_empty(), "lanes do not pile up");
     }

@@ -635,15 +635,23 @@ pub(crate) mod tests {
         let ep = endpoint("ep_1", 1);
         let asked = Arc::new(AtomicUsize::new(0));
         let counter = asked.clone();
+        // The token endpoint answers once the test lets it: the attempt gives up first
+        // however late its timer is served.
+        let (answer_now, answer) = tokio::sync::oneshot::channel::<()>();
         let slow = tokens.bearer(&ep, &s, move |_| async move {
             counter.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = answer.await;
             Ok((200, br#"{"access_token":"late","expires_in":3600}"#.to_vec()))
         });
         assert!(tokio::time::timeout(Duration::from_millis(10), slow).await.is_err(), "gave up");
-        // The next attempt waits for that request rather than making its own.
-        let next = token_of(&tokens, &ep, &s, r#"{"access_token":"second"}"#).await.unwrap();
-        assert_eq!((next.as_str(), asked.load(Ordering::SeqCst)), ("late", 1));
+        // The next attempt waits for that request rather than making its own (which would
+        // answer "second" at once).
+        let answer_later = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = answer_now.send(());
+        };
+        let (next, ()) = tokio::join!(token_of(&tokens, &ep, &s, r#"{"access_token":"second"}"#), answer_later);
+        assert_eq!((next.unwrap().as_str(), asked.load(Ordering::SeqCst)), ("late", 1));
     }
 
     #[tokio::test]

@@ -3579,7 +3579,12 @@ async fn a_read_only_token_reads_and_changes_nothing() {
     assert_eq!((status, &me["capabilities"]), (200, &json!(["ViewBase"])), "{me}");
     let (_, admin) = server.call("GET", "/api/v1/auth/whoami", None).await;
     assert!(admin.get("capabilities").is_none(), "the admin token may do everything: {admin}");
-    let attempts = server.call("GET", &format!("/api/v1/app/ro/attempt/msg/{msg_id}"), None).await.1;
+    // The attempt is logged once its answer was read, after the receiver had the request.
+    let attempts = server
+        .wait_until(&format!("/api/v1/app/ro/attempt/msg/{msg_id}"), Duration::from_secs(10), |b| {
+            b["data"].as_array().is_some_and(|d| !d.is_empty())
+        })
+        .await;
     let attempt_id = attempts["data"][0]["id"].as_str().expect("attempt id").to_string();
     let value = |name: &str| -> String {
         match name {

@@ -39,11 +39,12 @@ async fn wait_for_log(server: &Server, needle: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_endpoint_is_paused_and_resumes_when_it_comes_back() {
-    // A port nobody listens on: bound, then released.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    // A port nobody listens on: held by a socket bound to it but not listening, so that
+    // connections to it are refused and nothing else takes the port before the endpoint
+    // comes back on it (released, another test's listener or connection could).
+    let held = tokio::net::TcpSocket::new_v4().expect("socket");
+    held.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+    let port = held.local_addr().expect("addr").port();
     // Short cool-downs so probes come often; retries plentiful and quick, so a delivery
     // picked as probe again and again does not run out of attempts (and, without the
     // circuit, every delivery would be attempted over and over within the test).
@@ -95,7 +96,7 @@ async fn a_dead_endpoint_is_paused_and_resumes_when_it_comes_back() {
 
     // The endpoint comes back on the same port: the next probe closes the circuit and
     // every paused delivery follows.
-    let back = Receiver::start_on(port).await;
+    let back = Receiver::start_on_socket(held).await;
     back.wait_for_ids(&dead_msgs, WAIT).await;
     wait_for_log(&server, "circuit closed").await;
     let all = attempts(&server, &dead_app, &dead).await;

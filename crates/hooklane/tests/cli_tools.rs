@@ -613,13 +613,17 @@ async fn migrate_and_backup_warn_of_a_misspelt_variable() {
 /// after (`after=…`, not `iterator=-`), which `--after` takes to go on from there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_on_a_poller_prints_a_position_for_every_message_of_its_first_page() {
-    let queries: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    // Each run has a token of its own: the poller tells them apart by it (a read the first
+    // run made just before it was killed may be answered after the second one started).
+    let queries: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();
     let record = queries.clone();
-    let poller = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+    let poller = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
         let n = {
+            let token = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
             let mut queries = record.lock().expect("lock");
-            queries.push(uri.query().unwrap_or_default().to_string());
-            queries.len() - 1
+            let n = queries.iter().filter(|(t, _)| *t == token).count();
+            queries.push((token, uri.query().unwrap_or_default().to_string()));
+            n
         };
         async move {
             let message = |id: &str| json!({ "id": id, "eventType": "a.b", "payload": { "id": id } });
@@ -635,25 +639,32 @@ async fn forward_on_a_poller_prints_a_position_for_every_message_of_its_first_pa
     tokio::spawn(async move { axum::serve(listener, poller).await });
     let rx = Receiver::start().await;
     let to = format!("{}/local", rx.url);
-    let args = [to.as_str(), "--server", &base, "--app", "app_x", "--endpoint", "ep", "--token", "sk_poll_x"];
-    let mut forward = Forwarder::start(&args);
+    let args = [to.as_str(), "--server", &base, "--app", "app_x", "--endpoint", "ep"];
+    // The first query a run made with `token`.
+    let first_query = |token: &str| {
+        let queries = queries.lock().expect("lock");
+        let found = queries.iter().find(|(t, _)| *t == format!("Bearer {token}"));
+        found.map(|(_, q)| q.clone()).unwrap_or_else(|| panic!("no query with {token}: {queries:?}"))
+    };
+    let mut once: Vec<&str> = args.to_vec();
+    once.extend(["--token", "sk_poll_x"]);
+    let mut forward = Forwarder::start(&once);
     let first = forward.wait_for_line("for msg_a", |l| l.contains("msg_a")).await;
     let second = forward.wait_for_line("for msg_b", |l| l.contains("msg_b")).await;
     let _ = forward.child.kill().await;
     assert!(second.ends_with("iterator=it1"), "{second}");
     let after = first.rsplit_once("after=").map(|(_, t)| t.to_string()).unwrap_or_else(|| panic!("{first}"));
-    let asked = queries.lock().expect("lock")[0].clone();
+    let asked = first_query("sk_poll_x");
     let asked_after: Vec<String> = url_params(&asked, "after");
     assert_eq!(asked_after, vec![after.clone()], "the line names the time the read asked after: {asked}");
 
     // Started again from that line: it asks after the same time.
-    queries.lock().expect("lock").clear();
     let mut again: Vec<&str> = args.to_vec();
-    again.extend(["--after", after.as_str()]);
+    again.extend(["--token", "sk_poll_y", "--after", after.as_str()]);
     let mut forward = Forwarder::start(&again);
     forward.wait_for_line("for msg_a", |l| l.contains("msg_a")).await;
     let _ = forward.child.kill().await;
-    let asked = queries.lock().expect("lock")[0].clone();
+    let asked = first_query("sk_poll_y");
     assert_eq!(url_params(&asked, "after"), vec![after], "{asked}");
     assert!(url_params(&asked, "iterator").is_empty(), "{asked}");
 }

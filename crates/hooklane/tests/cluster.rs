@@ -16,9 +16,15 @@ const MESSAGES: usize = 10_000;
 const CLIENTS: usize = 24;
 
 fn node_config(db: &TestDatabase) -> String {
-    // A short lease so the dead node's deliveries are taken over within seconds.
+    // A short lease so the dead node's deliveries are taken over within seconds: as short as
+    // requests of 5 s allow (4/3 of request and connect timeouts and a second). Requests
+    // that timed out sooner failed on a loaded machine, and were sent again.
+    node_config_with_lease(db, "10s")
+}
+
+fn node_config_with_lease(db: &TestDatabase, lease: &str) -> String {
     format!(
-        "database_url = \"{}\"\n[delivery]\nlease = \"3s\"\nrequest_timeout = \"1s\"\nconnect_timeout = \"250ms\"\npoll_interval = \"500ms\"",
+        "database_url = \"{}\"\n[delivery]\nlease = \"{lease}\"\nrequest_timeout = \"5s\"\nconnect_timeout = \"1s\"\npoll_interval = \"500ms\"",
         db.url()
     )
 }
@@ -389,7 +395,7 @@ async fn content_deleted_on_one_node_is_not_sent_by_another() {
     let db = TestDatabase::create().await;
     // A lease long enough for a delivery to wait for its slot in memory (with the short one
     // of the other tests, it would be handed back to the store, which knows of the deletion).
-    let config = node_config(&db).replace("lease = \"3s\"", "lease = \"30s\"");
+    let config = node_config_with_lease(&db, "30s");
     let nodes = [Server::start(&config).await, Server::start(&config).await];
     let rx = Receiver::start().await;
     let app = nodes[0].create_app("expunge").await;
@@ -426,7 +432,7 @@ async fn content_deleted_on_one_node_is_not_sent_by_another() {
 async fn an_endpoint_disabled_or_paused_on_one_node_is_not_sent_to_by_another() {
     let db = TestDatabase::create().await;
     // A lease long enough for deliveries to wait for their slots in memory.
-    let config = node_config(&db).replace("lease = \"3s\"", "lease = \"30s\"");
+    let config = node_config_with_lease(&db, "30s");
     let nodes = [Server::start(&config).await, Server::start(&config).await];
     for change in [json!({ "disabled": true }), json!({ "paused": true })] {
         let rx = Receiver::start().await;

@@ -14,9 +14,9 @@ use tokio::net::{TcpListener, TcpStream};
 enum Fault {
     /// Reads the request, then resets the connection.
     Reset,
-    /// Accepts and reads, never answers.
+    /// Accepts and reads, never answers (holds the connection for [`FAULT_LASTS`]).
     Hang,
-    /// Answers 200 with a body that trickles in one byte every 100 ms.
+    /// Answers 500 with a body that trickles in one byte every 100 ms (for 100 s).
     Trickle,
     /// Answers with a 10 MB body.
     Huge(u16),
@@ -25,6 +25,18 @@ enum Fault {
     /// Answers bytes that are not HTTP.
     Garbage,
 }
+
+/// The request timeout the faults are tested with: long enough for a loaded machine to
+/// deliver the healthy endpoint's messages within [`HELD_UP`] while the faulty endpoint's
+/// requests still hang.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(12);
+/// How long the healthy endpoint may take for its 20 messages. Shorter than
+/// [`REQUEST_TIMEOUT`]: a healthy endpoint waiting for the faulty one's hanging requests to
+/// time out would take longer.
+const HELD_UP: Duration = Duration::from_secs(10);
+/// How long a hanging fault holds its connection: well past [`REQUEST_TIMEOUT`], so that
+/// only the timeout ends its attempts.
+const FAULT_LASTS: Duration = Duration::from_secs(60);
 
 /// A raw TCP server that misbehaves the same way on every connection.
 async fn faulty(fault: Fault, redirect_to: String) -> String {
@@ -77,7 +89,7 @@ async fn misbehave(mut socket: TcpStream, fault: Fault, redirect_to: &str) {
             drop(socket);
         }
         Fault::Hang => {
-            tokio::time::sleep(Duration::from_secs(30)).await;
+            tokio::time::sleep(FAULT_LASTS).await;
         }
         Fault::Trickle => {
             // (A failing answer: one of 200 stands however its body ends, see delivery.rs.)
@@ -112,12 +124,13 @@ async fn misbehave(mut socket: TcpStream, fault: Fault, redirect_to: &str) {
     }
 }
 
-/// Runs one fault against a server with short timeouts and a one-retry schedule; returns
-/// the attempts recorded for the faulty endpoint (newest first).
+/// Runs one fault against a server with a [`REQUEST_TIMEOUT`] and a one-retry schedule;
+/// returns the attempts recorded for the faulty endpoint (newest first).
 async fn run(fault: Fault) -> Vec<Value> {
-    let server = Server::start(
-        "[delivery]\nrequest_timeout = \"800ms\"\nconnect_timeout = \"800ms\"\nretry_schedule = [\"300ms\"]",
-    )
+    let server = Server::start(&format!(
+        "[delivery]\nrequest_timeout = \"{}s\"\nconnect_timeout = \"5s\"\nretry_schedule = [\"300ms\"]",
+        REQUEST_TIMEOUT.as_secs()
+    ))
     .await;
     let healthy = Receiver::start().await;
     let bad_url = faulty(fault, format!("{}/redirected", healthy.url)).await;
@@ -128,21 +141,18 @@ async fn run(fault: Fault) -> Vec<Value> {
     for i in 0..3 {
         server.send_message(&app, "bad", json!({ "i": i })).await;
     }
-    // The healthy endpoint is served while the faulty one misbehaves.
+    // The healthy endpoint is served while the faulty one misbehaves (a hanging fault's
+    // requests are still waiting for their timeout, longer than HELD_UP).
     let started = Instant::now();
     for i in 0..20 {
         server.send_message(&app, "good", json!({ "i": i })).await;
     }
-    healthy.wait_for(20, Duration::from_secs(10)).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{fault:?} held up a healthy endpoint: {:?}",
-        started.elapsed()
-    );
+    healthy.wait_for(20, Duration::from_secs(30)).await;
+    assert!(started.elapsed() < HELD_UP, "{fault:?} held up a healthy endpoint: {:?}", started.elapsed());
 
     // Three messages, two attempts each, then given up.
     let attempts = server
-        .wait_until(&format!("/api/v1/app/{app}/attempt/endpoint/{bad}?limit=250"), Duration::from_secs(20), |b| {
+        .wait_until(&format!("/api/v1/app/{app}/attempt/endpoint/{bad}?limit=250"), Duration::from_secs(60), |b| {
             b["data"].as_array().unwrap().len() >= 6
         })
         .await;
@@ -173,13 +183,17 @@ async fn connection_reset() {
     assert_all(&attempts, "reset", |a| a["responseStatusCode"] == 0 && !a["response"].as_str().unwrap().is_empty());
 }
 
+/// A hanging fault's attempt was cut at its timeout ([`REQUEST_TIMEOUT`]): it took well less
+/// than the fault lasts ([`FAULT_LASTS`], or the trickle's 100 s).
+const CUT_BEFORE_MS: i64 = 30_000;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_then_hang() {
     let attempts = run(Fault::Hang).await;
     assert_all(&attempts, "hang", |a| {
         a["responseStatusCode"] == 0
             && a["response"].as_str().unwrap().contains("timed out")
-            && a["responseDurationMs"].as_i64().unwrap() < 2000
+            && a["responseDurationMs"].as_i64().unwrap() < CUT_BEFORE_MS
     });
 }
 
@@ -190,7 +204,7 @@ async fn slow_trickle_body() {
     assert_all(&attempts, "trickle", |a| {
         a["responseStatusCode"] == 500
             && a["response"].as_str().unwrap().contains("timed out")
-            && a["responseDurationMs"].as_i64().unwrap() < 2000
+            && a["responseDurationMs"].as_i64().unwrap() < CUT_BEFORE_MS
     });
 }
 

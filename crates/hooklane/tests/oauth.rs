@@ -94,10 +94,20 @@ async fn endpoint_to(server: &Server, receiver: &Receiver) -> (String, String) {
     (app, ep)
 }
 
-async fn attempts(server: &Server, app: &str, msg: &str) -> Vec<Value> {
-    let (status, body) = server.call("GET", &format!("/api/v1/app/{app}/attempt/msg/{msg}/"), None).await;
-    assert_eq!(status, 200, "{body}");
+/// The message's attempts (newest first), once `done` says they are all there: the receiver
+/// has a request before its answer is read and the attempt committed, so a read right after
+/// it arrived may not show it yet.
+async fn attempts_when(server: &Server, app: &str, msg: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let path = format!("/api/v1/app/{app}/attempt/msg/{msg}/");
+    let body =
+        server.wait_until(&path, Duration::from_secs(10), |b| b["data"].as_array().is_some_and(|d| done(d))).await;
     body["data"].as_array().expect("attempts").clone()
+}
+
+/// Whether the attempts hold one the receiver answered 200: the tests wait for the attempt
+/// of the request they saw arrive.
+fn delivered(attempts: &[Value]) -> bool {
+    attempts.iter().any(|a| a["responseStatusCode"] == 200)
 }
 
 #[tokio::test]
@@ -150,7 +160,7 @@ async fn client_credentials_tokens_are_asked_once_sent_and_renewed_after_a_401()
     assert!(!asked[0].form.contains_key("client_secret"), "basic sends no secret in the form");
 
     // The attempt log never holds the token.
-    let logged = attempts(&server, &app, &sent[0]).await;
+    let logged = attempts_when(&server, &app, &sent[0], delivered).await;
     assert_eq!(logged[0]["requestHeaders"]["authorization"], "Bearer [redacted]", "{logged:?}");
 
     // The receiver stops taking the old token: the attempt that gets 401 makes the next
@@ -224,7 +234,7 @@ async fn a_token_refused_fails_the_attempt_with_the_reason_and_is_retried() {
     receiver.wait_for_ids(&sent, Duration::from_secs(20)).await;
     let mut failed = 0;
     for msg in &sent {
-        let logged = attempts(&server, &app, msg).await;
+        let logged = attempts_when(&server, &app, msg, delivered).await;
         assert_eq!(logged[0]["responseStatusCode"], 200, "delivered at last: {logged:?}");
         for attempt in &logged[1..] {
             assert_eq!(
@@ -294,7 +304,7 @@ async fn a_jwt_assertion_authenticates_the_client() {
     assert_eq!(shown["jwtParams"], json!({"secretId": "key-1", "signingAlgorithm": "HS256", "tokenExpirySecs": 60}));
     let msg = server.send_message(&app, "user.created", json!({})).await;
     receiver.wait_for_ids(std::slice::from_ref(&msg), Duration::from_secs(10)).await;
-    let logged = attempts(&server, &app, &msg).await;
+    let logged = attempts_when(&server, &app, &msg, delivered).await;
     assert_eq!(logged.len(), 1, "accepted at once: {logged:?}");
     assert_eq!(logged[0]["responseStatusCode"], 200);
     assert_eq!(auth.asked()[0].form["client_id"], "jwt-client");
@@ -333,6 +343,9 @@ async fn a_rotated_refresh_token_is_saved_and_survives_a_crash() {
     for i in 0..3 {
         let msg = server.send_message(&app, "user.created", json!({"i": i})).await;
         receiver.wait_for_ids(std::slice::from_ref(&msg), Duration::from_secs(10)).await;
+        // And its attempt logged: one the crash below cut short before that would be sent
+        // again after the restart, asking for one more token.
+        attempts_when(&server, &app, &msg, delivered).await;
     }
     assert_eq!(auth.asked().len(), 3);
     // Each rotation was saved before its token was used: a crash now loses none.
@@ -342,7 +355,7 @@ async fn a_rotated_refresh_token_is_saved_and_survives_a_crash() {
     let asked = auth.asked();
     assert_eq!(asked.len(), 4, "{asked:?}");
     assert_eq!(asked[3].form["refresh_token"], "r3", "the newest refresh token, from the store");
-    let logged = attempts(&server, &app, &msg).await;
+    let logged = attempts_when(&server, &app, &msg, delivered).await;
     assert_eq!(logged.len(), 1, "accepted at once: {logged:?}");
     assert!(!server.logs().contains("r3"));
 }

@@ -88,17 +88,15 @@ fn sign(secret: &str, id: &str, ts: i64, body: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_rejects_stale_and_forged_deliveries() {
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hooklane"))
+    // On a port of its choosing (one picked here and released could be taken meanwhile),
+    // which it says once it listens there.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
         // A symmetric secret and an Ed25519 public key (of the seed 1..=32), as during a
         // rotation from one to the other.
         .args([
             "listen",
             "--port",
-            &port.to_string(),
+            "0",
             "--secret",
             secret,
             "--secret",
@@ -106,20 +104,26 @@ async fn listen_rejects_stale_and_forged_deliveries() {
             "--json",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/hook");
-    let mut ready = false;
-    for _ in 0..100 {
-        if client.get(&url).send().await.is_ok() {
-            ready = true;
-            break;
+    use tokio::io::AsyncBufReadExt;
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let base = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            if let Some(addr) = line.split("receiving on ").nth(1) {
+                return addr.trim().to_string();
+            }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "hooklane listen did not start");
+        panic!("hooklane listen ended without saying where it listens");
+    })
+    .await
+    .expect("hooklane listen did not start");
+    // The rest of what it says is read, so that it never waits on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
+    let client = reqwest::Client::new();
+    let url = format!("{base}/hook");
     let body = r#"{"hello":"world"}"#;
     let now = chrono::Utc::now().timestamp();
     let post = |ts: i64, sig: String| {
@@ -152,8 +156,7 @@ async fn listen_rejects_stale_and_forged_deliveries() {
     assert_eq!(post(now, ed25519([7; 32], now)).await.unwrap().status(), 401);
     // The same signature labelled `v1` is not taken.
     assert_eq!(post(now, ed25519(seed, now).replacen("v1a,", "v1,", 1)).await.unwrap().status(), 401);
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = child.kill().await;
 }
 
 /// Slow clients (slowloris) cannot hold connections open: a request whose headers, or

@@ -16,6 +16,9 @@ const WAIT: Duration = Duration::from_secs(15);
 /// Requests may take 15 s, so that one started during the shutdown would outlive it.
 const SLOW: &str = "[delivery]\nrequest_timeout = \"15s\"\nlease = \"30s\"\n";
 
+/// How long after the first delivery reached the receiver the test sends SIGTERM at most.
+const SIGNAL_WITHIN: Duration = Duration::from_secs(6);
+
 /// An API request held open: its headers and the start of a body the server waits for
 /// (up to `request_read_timeout`, 30 s), which keeps the connection draining at shutdown.
 async fn held_request(base: &str) -> tokio::net::TcpStream {
@@ -44,14 +47,18 @@ fn sigterm(server: &Server) {
 async fn deliveries_drain_alongside_the_connections_and_none_starts_after_the_signal() {
     let mut server = Server::start(SLOW).await;
     let app = server.create_app("stopping").await;
+    // The first delivery is still in flight at the signal, and the second not yet due: the
+    // signal comes after a POST, a held request (300 ms) and starting `kill`, in far less
+    // than SIGNAL_WITHIN even on a loaded machine. Once started, the second would outlast
+    // the shutdown.
     let rx = Receiver::scripted(|_, r| {
-        Reply::Hang(if r.json()["n"] == 2 { Duration::from_secs(14) } else { Duration::from_secs(3) })
+        Reply::Hang(if r.json()["n"] == 2 { Duration::from_secs(14) } else { SIGNAL_WITHIN })
     })
     .await;
     server.create_endpoint(&app, json!({ "url": rx.url })).await;
     let in_flight = server.send_message(&app, "a.b", json!({ "n": 1 })).await;
     rx.wait_for(1, WAIT).await;
-    let due = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let due = chrono::Utc::now() + chrono::TimeDelta::from_std(SIGNAL_WITHIN).expect("a time delta");
     let body = json!({ "eventType": "a.b", "payload": { "n": 2 }, "deliverAt": due });
     let (status, scheduled) = server.call("POST", &format!("/api/v1/app/{app}/msg"), Some(body)).await;
     assert_eq!(status, 202, "{scheduled}");

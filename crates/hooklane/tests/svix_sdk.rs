@@ -1356,6 +1356,8 @@ async fn the_svix_sdk_reads_forward_from_after() {
     let send = || messages.create(app.id.clone(), MessageIn::new("a.b".into(), json!({})), None);
     let before = send().await.expect("message before").id;
     rx.wait_for(1, Duration::from_secs(10)).await;
+    // Its attempt logged too (stamped once its answer was read), before the time is taken.
+    attempts_of(&svix, &app.id, &before, 1).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let after = hooklane_core::Utc::now();
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1391,7 +1393,11 @@ async fn the_svix_sdk_reads_forward_from_after() {
     read.sort();
     assert_eq!(read, sent, "each message after the time once, and {before} not at all");
 
-    // Attempts too: the attempts just after the time first.
+    // Attempts too: the attempts just after the time first (once every one is logged, which
+    // is after its request reached the receiver).
+    for msg in &sent {
+        attempts_of(&svix, &app.id, msg, 1).await;
+    }
     let options = MessageAttemptListByEndpointOptions { limit: Some(2), after: Some(after), ..Default::default() };
     let endpoint = svix.endpoint().list(app.id.clone(), None).await.expect("endpoints").data[0].id.clone();
     let page =

@@ -382,23 +382,28 @@ impl Receiver {
 
     /// A receiver that answers `script(n, request)` to its n-th request (0-based).
     pub async fn scripted(script: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static) -> Receiver {
-        Receiver::scripted_on(0, script).await
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        Receiver::serve(listener, script)
     }
 
-    /// A receiver answering 200 on this port of 127.0.0.1 (0: any free port), e.g. one an
-    /// endpoint pointed at while nothing listened there.
-    pub async fn start_on(port: u16) -> Receiver {
-        Receiver::scripted_on(port, |_, _| Reply::Status(200)).await
+    /// A receiver answering 200 on a socket bound but not listening yet: e.g. one holding the
+    /// port an endpoint pointed at while nothing listened there (connections to it were
+    /// refused, and no other socket could take the port meanwhile).
+    pub async fn start_on_socket(socket: tokio::net::TcpSocket) -> Receiver {
+        let listener = socket.listen(1024).expect("listen on the socket held");
+        Receiver::serve(listener, |_, _| Reply::Status(200))
     }
 
-    async fn scripted_on(port: u16, script: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static) -> Receiver {
+    fn serve(
+        listener: tokio::net::TcpListener,
+        script: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static,
+    ) -> Receiver {
         let state = Arc::new(ReceiverState {
             log: Mutex::new(Vec::new()),
             script: Mutex::new(Box::new(script)),
             arrived: Notify::new(),
         });
         let app = axum::Router::new().fallback(receive).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind receiver");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
