@@ -42,6 +42,7 @@ impl WaitingPlaces {
         }
         *mine += 1;
         *all += 1;
+        metrics::gauge!("hooklane_waiting_readers").set(*all as f64);
         Ok(WaitingPlace { places: self.clone(), app_id: app_id.to_string() })
     }
 }
@@ -51,6 +52,7 @@ impl Drop for WaitingPlace {
         let mut taken = self.places.taken.lock().unwrap_or_else(|p| p.into_inner());
         let (all, per_app) = &mut *taken;
         *all = all.saturating_sub(1);
+        metrics::gauge!("hooklane_waiting_readers").set(*all as f64);
         if let Some(mine) = per_app.get_mut(&self.app_id) {
             *mine -= 1;
             if *mine == 0 {

@@ -307,6 +307,60 @@ async fn a_stream_ends_when_its_token_stops_working() {
     assert_eq!(status, 401, "and cannot be opened again");
 }
 
+/// A stream whose client stops reading, its connection left open (its socket's buffers
+/// full), still ends when its token stops working: its waiting place goes back (the
+/// `hooklane_waiting_readers` gauge), where the stream was held, and the place with it, for
+/// as long as the client kept the connection (a stalled client's streams could take an
+/// application's share of places, revoked or not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_client_stopped_reading_still_ends_with_its_token() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start("").await;
+    let app = server.create_app("stalled").await;
+    let (status, out) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), None).await;
+    assert_eq!(status, 200, "{out}");
+    let token = out["token"].as_str().expect("token").to_string();
+    // About 24 MB of events: more than the server's socket buffer (4 MB at most), the
+    // client's (kept small) and hyper's queue of 16 writes hold.
+    let pad = "x".repeat(600_000);
+    for n in 0..40 {
+        let message = json!({ "eventType": "big.one", "payload": { "n": n, "pad": pad } });
+        let (status, body) = server.call("POST", &format!("/api/v1/app/{app}/msg/"), Some(message)).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let waiting = || async {
+        let page = server.metrics().await;
+        page.lines()
+            .find_map(|l| l.strip_prefix("hooklane_waiting_readers "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let address = server.base.trim_start_matches("http://").to_string();
+    // A small receive buffer: the client's window closes soon, as a real stalled reader's.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(16 * 1024).expect("receive buffer");
+    let mut socket = socket.connect(address.parse().expect("address")).await.expect("connect");
+    let request = format!(
+        "GET /api/v1/app/{app}/events/stream HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    socket.write_all(request.as_bytes()).await.expect("send the request");
+    // The head of the answer, and nothing more is read.
+    let mut head = vec![0u8; 1024];
+    let n = socket.read(&mut head).await.expect("the answer");
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head[..n]));
+    assert_eq!(waiting().await, Some(1.0), "the stream holds a place");
+    // Time for the server to fill the buffers and stall on them.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, _) = server.call_as(&token, "POST", "/api/v1/auth/logout", None).await;
+    assert_eq!(status, 204);
+    // Within the token's recheck (15 s) and a margin, the client still connected.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while waiting().await != Some(0.0) {
+        assert!(Instant::now() < deadline, "the stalled stream still holds its place 40 s after the logout");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(socket);
+}
+
 /// An iterator handed out before the database was restored from an older backup points
 /// past the restored stream's end: refused with 422 (reading from it would silently pass
 /// over every message until the stream caught up), for polls and streams alike.

@@ -456,17 +456,53 @@ pub async fn stream(
         ends_at: Instant::now() + STREAM_LIFETIME,
         _place: place,
     };
-    let events = futures::stream::unfold(reader, |mut reader| async move {
-        let (position, message) = reader.next().await?;
+    // The events are read apart from the connection, one ahead of the client (see `pump`).
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(pump(reader, sender));
+    let events = futures::stream::unfold(receiver, |mut receiver| async move {
+        let event = receiver.recv().await?;
+        Some((Ok(event), receiver))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// Reads a stream's events and hands them to its connection one at a time, apart from it:
+/// the stream's ends (its lifetime, its token, the server's shutdown) come whether its
+/// client reads or not. Read by the connection itself, a stream whose client stopped
+/// reading, its connection open, was never asked for its next event once the socket's
+/// buffers were full, and held its waiting place and what it had read ahead for as long as
+/// the client kept the connection. Ends with the connection too.
+async fn pump(mut reader: StreamReader, events: tokio::sync::mpsc::Sender<Event>) {
+    loop {
+        let next = tokio::select! {
+            next = reader.next() => next,
+            () = events.closed() => return,
+        };
+        let Some((position, message)) = next else { return };
         let id = reader.tokens.encode(&reader.follower.app_id, position);
         let event =
             Event::default().id(id).json_data(MessageOut::seen_by(message, reader.with_content, &reader.principal));
         // Serializing a message cannot fail (its payload is JSON text already); should it,
         // the stream ends and the client resumes from the last id it got.
-        Some((Ok(event.ok()?), reader))
-    });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+        let Ok(event) = event else { return };
+        // Waits for the client to take the last event, looking every second whether the
+        // stream has ended meanwhile.
+        loop {
+            match tokio::time::timeout(PUMP_LOOK, events.reserve()).await {
+                Ok(Ok(place)) => {
+                    place.send(event);
+                    break;
+                }
+                Ok(Err(_)) => return,
+                Err(_) if reader.ended().await => return,
+                Err(_) => {}
+            }
+        }
+    }
 }
+
+/// How often a stream whose client does not take its events looks whether it has ended.
+const PUMP_LOOK: Duration = Duration::from_secs(1);
 
 fn bad_last_event_id(why: &str) -> ApiError {
     ApiError::Validation { location: "header", field: "Last-Event-ID".into(), msg: why.into() }
@@ -526,7 +562,7 @@ impl StreamReader {
             if let Some(next) = self.ready.pop_front() {
                 return Some(next);
             }
-            if self.follower.closing() || Instant::now() >= self.ends_at {
+            if self.ended().await {
                 return None;
             }
             // Waits no longer than the token's next look.
@@ -538,6 +574,20 @@ impl StreamReader {
                     return None;
                 }
             }
+        }
+    }
+}
+
+impl StreamReader {
+    /// Whether the stream has ended: its lifetime is over, its token no longer works, or
+    /// the server is shutting down.
+    async fn ended(&mut self) -> bool {
+        if self.follower.closing() || Instant::now() >= self.ends_at {
+            return true;
+        }
+        match &mut self.token {
+            Some(token) => !token.still_works().await,
+            None => false,
         }
     }
 }
