@@ -28,7 +28,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let limit = state.0.max_body_bytes;
+        let limit = crate::body_limit::of(req.extensions(), state);
         let raw = match axum::Json::<Box<serde_json::value::RawValue>>::from_request(req, state).await {
             Ok(axum::Json(raw)) => raw,
             Err(rejection) => return Err(json_rejection(rejection, limit)),
@@ -108,9 +108,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for OptionalJson<T> {
         // compressed body says nothing of its length until it is decoded (an empty one decodes
         // to nothing). The body is read once here (held to the same limit) and handed on.
         let (parts, body) = req.into_parts();
+        let limit = crate::body_limit::of(&parts.extensions, state);
         let bytes = match Bytes::from_request(Request::from_parts(parts.clone(), body), state).await {
             Ok(bytes) => bytes,
-            Err(rejection) => return Err(bytes_rejection(rejection, state.0.max_body_bytes)),
+            Err(rejection) => return Err(bytes_rejection(rejection, limit)),
         };
         if bytes.is_empty() {
             return Ok(OptionalJson(None));

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod body_limit;
 mod cache;
 mod capability;
 mod content_encoding;
@@ -23,7 +24,7 @@ pub mod waiting;
 use std::future::Future;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit};
+use axum::extract::ConnectInfo;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::{middleware, Router};
@@ -42,7 +43,6 @@ pub use crate::state::{AppState, InboundSettings, ServerSettings};
 
 /// Every route of the API.
 pub fn router(state: AppState) -> Router {
-    let max_body = state.0.max_body_bytes;
     let app_routes = Router::new()
         .route("/", get(app::list).post(app::create))
         .route("/{app_id}", get(app::get).put(app::put).patch(app::patch).delete(app::delete))
@@ -167,7 +167,7 @@ pub fn router(state: AppState) -> Router {
         // are deduplicated by their delivery id) and a body limit per source.
         .merge(inbound::routes())
         .layer(middleware::from_fn_with_state(state.clone(), refuse_own_deliveries))
-        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), body_limit::layer))
         // Compressed bodies are decoded here, below every reader of a body (see the module).
         .layer(content_encoding::decoder())
         .layer(middleware::from_fn(content_encoding::check_coding))

@@ -3550,6 +3550,52 @@ async fn environment_export_imports_into_another_installation() {
     assert_eq!(status, 403);
 }
 
+/// An export larger than `max_body_bytes` (40 event types with 40 KB schemas) imports as it
+/// stands, with an `Idempotency-Key` too (whose layer reads the body first): the imports
+/// take bodies up to 32 MiB, every other route up to `max_body_bytes`, and each refusal
+/// names its own limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_past_the_body_limit_imports_as_it_stands() {
+    let source = Server::start("").await;
+    let target = Server::start("").await;
+    let text = "x".repeat(40_000);
+    for n in 0..40 {
+        let schemas = json!({ "1": { "type": "object", "description": text } });
+        let (status, out) = source
+            .call("POST", "/api/v1/event-type", Some(json!({ "name": format!("big.{n}"), "schemas": schemas })))
+            .await;
+        assert_eq!(status, 201, "{out}");
+    }
+    let (status, export) = source.call("POST", "/api/v1/environment/export", None).await;
+    assert_eq!(status, 200);
+    let body = export.to_string();
+    assert!(body.len() > 1 << 20, "the export is {} bytes", body.len());
+    let import = |body: String| {
+        send(
+            request(&target, Some(ADMIN), "POST", "/api/v1/environment/import")
+                .header("content-type", "application/json")
+                .header("idempotency-key", format!("import-{}", body.len()))
+                .body(body),
+        )
+    };
+    let done = import(body).await;
+    assert_eq!(done.status, 204, "{}", done.text);
+    let (status, copy) = target.call("GET", "/api/v1/event-type/big.39", None).await;
+    assert_eq!((status, copy["schemas"]["1"]["description"].as_str().map(str::len)), (200, Some(40_000)));
+    // Past 32 MiB, refused and said so.
+    let huge = format!("{{\"eventTypes\": [], \"pad\": \"{}\"}}", "y".repeat(33 << 20));
+    let refused = import(huge).await;
+    assert_error(refused.status, &refused.json(), 413, "payload_too_large");
+    assert!(refused.text.contains(&(32usize << 20).to_string()), "{}", refused.text);
+    // Another route keeps the server's limit.
+    let app = target.create_app("limits").await;
+    let pad = "z".repeat(1 << 20);
+    let message = json!({ "eventType": "big.1", "payload": { "pad": pad } }).to_string();
+    let refused = post_text(&target, &format!("/api/v1/app/{app}/msg/"), &message).await;
+    assert_error(refused.status, &refused.json(), 413, "payload_too_large");
+    assert!(refused.text.contains(&(1usize << 20).to_string()), "{}", refused.text);
+}
+
 /// A read-only token (`readOnly: true`, i.e. `ViewBase`) goes through every documented
 /// operation of its application: it reads everything but endpoint secrets, and whatever
 /// would change something answers 403 before doing anything, so no route escapes the check.
