@@ -3,11 +3,12 @@
 //! export of a few hundred event types with their schemas passes a megabyte, and must be
 //! importable as it stands. (Inbound sources hold their bodies to limits of their own.)
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::Extensions;
-use axum::middleware::Next;
-use axum::response::Response;
-use tower::{Layer, ServiceExt};
+use tower::layer::util::{Identity, Stack};
+use tower::{Layer, ServiceBuilder, ServiceExt};
 
 use crate::state::AppState;
 
@@ -18,9 +19,20 @@ pub const IMPORT_MAX_BYTES: usize = 32 << 20;
 /// Paths whose bodies may reach [`IMPORT_MAX_BYTES`].
 const IMPORTS: [&str; 2] = ["/api/v1/environment/import", "/api/v1/event-type/import/openapi"];
 
-/// The limit a request's body is held to, for the errors of those that read it.
+/// The limit a route holds its body to, when not the server's `max_body_bytes`: for the
+/// errors of those that read it.
 #[derive(Clone, Copy, Debug)]
-struct BodyLimit(usize);
+pub struct BodyLimit(usize);
+
+/// The layers of an import's route (see [`IMPORT_MAX_BYTES`]): axum's `DefaultBodyLimit`,
+/// which every reader of a body obeys, over the server's, and the limit noted for the
+/// errors ([`of`]). Only these routes pay for them.
+pub fn for_imports(
+    max_body: usize,
+) -> ServiceBuilder<Stack<axum::Extension<BodyLimit>, Stack<DefaultBodyLimit, Identity>>> {
+    let limit = max_body.max(IMPORT_MAX_BYTES);
+    ServiceBuilder::new().layer(DefaultBodyLimit::max(limit)).layer(axum::Extension(BodyLimit(limit)))
+}
 
 /// The limit of a body sent to `path`.
 fn limit_for(path: &str, max_body: usize) -> usize {
@@ -31,21 +43,27 @@ fn limit_for(path: &str, max_body: usize) -> usize {
     }
 }
 
-/// Holds the request's body to its limit (axum's `DefaultBodyLimit`, which every reader of
-/// a body obeys), and notes the limit for their errors ([`of`]).
-pub async fn layer(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
-    let limit = limit_for(req.uri().path(), s.0.max_body_bytes);
-    req.extensions_mut().insert(BodyLimit(limit));
-    match DefaultBodyLimit::max(limit).layer(next).oneshot(req).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    }
-}
-
-/// The limit of the request with these extensions: the server's `max_body_bytes` outside
-/// the layer.
+/// The limit of the request with these extensions, within its route: the server's
+/// `max_body_bytes` but for the imports.
 pub fn of(extensions: &Extensions, s: &AppState) -> usize {
     extensions.get::<BodyLimit>().map_or(s.0.max_body_bytes, |l| l.0)
+}
+
+/// Reads a request's whole body before its route is known (the idempotency layer, which
+/// fingerprints it), held to the limit of the route its path leads to; answers the limit
+/// with the body or the refusal.
+pub async fn read_before_routing(req: Request, s: &AppState) -> (usize, Result<Bytes, BytesRejection>) {
+    let limit = limit_for(req.uri().path(), s.0.max_body_bytes);
+    if limit == s.0.max_body_bytes {
+        return (limit, Bytes::from_request(req, s).await);
+    }
+    let read = tower::service_fn(|req: Request| async move {
+        Ok::<_, std::convert::Infallible>(Bytes::from_request(req, s).await)
+    });
+    match DefaultBodyLimit::max(limit).layer(read).oneshot(req).await {
+        Ok(read) => (limit, read),
+        Err(never) => match never {},
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -76,10 +76,9 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
     // (the client went away mid-upload) was not processed, and its retry must not be
     // answered with the upload error for the next 24 hours.
     let (parts, body) = req.into_parts();
-    let limit = crate::body_limit::of(&parts.extensions, &s);
-    let body = match Bytes::from_request(Request::from_parts(parts.clone(), body), &s).await {
-        Ok(bytes) => bytes,
-        Err(e) => return crate::extract::bytes_rejection(e, limit).into_response(),
+    let body = match crate::body_limit::read_before_routing(Request::from_parts(parts.clone(), body), &s).await {
+        (_, Ok(bytes)) => bytes,
+        (limit, Err(e)) => return crate::extract::bytes_rejection(e, limit).into_response(),
     };
     // The same request sent again has the same body; another body is another request.
     let fingerprint = hex(&Sha256::digest(&body));

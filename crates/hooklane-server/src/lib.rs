@@ -24,7 +24,7 @@ pub mod waiting;
 use std::future::Future;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, DefaultBodyLimit};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::{middleware, Router};
@@ -43,6 +43,7 @@ pub use crate::state::{AppState, InboundSettings, ServerSettings};
 
 /// Every route of the API.
 pub fn router(state: AppState) -> Router {
+    let max_body = state.0.max_body_bytes;
     let app_routes = Router::new()
         .route("/", get(app::list).post(app::create))
         .route("/{app_id}", get(app::get).put(app::put).patch(app::patch).delete(app::delete))
@@ -112,7 +113,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/app", app_routes)
         .nest("/source", api::source::routes())
         .route("/event-type", get(event_type::list).post(event_type::create))
-        .route("/event-type/import/openapi", post(api::event_type_import::import_openapi))
+        .route(
+            "/event-type/import/openapi",
+            post(api::event_type_import::import_openapi).layer(body_limit::for_imports(max_body)),
+        )
         .route(
             "/event-type/{name}",
             get(event_type::get).put(event_type::put).patch(event_type::patch).delete(event_type::delete),
@@ -141,7 +145,7 @@ pub fn router(state: AppState) -> Router {
             get(api::operational_endpoint::get_headers).put(api::operational_endpoint::put_headers),
         )
         .route("/environment/export", post(api::environment::export))
-        .route("/environment/import", post(api::environment::import))
+        .route("/environment/import", post(api::environment::import).layer(body_limit::for_imports(max_body)))
         .route("/background-task", get(api::background_task::list))
         .route("/background-task/{task_id}", get(api::background_task::get))
         .route("/auth/app/{app_id}/expire-all", post(auth::expire_all))
@@ -167,7 +171,7 @@ pub fn router(state: AppState) -> Router {
         // are deduplicated by their delivery id) and a body limit per source.
         .merge(inbound::routes())
         .layer(middleware::from_fn_with_state(state.clone(), refuse_own_deliveries))
-        .layer(middleware::from_fn_with_state(state.clone(), body_limit::layer))
+        .layer(DefaultBodyLimit::max(max_body))
         // Compressed bodies are decoded here, below every reader of a body (see the module).
         .layer(content_encoding::decoder())
         .layer(middleware::from_fn(content_encoding::check_coding))
