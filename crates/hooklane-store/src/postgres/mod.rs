@@ -561,16 +561,23 @@ pub(crate) fn db_error(e: &tokio_postgres::Error) -> StoreError {
                 StoreError::Database(why)
             }
         }
-        // No answer of the server's: the connection broke or timed out.
         None => {
             let mut msg = e.to_string();
+            let mut io = false;
             let mut source = std::error::Error::source(e);
             while let Some(s) = source {
                 msg.push_str(": ");
                 msg.push_str(&s.to_string());
+                io |= s.is::<std::io::Error>();
                 source = s.source();
             }
-            StoreError::Unavailable(msg)
+            // No answer of the server's because the connection broke or timed out; other
+            // errors of the driver's own (a value it could not encode, a row count) are ours.
+            if e.is_closed() || io {
+                StoreError::Unavailable(msg)
+            } else {
+                StoreError::Database(msg)
+            }
         }
     }
 }

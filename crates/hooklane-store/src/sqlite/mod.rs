@@ -162,8 +162,8 @@ impl SqliteStore {
         self.send_write(f, false, true).await
     }
 
-    /// Like [`Self::write_unguarded`] for a message of `bytes` (or an inbound request),
-    /// refused as [`StoreError::Unavailable`] while the writer is too far behind.
+    /// Like [`Self::write_unguarded`] for a message of `bytes`, refused as
+    /// [`StoreError::Unavailable`] while the writer is too far behind.
     async fn write_message<T, F>(&self, bytes: usize, f: F) -> StoreResult<T>
     where
         T: Send + 'static,

@@ -539,8 +539,9 @@ impl Store for SqliteStore {
     }
 
     async fn record_inbound_request(&self, request: hooklane_core::model::InboundRequest) -> StoreResult<()> {
-        let bytes = request.body.len();
-        self.write_message(bytes, move |c| super::inbound::insert_request(c, &request)).await
+        // Not held to the ingest backlog: a record follows its message (already admitted),
+        // and holds at most 64 KiB of the body.
+        self.write(move |c| super::inbound::insert_request(c, &request)).await
     }
 
     async fn list_inbound_requests(
