@@ -106,12 +106,6 @@ async fn list_all(server: &Server, path: &str) -> Value {
     out
 }
 
-async fn app_token(server: &Server, app: &str) -> String {
-    let (status, out) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), None).await;
-    assert_eq!(status, 200, "{out}");
-    out["token"].as_str().expect("token").to_string()
-}
-
 fn parse_time(v: &Value) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a time: {v}")))
         .unwrap_or_else(|e| panic!("bad time {v}: {e}"))
@@ -129,7 +123,7 @@ async fn only_the_admin_changes_an_applications_uid() {
     let (status, app) = server.call("POST", "/api/v1/app", Some(json!({"name": "Mine", "uid": "mine"}))).await;
     assert_eq!(status, 201, "{app}");
     let id = app["id"].as_str().expect("id").to_string();
-    let token = app_token(&server, &id).await;
+    let token = server.app_token(&id).await;
     let path = format!("/api/v1/app/{id}");
     for (method, body) in [
         ("PATCH", json!({"uid": "ops-events"})),
@@ -323,7 +317,7 @@ async fn app_list_paginates_with_cursor_both_orders() {
         (&created[1], "exclude_apps_with_disabled_endpoints=true", 0),
         (&created[0], "exclude_apps_with_no_endpoints=true&exclude_apps_with_disabled_endpoints=true", 1),
     ] {
-        let token = app_token(&server, app).await;
+        let token = server.app_token(app).await;
         let (status, page) = server.call_as(&token, "GET", &format!("/api/v1/app?{query}"), None).await;
         assert_eq!((status, ids(&page).len()), (200, listed), "{app} {query}: {page}");
     }
@@ -1700,7 +1694,7 @@ async fn idempotency_key_replays_the_first_answer() {
     assert_ne!(other.json()["id"], first.json()["id"]);
 
     // The same key from another credential is its own scope.
-    let token = app_token(&server, &app).await;
+    let token = server.app_token(&app).await;
     let scoped = send(post("key-1", &token, json!({"n": 3}))).await;
     assert_eq!(scoped.status, 202, "{}", scoped.text);
     assert_eq!(scoped.header("idempotent-replayed"), None);
@@ -2141,7 +2135,7 @@ async fn app_token_cannot_reach_another_app() {
     rx.wait_for(2, Duration::from_secs(10)).await;
 
     let before = snapshot(&server, &vid, &vep, &vmsg, &vatt).await;
-    let token = app_token(&server, &own_id).await;
+    let token = server.app_token(&own_id).await;
 
     let since = json!({"since": "2000-01-01T00:00:00Z"});
     let ep_body = json!({"url": "https://evil.example/"});
@@ -2239,7 +2233,7 @@ async fn app_token_is_refused_admin_routes() {
     let (status, et) =
         server.call("POST", "/api/v1/event-type", Some(json!({"name": "user.created", "description": "orig"}))).await;
     assert_eq!(status, 201);
-    let token = app_token(&server, &own).await;
+    let token = server.app_token(&own).await;
 
     for (method, path, body) in [
         ("POST", "/api/v1/app".to_string(), Some(json!({"name": "new"}))),
@@ -3255,7 +3249,7 @@ components:
     assert_eq!(receiver.wait_for(1, Duration::from_secs(10)).await[0].json(), json!({ "id": 7, "name": "Rex" }));
 
     // Only the admin token imports.
-    let token = app_token(&server, "pets").await;
+    let token = server.app_token("pets").await;
     let (status, body) = server.call_as(&token, "POST", path, Some(json!({ "spec": spec }))).await;
     assert_error(status, &body, 403, "forbidden");
     let resp = send(request(&server, None, "POST", path).json(&json!({ "spec": spec }))).await;
@@ -3336,7 +3330,7 @@ async fn recoveries_and_replays_are_found_as_background_tasks() {
     assert_eq!(status, 422);
 
     // An application token: its own application's tasks only.
-    let token = app_token(&server, "bt1").await;
+    let token = server.app_token("bt1").await;
     let (status, own) = server.call_as(&token, "GET", "/api/v1/background-task", None).await;
     assert_eq!(status, 200, "{own}");
     let ids: Vec<&Value> = own["data"].as_array().unwrap().iter().map(|t| &t["id"]).collect();
@@ -3396,7 +3390,7 @@ async fn messages_are_expunged_in_bulk_and_all_at_once() {
     assert_eq!(status, 422, "ids are required: {err}");
 
     // Everything, through an application token: its own application only.
-    let token = app_token(&server, &app).await;
+    let token = server.app_token(&app).await;
     let (status, err) =
         server.call_as(&token, "POST", &format!("/api/v1/app/{other}/msg/expunge-all-contents"), None).await;
     assert!(matches!(status, 403 | 404), "another application's purge: {status} {err}");
@@ -3424,7 +3418,7 @@ async fn whoami_names_the_principal() {
     let app = server.create_app("me").await;
     let (status, me) = server.call("GET", "/api/v1/auth/whoami", None).await;
     assert_eq!((status, me), (200, json!({ "permissionSource": "GlobalAuthToken" })));
-    let token = app_token(&server, &app).await;
+    let token = server.app_token(&app).await;
     let (status, me) = server.call_as(&token, "GET", "/api/v1/auth/whoami", None).await;
     assert_eq!((status, me), (200, json!({ "appId": app, "permissionSource": "SvixJwt" })));
     let (status, err) = server.call_as("sk_wrong", "GET", "/api/v1/auth/whoami", None).await;
@@ -3468,7 +3462,7 @@ async fn a_message_can_create_its_application() {
     assert_eq!(server.call("GET", "/api/v1/app/customer-8", None).await.0, 404);
 
     // An application token cannot create applications.
-    let token = app_token(&server, "customer-7").await;
+    let token = server.app_token("customer-7").await;
     let (status, err) =
         server.call_as(&token, "POST", "/api/v1/app/customer-10/msg", Some(msg(json!({ "name": "C10" })))).await;
     assert_error(status, &err, 404, "not_found");
@@ -3543,7 +3537,7 @@ async fn environment_export_imports_into_another_installation() {
 
     // Admin only.
     let app = target.create_app("env").await;
-    let token = app_token(&target, &app).await;
+    let token = target.app_token(&app).await;
     let (status, _) = target.call_as(&token, "POST", "/api/v1/environment/export", None).await;
     assert_eq!(status, 403);
     let (status, _) = target.call_as(&token, "POST", "/api/v1/environment/import", Some(json!({}))).await;

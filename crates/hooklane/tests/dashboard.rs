@@ -876,13 +876,6 @@ async fn sign_in(browser: &mut Browser, server: &Server) {
     browser.wait_for("document.querySelector('[data-testid=app-row], [data-testid=tab-apps]')", "the dashboard").await;
 }
 
-/// A full-access portal token for `app`, as its portal link carries it.
-async fn portal_token(server: &Server, app: &str) -> String {
-    let (status, access) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), None).await;
-    assert_eq!(status, 200, "{access}");
-    access["token"].as_str().expect("token").to_string()
-}
-
 /// Marks what the page shows now, so that a test can wait for it to be drawn again.
 const MARK_PAGE: &str = "document.querySelector('#main > *').dataset.old = '1'";
 const REDRAWN: &str = "document.querySelector('#main > *') && !document.querySelector('#main > [data-old]')";
@@ -904,8 +897,8 @@ async fn two_applications() -> (Browser, Server, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn portal_link_asks_before_replacing_the_token() {
     let (mut browser, server, globex, acme) = two_applications().await;
-    let globex_token = portal_token(&server, &globex).await;
-    let acme_token = portal_token(&server, &acme).await;
+    let globex_token = server.app_token(&globex).await;
+    let acme_token = server.app_token(&acme).await;
     let held = "sessionStorage.getItem('hooklane.portal.token')";
     let app_name = "(document.querySelector('[data-testid=app-name]') || {}).textContent";
 
@@ -989,8 +982,8 @@ async fn late_answers_never_draw_over_a_newer_page() {
     assert_eq!(browser.count("[data-testid=message-search]").await, 1, "{}", browser.text().await);
 
     // The portal: Globex's link, whose whoami answers late, then Acme's, agreed to.
-    let globex_token = portal_token(&server, &globex).await;
-    let acme_token = portal_token(&server, &acme).await;
+    let globex_token = server.app_token(&globex).await;
+    let acme_token = server.app_token(&acme).await;
     browser.hold_fetches(true).await;
     browser.goto("about:blank").await;
     let rules = format!("window.__hold.rules = [{{ url: '/auth/whoami', auth: '{globex_token}' }}]");
@@ -1016,7 +1009,7 @@ async fn admin_sign_in_refuses_an_application_token() {
     let mut browser = Browser::launch().await;
     let server = Server::start("").await;
     let app = server.create_app("Globex Industries").await;
-    let token = portal_token(&server, &app).await;
+    let token = server.app_token(&app).await;
     browser.goto(&server.url("/dashboard")).await;
     browser.type_into("[data-testid=token-input]", &token).await;
     browser.click("[data-testid=login]").await;

@@ -272,9 +272,7 @@ async fn server_sent_events_stream_and_resume() {
 async fn a_stream_ends_when_its_token_stops_working() {
     let server = Server::start("").await;
     let app = server.create_app("streamer").await;
-    let (status, out) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), None).await;
-    assert_eq!(status, 200, "{out}");
-    let token = out["token"].as_str().expect("token").to_string();
+    let token = server.app_token(&app).await;
     let first = post(&server, &app, "user.created", &[], 0).await;
     let resp = server
         .client
@@ -317,9 +315,7 @@ async fn a_stream_whose_client_stopped_reading_still_ends_with_its_token() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = Server::start("").await;
     let app = server.create_app("stalled").await;
-    let (status, out) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), None).await;
-    assert_eq!(status, 200, "{out}");
-    let token = out["token"].as_str().expect("token").to_string();
+    let token = server.app_token(&app).await;
     // About 24 MB of events: more than the server's socket buffer (4 MB at most), the
     // client's (kept small) and hyper's queue of 16 writes hold.
     let pad = "x".repeat(600_000);

@@ -220,6 +220,13 @@ impl Server {
         read(resp).await
     }
 
+    /// A full-access application token for `app`, as its portal link carries it.
+    pub async fn app_token(&self, app: &str) -> String {
+        let (status, out) = self.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), None).await;
+        assert_eq!(status, 200, "{out}");
+        out["token"].as_str().expect("token").to_string()
+    }
+
     pub async fn create_app(&self, name: &str) -> String {
         let (status, body) = self.call("POST", "/api/v1/app/", Some(json!({ "name": name }))).await;
         assert_eq!(status, 201, "{body}");
