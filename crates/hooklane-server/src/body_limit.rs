@@ -30,14 +30,19 @@ pub struct BodyLimit(usize);
 pub fn for_imports(
     max_body: usize,
 ) -> ServiceBuilder<Stack<axum::Extension<BodyLimit>, Stack<DefaultBodyLimit, Identity>>> {
-    let limit = max_body.max(IMPORT_MAX_BYTES);
+    let limit = import_limit(max_body);
     ServiceBuilder::new().layer(DefaultBodyLimit::max(limit)).layer(axum::Extension(BodyLimit(limit)))
+}
+
+/// The imports' limit on a server whose other bodies are held to `max_body`.
+fn import_limit(max_body: usize) -> usize {
+    max_body.max(IMPORT_MAX_BYTES)
 }
 
 /// The limit of a body sent to `path`.
 fn limit_for(path: &str, max_body: usize) -> usize {
     if IMPORTS.contains(&path.trim_end_matches('/')) {
-        max_body.max(IMPORT_MAX_BYTES)
+        import_limit(max_body)
     } else {
         max_body
     }

@@ -576,9 +576,7 @@ impl StreamReader {
             }
         }
     }
-}
 
-impl StreamReader {
     /// Whether the stream has ended: its lifetime is over, its token no longer works, or
     /// the server is shutting down.
     async fn ended(&mut self) -> bool {
