@@ -27,8 +27,14 @@ pub struct Json<T>(pub T);
 impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request(mut req: Request, state: &AppState) -> Result<Self, ApiError> {
         let limit = crate::body_limit::of(req.extensions(), state);
+        // A body without a `Content-Type` is read as JSON, as Svix reads every body: its
+        // Kotlin SDK sends none. One that names another type is still refused (415).
+        if !req.headers().contains_key(axum::http::header::CONTENT_TYPE) {
+            let json = axum::http::HeaderValue::from_static("application/json");
+            req.headers_mut().insert(axum::http::header::CONTENT_TYPE, json);
+        }
         let raw = match axum::Json::<Box<serde_json::value::RawValue>>::from_request(req, state).await {
             Ok(axum::Json(raw)) => raw,
             Err(rejection) => return Err(json_rejection(rejection, limit)),

@@ -50,9 +50,14 @@ pub struct EndpointIn {
     // the same settings as the older `filterTypes` and `rateLimit`.
     /// The event types the endpoint gets (all when absent or `null`). Also accepted under
     /// Svix's newer name `eventTypes`.
-    #[serde(default, alias = "eventTypes")]
+    #[serde(default)]
     #[schema(min_items = 1, max_items = 256)]
     filter_types: Option<Vec<String>>,
+    /// `filterTypes` under Svix's newer name (used when `filterTypes` is not given: an
+    /// endpoint read back carries both).
+    #[serde(default)]
+    #[schema(min_items = 1, max_items = 256)]
+    event_types: Option<Vec<String>>,
     /// The channels the endpoint gets (all when absent or `null`).
     #[serde(default)]
     #[schema(min_items = 1, max_items = 10)]
@@ -61,9 +66,13 @@ pub struct EndpointIn {
     disabled: bool,
     /// Most deliveries per second to this endpoint (no limit when absent). Also accepted
     /// under Svix's newer name `throttleRate`.
-    #[serde(default, alias = "throttleRate")]
+    #[serde(default)]
     #[schema(minimum = 1, maximum = 65535)]
     rate_limit: Option<u32>,
+    /// `rateLimit` under Svix's newer name (used when `rateLimit` is not given).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 65535)]
+    throttle_rate: Option<u32>,
     /// Up to 64 string entries.
     #[serde(default)]
     #[schema(value_type = BTreeMap<String, String>)]
@@ -144,6 +153,16 @@ pub(crate) enum EndpointOrdering {
     Fifo,
 }
 
+impl EndpointIn {
+    /// Takes Svix's newer names (`eventTypes`, `throttleRate`) where the older ones are not
+    /// given. (Both may come: an endpoint read back carries both, as Svix's SDKs copy it.)
+    fn with_svix_names(mut self) -> Self {
+        self.filter_types = self.filter_types.or(self.event_types.take());
+        self.rate_limit = self.rate_limit.or(self.throttle_rate.take());
+        self
+    }
+}
+
 /// Svix's `EndpointPatch`: only the fields given change; `null` clears a field that may be
 /// unset and is refused for the others.
 #[derive(Clone, Deserialize, utoipa::ToSchema)]
@@ -156,9 +175,13 @@ pub struct EndpointPatch {
     #[schema(value_type = String, max_length = 4096)]
     description: Patch<String>,
     /// Also accepted as `eventTypes`; `null`: all event types.
-    #[serde(default, alias = "eventTypes")]
+    #[serde(default)]
     #[schema(value_type = Option<Vec<String>>, min_items = 1, max_items = 256)]
     filter_types: Patch<Vec<String>>,
+    /// `filterTypes` under Svix's newer name (used when `filterTypes` is absent).
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>, min_items = 1, max_items = 256)]
+    event_types: Patch<Vec<String>>,
     /// `null`: all channels.
     #[serde(default)]
     #[schema(value_type = Option<Vec<String>>, min_items = 1, max_items = 10)]
@@ -167,9 +190,13 @@ pub struct EndpointPatch {
     #[schema(value_type = bool)]
     disabled: Patch<bool>,
     /// Also accepted as `throttleRate`; `null`: no limit.
-    #[serde(default, alias = "throttleRate")]
+    #[serde(default)]
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 65535)]
     rate_limit: Patch<u32>,
+    /// `rateLimit` under Svix's newer name (used when `rateLimit` is absent).
+    #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 65535)]
+    throttle_rate: Patch<u32>,
     /// Svix's deprecated field, still in its SDKs' `EndpointPatch`: refused with a pointer
     /// to `…/secret/rotate`, rather than as an unknown field.
     #[serde(default)]
@@ -211,6 +238,19 @@ pub struct EndpointPatch {
     /// hooklane extension, as in `EndpointIn`: may repeat the endpoint's, not change it.
     #[serde(default)]
     polling: Option<bool>,
+}
+
+impl EndpointPatch {
+    /// As [`EndpointIn::with_svix_names`]: the newer names count where the older are absent.
+    fn with_svix_names(mut self) -> Self {
+        if matches!(self.filter_types, Patch::Absent) {
+            self.filter_types = std::mem::take(&mut self.event_types);
+        }
+        if matches!(self.rate_limit, Patch::Absent) {
+            self.rate_limit = std::mem::take(&mut self.throttle_rate);
+        }
+        self
+    }
 }
 
 /// Svix's `EndpointOut`. The signing secret is never part of it: it is read with the
@@ -573,6 +613,7 @@ pub async fn create(
     t: Tenant,
     Json(input): Json<EndpointIn>,
 ) -> ApiResult<impl IntoResponse> {
+    let input = input.with_svix_names();
     let secret = match &input.secret {
         Some(raw) => parse_secret("secret", raw)?,
         None => Secret::generate(s.0.default_signature_type),
@@ -894,6 +935,7 @@ pub async fn put(
     Path((_, key)): Path<(String, String)>,
     Json(input): Json<EndpointIn>,
 ) -> ApiResult<axum::response::Response> {
+    let input = input.with_svix_names();
     // Two PUTs creating one uid at once: the one whose creation finds the uid taken updates
     // what the other created, as a PUT finding it would have.
     let mut exists = false;
@@ -1002,6 +1044,7 @@ pub async fn patch(
     Path((_, key)): Path<(String, String)>,
     Json(p): Json<EndpointPatch>,
 ) -> ApiResult<axum::Json<EndpointOut>> {
+    let p = p.with_svix_names();
     if !matches!(p.secret, Patch::Absent) {
         return Err(ApiError::validation("secret", "is changed with POST …/secret/rotate (its `key`), not by a patch"));
     }
