@@ -38,6 +38,24 @@ use crate::state::{hex, AppState};
 
 /// Bytes of a request body kept in its record (the forwarded message keeps all of it).
 const RECORDED_BODY_BYTES: usize = 64 * 1024;
+/// What a record kept within a source's budget (a refusal, a duplicate, a URL check) keeps
+/// of the body, and of the headers in all: enough to see what was sent and why it was
+/// refused, while a loop of forged posts with a megabyte of body and of headers each fills
+/// the request log by a few kilobytes a record, not half a megabyte.
+const BUDGETED_BODY_BYTES: usize = 2 * 1024;
+const BUDGETED_HEADER_BYTES: usize = 4 * 1024;
+
+/// `headers`, in their order, as many as fit in `most` bytes (names and values).
+fn headers_within(headers: &BTreeMap<String, String>, most: usize) -> BTreeMap<String, String> {
+    let mut left = most;
+    let mut kept = BTreeMap::new();
+    for (name, value) in headers {
+        let Some(rest) = left.checked_sub(name.len() + value.len()) else { continue };
+        left = rest;
+        kept.insert(name.clone(), value.clone());
+    }
+    kept
+}
 /// Event type of a forwarded request whose provider does not name one.
 const DEFAULT_EVENT_TYPE: &str = "inbound";
 
@@ -62,12 +80,16 @@ struct Record<'a> {
 }
 
 impl<'a> Record<'a> {
+    /// Writes the request log's record. `budgeted`: a record kept within a source's budget
+    /// (a refusal, a duplicate, a URL check), which anyone may send in a loop, keeps less of
+    /// the request (see [`BUDGETED_BODY_BYTES`]).
     async fn save(
         &self,
         status: InboundStatus,
         http_status: StatusCode,
         reason: Option<String>,
         msg_id: Option<String>,
+        budgeted: bool,
     ) -> bool {
         self.count(status.as_str());
         tracing::info!(
@@ -86,8 +108,9 @@ impl<'a> Record<'a> {
             http_status: http_status.as_u16(),
             reason,
             remote_addr: self.remote_addr.clone(),
-            headers: self.headers.clone(),
-            body: self.body.clone(),
+            headers: if budgeted { headers_within(&self.headers, BUDGETED_HEADER_BYTES) } else { self.headers.clone() },
+            body: self.body[..self.body.len().min(if budgeted { BUDGETED_BODY_BYTES } else { RECORDED_BODY_BYTES })]
+                .to_vec(),
             body_size: self.body_size,
             dedup_key: self.dedup_key.clone(),
             msg_id,
@@ -115,7 +138,7 @@ impl<'a> Record<'a> {
     async fn reject(&self, error: ApiError) -> Response {
         let status = error.status();
         if self.within_budget(&self.s.0.rejections, "rejected", "hooklane_inbound_rejections_unrecorded_total") {
-            self.save(InboundStatus::Rejected, status, Some(error.to_string()), None).await;
+            self.save(InboundStatus::Rejected, status, Some(error.to_string()), None, true).await;
         } else {
             tracing::debug!(source_id = %self.source.id, http_status = status.as_u16(), "inbound request refused, not recorded: over the source's budget");
         }
@@ -136,7 +159,7 @@ impl<'a> Record<'a> {
     async fn url_check(&self, http_status: StatusCode) {
         if self.within_budget(&self.s.0.url_checks, "accepted", "hooklane_inbound_url_checks_unrecorded_total") {
             let why = "the provider's URL check, answered; not forwarded".to_string();
-            self.save(InboundStatus::Accepted, http_status, Some(why), None).await;
+            self.save(InboundStatus::Accepted, http_status, Some(why), None, true).await;
         }
     }
 
@@ -180,9 +203,11 @@ impl<'a> Record<'a> {
         // A duplicate changes nothing (its original is stored): it is recorded within a
         // budget, as refusals are, so that a valid request replayed in a loop (a signature
         // without a timestamp stays valid) cannot fill the request log.
-        let recorded = status != InboundStatus::Duplicate
+        let duplicate = status == InboundStatus::Duplicate;
+        let recorded = !duplicate
             || self.within_budget(&self.s.0.duplicates, "duplicate", "hooklane_inbound_duplicates_unrecorded_total");
-        if recorded && !self.save(status, http_status, reason, Some(msg_id.to_string())).await && unfinished {
+        if recorded && !self.save(status, http_status, reason, Some(msg_id.to_string()), duplicate).await && unfinished
+        {
             return self.failed(ApiError::Unavailable("the request could not be recorded; send it again".into()));
         }
         match (acknowledgement, custom) {
@@ -466,6 +491,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
                         error.status(),
                         Some(format!("fan-out failed: {error}")),
                         Some(msg.id),
+                        false,
                     )
                     .await;
                 return error.into_response();

@@ -3,7 +3,8 @@
 //! A source's ingest URL is public: anyone can post junk to it, and every refusal used to be
 //! written to the request log with up to 64 KiB of its body, so a flood of unsigned posts
 //! could fill the disk and the log. Each source gets a budget of recorded refusals
-//! (a token bucket of [`BURST`], refilled at [`PER_MINUTE`] a minute, per process); past
+//! (a token bucket of [`BURST`], refilled at [`PER_MINUTE`] a minute, per process), each
+//! keeping a few kilobytes of the request; past
 //! it, refusals are still answered as before but only counted
 //! (`hooklane_inbound_rejections_unrecorded_total`). Accepted requests, which passed the
 //! source's verification, are always recorded; duplicates of them (a provider's retries, or
@@ -16,8 +17,10 @@ use std::time::Instant;
 
 /// Refusals recorded at once after a quiet spell.
 pub const BURST: f64 = 60.0;
-/// Refusals recorded per minute, per source, in a sustained flood.
-pub const PER_MINUTE: f64 = 60.0;
+/// Refusals recorded per minute, per source, in a sustained flood: one every six seconds,
+/// of a few kilobytes each (see `inbound::BUDGETED_BODY_BYTES`), so a flood kept up for a
+/// month adds a few gigabytes to the request log at most, per source and node.
+pub const PER_MINUTE: f64 = 10.0;
 /// Sources tracked at most; past this the budgets start afresh (bounds memory).
 const MAX_SOURCES: usize = 10_000;
 
@@ -63,9 +66,9 @@ mod tests {
         let taken = (0..100).filter(|_| budget.take_at("src_a", t)).count();
         assert_eq!(taken, BURST as usize);
         assert!(budget.take_at("src_b", t), "each source has its own budget");
-        assert!(!budget.take_at("src_a", t + Duration::from_millis(500)));
-        assert!(budget.take_at("src_a", t + Duration::from_secs(1)), "one a second comes back");
-        assert!(!budget.take_at("src_a", t + Duration::from_secs(1)));
+        assert!(!budget.take_at("src_a", t + Duration::from_secs(5)));
+        assert!(budget.take_at("src_a", t + Duration::from_secs(6)), "one every six seconds comes back");
+        assert!(!budget.take_at("src_a", t + Duration::from_secs(6)));
         let later = t + Duration::from_secs(600);
         assert_eq!((0..100).filter(|_| budget.take_at("src_a", later)).count(), BURST as usize, "refills to the burst");
     }

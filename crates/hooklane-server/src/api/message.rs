@@ -408,6 +408,16 @@ pub async fn create(
     input.validate()?;
     let with_content = q.flag("with_content")?.unwrap_or(true);
     let app_id = match (app, input.application.take()) {
+        // A source's application: its event ids are its provider's delivery ids, by which
+        // the source tells a provider's retry from a new event. One posted here first would
+        // be taken for the provider's event when it came: dropped as a duplicate, and the
+        // posted message fanned out in its place.
+        (AppRef::Found(t), _) if input.event_id.is_some() && super::source::owned_by_source(&t.app) => {
+            return Err(ApiError::validation(
+                "eventId",
+                "is not taken by an inbound source's application: its event ids are its provider's delivery ids",
+            ));
+        }
         (AppRef::Found(t), _) => t.app.id,
         (AppRef::Missing { principal: Principal::Admin, key }, Some(body)) => {
             super::app::create_for_message(&s, &key, body).await?.id
