@@ -433,7 +433,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
         return record.reject(ApiError::BadRequest(why)).await;
     }
     // The provider checking the URL (Slack, Zoom, Twitch): answered as it asks, not forwarded.
-    if let Some(reply) = source.verification.handshake(&headers, json.as_ref()) {
+    if let Some(reply) = source.verification.handshake(json.as_ref()) {
         record.url_check(answer_status(&reply)).await;
         return provider_answer(reply);
     }

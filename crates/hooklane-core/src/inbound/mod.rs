@@ -502,12 +502,12 @@ impl Verification {
     /// provider's check of the URL (Slack's `url_verification`, Zoom's
     /// `endpoint.url_validation`, Twitch's `webhook_callback_verification`, Discord's
     /// `PING`s and autocompletes); `None` for every other request.
-    pub fn handshake(&self, headers: &Headers, json: Option<&serde_json::Value>) -> Option<Handshake> {
+    pub fn handshake(&self, json: Option<&serde_json::Value>) -> Option<Handshake> {
         let json = json?;
         match self {
             Verification::Slack { .. } => slack::handshake(json).map(Handshake::Json),
             Verification::Zoom { secret } => zoom::handshake(secret, json).map(Handshake::Json),
-            Verification::Twitch { .. } => twitch::handshake(headers, json).map(Handshake::Text),
+            Verification::Twitch { .. } => twitch::handshake(json).map(Handshake::Text),
             Verification::Discord { .. } => discord::handshake(json),
             _ => None,
         }
@@ -572,7 +572,7 @@ impl Verification {
             Verification::Mailgun { .. } => field("event-data.event"),
             Verification::Slack { .. } => field("event.type").or_else(|| field("type")),
             Verification::Zoom { .. } => field("event"),
-            Verification::Twitch { .. } => twitch::event_type(headers),
+            Verification::Twitch { .. } => json.and_then(twitch::event_type),
             Verification::Discord { .. } => json.and_then(discord::event_type),
             Verification::Calendly { .. } => field("event"),
             Verification::Square { .. } => field("type"),

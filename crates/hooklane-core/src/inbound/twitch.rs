@@ -42,21 +42,26 @@ pub fn verify(secret: &str, headers: &Headers, body: &[u8], now: i64) -> Result<
 }
 
 /// The challenge to answer, when the (verified) request is Twitch's check of a new
-/// subscription.
-pub fn handshake(headers: &Headers, json: &serde_json::Value) -> Option<String> {
-    if header(headers, MESSAGE_TYPE)?.trim() != "webhook_callback_verification" {
+/// subscription. Told by the signed body (a `challenge`, and no `event`), not by
+/// `Twitch-Eventsub-Message-Type`, which the signature does not cover: a captured check
+/// sent again labelled a notification (its id never stored, as a check's is not) would
+/// otherwise be forwarded as one.
+pub fn handshake(json: &serde_json::Value) -> Option<String> {
+    if json.get("event").is_some() {
         return None;
     }
     json.get("challenge")?.as_str().map(str::to_string)
 }
 
-/// `channel.follow`…, from the subscription; `revocation` for Twitch's word that a
-/// subscription ended.
-pub fn event_type(headers: &Headers) -> Option<String> {
-    match header(headers, MESSAGE_TYPE).map(str::trim) {
-        Some("revocation") => Some("revocation".to_string()),
-        _ => header(headers, SUBSCRIPTION_TYPE).map(|t| t.trim().to_string()),
+/// A notification's subscription type (`channel.follow`…), or `revocation` for Twitch's
+/// word that a subscription ended: from the signed body (a notification carries an `event`,
+/// a revocation only its `subscription`), not from the headers naming them, which the
+/// signature does not cover.
+pub fn event_type(json: &serde_json::Value) -> Option<String> {
+    if json.get("event").is_some() {
+        return json.get("subscription")?.get("type")?.as_str().map(str::to_string);
     }
+    (json.get("challenge").is_none() && json.get("subscription").is_some()).then(|| "revocation".to_string())
 }
 
 #[cfg(test)]
@@ -88,7 +93,8 @@ mod tests {
         assert_eq!(verify(SECRET, &signed(SIG, TS), BODY, AT - 599), Ok(()));
         assert_eq!(verify(SECRET, &signed(SIG, TS), BODY, AT + 601), Err(Rejection::TimestampTooOld));
         assert_eq!(verify(SECRET, &signed(SIG, TS), BODY, AT - 601), Err(Rejection::TimestampTooNew));
-        assert_eq!(event_type(&signed(SIG, TS)), Some("channel.follow".into()));
+        let json: serde_json::Value = serde_json::from_slice(BODY).expect("json");
+        assert_eq!(event_type(&json), Some("channel.follow".into()));
     }
 
     #[test]
@@ -105,12 +111,15 @@ mod tests {
 
     #[test]
     fn a_subscriptions_check_is_answered_with_its_challenge() {
-        let body = serde_json::json!({ "challenge": "pogchamp-kappa-360noscope-vohiyo", "subscription": {} });
-        let mut h = signed(SIG, TS);
-        assert_eq!(handshake(&h, &body), None, "a notification is forwarded");
-        h.insert(MESSAGE_TYPE.into(), "webhook_callback_verification".into());
-        assert_eq!(handshake(&h, &body), Some("pogchamp-kappa-360noscope-vohiyo".into()));
-        h.insert(MESSAGE_TYPE.into(), "revocation".into());
-        assert_eq!(event_type(&h), Some("revocation".into()));
+        let check = serde_json::json!({ "challenge": "pogchamp-kappa-360noscope-vohiyo", "subscription": {} });
+        // Told by the body, whatever the (unsigned) message type says: a check relabelled a
+        // notification is still only answered, never forwarded.
+        assert_eq!(handshake(&check), Some("pogchamp-kappa-360noscope-vohiyo".into()));
+        assert_eq!(event_type(&check), None);
+        let notification: serde_json::Value = serde_json::from_slice(BODY).expect("json");
+        assert_eq!(handshake(&notification), None, "a notification is forwarded");
+        let revocation =
+            serde_json::json!({ "subscription": { "type": "channel.follow", "status": "authorization_revoked" } });
+        assert_eq!((handshake(&revocation), event_type(&revocation)), (None, Some("revocation".into())));
     }
 }
