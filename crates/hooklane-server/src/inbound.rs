@@ -109,8 +109,12 @@ impl<'a> Record<'a> {
             reason,
             remote_addr: self.remote_addr.clone(),
             headers: if budgeted { headers_within(&self.headers, BUDGETED_HEADER_BYTES) } else { self.headers.clone() },
-            body: self.body[..self.body.len().min(if budgeted { BUDGETED_BODY_BYTES } else { RECORDED_BODY_BYTES })]
-                .to_vec(),
+            // (Held to `RECORDED_BODY_BYTES` already, as it was kept.)
+            body: if budgeted {
+                self.body[..self.body.len().min(BUDGETED_BODY_BYTES)].to_vec()
+            } else {
+                self.body.clone()
+            },
             body_size: self.body_size,
             dedup_key: self.dedup_key.clone(),
             msg_id,
