@@ -15,10 +15,15 @@
 //! marks those it still runs ([`fail_unfinished`]). The work itself is not taken over: a
 //! replay cut short has queued part of its messages, and running it again from the start
 //! is the caller's choice. When a late beat lost that race, the real end is still recorded.
+//!
+//! Work that goes page by page asks [`go_on`] before each page, so that a task called
+//! interrupted meanwhile stops at its next page rather than at its next heartbeat: a client
+//! told it failed may run it again at once, and a bulk replay must not then overlap it.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -197,6 +202,7 @@ where
     T: Future,
     F: Future<Output = ApiResult<Map<String, Value>>>,
 {
+    let working = Arc::new(Working { store: store.clone(), id: task.id.clone(), stopped: AtomicBool::new(false) });
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Waiting for a turn counts as running: the task beats meanwhile.
@@ -204,20 +210,24 @@ where
     let _turn = loop {
         tokio::select! {
             turn = &mut turn => break turn,
-            _ = beat.tick() => if !still_running(&store, &task).await { return interrupted(task) },
+            _ = beat.tick() => if !still_running(&store, &task.id).await { return interrupted(task) },
         }
     };
-    if !still_running(&store, &task).await {
+    if !still_running(&store, &task.id).await {
         return interrupted(task);
     }
-    let work = AssertUnwindSafe(work).catch_unwind();
+    let work = WORKING.scope(working.clone(), AssertUnwindSafe(work).catch_unwind());
     tokio::pin!(work);
     let outcome = loop {
         tokio::select! {
             outcome = &mut work => break outcome,
-            _ = beat.tick() => if !still_running(&store, &task).await { return interrupted(task) },
+            _ = beat.tick() => if !still_running(&store, &task.id).await { return interrupted(task) },
         }
     };
+    // Work that stopped at a page because its task is no longer running ends as the store has it.
+    if working.stopped.load(Ordering::SeqCst) {
+        return interrupted(task);
+    }
     let (status, found, error) = match outcome {
         Ok(Ok(found)) => ("finished", found, None),
         Ok(Err(e)) => {
@@ -239,14 +249,40 @@ where
     (task, error)
 }
 
-/// Beats for `task`: false once the store no longer has it running. A beat that could not
+tokio::task_local! {
+    /// The task whose work runs on this (tokio) task, for [`go_on`].
+    static WORKING: Arc<Working>;
+}
+
+/// The running task a piece of work is done for.
+struct Working {
+    store: DynStore,
+    id: String,
+    /// Set once [`go_on`] found the task no longer running.
+    stopped: AtomicBool,
+}
+
+/// Asked by a task's work before each page: false once the store no longer has the task
+/// running (called interrupted, or deleted), and the work should stop where it is; its
+/// end is then not recorded (see [`drive`]). It beats for the task too. Work run outside a
+/// task (a unit test's) always goes on.
+pub(crate) async fn go_on() -> bool {
+    let Ok(working) = WORKING.try_with(Arc::clone) else { return true };
+    if working.stopped.load(Ordering::SeqCst) || !still_running(&working.store, &working.id).await {
+        working.stopped.store(true, Ordering::SeqCst);
+        return false;
+    }
+    true
+}
+
+/// Beats for the task `id`: false once the store no longer has it running. A beat that could not
 /// be written leaves it running (the store is away; housekeeping may call it interrupted,
 /// which the next beat then finds).
-async fn still_running(store: &DynStore, task: &BackgroundTask) -> bool {
-    match store.beat_task(&task.id, hooklane_core::Utc::now()).await {
+async fn still_running(store: &DynStore, id: &str) -> bool {
+    match store.beat_task(id, hooklane_core::Utc::now()).await {
         Ok(running) => running,
         Err(e) => {
-            tracing::warn!(task = %task.id, error = %e, "could not record a background task's heartbeat");
+            tracing::warn!(task = %id, error = %e, "could not record a background task's heartbeat");
             true
         }
     }
@@ -437,6 +473,38 @@ mod tests {
         assert_eq!(ran.load(SeqCst), 0, "the work ran to its end");
         let kept = stored(&store, &task).await;
         assert_eq!((kept.status.as_str(), kept.data["error"].as_str()), ("failed", Some(INTERRUPTED)));
+    }
+
+    /// Work going page by page stops at its next page once its task is called interrupted,
+    /// long before its next heartbeat (real time: one is 10 s away), and its end is not
+    /// recorded over `failed`.
+    #[tokio::test]
+    async fn work_called_interrupted_stops_at_its_next_page() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let (store, _dir) = store().await;
+        let task = running(&store, chrono::Duration::zero()).await;
+        let pages = Arc::new(AtomicUsize::new(0));
+        let (store2, id, counted) = (store.clone(), task.id.clone(), pages.clone());
+        let work = async move {
+            while go_on().await {
+                if counted.fetch_add(1, SeqCst) == 2 {
+                    interrupt(store2.clone(), id.clone()).await;
+                }
+                if counted.load(SeqCst) >= 100 {
+                    break;
+                }
+            }
+            Ok(Map::from_iter([("replayed".into(), counted.load(SeqCst).into())]))
+        };
+        let driven = tokio::time::timeout(HEARTBEAT / 2, drive(store.clone(), task.clone(), async {}, work));
+        let (ended, error) = driven.await.expect("the work went on past its task's interruption until a heartbeat");
+        assert!(error.is_none());
+        assert_eq!(pages.load(SeqCst), 3, "pages were worked after the task was called interrupted");
+        assert_eq!((ended.status.as_str(), ended.data["error"].as_str()), ("failed", Some(INTERRUPTED)));
+        let kept = stored(&store, &task).await;
+        assert_eq!((kept.status.as_str(), kept.data["error"].as_str()), ("failed", Some(INTERRUPTED)));
+        // Outside a task's driver, work goes on.
+        assert!(go_on().await);
     }
 
     #[tokio::test]

@@ -148,6 +148,11 @@ async fn replay(
     let mut page = PageRequest { limit: CHUNK, ..PageRequest::default() };
     let mut replayed = 0u64;
     loop {
+        // Its task called interrupted meanwhile: a client told so may run it again, and
+        // must not find this one still sending (see `crate::tasks::go_on`).
+        if !crate::tasks::go_on().await {
+            return Ok(replayed);
+        }
         // The endpoint as it stands, before each page: one disabled (or deleted) meanwhile,
         // by an operator stopping the replay say, gets no more. Its messages queued again
         // would each be failed unsent, the delivered ones turned to failures.
@@ -319,7 +324,7 @@ async fn expunge_all(s: &AppState, app_id: &str, now: DateTime<Utc>) -> ApiResul
         ..Default::default()
     };
     let mut expunged = 0u64;
-    loop {
+    while crate::tasks::go_on().await {
         let found = store.list_messages(app_id, &filter, &page).await?;
         let ids: Vec<String> = found.items.into_iter().map(|m| m.id).collect();
         let next = ids.last().filter(|_| !found.done).cloned();
@@ -339,9 +344,10 @@ async fn expunge_all(s: &AppState, app_id: &str, now: DateTime<Utc>) -> ApiResul
         .await?;
         match next {
             Some(last) => page.iterator = Some(last),
-            None => return Ok(expunged),
+            None => break,
         }
     }
+    Ok(expunged)
 }
 
 /// This module's part of the OpenAPI document (see `crate::openapi`).

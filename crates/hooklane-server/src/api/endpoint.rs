@@ -1583,7 +1583,7 @@ pub async fn recover(
     let work = async move {
         // In rounds, so that other writes go between them (a year of failures is millions).
         let (mut recovered, mut after) = (0, String::new());
-        loop {
+        while crate::tasks::go_on().await {
             let window = (since, Some(until));
             let round = (after.as_str(), RECOVER_CHUNK);
             let (n, last) = state.0.store.recover(&app_id, &ep_id, window, super::now(), round).await?;
@@ -1654,7 +1654,8 @@ async fn replay_missing_work(
     (since, until): (DateTime<Utc>, DateTime<Utc>),
 ) -> ApiResult<u64> {
     let (mut replayed, mut after) = (0, None::<String>);
-    loop {
+    // (Until its task stops: see `crate::tasks::go_on`.)
+    while crate::tasks::go_on().await {
         let store = &s.0.store;
         let Some(ep) = store.get_endpoint(app_id, ep_id).await?.filter(|e| !e.disabled && !e.polling) else { break };
         let now = super::now();
