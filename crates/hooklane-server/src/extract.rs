@@ -235,6 +235,25 @@ pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
     }
 }
 
+/// Looks the request's token up again, for a read that waited (a long-poll): one logged
+/// out, expired, rotated away or revoked with its integration or endpoint meanwhile
+/// answers 401, before the read's messages are answered or a shared position moves past
+/// them. (The admin token is the configuration's, and stays.)
+pub async fn token_still_works(
+    state: &AppState,
+    principal: &Principal,
+    headers: &axum::http::HeaderMap,
+) -> ApiResult<()> {
+    if matches!(principal, Principal::Admin) {
+        return Ok(());
+    }
+    let token = bearer_token(headers).ok_or(ApiError::Unauthorized)?;
+    match state.0.store.find_token(&hex(&token_hash(token)), hooklane_core::Utc::now()).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::Unauthorized),
+    }
+}
+
 /// A caller with the admin token; application tokens get 403.
 pub struct Admin;
 

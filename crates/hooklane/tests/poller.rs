@@ -562,6 +562,60 @@ async fn a_polling_endpoints_key_reads_that_endpoint_only() {
     assert_eq!(server.call_as(&ledger_key, "GET", &ledger_poll, None).await.0, 401);
 }
 
+/// A long-poll whose token is revoked while it waits (a polling key rotated away at once,
+/// an application's tokens expired) answers 401 when a message comes, not the message:
+/// and a consumer's shared position stays where it was, for the new key to read from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_whose_token_is_revoked_meanwhile_answers_401_and_moves_nothing() {
+    let server = Server::start("").await;
+    let app = server.create_app("revoked").await;
+    let spec = json!({ "polling": true, "uid": "books" });
+    let (status, ep) = server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(spec)).await;
+    assert_eq!(status, 201, "{ep}");
+    let rotate = |body: Value| {
+        let path = format!("/api/v1/auth/app/{app}/poller/books/token/rotate");
+        let server = &server;
+        async move {
+            let (status, out) = server.call("POST", &path, Some(body)).await;
+            assert_eq!(status, 200, "{out}");
+            out["token"].as_str().expect("token").to_string()
+        }
+    };
+    let first = rotate(json!({})).await;
+    let consumer = format!("/api/v1/app/{app}/poller/books/consumer/c");
+    let (status, page) = server.call_as(&first, "GET", &consumer, None).await;
+    assert_eq!((status, ids(&page)), (200, vec![]), "{page}");
+
+    // The first key's long-poll waits; meanwhile the key is rotated away and a message comes.
+    let long_poll = format!("{consumer}?wait=20");
+    let waiting = server.call_as(&first, "GET", &long_poll, None);
+    let revoke = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let second = rotate(json!({ "oldTokenExpiry": 0 })).await;
+        (second, post(&server, &app, "invoice.paid", &["eu"]).await.0)
+    };
+    let ((status, out), (second, m1)) = tokio::join!(waiting, revoke);
+    assert_eq!((status, &out["code"]), (401, &json!("authentication_failed")), "the revoked key read on: {out}");
+    let (status, page) = server.call_as(&second, "GET", &consumer, None).await;
+    assert_eq!((status, ids(&page)), (200, vec![m1]), "the consumer moved past what the revoked key was refused");
+
+    // An application token's long-poll of the application's stream, its tokens expired meanwhile.
+    let token = server.app_token(&app).await;
+    let (status, start) = server.call_as(&token, "GET", &format!("/api/v1/app/{app}/events"), None).await;
+    assert_eq!(status, 200, "{start}");
+    let iterator = start["iterator"].as_str().expect("iterator").to_string();
+    let long_poll = format!("/api/v1/app/{app}/events?wait=20&iterator={iterator}");
+    let waiting = server.call_as(&token, "GET", &long_poll, None);
+    let expire = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (status, out) = server.call("POST", &format!("/api/v1/auth/app/{app}/expire-all"), None).await;
+        assert_eq!(status, 204, "{out}");
+        post(&server, &app, "invoice.paid", &["eu"]).await
+    };
+    let ((status, out), _) = tokio::join!(waiting, expire);
+    assert_eq!((status, &out["code"]), (401, &json!("authentication_failed")), "the expired token read on: {out}");
+}
+
 /// A consumer's first read refused (429: its application holds its share of the node's
 /// waiting places, and there is nothing to read) makes no consumer: it does not take one of
 /// the endpoint's 100, nor does a seek refused for a new consumer beyond them.

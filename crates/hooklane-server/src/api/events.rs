@@ -245,6 +245,15 @@ async fn poll_once(s: &AppState, app_id: &str, pull: &Pull) -> ApiResult<EventsP
     }
 }
 
+/// After a long-poll's read: its token looked up again, since it may have been revoked while
+/// the read waited (see [`crate::extract::token_still_works`]).
+pub(super) async fn waited_token_works(s: &AppState, t: &Tenant, pull: &Pull, headers: &HeaderMap) -> ApiResult<()> {
+    if pull.wait.is_zero() {
+        return Ok(());
+    }
+    crate::extract::token_still_works(s, &t.principal, headers).await
+}
+
 /// Reads an application's messages in order: polling and long-polling.
 ///
 /// `GET /api/v1/app/{app_id}/events` (Svix's `message.events`): messages come in the order
@@ -277,9 +286,15 @@ async fn poll_once(s: &AppState, app_id: &str, pull: &Pull) -> ApiResult<EventsP
             taken", body = ErrorBody),
     )
 )]
-pub async fn poll(State(s): State<AppState>, t: Tenant, q: Query) -> ApiResult<axum::Json<MessageEventsOut>> {
+pub async fn poll(
+    State(s): State<AppState>,
+    t: Tenant,
+    q: Query,
+    headers: HeaderMap,
+) -> ApiResult<axum::Json<MessageEventsOut>> {
     let pull = Pull::parse(&s, &t.app.id, &q, None)?;
     let page = poll_once(&s, &t.app.id, &pull).await?;
+    waited_token_works(&s, &t, &pull, &headers).await?;
     Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.query.with_content)))
 }
 
@@ -325,6 +340,7 @@ pub async fn subscription(
     t: Tenant,
     q: Query,
     Path((_, subscription_id)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> ApiResult<axum::Json<MessageEventsOut>> {
     check_name("subscription_id", &subscription_id).map_err(ApiError::in_path)?;
     let stored = s.0.store.events_subscription_read(&t.app.id, &subscription_id).await?;
@@ -335,6 +351,7 @@ pub async fn subscription(
         return Err(too_many_subscriptions());
     }
     let page = poll_once(&s, &t.app.id, &pull).await?;
+    waited_token_works(&s, &t, &pull, &headers).await?;
     if stored.is_none() {
         // Made only now that the read succeeded: a request refused by it (no waiting place,
         // a position ahead of the stream, a store failure) or dropped while it waited makes

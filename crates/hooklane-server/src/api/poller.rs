@@ -15,6 +15,7 @@
 use std::time::Duration;
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use chrono::TimeDelta;
 use hooklane_core::model::{Endpoint, Principal};
 use hooklane_core::{DateTime, Utc};
@@ -23,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::check_name;
-use super::events::{no_place, waiting_place, Follower, MessageEventsOut, Pull};
+use super::events::{no_place, waited_token_works, waiting_place, Follower, MessageEventsOut, Pull};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Admin, Json, OptionalJson, Query, Tenant};
 use crate::openapi::{ErrorBody, InvalidBody, InvalidJson, NotAdmin, Unauthorized};
@@ -313,11 +314,13 @@ pub async fn poll(
     t: Tenant,
     q: Query,
     Path((_, key)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> ApiResult<axum::Json<MessageEventsOut>> {
     let ep = polling_endpoint(&s, &t, &key).await?;
     let from = start(&s, &ep).await?;
     let Some(filters) = Filters::of(&ep, &q)? else { return Ok(axum::Json(nothing(&s, &t, &q, from).await?)) };
     let (pull, page) = read(&s, &t, &q, &ep, (from, from), filters).await?;
+    waited_token_works(&s, &t, &pull, &headers).await?;
     Ok(axum::Json(MessageEventsOut::new(&s, &t, page, pull.query.with_content)))
 }
 
@@ -427,6 +430,7 @@ pub async fn consumer_poll(
     t: Tenant,
     q: Query,
     Path((_, key, consumer_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
 ) -> ApiResult<axum::Json<MessageEventsOut>> {
     // A consumer reads with its endpoint's filters from where it stands: a parameter that
     // narrows or moves the read (one a poll takes) is refused rather than ignored, or left
@@ -445,6 +449,7 @@ pub async fn consumer_poll(
     }
     let stored = current.map(|c| c.position).or(floor);
     let (pull, page) = read(&s, &t, &q, &ep, (stored, floor), Filters::own(&ep)).await?;
+    waited_token_works(&s, &t, &pull, &headers).await?;
     if current.is_none() {
         // Made once the read succeeded: a refused one (no waiting place, a store failure)
         // or one dropped while it waited makes none.
