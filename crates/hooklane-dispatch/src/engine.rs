@@ -654,17 +654,31 @@ impl HeldBytes {
     /// or its endpoint's share ([`Gate::byte_cap`]), but as [`fits`] lets a large one in.
     fn take(inner: &Arc<Inner>, gate: &Arc<Gate>, n: usize) -> Option<HeldBytes> {
         gate.last_payload.store(n, Ordering::Relaxed);
-        let room = |most: usize| move |held: usize| fits(held, n, most).then(|| held.saturating_add(n));
-        gate.bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, room(gate.byte_cap)).ok()?;
-        if inner
-            .held_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, room(inner.cfg.max_outstanding_bytes))
-            .is_err()
-        {
-            gate.bytes.fetch_sub(n, Ordering::AcqRel);
-            return None;
+        let mut held = HeldBytes { inner: inner.clone(), gate: gate.clone(), n: 0 };
+        held.grow(n).then_some(held)
+    }
+
+    /// Room for `extra` bytes more, which the job holds beyond its payload while it waits
+    /// its turn (a transformation's body): false, and nothing more held, when they do not
+    /// fit as [`take`](Self::take) tells, the job's own bytes counted as one with them.
+    fn grow(&mut self, extra: usize) -> bool {
+        if extra == 0 {
+            return true;
         }
-        Some(HeldBytes { inner: inner.clone(), gate: gate.clone(), n })
+        let (own, total) = (self.n, self.n.saturating_add(extra));
+        let room = |most: usize| {
+            move |held: usize| fits(held.saturating_sub(own), total, most).then(|| held.saturating_add(extra))
+        };
+        if self.gate.bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, room(self.gate.byte_cap)).is_err() {
+            return false;
+        }
+        let node = room(self.inner.cfg.max_outstanding_bytes);
+        if self.inner.held_bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, node).is_err() {
+            self.gate.bytes.fetch_sub(extra, Ordering::AcqRel);
+            return false;
+        }
+        self.n = total;
+        true
     }
 }
 
@@ -699,9 +713,9 @@ fn claim_for_bytes(inner: &Inner) -> usize {
 }
 
 /// Sends one delivery, if it can start by `send_by` (so that the request ends within the
-/// delivery's lease), and hands its outcome to the record loop. `_bytes` is held to the
+/// delivery's lease), and hands its outcome to the record loop. `bytes` is held to the
 /// end, whichever return ends it.
-async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant, _bytes: HeldBytes) {
+async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant, mut bytes: HeldBytes) {
     let endpoint = &job.endpoint;
     let key = claimed_key(&job);
     if settled_unsent(&inner, &job, &key, &gate) {
@@ -740,6 +754,15 @@ async fn run_job(inner: Arc<Inner>, job: Job, gate: Arc<Gate>, send_by: Instant,
             return;
         }
         Prepared::Ready(ready) => {
+            // A transformation's body is held while the job waits its turn, as its payload
+            // is: counted with it, or a template copying its payload many times (or a script
+            // answering megabytes) would hold up to 4 MiB more per job, uncounted, for each of
+            // the thousand jobs an endpoint may have waiting. Past the room: back, for later.
+            if !bytes.grow(ready.held_bytes()) {
+                let due = Utc::now() + chrono::Duration::from_std(DEFER_FOR).unwrap_or_default();
+                gate.handed_back_at(due);
+                return hand_back(&inner, key, due, gate, "bytes");
+            }
             // The endpoint's permit, then its rate slot, then the node's permit: a slot is
             // taken only once the endpoint may send (a slot taken before a long wait for a
             // permit would be used late, together with others: a burst), and the node's

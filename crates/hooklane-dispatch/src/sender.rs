@@ -224,6 +224,15 @@ pub struct Ready {
     json: bool,
 }
 
+impl Ready {
+    /// Bytes the request holds of its own beyond the message's payload (which it reads
+    /// when it is made): a transformation's body, URL and headers.
+    pub fn held_bytes(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.body.as_ref().map_or(0, String::len) + self.url.as_ref().map_or(0, String::len) + headers
+    }
+}
+
 /// What the sender needs to know of the configured proxy.
 #[derive(Clone, Copy)]
 struct ViaProxy {

@@ -1544,6 +1544,31 @@ async fn payloads_held_in_memory_are_bounded_in_bytes() {
     assert!((1.0..=8.0).contains(&past), "{past} deliveries handed back for want of room for their payloads");
 }
 
+/// A transformation's body is held as its payload is: a template copying a 1 KB payload
+/// forty times makes 40 KB bodies, and one endpoint's share (50,000 bytes here) holds one of
+/// them, not as many as their payloads alone would let wait (every one was on the wire at
+/// once, each holding its body uncounted). Every message is still delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transformed_bodies_held_in_memory_count_against_the_bound() {
+    let server = Server::start("[delivery]\nmax_outstanding_bytes = 200000").await;
+    let rx = Receiver::scripted(|_, _| Reply::Hang(Duration::from_millis(400))).await;
+    let app = server.create_app("grown").await;
+    let template: Vec<Value> = (0..40).map(|_| json!("{{ $ }}")).collect();
+    server.create_endpoint(&app, json!({ "url": rx.url, "transform": template })).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(server.send_message(&app, "a.b", json!({ "i": i, "pad": "x".repeat(1_000) })).await);
+    }
+    let got = rx.wait_for(4, WAIT).await;
+    assert!(got.iter().all(|r| r.body.len() > 40_000), "the bodies were not transformed");
+    let sent: HashSet<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(sent, ids.iter().map(String::as_str).collect(), "each message once");
+    for a in &got {
+        let together = got.iter().filter(|b| b.at >= a.at && b.at < a.at + Duration::from_millis(300)).count();
+        assert_eq!(together, 1, "transformed bodies of 40 KB to one endpoint on the wire together");
+    }
+}
+
 /// A rate-limited endpoint's deliveries that took their slots while every request place of
 /// the node was held by another endpoint (hanging for 3 s here) do not all go out together
 /// when places free up: slots whose time passed are taken afresh, and the rate holds.
