@@ -9,8 +9,8 @@
 //! refuses a receiver whose name resolves here to a refused address, and the proxy's own
 //! rules (e.g. Smokescreen's) must do the rest.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, LazyLock};
 
 use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -138,7 +138,7 @@ pub async fn check_via_proxy(
     if (name == "localhost" || name.ends_with(".localhost")) && !policy.permits(loopback) {
         return Err(Blocked { host: host.to_string() }.into());
     }
-    let looked_up = tokio::time::timeout(within, tokio::net::lookup_host((name.as_str(), 0))).await;
+    let looked_up = tokio::time::timeout(within, lookup_host(name)).await;
     match looked_up {
         Ok(Ok(found)) => {
             for addr in found {
@@ -163,14 +163,45 @@ pub struct Blocked {
     pub host: String,
 }
 
+/// Name lookups running at once on this node. The system's resolver blocks a thread of
+/// tokio's blocking pool for each, which a timeout does not free: a nameserver that never
+/// answers (a tenant's endpoints under such a domain) holds each thread for the resolver's
+/// own timeouts, tens of seconds. Unbounded, they filled the pool that SQLite's reads run on
+/// too, stalling claims and the API for every tenant; bounded, only deliveries to names
+/// wait for a lookup (within their attempt's time).
+const LOOKUPS_AT_ONCE: usize = 32;
+static LOOKUPS: LazyLock<Arc<tokio::sync::Semaphore>> =
+    LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(LOOKUPS_AT_ONCE)));
+
+/// The addresses of `host`, looked up by the system's resolver, at most
+/// [`LOOKUPS_AT_ONCE`] at a time.
+async fn lookup_host(host: String) -> std::io::Result<Vec<SocketAddr>> {
+    on_blocking_pool(&LOOKUPS, move || (host.as_str(), 0).to_socket_addrs().map(Iterator::collect)).await
+}
+
+/// Runs `work` on tokio's blocking pool once one of `permits` is free, the permit held
+/// by the thread until `work` ends (not by this future, which a timeout may drop while
+/// the thread is still blocked).
+async fn on_blocking_pool<T: Send + 'static>(
+    permits: &Arc<tokio::sync::Semaphore>,
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let permit = permits.clone().acquire_owned().await.map_err(std::io::Error::other)?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        work()
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let policy = self.policy.clone();
         let exempt = self.proxy_host.as_deref().is_some_and(|p| p.eq_ignore_ascii_case(name.as_str()));
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let looked_up = tokio::net::lookup_host((host.as_str(), 0)).await.map(|found| found.collect::<Vec<_>>());
-            let found: Vec<SocketAddr> = match looked_up {
+            let found: Vec<SocketAddr> = match lookup_host(host.clone()).await {
                 Ok(found) => found,
                 Err(e) => {
                     // The cause for the operator's log only (see `Blocked`).
@@ -193,6 +224,34 @@ impl Resolve for GuardedResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lookups that hang (a nameserver that never answers) and whose callers gave up hold
+    /// no more than their bound of the blocking pool's threads: other blocking work (SQLite's
+    /// reads) still runs at once. Here a pool of 3 threads, lookups bounded to 2, and 6 hung.
+    #[test]
+    fn hung_lookups_leave_the_blocking_pool_to_other_work() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(3)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let permits = Arc::new(tokio::sync::Semaphore::new(2));
+            for _ in 0..6 {
+                let hung = on_blocking_pool(&permits, || {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    Ok(())
+                });
+                // Its caller gives up, as a delivery's attempt times out.
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(50), hung).await;
+            }
+            let other = tokio::task::spawn_blocking(|| "read");
+            let done = tokio::time::timeout(std::time::Duration::from_secs(3), other).await;
+            assert!(matches!(done, Ok(Ok("read"))), "other blocking work waited behind hung lookups");
+        });
+        runtime.shutdown_background();
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
