@@ -499,7 +499,7 @@ impl Sender {
                 SendResult::failed("the proxy refused hooklane's credentials (407)".into(), started)
             }
             Ok(Ok(response)) => {
-                let answer = self.read_answer(response, timestamp, deadline).await;
+                let answer = self.read_answer(response, deadline).await;
                 cut = answer.body.len() >= self.body_limit || answer.body_cut_by.is_some();
                 cut_by = answer.body_cut_by;
                 SendResult {
@@ -539,18 +539,15 @@ impl Sender {
     /// body up to the limit. The answer stands when the body then fails or outlasts
     /// `deadline` (a receiver that answers 200 and closes early, or trickles its body): the
     /// receiver has taken the message, which must not be sent again for its body.
-    async fn read_answer(
-        &self,
-        mut response: reqwest::Response,
-        timestamp: i64,
-        deadline: tokio::time::Instant,
-    ) -> Answer {
+    async fn read_answer(&self, mut response: reqwest::Response, deadline: tokio::time::Instant) -> Answer {
         let status = response.status().as_u16();
+        // A date is measured from when the answer came, not from when the request was
+        // signed (up to the attempt's whole timeout before).
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, timestamp));
+            .and_then(|v| parse_retry_after(v, chrono::Utc::now().timestamp()));
         let control = response
             .headers()
             .get_all("webhook-delivery")

@@ -445,6 +445,31 @@ async fn retry_after_is_honoured() {
     assert!(gap >= Duration::from_millis(1950), "{gap:?}");
 }
 
+/// A `Retry-After` date is counted from when the answer came: a receiver that answers after
+/// 3 s asking for 3 s more is tried again about 6 s after the request, not 9 s (the date
+/// measured from when the request was signed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_date_counts_from_the_answer() {
+    let server = Server::start("[delivery]\nretry_schedule = [\"200ms\", \"200ms\"]").await;
+    let rx =
+        Receiver::scripted(
+            |n, _| {
+                if n == 0 {
+                    Reply::LateRetryAt(Duration::from_secs(3), 3)
+                } else {
+                    Reply::Status(200)
+                }
+            },
+        )
+        .await;
+    let app = server.create_app("retry-after-date").await;
+    server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    server.send_message(&app, "a.b", json!({})).await;
+    let got = rx.wait_for(2, WAIT).await;
+    let gap = got[1].at - got[0].at;
+    assert!(gap >= Duration::from_secs(5) && gap < Duration::from_millis(8_000), "{gap:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_receiver_times_out_and_is_retried() {
     let server = Server::start("[delivery]\nrequest_timeout = \"500ms\"\nconnect_timeout = \"500ms\"").await;

@@ -365,6 +365,9 @@ pub enum Reply {
     Hang(Duration),
     /// Status with a body (an echo of what was received, say).
     WithBody(u16, String),
+    /// Wait this long, then answer 503 with a `Retry-After` date this many seconds after
+    /// the answer.
+    LateRetryAt(Duration, i64),
 }
 
 type Script = Box<dyn Fn(usize, &Received) -> Reply + Send + Sync>;
@@ -496,6 +499,12 @@ async fn receive(
             StatusCode::OK.into_response()
         }
         Reply::WithBody(code, body) => (StatusCode::from_u16(code).unwrap(), body).into_response(),
+        Reply::LateRetryAt(d, secs) => {
+            tokio::time::sleep(d).await;
+            let at = hooklane_core::Utc::now() + chrono::Duration::seconds(secs);
+            let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+            (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", date)], "").into_response()
+        }
     }
 }
 
