@@ -1986,6 +1986,91 @@ async fn idempotency_never_runs_twice_a_request_whose_answer_was_not_kept() {
     assert_eq!(ids(&list_all(&server, &path).await).len(), 1, "the message was created once");
 }
 
+/// A change whose client left before its answer still clears the tenant cache once it is
+/// made: the next message fans out to the new endpoint, not to the endpoints cached before
+/// (for `tenant_cache_ttl`, ten minutes here). The request went on without its client: by
+/// itself with an `Idempotency-Key`, and without one because the store goes on with the
+/// write it was handed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_created_by_a_request_whose_client_left_gets_messages() {
+    endpoint_created_by_a_request_whose_client_left_gets_messages(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_created_by_an_idempotent_request_whose_client_left_gets_messages() {
+    endpoint_created_by_a_request_whose_client_left_gets_messages(Some("left")).await;
+}
+
+async fn endpoint_created_by_a_request_whose_client_left_gets_messages(key: Option<&str>) {
+    use tokio::io::AsyncWriteExt;
+    let db = hooklane_store::postgres::testing::TestDatabase::create().await;
+    let server = Server::start(&format!("tenant_cache_ttl = \"10m\"\ndatabase_url = \"{}\"", db.url())).await;
+    let app = server.create_app("left").await;
+    let (old, _) = server.create_endpoint(&app, json!({ "url": "https://example.com/old" })).await;
+    // The cache now holds the application's one endpoint.
+    let first = server.send_message(&app, "order.created", json!({ "n": 1 })).await;
+    let server = &server;
+    let destinations = |msg: String| {
+        let path = format!("/api/v1/app/{app}/msg/{msg}/endpoint");
+        async move { ids(&list_all(server, &path).await) }
+    };
+    assert_eq!(destinations(first).await, vec![old.clone()]);
+
+    // Inserting an endpoint now takes a second: its client leaves while it runs.
+    let (pg, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    pg.batch_execute(
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           PERFORM pg_sleep(1); RETURN NEW; END $$; \
+         CREATE TRIGGER slow BEFORE INSERT ON endpoints FOR EACH ROW EXECUTE FUNCTION slow();",
+    )
+    .await
+    .expect("trigger");
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let body = json!({ "url": "https://example.com/new" }).to_string();
+    let key = key.map(|k| format!("idempotency-key: {k}\r\n")).unwrap_or_default();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let head = format!(
+        "POST /api/v1/app/{app}/endpoint HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {ADMIN}\r\n\
+         content-type: application/json\r\n{key}content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let inserting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND state = 'active' AND query LIKE 'INSERT INTO endpoints%'";
+    while pg.query_one(inserting, &[]).await.expect("activity").get::<_, i64>(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the endpoint was never being inserted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(tcp);
+
+    // The endpoint is created all the same…
+    let path = format!("/api/v1/app/{app}/endpoint");
+    let listed = server.wait_until(&path, Duration::from_secs(10), |list| ids(list).len() == 2).await;
+    let new = listed["data"]
+        .as_array()
+        .and_then(|eps| eps.iter().find(|ep| ep["url"] == "https://example.com/new"))
+        .map(id_of)
+        .unwrap_or_else(|| panic!("the endpoint was not created: {listed}"));
+    // …and the cache cleared once it was: a message posted after it is sent to it. (The
+    // handler clears just after its insert shows, so a message may come in between: it is
+    // posted again for a moment, far shorter than the cache's ten minutes.)
+    let mut want = vec![old, new];
+    want.sort();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let msg = server.send_message(&app, "order.created", json!({ "n": 2 })).await;
+        let mut got = destinations(msg).await;
+        got.sort();
+        if got == want || std::time::Instant::now() > deadline {
+            assert_eq!(got, want, "a message posted after the endpoint was created is not sent to it");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 // --- 6. authentication and tenant isolation
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
