@@ -1874,8 +1874,11 @@ async fn idempotency_keeps_the_answer_of_a_request_whose_client_left() {
     panic!("no round saw the first request running");
 }
 
-/// An answer too large to keep is still given in full; its retries are refused rather
-/// than run again. The query is part of the request a key names.
+/// A created message's answer is kept without its payload, so a message whose answer is
+/// over the 1 MiB kept at most is replayed all the same (made again from the message, in
+/// full). An answer too large to keep as it is (an event type echoing its schemas) is still
+/// given in full; its retries are refused rather than run again. The query is part of the
+/// request a key names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_never_runs_a_request_twice_whose_answer_was_too_large_to_keep() {
     let server = Server::start("max_body_bytes = 3145728").await;
@@ -1887,15 +1890,33 @@ async fn idempotency_never_runs_a_request_twice_whose_answer_was_too_large_to_ke
     assert_eq!(first.status, 202, "{}", &first.text[..first.text.len().min(300)]);
     assert_eq!(first.json()["payload"]["blob"].as_str().map(str::len), Some(1_100_000), "the whole answer");
     let again = send(post(path.clone())).await;
-    assert_error(again.status, &again.json(), 409, "idempotency_answer_not_kept");
+    assert_eq!(
+        (again.status, again.header("idempotent-replayed")),
+        (202, Some("true")),
+        "{}",
+        &again.text[..again.text.len().min(300)]
+    );
+    assert!(again.text == first.text, "the replay is not the first answer, byte for byte");
     assert_eq!(ids(&list_all(&server, &path).await).len(), 1, "one message");
-    // Without the content, the answer is small: another request, kept and replayed.
+    // Without the content: another request, kept and replayed.
     let lean = format!("{path}?with_content=false");
     let first = send(post(lean.clone())).await;
     assert_eq!((first.status, first.header("idempotent-replayed")), (202, None), "{}", first.text);
     let again = send(post(lean)).await;
     assert_eq!((&again.text, again.header("idempotent-replayed")), (&first.text, Some("true")));
     assert_eq!(ids(&list_all(&server, &path).await).len(), 2);
+
+    // An event type is kept as it is answered, with its schemas: over 1 MiB, it is not.
+    let schemas = json!({ "1": { "type": "object", "description": "x".repeat(1_100_000) } });
+    let event_type = json!({ "name": "big.schema", "description": "big", "schemas": schemas });
+    let create = || {
+        request(&server, Some(ADMIN), "POST", "/api/v1/event-type").header("idempotency-key", "big").json(&event_type)
+    };
+    let first = send(create()).await;
+    assert_eq!(first.status, 201, "{}", &first.text[..first.text.len().min(300)]);
+    assert_eq!(first.json()["schemas"], schemas, "the whole answer");
+    let again = send(create()).await;
+    assert_error(again.status, &again.json(), 409, "idempotency_answer_not_kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
