@@ -3627,6 +3627,59 @@ async fn a_message_can_create_its_application() {
     assert_eq!(msgs["data"].as_array().map(Vec::len), Some(8));
 }
 
+/// A token without a flag pages through the event types it sees, one at a time, past
+/// hundreds hidden from it between them (more than one internal read of the most a page
+/// holds): exactly those, in order, each page full but the last, each iterator where the
+/// next page starts; either way round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_types_behind_flags_are_skipped_when_paging() {
+    let server = Server::start("").await;
+    let mut types = Vec::new();
+    for (shown, hidden) in [("a.shown", "b"), ("c.shown", "d"), ("e.shown", "f")] {
+        types.push(json!({ "name": shown }));
+        types.extend((0..300).map(|i| json!({ "name": format!("{hidden}.{i:03}"), "featureFlags": ["beta"] })));
+    }
+    let (status, out) = server.call("POST", "/api/v1/environment/import", Some(json!({ "eventTypes": types }))).await;
+    assert_eq!(status, 204, "{out}");
+    let app = server.create_app("flags").await;
+    let (status, access) = server.call("POST", &format!("/api/v1/auth/app-portal-access/{app}"), None).await;
+    assert_eq!(status, 200, "{access}");
+    let token = access["token"].as_str().expect("token").to_string();
+    let page_through = |query: &'static str, limit: usize| {
+        let (server, token) = (&server, &token);
+        async move {
+            let (mut names, mut iterator) = (Vec::new(), String::new());
+            for _ in 0..1000 {
+                let path = format!("/api/v1/event-type?limit={limit}{query}&iterator={iterator}");
+                let (status, page) = server.call_as(token, "GET", &path, None).await;
+                assert_eq!(status, 200, "{page}");
+                let got = ids_by_name(&page);
+                if page["done"] == true {
+                    names.extend(got);
+                    return names;
+                }
+                assert_eq!(got.len(), limit, "a short page that is not the last: {page}");
+                assert_eq!(page["iterator"].as_str(), got.last().map(String::as_str), "{page}");
+                iterator = got.last().cloned().unwrap_or_default();
+                names.extend(got);
+            }
+            panic!("paging does not end: {names:?}");
+        }
+    };
+    assert_eq!(page_through("", 1).await, ["a.shown", "c.shown", "e.shown"]);
+    assert_eq!(page_through("&order=descending", 2).await, ["e.shown", "c.shown", "a.shown"]);
+    // The admin sees them all, 250 a page.
+    let (status, page) = server.call("GET", "/api/v1/event-type?limit=250&iterator=c.shown", None).await;
+    assert_eq!(status, 200, "{page}");
+    let got = ids_by_name(&page);
+    assert_eq!((got.len(), got.first().map(String::as_str), page["done"].as_bool()), (250, Some("d.000"), Some(false)));
+}
+
+fn ids_by_name(page: &Value) -> Vec<String> {
+    let data = page["data"].as_array().unwrap_or_else(|| panic!("not a list: {page}"));
+    data.iter().map(|e| e["name"].as_str().unwrap_or_else(|| panic!("no name in {e}")).to_string()).collect()
+}
+
 /// Svix's environment export and import: one installation's event catalogue copied to
 /// another as it stands (archived types, schemas and flags included); an invalid import
 /// writes nothing.
