@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use hooklane_core::model::{Application, Endpoint};
 use hooklane_store::{DynStore, StoreResult};
 
@@ -107,16 +107,55 @@ impl TenantCache {
 /// little and cannot miss a case; but the calls left out are made routinely (a portal
 /// session's token, a resend by any application token), and each clear empties every
 /// node's cache for every tenant.
+///
+/// The request runs on a task of its own, which clears once it has ended: a client that
+/// stops waiting (a timeout, a dropped connection) drops this future, but not the write it
+/// started (the store goes on with a write it was handed; a request with an
+/// `Idempotency-Key` runs on by itself), and a clear dropped with it would leave every
+/// node's cache without the change for `tenant_cache_ttl`: a new endpoint sent nothing, a
+/// disabled one still sent messages. Clearing when the future is dropped would not do: it
+/// would come before a write still queued in the store, and a message posted in between
+/// would cache what was there before.
 pub async fn clear_after_writes(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let changes_tenants = may_change_tenants(req.method(), req.uri().path());
-    let response = next.run(req).await;
-    if changes_tenants && !response.status().is_client_error() {
+    if !may_change_tenants(req.method(), req.uri().path()) {
+        return next.run(req).await;
+    }
+    let run = async move {
+        // Clears when dropped, so also after a handler that panicked (a spurious clear
+        // costs little; a missed one, stale endpoints).
+        let mut clear = ClearOnDrop(Some(s));
+        let response = next.run(req).await;
+        if response.status().is_client_error() {
+            // Refused before anything was written.
+            clear.0 = None;
+        }
+        response
+        // (`clear` is dropped here, before the answer goes out: a client that posts a
+        // message once it has the answer finds the change.)
+    };
+    match tokio::spawn(tracing::Instrument::in_current_span(run)).await {
+        Ok(response) => response,
+        // Given back to the panic layer above, which answers it as it always has.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => crate::error::ApiError::Internal(format!("the request's handler stopped: {e}")).into_response(),
+    }
+}
+
+/// Clears the cache, and announces it to the other nodes, when dropped (unless emptied).
+struct ClearOnDrop(Option<AppState>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        let Some(s) = self.0.take() else { return };
         metrics::counter!("hooklane_tenant_cache_clears_total").increment(1);
         s.0.cache.clear();
         let store = s.0.store.clone();
-        tokio::spawn(async move { store.announce_tenant_change().await });
+        // (Dropped on the request's task, so within the runtime; the announcement waits
+        // for the store, which a drop cannot.)
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { store.announce_tenant_change().await });
+        }
     }
-    response
 }
 
 fn may_change_tenants(method: &Method, path: &str) -> bool {

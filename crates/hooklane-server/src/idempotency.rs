@@ -28,9 +28,10 @@ const KEY_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 /// it, a retry runs. Far longer than any request's handler runs.
 const IN_FLIGHT_LEASE: Duration = Duration::from_secs(5 * 60);
 const MAX_KEY_LEN: usize = 256;
-/// Answers larger than this are not kept (API answers are far smaller; a message echoed
-/// with a payload near `max_body_bytes` or a large environment export can be larger). The
-/// key keeps a refusal in their place: the request is not run a second time.
+/// Answers larger than this as kept are not kept (API answers are far smaller; an event
+/// type echoing large schemas or a large environment export can be larger; a created
+/// message's is kept without its payload). The key keeps a refusal in their place: the
+/// request is not run a second time.
 const MAX_STORED_BODY: usize = 1 << 20;
 
 /// Requests whose answer holds a secret (a new token, an integration's new key, a rotated
@@ -131,9 +132,12 @@ async fn run_and_keep(store: DynStore, (scope, hold): (String, Hold), req: Reque
         Ok(b) => b,
         Err(e) => return ApiError::Internal(format!("cannot read the answer: {e}")).into_response(),
     };
-    let stored = if bytes.len() <= MAX_STORED_BODY {
-        let kept = if creates_message(&path).is_some() { without_payload(&bytes) } else { None };
-        StoredResponse { status: status.as_u16(), body: kept.unwrap_or_else(|| bytes.to_vec()) }
+    // The cap is on what is kept: a created message's answer is kept without its payload,
+    // and replayed whatever the size of the payload it is made again with.
+    let kept = if creates_message(&path).is_some() { without_payload(&bytes) } else { None };
+    let kept = kept.unwrap_or_else(|| bytes.to_vec());
+    let stored = if kept.len() <= MAX_STORED_BODY {
+        StoredResponse { status: status.as_u16(), body: kept }
     } else {
         too_large_to_replay()
     };

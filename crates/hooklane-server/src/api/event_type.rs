@@ -1,10 +1,13 @@
 //! `/api/v1/event-type`: the catalogue of event types.
 
+use std::future::Future;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hooklane_core::model::{EventType, Principal};
 use hooklane_core::{DateTime, Utc};
+use hooklane_store::{Page, PageRequest, StoreResult};
 use serde::{Deserialize, Serialize};
 
 use super::{check_len, check_name, page_request_forward, ListResponse, Patch};
@@ -274,19 +277,48 @@ pub async fn list(
     Auth(principal): Auth,
     q: Query,
 ) -> ApiResult<axum::Json<ListResponse<EventTypeOut>>> {
-    let mut page = page_request_forward(&q, false)?;
+    let page = page_request_forward(&q, false)?;
     let include_archived = q.flag("include_archived")?.unwrap_or(false);
     let with_content = q.flag("with_content")?.unwrap_or(false);
-    // Event types hidden from the caller are skipped, and the page filled from those after
-    // them (read a whole page at a time), so a page is short only when it is the last. The
-    // next page starts after the last one answered, which is what the iterator says.
+    let store = &s.0.store;
+    let page = visible_page(
+        page,
+        |e| principal.sees_flags(&e.feature_flags),
+        |page| async move { store.list_event_types(&page, include_archived).await },
+    )
+    .await?;
+    let mut out = ListResponse::from_page(page, |e| e.name.clone(), |e| EventTypeOut::new(e, with_content));
+    out.prev_iterator = None; // (names may start with `-`: no page before)
+    Ok(axum::Json(out))
+}
+
+/// The first `page.limit` event types after `page.iterator` that the caller `sees`, read
+/// with `read`, and whether none lies after them. Those hidden from the caller are skipped,
+/// and the page filled from those after them, so a page is short only when it is the last.
+/// The next page starts after the last one answered, which is what the iterator says.
+async fn visible_page<R, F>(
+    mut page: PageRequest,
+    sees: impl Fn(&EventType) -> bool,
+    read: R,
+) -> StoreResult<Page<EventType>>
+where
+    R: Fn(PageRequest) -> F,
+    F: Future<Output = StoreResult<Page<EventType>>>,
+{
     let limit = page.limit;
     let mut visible = Vec::with_capacity(limit);
     let done = loop {
-        let found = s.0.store.list_event_types(&page, include_archived).await?;
+        let found = read(page.clone()).await?;
         let Some(last) = found.items.last().map(|e| e.name.clone()) else { break true };
         page.iterator = Some(last);
-        visible.extend(found.items.into_iter().filter(|e| principal.sees_flags(&e.feature_flags)));
+        // The first read is the caller's page (all it takes when nothing is hidden: the
+        // admin's, always); the reads after it, made only when some were hidden, take as
+        // many as any caller may ask for at once, whatever this one's limit: an end
+        // customer's portal token asking `limit=1` past N hidden event types costs N / 250
+        // reads, not N. (No read is larger than one a caller may ask for with
+        // `limit=250`, so the rounds need no other bound.)
+        page.limit = super::MAX_LIMIT.max(limit);
+        visible.extend(found.items.into_iter().filter(&sees));
         if visible.len() > limit {
             visible.truncate(limit);
             break false;
@@ -295,10 +327,7 @@ pub async fn list(
             break found.done;
         }
     };
-    let page = hooklane_store::Page { items: visible, done };
-    let mut out = ListResponse::from_page(page, |e| e.name.clone(), |e| EventTypeOut::new(e, with_content));
-    out.prev_iterator = None; // (names may start with `-`: no page before)
-    Ok(axum::Json(out))
+    Ok(Page { items: visible, done })
 }
 
 /// Get an event type.
@@ -496,3 +525,105 @@ pub async fn delete(State(s): State<AppState>, _: Admin, Path(name): Path<String
     components(schemas(EventTypeIn, EventTypeUpdate, EventTypePatch, EventTypeOut))
 )]
 pub(crate) struct Doc;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// `count` event types `t0000`…, those at `shown` without a flag, the others behind
+    /// one the caller lacks.
+    fn catalogue(count: usize, shown: &[usize]) -> Vec<EventType> {
+        let now = Utc::now();
+        (0..count)
+            .map(|i| EventType {
+                name: format!("t{i:04}"),
+                description: String::new(),
+                archived: false,
+                deprecated: false,
+                feature_flags: if shown.contains(&i) { vec![] } else { vec!["beta".into()] },
+                group_name: None,
+                schemas: None,
+                created_at: now,
+                updated_at: now,
+            })
+            .collect()
+    }
+
+    /// A store's page of `all` (sorted by name), as the stores read one: after the
+    /// iterator, `limit` of them, `done` when no more lie beyond.
+    fn store_page(all: &[EventType], page: &PageRequest) -> Page<EventType> {
+        let mut items: Vec<EventType> = all
+            .iter()
+            .filter(|e| match &page.iterator {
+                None => true,
+                Some(it) if page.descending => e.name < *it,
+                Some(it) => e.name > *it,
+            })
+            .cloned()
+            .collect();
+        if page.descending {
+            items.reverse();
+        }
+        let done = items.len() <= page.limit;
+        items.truncate(page.limit);
+        Page { items, done }
+    }
+
+    /// Pages through `all` as a caller without the flag, `limit` at a time: every event
+    /// type it sees, each page's, and the store reads it cost.
+    async fn page_through(all: &[EventType], limit: usize, descending: bool) -> (Vec<Vec<String>>, usize) {
+        let reads = AtomicUsize::new(0);
+        let read = |page: PageRequest| {
+            reads.fetch_add(1, Ordering::SeqCst);
+            let found = store_page(all, &page);
+            async move { Ok(found) }
+        };
+        let sees = |e: &EventType| e.feature_flags.is_empty();
+        let (mut pages, mut iterator) = (Vec::new(), None);
+        loop {
+            let request = PageRequest { limit, iterator: iterator.clone(), descending, backwards: false };
+            let page = visible_page(request, sees, read).await.expect("page");
+            assert!(page.items.len() <= limit, "more than asked for");
+            let names: Vec<String> = page.items.iter().map(|e| e.name.clone()).collect();
+            // (The iterator is the last name answered: the next page starts after it.)
+            iterator = names.last().cloned().or(iterator);
+            pages.push(names);
+            assert!(pages.len() <= all.len() + 1, "paging does not end");
+            if page.done {
+                return (pages, reads.load(Ordering::SeqCst));
+            }
+            assert_eq!(pages.last().map(Vec::len), Some(limit), "a short page that is not the last");
+        }
+    }
+
+    /// A caller asking one event type at a time, with hundreds hidden from it between
+    /// those it sees, gets exactly those, in order, and each page costs a few store reads
+    /// (a page of the most a read takes at a time), not one read per hidden event type.
+    #[tokio::test]
+    async fn hidden_event_types_are_skipped_a_whole_page_at_a_time() {
+        let shown = [0, 1, 301, 302, 900, 1199];
+        let all = catalogue(1200, &shown);
+        let names = |at: &[usize]| at.iter().map(|&i| format!("t{i:04}")).collect::<Vec<_>>();
+        let (pages, reads) = page_through(&all, 1, false).await;
+        assert_eq!(pages.concat(), names(&shown));
+        assert!(pages.iter().all(|p| p.len() == 1), "{pages:?}");
+        // At most each of the six pages' own read of 1, the 1200 read 250 at a time once
+        // over (5), and for each page one more: the read it stopped in, which the next
+        // page reads again. (One a hidden event type would be over 1000.)
+        assert!(reads <= 17, "{reads} store reads for {} pages", pages.len());
+
+        let (pages, reads) = page_through(&all, 4, true).await;
+        let mut backwards = names(&shown);
+        backwards.reverse();
+        assert_eq!(pages, vec![backwards[..4].to_vec(), backwards[4..].to_vec()]);
+        assert!(reads <= 8, "{reads} store reads");
+
+        // Nothing hidden: one read of the caller's page each, as before.
+        let all = catalogue(10, &(0..10).collect::<Vec<_>>());
+        let (pages, reads) = page_through(&all, 3, false).await;
+        assert_eq!(pages.concat(), names(&(0..10).collect::<Vec<_>>()));
+        assert_eq!((pages.len(), reads), (4, 4));
+    }
+}
