@@ -594,8 +594,13 @@ const FAN_OUT_SWEEP_AFTER: chrono::Duration = chrono::Duration::seconds(10);
 /// unfinished by versions before the sweep, which never marked their fan-outs done, are
 /// not replayed from their history).
 const FAN_OUT_SWEEP_FOR: chrono::Duration = hooklane_store::FAN_OUT_KEPT;
-/// Unfinished fan-outs one sweep takes at most (the next sweep goes on).
+/// Unfinished fan-outs one read of a sweep takes at most (a sweep reads again while every
+/// one of a full batch was completed).
 const FAN_OUT_SWEEP_BATCH: usize = 100;
+/// How often unfinished fan-outs are swept at least, whatever `housekeeping_interval` is:
+/// at its longest (a day) the requests of the sweep's last 10 s fell out of the next one's
+/// window, and a batch of 100 an hour could not keep up with a provider's burst.
+pub const FAN_OUT_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Completes, every `every`, the fan-outs of accepted requests that are still to be done:
 /// a request acknowledged while its fan-out failed is recorded so (accepted, with its
@@ -627,15 +632,23 @@ async fn sweep_fan_outs(s: &AppState) -> Result<usize, StoreError> {
     let now = crate::api::now();
     let window = (now - FAN_OUT_SWEEP_FOR, now - FAN_OUT_SWEEP_AFTER);
     let mut done = 0;
-    for request in s.0.store.unfinished_fan_outs(window, FAN_OUT_SWEEP_BATCH).await? {
-        match complete_fan_out(s, &request.source_id, &request.id, request.msg_id.as_deref()).await {
-            Ok(()) => done += 1,
-            Err(e) => {
-                tracing::warn!(source_id = %request.source_id, request_id = %request.id, error = %e, "fan-out failed again")
+    loop {
+        let batch = s.0.store.unfinished_fan_outs(window, FAN_OUT_SWEEP_BATCH).await?;
+        let (read, before) = (batch.len(), done);
+        for request in batch {
+            match complete_fan_out(s, &request.source_id, &request.id, request.msg_id.as_deref()).await {
+                Ok(()) => done += 1,
+                Err(e) => {
+                    tracing::warn!(source_id = %request.source_id, request_id = %request.id, error = %e, "fan-out failed again")
+                }
             }
         }
+        // Done when the batch was not full, or one of it failed again (read again, it
+        // would come first once more).
+        if read < FAN_OUT_SWEEP_BATCH || done - before < read {
+            return Ok(done);
+        }
     }
-    Ok(done)
 }
 
 /// Completes the fan-out of the request `request_id` of `source_id`, which became message

@@ -29,29 +29,33 @@ pub struct Retention {
 pub const TASKS_EVERY: Duration = Duration::from_secs(30);
 
 /// Rounds every `every`, and a look for interrupted tasks every `tasks_every`
-/// ([`TASKS_EVERY`]), on two timers.
+/// ([`TASKS_EVERY`]), side by side: a run of deletions may last long (a retention lowered
+/// over millions of messages), and tasks must not wait for it to be told failed.
 pub async fn run(store: DynStore, (every, tasks_every): (Duration, Duration), retention: Retention) {
-    // Where the next run looks for old messages (`""`: from the oldest).
-    let mut after = String::new();
-    let mut rounds = tokio::time::interval(every);
-    let mut tasks = tokio::time::interval(tasks_every);
-    for timer in [&mut rounds, &mut tasks] {
-        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    }
+    tokio::join!(look_for_interrupted_tasks(&store, tasks_every), delete_expired(&store, every, retention));
+}
+
+async fn look_for_interrupted_tasks(store: &DynStore, every: Duration) {
+    let mut tasks = tokio::time::interval(every);
+    tasks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let round = tokio::select! {
-            _ = rounds.tick() => true,
-            _ = tasks.tick() => false,
-        };
-        match hooklane_server::tasks::fail_interrupted(&store).await {
+        tasks.tick().await;
+        match hooklane_server::tasks::fail_interrupted(store).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(tasks = n, "background tasks whose node stopped while they ran are marked failed"),
             Err(e) => tracing::warn!(error = %e, "could not mark interrupted background tasks; will try again"),
         }
-        if !round {
-            continue;
-        }
-        match prune_all(&store, retention, &mut after, CHUNK).await {
+    }
+}
+
+async fn delete_expired(store: &DynStore, every: Duration, retention: Retention) {
+    // Where the next run looks for old messages (`""`: from the oldest).
+    let mut after = String::new();
+    let mut rounds = tokio::time::interval(every);
+    rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        rounds.tick().await;
+        match prune_all(store, retention, &mut after, CHUNK).await {
             Ok(total) if total != Pruned::default() => tracing::info!(
                 idempotency_keys = total.idempotency_keys,
                 inbound_requests = total.inbound_requests,
@@ -108,7 +112,13 @@ async fn prune_all(
         let small = counts.iter().all(|n| *n < full) && !round.more;
         match round.messages_resume {
             Some(resume) => {
-                steps += usize::from(round.messages < full);
+                // A round cut short by its budget of rows or bytes (messages sent to many
+                // endpoints, large payloads) deleted what it could and goes on where it
+                // began: it stepped over nothing. Counted as a step, it ended runs after 50
+                // such rounds, a ceiling of a few hundred messages a second that a busy
+                // server's ingest passes for good.
+                let cut_short = resume == *after && round.messages > 0;
+                steps += usize::from(round.messages < full && !cut_short);
                 *after = resume;
                 if small && steps >= MAX_STEPS_PER_RUN {
                     return Ok(total);
@@ -197,6 +207,53 @@ mod tests {
     }
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    /// Rounds cut short by their budget of rows (messages sent to 16 endpoints: 17 rows
+    /// each, against 8 a message) are not steps over waiting messages: one run deletes
+    /// every old message, here in 60 such rounds, more than a run's 50 steps.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rounds_cut_short_by_their_budget_do_not_end_a_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, first) = store_with_endpoint(&dir).await;
+        let mut endpoints = vec![first.id.clone()];
+        for _ in 1..16 {
+            let ep = Endpoint::new(
+                first.app_id.clone(),
+                "https://example.com/hook",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                Utc::now(),
+            );
+            store.create_endpoint(ep.clone()).await.expect("endpoint");
+            endpoints.push(ep.id);
+        }
+        let old = Utc::now() - chrono::TimeDelta::days(2);
+        let mut ids = Vec::new();
+        for i in 0..120 {
+            let at = old + chrono::TimeDelta::milliseconds(i);
+            let msg = Message {
+                id: hooklane_core::ids::floor(MESSAGE, at),
+                ..Message::new(first.app_id.clone(), "a.b", "{}", at)
+            };
+            store.create_message(msg.clone(), endpoints.clone(), None).await.expect("message");
+            // Failed for good: nothing is pending, the message may go.
+            let keys = endpoints.iter().map(|ep| {
+                hooklane_store::ClaimedKey::unchecked(hooklane_store::DeliveryKey {
+                    msg_id: msg.id.clone(),
+                    endpoint_id: ep.clone(),
+                })
+            });
+            store.abandon_deliveries(keys.collect()).await.expect("abandon");
+            ids.push(msg.id);
+        }
+        let retention = Retention { inbound_requests: Duration::ZERO, messages: DAY };
+        // A chunk of 4: a budget of 32 rows, two of these messages a round.
+        let mut after = String::new();
+        let run = prune_all(&store, retention, &mut after, 4).await.expect("a run");
+        assert_eq!(run.messages, 120, "a run ended before it had deleted every old message");
+        for id in &ids {
+            assert_eq!(store.get_message(&first.app_id, id).await.expect("get"), None);
+        }
+    }
 
     /// Old messages waiting for a delivery, more than a run steps over, then an old one that
     /// may go: a run stops after its steps and the next goes on from there, deletes it, and

@@ -81,7 +81,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     // Inbound requests acknowledged while their fan-out to event types failed are completed
     // here, whichever node took them (it may have stopped since).
-    tokio::spawn(hooklane_server::inbound::finish_fan_outs(state.clone(), config.housekeeping_interval));
+    let sweep_every = config.housekeeping_interval.min(hooklane_server::inbound::FAN_OUT_SWEEP_EVERY);
+    tokio::spawn(hooklane_server::inbound::finish_fan_outs(state.clone(), sweep_every));
     if config.operational_app.as_deref().is_some_and(|a| !a.is_empty()) {
         tokio::spawn(hooklane_server::operational::forward_engine_events(state.clone(), dispatcher.events()));
     }

@@ -953,6 +953,31 @@ async fn an_acknowledged_fan_out_survives_a_crash() {
     assert_eq!(again["data"].as_array().map(Vec::len), Some(1), "{again}");
 }
 
+/// A sweep completes every unfinished fan-out it finds, not one batch of 100 a
+/// `housekeeping_interval` (an hour here): 150 acknowledged while the store refused their
+/// messages, their node killed, are all forwarded by the restarted node's first sweep (the
+/// next would come 30 s later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_completes_more_than_a_batch_of_fan_outs() {
+    let FanOutRefused { db: _db, mut server, target, source, pg } =
+        FanOutRefused::start("housekeeping_interval = \"1h\"").await;
+    let json = h(&[("content-type", "application/json")]);
+    for n in 0..150 {
+        let (status, out) = ingest(&server, &source, &json, format!("{{\"n\": {n}}}").as_bytes()).await;
+        assert_eq!((status, out["status"].as_str()), (200, Some("accepted")), "{out}");
+    }
+    server.kill9();
+    pg.batch_execute("DROP TRIGGER refuse ON messages").await.expect("drop trigger");
+    // Past the 10 s a request's own retries are left, so that the first sweep takes them.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    server.restart_after_kill();
+    let path = format!("/api/v1/app/{target}/msg?limit=250");
+    let done = server
+        .wait_until(&path, Duration::from_secs(20), |b| b["data"].as_array().is_some_and(|d| d.len() == 150))
+        .await;
+    assert_eq!(done["data"].as_array().map(Vec::len), Some(150), "{done}");
+}
+
 /// Where the signature does not cover the whole request (Mailgun's covers a timestamp and
 /// a token, not the body; Twilio's carries no timestamp), a signature serves once: a seen
 /// one carrying another event is acknowledged as a duplicate and never forwarded. Zoom's
