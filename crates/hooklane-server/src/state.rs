@@ -6,8 +6,8 @@ use hooklane_dispatch::Dispatcher;
 use hooklane_store::DynStore;
 use sha2::{Digest, Sha256};
 
-/// Server settings that handlers need.
-#[derive(Debug, Clone)]
+/// Server settings that handlers need. (No `Debug`: they hold the admin token.)
+#[derive(Clone)]
 pub struct ServerSettings {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,

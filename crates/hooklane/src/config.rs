@@ -26,7 +26,10 @@ const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+// No `Debug`: it holds the admin token and the database URL (its password) in clear, and a
+// `{:?}` of it in a log line would print them. What is shown goes through
+// `database_url_for_display`.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address the API listens on. Port 0 picks a free port (printed at start).
@@ -69,7 +72,7 @@ pub struct Config {
     /// How long a request that starts a background task (a recovery, a replay, a purge,
     /// usage statistics) waits for its work before answering the task `running`; the work
     /// goes on either way, and `GET /api/v1/background-task/{id}` follows it. `0s` answers
-    /// at once; at most 30 s, to stay under clients' timeouts.
+    /// at once; at most 10 s, to stay under clients' timeouts (Svix's SDKs give up after 15 s).
     #[serde(with = "humantime_serde")]
     pub task_wait: Duration,
     /// How often expired idempotency keys, old inbound request records and old messages are
