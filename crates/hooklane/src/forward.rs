@@ -10,7 +10,6 @@
 //! least once: a local receiver that answers too late gets the message again, and one that
 //! keeps failing has it skipped after `--tries`, said so on its line.
 
-use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -20,6 +19,7 @@ use hooklane_core::signing::{signature_header, Secret};
 use hooklane_dispatch::sender::without_credentials;
 use hooklane_server::api::attempt::REDACTED;
 
+use crate::output::say;
 use crate::sign_tools::SET_BY_SEND;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -261,10 +261,24 @@ struct Forwarding {
     local: reqwest::Client,
 }
 
+/// Refuses `url` unless it is an `http://` or `https://` URL with a host; `shown` names it.
+fn http_url(what: &str, shown: &str, url: &str) -> anyhow::Result<()> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        _ => bail!("{what} {shown} is not an http:// or https:// URL (write it whole: http://localhost:3000/webhooks)"),
+    }
+}
+
 /// Runs until interrupted, or until the server refuses the token or the application.
 pub async fn run(args: ForwardArgs) -> anyhow::Result<()> {
     let secret = args.secret.as_deref().map(Secret::parse).transpose().map_err(|e| anyhow::anyhow!("--secret: {e}"))?;
     let base = args.server.trim_end_matches('/').to_string();
+    // Checked before anything is read: a URL without its scheme (`localhost:3000/hooks`)
+    // failed only as each message was posted, and every message was skipped after its
+    // tries; a server's (`localhost:8071` reads as the scheme `localhost`) was tried again
+    // for ever.
+    http_url("--server", &without_credentials(&base), &base)?;
+    http_url("the local URL", &args.to, &args.to)?;
     // reqwest would send a URL's user and password as `Authorization: Basic …` beside the
     // token's `Authorization: Bearer …`: hooklane reads the first and answers 401, a proxy
     // doing basic authentication refuses the pair (nginx: 400). One header cannot carry
@@ -499,7 +513,10 @@ impl Forwarding {
         let (args, local, secret) = (&self.args, &self.local, self.secret.as_ref());
         let (body, content_type) = message.body();
         let mut wait = Duration::from_millis(500);
-        for attempt in 1..=args.tries.max(1) {
+        // Tries spent on answers; a local URL nothing listens on (a dev server restarting)
+        // is waited for instead, however long, rather than its messages skipped.
+        let mut attempt = 0;
+        while attempt < args.tries.max(1) {
             let timestamp = Utc::now().timestamp();
             let mut request = local.post(&args.to);
             for (name, value) in &message.headers {
@@ -520,8 +537,18 @@ impl Forwarding {
             let outcome = match request.body(body.clone()).send().await {
                 Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
                 Ok(r) => Err(r.status().as_u16().to_string()),
+                Err(e) if e.is_connect() => {
+                    say(format_args!(
+                        "nothing answers at {} ({e}) for {} {}, trying again in {wait:?}",
+                        args.to, message.event_type, message.id
+                    ));
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                    continue;
+                }
                 Err(e) => Err(format!("error: {e}")),
             };
+            attempt += 1;
             let took = started.elapsed().as_millis();
             match outcome {
                 Ok(status) => {
@@ -545,12 +572,6 @@ impl Forwarding {
             }
         }
     }
-}
-
-/// One line on standard output; a closed output (`| head`) is no reason to stop.
-fn say(line: std::fmt::Arguments<'_>) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 #[cfg(test)]

@@ -98,7 +98,7 @@ async fn receive(State(l): State<Arc<Listener>>, method: Method, uri: Uri, heade
                     "refused": why,
                     "status": status.as_u16(),
                 });
-                println!("{line}");
+                crate::output::say(format_args!("{line}"));
             } else {
                 let line = format!(
                     "{} {} {} webhook-id={} refused: {why}, answered {}",
@@ -108,7 +108,7 @@ async fn receive(State(l): State<Arc<Listener>>, method: Method, uri: Uri, heade
                     header("webhook-id").unwrap_or("-"),
                     status.as_u16()
                 );
-                println!("{}", printable(&line));
+                crate::output::say(format_args!("{}", printable(&line)));
             }
             // The rest of the body is not read: the connection cannot carry another request.
             return (status, [(CONNECTION, "close")]).into_response();
@@ -140,7 +140,7 @@ async fn receive(State(l): State<Arc<Listener>>, method: Method, uri: Uri, heade
             "signature": verdict,
             "body": body_json,
         });
-        println!("{}", printable_json(&line.to_string()));
+        crate::output::say(format_args!("{}", printable_json(&line.to_string())));
     } else {
         let line = format!(
             "{} {} {} webhook-id={} signature={} body={}",
@@ -151,7 +151,7 @@ async fn receive(State(l): State<Arc<Listener>>, method: Method, uri: Uri, heade
             verdict,
             text
         );
-        println!("{}", printable(&line));
+        crate::output::say(format_args!("{}", printable(&line)));
     }
     match check {
         Some(Err(_)) => StatusCode::UNAUTHORIZED,

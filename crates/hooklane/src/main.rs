@@ -6,6 +6,7 @@ mod config;
 mod forward;
 mod housekeeping;
 mod listen;
+mod output;
 mod serve;
 mod sign_tools;
 

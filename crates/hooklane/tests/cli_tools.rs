@@ -699,3 +699,73 @@ async fn a_setting_of_the_wrong_type_is_refused_without_its_value() {
         assert!(!stderr.contains(secret), "{text:?} {env:?} shows the value: {stderr}");
     }
 }
+
+/// A local URL or a server written without its scheme is refused at once, by name: the
+/// local one failed only as each message was posted (every message skipped after its
+/// tries), and `localhost:8071` (read as the scheme `localhost`) was tried for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_refuses_urls_without_their_scheme() {
+    let server = Server::start("").await;
+    let app = server.create_app("laptop").await;
+    for (to, base, named) in [
+        ("localhost:3000/webhooks", server.base.clone(), "the local URL localhost:3000/webhooks"),
+        ("3000", server.base.clone(), "the local URL 3000"),
+        (
+            "http://127.0.0.1:9/local",
+            server.base.trim_start_matches("http://").replace("127.0.0.1", "localhost"),
+            "--server localhost",
+        ),
+    ] {
+        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
+            .args(["forward", to, "--server", &base, "--app", &app, "--token", ADMIN])
+            .env_remove("HOOKLANE_CONFIG")
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(WAIT, run).await.expect("forward ended").expect("run forward");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{to} {base}: {err}");
+        assert!(err.contains(named) && err.contains("http://"), "{to} {base}: {err}");
+        assert!(!err.contains("connected to"), "{to} {base}: {err}");
+    }
+}
+
+/// A local URL nothing listens on yet (a dev server restarting) is waited for, however long
+/// its `--tries` would have lasted: the message arrives once it listens, and none is
+/// skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_waits_for_a_local_url_nothing_listens_on() {
+    let server = Server::start("").await;
+    let app = server.create_app("laptop").await;
+    // Its port held, bound but not listening: connections are refused meanwhile.
+    let held = tokio::net::TcpSocket::new_v4().expect("socket");
+    held.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+    let to = format!("http://127.0.0.1:{}/local", held.local_addr().expect("addr").port());
+    let forward =
+        Forwarder::start(&[to.as_str(), "--server", &server.base, "--app", &app, "--token", ADMIN, "--tries", "2"]);
+    forward.connected(1).await;
+    let msg = server.send_message(&app, "a.b", json!({ "n": 1 })).await;
+    // Refused three times: more than its two tries.
+    let deadline = std::time::Instant::now() + WAIT;
+    while forward.lines().iter().filter(|l| l.contains("nothing answers") && l.contains(&msg)).count() < 3 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", forward.lines());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let local = Receiver::start_on_socket(held).await;
+    forward.wait_for_line("saying it was forwarded", |l| l.starts_with("200 a.b") && l.contains(&msg)).await;
+    assert_eq!(local.received().len(), 1);
+    assert!(!forward.lines().iter().any(|l| l.contains("skipped")), "{:?}", forward.lines());
+}
+
+/// `listen` whose output was closed (`| head`) goes on answering: printing into the closed
+/// pipe panicked the handler, and every request was answered with a broken connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_answers_after_its_output_is_closed() {
+    let (_child, base, out) = start_listen(&[]).await;
+    drop(out);
+    let client = reqwest::Client::new();
+    for n in 0..3 {
+        let sent = client.post(format!("{base}/hook")).body(format!("{{\"n\":{n}}}")).send().await;
+        let status = sent.map(|r| r.status().as_u16());
+        assert_eq!(status.as_ref().ok(), Some(&200), "request {n}: {status:?}");
+    }
+}

@@ -28,7 +28,8 @@ pub struct Api {
 
 impl Api {
     pub fn new(bases: &[&str], admin_token: &str) -> anyhow::Result<Api> {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).tcp_nodelay(true).build()?;
+        let client =
+            reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).tcp_nodelay(true).build()?;
         let bases = bases.iter().map(|b| b.trim_end_matches('/').to_string()).collect();
         Ok(Api { client, bases, auth: format!("Bearer {admin_token}") })
     }

@@ -19,7 +19,7 @@ pub struct RawRun {
 }
 
 pub async fn run(url: &str, payloads: &[Bytes], concurrency: usize) -> anyhow::Result<RawRun> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?;
+    let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?;
     let payloads: Arc<[Bytes]> = payloads.into();
     warm_up(&client, url, &payloads, concurrency).await;
     let mut rates = Vec::with_capacity(ROUNDS);
