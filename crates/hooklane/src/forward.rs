@@ -340,7 +340,10 @@ fn refused(url: &reqwest::Url, status: reqwest::StatusCode, text: &str, last: Op
             Some(id) if status.as_u16() == 422 => format!(
                 " (the last message forwarded was at {id}; start again without --iterator, or with an earlier one)"
             ),
-            _ => String::new(),
+            // A token revoked or expired meanwhile, an application deleted: where to go on
+            // from once it is put right.
+            Some(id) => format!(" (the last message forwarded was at {id}: start again with --iterator {id})"),
+            None => String::new(),
         };
         bail!("{} answered {status}: {text}{hint}", without_credentials(url.as_str()));
     }

@@ -769,3 +769,43 @@ async fn listen_answers_after_its_output_is_closed() {
         assert_eq!(status.as_ref().ok(), Some(&200), "request {n}: {status:?}");
     }
 }
+
+/// A token revoked while `forward` runs ends it with the position to go on from, as a
+/// position refused does: here a polling endpoint's key rotated away at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_stopped_by_a_revoked_token_names_where_to_go_on() {
+    let server = Server::start("").await;
+    let app = server.create_app("laptop").await;
+    let spec = json!({ "polling": true, "uid": "books" });
+    let (status, ep) = server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(spec)).await;
+    assert_eq!(status, 201, "{ep}");
+    let rotate = format!("/api/v1/auth/app/{app}/poller/books/token/rotate");
+    let (status, out) = server.call("POST", &rotate, Some(json!({}))).await;
+    assert_eq!(status, 200, "{out}");
+    let key = out["token"].as_str().expect("token").to_string();
+    let local = Receiver::start().await;
+    let to = format!("{}/local", local.url);
+    let mut forward = Forwarder::start(&[
+        to.as_str(),
+        "--server",
+        &server.base,
+        "--app",
+        &app,
+        "--endpoint",
+        "books",
+        "--token",
+        &key,
+    ]);
+    forward.connected(1).await;
+    let msg = server.send_message(&app, "a.b", json!({ "n": 1 })).await;
+    let line = forward.wait_for_line("saying it was forwarded", |l| l.starts_with("200 a.b") && l.contains(&msg)).await;
+    let at = line.split("iterator=").nth(1).expect("a position").trim().to_string();
+    let (status, out) = server.call("POST", &rotate, Some(json!({ "oldTokenExpiry": 0 }))).await;
+    assert_eq!(status, 200, "{out}");
+    server.send_message(&app, "a.b", json!({ "n": 2 })).await;
+    let ended = tokio::time::timeout(Duration::from_secs(40), forward.child.wait()).await;
+    assert!(ended.is_ok_and(|s| s.is_ok_and(|s| !s.success())), "{:?}", forward.lines());
+    let hint = format!("start again with --iterator {at}");
+    forward.wait_for_line("naming where to go on", |l| l.contains("401") && l.contains(&hint)).await;
+    assert_eq!(local.received().len(), 1, "the revoked key read on");
+}
