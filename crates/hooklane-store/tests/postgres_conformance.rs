@@ -1289,3 +1289,50 @@ async fn a_payload_with_a_nul_character_is_refused() {
     let refused = store.create_message(msg, Vec::new(), None).await;
     assert!(matches!(refused, Err(StoreError::Refused(_))), "{refused:?}");
 }
+
+/// A long transaction holding one endpoint's deliveries (here an uncommitted delete of them,
+/// as deleting an endpoint with a large backlog is) holds up neither the claims of other
+/// endpoints' deliveries, past that endpoint's FIFO lanes, nor the records of their attempts:
+/// they wait for it a few seconds at most, then leave that endpoint for later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_transaction_on_one_endpoint_holds_up_no_other() {
+    use hooklane_core::model::DeliveryOrder;
+    let (store, db) = fresh_store().await;
+    let t = conformance::now_ms();
+    let app = conformance::setup_app(&store, "A").await;
+    let mut held = conformance::new_endpoint(&app.id, None);
+    held.order = DeliveryOrder::Fifo;
+    store.create_endpoint(held.clone()).await.unwrap();
+    let other = conformance::new_endpoint(&app.id, None);
+    store.create_endpoint(other.clone()).await.unwrap();
+    let sent = conformance::post(&store, &app.id, &[&held, &other], t).await;
+    let now = t + conformance::secs(1);
+    assert_eq!(conformance::claim(&store, now).await.len(), 2, "both in flight");
+
+    let mut raw = sql(&db).await;
+    let hold = raw.transaction().await.unwrap();
+    hold.execute("DELETE FROM deliveries WHERE endpoint_id = $1", &[&held.id]).await.unwrap();
+    let outcomes = vec![
+        conformance::outcome(&sent.id, &held, now, NextStep::Succeeded),
+        conformance::outcome(&sent.id, &other, now, NextStep::Succeeded),
+    ];
+    let recorded =
+        tokio::time::timeout(Duration::from_secs(20), store.record_attempts(outcomes, Duration::from_secs(3600)));
+    recorded.await.expect("the record waited for the held rows").expect("recorded");
+    assert_eq!(conformance::delivery(&store, &app.id, &sent.id, &other.id).await.status, DeliveryStatus::Success);
+
+    // Another message: the held endpoint's lane is due again (its head's lease over), and
+    // the other's delivery is claimed past it.
+    let next = conformance::post(&store, &app.id, &[&held, &other], t + conformance::millis(5)).await;
+    let later = now + conformance::secs(600);
+    let claimed = tokio::time::timeout(Duration::from_secs(20), conformance::claim(&store, later));
+    let claimed = claimed.await.expect("the claim waited for the held rows");
+    let pairs: Vec<(String, String)> = claimed.iter().map(|j| conformance::pair(&j.message, &j.endpoint)).collect();
+    assert!(pairs.contains(&(next.id.clone(), other.id.clone())), "{pairs:?}");
+    hold.rollback().await.unwrap();
+    assert_eq!(
+        conformance::delivery(&store, &app.id, &sent.id, &held.id).await.status,
+        DeliveryStatus::Sending,
+        "the held endpoint's outcome is left, for its lease to end"
+    );
+}

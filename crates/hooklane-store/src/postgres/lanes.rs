@@ -120,6 +120,13 @@ pub async fn claim(
         match claim_lane(client, endpoint_id, key, now, lease_end).await {
             Ok(Lane::Claimed(head)) => heads.extend(head),
             Ok(Lane::NotFifo) => break,
+            // Its rows (or its endpoint's) held by a long transaction: the endpoint's lanes
+            // are left for a later claim, rather than each waited for in turn, while the
+            // other endpoints' deliveries go on being claimed.
+            Err(e) if super::is_lock_wait(&e) => {
+                tracing::warn!(%endpoint_id, "a FIFO lane's rows are held by another transaction; its lanes wait for a later claim");
+                break;
+            }
             // A deadlock with a transaction that took the endpoint's row after its deliveries
             // (recording an attempt that changed the endpoint's failure streak, deleting the
             // endpoint) rolled this lane's claim back whole: left to the next claim, as a lane
@@ -199,6 +206,7 @@ async fn claim_lane(
         )
     });
     let tx = client.transaction().await.map_err(db_err)?;
+    tx.batch_execute(super::SET_LOCK_WAIT).await.map_err(db_err)?;
     let (locked, fifo): (bool, Option<bool>) = match query(&tx, &LOCK, &[&endpoint_id, &lane_key]).await?.first() {
         Some(row) => (super::rows::get(row, 0)?, super::rows::get(row, 1)?),
         None => (false, None),

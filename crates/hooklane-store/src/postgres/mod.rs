@@ -72,6 +72,16 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 const POOL_WAIT: Duration = Duration::from_secs(30);
 /// How long opening one new connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection's TCP waits, unless the URL says otherwise, for the database to
+/// acknowledge what was sent, and how soon an idle one is probed (then every
+/// `KEEPALIVE_IDLE / 3`, three times). The system's defaults (two hours idle; fifteen
+/// minutes of retransmissions) left a pooled connection whose database failed over, or
+/// whose flow a NAT dropped, waiting that long on a query: the node's poller, recorder and
+/// ingest each wait on one such query at a time, and so stopped for that long.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// tokio-postgres's own default for `keepalives_idle`, which a URL that sets none leaves.
+const DRIVER_KEEPALIVE_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// Planner settings of every connection hooklane opens: no hash joins and no merge joins.
 ///
@@ -114,6 +124,23 @@ fn connection_options(given: Option<&str>) -> String {
     match given.map(str::trim).filter(|o| !o.is_empty()) {
         Some(given) => format!("{PLANNER_SETTINGS} {given} {ISOLATION_SETTING}"),
         None => format!("{PLANNER_SETTINGS} {ISOLATION_SETTING}"),
+    }
+}
+
+/// Bounds how long a connection waits on a database that no longer answers at the TCP
+/// level ([`TCP_USER_TIMEOUT`], [`KEEPALIVE_IDLE`]), unless the URL set its own.
+fn with_dead_peer_limits(config: &mut tokio_postgres::Config) {
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    if config.get_keepalives_idle() == DRIVER_KEEPALIVE_IDLE {
+        config.keepalives_idle(KEEPALIVE_IDLE);
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(KEEPALIVE_IDLE / 3);
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(3);
     }
 }
 
@@ -206,6 +233,7 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        with_dead_peer_limits(&mut config);
         let startup = connection_options(config.get_options());
         config.options(&startup);
         // `sslmode` belongs in `options` (see `open_with`); one left in the URL would be
@@ -597,6 +625,21 @@ pub(crate) fn is_transient(e: &StoreError) -> bool {
     matches!(e, StoreError::Unavailable(m) if codes.iter().any(|c| m.ends_with(&format!("[{}]", c.code()))))
 }
 
+/// Set first in the transactions of the dispatcher's claims of FIFO lanes and its records
+/// of attempts: how long they wait for a row another transaction holds. A long one (an
+/// application or endpoint deleted with a million deliveries, a backlog moved out of its
+/// lanes) held every node's claims and records for as long as it ran: nothing else was
+/// claimed, and the leases of what was on the wire ran out meanwhile, to be sent again.
+/// Past the wait a lane is left for the next claim, and a record goes endpoint by endpoint
+/// (see `record_attempts`).
+pub(crate) const SET_LOCK_WAIT: &str = "SET LOCAL lock_timeout = '3s'";
+
+/// Whether `e` is a statement that gave up waiting for a lock ([`SET_LOCK_WAIT`]).
+pub(crate) fn is_lock_wait(e: &StoreError) -> bool {
+    let code = SqlState::LOCK_NOT_AVAILABLE.code();
+    matches!(e, StoreError::Database(m) | StoreError::Unavailable(m) if m.ends_with(&format!("[{code}]")))
+}
+
 /// Commits when `result` is a success, rolls back otherwise; returns `result`.
 async fn finish<T>(tx: Transaction<'_>, result: StoreResult<T>) -> StoreResult<T> {
     match result {
@@ -636,6 +679,28 @@ mod tests {
         let (_, o) = take_own_params("postgres://u@h/db?sslmode=disable&sslrootcert=/ca.pem").unwrap();
         assert_eq!(o.tls, PgTls::Off);
         assert!(take_own_params("postgres://u@h/db?sslmode=bogus").is_err());
+    }
+
+    #[test]
+    fn a_dead_database_is_given_up_on_within_a_minute_unless_the_url_says_otherwise() {
+        let mut config = tokio_postgres::Config::from_str("postgres://u@h/db").unwrap();
+        with_dead_peer_limits(&mut config);
+        assert_eq!(config.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+        assert_eq!(config.get_keepalives_idle(), KEEPALIVE_IDLE);
+        assert_eq!(
+            (config.get_keepalives_interval(), config.get_keepalives_retries()),
+            (Some(KEEPALIVE_IDLE / 3), Some(3))
+        );
+        let url =
+            "postgres://u@h/db?keepalives_idle=600&tcp_user_timeout=90&keepalives_interval=20&keepalives_retries=9";
+        let mut config = tokio_postgres::Config::from_str(url).unwrap();
+        with_dead_peer_limits(&mut config);
+        assert_eq!(config.get_tcp_user_timeout(), Some(&Duration::from_secs(90)));
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(600));
+        assert_eq!(
+            (config.get_keepalives_interval(), config.get_keepalives_retries()),
+            (Some(Duration::from_secs(20)), Some(9))
+        );
     }
 }
 

@@ -1,6 +1,7 @@
 //! [`Store`] for [`PgStore`]: each method takes a pooled connection and runs its query,
 //! in an explicit transaction where it needs more than one statement.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -331,33 +332,35 @@ impl Store for PgStore {
             return Ok(Recorded::default());
         }
         let mut c = self.client().await?;
-        // (The one-statement path knows nothing of disabling: a receiver asking for it takes
-        // the other.)
-        let all_succeeded = outcomes.iter().all(|o| o.next == NextStep::Succeeded && !o.disable_endpoint);
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let result = if all_succeeded {
-                queries::record_successes(&c, &outcomes)
-                    .await
-                    .map(|(moved, set_aside)| (Recorded { disabled: Vec::new(), set_aside }, moved))
-            } else {
-                let tx = c.transaction().await.map_err(db_err)?;
-                let result = queries::record_attempts(&tx, &outcomes, disable_after).await;
-                finish(tx, result).await
-            };
-            match result {
-                Err(e) if is_transient(&e) && tries < TRANSIENT_RETRIES => {
-                    tracing::debug!(error = %e, tries, "record_attempts hit a deadlock or serialization failure; retrying");
+        match record_batch(&mut c, &outcomes, disable_after).await {
+            Err(e) if super::is_lock_wait(&e) => {}
+            done => return done,
+        }
+        // A row of the batch is held by a long transaction (an endpoint or application
+        // being deleted with its deliveries, a backlog moved out of its lanes): the batch
+        // goes again endpoint by endpoint, so that the others' outcomes are recorded, not
+        // left for their leases to run out and be sent again. Those still held are left so
+        // (their endpoint is being deleted, most likely), and sent again if it is not.
+        let mut by_endpoint: HashMap<&str, Vec<AttemptOutcome>> = HashMap::new();
+        for o in &outcomes {
+            by_endpoint.entry(o.attempt.endpoint_id.as_str()).or_default().push(o.clone());
+        }
+        let mut recorded = Recorded::default();
+        for (endpoint_id, outcomes) in by_endpoint {
+            match record_batch(&mut c, &outcomes, disable_after).await {
+                Ok(done) => {
+                    recorded.disabled.extend(done.disabled);
+                    recorded.set_aside.extend(done.set_aside);
                 }
+                Err(e) if super::is_lock_wait(&e) => tracing::warn!(
+                    %endpoint_id,
+                    outcomes = outcomes.len(),
+                    "attempts not recorded: their deliveries are held by another transaction; sent again once their leases end"
+                ),
                 Err(e) => return Err(e),
-                Ok((recorded, moved)) => {
-                    let at = outcomes.iter().map(|o| ms(o.attempt.created_at)).max().unwrap_or_default();
-                    settle_lanes(&mut c, moved, at).await;
-                    return Ok(recorded);
-                }
             }
         }
+        Ok(recorded)
     }
 
     async fn note_failure_told(&self, keys: Vec<DeliveryKey>) -> StoreResult<()> {
@@ -929,6 +932,42 @@ impl Store for PgStore {
         page: &PageRequest,
     ) -> StoreResult<Page<MessageSummary>> {
         queries::message_log(&self.client().await?, app_id, filter, state, page).await
+    }
+}
+
+/// Records `outcomes` in one transaction that waits [`super::SET_LOCK_WAIT`] at most for a
+/// row another holds, run again after a deadlock; then wakes the FIFO lanes it moved on.
+async fn record_batch(
+    c: &mut deadpool_postgres::Client,
+    outcomes: &[AttemptOutcome],
+    disable_after: Duration,
+) -> StoreResult<Recorded> {
+    // (The one-statement path knows nothing of disabling: a receiver asking for it takes
+    // the other.)
+    let all_succeeded = outcomes.iter().all(|o| o.next == NextStep::Succeeded && !o.disable_endpoint);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let tx = c.transaction().await.map_err(db_err)?;
+        tx.batch_execute(super::SET_LOCK_WAIT).await.map_err(db_err)?;
+        let result = if all_succeeded {
+            queries::record_successes(&tx, outcomes)
+                .await
+                .map(|(moved, set_aside)| (Recorded { disabled: Vec::new(), set_aside }, moved))
+        } else {
+            queries::record_attempts(&tx, outcomes, disable_after).await
+        };
+        match finish(tx, result).await {
+            Err(e) if is_transient(&e) && tries < TRANSIENT_RETRIES => {
+                tracing::debug!(error = %e, tries, "record_attempts hit a deadlock or serialization failure; retrying");
+            }
+            Err(e) => return Err(e),
+            Ok((recorded, moved)) => {
+                let at = outcomes.iter().map(|o| ms(o.attempt.created_at)).max().unwrap_or_default();
+                settle_lanes(c, moved, at).await;
+                return Ok(recorded);
+            }
+        }
     }
 }
 
