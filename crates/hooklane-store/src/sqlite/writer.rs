@@ -110,7 +110,13 @@ where
         // A savepoint that could not be ended holds the job's changes in the transaction,
         // whatever the job is told: only the batch's rollback takes them back.
         let clean = end.is_ok();
-        self.result = Some(end.and(result));
+        self.result = Some(match (end, result) {
+            // The job's own failure, not the savepoint's that followed it: SQLite rolled the
+            // whole transaction back on it (a full disk, an I/O error), taking the savepoint
+            // too ("no such savepoint"), and the job is told why (a 503, not a 500).
+            (Err(_), Err(own)) => Err(own),
+            (end, result) => end.and(result),
+        });
         clean
     }
 
@@ -346,6 +352,10 @@ impl Writer {
             // it is told of is reported once, to it, and a later flush of the sync thread
             // may succeed over pages the kernel dropped. So it stops writes as a failed
             // flush does; batches still on their way to the disk are failed with it.
+            // (Not a full disk: `SQLITE_FULL` is a write the kernel refused at once, dropping
+            // nothing; the pages stay in the WAL, and the next checkpoint copies them once
+            // there is room. Stopping for it kept the store refusing writes until a restart
+            // after a moment's full disk, say while logs rotated.)
             Err(e) if is_io_error(&e) => {
                 tracing::error!(error = %e, "sqlite checkpoint failed to write; the store takes no more writes until restarted");
                 self.flush_failed.store(true, Ordering::Release);
@@ -356,13 +366,13 @@ impl Writer {
     }
 }
 
-/// Whether SQLite failed on the disk (an `SQLITE_IOERR_*`, `SQLITE_FULL`): not a busy or
-/// locked database, which only postpones a checkpoint.
+/// Whether SQLite failed on the disk (an `SQLITE_IOERR_*`): not a busy or locked database,
+/// nor a full one, which only postpone a checkpoint.
 fn is_io_error(e: &rusqlite::Error) -> bool {
     use rusqlite::ErrorCode;
     matches!(
         e.sqlite_error_code(),
-        Some(ErrorCode::SystemIoFailure | ErrorCode::DiskFull | ErrorCode::CannotOpen | ErrorCode::DatabaseCorrupt)
+        Some(ErrorCode::SystemIoFailure | ErrorCode::CannotOpen | ErrorCode::DatabaseCorrupt)
     )
 }
 
@@ -502,13 +512,14 @@ impl WalFile {
 mod tests {
     use super::*;
 
-    /// A checkpoint that failed on the disk stops writes; one only postponed does not.
+    /// A checkpoint that failed on the disk stops writes; one only postponed (the database
+    /// busy, locked, or its disk full for now) does not.
     #[test]
     fn checkpoint_failures_on_the_disk_are_told_apart() {
         let failure = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
         assert!(is_io_error(&failure(rusqlite::ffi::SQLITE_IOERR_FSYNC)));
         assert!(is_io_error(&failure(rusqlite::ffi::SQLITE_IOERR_WRITE)));
-        assert!(is_io_error(&failure(rusqlite::ffi::SQLITE_FULL)));
+        assert!(!is_io_error(&failure(rusqlite::ffi::SQLITE_FULL)));
         assert!(!is_io_error(&failure(rusqlite::ffi::SQLITE_BUSY)));
         assert!(!is_io_error(&failure(rusqlite::ffi::SQLITE_LOCKED)));
     }
@@ -635,7 +646,7 @@ mod tests {
             let (reply, mut undone) = oneshot::channel();
             let work = |c: &Connection| {
                 execute(c, "ROLLBACK", [])?;
-                Err::<(), _>(StoreError::Database("disk full".into()))
+                Err::<(), _>(StoreError::Unavailable("disk full".into()))
             };
             send(Box::new(TypedJob::new(work, savepoint, false, reply)));
             let (after, mut after_answer) = insert("leases", false);
@@ -650,7 +661,12 @@ mod tests {
                 matches!(before, Ok(Err(StoreError::Unavailable(_)))),
                 "undone, and told so ({savepoint}): {before:?}"
             );
-            assert!(matches!(answer_of(&mut undone), Ok(Err(_))));
+            // Told its own failure, not the savepoint's that followed it.
+            let undone = answer_of(&mut undone);
+            assert!(
+                matches!(&undone, Ok(Err(StoreError::Unavailable(m))) if m == "disk full"),
+                "{savepoint}: {undone:?}"
+            );
             assert!(answered(&mut after_answer), "the next write commits in a batch of its own");
             let rows: i64 = check.query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0)).expect("count");
             assert_eq!(rows, 1, "only the write told it succeeded is there");
