@@ -132,7 +132,17 @@ async fn worker(pool: Pool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<IngestJob>>>
             }
         }
         let started = std::time::Instant::now();
-        let written = write(&pool, &batch).await;
+        // No connection to be had (the pool's wait, a database refusing them): nothing was
+        // sent, so the whole batch is answered at once, not each job after a wait of its own.
+        let client = match pool.get().await {
+            Ok(client) => client,
+            Err(e) => {
+                answer(&pool, batch, Err(pool_err(e)), &announcer).await;
+                continue;
+            }
+        };
+        let written = write(&client, &batch).await;
+        drop(client);
         metrics::histogram!("hooklane_store_commit_seconds", "store" => "postgres").record(started.elapsed());
         if written.is_err() {
             // One bad message must not fail the others: write each on its own. (A batch of
@@ -200,8 +210,7 @@ async fn answer(
 /// Writes the batch; returns the ids of the messages inserted (the others broke a
 /// uniqueness rule: a duplicate `eventId`, also within the batch, and wrote nothing), each
 /// with the endpoints whose deliveries were written leased.
-async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashMap<String, Vec<String>>> {
-    let client = pool.get().await.map_err(pool_err)?;
+async fn write(client: &deadpool_postgres::Client, batch: &[IngestJob]) -> StoreResult<HashMap<String, Vec<String>>> {
     let col = |f: &dyn Fn(&Message) -> String| batch.iter().map(|j| f(&j.msg)).collect::<Vec<String>>();
     let ids = col(&|m| m.id.clone());
     let apps = col(&|m| m.app_id.clone());
@@ -286,11 +295,11 @@ async fn write(pool: &Pool, batch: &[IngestJob]) -> StoreResult<HashMap<String, 
 /// as written, with its deliveries still leased to this node, rather than as a duplicate
 /// `eventId` (a 409 for a message that was stored).
 async fn rewrite(pool: &Pool, job: &IngestJob) -> StoreResult<HashMap<String, Vec<String>>> {
-    let mut inserted = write(pool, std::slice::from_ref(job)).await?;
+    let client = pool.get().await.map_err(pool_err)?;
+    let mut inserted = write(&client, std::slice::from_ref(job)).await?;
     if inserted.contains_key(&job.msg.id) {
         return Ok(inserted);
     }
-    let client = pool.get().await.map_err(pool_err)?;
     let found = client
         .query_opt(
             "SELECT ARRAY(SELECT endpoint_id FROM deliveries WHERE msg_id = $1 AND status = 1 AND leased) \
@@ -385,9 +394,9 @@ mod tests {
         let msg = Message { event_id: Some("evt-1".into()), ..Message::new(app.id.clone(), "user.created", "{}", now) };
         let lease = now + chrono::Duration::minutes(2);
 
-        let committed = write(&store.pool, &[job(&msg, &ep.id, lease)]).await.unwrap();
+        let committed = write(&store.pool.get().await.unwrap(), &[job(&msg, &ep.id, lease)]).await.unwrap();
         assert_eq!(committed.get(&msg.id), Some(&vec![ep.id.clone()]));
-        let plain = write(&store.pool, &[job(&msg, &ep.id, lease)]).await.unwrap();
+        let plain = write(&store.pool.get().await.unwrap(), &[job(&msg, &ep.id, lease)]).await.unwrap();
         assert!(plain.is_empty(), "written again, the message reads as a duplicate: {plain:?}");
         let again = rewrite(&store.pool, &job(&msg, &ep.id, lease)).await.unwrap();
         assert_eq!(again.get(&msg.id), Some(&vec![ep.id.clone()]), "answered as written, still leased");
