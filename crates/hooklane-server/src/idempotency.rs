@@ -28,6 +28,13 @@ const KEY_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 /// it, a retry runs. Far longer than any request's handler runs.
 const IN_FLIGHT_LEASE: Duration = Duration::from_secs(5 * 60);
 const MAX_KEY_LEN: usize = 256;
+/// How long a request whose key the same request still holds (running on this node or
+/// another) waits for that one's answer before it is told 409 `idempotency_in_flight`, as
+/// Svix's server waits: its SDKs send every `POST` with a key, and send it again with the
+/// same key after their own timeout (15 s) or a broken connection, while the first may still
+/// be running; told 409, they hand the caller an error for a request that then succeeds.
+/// Under the SDKs' timeout, so that the wait itself does not make them give up.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(10);
 /// Answers larger than this as kept are not kept (API answers are far smaller; an event
 /// type echoing large schemas or a large environment export can be larger; a created
 /// message's is kept without its payload). The key keeps a refusal in their place: the
@@ -85,27 +92,48 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
     let fingerprint = hex(&Sha256::digest(&body));
     let req = Request::from_parts(parts, Body::from(body));
     let store = &s.0.store;
-    // What the key is held by: the time it was taken, with its lease (a request that
-    // outlived the lease, whose retry took the key, finishes or frees nothing of it).
-    let hold = (Utc::now(), IN_FLIGHT_LEASE);
-    match store.idempotency_begin(&scope, &fingerprint, hold.0, hold.1).await {
+    match begin(store, &scope, &fingerprint).await {
         Err(e) => ApiError::from(e).into_response(),
-        Ok(IdempotencyState::InFlight) => ApiError::IdempotencyInFlight.into_response(),
-        Ok(IdempotencyState::Mismatch) => ApiError::IdempotencyMismatch.into_response(),
+        Ok((IdempotencyState::InFlight, _)) => ApiError::IdempotencyInFlight.into_response(),
+        Ok((IdempotencyState::Mismatch, _)) => ApiError::IdempotencyMismatch.into_response(),
         // Kept answers go only to the token that got them (its hash is in the scope), and
         // only while it still works (checked above).
-        Ok(IdempotencyState::Completed(stored)) => {
+        Ok((IdempotencyState::Completed(stored), _)) => {
             let (mut parts, _) = req.into_parts();
             replay(kept_message_answer(&s, &mut parts, stored).await)
         }
         // On a task of its own: a client that stops waiting (a timeout, a dropped
         // connection) does not stop the request half-way, after its write was queued but
         // before its answer was kept; its retry then finds the answer.
-        Ok(IdempotencyState::Started) => {
+        Ok((IdempotencyState::Started, hold)) => {
             match tokio::spawn(run_and_keep(store.clone(), (scope, hold), req, next)).await {
                 Ok(response) => response,
                 Err(e) => ApiError::Internal(format!("the request's handler stopped: {e}")).into_response(),
             }
+        }
+    }
+}
+
+/// Takes the key `scope` for a request whose body's digest is `fingerprint`, or tells how it
+/// stands; while the same request holds it, waits up to [`IN_FLIGHT_WAIT`] for it to end
+/// (its answer kept, or the key released for this one to run). Answers the state with what
+/// the key is held by: the time it was taken, with its lease (a request that outlived the
+/// lease, whose retry took the key, finishes or frees nothing of it).
+async fn begin(
+    store: &DynStore,
+    scope: &str,
+    fingerprint: &str,
+) -> hooklane_store::StoreResult<(IdempotencyState, Hold)> {
+    let until = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
+    let mut pause = Duration::from_millis(25);
+    loop {
+        let hold = (Utc::now(), IN_FLIGHT_LEASE);
+        match store.idempotency_begin(scope, fingerprint, hold.0, hold.1).await? {
+            IdempotencyState::InFlight if tokio::time::Instant::now() + pause < until => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            state => return Ok((state, hold)),
         }
     }
 }
