@@ -414,11 +414,14 @@ fn within_limits<T>(
             };
             then(&ctx, handler).map(Ok)
         })();
+        // Past its time whether it failed or not: the engine asks whether to stop only now
+        // and then between its own steps, never inside a built-in, so one long call (a
+        // search of a long string, a sort) ran to its end and the run was taken as it was,
+        // up to the worker's hard limit, eight times the time a run is given.
+        let overran = || ScriptError(format!("the transformation ran longer than {} ms", TIME_LIMIT.as_millis()));
         match result {
+            _ if run_clock() > deadline => Err(overran()),
             Ok(done) => done,
-            Err(_) if run_clock() > deadline => {
-                Err(ScriptError(format!("the transformation ran longer than {} ms", TIME_LIMIT.as_millis())))
-            }
             Err(e) => Err(ScriptError(describe(&e))),
         }
     })
@@ -643,6 +646,20 @@ mod tests {
         assert!(stack.starts_with("RangeError"), "{stack}");
         assert!(err(&format!("// {}\nfunction handler(w) {{ return w }}", "x".repeat(MAX_CODE_BYTES)))
             .contains("longer than"));
+    }
+
+    /// A run whose time goes in one call of a built-in, which the engine never interrupts,
+    /// fails once it is over all the same: it was taken as it was, up to the worker's hard
+    /// limit.
+    #[test]
+    fn a_run_past_its_time_inside_a_built_in_fails() {
+        let code =
+            "function handler(w) { w.payload = { i: 'a'.repeat(5e4).indexOf('a'.repeat(2.5e4) + 'b') }; return w }";
+        let started = Instant::now();
+        let outcome = run_on(code, json!({}));
+        let took = started.elapsed();
+        assert!(took > TIME_LIMIT, "the search took {took:?}: not past the limit, it proves nothing");
+        assert_eq!(outcome.expect_err("ran past its time").0, "the transformation ran longer than 250 ms", "{took:?}");
     }
 
     /// Time the run's thread is kept from the CPU (the machine busy elsewhere, a VM paused:
