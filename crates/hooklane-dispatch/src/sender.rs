@@ -342,9 +342,17 @@ impl Sender {
                 ..SendResult::failed("not sent: the endpoint's transformation cancelled it".into(), started)
             }),
             Err(ScriptFailure::Code(e)) => {
-                // The error's text may hold what the code made of its variables.
+                // The error's text may hold what the code made of its variables; one cut at its
+                // length limit (by the worker, which marks it `…`) may end in the start of one.
                 let mut why = format!("the endpoint's transformation failed: {e}");
-                crate::redact::redact(&mut why, endpoint, None, false);
+                let cut = why.ends_with('…');
+                if cut {
+                    why.pop();
+                }
+                crate::redact::redact(&mut why, endpoint, None, cut);
+                if cut {
+                    why.push('…');
+                }
                 Prepared::Done(SendResult::unsendable(why, started))
             }
             Err(ScriptFailure::Unavailable(why)) => Prepared::Later(why),

@@ -1441,7 +1441,7 @@ async fn credentials_echoed_by_a_receiver_are_not_kept() {
     let url = echo.url.replacen("http://", "http://hooks:pa55%40word%3B1234@", 1);
     let (ep, _) =
         server.create_endpoint(&app, json!({ "url": url, "headers": { "x-api-key": "Token k-secret-123456" } })).await;
-    let code = "function handler(w) { if (w.payload.fail) { throw new Error('no ' + w.variables.token); } \
+    let code = "function handler(w) { if (w.payload.fail) { throw new Error((w.payload.pad || '') + 'no ' + w.variables.token); } \
                 w.headers['x-token'] = w.variables.token; return w }";
     let path = format!("/api/v1/app/{app}/endpoint/{ep}/transformation");
     let body = json!({ "code": code, "enabled": true, "variables": { "token": "var-secret-value-1" } });
@@ -1467,6 +1467,11 @@ async fn credentials_echoed_by_a_receiver_are_not_kept() {
     }
     let failed = attempt_of(server.send_message(&app, "a.b", json!({ "fail": true })).await).await;
     assert!(failed.contains("no [redacted]") && !failed.contains("var-secret-value-1"), "{failed}");
+    // An error cut at its 1,024 bytes in the middle of a variable ("Error: ", the pad, "no "
+    // and 10 bytes of it): its start is not kept either.
+    let pad = "x".repeat(1024 - 7 - 3 - 10);
+    let cut = attempt_of(server.send_message(&app, "a.b", json!({ "fail": true, "pad": pad })).await).await;
+    assert!(cut.ends_with("no [redacted]…") && !cut.contains("var-secret"), "{}", &cut[cut.len().saturating_sub(80)..]);
     // A key sent as the URL's user name, without a password, is the credential then.
     let keyed_app = server.create_app("echo-keyed").await;
     let url = echo.url.replacen("http://", "http://sk_live_key123456@", 1);
