@@ -311,14 +311,22 @@ pub fn serve_worker() -> std::io::Result<()> {
     let busy_since = Arc::new(AtomicU64::new(0));
     let began = Instant::now();
     let watched = busy_since.clone();
-    std::thread::spawn(move || loop {
-        std::thread::sleep(Duration::from_millis(100));
-        let since = watched.load(Ordering::Relaxed);
-        let now = began.elapsed().as_millis() as u64;
-        if since != 0 && now.saturating_sub(since) > WORKER_WATCHDOG.as_millis() as u64 {
-            std::process::exit(2);
+    let (running, started) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let _ = running.send(());
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let since = watched.load(Ordering::Relaxed);
+            let now = began.elapsed().as_millis() as u64;
+            if since != 0 && now.saturating_sub(since) > WORKER_WATCHDOG.as_millis() as u64 {
+                std::process::exit(2);
+            }
         }
     });
+    // Confined once the watchdog runs: a thread still starting (its signal stack mapped,
+    // its registrations made) when the system calls are filtered failed its start, and
+    // took the worker down with it.
+    let _ = started.recv();
     confine_worker();
     let stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
@@ -355,9 +363,10 @@ pub const WORKER_ADDRESS_SPACE: u64 = 1 << 30;
 /// run more than JavaScript: the worker writes no file (`RLIMIT_FSIZE` 0: not the
 /// database, not the configuration), opens few (`RLIMIT_NOFILE`), starts no process
 /// (`RLIMIT_NPROC` 0, for users it applies to), dumps no core, maps at most
-/// [`WORKER_ADDRESS_SPACE`], and gains no privilege through an executable it might run
-/// (`no_new_privs`). Each that cannot be set is logged to stderr (the server logs that) and
-/// the worker runs on: the limits are a second wall, not the first.
+/// [`WORKER_ADDRESS_SPACE`], gains no privilege through an executable it might run
+/// (`no_new_privs`), and makes no system call but those a worker needs (a seccomp filter:
+/// no file opened, no socket, no process). Each that cannot be set is logged to stderr (the
+/// server logs that) and the worker runs on: the limits are a second wall, not the first.
 fn confine_worker() {
     #[cfg(target_os = "linux")]
     {
@@ -378,7 +387,58 @@ fn confine_worker() {
         if let Err(e) = rustix::thread::set_no_new_privs(true) {
             eprintln!("hooklane script-worker: cannot set no_new_privs: {e}");
         }
+        if let Err(e) = allow_only_the_calls_a_worker_makes() {
+            eprintln!("hooklane script-worker: cannot filter its system calls: {e}");
+        }
     }
+}
+
+/// Lets the worker's threads make only the system calls a worker needs from now on (read
+/// its jobs, write its answers, manage memory, read clocks, sleep, end): any other fails
+/// with `EPERM`. A fault of the engine that let code run more than JavaScript could
+/// otherwise open the server's files (its database, its configuration, the server's own
+/// `/proc/…/environ`, the same user's) or connect to internal addresses, past the delivery
+/// address policy.
+#[cfg(target_os = "linux")]
+fn allow_only_the_calls_a_worker_makes() -> Result<(), String> {
+    use seccompiler::{SeccompAction, SeccompFilter, TargetArch};
+    let calls = [
+        // Its jobs in, its answers out, on the descriptors it has.
+        libc::SYS_read,
+        libc::SYS_write,
+        libc::SYS_close,
+        // Memory (the engine's heap, its stack, the allocator's arenas).
+        libc::SYS_mmap,
+        libc::SYS_munmap,
+        libc::SYS_mremap,
+        libc::SYS_mprotect,
+        libc::SYS_madvise,
+        libc::SYS_brk,
+        // Time (a run's CPU clock, `Date.now`), the watchdog's sleep, threads' waits.
+        libc::SYS_clock_gettime,
+        libc::SYS_gettimeofday,
+        libc::SYS_clock_nanosleep,
+        libc::SYS_nanosleep,
+        libc::SYS_futex,
+        libc::SYS_sched_yield,
+        libc::SYS_getrandom,
+        // Signals' returns, and an abort's (a panic's) own signal to itself.
+        libc::SYS_rt_sigreturn,
+        libc::SYS_rt_sigprocmask,
+        libc::SYS_sigaltstack,
+        libc::SYS_getpid,
+        libc::SYS_gettid,
+        libc::SYS_tgkill,
+        libc::SYS_exit,
+        libc::SYS_exit_group,
+    ];
+    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| e.to_string())?;
+    let rules = calls.into_iter().map(|call| (call, Vec::new())).collect();
+    let refused = SeccompAction::Errno(libc::EPERM as u32);
+    let filter = SeccompFilter::new(rules, refused, SeccompAction::Allow, arch).map_err(|e| e.to_string())?;
+    let program: seccompiler::BpfProgram = filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())?;
+    // Every thread: the watchdog's too.
+    seccompiler::apply_filter_all_threads(&program).map_err(|e| e.to_string())
 }
 
 /// How long a worker lets one job run before it ends itself: past the parent's own

@@ -202,7 +202,8 @@ async fn slow_clients_are_cut_off() {
 
 /// A transformation worker gives up, before its first job, what running JavaScript never
 /// needs: it writes no file, opens few, starts no process, maps at most 1 GiB, dumps no
-/// core and gains no privilege through what it runs (a second wall behind QuickJS, for a
+/// core, gains no privilege through what it runs and makes only the system calls a worker
+/// needs (a second wall behind QuickJS, for a
 /// fault of the engine). Read from the kernel's own view of the running worker.
 #[test]
 #[cfg(target_os = "linux")]
@@ -236,6 +237,8 @@ fn a_transformation_worker_runs_confined() {
     assert_eq!(limit(&limits, "Max processes").as_deref(), Some("0"), "{limits}");
     assert_eq!(limit(&limits, "Max address space").as_deref(), Some("1073741824"), "{limits}");
     assert!(status.lines().any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"])), "{status}");
+    // Its system calls filtered (mode 2: a seccomp filter), on every thread.
+    assert!(status.lines().any(|l| l.split_whitespace().eq(["Seccomp:", "2"])), "{status}");
 }
 
 /// An endpoint pointing at the server's own API (with a token in its headers) would post a
