@@ -169,14 +169,44 @@ pub struct Blocked {
 /// own timeouts, tens of seconds. Unbounded, they filled the pool that SQLite's reads run on
 /// too, stalling claims and the API for every tenant; bounded, only deliveries to names
 /// wait for a lookup (within their attempt's time).
-const LOOKUPS_AT_ONCE: usize = 32;
+const LOOKUPS_AT_ONCE: usize = 64;
 static LOOKUPS: LazyLock<Arc<tokio::sync::Semaphore>> =
     LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(LOOKUPS_AT_ONCE)));
+/// Lookups of one name at once: an endpoint's many deliveries to a name whose nameserver
+/// never answers hold two of the node's [`LOOKUPS_AT_ONCE`], not all of them, and the
+/// lookups of other names go on.
+const LOOKUPS_PER_NAME: usize = 2;
+/// Each name's lookups, while some run or wait.
+type Names = std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>;
+static NAMES: LazyLock<Names> = LazyLock::new(Default::default);
 
 /// The addresses of `host`, looked up by the system's resolver, at most
-/// [`LOOKUPS_AT_ONCE`] at a time.
+/// [`LOOKUPS_PER_NAME`] at a time for one name and [`LOOKUPS_AT_ONCE`] in all.
 async fn lookup_host(host: String) -> std::io::Result<Vec<SocketAddr>> {
-    on_blocking_pool(&LOOKUPS, move || (host.as_str(), 0).to_socket_addrs().map(Iterator::collect)).await
+    bounded_lookup(&NAMES, &LOOKUPS, host, |host| (host, 0).to_socket_addrs().map(Iterator::collect)).await
+}
+
+/// Runs `resolve` for `host` on the blocking pool once its name has one of its
+/// [`LOOKUPS_PER_NAME`] places in `names` and one of `all` is free, both held by the
+/// thread until `resolve` returns.
+async fn bounded_lookup<T: Send + 'static>(
+    names: &Names,
+    all: &Arc<tokio::sync::Semaphore>,
+    host: String,
+    resolve: impl FnOnce(&str) -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let name = {
+        let mut names = names.lock().unwrap_or_else(|p| p.into_inner());
+        // Those no lookup holds any more (the map's is their only reference) go.
+        names.retain(|_, s| Arc::strong_count(s) > 1);
+        names.entry(host.clone()).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(LOOKUPS_PER_NAME))).clone()
+    };
+    let for_name = name.acquire_owned().await.map_err(std::io::Error::other)?;
+    on_blocking_pool(all, move || {
+        let _for_name = for_name;
+        resolve(&host)
+    })
+    .await
 }
 
 /// Runs `work` on tokio's blocking pool once one of `permits` is free, the permit held
@@ -249,6 +279,28 @@ mod tests {
             let other = tokio::task::spawn_blocking(|| "read");
             let done = tokio::time::timeout(std::time::Duration::from_secs(3), other).await;
             assert!(matches!(done, Ok(Ok("read"))), "other blocking work waited behind hung lookups");
+        });
+        runtime.shutdown_background();
+    }
+
+    /// Lookups of one name that hang (an endpoint's many deliveries, its nameserver silent)
+    /// hold two of the node's places, not all: another name is looked up at once.
+    #[test]
+    fn one_name_hanging_leaves_the_lookups_of_others() {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let (names, all) = (Names::default(), Arc::new(tokio::sync::Semaphore::new(4)));
+            for _ in 0..6 {
+                let hung = bounded_lookup(&names, &all, "silent.example".into(), |_| {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    Ok("late")
+                });
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(50), hung).await;
+            }
+            let other = bounded_lookup(&names, &all, "answers.example".into(), |_| Ok("found"));
+            let done = tokio::time::timeout(std::time::Duration::from_secs(3), other).await;
+            assert_eq!(done.ok().and_then(Result::ok), Some("found"), "another name waited behind the silent one");
         });
         runtime.shutdown_background();
     }

@@ -422,8 +422,13 @@ fn allow_only_the_calls_a_worker_makes() -> Result<(), String> {
         libc::SYS_futex,
         libc::SYS_sched_yield,
         libc::SYS_getrandom,
-        // Signals' returns, and an abort's (a panic's) own signal to itself.
+        // Signals: their returns; a fault's handler putting the default back (refused, the
+        // fault would repeat for ever rather than end the worker); a sleep interrupted by a
+        // stop and a continue (the process group's Ctrl-Z) resumed; an abort's (a panic's)
+        // own signal to itself.
         libc::SYS_rt_sigreturn,
+        libc::SYS_rt_sigaction,
+        libc::SYS_restart_syscall,
         libc::SYS_rt_sigprocmask,
         libc::SYS_sigaltstack,
         libc::SYS_getpid,

@@ -125,13 +125,14 @@ async fn begin(
     fingerprint: &str,
 ) -> hooklane_store::StoreResult<(IdempotencyState, Hold)> {
     let until = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
-    let mut pause = Duration::from_millis(25);
+    // Each look is a write (on SQLite, a turn of the one writer): a dozen in the whole wait.
+    let mut pause = Duration::from_millis(100);
     loop {
         let hold = (Utc::now(), IN_FLIGHT_LEASE);
         match store.idempotency_begin(scope, fingerprint, hold.0, hold.1).await? {
             IdempotencyState::InFlight if tokio::time::Instant::now() + pause < until => {
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(500));
+                pause = (pause * 2).min(Duration::from_secs(1));
             }
             state => return Ok((state, hold)),
         }

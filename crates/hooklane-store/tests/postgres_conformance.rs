@@ -1318,8 +1318,10 @@ async fn a_long_transaction_on_one_endpoint_holds_up_no_other() {
     ];
     let recorded =
         tokio::time::timeout(Duration::from_secs(20), store.record_attempts(outcomes, Duration::from_secs(3600)));
-    recorded.await.expect("the record waited for the held rows").expect("recorded");
+    let recorded = recorded.await.expect("the record waited for the held rows").expect("recorded");
     assert_eq!(conformance::delivery(&store, &app.id, &sent.id, &other.id).await.status, DeliveryStatus::Success);
+    // The outcome left unrecorded is set aside: nothing is told of it.
+    assert_eq!(recorded.set_aside, vec![conformance::key(&sent.id, &held.id)]);
 
     // Another message: the held endpoint's lane is due again (its head's lease over), and
     // the other's delivery is claimed past it.

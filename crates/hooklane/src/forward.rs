@@ -261,6 +261,20 @@ struct Forwarding {
     local: reqwest::Client,
 }
 
+/// Whether nothing listens at the local URL (the connection refused): waited for, as a dev
+/// server restarting; not a name that does not resolve or a certificate refused, which do
+/// not mend themselves.
+fn nothing_listens(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// Refuses `url` unless it is an `http://` or `https://` URL with a host; `shown` names it.
 fn http_url(what: &str, shown: &str, url: &str) -> anyhow::Result<()> {
     match reqwest::Url::parse(url) {
@@ -540,7 +554,7 @@ impl Forwarding {
             let outcome = match request.body(body.clone()).send().await {
                 Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
                 Ok(r) => Err(r.status().as_u16().to_string()),
-                Err(e) if e.is_connect() => {
+                Err(e) if nothing_listens(&e) => {
                     say(format_args!(
                         "nothing answers at {} ({e}) for {} {}, trying again in {wait:?}",
                         args.to, message.event_type, message.id

@@ -562,6 +562,20 @@ async fn a_polling_endpoints_key_reads_that_endpoint_only() {
     assert_eq!(server.call_as(&ledger_key, "GET", &ledger_poll, None).await.0, 401);
 }
 
+/// Waits until `n` long-polls are waiting on the server (its gauge): one revoked before it
+/// waits is refused by its first look at its token, which proves nothing here.
+async fn waiting_readers(server: &Server, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = server.metrics().await;
+        if metric_value(&metrics, "hooklane_waiting_readers") == Some(n as f64) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no long-poll waiting: {metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A long-poll whose token is revoked while it waits (a polling key rotated away at once,
 /// an application's tokens expired) answers 401 when a message comes, not the message:
 /// and a consumer's shared position stays where it was, for the new key to read from.
@@ -590,7 +604,7 @@ async fn a_long_poll_whose_token_is_revoked_meanwhile_answers_401_and_moves_noth
     let long_poll = format!("{consumer}?wait=20");
     let waiting = server.call_as(&first, "GET", &long_poll, None);
     let revoke = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        waiting_readers(&server, 1).await;
         let second = rotate(json!({ "oldTokenExpiry": 0 })).await;
         (second, post(&server, &app, "invoice.paid", &["eu"]).await.0)
     };
@@ -607,7 +621,7 @@ async fn a_long_poll_whose_token_is_revoked_meanwhile_answers_401_and_moves_noth
     let long_poll = format!("/api/v1/app/{app}/events?wait=20&iterator={iterator}");
     let waiting = server.call_as(&token, "GET", &long_poll, None);
     let expire = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        waiting_readers(&server, 1).await;
         let (status, out) = server.call("POST", &format!("/api/v1/auth/app/{app}/expire-all"), None).await;
         assert_eq!(status, 204, "{out}");
         post(&server, &app, "invoice.paid", &["eu"]).await

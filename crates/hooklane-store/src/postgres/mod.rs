@@ -633,6 +633,10 @@ pub(crate) fn is_transient(e: &StoreError) -> bool {
 /// Past the wait a lane is left for the next claim, and a record goes endpoint by endpoint
 /// (see `record_attempts`).
 pub(crate) const SET_LOCK_WAIT: &str = "SET LOCAL lock_timeout = '3s'";
+/// The wait of the records made again endpoint by endpoint after one met a held row, and of
+/// a FIFO lane's claim: a moment, as several endpoints (an application's) may be held
+/// together, and each is waited for in turn.
+pub(crate) const SET_SHORT_LOCK_WAIT: &str = "SET LOCAL lock_timeout = '300ms'";
 
 /// Whether `e` is a statement that gave up waiting for a lock ([`SET_LOCK_WAIT`]).
 pub(crate) fn is_lock_wait(e: &StoreError) -> bool {

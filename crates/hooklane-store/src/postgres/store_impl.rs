@@ -332,32 +332,36 @@ impl Store for PgStore {
             return Ok(Recorded::default());
         }
         let mut c = self.client().await?;
-        match record_batch(&mut c, &outcomes, disable_after).await {
+        match record_batch(&mut c, &outcomes, disable_after, super::SET_LOCK_WAIT).await {
             Err(e) if super::is_lock_wait(&e) => {}
             done => return done,
         }
         // A row of the batch is held by a long transaction (an endpoint or application
         // being deleted with its deliveries, a backlog moved out of its lanes): the batch
-        // goes again endpoint by endpoint, so that the others' outcomes are recorded, not
-        // left for their leases to run out and be sent again. Those still held are left so
-        // (their endpoint is being deleted, most likely), and sent again if it is not.
+        // goes again endpoint by endpoint, each waiting only a moment (an application's
+        // endpoints held together would otherwise cost the wait each, in turn), so that the
+        // others' outcomes are recorded, not left for their leases to run out and be sent
+        // again. Those not recorded (held still, most likely being deleted) are set aside:
+        // nothing is told of them, and they are sent again once their leases end.
         let mut by_endpoint: HashMap<&str, Vec<AttemptOutcome>> = HashMap::new();
         for o in &outcomes {
             by_endpoint.entry(o.attempt.endpoint_id.as_str()).or_default().push(o.clone());
         }
         let mut recorded = Recorded::default();
         for (endpoint_id, outcomes) in by_endpoint {
-            match record_batch(&mut c, &outcomes, disable_after).await {
+            match record_batch(&mut c, &outcomes, disable_after, super::SET_SHORT_LOCK_WAIT).await {
                 Ok(done) => {
                     recorded.disabled.extend(done.disabled);
                     recorded.set_aside.extend(done.set_aside);
                 }
-                Err(e) if super::is_lock_wait(&e) => tracing::warn!(
-                    %endpoint_id,
-                    outcomes = outcomes.len(),
-                    "attempts not recorded: their deliveries are held by another transaction; sent again once their leases end"
-                ),
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // (What the other endpoints' records committed stands, and is told.)
+                    tracing::warn!(%endpoint_id, outcomes = outcomes.len(), error = %e, "attempts not recorded; sent again once their leases end");
+                    recorded.set_aside.extend(outcomes.iter().map(|o| DeliveryKey {
+                        msg_id: o.attempt.msg_id.clone(),
+                        endpoint_id: o.attempt.endpoint_id.clone(),
+                    }));
+                }
             }
         }
         Ok(recorded)
@@ -941,6 +945,7 @@ async fn record_batch(
     c: &mut deadpool_postgres::Client,
     outcomes: &[AttemptOutcome],
     disable_after: Duration,
+    lock_wait: &str,
 ) -> StoreResult<Recorded> {
     // (The one-statement path knows nothing of disabling: a receiver asking for it takes
     // the other.)
@@ -949,13 +954,18 @@ async fn record_batch(
     loop {
         tries += 1;
         let tx = c.transaction().await.map_err(db_err)?;
-        tx.batch_execute(super::SET_LOCK_WAIT).await.map_err(db_err)?;
+        // The setting and the statement sent together, pipelined: one round trip for both
+        // (requests go out in the order their futures are first polled).
+        let set = async { tx.batch_execute(lock_wait).await.map_err(db_err) };
         let result = if all_succeeded {
-            queries::record_successes(&tx, outcomes)
-                .await
-                .map(|(moved, set_aside)| (Recorded { disabled: Vec::new(), set_aside }, moved))
+            let record = async {
+                queries::record_successes(&tx, outcomes)
+                    .await
+                    .map(|(moved, set_aside)| (Recorded { disabled: Vec::new(), set_aside }, moved))
+            };
+            tokio::try_join!(set, record).map(|((), recorded)| recorded)
         } else {
-            queries::record_attempts(&tx, outcomes, disable_after).await
+            tokio::try_join!(set, queries::record_attempts(&tx, outcomes, disable_after)).map(|((), recorded)| recorded)
         };
         match finish(tx, result).await {
             Err(e) if is_transient(&e) && tries < TRANSIENT_RETRIES => {
