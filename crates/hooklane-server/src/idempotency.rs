@@ -125,16 +125,24 @@ async fn begin(
     fingerprint: &str,
 ) -> hooklane_store::StoreResult<(IdempotencyState, Hold)> {
     let until = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
-    // Each look is a write (on SQLite, a turn of the one writer): a dozen in the whole wait.
-    let mut pause = Duration::from_millis(100);
+    let mut pause = Duration::from_millis(50);
     loop {
         let hold = (Utc::now(), IN_FLIGHT_LEASE);
         match store.idempotency_begin(scope, fingerprint, hold.0, hold.1).await? {
-            IdempotencyState::InFlight if tokio::time::Instant::now() + pause < until => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
+            IdempotencyState::InFlight => {}
             state => return Ok((state, hold)),
+        }
+        // Looked at with reads (a take is a write: on SQLite, a turn of the one writer)
+        // until its holder is done, then taken again: its answer, or the key it freed.
+        loop {
+            if tokio::time::Instant::now() + pause >= until {
+                return Ok((IdempotencyState::InFlight, hold));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+            if !store.idempotency_held(scope, Utc::now()).await? {
+                break;
+            }
         }
     }
 }

@@ -569,6 +569,10 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> StoreResult<IdempotencyState>;
+    /// Whether a request still holds `key` at `now` (taken, neither finished, aborted nor
+    /// past its hold): a read, for a request waiting on the same request's answer to look
+    /// at without a write each time.
+    async fn idempotency_held(&self, key: &str, now: DateTime<Utc>) -> StoreResult<bool>;
     /// Keeps the answer of the request holding `key` since `begun` (the `now` of its
     /// [`Store::idempotency_begin`], with the same `ttl`), to be replayed until
     /// `expires_at`. A key no longer held so (its hold ran out, and a retry took it) is

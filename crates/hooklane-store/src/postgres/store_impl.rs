@@ -861,6 +861,11 @@ impl Store for PgStore {
         Ok(IdempotencyState::InFlight)
     }
 
+    async fn idempotency_held(&self, key: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        let sql = "SELECT 1 FROM idempotency_keys WHERE key = $1 AND NOT done AND expires_at > $2";
+        Ok(queries::query_opt(&self.client().await?, sql, &[&key, &ms(now)]).await?.is_some())
+    }
+
     async fn idempotency_finish(
         &self,
         key: &str,

@@ -788,6 +788,15 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn idempotency_held(&self, key: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        let (key, now) = (owned(key), ms(now));
+        self.read(move |c| {
+            let sql = "SELECT 1 FROM idempotency_keys WHERE key = ?1 AND done = 0 AND expires_at > ?2";
+            Ok(queries::query_opt(c, sql, params![key, now], |_| Ok(()))?.is_some())
+        })
+        .await
+    }
+
     async fn idempotency_begin(
         &self,
         key: &str,

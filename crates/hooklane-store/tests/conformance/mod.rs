@@ -3238,14 +3238,18 @@ pub async fn idempotency_lifecycle(store: &DynStore) {
     let ttl = Duration::from_secs(60);
     let resp = StoredResponse { status: 202, body: vec![b'{', 0, 0xff, 0xfe, b'}'] };
 
+    assert!(!store.idempotency_held("k1", t).await.unwrap(), "never taken");
     assert_eq!(store.idempotency_begin("k1", "f1", t, ttl).await.unwrap(), IdempotencyState::Started);
     assert_eq!(store.idempotency_begin("k1", "f1", t + secs(1), ttl).await.unwrap(), IdempotencyState::InFlight);
+    assert!(store.idempotency_held("k1", t + secs(1)).await.unwrap(), "held while in flight");
+    assert!(!store.idempotency_held("k1", t + secs(61)).await.unwrap(), "not past its hold");
     assert_eq!(
         store.idempotency_begin("k2", "f1", t, ttl).await.unwrap(),
         IdempotencyState::Started,
         "keys are independent"
     );
     store.idempotency_finish("k1", (t, ttl), resp.clone(), t + secs(60)).await.unwrap();
+    assert!(!store.idempotency_held("k1", t + secs(2)).await.unwrap(), "not once finished");
     assert_eq!(
         store.idempotency_begin("k1", "f1", t + secs(2), ttl).await.unwrap(),
         IdempotencyState::Completed(resp.clone())
@@ -3264,6 +3268,7 @@ pub async fn idempotency_lifecycle(store: &DynStore) {
 
     // Abort frees an in-flight key for a new attempt.
     store.idempotency_abort("k2", (t, ttl)).await.unwrap();
+    assert!(!store.idempotency_held("k2", t + secs(1)).await.unwrap(), "not once aborted");
     assert_eq!(store.idempotency_begin("k2", "f1", t + secs(1), ttl).await.unwrap(), IdempotencyState::Started);
     assert_eq!(store.idempotency_begin("k2", "f1", t + secs(2), ttl).await.unwrap(), IdempotencyState::InFlight);
 
