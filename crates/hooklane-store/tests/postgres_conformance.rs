@@ -1331,6 +1331,12 @@ async fn a_long_transaction_on_one_endpoint_holds_up_no_other() {
     let claimed = claimed.await.expect("the claim waited for the held rows");
     let pairs: Vec<(String, String)> = claimed.iter().map(|j| conformance::pair(&j.message, &j.endpoint)).collect();
     assert!(pairs.contains(&(next.id.clone(), other.id.clone())), "{pairs:?}");
+    // Handing back the held endpoint's delivery, or failing it, waits a moment at most too.
+    let held_key = vec![conformance::unleased(&sent.id, &held.id)];
+    let deferred = tokio::time::timeout(Duration::from_secs(20), store.defer_deliveries(held_key.clone(), later));
+    assert!(deferred.await.is_ok(), "the hand-back waited for the held rows");
+    let abandoned = tokio::time::timeout(Duration::from_secs(20), store.abandon_deliveries(held_key));
+    assert!(abandoned.await.is_ok(), "the abandon waited for the held rows");
     hold.rollback().await.unwrap();
     assert_eq!(
         conformance::delivery(&store, &app.id, &sent.id, &held.id).await.status,

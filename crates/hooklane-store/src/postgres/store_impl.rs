@@ -398,7 +398,12 @@ impl Store for PgStore {
             return Ok(());
         }
         let (mut c, now) = (self.client().await?, ms(Utc::now()));
-        let moved = queries::abandon_deliveries(&c, &keys, now).await?;
+        // Waiting a moment at most for rows a long transaction holds (see `record_batch`):
+        // left leased, they are taken again once their lease ends.
+        let tx = c.transaction().await.map_err(db_err)?;
+        let set = async { tx.batch_execute(super::SET_SHORT_LOCK_WAIT).await.map_err(db_err) };
+        let ((), moved) = tokio::try_join!(set, queries::abandon_deliveries(&tx, &keys, now))?;
+        tx.commit().await.map_err(db_err)?;
         settle_lanes(&mut c, moved, now).await;
         Ok(())
     }
@@ -407,7 +412,12 @@ impl Store for PgStore {
         if keys.is_empty() {
             return Ok(());
         }
-        queries::defer_deliveries(&self.client().await?, &keys, ms(due_at)).await?;
+        // As `abandon_deliveries`: a moment's wait at most for rows held.
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db_err)?;
+        let set = async { tx.batch_execute(super::SET_SHORT_LOCK_WAIT).await.map_err(db_err) };
+        tokio::try_join!(set, queries::defer_deliveries(&tx, &keys, ms(due_at)))?;
+        tx.commit().await.map_err(db_err)?;
         self.announce_due().await;
         Ok(())
     }
