@@ -64,6 +64,11 @@ const DEFAULT_EVENT_TYPE: &str = "inbound";
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/in/{source_id}", post(ingest).get(url_check).fallback(|| async { ApiError::MethodNotAllowed }))
+        // Refusals are logged here, within each source's budget: not again per request.
+        .layer(axum::middleware::map_response(|mut response: Response| async move {
+            response.extensions_mut().insert(crate::ops::Logged);
+            response
+        }))
 }
 
 /// What is known of a request so far, to record it whatever becomes of it.
@@ -93,7 +98,7 @@ impl<'a> Record<'a> {
     ) -> bool {
         self.count(status.as_str());
         tracing::info!(
-            source_id = %self.source.id,
+            source_id = %shown_source_id(&self.source.id),
             request_id = %self.id,
             status = status.as_str(),
             http_status = http_status.as_u16(),
@@ -125,7 +130,7 @@ impl<'a> Record<'a> {
         match self.s.0.store.record_inbound_request(record).await {
             Ok(()) => true,
             Err(e) => {
-                tracing::error!(error = %e, source_id = %self.source.id, "could not record an inbound request");
+                tracing::error!(error = %e, source_id = %shown_source_id(&self.source.id), "could not record an inbound request");
                 false
             }
         }
@@ -144,7 +149,7 @@ impl<'a> Record<'a> {
         if self.within_budget(&self.s.0.rejections, "rejected", "hooklane_inbound_rejections_unrecorded_total") {
             self.save(InboundStatus::Rejected, status, Some(error.to_string()), None, true).await;
         } else {
-            tracing::debug!(source_id = %self.source.id, http_status = status.as_u16(), "inbound request refused, not recorded: over the source's budget");
+            tracing::debug!(source_id = %shown_source_id(&self.source.id), http_status = status.as_u16(), "inbound request refused, not recorded: over the source's budget");
         }
         let basic = matches!(self.source.verification, Verification::BasicAuth { .. });
         let mut response = error.into_response();
@@ -257,12 +262,21 @@ impl<'a> Record<'a> {
     }
 }
 
+/// A source's id as logs show it: its last four characters. The id is the secret part of
+/// its public URL (for a source without verification, its only credential), and logs are
+/// read by more people than the API's tokens.
+pub fn shown_source_id(id: &str) -> String {
+    let tail: String = id.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+    format!("…{tail}")
+}
+
 /// The source a request is for, or the answer when there is none.
 async fn find_source(s: &AppState, source_id: &str) -> Result<Source, Box<Response>> {
     match s.0.store.get_source(source_id).await {
         Ok(Some(source)) => Ok(source),
         Ok(None) => {
-            tracing::info!(%source_id, "inbound request for an unknown source");
+            // (At debug: a scan of made-up source URLs must not write a line per request.)
+            tracing::debug!(source_id = %shown_source_id(source_id), "inbound request for an unknown source");
             Err(Box::new(ApiError::NotFound("source").into_response()))
         }
         Err(e) => Err(Box::new(ApiError::from(e).into_response())),
@@ -530,7 +544,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
         }
         Err(e) => {
             let error = ApiError::from(e);
-            tracing::error!(source_id = %source.id, error = %error, "could not store an inbound request");
+            tracing::error!(source_id = %shown_source_id(&source.id), error = %error, "could not store an inbound request");
             record.failed(error)
         }
     }
@@ -579,10 +593,12 @@ fn retry_fan_out(s: AppState, source_id: String, msg_id: String, request_id: Str
             tokio::time::sleep(std::time::Duration::from_secs(attempt)).await;
             match complete_fan_out(&s, &source_id, &request_id, Some(&msg_id)).await {
                 Ok(()) => return,
-                Err(e) => tracing::warn!(%source_id, %msg_id, error = %e, attempt, "fan-out failed again"),
+                Err(e) => {
+                    tracing::warn!(source_id = %shown_source_id(&source_id), %msg_id, error = %e, attempt, "fan-out failed again")
+                }
             }
         }
-        tracing::warn!(%source_id, %msg_id, "fan-out failed; left to the sweep of unfinished ones");
+        tracing::warn!(source_id = %shown_source_id(&source_id), %msg_id, "fan-out failed; left to the sweep of unfinished ones");
     });
 }
 
@@ -639,7 +655,7 @@ async fn sweep_fan_outs(s: &AppState) -> Result<usize, StoreError> {
             match complete_fan_out(s, &request.source_id, &request.id, request.msg_id.as_deref()).await {
                 Ok(()) => done += 1,
                 Err(e) => {
-                    tracing::warn!(source_id = %request.source_id, request_id = %request.id, error = %e, "fan-out failed again")
+                    tracing::warn!(source_id = %shown_source_id(&request.source_id), request_id = %request.id, error = %e, "fan-out failed again")
                 }
             }
         }
@@ -752,7 +768,7 @@ fn too_large(limit: u64) -> ApiError {
 async fn fan_out(s: &AppState, source: &Source, msg: &Message) -> Result<(), StoreError> {
     for d in &source.event_destinations {
         if s.0.store.get_app(&d.app_id).await?.is_none() {
-            tracing::warn!(source_id = %source.id, app_id = %d.app_id, "event-type destination's application is gone");
+            tracing::warn!(source_id = %shown_source_id(&source.id), app_id = %d.app_id, "event-type destination's application is gone");
             continue;
         }
         let fanned = Message {

@@ -179,7 +179,11 @@ pub fn router(state: AppState) -> Router {
         // A request id on every call: the caller's `x-request-id`, or a new one; in the log
         // span of the request and echoed in the response.
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(ops::request_span).on_response(ops::LogResponse))
+        // (No failure logger of its own: `LogResponse` logs a server error once, at `warn`;
+        // tower-http's default wrote it again at `error`.)
+        .layer(
+            TraceLayer::new_for_http().make_span_with(ops::request_span).on_response(ops::LogResponse).on_failure(()),
+        )
         .layer(SetRequestIdLayer::x_request_id(ops::MakeId))
         .with_state(state)
 }

@@ -115,10 +115,16 @@ pub async fn metrics(State(s): State<AppState>, req: Request) -> Result<Response
         }
         None => String::new(),
     };
-    match s.0.store.queue_stats(Utc::now()).await {
-        Ok(q) => render_store_gauges(&mut out, &q, Utc::now()),
-        Err(e) => {
+    // Within 5 s, as `/ready`: a scrape over a slow store answers without the store's gauges
+    // rather than piling up reads.
+    match tokio::time::timeout(Duration::from_secs(5), s.0.store.queue_stats(Utc::now())).await {
+        Ok(Ok(q)) => render_store_gauges(&mut out, &q, Utc::now()),
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "metrics: cannot read queue statistics");
+            out.push_str("# store statistics unavailable\nhooklane_store_up 0\n");
+        }
+        Err(_) => {
+            tracing::warn!("metrics: the queue statistics took more than 5 s");
             out.push_str("# store statistics unavailable\nhooklane_store_up 0\n");
         }
     }
@@ -184,11 +190,27 @@ impl MakeRequestId for MakeId {
     }
 }
 
-/// The tracing span of one API request, carrying its request id.
+/// The tracing span of one API request, carrying its request id, and its path with an
+/// inbound source's id shortened (see [`crate::inbound::shown_source_id`]).
 pub fn request_span<B>(req: &http::Request<B>) -> tracing::Span {
     let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+    let path = req.uri().path();
+    let shown = match path.strip_prefix("/in/") {
+        Some(rest) => {
+            let (source, tail) = rest.split_once('/').map_or((rest, ""), |(s, t)| (s, t));
+            let sep = if tail.is_empty() { "" } else { "/" };
+            format!("/in/{}{sep}{tail}", crate::inbound::shown_source_id(source))
+        }
+        None => path.to_string(),
+    };
+    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %shown)
 }
+
+/// Marks a response whose refusal its handler has logged (or, past a budget, chose not
+/// to): an inbound source's, which a sender of forged requests could otherwise turn into
+/// a line per request.
+#[derive(Clone, Copy)]
+pub struct Logged;
 
 /// Logs each API response: failures at `info` (client errors) or `warn` (server errors),
 /// successes only at `debug`. An access line per accepted message cost about 5 % of the
@@ -202,6 +224,9 @@ impl<B> tower_http::trace::OnResponse<B> for LogResponse {
         let latency_ms = latency.as_secs_f64() * 1000.0;
         match status {
             500.. => tracing::warn!(status, latency_ms, "request failed"),
+            400..500 if response.extensions().get::<Logged>().is_some() => {
+                tracing::debug!(status, latency_ms, "request refused")
+            }
             400..500 => tracing::info!(status, latency_ms, "request refused"),
             _ => tracing::debug!(status, latency_ms, "request done"),
         }

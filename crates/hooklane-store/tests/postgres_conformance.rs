@@ -70,6 +70,35 @@ async fn a_database_taking_no_connections_makes_the_store_unavailable() {
     assert_eq!(store.get_app("before").await.expect("connected again"), Some(app));
 }
 
+/// A database whose sessions take no writes (read-only by default here, as a standby after
+/// a failover is) fails the store's ping, which `/ready` reads, though it answers reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_takes_no_writes_is_not_ready() {
+    let (store, db) = fresh_store().await;
+    store.ping().await.expect("ready while it takes writes");
+    let name = db.name();
+    let admin = sql(&db).await;
+    admin.batch_execute(&format!("ALTER DATABASE \"{name}\" SET default_transaction_read_only = on")).await.unwrap();
+    // The store's sessions made again, reading the new default.
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    let mut last = Ok(());
+    for _ in 0..5 {
+        last = store.ping().await;
+        if matches!(&last, Err(StoreError::Unavailable(m)) if m.contains("takes no writes")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(matches!(&last, Err(StoreError::Unavailable(m)) if m.contains("takes no writes")), "{last:?}");
+    assert!(store.get_app("none").await.is_ok(), "reads still work");
+}
+
 /// Reopening the same database finds what was written before, and the migrations are not
 /// run again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2281,3 +2281,50 @@ async fn a_source_answers_as_it_is_told() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "8812");
 }
+
+/// Forged requests to a source's URL write no line per request (its refusals are logged,
+/// within the source's budget, by the source itself), nor do requests to made-up source
+/// URLs; the source's id, the secret part of its URL, is never written whole; and a server
+/// error is logged once, at `warn`, not again at `error` by the HTTP layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_inbound_requests_and_server_errors_are_logged_once() {
+    let server = Server::start("").await;
+    let spec = json!({ "name": "gh", "verification": { "type": "github", "secret": "It's a Secret to Everybody" } });
+    let (source, _) = create_source(&server, spec).await;
+    for n in 0..80 {
+        let (status, _) =
+            ingest(&server, &source, &h(&[("content-type", "application/json")]), format!("{{\"n\":{n}}}").as_bytes())
+                .await;
+        assert_eq!(status, 401);
+        let (status, _) = ingest(&server, &format!("src_madeup{n:04}"), &[], b"{}").await;
+        assert_eq!(status, 404);
+    }
+    // A server error: a delivery of this server's own sent back to its API (508).
+    let rx = Receiver::start().await;
+    let app = server.create_app("loop").await;
+    server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    server.send_message(&app, "a.b", json!({})).await;
+    let marker = rx.wait_for(1, WAIT).await[0].header("hooklane-origin").to_string();
+    let looped = server
+        .client
+        .post(server.url("/api/v1/app/"))
+        .header("hooklane-origin", marker)
+        .bearer_auth(ADMIN)
+        .json(&json!({ "name": "x" }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(looped.status().as_u16(), 508);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let logs = server.logs();
+    assert!(!logs.contains(&source), "the source's id written whole: {logs}");
+    let refused_in = logs.lines().filter(|l| l.contains("request refused") && l.contains("/in/")).count();
+    assert_eq!(refused_in, 0, "a line per forged request: {logs}");
+    assert!(!logs.contains("unknown source"), "a line per made-up source URL");
+    // The source's own lines: within its budget of recorded refusals, not one per request.
+    let recorded = logs.lines().filter(|l| l.contains("inbound request") && l.contains("rejected")).count();
+    assert!((1..80).contains(&recorded), "{recorded} lines for 80 forged requests");
+    assert_eq!(logs.matches("status=508").count(), 1, "{logs}");
+    assert!(!logs.contains("response failed"), "a server error logged twice: {logs}");
+}

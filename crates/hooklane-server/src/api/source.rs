@@ -686,7 +686,7 @@ pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<Sourc
         endpoints.push(ep);
     }
     s.0.store.create_source(src.clone(), app.clone(), endpoints.clone()).await?;
-    tracing::info!(source_id = %src.id, verification = src.verification.kind(), "inbound source created");
+    tracing::info!(source_id = %crate::inbound::shown_source_id(&src.id), verification = src.verification.kind(), "inbound source created");
     // Destinations are endpoints: operational webhooks tell of them as of any other.
     for ep in &endpoints {
         operational::endpoint_changed(&s, operational::ENDPOINT_CREATED, &app, ep);
@@ -959,7 +959,7 @@ pub async fn delete(State(s): State<AppState>, _: Admin, Path(id): Path<String>)
     s.0.store.delete_source(&id).await.map_err(crate::error::missing("source"))?;
     // What any node holds in memory for its destinations is not sent after the answer.
     s.0.dispatcher.stop(hooklane_store::Stop::Deleted(src.app_id.clone())).await;
-    tracing::info!(source_id = %id, "inbound source deleted");
+    tracing::info!(source_id = %crate::inbound::shown_source_id(&id), "inbound source deleted");
     if let Some((Some(app), endpoints)) = told {
         for ep in &endpoints {
             operational::endpoint_changed(&s, operational::ENDPOINT_DELETED, &app, ep);

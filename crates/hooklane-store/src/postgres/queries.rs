@@ -1899,8 +1899,15 @@ pub async fn idempotency_abort<C: GenericClient>(c: &C, key: &str, held: i64) ->
 
 // --- statistics
 
+/// Whether the database answers and takes writes: a standby (after a failover, the URL
+/// still naming the old primary) or a session read-only by default answers reads while
+/// every write fails, and a node on it must not count as ready.
 pub async fn ping<C: GenericClient>(c: &C) -> StoreResult<()> {
-    query_opt(c, "SELECT 1", &[]).await.map(|_| ())
+    let sql = "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'";
+    match query_opt(c, sql, &[]).await?.map(|row| super::rows::get::<bool>(&row, 0)).transpose()? {
+        Some(true) => Ok(()),
+        _ => Err(StoreError::Unavailable("the database takes no writes (a standby, or read-only)".into())),
+    }
 }
 
 pub async fn queue_stats<C: GenericClient>(c: &C, now: i64) -> StoreResult<crate::QueueStats> {
