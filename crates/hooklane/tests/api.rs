@@ -1381,6 +1381,8 @@ async fn message_validation() {
         (json!({"eventType": "ok", "eventId": "msg_01ARZ3NDEKTSV4RRFFQ69G5FAV", "payload": {}}), "eventId"),
         (json!({"eventType": "ok", "channels": [], "payload": {}}), "channels"),
         (json!({"eventType": "ok", "tags": ["a", "b", "c", "d", "e", "f"], "payload": {}}), "tags"),
+        (json!({"eventType": "ok", "tags": ["has space"], "payload": {}}), "tags"),
+        (json!({"eventType": "ok", "tags": ["x".repeat(129)], "payload": {}}), "tags"),
     ];
     for (body, field) in cases {
         let (status, out) = server.call("POST", &base, Some(body.clone())).await;
@@ -1390,6 +1392,34 @@ async fn message_validation() {
     assert_error(status, &out, 422, "validation");
     assert!(out["detail"][0]["msg"].as_str().unwrap().contains("payload"), "{out}");
     assert_eq!(ids(&list_all(&server, &base).await), Vec::<String>::new(), "nothing stored");
+}
+
+/// Tags take Svix's rule, wider than names' (`order/42`, `#vip`, a backslash): a message
+/// carries them, and lists of messages and of attempts filter by them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_take_slashes_hashes_and_backslashes() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("tags").await;
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url })).await;
+    let body = json!({ "eventType": "a.b", "payload": {}, "tags": ["order/42", "#vip", "a\\b"] });
+    let (status, tagged) = server.call("POST", &format!("/api/v1/app/{app}/msg"), Some(body)).await;
+    assert_eq!(status, 202, "{tagged}");
+    let other = server.send_message(&app, "a.b", json!({})).await;
+    rx.wait_for(2, Duration::from_secs(15)).await;
+    for tag in ["order%2F42", "%23vip", "a%5Cb"] {
+        let page =
+            server.wait_until(&format!("/api/v1/app/{app}/msg?tag={tag}"), Duration::from_secs(15), |_| true).await;
+        assert_eq!(ids(&page), vec![tagged["id"].as_str().unwrap().to_string()], "{tag}: {page}");
+        let path = format!("/api/v1/app/{app}/attempt/endpoint/{ep}?tag={tag}");
+        let attempts = server
+            .wait_until(&path, Duration::from_secs(15), |b| b["data"].as_array().is_some_and(|d| !d.is_empty()))
+            .await;
+        assert!(attempts["data"].as_array().unwrap().iter().all(|a| a["msgId"] == tagged["id"]), "{tag}: {attempts}");
+    }
+    assert_ne!(tagged["id"].as_str(), Some(other.as_str()));
+    let (status, out) = server.call("GET", &format!("/api/v1/app/{app}/msg?tag=has%20space"), None).await;
+    assert_eq!(status, 422, "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

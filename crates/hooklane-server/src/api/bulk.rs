@@ -97,7 +97,9 @@ pub async fn bulk_replay(
     check_names("eventTypes", &input.event_types, 256)?;
     // Checked before the task starts (PostgreSQL would refuse them half-way).
     input.channel.as_deref().map_or(Ok(()), |c| super::no_nul("channel", c))?;
-    input.tag.as_deref().map_or(Ok(()), |c| super::no_nul("tag", c))?;
+    if let Some(msg) = input.tag.as_deref().filter(|t| !t.is_empty()).and_then(super::tag_problem) {
+        return Err(ApiError::validation("tag", msg));
+    }
     let status = match input.status {
         None => None,
         Some(code) => Some(

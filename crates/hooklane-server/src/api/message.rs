@@ -99,7 +99,14 @@ impl MessageIn {
             }
         }
         check_names("channels", &self.channels, 10)?;
-        check_names("tags", &self.tags, 5)?;
+        if let Some(tags) = &self.tags {
+            if tags.is_empty() || tags.len() > 5 {
+                return Err(ApiError::validation("tags", "must hold between 1 and 5 items"));
+            }
+            if let Some(msg) = tags.iter().find_map(|t| super::tag_problem(t)) {
+                return Err(ApiError::validation("tags", msg));
+            }
+        }
         if let Some(key) = &self.ordering_key {
             if key.is_empty() {
                 return Err(ApiError::validation("orderingKey", "must not be empty (leave it out for none)"));
@@ -645,7 +652,13 @@ pub fn message_filter(q: &Query) -> ApiResult<MessageFilter> {
     Ok(MessageFilter {
         event_types: query_names(q, "event_types")?,
         channel: query_name(q, "channel")?,
-        tag: query_name(q, "tag")?,
+        tag: match q.get("tag").filter(|v| !v.is_empty()) {
+            Some(tag) => match super::tag_problem(tag) {
+                Some(msg) => return Err(ApiError::bad_query("tag", msg)),
+                None => Some(tag.to_string()),
+            },
+            None => None,
+        },
         // (`after` is exclusive: to the millisecond, truncated, it is right as it is.)
         before: q.time("before")?.map(ceil_to_millis),
         after: q.time("after")?,

@@ -222,6 +222,18 @@ fn name_problem(value: &str) -> Option<&'static str> {
     None
 }
 
+/// What is wrong with a message's tag, if anything: Svix's rule for tags, wider than for
+/// names (`order/42`, `#vip`): 1–128 of `[a-zA-Z0-9-_./\\#]`.
+pub(crate) fn tag_problem(value: &str) -> Option<&'static str> {
+    if value.is_empty() || value.len() > 128 {
+        return Some("must be between 1 and 128 characters");
+    }
+    if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./\\#".contains(&b)) {
+        return Some("may contain only letters, digits, '-', '_', '.', '/', '\\' and '#'");
+    }
+    None
+}
+
 /// Most names one repeatable query filter takes.
 const MAX_QUERY_NAMES: usize = 100;
 
