@@ -949,6 +949,39 @@ async fn endpoint_get_put_patch_delete() {
     assert_eq!(ids(&list_all(&server, &base).await), Vec::<String>::new());
 }
 
+/// An endpoint keeps five earlier secrets at most, all signing; past them, the one whose
+/// grace ends soonest goes, not the one rotated first: a week's grace given first outlives
+/// the hours given after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_past_five_secrets_drops_the_one_ending_soonest() {
+    let server = Server::start("").await;
+    let rx = Receiver::start().await;
+    let app = server.create_app("grace").await;
+    let first = secret_of(1, 32);
+    let (ep, _) = server.create_endpoint(&app, json!({ "url": rx.url, "secret": first })).await;
+    let rotate = |key: String, grace: u32| {
+        let (server, path) = (&server, format!("/api/v1/app/{app}/endpoint/{ep}/secret/rotate"));
+        async move {
+            let (status, out) =
+                server.call("POST", &path, Some(json!({ "key": key, "gracePeriodSeconds": grace }))).await;
+            assert_eq!(status, 200, "{out}");
+        }
+    };
+    // The first secret kept a week; then five more rotations kept an hour each.
+    let keys: Vec<String> = (2..=7).map(|n| secret_of(n, 32)).collect();
+    rotate(keys[0].clone(), 7 * 24 * 3600).await;
+    for key in &keys[1..] {
+        rotate(key.clone(), 3600).await;
+    }
+    server.send_message(&app, "a.b", json!({})).await;
+    let got = &rx.wait_for(1, Duration::from_secs(15)).await[0];
+    assert!(signature_valid(&first, got), "the week's secret went before the hours'");
+    assert!(!signature_valid(&keys[0], got), "the hour's secret ending soonest is the one gone");
+    for key in &keys[1..] {
+        assert!(signature_valid(key, got), "{key} signs");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_secret_get_and_rotate() {
     let server = Server::start("").await;

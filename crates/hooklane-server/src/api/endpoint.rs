@@ -1295,9 +1295,12 @@ pub async fn rotate_secret(
         .map_or(chrono::Duration::hours(ROTATION_OVERLAP_HOURS), |s| chrono::Duration::seconds(i64::from(s)));
     let now = super::now();
     ep.previous_secrets.retain(|p| p.expires_at > now);
-    // Every live secret signs every delivery: the oldest go first beyond a few.
+    // Every live secret signs every delivery: beyond a few, those whose grace ends soonest
+    // go first (grace periods differ between rotations: a week's, given first, must not go
+    // before the hour's given after it).
     while ep.previous_secrets.len() >= MAX_PREVIOUS_SECRETS {
-        ep.previous_secrets.remove(0);
+        let soonest = (0..ep.previous_secrets.len()).min_by_key(|&i| ep.previous_secrets[i].expires_at).unwrap_or(0);
+        ep.previous_secrets.remove(soonest);
     }
     let old = std::mem::replace(&mut ep.secret, new.expose());
     if grace > chrono::Duration::zero() {
