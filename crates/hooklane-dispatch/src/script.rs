@@ -483,9 +483,10 @@ fn within_limits<T>(
         // and then between its own steps, never inside a built-in, so one long call (a
         // search of a long string, a sort) ran to its end and the run was taken as it was,
         // up to the worker's hard limit, eight times the time a run is given.
-        let overran = || ScriptError(format!("the transformation ran longer than {} ms", TIME_LIMIT.as_millis()));
         match result {
-            _ if run_clock() > deadline => Err(overran()),
+            _ if run_clock() > deadline => {
+                Err(ScriptError(format!("the transformation ran longer than {} ms", TIME_LIMIT.as_millis())))
+            }
             Ok(done) => done,
             Err(e) => Err(ScriptError(describe(&e))),
         }

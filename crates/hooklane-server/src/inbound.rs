@@ -266,8 +266,8 @@ impl<'a> Record<'a> {
 /// its public URL (for a source without verification, its only credential), and logs are
 /// read by more people than the API's tokens.
 pub fn shown_source_id(id: &str) -> String {
-    let tail: String = id.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
-    format!("…{tail}")
+    let start = id.char_indices().rev().nth(3).map_or(0, |(at, _)| at);
+    format!("…{}", &id[start..])
 }
 
 /// The source a request is for, or the answer when there is none.

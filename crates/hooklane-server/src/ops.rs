@@ -196,11 +196,10 @@ pub fn request_span<B>(req: &http::Request<B>) -> tracing::Span {
     let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
     let path = req.uri().path();
     let shown = match path.strip_prefix("/in/") {
-        Some(rest) => {
-            let (source, tail) = rest.split_once('/').map_or((rest, ""), |(s, t)| (s, t));
-            let sep = if tail.is_empty() { "" } else { "/" };
-            format!("/in/{}{sep}{tail}", crate::inbound::shown_source_id(source))
-        }
+        Some(rest) => match rest.split_once('/') {
+            Some((source, tail)) => format!("/in/{}/{tail}", crate::inbound::shown_source_id(source)),
+            None => format!("/in/{}", crate::inbound::shown_source_id(rest)),
+        },
         None => path.to_string(),
     };
     tracing::info_span!("request", request_id = %id, method = %req.method(), path = %shown)

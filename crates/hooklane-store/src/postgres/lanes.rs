@@ -206,10 +206,9 @@ async fn claim_lane(
         )
     });
     let tx = client.transaction().await.map_err(db_err)?;
-    // The setting pipelined with the lock's statement: no round trip of its own.
-    let set = async { tx.batch_execute(super::SET_SHORT_LOCK_WAIT).await.map_err(db_err) };
+    // (The setting pipelined with the lock's statement: no round trip of its own.)
     let lock_params: [&(dyn ToSql + Sync); 2] = [&endpoint_id, &lane_key];
-    let ((), rows) = tokio::try_join!(set, query(&tx, &LOCK, &lock_params))?;
+    let rows = super::with_lock_wait(&tx, super::SET_SHORT_LOCK_WAIT, query(&tx, &LOCK, &lock_params)).await?;
     let (locked, fifo): (bool, Option<bool>) = match rows.first() {
         Some(row) => (super::rows::get(row, 0)?, super::rows::get(row, 1)?),
         None => (false, None),

@@ -638,6 +638,19 @@ pub(crate) const SET_LOCK_WAIT: &str = "SET LOCAL lock_timeout = '3s'";
 /// together, and each is waited for in turn.
 pub(crate) const SET_SHORT_LOCK_WAIT: &str = "SET LOCAL lock_timeout = '300ms'";
 
+/// Runs `statement` (on `tx`) with the lock wait `set` ([`SET_LOCK_WAIT`] or
+/// [`SET_SHORT_LOCK_WAIT`]) set first in the transaction, both sent together, pipelined:
+/// one round trip for the two (requests go out in the order their futures are first
+/// polled).
+pub(crate) async fn with_lock_wait<T>(
+    tx: &Transaction<'_>,
+    set: &str,
+    statement: impl std::future::Future<Output = StoreResult<T>>,
+) -> StoreResult<T> {
+    let set = async { tx.batch_execute(set).await.map_err(db_err) };
+    tokio::try_join!(set, statement).map(|((), done)| done)
+}
+
 /// Whether `e` is a statement that gave up waiting for a lock ([`SET_LOCK_WAIT`]).
 pub(crate) fn is_lock_wait(e: &StoreError) -> bool {
     let code = SqlState::LOCK_NOT_AVAILABLE.code();

@@ -401,8 +401,8 @@ impl Store for PgStore {
         // Waiting a moment at most for rows a long transaction holds (see `record_batch`):
         // left leased, they are taken again once their lease ends.
         let tx = c.transaction().await.map_err(db_err)?;
-        let set = async { tx.batch_execute(super::SET_SHORT_LOCK_WAIT).await.map_err(db_err) };
-        let ((), moved) = tokio::try_join!(set, queries::abandon_deliveries(&tx, &keys, now))?;
+        let abandon = queries::abandon_deliveries(&tx, &keys, now);
+        let moved = super::with_lock_wait(&tx, super::SET_SHORT_LOCK_WAIT, abandon).await?;
         tx.commit().await.map_err(db_err)?;
         settle_lanes(&mut c, moved, now).await;
         Ok(())
@@ -415,8 +415,8 @@ impl Store for PgStore {
         // As `abandon_deliveries`: a moment's wait at most for rows held.
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db_err)?;
-        let set = async { tx.batch_execute(super::SET_SHORT_LOCK_WAIT).await.map_err(db_err) };
-        tokio::try_join!(set, queries::defer_deliveries(&tx, &keys, ms(due_at)))?;
+        let defer = queries::defer_deliveries(&tx, &keys, ms(due_at));
+        super::with_lock_wait(&tx, super::SET_SHORT_LOCK_WAIT, defer).await?;
         tx.commit().await.map_err(db_err)?;
         self.announce_due().await;
         Ok(())
@@ -969,18 +969,15 @@ async fn record_batch(
     loop {
         tries += 1;
         let tx = c.transaction().await.map_err(db_err)?;
-        // The setting and the statement sent together, pipelined: one round trip for both
-        // (requests go out in the order their futures are first polled).
-        let set = async { tx.batch_execute(lock_wait).await.map_err(db_err) };
         let result = if all_succeeded {
             let record = async {
                 queries::record_successes(&tx, outcomes)
                     .await
                     .map(|(moved, set_aside)| (Recorded { disabled: Vec::new(), set_aside }, moved))
             };
-            tokio::try_join!(set, record).map(|((), recorded)| recorded)
+            super::with_lock_wait(&tx, lock_wait, record).await
         } else {
-            tokio::try_join!(set, queries::record_attempts(&tx, outcomes, disable_after)).map(|((), recorded)| recorded)
+            super::with_lock_wait(&tx, lock_wait, queries::record_attempts(&tx, outcomes, disable_after)).await
         };
         match finish(tx, result).await {
             Err(e) if is_transient(&e) && tries < TRANSIENT_RETRIES => {
