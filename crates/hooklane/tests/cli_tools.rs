@@ -776,13 +776,8 @@ async fn listen_answers_after_its_output_is_closed() {
 async fn forward_stopped_by_a_revoked_token_names_where_to_go_on() {
     let server = Server::start("").await;
     let app = server.create_app("laptop").await;
-    let spec = json!({ "polling": true, "uid": "books" });
-    let (status, ep) = server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(spec)).await;
-    assert_eq!(status, 201, "{ep}");
-    let rotate = format!("/api/v1/auth/app/{app}/poller/books/token/rotate");
-    let (status, out) = server.call("POST", &rotate, Some(json!({}))).await;
-    assert_eq!(status, 200, "{out}");
-    let key = out["token"].as_str().expect("token").to_string();
+    server.create_polling_endpoint(&app, "books").await;
+    let key = server.rotate_poller_key(&app, "books", json!({})).await;
     let local = Receiver::start().await;
     let to = format!("{}/local", local.url);
     let mut forward = Forwarder::start(&[
@@ -800,8 +795,7 @@ async fn forward_stopped_by_a_revoked_token_names_where_to_go_on() {
     let msg = server.send_message(&app, "a.b", json!({ "n": 1 })).await;
     let line = forward.wait_for_line("saying it was forwarded", |l| l.starts_with("200 a.b") && l.contains(&msg)).await;
     let at = line.split("iterator=").nth(1).expect("a position").trim().to_string();
-    let (status, out) = server.call("POST", &rotate, Some(json!({ "oldTokenExpiry": 0 }))).await;
-    assert_eq!(status, 200, "{out}");
+    server.rotate_poller_key(&app, "books", json!({ "oldTokenExpiry": 0 })).await;
     server.send_message(&app, "a.b", json!({ "n": 2 })).await;
     let ended = tokio::time::timeout(Duration::from_secs(40), forward.child.wait()).await;
     assert!(ended.is_ok_and(|s| s.is_ok_and(|s| !s.success())), "{:?}", forward.lines());

@@ -583,18 +583,8 @@ async fn waiting_readers(server: &Server, n: u64) {
 async fn a_long_poll_whose_token_is_revoked_meanwhile_answers_401_and_moves_nothing() {
     let server = Server::start("").await;
     let app = server.create_app("revoked").await;
-    let spec = json!({ "polling": true, "uid": "books" });
-    let (status, ep) = server.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(spec)).await;
-    assert_eq!(status, 201, "{ep}");
-    let rotate = |body: Value| {
-        let path = format!("/api/v1/auth/app/{app}/poller/books/token/rotate");
-        let server = &server;
-        async move {
-            let (status, out) = server.call("POST", &path, Some(body)).await;
-            assert_eq!(status, 200, "{out}");
-            out["token"].as_str().expect("token").to_string()
-        }
-    };
+    server.create_polling_endpoint(&app, "books").await;
+    let rotate = |body: Value| server.rotate_poller_key(&app, "books", body);
     let first = rotate(json!({})).await;
     let consumer = format!("/api/v1/app/{app}/poller/books/consumer/c");
     let (status, page) = server.call_as(&first, "GET", &consumer, None).await;

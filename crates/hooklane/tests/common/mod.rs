@@ -227,6 +227,23 @@ impl Server {
         out["token"].as_str().expect("token").to_string()
     }
 
+    /// Creates a polling endpoint of `app` with the uid `uid`; answers its id.
+    pub async fn create_polling_endpoint(&self, app: &str, uid: &str) -> String {
+        let spec = json!({ "polling": true, "uid": uid });
+        let (status, ep) = self.call("POST", &format!("/api/v1/app/{app}/endpoint"), Some(spec)).await;
+        assert_eq!(status, 201, "{ep}");
+        ep["id"].as_str().expect("endpoint id").to_string()
+    }
+
+    /// Rotates the key of `app`'s polling endpoint `ep` (id or uid) with `body`; answers
+    /// the new key.
+    pub async fn rotate_poller_key(&self, app: &str, ep: &str, body: Value) -> String {
+        let path = format!("/api/v1/auth/app/{app}/poller/{ep}/token/rotate");
+        let (status, out) = self.call("POST", &path, Some(body)).await;
+        assert_eq!(status, 200, "{out}");
+        out["token"].as_str().expect("token").to_string()
+    }
+
     pub async fn create_app(&self, name: &str) -> String {
         let (status, body) = self.call("POST", "/api/v1/app/", Some(json!({ "name": name }))).await;
         assert_eq!(status, 201, "{body}");
