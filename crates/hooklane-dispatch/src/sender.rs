@@ -55,10 +55,12 @@ pub const MAX_HEADER_VALUE: usize = 4096;
 /// Why a custom header cannot be sent as given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeaderFault {
-    /// Not a header name, or more than [`MAX_HEADER_VALUE`] bytes of value.
+    /// Not a header name.
     Name,
     /// A value a header cannot carry (control characters).
     Value,
+    /// More than [`MAX_HEADER_VALUE`] bytes of value.
+    TooLong,
     /// One of hooklane's own ([`RESERVED`]).
     Reserved,
     /// One of [`CONNECTION_HEADERS`].
@@ -67,8 +69,11 @@ pub enum HeaderFault {
 
 /// What is wrong with a custom header (an endpoint's, or its transformation's), if anything.
 pub fn custom_header_fault(name: &str, value: &str) -> Option<HeaderFault> {
-    if HeaderName::try_from(name).is_err() || value.len() > MAX_HEADER_VALUE {
+    if HeaderName::try_from(name).is_err() {
         return Some(HeaderFault::Name);
+    }
+    if value.len() > MAX_HEADER_VALUE {
+        return Some(HeaderFault::TooLong);
     }
     if HeaderValue::try_from(value).is_err() {
         return Some(HeaderFault::Value);

@@ -500,7 +500,7 @@ pub(crate) fn check_header_sizes(
 }
 
 fn check_headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
-    use hooklane_dispatch::sender::{custom_header_fault, HeaderFault, MAX_CUSTOM_HEADERS};
+    use hooklane_dispatch::sender::{custom_header_fault, HeaderFault, MAX_CUSTOM_HEADERS, MAX_HEADER_VALUE};
     if headers.len() > MAX_CUSTOM_HEADERS {
         return Err(ApiError::validation("headers", format!("at most {MAX_CUSTOM_HEADERS} headers")));
     }
@@ -514,6 +514,9 @@ fn check_headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
             None => continue,
             Some(HeaderFault::Name) => format!("invalid header {name:?}"),
             Some(HeaderFault::Value) => format!("invalid value for header {name:?}"),
+            Some(HeaderFault::TooLong) => {
+                format!("the value of header {name:?} is longer than {MAX_HEADER_VALUE} bytes")
+            }
             Some(HeaderFault::Reserved | HeaderFault::Connection) => {
                 format!("header {name:?} cannot be set: hooklane sets it, or it controls the connection")
             }
@@ -1776,5 +1779,21 @@ mod tests {
         renamed.insert("y-".repeat(200), "1".into());
         renamed.remove("x-1");
         assert!(check_header_sizes(Some(&old), &renamed).is_err(), "a new name too long");
+    }
+
+    /// Each kind of bad header is named for what is wrong with it: a long value is not a bad
+    /// name.
+    #[test]
+    fn header_faults_say_what_is_wrong() {
+        let msg =
+            |name: &str, value: &str| match check_headers(&BTreeMap::from([(name.to_string(), value.to_string())])) {
+                Err(ApiError::Validation { msg, .. }) => msg,
+                other => panic!("{name:?}: {other:?}"),
+            };
+        assert!(msg("x-a", &"v".repeat(4097)).contains("longer than 4096 bytes"));
+        assert!(msg("x a", "v").starts_with("invalid header"));
+        assert!(msg("x-a", "v\n").starts_with("invalid value for header"));
+        assert!(msg("Webhook-Id", "v").contains("cannot be set"));
+        assert!(check_headers(&BTreeMap::from([("x-a".to_string(), "v".repeat(4096))])).is_ok());
     }
 }
