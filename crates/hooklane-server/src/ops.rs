@@ -161,7 +161,7 @@ pub fn render_store_gauges(out: &mut String, q: &hooklane_store::QueueStats, now
     gauge(
         "hooklane_endpoints_failing",
         "Enabled endpoints whose last attempt failed",
-        &[(String::new(), q.failing.len() as f64)],
+        &[(String::new(), q.failing_endpoints as f64)],
     );
     let labels = |f: &hooklane_store::FailingEndpoint| {
         format!("{{app_id=\"{}\",endpoint_id=\"{}\"}}", escape(&f.app_id), escape(&f.endpoint_id))

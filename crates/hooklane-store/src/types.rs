@@ -342,6 +342,8 @@ pub struct QueueStats {
     /// Enabled endpoints whose last attempts failed, longest-failing first (at most
     /// [`MAX_FAILING_REPORTED`]).
     pub failing: Vec<FailingEndpoint>,
+    /// How many enabled endpoints are failing: all of them, where `failing` lists the first.
+    pub failing_endpoints: u64,
     pub disabled_endpoints: u64,
 }
 

@@ -1942,9 +1942,11 @@ pub async fn queue_stats<C: GenericClient>(c: &C, now: i64) -> StoreResult<crate
         })
     })
     .collect::<StoreResult<Vec<_>>>()?;
-    let disabled = match query_opt(c, "SELECT COUNT(*) FROM endpoints WHERE disabled", &[]).await? {
-        Some(r) => rows::get::<i64>(&r, 0)?,
-        None => 0,
+    let counts = "SELECT COUNT(*) FILTER (WHERE disabled), \
+                  COUNT(*) FILTER (WHERE NOT disabled AND failing_since IS NOT NULL) FROM endpoints";
+    let (disabled, failing_endpoints) = match query_opt(c, counts, &[]).await? {
+        Some(r) => (rows::get::<i64>(&r, 0)?, rows::get::<i64>(&r, 1)?),
+        None => (0, 0),
     };
     let n = |v: i64| v.max(0) as u64;
     Ok(crate::QueueStats {
@@ -1952,6 +1954,7 @@ pub async fn queue_stats<C: GenericClient>(c: &C, now: i64) -> StoreResult<crate
         scheduled: n(scheduled),
         leased: n(leased),
         failing,
+        failing_endpoints: n(failing_endpoints),
         disabled_endpoints: n(disabled),
     })
 }

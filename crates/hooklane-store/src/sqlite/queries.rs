@@ -1402,9 +1402,12 @@ pub fn queue_stats(conn: &Connection, now: i64) -> StoreResult<crate::QueueStats
             })
         },
     )?;
-    let disabled: i64 = conn
-        .prepare_cached("SELECT COUNT(*) FROM endpoints WHERE disabled = 1")
-        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+    let (disabled, failing_endpoints): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(disabled = 1), 0), COALESCE(SUM(disabled = 0 AND failing_since IS NOT NULL), 0) \
+             FROM endpoints",
+        )
+        .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
         .map_err(db_err)?;
     let n = |v: i64| v.max(0) as u64;
     Ok(crate::QueueStats {
@@ -1412,6 +1415,7 @@ pub fn queue_stats(conn: &Connection, now: i64) -> StoreResult<crate::QueueStats
         scheduled: n(scheduled),
         leased: n(leased),
         failing,
+        failing_endpoints: n(failing_endpoints),
         disabled_endpoints: n(disabled),
     })
 }

@@ -140,6 +140,7 @@ macro_rules! store_conformance_tests {
             integrations_keep_one_key_each_within_their_application,
             // --- statistics
             stats_ping_and_queue,
+            stats_count_every_failing_endpoint,
             stats_endpoint_health,
             stats_attempt_timeline,
             stats_message_destinations,
@@ -3421,7 +3422,10 @@ pub async fn stats_ping_and_queue(store: &DynStore) {
     store.ping().await.expect("ping");
     let t = now_ms();
     let empty = store.queue_stats(t).await.unwrap();
-    assert_eq!((empty.due, empty.scheduled, empty.leased, empty.disabled_endpoints), (0, 0, 0, 0));
+    assert_eq!(
+        (empty.due, empty.scheduled, empty.leased, empty.disabled_endpoints, empty.failing_endpoints),
+        (0, 0, 0, 0, 0)
+    );
     assert!(empty.failing.is_empty());
 
     let app = setup_app(store, "A").await;
@@ -3444,7 +3448,7 @@ pub async fn stats_ping_and_queue(store: &DynStore) {
         .unwrap();
     let q = store.queue_stats(t + secs(2)).await.unwrap();
     assert_eq!((q.due, q.scheduled, q.leased), (2, 1, 0), "{q:?}");
-    assert_eq!(q.failing.len(), 1, "{q:?}");
+    assert_eq!((q.failing.len(), q.failing_endpoints), (1, 1), "{q:?}");
     assert_eq!(q.failing[0].endpoint_id, e1.id);
     assert_eq!(q.failing[0].app_id, app.id);
     assert_eq!(q.failing[0].failing_since, t + secs(1));
@@ -3477,8 +3481,27 @@ pub async fn stats_ping_and_queue(store: &DynStore) {
     store.update_endpoint(off, None).await.unwrap();
     let q = store.queue_stats(t + secs(6)).await.unwrap();
     assert!(q.failing.is_empty(), "{q:?}");
-    assert_eq!(q.disabled_endpoints, 1);
+    assert_eq!((q.disabled_endpoints, q.failing_endpoints), (1, 0));
     assert_eq!((q.due, q.scheduled, q.leased), (0, 0, 0), "{q:?}");
+}
+
+/// Past the failing endpoints listed by name, the count still holds them all: a gauge capped at
+/// the list's length would read the same at 500 and at 5,000.
+pub async fn stats_count_every_failing_endpoint(store: &DynStore) {
+    let t = now_ms();
+    let app = setup_app(store, "A").await;
+    let over = hooklane_store::MAX_FAILING_REPORTED + 2;
+    for i in 0..over {
+        let mut ep = new_endpoint(&app.id, None);
+        ep.failing_since = Some(t + millis(i as i64));
+        store.create_endpoint(ep).await.expect("create endpoint");
+    }
+    let mut off = new_endpoint(&app.id, None);
+    (off.failing_since, off.disabled) = (Some(t), true);
+    store.create_endpoint(off).await.expect("create endpoint");
+    let q = store.queue_stats(t + secs(1)).await.unwrap();
+    assert_eq!(q.failing.len(), hooklane_store::MAX_FAILING_REPORTED);
+    assert_eq!((q.failing_endpoints, q.disabled_endpoints), (over as u64, 1), "the disabled one is not failing");
 }
 
 pub async fn stats_endpoint_health(store: &DynStore) {
