@@ -297,6 +297,11 @@ async fn a_second_process_on_the_same_sqlite_file_is_refused() {
 /// that serves instead is killed and the test fails.
 fn refused_at_start(mut command: std::process::Command) -> std::process::Output {
     use std::process::Stdio;
+    // Some refusals come after the listener is bound: on the default port the test would
+    // depend on nothing else listening there (and be refused for that instead).
+    if !command.get_envs().any(|(name, _)| name == "HOOKLANE_LISTEN") {
+        command.env("HOOKLANE_LISTEN", "127.0.0.1:0");
+    }
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run hooklane");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while child.try_wait().expect("wait").is_none() {
