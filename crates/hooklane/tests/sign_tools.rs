@@ -34,16 +34,14 @@ async fn hooklane(args: &[&str], stdin: &[u8]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), stdout + &String::from_utf8_lossy(&out.stderr))
 }
 
-/// The shared vectors (`shared/vectors/standard-webhooks.json`, beside the repository).
+/// The shared vectors: the repository's copy (`hooklane-core/testdata`), always, and those
+/// in the shared folder beside the repository when it is there.
 fn vectors() -> Vec<Value> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/standard-webhooks.json");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).expect("vectors are JSON"),
-        Err(_) => {
-            assert!(std::env::var_os("CI").is_none(), "{} is missing", path.display());
-            Vec::new()
-        }
-    }
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let kept = here.join("../hooklane-core/testdata/standard-webhooks.json");
+    let mut texts = vec![std::fs::read_to_string(&kept).unwrap_or_else(|e| panic!("{}: {e}", kept.display()))];
+    texts.extend(std::fs::read_to_string(here.join("../../../shared/vectors/standard-webhooks.json")).ok());
+    texts.iter().flat_map(|t| serde_json::from_str::<Vec<Value>>(t).expect("vectors are JSON")).collect()
 }
 
 /// `hooklane verify` of a vector's headers (the payload on standard input), checked at `now`.
@@ -94,7 +92,7 @@ async fn verify_checks_signatures_as_a_receiver_must() {
         assert_eq!(verify(&secret, &id, ts, &both, ts, body).await, (0, "valid".into()));
         checked += 1;
     }
-    assert!(checked > 0 || std::env::var_os("CI").is_none(), "no vector checked");
+    assert!(checked > 0, "no vector checked");
     // Not a secret at all: a clear error, not a verdict.
     let (code, out) = verify("nope!", "m", 1, "v1,x", 1, b"{}").await;
     assert_eq!(code, 1);
