@@ -301,12 +301,13 @@ fn lock_file_beside(path: &Path) -> anyhow::Result<(std::fs::File, PathBuf)> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     let lock_path = PathBuf::from(name);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    // Owner-only, as every file hooklane makes: it holds nothing, but another user who may
+    // open it may lock it too, and so hold back the start.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&lock_path).with_context(|| format!("cannot open {}", lock_path.display()))?;
     Ok((file, lock_path))
 }
 

@@ -449,7 +449,7 @@ async fn the_files_a_server_makes_are_its_owners_alone() {
     assert!(lines.iter().any(|l| l.contains("generated, kept in")), "{lines:?}");
     let data = dir.path().join("data");
     assert_eq!(mode(&data), 0o700, "the data folder");
-    for file in ["hooklane.db", "hooklane.db-wal", "hooklane.db-shm", "admin-token"] {
+    for file in ["hooklane.db", "hooklane.db-wal", "hooklane.db-shm", "hooklane.db.lock", "admin-token"] {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
     drop(child);
