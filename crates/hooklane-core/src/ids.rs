@@ -34,6 +34,15 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{ulid}")
 }
 
+/// A fresh id with the given prefix whose 80 random bits are drawn anew (from the thread's
+/// cryptographically secure generator), for ids that are credentials: an inbound source's id
+/// is the secret part of its URL. [`new_id`]'s monotonic ids made within one millisecond
+/// differ by one, so one id logged or sent out in full (a request id, the source's own
+/// application's) would give away the source's made beside it.
+pub fn new_secret_id(prefix: &str) -> String {
+    format!("{prefix}_{}", ulid::Ulid::new())
+}
+
 /// An id of this prefix below every one made at `at` or later: ids begin with the time they
 /// were made, so `id > floor(prefix, t)` bounds an index scan by id to what was made since
 /// `t` (a generator whose clock went back keeps its later time, so ids are never earlier
@@ -63,6 +72,19 @@ mod tests {
         assert!(floor < after, "{floor} < {after}");
         assert!(has_prefix(&floor, ATTEMPT));
         assert_eq!(super::floor(ATTEMPT, chrono::DateTime::UNIX_EPOCH), format!("{ATTEMPT}_{}", "0".repeat(26)));
+    }
+
+    /// Secret ids made together share nothing past their time: each one's random part is
+    /// drawn anew, where monotonic ones made in one millisecond count up by one.
+    #[test]
+    fn secret_ids_are_not_next_to_each_other() {
+        let random_part = |id: &str| u128::from(id[4..].parse::<ulid::Ulid>().expect("a ULID")) & ((1u128 << 80) - 1);
+        for _ in 0..100 {
+            let (before, secret, after) = (new_id(SOURCE), new_secret_id(SOURCE), new_id(SOURCE));
+            assert!(has_prefix(&secret, SOURCE), "{secret}");
+            let near = |a: &str, b: &str| random_part(a).abs_diff(random_part(b)) < 1 << 40;
+            assert!(!near(&before, &secret) && !near(&secret, &after), "{before} {secret} {after}");
+        }
     }
 
     #[test]

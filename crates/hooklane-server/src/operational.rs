@@ -120,7 +120,15 @@ async fn post_endpoint_news(state: std::sync::Weak<crate::state::Shared>, mut rx
 }
 
 fn endpoint_data(app: &Application, endpoint: &Endpoint) -> Value {
-    json!({ "appId": app.id, "appUid": app.uid, "endpointId": endpoint.id, "endpointUid": endpoint.uid })
+    json!({ "appId": app.id, "appUid": shown_uid(app), "endpointId": endpoint.id, "endpointUid": endpoint.uid })
+}
+
+/// An application's uid as operational events give it: none for an inbound source's own
+/// application, whose uid is the source's id, the secret part of its URL (and, for a source
+/// that checks no signature, its only credential), which a receiver of these events, an
+/// alerting service say, has no need of.
+fn shown_uid(app: &Application) -> Option<&str> {
+    app.uid.as_deref().filter(|_| !crate::api::source::owned_by_source(app))
 }
 
 /// `endpoint.disabled`'s data: the endpoint's, with since when it failed and what disabled
@@ -153,7 +161,7 @@ async fn engine_event_data(
             let event_id = store.get_message(&app_id, &msg_id).await?.and_then(|m| m.event_id);
             let data = json!({
                 "appId": app.id,
-                "appUid": app.uid,
+                "appUid": shown_uid(&app),
                 "msgId": msg_id,
                 "msgEventId": event_id,
                 "endpointId": endpoint_id,

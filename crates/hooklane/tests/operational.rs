@@ -362,4 +362,10 @@ async fn inbound_source_destination_changes_are_reported() {
     assert_eq!(status, 204);
     let data = wait_for_matching(&ops_rx, &ops_secret, "endpoint.deleted", about(&second)).await;
     assert_eq!(data["appId"], app);
+    // The source's id is the secret part of its URL (for a `none` source, its only
+    // credential): its application's uid, which it is, is not sent out.
+    assert_eq!(data["appUid"], Value::Null, "{data}");
+    for r in ops_rx.received() {
+        assert!(!String::from_utf8_lossy(&r.body).contains(source), "{}", String::from_utf8_lossy(&r.body));
+    }
 }

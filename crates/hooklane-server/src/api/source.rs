@@ -648,7 +648,7 @@ fn validate_destination(ep: &Endpoint, was: Option<&BTreeMap<String, String>>) -
 )]
 pub async fn create(State(s): State<AppState>, _: Admin, Json(input): Json<SourceIn>) -> ApiResult<impl IntoResponse> {
     let now = super::now();
-    let id = new_id(ids::SOURCE);
+    let id = ids::new_secret_id(ids::SOURCE);
     let app = Application {
         uid: Some(id.clone()),
         metadata: Metadata::from([("hooklane.source".to_string(), id.clone())]),
