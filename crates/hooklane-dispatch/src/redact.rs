@@ -90,7 +90,8 @@ fn url_credentials(url: &str) -> Vec<String> {
 }
 
 /// `secret` as written, and as an echo may write it again: percent-encoded (every byte but
-/// letters and digits, or as `encodeURIComponent` does), and escaped inside a JSON string
+/// letters and digits, as `encodeURIComponent` does, or as a form body writes it, which is
+/// how an OAuth token request sends a client secret or refresh token), and escaped inside a JSON string
 /// (with or without its `/` escaped). One of letters and digits only, as most tokens are,
 /// is written the same in each: itself alone (this runs for every attempt of an endpoint
 /// with credentials).
@@ -102,6 +103,7 @@ fn written_forms(secret: &str) -> Vec<String> {
     vec![
         utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string(),
         utf8_percent_encode(secret, URI_COMPONENT).to_string(),
+        form_urlencoded::byte_serialize(secret.as_bytes()).collect(),
         json.replace('/', "\\/"),
         json,
         secret.to_string(),
@@ -140,10 +142,16 @@ mod tests {
     /// of a body kept up to a limit, is redacted as it is written as it is.
     #[test]
     fn credentials_are_redacted_as_echoes_write_them() {
-        let endpoint = endpoint_with(&[("apiKey", "sk+live/ABC=123456"), ("quoted", "say \"hi\" now")]);
+        let endpoint = endpoint_with(&[
+            ("apiKey", "sk+live/ABC=123456"),
+            ("quoted", "say \"hi\" now"),
+            ("clientSecret", "Xy8Q~Ab.cd-ABC 1"),
+        ]);
         for echo in [
             "key=sk+live/ABC=123456",
             "/echo?key=sk%2Blive%2FABC%3D123456",
+            // As a form body writes it (`~` encoded, `.` and `-` not; spaces as `+`).
+            "client_secret=Xy8Q%7EAb.cd-ABC+1",
             r#"{"key":"sk+live\/ABC=123456"}"#,
             r#"{"q":"say \"hi\" now"}"#,
         ] {
