@@ -1,6 +1,6 @@
 //! Attempts: the log of every HTTP try.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use hooklane_core::model::{Attempt, Capability, DeliveryStatus, Principal};
 use hooklane_core::{DateTime, Utc};
@@ -11,7 +11,7 @@ use super::endpoint::find as find_endpoint;
 use super::message::{find as find_message, message_filter, MessageOut};
 use super::ListResponse;
 use crate::error::{missing, ApiError, ApiResult};
-use crate::extract::{Query, Tenant};
+use crate::extract::{Path, Query, Tenant};
 use crate::openapi::{
     AttemptFilters, AttemptPath, EndpointPath, ErrorBody, ExpandedStatuses, InvalidQuery, MessageEndpointPath,
     MessageFilters, MessagePath, PageNewestFirst, Unauthorized,

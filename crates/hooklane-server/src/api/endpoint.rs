@@ -3,7 +3,7 @@
 use super::retry_waits::RetryWaits;
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use hooklane_core::filter::{endpoint_wants, payload_wanted, LazyPayload};
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{check_len, check_metadata, check_name, check_names, check_rate_limit, page_request, ListResponse, Patch};
 use crate::error::{conflict, missing, ApiError, ApiResult};
-use crate::extract::{Json, OptionalJson, Query, Tenant};
+use crate::extract::{Json, OptionalJson, Path, Query, Tenant};
 use crate::openapi::{
     AppPath, EndpointPath, ErrorBody, InvalidBody, InvalidJson, InvalidQuery, PageOldestFirst, Unauthorized,
 };

@@ -2,14 +2,14 @@
 //! client certificate to the endpoint, and may trust only the endpoint's own CA. hooklane
 //! also answers `GET`, with the certificates but never the private key.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use hooklane_core::model::EndpointMtls;
 use serde::{Deserialize, Serialize};
 
 use super::endpoint::{find, find_sent_to, remove_credentials, save_credentials, Credentials};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Tenant};
+use crate::extract::{Json, Path, Tenant};
 use crate::openapi::{EndpointPath, ErrorBody, InvalidJson, Unauthorized};
 use crate::state::AppState;
 

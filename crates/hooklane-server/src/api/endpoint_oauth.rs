@@ -5,14 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use hooklane_core::oauth::{AuthMethod, EndpointOauth, GrantType, JwtAlgorithm, JwtParams};
 use serde::{Deserialize, Serialize};
 
 use super::endpoint::{check_url, find, find_sent_to, remove_credentials, save_credentials, Credentials};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Tenant};
+use crate::extract::{Json, Path, Tenant};
 use crate::openapi::{EndpointPath, ErrorBody, InvalidJson, Unauthorized};
 use crate::state::AppState;
 

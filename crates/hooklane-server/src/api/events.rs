@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
@@ -34,7 +34,7 @@ use super::message::MessageOut;
 use super::position_tokens::PositionTokens;
 use super::{check_name, query_names};
 use crate::error::{ApiError, ApiResult, POSITION_AHEAD};
-use crate::extract::{Query, Tenant};
+use crate::extract::{Path, Query, Tenant};
 use crate::openapi::{AppPath, ErrorBody, EventsRead, SubscriptionPath, Unauthorized};
 use crate::state::AppState;
 use crate::waiting::{NoPlace, WaitingPlace, MAX_WAITING_PER_APP};

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use hooklane_core::filter::{endpoint_wants, payload_wanted, LazyPayload};
@@ -18,7 +18,7 @@ use super::app::ApplicationIn;
 use super::endpoint::find as find_endpoint;
 use super::{check_len, check_name, check_names, page_of, page_request, query_names, ListResponse};
 use crate::error::{conflict, ApiError, ApiResult};
-use crate::extract::{AppRef, Json, Query, Tenant};
+use crate::extract::{AppRef, Json, Path, Query, Tenant};
 use crate::openapi::{
     AppPath, ErrorBody, ExpandedStatuses, InvalidBody, InvalidJson, InvalidQuery, MessageEndpointPath, MessageFilters,
     MessagePath, PageNewestFirst, PageOldestFirst, Unauthorized,

@@ -4,7 +4,7 @@
 //! operation of the same name on that application, with the admin token. The application is
 //! created (its `uid` the configured value) the first time it is needed.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use hooklane_core::ids;
@@ -13,7 +13,7 @@ use hooklane_core::model::Principal;
 use super::endpoint::{self, EndpointIn, EndpointOut, HeadersIn, HeadersOut, RotateIn, SecretOut};
 use super::ListResponse;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Admin, Json, OptionalJson, Query, Tenant};
+use crate::extract::{Admin, Json, OptionalJson, Path, Query, Tenant};
 use crate::openapi::{ErrorBody, InvalidBody, InvalidJson, NotAdmin, PageOldestFirst, Unauthorized};
 use crate::state::AppState;
 

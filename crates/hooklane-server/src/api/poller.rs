@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use chrono::TimeDelta;
 use hooklane_core::model::{Endpoint, Principal};
@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use super::check_name;
 use super::events::{no_place, waited_token_works, waiting_place, Follower, MessageEventsOut, Pull};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Admin, Json, OptionalJson, Query, Tenant};
+use crate::extract::{Admin, Json, OptionalJson, Path, Query, Tenant};
 use crate::openapi::{ErrorBody, InvalidBody, InvalidJson, NotAdmin, Unauthorized};
 use crate::state::{hex, token_hash, AppState};
 use hooklane_core::ids;

@@ -18,7 +18,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use base64::Engine;
-use hooklane_core::ids::{self, new_id};
+use hooklane_core::ids;
 use hooklane_core::inbound::{Deduplication, PreviousVerification, Verification};
 use hooklane_core::model::{
     Application, DeliveryOrder, Endpoint, EventDestination, InboundRequest, InboundStatus, Metadata, Source,

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use hooklane_core::model::{Capability, Transformation};
@@ -15,7 +15,7 @@ use super::attempt::REDACTED;
 use super::endpoint::{find, save, Before};
 use super::Patch;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Tenant};
+use crate::extract::{Json, Path, Tenant};
 use crate::openapi::{EndpointPath, ErrorBody, InvalidJson, Unauthorized};
 use crate::state::AppState;
 
