@@ -227,7 +227,10 @@ fn without_payload(body: &[u8]) -> Option<Vec<u8>> {
 /// (byte for byte the first answer, or its payload `{}` once expunged), as the request
 /// asked for it (`with_content`); when it is gone, or for any other answer, as kept.
 async fn kept_message_answer(s: &AppState, parts: &mut Parts, mut stored: StoredResponse) -> StoredResponse {
-    let Some((app, asked)) = creates_message(parts.uri.path()).map(|(app, asked)| (app.to_string(), asked)) else {
+    // (The path as sent: the router, not this, has decoded its segments.)
+    let decoded = |app: &str| percent_encoding::percent_decode_str(app).decode_utf8().ok().map(|a| a.into_owned());
+    let Some((app, asked)) = creates_message(parts.uri.path()).and_then(|(app, asked)| Some((decoded(app)?, asked)))
+    else {
         return stored;
     };
     if !StatusCode::from_u16(stored.status).is_ok_and(|status| status.is_success()) {

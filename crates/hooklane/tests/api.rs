@@ -1848,6 +1848,17 @@ async fn an_expunged_payload_is_not_replayed() {
     assert!(first.text.contains("4242-4242"), "{}", first.text);
     let replayed = send(post("")).await;
     assert_eq!((&replayed.text, replayed.header("idempotent-replayed")), (&first.text, Some("true")));
+    // The application named with a percent-encoded character (`%61` is `a`): the message is
+    // still found for the replay, which is the first answer.
+    let encoded = || {
+        let path = format!("/api/v1/app/%61{}/msg", app.strip_prefix('a').expect("app_…"));
+        request(&server, Some(ADMIN), "POST", &path)
+            .header("idempotency-key", "card-encoded")
+            .json(&json!({"eventType": "card.added", "payload": {"card": "4242-4242"}}))
+    };
+    let (once, twice) = (send(encoded()).await, send(encoded()).await);
+    assert_eq!(once.status, 202, "{}", once.text);
+    assert_eq!((&twice.text, twice.header("idempotent-replayed")), (&once.text, Some("true")));
     let id = id_of(&first.json());
     let (status, body) = server.call("DELETE", &format!("{path}/{id}/content"), None).await;
     assert_eq!(status, 204, "{body}");
