@@ -173,8 +173,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), refuse_own_deliveries))
         .layer(DefaultBodyLimit::max(max_body))
         // Compressed bodies are decoded here, below every reader of a body (see the module).
-        .layer(content_encoding::decoder())
-        .layer(middleware::from_fn(content_encoding::check_coding))
+        .layer(middleware::from_fn(content_encoding::decode))
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
         // A request id on every call: the caller's `x-request-id`, or a new one; in the log
         // span of the request and echoed in the response.

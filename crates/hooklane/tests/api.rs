@@ -2641,6 +2641,18 @@ async fn compressed_bodies_are_decoded_within_the_limit() {
     let truncated = gzip(message(9).as_bytes());
     let r = post("gzip", truncated[..truncated.len() / 2].to_vec()).await;
     assert_error(r.status, &r.json(), 400, "bad_request");
+    // Bytes after the coded body's end are no part of it: refused, not passed over.
+    for (coding, mut body) in [("gzip", gzip(message(9).as_bytes())), ("deflate", zlib(message(9).as_bytes()))] {
+        body.extend_from_slice(b"TRAILING");
+        let r = post(coding, body).await;
+        assert_error(r.status, &r.json(), 400, "bad_request");
+    }
+    // Members joined end to end (RFC 1952, as `cat a.gz b.gz` makes) are one body: all of it.
+    let whole = message(5);
+    let (head, tail) = whole.split_at(whole.len() / 2);
+    let r = post("gzip", [gzip(head.as_bytes()), gzip(tail.as_bytes())].concat()).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.json()["payload"], json!({"n": 5, "text": "hello"}));
 
     // A compressed body is a body, even without a length: sent to a route whose body is
     // optional, it is read (without a content type, as JSON, as Svix reads every body) or
@@ -2680,10 +2692,10 @@ async fn compressed_bodies_are_decoded_within_the_limit() {
         send(request(&server, Some(ADMIN), "POST", &rotate).header("content-encoding", "gzip").body(Vec::new())).await;
     assert_eq!(r.status, 200, "an empty body is no body: {}", r.text);
 
-    // Nothing refused was stored: the five accepted messages only.
+    // Nothing refused was stored: the six accepted messages only.
     let (status, list) = server.call("GET", &format!("{path}?limit=50"), None).await;
     assert_eq!(status, 200, "{list}");
-    assert_eq!(list["data"].as_array().unwrap().len(), 5, "{list}");
+    assert_eq!(list["data"].as_array().unwrap().len(), 6, "{list}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
