@@ -6,10 +6,13 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
-use axum::http::Extensions;
+use axum::http::{header, Extensions};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use tower::layer::util::{Identity, Stack};
 use tower::{Layer, ServiceBuilder, ServiceExt};
 
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The imports' limit (unless `max_body_bytes` is larger): 10,000 event types (the most
@@ -69,6 +72,29 @@ pub async fn read_before_routing(req: Request, s: &AppState) -> (usize, Result<B
         Ok(read) => (limit, read),
         Err(never) => match never {},
     }
+}
+
+/// Refuses (413) an API request that waits on `Expect: 100-continue` and announces a length
+/// past its route's limit, rather than inviting it to send what will be refused. A client
+/// that sends its body at once is read up to the limit as before: answered while it still
+/// writes megabytes, it would see the connection reset, not the 413 (and the Svix SDKs send
+/// again a request that failed so). (A coded body's length is not the decoded one's: the
+/// decoder has removed it by then. Inbound sources check their own limits.)
+pub async fn refuse_announced_past_limit(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    let waits = req.headers().get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if waits && path.starts_with("/api/") {
+        let limit = limit_for(path, s.0.max_body_bytes);
+        let announced = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > limit as u64) {
+            return ApiError::PayloadTooLarge(limit).into_response();
+        }
+    }
+    next.run(req).await
 }
 
 #[cfg(test)]

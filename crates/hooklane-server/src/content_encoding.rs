@@ -46,12 +46,7 @@ pub async fn decode(mut req: Request, next: Next) -> Response {
         req.headers_mut().remove(header::CONTENT_ENCODING);
         return next.run(req).await;
     }
-    // HTTP/1.1: a request with neither a length nor chunks has no body.
-    let headers = req.headers();
-    let empty = match headers.get(header::CONTENT_LENGTH) {
-        Some(length) => length == "0",
-        None => !headers.contains_key(header::TRANSFER_ENCODING),
-    };
+    let empty = !crate::unread_body::declares_body(req.headers());
     match DECODED.iter().find(|(spelled, _)| *spelled == name) {
         // Nothing to decode: the body is empty, whatever its coding says.
         Some(_) if empty => {

@@ -171,12 +171,6 @@ impl IntoResponse for ApiError {
             }
             _ => json!({ "code": self.code(), "detail": self.to_string() }),
         };
-        if let ApiError::PayloadTooLarge(_) | ApiError::UnsupportedContentEncoding(_) | ApiError::RequestTimeout = self
-        {
-            // The rest of the body was never read, so the connection cannot carry another
-            // request: say so, or the client may reuse it and see its next request fail.
-            return (status, [(header::CONNECTION, "close")], Json(body)).into_response();
-        }
         let retry_after = match &self {
             ApiError::RateLimited(wait) => Some(*wait),
             // A place is given back when a reader's wait ends: in seconds at most, mostly.

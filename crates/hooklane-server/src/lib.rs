@@ -19,6 +19,7 @@ pub mod operational;
 pub mod ops;
 pub mod state;
 pub mod tasks;
+mod unread_body;
 pub mod waiting;
 
 use std::future::Future;
@@ -172,8 +173,11 @@ pub fn router(state: AppState) -> Router {
         .merge(inbound::routes())
         .layer(middleware::from_fn_with_state(state.clone(), refuse_own_deliveries))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), body_limit::refuse_announced_past_limit))
         // Compressed bodies are decoded here, below every reader of a body (see the module).
         .layer(middleware::from_fn(content_encoding::decode))
+        // Outside every reader of a body, the decoder's included (see the module).
+        .layer(middleware::from_fn(unread_body::close_if_unread))
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
         // A request id on every call: the caller's `x-request-id`, or a new one; in the log
         // span of the request and echoed in the response.

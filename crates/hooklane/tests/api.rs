@@ -2737,6 +2737,15 @@ async fn body_over_the_limit_is_413() {
     assert_error(r.status, &r.json(), 413, "payload_too_large");
     assert_eq!(r.header("connection"), Some("close"));
 
+    // An announced length past the limit is refused before any of the body is read: a
+    // client that waits for `100 Continue` is not invited to send it.
+    let head = format!(
+        "POST /api/v1/app/{app}/msg HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN}\r\n\
+         content-type: application/json\r\nexpect: 100-continue\r\ncontent-length: 99999999\r\n\r\n"
+    );
+    let (status, body) = raw_exchange(&server, &head).await;
+    assert_error(status, &body, 413, "payload_too_large");
+
     // A refused upload does not use up its Idempotency-Key.
     let post = |payload: Value| {
         request(&server, Some(ADMIN), "POST", &format!("/api/v1/app/{app}/msg"))
@@ -4117,6 +4126,30 @@ async fn raw_exchange(server: &Server, head: impl AsRef<[u8]>) -> (u16, Value) {
     let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status: {answer}"));
     let (_, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no body: {answer}"));
     (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {answer}")))
+}
+
+/// An answer given before its request's body was read (a wrong token, an application that
+/// does not exist, where the route looks it up first) says `Connection: close`: the server does not read the rest, so the
+/// connection cannot carry another request, and a client must not keep it in its pool. One
+/// whose body was read, or that had none, keeps its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_before_the_body_was_read_closes_the_connection() {
+    let server = Server::start("").await;
+    let app = server.create_app("unread").await;
+    let body = json!({ "eventType": "a.b", "payload": { "pad": "x".repeat(4000) } });
+    let post =
+        |token: &str, app: &str| request(&server, Some(token), "POST", &format!("/api/v1/app/{app}/msg")).json(&body);
+    let wrong = send(post("sk_wrong_token_wrong_token", &app)).await;
+    assert_eq!((wrong.status, wrong.header("connection")), (401, Some("close")), "{}", wrong.text);
+    let precheck = request(&server, Some(ADMIN), "POST", "/api/v1/app/no-such-app/msg/precheck/active");
+    let unknown = send(precheck.json(&json!({ "eventType": "a.b", "channels": ["x".repeat(4000)] }))).await;
+    assert_eq!((unknown.status, unknown.header("connection")), (404, Some("close")), "{}", unknown.text);
+    let read = send(post(ADMIN, &app)).await;
+    assert_eq!((read.status, read.header("connection")), (202, None), "{}", read.text);
+    let refused = send(request(&server, Some(ADMIN), "POST", &format!("/api/v1/app/{app}/msg")).json(&json!({}))).await;
+    assert_eq!((refused.status, refused.header("connection")), (422, None), "read, then refused: {}", refused.text);
+    let get = send(request(&server, Some("sk_wrong_token_wrong_token"), "GET", "/api/v1/app")).await;
+    assert_eq!((get.status, get.header("connection")), (401, None), "no body to read");
 }
 
 /// A route whose body may be left out takes a request that announces a JSON content type

@@ -1,0 +1,79 @@
+//! `Connection: close` on an answer given before its request's body was read to its end.
+//!
+//! Many answers come before the body is read: a wrong token (401), an unknown application
+//! (404), a rate limit (429), a refused coding (415), a body past its limit (413). hyper then
+//! closes the connection, as the rest of the body would be read as the next request; but
+//! without this header the client does not know it will, keeps the connection in its pool,
+//! and sees its next request on it fail ("connection closed before message completed"),
+//! a request it may not send again by itself (a POST).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderValue, Version};
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body::{Frame, SizeHint};
+
+/// Runs the request with its body watched, and marks the answer `Connection: close` when the
+/// body was not read to its end by then. A request without a body is let through as it is,
+/// and so is one over HTTP/2, where an unread body ends its stream only (and where
+/// `Connection` is no header to send).
+pub async fn close_if_unread(req: Request, next: Next) -> Response {
+    if !has_body_on_http1(&req) {
+        return next.run(req).await;
+    }
+    let ended = Arc::new(AtomicBool::new(false));
+    let req = req.map(|body| Body::new(Watched { inner: body, ended: ended.clone() }));
+    let mut response = next.run(req).await;
+    if !ended.load(Ordering::Acquire) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Whether the request is HTTP/1 with a body. Read from the headers, as the body may be
+/// wrapped in ways that do not tell it has ended before it is read.
+fn has_body_on_http1(req: &Request) -> bool {
+    req.version() < Version::HTTP_2 && declares_body(req.headers())
+}
+
+/// Whether an HTTP/1.1 request's headers announce a body: a length other than 0, or chunks
+/// (a request with neither has none).
+pub fn declares_body(headers: &HeaderMap) -> bool {
+    match headers.get(header::CONTENT_LENGTH) {
+        Some(length) => length != "0",
+        None => headers.contains_key(header::TRANSFER_ENCODING),
+    }
+}
+
+/// A body that notes when it has been read to its end.
+struct Watched {
+    inner: Body,
+    ended: Arc<AtomicBool>,
+}
+
+impl HttpBody for Watched {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.ended.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
