@@ -542,13 +542,19 @@ fn fault(msg: impl Into<String>) -> Fault {
     Fault::Msg(msg.into())
 }
 
+/// Whether a schema is a `$ref` and nothing else.
+fn only_a_ref(schema: &Value) -> bool {
+    schema.as_object().is_some_and(|map| map.len() == 1 && map.contains_key("$ref"))
+}
+
 /// Inlines the `$ref`s of a document's schemas, within a budget of values for the whole import.
 struct Resolver<'a> {
     root: &'a Value,
     /// Values the schemas may still hold, all webhooks together.
     left: usize,
-    /// The references being inlined, outermost first: one met again recurses.
-    stack: Vec<String>,
+    /// The references being inlined, outermost first (one met again recurses), each with
+    /// whether what it points to is only another `$ref`.
+    stack: Vec<(String, bool)>,
     /// The recursive references of the schema being built, with their `$defs` keys.
     defs: Vec<(String, String)>,
 }
@@ -640,7 +646,7 @@ impl<'a> Resolver<'a> {
         while let Some((reference, key)) = self.defs.get(next).cloned() {
             next += 1;
             let target = self.lookup(&reference)?;
-            self.stack.push(reference);
+            self.stack.push((reference, only_a_ref(target)));
             let def = self.schema(target, 2);
             self.stack.pop();
             built.insert(key, def?);
@@ -728,7 +734,12 @@ impl<'a> Resolver<'a> {
             return Err(fault(format!("a $ref is longer than {MAX_REF_BYTES} bytes")));
         }
         self.left = self.left.checked_sub(text_weight(reference.len())).ok_or(Fault::TooLarge)?;
-        if self.stack.iter().any(|r| r == reference) {
+        if let Some(at) = self.stack.iter().position(|(r, _)| r == reference) {
+            // A loop through nothing but `$ref`s (`A` → `B` → `A`, or `A` → `A`) has no schema
+            // in it: the `$defs` entry made for it would point at itself, for ever.
+            if self.stack[at..].iter().all(|(_, bare)| *bare) {
+                return Err(fault(format!("its $ref {reference:?} leads back to itself through $refs alone")));
+            }
             return Ok(json!({ "$ref": self.def_ref(reference) }));
         }
         // A chain of distinct `$ref`s to `$ref`s adds no depth of its own, but a frame each.
@@ -736,7 +747,7 @@ impl<'a> Resolver<'a> {
             return Err(fault(format!("its schema nests more than {MAX_DEPTH} $refs inside one another")));
         }
         let target = self.lookup(reference)?;
-        self.stack.push(reference.to_owned());
+        self.stack.push((reference.to_owned(), only_a_ref(target)));
         let resolved = self.schema(target, depth);
         self.stack.pop();
         let mut resolved = resolved?;
@@ -1065,6 +1076,32 @@ mod tests {
                 },
             })
         );
+    }
+
+    /// A loop of `$ref`s with no schema between them (`A` → `B` → `A`, `A` → `A`) is refused:
+    /// it would be stored as a `$defs` entry that points at itself. A `$ref` to a schema
+    /// that then refers on to one that loops through content is kept.
+    #[test]
+    fn ref_loops_with_no_schema_in_them_are_refused() {
+        for schemas in [
+            json!({ "A": { "$ref": "#/components/schemas/B" }, "B": { "$ref": "#/components/schemas/A" } }),
+            json!({ "A": { "$ref": "#/components/schemas/A" } }),
+        ] {
+            let spec = json!({
+                "webhooks": { "loop.evt": posting(json!({ "$ref": "#/components/schemas/A" })) },
+                "components": { "schemas": schemas },
+            });
+            let error = refused(spec).to_string();
+            assert!(error.contains("leads back to itself"), "{error}");
+        }
+        let types = import(json!({
+            "webhooks": { "ok.evt": posting(json!({ "$ref": "#/components/schemas/A" })) },
+            "components": { "schemas": {
+                "A": { "$ref": "#/components/schemas/B" },
+                "B": { "type": "object", "properties": { "a": { "$ref": "#/components/schemas/A" } } },
+            } },
+        }));
+        assert!(schema(&types[0])["$defs"].is_object(), "{:?}", types[0]);
     }
 
     #[test]
