@@ -6,7 +6,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
-use axum::http::{header, Extensions};
+use axum::http::{header, Extensions, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower::layer::util::{Identity, Stack};
@@ -89,12 +89,16 @@ pub async fn refuse_announced_past_limit(
     let waits = req.headers().get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if waits && path.starts_with("/api/") {
         let limit = limit_for(path, s.0.max_body_bytes);
-        let announced = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if announced.is_some_and(|n| n > limit as u64) {
+        if announced_length(req.headers()).is_some_and(|n| n > limit as u64) {
             return ApiError::PayloadTooLarge(limit).into_response();
         }
     }
     next.run(req).await
+}
+
+/// The length a request's `Content-Length` announces, if it is one.
+pub fn announced_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok())
 }
 
 #[cfg(test)]

@@ -407,8 +407,7 @@ pub async fn ingest(State(s): State<AppState>, Path(source_id): Path<String>, re
 
     // 2. How big it is (refused before reading when the length is announced).
     let limit = body_limit(&s, &source);
-    let announced = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if let Some(n) = announced.filter(|n| *n > limit) {
+    if let Some(n) = crate::body_limit::announced_length(req.headers()).filter(|n| *n > limit) {
         record.body_size = n;
         return record.reject(too_large(limit)).await;
     }
