@@ -674,3 +674,21 @@ impl Forwarder {
 pub fn metric_value(metrics: &str, name: &str) -> Option<f64> {
     metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// Waits until `n` readers wait on `server`: its `hooklane_waiting_readers` gauge, which
+/// counts the long-polls (with a `wait`) and event streams holding a place on that node (in
+/// a cluster, ask the node the reader is on); panics after 15 s. A long-poll takes its place
+/// once it has read where its consumer or subscription stands, just before its first read
+/// of the stream: a seek made after this moves nothing under it, and a message posted after
+/// this is one it waits for (but for that one read, a few milliseconds, still racing it).
+pub async fn waiting_readers(server: &Server, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = server.metrics().await;
+        if metric_value(&metrics, "hooklane_waiting_readers") == Some(n as f64) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not {n} readers waiting: {metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
