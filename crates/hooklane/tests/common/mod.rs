@@ -385,6 +385,38 @@ pub enum Reply {
     /// Wait this long, then answer 503 with a `Retry-After` date this many seconds after
     /// the answer.
     LateRetryAt(Duration, i64),
+    /// Hold the request until the gate is opened, then answer with this status.
+    Held(Gate, u16),
+}
+
+/// Where requests answered [`Reply::Held`] wait until the test opens it (once open, it
+/// stays open: requests arriving later go through at once).
+#[derive(Debug, Clone)]
+pub struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
+
+    pub fn open(&self) {
+        self.0.close();
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    async fn pass(&self) {
+        // (No permit is ever added: an acquire ends when the semaphore is closed.)
+        let _ = self.0.acquire().await;
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate::new()
+    }
 }
 
 type Script = Box<dyn Fn(usize, &Received) -> Reply + Send + Sync>;
@@ -516,6 +548,10 @@ async fn receive(
             StatusCode::OK.into_response()
         }
         Reply::WithBody(code, body) => (StatusCode::from_u16(code).unwrap(), body).into_response(),
+        Reply::Held(gate, code) => {
+            gate.pass().await;
+            StatusCode::from_u16(code).unwrap().into_response()
+        }
         Reply::LateRetryAt(d, secs) => {
             tokio::time::sleep(d).await;
             let at = hooklane_core::Utc::now() + chrono::Duration::seconds(secs);
