@@ -105,29 +105,32 @@ impl Server {
             .stderr(stderr)
             .spawn()
             .expect("spawn hooklane");
+        // Read in a thread of its own (a read would block past any deadline), which keeps
+        // draining stdout to its end so that the child never blocks on a full pipe.
         let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
+        let (sent, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = sent.send(line);
+            }
+        });
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut base = None;
-        while Instant::now() < deadline {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(rest) = line.strip_prefix("hooklane listening on ") {
-                        base = Some(rest.trim().to_string());
-                        break;
-                    }
-                }
-                _ => break,
+        while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if let Some(rest) = line.strip_prefix("hooklane listening on ") {
+                base = Some(rest.trim().to_string());
+                break;
             }
         }
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        self.base = base.unwrap_or_else(|| {
+        let Some(base) = base else {
+            let _ = child.kill();
+            let _ = child.wait();
             panic!(
-                "hooklane did not start; stderr:\n{}",
+                "hooklane did not start within 30 s; stderr:\n{}",
                 std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
             )
-        });
+        };
+        self.base = base;
         self.child = Some(child);
     }
 
