@@ -149,17 +149,23 @@ impl Server {
 
     /// Waits up to `timeout` for the process to exit by itself; true if it did.
     pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        self.child.is_none() || self.wait_exit_status(timeout).is_some()
+    }
+
+    /// Waits up to `timeout` for the running process to exit by itself: how it exited, or
+    /// `None` if it is still running (or was not).
+    pub fn wait_exit_status(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            match self.child.as_mut().map(Child::try_wait) {
-                None | Some(Ok(Some(_))) => {
+        loop {
+            match self.child.as_mut()?.try_wait() {
+                Ok(Some(status)) => {
                     self.child = None;
-                    return true;
+                    return Some(status);
                 }
+                _ if Instant::now() >= deadline => return None,
                 _ => std::thread::sleep(Duration::from_millis(50)),
             }
         }
-        false
     }
 
     /// SIGKILL then start again on the same data directory and configuration.
