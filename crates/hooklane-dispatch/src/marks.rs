@@ -34,6 +34,23 @@ struct Kept {
     order: VecDeque<(String, Instant)>,
 }
 
+/// The clock marks are aged by: the monotonic one, which this module's tests move on
+/// (`tests::advance`) instead of sleeping.
+#[cfg(not(test))]
+fn now() -> Instant {
+    Instant::now()
+}
+
+#[cfg(test)]
+fn now() -> Instant {
+    Instant::now() + tests::AHEAD.with(std::cell::Cell::get)
+}
+
+/// How old a mark set `at` is.
+fn age(at: Instant) -> Duration {
+    now().saturating_duration_since(at)
+}
+
 impl Kept {
     /// Drops the oldest entry, and its mark if it is still the one that entry made.
     fn drop_oldest(&mut self) {
@@ -61,7 +78,7 @@ impl Marks {
     /// Marks the key as changed at `version`, dropping marks that outlived `keep` (the
     /// oldest first, as many as have: each is dropped once) and, past the cap, the oldest.
     pub(crate) fn set(&self, key: &str, version: DateTime<Utc>) {
-        let now = Instant::now();
+        let now = now();
         let mut kept = self.lock();
         while kept.order.front().is_some_and(|(_, at)| now.duration_since(*at) >= self.keep) {
             kept.drop_oldest();
@@ -80,7 +97,7 @@ impl Marks {
     pub(crate) fn get(&self, key: &str) -> Option<DateTime<Utc>> {
         let kept = self.lock();
         let (version, at) = kept.map.get(key)?;
-        (at.elapsed() < self.keep).then_some(*version)
+        (age(*at) < self.keep).then_some(*version)
     }
 
     /// Whether a snapshot at `version` predates (or is) the key's mark.
@@ -92,8 +109,7 @@ impl Marks {
     /// under one lock).
     pub(crate) fn covers_any(&self, keys: &[&str], version: DateTime<Utc>) -> bool {
         let kept = self.lock();
-        keys.iter()
-            .any(|key| kept.map.get(*key).is_some_and(|(marked, at)| at.elapsed() < self.keep && version <= *marked))
+        keys.iter().any(|key| kept.map.get(*key).is_some_and(|(marked, at)| age(*at) < self.keep && version <= *marked))
     }
 
     pub(crate) fn remove(&self, key: &str) {
@@ -154,17 +170,33 @@ mod tests {
         assert!(marks.covers("ep", at(150)));
     }
 
+    thread_local! {
+        /// How far this test's clock is ahead of the monotonic one (see `super::now`).
+        pub(super) static AHEAD: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+    }
+
+    /// Moves this test's clock on.
+    pub(super) fn advance(by: Duration) {
+        AHEAD.with(|ahead| ahead.set(ahead.get() + by));
+    }
+
     #[test]
     fn marks_older_than_keep_are_dropped() {
-        let marks = Marks::new(Duration::from_millis(30));
+        let keep = Duration::from_secs(60);
+        let marks = Marks::new(keep);
         for i in 0..100 {
             marks.set(&format!("old{i}"), at(i));
         }
-        std::thread::sleep(Duration::from_millis(40));
+        advance(keep / 2);
+        assert_eq!(marks.get("old1"), Some(at(1)), "a mark is read while it is kept");
+        marks.set("mid", at(1));
+        assert_eq!(marks.len(), 101, "nothing expired is swept");
+        advance(keep / 2);
         assert_eq!(marks.get("old1"), None, "an expired mark is not read");
+        assert!(!marks.covers("old1", at(1)));
         marks.set("new", at(1));
-        assert_eq!(marks.len(), 1, "setting a mark sweeps the expired ones");
-        assert!(marks.covers("new", at(1)));
+        assert_eq!(marks.len(), 2, "setting a mark sweeps the expired ones");
+        assert!(marks.covers("mid", at(1)) && marks.covers("new", at(1)), "fresh marks stay");
     }
 
     #[test]

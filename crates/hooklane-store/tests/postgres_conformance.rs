@@ -319,7 +319,7 @@ async fn a_resend_committed_while_pruning_is_kept() {
         tokio::spawn(async move { store.prune(t, None, Some(before), 100).await })
     };
     // The prune reads the delivery as failed, then waits for its row.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until_a_store_statement_waits(&db).await;
     resend.commit().await.unwrap();
     let pruned = tokio::time::timeout(Duration::from_secs(10), pruning).await.expect("pruned").unwrap().unwrap();
     assert_eq!(pruned.messages, 0, "{pruned:?}");
@@ -346,7 +346,8 @@ async fn a_resend_behind_a_prune_queues_nothing() {
         let (store, app_id, msg_id, ep_id) = (store.clone(), app.id.clone(), msg.id.clone(), ep.id.clone());
         tokio::spawn(async move { store.resend(&app_id, &msg_id, &ep_id, t + conformance::secs(1)).await })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The resend waits to share the message's row.
+    until_a_store_statement_waits(&db).await;
     prune.execute("DELETE FROM deliveries WHERE msg_id = $1", &[&msg.id]).await.unwrap();
     prune.execute("DELETE FROM attempts WHERE msg_id = $1", &[&msg.id]).await.unwrap();
     prune.execute("DELETE FROM messages WHERE id = $1", &[&msg.id]).await.unwrap();
@@ -658,7 +659,7 @@ async fn fifo_claim_racing_a_record_does_not_stall_the_lane() {
         .await
         .unwrap()
     });
-    tokio::time::sleep(Duration::from_millis(500)).await; // the record is waiting on the row
+    until_a_store_statement_waits(&db).await; // the record is waiting on the row
     assert!(!record.is_finished());
     assert!(conformance::claim(&node_a, now).await.is_empty(), "the head reads as in flight");
     hold.commit().await.unwrap();
@@ -702,7 +703,7 @@ async fn ingest_across_change(
     m.event_id = Some("evt-1".into());
     let (s, e) = (store.clone(), ep.id.clone());
     let ingest = tokio::spawn(async move { s.create_message(m, vec![e], lease).await });
-    tokio::time::sleep(Duration::from_millis(500)).await; // waiting on the other writer
+    until_a_store_statement_waits(db).await; // waiting on the other writer
     assert!(!ingest.is_finished());
     let mut changed = conformance::endpoint_now(store, ep).await;
     changed.order = order;
@@ -800,7 +801,8 @@ async fn a_recovery_waits_for_an_expunge_of_its_messages() {
             store.recover(&app, &ep, (t - conformance::secs(60), None), now, ("", 100)).await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The recovery waits to share the message's row.
+    until_a_store_statement_waits(&db).await;
     expunging.batch_execute("COMMIT").await.unwrap();
     let (queued, _) = recovering.await.unwrap().unwrap();
     assert_eq!(queued, 0, "an expunged message was queued again");

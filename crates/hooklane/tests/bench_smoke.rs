@@ -2,6 +2,7 @@
 //! No timing is asserted: CI machines are too noisy for that.
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -162,7 +163,7 @@ fn bench_measures_an_endpoint_with_a_transform_and_a_filter() {
 #[test]
 fn an_interrupted_bench_leaves_nothing_behind() {
     use std::io::{BufRead, BufReader};
-    let mut bench = Command::new(env!("CARGO_BIN_EXE_hooklane"))
+    let spawned = Command::new(env!("CARGO_BIN_EXE_hooklane"))
         .args(["bench", "--messages", "200000", "--concurrency", "8", "--skip-raw", "--timeout", "600"])
         .env_remove("HOOKLANE_CONFIG")
         .env_remove("HOOKLANE_DATABASE_URL")
@@ -170,18 +171,46 @@ fn an_interrupted_bench_leaves_nothing_behind() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run hooklane bench");
-    let pid = bench.id();
-    let mut lines = BufReader::new(bench.stderr.take().expect("stderr")).lines();
+    let mut bench = Stopped(spawned);
+    let pid = bench.0.id();
+    // Read in a thread of its own, so that every wait below has a deadline.
+    let stderr = bench.0.stderr.take().expect("stderr");
+    let (sent, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = sent.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut before = Vec::new();
     let base = loop {
-        let line = lines.next().expect("the bench says where its server is").expect("stderr line");
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|e| panic!("the bench never said where its server is ({e}): {before:?}"));
         if let Some(rest) = line.strip_prefix("bench: hooklane at ") {
             break rest.split([',', ' ']).next().expect("a URL").to_string();
         }
+        before.push(line);
     };
     let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
     assert!(status.success());
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let exit = bench.wait().expect("the bench ends");
+    // Its stderr to its end (the bench, and its server, gone), then how it exited.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut rest = Vec::new();
+    loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => rest.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(e) => panic!("the bench still runs 60 s after SIGTERM ({e}): {rest:?}"),
+        }
+    }
+    let exit = loop {
+        if let Some(exit) = bench.0.try_wait().expect("the bench's status") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "the bench still runs 60 s after SIGTERM: {rest:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(!exit.success(), "{exit}");
     assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
     let prefix = format!("hooklane-bench-{pid}-");
@@ -193,4 +222,26 @@ fn an_interrupted_bench_leaves_nothing_behind() {
     assert!(left.is_empty(), "left behind: {left:?}");
     let addr = base.trim_start_matches("http://").trim_end_matches('/');
     assert!(std::net::TcpStream::connect(addr).is_err(), "the server at {addr} still answers");
+}
+
+/// A bench stopped when dropped: SIGTERM, so that it stops the server it started too, then,
+/// should it still run after a while, SIGKILL. A test that fails leaves nothing running.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

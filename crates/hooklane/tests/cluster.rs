@@ -278,7 +278,7 @@ async fn pulling_sees_every_nodes_messages() {
             read(client.get(url).header("authorization", format!("Bearer {ADMIN}")).send().await.unwrap()).await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    waiting_readers(&nodes[0], 1).await;
     let id = nodes[1].send_message(&app, "cluster.pull", json!({ "late": true })).await;
     let (status, page) = waiting.await.unwrap();
     assert_eq!(status, 200, "{page}");

@@ -285,7 +285,7 @@ async fn a_subscription_is_shared_by_the_nodes() {
     // then reads nothing more.
     for (waiting, to) in [(a, b), (b, a)] {
         let poll = long_poll(waiting, &format!("{sub}?wait=30"));
-        tokio::time::sleep(Duration::from_millis(300)).await; // (let it start waiting)
+        waiting_readers(waiting, 1).await;
         let (id, _) = post(to, &app, "sub.test", 30).await;
         answered(poll, &[id]).await;
         assert_eq!(ids(&get(to, &sub).await), Vec::<String>::new(), "the long-poll moved it for every node");
@@ -389,7 +389,7 @@ async fn a_polling_endpoints_consumer_is_shared_by_the_nodes() {
     // user.created before it is not the endpoint's, and does not answer it).
     for (waiting, to) in [(a, b), (b, a)] {
         let poll = long_poll(waiting, &format!("{consumer}?wait=30"));
-        tokio::time::sleep(Duration::from_millis(300)).await; // (let it start waiting)
+        waiting_readers(waiting, 1).await;
         let (user, _) = post(to, &app, "user.created", 50).await;
         let (invoice, _) = post(to, &app, "invoice.paid", 51).await;
         answered(poll, std::slice::from_ref(&invoice)).await;
@@ -406,7 +406,7 @@ async fn a_polling_endpoints_consumer_is_shared_by_the_nodes() {
     let poll = long_poll(a, &format!("{consumer}?wait=30"));
     // (The seek must come after the poll has read where the consumer stood; a poll
     // started after the seek would answer from the seek's place at once.)
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    waiting_readers(a, 1).await;
     seek("B", times[1].clone()).await;
     let (invoice, _) = post(b, &app, "invoice.void", 60).await;
     wanted.push(invoice.clone());

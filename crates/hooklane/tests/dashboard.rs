@@ -53,17 +53,22 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<t
 
 /// A headless Chromium with one page, killed (with its profile removed) on drop.
 struct Browser {
-    child: Child,
+    // (Dropped first: the process ends before its profile is removed.)
+    _child: Killed,
     _profile: tempfile::TempDir,
     ws: Ws,
     session: String,
     next_id: u64,
 }
 
-impl Drop for Browser {
+/// A process killed when dropped, from its spawn on: a launch that fails leaves no browser
+/// behind.
+struct Killed(Child);
+
+impl Drop for Killed {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -71,7 +76,7 @@ impl Browser {
     async fn launch() -> Browser {
         let binary = chromium_binary();
         let profile = tempfile::tempdir().expect("profile dir");
-        let mut child = Command::new(&binary)
+        let spawned = Command::new(&binary)
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -96,8 +101,9 @@ impl Browser {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let mut child = Killed(spawned);
         // Chromium prints its DevTools endpoint on stderr.
-        let stderr = child.stderr.take().expect("stderr");
+        let stderr = child.0.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             use std::io::BufRead;
@@ -115,7 +121,7 @@ impl Browser {
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("{} started but never announced its DevTools endpoint", binary.display()));
         let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("connect to DevTools");
-        let mut browser = Browser { child, _profile: profile, ws, session: String::new(), next_id: 0 };
+        let mut browser = Browser { _child: child, _profile: profile, ws, session: String::new(), next_id: 0 };
         let target = browser.call(None, "Target.createTarget", json!({ "url": "about:blank" })).await;
         let target_id = target["targetId"].as_str().expect("targetId").to_string();
         let attached =

@@ -3,7 +3,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
@@ -14,7 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 enum Fault {
     /// Reads the request, then resets the connection.
     Reset,
-    /// Accepts and reads, never answers (holds the connection for [`FAULT_LASTS`]).
+    /// Accepts and reads, never answers (holds the connection until the client closes it,
+    /// or for [`FAULT_LASTS`]).
     Hang,
     /// Answers 500 with a body that trickles in one byte every 100 ms (for 100 s).
     Trickle,
@@ -27,28 +30,27 @@ enum Fault {
 }
 
 /// The request timeout the faults are tested with: long enough for a loaded machine to
-/// deliver the healthy endpoint's messages within [`HELD_UP`] while the faulty endpoint's
-/// requests still hang.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(12);
-/// How long the healthy endpoint may take for its 20 messages. Shorter than
-/// [`REQUEST_TIMEOUT`]: a healthy endpoint waiting for the faulty one's hanging requests to
-/// time out would take longer.
-const HELD_UP: Duration = Duration::from_secs(10);
-/// How long a hanging fault holds its connection: well past [`REQUEST_TIMEOUT`], so that
-/// only the timeout ends its attempts.
+/// deliver the healthy endpoint's messages while the faulty endpoint's requests still hang
+/// (a healthy endpoint waiting for them to time out would be served only after that).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a hanging fault holds its connection at most: well past [`REQUEST_TIMEOUT`], so
+/// that only the timeout ends its attempts.
 const FAULT_LASTS: Duration = Duration::from_secs(60);
 
-/// A raw TCP server that misbehaves the same way on every connection.
-async fn faulty(fault: Fault, redirect_to: String) -> String {
+/// A raw TCP server that misbehaves the same way on every connection: its URL, and how many
+/// of its hanging connections the client has given up on (closed) so far.
+async fn faulty(fault: Fault, redirect_to: String) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let cut = Arc::new(AtomicUsize::new(0));
+    let counted = cut.clone();
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
-            let redirect_to = redirect_to.clone();
-            tokio::spawn(async move { misbehave(socket, fault, &redirect_to).await });
+            let (redirect_to, cut) = (redirect_to.clone(), counted.clone());
+            tokio::spawn(async move { misbehave(socket, fault, &redirect_to, &cut).await });
         }
     });
-    format!("http://{addr}/hook")
+    (format!("http://{addr}/hook"), cut)
 }
 
 /// Reads one whole request: headers and the `content-length` body. Closing a socket with
@@ -81,7 +83,14 @@ async fn read_request(socket: &mut TcpStream) {
     tokio::time::sleep(Duration::from_millis(5)).await;
 }
 
-async fn misbehave(mut socket: TcpStream, fault: Fault, redirect_to: &str) {
+/// Reads until the client closes the connection (nothing more comes from it once its
+/// request is read: a read ends only then).
+async fn until_closed(from_client: &mut (impl AsyncReadExt + Unpin)) {
+    let mut buf = [0u8; 1024];
+    while matches!(from_client.read(&mut buf).await, Ok(n) if n > 0) {}
+}
+
+async fn misbehave(mut socket: TcpStream, fault: Fault, redirect_to: &str, cut: &AtomicUsize) {
     read_request(&mut socket).await;
     match fault {
         Fault::Reset => {
@@ -89,17 +98,30 @@ async fn misbehave(mut socket: TcpStream, fault: Fault, redirect_to: &str) {
             drop(socket);
         }
         Fault::Hang => {
-            tokio::time::sleep(FAULT_LASTS).await;
+            if tokio::time::timeout(FAULT_LASTS, until_closed(&mut socket)).await.is_ok() {
+                cut.fetch_add(1, Ordering::SeqCst);
+            }
         }
         Fault::Trickle => {
-            // (A failing answer: one of 200 stands however its body ends, see delivery.rs.)
-            let _ = socket.write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 1000\r\n\r\n").await;
-            for _ in 0..1000 {
-                if socket.write_all(b"x").await.is_err() {
-                    return;
+            let (mut from_client, mut to_client) = socket.split();
+            let trickle = async {
+                // (A failing answer: one of 200 stands however its body ends, see delivery.rs.)
+                let head = b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 1000\r\n\r\n";
+                let _ = to_client.write_all(head).await;
+                for _ in 0..1000 {
+                    if to_client.write_all(b"x").await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // (Over, all written: the client was not cut off.)
+                std::future::pending::<()>().await;
+            };
+            tokio::select! {
+                _ = until_closed(&mut from_client) => {}
+                _ = trickle => {}
             }
+            cut.fetch_add(1, Ordering::SeqCst);
         }
         Fault::Huge(status) => {
             let size = 10 * 1024 * 1024;
@@ -128,12 +150,12 @@ async fn misbehave(mut socket: TcpStream, fault: Fault, redirect_to: &str) {
 /// returns the attempts recorded for the faulty endpoint (newest first).
 async fn run(fault: Fault) -> Vec<Value> {
     let server = Server::start(&format!(
-        "[delivery]\nrequest_timeout = \"{}s\"\nconnect_timeout = \"5s\"\nretry_schedule = [\"300ms\"]",
+        "[delivery]\nrequest_timeout = \"{}s\"\nconnect_timeout = \"5s\"\nlease = \"40s\"\nretry_schedule = [\"300ms\"]",
         REQUEST_TIMEOUT.as_secs()
     ))
     .await;
     let healthy = Receiver::start().await;
-    let bad_url = faulty(fault, format!("{}/redirected", healthy.url)).await;
+    let (bad_url, cut) = faulty(fault, format!("{}/redirected", healthy.url)).await;
     let app = server.create_app("faults").await;
     let (bad, _) = server.create_endpoint(&app, json!({ "url": bad_url, "filterTypes": ["bad"] })).await;
     server.create_endpoint(&app, json!({ "url": healthy.url, "filterTypes": ["good"] })).await;
@@ -141,18 +163,20 @@ async fn run(fault: Fault) -> Vec<Value> {
     for i in 0..3 {
         server.send_message(&app, "bad", json!({ "i": i })).await;
     }
-    // The healthy endpoint is served while the faulty one misbehaves (a hanging fault's
-    // requests are still waiting for their timeout, longer than HELD_UP).
-    let started = Instant::now();
+    // The healthy endpoint is served while the faulty one misbehaves: a hanging fault's
+    // requests are all still open (none timed out yet) when its messages have arrived.
     for i in 0..20 {
         server.send_message(&app, "good", json!({ "i": i })).await;
     }
     healthy.wait_for(20, Duration::from_secs(30)).await;
-    assert!(started.elapsed() < HELD_UP, "{fault:?} held up a healthy endpoint: {:?}", started.elapsed());
+    if matches!(fault, Fault::Hang | Fault::Trickle) {
+        let cut = cut.load(Ordering::SeqCst);
+        assert_eq!(cut, 0, "{fault:?} held up a healthy endpoint: served once {cut} hanging requests had timed out");
+    }
 
     // Three messages, two attempts each, then given up.
     let attempts = server
-        .wait_until(&format!("/api/v1/app/{app}/attempt/endpoint/{bad}?limit=250"), Duration::from_secs(60), |b| {
+        .wait_until(&format!("/api/v1/app/{app}/attempt/endpoint/{bad}?limit=250"), Duration::from_secs(90), |b| {
             b["data"].as_array().unwrap().len() >= 6
         })
         .await;

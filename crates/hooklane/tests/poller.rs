@@ -175,7 +175,8 @@ async fn polling_endpoint_reads_its_messages(server: &Server) {
             resp.expect("long-poll").json::<Value>().await.expect("json")
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // (The seek must come after the poll has read where the consumer stood.)
+    waiting_readers(server, 1).await;
     seek("b", "2000-01-01T00:00:00Z").await;
     let (m7, _) = post(server, &app, "invoice.paid", &["us"]).await;
     let answered = tokio::time::timeout(Duration::from_secs(15), waiting).await.expect("answered").expect("task");
@@ -214,7 +215,7 @@ async fn polling_endpoint_reads_its_messages(server: &Server) {
             resp.expect("long-poll").json::<Value>().await.expect("json")
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    waiting_readers(server, 1).await;
     let (elsewhere, _) = post(server, &app, "invoice.paid", &["asia"]).await; // on none of its channels
                                                                               // Once that message is readable (and so read by the long-poll), the long-poll goes on.
     read_until(server, &format!("/api/v1/app/{app}/events?iterator={stream_end}"), &[&elsewhere]).await;
@@ -560,20 +561,6 @@ async fn a_polling_endpoints_key_reads_that_endpoint_only() {
     let (status, _) = server.call("POST", &format!("/api/v1/auth/app/{app}/expire-all"), None).await;
     assert_eq!(status, 204);
     assert_eq!(server.call_as(&ledger_key, "GET", &ledger_poll, None).await.0, 401);
-}
-
-/// Waits until `n` long-polls are waiting on the server (its gauge): one revoked before it
-/// waits is refused by its first look at its token, which proves nothing here.
-async fn waiting_readers(server: &Server, n: u64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let metrics = server.metrics().await;
-        if metric_value(&metrics, "hooklane_waiting_readers") == Some(n as f64) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "no long-poll waiting: {metrics}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A long-poll whose token is revoked while it waits (a polling key rotated away at once,

@@ -155,7 +155,7 @@ async fn long_poll_answers_when_a_message_arrives() {
             (read(resp).await, started.elapsed())
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    waiting_readers(&server, 1).await;
     let id = post(&server, &app, "user.created", &[], 1).await;
     let ((status, page), took) = waiting.await.unwrap();
     assert_eq!(status, 200, "{page}");
@@ -427,7 +427,7 @@ async fn open_streams_and_long_polls_do_not_hold_up_shutdown() {
             .header("authorization", format!("Bearer {ADMIN}"));
         tokio::spawn(async move { read(req.send().await.unwrap()).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    waiting_readers(&server, 2).await; // the stream and the poll
     let pid = server.pid().expect("running");
     let started = Instant::now();
     let status = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();

@@ -69,9 +69,12 @@ async fn deliveries_drain_alongside_the_connections_and_none_starts_after_the_si
     let exited = server.wait_exit(Duration::from_secs(30));
     let took = signalled.elapsed();
     assert!(exited, "still running 30 s after SIGTERM: {}", server.logs());
-    assert!(took < Duration::from_secs(14), "it took {took:?} to stop: {}", server.logs());
     let got = rx.received();
     assert_eq!(got.len(), 1, "a delivery was started after the signal: {got:?}");
+    // About the API's drain (10 s). Drains one after the other, the second held by the
+    // delivery started meanwhile (caught above however late the signal came), took 20 s
+    // less the signal's delay (under a second, but for a very busy machine).
+    assert!(took < Duration::from_secs(18), "it took {took:?} to stop: {}", server.logs());
 
     // Started again: the delivery in flight was recorded as delivered (not sent again), and
     // the one due during the shutdown is sent now.
@@ -91,17 +94,21 @@ async fn deliveries_drain_alongside_the_connections_and_none_starts_after_the_si
 }
 
 /// A second SIGTERM (or Ctrl-C) ends a shutdown that is waiting for a request held open:
-/// at once, where it was ignored and the wait went on for up to 10 s more.
+/// at once (its own exit, status 130), where it was ignored and the wait went on for up to
+/// 10 s more (then an exit with status 0).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
     let mut server = Server::start("").await;
     let _held = held_request(&server.base).await;
     sigterm(&server);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The first signal taken (two pending at once would be one) and the shutdown begun.
+    let deadline = Instant::now() + WAIT;
+    while !server.logs().contains("shutting down: letting in-flight deliveries finish") {
+        assert!(Instant::now() < deadline, "the first signal did not begin the shutdown: {}", server.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(!server.wait_exit(Duration::from_millis(100)), "the request held open did not keep the shutdown waiting");
-    let signalled = Instant::now();
     sigterm(&server);
-    let exited = server.wait_exit(Duration::from_secs(20));
-    let took = signalled.elapsed();
-    assert!(exited && took < Duration::from_secs(3), "exited: {exited}, after {took:?}: {}", server.logs());
+    let exit = server.wait_exit_status(Duration::from_secs(20));
+    assert_eq!(exit.and_then(|e| e.code()), Some(130), "{exit:?}: {}", server.logs());
 }

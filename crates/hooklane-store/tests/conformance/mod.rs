@@ -1861,10 +1861,8 @@ pub async fn claim_due_respects_initial_lease(store: &DynStore) {
 
     assert!(claim(store, t + secs(1)).await.is_empty(), "leased at creation: not claimable");
     assert!(claim(store, t + mins(2) - secs(1)).await.is_empty(), "not before the lease ends");
-    // A poller must not be told the leased deliveries are due before their lease ends.
-    if let Some(due) = store.next_due_at(&[]).await.unwrap() {
-        assert!(due >= t + mins(2), "next_due_at {due} is inside the creation lease");
-    }
+    // A poller is told of the leased deliveries when their lease ends, not before.
+    assert_eq!(store.next_due_at(&[]).await.unwrap(), Some(t + mins(2)), "next_due_at of the creation lease");
 
     // A message created without lease next to it is claimable at once (leased here for
     // long enough to stay out of the way below).

@@ -105,29 +105,32 @@ impl Server {
             .stderr(stderr)
             .spawn()
             .expect("spawn hooklane");
+        // Read in a thread of its own (a read would block past any deadline), which keeps
+        // draining stdout to its end so that the child never blocks on a full pipe.
         let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
+        let (sent, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = sent.send(line);
+            }
+        });
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut base = None;
-        while Instant::now() < deadline {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(rest) = line.strip_prefix("hooklane listening on ") {
-                        base = Some(rest.trim().to_string());
-                        break;
-                    }
-                }
-                _ => break,
+        while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if let Some(rest) = line.strip_prefix("hooklane listening on ") {
+                base = Some(rest.trim().to_string());
+                break;
             }
         }
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        self.base = base.unwrap_or_else(|| {
+        let Some(base) = base else {
+            let _ = child.kill();
+            let _ = child.wait();
             panic!(
-                "hooklane did not start; stderr:\n{}",
+                "hooklane did not start within 30 s; stderr:\n{}",
                 std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
             )
-        });
+        };
+        self.base = base;
         self.child = Some(child);
     }
 
@@ -146,17 +149,23 @@ impl Server {
 
     /// Waits up to `timeout` for the process to exit by itself; true if it did.
     pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        self.child.is_none() || self.wait_exit_status(timeout).is_some()
+    }
+
+    /// Waits up to `timeout` for the running process to exit by itself: how it exited, or
+    /// `None` if it is still running (or was not).
+    pub fn wait_exit_status(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            match self.child.as_mut().map(Child::try_wait) {
-                None | Some(Ok(Some(_))) => {
+        loop {
+            match self.child.as_mut()?.try_wait() {
+                Ok(Some(status)) => {
                     self.child = None;
-                    return true;
+                    return Some(status);
                 }
+                _ if Instant::now() >= deadline => return None,
                 _ => std::thread::sleep(Duration::from_millis(50)),
             }
         }
-        false
     }
 
     /// SIGKILL then start again on the same data directory and configuration.
@@ -385,6 +394,38 @@ pub enum Reply {
     /// Wait this long, then answer 503 with a `Retry-After` date this many seconds after
     /// the answer.
     LateRetryAt(Duration, i64),
+    /// Hold the request until the gate is opened, then answer with this status.
+    Held(Gate, u16),
+}
+
+/// Where requests answered [`Reply::Held`] wait until the test opens it (once open, it
+/// stays open: requests arriving later go through at once).
+#[derive(Debug, Clone)]
+pub struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
+
+    pub fn open(&self) {
+        self.0.close();
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    async fn pass(&self) {
+        // (No permit is ever added: an acquire ends when the semaphore is closed.)
+        let _ = self.0.acquire().await;
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate::new()
+    }
 }
 
 type Script = Box<dyn Fn(usize, &Received) -> Reply + Send + Sync>;
@@ -516,6 +557,10 @@ async fn receive(
             StatusCode::OK.into_response()
         }
         Reply::WithBody(code, body) => (StatusCode::from_u16(code).unwrap(), body).into_response(),
+        Reply::Held(gate, code) => {
+            gate.pass().await;
+            StatusCode::from_u16(code).unwrap().into_response()
+        }
         Reply::LateRetryAt(d, secs) => {
             tokio::time::sleep(d).await;
             let at = hooklane_core::Utc::now() + chrono::Duration::seconds(secs);
@@ -673,4 +718,22 @@ impl Forwarder {
 /// The value of an unlabelled metric in a `/metrics` text, if it is there.
 pub fn metric_value(metrics: &str, name: &str) -> Option<f64> {
     metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Waits until `n` readers wait on `server`: its `hooklane_waiting_readers` gauge, which
+/// counts the long-polls (with a `wait`) and event streams holding a place on that node (in
+/// a cluster, ask the node the reader is on); panics after 15 s. A long-poll takes its place
+/// once it has read where its consumer or subscription stands, just before its first read
+/// of the stream: a seek made after this moves nothing under it, and a message posted after
+/// this is one it waits for (but for that one read, a few milliseconds, still racing it).
+pub async fn waiting_readers(server: &Server, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = server.metrics().await;
+        if metric_value(&metrics, "hooklane_waiting_readers") == Some(n as f64) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not {n} readers waiting: {metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
