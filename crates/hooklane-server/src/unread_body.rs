@@ -45,9 +45,10 @@ fn has_body_on_http1(req: &Request) -> bool {
 /// Whether an HTTP/1.1 request's headers announce a body: a length other than 0, or chunks
 /// (a request with neither has none).
 pub fn declares_body(headers: &HeaderMap) -> bool {
-    match headers.get(header::CONTENT_LENGTH) {
-        Some(length) => length != "0",
-        None => headers.contains_key(header::TRANSFER_ENCODING),
+    match headers.contains_key(header::CONTENT_LENGTH) {
+        // (`00` is a length of 0 too.)
+        true => crate::body_limit::announced_length(headers) != Some(0),
+        false => headers.contains_key(header::TRANSFER_ENCODING),
     }
 }
 

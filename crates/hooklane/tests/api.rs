@@ -2647,6 +2647,12 @@ async fn compressed_bodies_are_decoded_within_the_limit() {
         let r = post(coding, body).await;
         assert_error(r.status, &r.json(), 400, "bad_request");
     }
+    // A body of empty members, which decode to nothing, is not read on and on: refused once
+    // it is far larger than what it decoded to.
+    let empty_members: Vec<u8> = std::iter::repeat_n(gzip(b""), 5_000).flatten().collect();
+    let r = post("gzip", [empty_members, gzip(message(9).as_bytes())].concat()).await;
+    assert_error(r.status, &r.json(), 400, "bad_request");
+    assert!(r.text.contains("far larger than what it decodes to"), "{}", r.text);
     // Members joined end to end (RFC 1952, as `cat a.gz b.gz` makes) are one body: all of it.
     let whole = message(5);
     let (head, tail) = whole.split_at(whole.len() / 2);
@@ -2691,6 +2697,21 @@ async fn compressed_bodies_are_decoded_within_the_limit() {
     let r =
         send(request(&server, Some(ADMIN), "POST", &rotate).header("content-encoding", "gzip").body(Vec::new())).await;
     assert_eq!(r.status, 200, "an empty body is no body: {}", r.text);
+    // So is one sent in chunks, with none (`curl -T -` of nothing), and a length of `00`.
+    let no_chunks = futures::stream::iter(Vec::<Result<Vec<u8>, std::io::Error>>::new());
+    let r = send(
+        request(&server, Some(ADMIN), "POST", &rotate)
+            .header("content-encoding", "gzip")
+            .body(reqwest::Body::wrap_stream(no_chunks)),
+    )
+    .await;
+    assert_eq!(r.status, 200, "no chunks: {}", r.text);
+    let head = format!(
+        "POST {rotate} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN}\r\ncontent-encoding: deflate\r\n\
+         content-length: 00\r\nconnection: close\r\n\r\n"
+    );
+    let (status, body) = raw_exchange(&server, &head).await;
+    assert_eq!(status, 200, "a length of 00: {body}");
 
     // Nothing refused was stored: the six accepted messages only.
     let (status, list) = server.call("GET", &format!("{path}?limit=50"), None).await;
