@@ -176,9 +176,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), body_limit::refuse_announced_past_limit))
         // Compressed bodies are decoded here, below every reader of a body (see the module).
         .layer(middleware::from_fn(content_encoding::decode))
-        // Outside every reader of a body, the decoder's included (see the module).
-        .layer(middleware::from_fn(unread_body::close_if_unread))
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
+        // Outside every reader of a body, the decoder's included, and outside the answer
+        // to a panic (see the module).
+        .layer(middleware::from_fn(unread_body::close_if_unread))
         // A request id on every call: the caller's `x-request-id`, or a new one; in the log
         // span of the request and echoed in the response.
         .layer(PropagateRequestIdLayer::x_request_id())

@@ -5,7 +5,9 @@
 //! closes the connection, as the rest of the body would be read as the next request; but
 //! without this header the client does not know it will, keeps the connection in its pool,
 //! and sees its next request on it fail ("connection closed before message completed"),
-//! a request it may not send again by itself (a POST).
+//! a request it may not send again by itself (a POST). (When the whole body came with the
+//! head, hyper could have dropped it and kept the connection; which it will do is not told
+//! here, so such a connection is closed too: a new connection, after a refusal, is the cost.)
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,9 +31,15 @@ pub async fn close_if_unread(req: Request, next: Next) -> Response {
     }
     let ended = Arc::new(AtomicBool::new(false));
     let req = req.map(|body| Body::new(Watched { inner: body, ended: ended.clone() }));
+    let version = req.version();
     let mut response = next.run(req).await;
     if !ended.load(Ordering::Acquire) {
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        if version == Version::HTTP_10 {
+            // hyper answers an HTTP/1.0 keep-alive request with `keep-alive` added to the
+            // `Connection` of an HTTP/1.1 answer; of an HTTP/1.0 one, it ends keep-alive.
+            *response.version_mut() = Version::HTTP_10;
+        }
     }
     response
 }

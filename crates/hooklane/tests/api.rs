@@ -4171,6 +4171,25 @@ async fn an_answer_before_the_body_was_read_closes_the_connection() {
     assert_eq!((refused.status, refused.header("connection")), (422, None), "read, then refused: {}", refused.text);
     let get = send(request(&server, Some("sk_wrong_token_wrong_token"), "GET", "/api/v1/app")).await;
     assert_eq!((get.status, get.header("connection")), (401, None), "no body to read");
+
+    // An HTTP/1.0 client asking for keep-alive is told `close` alone (hyper would add
+    // `keep-alive` to the `Connection` of an HTTP/1.1 answer), and the connection ends.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://")).await.expect("connect");
+    let head = format!(
+        "POST /api/v1/app/{app}/msg HTTP/1.0\r\nhost: x\r\nconnection: keep-alive\r\nauthorization: Bearer wrong\r\n\
+         content-type: application/json\r\ncontent-length: 20\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+        .await
+        .expect("the connection ended")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    let (head, _) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{answer}"));
+    assert!(head.starts_with("http/1.0 401") && head.contains("\r\nconnection: close\r\n"), "{head}");
+    assert!(!head.contains("keep-alive"), "{head}");
 }
 
 /// A route whose body may be left out takes a request that announces a JSON content type
