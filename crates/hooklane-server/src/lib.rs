@@ -216,7 +216,9 @@ async fn refuse_own_deliveries(
     let to_a_source = req.uri().path().starts_with("/in/");
     if marker == s.0.origin_marker && (relayed || !to_a_source) {
         let webhook_id = req.headers().get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
-        tracing::warn!(path = %req.uri().path(), webhook_id, "refused a delivery of this server sent back to it");
+        // (The path is the request span's, where a source's id is shortened: it is the
+        // secret part of the source's URL.)
+        tracing::warn!(webhook_id, "refused a delivery of this server sent back to it");
         return ApiError::DeliveryLoop.into_response();
     }
     next.run(req).await

@@ -308,6 +308,16 @@ fn lock_file_beside(path: &Path) -> anyhow::Result<(std::fs::File, PathBuf)> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let file = options.open(&lock_path).with_context(|| format!("cannot open {}", lock_path.display()))?;
+    // One an earlier version made (0644) is made owner-only too, when it is ours to change.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if file.metadata().is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+            if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(0o600)) {
+                tracing::warn!(path = %lock_path.display(), error = %e, "the lock file can be opened by other users, who could hold back the start (chmod 600 it)");
+            }
+        }
+    }
     Ok((file, lock_path))
 }
 

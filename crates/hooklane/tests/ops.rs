@@ -453,6 +453,15 @@ async fn the_files_a_server_makes_are_its_owners_alone() {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
     drop(child);
+    // A lock file left readable by others (as earlier versions made it) is made owner-only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let lock = data.join("hooklane.db.lock");
+        std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let (child, _) = serve_bare(dir.path(), &[]);
+        drop(child);
+        assert_eq!(mode(&lock), 0o600, "an existing lock file");
+    }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hooklane"))
         .args(["backup", "--to", "copy.db"])
         .current_dir(dir.path())
