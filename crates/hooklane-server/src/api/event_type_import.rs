@@ -542,9 +542,16 @@ fn fault(msg: impl Into<String>) -> Fault {
     Fault::Msg(msg.into())
 }
 
-/// Whether a schema is a `$ref` and nothing else.
+/// Keywords that describe a schema without constraining it, which may stand beside a `$ref`.
+const ANNOTATIONS: [&str; 9] =
+    ["title", "description", "$comment", "examples", "example", "default", "deprecated", "readOnly", "writeOnly"];
+
+/// Whether a schema is a `$ref` and nothing else that constrains a value (annotations
+/// beside it, which OpenAPI 3.1 allows, add no schema).
 fn only_a_ref(schema: &Value) -> bool {
-    schema.as_object().is_some_and(|map| map.len() == 1 && map.contains_key("$ref"))
+    schema.as_object().is_some_and(|map| {
+        map.contains_key("$ref") && map.keys().all(|key| key == "$ref" || ANNOTATIONS.contains(&key.as_str()))
+    })
 }
 
 /// Inlines the `$ref`s of a document's schemas, within a budget of values for the whole import.
@@ -1086,6 +1093,10 @@ mod tests {
         for schemas in [
             json!({ "A": { "$ref": "#/components/schemas/B" }, "B": { "$ref": "#/components/schemas/A" } }),
             json!({ "A": { "$ref": "#/components/schemas/A" } }),
+            json!({
+                "A": { "$ref": "#/components/schemas/B" },
+                "B": { "$ref": "#/components/schemas/A", "description": "an annotation adds no schema" },
+            }),
         ] {
             let spec = json!({
                 "webhooks": { "loop.evt": posting(json!({ "$ref": "#/components/schemas/A" })) },
