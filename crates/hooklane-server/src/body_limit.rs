@@ -7,7 +7,6 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::{header, Extensions, HeaderMap};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower::layer::util::{Identity, Stack};
 use tower::{Layer, ServiceBuilder, ServiceExt};
@@ -80,20 +79,16 @@ pub async fn read_before_routing(req: Request, s: &AppState) -> (usize, Result<B
 /// writes megabytes, it would see the connection reset, not the 413 (and the Svix SDKs send
 /// again a request that failed so). (A coded body's length is not the decoded one's: the
 /// decoder has removed it by then. Inbound sources check their own limits.)
-pub async fn refuse_announced_past_limit(
-    axum::extract::State(s): axum::extract::State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub fn refused_as_announced(req: &Request, max_body: usize) -> Option<Response> {
     let path = req.uri().path();
     let waits = req.headers().get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if waits && path.starts_with("/api/") {
-        let limit = limit_for(path, s.0.max_body_bytes);
+        let limit = limit_for(path, max_body);
         if announced_length(req.headers()).is_some_and(|n| n > limit as u64) {
-            return ApiError::PayloadTooLarge(limit).into_response();
+            return Some(ApiError::PayloadTooLarge(limit).into_response());
         }
     }
-    next.run(req).await
+    None
 }
 
 /// The length a request's `Content-Length` announces, if it is one.

@@ -14,7 +14,6 @@ use axum::body::Body;
 use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::header;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt, TryStreamExt};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,31 +32,31 @@ enum Coding {
     Deflate,
 }
 
-/// Decodes the body of a request with no coding, `identity`, or one coding of [`DECODED`]
-/// (case and surrounding spaces do not count), before anything reads it; refuses the rest.
-pub async fn decode(mut req: Request, next: Next) -> Response {
+/// The request with its body to be decoded as it is read, for no coding, `identity`, or one
+/// coding of [`DECODED`] (case and surrounding spaces do not count); the refusal of the rest.
+pub fn decode(mut req: Request) -> Result<Request, Box<Response>> {
     let mut codings = req.headers().get_all(header::CONTENT_ENCODING).iter();
     let (Some(coding), None) = (codings.next(), codings.next()) else {
         return match req.headers().contains_key(header::CONTENT_ENCODING) {
             // More than one header: several codings applied in turn, which is not decoded.
-            true => ApiError::UnsupportedContentEncoding(joined(&req)).into_response(),
-            false => next.run(req).await,
+            true => Err(Box::new(ApiError::UnsupportedContentEncoding(joined(&req)).into_response())),
+            false => Ok(req),
         };
     };
     let name = coding.to_str().unwrap_or_default().trim().to_ascii_lowercase();
     if name == "identity" {
         req.headers_mut().remove(header::CONTENT_ENCODING);
-        return next.run(req).await;
+        return Ok(req);
     }
     let empty = !crate::unread_body::declares_body(req.headers());
     match DECODED.iter().find(|(spelled, _)| *spelled == name) {
         // Nothing to decode: the body is empty, whatever its coding says.
         Some(_) if empty => {
             req.headers_mut().remove(header::CONTENT_ENCODING);
-            next.run(req).await
+            Ok(req)
         }
-        Some((_, coding)) => next.run(decoded(req, *coding)).await,
-        None => ApiError::UnsupportedContentEncoding(joined(&req)).into_response(),
+        Some((_, coding)) => Ok(decoded(req, *coding)),
+        None => Err(Box::new(ApiError::UnsupportedContentEncoding(joined(&req)).into_response())),
     }
 }
 

@@ -17,6 +17,7 @@ pub use message_rate::MAX_MESSAGE_RATE;
 pub mod openapi;
 pub mod operational;
 pub mod ops;
+mod request_body;
 pub mod state;
 pub mod tasks;
 mod unread_body;
@@ -173,13 +174,10 @@ pub fn router(state: AppState) -> Router {
         .merge(inbound::routes())
         .layer(middleware::from_fn_with_state(state.clone(), refuse_own_deliveries))
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(state.clone(), body_limit::refuse_announced_past_limit))
-        // Compressed bodies are decoded here, below every reader of a body (see the module).
-        .layer(middleware::from_fn(content_encoding::decode))
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
-        // Outside every reader of a body, the decoder's included, and outside the answer
-        // to a panic (see the module).
-        .layer(middleware::from_fn(unread_body::close_if_unread))
+        // Bodies watched, decoded and checked here, outside every reader of a body and the
+        // answer to a panic (see the module).
+        .layer(middleware::from_fn_with_state(state.clone(), request_body::prepare))
         // A request id on every call: the caller's `x-request-id`, or a new one; in the log
         // span of the request and echoed in the response.
         .layer(PropagateRequestIdLayer::x_request_id())

@@ -17,29 +17,37 @@ use std::task::{Context, Poll};
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Version};
-use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
 
-/// Runs the request with its body watched, and marks the answer `Connection: close` when the
-/// body was not read to its end by then. A request without a body is let through as it is,
-/// and so is one over HTTP/2, where an unread body ends its stream only (and where
-/// `Connection` is no header to send).
-pub async fn close_if_unread(req: Request, next: Next) -> Response {
+/// What tells, once the request is answered, whether its body was read to its end.
+pub struct Watch {
+    ended: Arc<AtomicBool>,
+    version: Version,
+}
+
+/// The request with its body watched; no watch for a request without a body, or over
+/// HTTP/2, where an unread body ends its stream only (and where `Connection` is no header
+/// to send).
+pub fn watch(req: Request) -> (Request, Option<Watch>) {
     if !has_body_on_http1(&req) {
-        return next.run(req).await;
+        return (req, None);
     }
     let ended = Arc::new(AtomicBool::new(false));
-    let req = req.map(|body| Body::new(Watched { inner: body, ended: ended.clone() }));
-    let version = req.version();
-    let mut response = next.run(req).await;
-    if !ended.load(Ordering::Acquire) {
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        if version == Version::HTTP_10 {
-            // hyper answers an HTTP/1.0 keep-alive request with `keep-alive` added to the
-            // `Connection` of an HTTP/1.1 answer; of an HTTP/1.0 one, it ends keep-alive.
-            *response.version_mut() = Version::HTTP_10;
-        }
+    let watch = Watch { ended: ended.clone(), version: req.version() };
+    (req.map(|body| Body::new(Watched { inner: body, ended })), Some(watch))
+}
+
+/// The answer, marked `Connection: close` when the watched body was not read to its end.
+pub fn close_if_unread(watch: Option<Watch>, mut response: Response) -> Response {
+    let Some(watch) = watch.filter(|w| !w.ended.load(Ordering::Acquire)) else {
+        return response;
+    };
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if watch.version == Version::HTTP_10 {
+        // hyper answers an HTTP/1.0 keep-alive request with `keep-alive` added to the
+        // `Connection` of an HTTP/1.1 answer; of an HTTP/1.0 one, it ends keep-alive.
+        *response.version_mut() = Version::HTTP_10;
     }
     response
 }
