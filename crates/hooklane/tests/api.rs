@@ -4130,10 +4130,9 @@ async fn an_application_posting_too_fast_is_asked_to_wait() {
     assert_eq!((status, &body["code"]), (429, &json!("rate_limited")), "{body}");
 }
 
-/// Sends `head` (a request's head, ended by a blank line, asking `connection: close`) on a
-/// connection of its own, with whatever part of a body follows it, and reads the answer:
-/// its status and JSON body.
-async fn raw_exchange(server: &Server, head: impl AsRef<[u8]>) -> (u16, Value) {
+/// Sends `head` on a connection of its own, as [`raw_exchange`] does, and reads everything
+/// the server sends until it ends the connection, within 10 s.
+async fn raw_answer(server: &Server, head: impl AsRef<[u8]>) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = server.base.trim_start_matches("http://");
     let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -4141,9 +4140,16 @@ async fn raw_exchange(server: &Server, head: impl AsRef<[u8]>) -> (u16, Value) {
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
         .await
-        .expect("answered before a long timeout")
+        .expect("answered, and the connection ended, before a long timeout")
         .expect("read");
-    let answer = String::from_utf8_lossy(&answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Sends `head` (a request's head, ended by a blank line, asking `connection: close`) on a
+/// connection of its own, with whatever part of a body follows it, and reads the answer:
+/// its status and JSON body.
+async fn raw_exchange(server: &Server, head: impl AsRef<[u8]>) -> (u16, Value) {
+    let answer = raw_answer(server, head).await;
     let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status: {answer}"));
     let (_, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no body: {answer}"));
     (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {answer}")))
@@ -4174,19 +4180,11 @@ async fn an_answer_before_the_body_was_read_closes_the_connection() {
 
     // An HTTP/1.0 client asking for keep-alive is told `close` alone (hyper would add
     // `keep-alive` to the `Connection` of an HTTP/1.1 answer), and the connection ends.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://")).await.expect("connect");
     let head = format!(
         "POST /api/v1/app/{app}/msg HTTP/1.0\r\nhost: x\r\nconnection: keep-alive\r\nauthorization: Bearer wrong\r\n\
          content-type: application/json\r\ncontent-length: 20\r\n\r\n"
     );
-    tcp.write_all(head.as_bytes()).await.expect("write");
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
-        .await
-        .expect("the connection ended")
-        .expect("read");
-    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    let answer = raw_answer(&server, &head).await.to_ascii_lowercase();
     let (head, _) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{answer}"));
     assert!(head.starts_with("http/1.0 401") && head.contains("\r\nconnection: close\r\n"), "{head}");
     assert!(!head.contains("keep-alive"), "{head}");
