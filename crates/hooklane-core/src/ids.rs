@@ -2,7 +2,9 @@
 //!
 //! The part after the prefix is a ULID: 48 bits of milliseconds then 80 random bits, in
 //! Crockford base32. A monotonic generator makes ids created by one process strictly
-//! increasing, so "order by id" is "order by creation" and ids double as pagination cursors.
+//! increasing, so "order by id" is "order by creation" and ids double as pagination cursors
+//! (an id made of given parts, [`made_of`], keeps its time: it sorts among those of its
+//! millisecond).
 
 use std::sync::Mutex;
 
@@ -52,6 +54,14 @@ pub fn floor(prefix: &str, at: chrono::DateTime<chrono::Utc>) -> String {
     format!("{prefix}_{}", ulid::Ulid::from_parts(ms, 0))
 }
 
+/// The id of this prefix made at `at` (to the millisecond) whose 80 random bits are the low
+/// ones of `bits`: an id another process can make again from what it knows (an
+/// idempotency key's hold), to find what the first one made with it.
+pub fn made_of(prefix: &str, at: chrono::DateTime<chrono::Utc>, bits: u128) -> String {
+    let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    format!("{prefix}_{}", ulid::Ulid::from_parts(ms, bits & ((1 << 80) - 1)))
+}
+
 /// Whether `s` looks like an id of this prefix (as opposed to a user-chosen `uid`).
 pub fn has_prefix(s: &str, prefix: &str) -> bool {
     s.len() == prefix.len() + 1 + 26 && s.starts_with(prefix) && s.as_bytes()[prefix.len()] == b'_'
@@ -60,6 +70,18 @@ pub fn has_prefix(s: &str, prefix: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_made_of_its_parts_is_made_again_from_them() {
+        let at = chrono::DateTime::from_timestamp_millis(1_765_000_000_123).unwrap();
+        let id = made_of(MESSAGE, at, u128::MAX);
+        assert_eq!(id, made_of(MESSAGE, at + chrono::TimeDelta::microseconds(999), u128::MAX), "to the millisecond");
+        assert!(has_prefix(&id, MESSAGE), "{id}");
+        let ulid: ulid::Ulid = id[MESSAGE.len() + 1..].parse().unwrap();
+        assert_eq!((ulid.timestamp_ms(), ulid.random()), (1_765_000_000_123, (1 << 80) - 1));
+        assert_ne!(id, made_of(MESSAGE, at, 1), "other bits");
+        assert!(floor(MESSAGE, at) <= id && id < floor(MESSAGE, at + chrono::TimeDelta::milliseconds(1)));
+    }
 
     #[test]
     fn an_id_floor_is_below_the_ids_made_since_and_above_older_ones() {

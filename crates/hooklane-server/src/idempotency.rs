@@ -2,6 +2,11 @@
 //! hours and replayed for every later request with the same key, so a client retrying after a lost
 //! answer never creates anything twice. Keys are scoped by the caller's credentials and the
 //! path, so two tenants cannot collide or read each other's responses.
+//!
+//! A message create's message id is made from its key's hold ([`message_id`]): when the
+//! process dies between storing the message and keeping the answer, the retry finds that
+//! message by the id and answers it, rather than refusing the retry for the key's lease and
+//! then making a second message.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -90,11 +95,18 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
     };
     // The same request sent again has the same body; another body is another request.
     let fingerprint = hex(&Sha256::digest(&body));
-    let req = Request::from_parts(parts, Body::from(body));
+    let mut req = Request::from_parts(parts, Body::from(body));
     let store = &s.0.store;
-    match begin(store, &scope, &fingerprint).await {
+    // A message create finds what an earlier hold of its key did by the message id that
+    // hold gave it ([`message_id`]).
+    let creates = creates_message(req.uri().path()).filter(|(_, asked)| *asked).and_then(|(app, _)| decoded(app));
+    let done_by = |held: Hold| {
+        let (s, scope, app) = (&s, &scope, creates.as_deref());
+        async move { kept_answer_of(s, app?, &message_id(scope, held)).await }
+    };
+    match begin(store, &scope, &fingerprint, done_by).await {
         Err(e) => ApiError::from(e).into_response(),
-        Ok((IdempotencyState::InFlight, _)) => ApiError::IdempotencyInFlight.into_response(),
+        Ok((IdempotencyState::InFlight { .. }, _)) => ApiError::IdempotencyInFlight.into_response(),
         Ok((IdempotencyState::Mismatch, _)) => ApiError::IdempotencyMismatch.into_response(),
         // Kept answers go only to the token that got them (its hash is in the scope), and
         // only while it still works (checked above).
@@ -105,7 +117,10 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
         // On a task of its own: a client that stops waiting (a timeout, a dropped
         // connection) does not stop the request half-way, after its write was queued but
         // before its answer was kept; its retry then finds the answer.
-        Ok((IdempotencyState::Started, hold)) => {
+        Ok((IdempotencyState::Started { .. }, hold)) => {
+            if creates.is_some() {
+                req.extensions_mut().insert(IdempotentMessageId(message_id(&scope, hold)));
+            }
             match tokio::spawn(run_and_keep(store.clone(), (scope, hold), req, next)).await {
                 Ok(response) => response,
                 Err(e) => ApiError::Internal(format!("the request's handler stopped: {e}")).into_response(),
@@ -119,24 +134,51 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
 /// (its answer kept, or the key released for this one to run). Answers the state with what
 /// the key is held by: the time it was taken, with its lease (a request that outlived the
 /// lease, whose retry took the key, finishes or frees nothing of it).
-async fn begin(
+///
+/// The work of the same request's hold, still on or run out unfinished (its process died
+/// between doing the work and keeping its answer), is looked for with `done_by`: when found,
+/// its answer is kept in the key's place, and is the state answered.
+async fn begin<F, Fut>(
     store: &DynStore,
     scope: &str,
     fingerprint: &str,
-) -> hooklane_store::StoreResult<(IdempotencyState, Hold)> {
+    done_by: F,
+) -> hooklane_store::StoreResult<(IdempotencyState, Hold)>
+where
+    F: Fn(Hold) -> Fut,
+    Fut: std::future::Future<Output = Option<StoredResponse>>,
+{
     let until = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
     let mut pause = Duration::from_millis(50);
+    let mut looked_at = None;
     loop {
         let hold = (Utc::now(), IN_FLIGHT_LEASE);
-        match store.idempotency_begin(scope, fingerprint, hold.0, hold.1).await? {
-            IdempotencyState::InFlight => {}
+        // The hold whose work to look for, and the one to keep its answer under: the
+        // holder's own, or this take's in place of the one that ran out.
+        let (earlier, keeper) = match store.idempotency_begin(scope, fingerprint, hold.0, hold.1).await? {
+            IdempotencyState::InFlight { held_until: Some(end) } => (held_since(end), held_since(end)),
+            IdempotencyState::InFlight { held_until: None } => (None, None),
+            IdempotencyState::Started { resumes: Some(end) } => (held_since(end), Some(hold)),
             state => return Ok((state, hold)),
+        };
+        if let Some((earlier, keeper)) = earlier.zip(keeper).filter(|(earlier, _)| looked_at != Some(*earlier)) {
+            looked_at = Some(earlier);
+            if let Some(answer) = done_by(earlier).await {
+                let expires_at = Utc::now() + KEY_TTL;
+                if let Err(e) = store.idempotency_finish(scope, keeper, answer.clone(), expires_at).await {
+                    tracing::warn!(error = %e, "could not keep an idempotent answer found again");
+                }
+                return Ok((IdempotencyState::Completed(answer), keeper));
+            }
+        }
+        if keeper == Some(hold) {
+            return Ok((IdempotencyState::Started { resumes: None }, hold));
         }
         // Looked at with reads (a take is a write: on SQLite, a turn of the one writer)
         // until its holder is done, then taken again: its answer, or the key it freed.
         loop {
             if tokio::time::Instant::now() + pause >= until {
-                return Ok((IdempotencyState::InFlight, hold));
+                return Ok((IdempotencyState::InFlight { held_until: None }, hold));
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
@@ -145,6 +187,46 @@ async fn begin(
             }
         }
     }
+}
+
+/// The hold whose lease ends at `lease_end`: holds are all taken for [`IN_FLIGHT_LEASE`].
+fn held_since(lease_end: hooklane_core::DateTime<Utc>) -> Option<Hold> {
+    let lease = chrono::TimeDelta::from_std(IN_FLIGHT_LEASE).ok()?;
+    Some((lease_end.checked_sub_signed(lease)?, IN_FLIGHT_LEASE))
+}
+
+/// The id of the message that a create holding its key `scope` so makes: the hold's time,
+/// and bits of the scope's (a digest of the credentials, path and key; the id gives none of
+/// them away). A retry finding that hold unfinished makes the same id, and looks the
+/// message up by it: the first request's process may have died after storing the message
+/// and before keeping its answer, and the retry must answer that message, not make another
+/// (the receivers tell messages apart by id). A later hold, after a failure or the key's
+/// expiry, makes another id.
+fn message_id(scope: &str, (taken, _): Hold) -> String {
+    let digest = Sha256::new().chain_update(b"hooklane idempotent message id\0").chain_update(scope).finalize();
+    let mut bits = [0u8; 16];
+    bits.copy_from_slice(&digest[..16]);
+    hooklane_core::ids::made_of(hooklane_core::ids::MESSAGE, taken, u128::from_be_bytes(bits))
+}
+
+/// The message id a keyed create (`/api/v1/app/{app}/msg`) gives its message, from
+/// [`message_id`]: a request extension for its handler.
+#[derive(Clone)]
+pub struct IdempotentMessageId(pub String);
+
+/// The answer kept for a create of message `id` in application `app` (its id or uid, as in
+/// the path) when the message exists (payload `{}`, as [`without_payload`] keeps it).
+async fn kept_answer_of(s: &AppState, app: &str, id: &str) -> Option<StoredResponse> {
+    let app = s.0.cache.app(&s.0.store, app).await.ok()??;
+    // (The store finds a message by its `eventId` too: the id must be the message's.)
+    let message = s.0.store.get_message(&app.id, id).await.ok()?.filter(|m| m.id == id)?;
+    let body = serde_json::to_vec(&MessageOut::new(message, false)).ok()?;
+    Some(StoredResponse { status: StatusCode::ACCEPTED.as_u16(), body: without_payload(&body)? })
+}
+
+/// A path's segment decoded (the path as sent: the router, not this, decodes its segments).
+fn decoded(segment: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(segment).decode_utf8().ok().map(|s| s.into_owned())
 }
 
 /// Runs the request that took the key `scope` (held so), and keeps its answer for replay.
@@ -227,8 +309,6 @@ fn without_payload(body: &[u8]) -> Option<Vec<u8>> {
 /// (byte for byte the first answer, or its payload `{}` once expunged), as the request
 /// asked for it (`with_content`); when it is gone, or for any other answer, as kept.
 async fn kept_message_answer(s: &AppState, parts: &mut Parts, mut stored: StoredResponse) -> StoredResponse {
-    // (The path as sent: the router, not this, has decoded its segments.)
-    let decoded = |app: &str| percent_encoding::percent_decode_str(app).decode_utf8().ok().map(|a| a.into_owned());
     let Some((app, asked)) = creates_message(parts.uri.path()).and_then(|(app, asked)| Some((decoded(app)?, asked)))
     else {
         return stored;
@@ -306,7 +386,102 @@ fn response_is_empty(status: StatusCode) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{answers_a_secret, creates_message};
+    use std::sync::{Arc, Mutex};
+
+    use hooklane_store::sqlite::SqliteStore;
+
+    use super::*;
+
+    async fn store() -> (DynStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path().join("t.db")).await.expect("open");
+        (Arc::new(store), dir)
+    }
+
+    /// `begin` with a `done_by` that notes the holds it is asked about and answers `found`.
+    async fn begin_finding(
+        store: &DynStore,
+        scope: &str,
+        found: Option<StoredResponse>,
+    ) -> ((IdempotencyState, Hold), Vec<Hold>) {
+        let asked = Mutex::new(Vec::new());
+        let done_by = |held: Hold| {
+            asked.lock().unwrap().push(held);
+            let found = found.clone();
+            async move { found }
+        };
+        let begun = begin(store, scope, "f", done_by).await.expect("begin");
+        (begun, asked.into_inner().unwrap())
+    }
+
+    fn answer() -> StoredResponse {
+        StoredResponse { status: 202, body: br#"{"id":"msg_1","payload":{}}"#.to_vec() }
+    }
+
+    /// A hold as the store keeps it: to the millisecond.
+    fn to_the_ms((taken, lease): Hold) -> Hold {
+        (hooklane_core::DateTime::from_timestamp_millis(taken.timestamp_millis()).unwrap(), lease)
+    }
+
+    #[tokio::test]
+    async fn the_work_of_a_hold_that_ran_out_is_answered_and_kept() {
+        let (store, _dir) = store().await;
+        // A request took the key ten minutes ago and never finished: its process died.
+        let died = (Utc::now() - chrono::TimeDelta::minutes(10), IN_FLIGHT_LEASE);
+        store.idempotency_begin("scope", "f", died.0, died.1).await.unwrap();
+        let ((state, keeper), asked) = begin_finding(&store, "scope", Some(answer())).await;
+        assert_eq!(asked, vec![to_the_ms(died)], "the dead hold's work is looked for");
+        assert_eq!(state, IdempotencyState::Completed(answer()));
+        assert_ne!(keeper, to_the_ms(died), "kept under this take's hold");
+        // The answer is kept: the next retry replays it without looking again.
+        let ((state, _), asked) = begin_finding(&store, "scope", None).await;
+        assert_eq!((state, asked), (IdempotencyState::Completed(answer()), vec![]));
+        // The same id is made again from the hold as the store tells it.
+        assert_eq!(message_id("scope", died), message_id("scope", to_the_ms(died)));
+        assert_ne!(message_id("scope", died), message_id("other scope", died));
+    }
+
+    #[tokio::test]
+    async fn a_hold_that_ran_out_without_its_work_done_is_run_again() {
+        let (store, _dir) = store().await;
+        let died = (Utc::now() - chrono::TimeDelta::minutes(10), IN_FLIGHT_LEASE);
+        store.idempotency_begin("scope", "f", died.0, died.1).await.unwrap();
+        let ((state, hold), asked) = begin_finding(&store, "scope", None).await;
+        assert_eq!(asked, vec![to_the_ms(died)]);
+        assert_eq!(state, IdempotencyState::Started { resumes: None });
+        assert_ne!(message_id("scope", hold), message_id("scope", died), "another message");
+        assert!(store.idempotency_held("scope", Utc::now()).await.unwrap(), "held by this take");
+    }
+
+    #[tokio::test]
+    async fn the_work_of_a_hold_still_on_is_answered_at_once() {
+        let (store, _dir) = store().await;
+        let holder = (Utc::now() - chrono::TimeDelta::seconds(30), IN_FLIGHT_LEASE);
+        store.idempotency_begin("scope", "f", holder.0, holder.1).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let ((state, keeper), asked) = begin_finding(&store, "scope", Some(answer())).await;
+        assert!(started.elapsed() < IN_FLIGHT_WAIT, "not after waiting");
+        assert_eq!(
+            (state, keeper, asked),
+            (IdempotencyState::Completed(answer()), to_the_ms(holder), vec![to_the_ms(holder)])
+        );
+        // Kept under the holder's hold: its own finish then changes nothing.
+        assert!(!store.idempotency_held("scope", Utc::now()).await.unwrap());
+        let late = StoredResponse { status: 202, body: b"late".to_vec() };
+        store.idempotency_finish("scope", holder, late, Utc::now() + KEY_TTL).await.unwrap();
+        let ((state, _), _) = begin_finding(&store, "scope", None).await;
+        assert_eq!(state, IdempotencyState::Completed(answer()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_still_on_without_its_work_done_is_waited_for() {
+        let (store, _dir) = store().await;
+        let holder = (Utc::now(), IN_FLIGHT_LEASE);
+        store.idempotency_begin("scope", "f", holder.0, holder.1).await.unwrap();
+        let ((state, _), asked) = begin_finding(&store, "scope", None).await;
+        assert_eq!(asked, vec![to_the_ms(holder)], "looked for once");
+        assert_eq!(state, IdempotencyState::InFlight { held_until: None });
+    }
 
     #[test]
     fn paths_that_create_a_message_are_known() {

@@ -22,7 +22,7 @@ use hooklane_core::oauth::EndpointOauth;
 use hooklane_core::{DateTime, Utc};
 
 pub use error::StoreError;
-pub use queries_shared::FAN_OUT_KEPT;
+pub use queries_shared::{FAN_OUT_KEPT, UNFINISHED_KEY_KEPT};
 pub use types::*;
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -561,7 +561,8 @@ pub trait Store: Send + Sync + 'static {
     /// Takes `key` for a request identified by `fingerprint` (the same request sent again has
     /// the same one) for at most `ttl` (a key whose holder never finishes is free again
     /// then), or says who holds it; a key taken for another fingerprint is
-    /// [`IdempotencyState::Mismatch`].
+    /// [`IdempotencyState::Mismatch`]. A take that replaces the same request's hold that ran
+    /// out unfinished tells that hold's lease end (kept for [`UNFINISHED_KEY_KEPT`] past it).
     async fn idempotency_begin(
         &self,
         key: &str,
@@ -589,8 +590,8 @@ pub trait Store: Send + Sync + 'static {
     async fn idempotency_abort(&self, key: &str, held: (DateTime<Utc>, Duration)) -> StoreResult<()>;
 
     // --- housekeeping
-    /// Deletes at most `limit` idempotency keys and at most `limit` tokens that expired by
-    /// `now`, at most `limit` inbound request records received before `inbound_before` (but
+    /// Deletes at most `limit` idempotency keys (an unfinished one [`UNFINISHED_KEY_KEPT`]
+    /// after its lease end) and at most `limit` tokens that expired by `now`, at most `limit` inbound request records received before `inbound_before` (but
     /// none whose fan-out is unfinished within [`FAN_OUT_KEPT`]: it is still to be done),
     /// at most `limit` of the `messages` it may (with their deliveries and attempts; `None`:
     /// keep them all), looking at no more than `2 × limit` of them and deleting a bounded

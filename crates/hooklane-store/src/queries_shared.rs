@@ -37,6 +37,12 @@ pub fn rate_interval_us(rate: u32) -> i64 {
 /// long whatever the request retention.
 pub const FAN_OUT_KEPT: chrono::Duration = chrono::Duration::days(1);
 
+/// How long an idempotency key's hold that never finished (its process died) is kept past
+/// its lease end, as long as a finished key's answer is replayed: a retry of the same
+/// request within it is told the hold it replaces ([`crate::IdempotencyState::Started`]), by
+/// which it finds the work that hold may have done rather than doing it again.
+pub const UNFINISHED_KEY_KEPT: chrono::Duration = chrono::Duration::days(1);
+
 /// An accepted inbound request whose fan-out is still to be done (the partial index's
 /// condition).
 pub const UNFINISHED_FAN_OUT: &str = "status = 0 AND reason IS NOT NULL AND msg_id IS NOT NULL";

@@ -215,12 +215,16 @@ pub struct StoredResponse {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum IdempotencyState {
-    /// First use of the key: the caller does the work, then finishes or aborts the key.
-    Started,
+    /// First use of the key, or the first since its holder's lease ran out: the caller does
+    /// the work, then finishes or aborts the key. `resumes`: the lease end of the same
+    /// request's earlier hold that this take replaced, one that never finished (its process
+    /// died, perhaps after the work was done): the caller may find that work by it.
+    Started { resumes: Option<DateTime<Utc>> },
     /// The work was done before: replay this response.
     Completed(StoredResponse),
-    /// Another request with the same key is being processed right now.
-    InFlight,
+    /// The same request holds the key right now, until `held_until` (its lease end; `None`
+    /// when the key changed hands under the look).
+    InFlight { held_until: Option<DateTime<Utc>> },
     /// The key was used for a request with another fingerprint (another body).
     Mismatch,
 }

@@ -2047,14 +2047,27 @@ async fn idempotency_checks_the_token_before_reading_anything() {
     assert_eq!(first.header("idempotent-replayed"), None);
 }
 
-/// A request that succeeded but whose answer could not be kept (PostgreSQL refuses the
-/// write, a trigger) keeps its key taken: the retry, having waited 10 s for an answer, is
-/// refused as in flight, never run a second time.
+/// A message stored by a request whose answer was not kept (here the store refuses to keep
+/// it; in life, the process died between the two writes) is answered to the retry, as a
+/// replay of the first answer: neither a 409 while the key stays held nor, after its lease,
+/// a second message, which receivers could not tell from the first (another id).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_never_runs_twice_a_request_whose_answer_was_not_kept() {
+async fn idempotency_answers_the_message_of_a_request_whose_answer_was_not_kept_sqlite() {
+    let server = Server::start("").await;
+    let path = server.data_dir().join("data").join("hooklane.db");
+    let db = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE).expect("open");
+    db.execute_batch(
+        "CREATE TRIGGER refuse BEFORE UPDATE ON idempotency_keys FOR EACH ROW WHEN NEW.done \
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+    )
+    .expect("trigger");
+    the_message_of_a_request_whose_answer_was_not_kept_is_answered(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_answers_the_message_of_a_request_whose_answer_was_not_kept_postgres() {
     let db = hooklane_store::postgres::testing::TestDatabase::create().await;
     let server = Server::start(&format!("database_url = \"{}\"", db.url())).await;
-    let app = server.create_app("idem").await;
     let (pg, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await.expect("connect");
     tokio::spawn(connection);
     pg.batch_execute(
@@ -2065,14 +2078,28 @@ async fn idempotency_never_runs_twice_a_request_whose_answer_was_not_kept() {
     )
     .await
     .expect("trigger");
+    the_message_of_a_request_whose_answer_was_not_kept_is_answered(&server).await;
+}
+
+async fn the_message_of_a_request_whose_answer_was_not_kept_is_answered(server: &Server) {
+    let app = server.create_app("idem").await;
     let path = format!("/api/v1/app/{app}/msg");
-    let body = json!({"eventType": "order.paid", "payload": {}});
-    let post = || request(&server, Some(ADMIN), "POST", &path).header("idempotency-key", "once").json(&body);
+    let body = json!({"eventType": "order.paid", "payload": {"n": 1}});
+    let post = || request(server, Some(ADMIN), "POST", &path).header("idempotency-key", "once").json(&body);
     let first = send(post()).await;
     assert_eq!(first.status, 202, "{}", first.json());
-    let again = send(post()).await;
-    assert_error(again.status, &again.json(), 409, "idempotency_in_flight");
-    assert_eq!(ids(&list_all(&server, &path).await).len(), 1, "the message was created once");
+    assert_eq!(first.header("idempotent-replayed"), None);
+    for _ in 0..2 {
+        let again = send(post()).await;
+        assert_eq!(again.status, 202, "{}", again.json());
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        assert_eq!(again.json(), first.json(), "the first answer");
+    }
+    assert_eq!(ids(&list_all(server, &path).await), vec![first.json()["id"].as_str().unwrap().to_string()]);
+    // Another key is another message.
+    let other = send(request(server, Some(ADMIN), "POST", &path).header("idempotency-key", "twice").json(&body)).await;
+    assert_eq!(other.status, 202, "{}", other.json());
+    assert_ne!(other.json()["id"], first.json()["id"]);
 }
 
 /// A change whose client left before its answer still clears the tenant cache once it is

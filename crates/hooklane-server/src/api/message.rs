@@ -19,6 +19,7 @@ use super::endpoint::find as find_endpoint;
 use super::{check_len, check_name, check_names, page_of, page_request, query_names, ListResponse};
 use crate::error::{conflict, ApiError, ApiResult};
 use crate::extract::{AppRef, Json, Path, Query, Tenant};
+use crate::idempotency::IdempotentMessageId;
 use crate::openapi::{
     AppPath, ErrorBody, ExpandedStatuses, InvalidBody, InvalidJson, InvalidQuery, MessageEndpointPath, MessageFilters,
     MessagePath, PageNewestFirst, PageOldestFirst, Unauthorized,
@@ -410,6 +411,7 @@ pub async fn create(
     State(s): State<AppState>,
     app: AppRef,
     q: Query,
+    keyed: Option<axum::Extension<IdempotentMessageId>>,
     Json(mut input): Json<MessageIn>,
 ) -> ApiResult<impl IntoResponse> {
     input.validate()?;
@@ -435,7 +437,8 @@ pub async fn create(
     let body = input.body()?;
     let (payload, content_type) = (body.text.to_string(), body.content_type.map(String::from));
     let msg = Message {
-        id: new_id(ids::MESSAGE),
+        // A keyed create's id is its key's: a retry after a crash finds the message by it.
+        id: keyed.map_or_else(|| new_id(ids::MESSAGE), |axum::Extension(id)| id.0),
         app_id,
         event_type: input.event_type,
         event_id: input.event_id,

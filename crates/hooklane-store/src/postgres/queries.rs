@@ -1839,37 +1839,42 @@ pub async fn expire_poller_tokens<C: GenericClient>(
 
 // --- idempotency keys
 
-/// Takes the key if it is free or expired (one statement); `true` when taken.
+/// Takes the key if it is free or expired (one statement): `None` when it is held, else
+/// the lease end of the same request's (`fingerprint`'s) unfinished hold it replaced, if any.
 pub async fn idempotency_take<C: GenericClient>(
     c: &C,
     key: &str,
     fingerprint: &str,
     now: i64,
     expires: i64,
-) -> StoreResult<bool> {
+) -> StoreResult<Option<Option<i64>>> {
+    // (Two takes of one expired row: the second waits on the first's row lock, then finds
+    // the row no longer expired, and takes nothing.)
     let taken = query_opt(
         c,
-        "INSERT INTO idempotency_keys (key, done, status, body, expires_at, fingerprint) \
+        "WITH replaced AS (SELECT done, expires_at, fingerprint FROM idempotency_keys \
+                           WHERE key = $1 AND expires_at <= $2) \
+         INSERT INTO idempotency_keys (key, done, status, body, expires_at, fingerprint) \
          VALUES ($1, false, NULL, NULL, $3, $4) \
          ON CONFLICT (key) DO UPDATE SET done = false, status = NULL, body = NULL, expires_at = EXCLUDED.expires_at, \
          fingerprint = EXCLUDED.fingerprint \
          WHERE idempotency_keys.expires_at <= $2 \
-         RETURNING true",
+         RETURNING (SELECT expires_at FROM replaced WHERE NOT done AND fingerprint = $4)",
         &[&key, &now, &expires, &fingerprint],
     )
     .await?;
-    Ok(taken.is_some())
+    taken.map(|row| rows::get::<Option<i64>>(&row, 0)).transpose()
 }
 
-/// `(done, status, body, fingerprint)` of a key, if it exists.
+/// `(done, status, body, fingerprint, expires_at)` of a key, if it exists.
 #[allow(clippy::type_complexity)]
 pub async fn idempotency_get<C: GenericClient>(
     c: &C,
     key: &str,
-) -> StoreResult<Option<(bool, Option<i32>, Option<Vec<u8>>, Option<String>)>> {
-    query_opt(c, "SELECT done, status, body, fingerprint FROM idempotency_keys WHERE key = $1", &[&key])
+) -> StoreResult<Option<(bool, Option<i32>, Option<Vec<u8>>, Option<String>, i64)>> {
+    query_opt(c, "SELECT done, status, body, fingerprint, expires_at FROM idempotency_keys WHERE key = $1", &[&key])
         .await?
-        .map(|r| Ok((rows::get(&r, 0)?, rows::get(&r, 1)?, rows::get(&r, 2)?, rows::get(&r, 3)?)))
+        .map(|r| Ok((rows::get(&r, 0)?, rows::get(&r, 1)?, rows::get(&r, 2)?, rows::get(&r, 3)?, rows::get(&r, 4)?)))
         .transpose()
 }
 
@@ -2101,8 +2106,8 @@ pub async fn prune<C: GenericClient>(
     let keys = execute(
         c,
         "DELETE FROM idempotency_keys WHERE key IN \
-         (SELECT key FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2)",
-        &[&ms(now), &limit_param(limit)],
+         (SELECT key FROM idempotency_keys WHERE expires_at <= $1 AND (done OR expires_at <= $3) LIMIT $2)",
+        &[&ms(now), &limit_param(limit), &ms(now - crate::queries_shared::UNFINISHED_KEY_KEPT)],
     )
     .await?;
     // (A fan-out still to be done is kept for as long as it is.)

@@ -854,21 +854,23 @@ impl Store for PgStore {
         // Taking the key and reading who holds it are two statements: if the holder aborts
         // in between, the key is free again and the next round takes it.
         for _ in 0..3 {
-            if queries::idempotency_take(&c, key, fingerprint, now, expires).await? {
-                return Ok(IdempotencyState::Started);
+            if let Some(resumes) = queries::idempotency_take(&c, key, fingerprint, now, expires).await? {
+                return Ok(IdempotencyState::Started { resumes: resumes.map(rows::time) });
             }
             match queries::idempotency_get(&c, key).await? {
-                Some((_, _, _, Some(held_for))) if held_for != fingerprint => return Ok(IdempotencyState::Mismatch),
-                Some((true, Some(status), body, _)) => {
+                Some((_, _, _, Some(held_for), _)) if held_for != fingerprint => return Ok(IdempotencyState::Mismatch),
+                Some((true, Some(status), body, _, _)) => {
                     let status = u16::try_from(status)
                         .map_err(|_| StoreError::Corrupt(format!("idempotency key {key}: status {status}")))?;
                     return Ok(IdempotencyState::Completed(StoredResponse { status, body: body.unwrap_or_default() }));
                 }
-                Some(_) => return Ok(IdempotencyState::InFlight),
+                Some((.., lease_end)) => {
+                    return Ok(IdempotencyState::InFlight { held_until: Some(rows::time(lease_end)) })
+                }
                 None => continue,
             }
         }
-        Ok(IdempotencyState::InFlight)
+        Ok(IdempotencyState::InFlight { held_until: None })
     }
 
     async fn idempotency_held(&self, key: &str, now: DateTime<Utc>) -> StoreResult<bool> {

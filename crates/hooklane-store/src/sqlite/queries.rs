@@ -1208,8 +1208,9 @@ pub fn prune(
     let (keys, more_keys) = prune_by_bytes(
         conn,
         "idempotency_keys",
-        "SELECT rowid, octet_length(body) FROM idempotency_keys WHERE expires_at <= ?1 LIMIT ?2",
-        params![now, limit],
+        "SELECT rowid, octet_length(body) FROM idempotency_keys WHERE expires_at <= ?1 \
+         AND (done = 1 OR expires_at <= ?3) LIMIT ?2",
+        params![now, limit, now - crate::queries_shared::UNFINISHED_KEY_KEPT.num_milliseconds()],
     )?;
     // (A fan-out still to be done is kept for as long as it is.)
     let unfinished_since = now - crate::FAN_OUT_KEPT.num_milliseconds();

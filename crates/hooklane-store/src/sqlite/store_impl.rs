@@ -807,18 +807,27 @@ impl Store for SqliteStore {
         let (key, fingerprint) = (owned(key), owned(fingerprint));
         let (now, expires) = (ms(now), ms(lease_end(now, ttl)));
         self.write_unguarded(move |c| {
-            queries::execute(c, "DELETE FROM idempotency_keys WHERE key = ?1 AND expires_at <= ?2", params![key, now])?;
+            // (One row at most: the key is the table's key.)
+            let replaced = queries::query_opt(
+                c,
+                "DELETE FROM idempotency_keys WHERE key = ?1 AND expires_at <= ?2 RETURNING done, expires_at, fingerprint",
+                params![key, now],
+                |r| Ok((r.get::<_, bool>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<String>>(2)?)),
+            )?;
             let inserted = queries::execute(
                 c,
                 "INSERT OR IGNORE INTO idempotency_keys (key, done, expires_at, fingerprint) VALUES (?1, 0, ?2, ?3)",
                 params![key, expires, fingerprint],
             )?;
             if inserted == 1 {
-                return Ok(IdempotencyState::Started);
+                let resumes = replaced
+                    .filter(|(done, _, held_for)| !done && held_for.as_deref() == Some(fingerprint.as_str()))
+                    .map(|(_, lease_end, _)| rows::time(lease_end));
+                return Ok(IdempotencyState::Started { resumes });
             }
-            let (done, status, body, held_for): (bool, Option<u16>, Option<Vec<u8>>, Option<String>) = c
-                .prepare_cached("SELECT done, status, body, fingerprint FROM idempotency_keys WHERE key = ?1")
-                .and_then(|mut s| s.query_row([&key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))))
+            let (done, status, body, held_for, lease_end): (bool, Option<u16>, Option<Vec<u8>>, Option<String>, i64) = c
+                .prepare_cached("SELECT done, status, body, fingerprint, expires_at FROM idempotency_keys WHERE key = ?1")
+                .and_then(|mut s| s.query_row([&key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))))
                 .map_err(db_err)?;
             if held_for.is_some_and(|f| f != fingerprint) {
                 return Ok(IdempotencyState::Mismatch);
@@ -827,7 +836,7 @@ impl Store for SqliteStore {
                 (true, Some(status)) => {
                     IdempotencyState::Completed(StoredResponse { status, body: body.unwrap_or_default() })
                 }
-                _ => IdempotencyState::InFlight,
+                _ => IdempotencyState::InFlight { held_until: Some(rows::time(lease_end)) },
             })
         })
         .await

@@ -423,9 +423,11 @@ pub async fn message_content_type_and_headers_round_trip(store: &DynStore) {
 pub async fn prune_deletes_expired_keys_and_old_requests(store: &DynStore) {
     let t = now_ms();
     let ttl = Duration::from_secs(60);
-    // Five keys that expire at t+60s, two at t+120s.
+    // Five answers kept until t+60s, two keys held until t+120s.
     for i in 0..5 {
         store.idempotency_begin(&format!("old-{i}"), "f", t, ttl).await.unwrap();
+        let answer = StoredResponse { status: 200, body: b"{}".to_vec() };
+        store.idempotency_finish(&format!("old-{i}"), (t, ttl), answer, t + secs(60)).await.unwrap();
     }
     for i in 0..2 {
         store.idempotency_begin(&format!("new-{i}"), "f", t + secs(60), ttl).await.unwrap();
@@ -447,8 +449,14 @@ pub async fn prune_deletes_expired_keys_and_old_requests(store: &DynStore) {
     let second = store.prune(t + secs(61), Some(t + secs(15)), None, 3).await.unwrap();
     assert_eq!(second, Pruned { idempotency_keys: 2, ..Pruned::default() });
     // An expired key is gone; one still alive keeps its state.
-    assert_eq!(store.idempotency_begin("old-0", "f", t + secs(62), ttl).await.unwrap(), IdempotencyState::Started);
-    assert_eq!(store.idempotency_begin("new-0", "f", t + secs(62), ttl).await.unwrap(), IdempotencyState::InFlight);
+    assert_eq!(
+        store.idempotency_begin("old-0", "f", t + secs(62), ttl).await.unwrap(),
+        IdempotencyState::Started { resumes: None }
+    );
+    assert_eq!(
+        store.idempotency_begin("new-0", "f", t + secs(62), ttl).await.unwrap(),
+        IdempotencyState::InFlight { held_until: Some(t + secs(120)) }
+    );
     // Only requests received before the cut-off were deleted.
     let left = store.list_inbound_requests(&src.id, None, &PageRequest::default()).await.unwrap();
     assert_eq!(left.items, requests[2..].to_vec());

@@ -99,6 +99,7 @@ macro_rules! store_conformance_tests {
             attempts_list_filters_and_get,
             tokens_map_to_principals,
             idempotency_lifecycle,
+            idempotency_unfinished_holds_are_kept_a_day,
             rate_slots_are_spaced_after_a_burst,
             rate_buckets_go_with_their_endpoint,
             a_reported_failure_is_noted_until_taken,
@@ -3236,17 +3237,17 @@ pub async fn idempotency_lifecycle(store: &DynStore) {
     let t = now_ms();
     let ttl = Duration::from_secs(60);
     let resp = StoredResponse { status: 202, body: vec![b'{', 0, 0xff, 0xfe, b'}'] };
+    let started = IdempotencyState::Started { resumes: None };
+    // Taken again after the same request's hold, ending then, ran out unfinished.
+    let resumes = |lease_end| IdempotencyState::Started { resumes: Some(lease_end) };
+    let held_until = |lease_end| IdempotencyState::InFlight { held_until: Some(lease_end) };
 
     assert!(!store.idempotency_held("k1", t).await.unwrap(), "never taken");
-    assert_eq!(store.idempotency_begin("k1", "f1", t, ttl).await.unwrap(), IdempotencyState::Started);
-    assert_eq!(store.idempotency_begin("k1", "f1", t + secs(1), ttl).await.unwrap(), IdempotencyState::InFlight);
+    assert_eq!(store.idempotency_begin("k1", "f1", t, ttl).await.unwrap(), started);
+    assert_eq!(store.idempotency_begin("k1", "f1", t + secs(1), ttl).await.unwrap(), held_until(t + secs(60)));
     assert!(store.idempotency_held("k1", t + secs(1)).await.unwrap(), "held while in flight");
     assert!(!store.idempotency_held("k1", t + secs(61)).await.unwrap(), "not past its hold");
-    assert_eq!(
-        store.idempotency_begin("k2", "f1", t, ttl).await.unwrap(),
-        IdempotencyState::Started,
-        "keys are independent"
-    );
+    assert_eq!(store.idempotency_begin("k2", "f1", t, ttl).await.unwrap(), started, "keys are independent");
     store.idempotency_finish("k1", (t, ttl), resp.clone(), t + secs(60)).await.unwrap();
     assert!(!store.idempotency_held("k1", t + secs(2)).await.unwrap(), "not once finished");
     assert_eq!(
@@ -3268,18 +3269,22 @@ pub async fn idempotency_lifecycle(store: &DynStore) {
     // Abort frees an in-flight key for a new attempt.
     store.idempotency_abort("k2", (t, ttl)).await.unwrap();
     assert!(!store.idempotency_held("k2", t + secs(1)).await.unwrap(), "not once aborted");
-    assert_eq!(store.idempotency_begin("k2", "f1", t + secs(1), ttl).await.unwrap(), IdempotencyState::Started);
-    assert_eq!(store.idempotency_begin("k2", "f1", t + secs(2), ttl).await.unwrap(), IdempotencyState::InFlight);
+    assert_eq!(store.idempotency_begin("k2", "f1", t + secs(1), ttl).await.unwrap(), started);
+    assert_eq!(store.idempotency_begin("k2", "f1", t + secs(2), ttl).await.unwrap(), held_until(t + secs(61)));
 
     // Expiry: in-flight and completed keys both start afresh after their ttl.
-    assert_eq!(store.idempotency_begin("k2", "f1", t + secs(30), ttl).await.unwrap(), IdempotencyState::InFlight);
-    assert_eq!(store.idempotency_begin("k2", "f1", t + secs(62), ttl).await.unwrap(), IdempotencyState::Started);
+    assert_eq!(store.idempotency_begin("k2", "f1", t + secs(30), ttl).await.unwrap(), held_until(t + secs(61)));
+    assert_eq!(store.idempotency_begin("k2", "f1", t + secs(62), ttl).await.unwrap(), resumes(t + secs(61)));
     assert_eq!(
         store.idempotency_begin("k1", "f1", t + secs(59), ttl).await.unwrap(),
         IdempotencyState::Completed(resp)
     );
-    assert_eq!(store.idempotency_begin("k1", "f1", t + secs(61), ttl).await.unwrap(), IdempotencyState::Started);
-    assert_eq!(store.idempotency_begin("k1", "f1", t + secs(62), ttl).await.unwrap(), IdempotencyState::InFlight);
+    assert_eq!(
+        store.idempotency_begin("k1", "f1", t + secs(61), ttl).await.unwrap(),
+        started,
+        "a finished key resumes nothing"
+    );
+    assert_eq!(store.idempotency_begin("k1", "f1", t + secs(62), ttl).await.unwrap(), held_until(t + secs(121)));
 
     let empty = StoredResponse { status: 204, body: Vec::new() };
     store.idempotency_finish("k1", (t + secs(61), ttl), empty.clone(), t + secs(121)).await.unwrap();
@@ -3291,34 +3296,68 @@ pub async fn idempotency_lifecycle(store: &DynStore) {
     // A key held for one request is refused to another, done or in flight; once the key
     // expires, the other request may take it.
     assert_eq!(store.idempotency_begin("k1", "f2", t + secs(64), ttl).await.unwrap(), IdempotencyState::Mismatch);
-    assert_eq!(store.idempotency_begin("k3", "f1", t, ttl).await.unwrap(), IdempotencyState::Started);
+    assert_eq!(store.idempotency_begin("k3", "f1", t, ttl).await.unwrap(), started);
     assert_eq!(store.idempotency_begin("k3", "f2", t + secs(1), ttl).await.unwrap(), IdempotencyState::Mismatch);
-    assert_eq!(store.idempotency_begin("k3", "f1", t + secs(1), ttl).await.unwrap(), IdempotencyState::InFlight);
-    assert_eq!(store.idempotency_begin("k3", "f2", t + secs(61), ttl).await.unwrap(), IdempotencyState::Started);
-    assert_eq!(store.idempotency_begin("k3", "f2", t + secs(62), ttl).await.unwrap(), IdempotencyState::InFlight);
+    assert_eq!(store.idempotency_begin("k3", "f1", t + secs(1), ttl).await.unwrap(), held_until(t + secs(60)));
+    assert_eq!(
+        store.idempotency_begin("k3", "f2", t + secs(61), ttl).await.unwrap(),
+        started,
+        "another request's hold"
+    );
+    assert_eq!(store.idempotency_begin("k3", "f2", t + secs(62), ttl).await.unwrap(), held_until(t + secs(121)));
 
     // `ttl` is how long a request may hold the key in flight (one whose process died frees
     // it then); its answer is kept until the expiry `finish` gives, however much later.
-    assert_eq!(store.idempotency_begin("k4", "f1", t, ttl).await.unwrap(), IdempotencyState::Started);
+    assert_eq!(store.idempotency_begin("k4", "f1", t, ttl).await.unwrap(), started);
     let kept = StoredResponse { status: 200, body: b"{}".to_vec() };
     store.idempotency_finish("k4", (t, ttl), kept.clone(), t + secs(3600)).await.unwrap();
     assert_eq!(
         store.idempotency_begin("k4", "f1", t + secs(120), ttl).await.unwrap(),
         IdempotencyState::Completed(kept)
     );
-    assert_eq!(store.idempotency_begin("k4", "f1", t + secs(3601), ttl).await.unwrap(), IdempotencyState::Started);
+    assert_eq!(store.idempotency_begin("k4", "f1", t + secs(3601), ttl).await.unwrap(), started);
 
     // A request that outlived its hold, whose retry took the key, neither finishes nor
     // frees the retry's hold.
-    assert_eq!(store.idempotency_begin("k5", "f1", t, ttl).await.unwrap(), IdempotencyState::Started);
-    assert_eq!(store.idempotency_begin("k5", "f1", t + secs(61), ttl).await.unwrap(), IdempotencyState::Started);
+    assert_eq!(store.idempotency_begin("k5", "f1", t, ttl).await.unwrap(), started);
+    assert_eq!(store.idempotency_begin("k5", "f1", t + secs(61), ttl).await.unwrap(), resumes(t + secs(60)));
     let late = StoredResponse { status: 200, body: b"late".to_vec() };
     store.idempotency_finish("k5", (t, ttl), late, t + secs(3600)).await.unwrap();
     store.idempotency_abort("k5", (t, ttl)).await.unwrap();
-    assert_eq!(store.idempotency_begin("k5", "f1", t + secs(62), ttl).await.unwrap(), IdempotencyState::InFlight);
+    assert_eq!(store.idempotency_begin("k5", "f1", t + secs(62), ttl).await.unwrap(), held_until(t + secs(121)));
     let own = StoredResponse { status: 201, body: b"own".to_vec() };
     store.idempotency_finish("k5", (t + secs(61), ttl), own.clone(), t + secs(3600)).await.unwrap();
     assert_eq!(store.idempotency_begin("k5", "f1", t + secs(63), ttl).await.unwrap(), IdempotencyState::Completed(own));
+}
+
+/// A hold that ran out unfinished (its request's process died, perhaps after its work was
+/// done) is kept for a day past its lease end, so that a retry taking the key later is
+/// still told of it; a finished key goes when its answer expires.
+pub async fn idempotency_unfinished_holds_are_kept_a_day(store: &DynStore) {
+    let t = now_ms();
+    let ttl = Duration::from_secs(60);
+    let kept = |pruned: Pruned| pruned.idempotency_keys;
+    for key in ["unfinished", "finished", "retried"] {
+        assert_eq!(
+            store.idempotency_begin(key, "f1", t, ttl).await.unwrap(),
+            IdempotencyState::Started { resumes: None }
+        );
+    }
+    let answer = StoredResponse { status: 202, body: b"{}".to_vec() };
+    store.idempotency_finish("finished", (t, ttl), answer, t + secs(61)).await.unwrap();
+    assert_eq!(kept(store.prune(t + secs(61), None, None, 100).await.unwrap()), 1, "the finished key, expired");
+    assert_eq!(kept(store.prune(t + hours(24), None, None, 100).await.unwrap()), 0, "unfinished ones are kept");
+    // A day after its lease end, a retry is still told of the hold.
+    assert_eq!(
+        store.idempotency_begin("retried", "f1", t + hours(24), ttl).await.unwrap(),
+        IdempotencyState::Started { resumes: Some(t + secs(60)) }
+    );
+    assert_eq!(kept(store.prune(t + secs(60) + hours(24), None, None, 100).await.unwrap()), 1, "a day past its end");
+    assert_eq!(
+        store.idempotency_begin("unfinished", "f1", t + hours(25), ttl).await.unwrap(),
+        IdempotencyState::Started { resumes: None },
+        "forgotten"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
