@@ -150,20 +150,18 @@ where
 {
     let until = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
     let mut pause = Duration::from_millis(50);
-    let mut looked_at = None;
     loop {
         let hold = (Utc::now(), IN_FLIGHT_LEASE);
-        // The hold whose work to look for, and the one to keep its answer under: the
-        // holder's own, or this take's in place of the one that ran out.
-        let (earlier, keeper) = match store.idempotency_begin(scope, fingerprint, hold.0, hold.1).await? {
-            IdempotencyState::InFlight { held_until: Some(end) } => (held_since(end), held_since(end)),
-            IdempotencyState::InFlight { held_until: None } => (None, None),
-            IdempotencyState::Started { resumes: Some(end) } => (held_since(end), Some(hold)),
+        // The lease end of the hold whose work to look for, and whether this take holds the
+        // key now (in place of that hold, which ran out) or that hold still does.
+        let (lease_end, taken) = match store.idempotency_begin(scope, fingerprint, hold.0, hold.1).await? {
+            IdempotencyState::InFlight { held_until } => (held_until, false),
+            IdempotencyState::Started { resumes: Some(end) } => (Some(end), true),
             state => return Ok((state, hold)),
         };
-        if let Some((earlier, keeper)) = earlier.zip(keeper).filter(|(earlier, _)| looked_at != Some(*earlier)) {
-            looked_at = Some(earlier);
+        if let Some(earlier) = lease_end.and_then(held_since) {
             if let Some(answer) = done_by(earlier).await {
+                let keeper = if taken { hold } else { earlier };
                 let expires_at = Utc::now() + KEY_TTL;
                 if let Err(e) = store.idempotency_finish(scope, keeper, answer.clone(), expires_at).await {
                     tracing::warn!(error = %e, "could not keep an idempotent answer found again");
@@ -171,7 +169,7 @@ where
                 return Ok((IdempotencyState::Completed(answer), keeper));
             }
         }
-        if keeper == Some(hold) {
+        if taken {
             return Ok((IdempotencyState::Started { resumes: None }, hold));
         }
         // Looked at with reads (a take is a write: on SQLite, a turn of the one writer)
@@ -217,11 +215,16 @@ pub struct IdempotentMessageId(pub String);
 /// The answer kept for a create of message `id` in application `app` (its id or uid, as in
 /// the path) when the message exists (payload `{}`, as [`without_payload`] keeps it).
 async fn kept_answer_of(s: &AppState, app: &str, id: &str) -> Option<StoredResponse> {
-    let app = s.0.cache.app(&s.0.store, app).await.ok()??;
-    // (The store finds a message by its `eventId` too: the id must be the message's.)
-    let message = s.0.store.get_message(&app.id, id).await.ok()?.filter(|m| m.id == id)?;
+    let message = stored_message(s, app, id).await?;
     let body = serde_json::to_vec(&MessageOut::new(message, false)).ok()?;
     Some(StoredResponse { status: StatusCode::ACCEPTED.as_u16(), body: without_payload(&body)? })
+}
+
+/// Message `id` of application `app` (its id or uid, as in the path), if it is stored.
+async fn stored_message(s: &AppState, app: &str, id: &str) -> Option<hooklane_core::model::Message> {
+    let app = s.0.cache.app(&s.0.store, app).await.ok()??;
+    // (The store finds a message by its `eventId` too: the id must be the message's.)
+    s.0.store.get_message(&app.id, id).await.ok()?.filter(|m| m.id == id)
 }
 
 /// A path's segment decoded (the path as sent: the router, not this, decodes its segments).
@@ -319,12 +322,10 @@ async fn kept_message_answer(s: &AppState, parts: &mut Parts, mut stored: Stored
     let message = async {
         let fields: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(&stored.body).ok()?;
         let id: String = serde_json::from_str(fields.get("id")?.get()).ok()?;
-        let app = s.0.cache.app(&s.0.store, &app).await.ok()??;
-        let message = s.0.store.get_message(&app.id, &id).await.ok()??;
-        // (The id read is the message's: the store finds a message by its `eventId` too.)
+        let message = stored_message(s, &app, &id).await?;
         let with_content =
             !asked || Query::from_request_parts(parts, s).await.ok()?.flag("with_content").ok()?.unwrap_or(true);
-        (message.id == id).then(|| MessageOut::new(message, with_content))
+        Some(MessageOut::new(message, with_content))
     };
     if let Some(body) = message.await.and_then(|out| serde_json::to_vec(&out).ok()) {
         stored.body = body;
@@ -471,6 +472,27 @@ mod tests {
         store.idempotency_finish("scope", holder, late, Utc::now() + KEY_TTL).await.unwrap();
         let ((state, _), _) = begin_finding(&store, "scope", None).await;
         assert_eq!(state, IdempotencyState::Completed(answer()));
+    }
+
+    /// The holder stores its message after the first look, and its lease runs out while
+    /// the retry waits: the retry, taking the key in its place, looks again.
+    #[tokio::test]
+    async fn a_hold_that_runs_out_while_waited_for_is_looked_for_again() {
+        let (store, _dir) = store().await;
+        let lease = chrono::TimeDelta::from_std(IN_FLIGHT_LEASE).unwrap();
+        let holder = (Utc::now() - lease + chrono::TimeDelta::seconds(1), IN_FLIGHT_LEASE);
+        store.idempotency_begin("scope", "f", holder.0, holder.1).await.unwrap();
+        let asked = Mutex::new(Vec::new());
+        let done_by = |held: Hold| {
+            let mut asked = asked.lock().unwrap();
+            asked.push(held);
+            let found = (asked.len() > 1).then(answer);
+            async move { found }
+        };
+        let (state, keeper) = begin(&store, "scope", "f", done_by).await.expect("begin");
+        assert_eq!(asked.into_inner().unwrap(), vec![to_the_ms(holder); 2]);
+        assert_eq!(state, IdempotencyState::Completed(answer()));
+        assert_ne!(keeper, to_the_ms(holder), "kept under the retry's own hold");
     }
 
     #[tokio::test(start_paused = true)]

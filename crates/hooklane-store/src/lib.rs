@@ -591,8 +591,8 @@ pub trait Store: Send + Sync + 'static {
 
     // --- housekeeping
     /// Deletes at most `limit` idempotency keys (an unfinished one [`UNFINISHED_KEY_KEPT`]
-    /// after its lease end) and at most `limit` tokens that expired by `now`, at most `limit` inbound request records received before `inbound_before` (but
-    /// none whose fan-out is unfinished within [`FAN_OUT_KEPT`]: it is still to be done),
+    /// after its lease end) and at most `limit` tokens that expired by `now`, at most `limit`
+    /// inbound request records received before `inbound_before` (but none whose fan-out is unfinished within [`FAN_OUT_KEPT`]: it is still to be done),
     /// at most `limit` of the `messages` it may (with their deliveries and attempts; `None`:
     /// keep them all), looking at no more than `2 × limit` of them and deleting a bounded
     /// number of rows, and at most `limit` background tasks older than [`TASK_RETENTION`].
